@@ -1,0 +1,109 @@
+"""One settings class for the whole service, read from ``NEXTBEST_*`` variables.
+
+Nothing here touches the disk or the network: directories are made and the MLflow
+tracking URI is applied only by the code that needs them (``ensure_dirs``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration. Every field can be set as ``NEXTBEST_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXTBEST_", env_file=None, extra="ignore")
+
+    models_dir: Path = Field(
+        default=Path("models"),
+        description="Local artifacts: MLflow store, registry artifacts, the embedded database.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default: a SQLite store in models_dir.",
+    )
+    registry_uri: str | None = Field(
+        default=None, description="MLflow registry URI; default: the tracking URI."
+    )
+    experiment: str = Field(default="nextbest", description="MLflow experiment name.")
+    model_name: str = Field(default="nextbest", description="Registered model name.")
+    serve_alias: str = Field(default="champion", description="Registry alias that is served.")
+    database_url: str | None = Field(
+        default=None,
+        description="Recommendation log and feedback store; default: SQLite in models_dir.",
+    )
+    rules_file: Path | None = Field(
+        default=None, description="YAML file of serving rules; default: training/rules.yaml."
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="YAML file of API keys and roles; default: models/api_keys.yaml."
+    )
+    auth_enabled: bool = Field(default=True, description="Require an API key on /v1 routes.")
+    holdout_rate: float = Field(
+        default=0.05, ge=0.0, lt=1.0, description="Share of requests answered with no action."
+    )
+    epsilon: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Exploration rate (epsilon-greedy)."
+    )
+    seed: int | None = Field(default=None, description="Seed for holdout and exploration draws.")
+    reload_interval_s: float = Field(
+        default=0.0, ge=0.0, description="Poll the served alias every N seconds; 0 disables."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+
+    @field_validator("tracking_uri", "registry_uri", "database_url")
+    @classmethod
+    def _blank_is_default(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir.expanduser().resolve()
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.resolved_models_dir / 'mlflow.db'}"
+
+    @property
+    def resolved_registry_uri(self) -> str:
+        return self.registry_uri or self.resolved_tracking_uri
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.resolved_models_dir / "artifacts").as_uri()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_models_dir / 'nextbest.db'}"
+
+    @property
+    def resolved_rules_file(self) -> Path:
+        return self.rules_file or Path("training/rules.yaml")
+
+    @property
+    def resolved_api_keys_file(self) -> Path:
+        return self.api_keys_file or self.resolved_models_dir / "api_keys.yaml"
+
+    @property
+    def served_model_uri(self) -> str:
+        return f"models:/{self.model_name}@{self.serve_alias}"
+
+    def ensure_dirs(self) -> None:
+        """Create the local models directory (called by commands that write there)."""
+        self.resolved_models_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
