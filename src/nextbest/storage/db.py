@@ -1,0 +1,166 @@
+"""Engines, sessions, health check and schema migration for the storage layer.
+
+Two backends are supported: SQLite (the embedded default, one file, WAL) and
+PostgreSQL (production, shared by many API worker processes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Arbitrary but fixed key of the PostgreSQL advisory lock that serializes migrations
+# run by several worker processes at start-up ("nextbest" in ASCII, fits a bigint).
+_PG_MIGRATION_LOCK_KEY = 0x6E65787462657374
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory / URI databases."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+    """Per-connection SQLite settings (PRAGMAs are not persistent, bar journal_mode)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL: readers never block the writer, and many API workers read at once.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: fsync the WAL on every commit, so an acknowledged event survives a
+        # power loss (NORMAL would only survive a crash of the process).
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for a database URL (SQLite file or PostgreSQL).
+
+    SQLite: the file's parent directory is created, and every new connection gets
+    ``journal_mode=WAL``, ``synchronous=FULL``, ``busy_timeout=10000`` and
+    ``foreign_keys=ON``. PostgreSQL: pooled connections are pinged before use, and a
+    bare ``postgresql://`` URL uses psycopg 3 (the driver this project installs).
+
+    Raises:
+        ValueError: the URL names another backend.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = _sqlite_file(parsed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    raise ValueError(
+        f"unsupported database backend {backend!r} in database URL "
+        f"{parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql://"
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``.
+
+    ``expire_on_commit=False`` because the repository returns plain records, and the
+    caller may still read what it just wrote after the commit.
+    """
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> bool:
+    """True if the database answers ``SELECT 1``; False on any error (never raises)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
+def alembic_config() -> Config:
+    """Alembic configuration pointing at the migrations shipped in this package.
+
+    Built in code, without an ini file, so it works from any working directory and
+    from an installed wheel.
+    """
+    config = Config()
+    # ConfigParser interpolation would choke on a '%' in the install path.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Open the migration transaction holding a lock that serializes migrators.
+
+    Several API workers call ``migrate`` at start-up. Without a lock two of them
+    would both see an empty database and both try to create the tables. The second
+    one now waits, then finds the schema at head and does nothing.
+    """
+    if connection.dialect.name == "sqlite":
+        # Let SQLite itself manage the transaction (pysqlite would otherwise only
+        # BEGIN before DML, leaving DDL unprotected), then take the write lock up
+        # front; concurrent migrators wait up to busy_timeout for it.
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        # Released automatically at commit or rollback; PostgreSQL DDL is
+        # transactional, so the whole upgrade commits or nothing does.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
+        )
+
+
+def _upgrade_locked(engine: Engine, revision: str) -> None:
+    with engine.connect() as connection:
+        _lock_for_migration(connection)
+        try:
+            config = alembic_config()
+            # env.py runs on this connection, inside the locked transaction.
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        except BaseException:
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("ROLLBACK")
+            else:
+                connection.rollback()
+            raise
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("COMMIT")
+        connection.commit()
+
+
+def migrate(url_or_engine: str | Engine, *, revision: str = "head") -> None:
+    """Upgrade the database schema to ``revision`` (default: the newest migration).
+
+    Idempotent, and safe to call from several processes at once (SQLite: the write
+    lock, PostgreSQL: an advisory lock). Given a URL, the engine made for it is
+    disposed afterwards; a given engine is left open.
+    """
+    if isinstance(url_or_engine, Engine):
+        _upgrade_locked(url_or_engine, revision)
+        return
+    engine = make_engine(url_or_engine)
+    try:
+        _upgrade_locked(engine, revision)
+    finally:
+        engine.dispose()

@@ -1,0 +1,78 @@
+"""Alembic environment of the nextbest storage schema.
+
+Called by ``nextbest.storage.db.migrate`` with an open, locked connection in
+``config.attributes["connection"]``; run from the alembic command line it makes its
+own engine from ``sqlalchemy.url`` or, failing that, the service settings.
+"""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from nextbest.storage.tables import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+# Only the alembic command line has an ini file with logging settings; the service's
+# own logging must not be reconfigured by a programmatic migrate().
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _database_url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from nextbest.settings import get_settings
+
+    return get_settings().resolved_database_url
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things: later migrations rebuild tables in batch mode.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_offline() -> None:
+    """Emit the SQL instead of running it (``alembic upgrade head --sql``)."""
+    context.configure(
+        url=_database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run on the caller's connection if there is one, else on a new engine."""
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    from nextbest.storage.db import make_engine
+
+    engine = make_engine(_database_url())
+    try:
+        with engine.connect() as own_connection:
+            _run(own_connection)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,128 @@
+"""ORM models of the recommendation log and the feedback store.
+
+The schema itself is owned by the Alembic migrations in ``storage/migrations``;
+these models must stay identical to it (a test compares them on both backends).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint and index names, identical on SQLite and PostgreSQL, so
+# later migrations can refer to them by name.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always written and read back as timezone-aware UTC.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the value is
+    stored as naive UTC text in one fixed format (which also keeps ``<``, ``>=``
+    and ``max`` correct there). Naive datetimes given by callers are taken as UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # SQLite's DATETIME formatter would silently drop a non-UTC offset; after
+        # the conversion above the offset is always zero, so dropping it is exact.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):  # pragma: no cover - driver contract
+            raise TypeError(f"expected a datetime from the database, got {type(value)!r}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the storage tables (one ``MetaData`` for Alembic)."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Recommendation(Base):
+    """One served answer: who asked, for whom, with which model and policy."""
+
+    __tablename__ = "recommendations"
+    __table_args__ = (
+        # Medical and promotional content must never be mixed up: refuse anything else.
+        sa.CheckConstraint("purpose IN ('promotional', 'medical')", name="purpose"),
+    )
+
+    recommendation_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    hcp_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    # The API key's *name*; the key itself never reaches the database.
+    requester: Mapped[str] = mapped_column(sa.String(128))
+    purpose: Mapped[str] = mapped_column(sa.String(16))
+    channel_filter: Mapped[str | None] = mapped_column(sa.String(64))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    holdout: Mapped[bool] = mapped_column(sa.Boolean)
+    policy: Mapped[str] = mapped_column(sa.String(32))
+    epsilon: Mapped[float] = mapped_column(sa.Float)
+    holdout_rate: Mapped[float] = mapped_column(sa.Float)
+    n_candidates: Mapped[int] = mapped_column(sa.Integer)
+
+
+class RecommendationItem(Base):
+    """One ranked item of a served answer, with the propensity it was served with."""
+
+    __tablename__ = "recommendation_items"
+
+    recommendation_id: Mapped[str] = mapped_column(
+        sa.String(64),
+        sa.ForeignKey("recommendations.recommendation_id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    action_id: Mapped[str] = mapped_column(sa.String(128))
+    channel: Mapped[str] = mapped_column(sa.String(64))
+    content_id: Mapped[str] = mapped_column(sa.String(128))
+    score: Mapped[float] = mapped_column(sa.Float)
+    expected_uplift: Mapped[float] = mapped_column(sa.Float)
+    p_engage: Mapped[float] = mapped_column(sa.Float)
+    propensity: Mapped[float] = mapped_column(sa.Float)
+    explored: Mapped[bool] = mapped_column(sa.Boolean)
+
+
+class FeedbackEvent(Base):
+    """One feedback event from a CRM or e-mail system, unique by ``event_id``."""
+
+    __tablename__ = "feedback_events"
+    __table_args__ = (
+        # Contact history and cool-downs look up (hcp, channel) over a time range.
+        # Its leading hcp_id column also serves plain hcp_id lookups, so hcp_id gets
+        # no index of its own (one index less to maintain per ingested event).
+        sa.Index("ix_feedback_events_hcp_channel_time", "hcp_id", "channel", "occurred_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    event_type: Mapped[str] = mapped_column(sa.String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed because off-policy evaluation aggregates events per recommendation.
+    recommendation_id: Mapped[str | None] = mapped_column(
+        sa.String(64), sa.ForeignKey("recommendations.recommendation_id"), index=True
+    )
+    hcp_id: Mapped[str] = mapped_column(sa.String(128))
+    action_id: Mapped[str | None] = mapped_column(sa.String(128))
+    channel: Mapped[str | None] = mapped_column(sa.String(64))
+    reason: Mapped[str | None] = mapped_column(sa.String(256))
+    value: Mapped[float | None] = mapped_column(sa.Float)

@@ -1,0 +1,155 @@
+"""Engines, health check and migrations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from nextbest.storage import make_engine, migrate, ping
+from nextbest.storage.db import alembic_config
+from nextbest.storage.tables import Base
+
+
+def _current_revision(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def test_migrate_reaches_head_and_is_idempotent(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Migrations must be found from the package, not from the working directory.
+    monkeypatch.chdir(tmp_path)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == "0001"
+
+    migrate(database_url)
+    migrate(database_url)
+
+    assert _current_revision(database_url) == head
+    engine = make_engine(database_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert tables == {
+        "alembic_version",
+        "recommendations",
+        "recommendation_items",
+        "feedback_events",
+    }
+
+
+def test_migrated_schema_matches_orm_metadata(database_url: str) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            diffs = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diffs == []
+
+
+def test_migrate_accepts_an_engine_and_leaves_it_usable(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM feedback_events")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def _migrate_at(url: str, start: float) -> str:
+    """Run in a worker process: wait for the common start time, then migrate."""
+    while time.time() < start:
+        time.sleep(0.001)
+    migrate(url)
+    return "ok"
+
+
+def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
+    # API workers all migrate at start-up; none of them may fail. Without the
+    # migration lock most runs of this test fail with "table ... already exists".
+    n_workers = 6
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        # Start every worker (imports included) first, so they really migrate at once.
+        list(pool.map(abs, range(n_workers)))
+        start = time.time() + 1.0
+        results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
+    assert results == ["ok"] * n_workers
+    assert _current_revision(database_url) == "0001"
+
+
+def test_ping_answers_true_on_a_live_database(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        assert ping(engine) is True
+    finally:
+        engine.dispose()
+
+
+def test_ping_answers_false_instead_of_raising() -> None:
+    # Nothing listens on port 1: the connection is refused at once.
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+    try:
+        assert ping(engine) is False
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_connections_are_durable_wal(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "there.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            settings = {
+                pragma: connection.exec_driver_sql(f"PRAGMA {pragma}").scalar()
+                for pragma in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+    finally:
+        engine.dispose()
+    assert path.parent.is_dir()
+    # synchronous 2 == FULL: every commit is fsynced before it is acknowledged.
+    assert settings == {
+        "journal_mode": "wal",
+        "synchronous": 2,
+        "busy_timeout": 10000,
+        "foreign_keys": 1,
+    }
+
+
+def test_postgres_url_uses_psycopg_and_pre_ping() -> None:
+    engine = make_engine("postgresql://user@db.example:5432/nextbest")
+    try:
+        assert engine.url.drivername == "postgresql+psycopg"
+        assert engine.pool._pre_ping is True
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("mysql+pymysql://user@localhost/nextbest", "unsupported database backend 'mysql'"),
+        ("mssql+pyodbc://user@dsn", "unsupported database backend 'mssql'"),
+    ],
+)
+def test_make_engine_refuses_other_backends(url: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_engine(url)

@@ -1,0 +1,514 @@
+"""Recommendation log and feedback store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from nextbest.storage import (
+    FeedbackRecord,
+    RecommendationRecord,
+    ServedItem,
+    contact_history,
+    dismissals,
+    get_recommendation,
+    last_contacts,
+    log_recommendations,
+    logged_decisions,
+    record_feedback,
+)
+from nextbest.storage.repository import LOGGED_DECISION_COLUMNS
+from nextbest.storage.tables import FeedbackEvent
+
+# The time every logged test decision is made at, unless a test says otherwise.
+T0 = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
+
+MakeRecommendation = Callable[..., RecommendationRecord]
+MakeItem = Callable[..., ServedItem]
+
+
+@contextmanager
+def count_statements(engine: Engine) -> Iterator[list[str]]:
+    """Collect the SQL statements sent while the block runs."""
+    statements: list[str] = []
+
+    def _collect(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", _collect)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", _collect)
+
+
+def stored_events(session_factory: sessionmaker[Session]) -> dict[str, FeedbackEvent]:
+    # A fresh session: what is visible there was committed.
+    with session_factory() as session:
+        return {row.event_id: row for row in session.scalars(select(FeedbackEvent))}
+
+
+def delivered(event_id: str, hcp_id: str, **fields: Any) -> FeedbackRecord:
+    fields.setdefault("occurred_at", T0 + timedelta(hours=1))
+    fields.setdefault("event_type", "delivered")
+    return FeedbackRecord(event_id=event_id, hcp_id=hcp_id, **fields)
+
+
+@pytest.fixture
+def logged(
+    session: Session, make_recommendation: MakeRecommendation, make_served_item: MakeItem
+) -> list[RecommendationRecord]:
+    """Three logged answers: two served ones for h1 and h2, one holdout for h3."""
+    records = [
+        make_recommendation(
+            "rec-1",
+            "h1",
+            created_at=T0,
+            items=(
+                make_served_item(1, "a-email", "email"),
+                make_served_item(2, "a-visit", "visit"),
+            ),
+        ),
+        make_recommendation(
+            "rec-2",
+            "h2",
+            created_at=T0,
+            items=(make_served_item(1, "a-visit", "visit", propensity=0.6),),
+        ),
+        make_recommendation("rec-3", "h3", holdout=True, created_at=T0 + timedelta(minutes=5)),
+    ]
+    log_recommendations(session, records=records)
+    session.commit()
+    return records
+
+
+# --- recommendation log ---------------------------------------------------------
+
+
+def test_log_and_get_round_trip(
+    session: Session, make_recommendation: MakeRecommendation, make_served_item: MakeItem
+) -> None:
+    paris = timezone(timedelta(hours=2))
+    record = make_recommendation(
+        "rec-rt",
+        "hcp-42",
+        channel_filter="email",
+        purpose="medical",
+        created_at=datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=paris),
+        items=(
+            make_served_item(1, "a1", "email", propensity=0.855, explored=False),
+            make_served_item(2, "a2", "email", propensity=0.0125, explored=True),
+        ),
+    )
+    log_recommendations(session, records=[record])
+    session.commit()
+
+    loaded = get_recommendation(session, recommendation_id="rec-rt")
+
+    assert loaded is not None
+    # Stored and returned as UTC, the same instant.
+    assert loaded.created_at == datetime(2024, 5, 1, 10, 30, 15, 123456, tzinfo=UTC)
+    assert loaded.created_at.tzinfo == UTC
+    assert loaded == record.__class__(**{**record.__dict__, "created_at": loaded.created_at})
+    assert get_recommendation(session, recommendation_id="nope") is None
+
+
+def test_log_recommendations_is_one_statement_per_table(
+    engine: Engine,
+    session: Session,
+    make_recommendation: MakeRecommendation,
+    make_served_item: MakeItem,
+) -> None:
+    records = [
+        make_recommendation(
+            f"rec-{i}", f"h{i}", items=(make_served_item(1, "a1"), make_served_item(2, "a2"))
+        )
+        for i in range(300)
+    ]
+    with count_statements(engine) as statements:
+        log_recommendations(session, records=records)
+        session.commit()
+    assert sum(s.lstrip().upper().startswith("INSERT") for s in statements) == 2
+
+
+def test_recommendation_record_refuses_unknown_purpose(
+    make_recommendation: MakeRecommendation,
+) -> None:
+    with pytest.raises(ValueError, match="purpose must be one of"):
+        make_recommendation("rec-x", "h1", purpose="marketing")
+
+
+# --- feedback: validation, idempotency ------------------------------------------------
+
+
+def test_same_batch_twice_is_idempotent(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    batch = [
+        delivered("ev-1", "h1", recommendation_id="rec-1", action_id="a-email"),
+        FeedbackRecord("ev-2", "opened", T0 + timedelta(hours=2), "h1", recommendation_id="rec-1"),
+        FeedbackRecord(
+            "ev-3", "outcome", T0 + timedelta(days=3), "h2", recommendation_id="rec-2", value=2.5
+        ),
+    ]
+    first = record_feedback(session, events=batch)
+    before = stored_events(session_factory)
+    second = record_feedback(session, events=batch)
+    after = stored_events(session_factory)
+
+    assert (first.accepted, first.duplicates, first.rejected) == (["ev-1", "ev-2", "ev-3"], [], [])
+    assert (second.accepted, second.duplicates, second.rejected) == (
+        [],
+        ["ev-1", "ev-2", "ev-3"],
+        [],
+    )
+    assert sorted(after) == ["ev-1", "ev-2", "ev-3"]
+    # Nothing was rewritten by the retry, not even the reception time.
+    for event_id, row in before.items():
+        assert (row.received_at, row.occurred_at, row.value) == (
+            after[event_id].received_at,
+            after[event_id].occurred_at,
+            after[event_id].value,
+        )
+
+
+def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    known_hcps = {"h1", "h2", "h3"}
+    asked: list[str] = []
+
+    def hcp_exists(hcp_id: str) -> bool:
+        asked.append(hcp_id)
+        return hcp_id in known_hcps
+
+    batch = [
+        delivered("ok-1", "h1", recommendation_id="rec-1"),
+        delivered("bad-rec", "h1", recommendation_id="rec-404"),
+        delivered("bad-hcp", "h-unknown"),
+        FeedbackRecord("bad-outcome", "outcome", T0, "h2", recommendation_id="rec-2"),
+        FeedbackRecord("bad-type", "bounced", T0, "h2"),
+        delivered("bad-owner", "h2", recommendation_id="rec-1"),
+        FeedbackRecord("bad-reason", "dismissed", T0, "h1", reason="x" * 257),
+        FeedbackRecord("bad-value", "outcome", T0, "h2", value=math.nan),
+        delivered("", "h1"),
+        delivered("no-hcp", None),  # type: ignore[arg-type]
+        FeedbackRecord("ok-2", "outcome", T0, "h2", recommendation_id="rec-2", value=0),
+        delivered("ok-3", "h1"),
+    ]
+
+    result = record_feedback(session, events=batch, hcp_exists=hcp_exists)
+
+    assert result.accepted == ["ok-1", "ok-2", "ok-3"]
+    assert result.duplicates == []
+    rejected = {index: (event_id, message) for index, event_id, message in result.rejected}
+    assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    expected = {
+        1: ("bad-rec", r"^unknown recommendation_id 'rec-404'$"),
+        2: ("bad-hcp", r"^unknown hcp_id 'h-unknown'$"),
+        3: ("bad-outcome", r"value is required for event_type 'outcome'"),
+        4: ("bad-type", r"unknown event_type 'bounced'"),
+        5: ("bad-owner", r"hcp_id 'h2' does not match recommendation 'rec-1' \(served to 'h1'\)"),
+        6: ("bad-reason", r"reason must be .* at most 256 characters"),
+        7: ("bad-value", r"value must be a finite number"),
+        8: ("", r"event_id must be a non-empty string"),
+        9: ("no-hcp", r"hcp_id must be a non-empty string"),
+    }
+    for index, (event_id, pattern) in expected.items():
+        assert rejected[index][0] == event_id
+        assert re.search(pattern, rejected[index][1]), rejected[index]
+    assert sorted(stored_events(session_factory)) == ["ok-1", "ok-2", "ok-3"]
+    # Asked once per distinct HCP that reached that check.
+    assert sorted(asked) == ["h-unknown", "h1", "h2"]
+
+
+def test_unknown_recommendation_ids_are_checked_in_one_query(
+    engine: Engine, session: Session, logged: list[RecommendationRecord]
+) -> None:
+    batch = [
+        delivered(f"ev-{i}", "h1", recommendation_id="rec-1" if i % 2 else f"rec-x{i}")
+        for i in range(200)
+    ]
+    with count_statements(engine) as statements:
+        result = record_feedback(session, events=batch)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1
+    assert len(result.accepted) == 100
+    assert len(result.rejected) == 100
+
+
+def test_repeated_id_within_a_batch_is_stored_once(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    batch = [
+        delivered("ev-a", "h1", channel="email"),
+        delivered("ev-b", "h1", channel="email"),
+        delivered("ev-a", "h1", channel="visit"),
+    ]
+    result = record_feedback(session, events=batch)
+
+    assert result.accepted == ["ev-a", "ev-b"]
+    assert result.duplicates == ["ev-a"]
+    stored = stored_events(session_factory)
+    assert sorted(stored) == ["ev-a", "ev-b"]
+    assert stored["ev-a"].channel == "email"  # the first occurrence wins
+
+
+def test_channel_is_filled_from_the_served_item(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    batch = [
+        delivered("ev-1", "h1", recommendation_id="rec-1", action_id="a-visit"),
+        delivered("ev-2", "h1", recommendation_id="rec-1", action_id="a-email", channel="phone"),
+        delivered("ev-3", "h1", recommendation_id="rec-1", action_id="a-never-served"),
+    ]
+    record_feedback(session, events=batch)
+    stored = stored_events(session_factory)
+    assert [stored[e].channel for e in ("ev-1", "ev-2", "ev-3")] == ["visit", "phone", None]
+
+
+def test_naive_and_offset_times_are_stored_as_utc(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    batch = [
+        delivered("naive", "h1", occurred_at=datetime(2024, 6, 1, 8, 0)),
+        delivered(
+            "offset",
+            "h1",
+            occurred_at=datetime(2024, 6, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+        ),
+    ]
+    record_feedback(session, events=batch)
+    stored = stored_events(session_factory)
+    expected = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
+    assert stored["naive"].occurred_at == expected
+    assert stored["offset"].occurred_at == expected
+    assert stored["naive"].received_at.tzinfo == UTC
+
+
+def test_batch_of_5000_events_is_stored_in_a_few_statements(
+    engine: Engine,
+    session: Session,
+    session_factory: sessionmaker[Session],
+    logged: list[RecommendationRecord],
+) -> None:
+    batch = [
+        FeedbackRecord(
+            event_id=f"bulk-{i:05d}",
+            event_type=("delivered", "opened", "clicked")[i % 3],
+            occurred_at=T0 + timedelta(seconds=i),
+            hcp_id="h1" if i % 2 else "h2",
+            recommendation_id="rec-1" if i % 2 else "rec-2",
+            action_id="a-email" if i % 2 else None,
+        )
+        for i in range(5000)
+    ]
+    with count_statements(engine) as statements:
+        result = record_feedback(session, events=batch)
+
+    assert len(result.accepted) == 5000
+    assert result.duplicates == [] and result.rejected == []
+    # One validation query and one INSERT (SQLAlchemy sends SQLite's as pages of
+    # 1,000 rows), not one statement per event.
+    assert len(statements) <= 1 + 5, statements
+    with session_factory() as fresh:
+        assert fresh.scalar(select(func.count()).select_from(FeedbackEvent)) == 5000
+        assert fresh.scalar(select(func.count()).where(FeedbackEvent.channel == "email")) == 2500
+
+
+def test_concurrent_batches_with_overlapping_ids_store_each_id_once(
+    session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    n_threads, n_events = 6, 400
+    start = threading.Barrier(n_threads)
+
+    def send(worker: int) -> list[str]:
+        # Every worker sends the shared ids, in its own order, plus ids of its own.
+        shared = [
+            delivered(f"shared-{i}", "h1", recommendation_id="rec-1") for i in range(n_events)
+        ]
+        shared = shared[worker * 37 :] + shared[: worker * 37]
+        own = [delivered(f"own-{worker}-{i}", "h2") for i in range(50)]
+        with session_factory() as session:
+            start.wait()
+            result = record_feedback(session, events=shared + own)
+        assert result.rejected == []
+        assert len(result.accepted) + len(result.duplicates) == n_events + 50
+        return result.accepted
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        accepted = [event_id for ids in pool.map(send, range(n_threads)) for event_id in ids]
+
+    expected = n_events + n_threads * 50
+    # Each id reported as new exactly once across all callers, and stored exactly once.
+    assert len(accepted) == expected
+    assert len(set(accepted)) == expected
+    assert len(stored_events(session_factory)) == expected
+
+
+# --- contact history, cool-downs, dismissals -----------------------------------------
+
+
+def test_contact_history_counts_contact_events_since_a_time(session: Session) -> None:
+    since = T0
+    record_feedback(
+        session,
+        events=[
+            delivered("c1", "h1", channel="email", occurred_at=since),  # at `since`: counted
+            delivered("c2", "h1", channel="email", occurred_at=since + timedelta(days=2)),
+            # Before `since`: not counted.
+            delivered("c3", "h1", channel="email", occurred_at=since - timedelta(seconds=1)),
+            FeedbackRecord("c4", "completed", since + timedelta(days=1), "h1", channel="visit"),
+            # Engagement, not a contact.
+            FeedbackRecord("c5", "opened", since + timedelta(days=3), "h1", channel="email"),
+            FeedbackRecord("c6", "dismissed", since + timedelta(days=3), "h1", channel="visit"),
+            delivered("c7", "h2", channel="email", occurred_at=since + timedelta(days=1)),
+            # An HCP nobody asked about.
+            delivered("c8", "h9", channel="email", occurred_at=since + timedelta(days=1)),
+            delivered("c9", "h1", occurred_at=since + timedelta(days=1)),  # no channel
+        ],
+    )
+
+    history = contact_history(session, hcp_ids=["h1", "h2", "h-none"], since=since)
+
+    assert history == {
+        ("h1", "email"): (2, since + timedelta(days=2)),
+        ("h1", "visit"): (1, since + timedelta(days=1)),
+        ("h2", "email"): (1, since + timedelta(days=1)),
+    }
+    assert contact_history(session, hcp_ids=[], since=since) == {}
+
+
+def test_last_contacts_are_the_most_recent_contact_ever(session: Session) -> None:
+    record_feedback(
+        session,
+        events=[
+            delivered("l1", "h1", channel="email", occurred_at=T0 - timedelta(days=400)),
+            delivered("l2", "h1", channel="email", occurred_at=T0 - timedelta(days=30)),
+            FeedbackRecord("l3", "completed", T0 - timedelta(days=10), "h1", channel="visit"),
+            FeedbackRecord("l4", "clicked", T0, "h1", channel="email"),  # not a contact
+        ],
+    )
+    assert last_contacts(session, hcp_ids=["h1"]) == {
+        ("h1", "email"): T0 - timedelta(days=30),
+        ("h1", "visit"): T0 - timedelta(days=10),
+    }
+    assert last_contacts(session, hcp_ids=["h1"], channels=["visit"]) == {
+        ("h1", "visit"): T0 - timedelta(days=10)
+    }
+
+
+def test_dismissals_keep_the_latest_reason_since_a_time(session: Session) -> None:
+    record_feedback(
+        session,
+        events=[
+            FeedbackRecord(
+                "d1", "dismissed", T0 - timedelta(days=1), "h1", action_id="a1", reason="old"
+            ),
+            FeedbackRecord(
+                "d2",
+                "dismissed",
+                T0 + timedelta(hours=1),
+                "h1",
+                action_id="a1",
+                reason="not relevant",
+            ),
+            FeedbackRecord(
+                "d3", "dismissed", T0 + timedelta(hours=2), "h1", action_id="a1", reason="saw it"
+            ),
+            FeedbackRecord("d4", "snoozed", T0 + timedelta(hours=1), "h1", action_id="a2"),
+            FeedbackRecord(
+                "d5", "dismissed", T0 - timedelta(days=2), "h1", action_id="a3", reason="too old"
+            ),
+            FeedbackRecord("d6", "dismissed", T0 + timedelta(hours=1), "h1"),  # no action
+            FeedbackRecord("d7", "accepted", T0 + timedelta(hours=1), "h1", action_id="a4"),
+        ],
+    )
+    assert dismissals(session, hcp_ids=["h1", "h2"], since=T0) == {
+        ("h1", "a1"): "saw it",
+        ("h1", "a2"): "snoozed",
+    }
+
+
+# --- logged decisions for retraining and off-policy evaluation --------------------
+
+
+def test_logged_decisions_shape_and_values(
+    session: Session, make_recommendation: MakeRecommendation, logged: list[RecommendationRecord]
+) -> None:
+    # A served answer that turned out empty (every candidate filtered out).
+    empty = make_recommendation("rec-4", "h4", created_at=T0 + timedelta(minutes=9))
+    log_recommendations(session, records=[empty])
+    session.commit()
+    record_feedback(
+        session,
+        events=[
+            delivered("f1", "h1", recommendation_id="rec-1", action_id="a-email"),
+            FeedbackRecord(
+                "f2", "opened", T0 + timedelta(hours=2), "h1", recommendation_id="rec-1"
+            ),
+            FeedbackRecord(
+                "f3", "clicked", T0 + timedelta(hours=3), "h1", recommendation_id="rec-1"
+            ),
+            FeedbackRecord(
+                "f4", "outcome", T0 + timedelta(days=9), "h1", recommendation_id="rec-1", value=2.0
+            ),
+            FeedbackRecord(
+                "f5", "outcome", T0 + timedelta(days=9), "h1", recommendation_id="rec-1", value=1.5
+            ),
+            delivered("f6", "h2", recommendation_id="rec-2"),  # delivered only: not engaged
+            FeedbackRecord(
+                "f7", "outcome", T0 + timedelta(days=9), "h3", recommendation_id="rec-3", value=0.5
+            ),
+        ],
+    )
+
+    frame = logged_decisions(session)
+
+    assert list(frame.columns) == list(LOGGED_DECISION_COLUMNS)
+    assert frame["recommendation_id"].tolist() == ["rec-1", "rec-2", "rec-3", "rec-4"]
+    assert frame["hcp_id"].tolist() == ["h1", "h2", "h3", "h4"]
+    assert str(frame["timestamp"].dtype) == "datetime64[ns]"  # naive UTC
+    assert frame["timestamp"].tolist() == [
+        pd.Timestamp("2024-03-04 09:00"),
+        pd.Timestamp("2024-03-04 09:00"),
+        pd.Timestamp("2024-03-04 09:05"),
+        pd.Timestamp("2024-03-04 09:09"),
+    ]
+    assert frame["action_id"].tolist() == ["a-email", "a-visit", None, None]
+    assert frame["channel"].tolist() == ["email", "visit", None, None]
+    assert frame["content_id"].tolist() == ["content-a-email", "content-a-visit", None, None]
+    assert frame["engaged"].dtype == "int64"
+    assert frame["engaged"].tolist() == [1, 0, 0, 0]
+    outcome = frame["outcome"].tolist()
+    assert outcome[:3] == [3.5, pytest.approx(float("nan"), nan_ok=True), 0.5]
+    assert math.isnan(outcome[1]) and math.isnan(outcome[3])
+    propensity = frame["propensity"].tolist()
+    assert propensity[:3] == [0.9, 0.6, 0.1]  # the holdout row carries the holdout rate
+    assert math.isnan(propensity[3])  # empty non-holdout answer
+    assert frame["holdout"].dtype == bool
+    assert frame["holdout"].tolist() == [False, False, True, False]
+    assert frame["model_version"].unique().tolist() == ["nextbest/7"]
+
+
+def test_logged_decisions_since_and_empty(
+    session: Session, logged: list[RecommendationRecord]
+) -> None:
+    later = logged_decisions(session, since=T0 + timedelta(minutes=1))
+    assert later["recommendation_id"].tolist() == ["rec-3"]
+
+    none = logged_decisions(session, since=T0 + timedelta(days=1))
+    assert none.empty
+    assert list(none.columns) == list(LOGGED_DECISION_COLUMNS)
