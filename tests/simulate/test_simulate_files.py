@@ -1,0 +1,58 @@
+"""Writing the world to disk, and reading it back through the data contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nextbest.simulate import SimulatedWorld
+
+
+def test_write_parquet_round_trips(tiny_world: SimulatedWorld, tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "world"
+    paths = tiny_world.write(out, fmt="parquet")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "catalog.parquet",
+        "hcps.parquet",
+        "interactions.parquet",
+        "truth.parquet",
+    ]
+    for name in ("hcps", "catalog", "interactions", "truth"):
+        pd.testing.assert_frame_equal(pd.read_parquet(paths[name]), getattr(tiny_world, name))
+
+
+def test_write_csv_keeps_no_touch_rows_empty(tiny_world: SimulatedWorld, tmp_path: Path) -> None:
+    paths = tiny_world.write(tmp_path, fmt="csv")
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "catalog.csv",
+        "hcps.csv",
+        "interactions.csv",
+        "truth.parquet",
+    }
+    interactions = pd.read_csv(paths["interactions"], parse_dates=["timestamp"])
+    assert len(interactions) == len(tiny_world.interactions)
+    no_touch = tiny_world.interactions["action_id"].isna().to_numpy()
+    assert interactions.loc[no_touch, "action_id"].isna().all()
+    assert interactions.loc[~no_touch, "action_id"].notna().all()
+    assert (interactions["timestamp"] == tiny_world.interactions["timestamp"]).all()
+
+
+def test_write_rejects_unknown_format(tiny_world: SimulatedWorld, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fmt must be"):
+        tiny_world.write(tmp_path, fmt="xlsx")  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_written_world_loads_through_the_contract(
+    tiny_world: SimulatedWorld, tmp_path: Path, fmt: str
+) -> None:
+    contract = pytest.importorskip("nextbest.contract")
+    tiny_world.write(tmp_path, fmt=fmt)  # type: ignore[arg-type]
+    dataset = contract.load_dataset(tmp_path)
+    assert len(dataset.hcps) == len(tiny_world.hcps)
+    assert len(dataset.catalog) == len(tiny_world.catalog)
+    assert len(dataset.interactions) == len(tiny_world.interactions)
+    assert set(dataset.interactions["hcp_id"]) == set(tiny_world.hcps["hcp_id"])
