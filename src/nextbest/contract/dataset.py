@@ -1,0 +1,174 @@
+"""The validated data set (hcps, catalog, interactions) and how to load and write it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.files import read_table, write_table
+from nextbest.contract.schema import CATALOG, FORMATS, HCPS, INTERACTIONS, TABLES
+from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
+
+
+@dataclass
+class Dataset:
+    """The three normalised tables (see :mod:`nextbest.contract.validate` for dtypes).
+
+    Attributes:
+        hcps: one row per HCP, shape (n_hcps, 3 + n_attributes).
+        catalog: one row per action, shape (n_actions, 9 + n_extra).
+        interactions: one row per logged decision, sorted by (hcp_id, timestamp).
+        source: where it was loaded from (a directory or an adapter's file), if anywhere.
+    """
+
+    hcps: pd.DataFrame
+    catalog: pd.DataFrame
+    interactions: pd.DataFrame
+    source: Path | None = None
+
+    @property
+    def has_outcome(self) -> bool:
+        """Whether any interaction carries an ``outcome`` value."""
+        return bool(self.interactions["outcome"].notna().any())
+
+    @property
+    def has_holdout(self) -> bool:
+        """Whether any interaction is a randomized holdout (no-touch control) row."""
+        return bool(self.interactions["holdout"].any())
+
+    @property
+    def has_propensity(self) -> bool:
+        """Whether every interaction has a logged ``propensity`` (False when there are none)."""
+        propensity = self.interactions["propensity"]
+        return len(propensity) > 0 and bool(propensity.notna().all())
+
+    @property
+    def channels(self) -> list[str]:
+        """Distinct catalog channels, sorted."""
+        return sorted(self.catalog["channel"].unique().tolist())
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the three tables' contents.
+
+        Equal for equal normalised data whether it came from CSV or Parquet; it
+        depends on values, dtypes and row order but not on column order.
+        """
+        digest = hashlib.sha256()
+        for name, frame in (
+            (HCPS, self.hcps),
+            (CATALOG, self.catalog),
+            (INTERACTIONS, self.interactions),
+        ):
+            digest.update(f"{name}:{len(frame)}\n".encode())
+            for column in sorted(frame.columns, key=str):
+                values = frame[column]
+                digest.update(f"{column}:{values.dtype}\n".encode())
+                row_hashes = pd.util.hash_pandas_object(values, index=False)
+                digest.update(row_hashes.to_numpy().tobytes())
+        return digest.hexdigest()
+
+
+def load_hcps(path: Path | str) -> pd.DataFrame:
+    """Read and validate an hcps file (.csv or .parquet); see :func:`validate_hcps`."""
+    path = Path(path)
+    return validate_hcps(read_table(path), file=path.name)
+
+
+def load_catalog(path: Path | str) -> pd.DataFrame:
+    """Read and validate a catalog file (.csv or .parquet); see :func:`validate_catalog`."""
+    path = Path(path)
+    return validate_catalog(read_table(path), file=path.name)
+
+
+def load_interactions(
+    path: Path | str, *, hcps: pd.DataFrame, catalog: pd.DataFrame
+) -> pd.DataFrame:
+    """Read and validate an interactions file against validated ``hcps`` and ``catalog``.
+
+    See :func:`validate_interactions`.
+    """
+    path = Path(path)
+    return validate_interactions(read_table(path), file=path.name, hcps=hcps, catalog=catalog)
+
+
+def load_dataset(data_dir: Path | str) -> Dataset:
+    """Load and validate ``hcps``, ``catalog`` and ``interactions`` from ``data_dir``.
+
+    Each table is ``<name>.csv`` or ``<name>.parquet`` (exactly one of them). Raises
+    :class:`ContractError` listing every problem found: missing or ambiguous files
+    first, then problems in hcps and catalog together, then in interactions (whose
+    references can only be checked once the other two are valid).
+    """
+    data_dir = Path(data_dir)
+    paths = _find_tables(data_dir)
+    errors: list[ContractError] = []
+    frames: dict[str, pd.DataFrame] = {}
+    for name, load in ((HCPS, load_hcps), (CATALOG, load_catalog)):
+        try:
+            frames[name] = load(paths[name])
+        except ContractError as err:
+            errors.append(err)
+    if errors:
+        raise ContractError.combine(errors)
+    interactions = load_interactions(
+        paths[INTERACTIONS], hcps=frames[HCPS], catalog=frames[CATALOG]
+    )
+    return Dataset(frames[HCPS], frames[CATALOG], interactions, source=data_dir)
+
+
+def _find_tables(data_dir: Path) -> dict[str, Path]:
+    if not data_dir.is_dir():
+        raise ContractError([Problem(str(data_dir), None, None, "data directory not found")])
+    found: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for name in TABLES:
+        pattern = f"{name}.{{{','.join(FORMATS)}}}"  # e.g. hcps.{csv,parquet}
+        candidates = [data_dir / f"{name}.{fmt}" for fmt in FORMATS]
+        present = [path for path in candidates if path.is_file()]
+        if not present:
+            problems.append(Problem(pattern, None, None, f"not found in {data_dir}"))
+        elif len(present) > 1:
+            problems.append(
+                Problem(
+                    pattern,
+                    None,
+                    None,
+                    f"both {name}.csv and {name}.parquet are in {data_dir}; keep one",
+                )
+            )
+        else:
+            found[name] = present[0]
+    if problems:
+        raise ContractError(problems)
+    return found
+
+
+def write_dataset(
+    dataset: Dataset, out_dir: Path | str, fmt: Literal["csv", "parquet"] = "csv"
+) -> Path:
+    """Write the three tables to ``out_dir`` (created if needed) as ``fmt``.
+
+    :func:`load_dataset` on the result gives back equal frames. Refuses (``FileExistsError``)
+    when a table already exists there in the other format, since the directory
+    would then be ambiguous. Returns ``out_dir``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    out_dir = Path(out_dir)
+    for name in TABLES:
+        for other in FORMATS:
+            clash = out_dir / f"{name}.{other}"
+            if other != fmt and clash.exists():
+                raise FileExistsError(
+                    f"{clash} exists; writing {name}.{fmt} beside it would make {out_dir} ambiguous"
+                )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {HCPS: dataset.hcps, CATALOG: dataset.catalog, INTERACTIONS: dataset.interactions}
+    for name, frame in tables.items():
+        write_table(frame, out_dir / f"{name}.{fmt}")
+    return out_dir

@@ -1,0 +1,120 @@
+"""Errors raised when input data break the contract, and the log that collects them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: Problems reported per file before giving up; the checks are vectorised, so finding
+#: more is cheap, but a wall of messages hides the pattern a user needs to see.
+MAX_PROBLEMS_PER_FILE = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input.
+
+    Attributes:
+        file: file name as the user knows it (e.g. ``interactions.csv``).
+        row: 1-based *data* row in the file as read (the header is not counted, so
+            row 1 is the first line after the header), or ``None`` for a whole-file
+            or whole-column problem.
+        column: column name, or ``None`` when the problem is not about one column.
+        message: what is wrong, showing the offending value.
+    """
+
+    file: str
+    row: int | None
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column is not None:
+            where += f", column {self.column!r}"
+        return f"{where}: {self.message}"
+
+
+class ContractError(ValueError):
+    """Input data do not satisfy the data contract.
+
+    ``problems`` lists what was found, at most ``MAX_PROBLEMS_PER_FILE`` per file;
+    ``total`` counts every problem found, including those not listed. Each
+    problem's ``row`` is the 1-based data row (header not counted).
+    """
+
+    def __init__(self, problems: Sequence[Problem], *, total: int | None = None) -> None:
+        self.problems: list[Problem] = list(problems)
+        self.total: int = max(total or 0, len(self.problems))
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        noun = "problem" if self.total == 1 else "problems"
+        lines = [f"input data break the contract ({self.total:,} {noun}):"]
+        lines += [f"  {problem}" for problem in self.problems]
+        hidden = self.total - len(self.problems)
+        if hidden > 0:
+            lines.append(
+                f"  ... and {hidden:,} more (the first {MAX_PROBLEMS_PER_FILE} per file are shown)"
+            )
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default reduce would call __init__ with the rendered message only.
+        return (_rebuild_contract_error, (self.problems, self.total))
+
+    @classmethod
+    def combine(cls, errors: Sequence[ContractError]) -> ContractError:
+        """One error listing the problems of several (e.g. one per file)."""
+        problems = [problem for error in errors for problem in error.problems]
+        return cls(problems, total=sum(error.total for error in errors))
+
+
+def _rebuild_contract_error(problems: list[Problem], total: int) -> ContractError:
+    return ContractError(problems, total=total)
+
+
+class ProblemLog:
+    """Collects the problems of one file, keeping the first ``limit`` of them."""
+
+    def __init__(self, file: str, *, limit: int = MAX_PROBLEMS_PER_FILE) -> None:
+        self.file = file
+        self.limit = limit
+        self.problems: list[Problem] = []
+        self.total = 0
+
+    def add(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        """Record one problem; ``row`` is 1-based."""
+        self.total += 1
+        if len(self.problems) < self.limit:
+            self.problems.append(Problem(self.file, row, column, message))
+
+    def add_rows(
+        self,
+        bad: npt.NDArray[np.bool_],
+        column: str | None,
+        describe: Callable[[int], str],
+    ) -> None:
+        """Record a problem for every True in ``bad`` (a mask over 0-based positions).
+
+        ``describe`` is called with the 0-based position, only for rows that are kept,
+        so it may be slow-ish (it runs at most ``limit`` times).
+        """
+        positions = np.flatnonzero(bad)
+        self.total += len(positions)
+        room = self.limit - len(self.problems)
+        for position in positions[: max(room, 0)]:
+            self.problems.append(
+                Problem(self.file, int(position) + 1, column, describe(int(position)))
+            )
+
+    def raise_if_any(self) -> None:
+        """Raise a :class:`ContractError` if anything was recorded."""
+        if self.total:
+            raise ContractError(self.problems, total=self.total)

@@ -1,0 +1,93 @@
+"""Reading and writing contract tables as CSV or Parquet files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pandas.api.types import is_datetime64_any_dtype
+
+from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.schema import FORMATS
+
+
+def file_format(path: Path) -> str:
+    """'csv' or 'parquet' from the extension (case-insensitive), or '' if neither."""
+    suffix = path.suffix.lower().lstrip(".")
+    return suffix if suffix in FORMATS else ""
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a table without interpreting it; shape (rows, columns).
+
+    CSV cells are all ``str`` with '' for empty (nothing is guessed as NA); Parquet
+    columns keep their stored types. Any failure to read becomes a
+    :class:`ContractError` naming the file.
+    """
+    path = Path(path)
+    fmt = file_format(path)
+
+    def fail(message: str) -> ContractError:
+        return ContractError([Problem(path.name, None, None, message)])
+
+    if not fmt:
+        raise fail(f"unsupported file type {path.suffix!r} (expected .csv or .parquet)")
+    if not path.is_file():
+        raise fail(f"file not found: {path}")
+    try:
+        if fmt == "csv":
+            # utf-8-sig drops the byte-order mark spreadsheet programs put first.
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        # Reading strings dictionary-encoded gives categoricals: the validators then
+        # work per distinct value, and millions of str objects are never built twice.
+        schema = pq.read_schema(path)
+        strings = [
+            field.name
+            for field in schema
+            if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+        ]
+        return pq.read_table(path, read_dictionary=strings).to_pandas()
+    except pd.errors.EmptyDataError:
+        raise fail("the file is empty (not even a header)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as err:
+        raise fail(f"cannot parse CSV: {err}") from err
+    except (pa.ArrowException, OSError) as err:
+        raise fail(f"cannot read {fmt.upper()} file: {err}") from err
+
+
+def write_table(df: pd.DataFrame, path: Path | str) -> None:
+    """Write ``df`` to ``path`` as CSV or Parquet, chosen by the extension.
+
+    CSV: no index, datetimes as ISO 8601 ('2024-01-05' or '2024-01-05T10:30:00',
+    as precise as needed, empty for NaT), floats at full precision, so that reading
+    back through the contract gives the same values. Raises ``ValueError`` for any
+    other extension.
+    """
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt == "parquet":
+        df.to_parquet(path, engine="pyarrow", index=False)
+    elif fmt == "csv":
+        out = df.copy(deep=False)
+        for column in out.columns:
+            if is_datetime64_any_dtype(out[column].dtype):
+                out[column] = _iso_strings(out[column])
+        out.to_csv(path, index=False)
+    else:
+        raise ValueError(
+            f"cannot write {path.name}: unsupported extension {path.suffix!r} "
+            "(use .csv or .parquet)"
+        )
+
+
+def _iso_strings(stamps: pd.Series) -> pd.Series:
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    # unit="auto" picks the coarsest exact unit per value: dates stay dates, and
+    # nanoseconds survive.
+    strings = np.datetime_as_string(stamps.to_numpy(dtype="datetime64[ns]"), unit="auto")
+    return pd.Series(np.where(stamps.isna().to_numpy(), "", strings), index=stamps.index)

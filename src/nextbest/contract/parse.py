@@ -1,0 +1,263 @@
+"""Column parsers shared by the validators.
+
+A column arrives in one of two shapes: from CSV every cell is a ``str`` ('' when
+empty); from Parquet (or an adapter) cells have native types with nulls, and
+strings may come as categoricals. Each parser accepts either and returns the
+normalised values plus boolean masks (numpy arrays over 0-based positions) of
+cells that were empty or unparseable, so the validators can report row numbers
+without looping over rows.
+
+Text is handled as :class:`Codes` (distinct values + one code per row): columns
+such as ``hcp_id`` or ``engaged`` have far fewer distinct values than rows, so
+stripping, parsing and look-ups run once per distinct value and are broadcast back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pandas.api.types import (
+    is_bool_dtype,
+    is_datetime64_any_dtype,
+    is_integer_dtype,
+    is_numeric_dtype,
+)
+
+from nextbest.contract.schema import FALSE_WORDS, TRUE_WORDS
+
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Codes:
+    """A text column as distinct values plus a code per row.
+
+    ``uniques`` (object array of distinct stripped ``str``, '' standing for empty or
+    null) and ``codes`` (intp array, shape (n,), indexes into ``uniques``).
+    """
+
+    codes: npt.NDArray[np.intp]
+    uniques: npt.NDArray[np.object_]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def series(self) -> pd.Series:
+        """The cells as an object Series of ``str``, shape (n,)."""
+        return pd.Series(self.uniques.take(self.codes), dtype=object)
+
+    def broadcast(self, per_unique: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Spread an array aligned with ``uniques`` to one value per row."""
+        return per_unique.take(self.codes)
+
+    def where(self, per_unique: Callable[[npt.NDArray[np.object_]], Mask]) -> Mask:
+        """Row mask from a predicate evaluated on the distinct values only."""
+        return self.broadcast(np.asarray(per_unique(self.uniques), dtype=bool))
+
+    @property
+    def empty(self) -> Mask:
+        """Rows whose cell is empty (or null)."""
+        return self.where(lambda uniques: uniques == "")
+
+    def map(self, func: Callable[[str], str]) -> Codes:
+        """Apply ``func`` to each distinct value (e.g. ``str.lower``), merging equal results."""
+        return _dedupe(self.codes, np.array([func(str(u)) for u in self.uniques], dtype=object))
+
+
+def _dedupe(codes: npt.NDArray[np.intp], uniques: npt.NDArray[np.object_]) -> Codes:
+    """Codes over ``uniques`` that may repeat or go unused -> compact, distinct Codes."""
+    merged_codes, merged = pd.factorize(uniques)
+    row_codes = np.asarray(merged_codes, dtype=np.intp).take(codes)
+    merged = np.asarray(merged, dtype=object)
+    used = np.zeros(len(merged), dtype=bool)
+    used[row_codes] = True
+    if not used.all():
+        # Unused values (e.g. unused categories) would skew checks made per value.
+        renumber = np.cumsum(used) - 1
+        row_codes = renumber.take(row_codes)
+        merged = merged[used]
+    return Codes(row_codes, merged)
+
+
+def codes(values: pd.Series) -> Codes:
+    """Read any column as text :class:`Codes`: cells ``str()``-ed and stripped."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        raw_codes = np.asarray(values.cat.codes.to_numpy(), dtype=np.intp)
+        distinct: Any = values.cat.categories
+    else:
+        raw_codes, distinct = pd.factorize(values, use_na_sentinel=True)
+        raw_codes = np.asarray(raw_codes, dtype=np.intp)
+    strings = pd.Series(distinct, dtype=object).astype("string").str.strip().fillna("")
+    # Nulls (code -1) become one extra distinct value, ''.
+    uniques = np.append(strings.to_numpy(dtype=object), "").astype(object)
+    raw_codes = np.where(raw_codes < 0, len(uniques) - 1, raw_codes)
+    return _dedupe(raw_codes, uniques)
+
+
+def text(values: pd.Series) -> pd.Series:
+    """Cells as stripped ``str`` (object dtype) with ``''`` for missing; shape (n,)."""
+    return codes(values).series()
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Result of parsing one column.
+
+    ``values`` has the target dtype (NaN/NaT/default where ``missing`` or ``bad``);
+    ``missing`` marks empty cells, ``bad`` non-empty cells that could not be parsed.
+    """
+
+    values: pd.Series
+    missing: Mask
+    bad: Mask
+
+
+def shown(values: pd.Series, position: int) -> str:
+    """The raw cell at ``position`` as it should appear in a message."""
+    value = values.iat[position]
+    if isinstance(value, str):
+        return repr(value.strip())
+    if isinstance(value, float | np.floating):
+        return number(float(value))
+    return str(value)
+
+
+def moment(value: np.datetime64) -> str:
+    """ISO 8601 spelling of a timestamp for messages, as precise as needed."""
+    return str(np.datetime_as_string(value, unit="auto"))
+
+
+def number(value: float) -> str:
+    """Shortest exact spelling of a float for messages (``1.5``, ``0``, ``-2``)."""
+    return str(np.format_float_positional(value, trim="-"))
+
+
+def _numeric(values: pd.Series) -> bool:
+    return is_numeric_dtype(values.dtype) and not is_bool_dtype(values.dtype)
+
+
+def floats(values: pd.Series) -> Parsed:
+    """Parse numbers to float64. Only an empty cell is missing ('NA', 'nan' are bad)."""
+    n = len(values)
+    if _numeric(values) or (is_bool_dtype(values.dtype) and not values.hasnans):
+        result = pd.Series(values.to_numpy(dtype="float64", na_value=np.nan), copy=False)
+        return Parsed(result, result.isna().to_numpy(), np.zeros(n, dtype=bool))
+    cells = codes(values)
+    empty = cells.uniques == ""
+    per_unique, bad = _numbers(cells.uniques, empty)
+    return Parsed(
+        pd.Series(cells.broadcast(per_unique.to_numpy(dtype="float64", na_value=np.nan))),
+        cells.broadcast(empty),
+        cells.broadcast(bad),
+    )
+
+
+def _numbers(strings: npt.NDArray[np.object_], empty: Mask) -> tuple[pd.Series, Mask]:
+    """Parse non-empty ``strings`` as numbers: (int64 or float64 Series, bad mask).
+
+    pd.to_numeric finds the failures fast, but its float parser can be one ulp off
+    (0.04180205746705827 -> 0.0418020574670582), which would break CSV round trips;
+    floats are therefore re-read with Python's exact conversion.
+    """
+    cells = pd.Series(strings, dtype=object).where(~empty)
+    fast: Any = pd.to_numeric(cells, errors="coerce")
+    bad = fast.isna().to_numpy() & ~empty
+    if is_integer_dtype(fast.dtype):
+        return fast, bad
+    try:
+        exact = cells.where(~bad).astype("float64")
+    except (TypeError, ValueError):  # pragma: no cover - to_numeric accepted what float() does not
+        exact = fast.astype("float64")
+    return exact, bad
+
+
+def booleans(values: pd.Series, *, default: bool) -> Parsed:
+    """Parse true/false, yes/no, y/n, t/f, 1/0 (any case) to bool; empty -> ``default``."""
+    n = len(values)
+    if is_bool_dtype(values.dtype) and not values.hasnans:
+        return Parsed(
+            pd.Series(values.to_numpy(dtype=bool)), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        )
+    if _numeric(values):
+        parsed = floats(values)
+        numbers = parsed.values.to_numpy()
+        bad = ~parsed.missing & (numbers != 0) & (numbers != 1)
+        result = np.where(parsed.missing, default, numbers == 1)
+        return Parsed(pd.Series(result, dtype=bool), parsed.missing, bad)
+    cells = codes(values)
+    words = [str(u).lower() for u in cells.uniques]
+    is_true = np.array([word in TRUE_WORDS for word in words], dtype=bool)
+    is_false = np.array([word in FALSE_WORDS for word in words], dtype=bool)
+    is_empty = np.array([word == "" for word in words], dtype=bool)
+    return Parsed(
+        pd.Series(cells.broadcast(is_true | (is_empty & default)), dtype=bool),
+        cells.broadcast(is_empty),
+        cells.broadcast(~(is_true | is_false | is_empty)),
+    )
+
+
+def timestamps(values: pd.Series) -> Parsed:
+    """Parse ISO 8601 dates / date-times to naive UTC ``datetime64[ns]``.
+
+    Offsets ('Z', '+02:00') and tz-aware columns are converted to UTC and the zone
+    dropped; naive values are taken as UTC already. Non-ISO spellings such as
+    '01/02/2024' are rejected rather than guessed (day-first or month-first?).
+    """
+    if is_datetime64_any_dtype(values.dtype):
+        stamps = values
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        try:
+            # pandas' astype checks bounds; numpy's would silently wrap year 3000 around.
+            result = stamps.astype("datetime64[ns]")
+        except (pd.errors.OutOfBoundsDatetime, OverflowError):
+            # Report out-of-range values cell by cell, as text parsing does.
+            return _timestamps_from_text(values)
+        return Parsed(result, result.isna().to_numpy(), np.zeros(len(values), dtype=bool))
+    return _timestamps_from_text(values)
+
+
+def _timestamps_from_text(values: pd.Series) -> Parsed:
+    cells = codes(values)
+    empty = cells.uniques == ""
+    # format="ISO8601" parses each cell on its own, so date-only and date-time cells
+    # may mix; inferring one format from the first cell would reject the others.
+    stamps = pd.to_datetime(
+        pd.Series(cells.uniques).where(~empty), errors="coerce", utc=True, format="ISO8601"
+    )
+    per_unique = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    bad = np.isnat(per_unique) & ~empty
+    return Parsed(
+        pd.Series(cells.broadcast(per_unique), dtype="datetime64[ns]"),
+        cells.broadcast(empty),
+        cells.broadcast(bad),
+    )
+
+
+def feature(values: pd.Series) -> pd.Series:
+    """Normalise a free attribute column: numbers stay numbers, anything else is str.
+
+    Integers become int64, other numbers float64, bools int64 0/1 (so that a CSV
+    round trip gives the same dtype back). A text column whose non-empty cells all
+    parse as numbers becomes numeric (float64 if any cell is empty, int64 if all are
+    integers); otherwise it is stripped ``str`` with ``''`` for missing.
+    """
+    if is_bool_dtype(values.dtype) and not values.hasnans:
+        return pd.Series(values.to_numpy(dtype="int64"))
+    if _numeric(values):
+        if is_integer_dtype(values.dtype) and not values.hasnans:
+            return pd.Series(values.to_numpy(dtype="int64"))
+        return pd.Series(values.to_numpy(dtype="float64", na_value=np.nan))
+    cells = codes(values)
+    empty = cells.uniques == ""
+    converted, bad = _numbers(cells.uniques, empty)
+    if bad.any():
+        return cells.series()
+    if is_integer_dtype(converted.dtype):
+        return pd.Series(cells.broadcast(converted.to_numpy(dtype="int64")))
+    return pd.Series(cells.broadcast(converted.to_numpy(dtype="float64", na_value=np.nan)))

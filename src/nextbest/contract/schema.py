@@ -1,0 +1,72 @@
+"""Names and vocabularies of the data contract (see DESIGN.md, "Data contract").
+
+Nothing here touches data; the validators and the rest of the package share these
+so that a column name is spelled in exactly one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+HCPS: Final = "hcps"
+CATALOG: Final = "catalog"
+INTERACTIONS: Final = "interactions"
+#: The three tables of a data set, in the order they are loaded (later ones refer back).
+TABLES: Final = (HCPS, CATALOG, INTERACTIONS)
+#: File extensions a table may come in.
+FORMATS: Final = ("csv", "parquet")
+
+REQUIRED_HCP_COLUMNS: Final = ("hcp_id", "specialty", "territory_id")
+REQUIRED_CATALOG_COLUMNS: Final = (
+    "action_id",
+    "channel",
+    "content_id",
+    "topic",
+    "content_type",
+    "approved_from",
+    "approved_until",
+)
+OPTIONAL_CATALOG_COLUMNS: Final = ("specialties", "cost")
+REQUIRED_INTERACTION_COLUMNS: Final = ("hcp_id", "timestamp", "action_id", "engaged")
+OPTIONAL_INTERACTION_COLUMNS: Final = ("channel", "content_id", "outcome", "propensity", "holdout")
+
+CONTENT_TYPES: Final = ("promotional", "medical")
+
+CONSENT_PREFIX: Final = "consent_"
+REP_CHANNEL_PREFIX: Final = "rep_"
+#: Separator of the catalog's ``specialties`` list.
+SPECIALTY_SEPARATOR: Final = ";"
+
+#: Spellings accepted for booleans (compared case-insensitively); an empty cell means
+#: the column's default.
+TRUE_WORDS: Final = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_WORDS: Final = frozenset({"false", "f", "no", "n", "0"})
+
+
+def consent_column(channel: str) -> str:
+    """Name of the hcps column holding consent for ``channel`` (e.g. ``consent_email``)."""
+    return f"{CONSENT_PREFIX}{channel}"
+
+
+def is_rep_channel(channel: str) -> bool:
+    """Whether ``channel`` is delivered by a sales rep (``rep_visit``, ``rep_phone``, ...)."""
+    return channel.startswith(REP_CHANNEL_PREFIX)
+
+
+def normalise_specialties(value: str) -> str:
+    """Canonical form of a ``specialties`` cell: stripped, lower-case, sorted, unique,
+    ``;``-joined; ``''`` means every specialty."""
+    parts = {part.strip().lower() for part in value.split(SPECIALTY_SEPARATOR)}
+    parts.discard("")
+    return SPECIALTY_SEPARATOR.join(sorted(parts))
+
+
+def allowed_specialties(value: str) -> frozenset[str]:
+    """Specialties a catalog action may be shown to, from its ``specialties`` cell.
+
+    The result is lower-case; an empty set means everyone. HCP ``specialty`` values
+    keep their case, so compare ``hcp_specialty.strip().lower()`` against it.
+    """
+    return frozenset(
+        part for part in normalise_specialties(value).split(SPECIALTY_SEPARATOR) if part
+    )

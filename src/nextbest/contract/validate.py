@@ -1,0 +1,377 @@
+"""Validate and normalise the three tables of the data contract.
+
+Each ``validate_*`` function takes a raw frame (CSV text or typed Parquet columns,
+see :mod:`nextbest.contract.parse`), checks every rule with vectorised operations,
+collects up to ``MAX_PROBLEMS_PER_FILE`` problems, raises :class:`ContractError` if
+there were any, and otherwise returns the normalised frame described in DESIGN.md.
+Row numbers in problems are 1-based positions in ``raw`` (for a file: data rows,
+header not counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from nextbest.contract import parse
+from nextbest.contract.errors import ProblemLog
+from nextbest.contract.parse import Codes, Mask
+from nextbest.contract.schema import (
+    CONSENT_PREFIX,
+    CONTENT_TYPES,
+    OPTIONAL_CATALOG_COLUMNS,
+    OPTIONAL_INTERACTION_COLUMNS,
+    REQUIRED_CATALOG_COLUMNS,
+    REQUIRED_HCP_COLUMNS,
+    REQUIRED_INTERACTION_COLUMNS,
+    normalise_specialties,
+)
+
+_BOOLEAN_HINT = "is not a boolean (use true/false, yes/no, y/n, t/f or 1/0)"
+
+
+def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
+    """Validate an hcps table; returns one row per HCP in input order.
+
+    Output columns: ``hcp_id``, ``specialty``, ``territory_id`` (str), then the
+    other input columns in input order: ``consent_<channel>`` as bool (empty =
+    True), everything else a feature (numeric or str, see :func:`parse.feature`).
+    """
+    log = ProblemLog(file)
+    raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
+    hcp_id = _required_text(raw, "hcp_id", log)
+    _check_unique(hcp_id, "hcp_id", log)
+    out: dict[str, pd.Series] = {
+        "hcp_id": hcp_id.series(),
+        "specialty": _required_text(raw, "specialty", log).series(),
+        "territory_id": _required_text(raw, "territory_id", log).series(),
+    }
+    for column in _others(raw, REQUIRED_HCP_COLUMNS):
+        if column.startswith(CONSENT_PREFIX):
+            out[column] = _boolean(raw, column, log, default=True)
+        else:
+            out[column] = parse.feature(raw[column])
+    log.raise_if_any()
+    return pd.DataFrame(out)
+
+
+def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
+    """Validate a catalog table; returns one row per action in input order.
+
+    Output columns: ``action_id``, ``channel`` (lower-case), ``content_id``,
+    ``topic``, ``content_type`` (one of CONTENT_TYPES), ``approved_from``,
+    ``approved_until`` (naive UTC datetime64[ns]; NaT = open-ended),
+    ``specialties`` (normalised ``;``-list, '' = everyone), ``cost`` (float64 >= 0,
+    empty or absent = 0), then extra columns as features.
+    """
+    log = ProblemLog(file)
+    raw = _start(raw, REQUIRED_CATALOG_COLUMNS, log, rows_required=True)
+    n = len(raw)
+    action_id = _required_text(raw, "action_id", log)
+    _check_unique(action_id, "action_id", log)
+    channel = _required_text(raw, "channel", log).map(str.lower)
+    content_type = _required_text(raw, "content_type", log).map(str.lower)
+    log.add_rows(
+        content_type.where(lambda u: (u != "") & ~np.isin(u, CONTENT_TYPES)),
+        "content_type",
+        lambda i: f"{parse.shown(raw['content_type'], i)} is not one of {', '.join(CONTENT_TYPES)}",
+    )
+
+    approved_from = _timestamp(raw, "approved_from", log, required=True)
+    approved_until = _timestamp(raw, "approved_until", log, required=False)
+    log.add_rows(
+        (approved_until < approved_from).to_numpy(),
+        "approved_until",
+        lambda i: (
+            f"{parse.moment(approved_until.to_numpy()[i])} is before approved_from "
+            f"{parse.moment(approved_from.to_numpy()[i])}"
+        ),
+    )
+
+    if "specialties" in raw.columns:
+        specialties = parse.codes(raw["specialties"]).map(normalise_specialties).series()
+    else:
+        specialties = pd.Series([""] * n, dtype=object)
+
+    if "cost" in raw.columns:
+        cost = _float(raw, "cost", log).fillna(0.0)
+        values = cost.to_numpy()
+        log.add_rows(
+            ~np.isfinite(values) | (values < 0),
+            "cost",
+            lambda i: f"{parse.number(values[i])} is not a finite number >= 0",
+        )
+    else:
+        cost = pd.Series(np.zeros(n), dtype="float64")
+
+    out: dict[str, pd.Series] = {
+        "action_id": action_id.series(),
+        "channel": channel.series(),
+        "content_id": _required_text(raw, "content_id", log).series(),
+        "topic": _required_text(raw, "topic", log).series(),
+        "content_type": content_type.series(),
+        "approved_from": approved_from,
+        "approved_until": approved_until,
+        "specialties": specialties,
+        "cost": cost,
+    }
+    for column in _others(raw, (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)):
+        out[column] = parse.feature(raw[column])
+    log.raise_if_any()
+    return pd.DataFrame(out)
+
+
+def validate_interactions(
+    raw: pd.DataFrame, *, file: str, hcps: pd.DataFrame, catalog: pd.DataFrame
+) -> pd.DataFrame:
+    """Validate an interactions table against validated ``hcps`` and ``catalog``.
+
+    Output columns: ``hcp_id`` (str), ``timestamp`` (naive UTC datetime64[ns]),
+    ``action_id`` (str, None for a no-touch row), ``channel`` and ``content_id``
+    (from the catalog, None for no-touch), ``engaged`` (int8 0/1), ``outcome`` and
+    ``propensity`` (float64, NaN when absent), ``holdout`` (bool), then extra
+    columns as features. Rows are stably sorted by (hcp_id, timestamp), index reset.
+    An empty table (header only) is valid. ``channel``/``content_id`` given on a row
+    with an action must match the catalog (channel case-insensitively); on a no-touch
+    row they are not checked and the output holds None.
+    """
+    log = ProblemLog(file)
+    raw = _start(raw, REQUIRED_INTERACTION_COLUMNS, log, rows_required=False)
+    n = len(raw)
+
+    hcp_id = _required_text(raw, "hcp_id", log)
+    hcp_index = pd.Index(hcps["hcp_id"])
+    # Look-ups run on distinct values (few) and are broadcast to rows (many).
+    hcp_position = hcp_id.broadcast(hcp_index.get_indexer(hcp_id.uniques))
+    log.add_rows(
+        (hcp_position < 0) & ~hcp_id.empty,
+        "hcp_id",
+        lambda i: f"unknown hcp_id {hcp_id.uniques[hcp_id.codes[i]]!r} (not in hcps)",
+    )
+    timestamp = _timestamp(raw, "timestamp", log, required=True)
+
+    action = parse.codes(raw["action_id"])
+    no_touch = action.empty
+    action_position = action.broadcast(pd.Index(catalog["action_id"]).get_indexer(action.uniques))
+    known = action_position >= 0
+    log.add_rows(
+        ~no_touch & ~known,
+        "action_id",
+        lambda i: f"unknown action_id {action.uniques[action.codes[i]]!r} (not in catalog)",
+    )
+    action_ids = action.uniques.copy()
+    action_ids[action_ids == ""] = None
+    filled: dict[str, npt.NDArray[np.object_]] = {}
+    for column in ("channel", "content_id"):
+        in_catalog = catalog[column].to_numpy(dtype=object)
+        if column in raw.columns:
+            given = parse.codes(raw[column])
+            if column == "channel":
+                given = given.map(str.lower)
+            # Compare codes, not strings: where does each catalog value sit among
+            # the distinct given values (-1 if nowhere, which never matches)?
+            catalog_code = pd.Index(given.uniques).get_indexer(pd.Index(in_catalog))
+            expected = np.where(known, catalog_code.take(np.maximum(action_position, 0)), -1)
+            mismatch = known & ~given.empty & (given.codes != expected)
+            log.add_rows(
+                mismatch,
+                column,
+                _mismatch_message(raw, column, in_catalog, action, action_position),
+            )
+        # Position -1 (no-touch) picks the appended None.
+        filled[column] = np.concatenate([in_catalog, np.array([None], dtype=object)])
+
+    engaged = _engaged(raw, no_touch, log)
+    outcome = _float(raw, "outcome", log) if "outcome" in raw.columns else _nan(n)
+    log.add_rows(
+        np.isinf(outcome.to_numpy()),
+        "outcome",
+        lambda i: f"{parse.number(outcome.to_numpy()[i])} is not finite",
+    )
+    propensity = _float(raw, "propensity", log) if "propensity" in raw.columns else _nan(n)
+    p = propensity.to_numpy()
+    log.add_rows(
+        ~np.isnan(p) & ~((p > 0) & (p <= 1)),
+        "propensity",
+        lambda i: f"{parse.number(p[i])} is not in (0, 1]",
+    )
+    if "holdout" in raw.columns:
+        holdout = _boolean(raw, "holdout", log, default=False)
+        log.add_rows(
+            holdout.to_numpy() & ~no_touch,
+            "holdout",
+            lambda i: (
+                f"holdout is true but action_id is {action.uniques[action.codes[i]]!r} "
+                "(a holdout row must be a no-touch row, action_id empty)"
+            ),
+        )
+    else:
+        holdout = pd.Series(np.zeros(n, dtype=bool))
+
+    extras = {
+        column: parse.feature(raw[column])
+        for column in _others(raw, (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS))
+    }
+    log.raise_if_any()
+
+    order = _sort_order(hcp_index, hcp_position, timestamp.to_numpy().view("int64"))
+
+    def ordered(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return values if order is None else values.take(order)
+
+    # Reorder the cheap representation (codes, numbers) before materialising strings;
+    # taking whole object columns afterwards costs seconds at 5 million rows.
+    catalog_row = ordered(action_position)
+    columns: dict[str, npt.NDArray[Any]] = {
+        "hcp_id": hcp_id.uniques.take(ordered(hcp_id.codes)),
+        "timestamp": ordered(timestamp.to_numpy()),
+        "action_id": action_ids.take(ordered(action.codes)),
+        "channel": filled["channel"].take(catalog_row),
+        "content_id": filled["content_id"].take(catalog_row),
+        "engaged": ordered(engaged.to_numpy()),
+        "outcome": ordered(outcome.to_numpy()),
+        "propensity": ordered(propensity.to_numpy()),
+        "holdout": ordered(holdout.to_numpy()),
+    }
+    columns.update((column, ordered(values.to_numpy())) for column, values in extras.items())
+    return pd.DataFrame(columns, copy=False)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _mismatch_message(
+    raw: pd.DataFrame,
+    column: str,
+    in_catalog: npt.NDArray[np.object_],
+    action: Codes,
+    action_position: npt.NDArray[np.intp],
+) -> Callable[[int], str]:
+    def describe(i: int) -> str:
+        return (
+            f"{parse.shown(raw[column], i)} does not match the catalog {column} "
+            f"{in_catalog[action_position[i]]!r} of action {action.uniques[action.codes[i]]!r}"
+        )
+
+    return describe
+
+
+def _sort_order(
+    hcp_index: pd.Index, hcp_position: npt.NDArray[np.intp], nanoseconds: npt.NDArray[np.int64]
+) -> npt.NDArray[np.intp] | None:
+    """Stable order of rows by (hcp_id, timestamp), or None if already in that order.
+
+    Sorts integer keys rather than strings: the rank of each row's hcp_id among the
+    (unique) hcps ids, then nanoseconds.
+    """
+    hcp_rank = np.empty(len(hcp_index), dtype=np.int64)
+    hcp_rank[hcp_index.argsort()] = np.arange(len(hcp_index))
+    rank = hcp_rank.take(hcp_position)
+    step = np.diff(rank)
+    if bool(np.all((step > 0) | ((step == 0) & (np.diff(nanoseconds) >= 0)))):
+        return None  # exports are often sorted already: skip reordering every column
+    # Two stable argsorts (minor key first) give the lexicographic order and keep
+    # same-time rows in file order; measured faster than np.lexsort here.
+    by_time = np.argsort(nanoseconds, kind="stable")
+    return by_time.take(np.argsort(rank.take(by_time), kind="stable"))
+
+
+def _start(
+    raw: pd.DataFrame, required: Iterable[str], log: ProblemLog, *, rows_required: bool
+) -> pd.DataFrame:
+    """Strip column names, check required columns and (maybe) that rows exist."""
+    # A shallow copy: renaming or re-indexing in place must not touch the caller's
+    # frame, and a deep copy costs seconds at millions of rows.
+    raw = raw.copy(deep=False)
+    raw.columns = pd.Index([str(name).strip() for name in raw.columns], dtype=object)
+    raw.index = pd.RangeIndex(len(raw))
+    seen: set[str] = set()
+    for name in raw.columns:
+        if name in seen:
+            log.add("duplicate column", column=name)
+        seen.add(name)
+    for name in required:
+        if name not in seen:
+            log.add("missing required column", column=name)
+    if rows_required and len(raw) == 0:
+        log.add("no data rows (the table must not be empty)")
+    # Without its columns nothing else can be checked meaningfully.
+    log.raise_if_any()
+    return raw
+
+
+def _others(raw: pd.DataFrame, known: Iterable[str]) -> list[str]:
+    skip = set(known)
+    return [str(name) for name in raw.columns if name not in skip]
+
+
+def _required_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> Codes:
+    cells = parse.codes(raw[column])
+    log.add_rows(cells.empty, column, lambda _: "empty value")
+    return cells
+
+
+def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
+    repeated = pd.Series(cells.codes).duplicated(keep="first").to_numpy() & ~cells.empty
+
+    def describe(i: int) -> str:
+        first = int(np.argmax(cells.codes == cells.codes[i])) + 1
+        return f"duplicate {column} {cells.uniques[cells.codes[i]]!r} (first in row {first})"
+
+    log.add_rows(repeated, column, describe)
+
+
+def _boolean(raw: pd.DataFrame, column: str, log: ProblemLog, *, default: bool) -> pd.Series:
+    parsed = parse.booleans(raw[column], default=default)
+    log.add_rows(parsed.bad, column, lambda i: f"{parse.shown(raw[column], i)} {_BOOLEAN_HINT}")
+    return parsed.values
+
+
+def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
+    parsed = parse.floats(raw[column])
+    log.add_rows(parsed.bad, column, lambda i: f"{parse.shown(raw[column], i)} is not a number")
+    return parsed.values
+
+
+def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: bool) -> pd.Series:
+    parsed = parse.timestamps(raw[column])
+    log.add_rows(
+        parsed.bad,
+        column,
+        lambda i: (
+            f"{parse.shown(raw[column], i)} is not an ISO 8601 date or date-time (within 1677-2262)"
+        ),
+    )
+    if required:
+        log.add_rows(parsed.missing, column, lambda _: "empty value")
+    return parsed.values
+
+
+def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
+    parsed = parse.floats(raw["engaged"])
+    log.add_rows(
+        parsed.bad, "engaged", lambda i: f"{parse.shown(raw['engaged'], i)} is not a number"
+    )
+    values = parsed.values.to_numpy()
+    log.add_rows(parsed.missing & ~no_touch, "engaged", lambda _: "empty value (0 or 1 expected)")
+    present = ~parsed.missing & ~parsed.bad
+    log.add_rows(
+        present & (values != 0) & (values != 1),
+        "engaged",
+        lambda i: f"{parse.number(values[i])} is not 0 or 1",
+    )
+    log.add_rows(
+        no_touch & (values == 1),
+        "engaged",
+        lambda _: "engaged is 1 on a no-touch row (action_id empty)",
+    )
+    ok = present & ((values == 0) | (values == 1))
+    return pd.Series(np.where(ok, values, 0).astype(np.int8))
+
+
+def _nan(n: int) -> pd.Series:
+    return pd.Series(np.full(n, np.nan), dtype="float64")

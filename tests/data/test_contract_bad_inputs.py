@@ -1,0 +1,375 @@
+"""Every way a user's files can break the contract, and the message that says where."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest.contract import (
+    MAX_PROBLEMS_PER_FILE,
+    ContractError,
+    Problem,
+    load_dataset,
+    load_hcps,
+    write_table,
+)
+
+Tables = dict[str, pd.DataFrame]
+
+
+def _nothing(_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Case:
+    """Break a valid data set: edit the raw tables, then the written files, then load."""
+
+    edit: Callable[[Tables], None] = _nothing
+    files: Callable[[Path], None] = _nothing
+    load: Callable[[Path], object] = field(default=load_dataset)
+
+
+def cell(table: str, row: int, column: str, value: str) -> Case:
+    """Set one cell; ``row`` is 1-based like the error messages."""
+
+    def edit(tables: Tables) -> None:
+        tables[table].loc[row - 1, column] = value
+
+    return Case(edit=edit)
+
+
+def drop(table: str, column: str) -> Case:
+    def edit(tables: Tables) -> None:
+        del tables[table][column]
+
+    return Case(edit=edit)
+
+
+def header_only(table: str) -> Case:
+    def edit(tables: Tables) -> None:
+        tables[table] = tables[table].iloc[0:0]
+
+    return Case(edit=edit)
+
+
+def also_parquet(path: Path) -> None:
+    pd.read_csv(path / "hcps.csv", dtype=str).to_parquet(path / "hcps.parquet")
+
+
+def corrupt_parquet(path: Path) -> None:
+    (path / "catalog.csv").unlink()
+    (path / "catalog.parquet").write_bytes(b"PAR1 this is not really parquet PAR1")
+
+
+def empty_file(path: Path) -> None:
+    (path / "hcps.csv").write_bytes(b"")
+
+
+def load_xlsx(path: Path) -> object:
+    (path / "hcps.xlsx").write_bytes(b"not a spreadsheet")
+    return load_hcps(path / "hcps.xlsx")
+
+
+def at(file: str, row: int | None, column: str | None, message: str) -> str:
+    """Regex for one problem line: the file, row and column, then the message start."""
+    where = file
+    if row is not None:
+        where += f", row {row}"
+    if column is not None:
+        where += f", column '{column}'"
+    return re.escape(f"{where}: {message}")
+
+
+BAD_INPUTS = [
+    pytest.param(
+        Case(files=lambda path: (path / "catalog.csv").unlink()),
+        at("catalog.{csv,parquet}", None, None, "not found in"),
+        id="missing-file",
+    ),
+    pytest.param(
+        Case(files=also_parquet),
+        at("hcps.{csv,parquet}", None, None, "both hcps.csv and hcps.parquet are in"),
+        id="both-csv-and-parquet",
+    ),
+    pytest.param(
+        drop("hcps", "territory_id"),
+        at("hcps.csv", None, "territory_id", "missing required column"),
+        id="hcps-missing-column",
+    ),
+    pytest.param(
+        drop("catalog", "content_type"),
+        at("catalog.csv", None, "content_type", "missing required column"),
+        id="catalog-missing-column",
+    ),
+    pytest.param(
+        drop("interactions", "engaged"),
+        at("interactions.csv", None, "engaged", "missing required column"),
+        id="interactions-missing-column",
+    ),
+    pytest.param(
+        cell("hcps", 3, "hcp_id", "H1"),
+        at("hcps.csv", 3, "hcp_id", "duplicate hcp_id 'H1' (first in row 1)"),
+        id="duplicate-hcp-id",
+    ),
+    pytest.param(
+        cell("hcps", 2, "hcp_id", "   "),
+        at("hcps.csv", 2, "hcp_id", "empty value"),
+        id="empty-hcp-id",
+    ),
+    pytest.param(
+        cell("hcps", 2, "consent_rep_visit", "maybe"),
+        at("hcps.csv", 2, "consent_rep_visit", "'maybe' is not a boolean"),
+        id="bad-consent",
+    ),
+    pytest.param(
+        cell("hcps", 1, "specialty", ""),
+        at("hcps.csv", 1, "specialty", "empty value"),
+        id="empty-specialty",
+    ),
+    pytest.param(
+        cell("catalog", 2, "action_id", "A1"),
+        at("catalog.csv", 2, "action_id", "duplicate action_id 'A1' (first in row 1)"),
+        id="duplicate-action-id",
+    ),
+    pytest.param(
+        cell("catalog", 1, "content_type", "advert"),
+        at("catalog.csv", 1, "content_type", "'advert' is not one of promotional, medical"),
+        id="bad-content-type",
+    ),
+    pytest.param(
+        cell("catalog", 3, "approved_from", "next week"),
+        at("catalog.csv", 3, "approved_from", "'next week' is not an ISO 8601 date"),
+        id="unparseable-approved-from",
+    ),
+    pytest.param(
+        cell("catalog", 1, "approved_from", ""),
+        at("catalog.csv", 1, "approved_from", "empty value"),
+        id="empty-approved-from",
+    ),
+    pytest.param(
+        cell("catalog", 2, "approved_until", "2023-12-31"),
+        at("catalog.csv", 2, "approved_until", "2023-12-31 is before approved_from 2024-01-01"),
+        id="approved-until-before-from",
+    ),
+    pytest.param(
+        cell("catalog", 2, "cost", "-5"),
+        at("catalog.csv", 2, "cost", "-5 is not a finite number >= 0"),
+        id="negative-cost",
+    ),
+    pytest.param(
+        cell("catalog", 2, "cost", "cheap"),
+        at("catalog.csv", 2, "cost", "'cheap' is not a number"),
+        id="non-numeric-cost",
+    ),
+    pytest.param(
+        cell("interactions", 4, "hcp_id", "H9"),
+        at("interactions.csv", 4, "hcp_id", "unknown hcp_id 'H9' (not in hcps)"),
+        id="unknown-hcp-id",
+    ),
+    pytest.param(
+        cell("interactions", 1, "action_id", "A9"),
+        at("interactions.csv", 1, "action_id", "unknown action_id 'A9' (not in catalog)"),
+        id="unknown-action-id",
+    ),
+    pytest.param(
+        cell("interactions", 2, "timestamp", "yesterday"),
+        at("interactions.csv", 2, "timestamp", "'yesterday' is not an ISO 8601 date"),
+        id="unparseable-timestamp",
+    ),
+    pytest.param(
+        cell("interactions", 2, "timestamp", "03/01/2024"),
+        at("interactions.csv", 2, "timestamp", "'03/01/2024' is not an ISO 8601 date"),
+        id="ambiguous-timestamp",
+    ),
+    pytest.param(
+        cell("interactions", 1, "engaged", "2"),
+        at("interactions.csv", 1, "engaged", "2 is not 0 or 1"),
+        id="engaged-2",
+    ),
+    pytest.param(
+        cell("interactions", 1, "engaged", ""),
+        at("interactions.csv", 1, "engaged", "empty value"),
+        id="engaged-empty-with-action",
+    ),
+    pytest.param(
+        cell("interactions", 3, "engaged", "1"),
+        at("interactions.csv", 3, "engaged", "engaged is 1 on a no-touch row"),
+        id="engaged-on-no-touch",
+    ),
+    pytest.param(
+        cell("interactions", 1, "propensity", "0"),
+        at("interactions.csv", 1, "propensity", "0 is not in (0, 1]"),
+        id="propensity-0",
+    ),
+    pytest.param(
+        cell("interactions", 4, "propensity", "1.5"),
+        at("interactions.csv", 4, "propensity", "1.5 is not in (0, 1]"),
+        id="propensity-1.5",
+    ),
+    pytest.param(
+        cell("interactions", 2, "propensity", "abc"),
+        at("interactions.csv", 2, "propensity", "'abc' is not a number"),
+        id="propensity-abc",
+    ),
+    pytest.param(
+        cell("interactions", 1, "holdout", "true"),
+        at("interactions.csv", 1, "holdout", "holdout is true but action_id is 'A1'"),
+        id="holdout-with-action",
+    ),
+    pytest.param(
+        cell("interactions", 4, "holdout", "perhaps"),
+        at("interactions.csv", 4, "holdout", "'perhaps' is not a boolean"),
+        id="bad-holdout",
+    ),
+    pytest.param(
+        cell("interactions", 1, "channel", "sms"),
+        at(
+            "interactions.csv",
+            1,
+            "channel",
+            "'sms' does not match the catalog channel 'email' of action 'A1'",
+        ),
+        id="channel-mismatch",
+    ),
+    pytest.param(
+        cell("interactions", 4, "content_id", "C1"),
+        at("interactions.csv", 4, "content_id", "'C1' does not match the catalog content_id 'C3'"),
+        id="content-id-mismatch",
+    ),
+    pytest.param(
+        cell("interactions", 2, "outcome", "lots"),
+        at("interactions.csv", 2, "outcome", "'lots' is not a number"),
+        id="non-numeric-outcome",
+    ),
+    pytest.param(
+        cell("interactions", 2, "outcome", "NA"),
+        at("interactions.csv", 2, "outcome", "'NA' is not a number"),
+        id="na-spelled-out",
+    ),
+    pytest.param(
+        header_only("hcps"),
+        at("hcps.csv", None, None, "no data rows"),
+        id="empty-hcps",
+    ),
+    pytest.param(
+        header_only("catalog"),
+        at("catalog.csv", None, None, "no data rows"),
+        id="empty-catalog",
+    ),
+    pytest.param(
+        Case(files=empty_file),
+        at("hcps.csv", None, None, "the file is empty"),
+        id="zero-byte-file",
+    ),
+    pytest.param(
+        Case(files=corrupt_parquet),
+        at("catalog.parquet", None, None, "cannot read PARQUET file"),
+        id="corrupt-parquet",
+    ),
+    pytest.param(
+        Case(load=load_xlsx),
+        at("hcps.xlsx", None, None, "unsupported file type '.xlsx'"),
+        id="unsupported-extension",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "expected"), BAD_INPUTS)
+def test_bad_input_is_named(
+    case: Case, expected: str, tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    case.edit(tables)
+    path = write_tables(tables)
+    case.files(path)
+    with pytest.raises(ContractError, match=expected):
+        case.load(path)
+
+
+def test_the_valid_fixture_is_valid(tables: Tables, write_tables: Callable[..., Path]) -> None:
+    # Guards the table above: each case must fail because of its one edit.
+    load_dataset(write_tables(tables))
+
+
+def test_typed_parquet_values_are_checked_too(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    interactions = tables["interactions"]
+    interactions["propensity"] = [0.5, 0.25, 0.25, 1.5, 0.25]
+    interactions["engaged"] = [1, 0, 0, 0, 2]
+    interactions["holdout"] = [False, False, True, False, False]
+    path = write_tables(tables, fmt="parquet")
+    with pytest.raises(ContractError) as caught:
+        load_dataset(path)
+    assert [str(problem) for problem in caught.value.problems] == [
+        "interactions.parquet, row 5, column 'engaged': 2 is not 0 or 1",
+        "interactions.parquet, row 4, column 'propensity': 1.5 is not in (0, 1]",
+    ]
+
+
+def test_problems_are_collected_and_capped(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    rows = 30
+    tables["interactions"] = pd.concat([tables["interactions"].iloc[[0]]] * rows, ignore_index=True)
+    tables["interactions"]["propensity"] = "7"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    err = caught.value
+    assert len(err.problems) == MAX_PROBLEMS_PER_FILE
+    assert err.total == rows
+    assert [p.row for p in err.problems] == list(range(1, MAX_PROBLEMS_PER_FILE + 1))
+    assert f"and {rows - MAX_PROBLEMS_PER_FILE:,} more" in str(err)
+
+
+def test_hcps_and_catalog_problems_are_reported_together(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    tables["hcps"].loc[0, "consent_email"] = "sometimes"
+    tables["catalog"].loc[0, "cost"] = "free"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert {p.file for p in caught.value.problems} == {"hcps.csv", "catalog.csv"}
+    assert caught.value.total == 2
+
+
+def test_problem_and_error_render_and_pickle() -> None:
+    problem = Problem("interactions.csv", 17, "propensity", "1.5 is not in (0, 1]")
+    assert str(problem) == "interactions.csv, row 17, column 'propensity': 1.5 is not in (0, 1]"
+    err = ContractError([problem, Problem("hcps.csv", None, None, "no data rows")])
+    assert isinstance(err, ValueError)
+    assert str(err).splitlines()[1:] == [
+        "  interactions.csv, row 17, column 'propensity': 1.5 is not in (0, 1]",
+        "  hcps.csv: no data rows",
+    ]
+    again = pickle.loads(pickle.dumps(err))
+    assert again.problems == err.problems
+    assert str(again) == str(err)
+
+
+def test_missing_data_directory(tmp_path: Path) -> None:
+    with pytest.raises(ContractError, match="data directory not found"):
+        load_dataset(tmp_path / "nowhere")
+
+
+def test_write_table_rejects_unknown_extension(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unsupported extension '\.xlsx'"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "out.xlsx")
+
+
+def test_out_of_range_parquet_timestamp_is_reported(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    interactions = tables["interactions"]
+    stamps = np.array(["2024-03-01"] * 4 + ["3000-01-01"], dtype="datetime64[us]")
+    interactions["timestamp"] = stamps
+    with pytest.raises(ContractError, match=at("interactions.parquet", 5, "timestamp", "")):
+        load_dataset(write_tables(tables, fmt="parquet"))

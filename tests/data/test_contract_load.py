@@ -1,0 +1,242 @@
+"""Valid inputs load into exactly the normalised frames the rest of nextbest relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest.contract import (
+    CONTENT_TYPES,
+    Dataset,
+    allowed_specialties,
+    consent_column,
+    is_rep_channel,
+    load_catalog,
+    load_dataset,
+    load_hcps,
+    load_interactions,
+    write_dataset,
+)
+
+Tables = dict[str, pd.DataFrame]
+WriteTables = Callable[..., Path]
+
+
+@pytest.fixture
+def dataset(tables: Tables, write_tables: WriteTables) -> Dataset:
+    return load_dataset(write_tables(tables))
+
+
+def test_hcps_are_normalised(dataset: Dataset) -> None:
+    hcps = dataset.hcps
+    assert list(hcps.columns) == [
+        "hcp_id",
+        "specialty",
+        "territory_id",
+        "region",
+        "decile",
+        "consent_email",
+        "consent_rep_visit",
+    ]
+    assert hcps["hcp_id"].tolist() == ["H1", "H2", "H3"]  # file order kept
+    assert hcps["hcp_id"].dtype == object
+    assert hcps["decile"].dtype == np.int64  # numeric text became a number
+    assert hcps["region"].dtype == object
+    assert hcps["consent_email"].tolist() == [True, True, False]  # empty -> True
+    assert hcps["consent_rep_visit"].tolist() == [True, False, True]
+    assert hcps["consent_email"].dtype == bool
+
+
+def test_catalog_is_normalised(dataset: Dataset) -> None:
+    catalog = dataset.catalog
+    assert list(catalog.columns[:9]) == [
+        "action_id",
+        "channel",
+        "content_id",
+        "topic",
+        "content_type",
+        "approved_from",
+        "approved_until",
+        "specialties",
+        "cost",
+    ]
+    assert catalog["channel"].tolist() == ["email", "rep_visit", "email"]
+    assert catalog["content_type"].tolist() == ["promotional", "medical", "medical"]
+    assert set(catalog["content_type"]) <= set(CONTENT_TYPES)
+    assert catalog["approved_from"].dtype == "datetime64[ns]"
+    assert catalog["approved_from"].iat[2] == pd.Timestamp("2024-02-01")  # 'Z' dropped
+    assert catalog["approved_until"].isna().tolist() == [True, False, True]
+    assert catalog["specialties"].tolist() == ["cardiology;oncology", "", "oncology"]
+    assert catalog["cost"].tolist() == [0.0, 150.5, 0.0]
+    assert catalog["cost"].dtype == np.float64
+    assert dataset.channels == ["email", "rep_visit"]
+
+
+def test_interactions_are_normalised_and_sorted(dataset: Dataset) -> None:
+    got = dataset.interactions
+    assert list(got.columns) == [
+        "hcp_id",
+        "timestamp",
+        "action_id",
+        "channel",
+        "content_id",
+        "engaged",
+        "outcome",
+        "propensity",
+        "holdout",
+    ]
+    # File rows 2 and 5 share (H1, 2024-03-01): the stable sort keeps 2 before 5.
+    assert got["hcp_id"].tolist() == ["H1", "H1", "H1", "H2", "H3"]
+    assert got["action_id"].tolist() == ["A2", "A1", None, "A1", "A3"]
+    assert got["timestamp"].tolist() == [
+        pd.Timestamp("2024-03-01"),
+        pd.Timestamp("2024-03-01"),
+        pd.Timestamp("2024-03-01 10:00"),  # 12:00+02:00 in UTC
+        pd.Timestamp("2024-03-02 09:00"),
+        pd.Timestamp("2024-03-05"),
+    ]
+    assert got["channel"].tolist() == ["rep_visit", "email", None, "email", "email"]
+    assert got["content_id"].tolist() == ["C2", "C1", None, "C1", "C3"]
+    assert got["engaged"].tolist() == [0, 1, 0, 1, 0]
+    assert got["holdout"].tolist() == [False, False, True, False, False]
+    assert got["outcome"].iloc[:4].tolist() == [0.0, 3.0, 1.0, 2.5]
+    assert got["outcome"].isna().tolist() == [False, False, False, False, True]
+    assert got.index.equals(pd.RangeIndex(5))
+    expected_dtypes: dict[str, Any] = {
+        "hcp_id": object,
+        "timestamp": "datetime64[ns]",
+        "action_id": object,
+        "channel": object,
+        "content_id": object,
+        "engaged": np.int8,
+        "outcome": np.float64,
+        "propensity": np.float64,
+        "holdout": bool,
+    }
+    assert {c: got[c].dtype for c in expected_dtypes} == {
+        c: np.dtype(t) for c, t in expected_dtypes.items()
+    }
+    assert dataset.has_outcome and dataset.has_holdout and dataset.has_propensity
+
+
+def test_typed_parquet_equals_csv(tables: Tables, write_tables: WriteTables) -> None:
+    """The same data written natively typed to Parquet loads to the same frames."""
+    from_csv = load_dataset(write_tables(tables))
+    typed = {name: frame.copy() for name, frame in tables.items()}
+    typed["hcps"]["decile"] = typed["hcps"]["decile"].astype(int)
+    typed["hcps"]["consent_email"] = [True, None, False]
+    typed["catalog"]["approved_from"] = pd.to_datetime(
+        ["2024-01-01", "2024-01-01", "2024-02-01T00:00:00Z"], utc=True, format="ISO8601"
+    )
+    typed["catalog"]["approved_until"] = pd.to_datetime(["", "2025-12-31", ""])
+    typed["catalog"]["cost"] = [0.0, 150.5, None]
+    inter = typed["interactions"]
+    inter["timestamp"] = pd.to_datetime(
+        [
+            "2024-03-02T09:00:00+00:00",
+            "2024-03-01T00:00:00+00:00",
+            "2024-03-01T12:00:00+02:00",
+            "2024-03-05T00:00:00+00:00",
+            "2024-03-01T00:00:00+00:00",
+        ],
+        utc=True,
+    ).tz_convert("Europe/Berlin")  # a tz-aware column in another zone
+    inter["action_id"] = ["A1", "A2", None, "A3", "A1"]
+    inter["engaged"] = pd.array([1, 0, None, 0, 1], dtype="Int8")
+    inter["outcome"] = [2.5, 0.0, 1.0, None, 3.0]
+    inter["propensity"] = [0.5, 0.25, 0.25, 0.5, 0.25]
+    inter["holdout"] = [False, None, True, False, False]
+    from_parquet = load_dataset(write_tables(typed, fmt="parquet", name="typed"))
+    for name in ("hcps", "catalog", "interactions"):
+        pd.testing.assert_frame_equal(getattr(from_parquet, name), getattr(from_csv, name))
+    assert from_parquet.fingerprint() == from_csv.fingerprint()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_write_dataset_round_trips(
+    dataset: Dataset, tmp_path: Path, fmt: Literal["csv", "parquet"]
+) -> None:
+    out = write_dataset(dataset, tmp_path / fmt, fmt=fmt)
+    again = load_dataset(out)
+    for name in ("hcps", "catalog", "interactions"):
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(dataset, name))
+    assert again.fingerprint() == dataset.fingerprint()
+
+
+def test_csv_round_trip_keeps_full_float_and_time_precision(
+    dataset: Dataset, tmp_path: Path
+) -> None:
+    inter = dataset.interactions
+    inter["propensity"] = [0.04180205746705827, 1 / 3, 0.1, 0.2, 1.0]
+    inter["timestamp"] += pd.to_timedelta([0, 1, 500, 123_456_789, 0], unit="ns")
+    again = load_dataset(write_dataset(dataset, tmp_path / "precise"))
+    pd.testing.assert_frame_equal(again.interactions, inter)
+
+
+def test_write_dataset_refuses_a_mixed_directory(dataset: Dataset, tmp_path: Path) -> None:
+    write_dataset(dataset, tmp_path, fmt="csv")
+    with pytest.raises(FileExistsError, match=r"hcps\.csv exists"):
+        write_dataset(dataset, tmp_path, fmt="parquet")
+
+
+def test_fingerprint_follows_the_data(dataset: Dataset) -> None:
+    before = dataset.fingerprint()
+    assert len(before) == 64
+    assert dataset.fingerprint() == before
+    dataset.interactions.loc[0, "outcome"] = 99.0
+    assert dataset.fingerprint() != before
+
+
+def test_optional_columns_may_be_absent(tables: Tables, write_tables: WriteTables) -> None:
+    for column in ("specialties", "cost"):
+        del tables["catalog"][column]
+    for column in ("channel", "content_id", "outcome", "propensity", "holdout"):
+        del tables["interactions"][column]
+    tables["interactions"].loc[2, "engaged"] = "0"
+    dataset = load_dataset(write_tables(tables))
+    assert dataset.catalog["specialties"].tolist() == ["", "", ""]
+    assert dataset.catalog["cost"].tolist() == [0.0, 0.0, 0.0]
+    got = dataset.interactions
+    assert got["channel"].tolist() == ["rep_visit", "email", None, "email", "email"]
+    assert got["outcome"].isna().all() and got["propensity"].isna().all()
+    assert not got["holdout"].any()
+    assert not (dataset.has_outcome or dataset.has_propensity or dataset.has_holdout)
+
+
+def test_header_only_interactions_are_allowed(tables: Tables, write_tables: WriteTables) -> None:
+    tables["interactions"] = tables["interactions"].iloc[0:0]
+    dataset = load_dataset(write_tables(tables))
+    assert len(dataset.interactions) == 0
+    assert dataset.interactions["timestamp"].dtype == "datetime64[ns]"
+    assert dataset.interactions["engaged"].dtype == np.int8
+    assert not dataset.has_propensity
+
+
+def test_extra_columns_are_kept_as_features(tables: Tables, write_tables: WriteTables) -> None:
+    tables["interactions"]["campaign"] = ["q1", "q1", "", "q2", "q1"]
+    tables["interactions"]["spend"] = ["1.5", "", "2", "0", "3"]
+    tables["catalog"]["brand"] = ["X", "X", "Y"]
+    dataset = load_dataset(write_tables(tables))
+    assert dataset.interactions["campaign"].tolist() == ["q1", "q1", "", "q1", "q2"]
+    assert dataset.interactions["spend"].dtype == np.float64
+    assert dataset.catalog["brand"].tolist() == ["X", "X", "Y"]
+
+
+def test_single_table_loaders(tables: Tables, write_tables: WriteTables) -> None:
+    path = write_tables(tables)
+    hcps = load_hcps(path / "hcps.csv")
+    catalog = load_catalog(str(path / "catalog.csv"))
+    interactions = load_interactions(path / "interactions.csv", hcps=hcps, catalog=catalog)
+    pd.testing.assert_frame_equal(interactions, load_dataset(path).interactions)
+
+
+def test_schema_helpers() -> None:
+    assert consent_column("rep_visit") == "consent_rep_visit"
+    assert is_rep_channel("rep_phone") and not is_rep_channel("email")
+    assert allowed_specialties(" Oncology;cardiology ;;") == {"oncology", "cardiology"}
+    assert allowed_specialties("") == frozenset()
