@@ -1,0 +1,1 @@
+"""Offline evaluation: model metrics, uplift curves, off-policy value, plots."""

@@ -1,0 +1,237 @@
+"""Point-in-time history features per HCP x channel and HCP x topic.
+
+Every feature of a query ``(hcp, t)`` is computed from the events of that HCP with
+``timestamp < t`` only, so a feature at time ``t`` never changes when rows at or
+after ``t`` are added. All counting is done with sorted keys and
+``np.searchsorted`` (no Python loop per row): an event key is
+``hcp_code * SPAN + seconds``, and "events of this HCP before t" is the slice
+between ``searchsorted(key(hcp, 0))`` and ``searchsorted(key(hcp, t))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# Seconds in one key slot: about 544 years, so no HCP's events spill into the next.
+SPAN = np.int64(1) << np.int64(34)
+SMOOTHING = 2.0  # pseudo-touches pulling a sparse engagement rate towards the prior
+DAY = 86_400
+FATIGUE_WINDOWS_DAYS = (7, 30)
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """Past decisions as flat arrays, in any order.
+
+    Shapes: all arrays are ``(n_events,)``. ``hcp`` are integer codes into the
+    HCP table, ``seconds`` are Unix seconds, ``channel``/``topic`` are codes into
+    the feature space's vocabularies (``-1`` for a no-touch decision), ``engaged``
+    is 0/1 and ``outcome`` is NaN when unknown.
+    """
+
+    hcp: np.ndarray
+    seconds: np.ndarray
+    channel: np.ndarray
+    topic: np.ndarray
+    engaged: np.ndarray
+    outcome: np.ndarray
+
+
+@dataclass
+class _SortedGroup:
+    keys: np.ndarray
+    engaged_cum: np.ndarray  # cumulative engaged count, with a leading 0
+    seconds: np.ndarray
+
+
+def _key(hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    return hcp.astype(np.int64) * SPAN + np.clip(seconds.astype(np.int64), 0, SPAN - 1)
+
+
+def _group(mask: np.ndarray, log: EventLog) -> _SortedGroup:
+    keys = _key(log.hcp[mask], log.seconds[mask])
+    order = np.argsort(keys, kind="stable")
+    engaged = log.engaged[mask][order].astype(np.float64)
+    return _SortedGroup(
+        keys=keys[order],
+        engaged_cum=np.concatenate([[0.0], np.cumsum(engaged)]),
+        seconds=log.seconds[mask][order].astype(np.int64),
+    )
+
+
+@dataclass
+class HistoryFeaturizer:
+    """Computes history features for ``(hcp, t)`` queries from an :class:`EventLog`.
+
+    ``channels`` and ``topics`` fix the column layout; ``priors`` hold the global
+    engagement rate per channel and topic used for smoothing (learned by ``fit``).
+    """
+
+    channels: tuple[str, ...]
+    topics: tuple[str, ...]
+    channel_prior_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    topic_prior_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    PER_CHANNEL = ("touches", "eng_rate", "days_since", "touches_7d", "touches_30d")
+    PER_TOPIC = ("touches", "eng_rate")
+    OVERALL = (
+        "decisions",
+        "touches",
+        "days_since_touch",
+        "outcome_mean",
+        "outcome_mean_untouched",
+    )
+
+    def fit(self, log: EventLog) -> HistoryFeaturizer:
+        """Learn the smoothing priors (global engagement rate per channel and topic)."""
+        overall = float(log.engaged[log.channel >= 0].mean()) if (log.channel >= 0).any() else 0.0
+        self.channel_prior_ = np.array(
+            [_rate(log.engaged[log.channel == c], overall) for c in range(len(self.channels))]
+        )
+        self.topic_prior_ = np.array(
+            [_rate(log.engaged[log.topic == t], overall) for t in range(len(self.topics))]
+        )
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = [f"{c}__{f}" for c in self.channels for f in self.PER_CHANNEL]
+        names += [f"topic_{t}__{f}" for t in self.topics for f in self.PER_TOPIC]
+        names += [f"all__{f}" for f in self.OVERALL]
+        return names
+
+    def column(self, name: str) -> int:
+        return self.feature_names.index(name)
+
+    def channel_column(self, feature: str) -> np.ndarray:
+        """Column index of ``feature`` for each channel code, shape ``(n_channels,)``."""
+        names = self.feature_names
+        return np.array([names.index(f"{c}__{feature}") for c in self.channels])
+
+    def topic_column(self, feature: str) -> np.ndarray:
+        names = self.feature_names
+        return np.array([names.index(f"topic_{t}__{feature}") for t in self.topics])
+
+    def transform(self, log: EventLog, hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        """Features of each query ``(hcp[i], seconds[i])`` from events strictly before it.
+
+        Returns a float32 array of shape ``(n_queries, len(feature_names))``; rates
+        without history equal the prior, recencies without history are NaN.
+        """
+        n = len(hcp)
+        out = np.empty((n, len(self.feature_names)), dtype=np.float32)
+        start_keys = _key(hcp, np.zeros(n, dtype=np.int64))
+        query_keys = _key(hcp, seconds)
+        col = 0
+        for c in range(len(self.channels)):
+            group = _group(log.channel == c, log)
+            lo = np.searchsorted(group.keys, start_keys, side="left")
+            hi = np.searchsorted(group.keys, query_keys, side="left")
+            touches = hi - lo
+            engaged = group.engaged_cum[hi] - group.engaged_cum[lo]
+            out[:, col] = touches
+            out[:, col + 1] = (engaged + SMOOTHING * self.channel_prior_[c]) / (touches + SMOOTHING)
+            out[:, col + 2] = _days_since(group, lo, hi, seconds)
+            for j, days in enumerate(FATIGUE_WINDOWS_DAYS):
+                window_keys = _key(hcp, np.maximum(seconds - days * DAY, 0))
+                lo_w = np.maximum(np.searchsorted(group.keys, window_keys, side="left"), lo)
+                out[:, col + 3 + j] = hi - lo_w
+            col += len(self.PER_CHANNEL)
+        for t in range(len(self.topics)):
+            group = _group(log.topic == t, log)
+            lo = np.searchsorted(group.keys, start_keys, side="left")
+            hi = np.searchsorted(group.keys, query_keys, side="left")
+            touches = hi - lo
+            engaged = group.engaged_cum[hi] - group.engaged_cum[lo]
+            out[:, col] = touches
+            out[:, col + 1] = (engaged + SMOOTHING * self.topic_prior_[t]) / (touches + SMOOTHING)
+            col += len(self.PER_TOPIC)
+        out[:, col : col + len(self.OVERALL)] = self._overall(log, hcp, seconds)
+        return out
+
+    def _overall(self, log: EventLog, hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        n = len(hcp)
+        res = np.full((n, len(self.OVERALL)), np.nan, dtype=np.float64)
+        start_keys = _key(hcp, np.zeros(n, dtype=np.int64))
+        query_keys = _key(hcp, seconds)
+
+        every = _group(np.ones(len(log.hcp), dtype=bool), log)
+        lo = np.searchsorted(every.keys, start_keys, side="left")
+        hi = np.searchsorted(every.keys, query_keys, side="left")
+        res[:, 0] = hi - lo
+
+        touched = _group(log.channel >= 0, log)
+        lo_t = np.searchsorted(touched.keys, start_keys, side="left")
+        hi_t = np.searchsorted(touched.keys, query_keys, side="left")
+        res[:, 1] = hi_t - lo_t
+        res[:, 2] = _days_since(touched, lo_t, hi_t, seconds)
+
+        res[:, 3] = _mean_outcome(np.ones(len(log.hcp), dtype=bool), log, start_keys, query_keys)
+        res[:, 4] = _mean_outcome(log.channel < 0, log, start_keys, query_keys)
+        return res
+
+
+def _rate(engaged: np.ndarray, default: float) -> float:
+    return float(engaged.mean()) if len(engaged) else default
+
+
+def _days_since(
+    group: _SortedGroup, lo: np.ndarray, hi: np.ndarray, seconds: np.ndarray
+) -> np.ndarray:
+    has = hi > lo
+    last = group.seconds[np.maximum(hi - 1, 0)] if len(group.seconds) else np.zeros(len(hi))
+    return np.where(has, (seconds - last) / DAY, np.nan)
+
+
+def _mean_outcome(
+    mask: np.ndarray, log: EventLog, start_keys: np.ndarray, query_keys: np.ndarray
+) -> np.ndarray:
+    mask = mask & ~np.isnan(log.outcome)
+    keys = _key(log.hcp[mask], log.seconds[mask])
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    cum = np.concatenate([[0.0], np.cumsum(log.outcome[mask][order])])
+    lo = np.searchsorted(keys, start_keys, side="left")
+    hi = np.searchsorted(keys, query_keys, side="left")
+    count = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (cum[hi] - cum[lo]) / np.maximum(count, 1), np.nan)
+
+
+def event_log(
+    interactions: pd.DataFrame,
+    *,
+    hcp_index: pd.Index,
+    channels: tuple[str, ...],
+    topics: tuple[str, ...],
+    action_topic: pd.Series,
+) -> EventLog:
+    """Turn contract-shaped ``interactions`` into an :class:`EventLog`.
+
+    ``hcp_index`` maps ``hcp_id`` to its row code; ``action_topic`` maps
+    ``action_id`` to its topic. Channels or topics outside the vocabularies get -1.
+    """
+    hcp_codes = hcp_index.get_indexer(pd.Index(interactions["hcp_id"]))
+    if (hcp_codes < 0).any():
+        unknown = interactions["hcp_id"][hcp_codes < 0].iloc[0]
+        raise ValueError(f"interactions refer to hcp_id {unknown!r} that is not in hcps")
+    channel = pd.Categorical(interactions["channel"], categories=list(channels)).codes
+    topic_names = interactions["action_id"].map(action_topic)
+    topic = pd.Categorical(topic_names, categories=list(topics)).codes
+    seconds = interactions["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+    outcome = (
+        interactions["outcome"].to_numpy(dtype=np.float64)
+        if "outcome" in interactions
+        else np.full(len(interactions), np.nan)
+    )
+    return EventLog(
+        hcp=hcp_codes.astype(np.int64),
+        seconds=seconds,
+        channel=np.asarray(channel, dtype=np.int64),
+        topic=np.asarray(topic, dtype=np.int64),
+        engaged=interactions["engaged"].to_numpy(dtype=np.float64),
+        outcome=outcome,
+    )

@@ -1,0 +1,181 @@
+"""The feature space: how HCPs, actions and their history become model rows.
+
+A model row for a candidate ``(hcp, action)`` at time ``t`` is
+
+    [HCP attributes | history of the HCP before t | action attributes | cross]
+
+where *cross* picks, from the HCP's history, the columns of this action's own
+channel and topic (touches, smoothed engagement rate, recency, fatigue), so one
+model can compare actions on different channels. The control model (outcome
+without a touch) sees only the first two blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nextbest.features.history import EventLog, HistoryFeaturizer, event_log
+
+# Columns that identify rather than describe, or that decide eligibility only.
+_NOT_FEATURES = {"hcp_id", "territory_id"}
+_ACTION_FEATURES = ("action", "channel", "topic", "medical", "cost", "restricted")
+_CROSS = (
+    ("channel", "touches"),
+    ("channel", "eng_rate"),
+    ("channel", "days_since"),
+    ("channel", "touches_7d"),
+    ("channel", "touches_30d"),
+    ("topic", "touches"),
+    ("topic", "eng_rate"),
+)
+
+
+@dataclass
+class FeatureSpace:
+    """Vocabularies and column layout learned from a training data set."""
+
+    channels: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    action_ids: tuple[str, ...] = ()
+    numeric_hcp_columns: tuple[str, ...] = ()
+    categorical_hcp_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    history: HistoryFeaturizer | None = None
+
+    def fit(
+        self, hcps: pd.DataFrame, catalog: pd.DataFrame, log: EventLog | None = None
+    ) -> FeatureSpace:
+        """Learn vocabularies from ``hcps`` and ``catalog`` and smoothing priors from ``log``."""
+        self.channels = tuple(sorted(catalog["channel"].unique()))
+        self.topics = tuple(sorted(catalog["topic"].unique()))
+        self.action_ids = tuple(catalog["action_id"])
+        numeric, categorical = [], {}
+        for name in hcps.columns:
+            if name in _NOT_FEATURES or name.startswith("consent_"):
+                continue
+            column = hcps[name]
+            if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+                numeric.append(name)
+            else:
+                categorical[name] = tuple(sorted(column.astype(str).unique()))
+        self.numeric_hcp_columns = tuple(numeric)
+        self.categorical_hcp_columns = categorical
+        self.history = HistoryFeaturizer(self.channels, self.topics)
+        if log is not None:
+            self.history.fit(log)
+        return self
+
+    # -- vocabularies -------------------------------------------------------------
+
+    def log(
+        self, interactions: pd.DataFrame, hcps: pd.DataFrame, catalog: pd.DataFrame
+    ) -> EventLog:
+        """An :class:`EventLog` of ``interactions`` with HCP codes = row positions in ``hcps``."""
+        return event_log(
+            interactions,
+            hcp_index=pd.Index(hcps["hcp_id"]),
+            channels=self.channels,
+            topics=self.topics,
+            action_topic=catalog.set_index("action_id")["topic"],
+        )
+
+    @property
+    def hcp_feature_names(self) -> list[str]:
+        return list(self.numeric_hcp_columns) + list(self.categorical_hcp_columns)
+
+    @property
+    def history_feature_names(self) -> list[str]:
+        assert self.history is not None, "FeatureSpace is not fitted"
+        return self.history.feature_names
+
+    @property
+    def control_feature_names(self) -> list[str]:
+        return self.hcp_feature_names + self.history_feature_names
+
+    @property
+    def action_feature_names(self) -> list[str]:
+        return [f"action__{n}" for n in _ACTION_FEATURES] + [f"this_{s}__{f}" for s, f in _CROSS]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.control_feature_names + self.action_feature_names
+
+    @property
+    def categorical_features(self) -> list[int]:
+        """Indices of categorical columns in a full model row (for LightGBM)."""
+        names = self.feature_names
+        cats = [*self.categorical_hcp_columns, "action__action", "action__channel", "action__topic"]
+        return [names.index(c) for c in cats]
+
+    @property
+    def control_categorical_features(self) -> list[int]:
+        names = self.control_feature_names
+        return [names.index(c) for c in self.categorical_hcp_columns]
+
+    # -- blocks -------------------------------------------------------------------
+
+    def hcp_block(self, hcps: pd.DataFrame) -> np.ndarray:
+        """HCP attributes, shape ``(n_hcps, len(hcp_feature_names))``, float32."""
+        parts = [
+            pd.to_numeric(hcps[c], errors="coerce").to_numpy(dtype=np.float32)
+            if c in hcps
+            else np.full(len(hcps), np.nan, dtype=np.float32)
+            for c in self.numeric_hcp_columns
+        ]
+        for name, vocab in self.categorical_hcp_columns.items():
+            values = hcps[name].astype(str) if name in hcps else pd.Series([""] * len(hcps))
+            codes = pd.Categorical(values, categories=list(vocab)).codes.astype(np.float32)
+            codes[codes < 0] = np.nan
+            parts.append(codes)
+        if not parts:
+            return np.zeros((len(hcps), 0), dtype=np.float32)
+        return np.column_stack(parts).astype(np.float32)
+
+    def action_block(self, catalog: pd.DataFrame) -> np.ndarray:
+        """Action attributes, shape ``(n_actions, len(_ACTION_FEATURES))``, float32."""
+        action = pd.Categorical(catalog["action_id"], categories=list(self.action_ids)).codes
+        channel = pd.Categorical(catalog["channel"], categories=list(self.channels)).codes
+        topic = pd.Categorical(catalog["topic"], categories=list(self.topics)).codes
+        block = np.column_stack(
+            [
+                action,
+                channel,
+                topic,
+                (catalog["content_type"] == "medical").to_numpy(),
+                catalog["cost"].to_numpy(dtype=np.float64),
+                (catalog["specialties"].astype(str) != "").to_numpy(),
+            ]
+        ).astype(np.float32)
+        for j in range(3):
+            block[block[:, j] < 0, j] = np.nan
+        return block
+
+    def cross_columns(self, catalog: pd.DataFrame) -> np.ndarray:
+        """For each action, the history column of each cross feature; shape ``(n_actions, 7)``."""
+        assert self.history is not None, "FeatureSpace is not fitted"
+        channel = pd.Categorical(catalog["channel"], categories=list(self.channels)).codes
+        topic = pd.Categorical(catalog["topic"], categories=list(self.topics)).codes
+        columns = []
+        for scope, feature in _CROSS:
+            if scope == "channel":
+                columns.append(self.history.channel_column(feature)[channel])
+            else:
+                columns.append(self.history.topic_column(feature)[topic])
+        return np.column_stack(columns).astype(np.int64)
+
+    def rows(
+        self,
+        hcp_attrs: np.ndarray,
+        history: np.ndarray,
+        action_attrs: np.ndarray,
+        cross_cols: np.ndarray,
+    ) -> np.ndarray:
+        """Full model rows from aligned blocks, each with ``n`` rows.
+
+        ``cross_cols`` (n, 7) holds, per row, which history columns belong to the
+        row's action; the gather is one fancy-indexing call.
+        """
+        cross = np.take_along_axis(history, cross_cols, axis=1)
+        return np.hstack([hcp_attrs, history, action_attrs, cross]).astype(np.float32, copy=False)

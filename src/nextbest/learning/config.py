@@ -1,0 +1,59 @@
+"""Training configuration, read from a YAML file data scientists edit (training/train.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class LightGBMParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_estimators: int = Field(default=200, ge=1)
+    learning_rate: float = Field(default=0.08, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2)
+
+
+class TrainConfig(BaseModel):
+    """What a training run learns and how. Every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engagement: LightGBMParams = LightGBMParams()
+    uplift: LightGBMParams = LightGBMParams(n_estimators=300, learning_rate=0.05)
+    calibration_fraction: float = Field(
+        default=0.15, ge=0, lt=1, description="Newest share of training rows used to calibrate."
+    )
+    eval_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Newest share of decisions held out for evaluation."
+    )
+    max_training_rows: int | None = Field(
+        default=None, ge=1000, description="Sample at most this many decision rows (newest kept)."
+    )
+    value_per_engagement: dict[str, float] = Field(
+        default_factory=dict,
+        description="Outcome value of one engagement per channel, for the preference x value "
+        "fallback when no outcome or no-touch data exist (default 1.0).",
+    )
+    seed: int = 0
+
+
+def load_train_config(path: Path | None) -> TrainConfig:
+    """Read and validate a training config; ``None`` gives the defaults."""
+    if path is None:
+        return TrainConfig()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"training config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"training config {path} is not valid YAML: {exc}") from None
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ValueError(f"training config {path}: {problems}") from None

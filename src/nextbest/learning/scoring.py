@@ -1,0 +1,118 @@
+"""The served artifact: everything needed to score (HCP, action) pairs quickly.
+
+A :class:`ScoringModel` bundles the fitted feature space, the preference and
+uplift models, a snapshot of every HCP's attributes and history at the
+training cut-off, and the catalog. Scoring a block of pairs builds the rows with
+numpy only (no pandas) and makes one LightGBM call per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextbest.features.space import FeatureSpace
+from nextbest.learning.preference import CalibratedEngagementClassifier
+from nextbest.learning.uplift import ResidualUpliftRegressor
+
+UPLIFT_MODEL = "uplift_model"
+PREFERENCE_X_VALUE = "preference_x_value"
+
+
+@dataclass
+class Scores:
+    """Per-pair model outputs, each of shape ``(n_pairs,)``."""
+
+    p_engage: np.ndarray
+    uplift: np.ndarray
+
+
+@dataclass
+class ScoringModel:
+    """A trained model plus the snapshot it scores against."""
+
+    space: FeatureSpace
+    engagement: CalibratedEngagementClassifier
+    uplift_model: ResidualUpliftRegressor | None
+    uplift_source: str
+    value_per_engagement: dict[str, float]
+    hcps: pd.DataFrame
+    catalog: pd.DataFrame
+    hcp_attrs: np.ndarray
+    hcp_history: np.ndarray
+    as_of: pd.Timestamp
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hcp_index = pd.Index(self.hcps["hcp_id"])
+        self.action_index = pd.Index(self.catalog["action_id"])
+        self.action_attrs = self.space.action_block(self.catalog)
+        self.cross_cols = self.space.cross_columns(self.catalog)
+        channel_codes = pd.Categorical(
+            self.catalog["channel"], categories=list(self.space.channels)
+        ).codes
+        self.action_value = np.array(
+            [self.value_per_engagement.get(c, 1.0) for c in self.catalog["channel"]]
+        )
+        self.action_channel_code = np.asarray(channel_codes, dtype=np.int64)
+        self.action_cost = self.catalog["cost"].to_numpy(dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for derived in (
+            "hcp_index",
+            "action_index",
+            "action_attrs",
+            "cross_cols",
+            "action_value",
+            "action_channel_code",
+            "action_cost",
+        ):
+            state.pop(derived, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    @property
+    def n_hcps(self) -> int:
+        return len(self.hcps)
+
+    @property
+    def n_actions(self) -> int:
+        return len(self.catalog)
+
+    def hcp_row(self, hcp_id: str) -> int | None:
+        """Row of ``hcp_id`` in the snapshot, or None when the model does not know it."""
+        row = self.hcp_index.get_indexer([hcp_id])[0]
+        return None if row < 0 else int(row)
+
+    def rows(self, hcp_rows: np.ndarray, action_rows: np.ndarray) -> np.ndarray:
+        """Model rows for aligned pairs, shape ``(n_pairs, n_features)``."""
+        return self.space.rows(
+            self.hcp_attrs[hcp_rows],
+            self.hcp_history[hcp_rows],
+            self.action_attrs[action_rows],
+            self.cross_cols[action_rows],
+        )
+
+    def score(self, hcp_rows: np.ndarray, action_rows: np.ndarray) -> Scores:
+        """Calibrated P(engaged) and expected uplift (outcome units) of each pair."""
+        X = self.rows(hcp_rows, action_rows)
+        return self.score_rows(X, action_rows)
+
+    def net_value(self, uplift: np.ndarray, action_rows: np.ndarray) -> np.ndarray:
+        """Arbitration score of each pair: expected incremental value minus cost."""
+        return uplift - self.action_cost[action_rows]
+
+    def score_rows(self, X: np.ndarray, action_rows: np.ndarray) -> Scores:
+        p_engage = self.engagement.engage_probability(X)
+        if self.uplift_model is not None:
+            uplift = self.uplift_model.uplift(X)
+        else:
+            uplift = p_engage * self.action_value[action_rows]
+        return Scores(p_engage=p_engage, uplift=uplift)

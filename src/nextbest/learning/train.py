@@ -1,0 +1,244 @@
+"""Training: point-in-time rows from history, preference and uplift models, metrics.
+
+``train(dataset)`` returns a :class:`TrainResult` holding the served artifact
+(:class:`ScoringModel`) and the run's metrics; logging to MLflow and registering
+is the registry's job, so training can be tested and reused without a tracking
+store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss, roc_auc_score
+
+from nextbest.features.space import FeatureSpace
+from nextbest.learning.config import TrainConfig
+from nextbest.learning.preference import CalibratedEngagementClassifier
+from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
+from nextbest.learning.uplift import ResidualUpliftRegressor
+
+if TYPE_CHECKING:
+    from nextbest.contract import Dataset
+
+Progress = Callable[[str], None]
+
+# Fewer no-touch or treated rows than this and an uplift model would be noise.
+MIN_ROWS_PER_ARM = 200
+
+
+@dataclass
+class DecisionRows:
+    """Model rows for logged decisions, aligned arrays of length ``n``."""
+
+    X: np.ndarray
+    treated: np.ndarray
+    engaged: np.ndarray
+    outcome: np.ndarray
+    propensity: np.ndarray
+    holdout: np.ndarray
+    seconds: np.ndarray
+    action_rows: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    model: ScoringModel
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    eval_rows: DecisionRows | None = None
+
+
+def decision_rows(
+    space: FeatureSpace,
+    interactions: pd.DataFrame,
+    hcps: pd.DataFrame,
+    catalog: pd.DataFrame,
+) -> DecisionRows:
+    """Point-in-time model rows, one per decision in ``interactions``.
+
+    Each row's history block is computed from the HCP's decisions strictly
+    before its own timestamp. No-touch rows get NaN action features.
+    """
+    assert space.history is not None
+    log = space.log(interactions, hcps, catalog)
+    history = space.history.transform(log, log.hcp, log.seconds)
+    hcp_attrs = space.hcp_block(hcps)[log.hcp]
+    action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])
+    treated = action_rows >= 0
+    safe_rows = np.where(treated, action_rows, 0)
+    action_attrs = space.action_block(catalog)[safe_rows]
+    cross_cols = space.cross_columns(catalog)[safe_rows]
+    X = space.rows(hcp_attrs, history, action_attrs, cross_cols)
+    n_control = len(space.control_feature_names)
+    X[~treated, n_control:] = np.nan
+    return DecisionRows(
+        X=X,
+        treated=treated,
+        engaged=interactions["engaged"].to_numpy(dtype=np.int8),
+        outcome=interactions["outcome"].to_numpy(dtype=np.float64),
+        propensity=interactions["propensity"].to_numpy(dtype=np.float64),
+        holdout=interactions["holdout"].to_numpy(dtype=bool),
+        seconds=log.seconds,
+        action_rows=action_rows,
+    )
+
+
+def _subset(rows: DecisionRows, mask: np.ndarray) -> DecisionRows:
+    return DecisionRows(
+        **{name: getattr(rows, name)[mask] for name in DecisionRows.__dataclass_fields__}
+    )
+
+
+def train(
+    dataset: Dataset,
+    *,
+    config: TrainConfig | None = None,
+    as_of: pd.Timestamp | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Learn preference and uplift from ``dataset`` as it was at ``as_of``.
+
+    ``as_of`` (default: just after the newest interaction) cuts the history:
+    decisions at or after it are ignored, and the served HCP snapshot is the
+    history before it.
+    """
+    config = config or TrainConfig()
+    step = progress or (lambda _msg: None)
+    hcps, catalog = dataset.hcps, dataset.catalog
+    interactions = dataset.interactions
+    if as_of is None:
+        as_of = (
+            interactions["timestamp"].max() + pd.Timedelta(seconds=1)
+            if len(interactions)
+            else pd.Timestamp.now(tz="UTC").tz_localize(None)
+        )
+    interactions = interactions[interactions["timestamp"] < as_of]
+    if config.max_training_rows and len(interactions) > config.max_training_rows:
+        interactions = interactions.nlargest(config.max_training_rows, "timestamp").sort_values(
+            ["hcp_id", "timestamp"], kind="stable"
+        )
+    notes: list[str] = []
+
+    step("features")
+    space = FeatureSpace()
+    space.fit(hcps, catalog)
+    full_log = space.log(interactions, hcps, catalog)
+    assert space.history is not None
+    space.history.fit(full_log)
+    rows = decision_rows(space, interactions, hcps, catalog)
+
+    # Time order, then a time-based evaluation slice: the newest decisions.
+    order = np.argsort(rows.seconds, kind="stable")
+    rows = _subset(rows, order)
+    n_eval = int(len(order) * config.eval_fraction)
+    cut = rows.seconds[-n_eval] if n_eval else np.iinfo(np.int64).max
+    fit_rows = _subset(rows, rows.seconds < cut)
+    eval_rows = _subset(rows, rows.seconds >= cut) if n_eval else None
+
+    step("preference model")
+    treated = fit_rows.treated
+    if treated.sum() < MIN_ROWS_PER_ARM:
+        raise ValueError(
+            f"only {int(treated.sum())} decisions with an action before the evaluation slice; "
+            f"at least {MIN_ROWS_PER_ARM} are needed to learn engagement"
+        )
+    engagement = CalibratedEngagementClassifier(
+        **config.engagement.model_dump(),
+        calibration_fraction=config.calibration_fraction,
+        categorical_feature=space.categorical_features,
+        random_state=config.seed,
+    ).fit(fit_rows.X[treated], fit_rows.engaged[treated])
+
+    step("uplift model")
+    has_outcome = bool(np.isfinite(fit_rows.outcome).any())
+    outcome_known = np.isfinite(fit_rows.outcome)
+    n_control = int((~fit_rows.treated & outcome_known).sum())
+    n_treated = int((fit_rows.treated & outcome_known).sum())
+    uplift_model: ResidualUpliftRegressor | None = None
+    if has_outcome and n_control >= MIN_ROWS_PER_ARM and n_treated >= MIN_ROWS_PER_ARM:
+        known = _subset(fit_rows, outcome_known)
+        uplift_model = ResidualUpliftRegressor(
+            n_control_features=len(space.control_feature_names),
+            categorical_feature=space.categorical_features,
+            **config.uplift.model_dump(),
+            random_state=config.seed,
+        ).fit(known.X, known.outcome, treated=known.treated, propensity=known.propensity)
+        uplift_source = UPLIFT_MODEL
+    else:
+        uplift_source = PREFERENCE_X_VALUE
+        why = (
+            "no outcome column"
+            if not has_outcome
+            else f"{n_control} no-touch and {n_treated} treated rows with an outcome "
+            f"(need {MIN_ROWS_PER_ARM} each)"
+        )
+        notes.append(
+            f"uplift falls back to preference x value per engagement: {why}; "
+            "scores rank by expected engagement value, not measured incremental effect"
+        )
+
+    step("snapshot")
+    snapshot_seconds = np.full(len(hcps), pd.Timestamp(as_of).value // 10**9, dtype=np.int64)
+    hcp_history = space.history.transform(full_log, np.arange(len(hcps)), snapshot_seconds)
+    model = ScoringModel(
+        space=space,
+        engagement=engagement,
+        uplift_model=uplift_model,
+        uplift_source=uplift_source,
+        value_per_engagement=dict(config.value_per_engagement),
+        hcps=hcps.reset_index(drop=True),
+        catalog=catalog.reset_index(drop=True),
+        hcp_attrs=space.hcp_block(hcps),
+        hcp_history=hcp_history,
+        as_of=pd.Timestamp(as_of),
+        metadata={
+            "data_fingerprint": dataset.fingerprint(),
+            "n_decisions": len(interactions),
+            "notes": notes,
+        },
+    )
+
+    step("evaluation")
+    metrics = _metrics(model, fit_rows, eval_rows)
+    params = {
+        "as_of": str(as_of),
+        "uplift_source": uplift_source,
+        "n_hcps": len(hcps),
+        "n_actions": len(catalog),
+        "n_decisions": len(interactions),
+        "n_features": len(space.feature_names),
+        "eval_fraction": config.eval_fraction,
+        "calibration_fraction": config.calibration_fraction,
+        **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
+        **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
+    }
+    return TrainResult(
+        model=model, metrics=metrics, params=params, notes=notes, eval_rows=eval_rows
+    )
+
+
+def _metrics(
+    model: ScoringModel, fit_rows: DecisionRows, eval_rows: DecisionRows | None
+) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "train_decisions": float(len(fit_rows.X)),
+        "train_treated": float(fit_rows.treated.sum()),
+    }
+    if eval_rows is None or not eval_rows.treated.any():
+        return metrics
+    treated = eval_rows.treated
+    y = eval_rows.engaged[treated]
+    p = model.engagement.engage_probability(eval_rows.X[treated])
+    metrics["eval_decisions"] = float(len(eval_rows.X))
+    metrics["eval_engaged_rate"] = float(y.mean())
+    metrics["eval_mean_p_engage"] = float(p.mean())
+    if 0 < y.sum() < len(y):
+        metrics["eval_auc"] = float(roc_auc_score(y, p))
+        metrics["eval_log_loss"] = float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6)))
+    return metrics

@@ -1,0 +1,214 @@
+"""MLflow tracking and model registry: log a run, register a version, serve by alias.
+
+The served artifact is an MLflow pyfunc model wrapping a :class:`ScoringModel`
+(joblib). The API loads it once by alias (``models:/nextbest@champion``), never
+by run id, and never at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.train import TrainResult
+from nextbest.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SCORING_ARTIFACT = "scoring_model"
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: str
+    run_id: str | None
+    aliases: tuple[str, ...]
+
+
+class RegistryError(RuntimeError):
+    """The registry could not answer (no such model, alias or version)."""
+
+
+def _mlflow(settings: Settings) -> Any:
+    """Import MLflow and point it at the configured stores (never done at import time)."""
+    import mlflow
+
+    settings.ensure_dirs()
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_registry_uri(settings.resolved_registry_uri)
+    return mlflow
+
+
+def client(settings: Settings) -> Any:
+    mlflow = _mlflow(settings)
+    return mlflow.MlflowClient(
+        tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri
+    )
+
+
+def _experiment_id(settings: Settings) -> str:
+    mlflow = _mlflow(settings)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(
+        mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_location)
+    )
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    class NextbestModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+        """Pyfunc wrapper: ``predict`` takes a frame with ``hcp_id`` (and optional
+        ``k``/``channel``) and returns ranked picks, so ``mlflow models serve``
+        gives the same ranking as the API."""
+
+        def load_context(self, context: Any) -> None:
+            self.scoring_model: ScoringModel = joblib.load(context.artifacts[SCORING_ARTIFACT])
+
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: Any = None
+        ) -> pd.DataFrame:
+            from nextbest.service.picks import picks_frame
+
+            k = int(model_input["k"].iloc[0]) if "k" in model_input and len(model_input) else 5
+            channel = (
+                str(model_input["channel"].iloc[0])
+                if "channel" in model_input and len(model_input)
+                else None
+            )
+            return picks_frame(
+                self.scoring_model, hcp_ids=list(model_input["hcp_id"]), k=k, channel=channel
+            )
+
+    return NextbestModel
+
+
+def log_training_run(
+    result: TrainResult,
+    settings: Settings,
+    *,
+    extra_params: dict[str, Any] | None = None,
+    alias: str | None = None,
+) -> ModelVersionInfo:
+    """Log ``result`` as an MLflow run, register it as a new version of the model.
+
+    The version gets ``alias`` if given; otherwise it becomes ``champion`` when
+    the model has no champion yet (the first model is served straight away).
+    """
+    mlflow = _mlflow(settings)
+    experiment_id = _experiment_id(settings)
+    with mlflow.start_run(experiment_id=experiment_id), tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params({**result.params, **(extra_params or {})})
+        mlflow.log_metrics(result.metrics)
+        mlflow.set_tags(
+            {
+                "data_fingerprint": result.model.metadata.get("data_fingerprint", ""),
+                "uplift_source": result.model.uplift_source,
+            }
+        )
+        mlflow.log_text("\n".join(result.notes) or "no notes", "notes.txt")
+        mlflow.log_text(
+            json.dumps(result.model.space.feature_names, indent=1), "feature_names.json"
+        )
+        for name, figure in _figures(result).items():
+            mlflow.log_figure(figure, f"plots/{name}.png")
+        artifact = Path(tmp) / "scoring_model.joblib"
+        joblib.dump(result.model, artifact, compress=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_pyfunc_class()(),
+                artifacts={SCORING_ARTIFACT: str(artifact)},
+                pip_requirements=_requirements(),
+                registered_model_name=settings.model_name,
+            )
+    version = str(info.registered_model_version)
+    mlflow_client = client(settings)
+    mlflow_client.set_model_version_tag(
+        settings.model_name, version, "uplift_source", result.model.uplift_source
+    )
+    if alias is not None:
+        mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
+    elif alias_version(settings, settings.serve_alias) is None:
+        mlflow_client.set_registered_model_alias(settings.model_name, settings.serve_alias, version)
+    return describe_version(settings, version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"nextbest=={version('nextbest')}",
+        f"lightgbm=={version('lightgbm')}",
+        f"scikit-learn=={version('scikit-learn')}",
+        f"pandas=={version('pandas')}",
+    ]
+
+
+def _figures(result: TrainResult) -> dict[str, Any]:
+    from nextbest.evaluation.plots import training_figures
+
+    return training_figures(result)
+
+
+def alias_version(settings: Settings, alias: str) -> str | None:
+    """The version an alias points at, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def describe_version(settings: Settings, version: str) -> ModelVersionInfo:
+    mv = client(settings).get_model_version(settings.model_name, version)
+    return ModelVersionInfo(
+        name=settings.model_name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        aliases=tuple(mv.aliases),
+    )
+
+
+def set_alias(settings: Settings, alias: str, version: str) -> None:
+    client(settings).set_registered_model_alias(settings.model_name, alias, version)
+
+
+def load_version(settings: Settings, version: str) -> ScoringModel:
+    """Load a registered version's scoring model."""
+    mlflow = _mlflow(settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+    model: ScoringModel = pyfunc.unwrap_python_model().scoring_model
+    return model
+
+
+def load_alias(settings: Settings, alias: str | None = None) -> tuple[ScoringModel, str]:
+    """Resolve ``alias`` (default: the served alias) to a version and load it.
+
+    Resolving first and loading by version means the returned version is the one
+    actually loaded even if the alias moves meanwhile.
+    """
+    alias = alias or settings.serve_alias
+    version = alias_version(settings, alias)
+    if version is None:
+        raise RegistryError(
+            f"model '{settings.model_name}' has no version with alias '{alias}' in "
+            f"{settings.resolved_registry_uri}; train one with `nextbest train --data DIR`"
+        )
+    return load_version(settings, version), version

@@ -1,0 +1,56 @@
+"""Shared fixtures: a small simulated world and a model trained and registered from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.settings import Settings, get_settings
+
+FAST_CONFIG = TrainConfig(
+    engagement=LightGBMParams(n_estimators=40, num_leaves=15),
+    uplift=LightGBMParams(n_estimators=60, num_leaves=15),
+)
+
+
+@dataclass(frozen=True)
+class TrainedWorld:
+    data_dir: Path
+    settings: Settings
+    version: str
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nextbest.simulate import simulate_world
+
+    out = tmp_path_factory.mktemp("world")
+    simulate_world(n_hcps=400, periods=12, seed=3).write(out, fmt="csv")
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
+    """A model trained on ``world_dir`` and registered as champion in a fresh MLflow store."""
+    from nextbest import registry
+    from nextbest.contract import load_dataset
+    from nextbest.learning.train import train
+
+    settings = Settings(models_dir=tmp_path_factory.mktemp("models"), seed=11)
+    result = train(load_dataset(world_dir), config=FAST_CONFIG)
+    info = registry.log_training_run(result, settings)
+    return TrainedWorld(data_dir=world_dir, settings=settings, version=info.version)
+
+
+@pytest.fixture
+def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Point the process settings (what the CLI reads) at a fresh models directory."""
+    models = tmp_path / "models"
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    yield models
+    get_settings.cache_clear()
