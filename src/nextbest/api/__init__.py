@@ -1,0 +1,1 @@
+"""Thin HTTP layer (FastAPI) over the service."""

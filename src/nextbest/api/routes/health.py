@@ -1,0 +1,31 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from nextbest.api.deps import RuntimeDep
+from nextbest.api.schemas import HealthPublic
+from nextbest.storage.db import ping
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthPublic)
+def healthz(runtime: RuntimeDep) -> HealthPublic:
+    """The process is up (a model may not be loaded yet)."""
+    return HealthPublic(status="ok", model_version=runtime.model_version)
+
+
+@router.get("/readyz", response_model=HealthPublic)
+def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
+    """Ready to serve: a model is loaded and the database answers."""
+    problems = []
+    if runtime.model_version is None:
+        problems.append("no model loaded")
+    if not ping(runtime.engine):
+        problems.append("database unreachable")
+    if problems:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return HealthPublic(status="; ".join(problems), model_version=runtime.model_version)
+    return HealthPublic(status="ready", model_version=runtime.model_version)

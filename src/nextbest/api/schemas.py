@@ -1,0 +1,108 @@
+"""Request and response schemas, split by direction (``...Create`` in, ``...Public`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EventType = Literal[
+    "delivered",
+    "opened",
+    "clicked",
+    "attended",
+    "completed",
+    "accepted",
+    "dismissed",
+    "snoozed",
+    "outcome",
+]
+MAX_FEEDBACK_BATCH = 5000
+
+
+class RecommendationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hcp_id: str = Field(min_length=1, max_length=128, examples=["H000001"])
+    k: int = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
+    channel: str | None = Field(default=None, description="Only actions on this channel.")
+    purpose: Literal["promotional", "medical"] = Field(
+        default="promotional",
+        description="Who is asking: a commercial requester never gets medical content, "
+        "a medical one never gets promotional content.",
+    )
+    date: datetime | None = Field(
+        default=None, description="Decision date for approval windows (default: now)."
+    )
+    explain: bool = Field(
+        default=False, description="Also say why each excluded action was left out."
+    )
+
+
+class RecommendationItemPublic(BaseModel):
+    rank: int
+    action_id: str
+    channel: str
+    content_id: str
+    topic: str
+    content_type: str
+    score: float = Field(description="Expected incremental value minus cost.")
+    expected_uplift: float = Field(description="Expected incremental outcome versus no touch.")
+    p_engage: float = Field(description="Calibrated probability of engagement.")
+    cost: float
+    propensity: float = Field(description="Probability this item was served (first slot: first).")
+    explored: bool
+    reasons: list[str]
+
+
+class RecommendationPublic(BaseModel):
+    recommendation_id: str
+    hcp_id: str
+    created_at: datetime
+    model_version: str
+    uplift_source: str = Field(
+        description="'uplift_model', or 'preference_x_value' when no outcome/holdout data "
+        "existed to measure incremental effect."
+    )
+    holdout: bool = Field(description="True: this request is a randomized control, nothing served.")
+    items: list[RecommendationItemPublic]
+    excluded: dict[str, list[str]] | None = None
+
+
+class FeedbackEventCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
+    event_type: EventType
+    hcp_id: str = Field(min_length=1, max_length=128)
+    recommendation_id: str | None = Field(default=None, max_length=64)
+    action_id: str | None = Field(default=None, max_length=128)
+    channel: str | None = Field(default=None, max_length=64)
+    occurred_at: datetime | None = Field(default=None, description="Default: when received.")
+    reason: str | None = Field(default=None, max_length=256, description="For dismissed / snoozed.")
+    value: float | None = Field(default=None, description="Outcome value (required for 'outcome').")
+
+
+class FeedbackBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[FeedbackEventCreate] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    event_id: str
+    status: int = 422
+    message: str
+
+
+class FeedbackResultPublic(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedEvent]
+
+
+class HealthPublic(BaseModel):
+    status: str
+    model_version: str | None

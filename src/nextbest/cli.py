@@ -1,0 +1,437 @@
+"""The ``nextbest`` command line. Each command calls the service and returns its result."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nextbest.settings import get_settings
+
+app = typer.Typer(
+    help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console(stderr=True)
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Directory with hcps, catalog, interactions.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def _parse_date(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"{option} '{value}' is not a date (use YYYY-MM-DD)") from None
+
+
+def _load(data: Path) -> Any:
+    from nextbest.contract import ContractError, load_dataset
+
+    try:
+        return load_dataset(data)
+    except ContractError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _steps(total: int) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Directory to write the world into.")],
+    hcps: Annotated[int, typer.Option(min=1, help="Number of HCPs.")] = 2000,
+    periods: Annotated[int, typer.Option(min=1, help="Weekly decision periods.")] = 26,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> Path:
+    """Build a synthetic HCP world with known ground truth."""
+    from nextbest.simulate import simulate_world
+
+    if fmt not in ("csv", "parquet"):
+        raise _fail(f"--format must be csv or parquet, got '{fmt}'")
+    with console.status(f"simulating {hcps:,} HCPs x {periods} periods"):
+        world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
+        world.write(out, fmt="csv" if fmt == "csv" else "parquet")
+    console.print(
+        f"wrote {len(world.hcps):,} HCPs, {len(world.catalog)} actions, "
+        f"{len(world.interactions):,} decisions and the ground truth to {out}"
+    )
+    return out
+
+
+@app.command()
+def validate(data: DataOpt) -> None:
+    """Check a data directory against the data contract."""
+    dataset = _load(data)
+    console.print(
+        f"[green]ok[/green]: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
+        f"{len(dataset.interactions):,} interactions"
+    )
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Learn from history before this date.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Training config YAML.")] = Path(
+        "training/train.yaml"
+    ),
+    alias: Annotated[str | None, typer.Option(help="Give the new version this alias.")] = None,
+) -> str:
+    """Train preference and uplift models, log the run to MLflow and register a version."""
+    import pandas as pd
+
+    from nextbest import registry
+    from nextbest.learning.config import load_train_config
+    from nextbest.learning.train import train as train_models
+
+    settings = get_settings()
+    cutoff = _parse_date(as_of, "--as-of")
+    try:
+        train_config = load_train_config(config if config and config.exists() else None)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    stages = [
+        "load",
+        "features",
+        "preference model",
+        "uplift model",
+        "snapshot",
+        "evaluation",
+        "register",
+    ]
+    with _steps(len(stages)) as progress:
+        task = progress.add_task("load", total=len(stages))
+        dataset = _load(data)
+
+        def step(name: str) -> None:
+            progress.update(task, advance=1, description=name)
+
+        try:
+            result = train_models(
+                dataset,
+                config=train_config,
+                as_of=pd.Timestamp(cutoff) if cutoff else None,
+                progress=step,
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        step("register")
+        info = registry.log_training_run(result, settings, alias=alias)
+        progress.update(task, completed=len(stages))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table(
+        title=f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(result.metrics.items()):
+        table.add_row(key, f"{value:,.4f}")
+    console.print(table)
+    console.print(f"tracking: {settings.resolved_tracking_uri}  run: {info.run_id}")
+    return info.version
+
+
+@app.command()
+def picks(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
+    channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
+    k: Annotated[int, typer.Option(min=1, max=50, help="Actions per HCP.")] = 1,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Decision date (default: today).")
+    ] = None,
+    purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
+) -> Path:
+    """Write the best actions for every HCP in the data's hcps file."""
+    from nextbest import registry
+    from nextbest.contract import write_table
+    from nextbest.errors import NextbestError
+    from nextbest.service.picks import picks_frame
+
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
+    on = _parse_date(as_of, "--as-of")
+    dataset = _load(data)
+    settings = get_settings()
+    try:
+        model, version = registry.load_alias(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
+    hcp_ids = list(dataset.hcps["hcp_id"])
+    unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
+    if unknown:
+        console.print(
+            f"[yellow]note:[/yellow] {len(unknown):,} HCPs are not in model version {version}'s "
+            "snapshot and get no picks (retrain to include them)"
+        )
+    with _steps(len(hcp_ids)) as progress:
+        task = progress.add_task("scoring HCPs", total=len(hcp_ids))
+        try:
+            frame = picks_frame(
+                model,
+                hcp_ids=hcp_ids,
+                k=k,
+                channel=channel,
+                purpose=purpose,
+                on=on,
+                progress=lambda n: progress.advance(task, n),
+                skip_unknown=True,
+            )
+        except NextbestError as exc:
+            raise _fail(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_table(frame, out)
+    console.print(
+        f"wrote {len(frame):,} picks for {frame['hcp_id'].nunique():,} of {len(hcp_ids):,} HCPs "
+        f"to {out} (model version {version})"
+    )
+    return out
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serve the champion model over HTTP (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        "nextbest.api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level="info",
+    )
+
+
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="Only decisions logged at or after this date (YYYY-MM-DD)."),
+]
+GateConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Gate config YAML (training/gate.yaml).")
+]
+
+
+def _gate_config(path: Path | None) -> Any:
+    from nextbest.loop.gate import GateError, load_gate_config
+
+    default = Path("training/gate.yaml")
+    try:
+        return load_gate_config(path if path is not None else (default if default.exists() else None))
+    except GateError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("uplift-report")
+def uplift_report(
+    since: SinceOpt = None,
+    out: Annotated[Path, typer.Option(help="Directory for the HTML page and PNGs.")] = Path(
+        "reports/uplift"
+    ),
+    segment: Annotated[str, typer.Option(help="HCP attribute to segment by.")] = "specialty",
+    min_per_arm: Annotated[
+        int, typer.Option("--min-per-arm", min=2, help="Outcomes per arm before concluding.")
+    ] = 30,
+) -> Path:
+    """Outcomes of served vs holdout requests per channel, action group and segment."""
+    from nextbest.loop.report import uplift_report as build
+
+    settings = get_settings()
+    with console.status("building the uplift report"):
+        report = build(
+            settings,
+            out_dir=out,
+            since=_parse_date(since, "--since"),
+            segment=segment,
+            min_per_arm=min_per_arm,
+        )
+    table = Table(title="served vs holdout")
+    for column in ("dimension", "group", "served", "holdout", "uplift", "95% CI", "verdict"):
+        table.add_column(column)
+    for row in [report.overall, *report.rows]:
+        table.add_row(
+            row.dimension,
+            row.group,
+            str(row.n_served),
+            str(row.n_holdout),
+            f"{row.uplift:+.3f}",
+            f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]",
+            row.verdict,
+        )
+    console.print(table)
+    console.print(report.conclusion)
+    console.print(f"report: {report.files['html']}  run: {report.run_id}")
+    return report.files["html"]
+
+
+@app.command()
+def retrain(
+    data: DataOpt,
+    since: SinceOpt = None,
+    config: Annotated[Path | None, typer.Option(help="Training config YAML.")] = Path(
+        "training/train.yaml"
+    ),
+    alias: Annotated[str, typer.Option(help="Alias for the new version.")] = "challenger",
+) -> str:
+    """Train on history + logged recommendations with their feedback; register a challenger."""
+    from nextbest.contract import ContractError
+    from nextbest.learning.config import load_train_config
+    from nextbest.loop.retrain import retrain as run_retrain
+
+    settings = get_settings()
+    try:
+        train_config = load_train_config(config if config and config.exists() else None)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    dataset = _load(data)
+    with console.status("retraining with feedback") as status:
+        try:
+            outcome = run_retrain(
+                settings,
+                dataset=dataset,
+                config=train_config,
+                since=_parse_date(since, "--since"),
+                alias=alias,
+                progress=lambda step: status.update(f"retraining: {step}"),
+            )
+        except (ValueError, ContractError) as exc:
+            raise _fail(str(exc)) from None
+    for note in outcome.result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(
+        f"registered {settings.model_name} version {outcome.version} as '{alias}' "
+        f"(run {outcome.run_id})"
+    )
+    return outcome.version
+
+
+def _print_evaluation(evaluation: Any) -> None:
+    decision = evaluation.decision
+    table = Table(
+        title=f"champion v{evaluation.champion_version} vs challenger "
+        f"v{evaluation.challenger_version} on {decision.n_decisions:,} logged decisions"
+    )
+    for column in ("estimator", "champion", "challenger", "challenger ESS"):
+        table.add_column(column, justify="right")
+    for name in ("ips", "snips", "dr"):
+        c, ch = decision.champion.get(name), decision.challenger.get(name)
+        if c is None or ch is None:
+            continue
+        table.add_row(
+            name,
+            f"{c['value']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]",
+            f"{ch['value']:.4f} [{ch['ci_low']:.4f}, {ch['ci_high']:.4f}]",
+            f"{ch['effective_n']:,.0f}",
+        )
+    console.print(table)
+    for reason in decision.reasons:
+        console.print(f"- {reason}")
+    verdict = "[green]passed[/green]" if decision.passed else "[red]not passed[/red]"
+    console.print(f"gate ({decision.estimator}): {verdict}  evaluation run: {evaluation.run_id}")
+
+
+@app.command()
+def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
+    """Estimate challenger and champion off-policy (IPS, SNIPS, DR) and apply the gate."""
+    from nextbest.loop.gate import GateError
+    from nextbest.loop.gate import evaluate as run_evaluate
+
+    gate = _gate_config(config)
+    try:
+        with console.status("evaluating challenger vs champion"):
+            evaluation = run_evaluate(get_settings(), config=gate, since=_parse_date(since, "--since"))
+    except GateError as exc:
+        raise _fail(str(exc)) from None
+    _print_evaluation(evaluation)
+    return bool(evaluation.decision.passed)
+
+
+@app.command()
+def promote(
+    since: SinceOpt = None,
+    config: GateConfigOpt = None,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate does not pass.")] = False,
+) -> bool:
+    """Promote the challenger to champion when the gate passes (exit code 1 when not)."""
+    from nextbest.loop.gate import GateError
+    from nextbest.loop.gate import promote as run_promote
+
+    gate = _gate_config(config)
+    settings = get_settings()
+    try:
+        with console.status("evaluating challenger vs champion"):
+            evaluation = run_promote(
+                settings, config=gate, since=_parse_date(since, "--since"), force=force
+            )
+    except GateError as exc:
+        raise _fail(str(exc)) from None
+    _print_evaluation(evaluation)
+    if not evaluation.promoted:
+        console.print(f"champion stays version {evaluation.champion_version}")
+        raise typer.Exit(code=1)
+    console.print(
+        f"[green]promoted[/green] version {evaluation.challenger_version} to champion "
+        f"(previous champion: {evaluation.champion_version}); servers pick it up on "
+        "their next reload"
+    )
+    return True
+
+
+@app.command()
+def rollback() -> str:
+    """Make the previous champion the champion again."""
+    from nextbest.loop.gate import GateError
+    from nextbest.loop.gate import rollback as run_rollback
+
+    try:
+        done = run_rollback(get_settings())
+    except GateError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"champion is version {done.to_version} again (was {done.from_version}); "
+        "servers pick it up on their next reload"
+    )
+    return done.to_version
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

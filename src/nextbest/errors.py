@@ -1,0 +1,29 @@
+"""Domain errors; the HTTP layer maps them to status codes in one place."""
+
+from __future__ import annotations
+
+
+class NextbestError(Exception):
+    """Base class of errors a caller can act on."""
+
+
+class NotFoundError(NextbestError):
+    """A named thing (HCP, recommendation, rep) does not exist."""
+
+    def __init__(self, kind: str, identifier: str) -> None:
+        super().__init__(f"{kind} '{identifier}' is not known to the served model")
+        self.kind = kind
+        self.identifier = identifier
+
+
+class InvalidRequestError(NextbestError):
+    """A request is well-formed but asks for something that cannot be done."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ModelNotLoadedError(NextbestError):
+    """No model is being served yet."""

@@ -1,0 +1,1 @@
+"""Policy: which actions are allowed (rules), how they are ranked, and exploration."""

@@ -1,0 +1,50 @@
+"""Ranking: eligible actions by arbitration score, best first.
+
+The score (expected incremental value - cost, see ``ScoringModel.net_value``)
+must be positive for an action to be offered, so "do nothing" is a valid answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def top_k(
+    score: np.ndarray,
+    eligible: np.ndarray,
+    *,
+    k: int,
+    channel_code: np.ndarray | None = None,
+    max_per_channel: int | None = None,
+) -> list[np.ndarray]:
+    """Best-first positive-score eligible actions per row.
+
+    ``score`` and ``eligible`` have shape ``(n_rows, n_actions)``; returns one
+    index array per row with at most ``k`` actions, and at most
+    ``max_per_channel`` per channel when given.
+    """
+    masked = np.where(eligible & (score > 0), score, -np.inf)
+    width = min(masked.shape[1], k if max_per_channel is None else masked.shape[1])
+    if width < masked.shape[1]:
+        part = np.argpartition(-masked, width - 1, axis=1)[:, :width]
+    else:
+        part = np.tile(np.arange(masked.shape[1]), (masked.shape[0], 1))
+    order = np.take_along_axis(
+        part, np.argsort(-np.take_along_axis(masked, part, 1), axis=1, kind="stable"), 1
+    )
+    out = []
+    for i in range(masked.shape[0]):
+        row = order[i][np.isfinite(masked[i, order[i]])]
+        if max_per_channel is not None and channel_code is not None:
+            counts: dict[int, int] = {}
+            keep = []
+            for a in row:
+                c = int(channel_code[a])
+                if counts.get(c, 0) < max_per_channel:
+                    counts[c] = counts.get(c, 0) + 1
+                    keep.append(a)
+                if len(keep) == k:
+                    break
+            row = np.asarray(keep, dtype=np.int64)
+        out.append(row[:k])
+    return out

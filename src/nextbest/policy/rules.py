@@ -1,0 +1,310 @@
+"""Serving rules that depend on live contact history, read from one YAML file.
+
+Static rules (consent, approval window, specialty, purpose) live in
+:mod:`nextbest.policy.eligibility`. The rules here count what actually happened
+to an HCP, from the feedback store: every ``delivered`` / ``completed`` event
+counts at once, whoever sent it and for whichever brand, so each HCP has one
+fatigue budget.
+
+- ``channels.<channel>.max_contacts`` / ``per_days``: frequency cap per HCP and
+  channel (at most N contacts within the last D days);
+- ``channels.<channel>.cooldown_days``: minimum gap since the last contact on
+  that channel;
+- ``all_channels.max_contacts`` / ``per_days``: one cap over every channel;
+- ``dismissal_days``: an action an HCP (or their rep) dismissed or snoozed is not
+  offered to that HCP again for this many days;
+- ``max_items_per_channel``: at most N items of one channel in one list;
+- ``rep_plan``: default and maximum daily capacity of a rep call plan, and the
+  accepted dismissal reason codes.
+
+The file format is documented in ``training/rules.yaml`` and ``docs/serving.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+DEFAULT_DISMISS_REASONS: tuple[str, ...] = (
+    "not_relevant",
+    "already_discussed",
+    "hcp_unavailable",
+    "wrong_content",
+    "too_frequent",
+    "other",
+)
+
+
+class RulesError(ValueError):
+    """The rules file is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ContactCap:
+    """At most ``max_contacts`` contacts within the last ``per_days`` days."""
+
+    max_contacts: int
+    per_days: float
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    cap: ContactCap | None = None
+    cooldown_days: float | None = None
+
+
+@dataclass(frozen=True)
+class ServingRules:
+    """Validated rules; build with :meth:`load` or :meth:`from_mapping`."""
+
+    channels: Mapping[str, ChannelRule] = field(default_factory=dict)
+    all_channels: ContactCap | None = None
+    dismissal_days: float | None = None
+    max_items_per_channel: int | None = None
+    rep_default_capacity: int = 8
+    rep_max_capacity: int = 50
+    dismiss_reasons: tuple[str, ...] = DEFAULT_DISMISS_REASONS
+    source: str = "built-in defaults"
+
+    @classmethod
+    def load(cls, path: Path) -> ServingRules:
+        """Read ``path``; a missing file means no history rules (and says so in ``source``)."""
+        if not path.exists():
+            return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RulesError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_mapping(data, source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "<mapping>") -> ServingRules:
+        if not isinstance(data, Mapping):
+            raise RulesError(f"{source}: expected a mapping at the top level")
+        known = {
+            "channels",
+            "all_channels",
+            "dismissal_days",
+            "max_items_per_channel",
+            "rep_plan",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RulesError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        channels: dict[str, ChannelRule] = {}
+        raw_channels = data.get("channels") or {}
+        if not isinstance(raw_channels, Mapping):
+            raise RulesError(f"{source}: 'channels' must be a mapping of channel -> rule")
+        for name, rule in raw_channels.items():
+            where = f"{source}: channels.{name}"
+            if not isinstance(rule, Mapping):
+                raise RulesError(f"{where}: expected a mapping")
+            extra = sorted(set(rule) - {"max_contacts", "per_days", "cooldown_days"})
+            if extra:
+                raise RulesError(f"{where}: unknown field(s) {extra}")
+            cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
+            cooldown = _positive(rule.get("cooldown_days"), f"{where}.cooldown_days")
+            channels[str(name)] = ChannelRule(cap=cap, cooldown_days=cooldown)
+        all_channels = None
+        if data.get("all_channels") is not None:
+            raw = data["all_channels"]
+            if not isinstance(raw, Mapping):
+                raise RulesError(f"{source}: all_channels must be a mapping")
+            all_channels = _cap(raw, f"{source}: all_channels")
+        rep = data.get("rep_plan") or {}
+        if not isinstance(rep, Mapping):
+            raise RulesError(f"{source}: rep_plan must be a mapping")
+        extra = sorted(set(rep) - {"default_capacity", "max_capacity", "dismiss_reasons"})
+        if extra:
+            raise RulesError(f"{source}: rep_plan: unknown field(s) {extra}")
+        default_capacity = _count(rep.get("default_capacity", 8), f"{source}: rep_plan.default_capacity")
+        max_capacity = _count(rep.get("max_capacity", 50), f"{source}: rep_plan.max_capacity")
+        if default_capacity > max_capacity:
+            raise RulesError(
+                f"{source}: rep_plan.default_capacity ({default_capacity}) exceeds "
+                f"max_capacity ({max_capacity})"
+            )
+        reasons = rep.get("dismiss_reasons", list(DEFAULT_DISMISS_REASONS))
+        if not isinstance(reasons, list) or not reasons or not all(
+            isinstance(r, str) and r for r in reasons
+        ):
+            raise RulesError(f"{source}: rep_plan.dismiss_reasons must be a non-empty list of codes")
+        max_items = data.get("max_items_per_channel")
+        return cls(
+            channels=channels,
+            all_channels=all_channels,
+            dismissal_days=_positive(data.get("dismissal_days"), f"{source}: dismissal_days"),
+            max_items_per_channel=None
+            if max_items is None
+            else _count(max_items, f"{source}: max_items_per_channel"),
+            rep_default_capacity=default_capacity,
+            rep_max_capacity=max_capacity,
+            dismiss_reasons=tuple(reasons),
+            source=source,
+        )
+
+    @property
+    def needs_contacts(self) -> bool:
+        """True when serving must read contact history (caps or cool-downs)."""
+        return self.all_channels is not None or any(
+            r.cap is not None or r.cooldown_days is not None for r in self.channels.values()
+        )
+
+    def lookbacks(self) -> list[float]:
+        """Distinct windows (days) to count contacts over, longest first.
+
+        The longest also covers every cool-down, so each window is one query.
+        """
+        windows = {r.cap.per_days for r in self.channels.values() if r.cap is not None}
+        if self.all_channels is not None:
+            windows.add(self.all_channels.per_days)
+        cooldowns = [r.cooldown_days for r in self.channels.values() if r.cooldown_days]
+        if cooldowns and (not windows or max(cooldowns) > max(windows)):
+            windows.add(max(cooldowns))
+        return sorted(windows, reverse=True)
+
+
+def _cap(raw: Mapping[str, Any], where: str) -> ContactCap:
+    if "max_contacts" not in raw or "per_days" not in raw:
+        raise RulesError(f"{where}: a cap needs both max_contacts and per_days")
+    extra = sorted(set(raw) - {"max_contacts", "per_days", "cooldown_days"})
+    if extra:
+        raise RulesError(f"{where}: unknown field(s) {extra}")
+    return ContactCap(
+        max_contacts=_count(raw["max_contacts"], f"{where}.max_contacts", allow_zero=True),
+        per_days=float(_positive(raw["per_days"], f"{where}.per_days") or 0.0),
+    )
+
+
+def _count(value: Any, where: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        floor = 0 if allow_zero else 1
+        raise RulesError(f"{where}: must be an integer >= {floor}, got {value!r}")
+    return value
+
+
+def _positive(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise RulesError(f"{where}: must be a number of days > 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LiveHistory:
+    """What the feedback store says about some HCPs at ``now`` (all times UTC).
+
+    ``counts[window][(hcp_id, channel)]`` is the number of contacts within the
+    last ``window`` days; ``last[(hcp_id, channel)]`` the latest contact within
+    the longest window; ``dismissed[(hcp_id, action_id)]`` the reason of a
+    dismissal or snooze within ``dismissal_days``.
+    """
+
+    now: datetime
+    counts: Mapping[float, Mapping[tuple[str, str], int]] = field(default_factory=dict)
+    last: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.last and not self.dismissed
+
+
+class HistoryRules:
+    """Applies :class:`ServingRules` to a catalog, vectorised over actions.
+
+    ``channels`` and ``action_ids`` are the catalog's columns, shape ``(n_actions,)``.
+    """
+
+    def __init__(self, rules: ServingRules, *, channels: np.ndarray, action_ids: np.ndarray):
+        self.rules = rules
+        self.action_ids = action_ids
+        self.channels = channels
+        self.actions_of_channel: dict[str, np.ndarray] = {
+            str(c): np.flatnonzero(channels == c) for c in np.unique(channels)
+        }
+        self.action_pos = {str(a): j for j, a in enumerate(action_ids)}
+
+    def blocked(self, hcp_ids: list[str], history: LiveHistory) -> np.ndarray:
+        """Actions the history rules forbid, shape ``(len(hcp_ids), n_actions)`` bool."""
+        out = np.zeros((len(hcp_ids), len(self.action_ids)), dtype=bool)
+        if history.empty:
+            return out
+        for i, hcp_id in enumerate(hcp_ids):
+            for channel, why in self._channel_blocks(hcp_id, history).items():
+                if why:
+                    if channel == "*":
+                        out[i, :] = True
+                    elif channel in self.actions_of_channel:
+                        out[i, self.actions_of_channel[channel]] = True
+        if history.dismissed:
+            row = {h: i for i, h in enumerate(hcp_ids)}
+            for (hcp_id, action_id), _ in history.dismissed.items():
+                j = self.action_pos.get(action_id)
+                if j is not None and hcp_id in row:
+                    out[row[hcp_id], j] = True
+        return out
+
+    def reasons(self, hcp_id: str, history: LiveHistory) -> list[list[str]]:
+        """For one HCP, the history rules that exclude each action (empty = none)."""
+        out: list[list[str]] = [[] for _ in self.action_ids]
+        for channel, why in self._channel_blocks(hcp_id, history).items():
+            if not why:
+                continue
+            cols = (
+                range(len(self.action_ids))
+                if channel == "*"
+                else self.actions_of_channel.get(channel, ())
+            )
+            for j in cols:
+                out[int(j)].append(why)
+        for (h, action_id), reason in history.dismissed.items():
+            j = self.action_pos.get(action_id)
+            if h == hcp_id and j is not None:
+                out[j].append(
+                    f"dismissed or snoozed ({reason}) in the last {self.rules.dismissal_days:g} days"
+                )
+        return out
+
+    def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
+        """Channel ('*' = every channel) -> why it is blocked for ``hcp_id``."""
+        rules = self.rules
+        blocks: dict[str, str] = {}
+        for (h, channel), last in history.last.items():
+            if h != hcp_id:
+                continue
+            rule = rules.channels.get(channel)
+            if rule is None:
+                continue
+            if rule.cooldown_days is not None:
+                since = history.now - last
+                if since < timedelta(days=rule.cooldown_days):
+                    blocks[channel] = (
+                        f"cool-down: last {channel} contact {since.total_seconds() / 86400:.1f} "
+                        f"days ago, minimum gap {rule.cooldown_days:g} days"
+                    )
+                    continue
+            if rule.cap is not None:
+                n = history.counts.get(rule.cap.per_days, {}).get((h, channel), 0)
+                if n >= rule.cap.max_contacts:
+                    blocks[channel] = (
+                        f"frequency cap: {n} {channel} contacts in the last "
+                        f"{rule.cap.per_days:g} days (max {rule.cap.max_contacts})"
+                    )
+        cap = rules.all_channels
+        if cap is not None:
+            counts = history.counts.get(cap.per_days, {})
+            total = sum(n for (h, _), n in counts.items() if h == hcp_id)
+            if total >= cap.max_contacts:
+                blocks["*"] = (
+                    f"contact budget: {total} contacts on all channels in the last "
+                    f"{cap.per_days:g} days (max {cap.max_contacts})"
+                )
+        return blocks

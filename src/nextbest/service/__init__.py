@@ -1,0 +1,1 @@
+"""Plain-Python service layer: recommend, picks, feedback. The CLI and the API call it."""

@@ -1,0 +1,410 @@
+"""Recommend next-best actions: rules, scoring, ranking, exploration, reasons.
+
+One code path serves a single HCP, a batch of HCPs (e-mail picks) and a rep's
+call plan: the rules build an ``(n_hcps, n_actions)`` mask, every allowed pair is
+scored in one call per model, and ranking and exploration run per HCP on small
+numpy arrays. No pandas runs per request: catalog columns are copied to plain
+arrays when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import numpy as np
+
+from nextbest.errors import InvalidRequestError, NotFoundError
+from nextbest.learning.reasons import explain
+from nextbest.learning.scoring import ScoringModel
+from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
+from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.policy.ranking import top_k
+from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+
+MAX_K = 50
+MAX_BATCH = 1000
+REP_CHANNEL_PREFIX = "rep_"
+
+
+@dataclass(frozen=True)
+class RecommendedAction:
+    rank: int
+    action_id: str
+    channel: str
+    content_id: str
+    topic: str
+    content_type: str
+    score: float
+    expected_uplift: float
+    p_engage: float
+    cost: float
+    propensity: float
+    explored: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    recommendation_id: str
+    hcp_id: str
+    created_at: datetime
+    model_version: str
+    uplift_source: str
+    holdout: bool
+    purpose: str
+    channel: str | None
+    n_candidates: int
+    items: list[RecommendedAction]
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RepPlan:
+    """A rep's call plan for one day: ``suggestions`` best first (one item each).
+
+    ``held_out`` are HCPs drawn into the randomized holdout (logged, not shown);
+    ``n_hcps`` is the size of the territory, ``n_candidates`` the HCPs with at
+    least one allowed rep action.
+    """
+
+    rep_id: str
+    territory_id: str
+    date: date
+    capacity: int
+    model_version: str
+    n_hcps: int
+    n_candidates: int
+    suggestions: list[Recommendation]
+    held_out: list[Recommendation]
+
+
+def decision_time(on: datetime | date | None) -> datetime:
+    """A timezone-aware UTC decision time (naive input is taken as UTC)."""
+    if on is None:
+        return datetime.now(UTC)
+    if not isinstance(on, datetime):
+        return datetime(on.year, on.month, on.day, tzinfo=UTC)
+    return on.replace(tzinfo=UTC) if on.tzinfo is None else on.astimezone(UTC)
+
+
+class Recommender:
+    """Ranks actions for HCPs with one loaded model; safe to share across threads."""
+
+    def __init__(
+        self,
+        *,
+        model: ScoringModel,
+        version: str,
+        exploration: EpsilonGreedy,
+        rules: ServingRules | None = None,
+        max_per_channel: int | None = None,
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.exploration = exploration
+        self.rules = rules or ServingRules()
+        self.max_per_channel = (
+            max_per_channel if max_per_channel is not None else self.rules.max_items_per_channel
+        )
+        self.eligibility = EligibilityIndex.build(model)
+        catalog, hcps = model.catalog, model.hcps
+        self.action_ids = catalog["action_id"].astype(str).to_numpy(dtype=object)
+        self.action_channels = catalog["channel"].astype(str).to_numpy(dtype=object)
+        self._content_ids = catalog["content_id"].astype(str).tolist()
+        self._topics = catalog["topic"].astype(str).tolist()
+        self._content_types = catalog["content_type"].astype(str).tolist()
+        self._costs = model.action_cost.astype(float).tolist()
+        self.channels = frozenset(self.action_channels.tolist())
+        self.history_rules = HistoryRules(
+            self.rules, channels=self.action_channels, action_ids=self.action_ids
+        )
+        self.hcp_ids = hcps["hcp_id"].astype(str).to_numpy(dtype=object)
+        self._hcp_pos = {h: i for i, h in enumerate(self.hcp_ids.tolist())}
+        territory = hcps["territory_id"].astype(str).to_numpy(dtype=object)
+        self.territory = territory
+        self.territories: dict[str, np.ndarray] = {
+            str(t): np.flatnonzero(territory == t) for t in np.unique(territory)
+        }
+        self.rep_actions = np.array(
+            [c.startswith(REP_CHANNEL_PREFIX) for c in self.action_channels], dtype=bool
+        )
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def hcp_row(self, hcp_id: str) -> int | None:
+        return self._hcp_pos.get(hcp_id)
+
+    def territory_of(self, hcp_id: str) -> str | None:
+        row = self._hcp_pos.get(hcp_id)
+        return None if row is None else str(self.territory[row])
+
+    def check_request(self, *, k: int, channel: str | None, purpose: str) -> None:
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequestError("k", f"must be between 1 and {MAX_K}, got {k}")
+        if channel is not None and channel not in self.channels:
+            known = ", ".join(sorted(self.channels))
+            raise InvalidRequestError("channel", f"unknown channel '{channel}'; known: {known}")
+        if purpose not in PURPOSES:
+            raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+
+    # -- requests --------------------------------------------------------------------
+
+    def recommend(
+        self,
+        *,
+        hcp_id: str,
+        k: int = 5,
+        channel: str | None = None,
+        purpose: str = "promotional",
+        on: datetime | None = None,
+        explain_exclusions: bool = False,
+        history: LiveHistory | None = None,
+    ) -> Recommendation:
+        """A ranked, logged-ready recommendation for ``hcp_id``.
+
+        ``history`` is the live contact history of this HCP (see
+        :func:`nextbest.service.serving.live_history`); None applies no history
+        rules. Raises :class:`NotFoundError` for an HCP the model does not know and
+        :class:`InvalidRequestError` for a bad ``k``, ``channel`` or ``purpose``.
+        """
+        self.check_request(k=k, channel=channel, purpose=purpose)
+        row = self._hcp_pos.get(hcp_id)
+        if row is None:
+            raise NotFoundError("hcp_id", hcp_id)
+        now = decision_time(on)
+        rec = self._decide(
+            np.array([row]), k=k, channel=channel, purpose=purpose, now=now, history=history
+        )[0]
+        if explain_exclusions:
+            why = self.eligibility.reasons_excluded(
+                row, on=_naive(now), purpose=purpose, channel=channel
+            )
+            if history is not None:
+                for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
+                    why[j].extend(extra)
+            excluded = {str(self.action_ids[j]): w for j, w in enumerate(why) if w}
+            rec = Recommendation(**{**rec.__dict__, "excluded": excluded})
+        return rec
+
+    def recommend_many(
+        self,
+        *,
+        hcp_ids: Sequence[str],
+        k: int = 1,
+        channel: str | None = None,
+        purpose: str = "promotional",
+        on: datetime | None = None,
+        history: LiveHistory | None = None,
+    ) -> tuple[list[Recommendation], list[str]]:
+        """Recommendations for many HCPs (one scoring call), and the unknown ``hcp_ids``."""
+        self.check_request(k=k, channel=channel, purpose=purpose)
+        if len(hcp_ids) > MAX_BATCH:
+            raise InvalidRequestError(
+                "hcp_ids", f"at most {MAX_BATCH} HCPs per call, got {len(hcp_ids)}"
+            )
+        rows, unknown = [], []
+        for h in hcp_ids:
+            r = self._hcp_pos.get(h)
+            if r is None:
+                unknown.append(h)
+            else:
+                rows.append(r)
+        if not rows:
+            return [], unknown
+        recs = self._decide(
+            np.asarray(rows, dtype=np.int64),
+            k=k,
+            channel=channel,
+            purpose=purpose,
+            now=decision_time(on),
+            history=history,
+        )
+        return recs, unknown
+
+    def rep_plan(
+        self,
+        *,
+        rep_id: str,
+        territory_id: str,
+        capacity: int | None = None,
+        on: datetime | date | None = None,
+        purpose: str = "promotional",
+        history: LiveHistory | None = None,
+    ) -> RepPlan:
+        """The HCPs of ``territory_id`` ranked by best expected net value of a rep channel.
+
+        Each HCP gets its best allowed rep action (exploration and holdout drawn per
+        HCP, as for any request); HCPs are taken best first until ``capacity``
+        suggestions are made. Held-out HCPs are logged but take no capacity.
+        """
+        rules = self.rules
+        capacity = rules.rep_default_capacity if capacity is None else capacity
+        if not 1 <= capacity <= rules.rep_max_capacity:
+            raise InvalidRequestError(
+                "capacity", f"must be between 1 and {rules.rep_max_capacity}, got {capacity}"
+            )
+        if purpose not in PURPOSES:
+            raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+        rows = self.territories.get(territory_id)
+        if rows is None:
+            raise NotFoundError("territory_id", territory_id)
+        now = decision_time(on)
+        ranked = self._decide(
+            rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
+        )
+        best = [
+            (max((i.score for i in r.items), default=-np.inf), n) for n, r in enumerate(ranked)
+        ]
+        order = [n for value, n in sorted(best, key=lambda t: (-t[0], t[1])) if value > -np.inf]
+        suggestions: list[Recommendation] = []
+        held_out: list[Recommendation] = []
+        for n in order:
+            rec = ranked[n]
+            if rec.holdout:
+                held_out.append(rec)
+            elif rec.items:
+                suggestions.append(rec)
+            if len(suggestions) == capacity:
+                break
+        return RepPlan(
+            rep_id=rep_id,
+            territory_id=territory_id,
+            date=now.date(),
+            capacity=capacity,
+            model_version=self.version,
+            n_hcps=len(rows),
+            n_candidates=sum(1 for r in ranked if r.n_candidates),
+            suggestions=suggestions,
+            held_out=held_out,
+        )
+
+    # -- the shared core -------------------------------------------------------------
+
+    def allowed(
+        self,
+        rows: np.ndarray,
+        *,
+        purpose: str,
+        channel: str | None,
+        now: datetime,
+        history: LiveHistory | None,
+        rep_only: bool = False,
+    ) -> np.ndarray:
+        """Every rule at once: shape ``(len(rows), n_actions)`` bool."""
+        per_action = self.eligibility.action_mask(on=_naive(now), purpose=purpose, channel=channel)
+        if rep_only:
+            per_action = per_action & self.rep_actions
+        allowed = (
+            self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
+        )
+        if history is not None and not history.empty:
+            allowed &= ~self.history_rules.blocked(self.hcp_ids[rows].tolist(), history)
+        return allowed
+
+    def _decide(
+        self,
+        rows: np.ndarray,
+        *,
+        k: int,
+        channel: str | None,
+        purpose: str,
+        now: datetime,
+        history: LiveHistory | None,
+        rep_only: bool = False,
+    ) -> list[Recommendation]:
+        model = self.model
+        allowed = self.allowed(
+            rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
+        )
+        n_h, n_a = allowed.shape
+        pair_h, pair_a = np.nonzero(allowed)
+        score = np.full((n_h, n_a), -np.inf)
+        pair_of = np.full((n_h, n_a), -1, dtype=np.int64)
+        if len(pair_h):
+            X = model.rows(rows[pair_h], pair_a)
+            scores = model.score_rows(X, pair_a)
+            score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
+            pair_of[pair_h, pair_a] = np.arange(len(pair_h))
+        greedy = top_k(
+            score,
+            allowed,
+            k=k,
+            channel_code=model.action_channel_code,
+            max_per_channel=self.max_per_channel,
+        )
+        served = [
+            self.exploration.serve(greedy[i], np.flatnonzero(allowed[i]), k=k) for i in range(n_h)
+        ]
+        # One contributions call covers every served item of every HCP.
+        item_h = np.array([i for i, s in enumerate(served) for _ in s.actions], dtype=np.int64)
+        item_a = (
+            np.concatenate([s.actions for s in served]).astype(np.int64)
+            if len(item_h)
+            else np.empty(0, np.int64)
+        )
+        reasons: list[list[str]] = []
+        if len(item_h):
+            pairs = pair_of[item_h, item_a]
+            reasons = explain(
+                model,
+                X[pairs],
+                item_a,
+                rows[item_h],
+                scores.uplift[pairs],
+                scores.p_engage[pairs],
+            )
+            item_uplift = scores.uplift[pairs].tolist()
+            item_p = scores.p_engage[pairs].tolist()
+            item_score = score[item_h, item_a].tolist()
+        out: list[Recommendation] = []
+        served_at = datetime.now(UTC)
+        cursor = 0
+        n_allowed = allowed.sum(axis=1).tolist()
+        for i, s in enumerate(served):
+            items = []
+            for rank, a in enumerate(s.actions.tolist(), start=1):
+                explored = bool(s.explored[rank - 1])
+                why = reasons[cursor]
+                items.append(
+                    RecommendedAction(
+                        rank=rank,
+                        action_id=str(self.action_ids[a]),
+                        channel=str(self.action_channels[a]),
+                        content_id=self._content_ids[a],
+                        topic=self._topics[a],
+                        content_type=self._content_types[a],
+                        score=item_score[cursor],
+                        expected_uplift=item_uplift[cursor],
+                        p_engage=item_p[cursor],
+                        cost=self._costs[a],
+                        propensity=float(s.propensity[rank - 1]),
+                        explored=explored,
+                        reasons=["explored: chosen at random to keep learning", *why]
+                        if explored
+                        else why,
+                    )
+                )
+                cursor += 1
+            out.append(
+                Recommendation(
+                    recommendation_id=uuid.uuid4().hex,
+                    hcp_id=str(self.hcp_ids[rows[i]]),
+                    created_at=served_at,
+                    model_version=self.version,
+                    uplift_source=model.uplift_source,
+                    holdout=s.holdout,
+                    purpose=purpose,
+                    channel=channel,
+                    n_candidates=int(n_allowed[i]),
+                    items=items,
+                )
+            )
+        return out
+
+
+def _naive(moment: datetime) -> datetime:
+    """UTC wall time without tzinfo, the convention of the catalog's approval dates."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

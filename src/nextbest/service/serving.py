@@ -1,0 +1,131 @@
+"""What the API and the CLI call to serve: read live history, decide, log.
+
+Each function takes the database session and the caller's name (the API key's
+name, logged as ``requester``; never the key) and returns plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from nextbest.policy.rules import LiveHistory, ServingRules
+from nextbest.service.recommend import (
+    Recommendation,
+    Recommender,
+    RepPlan,
+    decision_time,
+)
+from nextbest.service.reclog import RecommendationLog
+from nextbest.storage.repository import contact_history, dismissals
+
+
+def live_history(
+    session: Session, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
+) -> LiveHistory | None:
+    """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC).
+
+    One indexed query per distinct cap window and one for dismissals; none when
+    the rules need no history (then None).
+    """
+    if not rules.needs_contacts and rules.dismissal_days is None:
+        return None
+    counts: dict[float, dict[tuple[str, str], int]] = {}
+    last: dict[tuple[str, str], datetime] = {}
+    ids = list(hcp_ids)
+    for n, window in enumerate(rules.lookbacks()):
+        found = contact_history(session, hcp_ids=ids, since=now - timedelta(days=window))
+        counts[window] = {key: count for key, (count, _) in found.items()}
+        if n == 0:  # the longest window: its latest contact serves every cool-down
+            last = {key: when for key, (_, when) in found.items()}
+    dismissed: dict[tuple[str, str], str] = {}
+    if rules.dismissal_days is not None:
+        dismissed = dismissals(
+            session, hcp_ids=ids, since=now - timedelta(days=rules.dismissal_days)
+        )
+    return LiveHistory(now=now, counts=counts, last=last, dismissed=dismissed)
+
+
+def recommend_one(
+    recommender: Recommender,
+    session: Session,
+    log: RecommendationLog,
+    *,
+    requester: str,
+    hcp_id: str,
+    k: int = 5,
+    channel: str | None = None,
+    purpose: str = "promotional",
+    on: datetime | None = None,
+    explain_exclusions: bool = False,
+) -> Recommendation:
+    """Rules, ranking, exploration and reasons for one HCP; the answer is logged."""
+    recommender.check_request(k=k, channel=channel, purpose=purpose)
+    now = decision_time(on)
+    history = (
+        live_history(session, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
+        if recommender.hcp_row(hcp_id) is not None
+        else None
+    )
+    rec = recommender.recommend(
+        hcp_id=hcp_id,
+        k=k,
+        channel=channel,
+        purpose=purpose,
+        on=now,
+        explain_exclusions=explain_exclusions,
+        history=history,
+    )
+    log.write([rec], recommender=recommender, requester=requester)
+    return rec
+
+
+def recommend_batch(
+    recommender: Recommender,
+    session: Session,
+    log: RecommendationLog,
+    *,
+    requester: str,
+    hcp_ids: Sequence[str],
+    k: int = 1,
+    channel: str | None = None,
+    purpose: str = "promotional",
+    on: datetime | None = None,
+) -> tuple[list[Recommendation], list[str]]:
+    """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids."""
+    recommender.check_request(k=k, channel=channel, purpose=purpose)
+    now = decision_time(on)
+    known = [h for h in hcp_ids if recommender.hcp_row(h) is not None]
+    history = live_history(session, rules=recommender.rules, hcp_ids=known, now=now)
+    recs, unknown = recommender.recommend_many(
+        hcp_ids=hcp_ids, k=k, channel=channel, purpose=purpose, on=now, history=history
+    )
+    log.write(recs, recommender=recommender, requester=requester)
+    return recs, unknown
+
+
+def rep_call_plan(
+    recommender: Recommender,
+    session: Session,
+    log: RecommendationLog,
+    *,
+    requester: str,
+    rep_id: str,
+    territory_id: str,
+    capacity: int | None = None,
+    on: date | None = None,
+) -> RepPlan:
+    """A rep's ranked call plan; suggestions and holdout draws are logged."""
+    now = decision_time(on) if on is not None else decision_time(None)
+    rows = recommender.territories.get(territory_id)
+    ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
+    history = live_history(session, rules=recommender.rules, hcp_ids=ids, now=now)
+    plan = recommender.rep_plan(
+        rep_id=rep_id, territory_id=territory_id, capacity=capacity, on=now, history=history
+    )
+    log.write(
+        [*plan.suggestions, *plan.held_out], recommender=recommender, requester=requester
+    )
+    return plan

@@ -1,0 +1,186 @@
+"""The HTTP API against a real SQLite file and a real MLflow registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from nextbest import registry
+from nextbest.api.app import create_app
+from nextbest.storage.tables import FeedbackEvent, Recommendation
+
+
+@pytest.fixture
+def client(trained) -> Iterator[TestClient]:
+    with TestClient(create_app(trained.settings)) as c:
+        yield c
+
+
+def _hcp_with_actions(client: TestClient, trained) -> tuple[str, dict]:
+    from nextbest.service.picks import picks_frame
+
+    model, _ = registry.load_alias(trained.settings)
+    picks = picks_frame(model, hcp_ids=list(model.hcps["hcp_id"]), k=1)
+    for hcp_id in picks["hcp_id"]:
+        body = client.post("/v1/recommendations", json={"hcp_id": hcp_id, "k": 3}).json()
+        if body["items"]:
+            return hcp_id, body
+    raise AssertionError("no HCP got any recommendation")
+
+
+def test_recommendation_happy_path(client: TestClient, trained) -> None:
+    hcp_id, body = _hcp_with_actions(client, trained)
+    assert body["hcp_id"] == hcp_id
+    assert body["model_version"] == trained.version
+    assert body["uplift_source"] == "uplift_model"
+    items = body["items"]
+    assert 1 <= len(items) <= 3
+    assert [i["rank"] for i in items] == list(range(1, len(items) + 1))
+    for item in items:
+        assert item["reasons"], "every item carries at least one reason"
+        assert 0 < item["propensity"] <= 1
+        assert 0 <= item["p_engage"] <= 1
+        if not item["explored"]:
+            assert item["score"] > 0
+            assert item["score"] == pytest.approx(item["expected_uplift"] - item["cost"])
+    greedy = [i["score"] for i in items if not i["explored"]]
+    assert greedy == sorted(greedy, reverse=True)
+
+
+def test_recommendations_are_logged_with_propensity(client: TestClient, trained) -> None:
+    hcp_id, body = _hcp_with_actions(client, trained)
+    runtime = client.app.state.runtime
+    with runtime.sessions() as session:
+        row = session.get(Recommendation, body["recommendation_id"])
+        assert row is not None
+        assert row.hcp_id == hcp_id
+        assert row.model_version == trained.version
+        assert row.holdout is body["holdout"]
+
+
+def test_served_version_is_the_champion(client: TestClient, trained) -> None:
+    assert registry.alias_version(trained.settings, "champion") == trained.version
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "model_version": trained.version}
+    assert client.get("/readyz").status_code == 200
+
+
+def test_unknown_hcp_is_404_with_message(client: TestClient) -> None:
+    response = client.post("/v1/recommendations", json={"hcp_id": "NOPE-1"})
+    assert response.status_code == 404
+    assert "NOPE-1" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({}, "hcp_id", id="missing-hcp"),
+        pytest.param({"hcp_id": "H000001", "k": 0}, "k", id="k-zero"),
+        pytest.param({"hcp_id": "H000001", "k": 500}, "k", id="k-too-big"),
+        pytest.param({"hcp_id": "H000001", "purpose": "sales"}, "purpose", id="bad-purpose"),
+        pytest.param({"hcp_id": "H000001", "channel": "fax"}, "channel", id="unknown-channel"),
+        pytest.param({"hcp_id": "H000001", "colour": "red"}, "colour", id="unknown-field"),
+        pytest.param({"hcp_id": "H000001", "date": "yesterday"}, "date", id="bad-date"),
+    ],
+)
+def test_invalid_body_is_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == 422
+    locations = [err["loc"][-1] for err in response.json()["detail"]]
+    assert field in locations
+
+
+def test_channel_filter_and_consent(client: TestClient, trained) -> None:
+    from nextbest.contract import load_dataset
+
+    hcps = load_dataset(trained.data_dir).hcps
+    no_email = hcps.loc[~hcps["consent_email"], "hcp_id"]
+    assert len(no_email), "the world should have HCPs without e-mail consent"
+    for hcp_id in no_email[:10]:
+        body = client.post("/v1/recommendations", json={"hcp_id": hcp_id, "k": 10}).json()
+        assert all(i["channel"] != "email" for i in body["items"])
+    hcp_id = hcps["hcp_id"].iat[0]
+    body = client.post(
+        "/v1/recommendations", json={"hcp_id": hcp_id, "k": 10, "channel": "webinar"}
+    ).json()
+    assert all(i["channel"] == "webinar" for i in body["items"])
+
+
+def test_expired_content_is_never_served(client: TestClient, trained) -> None:
+    from nextbest.contract import load_dataset
+
+    catalog = load_dataset(trained.data_dir).catalog
+    day = "2027-06-01T00:00:00"
+    expired = set(catalog.loc[catalog["approved_until"] < day, "action_id"])
+    assert expired, "the simulated catalog should have expired content"
+    served = set()
+    for hcp_id in load_dataset(trained.data_dir).hcps["hcp_id"][:40]:
+        body = client.post(
+            "/v1/recommendations", json={"hcp_id": hcp_id, "k": 20, "date": day}
+        ).json()
+        served |= {i["action_id"] for i in body["items"]}
+    assert served, "some actions should be served"
+    assert not served & expired
+
+
+def test_feedback_is_idempotent_by_event_id(client: TestClient, trained) -> None:
+    hcp_id, body = _hcp_with_actions(client, trained)
+    event = {
+        "event_id": f"evt-{body['recommendation_id']}",
+        "event_type": "opened",
+        "hcp_id": hcp_id,
+        "recommendation_id": body["recommendation_id"],
+        "action_id": body["items"][0]["action_id"],
+    }
+    first = client.post("/v1/feedback", json=event)
+    assert first.status_code == 200
+    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    again = client.post("/v1/feedback", json=event)
+    assert again.status_code == 200
+    assert again.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    runtime = client.app.state.runtime
+    with runtime.sessions() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(FeedbackEvent)
+            .where(FeedbackEvent.event_id == event["event_id"])
+        )
+    assert count == 1
+
+
+def test_feedback_batch_with_one_bad_event_keeps_the_good_ones(client: TestClient, trained) -> None:
+    hcp_id, _ = _hcp_with_actions(client, trained)
+    events = [
+        {"event_id": "b-1", "event_type": "delivered", "hcp_id": hcp_id, "channel": "email"},
+        {"event_id": "b-2", "event_type": "opened", "hcp_id": "NOBODY"},
+        {"event_id": "b-3", "event_type": "outcome", "hcp_id": hcp_id, "value": 2.0},
+    ]
+    response = client.post("/v1/feedback", json={"events": events})
+    assert response.status_code == 207
+    result = response.json()
+    assert result["accepted"] == 2
+    assert [(r["index"], r["event_id"]) for r in result["rejected"]] == [(1, "b-2")]
+    assert "NOBODY" in result["rejected"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        pytest.param({"event_type": "opened", "hcp_id": "H1"}, "event_id", id="no-event-id"),
+        pytest.param(
+            {"event_id": "x", "event_type": "liked", "hcp_id": "H1"}, "event_type", id="bad-type"
+        ),
+        pytest.param(
+            {"event_id": "x", "event_type": "outcome", "hcp_id": "H1", "value": "lots"},
+            "value",
+            id="bad-value",
+        ),
+    ],
+)
+def test_invalid_feedback_is_422(client: TestClient, event: dict, field: str) -> None:
+    response = client.post("/v1/feedback", json=event)
+    assert response.status_code == 422
+    assert field in str(response.json()["detail"])

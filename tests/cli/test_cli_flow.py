@@ -1,0 +1,165 @@
+"""simulate -> train -> picks through the CLI, on the simulator's output and on
+contract data that did not come from the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from nextbest.cli import app
+
+runner = CliRunner()
+FAST = Path(__file__).parent / "fast_train.yaml"
+
+
+def _run(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_simulate_train_picks(env_settings: Path, tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
+    assert {p.name for p in world.iterdir()} >= {
+        "hcps.csv",
+        "catalog.csv",
+        "interactions.csv",
+        "truth.parquet",
+    }
+    _run("train", "--data", str(world), "--config", str(FAST))
+    out = tmp_path / "picks.parquet"
+    _run("picks", "--data", str(world), "--out", str(out), "--k", "2", "--as-of", "2026-12-01")
+    picks = pd.read_parquet(out)
+    assert list(picks.columns) == [
+        "hcp_id",
+        "rank",
+        "action_id",
+        "channel",
+        "content_id",
+        "score",
+        "expected_uplift",
+        "p_engage",
+        "reason",
+    ]
+    assert len(picks) > 0
+    assert (picks["score"] > 0).all()
+    assert picks.groupby("hcp_id")["rank"].max().max() <= 2
+    assert picks["reason"].str.len().min() > 0
+    emails = tmp_path / "email.csv"
+    _run(
+        "picks",
+        "--data",
+        str(world),
+        "--out",
+        str(emails),
+        "--channel",
+        "email",
+        "--as-of",
+        "2026-12-01",
+    )
+    email_picks = pd.read_csv(emails)
+    assert set(email_picks["channel"]) == {"email"}
+
+
+def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:
+    """A small contract directory written by hand, not by the simulator."""
+    rng = np.random.default_rng(0)
+    n = 150
+    hcps = pd.DataFrame(
+        {
+            "hcp_id": [f"dr-{i}" for i in range(n)],
+            "specialty": rng.choice(["cardiology", "gp"], n),
+            "territory_id": rng.choice(["north", "south"], n),
+            "years": rng.integers(1, 30, n),
+            "consent_email": rng.random(n) < 0.9,
+        }
+    )
+    catalog = pd.DataFrame(
+        {
+            "action_id": ["mail-a", "mail-b", "visit-a"],
+            "channel": ["email", "email", "rep_visit"],
+            "content_id": ["a", "b", "a"],
+            "topic": ["dosing", "safety", "dosing"],
+            "content_type": ["promotional"] * 3,
+            "approved_from": ["2025-01-01"] * 3,
+            "approved_until": ["", "", "2030-01-01"],
+            "cost": [0.01, 0.01, 0.5],
+        }
+    )
+    rows = []
+    for week in range(20):
+        for i in range(n):
+            action = rng.choice(["mail-a", "mail-b", "visit-a", ""], p=[0.35, 0.35, 0.1, 0.2])
+            if action.startswith("mail") and not hcps["consent_email"].iat[i]:
+                action = ""
+            engaged = int(
+                action != "" and rng.random() < (0.5 if action == "mail-a" and i % 2 else 0.2)
+            )
+            row = {
+                "hcp_id": f"dr-{i}",
+                "timestamp": (pd.Timestamp("2026-01-05") + pd.Timedelta(weeks=week)).isoformat(),
+                "action_id": action,
+                "engaged": engaged,
+            }
+            if with_outcome:
+                row["outcome"] = float(rng.poisson(1 + engaged))
+            rows.append(row)
+    root.mkdir()
+    hcps.to_csv(root / "hcps.csv", index=False)
+    catalog.to_csv(root / "catalog.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / "interactions.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("with_outcome", [True, False], ids=["with-outcome", "no-outcome-fallback"])
+def test_any_contract_directory_trains_and_picks(
+    env_settings: Path, tmp_path: Path, with_outcome: bool
+) -> None:
+    data = _foreign_dataset(tmp_path / "mine", with_outcome=with_outcome)
+    _run("validate", "--data", str(data))
+    output = _run("train", "--data", str(data), "--config", str(FAST))
+    assert ("falls back to preference x value" in output) is (not with_outcome)
+    out = tmp_path / "picks.csv"
+    _run("picks", "--data", str(data), "--out", str(out), "--as-of", "2026-07-01")
+    picks = pd.read_csv(out)
+    assert len(picks) > 0
+    assert set(picks["hcp_id"]) <= {f"dr-{i}" for i in range(150)}
+    if not with_outcome:
+        assert picks["reason"].str.contains("no measured uplift").all()
+
+
+def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: Path) -> None:
+    data = _foreign_dataset(tmp_path / "bad", with_outcome=True)
+    frame = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    frame.loc[3, "action_id"] = "no-such-action"
+    frame.to_csv(data / "interactions.csv", index=False)
+    result = runner.invoke(app, ["train", "--data", str(data), "--config", str(FAST)])
+    assert result.exit_code == 2
+    assert "interactions.csv" in result.output
+    assert "row 4" in result.output
+    assert "action_id" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["picks", "--data", "x", "--out", "p.txt"],
+            "--out must end in .csv or .parquet",
+            id="bad-out",
+        ),
+        pytest.param(["train", "--data", "x", "--as-of", "soon"], "not a date", id="bad-as-of"),
+        pytest.param(
+            ["simulate", "--out", "x", "--format", "xml"], "csv or parquet", id="bad-format"
+        ),
+    ],
+)
+def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
