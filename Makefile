@@ -1,0 +1,52 @@
+# Everything a person does with nextbest. `make demo` and `make test` work on a
+# fresh machine with only Python 3.11+: they create .venv and install when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+DEMO_HCPS ?= 2000
+PORT ?= 8000
+export NEXTBEST_MODELS_DIR ?= models
+
+.PHONY: install demo test lint format bench bench-quality bench-serve bench-loop clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install nextbest with its dev tools
+
+demo: $(STAMP) ## simulate a world, train, register and serve on 127.0.0.1:$(PORT)
+	$(BIN)/nextbest simulate --out $(DEMO_DIR)/world --hcps $(DEMO_HCPS) --periods 26 --seed 7
+	$(BIN)/nextbest train --data $(DEMO_DIR)/world
+	$(BIN)/python -m nextbest.demo --port $(PORT)
+	$(BIN)/nextbest serve --host 127.0.0.1 --port $(PORT)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests bench training
+	$(BIN)/ruff format --check src tests bench training
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench training
+	$(BIN)/ruff check --fix src tests bench training
+
+bench: bench-quality bench-serve bench-loop ## every benchmark; figures land in bench/results/
+
+bench-quality: $(STAMP) ## policy value on the simulator and on the Hillstrom e-mail experiment
+	$(BIN)/python bench/quality.py
+
+bench-serve: $(STAMP) ## latency, throughput and overhead of a real uvicorn server
+	$(BIN)/python bench/serve.py
+
+bench-loop: $(STAMP) ## the closed loop, simulated: serve, feedback, retrain, gate, promote
+	$(BIN)/python bench/loop.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
