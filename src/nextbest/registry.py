@@ -11,6 +11,8 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +128,7 @@ def log_training_run(
             mlflow.log_figure(figure, f"plots/{name}.png")
         artifact = Path(tmp) / "scoring_model.joblib"
         joblib.dump(result.model, artifact, compress=3)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet("mlflow.pyfunc"):
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -145,6 +147,19 @@ def log_training_run(
     elif alias_version(settings, settings.serve_alias) is None:
         mlflow_client.set_registered_model_alias(settings.model_name, settings.serve_alias, version)
     return describe_version(settings, version)
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a library logger's warnings that say nothing to our users (the
+    wrapper is ours, so pickling it is expected; its input is a plain frame)."""
+    library_logger = logging.getLogger(logger_name)
+    level = library_logger.level
+    library_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        library_logger.setLevel(level)
 
 
 def _requirements() -> list[str]:
