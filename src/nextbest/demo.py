@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> str:
         f"curl -s -X POST {base}/v1/recommendations "
         f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"\n[bold]nextbest demo[/bold]: serving model version {version} on {base}")
     console.print("Ask for the next best actions of one HCP:\n")
     print(curl, flush=True)
