@@ -29,7 +29,7 @@ from nextbest.storage import (
     logged_decisions,
     record_feedback,
 )
-from nextbest.storage.repository import LOGGED_DECISION_COLUMNS
+from nextbest.storage.repository import LOGGED_DECISION_COLUMNS, LOGGED_DECISION_DETAIL_COLUMNS
 from nextbest.storage.tables import FeedbackEvent
 
 # The time every logged test decision is made at, unless a test says otherwise.
@@ -512,3 +512,46 @@ def test_logged_decisions_since_and_empty(
     none = logged_decisions(session, since=T0 + timedelta(days=1))
     assert none.empty
     assert list(none.columns) == list(LOGGED_DECISION_COLUMNS)
+
+
+def test_logged_decisions_details_and_model_version(
+    session: Session, make_recommendation: MakeRecommendation, logged: list[RecommendationRecord]
+) -> None:
+    other = make_recommendation(
+        "rec-9",
+        "h9",
+        created_at=T0 + timedelta(minutes=7),
+        model_version="nextbest/8",
+        purpose="medical",
+        channel_filter="email",
+        n_candidates=0,
+        epsilon=0.2,
+        holdout_rate=0.05,
+    )
+    log_recommendations(session, records=[other])
+    session.commit()
+    record_feedback(
+        session,
+        events=[
+            FeedbackRecord(
+                "g1", "outcome", T0 + timedelta(days=9), "h9", recommendation_id="rec-9", value=4.0
+            ),
+            FeedbackRecord(
+                "g2", "outcome", T0 + timedelta(days=9), "h1", recommendation_id="rec-1", value=1.0
+            ),
+        ],
+    )
+
+    detailed = logged_decisions(session, details=True)
+    assert list(detailed.columns) == [*LOGGED_DECISION_COLUMNS, *LOGGED_DECISION_DETAIL_COLUMNS]
+    row = detailed.set_index("recommendation_id").loc["rec-9"]
+    assert (row["purpose"], row["channel_filter"], row["n_candidates"]) == ("medical", "email", 0)
+    assert (row["epsilon"], row["holdout_rate"]) == (0.2, 0.05)
+    assert detailed["n_candidates"].dtype == "int64"
+
+    only_8 = logged_decisions(session, model_version="nextbest/8")
+    assert only_8["recommendation_id"].tolist() == ["rec-9"]
+    assert only_8["outcome"].tolist() == [4.0]
+    only_7 = logged_decisions(session, model_version="nextbest/7", since=T0 + timedelta(minutes=1))
+    assert only_7["recommendation_id"].tolist() == ["rec-3"]
+    assert logged_decisions(session, model_version="nextbest/99").empty

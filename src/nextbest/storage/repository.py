@@ -53,6 +53,15 @@ LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
     "recommendation_id",
     "model_version",
 )
+# What ``logged_decisions(details=True)`` adds: how each answer was served, which
+# off-policy evaluation needs to recover the probability of a no-touch answer.
+LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
+    "purpose",
+    "channel_filter",
+    "n_candidates",
+    "epsilon",
+    "holdout_rate",
+)
 
 _REQUIRED_TEXT = frozenset({"event_id", "hcp_id"})
 
@@ -555,7 +564,13 @@ def dismissals(
     return found
 
 
-def logged_decisions(session: Session, *, since: datetime | None = None) -> pd.DataFrame:
+def logged_decisions(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    model_version: str | None = None,
+    details: bool = False,
+) -> pd.DataFrame:
     """Logged recommendations as ``interactions`` rows, for retraining and OPE.
 
     One row per recommendation created at or after ``since`` (all if None), ordered by
@@ -566,6 +581,10 @@ def logged_decisions(session: Session, *, since: datetime | None = None) -> pd.D
     ``propensity`` (rank-1 item's; the holdout rate for a holdout row, NaN for an
     empty non-holdout answer), ``holdout`` (bool), ``recommendation_id``,
     ``model_version``. Two queries, whatever the number of rows.
+
+    ``model_version`` keeps only the answers served by that version; ``details`` adds
+    ``LOGGED_DECISION_DETAIL_COLUMNS`` (purpose, channel filter, number of eligible
+    candidates, epsilon and holdout rate of the serving policy).
     """
     decisions = (
         sa.select(
@@ -575,6 +594,10 @@ def logged_decisions(session: Session, *, since: datetime | None = None) -> pd.D
             Recommendation.holdout,
             Recommendation.holdout_rate,
             Recommendation.model_version,
+            Recommendation.purpose,
+            Recommendation.channel_filter,
+            Recommendation.n_candidates,
+            Recommendation.epsilon,
             RecommendationItem.action_id,
             RecommendationItem.channel,
             RecommendationItem.content_id,
@@ -604,9 +627,15 @@ def logged_decisions(session: Session, *, since: datetime | None = None) -> pd.D
     )
     if since is not None:
         decisions = decisions.where(Recommendation.created_at >= since)
+    if since is not None or model_version is not None:
         feedback = feedback.join(
             Recommendation, Recommendation.recommendation_id == FeedbackEvent.recommendation_id
-        ).where(Recommendation.created_at >= since)
+        )
+    if since is not None:
+        feedback = feedback.where(Recommendation.created_at >= since)
+    if model_version is not None:
+        decisions = decisions.where(Recommendation.model_version == model_version)
+        feedback = feedback.where(Recommendation.model_version == model_version)
 
     frame = pd.DataFrame(
         session.execute(decisions).all(),
@@ -617,6 +646,10 @@ def logged_decisions(session: Session, *, since: datetime | None = None) -> pd.D
             "holdout",
             "holdout_rate",
             "model_version",
+            "purpose",
+            "channel_filter",
+            "n_candidates",
+            "epsilon",
             "action_id",
             "channel",
             "content_id",
@@ -641,4 +674,10 @@ def logged_decisions(session: Session, *, since: datetime | None = None) -> pd.D
         # A holdout answer served nothing, whatever rows a caller may have logged.
         frame[column] = frame[column].astype(object).where(~holdout & frame[column].notna(), None)
     frame["holdout"] = holdout
-    return frame.loc[:, list(LOGGED_DECISION_COLUMNS)].reset_index(drop=True)
+    columns = list(LOGGED_DECISION_COLUMNS)
+    if details:
+        frame["n_candidates"] = frame["n_candidates"].astype("int64")
+        frame["epsilon"] = frame["epsilon"].astype("float64")
+        frame["holdout_rate"] = frame["holdout_rate"].astype("float64")
+        columns += LOGGED_DECISION_DETAIL_COLUMNS
+    return frame.loc[:, columns].reset_index(drop=True)

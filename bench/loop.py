@@ -1,0 +1,416 @@
+"""The closed loop, simulated: serve -> outcomes -> feedback -> retrain -> gate -> promote.
+
+A simulated world provides the history (logged by its traditional policy) and the
+ground truth. The first champion is trained on that history. Each round then:
+
+1. serve every HCP once through a real ``nextbest serve`` process
+   (``POST /v1/recommendations/batch``, epsilon-greedy with holdout, all logged);
+2. draw each answer's outcome from the simulator's ground truth (a holdout or
+   empty answer gets the no-touch outcome) and send it through ``POST /v1/feedback``
+   (``outcome`` events, plus ``opened`` when the HCP engaged);
+3. retrain on history + the logged decisions with their outcomes, except the share
+   reserved for the gate -> ``challenger``;
+4. evaluate challenger vs champion off-policy on the reserved share of the
+   champion's logged decisions and promote when the gate (``training/gate.yaml``
+   unless ``--gate``) passes;
+5. on promotion, hot-reload the server (``POST /v1/admin/reload``; a restart if
+   the route is missing).
+
+Per round it records the true value of the champion's and the challenger's greedy
+policies (net NRx per HCP, from the ground truth), their ratio to the oracle, the
+OPE estimates with intervals and how far they are from the truth, and the decision.
+Writes ``bench/results/loop.json``.
+
+Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from nextbest import registry
+from nextbest.contract import load_dataset
+from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.train import train
+from nextbest.loop import gate
+from nextbest.loop.evidence import action_codes, greedy_actions
+from nextbest.loop.retrain import retrain
+from nextbest.settings import Settings
+from nextbest.simulate import SimulatedWorld, simulate_world
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ADMIN_KEY = "bench-loop-admin-key"
+SERVE_BATCH = 500
+FEEDBACK_BATCH = 5000
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real ``nextbest serve`` process on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.env = env
+        self.log_file = log_file
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=self.log_file.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("server not ready in 120 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def reload(self, client: httpx.Client) -> str:
+        """Hot reload through the admin route; restart when the route does not exist."""
+        response = client.post("/v1/admin/reload")
+        if response.status_code == 404:
+            self.stop()
+            self.start()
+            self.restarts += 1
+            return "restart"
+        response.raise_for_status()
+        return "hot reload"
+
+
+def serve_round(
+    client: httpx.Client, world: SimulatedWorld, rng: np.random.Generator, round_no: int
+) -> dict[str, Any]:
+    """Serve every HCP once, draw outcomes, send them as feedback; counts and timings."""
+    hcp_ids = world.hcps["hcp_id"].tolist()
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for start in range(0, len(hcp_ids), SERVE_BATCH):
+        response = client.post(
+            "/v1/recommendations/batch",
+            json={"hcp_ids": hcp_ids[start : start + SERVE_BATCH], "k": 1},
+        )
+        response.raise_for_status()
+        results.extend(response.json()["results"])
+    serve_s = time.perf_counter() - started
+    hcp_index = pd.Index(world.hcps["hcp_id"])
+    action_index = pd.Index(world.catalog["action_id"])
+    hcps = hcp_index.get_indexer([r["hcp_id"] for r in results])
+    actions = np.array(
+        [action_index.get_loc(r["items"][0]["action_id"]) if r["items"] else -1 for r in results]
+    )
+    engaged, outcome = world.draw_response(hcps, actions, rng)
+    events: list[dict[str, Any]] = []
+    for r, e, value in zip(results, engaged, outcome, strict=True):
+        rid = r["recommendation_id"]
+        events.append(
+            {
+                "event_id": f"loop{round_no}-{rid}-outcome",
+                "event_type": "outcome",
+                "hcp_id": r["hcp_id"],
+                "recommendation_id": rid,
+                "value": float(value),
+            }
+        )
+        if e:
+            events.append(
+                {
+                    "event_id": f"loop{round_no}-{rid}-opened",
+                    "event_type": "opened",
+                    "hcp_id": r["hcp_id"],
+                    "recommendation_id": rid,
+                    "action_id": r["items"][0]["action_id"],
+                }
+            )
+    started = time.perf_counter()
+    accepted = 0
+    for start in range(0, len(events), FEEDBACK_BATCH):
+        response = client.post(
+            "/v1/feedback", json={"events": events[start : start + FEEDBACK_BATCH]}
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"feedback answered {response.status_code}: {response.text[:500]}")
+        accepted += int(response.json()["accepted"])
+    feedback_s = time.perf_counter() - started
+    return {
+        "requests": len(results),
+        "holdout": int(sum(r["holdout"] for r in results)),
+        "empty": int(sum((not r["holdout"]) and not r["items"] for r in results)),
+        "explored": int(sum(bool(r["items"]) and r["items"][0]["explored"] for r in results)),
+        "feedback_events": accepted,
+        "serve_s": round(serve_s, 2),
+        "feedback_s": round(feedback_s, 2),
+        "mean_outcome_served": float(outcome[actions >= 0].mean())
+        if (actions >= 0).any()
+        else None,
+    }
+
+
+def true_per_hcp(world: SimulatedWorld, model: ScoringModel) -> float:
+    """True net value per HCP (NRx) of ``model``'s greedy policy at the end of history."""
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": world.hcps["hcp_id"],
+            "timestamp": pd.Timestamp.now(),
+            "purpose": "promotional",
+            "channel_filter": None,
+        }
+    )
+    codes = action_codes(greedy_actions(model, decisions), pd.Index(world.catalog["action_id"]))
+    return world.true_value(codes) / world.n_hcps
+
+
+def ope_summary(
+    estimates: dict[str, dict[str, Any]], true_absolute: float
+) -> dict[str, dict[str, float]]:
+    """OPE estimates (value per decision incl. the no-touch baseline) vs the truth."""
+    out: dict[str, dict[str, float]] = {}
+    for name, e in estimates.items():
+        out[name] = {
+            "value": round(float(e["value"]), 4),
+            "ci_low": round(float(e["ci_low"]), 4),
+            "ci_high": round(float(e["ci_high"]), 4),
+            "effective_n": round(float(e["effective_n"]), 1),
+            "relative_error": round(abs(float(e["value"]) - true_absolute) / abs(true_absolute), 4),
+        }
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hcps", type=int, default=5000)
+    parser.add_argument("--periods", type=int, default=26)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument("--holdout-rate", type=float, default=0.05)
+    parser.add_argument("--gate", type=Path, default=Path("training/gate.yaml"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Keep the world, models and database here (default: a temporary directory).",
+    )
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    gate_config = gate.load_gate_config(args.gate if args.gate.exists() else None)
+    config = TrainConfig(
+        engagement=LightGBMParams(n_estimators=120, num_leaves=31),
+        uplift=LightGBMParams(n_estimators=200, num_leaves=31),
+    )
+    began = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="nextbest-loop-"))
+    if (work / "models").exists():
+        parser.error(f"{work / 'models'} already exists: use a new --work directory")
+    start = date.today() - timedelta(days=7 * args.periods)
+    log(f"simulating {args.hcps:,} HCPs x {args.periods} periods (seed {args.seed}) in {work}")
+    world = simulate_world(n_hcps=args.hcps, periods=args.periods, seed=args.seed, start=start)
+    world.write(work / "world", fmt="parquet")
+    dataset = load_dataset(work / "world")
+    settings = Settings(
+        models_dir=work / "models", epsilon=args.epsilon, holdout_rate=args.holdout_rate
+    )
+    oracle = world.true_value(world.oracle_choice()) / world.n_hcps
+    logging_value = world.policy_value(world.logging_policy_probabilities()) / world.n_hcps
+    baseline = float(world.baseline.mean())
+    log(f"oracle {oracle:+.4f}, logging policy {logging_value:+.4f} NRx per HCP (net of cost)")
+
+    log("training the first champion on the history")
+    first = train(dataset, config=config)
+    champion_version = registry.log_training_run(first, settings).version
+    champion_model = first.model
+    keys = work / "api_keys.yaml"
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    keys.write_text(f"keys:\n  - name: bench-loop\n    role: admin\n    key_sha256: {digest}\n")
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
+        "NEXTBEST_API_KEYS_FILE": str(keys),
+        "NEXTBEST_EPSILON": str(args.epsilon),
+        "NEXTBEST_HOLDOUT_RATE": str(args.holdout_rate),
+        "NEXTBEST_SEED": str(args.seed),
+    }
+    server = Server(env, work / "server.log")
+    server.start()
+    rng = np.random.default_rng(args.seed + 1)
+    rounds: list[dict[str, Any]] = [
+        {
+            "round": 0,
+            "policy": "logging policy (history)",
+            "true_value_per_hcp": round(logging_value, 4),
+            "ratio_to_oracle": round(logging_value / oracle, 4),
+        }
+    ]
+    champion_true = true_per_hcp(world, champion_model)
+    log(
+        f"round 0: first champion v{champion_version} true {champion_true:+.4f} "
+        f"({champion_true / oracle:.2f} of oracle)"
+    )
+    reload_mode = "none"
+    try:
+        with httpx.Client(
+            base_url=server.base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
+        ) as client:
+            for round_no in range(1, args.rounds + 1):
+                t0 = time.perf_counter()
+                served = serve_round(client, world, rng, round_no)
+                t1 = time.perf_counter()
+                trained = retrain(
+                    settings,
+                    dataset=dataset,
+                    config=config,
+                    reserved_share=gate_config.evaluation_share,
+                )
+                t2 = time.perf_counter()
+                challenger_true = true_per_hcp(world, trained.result.model)
+                evaluation = gate.promote(settings, config=gate_config)
+                t3 = time.perf_counter()
+                decision = evaluation.decision
+                served_true = champion_true
+                if evaluation.promoted:
+                    reload_mode = server.reload(client)
+                    champion_version = evaluation.challenger_version
+                    champion_model = trained.result.model
+                    champion_true = challenger_true
+                record = {
+                    "round": round_no,
+                    "served_version": evaluation.champion_version,
+                    "served_true_value_per_hcp": round(served_true, 4),
+                    "served_ratio_to_oracle": round(served_true / oracle, 4),
+                    "challenger_version": evaluation.challenger_version,
+                    "challenger_true_value_per_hcp": round(challenger_true, 4),
+                    "challenger_ratio_to_oracle": round(challenger_true / oracle, 4),
+                    "promoted": evaluation.promoted,
+                    "gate_reasons": decision.reasons,
+                    "n_decisions_evaluated": decision.n_decisions,
+                    "agreement": round(decision.agreement, 4),
+                    "ope_champion": ope_summary(decision.champion, baseline + served_true),
+                    "ope_challenger": ope_summary(decision.challenger, baseline + challenger_true),
+                    "difference": decision.difference,
+                    "true_difference_per_decision": round(challenger_true - served_true, 4),
+                    "champion_after_round": champion_version,
+                    "champion_true_after_round": round(champion_true, 4),
+                    "champion_ratio_after_round": round(champion_true / oracle, 4),
+                    "feedback_rows_in_training": len(trained.feedback.interactions),
+                    "feedback_rows_reserved_for_gate": trained.feedback.n_reserved,
+                    "serving": served,
+                    "seconds": {
+                        "serve_and_feedback": round(t1 - t0, 1),
+                        "retrain": round(t2 - t1, 1),
+                        "gate": round(t3 - t2, 1),
+                    },
+                }
+                rounds.append(record)
+                log(
+                    f"round {round_no}: served v{evaluation.champion_version} "
+                    f"true {served_true:+.4f} ({served_true / oracle:.2f} of oracle); "
+                    f"challenger v{evaluation.challenger_version} true {challenger_true:+.4f}; "
+                    f"{'PROMOTED' if evaluation.promoted else 'kept champion'}; "
+                    f"DR champion {decision.champion.get('dr', {}).get('value', float('nan')):.3f} "
+                    f"vs true {baseline + served_true:.3f}; "
+                    f"{t1 - t0:.0f}s serve+feedback, {t2 - t1:.0f}s retrain"
+                )
+    finally:
+        server.stop()
+    final_ratio = champion_true / oracle
+    served_values = [r["served_true_value_per_hcp"] for r in rounds[1:]]
+    promoted = [r for r in rounds[1:] if r["promoted"]]
+    promoted_errors = {
+        name: max(r["ope_challenger"][name]["relative_error"] for r in promoted)
+        for name in ("ips", "snips", "dr")
+        if promoted and all(name in r["ope_challenger"] for r in promoted)
+    }
+    summary = {
+        "oracle_per_hcp": round(oracle, 4),
+        "logging_policy_per_hcp": round(logging_value, 4),
+        "no_touch_outcome_per_hcp": round(baseline, 4),
+        "first_champion_ratio": rounds[1]["served_ratio_to_oracle"] if len(rounds) > 1 else None,
+        "final_champion_ratio_to_oracle": round(final_ratio, 4),
+        "target_final_ratio": 0.9,
+        "final_ratio_met": bool(final_ratio >= 0.9),
+        "served_value_rises": bool(len(served_values) > 1 and served_values[-1] > served_values[0]),
+        "promotions": len(promoted),
+        "max_relative_error_of_promoted_ope": promoted_errors,
+        "ope_within_10pct_of_truth": (
+            {k: bool(v <= 0.10) for k, v in promoted_errors.items()} if promoted_errors else None
+        ),
+        "reload": reload_mode,
+        "server_restarts": server.restarts,
+        "total_seconds": round(time.perf_counter() - began, 1),
+    }
+    payload = {
+        "benchmark": "loop",
+        "command": " ".join(["python", "bench/loop.py", *sys.argv[1:]]),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "setup": {
+            "hcps": args.hcps,
+            "periods": args.periods,
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "epsilon": args.epsilon,
+            "holdout_rate": args.holdout_rate,
+            "gate": gate_config.model_dump(),
+            "train_config": config.model_dump(mode="json"),
+            "value_unit": "NRx per HCP per decision; 'true value' is net of cost and "
+            "relative to no touch; OPE values include the no-touch outcome",
+        },
+        "summary": summary,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1, default=str))
+    log(json.dumps(summary, indent=1))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Logged decisions as bandit evidence: what was served, with which probability, for what.
+
+Shared by the uplift report, retraining and the off-policy gate. A logged decision is
+one served answer (``recommendations`` row) and the feedback that came back for it;
+its *action* is the rank-1 item (``None`` for a holdout or an empty answer).
+
+Probability of the logged choice. A served rank-1 item carries the propensity it
+was served with. An empty answer does not: under epsilon-greedy with holdout rate
+``h``, a request with ``n`` eligible candidates gets no action with probability
+``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` when ``n = 0``).
+For an empty non-holdout answer the greedy list was empty; for a holdout answer it
+is known only by re-scoring with the model that served it (``greedy_empty``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from typing import cast
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from nextbest.learning.scoring import ScoringModel
+from nextbest.service.picks import picks_frame
+from nextbest.storage.repository import logged_decisions
+
+NO_ACTION = -1
+
+
+def reserved_for_gate(recommendation_ids: Iterable[str], share: float) -> np.ndarray:
+    """``(n,)`` bool: the decisions reserved for off-policy evaluation.
+
+    A fixed ``share`` of logged decisions, chosen by a hash of the recommendation id
+    (stable across runs and processes), is never trained on: a challenger evaluated
+    on the very outcomes it learned from would look better than it is.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the share reserved for the gate must be in [0, 1), got {share}")
+    digests = (
+        int.from_bytes(hashlib.blake2b(str(rid).encode(), digest_size=8).digest(), "big")
+        for rid in recommendation_ids
+    )
+    return np.fromiter((d / 2**64 < share for d in digests), dtype=bool)
+
+
+def load_decisions(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    model_version: str | None = None,
+    with_outcome: bool = True,
+) -> pd.DataFrame:
+    """Logged decisions with serving details (``logged_decisions(details=True)``).
+
+    ``with_outcome`` keeps only decisions with at least one ``outcome`` event: a
+    decision whose result never came back says nothing about value.
+    """
+    frame = logged_decisions(session, since=since, model_version=model_version, details=True)
+    if with_outcome:
+        frame = frame[np.isfinite(frame["outcome"].to_numpy(dtype=np.float64))]
+    return frame.reset_index(drop=True)
+
+
+def no_action_probability(decisions: pd.DataFrame, greedy_empty: np.ndarray | None) -> np.ndarray:
+    """Probability, per decision, that the serving policy answered with no action.
+
+    ``decisions`` needs ``holdout``, ``n_candidates``, ``epsilon``, ``holdout_rate``
+    and ``action_id``. ``greedy_empty`` ``(n,)`` bool says whether the serving model's
+    greedy list was empty; None assumes it was not for holdout answers (then the
+    probability of a holdout answer is its lower bound, the holdout rate).
+    """
+    h = decisions["holdout_rate"].to_numpy(dtype=np.float64)
+    eps = decisions["epsilon"].to_numpy(dtype=np.float64)
+    n = decisions["n_candidates"].to_numpy(dtype=np.int64)
+    holdout = decisions["holdout"].to_numpy(dtype=bool)
+    empty_answer = decisions["action_id"].isna().to_numpy() & ~holdout
+    empty = empty_answer if greedy_empty is None else (np.asarray(greedy_empty) | empty_answer)
+    p = h + (1.0 - h) * np.where(n == 0, 1.0, (1.0 - eps) * empty)
+    return np.clip(p, 1e-12, 1.0)
+
+
+def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
+    """The action ``model`` would serve first at each decision (no exploration).
+
+    Returns ``(n,)`` object: an ``action_id``, or None when nothing is worth its
+    cost or the HCP is unknown to the model. Decisions are scored in groups of
+    (purpose, channel filter, day) with the same eligibility rules as the API
+    (consent, specialty, approval window, purpose); rules that need live contact
+    history are not replayed.
+    """
+    out = np.full(len(decisions), None, dtype=object)
+    if not len(decisions):
+        return out
+    day = pd.to_datetime(decisions["timestamp"]).dt.normalize()
+    purpose = decisions.get("purpose", "promotional")
+    channel = (
+        decisions["channel_filter"].astype(object).where(decisions["channel_filter"].notna(), "")
+        if "channel_filter" in decisions
+        else ""
+    )
+    keys = pd.DataFrame({"purpose": purpose, "channel": channel, "day": day})
+    for key, index in keys.groupby(["purpose", "channel", "day"], sort=False).groups.items():
+        group_purpose, group_channel, group_day = cast(tuple[str, str, pd.Timestamp], key)
+        rows = np.asarray(index)
+        hcp_ids = decisions["hcp_id"].to_numpy()[rows]
+        picks = picks_frame(
+            model,
+            hcp_ids=list(dict.fromkeys(hcp_ids)),
+            k=1,
+            channel=str(group_channel) or None,
+            purpose=str(group_purpose),
+            on=pd.Timestamp(group_day).to_pydatetime(),
+            skip_unknown=True,
+        )
+        best = dict(zip(picks["hcp_id"], picks["action_id"], strict=True))
+        out[rows] = [best.get(h) for h in hcp_ids]
+    return out
+
+
+def action_codes(action_ids: Iterable[object], vocabulary: pd.Index) -> np.ndarray:
+    """Integer codes of ``action_ids`` in ``vocabulary``; ``-1`` for None (no action).
+
+    Raises:
+        ValueError: an action is neither None nor in the vocabulary.
+    """
+    values = [
+        None if a is None or (isinstance(a, float) and np.isnan(a)) else a for a in action_ids
+    ]
+    known = [a for a in values if a is not None]
+    codes = vocabulary.get_indexer(pd.Index(known, dtype=object))
+    if (codes < 0).any():
+        missing = sorted({str(a) for a, c in zip(known, codes, strict=True) if c < 0})[:5]
+        raise ValueError(f"actions not in the catalog: {', '.join(missing)}")
+    out = np.full(len(values), NO_ACTION, dtype=np.int64)
+    mask = np.array([a is not None for a in values], dtype=bool)
+    out[mask] = codes
+    return out

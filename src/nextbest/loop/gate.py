@@ -1,0 +1,525 @@
+"""Off-policy gate: evaluate challenger against champion on logged data, promote, roll back.
+
+The evidence is the exploration data the current champion logged: every decision it
+served (with the propensity of its rank-1 action, or the probability of an empty
+answer) and the outcome that came back. Each model is a deterministic target policy
+(its greedy rank-1 action per decision, or no action); its value per decision is
+``outcome - cost of the action taken``, estimated by IPS, self-normalised IPS and
+doubly robust estimators (:mod:`nextbest.evaluation.ope`), with a paired interval
+for challenger minus champion.
+
+Only the share of logged decisions reserved for evaluation (``evaluation_share``,
+by a hash of the recommendation id) is used, and ``retrain`` never trains on it:
+a challenger judged on the outcomes it learned from would look better than it is.
+
+The gate (``training/gate.yaml``, :class:`GateConfig`) passes when there are enough
+decisions, the challenger's importance weights leave enough effective sample, and
+either the lower 95% bound of (challenger - champion) is above zero
+(``criterion: lower_bound``) or the challenger's value is at least the champion's
+plus ``margin`` x |champion's| (``criterion: margin``).
+
+Promotion moves alias ``champion`` to the challenger and remembers the old one
+(alias ``previous_champion`` and the registered model tag ``champion_history``);
+``rollback`` restores it. Every evaluation is an MLflow run in the experiment
+``<experiment>-evaluation`` with the decision, the estimates and the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nextbest import registry
+from nextbest.evaluation import ope
+from nextbest.learning.scoring import ScoringModel
+from nextbest.loop.evidence import (
+    NO_ACTION,
+    action_codes,
+    greedy_actions,
+    load_decisions,
+    no_action_probability,
+    reserved_for_gate,
+)
+from nextbest.settings import Settings
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous_champion"
+HISTORY_TAG = "champion_history"
+# Shrinks each action's mean reward toward the overall mean in the DR reward model,
+# so a rarely served action is not judged on a handful of outcomes.
+REWARD_PRIOR_WEIGHT = 20.0
+# History feature holding each HCP's mean outcome before the snapshot (DR baseline).
+BASELINE_FEATURE = "all__outcome_mean"
+
+
+class GateError(RuntimeError):
+    """The gate cannot be evaluated (no challenger, no logged evidence, bad config)."""
+
+
+class GateConfig(BaseModel):
+    """When a challenger may replace the champion (``training/gate.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    estimator: Literal["ips", "snips", "dr"] = "dr"
+    criterion: Literal["lower_bound", "margin"] = "lower_bound"
+    margin: float = Field(default=0.0, ge=0.0)
+    min_decisions: int = Field(default=500, ge=1)
+    min_effective_n: float = Field(default=100.0, ge=0.0)
+    evaluation_share: float = Field(default=0.3, ge=0.0, lt=1.0)
+
+
+def load_gate_config(path: Path | None) -> GateConfig:
+    """Read and validate a gate config; None (or a missing default file) gives defaults."""
+    if path is None:
+        return GateConfig()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise GateError(f"gate config {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise GateError(f"gate config {path} is not valid YAML: {exc}") from None
+    try:
+        return GateConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise GateError(f"gate config {path}: {problems}") from None
+
+
+@dataclass(frozen=True)
+class LoggedBandit:
+    """Logged decisions in the off-policy vocabulary, arrays of length ``n``.
+
+    ``action``: logged action code (``-1`` no action); ``outcome``: NRx that came
+    back; ``pscore``: probability of the logged action; ``cost``: ``(A,)`` cost per
+    action code, so the reward of taking action ``a`` is ``outcome - cost[a]``;
+    ``baseline``: the HCP's mean outcome in the history before the model's snapshot
+    (NaN when unknown), which the DR reward model starts from.
+    """
+
+    action: np.ndarray
+    outcome: np.ndarray
+    pscore: np.ndarray
+    cost: np.ndarray
+    baseline: np.ndarray | None = None
+
+    @property
+    def reward(self) -> np.ndarray:
+        return self.outcome - _cost_of(self.cost, self.action)
+
+
+def _cost_of(cost: np.ndarray, action: np.ndarray) -> np.ndarray:
+    return np.where(action == NO_ACTION, 0.0, cost[np.where(action == NO_ACTION, 0, action)])
+
+
+@dataclass(frozen=True)
+class RewardModel:
+    """``q(x, a) = baseline(x) + effect[a + 1]``: the DR estimator's reward model.
+
+    Deliberately simple and policy-neutral (it favours neither candidate), and DR
+    stays unbiased whatever its quality; the HCP baseline removes most of the
+    between-HCP spread of outcomes from the estimator's variance.
+    """
+
+    baseline: np.ndarray
+    effect: np.ndarray
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        return self.baseline + self.effect[action + 1]
+
+
+def reward_model(data: LoggedBandit) -> RewardModel:
+    """Fit :class:`RewardModel`: per-action mean of ``reward - baseline``, shrunk.
+
+    Each action's mean residual is shrunk toward the no-action mean minus the
+    action's cost (``REWARD_PRIOR_WEIGHT`` pseudo-decisions), so a rarely served
+    action is not judged on a handful of outcomes.
+    """
+    reward = data.reward
+    n = len(reward)
+    if data.baseline is None:
+        baseline = np.full(n, float(reward.mean()) if n else 0.0)
+    else:
+        baseline = np.asarray(data.baseline, dtype=np.float64)
+        known = np.isfinite(baseline)
+        fill = float(baseline[known].mean()) if known.any() else float(reward.mean())
+        baseline = np.where(known, baseline, fill)
+    residual = reward - baseline
+    n_actions = len(data.cost)
+    slot = data.action + 1
+    sums = np.bincount(slot, weights=residual, minlength=n_actions + 1)
+    counts = np.bincount(slot, minlength=n_actions + 1).astype(np.float64)
+    no_action = float(sums[0] / counts[0]) if counts[0] else float(residual.mean())
+    prior = np.concatenate([[no_action], no_action - data.cost])
+    effect = (sums + REWARD_PRIOR_WEIGHT * prior) / (counts + REWARD_PRIOR_WEIGHT)
+    return RewardModel(baseline=baseline, effect=effect)
+
+
+def policy_estimates(data: LoggedBandit, target: np.ndarray) -> dict[str, ope.PolicyValue]:
+    """IPS, SNIPS and DR value per decision of a deterministic ``target`` ``(n,)``."""
+    q = reward_model(data)
+    reward = data.reward
+    out: dict[str, ope.PolicyValue] = {}
+    for name in ope.ESTIMATORS:
+        try:
+            out[name] = ope.estimate(
+                name,
+                data.action,
+                reward,
+                data.pscore,
+                target,
+                q_target=q(target),
+                q_logged=q(data.action),
+            )
+        except ValueError:
+            continue  # SNIPS without a single agreeing decision: reported as missing
+    return out
+
+
+@dataclass
+class GateDecision:
+    """The gate's verdict and the evidence behind it."""
+
+    passed: bool
+    reasons: list[str]
+    estimator: str
+    n_decisions: int
+    champion: dict[str, dict[str, Any]] = field(default_factory=dict)
+    challenger: dict[str, dict[str, Any]] = field(default_factory=dict)
+    difference: dict[str, Any] | None = None
+    agreement: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    data: LoggedBandit,
+    *,
+    champion_target: np.ndarray,
+    challenger_target: np.ndarray,
+    config: GateConfig,
+) -> GateDecision:
+    """Apply the gate to the challenger and champion target actions ``(n,)``."""
+    n = len(data.action)
+    champion = policy_estimates(data, champion_target)
+    challenger = policy_estimates(data, challenger_target)
+    decision = GateDecision(
+        passed=False,
+        reasons=[],
+        estimator=config.estimator,
+        n_decisions=n,
+        champion={k: v.as_dict() for k, v in champion.items()},
+        challenger={k: v.as_dict() for k, v in challenger.items()},
+        agreement=float((champion_target == challenger_target).mean()) if n else 0.0,
+    )
+    if n < config.min_decisions:
+        decision.reasons.append(
+            f"not enough evidence: {n} logged decisions with an outcome, "
+            f"the gate needs {config.min_decisions}"
+        )
+        return decision
+    if config.estimator not in challenger or config.estimator not in champion:
+        decision.reasons.append(
+            f"{config.estimator} is undefined: a policy never agrees with the logged actions"
+        )
+        return decision
+    q = reward_model(data)
+    diff = ope.difference(
+        config.estimator,
+        data.action,
+        data.reward,
+        data.pscore,
+        challenger_target,
+        champion_target,
+        q_target=q(challenger_target),
+        q_baseline=q(champion_target),
+        q_logged=q(data.action),
+    )
+    decision.difference = diff.as_dict()
+    ess = challenger[config.estimator].effective_n
+    ok = True
+    if ess < config.min_effective_n:
+        ok = False
+        decision.reasons.append(
+            f"challenger's effective sample size {ess:.0f} is below {config.min_effective_n:.0f}: "
+            "the logged exploration covers too little of what it would do"
+        )
+    value_ch = challenger[config.estimator].value
+    value_c = champion[config.estimator].value
+    if config.criterion == "lower_bound":
+        if diff.ci_low > 0:
+            decision.reasons.append(
+                f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
+                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] lies above zero"
+            )
+        else:
+            ok = False
+            decision.reasons.append(
+                f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
+                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] does not lie above zero"
+            )
+    else:
+        needed = value_c + config.margin * abs(value_c)
+        if value_ch >= needed:
+            decision.reasons.append(
+                f"challenger {value_ch:.4f} >= champion {value_c:.4f} + margin ({needed:.4f})"
+            )
+        else:
+            ok = False
+            decision.reasons.append(
+                f"challenger {value_ch:.4f} < champion {value_c:.4f} + margin ({needed:.4f})"
+            )
+    decision.passed = ok
+    return decision
+
+
+@dataclass
+class Evaluation:
+    """One run of the gate on the registry's champion and challenger."""
+
+    champion_version: str
+    challenger_version: str
+    decision: GateDecision
+    run_id: str | None = None
+    promoted: bool = False
+
+
+def bandit_from_decisions(
+    decisions: pd.DataFrame, *, champion: ScoringModel, champion_actions: np.ndarray
+) -> LoggedBandit:
+    """Logged decisions served by ``champion`` as a :class:`LoggedBandit`."""
+    vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
+    action = action_codes(decisions["action_id"], vocabulary)
+    greedy_empty = np.array([a is None for a in champion_actions], dtype=bool)
+    p_none = no_action_probability(decisions, greedy_empty)
+    pscore = np.where(
+        action == NO_ACTION, p_none, decisions["propensity"].to_numpy(dtype=np.float64)
+    )
+    return LoggedBandit(
+        action=action,
+        outcome=decisions["outcome"].to_numpy(dtype=np.float64),
+        pscore=np.clip(pscore, 1e-12, 1.0),
+        cost=champion.action_cost,
+        baseline=history_baseline(champion, decisions["hcp_id"]),
+    )
+
+
+def history_baseline(model: ScoringModel, hcp_ids: pd.Series) -> np.ndarray | None:
+    """Each HCP's mean outcome in the model's history snapshot (NaN if unknown).
+
+    None when the model's features carry no such column.
+    """
+    names = list(model.space.history_feature_names)
+    if BASELINE_FEATURE not in names:
+        return None
+    rows = model.hcp_index.get_indexer(list(hcp_ids))
+    values = model.hcp_history[np.where(rows >= 0, rows, 0), names.index(BASELINE_FEATURE)]
+    return np.where(rows >= 0, values, np.nan).astype(np.float64)
+
+
+def evaluate(
+    settings: Settings,
+    *,
+    config: GateConfig,
+    since: datetime | None = None,
+    log: bool = True,
+) -> Evaluation:
+    """Evaluate the registry's challenger against its champion on the champion's log.
+
+    Raises:
+        GateError: no champion or challenger, or no logged decision served by the
+            champion with an outcome.
+    """
+    champion_version = registry.alias_version(settings, CHAMPION)
+    challenger_version = registry.alias_version(settings, CHALLENGER)
+    if champion_version is None:
+        raise GateError(f"model '{settings.model_name}' has no '{CHAMPION}' version")
+    if challenger_version is None:
+        raise GateError(
+            f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
+            "train one with `nextbest retrain --data DIR`"
+        )
+    champion = registry.load_version(settings, champion_version)
+    challenger = (
+        champion
+        if challenger_version == champion_version
+        else registry.load_version(settings, challenger_version)
+    )
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            decisions = load_decisions(session, since=since, model_version=champion_version)
+    finally:
+        engine.dispose()
+    if config.evaluation_share > 0:
+        reserved = reserved_for_gate(decisions["recommendation_id"], config.evaluation_share)
+        decisions = decisions[reserved].reset_index(drop=True)
+    if not len(decisions):
+        raise GateError(
+            f"no logged decisions served by champion version {champion_version} have an "
+            f"outcome yet in {settings.resolved_database_url}: serve, collect outcome "
+            "feedback, then evaluate"
+        )
+    champion_actions = greedy_actions(champion, decisions)
+    challenger_actions = greedy_actions(challenger, decisions)
+    data = bandit_from_decisions(decisions, champion=champion, champion_actions=champion_actions)
+    vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
+    decision = decide(
+        data,
+        champion_target=action_codes(champion_actions, vocabulary),
+        challenger_target=action_codes(challenger_actions, vocabulary),
+        config=config,
+    )
+    evaluation = Evaluation(champion_version, challenger_version, decision)
+    if log:
+        evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
+    return evaluation
+
+
+def promote(
+    settings: Settings,
+    *,
+    config: GateConfig,
+    since: datetime | None = None,
+    force: bool = False,
+) -> Evaluation:
+    """Evaluate, and move ``champion`` to the challenger if the gate passes (or ``force``).
+
+    The old champion keeps alias ``previous_champion`` and stays in the
+    ``champion_history`` tag, so ``rollback`` can restore it. Serving processes pick
+    the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
+    """
+    evaluation = evaluate(settings, config=config, since=since, log=False)
+    if evaluation.decision.passed or force:
+        if force and not evaluation.decision.passed:
+            evaluation.decision.reasons.append("promoted anyway: --force")
+        _set_champion(settings, evaluation.challenger_version, evaluation.champion_version)
+        evaluation.promoted = True
+    evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=evaluation.promoted)
+    return evaluation
+
+
+def champion_history(settings: Settings) -> list[str]:
+    """Versions that have been champion, oldest first (from the registered model tag)."""
+    model = registry.client(settings).get_registered_model(settings.model_name)
+    raw = model.tags.get(HISTORY_TAG, "")
+    return [v for v in raw.split(",") if v]
+
+
+def _set_champion(settings: Settings, new: str, old: str | None) -> None:
+    client = registry.client(settings)
+    history = champion_history(settings)
+    if old is not None and (not history or history[-1] != old):
+        history.append(old)
+    if new != (history[-1] if history else None):
+        history.append(new)
+    client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
+    if old is not None and old != new:
+        client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, old)
+    client.set_registered_model_alias(settings.model_name, CHAMPION, new)
+    client.set_model_version_tag(
+        settings.model_name, new, "promoted_at", datetime.now(UTC).isoformat()
+    )
+
+
+@dataclass(frozen=True)
+class Rollback:
+    from_version: str
+    to_version: str
+
+
+def rollback(settings: Settings) -> Rollback:
+    """Make the previous champion the champion again.
+
+    Raises:
+        GateError: there is no earlier champion to return to.
+    """
+    client = registry.client(settings)
+    current = registry.alias_version(settings, CHAMPION)
+    history = champion_history(settings)
+    if current is not None and history and history[-1] == current:
+        history.pop()
+    if not history:
+        raise GateError(
+            f"model '{settings.model_name}' has no previous champion to roll back to "
+            f"(current champion: {current or 'none'})"
+        )
+    target = history[-1]
+    client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
+    client.set_registered_model_alias(settings.model_name, CHAMPION, target)
+    if len(history) >= 2:
+        client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, history[-2])
+    else:
+        client.delete_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION)
+    if current is not None:
+        client.set_model_version_tag(
+            settings.model_name, current, "rolled_back_at", datetime.now(UTC).isoformat()
+        )
+    return Rollback(from_version=current or "", to_version=target)
+
+
+def _log_evaluation(
+    settings: Settings, evaluation: Evaluation, config: GateConfig, *, promoted: bool
+) -> str:
+    """One MLflow run with the decision, the estimates and the gate config."""
+    mlflow = registry._mlflow(settings)
+    name = f"{settings.experiment}-evaluation"
+    experiment = mlflow.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else mlflow.create_experiment(name, artifact_location=settings.artifact_location)
+    )
+    decision = evaluation.decision
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(
+            {
+                "champion_version": evaluation.champion_version,
+                "challenger_version": evaluation.challenger_version,
+                **{f"gate.{k}": v for k, v in config.model_dump().items()},
+            }
+        )
+        metrics: dict[str, float] = {
+            "n_decisions": float(decision.n_decisions),
+            "agreement": decision.agreement,
+            "passed": float(decision.passed),
+            "promoted": float(promoted),
+        }
+        for role, estimates in (
+            ("champion", decision.champion),
+            ("challenger", decision.challenger),
+        ):
+            for estimator, values in estimates.items():
+                for key in ("value", "ci_low", "ci_high", "effective_n"):
+                    metrics[f"{role}.{estimator}.{key}"] = float(values[key])
+        if decision.difference is not None:
+            for key in ("value", "ci_low", "ci_high", "effective_n"):
+                metrics[f"difference.{key}"] = float(decision.difference[key])
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.set_tags(
+            {"decision": "promote" if promoted else "keep", "gate_passed": str(decision.passed)}
+        )
+        mlflow.log_text(json.dumps(decision.as_dict(), indent=1), "decision.json")
+        run_id = str(run.info.run_id)
+    verdict = "passed" if decision.passed else "failed"
+    registry.client(settings).set_model_version_tag(
+        settings.model_name,
+        evaluation.challenger_version,
+        "gate",
+        f"{verdict} vs v{evaluation.champion_version} (run {run_id})",
+    )
+    return run_id

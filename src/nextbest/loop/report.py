@@ -1,0 +1,331 @@
+"""Uplift report: outcomes of served versus randomized-holdout requests.
+
+The holdout is drawn per request, independently of the HCP, so within any group
+defined *before* the draw, served and holdout requests are comparable and the
+difference of their mean outcomes estimates the incremental effect of serving.
+Groups: the channel and the action group (topic) the serving model would have put
+first (re-scored with the logged model version, so holdout requests get one too),
+and an HCP segment (an ``hcps`` attribute, default ``specialty``).
+
+Interval: the difference of two means with Welch's standard error and a normal
+95% interval. A group with fewer than ``min_per_arm`` outcomes in either arm is
+reported as "not enough data"; the page says so plainly at the top when the whole
+comparison is not yet conclusive.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextbest import registry
+from nextbest.evaluation.ope import Z_95
+from nextbest.loop.evidence import greedy_actions, load_decisions
+from nextbest.settings import Settings
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN = "(unknown)"
+NOTHING = "(no action)"
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """Served versus holdout in one group; ``uplift`` = served mean - holdout mean."""
+
+    dimension: str
+    group: str
+    n_served: int
+    n_holdout: int
+    mean_served: float
+    mean_holdout: float
+    uplift: float
+    ci_low: float
+    ci_high: float
+    verdict: str
+
+
+@dataclass
+class UpliftReport:
+    rows: list[ArmComparison]
+    overall: ArmComparison
+    conclusion: str
+    since: datetime | None
+    n_decisions: int
+    files: dict[str, Path] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def compare(
+    outcome: np.ndarray,
+    holdout: np.ndarray,
+    *,
+    dimension: str,
+    group: str,
+    min_per_arm: int,
+) -> ArmComparison:
+    """Served vs holdout mean outcome with a Welch 95% interval, shapes ``(n,)``."""
+    served, control = outcome[~holdout], outcome[holdout]
+    n_s, n_h = len(served), len(control)
+    mean_s = float(served.mean()) if n_s else float("nan")
+    mean_h = float(control.mean()) if n_h else float("nan")
+    if n_s >= 2 and n_h >= 2:
+        se = float(np.sqrt(served.var(ddof=1) / n_s + control.var(ddof=1) / n_h))
+    else:
+        se = float("nan")
+    uplift = mean_s - mean_h
+    low, high = uplift - Z_95 * se, uplift + Z_95 * se
+    if n_s < min_per_arm or n_h < min_per_arm:
+        verdict = f"not enough data (need {min_per_arm} outcomes per arm)"
+    elif low > 0:
+        verdict = "serving helps"
+    elif high < 0:
+        verdict = "serving hurts"
+    else:
+        verdict = "no clear difference yet"
+    return ArmComparison(dimension, group, n_s, n_h, mean_s, mean_h, uplift, low, high, verdict)
+
+
+def build_rows(
+    decisions: pd.DataFrame, groups: dict[str, pd.Series], *, min_per_arm: int
+) -> tuple[ArmComparison, list[ArmComparison]]:
+    """The overall comparison and one per group of each dimension in ``groups``."""
+    outcome = decisions["outcome"].to_numpy(dtype=np.float64)
+    holdout = decisions["holdout"].to_numpy(dtype=bool)
+    overall = compare(outcome, holdout, dimension="overall", group="all", min_per_arm=min_per_arm)
+    rows: list[ArmComparison] = []
+    for dimension, labels in groups.items():
+        values = labels.to_numpy()
+        for group in sorted(pd.unique(values).tolist(), key=str):
+            mask = values == group
+            rows.append(
+                compare(
+                    outcome[mask],
+                    holdout[mask],
+                    dimension=dimension,
+                    group=str(group),
+                    min_per_arm=min_per_arm,
+                )
+            )
+    return overall, rows
+
+
+def _would_serve(settings: Settings, decisions: pd.DataFrame) -> pd.DataFrame:
+    """Channel and topic each logged request's model would have put first."""
+    channel = pd.Series(UNKNOWN, index=decisions.index, dtype=object)
+    topic = pd.Series(UNKNOWN, index=decisions.index, dtype=object)
+    segment_source: pd.DataFrame | None = None
+    for version, part in decisions.groupby("model_version"):
+        try:
+            model = registry.load_version(settings, str(version))
+        except Exception as exc:  # a version deleted from the registry stays "(unknown)"
+            logger.warning("model version %s cannot be loaded for the report: %s", version, exc)
+            continue
+        segment_source = model.hcps if segment_source is None else segment_source
+        actions = greedy_actions(model, part)
+        catalog = model.catalog.set_index(model.catalog["action_id"].astype(str))
+        for index, action in zip(part.index, actions, strict=True):
+            if action is None:
+                channel[index], topic[index] = NOTHING, NOTHING
+            else:
+                channel[index] = str(catalog.at[action, "channel"])
+                topic[index] = str(catalog.at[action, "topic"])
+    frame = pd.DataFrame({"channel": channel, "action group": topic})
+    frame.attrs["hcps"] = segment_source
+    return frame
+
+
+def uplift_report(
+    settings: Settings,
+    *,
+    out_dir: Path,
+    since: datetime | None = None,
+    segment: str = "specialty",
+    min_per_arm: int = 30,
+    log: bool = True,
+) -> UpliftReport:
+    """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            decisions = load_decisions(session, since=since)
+    finally:
+        engine.dispose()
+    groups: dict[str, pd.Series] = {}
+    if len(decisions):
+        would = _would_serve(settings, decisions)
+        groups = {"channel": would["channel"], "action group": would["action group"]}
+        hcps = would.attrs.get("hcps")
+        if hcps is not None and segment in hcps.columns:
+            lookup = hcps.set_index("hcp_id")[segment]
+            groups[segment] = decisions["hcp_id"].map(lookup).fillna(UNKNOWN).astype(str)
+    overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
+    report = UpliftReport(
+        rows=rows,
+        overall=overall,
+        conclusion=conclusion(overall, min_per_arm=min_per_arm),
+        since=since,
+        n_decisions=len(decisions),
+    )
+    report.files = write_report(report, out_dir)
+    if log:
+        report.run_id = _log_report(settings, report, out_dir)
+    return report
+
+
+def conclusion(overall: ArmComparison, *, min_per_arm: int) -> str:
+    """One plain sentence on what the data allow to conclude."""
+    if overall.n_holdout < min_per_arm or overall.n_served < min_per_arm:
+        return (
+            f"Not enough data to conclude yet: {overall.n_served} served and "
+            f"{overall.n_holdout} holdout requests have an outcome; at least {min_per_arm} "
+            "of each are needed before any difference means anything."
+        )
+    interval = f"[{overall.ci_low:+.3f}, {overall.ci_high:+.3f}]"
+    if overall.ci_low > 0:
+        return (
+            f"Serving recommendations raised the outcome by {overall.uplift:+.3f} per request "
+            f"(95% CI {interval}) against the randomized holdout."
+        )
+    if overall.ci_high < 0:
+        return (
+            f"Serving recommendations lowered the outcome by {overall.uplift:+.3f} per request "
+            f"(95% CI {interval}) against the randomized holdout: investigate before going on."
+        )
+    return (
+        f"No conclusion yet: the difference is {overall.uplift:+.3f} per request, but its "
+        f"95% CI {interval} includes zero; collect more outcomes."
+    )
+
+
+def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in rows if r.dimension == dimension]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(chosen), 2) + 1.2))
+    y = np.arange(len(chosen))
+    values = np.array([r.uplift for r in chosen], dtype=np.float64)
+    low = np.array([r.ci_low for r in chosen], dtype=np.float64)
+    high = np.array([r.ci_high for r in chosen], dtype=np.float64)
+    finite = np.isfinite(low) & np.isfinite(high)
+    ax.errorbar(
+        np.where(finite, values, np.nan),
+        y,
+        xerr=np.vstack([np.where(finite, values - low, 0), np.where(finite, high - values, 0)]),
+        fmt="o",
+        capsize=3,
+    )
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks(y, [f"{r.group} (n={r.n_served}/{r.n_holdout})" for r in chosen])
+    ax.set_xlabel("served - holdout mean outcome (95% CI)")
+    ax.set_title(f"Uplift by {dimension}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
+    """Write ``uplift_report.html``, ``uplift_report.json`` and one PNG per dimension."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    dimensions = list(dict.fromkeys(r.dimension for r in report.rows))
+    for dimension in dimensions:
+        path = out_dir / f"uplift_{dimension.replace(' ', '_')}.png"
+        _plot(report.rows, dimension, path)
+        files[dimension] = path
+    table = "\n".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                r.dimension,
+                r.group,
+                r.n_served,
+                r.n_holdout,
+                f"{r.mean_served:.3f}",
+                f"{r.mean_holdout:.3f}",
+                f"{r.uplift:+.3f}",
+                f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+                r.verdict,
+            )
+        )
+        + "</tr>"
+        for r in [report.overall, *report.rows]
+    )
+    images = "\n".join(
+        f'<h2>By {html.escape(d)}</h2><img src="{files[d].name}" alt="uplift by {html.escape(d)}">'
+        for d in dimensions
+    )
+    since = report.since.isoformat() if report.since else "the beginning of the log"
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>nextbest uplift report</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
+td:nth-child(-n+2){{text-align:left}}.conclusion{{font-size:1.2em;font-weight:bold}}</style>
+</head><body>
+<h1>Uplift report: served versus randomized holdout</h1>
+<p class="conclusion">{html.escape(report.conclusion)}</p>
+<p>{report.n_decisions:,} logged requests with an outcome since {html.escape(since)}.
+Groups are what the serving model would have put first, so holdout requests are
+grouped the same way as served ones. Outcome in the business unit of the feedback
+(e.g. NRx); intervals are 95% (Welch).</p>
+<table><tr><th>dimension</th><th>group</th><th>served</th><th>holdout</th>
+<th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
+{table}
+</table>
+{images}
+</body></html>
+"""
+    files["html"] = out_dir / "uplift_report.html"
+    files["html"].write_text(page)
+    files["json"] = out_dir / "uplift_report.json"
+    files["json"].write_text(
+        json.dumps(
+            {
+                "conclusion": report.conclusion,
+                "n_decisions": report.n_decisions,
+                "overall": report.overall.__dict__,
+                "rows": [r.__dict__ for r in report.rows],
+            },
+            indent=1,
+            default=float,
+        )
+    )
+    return files
+
+
+def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
+    mlflow = registry._mlflow(settings)
+    name = f"{settings.experiment}-reports"
+    experiment = mlflow.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else mlflow.create_experiment(name, artifact_location=settings.artifact_location)
+    )
+    with mlflow.start_run(experiment_id=experiment_id, run_name="uplift-report") as run:
+        metrics: dict[str, Any] = {
+            "n_decisions": report.n_decisions,
+            "n_served": report.overall.n_served,
+            "n_holdout": report.overall.n_holdout,
+            "uplift": report.overall.uplift,
+            "uplift_ci_low": report.overall.ci_low,
+            "uplift_ci_high": report.overall.ci_high,
+        }
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(float(v))})
+        mlflow.set_tag("conclusion", report.conclusion[:4000])
+        for path in report.files.values():
+            mlflow.log_artifact(str(path), artifact_path="uplift_report")
+        return str(run.info.run_id)

@@ -1,0 +1,149 @@
+"""Retrain with feedback: history plus logged recommendations joined with their outcomes.
+
+Which logged decisions join the training data: those with at least one ``outcome``
+feedback event (a decision whose result never came back would teach the model a
+zero outcome that did not happen). Each becomes an ``interactions`` row:
+``action_id`` = the rank-1 item served (none for a holdout or empty answer),
+``engaged`` = any engagement event came back, ``outcome`` = the sum of its outcome
+values, ``propensity`` = the probability the serving policy had of that choice
+(rank-1 propensity; for a no-action answer the probability of answering with no
+action, the holdout rate being its lower bound for holdout rows), ``holdout`` =
+the randomized-control flag. Rows for HCPs that are not in the history's ``hcps``
+file are left out and counted, and so is the share of decisions reserved for the
+off-policy gate (``evaluation_share`` in ``training/gate.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from nextbest import registry
+from nextbest.contract import Dataset
+from nextbest.contract.validate import validate_interactions
+from nextbest.learning.config import TrainConfig
+from nextbest.learning.train import Progress, TrainResult, train
+from nextbest.loop.evidence import load_decisions, no_action_probability, reserved_for_gate
+from nextbest.settings import Settings
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+
+@dataclass(frozen=True)
+class FeedbackRows:
+    """Logged decisions turned into contract ``interactions`` rows."""
+
+    interactions: pd.DataFrame
+    n_logged: int
+    n_unknown_hcp: int
+    n_holdout: int
+    n_reserved: int = 0
+
+
+def feedback_interactions(decisions: pd.DataFrame, dataset: Dataset) -> FeedbackRows:
+    """Contract rows from logged decisions that have an outcome (``load_decisions``)."""
+    known = decisions["hcp_id"].isin(set(dataset.hcps["hcp_id"]))
+    kept = decisions[known].reset_index(drop=True)
+    no_action = kept["action_id"].isna().to_numpy()
+    propensity = np.where(
+        no_action,
+        no_action_probability(kept, None),
+        kept["propensity"].to_numpy(dtype=np.float64),
+    )
+    raw = pd.DataFrame(
+        {
+            "hcp_id": kept["hcp_id"].astype(str),
+            "timestamp": pd.to_datetime(kept["timestamp"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+            "action_id": kept["action_id"].astype(object).where(~no_action, ""),
+            "engaged": kept["engaged"].astype("int64"),
+            "outcome": kept["outcome"].astype("float64"),
+            "propensity": propensity,
+            "holdout": kept["holdout"].astype(bool),
+        }
+    )
+    rows = validate_interactions(
+        raw, file="logged decisions", hcps=dataset.hcps, catalog=dataset.catalog
+    )
+    return FeedbackRows(
+        interactions=rows,
+        n_logged=len(decisions),
+        n_unknown_hcp=int((~known).sum()),
+        n_holdout=int(kept["holdout"].sum()),
+    )
+
+
+def with_feedback(dataset: Dataset, rows: pd.DataFrame) -> Dataset:
+    """``dataset`` with ``rows`` appended to its interactions, in contract order."""
+    columns = list(dataset.interactions.columns)
+    extra = rows.reindex(columns=columns)
+    combined = pd.concat([dataset.interactions, extra], ignore_index=True)
+    combined = combined.sort_values(["hcp_id", "timestamp"], kind="stable").reset_index(drop=True)
+    return Dataset(dataset.hcps, dataset.catalog, combined, source=dataset.source)
+
+
+@dataclass
+class RetrainResult:
+    result: TrainResult
+    feedback: FeedbackRows
+    version: str
+    run_id: str | None
+
+
+def read_feedback_rows(
+    session: Session, dataset: Dataset, *, since: datetime | None, reserved_share: float = 0.0
+) -> FeedbackRows:
+    """Logged decisions with an outcome (at or after ``since``) as contract rows,
+    without the share reserved for the gate."""
+    decisions = load_decisions(session, since=since)
+    reserved = reserved_for_gate(decisions["recommendation_id"], reserved_share)
+    rows = feedback_interactions(decisions[~reserved].reset_index(drop=True), dataset)
+    return dataclasses.replace(rows, n_reserved=int(reserved.sum()))
+
+
+def retrain(
+    settings: Settings,
+    *,
+    dataset: Dataset,
+    config: TrainConfig,
+    since: datetime | None = None,
+    alias: str = "challenger",
+    reserved_share: float = 0.3,
+    progress: Progress | None = None,
+) -> RetrainResult:
+    """Train on history + logged feedback and register the model with ``alias``.
+
+    ``reserved_share`` of the logged decisions is left for the gate (pass the gate
+    config's ``evaluation_share``).
+    """
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            feedback = read_feedback_rows(
+                session, dataset, since=since, reserved_share=reserved_share
+            )
+    finally:
+        engine.dispose()
+    combined = with_feedback(dataset, feedback.interactions)
+    result = train(combined, config=config, progress=progress)
+    result.notes.append(
+        f"{len(feedback.interactions):,} logged decisions with outcomes joined the history "
+        f"({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for HCPs not in hcps "
+        f"left out; {feedback.n_reserved:,} reserved for the gate)"
+    )
+    info = registry.log_training_run(
+        result,
+        settings,
+        alias=alias,
+        extra_params={
+            "feedback_rows": len(feedback.interactions),
+            "feedback_holdout_rows": feedback.n_holdout,
+            "feedback_reserved_for_gate": feedback.n_reserved,
+            "feedback_since": str(since) if since else "all",
+        },
+    )
+    return RetrainResult(result=result, feedback=feedback, version=info.version, run_id=info.run_id)

@@ -1,0 +1,172 @@
+"""Fixtures of the loop suite: a small world, models served in-process, outcomes drawn
+from the simulator's ground truth and recorded as feedback in a real SQLite store.
+
+Two stores, each with its own MLflow registry (promotions here must never move the
+session-wide ``trained`` champion other suites rely on):
+
+- ``honest_loop``: the champion is a model trained on the history.
+- ``visit_loop``: the champion is a deliberately bad policy, "always the model's
+  best rep visit" (true value about -0.3 NRx per HCP on this world), so a
+  "do nothing" challenger (true value 0) is known to be better.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest import registry
+from nextbest.contract import Dataset, load_dataset
+from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.levers import Lever, Levers
+from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.train import TrainResult, train
+from nextbest.loop.evidence import action_codes, greedy_actions
+from nextbest.service.feedback import ingest_feedback, log_served
+from nextbest.service.runtime import ServingRuntime
+from nextbest.settings import Settings
+from nextbest.simulate import SimulatedWorld, simulate_world
+from nextbest.storage.repository import FeedbackRecord
+
+# Same small models as the session-wide fixtures (tests/conftest.py FAST_CONFIG).
+FAST_CONFIG = TrainConfig(
+    engagement=LightGBMParams(n_estimators=40, num_leaves=15),
+    uplift=LightGBMParams(n_estimators=60, num_leaves=15),
+)
+PERIODS = 12
+N_HCPS = 600
+
+
+@dataclass(frozen=True)
+class LoopWorld:
+    world: SimulatedWorld
+    data_dir: Path
+    dataset: Dataset
+    honest: ScoringModel
+
+    def true_value(self, model: ScoringModel) -> float:
+        """True net value per HCP of ``model``'s greedy policy at the end of history."""
+        decisions = pd.DataFrame(
+            {
+                "hcp_id": self.world.hcps["hcp_id"],
+                "timestamp": pd.Timestamp.now(),
+                "purpose": "promotional",
+                "channel_filter": None,
+            }
+        )
+        codes = action_codes(
+            greedy_actions(model, decisions), pd.Index(self.world.catalog["action_id"])
+        )
+        return self.world.true_value(codes) / self.world.n_hcps
+
+
+def with_offsets(model: ScoringModel, offsets: dict[str, float]) -> ScoringModel:
+    """A copy of ``model`` whose arbitration gets a score offset per channel (levers).
+
+    Costs stay the catalog's, so the value of what it serves is measured honestly.
+    """
+    levers = Levers(channel={channel: Lever(offset=o) for channel, o in offsets.items()})
+    return dataclasses.replace(model, levers=levers)
+
+
+def always_visit(model: ScoringModel) -> ScoringModel:
+    """Serves the model's best rep visit to everyone who may get one."""
+    channels = set(model.catalog["channel"])
+    return with_offsets(model, {c: 1000.0 if c == "rep_visit" else -1000.0 for c in channels})
+
+
+def do_nothing(model: ScoringModel) -> ScoringModel:
+    """Never finds anything worth its cost."""
+    return with_offsets(model, dict.fromkeys(set(model.catalog["channel"]), -1000.0))
+
+
+def register(model: ScoringModel, settings: Settings, *, alias: str | None = None) -> str:
+    result = TrainResult(model=model, metrics={}, params={"variant": "test"})
+    return registry.log_training_run(result, settings, alias=alias).version
+
+
+def serve_rounds(settings: Settings, world: SimulatedWorld, *, rounds: int, seed: int) -> int:
+    """Serve every HCP ``rounds`` times with the champion, send drawn outcomes as feedback.
+
+    Returns the number of outcome events stored.
+    """
+    runtime = ServingRuntime.start(settings)
+    rng = np.random.default_rng(seed)
+    hcp_index = pd.Index(world.hcps["hcp_id"])
+    action_index = pd.Index(world.catalog["action_id"])
+    stored = 0
+    try:
+        for round_ in range(rounds):
+            recommender = runtime.recommender
+            recs = [recommender.recommend(hcp_id=h, k=1) for h in world.hcps["hcp_id"]]
+            with runtime.sessions() as session:
+                log_served(session, recommendations=recs, recommender=recommender, requester="t")
+            hcps = hcp_index.get_indexer([r.hcp_id for r in recs])
+            actions = np.array(
+                [action_index.get_loc(r.items[0].action_id) if r.items else -1 for r in recs]
+            )
+            _, outcome = world.draw_response(hcps, actions, rng)
+            events = [
+                FeedbackRecord(
+                    event_id=f"{round_}-{r.recommendation_id}",
+                    event_type="outcome",
+                    occurred_at=datetime.now(UTC),
+                    hcp_id=r.hcp_id,
+                    recommendation_id=r.recommendation_id,
+                    value=float(value),
+                )
+                for r, value in zip(recs, outcome, strict=True)
+            ]
+            with runtime.sessions() as session:
+                result = ingest_feedback(session, events=events, recommender=recommender)
+            assert not result.rejected, result.rejected[:3]
+            stored += len(result.accepted)
+    finally:
+        runtime.close()
+    return stored
+
+
+@pytest.fixture(scope="session")
+def loop_world(tmp_path_factory: pytest.TempPathFactory) -> LoopWorld:
+    # History ends today, so the logged decisions continue it without a time gap.
+    start = date.today() - timedelta(days=7 * PERIODS)
+    world = simulate_world(n_hcps=N_HCPS, periods=PERIODS, seed=5, start=start)
+    out = tmp_path_factory.mktemp("loop_world")
+    world.write(out, fmt="parquet")
+    dataset = load_dataset(out)
+    honest = train(dataset, config=FAST_CONFIG).model
+    return LoopWorld(world=world, data_dir=out, dataset=dataset, honest=honest)
+
+
+def _settings(tmp_path_factory: pytest.TempPathFactory, name: str) -> Settings:
+    # High exploration and holdout: small logs must still cover the alternatives.
+    return Settings(models_dir=tmp_path_factory.mktemp(name), seed=1, epsilon=0.3, holdout_rate=0.3)
+
+
+@dataclass(frozen=True)
+class ServedStore:
+    settings: Settings
+    champion: str
+    n_outcomes: int
+
+
+@pytest.fixture(scope="session")
+def honest_loop(loop_world: LoopWorld, tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
+    settings = _settings(tmp_path_factory, "honest_loop")
+    version = register(loop_world.honest, settings)
+    n = serve_rounds(settings, loop_world.world, rounds=2, seed=0)
+    return ServedStore(settings=settings, champion=version, n_outcomes=n)
+
+
+@pytest.fixture(scope="session")
+def visit_loop(loop_world: LoopWorld, tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
+    settings = _settings(tmp_path_factory, "visit_loop")
+    version = register(always_visit(loop_world.honest), settings)
+    n = serve_rounds(settings, loop_world.world, rounds=2, seed=1)
+    return ServedStore(settings=settings, champion=version, n_outcomes=n)

@@ -1,0 +1,183 @@
+"""The off-policy gate: unit behaviour on known rewards, then on real served logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nextbest import registry
+from nextbest.loop import gate
+from nextbest.loop.gate import GateConfig, GateError, LoggedBandit, decide, load_gate_config
+
+from .conftest import LoopWorld, ServedStore, always_visit, do_nothing, register
+
+pytestmark = pytest.mark.xdist_group("loop")
+
+
+def _uniform_log(n: int, means: np.ndarray, seed: int) -> LoggedBandit:
+    """Decisions logged by a uniform policy over ``len(means)`` actions, unit-noise rewards."""
+    rng = np.random.default_rng(seed)
+    k = len(means)
+    action = rng.integers(k, size=n)
+    outcome = means[action] + rng.normal(0.0, 1.0, n)
+    return LoggedBandit(
+        action=action, outcome=outcome, pscore=np.full(n, 1.0 / k), cost=np.zeros(k)
+    )
+
+
+MEANS = np.array([0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("estimator", ["ips", "snips", "dr"])
+def test_better_challenger_passes_and_worse_does_not(estimator: str) -> None:
+    data = _uniform_log(3000, MEANS, seed=0)
+    n = len(data.action)
+    middle, best, worst = (np.full(n, a) for a in (1, 2, 0))
+    config = GateConfig(estimator=estimator)
+    better = decide(data, champion_target=middle, challenger_target=best, config=config)
+    worse = decide(data, champion_target=middle, challenger_target=worst, config=config)
+    assert better.passed, better.reasons
+    assert not worse.passed, worse.reasons
+    assert better.difference is not None and better.difference["ci_low"] > 0
+    assert worse.difference is not None and worse.difference["ci_high"] < 0
+    # The estimates bracket the known values.
+    assert abs(better.challenger[estimator]["value"] - 1.0) < 0.15
+    assert abs(better.champion[estimator]["value"] - 0.5) < 0.15
+
+
+def test_identical_policies_never_pass_the_lower_bound() -> None:
+    data = _uniform_log(2000, MEANS, seed=1)
+    same = np.full(len(data.action), 2)
+    decision = decide(data, champion_target=same, challenger_target=same, config=GateConfig())
+    assert not decision.passed
+    assert decision.agreement == 1.0
+    assert decision.difference is not None and decision.difference["value"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("config", "n", "match"),
+    [
+        (GateConfig(min_decisions=5000), 1000, "not enough evidence: 1000 logged decisions"),
+        (GateConfig(min_effective_n=5000), 3000, "effective sample size"),
+        (
+            GateConfig(criterion="margin", margin=2.0),
+            3000,
+            r"challenger .* < champion .* \+ margin",
+        ),
+    ],
+)
+def test_gate_refuses_with_a_reason(config: GateConfig, n: int, match: str) -> None:
+    data = _uniform_log(n, MEANS, seed=2)
+    decision = decide(
+        data,
+        champion_target=np.full(n, 1),
+        challenger_target=np.full(n, 2),
+        config=config,
+    )
+    assert not decision.passed
+    assert any(__import__("re").search(match, r) for r in decision.reasons), decision.reasons
+
+
+def test_costs_count_against_the_action_taken() -> None:
+    data = _uniform_log(3000, MEANS, seed=3)
+    # Action 2 is the best outcome but costs more than it brings over action 1.
+    costly = LoggedBandit(data.action, data.outcome, data.pscore, np.array([0.0, 0.0, 0.9]))
+    n = len(data.action)
+    decision = decide(
+        costly,
+        champion_target=np.full(n, 1),
+        challenger_target=np.full(n, 2),
+        config=GateConfig(),
+    )
+    assert not decision.passed
+    assert decision.difference is not None and decision.difference["value"] < 0
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("estimator: magic\n", "estimator"),
+        ("min_decisions: 0\n", "min_decisions"),
+        ("surprise: 1\n", "surprise"),
+        ("estimator: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "gate.yaml"
+    path.write_text(text)
+    with pytest.raises(GateError, match=match):
+        load_gate_config(path)
+
+
+def test_shipped_gate_config_is_valid() -> None:
+    config = load_gate_config(Path(__file__).parents[2] / "training" / "gate.yaml")
+    assert config == GateConfig()
+
+
+def test_worse_challenger_is_not_promoted(loop_world: LoopWorld, honest_loop: ServedStore) -> None:
+    settings = honest_loop.settings
+    worse = always_visit(loop_world.honest)
+    assert loop_world.true_value(worse) < loop_world.true_value(loop_world.honest) - 0.1
+    version = register(worse, settings, alias="challenger")
+    # The whole log: this challenger never trained on it.
+    evaluation = gate.promote(settings, config=GateConfig(evaluation_share=0.0))
+    assert not evaluation.promoted
+    assert not evaluation.decision.passed
+    assert evaluation.decision.n_decisions == honest_loop.n_outcomes
+    assert registry.alias_version(settings, "champion") == honest_loop.champion
+    tags = registry.client(settings).get_model_version(settings.model_name, version).tags
+    assert tags["gate"].startswith("failed")
+    run = registry.client(settings).get_run(evaluation.run_id)
+    assert run.data.tags["decision"] == "keep"
+    assert run.data.params["challenger_version"] == version
+
+
+def test_better_challenger_is_promoted_then_rolled_back(
+    loop_world: LoopWorld, visit_loop: ServedStore
+) -> None:
+    settings = visit_loop.settings
+    better = do_nothing(loop_world.honest)
+    champion = registry.load_version(settings, visit_loop.champion)
+    assert loop_world.true_value(better) > loop_world.true_value(champion) + 0.1
+    version = register(better, settings, alias="challenger")
+
+    evaluation = gate.promote(settings, config=GateConfig(evaluation_share=0.0))
+    assert evaluation.promoted, evaluation.decision.reasons
+    assert registry.alias_version(settings, "champion") == version
+    assert registry.alias_version(settings, "previous_champion") == visit_loop.champion
+    # The OPE estimate of the do-nothing policy is close to the mean no-touch outcome.
+    truth = float(loop_world.world.baseline.mean())
+    assert abs(evaluation.decision.challenger["dr"]["value"] - truth) < 0.1 * truth
+    run = registry.client(settings).get_run(evaluation.run_id)
+    assert run.data.tags["decision"] == "promote"
+    assert run.data.metrics["difference.ci_low"] > 0
+
+    back = gate.rollback(settings)
+    assert (back.from_version, back.to_version) == (version, visit_loop.champion)
+    assert registry.alias_version(settings, "champion") == visit_loop.champion
+    assert registry.alias_version(settings, "previous_champion") is None
+    with pytest.raises(GateError, match="no previous champion"):
+        gate.rollback(settings)
+
+
+def test_gate_uses_only_the_reserved_share(honest_loop: ServedStore) -> None:
+    settings = honest_loop.settings
+    register(
+        do_nothing(registry.load_version(settings, honest_loop.champion)),
+        settings,
+        alias="challenger",
+    )
+    config = GateConfig(evaluation_share=0.3, min_decisions=1)
+    evaluation = gate.evaluate(settings, config=config, log=False)
+    n = evaluation.decision.n_decisions
+    assert 0.2 * honest_loop.n_outcomes < n < 0.4 * honest_loop.n_outcomes
+    # Stable: the same decisions every time.
+    assert gate.evaluate(settings, config=config, log=False).decision.n_decisions == n
+
+
+def test_evaluate_without_a_challenger_says_what_to_do(honest_loop: ServedStore) -> None:
+    settings = honest_loop.settings.model_copy(update={"model_name": "nobody"})
+    with pytest.raises(GateError, match="no 'champion' version"):
+        gate.evaluate(settings, config=GateConfig())

@@ -1,0 +1,113 @@
+"""A running server picks up a promotion, and a rollback, through the hot reload."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nextbest.loop import gate
+from nextbest.loop.gate import GateConfig
+from nextbest.settings import Settings
+
+from .conftest import LoopWorld, do_nothing, register
+
+pytestmark = [pytest.mark.xdist_group("loop"), pytest.mark.e2e, pytest.mark.slow]
+
+ADMIN_KEY = "reload-test-admin-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_promotion_and_rollback_reach_the_running_server(
+    loop_world: LoopWorld, tmp_path: Path
+) -> None:
+    settings = Settings(models_dir=tmp_path / "models", seed=3)
+    first = register(loop_world.honest, settings)
+    keys = tmp_path / "api_keys.yaml"
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    keys.write_text(f"keys:\n  - name: t\n    role: admin\n    key_sha256: {digest}\n")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
+        "NEXTBEST_API_KEYS_FILE": str(keys),
+        "NEXTBEST_RELOAD_INTERVAL_S": "0",
+        # No exploration: what is served is exactly the champion's greedy choice.
+        "NEXTBEST_EPSILON": "0",
+        "NEXTBEST_SEED": "3",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited"
+            try:
+                if client.get("/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("server not ready in 90 s")
+        hcps = loop_world.world.hcps["hcp_id"].tolist()[:300]
+        answer = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps, "k": 1})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == first
+        events = [
+            {
+                "event_id": f"o-{r['recommendation_id']}",
+                "event_type": "outcome",
+                "hcp_id": r["hcp_id"],
+                "recommendation_id": r["recommendation_id"],
+                "value": 1.0,
+            }
+            for r in answer.json()["results"]
+        ]
+        assert client.post("/v1/feedback", json={"events": events}).status_code == 200
+
+        second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+        promoted = gate.promote(settings, config=GateConfig(), force=True)
+        assert promoted.promoted and promoted.challenger_version == second
+        # Promotion alone does not change what a running server serves...
+        one = client.post("/v1/recommendations", json={"hcp_id": hcps[0]})
+        assert one.json()["model_version"] == first
+        # ...the hot reload does, without a restart.
+        reload = client.post("/v1/admin/reload")
+        assert reload.status_code == 200, reload.text
+        one = client.post("/v1/recommendations", json={"hcp_id": hcps[0]})
+        assert one.json()["model_version"] == second
+        assert one.json()["items"] == []  # the do-nothing policy is what is served now
+
+        assert gate.rollback(settings).to_version == first
+        assert client.post("/v1/admin/reload").status_code == 200
+        one = client.post("/v1/recommendations", json={"hcp_id": hcps[0]})
+        assert one.json()["model_version"] == first
+        assert proc.poll() is None
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -1,0 +1,220 @@
+"""Uplift report on data with a known effect; retraining joins logged feedback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from nextbest import registry
+from nextbest.cli import app
+from nextbest.loop import gate
+from nextbest.loop.gate import GateConfig
+from nextbest.loop.report import build_rows, compare, conclusion, uplift_report
+from nextbest.loop.retrain import retrain
+from nextbest.settings import Settings, get_settings
+from nextbest.storage import make_engine, make_session_factory, migrate
+from nextbest.storage.repository import (
+    FeedbackRecord,
+    RecommendationRecord,
+    ServedItem,
+    log_recommendations,
+    logged_decisions,
+    record_feedback,
+)
+
+from .conftest import FAST_CONFIG, LoopWorld, ServedStore
+
+pytestmark = pytest.mark.xdist_group("loop")
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def _known_effect_store(settings: Settings, *, n: int, effect: float, seed: int) -> None:
+    """``n`` logged requests, 30% holdout; served outcome = holdout outcome + ``effect``."""
+    rng = np.random.default_rng(seed)
+    url = settings.resolved_database_url
+    migrate(url)
+    engine = make_engine(url)
+    records, events = [], []
+    for i in range(n):
+        holdout = bool(rng.random() < 0.3)
+        rid = f"r{i}"
+        items = () if holdout else (ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False),)
+        records.append(
+            RecommendationRecord(
+                recommendation_id=rid,
+                created_at=T0 + timedelta(minutes=i),
+                hcp_id=f"H{i % 50:06d}",
+                requester="test",
+                purpose="promotional",
+                channel_filter=None,
+                model_version="1",
+                holdout=holdout,
+                policy="epsilon_greedy",
+                epsilon=0.1,
+                holdout_rate=0.3,
+                n_candidates=10,
+                items=items,
+            )
+        )
+        value = rng.poisson(2.0) + (0.0 if holdout else effect)
+        events.append(
+            FeedbackRecord(
+                event_id=f"e{i}",
+                event_type="outcome",
+                occurred_at=T0 + timedelta(days=7, minutes=i),
+                hcp_id=f"H{i % 50:06d}",
+                recommendation_id=rid,
+                value=float(value),
+            )
+        )
+    with make_session_factory(engine)() as session:
+        log_recommendations(session, records=records)
+        session.commit()
+        assert not record_feedback(session, events=events).rejected
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("n", "effect", "verdict", "opening"),
+    [
+        (2000, 0.5, "serving helps", "Serving recommendations raised the outcome"),
+        (2000, -0.5, "serving hurts", "Serving recommendations lowered the outcome"),
+        (2000, 0.0, "no clear difference yet", "No conclusion yet"),
+        (40, 0.5, "not enough data", "Not enough data to conclude yet"),
+    ],
+)
+def test_report_finds_a_known_effect(
+    tmp_path: Path, n: int, effect: float, verdict: str, opening: str
+) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=n, effect=effect, seed=7)
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    assert report.n_decisions == n
+    assert report.overall.verdict.startswith(verdict)
+    assert report.conclusion.startswith(opening)
+    if n >= 2000:
+        assert report.overall.ci_low < effect < report.overall.ci_high
+        assert report.overall.ci_high - report.overall.ci_low < 0.5
+    html = (tmp_path / "report" / "uplift_report.html").read_text()
+    assert opening in html
+
+
+def test_compare_is_welch_difference_of_means() -> None:
+    outcome = np.array([3.0, 5.0, 4.0, 1.0, 2.0, 0.0])
+    holdout = np.array([False, False, False, True, True, True])
+    row = compare(outcome, holdout, dimension="d", group="g", min_per_arm=2)
+    assert row.uplift == pytest.approx(3.0)
+    se = np.sqrt(1.0 / 3 + 1.0 / 3)
+    assert row.ci_low == pytest.approx(3.0 - 1.959963984540054 * se)
+    assert conclusion(row, min_per_arm=2).startswith("Serving recommendations raised")
+
+
+def test_groups_split_both_arms() -> None:
+    decisions = pd.DataFrame(
+        {"outcome": [1.0, 2.0, 3.0, 4.0], "holdout": [True, False, True, False]}
+    )
+    labels = pd.Series(["email", "email", "rep_visit", "rep_visit"])
+    overall, rows = build_rows(decisions, {"channel": labels}, min_per_arm=1)
+    assert overall.n_served == 2 and overall.n_holdout == 2
+    assert [(r.group, r.n_served, r.n_holdout, r.uplift) for r in rows] == [
+        ("email", 1, 1, 1.0),
+        ("rep_visit", 1, 1, 1.0),
+    ]
+
+
+def test_report_on_a_served_log_groups_by_channel_and_segment(
+    honest_loop: ServedStore, tmp_path: Path
+) -> None:
+    report = uplift_report(honest_loop.settings, out_dir=tmp_path / "r")
+    assert report.n_decisions == honest_loop.n_outcomes
+    dimensions = {r.dimension for r in report.rows}
+    assert dimensions == {"channel", "action group", "specialty"}
+    # Holdout requests are grouped by what would have been served, like served ones.
+    by_channel = [r for r in report.rows if r.dimension == "channel"]
+    assert sum(r.n_holdout for r in by_channel) == report.overall.n_holdout
+    assert all(p.exists() for p in report.files.values())
+    run = registry.client(honest_loop.settings).get_run(report.run_id)
+    assert run.data.metrics["n_decisions"] == honest_loop.n_outcomes
+
+
+def test_retrain_joins_history_and_feedback(
+    loop_world: LoopWorld, honest_loop: ServedStore
+) -> None:
+    settings = honest_loop.settings
+    engine = make_engine(settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        logged = logged_decisions(session)
+    engine.dispose()
+    with_outcome = logged[np.isfinite(logged["outcome"])]
+    outcome = retrain(settings, dataset=loop_world.dataset, config=FAST_CONFIG, reserved_share=0.3)
+    rows = outcome.feedback.interactions
+    reserved = outcome.feedback.n_reserved
+    assert len(rows) + reserved == len(with_outcome) == honest_loop.n_outcomes
+    assert 0.2 * len(with_outcome) < reserved < 0.4 * len(with_outcome)
+    # The gate evaluates on exactly the decisions retraining left out.
+    gate_n = gate.evaluate(
+        settings, config=GateConfig(evaluation_share=0.3, min_decisions=1), log=False
+    ).decision.n_decisions
+    assert gate_n == reserved
+    assert int(rows["holdout"].sum()) == outcome.feedback.n_holdout > 0
+    assert (rows["propensity"] > 0).all() and (rows["propensity"] <= 1).all()
+    assert rows.loc[rows["holdout"], "action_id"].isna().all()
+    assert outcome.result.params["n_decisions"] == len(loop_world.dataset.interactions) + len(rows)
+    assert registry.alias_version(settings, "challenger") == outcome.version
+    assert registry.alias_version(settings, "champion") == honest_loop.champion
+    run = registry.client(settings).get_run(outcome.run_id)
+    assert run.data.params["feedback_rows"] == str(len(rows))
+
+
+def test_cli_walkthrough(
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's commands, as a data scientist types them."""
+    settings = honest_loop.settings
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        config = tmp_path / "train.yaml"
+        config.write_text("engagement: {n_estimators: 40, num_leaves: 15}\n")
+        result = runner.invoke(
+            app, ["retrain", "--data", str(loop_world.data_dir), "--config", str(config)]
+        )
+        assert result.exit_code == 0, result.output
+        challenger = registry.alias_version(settings, "challenger")
+        assert "as 'challenger'" in result.output
+
+        result = runner.invoke(app, ["evaluate"])
+        assert result.exit_code == 0, result.output
+        assert "gate (dr)" in result.output
+
+        champion = registry.alias_version(settings, "champion")
+        result = runner.invoke(app, ["promote", "--force"])
+        assert result.exit_code == 0, result.output
+        assert registry.alias_version(settings, "champion") == challenger
+
+        result = runner.invoke(app, ["rollback"])
+        assert result.exit_code == 0, result.output
+        assert registry.alias_version(settings, "champion") == champion
+
+        since = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+        result = runner.invoke(
+            app, ["uplift-report", "--since", since, "--out", str(tmp_path / "rep")]
+        )
+        assert result.exit_code == 0, result.output
+        assert "Not enough data to conclude yet" in result.output
+
+        result = runner.invoke(app, ["promote", "--since", "yesterday"])
+        assert result.exit_code == 2
+        assert "--since 'yesterday' is not a date" in result.output
+    finally:
+        get_settings.cache_clear()
