@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         default=0.0, ge=0.0, description="Poll the served alias every N seconds; 0 disables."
     )
+    log_flush_ms: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="Commit the recommendation log in batches every N ms from a background "
+        "thread; 0 commits each answer before responding. Feedback is always synchronous.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from nextbest import registry
-from nextbest.api.app import create_app
 from nextbest.storage.tables import FeedbackEvent, Recommendation
-
-
-@pytest.fixture
-def client(trained) -> Iterator[TestClient]:
-    with TestClient(create_app(trained.settings)) as c:
-        yield c
 
 
 def _hcp_with_actions(client: TestClient, trained) -> tuple[str, dict]:
@@ -53,6 +44,7 @@ def test_recommendation_happy_path(client: TestClient, trained) -> None:
 def test_recommendations_are_logged_with_propensity(client: TestClient, trained) -> None:
     hcp_id, body = _hcp_with_actions(client, trained)
     runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
     with runtime.sessions() as session:
         row = session.get(Recommendation, body["recommendation_id"])
         assert row is not None

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from nextbest import registry
+
 pytestmark = pytest.mark.e2e
+
+KEY = "e2e-admin-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def _free_port() -> int:
@@ -21,23 +31,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_real_server_serves_the_champion(trained) -> None:
+def _serve(models: Path, *, workers: int = 1) -> Iterator[str]:
     port = _free_port()
-    env = {**os.environ, "NEXTBEST_MODELS_DIR": str(trained.settings.models_dir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_API_KEYS": json.dumps([{"name": "e2e", "role": "admin", "key": KEY}]),
+    }
+    log = models / "server.log"
+    # To a file, not a pipe: nobody reads a pipe while the test runs, and a full
+    # pipe would block the server's JSON request logs.
+    command = [sys.executable, "-m", "nextbest.cli", "serve"]
+    command += ["--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            assert proc.poll() is None, (
-                proc.stdout.read().decode() if proc.stdout else "server died"
-            )
+            assert proc.poll() is None, log.read_text()[-3000:]
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
@@ -46,20 +64,81 @@ def test_real_server_serves_the_champion(trained) -> None:
             time.sleep(0.3)
         else:
             pytest.fail("server did not become ready in 90 s")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    for base in _serve(models):
         response = httpx.post(
-            f"{base}/v1/recommendations", json={"hcp_id": "H000002", "k": 3}, timeout=10
+            f"{base}/v1/recommendations",
+            json={"hcp_id": "H000002", "k": 3},
+            headers=AUTH,
+            timeout=10,
         )
         assert response.status_code == 200
         body = response.json()
         assert body["model_version"] == trained.version
         assert body["hcp_id"] == "H000002"
         assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
-        assert (
-            httpx.post(
-                f"{base}/v1/recommendations", json={"hcp_id": "nobody"}, timeout=5
-            ).status_code
-            == 404
+        unknown = httpx.post(
+            f"{base}/v1/recommendations", json={"hcp_id": "nobody"}, headers=AUTH, timeout=5
         )
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        assert unknown.status_code == 404
+        anonymous = httpx.post(f"{base}/v1/recommendations", json={"hcp_id": "H000002"})
+        assert anonymous.status_code == 401
+        assert "nextbest_request_seconds_bucket" in httpx.get(f"{base}/metrics").text
+
+
+@pytest.mark.slow
+def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path) -> None:
+    """Two workers, eight client threads; the champion moves and an admin reloads."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    settings = trained.settings.model_copy(update={"models_dir": models})
+    client = registry.client(settings)
+    current = client.get_model_version(settings.model_name, trained.version)
+    new = str(
+        client.create_model_version(
+            settings.model_name, current.source, run_id=current.run_id
+        ).version
+    )
+    results: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+    for base in _serve(models, workers=2):
+
+        def hammer(n: int, base: str = base) -> None:
+            with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+                i = n
+                while not stop.is_set():
+                    r = http.post(
+                        "/v1/recommendations", json={"hcp_id": f"H{1 + i % 300:06d}", "k": 3}
+                    )
+                    version = r.json().get("model_version") if r.status_code == 200 else None
+                    results.append((time.monotonic(), r.status_code, version))
+                    i += 8
+
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        registry.set_alias(settings, "champion", new)
+        swap = httpx.post(f"{base}/v1/admin/reload", headers=AUTH, timeout=60)
+        swapped_at = time.monotonic()
+        time.sleep(4.0)  # the other worker follows the reload signal within ~1 s
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        assert swap.status_code == 200, swap.text
+        assert swap.json()["version"] == new
+    statuses = {s for _, s, _ in results}
+    assert statuses == {200}, f"failed requests during the swap: {statuses}"
+    versions = [v for _, _, v in results]
+    assert trained.version in versions and new in versions
+    late = [v for t, _, v in results if t > swapped_at + 2.5]
+    assert late and set(late) == {new}, "every worker serves the new version"
+    assert len(results) > 50

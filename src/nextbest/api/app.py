@@ -2,41 +2,80 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from nextbest import __version__
-from nextbest.api.routes import feedback, health, recommendations
+from nextbest.api.auth import feedback_scope, require_roles
+from nextbest.api.observability import ObservabilityMiddleware, set_model_version
+from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.errors import InvalidRequestError, ModelNotLoadedError, NotFoundError
+from nextbest.service.apikeys import KeyStore
 from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings, get_settings
 
+logger = logging.getLogger(__name__)
+
+
+def _flush_recommendation_log(request: Request) -> None:
+    # Feedback may name a recommendation this process served a few ms ago and has
+    # not committed yet (batched log): commit it first so the reference resolves.
+    request.app.state.runtime.reclog.flush()
+
 
 def create_app(settings: Settings | None = None, runtime: ServingRuntime | None = None) -> FastAPI:
-    """Build the app; the model and database are opened at start-up, not here."""
+    """Build the app; the model, database and API keys are opened at start-up, not here."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
-        app.state.runtime = runtime or ServingRuntime.start(settings or get_settings())
+        config = runtime.settings if runtime is not None else settings or get_settings()
+        if config.auth_enabled:
+            app.state.api_keys = KeyStore.load(path=config.resolved_api_keys_file)
+            if not len(app.state.api_keys):
+                logger.warning(
+                    "auth is on but no API keys are configured (%s, NEXTBEST_API_KEYS): "
+                    "every /v1 request will get 401",
+                    config.resolved_api_keys_file,
+                )
+        else:
+            app.state.api_keys = None
+            logger.warning("auth is OFF (NEXTBEST_AUTH_ENABLED=false): anyone can call as admin")
+        app.state.runtime = runtime or ServingRuntime.start(config)
+        app.state.runtime.start_watcher()
+        set_model_version(app.state.runtime.model_version)
         try:
             yield
         finally:
             if own:
                 app.state.runtime.close()
+            else:
+                app.state.runtime.reclog.flush()
 
     app = FastAPI(
         title="nextbest",
         version=__version__,
-        description="Next-best-action recommendations for HCP engagement, with feedback.",
+        description="Next-best-action recommendations for HCP engagement, with feedback. "
+        "Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
         lifespan=lifespan,
     )
+    app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)
     app.include_router(recommendations.router)
-    app.include_router(feedback.router)
+    app.include_router(reps.router)
+    app.include_router(admin.router)
+    app.include_router(
+        feedback.router,
+        dependencies=[
+            require_roles("admin", "channel", "rep"),
+            Depends(feedback_scope),
+            Depends(_flush_recommendation_log),
+        ],
+    )
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nextbest.service.recommend import MAX_BATCH
 
 EventType = Literal[
     "delivered",
@@ -70,6 +72,91 @@ class RecommendationPublic(BaseModel):
     excluded: dict[str, list[str]] | None = None
 
 
+class RecommendationBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hcp_ids: list[str] = Field(
+        min_length=1, description=f"Up to {MAX_BATCH} HCPs per call.", examples=[["H000001"]]
+    )
+    k: int = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
+    channel: str | None = Field(default=None, description="Only actions on this channel.")
+    purpose: Literal["promotional", "medical"] = "promotional"
+    date: datetime | None = Field(default=None, description="Decision date (default: now).")
+
+    @field_validator("hcp_ids")
+    @classmethod
+    def _at_most_max_batch(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_BATCH:
+            raise ValueError(
+                f"at most {MAX_BATCH} HCPs per call, got {len(value)}: split the list, "
+                "or use `nextbest picks` for whole files"
+            )
+        return value
+
+
+class BatchResultPublic(BaseModel):
+    recommendation_id: str
+    hcp_id: str
+    holdout: bool
+    items: list[RecommendationItemPublic]
+
+
+class RecommendationBatchPublic(BaseModel):
+    model_version: str
+    uplift_source: str
+    results: list[BatchResultPublic]
+    unknown_hcp_ids: list[str] = Field(description="HCPs the served model does not know.")
+
+
+class RepSuggestionPublic(BaseModel):
+    rank: int
+    recommendation_id: str
+    hcp_id: str
+    action_id: str
+    channel: str
+    content_id: str = Field(description="The content to bring.")
+    topic: str
+    score: float
+    expected_uplift: float
+    p_engage: float
+    cost: float
+    propensity: float
+    explored: bool
+    reasons: list[str]
+
+
+class RepPlanPublic(BaseModel):
+    rep_id: str
+    territory_id: str
+    date: date
+    capacity: int
+    model_version: str
+    n_hcps: int = Field(description="HCPs in the territory.")
+    n_candidates: int = Field(description="HCPs with at least one allowed rep action.")
+    suggestions: list[RepSuggestionPublic]
+
+
+class RepFeedbackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recommendation_id: str = Field(min_length=1, max_length=64)
+    hcp_id: str = Field(min_length=1, max_length=128)
+    action_id: str = Field(min_length=1, max_length=128, description="The suggested action.")
+    decision: Literal["accept", "dismiss", "snooze"]
+    reason: str | None = Field(
+        default=None, max_length=64, description="Reason code, required to dismiss."
+    )
+    event_id: str | None = Field(
+        default=None, max_length=128, description="Idempotency key (default: derived)."
+    )
+
+
+class ReloadPublic(BaseModel):
+    version: str
+    previous: str | None
+    changed: bool
+
+
 class FeedbackEventCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -106,3 +193,4 @@ class FeedbackResultPublic(BaseModel):
 class HealthPublic(BaseModel):
     status: str
     model_version: str | None
+    last_reload_error: str | None = None

@@ -123,7 +123,9 @@ class ServingRules:
         extra = sorted(set(rep) - {"default_capacity", "max_capacity", "dismiss_reasons"})
         if extra:
             raise RulesError(f"{source}: rep_plan: unknown field(s) {extra}")
-        default_capacity = _count(rep.get("default_capacity", 8), f"{source}: rep_plan.default_capacity")
+        default_capacity = _count(
+            rep.get("default_capacity", 8), f"{source}: rep_plan.default_capacity"
+        )
         max_capacity = _count(rep.get("max_capacity", 50), f"{source}: rep_plan.max_capacity")
         if default_capacity > max_capacity:
             raise RulesError(
@@ -131,10 +133,14 @@ class ServingRules:
                 f"max_capacity ({max_capacity})"
             )
         reasons = rep.get("dismiss_reasons", list(DEFAULT_DISMISS_REASONS))
-        if not isinstance(reasons, list) or not reasons or not all(
-            isinstance(r, str) and r for r in reasons
+        if (
+            not isinstance(reasons, list)
+            or not reasons
+            or not all(isinstance(r, str) and r for r in reasons)
         ):
-            raise RulesError(f"{source}: rep_plan.dismiss_reasons must be a non-empty list of codes")
+            raise RulesError(
+                f"{source}: rep_plan.dismiss_reasons must be a non-empty list of codes"
+            )
         max_items = data.get("max_items_per_channel")
         return cls(
             channels=channels,
@@ -268,9 +274,8 @@ class HistoryRules:
         for (h, action_id), reason in history.dismissed.items():
             j = self.action_pos.get(action_id)
             if h == hcp_id and j is not None:
-                out[j].append(
-                    f"dismissed or snoozed ({reason}) in the last {self.rules.dismissal_days:g} days"
-                )
+                days = self.rules.dismissal_days or 0.0
+                out[j].append(f"dismissed or snoozed ({reason}) in the last {days:g} days")
         return out
 
     def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:

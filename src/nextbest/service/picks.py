@@ -13,6 +13,9 @@ from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
 from nextbest.policy.ranking import top_k
+from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+from nextbest.service.recommend import decision_time
+from nextbest.settings import Settings
 
 PICK_COLUMNS = [
     "hcp_id",
@@ -41,12 +44,16 @@ def picks_frame(
     eligibility: EligibilityIndex | None = None,
     progress: Callable[[int], None] | None = None,
     skip_unknown: bool = False,
+    rules: ServingRules | None = None,
+    history: LiveHistory | None = None,
 ) -> pd.DataFrame:
     """Best ``k`` actions per HCP with positive expected net value, one row each.
 
     Returns a frame with :data:`PICK_COLUMNS`; an HCP with nothing worth doing
     gets no row. ``progress`` is called with the number of HCPs done per block.
     Unknown ``hcp_ids`` raise :class:`NotFoundError` unless ``skip_unknown``.
+    ``rules`` adds the per-list channel limit and, with ``history`` (live
+    contacts and dismissals), frequency caps, cool-downs and suppression.
     """
     if k < 1:
         raise InvalidRequestError("k", f"must be at least 1, got {k}")
@@ -66,10 +73,26 @@ def picks_frame(
     frames: list[pd.DataFrame] = []
     if len(actions) == 0:
         return pd.DataFrame(columns=PICK_COLUMNS)
+    history_rules = (
+        HistoryRules(
+            rules,
+            channels=model.catalog["channel"].astype(str).to_numpy(dtype=object),
+            action_ids=model.catalog["action_id"].astype(str).to_numpy(dtype=object),
+        )
+        if rules is not None and history is not None and not history.empty
+        else None
+    )
+    max_per_channel = rules.max_items_per_channel if rules is not None else None
+    all_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
     block = max(1, BLOCK_PAIRS // len(actions))
     for start in range(0, len(rows), block):
         hcp_block = rows[start : start + block]
-        frames.append(_block_picks(model, eligibility, hcp_block, actions, k))
+        blocked = None
+        if history_rules is not None and history is not None:
+            blocked = history_rules.blocked(all_ids[hcp_block].tolist(), history)[:, actions]
+        frames.append(
+            _block_picks(model, eligibility, hcp_block, actions, k, blocked, max_per_channel)
+        )
         if progress is not None:
             progress(len(hcp_block))
     if not frames:
@@ -83,6 +106,8 @@ def _block_picks(
     hcp_rows: np.ndarray,
     actions: np.ndarray,
     k: int,
+    blocked: np.ndarray | None = None,
+    max_per_channel: int | None = None,
 ) -> pd.DataFrame:
     n_h, n_a = len(hcp_rows), len(actions)
     pair_hcp = np.repeat(hcp_rows, n_a)
@@ -93,7 +118,15 @@ def _block_picks(
     allowed = (
         eligibility.consent[hcp_rows][:, actions] & eligibility.specialty_ok[hcp_rows][:, actions]
     )
-    chosen = top_k(score, allowed, k=k)
+    if blocked is not None:
+        allowed &= ~blocked
+    chosen = top_k(
+        score,
+        allowed,
+        k=k,
+        channel_code=model.action_channel_code[actions],
+        max_per_channel=max_per_channel,
+    )
     counts = np.array([len(c) for c in chosen])
     if counts.sum() == 0:
         return pd.DataFrame(columns=PICK_COLUMNS)
@@ -121,4 +154,47 @@ def _block_picks(
             "p_engage": p_engage,
             "reason": reason,
         }
+    )
+
+
+def file_picks(
+    settings: Settings,
+    model: ScoringModel,
+    *,
+    hcp_ids: Sequence[str],
+    k: int = 1,
+    channel: str | None = None,
+    purpose: str = "promotional",
+    on: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Picks for a whole file of HCPs under the serving rules and live contact history.
+
+    Reads the rules file and the feedback store named by ``settings`` (one query
+    per 10,000 HCPs and cap window), so e-mail picks honour the same caps,
+    cool-downs and dismissals as the API. Unknown HCPs are skipped.
+    """
+    from nextbest.service.serving import live_history
+    from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+    rules = ServingRules.load(settings.resolved_rules_file)
+    known = [h for h in hcp_ids if h in model.hcp_index]
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            history = live_history(session, rules=rules, hcp_ids=known, now=decision_time(on))
+    finally:
+        engine.dispose()
+    return picks_frame(
+        model,
+        hcp_ids=known,
+        k=k,
+        channel=channel,
+        purpose=purpose,
+        on=on,
+        progress=progress,
+        skip_unknown=True,
+        rules=rules,
+        history=history,
     )

@@ -43,9 +43,7 @@ class RecommendationLog:
         self._pending = 0
         self._thread: threading.Thread | None = None
         if flush_ms > 0:
-            self._thread = threading.Thread(
-                target=self._run, name="nextbest-reclog", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="nextbest-reclog", daemon=True)
             self._thread.start()
 
     @property

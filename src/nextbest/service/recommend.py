@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 import numpy as np
+import pandas as pd
 
 from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import explain
@@ -132,6 +133,14 @@ class Recommender:
             [c.startswith(REP_CHANNEL_PREFIX) for c in self.action_channels], dtype=bool
         )
 
+    def self_check(self) -> None:
+        """Score and explain one pair, drawing nothing: raises if the model cannot serve."""
+        one = np.zeros(1, dtype=np.int64)
+        X = self.model.rows(one, one)
+        scores = self.model.score_rows(X, one)
+        self.model.net_value(scores.uplift, one)
+        explain(self.model, X, one, one, scores.uplift, scores.p_engage)
+
     # -- lookups ---------------------------------------------------------------------
 
     def hcp_row(self, hcp_id: str) -> int | None:
@@ -186,7 +195,7 @@ class Recommender:
                 for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
                     why[j].extend(extra)
             excluded = {str(self.action_ids[j]): w for j, w in enumerate(why) if w}
-            rec = Recommendation(**{**rec.__dict__, "excluded": excluded})
+            rec = replace(rec, excluded=excluded)
         return rec
 
     def recommend_many(
@@ -255,9 +264,7 @@ class Recommender:
         ranked = self._decide(
             rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
         )
-        best = [
-            (max((i.score for i in r.items), default=-np.inf), n) for n, r in enumerate(ranked)
-        ]
+        best = [(max((i.score for i in r.items), default=-np.inf), n) for n, r in enumerate(ranked)]
         order = [n for value, n in sorted(best, key=lambda t: (-t[0], t[1])) if value > -np.inf]
         suggestions: list[Recommendation] = []
         held_out: list[Recommendation] = []
@@ -297,9 +304,7 @@ class Recommender:
         per_action = self.eligibility.action_mask(on=_naive(now), purpose=purpose, channel=channel)
         if rep_only:
             per_action = per_action & self.rep_actions
-        allowed = (
-            self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
-        )
+        allowed = self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
         if history is not None and not history.empty:
             allowed &= ~self.history_rules.blocked(self.hcp_ids[rows].tolist(), history)
         return allowed
@@ -405,6 +410,6 @@ class Recommender:
         return out
 
 
-def _naive(moment: datetime) -> datetime:
+def _naive(moment: datetime) -> pd.Timestamp:
     """UTC wall time without tzinfo, the convention of the catalog's approval dates."""
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return pd.Timestamp(moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,43 +14,73 @@ from sqlalchemy.orm import Session, sessionmaker
 from nextbest import registry
 from nextbest.errors import ModelNotLoadedError
 from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.policy.rules import ServingRules
+from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.settings import Settings
 from nextbest.storage.db import make_engine, make_session_factory, migrate
 
 logger = logging.getLogger(__name__)
 
+# Touched by an admin reload so every worker process of the same deployment
+# (sharing the models directory) reloads too, within WATCH_INTERVAL_S.
+RELOAD_SIGNAL = "reload.signal"
+WATCH_INTERVAL_S = 1.0
 
-@dataclass
+
+@dataclass(frozen=True)
 class ReloadResult:
     version: str
+    previous: str | None
     changed: bool
 
 
 class ServingRuntime:
-    """The served recommender and the feedback store of one process.
+    """The served recommender, the rules and the stores of one process.
 
     ``recommender`` is replaced by a single attribute assignment, so a request
     that already holds the old one finishes with it and the next one gets the
     new one: no request fails during a swap.
     """
 
-    def __init__(self, settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        *,
+        rules: ServingRules | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = sessions
+        self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
+        self.reclog = RecommendationLog(sessions, flush_ms=settings.log_flush_ms)
         self._recommender: Recommender | None = None
         self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._signal_seen: float | None = None
         self.last_reload_error: str | None = None
 
     @classmethod
     def start(cls, settings: Settings, *, load_model: bool = True) -> ServingRuntime:
-        """Open the database (migrating it) and load the served alias's model."""
+        """Open the database (migrating it), read the rules and load the served model.
+
+        A failed model load leaves the runtime up but not ready (``/readyz`` says
+        why); the watcher keeps trying when polling is on.
+        """
+        # Each worker process scores small blocks; one OpenMP thread per process
+        # avoids oversubscribing the cores (must be set before LightGBM first predicts).
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
         engine = make_engine(settings.resolved_database_url)
         migrate(engine)
         runtime = cls(settings, engine, make_session_factory(engine))
         if load_model:
-            runtime.reload()
+            try:
+                runtime.reload()
+            except Exception:  # reported by reload() and /readyz; serving starts anyway
+                logger.exception("no model loaded at start-up")
         return runtime
 
     @property
@@ -63,42 +95,103 @@ class ServingRuntime:
 
     @property
     def model_version(self) -> str | None:
-        return self._recommender.version if self._recommender else None
+        current = self._recommender
+        return current.version if current is not None else None
 
-    def reload(self) -> ReloadResult:
+    @property
+    def signal_path(self) -> Path:
+        return self.settings.resolved_models_dir / RELOAD_SIGNAL
+
+    def reload(self, *, force: bool = False, broadcast: bool = False) -> ReloadResult:
         """Load the served alias's current version beside the old one, then swap.
 
         If loading fails the old model keeps serving and the error is raised
-        (and kept in ``last_reload_error``).
+        (and kept in ``last_reload_error``). ``broadcast`` also signals the other
+        worker processes sharing this models directory.
         """
         with self._reload_lock:
             settings = self.settings
+            previous = self.model_version
             try:
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
                     raise registry.RegistryError(
                         f"model '{settings.model_name}' has no alias '{settings.serve_alias}'"
                     )
-                if self._recommender is not None and self._recommender.version == version:
-                    return ReloadResult(version=version, changed=False)
-                model = registry.load_version(settings, version)
-                recommender = Recommender(
-                    model=model,
-                    version=version,
-                    exploration=EpsilonGreedy(
-                        epsilon=settings.epsilon,
-                        holdout_rate=settings.holdout_rate,
-                        seed=settings.seed,
-                    ),
-                )
+                if previous == version and not force:
+                    result = ReloadResult(version=version, previous=previous, changed=False)
+                else:
+                    model = registry.load_version(settings, version)
+                    recommender = Recommender(
+                        model=model,
+                        version=version,
+                        exploration=EpsilonGreedy(
+                            epsilon=settings.epsilon,
+                            holdout_rate=settings.holdout_rate,
+                            seed=settings.seed,
+                        ),
+                        rules=self.rules,
+                    )
+                    # A model that loads but cannot score (e.g. pickled by an
+                    # incompatible code version) must fail here, not on every request.
+                    recommender.self_check()
+                    self._recommender = recommender
+                    result = ReloadResult(version=version, previous=previous, changed=True)
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
-                logger.error("model reload failed, keeping version %s: %s", self.model_version, exc)
+                logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 raise
-            self._recommender = recommender
             self.last_reload_error = None
-            logger.info("serving model %s version %s", settings.model_name, version)
-            return ReloadResult(version=version, changed=True)
+            if result.changed:
+                logger.info(
+                    "serving model %s version %s (was %s)", settings.model_name, version, previous
+                )
+        if broadcast:
+            self._signal()
+        return result
+
+    def _signal(self) -> None:
+        try:
+            self.signal_path.parent.mkdir(parents=True, exist_ok=True)
+            self.signal_path.write_text(self.model_version or "")
+            self._signal_seen = self.signal_path.stat().st_mtime
+        except OSError as exc:  # other workers will still pick it up by polling, if on
+            logger.warning("could not signal other workers to reload: %s", exc)
+
+    def start_watcher(self) -> None:
+        """Background thread: follow reload signals and, if set, poll the alias."""
+        if self._watcher is not None:
+            return
+        try:
+            self._signal_seen = self.signal_path.stat().st_mtime
+        except OSError:
+            self._signal_seen = None
+        self._watcher = threading.Thread(target=self._watch, name="nextbest-reload", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        interval = self.settings.reload_interval_s
+        since_poll = 0.0
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            since_poll += WATCH_INTERVAL_S
+            due = interval > 0 and since_poll >= interval
+            try:
+                mtime: float | None = self.signal_path.stat().st_mtime
+            except OSError:
+                mtime = None
+            signalled = mtime is not None and mtime != self._signal_seen
+            if not (due or signalled):
+                continue
+            self._signal_seen = mtime
+            since_poll = 0.0
+            try:
+                self.reload()
+            except Exception as exc:  # the old model keeps serving
+                logger.warning("background reload failed: %s", exc)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        self.reclog.close()
         self.engine.dispose()

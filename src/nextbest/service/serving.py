@@ -12,13 +12,13 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from nextbest.policy.rules import LiveHistory, ServingRules
+from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import (
     Recommendation,
     Recommender,
     RepPlan,
     decision_time,
 )
-from nextbest.service.reclog import RecommendationLog
 from nextbest.storage.repository import contact_history, dismissals
 
 
@@ -125,7 +125,5 @@ def rep_call_plan(
     plan = recommender.rep_plan(
         rep_id=rep_id, territory_id=territory_id, capacity=capacity, on=now, history=history
     )
-    log.write(
-        [*plan.suggestions, *plan.held_out], recommender=recommender, requester=requester
-    )
+    log.write([*plan.suggestions, *plan.held_out], recommender=recommender, requester=requester)
     return plan

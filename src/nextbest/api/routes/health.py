@@ -1,25 +1,26 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and Prometheus metrics (no API key needed)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
 from nextbest.api.deps import RuntimeDep
+from nextbest.api.observability import metrics_payload, set_model_version
 from nextbest.api.schemas import HealthPublic
 from nextbest.storage.db import ping
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=HealthPublic)
+@router.get("/healthz", response_model=HealthPublic, response_model_exclude_none=True)
 def healthz(runtime: RuntimeDep) -> HealthPublic:
     """The process is up (a model may not be loaded yet)."""
     return HealthPublic(status="ok", model_version=runtime.model_version)
 
 
-@router.get("/readyz", response_model=HealthPublic)
+@router.get("/readyz", response_model=HealthPublic, response_model_exclude_none=True)
 def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
-    """Ready to serve: a model is loaded and the database answers."""
+    """Ready to serve: a model is loaded and the database answers (503 otherwise)."""
     problems = []
     if runtime.model_version is None:
         problems.append("no model loaded")
@@ -27,5 +28,21 @@ def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
         problems.append("database unreachable")
     if problems:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return HealthPublic(status="; ".join(problems), model_version=runtime.model_version)
-    return HealthPublic(status="ready", model_version=runtime.model_version)
+        return HealthPublic(
+            status="; ".join(problems),
+            model_version=runtime.model_version,
+            last_reload_error=runtime.last_reload_error,
+        )
+    return HealthPublic(
+        status="ready",
+        model_version=runtime.model_version,
+        last_reload_error=runtime.last_reload_error,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus text format."""
+    set_model_version(runtime.model_version)
+    body, content_type = metrics_payload()
+    return Response(content=body, media_type=content_type)

@@ -1,25 +1,64 @@
-"""POST /v1/recommendations: ranked next-best actions for one HCP."""
+"""POST /v1/recommendations (one HCP) and /v1/recommendations/batch (up to 1,000)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
+from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
 from nextbest.api.deps import RuntimeDep, SessionDep
-from nextbest.api.schemas import RecommendationCreate, RecommendationPublic
-from nextbest.service.feedback import log_served
+from nextbest.api.observability import record_served
+from nextbest.api.schemas import (
+    RecommendationBatchCreate,
+    RecommendationBatchPublic,
+    RecommendationCreate,
+    RecommendationPublic,
+)
+from nextbest.service.recommend import Recommendation, RecommendedAction
+from nextbest.service.serving import recommend_batch, recommend_one
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
 
 
-@router.post("", response_model=RecommendationPublic)
+def _item(item: RecommendedAction) -> dict[str, Any]:
+    return item.__dict__.copy()
+
+
+def _recommendation(rec: Recommendation, *, with_excluded: bool) -> dict[str, Any]:
+    return {
+        "recommendation_id": rec.recommendation_id,
+        "hcp_id": rec.hcp_id,
+        "created_at": rec.created_at.isoformat(),
+        "model_version": rec.model_version,
+        "uplift_source": rec.uplift_source,
+        "holdout": rec.holdout,
+        "items": [_item(i) for i in rec.items],
+        "excluded": rec.excluded if with_excluded else None,
+    }
+
+
+# The answers are built as plain dicts and returned as JSONResponse: the declared
+# response_model documents them, but re-validating every item costs more than
+# scoring it. tests/api checks the answers against the schemas.
+@router.post(
+    "",
+    response_model=RecommendationPublic,
+    dependencies=[require_roles("admin", "channel", "rep")],
+)
 def recommend(
-    body: RecommendationCreate, runtime: RuntimeDep, session: SessionDep
-) -> RecommendationPublic:
+    body: RecommendationCreate, runtime: RuntimeDep, session: SessionDep, caller: PrincipalDep
+) -> JSONResponse:
     """Rank the actions worth taking for one HCP; an empty list means do nothing."""
     recommender = runtime.recommender
-    rec = recommender.recommend(
+    if caller.role == "rep":
+        forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
+    rec = recommend_one(
+        recommender,
+        session,
+        runtime.reclog,
+        requester=caller.name,
         hcp_id=body.hcp_id,
         k=body.k,
         channel=body.channel,
@@ -27,7 +66,51 @@ def recommend(
         on=body.date,
         explain_exclusions=body.explain,
     )
-    log_served(session, recommendations=[rec], recommender=recommender, requester="anonymous")
-    payload = asdict(rec)
-    payload["excluded"] = rec.excluded if body.explain else None
-    return RecommendationPublic.model_validate(payload)
+    record_served([rec])
+    return JSONResponse(_recommendation(rec, with_excluded=body.explain))
+
+
+@router.post(
+    "/batch",
+    response_model=RecommendationBatchPublic,
+    dependencies=[require_roles("admin", "channel")],
+)
+def recommend_many(
+    body: RecommendationBatchCreate,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: PrincipalDep,
+) -> JSONResponse:
+    """Best actions for up to 1,000 HCPs in one call (e-mail sends); each answer is logged.
+
+    HCPs the served model does not know are listed in ``unknown_hcp_ids``.
+    """
+    recommender = runtime.recommender
+    recs, unknown = recommend_batch(
+        recommender,
+        session,
+        runtime.reclog,
+        requester=caller.name,
+        hcp_ids=body.hcp_ids,
+        k=body.k,
+        channel=body.channel,
+        purpose=body.purpose,
+        on=body.date,
+    )
+    record_served(recs)
+    return JSONResponse(
+        {
+            "model_version": recommender.version,
+            "uplift_source": recommender.model.uplift_source,
+            "results": [
+                {
+                    "recommendation_id": r.recommendation_id,
+                    "hcp_id": r.hcp_id,
+                    "holdout": r.holdout,
+                    "items": [_item(i) for i in r.items],
+                }
+                for r in recs
+            ],
+            "unknown_hcp_ids": unknown,
+        }
+    )

@@ -1,0 +1,479 @@
+"""Serving benchmark: a real uvicorn server on loopback, driven from another process.
+
+What it measures (figures land in bench/results/serve.json and are printed):
+
+- single recommendations (k=5) over a 200-action catalog: p50 / p99 latency at a
+  fixed offered rate (default 1,000 requests/s) and the highest throughput of a
+  closed loop of connections;
+- ``overhead_ratio``: median request latency of one idle connection divided by
+  the raw LightGBM time of the same rows (both models' predict calls on the
+  HCP's candidate actions, one thread), measured in this run;
+- batch picks through ``POST /v1/recommendations/batch`` (1,000 HCPs a call):
+  rows (HCP x candidate action pairs) scored per second;
+- e-mail picks for a whole file (``picks_frame``, what ``nextbest picks`` runs):
+  100,000 HCPs x 50 e-mail contents, in seconds.
+
+The world: ``--hcps`` simulated HCPs, whose 40-action catalog is widened to 200
+(50 e-mail contents) by copying contents under new ids, so the copies have no
+history of their own. The 100,000 HCPs of the picks figure are drawn with
+replacement from the model's snapshot; the work per HCP is the same.
+
+Run: ``make bench-serve`` (about 3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "results" / "serve.json"
+BENCH_KEY = "bench-admin-key-000000000000000"
+N_ACTIONS = 200
+N_EMAIL = 50
+
+
+# -- the load generator (runs in its own process) -------------------------------------
+
+
+async def _connection(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    schedule: list[float] | None,
+    stop_at: float,
+    out: list[tuple[float, float, int]],
+) -> None:
+    """One keep-alive connection: send, read one answer, repeat.
+
+    With a ``schedule`` (monotonic send times) latency counts from the scheduled
+    time, so a slow server is not flattered by sending later (no coordinated
+    omission).
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    n = 0
+    loop_time = time.monotonic
+    try:
+        while True:
+            now = loop_time()
+            if now >= stop_at:
+                break
+            if schedule is not None:
+                if n >= len(schedule):
+                    break
+                due = schedule[n]
+                if due > now:
+                    await asyncio.sleep(due - now)
+                start = due
+            else:
+                start = now
+            writer.write(requests[n % len(requests)])
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            out.append((start, loop_time() - start, status))
+            n += 1
+    finally:
+        writer.close()
+
+
+def _load(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    seconds: float,
+    rate: float | None,
+    queue: Any,
+) -> None:
+    async def main() -> list[tuple[float, float, int]]:
+        out: list[tuple[float, float, int]] = []
+        begin = time.monotonic() + 0.2
+        stop = begin + seconds
+        tasks = []
+        for c in range(connections):
+            mine = requests[c::connections] or requests
+            schedule = None
+            if rate is not None:
+                step = connections / rate
+                schedule = list(np.arange(begin + c / rate, stop, step))
+            tasks.append(_connection(host, port, mine, schedule, stop, out))
+        await asyncio.gather(*tasks)
+        return out
+
+    queue.put(asyncio.run(main()))
+
+
+def drive(
+    port: int,
+    requests: list[bytes],
+    *,
+    connections: int,
+    seconds: float,
+    rate: float | None = None,
+) -> dict[str, float]:
+    """Run the load generator in a separate process; summarise its measurements."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(
+        target=_load, args=("127.0.0.1", port, requests, connections, seconds, rate, queue)
+    )
+    proc.start()
+    samples = queue.get(timeout=seconds + 120)
+    proc.join(timeout=30)
+    lat = np.array([s[1] for s in samples]) * 1000.0
+    ok = sum(1 for s in samples if s[2] == 200)
+    return {
+        "requests": len(samples),
+        "ok": ok,
+        "errors": len(samples) - ok,
+        "seconds": seconds,
+        "offered_rate": rate or 0.0,
+        "requests_per_s": ok / seconds,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p90_ms": float(np.percentile(lat, 90)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "max_ms": float(lat.max()) if len(lat) else float("nan"),
+        "connections": connections,
+    }
+
+
+def _post(path: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+# -- set-up --------------------------------------------------------------------------
+
+
+def widen_catalog(catalog: pd.DataFrame) -> pd.DataFrame:
+    """The catalog copied up to N_ACTIONS rows, N_EMAIL of them e-mail, under new ids."""
+    email = catalog[catalog["channel"] == "email"]
+    other = catalog[catalog["channel"] != "email"]
+    parts = []
+    for source, total in ((email, N_EMAIL), (other, N_ACTIONS - N_EMAIL)):
+        idx = np.resize(np.arange(len(source)), total)
+        parts.append(source.iloc[idx].reset_index(drop=True))
+    wide = pd.concat(parts, ignore_index=True)
+    originals = set(catalog["action_id"])
+    new_ids, new_content = [], []
+    counter = 0
+    seen: set[str] = set()
+    for action_id, content_id in zip(wide["action_id"], wide["content_id"], strict=True):
+        if action_id in originals and action_id not in seen:
+            seen.add(action_id)
+            new_ids.append(action_id)
+            new_content.append(content_id)
+        else:
+            counter += 1
+            new_ids.append(f"X{counter:04d}")
+            new_content.append(f"XC{counter:04d}")
+    wide["action_id"] = new_ids
+    wide["content_id"] = new_content
+    return wide
+
+
+def build(workdir: Path, n_hcps: int, periods: int) -> tuple[Path, float]:
+    from nextbest import registry
+    from nextbest.contract import load_dataset, write_dataset
+    from nextbest.learning.config import load_train_config
+    from nextbest.learning.train import train
+    from nextbest.settings import Settings
+    from nextbest.simulate import simulate_world
+
+    start = time.perf_counter()
+    world = simulate_world(n_hcps=n_hcps, periods=periods, seed=17)
+    data = workdir / "world"
+    world.write(data, fmt="parquet")
+    dataset = load_dataset(data)
+    dataset.catalog = widen_catalog(dataset.catalog)
+    write_dataset(dataset, workdir / "wide", fmt="parquet")
+    dataset = load_dataset(workdir / "wide")
+    config = load_train_config(Path("training/train.yaml"))
+    settings = Settings(models_dir=workdir / "models")
+    registry.log_training_run(train(dataset, config=config), settings)
+    return workdir / "models", time.perf_counter() - start
+
+
+def raw_predict_ms(models: Path, hcp_ids: list[str], k_runs: int = 400) -> dict[str, float]:
+    """Median time of the LightGBM calls alone for one request's rows (one thread)."""
+    from nextbest import registry
+    from nextbest.policy.exploration import EpsilonGreedy
+    from nextbest.service.recommend import Recommender, decision_time
+    from nextbest.settings import Settings
+
+    model, version = registry.load_alias(Settings(models_dir=models))
+    rec = Recommender(
+        model=model, version=version, exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+    now = decision_time(None)
+    times, contrib, rows = [], [], []
+    source = model.uplift_model if model.uplift_model is not None else model.engagement
+    for hcp_id in hcp_ids[:k_runs]:
+        row = np.array([rec.hcp_row(hcp_id)])
+        allowed = rec.allowed(row, purpose="promotional", channel=None, now=now, history=None)
+        actions = np.flatnonzero(allowed[0])
+        X = model.rows(np.full(len(actions), row[0]), actions)
+        t0 = time.perf_counter()
+        model.score_rows(X, actions)
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        source.contributions(X[:5])
+        contrib.append(time.perf_counter() - t0)
+        rows.append(len(actions))
+    # Where one request's time goes in-process (no HTTP, no database), same HCPs.
+    from nextbest.learning.reasons import explain
+
+    whole, reasons = [], []
+    for hcp_id in hcp_ids[:k_runs]:
+        row = np.array([rec.hcp_row(hcp_id)])
+        actions = np.flatnonzero(
+            rec.allowed(row, purpose="promotional", channel=None, now=now, history=None)[0]
+        )
+        X = model.rows(np.full(len(actions), row[0]), actions)
+        s = model.score_rows(X, actions)
+        top = np.argsort(-s.uplift)[:5]
+        t0 = time.perf_counter()
+        explain(
+            model, X[top], actions[top], np.full(len(top), row[0]), s.uplift[top], s.p_engage[top]
+        )
+        reasons.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        rec.recommend(hcp_id=hcp_id, k=5)
+        whole.append(time.perf_counter() - t0)
+    return {
+        "recommend_in_process_ms_p50": float(np.median(whole) * 1000),
+        "reasons_k5_ms_p50": float(np.median(reasons) * 1000),
+        "predict_ms_p50": float(np.median(times) * 1000),
+        "contributions_k5_ms_p50": float(np.median(contrib) * 1000),
+        "candidate_actions_mean": float(np.mean(rows)),
+    }
+
+
+def _call_and_put(queue: Any, function: Any, args: tuple[Any, ...]) -> None:
+    queue.put(function(*args))
+
+
+def one_thread(function: Any, *args: Any) -> Any:
+    """Run ``function(*args)`` in a fresh process with one OpenMP thread, as a server
+    worker runs (``nextbest serve`` sets ``OMP_NUM_THREADS=1``)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's OpenMP runtime at start
+    try:
+        proc = ctx.Process(target=_call_and_put, args=(queue, function, args))
+        proc.start()
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+    result = queue.get(timeout=600)
+    proc.join(timeout=30)
+    return result
+
+
+def picks_seconds(models: Path, n: int) -> dict[str, float]:
+    from nextbest import registry
+    from nextbest.service.picks import picks_frame
+    from nextbest.settings import Settings
+
+    model, _ = registry.load_alias(Settings(models_dir=models))
+    rng = np.random.default_rng(0)
+    ids = list(rng.choice(model.hcps["hcp_id"].to_numpy(), size=n))
+    t0 = time.perf_counter()
+    frame = picks_frame(model, hcp_ids=ids, k=1, channel="email")
+    seconds = time.perf_counter() - t0
+    n_email = int((model.catalog["channel"] == "email").sum())
+    return {
+        "hcps": n,
+        "email_contents": n_email,
+        "seconds": seconds,
+        "pairs_per_s": n * n_email / seconds,
+        "picks": len(frame),
+    }
+
+
+def start_server(models: Path, port: int, workers: int, flush_ms: float) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_API_KEYS": json.dumps([{"name": "bench", "role": "admin", "key": BENCH_KEY}]),
+        "NEXTBEST_LOG_FLUSH_MS": str(flush_ms),
+        "NEXTBEST_RULES_FILE": str(Path("training/rules.yaml").resolve()),
+        "NEXTBEST_SEED": "1",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nextbest.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(models / "server.log", "wb"),  # noqa: SIM115 - closed with the process
+        start_new_session=True,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((models / "server.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("server not ready in 120 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hcps", type=int, default=4000)
+    parser.add_argument("--periods", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--picks-hcps", type=int, default=100_000)
+    parser.add_argument("--flush-ms", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="nextbest-bench-") as tmp:
+        workdir = Path(tmp)
+        print(f"building a {args.hcps}-HCP world with a {N_ACTIONS}-action catalog ...")
+        models, build_s = build(workdir, args.hcps, args.periods)
+        hcp_ids = pd.read_parquet(workdir / "wide" / "hcps.parquet")["hcp_id"].tolist()
+        rng = np.random.default_rng(1)
+        order = list(rng.permutation(hcp_ids))
+        raw = one_thread(raw_predict_ms, models, order)
+        print(f"raw LightGBM per request: {raw}")
+        picks = picks_seconds(models, args.picks_hcps)
+        print(f"picks: {picks}")
+
+        single = [_post("/v1/recommendations", {"hcp_id": h, "k": 5}) for h in order]
+        batches = [
+            _post(
+                "/v1/recommendations/batch",
+                {"hcp_ids": list(rng.choice(hcp_ids, 1000)), "k": 1, "channel": "email"},
+            )
+            for _ in range(20)
+        ]
+        port = _free_port()
+        server = start_server(models, port, args.workers, args.flush_ms)
+        try:
+            drive(port, single[:500], connections=4, seconds=3)  # warm-up
+            idle = drive(port, single, connections=1, seconds=min(args.seconds, 10))
+            print(f"single, one connection: {idle}")
+            fixed = drive(port, single, connections=32, seconds=args.seconds, rate=args.rate)
+            print(f"single at {args.rate:.0f}/s offered: {fixed}")
+            closed = drive(port, single, connections=32, seconds=args.seconds)
+            print(f"single, 32 connections flat out: {closed}")
+            batch = drive(port, batches, connections=args.workers, seconds=args.seconds)
+            print(f"batch of 1,000 HCPs: {batch}")
+        finally:
+            stop_server(server)
+
+    email_rows = N_EMAIL  # promotional e-mail candidates per HCP at most
+    overhead = idle["p50_ms"] / raw["predict_ms_p50"]
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            # Other work on the machine skews every figure; recorded to read them fairly.
+            "load_average_1m_before": load_before[0],
+            "load_average_1m_after": os.getloadavg()[0],
+        },
+        "setup": {
+            "hcps": args.hcps,
+            "actions": N_ACTIONS,
+            "email_contents": N_EMAIL,
+            "workers": args.workers,
+            "log_flush_ms": args.flush_ms,
+            "rules_file": "training/rules.yaml",
+            "build_seconds": build_s,
+            "load_generator": "separate process, asyncio keep-alive connections, loopback",
+        },
+        "raw_lightgbm": raw,
+        "single_idle": idle,
+        "single_fixed_rate": fixed,
+        "single_closed_loop": closed,
+        "batch": {
+            **batch,
+            "hcps_per_s": batch["requests_per_s"] * 1000,
+            "rows_per_s_upper_bound": batch["requests_per_s"] * 1000 * email_rows,
+        },
+        "picks_file": picks,
+        "overhead_ratio": overhead,
+        # The same request in-process (rules, scoring, ranking, exploration, reasons;
+        # no HTTP, no database) over the raw predict time: what the HTTP layer,
+        # the history queries and the log add shows as the difference.
+        "overhead_ratio_in_process": raw["recommend_in_process_ms_p50"] / raw["predict_ms_p50"],
+        "targets": {
+            "single_p99_ms_at_1000_rps": {
+                "target": 20.0,
+                "measured": fixed["p99_ms"],
+                "met": bool(fixed["p99_ms"] < 20 and fixed["requests_per_s"] >= 0.98 * args.rate),
+            },
+            "picks_100k_x_50_seconds": {
+                "target": 20.0,
+                "measured": picks["seconds"],
+                "met": bool(picks["seconds"] < 20 and args.picks_hcps >= 100_000),
+            },
+            "overhead_ratio": {"target": 3.0, "measured": overhead, "met": bool(overhead <= 3)},
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["targets"], indent=2))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

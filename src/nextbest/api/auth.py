@@ -1,0 +1,94 @@
+"""API-key authentication and role checks, as FastAPI dependencies.
+
+Roles: ``admin`` may do everything; ``channel`` (e-mail / marketing systems) may
+ask for recommendations, batches and send feedback; ``rep`` may ask about the
+HCPs of its own territory, read its own call plan and send feedback. A missing
+or unknown key is 401; a known key outside its rights is 403.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+
+from nextbest.service.apikeys import KeyStore, Principal
+
+ANONYMOUS = Principal(name="anonymous", role="admin")
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def get_principal(request: Request) -> Principal:
+    """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    keys: KeyStore | None = request.app.state.api_keys
+    if keys is None:  # auth disabled
+        principal = ANONYMOUS
+    else:
+        key = _presented_key(request)
+        found = keys.identify(key) if key is not None else None
+        if found is None:
+            raise HTTPException(
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                detail="missing or unknown API key: send 'Authorization: Bearer <key>' "
+                "or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = found
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: str) -> Any:
+    """A dependency that lets only ``roles`` through (403 for other known keys)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"role '{principal.role}' may not use this route "
+                f"(allowed: {', '.join(roles)})",
+            )
+        return principal
+
+    return Depends(check)
+
+
+def forbid_outside_territory(principal: Principal, territory_id: str | None, what: str) -> None:
+    """403 when a rep asks about something outside its own territory."""
+    if principal.role == "rep" and territory_id != principal.territory_id:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"rep key '{principal.name}' may only access its territory "
+            f"{principal.territory_id}; {what} is outside it",
+        )
+
+
+async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
+    """A rep may only send feedback about HCPs of its own territory."""
+    if principal.role != "rep":
+        return
+    try:
+        body = await request.json()  # Starlette caches the body for the route
+    except ValueError:
+        return  # the route reports the invalid body
+    events = body.get("events", [body]) if isinstance(body, dict) else []
+    runtime = request.app.state.runtime
+    if runtime.model_version is None or not isinstance(events, list):
+        return
+    recommender = runtime.recommender
+    for event in events:
+        hcp_id = event.get("hcp_id") if isinstance(event, dict) else None
+        if isinstance(hcp_id, str):
+            forbid_outside_territory(principal, recommender.territory_of(hcp_id), f"HCP {hcp_id}")

@@ -1,0 +1,156 @@
+"""Prometheus metrics and structured JSON request logs, as one ASGI middleware.
+
+Metrics: ``nextbest_request_seconds`` (histogram by route template, method and
+status), ``nextbest_recommendations_total`` (served items by channel),
+``nextbest_holdout_total``, ``nextbest_model_info`` (the served version). With
+several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve``
+does) so ``/metrics`` sums every worker.
+
+Logs: one JSON line per request with route, status, duration and the requester's
+key name. No HCP identifiers, bodies or keys are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nextbest.service.recommend import Recommendation
+
+access_log = logging.getLogger("nextbest.access")
+
+REQUEST_SECONDS = Histogram(
+    "nextbest_request_seconds",
+    "HTTP request latency by route template, method and status.",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+RECOMMENDED = Counter(
+    "nextbest_recommendations_total", "Recommended items served, by channel.", ["channel"]
+)
+HOLDOUTS = Counter("nextbest_holdout_total", "Requests answered as randomized holdout.")
+MODEL_INFO = Gauge(
+    "nextbest_model_info",
+    "1 for the model version this process serves.",
+    ["version"],
+    multiprocess_mode="liveall",
+)
+
+
+def record_served(recommendations: Iterable[Recommendation]) -> None:
+    for rec in recommendations:
+        if rec.holdout:
+            HOLDOUTS.inc()
+        for item in rec.items:
+            RECOMMENDED.labels(item.channel).inc()
+
+
+def set_model_version(version: str | None, previous: str | None = None) -> None:
+    """Mark ``version`` as the one served (``previous``, if any, is unmarked)."""
+    MODEL_INFO.clear()
+    if version is not None:
+        MODEL_INFO.labels(version).set(1)
+
+
+def metrics_payload() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    _skip = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update({k: v for k, v in record.__dict__.items() if k not in self._skip})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for serving: JSON lines on stderr, every process."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+        },
+    }
+
+
+class ObservabilityMiddleware:
+    """Times every HTTP request; labels by route template, never by raw path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_code = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(template, scope["method"], str(status_code)).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                state = scope.get("state") or {}
+                principal = state.get("principal")
+                access_log.info(
+                    "request",
+                    extra={
+                        "route": template,
+                        "method": scope["method"],
+                        "status": status_code,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "requester": getattr(principal, "name", None),
+                    },
+                )

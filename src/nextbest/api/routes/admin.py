@@ -1,0 +1,34 @@
+"""Admin routes: hot reload of the served model."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, status
+
+from nextbest.api.auth import require_roles
+from nextbest.api.deps import RuntimeDep
+from nextbest.api.observability import set_model_version
+from nextbest.api.schemas import ReloadPublic
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require_roles("admin")])
+
+
+@router.post("/reload", response_model=ReloadPublic)
+async def reload(runtime: RuntimeDep, force: bool = False) -> ReloadPublic:
+    """Load the served alias's current version beside the old one and swap atomically.
+
+    Other worker processes sharing the models directory follow within a second.
+    If loading fails, the old model keeps serving and this answers 500 with the error.
+    """
+    try:
+        # In a thread: loading takes seconds and must not stall other requests.
+        result = await asyncio.to_thread(runtime.reload, force=force, broadcast=True)
+    except Exception as exc:
+        raise HTTPException(
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            detail=f"reload failed, still serving version {runtime.model_version}: "
+            f"{type(exc).__name__}: {exc}",
+        ) from None
+    set_model_version(result.version, result.previous)
+    return ReloadPublic(version=result.version, previous=result.previous, changed=result.changed)

@@ -1,0 +1,131 @@
+"""Rep call plans: GET /v1/reps/{rep_id}/suggestions and the rep's decisions on them."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
+from nextbest.api.deps import RuntimeDep, SessionDep
+from nextbest.api.observability import record_served
+from nextbest.api.schemas import (
+    FeedbackResultPublic,
+    RejectedEvent,
+    RepFeedbackCreate,
+    RepPlanPublic,
+    RepSuggestionPublic,
+)
+from nextbest.errors import InvalidRequestError
+from nextbest.service.reps import record_rep_decision
+from nextbest.service.serving import rep_call_plan
+
+router = APIRouter(prefix="/v1/reps", tags=["reps"], dependencies=[require_roles("admin", "rep")])
+
+
+def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
+    if caller.role == "rep" and caller.name != rep_id:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"rep key '{caller.name}' may only read its own suggestions, not '{rep_id}'",
+        )
+
+
+@router.get("/{rep_id}/suggestions", response_model=RepPlanPublic)
+def suggestions(
+    rep_id: str,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: PrincipalDep,
+    date: date | None = Query(default=None, description="Day of the plan (default: today)."),
+    capacity: int | None = Query(
+        default=None, description="HCPs to suggest (default and maximum: see rules file)."
+    ),
+    territory_id: str | None = Query(
+        default=None, description="Admin only: the territory to plan (a rep key has its own)."
+    ),
+) -> RepPlanPublic:
+    """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
+    _own_rep(caller, rep_id)
+    if caller.role == "rep":
+        if territory_id is not None:
+            forbid_outside_territory(caller, territory_id, f"territory {territory_id}")
+        territory = caller.territory_id
+    else:
+        territory = territory_id
+    if territory is None:
+        raise InvalidRequestError("territory_id", "an admin must name the territory to plan")
+    plan = rep_call_plan(
+        runtime.recommender,
+        session,
+        runtime.reclog,
+        requester=caller.name,
+        rep_id=rep_id,
+        territory_id=territory,
+        capacity=capacity,
+        on=date,
+    )
+    record_served([*plan.suggestions, *plan.held_out])
+    return RepPlanPublic(
+        rep_id=plan.rep_id,
+        territory_id=plan.territory_id,
+        date=plan.date,
+        capacity=plan.capacity,
+        model_version=plan.model_version,
+        n_hcps=plan.n_hcps,
+        n_candidates=plan.n_candidates,
+        suggestions=[
+            RepSuggestionPublic(
+                rank=n,
+                recommendation_id=rec.recommendation_id,
+                hcp_id=rec.hcp_id,
+                action_id=item.action_id,
+                channel=item.channel,
+                content_id=item.content_id,
+                topic=item.topic,
+                score=item.score,
+                expected_uplift=item.expected_uplift,
+                p_engage=item.p_engage,
+                cost=item.cost,
+                propensity=item.propensity,
+                explored=item.explored,
+                reasons=item.reasons,
+            )
+            for n, rec in enumerate(plan.suggestions, start=1)
+            for item in rec.items[:1]
+        ],
+    )
+
+
+@router.post("/{rep_id}/feedback", response_model=FeedbackResultPublic)
+def decide(
+    rep_id: str,
+    body: RepFeedbackCreate,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: PrincipalDep,
+    response: Response,
+) -> FeedbackResultPublic:
+    """Accept, dismiss (with a reason code) or snooze a suggestion; stored as feedback."""
+    _own_rep(caller, rep_id)
+    recommender = runtime.recommender
+    forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
+    runtime.reclog.flush()  # the suggestion must be in the log before feedback refers to it
+    result = record_rep_decision(
+        session,
+        recommender=recommender,
+        rep_id=rep_id,
+        recommendation_id=body.recommendation_id,
+        hcp_id=body.hcp_id,
+        action_id=body.action_id,
+        decision=body.decision,
+        reason=body.reason,
+        event_id=body.event_id,
+    )
+    if result.rejected:
+        response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    return FeedbackResultPublic(
+        accepted=len(result.accepted),
+        duplicates=len(result.duplicates),
+        rejected=[RejectedEvent(index=i, event_id=e, message=m) for i, e, m in result.rejected],
+    )

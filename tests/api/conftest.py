@@ -1,0 +1,86 @@
+"""API fixtures: an app with real API keys (one per role) over the trained model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from nextbest.api.app import create_app
+from nextbest.service.apikeys import hash_key
+from nextbest.settings import Settings
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+CHANNEL_KEY = "channel-key-0123456789abcdef"
+REP_KEY = "rep-key-0123456789abcdef-t1"
+
+
+@dataclass(frozen=True)
+class Keys:
+    admin: dict[str, str]
+    channel: dict[str, str]
+    rep: dict[str, str]
+    rep_name: str
+    territory: str
+    channel_key: str = CHANNEL_KEY
+
+
+def write_keys(path: Path, territory: str) -> None:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "keys": [
+                    {"name": "ops-admin", "role": "admin", "key_sha256": hash_key(ADMIN_KEY)},
+                    {"name": "crm-email", "role": "channel", "key": CHANNEL_KEY},
+                    {
+                        "name": "rep-1",
+                        "role": "rep",
+                        "territory_id": territory,
+                        "key_sha256": hash_key(REP_KEY),
+                    },
+                ]
+            }
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def territory(trained) -> str:
+    from nextbest.contract import load_dataset
+
+    return str(load_dataset(trained.data_dir).hcps["territory_id"].iat[0])
+
+
+@pytest.fixture
+def api_settings(trained, tmp_path: Path, territory: str) -> Settings:
+    keys = tmp_path / "api_keys.yaml"
+    write_keys(keys, territory)
+    return trained.settings.model_copy(
+        update={
+            "api_keys_file": keys,
+            "database_url": f"sqlite:///{tmp_path / 'serve.db'}",
+        }
+    )
+
+
+@pytest.fixture
+def keys(territory: str) -> Keys:
+    return Keys(
+        admin={"Authorization": f"Bearer {ADMIN_KEY}"},
+        # Authorization overrides the client's default (admin) header.
+        channel={"Authorization": f"Bearer {CHANNEL_KEY}"},
+        rep={"Authorization": f"Bearer {REP_KEY}"},
+        rep_name="rep-1",
+        territory=territory,
+    )
+
+
+@pytest.fixture
+def client(api_settings: Settings, keys: Keys) -> Iterator[TestClient]:
+    """Authenticated as admin by default; pass other headers per request."""
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as c:
+        yield c

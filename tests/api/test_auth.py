@@ -1,0 +1,168 @@
+"""API keys and roles: 401 without a valid key, 403 outside a role's rights or territory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nextbest.api.app import create_app
+from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, hash_key
+
+
+def _hcp(client: TestClient, *, inside: bool, territory: str) -> str:
+    r = client.app.state.runtime.recommender
+    rows = [i for i, t in enumerate(r.territory) if (t == territory) == inside]
+    return str(r.hcp_ids[rows[0]])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-key"),
+        pytest.param({"Authorization": "Bearer not-a-key-at-all-000"}, id="wrong-bearer"),
+        pytest.param({"X-API-Key": "wrong"}, id="wrong-header"),
+        pytest.param({"Authorization": "Basic abc"}, id="other-scheme"),
+    ],
+)
+def test_no_valid_key_is_401(client: TestClient, headers: dict) -> None:
+    client.headers.clear()
+    response = client.post("/v1/recommendations", json={"hcp_id": "H000001"}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/feedback", json={}, headers=headers).status_code == 401
+    assert client.post("/v1/admin/reload", headers=headers).status_code == 401
+
+
+def test_x_api_key_header_works(client: TestClient, keys) -> None:
+    client.headers.clear()
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    response = client.post(
+        "/v1/recommendations", json={"hcp_id": hcp}, headers={"X-API-Key": keys.channel_key}
+    )
+    assert response.status_code == 200
+
+
+def test_operations_routes_need_no_key(client: TestClient) -> None:
+    client.headers.clear()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+
+
+def test_rep_sees_only_its_territory(client: TestClient, keys) -> None:
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    outside = _hcp(client, inside=False, territory=keys.territory)
+    ok = client.post("/v1/recommendations", json={"hcp_id": inside}, headers=keys.rep)
+    assert ok.status_code == 200
+    denied = client.post("/v1/recommendations", json={"hcp_id": outside}, headers=keys.rep)
+    assert denied.status_code == 403
+    assert keys.territory in denied.json()["detail"]
+    event = {"event_id": "x-out", "event_type": "opened", "hcp_id": outside}
+    assert client.post("/v1/feedback", json=event, headers=keys.rep).status_code == 403
+    event = {"event_id": "x-in", "event_type": "opened", "hcp_id": inside}
+    assert client.post("/v1/feedback", json=event, headers=keys.rep).status_code == 200
+
+
+def test_rep_cannot_read_another_reps_plan_or_use_admin_and_batch(client: TestClient, keys) -> None:
+    assert client.get("/v1/reps/rep-2/suggestions", headers=keys.rep).status_code == 403
+    assert client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).status_code == 200
+    assert client.post("/v1/admin/reload", headers=keys.rep).status_code == 403
+    batch = client.post("/v1/recommendations/batch", json={"hcp_ids": ["H1"]}, headers=keys.rep)
+    assert batch.status_code == 403
+
+
+def test_channel_may_recommend_and_batch_but_not_admin_or_reps(client: TestClient, keys) -> None:
+    hcp = _hcp(client, inside=False, territory=keys.territory)
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel).status_code
+        == 200
+    )
+    assert (
+        client.post(
+            "/v1/recommendations/batch", json={"hcp_ids": [hcp]}, headers=keys.channel
+        ).status_code
+        == 200
+    )
+    assert client.post("/v1/admin/reload", headers=keys.channel).status_code == 403
+    assert client.get("/v1/reps/rep-1/suggestions", headers=keys.channel).status_code == 403
+
+
+def test_requester_is_the_key_name_and_keys_are_never_logged(
+    client: TestClient, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nextbest.storage.tables import Recommendation
+
+    hcp = _hcp(client, inside=True, territory=keys.territory)
+    with caplog.at_level(logging.DEBUG):
+        body = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel).json()
+    runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        assert session.get(Recommendation, body["recommendation_id"]).requester == "crm-email"
+    text = caplog.text
+    assert keys.channel_key not in text and hash_key(keys.channel_key) not in text
+    assert hcp not in text, "request logs carry no HCP identifiers"
+    assert any(getattr(r, "requester", None) == "crm-email" for r in caplog.records)
+
+
+def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "NEXTBEST_API_KEYS",
+        '[{"name": "env-admin", "role": "admin", "key": "env-key-0123456789abcdef"}]',
+    )
+    with TestClient(create_app(api_settings)) as c:
+        ok = c.get(
+            "/v1/reps/rep-1/suggestions?territory_id=T001",
+            headers={"X-API-Key": "env-key-0123456789abcdef"},
+        )
+        assert ok.status_code in (200, 404)
+    monkeypatch.delenv("NEXTBEST_API_KEYS")
+    with TestClient(create_app(api_settings.model_copy(update={"auth_enabled": False}))) as c:
+        hcp = str(c.app.state.runtime.recommender.hcp_ids[0])
+        assert c.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("entries", "match"),
+    [
+        pytest.param([{"role": "admin", "key": "k" * 20}], "'name' is required", id="no-name"),
+        pytest.param([{"name": "a", "role": "boss", "key": "k" * 20}], "'role'", id="bad-role"),
+        pytest.param([{"name": "r", "role": "rep", "key": "k" * 20}], "territory_id", id="rep"),
+        pytest.param([{"name": "a", "role": "admin"}], "exactly one of", id="no-key"),
+        pytest.param([{"name": "a", "role": "admin", "key": "short"}], "16\\+", id="short"),
+        pytest.param(
+            [{"name": "a", "role": "admin", "key_sha256": "abc"}], "64 hex", id="bad-hash"
+        ),
+        pytest.param(
+            [{"name": "a", "role": "admin", "key": "k" * 20, "password": "x"}],
+            "unknown field",
+            id="extra",
+        ),
+        pytest.param(
+            [
+                {"name": "a", "role": "admin", "key": "k" * 20},
+                {"name": "a", "role": "channel", "key": "j" * 20},
+            ],
+            "unique",
+            id="dupe",
+        ),
+    ],
+)
+def test_bad_key_entries_name_the_entry(entries: list, match: str) -> None:
+    import json
+
+    with pytest.raises(ApiKeyError, match=match):
+        KeyStore.load(path=None, env={"NEXTBEST_API_KEYS": json.dumps(entries)})
+
+
+def test_add_key_to_file_stores_only_the_hash(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    key = add_key_to_file(path, name="demo", role="channel")
+    assert key not in path.read_text() and hash_key(key) in path.read_text()
+    store = KeyStore.load(path=path, env={})
+    principal = store.identify(key)
+    assert principal is not None and principal.name == "demo" and principal.role == "channel"
+    assert store.identify(key + "x") is None

@@ -1,0 +1,155 @@
+"""Batch picks for e-mail systems and rep call plans, through the HTTP API."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nextbest.api.schemas import RecommendationBatchPublic, RecommendationPublic, RepPlanPublic
+
+
+def test_batch_answers_every_known_hcp_and_lists_the_unknown(client: TestClient) -> None:
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids[:300]]
+    response = client.post(
+        "/v1/recommendations/batch",
+        json={"hcp_ids": [*ids, "NOBODY-1"], "k": 2, "channel": "email"},
+    )
+    assert response.status_code == 200
+    body = RecommendationBatchPublic.model_validate(response.json())
+    assert body.unknown_hcp_ids == ["NOBODY-1"]
+    assert [r.hcp_id for r in body.results] == ids
+    assert len({r.recommendation_id for r in body.results}) == len(ids)
+    served = [r for r in body.results if r.items]
+    assert len(served) > 50
+    for r in body.results:
+        assert len(r.items) <= 2
+        assert not (r.holdout and r.items)
+        for item in r.items:
+            assert item.channel == "email" and item.content_type == "promotional"
+            assert 0 < item.propensity <= 1 and item.reasons
+
+
+def test_batch_answers_match_single_requests(client: TestClient) -> None:
+    """Same rules and scores in the vectorised path as for one HCP (greedy items)."""
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids[300:340]]
+    batch = client.post("/v1/recommendations/batch", json={"hcp_ids": ids, "k": 3}).json()
+    compared = 0
+    for result in batch["results"]:
+        single = client.post(
+            "/v1/recommendations", json={"hcp_id": result["hcp_id"], "k": 3}
+        ).json()
+        a = {i["action_id"]: i["score"] for i in result["items"] if not i["explored"]}
+        b = {i["action_id"]: i["score"] for i in single["items"] if not i["explored"]}
+        for action_id in a.keys() & b.keys():
+            assert a[action_id] == pytest.approx(b[action_id])
+            compared += 1
+    assert compared > 10
+
+
+def test_batch_over_1000_is_422_with_a_message(client: TestClient) -> None:
+    response = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": [f"H{i:06d}" for i in range(1001)]}
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["loc"][-1] == "hcp_ids"
+    assert "at most 1000 HCPs per call, got 1001" in detail["msg"]
+    assert client.post("/v1/recommendations/batch", json={"hcp_ids": []}).status_code == 422
+
+
+def test_batch_recommendations_are_logged(client: TestClient) -> None:
+    from nextbest.storage.tables import Recommendation
+
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids[:20]]
+    body = client.post("/v1/recommendations/batch", json={"hcp_ids": ids}).json()
+    runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        for r in body["results"]:
+            row = session.get(Recommendation, r["recommendation_id"])
+            assert row is not None and row.hcp_id == r["hcp_id"] and row.holdout == r["holdout"]
+
+
+def _plan(client: TestClient, keys, **params) -> RepPlanPublic:
+    response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
+    assert response.status_code == 200, response.text
+    return RepPlanPublic.model_validate(response.json())
+
+
+def test_rep_plan_respects_territory_capacity_and_rep_channels(client: TestClient, keys) -> None:
+    recommender = client.app.state.runtime.recommender
+    plan = _plan(client, keys, capacity=5)
+    assert plan.territory_id == keys.territory and plan.capacity == 5
+    assert 0 < len(plan.suggestions) <= 5
+    assert plan.n_hcps == len(recommender.territories[keys.territory])
+    assert [s.rank for s in plan.suggestions] == list(range(1, len(plan.suggestions) + 1))
+    assert len({s.hcp_id for s in plan.suggestions}) == len(plan.suggestions)
+    for s in plan.suggestions:
+        assert recommender.territory_of(s.hcp_id) == keys.territory
+        assert s.channel.startswith("rep_")
+        assert s.content_id and s.reasons
+    greedy = [s.score for s in plan.suggestions if not s.explored]
+    assert greedy == sorted(greedy, reverse=True)
+    default = _plan(client, keys)
+    assert default.capacity == recommender.rules.rep_default_capacity
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"capacity": 0}, "capacity"), ({"capacity": 999}, "capacity"), ({"date": "soon"}, "date")],
+)
+def test_rep_plan_bad_parameters_are_422(client: TestClient, keys, params, field) -> None:
+    response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
+    assert response.status_code == 422
+    assert field in str(response.json()["detail"])
+
+
+def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) -> None:
+    assert client.get("/v1/reps/anyone/suggestions").status_code == 422
+    response = client.get(
+        "/v1/reps/anyone/suggestions", params={"territory_id": keys.territory, "capacity": 3}
+    )
+    assert response.status_code == 200
+    assert client.get("/v1/reps/x/suggestions", params={"territory_id": "T999"}).status_code == 404
+
+
+def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, keys) -> None:
+    plan = _plan(client, keys, capacity=3)
+    assert len(plan.suggestions) >= 2
+    first, second = plan.suggestions[0], plan.suggestions[1]
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+
+    def decide(s, decision, reason=None):
+        body = {
+            "recommendation_id": s.recommendation_id,
+            "hcp_id": s.hcp_id,
+            "action_id": s.action_id,
+            "decision": decision,
+        }
+        if reason:
+            body["reason"] = reason
+        return client.post(url, json=body, headers=keys.rep)
+
+    missing = decide(first, "dismiss")
+    assert missing.status_code == 422 and "reason code" in str(missing.json())
+    unknown = decide(first, "dismiss", "bored")
+    assert unknown.status_code == 422 and "not_relevant" in str(unknown.json())
+    assert decide(first, "dismiss", "not_relevant").json()["accepted"] == 1
+    assert decide(first, "dismiss", "not_relevant").json()["duplicates"] == 1
+    assert decide(second, "accept").json()["accepted"] == 1
+    # The dismissed action is not offered to that HCP again.
+    again = client.post(
+        "/v1/recommendations", json={"hcp_id": first.hcp_id, "k": 50, "explain": True}
+    ).json()
+    assert first.action_id not in {i["action_id"] for i in again["items"]}
+    assert any("not_relevant" in w for w in again["excluded"][first.action_id])
+
+
+def test_single_answer_matches_its_schema(client: TestClient) -> None:
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[5])
+    body = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True}).json()
+    parsed = RecommendationPublic.model_validate(body)
+    assert parsed.excluded is not None

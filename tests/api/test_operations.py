@@ -1,0 +1,141 @@
+"""Readiness, metrics and hot reload (including a failed reload) in-process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nextbest import registry
+from nextbest.api.app import create_app
+from nextbest.service.runtime import ServingRuntime
+from nextbest.storage.db import make_engine, make_session_factory
+
+
+@pytest.fixture
+def own_registry(api_settings, tmp_path: Path):
+    """A copy of the trained MLflow store, so moving aliases here touches no other test."""
+    models = tmp_path / "models"
+    shutil.copytree(api_settings.resolved_models_dir, models)
+    return api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+
+
+def _new_version(settings, *, source: str | None = None) -> str:
+    """Register the champion's artifacts again (or ``source``) as a new version."""
+    client = registry.client(settings)
+    current = client.get_model_version(settings.model_name, "1")
+    mv = client.create_model_version(
+        settings.model_name, source or current.source, run_id=current.run_id
+    )
+    return str(mv.version)
+
+
+def test_readyz_is_503_when_the_database_is_down(api_settings) -> None:
+    # Nothing listens on port 9: the database is unreachable, the model is loaded.
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1")
+    runtime = ServingRuntime(api_settings, engine, make_session_factory(engine))
+    runtime.reload()
+    with TestClient(create_app(api_settings, runtime)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "database unreachable" in ready.json()["status"]
+    runtime.close()
+
+
+def test_readyz_is_503_without_a_model(api_settings, tmp_path: Path) -> None:
+    empty = api_settings.model_copy(update={"models_dir": tmp_path / "empty"})
+    with TestClient(create_app(empty)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "no model loaded" in ready.json()["status"]
+        assert client.get("/healthz").json().get("model_version") is None
+
+
+def test_metrics_count_requests_by_route_and_channel(client: TestClient) -> None:
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[1])
+    for _ in range(3):
+        client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 5})
+    client.post("/v1/recommendations", json={"hcp_id": "NOBODY"})
+    text = client.get("/metrics").text
+    assert (
+        'nextbest_request_seconds_count{method="POST",route="/v1/recommendations",status="200"}'
+        in text
+    )
+    assert 'route="/v1/recommendations",status="404"' in text
+    assert "nextbest_recommendations_total{channel=" in text
+    version = client.app.state.runtime.model_version
+    assert f'nextbest_model_info{{version="{version}"}} 1.0' in text
+
+
+@pytest.fixture
+def reloading(own_registry, keys) -> Iterator[TestClient]:
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as c:
+        yield c
+
+
+def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_registry) -> None:
+    before = reloading.get("/healthz").json()["model_version"]
+    assert reloading.post("/v1/admin/reload").json() == {
+        "version": before,
+        "previous": before,
+        "changed": False,
+    }
+    new = _new_version(own_registry)
+    registry.set_alias(own_registry, "champion", new)
+    answer = reloading.post("/v1/admin/reload")
+    assert answer.status_code == 200
+    assert answer.json() == {"version": new, "previous": before, "changed": True}
+    hcp = str(reloading.app.state.runtime.recommender.hcp_ids[0])
+    assert (
+        reloading.post("/v1/recommendations", json={"hcp_id": hcp}).json()["model_version"] == new
+    )
+    assert (own_registry.resolved_models_dir / "reload.signal").read_text() == new
+
+
+def test_failed_reload_keeps_the_old_model(reloading: TestClient, own_registry, tmp_path) -> None:
+    before = reloading.get("/healthz").json()["model_version"]
+    broken = _new_version(own_registry, source=(tmp_path / "no-such-artifact").as_uri())
+    registry.set_alias(own_registry, "champion", broken)
+    answer = reloading.post("/v1/admin/reload")
+    assert answer.status_code == 500
+    assert f"still serving version {before}" in answer.json()["detail"]
+    hcp = str(reloading.app.state.runtime.recommender.hcp_ids[0])
+    served = reloading.post("/v1/recommendations", json={"hcp_id": hcp})
+    assert served.status_code == 200 and served.json()["model_version"] == before
+    ready = reloading.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["last_reload_error"]
+
+
+def _wait_for(predicate, seconds: float = 15.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_polling_and_the_reload_signal_reach_other_runtimes(own_registry) -> None:
+    """Worker A polls the alias; worker B follows A's reload signal (same models dir)."""
+    polling = own_registry.model_copy(update={"reload_interval_s": 1.0})
+    a = ServingRuntime.start(polling)
+    b = ServingRuntime.start(own_registry)  # no polling: only the signal moves it
+    try:
+        a.start_watcher()
+        b.start_watcher()
+        before = a.model_version
+        assert before is not None and b.model_version == before
+        new = _new_version(own_registry)
+        registry.set_alias(own_registry, "champion", new)
+        assert _wait_for(lambda: a.model_version == new), "polling picks up the new champion"
+        assert b.model_version == before, "without polling or a signal nothing moves"
+        a.reload(broadcast=True)
+        assert _wait_for(lambda: b.model_version == new), "the signal reaches the other worker"
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,66 @@
+"""The live-history rules and the batched log on the real PostgreSQL (production store)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nextbest.api.app import create_app
+from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not os.environ.get(POSTGRES_URL_ENV),
+        reason=f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped",
+    ),
+]
+
+
+@pytest.fixture
+def pg_client(api_settings, keys) -> Iterator[TestClient]:
+    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
+        settings = api_settings.model_copy(update={"database_url": url})
+        with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+            yield client
+
+
+def test_caps_cooldowns_and_dismissals_on_postgres(pg_client: TestClient, keys) -> None:
+    recommender = pg_client.app.state.runtime.recommender
+    hcp = next(
+        str(h)
+        for h in recommender.hcp_ids[:200]
+        if pg_client.post(
+            "/v1/recommendations", json={"hcp_id": str(h), "channel": "email"}
+        ).json()["items"]
+    )
+    when = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    event = {"event_id": f"pg-{hcp}", "event_type": "delivered", "hcp_id": hcp}
+    pg_client.post(
+        "/v1/feedback", json={**event, "channel": "email", "occurred_at": when}
+    ).raise_for_status()
+    body = pg_client.post(
+        "/v1/recommendations", json={"hcp_id": hcp, "k": 20, "explain": True}
+    ).json()
+    assert all(i["channel"] != "email" for i in body["items"])
+    assert any("cool-down" in w for why in body["excluded"].values() for w in why)
+    # Feedback on a just-served (batched-log) recommendation resolves at once.
+    served = next(i for i in body["items"]) if body["items"] else None
+    if served is not None:
+        answer = pg_client.post(
+            "/v1/feedback",
+            json={
+                "event_id": f"pg-open-{hcp}",
+                "event_type": "opened",
+                "hcp_id": hcp,
+                "recommendation_id": body["recommendation_id"],
+                "action_id": served["action_id"],
+            },
+        )
+        assert answer.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    plan = pg_client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).json()
+    assert plan["suggestions"]

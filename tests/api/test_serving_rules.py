@@ -1,0 +1,133 @@
+"""Every serving rule through the HTTP API, with live contact history in a real SQLite file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+
+
+def _delivered(client: TestClient, hcp_id: str, channel: str, days_ago: float, n: int) -> None:
+    when = datetime.now(UTC) - timedelta(days=days_ago)
+    response = client.post(
+        "/v1/feedback",
+        json={
+            "event_id": f"dlv-{hcp_id}-{channel}-{days_ago}-{n}",
+            "event_type": "delivered",
+            "hcp_id": hcp_id,
+            "channel": channel,
+            "occurred_at": when.isoformat(),
+        },
+    )
+    assert response.status_code == 200, response.text
+
+
+def _ask(client: TestClient, hcp_id: str, **extra) -> dict:
+    response = client.post(
+        "/v1/recommendations", json={"hcp_id": hcp_id, "k": 20, "explain": True, **extra}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _email_hcp(client: TestClient) -> str:
+    """An HCP who gets e-mail items before any contact."""
+    model = client.app.state.runtime.recommender
+    for hcp_id in model.hcp_ids[:200]:
+        body = _ask(client, str(hcp_id), channel="email")
+        if body["items"]:
+            return str(hcp_id)
+    raise AssertionError("no HCP gets e-mail")
+
+
+def test_a_delivered_email_starts_the_cooldown_at_once(client: TestClient, keys) -> None:
+    hcp_id = _email_hcp(client)
+    # Reported by another system (the channel key): the budget is shared.
+    when = datetime.now(UTC) - timedelta(hours=2)
+    client.post(
+        "/v1/feedback",
+        headers=keys.channel,
+        json={
+            "event_id": f"cool-{hcp_id}",
+            "event_type": "delivered",
+            "hcp_id": hcp_id,
+            "channel": "email",
+            "occurred_at": when.isoformat(),
+        },
+    ).raise_for_status()
+    body = _ask(client, hcp_id)
+    assert body["holdout"] or body["items"] is not None
+    assert all(i["channel"] != "email" for i in body["items"])
+    email_ids = [a for a, why in body["excluded"].items() if any("cool-down" in w for w in why)]
+    assert email_ids, body["excluded"]
+    catalog = client.app.state.runtime.recommender
+    channel_of = dict(zip(catalog.action_ids, catalog.action_channels, strict=True))
+    assert {channel_of[a] for a in email_ids} == {"email"}
+
+
+def test_frequency_cap_from_contacts_beyond_the_cooldown(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    for n, days in enumerate((5.0, 9.0, 14.0)):
+        _delivered(client, hcp_id, "email", days, n)
+    body = _ask(client, hcp_id)
+    assert all(i["channel"] != "email" for i in body["items"])
+    reasons = [w for why in body["excluded"].values() for w in why]
+    assert any("frequency cap: 3 email contacts in the last 28 days (max 3)" in w for w in reasons)
+    assert not any("cool-down: last email" in w for w in reasons)
+
+
+def test_old_contacts_do_not_count(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    for n in range(3):
+        _delivered(client, hcp_id, "email", 40.0 + n, n)
+    reasons = [w for why in _ask(client, hcp_id)["excluded"].values() for w in why]
+    assert not any("email" in w and ("cap" in w or "cool-down" in w) for w in reasons)
+
+
+def test_contact_budget_across_channels_blocks_everything(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    for n in range(8):
+        _delivered(client, hcp_id, "webinar" if n % 2 else "rep_phone", 10.0 + n, n)
+    body = _ask(client, hcp_id)
+    assert body["items"] == []
+    assert all(any("contact budget" in w for w in why) for why in body["excluded"].values())
+
+
+def test_purpose_separates_medical_from_promotional(client: TestClient) -> None:
+    recommender = client.app.state.runtime.recommender
+    content_type = dict(zip(recommender.action_ids, recommender._content_types, strict=True))
+    seen = {"promotional": set(), "medical": set()}
+    for hcp_id in recommender.hcp_ids[:30]:
+        for purpose in seen:
+            body = _ask(client, str(hcp_id), purpose=purpose)
+            seen[purpose] |= {i["content_type"] for i in body["items"]}
+            for action_id, why in body["excluded"].items():
+                if content_type[action_id] != purpose:
+                    assert any(f"not served to a {purpose} request" in w for w in why)
+    assert seen["promotional"] == {"promotional"}
+    assert seen["medical"] == {"medical"}
+
+
+def test_specialty_fit_and_consent_are_explained(client: TestClient) -> None:
+    recommender = client.app.state.runtime.recommender
+    found_specialty = found_consent = False
+    for hcp_id in recommender.hcp_ids[:60]:
+        body = _ask(client, str(hcp_id))
+        served = {i["action_id"] for i in body["items"]}
+        for action_id, why in body["excluded"].items():
+            assert action_id not in served
+            found_specialty |= any("specialty" in w for w in why)
+            found_consent |= any(w.startswith("no consent for") for w in why)
+    assert found_specialty and found_consent
+
+
+def test_at_most_two_items_per_channel(client: TestClient) -> None:
+    recommender = client.app.state.runtime.recommender
+    longest = 0
+    for hcp_id in recommender.hcp_ids[:40]:
+        items = _ask(client, str(hcp_id))["items"]
+        greedy = [i["channel"] for i in items if not i["explored"]]
+        longest = max(longest, len(items))
+        for channel in set(greedy):
+            assert greedy.count(channel) <= 2
+    assert longest > 2, "some lists should be long enough for the limit to matter"

@@ -1,0 +1,148 @@
+"""History rules (caps, cool-downs, budget, dismissals) and the rules file, without a model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nextbest.policy.rules import HistoryRules, LiveHistory, RulesError, ServingRules
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+CHANNELS = np.array(["email", "email", "rep_visit", "webinar"], dtype=object)
+ACTIONS = np.array(["A1", "A2", "A3", "A4"], dtype=object)
+RULES = ServingRules.from_mapping(
+    {
+        "channels": {
+            "email": {"max_contacts": 2, "per_days": 28, "cooldown_days": 3},
+            "rep_visit": {"cooldown_days": 7},
+        },
+        "all_channels": {"max_contacts": 4, "per_days": 28},
+        "dismissal_days": 30,
+        "max_items_per_channel": 1,
+    }
+)
+
+
+def _rules() -> HistoryRules:
+    return HistoryRules(RULES, channels=CHANNELS, action_ids=ACTIONS)
+
+
+def _history(contacts: dict[tuple[str, str], list[float]], dismissed=None) -> LiveHistory:
+    """``contacts``: (hcp, channel) -> days ago of each contact."""
+    counts = {28.0: {key: len(days) for key, days in contacts.items()}}
+    last = {key: NOW - timedelta(days=min(days)) for key, days in contacts.items()}
+    return LiveHistory(now=NOW, counts=counts, last=last, dismissed=dismissed or {})
+
+
+def test_the_shipped_rules_file_is_valid() -> None:
+    rules = ServingRules.load(Path(__file__).parents[2] / "training" / "rules.yaml")
+    assert rules.needs_contacts
+    assert rules.lookbacks() == [28.0], "the shipped file keeps to one query per request"
+    assert rules.max_items_per_channel == 2
+    assert "not_relevant" in rules.dismiss_reasons
+
+
+def test_no_history_blocks_nothing() -> None:
+    blocked = _rules().blocked(["H1"], LiveHistory(now=NOW))
+    assert blocked.shape == (1, 4)
+    assert not blocked.any()
+
+
+def test_cooldown_blocks_only_that_channel_and_that_hcp() -> None:
+    history = _history({("H1", "email"): [1.0]})
+    blocked = _rules().blocked(["H1", "H2"], history)
+    assert blocked[0].tolist() == [True, True, False, False]
+    assert not blocked[1].any()
+    why = _rules().reasons("H1", history)
+    assert "cool-down" in why[0][0] and "3 days" in why[0][0]
+    assert why[2] == []
+
+
+def test_cooldown_over_lets_the_channel_back() -> None:
+    blocked = _rules().blocked(["H1"], _history({("H1", "email"): [3.5]}))
+    assert not blocked.any()
+
+
+def test_frequency_cap_counts_contacts_in_the_window() -> None:
+    history = _history({("H1", "email"): [5.0, 10.0]})
+    assert _rules().blocked(["H1"], history)[0].tolist() == [True, True, False, False]
+    assert "frequency cap: 2 email contacts" in _rules().reasons("H1", history)[1][0]
+    one = _history({("H1", "email"): [5.0]})
+    assert not _rules().blocked(["H1"], one).any()
+
+
+def test_rep_visit_cooldown_without_a_cap() -> None:
+    history = _history({("H1", "rep_visit"): [2.0]})
+    assert _rules().blocked(["H1"], history)[0].tolist() == [False, False, True, False]
+
+
+def test_one_contact_budget_across_channels() -> None:
+    # 4 contacts on channels that have no cap of their own still exhaust the budget.
+    history = _history({("H1", "webinar"): [10.0, 12.0], ("H1", "phone"): [9.0, 20.0]})
+    blocked = _rules().blocked(["H1", "H2"], history)
+    assert blocked[0].all()
+    assert not blocked[1].any()
+    assert "contact budget: 4 contacts" in _rules().reasons("H1", history)[3][0]
+
+
+def test_dismissed_action_is_suppressed_for_that_hcp_only() -> None:
+    history = _history({}, dismissed={("H1", "A3"): "not_relevant"})
+    blocked = _rules().blocked(["H1", "H2"], history)
+    assert blocked.tolist() == [[False, False, True, False], [False] * 4]
+    assert "not_relevant" in _rules().reasons("H1", history)[2][0]
+
+
+def test_lookbacks_cover_longer_cooldowns() -> None:
+    rules = ServingRules.from_mapping(
+        {"channels": {"email": {"max_contacts": 1, "per_days": 7, "cooldown_days": 40}}}
+    )
+    assert rules.lookbacks() == [40.0, 7.0]
+    assert not ServingRules().needs_contacts
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        pytest.param([], "mapping at the top level", id="not-a-mapping"),
+        pytest.param({"colour": 1}, r"unknown field\(s\) \['colour'\]", id="unknown-top"),
+        pytest.param({"channels": {"email": {"max_contacts": 2}}}, "channels.email", id="no-days"),
+        pytest.param(
+            {"channels": {"email": {"max_contacts": -1, "per_days": 7}}},
+            r"email.max_contacts: must be an integer >= 0",
+            id="negative-cap",
+        ),
+        pytest.param(
+            {"channels": {"email": {"cooldown_days": "soon"}}},
+            "email.cooldown_days: must be a number of days",
+            id="bad-cooldown",
+        ),
+        pytest.param(
+            {"channels": {"email": {"per_week": 2}}},
+            r"unknown field\(s\) \['per_week'\]",
+            id="typo",
+        ),
+        pytest.param({"max_items_per_channel": 0}, "max_items_per_channel", id="zero-items"),
+        pytest.param(
+            {"rep_plan": {"default_capacity": 40, "max_capacity": 10}},
+            "exceeds max_capacity",
+            id="capacity",
+        ),
+        pytest.param({"rep_plan": {"dismiss_reasons": []}}, "dismiss_reasons", id="no-reasons"),
+        pytest.param({"dismissal_days": 0}, "dismissal_days", id="zero-dismissal"),
+    ],
+)
+def test_bad_rules_name_the_field(data: object, match: str) -> None:
+    with pytest.raises(RulesError, match=match):
+        ServingRules.from_mapping(data, source="rules.yaml")
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("channels: [unclosed")
+    with pytest.raises(RulesError, match=r"rules\.yaml: not valid YAML"):
+        ServingRules.load(path)
+    missing = ServingRules.load(tmp_path / "none.yaml")
+    assert "missing" in missing.source and not missing.needs_contacts

@@ -1,0 +1,102 @@
+"""Picks under the serving rules, and the batched recommendation log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from nextbest import registry
+from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.policy.rules import LiveHistory, ServingRules
+from nextbest.service.picks import picks_frame
+from nextbest.service.reclog import RecommendationLog
+from nextbest.service.recommend import Recommender
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.tables import Recommendation
+
+RULES = ServingRules.from_mapping(
+    {"channels": {"email": {"cooldown_days": 3}}, "max_items_per_channel": 1}
+)
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return registry.load_alias(trained.settings)[0]
+
+
+def test_picks_honour_cooldowns_and_the_channel_limit(model) -> None:
+    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
+    plain = picks_frame(model, hcp_ids=ids, k=1, channel="email")
+    assert len(plain) > 20
+    cooled = list(plain["hcp_id"][:10])
+    now = datetime.now(UTC)
+    history = LiveHistory(
+        now=now,
+        counts={3.0: {(h, "email"): 1 for h in cooled}},
+        last={(h, "email"): now - timedelta(days=1) for h in cooled},
+    )
+    ruled = picks_frame(model, hcp_ids=ids, k=1, channel="email", rules=RULES, history=history)
+    assert not set(cooled) & set(ruled["hcp_id"])
+    assert set(ruled["hcp_id"]) == set(plain["hcp_id"]) - set(cooled)
+    limited = picks_frame(model, hcp_ids=ids, k=5, rules=RULES)
+    assert limited.groupby(["hcp_id", "channel"]).size().max() == 1
+    assert limited.groupby("hcp_id").size().max() > 1
+
+
+def test_background_log_commits_on_flush_and_close(model, trained, tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    recommender = Recommender(
+        model=model,
+        version=trained.version,
+        exploration=EpsilonGreedy(epsilon=0.1, holdout_rate=0.1, seed=0),
+    )
+    log = RecommendationLog(sessions, flush_ms=20)
+    assert log.background
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:50]), k=2)
+    for rec in recs:
+        log.write([rec], recommender=recommender, requester="test")
+    assert log.flush(timeout=10)
+    with sessions() as session:
+        assert session.query(Recommendation).count() == 50
+    more, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[50:60]), k=1)
+    log.write(more, recommender=recommender, requester="test")
+    log.close()  # shutdown flushes what is queued
+    with sessions() as session:
+        assert session.query(Recommendation).count() == 60
+    assert log.written == 60 and log.dropped == 0
+    engine.dispose()
+
+
+def test_background_log_counts_what_it_could_not_write(model, trained, tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'nolog.db'}")  # never migrated: no tables
+    log = RecommendationLog(make_session_factory(engine), flush_ms=1)
+    recommender = Recommender(
+        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:5]), k=1)
+    log.write(recs, recommender=recommender, requester="test")
+    assert log.flush(timeout=10)
+    assert log.dropped == 5
+    log.close()
+    engine.dispose()
+    with pytest.raises(ValueError, match="flush_ms"):
+        RecommendationLog(make_session_factory(engine), flush_ms=-1)
+
+
+def test_unknown_hcps_and_batch_limit(model) -> None:
+    from nextbest.errors import InvalidRequestError
+
+    recommender = Recommender(
+        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+    recs, unknown = recommender.recommend_many(hcp_ids=["H000001", "ZZZ"], k=1)
+    assert unknown == ["ZZZ"] and [r.hcp_id for r in recs] == ["H000001"]
+    with pytest.raises(InvalidRequestError, match="at most 1000"):
+        recommender.recommend_many(hcp_ids=["H000001"] * 1001)
+    assert np.all(
+        recommender.rep_actions == [c.startswith("rep_") for c in recommender.action_channels]
+    )
