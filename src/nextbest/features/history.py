@@ -74,6 +74,7 @@ class HistoryFeaturizer:
     topics: tuple[str, ...]
     channel_prior_: np.ndarray = field(default_factory=lambda: np.zeros(0))
     topic_prior_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    overall_prior_: float = 0.0
 
     PER_CHANNEL = ("touches", "eng_rate", "days_since", "touches_7d", "touches_30d")
     PER_TOPIC = ("touches", "eng_rate")
@@ -83,11 +84,15 @@ class HistoryFeaturizer:
         "days_since_touch",
         "outcome_mean",
         "outcome_mean_untouched",
+        "eng_rate",
+        "eng_excess",
+        "outcome_mean_unengaged",
     )
 
     def fit(self, log: EventLog) -> HistoryFeaturizer:
         """Learn the smoothing priors (global engagement rate per channel and topic)."""
         overall = float(log.engaged[log.channel >= 0].mean()) if (log.channel >= 0).any() else 0.0
+        self.overall_prior_ = overall
         self.channel_prior_ = np.array(
             [_rate(log.engaged[log.channel == c], overall) for c in range(len(self.channels))]
         )
@@ -171,7 +176,28 @@ class HistoryFeaturizer:
 
         res[:, 3] = _mean_outcome(np.ones(len(log.hcp), dtype=bool), log, start_keys, query_keys)
         res[:, 4] = _mean_outcome(log.channel < 0, log, start_keys, query_keys)
+
+        # The "engager" tendency pooled over every channel: engagements against
+        # what the channels touched would give an average HCP (each touch's prior).
+        engaged = touched.engaged_cum[hi_t] - touched.engaged_cum[lo_t]
+        touches = hi_t - lo_t
+        res[:, 5] = (engaged + SMOOTHING * self.overall_prior_) / (touches + SMOOTHING)
+        prior = (
+            self.channel_prior_[log.channel[log.channel >= 0]] if len(self.channel_prior_) else 0
+        )
+        expected = _cumulative(log.channel >= 0, log, np.asarray(prior, dtype=np.float64))
+        res[:, 6] = (engaged - (expected[hi_t] - expected[lo_t])) / (touches + SMOOTHING)
+        # Outcome when no touch engaged: the HCP's own baseline, measured on many
+        # more periods than the untouched ones alone.
+        res[:, 7] = _mean_outcome(log.engaged == 0, log, start_keys, query_keys)
         return res
+
+
+def _cumulative(mask: np.ndarray, log: EventLog, values: np.ndarray) -> np.ndarray:
+    """Cumulative sum of ``values`` (one per masked event) in the masked group's key order."""
+    keys = _key(log.hcp[mask], log.seconds[mask])
+    order = np.argsort(keys, kind="stable")
+    return np.concatenate([[0.0], np.cumsum(np.broadcast_to(values, keys.shape)[order])])
 
 
 def _rate(engaged: np.ndarray, default: float) -> float:

@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nextbest.learning.levers import Levers, load_levers, parse_levers
+
 
 class LightGBMParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,6 +39,11 @@ class TrainConfig(BaseModel):
         description="Outcome value of one engagement per channel, for the preference x value "
         "fallback when no outcome or no-touch data exist (default 1.0).",
     )
+    levers: Levers = Field(
+        default_factory=Levers,
+        description="Business levers per channel / topic / content_id (see levers.py); in "
+        "YAML either a mapping or the name of a levers file next to the config.",
+    )
     seed: int = 0
 
 
@@ -50,10 +57,18 @@ def load_train_config(path: Path | None) -> TrainConfig:
         raise ValueError(f"training config {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"training config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"training config {path}: expected a mapping of settings at the top")
+    levers = raw.pop("levers", None)
     try:
-        return TrainConfig.model_validate(raw)
+        config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ValueError(f"training config {path}: {problems}") from None
+    if isinstance(levers, str):
+        config.levers = load_levers(Path(path).parent / levers)
+    elif levers is not None:
+        config.levers = parse_levers(levers, source=f"training config {path} (levers)")
+    return config

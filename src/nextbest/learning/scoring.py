@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from nextbest.features.space import FeatureSpace
+from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
-from nextbest.learning.uplift import ResidualUpliftRegressor
+from nextbest.learning.uplift import EngagementStratifiedUplift
 
 UPLIFT_MODEL = "uplift_model"
 PREFERENCE_X_VALUE = "preference_x_value"
@@ -36,7 +37,7 @@ class ScoringModel:
 
     space: FeatureSpace
     engagement: CalibratedEngagementClassifier
-    uplift_model: ResidualUpliftRegressor | None
+    uplift_model: EngagementStratifiedUplift | None
     uplift_source: str
     value_per_engagement: dict[str, float]
     hcps: pd.DataFrame
@@ -45,6 +46,7 @@ class ScoringModel:
     hcp_history: np.ndarray
     as_of: pd.Timestamp
     metadata: dict[str, Any] = field(default_factory=dict)
+    levers: Levers = field(default_factory=Levers)
 
     def __post_init__(self) -> None:
         self.hcp_index = pd.Index(self.hcps["hcp_id"])
@@ -59,6 +61,13 @@ class ScoringModel:
         )
         self.action_channel_code = np.asarray(channel_codes, dtype=np.int64)
         self.action_cost = self.catalog["cost"].to_numpy(dtype=np.float64)
+        self.action_channel_name = self.catalog["channel"].astype(str).to_numpy()
+        self.action_topic_name = self.catalog["topic"].astype(str).to_numpy()
+        self.feature_position = {name: j for j, name in enumerate(self.space.feature_names)}
+        weight, cost_weight, offset = self.levers.per_action(self.catalog)
+        self.lever_weight = weight
+        # Cost and offset are per action only, so they fold into one term.
+        self.lever_charge = self.action_cost * cost_weight - offset
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -70,11 +79,17 @@ class ScoringModel:
             "action_value",
             "action_channel_code",
             "action_cost",
+            "lever_weight",
+            "lever_charge",
+            "action_channel_name",
+            "action_topic_name",
+            "feature_position",
         ):
             state.pop(derived, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("levers", Levers())  # artifacts from before levers existed
         self.__dict__.update(state)
         self.__post_init__()
 
@@ -106,13 +121,17 @@ class ScoringModel:
         return self.score_rows(X, action_rows)
 
     def net_value(self, uplift: np.ndarray, action_rows: np.ndarray) -> np.ndarray:
-        """Arbitration score of each pair: expected incremental value minus cost."""
-        return uplift - self.action_cost[action_rows]
+        """Arbitration score of each pair: expected incremental value minus cost, with levers.
+
+        ``weight * uplift - cost * cost_weight + offset`` (see :mod:`nextbest.learning.levers`);
+        with no levers configured this is ``uplift - cost``. Positive means worth doing.
+        """
+        return self.lever_weight[action_rows] * uplift - self.lever_charge[action_rows]
 
     def score_rows(self, X: np.ndarray, action_rows: np.ndarray) -> Scores:
         p_engage = self.engagement.engage_probability(X)
         if self.uplift_model is not None:
-            uplift = self.uplift_model.uplift(X)
+            uplift = self.uplift_model.uplift(X, p_engage)
         else:
             uplift = p_engage * self.action_value[action_rows]
         return Scores(p_engage=p_engage, uplift=uplift)

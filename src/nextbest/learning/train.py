@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
 
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.config import TrainConfig
 from nextbest.learning.preference import CalibratedEngagementClassifier
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
-from nextbest.learning.uplift import ResidualUpliftRegressor
+from nextbest.learning.uplift import EngagementStratifiedUplift
 
 if TYPE_CHECKING:
     from nextbest.contract import Dataset
@@ -43,15 +42,23 @@ class DecisionRows:
     holdout: np.ndarray
     seconds: np.ndarray
     action_rows: np.ndarray
+    hcp: np.ndarray  # row of the HCP in the data set's hcps table
 
 
 @dataclass
 class TrainResult:
+    """What a run learned: the served model, its metrics and params, notes for people.
+
+    ``eval_rows`` is the time-based held-out slice; ``evaluation`` holds the
+    arrays behind the run's figures (curves per action group, calibration).
+    """
+
     model: ScoringModel
     metrics: dict[str, float]
     params: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     eval_rows: DecisionRows | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 def decision_rows(
@@ -86,6 +93,7 @@ def decision_rows(
         holdout=interactions["holdout"].to_numpy(dtype=bool),
         seconds=log.seconds,
         action_rows=action_rows,
+        hcp=log.hcp,
     )
 
 
@@ -138,8 +146,17 @@ def train(
     rows = _subset(rows, order)
     n_eval = int(len(order) * config.eval_fraction)
     cut = rows.seconds[-n_eval] if n_eval else np.iinfo(np.int64).max
-    fit_rows = _subset(rows, rows.seconds < cut)
-    eval_rows = _subset(rows, rows.seconds >= cut) if n_eval else None
+    in_fit = rows.seconds < cut
+    if n_eval and not in_fit.any():
+        # One campaign date (e.g. a randomized e-mail test): time cannot separate
+        # the slices, so the newest rows in file order stand in for "later".
+        in_fit = np.arange(len(order)) < len(order) - n_eval
+        notes.append(
+            "all decisions share one timestamp: the evaluation slice is the last "
+            f"{n_eval} decisions in file order, not a later time window"
+        )
+    fit_rows = _subset(rows, in_fit)
+    eval_rows = _subset(rows, ~in_fit) if n_eval else None
 
     step("preference model")
     treated = fit_rows.treated
@@ -153,24 +170,39 @@ def train(
         calibration_fraction=config.calibration_fraction,
         categorical_feature=space.categorical_features,
         random_state=config.seed,
-    ).fit(fit_rows.X[treated], fit_rows.engaged[treated])
+    )
 
     step("uplift model")
     has_outcome = bool(np.isfinite(fit_rows.outcome).any())
     outcome_known = np.isfinite(fit_rows.outcome)
     n_control = int((~fit_rows.treated & outcome_known).sum())
     n_treated = int((fit_rows.treated & outcome_known).sum())
-    uplift_model: ResidualUpliftRegressor | None = None
+    uplift_model: EngagementStratifiedUplift | None = None
     if has_outcome and n_control >= MIN_ROWS_PER_ARM and n_treated >= MIN_ROWS_PER_ARM:
         known = _subset(fit_rows, outcome_known)
-        uplift_model = ResidualUpliftRegressor(
+        uplift_model = EngagementStratifiedUplift(
             n_control_features=len(space.control_feature_names),
             categorical_feature=space.categorical_features,
             **config.uplift.model_dump(),
+            action_column=space.feature_names.index("action__action"),
+            engagement=engagement,
             random_state=config.seed,
-        ).fit(known.X, known.outcome, treated=known.treated, propensity=known.propensity)
+        ).fit(
+            known.X,
+            known.outcome,
+            treated=known.treated,
+            engaged=known.engaged,
+            propensity=known.propensity,
+        )
+        fitted_engagement = uplift_model.engagement_
         uplift_source = UPLIFT_MODEL
+        if not uplift_model.stratified_:
+            notes.append(
+                "too few engaged or unengaged touches to split the uplift model by engagement; "
+                "one treated-side stage was fitted"
+            )
     else:
+        fitted_engagement = engagement.fit(fit_rows.X[treated], fit_rows.engaged[treated])
         uplift_source = PREFERENCE_X_VALUE
         why = (
             "no outcome column"
@@ -182,13 +214,16 @@ def train(
             f"uplift falls back to preference x value per engagement: {why}; "
             "scores rank by expected engagement value, not measured incremental effect"
         )
+    unknown = config.levers.unknown_keys(catalog)
+    if unknown:
+        notes.append(f"levers name values not in the catalog (ignored): {', '.join(unknown)}")
 
     step("snapshot")
     snapshot_seconds = np.full(len(hcps), pd.Timestamp(as_of).value // 10**9, dtype=np.int64)
     hcp_history = space.history.transform(full_log, np.arange(len(hcps)), snapshot_seconds)
     model = ScoringModel(
         space=space,
-        engagement=engagement,
+        engagement=fitted_engagement,
         uplift_model=uplift_model,
         uplift_source=uplift_source,
         value_per_engagement=dict(config.value_per_engagement),
@@ -201,11 +236,17 @@ def train(
             "data_fingerprint": dataset.fingerprint(),
             "n_decisions": len(interactions),
             "notes": notes,
+            **_segment_evidence(space, fit_rows, hcps, catalog, uplift_model),
         },
+        levers=config.levers,
     )
 
     step("evaluation")
+    from nextbest.evaluation.offline import evaluate_model
+
     metrics = _metrics(model, fit_rows, eval_rows)
+    evaluation = evaluate_model(model, eval_rows, seed=config.seed) if eval_rows else {}
+    metrics.update(evaluation.pop("metrics", {}))
     params = {
         "as_of": str(as_of),
         "uplift_source": uplift_source,
@@ -217,10 +258,52 @@ def train(
         "calibration_fraction": config.calibration_fraction,
         **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
         **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
+        **config.levers.as_params(),
     }
+    if uplift_model is not None:
+        params["uplift.learner"] = "engagement-stratified X-learner"
+        params["uplift.stratified"] = uplift_model.stratified_
+        for stage in ("control_", "effect_engaged_", "effect_unengaged_"):
+            params[f"uplift.{stage.strip('_')}.trees"] = getattr(uplift_model, stage).n_trees_
     return TrainResult(
-        model=model, metrics=metrics, params=params, notes=notes, eval_rows=eval_rows
+        model=model,
+        metrics=metrics,
+        params=params,
+        notes=notes,
+        eval_rows=eval_rows,
+        evaluation=evaluation,
     )
+
+
+def _segment_evidence(
+    space: FeatureSpace,
+    rows: DecisionRows,
+    hcps: pd.DataFrame,
+    catalog: pd.DataFrame,
+    uplift_model: EngagementStratifiedUplift | None,
+) -> dict[str, Any]:
+    """Holdout-measured uplift per (segment, channel) for reasons; segment = specialty.
+
+    Outcomes are compared net of the no-touch baseline model's prediction: the
+    logging policy touches high prescribers most, and clipped propensity weights
+    alone would leave part of that difference looking like an effect.
+    """
+    from nextbest.evaluation.segments import segment_uplift
+
+    column = "specialty"
+    if column not in hcps or uplift_model is None:
+        return {}
+    residual = rows.outcome - uplift_model.baseline(rows.X)
+    channel_of_action = pd.Categorical(catalog["channel"], categories=list(space.channels)).codes
+    channel = np.where(rows.treated, channel_of_action[np.maximum(rows.action_rows, 0)], -1)
+    table = segment_uplift(
+        segment=hcps[column].astype(str).to_numpy()[rows.hcp],
+        channel=channel,
+        channels=space.channels,
+        outcome=residual,
+        propensity=rows.propensity,
+    )
+    return {"segment_column": column, "segment_uplift": table} if table else {}
 
 
 def _metrics(
@@ -238,7 +321,4 @@ def _metrics(
     metrics["eval_decisions"] = float(len(eval_rows.X))
     metrics["eval_engaged_rate"] = float(y.mean())
     metrics["eval_mean_p_engage"] = float(p.mean())
-    if 0 < y.sum() < len(y):
-        metrics["eval_auc"] = float(roc_auc_score(y, p))
-        metrics["eval_log_loss"] = float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6)))
     return metrics

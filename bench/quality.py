@@ -1,0 +1,490 @@
+"""Quality benchmark: how much the learned policy is worth, on the simulator and on real data.
+
+1. Simulator (default 20,000 HCPs x 26 weekly periods, seed 0): train through the
+   data contract on the history, then score every HCP at the end of history and
+   compute the *true* net value (incremental NRx - cost, summed over HCPs) of the
+   learned top-1-or-nothing policy, the oracle, random eligible actions, the
+   logging policy, ranking by engagement probability alone, and doing nothing.
+2. Hillstrom e-mail experiment (64,000 customers, randomized thirds), outcome
+   ``visit``: per seed 0-4 a 50/50 split stratified by arm; fit on one half,
+   choose No E-Mail / Mens / Womens for each customer of the other half, and
+   estimate the value by IPS (propensity 1/3), with and without a 30% e-mail
+   budget; Qini AUC per e-mail vs none. In the same run and on the same splits:
+   every constant policy and causalml's T-, X- and S-learners on LightGBM.
+3. Optionally (``--scale-hcps``), training time on a large simulated world.
+
+Writes bench/results/quality.json and replaces the quality table in
+bench/README.md. Run: ``make bench-quality`` (or ``.venv/bin/python bench/quality.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextbest.contract import Dataset, load_dataset
+from nextbest.contract.adapters import load_hillstrom
+from nextbest.evaluation.offline import candidate_rows
+from nextbest.evaluation.uplift_curves import uplift_curve
+from nextbest.learning.config import TrainConfig
+from nextbest.learning.train import decision_rows, train
+from nextbest.simulate import simulate_world
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "quality.json"
+README = ROOT / "README.md"
+HILLSTROM = ROOT.parent.parent / "shared" / "data" / "hillstrom.csv"
+ARMS = ("none", "mens_email", "womens_email")
+BUDGET = 0.30
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- simulator -----------------------------------------------------------------
+
+
+def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict[str, Any]:
+    world = simulate_world(n_hcps=n_hcps, periods=periods, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        world.write(tmp, fmt="parquet")
+        dataset = load_dataset(tmp)
+    start = time.perf_counter()
+    result = train(dataset, config=config, as_of=world.decision_time)
+    train_seconds = time.perf_counter() - start
+    model = result.model
+    n, n_actions = world.n_hcps, world.n_actions
+    # The model's rows follow its own hcps/catalog order; map them to the world's.
+    hcp_rows = model.hcp_index.get_indexer(world.hcps["hcp_id"])
+    action_rows = model.action_index.get_indexer(world.catalog["action_id"])
+    pair_hcp = np.repeat(hcp_rows, n_actions)
+    pair_action = np.tile(action_rows, n)
+    scores = model.score(pair_hcp, pair_action)
+    net = model.net_value(scores.uplift, pair_action).reshape(n, n_actions)
+    p_engage = scores.p_engage.reshape(n, n_actions)
+    eligible = world.eligible
+    rows = np.arange(n)
+
+    masked = np.where(eligible, net, -np.inf)
+    best = masked.argmax(axis=1)
+    learned = np.where(masked[rows, best] > 0, best, -1)
+    by_engagement = np.where(eligible, p_engage, -np.inf).argmax(axis=1)
+    by_engagement = np.where(eligible.any(axis=1), by_engagement, -1)
+    rng = np.random.default_rng(seed)
+    random_pick = np.array(
+        [rng.choice(np.flatnonzero(e)) if e.any() else -1 for e in eligible], dtype=np.int64
+    )
+    oracle = world.oracle_choice()
+    values = {
+        "policy_value": world.true_value(learned),
+        "oracle_value": world.true_value(oracle),
+        "random_value": world.true_value(random_pick),
+        "logging_value": world.policy_value(world.logging_policy_probabilities()),
+        "engagement_only_value": world.true_value(by_engagement),
+        "no_action_value": 0.0,
+    }
+    true_uplift = world.uplift[eligible]
+    out: dict[str, Any] = {
+        "n_hcps": n,
+        "periods": periods,
+        "seed": seed,
+        "n_actions": n_actions,
+        "n_decisions": len(dataset.interactions),
+        **values,
+        "ratio_to_oracle": values["policy_value"] / values["oracle_value"],
+        "ratio_to_logging": (
+            values["policy_value"] / values["logging_value"] if values["logging_value"] else None
+        ),
+        "gain_over_no_action_per_hcp": values["policy_value"] / n,
+        "per_hcp": {k: v / n for k, v in values.items()},
+        "policy_action_rate": float((learned >= 0).mean()),
+        "oracle_action_rate": float((oracle >= 0).mean()),
+        "uplift_correlation_with_truth": float(
+            np.corrcoef(scores.uplift.reshape(n, n_actions)[eligible], true_uplift)[0, 1]
+        ),
+        "p_engage_correlation_with_truth": float(
+            np.corrcoef(p_engage[eligible], world.p_engage[eligible])[0, 1]
+        ),
+        "train_seconds": train_seconds,
+        "uplift_source": model.uplift_source,
+        "eval_metrics": {
+            k: v for k, v in result.metrics.items() if k.startswith(("eval_", "ope_"))
+        },
+    }
+    return out
+
+
+# -- Hillstrom -----------------------------------------------------------------
+
+
+def _split(arms: np.ndarray, seed: int) -> np.ndarray:
+    """A 50/50 split stratified by arm; True = training half."""
+    rng = np.random.default_rng(seed)
+    train_mask = np.zeros(len(arms), dtype=bool)
+    for arm in np.unique(arms):
+        idx = np.flatnonzero(arms == arm)
+        chosen = rng.choice(idx, size=len(idx) // 2, replace=False)
+        train_mask[chosen] = True
+    return train_mask
+
+
+def _policy_figures(
+    gain: np.ndarray, arm: np.ndarray, visit: np.ndarray, propensity: float
+) -> dict[str, float]:
+    """IPS value of choosing by ``gain`` ((n, 2): mens, womens vs none), free and budgeted."""
+    best = gain.argmax(axis=1)
+    best_gain = gain[np.arange(len(gain)), best]
+    choice = np.where(best_gain > 0, best + 1, 0)
+    k = round(BUDGET * len(gain))
+    order = np.argsort(-best_gain, kind="stable")
+    budget_choice = np.zeros(len(gain), dtype=np.int64)
+    top = order[:k]
+    budget_choice[top] = np.where(best_gain[top] > 0, best[top] + 1, 0)
+    figures = {
+        "ips_value": float(np.mean((arm == choice) * visit / propensity)),
+        "ips_value_budget_30": float(np.mean((arm == budget_choice) * visit / propensity)),
+        "email_share": float((choice > 0).mean()),
+        "mens_share": float((choice == 1).mean()),
+    }
+    for j, name in enumerate(("mens_email", "womens_email"), start=1):
+        mask = (arm == j) | (arm == 0)
+        curve = uplift_curve(gain[mask, j - 1], arm[mask] == j, visit[mask])
+        figures[f"qini_auc_{name}"] = curve.qini_auc
+    return figures
+
+
+def _causalml_gains(
+    features: pd.DataFrame, arm: np.ndarray, visit: np.ndarray, train_mask: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """Predicted uplift (n_test, 2) of causalml's T/X/S learners on LightGBM."""
+    import lightgbm as lgb
+    from causalml.inference.meta import BaseSRegressor, BaseTRegressor, BaseXRegressor
+
+    names = np.array(ARMS)[arm]
+    X_train, X_test = features[train_mask].to_numpy(), features[~train_mask].to_numpy()
+
+    def regressor() -> lgb.LGBMRegressor:
+        return lgb.LGBMRegressor(
+            n_estimators=200, learning_rate=0.05, random_state=seed, verbose=-1
+        )
+
+    learners = {
+        "causalml_t_learner": BaseTRegressor(learner=regressor(), control_name="none"),
+        "causalml_x_learner": BaseXRegressor(learner=regressor(), control_name="none"),
+        "causalml_s_learner": BaseSRegressor(learner=regressor(), control_name="none"),
+    }
+    out = {}
+    train_names, train_y = names[train_mask], visit[train_mask]
+    for name, learner in learners.items():
+        fit_kwargs: dict[str, Any] = {}
+        predict_kwargs: dict[str, Any] = {}
+        if name == "causalml_x_learner":
+            # Assignment was uniformly random: within each e-mail-vs-none pair, P = 1/2.
+            fit_kwargs["p"] = {a: np.full(len(X_train), 0.5) for a in ARMS[1:]}
+            predict_kwargs["p"] = {a: np.full(len(X_test), 0.5) for a in ARMS[1:]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learner.fit(X_train, train_names, train_y, **fit_kwargs)
+            tau = np.asarray(learner.predict(X_test, **predict_kwargs))
+        # causalml orders treatment columns by sorted group name: mens_email, womens_email.
+        out[name] = tau.reshape(len(X_test), -1)[:, :2]
+    return out
+
+
+def _features(hcps: pd.DataFrame) -> pd.DataFrame:
+    """Numeric customer features for the causalml learners (the ones our model sees)."""
+    frame = hcps[["recency", "history", "mens", "womens", "newbie"]].astype(float).copy()
+    for column in ("territory_id", "purchase_channel", "history_segment"):
+        frame[column] = pd.Categorical(hcps[column].astype(str)).codes.astype(float)
+    return frame
+
+
+def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, Any]:
+    data = load_hillstrom(path, outcome="visit")
+    inter = data.interactions.reset_index(drop=True)
+    hcp_row = pd.Index(data.hcps["hcp_id"]).get_indexer(inter["hcp_id"])
+    arm_name = inter["action_id"].fillna("none").to_numpy()
+    arm = np.select([arm_name == "mens_email", arm_name == "womens_email"], [1, 2], 0)
+    visit = inter["outcome"].to_numpy(dtype=np.float64)
+    features = _features(data.hcps.iloc[hcp_row].reset_index(drop=True))
+    propensity = float(inter["propensity"].iloc[0])
+    try:
+        import causalml  # noqa: F401
+
+        causalml_status = "installed"
+    except ImportError as exc:
+        causalml_status = f"not installed ({exc}); run `pip install -e '.[bench]'`"
+
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    for seed in seeds:
+        _say(f"  hillstrom seed {seed}")
+        train_mask = _split(arm, seed)
+        train_data = Dataset(
+            data.hcps, data.catalog, inter[train_mask].reset_index(drop=True), source=path
+        )
+        result = train(train_data, config=config.model_copy(update={"seed": seed}))
+        model = result.model
+        test = decision_rows(model.space, inter[~train_mask], data.hcps, data.catalog)
+        X = candidate_rows(model, test)
+        actions = np.tile(np.arange(model.n_actions), len(test.X))
+        scores = model.score_rows(X, actions)
+        net = model.net_value(scores.uplift, actions).reshape(len(test.X), model.n_actions)
+        order = model.action_index.get_indexer(["mens_email", "womens_email"])
+        gains = {"nextbest": net[:, order]}
+        if causalml_status == "installed":
+            gains.update(_causalml_gains(features, arm, visit, train_mask, seed))
+        test_arm, test_visit = arm[~train_mask], visit[~train_mask]
+        for name, gain in gains.items():
+            per_seed.setdefault(name, []).append(
+                _policy_figures(gain, test_arm, test_visit, propensity)
+            )
+        for j, name in enumerate(ARMS):
+            value = float(np.mean((test_arm == j) * test_visit / propensity))
+            per_seed.setdefault(f"constant_{name}", []).append(
+                {"ips_value": value, "ips_value_budget_30": value if j == 0 else float("nan")}
+            )
+        # A constant e-mail under the budget: a random 30% get it, the rest none.
+        for j, name in enumerate(ARMS[1:], start=1):
+            rng = np.random.default_rng(seed)
+            chosen = rng.random(len(test_arm)) < BUDGET
+            choice = np.where(chosen, j, 0)
+            per_seed[f"constant_{name}"][-1]["ips_value_budget_30"] = float(
+                np.mean((test_arm == choice) * test_visit / propensity)
+            )
+
+    summary: dict[str, Any] = {}
+    for name, runs in per_seed.items():
+        keys = runs[0].keys()
+        summary[name] = {
+            key: {
+                "mean": float(np.nanmean([r[key] for r in runs])),
+                "sd": float(np.nanstd([r[key] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+                "per_seed": [r[key] for r in runs],
+            }
+            for key in keys
+        }
+    constants = [f"constant_{a}" for a in ARMS]
+    best_constant = max(constants, key=lambda c: summary[c]["ips_value"]["mean"])
+    ours = summary["nextbest"]
+    rivals = [name for name in summary if name.startswith("causalml_")]
+    return {
+        "outcome": "visit",
+        "seeds": seeds,
+        "split": "50/50 stratified by arm",
+        "propensity": propensity,
+        "budget_share": BUDGET,
+        "causalml": causalml_status,
+        "policies": summary,
+        "best_constant": best_constant,
+        "policy_value": ours["ips_value"]["mean"],
+        "policy_value_budget_30": ours["ips_value_budget_30"]["mean"],
+        "beats_best_constant": ours["ips_value"]["mean"]
+        >= summary[best_constant]["ips_value"]["mean"],
+        "beats_causalml": {
+            name: {
+                "free": ours["ips_value"]["mean"] >= summary[name]["ips_value"]["mean"],
+                "budget_30": ours["ips_value_budget_30"]["mean"]
+                >= summary[name]["ips_value_budget_30"]["mean"],
+            }
+            for name in rivals
+        },
+    }
+
+
+# -- scale ---------------------------------------------------------------------
+
+
+def scale(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, Any]:
+    world = simulate_world(n_hcps=n_hcps, periods=periods, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        world.write(tmp, fmt="parquet")
+        dataset = load_dataset(tmp)
+    stamps: list[tuple[str, float]] = []
+
+    def progress(step: str) -> None:
+        stamps.append((step, time.perf_counter()))
+
+    start = time.perf_counter()
+    train(dataset, config=config, as_of=world.decision_time, progress=progress)
+    total = time.perf_counter() - start
+    # Each progress message starts a phase; a phase lasts until the next one.
+    ends = [t for _, t in stamps[1:]] + [start + total]
+    durations = {step: end - t for (step, t), end in zip(stamps, ends, strict=True)}
+    return {
+        "n_hcps": n_hcps,
+        "periods": periods,
+        "n_interactions": len(world.interactions),
+        "train_seconds": total,
+        "phases_seconds": durations,
+        "budget_seconds": 180,
+    }
+
+
+# -- report --------------------------------------------------------------------
+
+
+def _table(results: dict[str, Any]) -> str:
+    lines = ["| figure | value |", "|---|---|"]
+    sim = results.get("simulator")
+    if sim:
+        per = sim["per_hcp"]
+        lines += [
+            f"| simulator {sim['n_hcps']:,} HCPs x {sim['periods']} periods: learned policy, "
+            f"true net NRx per HCP | {per['policy_value']:+.4f} |",
+            f"| oracle / logging / random / engagement-only / nothing | {per['oracle_value']:+.4f}"
+            f" / {per['logging_value']:+.4f} / {per['random_value']:+.4f} / "
+            f"{per['engagement_only_value']:+.4f} / 0 |",
+            f"| `ratio_to_oracle` (target >= 0.90) | {sim['ratio_to_oracle']:.3f} |",
+            f"| training time ({sim['n_decisions']:,} decisions) | {sim['train_seconds']:.0f} s |",
+        ]
+    hill = results.get("hillstrom")
+    if hill and "policies" in hill:
+        pol = hill["policies"]
+        for name in ["nextbest", *(n for n in pol if n.startswith("causalml_"))]:
+            row = pol[name]
+            lines.append(
+                f"| Hillstrom {name}: IPS visits per customer, free / 30% budget; Qini AUC "
+                f"mens / womens | {row['ips_value']['mean']:.4f} / "
+                f"{row['ips_value_budget_30']['mean']:.4f}; "
+                f"{row['qini_auc_mens_email']['mean']:+.4f} / "
+                f"{row['qini_auc_womens_email']['mean']:+.4f} |"
+            )
+        for arm in ARMS:
+            row = pol[f"constant_{arm}"]
+            lines.append(
+                f"| Hillstrom constant {arm}: free / 30% budget | {row['ips_value']['mean']:.4f}"
+                f" / {row['ips_value_budget_30']['mean']:.4f} |"
+            )
+    big = results.get("scale")
+    if big:
+        lines.append(
+            f"| training time, {big['n_interactions']:,} interactions (budget 180 s) | "
+            f"{big['train_seconds']:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+READING = """Reading it. Simulator values are the *true* net value (incremental NRx minus
+cost) of one action or none per HCP at the end of history, from the simulator's
+ground truth; "top P(engaged)" always acts on the eligible action the preference
+model rates most likely to engage; "random" always acts on a uniformly chosen
+eligible action; "logging" is the history's own policy, holdout included.
+Hillstrom values are inverse-propensity estimates (propensity 1/3) of visits per
+customer on the held-out half of each split; a learned policy e-mails whenever
+its predicted gain is above 0 (e-mails cost 0), or, under the budget, only the
+30% with the largest predicted gain. `simulator.uplift_correlation_with_truth`
+and `simulator.p_engage_correlation_with_truth` in the JSON say how close the
+model's estimates are to the truth; docs/learning.md discusses the shortfall."""
+
+
+def _stamps(results: dict[str, Any]) -> str:
+    """When each section was measured (a run may refresh only some sections)."""
+    parts = [
+        f"{name} {results[name].get('measured_at', results['measured_at'])}"
+        for name in ("simulator", "hillstrom", "scale")
+        if isinstance(results.get(name), dict)
+    ]
+    return ", ".join(parts) or results["measured_at"]
+
+
+def _write_readme(results: dict[str, Any]) -> None:
+    begin, end = "<!-- quality:begin -->", "<!-- quality:end -->"
+    block = (
+        f"{begin}\n## Quality (`make bench-quality`)\n\n"
+        f"Measured on {results['machine']}: {_stamps(results)}; "
+        "full figures in `bench/results/quality.json`.\n\n"
+        f"{_table(results)}\n\n{READING}\n{end}"
+    )
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hcps", type=int, default=20_000)
+    parser.add_argument("--periods", type=int, default=26)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hillstrom", type=Path, default=HILLSTROM)
+    parser.add_argument("--hillstrom-seeds", type=int, default=5)
+    parser.add_argument("--scale-hcps", type=int, default=0, help="e.g. 200000 (5.2M rows)")
+    parser.add_argument("--scale-periods", type=int, default=25)
+    parser.add_argument("--skip-simulator", action="store_true")
+    parser.add_argument("--skip-hillstrom", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    config = TrainConfig()
+    now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+    # A run that skips a section keeps that section's figures from the last run.
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results: dict[str, Any] = {
+        **previous,
+        "measured_at": now,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "make bench-quality",
+    }
+    if not args.skip_simulator:
+        _say(f"simulator: {args.hcps} HCPs x {args.periods} periods")
+        results["simulator"] = sim = simulator(args.hcps, args.periods, args.seed, config)
+        sim["measured_at"] = now
+        results.update(
+            {
+                k: sim[k]
+                for k in (
+                    "policy_value",
+                    "oracle_value",
+                    "random_value",
+                    "logging_value",
+                    "engagement_only_value",
+                    "ratio_to_oracle",
+                )
+            }
+        )
+        _say(
+            json.dumps({k: results[k] for k in ("policy_value", "oracle_value", "ratio_to_oracle")})
+        )
+    if args.skip_hillstrom:
+        pass
+    elif args.hillstrom.exists():
+        _say(f"hillstrom: {args.hillstrom}")
+        hill_config = config.model_copy(update={"eval_fraction": 0.0})
+        results["hillstrom"] = hillstrom(
+            args.hillstrom, list(range(args.hillstrom_seeds)), hill_config
+        )
+        results["hillstrom"]["measured_at"] = now
+    else:
+        results["hillstrom"] = {"error": f"{args.hillstrom} not found"}
+    if args.scale_hcps:
+        _say(f"scale: {args.scale_hcps} HCPs x {args.scale_periods} periods")
+        results["scale"] = scale(args.scale_hcps, args.scale_periods, config)
+        results["scale"]["measured_at"] = now
+        results["scale"]["command"] = (
+            f"python bench/quality.py --skip-simulator --skip-hillstrom "
+            f"--scale-hcps {args.scale_hcps} --scale-periods {args.scale_periods}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    if args.out == RESULTS:
+        _write_readme(results)
+    print(_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

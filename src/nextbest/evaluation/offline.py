@@ -1,0 +1,201 @@
+"""Offline evaluation of a trained model on the time-based held-out slice.
+
+Three questions, each answered on decisions the model never saw:
+
+1. Does it predict engagement? AUC and log loss, overall and per channel, and
+   the calibration table behind the per-channel plot.
+2. Does it rank incremental effect? Qini / cumulative-gain curves per action
+   group (channel), treated rows of the group against no-touch rows, weighted by
+   inverse logged propensity.
+3. Would its choices pay? The off-policy value of the learned policy (top-1
+   eligible action by arbitration score, or nothing) from the logged decisions:
+   IPS, self-normalised IPS and doubly robust (``nextbest.evaluation.ope``),
+   next to the logging policy's own average and the "never act" policy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
+
+from nextbest.evaluation import ope
+from nextbest.evaluation.uplift_curves import uplift_curve
+
+if TYPE_CHECKING:
+    from nextbest.learning.scoring import ScoringModel
+    from nextbest.learning.train import DecisionRows
+
+# Scoring every eval decision against every action is (n x A) rows; beyond this
+# many decisions a seeded sample answers the same questions.
+MAX_POLICY_DECISIONS = 20_000
+MIN_GROUP_ROWS = 50
+MAX_WEIGHT = 50.0
+
+
+def candidate_rows(model: ScoringModel, rows: DecisionRows) -> np.ndarray:
+    """Model rows for every (decision, action) pair, shape ``(n * A, n_features)``, decision-major.
+
+    Each decision keeps its own point-in-time HCP and history columns; the action
+    columns and the action's channel/topic history are filled in per action.
+    """
+    space = model.space
+    n_hcp = len(space.hcp_feature_names)
+    n_control = len(space.control_feature_names)
+    n, n_actions = len(rows.X), model.n_actions
+    control = rows.X[:, :n_control]
+    hcp_attrs = np.repeat(control[:, :n_hcp], n_actions, axis=0)
+    history = np.repeat(control[:, n_hcp:], n_actions, axis=0)
+    action = np.tile(np.arange(n_actions), n)
+    return space.rows(hcp_attrs, history, model.action_attrs[action], model.cross_cols[action])
+
+
+def eligible_at(model: ScoringModel, rows: DecisionRows) -> np.ndarray:
+    """What each decision could have received, shape ``(n, A)``: consent, specialty, approval."""
+    from nextbest.policy.eligibility import EligibilityIndex
+
+    index = EligibilityIndex.build(model)
+    at = rows.seconds.astype("datetime64[s]").astype("datetime64[ns]")[:, None]
+    until_ok = np.isnat(index.approved_until)[None, :] | (index.approved_until[None, :] >= at)
+    approved = (index.approved_from[None, :] <= at) & until_ok
+    return index.consent[rows.hcp] & index.specialty_ok[rows.hcp] & approved
+
+
+def evaluate_model(model: ScoringModel, rows: DecisionRows, *, seed: int = 0) -> dict[str, Any]:
+    """Metrics (flat, for MLflow) and the arrays behind the figures, as a dict.
+
+    Keys: ``metrics`` (name -> float), ``curves`` (group -> UpliftCurve),
+    ``calibration`` (channel -> (mean predicted, observed) per decile).
+    """
+    out: dict[str, Any] = {"metrics": {}, "curves": {}, "calibration": {}}
+    _engagement(model, rows, out)
+    known = np.isfinite(rows.outcome)
+    if model.uplift_model is None or not known.any():
+        return out
+    sample = np.flatnonzero(known)
+    if len(sample) > MAX_POLICY_DECISIONS:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(sample, MAX_POLICY_DECISIONS, replace=False))
+    from nextbest.learning.train import _subset
+
+    sub = _subset(rows, np.isin(np.arange(len(rows.X)), sample))
+    n, n_actions = len(sub.X), model.n_actions
+    X = candidate_rows(model, sub)
+    action = np.tile(np.arange(n_actions), n)
+    scores = model.score_rows(X, action)
+    uplift = scores.uplift.reshape(n, n_actions)
+    net = model.net_value(scores.uplift, action).reshape(n, n_actions)
+    eligible = eligible_at(model, sub)
+    _curves(model, sub, uplift, eligible, out)
+    _policy_value(model, sub, X, uplift, net, eligible, out)
+    return out
+
+
+def _engagement(model: ScoringModel, rows: DecisionRows, out: dict[str, Any]) -> None:
+    treated = rows.treated
+    if not treated.any():
+        return
+    y = rows.engaged[treated]
+    p = model.engagement.engage_probability(rows.X[treated])
+    channel = model.action_channel_code[rows.action_rows[treated]]
+    groups = {"all": np.ones(len(y), dtype=bool)}
+    groups.update({name: channel == c for c, name in enumerate(model.space.channels)})
+    for name, mask in groups.items():
+        if mask.sum() < MIN_GROUP_ROWS or y[mask].min() == y[mask].max():
+            continue
+        suffix = "" if name == "all" else f".{name}"
+        out["metrics"][f"eval_auc{suffix}"] = float(roc_auc_score(y[mask], p[mask]))
+        out["metrics"][f"eval_log_loss{suffix}"] = float(
+            log_loss(y[mask], np.clip(p[mask], 1e-6, 1 - 1e-6))
+        )
+        if name != "all":
+            edges = np.quantile(p[mask], np.linspace(0, 1, 11))
+            which = np.clip(np.searchsorted(edges, p[mask], side="right") - 1, 0, 9)
+            bins = [b for b in range(10) if (which == b).any()]
+            out["calibration"][name] = (
+                np.array([p[mask][which == b].mean() for b in bins]),
+                np.array([y[mask][which == b].mean() for b in bins]),
+            )
+
+
+def _weights(rows: DecisionRows) -> np.ndarray:
+    p = rows.propensity
+    ok = np.isfinite(p) & (p > 0)
+    return np.where(ok, np.minimum(1.0 / np.where(ok, p, 1.0), MAX_WEIGHT), 1.0)
+
+
+def _curves(
+    model: ScoringModel,
+    rows: DecisionRows,
+    uplift: np.ndarray,
+    eligible: np.ndarray,
+    out: dict[str, Any],
+) -> None:
+    """One Qini curve per channel: its treated rows against the no-touch rows."""
+    control = ~rows.treated
+    weight = _weights(rows)
+    logged_channel = np.where(
+        rows.treated, model.action_channel_code[np.maximum(rows.action_rows, 0)], -1
+    )
+    for c, name in enumerate(model.space.channels):
+        in_group = model.action_channel_code == c
+        usable = eligible[:, in_group]
+        # Score = the model's mean uplift over the channel's eligible actions.
+        counts = usable.sum(axis=1)
+        score = np.where(
+            counts > 0,
+            (uplift[:, in_group] * usable).sum(axis=1) / np.maximum(counts, 1),
+            np.nan,
+        )
+        mask = ((logged_channel == c) | control) & np.isfinite(score)
+        if (rows.treated & mask).sum() < MIN_GROUP_ROWS or (control & mask).sum() < MIN_GROUP_ROWS:
+            continue
+        curve = uplift_curve(score[mask], rows.treated[mask], rows.outcome[mask], weight[mask])
+        out["curves"][name] = curve
+        out["metrics"][f"eval_qini_auc.{name}"] = curve.qini_auc
+        out["metrics"][f"eval_auuc.{name}"] = curve.auuc
+        out["metrics"][f"eval_uplift_at_30.{name}"] = curve.uplift_at(0.3)
+
+
+def _policy_value(
+    model: ScoringModel,
+    rows: DecisionRows,
+    X: np.ndarray,
+    uplift: np.ndarray,
+    net: np.ndarray,
+    eligible: np.ndarray,
+    out: dict[str, Any],
+) -> None:
+    """IPS / SNIPS / DR value per decision (outcome - cost) of the learned policy."""
+    ok = np.isfinite(rows.propensity) & (rows.propensity > 0)
+    if ok.sum() < MIN_GROUP_ROWS:
+        return
+    n, n_actions = uplift.shape
+    masked = np.where(eligible, net, -np.inf)
+    best = masked.argmax(axis=1)
+    target = np.where(masked[np.arange(n), best] > 0, best, -1)
+    logged = np.where(rows.treated, rows.action_rows, -1)
+    cost = model.action_cost
+    reward = rows.outcome - np.where(logged >= 0, cost[np.maximum(logged, 0)], 0.0)
+    assert model.uplift_model is not None
+    baseline = model.uplift_model.baseline(X[::n_actions])
+    q = baseline[:, None] + uplift - cost[None, :]  # reward model per (decision, action)
+    q_target = np.where(target >= 0, q[np.arange(n), np.maximum(target, 0)], baseline)
+    q_logged = np.where(logged >= 0, q[np.arange(n), np.maximum(logged, 0)], baseline)
+    a, r, p, t = logged[ok], reward[ok], rows.propensity[ok], target[ok]
+    metrics = out["metrics"]
+    estimates = {
+        "ips": ope.ips(a, r, p, t),
+        "snips": ope.snips(a, r, p, t),
+        "dr": ope.doubly_robust(a, r, p, t, q_target[ok], q_logged[ok]),
+    }
+    for name, value in estimates.items():
+        metrics[f"ope_{name}_policy_value"] = value.value
+        metrics[f"ope_{name}_ci_low"] = value.ci_low
+        metrics[f"ope_{name}_ci_high"] = value.ci_high
+    nothing = np.full(len(a), -1)
+    metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, nothing).value
+    metrics["logging_policy_value"] = float(r.mean())
+    metrics["policy_action_rate"] = float((target >= 0).mean())
+    out["policy"] = {name: value.as_dict() for name, value in estimates.items()}

@@ -1,0 +1,69 @@
+"""Measured uplift per segment and channel, treated rows against no-touch rows.
+
+Used as evidence in reasons ("among cardiology HCPs, webinars measured +0.31")
+and logged with the run. Each side is a self-normalised inverse-propensity mean
+(Hajek), so the traditional policy's habit of touching some HCPs more than
+others does not pass for an effect; the randomized holdout guarantees no-touch
+rows in every segment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nextbest.evaluation.ope import Z_95
+
+MIN_ROWS = 100
+MAX_WEIGHT = 50.0
+
+
+def _hajek(y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Weighted mean and its standard error (linearisation)."""
+    mean = float((w * y).sum() / w.sum())
+    se = float(np.sqrt(((w * (y - mean)) ** 2).sum()) / w.sum())
+    return mean, se
+
+
+def segment_uplift(
+    *,
+    segment: np.ndarray,
+    channel: np.ndarray,
+    channels: tuple[str, ...],
+    outcome: np.ndarray,
+    propensity: np.ndarray,
+) -> dict[str, tuple[float, float, float]]:
+    """Effect of each channel versus no touch per segment.
+
+    Args:
+        segment: ``(n,)`` segment label of each decision's HCP.
+        channel: ``(n,)`` channel code of the decision, -1 for no touch.
+        channels: channel names by code.
+        outcome: ``(n,)`` outcome (NaN rows are skipped).
+        propensity: ``(n,)`` logged probability of what was done (NaN: weight 1).
+
+    Returns:
+        ``{"<segment>|<channel>": (effect, ci_low, ci_high)}`` for cells with at
+        least ``MIN_ROWS`` treated and control rows.
+    """
+    ok = np.isfinite(outcome)
+    p = np.asarray(propensity, dtype=np.float64)
+    usable = np.isfinite(p) & (p > 0)
+    weight = np.where(usable, np.minimum(1.0 / np.where(usable, p, 1.0), MAX_WEIGHT), 1.0)
+    labels = pd.Series(np.asarray(segment).astype(str))
+    out: dict[str, tuple[float, float, float]] = {}
+    for name in labels[ok].unique():
+        in_segment = ok & (labels == name).to_numpy()
+        control = in_segment & (channel < 0)
+        if control.sum() < MIN_ROWS:
+            continue
+        mean_c, se_c = _hajek(outcome[control], weight[control])
+        for code, channel_name in enumerate(channels):
+            treated = in_segment & (channel == code)
+            if treated.sum() < MIN_ROWS:
+                continue
+            mean_t, se_t = _hajek(outcome[treated], weight[treated])
+            effect = mean_t - mean_c
+            half = Z_95 * float(np.hypot(se_t, se_c))
+            out[f"{name}|{channel_name}"] = (effect, effect - half, effect + half)
+    return out

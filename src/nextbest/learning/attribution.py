@@ -1,0 +1,106 @@
+"""Fast per-row feature contributions of a LightGBM model, for reasons at serving time.
+
+TreeSHAP (``pred_contrib=True``) costs milliseconds per row on a few hundred
+trees, too slow for a request that explains ten items. Path attribution
+(Saabas, "Interpreting random forests", 2014; the "tree interpreter") credits
+each split on a row's path with the change in the expected node value it
+causes, to the split's feature. Those credits depend only on *which leaf* a
+row ends in, so they are precomputed once per (tree, leaf) at fit time; serving
+then asks LightGBM for the leaf indices (``pred_leaf=True``) and sums a gather.
+
+The attributions add up exactly: ``bias + contributions(X).sum(1)`` equals the
+raw score. They differ from Shapley values (they favour splits near the leaves)
+but rank the features that matter for a row in nearly the same order, which is
+all a reason needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+# Below this many rows, threads cost more than they save (one request's items).
+SMALL_BATCH = 256
+
+
+class PathAttribution:
+    """Precomputed path attributions of a fitted LightGBM ``booster``.
+
+    A path touches only a handful of features, so the credits are stored padded
+    per leaf: ``features_`` and ``credits_`` have shape ``(total_leaves, depth)``,
+    row ``offset_[t] + leaf`` for ``leaf`` of tree ``t`` (unused slots credit 0
+    to feature 0). Summing over a row's trees is then one ``bincount``.
+    ``bias_`` is the sum of the trees' root values (the raw score of a row that
+    no split distinguishes).
+    """
+
+    def __init__(self, booster: lgb.Booster, *, num_iteration: int | None = None) -> None:
+        dump = booster.dump_model(num_iteration=num_iteration or -1)
+        n_features = int(dump["max_feature_idx"]) + 1
+        trees = dump["tree_info"]
+        self.num_iteration = len(trees)
+        self.n_features = n_features
+        tables: list[np.ndarray] = []
+        offsets = np.zeros(len(trees), dtype=np.int64)
+        bias = 0.0
+        total = 0
+        for t, info in enumerate(trees):
+            root = info["tree_structure"]
+            n_leaves = int(info["num_leaves"])
+            table = np.zeros((n_leaves, n_features), dtype=np.float64)
+            if "leaf_value" in root and "split_index" not in root:
+                bias += float(root["leaf_value"])
+            else:
+                bias += float(root["internal_value"])
+                _walk(root, np.zeros(n_features), table)
+            offsets[t] = total
+            total += n_leaves
+            tables.append(table)
+        table = np.vstack(tables) if tables else np.zeros((0, n_features))
+        depth = max(int((table != 0).sum(axis=1).max()) if len(table) else 0, 1)
+        self.features_ = np.zeros((len(table), depth), dtype=np.int64)
+        self.credits_ = np.zeros((len(table), depth), dtype=np.float64)
+        for leaf in range(len(table)):
+            used = np.flatnonzero(table[leaf])
+            self.features_[leaf, : len(used)] = used
+            self.credits_[leaf, : len(used)] = table[leaf, used]
+        self.offset_ = offsets
+        self.bias_ = bias
+        self._booster = booster
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """Leaf index of each row in each tree, shape ``(n_rows, n_trees)``."""
+        threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
+        return np.asarray(
+            self._booster.predict(X, pred_leaf=True, num_iteration=self.num_iteration, **threads),
+            dtype=np.int64,
+        ).reshape(len(X), -1)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the raw score, shape ``(n_rows, n_features)``."""
+        if len(X) == 0 or self.num_iteration == 0:
+            return np.zeros((len(X), self.n_features))
+        index = self.leaves(X) + self.offset_[None, :]  # (n, n_trees)
+        n, width = len(X), self.n_features
+        slot = self.features_[index] + (np.arange(n) * width)[:, None, None]
+        total = np.bincount(slot.ravel(), weights=self.credits_[index].ravel(), minlength=n * width)
+        return total.reshape(n, width)
+
+
+def _walk(node: dict[str, Any], credit: np.ndarray, table: np.ndarray) -> None:
+    """Depth-first: ``credit`` is what the path so far has credited per feature."""
+    if "split_index" not in node:
+        table[int(node.get("leaf_index", 0))] = credit
+        return
+    feature = int(node["split_feature"])
+    here = float(node["internal_value"])
+    for side in ("left_child", "right_child"):
+        child = node[side]
+        value = float(
+            child["leaf_value"] if "split_index" not in child else child["internal_value"]
+        )
+        step = credit.copy()
+        step[feature] += value - here
+        _walk(child, step, table)

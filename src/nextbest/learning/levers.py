@@ -1,0 +1,104 @@
+"""Business levers: how the business bends the arbitration score, per channel, topic, content.
+
+The arbitration score of an action for an HCP is
+
+    net = weight(a) * expected_incremental_value - cost(a) * cost_weight(a) + offset(a)
+
+with ``weight`` and ``cost_weight`` the products, and ``offset`` the sum, of the
+entries for the action's ``channel``, ``topic`` and ``content_id`` (1, 1 and 0
+where none is given). An action is offered only when ``net > 0``, so an offset
+below 0 raises the bar ("only visit when it clearly pays") and one above 0
+pushes a strategic launch. Levers live in ``training/levers.yaml`` and are
+logged with every run; they are applied at scoring time, so the API and batch
+picks use the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCOPES = ("channel", "topic", "content_id")
+
+
+class Lever(BaseModel):
+    """One lever entry; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(default=1.0, ge=0, description="Multiplies expected incremental value.")
+    cost_weight: float = Field(default=1.0, ge=0, description="Multiplies the action's cost.")
+    offset: float = Field(default=0.0, description="Added to the score, outcome units.")
+
+
+class Levers(BaseModel):
+    """Levers by scope; keys are channel names, topics and content ids of the catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: dict[str, Lever] = Field(default_factory=dict)
+    topic: dict[str, Lever] = Field(default_factory=dict)
+    content_id: dict[str, Lever] = Field(default_factory=dict)
+
+    def is_neutral(self) -> bool:
+        return not (self.channel or self.topic or self.content_id)
+
+    def per_action(self, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(weight, cost_weight, offset)`` per catalog row, each shape ``(n_actions,)``."""
+        n = len(catalog)
+        weight, cost_weight, offset = np.ones(n), np.ones(n), np.zeros(n)
+        for scope in SCOPES:
+            entries: dict[str, Lever] = getattr(self, scope)
+            if not entries:
+                continue
+            keys = catalog[scope].astype(str).to_numpy()
+            for key, lever in entries.items():
+                hit = keys == key
+                weight[hit] *= lever.weight
+                cost_weight[hit] *= lever.cost_weight
+                offset[hit] += lever.offset
+        return weight, cost_weight, offset
+
+    def unknown_keys(self, catalog: pd.DataFrame) -> list[str]:
+        """Lever keys that match no catalog row, as ``scope.key`` (likely typos)."""
+        missing = []
+        for scope in SCOPES:
+            known = set(catalog[scope].astype(str)) if scope in catalog else set()
+            missing += [f"{scope}.{k}" for k in getattr(self, scope) if k not in known]
+        return missing
+
+    def as_params(self) -> dict[str, float]:
+        """Flat ``levers.<scope>.<key>.<field>`` entries for run parameters."""
+        out: dict[str, float] = {}
+        for scope in SCOPES:
+            for key, lever in getattr(self, scope).items():
+                for name, value in lever.model_dump().items():
+                    out[f"levers.{scope}.{key}.{name}"] = value
+        return out
+
+
+def load_levers(path: Path) -> Levers:
+    """Read and validate a levers file; errors name the file and the entry."""
+    try:
+        raw: Any = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"levers file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"levers file {path} is not valid YAML: {exc}") from None
+    return parse_levers(raw, source=str(path))
+
+
+def parse_levers(raw: Any, *, source: str) -> Levers:
+    """Validate levers given as a mapping; ``source`` names where they came from."""
+    try:
+        return Levers.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ValueError(f"levers in {source}: {problems}") from None

@@ -1,0 +1,36 @@
+"""A small simulated world with its ground truth, and a model trained on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nextbest.contract import Dataset, load_dataset
+from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.train import TrainResult, train
+from nextbest.simulate import SimulatedWorld, simulate_world
+
+# Small models: these tests check behaviour, the benchmark checks quality at scale.
+QUICK = TrainConfig(
+    engagement=LightGBMParams(n_estimators=60, num_leaves=15),
+    uplift=LightGBMParams(n_estimators=120, num_leaves=15),
+)
+
+
+@dataclass(frozen=True)
+class LearnedWorld:
+    world: SimulatedWorld
+    dataset: Dataset
+    result: TrainResult
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory: pytest.TempPathFactory) -> LearnedWorld:
+    """1,500 HCPs x 16 weeks (24,000 decisions), trained up to the end of history."""
+    world = simulate_world(n_hcps=1500, periods=16, seed=5)
+    out: Path = tmp_path_factory.mktemp("learned_world")
+    world.write(out, fmt="parquet")
+    dataset = load_dataset(out)
+    return LearnedWorld(world, dataset, train(dataset, config=QUICK, as_of=world.decision_time))

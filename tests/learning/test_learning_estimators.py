@@ -1,0 +1,94 @@
+"""The learners keep scikit-learn's estimator contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+    parametrize_with_checks,
+)
+
+from nextbest.learning.preference import CalibratedEngagementClassifier
+from nextbest.learning.uplift import EngagementStratifiedUplift
+
+
+@parametrize_with_checks([CalibratedEngagementClassifier(n_estimators=10, min_child_samples=2)])
+def test_engagement_classifier_passes_sklearn_checks(estimator, check) -> None:
+    check(estimator)
+
+
+# The uplift learner's fit needs ``treated`` and ``engaged`` besides X and y, so
+# scikit-learn's generic fit/predict checks cannot call it; the parameter checks apply.
+@pytest.mark.parametrize(
+    "check",
+    [
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+        check_get_params_invariance,
+        check_set_params,
+    ],
+)
+def test_uplift_learner_parameter_contract(check) -> None:
+    check("EngagementStratifiedUplift", EngagementStratifiedUplift())
+
+
+def _uplift_data(n: int = 6000, seed: int = 0):
+    """Two HCP columns + one action column; the action only pays for x0 > 0 when engaged."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    treated = rng.random(n) < 0.7
+    X[~treated, 2] = np.nan
+    p = 1 / (1 + np.exp(-X[:, 1]))
+    engaged = (treated & (rng.random(n) < p)).astype(int)
+    gain = np.where(X[:, 0] > 0, 2.0, 0.0)
+    y = 1.0 + X[:, 1] + engaged * gain + rng.normal(scale=0.5, size=n)
+    return X, y, treated, engaged, p, gain
+
+
+def test_uplift_fit_returns_self_and_learns_the_effect() -> None:
+    X, y, treated, engaged, p, gain = _uplift_data()
+    learner = EngagementStratifiedUplift(
+        n_control_features=2, n_estimators=150, min_child_samples=50
+    )
+    with pytest.raises(NotFittedError):
+        learner.predict(X)
+    assert learner.fit(X, y, treated=treated, engaged=engaged) is learner
+    tau = learner.predict(X)
+    assert tau.shape == (len(X),)
+    truth = p * gain
+    assert np.corrcoef(tau, truth)[0, 1] > 0.8
+    assert abs(tau[X[:, 0] < 0].mean()) < 0.15  # no effect where none exists
+    assert learner.stratified_
+    assert learner.contributions(X[:7]).shape == (7, 3)
+    # An unfitted clone has the same parameters and no fitted state.
+    copy = clone(learner)
+    assert copy.get_params() == learner.get_params()
+    assert not hasattr(copy, "effect_engaged_")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"treated": np.ones(100, bool)}, "both treated and no-touch"),
+        ({"treated": np.zeros(100, bool)}, "both treated and no-touch"),
+        ({"treated": np.ones(99, bool)}, "treated has shape"),
+        ({"propensity": np.ones(3)}, "propensity has shape"),
+    ],
+)
+def test_uplift_bad_input_is_named(kwargs, message) -> None:
+    X, y, treated, engaged, _, _ = _uplift_data(100)
+    args = {"treated": treated, "engaged": engaged, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        EngagementStratifiedUplift(n_control_features=2).fit(X, y, **args)
+
+
+def test_uplift_rejects_bad_control_width() -> None:
+    X, y, treated, engaged, _, _ = _uplift_data(300)
+    with pytest.raises(ValueError, match=r"n_control_features=7 is outside 1\.\.3"):
+        EngagementStratifiedUplift(n_control_features=7).fit(X, y, treated=treated, engaged=engaged)

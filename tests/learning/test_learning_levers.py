@@ -1,0 +1,93 @@
+"""Business levers: validated with named errors, applied in arbitration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest.learning.config import load_train_config
+from nextbest.learning.levers import Levers, load_levers
+
+CATALOG = pd.DataFrame(
+    {
+        "action_id": ["a1", "a2", "a3"],
+        "channel": ["email", "rep_visit", "rep_visit"],
+        "topic": ["dosing", "dosing", "safety"],
+        "content_id": ["c1", "c2", "c3"],
+    }
+)
+
+
+def test_levers_multiply_and_add_per_scope() -> None:
+    levers = Levers.model_validate(
+        {
+            "channel": {"rep_visit": {"weight": 2.0, "cost_weight": 0.5}},
+            "topic": {"dosing": {"weight": 1.5, "offset": -0.1}},
+            "content_id": {"c3": {"offset": 0.3}},
+        }
+    )
+    weight, cost_weight, offset = levers.per_action(CATALOG)
+    np.testing.assert_allclose(weight, [1.5, 3.0, 2.0])
+    np.testing.assert_allclose(cost_weight, [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(offset, [-0.1, -0.1, 0.3])
+    assert levers.unknown_keys(CATALOG) == []
+    assert Levers.model_validate({"topic": {"dozing": {}}}).unknown_keys(CATALOG) == [
+        "topic.dozing"
+    ]
+    assert levers.as_params()["levers.channel.rep_visit.weight"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("channel: {email: {weight: -1}}", r"channel\.email\.weight"),
+        ("channel: {email: {wieght: 2}}", r"channel\.email\.wieght: Extra inputs"),
+        ("segment: {}", "segment: Extra inputs"),
+        ("channel: {email: {offset: lots}}", r"channel\.email\.offset"),
+        ("channel: [email", "not valid YAML"),
+    ],
+)
+def test_bad_levers_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "levers.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        load_levers(path)
+    assert str(path) in str(info.value)
+
+
+def test_train_config_reads_levers_file_next_to_it(tmp_path: Path) -> None:
+    (tmp_path / "levers.yaml").write_text("channel: {rep_visit: {offset: -0.2}}\n")
+    (tmp_path / "train.yaml").write_text("levers: levers.yaml\nseed: 3\n")
+    config = load_train_config(tmp_path / "train.yaml")
+    assert config.levers.channel["rep_visit"].offset == -0.2
+    (tmp_path / "train.yaml").write_text("levers: missing.yaml\n")
+    with pytest.raises(ValueError, match=r"missing\.yaml does not exist"):
+        load_train_config(tmp_path / "train.yaml")
+
+
+def test_project_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = load_train_config(root / "training" / "train.yaml")
+    assert isinstance(config.levers, Levers)
+
+
+def test_levers_change_the_served_score(learned) -> None:  # type: ignore[no-untyped-def]
+    model = learned.result.model
+    actions = np.arange(model.n_actions)
+    uplift = np.full(model.n_actions, 0.5)
+    before = model.net_value(uplift, actions)
+    np.testing.assert_allclose(before, 0.5 - model.action_cost)
+    channel = str(model.catalog["channel"].iat[0])
+    model_with = type(model)(
+        **{
+            **{f: getattr(model, f) for f in model.__dataclass_fields__},
+            "levers": Levers.model_validate({"channel": {channel: {"offset": -10.0}}}),
+        }
+    )
+    after = model_with.net_value(uplift, actions)
+    hit = model.catalog["channel"].to_numpy() == channel
+    np.testing.assert_allclose(after[hit], before[hit] - 10.0)
+    np.testing.assert_allclose(after[~hit], before[~hit])
