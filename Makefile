@@ -9,7 +9,7 @@ DEMO_HCPS ?= 2000
 PORT ?= 8000
 export NEXTBEST_MODELS_DIR ?= models
 
-.PHONY: install demo test lint format bench bench-quality bench-serve bench-loop clean
+.PHONY: install demo test lint format bench bench-quality bench-serve bench-loop bench-feedback clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,10 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench training
 	$(BIN)/ruff check --fix src tests bench training
 
-bench: bench-quality bench-serve bench-loop ## every benchmark; figures land in bench/results/
+bench: bench-quality bench-serve bench-loop bench-feedback ## every benchmark; figures land in bench/results/
 
 bench-quality: $(STAMP) ## policy value on the simulator and on the Hillstrom e-mail experiment
+	$(BIN)/python -m pip install --quiet -e ".[bench]"  # causalml, the rival learners
 	$(BIN)/python bench/quality.py
 
 bench-serve: $(STAMP) ## latency, throughput and overhead of a real uvicorn server
@@ -47,6 +48,9 @@ bench-serve: $(STAMP) ## latency, throughput and overhead of a real uvicorn serv
 
 bench-loop: $(STAMP) ## the closed loop, simulated: serve, feedback, retrain, gate, promote
 	$(BIN)/python bench/loop.py
+
+bench-feedback: $(STAMP) ## feedback ingest through the API on SQLite and PostgreSQL, zero loss
+	$(BIN)/python bench/feedback.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console(stderr=True)
+# soft_wrap: paths and URLs stay on one line when output goes to a file or pipe.
+console = Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[
     Path, typer.Option("--data", help="Directory with hcps, catalog, interactions.")
@@ -152,7 +152,7 @@ def train(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in sorted(result.metrics.items()):
-        table.add_row(key, f"{value:,.4f}")
+        table.add_row(key, f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4f}")
     console.print(table)
     console.print(f"tracking: {settings.resolved_tracking_uri}  run: {info.run_id}")
     return info.version
@@ -173,7 +173,8 @@ def picks(
     from nextbest import registry
     from nextbest.contract import write_table
     from nextbest.errors import NextbestError
-    from nextbest.service.picks import picks_frame
+    from nextbest.policy.rules import RulesError
+    from nextbest.service.picks import file_picks
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
@@ -194,7 +195,9 @@ def picks(
     with _steps(len(hcp_ids)) as progress:
         task = progress.add_task("scoring HCPs", total=len(hcp_ids))
         try:
-            frame = picks_frame(
+            # Serving rules and live contact history apply, as for the API.
+            frame = file_picks(
+                settings,
                 model,
                 hcp_ids=hcp_ids,
                 k=k,
@@ -202,9 +205,8 @@ def picks(
                 purpose=purpose,
                 on=on,
                 progress=lambda n: progress.advance(task, n),
-                skip_unknown=True,
             )
-        except NextbestError as exc:
+        except (NextbestError, RulesError) as exc:
             raise _fail(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(frame, out)
@@ -220,21 +222,34 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info (one JSON line per request), warning, error.")
+    ] = "info",
 ) -> None:
-    """Serve the champion model over HTTP (OpenAPI docs at /docs)."""
+    """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines."""
+    import os
+    import tempfile
+
     import uvicorn
 
+    from nextbest.api.observability import logging_config
+
     settings = get_settings()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    n_workers = workers or settings.workers
+    # One OpenMP thread per worker: requests score small blocks, and the workers
+    # already use every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if n_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics then sums the counters of every worker process.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nextbest-metrics-")
     uvicorn.run(
         "nextbest.api.app:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
-        log_level="info",
+        workers=n_workers,
+        log_config=logging_config(log_level.upper()),
+        access_log=False,
     )
 
 
@@ -252,7 +267,9 @@ def _gate_config(path: Path | None) -> Any:
 
     default = Path("training/gate.yaml")
     try:
-        return load_gate_config(path if path is not None else (default if default.exists() else None))
+        return load_gate_config(
+            path if path is not None else (default if default.exists() else None)
+        )
     except GateError as exc:
         raise _fail(str(exc)) from None
 
@@ -307,8 +324,16 @@ def retrain(
         "training/train.yaml"
     ),
     alias: Annotated[str, typer.Option(help="Alias for the new version.")] = "challenger",
+    gate_config: Annotated[
+        Path | None,
+        typer.Option("--gate", help="Gate config whose evaluation_share is left out of training."),
+    ] = None,
 ) -> str:
-    """Train on history + logged recommendations with their feedback; register a challenger."""
+    """Train on history + logged recommendations with their feedback; register a challenger.
+
+    The share of logged decisions the gate evaluates on (``evaluation_share`` in
+    training/gate.yaml) is never trained on.
+    """
     from nextbest.contract import ContractError
     from nextbest.learning.config import load_train_config
     from nextbest.loop.retrain import retrain as run_retrain
@@ -318,6 +343,7 @@ def retrain(
         train_config = load_train_config(config if config and config.exists() else None)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    gate = _gate_config(gate_config)
     dataset = _load(data)
     with console.status("retraining with feedback") as status:
         try:
@@ -327,6 +353,7 @@ def retrain(
                 config=train_config,
                 since=_parse_date(since, "--since"),
                 alias=alias,
+                reserved_share=gate.evaluation_share,
                 progress=lambda step: status.update(f"retraining: {step}"),
             )
         except (ValueError, ContractError) as exc:
@@ -374,7 +401,9 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
     gate = _gate_config(config)
     try:
         with console.status("evaluating challenger vs champion"):
-            evaluation = run_evaluate(get_settings(), config=gate, since=_parse_date(since, "--since"))
+            evaluation = run_evaluate(
+                get_settings(), config=gate, since=_parse_date(since, "--since")
+            )
     except GateError as exc:
         raise _fail(str(exc)) from None
     _print_evaluation(evaluation)
