@@ -8,18 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nextbest.service.recommend import MAX_BATCH
+from nextbest.storage.repository import FeedbackEventType
 
-EventType = Literal[
-    "delivered",
-    "opened",
-    "clicked",
-    "attended",
-    "completed",
-    "accepted",
-    "dismissed",
-    "snoozed",
-    "outcome",
-]
+EventType = FeedbackEventType
 MAX_FEEDBACK_BATCH = 5000
 
 

@@ -40,20 +40,7 @@ def log_served(
             epsilon=exploration.epsilon,
             holdout_rate=exploration.holdout_rate,
             n_candidates=rec.n_candidates,
-            items=tuple(
-                ServedItem(
-                    rank=item.rank,
-                    action_id=item.action_id,
-                    channel=item.channel,
-                    content_id=item.content_id,
-                    score=item.score,
-                    expected_uplift=item.expected_uplift,
-                    p_engage=item.p_engage,
-                    propensity=item.propensity,
-                    explored=item.explored,
-                )
-                for item in rec.items
-            ),
+            items=tuple(ServedItem.of(item) for item in rec.items),
         )
         for rec in recommendations
     ]

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 import pandas as pd
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
 
-FEEDBACK_EVENT_TYPES: tuple[str, ...] = (
+FeedbackEventType = Literal[
     "delivered",
     "opened",
     "clicked",
@@ -32,7 +32,8 @@ FEEDBACK_EVENT_TYPES: tuple[str, ...] = (
     "dismissed",
     "snoozed",
     "outcome",
-)
+]
+FEEDBACK_EVENT_TYPES: tuple[str, ...] = get_args(FeedbackEventType)
 # A contact that counts against frequency caps and cool-downs as soon as it is reported.
 CONTACT_EVENT_TYPES: tuple[str, ...] = ("delivered", "completed")
 # Events that make a logged decision count as engaged (``engaged = 1``) for retraining.
@@ -99,6 +100,11 @@ class ServedItem:
     p_engage: float
     propensity: float
     explored: bool
+
+    @classmethod
+    def of(cls, item: Any) -> ServedItem:
+        """Copy the fields of any object that has them (a served action, a table row)."""
+        return cls(**{name: getattr(item, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -253,20 +259,7 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         epsilon=row.epsilon,
         holdout_rate=row.holdout_rate,
         n_candidates=row.n_candidates,
-        items=tuple(
-            ServedItem(
-                rank=item.rank,
-                action_id=item.action_id,
-                channel=item.channel,
-                content_id=item.content_id,
-                score=item.score,
-                expected_uplift=item.expected_uplift,
-                p_engage=item.p_engage,
-                propensity=item.propensity,
-                explored=item.explored,
-            )
-            for item in items
-        ),
+        items=tuple(ServedItem.of(item) for item in items),
     )
 
 
