@@ -19,10 +19,11 @@ class NotFoundError(NextbestError):
 class InvalidRequestError(NextbestError):
     """A request is well-formed but asks for something that cannot be done."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, location: str = "body") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.location = location  # where the field was sent: body, query or path
 
 
 class ModelNotLoadedError(NextbestError):

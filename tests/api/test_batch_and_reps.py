@@ -108,7 +108,10 @@ def test_rep_plan_bad_parameters_are_422(client: TestClient, keys, params, field
 
 
 def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) -> None:
-    assert client.get("/v1/reps/anyone/suggestions").status_code == 422
+    unnamed = client.get("/v1/reps/anyone/suggestions")
+    assert unnamed.status_code == 422
+    # The error names the query parameter where it belongs, as FastAPI's own do.
+    assert unnamed.json()["detail"][0]["loc"] == ["query", "territory_id"]
     response = client.get(
         "/v1/reps/anyone/suggestions", params={"territory_id": keys.territory, "capacity": 3}
     )

@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     async def _invalid(_: Request, exc: InvalidRequestError) -> JSONResponse:
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content={"detail": [{"loc": ["body", exc.field], "msg": exc.message}]},
+            content={"detail": [{"loc": [exc.location, exc.field], "msg": exc.message}]},
         )
 
     @app.exception_handler(ModelNotLoadedError)

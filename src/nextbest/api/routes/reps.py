@@ -54,7 +54,9 @@ def suggestions(
     else:
         territory = territory_id
     if territory is None:
-        raise InvalidRequestError("territory_id", "an admin must name the territory to plan")
+        raise InvalidRequestError(
+            "territory_id", "an admin must name the territory to plan", location="query"
+        )
     plan = rep_call_plan(
         runtime.recommender,
         session,
