@@ -28,7 +28,7 @@ def test_recommendation_happy_path(client: TestClient, trained) -> None:
     assert body["model_version"] == trained.version
     assert body["uplift_source"] == "uplift_model"
     items = body["items"]
-    assert 1 <= len(items) <= 3
+    assert len(items) in (1, 2, 3)
     assert [i["rank"] for i in items] == list(range(1, len(items) + 1))
     for item in items:
         assert item["reasons"], "every item carries at least one reason"
