@@ -19,9 +19,6 @@ import hashlib
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +31,7 @@ import httpx
 import sqlalchemy as sa
 
 from nextbest import registry
+from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.contract import load_dataset
 from nextbest.learning.config import LightGBMParams, TrainConfig
 from nextbest.learning.train import train
@@ -48,34 +46,6 @@ ADMIN_KEY = "bench-feedback-admin-key"
 BATCH = 5000
 CLIENTS = 2
 TARGET_EVENTS_PER_S = 5000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise RuntimeError("server not ready in 120 s")
 
 
 def make_events(
@@ -138,7 +108,7 @@ def measure(
         "NEXTBEST_API_KEYS_FILE": str(keys),
     }
     port = free_port()
-    proc = start_server(env, port)
+    proc = start_server(port=port, env=env)
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     base = f"http://127.0.0.1:{port}"
     try:
@@ -180,8 +150,7 @@ def measure(
             t.join()
         elapsed = time.perf_counter() - started
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)
     if errors:
         raise RuntimeError(f"{backend}: feedback failed: {errors[:2]}")
     acked = {e for part in acknowledged for e in part}

@@ -31,8 +31,6 @@ import hashlib
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest import registry
+from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.contract import load_dataset
 from nextbest.learning.config import LightGBMParams, TrainConfig
 from nextbest.learning.scoring import ScoringModel
@@ -66,12 +65,6 @@ def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A real ``nextbest serve`` process on 127.0.0.1."""
 
@@ -87,29 +80,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=self.log_file.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("server not ready in 120 s")
+        self.proc = start_server(port=self.port, env=self.env, log_file=self.log_file)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            stop_server(self.proc)
 
     def reload(self, client: httpx.Client) -> str:
         """Hot reload through the admin route; restart when the route does not exist."""

@@ -29,10 +29,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from nextbest.api.process import free_port, start_server, stop_server
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 BENCH_KEY = "bench-admin-key-000000000000000"
@@ -317,7 +316,7 @@ def picks_seconds(models: Path, n: int) -> dict[str, float]:
     }
 
 
-def start_server(models: Path, port: int, workers: int, flush_ms: float) -> subprocess.Popen[bytes]:
+def run_server(models: Path, port: int, workers: int, flush_ms: float) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(models),
@@ -326,48 +325,8 @@ def start_server(models: Path, port: int, workers: int, flush_ms: float) -> subp
         "NEXTBEST_RULES_FILE": str(Path("training/rules.yaml").resolve()),
         "NEXTBEST_SEED": "1",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nextbest.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(models / "server.log", "wb"),  # noqa: SIM115 - closed with the process
-        start_new_session=True,
-    )
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((models / "server.log").read_text()[-3000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("server not ready in 120 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    args = ["--workers", str(workers), "--log-level", "warning"]
+    return start_server(port=port, env=env, args=args, log_file=models / "server.log")
 
 
 def main() -> dict[str, Any]:
@@ -403,8 +362,8 @@ def main() -> dict[str, Any]:
             )
             for _ in range(20)
         ]
-        port = _free_port()
-        server = start_server(models, port, args.workers, args.flush_ms)
+        port = free_port()
+        server = run_server(models, port, args.workers, args.flush_ms)
         try:
             drive(port, single[:500], connections=4, seconds=3)  # warm-up
             idle = drive(port, single, connections=1, seconds=min(args.seconds, 10))

@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +14,7 @@ import httpx
 import pytest
 
 from nextbest import registry
+from nextbest.api.process import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -25,49 +22,22 @@ KEY = "e2e-admin-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(models: Path, *, workers: int = 1) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(models),
         "NEXTBEST_API_KEYS": json.dumps([{"name": "e2e", "role": "admin", "key": KEY}]),
     }
-    log = models / "server.log"
     # To a file, not a pipe: nobody reads a pipe while the test runs, and a full
     # pipe would block the server's JSON request logs.
-    command = [sys.executable, "-m", "nextbest.cli", "serve"]
-    command += ["--port", str(port), "--workers", str(workers)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    proc = start_server(
+        port=port, env=env, args=["--workers", str(workers)], log_file=models / "server.log"
+    )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("server did not become ready in 90 s")
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_server(proc)
 
 
 def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:

@@ -12,9 +12,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +21,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.storage.db import make_engine
 from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
@@ -33,38 +31,10 @@ ADMIN_KEY = "durability-test-admin-key"
 BATCH = 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_admin_key(path: Path, key: str) -> None:
     """An API key file with one admin key (ignored by servers without auth)."""
     digest = hashlib.sha256(key.encode()).hexdigest()
     path.write_text(f"keys:\n  - name: test-admin\n    role: admin\n    key_sha256: {digest}\n")
-
-
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("server did not become ready in 90 s")
 
 
 @pytest.fixture(
@@ -94,8 +64,8 @@ def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_
         "NEXTBEST_API_KEYS_FILE": str(keys),
     }
     hcps = [f"H{i:06d}" for i in range(1, 401)]
-    port = _free_port()
-    proc = _start(env, port)
+    port = free_port()
+    proc = start_server(port=port, env=env, timeout_s=90)
     acknowledged: list[str] = []
     failures: list[str] = []
     stop = threading.Event()
@@ -139,18 +109,16 @@ def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_
         deadline = time.monotonic() + 60
         while len(acknowledged) < 20 * BATCH and time.monotonic() < deadline and not failures:
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-stream: the writer is sending more
-        proc.wait(timeout=10)
+        stop_server(proc, sig=signal.SIGKILL, timeout_s=10)  # mid-stream: the writer sends more
     finally:
         stop.set()
         writer.join(timeout=30)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc, sig=signal.SIGKILL, timeout_s=10)
     assert not failures, failures
     assert len(acknowledged) >= 20 * BATCH, f"only {len(acknowledged)} events acknowledged"
 
     # Restart on the same database: it must open (WAL recovery) and hold every event.
-    proc = _start(env, port)
+    proc = start_server(port=port, env=env, timeout_s=90)
     try:
         engine = make_engine(database_url)
         try:
@@ -176,5 +144,4 @@ def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_
         assert response.status_code == 200, response.text
         assert response.json()["duplicates"] == BATCH
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_server(proc)

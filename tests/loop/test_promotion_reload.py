@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.settings import Settings
@@ -25,12 +21,6 @@ pytestmark = [pytest.mark.xdist_group("loop"), pytest.mark.e2e, pytest.mark.slow
 ADMIN_KEY = "reload-test-admin-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_promotion_and_rollback_reach_the_running_server(
     loop_world: LoopWorld, tmp_path: Path
 ) -> None:
@@ -39,7 +29,7 @@ def test_promotion_and_rollback_reach_the_running_server(
     keys = tmp_path / "api_keys.yaml"
     digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
     keys.write_text(f"keys:\n  - name: t\n    role: admin\n    key_sha256: {digest}\n")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(settings.models_dir),
@@ -49,30 +39,13 @@ def test_promotion_and_rollback_reach_the_running_server(
         "NEXTBEST_EPSILON": "0",
         "NEXTBEST_SEED": "3",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_server(port=port, env=env, timeout_s=90)
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{port}",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         timeout=30,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "server exited"
-            try:
-                if client.get("/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("server not ready in 90 s")
         hcps = loop_world.world.hcps["hcp_id"].tolist()[:300]
         answer = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps, "k": 1})
         assert answer.status_code == 200, answer.text
@@ -109,5 +82,4 @@ def test_promotion_and_rollback_reach_the_running_server(
         assert proc.poll() is None
     finally:
         client.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_server(proc)
