@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from nextbest import registry
 from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.contract import load_dataset
-from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.train import train
 from nextbest.settings import Settings
 from nextbest.simulate import simulate_world
@@ -189,8 +189,8 @@ def main() -> int:
     world.write(work / "world", fmt="parquet")
     settings = Settings(models_dir=work / "models")
     fast = TrainConfig(
-        engagement=LightGBMParams(n_estimators=30, num_leaves=15),
-        uplift=LightGBMParams(n_estimators=30, num_leaves=15),
+        engagement=EngagementParams(n_estimators=30, num_leaves=15),
+        uplift=UpliftParams(n_estimators=30, learning_rate=0.08),
     )
     registry.log_training_run(train(load_dataset(work / "world"), config=fast), settings)
     hcps = world.hcps["hcp_id"].tolist()

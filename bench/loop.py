@@ -46,7 +46,7 @@ import pandas as pd
 from nextbest import registry
 from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.contract import load_dataset
-from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import train
 from nextbest.loop import gate
@@ -217,8 +217,8 @@ def main() -> int:
         parser.error("--rounds must be at least 1")
     gate_config = gate.load_gate_config(args.gate if args.gate.exists() else None)
     config = TrainConfig(
-        engagement=LightGBMParams(n_estimators=120, num_leaves=31),
-        uplift=LightGBMParams(n_estimators=200, num_leaves=31),
+        engagement=EngagementParams(n_estimators=120, num_leaves=31),
+        uplift=UpliftParams(),
     )
     began = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="nextbest-loop-"))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.settings import Settings, get_settings
 
 FAST_CONFIG = TrainConfig(
-    engagement=LightGBMParams(n_estimators=40, num_leaves=15),
-    uplift=LightGBMParams(n_estimators=60, num_leaves=15),
+    engagement=EngagementParams(n_estimators=40, num_leaves=15),
+    uplift=UpliftParams(n_estimators=60, learning_rate=0.08),
 )
 
 

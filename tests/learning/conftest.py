@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from nextbest.contract import Dataset, load_dataset
-from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.train import TrainResult, train
 from nextbest.simulate import SimulatedWorld, simulate_world
 
 # Small models: these tests check behaviour, the benchmark checks quality at scale.
 QUICK = TrainConfig(
-    engagement=LightGBMParams(n_estimators=60, num_leaves=15),
-    uplift=LightGBMParams(n_estimators=120, num_leaves=15),
+    engagement=EngagementParams(n_estimators=60, num_leaves=15),
+    uplift=UpliftParams(n_estimators=150, learning_rate=0.06),
 )
 
 

@@ -92,3 +92,32 @@ def test_uplift_rejects_bad_control_width() -> None:
     X, y, treated, engaged, _, _ = _uplift_data(300)
     with pytest.raises(ValueError, match=r"n_control_features=7 is outside 1\.\.3"):
         EngagementStratifiedUplift(n_control_features=7).fit(X, y, treated=treated, engaged=engaged)
+
+
+def _action_data(n: int, seed: int = 0):
+    """Three HCP columns + an action code column (0..2); the effect depends on both."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    treated = rng.random(n) < 0.7
+    action = rng.integers(0, 3, n)
+    X[:, 3] = np.where(treated, action, np.nan)
+    engaged = (treated & (rng.random(n) < 0.5)).astype(int)
+    per_action = np.array([0.5, 1.0, 1.5])[action]
+    gain = per_action * (1.0 + 0.9 * np.sign(X[:, 0]))
+    y = rng.poisson(1.0 + engaged * gain).astype(np.float64)
+    return X, y, treated, engaged, gain
+
+
+def test_row_cap_samples_in_time_order() -> None:
+    from nextbest.learning.preference import rows_in_order
+
+    assert rows_in_order(100, None, 0) is None
+    assert rows_in_order(100, 100, 0) is None
+    kept = rows_in_order(10_000, 1_000, 0)
+    assert kept is not None and len(kept) == 1_000
+    assert (np.diff(kept) > 0).all()  # sorted, no repeats
+    assert kept.max() > 9_000 and kept.min() < 1_000  # spread over the whole history
+    X, _y, treated, engaged, _ = _action_data(6000)
+    clf = CalibratedEngagementClassifier(n_estimators=20, max_rows=2000)
+    clf.fit(X[treated], engaged[treated])
+    assert clf.n_calibration_rows_ == int(2000 * clf.calibration_fraction)

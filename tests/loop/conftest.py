@@ -23,7 +23,7 @@ import pytest
 
 from nextbest import registry
 from nextbest.contract import Dataset, load_dataset
-from nextbest.learning.config import LightGBMParams, TrainConfig
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.levers import Lever, Levers
 from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import TrainResult, train
@@ -36,8 +36,8 @@ from nextbest.storage.repository import FeedbackRecord
 
 # Same small models as the session-wide fixtures (tests/conftest.py FAST_CONFIG).
 FAST_CONFIG = TrainConfig(
-    engagement=LightGBMParams(n_estimators=40, num_leaves=15),
-    uplift=LightGBMParams(n_estimators=60, num_leaves=15),
+    engagement=EngagementParams(n_estimators=40, num_leaves=15),
+    uplift=UpliftParams(n_estimators=60, learning_rate=0.08),
 )
 PERIODS = 12
 N_HCPS = 600

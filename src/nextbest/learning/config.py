@@ -11,11 +11,32 @@ from nextbest.learning.levers import Levers, load_levers, parse_levers
 
 
 class LightGBMParams(BaseModel):
+    """LightGBM settings of one model; each section of the config has its own defaults."""
+
     model_config = ConfigDict(extra="forbid")
 
     n_estimators: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=0.08, gt=0, le=1)
     num_leaves: int = Field(default=31, ge=2)
+    min_child_samples: int = Field(default=50, ge=1, description="Fewest rows in a leaf.")
+
+
+class EngagementParams(LightGBMParams):
+    """The engagement classifier: a 0/1 outcome on every touch, so trees can be deep."""
+
+
+class UpliftParams(LightGBMParams):
+    """The uplift learner's outcome stages.
+
+    They fit a noisy count: many small, well-populated trees (early stopping picks
+    how many) find the attribute-driven gains without chasing noise. A stage's
+    leaves never need more than 2% of its rows, so small data sets still split.
+    """
+
+    n_estimators: int = Field(default=1500, ge=1)
+    learning_rate: float = Field(default=0.03, gt=0, le=1)
+    num_leaves: int = Field(default=7, ge=2)
+    min_child_samples: int = Field(default=800, ge=1, description="Fewest rows in a leaf.")
 
 
 class TrainConfig(BaseModel):
@@ -23,8 +44,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engagement: LightGBMParams = LightGBMParams()
-    uplift: LightGBMParams = LightGBMParams(n_estimators=300, learning_rate=0.05)
+    engagement: EngagementParams = EngagementParams()
+    uplift: UpliftParams = UpliftParams()
     calibration_fraction: float = Field(
         default=0.15, ge=0, lt=1, description="Newest share of training rows used to calibrate."
     )
@@ -33,6 +54,12 @@ class TrainConfig(BaseModel):
     )
     max_training_rows: int | None = Field(
         default=None, ge=1000, description="Sample at most this many decision rows (newest kept)."
+    )
+    max_rows_per_model: int | None = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Each LightGBM fit (engagement, every uplift stage) uses at most this "
+        "many rows, a uniform sample in time order; features still use all history.",
     )
     value_per_engagement: dict[str, float] = Field(
         default_factory=dict,

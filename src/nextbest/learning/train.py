@@ -168,6 +168,7 @@ def train(
     engagement = CalibratedEngagementClassifier(
         **config.engagement.model_dump(),
         calibration_fraction=config.calibration_fraction,
+        max_rows=config.max_rows_per_model,
         categorical_feature=space.categorical_features,
         random_state=config.seed,
     )
@@ -186,6 +187,7 @@ def train(
             **config.uplift.model_dump(),
             action_column=space.feature_names.index("action__action"),
             engagement=engagement,
+            max_rows_per_stage=config.max_rows_per_model,
             random_state=config.seed,
         ).fit(
             known.X,
@@ -256,6 +258,7 @@ def train(
         "n_features": len(space.feature_names),
         "eval_fraction": config.eval_fraction,
         "calibration_fraction": config.calibration_fraction,
+        "max_rows_per_model": config.max_rows_per_model,
         **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
         **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
         **config.levers.as_params(),

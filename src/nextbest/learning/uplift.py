@@ -41,10 +41,12 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nextbest.learning.attribution import SMALL_BATCH, PathAttribution
-from nextbest.learning.preference import CalibratedEngagementClassifier
+from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 
 # Fewer rows than this in an engagement stratum and the split is not worth it.
 MIN_STRATUM_ROWS = 200
+# A stage's leaves hold at most 1/50 (2%) of its rows, whatever min_child_samples says.
+MIN_LEAF_SHARE_INVERSE = 50
 
 
 class BoostedStage:
@@ -65,6 +67,7 @@ class BoostedStage:
         validation_fraction: float,
         early_stopping_rounds: int,
         random_state: int,
+        max_rows: int | None = None,
     ) -> None:
         self.params: dict[str, Any] = {
             "n_estimators": n_estimators,
@@ -80,12 +83,21 @@ class BoostedStage:
         }
         self.validation_fraction = validation_fraction
         self.early_stopping_rounds = early_stopping_rounds
+        self.max_rows = max_rows
 
     def fit(
         self, X: np.ndarray, y: np.ndarray, weight: np.ndarray, categorical: list[int]
     ) -> BoostedStage:
+        kept = rows_in_order(len(y), self.max_rows, int(self.params["random_state"]))
+        if kept is not None:
+            X, y, weight = X[kept], y[kept], weight[kept]
         n_valid = int(len(y) * self.validation_fraction)
-        model = lgb.LGBMRegressor(**self.params)
+        params = dict(self.params)
+        # A leaf size meant for a large data set would leave a small one unsplit.
+        params["min_child_samples"] = max(
+            1, min(int(params["min_child_samples"]), len(y) // MIN_LEAF_SHARE_INVERSE)
+        )
+        model = lgb.LGBMRegressor(**params)
         cats: Any = categorical or "auto"
         if n_valid >= 100 and len(y) - n_valid >= 100:
             n_fit = len(y) - n_valid
@@ -132,16 +144,17 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         *,
         n_control_features: int = 1,
         categorical_feature: list[int] | None = None,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
-        num_leaves: int = 31,
-        min_child_samples: int = 100,
+        n_estimators: int = 1500,
+        learning_rate: float = 0.03,
+        num_leaves: int = 7,
+        min_child_samples: int = 800,
         max_weight: float = 20.0,
         variance_weighting: bool = True,
         action_column: int | None = None,
         validation_fraction: float = 0.15,
         early_stopping_rounds: int = 30,
         engagement: CalibratedEngagementClassifier | None = None,
+        max_rows_per_stage: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.n_control_features = n_control_features
@@ -156,6 +169,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self.validation_fraction = validation_fraction
         self.early_stopping_rounds = early_stopping_rounds
         self.engagement = engagement
+        self.max_rows_per_stage = max_rows_per_stage
         self.random_state = random_state
 
     def _stage(self) -> BoostedStage:
@@ -167,6 +181,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             validation_fraction=self.validation_fraction,
             early_stopping_rounds=self.early_stopping_rounds,
             random_state=self.random_state,
+            max_rows=self.max_rows_per_stage,
         )
 
     def fit(
