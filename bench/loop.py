@@ -3,23 +3,27 @@
 A simulated world provides the history (logged by its traditional policy) and the
 ground truth. The first champion is trained on that history. Each round then:
 
-1. serve every HCP once through a real ``nextbest serve`` process
-   (``POST /v1/recommendations/batch``, epsilon-greedy with holdout, all logged);
+1. serve every HCP ``--decisions-per-hcp`` times (default 4) through a real
+   ``nextbest serve`` process (``POST /v1/recommendations/batch``, epsilon-greedy
+   with holdout, all logged); each draw is an independent response from the same
+   end-of-history state (fatigue not advanced), so the true value stays exact and
+   every round logs four times the evidence a single pass would;
 2. draw each answer's outcome from the simulator's ground truth (a holdout or
    empty answer gets the no-touch outcome) and send it through ``POST /v1/feedback``
    (``outcome`` events, plus ``opened`` when the HCP engaged);
 3. retrain on history + the logged decisions with their outcomes, except the share
    reserved for the gate -> ``challenger``;
-4. evaluate challenger vs champion off-policy on the reserved share of the
-   champion's logged decisions and promote when the gate (``training/gate.yaml``
-   unless ``--gate``) passes;
+4. evaluate challenger vs champion off-policy on the reserved share of every
+   round's logged decisions (whichever version served them) and promote when the
+   gate (``training/gate.yaml`` unless ``--gate``) passes;
 5. on promotion, hot-reload the server (``POST /v1/admin/reload``; a restart if
    the route is missing).
 
 Per round it records the true value of the champion's and the challenger's greedy
 policies (net NRx per HCP, from the ground truth), their ratio to the oracle, the
-OPE estimates with intervals and how far they are from the truth, and the decision.
-Writes ``bench/results/loop.json``.
+OPE estimates with intervals and how far they are from the truth, and the decision;
+for a promoted challenger, its true value, its OPE estimates and their relative
+errors (``promoted``). Writes ``bench/results/loop.json`` with the machine load.
 
 Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``.
 """
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,8 @@ from nextbest.loop.evidence import action_codes, greedy_actions
 from nextbest.loop.retrain import retrain
 from nextbest.settings import Settings
 from nextbest.simulate import SimulatedWorld, simulate_world
+from nextbest.simulate.response import FATIGUE_WINDOW
+from nextbest.simulate.vocabulary import CHANNELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN_KEY = "bench-loop-admin-key"
@@ -98,65 +105,120 @@ class Server:
         return "hot reload"
 
 
+class ContactWindow:
+    """Touches per HCP and channel in the last ``FATIGUE_WINDOW`` passes (``--fatigue``)."""
+
+    def __init__(self, n_hcps: int) -> None:
+        self.passes: deque[np.ndarray] = deque(maxlen=FATIGUE_WINDOW)
+        self.n_hcps = n_hcps
+
+    def counts(self, hcps: np.ndarray) -> np.ndarray:
+        """``(m, C)`` touches per channel of the HCPs ``hcps`` over the window."""
+        total = np.zeros((self.n_hcps, len(CHANNELS)))
+        for touched in self.passes:
+            rows = np.flatnonzero(touched >= 0)
+            np.add.at(total, (rows, touched[rows]), 1.0)
+        return total[hcps]
+
+    def record(self, hcps: np.ndarray, channel: np.ndarray) -> None:
+        touched = np.full(self.n_hcps, -1, dtype=np.int64)
+        touched[hcps] = channel
+        self.passes.append(touched)
+
+
 def serve_round(
-    client: httpx.Client, world: SimulatedWorld, rng: np.random.Generator, round_no: int
+    client: httpx.Client,
+    world: SimulatedWorld,
+    rng: np.random.Generator,
+    round_no: int,
+    *,
+    decisions_per_hcp: int = 1,
+    contacts: ContactWindow | None = None,
 ) -> dict[str, Any]:
-    """Serve every HCP once, draw outcomes, send them as feedback; counts and timings."""
+    """Serve every HCP ``decisions_per_hcp`` times (passes), draw outcomes, send them as
+    feedback; counts and timings.
+
+    With ``contacts``, each delivered touch is also sent as a ``delivered`` event (so
+    the service's frequency caps see it) and weighs on the HCP's later draws as
+    fatigue (``draw_response(extra_touches=...)``) for ``FATIGUE_WINDOW`` passes.
+    """
     hcp_ids = world.hcps["hcp_id"].tolist()
-    results: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for start in range(0, len(hcp_ids), SERVE_BATCH):
-        response = client.post(
-            "/v1/recommendations/batch",
-            json={"hcp_ids": hcp_ids[start : start + SERVE_BATCH], "k": 1},
-        )
-        response.raise_for_status()
-        results.extend(response.json()["results"])
-    serve_s = time.perf_counter() - started
     hcp_index = pd.Index(world.hcps["hcp_id"])
     action_index = pd.Index(world.catalog["action_id"])
-    hcps = hcp_index.get_indexer([r["hcp_id"] for r in results])
-    actions = np.array(
-        [action_index.get_loc(r["items"][0]["action_id"]) if r["items"] else -1 for r in results]
-    )
-    engaged, outcome = world.draw_response(hcps, actions, rng)
-    events: list[dict[str, Any]] = []
-    for r, e, value in zip(results, engaged, outcome, strict=True):
-        rid = r["recommendation_id"]
-        events.append(
-            {
-                "event_id": f"loop{round_no}-{rid}-outcome",
-                "event_type": "outcome",
-                "hcp_id": r["hcp_id"],
-                "recommendation_id": rid,
-                "value": float(value),
-            }
+    all_results: list[dict[str, Any]] = []
+    all_actions: list[np.ndarray] = []
+    all_outcomes: list[np.ndarray] = []
+    serve_s = feedback_s = 0.0
+    accepted = 0
+    for pass_no in range(decisions_per_hcp):
+        results: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        for start in range(0, len(hcp_ids), SERVE_BATCH):
+            response = client.post(
+                "/v1/recommendations/batch",
+                json={"hcp_ids": hcp_ids[start : start + SERVE_BATCH], "k": 1},
+            )
+            response.raise_for_status()
+            results.extend(response.json()["results"])
+        serve_s += time.perf_counter() - started
+        hcps = hcp_index.get_indexer([r["hcp_id"] for r in results])
+        actions = np.array(
+            [
+                action_index.get_loc(r["items"][0]["action_id"]) if r["items"] else -1
+                for r in results
+            ]
         )
-        if e:
+        extra = None if contacts is None else contacts.counts(hcps)
+        engaged, outcome = world.draw_response(hcps, actions, rng, extra_touches=extra)
+        delivered = (actions >= 0) & world.eligible[hcps, np.maximum(actions, 0)]
+        if contacts is not None:
+            channel = world.codes.channel[np.maximum(actions, 0)]
+            contacts.record(hcps[delivered], channel[delivered])
+        events: list[dict[str, Any]] = []
+        for r, e, d, value in zip(results, engaged, delivered, outcome, strict=True):
+            rid = r["recommendation_id"]
+            prefix = f"loop{round_no}.{pass_no}-{rid}"
             events.append(
                 {
-                    "event_id": f"loop{round_no}-{rid}-opened",
-                    "event_type": "opened",
+                    "event_id": f"{prefix}-outcome",
+                    "event_type": "outcome",
                     "hcp_id": r["hcp_id"],
                     "recommendation_id": rid,
-                    "action_id": r["items"][0]["action_id"],
+                    "value": float(value),
                 }
             )
-    started = time.perf_counter()
-    accepted = 0
-    for start in range(0, len(events), FEEDBACK_BATCH):
-        response = client.post(
-            "/v1/feedback", json={"events": events[start : start + FEEDBACK_BATCH]}
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"feedback answered {response.status_code}: {response.text[:500]}")
-        accepted += int(response.json()["accepted"])
-    feedback_s = time.perf_counter() - started
+            for kind, happened in (("delivered", contacts is not None and d), ("opened", e)):
+                if happened:
+                    events.append(
+                        {
+                            "event_id": f"{prefix}-{kind}",
+                            "event_type": kind,
+                            "hcp_id": r["hcp_id"],
+                            "recommendation_id": rid,
+                            "action_id": r["items"][0]["action_id"],
+                        }
+                    )
+        started = time.perf_counter()
+        for start in range(0, len(events), FEEDBACK_BATCH):
+            response = client.post(
+                "/v1/feedback", json={"events": events[start : start + FEEDBACK_BATCH]}
+            )
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"feedback answered {response.status_code}: {response.text[:500]}"
+                )
+            accepted += int(response.json()["accepted"])
+        feedback_s += time.perf_counter() - started
+        all_results.extend(results)
+        all_actions.append(actions)
+        all_outcomes.append(outcome)
+    actions = np.concatenate(all_actions)
+    outcome = np.concatenate(all_outcomes)
     return {
-        "requests": len(results),
-        "holdout": int(sum(r["holdout"] for r in results)),
-        "empty": int(sum((not r["holdout"]) and not r["items"] for r in results)),
-        "explored": int(sum(bool(r["items"]) and r["items"][0]["explored"] for r in results)),
+        "requests": len(all_results),
+        "holdout": int(sum(r["holdout"] for r in all_results)),
+        "empty": int(sum((not r["holdout"]) and not r["items"] for r in all_results)),
+        "explored": int(sum(bool(r["items"]) and r["items"][0]["explored"] for r in all_results)),
         "feedback_events": accepted,
         "serve_s": round(serve_s, 2),
         "feedback_s": round(feedback_s, 2),
@@ -196,6 +258,46 @@ def ope_summary(
     return out
 
 
+def relative_error(estimate: float, truth: float) -> float | None:
+    """``|estimate - truth| / |truth|``; None when the truth is 0."""
+    return round(abs(estimate - truth) / abs(truth), 4) if truth else None
+
+
+def promoted_record(
+    decision: gate.GateDecision, *, true_incremental: float, baseline: float
+) -> dict[str, Any]:
+    """The promoted policy: its true value and its OPE estimates, with their errors.
+
+    Two scales: the value per decision including the no-touch outcome (what IPS,
+    SNIPS and DR estimate, the scale of the issue's 10% target) and the incremental
+    value over no action (the paired DR estimate of policy minus "no action"),
+    which is much smaller and so much harder to hit within 10%.
+    """
+    absolute = baseline + true_incremental
+    estimates = {
+        name: {
+            "value": round(float(e["value"]), 4),
+            "relative_error": relative_error(float(e["value"]), absolute),
+        }
+        for name, e in decision.challenger.items()
+    }
+    incremental = decision.vs_no_action.get("challenger")
+    return {
+        "true_value_per_decision": round(absolute, 4),
+        "true_incremental_per_decision": round(true_incremental, 4),
+        "ope": estimates,
+        "ope_incremental": None
+        if incremental is None
+        else {
+            "estimator": decision.estimator,
+            "value": round(float(incremental["value"]), 4),
+            "ci_low": round(float(incremental["ci_low"]), 4),
+            "ci_high": round(float(incremental["ci_high"]), 4),
+            "relative_error": relative_error(float(incremental["value"]), true_incremental),
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hcps", type=int, default=5000)
@@ -204,6 +306,26 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilon", type=float, default=0.3)
     parser.add_argument("--holdout-rate", type=float, default=0.05)
+    parser.add_argument(
+        "--exploration",
+        choices=("epsilon_greedy", "softmax"),
+        default="epsilon_greedy",
+        help="Serving exploration policy (NEXTBEST_EXPLORATION); softmax uses --temperature.",
+    )
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument(
+        "--decisions-per-hcp",
+        type=int,
+        default=4,
+        help="Decisions served per HCP per round (independent draws from the same state).",
+    )
+    parser.add_argument(
+        "--fatigue",
+        action="store_true",
+        help="Advance the simulated fatigue with every delivered touch and send it as a "
+        "'delivered' event (frequency caps then apply); true values stay those of the "
+        "end-of-history state, so they are approximate in this mode.",
+    )
     parser.add_argument("--gate", type=Path, default=Path("training/gate.yaml"))
     parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
     parser.add_argument(
@@ -215,6 +337,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.decisions_per_hcp < 1:
+        parser.error("--decisions-per-hcp must be at least 1")
+    load_at_start = os.getloadavg()
     gate_config = gate.load_gate_config(args.gate if args.gate.exists() else None)
     config = TrainConfig(
         engagement=EngagementParams(n_estimators=120, num_leaves=31),
@@ -250,6 +375,8 @@ def main() -> int:
         "NEXTBEST_API_KEYS_FILE": str(keys),
         "NEXTBEST_EPSILON": str(args.epsilon),
         "NEXTBEST_HOLDOUT_RATE": str(args.holdout_rate),
+        "NEXTBEST_EXPLORATION": args.exploration,
+        "NEXTBEST_TEMPERATURE": str(args.temperature),
         "NEXTBEST_SEED": str(args.seed),
     }
     server = Server(env, work / "server.log")
@@ -269,13 +396,21 @@ def main() -> int:
         f"({champion_true / oracle:.2f} of oracle)"
     )
     reload_mode = "none"
+    contacts = ContactWindow(world.n_hcps) if args.fatigue else None
     try:
         with httpx.Client(
             base_url=server.base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
         ) as client:
             for round_no in range(1, args.rounds + 1):
                 t0 = time.perf_counter()
-                served = serve_round(client, world, rng, round_no)
+                served = serve_round(
+                    client,
+                    world,
+                    rng,
+                    round_no,
+                    decisions_per_hcp=args.decisions_per_hcp,
+                    contacts=contacts,
+                )
                 t1 = time.perf_counter()
                 trained = retrain(
                     settings,
@@ -310,6 +445,13 @@ def main() -> int:
                     "ope_challenger": ope_summary(decision.challenger, baseline + challenger_true),
                     "difference": decision.difference,
                     "true_difference_per_decision": round(challenger_true - served_true, 4),
+                    "vs_no_action": decision.vs_no_action,
+                    "evidence_served_by": evaluation.served_by,
+                    "promoted_policy": promoted_record(
+                        decision, true_incremental=challenger_true, baseline=baseline
+                    )
+                    if evaluation.promoted
+                    else None,
                     "champion_after_round": champion_version,
                     "champion_true_after_round": round(champion_true, 4),
                     "champion_ratio_after_round": round(champion_true / oracle, 4),
@@ -338,10 +480,15 @@ def main() -> int:
     served_values = [r["served_true_value_per_hcp"] for r in rounds[1:]]
     promoted = [r for r in rounds[1:] if r["promoted"]]
     promoted_errors = {
-        name: max(r["ope_challenger"][name]["relative_error"] for r in promoted)
+        name: max(r["promoted_policy"]["ope"][name]["relative_error"] for r in promoted)
         for name in ("ips", "snips", "dr")
-        if promoted and all(name in r["ope_challenger"] for r in promoted)
+        if promoted and all(name in r["promoted_policy"]["ope"] for r in promoted)
     }
+    incremental_errors = [
+        r["promoted_policy"]["ope_incremental"]["relative_error"]
+        for r in promoted
+        if r["promoted_policy"]["ope_incremental"] is not None
+    ]
     summary = {
         "oracle_per_hcp": round(oracle, 4),
         "logging_policy_per_hcp": round(logging_value, 4),
@@ -356,6 +503,9 @@ def main() -> int:
         "ope_within_10pct_of_truth": (
             {k: bool(v <= 0.10) for k, v in promoted_errors.items()} if promoted_errors else None
         ),
+        "max_relative_error_of_promoted_incremental_ope": max(incremental_errors)
+        if incremental_errors and None not in incremental_errors
+        else None,
         "reload": reload_mode,
         "server_restarts": server.restarts,
         "total_seconds": round(time.perf_counter() - began, 1),
@@ -364,7 +514,12 @@ def main() -> int:
         "benchmark": "loop",
         "command": " ".join(["python", "bench/loop.py", *sys.argv[1:]]),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1_5_15_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "setup": {
             "hcps": args.hcps,
             "periods": args.periods,
@@ -372,6 +527,10 @@ def main() -> int:
             "seed": args.seed,
             "epsilon": args.epsilon,
             "holdout_rate": args.holdout_rate,
+            "exploration": args.exploration,
+            "temperature": args.temperature if args.exploration == "softmax" else None,
+            "decisions_per_hcp_per_round": args.decisions_per_hcp,
+            "fatigue_advanced": bool(args.fatigue),
             "gate": gate_config.model_dump(),
             "train_config": config.model_dump(mode="json"),
             "value_unit": "NRx per HCP per decision; 'true value' is net of cost and "

@@ -47,6 +47,104 @@ def test_better_challenger_passes_and_worse_does_not(estimator: str) -> None:
     assert abs(better.champion[estimator]["value"] - 0.5) < 0.15
 
 
+def _two_logger_log(
+    n: int, mu: np.ndarray, loggers: tuple[np.ndarray, np.ndarray], epsilon: float, seed: int
+) -> LoggedBandit:
+    """Half the decisions logged epsilon-greedy around each of two deterministic policies
+    (an old champion, then the current one), Poisson outcomes, one HCP per context."""
+    rng = np.random.default_rng(seed)
+    n_contexts, k = mu.shape
+    context = rng.integers(n_contexts, size=n)
+    logger = np.where(np.arange(n) < n // 2, loggers[0][context], loggers[1][context])
+    explore = rng.random(n) < epsilon
+    action = np.where(explore, rng.integers(k, size=n), logger)
+    pscore = epsilon / k + (1.0 - epsilon) * (action == logger)
+    outcome = rng.poisson(mu[context, action]).astype(np.float64)
+    return LoggedBandit(
+        action=action, outcome=outcome, pscore=pscore, cost=np.zeros(k), group=context
+    )
+
+
+def _small_margin_world(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Outcomes around 2 NRx (as in the simulator); the challenger takes a better action
+    on 30% of the HCPs, by 0.1: a true gain of 0.03 per decision, 1.5% of the value."""
+    rng = np.random.default_rng(seed)
+    n_contexts, k = 1000, 4
+    mu = 2.0 + rng.uniform(0.0, 0.05, (n_contexts, k))
+    champion = rng.integers(k, size=n_contexts)
+    better = rng.random(n_contexts) < 0.3
+    challenger = np.where(better, (champion + 1) % k, champion)
+    rows = np.arange(n_contexts)
+    mu[rows[better], challenger[better]] = mu[rows[better], champion[better]] + 0.1
+    gain = float((mu[rows, challenger] - mu[rows, champion]).mean())
+    return mu, champion, challenger, gain
+
+
+def test_small_true_margin_is_promoted_on_enough_evidence() -> None:
+    mu, champion, challenger, gain = _small_margin_world(seed=7)
+    assert gain == pytest.approx(0.03, abs=0.005)
+    old = np.zeros_like(champion)  # the earlier champion that logged the first half
+    data = _two_logger_log(150_000, mu, (old, champion), epsilon=0.5, seed=8)
+    assert data.group is not None
+    context = data.group
+    better = decide(
+        data,
+        champion_target=champion[context],
+        challenger_target=challenger[context],
+        config=GateConfig(),
+    )
+    worse = decide(
+        data,
+        champion_target=challenger[context],
+        challenger_target=champion[context],
+        config=GateConfig(),
+    )
+    assert better.passed, better.reasons
+    assert not worse.passed, worse.reasons
+    assert better.difference is not None
+    assert better.difference["ci_low"] <= gain <= better.difference["ci_high"]
+
+
+def test_small_true_margin_is_not_promoted_on_too_little_evidence() -> None:
+    """The same challenger on 2,000 decisions: the interval is wider than the gain, so
+    the gate keeps the champion and says how large a gain it would confirm."""
+    mu, champion, challenger, gain = _small_margin_world(seed=7)
+    data = _two_logger_log(2_000, mu, (np.zeros_like(champion), champion), 0.5, seed=9)
+    assert data.group is not None
+    decision = decide(
+        data,
+        champion_target=champion[data.group],
+        challenger_target=challenger[data.group],
+        config=GateConfig(),
+    )
+    assert not decision.passed
+    assert decision.difference is not None
+    assert (decision.difference["ci_high"] - decision.difference["ci_low"]) / 2 > gain
+    assert any("would pass 80% of the time" in r for r in decision.reasons), decision.reasons
+
+
+def test_vs_no_action_is_the_incremental_value() -> None:
+    """No action (code -1) is logged too: each policy's paired gain over doing nothing
+    brackets its known incremental value (net of cost)."""
+    rng = np.random.default_rng(10)
+    n = 8000
+    action = rng.integers(-1, 3, size=n)  # no action, 0, 1, 2: uniform
+    lift = np.array([0.0, 0.2, 0.5, 1.0])  # no action first
+    outcome = 2.0 + lift[action + 1] + rng.normal(0.0, 1.0, n)
+    cost = np.array([0.05, 0.05, 0.3])
+    data = LoggedBandit(action=action, outcome=outcome, pscore=np.full(n, 0.25), cost=cost)
+    decision = decide(
+        data,
+        champion_target=np.full(n, 1),
+        challenger_target=np.full(n, 2),
+        config=GateConfig(),
+    )
+    for role, truth in (("champion", 0.5 - 0.05), ("challenger", 1.0 - 0.3)):
+        estimate = decision.vs_no_action[role]
+        assert estimate["ci_low"] <= truth <= estimate["ci_high"], (role, estimate)
+        assert estimate["ci_high"] - estimate["ci_low"] < 0.3
+
+
 def test_identical_policies_never_pass_the_lower_bound() -> None:
     data = _uniform_log(2000, MEANS, seed=1)
     same = np.full(len(data.action), 2)

@@ -17,6 +17,12 @@ Estimators (value per decision, with a normal-approximation confidence interval)
 target policy minus another's on the same decisions, with a paired interval (the
 per-decision terms are subtracted before the variance is taken, so two policies
 that mostly agree are compared far more precisely than two separate intervals allow).
+
+Both take optional ``groups`` (``(n,)`` labels, e.g. the HCP of each decision): the
+interval is then cluster-robust (the variance of per-group sums of the centred
+terms), which is the honest one when the same HCP is decided on several times and
+its decisions are not independent. With one decision per group it equals the
+ordinary interval.
 """
 
 from __future__ import annotations
@@ -66,10 +72,33 @@ def _check(action: np.ndarray, reward: np.ndarray, pscore: np.ndarray, target: n
         raise ValueError("reward must be finite for every logged decision")
 
 
-def _interval(name: str, terms: np.ndarray, weights: np.ndarray) -> PolicyValue:
+def _standard_error(terms: np.ndarray, groups: np.ndarray | None) -> float:
+    """Standard error of ``terms.mean()``; cluster-robust over ``groups`` when given.
+
+    Cluster-robust (Liang & Zeger, 1986): ``G / (G - 1) * sum_g (sum_{i in g} (t_i - mean))^2
+    / n^2`` over the ``G`` groups; with singleton groups it is ``std(ddof=1) / sqrt(n)``.
+    """
+    n = len(terms)
+    if n < 2:
+        return float("inf")
+    if groups is None:
+        return float(terms.std(ddof=1) / np.sqrt(n))
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} rows, the decisions {n}")
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    sums = np.bincount(codes.ravel(), weights=terms - terms.mean())
+    n_groups = len(sums)
+    if n_groups < 2:
+        return float("inf")
+    return float(np.sqrt(n_groups / (n_groups - 1) * (sums**2).sum()) / n)
+
+
+def _interval(
+    name: str, terms: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None
+) -> PolicyValue:
     n = len(terms)
     value = float(terms.mean())
-    se = float(terms.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    se = _standard_error(terms, groups)
     ess = float(weights.sum() ** 2 / (weights**2).sum()) if (weights**2).sum() > 0 else 0.0
     return PolicyValue(name, value, value - Z_95 * se, value + Z_95 * se, n, ess)
 
@@ -158,13 +187,15 @@ def estimate(
     *,
     q_target: np.ndarray | None = None,
     q_logged: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> PolicyValue:
     """Value per decision of ``target`` by the named estimator (``ips``, ``snips``, ``dr``).
 
-    Shapes ``(n,)``; ``q_target`` / ``q_logged`` are needed for ``dr`` only.
+    Shapes ``(n,)``; ``q_target`` / ``q_logged`` are needed for ``dr`` only; ``groups``
+    makes the interval cluster-robust (decisions of one group are not independent).
     """
     value, terms, w = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
-    result = _interval(estimator, terms, w)
+    result = _interval(estimator, terms, w, groups)
     return PolicyValue(
         estimator, value, result.ci_low, result.ci_high, result.n, result.effective_n
     )
@@ -181,21 +212,26 @@ def difference(
     q_target: np.ndarray | None = None,
     q_baseline: np.ndarray | None = None,
     q_logged: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> PolicyValue:
     """Value of ``target`` minus value of ``baseline`` on the same decisions.
 
     Both are deterministic target policies (action per decision, ``-1`` = no touch),
     shapes ``(n,)``. The 95% interval is paired: it comes from the per-decision
-    difference of the two estimators' influence terms. ``effective_n`` is that of
-    the decisions where the two policies disagree (only those carry information
-    about the difference); ``n`` counts all decisions.
+    difference of the two estimators' influence terms. For DR that difference is
+    ``q(target) - q(baseline)`` plus the importance-weighted residual of the logged
+    outcome where the logged action is one of the two (and exactly 0 where the two
+    policies agree), so outcome noise on the decisions they share does not enter.
+    ``effective_n`` is that of the decisions where the two policies disagree (only
+    those carry information about the difference); ``n`` counts all decisions.
+    ``groups`` makes the interval cluster-robust.
     """
     value_t, terms_t, w_t = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
     value_b, terms_b, w_b = _terms(
         estimator, action, reward, pscore, baseline, q_baseline, q_logged
     )
     differs = target != baseline
-    result = _interval(f"{estimator}_difference", terms_t - terms_b, (w_t + w_b) * differs)
+    result = _interval(f"{estimator}_difference", terms_t - terms_b, (w_t + w_b) * differs, groups)
     return PolicyValue(
         f"{estimator}_difference",
         value_t - value_b,

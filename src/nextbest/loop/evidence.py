@@ -9,13 +9,14 @@ was served with. An empty answer does not: under epsilon-greedy with holdout rat
 ``h``, a request with ``n`` eligible candidates gets no action with probability
 ``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` when ``n = 0``).
 For an empty non-holdout answer the greedy list was empty; for a holdout answer it
-is known only by re-scoring with the model that served it (``greedy_empty``).
+is known only by re-scoring with the model that served it
+(:func:`serving_greedy_empty`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import cast
 
@@ -23,8 +24,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from nextbest import registry
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.picks import picks_frame
+from nextbest.settings import Settings
 from nextbest.storage.repository import logged_decisions
 
 NO_ACTION = -1
@@ -80,6 +83,62 @@ def no_action_probability(decisions: pd.DataFrame, greedy_empty: np.ndarray | No
     empty = empty_answer if greedy_empty is None else (np.asarray(greedy_empty) | empty_answer)
     p = h + (1.0 - h) * np.where(n == 0, 1.0, (1.0 - eps) * empty)
     return np.clip(p, 1e-12, 1.0)
+
+
+def serving_greedy_empty(
+    decisions: pd.DataFrame, load_model: Callable[[str], ScoringModel | None]
+) -> tuple[np.ndarray, int]:
+    """Whether the model that served each holdout answer had an empty greedy list.
+
+    A holdout answer hides what the serving model would have served; it is found by
+    re-scoring the decision with that model (``model_version`` of the decision,
+    loaded by ``load_model``, which returns None for a version it cannot load).
+
+    Returns:
+        ``(greedy_empty, n_unresolved)``: ``(n,)`` bool, True for a holdout answer
+        whose serving model's greedy list was empty (False for every other row,
+        which :func:`no_action_probability` does not need it for), and the number of
+        holdout answers whose serving model could not be loaded (they keep the
+        lower bound, the holdout rate).
+    """
+    out = np.zeros(len(decisions), dtype=bool)
+    holdout = decisions["holdout"].to_numpy(dtype=bool)
+    if not holdout.any():
+        return out, 0
+    unresolved = 0
+    rows = np.flatnonzero(holdout)
+    versions = decisions["model_version"].astype(str).to_numpy()[rows]
+    for version in dict.fromkeys(versions):
+        index = rows[versions == version]
+        model = load_model(version)
+        if model is None:
+            unresolved += len(index)
+            continue
+        actions = greedy_actions(model, decisions.iloc[index].reset_index(drop=True))
+        out[index] = np.array([a is None for a in actions], dtype=bool)
+    return out, unresolved
+
+
+def version_loader(
+    settings: Settings, known: dict[str, ScoringModel] | None = None
+) -> Callable[[str], ScoringModel | None]:
+    """Load registered versions by number, each once; None for one that cannot be loaded.
+
+    ``known`` seeds the cache with models the caller already holds.
+    """
+    from mlflow.exceptions import MlflowException
+
+    cache: dict[str, ScoringModel | None] = dict(known or {})
+
+    def load(version: str) -> ScoringModel | None:
+        if version not in cache:
+            try:
+                cache[version] = registry.load_version(settings, version)
+            except (MlflowException, OSError):
+                cache[version] = None
+        return cache[version]
+
+    return load
 
 
 def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:

@@ -1,16 +1,21 @@
 """Off-policy gate: evaluate challenger against champion on logged data, promote, roll back.
 
-The evidence is the exploration data the current champion logged: every decision it
-served (with the propensity of its rank-1 action, or the probability of an empty
-answer) and the outcome that came back. Each model is a deterministic target policy
-(its greedy rank-1 action per decision, or no action); its value per decision is
-``outcome - cost of the action taken``, estimated by IPS, self-normalised IPS and
-doubly robust estimators (:mod:`nextbest.evaluation.ope`), with a paired interval
-for challenger minus champion.
+The evidence is every logged decision with an outcome, whichever model version
+served it: each carries the probability its logging policy had of what it served
+(the rank-1 propensity, or the probability of an empty answer, found by re-scoring
+a holdout answer with the version that served it), and off-policy estimates with
+the logging propensities are valid whatever policy logged the data. Each model is
+a deterministic target policy (its greedy rank-1 action per decision, or no
+action); its value per decision is ``outcome - cost of the action taken``,
+estimated by IPS, self-normalised IPS and doubly robust estimators
+(:mod:`nextbest.evaluation.ope`), with a paired interval for challenger minus
+champion. Intervals are cluster-robust by HCP: one HCP's decisions are not
+independent.
 
 Only the share of logged decisions reserved for evaluation (``evaluation_share``,
 by a hash of the recommendation id) is used, and ``retrain`` never trains on it:
 a challenger judged on the outcomes it learned from would look better than it is.
+The reserved decisions of every round are never trained on, so they all count.
 
 The gate (``training/gate.yaml``, :class:`GateConfig`) passes when there are enough
 decisions, the challenger's importance weights leave enough effective sample, and
@@ -30,6 +35,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -47,6 +53,8 @@ from nextbest.loop.evidence import (
     load_decisions,
     no_action_probability,
     reserved_for_gate,
+    serving_greedy_empty,
+    version_loader,
 )
 from nextbest.settings import Settings
 from nextbest.storage.db import make_engine, make_session_factory, migrate
@@ -106,7 +114,9 @@ class LoggedBandit:
     back; ``pscore``: probability of the logged action; ``cost``: ``(A,)`` cost per
     action code, so the reward of taking action ``a`` is ``outcome - cost[a]``;
     ``baseline``: the HCP's mean outcome in the history before the model's snapshot
-    (NaN when unknown), which the DR reward model starts from.
+    (NaN when unknown), which the DR reward model starts from; ``group``: the HCP
+    of each decision (intervals are cluster-robust over it), None when every
+    decision is its own.
     """
 
     action: np.ndarray
@@ -114,6 +124,7 @@ class LoggedBandit:
     pscore: np.ndarray
     cost: np.ndarray
     baseline: np.ndarray | None = None
+    group: np.ndarray | None = None
 
     @property
     def reward(self) -> np.ndarray:
@@ -182,6 +193,7 @@ def policy_estimates(data: LoggedBandit, target: np.ndarray) -> dict[str, ope.Po
                 target,
                 q_target=q(target),
                 q_logged=q(data.action),
+                groups=data.group,
             )
         except ValueError:
             continue  # SNIPS without a single agreeing decision: reported as missing
@@ -190,7 +202,13 @@ def policy_estimates(data: LoggedBandit, target: np.ndarray) -> dict[str, ope.Po
 
 @dataclass
 class GateDecision:
-    """The gate's verdict and the evidence behind it."""
+    """The gate's verdict and the evidence behind it.
+
+    ``champion`` / ``challenger``: each estimator's value per decision (the no-touch
+    outcome included); ``difference``: challenger - champion by the gate's
+    estimator (paired); ``vs_no_action``: each policy minus "no action" on the same
+    decisions (paired, the gate's estimator), i.e. its estimated incremental value.
+    """
 
     passed: bool
     reasons: list[str]
@@ -200,6 +218,7 @@ class GateDecision:
     challenger: dict[str, dict[str, Any]] = field(default_factory=dict)
     difference: dict[str, Any] | None = None
     agreement: float = 0.0
+    vs_no_action: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,18 +256,16 @@ def decide(
         )
         return decision
     q = reward_model(data)
-    diff = ope.difference(
-        config.estimator,
-        data.action,
-        data.reward,
-        data.pscore,
-        challenger_target,
-        champion_target,
-        q_target=q(challenger_target),
-        q_baseline=q(champion_target),
-        q_logged=q(data.action),
-    )
+    diff = _paired(config.estimator, data, q, challenger_target, champion_target)
     decision.difference = diff.as_dict()
+    nothing = np.full(n, NO_ACTION, dtype=np.int64)
+    for role, target in (("champion", champion_target), ("challenger", challenger_target)):
+        try:
+            decision.vs_no_action[role] = _paired(
+                config.estimator, data, q, target, nothing
+            ).as_dict()
+        except ValueError:
+            continue  # SNIPS without a single no-action decision: reported as missing
     ess = challenger[config.estimator].effective_n
     ok = True
     if ess < config.min_effective_n:
@@ -269,7 +286,9 @@ def decide(
             ok = False
             decision.reasons.append(
                 f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
-                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] does not lie above zero"
+                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] does not lie above zero "
+                f"(on this evidence a true gain of {_detectable(diff):.4f} per decision "
+                "would pass 80% of the time)"
             )
     else:
         needed = value_c + config.margin * abs(value_c)
@@ -286,6 +305,34 @@ def decide(
     return decision
 
 
+def _detectable(diff: ope.PolicyValue, power: float = 0.8) -> float:
+    """The true difference the lower-bound criterion passes with probability ``power``.
+
+    With standard error ``se`` the estimate passes when it exceeds ``1.96 se``, so a
+    true difference ``(1.96 + z_power) se`` passes with probability ``power``.
+    """
+    se = (diff.ci_high - diff.ci_low) / (2 * ope.Z_95)
+    return float((ope.Z_95 + NormalDist().inv_cdf(power)) * se)
+
+
+def _paired(
+    estimator: str, data: LoggedBandit, q: RewardModel, target: np.ndarray, baseline: np.ndarray
+) -> ope.PolicyValue:
+    """``target`` minus ``baseline`` on the same decisions, paired, cluster-robust."""
+    return ope.difference(
+        estimator,
+        data.action,
+        data.reward,
+        data.pscore,
+        target,
+        baseline,
+        q_target=q(target),
+        q_baseline=q(baseline),
+        q_logged=q(data.action),
+        groups=data.group,
+    )
+
+
 @dataclass
 class Evaluation:
     """One run of the gate on the registry's champion and challenger."""
@@ -295,15 +342,21 @@ class Evaluation:
     decision: GateDecision
     run_id: str | None = None
     promoted: bool = False
+    served_by: dict[str, int] = field(default_factory=dict)
+    unresolved_holdout: int = 0
 
 
 def bandit_from_decisions(
-    decisions: pd.DataFrame, *, champion: ScoringModel, champion_actions: np.ndarray
+    decisions: pd.DataFrame, *, champion: ScoringModel, greedy_empty: np.ndarray
 ) -> LoggedBandit:
-    """Logged decisions served by ``champion`` as a :class:`LoggedBandit`."""
+    """Logged decisions (served by any version) as a :class:`LoggedBandit`.
+
+    ``champion`` gives the action vocabulary, the costs and the HCP baselines;
+    ``greedy_empty`` ``(n,)`` says whether the serving model's greedy list was empty
+    (:func:`~nextbest.loop.evidence.serving_greedy_empty`), for holdout answers.
+    """
     vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
     action = action_codes(decisions["action_id"], vocabulary)
-    greedy_empty = np.array([a is None for a in champion_actions], dtype=bool)
     p_none = no_action_probability(decisions, greedy_empty)
     pscore = np.where(
         action == NO_ACTION, p_none, decisions["propensity"].to_numpy(dtype=np.float64)
@@ -314,6 +367,7 @@ def bandit_from_decisions(
         pscore=np.clip(pscore, 1e-12, 1.0),
         cost=champion.action_cost,
         baseline=history_baseline(champion, decisions["hcp_id"]),
+        group=decisions["hcp_id"].astype(str).to_numpy(),
     )
 
 
@@ -337,11 +391,13 @@ def evaluate(
     since: datetime | None = None,
     log: bool = True,
 ) -> Evaluation:
-    """Evaluate the registry's challenger against its champion on the champion's log.
+    """Evaluate the registry's challenger against its champion on the logged decisions.
+
+    Every logged decision with an outcome (at or after ``since``) in the reserved
+    share counts, whichever version served it.
 
     Raises:
-        GateError: no champion or challenger, or no logged decision served by the
-            champion with an outcome.
+        GateError: no champion or challenger, or no logged decision with an outcome.
     """
     champion_version = registry.alias_version(settings, CHAMPION)
     challenger_version = registry.alias_version(settings, CHALLENGER)
@@ -362,7 +418,7 @@ def evaluate(
     try:
         migrate(engine)
         with make_session_factory(engine)() as session:
-            decisions = load_decisions(session, since=since, model_version=champion_version)
+            decisions = load_decisions(session, since=since)
     finally:
         engine.dispose()
     if config.evaluation_share > 0:
@@ -370,13 +426,16 @@ def evaluate(
         decisions = decisions[reserved].reset_index(drop=True)
     if not len(decisions):
         raise GateError(
-            f"no logged decisions served by champion version {champion_version} have an "
-            f"outcome yet in {settings.resolved_database_url}: serve, collect outcome "
-            "feedback, then evaluate"
+            f"no logged decisions have an outcome yet in {settings.resolved_database_url}: "
+            "serve, collect outcome feedback, then evaluate"
         )
+    greedy_empty, unresolved = serving_greedy_empty(
+        decisions,
+        version_loader(settings, {champion_version: champion, challenger_version: challenger}),
+    )
     champion_actions = greedy_actions(champion, decisions)
     challenger_actions = greedy_actions(challenger, decisions)
-    data = bandit_from_decisions(decisions, champion=champion, champion_actions=champion_actions)
+    data = bandit_from_decisions(decisions, champion=champion, greedy_empty=greedy_empty)
     vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
     decision = decide(
         data,
@@ -384,7 +443,20 @@ def evaluate(
         challenger_target=action_codes(challenger_actions, vocabulary),
         config=config,
     )
-    evaluation = Evaluation(champion_version, challenger_version, decision)
+    served_by = decisions["model_version"].astype(str).value_counts().sort_index()
+    evaluation = Evaluation(
+        champion_version,
+        challenger_version,
+        decision,
+        served_by={str(k): int(v) for k, v in served_by.items()},
+        unresolved_holdout=unresolved,
+    )
+    if unresolved:
+        decision.reasons.append(
+            f"{unresolved} holdout answers were served by versions that could not be "
+            "loaded: their probability of no action is taken as the holdout rate (a lower "
+            "bound)"
+        )
     if log:
         evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
     return evaluation
@@ -490,6 +562,7 @@ def _log_evaluation(
             {
                 "champion_version": evaluation.champion_version,
                 "challenger_version": evaluation.challenger_version,
+                "evidence_served_by": json.dumps(evaluation.served_by),
                 **{f"gate.{k}": v for k, v in config.model_dump().items()},
             }
         )
@@ -509,6 +582,9 @@ def _log_evaluation(
         if decision.difference is not None:
             for key in ("value", "ci_low", "ci_high", "effective_n"):
                 metrics[f"difference.{key}"] = float(decision.difference[key])
+        for role, values in decision.vs_no_action.items():
+            for key in ("value", "ci_low", "ci_high"):
+                metrics[f"{role}.vs_no_action.{key}"] = float(values[key])
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.set_tags(
             {"decision": "promote" if promoted else "keep", "gate_passed": str(decision.passed)}

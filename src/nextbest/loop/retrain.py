@@ -7,7 +7,9 @@ zero outcome that did not happen). Each becomes an ``interactions`` row:
 ``engaged`` = any engagement event came back, ``outcome`` = the sum of its outcome
 values, ``propensity`` = the probability the serving policy had of that choice
 (rank-1 propensity; for a no-action answer the probability of answering with no
-action, the holdout rate being its lower bound for holdout rows), ``holdout`` =
+action, which for a holdout answer depends on whether the serving version's greedy
+list was empty: found by re-scoring with that version, the holdout rate, its lower
+bound, only when the version cannot be loaded), ``holdout`` =
 the randomized-control flag. Rows for HCPs that are not in the history's ``hcps``
 file are left out and counted, and so is the share of decisions reserved for the
 off-policy gate (``evaluation_share`` in ``training/gate.yaml``).
@@ -16,6 +18,7 @@ off-policy gate (``evaluation_share`` in ``training/gate.yaml``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,8 +30,15 @@ from nextbest import registry
 from nextbest.contract import Dataset
 from nextbest.contract.validate import validate_interactions
 from nextbest.learning.config import TrainConfig
+from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import Progress, TrainResult, train
-from nextbest.loop.evidence import load_decisions, no_action_probability, reserved_for_gate
+from nextbest.loop.evidence import (
+    load_decisions,
+    no_action_probability,
+    reserved_for_gate,
+    serving_greedy_empty,
+    version_loader,
+)
 from nextbest.settings import Settings
 from nextbest.storage.db import make_engine, make_session_factory, migrate
 
@@ -42,16 +52,25 @@ class FeedbackRows:
     n_unknown_hcp: int
     n_holdout: int
     n_reserved: int = 0
+    n_holdout_unresolved: int = 0
 
 
-def feedback_interactions(decisions: pd.DataFrame, dataset: Dataset) -> FeedbackRows:
-    """Contract rows from logged decisions that have an outcome (``load_decisions``)."""
+def feedback_interactions(
+    decisions: pd.DataFrame, dataset: Dataset, *, greedy_empty: np.ndarray | None = None
+) -> FeedbackRows:
+    """Contract rows from logged decisions that have an outcome (``load_decisions``).
+
+    ``greedy_empty`` ``(n,)`` bool (:func:`~nextbest.loop.evidence.serving_greedy_empty`)
+    says whether the serving version's greedy list was empty for each holdout
+    answer; None takes the holdout rate, a lower bound, as their propensity.
+    """
     known = decisions["hcp_id"].isin(set(dataset.hcps["hcp_id"]))
     kept = decisions[known].reset_index(drop=True)
     no_action = kept["action_id"].isna().to_numpy()
+    kept_empty = None if greedy_empty is None else np.asarray(greedy_empty)[known.to_numpy()]
     propensity = np.where(
         no_action,
-        no_action_probability(kept, None),
+        no_action_probability(kept, kept_empty),
         kept["propensity"].to_numpy(dtype=np.float64),
     )
     raw = pd.DataFrame(
@@ -94,14 +113,31 @@ class RetrainResult:
 
 
 def read_feedback_rows(
-    session: Session, dataset: Dataset, *, since: datetime | None, reserved_share: float = 0.0
+    session: Session,
+    dataset: Dataset,
+    *,
+    since: datetime | None,
+    reserved_share: float = 0.0,
+    load_model: Callable[[str], ScoringModel | None] | None = None,
 ) -> FeedbackRows:
     """Logged decisions with an outcome (at or after ``since``) as contract rows,
-    without the share reserved for the gate."""
+    without the share reserved for the gate.
+
+    ``load_model`` (a version number -> its model, or None) lets holdout answers
+    carry their true probability of no action; without it they get the holdout rate.
+    """
     decisions = load_decisions(session, since=since)
     reserved = reserved_for_gate(decisions["recommendation_id"], reserved_share)
-    rows = feedback_interactions(decisions[~reserved].reset_index(drop=True), dataset)
-    return dataclasses.replace(rows, n_reserved=int(reserved.sum()))
+    train_rows = decisions[~reserved].reset_index(drop=True)
+    greedy_empty, unresolved = (
+        serving_greedy_empty(train_rows, load_model)
+        if load_model is not None
+        else (None, int(train_rows["holdout"].sum()))
+    )
+    rows = feedback_interactions(train_rows, dataset, greedy_empty=greedy_empty)
+    return dataclasses.replace(
+        rows, n_reserved=int(reserved.sum()), n_holdout_unresolved=unresolved
+    )
 
 
 def retrain(
@@ -124,7 +160,11 @@ def retrain(
         migrate(engine)
         with make_session_factory(engine)() as session:
             feedback = read_feedback_rows(
-                session, dataset, since=since, reserved_share=reserved_share
+                session,
+                dataset,
+                since=since,
+                reserved_share=reserved_share,
+                load_model=version_loader(settings),
             )
     finally:
         engine.dispose()
@@ -135,6 +175,11 @@ def retrain(
         f"({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for HCPs not in hcps "
         f"left out; {feedback.n_reserved:,} reserved for the gate)"
     )
+    if feedback.n_holdout_unresolved:
+        result.notes.append(
+            f"{feedback.n_holdout_unresolved:,} holdout rows were served by versions that "
+            "could not be loaded: their propensity is the holdout rate, a lower bound"
+        )
     info = registry.log_training_run(
         result,
         settings,

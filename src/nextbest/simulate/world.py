@@ -25,6 +25,7 @@ from nextbest.simulate.response import (
     sigmoid,
     static_logit,
 )
+from nextbest.simulate.vocabulary import CHANNELS
 
 NO_ACTION = -1
 SECOND_NS = 10**9
@@ -166,7 +167,12 @@ class SimulatedWorld:
         return np.where(best_value > 0, best, NO_ACTION).astype(np.int64)
 
     def draw_response(
-        self, hcp_idx: np.ndarray, action_idx: np.ndarray, rng: np.random.Generator
+        self,
+        hcp_idx: np.ndarray,
+        action_idx: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        extra_touches: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw responses from the end-of-history truth (for closed-loop benchmarks).
 
@@ -174,12 +180,19 @@ class SimulatedWorld:
             hcp_idx: ``(m,)`` int row indices into ``hcps``.
             action_idx: ``(m,)`` int catalog row indices, -1 for no touch.
             rng: the caller's generator (draws are reproducible through it).
+            extra_touches: opt-in fatigue, ``(m, C)`` touches per channel (order of
+                :data:`~nextbest.simulate.vocabulary.CHANNELS`) each drawn HCP has had
+                since the end of the history and that still weigh on it (the caller
+                keeps this window, e.g. the last ``FATIGUE_WINDOW`` rounds of a loop).
+                Each lowers the engagement logit on the action's channel by the HCP's
+                fatigue sensitivity, as in the history. None (the default): the
+                end-of-history fatigue state, every draw independent.
 
         Returns:
             ``(engaged, outcome)``: ``(m,)`` int 0/1 and ``(m,)`` float NRx. No touch,
             or an ineligible action (it cannot be delivered), gives ``engaged = 0``
-            and an outcome from the baseline alone. Each draw is independent: the
-            fatigue state is not advanced.
+            and an outcome from the baseline alone. The random draws are the same
+            with and without ``extra_touches``.
         """
         hcp = np.asarray(hcp_idx, dtype=np.int64)
         action = np.asarray(action_idx, dtype=np.int64)
@@ -192,7 +205,22 @@ class SimulatedWorld:
         acted = action != NO_ACTION
         safe = np.where(acted, action, 0)
         delivered = acted & self.eligible[hcp, safe]
-        p = np.where(delivered, self.p_engage[hcp, safe], 0.0)
+        p_engage = self.p_engage[hcp, safe]
+        if extra_touches is not None:
+            touches = np.asarray(extra_touches, dtype=np.float64)
+            n_channels = len(CHANNELS)
+            if touches.shape != (hcp.shape[0], n_channels) or (touches < 0).any():
+                raise ValueError(
+                    f"extra_touches must be non-negative counts of shape "
+                    f"({hcp.shape[0]}, {n_channels}), got shape {touches.shape}"
+                )
+            channel = self.codes.channel[safe]
+            logit = np.log(p_engage) - np.log1p(-p_engage)
+            fatigue = (
+                self.traits.fatigue_sensitivity[hcp] * touches[np.arange(hcp.shape[0]), channel]
+            )
+            p_engage = 1.0 / (1.0 + np.exp(fatigue - logit))
+        p = np.where(delivered, p_engage, 0.0)
         engaged = (rng.random(hcp.shape[0]) < p).astype(np.int64)
         mean = self.baseline[hcp] + engaged * self.gain[hcp, safe]
         outcome = rng.poisson(mean).astype(np.float64)
