@@ -84,10 +84,9 @@ async def _connection(
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
+            # Our server always sends content-length (no chunked answers).
+            at = head.lower().find(b"content-length:") + 15
+            length = int(head[at : head.find(b"\r\n", at)])
             await reader.readexactly(length)
             out.append((start, loop_time() - start, status))
             n += 1
@@ -119,7 +118,17 @@ def _load(
         await asyncio.gather(*tasks)
         return out
 
-    queue.put(asyncio.run(main()))
+    run: Any = asyncio.run
+    try:  # uvloop (installed with uvicorn[standard]) cuts the generator's own CPU
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        pass
+    cpu_before = time.process_time()
+    samples = run(main())
+    # CPU the generator itself used: on a shared 2-core machine it is taken from the server.
+    queue.put((samples, time.process_time() - cpu_before))
 
 
 def drive(
@@ -129,16 +138,24 @@ def drive(
     connections: int,
     seconds: float,
     rate: float | None = None,
+    server_pid: int | None = None,
 ) -> dict[str, float]:
-    """Run the load generator in a separate process; summarise its measurements."""
+    """Run the load generator in a separate process; summarise its measurements.
+
+    With ``server_pid``, also the CPU the server (that process and its workers)
+    spent per answered request: a figure that other work on the machine
+    disturbs much less than latency or throughput.
+    """
+    cpu_before = _server_cpu_s(server_pid)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
         target=_load, args=("127.0.0.1", port, requests, connections, seconds, rate, queue)
     )
     proc.start()
-    samples = queue.get(timeout=seconds + 120)
+    samples, generator_cpu_s = queue.get(timeout=seconds + 120)
     proc.join(timeout=30)
+    server_cpu_s = _server_cpu_s(server_pid) - cpu_before
     lat = np.array([s[1] for s in samples]) * 1000.0
     ok = sum(1 for s in samples if s[2] == 200)
     return {
@@ -153,7 +170,27 @@ def drive(
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
         "max_ms": float(lat.max()) if len(lat) else float("nan"),
         "connections": connections,
+        "generator_cpu_s": generator_cpu_s,
+        "server_cpu_ms_per_request": server_cpu_s * 1000 / len(samples)
+        if server_pid is not None and len(samples)
+        else float("nan"),
     }
+
+
+def _server_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` and its live children (0 without psutil)."""
+    if pid is None:
+        return 0.0
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def _post(path: str, body: dict[str, Any]) -> bytes:
@@ -366,11 +403,14 @@ def main() -> dict[str, Any]:
         server = run_server(models, port, args.workers, args.flush_ms)
         try:
             drive(port, single[:500], connections=4, seconds=3)  # warm-up
-            idle = drive(port, single, connections=1, seconds=min(args.seconds, 10))
+            pid = server.pid
+            idle = drive(port, single, connections=1, seconds=min(args.seconds, 10), server_pid=pid)
             print(f"single, one connection: {idle}")
-            fixed = drive(port, single, connections=32, seconds=args.seconds, rate=args.rate)
+            fixed = drive(
+                port, single, connections=32, seconds=args.seconds, rate=args.rate, server_pid=pid
+            )
             print(f"single at {args.rate:.0f}/s offered: {fixed}")
-            closed = drive(port, single, connections=32, seconds=args.seconds)
+            closed = drive(port, single, connections=32, seconds=args.seconds, server_pid=pid)
             print(f"single, 32 connections flat out: {closed}")
             batch = drive(port, batches, connections=args.workers, seconds=args.seconds)
             print(f"batch of 1,000 HCPs: {batch}")
@@ -396,7 +436,7 @@ def main() -> dict[str, Any]:
             "log_flush_ms": args.flush_ms,
             "rules_file": "training/rules.yaml",
             "build_seconds": build_s,
-            "load_generator": "separate process, asyncio keep-alive connections, loopback",
+            "load_generator": "separate process, asyncio (uvloop) keep-alive connections, loopback",
         },
         "raw_lightgbm": raw,
         "single_idle": idle,

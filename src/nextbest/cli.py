@@ -227,6 +227,7 @@ def serve(
     ] = "info",
 ) -> None:
     """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines."""
+    import inspect
     import os
     import tempfile
 
@@ -242,6 +243,12 @@ def serve(
     if n_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics then sums the counters of every worker process.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nextbest-metrics-")
+    extra: dict[str, int] = {}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn kills a worker that does not answer its health ping within 5 s;
+        # one still importing and loading its model on a busy machine takes longer
+        # and was killed and restarted over and over, leaving fewer workers serving.
+        extra["timeout_worker_healthcheck"] = 60
     uvicorn.run(
         "nextbest.api.app:create_app",
         factory=True,
@@ -250,6 +257,7 @@ def serve(
         workers=n_workers,
         log_config=logging_config(log_level.upper()),
         access_log=False,
+        **extra,  # type: ignore[arg-type]
     )
 
 

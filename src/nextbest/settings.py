@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,17 @@ class Settings(BaseSettings):
     )
     epsilon: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Exploration rate (epsilon-greedy)."
+    )
+    exploration: Literal["epsilon_greedy", "softmax"] = Field(
+        default="epsilon_greedy",
+        description="How the first item is explored: epsilon_greedy (NEXTBEST_EPSILON) or "
+        "softmax (NEXTBEST_TEMPERATURE).",
+    )
+    temperature: float = Field(
+        default=0.01,
+        gt=0.0,
+        description="Softmax temperature, in the units of the arbitration score (expected "
+        "incremental value - cost): small is nearly greedy, large nearly uniform.",
     )
     seed: int | None = Field(default=None, description="Seed for holdout and exploration draws.")
     reload_interval_s: float = Field(

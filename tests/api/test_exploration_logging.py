@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -62,3 +63,79 @@ def test_same_seed_same_answers(api_settings, keys) -> None:
         with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
             runs.append([(b["holdout"], [i["action_id"] for i in b["items"]]) for b in _run(c, 40)])
     assert runs[0] == runs[1]
+
+
+def test_softmax_exploration_is_logged_with_exact_propensities(api_settings, keys) -> None:
+    """P(first = a) / P(first = b) = exp((score_a - score_b) / T), and what is drawn follows it."""
+    temperature = 0.05
+    settings = api_settings.model_copy(
+        update={
+            "exploration": "softmax",
+            "temperature": temperature,
+            "holdout_rate": 0.2,
+            "seed": 3,
+        }
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
+        recommender = c.app.state.runtime.recommender
+        assert recommender.exploration.name == "softmax"
+        # An HCP with several actions worth serving, so the draw has a choice.
+        hcp = next(
+            str(h)
+            for h in recommender.hcp_ids[:200]
+            if len(c.post("/v1/recommendations", json={"hcp_id": str(h), "k": 5}).json()["items"])
+            >= 3
+        )
+        n = 300
+        bodies = [
+            c.post("/v1/recommendations", json={"hcp_id": hcp, "k": 1}).json() for _ in range(n)
+        ]
+        firsts = [b["items"][0] for b in bodies if b["items"]]
+        holdouts = sum(b["holdout"] for b in bodies)
+        assert 0.1 < holdouts / n < 0.3
+        assert len(firsts) == n - holdouts, "softmax answers nothing only in the holdout"
+        by_action = {i["action_id"]: i for i in firsts}
+        assert len(by_action) >= 2, "the draw explored"
+        items = list(by_action.values())
+        top = max(items, key=lambda i: i["score"])
+        for item in items:
+            ratio = item["propensity"] / top["propensity"]
+            assert ratio == pytest.approx(np.exp((item["score"] - top["score"]) / temperature))
+            share = sum(f["action_id"] == item["action_id"] for f in firsts) / n
+            assert share == pytest.approx(item["propensity"], abs=0.08)
+        assert sum(i["propensity"] for i in items) <= 0.8 + 1e-9
+        runtime = c.app.state.runtime
+        assert runtime.reclog.flush()
+        with runtime.sessions() as session:
+            for b in bodies[:20]:
+                row = session.get(Recommendation, b["recommendation_id"])
+                assert row is not None
+                assert (row.policy, row.epsilon, row.holdout_rate) == ("softmax", 0.0, 0.2)
+
+
+@pytest.mark.parametrize("exploration", ["epsilon_greedy", "softmax"])
+def test_explored_lists_respect_the_channel_limit(api_settings, keys, exploration: str) -> None:
+    """Always exploring: the drawn first item still counts toward at most 2 per channel."""
+    settings = api_settings.model_copy(
+        update={
+            "exploration": exploration,
+            "epsilon": 1.0,
+            "temperature": 10.0,
+            "holdout_rate": 0.0,
+            "seed": 5,
+        }
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
+        recommender = c.app.state.runtime.recommender
+        assert recommender.max_per_channel == 2
+        explored = longest = 0
+        for hcp in recommender.hcp_ids[:60]:
+            for _ in range(3):
+                items = c.post("/v1/recommendations", json={"hcp_id": str(hcp), "k": 8}).json()[
+                    "items"
+                ]
+                channels = [i["channel"] for i in items]
+                assert all(channels.count(ch) <= 2 for ch in channels), channels
+                explored += sum(i["explored"] for i in items)
+                longest = max(longest, len(items))
+        assert explored > 20 and longest > 2

@@ -126,8 +126,8 @@ def test_at_most_two_items_per_channel(client: TestClient) -> None:
     longest = 0
     for hcp_id in recommender.hcp_ids[:40]:
         items = _ask(client, str(hcp_id))["items"]
-        greedy = [i["channel"] for i in items if not i["explored"]]
+        channels = [i["channel"] for i in items]  # an explored first item counts too
         longest = max(longest, len(items))
-        for channel in set(greedy):
-            assert greedy.count(channel) <= 2
+        for channel in set(channels):
+            assert channels.count(channel) <= 2
     assert longest > 2, "some lists should be long enough for the limit to matter"

@@ -22,10 +22,13 @@ KEY = "e2e-admin-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def _serve(models: Path, *, workers: int = 1) -> Iterator[str]:
+def _serve(
+    models: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "NEXTBEST_MODELS_DIR": str(models),
         "NEXTBEST_API_KEYS": json.dumps([{"name": "e2e", "role": "admin", "key": KEY}]),
     }
@@ -112,3 +115,96 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
     late = [v for t, _, v in results if t > swapped_at + 2.5]
     assert late and set(late) == {new}, "every worker serves the new version"
     assert len(results) > 50
+
+
+def _request_pids(log: Path) -> list[int]:
+    """Worker pid of every logged request, in order."""
+    out = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("message") == "request":
+                out.append(int(entry["pid"]))
+    return out
+
+
+def _worker_of(client: httpx.Client, log: Path) -> int:
+    """Which worker holds this keep-alive connection (asked alone, read from the log)."""
+    before = len(_request_pids(log))
+    assert client.get("/healthz").status_code == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pids = _request_pids(log)
+        if len(pids) > before:  # the line is written just after the answer
+            return pids[before]
+        time.sleep(0.01)
+    raise AssertionError("the request was not logged")
+
+
+def _clients_on_two_workers(base: str, log: Path) -> tuple[httpx.Client, httpx.Client, list]:
+    """Keep-alive connections opened at once (so both workers accept some), then one
+    on each of two different workers."""
+    opened: list[httpx.Client] = []
+    # /readyz answered once one worker was up; the other may still be loading the
+    # model, so keep trying for a while.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        batch = [httpx.Client(base_url=base, headers=AUTH, timeout=10) for _ in range(8)]
+        barrier = threading.Barrier(len(batch))
+
+        def connect(c: httpx.Client, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            c.get("/healthz")
+
+        threads = [threading.Thread(target=connect, args=(c,)) for c in batch]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        opened += batch
+        by_worker = {}
+        for c in opened:
+            by_worker.setdefault(_worker_of(c, log), c)
+        if len(by_worker) >= 2:
+            first, second = list(by_worker.values())[:2]
+            return first, second, opened
+        time.sleep(1.0)
+    pytest.skip("the kernel handed every connection to one worker")
+
+
+def test_feedback_never_meets_an_unlogged_recommendation_across_workers(
+    trained, tmp_path: Path
+) -> None:
+    """Two workers, a 300 ms batched log: feedback sent at once to the worker that
+    did not serve the recommendation must still be accepted."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    env = {"NEXTBEST_LOG_FLUSH_MS": "300", "NEXTBEST_HOLDOUT_RATE": "0"}
+    log = models / "server.log"
+    for base in _serve(models, workers=2, extra_env=env):
+        a, b, opened = _clients_on_two_workers(base, log)
+        try:
+            for n in range(12):
+                serve_on, feedback_on = (a, b) if n % 2 == 0 else (b, a)
+                rec = serve_on.post("/v1/recommendations", json={"hcp_id": f"H{2 + n:06d}", "k": 1})
+                assert rec.status_code == 200, rec.text
+                body = rec.json()
+                started = time.monotonic()
+                feedback = feedback_on.post(
+                    "/v1/feedback",
+                    json={
+                        "event_id": f"x-{body['recommendation_id']}",
+                        "event_type": "delivered",
+                        "hcp_id": body["hcp_id"],
+                        "recommendation_id": body["recommendation_id"],
+                    },
+                )
+                assert feedback.status_code == 200, (n, feedback.text)
+                assert feedback.json()["accepted"] == 1
+                # It waited for the other worker's log rather than failing at once.
+                assert time.monotonic() - started < 0.3 + 2.5
+        finally:
+            for c in opened:
+                c.close()
+        pids = _request_pids(log)
+        assert len(set(pids)) == 2

@@ -1,11 +1,26 @@
-"""Epsilon-greedy exploration and holdout: seeded, with propensities that match frequencies."""
+"""Exploration and holdout: seeded, with propensities that match frequencies."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.policy.exploration import EpsilonGreedy, Exploration, Softmax, make_exploration
+from nextbest.policy.ranking import fill_list, ranked_positive
+
+# Eight eligible actions on three channels; five are worth serving.
+CHANNEL = np.array([0, 0, 0, 1, 1, 2, 2, 0])
+SCORE = np.array([0.9, 0.8, 0.7, 0.5, -0.1, 0.3, -0.4, -0.2])
+ELIGIBLE = np.arange(8)
+RANKED = ranked_positive(SCORE, np.ones(8, dtype=bool))
+
+
+def _serve(policy: Exploration, k: int, cap: int | None = 2):
+    return policy.serve(
+        RANKED, ELIGIBLE, k=k, scores=SCORE, channel_code=CHANNEL, max_per_channel=cap
+    )
 
 
 def test_same_seed_same_draws() -> None:
@@ -13,6 +28,9 @@ def test_same_seed_same_draws() -> None:
     a = [EpsilonGreedy(epsilon=0.3, holdout_rate=0.2, seed=5).serve(greedy, eligible, k=3)]
     b = [EpsilonGreedy(epsilon=0.3, holdout_rate=0.2, seed=5).serve(greedy, eligible, k=3)]
     assert a[0].actions.tolist() == b[0].actions.tolist() and a[0].holdout == b[0].holdout
+    s1 = [_serve(Softmax(temperature=0.2, holdout_rate=0.1, seed=9), 3) for _ in range(1)]
+    s2 = [_serve(Softmax(temperature=0.2, holdout_rate=0.1, seed=9), 3) for _ in range(1)]
+    assert s1[0].actions.tolist() == s2[0].actions.tolist()
 
 
 def test_first_slot_propensity_matches_its_frequency() -> None:
@@ -38,12 +56,117 @@ def test_first_slot_propensity_matches_its_frequency() -> None:
 
 
 @pytest.mark.parametrize(
+    "policy",
+    [
+        EpsilonGreedy(epsilon=0.5, holdout_rate=0.1, seed=1),
+        Softmax(temperature=0.3, holdout_rate=0.1, seed=2),
+    ],
+    ids=["epsilon_greedy", "softmax"],
+)
+def test_every_propensity_matches_its_frequency_under_channel_limits(policy) -> None:
+    """Rank 1: P(served first); lower ranks: P(in the list), channel limit included."""
+    n, k = 30_000, 3
+    first: Counter[int] = Counter()
+    listed: Counter[int] = Counter()
+    claimed_first: dict[int, float] = {}
+    claimed_listed: dict[int, float] = {}
+    for _ in range(n):
+        s = _serve(policy, k)
+        if s.holdout:
+            continue
+        a0 = int(s.actions[0])
+        first[a0] += 1
+        claimed_first[a0] = float(s.propensity[0])
+        for a in s.actions.tolist():
+            listed[a] += 1
+        for a, p in zip(s.actions[1:].tolist(), s.propensity[1:].tolist(), strict=True):
+            assert claimed_listed.setdefault(a, p) == pytest.approx(p)
+    for a, count in first.items():
+        assert count / n == pytest.approx(claimed_first[a], abs=0.012), ("first", a)
+    # A lower-rank item's inclusion probability covers every way it gets listed.
+    for a, p in claimed_listed.items():
+        assert listed[a] / n == pytest.approx(p, abs=0.012), ("listed", a)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        EpsilonGreedy(epsilon=1.0, holdout_rate=0.0, seed=3),
+        Softmax(temperature=5.0, holdout_rate=0.0, seed=4),
+    ],
+    ids=["epsilon_greedy", "softmax"],
+)
+@pytest.mark.parametrize("cap", [1, 2])
+def test_an_explored_first_item_never_breaks_the_channel_limit(policy, cap: int) -> None:
+    explored = 0
+    for _ in range(2_000):
+        s = _serve(policy, 4, cap)
+        counts = Counter(CHANNEL[s.actions].tolist())
+        assert max(counts.values()) <= cap, s.actions
+        assert len(set(s.actions.tolist())) == len(s.actions)
+        explored += bool(s.explored[0])
+    assert explored > 100  # the draws did explore
+
+
+def test_softmax_probabilities_follow_the_scores() -> None:
+    policy = Softmax(temperature=0.25, holdout_rate=0.2, seed=0)
+    s = _serve(policy, 1)
+    weights = np.exp(SCORE / 0.25)
+    expected = 0.8 * weights / weights.sum()
+    draws = Counter()
+    n = 20_000
+    for _ in range(n):
+        served = _serve(policy, 1)
+        if not served.holdout:
+            draws[int(served.actions[0])] += 1
+            assert served.propensity[0] == pytest.approx(expected[served.actions[0]])
+    assert s.p_nothing == pytest.approx(0.2)
+    assert draws[0] / n == pytest.approx(expected[0], abs=0.012)
+    # Colder is greedier.
+    cold = Softmax(temperature=0.01, holdout_rate=0.0, seed=0)
+    assert all(int(_serve(cold, 1).actions[0]) == 0 for _ in range(200))
+
+
+@pytest.mark.parametrize(
+    ("policy", "p_empty"),
+    [
+        (EpsilonGreedy(epsilon=0.3, holdout_rate=0.1, seed=0), 0.1 + 0.9 * 0.7),
+        (Softmax(temperature=0.3, holdout_rate=0.1, seed=0), 1.0),
+    ],
+    ids=["epsilon_greedy", "softmax"],
+)
+def test_no_action_probability_is_what_the_loop_assumes(policy, p_empty: float) -> None:
+    """h + (1 - h) * (1 - epsilon) when nothing is worth serving (softmax logs epsilon 0)."""
+    nothing_worth = np.empty(0, dtype=np.int64)
+    s = policy.serve(nothing_worth, ELIGIBLE, k=3, scores=-np.abs(SCORE))
+    h, eps = policy.holdout_rate, policy.epsilon
+    assert s.p_nothing == pytest.approx(h + (1 - h) * (1 - eps)) == pytest.approx(p_empty)
+    empty = sum(
+        len(policy.serve(nothing_worth, ELIGIBLE, k=3, scores=-np.abs(SCORE)).actions) == 0
+        for _ in range(5_000)
+    )
+    assert empty / 5_000 == pytest.approx(p_empty, abs=0.02)
+    # With something worth serving, only the holdout answers with nothing.
+    assert _serve(policy, 3).p_nothing == pytest.approx(h)
+
+
+def test_fill_list_counts_the_first_item_channel() -> None:
+    assert fill_list(RANKED, 3, channel_code=CHANNEL, max_per_channel=2) == [0, 1, 3]
+    assert fill_list(RANKED, 3, channel_code=CHANNEL, max_per_channel=2, first=7) == [0, 3, 5]
+    assert fill_list(RANKED, 3, channel_code=CHANNEL, max_per_channel=1, counted=0) == [3, 5]
+
+
+@pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"epsilon": 1.5, "holdout_rate": 0.0}, "epsilon"),
-        ({"epsilon": 0.1, "holdout_rate": 1.0}, "holdout"),
+        ({"policy": "epsilon_greedy", "epsilon": 1.5, "holdout_rate": 0.0}, "epsilon"),
+        ({"policy": "epsilon_greedy", "epsilon": 0.1, "holdout_rate": 1.0}, "holdout"),
+        ({"policy": "softmax", "temperature": 0.0}, "temperature"),
+        ({"policy": "softmax", "temperature": float("nan")}, "temperature"),
+        ({"policy": "thompson"}, "exploration must be one of"),
     ],
 )
-def test_bad_rates_are_refused(kwargs: dict, match: str) -> None:
+def test_bad_parameters_are_refused(kwargs: dict, match: str) -> None:
+    arguments = {"epsilon": 0.1, "temperature": 0.1, "holdout_rate": 0.0, **kwargs}
     with pytest.raises(ValueError, match=match):
-        EpsilonGreedy(**kwargs)
+        make_exploration(arguments.pop("policy"), **arguments)

@@ -27,8 +27,11 @@ def _presented_key(request: Request) -> str | None:
     return key.strip() if key and key.strip() else None
 
 
-def get_principal(request: Request) -> Principal:
-    """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+async def get_principal(request: Request) -> Principal:
+    """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+    ``async`` only to run on the event loop (no thread hop): it never blocks.
+    """
     keys: KeyStore | None = request.app.state.api_keys
     if keys is None:  # auth disabled
         principal = ANONYMOUS
@@ -53,7 +56,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def require_roles(*roles: str) -> Any:
     """A dependency that lets only ``roles`` through (403 for other known keys)."""
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in roles:
             raise HTTPException(
                 status_code=status.HTTP_403_FORBIDDEN,

@@ -86,6 +86,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # which worker process
             "message": record.getMessage(),
         }
         out.update({k: v for k, v in record.__dict__.items() if k not in self._skip})

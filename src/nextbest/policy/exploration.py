@@ -1,18 +1,35 @@
 """Exploration and holdout, with the propensity of what was served.
 
-Epsilon-greedy on the first slot: with probability ``epsilon`` the first item is
-an eligible action drawn uniformly at random (the rest of the list follows the
-greedy order). With probability ``holdout_rate`` the whole request is a
-randomized control and gets no action. Propensities let off-policy estimators
-(IPS, SNIPS, doubly robust) and uplift reports reuse what was served.
+Two policies choose the first item of a list; the rest always follows the
+greedy order, within the per-channel limit of one list:
+
+- :class:`EpsilonGreedy`: with probability ``epsilon`` the first item is an
+  eligible action drawn uniformly at random, otherwise the greedy best.
+- :class:`Softmax` (Boltzmann exploration): the first item is drawn from every
+  eligible action with probability proportional to ``exp(score / temperature)``.
+  Like greedy, it serves nothing when no action is worth its cost.
+
+With probability ``holdout_rate`` the whole request is a randomized control and
+gets no action. Propensities let off-policy estimators (IPS, SNIPS, doubly
+robust) and uplift reports reuse what was served. Both policies answer with no
+action, outside the holdout, exactly when ``1 - epsilon`` (softmax: ``1``) of the
+mass stays on an empty greedy list, so the probability of an empty answer is
+``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` with no
+eligible action), with ``epsilon`` the rate each policy logs (``0`` for softmax):
+the formula ``nextbest.loop.evidence.no_action_probability`` relies on.
 """
 
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+from nextbest.policy.ranking import fill_list
+
+POLICIES = ("epsilon_greedy", "softmax")
 
 
 @dataclass(frozen=True)
@@ -20,7 +37,8 @@ class Served:
     """What one request gets: action indices best first, and their propensities.
 
     ``propensity[0]`` is the probability this action was served first; for lower
-    ranks it is the probability the action was in the list at all.
+    ranks it is the probability the action was in the list at all. Both include
+    the ``1 - holdout_rate`` of not being held out.
     """
 
     actions: np.ndarray
@@ -30,60 +48,252 @@ class Served:
     p_nothing: float
 
 
-class EpsilonGreedy:
-    """Epsilon-greedy exploration with a randomized holdout; thread-safe draws."""
+class Exploration(ABC):
+    """Draws what to serve from the greedy order; thread-safe, seeded draws.
+
+    Subclasses say how the first item is drawn (:meth:`first_probabilities`);
+    everything else (holdout, the rest of the list, propensities) is shared.
+    """
+
+    name: str
+    epsilon: float  # logged with every answer; the uniform share of the first draw
+
+    def __init__(self, *, holdout_rate: float, seed: int | None = None) -> None:
+        if not 0.0 <= holdout_rate < 1.0:
+            raise ValueError(f"holdout_rate must be in [0, 1), got {holdout_rate}")
+        self.holdout_rate = holdout_rate
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def first_probabilities(
+        self, n_eligible: int, best: int, scores: np.ndarray | None
+    ) -> np.ndarray:
+        """Probability of each eligible action being served first, outside the holdout.
+
+        ``best`` is the position (in the eligible array) of the greedy first
+        choice, ``-1`` when the greedy list is empty; ``scores`` ``(n_eligible,)``
+        are the arbitration scores. The result sums to 1 or less: the rest is the
+        probability of serving nothing.
+        """
+
+    def _draw(self) -> tuple[float, float]:
+        with self._lock:
+            u_holdout, u_first = self._rng.random(2)
+        return float(u_holdout), float(u_first)
+
+    def serve(
+        self,
+        ranked: np.ndarray,
+        eligible: np.ndarray,
+        *,
+        k: int,
+        scores: np.ndarray | None = None,
+        channel_code: np.ndarray | None = None,
+        max_per_channel: int | None = None,
+    ) -> Served:
+        """Choose what to serve.
+
+        ``ranked``: the actions worth serving (positive score), best first, not
+        truncated; ``eligible`` ``(n,)``: every action the rules allow, with their
+        ``scores`` ``(n,)`` (needed by softmax). ``channel_code`` (indexed by
+        action) and ``max_per_channel`` bound the items of one channel in the
+        list, the explored first item included.
+        """
+        if max_per_channel is not None and max_per_channel < 1:
+            ranked, eligible = ranked[:0], eligible[:0]
+            scores = None if scores is None else scores[:0]
+        n = len(eligible)
+        greedy = fill_list(ranked, k, channel_code=channel_code, max_per_channel=max_per_channel)
+        best = -1
+        if greedy:
+            best = int(np.flatnonzero(eligible == greedy[0])[0])
+        u_holdout, u_first = self._draw()
+        keep = 1.0 - self.holdout_rate
+        pi = self.first_probabilities(n, best, scores) if n else np.zeros(0)
+        p_nothing = self.holdout_rate + keep * max(0.0, 1.0 - float(pi.sum()))
+        if u_holdout < self.holdout_rate:
+            return Served(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), True, p_nothing)
+        cumulative = np.cumsum(pi)
+        pick = int(np.searchsorted(cumulative, u_first, side="right"))
+        if pick >= n and n and cumulative[-1] > 1.0 - 1e-9:
+            pick = int(np.flatnonzero(pi)[-1])  # rounding left u just above a full sum
+        if pick >= n or pi[pick] == 0.0:
+            # Only when an empty greedy list keeps some mass on "nothing".
+            return Served(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), False, p_nothing)
+        first = int(eligible[pick])
+        rest = fill_list(
+            ranked,
+            k - 1,
+            channel_code=channel_code,
+            max_per_channel=max_per_channel,
+            first=first,
+        )
+        actions = np.asarray([first, *rest], dtype=np.int64)
+        explored = np.zeros(len(actions), dtype=bool)
+        explored[0] = first not in greedy
+        propensity = np.empty(len(actions))
+        propensity[0] = pi[pick]
+        if len(actions) > 1:
+            propensity[1:] = _inclusion(
+                actions[1:].tolist(),
+                pi,
+                eligible,
+                ranked,
+                greedy,
+                k,
+                channel_code=channel_code,
+                max_per_channel=max_per_channel,
+            )
+        return Served(actions, keep * propensity, explored, False, float(p_nothing))
+
+
+class EpsilonGreedy(Exploration):
+    """Epsilon-greedy exploration with a randomized holdout."""
 
     name = "epsilon_greedy"
 
     def __init__(self, *, epsilon: float, holdout_rate: float, seed: int | None = None) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-        if not 0.0 <= holdout_rate < 1.0:
-            raise ValueError(f"holdout_rate must be in [0, 1), got {holdout_rate}")
+        super().__init__(holdout_rate=holdout_rate, seed=seed)
         self.epsilon = epsilon
-        self.holdout_rate = holdout_rate
-        self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
 
-    def _draw(self, n_eligible: int) -> tuple[float, float, int]:
-        with self._lock:
-            u_holdout, u_explore = self._rng.random(2)
-            pick = int(self._rng.integers(n_eligible)) if n_eligible else -1
-        return float(u_holdout), float(u_explore), pick
+    def first_probabilities(
+        self, n_eligible: int, best: int, scores: np.ndarray | None
+    ) -> np.ndarray:
+        pi = np.full(n_eligible, self.epsilon / n_eligible)
+        if best >= 0:
+            pi[best] += 1.0 - self.epsilon
+        return pi
 
-    def serve(self, greedy: np.ndarray, eligible: np.ndarray, *, k: int) -> Served:
-        """Choose what to serve from the ``greedy`` list (best first) and the
-        ``eligible`` action indices (every action the rules allow)."""
-        n = len(eligible)
-        u_holdout, u_explore, pick = self._draw(n)
-        keep = 1.0 - self.holdout_rate
-        greedy = greedy[:k]
-        # Probability of an empty answer: holdout, or greedy says nothing and no exploration.
-        p_nothing = self.holdout_rate + keep * (1.0 - self.epsilon if n else 1.0) * (
-            len(greedy) == 0
-        )
-        if u_holdout < self.holdout_rate:
-            return Served(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), True, p_nothing)
-        explored_first = n > 0 and u_explore < self.epsilon
-        if explored_first:
-            first = eligible[pick]
-            rest = greedy[greedy != first][: k - 1]
-            actions = np.concatenate([[first], rest]).astype(np.int64)
-            explored = np.zeros(len(actions), dtype=bool)
-            explored[0] = first not in greedy
+
+class Softmax(Exploration):
+    """Softmax (Boltzmann) exploration with a randomized holdout.
+
+    P(first = a) = exp(s_a / T) / sum_b exp(s_b / T) over the eligible actions,
+    with ``s`` the arbitration score (expected incremental value - cost, in the
+    model's outcome units) and ``T`` the ``temperature`` in the same units: a
+    small T is nearly greedy, a large one nearly uniform (Sutton & Barto,
+    *Reinforcement Learning*, 2nd ed., section 2.8). When no action has a
+    positive score the answer is empty, as the greedy policy's would be, so the
+    logged ``epsilon`` is 0.
+    """
+
+    name = "softmax"
+    epsilon = 0.0
+
+    def __init__(self, *, temperature: float, holdout_rate: float, seed: int | None = None) -> None:
+        if not (np.isfinite(temperature) and temperature > 0.0):
+            raise ValueError(f"temperature must be a number > 0, got {temperature}")
+        super().__init__(holdout_rate=holdout_rate, seed=seed)
+        self.temperature = float(temperature)
+
+    def first_probabilities(
+        self, n_eligible: int, best: int, scores: np.ndarray | None
+    ) -> np.ndarray:
+        if best < 0:
+            return np.zeros(n_eligible)
+        if scores is None or len(scores) != n_eligible:
+            raise ValueError("softmax exploration needs the score of every eligible action")
+        z = (np.asarray(scores, dtype=np.float64) - float(np.max(scores))) / self.temperature
+        weights = np.exp(z)
+        return weights / weights.sum()
+
+
+def make_exploration(
+    policy: str,
+    *,
+    epsilon: float,
+    temperature: float,
+    holdout_rate: float,
+    seed: int | None = None,
+) -> Exploration:
+    """The exploration policy named ``policy`` (one of :data:`POLICIES`)."""
+    if policy == "epsilon_greedy":
+        return EpsilonGreedy(epsilon=epsilon, holdout_rate=holdout_rate, seed=seed)
+    if policy == "softmax":
+        return Softmax(temperature=temperature, holdout_rate=holdout_rate, seed=seed)
+    raise ValueError(f"exploration must be one of {', '.join(POLICIES)}, got {policy!r}")
+
+
+def _inclusion(
+    targets: list[int],
+    pi: np.ndarray,
+    eligible: np.ndarray,
+    ranked: np.ndarray,
+    greedy: list[int],
+    k: int,
+    *,
+    channel_code: np.ndarray | None,
+    max_per_channel: int | None,
+) -> list[float]:
+    """P(a is in the list | not held out) for each action ``a`` in ``targets``.
+
+    The list is ``[f] + fill(ranked without f, k - 1, f's channel counted)`` with
+    ``f`` drawn from ``pi`` (over ``eligible``). Any ``f`` of the greedy list
+    yields the greedy list itself; any other ``f`` yields ``f`` plus a fill that
+    depends only on ``f``'s channel, unless ``f`` would itself be taken by that
+    fill, which is handled one by one (at most ``k - 1`` per channel).
+    """
+    prob = dict.fromkeys(targets, 0.0)
+    # Small arrays (k x n): a broadcast compare beats np.isin's sort.
+    in_greedy = (eligible[:, None] == np.asarray(greedy, dtype=np.int64)[None, :]).any(axis=1)
+    greedy_mass = float(pi[in_greedy].sum())
+    others = np.flatnonzero(~in_greedy & (pi > 0.0))
+    first_mass = dict(zip(eligible[others].tolist(), pi[others].tolist(), strict=True))
+    for a in targets:
+        prob[a] += first_mass.get(a, 0.0)  # a itself drawn first (outside the greedy list)
+    capped = channel_code is not None and max_per_channel is not None
+    fills: dict[int, list[int]] = {}
+    by_channel: dict[int, float] = {}
+    if capped and channel_code is not None:
+        codes = channel_code[eligible[others]]
+        mass_of = np.bincount(codes, weights=pi[others])
+        channels = np.flatnonzero(mass_of > 0.0).tolist()
+    else:
+        codes = np.full(len(others), -1, dtype=np.int64)
+        mass_of = np.array([float(pi[others].sum())])
+        channels = [-1] if len(others) else []
+    # The fill with one more item of channel c counted differs from the plain one
+    # only if the plain one already holds max_per_channel items of c.
+    base = fill_list(ranked, k - 1, channel_code=channel_code, max_per_channel=max_per_channel)
+    base_codes = [] if channel_code is None else channel_code[base].tolist() if base else []
+    for c in channels:
+        if capped and max_per_channel is not None and base_codes.count(c) >= max_per_channel:
+            fill = fill_list(
+                ranked,
+                k - 1,
+                channel_code=channel_code,
+                max_per_channel=max_per_channel,
+                counted=c,
+            )
         else:
-            actions = greedy.astype(np.int64)
-            explored = np.zeros(len(actions), dtype=bool)
-        m = len(greedy)
-        share = self.epsilon / n if n else 0.0
-        propensity = np.empty(len(actions))
-        for r, a in enumerate(actions):
-            if r == 0:
-                p = (1.0 - self.epsilon) * float(m > 0 and a == greedy[0]) + share
-            elif m == k and a == greedy[-1]:
-                # The last greedy slot is dropped when exploration brings in an outsider.
-                p = 1.0 - self.epsilon * (n - m) / n
-            else:
-                p = 1.0
-            propensity[r] = keep * p
-        return Served(actions, propensity, explored, False, float(p_nothing))
+            fill = base
+        fills[c] = fill
+        mass = float(mass_of[c if capped else 0])
+        # An f the fill would take itself leaves a different fill: one by one.
+        # (The fill rule makes this impossible today; kept so the sum stays
+        # exact if the rule ever changes.)
+        for f in fill:
+            if f not in first_mass or (
+                capped and channel_code is not None and channel_code[f] != c
+            ):
+                continue
+            p = first_mass[f]
+            mass -= p
+            rest = fill_list(
+                ranked, k - 1, channel_code=channel_code, max_per_channel=max_per_channel, first=f
+            )
+            for a in rest:
+                if a in prob:
+                    prob[a] += p
+        by_channel[c] = mass
+    greedy_set = set(greedy)
+    for a in targets:
+        if a in greedy_set:
+            prob[a] += greedy_mass
+        for c, mass in by_channel.items():
+            if a in fills[c]:
+                prob[a] += mass
+    return [min(prob[a], 1.0) for a in targets]

@@ -48,3 +48,55 @@ def top_k(
             row = np.asarray(keep, dtype=np.int64)
         out.append(row[:k])
     return out
+
+
+def ranked_positive(score: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Eligible actions with a positive score, best first (ties: lower index first).
+
+    ``score`` and ``eligible`` have shape ``(n_actions,)``; returns action indices.
+    """
+    candidates = np.flatnonzero(eligible & (score > 0))
+    return candidates[np.argsort(-score[candidates], kind="stable")]
+
+
+def fill_list(
+    ranked: np.ndarray,
+    k: int,
+    *,
+    channel_code: np.ndarray | None = None,
+    max_per_channel: int | None = None,
+    first: int | None = None,
+    counted: int | None = None,
+) -> list[int]:
+    """The first ``k`` actions of ``ranked`` within ``max_per_channel`` per channel.
+
+    ``first``, an action already placed at the head of the list, is skipped and
+    its channel counted; ``counted`` is a channel code counted once more (as if
+    an item of it were already listed). Returns action indices, best first.
+    """
+    out: list[int] = []
+    if k <= 0:
+        return out
+    if max_per_channel is None or channel_code is None:
+        for a in ranked.tolist():
+            if a != first:
+                out.append(a)
+                if len(out) == k:
+                    break
+        return out
+    counts: dict[int, int] = {}
+    if first is not None:
+        counts[int(channel_code[first])] = 1
+    if counted is not None:
+        counts[counted] = counts.get(counted, 0) + 1
+    for a in ranked.tolist():
+        if a == first:
+            continue
+        c = int(channel_code[a])
+        n = counts.get(c, 0)
+        if n < max_per_channel:
+            counts[c] = n + 1
+            out.append(a)
+            if len(out) == k:
+                break
+    return out

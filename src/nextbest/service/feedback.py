@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
-from nextbest.service.recommend import Recommendation, Recommender
+from nextbest.service.recommend import Recommendation, Recommender, minted_at
 from nextbest.storage.repository import (
     FeedbackRecord,
     FeedbackResult,
     RecommendationRecord,
     ServedItem,
+    get_recommendation,
     log_recommendations,
     record_feedback,
 )
+
+# How long after minting a recommendation id its (batched) log row may still be on
+# its way to the database from another worker: the flush interval plus this
+# allowance for the commit itself under load.
+LOG_COMMIT_ALLOWANCE_S = 2.0
 
 
 def log_served(
@@ -49,17 +56,86 @@ def log_served(
 
 
 def ingest_feedback(
-    session: Session, *, events: Sequence[FeedbackRecord], recommender: Recommender | None
+    session: Session,
+    *,
+    events: Sequence[FeedbackRecord],
+    recommender: Recommender | None,
+    log_flush_ms: float = 0.0,
 ) -> FeedbackResult:
     """Store events idempotently; unknown HCPs are rejected when a model is loaded.
 
     Returns after the valid events are committed, so the caller may acknowledge.
+    With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
+    another worker process), an event naming a recommendation that is not in the
+    log yet but was minted less than ``log_flush_ms`` + ``LOG_COMMIT_ALLOWANCE_S``
+    ago is held until its log row arrives or that time is up, instead of being
+    rejected as unknown at once.
     """
-    hcp_exists = None
+    hcp_exists: Callable[[str], bool] | None = None
     if recommender is not None:
         index = recommender.model.hcp_index
 
         def hcp_exists(hcp_id: str) -> bool:
             return hcp_id in index
 
-    return record_feedback(session, events=events, hcp_exists=hcp_exists)
+    result = record_feedback(session, events=events, hcp_exists=hcp_exists)
+    if log_flush_ms <= 0 or not result.rejected:
+        return result
+    return _retry_in_flight(
+        session,
+        events=events,
+        result=result,
+        hcp_exists=hcp_exists,
+        wait_s=log_flush_ms / 1000.0 + LOG_COMMIT_ALLOWANCE_S,
+        poll_s=max(log_flush_ms / 1000.0, 0.002),
+    )
+
+
+def _retry_in_flight(
+    session: Session,
+    *,
+    events: Sequence[FeedbackRecord],
+    result: FeedbackResult,
+    hcp_exists: Callable[[str], bool] | None,
+    wait_s: float,
+    poll_s: float,
+) -> FeedbackResult:
+    """Re-submit rejected events whose recommendation is still being logged."""
+    now = time.time()
+    deadline: dict[str, float] = {}  # recommendation id -> when to give up on it
+    for index, _, _ in result.rejected:
+        rid = events[index].recommendation_id
+        minted = minted_at(rid) if rid is not None else None
+        if rid is not None and minted is not None and minted - 1.0 <= now < minted + wait_s:
+            deadline[rid] = minted + wait_s
+    session.rollback()  # each check below must see the latest commits (SQLite snapshots)
+    missing = {
+        rid for rid in deadline if get_recommendation(session, recommendation_id=rid) is None
+    }
+    if not missing:
+        return result  # rejected for another reason: the answer stands
+    arrived: set[str] = set()
+    while missing:
+        left = max(deadline[rid] for rid in missing) - time.time()
+        if left <= 0:
+            break
+        time.sleep(min(poll_s, left))
+        session.rollback()
+        for rid in list(missing):
+            if get_recommendation(session, recommendation_id=rid) is not None:
+                missing.discard(rid)
+                arrived.add(rid)
+            elif time.time() >= deadline[rid]:
+                missing.discard(rid)
+    if not arrived:
+        return result
+    retry = [i for i, _, _ in result.rejected if events[i].recommendation_id in arrived]
+    again = record_feedback(session, events=[events[i] for i in retry], hcp_exists=hcp_exists)
+    retried = set(retry)
+    rejected = [r for r in result.rejected if r[0] not in retried]
+    rejected += [(retry[i], event_id, message) for i, event_id, message in again.rejected]
+    return FeedbackResult(
+        accepted=[*result.accepted, *again.accepted],
+        duplicates=[*result.duplicates, *again.duplicates],
+        rejected=sorted(rejected),
+    )

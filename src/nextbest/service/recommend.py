@@ -9,7 +9,8 @@ arrays when a model is loaded.
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -21,8 +22,8 @@ from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
-from nextbest.policy.exploration import EpsilonGreedy
-from nextbest.policy.ranking import top_k
+from nextbest.policy.exploration import Exploration
+from nextbest.policy.ranking import ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 
 MAX_K = 50
@@ -82,6 +83,37 @@ class RepPlan:
     held_out: list[Recommendation]
 
 
+def new_recommendation_id() -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: milliseconds since the epoch, then random.
+
+    Time-ordered ids let a process that receives feedback tell a recommendation
+    another worker minted a moment ago (its batched log may not be committed
+    yet) from one that does not exist (:func:`minted_at`).
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return f"{value:032x}"
+
+
+def minted_at(recommendation_id: str) -> float | None:
+    """Seconds since the epoch at which :func:`new_recommendation_id` minted this id.
+
+    None for anything that is not such an id (older uuid4 ids, client typos).
+    """
+    if len(recommendation_id) != 32 or recommendation_id[12] != "7":
+        return None
+    try:
+        value = int(recommendation_id, 16)
+    except ValueError:
+        return None
+    if (value >> 62) & 0x3 != 0x2:
+        return None
+    return (value >> 80) / 1000.0
+
+
 def decision_time(on: datetime | date | None) -> datetime:
     """A timezone-aware UTC decision time (naive input is taken as UTC)."""
     if on is None:
@@ -99,7 +131,7 @@ class Recommender:
         *,
         model: ScoringModel,
         version: str,
-        exploration: EpsilonGreedy,
+        exploration: Exploration,
         rules: ServingRules | None = None,
         max_per_channel: int | None = None,
     ) -> None:
@@ -253,10 +285,14 @@ class Recommender:
         capacity = rules.rep_default_capacity if capacity is None else capacity
         if not 1 <= capacity <= rules.rep_max_capacity:
             raise InvalidRequestError(
-                "capacity", f"must be between 1 and {rules.rep_max_capacity}, got {capacity}"
+                "capacity",
+                f"must be between 1 and {rules.rep_max_capacity}, got {capacity}",
+                location="query",
             )
         if purpose not in PURPOSES:
-            raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+            raise InvalidRequestError(
+                "purpose", f"must be one of {', '.join(PURPOSES)}", location="query"
+            )
         rows = self.territories.get(territory_id)
         if rows is None:
             raise NotFoundError("territory_id", territory_id)
@@ -333,16 +369,20 @@ class Recommender:
             scores = model.score_rows(X, pair_a)
             score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
             pair_of[pair_h, pair_a] = np.arange(len(pair_h))
-        greedy = top_k(
-            score,
-            allowed,
-            k=k,
-            channel_code=model.action_channel_code,
-            max_per_channel=self.max_per_channel,
-        )
-        served = [
-            self.exploration.serve(greedy[i], np.flatnonzero(allowed[i]), k=k) for i in range(n_h)
-        ]
+        channel_code = model.action_channel_code
+        served = []
+        for i in range(n_h):
+            eligible = np.flatnonzero(allowed[i])
+            served.append(
+                self.exploration.serve(
+                    ranked_positive(score[i], allowed[i]),
+                    eligible,
+                    k=k,
+                    scores=score[i, eligible],
+                    channel_code=channel_code,
+                    max_per_channel=self.max_per_channel,
+                )
+            )
         # One contributions call covers every served item of every HCP.
         item_h = np.array([i for i, s in enumerate(served) for _ in s.actions], dtype=np.int64)
         item_a = (
@@ -395,7 +435,7 @@ class Recommender:
                 cursor += 1
             out.append(
                 Recommendation(
-                    recommendation_id=uuid.uuid4().hex,
+                    recommendation_id=new_recommendation_id(),
                     hcp_id=str(self.hcp_ids[rows[i]]),
                     created_at=served_at,
                     model_version=self.version,

@@ -25,11 +25,13 @@ def record_rep_decision(
     decision: str,
     reason: str | None,
     event_id: str | None = None,
+    log_flush_ms: float = 0.0,
 ) -> FeedbackResult:
     """Store the decision as a feedback event (committed before returning).
 
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
     dismissed and snoozed actions are then suppressed for ``dismissal_days``.
+    ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
     """
     if decision not in EVENT_OF_DECISION:
         raise InvalidRequestError("decision", f"must be one of {', '.join(EVENT_OF_DECISION)}")
@@ -50,4 +52,6 @@ def record_rep_decision(
         action_id=action_id,
         reason=reason,
     )
-    return ingest_feedback(session, events=[event], recommender=recommender)
+    return ingest_feedback(
+        session, events=[event], recommender=recommender, log_flush_ms=log_flush_ms
+    )

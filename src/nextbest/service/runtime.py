@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest import registry
 from nextbest.errors import ModelNotLoadedError
-from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.policy.exploration import make_exploration
 from nextbest.policy.rules import ServingRules
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
@@ -125,8 +125,10 @@ class ServingRuntime:
                     recommender = Recommender(
                         model=model,
                         version=version,
-                        exploration=EpsilonGreedy(
+                        exploration=make_exploration(
+                            settings.exploration,
                             epsilon=settings.epsilon,
+                            temperature=settings.temperature,
                             holdout_rate=settings.holdout_rate,
                             seed=settings.seed,
                         ),

@@ -19,7 +19,7 @@ from nextbest.service.recommend import (
     RepPlan,
     decision_time,
 )
-from nextbest.storage.repository import contact_history, dismissals
+from nextbest.storage.repository import serving_history
 
 
 def live_history(
@@ -27,24 +27,22 @@ def live_history(
 ) -> LiveHistory | None:
     """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC).
 
-    One indexed query per distinct cap window and one for dismissals; none when
-    the rules need no history (then None).
+    One indexed query for every cap window and the dismissals together; none
+    when the rules need no history (then None).
     """
     if not rules.needs_contacts and rules.dismissal_days is None:
         return None
-    counts: dict[float, dict[tuple[str, str], int]] = {}
-    last: dict[tuple[str, str], datetime] = {}
-    ids = list(hcp_ids)
-    for n, window in enumerate(rules.lookbacks()):
-        found = contact_history(session, hcp_ids=ids, since=now - timedelta(days=window))
-        counts[window] = {key: count for key, (count, _) in found.items()}
-        if n == 0:  # the longest window: its latest contact serves every cool-down
-            last = {key: when for key, (_, when) in found.items()}
-    dismissed: dict[tuple[str, str], str] = {}
-    if rules.dismissal_days is not None:
-        dismissed = dismissals(
-            session, hcp_ids=ids, since=now - timedelta(days=rules.dismissal_days)
-        )
+    windows = rules.lookbacks()  # longest first: its latest contact serves every cool-down
+    found = serving_history(
+        session,
+        hcp_ids=list(hcp_ids),
+        windows=[now - timedelta(days=w) for w in windows],
+        dismissed_since=None
+        if rules.dismissal_days is None
+        else now - timedelta(days=rules.dismissal_days),
+    )
+    counts = dict(zip(windows, found.counts, strict=True))
+    last, dismissed = found.last, found.dismissed
     return LiveHistory(now=now, counts=counts, last=last, dismissed=dismissed)
 
 

@@ -498,6 +498,126 @@ def contact_history(
     return history
 
 
+@dataclass(frozen=True)
+class ServingHistory:
+    """What the serving rules read for some HCPs (see :func:`serving_history`).
+
+    ``counts[i][(hcp_id, channel)]``: contacts since ``windows[i]``; ``last``: the
+    latest contact since the oldest window start; ``dismissed[(hcp_id, action_id)]``:
+    the reason (or event type) of the latest dismissal or snooze.
+    """
+
+    counts: list[dict[tuple[str, str], int]]
+    last: dict[tuple[str, str], datetime]
+    dismissed: dict[tuple[str, str], str]
+
+
+_SERVING_HISTORY_SQL: dict[tuple[int, bool], Any] = {}
+
+
+def _serving_history_statement(n_windows: int, dismissals: bool) -> Any:
+    """One statement, built once per shape: contacts per window (conditional
+    counts over the oldest window) UNION ALL dismissals."""
+    key = (n_windows, dismissals)
+    statement = _SERVING_HISTORY_SQL.get(key)
+    if statement is not None:
+        return statement
+    table = cast(sa.Table, FeedbackEvent.__table__)
+    c = table.c
+    ids: Any = sa.bindparam("ids", expanding=True)
+    parts: list[sa.Select[Any]] = []
+    if n_windows:
+        counts = [
+            sa.func.count(sa.case((c.occurred_at >= sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
+            for i in range(n_windows)
+        ]
+        parts.append(
+            sa.select(
+                sa.literal(0).label("kind"),
+                c.hcp_id,
+                c.channel.label("key"),
+                sa.func.max(c.occurred_at).label("at"),
+                sa.cast(sa.null(), sa.String).label("reason"),
+                sa.cast(sa.null(), sa.String).label("event_id"),
+                *counts,
+            )
+            .where(
+                c.hcp_id.in_(ids),
+                c.event_type.in_(CONTACT_EVENT_TYPES),
+                c.channel.is_not(None),
+                c.occurred_at >= sa.bindparam("since_0"),
+            )
+            .group_by(c.hcp_id, c.channel)
+        )
+    if dismissals:
+        parts.append(
+            sa.select(
+                sa.literal(1).label("kind"),
+                c.hcp_id,
+                c.action_id.label("key"),
+                c.occurred_at.label("at"),
+                sa.func.coalesce(c.reason, c.event_type).label("reason"),
+                c.event_id,
+                *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
+            ).where(
+                c.hcp_id.in_(ids),
+                c.event_type.in_(DISMISSAL_EVENT_TYPES),
+                c.action_id.is_not(None),
+                c.occurred_at >= sa.bindparam("dismissed_since"),
+            )
+        )
+    statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    _SERVING_HISTORY_SQL[key] = statement
+    return statement
+
+
+def serving_history(
+    session: Session,
+    *,
+    hcp_ids: Sequence[str],
+    windows: Sequence[datetime],
+    dismissed_since: datetime | None,
+) -> ServingHistory:
+    """Contacts counted over each window and dismissals, for ``hcp_ids``, in ONE query.
+
+    ``windows`` are window starts, oldest first (the oldest also bounds ``last``);
+    ``dismissed_since`` None skips dismissals. Same answers as
+    :func:`contact_history` per window plus :func:`dismissals`, for a third of the
+    round trips and statement building (the statement is built once and cached),
+    which is what a single recommendation pays on its hot path. One query per
+    10,000 HCPs.
+    """
+    counts: list[dict[tuple[str, str], int]] = [{} for _ in windows]
+    last: dict[tuple[str, str], datetime] = {}
+    dismissed: dict[tuple[str, str], tuple[datetime, str, str]] = {}
+    if not hcp_ids or (not windows and dismissed_since is None):
+        return ServingHistory(counts=counts, last=last, dismissed={})
+    statement = _serving_history_statement(len(windows), dismissed_since is not None)
+    params: dict[str, Any] = {f"since_{i}": when for i, when in enumerate(windows)}
+    if dismissed_since is not None:
+        params["dismissed_since"] = dismissed_since
+    connection = session.connection()
+    for chunk in _chunks(hcp_ids, _in_chunk_size(session)):
+        for row in connection.execute(statement, {**params, "ids": chunk}):
+            kind, hcp_id, key, at, reason, event_id, *ns = row
+            if kind == 0:
+                last[(hcp_id, key)] = at
+                for i, n in enumerate(ns):
+                    if n:
+                        counts[i][(hcp_id, key)] = int(n)
+            else:
+                # The latest event's reason is kept (ties: the larger event id).
+                stamp = (_as_utc(at), str(event_id), str(reason))
+                seen = dismissed.get((hcp_id, key))
+                if seen is None or stamp[:2] >= seen[:2]:
+                    dismissed[(hcp_id, key)] = stamp
+    return ServingHistory(
+        counts=counts,
+        last=last,
+        dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
+    )
+
+
 def last_contacts(
     session: Session, *, hcp_ids: Sequence[str], channels: Sequence[str] | None = None
 ) -> dict[tuple[str, str], datetime]:

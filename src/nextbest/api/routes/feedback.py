@@ -48,7 +48,12 @@ def post_feedback(
         for e in events
     ]
     recommender = runtime.recommender if runtime.model_version else None
-    result = ingest_feedback(session, events=records, recommender=recommender)
+    result = ingest_feedback(
+        session,
+        events=records,
+        recommender=recommender,
+        log_flush_ms=runtime.settings.log_flush_ms,
+    )
     if result.rejected:
         all_rejected = len(result.rejected) == len(records)
         response.status_code = (

@@ -123,6 +123,7 @@ def decide(
         decision=body.decision,
         reason=body.reason,
         event_id=body.event_id,
+        log_flush_ms=runtime.settings.log_flush_ms,
     )
     if result.rejected:
         response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT

@@ -1,0 +1,81 @@
+"""Every 422 the service raises itself names where the bad field was sent."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+def _rep_feedback(extra: dict) -> dict:
+    return {
+        "recommendation_id": "0" * 32,
+        "hcp_id": "{hcp}",
+        "action_id": "A1",
+        "decision": "dismiss",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "params", "body", "loc"),
+    [
+        ("post", "/v1/recommendations", None, {"hcp_id": "{hcp}", "k": 99}, ["body", "k"]),
+        (
+            "post",
+            "/v1/recommendations",
+            None,
+            {"hcp_id": "{hcp}", "channel": "fax"},
+            ["body", "channel"],
+        ),
+        (
+            "post",
+            "/v1/recommendations/batch",
+            None,
+            {"hcp_ids": ["{hcp}"], "channel": "fax"},
+            ["body", "channel"],
+        ),
+        (
+            "post",
+            "/v1/recommendations/batch",
+            None,
+            {"hcp_ids": ["{hcp}"], "k": 0},
+            ["body", "k"],
+        ),
+        ("get", "/v1/reps/{rep}/suggestions", {"capacity": 0}, None, ["query", "capacity"]),
+        ("get", "/v1/reps/{rep}/suggestions", {"capacity": 999}, None, ["query", "capacity"]),
+        ("get", "/v1/reps/anyone/suggestions", {}, None, ["query", "territory_id"]),
+        ("post", "/v1/reps/{rep}/feedback", None, _rep_feedback({}), ["body", "reason"]),
+        (
+            "post",
+            "/v1/reps/{rep}/feedback",
+            None,
+            _rep_feedback({"reason": "bored"}),
+            ["body", "reason"],
+        ),
+    ],
+)
+def test_each_422_names_body_query_or_path(
+    client: TestClient, keys, method: str, url: str, params, body, loc: list[str]
+) -> None:
+    recommender = client.app.state.runtime.recommender
+    hcp = next(
+        str(h) for h in recommender.hcp_ids if recommender.territory_of(str(h)) == keys.territory
+    )
+    headers = keys.rep if "{rep}" in url else keys.admin
+    url = url.replace("{rep}", keys.rep_name)
+    if body is not None:
+        body = {
+            key: (
+                [v.replace("{hcp}", hcp) for v in value]
+                if isinstance(value, list)
+                else value.replace("{hcp}", hcp)
+                if isinstance(value, str)
+                else value
+            )
+            for key, value in body.items()
+        }
+    response = client.request(method.upper(), url, params=params, json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == loc, detail
+    assert detail[0]["msg"]

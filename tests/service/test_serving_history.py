@@ -1,0 +1,69 @@
+"""The one-query history read of the hot path agrees with the per-rule queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.repository import (
+    FeedbackRecord,
+    contact_history,
+    dismissals,
+    record_feedback,
+    serving_history,
+)
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+def _events(seed: int = 0) -> list[FeedbackRecord]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in range(600):
+        kind = rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed"])
+        dismissal = kind in ("dismissed", "snoozed")
+        out.append(
+            FeedbackRecord(
+                event_id=f"e{n}",
+                event_type=str(kind),
+                occurred_at=NOW - timedelta(days=float(rng.uniform(0, 60))),
+                hcp_id=f"H{rng.integers(12)}",
+                channel=None if dismissal else str(rng.choice(["email", "webinar", "rep_visit"])),
+                action_id=f"A{rng.integers(6)}" if dismissal or rng.random() < 0.5 else None,
+                reason=str(rng.choice(["not_relevant", "other"])) if kind == "dismissed" else None,
+            )
+        )
+    return out
+
+
+def test_one_query_matches_contacts_per_window_and_dismissals(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        assert not record_feedback(session, events=_events()).rejected
+    ids = [f"H{i}" for i in range(14)]  # two without any event
+    windows = [NOW - timedelta(days=d) for d in (28, 7, 3)]
+    with sessions() as session:
+        found = serving_history(
+            session, hcp_ids=ids, windows=windows, dismissed_since=NOW - timedelta(days=30)
+        )
+    with sessions() as session:
+        for i, since in enumerate(windows):
+            expected = contact_history(session, hcp_ids=ids, since=since)
+            assert found.counts[i] == {key: n for key, (n, _) in expected.items()}
+            if i == 0:
+                assert found.last == {key: last for key, (_, last) in expected.items()}
+        assert found.dismissed == dismissals(session, hcp_ids=ids, since=NOW - timedelta(days=30))
+        assert found.counts[0] and found.dismissed and sum(map(len, found.counts)) > 0
+        # Only what is asked for.
+        bare = serving_history(session, hcp_ids=ids, windows=[], dismissed_since=None)
+        assert bare.counts == [] and not bare.last and not bare.dismissed
+        no_dismissals = serving_history(
+            session, hcp_ids=ids, windows=windows[:1], dismissed_since=None
+        )
+        assert no_dismissals.counts[0] == found.counts[0] and not no_dismissals.dismissed
+    engine.dispose()
