@@ -119,6 +119,7 @@ def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict
             np.corrcoef(p_engage[eligible], world.p_engage[eligible])[0, 1]
         ),
         "train_seconds": train_seconds,
+        "uplift_heterogeneity": result.params.get("uplift.heterogeneity"),
         "feature_ceiling": _feature_ceiling(world, dataset, model),
         "uplift_source": model.uplift_source,
         "eval_metrics": {
@@ -296,6 +297,7 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         causalml_status = f"not installed ({exc}); run `pip install -e '.[bench]'`"
 
     per_seed: dict[str, list[dict[str, float]]] = {}
+    heterogeneity: list[Any] = []
     for seed in seeds:
         _say(f"  hillstrom seed {seed}")
         train_mask = _split(arm, seed)
@@ -304,6 +306,7 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         )
         result = train(train_data, config=config.model_copy(update={"seed": seed}))
         model = result.model
+        heterogeneity.append(result.params.get("uplift.heterogeneity"))
         test = decision_rows(model.space, inter[~train_mask], data.hcps, data.catalog)
         X = candidate_rows(model, test)
         actions = np.tile(np.arange(model.n_actions), len(test.X))
@@ -356,6 +359,7 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         "causalml": causalml_status,
         "policies": summary,
         "best_constant": best_constant,
+        "nextbest_heterogeneity_per_seed": heterogeneity,
         "policy_value": ours["ips_value"]["mean"],
         "policy_value_budget_30": ours["ips_value_budget_30"]["mean"],
         "beats_best_constant": ours["ips_value"]["mean"]

@@ -94,8 +94,8 @@ def test_uplift_rejects_bad_control_width() -> None:
         EngagementStratifiedUplift(n_control_features=7).fit(X, y, treated=treated, engaged=engaged)
 
 
-def _action_data(n: int, seed: int = 0):
-    """Three HCP columns + an action code column (0..2); the effect depends on both."""
+def _action_data(n: int, *, heterogeneous: bool = True, seed: int = 0):
+    """Three HCP columns + an action code column (0..2); effect per action, maybe per HCP."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 4)).astype(np.float32)
     treated = rng.random(n) < 0.7
@@ -103,9 +103,46 @@ def _action_data(n: int, seed: int = 0):
     X[:, 3] = np.where(treated, action, np.nan)
     engaged = (treated & (rng.random(n) < 0.5)).astype(int)
     per_action = np.array([0.5, 1.0, 1.5])[action]
-    gain = per_action * (1.0 + 0.9 * np.sign(X[:, 0]))
+    gain = per_action * (1.0 + 0.9 * np.sign(X[:, 0])) if heterogeneous else per_action
     y = rng.poisson(1.0 + engaged * gain).astype(np.float64)
     return X, y, treated, engaged, gain
+
+
+@pytest.mark.parametrize("heterogeneous", [False, True])
+def test_heterogeneity_is_calibrated_on_held_out_rows(heterogeneous: bool) -> None:
+    X, y, treated, engaged, _ = _action_data(20_000, heterogeneous=heterogeneous)
+    learner = EngagementStratifiedUplift(
+        n_control_features=3,
+        action_column=3,
+        n_estimators=300,
+        min_child_samples=20,
+        num_leaves=31,
+        learning_rate=0.1,
+        early_stopping_rounds=300,
+    ).fit(X, y, treated=treated, engaged=engaged)
+    if heterogeneous:
+        # Real differences between HCPs survive the calibration.
+        assert learner.heterogeneity_ > 0.6
+    else:
+        # Big trees with no early stopping learn noise; the calibration shrinks it away.
+        assert learner.heterogeneity_ < 0.4
+    probe = X[treated][:2000]
+    tau = learner.predict(probe)
+    codes = probe[:, 3].astype(int)
+    means = learner.action_mean_uplift_
+    assert means is not None and np.isfinite(means).all()
+    # Shrunk predictions stay centred on each action's mean: only the spread changes.
+    for code in range(3):
+        centred = tau[codes == code] - means[code]
+        assert abs(centred.mean()) < 0.1 * abs(means[code]) + 0.05
+
+
+def test_calibration_can_be_turned_off() -> None:
+    X, y, treated, engaged, _ = _action_data(6000, heterogeneous=False)
+    learner = EngagementStratifiedUplift(
+        n_control_features=3, action_column=3, calibrate_heterogeneity=False
+    ).fit(X, y, treated=treated, engaged=engaged)
+    assert learner.heterogeneity_ == 1.0 and learner.action_mean_uplift_ is None
 
 
 def test_row_cap_samples_in_time_order() -> None:

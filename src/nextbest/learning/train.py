@@ -266,6 +266,7 @@ def train(
     if uplift_model is not None:
         params["uplift.learner"] = "engagement-stratified X-learner"
         params["uplift.stratified"] = uplift_model.stratified_
+        params["uplift.heterogeneity"] = uplift_model.heterogeneity_
         for stage in ("control_", "effect_engaged_", "effect_unengaged_"):
             params[f"uplift.{stage.strip('_')}.trees"] = getattr(uplift_model, stage).n_trees_
     return TrainResult(

@@ -23,6 +23,11 @@ policy rarely left alone (high deciles) still count in ``mu0``, and rarely chose
 actions still count in ``g``. The randomized holdout is part of the control rows
 and guarantees every HCP type has some.
 
+Heterogeneity is calibrated on held-out rows: the predicted differences between
+HCPs for one action are shrunk towards the action's mean by the slope of the
+held-out imputed effects on them (see ``_calibrate``), so a model that learned
+noise does not personalise on it.
+
 Why not a DR- or R-learner (Kennedy, 2023, EJS 17(2); Nie & Wager, 2021,
 Biometrika 108(2)): their pseudo-outcomes divide residuals by propensities that
 are as small as 0.0025 for 40 actions, which on Poisson prescription counts gives
@@ -45,6 +50,9 @@ from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in
 
 # Fewer rows than this in an engagement stratum and the split is not worth it.
 MIN_STRATUM_ROWS = 200
+# Fewest held-out treated rows to calibrate heterogeneity on, and per action to trust its mean.
+MIN_CALIBRATION_ROWS = 500
+MIN_ROWS_PER_ACTION_MEAN = 30
 # A stage's leaves hold at most 1/50 (2%) of its rows, whatever min_child_samples says.
 MIN_LEAF_SHARE_INVERSE = 50
 
@@ -155,6 +163,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         early_stopping_rounds: int = 30,
         engagement: CalibratedEngagementClassifier | None = None,
         max_rows_per_stage: int | None = None,
+        calibrate_heterogeneity: bool = True,
         random_state: int = 0,
     ) -> None:
         self.n_control_features = n_control_features
@@ -170,6 +179,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self.early_stopping_rounds = early_stopping_rounds
         self.engagement = engagement
         self.max_rows_per_stage = max_rows_per_stage
+        self.calibrate_heterogeneity = calibrate_heterogeneity
         self.random_state = random_state
 
     def _stage(self) -> BoostedStage:
@@ -258,7 +268,49 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             # Too few rows on one side: one treated-side stage, as in the plain X-learner.
             shared = self._stage().fit(Xt, imputed, wt, cats)
             self.effect_engaged_ = self.effect_unengaged_ = shared
+        self.heterogeneity_ = 1.0
+        self.action_mean_uplift_: np.ndarray | None = None
+        if self.calibrate_heterogeneity:
+            self._calibrate(Xt, imputed, wt)
         return self
+
+    def _calibrate(self, Xt: np.ndarray, imputed: np.ndarray, weight: np.ndarray) -> None:
+        """How much of the predicted difference between HCPs for one action is real.
+
+        On the newest ``validation_fraction`` of treated rows (kept out of every
+        stage's boosting: they only chose the number of trees), regress the
+        imputed effect ``y - mu0`` on the predicted uplift, both centred within
+        each action. The slope ``heterogeneity_`` (clipped to [0, 1]) says how far
+        the per-HCP deviations from an action's mean are to be trusted: 1 keeps
+        them, 0 gives every HCP its action's average effect. Differences between
+        actions are untouched. The slope errs towards 1 (keeping differences):
+        an error of ``mu0`` sits in both the target and the prediction and looks
+        like real heterogeneity, so this shrinks only what is clearly noise.
+        """
+        if self.action_column is None:
+            return
+        n_valid = int(len(imputed) * self.validation_fraction)
+        if n_valid < MIN_CALIBRATION_ROWS:
+            return
+        X, z, w = Xt[-n_valid:], imputed[-n_valid:], weight[-n_valid:]
+        codes = X[:, self.action_column]
+        if np.isnan(codes).any():
+            return
+        codes = codes.astype(np.int64)
+        tau = self.uplift(X)
+        n_codes = int(codes.max()) + 1
+        mass = np.bincount(codes, weights=w, minlength=n_codes)
+        count = np.bincount(codes, minlength=n_codes)
+        safe = np.maximum(mass, 1e-12)
+        tau_mean = np.bincount(codes, weights=w * tau, minlength=n_codes) / safe
+        z_mean = np.bincount(codes, weights=w * z, minlength=n_codes) / safe
+        tc, zc = tau - tau_mean[codes], z - z_mean[codes]
+        spread = float((w * tc * tc).sum())
+        if spread <= 0:
+            return
+        self.heterogeneity_ = float(np.clip((w * tc * zc).sum() / spread, 0.0, 1.0))
+        # Actions without enough rows here keep their own predictions (NaN: no shrinking).
+        self.action_mean_uplift_ = np.where(count >= MIN_ROWS_PER_ACTION_MEAN, tau_mean, np.nan)
 
     def _action_scale(
         self, X: np.ndarray, imputed: np.ndarray, weight: np.ndarray
@@ -303,7 +355,22 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         """``predict`` without input checks (serving hot path); pass ``p_engage`` if known."""
         p = self.engagement_.engage_probability(X) if p_engage is None else p_engage
         g1, g0 = self.gains(X)
-        return np.asarray(p * g1 + (1.0 - p) * g0)
+        tau = np.asarray(p * g1 + (1.0 - p) * g0)
+        centre = self._action_mean(X)
+        if centre is None:
+            return tau
+        lam = self.heterogeneity_
+        return np.where(np.isnan(centre), tau, centre + lam * (tau - centre))
+
+    def _action_mean(self, X: np.ndarray) -> np.ndarray | None:
+        """Per row, its action's mean uplift to shrink towards (NaN: keep), or None."""
+        means = getattr(self, "action_mean_uplift_", None)  # artifacts from before calibration
+        if means is None or self.action_column is None or self.heterogeneity_ >= 1.0:
+            return None
+        codes = X[:, self.action_column]
+        safe = np.where(np.isnan(codes), -1, codes).astype(np.int64)
+        inside = (safe >= 0) & (safe < len(means))
+        return np.where(inside, means[np.where(inside, safe, 0)], np.nan)
 
     def gains(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(g_1, g_0)``: incremental outcome when engaged / not engaged, each ``(n,)``."""
@@ -338,6 +405,10 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             out += (1.0 - p)[:, None] * self.effect_unengaged_.attribution_.contributions(X)
         slope = (g1 - g0) * p * (1.0 - p)
         out += slope[:, None] * self.engagement_.contributions(X)
+        centre = self._action_mean(X)
+        if centre is not None:
+            # Shrinking towards the action's mean scales every deviation alike.
+            out *= np.where(np.isnan(centre), 1.0, self.heterogeneity_)[:, None]
         return np.asarray(out)
 
 
