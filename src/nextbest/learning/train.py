@@ -17,7 +17,7 @@ import pandas as pd
 
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.config import TrainConfig
-from nextbest.learning.preference import CalibratedEngagementClassifier
+from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
 from nextbest.learning.uplift import EngagementStratifiedUplift
 
@@ -28,6 +28,8 @@ Progress = Callable[[str], None]
 
 # Fewer no-touch or treated rows than this and an uplift model would be noise.
 MIN_ROWS_PER_ARM = 200
+# Holdout-measured segment uplift (for reasons) is averaged over at most this many rows.
+MAX_SEGMENT_ROWS = 500_000
 
 
 @dataclass
@@ -297,6 +299,11 @@ def _segment_evidence(
     column = "specialty"
     if column not in hcps or uplift_model is None:
         return {}
+    # Segment averages need far fewer rows than the models; predicting the baseline
+    # for millions of rows would cost more than the averages gain from them.
+    kept = rows_in_order(len(rows.X), MAX_SEGMENT_ROWS, seed=0)
+    if kept is not None:
+        rows = _subset(rows, kept)
     residual = rows.outcome - uplift_model.baseline(rows.X)
     channel_of_action = pd.Categorical(catalog["channel"], categories=list(space.channels)).codes
     channel = np.where(rows.treated, channel_of_action[np.maximum(rows.action_rows, 0)], -1)
