@@ -57,6 +57,13 @@ def _say(message: str) -> None:
 # -- simulator -----------------------------------------------------------------
 
 
+def _top_or_none(net: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Per row, the eligible column with the largest positive ``net``, else -1 (no action)."""
+    masked = np.where(eligible, net, -np.inf)
+    best = masked.argmax(axis=1)
+    return np.where(masked[np.arange(len(net)), best] > 0, best, -1)
+
+
 def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict[str, Any]:
     world = simulate_world(n_hcps=n_hcps, periods=periods, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,11 +83,8 @@ def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict
     net = model.net_value(scores.uplift, pair_action).reshape(n, n_actions)
     p_engage = scores.p_engage.reshape(n, n_actions)
     eligible = world.eligible
-    rows = np.arange(n)
 
-    masked = np.where(eligible, net, -np.inf)
-    best = masked.argmax(axis=1)
-    learned = np.where(masked[rows, best] > 0, best, -1)
+    learned = _top_or_none(net, eligible)
     by_engagement = np.where(eligible, p_engage, -np.inf).argmax(axis=1)
     by_engagement = np.where(eligible.any(axis=1), by_engagement, -1)
     rng = np.random.default_rng(seed)
@@ -177,9 +181,7 @@ def _feature_ceiling(world: Any, dataset: Dataset, model: Any) -> dict[str, floa
     eligible = world.eligible
 
     def ratio(uplift: np.ndarray) -> float:
-        net = np.where(eligible, uplift - world.cost[None, :], -np.inf)
-        best = net.argmax(axis=1)
-        choice = np.where(net[np.arange(n), best] > 0, best, -1)
+        choice = _top_or_none(uplift - world.cost[None, :], eligible)
         return world.true_value(choice) / world.true_value(world.oracle_choice())
 
     return {

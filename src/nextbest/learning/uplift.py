@@ -367,10 +367,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         means = getattr(self, "action_mean_uplift_", None)  # artifacts from before calibration
         if means is None or self.action_column is None or self.heterogeneity_ >= 1.0:
             return None
-        codes = X[:, self.action_column]
-        safe = np.where(np.isnan(codes), -1, codes).astype(np.int64)
-        inside = (safe >= 0) & (safe < len(means))
-        return np.where(inside, means[np.where(inside, safe, 0)], np.nan)
+        return _per_action(X[:, self.action_column], means, np.nan)
 
     def gains(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(g_1, g_0)``: incremental outcome when engaged / not engaged, each ``(n,)``."""
@@ -381,10 +378,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         scale = getattr(self, "action_scale_", None)  # artifacts from before scaling existed
         if scale is None or self.action_column is None:
             return 1.0
-        codes = X[:, self.action_column]
-        safe = np.where(np.isnan(codes), 0, codes).astype(np.int64)
-        inside = (safe >= 0) & (safe < len(scale))
-        return np.where(inside, scale[np.where(inside, safe, 0)], 1.0)
+        return _per_action(X[:, self.action_column], scale, 1.0)
 
     def baseline(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome without a touch, from the control columns of ``X``."""
@@ -410,6 +404,13 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             # Shrinking towards the action's mean scales every deviation alike.
             out *= np.where(np.isnan(centre), 1.0, self.heterogeneity_)[:, None]
         return np.asarray(out)
+
+
+def _per_action(codes: np.ndarray, table: np.ndarray, missing: float) -> np.ndarray:
+    """``table[code]`` for each row's action code; ``missing`` for NaN or unknown codes."""
+    safe = np.where(np.isnan(codes), -1, codes).astype(np.int64)
+    inside = (safe >= 0) & (safe < len(table))
+    return np.where(inside, table[np.where(inside, safe, 0)], missing)
 
 
 def _inverse_propensity(propensity: Any | None, n: int, max_weight: float) -> np.ndarray:

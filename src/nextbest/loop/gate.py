@@ -57,7 +57,7 @@ from nextbest.loop.evidence import (
     version_loader,
 )
 from nextbest.settings import Settings
-from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.db import store_session
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -414,13 +414,8 @@ def evaluate(
         if challenger_version == champion_version
         else registry.load_version(settings, challenger_version)
     )
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            decisions = load_decisions(session, since=since)
-    finally:
-        engine.dispose()
+    with store_session(settings.resolved_database_url) as session:
+        decisions = load_decisions(session, since=since)
     if config.evaluation_share > 0:
         reserved = reserved_for_gate(decisions["recommendation_id"], config.evaluation_share)
         decisions = decisions[reserved].reset_index(drop=True)

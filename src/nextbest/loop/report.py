@@ -30,7 +30,7 @@ from nextbest import registry
 from nextbest.evaluation.ope import Z_95
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
-from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.db import store_session
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +154,8 @@ def uplift_report(
     log: bool = True,
 ) -> UpliftReport:
     """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            decisions = load_decisions(session, since=since)
-    finally:
-        engine.dispose()
+    with store_session(settings.resolved_database_url) as session:
+        decisions = load_decisions(session, since=since)
     groups: dict[str, pd.Series] = {}
     if len(decisions):
         would = _would_serve(settings, decisions)

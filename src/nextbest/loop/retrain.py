@@ -40,7 +40,7 @@ from nextbest.loop.evidence import (
     version_loader,
 )
 from nextbest.settings import Settings
-from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.db import store_session
 
 
 @dataclass(frozen=True)
@@ -155,19 +155,14 @@ def retrain(
     ``reserved_share`` of the logged decisions is left for the gate (pass the gate
     config's ``evaluation_share``).
     """
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            feedback = read_feedback_rows(
-                session,
-                dataset,
-                since=since,
-                reserved_share=reserved_share,
-                load_model=version_loader(settings),
-            )
-    finally:
-        engine.dispose()
+    with store_session(settings.resolved_database_url) as session:
+        feedback = read_feedback_rows(
+            session,
+            dataset,
+            since=since,
+            reserved_share=reserved_share,
+            load_model=version_loader(settings),
+        )
     combined = with_feedback(dataset, feedback.interactions)
     result = train(combined, config=config, progress=progress)
     result.notes.append(

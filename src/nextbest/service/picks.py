@@ -175,17 +175,12 @@ def file_picks(
     cool-downs and dismissals as the API. Unknown HCPs are skipped.
     """
     from nextbest.service.serving import live_history
-    from nextbest.storage.db import make_engine, make_session_factory, migrate
+    from nextbest.storage.db import store_session
 
     rules = ServingRules.load(settings.resolved_rules_file)
     known = [h for h in hcp_ids if h in model.hcp_index]
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            history = live_history(session, rules=rules, hcp_ids=known, now=decision_time(on))
-    finally:
-        engine.dispose()
+    with store_session(settings.resolved_database_url) as session:
+        history = live_history(session, rules=rules, hcp_ids=known, now=decision_time(on))
     return picks_frame(
         model,
         hcp_ids=known,

@@ -6,6 +6,8 @@ PostgreSQL (production, shared by many API worker processes).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,22 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     caller may still read what it just wrote after the commit.
     """
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def store_session(url: str) -> Iterator[Session]:
+    """One session on the store at ``url``, migrated first; the engine is closed after.
+
+    For commands that read or write the store once (reports, retraining, the gate,
+    file picks), not for the server, which keeps its engine for its lifetime.
+    """
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def ping(engine: Engine) -> bool:
