@@ -14,6 +14,7 @@ stripping, parsing and look-ups run once per distinct value and are broadcast ba
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import pandas as pd
 from pandas.api.types import (
     is_bool_dtype,
     is_datetime64_any_dtype,
+    is_float_dtype,
     is_integer_dtype,
     is_numeric_dtype,
 )
@@ -31,6 +33,9 @@ from pandas.api.types import (
 from nextbest.contract.schema import FALSE_WORDS, TRUE_WORDS
 
 Mask = npt.NDArray[np.bool_]
+
+# A leading zero before another digit, or 16+ digits: an identifier, not a number.
+_IDENTIFIER_PATTERN = re.compile(r"[+-]?(?:0\d|\d{16})")
 
 
 @dataclass(frozen=True)
@@ -85,14 +90,21 @@ def _dedupe(codes: npt.NDArray[np.intp], uniques: npt.NDArray[np.object_]) -> Co
 
 
 def codes(values: pd.Series) -> Codes:
-    """Read any column as text :class:`Codes`: cells ``str()``-ed and stripped."""
+    """Read any column as text :class:`Codes`: cells ``str()``-ed and stripped.
+
+    Whole floats read as integers ("123", not "123.0"): a numeric id column stored
+    as float because it has nulls names the same ids as an integer one.
+    """
     if isinstance(values.dtype, pd.CategoricalDtype):
         raw_codes = np.asarray(values.cat.codes.to_numpy(), dtype=np.intp)
         distinct: Any = values.cat.categories
     else:
         raw_codes, distinct = pd.factorize(values, use_na_sentinel=True)
         raw_codes = np.asarray(raw_codes, dtype=np.intp)
-    strings = pd.Series(distinct, dtype=object).astype("string").str.strip().fillna("")
+    distinct = pd.Series(distinct)
+    if is_float_dtype(distinct.dtype) and _whole(distinct.to_numpy(dtype="float64")):
+        distinct = distinct.astype("Int64")
+    strings = distinct.astype(object).astype("string").str.strip().fillna("")
     # Nulls (code -1) become one extra distinct value, ''.
     uniques = np.append(strings.to_numpy(dtype=object), "").astype(object)
     raw_codes = np.where(raw_codes < 0, len(uniques) - 1, raw_codes)
@@ -239,14 +251,19 @@ def _timestamps_from_text(values: pd.Series) -> Parsed:
     )
 
 
-def feature(values: pd.Series) -> pd.Series:
+def feature(values: pd.Series, *, identifier: bool = False) -> pd.Series:
     """Normalise a free attribute column: numbers stay numbers, anything else is str.
 
     Integers become int64, other numbers float64, bools int64 0/1 (so that a CSV
     round trip gives the same dtype back). A text column whose non-empty cells all
     parse as numbers becomes numeric (float64 if any cell is empty, int64 if all are
-    integers); otherwise it is stripped ``str`` with ``''`` for missing.
+    integers), unless a cell reads as an identifier (a leading zero as in "02134",
+    or more digits than a float keeps); otherwise, and always when ``identifier``
+    (the column's name says it is one, see :func:`schema.is_identifier_column`), it
+    is stripped ``str`` with ``''`` for missing, leading zeros kept.
     """
+    if identifier:
+        return codes(values).series()
     if is_bool_dtype(values.dtype) and not values.hasnans:
         return pd.Series(values.to_numpy(dtype="int64"))
     if _numeric(values):
@@ -255,9 +272,28 @@ def feature(values: pd.Series) -> pd.Series:
         return pd.Series(values.to_numpy(dtype="float64", na_value=np.nan))
     cells = codes(values)
     empty = cells.uniques == ""
+    if _identifier_like(cells.uniques).any():
+        return cells.series()
     converted, bad = _numbers(cells.uniques, empty)
     if bad.any():
         return cells.series()
     if is_integer_dtype(converted.dtype):
         return pd.Series(cells.broadcast(converted.to_numpy(dtype="int64")))
     return pd.Series(cells.broadcast(converted.to_numpy(dtype="float64", na_value=np.nan)))
+
+
+def _identifier_like(strings: npt.NDArray[np.object_]) -> Mask:
+    """Cells that are digits but not a quantity: a leading zero ("02134", "-007"; "0"
+    and "0.5" are numbers) or 16+ digits in a row (an id a float64 would round)."""
+    if len(strings) == 0:
+        return np.zeros(0, dtype=bool)
+    found = pd.Series(strings, dtype=object).str.match(_IDENTIFIER_PATTERN)
+    return found.to_numpy(dtype=bool, na_value=False)
+
+
+def _whole(numbers: npt.NDArray[np.float64]) -> bool:
+    """Whether every non-NaN value is an integer a float64 holds exactly."""
+    present = numbers[~np.isnan(numbers)]
+    return bool(np.all(np.isfinite(present) & (present == np.round(present)))) and bool(
+        np.all(np.abs(present) < 2.0**53)
+    )

@@ -42,10 +42,24 @@ SPECIALTY_SEPARATOR: Final = ";"
 TRUE_WORDS: Final = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS: Final = frozenset({"false", "f", "no", "n", "0"})
 
+#: Extra columns whose name says they identify or locate rather than measure: kept
+#: as text exactly as written, so "02134" or "00123" keep their leading zeros.
+IDENTIFIER_NAMES: Final = frozenset(
+    {"id", "zip", "zipcode", "zip_code", "postcode", "post_code", "postal_code", "npi", "phone"}
+)
+IDENTIFIER_SUFFIXES: Final = ("_id", "_code", "_zip", "_postcode", "_npi", "_phone")
+
 
 def consent_column(channel: str) -> str:
     """Name of the hcps column holding consent for ``channel`` (e.g. ``consent_email``)."""
     return f"{CONSENT_PREFIX}{channel}"
+
+
+def is_identifier_column(name: str) -> bool:
+    """Whether an extra column is an identifier or code by its name (``zip``,
+    ``practice_id``, ``postal_code``, case-insensitive), hence text, never a number."""
+    lowered = name.strip().lower()
+    return lowered in IDENTIFIER_NAMES or lowered.endswith(IDENTIFIER_SUFFIXES)
 
 
 def is_rep_channel(channel: str) -> bool:

@@ -28,6 +28,7 @@ from nextbest.contract.schema import (
     REQUIRED_CATALOG_COLUMNS,
     REQUIRED_HCP_COLUMNS,
     REQUIRED_INTERACTION_COLUMNS,
+    is_identifier_column,
     normalise_specialties,
 )
 
@@ -39,7 +40,8 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
 
     Output columns: ``hcp_id``, ``specialty``, ``territory_id`` (str), then the
     other input columns in input order: ``consent_<channel>`` as bool (empty =
-    True), everything else a feature (numeric or str, see :func:`parse.feature`).
+    True), everything else a feature (numeric or str, see :func:`parse.feature`;
+    identifier-like columns such as ``zip`` stay str, leading zeros kept).
     """
     log = ProblemLog(file)
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
@@ -54,7 +56,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         if column.startswith(CONSENT_PREFIX):
             out[column] = _boolean(raw, column, log, default=True)
         else:
-            out[column] = parse.feature(raw[column])
+            out[column] = _extra(raw, column)
     log.raise_if_any()
     return pd.DataFrame(out)
 
@@ -120,7 +122,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         "cost": cost,
     }
     for column in _others(raw, (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)):
-        out[column] = parse.feature(raw[column])
+        out[column] = _extra(raw, column)
     log.raise_if_any()
     return pd.DataFrame(out)
 
@@ -213,7 +215,7 @@ def validate_interactions(
         holdout = pd.Series(np.zeros(n, dtype=bool))
 
     extras = {
-        column: parse.feature(raw[column])
+        column: _extra(raw, column)
         for column in _others(raw, (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS))
     }
     log.raise_if_any()
@@ -371,6 +373,11 @@ def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
     )
     ok = present & ((values == 0) | (values == 1))
     return pd.Series(np.where(ok, values, 0).astype(np.int8))
+
+
+def _extra(raw: pd.DataFrame, column: str) -> pd.Series:
+    """An extra column as a feature; one named like an id or code stays text."""
+    return parse.feature(raw[column], identifier=is_identifier_column(column))
 
 
 def _nan(n: int) -> pd.Series:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from nextbest.contract.schema import is_identifier_column
 from nextbest.features.history import EventLog, HistoryFeaturizer, event_log
 
 # Columns that identify rather than describe, or that decide eligibility only.
@@ -53,7 +54,9 @@ class FeatureSpace:
         self.action_ids = tuple(catalog["action_id"])
         numeric, categorical = [], {}
         for name in hcps.columns:
-            if name in _NOT_FEATURES or name.startswith("consent_"):
+            if name in _NOT_FEATURES or name.startswith("consent_") or is_identifier_column(name):
+                # An identifier (zip, npi, practice_id) names an HCP or a place, it
+                # does not measure one: as a feature it would only memorise HCPs.
                 continue
             column = hcps[name]
             if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):

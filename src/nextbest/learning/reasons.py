@@ -1,19 +1,33 @@
 """Reasons a rep can read, from the model's own per-row feature contributions.
 
 For each served item the features that pushed its score up the most are turned
-into short sentences with the HCP's actual values ("opened 4 of the last 5
-e-mails", "no rep visit in 63 days"), speaking of the action's own channel and
-topic. Contributions come from path attributions precomputed at fit time
-(:mod:`nextbest.learning.attribution`), so explaining ten items costs well
-under a millisecond. Every item carries at least one reason: the first states
-the expected value and where it comes from (measured uplift, or the
-preference x value fallback), followed, when the training data had one, by the
-holdout-measured effect of the channel in the HCP's segment.
+into short sentences with the HCP's actual values ("opened 4 of 5 e-mails so
+far", "no rep visit in 9 weeks"), speaking of the action's own channel and topic
+first. Contributions come from path attributions precomputed at fit time
+(:mod:`nextbest.learning.attribution`), so explaining ten items costs well under
+a millisecond.
+
+Three rules keep the sentences honest:
+
+- a reason reads as support for the action: a feature that pushed the score up
+  but whose value argues against acting (no engagement so far, a below-average
+  record, a touch a few days ago) gives no sentence;
+- an item states each fact once: the count, rate and recency of one channel
+  (and "never contacted") are one fact, so "no rep visits so far" never comes
+  with "never had a visit before";
+- counts, days and weeks agree in number ("1 day", "both e-mails").
+
+Every item carries at least one reason: the first states the expected value and
+where it comes from (measured uplift, or the preference x value fallback),
+followed, when the training data measured a positive one, by the holdout effect
+of the channel in the HCP's segment.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
@@ -21,17 +35,51 @@ from nextbest.features.history import SMOOTHING
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 
 MAX_REASONS = 3
+# Below this gap a recency says "recently touched", which argues against another touch.
+MIN_GAP_DAYS = 7.0
+# From this many days on, gaps read in whole weeks ("no visit in 9 weeks").
+WEEKS_FROM_DAYS = 14.0
 
-# How a rep says "engaged" and names the touches, per channel of the simulator
-# and common CRM exports; anything else falls back to the channel's own name.
-_VERB = {"email": "opened", "rep_visit": "had", "rep_phone": "took", "webinar": "attended"}
-_NOUN = {
-    "email": "e-mails",
-    "rep_visit": "rep visits",
-    "rep_phone": "phone calls",
-    "webinar": "webinars",
+
+@dataclass(frozen=True)
+class _Words:
+    """How a rep names the touches of one channel and says that one engaged."""
+
+    verb: str  # past tense of engaging with one touch: "opened", "took"
+    one: str  # a single touch: "e-mail"
+    many: str  # several touches: "e-mails"
+
+
+# The channels of the simulator and of common CRM exports; any other channel is
+# named after itself (see _words).
+_WORDS = {
+    "email": _Words("opened", "e-mail", "e-mails"),
+    "rep_visit": _Words("accepted", "rep visit", "rep visits"),
+    "rep_phone": _Words("took", "phone call", "phone calls"),
+    "webinar": _Words("attended", "webinar", "webinars"),
 }
-_SINGULAR = {"email": "e-mail", "rep_visit": "visit", "rep_phone": "call", "webinar": "webinar"}
+
+# Facts a sentence states. Related features (the count, rate and recency of one
+# channel) state overlapping facts; an item states each fact at most once.
+_CHANNEL = "channel"  # the record of the item's own channel
+_CHANNEL_GAP = "channel_gap"  # how long since the item's own channel was used
+_GAP = "gap"  # how long since any contact
+_TOPIC = "topic"  # the record of the item's own topic
+_ENGAGER = "engager"  # the HCP's engagement across all channels
+_NEVER_CONTACTED = (_CHANNEL, _CHANNEL_GAP, _GAP, _TOPIC, _ENGAGER)
+_CHANNEL_RECORD = frozenset({"this_channel__touches", "this_channel__eng_rate"})
+_CHANNEL_RECENCY = frozenset(
+    {"this_channel__days_since", "this_channel__touches_7d", "this_channel__touches_30d"}
+)
+_TOPIC_RECORD = frozenset({"this_topic__touches", "this_topic__eng_rate"})
+
+
+def _words(channel: str) -> _Words:
+    found = _WORDS.get(channel)
+    if found is not None:
+        return found
+    name = _pretty(channel)
+    return _Words("engaged with", f"{name} touch", f"{name} touches")
 
 
 def _pretty(name: str) -> str:
@@ -42,9 +90,49 @@ def _missing(value: float | str) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _plural(count: int, one: str, many: str) -> str:
+    """``count`` with the right noun: "1 day", "3 days"."""
+    return f"{count} {one if count == 1 else many}"
+
+
+def _span(days: float) -> str:
+    """A gap in whole days under two weeks, else in whole weeks (rounded down, so
+    "no visit in 9 weeks" stays true)."""
+    if days < WEEKS_FROM_DAYS:
+        return _plural(int(days), "day", "days")
+    return _plural(int(days // 7), "week", "weeks")
+
+
+def _number(value: float) -> str:
+    """A number as a rep would write it: "5", "1.25", "12,400"."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value - round(value)) < 1e-6:
+        return str(round(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 def _engaged_count(rate: float, touches: float, prior: float) -> int:
     """Undo the smoothing of an engagement rate: the raw count of engaged touches."""
     return max(0, min(int(touches), round(rate * (touches + SMOOTHING) - SMOOTHING * prior)))
+
+
+def _record(verb: str, engaged: int, touches: int, one: str, many: str) -> str:
+    """A record in words: "opened 3 of 5 e-mails", "opened both e-mails", "opened the
+    only e-mail" (``one`` and ``many`` name a single touch and several)."""
+    if engaged == touches == 1:
+        return f"{verb} the only {one}"
+    if engaged == touches == 2:
+        return f"{verb} both {many}"
+    if engaged == touches:
+        return f"{verb} all {touches} {many}"
+    return f"{verb} {engaged} of {touches} {one if touches == 1 else many}"
+
+
+def _supports(engaged: int, touches: int, prior: float) -> bool:
+    """Whether a record of ``engaged`` out of ``touches`` reads as a reason to go on:
+    at least one engagement and a rate above the channel's (or topic's) average."""
+    return engaged >= 1 and engaged / touches > prior
 
 
 class _Row:
@@ -77,63 +165,92 @@ class _Row:
         return float(history.topic_prior_[code]) if code >= 0 else 0.0
 
 
-def _sentence(feature: str, row: _Row, hcp_value: float | str) -> str | None:
-    """A sentence for one feature of one item, or None when it says nothing useful."""
-    ch, tp = row.channel, _pretty(row.topic)
-    noun = _NOUN.get(ch, f"{_pretty(ch)} touches")
-    verb = _VERB.get(ch, "engaged with")
-    if feature in ("this_channel__eng_rate", "this_channel__touches"):
-        touches = row.value("this_channel__touches")
-        if _missing(touches) or touches == 0:
-            return f"no {noun} so far: a fresh channel for this HCP"
-        engaged = _engaged_count(row.value("this_channel__eng_rate"), touches, row.channel_prior())
-        return f"{verb} {engaged} of {int(touches)} {noun} so far"
-    if feature in ("this_topic__eng_rate", "this_topic__touches"):
-        touches = row.value("this_topic__touches")
-        if _missing(touches) or touches == 0:
-            return f"has not seen {tp} content yet"
-        engaged = _engaged_count(row.value("this_topic__eng_rate"), touches, row.topic_prior())
-        return f"engaged with {engaged} of {int(touches)} pieces on {tp}"
-    if feature == "this_channel__days_since":
-        days = row.value(feature)
-        single = _SINGULAR.get(ch, _pretty(ch))
-        return (
-            f"never had a {single} before" if _missing(days) else f"no {single} in {days:.0f} days"
-        )
-    if feature in ("this_channel__touches_7d", "this_channel__touches_30d"):
-        value = row.value(feature)
-        window = "7" if feature.endswith("7d") else "30"
-        if _missing(value):
-            return None
-        if value == 0:
-            return f"no {noun} in the last {window} days, so no fatigue"
+# A sentence and the facts it states, or None when a feature gives no reason to act.
+_Said: TypeAlias = tuple[str, tuple[str, ...]] | None
+
+
+def _channel_sentence(feature: str, row: _Row) -> _Said:
+    """The item's own channel: its engagement record, or how long it has rested."""
+    words = _words(row.channel)
+    touches = row.value("this_channel__touches")
+    if _missing(touches) or touches < 1:
+        return f"no {words.many} so far: a fresh channel for this HCP", (_CHANNEL, _CHANNEL_GAP)
+    if feature in _CHANNEL_RECORD:
+        n = int(touches)
+        prior = row.channel_prior()
+        engaged = _engaged_count(row.value("this_channel__eng_rate"), touches, prior)
+        if not _supports(engaged, n, prior):
+            return None  # a poor record is no reason to try again, whatever the model made of it
+        return f"{_record(words.verb, engaged, n, words.one, words.many)} so far", (_CHANNEL,)
+    # Recency: the count in a fatigue window is 0 or the gap is long, said as the gap.
+    if feature != "this_channel__days_since" and row.value(feature) != 0:
         return None  # recent touches only ever argue against another one
+    days = row.value("this_channel__days_since")
+    if _missing(days) or days < MIN_GAP_DAYS:
+        return None
+    return f"no {words.one} in {_span(days)}", (_CHANNEL_GAP, _GAP)
+
+
+def _topic_sentence(row: _Row) -> _Said:
+    topic = _pretty(row.topic)
+    touches = row.value("this_topic__touches")
+    if _missing(touches) or touches < 1:
+        return f"has not seen {topic} content yet", (_TOPIC,)
+    n = int(touches)
+    prior = row.topic_prior()
+    engaged = _engaged_count(row.value("this_topic__eng_rate"), touches, prior)
+    if not _supports(engaged, n, prior):
+        return None
+    return _record("engaged with", engaged, n, f"piece on {topic}", f"pieces on {topic}"), (_TOPIC,)
+
+
+def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
+    """What one feature with a positive contribution says for one item, if anything.
+
+    Returns the sentence and the facts it states (see ``_CHANNEL`` and the others),
+    or None. Only sentences that read as support are returned: a zero or
+    below-average engagement record, a touch a few days ago, a zero baseline or a
+    below-average engager is left out even when the model scored it up.
+    """
+    if feature in _CHANNEL_RECORD or feature in _CHANNEL_RECENCY:
+        return _channel_sentence(feature, row)
+    if feature in _TOPIC_RECORD:
+        return _topic_sentence(row)
     if feature == "action__topic":
-        return f"{tp} content moves HCPs like this one"
+        return f"{_pretty(row.topic)} content moves HCPs like this one", ("topic_effect",)
     if feature == "action__channel":
-        return f"{_pretty(ch)} works for HCPs like this one"
+        return f"{_words(row.channel).many} work for HCPs like this one", ("channel_effect",)
     if feature.startswith("action__"):
         return None
     if feature == "all__outcome_mean_unengaged":
         value = row.value(feature)
-        return None if _missing(value) else f"writes about {value:.1f} a period on their own"
+        if _missing(value) or value < 0.05:
+            return None  # "writes about 0.0" is no reason
+        return f"already writes about {_number(value)} a period on their own", ("baseline",)
     if feature in ("all__eng_rate", "all__eng_excess"):
-        return "responds to outreach more than most HCPs"
+        # Engaged more often than the channels it was touched on would predict.
+        excess = row.value("all__eng_excess")
+        if _missing(excess) or excess <= 0:
+            return None
+        return "responds to outreach more than most HCPs", (_ENGAGER,)
     if feature == "all__days_since_touch":
-        value = row.value(feature)
-        return (
-            "never contacted before" if _missing(value) else f"last contacted {value:.0f} days ago"
-        )
+        days = row.value(feature)
+        if _missing(days):
+            return "never contacted before", _NEVER_CONTACTED
+        if days < MIN_GAP_DAYS:
+            return None
+        return f"last contacted {_span(days)} ago", (_GAP,)
     if "__" in feature:  # another channel's or topic's history: not this item's story
         return None
-    if _missing(hcp_value):
+    if _missing(hcp_value) or hcp_value == "":
         return None
-    shown = f"{hcp_value:g}" if isinstance(hcp_value, float) else str(hcp_value)
-    return f"{_pretty(feature)} is {shown}"
+    shown = _number(hcp_value) if isinstance(hcp_value, float) else _pretty(hcp_value)
+    return f"{_pretty(feature)} is {shown}", (feature,)
 
 
 def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | None:
-    """The holdout-measured effect of the action's channel in the HCP's segment, if known."""
+    """The holdout-measured effect of the action's channel in the HCP's segment, when
+    it is a reason to act (its 95% interval lies above 0)."""
     table = model.metadata.get("segment_uplift")
     column = model.metadata.get("segment_column")
     if not table or not column:
@@ -144,12 +261,13 @@ def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | No
     if found is None:
         return None
     effect, low, high = found
-    if low <= 0 <= high:
-        return None  # not distinguishable from no effect: say nothing rather than mislead
-    noun = _NOUN.get(channel, _pretty(channel))
+    if low <= 0:
+        # Indistinguishable from no effect, or measured harmful: either way no
+        # reason to act, so say nothing rather than mislead.
+        return None
     return (
-        f"among {segment} HCPs, {noun} measured {effect:+.2f} outcome versus the holdout "
-        f"(95% CI {low:+.2f} to {high:+.2f})"
+        f"among {_pretty(segment)} HCPs, {_words(channel).many} measured {effect:+.2f} outcome "
+        f"versus the holdout (95% CI {low:+.2f} to {high:+.2f})"
     )
 
 
@@ -165,7 +283,9 @@ def explain(
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
     ``uplift`` and ``p_engage`` (n,) are the item's scores. One contributions
-    call covers all items. Returns ``n`` lists of at least one sentence each.
+    call covers all items. Returns ``n`` lists of at least one sentence each: the
+    expected value first, then at most one sentence per fact, each from a feature
+    that pushed the item's score up and phrased as support for it.
     """
     if len(action_rows) == 0:
         return []
@@ -174,6 +294,9 @@ def explain(
     else:
         contrib = model.engagement.contributions(X)
     names = model.space.feature_names
+    segment_column = str(model.metadata.get("segment_column") or "")
+    order = np.argsort(-contrib, axis=1, kind="stable")
+    n_positive = (contrib > 0).sum(axis=1)
     out: list[list[str]] = []
     for i, a in enumerate(np.asarray(action_rows)):
         a = int(a)
@@ -186,23 +309,30 @@ def explain(
             )
         else:
             lead = f"expected {uplift[i]:+.2f} outcome versus no contact, for a cost of {cost:.2f}"
+        # The lead is the fallback: every item has at least this one reason.
         reasons = [lead]
+        stated: set[str] = set()
         segment = segment_sentence(model, h, a)
         if segment:
             reasons.append(segment)
+            stated.update(("channel_effect", segment_column))
         row = _Row(model, X[i], a)
         budget = len(reasons) + MAX_REASONS
         # The item's own channel and topic history first (what a rep can act on),
         # then what describes the HCP; each in order of contribution.
-        top = [j for j in np.argsort(-contrib[i])[: 4 * MAX_REASONS] if contrib[i, j] > 0]
-        own = [j for j in top if names[j].startswith(("this_", "action__"))]
-        for j in own + [j for j in top if j not in own]:
+        up = order[i, : int(n_positive[i])].tolist()
+        own = [j for j in up if names[j].startswith(("this_", "action__"))]
+        for j in own + [j for j in up if not names[j].startswith(("this_", "action__"))]:
             if len(reasons) >= budget:
                 break
             feature = names[j]
-            sentence = _sentence(feature, row, _display_value(model, feature, float(X[i, j]), h))
-            if sentence and sentence not in reasons:
+            said = _sentence(feature, row, _display_value(model, feature, float(X[i, j]), h))
+            if said is None:
+                continue
+            sentence, facts = said
+            if stated.isdisjoint(facts) and sentence not in reasons:
                 reasons.append(sentence)
+                stated.update(facts)
         out.append(reasons)
     return out
 
