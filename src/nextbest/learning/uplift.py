@@ -241,9 +241,14 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self.control_ = self._stage().fit(
             X[~treated, :k], y[~treated], weight[~treated], [c for c in cats if c < k]
         )
-        Xt, wt, et = X[treated], weight[treated], engaged[treated]
+        Xt, yt, wt, et = X[treated], y[treated], weight[treated], engaged[treated]
+        full = _inverse_propensity(propensity, len(y), 1e3)[treated]
+        used = self._treated_rows_used(et)
+        if used is not None:
+            # Only the rows the treated-side stages will fit on need mu0 and targets.
+            Xt, yt, wt, et, full = Xt[used], yt[used], wt[used], et[used], full[used]
         baseline = self.control_.predict(Xt[:, :k])
-        imputed = y[treated] - baseline
+        imputed = yt - baseline
         if self.variance_weighting:
             # Counts are roughly Poisson: an HCP who writes 6 a week adds far more
             # noise to y - mu0 than one who writes 0.3. Weighted least squares
@@ -256,7 +261,6 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         if stratified:
             on = et == 1
             # Population averages need the full inverse-propensity weights, not the clipped ones.
-            full = _inverse_propensity(propensity, len(y), 1e3)[treated]
             scale = self._action_scale(Xt[on], imputed[on], full[on])
             target, stage_weight = imputed[on], wt[on]
             if scale is not None:
@@ -273,6 +277,24 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         if self.calibrate_heterogeneity:
             self._calibrate(Xt, imputed, wt)
         return self
+
+    def _treated_rows_used(self, engaged: np.ndarray) -> np.ndarray | None:
+        """Treated row positions the stages fit on (in time order), None for all.
+
+        Each engagement stratum keeps at most ``max_rows_per_stage`` rows, the same
+        cap a stage applies to itself; sampling before the stages spares predicting
+        ``mu0`` for rows no stage would see.
+        """
+        if self.max_rows_per_stage is None:
+            return None
+        positions = [np.flatnonzero(engaged == e) for e in (0, 1)]
+        picked = []
+        for part in positions:
+            kept = rows_in_order(len(part), self.max_rows_per_stage, self.random_state)
+            picked.append(part if kept is None else part[kept])
+        if sum(len(p) for p in picked) == len(engaged):
+            return None
+        return np.sort(np.concatenate(picked))
 
     def _calibrate(self, Xt: np.ndarray, imputed: np.ndarray, weight: np.ndarray) -> None:
         """How much of the predicted difference between HCPs for one action is real.
