@@ -401,6 +401,11 @@ def scale(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, Any]:
         "periods": periods,
         "n_interactions": len(world.interactions),
         "train_seconds": total,
+        # The budget covers building features and fitting the models; the snapshot
+        # for serving and the evaluation on the held-out slice come after.
+        "features_and_models_seconds": sum(
+            durations.get(phase, 0.0) for phase in ("features", "preference model", "uplift model")
+        ),
         "phases_seconds": durations,
         "budget_seconds": 180,
     }
@@ -452,7 +457,9 @@ def _table(results: dict[str, Any]) -> str:
     big = results.get("scale")
     if big:
         lines.append(
-            f"| training time, {big['n_interactions']:,} interactions (budget 180 s) | "
+            f"| training, {big['n_interactions']:,} interactions: features + models "
+            f"(budget 180 s); whole run with snapshot and evaluation | "
+            f"{big.get('features_and_models_seconds', big['train_seconds']):.0f} s; "
             f"{big['train_seconds']:.0f} s |"
         )
     return "\n".join(lines)

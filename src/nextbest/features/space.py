@@ -54,11 +54,13 @@ class FeatureSpace:
         self.action_ids = tuple(catalog["action_id"])
         numeric, categorical = [], {}
         for name in hcps.columns:
-            if name in _NOT_FEATURES or name.startswith("consent_") or is_identifier_column(name):
-                # An identifier (zip, npi, practice_id) names an HCP or a place, it
-                # does not measure one: as a feature it would only memorise HCPs.
+            if name in _NOT_FEATURES or name.startswith("consent_"):
                 continue
             column = hcps[name]
+            if is_identifier_column(name) and column.nunique() > len(column) // 2:
+                # An identifier (npi, a zip per HCP) that is nearly unique names an
+                # HCP rather than describing one: as a feature it would memorise HCPs.
+                continue
             if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
                 numeric.append(name)
             else:
