@@ -20,13 +20,15 @@ from typing import Any
 import joblib
 import pandas as pd
 
-from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.scoring import ARTIFACT_FORMAT, ScoringModel
 from nextbest.learning.train import TrainResult
 from nextbest.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SCORING_ARTIFACT = "scoring_model"
+FORMAT_TAG = "artifact_format"  # ScoringModel pickle layout a version was written with
+CODE_TAG = "nextbest_version"
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,13 @@ def log_training_run(
             )
     version = str(info.registered_model_version)
     mlflow_client = client(settings)
-    mlflow_client.set_model_version_tag(
-        settings.model_name, version, "uplift_source", result.model.uplift_source
-    )
+    tags = {
+        "uplift_source": result.model.uplift_source,
+        FORMAT_TAG: str(ARTIFACT_FORMAT),
+        CODE_TAG: _code_version(),
+    }
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
     if alias is not None:
         mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
     elif alias_version(settings, settings.serve_alias) is None:
@@ -204,13 +210,44 @@ def set_alias(settings: Settings, alias: str, version: str) -> None:
 
 
 def load_version(settings: Settings, version: str) -> ScoringModel:
-    """Load a registered version's scoring model."""
+    """Load a registered version's scoring model.
+
+    Raises:
+        RegistryError: the version was written in another artifact format (by an
+            incompatible nextbest), or its artifact cannot be unpickled by this code.
+    """
     mlflow = _mlflow(settings)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
-    model: ScoringModel = pyfunc.unwrap_python_model().scoring_model
+    tags = client(settings).get_model_version(settings.model_name, version).tags or {}
+    written = tags.get(FORMAT_TAG)
+    by = tags.get(CODE_TAG, "an older nextbest")
+    retrain = "register a new version with `nextbest retrain` or `nextbest train`"
+    if written is not None and written != str(ARTIFACT_FORMAT):
+        raise RegistryError(
+            f"model '{settings.model_name}' version {version} was written by nextbest {by} "
+            f"in artifact format {written}; this nextbest ({_code_version()}) reads format "
+            f"{ARTIFACT_FORMAT}: {retrain}"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+        model: ScoringModel = pyfunc.unwrap_python_model().scoring_model
+    except (AttributeError, ImportError, TypeError, EOFError) as exc:
+        # Versions from before format tags: an incompatible pickle fails here.
+        raise RegistryError(
+            f"model '{settings.model_name}' version {version} (written by {by}) cannot be "
+            f"loaded by nextbest {_code_version()}: {type(exc).__name__}: {exc}; {retrain}"
+        ) from exc
     return model
+
+
+def _code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nextbest")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def load_alias(settings: Settings, alias: str | None = None) -> tuple[ScoringModel, str]:

@@ -19,6 +19,11 @@ from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
 from nextbest.learning.uplift import EngagementStratifiedUplift
 
+# The layout of a pickled ScoringModel (its fields and those of the learners it
+# holds). Bump it whenever a change makes older pickles unusable, so a registry
+# version from before the change is refused with a clear message, not a traceback.
+ARTIFACT_FORMAT = 1
+
 UPLIFT_MODEL = "uplift_model"
 PREFERENCE_X_VALUE = "preference_x_value"
 
