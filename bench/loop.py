@@ -484,6 +484,17 @@ def main() -> int:
         for name in ("ips", "snips", "dr")
         if promoted and all(name in r["promoted_policy"]["ope"] for r in promoted)
     }
+    # Every challenger is a candidate for promotion: how well OPE valued each of them
+    # (and the champion) says how far a promotion's evidence can be trusted, even in a
+    # run that promoted nothing.
+    candidate_errors = {
+        who: {
+            name: max(abs(r[f"ope_{who}"][name]["relative_error"]) for r in rounds[1:])
+            for name in ("ips", "snips", "dr")
+        }
+        for who in ("champion", "challenger")
+        if len(rounds) > 1
+    }
     incremental_errors = [
         r["promoted_policy"]["ope_incremental"]["relative_error"]
         for r in promoted
@@ -503,6 +514,7 @@ def main() -> int:
         "ope_within_10pct_of_truth": (
             {k: bool(v <= 0.10) for k, v in promoted_errors.items()} if promoted_errors else None
         ),
+        "max_relative_error_of_ope_per_round": candidate_errors,
         "max_relative_error_of_promoted_incremental_ope": max(incremental_errors)
         if incremental_errors and None not in incremental_errors
         else None,
