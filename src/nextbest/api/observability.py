@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from prometheus_client import (
@@ -53,12 +54,25 @@ MODEL_INFO = Gauge(
 )
 
 
+# The labelled children, looked up once per label set: ``labels()`` builds and
+# checks its key under a lock on every call, a few microseconds each, several
+# times per request. The label sets are the ones the metrics already keep.
+@cache
+def _served(channel: str) -> Counter:
+    return RECOMMENDED.labels(channel)
+
+
+@cache
+def _timer(route: str, method: str, status: int) -> Histogram:
+    return REQUEST_SECONDS.labels(route, method, str(status))
+
+
 def record_served(recommendations: Iterable[Recommendation]) -> None:
     for rec in recommendations:
         if rec.holdout:
             HOLDOUTS.inc()
         for item in rec.items:
-            RECOMMENDED.labels(item.channel).inc()
+            _served(item.channel).inc()
 
 
 def set_model_version(version: str | None, previous: str | None = None) -> None:
@@ -141,7 +155,7 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            REQUEST_SECONDS.labels(template, scope["method"], str(status_code)).observe(elapsed)
+            _timer(template, scope["method"], status_code).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
                 principal = state.get("principal")

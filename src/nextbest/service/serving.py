@@ -1,7 +1,11 @@
 """What the API and the CLI call to serve: read live history, decide, log.
 
-Each function takes the database session and the caller's name (the API key's
-name, logged as ``requester``; never the key) and returns plain dataclasses.
+Each function takes the database and the caller's name (the API key's name,
+logged as ``requester``; never the key) and returns plain dataclasses. The
+database is an ORM session, a Core connection, or an engine: with an engine the
+history read checks a plain connection out for that one query and back in at
+once (no ORM session per request, and no transaction left open while the
+model scores).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from nextbest.policy.rules import LiveHistory, ServingRules
@@ -19,11 +24,13 @@ from nextbest.service.recommend import (
     RepPlan,
     decision_time,
 )
-from nextbest.storage.repository import serving_history
+from nextbest.storage.repository import ServingHistory, serving_history
+
+Database = Session | Connection | Engine
 
 
 def live_history(
-    session: Session, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
+    db: Database, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
 ) -> LiveHistory | None:
     """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC).
 
@@ -33,14 +40,23 @@ def live_history(
     if not rules.needs_contacts and rules.dismissal_days is None:
         return None
     windows = rules.lookbacks()  # longest first: its latest contact serves every cool-down
-    found = serving_history(
-        session,
-        hcp_ids=list(hcp_ids),
-        windows=[now - timedelta(days=w) for w in windows],
-        dismissed_since=None
-        if rules.dismissal_days is None
-        else now - timedelta(days=rules.dismissal_days),
+    dismissed_since = (
+        None if rules.dismissal_days is None else now - timedelta(days=rules.dismissal_days)
     )
+
+    def read(reader: Session | Connection) -> ServingHistory:
+        return serving_history(
+            reader,
+            hcp_ids=list(hcp_ids),
+            windows=[now - timedelta(days=w) for w in windows],
+            dismissed_since=dismissed_since,
+        )
+
+    if isinstance(db, Engine):
+        with db.connect() as connection:
+            found = read(connection)
+    else:
+        found = read(db)
     counts = dict(zip(windows, found.counts, strict=True))
     last, dismissed = found.last, found.dismissed
     return LiveHistory(now=now, counts=counts, last=last, dismissed=dismissed)
@@ -48,7 +64,7 @@ def live_history(
 
 def recommend_one(
     recommender: Recommender,
-    session: Session,
+    db: Database,
     log: RecommendationLog,
     *,
     requester: str,
@@ -59,11 +75,14 @@ def recommend_one(
     on: datetime | None = None,
     explain_exclusions: bool = False,
 ) -> Recommendation:
-    """Rules, ranking, exploration and reasons for one HCP; the answer is logged."""
+    """Rules, ranking, exploration and reasons for one HCP; the answer is logged.
+
+    ``db`` is only read (the live history); the log writes through ``log``.
+    """
     recommender.check_request(k=k, channel=channel, purpose=purpose)
     now = decision_time(on)
     history = (
-        live_history(session, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
+        live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
         if recommender.hcp_row(hcp_id) is not None
         else None
     )
@@ -82,7 +101,7 @@ def recommend_one(
 
 def recommend_batch(
     recommender: Recommender,
-    session: Session,
+    db: Database,
     log: RecommendationLog,
     *,
     requester: str,
@@ -96,7 +115,7 @@ def recommend_batch(
     recommender.check_request(k=k, channel=channel, purpose=purpose)
     now = decision_time(on)
     known = [h for h in hcp_ids if recommender.hcp_row(h) is not None]
-    history = live_history(session, rules=recommender.rules, hcp_ids=known, now=now)
+    history = live_history(db, rules=recommender.rules, hcp_ids=known, now=now)
     recs, unknown = recommender.recommend_many(
         hcp_ids=hcp_ids, k=k, channel=channel, purpose=purpose, on=now, history=history
     )

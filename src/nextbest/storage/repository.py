@@ -18,6 +18,7 @@ from typing import Any, Literal, cast, get_args
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
@@ -173,9 +174,10 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _in_chunk_size(session: Session) -> int:
+def _in_chunk_size(db: Session | Connection) -> int:
     """How many values one ``IN (...)`` may bind on this backend."""
-    if session.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 32):
+    dialect = db.dialect if isinstance(db, Connection) else db.get_bind().dialect
+    if dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 32):
         return 900  # SQLITE_MAX_VARIABLE_NUMBER was 999 before SQLite 3.32
     return 10_000  # far below both SQLite's 32,766 and PostgreSQL's 65,535
 
@@ -512,19 +514,31 @@ class ServingHistory:
     dismissed: dict[tuple[str, str], str]
 
 
-_SERVING_HISTORY_SQL: dict[tuple[int, bool], Any] = {}
+_SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
 
 
-def _serving_history_statement(n_windows: int, dismissals: bool) -> Any:
+def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: bool) -> Any:
     """One statement, built once per shape: contacts per window (conditional
-    counts over the oldest window) UNION ALL dismissals."""
-    key = (n_windows, dismissals)
+    counts over the oldest window) UNION ALL dismissals.
+
+    ``one_hcp`` binds a single ``hcp_id`` (``= :hcp_id``) instead of an expanding
+    ``IN``: a single recommendation then skips re-rendering the SQL per call.
+    """
+    key = (n_windows, dismissals, one_hcp)
     statement = _SERVING_HISTORY_SQL.get(key)
     if statement is not None:
         return statement
     table = cast(sa.Table, FeedbackEvent.__table__)
     c = table.c
-    ids: Any = sa.bindparam("ids", expanding=True)
+    of_hcps: Any = (
+        c.hcp_id == sa.bindparam("hcp_id")
+        if one_hcp
+        else c.hcp_id.in_(sa.bindparam("ids", expanding=True))
+    )
+    # The event types as one bound value each: ``in_`` of a plain list would be an
+    # expanding parameter, rendered anew on every execution.
+    contact_types = [sa.literal(t) for t in CONTACT_EVENT_TYPES]
+    dismissal_types = [sa.literal(t) for t in DISMISSAL_EVENT_TYPES]
     parts: list[sa.Select[Any]] = []
     if n_windows:
         counts = [
@@ -542,8 +556,8 @@ def _serving_history_statement(n_windows: int, dismissals: bool) -> Any:
                 *counts,
             )
             .where(
-                c.hcp_id.in_(ids),
-                c.event_type.in_(CONTACT_EVENT_TYPES),
+                of_hcps,
+                c.event_type.in_(contact_types),
                 c.channel.is_not(None),
                 c.occurred_at >= sa.bindparam("since_0"),
             )
@@ -560,8 +574,8 @@ def _serving_history_statement(n_windows: int, dismissals: bool) -> Any:
                 c.event_id,
                 *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
             ).where(
-                c.hcp_id.in_(ids),
-                c.event_type.in_(DISMISSAL_EVENT_TYPES),
+                of_hcps,
+                c.event_type.in_(dismissal_types),
                 c.action_id.is_not(None),
                 c.occurred_at >= sa.bindparam("dismissed_since"),
             )
@@ -572,7 +586,7 @@ def _serving_history_statement(n_windows: int, dismissals: bool) -> Any:
 
 
 def serving_history(
-    session: Session,
+    db: Session | Connection,
     *,
     hcp_ids: Sequence[str],
     windows: Sequence[datetime],
@@ -580,6 +594,8 @@ def serving_history(
 ) -> ServingHistory:
     """Contacts counted over each window and dismissals, for ``hcp_ids``, in ONE query.
 
+    ``db`` is a session or a plain Core connection (the recommendation routes
+    read through a connection: no ORM session to build and close per request).
     ``windows`` are window starts, oldest first (the oldest also bounds ``last``);
     ``dismissed_since`` None skips dismissals. Same answers as
     :func:`contact_history` per window plus :func:`dismissals`, for a third of the
@@ -592,13 +608,23 @@ def serving_history(
     dismissed: dict[tuple[str, str], tuple[datetime, str, str]] = {}
     if not hcp_ids or (not windows and dismissed_since is None):
         return ServingHistory(counts=counts, last=last, dismissed={})
-    statement = _serving_history_statement(len(windows), dismissed_since is not None)
     params: dict[str, Any] = {f"since_{i}": when for i, when in enumerate(windows)}
     if dismissed_since is not None:
         params["dismissed_since"] = dismissed_since
-    connection = session.connection()
-    for chunk in _chunks(hcp_ids, _in_chunk_size(session)):
-        for row in connection.execute(statement, {**params, "ids": chunk}):
+    connection = db if isinstance(db, Connection) else db.connection()
+    unique = list(dict.fromkeys(hcp_ids))
+    if len(unique) == 1:
+        statement = _serving_history_statement(
+            len(windows), dismissed_since is not None, one_hcp=True
+        )
+        batches = [{**params, "hcp_id": unique[0]}]
+    else:
+        statement = _serving_history_statement(
+            len(windows), dismissed_since is not None, one_hcp=False
+        )
+        batches = [{**params, "ids": chunk} for chunk in _chunks(unique, _in_chunk_size(db))]
+    for batch in batches:
+        for row in connection.execute(statement, batch):
             kind, hcp_id, key, at, reason, event_id, *ns = row
             if kind == 0:
                 last[(hcp_id, key)] = at

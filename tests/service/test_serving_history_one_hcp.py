@@ -1,0 +1,88 @@
+"""The single-HCP shape of the hot-path history query, read through a plain Core
+connection, gives what the many-HCP shape gives through a session, on each backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.repository import FeedbackRecord, record_feedback, serving_history
+from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'h.db'}"
+        return
+    server = os.environ.get(POSTGRES_URL_ENV)
+    if not server:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(server) as url:
+        yield url
+
+
+def _events() -> list[FeedbackRecord]:
+    rng = np.random.default_rng(3)
+    out = []
+    for n in range(300):
+        kind = str(rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed"]))
+        dismissal = kind in ("dismissed", "snoozed")
+        out.append(
+            FeedbackRecord(
+                event_id=f"e{n}",
+                event_type=kind,
+                occurred_at=NOW - timedelta(days=float(rng.uniform(0, 60))),
+                hcp_id=f"H{rng.integers(5)}",
+                channel=None if dismissal else str(rng.choice(["email", "rep_visit"])),
+                action_id=f"A{rng.integers(4)}" if dismissal or rng.random() < 0.5 else None,
+                reason="not_relevant" if kind == "dismissed" else None,
+            )
+        )
+    return out
+
+
+def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        sessions = make_session_factory(engine)
+        with sessions() as session:
+            assert not record_feedback(session, events=_events()).rejected
+        ids = [f"H{i}" for i in range(6)]  # H5 has no event
+        windows = [NOW - timedelta(days=d) for d in (28, 7)]
+        since = NOW - timedelta(days=30)
+        with sessions() as session:
+            many = serving_history(session, hcp_ids=ids, windows=windows, dismissed_since=since)
+        seen_dismissal = False
+        for hcp in ids:
+            with engine.connect() as connection:
+                one = serving_history(
+                    connection, hcp_ids=[hcp, hcp], windows=windows, dismissed_since=since
+                )
+            for i in range(len(windows)):
+                assert one.counts[i] == {k: n for k, n in many.counts[i].items() if k[0] == hcp}
+            assert one.last == {k: t for k, t in many.last.items() if k[0] == hcp}
+            assert one.dismissed == {k: r for k, r in many.dismissed.items() if k[0] == hcp}
+            seen_dismissal = seen_dismissal or bool(one.dismissed)
+        assert seen_dismissal and many.counts[0] and many.counts[1]
+        with engine.connect() as connection:
+            nothing = serving_history(
+                connection, hcp_ids=["H5"], windows=windows, dismissed_since=since
+            )
+        assert nothing.counts == [{}, {}] and not nothing.last and not nothing.dismissed
+    finally:
+        engine.dispose()
