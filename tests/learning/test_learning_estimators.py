@@ -173,3 +173,32 @@ def test_uplift_row_cap_applies_per_engagement_stratum() -> None:
     pred = capped.predict(X[treated])
     truth = (p * gain)[treated]
     assert np.corrcoef(pred, truth)[0, 1] > 0.6
+
+
+def test_served_calibration_equals_the_fitted_isotonic_map() -> None:
+    X, _y, treated, engaged, _ = _action_data(6000)
+    clf = CalibratedEngagementClassifier(n_estimators=30).fit(X[treated], engaged[treated])
+    assert clf.calibrator_ is not None
+    rows = X[treated][:500]
+    raw = clf.booster_.booster_.predict(rows, num_iteration=clf.n_trees_)
+    # Beyond the thresholds too: the map is clipped there.
+    wide = np.concatenate([raw, [-1.0, 0.0, 1.0, 2.0]])
+    served = np.interp(wide, clf.calibrator_.X_thresholds_, clf.calibrator_.y_thresholds_)
+    np.testing.assert_allclose(served, clf.calibrator_.predict(wide), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        clf.engage_probability(rows), clf.calibrator_.predict(raw), rtol=0, atol=1e-12
+    )
+
+
+def test_contributions_reuse_the_gains_of_scoring_exactly() -> None:
+    X, y, treated, engaged, _ = _action_data(6000)
+    learner = EngagementStratifiedUplift(n_control_features=3, action_column=3).fit(
+        X, y, treated=treated, engaged=engaged
+    )
+    rows = X[treated][:50]
+    tau, gains = learner.uplift_and_gains(rows)
+    np.testing.assert_array_equal(tau, learner.uplift(rows))
+    np.testing.assert_array_equal(gains[0], learner.gains(rows)[0])
+    np.testing.assert_array_equal(
+        learner.contributions(rows, None, gains), learner.contributions(rows)
+    )

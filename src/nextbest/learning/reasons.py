@@ -278,11 +278,14 @@ def explain(
     hcp_rows: np.ndarray,
     uplift: np.ndarray,
     p_engage: np.ndarray,
+    *,
+    gains: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[str]]:
     """Reasons for each of the ``n`` items scored by rows ``X`` (n, n_features).
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
-    ``uplift`` and ``p_engage`` (n,) are the item's scores. One contributions
+    ``uplift`` and ``p_engage`` (n,) are the item's scores, ``gains`` the uplift
+    model's ``(g_1, g_0)`` of the same rows if already known. One contributions
     call covers all items. Returns ``n`` lists of at least one sentence each: the
     expected value first, then at most one sentence per fact, each from a feature
     that pushed the item's score up and phrased as support for it.
@@ -290,7 +293,7 @@ def explain(
     if len(action_rows) == 0:
         return []
     if model.uplift_model is not None:
-        contrib = model.uplift_model.contributions(X, np.asarray(p_engage))
+        contrib = model.uplift_model.contributions(X, np.asarray(p_engage), gains)
     else:
         contrib = model.engagement.contributions(X)
     names = model.space.feature_names

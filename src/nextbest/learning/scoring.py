@@ -34,6 +34,13 @@ class Scores:
 
     p_engage: np.ndarray
     uplift: np.ndarray
+    # The uplift model's (g_1, g_0), kept so reasons need not predict them again.
+    gains: tuple[np.ndarray, np.ndarray] | None = None
+
+    def take(self, index: np.ndarray) -> Scores:
+        """The scores of the pairs at ``index``."""
+        gains = None if self.gains is None else (self.gains[0][index], self.gains[1][index])
+        return Scores(p_engage=self.p_engage[index], uplift=self.uplift[index], gains=gains)
 
 
 @dataclass
@@ -136,7 +143,6 @@ class ScoringModel:
     def score_rows(self, X: np.ndarray, action_rows: np.ndarray) -> Scores:
         p_engage = self.engagement.engage_probability(X)
         if self.uplift_model is not None:
-            uplift = self.uplift_model.uplift(X, p_engage)
-        else:
-            uplift = p_engage * self.action_value[action_rows]
-        return Scores(p_engage=p_engage, uplift=uplift)
+            uplift, gains = self.uplift_model.uplift_and_gains(X, p_engage)
+            return Scores(p_engage=p_engage, uplift=uplift, gains=gains)
+        return Scores(p_engage=p_engage, uplift=p_engage * self.action_value[action_rows])

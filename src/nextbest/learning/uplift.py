@@ -375,14 +375,20 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
 
     def uplift(self, X: np.ndarray, p_engage: np.ndarray | None = None) -> np.ndarray:
         """``predict`` without input checks (serving hot path); pass ``p_engage`` if known."""
+        return self.uplift_and_gains(X, p_engage)[0]
+
+    def uplift_and_gains(
+        self, X: np.ndarray, p_engage: np.ndarray | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """``(uplift, (g_1, g_0))``: the gains come back for :meth:`contributions` to reuse."""
         p = self.engagement_.engage_probability(X) if p_engage is None else p_engage
         g1, g0 = self.gains(X)
         tau = np.asarray(p * g1 + (1.0 - p) * g0)
         centre = self._action_mean(X)
         if centre is None:
-            return tau
+            return tau, (g1, g0)
         lam = self.heterogeneity_
-        return np.where(np.isnan(centre), tau, centre + lam * (tau - centre))
+        return np.where(np.isnan(centre), tau, centre + lam * (tau - centre)), (g1, g0)
 
     def _action_mean(self, X: np.ndarray) -> np.ndarray | None:
         """Per row, its action's mean uplift to shrink towards (NaN: keep), or None."""
@@ -406,15 +412,21 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         """Expected outcome without a touch, from the control columns of ``X``."""
         return self.control_.predict(X[:, : self.n_control_features])
 
-    def contributions(self, X: np.ndarray, p_engage: np.ndarray | None = None) -> np.ndarray:
+    def contributions(
+        self,
+        X: np.ndarray,
+        p_engage: np.ndarray | None = None,
+        gains: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Per-feature contributions to the uplift, shape ``(n_rows, n_features)``.
 
         The outcome stages' path attributions weighted as in ``tau``, plus the
         engagement model's (on the logit scale) times ``d tau / d logit =
         (g_1 - g_0) p (1 - p)``: a first-order split of ``tau`` over features.
+        ``p_engage`` and ``gains`` (from :meth:`uplift_and_gains`) spare predicting again.
         """
         p = self.engagement_.engage_probability(X) if p_engage is None else p_engage
-        g1, g0 = self.gains(X)
+        g1, g0 = self.gains(X) if gains is None else gains
         scale = self._scale_of(X)
         out = (p * scale)[:, None] * self.effect_engaged_.attribution_.contributions(X)
         if self.effect_unengaged_ is not self.effect_engaged_:

@@ -135,11 +135,13 @@ def _block_picks(
     rank = np.concatenate([np.arange(1, c + 1) for c in counts])
     pair = local_h * n_a + local_a
     action_rows = actions[local_a]
-    uplift = scores.uplift[pair]
-    p_engage = scores.p_engage[pair]
+    item = scores.take(pair)
+    uplift, p_engage = item.uplift, item.p_engage
     reason = [
         "; ".join(r)
-        for r in explain(model, X[pair], action_rows, hcp_rows[local_h], uplift, p_engage)
+        for r in explain(
+            model, X[pair], action_rows, hcp_rows[local_h], uplift, p_engage, gains=item.gains
+        )
     ]
     c = model.catalog
     return pd.DataFrame(

@@ -393,16 +393,12 @@ class Recommender:
         reasons: list[list[str]] = []
         if len(item_h):
             pairs = pair_of[item_h, item_a]
+            item = scores.take(pairs)
             reasons = explain(
-                model,
-                X[pairs],
-                item_a,
-                rows[item_h],
-                scores.uplift[pairs],
-                scores.p_engage[pairs],
+                model, X[pairs], item_a, rows[item_h], item.uplift, item.p_engage, gains=item.gains
             )
-            item_uplift = scores.uplift[pairs].tolist()
-            item_p = scores.p_engage[pairs].tolist()
+            item_uplift = item.uplift.tolist()
+            item_p = item.p_engage.tolist()
             item_score = score[item_h, item_a].tolist()
         out: list[Recommendation] = []
         served_at = datetime.now(UTC)
