@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
+from nextbest.service.feedback import LOG_COMMIT_ALLOWANCE_S
 from nextbest.service.recommend import minted_at, new_recommendation_id
 
 FLUSH_MS = 400.0  # long enough that feedback reaches the other "worker" first
@@ -71,7 +72,9 @@ def test_unknown_recommendation_ids_are_still_rejected_promptly(two_workers) -> 
         )
         assert response.status_code == 422
         assert "unknown recommendation_id" in response.json()["rejected"][0]["message"]
-        assert time.monotonic() - started < 0.3, rid
+        # No in-flight wait (that would take the log flush + LOG_COMMIT_ALLOWANCE_S,
+        # over 2 s); the bound leaves room for a loaded machine (0.46 s seen).
+        assert time.monotonic() - started < LOG_COMMIT_ALLOWANCE_S / 2, rid
     # A fresh id nobody served is rejected once its log could have arrived.
     started = time.monotonic()
     fresh = new_recommendation_id()
