@@ -226,7 +226,7 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
         value = row.value(feature)
         if _missing(value) or value < 0.05:
             return None  # "writes about 0.0" is no reason
-        return f"already writes about {_number(value)} a period on their own", ("baseline",)
+        return f"writes about {_number(value)} a period without contact", ("baseline",)
     if feature in ("all__eng_rate", "all__eng_excess"):
         # Engaged more often than the channels it was touched on would predict.
         excess = row.value("all__eng_excess")
