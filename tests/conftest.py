@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.settings import Settings, get_settings
+from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 FAST_CONFIG = TrainConfig(
     engagement=EngagementParams(n_estimators=40, num_leaves=15),
@@ -54,3 +56,27 @@ def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pa
     get_settings.cache_clear()
     yield models
     get_settings.cache_clear()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, empty (unmigrated) database on SQLite and on PostgreSQL.
+
+    PostgreSQL needs ``NEXTBEST_TEST_POSTGRES_URL`` (a server where the user may
+    CREATE DATABASE; each test gets its own database, dropped after) and is
+    skipped, saying so, without it.
+    """
+    if request.param == "sqlite":
+        # A directory that does not exist yet: make_engine must create it.
+        yield f"sqlite:///{tmp_path / 'store' / 'nextbest.db'}"
+        return
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(server_url) as url:
+        yield url

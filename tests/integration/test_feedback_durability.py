@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 
 from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.storage.db import make_engine
-from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,23 +33,6 @@ def write_admin_key(path: Path, key: str) -> None:
     """An API key file with one admin key (ignored by servers without auth)."""
     digest = hashlib.sha256(key.encode()).hexdigest()
     path.write_text(f"keys:\n  - name: test-admin\n    role: admin\n    key_sha256: {digest}\n")
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'feedback.db'}"
-        return
-    server_url = os.environ.get(POSTGRES_URL_ENV)
-    if not server_url:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL durability test skipped")
-    with temporary_postgres_database(server_url) as url:
-        yield url
 
 
 def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_path: Path) -> None:

@@ -3,36 +3,14 @@ connection, gives what the many-HCP shape gives through a session, on each backe
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from nextbest.storage.db import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import FeedbackRecord, record_feedback, serving_history
-from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'h.db'}"
-        return
-    server = os.environ.get(POSTGRES_URL_ENV)
-    if not server:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(server) as url:
-        yield url
 
 
 def _events() -> list[FeedbackRecord]:

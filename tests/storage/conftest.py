@@ -1,13 +1,13 @@
 """Fixtures of the storage suite: every test runs on SQLite and on PostgreSQL.
 
-PostgreSQL needs ``NEXTBEST_TEST_POSTGRES_URL`` (any existing database on a server
-where the user may CREATE DATABASE); each test gets a fresh database, dropped after.
-Other suites can get the same databases from ``nextbest.storage.testing``.
+``database_url`` (tests/conftest.py) gives each test a fresh database on both
+backends; PostgreSQL needs ``NEXTBEST_TEST_POSTGRES_URL`` and is skipped, saying
+so, without it. Other suites can get the same databases from
+``nextbest.storage.testing``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -22,30 +22,8 @@ from nextbest.storage import (
     make_session_factory,
     migrate,
 )
-from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """URL of a fresh, empty (unmigrated) database on each backend."""
-    if request.param == "sqlite":
-        # A directory that does not exist yet: make_engine must create it.
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'store' / 'nextbest.db'}"
-        return
-    server_url = os.environ.get(POSTGRES_URL_ENV)
-    if not server_url:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(server_url) as url:
-        yield url
 
 
 @pytest.fixture
