@@ -51,7 +51,7 @@ def _recommendation(rec: Recommendation, *, with_excluded: bool) -> dict[str, An
 # every item against it, then jsonable_encoder, then json.dumps) costs more than
 # scoring. tests/api checks the answers against the schemas.
 #
-# One recommendation is ~2 ms of CPU and a few sub-millisecond indexed queries,
+# One recommendation is ~1.3 ms of CPU and one sub-millisecond indexed query,
 # so it runs on the event loop itself: a hop to the thread pool and back costs a
 # sizeable share of that, and with one worker process per core there is no other
 # core for a thread to use. The batch route (up to 1,000 HCPs, ~0.5 s) stays in
