@@ -293,15 +293,7 @@ def raw_predict_ms(models: Path, hcp_ids: list[str], k_runs: int = 400) -> dict[
         top = np.argsort(-s.uplift)[:5]
         item = s.take(top)  # as served: the gains already predicted are reused
         t0 = time.perf_counter()
-        explain(
-            model,
-            X[top],
-            actions[top],
-            np.full(len(top), row[0]),
-            item.uplift,
-            item.p_engage,
-            gains=item.gains,
-        )
+        explain(model, X[top], actions[top], np.full(len(top), row[0]), item)
         reasons.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         rec.recommend(hcp_id=hcp_id, k=5)

@@ -8,7 +8,7 @@ import pytest
 
 from nextbest.contract import Dataset
 from nextbest.learning.reasons import explain
-from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL
+from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, Scores
 from nextbest.learning.train import train
 
 from .conftest import QUICK, LearnedWorld
@@ -74,7 +74,7 @@ def test_every_item_gets_readable_reasons(learned: LearnedWorld) -> None:
     action_rows = np.tile(np.arange(model.n_actions), 30)
     X = model.rows(hcp_rows, action_rows)
     scores = model.score_rows(X, action_rows)
-    reasons = explain(model, X, action_rows, hcp_rows, scores.uplift, scores.p_engage)
+    reasons = explain(model, X, action_rows, hcp_rows, scores)
     assert len(reasons) == len(X)
     assert all(1 <= len(r) <= 5 for r in reasons)
     assert all(r[0].startswith("expected ") and "versus no contact" in r[0] for r in reasons)
@@ -89,7 +89,7 @@ def test_reasons_for_no_items_and_fast_contributions(learned: LearnedWorld) -> N
     model = learned.result.model
     empty = np.zeros((0, len(model.space.feature_names)), dtype=np.float32)
     none = np.zeros(0, dtype=np.int64)
-    assert explain(model, empty, none, none, np.zeros(0), np.zeros(0)) == []
+    assert explain(model, empty, none, none, Scores(np.zeros(0), np.zeros(0))) == []
     X = model.rows(np.zeros(5, dtype=np.int64), np.arange(5))
     contrib = model.uplift_model.contributions(X)  # type: ignore[union-attr]
     assert contrib.shape == (5, len(model.space.feature_names))
@@ -109,7 +109,7 @@ def test_fallback_without_outcomes_says_so(learned: LearnedWorld) -> None:
     X = model.rows(np.zeros(4, dtype=np.int64), np.arange(4))
     scores = model.score_rows(X, np.arange(4))
     np.testing.assert_allclose(scores.uplift, scores.p_engage)  # value 1.0 per engagement
-    reasons = explain(model, X, np.arange(4), np.zeros(4, int), scores.uplift, scores.p_engage)
+    reasons = explain(model, X, np.arange(4), np.zeros(4, int), scores)
     assert all("no measured uplift yet" in r[0] for r in reasons)
 
 

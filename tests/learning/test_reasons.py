@@ -29,7 +29,7 @@ def _items(model: ScoringModel, n_hcps: int) -> tuple[np.ndarray, np.ndarray, li
     action_rows = np.tile(np.arange(model.n_actions), n_hcps)
     X = model.rows(hcp_rows, action_rows)
     scores = model.score_rows(X, action_rows)
-    said = explain(model, X, action_rows, hcp_rows, scores.uplift, scores.p_engage)
+    said = explain(model, X, action_rows, hcp_rows, scores)
     return hcp_rows, action_rows, said
 
 

@@ -32,7 +32,7 @@ from typing import TypeAlias
 import numpy as np
 
 from nextbest.features.history import SMOOTHING
-from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
+from nextbest.learning.scoring import PREFERENCE_X_VALUE, Scores, ScoringModel
 
 MAX_REASONS = 3
 # Below this gap a recency says "recently touched", which argues against another touch.
@@ -276,24 +276,22 @@ def explain(
     X: np.ndarray,
     action_rows: np.ndarray,
     hcp_rows: np.ndarray,
-    uplift: np.ndarray,
-    p_engage: np.ndarray,
-    *,
-    gains: tuple[np.ndarray, np.ndarray] | None = None,
+    scores: Scores,
 ) -> list[list[str]]:
     """Reasons for each of the ``n`` items scored by rows ``X`` (n, n_features).
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
-    ``uplift`` and ``p_engage`` (n,) are the item's scores, ``gains`` the uplift
-    model's ``(g_1, g_0)`` of the same rows if already known. One contributions
+    ``scores`` are the items' own (``ScoringModel.score_rows`` of the same rows;
+    the uplift model's gains in them are reused, not predicted again). One contributions
     call covers all items. Returns ``n`` lists of at least one sentence each: the
     expected value first, then at most one sentence per fact, each from a feature
     that pushed the item's score up and phrased as support for it.
     """
     if len(action_rows) == 0:
         return []
+    uplift, p_engage = scores.uplift, scores.p_engage
     if model.uplift_model is not None:
-        contrib = model.uplift_model.contributions(X, np.asarray(p_engage), gains)
+        contrib = model.uplift_model.contributions(X, p_engage, scores.gains)
     else:
         contrib = model.engagement.contributions(X)
     names = model.space.feature_names

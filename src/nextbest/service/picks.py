@@ -137,12 +137,7 @@ def _block_picks(
     action_rows = actions[local_a]
     item = scores.take(pair)
     uplift, p_engage = item.uplift, item.p_engage
-    reason = [
-        "; ".join(r)
-        for r in explain(
-            model, X[pair], action_rows, hcp_rows[local_h], uplift, p_engage, gains=item.gains
-        )
-    ]
+    reason = ["; ".join(r) for r in explain(model, X[pair], action_rows, hcp_rows[local_h], item)]
     c = model.catalog
     return pd.DataFrame(
         {

@@ -171,7 +171,7 @@ class Recommender:
         X = self.model.rows(one, one)
         scores = self.model.score_rows(X, one)
         self.model.net_value(scores.uplift, one)
-        explain(self.model, X, one, one, scores.uplift, scores.p_engage)
+        explain(self.model, X, one, one, scores)
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -394,9 +394,7 @@ class Recommender:
         if len(item_h):
             pairs = pair_of[item_h, item_a]
             item = scores.take(pairs)
-            reasons = explain(
-                model, X[pairs], item_a, rows[item_h], item.uplift, item.p_engage, gains=item.gains
-            )
+            reasons = explain(model, X[pairs], item_a, rows[item_h], item)
             item_uplift = item.uplift.tolist()
             item_p = item.p_engage.tolist()
             item_score = score[item_h, item_a].tolist()
