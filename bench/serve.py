@@ -4,7 +4,10 @@ What it measures (figures land in bench/results/serve.json and are printed):
 
 - single recommendations (k=5) over a 200-action catalog: p50 / p99 latency at a
   fixed offered rate (default 1,000 requests/s) and the highest throughput of a
-  closed loop of connections;
+  closed loop of connections, twice: on a server with the score cache off (every
+  request scored by the model), and on one as deployed (score cache on) after a
+  warm-up that asks about every HCP a few times; each scenario records the share
+  of scored pairs the cache answered (``score_cache_hit_rate``);
 - ``overhead_ratio``: median request latency of one idle connection divided by
   the raw LightGBM time of the same rows (both models' predict calls on the
   HCP's candidate actions, one thread), measured in this run;
@@ -18,7 +21,7 @@ The world: ``--hcps`` simulated HCPs, whose 40-action catalog is widened to 200
 history of their own. The 100,000 HCPs of the picks figure are drawn with
 replacement from the model's snapshot; the work per HCP is the same.
 
-Run: ``make bench-serve`` (about 3 minutes on 2 cores).
+Run: ``make bench-serve`` (about 4 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -352,7 +356,9 @@ def picks_seconds(models: Path, n: int) -> dict[str, float]:
     }
 
 
-def run_server(models: Path, port: int, workers: int, flush_ms: float) -> subprocess.Popen[bytes]:
+def run_server(
+    models: Path, port: int, workers: int, flush_ms: float, cache_pairs: int | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(models),
@@ -361,8 +367,72 @@ def run_server(models: Path, port: int, workers: int, flush_ms: float) -> subpro
         "NEXTBEST_RULES_FILE": str(Path("training/rules.yaml").resolve()),
         "NEXTBEST_SEED": "1",
     }
+    if cache_pairs is not None:
+        env["NEXTBEST_SCORE_CACHE_PAIRS"] = str(cache_pairs)
     args = ["--workers", str(workers), "--log-level", "warning"]
     return start_server(port=port, env=env, args=args, log_file=models / "server.log")
+
+
+def cache_counts(port: int) -> tuple[float, float]:
+    """Pairs answered from the score cache and by the model so far (all workers)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    counts = {"hit": 0.0, "miss": 0.0}
+    for line in text.splitlines():
+        for result in counts:
+            if line.startswith(f'nextbest_score_cache_pairs_total{{result="{result}"}}'):
+                counts[result] = float(line.split()[-1])
+    return counts["hit"], counts["miss"]
+
+
+def drive_counting(port: int, requests: list[bytes], **kwargs: Any) -> dict[str, float]:
+    """:func:`drive`, plus the share of scored pairs the score cache answered meanwhile."""
+    hits, misses = cache_counts(port)
+    out = drive(port, requests, **kwargs)
+    hits_after, misses_after = cache_counts(port)
+    asked = (hits_after - hits) + (misses_after - misses)
+    out["score_cache_hit_rate"] = (hits_after - hits) / asked if asked else float("nan")
+    return out
+
+
+def warm_up_rounds(port: int, requests: list[bytes], rounds: int) -> dict[str, float]:
+    """Ask about every HCP about once per round, on fresh connections each round.
+
+    A connection sends its own slice of ``requests`` and stays with the worker that
+    accepted it; new connections land on workers anew, so after ``rounds`` rounds
+    each worker has been asked about nearly every HCP (all but about 1 in 2**rounds
+    with two workers).
+    """
+    seconds_per_round = max(len(requests) / 1000.0, 1.0)  # about one pass at ~1,000/s
+    last: dict[str, float] = {}
+    for _ in range(rounds):
+        last = drive_counting(port, requests, connections=32, seconds=seconds_per_round)
+    return {
+        "rounds": rounds,
+        "seconds": rounds * seconds_per_round,
+        "last_round_hit_rate": last.get("score_cache_hit_rate", float("nan")),
+        "last_round_requests_per_s": last.get("requests_per_s", float("nan")),
+    }
+
+
+def single_scenarios(
+    port: int, requests: list[bytes], pid: int, seconds: float, rate: float
+) -> dict[str, dict[str, float]]:
+    """One idle connection, a fixed offered rate, and 32 connections flat out."""
+    out = {}
+    out["single_idle"] = drive_counting(
+        port, requests, connections=1, seconds=min(seconds, 10), server_pid=pid
+    )
+    print(f"  single, one connection: {out['single_idle']}")
+    out["single_fixed_rate"] = drive_counting(
+        port, requests, connections=32, seconds=seconds, rate=rate, server_pid=pid
+    )
+    print(f"  single at {rate:.0f}/s offered: {out['single_fixed_rate']}")
+    out["single_closed_loop"] = drive_counting(
+        port, requests, connections=32, seconds=seconds, server_pid=pid
+    )
+    print(f"  single, 32 connections flat out: {out['single_closed_loop']}")
+    return out
 
 
 def main() -> dict[str, Any]:
@@ -374,6 +444,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--picks-hcps", type=int, default=100_000)
     parser.add_argument("--flush-ms", type=float, default=5.0)
+    parser.add_argument("--warm-up-rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -399,25 +470,32 @@ def main() -> dict[str, Any]:
             for _ in range(20)
         ]
         port = free_port()
-        server = run_server(models, port, args.workers, args.flush_ms)
+        # Every request scored by the model: the score cache off.
+        print("server with the score cache off:")
+        server = run_server(models, port, args.workers, args.flush_ms, cache_pairs=0)
         try:
             drive(port, single[:500], connections=4, seconds=3)  # warm-up
-            pid = server.pid
-            idle = drive(port, single, connections=1, seconds=min(args.seconds, 10), server_pid=pid)
-            print(f"single, one connection: {idle}")
-            fixed = drive(
-                port, single, connections=32, seconds=args.seconds, rate=args.rate, server_pid=pid
-            )
-            print(f"single at {args.rate:.0f}/s offered: {fixed}")
-            closed = drive(port, single, connections=32, seconds=args.seconds, server_pid=pid)
-            print(f"single, 32 connections flat out: {closed}")
-            batch = drive(port, batches, connections=args.workers, seconds=args.seconds)
-            print(f"batch of 1,000 HCPs: {batch}")
+            cold = single_scenarios(port, single, server.pid, args.seconds, args.rate)
         finally:
             stop_server(server)
+        # As deployed (default cache), after every HCP was asked about a few times,
+        # so that each worker holds nearly all of them: a working day's steady state.
+        print("server as deployed (score cache on), warmed up:")
+        server = run_server(models, port, args.workers, args.flush_ms)
+        try:
+            warm_up = warm_up_rounds(port, single, args.warm_up_rounds)
+            print(f"  warm-up: {warm_up}")
+            warm = single_scenarios(port, single, server.pid, args.seconds, args.rate)
+            batch = drive_counting(port, batches, connections=args.workers, seconds=args.seconds)
+            print(f"  batch of 1,000 HCPs: {batch}")
+        finally:
+            stop_server(server)
+        idle, fixed = warm["single_idle"], warm["single_fixed_rate"]
 
     email_rows = N_EMAIL  # promotional e-mail candidates per HCP at most
     overhead = idle["p50_ms"] / raw["predict_ms_p50"]
+    overhead_cold = cold["single_idle"]["p50_ms"] / raw["predict_ms_p50"]
+    fixed_cold = cold["single_fixed_rate"]
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -438,9 +516,11 @@ def main() -> dict[str, Any]:
             "load_generator": "separate process, asyncio (uvloop) keep-alive connections, loopback",
         },
         "raw_lightgbm": raw,
-        "single_idle": idle,
-        "single_fixed_rate": fixed,
-        "single_closed_loop": closed,
+        # As deployed: the score cache on and warm (its hit rate in each scenario).
+        "score_cache_warm_up": warm_up,
+        **warm,
+        # Every request scored by the model (NEXTBEST_SCORE_CACHE_PAIRS=0).
+        "score_cache_off": cold,
         "batch": {
             **batch,
             "hcps_per_s": batch["requests_per_s"] * 1000,
@@ -448,6 +528,7 @@ def main() -> dict[str, Any]:
         },
         "picks_file": picks,
         "overhead_ratio": overhead,
+        "overhead_ratio_score_cache_off": overhead_cold,
         # The same request in-process (rules, scoring, ranking, exploration, reasons;
         # no HTTP, no database) over the raw predict time: what the HTTP layer,
         # the history queries and the log add shows as the difference.
@@ -464,6 +545,20 @@ def main() -> dict[str, Any]:
                 "met": bool(picks["seconds"] < 20 and args.picks_hcps >= 100_000),
             },
             "overhead_ratio": {"target": 3.0, "measured": overhead, "met": bool(overhead <= 3)},
+            # The same targets for requests the model scores (cache off).
+            "single_p99_ms_at_1000_rps_score_cache_off": {
+                "target": 20.0,
+                "measured": fixed_cold["p99_ms"],
+                "achieved_rps": fixed_cold["requests_per_s"],
+                "met": bool(
+                    fixed_cold["p99_ms"] < 20 and fixed_cold["requests_per_s"] >= 0.98 * args.rate
+                ),
+            },
+            "overhead_ratio_score_cache_off": {
+                "target": 3.0,
+                "measured": overhead_cold,
+                "met": bool(overhead_cold <= 3),
+            },
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

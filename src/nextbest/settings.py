@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         description="Commit the recommendation log in batches every N ms from a background "
         "thread; 0 commits each answer before responding. Feedback is always synchronous.",
     )
+    score_cache_pairs: int = Field(
+        default=2_000_000,
+        ge=0,
+        description="Per worker, keep the scores and reasons of the most recently asked HCPs, "
+        "up to this many (HCP, action) pairs (33 bytes each: 66 MB at the default); 0 keeps "
+        "none. A model's scores depend only on its snapshot, so cached answers are identical.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

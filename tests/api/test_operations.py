@@ -68,6 +68,12 @@ def test_metrics_count_requests_by_route_and_channel(client: TestClient) -> None
     assert "nextbest_recommendations_total{channel=" in text
     version = client.app.state.runtime.model_version
     assert f'nextbest_model_info{{version="{version}"}} 1.0' in text
+    # The second and third requests about the HCP were answered from the score cache.
+    hits = [line for line in text.splitlines() if line.startswith(HIT_METRIC)]
+    assert hits and float(hits[0].split()[-1]) > 0
+
+
+HIT_METRIC = 'nextbest_score_cache_pairs_total{result="hit"}'
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Metrics: ``nextbest_request_seconds`` (histogram by route template, method and
 status), ``nextbest_recommendations_total`` (served items by channel),
-``nextbest_holdout_total``, ``nextbest_model_info`` (the served version). With
+``nextbest_holdout_total``, ``nextbest_model_info`` (the served version), and
+``nextbest_score_cache_pairs_total`` (defined beside the cache it counts). With
 several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve``
 does) so ``/metrics`` sums every worker.
 

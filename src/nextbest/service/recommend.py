@@ -25,6 +25,7 @@ from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
 from nextbest.policy.exploration import Exploration
 from nextbest.policy.ranking import ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+from nextbest.service.score_cache import PairCache
 
 MAX_K = 50
 MAX_BATCH = 1000
@@ -134,8 +135,11 @@ class Recommender:
         exploration: Exploration,
         rules: ServingRules | None = None,
         max_per_channel: int | None = None,
+        cache_pairs: int = 0,
     ) -> None:
         self.model = model
+        # Scores and reasons of recently asked HCPs (0: none kept); see score_cache.
+        self.cache = PairCache(model, cache_pairs)
         self.version = version
         self.exploration = exploration
         self.rules = rules or ServingRules()
@@ -365,8 +369,7 @@ class Recommender:
         score = np.full((n_h, n_a), -np.inf)
         pair_of = np.full((n_h, n_a), -1, dtype=np.int64)
         if len(pair_h):
-            X = model.rows(rows[pair_h], pair_a)
-            scores = model.score_rows(X, pair_a)
+            scores = self.cache.scores(rows, pair_h, pair_a)
             score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
             pair_of[pair_h, pair_a] = np.arange(len(pair_h))
         channel_code = model.action_channel_code
@@ -394,7 +397,7 @@ class Recommender:
         if len(item_h):
             pairs = pair_of[item_h, item_a]
             item = scores.take(pairs)
-            reasons = explain(model, X[pairs], item_a, rows[item_h], item)
+            reasons = self.cache.explain(rows[item_h], item_a, item)
             item_uplift = item.uplift.tolist()
             item_p = item.p_engage.tolist()
             item_score = score[item_h, item_a].tolist()

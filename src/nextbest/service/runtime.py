@@ -133,6 +133,7 @@ class ServingRuntime:
                             seed=settings.seed,
                         ),
                         rules=self.rules,
+                        cache_pairs=settings.score_cache_pairs,
                     )
                     # A model that loads but cannot score (e.g. pickled by an
                     # incompatible code version) must fail here, not on every request.

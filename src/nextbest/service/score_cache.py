@@ -1,0 +1,144 @@
+"""Model outputs per (HCP, action), kept for the HCPs asked about most recently.
+
+What a model says about a pair depends only on the model and its snapshot (the
+HCP's history at the training cut-off, the action's attributes): rules, live
+contact history and exploration all act after scoring. So a loaded model can keep
+the P(engaged), uplift, gains and reasons it computed for an HCP and answer the
+next request about that HCP without LightGBM. The cache belongs to one
+:class:`~nextbest.service.recommend.Recommender`, hence to one model version: a
+reload starts an empty one.
+
+Memory is bounded in pairs (``NEXTBEST_SCORE_CACHE_PAIRS``): with ``n`` actions it
+holds the ``max_pairs // n`` HCPs asked about most recently, evicting the least
+recently asked. Values are stored as computed (float64), so a cached answer is
+identical to a fresh one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from prometheus_client import Counter
+
+from nextbest.learning.reasons import explain
+from nextbest.learning.scoring import Scores, ScoringModel
+
+# float64 P(engaged), uplift, g_1 and g_0 plus the "known" flag.
+BYTES_PER_PAIR = 4 * 8 + 1
+
+CACHE_PAIRS = Counter(
+    "nextbest_score_cache_pairs_total",
+    "Scored (HCP, action) pairs answered from the score cache (hit) or by the model (miss).",
+    ["result"],
+)
+_HITS = CACHE_PAIRS.labels("hit")
+_MISSES = CACHE_PAIRS.labels("miss")
+
+
+class PairCache:
+    """Scores and reasons of ``model`` for recently asked HCPs; safe across threads.
+
+    The lock guards only the tables: the model runs outside it, so two threads
+    may compute the same pair at once (both get the same values) but never wait
+    on each other's LightGBM calls.
+    """
+
+    def __init__(self, model: ScoringModel, max_pairs: int) -> None:
+        self.model = model
+        n_actions = model.n_actions
+        self.capacity = min(max_pairs // n_actions, model.n_hcps) if n_actions else 0
+        outputs = 2 if model.uplift_model is None else 4
+        self._values = np.zeros((outputs, self.capacity, n_actions))
+        self._known = np.zeros((self.capacity, n_actions), dtype=bool)
+        self._owner = np.full(self.capacity, -1, dtype=np.int64)
+        self._reasons: dict[int, dict[int, list[str]]] = {}  # slot -> action -> reasons
+        self._slots: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """HCPs held."""
+        return len(self._slots)
+
+    def scores(self, hcp_rows: np.ndarray, pair_h: np.ndarray, pair_a: np.ndarray) -> Scores:
+        """Scores of the pairs ``(hcp_rows[pair_h], pair_a)``, computing only the unknown ones."""
+        model = self.model
+        if len(hcp_rows) > self.capacity:  # also: cache off
+            return model.score(hcp_rows[pair_h], pair_a)
+        with self._lock:
+            slot = self._claim(hcp_rows)[pair_h]
+            known = self._known[slot, pair_a]
+            values = self._values[:, slot, pair_a]  # a copy: fancy indexing
+        miss = np.flatnonzero(~known)
+        if len(miss):
+            values[:, miss] = _stack(model.score(hcp_rows[pair_h[miss]], pair_a[miss]))
+            with self._lock:
+                # Another thread may have evicted an HCP meanwhile: store only where
+                # the slot still belongs to the HCP the values are for.
+                mine = miss[self._owner[slot[miss]] == hcp_rows[pair_h[miss]]]
+                self._values[:, slot[mine], pair_a[mine]] = values[:, mine]
+                self._known[slot[mine], pair_a[mine]] = True
+        _HITS.inc(len(pair_a) - len(miss))
+        _MISSES.inc(len(miss))
+        return _unstack(values)
+
+    def explain(
+        self, hcp_rows: np.ndarray, action_rows: np.ndarray, scores: Scores
+    ) -> list[list[str]]:
+        """Reasons of each item (:func:`~nextbest.learning.reasons.explain`), cached per pair."""
+        model = self.model
+        hcps, actions = hcp_rows.tolist(), action_rows.tolist()
+        with self._lock:
+            found: list[list[str] | None] = []
+            for h, a in zip(hcps, actions, strict=True):
+                slot = self._slots.get(h)
+                found.append(None if slot is None else self._reasons[slot].get(a))
+        miss = np.array([i for i, why in enumerate(found) if why is None], dtype=np.int64)
+        if len(miss):
+            h, a = hcp_rows[miss], action_rows[miss]
+            fresh = explain(model, model.rows(h, a), a, h, scores.take(miss))
+            with self._lock:
+                for i, why in zip(miss.tolist(), fresh, strict=True):
+                    found[i] = why
+                    slot = self._slots.get(hcps[i])
+                    if slot is not None:
+                        self._reasons[slot][actions[i]] = why
+        # Copies: a response may extend its item's list (the exploration note).
+        return [list(why) for why in found if why is not None]
+
+    def _claim(self, hcp_rows: np.ndarray) -> np.ndarray:
+        """The slot of each HCP, taking the least recently asked one's where needed.
+
+        Called under the lock with at most ``capacity`` HCPs, so a slot claimed in
+        this call is never the one evicted for the next HCP of the same call.
+        """
+        slots = self._slots
+        out = np.empty(len(hcp_rows), dtype=np.int64)
+        for i, h in enumerate(hcp_rows.tolist()):
+            slot = slots.get(h)
+            if slot is not None:
+                slots.move_to_end(h)
+            else:
+                if len(slots) < self.capacity:
+                    slot = len(slots)
+                else:
+                    _, slot = slots.popitem(last=False)
+                    self._known[slot] = False
+                self._reasons[slot] = {}
+                self._owner[slot] = h
+                slots[h] = slot
+            out[i] = slot
+        return out
+
+
+def _stack(scores: Scores) -> np.ndarray:
+    parts = [scores.p_engage, scores.uplift]
+    if scores.gains is not None:
+        parts.extend(scores.gains)
+    return np.vstack(parts)
+
+
+def _unstack(values: np.ndarray) -> Scores:
+    gains = (values[2], values[3]) if len(values) == 4 else None
+    return Scores(p_engage=values[0], uplift=values[1], gains=gains)
