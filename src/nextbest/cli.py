@@ -234,6 +234,7 @@ def serve(
     import uvicorn
 
     from nextbest.api.observability import logging_config
+    from nextbest.api.workers import AddressInUseError, balanced_listeners_supported, run_balanced
 
     settings = get_settings()
     n_workers = workers or settings.workers
@@ -249,16 +250,24 @@ def serve(
         # one still importing and loading its model on a busy machine takes longer
         # and was killed and restarted over and over, leaving fewer workers serving.
         extra["timeout_worker_healthcheck"] = 60
-    uvicorn.run(
-        "nextbest.api.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=n_workers,
         log_config=logging_config(log_level.upper()),
         access_log=False,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
+    if n_workers > 1 and balanced_listeners_supported():
+        # Each worker accepts on its own socket, so connections spread over all
+        # workers (nextbest.api.workers explains why uvicorn's shared one does not).
+        try:
+            run_balanced(uvicorn.Config("nextbest.api.app:create_app", **options))
+        except AddressInUseError as exc:
+            raise _fail(str(exc)) from None
+    else:
+        uvicorn.run("nextbest.api.app:create_app", **options)
 
 
 SinceOpt = Annotated[

@@ -1,0 +1,90 @@
+"""Several worker processes, each accepting connections on its own socket.
+
+uvicorn's supervisor binds one listening socket and hands it to every worker, so
+all workers wait on one accept queue and the kernel gives most new connections
+to whichever worker waited last. Keep-alive clients (a CRM back end's connection
+pool, an e-mail system's batch client) then stay pinned to few workers while
+other cores idle: in ``make bench-serve`` (32 connections, 1,000 requests/s
+offered, two workers) one worker used twice the CPU of the other and queued
+requests for seconds while the other had time to spare.
+
+On Linux, ``SO_REUSEPORT`` lets each worker bind a socket of its own to the same
+address; the kernel then spreads connections over the sockets by a hash of the
+connection's addresses. uvicorn's supervisor passes its "sockets" to each worker
+it starts (and restarts) by pickling them; :class:`OwnListener` stands in for the
+shared socket and unpickles, in each worker, as a freshly bound socket of that
+worker's own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import sys
+from typing import Any
+
+
+class AddressInUseError(OSError):
+    """Another process already listens on the address."""
+
+
+def balanced_listeners_supported() -> bool:
+    """True where the kernel balances connections across ``SO_REUSEPORT`` sockets."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_own_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``(host, port)`` that other workers' sockets may share."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+class OwnListener:
+    """Pickles as an instruction to bind: each worker unpickles its own socket."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int]]:
+        return bind_own_socket, (self.host, self.port)
+
+
+def check_address_free(host: str, port: int) -> None:
+    """Raise :class:`AddressInUseError` if anything listens on ``(host, port)``.
+
+    A plain bind (without ``SO_REUSEPORT``) fails whenever a socket is bound to the
+    address, so a second ``nextbest serve`` on the same port is refused here, once,
+    instead of silently sharing the port with the first.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise AddressInUseError(
+                exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None
+
+
+def run_balanced(config: Any) -> None:
+    """Run ``config.workers`` uvicorn workers, each on its own ``SO_REUSEPORT`` socket."""
+    from uvicorn.supervisors import Multiprocess
+
+    check_address_free(config.host, config.port)
+    listener: Any = OwnListener(config.host, config.port)
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+        from uvicorn import Server
+
+        Multiprocess(config, target=Server(config).run, sockets=[listener]).run()  # type: ignore[call-arg]
+    else:
+        Multiprocess(config, sockets=[listener]).run()

@@ -1,0 +1,89 @@
+"""Worker processes of a real `nextbest serve`: each accepts on its own socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nextbest.api.process import free_port, start_server, stop_server
+from nextbest.api.workers import (
+    AddressInUseError,
+    balanced_listeners_supported,
+    check_address_free,
+)
+
+pytestmark = pytest.mark.e2e
+
+linux_only = pytest.mark.skipif(
+    not balanced_listeners_supported(), reason="SO_REUSEPORT balancing needs Linux"
+)
+
+
+def _env(models: Path) -> dict[str, str]:
+    key = [{"name": "e2e", "role": "admin", "key": "e2e-admin-key-0123456789abcdef"}]
+    return {**os.environ, "NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_API_KEYS": json.dumps(key)}
+
+
+@linux_only
+def test_connections_spread_over_the_workers(trained, tmp_path: Path) -> None:
+    """40 keep-alive connections to two idle workers: each worker holds a fair share.
+
+    With one shared listening socket the kernel gives nearly every connection to
+    the same worker; with a socket per worker it hashes them over both.
+    """
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    port = free_port()
+    proc = start_server(
+        port=port, env=_env(models), args=["--workers", "2"], log_file=models / "server.log"
+    )
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(40):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")  # accepted and answered
+            clients.append(client)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        held = {}
+        for worker in workers:
+            established = [
+                c
+                for c in worker.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+            ]
+            if established:
+                held[worker.pid] = len(established)
+        assert len(held) == 2, held
+        assert min(held.values()) >= 8, held  # binomial(40, 1/2) falls below 8 about 1e-5
+    finally:
+        for client in clients:
+            client.close()
+        stop_server(proc)
+
+
+@linux_only
+def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AddressInUseError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_address_free("127.0.0.1", port)
+        run = subprocess.run(
+            [sys.executable, "-m", "nextbest.cli", "serve", "--workers", "2", "--port", str(port)],
+            env=_env(tmp_path / "models"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stdout + run.stderr
