@@ -21,7 +21,7 @@ The world: ``--hcps`` simulated HCPs, whose 40-action catalog is widened to 200
 history of their own. The 100,000 HCPs of the picks figure are drawn with
 replacement from the model's snapshot; the work per HCP is the same.
 
-Run: ``make bench-serve`` (about 4 minutes on 2 cores).
+Run: ``make bench-serve`` (about 3 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def drive(
     seconds: float,
     rate: float | None = None,
     server_pid: int | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Run the load generator in a separate process; summarise its measurements.
 
     With ``server_pid``, also the CPU the server (that process and its workers)
@@ -159,7 +159,12 @@ def drive(
     proc.start()
     samples, generator_cpu_s = queue.get(timeout=seconds + 120)
     proc.join(timeout=30)
-    server_cpu_s = _server_cpu_s(server_pid) - cpu_before
+    cpu_after = _server_cpu_s(server_pid)
+    spent = {p: cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after}
+    server_cpu_s = sum(spent.values())
+    # How the work split over the processes, largest share first: connections stay
+    # with the worker that accepted them, so an uneven split shows up in the tail.
+    shares = sorted((v / server_cpu_s for v in spent.values() if v > 0), reverse=True)
     lat = np.array([s[1] for s in samples]) * 1000.0
     ok = sum(1 for s in samples if s[2] == 200)
     return {
@@ -178,23 +183,24 @@ def drive(
         "server_cpu_ms_per_request": server_cpu_s * 1000 / len(samples)
         if server_pid is not None and len(samples)
         else float("nan"),
+        "server_cpu_share_by_process": [round(x, 3) for x in shares] if server_cpu_s else [],
     }
 
 
-def _server_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of ``pid`` and its live children (0 without psutil)."""
+def _server_cpu_s(pid: int | None) -> dict[int, float]:
+    """User + system CPU seconds of ``pid`` and of each live child (empty without psutil)."""
     if pid is None:
-        return 0.0
+        return {}
     try:
         import psutil
     except ImportError:
-        return 0.0
+        return {}
     root = psutil.Process(pid)
-    total = 0.0
+    out = {}
     for process in [root, *root.children(recursive=True)]:
         times = process.cpu_times()
-        total += times.user + times.system
-    return total
+        out[process.pid] = times.user + times.system
+    return out
 
 
 def _post(path: str, body: dict[str, Any]) -> bytes:
@@ -385,7 +391,7 @@ def cache_counts(port: int) -> tuple[float, float]:
     return counts["hit"], counts["miss"]
 
 
-def drive_counting(port: int, requests: list[bytes], **kwargs: Any) -> dict[str, float]:
+def drive_counting(port: int, requests: list[bytes], **kwargs: Any) -> dict[str, Any]:
     """:func:`drive`, plus the share of scored pairs the score cache answered meanwhile."""
     hits, misses = cache_counts(port)
     out = drive(port, requests, **kwargs)
@@ -417,7 +423,7 @@ def warm_up_rounds(port: int, requests: list[bytes], rounds: int) -> dict[str, f
 
 def single_scenarios(
     port: int, requests: list[bytes], pid: int, seconds: float, rate: float
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """One idle connection, a fixed offered rate, and 32 connections flat out."""
     out = {}
     out["single_idle"] = drive_counting(
