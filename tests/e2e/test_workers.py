@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,42 +36,89 @@ def _env(models: Path) -> dict[str, str]:
     return {**os.environ, "NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_API_KEYS": json.dumps(key)}
 
 
-@linux_only
-def test_connections_spread_over_the_workers(trained, tmp_path: Path) -> None:
-    """40 keep-alive connections to two idle workers: each worker holds a fair share.
+def _sockets(proc: subprocess.Popen[bytes], port: int, status: str) -> dict[int, int]:
+    """Per worker process of ``proc``: its TCP sockets on ``port`` in ``status``."""
+    out = {}
+    for worker in psutil.Process(proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            n = sum(
+                1
+                for c in worker.net_connections(kind="tcp")
+                if c.status == status and c.laddr.port == port
+            )
+            if n:
+                out[worker.pid] = n
+    return out
 
-    With one shared listening socket the kernel gives nearly every connection to
-    the same worker; with a socket per worker it hashes them over both.
-    """
+
+def _wait_listening(
+    proc: subprocess.Popen[bytes], port: int, *, gone: int | None = None
+) -> dict[int, int]:
+    """Wait until two worker processes (not ``gone``) listen on ``port``; which ones."""
+    deadline = time.monotonic() + 120
+    while True:
+        listening = _sockets(proc, port, psutil.CONN_LISTEN)
+        if len(listening) == 2 and gone not in listening:
+            return listening
+        assert time.monotonic() < deadline, f"workers listening: {listening}"
+        time.sleep(0.2)
+
+
+def _connections_held(proc: subprocess.Popen[bytes], port: int, n: int = 40) -> dict[int, int]:
+    """Open ``n`` keep-alive connections (each answered once); how many each worker holds."""
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")  # accepted and answered
+            clients.append(client)
+        return _sockets(proc, port, psutil.CONN_ESTABLISHED)
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture
+def two_workers(trained, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     models = tmp_path / "models"
     shutil.copytree(trained.settings.models_dir, models)
     port = free_port()
     proc = start_server(
         port=port, env=_env(models), args=["--workers", "2"], log_file=models / "server.log"
     )
-    clients: list[socket.socket] = []
     try:
-        for _ in range(40):
-            client = socket.create_connection(("127.0.0.1", port), timeout=10)
-            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            assert client.recv(4096).startswith(b"HTTP/1.1 200")  # accepted and answered
-            clients.append(client)
-        workers = psutil.Process(proc.pid).children(recursive=True)
-        held = {}
-        for worker in workers:
-            established = [
-                c
-                for c in worker.net_connections(kind="tcp")
-                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
-            ]
-            if established:
-                held[worker.pid] = len(established)
-        assert len(held) == 2, held
-        assert min(held.values()) >= 8, held  # binomial(40, 1/2) falls below 8 about 1e-5
+        _wait_listening(proc, port)  # ready means one worker is; wait for both
+        yield proc, port
     finally:
-        for client in clients:
-            client.close()
         stop_server(proc)
+
+
+@linux_only
+def test_connections_spread_over_the_workers(two_workers) -> None:
+    """40 keep-alive connections to two idle workers: each worker holds a fair share.
+
+    With one shared listening socket the kernel gives nearly every connection to
+    the same worker; with a socket per worker it hashes them over both.
+    """
+    proc, port = two_workers
+    held = _connections_held(proc, port)
+    assert len(held) == 2, held
+    assert min(held.values()) >= 8, held  # binomial(40, 1/2) falls below 8 about 1e-5
+
+
+@linux_only
+def test_a_replaced_worker_listens_on_a_socket_of_its_own(two_workers) -> None:
+    """uvicorn's supervisor replaces a killed worker; the new one binds its own socket."""
+    proc, port = two_workers
+    listening = _sockets(proc, port, psutil.CONN_LISTEN)
+    assert len(listening) == 2, listening
+    killed = next(iter(listening))
+    os.kill(killed, signal.SIGKILL)
+    listening = _wait_listening(proc, port, gone=killed)
+    held = _connections_held(proc, port)
+    assert set(held) == set(listening), (held, listening)
+    assert min(held.values()) >= 8, held
 
 
 @linux_only
