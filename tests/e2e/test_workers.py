@@ -21,6 +21,7 @@ from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.api.workers import (
     AddressInUseError,
     balanced_listeners_supported,
+    bind_own_socket,
     check_address_free,
 )
 
@@ -138,3 +139,24 @@ def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path) -> None:
         )
     assert run.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in run.stdout + run.stderr
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("host", "family"), [("localhost", socket.AF_INET), ("::1", socket.AF_INET6)]
+)
+def test_own_sockets_share_an_address_and_pick_the_family_as_uvicorn_does(
+    host: str, family: socket.AddressFamily
+) -> None:
+    port = free_port()
+    first, second = bind_own_socket(host, port), bind_own_socket(host, port)
+    try:
+        assert first.family == second.family == family
+        assert first.getsockname()[1] == second.getsockname()[1] == port
+        first.listen()
+        second.listen()
+        with pytest.raises(AddressInUseError):
+            check_address_free(host, port)
+    finally:
+        first.close()
+        second.close()

@@ -33,15 +33,18 @@ def balanced_listeners_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """IPv6 for an address with a colon, IPv4 otherwise (names such as "localhost"
+    included), the rule uvicorn applies to its own socket."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def bind_own_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``(host, port)`` that other workers' sockets may share."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    sock.bind((host, port))
     return sock
 
 
@@ -63,13 +66,10 @@ def check_address_free(host: str, port: int) -> None:
     address, so a second ``nextbest serve`` on the same port is refused here, once,
     instead of silently sharing the port with the first.
     """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(address)
+            probe.bind((host, port))
         except OSError as exc:
             raise AddressInUseError(
                 exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
