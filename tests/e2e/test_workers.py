@@ -141,9 +141,26 @@ def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in run.stdout + run.stderr
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 @linux_only
 @pytest.mark.parametrize(
-    ("host", "family"), [("localhost", socket.AF_INET), ("::1", socket.AF_INET6)]
+    ("host", "family"),
+    [
+        ("localhost", socket.AF_INET),
+        pytest.param(
+            "::1",
+            socket.AF_INET6,
+            marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here"),
+        ),
+    ],
 )
 def test_own_sockets_share_an_address_and_pick_the_family_as_uvicorn_does(
     host: str, family: socket.AddressFamily
