@@ -82,7 +82,7 @@ def run_balanced(config: Any) -> None:
 
     check_address_free(config.host, config.port)
     listener: Any = OwnListener(config.host, config.port)
-    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.52
         from uvicorn import Server
 
         Multiprocess(config, target=Server(config).run, sockets=[listener]).run()  # type: ignore[call-arg]

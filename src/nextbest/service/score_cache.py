@@ -25,9 +25,6 @@ from prometheus_client import Counter
 from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import Scores, ScoringModel
 
-# float64 P(engaged), uplift, g_1 and g_0 plus the "known" flag.
-BYTES_PER_PAIR = 4 * 8 + 1
-
 CACHE_PAIRS = Counter(
     "nextbest_score_cache_pairs_total",
     "Scored (HCP, action) pairs answered from the score cache (hit) or by the model (miss).",
