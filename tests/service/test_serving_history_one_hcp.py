@@ -3,7 +3,7 @@ connection, gives what the many-HCP shape gives through a session, on each backe
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 
@@ -62,5 +62,42 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
                 connection, hcp_ids=["H5"], windows=windows, dismissed_since=since
             )
         assert nothing.counts == [{}, {}] and not nothing.last and not nothing.dismissed
+    finally:
+        engine.dispose()
+
+
+def test_one_hcp_window_bounds_are_exact_whatever_the_callers_offset(database_url: str) -> None:
+    # Window starts given at UTC+02:00 and events exactly on a start (counted: >=)
+    # or one microsecond before it (not counted); a window on a whole second too,
+    # where a stored timestamp and a naive rendering of it differ in text.
+    plus_two = timezone(timedelta(hours=2))
+    start_7 = (NOW - timedelta(days=7)).astimezone(plus_two)
+    start_28 = (NOW - timedelta(days=28, microseconds=250)).astimezone(plus_two)
+    tick = timedelta(microseconds=1)
+    at = {
+        "on_7": start_7,
+        "before_7": start_7 - tick,
+        "on_28": start_28,
+        "before_28": start_28 - tick,
+        "now": NOW,
+    }
+    events = [
+        FeedbackRecord(
+            event_id=name, event_type="delivered", occurred_at=when, hcp_id="H", channel="email"
+        )
+        for name, when in at.items()
+    ]
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            assert not record_feedback(session, events=events).rejected
+        with engine.connect() as connection:
+            found = serving_history(
+                connection, hcp_ids=["H"], windows=[start_28, start_7], dismissed_since=None
+            )
+        assert found.counts == [{("H", "email"): 4}, {("H", "email"): 2}]
+        assert found.last == {("H", "email"): NOW}
+        assert found.last[("H", "email")].utcoffset() == timedelta(0)
     finally:
         engine.dispose()

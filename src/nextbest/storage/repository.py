@@ -517,6 +517,77 @@ class ServingHistory:
 _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
 
 
+@dataclass(frozen=True)
+class _DriverQuery:
+    """A statement compiled once for SQLite and run on the driver's cursor directly.
+
+    Every single recommendation reads its HCP's history; SQLAlchemy's execution
+    layer (execution context, parameter and result processing per call) costs
+    about three times the SQLite query itself there. This keeps what that layer
+    does for this one statement, done once: the SQL text, the positional order of
+    its parameters with the literal ones filled in, and the type conversions of
+    the dialect (a timestamp parameter becomes SQLite's stored text, a timestamp
+    result becomes an aware UTC datetime again). The results are the same rows
+    (tests/service/test_serving_history_one_hcp.py compares both paths).
+    """
+
+    sql: str
+    # Per position: (parameter name or None for a literal, literal value, bind processor)
+    binds: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
+    # Per result column: its result processor (None: the driver's value as it is)
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def compile(cls, statement: Any, dialect: sa.Dialect, params: Sequence[str]) -> _DriverQuery:
+        compiled = statement.compile(dialect=dialect)
+        if not compiled.positional or compiled.positiontup is None:
+            raise ValueError(f"{dialect.name}: expected a positional parameter style")
+        binds = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if name in params:
+                binds.append((name, None, process))
+            else:
+                value = bind.effective_value
+                binds.append((None, value if process is None else process(value), None))
+        results = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        )
+        return cls(compiled.string, tuple(binds), results)
+
+    def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        values = [
+            value if name is None else params[name] if process is None else process(params[name])
+            for name, value, process in self.binds
+        ]
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            fetched = cursor.execute(self.sql, values).fetchall()
+        finally:
+            cursor.close()
+        if not any(self.results):
+            return fetched
+        return [
+            tuple(v if f is None else f(v) for f, v in zip(self.results, row, strict=True))
+            for row in fetched
+        ]
+
+
+_SERVING_HISTORY_SQLITE: dict[tuple[int, bool], _DriverQuery] = {}
+
+
+def _one_hcp_rows_on_sqlite(
+    connection: Connection, statement: Any, key: tuple[int, bool], params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    query = _SERVING_HISTORY_SQLITE.get(key)
+    if query is None:
+        query = _DriverQuery.compile(statement, connection.dialect, list(params))
+        _SERVING_HISTORY_SQLITE[key] = query
+    return query.rows(connection, params)
+
+
 def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: bool) -> Any:
     """One statement, built once per shape: contacts per window (conditional
     counts over the oldest window) UNION ALL dismissals.
@@ -613,30 +684,35 @@ def serving_history(
         params["dismissed_since"] = dismissed_since
     connection = db if isinstance(db, Connection) else db.connection()
     unique = list(dict.fromkeys(hcp_ids))
+    shape = (len(windows), dismissed_since is not None)
+    rows: Iterator[Any]
     if len(unique) == 1:
-        statement = _serving_history_statement(
-            len(windows), dismissed_since is not None, one_hcp=True
-        )
-        batches = [{**params, "hcp_id": unique[0]}]
+        statement = _serving_history_statement(*shape, one_hcp=True)
+        one = {**params, "hcp_id": unique[0]}
+        if connection.dialect.name == "sqlite":  # the hot path: see _DriverQuery
+            rows = iter(_one_hcp_rows_on_sqlite(connection, statement, shape, one))
+        else:
+            rows = iter(connection.execute(statement, one))
     else:
-        statement = _serving_history_statement(
-            len(windows), dismissed_since is not None, one_hcp=False
+        statement = _serving_history_statement(*shape, one_hcp=False)
+        rows = (
+            row
+            for chunk in _chunks(unique, _in_chunk_size(db))
+            for row in connection.execute(statement, {**params, "ids": chunk})
         )
-        batches = [{**params, "ids": chunk} for chunk in _chunks(unique, _in_chunk_size(db))]
-    for batch in batches:
-        for row in connection.execute(statement, batch):
-            kind, hcp_id, key, at, reason, event_id, *ns = row
-            if kind == 0:
-                last[(hcp_id, key)] = at
-                for i, n in enumerate(ns):
-                    if n:
-                        counts[i][(hcp_id, key)] = int(n)
-            else:
-                # The latest event's reason is kept (ties: the larger event id).
-                stamp = (_as_utc(at), str(event_id), str(reason))
-                seen = dismissed.get((hcp_id, key))
-                if seen is None or stamp[:2] >= seen[:2]:
-                    dismissed[(hcp_id, key)] = stamp
+    for row in rows:
+        kind, hcp_id, key, at, reason, event_id, *ns = row
+        if kind == 0:
+            last[(hcp_id, key)] = at
+            for i, n in enumerate(ns):
+                if n:
+                    counts[i][(hcp_id, key)] = int(n)
+        else:
+            # The latest event's reason is kept (ties: the larger event id).
+            stamp = (_as_utc(at), str(event_id), str(reason))
+            seen = dismissed.get((hcp_id, key))
+            if seen is None or stamp[:2] >= seen[:2]:
+                dismissed[(hcp_id, key)] = stamp
     return ServingHistory(
         counts=counts,
         last=last,
