@@ -60,8 +60,9 @@ async def _connection(
     schedule: list[float] | None,
     stop_at: float,
     out: list[tuple[float, float, int]],
+    limit: int | None = None,
 ) -> None:
-    """One keep-alive connection: send, read one answer, repeat.
+    """One keep-alive connection: send, read one answer, repeat (``limit`` times at most).
 
     With a ``schedule`` (monotonic send times) latency counts from the scheduled
     time, so a slow server is not flattered by sending later (no coordinated
@@ -73,7 +74,7 @@ async def _connection(
     try:
         while True:
             now = loop_time()
-            if now >= stop_at:
+            if now >= stop_at or (limit is not None and n >= limit):
                 break
             if schedule is not None:
                 if n >= len(schedule):
@@ -106,6 +107,7 @@ def _load(
     seconds: float,
     rate: float | None,
     queue: Any,
+    once: bool = False,
 ) -> None:
     async def main() -> list[tuple[float, float, int]]:
         out: list[tuple[float, float, int]] = []
@@ -118,7 +120,8 @@ def _load(
             if rate is not None:
                 step = connections / rate
                 schedule = list(np.arange(begin + c / rate, stop, step))
-            tasks.append(_connection(host, port, mine, schedule, stop, out))
+            limit = len(mine) if once else None
+            tasks.append(_connection(host, port, mine, schedule, stop, out, limit))
         await asyncio.gather(*tasks)
         return out
 
@@ -143,8 +146,11 @@ def drive(
     seconds: float,
     rate: float | None = None,
     server_pid: int | None = None,
+    once: bool = False,
 ) -> dict[str, Any]:
     """Run the load generator in a separate process; summarise its measurements.
+
+    With ``once``, each request is sent once (``seconds`` is then only a limit).
 
     With ``server_pid``, also the CPU the server (that process and its workers)
     spent per answered request: a figure that other work on the machine
@@ -154,7 +160,8 @@ def drive(
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
-        target=_load, args=("127.0.0.1", port, requests, connections, seconds, rate, queue)
+        target=_load,
+        args=("127.0.0.1", port, requests, connections, seconds, rate, queue, once),
     )
     proc.start()
     samples, generator_cpu_s = queue.get(timeout=seconds + 120)
@@ -167,6 +174,8 @@ def drive(
     shares = sorted((v / server_cpu_s for v in spent.values() if v > 0), reverse=True)
     lat = np.array([s[1] for s in samples]) * 1000.0
     ok = sum(1 for s in samples if s[2] == 200)
+    if once and samples:  # the time the requests took, not the limit
+        seconds = max(s[0] + s[1] for s in samples) - min(s[0] for s in samples)
     return {
         "requests": len(samples),
         "ok": ok,
@@ -402,20 +411,21 @@ def drive_counting(port: int, requests: list[bytes], **kwargs: Any) -> dict[str,
 
 
 def warm_up_rounds(port: int, requests: list[bytes], rounds: int) -> dict[str, float]:
-    """Ask about every HCP about once per round, on fresh connections each round.
+    """Ask about every HCP once per round, on fresh connections each round.
 
     A connection sends its own slice of ``requests`` and stays with the worker that
     accepted it; new connections land on workers anew, so after ``rounds`` rounds
     each worker has been asked about nearly every HCP (all but about 1 in 2**rounds
     with two workers).
     """
-    seconds_per_round = max(len(requests) / 1000.0, 1.0)  # about one pass at ~1,000/s
     last: dict[str, float] = {}
+    seconds = 0.0
     for _ in range(rounds):
-        last = drive_counting(port, requests, connections=32, seconds=seconds_per_round)
+        last = drive_counting(port, requests, connections=32, seconds=600, once=True)
+        seconds += last["seconds"]
     return {
         "rounds": rounds,
-        "seconds": rounds * seconds_per_round,
+        "seconds": seconds,
         "last_round_hit_rate": last.get("score_cache_hit_rate", float("nan")),
         "last_round_requests_per_s": last.get("requests_per_s", float("nan")),
     }
