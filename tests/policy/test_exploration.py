@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nextbest.policy.exploration import EpsilonGreedy, Exploration, Softmax, make_exploration
-from nextbest.policy.ranking import fill_list, ranked_positive
+from nextbest.policy.ranking import fill_list, head_per_channel, ranked_positive
 
 # Eight eligible actions on three channels; five are worth serving.
 CHANNEL = np.array([0, 0, 0, 1, 1, 2, 2, 0])
@@ -154,6 +154,29 @@ def test_fill_list_counts_the_first_item_channel() -> None:
     assert fill_list(RANKED, 3, channel_code=CHANNEL, max_per_channel=2) == [0, 1, 3]
     assert fill_list(RANKED, 3, channel_code=CHANNEL, max_per_channel=2, first=7) == [0, 3, 5]
     assert fill_list(RANKED, 3, channel_code=CHANNEL, max_per_channel=1, counted=0) == [3, 5]
+
+
+def test_every_fill_over_the_per_channel_head_is_the_fill_over_the_whole_ranking() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n_actions = int(rng.integers(1, 40))
+        codes = rng.integers(0, 4, n_actions).tolist()
+        # Often one channel dominates the top of the ranking, as 50 e-mails do.
+        ranked = rng.permutation(n_actions)
+        ranked = ranked[np.argsort([codes[a] != 0 for a in ranked], kind="stable")].tolist()
+        cap = int(rng.integers(1, 4))
+        head = head_per_channel(ranked, codes, cap)
+        assert head == [a for a in ranked if a in set(head)]  # order kept
+        for k in (1, 3, 5):
+            for kwargs in [
+                {},
+                *({"first": a} for a in ranked),
+                *({"counted": c} for c in range(4)),
+            ]:
+                whole = fill_list(ranked, k, channel_code=codes, max_per_channel=cap, **kwargs)
+                assert (
+                    fill_list(head, k, channel_code=codes, max_per_channel=cap, **kwargs) == whole
+                )
 
 
 @pytest.mark.parametrize(

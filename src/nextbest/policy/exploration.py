@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nextbest.policy.ranking import fill_list
+from nextbest.policy.ranking import fill_list, head_per_channel
 
 POLICIES = ("epsilon_greedy", "softmax")
 
@@ -104,7 +104,12 @@ class Exploration(ABC):
             ranked, eligible = ranked[:0], eligible[:0]
             scores = None if scores is None else scores[:0]
         n = len(eligible)
-        greedy = fill_list(ranked, k, channel_code=channel_code, max_per_channel=max_per_channel)
+        # Lists, converted once: fill_list runs several times per answer below.
+        ranked_ids = ranked.tolist()
+        codes = None if channel_code is None else channel_code.tolist()
+        if codes is not None and max_per_channel is not None:
+            ranked_ids = head_per_channel(ranked_ids, codes, max_per_channel)
+        greedy = fill_list(ranked_ids, k, channel_code=codes, max_per_channel=max_per_channel)
         best = -1
         if greedy:
             best = int(np.flatnonzero(eligible == greedy[0])[0])
@@ -123,11 +128,7 @@ class Exploration(ABC):
             return Served(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), False, p_nothing)
         first = int(eligible[pick])
         rest = fill_list(
-            ranked,
-            k - 1,
-            channel_code=channel_code,
-            max_per_channel=max_per_channel,
-            first=first,
+            ranked_ids, k - 1, channel_code=codes, max_per_channel=max_per_channel, first=first
         )
         actions = np.asarray([first, *rest], dtype=np.int64)
         explored = np.zeros(len(actions), dtype=bool)
@@ -139,10 +140,11 @@ class Exploration(ABC):
                 actions[1:].tolist(),
                 pi,
                 eligible,
-                ranked,
+                ranked_ids,
                 greedy,
                 k,
                 channel_code=channel_code,
+                codes=codes,
                 max_per_channel=max_per_channel,
             )
         return Served(actions, keep * propensity, explored, False, float(p_nothing))
@@ -221,11 +223,12 @@ def _inclusion(
     targets: list[int],
     pi: np.ndarray,
     eligible: np.ndarray,
-    ranked: np.ndarray,
+    ranked: list[int],
     greedy: list[int],
     k: int,
     *,
     channel_code: np.ndarray | None,
+    codes: list[int] | None,
     max_per_channel: int | None,
 ) -> list[float]:
     """P(a is in the list | not held out) for each action ``a`` in ``targets``.
@@ -248,25 +251,19 @@ def _inclusion(
     fills: dict[int, list[int]] = {}
     by_channel: dict[int, float] = {}
     if capped and channel_code is not None:
-        codes = channel_code[eligible[others]]
-        mass_of = np.bincount(codes, weights=pi[others])
+        mass_of = np.bincount(channel_code[eligible[others]], weights=pi[others])
         channels = np.flatnonzero(mass_of > 0.0).tolist()
     else:
-        codes = np.full(len(others), -1, dtype=np.int64)
         mass_of = np.array([float(pi[others].sum())])
         channels = [-1] if len(others) else []
     # The fill with one more item of channel c counted differs from the plain one
     # only if the plain one already holds max_per_channel items of c.
-    base = fill_list(ranked, k - 1, channel_code=channel_code, max_per_channel=max_per_channel)
-    base_codes = [] if channel_code is None else channel_code[base].tolist() if base else []
+    base = fill_list(ranked, k - 1, channel_code=codes, max_per_channel=max_per_channel)
+    base_codes = [] if codes is None else [codes[a] for a in base]
     for c in channels:
         if capped and max_per_channel is not None and base_codes.count(c) >= max_per_channel:
             fill = fill_list(
-                ranked,
-                k - 1,
-                channel_code=channel_code,
-                max_per_channel=max_per_channel,
-                counted=c,
+                ranked, k - 1, channel_code=codes, max_per_channel=max_per_channel, counted=c
             )
         else:
             fill = base
@@ -276,14 +273,12 @@ def _inclusion(
         # (The fill rule makes this impossible today; kept so the sum stays
         # exact if the rule ever changes.)
         for f in fill:
-            if f not in first_mass or (
-                capped and channel_code is not None and channel_code[f] != c
-            ):
+            if f not in first_mass or (capped and codes is not None and codes[f] != c):
                 continue
             p = first_mass[f]
             mass -= p
             rest = fill_list(
-                ranked, k - 1, channel_code=channel_code, max_per_channel=max_per_channel, first=f
+                ranked, k - 1, channel_code=codes, max_per_channel=max_per_channel, first=f
             )
             for a in rest:
                 if a in prob:
