@@ -347,9 +347,24 @@ def _postgres_unnest_insert(table: sa.Table, rows: list[dict[str, Any]]) -> post
 
 
 def _bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts holding every column) in one round-trip."""
-    if session.get_bind().dialect.name == "postgresql":
+    """Insert ``rows`` (dicts holding every column) in one round-trip.
+
+    On SQLite the statement is compiled once per table and columns and run with
+    the driver's ``executemany`` (see :class:`_DriverQuery`): the recommendation
+    log writes every answer, and SQLAlchemy's per-row parameter handling cost
+    more than SQLite's insert.
+    """
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
         session.execute(_postgres_unnest_insert(table, rows))
+    elif dialect.name == "sqlite" and rows:
+        columns = tuple(rows[0])
+        key = (table.name, columns)
+        query = _SQLITE_INSERTS.get(key)
+        if query is None:
+            query = _DriverQuery.compile(sa.insert(table), dialect, columns, column_keys=columns)
+            _SQLITE_INSERTS[key] = query
+        query.execute_many(session.connection(), rows)
     else:
         session.execute(sa.insert(table), rows)
 
@@ -521,7 +536,8 @@ _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
 class _DriverQuery:
     """A statement compiled once for SQLite and run on the driver's cursor directly.
 
-    Every single recommendation reads its HCP's history; SQLAlchemy's execution
+    Used on the two paths every served answer takes: its HCP's history read and
+    its recommendation-log rows. For the read, SQLAlchemy's execution
     layer (execution context, parameter and result processing per call) costs
     about three times the SQLite query itself there. This keeps what that layer
     does for this one statement, done once: the SQL text, the positional order of
@@ -538,8 +554,16 @@ class _DriverQuery:
     results: tuple[Callable[[Any], Any] | None, ...]
 
     @classmethod
-    def compile(cls, statement: Any, dialect: sa.Dialect, params: Sequence[str]) -> _DriverQuery:
-        compiled = statement.compile(dialect=dialect)
+    def compile(
+        cls,
+        statement: Any,
+        dialect: sa.Dialect,
+        params: Sequence[str],
+        *,
+        column_keys: Sequence[str] | None = None,
+    ) -> _DriverQuery:
+        """``params``: the names given at each execution; other parameters are literals."""
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         if not compiled.positional or compiled.positiontup is None:
             raise ValueError(f"{dialect.name}: expected a positional parameter style")
         binds = []
@@ -553,15 +577,26 @@ class _DriverQuery:
                 binds.append((None, value if process is None else process(value), None))
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
+            for column in getattr(statement, "selected_columns", ())
         )
         return cls(compiled.string, tuple(binds), results)
 
-    def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        values = [
+    def _values(self, params: dict[str, Any]) -> list[Any]:
+        return [
             value if name is None else params[name] if process is None else process(params[name])
             for name, value, process in self.binds
         ]
+
+    def execute_many(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Run a statement without results once per row, in the connection's transaction."""
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(self.sql, [self._values(row) for row in rows])
+        finally:
+            cursor.close()
+
+    def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        values = self._values(params)
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             fetched = cursor.execute(self.sql, values).fetchall()
@@ -576,6 +611,7 @@ class _DriverQuery:
 
 
 _SERVING_HISTORY_SQLITE: dict[tuple[int, bool], _DriverQuery] = {}
+_SQLITE_INSERTS: dict[tuple[str, tuple[str, ...]], _DriverQuery] = {}
 
 
 def _one_hcp_rows_on_sqlite(
