@@ -21,7 +21,7 @@ The world: ``--hcps`` simulated HCPs, whose 40-action catalog is widened to 200
 history of their own. The 100,000 HCPs of the picks figure are drawn with
 replacement from the model's snapshot; the work per HCP is the same.
 
-Run: ``make bench-serve`` (about 3 minutes on 2 cores).
+Run: ``make bench-serve`` (3-6 minutes on 2 cores, depending on the machine).
 """
 
 from __future__ import annotations
