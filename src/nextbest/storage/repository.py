@@ -537,10 +537,10 @@ class _DriverQuery:
     """A statement compiled once for SQLite and run on the driver's cursor directly.
 
     Used on the two paths every served answer takes: its HCP's history read and
-    its recommendation-log rows. For the read, SQLAlchemy's execution
-    layer (execution context, parameter and result processing per call) costs
-    about three times the SQLite query itself there. This keeps what that layer
-    does for this one statement, done once: the SQL text, the positional order of
+    its recommendation-log rows. There, SQLAlchemy's execution layer (execution
+    context, parameter and result processing per call) cost about three times the
+    SQLite query itself. This keeps what that layer does for one statement, done
+    once: the SQL text, the positional order of
     its parameters with the literal ones filled in, and the type conversions of
     the dialect (a timestamp parameter becomes SQLite's stored text, a timestamp
     result becomes an aware UTC datetime again). The results are the same rows
