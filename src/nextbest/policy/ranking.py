@@ -68,8 +68,8 @@ def head_per_channel(ranked: Sequence[int], codes: Sequence[int], n: int) -> lis
     ``first`` and ``counted``, equals the one over the whole ranking: a fill takes
     the best actions of a channel in ranked order, at most ``max_per_channel``,
     and one fewer when ``first`` is of that channel (passed over, but counted). A
-    ranking that one channel fills
-    (50 e-mail contents) is then scanned once, not once per fill.
+    ranking that one channel fills (50 e-mail contents) is then scanned once, not
+    once per fill.
     """
     seen: dict[int, int] = {}
     out = []
