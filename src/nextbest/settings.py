@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         "up to this many (HCP, action) pairs (33 bytes each: 66 MB at the default); 0 keeps "
         "none. A model's scores depend only on its snapshot, so cached answers are identical.",
     )
+    reload_warm_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="On a model reload, before the swap, spend up to N seconds scoring and "
+        "explaining what the old model's score cache was last asked (most recent HCPs first), "
+        "so requests after the swap do not all go to the model; 0 swaps in an empty cache.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)

@@ -54,9 +54,17 @@ def test_readyz_is_503_without_a_model(api_settings, tmp_path: Path) -> None:
         assert client.get("/healthz").json().get("model_version") is None
 
 
-def _cache_hits(client: TestClient) -> float:
+def _cache_counts(client: TestClient) -> tuple[float, float]:
+    """Scored pairs answered from the score cache and by the model, so far."""
     lines = client.get("/metrics").text.splitlines()
-    return sum(float(line.split()[-1]) for line in lines if line.startswith(HIT_METRIC))
+    return tuple(  # type: ignore[return-value]
+        sum(float(line.split()[-1]) for line in lines if line.startswith(metric))
+        for metric in (HIT_METRIC, MISS_METRIC)
+    )
+
+
+def _cache_hits(client: TestClient) -> float:
+    return _cache_counts(client)[0]
 
 
 def test_metrics_count_requests_by_route_and_channel(client: TestClient) -> None:
@@ -80,6 +88,7 @@ def test_metrics_count_requests_by_route_and_channel(client: TestClient) -> None
 
 
 HIT_METRIC = 'nextbest_score_cache_pairs_total{result="hit"}'
+MISS_METRIC = 'nextbest_score_cache_pairs_total{result="miss"}'
 
 
 @pytest.fixture
@@ -94,16 +103,22 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "version": before,
         "previous": before,
         "changed": False,
+        "warmed_hcps": 0,
     }
+    hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
+    for h in hcps:
+        assert reloading.post("/v1/recommendations", json={"hcp_id": h}).status_code == 200
     new = _new_version(own_registry)
     registry.set_alias(own_registry, "champion", new)
     answer = reloading.post("/v1/admin/reload")
     assert answer.status_code == 200
-    assert answer.json() == {"version": new, "previous": before, "changed": True}
-    hcp = str(reloading.app.state.runtime.recommender.hcp_ids[0])
-    assert (
-        reloading.post("/v1/recommendations", json={"hcp_id": hcp}).json()["model_version"] == new
-    )
+    # The new model scored what the old one was asked before taking over.
+    assert answer.json() == {"version": new, "previous": before, "changed": True, "warmed_hcps": 3}
+    hits, misses = _cache_counts(reloading)
+    served = reloading.post("/v1/recommendations", json={"hcp_id": hcps[0]}).json()
+    assert served["model_version"] == new
+    hits_after, misses_after = _cache_counts(reloading)
+    assert misses_after == misses and hits_after > hits
     assert (own_registry.resolved_models_dir / "reload.signal").read_text() == new
 
 

@@ -10,6 +10,7 @@ import pytest
 from nextbest import registry
 from nextbest.learning.scoring import Scores, ScoringModel
 from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.service import score_cache
 from nextbest.service.recommend import Recommendation, Recommender
 
 
@@ -134,3 +135,75 @@ def test_values_computed_for_an_evicted_hcp_are_not_stored_in_its_old_slot(
         want = score(np.full(len(actions), h), actions)
         np.testing.assert_array_equal(got.uplift, want.uplift)
         np.testing.assert_array_equal(got.p_engage, want.p_engage)
+
+
+class CountingExplain:
+    """Counts the items whose reasons are computed."""
+
+    def __init__(self, explain) -> None:
+        self.explain = explain
+        self.items = 0
+
+    def __call__(self, model, X, action_rows, hcp_rows, scores):
+        self.items += len(action_rows)
+        return self.explain(model, X, action_rows, hcp_rows, scores)
+
+
+def _ask(rec: Recommender, hcps: list[str]) -> list[Recommendation]:
+    """Requests as reps and e-mail systems mix them: some HCPs for e-mail only."""
+    return [
+        rec.recommend(hcp_id=h, k=3, channel="email" if n % 3 else None) for n, h in enumerate(hcps)
+    ]
+
+
+def test_a_reload_warms_what_the_old_cache_was_asked(model: ScoringModel, monkeypatch) -> None:
+    old = _recommender(model, 50)
+    hcps = [str(h) for h in old.hcp_ids[:30]]
+    before = _ask(old, hcps)
+    old.recommend(hcp_id=hcps[0], k=3, channel="email")  # the most recently asked now
+    new = _recommender(model, 50)
+    assert len(old.cache) > 20  # HCPs with no allowed action are never scored
+    assert new.warm_from(old, seconds=60, block=4) == len(old.cache)
+    held, scored, explained = old.cache.asked()
+    held_new, scored_new, explained_new = new.cache.asked()
+    np.testing.assert_array_equal(held_new, held)  # same HCPs, same order of recency
+    np.testing.assert_array_equal(scored_new, scored)
+    assert [sorted(e) for e in explained_new] == [sorted(e) for e in explained]
+    # After the swap, the same requests need neither the model nor reasons computed.
+    counting = CountingScore(model)
+    monkeypatch.setattr(model, "score", counting)
+    explaining = CountingExplain(score_cache.explain)
+    monkeypatch.setattr(score_cache, "explain", explaining)
+    after = _ask(new, hcps)
+    assert counting.pairs == 0 and explaining.items == 0
+    assert [_answer(r) for r in after] == [_answer(r) for r in before]
+    assert sum(len(r.items) for r in after) > 30
+
+
+def test_warming_skips_ids_the_new_model_lacks_and_keeps_to_its_budget(
+    model: ScoringModel,
+) -> None:
+    old = _recommender(model, 50)
+    hcps = [str(h) for h in old.hcp_ids[:20]]
+    _ask(old, hcps)
+    # The old model knew an HCP and an action under ids the new one lacks.
+    old.hcp_ids = old.hcp_ids.copy()
+    held, scored, _ = old.cache.asked()
+    old.hcp_ids[held[0]] = "retired-hcp"
+    gone = int(np.flatnonzero(scored.any(axis=0))[0])
+    old.action_ids = old.action_ids.copy()
+    old.action_ids[gone] = "retired-action"
+    new = _recommender(model, 50)
+    assert new.warm_from(old, seconds=60) == len(held) - 1
+    held_new, scored_new, _ = new.cache.asked()
+    np.testing.assert_array_equal(held_new, held[1:])
+    assert not scored_new[:, gone].any()
+    np.testing.assert_array_equal(
+        np.delete(scored_new, gone, axis=1), np.delete(scored[1:], gone, axis=1)
+    )
+    # Out of time after the first block: only the most recently asked block is warmed.
+    hurried = _recommender(model, 50)
+    assert hurried.warm_from(old, seconds=1e-9, block=4) == 4
+    np.testing.assert_array_equal(hurried.cache.asked()[0], held[-4:])
+    assert _recommender(model, 50).warm_from(old, seconds=0) == 0
+    assert _recommender(model, 0).warm_from(old, seconds=60) == 0

@@ -146,6 +146,10 @@ class ReloadPublic(BaseModel):
     version: str
     previous: str | None
     changed: bool
+    warmed_hcps: int = Field(
+        description="HCPs whose scores and reasons the new model computed before the swap "
+        "(what the old model's score cache was last asked), in this worker."
+    )
 
 
 class FeedbackEventCreate(BaseModel):

@@ -177,6 +177,40 @@ class Recommender:
         self.model.net_value(scores.uplift, one)
         explain(self.model, X, one, one, scores)
 
+    def warm_from(self, previous: Recommender, *, seconds: float, block: int = 256) -> int:
+        """Score and explain what ``previous`` was last asked; returns the HCPs warmed.
+
+        Run before this recommender replaces ``previous``, so that the first
+        requests after the swap about the HCPs in use find their scores and
+        reasons cached instead of all going to LightGBM at once. Most recently
+        asked HCPs first, ``block`` at a time, until ``seconds`` are spent (the
+        block under way finishes); HCPs and actions this model does not know are
+        skipped. The cache keeps the old order of recency.
+        """
+        if seconds <= 0 or self.cache.capacity == 0:
+            return 0
+        deadline = time.perf_counter() + seconds
+        old_hcps, old_scored, old_explained = previous.cache.asked()
+        hcps = np.array([self._hcp_pos.get(h, -1) for h in previous.hcp_ids[old_hcps].tolist()])
+        here = {a: j for j, a in enumerate(self.action_ids.tolist())}
+        moved = [here.get(a, -1) for a in previous.action_ids.tolist()]
+        actions = np.array(moved, dtype=np.int64)
+        common = np.flatnonzero(actions >= 0)
+        known = np.flatnonzero(hcps >= 0)[-self.cache.capacity :]
+        hcps = hcps[known]
+        scored = np.zeros((len(known), self.model.n_actions), dtype=bool)
+        scored[:, actions[common]] = old_scored[np.ix_(known, common)]
+        explained = [[moved[a] for a in old_explained[i] if moved[a] >= 0] for i in known]
+        done = len(hcps)
+        for end in range(len(hcps), 0, -block):
+            start = max(0, end - block)
+            self.cache.fill(hcps[start:end], scored[start:end], explained[start:end])
+            done = start
+            if time.perf_counter() >= deadline:
+                break
+        self.cache.touch(hcps[done:])
+        return len(hcps) - done
+
     # -- lookups ---------------------------------------------------------------------
 
     def hcp_row(self, hcp_id: str) -> int | None:

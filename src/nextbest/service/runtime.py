@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class ReloadResult:
     version: str
     previous: str | None
     changed: bool
+    warmed_hcps: int = 0
 
 
 class ServingRuntime:
@@ -138,8 +140,16 @@ class ServingRuntime:
                     # A model that loads but cannot score (e.g. pickled by an
                     # incompatible code version) must fail here, not on every request.
                     recommender.self_check()
+                    warmed, started = 0, time.perf_counter()
+                    if self._recommender is not None:
+                        warmed = recommender.warm_from(
+                            self._recommender, seconds=settings.reload_warm_s
+                        )
+                    warm_s = time.perf_counter() - started
                     self._recommender = recommender
-                    result = ReloadResult(version=version, previous=previous, changed=True)
+                    result = ReloadResult(
+                        version=version, previous=previous, changed=True, warmed_hcps=warmed
+                    )
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
@@ -147,7 +157,12 @@ class ServingRuntime:
             self.last_reload_error = None
             if result.changed:
                 logger.info(
-                    "serving model %s version %s (was %s)", settings.model_name, version, previous
+                    "serving model %s version %s (was %s); cache warmed for %d HCPs in %.1f s",
+                    settings.model_name,
+                    version,
+                    previous,
+                    result.warmed_hcps,
+                    warm_s,
                 )
         if broadcast:
             self._signal()

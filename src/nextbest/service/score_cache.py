@@ -6,7 +6,8 @@ contact history and exploration all act after scoring. So a loaded model can kee
 the P(engaged), uplift, gains and reasons it computed for an HCP and answer the
 next request about that HCP without LightGBM. The cache belongs to one
 :class:`~nextbest.service.recommend.Recommender`, hence to one model version: a
-reload starts an empty one.
+reload builds a new one and, before the swap, fills it with what the old one was
+asked (:meth:`PairCache.asked`, :meth:`PairCache.fill`).
 
 Memory is bounded in pairs (``NEXTBEST_SCORE_CACHE_PAIRS``): with ``n`` actions it
 holds the ``max_pairs // n`` HCPs asked about most recently, evicting the least
@@ -60,9 +61,17 @@ class PairCache:
 
     def scores(self, hcp_rows: np.ndarray, pair_h: np.ndarray, pair_a: np.ndarray) -> Scores:
         """Scores of the pairs ``(hcp_rows[pair_h], pair_a)``, computing only the unknown ones."""
+        scores, n_miss = self._scores(hcp_rows, pair_h, pair_a)
+        _HITS.inc(len(pair_a) - n_miss)
+        _MISSES.inc(n_miss)
+        return scores
+
+    def _scores(
+        self, hcp_rows: np.ndarray, pair_h: np.ndarray, pair_a: np.ndarray
+    ) -> tuple[Scores, int]:
         model = self.model
         if len(hcp_rows) > self.capacity:  # also: cache off
-            return model.score(hcp_rows[pair_h], pair_a)
+            return model.score(hcp_rows[pair_h], pair_a), len(pair_a)
         with self._lock:
             slot = self._claim(hcp_rows)[pair_h]
             known = self._known[slot, pair_a]
@@ -76,9 +85,7 @@ class PairCache:
                 mine = miss[self._owner[slot[miss]] == hcp_rows[pair_h[miss]]]
                 self._values[:, slot[mine], pair_a[mine]] = values[:, mine]
                 self._known[slot[mine], pair_a[mine]] = True
-        _HITS.inc(len(pair_a) - len(miss))
-        _MISSES.inc(len(miss))
-        return _unstack(values)
+        return _unstack(values), len(miss)
 
     def explain(
         self, hcp_rows: np.ndarray, action_rows: np.ndarray, scores: Scores
@@ -103,6 +110,48 @@ class PairCache:
                         self._reasons[slot][actions[i]] = why
         # Copies: a response may extend its item's list (the exploration note).
         return [list(why) for why in found if why is not None]
+
+    def asked(self) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        """What this cache holds, least recently asked HCP first.
+
+        The HCP rows; which actions were scored for each (bool, one row per HCP);
+        and the actions whose reasons were computed for each.
+        """
+        with self._lock:
+            slots = list(self._slots.values())
+            hcps = np.fromiter(self._slots, dtype=np.int64, count=len(slots))
+            scored = self._known[slots]
+            explained = [list(self._reasons[slot]) for slot in slots]
+        return hcps, scored, explained
+
+    def fill(self, hcp_rows: np.ndarray, scored: np.ndarray, explained: list[list[int]]) -> None:
+        """Compute and keep the scores of ``scored`` pairs and the reasons of ``explained``.
+
+        Arguments as :meth:`asked` returns them, for this cache's model: one row
+        of ``scored`` per HCP in ``hcp_rows`` (at most ``capacity`` HCPs), and
+        every explained action also scored. The HCPs become the most recently
+        asked, in the order given. Not counted as hits or misses: nobody asked.
+        """
+        if len(hcp_rows) > self.capacity:
+            raise ValueError(f"at most {self.capacity} HCPs at once, got {len(hcp_rows)}")
+        pair_h, pair_a = np.nonzero(scored)
+        scores, _ = self._scores(hcp_rows, pair_h, pair_a)
+        pair_of = np.full(scored.shape, -1, dtype=np.int64)
+        pair_of[pair_h, pair_a] = np.arange(len(pair_h))
+        item_h = np.repeat(np.arange(len(explained)), [len(e) for e in explained])
+        item_a = np.fromiter((a for e in explained for a in e), dtype=np.int64, count=len(item_h))
+        pairs = pair_of[item_h, item_a]
+        if (pairs < 0).any():
+            raise ValueError("every explained action must also be scored")
+        if len(pairs):
+            self.explain(hcp_rows[item_h], item_a, scores.take(pairs))
+
+    def touch(self, hcp_rows: np.ndarray) -> None:
+        """Make the held ones of ``hcp_rows`` the most recently asked, in this order."""
+        with self._lock:
+            for h in hcp_rows.tolist():
+                if h in self._slots:
+                    self._slots.move_to_end(h)
 
     def _claim(self, hcp_rows: np.ndarray) -> np.ndarray:
         """The slot of each HCP, taking the least recently asked one's where needed.

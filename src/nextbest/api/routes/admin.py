@@ -31,4 +31,9 @@ async def reload(runtime: RuntimeDep, force: bool = False) -> ReloadPublic:
             f"{type(exc).__name__}: {exc}",
         ) from None
     set_model_version(result.version, result.previous)
-    return ReloadPublic(version=result.version, previous=result.previous, changed=result.changed)
+    return ReloadPublic(
+        version=result.version,
+        previous=result.previous,
+        changed=result.changed,
+        warmed_hcps=result.warmed_hcps,
+    )
