@@ -13,6 +13,10 @@ What it measures (figures land in bench/results/serve.json and are printed):
   HCP's candidate actions, one thread), measured in this run;
 - batch picks through ``POST /v1/recommendations/batch`` (1,000 HCPs a call):
   rows (HCP x candidate action pairs) scored per second;
+- after a model reload (a new version promoted, ``POST /v1/admin/reload``): how
+  long the reload took, and one request about every HCP right after it, beside
+  the same round on a fresh cache (the reload warms the new model's cache with
+  what the old one was asked);
 - e-mail picks for a whole file (``picks_frame``, what ``nextbest picks`` runs):
   100,000 HCPs x 50 e-mail contents, in seconds.
 
@@ -418,16 +422,75 @@ def warm_up_rounds(port: int, requests: list[bytes], rounds: int) -> dict[str, f
     each worker has been asked about nearly every HCP (all but about 1 in 2**rounds
     with two workers).
     """
-    last: dict[str, float] = {}
-    seconds = 0.0
-    for _ in range(rounds):
-        last = drive_counting(port, requests, connections=32, seconds=600, once=True)
-        seconds += last["seconds"]
+    done = [drive_counting(port, requests, connections=32, seconds=600, once=True)]
+    for _ in range(rounds - 1):
+        done.append(drive_counting(port, requests, connections=32, seconds=600, once=True))
+    first, last = done[0], done[-1]
     return {
         "rounds": rounds,
-        "seconds": seconds,
-        "last_round_hit_rate": last.get("score_cache_hit_rate", float("nan")),
-        "last_round_requests_per_s": last.get("requests_per_s", float("nan")),
+        "seconds": sum(r["seconds"] for r in done),
+        # The first round is what a fresh cache costs: nearly every pair scored.
+        "first_round_hit_rate": first["score_cache_hit_rate"],
+        "first_round_requests_per_s": first["requests_per_s"],
+        "first_round_p99_ms": first["p99_ms"],
+        "last_round_hit_rate": last["score_cache_hit_rate"],
+        "last_round_requests_per_s": last["requests_per_s"],
+    }
+
+
+def _served_version(port: int) -> str | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+        version: str | None = json.loads(answer.read())["model_version"]
+        return version
+
+
+def after_reload(port: int, models: Path, requests: list[bytes]) -> dict[str, Any]:
+    """Promote a new version (the same artifacts), reload, then ask about every HCP once.
+
+    The reload warms the new model's score cache with what the old one was asked
+    (``NEXTBEST_RELOAD_WARM_S``); the round after it shows what the first
+    requests after a promotion cost, beside the warm-up's first round on a fresh
+    cache.
+    """
+    from nextbest import registry
+    from nextbest.settings import Settings
+
+    settings = Settings(models_dir=models)
+    client = registry.client(settings)
+    current = client.get_model_version(settings.model_name, "1")
+    new = str(
+        client.create_model_version(
+            settings.model_name, current.source, run_id=current.run_id
+        ).version
+    )
+    registry.set_alias(settings, settings.serve_alias, new)
+    started = time.perf_counter()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/admin/reload",
+        method="POST",
+        headers={"Authorization": f"Bearer {BENCH_KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=600) as answer:
+        reloaded = json.loads(answer.read())
+    call_s = time.perf_counter() - started
+    # Other workers follow the reload signal: wait until 20 answers in a row, each
+    # on a new connection (landing on a worker at random), come from the new version.
+    deadline, in_a_row = time.monotonic() + 120, 0
+    while in_a_row < 20:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every worker serves version {new} after 120 s")
+        in_a_row = in_a_row + 1 if _served_version(port) == new else 0
+        if not in_a_row:
+            time.sleep(0.2)
+    all_workers_s = time.perf_counter() - started
+    first = drive_counting(port, requests, connections=32, seconds=600, once=True)
+    return {
+        "reload_call_seconds": call_s,
+        "all_workers_reloaded_seconds": all_workers_s,
+        "warmed_hcps_by_the_called_worker": reloaded["warmed_hcps"],
+        "first_round_hit_rate": first["score_cache_hit_rate"],
+        "first_round_requests_per_s": first["requests_per_s"],
+        "first_round_p99_ms": first["p99_ms"],
     }
 
 
@@ -504,6 +567,8 @@ def main() -> dict[str, Any]:
             warm = single_scenarios(port, single, server.pid, args.seconds, args.rate)
             batch = drive_counting(port, batches, connections=args.workers, seconds=args.seconds)
             print(f"  batch of 1,000 HCPs: {batch}")
+            reload = after_reload(port, models, single)
+            print(f"  after a model reload: {reload}")
         finally:
             stop_server(server)
         idle, fixed = warm["single_idle"], warm["single_fixed_rate"]
@@ -535,6 +600,8 @@ def main() -> dict[str, Any]:
         # As deployed: the score cache on and warm (its hit rate in each scenario).
         "score_cache_warm_up": warm_up,
         **warm,
+        # The first requests after a promotion: the reload warmed the new model's cache.
+        "after_reload": reload,
         # Every request scored by the model (NEXTBEST_SCORE_CACHE_PAIRS=0).
         "score_cache_off": cold,
         "batch": {
