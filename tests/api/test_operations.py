@@ -163,6 +163,11 @@ def test_polling_and_the_reload_signal_reach_other_runtimes(own_registry) -> Non
         assert b.model_version == before, "without polling or a signal nothing moves"
         a.reload(broadcast=True)
         assert _wait_for(lambda: b.model_version == new), "the signal reaches the other worker"
+        # A forced reload (same version) is forced in the other worker too.
+        serving = b.recommender
+        a.reload(force=True, broadcast=True)
+        assert _wait_for(lambda: b.recommender is not serving), "a forced reload reaches b"
+        assert b.model_version == new
     finally:
         a.close()
         b.close()

@@ -109,7 +109,8 @@ class ServingRuntime:
 
         If loading fails the old model keeps serving and the error is raised
         (and kept in ``last_reload_error``). ``broadcast`` also signals the other
-        worker processes sharing this models directory.
+        worker processes sharing this models directory, which reload the same
+        way (forced too, when ``force``).
         """
         with self._reload_lock:
             settings = self.settings
@@ -165,13 +166,14 @@ class ServingRuntime:
                     warm_s,
                 )
         if broadcast:
-            self._signal()
+            self._signal(force=force)
         return result
 
-    def _signal(self) -> None:
+    def _signal(self, *, force: bool) -> None:
+        """Write the served version (and ``force``, when forced) to the signal file."""
         try:
             self.signal_path.parent.mkdir(parents=True, exist_ok=True)
-            self.signal_path.write_text(self.model_version or "")
+            self.signal_path.write_text((self.model_version or "") + (" force" if force else ""))
             self._signal_seen = self.signal_path.stat().st_mtime
         except OSError as exc:  # other workers will still pick it up by polling, if on
             logger.warning("could not signal other workers to reload: %s", exc)
@@ -203,9 +205,15 @@ class ServingRuntime:
             self._signal_seen = mtime
             since_poll = 0.0
             try:
-                self.reload()
+                self.reload(force=signalled and self._signal_forced())
             except Exception as exc:  # the old model keeps serving
                 logger.warning("background reload failed: %s", exc)
+
+    def _signal_forced(self) -> bool:
+        try:
+            return self.signal_path.read_text().endswith(" force")
+        except OSError:
+            return False
 
     def close(self) -> None:
         self._stop.set()
