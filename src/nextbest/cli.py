@@ -236,6 +236,10 @@ def serve(
     from nextbest.api.observability import logging_config
     from nextbest.api.workers import AddressInUseError, balanced_listeners_supported, run_balanced
 
+    # Served processes freeze their long-lived heap after loading a model
+    # (Settings.gc_freeze): full garbage collections no longer stall requests.
+    os.environ.setdefault("NEXTBEST_GC_FREEZE", "true")
+    get_settings.cache_clear()
     settings = get_settings()
     n_workers = workers or settings.workers
     # One OpenMP thread per worker: requests score small blocks, and the workers

@@ -171,3 +171,23 @@ def test_polling_and_the_reload_signal_reach_other_runtimes(own_registry) -> Non
     finally:
         a.close()
         b.close()
+
+
+def test_a_serving_process_freezes_its_long_lived_heap(own_registry) -> None:
+    """With gc_freeze (what `nextbest serve` sets), full collections skip the model and modules."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    runtime = ServingRuntime.start(own_registry.model_copy(update={"gc_freeze": True}))
+    try:
+        frozen = gc.get_freeze_count()
+        # What a full collection still walks: only what was made since the load.
+        assert frozen > 10 * len(gc.get_objects())
+        runtime.reload(force=True)
+        assert gc.get_freeze_count() > 10 * len(gc.get_objects())
+    finally:
+        runtime.close()
+        gc.unfreeze()
+    plain = ServingRuntime.start(own_registry)
+    plain.close()
+    assert gc.get_freeze_count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -27,6 +28,21 @@ logger = logging.getLogger(__name__)
 # (sharing the models directory) reloads too, within WATCH_INTERVAL_S.
 RELOAD_SIGNAL = "reload.signal"
 WATCH_INTERVAL_S = 1.0
+
+
+def _refreeze() -> None:
+    """Collect, then freeze every object alive into the permanent generation.
+
+    A serving process holds a few hundred thousand long-lived objects (imported
+    modules, the model, its catalog); a full collection walking them all stalls
+    every request of the process for about 0.2 s. Frozen, they are skipped.
+    Unfreezing first lets the collection free what the previous model left in
+    reference cycles; what requests still held at that moment stays frozen
+    until the next reload.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,8 @@ class ServingRuntime:
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 raise
             self.last_reload_error = None
+            if result.changed and settings.gc_freeze:
+                _refreeze()
             if result.changed:
                 logger.info(
                     "serving model %s version %s (was %s); cache warmed for %d HCPs in %.1f s",
