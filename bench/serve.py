@@ -17,6 +17,10 @@ What it measures (figures land in bench/results/serve.json and are printed):
   long the reload took, and one request about every HCP right after it, beside
   the same round on a fresh cache (the reload warms the new model's cache with
   what the old one was asked);
+- full garbage collections of a serving process (in process, warm requests),
+  with the long-lived heap frozen after the model load (``NEXTBEST_GC_FREEZE``,
+  as ``nextbest serve`` runs) and without: how often, how long, and the slowest
+  request;
 - e-mail picks for a whole file (``picks_frame``, what ``nextbest picks`` runs):
   100,000 HCPs x 50 e-mail contents, in seconds.
 
@@ -354,6 +358,67 @@ def one_thread(function: Any, *args: Any) -> Any:
     return result
 
 
+def gc_pauses(models: Path, freeze: bool, n_requests: int) -> dict[str, Any]:
+    """Full garbage collections while one process answers warm requests (in process).
+
+    A serving runtime as ``nextbest serve`` starts it, with ``gc_freeze`` on or
+    off: every HCP is asked about once (filling the score cache), then
+    ``n_requests`` more requests are timed while ``gc.callbacks`` times each
+    full (generation 2) collection.
+    """
+    import gc
+
+    from nextbest.service.runtime import ServingRuntime
+    from nextbest.service.serving import recommend_one
+    from nextbest.settings import Settings
+
+    settings = Settings(
+        models_dir=models,
+        database_url=f"sqlite:///{models / f'gc-{freeze}.db'}",
+        rules_file=Path("training/rules.yaml").resolve(),
+        gc_freeze=freeze,
+    )
+    runtime = ServingRuntime.start(settings)
+    rec = runtime.recommender
+    ids = rec.hcp_ids.tolist()
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                started.append(time.perf_counter())
+            else:
+                pauses.append((time.perf_counter() - started.pop()) * 1000)
+
+    def ask(hcp_id: str) -> None:
+        recommend_one(rec, runtime.engine, runtime.reclog, requester="bench", hcp_id=hcp_id)
+
+    for h in ids:
+        ask(h)
+    gc.callbacks.append(timed)
+    latency = []
+    for n in range(n_requests):
+        t0 = time.perf_counter()
+        ask(ids[n % len(ids)])
+        latency.append((time.perf_counter() - t0) * 1000)
+    gc.callbacks.remove(timed)
+    out = {
+        "gc_freeze": freeze,
+        "requests": n_requests,
+        "objects_frozen": gc.get_freeze_count(),
+        "objects_a_full_collection_walks": len(gc.get_objects()),
+        "full_collections": len(pauses),
+        "full_collection_ms_median": float(np.median(pauses)) if pauses else 0.0,
+        "full_collection_ms_max": max(pauses, default=0.0),
+        "request_ms_p50": float(np.percentile(latency, 50)),
+        "request_ms_p99": float(np.percentile(latency, 99)),
+        "request_ms_max": max(latency),
+    }
+    runtime.close()
+    return out
+
+
 def picks_seconds(models: Path, n: int) -> dict[str, float]:
     from nextbest import registry
     from nextbest.service.picks import picks_frame
@@ -524,6 +589,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--picks-hcps", type=int, default=100_000)
     parser.add_argument("--flush-ms", type=float, default=5.0)
     parser.add_argument("--warm-up-rounds", type=int, default=5)
+    parser.add_argument("--gc-requests", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -539,6 +605,11 @@ def main() -> dict[str, Any]:
         print(f"raw LightGBM per request: {raw}")
         picks = picks_seconds(models, args.picks_hcps)
         print(f"picks: {picks}")
+        pauses = {
+            "off": one_thread(gc_pauses, models, False, args.gc_requests),
+            "on": one_thread(gc_pauses, models, True, args.gc_requests),
+        }
+        print(f"garbage collection pauses: {pauses}")
 
         single = [_post("/v1/recommendations", {"hcp_id": h, "k": 5}) for h in order]
         batches = [
@@ -610,6 +681,8 @@ def main() -> dict[str, Any]:
             "rows_per_s_upper_bound": batch["requests_per_s"] * 1000 * email_rows,
         },
         "picks_file": picks,
+        # Full garbage collections of one serving process, heap frozen or not.
+        "gc_pauses": pauses,
         "overhead_ratio": overhead,
         "overhead_ratio_score_cache_off": overhead_cold,
         # The same request in-process (rules, scoring, ranking, exploration, reasons;
