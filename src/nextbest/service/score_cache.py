@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 from prometheus_client import Counter
@@ -51,7 +52,9 @@ class PairCache:
         self._values = np.zeros((outputs, self.capacity, n_actions))
         self._known = np.zeros((self.capacity, n_actions), dtype=bool)
         self._owner = np.full(self.capacity, -1, dtype=np.int64)
-        self._reasons: dict[int, dict[int, list[str]]] = {}  # slot -> action -> reasons
+        # slot -> action -> reasons. Tuples of strings: the garbage collector stops
+        # tracking them, so a full cache adds little to a full collection's walk.
+        self._reasons: dict[int, dict[int, tuple[str, ...]]] = {}
         self._slots: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -94,7 +97,7 @@ class PairCache:
         model = self.model
         hcps, actions = hcp_rows.tolist(), action_rows.tolist()
         with self._lock:
-            found: list[list[str] | None] = []
+            found: list[Sequence[str] | None] = []
             for h, a in zip(hcps, actions, strict=True):
                 slot = self._slots.get(h)
                 found.append(None if slot is None else self._reasons[slot].get(a))
@@ -107,8 +110,8 @@ class PairCache:
                     found[i] = why
                     slot = self._slots.get(hcps[i])
                     if slot is not None:
-                        self._reasons[slot][actions[i]] = why
-        # Copies: a response may extend its item's list (the exploration note).
+                        self._reasons[slot][actions[i]] = tuple(why)
+        # Lists of their own: a response may extend its item's (the exploration note).
         return [list(why) for why in found if why is not None]
 
     def asked(self) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
