@@ -100,8 +100,10 @@ class RecommendationLog:
                     break
                 batch.append(entry)
             self._commit(batch)
+            done = len(batch)
+            del batch, first  # not held while waiting for the next answer
             with self._idle:
-                self._pending -= len(batch)
+                self._pending -= done
                 self._idle.notify_all()
             if stop:
                 return
