@@ -512,6 +512,20 @@ def warm_up_rounds(port: int, requests: list[bytes], rounds: int) -> dict[str, f
     }
 
 
+def python_loop_us(repeats: int = 2000) -> float:
+    """Median microseconds of ``sum(range(10_000))``: how fast this machine runs Python now.
+
+    Shared machines speed up and slow down between minutes; recorded at the start
+    and the end of a run, so that runs can be read side by side fairly.
+    """
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sum(range(10_000))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e6)
+
+
 def _served_version(port: int) -> str | None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
         version: str | None = json.loads(answer.read())["model_version"]
@@ -603,6 +617,7 @@ def main() -> dict[str, Any]:
     args = parser.parse_args()
 
     load_before = os.getloadavg()
+    loop_before = python_loop_us()
     with tempfile.TemporaryDirectory(prefix="nextbest-bench-") as tmp:
         workdir = Path(tmp)
         print(f"building a {args.hcps}-HCP world with a {N_ACTIONS}-action catalog ...")
@@ -665,6 +680,8 @@ def main() -> dict[str, Any]:
             # Other work on the machine skews every figure; recorded to read them fairly.
             "load_average_1m_before": load_before[0],
             "load_average_1m_after": os.getloadavg()[0],
+            "python_loop_us_before": loop_before,
+            "python_loop_us_after": python_loop_us(),
         },
         "setup": {
             "hcps": args.hcps,
