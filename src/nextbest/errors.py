@@ -28,3 +28,11 @@ class InvalidRequestError(NextbestError):
 
 class ModelNotLoadedError(NextbestError):
     """No model is being served yet."""
+
+
+class LogBacklogFullError(NextbestError):
+    """The recommendation log store is behind by more answers than a process may hold.
+
+    Nothing is served that is not logged: the request is refused (503) and may be
+    retried once the store catches up.
+    """

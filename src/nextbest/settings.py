@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         description="Commit the recommendation log in batches every N ms from a background "
         "thread; 0 commits each answer before responding. Feedback is always synchronous.",
     )
+    log_max_backlog: int = Field(
+        default=10_000,
+        ge=1,
+        description="Per worker, at most this many answers wait for the batched recommendation "
+        "log; while the store is that far behind, requests are refused with 503 (nothing is "
+        "served unlogged, and a stalled database cannot grow the process without limit).",
+    )
     score_cache_pairs: int = Field(
         default=2_000_000,
         ge=0,

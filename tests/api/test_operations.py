@@ -191,3 +191,31 @@ def test_a_serving_process_freezes_its_long_lived_heap(own_registry) -> None:
     plain = ServingRuntime.start(own_registry)
     plain.close()
     assert gc.get_freeze_count() == 0
+
+
+def test_requests_get_503_while_the_log_store_is_too_far_behind(own_registry, keys) -> None:
+    import threading
+
+    settings = own_registry.model_copy(update={"log_max_backlog": 1, "log_flush_ms": 1.0})
+    runtime = ServingRuntime.start(settings)
+    sessions, gate = runtime.reclog.sessions, threading.Event()
+
+    def stalled():  # the store does not answer until the gate opens
+        gate.wait(timeout=30)
+        return sessions()
+
+    runtime.reclog.sessions = stalled  # type: ignore[assignment]
+    with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+        hcp = str(runtime.recommender.hcp_ids[0])
+        assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+        refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "waiting to be logged: 1 (at most 1)" in refused.json()["detail"]
+        assert 'nextbest_recommendation_log_not_logged_total{reason="refused"}' in (
+            client.get("/metrics").text
+        )
+        gate.set()
+        assert runtime.reclog.flush(timeout=10)
+        assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+    runtime.close()
+    assert runtime.reclog.written == 2

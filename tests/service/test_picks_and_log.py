@@ -100,3 +100,56 @@ def test_unknown_hcps_and_batch_limit(model) -> None:
     assert np.all(
         recommender.rep_actions == [c.startswith("rep_") for c in recommender.action_channels]
     )
+
+
+class GatedSessions:
+    """A session factory whose sessions wait at ``gate`` before working: a stalled store."""
+
+    def __init__(self, sessions) -> None:
+        import threading
+
+        self.sessions = sessions
+        self.gate = threading.Event()
+
+    def __call__(self):
+        self.gate.wait(timeout=30)
+        return self.sessions()
+
+
+def test_a_stalled_store_refuses_answers_beyond_the_backlog_and_loses_none(
+    model, trained, tmp_path
+) -> None:
+    from nextbest.errors import LogBacklogFullError
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'stalled.db'}")
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    gated = GatedSessions(sessions)
+    log = RecommendationLog(gated, flush_ms=1, max_backlog=20)  # type: ignore[arg-type]
+    recommender = Recommender(
+        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:40]), k=1)
+    for rec in recs[:20]:
+        log.write([rec], recommender=recommender, requester="test")
+    with pytest.raises(LogBacklogFullError, match="waiting to be logged: 20 "):
+        log.write([recs[20]], recommender=recommender, requester="test")
+    with pytest.raises(LogBacklogFullError):  # refused whole: nothing of it queued
+        log.write(recs[21:23], recommender=recommender, requester="test")
+    gated.gate.set()  # the store answers again
+    assert log.flush(timeout=10)
+    log.write(recs[20:40], recommender=recommender, requester="test")  # room again
+    log.close()
+    with sessions() as session:
+        stored = {r for (r,) in session.query(Recommendation.recommendation_id)}
+    assert stored == {r.recommendation_id for r in recs}
+    assert log.written == 40 and log.dropped == 0
+    # An empty queue takes one call bigger than the whole backlog.
+    big = RecommendationLog(sessions, flush_ms=1, max_backlog=5)
+    more, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:40]), k=1)
+    big.write(more, recommender=recommender, requester="again")
+    big.close()
+    assert big.written == 40
+    engine.dispose()
+    with pytest.raises(ValueError, match="max_backlog"):
+        RecommendationLog(sessions, flush_ms=1, max_backlog=0)

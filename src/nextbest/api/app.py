@@ -13,7 +13,12 @@ from nextbest import __version__
 from nextbest.api.auth import feedback_scope, require_roles
 from nextbest.api.observability import ObservabilityMiddleware, set_model_version
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
-from nextbest.errors import InvalidRequestError, ModelNotLoadedError, NotFoundError
+from nextbest.errors import (
+    InvalidRequestError,
+    LogBacklogFullError,
+    ModelNotLoadedError,
+    NotFoundError,
+)
 from nextbest.service.apikeys import KeyStore
 from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings, get_settings
@@ -86,6 +91,14 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": [{"loc": [exc.location, exc.field], "msg": exc.message}]},
+        )
+
+    @app.exception_handler(LogBacklogFullError)
+    async def _log_behind(_: Request, exc: LogBacklogFullError) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": str(exc)},
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(ModelNotLoadedError)

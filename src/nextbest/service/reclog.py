@@ -8,6 +8,11 @@ transaction per requester. The trade-off, documented in docs/serving.md: on a
 hard crash (kill -9, power loss) the last ``flush_ms`` of the recommendation log
 can be lost; a clean shutdown flushes everything. Feedback is never queued: it
 is committed before it is acknowledged.
+
+The queue is bounded (``max_backlog`` answers): if the store falls that far
+behind (a stalled database), further answers are refused with
+:class:`~nextbest.errors.LogBacklogFullError` instead of growing the process
+without limit; nothing is served unlogged.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import threading
 import time
 from collections.abc import Sequence
 
+from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
+from nextbest.errors import LogBacklogFullError
 from nextbest.service.feedback import log_served
 from nextbest.service.recommend import Recommendation, Recommender
 
@@ -27,15 +34,30 @@ logger = logging.getLogger(__name__)
 
 _Entry = tuple[Sequence[Recommendation], Recommender, str]
 
+NOT_LOGGED = Counter(
+    "nextbest_recommendation_log_not_logged_total",
+    "Answers not logged: refused because the log's backlog was full (refused), or "
+    "served but lost because the store failed to commit them (dropped).",
+    ["reason"],
+)
+_REFUSED = NOT_LOGGED.labels("refused")
+_DROPPED = NOT_LOGGED.labels("dropped")
+
 
 class RecommendationLog:
     """Writes served recommendations to the store; thread-safe."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, flush_ms: float = 0.0) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, flush_ms: float = 0.0, max_backlog: int = 10_000
+    ) -> None:
         if flush_ms < 0:
             raise ValueError(f"flush_ms must be >= 0, got {flush_ms}")
+        if max_backlog < 1:
+            raise ValueError(f"max_backlog must be >= 1, got {max_backlog}")
         self.sessions = sessions
         self.flush_ms = flush_ms
+        self.max_backlog = max_backlog
+        self._backlog = 0  # answers queued, not yet committed
         self.dropped = 0
         self.written = 0
         self._queue: queue.Queue[_Entry | None] = queue.Queue()
@@ -53,14 +75,25 @@ class RecommendationLog:
     def write(
         self, recommendations: Sequence[Recommendation], *, recommender: Recommender, requester: str
     ) -> None:
-        """Log ``recommendations``; returns after the commit unless batching."""
+        """Log ``recommendations``; returns after the commit unless batching.
+
+        Raises :class:`LogBacklogFullError` (batching only) when the queue already
+        holds ``max_backlog`` answers: nothing of this call is queued.
+        """
         if not recommendations:
             return
         if self._thread is None:
             self._commit([(recommendations, recommender, requester)])
             return
         with self._idle:
+            if self._backlog + len(recommendations) > self.max_backlog and self._backlog:
+                _REFUSED.inc(len(recommendations))
+                raise LogBacklogFullError(
+                    f"the recommendation log store is behind: answers waiting to be logged: "
+                    f"{self._backlog} (at most {self.max_backlog}); retry shortly"
+                )
             self._pending += 1
+            self._backlog += len(recommendations)
         self._queue.put((recommendations, recommender, requester))
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -100,10 +133,11 @@ class RecommendationLog:
                     break
                 batch.append(entry)
             self._commit(batch)
-            done = len(batch)
+            done, answers = len(batch), sum(len(recs) for recs, _, _ in batch)
             del batch, first  # not held while waiting for the next answer
             with self._idle:
                 self._pending -= done
+                self._backlog -= answers
                 self._idle.notify_all()
             if stop:
                 return
@@ -125,6 +159,7 @@ class RecommendationLog:
                     raise
                 # Serving goes on when the log store fails; the loss is counted and reported.
                 self.dropped += len(recs)
+                _DROPPED.inc(len(recs))
                 logger.error(
                     "recommendation log write failed, %d answers not logged: %s", len(recs), exc
                 )

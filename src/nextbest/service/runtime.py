@@ -73,7 +73,9 @@ class ServingRuntime:
         self.engine = engine
         self.sessions = sessions
         self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
-        self.reclog = RecommendationLog(sessions, flush_ms=settings.log_flush_ms)
+        self.reclog = RecommendationLog(
+            sessions, flush_ms=settings.log_flush_ms, max_backlog=settings.log_max_backlog
+        )
         self._recommender: Recommender | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
