@@ -207,3 +207,44 @@ def test_warming_skips_ids_the_new_model_lacks_and_keeps_to_its_budget(
     np.testing.assert_array_equal(hurried.cache.asked()[0], held[-4:])
     assert _recommender(model, 50).warm_from(old, seconds=0) == 0
     assert _recommender(model, 0).warm_from(old, seconds=60) == 0
+
+
+def test_hcps_asked_about_again_survive_a_batch_of_new_ones(
+    model: ScoringModel, monkeypatch
+) -> None:
+    """A rep's HCPs (asked twice) stay while an e-mail batch sweeps through new HCPs."""
+    rec = _recommender(model, 20)
+    ids = [str(h) for h in rec.hcp_ids]
+    reps = ids[:8]
+    for _ in range(2):
+        for h in reps:
+            rec.recommend(hcp_id=h, k=3)
+    for start in range(8, 68, 6):  # ten batches of 6 new HCPs, 60 in all
+        rec.recommend_many(hcp_ids=ids[start : start + 6], k=1, channel="email")
+    assert len(rec.cache) == 20
+    counting = CountingScore(model)
+    monkeypatch.setattr(model, "score", counting)
+    for h in reps:
+        rec.recommend(hcp_id=h, k=3)
+    assert counting.pairs == 0  # all eight still held
+    # The batches' HCPs were asked once: only the latest ones are still held.
+    rec.recommend(hcp_id=ids[8], k=3)
+    assert counting.pairs > 0
+
+
+def test_every_call_gets_distinct_slots_owned_by_its_hcps(model: ScoringModel) -> None:
+    """Random calls (single HCPs, batches up to the whole cache, repeats) on a small cache."""
+    rng = np.random.default_rng(5)
+    for capacity in (1, 2, 5, 12):
+        cache = _recommender(model, capacity).cache
+        for _ in range(300):
+            size = int(rng.integers(1, capacity + 1))
+            hcps = rng.choice(40, size=size, replace=False)
+            with cache._lock:
+                slots = cache._claim(hcps)
+            assert len(set(slots.tolist())) == size
+            assert (cache._owner[slots] == hcps).all()
+            held = [*cache._probation, *cache._protected]
+            assert len(held) == len(set(held)) == len(cache) <= capacity
+            assert len(cache._protected) <= capacity * 4 // 5
+            assert set(hcps.tolist()) <= set(held)

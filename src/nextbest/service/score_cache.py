@@ -10,9 +10,12 @@ reload builds a new one and, before the swap, fills it with what the old one was
 asked (:meth:`PairCache.asked`, :meth:`PairCache.fill`).
 
 Memory is bounded in pairs (``NEXTBEST_SCORE_CACHE_PAIRS``): with ``n`` actions it
-holds the ``max_pairs // n`` HCPs asked about most recently, evicting the least
-recently asked. Values are stored as computed (float64), so a cached answer is
-identical to a fresh one.
+holds ``max_pairs // n`` HCPs. Which ones is a segmented LRU: an HCP enters on
+probation, and moves to the protected segment (at most four fifths of the
+cache) when it is asked about again; evictions take the least recently asked
+HCP on probation first. So a rep's HCPs, asked about again and again, stay
+while e-mail batches sweep through thousands of HCPs asked about once. Values
+are stored as computed (float64), so a cached answer is identical to a fresh one.
 """
 
 from __future__ import annotations
@@ -55,7 +58,11 @@ class PairCache:
         # slot -> action -> reasons. Tuples of strings: the garbage collector stops
         # tracking them, so a full cache adds little to a full collection's walk.
         self._reasons: dict[int, dict[int, tuple[str, ...]]] = {}
-        self._slots: OrderedDict[int, int] = OrderedDict()
+        self._slots: dict[int, int] = {}  # HCP row -> slot, for every HCP held
+        # The two segments, least recently asked first (values unused).
+        self._probation: OrderedDict[int, None] = OrderedDict()
+        self._protected: OrderedDict[int, None] = OrderedDict()
+        self._protected_cap = self.capacity * 4 // 5
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -115,14 +122,15 @@ class PairCache:
         return [list(why) for why in found if why is not None]
 
     def asked(self) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-        """What this cache holds, least recently asked HCP first.
+        """What this cache holds: on probation, then protected, least recently asked first.
 
         The HCP rows; which actions were scored for each (bool, one row per HCP);
         and the actions whose reasons were computed for each.
         """
         with self._lock:
-            slots = list(self._slots.values())
-            hcps = np.fromiter(self._slots, dtype=np.int64, count=len(slots))
+            order = [*self._probation, *self._protected]
+            slots = [self._slots[h] for h in order]
+            hcps = np.array(order, dtype=np.int64)
             scored = self._known[slots]
             explained = [list(self._reasons[slot]) for slot in slots]
         return hcps, scored, explained
@@ -132,8 +140,9 @@ class PairCache:
 
         Arguments as :meth:`asked` returns them, for this cache's model: one row
         of ``scored`` per HCP in ``hcp_rows`` (at most ``capacity`` HCPs), and
-        every explained action also scored. The HCPs become the most recently
-        asked, in the order given. Not counted as hits or misses: nobody asked.
+        every explained action also scored. The HCPs enter on probation, most
+        recently asked in the order given (see :meth:`touch`). Not counted as
+        hits or misses: nobody asked.
         """
         if len(hcp_rows) > self.capacity:
             raise ValueError(f"at most {self.capacity} HCPs at once, got {len(hcp_rows)}")
@@ -150,35 +159,66 @@ class PairCache:
             self.explain(hcp_rows[item_h], item_a, scores.take(pairs))
 
     def touch(self, hcp_rows: np.ndarray) -> None:
-        """Make the held ones of ``hcp_rows`` the most recently asked, in this order."""
+        """Treat the held ones of ``hcp_rows`` as asked about again, in this order.
+
+        They become the most recently asked of the protected segment (the least
+        recent of it moving back to probation beyond its size).
+        """
         with self._lock:
             for h in hcp_rows.tolist():
-                if h in self._slots:
-                    self._slots.move_to_end(h)
+                if h in self._protected:
+                    self._protected.move_to_end(h)
+                elif h in self._probation:
+                    self._protect(h)
 
     def _claim(self, hcp_rows: np.ndarray) -> np.ndarray:
-        """The slot of each HCP, taking the least recently asked one's where needed.
+        """The slot of each HCP, evicting where needed (called under the lock).
 
-        Called under the lock with at most ``capacity`` HCPs, so a slot claimed in
-        this call is never the one evicted for the next HCP of the same call.
+        A call has at most ``capacity`` HCPs, and no HCP it already claimed is
+        evicted for a later one of the same call.
         """
-        slots = self._slots
+        slots, protected = self._slots, self._protected
         out = np.empty(len(hcp_rows), dtype=np.int64)
+        claimed: set[int] = set()
         for i, h in enumerate(hcp_rows.tolist()):
             slot = slots.get(h)
-            if slot is not None:
-                slots.move_to_end(h)
-            else:
+            if slot is None:
                 if len(slots) < self.capacity:
                     slot = len(slots)
                 else:
-                    _, slot = slots.popitem(last=False)
+                    slot = self._evict(claimed)
                     self._known[slot] = False
                 self._reasons[slot] = {}
                 self._owner[slot] = h
                 slots[h] = slot
+                self._probation[h] = None
+            elif h in protected:
+                protected.move_to_end(h)
+            else:
+                self._protect(h)
+            claimed.add(h)
             out[i] = slot
         return out
+
+    def _protect(self, h: int) -> None:
+        """Move ``h`` from probation to the protected segment's most recent end."""
+        del self._probation[h]
+        self._protected[h] = None
+        if len(self._protected) > self._protected_cap:
+            demoted, _ = self._protected.popitem(last=False)
+            self._probation[demoted] = None
+
+    def _evict(self, claimed: set[int]) -> int:
+        """Free the slot of the least recently asked HCP on probation (else protected).
+
+        HCPs of the call under way are skipped; one held HCP at least is not of it.
+        """
+        for segment in (self._probation, self._protected):
+            for h in segment:
+                if h not in claimed:
+                    del segment[h]
+                    return self._slots.pop(h)
+        raise AssertionError("more HCPs in one call than the cache holds")
 
 
 def _stack(scores: Scores) -> np.ndarray:
