@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         "explaining what the old model's score cache was last asked (most recent HCPs first), "
         "so requests after the swap do not all go to the model; 0 swaps in an empty cache.",
     )
+    start_warm_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="On start, in the background, spend up to N seconds scoring the HCPs of "
+        "the newest logged recommendations (every pair a request could ask), so a restarted "
+        "worker does not score every HCP on its first request; 0 starts with an empty cache.",
+    )
     gc_freeze: bool = Field(
         default=False,
         description="After each model load, move every object alive (modules, the model) out "

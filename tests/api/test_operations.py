@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from nextbest import registry
 from nextbest.api.app import create_app
@@ -219,3 +220,41 @@ def test_requests_get_503_while_the_log_store_is_too_far_behind(own_registry, ke
         assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
     runtime.close()
     assert runtime.reclog.written == 2
+
+
+def _pairs(result: str) -> float:
+    """This process's count of scored pairs answered each way by the score cache."""
+    value = REGISTRY.get_sample_value("nextbest_score_cache_pairs_total", {"result": result})
+    return value or 0.0
+
+
+def test_a_restarted_worker_warms_its_cache_with_the_logs_newest_hcps(own_registry) -> None:
+    from nextbest.service.serving import recommend_one
+    from nextbest.storage.repository import recently_asked_hcps
+
+    def ask(runtime: ServingRuntime, hcp: str) -> None:
+        recommender = runtime.recommender
+        recommend_one(recommender, runtime.engine, runtime.reclog, requester="t", hcp_id=hcp)
+
+    first = ServingRuntime.start(own_registry)
+    hcps = [str(h) for h in first.recommender.hcp_ids[:6]]
+    for h in hcps:
+        ask(first, h)
+    first.close()  # flushes the log
+    with first.engine.connect() as connection:
+        assert recently_asked_hcps(connection, limit=3) == hcps[:-4:-1]  # newest first
+    again = ServingRuntime.start(own_registry)
+    try:
+        assert again.wait_warm(timeout=60)
+        cache = again.recommender.cache
+        held = {str(again.recommender.hcp_ids[r]) for r in cache.asked()[0].tolist()}
+        assert held == set(hcps)
+        hits, misses = _pairs("hit"), _pairs("miss")
+        ask(again, hcps[0])
+        assert _pairs("miss") == misses  # every pair it needed was warm
+        assert _pairs("hit") > hits
+    finally:
+        again.close()
+    cold = ServingRuntime.start(own_registry.model_copy(update={"start_warm_s": 0.0}))
+    assert cold.wait_warm(timeout=1) and len(cold.recommender.cache) == 0
+    cold.close()

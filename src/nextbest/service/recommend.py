@@ -201,6 +201,43 @@ class Recommender:
         scored = np.zeros((len(known), self.model.n_actions), dtype=bool)
         scored[:, actions[common]] = old_scored[np.ix_(known, common)]
         explained = [[moved[a] for a in old_explained[i] if moved[a] >= 0] for i in known]
+        done = self._fill_newest_first(hcps, scored, explained, deadline=deadline, block=block)
+        self.cache.touch(hcps[done:])
+        return len(hcps) - done
+
+    def warm_hcps(self, hcp_ids: Sequence[str], *, seconds: float, block: int = 256) -> int:
+        """Score every pair any request could ask about these HCPs; returns the HCPs warmed.
+
+        For a process that starts with an empty cache: ``hcp_ids`` most recently
+        asked first (the recommendation log's newest), scored ``block`` at a time
+        until ``seconds`` are spent, on probation in the cache. The pairs are those
+        the HCP's consent, the content's specialty fit and today's approval windows
+        allow for either purpose, any channel. Reasons are left to the first
+        request (which items it serves is not known yet).
+        """
+        if seconds <= 0 or self.cache.capacity == 0:
+            return 0
+        deadline = time.perf_counter() + seconds
+        known = [r for r in (self._hcp_pos.get(h) for h in hcp_ids) if r is not None]
+        rows = np.asarray(known[: self.cache.capacity], dtype=np.int64)[::-1]
+        now = decision_time(None)
+        scored = self.allowed(rows, purpose="promotional", channel=None, now=now, history=None)
+        scored |= self.allowed(rows, purpose="medical", channel=None, now=now, history=None)
+        explained: list[list[int]] = [[] for _ in range(len(rows))]
+        done = self._fill_newest_first(rows, scored, explained, deadline=deadline, block=block)
+        return len(rows) - done
+
+    def _fill_newest_first(
+        self,
+        hcps: np.ndarray,
+        scored: np.ndarray,
+        explained: list[list[int]],
+        *,
+        deadline: float,
+        block: int,
+    ) -> int:
+        """Fill the cache from the end of ``hcps`` (newest) backwards, ``block`` at a time,
+        until ``deadline``; returns the index of the first HCP filled."""
         done = len(hcps)
         for end in range(len(hcps), 0, -block):
             start = max(0, end - block)
@@ -208,8 +245,7 @@ class Recommender:
             done = start
             if time.perf_counter() >= deadline:
                 break
-        self.cache.touch(hcps[done:])
-        return len(hcps) - done
+        return done
 
     # -- lookups ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.settings import Settings
 from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.repository import recently_asked_hcps
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ServingRuntime:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._signal_seen: float | None = None
+        self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
 
     @classmethod
@@ -101,7 +103,50 @@ class ServingRuntime:
                 runtime.reload()
             except Exception:  # reported by reload() and /readyz; serving starts anyway
                 logger.exception("no model loaded at start-up")
+            else:
+                runtime.start_warming()
         return runtime
+
+    def start_warming(self) -> None:
+        """Background thread: warm the score cache with the log's newest HCPs.
+
+        Requests are served meanwhile (those about HCPs not yet warmed are scored
+        as usual); readiness does not wait for it, so a lone restarted instance
+        takes traffic at once.
+        """
+        if self._warmer is not None or self.settings.start_warm_s <= 0:
+            return
+        self._warmer = threading.Thread(target=self._warm, name="nextbest-warm", daemon=True)
+        self._warmer.start()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait for the start-up warming to end; False if it is still running."""
+        if self._warmer is not None:
+            self._warmer.join(timeout)
+            return not self._warmer.is_alive()
+        return True
+
+    def _warm(self, chunk: int = 1024) -> None:
+        started = time.perf_counter()
+        deadline = started + self.settings.start_warm_s
+        warmed = 0
+        try:
+            recommender = self.recommender
+            with self.engine.connect() as connection:
+                hcp_ids = recently_asked_hcps(connection, limit=recommender.cache.capacity)
+            for at in range(0, len(hcp_ids), chunk):
+                left = deadline - time.perf_counter()
+                if left <= 0 or self._stop.is_set() or self._recommender is not recommender:
+                    break
+                warmed += recommender.warm_hcps(hcp_ids[at : at + chunk], seconds=left)
+        except Exception as exc:  # only a slower start: requests are scored as usual
+            logger.warning("could not warm the score cache at start-up: %s", exc)
+            return
+        logger.info(
+            "score cache warmed at start-up for %d HCPs of the recommendation log in %.1f s",
+            warmed,
+            time.perf_counter() - started,
+        )
 
     @property
     def recommender(self) -> Recommender:
@@ -239,5 +284,6 @@ class ServingRuntime:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        self.wait_warm(timeout=30)
         self.reclog.close()
         self.engine.dispose()

@@ -815,6 +815,21 @@ def dismissals(
     return found
 
 
+def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:
+    """Distinct HCP ids of the newest logged recommendations, most recent first.
+
+    At most ``limit`` ids, read from the newest ``4 * limit`` log rows (the
+    ``created_at`` index), so the cost does not grow with the log.
+    """
+    if limit <= 0:
+        return []
+    newest = (
+        sa.select(Recommendation.hcp_id).order_by(Recommendation.created_at.desc()).limit(4 * limit)
+    )
+    distinct = dict.fromkeys(hcp for (hcp,) in db.execute(newest))
+    return list(distinct)[:limit]
+
+
 def logged_decisions(
     session: Session,
     *,
