@@ -246,6 +246,7 @@ def test_a_restarted_worker_warms_its_cache_with_the_logs_newest_hcps(own_regist
     again = ServingRuntime.start(own_registry)
     try:
         assert again.wait_warm(timeout=60)
+        assert not again.warming
         cache = again.recommender.cache
         held = {str(again.recommender.hcp_ids[r]) for r in cache.asked()[0].tolist()}
         assert held == set(hcps)
@@ -258,3 +259,20 @@ def test_a_restarted_worker_warms_its_cache_with_the_logs_newest_hcps(own_regist
     cold = ServingRuntime.start(own_registry.model_copy(update={"start_warm_s": 0.0}))
     assert cold.wait_warm(timeout=1) and len(cold.recommender.cache) == 0
     cold.close()
+
+
+def test_readyz_says_while_the_start_up_warming_runs(own_registry, keys) -> None:
+    import threading
+
+    runtime = ServingRuntime.start(own_registry)
+    assert runtime.wait_warm(timeout=60)
+    release = threading.Event()
+    runtime._warmer = threading.Thread(target=release.wait, args=(30,))  # a warming under way
+    runtime._warmer.start()
+    with TestClient(create_app(own_registry, runtime)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["warming"] is True
+        release.set()
+        assert runtime.wait_warm(timeout=10)
+        assert "warming" not in client.get("/readyz").json()
+    runtime.close()

@@ -189,3 +189,8 @@ class HealthPublic(BaseModel):
     status: str
     model_version: str | None
     last_reload_error: str | None = None
+    warming: bool | None = Field(
+        default=None,
+        description="True while this worker still warms its score cache at start-up "
+        "(requests are served meanwhile).",
+    )

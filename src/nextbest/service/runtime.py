@@ -119,6 +119,11 @@ class ServingRuntime:
         self._warmer = threading.Thread(target=self._warm, name="nextbest-warm", daemon=True)
         self._warmer.start()
 
+    @property
+    def warming(self) -> bool:
+        """The start-up warming is still running."""
+        return self._warmer is not None and self._warmer.is_alive()
+
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Wait for the start-up warming to end; False if it is still running."""
         if self._warmer is not None:

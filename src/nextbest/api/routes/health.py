@@ -37,6 +37,7 @@ def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
         status="ready",
         model_version=runtime.model_version,
         last_reload_error=runtime.last_reload_error,
+        warming=runtime.warming or None,
     )
 
 
