@@ -13,10 +13,13 @@ What it measures (figures land in bench/results/serve.json and are printed):
   HCP's candidate actions, one thread), measured in this run;
 - batch picks through ``POST /v1/recommendations/batch`` (1,000 HCPs a call):
   rows (HCP x candidate action pairs) scored per second;
-- after a model reload (a new version promoted, ``POST /v1/admin/reload``): how
-  long the reload took, and one request about every HCP right after it, beside
-  the same round on a fresh cache (the reload warms the new model's cache with
-  what the old one was asked);
+- after a start and after a model reload: the server as deployed starts on the
+  recommendation log of the cache-off server, so each worker warms its cache
+  from the log's newest HCPs (how long that took); later a new version is
+  promoted (``POST /v1/admin/reload``), whose cache is warmed with what the old
+  one was asked (how long the reload took); after each, one request about every
+  HCP shows what the first requests cost (hit rate, requests/s), beside the
+  cache-off server where every pair is scored;
 - full garbage collections of a serving process (in process, warm requests),
   with the long-lived heap frozen after the model load (``NEXTBEST_GC_FREEZE``,
   as ``nextbest serve`` runs) and without: how often, how long, and the slowest
@@ -503,7 +506,7 @@ def warm_up_rounds(port: int, requests: list[bytes], rounds: int) -> dict[str, f
     return {
         "rounds": rounds,
         "seconds": sum(r["seconds"] for r in done),
-        # The first round is what a fresh cache costs: nearly every pair scored.
+        # The first round right after the start: the cache warmed from the log only.
         "first_round_hit_rate": first["score_cache_hit_rate"],
         "first_round_requests_per_s": first["requests_per_s"],
         "first_round_p99_ms": first["p99_ms"],
@@ -532,13 +535,39 @@ def _served_version(port: int) -> str | None:
         return version
 
 
+def _in_a_row(check: Any, what: str, times: int = 20, timeout_s: float = 120) -> None:
+    """Until ``check()`` holds ``times`` times in a row, each on a new connection.
+
+    New connections land on workers at random, so 20 in a row all but rule out
+    a worker that never answered.
+    """
+    deadline, in_a_row = time.monotonic() + timeout_s, 0
+    while in_a_row < times:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every worker {what} after {timeout_s:.0f} s")
+        in_a_row = in_a_row + 1 if check() else 0
+        if not in_a_row:
+            time.sleep(0.2)
+
+
+def start_warm_seconds(port: int) -> float:
+    """Seconds from now until no worker says it is still warming its cache (``/readyz``)."""
+    started = time.perf_counter()
+
+    def done() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:
+            return not json.loads(answer.read()).get("warming")
+
+    _in_a_row(done, "finished warming its cache")
+    return time.perf_counter() - started
+
+
 def after_reload(port: int, models: Path, requests: list[bytes]) -> dict[str, Any]:
     """Promote a new version (the same artifacts), reload, then ask about every HCP once.
 
     The reload warms the new model's score cache with what the old one was asked
     (``NEXTBEST_RELOAD_WARM_S``); the round after it shows what the first
-    requests after a promotion cost, beside the warm-up's first round on a fresh
-    cache.
+    requests after a promotion cost.
     """
     from nextbest import registry
     from nextbest.settings import Settings
@@ -561,15 +590,8 @@ def after_reload(port: int, models: Path, requests: list[bytes]) -> dict[str, An
     with urllib.request.urlopen(request, timeout=600) as answer:
         reloaded = json.loads(answer.read())
     call_s = time.perf_counter() - started
-    # Other workers follow the reload signal: wait until 20 answers in a row, each
-    # on a new connection (landing on a worker at random), come from the new version.
-    deadline, in_a_row = time.monotonic() + 120, 0
-    while in_a_row < 20:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not every worker serves version {new} after 120 s")
-        in_a_row = in_a_row + 1 if _served_version(port) == new else 0
-        if not in_a_row:
-            time.sleep(0.2)
+    # Other workers follow the reload signal.
+    _in_a_row(lambda: _served_version(port) == new, f"serves version {new}")
     all_workers_s = time.perf_counter() - started
     first = drive_counting(port, requests, connections=32, seconds=600, once=True)
     return {
@@ -657,7 +679,9 @@ def main() -> dict[str, Any]:
         print("server as deployed (score cache on), warmed up:")
         server = run_server(models, port, args.workers, args.flush_ms)
         try:
+            start_warm_s = start_warm_seconds(port)
             warm_up = warm_up_rounds(port, single, args.warm_up_rounds)
+            warm_up["start_warm_seconds_after_ready"] = start_warm_s
             print(f"  warm-up: {warm_up}")
             warm = single_scenarios(port, single, server.pid, args.seconds, args.rate)
             batch = drive_counting(port, batches, connections=args.workers, seconds=args.seconds)
