@@ -248,3 +248,14 @@ def test_every_call_gets_distinct_slots_owned_by_its_hcps(model: ScoringModel) -
             assert len(held) == len(set(held)) == len(cache) <= capacity
             assert len(cache._protected) <= capacity * 4 // 5
             assert set(hcps.tolist()) <= set(held)
+
+
+def test_an_hcp_twice_in_one_batch_is_not_asked_again(model: ScoringModel) -> None:
+    cache = _recommender(model, 5).cache
+    with cache._lock:
+        slots = cache._claim(np.array([3, 4, 3]))
+    assert slots[0] == slots[2] != slots[1]
+    assert list(cache._probation) == [3, 4] and not cache._protected
+    with cache._lock:
+        cache._claim(np.array([3]))  # a later call: asked again
+    assert list(cache._protected) == [3]

@@ -194,7 +194,7 @@ class PairCache:
                 self._probation[h] = None
             elif h in protected:
                 protected.move_to_end(h)
-            else:
+            elif h not in claimed:  # twice in one call is not asked again
                 self._protect(h)
             claimed.add(h)
             out[i] = slot
