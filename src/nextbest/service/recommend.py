@@ -185,7 +185,8 @@ class Recommender:
         reasons cached instead of all going to LightGBM at once. Most recently
         asked HCPs first, ``block`` at a time, until ``seconds`` are spent (the
         block under way finishes); HCPs and actions this model does not know are
-        skipped. The cache keeps the old order of recency.
+        skipped. The warmed HCPs count as asked about again (the protected
+        segment), in their old order of recency.
         """
         if seconds <= 0 or self.cache.capacity == 0:
             return 0

@@ -183,6 +183,7 @@ class ServingRuntime:
         with self._reload_lock:
             settings = self.settings
             previous = self.model_version
+            warm_s = 0.0
             try:
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
