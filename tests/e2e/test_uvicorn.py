@@ -108,6 +108,10 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
             t.join(timeout=30)
         assert swap.status_code == 200, swap.text
         assert swap.json()["version"] == new
+        info = _model_info(httpx.get(f"{base}/metrics", timeout=10).text)
+    # Both workers report the new version, the one that followed the signal too.
+    assert sorted(info[new]) == [1.0, 1.0], info
+    assert set(info[trained.version]) == {0.0}, info
     statuses = {s for _, s, _ in results}
     assert statuses == {200}, f"failed requests during the swap: {statuses}"
     versions = [v for _, _, v in results]
@@ -115,6 +119,17 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
     late = [v for t, _, v in results if t > swapped_at + 2.5]
     assert late and set(late) == {new}, "every worker serves the new version"
     assert len(results) > 50
+
+
+def _model_info(metrics: str) -> dict[str, list[float]]:
+    """``nextbest_model_info`` values by version, one per worker process."""
+    out: dict[str, list[float]] = {}
+    for line in metrics.splitlines():
+        if line.startswith("nextbest_model_info{"):
+            labels, value = line.rsplit(" ", 1)
+            version = labels.split('version="')[1].split('"')[0]
+            out.setdefault(version, []).append(float(value))
+    return out
 
 
 def _request_pids(log: Path) -> list[int]:

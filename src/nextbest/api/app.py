@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, require_roles
-from nextbest.api.observability import ObservabilityMiddleware, set_model_version
+from nextbest.api.observability import ObservabilityMiddleware
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.errors import (
     InvalidRequestError,
@@ -52,7 +52,6 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
             logger.warning("auth is OFF (NEXTBEST_AUTH_ENABLED=false): anyone can call as admin")
         app.state.runtime = runtime or ServingRuntime.start(config)
         app.state.runtime.start_watcher()
-        set_model_version(app.state.runtime.model_version)
         try:
             yield
         finally:

@@ -2,8 +2,9 @@
 
 Metrics: ``nextbest_request_seconds`` (histogram by route template, method and
 status), ``nextbest_recommendations_total`` (served items by channel),
-``nextbest_holdout_total``, ``nextbest_model_info`` (the served version), and
-``nextbest_score_cache_pairs_total`` (defined beside the cache it counts). With
+``nextbest_holdout_total``, and, defined beside what they count,
+``nextbest_model_info`` (the served version, set at each swap) and
+``nextbest_score_cache_pairs_total``. With
 several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve``
 does) so ``/metrics`` sums every worker.
 
@@ -26,7 +27,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -47,12 +47,6 @@ RECOMMENDED = Counter(
     "nextbest_recommendations_total", "Recommended items served, by channel.", ["channel"]
 )
 HOLDOUTS = Counter("nextbest_holdout_total", "Requests answered as randomized holdout.")
-MODEL_INFO = Gauge(
-    "nextbest_model_info",
-    "1 for the model version this process serves.",
-    ["version"],
-    multiprocess_mode="liveall",
-)
 
 
 # The labelled children, looked up once per label set: ``labels()`` builds and
@@ -74,13 +68,6 @@ def record_served(recommendations: Iterable[Recommendation]) -> None:
             HOLDOUTS.inc()
         for item in rec.items:
             _served(item.channel).inc()
-
-
-def set_model_version(version: str | None, previous: str | None = None) -> None:
-    """Mark ``version`` as the one served (``previous``, if any, is unmarked)."""
-    MODEL_INFO.clear()
-    if version is not None:
-        MODEL_INFO.labels(version).set(1)
 
 
 def metrics_payload() -> tuple[bytes, str]:

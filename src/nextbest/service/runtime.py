@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import Gauge
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +30,25 @@ logger = logging.getLogger(__name__)
 # (sharing the models directory) reloads too, within WATCH_INTERVAL_S.
 RELOAD_SIGNAL = "reload.signal"
 WATCH_INTERVAL_S = 1.0
+
+MODEL_INFO = Gauge(
+    "nextbest_model_info",
+    "1 for the model version this process serves, 0 for versions it served before.",
+    ["version"],
+    multiprocess_mode="liveall",
+)
+
+
+def _mark_served(version: str, previous: str | None) -> None:
+    """Set ``nextbest_model_info``: ``version`` 1, ``previous`` 0.
+
+    Set at the swap itself, so a worker that reloads on another worker's signal
+    reports its new version at once. Zeroed rather than removed: with several
+    worker processes (``PROMETHEUS_MULTIPROC_DIR``) labels cannot be removed.
+    """
+    if previous is not None and previous != version:
+        MODEL_INFO.labels(previous).set(0)
+    MODEL_INFO.labels(version).set(1)
 
 
 def _refreeze() -> None:
@@ -225,6 +245,8 @@ class ServingRuntime:
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 raise
             self.last_reload_error = None
+            if result.changed:
+                _mark_served(version, previous)
             if result.changed and settings.gc_freeze:
                 _refreeze()
             if result.changed:

@@ -8,7 +8,6 @@ from fastapi import APIRouter, HTTPException, status
 
 from nextbest.api.auth import require_roles
 from nextbest.api.deps import RuntimeDep
-from nextbest.api.observability import set_model_version
 from nextbest.api.schemas import ReloadPublic
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require_roles("admin")])
@@ -30,7 +29,6 @@ async def reload(runtime: RuntimeDep, force: bool = False) -> ReloadPublic:
             detail=f"reload failed, still serving version {runtime.model_version}: "
             f"{type(exc).__name__}: {exc}",
         ) from None
-    set_model_version(result.version, result.previous)
     return ReloadPublic(
         version=result.version,
         previous=result.previous,

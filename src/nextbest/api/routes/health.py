@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from nextbest.api.deps import RuntimeDep
-from nextbest.api.observability import metrics_payload, set_model_version
+from nextbest.api.observability import metrics_payload
 from nextbest.api.schemas import HealthPublic
 from nextbest.storage.db import ping
 
@@ -42,8 +42,7 @@ def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(runtime: RuntimeDep) -> Response:
+def metrics() -> Response:
     """Prometheus text format."""
-    set_model_version(runtime.model_version)
     body, content_type = metrics_payload()
     return Response(content=body, media_type=content_type)
