@@ -125,12 +125,33 @@ def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict
         "train_seconds": train_seconds,
         "uplift_heterogeneity": result.params.get("uplift.heterogeneity"),
         "feature_ceiling": _feature_ceiling(world, dataset, model),
+        "shortfall": _shortfall(world, net, learned, oracle),
         "uplift_source": model.uplift_source,
         "eval_metrics": {
             k: v for k, v in result.metrics.items() if k.startswith(("eval_", "ope_"))
         },
     }
     return out
+
+
+def _shortfall(
+    world: Any, net: np.ndarray, learned: np.ndarray, oracle: np.ndarray
+) -> dict[str, float]:
+    """Where the learned policy loses against the oracle: *whether* to act, or *what*.
+
+    Each value is a ratio to the oracle's value of a policy mixing the two: the
+    action the model ranks first, served exactly where the oracle acts; and the
+    oracle's best action, served exactly where the learned policy acts.
+    """
+    ours = np.where(world.eligible, net, -np.inf).argmax(axis=1)
+    theirs = np.where(world.eligible, world.net_value, -np.inf).argmax(axis=1)
+    oracle_value = world.true_value(oracle)
+    return {
+        "our_action_where_oracle_acts": world.true_value(np.where(oracle >= 0, ours, -1))
+        / oracle_value,
+        "oracle_action_where_we_act": world.true_value(np.where(learned >= 0, theirs, -1))
+        / oracle_value,
+    }
 
 
 def _true_rates_of_logged_touches(world: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -432,6 +453,16 @@ def _table(results: dict[str, Any]) -> str:
                     f"{sim['feature_ceiling']['ratio_to_oracle']:.3f} |"
                 ]
                 if "feature_ceiling" in sim
+                else []
+            ),
+            *(
+                [
+                    "| ratio to oracle: our first-ranked action where the oracle acts; "
+                    "the oracle's action where we act | "
+                    f"{sim['shortfall']['our_action_where_oracle_acts']:.3f}; "
+                    f"{sim['shortfall']['oracle_action_where_we_act']:.3f} |"
+                ]
+                if "shortfall" in sim
                 else []
             ),
             f"| training time ({sim['n_decisions']:,} decisions) | {sim['train_seconds']:.0f} s |",
