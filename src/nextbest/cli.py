@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -477,6 +478,90 @@ def rollback() -> str:
         "servers pick it up on their next reload"
     )
     return done.to_version
+
+
+keys_app = typer.Typer(
+    help="API keys of the server: add (the key is printed once), list, remove.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+KeysFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        help="Key file (default: NEXTBEST_API_KEYS_FILE, else models/api_keys.yaml).",
+    ),
+]
+
+
+def _keys_file(path: Path | None) -> Path:
+    return path if path is not None else get_settings().resolved_api_keys_file
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Logged as the requester, e.g. rep-t001.")],
+    role: Annotated[str, typer.Option("--role", help="admin | channel | rep")],
+    territory_id: Annotated[
+        str | None, typer.Option("--territory-id", help="The rep's territory (rep keys).")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Rotate: a new key replaces the one of NAME.")
+    ] = False,
+    path: KeysFileOpt = None,
+) -> str:
+    """Create a key; only its SHA-256 is stored. Running servers accept it at once."""
+    from nextbest.service.apikeys import ApiKeyError, add_key_to_file
+
+    target = _keys_file(path)
+    try:
+        key = add_key_to_file(
+            target, name=name, role=role, territory_id=territory_id, replace=replace
+        )
+    except ApiKeyError as exc:
+        raise _fail(str(exc)) from None
+    scope = f" for territory {territory_id}" if territory_id else ""
+    console.print(
+        f"key '{name}' (role {role}{scope}) {'replaced' if replace else 'added'} in {target}; "
+        "it is shown only now, store it where its user keeps secrets:"
+    )
+    print(key, flush=True)
+    return key
+
+
+@keys_app.command("list")
+def keys_list(path: KeysFileOpt = None) -> list[Any]:
+    """The keys' names, roles and territories (never the keys or their hashes)."""
+    from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore
+
+    target = _keys_file(path)
+    try:
+        principals = KeyStore.load(path=target, env={}).principals
+    except ApiKeyError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"API keys in {target}")
+    for column in ("name", "role", "territory_id"):
+        table.add_column(column)
+    for p in principals:
+        table.add_row(p.name, p.role, p.territory_id or "")
+    Console(soft_wrap=True).print(table)
+    if os.environ.get(ENV_KEYS):
+        console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
+    return principals
+
+
+@keys_app.command("remove")
+def keys_remove(name: str, path: KeysFileOpt = None) -> None:
+    """Delete a key; running servers refuse it from their next request on."""
+    from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
+
+    target = _keys_file(path)
+    try:
+        remove_key_from_file(target, name=name)
+    except ApiKeyError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"key '{name}' removed from {target}")
 
 
 def main() -> None:  # pragma: no cover - console script entry

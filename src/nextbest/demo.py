@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> str:
     settings = get_settings()
     model, version = registry.load_alias(settings)
     # A fresh key each run; the key file keeps only its SHA-256.
-    key = add_key_to_file(settings.resolved_api_keys_file, name=DEMO_KEY_NAME, role="admin")
+    key = add_key_to_file(
+        settings.resolved_api_keys_file, name=DEMO_KEY_NAME, role="admin", replace=True
+    )
     # Show an HCP who has something worth doing, so the first call is not empty.
     sample = picks_frame(model, hcp_ids=list(model.hcps["hcp_id"][:200]), k=1)
     hcp_id = str(sample["hcp_id"].iat[0]) if len(sample) else str(model.hcps["hcp_id"].iat[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -166,3 +167,104 @@ def test_add_key_to_file_stores_only_the_hash(tmp_path: Path) -> None:
     principal = store.identify(key)
     assert principal is not None and principal.name == "demo" and principal.role == "channel"
     assert store.identify(key + "x") is None
+
+
+def _keys_cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    return CliRunner().invoke(app, ["keys", *args])
+
+
+def test_keys_from_the_cli_apply_to_a_running_server(
+    client: TestClient, api_settings, keys
+) -> None:
+    path = str(api_settings.api_keys_file)
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    added = _keys_cli(
+        "add", "rep-2", "--role", "rep", "--territory-id", keys.territory, "--file", path
+    )
+    assert added.exit_code == 0, added.output
+    new_key = added.stdout.strip().splitlines()[-1]
+    assert new_key not in Path(path).read_text()
+    as_new = {"Authorization": f"Bearer {new_key}"}
+    ok = client.post("/v1/recommendations", json={"hcp_id": inside}, headers=as_new)
+    assert ok.status_code == 200, ok.text
+
+    listed = _keys_cli("list", "--file", path)
+    assert listed.exit_code == 0 and "rep-2" in listed.stdout and "ops-admin" in listed.stdout
+    assert hash_key(new_key) not in listed.stdout
+
+    # The same name again is refused without --replace, and names the key.
+    again = _keys_cli("add", "rep-2", "--role", "rep", "--territory-id", "T9", "--file", path)
+    assert again.exit_code == 2 and "rep-2" in again.output
+    rotated = _keys_cli(
+        "add",
+        "rep-2",
+        "--role",
+        "rep",
+        "--territory-id",
+        keys.territory,
+        "--replace",
+        "--file",
+        path,
+    )
+    assert rotated.exit_code == 0, rotated.output
+    newer = {"Authorization": f"Bearer {rotated.stdout.strip().splitlines()[-1]}"}
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": inside}, headers=as_new).status_code
+        == 401
+    )
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": inside}, headers=newer).status_code
+        == 200
+    )
+
+    # A removed key stops working at the next request; the others keep working.
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": inside}, headers=keys.rep).status_code
+        == 200
+    )
+    removed = _keys_cli("remove", "rep-1", "--file", path)
+    assert removed.exit_code == 0, removed.output
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": inside}, headers=keys.rep).status_code
+        == 401
+    )
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": inside}, headers=keys.admin).status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["add", "x", "--role", "rep"], "needs 'territory_id'", id="rep-without-territory"
+        ),
+        pytest.param(["add", "x", "--role", "boss"], "admin, channel, rep", id="unknown-role"),
+        pytest.param(["remove", "nobody"], "no key named 'nobody'", id="unknown-name"),
+    ],
+)
+def test_keys_cli_refuses_bad_input_and_leaves_the_file(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    path = tmp_path / "keys.yaml"
+    add_key_to_file(path, name="ops", role="admin")
+    before = path.read_text()
+    result = _keys_cli(*args, "--file", str(path))
+    assert result.exit_code == 2 and message in result.output
+    assert path.read_text() == before
+
+
+def test_an_invalid_key_file_keeps_the_keys_in_force(
+    client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    api_settings.api_keys_file.write_text("keys: [{name: half-written")
+    with caplog.at_level(logging.ERROR, logger="nextbest.service.apikeys"):
+        answer = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.admin)
+    assert answer.status_code == 200
+    assert "invalid, keeping the keys" in caplog.text

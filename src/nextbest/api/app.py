@@ -19,7 +19,7 @@ from nextbest.errors import (
     ModelNotLoadedError,
     NotFoundError,
 )
-from nextbest.service.apikeys import KeyStore
+from nextbest.service.apikeys import ReloadingKeyStore
 from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings, get_settings
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         own = runtime is None
         config = runtime.settings if runtime is not None else settings or get_settings()
         if config.auth_enabled:
-            app.state.api_keys = KeyStore.load(path=config.resolved_api_keys_file)
+            app.state.api_keys = ReloadingKeyStore(path=config.resolved_api_keys_file)
             if not len(app.state.api_keys):
                 logger.warning(
                     "auth is on but no API keys are configured (%s, NEXTBEST_API_KEYS): "

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
-from nextbest.service.apikeys import KeyStore, Principal
+from nextbest.service.apikeys import Principal, ReloadingKeyStore
 
 ANONYMOUS = Principal(name="anonymous", role="admin")
 
@@ -28,7 +28,7 @@ def _presented_key(request: Request) -> str | None:
 
 
 def _identify(request: Request) -> Principal:
-    keys: KeyStore | None = request.app.state.api_keys
+    keys: ReloadingKeyStore | None = request.app.state.api_keys
     if keys is None:  # auth disabled
         principal = ANONYMOUS
     else:

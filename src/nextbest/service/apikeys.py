@@ -13,7 +13,9 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
 
 ``NEXTBEST_API_KEYS`` holds the same entries as a JSON list. Only the SHA-256 of
 each key is kept in memory; a presented key is hashed and compared with every
-stored hash in constant time.
+stored hash in constant time. ``nextbest keys add / list / remove`` edit the file;
+a running server (:class:`ReloadingKeyStore`) applies the change at its next
+request, so a removed key stops working at once, without a restart.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,8 @@ import yaml
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
 ENV_KEYS = "NEXTBEST_API_KEYS"
+
+logger = logging.getLogger(__name__)
 
 
 class ApiKeyError(ValueError):
@@ -73,6 +79,11 @@ class KeyStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def principals(self) -> list[Principal]:
+        """Who the keys belong to, in file order (never the keys or their hashes)."""
+        return [entry.principal for entry in self._entries]
+
     @classmethod
     def load(cls, *, path: Path | None, env: Mapping[str, str] | None = None) -> KeyStore:
         """Keys from ``path`` (if it exists) plus the ``NEXTBEST_API_KEYS`` JSON list."""
@@ -111,10 +122,10 @@ class KeyStore:
         return found
 
 
-def _parse(items: list[Any], source: str) -> list[_Entry]:
+def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Entry]:
     out = []
     for i, item in enumerate(items):
-        where = f"{source}: keys[{i}]"
+        where = f"{source}: keys[{i}]" if numbered else source
         if not isinstance(item, Mapping):
             raise ApiKeyError(f"{where}: expected a mapping with name, role and key or key_sha256")
         extra = sorted(set(item) - {"name", "role", "territory_id", "key", "key_sha256"})
@@ -150,20 +161,103 @@ def _parse(items: list[Any], source: str) -> list[_Entry]:
     return out
 
 
-def add_key_to_file(path: Path, *, name: str, role: str, territory_id: str | None = None) -> str:
-    """Create a key, store only its SHA-256 in ``path`` (created or appended), return it."""
-    if role not in ROLES:
-        raise ApiKeyError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    data: dict[str, Any] = {"keys": []}
-    if path.exists():
-        data = yaml.safe_load(path.read_text()) or {"keys": []}
-    keys = [k for k in data.get("keys") or [] if k.get("name") != name]
+class ReloadingKeyStore:
+    """The keys of ``path`` plus the environment's, re-read when the file changes.
+
+    Each :meth:`identify` compares the file's status (a ``stat``, microseconds)
+    with the one last loaded; on a change the file is read again. A file that no
+    longer parses keeps the keys loaded before, and the error is logged once: a
+    typo must not lock every caller out.
+    """
+
+    def __init__(self, *, path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self._env = dict(os.environ if env is None else env)
+        self._lock = threading.Lock()
+        self._seen = self._status()
+        self._store = KeyStore.load(path=path, env=self._env)  # invalid at start: raise
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def _status(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _current(self) -> KeyStore:
+        status = self._status()
+        if status == self._seen:
+            return self._store
+        with self._lock:
+            if status != self._seen:
+                self._seen = status
+                try:
+                    self._store = KeyStore.load(path=self.path, env=self._env)
+                    logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
+                except ApiKeyError as exc:
+                    logger.error("API key file changed but is invalid, keeping the keys: %s", exc)
+        return self._store
+
+    def identify(self, key: str) -> Principal | None:
+        """The principal of ``key`` under the file's current keys, or None."""
+        return self._current().identify(key)
+
+
+def _read_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of ``path`` after checking the whole file (missing file: none)."""
+    if not path.exists():
+        return []
+    KeyStore.load(path=path, env={})  # raises ApiKeyError naming the entry at fault
+    data = yaml.safe_load(path.read_text()) or {}
+    return [dict(entry) for entry in data.get("keys") or []]
+
+
+def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
+    """Replace ``path`` in one step (readers see the old or the new file, never half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(yaml.safe_dump({"keys": entries}, sort_keys=False))
+    staging.chmod(0o600)
+    os.replace(staging, path)
+
+
+def add_key_to_file(
+    path: Path,
+    *,
+    name: str,
+    role: str,
+    territory_id: str | None = None,
+    replace: bool = False,
+) -> str:
+    """Create a key, store only its SHA-256 in ``path`` (created or appended), return it.
+
+    A key of the same ``name`` is an error unless ``replace`` (rotation: the old
+    key stops working).
+    """
     key = new_key()
-    entry: dict[str, Any] = {"name": name, "role": role, "key_sha256": hash_key(key)}
+    entry: dict[str, Any] = {"name": name.strip(), "role": role, "key_sha256": hash_key(key)}
     if territory_id:
         entry["territory_id"] = territory_id
-    keys.append(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"keys": keys}, sort_keys=False))
-    path.chmod(0o600)
+    _parse([entry], "new key", numbered=False)  # the checks of loading: role, territory
+    entries = _read_entries(path)
+    if any(e.get("name") == entry["name"] for e in entries) and not replace:
+        raise ApiKeyError(
+            f"{path}: a key named {entry['name']!r} exists; to rotate it, add it again "
+            "with replace (`nextbest keys add ... --replace`)"
+        )
+    entries = [e for e in entries if e.get("name") != entry["name"]] + [entry]
+    _write_entries(path, entries)
     return key
+
+
+def remove_key_from_file(path: Path, *, name: str) -> None:
+    """Delete the key called ``name`` from ``path``; an unknown name is an error."""
+    entries = _read_entries(path)
+    kept = [e for e in entries if e.get("name") != name]
+    if len(kept) == len(entries):
+        known = ", ".join(str(e.get("name")) for e in entries) or "none"
+        raise ApiKeyError(f"{path}: no key named {name!r} (keys: {known})")
+    _write_entries(path, kept)
