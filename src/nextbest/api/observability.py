@@ -114,6 +114,8 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            # One line per plugin Alembic sets up at every start: noise, not news.
+            "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
 
