@@ -251,6 +251,8 @@ def test_better_challenger_is_promoted_then_rolled_back(
     run = registry.client(settings).get_run(evaluation.run_id)
     assert run.data.tags["decision"] == "promote"
     assert run.data.metrics["difference.ci_low"] > 0
+    plots = registry.client(settings).list_artifacts(evaluation.run_id, "plots")
+    assert [a.path for a in plots] == ["plots/gate.png"]
 
     back = gate.rollback(settings)
     assert (back.from_version, back.to_version) == (version, visit_loop.champion)

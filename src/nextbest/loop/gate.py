@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nextbest import registry
 from nextbest.evaluation import ope
+from nextbest.evaluation.plots import gate_figure
 from nextbest.learning.scoring import ScoringModel
 from nextbest.loop.evidence import (
     NO_ACTION,
@@ -585,6 +586,14 @@ def _log_evaluation(
             {"decision": "promote" if promoted else "keep", "gate_passed": str(decision.passed)}
         )
         mlflow.log_text(json.dumps(decision.as_dict(), indent=1), "decision.json")
+        mlflow.log_figure(
+            gate_figure(
+                decision.as_dict(),
+                champion=evaluation.champion_version,
+                challenger=evaluation.challenger_version,
+            ),
+            "plots/gate.png",
+        )
         run_id = str(run.info.run_id)
     verdict = "passed" if decision.passed else "failed"
     registry.client(settings).set_model_version_tag(

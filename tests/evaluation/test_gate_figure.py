@@ -1,0 +1,54 @@
+"""The gate's evidence figure: every estimate and difference drawn, or none missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nextbest.evaluation.plots import gate_figure
+
+
+def _value(v: float) -> dict[str, Any]:
+    return {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 900, "effective_n": 300.0}
+
+
+def _decision(*, with_difference: bool) -> dict[str, Any]:
+    estimates = {e: _value(2.0) for e in ("ips", "snips", "dr")}
+    return {
+        "passed": with_difference,
+        "estimator": "dr",
+        "n_decisions": 900,
+        "champion": estimates,
+        "challenger": {e: _value(2.2) for e in ("ips", "dr")},  # SNIPS undefined
+        "difference": _value(0.2) if with_difference else None,
+        "vs_no_action": {"champion": _value(0.1), "challenger": _value(0.3)}
+        if with_difference
+        else {},
+    }
+
+
+def test_gate_figure_shows_each_estimate_and_the_paired_differences() -> None:
+    fig = gate_figure(_decision(with_difference=True), champion="3", challenger="4")
+    left, right = fig.axes
+    # One error bar per policy and estimator it has: 3 for the champion, 2 for the challenger.
+    points = [len(c.lines[0].get_xdata()) for c in left.containers]
+    assert points == [3, 2]
+    assert [t.get_text() for t in left.get_yticklabels()] == ["ips", "snips", "dr"]
+    labels = [t.get_text() for t in right.get_yticklabels()]
+    assert labels == [
+        "challenger - champion (dr)",
+        "champion - no action",
+        "challenger - no action",
+    ]
+    assert right.get_title() == "Gate (dr): passed"
+    assert [t.get_text() for t in left.get_legend().get_texts()] == [
+        "champion v3",
+        "challenger v4",
+    ]
+
+
+def test_gate_figure_without_a_difference_still_draws_the_estimates() -> None:
+    fig = gate_figure(_decision(with_difference=False), champion="3", challenger="4")
+    left, right = fig.axes
+    assert len(left.containers) == 2
+    assert not right.containers
+    assert right.get_title() == "Gate (dr): not passed"
