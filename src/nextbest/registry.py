@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -47,6 +48,9 @@ def _mlflow(settings: Settings) -> Any:
     """Import MLflow and point it at the configured stores (never done at import time)."""
     import mlflow
 
+    # MLflow's own download bars would interleave with the command line's output
+    # (one per model loaded); set the variable to "true" to see them anyway.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings.ensure_dirs()
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_registry_uri)
