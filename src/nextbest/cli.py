@@ -519,7 +519,7 @@ def keys_add(
         key = add_key_to_file(
             target, name=name, role=role, territory_id=territory_id, replace=replace
         )
-    except ApiKeyError as exc:
+    except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None
     scope = f" for territory {territory_id}" if territory_id else ""
     console.print(
@@ -559,7 +559,7 @@ def keys_remove(name: str, path: KeysFileOpt = None) -> None:
     target = _keys_file(path)
     try:
         remove_key_from_file(target, name=name)
-    except ApiKeyError as exc:
+    except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"key '{name}' removed from {target}")
 
