@@ -175,6 +175,10 @@ def drive(
         args=("127.0.0.1", port, requests, connections, seconds, rate, queue, once),
     )
     proc.start()
+    split: list[int] = []
+    if server_pid is not None and not once:
+        time.sleep(min(1.0, seconds / 4))  # every connection open by then
+        split = _connections_by_process(server_pid, port)
     samples, generator_cpu_s = queue.get(timeout=seconds + 120)
     proc.join(timeout=30)
     cpu_after = _server_cpu_s(server_pid)
@@ -204,7 +208,35 @@ def drive(
         if server_pid is not None and len(samples)
         else float("nan"),
         "server_cpu_share_by_process": [round(x, 3) for x in shares] if server_cpu_s else [],
+        "connections_by_worker": split,
     }
+
+
+def _connections_by_process(pid: int, port: int) -> list[int]:
+    """Open connections on ``port`` per server process, most first (psutil).
+
+    Each worker keeps the keep-alive connections its socket accepted: with two
+    workers, 32 connections split 20/12 or worse about one run in five (binomial),
+    and the busier worker then carries about 5/8 of the load.
+    """
+    try:
+        import psutil
+    except ImportError:
+        return []
+    counts = []
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            n = sum(
+                1
+                for c in process.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+            )
+        except psutil.Error:
+            continue
+        if n:
+            counts.append(n)
+    return sorted(counts, reverse=True)
 
 
 def _server_cpu_s(pid: int | None) -> dict[int, float]:
