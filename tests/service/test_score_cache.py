@@ -209,6 +209,20 @@ def test_warming_skips_ids_the_new_model_lacks_and_keeps_to_its_budget(
     assert _recommender(model, 0).warm_from(old, seconds=60) == 0
 
 
+def test_start_up_warming_keeps_the_logs_order_of_recency(model: ScoringModel) -> None:
+    rec = _recommender(model, 50)
+    newest_first = [str(h) for h in rec.hcp_ids[:11]]
+    # Blocks of 3 are filled newest first; the cache must still hold the newest as
+    # the most recently asked, so that it is evicted last.
+    assert rec.warm_hcps(newest_first, seconds=60, block=3) == 11
+    held = [str(rec.hcp_ids[h]) for h in rec.cache.asked()[0]]
+    assert held == newest_first[::-1]  # least recently asked first
+    # Told to stop after the first block: only the newest block is warmed.
+    stopped = _recommender(model, 50)
+    assert stopped.warm_hcps(newest_first, seconds=60, block=3, stop=lambda: True) == 3
+    assert [str(stopped.hcp_ids[h]) for h in stopped.cache.asked()[0]] == newest_first[2::-1]
+
+
 def test_hcps_asked_about_again_survive_a_batch_of_new_ones(
     model: ScoringModel, monkeypatch
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
@@ -206,12 +206,20 @@ class Recommender:
         self.cache.touch(hcps[done:])
         return len(hcps) - done
 
-    def warm_hcps(self, hcp_ids: Sequence[str], *, seconds: float, block: int = 256) -> int:
+    def warm_hcps(
+        self,
+        hcp_ids: Sequence[str],
+        *,
+        seconds: float,
+        block: int = 256,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
         """Score every pair any request could ask about these HCPs; returns the HCPs warmed.
 
         For a process that starts with an empty cache: ``hcp_ids`` most recently
         asked first (the recommendation log's newest), scored ``block`` at a time
-        until ``seconds`` are spent, on probation in the cache. The pairs are those
+        until ``seconds`` are spent or ``stop()`` says so, on probation in the
+        cache in that order of recency. The pairs are those
         the HCP's consent, the content's specialty fit and today's approval windows
         allow for either purpose, any channel. Reasons are left to the first
         request (which items it serves is not known yet).
@@ -225,7 +233,9 @@ class Recommender:
         scored = self.allowed(rows, purpose="promotional", channel=None, now=now, history=None)
         scored |= self.allowed(rows, purpose="medical", channel=None, now=now, history=None)
         explained: list[list[int]] = [[] for _ in range(len(rows))]
-        done = self._fill_newest_first(rows, scored, explained, deadline=deadline, block=block)
+        done = self._fill_newest_first(
+            rows, scored, explained, deadline=deadline, block=block, stop=stop
+        )
         return len(rows) - done
 
     def _fill_newest_first(
@@ -236,16 +246,21 @@ class Recommender:
         *,
         deadline: float,
         block: int,
+        stop: Callable[[], bool] | None = None,
     ) -> int:
         """Fill the cache from the end of ``hcps`` (newest) backwards, ``block`` at a time,
-        until ``deadline``; returns the index of the first HCP filled."""
+        until ``deadline`` or ``stop()``; returns the index of the first HCP filled.
+
+        The filled HCPs end up in the cache's order of recency as in ``hcps``
+        (the last one the most recent)."""
         done = len(hcps)
         for end in range(len(hcps), 0, -block):
             start = max(0, end - block)
             self.cache.fill(hcps[start:end], scored[start:end], explained[start:end])
             done = start
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= deadline or (stop is not None and stop()):
                 break
+        self.cache.settle(hcps[done:])
         return done
 
     # -- lookups ---------------------------------------------------------------------

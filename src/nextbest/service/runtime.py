@@ -151,19 +151,18 @@ class ServingRuntime:
             return not self._warmer.is_alive()
         return True
 
-    def _warm(self, chunk: int = 1024) -> None:
+    def _warm(self) -> None:
         started = time.perf_counter()
-        deadline = started + self.settings.start_warm_s
-        warmed = 0
         try:
             recommender = self.recommender
             with self.engine.connect() as connection:
                 hcp_ids = recently_asked_hcps(connection, limit=recommender.cache.capacity)
-            for at in range(0, len(hcp_ids), chunk):
-                left = deadline - time.perf_counter()
-                if left <= 0 or self._stop.is_set() or self._recommender is not recommender:
-                    break
-                warmed += recommender.warm_hcps(hcp_ids[at : at + chunk], seconds=left)
+            warmed = recommender.warm_hcps(
+                hcp_ids,
+                seconds=self.settings.start_warm_s - (time.perf_counter() - started),
+                # Shutting down, or a reload replaced this model: no use going on.
+                stop=lambda: self._stop.is_set() or self._recommender is not recommender,
+            )
         except Exception as exc:  # only a slower start: requests are scored as usual
             logger.warning("could not warm the score cache at start-up: %s", exc)
             return

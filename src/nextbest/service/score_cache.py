@@ -171,6 +171,17 @@ class PairCache:
                 elif h in self._probation:
                     self._protect(h)
 
+    def settle(self, hcp_rows: np.ndarray) -> None:
+        """Make the ones of ``hcp_rows`` on probation its most recently asked, in this order.
+
+        For filling in blocks newest first: afterwards the order of recency is the
+        order given, whatever order the blocks were filled in.
+        """
+        with self._lock:
+            for h in hcp_rows.tolist():
+                if h in self._probation:
+                    self._probation.move_to_end(h)
+
     def _claim(self, hcp_rows: np.ndarray) -> np.ndarray:
         """The slot of each HCP, evicting where needed (called under the lock).
 
