@@ -53,3 +53,24 @@ def test_fewer_iterations_and_empty_input(booster: tuple[lgb.Booster, np.ndarray
         atol=1e-6,
     )
     assert attribution.contributions(X[:0]).shape == (0, 8)
+
+
+def test_the_leaves_give_the_score_and_survive_an_old_pickle(
+    booster: tuple[lgb.Booster, np.ndarray],
+) -> None:
+    model, X = booster
+    for trees in (None, 10):
+        attribution = PathAttribution(model, num_iteration=trees)
+        paths = attribution.paths(X[:300])
+        np.testing.assert_allclose(
+            attribution.raw(paths), model.predict(X[:300], num_iteration=trees), rtol=0, atol=1e-12
+        )
+        np.testing.assert_array_equal(
+            attribution.contributions(X[:300], paths), attribution.contributions(X[:300])
+        )
+    # An artifact pickled before leaf values were kept gets them on loading.
+    state = dict(attribution.__dict__)
+    del state["leaf_value_"]
+    old = PathAttribution.__new__(PathAttribution)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.leaf_value_, attribution.leaf_value_)

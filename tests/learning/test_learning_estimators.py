@@ -199,6 +199,37 @@ def test_contributions_reuse_the_gains_of_scoring_exactly() -> None:
     tau, gains = learner.uplift_and_gains(rows)
     np.testing.assert_array_equal(tau, learner.uplift(rows))
     np.testing.assert_array_equal(gains[0], learner.gains(rows)[0])
-    np.testing.assert_array_equal(
-        learner.contributions(rows, None, gains), learner.contributions(rows)
+    # Without the gains, contributions score the rows from their leaves: the same
+    # sums in another order.
+    np.testing.assert_allclose(
+        learner.contributions(rows, None, gains), learner.contributions(rows), rtol=0, atol=1e-12
+    )
+
+
+def test_scores_from_the_leaves_equal_lightgbms_predictions() -> None:
+    X, y, treated, engaged, _ = _action_data(6000)
+    learner = EngagementStratifiedUplift(n_control_features=3, action_column=3).fit(
+        X, y, treated=treated, engaged=engaged
+    )
+    rows = X[treated][:300]
+    paths = learner.paths(rows)
+    assert paths.engagement.shape == (300, learner.engagement_.n_trees_)
+    engagement = learner.engagement_
+    np.testing.assert_allclose(
+        engagement.engage_probability(rows, paths.engagement),
+        engagement.engage_probability(rows),
+        rtol=0,
+        atol=1e-12,
+    )
+    tau, gains = learner.uplift_and_gains(rows)
+    tau_leaves, gains_leaves = learner.uplift_and_gains(rows, paths=paths)
+    for ours, lightgbm in ((tau_leaves, tau), *zip(gains_leaves, gains, strict=True)):
+        np.testing.assert_allclose(ours, lightgbm, rtol=0, atol=1e-12)
+    # The reasons of a few rows, from the leaves kept for all of them.
+    few = np.arange(0, 300, 37)
+    np.testing.assert_allclose(
+        learner.contributions(rows[few], None, None, paths.take(few)),
+        learner.contributions(rows[few]),
+        rtol=0,
+        atol=1e-12,
     )

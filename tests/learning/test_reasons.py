@@ -48,7 +48,9 @@ def every_feature_pushes_up(
     model = learned.result.model
     rng = np.random.default_rng(0)
 
-    def contributions(X: np.ndarray, p_engage: object = None, gains: object = None) -> np.ndarray:
+    def contributions(
+        X: np.ndarray, p_engage: object = None, gains: object = None, paths: object = None
+    ) -> np.ndarray:
         return rng.uniform(0.1, 1.0, size=X.shape)
 
     monkeypatch.setattr(model.uplift_model, "contributions", contributions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 
@@ -78,6 +79,26 @@ def test_a_repeated_request_does_not_call_the_model(model: ScoringModel, monkeyp
     # The other channels' pairs are new: only they are scored.
     whole = rec.recommend(hcp_id=h, k=5)
     assert counting.pairs == asked + whole.n_candidates - first.n_candidates
+
+
+def test_a_new_hcp_costs_one_lightgbm_call_per_model(model: ScoringModel, monkeypatch) -> None:
+    """Scores and the served items' reasons come from one leaf lookup per model."""
+    assert model.uplift_model is not None
+    calls: list[bool] = []
+    predict = lgb.Booster.predict
+
+    def counting(self: lgb.Booster, *args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("pred_leaf")))
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.Booster, "predict", counting)
+    uplift = model.uplift_model
+    n_models = 2 if uplift.effect_unengaged_ is uplift.effect_engaged_ else 3
+    for cache_hcps in (0, 10):  # cache off, and a cache that has not seen the HCP
+        calls.clear()
+        answer = _recommender(model, cache_hcps).recommend(hcp_id=str(model.hcps.hcp_id[3]), k=5)
+        assert len(answer.items) >= 2 and all(item.reasons for item in answer.items)
+        assert calls == [True] * n_models
 
 
 def test_batches_larger_than_the_cache_bypass_it(model: ScoringModel) -> None:

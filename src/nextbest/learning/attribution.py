@@ -12,6 +12,11 @@ The attributions add up exactly: ``bias + contributions(X).sum(1)`` equals the
 raw score. They differ from Shapley values (they favour splits near the leaves)
 but rank the features that matter for a row in nearly the same order, which is
 all a reason needs.
+
+The leaf indices also give the score itself (the sum of the leaves' values), so
+a request asks LightGBM once per model for the leaves of all its candidate rows
+(:meth:`PathAttribution.paths`), scores them from those and explains the served
+ones from the same leaves, instead of a second LightGBM call for the reasons.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ class PathAttribution:
     row ``offset_[t] + leaf`` for ``leaf`` of tree ``t`` (unused slots credit 0
     to feature 0). Summing over a row's trees is then one ``bincount``.
     ``bias_`` is the sum of the trees' root values (the raw score of a row that
-    no split distinguishes).
+    no split distinguishes); ``leaf_value_`` is each leaf's output, in the same
+    numbering.
     """
 
     def __init__(self, booster: lgb.Booster, *, num_iteration: int | None = None) -> None:
@@ -43,6 +49,7 @@ class PathAttribution:
         self.num_iteration = len(trees)
         self.n_features = n_features
         tables: list[np.ndarray] = []
+        values: list[np.ndarray] = []
         offsets = np.zeros(len(trees), dtype=np.int64)
         bias = 0.0
         total = 0
@@ -50,14 +57,17 @@ class PathAttribution:
             root = info["tree_structure"]
             n_leaves = int(info["num_leaves"])
             table = np.zeros((n_leaves, n_features), dtype=np.float64)
+            value = np.zeros(n_leaves, dtype=np.float64)
             if "leaf_value" in root and "split_index" not in root:
                 bias += float(root["leaf_value"])
+                value[0] = float(root["leaf_value"])
             else:
                 bias += float(root["internal_value"])
-                _walk(root, np.zeros(n_features), table)
+                _walk(root, np.zeros(n_features), table, value)
             offsets[t] = total
             total += n_leaves
             tables.append(table)
+            values.append(value)
         table = np.vstack(tables) if tables else np.zeros((0, n_features))
         depth = max(int((table != 0).sum(axis=1).max()) if len(table) else 0, 1)
         self.features_ = np.zeros((len(table), depth), dtype=np.int64)
@@ -68,7 +78,13 @@ class PathAttribution:
             self.credits_[leaf, : len(used)] = table[leaf, used]
         self.offset_ = offsets
         self.bias_ = bias
+        self.leaf_value_ = np.concatenate(values) if values else np.zeros(0)
         self._booster = booster
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "leaf_value_" not in state:  # pickled before leaf values were kept
+            self.__init__(state["_booster"], num_iteration=state["num_iteration"])  # type: ignore[misc]
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """Leaf index of each row in each tree, shape ``(n_rows, n_trees)``."""
@@ -78,21 +94,39 @@ class PathAttribution:
             dtype=np.int64,
         ).reshape(len(X), -1)
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the raw score, shape ``(n_rows, n_features)``."""
+    def paths(self, X: np.ndarray) -> np.ndarray:
+        """The leaf of each row in each tree, numbered as the tables are: ``(n_rows, n_trees)``.
+
+        What :meth:`raw` and :meth:`contributions` need, from one LightGBM call.
+        """
+        return self.leaves(X) + self.offset_[None, :]
+
+    def raw(self, paths: np.ndarray) -> np.ndarray:
+        """The raw score of the rows whose :meth:`paths` these are, shape ``(n_rows,)``."""
+        return np.asarray(self.leaf_value_[paths].sum(axis=1))
+
+    def contributions(self, X: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
+        """Per-feature contributions to the raw score, shape ``(n_rows, n_features)``.
+
+        ``paths`` (:meth:`paths` of ``X``) spares asking LightGBM for the leaves again.
+        """
         if len(X) == 0 or self.num_iteration == 0:
             return np.zeros((len(X), self.n_features))
-        index = self.leaves(X) + self.offset_[None, :]  # (n, n_trees)
+        index = self.paths(X) if paths is None else paths  # (n, n_trees)
         n, width = len(X), self.n_features
         slot = self.features_[index] + (np.arange(n) * width)[:, None, None]
         total = np.bincount(slot.ravel(), weights=self.credits_[index].ravel(), minlength=n * width)
         return total.reshape(n, width)
 
 
-def _walk(node: dict[str, Any], credit: np.ndarray, table: np.ndarray) -> None:
+def _walk(
+    node: dict[str, Any], credit: np.ndarray, table: np.ndarray, leaf_values: np.ndarray
+) -> None:
     """Depth-first: ``credit`` is what the path so far has credited per feature."""
     if "split_index" not in node:
-        table[int(node.get("leaf_index", 0))] = credit
+        leaf = int(node.get("leaf_index", 0))
+        table[leaf] = credit
+        leaf_values[leaf] = float(node["leaf_value"])
         return
     feature = int(node["split_feature"])
     here = float(node["internal_value"])
@@ -103,4 +137,4 @@ def _walk(node: dict[str, Any], credit: np.ndarray, table: np.ndarray) -> None:
         )
         step = credit.copy()
         step[feature] += value - here
-        _walk(child, step, table)
+        _walk(child, step, table, leaf_values)

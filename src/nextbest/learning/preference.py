@@ -144,14 +144,21 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         p = self.engage_probability(X)
         return np.column_stack([1.0 - p, p])
 
-    def engage_probability(self, X: np.ndarray) -> np.ndarray:
-        """P(engaged) for prepared float32 rows, shape ``(n_rows,)``; the serving hot path."""
-        # The Booster directly: the scikit-learn wrapper's checks cost more than
-        # the prediction itself for the ~200 rows of one request.
-        threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
-        # Artifacts from before early stopping existed use every tree.
-        trees = getattr(self, "n_trees_", None)
-        raw = np.asarray(self.booster_.booster_.predict(X, num_iteration=trees, **threads))
+    def engage_probability(self, X: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
+        """P(engaged) for prepared float32 rows, shape ``(n_rows,)``; the serving hot path.
+
+        ``paths`` (``attribution_.paths(X)``): score from those leaves, no LightGBM call.
+        """
+        if paths is not None:
+            # The binary objective's link: LightGBM's own predict applies the same.
+            raw = 1.0 / (1.0 + np.exp(-self.attribution_.raw(paths)))
+        else:
+            # The Booster directly: the scikit-learn wrapper's checks cost more than
+            # the prediction itself for the ~200 rows of one request.
+            threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
+            # Artifacts from before early stopping existed use every tree.
+            trees = getattr(self, "n_trees_", None)
+            raw = np.asarray(self.booster_.booster_.predict(X, num_iteration=trees, **threads))
         if self.calibrator_ is None:
             return np.asarray(raw)
         # The isotonic map is piecewise linear between its thresholds and clipped
@@ -165,9 +172,10 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         check_is_fitted(self, "booster_")
         return np.asarray(self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)])
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
+    def contributions(self, X: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
         """Per-feature contributions to the raw (logit) score, shape ``(n_rows, n_features)``.
 
-        Path attributions precomputed at fit time (see :mod:`nextbest.learning.attribution`).
+        Path attributions precomputed at fit time (see :mod:`nextbest.learning.attribution`);
+        ``paths`` as for :meth:`engage_probability`.
         """
-        return self.attribution_.contributions(X)
+        return self.attribution_.contributions(X, paths)

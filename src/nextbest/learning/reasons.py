@@ -282,7 +282,7 @@ def explain(
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
     ``scores`` are the items' own (``ScoringModel.score_rows`` of the same rows;
-    the uplift model's gains in them are reused, not predicted again). One contributions
+    the uplift model's gains and leaves in them are reused, not predicted again). One contributions
     call covers all items. Returns ``n`` lists of at least one sentence each: the
     expected value first, then at most one sentence per fact, each from a feature
     that pushed the item's score up and phrased as support for it.
@@ -291,7 +291,7 @@ def explain(
         return []
     uplift, p_engage = scores.uplift, scores.p_engage
     if model.uplift_model is not None:
-        contrib = model.uplift_model.contributions(X, p_engage, scores.gains)
+        contrib = model.uplift_model.contributions(X, p_engage, scores.gains, scores.paths)
     else:
         contrib = model.engagement.contributions(X)
     names = model.space.feature_names

@@ -17,12 +17,16 @@ import pandas as pd
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
-from nextbest.learning.uplift import EngagementStratifiedUplift
+from nextbest.learning.uplift import EngagementStratifiedUplift, Paths
 
 # The layout of a pickled ScoringModel (its fields and those of the learners it
 # holds). Bump it whenever a change makes older pickles unusable, so a registry
 # version from before the change is refused with a clear message, not a traceback.
 ARTIFACT_FORMAT = 1
+
+# Blocks of at most this many rows keep their leaves (see ScoringModel.score_rows):
+# one request's candidates, not a batch's, whose leaves would take megabytes.
+PATH_ROWS = 1024
 
 UPLIFT_MODEL = "uplift_model"
 PREFERENCE_X_VALUE = "preference_x_value"
@@ -36,11 +40,17 @@ class Scores:
     uplift: np.ndarray
     # The uplift model's (g_1, g_0), kept so reasons need not predict them again.
     gains: tuple[np.ndarray, np.ndarray] | None = None
+    # The leaves the pairs reached in the uplift model's trees, kept (for blocks
+    # of at most PATH_ROWS pairs) so reasons need not ask LightGBM for them again.
+    paths: Paths | None = None
 
     def take(self, index: np.ndarray) -> Scores:
         """The scores of the pairs at ``index``."""
         gains = None if self.gains is None else (self.gains[0][index], self.gains[1][index])
-        return Scores(p_engage=self.p_engage[index], uplift=self.uplift[index], gains=gains)
+        paths = None if self.paths is None else self.paths.take(index)
+        return Scores(
+            p_engage=self.p_engage[index], uplift=self.uplift[index], gains=gains, paths=paths
+        )
 
 
 @dataclass
@@ -140,9 +150,26 @@ class ScoringModel:
         """
         return self.lever_weight[action_rows] * uplift - self.lever_charge[action_rows]
 
-    def score_rows(self, X: np.ndarray, action_rows: np.ndarray) -> Scores:
-        p_engage = self.engagement.engage_probability(X)
-        if self.uplift_model is not None:
-            uplift, gains = self.uplift_model.uplift_and_gains(X, p_engage)
-            return Scores(p_engage=p_engage, uplift=uplift, gains=gains)
-        return Scores(p_engage=p_engage, uplift=p_engage * self.action_value[action_rows])
+    def score_rows(
+        self, X: np.ndarray, action_rows: np.ndarray, *, keep_paths: bool | None = None
+    ) -> Scores:
+        """Scores of the pairs whose model rows are ``X``.
+
+        With ``keep_paths`` (default: for at most ``PATH_ROWS`` rows, one request's
+        candidates) the uplift model's scores come from the leaves the rows reach
+        (one LightGBM call per model, as for a prediction), and the leaves are
+        kept in the scores for the reasons of the served items. Either way the
+        scores are the same, up to the order of summing the trees (~1e-16).
+        """
+        uplift_model = self.uplift_model
+        if uplift_model is None:
+            p_engage = self.engagement.engage_probability(X)
+            return Scores(p_engage=p_engage, uplift=p_engage * self.action_value[action_rows])
+        if keep_paths is None:
+            keep_paths = len(X) <= PATH_ROWS
+        paths = uplift_model.paths(X) if keep_paths else None
+        p_engage = self.engagement.engage_probability(
+            X, None if paths is None else paths.engagement
+        )
+        uplift, gains = uplift_model.uplift_and_gains(X, p_engage, paths)
+        return Scores(p_engage=p_engage, uplift=uplift, gains=gains, paths=paths)

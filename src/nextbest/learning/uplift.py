@@ -38,7 +38,7 @@ has the comparison.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -55,6 +55,18 @@ MIN_CALIBRATION_ROWS = 500
 MIN_ROWS_PER_ACTION_MEAN = 30
 # A stage's leaves hold at most 1/50 (2%) of its rows, whatever min_child_samples says.
 MIN_LEAF_SHARE_INVERSE = 50
+
+
+class Paths(NamedTuple):
+    """The leaves some rows reach in each model of the uplift (``attribution_.paths``)."""
+
+    engagement: np.ndarray
+    engaged: np.ndarray
+    unengaged: np.ndarray
+
+    def take(self, index: np.ndarray) -> Paths:
+        """The paths of the rows at ``index``."""
+        return Paths(*(part[index] for part in self))
 
 
 class BoostedStage:
@@ -129,7 +141,10 @@ class BoostedStage:
         self.attribution_ = PathAttribution(self.booster_, num_iteration=self.n_trees_)
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
+        """Predictions for rows ``X``; from their leaves if given ``attribution_.paths(X)``."""
+        if paths is not None:
+            return self.attribution_.raw(paths)
         threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
         return np.asarray(self.booster_.predict(X, num_iteration=self.n_trees_, **threads))
 
@@ -377,12 +392,29 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         """``predict`` without input checks (serving hot path); pass ``p_engage`` if known."""
         return self.uplift_and_gains(X, p_engage)[0]
 
+    def paths(self, X: np.ndarray) -> Paths:
+        """The leaves rows ``X`` reach in each model of ``tau``: one LightGBM call per model.
+
+        Passed to :meth:`uplift_and_gains` and :meth:`contributions`, they spare
+        both from calling LightGBM again.
+        """
+        engaged = self.effect_engaged_.attribution_.paths(X)
+        unengaged = (
+            engaged
+            if self.effect_unengaged_ is self.effect_engaged_
+            else self.effect_unengaged_.attribution_.paths(X)
+        )
+        return Paths(self.engagement_.attribution_.paths(X), engaged, unengaged)
+
     def uplift_and_gains(
-        self, X: np.ndarray, p_engage: np.ndarray | None = None
+        self, X: np.ndarray, p_engage: np.ndarray | None = None, paths: Paths | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """``(uplift, (g_1, g_0))``: the gains come back for :meth:`contributions` to reuse."""
-        p = self.engagement_.engage_probability(X) if p_engage is None else p_engage
-        g1, g0 = self.gains(X)
+        if p_engage is not None:
+            p = p_engage
+        else:
+            p = self.engagement_.engage_probability(X, None if paths is None else paths.engagement)
+        g1, g0 = self.gains(X, paths)
         tau = np.asarray(p * g1 + (1.0 - p) * g0)
         centre = self._action_mean(X)
         if centre is None:
@@ -397,10 +429,13 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             return None
         return _per_action(X[:, self.action_column], means, np.nan)
 
-    def gains(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def gains(self, X: np.ndarray, paths: Paths | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(g_1, g_0)``: incremental outcome when engaged / not engaged, each ``(n,)``."""
-        g1 = self.effect_engaged_.predict(X) * self._scale_of(X)
-        return g1, self.effect_unengaged_.predict(X)
+        if paths is None:
+            g1 = self.effect_engaged_.predict(X)
+            return g1 * self._scale_of(X), self.effect_unengaged_.predict(X)
+        g1 = self.effect_engaged_.predict(X, paths.engaged)
+        return g1 * self._scale_of(X), self.effect_unengaged_.predict(X, paths.unengaged)
 
     def _scale_of(self, X: np.ndarray) -> np.ndarray | float:
         scale = getattr(self, "action_scale_", None)  # artifacts from before scaling existed
@@ -417,22 +452,31 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         X: np.ndarray,
         p_engage: np.ndarray | None = None,
         gains: tuple[np.ndarray, np.ndarray] | None = None,
+        paths: Paths | None = None,
     ) -> np.ndarray:
         """Per-feature contributions to the uplift, shape ``(n_rows, n_features)``.
 
         The outcome stages' path attributions weighted as in ``tau``, plus the
         engagement model's (on the logit scale) times ``d tau / d logit =
         (g_1 - g_0) p (1 - p)``: a first-order split of ``tau`` over features.
-        ``p_engage`` and ``gains`` (from :meth:`uplift_and_gains`) spare predicting again.
+        ``p_engage`` and ``gains`` (from :meth:`uplift_and_gains`) spare predicting
+        again, ``paths`` (:meth:`paths` of ``X``) asking LightGBM for the leaves.
         """
-        p = self.engagement_.engage_probability(X) if p_engage is None else p_engage
-        g1, g0 = self.gains(X) if gains is None else gains
+        paths = self.paths(X) if paths is None else paths
+        if p_engage is None:
+            p_engage = self.engagement_.engage_probability(X, paths.engagement)
+        p = p_engage
+        g1, g0 = self.gains(X, paths) if gains is None else gains
         scale = self._scale_of(X)
-        out = (p * scale)[:, None] * self.effect_engaged_.attribution_.contributions(X)
+        out = (p * scale)[:, None] * self.effect_engaged_.attribution_.contributions(
+            X, paths.engaged
+        )
         if self.effect_unengaged_ is not self.effect_engaged_:
-            out += (1.0 - p)[:, None] * self.effect_unengaged_.attribution_.contributions(X)
+            out += (1.0 - p)[:, None] * self.effect_unengaged_.attribution_.contributions(
+                X, paths.unengaged
+            )
         slope = (g1 - g0) * p * (1.0 - p)
-        out += slope[:, None] * self.engagement_.contributions(X)
+        out += slope[:, None] * self.engagement_.contributions(X, paths.engagement)
         centre = self._action_mean(X)
         if centre is not None:
             # Shrinking towards the action's mean scales every deviation alike.

@@ -87,14 +87,18 @@ class PairCache:
             known = self._known[slot, pair_a]
             values = self._values[:, slot, pair_a]  # a copy: fancy indexing
         miss = np.flatnonzero(~known)
-        if len(miss):
-            values[:, miss] = _stack(model.score(hcp_rows[pair_h[miss]], pair_a[miss]))
-            with self._lock:
-                # Another thread may have evicted an HCP meanwhile: store only where
-                # the slot still belongs to the HCP the values are for.
-                mine = miss[self._owner[slot[miss]] == hcp_rows[pair_h[miss]]]
-                self._values[:, slot[mine], pair_a[mine]] = values[:, mine]
-                self._known[slot[mine], pair_a[mine]] = True
+        if not len(miss):
+            return _unstack(values), 0
+        fresh = model.score(hcp_rows[pair_h[miss]], pair_a[miss])
+        values[:, miss] = _stack(fresh)
+        with self._lock:
+            # Another thread may have evicted an HCP meanwhile: store only where
+            # the slot still belongs to the HCP the values are for.
+            mine = miss[self._owner[slot[miss]] == hcp_rows[pair_h[miss]]]
+            self._values[:, slot[mine], pair_a[mine]] = values[:, mine]
+            self._known[slot[mine], pair_a[mine]] = True
+        if len(miss) == len(pair_a):
+            return fresh, len(miss)  # all new: with the leaves the reasons can reuse
         return _unstack(values), len(miss)
 
     def explain(
