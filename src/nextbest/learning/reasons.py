@@ -255,7 +255,7 @@ def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | No
     column = model.metadata.get("segment_column")
     if not table or not column:
         return None
-    segment = str(model.hcps[column].iat[hcp_row])
+    segment = str(model.hcp_text(column)[hcp_row])
     channel = str(model.action_channel_name[action])
     found = table.get(f"{segment}|{channel}")
     if found is None:
@@ -282,8 +282,8 @@ def explain(
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
     ``scores`` are the items' own (``ScoringModel.score_rows`` of the same rows;
-    the uplift model's gains and leaves in them are reused, not predicted again). One contributions
-    call covers all items. Returns ``n`` lists of at least one sentence each: the
+    the uplift model's gains and leaves in them are reused, not predicted again).
+    One contributions call covers all items. Returns ``n`` lists of at least one sentence each: the
     expected value first, then at most one sentence per fact, each from a feature
     that pushed the item's score up and phrased as support for it.
     """
@@ -294,7 +294,7 @@ def explain(
         contrib = model.uplift_model.contributions(X, p_engage, scores.gains, scores.paths)
     else:
         contrib = model.engagement.contributions(X)
-    names = model.space.feature_names
+    names = model.feature_names
     segment_column = str(model.metadata.get("segment_column") or "")
     order = np.argsort(-contrib, axis=1, kind="stable")
     n_positive = (contrib > 0).sum(axis=1)
@@ -341,5 +341,5 @@ def explain(
 def _display_value(model: ScoringModel, feature: str, value: float, hcp_row: int) -> float | str:
     """Categorical HCP attributes are stored as codes; show their names."""
     if feature in model.space.categorical_hcp_columns:
-        return str(model.hcps[feature].iat[hcp_row])
+        return str(model.hcp_text(feature)[hcp_row])
     return value

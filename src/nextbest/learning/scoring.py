@@ -85,7 +85,9 @@ class ScoringModel:
         self.action_cost = self.catalog["cost"].to_numpy(dtype=np.float64)
         self.action_channel_name = self.catalog["channel"].astype(str).to_numpy()
         self.action_topic_name = self.catalog["topic"].astype(str).to_numpy()
-        self.feature_position = {name: j for j, name in enumerate(self.space.feature_names)}
+        self.feature_names = self.space.feature_names
+        self.feature_position = {name: j for j, name in enumerate(self.feature_names)}
+        self._hcp_text: dict[str, np.ndarray] = {}
         weight, cost_weight, offset = self.levers.per_action(self.catalog)
         self.lever_weight = weight
         # Cost and offset are per action only, so they fold into one term.
@@ -105,7 +107,9 @@ class ScoringModel:
             "lever_charge",
             "action_channel_name",
             "action_topic_name",
+            "feature_names",
             "feature_position",
+            "_hcp_text",
         ):
             state.pop(derived, None)
         return state
@@ -122,6 +126,14 @@ class ScoringModel:
     @property
     def n_actions(self) -> int:
         return len(self.catalog)
+
+    def hcp_text(self, column: str) -> np.ndarray:
+        """An HCP attribute as strings, one per snapshot row (kept: reasons read it per item)."""
+        found = self._hcp_text.get(column)
+        if found is None:
+            found = self.hcps[column].astype(str).to_numpy(dtype=object)
+            self._hcp_text[column] = found
+        return found
 
     def hcp_row(self, hcp_id: str) -> int | None:
         """Row of ``hcp_id`` in the snapshot, or None when the model does not know it."""
