@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         "log; while the store is that far behind, requests are refused with 503 (nothing is "
         "served unlogged, and a stalled database cannot grow the process without limit).",
     )
+    log_max_wait_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="A batch call or rep plan that finds the log's backlog full waits up to "
+        "this long for room before it is refused with 503, so callers faster than the store "
+        "are slowed to its pace; single recommendations (on the event loop) are refused at once.",
+    )
     score_cache_pairs: int = Field(
         default=2_000_000,
         ge=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -153,3 +154,60 @@ def test_a_stalled_store_refuses_answers_beyond_the_backlog_and_loses_none(
     engine.dispose()
     with pytest.raises(ValueError, match="max_backlog"):
         RecommendationLog(sessions, flush_ms=1, max_backlog=0)
+    with pytest.raises(ValueError, match="max_wait_s"):
+        RecommendationLog(sessions, flush_ms=1, max_wait_s=-1)
+
+
+def test_a_call_that_may_wait_is_slowed_to_the_stores_pace_not_refused(
+    model, trained, tmp_path
+) -> None:
+    import threading
+
+    from nextbest.errors import LogBacklogFullError
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'behind.db'}")
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    gated = GatedSessions(sessions)
+    log = RecommendationLog(gated, flush_ms=1, max_backlog=20, max_wait_s=30)  # type: ignore[arg-type]
+    recommender = Recommender(
+        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:30]), k=1)
+    log.write(recs[:20], recommender=recommender, requester="test")
+    outcome: list[object] = []
+
+    def batch() -> None:
+        try:
+            log.write(recs[20:30], recommender=recommender, requester="test", may_wait=True)
+            outcome.append("queued")
+        except LogBacklogFullError as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=batch)
+    waiting.start()
+    waiting.join(timeout=0.5)
+    assert waiting.is_alive() and not outcome  # waits for room instead of refusing
+    with pytest.raises(LogBacklogFullError):  # a caller that may not wait is refused at once
+        log.write(recs[20:21], recommender=recommender, requester="test")
+    gated.gate.set()  # the store catches up: the waiting call gets its room
+    waiting.join(timeout=30)
+    assert outcome == ["queued"]
+    log.close()
+    with sessions() as session:
+        stored = {r for (r,) in session.query(Recommendation.recommendation_id)}
+    assert stored == {r.recommendation_id for r in recs}
+
+    # A store that does not catch up in time: refused after the wait, nothing queued.
+    stalled = GatedSessions(sessions)
+    short = RecommendationLog(stalled, flush_ms=1, max_backlog=5, max_wait_s=0.3)  # type: ignore[arg-type]
+    more, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:6]), k=1)
+    short.write(more[:5], recommender=recommender, requester="again")
+    start = time.monotonic()
+    with pytest.raises(LogBacklogFullError, match=r"at most 5\) after waiting 0.3 s"):
+        short.write(more[5:], recommender=recommender, requester="again", may_wait=True)
+    assert time.monotonic() - start >= 0.3
+    stalled.gate.set()
+    short.close()
+    assert short.written == 5
+    engine.dispose()

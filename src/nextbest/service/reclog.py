@@ -12,7 +12,10 @@ is committed before it is acknowledged.
 The queue is bounded (``max_backlog`` answers): if the store falls that far
 behind (a stalled database), further answers are refused with
 :class:`~nextbest.errors.LogBacklogFullError` instead of growing the process
-without limit; nothing is served unlogged.
+without limit; nothing is served unlogged. A caller that may block (a batch
+call in the thread pool, not a request on the event loop) first waits up to
+``max_wait_s`` for room: calls arriving faster than the store takes them are
+slowed down to its pace rather than refused.
 """
 
 from __future__ import annotations
@@ -48,15 +51,23 @@ class RecommendationLog:
     """Writes served recommendations to the store; thread-safe."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], *, flush_ms: float = 0.0, max_backlog: int = 10_000
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        flush_ms: float = 0.0,
+        max_backlog: int = 10_000,
+        max_wait_s: float = 0.0,
     ) -> None:
         if flush_ms < 0:
             raise ValueError(f"flush_ms must be >= 0, got {flush_ms}")
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self.sessions = sessions
         self.flush_ms = flush_ms
         self.max_backlog = max_backlog
+        self.max_wait_s = max_wait_s
         self._backlog = 0  # answers queued, not yet committed
         self.dropped = 0
         self.written = 0
@@ -73,28 +84,45 @@ class RecommendationLog:
         return self._thread is not None
 
     def write(
-        self, recommendations: Sequence[Recommendation], *, recommender: Recommender, requester: str
+        self,
+        recommendations: Sequence[Recommendation],
+        *,
+        recommender: Recommender,
+        requester: str,
+        may_wait: bool = False,
     ) -> None:
         """Log ``recommendations``; returns after the commit unless batching.
 
         Raises :class:`LogBacklogFullError` (batching only) when the queue already
-        holds ``max_backlog`` answers: nothing of this call is queued.
+        holds ``max_backlog`` answers: nothing of this call is queued. With
+        ``may_wait`` (a caller that may block its thread), it first waits up to
+        ``max_wait_s`` for the writer to make room.
         """
         if not recommendations:
             return
         if self._thread is None:
             self._commit([(recommendations, recommender, requester)])
             return
+        n = len(recommendations)
         with self._idle:
-            if self._backlog + len(recommendations) > self.max_backlog and self._backlog:
-                _REFUSED.inc(len(recommendations))
+            if may_wait and self._full(n):
+                deadline = time.monotonic() + self.max_wait_s
+                while self._full(n) and (left := deadline - time.monotonic()) > 0:
+                    self._idle.wait(left)  # the writer notifies after each commit
+            if self._full(n):
+                _REFUSED.inc(n)
+                waited = f" after waiting {self.max_wait_s:g} s" if may_wait else ""
                 raise LogBacklogFullError(
                     f"the recommendation log store is behind: answers waiting to be logged: "
-                    f"{self._backlog} (at most {self.max_backlog}); retry shortly"
+                    f"{self._backlog} (at most {self.max_backlog}){waited}; retry shortly"
                 )
             self._pending += 1
-            self._backlog += len(recommendations)
+            self._backlog += n
         self._queue.put((recommendations, recommender, requester))
+
+    def _full(self, n: int) -> bool:
+        """No room for ``n`` more answers (called under ``_idle``); an empty queue takes any."""
+        return self._backlog + n > self.max_backlog and self._backlog > 0
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed; False on timeout."""

@@ -95,7 +95,10 @@ class ServingRuntime:
         self.sessions = sessions
         self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
         self.reclog = RecommendationLog(
-            sessions, flush_ms=settings.log_flush_ms, max_backlog=settings.log_max_backlog
+            sessions,
+            flush_ms=settings.log_flush_ms,
+            max_backlog=settings.log_max_backlog,
+            max_wait_s=settings.log_max_wait_s,
         )
         self._recommender: Recommender | None = None
         self._reload_lock = threading.Lock()

@@ -119,7 +119,8 @@ def recommend_batch(
     recs, unknown = recommender.recommend_many(
         hcp_ids=hcp_ids, k=k, channel=channel, purpose=purpose, on=now, history=history
     )
-    log.write(recs, recommender=recommender, requester=requester)
+    # Batch calls run in the thread pool: one may wait for room in the log.
+    log.write(recs, recommender=recommender, requester=requester, may_wait=True)
     return recs, unknown
 
 
@@ -142,5 +143,10 @@ def rep_call_plan(
     plan = recommender.rep_plan(
         rep_id=rep_id, territory_id=territory_id, capacity=capacity, on=now, history=history
     )
-    log.write([*plan.suggestions, *plan.held_out], recommender=recommender, requester=requester)
+    log.write(
+        [*plan.suggestions, *plan.held_out],
+        recommender=recommender,
+        requester=requester,
+        may_wait=True,
+    )
     return plan
