@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nextbest import registry
+from nextbest.learning import scoring
 from nextbest.learning.scoring import Scores, ScoringModel
 from nextbest.policy.exploration import EpsilonGreedy
 from nextbest.service import score_cache
@@ -99,6 +100,24 @@ def test_a_new_hcp_costs_one_lightgbm_call_per_model(model: ScoringModel, monkey
         answer = _recommender(model, cache_hcps).recommend(hcp_id=str(model.hcps.hcp_id[3]), k=5)
         assert len(answer.items) >= 2 and all(item.reasons for item in answer.items)
         assert calls == [True] * n_models
+
+
+def test_small_blocks_keep_their_leaves_and_score_as_lightgbm_does(
+    model: ScoringModel, monkeypatch
+) -> None:
+    assert model.uplift_model is not None
+    hcps = np.repeat(np.arange(3), model.n_actions)
+    actions = np.tile(np.arange(model.n_actions), 3)
+    X = model.rows(hcps, actions)
+    kept = model.score_rows(X, actions)
+    plain = model.score_rows(X, actions, keep_paths=False)
+    assert kept.paths is not None and plain.paths is None
+    assert kept.paths.engagement.shape == (len(X), model.engagement.n_trees_)
+    for ours, lightgbm in ((kept.uplift, plain.uplift), (kept.p_engage, plain.p_engage)):
+        np.testing.assert_allclose(ours, lightgbm, rtol=0, atol=1e-12)
+    # A block with more leaves than the limit (a batch) predicts without keeping them.
+    monkeypatch.setattr(scoring, "PATH_CELLS", len(X) * model.uplift_model.n_path_trees - 1)
+    assert model.score_rows(X, actions).paths is None
 
 
 def test_batches_larger_than_the_cache_bypass_it(model: ScoringModel) -> None:

@@ -24,9 +24,10 @@ from nextbest.learning.uplift import EngagementStratifiedUplift, Paths
 # version from before the change is refused with a clear message, not a traceback.
 ARTIFACT_FORMAT = 1
 
-# Blocks of at most this many rows keep their leaves (see ScoringModel.score_rows):
-# one request's candidates, not a batch's, whose leaves would take megabytes.
-PATH_ROWS = 1024
+# Blocks whose leaves number at most this many (rows x trees of the uplift model)
+# keep them (see ScoringModel.score_rows): 16 MB at most, one request's
+# candidates even on a model of thousands of trees, not a batch's.
+PATH_CELLS = 2_000_000
 
 UPLIFT_MODEL = "uplift_model"
 PREFERENCE_X_VALUE = "preference_x_value"
@@ -41,7 +42,7 @@ class Scores:
     # The uplift model's (g_1, g_0), kept so reasons need not predict them again.
     gains: tuple[np.ndarray, np.ndarray] | None = None
     # The leaves the pairs reached in the uplift model's trees, kept (for blocks
-    # of at most PATH_ROWS pairs) so reasons need not ask LightGBM for them again.
+    # of at most PATH_CELLS leaves) so reasons need not ask LightGBM for them again.
     paths: Paths | None = None
 
     def take(self, index: np.ndarray) -> Scores:
@@ -167,18 +168,19 @@ class ScoringModel:
     ) -> Scores:
         """Scores of the pairs whose model rows are ``X``.
 
-        With ``keep_paths`` (default: for at most ``PATH_ROWS`` rows, one request's
-        candidates) the uplift model's scores come from the leaves the rows reach
-        (one LightGBM call per model, as for a prediction), and the leaves are
-        kept in the scores for the reasons of the served items. Either way the
-        scores are the same, up to the order of summing the trees (~1e-16).
+        With ``keep_paths`` (default: when the leaves number at most ``PATH_CELLS``,
+        as for one request's candidates) the uplift model's scores come from the
+        leaves the rows reach (one LightGBM call per model, a little cheaper than
+        a prediction), and the leaves are kept in the scores for the reasons of the
+        served items. Either way the scores are the same, up to the order of
+        summing the trees (~1e-16).
         """
         uplift_model = self.uplift_model
         if uplift_model is None:
             p_engage = self.engagement.engage_probability(X)
             return Scores(p_engage=p_engage, uplift=p_engage * self.action_value[action_rows])
         if keep_paths is None:
-            keep_paths = len(X) <= PATH_ROWS
+            keep_paths = len(X) * uplift_model.n_path_trees <= PATH_CELLS
         paths = uplift_model.paths(X) if keep_paths else None
         p_engage = self.engagement.engage_probability(
             X, None if paths is None else paths.engagement

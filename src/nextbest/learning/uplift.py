@@ -392,6 +392,14 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         """``predict`` without input checks (serving hot path); pass ``p_engage`` if known."""
         return self.uplift_and_gains(X, p_engage)[0]
 
+    @property
+    def n_path_trees(self) -> int:
+        """Trees :meth:`paths` reports a leaf of, per row (over all its models)."""
+        stages = [self.engagement_, self.effect_engaged_]
+        if self.effect_unengaged_ is not self.effect_engaged_:
+            stages.append(self.effect_unengaged_)
+        return sum(int(stage.attribution_.num_iteration) for stage in stages)
+
     def paths(self, X: np.ndarray) -> Paths:
         """The leaves rows ``X`` reach in each model of ``tau``: one LightGBM call per model.
 
