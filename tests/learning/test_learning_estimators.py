@@ -225,6 +225,8 @@ def test_scores_from_the_leaves_equal_lightgbms_predictions() -> None:
     tau_leaves, gains_leaves = learner.uplift_and_gains(rows, paths=paths)
     for ours, lightgbm in ((tau_leaves, tau), *zip(gains_leaves, gains, strict=True)):
         np.testing.assert_allclose(ours, lightgbm, rtol=0, atol=1e-12)
+    assert learner.contributions(rows[:0]).shape == (0, rows.shape[1])
+    assert learner.uplift_and_gains(rows[:0], paths=learner.paths(rows[:0]))[0].shape == (0,)
     # The reasons of a few rows, from the leaves kept for all of them.
     few = np.arange(0, 300, 37)
     np.testing.assert_allclose(

@@ -88,6 +88,8 @@ class PathAttribution:
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """Leaf index of each row in each tree, shape ``(n_rows, n_trees)``."""
+        if len(X) == 0:
+            return np.zeros((0, self.num_iteration), dtype=np.int64)
         threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
         return np.asarray(
             self._booster.predict(X, pred_leaf=True, num_iteration=self.num_iteration, **threads),
