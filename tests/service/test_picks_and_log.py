@@ -46,10 +46,28 @@ def test_picks_honour_cooldowns_and_the_channel_limit(model) -> None:
     assert limited.groupby("hcp_id").size().max() > 1
 
 
-def test_background_log_commits_on_flush_and_close(model, trained, tmp_path) -> None:
+@pytest.fixture
+def log_store(tmp_path):
+    """A migrated SQLite log store's session factory."""
     engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
     migrate(engine)
-    sessions = make_session_factory(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _greedy(model) -> Recommender:
+    return Recommender(
+        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+
+
+def _logged_ids(sessions) -> set[str]:
+    with sessions() as session:
+        return {r for (r,) in session.query(Recommendation.recommendation_id)}
+
+
+def test_background_log_commits_on_flush_and_close(model, trained, log_store) -> None:
+    sessions = log_store
     recommender = Recommender(
         model=model,
         version=trained.version,
@@ -69,7 +87,6 @@ def test_background_log_commits_on_flush_and_close(model, trained, tmp_path) -> 
     with sessions() as session:
         assert session.query(Recommendation).count() == 60
     assert log.written == 60 and log.dropped == 0
-    engine.dispose()
 
 
 def test_background_log_counts_what_it_could_not_write(model, trained, tmp_path) -> None:
@@ -118,18 +135,14 @@ class GatedSessions:
 
 
 def test_a_stalled_store_refuses_answers_beyond_the_backlog_and_loses_none(
-    model, trained, tmp_path
+    model, log_store
 ) -> None:
     from nextbest.errors import LogBacklogFullError
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'stalled.db'}")
-    migrate(engine)
-    sessions = make_session_factory(engine)
+    sessions = log_store
     gated = GatedSessions(sessions)
     log = RecommendationLog(gated, flush_ms=1, max_backlog=20)  # type: ignore[arg-type]
-    recommender = Recommender(
-        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
-    )
+    recommender = _greedy(model)
     recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:40]), k=1)
     for rec in recs[:20]:
         log.write([rec], recommender=recommender, requester="test")
@@ -141,9 +154,7 @@ def test_a_stalled_store_refuses_answers_beyond_the_backlog_and_loses_none(
     assert log.flush(timeout=10)
     log.write(recs[20:40], recommender=recommender, requester="test")  # room again
     log.close()
-    with sessions() as session:
-        stored = {r for (r,) in session.query(Recommendation.recommendation_id)}
-    assert stored == {r.recommendation_id for r in recs}
+    assert _logged_ids(sessions) == {r.recommendation_id for r in recs}
     assert log.written == 40 and log.dropped == 0
     # An empty queue takes one call bigger than the whole backlog.
     big = RecommendationLog(sessions, flush_ms=1, max_backlog=5)
@@ -151,28 +162,21 @@ def test_a_stalled_store_refuses_answers_beyond_the_backlog_and_loses_none(
     big.write(more, recommender=recommender, requester="again")
     big.close()
     assert big.written == 40
-    engine.dispose()
     with pytest.raises(ValueError, match="max_backlog"):
         RecommendationLog(sessions, flush_ms=1, max_backlog=0)
     with pytest.raises(ValueError, match="max_wait_s"):
         RecommendationLog(sessions, flush_ms=1, max_wait_s=-1)
 
 
-def test_a_call_that_may_wait_is_slowed_to_the_stores_pace_not_refused(
-    model, trained, tmp_path
-) -> None:
+def test_a_call_that_may_wait_is_slowed_to_the_stores_pace_not_refused(model, log_store) -> None:
     import threading
 
     from nextbest.errors import LogBacklogFullError
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'behind.db'}")
-    migrate(engine)
-    sessions = make_session_factory(engine)
+    sessions = log_store
     gated = GatedSessions(sessions)
     log = RecommendationLog(gated, flush_ms=1, max_backlog=20, max_wait_s=30)  # type: ignore[arg-type]
-    recommender = Recommender(
-        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
-    )
+    recommender = _greedy(model)
     recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:30]), k=1)
     log.write(recs[:20], recommender=recommender, requester="test")
     outcome: list[object] = []
@@ -194,9 +198,7 @@ def test_a_call_that_may_wait_is_slowed_to_the_stores_pace_not_refused(
     waiting.join(timeout=30)
     assert outcome == ["queued"]
     log.close()
-    with sessions() as session:
-        stored = {r for (r,) in session.query(Recommendation.recommendation_id)}
-    assert stored == {r.recommendation_id for r in recs}
+    assert _logged_ids(sessions) == {r.recommendation_id for r in recs}
 
     # A store that does not catch up in time: refused after the wait, nothing queued.
     stalled = GatedSessions(sessions)
@@ -210,4 +212,3 @@ def test_a_call_that_may_wait_is_slowed_to_the_stores_pace_not_refused(
     stalled.gate.set()
     short.close()
     assert short.written == 5
-    engine.dispose()

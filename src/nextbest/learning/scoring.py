@@ -179,9 +179,12 @@ class ScoringModel:
         if uplift_model is None:
             p_engage = self.engagement.engage_probability(X)
             return Scores(p_engage=p_engage, uplift=p_engage * self.action_value[action_rows])
+        # The leaves are the uplift model's own; its engagement model is ours (as
+        # training builds it), else P(engaged) must come from our model's predict.
+        shared = self.engagement is uplift_model.engagement_
         if keep_paths is None:
             keep_paths = len(X) * uplift_model.n_path_trees <= PATH_CELLS
-        paths = uplift_model.paths(X) if keep_paths else None
+        paths = uplift_model.paths(X) if keep_paths and shared else None
         p_engage = self.engagement.engage_probability(
             X, None if paths is None else paths.engagement
         )
