@@ -7,7 +7,9 @@ content by the purpose of the request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -17,6 +19,8 @@ from nextbest.learning.scoring import ScoringModel
 
 Purpose = Literal["promotional", "medical"]
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass
@@ -29,6 +33,16 @@ class EligibilityIndex:
     approved_until: np.ndarray  # (n_actions,) datetime64[ns], NaT = open-ended
     content_type: np.ndarray  # (n_actions,) str
     channel: np.ndarray  # (n_actions,) str
+    # Request-level masks by (approval windows open, closed, purpose, channel):
+    _masks: dict[tuple[int, int, str, str | None], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Whether an action is approved changes only where a window opens or closes,
+        # so how many have opened and closed by a moment names its approval mask.
+        self._opens = _sorted_ns(self.approved_from)
+        self._closes = _sorted_ns(self.approved_until)
 
     @classmethod
     def build(cls, model: ScoringModel) -> EligibilityIndex:
@@ -54,33 +68,41 @@ class EligibilityIndex:
             channel=channels,
         )
 
-    def approved(self, on: pd.Timestamp) -> np.ndarray:
+    def approved(self, on: datetime | date) -> np.ndarray:
         """Actions whose approval window contains ``on``, shape ``(n_actions,)``."""
-        day = np.datetime64(
-            pd.Timestamp(on).tz_localize(None) if pd.Timestamp(on).tzinfo else pd.Timestamp(on),
-            "ns",
-        )
+        day = np.datetime64(_ns(on), "ns")
         until_ok = np.isnat(self.approved_until) | (self.approved_until >= day)
         return (self.approved_from <= day) & until_ok
 
     def action_mask(
-        self, *, on: pd.Timestamp, purpose: str, channel: str | None = None
+        self, *, on: datetime | date, purpose: str, channel: str | None = None
     ) -> np.ndarray:
-        """Request-level rules (approval, purpose, channel filter), shape ``(n_actions,)``."""
-        mask = self.approved(on) & (self.content_type == purpose)
-        if channel is not None:
-            mask &= self.channel == channel
+        """Request-level rules (approval, purpose, channel filter), shape ``(n_actions,)``.
+
+        Read-only: computed once per approval period, purpose and channel, then
+        shared by every request that falls in the same period.
+        """
+        at = _ns(on)
+        # Opened: approved_from <= on; closed: approved_until < on (until is inclusive).
+        key = (bisect_right(self._opens, at), bisect_left(self._closes, at), purpose, channel)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self.approved(on) & (self.content_type == purpose)
+            if channel is not None:
+                mask &= self.channel == channel
+            mask.flags.writeable = False
+            self._masks[key] = mask
         return mask
 
     def mask(
-        self, hcp_rows: np.ndarray, *, on: pd.Timestamp, purpose: str, channel: str | None = None
+        self, hcp_rows: np.ndarray, *, on: datetime | date, purpose: str, channel: str | None = None
     ) -> np.ndarray:
         """Eligible actions per HCP, shape ``(len(hcp_rows), n_actions)``."""
         per_action = self.action_mask(on=on, purpose=purpose, channel=channel)
         return self.consent[hcp_rows] & self.specialty_ok[hcp_rows] & per_action[None, :]
 
     def reasons_excluded(
-        self, hcp_row: int, *, on: pd.Timestamp, purpose: str, channel: str | None = None
+        self, hcp_row: int, *, on: datetime | date, purpose: str, channel: str | None = None
     ) -> list[list[str]]:
         """For one HCP, why each action is excluded (empty list = eligible)."""
         approved = self.approved(on)
@@ -99,3 +121,18 @@ class EligibilityIndex:
                 why.append("not approved for this HCP's specialty")
             out.append(why)
         return out
+
+
+def _sorted_ns(moments: np.ndarray) -> list[int]:
+    """The set moments of a datetime64[ns] array as sorted integers (NaT left out)."""
+    return sorted(moments[~np.isnat(moments)].astype("int64").tolist())
+
+
+def _ns(on: datetime | date) -> int:
+    """Nanoseconds since the epoch of the wall time ``on``, as :meth:`approved` reads it."""
+    if isinstance(on, pd.Timestamp):
+        return int((on.tz_localize(None) if on.tzinfo else on).value)
+    if not isinstance(on, datetime):
+        return int(pd.Timestamp(on).value)
+    naive = on.replace(tzinfo=None) if on.tzinfo else on
+    return (naive - _EPOCH) // _MICROSECOND * 1000

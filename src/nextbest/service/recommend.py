@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 import numpy as np
-import pandas as pd
 
 from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import explain
@@ -533,6 +532,6 @@ class Recommender:
         return out
 
 
-def _naive(moment: datetime) -> pd.Timestamp:
+def _naive(moment: datetime) -> datetime:
     """UTC wall time without tzinfo, the convention of the catalog's approval dates."""
-    return pd.Timestamp(moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

@@ -1,0 +1,77 @@
+"""Request-level eligibility: approval windows, purpose and channel, without a model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest.policy.eligibility import EligibilityIndex
+
+
+def _index() -> EligibilityIndex:
+    def moments(values: list[str]) -> pd.DatetimeIndex:
+        return pd.to_datetime(values, format="ISO8601")
+
+    return EligibilityIndex(
+        consent=np.ones((1, 5), dtype=bool),
+        specialty_ok=np.ones((1, 5), dtype=bool),
+        approved_from=moments(
+            ["2025-01-01", "2025-01-01", "2025-07-01", "2025-03-15 12:00", "2025-01-01"]
+        ).to_numpy(dtype="datetime64[ns]"),
+        approved_until=moments(["", "2025-06-30", "", "2025-03-20", "2025-03-15 12:00"]).to_numpy(
+            dtype="datetime64[ns]"
+        ),
+        content_type=np.array(["promotional"] * 4 + ["medical"], dtype=object),
+        channel=np.array(["email", "email", "rep_visit", "webinar", "email"], dtype=object),
+    )
+
+
+def _expected(index: EligibilityIndex, on: datetime, purpose: str, channel: str | None):
+    """The rules read straight off the windows with pandas, not through the index."""
+    at = pd.Timestamp(on).tz_localize(None) if pd.Timestamp(on).tzinfo else pd.Timestamp(on)
+    start, until = pd.Series(index.approved_from), pd.Series(index.approved_until)
+    approved = ((start <= at) & (until.isna() | (until >= at))).to_numpy()
+    mask = approved & (index.content_type == purpose)
+    return mask & (index.channel == channel) if channel is not None else mask
+
+
+def test_masks_kept_per_approval_period_match_the_windows_at_every_moment() -> None:
+    index = _index()
+    # Every window edge, a nanosecond either side (until is inclusive), and between.
+    edges = [pd.Timestamp(t) for t in ("2025-01-01", "2025-06-30", "2025-07-01")]
+    edges += [pd.Timestamp("2025-03-15 12:00"), pd.Timestamp("2025-03-20")]
+    one_ns = pd.Timedelta(1, "ns")
+    moments = [e + d for e in edges for d in (-one_ns, pd.Timedelta(0), one_ns)]
+    moments += [pd.Timestamp("2024-06-01"), pd.Timestamp("2025-05-01"), pd.Timestamp("2030-01-01")]
+    rng = np.random.default_rng(0)
+    for on in rng.permutation(np.array(moments, dtype=object)):  # cache filled in any order
+        for purpose in ("promotional", "medical"):
+            for channel in (None, "email", "webinar"):
+                got = index.action_mask(on=on, purpose=purpose, channel=channel)
+                assert got.tolist() == _expected(index, on, purpose, channel).tolist(), (
+                    on,
+                    purpose,
+                    channel,
+                )
+    # The until day itself is inside the window, a nanosecond after it is not.
+    until = pd.Timestamp("2025-06-30")
+    assert index.action_mask(on=until, purpose="promotional")[1]
+    assert not index.action_mask(on=until + one_ns, purpose="promotional")[1]
+
+
+def test_python_datetimes_read_like_timestamps_and_masks_are_read_only() -> None:
+    index = _index()
+    naive = datetime(2025, 3, 15, 12, 0)
+    for on in (naive, naive - timedelta(microseconds=1), naive.replace(tzinfo=UTC)):
+        got = index.action_mask(on=on, purpose="promotional")
+        assert got.tolist() == _expected(index, pd.Timestamp(on), "promotional", None).tolist()
+    mask = index.action_mask(on=naive, purpose="promotional")
+    with pytest.raises(ValueError, match="read-only"):
+        mask[0] = False
+    # Callers combine it with per-HCP rules into new arrays; the shared mask is untouched.
+    combined = index.consent[[0]] & mask
+    combined[0, 0] = False
+    assert index.action_mask(on=naive, purpose="promotional")[0]
