@@ -33,6 +33,10 @@ history of their own. The 100,000 HCPs of the picks figure are drawn with
 replacement from the model's snapshot; the work per HCP is the same.
 
 Run: ``make bench-serve`` (3-6 minutes on 2 cores, depending on the machine).
+``--database-url`` points the servers at another store than the default SQLite
+file, e.g. an expendable PostgreSQL database:
+``python bench/serve.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
+--out /tmp/serve_postgres.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from nextbest.api.process import free_port, start_server, stop_server
 
@@ -486,7 +491,12 @@ def picks_seconds(models: Path, n: int) -> dict[str, float]:
 
 
 def run_server(
-    models: Path, port: int, workers: int, flush_ms: float, cache_pairs: int | None = None
+    models: Path,
+    port: int,
+    workers: int,
+    flush_ms: float,
+    cache_pairs: int | None = None,
+    database_url: str | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -498,6 +508,8 @@ def run_server(
     }
     if cache_pairs is not None:
         env["NEXTBEST_SCORE_CACHE_PAIRS"] = str(cache_pairs)
+    if database_url:
+        env["NEXTBEST_DATABASE_URL"] = database_url
     args = ["--workers", str(workers), "--log-level", "warning"]
     return start_server(port=port, env=env, args=args, log_file=models / "server.log")
 
@@ -669,6 +681,12 @@ def main() -> dict[str, Any]:
     parser.add_argument("--warm-up-rounds", type=int, default=5)
     parser.add_argument("--gc-requests", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="the servers' log and history store (default: a SQLite file in the run's "
+        "temporary directory); e.g. a PostgreSQL database kept for benchmarks",
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()
@@ -701,7 +719,9 @@ def main() -> dict[str, Any]:
         port = free_port()
         # Every request scored by the model: the score cache off.
         print("server with the score cache off:")
-        server = run_server(models, port, args.workers, args.flush_ms, cache_pairs=0)
+        server = run_server(
+            models, port, args.workers, args.flush_ms, cache_pairs=0, database_url=args.database_url
+        )
         try:
             drive(port, single[:500], connections=4, seconds=3)  # warm-up
             cold = single_scenarios(port, single, server.pid, args.seconds, args.rate)
@@ -710,7 +730,9 @@ def main() -> dict[str, Any]:
         # As deployed (default cache), after every HCP was asked about a few times,
         # so that each worker holds nearly all of them: a working day's steady state.
         print("server as deployed (score cache on), warmed up:")
-        server = run_server(models, port, args.workers, args.flush_ms)
+        server = run_server(
+            models, port, args.workers, args.flush_ms, database_url=args.database_url
+        )
         try:
             start_warm_s = start_warm_seconds(port)
             warm_up = warm_up_rounds(port, single, args.warm_up_rounds)
@@ -746,6 +768,11 @@ def main() -> dict[str, Any]:
             "email_contents": N_EMAIL,
             "workers": args.workers,
             "log_flush_ms": args.flush_ms,
+            "database": (
+                make_url(args.database_url).render_as_string(hide_password=True)
+                if args.database_url
+                else "sqlite (temporary file)"
+            ),
             "rules_file": "training/rules.yaml",
             "build_seconds": build_s,
             "load_generator": "separate process, asyncio (uvloop) keep-alive connections, loopback",
