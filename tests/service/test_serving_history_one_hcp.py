@@ -101,3 +101,57 @@ def test_one_hcp_window_bounds_are_exact_whatever_the_callers_offset(database_ur
         assert found.last[("H", "email")].utcoffset() == timedelta(0)
     finally:
         engine.dispose()
+
+
+def test_live_history_reads_through_the_reader_and_outlives_a_dropped_connection(
+    database_url: str,
+) -> None:
+    from sqlalchemy import text
+
+    from nextbest.policy.rules import ServingRules
+    from nextbest.service.serving import live_history
+    from nextbest.storage.db import make_reader
+
+    engine = make_engine(database_url)
+    reader = make_reader(engine)
+    rules = ServingRules.from_mapping(
+        {"channels": {"email": {"max_contacts": 2, "per_days": 28}}, "dismissal_days": 30}
+    )
+    try:
+        migrate(engine)
+        events = _events()
+        with make_session_factory(engine)() as session:
+            assert not record_feedback(session, events=events).rejected
+        hcp = "H1"
+        expected = sum(
+            1
+            for e in events
+            if e.hcp_id == hcp
+            and e.event_type in ("delivered", "completed")
+            and e.channel == "email"
+            and e.occurred_at >= NOW - timedelta(days=28)
+        )
+        assert expected > 0
+
+        def email_contacts() -> int:
+            history = live_history(reader, rules=rules, hcp_ids=[hcp], now=NOW)
+            assert history is not None
+            return sum(n for (h, key), n in history.counts[28].items() if key == "email")
+
+        assert email_contacts() == expected
+        if engine.dialect.name == "sqlite":
+            assert reader is engine  # a local file: nothing to save
+            return
+        # PostgreSQL: autocommit and no ping on checkout (one round trip per read).
+        assert reader is not engine and not reader.pool._pre_ping
+        with reader.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        # The server drops the pooled connection (a restart or an idle timeout would).
+        with engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.commit()
+        assert email_contacts() == expected  # read again on a fresh connection
+    finally:
+        if reader is not engine:
+            reader.dispose()
+        engine.dispose()

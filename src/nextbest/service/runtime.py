@@ -21,7 +21,7 @@ from nextbest.policy.rules import ServingRules
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.settings import Settings
-from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.db import make_engine, make_reader, make_session_factory, migrate
 from nextbest.storage.repository import recently_asked_hcps
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class ServingRuntime:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        # Live-history reads of the recommendation routes (one round trip each).
+        self.reader = make_reader(engine)
         self.sessions = sessions
         self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
         self.reclog = RecommendationLog(
@@ -316,4 +318,6 @@ class ServingRuntime:
             self._watcher.join(timeout=5)
         self.wait_warm(timeout=30)
         self.reclog.close()
+        if self.reader is not self.engine:
+            self.reader.dispose()
         self.engine.dispose()

@@ -24,6 +24,7 @@ from nextbest.service.recommend import (
     RepPlan,
     decision_time,
 )
+from nextbest.storage.db import with_reconnect
 from nextbest.storage.repository import ServingHistory, serving_history
 
 Database = Session | Connection | Engine
@@ -52,11 +53,7 @@ def live_history(
             dismissed_since=dismissed_since,
         )
 
-    if isinstance(db, Engine):
-        with db.connect() as connection:
-            found = read(connection)
-    else:
-        found = read(db)
+    found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
     counts = dict(zip(windows, found.counts, strict=True))
     last, dismissed = found.last, found.dismissed
     return LiveHistory(now=now, counts=counts, last=last, dismissed=dismissed)

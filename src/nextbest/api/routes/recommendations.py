@@ -66,10 +66,10 @@ async def recommend(
     recommender = runtime.recommender
     if caller.role == "rep":
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
-    # The engine, not a session: the one history query runs on a plain connection.
+    # An engine, not a session: the one history query runs on a plain connection.
     rec = recommend_one(
         recommender,
-        runtime.engine,
+        runtime.reader,
         runtime.reclog,
         requester=caller.name,
         hcp_id=body.hcp_id,
@@ -100,7 +100,7 @@ def recommend_many(
     recommender = runtime.recommender
     recs, unknown = recommend_batch(
         recommender,
-        runtime.engine,
+        runtime.reader,
         runtime.reclog,
         requester=caller.name,
         hcp_ids=body.hcp_ids,
