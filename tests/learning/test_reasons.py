@@ -236,3 +236,20 @@ def test_records_agree_in_number() -> None:
     assert _record("took", 1, 1, "phone call", "phone calls") == "took the only phone call"
     assert _record("took", 2, 2, "phone call", "phone calls") == "took both phone calls"
     assert _record("took", 2, 5, "phone call", "phone calls") == "took 2 of 5 phone calls"
+
+
+def test_an_hcp_attribute_reads_as_who_the_item_suits(learned: LearnedWorld) -> None:
+    model = learned.result.model
+    row = _own_channel_row(model, "email")
+    numeric = [f for f in model.feature_names if "__" not in f and f not in ("specialty",)]
+    assert numeric, model.feature_names
+    said = _sentence(numeric[0], row, 11.0)
+    assert said == (
+        f"expected to do more for HCPs whose {numeric[0].replace('_', ' ')} is 11",
+        (numeric[0],),
+    )
+    assert _sentence("specialty", row, "primary_care") == (
+        "expected to do more for HCPs whose specialty is primary care",
+        ("specialty",),
+    )
+    assert _sentence("specialty", row, "") is None  # no value, nothing to say

@@ -245,7 +245,9 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
     if _missing(hcp_value) or hcp_value == "":
         return None
     shown = _number(hcp_value) if isinstance(hcp_value, float) else _pretty(hcp_value)
-    return f"{_pretty(feature)} is {shown}", (feature,)
+    # An HCP attribute that raised this item's expected effect: what it says is that
+    # the model expects more of the item for HCPs like this, not a fact to act on alone.
+    return f"expected to do more for HCPs whose {_pretty(feature)} is {shown}", (feature,)
 
 
 def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | None:
