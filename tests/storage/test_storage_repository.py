@@ -28,6 +28,7 @@ from nextbest.storage import (
     log_recommendations,
     logged_decisions,
     record_feedback,
+    repository,
 )
 from nextbest.storage.repository import LOGGED_DECISION_COLUMNS, LOGGED_DECISION_DETAIL_COLUMNS
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
@@ -134,6 +135,7 @@ def test_log_and_get_round_trip(
 def test_log_recommendations_is_one_statement_per_table(
     engine: Engine,
     session: Session,
+    monkeypatch: pytest.MonkeyPatch,
     make_recommendation: MakeRecommendation,
     make_served_item: MakeItem,
 ) -> None:
@@ -143,12 +145,26 @@ def test_log_recommendations_is_one_statement_per_table(
         )
         for i in range(300)
     ]
+    calls: list[str] = []
+    for method in ("execute", "execute_many"):
+        original = getattr(repository._DriverQuery, method)
+
+        def spy(query: Any, *args: Any, _original: Any = original, _name: str = method) -> Any:
+            calls.append(f"{_name}: {query.sql.split('(')[0].strip()}")
+            return _original(query, *args)
+
+        monkeypatch.setattr(repository._DriverQuery, method, spy)
     with count_statements(engine) as statements:
         log_recommendations(session, records=records)
         session.commit()
-    inserts = sum(s.lstrip().upper().startswith("INSERT") for s in statements)
-    # SQLite: one driver executemany per table, past SQLAlchemy's execution layer.
-    assert inserts == (0 if engine.dialect.name == "sqlite" else 2)
+    # One driver call per table, past SQLAlchemy's execution layer: SQLite runs the
+    # row insert with executemany, PostgreSQL one unnest statement.
+    assert not [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    method = "execute_many" if engine.dialect.name == "sqlite" else "execute"
+    assert calls == [
+        f"{method}: INSERT INTO recommendations",
+        f"{method}: INSERT INTO recommendation_items",
+    ]
     with engine.connect() as connection:
         stored = connection.execute(
             select(func.count()).select_from(Recommendation.__table__)
@@ -157,6 +173,24 @@ def test_log_recommendations_is_one_statement_per_table(
             select(func.count()).select_from(RecommendationItem.__table__)
         ).scalar_one()
     assert (stored, items) == (300, 600)
+
+
+def test_a_failed_log_insert_is_a_sqlalchemy_error_and_stores_nothing(
+    session: Session, make_recommendation: MakeRecommendation, make_served_item: MakeItem
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    first = make_recommendation("rec-dup", "h1", items=(make_served_item(1, "a1"),))
+    log_recommendations(session, records=[first])
+    session.commit()
+    again = [make_recommendation("rec-new", "h2"), first]  # the second one is a duplicate
+    # The driver's own error (sqlite3 / psycopg) comes out as SQLAlchemy's, as if
+    # SQLAlchemy had run the statement: callers catch one hierarchy on both paths.
+    with pytest.raises(IntegrityError, match=r"rec-dup|UNIQUE|unique"):
+        log_recommendations(session, records=again)
+    session.rollback()
+    stored = session.execute(select(Recommendation.recommendation_id)).scalars().all()
+    assert stored == ["rec-dup"]
 
 
 def test_recommendation_record_refuses_unknown_purpose(

@@ -102,8 +102,9 @@ def make_reader(engine: Engine) -> Engine:
 def with_reconnect(engine: Engine, read: Callable[[Connection], T]) -> T:
     """``read`` on a connection of ``engine``, once more if the first was found dead.
 
-    For engines without a ping on checkout (:func:`make_reader`); only a read that
-    failed because the connection was invalidated is repeated, any other error is
+    For engines without a ping on checkout (:func:`make_reader`). A read that
+    failed because its connection was lost (a database restart drops them all)
+    empties the pool and runs again on a new connection; any other error is
     raised as it is.
     """
     try:
@@ -112,6 +113,7 @@ def with_reconnect(engine: Engine, read: Callable[[Connection], T]) -> T:
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
+        engine.dispose()  # the other pooled connections went with it
     with engine.connect() as connection:
         return read(connection)
 

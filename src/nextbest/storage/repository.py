@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast, get_args
@@ -321,21 +322,18 @@ def _check_event(event: FeedbackRecord) -> str | None:
     return None
 
 
-def _postgres_unnest_insert(table: sa.Table, rows: list[dict[str, Any]]) -> postgresql.Insert:
-    """``INSERT INTO table SELECT * FROM unnest(<one array per column>)`` for ``rows``.
+def _postgres_unnest_statement(table: sa.Table) -> postgresql.Insert:
+    """``INSERT INTO table SELECT * FROM unnest(<one array per column>)``.
 
-    A single short statement with one parameter per column. The multi-row VALUES
-    form binds one parameter per column *per row*, and psycopg spends most of a
-    large batch's time parsing that query text (about 3x slower at 5,000 rows).
+    A single short statement with one parameter per column, ``<column>_values``
+    (see :func:`_unnest_values`). The multi-row VALUES form binds one parameter
+    per column *per row*, and psycopg spends most of a large batch's time parsing
+    that query text (about 3x slower at 5,000 rows).
     """
     names = [column.name for column in table.columns]
     arrays = [
         sa.cast(
-            sa.bindparam(
-                f"{column.name}_values",
-                [row[column.name] for row in rows],
-                type_=postgresql.ARRAY(column.type),
-            ),
+            sa.bindparam(f"{column.name}_values", type_=postgresql.ARRAY(column.type)),
             postgresql.ARRAY(column.type),
         )
         for column in table.columns
@@ -346,24 +344,36 @@ def _postgres_unnest_insert(table: sa.Table, rows: list[dict[str, Any]]) -> post
     )
 
 
+def _unnest_values(table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of :func:`_postgres_unnest_statement` for ``rows``."""
+    return {f"{c.name}_values": [row[c.name] for row in rows] for c in table.columns}
+
+
 def _bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts holding every column) in one round-trip.
 
-    On SQLite the statement is compiled once per table and columns and run with
-    the driver's ``executemany`` (see :class:`_DriverQuery`): the recommendation
-    log writes every answer, and SQLAlchemy's per-row parameter handling cost
-    more than SQLite's insert.
+    The statement is compiled once per table and columns and run on the driver's
+    cursor (see :class:`_DriverQuery`): the recommendation log writes every answer,
+    and SQLAlchemy's per-call execution and parameter handling cost more than the
+    insert itself. SQLite runs the row insert with ``executemany``; PostgreSQL the
+    one ``unnest`` statement of :func:`_postgres_unnest_statement`.
     """
     dialect = session.get_bind().dialect
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    key = (dialect.name, table.name, columns)
+    query = _DRIVER_INSERTS.get(key)
     if dialect.name == "postgresql":
-        session.execute(_postgres_unnest_insert(table, rows))
-    elif dialect.name == "sqlite" and rows:
-        columns = tuple(rows[0])
-        key = (table.name, columns)
-        query = _SQLITE_INSERTS.get(key)
+        if query is None:
+            statement = _postgres_unnest_statement(table)
+            names = [f"{c.name}_values" for c in table.columns]
+            query = _DRIVER_INSERTS[key] = _DriverQuery.compile(statement, dialect, names)
+        query.execute(session.connection(), _unnest_values(table, rows))
+    elif dialect.name == "sqlite":
         if query is None:
             query = _DriverQuery.compile(sa.insert(table), dialect, columns, column_keys=columns)
-            _SQLITE_INSERTS[key] = query
+            _DRIVER_INSERTS[key] = query
         query.execute_many(session.connection(), rows)
     else:
         session.execute(sa.insert(table), rows)
@@ -378,11 +388,11 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         pg_statement = (
-            _postgres_unnest_insert(_FEEDBACK, rows)
+            _postgres_unnest_statement(_FEEDBACK)
             .on_conflict_do_nothing(index_elements=[_FEEDBACK.c.event_id])
             .returning(_FEEDBACK.c.event_id)
         )
-        return set(session.execute(pg_statement).scalars())
+        return set(session.execute(pg_statement, _unnest_values(_FEEDBACK, rows)).scalars())
     if dialect == "sqlite":
         sqlite_statement = (
             sqlite.insert(_FEEDBACK)
@@ -534,17 +544,20 @@ _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
 
 @dataclass(frozen=True)
 class _DriverQuery:
-    """A statement compiled once for SQLite and run on the driver's cursor directly.
+    """A statement compiled once and run on the driver's cursor directly.
 
     Used on the two paths every served answer takes: its HCP's history read and
     its recommendation-log rows. There, SQLAlchemy's execution layer (execution
     context, parameter and result processing per call) cost about three times the
-    SQLite query itself. This keeps what that layer does for one statement, done
+    SQLite query itself, and on PostgreSQL two thirds of the log writer's CPU for
+    a few answers. This keeps what that layer does for one statement, done
     once: the SQL text, the positional order of
     its parameters with the literal ones filled in, and the type conversions of
     the dialect (a timestamp parameter becomes SQLite's stored text, a timestamp
     result becomes an aware UTC datetime again). The results are the same rows
-    (tests/service/test_serving_history_one_hcp.py compares both paths).
+    (tests/service/test_serving_history_one_hcp.py compares both paths on SQLite
+    and PostgreSQL). A dialect with named parameters (psycopg) is compiled with
+    its positional ``%s`` style, which the driver takes as well.
     """
 
     sql: str
@@ -563,6 +576,7 @@ class _DriverQuery:
         column_keys: Sequence[str] | None = None,
     ) -> _DriverQuery:
         """``params``: the names given at each execution; other parameters are literals."""
+        dialect = _positional(dialect)
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         if not compiled.positional or compiled.positiontup is None:
             raise ValueError(f"{dialect.name}: expected a positional parameter style")
@@ -581,27 +595,55 @@ class _DriverQuery:
         )
         return cls(compiled.string, tuple(binds), results)
 
+    @contextmanager
+    def _cursor(self, connection: Connection, values: Any) -> Iterator[Any]:
+        """A driver cursor whose errors come out as SQLAlchemy's execution would raise
+        them: wrapped in :class:`sqlalchemy.exc.DBAPIError`, and a connection the
+        server dropped invalidated (``connection_invalidated`` set), so callers and
+        the pool handle both paths alike."""
+        dialect = connection.dialect
+        raw = connection.connection.dbapi_connection
+        cursor = raw.cursor()  # type: ignore[union-attr]
+        try:
+            yield cursor
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, raw, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                self.sql,
+                values,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
+        finally:
+            with suppress(dialect.loaded_dbapi.Error):  # its connection may be gone
+                cursor.close()
+
     def _values(self, params: dict[str, Any]) -> list[Any]:
         return [
             value if name is None else params[name] if process is None else process(params[name])
             for name, value, process in self.binds
         ]
 
+    def execute(self, connection: Connection, params: dict[str, Any]) -> None:
+        """Run a statement without results once, in the connection's transaction."""
+        values = self._values(params)
+        with self._cursor(connection, values) as cursor:
+            cursor.execute(self.sql, values)
+
     def execute_many(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Run a statement without results once per row, in the connection's transaction."""
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(self.sql, [self._values(row) for row in rows])
-        finally:
-            cursor.close()
+        values = [self._values(row) for row in rows]
+        with self._cursor(connection, values) as cursor:
+            cursor.executemany(self.sql, values)
 
     def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         values = self._values(params)
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with self._cursor(connection, values) as cursor:
             fetched = cursor.execute(self.sql, values).fetchall()
-        finally:
-            cursor.close()
         if not any(self.results):
             return fetched
         return [
@@ -610,17 +652,29 @@ class _DriverQuery:
         ]
 
 
-_SERVING_HISTORY_SQLITE: dict[tuple[int, bool], _DriverQuery] = {}
-_SQLITE_INSERTS: dict[tuple[str, tuple[str, ...]], _DriverQuery] = {}
+_DRIVER_HISTORY: dict[tuple[str, int, bool], _DriverQuery] = {}
+_DRIVER_INSERTS: dict[tuple[str, str, tuple[str, ...]], _DriverQuery] = {}
+_POSITIONAL: dict[type, sa.Dialect] = {}
 
 
-def _one_hcp_rows_on_sqlite(
-    connection: Connection, statement: Any, key: tuple[int, bool], params: dict[str, Any]
+def _positional(dialect: sa.Dialect) -> sa.Dialect:
+    """``dialect``, or one of its kind with positional ``%s`` parameters."""
+    if dialect.positional:
+        return dialect
+    twin = _POSITIONAL.get(type(dialect))
+    if twin is None:
+        twin = _POSITIONAL[type(dialect)] = cast(Any, type(dialect))(paramstyle="format")
+    return twin
+
+
+def _one_hcp_rows(
+    connection: Connection, statement: Any, shape: tuple[int, bool], params: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
-    query = _SERVING_HISTORY_SQLITE.get(key)
+    key = (connection.dialect.name, *shape)
+    query = _DRIVER_HISTORY.get(key)
     if query is None:
         query = _DriverQuery.compile(statement, connection.dialect, list(params))
-        _SERVING_HISTORY_SQLITE[key] = query
+        _DRIVER_HISTORY[key] = query
     return query.rows(connection, params)
 
 
@@ -725,8 +779,8 @@ def serving_history(
     if len(unique) == 1:
         statement = _serving_history_statement(*shape, one_hcp=True)
         one = {**params, "hcp_id": unique[0]}
-        if connection.dialect.name == "sqlite":  # the hot path: see _DriverQuery
-            rows = iter(_one_hcp_rows_on_sqlite(connection, statement, shape, one))
+        if connection.dialect.name in ("sqlite", "postgresql"):  # the hot path: _DriverQuery
+            rows = iter(_one_hcp_rows(connection, statement, shape, one))
         else:
             rows = iter(connection.execute(statement, one))
     else:
