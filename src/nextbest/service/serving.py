@@ -123,7 +123,7 @@ def recommend_batch(
 
 def rep_call_plan(
     recommender: Recommender,
-    session: Session,
+    db: Database,
     log: RecommendationLog,
     *,
     requester: str,
@@ -136,7 +136,7 @@ def rep_call_plan(
     now = decision_time(on) if on is not None else decision_time(None)
     rows = recommender.territories.get(territory_id)
     ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
-    history = live_history(session, rules=recommender.rules, hcp_ids=ids, now=now)
+    history = live_history(db, rules=recommender.rules, hcp_ids=ids, now=now)
     plan = recommender.rep_plan(
         rep_id=rep_id, territory_id=territory_id, capacity=capacity, on=now, history=history
     )

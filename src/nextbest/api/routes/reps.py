@@ -35,7 +35,6 @@ def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
 def suggestions(
     rep_id: str,
     runtime: RuntimeDep,
-    session: SessionDep,
     caller: PrincipalDep,
     date: date | None = Query(default=None, description="Day of the plan (default: today)."),
     capacity: int | None = Query(
@@ -59,7 +58,7 @@ def suggestions(
         )
     plan = rep_call_plan(
         runtime.recommender,
-        session,
+        runtime.reader,  # live history: one round trip on PostgreSQL too
         runtime.reclog,
         requester=caller.name,
         rep_id=rep_id,
