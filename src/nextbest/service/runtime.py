@@ -92,7 +92,8 @@ class ServingRuntime:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        # Live-history reads of the recommendation routes (one round trip each).
+        # Live-history reads of the serving routes: recommendations, rep plans (one
+        # round trip each on PostgreSQL).
         self.reader = make_reader(engine)
         self.sessions = sessions
         self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
