@@ -110,7 +110,7 @@ def test_live_history_reads_through_the_reader_and_outlives_a_dropped_connection
 
     from nextbest.policy.rules import ServingRules
     from nextbest.service.serving import live_history
-    from nextbest.storage.db import make_reader
+    from nextbest.storage.db import READER_POOL_SIZE, make_reader
 
     engine = make_engine(database_url)
     reader = make_reader(engine)
@@ -144,6 +144,7 @@ def test_live_history_reads_through_the_reader_and_outlives_a_dropped_connection
             return
         # PostgreSQL: autocommit and no ping on checkout (one round trip per read).
         assert reader is not engine and not reader.pool._pre_ping
+        assert reader.pool.size() == READER_POOL_SIZE  # what docs/serving.md tells DBAs
         with reader.connect() as connection:
             pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
         # The server drops the pooled connection (a restart or an idle timeout would).

@@ -28,6 +28,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 T = TypeVar("T")
 
+# Connections of a serving worker's live-history pool on PostgreSQL (make_reader).
+READER_POOL_SIZE = 2
+READER_MAX_OVERFLOW = 6
+
 
 def _sqlite_file(url: URL) -> Path | None:
     """The database file of a SQLite URL, or None for in-memory / URI databases."""
@@ -93,10 +97,20 @@ def make_reader(engine: Engine) -> Engine:
     recommendation waits for when the database is across a network. A connection
     the server dropped meanwhile fails its query and is invalidated together with
     the pool; :func:`with_reconnect` runs the read once more on a fresh connection.
+
+    The pool keeps ``READER_POOL_SIZE`` connections and opens at most
+    ``READER_MAX_OVERFLOW`` more under load: the single route reads one at a time
+    on the event loop, batches and rep plans from the thread pool.
     """
     if engine.dialect.name != "postgresql":
         return engine
-    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
+    return create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=False,
+        pool_size=READER_POOL_SIZE,
+        max_overflow=READER_MAX_OVERFLOW,
+    )
 
 
 def with_reconnect(engine: Engine, read: Callable[[Connection], T]) -> T:
