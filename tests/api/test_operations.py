@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,16 +35,36 @@ def _new_version(settings, *, source: str | None = None) -> str:
     return str(mv.version)
 
 
-def test_readyz_is_503_when_the_database_is_down(api_settings) -> None:
+def test_readyz_and_requests_are_503_when_the_database_is_down(
+    api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
     # Nothing listens on port 9: the database is unreachable, the model is loaded.
     engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1")
     runtime = ServingRuntime(api_settings, engine, make_session_factory(engine))
     runtime.reload()
-    with TestClient(create_app(api_settings, runtime)) as client:
+    hcp = str(runtime.recommender.hcp_ids[0])
+    with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert "database unreachable" in ready.json()["status"]
+        # A recommendation needs the live contact history (caps, cool-downs): refused
+        # with 503 and Retry-After, as is feedback that cannot be stored; not a 500.
+        with caplog.at_level(logging.ERROR, logger="nextbest.api.app"):
+            answers = [
+                client.post("/v1/recommendations", json={"hcp_id": hcp}),
+                client.post("/v1/recommendations/batch", json={"hcp_ids": [hcp]}),
+                client.post(
+                    "/v1/feedback",
+                    json={"event_id": "e-down", "event_type": "opened", "hcp_id": hcp},
+                ),
+            ]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "1"
+            assert answer.json() == {"detail": "the database is unavailable; try again shortly"}
+        assert "database unavailable during POST /v1/recommendations" in caplog.text
+        assert hcp not in caplog.text  # the log names the server's error, not the request
     runtime.close()
 
 

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, require_roles
@@ -97,6 +99,30 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": str(exc)},
+            headers={"Retry-After": "1"},
+        )
+
+    # The database down, restarting or out of connections: the request is refused
+    # with 503 so callers retry, not a 500 that reads as a bug. Recommendations
+    # are not answered without live contact history: caps and cool-downs would go
+    # unchecked.
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        # The driver's message names the server, never the SQL's parameters.
+        logger.error(
+            "database unavailable during %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(cause).__name__,
+            first_line,
+        )
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": "the database is unavailable; try again shortly"},
             headers={"Retry-After": "1"},
         )
 
