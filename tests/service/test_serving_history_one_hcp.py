@@ -156,3 +156,60 @@ def test_live_history_reads_through_the_reader_and_outlives_a_dropped_connection
         if reader is not engine:
             reader.dispose()
         engine.dispose()
+
+
+def test_the_event_loop_read_matches_and_outlives_dropped_connections(database_url: str) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+
+    from nextbest.storage.db import make_async_reader
+    from nextbest.storage.repository import serving_history_async
+
+    engine = make_engine(database_url)
+    pool = make_async_reader(engine)
+    try:
+        if pool is None:
+            assert engine.dialect.name == "sqlite"  # a local file: read in place
+            return
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            assert not record_feedback(session, events=_events()).rejected
+        windows = [NOW - timedelta(days=d) for d in (28, 7)]
+        since = NOW - timedelta(days=30)
+        with engine.connect() as connection:
+            expected = {
+                hcp: serving_history(
+                    connection, hcp_ids=[hcp], windows=windows, dismissed_since=since
+                )
+                for hcp in ("H0", "H1", "H5")
+            }
+
+        async def read_all() -> dict[str, object]:
+            return {
+                hcp: await serving_history_async(
+                    pool, engine.dialect, hcp_id=hcp, windows=windows, dismissed_since=since
+                )
+                for hcp in expected
+            }
+
+        async def scenario() -> None:
+            await pool.open(wait=True)
+            try:
+                assert await read_all() == expected
+                # The server drops every pooled connection (a restart would):
+                with engine.connect() as admin:
+                    admin.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                    admin.commit()
+                assert await read_all() == expected  # each read retried on a new one
+            finally:
+                await pool.close()
+
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()

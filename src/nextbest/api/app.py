@@ -54,9 +54,11 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
             logger.warning("auth is OFF (NEXTBEST_AUTH_ENABLED=false): anyone can call as admin")
         app.state.runtime = runtime or ServingRuntime.start(config)
         app.state.runtime.start_watcher()
+        await app.state.runtime.open_async_reader()
         try:
             yield
         finally:
+            await app.state.runtime.close_async_reader()
             if own:
                 app.state.runtime.close()
             else:

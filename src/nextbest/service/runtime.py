@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Gauge
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,7 +22,13 @@ from nextbest.policy.rules import ServingRules
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.settings import Settings
-from nextbest.storage.db import make_engine, make_reader, make_session_factory, migrate
+from nextbest.storage.db import (
+    make_async_reader,
+    make_engine,
+    make_reader,
+    make_session_factory,
+    migrate,
+)
 from nextbest.storage.repository import recently_asked_hcps
 
 logger = logging.getLogger(__name__)
@@ -95,6 +102,8 @@ class ServingRuntime:
         # Live-history reads of the serving routes: recommendations, rep plans (one
         # round trip each on PostgreSQL).
         self.reader = make_reader(engine)
+        # The single route's read on the event loop (PostgreSQL): opened by the app.
+        self.async_reader: AsyncConnectionPool | None = None
         self.sessions = sessions
         self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
         self.reclog = RecommendationLog(
@@ -312,6 +321,18 @@ class ServingRuntime:
             return self.signal_path.read_text().endswith(" force")
         except OSError:
             return False
+
+    async def open_async_reader(self) -> None:
+        """Open the asyncio history pool on the running event loop (PostgreSQL only)."""
+        pool = make_async_reader(self.engine)
+        if pool is not None:
+            await pool.open(wait=False)  # a database still down: requests get the 503
+            self.async_reader = pool
+
+    async def close_async_reader(self) -> None:
+        pool, self.async_reader = self.async_reader, None
+        if pool is not None:
+            await pool.close()
 
     def close(self) -> None:
         self._stop.set()

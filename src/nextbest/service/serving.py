@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session
 
 from nextbest.policy.rules import LiveHistory, ServingRules
@@ -25,7 +26,14 @@ from nextbest.service.recommend import (
     decision_time,
 )
 from nextbest.storage.db import with_reconnect
-from nextbest.storage.repository import ServingHistory, serving_history
+from nextbest.storage.repository import (
+    ServingHistory,
+    serving_history,
+    serving_history_async,
+)
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 Database = Session | Connection | Engine
 
@@ -40,28 +48,54 @@ def live_history(
     """
     if not rules.needs_contacts and rules.dismissal_days is None:
         return None
-    windows = rules.lookbacks()  # longest first: its latest contact serves every cool-down
-    dismissed_since = (
-        None if rules.dismissal_days is None else now - timedelta(days=rules.dismissal_days)
-    )
+    windows, starts, dismissed_since = _lookbacks(rules, now)
 
     def read(reader: Session | Connection) -> ServingHistory:
         return serving_history(
-            reader,
-            hcp_ids=list(hcp_ids),
-            windows=[now - timedelta(days=w) for w in windows],
-            dismissed_since=dismissed_since,
+            reader, hcp_ids=list(hcp_ids), windows=starts, dismissed_since=dismissed_since
         )
 
     found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
+    return _live(found, windows, now)
+
+
+async def live_history_async(
+    pool: AsyncConnectionPool, dialect: Dialect, *, rules: ServingRules, hcp_id: str, now: datetime
+) -> LiveHistory | None:
+    """:func:`live_history` of one HCP from PostgreSQL through an asyncio pool.
+
+    For the single-recommendation route, which runs on the event loop: the worker
+    goes on serving other requests while the query is on its way.
+    """
+    if not rules.needs_contacts and rules.dismissal_days is None:
+        return None
+    windows, starts, dismissed_since = _lookbacks(rules, now)
+    found = await serving_history_async(
+        pool, dialect, hcp_id=hcp_id, windows=starts, dismissed_since=dismissed_since
+    )
+    return _live(found, windows, now)
+
+
+def _lookbacks(
+    rules: ServingRules, now: datetime
+) -> tuple[list[float], list[datetime], datetime | None]:
+    """The rules' windows in days (longest first: its latest contact serves every
+    cool-down), their starts, and where dismissals start counting."""
+    windows = rules.lookbacks()
+    dismissed_since = (
+        None if rules.dismissal_days is None else now - timedelta(days=rules.dismissal_days)
+    )
+    return windows, [now - timedelta(days=w) for w in windows], dismissed_since
+
+
+def _live(found: ServingHistory, windows: list[float], now: datetime) -> LiveHistory:
     counts = dict(zip(windows, found.counts, strict=True))
-    last, dismissed = found.last, found.dismissed
-    return LiveHistory(now=now, counts=counts, last=last, dismissed=dismissed)
+    return LiveHistory(now=now, counts=counts, last=found.last, dismissed=found.dismissed)
 
 
 def recommend_one(
     recommender: Recommender,
-    db: Database,
+    db: Database | None,
     log: RecommendationLog,
     *,
     requester: str,
@@ -71,18 +105,21 @@ def recommend_one(
     purpose: str = "promotional",
     on: datetime | None = None,
     explain_exclusions: bool = False,
+    history: LiveHistory | None = None,
 ) -> Recommendation:
     """Rules, ranking, exploration and reasons for one HCP; the answer is logged.
 
-    ``db`` is only read (the live history); the log writes through ``log``.
+    ``db`` is only read (the live history); the log writes through ``log``. With
+    ``db`` None, ``history`` is the HCP's live history, already read (as of ``on``).
     """
     recommender.check_request(k=k, channel=channel, purpose=purpose)
     now = decision_time(on)
-    history = (
-        live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
-        if recommender.hcp_row(hcp_id) is not None
-        else None
-    )
+    if db is not None:
+        history = (
+            live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
+            if recommender.hcp_row(hcp_id) is not None
+            else None
+        )
     rec = recommender.recommend(
         hcp_id=hcp_id,
         k=k,

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -31,6 +32,8 @@ T = TypeVar("T")
 # Connections of a serving worker's live-history pool on PostgreSQL (make_reader).
 READER_POOL_SIZE = 2
 READER_MAX_OVERFLOW = 6
+# How long a request waits for a connection of the asyncio pool (make_async_reader).
+ASYNC_READER_TIMEOUT_S = 2.0
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -110,6 +113,29 @@ def make_reader(engine: Engine) -> Engine:
         pool_pre_ping=False,
         pool_size=READER_POOL_SIZE,
         max_overflow=READER_MAX_OVERFLOW,
+    )
+
+
+def make_async_reader(engine: Engine) -> AsyncConnectionPool | None:
+    """An asyncio pool for the single-recommendation route's history read, or None.
+
+    PostgreSQL only (SQLite reads a local file: nothing to wait for). Same
+    database and sizes as :func:`make_reader`, autocommit; created closed: open it
+    with ``await pool.open()`` on the event loop that will use it (the app's
+    start-up) and close it there. A request waits at most
+    ``ASYNC_READER_TIMEOUT_S`` for a connection.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=READER_POOL_SIZE,
+        max_size=READER_POOL_SIZE + READER_MAX_OVERFLOW,
+        kwargs={"autocommit": True},
+        timeout=ASYNC_READER_TIMEOUT_S,
+        name="nextbest-history",
+        open=False,
     )
 
 

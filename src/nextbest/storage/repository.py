@@ -14,15 +14,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
+from psycopg_pool import PoolTimeout
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 FeedbackEventType = Literal[
     "delivered",
@@ -644,6 +649,14 @@ class _DriverQuery:
         values = self._values(params)
         with self._cursor(connection, values) as cursor:
             fetched = cursor.execute(self.sql, values).fetchall()
+        return self.processed(fetched)
+
+    def values(self, params: dict[str, Any]) -> list[Any]:
+        """The positional parameters of one execution, converted as the dialect does."""
+        return self._values(params)
+
+    def processed(self, fetched: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The driver's rows with the dialect's result conversions applied."""
         if not any(self.results):
             return fetched
         return [
@@ -667,15 +680,17 @@ def _positional(dialect: sa.Dialect) -> sa.Dialect:
     return twin
 
 
-def _one_hcp_rows(
-    connection: Connection, statement: Any, shape: tuple[int, bool], params: dict[str, Any]
-) -> list[tuple[Any, ...]]:
-    key = (connection.dialect.name, *shape)
+def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool]) -> _DriverQuery:
+    """The single-HCP history statement of ``shape``, compiled once per dialect."""
+    key = (dialect.name, *shape)
     query = _DRIVER_HISTORY.get(key)
     if query is None:
-        query = _DriverQuery.compile(statement, connection.dialect, list(params))
-        _DRIVER_HISTORY[key] = query
-    return query.rows(connection, params)
+        statement = _serving_history_statement(*shape, one_hcp=True)
+        names = [f"since_{i}" for i in range(shape[0])] + ["hcp_id"]
+        if shape[1]:
+            names.append("dismissed_since")
+        query = _DRIVER_HISTORY[key] = _DriverQuery.compile(statement, dialect, names)
+    return query
 
 
 def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: bool) -> Any:
@@ -764,14 +779,9 @@ def serving_history(
     which is what a single recommendation pays on its hot path. One query per
     10,000 HCPs.
     """
-    counts: list[dict[tuple[str, str], int]] = [{} for _ in windows]
-    last: dict[tuple[str, str], datetime] = {}
-    dismissed: dict[tuple[str, str], tuple[datetime, str, str]] = {}
     if not hcp_ids or (not windows and dismissed_since is None):
-        return ServingHistory(counts=counts, last=last, dismissed={})
-    params: dict[str, Any] = {f"since_{i}": when for i, when in enumerate(windows)}
-    if dismissed_since is not None:
-        params["dismissed_since"] = dismissed_since
+        return _fold_history(iter(()), len(windows))
+    params = _history_params(windows, dismissed_since)
     connection = db if isinstance(db, Connection) else db.connection()
     unique = list(dict.fromkeys(hcp_ids))
     shape = (len(windows), dismissed_since is not None)
@@ -780,7 +790,7 @@ def serving_history(
         statement = _serving_history_statement(*shape, one_hcp=True)
         one = {**params, "hcp_id": unique[0]}
         if connection.dialect.name in ("sqlite", "postgresql"):  # the hot path: _DriverQuery
-            rows = iter(_one_hcp_rows(connection, statement, shape, one))
+            rows = iter(_one_hcp_query(connection.dialect, shape).rows(connection, one))
         else:
             rows = iter(connection.execute(statement, one))
     else:
@@ -790,6 +800,66 @@ def serving_history(
             for chunk in _chunks(unique, _in_chunk_size(db))
             for row in connection.execute(statement, {**params, "ids": chunk})
         )
+    return _fold_history(rows, len(windows))
+
+
+async def serving_history_async(
+    pool: AsyncConnectionPool,
+    dialect: sa.Dialect,
+    *,
+    hcp_id: str,
+    windows: Sequence[datetime],
+    dismissed_since: datetime | None,
+) -> ServingHistory:
+    """:func:`serving_history` of one HCP on PostgreSQL, read on the event loop.
+
+    The same statement on the driver's cursor (``dialect`` compiles it), taken
+    from an asyncio connection pool: while the query travels to the database and
+    back the worker serves other requests. A connection the server dropped is
+    discarded and the read runs once more; errors come out as SQLAlchemy's.
+    """
+    if not windows and dismissed_since is None:
+        return _fold_history(iter(()), len(windows))
+    shape = (len(windows), dismissed_since is not None)
+    query = _one_hcp_query(dialect, shape)
+    values = query.values({**_history_params(windows, dismissed_since), "hcp_id": hcp_id})
+    try:
+        try:
+            fetched = await _fetch(pool, query.sql, values)
+        except PoolTimeout:
+            raise  # no connection to be had: asking again would only wait again
+        except psycopg.OperationalError:
+            # Most likely a connection the server dropped (a restart drops them
+            # all): the pool discards the broken ones, the read runs once more.
+            await pool.check()
+            fetched = await _fetch(pool, query.sql, values)
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(
+            query.sql, values, exc, psycopg.Error, dialect=dialect
+        ) from exc
+    return _fold_history(iter(query.processed(fetched)), len(windows))
+
+
+async def _fetch(pool: AsyncConnectionPool, sql: str, values: list[Any]) -> list[tuple[Any, ...]]:
+    async with pool.connection() as connection:
+        cursor = await connection.execute(sql, values)
+        return await cursor.fetchall()
+
+
+def _history_params(
+    windows: Sequence[datetime], dismissed_since: datetime | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {f"since_{i}": when for i, when in enumerate(windows)}
+    if dismissed_since is not None:
+        params["dismissed_since"] = dismissed_since
+    return params
+
+
+def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
+    """The rows of :func:`_serving_history_statement` as a :class:`ServingHistory`."""
+    counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
+    last: dict[tuple[str, str], datetime] = {}
+    dismissed: dict[tuple[str, str], tuple[datetime, str, str]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0:

@@ -22,8 +22,13 @@ from nextbest.api.schemas import (
     RecommendationPublic,
 )
 from nextbest.service.apikeys import Principal
-from nextbest.service.recommend import Recommendation
-from nextbest.service.serving import recommend_batch, recommend_one
+from nextbest.service.recommend import Recommendation, decision_time
+from nextbest.service.serving import (
+    Database,
+    live_history_async,
+    recommend_batch,
+    recommend_one,
+)
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
 
@@ -54,8 +59,10 @@ def _recommendation(rec: Recommendation, *, with_excluded: bool) -> dict[str, An
 # One recommendation is ~1.3 ms of CPU and one sub-millisecond indexed query,
 # so it runs on the event loop itself: a hop to the thread pool and back costs a
 # sizeable share of that, and with one worker process per core there is no other
-# core for a thread to use. The batch route (up to 1,000 HCPs, ~0.5 s) stays in
-# the thread pool so it does not hold up the requests queued behind it.
+# core for a thread to use. On PostgreSQL the query is awaited on an asyncio pool
+# (a database across a network would otherwise stall the worker per round trip).
+# The batch route (up to 1,000 HCPs, ~0.5 s) stays in the thread pool so it does
+# not hold up the requests queued behind it.
 @router.post("", response_model=RecommendationPublic)
 async def recommend(
     body: RecommendationCreate,
@@ -66,18 +73,28 @@ async def recommend(
     recommender = runtime.recommender
     if caller.role == "rep":
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
-    # An engine, not a session: the one history query runs on a plain connection.
+    now = decision_time(body.date)
+    db: Database | None = runtime.reader  # an engine: one query on a plain connection
+    history = None
+    pool = runtime.async_reader
+    if pool is not None and recommender.hcp_row(body.hcp_id) is not None:
+        # PostgreSQL: the worker serves other requests while the query travels.
+        history = await live_history_async(
+            pool, runtime.reader.dialect, rules=recommender.rules, hcp_id=body.hcp_id, now=now
+        )
+        db = None
     rec = recommend_one(
         recommender,
-        runtime.reader,
+        db,
         runtime.reclog,
         requester=caller.name,
         hcp_id=body.hcp_id,
         k=body.k,
         channel=body.channel,
         purpose=body.purpose,
-        on=body.date,
+        on=now,
         explain_exclusions=body.explain,
+        history=history,
     )
     record_served([rec])
     return _json(_recommendation(rec, with_excluded=body.explain))
