@@ -5,7 +5,8 @@ logged as ``requester``; never the key) and returns plain dataclasses. The
 database is an ORM session, a Core connection, or an engine: with an engine the
 history read checks a plain connection out for that one query and back in at
 once (no ORM session per request, and no transaction left open while the
-model scores).
+model scores). On PostgreSQL the single-recommendation route awaits its read
+(:func:`live_history_async`) and hands the result to :func:`recommend_one`.
 """
 
 from __future__ import annotations
