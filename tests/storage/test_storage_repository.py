@@ -183,11 +183,13 @@ def test_a_failed_log_insert_is_a_sqlalchemy_error_and_stores_nothing(
     first = make_recommendation("rec-dup", "h1", items=(make_served_item(1, "a1"),))
     log_recommendations(session, records=[first])
     session.commit()
-    again = [make_recommendation("rec-new", "h2"), first]  # the second one is a duplicate
+    # The second one is a duplicate; the first names an HCP no error may show.
+    again = [make_recommendation("rec-new", "HCP-NOT-IN-LOGS"), first]
     # The driver's own error (sqlite3 / psycopg) comes out as SQLAlchemy's, as if
     # SQLAlchemy had run the statement: callers catch one hierarchy on both paths.
-    with pytest.raises(IntegrityError, match=r"rec-dup|UNIQUE|unique"):
+    with pytest.raises(IntegrityError, match=r"rec-dup|UNIQUE|unique") as raised:
         log_recommendations(session, records=again)
+    assert "HCP-NOT-IN-LOGS" not in str(raised.value)  # parameters hidden
     session.rollback()
     stored = session.execute(select(Recommendation.recommendation_id)).scalars().all()
     assert stored == ["rec-dup"]

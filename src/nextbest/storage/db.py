@@ -67,6 +67,8 @@ def make_engine(url: str) -> Engine:
     ``journal_mode=WAL``, ``synchronous=FULL``, ``busy_timeout=10000`` and
     ``foreign_keys=ON``. PostgreSQL: pooled connections are pinged before use, and a
     bare ``postgresql://`` URL uses psycopg 3 (the driver this project installs).
+    Errors never show the statement's parameters (HCP ids among them), so a logged
+    database error carries no HCP data.
 
     Raises:
         ValueError: the URL names another backend.
@@ -77,13 +79,13 @@ def make_engine(url: str) -> Engine:
         path = _sqlite_file(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, hide_parameters=True)
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     raise ValueError(
         f"unsupported database backend {backend!r} in database URL "
         f"{parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql://"
@@ -109,6 +111,7 @@ def make_reader(engine: Engine) -> Engine:
         return engine
     return create_engine(
         engine.url,
+        hide_parameters=True,
         isolation_level="AUTOCOMMIT",
         pool_pre_ping=False,
         pool_size=READER_POOL_SIZE,

@@ -621,6 +621,7 @@ class _DriverQuery:
                 exc,
                 dialect.loaded_dbapi.Error,
                 connection_invalidated=lost,
+                hide_parameters=True,
                 dialect=dialect,
             ) from exc
         finally:
@@ -835,7 +836,7 @@ async def serving_history_async(
             fetched = await _fetch(pool, query.sql, values)
     except psycopg.Error as exc:
         raise sa.exc.DBAPIError.instance(
-            query.sql, values, exc, psycopg.Error, dialect=dialect
+            query.sql, values, exc, psycopg.Error, hide_parameters=True, dialect=dialect
         ) from exc
     return _fold_history(iter(query.processed(fetched)), len(windows))
 
