@@ -57,8 +57,25 @@ def test_cooldown_blocks_only_that_channel_and_that_hcp() -> None:
     assert blocked[0].tolist() == [True, True, False, False]
     assert not blocked[1].any()
     why = _rules().reasons("H1", history)
-    assert "cool-down" in why[0][0] and "3 days" in why[0][0]
+    assert why[0][0] == "cool-down: last email contact 1 day ago, minimum gap 3 days"
     assert why[2] == []
+
+
+@pytest.mark.parametrize(
+    ("days", "said"),
+    [
+        (0.0, "0 minutes ago"),
+        (1 / 1440, "1 minute ago"),
+        (0.5 / 24, "30 minutes ago"),
+        (1 / 24, "1 hour ago"),
+        (23.9 / 24, "23 hours ago"),
+        (1.0, "1 day ago"),
+        (2.9, "2 days ago"),  # rounded down: "2 days" stays true
+    ],
+)
+def test_a_cooldown_says_how_long_ago_in_words(days: float, said: str) -> None:
+    why = _rules().reasons("H1", _history({("H1", "email"): [days]}))
+    assert why[0][0] == f"cool-down: last email contact {said}, minimum gap 3 days"
 
 
 def test_cooldown_over_lets_the_channel_back() -> None:

@@ -292,8 +292,8 @@ class HistoryRules:
                 since = history.now - last
                 if since < timedelta(days=rule.cooldown_days):
                     blocks[channel] = (
-                        f"cool-down: last {channel} contact {since.total_seconds() / 86400:.1f} "
-                        f"days ago, minimum gap {rule.cooldown_days:g} days"
+                        f"cool-down: last {channel} contact {_ago(since)}, "
+                        f"minimum gap {rule.cooldown_days:g} days"
                     )
                     continue
             if rule.cap is not None:
@@ -313,3 +313,15 @@ class HistoryRules:
                     f"{cap.per_days:g} days (max {cap.max_contacts})"
                 )
         return blocks
+
+
+def _ago(since: timedelta) -> str:
+    """How long ago, as a rep would say it: "40 minutes ago", "5 hours ago", "3 days ago"."""
+    minutes = int(since.total_seconds() // 60)
+    if minutes < 60:
+        return "1 minute ago" if minutes == 1 else f"{max(minutes, 0)} minutes ago"
+    hours = minutes // 60
+    if hours < 24:
+        return "1 hour ago" if hours == 1 else f"{hours} hours ago"
+    days = hours // 24
+    return "1 day ago" if days == 1 else f"{days} days ago"
