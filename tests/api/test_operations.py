@@ -64,6 +64,9 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
             assert answer.headers["Retry-After"] == "1"
             assert answer.json() == {"detail": "the database is unavailable; try again shortly"}
         assert "database unavailable during POST /v1/recommendations" in caplog.text
+        # Bad input is still named as such, before any read of the database.
+        bad = client.post("/v1/recommendations", json={"hcp_id": hcp, "channel": "fax"})
+        assert bad.status_code == 422 and "unknown channel 'fax'" in bad.text
         assert hcp not in caplog.text  # the log names the server's error, not the request
     runtime.close()
 

@@ -628,7 +628,8 @@ class _DriverQuery:
             with suppress(dialect.loaded_dbapi.Error):  # its connection may be gone
                 cursor.close()
 
-    def _values(self, params: dict[str, Any]) -> list[Any]:
+    def values(self, params: dict[str, Any]) -> list[Any]:
+        """The positional parameters of one execution, converted as the dialect does."""
         return [
             value if name is None else params[name] if process is None else process(params[name])
             for name, value, process in self.binds
@@ -636,25 +637,21 @@ class _DriverQuery:
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> None:
         """Run a statement without results once, in the connection's transaction."""
-        values = self._values(params)
+        values = self.values(params)
         with self._cursor(connection, values) as cursor:
             cursor.execute(self.sql, values)
 
     def execute_many(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Run a statement without results once per row, in the connection's transaction."""
-        values = [self._values(row) for row in rows]
+        values = [self.values(row) for row in rows]
         with self._cursor(connection, values) as cursor:
             cursor.executemany(self.sql, values)
 
     def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        values = self._values(params)
+        values = self.values(params)
         with self._cursor(connection, values) as cursor:
             fetched = cursor.execute(self.sql, values).fetchall()
         return self.processed(fetched)
-
-    def values(self, params: dict[str, Any]) -> list[Any]:
-        """The positional parameters of one execution, converted as the dialect does."""
-        return self._values(params)
 
     def processed(self, fetched: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The driver's rows with the dialect's result conversions applied."""
@@ -788,11 +785,11 @@ def serving_history(
     shape = (len(windows), dismissed_since is not None)
     rows: Iterator[Any]
     if len(unique) == 1:
-        statement = _serving_history_statement(*shape, one_hcp=True)
         one = {**params, "hcp_id": unique[0]}
         if connection.dialect.name in ("sqlite", "postgresql"):  # the hot path: _DriverQuery
             rows = iter(_one_hcp_query(connection.dialect, shape).rows(connection, one))
         else:
+            statement = _serving_history_statement(*shape, one_hcp=True)
             rows = iter(connection.execute(statement, one))
     else:
         statement = _serving_history_statement(*shape, one_hcp=False)
