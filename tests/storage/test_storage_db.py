@@ -96,6 +96,33 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
     assert _current_revision(database_url) == "0001"
 
 
+def _connect_at(url: str, start: float) -> str:
+    """Run in a worker process: wait for the common start time, then open a connection."""
+    while time.time() < start:
+        pass
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+    finally:
+        engine.dispose()
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_get_wal(tmp_path: Path) -> None:
+    # Connections racing to switch a new file to WAL deadlock on its locks, and
+    # SQLite fails one of them at once instead of waiting; without the retry about
+    # one connection in thirty failed here with "database is locked".
+    n_workers, rounds = 8, 10
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        list(pool.map(abs, range(n_workers)))
+        for i in range(rounds):
+            url = f"sqlite:///{tmp_path / f'new-{i}.db'}"
+            start = time.time() + 0.2
+            modes = list(pool.map(_connect_at, [url] * n_workers, [start] * n_workers))
+            assert modes == ["wal"] * n_workers
+
+
 def test_ping_answers_true_on_a_live_database(database_url: str) -> None:
     engine = make_engine(database_url)
     try:

@@ -6,6 +6,8 @@ PostgreSQL (production, shared by many API worker processes).
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +46,29 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode (a lasting setting of the file).
+
+    Processes that open a new file at once (API workers migrating at start-up)
+    race to switch it, and SQLite answers the loser "database is locked" at once,
+    without waiting out ``busy_timeout``; so the switch is retried for as long as
+    that timeout. A file already in WAL mode needs no switch, and no lock.
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.2)
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
     """Per-connection SQLite settings (PRAGMAs are not persistent, bar journal_mode)."""
     cursor = dbapi_connection.cursor()
@@ -51,7 +76,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         # busy_timeout first: switching to WAL needs a lock another process may hold.
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # WAL: readers never block the writer, and many API workers read at once.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         # FULL: fsync the WAL on every commit, so an acknowledged event survives a
         # power loss (NORMAL would only survive a crash of the process).
         cursor.execute("PRAGMA synchronous=FULL")
