@@ -4,7 +4,9 @@
    data contract on the history, then score every HCP at the end of history and
    compute the *true* net value (incremental NRx - cost, summed over HCPs) of the
    learned top-1-or-nothing policy, the oracle, random eligible actions, the
-   logging policy, ranking by engagement probability alone, and doing nothing.
+   logging policy, ranking by engagement probability alone, and doing nothing;
+   beside them, the ceilings: the same features fitted to the noise-free truth,
+   and the Bayes-optimal policy from the same history (``--bayes-samples``).
 2. Hillstrom e-mail experiment (64,000 customers, randomized thirds), outcome
    ``visit``: per seed 0-4 a 50/50 split stratified by arm; fit on one half,
    choose No E-Mail / Mens / Womens for each customer of the other half, and
@@ -64,7 +66,9 @@ def _top_or_none(net: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return np.where(masked[np.arange(len(net)), best] > 0, best, -1)
 
 
-def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict[str, Any]:
+def simulator(
+    n_hcps: int, periods: int, seed: int, config: TrainConfig, *, bayes_samples: int = 1000
+) -> dict[str, Any]:
     world = simulate_world(n_hcps=n_hcps, periods=periods, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         world.write(tmp, fmt="parquet")
@@ -126,6 +130,11 @@ def simulator(n_hcps: int, periods: int, seed: int, config: TrainConfig) -> dict
         "uplift_heterogeneity": result.params.get("uplift.heterogeneity"),
         "feature_ceiling": _feature_ceiling(world, dataset, model),
         "shortfall": _shortfall(world, net, learned, oracle),
+        **(
+            {"bayes_ceiling": _bayes_ceiling(world, learned, bayes_samples)}
+            if bayes_samples
+            else {}
+        ),
         "uplift_source": model.uplift_source,
         "eval_metrics": {
             k: v for k, v in result.metrics.items() if k.startswith(("eval_", "ope_"))
@@ -163,6 +172,40 @@ def _shortfall(
         "oracle_action_where_we_act": world.true_value(np.where(learned >= 0, theirs, -1))
         / oracle_value,
         "true_cell_means_specialty_decile": world.true_value(by_cell) / oracle_value,
+    }
+
+
+def _bayes_ceiling(world: Any, learned: np.ndarray, samples: int) -> dict[str, Any]:
+    """The Bayes-optimal policy from the same history (:mod:`nextbest.simulate.posterior`).
+
+    It knows the simulator's response model and priors, sees only what the learner
+    sees, and so bounds what any learner can reach on this world.
+    """
+    from nextbest.simulate.posterior import posterior_values
+
+    _say(f"  Bayes-optimal policy: {samples} trait samples per HCP")
+    start = time.perf_counter()
+    post = posterior_values(world, samples=samples, seed=0)
+    seconds = time.perf_counter() - start
+    eligible = world.eligible
+    choice = post.choice(eligible)
+    value, oracle_value = world.true_value(choice), world.true_value(world.oracle_choice())
+    uplift = post.net_value + world.cost[None, :]
+    return {
+        "samples_per_hcp": samples,
+        "value": value,
+        "value_per_hcp": value / world.n_hcps,
+        "ratio_to_oracle": value / oracle_value,
+        "learned_policy_ratio_to_bayes": world.true_value(learned) / value,
+        "uplift_correlation_with_truth": float(
+            np.corrcoef(uplift[eligible], world.uplift[eligible])[0, 1]
+        ),
+        "action_rate": float((choice >= 0).mean()),
+        "same_choice_as_learned_policy": float((choice == learned).mean()),
+        "effective_samples_p1_p10_p50": [
+            float(q) for q in np.quantile(post.effective_samples, [0.01, 0.10, 0.50])
+        ],
+        "seconds": seconds,
     }
 
 
@@ -469,6 +512,17 @@ def _table(results: dict[str, Any]) -> str:
             ),
             *(
                 [
+                    "| Bayes-optimal policy from the same history, knowing the simulator's "
+                    "model (the most any learner can reach), ratio to oracle; "
+                    "learned policy's ratio to it | "
+                    f"{sim['bayes_ceiling']['ratio_to_oracle']:.3f}; "
+                    f"{sim['bayes_ceiling']['learned_policy_ratio_to_bayes']:.3f} |"
+                ]
+                if "bayes_ceiling" in sim
+                else []
+            ),
+            *(
+                [
                     "| ratio to oracle: our first-ranked action where the oracle acts; "
                     "the oracle's action where we act | "
                     f"{sim['shortfall']['our_action_where_oracle_acts']:.3f}; "
@@ -519,7 +573,9 @@ eligible action; "logging" is the history's own policy, holdout included.
 Hillstrom values are inverse-propensity estimates (propensity 1/3) of visits per
 customer on the held-out half of each split; a learned policy e-mails whenever
 its predicted gain is above 0 (e-mails cost 0), or, under the budget, only the
-30% with the largest predicted gain. `simulator.uplift_correlation_with_truth`
+30% with the largest predicted gain. The Bayes-optimal policy sees what the
+learner sees but knows the simulator's model and priors; no learner can beat it
+on this history in expectation. `simulator.uplift_correlation_with_truth`
 and `simulator.p_engage_correlation_with_truth` in the JSON say how close the
 model's estimates are to the truth; docs/learning.md discusses the shortfall."""
 
@@ -559,6 +615,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hillstrom-seeds", type=int, default=5)
     parser.add_argument("--scale-hcps", type=int, default=0, help="e.g. 200000 (5.2M rows)")
     parser.add_argument("--scale-periods", type=int, default=25)
+    parser.add_argument(
+        "--bayes-samples",
+        type=int,
+        default=1000,
+        help="trait samples per HCP for the Bayes-optimal policy (0: skip it)",
+    )
     parser.add_argument("--skip-simulator", action="store_true")
     parser.add_argument("--skip-hillstrom", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -575,7 +637,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if not args.skip_simulator:
         _say(f"simulator: {args.hcps} HCPs x {args.periods} periods")
-        results["simulator"] = sim = simulator(args.hcps, args.periods, args.seed, config)
+        results["simulator"] = sim = simulator(
+            args.hcps, args.periods, args.seed, config, bayes_samples=args.bayes_samples
+        )
         sim["measured_at"] = now
         results.update(
             {

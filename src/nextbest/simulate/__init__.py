@@ -50,9 +50,12 @@ rep_phone / email / webinar. True ``uplift = p_engage * gain`` (before cost).
   support move prescribing more than they attract opens), and the shared
   individual part is what history by topic can reveal.
 
-Most of the value at stake is learnable: a policy knowing the true ``p_engage``
-but persuadability only from observables and topic history reaches about 92%
-of the oracle on 20,000 HCPs; the rest is individual noise.
+A policy knowing the true ``p_engage`` but persuadability only from observables
+and topic history reaches about 92% of the oracle on 20,000 HCPs. The true
+``p_engage`` is not known to a learner, though: the Bayes-optimal policy from 26
+weeks of history (``nextbest.simulate.posterior``, which knows this model and
+sees only the observable tables) reaches about 56%; no learner can do better on
+that history.
 
 Costs per touch: rep_visit ~0.6, rep_phone ~0.25, webinar ~0.1, email ~0.02
 (+-15% per item).

@@ -8,7 +8,7 @@ documented in :mod:`nextbest.simulate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -119,6 +119,112 @@ class HiddenTraits:
     loyalist: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class Observables:
+    """What the ``hcps`` table shows of each HCP, as arrays (``n`` rows).
+
+    Attributes:
+        specialty: ``(n,)`` int code into ``SPECIALTIES``.
+        decile: ``(n,)`` int 1..10.
+        years: ``(n,)`` int years in practice.
+        practice: ``(n,)`` int code into ``PRACTICE_TYPES``.
+        region: ``(n,)`` int code into ``REGIONS``.
+        consent: ``(n, C)`` bool consent per channel.
+    """
+
+    specialty: np.ndarray
+    decile: np.ndarray
+    years: np.ndarray
+    practice: np.ndarray
+    region: np.ndarray
+    consent: np.ndarray
+
+    def repeat(self, times: int) -> Observables:
+        """Each HCP ``times`` times in a row (HCP-major), e.g. to draw many trait samples."""
+        return Observables(*(np.repeat(getattr(self, f.name), times, axis=0) for f in fields(self)))
+
+
+def heavy_engager_threshold(channel_affinity: np.ndarray) -> float:
+    """The mean channel affinity above which an HCP of this population is a heavy engager."""
+    return float(np.quantile(channel_affinity.mean(axis=1), 0.75))
+
+
+def draw_hidden_traits(
+    obs: Observables, rng: np.random.Generator, *, heavy_threshold: float | None = None
+) -> HiddenTraits:
+    """Draw the hidden traits of HCPs with the given observables.
+
+    Args:
+        obs: the HCPs' observable attributes.
+        rng: the generator the draws come from, in a fixed order.
+        heavy_threshold: mean channel affinity from which an HCP counts as a heavy
+            engager (loyalists are heavy engagers). None: the top quarter of the
+            HCPs drawn here, as for a whole population; pass the population's
+            value (:func:`heavy_engager_threshold`) when drawing a few HCPs again.
+    """
+    specialty, decile, years, practice = obs.specialty, obs.decile, obs.years, obs.practice
+    n = specialty.shape[0]
+    z_years = (years - 17.0) / 9.0
+    specialist = specialty != PRIMARY_CARE
+    hospital = practice == HOSPITAL
+    solo = practice == SOLO
+
+    # A general "engager" factor shared by all channels makes heavy engagers exist;
+    # reps have built relationships with high deciles, so it rises a little with decile.
+    general = rng.normal(0.0, 0.45, n) + 0.06 * (decile - 5.5)
+    channel_affinity = general[:, None] + rng.normal(0.0, 0.55, (n, len(CHANNELS)))
+    channel_affinity += REGION_CHANNEL_SHIFT[obs.region]
+    # Younger HCPs prefer digital channels; hospitals restrict rep access.
+    channel_affinity[:, REP_VISIT] += 0.25 * z_years - 0.3 * hospital + 0.3 * solo
+    channel_affinity[:, REP_PHONE] += 0.10 * z_years
+    channel_affinity[:, EMAIL] += -0.35 * z_years + 0.1 * hospital
+    channel_affinity[:, WEBINAR] += -0.25 * z_years + 0.3 * hospital + 0.2 * specialist
+
+    topic_individual = rng.normal(0.0, 0.45, (n, len(TOPICS)))
+    topic_affinity = TOPIC_INTEREST[specialty] + topic_individual
+    medical_fit = np.where(specialist, 0.5, -0.3) + 0.2 * hospital + rng.normal(0.0, 0.2, n)
+    fatigue_sensitivity = np.asarray(rng.gamma(2.0, 0.1, n))
+
+    # Prescribing volume spans BASELINE_MIN..BASELINE_MAX geometrically over deciles.
+    ratio = BASELINE_MAX / BASELINE_MIN
+    baseline = BASELINE_MIN * ratio ** ((decile - 1) / 9.0) * rng.lognormal(0.0, 0.25, n)
+
+    # Interest and need are related (people read about what they need) but not equal.
+    topic_need = (
+        TOPIC_NEED[specialty]
+        + 0.4 * topic_individual
+        + rng.normal(0.0, TOPIC_NEED_NOISE, topic_individual.shape)
+    )
+    topic_fit = np.exp(topic_need)
+    persuadability = (
+        PERSUADABILITY_SCALE
+        * DECILE_PERSUADABILITY[decile - 1]
+        * np.exp(-0.3 * z_years)
+        * rng.lognormal(0.0, PERSUADABILITY_NOISE, n)
+    )
+    if heavy_threshold is None:
+        heavy_threshold = heavy_engager_threshold(channel_affinity)
+    heavy = channel_affinity.mean(axis=1) >= heavy_threshold
+    loyalist_rate = np.where(
+        years >= LOYALIST_SENIOR_YEARS, LOYALIST_RATE_SENIOR, LOYALIST_RATE_OTHER
+    )
+    loyalist = heavy & (rng.random(n) < loyalist_rate)
+    persuadability = np.where(loyalist, 0.03 * persuadability, persuadability)
+    return HiddenTraits(
+        specialty=specialty,
+        decile=decile,
+        consent=obs.consent,
+        channel_affinity=channel_affinity,
+        topic_affinity=topic_affinity,
+        medical_fit=medical_fit,
+        fatigue_sensitivity=fatigue_sensitivity,
+        baseline=baseline,
+        persuadability=persuadability,
+        topic_fit=topic_fit,
+        loyalist=loyalist,
+    )
+
+
 def _labels(prefix: str, n: int, width: int) -> np.ndarray:
     numbers = np.char.zfill(np.arange(1, n + 1).astype(str), width)
     return np.char.add(prefix, numbers).astype(object)
@@ -146,51 +252,9 @@ def draw_population(n_hcps: int, rng: np.random.Generator) -> tuple[pd.DataFrame
     years = np.clip(np.rint(rng.normal(17.0, 9.0, n)), 1, 45).astype(np.int64)
     consent = rng.random((n, len(CHANNELS))) < CONSENT_RATES
 
-    z_years = (years - 17.0) / 9.0
-    specialist = specialty != PRIMARY_CARE
-    hospital = practice == HOSPITAL
-    solo = practice == SOLO
-
-    # A general "engager" factor shared by all channels makes heavy engagers exist;
-    # reps have built relationships with high deciles, so it rises a little with decile.
-    general = rng.normal(0.0, 0.45, n) + 0.06 * (decile - 5.5)
-    channel_affinity = general[:, None] + rng.normal(0.0, 0.55, (n, len(CHANNELS)))
-    channel_affinity += REGION_CHANNEL_SHIFT[region]
-    # Younger HCPs prefer digital channels; hospitals restrict rep access.
-    channel_affinity[:, REP_VISIT] += 0.25 * z_years - 0.3 * hospital + 0.3 * solo
-    channel_affinity[:, REP_PHONE] += 0.10 * z_years
-    channel_affinity[:, EMAIL] += -0.35 * z_years + 0.1 * hospital
-    channel_affinity[:, WEBINAR] += -0.25 * z_years + 0.3 * hospital + 0.2 * specialist
-
-    topic_individual = rng.normal(0.0, 0.45, (n, len(TOPICS)))
-    topic_affinity = TOPIC_INTEREST[specialty] + topic_individual
-    medical_fit = np.where(specialist, 0.5, -0.3) + 0.2 * hospital + rng.normal(0.0, 0.2, n)
-    fatigue_sensitivity = rng.gamma(2.0, 0.1, n)
-
-    # Prescribing volume spans BASELINE_MIN..BASELINE_MAX geometrically over deciles.
-    ratio = BASELINE_MAX / BASELINE_MIN
-    baseline = BASELINE_MIN * ratio ** ((decile - 1) / 9.0) * rng.lognormal(0.0, 0.25, n)
-
-    # Interest and need are related (people read about what they need) but not equal.
-    topic_need = (
-        TOPIC_NEED[specialty]
-        + 0.4 * topic_individual
-        + rng.normal(0.0, TOPIC_NEED_NOISE, topic_individual.shape)
+    traits = draw_hidden_traits(
+        Observables(specialty, decile, years, practice, region, consent), rng
     )
-    topic_fit = np.exp(topic_need)
-    persuadability = (
-        PERSUADABILITY_SCALE
-        * DECILE_PERSUADABILITY[decile - 1]
-        * np.exp(-0.3 * z_years)
-        * rng.lognormal(0.0, PERSUADABILITY_NOISE, n)
-    )
-    engagement_level = channel_affinity.mean(axis=1)
-    heavy = engagement_level >= np.quantile(engagement_level, 0.75)
-    loyalist_rate = np.where(
-        years >= LOYALIST_SENIOR_YEARS, LOYALIST_RATE_SENIOR, LOYALIST_RATE_OTHER
-    )
-    loyalist = heavy & (rng.random(n) < loyalist_rate)
-    persuadability = np.where(loyalist, 0.03 * persuadability, persuadability)
 
     hcps = pd.DataFrame(
         {
@@ -205,17 +269,4 @@ def draw_population(n_hcps: int, rng: np.random.Generator) -> tuple[pd.DataFrame
     )
     for c, channel in enumerate(CHANNELS):
         hcps[f"consent_{channel}"] = consent[:, c]
-    traits = HiddenTraits(
-        specialty=specialty,
-        decile=decile,
-        consent=consent,
-        channel_affinity=channel_affinity,
-        topic_affinity=topic_affinity,
-        medical_fit=medical_fit,
-        fatigue_sensitivity=fatigue_sensitivity,
-        baseline=baseline,
-        persuadability=persuadability,
-        topic_fit=topic_fit,
-        loyalist=loyalist,
-    )
     return hcps, traits
