@@ -11,6 +11,8 @@ What it measures (figures land in bench/results/serve.json and are printed):
 - ``overhead_ratio``: median request latency of one idle connection divided by
   the raw LightGBM time of the same rows (both models' predict calls on the
   HCP's candidate actions, one thread), measured in this run;
+- the floor under those latencies: ``GET /healthz`` (a route that does no work)
+  on one idle connection, through the same generator and server (``http_floor``);
 - batch picks through ``POST /v1/recommendations/batch`` (1,000 HCPs a call):
   rows (HCP x candidate action pairs) scored per second;
 - after a start and after a model reload: the server as deployed starts on the
@@ -266,6 +268,10 @@ def _post(path: str, body: dict[str, Any]) -> bytes:
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer {BENCH_KEY}\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode() + data
+
+
+def _get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
 
 # -- set-up --------------------------------------------------------------------------
@@ -725,6 +731,10 @@ def main() -> dict[str, Any]:
         try:
             drive(port, single[:500], connections=4, seconds=3)  # warm-up
             cold = single_scenarios(port, single, server.pid, args.seconds, args.rate)
+            # The round trip of a request that does no work, through the same
+            # generator, loopback, uvicorn and app: the floor under every latency.
+            floor = drive(port, [_get("/healthz")], connections=1, seconds=5)
+            print(f"  GET /healthz, one connection: {floor}")
         finally:
             stop_server(server)
         # As deployed (default cache), after every HCP was asked about a few times,
@@ -799,6 +809,9 @@ def main() -> dict[str, Any]:
         # no HTTP, no database) over the raw predict time: what the HTTP layer,
         # the history queries and the log add shows as the difference.
         "overhead_ratio_in_process": raw["recommend_in_process_ms_p50"] / raw["predict_ms_p50"],
+        # GET /healthz on one idle connection: what any request costs end to end
+        # before the route does anything, over the same raw predict time.
+        "http_floor": {**floor, "ratio_to_raw_predict": floor["p50_ms"] / raw["predict_ms_p50"]},
         "targets": {
             "single_p99_ms_at_1000_rps": {
                 "target": 20.0,
