@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nextbest.simulate import SimulatedWorld
-from nextbest.simulate.posterior import observables, posterior_values
+from nextbest.simulate.posterior import Responses, observables, posterior_values
 
 SAMPLES = 200
 PER_HCP_TRAITS = (
@@ -95,3 +95,52 @@ def test_an_hcps_own_history_is_what_informs_it(small_world: SimulatedWorld, pos
 def test_bad_sizes_are_refused(small_world: SimulatedWorld) -> None:
     with pytest.raises(ValueError, match="samples"):
         posterior_values(small_world, samples=0)
+
+
+def test_responses_after_the_history_add_evidence(small_world: SimulatedWorld, posterior) -> None:
+    # Thirty more touches per HCP on random eligible actions, as a closed loop
+    # with exploration would gather: the posterior must use them.
+    rng = np.random.default_rng(3)
+    n, draws = small_world.n_hcps, 30
+    hcp = np.repeat(np.arange(n), draws)
+    action = rng.integers(0, small_world.n_actions, hcp.shape[0])
+    engaged, outcome = small_world.draw_response(hcp, action, rng)
+    more = posterior_values(
+        small_world,
+        samples=SAMPLES,
+        seed=1,
+        responses=Responses(hcp=hcp, action=action, engaged=engaged, outcome=outcome),
+    )
+    assert _correlation(small_world, more.net_value) > (
+        _correlation(small_world, posterior.net_value) + 0.02
+    )
+    eligible = small_world.eligible
+    assert small_world.true_value(more.choice(eligible)) > small_world.true_value(
+        posterior.choice(eligible)
+    )
+    # The order the responses come in does not matter.
+    shuffled = rng.permutation(hcp.shape[0])
+    again = posterior_values(
+        small_world,
+        samples=SAMPLES,
+        seed=1,
+        responses=Responses(
+            hcp=hcp[shuffled],
+            action=action[shuffled],
+            engaged=engaged[shuffled],
+            outcome=outcome[shuffled],
+        ),
+    )
+    np.testing.assert_allclose(again.net_value, more.net_value, rtol=1e-9, atol=1e-12)
+
+
+def test_responses_naming_unknown_rows_are_refused(small_world: SimulatedWorld) -> None:
+    one = np.array([0.0])
+    with pytest.raises(ValueError, match=r"responses\.hcp"):
+        posterior_values(
+            small_world,
+            samples=2,
+            responses=Responses(np.array([small_world.n_hcps]), np.array([0]), one, one),
+        )
+    with pytest.raises(ValueError, match="one length"):
+        Responses(np.array([0, 1]), np.array([0]), one, one)

@@ -58,6 +58,31 @@ class Posterior:
         return np.where(positive, best, NO_ACTION).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class Responses:
+    """Responses drawn after the history by :meth:`SimulatedWorld.draw_response`.
+
+    Drawn from the end-of-history state without ``extra_touches`` (each draw
+    independent), as the closed-loop benchmark does; ``(m,)`` arrays each.
+
+    Attributes:
+        hcp: row indices into ``hcps``.
+        action: catalog row indices, -1 for no touch.
+        engaged: 0/1.
+        outcome: NRx.
+    """
+
+    hcp: np.ndarray
+    action: np.ndarray
+    engaged: np.ndarray
+    outcome: np.ndarray
+
+    def __post_init__(self) -> None:
+        shapes = {np.shape(getattr(self, f)) for f in ("hcp", "action", "engaged", "outcome")}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError("hcp, action, engaged and outcome must be 1-d arrays of one length")
+
+
 def observables(hcps: pd.DataFrame) -> Observables:
     """The simulator's observable attributes read back from its ``hcps`` table."""
 
@@ -80,6 +105,7 @@ def posterior_values(
     samples: int = 2000,
     seed: int = 0,
     block_hcps: int = 100,
+    responses: Responses | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Posterior:
     """Posterior expected net value of every HCP x action given the world's history.
@@ -87,6 +113,9 @@ def posterior_values(
     Args:
         world: the simulated world; only its observable tables, catalog and
             population-level constants are read, never an HCP's hidden traits.
+        responses: more evidence, drawn after the history (e.g. a closed loop's
+            served decisions and their outcomes); an undelivered action (not
+            eligible) counts as no touch, as in the draw.
         samples: trait samples per HCP.
         seed: seed of the samples.
         block_hcps: HCPs per block (memory grows with ``block_hcps * samples``).
@@ -110,16 +139,51 @@ def posterior_values(
     touched = np.where(action != NO_ACTION, codes.channel[np.maximum(action, 0)], -1)
     recent = np.stack([recent_touches(touched, t) for t in range(periods + 1)])
 
+    later = _delivered(world, responses)
+
     rng = np.random.default_rng(seed)
     net_value = np.empty((n, codes.n_actions))
     effective = np.empty(n)
     for start in range(0, n, block_hcps):
         hcp = np.arange(start, min(start + block_hcps, n))
-        block = _block(obs, hcp, samples, threshold, rng, codes, action, engaged, outcome, recent)
+        history = (action, engaged, outcome, recent)
+        block = _block(obs, hcp, samples, threshold, rng, codes, history, later)
         net_value[hcp], effective[hcp] = block
         if progress is not None:
             progress(len(hcp))
     return Posterior(net_value=net_value - codes.cost[None, :], effective_samples=effective)
+
+
+def _delivered(world: SimulatedWorld, responses: Responses | None) -> Responses | None:
+    """``responses`` sorted by HCP, with undelivered actions as no touch."""
+    if responses is None:
+        return None
+    hcp = np.asarray(responses.hcp, dtype=np.int64)
+    action = np.asarray(responses.action, dtype=np.int64)
+    if hcp.size and (hcp.min() < 0 or hcp.max() >= world.n_hcps):
+        raise ValueError(f"responses.hcp values must be in 0..{world.n_hcps - 1}")
+    if action.size and (action.min() < NO_ACTION or action.max() >= world.n_actions):
+        raise ValueError(f"responses.action values must be -1 or 0..{world.n_actions - 1}")
+    delivered = (action != NO_ACTION) & world.eligible[hcp, np.maximum(action, 0)]
+    order = np.argsort(hcp, kind="stable")
+    return Responses(
+        hcp=hcp[order],
+        action=np.where(delivered, action, NO_ACTION)[order],
+        engaged=np.asarray(responses.engaged, dtype=np.float64)[order],
+        outcome=np.asarray(responses.outcome, dtype=np.float64)[order],
+    )
+
+
+def _log_likelihood(
+    z: np.ndarray, acted: np.ndarray, engaged: np.ndarray, outcome: np.ndarray, mean: np.ndarray
+) -> np.ndarray:
+    """Log-likelihood of responses (up to a constant): engagement if touched, then outcome.
+
+    ``z`` is the engagement logit, ``mean`` the Poisson mean of the outcome.
+    """
+    # log sigmoid(z) if engaged, log sigmoid(-z) if not; only touches count.
+    touched = np.where(acted, np.logaddexp(0.0, np.where(engaged > 0, -z, z)), 0.0)
+    return outcome * np.log(mean) - mean - touched
 
 
 def _block(
@@ -129,12 +193,16 @@ def _block(
     threshold: float,
     rng: np.random.Generator,
     codes: ActionCodes,
-    action: np.ndarray,
-    engaged: np.ndarray,
-    outcome: np.ndarray,
-    recent: np.ndarray,
+    history: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    later: Responses | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior expected uplift ``(h, A)`` and effective sample sizes ``(h,)`` of HCPs ``hcp``."""
+    """Posterior expected uplift ``(h, A)`` and effective sample sizes ``(h,)`` of HCPs ``hcp``.
+
+    ``history`` is the logged ``(action, engaged, outcome)``, each ``(periods, n)``,
+    and the touches per channel before each period and at the end,
+    ``(periods + 1, n, C)``.
+    """
+    action, engaged, outcome, recent = history
     h = hcp.shape[0]
     block_obs = Observables(
         obs.specialty[hcp],
@@ -159,14 +227,40 @@ def _block(
         )
         z = logit[rows, safe] - fatigue
         e = np.repeat(engaged[t, hcp], samples)
-        # log sigmoid(z) if engaged, log sigmoid(-z) if not; only touched periods count.
-        log_lik -= np.where(acted, np.logaddexp(0.0, np.where(e > 0, -z, z)), 0.0)
         mean = traits.baseline + e * np.where(acted, gain[rows, safe], 0.0)
-        log_lik += np.repeat(outcome[t, hcp], samples) * np.log(mean) - mean
+        log_lik += _log_likelihood(z, acted, e, np.repeat(outcome[t, hcp], samples), mean)
     log_lik = log_lik.reshape(h, samples)
+    end_recent = np.repeat(recent[-1, hcp], samples, axis=0)
+    p_end = engagement_probability(logit, traits, codes, end_recent)
+    if later is not None:
+        log_lik += _later_log_likelihood(later, hcp, samples, p_end, gain, traits.baseline)
     weights = np.exp(log_lik - log_lik.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
-    end_recent = np.repeat(recent[-1, hcp], samples, axis=0)
-    uplift = engagement_probability(logit, traits, codes, end_recent) * gain
+    uplift = p_end * gain
     expected = np.einsum("hs,hsa->ha", weights, uplift.reshape(h, samples, -1))
     return expected, 1.0 / (weights**2).sum(axis=1)
+
+
+def _later_log_likelihood(
+    later: Responses,
+    hcp: np.ndarray,
+    samples: int,
+    p_end: np.ndarray,
+    gain: np.ndarray,
+    baseline: np.ndarray,
+) -> np.ndarray:
+    """``(h, samples)`` log-likelihood of the responses about the block's HCPs ``hcp``."""
+    lo, hi = np.searchsorted(later.hcp, [hcp[0], hcp[-1] + 1])
+    local = later.hcp[lo:hi] - hcp[0]
+    action = later.action[lo:hi]
+    acted = (action != NO_ACTION)[:, None]
+    safe = np.maximum(action, 0)[:, None]
+    rows = local[:, None] * samples + np.arange(samples)[None, :]  # (m, samples)
+    p = np.clip(p_end[rows, safe], 1e-12, 1 - 1e-12)
+    engaged = later.engaged[lo:hi, None]
+    mean = baseline[rows] + engaged * np.where(acted, gain[rows, safe], 0.0)
+    z = np.log(p) - np.log1p(-p)
+    per_response = _log_likelihood(z, acted, engaged, later.outcome[lo:hi, None], mean)
+    out = np.zeros((hcp.shape[0], samples))
+    np.add.at(out, local, per_response)
+    return out
