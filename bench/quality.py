@@ -131,7 +131,7 @@ def simulator(
         "feature_ceiling": _feature_ceiling(world, dataset, model),
         "shortfall": _shortfall(world, net, learned, oracle),
         **(
-            {"bayes_ceiling": _bayes_ceiling(world, learned, bayes_samples)}
+            {"bayes_ceiling": _bayes_ceiling(world, net, learned, bayes_samples)}
             if bayes_samples
             else {}
         ),
@@ -175,13 +175,18 @@ def _shortfall(
     }
 
 
-def _bayes_ceiling(world: Any, learned: np.ndarray, samples: int) -> dict[str, Any]:
+def _bayes_ceiling(
+    world: Any, net: np.ndarray, learned: np.ndarray, samples: int
+) -> dict[str, Any]:
     """The Bayes-optimal policy from the same history (:mod:`nextbest.simulate.posterior`).
 
     It knows the simulator's response model and priors, sees only what the learner
-    sees, and so bounds what any learner can reach on this world.
+    sees, and so bounds what any learner can reach on this world. Beside it, per
+    channel: how often each policy picks it, and how well the learned model's and
+    the posterior's net values of its eligible actions follow the truth.
     """
     from nextbest.simulate.posterior import posterior_values
+    from nextbest.simulate.vocabulary import CHANNELS
 
     _say(f"  Bayes-optimal policy: {samples} trait samples per HCP")
     start = time.perf_counter()
@@ -191,6 +196,29 @@ def _bayes_ceiling(world: Any, learned: np.ndarray, samples: int) -> dict[str, A
     choice = post.choice(eligible)
     value, oracle_value = world.true_value(choice), world.true_value(world.oracle_choice())
     uplift = post.net_value + world.cost[None, :]
+    oracle = world.oracle_choice()
+
+    def share(pick: np.ndarray, channel: int) -> float:
+        acted = pick >= 0
+        return float((acted & (world.codes.channel[np.maximum(pick, 0)] == channel)).mean())
+
+    def correlation(estimate: np.ndarray, mask: np.ndarray) -> float:
+        return float(np.corrcoef(estimate[mask], world.net_value[mask])[0, 1])
+
+    by_channel = {}
+    for c, name in enumerate(CHANNELS):
+        mask = eligible & (world.codes.channel == c)[None, :]
+        by_channel[name] = {
+            "share_chosen_learned_bayes_oracle": [
+                share(learned, c),
+                share(choice, c),
+                share(oracle, c),
+            ],
+            "net_value_correlation_learned_bayes": [
+                correlation(net, mask),
+                correlation(post.net_value, mask),
+            ],
+        }
     return {
         "samples_per_hcp": samples,
         "value": value,
@@ -205,6 +233,7 @@ def _bayes_ceiling(world: Any, learned: np.ndarray, samples: int) -> dict[str, A
         "effective_samples_p1_p10_p50": [
             float(q) for q in np.quantile(post.effective_samples, [0.01, 0.10, 0.50])
         ],
+        "by_channel": by_channel,
         "seconds": seconds,
     }
 
@@ -516,7 +545,8 @@ def _table(results: dict[str, Any]) -> str:
                     "model (the most any learner can reach), ratio to oracle; "
                     "learned policy's ratio to it | "
                     f"{sim['bayes_ceiling']['ratio_to_oracle']:.3f}; "
-                    f"{sim['bayes_ceiling']['learned_policy_ratio_to_bayes']:.3f} |"
+                    f"{sim['bayes_ceiling']['learned_policy_ratio_to_bayes']:.3f} |",
+                    *_channel_rows(sim["bayes_ceiling"].get("by_channel", {})),
                 ]
                 if "bayes_ceiling" in sim
                 else []
@@ -563,6 +593,24 @@ def _table(results: dict[str, Any]) -> str:
             f"{big['train_seconds']:.0f} s |"
         )
     return "\n".join(lines)
+
+
+def _channel_rows(by_channel: dict[str, Any]) -> list[str]:
+    """Where the learned policy and the Bayes-optimal one differ, channel by channel."""
+    if not by_channel:
+        return []
+    names = " / ".join(name.replace("_", " ") for name in by_channel)
+
+    def cells(key: str, i: int, fmt: str) -> str:
+        return " / ".join(format(row[key][i], fmt) for row in by_channel.values())
+
+    share, corr = "share_chosen_learned_bayes_oracle", "net_value_correlation_learned_bayes"
+    return [
+        f"| share of HCPs given a {names}: learned; Bayes-optimal; oracle | "
+        f"{cells(share, 0, '.3f')}; {cells(share, 1, '.3f')}; {cells(share, 2, '.3f')} |",
+        f"| correlation of estimated and true net value within each channel "
+        f"({names}): learned; Bayes-optimal | {cells(corr, 0, '.2f')}; {cells(corr, 1, '.2f')} |",
+    ]
 
 
 READING = """Reading it. Simulator values are the *true* net value (incremental NRx minus
