@@ -316,10 +316,8 @@ def _split(arms: np.ndarray, seed: int) -> np.ndarray:
     return train_mask
 
 
-def _policy_figures(
-    gain: np.ndarray, arm: np.ndarray, visit: np.ndarray, propensity: float
-) -> dict[str, float]:
-    """IPS value of choosing by ``gain`` ((n, 2): mens, womens vs none), free and budgeted."""
+def _choices(gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The arm chosen per customer by ``gain`` ((n, 2): mens, womens vs none): free, budgeted."""
     best = gain.argmax(axis=1)
     best_gain = gain[np.arange(len(gain)), best]
     choice = np.where(best_gain > 0, best + 1, 0)
@@ -328,6 +326,25 @@ def _policy_figures(
     budget_choice = np.zeros(len(gain), dtype=np.int64)
     top = order[:k]
     budget_choice[top] = np.where(best_gain[top] > 0, best[top] + 1, 0)
+    return choice, budget_choice
+
+
+def _paired_difference(
+    ours: np.ndarray, theirs: np.ndarray, arm: np.ndarray, visit: np.ndarray, propensity: float
+) -> dict[str, float]:
+    """IPS value of ``ours`` minus ``theirs`` on the same customers, with its standard error."""
+    per_customer = ((arm == ours).astype(float) - (arm == theirs)) * visit / propensity
+    return {
+        "difference": float(per_customer.mean()),
+        "standard_error": float(per_customer.std(ddof=1) / np.sqrt(len(per_customer))),
+    }
+
+
+def _policy_figures(
+    gain: np.ndarray, arm: np.ndarray, visit: np.ndarray, propensity: float
+) -> dict[str, float]:
+    """IPS value of choosing by ``gain`` ((n, 2): mens, womens vs none), free and budgeted."""
+    choice, budget_choice = _choices(gain)
     figures = {
         "ips_value": float(np.mean((arm == choice) * visit / propensity)),
         "ips_value_budget_30": float(np.mean((arm == budget_choice) * visit / propensity)),
@@ -404,6 +421,7 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         causalml_status = f"not installed ({exc}); run `pip install -e '.[bench]'`"
 
     per_seed: dict[str, list[dict[str, float]]] = {}
+    differences: dict[str, list[dict[str, dict[str, float]]]] = {}
     heterogeneity: list[Any] = []
     for seed in seeds:
         _say(f"  hillstrom seed {seed}")
@@ -424,10 +442,12 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         if causalml_status == "installed":
             gains.update(_causalml_gains(features, arm, visit, train_mask, seed))
         test_arm, test_visit = arm[~train_mask], visit[~train_mask]
+        chosen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, gain in gains.items():
             per_seed.setdefault(name, []).append(
                 _policy_figures(gain, test_arm, test_visit, propensity)
             )
+            chosen[name] = _choices(gain)
         for j, name in enumerate(ARMS):
             value = float(np.mean((test_arm == j) * test_visit / propensity))
             per_seed.setdefault(f"constant_{name}", []).append(
@@ -436,11 +456,27 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         # A constant e-mail under the budget: a random 30% get it, the rest none.
         for j, name in enumerate(ARMS[1:], start=1):
             rng = np.random.default_rng(seed)
-            chosen = rng.random(len(test_arm)) < BUDGET
-            choice = np.where(chosen, j, 0)
+            lucky = rng.random(len(test_arm)) < BUDGET
+            choice = np.where(lucky, j, 0)
             per_seed[f"constant_{name}"][-1]["ips_value_budget_30"] = float(
                 np.mean((test_arm == choice) * test_visit / propensity)
             )
+            chosen[f"constant_{name}"] = (np.full(len(test_arm), j), choice)
+        # Our policy against every other on the same held-out customers: the
+        # difference of the two IPS values and its standard error.
+        ours_free, ours_budget = chosen["nextbest"]
+        for name, (free, budget) in chosen.items():
+            if name != "nextbest":
+                differences.setdefault(name, []).append(
+                    {
+                        "free": _paired_difference(
+                            ours_free, free, test_arm, test_visit, propensity
+                        ),
+                        "budget_30": _paired_difference(
+                            ours_budget, budget, test_arm, test_visit, propensity
+                        ),
+                    }
+                )
 
     summary: dict[str, Any] = {}
     for name, runs in per_seed.items():
@@ -467,6 +503,22 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
         "policies": summary,
         "best_constant": best_constant,
         "nextbest_heterogeneity_per_seed": heterogeneity,
+        # nextbest minus each other policy, free and under the budget: the mean over
+        # seeds of the paired IPS difference, and the mean of each split's standard
+        # error (the splits overlap, so the seeds' mean is not 5 times more precise).
+        "nextbest_minus": {
+            name: {
+                mode: {
+                    "difference": float(np.mean([r[mode]["difference"] for r in runs])),
+                    "standard_error_of_one_split": float(
+                        np.mean([r[mode]["standard_error"] for r in runs])
+                    ),
+                    "per_seed": [r[mode]["difference"] for r in runs],
+                }
+                for mode in ("free", "budget_30")
+            }
+            for name, runs in differences.items()
+        },
         "policy_value": ours["ips_value"]["mean"],
         "policy_value_budget_30": ours["ips_value_budget_30"]["mean"],
         "beats_best_constant": ours["ips_value"]["mean"]
@@ -577,6 +629,14 @@ def _table(results: dict[str, Any]) -> str:
                 f"{row['ips_value_budget_30']['mean']:.4f}; "
                 f"{row['qini_auc_mens_email']['mean']:+.4f} / "
                 f"{row['qini_auc_womens_email']['mean']:+.4f} |"
+            )
+        for name, row in hill.get("nextbest_minus", {}).items():
+            lines.append(
+                f"| Hillstrom nextbest minus {name}, free / 30% budget: difference "
+                f"(standard error of one split) | {row['free']['difference']:+.4f} "
+                f"({row['free']['standard_error_of_one_split']:.4f}) / "
+                f"{row['budget_30']['difference']:+.4f} "
+                f"({row['budget_30']['standard_error_of_one_split']:.4f}) |"
             )
         for arm in ARMS:
             row = pol[f"constant_{arm}"]
