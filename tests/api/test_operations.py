@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,12 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
             assert answer.headers["Retry-After"] == "1"
             assert answer.json() == {"detail": "the database is unavailable; try again shortly"}
         assert "database unavailable during POST /v1/recommendations" in caplog.text
+        # Its history pool has failed to connect, so the next request is refused at
+        # once instead of after the full wait for a connection (2 s).
+        started = time.monotonic()
+        again = client.post("/v1/recommendations", json={"hcp_id": hcp})
+        assert again.status_code == 503
+        assert time.monotonic() - started < 1.0
         # Bad input is still named as such, before any read of the database.
         bad = client.post("/v1/recommendations", json={"hcp_id": hcp, "channel": "fax"})
         assert bad.status_code == 422 and "unknown channel 'fax'" in bad.text

@@ -34,8 +34,10 @@ T = TypeVar("T")
 # Connections of a serving worker's live-history pool on PostgreSQL (make_reader).
 READER_POOL_SIZE = 2
 READER_MAX_OVERFLOW = 6
-# How long a request waits for a connection of the asyncio pool (make_async_reader).
+# How long a request waits for a connection of the asyncio pool (make_async_reader),
+# and how long once the pool has failed to connect since its last good connection.
 ASYNC_READER_TIMEOUT_S = 2.0
+ASYNC_READER_UNREACHABLE_WAIT_S = 0.1
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -144,6 +146,29 @@ def make_reader(engine: Engine) -> Engine:
     )
 
 
+class _HistoryPool(AsyncConnectionPool):
+    """An asyncio pool that stops making requests wait while the database is down.
+
+    Once the pool has failed to connect since it last handed out a connection,
+    a request waits ``ASYNC_READER_UNREACHABLE_WAIT_S`` for one instead of the
+    full timeout, so that callers get their 503 at once rather than after
+    seconds each. A busy pool (every connection in use, none failing) still
+    makes requests wait the full timeout.
+    """
+
+    _errors_when_last_served = 0
+
+    def _connection_errors(self) -> int:
+        return int(self.get_stats().get("connections_errors", 0))
+
+    async def getconn(self, timeout: float | None = None) -> Any:
+        if timeout is None and self._connection_errors() > self._errors_when_last_served:
+            timeout = ASYNC_READER_UNREACHABLE_WAIT_S
+        connection = await super().getconn(timeout)
+        self._errors_when_last_served = self._connection_errors()
+        return connection
+
+
 def make_async_reader(engine: Engine) -> AsyncConnectionPool | None:
     """An asyncio pool for the single-recommendation route's history read, or None.
 
@@ -151,12 +176,13 @@ def make_async_reader(engine: Engine) -> AsyncConnectionPool | None:
     database and sizes as :func:`make_reader`, autocommit; created closed: open it
     with ``await pool.open()`` on the event loop that will use it (the app's
     start-up) and close it there. A request waits at most
-    ``ASYNC_READER_TIMEOUT_S`` for a connection.
+    ``ASYNC_READER_TIMEOUT_S`` for a connection, and only
+    ``ASYNC_READER_UNREACHABLE_WAIT_S`` while the database cannot be reached.
     """
     if engine.dialect.name != "postgresql":
         return None
     conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return AsyncConnectionPool(
+    return _HistoryPool(
         conninfo,
         min_size=READER_POOL_SIZE,
         max_size=READER_POOL_SIZE + READER_MAX_OVERFLOW,
