@@ -23,7 +23,11 @@ Per round it records the true value of the champion's and the challenger's greed
 policies (net NRx per HCP, from the ground truth), their ratio to the oracle, the
 OPE estimates with intervals and how far they are from the truth, and the decision;
 for a promoted challenger, its true value, its OPE estimates and their relative
-errors (``promoted``). Writes ``bench/results/loop.json`` with the machine load.
+errors (``promoted``). Before the first round and after the last it also scores
+the Bayes-optimal policy of the world given the evidence so far
+(:mod:`nextbest.simulate.posterior`): the most any learner could reach, the
+ceiling the target is read against. Writes ``bench/results/loop.json`` with the
+machine load.
 
 Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``.
 """
