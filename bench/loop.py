@@ -265,7 +265,13 @@ def bayes_ceiling(
         responses = Responses(
             *(np.concatenate([getattr(r, f.name) for r in evidence]) for f in fields(Responses))
         )
-    post = posterior_values(world, samples=samples, seed=0, responses=responses)
+    post = posterior_values(
+        world,
+        samples=samples,
+        seed=0,
+        responses=responses,
+        progress=lambda done: log(f"  Bayes-optimal policy: {done}"),
+    )
     value = world.true_value(post.choice(world.eligible)) / world.n_hcps
     return {
         "ratio": round(value / oracle, 4),

@@ -190,7 +190,9 @@ def _bayes_ceiling(
 
     _say(f"  Bayes-optimal policy: {samples} trait samples per HCP")
     start = time.perf_counter()
-    post = posterior_values(world, samples=samples, seed=0)
+    post = posterior_values(
+        world, samples=samples, seed=0, progress=lambda done: _say(f"    {done}")
+    )
     seconds = time.perf_counter() - start
     eligible = world.eligible
     choice = post.choice(eligible)
