@@ -29,6 +29,32 @@ import numpy as np
 # Below this many rows, threads cost more than they save (one request's items).
 SMALL_BATCH = 256
 
+# LightGBM keeps the OpenMP thread count that a predict call's ``num_threads`` sets
+# in process-wide state: two threads predicting at once with different counts
+# corrupt its memory (a serving worker scoring one request single-threaded while
+# another scored a batch on every core segfaulted within seconds). So a process
+# that predicts from several threads fixes one count for every call
+# (:func:`fix_predict_threads`); None: by batch size, for one-thread processes.
+_fixed_threads: int | None = None
+
+
+def fix_predict_threads(threads: int | None) -> None:
+    """Make every LightGBM prediction of this process use ``threads`` threads.
+
+    For processes that predict from several threads at once (a serving worker:
+    its event loop, its thread pool, cache warming). None: back to choosing by
+    batch size (:data:`SMALL_BATCH`).
+    """
+    global _fixed_threads
+    _fixed_threads = threads
+
+
+def predict_threads(n_rows: int) -> dict[str, Any]:
+    """The ``num_threads`` argument of a LightGBM prediction of ``n_rows`` rows."""
+    if _fixed_threads is not None:
+        return {"num_threads": _fixed_threads}
+    return {"num_threads": 1} if n_rows <= SMALL_BATCH else {}
+
 
 class PathAttribution:
     """Precomputed path attributions of a fitted LightGBM ``booster``.
@@ -90,7 +116,7 @@ class PathAttribution:
         """Leaf index of each row in each tree, shape ``(n_rows, n_trees)``."""
         if len(X) == 0:
             return np.zeros((0, self.num_iteration), dtype=np.int64)
-        threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
+        threads = predict_threads(len(X))
         return np.asarray(
             self._booster.predict(X, pred_leaf=True, num_iteration=self.num_iteration, **threads),
             dtype=np.int64,

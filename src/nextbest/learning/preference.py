@@ -12,7 +12,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from nextbest.learning.attribution import SMALL_BATCH, PathAttribution
+from nextbest.learning.attribution import PathAttribution, predict_threads
 
 
 def rows_in_order(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
@@ -155,7 +155,7 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         else:
             # The Booster directly: the scikit-learn wrapper's checks cost more than
             # the prediction itself for the ~200 rows of one request.
-            threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
+            threads = predict_threads(len(X))
             # Artifacts from before early stopping existed use every tree.
             trees = getattr(self, "n_trees_", None)
             raw = np.asarray(self.booster_.booster_.predict(X, num_iteration=trees, **threads))

@@ -45,7 +45,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from nextbest.learning.attribution import SMALL_BATCH, PathAttribution
+from nextbest.learning.attribution import PathAttribution, predict_threads
 from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 
 # Fewer rows than this in an engagement stratum and the split is not worth it.
@@ -145,7 +145,7 @@ class BoostedStage:
         """Predictions for rows ``X``; from their leaves if given ``attribution_.paths(X)``."""
         if paths is not None:
             return self.attribution_.raw(paths)
-        threads: dict[str, Any] = {"num_threads": 1} if len(X) <= SMALL_BATCH else {}
+        threads = predict_threads(len(X))
         return np.asarray(self.booster_.predict(X, num_iteration=self.n_trees_, **threads))
 
 

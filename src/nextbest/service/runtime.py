@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest import registry
 from nextbest.errors import ModelNotLoadedError
+from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration
 from nextbest.policy.rules import ServingRules
 from nextbest.service.reclog import RecommendationLog
@@ -99,6 +100,10 @@ class ServingRuntime:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        # The event loop, the thread pool and cache warming predict at once: one
+        # thread count for every LightGBM call of this process (see
+        # nextbest.learning.attribution), one thread each, as there is a worker per core.
+        fix_predict_threads(1)
         # Live-history reads of the serving routes: recommendations, rep plans (one
         # round trip each on PostgreSQL).
         self.reader = make_reader(engine)
