@@ -43,6 +43,7 @@ from nextbest.evaluation.uplift_curves import uplift_curve
 from nextbest.learning.config import TrainConfig
 from nextbest.learning.train import decision_rows, train
 from nextbest.simulate import simulate_world
+from nextbest.simulate.world import best_or_none
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "quality.json"
@@ -57,13 +58,6 @@ def _say(message: str) -> None:
 
 
 # -- simulator -----------------------------------------------------------------
-
-
-def _top_or_none(net: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """Per row, the eligible column with the largest positive ``net``, else -1 (no action)."""
-    masked = np.where(eligible, net, -np.inf)
-    best = masked.argmax(axis=1)
-    return np.where(masked[np.arange(len(net)), best] > 0, best, -1)
 
 
 def simulator(
@@ -88,7 +82,7 @@ def simulator(
     p_engage = scores.p_engage.reshape(n, n_actions)
     eligible = world.eligible
 
-    learned = _top_or_none(net, eligible)
+    learned = best_or_none(net, eligible)
     by_engagement = np.where(eligible, p_engage, -np.inf).argmax(axis=1)
     by_engagement = np.where(eligible.any(axis=1), by_engagement, -1)
     rng = np.random.default_rng(seed)
@@ -165,7 +159,7 @@ def _shortfall(
     sums = np.zeros((cell.max() + 1, world.n_actions))
     np.add.at(sums, cell, world.net_value)
     others = np.maximum(np.bincount(cell)[cell] - 1, 1)[:, None]
-    by_cell = _top_or_none((sums[cell] - world.net_value) / others, world.eligible)
+    by_cell = best_or_none((sums[cell] - world.net_value) / others, world.eligible)
     return {
         "our_action_where_oracle_acts": world.true_value(np.where(oracle >= 0, ours, -1))
         / oracle_value,
@@ -288,7 +282,7 @@ def _feature_ceiling(world: Any, dataset: Dataset, model: Any) -> dict[str, floa
     eligible = world.eligible
 
     def ratio(uplift: np.ndarray) -> float:
-        choice = _top_or_none(uplift - world.cost[None, :], eligible)
+        choice = best_or_none(uplift - world.cost[None, :], eligible)
         return world.true_value(choice) / world.true_value(world.oracle_choice())
 
     return {

@@ -35,7 +35,7 @@ from nextbest.simulate.response import (
     static_logit,
 )
 from nextbest.simulate.vocabulary import CHANNELS, PRACTICE_TYPES, REGIONS, SPECIALTIES
-from nextbest.simulate.world import NO_ACTION, SimulatedWorld
+from nextbest.simulate.world import NO_ACTION, SimulatedWorld, best_or_none
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,7 @@ class Posterior:
 
     def choice(self, eligible: np.ndarray) -> np.ndarray:
         """``(n,)`` the eligible action of largest posterior net value, -1 if none is positive."""
-        net = np.where(eligible, self.net_value, -np.inf)
-        best = net.argmax(axis=1)
-        positive = net[np.arange(net.shape[0]), best] > 0
-        return np.where(positive, best, NO_ACTION).astype(np.int64)
+        return best_or_none(self.net_value, eligible)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,14 @@ SECOND_NS = 10**9
 WORKDAY_START_S, WORKDAY_END_S = 9 * 3600, 17 * 3600
 
 
+def best_or_none(net: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Per row, the eligible column of largest ``net``, or -1 (no action) if not positive."""
+    masked = np.where(eligible, net, -np.inf)
+    best = masked.argmax(axis=1)
+    positive = masked[np.arange(masked.shape[0]), best] > 0
+    return np.where(positive, best, NO_ACTION).astype(np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class SimulatedWorld:
     """A simulated history plus the truth needed to score any policy exactly.
@@ -161,10 +169,7 @@ class SimulatedWorld:
 
     def oracle_choice(self) -> np.ndarray:
         """``(n,)`` the best eligible action per HCP by true net value, -1 if none is positive."""
-        net = np.where(self.eligible, self.net_value, -np.inf)
-        best = net.argmax(axis=1)
-        best_value = net[np.arange(self.n_hcps), best]
-        return np.where(best_value > 0, best, NO_ACTION).astype(np.int64)
+        return best_or_none(self.net_value, self.eligible)
 
     def draw_response(
         self,

@@ -158,14 +158,12 @@ class _HistoryPool(AsyncConnectionPool):
 
     _errors_when_last_served = 0
 
-    def _connection_errors(self) -> int:
-        return int(self.get_stats().get("connections_errors", 0))
-
     async def getconn(self, timeout: float | None = None) -> Any:
-        if timeout is None and self._connection_errors() > self._errors_when_last_served:
+        errors = int(self.get_stats().get("connections_errors", 0))
+        if timeout is None and errors > self._errors_when_last_served:
             timeout = ASYNC_READER_UNREACHABLE_WAIT_S
         connection = await super().getconn(timeout)
-        self._errors_when_last_served = self._connection_errors()
+        self._errors_when_last_served = errors
         return connection
 
 
