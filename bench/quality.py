@@ -533,26 +533,55 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
 # -- scale ---------------------------------------------------------------------
 
 
-def scale(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, Any]:
+def scale(
+    n_hcps: int, periods: int, config: TrainConfig, dask: str | None = None
+) -> dict[str, Any]:
+    """Training time on a large world; with ``dask``, the same run on that cluster too."""
     world = simulate_world(n_hcps=n_hcps, periods=periods, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         world.write(tmp, fmt="parquet")
         dataset = load_dataset(tmp)
+    plain = _timed_training(dataset, config, world.decision_time)
+    out = {
+        "n_hcps": n_hcps,
+        "periods": periods,
+        "n_interactions": len(world.interactions),
+        **plain,
+        "budget_seconds": 180,
+    }
+    if dask:
+        from nextbest.learning.distributed import connect
+
+        with connect(dask) as client:
+            workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            on_cluster = _timed_training(dataset, config, world.decision_time, client=client)
+        out["dask"] = {
+            "scheduler": dask,
+            "workers": workers,
+            **on_cluster,
+            # Same machine, same run: what the cluster's overhead costs (or saves).
+            "ratio_to_plain": on_cluster["train_seconds"] / plain["train_seconds"],
+            "features_and_models_ratio_to_plain": on_cluster["features_and_models_seconds"]
+            / plain["features_and_models_seconds"],
+        }
+    return out
+
+
+def _timed_training(
+    dataset: Any, config: TrainConfig, as_of: pd.Timestamp, client: Any = None
+) -> dict[str, Any]:
     stamps: list[tuple[str, float]] = []
 
     def progress(step: str) -> None:
         stamps.append((step, time.perf_counter()))
 
     start = time.perf_counter()
-    train(dataset, config=config, as_of=world.decision_time, progress=progress)
+    result = train(dataset, config=config, as_of=as_of, progress=progress, client=client)
     total = time.perf_counter() - start
     # Each progress message starts a phase; a phase lasts until the next one.
     ends = [t for _, t in stamps[1:]] + [start + total]
     durations = {step: end - t for (step, t), end in zip(stamps, ends, strict=True)}
     return {
-        "n_hcps": n_hcps,
-        "periods": periods,
-        "n_interactions": len(world.interactions),
         "train_seconds": total,
         # The budget covers building features and fitting the models; the snapshot
         # for serving and the evaluation on the held-out slice come after.
@@ -560,7 +589,8 @@ def scale(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, Any]:
             durations.get(phase, 0.0) for phase in ("features", "preference model", "uplift model")
         ),
         "phases_seconds": durations,
-        "budget_seconds": 180,
+        "eval_auc": result.metrics.get("eval_auc"),
+        "ope_dr_policy_value": result.metrics.get("ope_dr_policy_value"),
     }
 
 
@@ -648,6 +678,14 @@ def _table(results: dict[str, Any]) -> str:
             f"{big.get('features_and_models_seconds', big['train_seconds']):.0f} s; "
             f"{big['train_seconds']:.0f} s |"
         )
+        on = big.get("dask")
+        if on:
+            lines.append(
+                f"| the same on a Dask cluster ({on['scheduler']}, {on['workers']} workers): "
+                f"features + models; whole run; ratio to the plain run | "
+                f"{on['features_and_models_seconds']:.0f} s; {on['train_seconds']:.0f} s; "
+                f"{on['ratio_to_plain']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -720,6 +758,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scale-hcps", type=int, default=0, help="e.g. 200000 (5.2M rows)")
     parser.add_argument("--scale-periods", type=int, default=25)
     parser.add_argument(
+        "--scale-dask",
+        default=None,
+        help="also train the scale world on this Dask cluster ('local': this machine's cores)",
+    )
+    parser.add_argument(
         "--bayes-samples",
         type=int,
         default=1000,
@@ -774,11 +817,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["hillstrom"] = {"error": f"{args.hillstrom} not found"}
     if args.scale_hcps:
         _say(f"scale: {args.scale_hcps} HCPs x {args.scale_periods} periods")
-        results["scale"] = scale(args.scale_hcps, args.scale_periods, config)
+        results["scale"] = scale(args.scale_hcps, args.scale_periods, config, args.scale_dask)
         results["scale"]["measured_at"] = now
         results["scale"]["command"] = (
             f"python bench/quality.py --skip-simulator --skip-hillstrom "
             f"--scale-hcps {args.scale_hcps} --scale-periods {args.scale_periods}"
+            + (f" --scale-dask {args.scale_dask}" if args.scale_dask else "")
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +29,17 @@ DataOpt = Annotated[
 ]
 
 
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        envvar="NEXTBEST_DASK_SCHEDULER",
+        help="Train on a Dask cluster: 'local' (a worker per core of this machine) "
+        "or a scheduler's address (tcp://host:8786). Default: in this process.",
+    ),
+]
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=2)
@@ -48,6 +61,21 @@ def _load(data: Path) -> Any:
         return load_dataset(data)
     except ContractError as exc:
         raise _fail(str(exc)) from None
+
+
+@contextmanager
+def _cluster(scheduler: str | None) -> Iterator[Any]:
+    """A Dask client for ``--dask`` (None without it), closed when the block ends."""
+    if scheduler is None:
+        yield None
+        return
+    from nextbest.learning.distributed import ClusterUnavailableError, connect
+
+    try:
+        with connect(scheduler) as client:
+            yield client
+    except ClusterUnavailableError as exc:
+        raise _fail(f"--dask: {exc}") from None
 
 
 def _steps(total: int) -> Progress:
@@ -103,6 +131,7 @@ def train(
         "training/train.yaml"
     ),
     alias: Annotated[str | None, typer.Option(help="Give the new version this alias.")] = None,
+    dask: DaskOpt = None,
 ) -> str:
     """Train preference and uplift models, log the run to MLflow and register a version."""
     import pandas as pd
@@ -126,7 +155,7 @@ def train(
         "evaluation",
         "register",
     ]
-    with _steps(len(stages)) as progress:
+    with _steps(len(stages)) as progress, _cluster(dask) as client:
         task = progress.add_task("load", total=len(stages))
         dataset = _load(data)
 
@@ -139,6 +168,7 @@ def train(
                 config=train_config,
                 as_of=pd.Timestamp(cutoff) if cutoff else None,
                 progress=step,
+                client=client,
             )
         except ValueError as exc:
             raise _fail(str(exc)) from None
@@ -350,6 +380,7 @@ def retrain(
         Path | None,
         typer.Option("--gate", help="Gate config whose evaluation_share is left out of training."),
     ] = None,
+    dask: DaskOpt = None,
 ) -> str:
     """Train on history + logged recommendations with their feedback; register a challenger.
 
@@ -367,7 +398,7 @@ def retrain(
         raise _fail(str(exc)) from None
     gate = _gate_config(gate_config)
     dataset = _load(data)
-    with console.status("retraining with feedback") as status:
+    with console.status("retraining with feedback") as status, _cluster(dask) as client:
         try:
             outcome = run_retrain(
                 settings,
@@ -377,6 +408,7 @@ def retrain(
                 alias=alias,
                 reserved_share=gate.evaluation_share,
                 progress=lambda step: status.update(f"retraining: {step}"),
+                client=client,
             )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None

@@ -3,6 +3,7 @@ contract data that did not come from the simulator."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,28 @@ def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: s
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_train_on_a_local_dask_cluster(env_settings: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    from nextbest.settings import get_settings
+
+    world = tmp_path / "world"
+    _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "8", "--seed", "2")
+    output = _run("train", "--data", str(world), "--config", str(FAST), "--dask", "local")
+    assert "version 1" in output
+    mlflow.set_tracking_uri(get_settings().resolved_tracking_uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.data.params.get("dask.workers") for r in runs] == [str(len(os.sched_getaffinity(0)))]
+
+
+def test_train_names_an_unreachable_dask_scheduler(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextbest.learning import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1)
+    result = runner.invoke(app, ["train", "--data", "x", "--dask", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in result.output

@@ -10,26 +10,19 @@ from nextbest.contract import Dataset
 from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, Scores
 from nextbest.learning.train import train
+from nextbest.simulate.world import best_or_none
 
-from .conftest import QUICK, LearnedWorld
+from .conftest import QUICK, LearnedWorld, scores_on_truth
 
 
 def _scores(learned: LearnedWorld) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    world, model = learned.world, learned.result.model
-    n, a = world.n_hcps, world.n_actions
-    hcp_rows = np.repeat(model.hcp_index.get_indexer(world.hcps["hcp_id"]), a)
-    action_rows = np.tile(model.action_index.get_indexer(world.catalog["action_id"]), n)
-    scores = model.score(hcp_rows, action_rows)
-    net = model.net_value(scores.uplift, action_rows).reshape(n, a)
-    return scores.uplift.reshape(n, a), scores.p_engage.reshape(n, a), net
+    return scores_on_truth(learned.world, learned.result.model)
 
 
 def test_uplift_ranking_beats_random_by_a_clear_margin(learned: LearnedWorld) -> None:
     world = learned.world
     uplift, _, net = _scores(learned)
-    masked = np.where(world.eligible, net, -np.inf)
-    best = masked.argmax(axis=1)
-    choice = np.where(masked[np.arange(world.n_hcps), best] > 0, best, -1)
+    choice = best_or_none(net, world.eligible)
     rng = np.random.default_rng(0)
     random_choice = np.array([rng.choice(np.flatnonzero(e)) for e in world.eligible])
     learned_value = world.true_value(choice) / world.n_hcps
@@ -45,9 +38,7 @@ def test_uplift_ranking_beats_random_by_a_clear_margin(learned: LearnedWorld) ->
 def test_learned_policy_beats_engagement_only_ranking(learned: LearnedWorld) -> None:
     world = learned.world
     _, p_engage, net = _scores(learned)
-    masked = np.where(world.eligible, net, -np.inf)
-    best = masked.argmax(axis=1)
-    choice = np.where(masked[np.arange(world.n_hcps), best] > 0, best, -1)
+    choice = best_or_none(net, world.eligible)
     by_engagement = np.where(world.eligible, p_engage, -np.inf).argmax(axis=1)
     assert world.true_value(choice) > world.true_value(by_engagement)
 

@@ -40,6 +40,32 @@ class EventLog:
     outcome: np.ndarray
 
 
+@dataclass(frozen=True)
+class EngagementCounts:
+    """Engaged decisions and touches, overall and per channel and topic code.
+
+    Sums of 0/1 values, so counts of parts of a log add up to the whole log's
+    exactly, whatever the order.
+    """
+
+    engaged: float
+    touches: float
+    channel_engaged: np.ndarray
+    channel_touches: np.ndarray
+    topic_engaged: np.ndarray
+    topic_touches: np.ndarray
+
+    def __add__(self, other: EngagementCounts) -> EngagementCounts:
+        return EngagementCounts(
+            engaged=self.engaged + other.engaged,
+            touches=self.touches + other.touches,
+            channel_engaged=self.channel_engaged + other.channel_engaged,
+            channel_touches=self.channel_touches + other.channel_touches,
+            topic_engaged=self.topic_engaged + other.topic_engaged,
+            topic_touches=self.topic_touches + other.topic_touches,
+        )
+
+
 @dataclass
 class _SortedGroup:
     keys: np.ndarray
@@ -91,14 +117,36 @@ class HistoryFeaturizer:
 
     def fit(self, log: EventLog) -> HistoryFeaturizer:
         """Learn the smoothing priors (global engagement rate per channel and topic)."""
-        overall = float(log.engaged[log.channel >= 0].mean()) if (log.channel >= 0).any() else 0.0
+        return self.fit_counts(self.engagement_counts(log))
+
+    def engagement_counts(self, log: EventLog) -> EngagementCounts:
+        """What :meth:`fit` learns from, as sums that add up across parts of a log."""
+        touched = log.channel >= 0
+
+        def tally(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+            inside = codes >= 0
+            return (
+                np.bincount(codes[inside], weights=log.engaged[inside], minlength=n),
+                np.bincount(codes[inside], minlength=n).astype(np.float64),
+            )
+
+        channel_engaged, channel_touches = tally(log.channel, len(self.channels))
+        topic_engaged, topic_touches = tally(log.topic, len(self.topics))
+        return EngagementCounts(
+            engaged=float(log.engaged[touched].sum()),
+            touches=float(touched.sum()),
+            channel_engaged=channel_engaged,
+            channel_touches=channel_touches,
+            topic_engaged=topic_engaged,
+            topic_touches=topic_touches,
+        )
+
+    def fit_counts(self, counts: EngagementCounts) -> HistoryFeaturizer:
+        """Learn the priors from :meth:`engagement_counts` (of one log or summed over parts)."""
+        overall = counts.engaged / counts.touches if counts.touches else 0.0
         self.overall_prior_ = overall
-        self.channel_prior_ = np.array(
-            [_rate(log.engaged[log.channel == c], overall) for c in range(len(self.channels))]
-        )
-        self.topic_prior_ = np.array(
-            [_rate(log.engaged[log.topic == t], overall) for t in range(len(self.topics))]
-        )
+        self.channel_prior_ = _rates(counts.channel_engaged, counts.channel_touches, overall)
+        self.topic_prior_ = _rates(counts.topic_engaged, counts.topic_touches, overall)
         return self
 
     @property
@@ -200,8 +248,9 @@ def _cumulative(mask: np.ndarray, log: EventLog, values: np.ndarray) -> np.ndarr
     return np.concatenate([[0.0], np.cumsum(np.broadcast_to(values, keys.shape)[order])])
 
 
-def _rate(engaged: np.ndarray, default: float) -> float:
-    return float(engaged.mean()) if len(engaged) else default
+def _rates(engaged: np.ndarray, touches: np.ndarray, default: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(touches > 0, engaged / np.maximum(touches, 1), default)
 
 
 def _days_since(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
@@ -13,6 +11,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nextbest.learning.attribution import PathAttribution, predict_threads
+from nextbest.learning.boosting import Validation, fit_boosted
 
 
 def rows_in_order(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
@@ -91,36 +90,30 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         if n_cal < 50 or target[-n_cal:].min() == target[-n_cal:].max():
             n_cal = 0
         n_fit = len(y) - n_cal
-        model = lgb.LGBMClassifier(
-            n_estimators=self.n_estimators,
-            learning_rate=self.learning_rate,
-            num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples,
-            subsample=0.8,
-            subsample_freq=1,
-            colsample_bytree=0.8,
-            n_jobs=self.n_jobs,
-            random_state=self.random_state,
-            verbose=-1,
+        params = {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "n_jobs": self.n_jobs,
+            "random_state": self.random_state,
+            "verbose": -1,
+        }
+        # The later slice also says when more trees stop helping: on a small data
+        # set (one e-mail campaign) 200 trees would learn its noise. One number
+        # chosen on the slice barely touches the calibration fitted on it.
+        model, self.n_trees_ = fit_boosted(
+            "classifier",
+            params,
+            X[:n_fit],
+            target[:n_fit],
+            validation=Validation(X[n_fit:], target[n_fit:]) if n_cal else None,
+            categorical=self.categorical_feature,
+            early_stopping_rounds=self.early_stopping_rounds,
         )
-        cats: Any = self.categorical_feature or "auto"
-        if n_cal and self.early_stopping_rounds:
-            # The later slice also says when more trees stop helping: on a small
-            # data set (one e-mail campaign) 200 trees would learn its noise. One
-            # number chosen on the slice barely touches the calibration fitted on it.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*'eval_set' is deprecated")
-                model.fit(
-                    X[:n_fit],
-                    target[:n_fit],
-                    eval_set=[(X[n_fit:], target[n_fit:])],
-                    categorical_feature=cats,
-                    callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-                )
-            self.n_trees_ = max(int(model.best_iteration_ or self.n_estimators), 1)
-        else:
-            model.fit(X[:n_fit], target[:n_fit], categorical_feature=cats)
-            self.n_trees_ = self.n_estimators
         self.booster_ = model
         self.calibrator_: IsotonicRegression | None = None
         if n_cal:

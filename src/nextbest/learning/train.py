@@ -16,12 +16,16 @@ import numpy as np
 import pandas as pd
 
 from nextbest.features.space import FeatureSpace
+from nextbest.learning.boosting import on_cluster
 from nextbest.learning.config import TrainConfig
+from nextbest.learning.distributed import PartitionedHistory
 from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
 from nextbest.learning.uplift import EngagementStratifiedUplift
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from nextbest.contract import Dataset
 
 Progress = Callable[[str], None]
@@ -111,13 +115,27 @@ def train(
     config: TrainConfig | None = None,
     as_of: pd.Timestamp | None = None,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> TrainResult:
     """Learn preference and uplift from ``dataset`` as it was at ``as_of``.
 
     ``as_of`` (default: just after the newest interaction) cuts the history:
     decisions at or after it are ignored, and the served HCP snapshot is the
-    history before it.
+    history before it. With a Dask ``client`` the features are built and the
+    models boosted on its cluster (:mod:`nextbest.learning.distributed`).
     """
+    with on_cluster(client):
+        return _train(dataset, config=config, as_of=as_of, progress=progress, client=client)
+
+
+def _train(
+    dataset: Dataset,
+    *,
+    config: TrainConfig | None,
+    as_of: pd.Timestamp | None,
+    progress: Progress | None,
+    client: Client | None,
+) -> TrainResult:
     config = config or TrainConfig()
     step = progress or (lambda _msg: None)
     hcps, catalog = dataset.hcps, dataset.catalog
@@ -138,10 +156,25 @@ def train(
     step("features")
     space = FeatureSpace()
     space.fit(hcps, catalog)
-    full_log = space.log(interactions, hcps, catalog)
     assert space.history is not None
-    space.history.fit(full_log)
-    rows = decision_rows(space, interactions, hcps, catalog)
+    history = space.history
+    # The served snapshot: every HCP's history features as of the cut-off.
+    snapshot_seconds = np.full(len(hcps), pd.Timestamp(as_of).value // 10**9, dtype=np.int64)
+    snapshot: Callable[[], np.ndarray]
+    if client is None:
+        full_log = space.log(interactions, hcps, catalog)
+        history.fit(full_log)
+        rows = decision_rows(space, interactions, hcps, catalog)
+
+        def snapshot() -> np.ndarray:
+            return history.transform(full_log, np.arange(len(hcps)), snapshot_seconds)
+    else:
+        partitioned = PartitionedHistory(client, interactions, hcps, catalog)
+        history.fit_counts(partitioned.engagement_counts(space))
+        rows = partitioned.decision_rows(space)
+
+        def snapshot() -> np.ndarray:
+            return partitioned.snapshot(space, snapshot_seconds)
 
     # Time order, then a time-based evaluation slice: the newest decisions.
     order = np.argsort(rows.seconds, kind="stable")
@@ -223,8 +256,7 @@ def train(
         notes.append(f"levers name values not in the catalog (ignored): {', '.join(unknown)}")
 
     step("snapshot")
-    snapshot_seconds = np.full(len(hcps), pd.Timestamp(as_of).value // 10**9, dtype=np.int64)
-    hcp_history = space.history.transform(full_log, np.arange(len(hcps)), snapshot_seconds)
+    hcp_history = snapshot()
     model = ScoringModel(
         space=space,
         engagement=fitted_engagement,
@@ -265,6 +297,8 @@ def train(
         **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
         **config.levers.as_params(),
     }
+    if client is not None:
+        params["dask.workers"] = len(client.scheduler_info(n_workers=-1)["workers"])
     if uplift_model is not None:
         params["uplift.learner"] = "engagement-stratified X-learner"
         params["uplift.stratified"] = uplift_model.stratified_

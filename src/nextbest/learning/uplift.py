@@ -37,15 +37,14 @@ has the comparison.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, NamedTuple
 
-import lightgbm as lgb
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nextbest.learning.attribution import PathAttribution, predict_threads
+from nextbest.learning.boosting import Validation, fit_boosted
 from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 
 # Fewer rows than this in an engagement stratum and the split is not worth it.
@@ -117,26 +116,18 @@ class BoostedStage:
         params["min_child_samples"] = max(
             1, min(int(params["min_child_samples"]), len(y) // MIN_LEAF_SHARE_INVERSE)
         )
-        model = lgb.LGBMRegressor(**params)
-        cats: Any = categorical or "auto"
-        if n_valid >= 100 and len(y) - n_valid >= 100:
-            n_fit = len(y) - n_valid
-            # eval_set works on every LightGBM >= 4.3 we support; 4.7 renamed it.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*'eval_set' is deprecated")
-                model.fit(
-                    X[:n_fit],
-                    y[:n_fit],
-                    sample_weight=weight[:n_fit],
-                    eval_set=[(X[n_fit:], y[n_fit:])],
-                    eval_sample_weight=[weight[n_fit:]],
-                    categorical_feature=cats,
-                    callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-                )
-            self.n_trees_ = max(int(model.best_iteration_ or self.params["n_estimators"]), 1)
-        else:
-            model.fit(X, y, sample_weight=weight, categorical_feature=cats)
-            self.n_trees_ = int(self.params["n_estimators"])
+        n_fit = len(y) - n_valid
+        stopping = n_valid >= 100 and n_fit >= 100
+        model, self.n_trees_ = fit_boosted(
+            "regressor",
+            params,
+            X[:n_fit] if stopping else X,
+            y[:n_fit] if stopping else y,
+            weight=weight[:n_fit] if stopping else weight,
+            validation=Validation(X[n_fit:], y[n_fit:], weight[n_fit:]) if stopping else None,
+            categorical=categorical,
+            early_stopping_rounds=self.early_stopping_rounds,
+        )
         self.booster_ = model.booster_
         self.attribution_ = PathAttribution(self.booster_, num_iteration=self.n_trees_)
         return self

@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from nextbest.loop.evidence import (
 )
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -149,11 +153,13 @@ def retrain(
     alias: str = "challenger",
     reserved_share: float = 0.3,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> RetrainResult:
     """Train on history + logged feedback and register the model with ``alias``.
 
     ``reserved_share`` of the logged decisions is left for the gate (pass the gate
-    config's ``evaluation_share``).
+    config's ``evaluation_share``). With a Dask ``client`` the training runs on its
+    cluster.
     """
     with store_session(settings.resolved_database_url) as session:
         feedback = read_feedback_rows(
@@ -164,7 +170,7 @@ def retrain(
             load_model=version_loader(settings),
         )
     combined = with_feedback(dataset, feedback.interactions)
-    result = train(combined, config=config, progress=progress)
+    result = train(combined, config=config, progress=progress, client=client)
     result.notes.append(
         f"{len(feedback.interactions):,} logged decisions with outcomes joined the history "
         f"({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for HCPs not in hcps "

@@ -1,0 +1,191 @@
+"""Training on a Dask cluster: history features per partition, boosting on the workers.
+
+``nextbest train --dask local`` (a cluster of this machine's cores) or
+``--dask tcp://scheduler:8786`` (a running cluster) trains the same models by
+the same code as a plain run, with the work spread over the cluster's workers:
+
+- **features**: the interactions become a ``dask.dataframe`` shuffled by
+  ``hcp_id``, so every partition holds whole HCP histories. Each partition runs
+  the in-memory feature code (:func:`nextbest.learning.train.decision_rows`) on
+  its HCPs. Point-in-time features only ever look at one HCP's past, and the
+  smoothing priors are sums over the whole log (:class:`EngagementCounts`), so
+  the rows are exactly the ones a plain run builds;
+- **models**: every LightGBM fit uses LightGBM's Dask estimators
+  (:mod:`nextbest.learning.boosting`). Data-parallel boosting bins and bags each
+  worker's rows on that worker, so the trees differ slightly from a plain run's;
+  tests/learning/test_distributed.py bounds how much the models' quality may.
+
+What still runs on the machine that starts the run: reading and validating the
+files, and the decision rows once built (the models' samples, the evaluation
+slice and the served snapshot are taken from them). The cluster spreads the CPU
+work; the rows must still fit in that machine's memory (5 million decisions
+take about 1.5 GB).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from functools import reduce
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nextbest.features.history import EngagementCounts
+from nextbest.features.space import FeatureSpace
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from nextbest.learning.train import DecisionRows
+
+LOCAL = "local"
+CONNECT_TIMEOUT_S = 10
+
+
+class ClusterUnavailableError(RuntimeError):
+    """The Dask scheduler asked for cannot be reached."""
+
+
+POSITION = "_nextbest_position"
+
+
+@contextmanager
+def connect(scheduler: str) -> Iterator[Client]:
+    """A client of ``scheduler``: ``"local"`` starts a cluster of this machine's cores
+    (one single-threaded worker process per core) for the block; any other value is
+    the address of a running scheduler (``tcp://host:8786``)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler != LOCAL:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterUnavailableError(
+                f"cannot reach a Dask scheduler at {scheduler!r} ('local' starts one "
+                f"on this machine): {exc}"
+            ) from None
+        with client:
+            yield client
+        return
+    workers = max(len(os.sched_getaffinity(0)), 1)
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        # LightGBM's network prints a few lines per fit on each worker's stdout; on
+        # a cluster of our own those would fill the terminal under the progress bar.
+        client.run(_quiet_stdout)
+        yield client
+
+
+def _quiet_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+class PartitionedHistory:
+    """The interactions on a cluster, one partition per group of whole HCP histories.
+
+    Each method runs one task per partition and brings back only its result.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        interactions: pd.DataFrame,
+        hcps: pd.DataFrame,
+        catalog: pd.DataFrame,
+        *,
+        partitions: int | None = None,
+    ) -> None:
+        import dask.dataframe as dd
+
+        n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
+        n = partitions or 4 * n_workers
+        frame = interactions.assign(**{POSITION: np.arange(len(interactions), dtype=np.int64)})
+        shuffled = dd.from_pandas(frame, npartitions=n, sort=False).shuffle(
+            on="hcp_id", npartitions=n
+        )
+        self.client = client
+        self.parts = client.persist(shuffled).to_delayed()
+        self._hcps, self._catalog = client.scatter([hcps, catalog], broadcast=True)
+        self._empty = interactions.iloc[:0]
+        self._local = hcps, catalog
+
+    def _each(self, function: Any, *args: Any) -> list[Any]:
+        from dask.delayed import delayed
+
+        tasks = [delayed(function)(part, self._hcps, self._catalog, *args) for part in self.parts]
+        return list(self.client.gather(self.client.compute(tasks)))
+
+    def engagement_counts(self, space: FeatureSpace) -> EngagementCounts:
+        """What the history featurizer's priors are fitted from, summed over partitions."""
+        return reduce(lambda a, b: a + b, self._each(_engagement_counts, space))
+
+    def decision_rows(self, space: FeatureSpace) -> DecisionRows:
+        """The rows :func:`~nextbest.learning.train.decision_rows` builds, in the same order."""
+        from nextbest.learning.train import DecisionRows
+
+        found = [(p, r) for p, r in self._each(_decision_rows, space) if r is not None]
+        position = np.concatenate([p for p, _ in found]) if found else np.zeros(0, np.int64)
+        order = np.argsort(position, kind="stable")
+        return DecisionRows(
+            **{
+                f.name: np.concatenate([getattr(r, f.name) for _, r in found])[order]
+                for f in fields(DecisionRows)
+            }
+        )
+
+    def snapshot(self, space: FeatureSpace, seconds: np.ndarray) -> np.ndarray:
+        """Every HCP's history features as of ``seconds`` (one per HCP, in hcps order)."""
+        assert space.history is not None
+        hcps, catalog = self._local
+        # HCPs without a decision: features of an empty history, as a plain run has them.
+        out = space.history.transform(
+            space.log(self._empty, hcps, catalog), np.arange(len(hcps)), seconds
+        )
+        for codes, features in self._each(_snapshot, space, seconds):
+            out[codes] = features
+        return out
+
+
+def _engagement_counts(
+    part: pd.DataFrame, hcps: pd.DataFrame, catalog: pd.DataFrame, space: FeatureSpace
+) -> EngagementCounts:
+    assert space.history is not None
+    return space.history.engagement_counts(space.log(part, hcps, catalog))
+
+
+def _decision_rows(
+    part: pd.DataFrame, hcps: pd.DataFrame, catalog: pd.DataFrame, space: FeatureSpace
+) -> tuple[np.ndarray, DecisionRows | None]:
+    from nextbest.learning.train import decision_rows
+
+    if part.empty:
+        return np.zeros(0, np.int64), None
+    position = part[POSITION].to_numpy()
+    return position, decision_rows(space, part.drop(columns=POSITION), hcps, catalog)
+
+
+def _snapshot(
+    part: pd.DataFrame,
+    hcps: pd.DataFrame,
+    catalog: pd.DataFrame,
+    space: FeatureSpace,
+    seconds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    assert space.history is not None
+    log = space.log(part, hcps, catalog)
+    codes = np.unique(log.hcp)
+    return codes, space.history.transform(log, codes, seconds[codes])
