@@ -533,37 +533,48 @@ def hillstrom(path: Path, seeds: list[int], config: TrainConfig) -> dict[str, An
 # -- scale ---------------------------------------------------------------------
 
 
-def scale(
-    n_hcps: int, periods: int, config: TrainConfig, dask: str | None = None
-) -> dict[str, Any]:
-    """Training time on a large world; with ``dask``, the same run on that cluster too."""
+def _world_dataset(n_hcps: int, periods: int) -> tuple[Any, Any]:
     world = simulate_world(n_hcps=n_hcps, periods=periods, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         world.write(tmp, fmt="parquet")
-        dataset = load_dataset(tmp)
-    plain = _timed_training(dataset, config, world.decision_time)
-    out = {
+        return world, load_dataset(tmp)
+
+
+def scale(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, Any]:
+    """Training time on a large world, in this process."""
+    world, dataset = _world_dataset(n_hcps, periods)
+    return {
         "n_hcps": n_hcps,
         "periods": periods,
         "n_interactions": len(world.interactions),
-        **plain,
+        **_timed_training(dataset, config, world.decision_time),
         "budget_seconds": 180,
     }
-    if dask:
-        from nextbest.learning.distributed import connect
 
-        with connect(dask) as client:
-            workers = len(client.scheduler_info(n_workers=-1)["workers"])
-            on_cluster = _timed_training(dataset, config, world.decision_time, client=client)
-        out["dask"] = {
-            "scheduler": dask,
-            "workers": workers,
-            **on_cluster,
-            # Same machine, same run: what the cluster's overhead costs (or saves).
-            "ratio_to_plain": on_cluster["train_seconds"] / plain["train_seconds"],
-            "features_and_models_ratio_to_plain": on_cluster["features_and_models_seconds"]
-            / plain["features_and_models_seconds"],
-        }
+
+def dask_training(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, Any]:
+    """The same world trained in this process and on local Dask clusters of 1 and of
+    all cores' workers, one after the other: what the cluster costs on one machine,
+    and how its time falls with workers (the part that more machines would repeat)."""
+    from nextbest.learning.distributed import connect
+
+    world, dataset = _world_dataset(n_hcps, periods)
+    out: dict[str, Any] = {
+        "n_hcps": n_hcps,
+        "periods": periods,
+        "n_interactions": len(world.interactions),
+        "plain": _timed_training(dataset, config, world.decision_time),
+    }
+    for label, workers in (("one_worker", 1), ("all_workers", None)):
+        with connect("local", workers=workers) as client:
+            n = len(client.scheduler_info(n_workers=-1)["workers"])
+            out[label] = {
+                "workers": n,
+                **_timed_training(dataset, config, world.decision_time, client=client),
+            }
+    plain, one, every = out["plain"], out["one_worker"], out["all_workers"]
+    out["all_workers_ratio_to_plain"] = every["train_seconds"] / plain["train_seconds"]
+    out["all_workers_speedup_over_one_worker"] = one["train_seconds"] / every["train_seconds"]
     return out
 
 
@@ -678,14 +689,16 @@ def _table(results: dict[str, Any]) -> str:
             f"{big.get('features_and_models_seconds', big['train_seconds']):.0f} s; "
             f"{big['train_seconds']:.0f} s |"
         )
-        on = big.get("dask")
-        if on:
-            lines.append(
-                f"| the same on a Dask cluster ({on['scheduler']}, {on['workers']} workers): "
-                f"features + models; whole run; ratio to the plain run | "
-                f"{on['features_and_models_seconds']:.0f} s; {on['train_seconds']:.0f} s; "
-                f"{on['ratio_to_plain']:.2f} |"
-            )
+    on = results.get("dask_training")
+    if on:
+        plain, one, every = on["plain"], on["one_worker"], on["all_workers"]
+        lines.append(
+            f"| training, {on['n_interactions']:,} interactions: in process; on a local Dask "
+            f"cluster of 1 worker; of {every['workers']} workers (eval AUC of each) | "
+            f"{plain['train_seconds']:.0f} s; {one['train_seconds']:.0f} s; "
+            f"{every['train_seconds']:.0f} s ({plain['eval_auc']:.3f}; {one['eval_auc']:.3f}; "
+            f"{every['eval_auc']:.3f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -719,14 +732,20 @@ its predicted gain is above 0 (e-mails cost 0), or, under the budget, only the
 learner sees but knows the simulator's model and priors; no learner can beat it
 on this history in expectation. `simulator.uplift_correlation_with_truth`
 and `simulator.p_engage_correlation_with_truth` in the JSON say how close the
-model's estimates are to the truth; docs/learning.md discusses the shortfall."""
+model's estimates are to the truth; docs/learning.md discusses the shortfall.
+The Dask row trains one world three times in the same run: in this process
+(LightGBM threads on every core), then on local clusters of 1 and of one worker
+per core (`nextbest train --dask local`, docs/learning.md section 8). On one
+machine a cluster costs time (messages, the data set built again for each block
+of trees); the fall from 1 worker to all of them is the part more machines
+repeat."""
 
 
 def _stamps(results: dict[str, Any]) -> str:
     """When each section was measured (a run may refresh only some sections)."""
     parts = [
         f"{name} {results[name].get('measured_at', results['measured_at'])}"
-        for name in ("simulator", "hillstrom", "scale")
+        for name in ("simulator", "hillstrom", "scale", "dask_training")
         if isinstance(results.get(name), dict)
     ]
     return ", ".join(parts) or results["measured_at"]
@@ -758,9 +777,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scale-hcps", type=int, default=0, help="e.g. 200000 (5.2M rows)")
     parser.add_argument("--scale-periods", type=int, default=25)
     parser.add_argument(
-        "--scale-dask",
-        default=None,
-        help="also train the scale world on this Dask cluster ('local': this machine's cores)",
+        "--dask-hcps",
+        type=int,
+        default=0,
+        help="e.g. 40000 (1M rows): train that world plainly and on local Dask clusters",
     )
     parser.add_argument(
         "--bayes-samples",
@@ -817,12 +837,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["hillstrom"] = {"error": f"{args.hillstrom} not found"}
     if args.scale_hcps:
         _say(f"scale: {args.scale_hcps} HCPs x {args.scale_periods} periods")
-        results["scale"] = scale(args.scale_hcps, args.scale_periods, config, args.scale_dask)
+        results["scale"] = scale(args.scale_hcps, args.scale_periods, config)
         results["scale"]["measured_at"] = now
         results["scale"]["command"] = (
             f"python bench/quality.py --skip-simulator --skip-hillstrom "
             f"--scale-hcps {args.scale_hcps} --scale-periods {args.scale_periods}"
-            + (f" --scale-dask {args.scale_dask}" if args.scale_dask else "")
+        )
+    if args.dask_hcps:
+        _say(f"dask: {args.dask_hcps} HCPs x {args.scale_periods} periods")
+        results["dask_training"] = dask_training(args.dask_hcps, args.scale_periods, config)
+        results["dask_training"]["measured_at"] = now
+        results["dask_training"]["command"] = (
+            f"python bench/quality.py --skip-simulator --skip-hillstrom "
+            f"--dask-hcps {args.dask_hcps} --scale-periods {args.scale_periods}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")

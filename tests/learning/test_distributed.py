@@ -114,6 +114,41 @@ def test_the_cluster_stopping_rule_is_lightgbms(kind: str) -> None:
     assert rule.best_trees == kept
 
 
+def test_boosting_on_the_cluster_continues_in_blocks_and_stops_by_the_rule(
+    client: distributed.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextbest.learning import boosting
+
+    monkeypatch.setattr(boosting, "MIN_BLOCK_TREES", 20)
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(6000, 5)).astype(np.float32)
+    signal = X[:, 0] + 0.5 * X[:, 1] ** 2
+    y = signal + rng.normal(scale=2.0, size=6000)
+    weight = rng.uniform(0.5, 2.0, size=6000)
+    params = {"n_estimators": 400, "learning_rate": 0.1, "num_leaves": 7, "verbose": -1}
+    validation = Validation(X[5000:], y[5000:], weight[5000:])
+    with boosting.on_cluster(client):
+        model, kept = fit_boosted(
+            "regressor",
+            params,
+            X[:5000],
+            y[:5000],
+            weight=weight[:5000],
+            validation=validation,
+            early_stopping_rounds=20,
+        )
+    grown = model.booster_.num_trees()
+    assert grown > 20  # more than one block, each continuing the last
+    assert kept < grown < 400  # stopped early, a block past the best tree at most
+    assert grown - kept <= 20 + 20
+    # The kept trees are the best by the rule over the whole booster.
+    rule = _EarlyStopping("regressor", validation, rounds=20)
+    rule.update(model.booster_, 0, grown)
+    assert rule.best_trees == kept
+    predicted = model.booster_.predict(X[5000:], num_iteration=kept)
+    assert np.corrcoef(predicted, signal[5000:])[0, 1] > 0.8
+
+
 def test_a_model_trained_on_the_cluster_is_as_good(
     learned: LearnedWorld, client: distributed.Client
 ) -> None:

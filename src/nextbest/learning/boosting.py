@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 
 Kind = Literal["classifier", "regressor"]
 
-# Trees grown per block between two looks at the held-out loss on a cluster: at
-# least this many, and at least the early-stopping patience (a block shorter than
-# the patience would look more often than it needs to).
-MIN_BLOCK_TREES = 50
+# Trees grown per block between two looks at the held-out loss on a cluster (at
+# least the early-stopping patience). Each block builds the distributed data set
+# again (every row binned anew), so short blocks cost time, and long ones grow
+# trees past the stop that are then not used. Training 1 M interactions on a
+# 2-worker local cluster took 114 / 82 / 75 s with blocks of 50 / 100 / 200.
+MIN_BLOCK_TREES = 200
 
 _client: ContextVar[Client | None] = ContextVar("nextbest_boosting_client", default=None)
 
@@ -209,21 +211,38 @@ class _EarlyStopping:
 
     def update(self, booster: lgb.Booster, start: int, count: int) -> bool:
         """Score trees ``[start, start + count)``; True once boosting should stop."""
-        v = self.validation
-        for tree in range(start, start + count):
-            self.raw += booster.predict(v.X, raw_score=True, start_iteration=tree, num_iteration=1)
-            loss = self._loss()
+        if count <= 0:
+            return False
+        # One LightGBM call for the block: each row's leaf in each new tree, then
+        # the running raw score after every tree from the leaves' outputs.
+        leaves = np.asarray(
+            booster.predict(
+                self.validation.X, pred_leaf=True, start_iteration=start, num_iteration=count
+            ),
+            dtype=np.int64,
+        ).reshape(len(self.validation.y), count)
+        # Leaves numbered up to the largest one reached exist in that tree.
+        top = leaves.max(axis=0) if len(leaves) else np.zeros(count, dtype=np.int64)
+        outputs = np.zeros((count, int(top.max()) + 1))
+        for t in range(count):
+            for leaf in range(int(top[t]) + 1):
+                outputs[t, leaf] = booster.get_leaf_output(start + t, leaf)
+        steps = outputs[np.arange(count)[None, :], leaves]  # (rows, trees)
+        running = self.raw[:, None] + np.cumsum(steps, axis=1)
+        for t in range(count):
+            loss = self._loss(running[:, t])
             if loss < self.best_loss:
-                self.best_loss, self.best_trees = loss, tree + 1
-            elif tree + 1 - self.best_trees >= self.rounds:
+                self.best_loss, self.best_trees = loss, start + t + 1
+            elif start + t + 1 - self.best_trees >= self.rounds:
                 return True
+        self.raw = running[:, -1]
         return False
 
-    def _loss(self) -> float:
+    def _loss(self, raw: np.ndarray) -> float:
         v = self.validation
         if self.kind == "classifier":  # binary log loss, LightGBM's default metric
-            p = np.clip(1.0 / (1.0 + np.exp(-self.raw)), 1e-15, 1 - 1e-15)
+            p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
             per_row = -(v.y * np.log(p) + (1 - v.y) * np.log(1 - p))
         else:  # l2
-            per_row = (v.y - self.raw) ** 2
+            per_row = (v.y - raw) ** 2
         return float(np.average(per_row, weights=v.weight))

@@ -24,6 +24,7 @@ take about 1.5 GB).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -55,10 +56,10 @@ POSITION = "_nextbest_position"
 
 
 @contextmanager
-def connect(scheduler: str) -> Iterator[Client]:
-    """A client of ``scheduler``: ``"local"`` starts a cluster of this machine's cores
-    (one single-threaded worker process per core) for the block; any other value is
-    the address of a running scheduler (``tcp://host:8786``)."""
+def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
+    """A client of ``scheduler``: ``"local"`` starts a cluster on this machine for the
+    block, of ``workers`` single-threaded worker processes (default: one per core);
+    any other value is the address of a running scheduler (``tcp://host:8786``)."""
     from distributed import Client, LocalCluster
 
     if scheduler != LOCAL:
@@ -72,10 +73,9 @@ def connect(scheduler: str) -> Iterator[Client]:
         with client:
             yield client
         return
-    workers = max(len(os.sched_getaffinity(0)), 1)
     with (
         LocalCluster(
-            n_workers=workers,
+            n_workers=workers or max(len(os.sched_getaffinity(0)), 1),
             threads_per_worker=1,
             dashboard_address=":0",
             silence_logs=logging.ERROR,
@@ -114,7 +114,10 @@ class PartitionedHistory:
         n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
         n = partitions or 4 * n_workers
         frame = interactions.assign(**{POSITION: np.arange(len(interactions), dtype=np.int64)})
-        shuffled = dd.from_pandas(frame, npartitions=n, sort=False).shuffle(
+        # The rows go to the workers as data, not inside the task graph.
+        bounds = np.linspace(0, len(frame), n + 1).astype(int)
+        chunks = client.scatter([frame.iloc[a:b] for a, b in itertools.pairwise(bounds)])
+        shuffled = dd.from_delayed(chunks, meta=frame.iloc[:0], verify_meta=False).shuffle(
             on="hcp_id", npartitions=n
         )
         self.client = client
