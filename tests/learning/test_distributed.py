@@ -178,6 +178,25 @@ def test_a_model_trained_on_the_cluster_is_as_good(
     assert abs(values["cluster"] - values["plain"]) < 0.04, values
 
 
+def test_a_running_cluster_is_reached_by_its_address(
+    learned: LearnedWorld, client: distributed.Client
+) -> None:
+    from nextbest.learning.distributed import PartitionedHistory, connect
+
+    data = learned.dataset
+    space = FeatureSpace().fit(data.hcps, data.catalog)
+    assert space.history is not None
+    expected = space.history.engagement_counts(
+        space.log(data.interactions, data.hcps, data.catalog)
+    )
+    with connect(client.scheduler.address) as remote:
+        assert remote.scheduler.address == client.scheduler.address
+        parts = PartitionedHistory(remote, data.interactions, data.hcps, data.catalog)
+        found = parts.engagement_counts(space)
+    assert (found.engaged, found.touches) == (expected.engaged, expected.touches)
+    np.testing.assert_array_equal(found.channel_touches, expected.channel_touches)
+
+
 def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from nextbest.learning import distributed as dist
 
