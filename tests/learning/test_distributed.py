@@ -197,6 +197,34 @@ def test_a_running_cluster_is_reached_by_its_address(
     np.testing.assert_array_equal(found.channel_touches, expected.channel_touches)
 
 
+def test_a_cluster_with_another_nextbest_is_refused(
+    client: distributed.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nextbest
+    from nextbest.learning import distributed as dist
+
+    # The workers are separate processes with the installed version; this one
+    # claims another, as a driver would after an upgrade the workers missed.
+    monkeypatch.setattr(nextbest, "__version__", "0.0.0-other")
+    with (
+        pytest.raises(dist.ClusterUnavailableError, match="install the same versions") as error,
+        dist.connect(client.scheduler.address),
+    ):
+        pass
+    assert "nextbest 0.0.0-other" in str(error.value)
+
+
+def test_a_scheduler_without_workers_is_refused() -> None:
+    from nextbest.learning import distributed as dist
+
+    with (
+        distributed.LocalCluster(n_workers=0, dashboard_address=":0") as empty,
+        pytest.raises(dist.ClusterUnavailableError, match="has no workers"),
+        dist.connect(empty.scheduler_address),
+    ):
+        pass
+
+
 def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from nextbest.learning import distributed as dist
 

@@ -71,6 +71,7 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
                 f"on this machine): {exc}"
             ) from None
         with client:
+            _check_workers(client, scheduler)
             yield client
         return
     with (
@@ -86,6 +87,39 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
         # a cluster of our own those would fill the terminal under the progress bar.
         client.run(_quiet_stdout)
         yield client
+
+
+def _check_workers(client: Client, scheduler: str) -> None:
+    """Refuse a cluster whose workers cannot run this training: none at all, or
+    another nextbest or LightGBM than this machine's (models travel pickled)."""
+    if not client.scheduler_info(n_workers=-1)["workers"]:
+        raise ClusterUnavailableError(f"the Dask scheduler at {scheduler!r} has no workers")
+    expected = _versions()
+    try:
+        found = client.run(_versions)
+    except Exception as exc:  # the worker could not even load the function
+        raise ClusterUnavailableError(
+            f"the workers of {scheduler!r} cannot run nextbest ({type(exc).__name__}: {exc}); "
+            "install this nextbest on every worker"
+        ) from None
+    for worker, versions in sorted(found.items()):
+        if versions != expected:
+            raise ClusterUnavailableError(
+                f"worker {worker} of {scheduler!r} has {_describe(versions)}, this machine "
+                f"{_describe(expected)}: install the same versions on every worker"
+            )
+
+
+def _versions() -> dict[str, str]:
+    import lightgbm
+
+    import nextbest
+
+    return {"nextbest": nextbest.__version__, "lightgbm": lightgbm.__version__}
+
+
+def _describe(versions: dict[str, str]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
 
 
 def _quiet_stdout() -> None:
