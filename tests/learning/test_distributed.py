@@ -57,6 +57,9 @@ def test_features_on_the_cluster_are_exactly_the_plain_ones(
     for name in DecisionRows.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(rows, name), getattr(expected, name), err_msg=name)
 
+    nothing = PartitionedHistory(client, interactions.iloc[:0], data.hcps, data.catalog)
+    assert nothing.decision_rows(space).X.shape == (0, expected.X.shape[1])
+
     # Some HCPs have no decision at all: their snapshot is an empty history's.
     seconds = np.full(len(data.hcps), int(interactions["timestamp"].max().value // 10**9) + 1)
     few = interactions[interactions["hcp_id"].isin(data.hcps["hcp_id"].iloc[::3])]

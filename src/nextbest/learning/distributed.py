@@ -172,11 +172,12 @@ class PartitionedHistory:
 
     def decision_rows(self, space: FeatureSpace) -> DecisionRows:
         """The rows :func:`~nextbest.learning.train.decision_rows` builds, in the same order."""
-        from nextbest.learning.train import DecisionRows
+        from nextbest.learning.train import DecisionRows, decision_rows
 
         found = [(p, r) for p, r in self._each(_decision_rows, space) if r is not None]
-        position = np.concatenate([p for p, _ in found]) if found else np.zeros(0, np.int64)
-        order = np.argsort(position, kind="stable")
+        if not found:  # no decisions at all: the plain run's empty rows
+            return decision_rows(space, self._empty, *self._local)
+        order = np.argsort(np.concatenate([p for p, _ in found]), kind="stable")
         return DecisionRows(
             **{
                 f.name: np.concatenate([getattr(r, f.name) for _, r in found])[order]
