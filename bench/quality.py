@@ -556,7 +556,7 @@ def dask_training(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, A
     """The same world trained in this process and on local Dask clusters of 1 and of
     all cores' workers, one after the other: what the cluster costs on one machine,
     and how its time falls with workers (the part that more machines would repeat)."""
-    from nextbest.learning.distributed import connect
+    from nextbest.learning.distributed import connect, worker_count
 
     world, dataset = _world_dataset(n_hcps, periods)
     out: dict[str, Any] = {
@@ -567,7 +567,7 @@ def dask_training(n_hcps: int, periods: int, config: TrainConfig) -> dict[str, A
     }
     for label, workers in (("one_worker", 1), ("all_workers", None)):
         with connect("local", workers=workers) as client:
-            n = len(client.scheduler_info(n_workers=-1)["workers"])
+            n = worker_count(client)
             out[label] = {
                 "workers": n,
                 **_timed_training(dataset, config, world.decision_time, client=client),
@@ -835,21 +835,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["hillstrom"]["measured_at"] = now
     else:
         results["hillstrom"] = {"error": f"{args.hillstrom} not found"}
-    if args.scale_hcps:
-        _say(f"scale: {args.scale_hcps} HCPs x {args.scale_periods} periods")
-        results["scale"] = scale(args.scale_hcps, args.scale_periods, config)
-        results["scale"]["measured_at"] = now
-        results["scale"]["command"] = (
+    # Training time: in process ("scale"), and in process beside Dask ("dask_training").
+    for key, option, n_hcps, measure in (
+        ("scale", "--scale-hcps", args.scale_hcps, scale),
+        ("dask_training", "--dask-hcps", args.dask_hcps, dask_training),
+    ):
+        if not n_hcps:
+            continue
+        _say(f"{key}: {n_hcps} HCPs x {args.scale_periods} periods")
+        results[key] = measure(n_hcps, args.scale_periods, config)
+        results[key]["measured_at"] = now
+        results[key]["command"] = (
             f"python bench/quality.py --skip-simulator --skip-hillstrom "
-            f"--scale-hcps {args.scale_hcps} --scale-periods {args.scale_periods}"
-        )
-    if args.dask_hcps:
-        _say(f"dask: {args.dask_hcps} HCPs x {args.scale_periods} periods")
-        results["dask_training"] = dask_training(args.dask_hcps, args.scale_periods, config)
-        results["dask_training"]["measured_at"] = now
-        results["dask_training"]["command"] = (
-            f"python bench/quality.py --skip-simulator --skip-hillstrom "
-            f"--dask-hcps {args.dask_hcps} --scale-periods {args.scale_periods}"
+            f"{option} {n_hcps} --scale-periods {args.scale_periods}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import distributed
 import numpy as np
 import pytest
 
@@ -19,8 +20,6 @@ from nextbest.learning.train import DecisionRows, decision_rows, train
 from nextbest.simulate.world import best_or_none
 
 from .conftest import QUICK, LearnedWorld, scores_on_truth
-
-distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")

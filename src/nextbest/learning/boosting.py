@@ -181,7 +181,9 @@ def _scatter(
     """The rows as Dask arrays, one block per worker, sent to the workers once."""
     import dask.array as da
 
-    workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
+    from nextbest.learning.distributed import worker_count
+
+    workers = max(worker_count(client), 1)
     size = max(-(-len(y) // workers), 1)
     starts = list(range(0, len(y), size))
 

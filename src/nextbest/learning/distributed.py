@@ -89,10 +89,15 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
         yield client
 
 
+def worker_count(client: Client) -> int:
+    """How many workers the cluster of ``client`` has now."""
+    return len(client.scheduler_info(n_workers=-1)["workers"])
+
+
 def _check_workers(client: Client, scheduler: str) -> None:
     """Refuse a cluster whose workers cannot run this training: none at all, or
     another nextbest or LightGBM than this machine's (models travel pickled)."""
-    if not client.scheduler_info(n_workers=-1)["workers"]:
+    if not worker_count(client):
         raise ClusterUnavailableError(f"the Dask scheduler at {scheduler!r} has no workers")
     expected = _versions()
     try:
@@ -145,8 +150,7 @@ class PartitionedHistory:
     ) -> None:
         import dask.dataframe as dd
 
-        n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
-        n = partitions or 4 * n_workers
+        n = partitions or 4 * max(worker_count(client), 1)
         frame = interactions.assign(**{POSITION: np.arange(len(interactions), dtype=np.int64)})
         # The rows go to the workers as data, not inside the task graph.
         bounds = np.linspace(0, len(frame), n + 1).astype(int)

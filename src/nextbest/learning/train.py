@@ -18,7 +18,7 @@ import pandas as pd
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.boosting import on_cluster
 from nextbest.learning.config import TrainConfig
-from nextbest.learning.distributed import PartitionedHistory
+from nextbest.learning.distributed import PartitionedHistory, worker_count
 from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
 from nextbest.learning.uplift import EngagementStratifiedUplift
@@ -298,7 +298,7 @@ def _train(
         **config.levers.as_params(),
     }
     if client is not None:
-        params["dask.workers"] = len(client.scheduler_info(n_workers=-1)["workers"])
+        params["dask.workers"] = worker_count(client)
     if uplift_model is not None:
         params["uplift.learner"] = "engagement-stratified X-learner"
         params["uplift.stratified"] = uplift_model.stratified_
