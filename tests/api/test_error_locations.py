@@ -79,3 +79,39 @@ def test_each_422_names_body_query_or_path(
     detail = response.json()["detail"]
     assert detail[0]["loc"] == loc, detail
     assert detail[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        # A batch is told apart from one event by its "events" key: each bad body
+        # is reported against the shape it was sent in, and only against that one.
+        ({"events": []}, ["body", "batch", "events"]),
+        (
+            {
+                "events": [
+                    {"event_id": "ok-1", "hcp_id": "H1", "event_type": "opened"},
+                    {"event_id": "bad-1", "hcp_id": "H1", "event_type": "boom"},
+                ]
+            },
+            ["body", "batch", "events", 1, "event_type"],
+        ),
+        (
+            {
+                "event_id": "bad-2",
+                "hcp_id": "H1",
+                "event_type": "opened",
+                "occurred_at": "2026-13-01",
+            },
+            ["body", "event", "occurred_at"],
+        ),
+        ({"event_id": "bad-3", "event_type": "opened"}, ["body", "event", "hcp_id"]),
+    ],
+)
+def test_a_bad_feedback_body_is_reported_against_its_own_shape(
+    client: TestClient, body: dict, loc: list
+) -> None:
+    response = client.post("/v1/feedback", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert [error["loc"] for error in detail] == [loc], detail

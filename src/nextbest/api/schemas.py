@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from nextbest.service.recommend import MAX_BATCH
 from nextbest.storage.repository import FeedbackEventType
@@ -170,6 +170,22 @@ class FeedbackBatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[FeedbackEventCreate] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
+
+
+def _feedback_shape(body: Any) -> str:
+    """A body with ``events`` is a batch, any other one event."""
+    if isinstance(body, dict):
+        return "batch" if "events" in body else "event"
+    return "batch" if isinstance(body, FeedbackBatchCreate) else "event"
+
+
+# One event or a batch, told apart by the ``events`` key, so that a bad body is
+# reported against the shape it was meant to have ("body", "batch", "events", 3,
+# "event_type") and not against both.
+FeedbackCreate = Annotated[
+    Annotated[FeedbackEventCreate, Tag("event")] | Annotated[FeedbackBatchCreate, Tag("batch")],
+    Discriminator(_feedback_shape),
+]
 
 
 class RejectedEvent(BaseModel):

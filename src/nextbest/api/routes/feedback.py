@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response, status
 from nextbest.api.deps import RuntimeDep, SessionDep
 from nextbest.api.schemas import (
     FeedbackBatchCreate,
-    FeedbackEventCreate,
+    FeedbackCreate,
     FeedbackResultPublic,
     RejectedEvent,
 )
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
 @router.post("", response_model=FeedbackResultPublic)
 def post_feedback(
-    body: FeedbackEventCreate | FeedbackBatchCreate,
+    body: FeedbackCreate,
     runtime: RuntimeDep,
     session: SessionDep,
     response: Response,
