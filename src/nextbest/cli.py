@@ -203,9 +203,9 @@ def picks(
     """Write the best actions for every HCP in the data's hcps file."""
     from nextbest import registry
     from nextbest.contract import write_table
-    from nextbest.errors import NextbestError
+    from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
-    from nextbest.service.picks import file_picks
+    from nextbest.service.picks import check_picks, file_picks
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
@@ -216,6 +216,10 @@ def picks(
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
+    try:
+        check_picks(model, k=k, channel=channel, purpose=purpose)
+    except InvalidRequestError as exc:
+        raise _fail(f"--{exc.field}: {exc.message}") from None
     hcp_ids = list(dataset.hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:

@@ -66,6 +66,21 @@ def test_simulate_train_picks(env_settings: Path, tmp_path: Path) -> None:
     email_picks = pd.read_csv(emails)
     assert set(email_picks["channel"]) == {"email"}
 
+    # A channel or purpose the model cannot serve stops before any scoring,
+    # naming the option and what it accepts; no file is written.
+    for option, value, says in (
+        ("--channel", "fax", "--channel: unknown channel 'fax'; known: email,"),
+        ("--purpose", "sales", "--purpose: must be one of promotional, medical"),
+    ):
+        refused = tmp_path / f"refused-{option[2:]}.csv"
+        result = runner.invoke(
+            app, ["picks", "--data", str(world), "--out", str(refused), option, value]
+        )
+        assert result.exit_code != 0
+        assert says in " ".join(result.output.split()), result.output
+        assert "scoring HCPs" not in result.output
+        assert not refused.exists()
+
 
 def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:
     """A small contract directory written by hand, not by the simulator."""

@@ -55,12 +55,7 @@ def picks_frame(
     ``rules`` adds the per-list channel limit and, with ``history`` (live
     contacts and dismissals), frequency caps, cool-downs and suppression.
     """
-    if k < 1:
-        raise InvalidRequestError("k", f"must be at least 1, got {k}")
-    if purpose not in PURPOSES:
-        raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
-    if channel is not None and channel not in set(model.catalog["channel"]):
-        raise InvalidRequestError("channel", f"unknown channel '{channel}'")
+    check_picks(model, k=k, channel=channel, purpose=purpose)
     rows = model.hcp_index.get_indexer(list(hcp_ids))
     if (rows < 0).any():
         if not skip_unknown:
@@ -152,6 +147,18 @@ def _block_picks(
             "reason": reason,
         }
     )
+
+
+def check_picks(model: ScoringModel, *, k: int, channel: str | None, purpose: str) -> None:
+    """Refuse picks the model cannot make, naming the field (InvalidRequestError)."""
+    if k < 1:
+        raise InvalidRequestError("k", f"must be at least 1, got {k}")
+    if purpose not in PURPOSES:
+        raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+    channels = set(model.catalog["channel"].astype(str))
+    if channel is not None and channel not in channels:
+        known = ", ".join(sorted(channels))
+        raise InvalidRequestError("channel", f"unknown channel '{channel}'; known: {known}")
 
 
 def file_picks(
