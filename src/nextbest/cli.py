@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nextbest.settings import get_settings
+from nextbest.settings import Settings, get_settings
 
 app = typer.Typer(
     help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
@@ -43,6 +43,21 @@ DaskOpt = Annotated[
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=2)
+
+
+def _settings() -> Settings:
+    """The ``NEXTBEST_*`` settings; an invalid one stops the command, naming the variable."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"NEXTBEST_{'_'.join(str(part) for part in error['loc']).upper()}"
+            f"={error.get('input')!r}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise _fail(f"invalid setting: {problems}") from None
 
 
 def _parse_date(value: str | None, option: str) -> datetime | None:
@@ -140,7 +155,7 @@ def train(
     from nextbest.learning.config import load_train_config
     from nextbest.learning.train import train as train_models
 
-    settings = get_settings()
+    settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
     try:
         train_config = load_train_config(config if config and config.exists() else None)
@@ -211,7 +226,8 @@ def picks(
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
     on = _parse_date(as_of, "--as-of")
     dataset = _load(data)
-    settings = get_settings()
+    settings = _settings()
+    _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
@@ -275,7 +291,8 @@ def serve(
     # (Settings.gc_freeze): full garbage collections no longer stall requests.
     os.environ.setdefault("NEXTBEST_GC_FREEZE", "true")
     get_settings.cache_clear()
-    settings = get_settings()
+    settings = _settings()
+    _check_serving_files(settings)
     n_workers = workers or settings.workers
     # One OpenMP thread per worker: requests score small blocks, and the workers
     # already use every core.
@@ -307,6 +324,29 @@ def serve(
             raise _fail(str(exc)) from None
     else:
         uvicorn.run("nextbest.api.app:create_app", **options)
+
+
+def _check_rules_file(settings: Settings) -> None:
+    """Read the serving rules before any work: an invalid or missing named file stops."""
+    from nextbest.policy.rules import RulesError, ServingRules
+
+    try:
+        ServingRules.configured(settings)
+    except RulesError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_serving_files(settings: Settings) -> None:
+    """Read the rules and API-key files as the workers will: an invalid one stops
+    ``serve`` here with its message, not each worker at start-up in a traceback."""
+    from nextbest.service.apikeys import ApiKeyError, KeyStore
+
+    _check_rules_file(settings)
+    if settings.auth_enabled:
+        try:
+            KeyStore.load(path=settings.resolved_api_keys_file)
+        except ApiKeyError as exc:
+            raise _fail(str(exc)) from None
 
 
 SinceOpt = Annotated[
@@ -344,7 +384,7 @@ def uplift_report(
     """Outcomes of served vs holdout requests per channel, action group and segment."""
     from nextbest.loop.report import uplift_report as build
 
-    settings = get_settings()
+    settings = _settings()
     with console.status("building the uplift report"):
         report = build(
             settings,
@@ -395,7 +435,7 @@ def retrain(
     from nextbest.learning.config import load_train_config
     from nextbest.loop.retrain import retrain as run_retrain
 
-    settings = get_settings()
+    settings = _settings()
     try:
         train_config = load_train_config(config if config and config.exists() else None)
     except ValueError as exc:
@@ -459,9 +499,7 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
     gate = _gate_config(config)
     try:
         with console.status("evaluating challenger vs champion"):
-            evaluation = run_evaluate(
-                get_settings(), config=gate, since=_parse_date(since, "--since")
-            )
+            evaluation = run_evaluate(_settings(), config=gate, since=_parse_date(since, "--since"))
     except GateError as exc:
         raise _fail(str(exc)) from None
     _print_evaluation(evaluation)
@@ -479,7 +517,7 @@ def promote(
     from nextbest.loop.gate import promote as run_promote
 
     gate = _gate_config(config)
-    settings = get_settings()
+    settings = _settings()
     try:
         with console.status("evaluating challenger vs champion"):
             evaluation = run_promote(
@@ -506,7 +544,7 @@ def rollback() -> str:
     from nextbest.loop.gate import rollback as run_rollback
 
     try:
-        done = run_rollback(get_settings())
+        done = run_rollback(_settings())
     except GateError as exc:
         raise _fail(str(exc)) from None
     console.print(
@@ -532,7 +570,7 @@ KeysFileOpt = Annotated[
 
 
 def _keys_file(path: Path | None) -> Path:
-    return path if path is not None else get_settings().resolved_api_keys_file
+    return path if path is not None else _settings().resolved_api_keys_file
 
 
 @keys_app.command("add")

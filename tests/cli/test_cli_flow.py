@@ -181,6 +181,65 @@ def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: s
     assert message in result.output
 
 
+@pytest.mark.parametrize(
+    ("env", "file_text", "message"),
+    [
+        pytest.param(
+            {"NEXTBEST_EPSILON": "2"},
+            None,
+            "invalid setting: NEXTBEST_EPSILON='2': Input should be less than or equal to 1",
+            id="bad-setting",
+        ),
+        pytest.param(
+            {"NEXTBEST_RULES_FILE": "{tmp}/missing.yaml"},
+            None,
+            "NEXTBEST_RULES_FILE names {tmp}/missing.yaml, which does not exist",
+            id="named-rules-file-missing",
+        ),
+        pytest.param(
+            {"NEXTBEST_RULES_FILE": "{tmp}/file.yaml"},
+            "caps: {email: 3}\n",
+            "file.yaml: unknown field(s) ['caps']",
+            id="bad-rules-file",
+        ),
+        pytest.param(
+            {"NEXTBEST_API_KEYS_FILE": "{tmp}/file.yaml"},
+            "keys: [\n",
+            "file.yaml: not valid YAML",
+            id="bad-keys-file",
+        ),
+    ],
+)
+def test_serve_refuses_bad_configuration_before_starting(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    file_text: str | None,
+    message: str,
+) -> None:
+    """No worker is started: the command names the setting or file and exits 2."""
+    import uvicorn
+
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    # serve sets these for its workers (os.environ.setdefault); setenv first so
+    # that monkeypatch puts back what was there, absent included, after the test.
+    for name in ("NEXTBEST_GC_FREEZE", "OMP_NUM_THREADS", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
+    if file_text is not None:
+        (tmp_path / "file.yaml").write_text(file_text)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.replace("{tmp}", str(tmp_path)))
+    result = runner.invoke(app, ["serve", "--workers", "1"])
+    assert result.exit_code == 2, result.output
+    # Rich wraps long lines (and folds long paths) at the terminal's width.
+    said = "".join(message.replace("{tmp}", str(tmp_path)).split())
+    assert said in "".join(result.output.split()), result.output
+    assert not started
+
+
 def test_train_on_a_local_dask_cluster(env_settings: Path, tmp_path: Path) -> None:
     import mlflow
 

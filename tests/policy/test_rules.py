@@ -163,3 +163,21 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
         ServingRules.load(path)
     missing = ServingRules.load(tmp_path / "none.yaml")
     assert "missing" in missing.source and not missing.needs_contacts
+
+
+def test_a_named_rules_file_must_exist_the_default_may_be_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nextbest.settings import Settings
+
+    with pytest.raises(RulesError, match=r"NEXTBEST_RULES_FILE names .*missing\.yaml"):
+        ServingRules.configured(Settings(rules_file=tmp_path / "missing.yaml"))
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    assert ServingRules.configured(Settings(rules_file=shipped)).needs_contacts
+    assert not caplog.records
+    # The default file is relative to the working directory: run elsewhere, the
+    # service still starts, without history rules, and says so.
+    monkeypatch.chdir(tmp_path)
+    rules = ServingRules.configured(Settings(rules_file=None))
+    assert not rules.needs_contacts
+    assert "no frequency caps" in caplog.text and str(tmp_path) in caplog.text

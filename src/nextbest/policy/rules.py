@@ -22,14 +22,20 @@ The file format is documented in ``training/rules.yaml`` and ``docs/serving.md``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
+
+if TYPE_CHECKING:
+    from nextbest.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DISMISS_REASONS: tuple[str, ...] = (
     "not_relevant",
@@ -82,6 +88,27 @@ class ServingRules:
         except yaml.YAMLError as exc:
             raise RulesError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_mapping(data, source=str(path))
+
+    @classmethod
+    def configured(cls, settings: Settings) -> ServingRules:
+        """The rules ``settings`` name. Only the default file may be missing: a file
+        named by ``NEXTBEST_RULES_FILE`` that does not exist is an error, not a
+        silent run without caps."""
+        path = settings.resolved_rules_file
+        if settings.rules_file is not None and not path.exists():
+            raise RulesError(
+                f"NEXTBEST_RULES_FILE names {path}, which does not exist: without it no "
+                "frequency caps, cool-downs or suppression would apply"
+            )
+        rules = cls.load(path)
+        if not path.exists():
+            logger.warning(
+                "no serving rules file at %s (relative to %s): no frequency caps, cool-downs "
+                "or suppression apply; set NEXTBEST_RULES_FILE",
+                path,
+                Path.cwd(),
+            )
+        return rules
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "<mapping>") -> ServingRules:

@@ -181,7 +181,7 @@ def file_picks(
     from nextbest.service.serving import live_history
     from nextbest.storage.db import store_session
 
-    rules = ServingRules.load(settings.resolved_rules_file)
+    rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
     with store_session(settings.resolved_database_url) as session:
         history = live_history(session, rules=rules, hcp_ids=known, now=decision_time(on))

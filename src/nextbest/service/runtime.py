@@ -110,7 +110,7 @@ class ServingRuntime:
         # The single route's read on the event loop (PostgreSQL): opened by the app.
         self.async_reader: AsyncConnectionPool | None = None
         self.sessions = sessions
-        self.rules = rules if rules is not None else ServingRules.load(settings.resolved_rules_file)
+        self.rules = rules if rules is not None else ServingRules.configured(settings)
         self.reclog = RecommendationLog(
             sessions,
             flush_ms=settings.log_flush_ms,
