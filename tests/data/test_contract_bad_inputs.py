@@ -171,6 +171,11 @@ BAD_INPUTS = [
         id="non-numeric-cost",
     ),
     pytest.param(
+        cell("catalog", 2, "cost", "150,5"),
+        at("catalog.csv", 2, "cost", "'150,5' is not a number (write decimals with '.')"),
+        id="decimal-comma",
+    ),
+    pytest.param(
         cell("interactions", 4, "hcp_id", "H9"),
         at("interactions.csv", 4, "hcp_id", "unknown hcp_id 'H9' (not in hcps)"),
         id="unknown-hcp-id",

@@ -157,6 +157,33 @@ def test_typed_parquet_equals_csv(tables: Tables, write_tables: WriteTables) -> 
     assert from_parquet.fingerprint() == from_csv.fingerprint()
 
 
+@pytest.mark.parametrize(
+    ("sep", "encoding", "line_end"),
+    [(";", "utf-8", "\n"), ("\t", "utf-8", "\n"), (";", "utf-8-sig", "\r\n")],
+    ids=["semicolon", "tab", "semicolon-bom-crlf"],
+)
+def test_spreadsheet_exports_load_as_the_comma_csv(
+    tables: Tables,
+    write_tables: WriteTables,
+    tmp_path: Path,
+    sep: str,
+    encoding: str,
+    line_end: str,
+) -> None:
+    """';' or tab as separator (spreadsheets in many locales), a byte-order mark and
+    Windows line ends: the same data as the comma CSV."""
+    expected = load_dataset(write_tables(tables))
+    out = tmp_path / "export"
+    out.mkdir()
+    for name, frame in tables.items():
+        # The catalog's specialties hold ';' lists: quoted in a ';' file.
+        text = frame.to_csv(sep=sep, index=False, lineterminator=line_end)
+        (out / f"{name}.csv").write_bytes(text.encode(encoding))
+    got = load_dataset(out)
+    for name in ("hcps", "catalog", "interactions"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_write_dataset_round_trips(
     dataset: Dataset, tmp_path: Path, fmt: Literal["csv", "parquet"]

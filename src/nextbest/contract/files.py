@@ -41,7 +41,13 @@ def read_table(path: Path | str) -> pd.DataFrame:
     try:
         if fmt == "csv":
             # utf-8-sig drops the byte-order mark spreadsheet programs put first.
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            return pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+                sep=_separator(path),
+            )
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
         schema = pq.read_schema(path)
@@ -57,6 +63,17 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
+
+
+def _separator(path: Path) -> str:
+    """',' unless the header has no comma and exactly one of ';' or a tab: the
+    separators spreadsheet programs write in locales where ',' is the decimal mark."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        header = file.readline()
+    if "," in header:
+        return ","
+    found = [sep for sep in (";", "\t") if sep in header]
+    return found[0] if len(found) == 1 else ","
 
 
 def write_table(df: pd.DataFrame, path: Path | str) -> None:

@@ -10,6 +10,7 @@ header not counted).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +34,8 @@ from nextbest.contract.schema import (
 )
 
 _BOOLEAN_HINT = "is not a boolean (use true/false, yes/no, y/n, t/f or 1/0)"
+# "0,583": a decimal comma, as spreadsheets write numbers in many locales.
+_DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 
 
 def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
@@ -333,9 +336,17 @@ def _boolean(raw: pd.DataFrame, column: str, log: ProblemLog, *, default: bool) 
     return parsed.values
 
 
+def _not_a_number(values: pd.Series, position: int) -> str:
+    said = f"{parse.shown(values, position)} is not a number"
+    value = values.iat[position]
+    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
+        said += " (write decimals with '.')"
+    return said
+
+
 def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
     parsed = parse.floats(raw[column])
-    log.add_rows(parsed.bad, column, lambda i: f"{parse.shown(raw[column], i)} is not a number")
+    log.add_rows(parsed.bad, column, lambda i: _not_a_number(raw[column], i))
     return parsed.values
 
 
@@ -355,9 +366,7 @@ def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: boo
 
 def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
     parsed = parse.floats(raw["engaged"])
-    log.add_rows(
-        parsed.bad, "engaged", lambda i: f"{parse.shown(raw['engaged'], i)} is not a number"
-    )
+    log.add_rows(parsed.bad, "engaged", lambda i: _not_a_number(raw["engaged"], i))
     values = parsed.values.to_numpy()
     log.add_rows(parsed.missing & ~no_touch, "engaged", lambda _: "empty value (0 or 1 expected)")
     present = ~parsed.missing & ~parsed.bad
