@@ -118,6 +118,14 @@ def test_training_before_any_history_is_refused(learned: LearnedWorld) -> None:
         train(learned.dataset, config=QUICK, as_of=pd.Timestamp("2026-06-01"))
 
 
+def test_training_without_any_engagement_names_the_column(learned: LearnedWorld) -> None:
+    from dataclasses import replace
+
+    never = learned.dataset.interactions.assign(engaged=np.int8(0))
+    with pytest.raises(ValueError, match=r"every decision with an action .* has engaged = 0"):
+        train(replace(learned.dataset, interactions=never), config=QUICK)
+
+
 def test_candidate_rows_rebuild_the_logged_rows(learned: LearnedWorld) -> None:
     from nextbest.evaluation.offline import candidate_rows, eligible_at
 

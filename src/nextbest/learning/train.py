@@ -200,6 +200,12 @@ def _train(
             f"only {int(treated.sum())} decisions with an action before the evaluation slice; "
             f"at least {MIN_ROWS_PER_ARM} are needed to learn engagement"
         )
+    seen = np.unique(fit_rows.engaged[treated]).tolist()
+    if len(seen) < 2:
+        raise ValueError(
+            f"interactions: every decision with an action before the evaluation slice has "
+            f"engaged = {seen[0]}; engagement is learned from both 0s and 1s"
+        )
     engagement = CalibratedEngagementClassifier(
         **config.engagement.model_dump(),
         calibration_fraction=config.calibration_fraction,
