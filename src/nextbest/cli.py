@@ -601,7 +601,29 @@ def keys_add(
         "it is shown only now, store it where its user keeps secrets:"
     )
     print(key, flush=True)
+    if role == "rep" and territory_id:
+        _note_unserved_territory(territory_id)
     return key
+
+
+def _note_unserved_territory(territory_id: str) -> None:
+    """Warn when the served model has no HCP in a rep key's territory (a typo locks
+    the rep out); nothing to check before a model is served."""
+    from nextbest import registry
+
+    settings = _settings()
+    uri = settings.resolved_registry_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return  # no registry yet: opening one would create it
+    try:
+        model, version = registry.load_alias(settings)
+    except registry.RegistryError:
+        return
+    if territory_id not in set(model.hcps["territory_id"].astype(str)):
+        console.print(
+            f"[yellow]note:[/yellow] the served model (version {version}) has no HCP in "
+            f"territory {territory_id}: this rep's requests are refused until it does"
+        )
 
 
 @keys_app.command("list")

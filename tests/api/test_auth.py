@@ -268,3 +268,28 @@ def test_an_invalid_key_file_keeps_the_keys_in_force(
         answer = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.admin)
     assert answer.status_code == 200
     assert "invalid, keeping the keys" in caplog.text
+
+
+def test_a_rep_key_outside_the_served_territories_gets_a_note(
+    api_settings, keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextbest.settings import get_settings
+
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(api_settings.resolved_models_dir))
+    get_settings.cache_clear()
+    try:
+        path = str(tmp_path / "keys.yaml")
+        typo = _keys_cli(
+            "add", "rep-x", "--role", "rep", "--territory-id", "T-typo", "--file", path
+        )
+        known = _keys_cli(
+            "add", "rep-y", "--role", "rep", "--territory-id", keys.territory, "--file", path
+        )
+    finally:
+        get_settings.cache_clear()
+    assert typo.exit_code == 0 and known.exit_code == 0, typo.output + known.output
+    said = " ".join(typo.stderr.split())
+    assert "has no HCP in territory T-typo" in said, typo.stderr
+    assert "has no HCP" not in known.stderr
+    # The key itself stays the last line of stdout, for scripts.
+    assert typo.stdout.strip().splitlines()[-1].startswith("nb_")
