@@ -382,17 +382,21 @@ def uplift_report(
     ] = 30,
 ) -> Path:
     """Outcomes of served vs holdout requests per channel, action group and segment."""
+    from nextbest.errors import InvalidRequestError
     from nextbest.loop.report import uplift_report as build
 
     settings = _settings()
-    with console.status("building the uplift report"):
-        report = build(
-            settings,
-            out_dir=out,
-            since=_parse_date(since, "--since"),
-            segment=segment,
-            min_per_arm=min_per_arm,
-        )
+    try:
+        with console.status("building the uplift report"):
+            report = build(
+                settings,
+                out_dir=out,
+                since=_parse_date(since, "--since"),
+                segment=segment,
+                min_per_arm=min_per_arm,
+            )
+    except InvalidRequestError as exc:
+        raise _fail(f"--{exc.field}: {exc.message}") from None
     table = Table(title="served vs holdout")
     for column in ("dimension", "group", "served", "holdout", "uplift", "95% CI", "verdict"):
         table.add_column(column)

@@ -143,6 +143,17 @@ def test_report_on_a_served_log_groups_by_channel_and_segment(
     assert run.data.metrics["n_decisions"] == honest_loop.n_outcomes
 
 
+def test_report_refuses_a_segment_the_hcps_lack(honest_loop: ServedStore, tmp_path: Path) -> None:
+    from nextbest.errors import InvalidRequestError
+
+    out = tmp_path / "typo"
+    with pytest.raises(
+        InvalidRequestError, match=r"'decil' is not an HCP attribute.*known: .*decile"
+    ):
+        uplift_report(honest_loop.settings, out_dir=out, segment="decil", log=False)
+    assert not out.exists()  # nothing half-written
+
+
 def test_retrain_joins_history_and_feedback(
     loop_world: LoopWorld, honest_loop: ServedStore
 ) -> None:

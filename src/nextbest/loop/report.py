@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest import registry
+from nextbest.errors import InvalidRequestError
 from nextbest.evaluation.ope import Z_95
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
@@ -161,7 +162,13 @@ def uplift_report(
         would = _would_serve(settings, decisions)
         groups = {"channel": would["channel"], "action group": would["action group"]}
         hcps = would.attrs.get("hcps")
-        if hcps is not None and segment in hcps.columns:
+        if hcps is not None and segment not in hcps.columns:
+            known = ", ".join(sorted(str(c) for c in hcps.columns if c != "hcp_id"))
+            raise InvalidRequestError(
+                "segment",
+                f"'{segment}' is not an HCP attribute of the served models; known: {known}",
+            )
+        if hcps is not None:
             lookup = hcps.set_index("hcp_id")[segment]
             groups[segment] = decisions["hcp_id"].map(lookup).fillna(UNKNOWN).astype(str)
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
