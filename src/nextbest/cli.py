@@ -118,7 +118,10 @@ def simulate(
         raise _fail(f"--format must be csv or parquet, got '{fmt}'")
     with console.status(f"simulating {hcps:,} HCPs x {periods} periods"):
         world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
-        world.write(out, fmt="csv" if fmt == "csv" else "parquet")
+        try:
+            world.write(out, fmt="csv" if fmt == "csv" else "parquet")
+        except OSError as exc:  # a clash of formats, or a directory that cannot be written
+            raise _fail(f"--out: {exc}") from None
     console.print(
         f"wrote {len(world.hcps):,} HCPs, {len(world.catalog)} actions, "
         f"{len(world.interactions):,} decisions and the ground truth to {out}"

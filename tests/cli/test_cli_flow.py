@@ -181,6 +181,25 @@ def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: s
     assert message in result.output
 
 
+def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    world = tmp_path / "world"
+    _run("simulate", "--out", str(world), "--hcps", "20", "--periods", "2")
+    before = sorted(p.name for p in world.iterdir())
+    mixed = runner.invoke(
+        app,
+        ["simulate", "--out", str(world), "--hcps", "20", "--periods", "2", "--format", "parquet"],
+    )
+    assert mixed.exit_code == 2
+    assert "hcps.csv exists; writing hcps.parquet beside it" in " ".join(mixed.output.split())
+    assert sorted(p.name for p in world.iterdir()) == before  # nothing written
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    under = runner.invoke(app, ["simulate", "--out", str(a_file / "world"), "--hcps", "5"])
+    assert under.exit_code == 2 and "error: --out:" in under.output, under.output
+
+
 @pytest.mark.parametrize(
     ("env", "file_text", "message"),
     [

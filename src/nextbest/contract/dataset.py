@@ -148,6 +148,19 @@ def _find_tables(data_dir: Path) -> dict[str, Path]:
     return found
 
 
+def refuse_format_clash(out_dir: Path, fmt: str) -> None:
+    """``FileExistsError`` when ``out_dir`` holds a table in the other format: writing
+    ``fmt`` beside it would leave the directory ambiguous (and the two disagreeing)."""
+    for name in TABLES:
+        for other in FORMATS:
+            clash = out_dir / f"{name}.{other}"
+            if other != fmt and clash.exists():
+                raise FileExistsError(
+                    f"{clash} exists; writing {name}.{fmt} beside it would make {out_dir} "
+                    "ambiguous: remove it or write the same format"
+                )
+
+
 def write_dataset(
     dataset: Dataset, out_dir: Path | str, fmt: Literal["csv", "parquet"] = "csv"
 ) -> Path:
@@ -160,13 +173,7 @@ def write_dataset(
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}; got {fmt!r}")
     out_dir = Path(out_dir)
-    for name in TABLES:
-        for other in FORMATS:
-            clash = out_dir / f"{name}.{other}"
-            if other != fmt and clash.exists():
-                raise FileExistsError(
-                    f"{clash} exists; writing {name}.{fmt} beside it would make {out_dir} ambiguous"
-                )
+    refuse_format_clash(out_dir, fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {HCPS: dataset.hcps, CATALOG: dataset.catalog, INTERACTIONS: dataset.interactions}
     for name, frame in tables.items():

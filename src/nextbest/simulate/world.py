@@ -10,6 +10,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import pandas as pd
 
+from nextbest.contract.dataset import refuse_format_clash
 from nextbest.simulate.catalog import DAY_NS, ActionCodes, build_catalog, eligibility
 from nextbest.simulate.logging_policy import (
     HOLDOUT_SHARE,
@@ -239,6 +240,7 @@ class SimulatedWorld:
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
         out = Path(out_dir)
+        refuse_format_clash(out, fmt)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         tables = {"hcps": self.hcps, "catalog": self.catalog, "interactions": self.interactions}
