@@ -363,6 +363,10 @@ def test_problem_and_error_render_and_pickle() -> None:
 def test_missing_data_directory(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match="data directory not found"):
         load_dataset(tmp_path / "nowhere")
+    # A table's file given instead of its directory: said so.
+    (tmp_path / "hcps.csv").write_text("hcp_id\n")
+    with pytest.raises(ContractError, match=r"hcps\.csv: is a file; give the directory"):
+        load_dataset(tmp_path / "hcps.csv")
 
 
 def test_write_table_rejects_unknown_extension(tmp_path: Path) -> None:

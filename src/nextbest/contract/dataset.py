@@ -123,7 +123,12 @@ def load_dataset(data_dir: Path | str) -> Dataset:
 
 def _find_tables(data_dir: Path) -> dict[str, Path]:
     if not data_dir.is_dir():
-        raise ContractError([Problem(str(data_dir), None, None, "data directory not found")])
+        problem = (
+            "is a file; give the directory that holds hcps, catalog and interactions"
+            if data_dir.exists()
+            else "data directory not found"
+        )
+        raise ContractError([Problem(str(data_dir), None, None, problem)])
     found: dict[str, Path] = {}
     problems: list[Problem] = []
     for name in TABLES:
