@@ -139,15 +139,33 @@ def validate(data: DataOpt) -> None:
     )
 
 
+TrainConfigOpt = Annotated[
+    Path | None,
+    typer.Option(help="Training config YAML (default: training/train.yaml when present)."),
+]
+
+
+def _train_config(path: Path | None) -> Any:
+    """The training config: a named file must exist; without one, training/train.yaml
+    of the working directory if there is one, else the built-in defaults."""
+    from nextbest.learning.config import load_train_config
+
+    default = Path("training/train.yaml")
+    try:
+        return load_train_config(
+            path if path is not None else (default if default.exists() else None)
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command()
 def train(
     data: DataOpt,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Learn from history before this date.")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="Training config YAML.")] = Path(
-        "training/train.yaml"
-    ),
+    config: TrainConfigOpt = None,
     alias: Annotated[str | None, typer.Option(help="Give the new version this alias.")] = None,
     dask: DaskOpt = None,
 ) -> str:
@@ -155,15 +173,11 @@ def train(
     import pandas as pd
 
     from nextbest import registry
-    from nextbest.learning.config import load_train_config
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
     cutoff = _parse_date(as_of, "--as-of")
-    try:
-        train_config = load_train_config(config if config and config.exists() else None)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    train_config = _train_config(config)
     stages = [
         "load",
         "features",
@@ -227,6 +241,12 @@ def picks(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
+    if out.is_dir():
+        raise _fail(f"--out: {out} is a directory; name the file to write")
+    try:  # before any scoring: an unwritable place must not cost the whole run
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"--out: {exc}") from None
     on = _parse_date(as_of, "--as-of")
     dataset = _load(data)
     settings = _settings()
@@ -262,8 +282,10 @@ def picks(
             )
         except (NextbestError, RulesError) as exc:
             raise _fail(str(exc)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(frame, out)
+    try:
+        write_table(frame, out)
+    except OSError as exc:
+        raise _fail(f"--out: {exc}") from None
     console.print(
         f"wrote {len(frame):,} picks for {frame['hcp_id'].nunique():,} of {len(hcp_ids):,} HCPs "
         f"to {out} (model version {version})"
@@ -390,6 +412,10 @@ def uplift_report(
 
     settings = _settings()
     try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"--out: {exc}") from None
+    try:
         with console.status("building the uplift report"):
             report = build(
                 settings,
@@ -423,9 +449,7 @@ def uplift_report(
 def retrain(
     data: DataOpt,
     since: SinceOpt = None,
-    config: Annotated[Path | None, typer.Option(help="Training config YAML.")] = Path(
-        "training/train.yaml"
-    ),
+    config: TrainConfigOpt = None,
     alias: Annotated[str, typer.Option(help="Alias for the new version.")] = "challenger",
     gate_config: Annotated[
         Path | None,
@@ -439,14 +463,10 @@ def retrain(
     training/gate.yaml) is never trained on.
     """
     from nextbest.contract import ContractError
-    from nextbest.learning.config import load_train_config
     from nextbest.loop.retrain import retrain as run_retrain
 
     settings = _settings()
-    try:
-        train_config = load_train_config(config if config and config.exists() else None)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    train_config = _train_config(config)
     gate = _gate_config(gate_config)
     dataset = _load(data)
     with console.status("retraining with feedback") as status, _cluster(dask) as client:

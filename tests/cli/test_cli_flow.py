@@ -171,6 +171,16 @@ def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: P
         ),
         pytest.param(["train", "--data", "x", "--as-of", "soon"], "not a date", id="bad-as-of"),
         pytest.param(
+            ["train", "--data", "x", "--config", "no-such.yaml"],
+            "training config no-such.yaml does not exist",
+            id="missing-train-config",
+        ),
+        pytest.param(
+            ["retrain", "--data", "x", "--config", "no-such.yaml"],
+            "training config no-such.yaml does not exist",
+            id="missing-retrain-config",
+        ),
+        pytest.param(
             ["simulate", "--out", "x", "--format", "xml"], "csv or parquet", id="bad-format"
         ),
     ],
@@ -179,6 +189,23 @@ def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: s
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_outputs_that_cannot_be_written_stop_before_any_work(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    a_dir = tmp_path / "picks.csv"
+    a_dir.mkdir()
+    for args, says in (
+        (["picks", "--data", "x", "--out", str(a_dir)], "is a directory; name the file"),
+        (["picks", "--data", "x", "--out", str(a_file / "p.csv")], "error: --out:"),
+        (["uplift-report", "--out", str(a_file / "report")], "error: --out:"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert says in " ".join(result.output.split()), result.output
 
 
 def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
