@@ -310,7 +310,12 @@ def serve(
     import uvicorn
 
     from nextbest.api.observability import logging_config
-    from nextbest.api.workers import AddressInUseError, balanced_listeners_supported, run_balanced
+    from nextbest.api.workers import (
+        AddressInUseError,
+        balanced_listeners_supported,
+        check_address_free,
+        run_balanced,
+    )
 
     # Served processes freeze their long-lived heap after loading a model
     # (Settings.gc_freeze): full garbage collections no longer stall requests.
@@ -348,6 +353,10 @@ def serve(
         except AddressInUseError as exc:
             raise _fail(str(exc)) from None
     else:
+        try:  # refused here, before the model loads, not by uvicorn after it
+            check_address_free(options["host"], options["port"])
+        except AddressInUseError as exc:
+            raise _fail(str(exc)) from None
         uvicorn.run("nextbest.api.app:create_app", **options)
 
 
