@@ -331,6 +331,35 @@ def test_channel_is_filled_from_the_served_item(
     assert [stored[e].channel for e in ("ev-1", "ev-2", "ev-3")] == ["visit", "phone", None]
 
 
+def test_a_decision_must_name_an_item_its_recommendation_served(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    def decided(event_id: str, event_type: str, action_id: str) -> FeedbackRecord:
+        return delivered(
+            event_id, "h1", recommendation_id="rec-1", action_id=action_id, event_type=event_type
+        )
+
+    batch = [
+        decided("acc-ok", "accepted", "a-visit"),
+        decided("acc-bad", "accepted", "a-never-served"),
+        decided("dis-bad", "dismissed", "a-never-served"),
+        decided("sno-bad", "snoozed", "a-never-served"),
+        decided("done-other", "completed", "a-never-served"),  # what was done instead
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["acc-ok", "done-other"]
+    assert [(i, eid) for i, eid, _ in result.rejected] == [
+        (1, "acc-bad"),
+        (2, "dis-bad"),
+        (3, "sno-bad"),
+    ]
+    assert (
+        "action_id 'a-never-served' was not served in recommendation 'rec-1'"
+        in (result.rejected[0][2])
+    )
+    assert set(stored_events(session_factory)) == {"acc-ok", "done-other"}
+
+
 def test_naive_and_offset_times_are_stored_as_utc(
     session: Session, session_factory: sessionmaker[Session]
 ) -> None:

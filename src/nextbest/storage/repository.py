@@ -277,6 +277,11 @@ class _ServedRecommendation:
     channel_by_action: dict[str, str] = field(default_factory=dict)
 
 
+# A rep's decision on a served item: it must name one of the items. Other events
+# may name what was actually done, served or not (a visit instead of the e-mail).
+_DECISIONS_ON_ITEMS = frozenset({"accepted", "dismissed", "snoozed"})
+
+
 def _served_recommendations(
     session: Session, recommendation_ids: Sequence[str]
 ) -> dict[str, _ServedRecommendation]:
@@ -419,7 +424,9 @@ def record_feedback(
 
     An event is rejected (and not stored) if its ``event_type`` is unknown, a field
     is empty or too long, an ``outcome`` has no finite ``value``, its
-    ``recommendation_id`` is unknown or was served to another HCP, or ``hcp_exists``
+    ``recommendation_id`` is unknown or was served to another HCP, a decision on an
+    item (accepted, dismissed, snoozed) names an action its recommendation did not
+    serve, or ``hcp_exists``
     says its HCP is unknown. Valid events are stored with ``INSERT ... ON CONFLICT
     (event_id) DO NOTHING``: a retried batch or a concurrent duplicate is reported in
     ``duplicates``, never raised. An event naming an ``action_id`` of its
@@ -449,6 +456,16 @@ def record_feedback(
                 message = (
                     f"hcp_id '{event.hcp_id}' does not match recommendation "
                     f"'{event.recommendation_id}' (served to '{recommendation.hcp_id}')"
+                )
+            elif (
+                event.event_type in _DECISIONS_ON_ITEMS
+                and event.action_id is not None
+                and event.action_id not in recommendation.channel_by_action
+            ):
+                served_actions = ", ".join(sorted(recommendation.channel_by_action)) or "none"
+                message = (
+                    f"action_id '{event.action_id}' was not served in recommendation "
+                    f"'{event.recommendation_id}' (served: {served_actions})"
                 )
             elif channel is None and event.action_id is not None:
                 channel = recommendation.channel_by_action.get(event.action_id)
