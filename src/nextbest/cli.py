@@ -624,6 +624,7 @@ def keys_add(
     """Create a key; only its SHA-256 is stored. Running servers accept it at once."""
     from nextbest.service.apikeys import ApiKeyError, add_key_to_file
 
+    _settings()  # an invalid setting stops here, before the key is written
     target = _keys_file(path)
     try:
         key = add_key_to_file(
