@@ -205,6 +205,29 @@ def test_polling_and_the_reload_signal_reach_other_runtimes(own_registry) -> Non
         b.close()
 
 
+def test_health_reports_the_history_cut_off_and_an_old_one_is_warned_about(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    from nextbest.service import runtime as runtime_module
+
+    served = client.app.state.runtime
+    as_of = pd.Timestamp(served.recommender.model.as_of)
+    expected = (as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of).isoformat()
+    for route in ("/healthz", "/readyz"):
+        assert client.get(route).json()["features_as_of"] == expected
+    # The same model is served "later": how old its history is decides the warning.
+    age_days = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(expected)).days
+    with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
+        monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", age_days + 1)
+        served.reload(force=True)
+        assert "retrain to refresh" not in caplog.text
+        monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", max(age_days - 1, 0))
+        served.reload(force=True)
+    assert f"history up to {expected[:10]} ({age_days} days ago)" in caplog.text
+
+
 def test_a_serving_process_freezes_its_long_lived_heap(own_registry) -> None:
     """With gc_freeze (what `nextbest serve` sets), full collections skip the model and modules."""
     import gc

@@ -204,6 +204,11 @@ class FeedbackResultPublic(BaseModel):
 class HealthPublic(BaseModel):
     status: str
     model_version: str | None
+    features_as_of: str | None = Field(
+        default=None,
+        description="Where the served model's HCP history ends (its training cut-off, UTC): "
+        "recency and fatigue in scores and reasons are as of then.",
+    )
     last_reload_error: str | None = None
     warming: bool | None = Field(
         default=None,

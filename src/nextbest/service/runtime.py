@@ -8,8 +8,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import Engine
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 # (sharing the models directory) reloads too, within WATCH_INTERVAL_S.
 RELOAD_SIGNAL = "reload.signal"
 WATCH_INTERVAL_S = 1.0
+# A served model's HCP history (recency, fatigue, engagement rates) is as of its
+# training cut-off; older than this, loading it logs a warning.
+STALE_FEATURES_DAYS = 14
 
 MODEL_INFO = Gauge(
     "nextbest_model_info",
@@ -57,6 +62,29 @@ def _mark_served(version: str, previous: str | None) -> None:
     if previous is not None and previous != version:
         MODEL_INFO.labels(previous).set(0)
     MODEL_INFO.labels(version).set(1)
+
+
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+@lru_cache(maxsize=4)
+def _iso_utc(stamp: pd.Timestamp) -> str:
+    # Cached: /healthz is the cheapest route and reports it on every call.
+    return _utc(stamp).isoformat()
+
+
+def _warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
+    age = pd.Timestamp.now(tz="UTC") - _utc(as_of)
+    if age > pd.Timedelta(days=STALE_FEATURES_DAYS):
+        logger.warning(
+            "model %s version %s knows its HCPs' history up to %s (%d days ago): recency, "
+            "fatigue and the reasons built on them are that old; retrain to refresh them",
+            name,
+            version,
+            _utc(as_of).date().isoformat(),
+            age.days,
+        )
 
 
 def _refreeze() -> None:
@@ -208,6 +236,12 @@ class ServingRuntime:
         return current.version if current is not None else None
 
     @property
+    def features_as_of(self) -> str | None:
+        """When the served model's HCP history ends (its training cut-off, UTC)."""
+        current = self._recommender
+        return None if current is None else _iso_utc(current.model.as_of)
+
+    @property
     def signal_path(self) -> Path:
         return self.settings.resolved_models_dir / RELOAD_SIGNAL
 
@@ -277,6 +311,7 @@ class ServingRuntime:
                     result.warmed_hcps,
                     warm_s,
                 )
+                _warn_if_stale(settings.model_name, version, self.recommender.model.as_of)
         if broadcast:
             self._signal(force=force)
         return result

@@ -17,7 +17,9 @@ router = APIRouter(tags=["operations"])
 @router.get("/healthz", response_model=HealthPublic, response_model_exclude_none=True)
 async def healthz(runtime: RuntimeDep) -> HealthPublic:
     """The process is up (a model may not be loaded yet)."""
-    return HealthPublic(status="ok", model_version=runtime.model_version)
+    return HealthPublic(
+        status="ok", model_version=runtime.model_version, features_as_of=runtime.features_as_of
+    )
 
 
 @router.get("/readyz", response_model=HealthPublic, response_model_exclude_none=True)
@@ -38,6 +40,7 @@ def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
     return HealthPublic(
         status="ready",
         model_version=runtime.model_version,
+        features_as_of=runtime.features_as_of,
         last_reload_error=runtime.last_reload_error,
         warming=runtime.warming or None,
     )
