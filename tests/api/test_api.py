@@ -56,6 +56,9 @@ def test_recommendations_are_logged_with_propensity(client: TestClient, trained)
 def test_served_version_is_the_champion(client: TestClient, trained) -> None:
     assert registry.alias_version(trained.settings, "champion") == trained.version
     health = client.get("/healthz").json()
+    assert health.pop("features_as_of").startswith(
+        str(client.app.state.runtime.recommender.model.as_of.date())
+    )
     assert health == {"status": "ok", "model_version": trained.version}
     assert client.get("/readyz").status_code == 200
 
