@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -145,18 +145,23 @@ TrainConfigOpt = Annotated[
 ]
 
 
+def _config(
+    load: Callable[[Path | None], Any], path: Path | None, default: str, error: type[Exception]
+) -> Any:
+    """``load`` of the named file (which must exist); without one, of ``default`` in the
+    working directory if there is one, else of None (the built-in defaults). ``error``
+    (an invalid or missing file) stops the command with its message."""
+    fallback = Path(default)
+    try:
+        return load(path if path is not None else (fallback if fallback.exists() else None))
+    except error as exc:
+        raise _fail(str(exc)) from None
+
+
 def _train_config(path: Path | None) -> Any:
-    """The training config: a named file must exist; without one, training/train.yaml
-    of the working directory if there is one, else the built-in defaults."""
     from nextbest.learning.config import load_train_config
 
-    default = Path("training/train.yaml")
-    try:
-        return load_train_config(
-            path if path is not None else (default if default.exists() else None)
-        )
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    return _config(load_train_config, path, "training/train.yaml", ValueError)
 
 
 @app.command()
@@ -395,13 +400,7 @@ GateConfigOpt = Annotated[
 def _gate_config(path: Path | None) -> Any:
     from nextbest.loop.gate import GateError, load_gate_config
 
-    default = Path("training/gate.yaml")
-    try:
-        return load_gate_config(
-            path if path is not None else (default if default.exists() else None)
-        )
-    except GateError as exc:
-        raise _fail(str(exc)) from None
+    return _config(load_gate_config, path, "training/gate.yaml", GateError)
 
 
 @app.command("uplift-report")
