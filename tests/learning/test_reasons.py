@@ -253,3 +253,23 @@ def test_an_hcp_attribute_reads_as_who_the_item_suits(learned: LearnedWorld) -> 
         ("specialty",),
     )
     assert _sentence("specialty", row, "") is None  # no value, nothing to say
+
+
+def test_features_skipped_as_never_a_reason_never_give_one(learned: LearnedWorld) -> None:
+    """explain only asks the features _can_speak admits: every other feature must give
+    no sentence for any item, whatever its values (else a reason would go unsaid)."""
+    model = learned.result.model
+    silent = [f for f in model.feature_names if not reasons_module._can_speak(f)]
+    spoken = [f for f in model.feature_names if reasons_module._can_speak(f)]
+    assert silent and spoken  # other channels' history and action columns; the rest
+    assert "this_channel__touches" in spoken and "action__topic" in spoken
+    rng = np.random.default_rng(3)
+    n = 300
+    hcp_rows = rng.integers(0, model.n_hcps, n)
+    action_rows = rng.integers(0, model.n_actions, n)
+    X = model.rows(hcp_rows, action_rows)
+    for i in range(n):
+        row = _Row(model, X[i], int(action_rows[i]))
+        for feature in silent:
+            value = float(X[i, model.feature_position[feature]])
+            assert _sentence(feature, row, value) is None, feature

@@ -25,6 +25,7 @@ of the channel in the HCP's segment.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -72,6 +73,10 @@ _CHANNEL_RECENCY = frozenset(
     {"this_channel__days_since", "this_channel__touches_7d", "this_channel__touches_30d"}
 )
 _TOPIC_RECORD = frozenset({"this_topic__touches", "this_topic__eng_rate"})
+# The HCP's history over every channel that can be a reason (see _sentence).
+_ALL_HISTORY = frozenset(
+    {"all__outcome_mean_unengaged", "all__eng_rate", "all__eng_excess", "all__days_since_touch"}
+)
 
 
 def _words(channel: str) -> _Words:
@@ -204,6 +209,27 @@ def _topic_sentence(row: _Row) -> _Said:
     return _record("engaged with", engaged, n, f"piece on {topic}", f"pieces on {topic}"), (_TOPIC,)
 
 
+def _can_speak(feature: str) -> bool:
+    """Whether :func:`_sentence` can say anything for ``feature`` (else always None)."""
+    if feature in ("action__topic", "action__channel") or feature in _ALL_HISTORY:
+        return True
+    if feature in _CHANNEL_RECORD or feature in _CHANNEL_RECENCY or feature in _TOPIC_RECORD:
+        return True
+    # Other action columns, and another channel's or topic's history, never do.
+    return "__" not in feature
+
+
+@functools.lru_cache(maxsize=16)
+def _roles(names: tuple[str, ...], attributes: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature of a model: its rank group for reasons (0: the item's own action,
+    channel or topic; 1: what describes the HCP; 2: never a reason), and whether it
+    is a categorical HCP attribute (stored as a code, shown by name)."""
+    group = [
+        2 if not _can_speak(f) else 0 if f.startswith(("this_", "action__")) else 1 for f in names
+    ]
+    return np.array(group, dtype=np.int64), np.array([f in attributes for f in names])
+
+
 def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
     """What one feature with a positive contribution says for one item, if anything.
 
@@ -297,9 +323,14 @@ def explain(
     else:
         contrib = model.engagement.contributions(X)
     names = model.feature_names
+    group, categorical = _roles(tuple(names), frozenset(model.space.categorical_hcp_columns))
     segment_column = str(model.metadata.get("segment_column") or "")
-    order = np.argsort(-contrib, axis=1, kind="stable")
-    n_positive = (contrib > 0).sum(axis=1)
+    # Per item, the features that pushed its score up and can be a reason: the
+    # item's own channel and topic history first (what a rep can act on), then what
+    # describes the HCP; each in order of contribution (ties: in feature order).
+    rank_group = np.where(contrib > 0, group[None, :], 2)
+    order = np.lexsort((-contrib, rank_group), axis=1)
+    n_candidates = (rank_group < 2).sum(axis=1).tolist()
     out: list[list[str]] = []
     for i, a in enumerate(np.asarray(action_rows)):
         a = int(a)
@@ -321,15 +352,12 @@ def explain(
             stated.update(("channel_effect", segment_column))
         row = _Row(model, X[i], a)
         budget = len(reasons) + MAX_REASONS
-        # The item's own channel and topic history first (what a rep can act on),
-        # then what describes the HCP; each in order of contribution.
-        up = order[i, : int(n_positive[i])].tolist()
-        own = [j for j in up if names[j].startswith(("this_", "action__"))]
-        for j in own + [j for j in up if not names[j].startswith(("this_", "action__"))]:
+        for j in order[i, : n_candidates[i]].tolist():
             if len(reasons) >= budget:
                 break
             feature = names[j]
-            said = _sentence(feature, row, _display_value(model, feature, float(X[i, j]), h))
+            value = str(model.hcp_text(feature)[h]) if categorical[j] else float(X[i, j])
+            said = _sentence(feature, row, value)
             if said is None:
                 continue
             sentence, facts = said
@@ -338,10 +366,3 @@ def explain(
                 stated.update(facts)
         out.append(reasons)
     return out
-
-
-def _display_value(model: ScoringModel, feature: str, value: float, hcp_row: int) -> float | str:
-    """Categorical HCP attributes are stored as codes; show their names."""
-    if feature in model.space.categorical_hcp_columns:
-        return str(model.hcp_text(feature)[hcp_row])
-    return value
