@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
 import lightgbm as lgb
 import numpy as np
 import pytest
 
-from nextbest.learning.attribution import PathAttribution
+from nextbest.learning.attribution import JoinedPaths, PathAttribution
+
+from .conftest import LearnedWorld
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +78,57 @@ def test_the_leaves_give_the_score_and_survive_an_old_pickle(
     old = PathAttribution.__new__(PathAttribution)
     old.__setstate__(state)
     np.testing.assert_array_equal(old.leaf_value_, attribution.leaf_value_)
+
+
+def test_joined_models_give_each_models_own_leaves(
+    booster: tuple[lgb.Booster, np.ndarray],
+) -> None:
+    """One LightGBM call on the joined trees gives every model's paths exactly."""
+    model, X = booster
+    rng = np.random.default_rng(1)
+    y = (np.nan_to_num(X[:, 3]) > 0).astype(int)  # another objective, with categorical splits
+    Xc = X.copy()
+    Xc[:, 4] = rng.integers(0, 6, len(X))
+    classifier = lgb.LGBMClassifier(n_estimators=40, num_leaves=7, verbose=-1, random_state=0)
+    other = classifier.fit(Xc, y, categorical_feature=[4]).booster_
+    parts = [
+        PathAttribution(model, num_iteration=30),
+        PathAttribution(other),
+        PathAttribution(model, num_iteration=5),
+    ]
+    joined = JoinedPaths(parts)
+    assert joined.booster is not None and joined.booster.num_trees() == 30 + 40 + 5
+    for rows in (Xc[:1], Xc[:500]):
+        got = joined.paths(rows)
+        assert len(got) == 3
+        for part, paths in zip(parts, got, strict=True):
+            np.testing.assert_array_equal(paths, part.paths(rows))
+    empty = joined.paths(Xc[:0])
+    assert [p.shape for p in empty] == [(0, 30), (0, 40), (0, 5)]
+    assert JoinedPaths([]).paths(Xc[:3]) == []
+
+
+def test_the_uplift_model_asks_lightgbm_once_and_pickles_without_the_joined_trees(
+    learned: LearnedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uplift = learned.result.model.uplift_model
+    assert uplift is not None
+    X = learned.result.model.rows(np.zeros(50, np.int64), np.arange(50) % 40)
+    separate = [part.paths(X) for part in uplift._path_models()]
+    calls = []
+    real = lgb.Booster.predict
+
+    def counted(self: lgb.Booster, *args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("pred_leaf"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.Booster, "predict", counted)
+    paths = uplift.paths(X)
+    assert calls == [True]
+    np.testing.assert_array_equal(paths.engagement, separate[0])
+    np.testing.assert_array_equal(paths.engaged, separate[1])
+    np.testing.assert_array_equal(paths.unengaged, separate[-1])
+    assert "_joined_paths" in uplift.__dict__
+    copy = pickle.loads(pickle.dumps(uplift))
+    assert "_joined_paths" not in copy.__dict__ and "_joined_paths" in uplift.__dict__
+    np.testing.assert_array_equal(copy.uplift(X), uplift.uplift(X))

@@ -3,7 +3,8 @@
 A :class:`ScoringModel` bundles the fitted feature space, the preference and
 uplift models, a snapshot of every HCP's attributes and history at the
 training cut-off, and the catalog. Scoring a block of pairs builds the rows with
-numpy only (no pandas) and makes one LightGBM call per model.
+numpy only (no pandas) and makes one LightGBM call per model, or for one
+request's candidates a single call for the leaves of all the models.
 """
 
 from __future__ import annotations
@@ -170,9 +171,9 @@ class ScoringModel:
 
         With ``keep_paths`` (default: when the leaves number at most ``PATH_CELLS``,
         as for one request's candidates) the uplift model's scores come from the
-        leaves the rows reach (one LightGBM call per model, a little cheaper than
-        a prediction), and the leaves are kept in the scores for the reasons of the
-        served items. Either way the scores are the same, up to the order of
+        leaves the rows reach (one LightGBM call for the trees of every model,
+        cheaper than a prediction of each), and the leaves are kept in the scores
+        for the reasons of the served items. Either way the scores are the same, up to the order of
         summing the trees (~1e-16).
         """
         uplift_model = self.uplift_model

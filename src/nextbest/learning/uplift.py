@@ -43,7 +43,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from nextbest.learning.attribution import PathAttribution, predict_threads
+from nextbest.learning.attribution import JoinedPaths, PathAttribution, predict_threads
 from nextbest.learning.boosting import Validation, fit_boosted
 from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
 
@@ -383,27 +383,34 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         """``predict`` without input checks (serving hot path); pass ``p_engage`` if known."""
         return self.uplift_and_gains(X, p_engage)[0]
 
+    def _path_models(self) -> list[PathAttribution]:
+        """The attributions of the models of ``tau``: engagement, engaged, unengaged."""
+        stages: list[Any] = [self.engagement_, self.effect_engaged_]
+        if self.effect_unengaged_ is not self.effect_engaged_:
+            stages.append(self.effect_unengaged_)
+        return [stage.attribution_ for stage in stages]
+
     @property
     def n_path_trees(self) -> int:
         """Trees :meth:`paths` reports a leaf of, per row (over all its models)."""
-        stages = [self.engagement_, self.effect_engaged_]
-        if self.effect_unengaged_ is not self.effect_engaged_:
-            stages.append(self.effect_unengaged_)
-        return sum(int(stage.attribution_.num_iteration) for stage in stages)
+        return sum(int(part.num_iteration) for part in self._path_models())
 
     def paths(self, X: np.ndarray) -> Paths:
-        """The leaves rows ``X`` reach in each model of ``tau``: one LightGBM call per model.
+        """The leaves rows ``X`` reach in each model of ``tau``, from one LightGBM call.
 
         Passed to :meth:`uplift_and_gains` and :meth:`contributions`, they spare
         both from calling LightGBM again.
         """
-        engaged = self.effect_engaged_.attribution_.paths(X)
-        unengaged = (
-            engaged
-            if self.effect_unengaged_ is self.effect_engaged_
-            else self.effect_unengaged_.attribution_.paths(X)
-        )
-        return Paths(self.engagement_.attribution_.paths(X), engaged, unengaged)
+        joined = self.__dict__.get("_joined_paths")
+        if joined is None:  # built once per loaded model (not pickled: see __getstate__)
+            joined = self._joined_paths = JoinedPaths(self._path_models())
+        engagement, engaged, *unengaged = joined.paths(X)
+        return Paths(engagement, engaged, unengaged[0] if unengaged else engaged)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # a copy: the base class may return __dict__
+        state.pop("_joined_paths", None)
+        return state
 
     def uplift_and_gains(
         self, X: np.ndarray, p_engage: np.ndarray | None = None, paths: Paths | None = None

@@ -2,9 +2,9 @@
 
 One code path serves a single HCP, a batch of HCPs (e-mail picks) and a rep's
 call plan: the rules build an ``(n_hcps, n_actions)`` mask, every allowed pair is
-scored in one call per model, and ranking and exploration run per HCP on small
-numpy arrays. No pandas runs per request: catalog columns are copied to plain
-arrays when a model is loaded.
+scored at once (one LightGBM call for a request, see ``ScoringModel.score_rows``),
+and ranking and exploration run per HCP on small numpy arrays. No pandas runs per
+request: catalog columns are copied to plain arrays when a model is loaded.
 """
 
 from __future__ import annotations
