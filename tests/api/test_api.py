@@ -161,6 +161,43 @@ def test_feedback_batch_with_one_bad_event_keeps_the_good_ones(client: TestClien
     assert "NOBODY" in result["rejected"][0]["message"]
 
 
+def test_a_malformed_event_in_a_batch_is_rejected_alone(client: TestClient, trained) -> None:
+    """An event that is not a valid event is rejected by its index, naming its field;
+    the valid events of the batch are stored, as with an unknown HCP."""
+    hcp_id, _ = _hcp_with_actions(client, trained)
+    events = [
+        {"event_id": "m-1", "event_type": "delivered", "hcp_id": hcp_id, "channel": "email"},
+        {"event_id": "m-2", "event_type": "liked", "hcp_id": hcp_id},
+        {"event_id": "m-3", "event_type": "opened", "occurred_at": "2026-13-01"},
+        "not an event",
+        {"event_id": "m-5", "event_type": "opened", "hcp_id": "NOBODY"},
+        {"event_id": "m-6", "event_type": "outcome", "hcp_id": hcp_id, "value": 1.0, "x": 1},
+        {"event_id": "m-7", "event_type": "outcome", "hcp_id": hcp_id, "value": 2.0},
+    ]
+    response = client.post("/v1/feedback", json={"events": events})
+    assert response.status_code == 207, response.text
+    result = response.json()
+    assert (result["accepted"], result["duplicates"]) == (2, 0)
+    rejected = {r["index"]: (r["event_id"], r["message"]) for r in result["rejected"]}
+    assert sorted(rejected) == [1, 2, 3, 4, 5]
+    assert rejected[1][0] == "m-2" and rejected[1][1].startswith("event_type: ")
+    assert rejected[2][0] == "m-3"
+    assert "hcp_id: Field required" in rejected[2][1] and "occurred_at: " in rejected[2][1]
+    assert rejected[3][0] == "" and "event" in rejected[3][1]
+    assert rejected[4][0] == "m-5" and "NOBODY" in rejected[4][1]
+    assert rejected[5][0] == "m-6" and rejected[5][1].startswith("x: Extra inputs")
+    runtime = client.app.state.runtime
+    with runtime.sessions() as session:
+        stored = session.scalars(
+            select(FeedbackEvent.event_id).where(FeedbackEvent.event_id.like("m-%"))
+        ).all()
+    assert sorted(stored) == ["m-1", "m-7"]
+    # Nothing valid: 422, with the same per-event answer.
+    response = client.post("/v1/feedback", json={"events": events[1:4]})
+    assert response.status_code == 422, response.text
+    assert [r["index"] for r in response.json()["rejected"]] == [0, 1, 2]
+
+
 @pytest.mark.parametrize(
     ("event", "field"),
     [

@@ -86,16 +86,9 @@ def test_each_422_names_body_query_or_path(
     [
         # A batch is told apart from one event by its "events" key: each bad body
         # is reported against the shape it was sent in, and only against that one.
+        # (A bad event inside a batch is rejected alone, by its index: test_api.py.)
         ({"events": []}, ["body", "batch", "events"]),
-        (
-            {
-                "events": [
-                    {"event_id": "ok-1", "hcp_id": "H1", "event_type": "opened"},
-                    {"event_id": "bad-1", "hcp_id": "H1", "event_type": "boom"},
-                ]
-            },
-            ["body", "batch", "events", 1, "event_type"],
-        ),
+        ({"events": "opened"}, ["body", "batch", "events"]),
         (
             {
                 "event_id": "bad-2",

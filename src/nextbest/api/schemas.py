@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 
 from nextbest.service.recommend import MAX_BATCH
 from nextbest.storage.repository import FeedbackEventType
@@ -166,10 +177,40 @@ class FeedbackEventCreate(BaseModel):
     value: float | None = Field(default=None, description="Outcome value (required for 'outcome').")
 
 
+@dataclass(frozen=True)
+class MalformedEvent:
+    """An event of a batch that is not a valid event: reported by its index, not stored."""
+
+    event_id: str  # as sent, "" when missing or not a string
+    message: str  # every problem of the event, each naming its field
+
+
+def _event_or_malformed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One event of a batch, or a :class:`MalformedEvent` saying what is wrong with it.
+
+    A bad event (an unknown ``event_type``, a date that is no date) is rejected on
+    its own, as an unknown ``hcp_id`` is: the valid events of the batch are still
+    stored, so one bad record does not hold back thousands of good ones.
+    """
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        sent = value.get("event_id") if isinstance(value, dict) else None
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        return MalformedEvent(event_id=sent if isinstance(sent, str) else "", message=problems)
+
+
 class FeedbackBatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[FeedbackEventCreate] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
+    # Each item is a FeedbackEventCreate or, when it is not a valid event, a
+    # MalformedEvent (the schema documents the valid shape).
+    events: list[Annotated[FeedbackEventCreate, WrapValidator(_event_or_malformed)]] = Field(
+        min_length=1, max_length=MAX_FEEDBACK_BATCH
+    )
 
 
 def _feedback_shape(body: Any) -> str:

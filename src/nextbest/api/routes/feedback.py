@@ -10,11 +10,13 @@ from nextbest.api.deps import RuntimeDep, SessionDep
 from nextbest.api.schemas import (
     FeedbackBatchCreate,
     FeedbackCreate,
+    FeedbackEventCreate,
     FeedbackResultPublic,
+    MalformedEvent,
     RejectedEvent,
 )
 from nextbest.service.feedback import ingest_feedback
-from nextbest.storage.repository import FeedbackRecord
+from nextbest.storage.repository import FeedbackRecord, FeedbackResult
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
@@ -29,33 +31,44 @@ def post_feedback(
     """Store events; answers only after they are durably committed.
 
     200: every event stored (or already stored: a retry is safe). 207: some
-    events were rejected, the others stored. 422: every event was rejected.
+    events were rejected (not valid events, or naming what the service does not
+    know), the others stored. 422: every event was rejected.
     """
-    events = body.events if isinstance(body, FeedbackBatchCreate) else [body]
+    sent: list[object] = list(body.events) if isinstance(body, FeedbackBatchCreate) else [body]
     now = datetime.now(UTC)
-    records = [
-        FeedbackRecord(
-            event_id=e.event_id,
-            event_type=e.event_type,
-            occurred_at=e.occurred_at or now,
-            hcp_id=e.hcp_id,
-            recommendation_id=e.recommendation_id,
-            action_id=e.action_id,
-            channel=e.channel,
-            reason=e.reason,
-            value=e.value,
+    valid: list[int] = []  # index in the batch of each record below
+    records: list[FeedbackRecord] = []
+    rejected: list[tuple[int, str, str]] = []
+    for index, e in enumerate(sent):
+        if isinstance(e, MalformedEvent):
+            rejected.append((index, e.event_id, e.message))
+            continue
+        assert isinstance(e, FeedbackEventCreate)
+        valid.append(index)
+        records.append(
+            FeedbackRecord(
+                event_id=e.event_id,
+                event_type=e.event_type,
+                occurred_at=e.occurred_at or now,
+                hcp_id=e.hcp_id,
+                recommendation_id=e.recommendation_id,
+                action_id=e.action_id,
+                channel=e.channel,
+                reason=e.reason,
+                value=e.value,
+            )
         )
-        for e in events
-    ]
-    recommender = runtime.recommender if runtime.model_version else None
-    result = ingest_feedback(
-        session,
-        events=records,
-        recommender=recommender,
-        log_flush_ms=runtime.settings.log_flush_ms,
-    )
-    if result.rejected:
-        all_rejected = len(result.rejected) == len(records)
+    result = FeedbackResult()
+    if records:
+        result = ingest_feedback(
+            session,
+            events=records,
+            recommender=runtime.recommender if runtime.model_version else None,
+            log_flush_ms=runtime.settings.log_flush_ms,
+        )
+    rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
+    if rejected:
+        all_rejected = len(rejected) == len(sent)
         response.status_code = (
             status.HTTP_422_UNPROCESSABLE_CONTENT if all_rejected else status.HTTP_207_MULTI_STATUS
         )
@@ -63,6 +76,6 @@ def post_feedback(
         accepted=len(result.accepted),
         duplicates=len(result.duplicates),
         rejected=[
-            RejectedEvent(index=i, event_id=eid, message=msg) for i, eid, msg in result.rejected
+            RejectedEvent(index=i, event_id=eid, message=msg) for i, eid, msg in sorted(rejected)
         ],
     )
