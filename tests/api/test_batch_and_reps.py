@@ -56,7 +56,21 @@ def test_batch_over_1000_is_422_with_a_message(client: TestClient) -> None:
     detail = response.json()["detail"][0]
     assert detail["loc"][-1] == "hcp_ids"
     assert "at most 1000 HCPs per call, got 1001" in detail["msg"]
-    assert client.post("/v1/recommendations/batch", json={"hcp_ids": []}).status_code == 422
+    assert "input" not in detail  # the 1,001 ids are not sent back
+    assert len(response.content) < 1000
+    empty = client.post("/v1/recommendations/batch", json={"hcp_ids": []})
+    assert empty.status_code == 422
+    assert empty.json()["detail"][0]["input"] == []  # a short input is still echoed
+
+
+def test_an_oversized_feedback_batch_is_refused_without_echoing_it(client: TestClient) -> None:
+    events = [{"event_id": f"o-{i}", "event_type": "opened", "hcp_id": "H1"} for i in range(5001)]
+    response = client.post("/v1/feedback", json={"events": events})
+    assert response.status_code == 422
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "batch", "events"]
+    assert "at most 5000" in detail["msg"] and "input" not in detail
+    assert len(response.content) < 1000
 
 
 def test_batch_recommendations_are_logged(client: TestClient) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -26,6 +30,20 @@ from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+# A 422 echoes what was sent for the bad field (``input``) only up to this many
+# characters of JSON: a batch of 1,500 HCPs, or 5,001 events, is not sent back.
+MAX_ECHOED_INPUT = 200
+
+
+def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors as FastAPI reports them, minus ``input`` values too long to echo."""
+    out = []
+    for error in jsonable_encoder(errors):
+        if "input" in error and len(json.dumps(error["input"])) > MAX_ECHOED_INPUT:
+            error = {key: value for key, value in error.items() if key != "input"}
+        out.append(error)
+    return out
 
 
 def _flush_recommendation_log(request: Request) -> None:
@@ -84,6 +102,13 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
             Depends(_flush_recommendation_log),
         ],
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={"detail": _without_long_inputs(exc.errors())},
+        )
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
