@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from nextbest.errors import InvalidRequestError, NotFoundError
+from nextbest.errors import NotFoundError
 from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import ScoringModel
-from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
+from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.ranking import top_k
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
-from nextbest.service.recommend import decision_time
+from nextbest.service.recommend import check_options, decision_time
 from nextbest.settings import Settings
 
 PICK_COLUMNS = [
@@ -151,14 +151,8 @@ def _block_picks(
 
 def check_picks(model: ScoringModel, *, k: int, channel: str | None, purpose: str) -> None:
     """Refuse picks the model cannot make, naming the field (InvalidRequestError)."""
-    if k < 1:
-        raise InvalidRequestError("k", f"must be at least 1, got {k}")
-    if purpose not in PURPOSES:
-        raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
-    channels = set(model.catalog["channel"].astype(str))
-    if channel is not None and channel not in channels:
-        known = ", ".join(sorted(channels))
-        raise InvalidRequestError("channel", f"unknown channel '{channel}'; known: {known}")
+    channels = frozenset(model.catalog["channel"].astype(str))
+    check_options(channels, k=k, channel=channel, purpose=purpose, max_k=None)
 
 
 def file_picks(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
@@ -272,13 +272,7 @@ class Recommender:
         return None if row is None else str(self.territory[row])
 
     def check_request(self, *, k: int, channel: str | None, purpose: str) -> None:
-        if not 1 <= k <= MAX_K:
-            raise InvalidRequestError("k", f"must be between 1 and {MAX_K}, got {k}")
-        if channel is not None and channel not in self.channels:
-            known = ", ".join(sorted(self.channels))
-            raise InvalidRequestError("channel", f"unknown channel '{channel}'; known: {known}")
-        if purpose not in PURPOSES:
-            raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+        check_options(self.channels, k=k, channel=channel, purpose=purpose)
 
     # -- requests --------------------------------------------------------------------
 
@@ -530,6 +524,30 @@ class Recommender:
                 )
             )
         return out
+
+
+def check_options(
+    channels: Collection[str],
+    *,
+    k: int,
+    channel: str | None,
+    purpose: str,
+    max_k: int | None = MAX_K,
+) -> None:
+    """Refuse options no answer can satisfy, naming the field (InvalidRequestError).
+
+    ``channels`` are the channels of the model's catalog; ``max_k`` bounds ``k``
+    (None: no bound, for picks over whole files).
+    """
+    if max_k is None and k < 1:
+        raise InvalidRequestError("k", f"must be at least 1, got {k}")
+    if max_k is not None and not 1 <= k <= max_k:
+        raise InvalidRequestError("k", f"must be between 1 and {max_k}, got {k}")
+    if channel is not None and channel not in channels:
+        known = ", ".join(sorted(channels))
+        raise InvalidRequestError("channel", f"unknown channel '{channel}'; known: {known}")
+    if purpose not in PURPOSES:
+        raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
 
 
 def _naive(moment: datetime) -> datetime:
