@@ -273,3 +273,37 @@ def test_features_skipped_as_never_a_reason_never_give_one(learned: LearnedWorld
         for feature in silent:
             value = float(X[i, model.feature_position[feature]])
             assert _sentence(feature, row, value) is None, feature
+
+
+def test_history_sentences_speak_as_of_the_decision(learned: LearnedWorld) -> None:
+    """A lapse since the cut-off lengthens gaps; contacts since then silence what
+    they may have made untrue."""
+    model = learned.result.model
+    lapse = reasons_module.Lapse
+    fresh = _own_channel_row(
+        model, "email", this_channel__touches=0, this_channel__days_since=float("nan")
+    )
+    rested = _own_channel_row(model, "email", this_channel__touches=3, this_channel__days_since=50)
+    for row, feature in ((fresh, "this_channel__touches"), (rested, "this_channel__days_since")):
+        assert _sentence(feature, row, float("nan")) is not None
+        row.lapse = lapse(14, frozenset({"webinar"}))  # another channel contacted since
+        said = _sentence(feature, row, float("nan"))
+        assert said is not None
+        if row is rested:
+            assert said[0] == "no e-mail in 9 weeks"  # 50 + 14 days
+        row.lapse = lapse(14, frozenset({"email"}))
+        assert _sentence(feature, row, float("nan")) is None
+    unseen = _own_channel_row(model, "email", this_topic__touches=0)
+    assert _sentence("this_topic__touches", unseen, float("nan")) is not None
+    unseen.lapse = lapse(3, frozenset({"webinar"}))  # a topic the live history cannot tell
+    assert _sentence("this_topic__touches", unseen, float("nan")) is None
+    gap = _own_channel_row(model, "email", all__days_since_touch=30.0)
+    assert _sentence("all__days_since_touch", gap, float("nan")) == (
+        "last contacted 4 weeks ago",
+        ("gap",),
+    )
+    gap.lapse = lapse(20, frozenset())
+    said = _sentence("all__days_since_touch", gap, float("nan"))
+    assert said is not None and said[0] == "last contacted 7 weeks ago"
+    gap.lapse = lapse(20, frozenset({"rep_visit"}))
+    assert _sentence("all__days_since_touch", gap, float("nan")) is None

@@ -21,12 +21,19 @@ Every item carries at least one reason: the first states the expected value and
 where it comes from (measured uplift, or the preference x value fallback),
 followed, when the training data measured a positive one, by the holdout effect
 of the channel in the HCP's segment.
+
+The model's history features are as of its training cut-off; a reason speaks as
+of the decision (:class:`Lapse`): gaps count the days since the cut-off too
+("no rep visit in 9 weeks" a fortnight later reads 11 weeks), and a channel the
+live contact history shows the HCP was contacted on since the cut-off says
+nothing of its old record or gap, which may no longer hold.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -77,6 +84,26 @@ _TOPIC_RECORD = frozenset({"this_topic__touches", "this_topic__eng_rate"})
 _ALL_HISTORY = frozenset(
     {"all__outcome_mean_unengaged", "all__eng_rate", "all__eng_excess", "all__days_since_touch"}
 )
+
+
+@dataclass(frozen=True)
+class Lapse:
+    """What an HCP's snapshot misses at the decision: ``days`` (whole days) since the
+    model's history cut-off, and the channels the HCP was contacted on since then
+    (from the live contact history; None when it does not reach back to the cut-off)."""
+
+    days: int = 0
+    touched: frozenset[str] | None = frozenset()
+
+    def touched_channel(self, channel: str) -> bool:
+        return self.touched is not None and channel in self.touched
+
+    @property
+    def touched_any(self) -> bool:
+        return bool(self.touched)
+
+
+AT_CUTOFF = Lapse()
 
 
 def _words(channel: str) -> _Words:
@@ -143,12 +170,15 @@ def _supports(engaged: int, touches: int, prior: float) -> bool:
 class _Row:
     """One item's feature values by name, with the priors to read rates back as counts."""
 
-    def __init__(self, model: ScoringModel, x: np.ndarray, action: int) -> None:
+    def __init__(
+        self, model: ScoringModel, x: np.ndarray, action: int, lapse: Lapse = AT_CUTOFF
+    ) -> None:
         self.model = model
         self.x = x
         self.action = action
         self.channel = str(model.action_channel_name[action])
         self.topic = str(model.action_topic_name[action])
+        self.lapse = lapse
 
     def value(self, feature: str) -> float:
         return float(self.x[self.model.feature_position[feature]])
@@ -176,6 +206,8 @@ _Said: TypeAlias = tuple[str, tuple[str, ...]] | None
 
 def _channel_sentence(feature: str, row: _Row) -> _Said:
     """The item's own channel: its engagement record, or how long it has rested."""
+    if row.lapse.touched_channel(row.channel):
+        return None  # contacted on it since the cut-off: its record and gap are out of date
     words = _words(row.channel)
     touches = row.value("this_channel__touches")
     if _missing(touches) or touches < 1:
@@ -190,7 +222,7 @@ def _channel_sentence(feature: str, row: _Row) -> _Said:
     # Recency: the count in a fatigue window is 0 or the gap is long, said as the gap.
     if feature != "this_channel__days_since" and row.value(feature) != 0:
         return None  # recent touches only ever argue against another one
-    days = row.value("this_channel__days_since")
+    days = row.value("this_channel__days_since") + row.lapse.days
     if _missing(days) or days < MIN_GAP_DAYS:
         return None
     return f"no {words.one} in {_span(days)}", (_CHANNEL_GAP, _GAP)
@@ -200,6 +232,8 @@ def _topic_sentence(row: _Row) -> _Said:
     topic = _pretty(row.topic)
     touches = row.value("this_topic__touches")
     if _missing(touches) or touches < 1:
+        if row.lapse.touched_any:
+            return None  # contacted since the cut-off, on a topic the history does not say
         return f"has not seen {topic} content yet", (_TOPIC,)
     n = int(touches)
     prior = row.topic_prior()
@@ -260,7 +294,9 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
             return None
         return "responds to outreach more than most HCPs", (_ENGAGER,)
     if feature == "all__days_since_touch":
-        days = row.value(feature)
+        if row.lapse.touched_any:
+            return None  # contacted since the cut-off: the gap is out of date
+        days = row.value(feature) + row.lapse.days
         if _missing(days):
             return "never contacted before", _NEVER_CONTACTED
         if days < MIN_GAP_DAYS:
@@ -305,12 +341,15 @@ def explain(
     action_rows: np.ndarray,
     hcp_rows: np.ndarray,
     scores: Scores,
+    lapses: Sequence[Lapse] | None = None,
 ) -> list[list[str]]:
     """Reasons for each of the ``n`` items scored by rows ``X`` (n, n_features).
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
     ``scores`` are the items' own (``ScoringModel.score_rows`` of the same rows;
     the uplift model's gains and leaves in them are reused, not predicted again).
+    ``lapses`` (n,): what each item's snapshot misses at the decision (default: the
+    decision is at the cut-off).
     One contributions call covers all items. Returns ``n`` lists of at least one sentence each: the
     expected value first, then at most one sentence per fact, each from a feature
     that pushed the item's score up and phrased as support for it.
@@ -350,7 +389,7 @@ def explain(
         if segment:
             reasons.append(segment)
             stated.update(("channel_effect", segment_column))
-        row = _Row(model, X[i], a)
+        row = _Row(model, X[i], a, AT_CUTOFF if lapses is None else lapses[i])
         budget = len(reasons) + MAX_REASONS
         for j in order[i, : n_candidates[i]].tolist():
             if len(reasons) >= budget:

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from nextbest.errors import NotFoundError
-from nextbest.learning.reasons import explain
+from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.ranking import top_k
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
-from nextbest.service.recommend import check_options, decision_time
+from nextbest.service.recommend import check_options, cutoff, decision_time, lapses
 from nextbest.settings import Settings
 
 PICK_COLUMNS = [
@@ -62,6 +62,7 @@ def picks_frame(
             raise NotFoundError("hcp_id", str(np.asarray(hcp_ids)[rows < 0][0]))
         rows = rows[rows >= 0]
     eligibility = eligibility or EligibilityIndex.build(model)
+    now, as_of = decision_time(on), cutoff(model)
     stamp = pd.Timestamp(on or datetime.now(UTC))
     day = stamp.tz_localize(None) if stamp.tzinfo else stamp
     actions = np.flatnonzero(eligibility.action_mask(on=day, purpose=purpose, channel=channel))
@@ -85,8 +86,9 @@ def picks_frame(
         blocked = None
         if history_rules is not None and history is not None:
             blocked = history_rules.blocked(all_ids[hcp_block].tolist(), history)[:, actions]
+        lapse = lapses(as_of, all_ids[hcp_block].tolist(), now, history)
         frames.append(
-            _block_picks(model, eligibility, hcp_block, actions, k, blocked, max_per_channel)
+            _block_picks(model, eligibility, hcp_block, actions, k, blocked, max_per_channel, lapse)
         )
         if progress is not None:
             progress(len(hcp_block))
@@ -103,7 +105,9 @@ def _block_picks(
     k: int,
     blocked: np.ndarray | None = None,
     max_per_channel: int | None = None,
+    lapse: list[Lapse] | None = None,
 ) -> pd.DataFrame:
+    """Picks for one block of HCPs; ``lapse``, one per HCP, as :func:`explain` takes them."""
     n_h, n_a = len(hcp_rows), len(actions)
     pair_hcp = np.repeat(hcp_rows, n_a)
     pair_action = np.tile(actions, n_h)
@@ -132,7 +136,9 @@ def _block_picks(
     action_rows = actions[local_a]
     item = scores.take(pair)
     uplift, p_engage = item.uplift, item.p_engage
-    reason = ["; ".join(r) for r in explain(model, X[pair], action_rows, hcp_rows[local_h], item)]
+    item_lapse = None if lapse is None else [lapse[i] for i in local_h.tolist()]
+    said = explain(model, X[pair], action_rows, hcp_rows[local_h], item, item_lapse)
+    reason = ["; ".join(r) for r in said]
     c = model.catalog
     return pd.DataFrame(
         {

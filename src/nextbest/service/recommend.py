@@ -13,12 +13,12 @@ import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
 from nextbest.errors import InvalidRequestError, NotFoundError
-from nextbest.learning.reasons import explain
+from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
 from nextbest.policy.exploration import Exploration
@@ -123,6 +123,27 @@ def decision_time(on: datetime | date | None) -> datetime:
     return on.replace(tzinfo=UTC) if on.tzinfo is None else on.astimezone(UTC)
 
 
+def cutoff(model: ScoringModel) -> datetime:
+    """The model's history cut-off (``as_of``) as a UTC datetime."""
+    stamp = model.as_of
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def lapses(
+    as_of: datetime, hcp_ids: Sequence[str], now: datetime, history: LiveHistory | None
+) -> list[Lapse]:
+    """What each HCP's snapshot (history as of ``as_of``) misses at ``now``: the days
+    since, and the channels ``history`` shows it was contacted on since (see
+    :class:`~nextbest.learning.reasons.Lapse`)."""
+    days = max(0, (now - as_of) // timedelta(days=1))
+    contacted = None if history is None else history.contacted_since(as_of)
+    if contacted is None:
+        return [Lapse(days, None)] * len(hcp_ids)
+    untouched = Lapse(days, frozenset())
+    return [untouched if h not in contacted else Lapse(days, contacted[h]) for h in hcp_ids]
+
+
 class Recommender:
     """Ranks actions for HCPs with one loaded model; safe to share across threads."""
 
@@ -146,6 +167,7 @@ class Recommender:
             max_per_channel if max_per_channel is not None else self.rules.max_items_per_channel
         )
         self.eligibility = EligibilityIndex.build(model)
+        self.as_of = cutoff(model)
         catalog, hcps = model.catalog, model.hcps
         self.action_ids = catalog["action_id"].astype(str).to_numpy(dtype=object)
         self.action_channels = catalog["channel"].astype(str).to_numpy(dtype=object)
@@ -253,14 +275,23 @@ class Recommender:
         The filled HCPs end up in the cache's order of recency as in ``hcps``
         (the last one the most recent)."""
         done = len(hcps)
+        lapse = self._lapse_without_contacts(decision_time(None))
         for end in range(len(hcps), 0, -block):
             start = max(0, end - block)
-            self.cache.fill(hcps[start:end], scored[start:end], explained[start:end])
+            self.cache.fill(hcps[start:end], scored[start:end], explained[start:end], lapse)
             done = start
             if time.perf_counter() >= deadline or (stop is not None and stop()):
                 break
         self.cache.settle(hcps[done:])
         return done
+
+    def _lapse_without_contacts(self, now: datetime) -> Lapse:
+        """The lapse at ``now`` of an HCP not contacted since the cut-off: what warming
+        the cache explains as of (a request that finds contacts explains again)."""
+        history = None
+        if self.rules.needs_contacts or self.rules.dismissal_days is not None:
+            history = LiveHistory(now=now, counts={w: {} for w in self.rules.lookbacks()})
+        return lapses(self.as_of, [""], now, history)[0]
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -476,7 +507,9 @@ class Recommender:
         if len(item_h):
             pairs = pair_of[item_h, item_a]
             item = scores.take(pairs)
-            reasons = self.cache.explain(rows[item_h], item_a, item)
+            lapse = lapses(self.as_of, self.hcp_ids[rows].tolist(), now, history)
+            item_lapse = [lapse[i] for i in item_h.tolist()]
+            reasons = self.cache.explain(rows[item_h], item_a, item, item_lapse)
             item_uplift = item.uplift.tolist()
             item_p = item.p_engage.tolist()
             item_score = score[item_h, item_a].tolist()

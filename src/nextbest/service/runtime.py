@@ -79,7 +79,7 @@ def _warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
     if age > pd.Timedelta(days=STALE_FEATURES_DAYS):
         logger.warning(
             "model %s version %s knows its HCPs' history up to %s (%d days ago): recency, "
-            "fatigue and the reasons built on them are that old; retrain to refresh them",
+            "fatigue and engagement rates in its scores are that old; retrain to refresh them",
             name,
             version,
             _utc(as_of).date().isoformat(),

@@ -4,7 +4,10 @@ What a model says about a pair depends only on the model and its snapshot (the
 HCP's history at the training cut-off, the action's attributes): rules, live
 contact history and exploration all act after scoring. So a loaded model can keep
 the P(engaged), uplift, gains and reasons it computed for an HCP and answer the
-next request about that HCP without LightGBM. The cache belongs to one
+next request about that HCP without LightGBM. Reasons also speak as of the
+decision (:class:`~nextbest.learning.reasons.Lapse`: days since the cut-off,
+channels contacted since), so an HCP's are kept for one lapse at a time and
+computed again from the scores when a request's differs. The cache belongs to one
 :class:`~nextbest.service.recommend.Recommender`, hence to one model version: a
 reload builds a new one and, before the swap, fills it with what the old one was
 asked (:meth:`PairCache.asked`, :meth:`PairCache.fill`).
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from prometheus_client import Counter
 
-from nextbest.learning.reasons import explain
+from nextbest.learning.reasons import AT_CUTOFF, Lapse, explain
 from nextbest.learning.scoring import Scores, ScoringModel
 
 CACHE_PAIRS = Counter(
@@ -58,6 +61,7 @@ class PairCache:
         # slot -> action -> reasons. Tuples of strings: the garbage collector stops
         # tracking them, so a full cache adds little to a full collection's walk.
         self._reasons: dict[int, dict[int, tuple[str, ...]]] = {}
+        self._lapse: dict[int, Lapse] = {}  # slot -> the lapse its reasons speak as of
         self._slots: dict[int, int] = {}  # HCP row -> slot, for every HCP held
         # The two segments, least recently asked first (values unused).
         self._probation: OrderedDict[int, None] = OrderedDict()
@@ -102,26 +106,43 @@ class PairCache:
         return _unstack(values), len(miss)
 
     def explain(
-        self, hcp_rows: np.ndarray, action_rows: np.ndarray, scores: Scores
+        self,
+        hcp_rows: np.ndarray,
+        action_rows: np.ndarray,
+        scores: Scores,
+        lapses: Sequence[Lapse] | None = None,
     ) -> list[list[str]]:
-        """Reasons of each item (:func:`~nextbest.learning.reasons.explain`), cached per pair."""
+        """Reasons of each item (:func:`~nextbest.learning.reasons.explain`), cached per
+        pair for the item's ``lapses`` (default: at the cut-off)."""
         model = self.model
         hcps, actions = hcp_rows.tolist(), action_rows.tolist()
+        lapses = [AT_CUTOFF] * len(hcps) if lapses is None else lapses
         with self._lock:
             found: list[Sequence[str] | None] = []
-            for h, a in zip(hcps, actions, strict=True):
+            for h, a, lapse in zip(hcps, actions, lapses, strict=True):
                 slot = self._slots.get(h)
-                found.append(None if slot is None else self._reasons[slot].get(a))
+                if slot is None or self._lapse.get(slot, AT_CUTOFF) != lapse:
+                    found.append(None)
+                else:
+                    found.append(self._reasons[slot].get(a))
         miss = np.array([i for i, why in enumerate(found) if why is None], dtype=np.int64)
         if len(miss):
             h, a = hcp_rows[miss], action_rows[miss]
-            fresh = explain(model, model.rows(h, a), a, h, scores.take(miss))
+            missed = miss.tolist()
+            fresh = explain(
+                model, model.rows(h, a), a, h, scores.take(miss), [lapses[i] for i in missed]
+            )
             with self._lock:
-                for i, why in zip(miss.tolist(), fresh, strict=True):
+                for i, why in zip(missed, fresh, strict=True):
                     found[i] = why
                     slot = self._slots.get(hcps[i])
-                    if slot is not None:
-                        self._reasons[slot][actions[i]] = tuple(why)
+                    if slot is None:
+                        continue
+                    if self._lapse.get(slot, AT_CUTOFF) != lapses[i]:
+                        # Reasons as of another lapse no longer hold: start over.
+                        self._reasons[slot] = {}
+                        self._lapse[slot] = lapses[i]
+                    self._reasons[slot][actions[i]] = tuple(why)
         # Lists of their own: a response may extend its item's (the exploration note).
         return [list(why) for why in found if why is not None]
 
@@ -139,8 +160,15 @@ class PairCache:
             explained = [list(self._reasons[slot]) for slot in slots]
         return hcps, scored, explained
 
-    def fill(self, hcp_rows: np.ndarray, scored: np.ndarray, explained: list[list[int]]) -> None:
-        """Compute and keep the scores of ``scored`` pairs and the reasons of ``explained``.
+    def fill(
+        self,
+        hcp_rows: np.ndarray,
+        scored: np.ndarray,
+        explained: list[list[int]],
+        lapse: Lapse = AT_CUTOFF,
+    ) -> None:
+        """Compute and keep the scores of ``scored`` pairs and the reasons of ``explained``
+        (as of ``lapse`` for every HCP).
 
         Arguments as :meth:`asked` returns them, for this cache's model: one row
         of ``scored`` per HCP in ``hcp_rows`` (at most ``capacity`` HCPs), and
@@ -160,7 +188,7 @@ class PairCache:
         if (pairs < 0).any():
             raise ValueError("every explained action must also be scored")
         if len(pairs):
-            self.explain(hcp_rows[item_h], item_a, scores.take(pairs))
+            self.explain(hcp_rows[item_h], item_a, scores.take(pairs), [lapse] * len(pairs))
 
     def touch(self, hcp_rows: np.ndarray) -> None:
         """Treat the held ones of ``hcp_rows`` as asked about again, in this order.
@@ -204,6 +232,7 @@ class PairCache:
                     slot = self._evict(claimed)
                     self._known[slot] = False
                 self._reasons[slot] = {}
+                self._lapse.pop(slot, None)
                 self._owner[slot] = h
                 slots[h] = slot
                 self._probation[h] = None

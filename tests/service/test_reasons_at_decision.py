@@ -1,0 +1,133 @@
+"""Reasons speak as of the decision, not of the model's history cut-off: gaps count
+the days since the cut-off, and a channel the HCP was contacted on since then says
+nothing of its old record or gap (nor does any contact leave "last contacted")."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from nextbest import registry
+from nextbest.learning import reasons as reasons_module
+from nextbest.learning.scoring import ScoringModel
+from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.policy.rules import LiveHistory
+from nextbest.service.recommend import Recommender, cutoff, lapses
+
+GAP = re.compile(r"^no (.+) in (\d+) (day|days|week|weeks)$")
+RECORD = re.compile(r" so far(: a fresh channel for this HCP)?$")  # the own channel's record
+CONTACTED = re.compile(r"^(last contacted .+ ago|never contacted before)$")
+
+
+@pytest.fixture(scope="module")
+def model(trained) -> ScoringModel:
+    loaded, _ = registry.load_alias(trained.settings)
+    return loaded
+
+
+def _recommender(model: ScoringModel, cache_hcps: int = 0) -> Recommender:
+    return Recommender(
+        model=model,
+        version="1",
+        exploration=EpsilonGreedy(epsilon=0.0, holdout_rate=0.0, seed=0),
+        cache_pairs=cache_hcps * model.n_actions,
+    )
+
+
+def _gaps(model: ScoringModel, rec: Recommender, n_hcps: int = 150) -> list[tuple[str, str, str]]:
+    """(hcp_id, action_id, gap sentence) of served items, decided at the cut-off."""
+    at_cutoff = cutoff(model)
+    found = []
+    for hcp_id in model.hcps["hcp_id"].astype(str).tolist()[:n_hcps]:
+        answer = rec.recommend(hcp_id=hcp_id, k=5, on=at_cutoff)
+        for item in answer.items:
+            found += [(hcp_id, item.action_id, r) for r in item.reasons if GAP.match(r)]
+    assert found, "some served items should give a channel's gap as a reason"
+    return found
+
+
+def _expected_span(model: ScoringModel, hcp_id: str, action_id: str, extra: int) -> str:
+    row = model.hcp_row(hcp_id)
+    action = int(model.action_index.get_loc(action_id))
+    x = model.rows(np.array([row]), np.array([action]))[0]
+    days = float(x[model.feature_position["this_channel__days_since"]]) + extra
+    return reasons_module._span(days)
+
+
+@pytest.mark.parametrize("cache_hcps", [0, 200])
+def test_a_gap_counts_the_days_since_the_cutoff(model: ScoringModel, cache_hcps: int) -> None:
+    rec = _recommender(model, cache_hcps)
+    gaps = _gaps(model, rec)
+    at_cutoff = cutoff(model)
+    checked = 0
+    for hcp_id, action_id, sentence in gaps[:20]:
+        assert sentence.endswith(_expected_span(model, hcp_id, action_id, 0))
+        later = rec.recommend(hcp_id=hcp_id, k=5, on=at_cutoff + timedelta(days=16))
+        for item in later.items:
+            if item.action_id != action_id:
+                continue
+            said = [r for r in item.reasons if GAP.match(r)]
+            # The same feature, 16 days on: the span grows (or the sentence gives way
+            # to another reason), it is never the cut-off's.
+            assert sentence not in said, (sentence, item.reasons)
+            for gap in said:
+                assert gap.endswith(_expected_span(model, hcp_id, action_id, 16)), gap
+                checked += 1
+        # Asked again at the cut-off (the cache held the later reasons): as before.
+        again = rec.recommend(hcp_id=hcp_id, k=5, on=at_cutoff)
+        assert any(sentence in i.reasons for i in again.items if i.action_id == action_id)
+    assert checked > 0
+
+
+def test_a_channel_contacted_since_the_cutoff_says_nothing_of_its_old_record(
+    model: ScoringModel,
+) -> None:
+    rec = _recommender(model, cache_hcps=200)
+    at_cutoff = cutoff(model)
+    gaps = _gaps(model, rec)
+    now = at_cutoff + timedelta(days=10)
+    checked = 0
+    for hcp_id, action_id, _ in gaps[:20]:
+        channel = str(model.catalog.set_index("action_id").loc[action_id, "channel"])
+        rec.recommend(hcp_id=hcp_id, k=5, on=now)  # cached without contacts first
+        history = LiveHistory(
+            now=now, counts={30.0: {}}, last={(hcp_id, channel): at_cutoff + timedelta(days=3)}
+        )
+        answer = rec.recommend(hcp_id=hcp_id, k=5, on=now, history=history)
+        for item in answer.items:
+            assert not any(CONTACTED.match(r) for r in item.reasons), item.reasons
+            assert not any(r.startswith("has not seen") for r in item.reasons), item.reasons
+            if item.channel == channel:
+                checked += 1
+                for r in item.reasons:
+                    assert not RECORD.search(r), r  # "opened 4 of 5 e-mails so far"
+                    assert not GAP.match(r), r  # "no e-mail in 9 weeks"
+    assert checked > 0
+
+
+def test_lapses_know_contacts_only_as_far_back_as_the_history_reaches(
+    model: ScoringModel,
+) -> None:
+    at_cutoff = cutoff(model)
+    now = at_cutoff + timedelta(days=10, hours=5)
+    history = LiveHistory(
+        now=now,
+        counts={30.0: {}},
+        last={
+            ("H1", "email"): at_cutoff + timedelta(days=2),
+            ("H1", "webinar"): at_cutoff - timedelta(days=2),
+            ("H2", "email"): at_cutoff - timedelta(days=1),
+        },
+    )
+    h1, h2 = lapses(at_cutoff, ["H1", "H2"], now, history)
+    assert (h1.days, h1.touched, h2.touched) == (10, frozenset({"email"}), frozenset())
+    # The history holds 30 days: a cut-off 40 days back is beyond what it knows.
+    stale = history.contacted_since(now - timedelta(days=40))
+    assert stale is None
+    assert lapses(now - timedelta(days=40), ["H1"], now, history)[0].touched is None
+    assert lapses(at_cutoff, ["H1"], now, None)[0] == reasons_module.Lapse(10, None)
+    # A decision before the cut-off counts no days.
+    assert lapses(at_cutoff, ["H1"], at_cutoff - timedelta(days=3), None)[0].days == 0
