@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,19 @@ def test_evaluate_without_a_challenger_says_what_to_do(honest_loop: ServedStore)
     settings = honest_loop.settings.model_copy(update={"model_name": "nobody"})
     with pytest.raises(GateError, match="no 'champion' version"):
         gate.evaluate(settings, config=GateConfig())
+
+
+def test_evaluate_without_evidence_says_why(honest_loop: ServedStore) -> None:
+    """No decision to judge on: the message says whether --since or the reserved share
+    left them all out, not that nothing was ever served."""
+    settings = honest_loop.settings
+    register(
+        do_nothing(registry.load_version(settings, honest_loop.champion)),
+        settings,
+        alias="challenger",
+    )
+    later = datetime(2100, 1, 1, tzinfo=UTC)
+    with pytest.raises(GateError, match=r"no logged decisions with an outcome since 2100-01-01"):
+        gate.evaluate(settings, config=GateConfig(), since=later, log=False)
+    with pytest.raises(GateError, match=r"falls in the share reserved for the gate"):
+        gate.evaluate(settings, config=GateConfig(evaluation_share=1e-9), log=False)

@@ -417,12 +417,25 @@ def evaluate(
     )
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
+    logged = len(decisions)
     if config.evaluation_share > 0:
         reserved = reserved_for_gate(decisions["recommendation_id"], config.evaluation_share)
         decisions = decisions[reserved].reset_index(drop=True)
     if not len(decisions):
+        store = settings.resolved_database_url
+        if logged:
+            raise GateError(
+                f"none of the {logged} logged decisions with an outcome in {store} falls in "
+                f"the share reserved for the gate (evaluation_share {config.evaluation_share:g}):"
+                " collect more outcome feedback, then evaluate"
+            )
+        if since is not None:
+            raise GateError(
+                f"no logged decisions with an outcome since {since:%Y-%m-%d} in {store} "
+                "(--since): choose an earlier date, or collect more outcome feedback"
+            )
         raise GateError(
-            f"no logged decisions have an outcome yet in {settings.resolved_database_url}: "
+            f"no logged decisions have an outcome yet in {store}: "
             "serve, collect outcome feedback, then evaluate"
         )
     greedy_empty, unresolved = serving_greedy_empty(
