@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
@@ -131,3 +132,31 @@ def test_at_most_two_items_per_channel(client: TestClient) -> None:
         for channel in set(channels):
             assert channels.count(channel) <= 2
     assert longest > 2, "some lists should be long enough for the limit to matter"
+
+
+def test_explain_accounts_for_every_action_not_served(client: TestClient) -> None:
+    """With explain, each action is served, left out by a rule, ranked below the list
+    (a positive net value), or said to be not worth its cost, with its numbers."""
+    recommender = client.app.state.runtime.recommender
+    worthless = held_back = 0
+    for hcp_id in recommender.hcp_ids[:40].tolist():
+        body = _ask(client, str(hcp_id), k=50)
+        if body["holdout"]:
+            continue
+        served = {i["action_id"] for i in body["items"]}
+        excluded = body["excluded"]
+        assert not served & excluded.keys()
+        for why in excluded.values():
+            costly = [w for w in why if w.startswith("not worth its cost: expected ")]
+            if costly:
+                worthless += 1
+                assert "(net value " in costly[0] and len(why) == 1, why  # allowed by every rule
+        # k=50 lists every action worth doing within the per-channel limit: any other
+        # action is of a channel that filled its share of the list.
+        full = Counter(i["channel"] for i in body["items"])
+        for j, action_id in enumerate(recommender.action_ids.tolist()):
+            if action_id not in served and action_id not in excluded:
+                channel = recommender.action_channels[j]
+                assert full[channel] == recommender.max_per_channel, (action_id, channel)
+                held_back += 1
+    assert worthless > 0 and held_back > 0

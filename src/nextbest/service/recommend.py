@@ -340,9 +340,46 @@ class Recommender:
             if history is not None:
                 for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
                     why[j].extend(extra)
+            served = {item.action_id for item in rec.items}  # exploration may serve one
+            for j, said in self._not_worth_their_cost(
+                row, purpose=purpose, channel=channel, now=now, history=history
+            ):
+                if str(self.action_ids[j]) not in served:
+                    why[j].append(said)
             excluded = {str(self.action_ids[j]): w for j, w in enumerate(why) if w}
             rec = replace(rec, excluded=excluded)
         return rec
+
+    def _not_worth_their_cost(
+        self,
+        row: int,
+        *,
+        purpose: str,
+        channel: str | None,
+        now: datetime,
+        history: LiveHistory | None,
+    ) -> list[tuple[int, str]]:
+        """The actions the rules allow for snapshot row ``row`` but whose expected net
+        value is zero or less (never served), each with why in numbers."""
+        rows = np.array([row])
+        allowed = np.flatnonzero(
+            self.allowed(rows, purpose=purpose, channel=channel, now=now, history=history)[0]
+        )
+        if not len(allowed):
+            return []
+        scores = self.cache.scores(rows, np.zeros(len(allowed), dtype=np.int64), allowed)
+        net = self.model.net_value(scores.uplift, allowed)
+        return [
+            (
+                a,
+                f"not worth its cost: expected {gain:+.2f} outcome for a cost of "
+                f"{self._costs[a]:.2f} (net value {value:+.2f})",
+            )
+            for a, gain, value in zip(
+                allowed.tolist(), scores.uplift.tolist(), net.tolist(), strict=True
+            )
+            if value <= 0
+        ]
 
     def recommend_many(
         self,
