@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nextbest.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported where used: the CLI starts fast
+    from nextbest.policy.rules import ServingRules
 
 app = typer.Typer(
     help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
@@ -255,7 +258,7 @@ def picks(
     on = _parse_date(as_of, "--as-of")
     dataset = _load(data)
     settings = _settings()
-    _check_rules_file(settings)
+    rules = _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
@@ -264,6 +267,13 @@ def picks(
         check_picks(model, k=k, channel=channel, purpose=purpose)
     except InvalidRequestError as exc:
         raise _fail(f"--{exc.field}: {exc.message}") from None
+    catalog_channels = set(model.catalog["channel"].astype(str))
+    unmatched = rules.unmatched_channels(catalog_channels)
+    if unmatched:
+        console.print(
+            f"[yellow]note:[/yellow] {rules.source}: rules for channel(s) {unmatched} apply to "
+            f"nothing: model version {version}'s channels are {sorted(catalog_channels)}"
+        )
     hcp_ids = list(dataset.hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
@@ -365,12 +375,12 @@ def serve(
         uvicorn.run("nextbest.api.app:create_app", **options)
 
 
-def _check_rules_file(settings: Settings) -> None:
+def _check_rules_file(settings: Settings) -> ServingRules:
     """Read the serving rules before any work: an invalid or missing named file stops."""
     from nextbest.policy.rules import RulesError, ServingRules
 
     try:
-        ServingRules.configured(settings)
+        return ServingRules.configured(settings)
     except RulesError as exc:
         raise _fail(str(exc)) from None
 

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nextbest.cli import app
+from nextbest.settings import get_settings
 
 runner = CliRunner()
 FAST = Path(__file__).parent / "fast_train.yaml"
@@ -23,7 +24,9 @@ def _run(*args: str) -> str:
     return result.output
 
 
-def test_simulate_train_picks(env_settings: Path, tmp_path: Path) -> None:
+def test_simulate_train_picks(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = tmp_path / "world"
     _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
     assert {p.name for p in world.iterdir()} >= {
@@ -80,6 +83,19 @@ def test_simulate_train_picks(env_settings: Path, tmp_path: Path) -> None:
         assert says in " ".join(result.output.split()), result.output
         assert "scoring HCPs" not in result.output
         assert not refused.exists()
+
+    # Rules for a channel the catalog does not have (a typo) are said to apply to
+    # nothing; the picks are still written.
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text("channels:\n  emial: {cooldown_days: 3}\n")
+    noted = tmp_path / "noted.csv"
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(misspelt))
+    get_settings.cache_clear()  # the settings are read once per process
+    result = runner.invoke(app, ["picks", "--data", str(world), "--out", str(noted)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "rules for channel(s) ['emial'] apply to nothing" in said, said
+    assert "'email'" in said and noted.exists()
 
 
 def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:

@@ -138,8 +138,14 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
         ),
         pytest.param(
             {"channels": {"email": {"per_week": 2}}},
-            r"unknown field\(s\) \['per_week'\]",
+            r"unknown field\(s\) \['per_week'\]; known: \['max_contacts', 'per_days', "
+            r"'cooldown_days'\]",
             id="typo",
+        ),
+        pytest.param(
+            {"rep_plan": {"capacity": 2}},
+            r"rep_plan: unknown field\(s\) \['capacity'\]; known: \['default_capacity'",
+            id="rep-plan-typo",
         ),
         pytest.param({"max_items_per_channel": 0}, "max_items_per_channel", id="zero-items"),
         pytest.param(
@@ -181,3 +187,22 @@ def test_a_named_rules_file_must_exist_the_default_may_be_missing(
     rules = ServingRules.configured(Settings(rules_file=None))
     assert not rules.needs_contacts
     assert "no frequency caps" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_rules_for_a_channel_the_catalog_lacks_are_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rules = ServingRules.from_mapping(
+        {"channels": {"emial": {"cooldown_days": 3}, "email": {"cooldown_days": 3}}},
+        source="rules.yaml",
+    )
+    assert rules.unmatched_channels(["email", "webinar"]) == ["emial"]
+    assert RULES.unmatched_channels(CHANNELS) == []
+    with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
+        HistoryRules(rules, channels=CHANNELS, action_ids=ACTIONS)
+    (record,) = caplog.records
+    assert "rules.yaml: rules for channel(s) ['emial'] apply to nothing" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
+        _rules()
+    assert not caplog.records

@@ -23,7 +23,7 @@ The file format is documented in ``training/rules.yaml`` and ``docs/serving.md``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -132,9 +132,7 @@ class ServingRules:
             where = f"{source}: channels.{name}"
             if not isinstance(rule, Mapping):
                 raise RulesError(f"{where}: expected a mapping")
-            extra = sorted(set(rule) - {"max_contacts", "per_days", "cooldown_days"})
-            if extra:
-                raise RulesError(f"{where}: unknown field(s) {extra}")
+            _known_fields(rule, CHANNEL_FIELDS, where)
             cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
             cooldown = _positive(rule.get("cooldown_days"), f"{where}.cooldown_days")
             channels[str(name)] = ChannelRule(cap=cap, cooldown_days=cooldown)
@@ -147,9 +145,7 @@ class ServingRules:
         rep = data.get("rep_plan") or {}
         if not isinstance(rep, Mapping):
             raise RulesError(f"{source}: rep_plan must be a mapping")
-        extra = sorted(set(rep) - {"default_capacity", "max_capacity", "dismiss_reasons"})
-        if extra:
-            raise RulesError(f"{source}: rep_plan: unknown field(s) {extra}")
+        _known_fields(rep, REP_PLAN_FIELDS, f"{source}: rep_plan")
         default_capacity = _count(
             rep.get("default_capacity", 8), f"{source}: rep_plan.default_capacity"
         )
@@ -182,6 +178,11 @@ class ServingRules:
             source=source,
         )
 
+    def unmatched_channels(self, catalog_channels: Iterable[str]) -> list[str]:
+        """Channels with rules that are not among ``catalog_channels``: their caps and
+        cool-downs apply to nothing (a misspelt channel switches its rules off)."""
+        return sorted(set(self.channels) - {str(c) for c in catalog_channels})
+
     @property
     def needs_contacts(self) -> bool:
         """True when serving must read contact history (caps or cool-downs)."""
@@ -203,12 +204,20 @@ class ServingRules:
         return sorted(windows, reverse=True)
 
 
+CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days")
+REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons")
+
+
+def _known_fields(raw: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    extra = sorted(str(key) for key in set(raw) - set(known))
+    if extra:
+        raise RulesError(f"{where}: unknown field(s) {extra}; known: {list(known)}")
+
+
 def _cap(raw: Mapping[str, Any], where: str) -> ContactCap:
     if "max_contacts" not in raw or "per_days" not in raw:
         raise RulesError(f"{where}: a cap needs both max_contacts and per_days")
-    extra = sorted(set(raw) - {"max_contacts", "per_days", "cooldown_days"})
-    if extra:
-        raise RulesError(f"{where}: unknown field(s) {extra}")
+    _known_fields(raw, CHANNEL_FIELDS, where)
     return ContactCap(
         max_contacts=_count(raw["max_contacts"], f"{where}.max_contacts", allow_zero=True),
         per_days=float(_positive(raw["per_days"], f"{where}.per_days") or 0.0),
@@ -276,6 +285,14 @@ class HistoryRules:
             str(c): np.flatnonzero(channels == c) for c in np.unique(channels)
         }
         self.action_pos = {str(a): j for j, a in enumerate(action_ids)}
+        unmatched = rules.unmatched_channels(self.actions_of_channel)
+        if unmatched:
+            logger.warning(
+                "%s: rules for channel(s) %s apply to nothing: the catalog's channels are %s",
+                rules.source,
+                unmatched,
+                sorted(self.actions_of_channel),
+            )
 
     def blocked(self, hcp_ids: list[str], history: LiveHistory) -> np.ndarray:
         """Actions the history rules forbid, shape ``(len(hcp_ids), n_actions)`` bool."""
