@@ -197,8 +197,9 @@ def _train(
     treated = fit_rows.treated
     if treated.sum() < MIN_ROWS_PER_ARM:
         raise ValueError(
-            f"only {int(treated.sum())} decisions with an action before the evaluation slice; "
-            f"at least {MIN_ROWS_PER_ARM} are needed to learn engagement"
+            f"only {int(treated.sum())} decisions with an action before the evaluation slice "
+            f"(the newest {config.eval_fraction:g} of decisions, eval_fraction); at least "
+            f"{MIN_ROWS_PER_ARM} are needed to learn engagement"
         )
     seen = np.unique(fit_rows.engaged[treated]).tolist()
     if len(seen) < 2:
@@ -260,6 +261,12 @@ def _train(
     unknown = config.levers.unknown_keys(catalog)
     if unknown:
         notes.append(f"levers name values not in the catalog (ignored): {', '.join(unknown)}")
+    unvalued = sorted(set(config.value_per_engagement) - set(catalog["channel"].astype(str)))
+    if unvalued:
+        notes.append(
+            "value_per_engagement names channels not in the catalog (ignored): "
+            + ", ".join(unvalued)
+        )
 
     step("snapshot")
     hcp_history = snapshot()
