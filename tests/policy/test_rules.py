@@ -155,6 +155,9 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
         ),
         pytest.param({"rep_plan": {"dismiss_reasons": []}}, "dismiss_reasons", id="no-reasons"),
         pytest.param({"dismissal_days": 0}, "dismissal_days", id="zero-dismissal"),
+        pytest.param(
+            {"snooze_days": "a week"}, "snooze_days: must be a number of days", id="bad-snooze"
+        ),
     ],
 )
 def test_bad_rules_name_the_field(data: object, match: str) -> None:
@@ -206,3 +209,13 @@ def test_rules_for_a_channel_the_catalog_lacks_are_reported(
     with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
         _rules()
     assert not caplog.records
+
+
+def test_a_snooze_lasts_as_long_as_a_dismissal_unless_configured() -> None:
+    assert RULES.snooze_window == 30 and RULES.suppresses
+    short = ServingRules.from_mapping({"dismissal_days": 30, "snooze_days": 7})
+    assert (short.dismissal_days, short.snooze_window) == (30, 7)
+    assert ServingRules.from_mapping({"snooze_days": 7}).suppresses
+    assert not ServingRules.from_mapping({}).suppresses
+    shipped = ServingRules.load(Path(__file__).parents[2] / "training" / "rules.yaml")
+    assert (shipped.dismissal_days, shipped.snooze_window) == (30, 7)

@@ -58,6 +58,16 @@ def test_one_query_matches_contacts_per_window_and_dismissals(tmp_path: Path) ->
             if i == 0:
                 assert found.last == {key: last for key, (_, last) in expected.items()}
         assert found.dismissed == dismissals(session, hcp_ids=ids, since=NOW - timedelta(days=30))
+        # When, and whether a snooze: the pair's latest dismissal or snooze in the window.
+        latest: dict[tuple[str, str], FeedbackRecord] = {}
+        for e in sorted(_events(), key=lambda e: (e.occurred_at, e.event_id)):
+            dismissal = e.event_type in ("dismissed", "snoozed")
+            if dismissal and e.occurred_at >= NOW - timedelta(days=30):
+                latest[(e.hcp_id, str(e.action_id))] = e
+        assert found.dismissed_at == {
+            pair: (e.occurred_at, e.event_type == "snoozed") for pair, e in latest.items()
+        }
+        assert any(snoozed for _, snoozed in found.dismissed_at.values())
         assert found.counts[0] and found.dismissed and sum(map(len, found.counts)) > 0
         # Only what is asked for.
         bare = serving_history(session, hcp_ids=ids, windows=[], dismissed_since=None)

@@ -213,3 +213,65 @@ def test_the_event_loop_read_matches_and_outlives_dropped_connections(database_u
         asyncio.run(scenario())
     finally:
         engine.dispose()
+
+
+def test_a_snooze_suppresses_for_its_own_window(database_url: str) -> None:
+    """snooze_days (shorter) and dismissal_days each count from the pair's latest
+    dismissal or snooze, read in the one history query, for one HCP and for many."""
+    from nextbest.policy.rules import HistoryRules, ServingRules
+    from nextbest.service.serving import live_history
+
+    def event(n: int, kind: str, action: str, days_ago: float, hcp: str = "H1") -> FeedbackRecord:
+        return FeedbackRecord(
+            event_id=f"s{n}",
+            event_type=kind,
+            occurred_at=NOW - timedelta(days=days_ago),
+            hcp_id=hcp,
+            action_id=action,
+            reason="not_relevant" if kind == "dismissed" else None,
+        )
+
+    events = [
+        event(1, "dismissed", "A1", 10),  # within 30 days: suppressed
+        event(2, "snoozed", "A2", 10),  # beyond 7 days: back
+        event(3, "snoozed", "A3", 3),  # within 7 days: suppressed
+        event(4, "snoozed", "A4", 20),
+        event(5, "dismissed", "A4", 12),  # the latest decides: a dismissal, suppressed
+        event(6, "dismissed", "A5", 20),
+        event(7, "snoozed", "A5", 10),  # the latest decides: a snooze, 10 days ago, back
+        event(8, "snoozed", "A3", 3, hcp="H2"),
+    ]
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            assert not record_feedback(session, events=events).rejected
+        both = ServingRules.from_mapping({"dismissal_days": 30, "snooze_days": 7})
+        for hcp_ids in (["H1"], ["H1", "H2"]):
+            history = live_history(engine, rules=both, hcp_ids=hcp_ids, now=NOW)
+            assert history is not None
+            mine = {pair for pair in history.dismissed if pair[0] == "H1"}
+            assert mine == {("H1", "A1"), ("H1", "A3"), ("H1", "A4")}
+            assert ("H1", "A3") in history.snoozed and ("H1", "A4") not in history.snoozed
+        actions = np.array(["A1", "A2", "A3", "A4", "A5"], dtype=object)
+        said = HistoryRules(
+            both, channels=np.array(["email"] * 5, dtype=object), action_ids=actions
+        )
+        why = said.reasons("H1", live_history(engine, rules=both, hcp_ids=["H1"], now=NOW))
+        assert why == [
+            ["dismissed (not_relevant) in the last 30 days"],
+            [],
+            ["snoozed in the last 7 days"],
+            ["dismissed (not_relevant) in the last 30 days"],
+            [],
+        ]
+        # Without snooze_days a snooze lasts as long as a dismissal (as before).
+        plain = ServingRules.from_mapping({"dismissal_days": 30})
+        history = live_history(engine, rules=plain, hcp_ids=["H1"], now=NOW)
+        assert history is not None and len(history.dismissed) == 5
+        # Snoozes alone: dismissals suppress nothing.
+        only = ServingRules.from_mapping({"snooze_days": 7})
+        history = live_history(engine, rules=only, hcp_ids=["H1"], now=NOW)
+        assert history is not None and set(history.dismissed) == {("H1", "A3")}
+    finally:
+        engine.dispose()

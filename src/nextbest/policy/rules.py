@@ -11,8 +11,10 @@ fatigue budget.
 - ``channels.<channel>.cooldown_days``: minimum gap since the last contact on
   that channel;
 - ``all_channels.max_contacts`` / ``per_days``: one cap over every channel;
-- ``dismissal_days``: an action an HCP (or their rep) dismissed or snoozed is not
-  offered to that HCP again for this many days;
+- ``dismissal_days``: an action an HCP (or their rep) dismissed is not offered to
+  that HCP again for this many days;
+- ``snooze_days``: the same for a snoozed action ("not now"), for its own,
+  usually shorter, number of days (default: ``dismissal_days``);
 - ``max_items_per_channel``: at most N items of one channel in one list;
 - ``rep_plan``: default and maximum daily capacity of a rep call plan, and the
   accepted dismissal reason codes.
@@ -72,6 +74,7 @@ class ServingRules:
     channels: Mapping[str, ChannelRule] = field(default_factory=dict)
     all_channels: ContactCap | None = None
     dismissal_days: float | None = None
+    snooze_days: float | None = None  # None: as dismissal_days (see snooze_window)
     max_items_per_channel: int | None = None
     rep_default_capacity: int = 8
     rep_max_capacity: int = 50
@@ -118,6 +121,7 @@ class ServingRules:
             "channels",
             "all_channels",
             "dismissal_days",
+            "snooze_days",
             "max_items_per_channel",
             "rep_plan",
         }
@@ -169,6 +173,7 @@ class ServingRules:
             channels=channels,
             all_channels=all_channels,
             dismissal_days=_positive(data.get("dismissal_days"), f"{source}: dismissal_days"),
+            snooze_days=_positive(data.get("snooze_days"), f"{source}: snooze_days"),
             max_items_per_channel=None
             if max_items is None
             else _count(max_items, f"{source}: max_items_per_channel"),
@@ -177,6 +182,16 @@ class ServingRules:
             dismiss_reasons=tuple(reasons),
             source=source,
         )
+
+    @property
+    def snooze_window(self) -> float | None:
+        """Days a snoozed action stays suppressed (None: snoozes suppress nothing)."""
+        return self.snooze_days if self.snooze_days is not None else self.dismissal_days
+
+    @property
+    def suppresses(self) -> bool:
+        """True when dismissals or snoozes keep actions from being offered again."""
+        return self.dismissal_days is not None or self.snooze_window is not None
 
     def unmatched_channels(self, catalog_channels: Iterable[str]) -> list[str]:
         """Channels with rules that are not among ``catalog_channels``: their caps and
@@ -246,13 +261,15 @@ class LiveHistory:
     ``counts[window][(hcp_id, channel)]`` is the number of contacts within the
     last ``window`` days; ``last[(hcp_id, channel)]`` the latest contact within
     the longest window; ``dismissed[(hcp_id, action_id)]`` the reason of a
-    dismissal or snooze within ``dismissal_days``.
+    dismissal within ``dismissal_days`` or a snooze within ``snooze_days`` (the
+    latest such event of the pair decides), ``snoozed`` the pairs of a snooze.
     """
 
     now: datetime
     counts: Mapping[float, Mapping[tuple[str, str], int]] = field(default_factory=dict)
     last: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    snoozed: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -330,8 +347,12 @@ class HistoryRules:
         for (h, action_id), reason in history.dismissed.items():
             j = self.action_pos.get(action_id)
             if h == hcp_id and j is not None:
-                days = self.rules.dismissal_days or 0.0
-                out[j].append(f"dismissed or snoozed ({reason}) in the last {days:g} days")
+                if (h, action_id) in history.snoozed:
+                    said, days = "snoozed", self.rules.snooze_window
+                else:
+                    said, days = "dismissed", self.rules.dismissal_days
+                code = "" if reason in ("dismissed", "snoozed") else f" ({reason})"
+                out[j].append(f"{said}{code} in the last {days or 0.0:g} days")
         return out
 
     def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:

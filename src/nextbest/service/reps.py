@@ -30,7 +30,8 @@ def record_rep_decision(
     """Store the decision as a feedback event (committed before returning).
 
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
-    dismissed and snoozed actions are then suppressed for ``dismissal_days``.
+    dismissed actions are then suppressed for ``dismissal_days``, snoozed ones for
+    ``snooze_days``.
     ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
     """
     if decision not in EVENT_OF_DECISION:

@@ -47,7 +47,7 @@ def live_history(
     One indexed query for every cap window and the dismissals together; none
     when the rules need no history (then None).
     """
-    if not rules.needs_contacts and rules.dismissal_days is None:
+    if not rules.needs_contacts and not rules.suppresses:
         return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
 
@@ -57,7 +57,7 @@ def live_history(
         )
 
     found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
-    return _live(found, windows, now)
+    return _live(found, windows, now, rules)
 
 
 async def live_history_async(
@@ -68,13 +68,13 @@ async def live_history_async(
     For the single-recommendation route, which runs on the event loop: the worker
     goes on serving other requests while the query is on its way.
     """
-    if not rules.needs_contacts and rules.dismissal_days is None:
+    if not rules.needs_contacts and not rules.suppresses:
         return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
     found = await serving_history_async(
         pool, dialect, hcp_id=hcp_id, windows=starts, dismissed_since=dismissed_since
     )
-    return _live(found, windows, now)
+    return _live(found, windows, now, rules)
 
 
 def _lookbacks(
@@ -83,15 +83,28 @@ def _lookbacks(
     """The rules' windows in days (longest first: its latest contact serves every
     cool-down), their starts, and where dismissals start counting."""
     windows = rules.lookbacks()
-    dismissed_since = (
-        None if rules.dismissal_days is None else now - timedelta(days=rules.dismissal_days)
-    )
+    suppressed = [d for d in (rules.dismissal_days, rules.snooze_window) if d is not None]
+    dismissed_since = now - timedelta(days=max(suppressed)) if suppressed else None
     return windows, [now - timedelta(days=w) for w in windows], dismissed_since
 
 
-def _live(found: ServingHistory, windows: list[float], now: datetime) -> LiveHistory:
+def _live(
+    found: ServingHistory, windows: list[float], now: datetime, rules: ServingRules
+) -> LiveHistory:
     counts = dict(zip(windows, found.counts, strict=True))
-    return LiveHistory(now=now, counts=counts, last=found.last, dismissed=found.dismissed)
+    # The store was read back over the longer of the two windows: each dismissal or
+    # snooze suppresses only within its own.
+    windows_of = {False: rules.dismissal_days, True: rules.snooze_window}
+    dismissed: dict[tuple[str, str], str] = {}
+    for pair, reason in found.dismissed.items():
+        at, is_snooze = found.dismissed_at[pair]
+        days = windows_of[is_snooze]
+        if days is not None and at >= now - timedelta(days=days):
+            dismissed[pair] = reason
+    snoozed = frozenset(pair for pair in dismissed if found.dismissed_at[pair][1])
+    return LiveHistory(
+        now=now, counts=counts, last=found.last, dismissed=dismissed, snoozed=snoozed
+    )
 
 
 def recommend_one(

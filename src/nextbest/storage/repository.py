@@ -553,12 +553,14 @@ class ServingHistory:
 
     ``counts[i][(hcp_id, channel)]``: contacts since ``windows[i]``; ``last``: the
     latest contact since the oldest window start; ``dismissed[(hcp_id, action_id)]``:
-    the reason (or event type) of the latest dismissal or snooze.
+    the reason (or event type) of the latest dismissal or snooze, and
+    ``dismissed_at`` for the same pairs: when it was, and whether it was a snooze.
     """
 
     counts: list[dict[tuple[str, str], int]]
     last: dict[tuple[str, str], datetime]
     dismissed: dict[tuple[str, str], str]
+    dismissed_at: dict[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
 
 
 _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
@@ -757,7 +759,8 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
     if dismissals:
         parts.append(
             sa.select(
-                sa.literal(1).label("kind"),
+                # 1: a dismissal, 2: a snooze (each suppresses for its own window).
+                sa.case((c.event_type == sa.literal("snoozed"), 2), else_=1).label("kind"),
                 c.hcp_id,
                 c.action_id.label("key"),
                 c.occurred_at.label("at"),
@@ -874,7 +877,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
     """The rows of :func:`_serving_history_statement` as a :class:`ServingHistory`."""
     counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
     last: dict[tuple[str, str], datetime] = {}
-    dismissed: dict[tuple[str, str], tuple[datetime, str, str]] = {}
+    dismissed: dict[tuple[str, str], tuple[datetime, str, str, bool]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0:
@@ -884,7 +887,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
                     counts[i][(hcp_id, key)] = int(n)
         else:
             # The latest event's reason is kept (ties: the larger event id).
-            stamp = (_as_utc(at), str(event_id), str(reason))
+            stamp = (_as_utc(at), str(event_id), str(reason), kind == 2)
             seen = dismissed.get((hcp_id, key))
             if seen is None or stamp[:2] >= seen[:2]:
                 dismissed[(hcp_id, key)] = stamp
@@ -892,6 +895,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
         counts=counts,
         last=last,
         dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
+        dismissed_at={pair: (stamp[0], stamp[3]) for pair, stamp in dismissed.items()},
     )
 
 
