@@ -111,7 +111,7 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Directory to write the world into.")],
     hcps: Annotated[int, typer.Option(min=1, help="Number of HCPs.")] = 2000,
     periods: Annotated[int, typer.Option(min=1, help="Weekly decision periods.")] = 26,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed (same seed, same files).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> Path:
     """Build a synthetic HCP world with known ground truth."""
@@ -311,8 +311,8 @@ def picks(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
     log_level: Annotated[
         str, typer.Option(help="debug, info (one JSON line per request), warning, error.")
     ] = "info",

@@ -241,6 +241,9 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
     a_file.write_text("")
     under = runner.invoke(app, ["simulate", "--out", str(a_file / "world"), "--hcps", "5"])
     assert under.exit_code == 2 and "error: --out:" in under.output, under.output
+    negative = runner.invoke(app, ["simulate", "--out", str(tmp_path / "w2"), "--seed", "-1"])
+    assert negative.exit_code == 2 and "'--seed'" in negative.output, negative.output
+    assert not (tmp_path / "w2").exists()
 
 
 @pytest.mark.parametrize(
@@ -325,3 +328,18 @@ def test_train_names_an_unreachable_dask_scheduler(
     result = runner.invoke(app, ["train", "--data", "x", "--dask", "tcp://127.0.0.1:9"])
     assert result.exit_code == 2
     assert "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--port", "70000"), ("--port", "-1"), ("--workers", "0")]
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch, option: str, value: str
+) -> None:
+    import uvicorn
+
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    result = runner.invoke(app, ["serve", option, value])
+    assert result.exit_code == 2, result.output
+    assert f"'{option}'" in result.output and not started
