@@ -143,3 +143,13 @@ def test_candidate_rows_rebuild_the_logged_rows(learned: LearnedWorld) -> None:
     # What the logging policy chose was eligible when it chose it.
     eligible = eligible_at(model, rows)
     assert eligible[treated, rows.action_rows[treated]].all()
+
+
+def test_as_of_outside_the_data_is_refused_or_noted(learned: LearnedWorld) -> None:
+    data = learned.dataset
+    first = data.interactions["timestamp"].min()
+    with pytest.raises(ValueError, match=r"no interactions before as_of .*: the data's run from"):
+        train(data, config=QUICK, as_of=first - pd.Timedelta(days=1))
+    newest = data.interactions["timestamp"].max()
+    late = train(data, config=QUICK, as_of=newest + pd.Timedelta(days=400))
+    assert any("400 days after the newest interaction" in note for note in late.notes)

@@ -32,6 +32,8 @@ Progress = Callable[[str], None]
 
 # Fewer no-touch or treated rows than this and an uplift model would be noise.
 MIN_ROWS_PER_ARM = 200
+# An as_of this many days after the newest interaction is noted in the run (a typo?).
+STALE_AS_OF_DAYS = 14
 # Holdout-measured segment uplift (for reasons) is averaged over at most this many rows.
 MAX_SEGMENT_ROWS = 500_000
 
@@ -146,12 +148,25 @@ def _train(
             if len(interactions)
             else pd.Timestamp.now(tz="UTC").tz_localize(None)
         )
+    notes: list[str] = []
+    if len(interactions):
+        first, newest = interactions["timestamp"].min(), interactions["timestamp"].max()
+        if as_of <= first:
+            raise ValueError(
+                f"no interactions before as_of {pd.Timestamp(as_of):%Y-%m-%d %H:%M}: the "
+                f"data's run from {first:%Y-%m-%d} to {newest:%Y-%m-%d}"
+            )
+        gap = (pd.Timestamp(as_of) - newest) / pd.Timedelta(days=1)
+        if gap > STALE_AS_OF_DAYS:
+            notes.append(
+                f"as_of {pd.Timestamp(as_of):%Y-%m-%d} is {gap:,.0f} days after the newest "
+                f"interaction ({newest:%Y-%m-%d}): the served snapshot counts recency from as_of"
+            )
     interactions = interactions[interactions["timestamp"] < as_of]
     if config.max_training_rows and len(interactions) > config.max_training_rows:
         interactions = interactions.nlargest(config.max_training_rows, "timestamp").sort_values(
             ["hcp_id", "timestamp"], kind="stable"
         )
-    notes: list[str] = []
 
     step("features")
     space = FeatureSpace()
