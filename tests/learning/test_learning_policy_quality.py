@@ -117,7 +117,7 @@ def test_segment_evidence_is_logged_with_intervals(learned: LearnedWorld) -> Non
 
 
 def test_training_before_any_history_is_refused(learned: LearnedWorld) -> None:
-    with pytest.raises(ValueError, match="decisions with an action"):
+    with pytest.raises(ValueError, match="no interactions before as_of 2026-06-01 00:00"):
         train(learned.dataset, config=QUICK, as_of=pd.Timestamp("2026-06-01"))
 
 
