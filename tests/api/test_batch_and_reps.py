@@ -87,6 +87,29 @@ def test_batch_recommendations_are_logged(client: TestClient) -> None:
             assert row is not None and row.hcp_id == r["hcp_id"] and row.holdout == r["holdout"]
 
 
+def test_an_hcp_listed_twice_in_a_batch_gets_one_answer(client: TestClient) -> None:
+    from sqlalchemy import func, select
+
+    from nextbest.storage.tables import Recommendation
+
+    recommender = client.app.state.runtime.recommender
+    a, b, c = (str(h) for h in recommender.hcp_ids[30:33])
+    body = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": [a, b, a, "NOPE", c, b, "NOPE", a]}
+    ).json()
+    assert [r["hcp_id"] for r in body["results"]] == [a, b, c]
+    assert body["repeated_hcp_ids"] == [a, b, "NOPE"] and body["unknown_hcp_ids"] == ["NOPE"]
+    runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = session.scalar(
+            select(func.count()).select_from(Recommendation).where(Recommendation.hcp_id == a)
+        )
+    assert logged == 1
+    single = client.post("/v1/recommendations/batch", json={"hcp_ids": [a]}).json()
+    assert single["repeated_hcp_ids"] == []
+
+
 def _plan(client: TestClient, keys, **params) -> RepPlanPublic:
     response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
     assert response.status_code == 200, response.text

@@ -108,6 +108,10 @@ class RecommendationBatchPublic(BaseModel):
     uplift_source: str
     results: list[BatchResultPublic]
     unknown_hcp_ids: list[str] = Field(description="HCPs the served model does not know.")
+    repeated_hcp_ids: list[str] = Field(
+        default_factory=list,
+        description="HCPs listed more than once: each got one answer, at its first place.",
+    )
 
 
 class RepSuggestionPublic(BaseModel):

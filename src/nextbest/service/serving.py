@@ -11,6 +11,7 @@ model scores). On PostgreSQL the single-recommendation route awaits its read
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -158,18 +159,24 @@ def recommend_batch(
     channel: str | None = None,
     purpose: str = "promotional",
     on: datetime | None = None,
-) -> tuple[list[Recommendation], list[str]]:
-    """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids."""
+) -> tuple[list[Recommendation], list[str], list[str]]:
+    """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids, and
+    the ids listed more than once (each HCP gets one answer: an e-mail system that
+    sent an id twice must not send two e-mails)."""
     recommender.check_request(k=k, channel=channel, purpose=purpose)
     now = decision_time(on)
-    known = [h for h in hcp_ids if recommender.hcp_row(h) is not None]
+    unique = list(dict.fromkeys(hcp_ids))
+    repeated = (
+        [h for h, n in Counter(hcp_ids).items() if n > 1] if len(unique) < len(hcp_ids) else []
+    )
+    known = [h for h in unique if recommender.hcp_row(h) is not None]
     history = live_history(db, rules=recommender.rules, hcp_ids=known, now=now)
     recs, unknown = recommender.recommend_many(
-        hcp_ids=hcp_ids, k=k, channel=channel, purpose=purpose, on=now, history=history
+        hcp_ids=unique, k=k, channel=channel, purpose=purpose, on=now, history=history
     )
     # Batch calls run in the thread pool: one may wait for room in the log.
     log.write(recs, recommender=recommender, requester=requester, may_wait=True)
-    return recs, unknown
+    return recs, unknown, repeated
 
 
 def rep_call_plan(

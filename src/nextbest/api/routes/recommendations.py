@@ -114,10 +114,11 @@ def recommend_many(
 ) -> Response:
     """Best actions for up to 1,000 HCPs in one call (e-mail sends); each answer is logged.
 
-    HCPs the served model does not know are listed in ``unknown_hcp_ids``.
+    HCPs the served model does not know are listed in ``unknown_hcp_ids``; an HCP
+    listed more than once gets one answer and is listed in ``repeated_hcp_ids``.
     """
     recommender = runtime.recommender
-    recs, unknown = recommend_batch(
+    recs, unknown, repeated = recommend_batch(
         recommender,
         runtime.reader,
         runtime.reclog,
@@ -143,5 +144,6 @@ def recommend_many(
                 for r in recs
             ],
             "unknown_hcp_ids": unknown,
+            "repeated_hcp_ids": repeated,
         }
     )
