@@ -280,7 +280,7 @@ def test_gate_uses_only_the_reserved_share(honest_loop: ServedStore) -> None:
 
 def test_evaluate_without_a_challenger_says_what_to_do(honest_loop: ServedStore) -> None:
     settings = honest_loop.settings.model_copy(update={"model_name": "nobody"})
-    with pytest.raises(GateError, match="no 'champion' version"):
+    with pytest.raises(GateError, match=r"no 'champion' version in .*; train one with"):
         gate.evaluate(settings, config=GateConfig())
 
 

@@ -403,7 +403,10 @@ def evaluate(
     champion_version = registry.alias_version(settings, CHAMPION)
     challenger_version = registry.alias_version(settings, CHALLENGER)
     if champion_version is None:
-        raise GateError(f"model '{settings.model_name}' has no '{CHAMPION}' version")
+        raise GateError(
+            f"model '{settings.model_name}' has no '{CHAMPION}' version in "
+            f"{settings.resolved_registry_uri}; train one with `nextbest train --data DIR`"
+        )
     if challenger_version is None:
         raise GateError(
             f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
