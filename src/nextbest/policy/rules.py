@@ -193,6 +193,11 @@ class ServingRules:
         """True when dismissals or snoozes keep actions from being offered again."""
         return self.dismissal_days is not None or self.snooze_window is not None
 
+    @property
+    def reads_history(self) -> bool:
+        """True when serving must read the feedback store (contacts or dismissals)."""
+        return self.needs_contacts or self.suppresses
+
     def unmatched_channels(self, catalog_channels: Iterable[str]) -> list[str]:
         """Channels with rules that are not among ``catalog_channels``: their caps and
         cool-downs apply to nothing (a misspelt channel switches its rules off)."""

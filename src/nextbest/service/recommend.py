@@ -289,7 +289,7 @@ class Recommender:
         """The lapse at ``now`` of an HCP not contacted since the cut-off: what warming
         the cache explains as of (a request that finds contacts explains again)."""
         history = None
-        if self.rules.needs_contacts or self.rules.suppresses:
+        if self.rules.reads_history:
             history = LiveHistory(now=now, counts={w: {} for w in self.rules.lookbacks()})
         return lapses(self.as_of, [""], now, history)[0]
 

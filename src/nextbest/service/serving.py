@@ -48,7 +48,7 @@ def live_history(
     One indexed query for every cap window and the dismissals together; none
     when the rules need no history (then None).
     """
-    if not rules.needs_contacts and not rules.suppresses:
+    if not rules.reads_history:
         return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
 
@@ -69,7 +69,7 @@ async def live_history_async(
     For the single-recommendation route, which runs on the event loop: the worker
     goes on serving other requests while the query is on its way.
     """
-    if not rules.needs_contacts and not rules.suppresses:
+    if not rules.reads_history:
         return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
     found = await serving_history_async(
