@@ -66,6 +66,27 @@ def test_a_delivered_email_starts_the_cooldown_at_once(client: TestClient, keys)
     assert {channel_of[a] for a in email_ids} == {"email"}
 
 
+def test_a_contact_naming_only_its_action_counts_for_its_channel(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    recommender = client.app.state.runtime.recommender
+    channels = zip(recommender.action_ids, recommender.action_channels, strict=True)
+    email_action = next(a for a, c in channels if c == "email")
+    event = {"event_type": "delivered", "hcp_id": hcp_id, "action_id": email_action}
+    # The catalog's channels as the catalog spells them: "Email" would never be counted.
+    misspelled = client.post("/v1/feedback", json={**event, "event_id": "x1", "channel": "Email"})
+    assert misspelled.status_code == 422
+    assert "did you mean 'email'?" in misspelled.json()["rejected"][0]["message"]
+    unknown = client.post("/v1/feedback", json={**event, "event_id": "x2", "action_id": "NOPE"})
+    assert unknown.status_code == 422
+    assert "unknown action_id 'NOPE'" in unknown.json()["rejected"][0]["message"]
+    assert any(i["channel"] == "email" for i in _ask(client, hcp_id)["items"])
+    client.post("/v1/feedback", json={**event, "event_id": "x3"}).raise_for_status()
+    body = _ask(client, hcp_id)
+    assert all(i["channel"] != "email" for i in body["items"])
+    reasons = [w for why in body["excluded"].values() for w in why]
+    assert any("cool-down: last email" in w for w in reasons), reasons
+
+
 def test_frequency_cap_from_contacts_beyond_the_cooldown(client: TestClient) -> None:
     hcp_id = _email_hcp(client)
     for n, days in enumerate((5.0, 9.0, 14.0)):

@@ -331,6 +331,59 @@ def test_channel_is_filled_from_the_served_item(
     assert [stored[e].channel for e in ("ev-1", "ev-2", "ev-3")] == ["visit", "phone", None]
 
 
+def test_the_catalog_names_unknown_actions_and_fills_channels(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    catalog = {"a-email": "email", "a-visit": "visit", "a-webinar": "webinar"}
+    batch = [
+        delivered("cat-1", "h1", action_id="a-webinar"),  # no recommendation: the catalog's
+        delivered("cat-2", "h1", action_id="a-typo"),
+        delivered("cat-3", "h1", recommendation_id="rec-1", action_id="a-typo"),
+        # Served by an earlier model whose catalog had it: the log knows its channel.
+        delivered("cat-4", "h2", recommendation_id="rec-2", action_id="a-visit"),
+        delivered("cat-5", "h1", channel="Email"),
+        delivered("cat-6", "h1", channel="conference"),  # not the catalog's: kept as sent
+        delivered("cat-7", "h1", action_id="a-email", channel="visit"),  # what happened
+    ]
+    result = record_feedback(
+        session, events=batch, action_channels={k: v for k, v in catalog.items() if k != "a-visit"}
+    )
+    assert result.accepted == ["cat-1", "cat-4", "cat-6", "cat-7"]
+    messages = {event_id: message for _, event_id, message in result.rejected}
+    assert messages == {
+        "cat-2": "unknown action_id 'a-typo': not in the served model's catalog",
+        "cat-3": "unknown action_id 'a-typo': not in the served model's catalog "
+        "nor in recommendation 'rec-1'",
+        "cat-5": "channel 'Email' is not a channel of the served catalog; did you mean "
+        "'email'? (known: email, webinar)",
+    }
+    stored = stored_events(session_factory)
+    assert {e: stored[e].channel for e in result.accepted} == {
+        "cat-1": "webinar",
+        "cat-4": "visit",
+        "cat-6": "conference",
+        "cat-7": "visit",
+    }
+
+
+def test_an_event_from_the_future_is_refused(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    now = datetime.now(UTC)
+    batch = [
+        delivered("soon", "h1", occurred_at=now + timedelta(minutes=5)),  # clock skew
+        delivered("later", "h1", occurred_at=now + timedelta(hours=2)),
+        # A local time two hours ahead of UTC, sent without its offset.
+        delivered("naive", "h1", occurred_at=(now + timedelta(hours=2)).replace(tzinfo=None)),
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["soon"]
+    assert [event_id for _, event_id, _ in result.rejected] == ["later", "naive"]
+    assert all("is in the future (received at" in m for _, _, m in result.rejected)
+    assert "a time without a UTC offset is read as UTC" in result.rejected[1][2]
+    assert set(stored_events(session_factory)) == {"soon"}
+
+
 def test_a_decision_must_name_an_item_its_recommendation_served(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

@@ -87,6 +87,9 @@ class ScoringModel:
         self.action_cost = self.catalog["cost"].to_numpy(dtype=np.float64)
         self.action_channel_name = self.catalog["channel"].astype(str).to_numpy()
         self.action_topic_name = self.catalog["topic"].astype(str).to_numpy()
+        self.channel_by_action = dict(
+            zip(self.catalog["action_id"].astype(str), self.action_channel_name, strict=True)
+        )
         self.feature_names = self.space.feature_names
         self.feature_position = {name: j for j, name in enumerate(self.feature_names)}
         self._hcp_text: dict[str, np.ndarray] = {}
@@ -109,6 +112,7 @@ class ScoringModel:
             "lever_charge",
             "action_channel_name",
             "action_topic_name",
+            "channel_by_action",
             "feature_names",
             "feature_position",
             "_hcp_text",

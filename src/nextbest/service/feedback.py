@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -62,7 +63,7 @@ def ingest_feedback(
     recommender: Recommender | None,
     log_flush_ms: float = 0.0,
 ) -> FeedbackResult:
-    """Store events idempotently; unknown HCPs are rejected when a model is loaded.
+    """Store events idempotently; with a model loaded, unknown HCPs and actions are rejected.
 
     Returns after the valid events are committed, so the caller may acknowledge.
     With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
@@ -72,20 +73,23 @@ def ingest_feedback(
     rejected as unknown at once.
     """
     hcp_exists: Callable[[str], bool] | None = None
+    action_channels: Mapping[str, str] | None = None
     if recommender is not None:
         index = recommender.model.hcp_index
+        action_channels = recommender.model.channel_by_action
 
         def hcp_exists(hcp_id: str) -> bool:
             return hcp_id in index
 
-    result = record_feedback(session, events=events, hcp_exists=hcp_exists)
+    store = partial(record_feedback, hcp_exists=hcp_exists, action_channels=action_channels)
+    result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:
         return result
     return _retry_in_flight(
         session,
         events=events,
         result=result,
-        hcp_exists=hcp_exists,
+        store=store,
         wait_s=log_flush_ms / 1000.0 + LOG_COMMIT_ALLOWANCE_S,
         poll_s=max(log_flush_ms / 1000.0, 0.002),
     )
@@ -96,7 +100,7 @@ def _retry_in_flight(
     *,
     events: Sequence[FeedbackRecord],
     result: FeedbackResult,
-    hcp_exists: Callable[[str], bool] | None,
+    store: Callable[..., FeedbackResult],
     wait_s: float,
     poll_s: float,
 ) -> FeedbackResult:
@@ -130,7 +134,7 @@ def _retry_in_flight(
     if not arrived:
         return result
     retry = [i for i, _, _ in result.rejected if events[i].recommendation_id in arrived]
-    again = record_feedback(session, events=[events[i] for i in retry], hcp_exists=hcp_exists)
+    again = store(session, events=[events[i] for i in retry])
     retried = set(retry)
     rejected = [r for r in result.rejected if r[0] not in retried]
     rejected += [(retry[i], event_id, message) for i, event_id, message in again.rejected]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import pandas as pd
@@ -308,7 +308,14 @@ def _served_recommendations(
     return found
 
 
-def _check_event(event: FeedbackRecord) -> str | None:
+# How far ahead of the receiving server's clock an event's ``occurred_at`` may be:
+# the clock skew between systems. An event hours ahead is a time zone mistake (a
+# local time sent without its UTC offset is read as UTC) and, stored, would count
+# against the HCP's caps and cool-downs until that time.
+FUTURE_TOLERANCE = timedelta(minutes=15)
+
+
+def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
     """Message for an invalid event on its own fields, None if they are fine."""
     if event.event_type not in FEEDBACK_EVENT_TYPES:
         return (
@@ -323,6 +330,13 @@ def _check_event(event: FeedbackRecord) -> str | None:
             return f"{name} must be a non-empty string of at most {limit} characters"
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
+    occurred_at = _as_utc(event.occurred_at)
+    if occurred_at > received_at + FUTURE_TOLERANCE:
+        return (
+            f"occurred_at {occurred_at.isoformat()} is in the future (received at "
+            f"{received_at.isoformat(timespec='seconds')}); a time without a UTC offset "
+            "is read as UTC"
+        )
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
     if event.value is not None and not (
@@ -414,23 +428,66 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     raise NotImplementedError(f"feedback store not supported on {dialect!r}")
 
 
+def _channel_of(
+    event: FeedbackRecord, served_channel: str | None, action_channels: Mapping[str, str] | None
+) -> tuple[str | None, str | None]:
+    """(message, channel to store): the event's channel, else its action's; or why not.
+
+    A channel the event states is kept even where its action is on another one (a
+    rep who phoned about the content of a suggested visit): caps count the contact
+    that happened. One that is a known channel spelled otherwise ("Email") is
+    refused: stored, no cap would ever count it.
+    """
+    known = served_channel
+    if known is None and event.action_id is not None and action_channels is not None:
+        known = action_channels.get(event.action_id)
+        if known is None:
+            where = (
+                f" nor in recommendation '{event.recommendation_id}'"
+                if event.recommendation_id is not None
+                else ""
+            )
+            return (
+                f"unknown action_id '{event.action_id}': not in the served model's catalog{where}",
+                None,
+            )
+    if event.channel is None:
+        return None, known
+    if action_channels is not None:
+        channels = set(action_channels.values())
+        spelled = event.channel.strip().lower().replace("-", "_").replace(" ", "_")
+        if event.channel not in channels and spelled in channels:
+            return (
+                f"channel '{event.channel}' is not a channel of the served catalog; "
+                f"did you mean '{spelled}'? (known: {', '.join(sorted(channels))})",
+                None,
+            )
+    return None, event.channel
+
+
 def record_feedback(
     session: Session,
     *,
     events: Sequence[FeedbackRecord],
     hcp_exists: Callable[[str], bool] | None = None,
+    action_channels: Mapping[str, str] | None = None,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
     An event is rejected (and not stored) if its ``event_type`` is unknown, a field
     is empty or too long, an ``outcome`` has no finite ``value``, its
+    ``occurred_at`` is more than ``FUTURE_TOLERANCE`` after it was received, its
     ``recommendation_id`` is unknown or was served to another HCP, a decision on an
     item (accepted, dismissed, snoozed) names an action its recommendation did not
-    serve, or ``hcp_exists``
-    says its HCP is unknown. Valid events are stored with ``INSERT ... ON CONFLICT
-    (event_id) DO NOTHING``: a retried batch or a concurrent duplicate is reported in
-    ``duplicates``, never raised. An event naming an ``action_id`` of its
-    recommendation but no ``channel`` gets the channel that action was served on.
+    serve, or ``hcp_exists`` says its HCP is unknown. With ``action_channels`` (the
+    served catalog: action id -> channel), an ``action_id`` that neither the catalog
+    nor the event's recommendation knows is rejected, and so is a ``channel`` that
+    is one of the catalog's spelled otherwise ("Email"). Valid events are stored
+    with ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: a retried batch or a
+    concurrent duplicate is reported in ``duplicates``, never raised. An event
+    naming an ``action_id`` but no ``channel`` gets the channel that action was
+    served on (or, not served, its channel in ``action_channels``), so frequency
+    caps count it.
 
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
@@ -446,8 +503,9 @@ def record_feedback(
     # Batch order of the valid events, each id once per occurrence.
     valid_order: list[str] = []
     for index, event in enumerate(events):
-        message = _check_event(event)
+        message = _check_event(event, received_at)
         channel = event.channel
+        served_channel: str | None = None  # of the named action, where known
         if message is None and event.recommendation_id is not None:
             recommendation = served.get(event.recommendation_id)
             if recommendation is None:
@@ -467,8 +525,10 @@ def record_feedback(
                     f"action_id '{event.action_id}' was not served in recommendation "
                     f"'{event.recommendation_id}' (served: {served_actions})"
                 )
-            elif channel is None and event.action_id is not None:
-                channel = recommendation.channel_by_action.get(event.action_id)
+            elif event.action_id is not None:
+                served_channel = recommendation.channel_by_action.get(event.action_id)
+        if message is None:
+            message, channel = _channel_of(event, served_channel, action_channels)
         if message is None and hcp_exists is not None:
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
