@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -180,6 +182,18 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
     assert decide(first, "dismiss", "not_relevant").json()["accepted"] == 1
     assert decide(first, "dismiss", "not_relevant").json()["duplicates"] == 1
     assert decide(second, "accept").json()["accepted"] == 1
+    # Each item of one recommendation takes its own decision.
+    answer = client.post(
+        "/v1/recommendations", json={"hcp_id": second.hcp_id, "k": 3}, headers=keys.rep
+    ).json()
+    assert len(answer["items"]) >= 2
+    for item in answer["items"][:2]:
+        on = SimpleNamespace(
+            recommendation_id=answer["recommendation_id"],
+            hcp_id=second.hcp_id,
+            action_id=item["action_id"],
+        )
+        assert decide(on, "snooze").json()["accepted"] == 1
     # The dismissed action is not offered to that HCP again.
     again = client.post(
         "/v1/recommendations", json={"hcp_id": first.hcp_id, "k": 50, "explain": True}

@@ -153,7 +153,10 @@ class RepFeedbackCreate(BaseModel):
         default=None, max_length=64, description="Reason code, required to dismiss."
     )
     event_id: str | None = Field(
-        default=None, max_length=128, description="Idempotency key (default: derived)."
+        default=None,
+        max_length=128,
+        description="Idempotency key (default: derived from the rep, recommendation, "
+        "action and decision).",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -9,9 +10,18 @@ from sqlalchemy.orm import Session
 from nextbest.errors import InvalidRequestError
 from nextbest.service.feedback import ingest_feedback
 from nextbest.service.recommend import Recommender
-from nextbest.storage.repository import FeedbackRecord, FeedbackResult
+from nextbest.storage.repository import MAX_LENGTHS, FeedbackRecord, FeedbackResult
 
 EVENT_OF_DECISION = {"accept": "accepted", "dismiss": "dismissed", "snooze": "snoozed"}
+
+
+def _decision_id(rep_id: str, recommendation_id: str, action_id: str, event_type: str) -> str:
+    """The event id of a rep's decision on one item: the same decision sent again is a
+    duplicate, a decision on another item of the same recommendation is not."""
+    readable = f"rep:{rep_id}:{recommendation_id}:{action_id}:{event_type}"
+    if len(readable) <= MAX_LENGTHS["event_id"]:
+        return readable
+    return "rep:" + hashlib.sha256(readable.encode()).hexdigest()
 
 
 def record_rep_decision(
@@ -45,7 +55,7 @@ def record_rep_decision(
         )
     event_type = EVENT_OF_DECISION[decision]
     event = FeedbackRecord(
-        event_id=event_id or f"rep:{rep_id}:{recommendation_id}:{event_type}",
+        event_id=event_id or _decision_id(rep_id, recommendation_id, action_id, event_type),
         event_type=event_type,
         occurred_at=datetime.now(UTC),
         hcp_id=hcp_id,

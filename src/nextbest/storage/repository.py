@@ -80,7 +80,7 @@ _FEEDBACK = cast(sa.Table, FeedbackEvent.__table__)
 
 # Column widths of feedback_events: checked per event, because one over-long value
 # would otherwise make PostgreSQL refuse the whole batch.
-_MAX_LENGTHS: dict[str, int] = {
+MAX_LENGTHS: dict[str, int] = {
     "event_id": 128,
     "hcp_id": 128,
     "recommendation_id": 64,
@@ -322,7 +322,7 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             f"unknown event_type {event.event_type!r} "
             f"(expected one of: {', '.join(FEEDBACK_EVENT_TYPES)})"
         )
-    for name, limit in _MAX_LENGTHS.items():
+    for name, limit in MAX_LENGTHS.items():
         text = getattr(event, name)
         if text is None and name not in _REQUIRED_TEXT:
             continue
