@@ -426,6 +426,7 @@ def uplift_report(
 ) -> Path:
     """Outcomes of served vs holdout requests per channel, action group and segment."""
     from nextbest.errors import InvalidRequestError
+    from nextbest.loop import report as report_cells
     from nextbest.loop.report import uplift_report as build
 
     settings = _settings()
@@ -453,8 +454,8 @@ def uplift_report(
             row.group,
             str(row.n_served),
             str(row.n_holdout),
-            f"{row.uplift:+.3f}",
-            f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]",
+            report_cells.figure(row.uplift),
+            report_cells.interval(row),
             row.verdict,
         )
     console.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def test_report_finds_a_known_effect(
         assert report.overall.ci_high - report.overall.ci_low < 0.5
     html = (tmp_path / "report" / "uplift_report.html").read_text()
     assert opening in html
+
+
+def test_an_arm_without_outcomes_reads_n_a_not_nan(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=3, effect=0.5, seed=7)  # seed 7: no holdout in 3
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    assert report.overall.n_holdout == 0 and math.isnan(report.overall.uplift)
+    html = (tmp_path / "report" / "uplift_report.html").read_text()
+    assert "nan" not in html and "<td>n/a</td>" in html
 
 
 def test_compare_is_welch_difference_of_means() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -185,6 +186,19 @@ def uplift_report(
     return report
 
 
+def figure(value: float, signed: bool = True) -> str:
+    """A table cell for an estimate: "n/a" where an arm has no outcome to estimate it."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def interval(row: ArmComparison) -> str:
+    if math.isnan(row.ci_low) or math.isnan(row.ci_high):
+        return "n/a"
+    return f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+
+
 def conclusion(overall: ArmComparison, *, min_per_arm: int) -> str:
     """One plain sentence on what the data allow to conclude."""
     if overall.n_holdout < min_per_arm or overall.n_served < min_per_arm:
@@ -257,10 +271,10 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
                 r.group,
                 r.n_served,
                 r.n_holdout,
-                f"{r.mean_served:.3f}",
-                f"{r.mean_holdout:.3f}",
-                f"{r.uplift:+.3f}",
-                f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+                figure(r.mean_served, signed=False),
+                figure(r.mean_holdout, signed=False),
+                figure(r.uplift),
+                interval(r),
                 r.verdict,
             )
         )
