@@ -48,6 +48,7 @@ def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_
     port = free_port()
     proc = start_server(port=port, env=env, timeout_s=90)
     acknowledged: list[str] = []
+    sent: dict[str, dict[str, object]] = {}  # the acknowledged events, as sent
     failures: list[str] = []
     stop = threading.Event()
 
@@ -82,6 +83,7 @@ def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_
                     failures.append(json.dumps(body)[:300])
                     return
                 acknowledged.extend(e["event_id"] for e in events)
+                sent.update((e["event_id"], e) for e in events)
                 batch_no += 1
 
     writer = threading.Thread(target=stream)
@@ -112,10 +114,7 @@ def test_acknowledged_feedback_survives_sigkill(trained, database_url: str, tmp_
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
         # The restarted server answers, and a retried acknowledged batch is all duplicates.
-        retry = [
-            {"event_id": e, "event_type": "delivered", "hcp_id": "H000001", "channel": "email"}
-            for e in acknowledged[:BATCH]
-        ]
+        retry = [sent[e] for e in acknowledged[:BATCH]]
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/feedback",
             json={"events": retry},

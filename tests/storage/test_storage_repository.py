@@ -331,6 +331,50 @@ def test_channel_is_filled_from_the_served_item(
     assert [stored[e].channel for e in ("ev-1", "ev-2", "ev-3")] == ["visit", "phone", None]
 
 
+def test_an_id_reused_for_another_event_is_rejected_naming_what_differs(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    first = [
+        delivered("ev-1", "h1", recommendation_id="rec-1", action_id="a-email"),
+        FeedbackRecord("ev-2", "outcome", T0, "h2", recommendation_id="rec-2", value=2.5),
+        FeedbackRecord("ev-3", "dismissed", T0, "h1", action_id="a-visit", reason="other"),
+    ]
+    assert record_feedback(session, events=first).accepted == ["ev-1", "ev-2", "ev-3"]
+    again = [
+        # Resends: another time (set on receipt), reason or a filled channel is no change.
+        delivered("ev-1", "h1", recommendation_id="rec-1", action_id="a-email", channel="email"),
+        FeedbackRecord("ev-3", "dismissed", T0, "h1", action_id="a-visit", reason="not_relevant"),
+        # Another event under a stored id: a CRM counter that started again.
+        delivered("ev-2", "h2", recommendation_id="rec-2"),
+        FeedbackRecord("ev-2", "outcome", T0, "h2", recommendation_id="rec-2", value=4.0),
+        # The same within one batch: the first occurrence is stored, the other refused.
+        delivered("ev-4", "h1", action_id="a-email"),
+        delivered("ev-4", "h2", action_id="a-email"),
+    ]
+    result = record_feedback(session, events=again)
+    assert result.accepted == ["ev-4"]
+    assert result.duplicates == ["ev-1", "ev-3"]
+    assert [(i, event_id) for i, event_id, _ in result.rejected] == [
+        (2, "ev-2"),
+        (3, "ev-2"),
+        (5, "ev-4"),
+    ]
+    messages = [message for _, _, message in result.rejected]
+    assert messages[0] == (
+        "event_id 'ev-2' is already stored for another event, with event_type 'outcome' "
+        "(this one: 'delivered'); value 2.5 (this one: None): an event_id names one event, "
+        "so this one was not stored"
+    )
+    assert "value 2.5 (this one: 4.0)" in messages[1]
+    assert "hcp_id 'h1' (this one: 'h2')" in messages[2]
+    stored = stored_events(session_factory)
+    assert (stored["ev-2"].event_type, stored["ev-2"].value, stored["ev-4"].hcp_id) == (
+        "outcome",
+        2.5,
+        "h1",
+    )
+
+
 def test_the_catalog_names_unknown_actions_and_fills_channels(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

@@ -168,7 +168,8 @@ class FeedbackResult:
 
     ``accepted``: ids stored by this call. ``duplicates``: ids already stored (a
     retry), including repeats of an id within the batch. ``rejected``: (index in the
-    batch, event_id, message) of invalid events, which were not stored.
+    batch, event_id, message) of invalid events, and of events reusing a stored id
+    for a different event, none of which were stored; in batch order.
     """
 
     accepted: list[str] = field(default_factory=list)
@@ -484,7 +485,9 @@ def record_feedback(
     nor the event's recommendation knows is rejected, and so is a ``channel`` that
     is one of the catalog's spelled otherwise ("Email"). Valid events are stored
     with ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: a retried batch or a
-    concurrent duplicate is reported in ``duplicates``, never raised. An event
+    concurrent duplicate is reported in ``duplicates``, never raised; an event whose
+    id is stored for a different event (another type, HCP, recommendation, action or
+    value) is rejected, naming what differs. An event
     naming an ``action_id`` but no ``channel`` gets the channel that action was
     served on (or, not served, its channel in ``action_channels``), so frequency
     caps count it.
@@ -500,8 +503,8 @@ def record_feedback(
     )
     received_at = datetime.now(UTC)
     rows: dict[str, dict[str, Any]] = {}
-    # Batch order of the valid events, each id once per occurrence.
-    valid_order: list[str] = []
+    # Batch order of the valid events: (index, id, what the event says), once per occurrence.
+    valid_order: list[tuple[int, str, _Identity]] = []
     for index, event in enumerate(events):
         message = _check_event(event, received_at)
         channel = event.channel
@@ -537,7 +540,7 @@ def record_feedback(
         if message is not None:
             result.rejected.append((index, str(event.event_id), message))
             continue
-        valid_order.append(event.event_id)
+        valid_order.append((index, event.event_id, _identity(event)))
         # The first occurrence of an id in the batch is the one stored.
         rows.setdefault(
             event.event_id,
@@ -562,17 +565,67 @@ def record_feedback(
             if rows
             else set()
         )
+        stored = _stored_identities(session, [key for key in rows if key not in inserted])
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    for event_id in valid_order:
-        if event_id in inserted:
+    for index, event_id, identity in valid_order:
+        if event_id in inserted and event_id not in stored:
             result.accepted.append(event_id)
-            inserted.discard(event_id)  # a repeat later in the batch is a duplicate
-        else:
+            stored[event_id] = identity  # a repeat later in the batch is a duplicate
+            continue
+        conflict = _conflict(event_id, stored[event_id], identity)
+        if conflict is None:
             result.duplicates.append(event_id)
+        else:
+            result.rejected.append((index, event_id, conflict))
+    result.rejected.sort()
     return result
+
+
+# What an event says, as far as its id must always say the same: a resent event is
+# a duplicate only if these agree. Its time (set on receipt when not sent), channel
+# (filled from the action) and reason (a rep's second thought on a dismissal) may
+# differ between sends.
+_IDENTITY_FIELDS = ("event_type", "hcp_id", "recommendation_id", "action_id", "value")
+_Identity = tuple[Any, ...]
+
+
+def _identity(event: FeedbackRecord) -> _Identity:
+    return tuple(
+        None if value is None else (float(value) if name == "value" else value)
+        for name in _IDENTITY_FIELDS
+        for value in (getattr(event, name),)
+    )
+
+
+def _stored_identities(session: Session, event_ids: Sequence[str]) -> dict[str, _Identity]:
+    """What the stored events of these ids say (one query per chunk; none for no ids)."""
+    columns = [getattr(FeedbackEvent, name) for name in _IDENTITY_FIELDS]
+    found: dict[str, _Identity] = {}
+    for chunk in _chunks(event_ids, _in_chunk_size(session)):
+        rows = session.execute(
+            sa.select(FeedbackEvent.event_id, *columns).where(FeedbackEvent.event_id.in_(chunk))
+        )
+        for event_id, *values in rows:
+            found[event_id] = tuple(values)
+    return found
+
+
+def _conflict(event_id: str, stored: _Identity, sent: _Identity) -> str | None:
+    """Why an event may not reuse a stored event's id, or None when it is a resend."""
+    differ = [
+        f"{name} {was!r} (this one: {now!r})"
+        for name, was, now in zip(_IDENTITY_FIELDS, stored, sent, strict=True)
+        if was != now
+    ]
+    if not differ:
+        return None
+    return (
+        f"event_id '{event_id}' is already stored for another event, with "
+        f"{'; '.join(differ)}: an event_id names one event, so this one was not stored"
+    )
 
 
 def contact_history(
