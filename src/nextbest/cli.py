@@ -239,13 +239,22 @@ def picks(
         str | None, typer.Option("--as-of", help="Decision date (default: today).")
     ] = None,
     purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log",
+            help="For a file that will be sent: serve each HCP as the batch endpoint "
+            "does (exploration, holdout) and log it; adds recommendation_id, "
+            "propensity and explored.",
+        ),
+    ] = False,
 ) -> Path:
     """Write the best actions for every HCP in the data's hcps file."""
     from nextbest import registry
     from nextbest.contract import write_table
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
-    from nextbest.service.picks import check_picks, file_picks
+    from nextbest.service.picks import check_picks, file_picks, logged_picks
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
@@ -283,28 +292,60 @@ def picks(
         )
     with _steps(len(hcp_ids)) as progress:
         task = progress.add_task("scoring HCPs", total=len(hcp_ids))
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        logged = None
         try:
             # Serving rules and live contact history apply, as for the API.
-            frame = file_picks(
-                settings,
-                model,
-                hcp_ids=hcp_ids,
-                k=k,
-                channel=channel,
-                purpose=purpose,
-                on=on,
-                progress=lambda n: progress.advance(task, n),
-            )
+            if log:
+                known = [h for h in hcp_ids if h not in unknown]
+                progress.advance(task, len(hcp_ids) - len(known))
+                logged = logged_picks(
+                    settings,
+                    hcp_ids=known,
+                    k=k,
+                    channel=channel,
+                    purpose=purpose,
+                    on=on,
+                    progress=advance,
+                )
+                frame = logged.frame
+            else:
+                frame = file_picks(
+                    settings,
+                    model,
+                    hcp_ids=hcp_ids,
+                    k=k,
+                    channel=channel,
+                    purpose=purpose,
+                    on=on,
+                    progress=advance,
+                )
         except (NextbestError, RulesError) as exc:
             raise _fail(str(exc)) from None
     try:
         write_table(frame, out)
     except OSError as exc:
         raise _fail(f"--out: {exc}") from None
+    if logged is not None:
+        version = logged.model_version  # the champion when the answers were served
     console.print(
         f"wrote {len(frame):,} picks for {frame['hcp_id'].nunique():,} of {len(hcp_ids):,} HCPs "
         f"to {out} (model version {version})"
     )
+    if logged is not None:
+        console.print(
+            f"logged {logged.n_logged:,} answers as served ({logged.n_holdout:,} held out: "
+            "no pick); send each pick's recommendation_id with its feedback so it joins "
+            "the loop"
+        )
+    else:
+        console.print(
+            "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
+            "use --log for a file that will be sent[/dim]"
+        )
     return out
 
 

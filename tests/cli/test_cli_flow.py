@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from nextbest.cli import app
 from nextbest.settings import get_settings
+from nextbest.storage.db import make_engine
 
 runner = CliRunner()
 FAST = Path(__file__).parent / "fast_train.yaml"
@@ -96,6 +97,37 @@ def test_simulate_train_picks(
     said = " ".join(result.output.split())
     assert "rules for channel(s) ['emial'] apply to nothing" in said, said
     assert "'email'" in said and noted.exists()
+    assert "not logged as served" in said
+
+    # A file that will be sent: each HCP served and logged as the batch endpoint
+    # does, so the sends' feedback joins the loop.
+    monkeypatch.delenv("NEXTBEST_RULES_FILE")
+    monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
+    # Serving sets it for its process; the test's process gets its own back.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    get_settings.cache_clear()
+    sent = tmp_path / "sent.csv"
+    said = " ".join(_run("picks", "--data", str(world), "--out", str(sent), "--log").split())
+    picks = pd.read_csv(sent)
+    assert list(picks.columns[-3:]) == ["recommendation_id", "propensity", "explored"]
+    assert picks["propensity"].between(0, 1, inclusive="right").all()
+    engine = make_engine(get_settings().resolved_database_url)
+    with engine.connect() as connection:
+        logged = pd.read_sql(
+            "SELECT recommendation_id, hcp_id, holdout FROM recommendations "
+            "WHERE requester = 'nextbest picks'",
+            connection,
+        )
+    engine.dispose()
+    assert len(logged) == 300 and logged["hcp_id"].is_unique
+    held_out = logged[logged["holdout"].astype(bool)]
+    assert 20 < len(held_out) < 100  # 60 expected of 300
+    assert f"logged 300 answers as served ({len(held_out)} held out" in said, said
+    # Every pick is a logged answer to its HCP; held-out HCPs get none.
+    joined = picks.merge(logged, on="recommendation_id", suffixes=("", "_logged"))
+    assert len(joined) == len(picks) > 0
+    assert (joined["hcp_id"] == joined["hcp_id_logged"]).all()
+    assert not set(picks["hcp_id"]) & set(held_out["hcp_id"])
 
 
 def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -14,7 +15,7 @@ from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.ranking import top_k
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
-from nextbest.service.recommend import check_options, cutoff, decision_time, lapses
+from nextbest.service.recommend import MAX_BATCH, check_options, cutoff, decision_time, lapses
 from nextbest.settings import Settings
 
 PICK_COLUMNS = [
@@ -197,3 +198,92 @@ def file_picks(
         rules=rules,
         history=history,
     )
+
+
+LOGGED_COLUMNS = [*PICK_COLUMNS, "recommendation_id", "propensity", "explored"]
+
+
+@dataclass(frozen=True)
+class LoggedPicks:
+    """Picks served and logged as the batch endpoint serves them (see :func:`logged_picks`)."""
+
+    frame: pd.DataFrame  # LOGGED_COLUMNS, one row per served item
+    model_version: str
+    n_logged: int  # answers logged: one per known HCP, holdout included
+    n_holdout: int  # of them, drawn into the randomized holdout (no row in ``frame``)
+
+
+def logged_picks(
+    settings: Settings,
+    *,
+    hcp_ids: Sequence[str],
+    k: int = 1,
+    channel: str | None = None,
+    purpose: str = "promotional",
+    on: datetime | None = None,
+    requester: str = "nextbest picks",
+    progress: Callable[[int], None] | None = None,
+) -> LoggedPicks:
+    """Picks for a file that will be sent, served exactly as the batch endpoint serves.
+
+    Each known HCP gets its own answer with its exploration and holdout draw, logged
+    to the recommendation log with its propensities under a ``recommendation_id``
+    (in the returned rows), so the sends' feedback and outcomes join the loop:
+    uplift report, retraining and the off-policy gate. HCPs drawn into the holdout
+    get no row. Blocks of ``MAX_BATCH`` HCPs, each scored, then committed.
+    """
+    from nextbest.service.runtime import ServingRuntime
+    from nextbest.service.serving import recommend_batch
+
+    # One process, one pass: no score cache to fill or warm, every block committed.
+    config = settings.model_copy(
+        update={"score_cache_pairs": 0, "start_warm_s": 0.0, "log_flush_ms": 0.0}
+    )
+    runtime = ServingRuntime.start(config)
+    try:
+        recommender = runtime.recommender
+        rows: list[dict[str, object]] = []
+        n_logged = n_holdout = 0
+        for start in range(0, len(hcp_ids), MAX_BATCH):
+            block = hcp_ids[start : start + MAX_BATCH]
+            recs, _, _ = recommend_batch(
+                recommender,
+                runtime.reader,
+                runtime.reclog,
+                requester=requester,
+                hcp_ids=block,
+                k=k,
+                channel=channel,
+                purpose=purpose,
+                on=on,
+            )
+            n_logged += len(recs)
+            n_holdout += sum(rec.holdout for rec in recs)
+            rows += [
+                {
+                    "hcp_id": rec.hcp_id,
+                    "rank": item.rank,
+                    "action_id": item.action_id,
+                    "channel": item.channel,
+                    "content_id": item.content_id,
+                    "score": item.score,
+                    "expected_uplift": item.expected_uplift,
+                    "p_engage": item.p_engage,
+                    "reason": "; ".join(item.reasons),
+                    "recommendation_id": rec.recommendation_id,
+                    "propensity": item.propensity,
+                    "explored": item.explored,
+                }
+                for rec in recs
+                for item in rec.items
+            ]
+            if progress is not None:
+                progress(len(block))
+        return LoggedPicks(
+            frame=pd.DataFrame(rows, columns=LOGGED_COLUMNS),
+            model_version=recommender.version,
+            n_logged=n_logged,
+            n_holdout=n_holdout,
+        )
+    finally:
+        runtime.close()
