@@ -144,10 +144,14 @@ def test_report_on_a_served_log_groups_by_channel_and_segment(
     report = uplift_report(honest_loop.settings, out_dir=tmp_path / "r")
     assert report.n_decisions == honest_loop.n_outcomes
     dimensions = {r.dimension for r in report.rows}
-    assert dimensions == {"channel", "action group", "specialty"}
+    assert dimensions == {"channel", "action group", "specialty", "requester"}
     # Holdout requests are grouped by what would have been served, like served ones.
     by_channel = [r for r in report.rows if r.dimension == "channel"]
     assert sum(r.n_holdout for r in by_channel) == report.overall.n_holdout
+    by_requester = [
+        (r.group, r.n_served + r.n_holdout) for r in report.rows if r.dimension == "requester"
+    ]
+    assert by_requester == [("t", report.n_decisions)]  # who asked: the loop's one key
     assert all(p.exists() for p in report.files.values())
     run = registry.client(honest_loop.settings).get_run(report.run_id)
     assert run.data.metrics["n_decisions"] == honest_loop.n_outcomes

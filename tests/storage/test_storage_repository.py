@@ -705,6 +705,7 @@ def test_logged_decisions_details_and_model_version(
         n_candidates=0,
         epsilon=0.2,
         holdout_rate=0.05,
+        requester="nextbest picks",
     )
     log_recommendations(session, records=[other])
     session.commit()
@@ -724,6 +725,7 @@ def test_logged_decisions_details_and_model_version(
     assert list(detailed.columns) == [*LOGGED_DECISION_COLUMNS, *LOGGED_DECISION_DETAIL_COLUMNS]
     row = detailed.set_index("recommendation_id").loc["rec-9"]
     assert (row["purpose"], row["channel_filter"], row["n_candidates"]) == ("medical", "email", 0)
+    assert row["requester"] == "nextbest picks"
     assert (row["epsilon"], row["holdout_rate"]) == (0.2, 0.05)
     assert detailed["n_candidates"].dtype == "int64"
 

@@ -5,7 +5,8 @@ defined *before* the draw, served and holdout requests are comparable and the
 difference of their mean outcomes estimates the incremental effect of serving.
 Groups: the channel and the action group (topic) the serving model would have put
 first (re-scored with the logged model version, so holdout requests get one too),
-and an HCP segment (an ``hcps`` attribute, default ``specialty``).
+an HCP segment (an ``hcps`` attribute, default ``specialty``) and the requester
+(the API key's name, ``nextbest picks`` for a file served with ``--log``).
 
 Interval: the difference of two means with Welch's standard error and a normal
 95% interval. A group with fewer than ``min_per_arm`` outcomes in either arm is
@@ -172,6 +173,9 @@ def uplift_report(
         if hcps is not None:
             lookup = hcps.set_index("hcp_id")[segment]
             groups[segment] = decisions["hcp_id"].map(lookup).fillna(UNKNOWN).astype(str)
+        # Who asked: the e-mail system's key, a rep's, ``nextbest picks`` for a sent
+        # file. Each request's holdout is drawn for it, so each has its own comparison.
+        groups["requester"] = decisions["requester"].astype(str)
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
     report = UpliftReport(
         rows=rows,

@@ -64,6 +64,7 @@ LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
 # What ``logged_decisions(details=True)`` adds: how each answer was served, which
 # off-policy evaluation needs to recover the probability of a no-touch answer.
 LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
+    "requester",
     "purpose",
     "channel_filter",
     "n_candidates",
@@ -1105,8 +1106,9 @@ def logged_decisions(
     ``model_version``. Two queries, whatever the number of rows.
 
     ``model_version`` keeps only the answers served by that version; ``details`` adds
-    ``LOGGED_DECISION_DETAIL_COLUMNS`` (purpose, channel filter, number of eligible
-    candidates, epsilon and holdout rate of the serving policy).
+    ``LOGGED_DECISION_DETAIL_COLUMNS`` (requester: the API key's name or ``nextbest
+    picks``; purpose, channel filter, number of eligible candidates, epsilon and
+    holdout rate of the serving policy).
     """
     decisions = (
         sa.select(
@@ -1116,6 +1118,7 @@ def logged_decisions(
             Recommendation.holdout,
             Recommendation.holdout_rate,
             Recommendation.model_version,
+            Recommendation.requester,
             Recommendation.purpose,
             Recommendation.channel_filter,
             Recommendation.n_candidates,
@@ -1168,6 +1171,7 @@ def logged_decisions(
             "holdout",
             "holdout_rate",
             "model_version",
+            "requester",
             "purpose",
             "channel_filter",
             "n_candidates",
