@@ -106,6 +106,43 @@ def test_report_finds_a_known_effect(
     assert opening in html
 
 
+def test_the_report_warns_when_held_out_hcps_were_contacted(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=400, effect=0.5, seed=7)
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        decisions = logged_decisions(session, details=True)
+        assert decisions["contacted"].eq(0).all()
+        held_out = decisions[decisions["holdout"]]
+        # An e-mail system that sent to every HCP, held out or not.
+        contacts = [
+            FeedbackRecord(
+                event_id=f"sent-{rid}",
+                event_type="delivered",
+                occurred_at=T0 + timedelta(days=1),
+                hcp_id=hcp_id,
+                recommendation_id=rid,
+                channel="email",
+            )
+            for rid, hcp_id in zip(held_out["recommendation_id"], held_out["hcp_id"], strict=True)
+        ][:25]
+        assert not record_feedback(session, events=contacts).rejected
+        again = logged_decisions(session, details=True).set_index("recommendation_id")
+    engine.dispose()
+    assert again.loc[[c.recommendation_id for c in contacts], "contacted"].eq(1).all()
+    assert int(again["contacted"].sum()) == 25
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    assert report.holdout_contacted == 25
+    warning = f"Warning: 25 of {report.overall.n_holdout:,} holdout requests got a contact event"
+    assert warning in report.conclusion
+    assert warning in (tmp_path / "report" / "uplift_report.html").read_text()
+    # Without contacts on held-out HCPs, no warning.
+    clean = Settings(models_dir=tmp_path / "clean")
+    _known_effect_store(clean, n=400, effect=0.5, seed=7)
+    assert "Warning" not in uplift_report(clean, out_dir=tmp_path / "r2", log=False).conclusion
+
+
 def test_an_arm_without_outcomes_reads_n_a_not_nan(tmp_path: Path) -> None:
     settings = Settings(models_dir=tmp_path / "models")
     _known_effect_store(settings, n=3, effect=0.5, seed=7)  # seed 7: no holdout in 3

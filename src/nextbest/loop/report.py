@@ -64,6 +64,9 @@ class UpliftReport:
     conclusion: str
     since: datetime | None
     n_decisions: int
+    # Holdout requests of the report with a contact event (delivered, completed):
+    # the caller contacted an HCP it was told to leave alone.
+    holdout_contacted: int = 0
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
 
@@ -177,12 +180,18 @@ def uplift_report(
         # file. Each request's holdout is drawn for it, so each has its own comparison.
         groups["requester"] = decisions["requester"].astype(str)
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
+    contacted = (
+        int((decisions["holdout"].astype(bool) & (decisions["contacted"] > 0)).sum())
+        if len(decisions)
+        else 0
+    )
     report = UpliftReport(
         rows=rows,
         overall=overall,
-        conclusion=conclusion(overall, min_per_arm=min_per_arm),
+        conclusion=conclusion(overall, min_per_arm=min_per_arm, holdout_contacted=contacted),
         since=since,
         n_decisions=len(decisions),
+        holdout_contacted=contacted,
     )
     report.files = write_report(report, out_dir)
     if log:
@@ -203,8 +212,21 @@ def interval(row: ArmComparison) -> str:
     return f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
 
 
-def conclusion(overall: ArmComparison, *, min_per_arm: int) -> str:
-    """One plain sentence on what the data allow to conclude."""
+def conclusion(overall: ArmComparison, *, min_per_arm: int, holdout_contacted: int = 0) -> str:
+    """One plain sentence on what the data allow to conclude, and a warning when
+    held-out HCPs were contacted anyway (the comparison then understates uplift)."""
+    said = _verdict_sentence(overall, min_per_arm=min_per_arm)
+    if holdout_contacted:
+        said += (
+            f" Warning: {holdout_contacted:,} of {overall.n_holdout:,} holdout requests got a "
+            "contact event (delivered or completed): held-out HCPs were contacted anyway, "
+            "which pulls the holdout's outcomes toward the served ones and the measured "
+            "uplift toward zero; check that every caller honours holdout: true."
+        )
+    return said
+
+
+def _verdict_sentence(overall: ArmComparison, *, min_per_arm: int) -> str:
     if overall.n_holdout < min_per_arm or overall.n_served < min_per_arm:
         return (
             f"Not enough data to conclude yet: {overall.n_served} served and "
@@ -316,6 +338,7 @@ grouped the same way as served ones. Outcome in the business unit of the feedbac
             {
                 "conclusion": report.conclusion,
                 "n_decisions": report.n_decisions,
+                "holdout_contacted": report.holdout_contacted,
                 "overall": report.overall.__dict__,
                 "rows": [r.__dict__ for r in report.rows],
             },
@@ -340,6 +363,7 @@ def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
             "n_decisions": report.n_decisions,
             "n_served": report.overall.n_served,
             "n_holdout": report.overall.n_holdout,
+            "holdout_contacted": report.holdout_contacted,
             "uplift": report.overall.uplift,
             "uplift_ci_low": report.overall.ci_low,
             "uplift_ci_high": report.overall.ci_high,

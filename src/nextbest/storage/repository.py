@@ -64,6 +64,7 @@ LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
 # What ``logged_decisions(details=True)`` adds: how each answer was served, which
 # off-policy evaluation needs to recover the probability of a no-touch answer.
 LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
+    "contacted",
     "requester",
     "purpose",
     "channel_filter",
@@ -1106,9 +1107,10 @@ def logged_decisions(
     ``model_version``. Two queries, whatever the number of rows.
 
     ``model_version`` keeps only the answers served by that version; ``details`` adds
-    ``LOGGED_DECISION_DETAIL_COLUMNS`` (requester: the API key's name or ``nextbest
-    picks``; purpose, channel filter, number of eligible candidates, epsilon and
-    holdout rate of the serving policy).
+    ``LOGGED_DECISION_DETAIL_COLUMNS`` (``contacted``: int 0/1, any
+    ``CONTACT_EVENT_TYPES`` event for it, which a holdout answer should never get;
+    requester: the API key's name or ``nextbest picks``; purpose, channel filter,
+    number of eligible candidates, epsilon and holdout rate of the serving policy).
     """
     decisions = (
         sa.select(
@@ -1143,6 +1145,9 @@ def logged_decisions(
             sa.func.max(
                 sa.case((FeedbackEvent.event_type.in_(ENGAGEMENT_EVENT_TYPES), 1), else_=0)
             ).label("engaged"),
+            sa.func.max(
+                sa.case((FeedbackEvent.event_type.in_(CONTACT_EVENT_TYPES), 1), else_=0)
+            ).label("contacted"),
             sa.func.sum(
                 sa.case((FeedbackEvent.event_type == "outcome", FeedbackEvent.value))
             ).label("outcome"),
@@ -1183,13 +1188,15 @@ def logged_decisions(
         ],
     )
     outcomes = pd.DataFrame(
-        session.execute(feedback).all(), columns=["recommendation_id", "engaged", "outcome"]
+        session.execute(feedback).all(),
+        columns=["recommendation_id", "engaged", "contacted", "outcome"],
     )
     frame = frame.merge(outcomes, on="recommendation_id", how="left")
 
     holdout = frame["holdout"].astype(bool)
     frame["timestamp"] = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None)
-    frame["engaged"] = pd.to_numeric(frame["engaged"]).fillna(0).astype("int64")
+    for flag in ("engaged", "contacted"):
+        frame[flag] = pd.to_numeric(frame[flag]).fillna(0).astype("int64")
     frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
     frame["propensity"] = (
         frame["item_propensity"]
