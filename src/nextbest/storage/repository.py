@@ -432,14 +432,18 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
 
 
 def _channel_of(
-    event: FeedbackRecord, served_channel: str | None, action_channels: Mapping[str, str] | None
+    event: FeedbackRecord,
+    served_channel: str | None,
+    action_channels: Mapping[str, str] | None,
+    catalog_channels: frozenset[str],
 ) -> tuple[str | None, str | None]:
     """(message, channel to store): the event's channel, else its action's; or why not.
 
     A channel the event states is kept even where its action is on another one (a
     rep who phoned about the content of a suggested visit): caps count the contact
     that happened. One that is a known channel spelled otherwise ("Email") is
-    refused: stored, no cap would ever count it.
+    refused: stored, no cap would ever count it. ``catalog_channels`` is the set of
+    ``action_channels``' values, computed once per batch by the caller.
     """
     known = served_channel
     if known is None and event.action_id is not None and action_channels is not None:
@@ -456,13 +460,12 @@ def _channel_of(
             )
     if event.channel is None:
         return None, known
-    if action_channels is not None:
-        channels = set(action_channels.values())
+    if event.channel not in catalog_channels:
         spelled = event.channel.strip().lower().replace("-", "_").replace(" ", "_")
-        if event.channel not in channels and spelled in channels:
+        if spelled in catalog_channels:
             return (
                 f"channel '{event.channel}' is not a channel of the served catalog; "
-                f"did you mean '{spelled}'? (known: {', '.join(sorted(channels))})",
+                f"did you mean '{spelled}'? (known: {', '.join(sorted(catalog_channels))})",
                 None,
             )
     return None, event.channel
@@ -504,6 +507,7 @@ def record_feedback(
         session, [e.recommendation_id for e in events if isinstance(e.recommendation_id, str)]
     )
     received_at = datetime.now(UTC)
+    catalog_channels = frozenset(action_channels.values()) if action_channels else frozenset()
     rows: dict[str, dict[str, Any]] = {}
     # Batch order of the valid events: (index, id, what the event says), once per occurrence.
     valid_order: list[tuple[int, str, _Identity]] = []
@@ -533,7 +537,7 @@ def record_feedback(
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
         if message is None:
-            message, channel = _channel_of(event, served_channel, action_channels)
+            message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
         if message is None and hcp_exists is not None:
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
