@@ -81,3 +81,22 @@ def test_the_serving_runtime_fixes_the_thread_count(trained, tmp_path: Path) -> 
     finally:
         attribution.fix_predict_threads(before)
         engine.dispose()
+
+
+def test_a_runtime_whose_one_thread_predicts_uses_every_core(trained, tmp_path: Path) -> None:
+    # nextbest picks --log: no server, no warming, no watcher; big blocks get
+    # LightGBM's default thread count, a request-sized one still a single thread.
+    from nextbest.learning import attribution
+    from nextbest.service.runtime import ServingRuntime
+    from nextbest.storage.db import make_engine, make_session_factory
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'threads.db'}")
+    before = attribution._fixed_threads
+    try:
+        attribution.fix_predict_threads(1)
+        ServingRuntime(trained.settings, engine, make_session_factory(engine), predict_threads=None)
+        assert attribution.predict_threads(100_000) == {}
+        assert attribution.predict_threads(10) == {"num_threads": 1}
+    finally:
+        attribution.fix_predict_threads(before)
+        engine.dispose()

@@ -239,7 +239,9 @@ def logged_picks(
     config = settings.model_copy(
         update={"score_cache_pairs": 0, "start_warm_s": 0.0, "log_flush_ms": 0.0}
     )
-    runtime = ServingRuntime.start(config)
+    # Only this thread predicts (no warming, no reload watcher): every core for
+    # each block's LightGBM calls, about a fifth faster than one thread.
+    runtime = ServingRuntime.start(config, predict_threads=None)
     try:
         recommender = runtime.recommender
         rows: list[dict[str, object]] = []

@@ -125,13 +125,16 @@ class ServingRuntime:
         sessions: sessionmaker[Session],
         *,
         rules: ServingRules | None = None,
+        predict_threads: int | None = 1,
     ) -> None:
         self.settings = settings
         self.engine = engine
         # The event loop, the thread pool and cache warming predict at once: one
         # thread count for every LightGBM call of this process (see
         # nextbest.learning.attribution), one thread each, as there is a worker per core.
-        fix_predict_threads(1)
+        # None (every core, by batch size) only for a process whose one thread
+        # predicts: no server, no warming, no reload watcher (``nextbest picks --log``).
+        fix_predict_threads(predict_threads)
         # Live-history reads of the serving routes: recommendations, rep plans (one
         # round trip each on PostgreSQL).
         self.reader = make_reader(engine)
@@ -154,18 +157,23 @@ class ServingRuntime:
         self.last_reload_error: str | None = None
 
     @classmethod
-    def start(cls, settings: Settings, *, load_model: bool = True) -> ServingRuntime:
+    def start(
+        cls, settings: Settings, *, load_model: bool = True, predict_threads: int | None = 1
+    ) -> ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
         A failed model load leaves the runtime up but not ready (``/readyz`` says
         why); the watcher keeps trying when polling is on.
         """
-        # Each worker process scores small blocks; one OpenMP thread per process
-        # avoids oversubscribing the cores (must be set before LightGBM first predicts).
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        if predict_threads == 1:
+            # Each worker process scores small blocks; one OpenMP thread per process
+            # avoids oversubscribing the cores (must be set before LightGBM first predicts).
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
         engine = make_engine(settings.resolved_database_url)
         migrate(engine)
-        runtime = cls(settings, engine, make_session_factory(engine))
+        runtime = cls(
+            settings, engine, make_session_factory(engine), predict_threads=predict_threads
+        )
         if load_model:
             try:
                 runtime.reload()
