@@ -375,3 +375,14 @@ def test_serve_refuses_a_port_or_worker_count_out_of_range(
     result = runner.invoke(app, ["serve", option, value])
     assert result.exit_code == 2, result.output
     assert f"'{option}'" in result.output and not started
+
+
+@pytest.mark.parametrize("command", ["evaluate", "promote", "rollback"])
+def test_model_commands_before_any_training_say_what_is_missing(
+    env_settings: Path, command: str
+) -> None:
+    """A registry without the model: one line naming it, exit 2, no traceback."""
+    result = runner.invoke(app, [command])
+    assert result.exit_code == 2, result.output
+    assert "error: model 'nextbest' has no 'champion' version" in result.output
+    assert "Traceback" not in result.output and "MlflowException" not in result.output

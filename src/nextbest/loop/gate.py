@@ -498,8 +498,16 @@ def promote(
 
 
 def champion_history(settings: Settings) -> list[str]:
-    """Versions that have been champion, oldest first (from the registered model tag)."""
-    model = registry.client(settings).get_registered_model(settings.model_name)
+    """Versions that have been champion, oldest first (from the registered model tag);
+    none when no model of that name is registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = registry.client(settings).get_registered_model(settings.model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     raw = model.tags.get(HISTORY_TAG, "")
     return [v for v in raw.split(",") if v]
 
@@ -537,10 +545,15 @@ def rollback(settings: Settings) -> Rollback:
     history = champion_history(settings)
     if current is not None and history and history[-1] == current:
         history.pop()
+    if not history and current is None:
+        raise GateError(
+            f"model '{settings.model_name}' has no '{CHAMPION}' version in "
+            f"{settings.resolved_registry_uri}: nothing to roll back"
+        )
     if not history:
         raise GateError(
             f"model '{settings.model_name}' has no previous champion to roll back to "
-            f"(current champion: {current or 'none'})"
+            f"(current champion: {current})"
         )
     target = history[-1]
     client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
