@@ -641,6 +641,72 @@ def rollback() -> str:
     return done.to_version
 
 
+@app.command()
+def models(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the versions as JSON instead of a table.")
+    ] = False,
+) -> list[Any]:
+    """The registered versions, newest first: aliases, training data, held-out figures, gate."""
+    import json
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from nextbest import registry
+    from nextbest.loop.gate import champion_history
+
+    settings = _settings()
+    try:
+        versions = registry.list_versions(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
+    history = champion_history(settings)
+    if as_json:
+        rows = [{**asdict(v), "registered_at": v.registered_at.isoformat()} for v in versions]
+        typer.echo(
+            json.dumps(
+                {"model": settings.model_name, "champion_history": history, "versions": rows},
+                indent=1,
+            )
+        )
+        return versions
+    # Two lines per version, not a table: readable at any terminal width.
+    console.print(f"model '{settings.model_name}' in {settings.resolved_registry_uri}")
+    for v in versions:
+        aliases = f" [bold]{', '.join(v.aliases)}[/bold]" if v.aliases else ""
+        fed_back = (
+            "" if v.feedback_rows is None else f" ({v.feedback_rows:,} from the recommendation log)"
+        )
+        console.print(
+            f"v{v.version}{aliases}  trained {v.registered_at:%Y-%m-%d %H:%M} UTC on "
+            f"{_count(v.n_decisions)} decisions{fed_back} of {_count(v.n_hcps)} HCPs "
+            f"up to {(v.data_as_of or '-')[:10]}"
+        )
+        figures = [
+            f"AUC {v.eval_auc:.3f}" if v.eval_auc is not None else None,
+            "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr)
+            if v.policy_value_dr is not None
+            else None,
+            f"gate {v.gate.split(' (run ')[0]}" if v.gate else None,
+            f"promoted {_minute(v.promoted_at)}" if v.promoted_at else None,
+            f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
+        ]
+        console.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
+    if history:
+        console.print(f"champions so far, oldest first: {', '.join(history)}")
+    return versions
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _minute(iso: str) -> str:
+    """'2026-12-01T10:44:51.71+00:00' -> '2026-12-01 10:44' (UTC, as the tags store it)."""
+    return iso[:16].replace("T", " ")
+
+
 keys_app = typer.Typer(
     help="API keys of the server: add (the key is printed once), list, remove.",
     no_args_is_help=True,
@@ -700,9 +766,8 @@ def _note_unserved_territory(territory_id: str) -> None:
     from nextbest import registry
 
     settings = _settings()
-    uri = settings.resolved_registry_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return  # no registry yet: opening one would create it
+    if not registry.registry_exists(settings):
+        return  # no model served yet: nothing to check
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError:

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,90 @@ def alias_version(settings: Settings, alias: str) -> str | None:
         return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException:
         return None
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """One registered version as ``nextbest models`` lists it (None: not recorded)."""
+
+    version: str
+    aliases: tuple[str, ...]
+    registered_at: datetime
+    data_as_of: str | None  # the training history's cut-off
+    n_hcps: int | None
+    n_decisions: int | None
+    feedback_rows: int | None  # logged decisions with outcomes that joined the history
+    uplift_source: str | None
+    eval_auc: float | None  # engagement AUC on the held-out time slice
+    # Off-policy value (doubly robust) of the version's policy on that slice: value, 95% CI.
+    policy_value_dr: tuple[float, float, float] | None
+    gate: str | None  # the last gate verdict on it as challenger ("passed vs v1 (run ...)")
+    promoted_at: str | None
+    rolled_back_at: str | None
+
+
+def list_versions(settings: Settings) -> list[VersionSummary]:
+    """Every registered version of the served model, newest first, with its run's record.
+
+    Raises:
+        RegistryError: no model of that name is registered.
+    """
+    missing = RegistryError(
+        f"model '{settings.model_name}' has no registered version in "
+        f"{settings.resolved_registry_uri}; train one with `nextbest train --data DIR`"
+    )
+    if not registry_exists(settings):
+        raise missing
+    mlflow_client = client(settings)
+    found = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
+    if not found:
+        raise missing
+    # Versions found by a search do not carry their aliases; the registered model does.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in mlflow_client.get_registered_model(settings.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    out = []
+    for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
+        params: dict[str, str] = {}
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            run = mlflow_client.get_run(mv.run_id)
+            params, metrics = run.data.params, run.data.metrics
+        value, low, high = (
+            metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
+        )
+        out.append(
+            VersionSummary(
+                version=str(mv.version),
+                aliases=tuple(sorted(aliases.get(str(mv.version), []))),
+                registered_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+                data_as_of=params.get("as_of"),
+                n_hcps=_int_or_none(params.get("n_hcps")),
+                n_decisions=_int_or_none(params.get("n_decisions")),
+                feedback_rows=_int_or_none(params.get("feedback_rows")),
+                uplift_source=mv.tags.get("uplift_source"),
+                eval_auc=metrics.get("eval_auc"),
+                policy_value_dr=(
+                    (value, low, high)
+                    if value is not None and low is not None and high is not None
+                    else None
+                ),
+                gate=mv.tags.get("gate"),
+                promoted_at=mv.tags.get("promoted_at"),
+                rolled_back_at=mv.tags.get("rolled_back_at"),
+            )
+        )
+    return out
+
+
+def registry_exists(settings: Settings) -> bool:
+    """False when the registry is a SQLite file not yet created (opening it would create it)."""
+    uri = settings.resolved_registry_uri
+    return not (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists())
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
 def describe_version(settings: Settings, version: str) -> ModelVersionInfo:

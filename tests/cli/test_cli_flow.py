@@ -386,3 +386,10 @@ def test_model_commands_before_any_training_say_what_is_missing(
     assert result.exit_code == 2, result.output
     assert "error: model 'nextbest' has no 'champion' version" in result.output
     assert "Traceback" not in result.output and "MlflowException" not in result.output
+
+
+def test_models_before_any_training_says_so_and_creates_nothing(env_settings: Path) -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 2, result.output
+    assert "error: model 'nextbest' has no registered version" in result.output
+    assert not (env_settings / "mlflow.db").exists()

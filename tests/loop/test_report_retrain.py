@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,6 +268,26 @@ def test_cli_walkthrough(
         result = runner.invoke(app, ["rollback"])
         assert result.exit_code == 0, result.output
         assert registry.alias_version(settings, "champion") == champion
+
+        # What happened, as `nextbest models` lists it.
+        result = runner.invoke(app, ["models", "--json"])
+        assert result.exit_code == 0, result.output
+        listed = json.loads(result.stdout)
+        by_version = {v["version"]: v for v in listed["versions"]}
+        assert by_version[champion]["aliases"] == ["champion"]
+        assert by_version[challenger]["aliases"] == ["challenger"]
+        assert by_version[challenger]["gate"].startswith(("passed vs v", "failed vs v"))
+        assert by_version[challenger]["promoted_at"] and by_version[challenger]["rolled_back_at"]
+        assert by_version[challenger]["feedback_rows"] > 0
+        assert listed["champion_history"][-1] == champion
+        assert [v["version"] for v in listed["versions"]] == sorted(
+            by_version, key=int, reverse=True
+        )
+        result = runner.invoke(app, ["models"])
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert f"v{challenger} challenger trained" in said and "rolled back" in said
+        assert f"v{champion} champion trained" in said
 
         since = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
         result = runner.invoke(
