@@ -174,7 +174,7 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     assert "missing" in missing.source and not missing.needs_contacts
 
 
-def test_a_named_rules_file_must_exist_the_default_may_be_missing(
+def test_the_rules_file_must_exist_named_or_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from nextbest.settings import Settings
@@ -184,12 +184,18 @@ def test_a_named_rules_file_must_exist_the_default_may_be_missing(
     shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
     assert ServingRules.configured(Settings(rules_file=shipped)).needs_contacts
     assert not caplog.records
-    # The default file is relative to the working directory: run elsewhere, the
-    # service still starts, without history rules, and says so.
+    # The default file is relative to the working directory: started elsewhere, the
+    # service stops, naming the directory and the variable, instead of serving
+    # every HCP without caps.
     monkeypatch.chdir(tmp_path)
-    rules = ServingRules.configured(Settings(rules_file=None))
-    assert not rules.needs_contacts
-    assert "no frequency caps" in caplog.text and str(tmp_path) in caplog.text
+    with pytest.raises(RulesError) as refused:
+        ServingRules.configured(Settings(rules_file=None))
+    said = str(refused.value)
+    assert str(tmp_path) in said and "NEXTBEST_RULES_FILE" in said
+    # Serving without history rules is possible, but only by saying so.
+    empty = tmp_path / "no-rules.yaml"
+    empty.write_text("")
+    assert not ServingRules.configured(Settings(rules_file=empty)).needs_contacts
 
 
 def test_rules_for_a_channel_the_catalog_lacks_are_reported(

@@ -94,24 +94,25 @@ class ServingRules:
 
     @classmethod
     def configured(cls, settings: Settings) -> ServingRules:
-        """The rules ``settings`` name. Only the default file may be missing: a file
-        named by ``NEXTBEST_RULES_FILE`` that does not exist is an error, not a
-        silent run without caps."""
+        """The rules ``settings`` name; a missing file is an error, not a silent run
+        without caps. The default path is relative to the working directory, so a
+        service started elsewhere stops here, saying how to name the file (an empty
+        file serves without history rules, deliberately)."""
         path = settings.resolved_rules_file
         if settings.rules_file is not None and not path.exists():
             raise RulesError(
                 f"NEXTBEST_RULES_FILE names {path}, which does not exist: without it no "
                 "frequency caps, cool-downs or suppression would apply"
             )
-        rules = cls.load(path)
         if not path.exists():
-            logger.warning(
-                "no serving rules file at %s (relative to %s): no frequency caps, cool-downs "
-                "or suppression apply; set NEXTBEST_RULES_FILE",
-                path,
-                Path.cwd(),
+            raise RulesError(
+                f"no serving rules file at {path} (relative to the working directory "
+                f"{Path.cwd()}): without it no frequency caps, cool-downs or dismissal "
+                "suppression would apply. Set NEXTBEST_RULES_FILE to the rules file "
+                "(training/rules.yaml in the repository documents every key), or to an "
+                "empty file to serve without them"
             )
-        return rules
+        return cls.load(path)
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "<mapping>") -> ServingRules:
