@@ -140,6 +140,47 @@ def validate(data: DataOpt) -> None:
         f"[green]ok[/green]: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
         f"{len(dataset.interactions):,} interactions"
     )
+    for line in _what_training_gets(dataset.interactions):
+        console.print(f"  {line}", highlight=False)
+
+
+def _what_training_gets(interactions: Any) -> list[str]:
+    """What the interactions give the learners: time span, touches, outcomes, propensities."""
+    from nextbest.learning.train import MIN_ROWS_PER_ARM
+
+    n = len(interactions)
+    if n == 0:
+        return ["no interactions: nothing to learn from"]
+    share = lambda k: f"{k:,} ({k / n:.0%})"  # noqa: E731
+    touched = interactions["action_id"].notna()
+    n_touched = int(touched.sum())
+    engaged = int(interactions.loc[touched, "engaged"].sum())
+    lines = [
+        f"from {interactions['timestamp'].min():%Y-%m-%d} to "
+        f"{interactions['timestamp'].max():%Y-%m-%d}; touched {share(n_touched)}, engaged on "
+        f"{engaged:,} of them; holdout {share(int(interactions['holdout'].sum()))}"
+    ]
+    known = interactions["outcome"].notna()
+    untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
+    if untouched_known >= MIN_ROWS_PER_ARM and touched_known >= MIN_ROWS_PER_ARM:
+        verdict = "enough for the uplift model"
+    else:
+        verdict = "too few for the uplift model: training falls back to preference x value"
+    lines.append(
+        f"outcomes on {untouched_known:,} untouched and {touched_known:,} touched "
+        f"interactions: {verdict} (it needs {MIN_ROWS_PER_ARM} of each in its training slice)"
+    )
+    logged = int(interactions["propensity"].notna().sum())
+    lines.append(
+        f"propensities on {share(logged)}"
+        + (
+            ""
+            if logged == n
+            else "; the uplift model leaves rows without one unweighted (no correction "
+            "for the logging policy's bias there)"
+        )
+    )
+    return lines
 
 
 TrainConfigOpt = Annotated[

@@ -185,7 +185,10 @@ def test_any_contract_directory_trains_and_picks(
     env_settings: Path, tmp_path: Path, with_outcome: bool
 ) -> None:
     data = _foreign_dataset(tmp_path / "mine", with_outcome=with_outcome)
-    _run("validate", "--data", str(data))
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    # validate tells in advance which uplift source training will use.
+    assert ("falls back to preference x value" in said) is (not with_outcome)
+    assert ("enough for the uplift model" in said) is with_outcome
     output = _run("train", "--data", str(data), "--config", str(FAST))
     assert ("falls back to preference x value" in output) is (not with_outcome)
     out = tmp_path / "picks.csv"
