@@ -547,6 +547,83 @@ def uplift_report(
 
 
 @app.command()
+def feedback(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or Parquet, one event per row, with the fields of POST /v1/feedback: "
+            "event_id, event_type, hcp_id and optionally recommendation_id, action_id, "
+            "channel, occurred_at, reason, value."
+        ),
+    ],
+    rejected: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejected",
+            help="Write the rejected rows here (.csv or .parquet) with their row number "
+            "and why, to fix and send again.",
+        ),
+    ] = None,
+) -> None:
+    """Store feedback events from a file (outcome feeds, e-mail platform exports).
+
+    Idempotent by event_id, as the API: a file sent again stores nothing twice.
+    Exit code 1 when rows were rejected (the others are stored).
+    """
+    import pandas as pd
+
+    from nextbest import registry
+    from nextbest.contract import ContractError, write_table
+    from nextbest.service.feedback_file import ingest_events, read_events
+
+    if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
+        raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
+    try:
+        frame = read_events(file)
+    except ContractError as exc:
+        raise _fail(str(exc)) from None
+    settings = _settings()
+    model = None
+    if (
+        registry.registry_exists(settings)
+        and registry.alias_version(settings, settings.serve_alias) is not None
+    ):
+        model, version = registry.load_alias(settings)
+        console.print(f"checking HCPs and actions against model version {version}")
+    else:
+        console.print(
+            "[yellow]note:[/yellow] no served model: HCPs and actions are not checked "
+            "(the API does the same before a model is loaded)"
+        )
+    with _steps(len(frame)) as progress:
+        task = progress.add_task("storing events", total=len(frame))
+        done = ingest_events(
+            settings, frame, model=model, progress=lambda n: progress.advance(task, n)
+        )
+    console.print(
+        f"stored {done.accepted:,} of {done.rows:,} events in "
+        f"{settings.resolved_database_url}; {done.duplicates:,} already stored; "
+        f"{len(done.rejected):,} rejected"
+    )
+    for row, event_id, why in done.rejected[:10]:
+        console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
+    if len(done.rejected) > 10:
+        console.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
+    if rejected is not None and done.rejected:
+        numbers = [row for row, _, _ in done.rejected]
+        bad = frame.iloc[[n - 1 for n in numbers]].copy()
+        bad.insert(0, "row", numbers)
+        bad["rejected_because"] = [why for _, _, why in done.rejected]
+        try:
+            write_table(pd.DataFrame(bad), rejected)
+        except OSError as exc:
+            raise _fail(f"--rejected: {exc}") from None
+        console.print(f"wrote the {len(numbers):,} rejected rows to {rejected}")
+    if done.rejected:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def retrain(
     data: DataOpt,
     since: SinceOpt = None,

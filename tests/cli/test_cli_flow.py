@@ -129,6 +129,50 @@ def test_simulate_train_picks(
     assert (joined["hcp_id"] == joined["hcp_id_logged"]).all()
     assert not set(picks["hcp_id"]) & set(held_out["hcp_id"])
 
+    # The sends' feedback comes back as a file (an e-mail platform's export):
+    # stored by row, idempotent, bad rows rejected alone with their row number.
+    events = pd.DataFrame(
+        {
+            "event_id": "out-" + picks["recommendation_id"],
+            "event_type": "outcome",
+            "hcp_id": picks["hcp_id"],
+            "recommendation_id": picks["recommendation_id"],
+            "occurred_at": "2026-12-01T09:00:00Z",
+            "value": 1.0,
+        }
+    )
+    events.loc[1, "event_type"] = "opend"  # row 2
+    events.loc[2, "hcp_id"] = "H999999"  # row 3: served to someone else
+    events.loc[3, "value"] = None  # row 4: an outcome needs a value
+    feed, bad = tmp_path / "events.csv", tmp_path / "bad.parquet"
+    events.to_csv(feed, index=False)
+    result = runner.invoke(app, ["feedback", str(feed), "--rejected", str(bad)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert f"stored {len(events) - 3} of {len(events)} events" in said, said
+    assert "row 2 (event_id" in said and "event_type: Input should be" in said
+    assert "row 3 (event_id" in said and "does not match recommendation" in said
+    assert "row 4 (event_id" in said
+    rejected = pd.read_parquet(bad)
+    assert rejected["row"].tolist() == [2, 3, 4]
+    assert rejected["event_id"].tolist() == events["event_id"].iloc[1:4].tolist()
+    engine = make_engine(get_settings().resolved_database_url)
+    with engine.connect() as connection:
+        stored = pd.read_sql("SELECT event_id FROM feedback_events", connection)
+    engine.dispose()
+    assert set(stored["event_id"]) == set(events["event_id"].drop(index=[1, 2, 3]))
+    # Sent again: nothing is stored twice.
+    said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
+    assert (
+        f"stored 0 of {len(events)} events" in said and f"{len(events) - 3} already stored" in said
+    )
+    # A file that is not a feedback file stops before anything is stored.
+    picks.to_csv(feed, index=False)
+    result = runner.invoke(app, ["feedback", str(feed)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "column 'event_id': missing required column" in said, said
+
 
 def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:
     """A small contract directory written by hand, not by the simulator."""

@@ -124,7 +124,7 @@ def serve_rounds(settings: Settings, world: SimulatedWorld, *, rounds: int, seed
                 for r, value in zip(recs, outcome, strict=True)
             ]
             with runtime.sessions() as session:
-                result = ingest_feedback(session, events=events, recommender=recommender)
+                result = ingest_feedback(session, events=events, model=recommender.model)
             assert not result.rejected, result.rejected[:3]
             stored += len(result.accepted)
     finally:

@@ -12,6 +12,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -19,7 +20,7 @@ from pydantic import (
 )
 
 from nextbest.service.recommend import MAX_BATCH
-from nextbest.storage.repository import FeedbackEventType
+from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
 
 EventType = FeedbackEventType
 MAX_FEEDBACK_BATCH = 5000
@@ -183,6 +184,20 @@ class FeedbackEventCreate(BaseModel):
     reason: str | None = Field(default=None, max_length=256, description="For dismissed / snoozed.")
     value: float | None = Field(default=None, description="Outcome value (required for 'outcome').")
 
+    def record(self, received_at: datetime) -> FeedbackRecord:
+        """The event as the feedback store takes it (no ``occurred_at``: ``received_at``)."""
+        return FeedbackRecord(
+            event_id=self.event_id,
+            event_type=self.event_type,
+            occurred_at=self.occurred_at or received_at,
+            hcp_id=self.hcp_id,
+            recommendation_id=self.recommendation_id,
+            action_id=self.action_id,
+            channel=self.channel,
+            reason=self.reason,
+            value=self.value,
+        )
+
 
 @dataclass(frozen=True)
 class MalformedEvent:
@@ -208,6 +223,16 @@ def _event_or_malformed(value: Any, handler: ValidatorFunctionWrapHandler) -> An
             for error in exc.errors(include_url=False)
         )
         return MalformedEvent(event_id=sent if isinstance(sent, str) else "", message=problems)
+
+
+_ONE_EVENT: TypeAdapter[FeedbackEventCreate | MalformedEvent] = TypeAdapter(
+    Annotated[FeedbackEventCreate, WrapValidator(_event_or_malformed)]
+)
+
+
+def parse_event(value: dict[str, Any]) -> FeedbackEventCreate | MalformedEvent:
+    """One event (a file's row), or what is wrong with it, read as a batch's events are."""
+    return _ONE_EVENT.validate_python(value)
 
 
 class FeedbackBatchCreate(BaseModel):

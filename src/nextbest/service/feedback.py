@@ -8,6 +8,7 @@ from functools import partial
 
 from sqlalchemy.orm import Session
 
+from nextbest.learning.scoring import ScoringModel
 from nextbest.service.recommend import Recommendation, Recommender, minted_at
 from nextbest.storage.repository import (
     FeedbackRecord,
@@ -60,10 +61,11 @@ def ingest_feedback(
     session: Session,
     *,
     events: Sequence[FeedbackRecord],
-    recommender: Recommender | None,
+    model: ScoringModel | None,
     log_flush_ms: float = 0.0,
 ) -> FeedbackResult:
-    """Store events idempotently; with a model loaded, unknown HCPs and actions are rejected.
+    """Store events idempotently; with the served ``model``, unknown HCPs and actions are
+    rejected (None: no model loaded, nothing to check them against).
 
     Returns after the valid events are committed, so the caller may acknowledge.
     With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
@@ -74,9 +76,9 @@ def ingest_feedback(
     """
     hcp_exists: Callable[[str], bool] | None = None
     action_channels: Mapping[str, str] | None = None
-    if recommender is not None:
-        index = recommender.model.hcp_index
-        action_channels = recommender.model.channel_by_action
+    if model is not None:
+        index = model.hcp_index
+        action_channels = model.channel_by_action
 
         def hcp_exists(hcp_id: str) -> bool:
             return hcp_id in index

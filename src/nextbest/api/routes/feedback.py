@@ -45,25 +45,13 @@ def post_feedback(
             continue
         assert isinstance(e, FeedbackEventCreate)
         valid.append(index)
-        records.append(
-            FeedbackRecord(
-                event_id=e.event_id,
-                event_type=e.event_type,
-                occurred_at=e.occurred_at or now,
-                hcp_id=e.hcp_id,
-                recommendation_id=e.recommendation_id,
-                action_id=e.action_id,
-                channel=e.channel,
-                reason=e.reason,
-                value=e.value,
-            )
-        )
+        records.append(e.record(now))
     result = FeedbackResult()
     if records:
         result = ingest_feedback(
             session,
             events=records,
-            recommender=runtime.recommender if runtime.model_version else None,
+            model=runtime.recommender.model if runtime.model_version else None,
             log_flush_ms=runtime.settings.log_flush_ms,
         )
     rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]

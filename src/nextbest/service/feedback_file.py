@@ -1,0 +1,109 @@
+"""Feedback events from a file (CSV or Parquet): outcome feeds, e-mail platform exports.
+
+Each row is one event with the fields of ``POST /v1/feedback``; rows are read and
+checked as the endpoint reads a batch's events and stored through the same code
+(idempotent by ``event_id``, committed in batches of ``MAX_FEEDBACK_BATCH``), so a
+file sent twice stores nothing twice, and a bad row is rejected alone, by its row
+number, while the others are stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nextbest.api.schemas import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
+from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.files import read_table
+from nextbest.learning.scoring import ScoringModel
+from nextbest.service.feedback import ingest_feedback
+from nextbest.settings import Settings
+from nextbest.storage.db import store_session
+from nextbest.storage.repository import FeedbackRecord
+
+COLUMNS = tuple(FeedbackEventCreate.model_fields)
+REQUIRED = ("event_id", "event_type", "hcp_id")
+
+
+@dataclass
+class FileFeedback:
+    """What became of a file's events; rows are numbered from 1 after the header."""
+
+    rows: int = 0
+    accepted: int = 0
+    duplicates: int = 0  # already stored (a file sent again), or twice in the file
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # row, event_id, why
+
+
+def read_events(path: Path) -> pd.DataFrame:
+    """The file's rows, its columns checked: ContractError naming the file otherwise."""
+    frame = read_table(path)
+    unknown = [c for c in frame.columns if c not in COLUMNS]
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    problems = [
+        Problem(path.name, None, c, f"unknown column; known: {', '.join(COLUMNS)}") for c in unknown
+    ] + [Problem(path.name, None, c, "missing required column") for c in missing]
+    if problems:
+        raise ContractError(problems)
+    return frame
+
+
+def _cell(value: Any) -> Any:
+    """A cell as the endpoint would get it in JSON: empty or missing is absent."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value
+
+
+def ingest_events(
+    settings: Settings,
+    frame: pd.DataFrame,
+    *,
+    model: ScoringModel | None,
+    progress: Callable[[int], None] | None = None,
+) -> FileFeedback:
+    """Store the events of ``frame`` (from :func:`read_events`) in the feedback store
+    ``settings`` names.
+
+    With the served ``model``, events about HCPs or actions it does not know are
+    rejected, as the endpoint rejects them. ``progress`` is called with the rows
+    done after each committed batch.
+    """
+    out = FileFeedback(rows=len(frame))
+    received_at = datetime.now(UTC)
+    rows = frame.to_dict(orient="records")
+    with store_session(settings.resolved_database_url) as session:
+        for start in range(0, len(rows), MAX_FEEDBACK_BATCH):
+            records: list[FeedbackRecord] = []
+            row_of: list[int] = []  # row number of each record
+            for offset, raw in enumerate(rows[start : start + MAX_FEEDBACK_BATCH]):
+                number = start + offset + 1
+                event = parse_event(
+                    {str(k): cell for k, v in raw.items() if (cell := _cell(v)) is not None}
+                )
+                if isinstance(event, FeedbackEventCreate):
+                    records.append(event.record(received_at))
+                    row_of.append(number)
+                else:
+                    out.rejected.append((number, event.event_id, event.message))
+            if records:
+                result = ingest_feedback(session, events=records, model=model)
+                out.accepted += len(result.accepted)
+                out.duplicates += len(result.duplicates)
+                out.rejected += [(row_of[i], eid, why) for i, eid, why in result.rejected]
+            if progress is not None:
+                progress(min(MAX_FEEDBACK_BATCH, len(rows) - start))
+    out.rejected.sort()
+    return out
