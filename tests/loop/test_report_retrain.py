@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,14 @@ def test_report_on_a_served_log_groups_by_channel_and_segment(
     report = uplift_report(honest_loop.settings, out_dir=tmp_path / "r")
     assert report.n_decisions == honest_loop.n_outcomes
     dimensions = {r.dimension for r in report.rows}
-    assert dimensions == {"channel", "action group", "specialty", "requester"}
+    assert dimensions == {
+        "channel",
+        "action group",
+        "specialty",
+        "requester",
+        "model version",
+        "week",
+    }
     # Holdout requests are grouped by what would have been served, like served ones.
     by_channel = [r for r in report.rows if r.dimension == "channel"]
     assert sum(r.n_holdout for r in by_channel) == report.overall.n_holdout
@@ -190,6 +197,16 @@ def test_report_on_a_served_log_groups_by_channel_and_segment(
         (r.group, r.n_served + r.n_holdout) for r in report.rows if r.dimension == "requester"
     ]
     assert by_requester == [("t", report.n_decisions)]  # who asked: the loop's one key
+    by_version = [
+        (r.group, r.n_served + r.n_holdout) for r in report.rows if r.dimension == "model version"
+    ]
+    assert by_version == [(honest_loop.champion, report.n_decisions)]  # one version served
+    weeks = [r for r in report.rows if r.dimension == "week"]
+    assert sum(r.n_served + r.n_holdout for r in weeks) == report.n_decisions
+    # Each label is the Monday of its week; the fixture served within the last week.
+    latest = date.fromisoformat(weeks[-1].group)
+    assert latest.weekday() == 0
+    assert timedelta(0) <= datetime.now(UTC).date() - latest < timedelta(days=7)
     assert all(p.exists() for p in report.files.values())
     run = registry.client(honest_loop.settings).get_run(report.run_id)
     assert run.data.metrics["n_decisions"] == honest_loop.n_outcomes

@@ -5,8 +5,10 @@ defined *before* the draw, served and holdout requests are comparable and the
 difference of their mean outcomes estimates the incremental effect of serving.
 Groups: the channel and the action group (topic) the serving model would have put
 first (re-scored with the logged model version, so holdout requests get one too),
-an HCP segment (an ``hcps`` attribute, default ``specialty``) and the requester
-(the API key's name, ``nextbest picks`` for a file served with ``--log``).
+an HCP segment (an ``hcps`` attribute, default ``specialty``), the requester
+(the API key's name, ``nextbest picks`` for a file served with ``--log``), the
+model version that served (each against the holdout drawn while it served) and
+the week of the request (its Monday, UTC).
 
 Interval: the difference of two means with Welch's standard error and a normal
 95% interval. A group with fewer than ``min_per_arm`` outcomes in either arm is
@@ -179,6 +181,12 @@ def uplift_report(
         # Who asked: the e-mail system's key, a rep's, ``nextbest picks`` for a sent
         # file. Each request's holdout is drawn for it, so each has its own comparison.
         groups["requester"] = decisions["requester"].astype(str)
+        # Each version against the holdout drawn while it served: a promotion's effect
+        # shows as the next version's row, not mixed into one average.
+        groups["model version"] = decisions["model_version"].astype(str)
+        # Week of the request (Monday, UTC): whether the uplift holds over time.
+        weeks = pd.to_datetime(decisions["timestamp"]).dt.to_period("W").dt.start_time
+        groups["week"] = weeks.dt.strftime("%Y-%m-%d")
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
     contacted = (
         int((decisions["holdout"].astype(bool) & (decisions["contacted"] > 0)).sum())
