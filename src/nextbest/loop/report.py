@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN = "(unknown)"
 NOTHING = "(no action)"
+TOO_FEW = "not enough data"  # the verdict of a group with too few outcomes in an arm
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def compare(
     uplift = mean_s - mean_h
     low, high = uplift - Z_95 * se, uplift + Z_95 * se
     if n_s < min_per_arm or n_h < min_per_arm:
-        verdict = f"not enough data (need {min_per_arm} outcomes per arm)"
+        verdict = f"{TOO_FEW} (need {min_per_arm} outcomes per arm)"
     elif low > 0:
         verdict = "serving helps"
     elif high < 0:
@@ -271,13 +272,38 @@ def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
     low = np.array([r.ci_low for r in chosen], dtype=np.float64)
     high = np.array([r.ci_high for r in chosen], dtype=np.float64)
     finite = np.isfinite(low) & np.isfinite(high)
-    ax.errorbar(
-        np.where(finite, values, np.nan),
-        y,
-        xerr=np.vstack([np.where(finite, values - low, 0), np.where(finite, high - values, 0)]),
-        fmt="o",
-        capsize=3,
-    )
+    # Groups with too few outcomes in an arm are drawn pale, so the eye goes to the
+    # estimates that mean something; an estimate without an interval (an arm of one
+    # outcome) is a hollow marker, none at all (an empty arm) no marker.
+    enough = np.array([not r.verdict.startswith(TOO_FEW) for r in chosen], dtype=bool)
+    for keep, colour, label in (
+        (enough, "tab:blue", "enough outcomes"),
+        (~enough, "silver", "too few outcomes to conclude"),
+    ):
+        bars = keep & finite
+        if bars.any():
+            ax.errorbar(
+                values[bars],
+                y[bars],
+                xerr=np.vstack([values[bars] - low[bars], high[bars] - values[bars]]),
+                fmt="o",
+                capsize=3,
+                color=colour,
+                label=label,
+            )
+        bare = keep & ~finite & np.isfinite(values)
+        if bare.any():
+            unlabelled = bars.any()  # one legend entry per kind of group
+            ax.plot(
+                values[bare],
+                y[bare],
+                "o",
+                mfc="none",
+                color=colour,
+                label="_" if unlabelled else label,
+            )
+    if not enough.all() and ax.get_legend_handles_labels()[0]:  # what pale markers mean
+        ax.legend(loc="best", fontsize="small")
     ax.axvline(0.0, color="grey", linewidth=1)
     ax.set_yticks(y, [f"{r.group} (n={r.n_served}/{r.n_holdout})" for r in chosen])
     ax.set_xlabel("served - holdout mean outcome (95% CI)")
