@@ -13,6 +13,13 @@ from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.settings import Settings, get_settings
 from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
+# The suite must never touch a developer's own stores: Settings read NEXTBEST_*
+# from the environment (a NEXTBEST_DATABASE_URL naming a real database included),
+# so every such variable but the test PostgreSQL server's is dropped before any
+# test runs, in every worker and in the servers the tests start.
+for _name in [n for n in os.environ if n.startswith("NEXTBEST_") and n != POSTGRES_URL_ENV]:
+    del os.environ[_name]
+
 FAST_CONFIG = TrainConfig(
     engagement=EngagementParams(n_estimators=40, num_leaves=15),
     uplift=UpliftParams(n_estimators=60, learning_rate=0.08),

@@ -1,0 +1,40 @@
+"""The suite runs on its own stores whatever the developer's environment says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_no_developer_database_reaches_the_tests() -> None:
+    # (Tests set NEXTBEST_* themselves through monkeypatch, which puts them back.)
+    assert "NEXTBEST_DATABASE_URL" not in os.environ
+
+
+def test_a_developers_database_url_is_dropped(tmp_path: Path) -> None:
+    # Run the check above in a fresh pytest whose environment names a database
+    # the tests must not write to.
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'mine.db'}"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            f"{Path(__file__).relative_to(root)}::test_no_developer_database_reaches_the_tests",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert not (tmp_path / "mine.db").exists()
