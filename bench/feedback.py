@@ -35,7 +35,7 @@ from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.contract import load_dataset
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.train import train
-from nextbest.settings import Settings
+from nextbest.settings import Settings, drop_environment_settings
 from nextbest.simulate import simulate_world
 from nextbest.storage import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import FeedbackRecord, record_feedback
@@ -179,6 +179,7 @@ def measure(
 
 
 def main() -> int:
+    drop_environment_settings(keep=(POSTGRES_URL_ENV,), say=print)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="Events per backend.")
     parser.add_argument("--postgres", default=os.environ.get(POSTGRES_URL_ENV))

@@ -62,7 +62,7 @@ from nextbest.learning.train import train
 from nextbest.loop import gate
 from nextbest.loop.evidence import action_codes, greedy_actions
 from nextbest.loop.retrain import retrain
-from nextbest.settings import Settings
+from nextbest.settings import Settings, drop_environment_settings
 from nextbest.simulate import SimulatedWorld, simulate_world
 from nextbest.simulate.posterior import Responses, posterior_values
 from nextbest.simulate.response import FATIGUE_WINDOW
@@ -336,6 +336,7 @@ def promoted_record(
 
 
 def main() -> int:
+    drop_environment_settings(say=print)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hcps", type=int, default=5000)
     parser.add_argument("--periods", type=int, default=26)

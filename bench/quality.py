@@ -42,6 +42,7 @@ from nextbest.evaluation.offline import candidate_rows
 from nextbest.evaluation.uplift_curves import uplift_curve
 from nextbest.learning.config import TrainConfig
 from nextbest.learning.train import decision_rows, train
+from nextbest.settings import drop_environment_settings
 from nextbest.simulate import simulate_world
 from nextbest.simulate.world import best_or_none
 
@@ -768,6 +769,7 @@ def _write_readme(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    drop_environment_settings(say=print)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hcps", type=int, default=20_000)
     parser.add_argument("--periods", type=int, default=26)

@@ -63,6 +63,7 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from nextbest.api.process import free_port, start_server, stop_server
+from nextbest.settings import drop_environment_settings
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 BENCH_KEY = "bench-admin-key-000000000000000"
@@ -708,6 +709,7 @@ def single_scenarios(
 
 
 def main() -> dict[str, Any]:
+    drop_environment_settings(say=print)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hcps", type=int, default=4000)
     parser.add_argument("--periods", type=int, default=16)

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
-from nextbest.settings import Settings, get_settings
+from nextbest.settings import Settings, drop_environment_settings, get_settings
 from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 # The suite must never touch a developer's own stores: Settings read NEXTBEST_*
 # from the environment (a NEXTBEST_DATABASE_URL naming a real database included),
 # so every such variable but the test PostgreSQL server's is dropped before any
 # test runs, in every worker and in the servers the tests start.
-for _name in [n for n in os.environ if n.startswith("NEXTBEST_") and n != POSTGRES_URL_ENV]:
-    del os.environ[_name]
+drop_environment_settings(keep=(POSTGRES_URL_ENV,))
 
 FAST_CONFIG = TrainConfig(
     engagement=EngagementParams(n_estimators=40, num_leaves=15),

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_no_developer_database_reaches_the_tests() -> None:
     # (Tests set NEXTBEST_* themselves through monkeypatch, which puts them back.)
@@ -38,3 +40,22 @@ def test_a_developers_database_url_is_dropped(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert not (tmp_path / "mine.db").exists()
+
+
+def test_dropping_the_environment_keeps_what_is_asked_and_says_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nextbest.settings import drop_environment_settings, get_settings
+
+    monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.5")
+    monkeypatch.setenv("NEXTBEST_TEST_POSTGRES_URL", "postgresql://kept")
+    monkeypatch.setenv("OTHER_SETTING", "kept")
+    said: list[str] = []
+    assert drop_environment_settings(keep=("NEXTBEST_TEST_POSTGRES_URL",), say=said.append) == [
+        "NEXTBEST_HOLDOUT_RATE"
+    ]
+    assert said == ["ignoring NEXTBEST_HOLDOUT_RATE from the environment (this run keeps its own)"]
+    assert os.environ["NEXTBEST_TEST_POSTGRES_URL"] == "postgresql://kept"
+    assert os.environ["OTHER_SETTING"] == "kept"
+    assert get_settings().holdout_rate == 0.05
+    get_settings.cache_clear()

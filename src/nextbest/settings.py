@@ -6,6 +6,8 @@ tracking URI is applied only by the code that needs them (``ensure_dirs``).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,11 +15,13 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "NEXTBEST_"
+
 
 class Settings(BaseSettings):
     """Service configuration. Every field can be set as ``NEXTBEST_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="NEXTBEST_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=None, extra="ignore")
 
     models_dir: Path = Field(
         default=Path("models"),
@@ -161,6 +165,25 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the local models directory (called by commands that write there)."""
         self.resolved_models_dir.mkdir(parents=True, exist_ok=True)
+
+
+def drop_environment_settings(
+    keep: tuple[str, ...] = (), *, say: Callable[[str], object] | None = None
+) -> list[str]:
+    """Remove every ``NEXTBEST_*`` variable but ``keep`` from this process's environment.
+
+    For the test suite and the benchmarks, which build stores of their own: a
+    developer's ``NEXTBEST_DATABASE_URL`` (or holdout rate, or models directory)
+    must neither receive their rows nor change their figures. ``say`` (``print``)
+    is told which were ignored. Returns the names removed.
+    """
+    dropped = sorted(n for n in os.environ if n.startswith(ENV_PREFIX) and n not in keep)
+    for name in dropped:
+        del os.environ[name]
+    get_settings.cache_clear()
+    if dropped and say is not None:
+        say(f"ignoring {', '.join(dropped)} from the environment (this run keeps its own)")
+    return dropped
 
 
 @lru_cache(maxsize=1)
