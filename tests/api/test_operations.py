@@ -136,6 +136,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "previous": before,
         "changed": False,
         "warmed_hcps": 0,
+        "rules_changed": False,
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
     for h in hcps:
@@ -145,13 +146,62 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
     answer = reloading.post("/v1/admin/reload")
     assert answer.status_code == 200
     # The new model scored what the old one was asked before taking over.
-    assert answer.json() == {"version": new, "previous": before, "changed": True, "warmed_hcps": 3}
+    assert answer.json() == {
+        "version": new,
+        "previous": before,
+        "changed": True,
+        "warmed_hcps": 3,
+        "rules_changed": False,
+    }
     hits, misses = _cache_counts(reloading)
     served = reloading.post("/v1/recommendations", json={"hcp_id": hcps[0]}).json()
     assert served["model_version"] == new
     hits_after, misses_after = _cache_counts(reloading)
     assert misses_after == misses and hits_after > hits
     assert (own_registry.resolved_models_dir / "reload.signal").read_text() == new
+
+
+def test_reload_applies_an_edited_rules_file_and_refuses_an_invalid_one(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(shipped.read_text())
+    settings = own_registry.model_copy(
+        update={"rules_file": rules, "holdout_rate": 0.0, "epsilon": 0.0}
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        runtime = client.app.state.runtime
+        hcps = [str(h) for h in runtime.recommender.hcp_ids[:50]]
+
+        def emails(hcp: str) -> list[str]:
+            body = {"hcp_id": hcp, "channel": "email", "k": 3, "explain": True}
+            answer = client.post("/v1/recommendations", json=body)
+            assert answer.status_code == 200, answer.text
+            return [item["action_id"] for item in answer.json()["items"]]
+
+        hcp = next(h for h in hcps if emails(h))
+        # Compliance stops e-mail for now: no restart, a reload.
+        # (the e-mail rule comes first in the shipped file)
+        rules.write_text(shipped.read_text().replace("max_contacts: 3", "max_contacts: 0", 1))
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rules_changed"] is True and answer.json()["changed"] is False
+        assert emails(hcp) == []
+        excluded = client.post(
+            "/v1/recommendations", json={"hcp_id": hcp, "channel": "email", "explain": True}
+        ).json()["excluded"]
+        assert any("frequency cap" in why for whys in excluded.values() for why in whys)
+        # An invalid edit is refused; the rules before it keep applying.
+        rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500
+        assert "channels.email.max_contacts" in answer.json()["detail"]
+        assert emails(hcp) == []
+        # Put back, the shipped rules serve e-mail again.
+        rules.write_text(shipped.read_text())
+        assert client.post("/v1/admin/reload").json()["rules_changed"] is True
+        assert emails(hcp) != []
 
 
 def test_failed_reload_keeps_the_old_model(reloading: TestClient, own_registry, tmp_path) -> None:

@@ -225,3 +225,30 @@ def test_a_snooze_lasts_as_long_as_a_dismissal_unless_configured() -> None:
     assert not ServingRules.from_mapping({}).suppresses
     shipped = ServingRules.load(Path(__file__).parents[2] / "training" / "rules.yaml")
     assert (shipped.dismissal_days, shipped.snooze_window) == (30, 7)
+
+
+def test_a_cap_of_zero_closes_a_channel_to_every_hcp_contacted_or_not() -> None:
+    closed = HistoryRules(
+        ServingRules.from_mapping({"channels": {"email": {"max_contacts": 0, "per_days": 28}}}),
+        channels=CHANNELS,
+        action_ids=ACTIONS,
+    )
+    never = LiveHistory(now=NOW)  # no contact at all
+    contacted = _history({("H1", "email"): [2.0]})
+    for history in (never, contacted):
+        assert closed.blocked(["H1", "H2"], history).tolist() == [[True, True, False, False]] * 2
+    assert closed.reasons("H2", never)[0] == ["frequency cap: email is closed (max_contacts 0)"]
+    assert closed.reasons("H2", never)[2] == []
+    # A contacted HCP is told once, by the count that blocks it.
+    said = closed.reasons("H1", contacted)[0]
+    assert len(said) == 1 and said[0].startswith("frequency cap: 1 email contacts")
+    everything = HistoryRules(
+        ServingRules.from_mapping({"all_channels": {"max_contacts": 0, "per_days": 7}}),
+        channels=CHANNELS,
+        action_ids=ACTIONS,
+    )
+    assert everything.blocked(["H2"], never).all()
+    (said,) = everything.reasons("H2", never)[3]
+    assert said.startswith("contact budget:") and "(max 0)" in said
+    # Without a zero cap nothing is closed in advance.
+    assert not _rules().blocked(["H2"], never).any()

@@ -169,6 +169,11 @@ class ReloadPublic(BaseModel):
         description="HCPs whose scores and reasons the new model computed before the swap "
         "(what the old model's score cache was last asked), in this worker."
     )
+    rules_changed: bool = Field(
+        default=False,
+        description="The rules file was edited since the last (re)load and now applies "
+        "(in this worker; the others re-read it within a second).",
+    )
 
 
 class FeedbackEventCreate(BaseModel):

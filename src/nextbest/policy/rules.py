@@ -308,6 +308,17 @@ class HistoryRules:
             str(c): np.flatnonzero(channels == c) for c in np.unique(channels)
         }
         self.action_pos = {str(a): j for j, a in enumerate(action_ids)}
+        # A cap of 0 closes its channel (or, over all channels, every one) to every
+        # HCP, contacted or not: what a compliance stop of a channel looks like.
+        self.closed = np.zeros(len(action_ids), dtype=bool)
+        self._closed_why: dict[str, str] = {}
+        if rules.all_channels is not None and rules.all_channels.max_contacts == 0:
+            self.closed[:] = True
+            self._closed_why["*"] = "contact budget: every channel is closed (max_contacts 0)"
+        for name, rule in rules.channels.items():
+            if rule.cap is not None and rule.cap.max_contacts == 0:
+                self.closed[self.actions_of_channel.get(name, [])] = True
+                self._closed_why[name] = f"frequency cap: {name} is closed (max_contacts 0)"
         unmatched = rules.unmatched_channels(self.actions_of_channel)
         if unmatched:
             logger.warning(
@@ -319,7 +330,7 @@ class HistoryRules:
 
     def blocked(self, hcp_ids: list[str], history: LiveHistory) -> np.ndarray:
         """Actions the history rules forbid, shape ``(len(hcp_ids), n_actions)`` bool."""
-        out = np.zeros((len(hcp_ids), len(self.action_ids)), dtype=bool)
+        out = np.repeat(self.closed[np.newaxis, :], len(hcp_ids), axis=0)
         if history.empty:
             return out
         for i, hcp_id in enumerate(hcp_ids):
@@ -340,7 +351,12 @@ class HistoryRules:
     def reasons(self, hcp_id: str, history: LiveHistory) -> list[list[str]]:
         """For one HCP, the history rules that exclude each action (empty = none)."""
         out: list[list[str]] = [[] for _ in self.action_ids]
-        for channel, why in self._channel_blocks(hcp_id, history).items():
+        blocks = self._channel_blocks(hcp_id, history)
+        for col in np.flatnonzero(self.closed).tolist():
+            channel = str(self.channels[col])
+            if not (blocks.get(channel) or blocks.get("*")):  # contacted: said below
+                out[col].append(self._closed_why.get(channel) or self._closed_why["*"])
+        for channel, why in blocks.items():
             if not why:
                 continue
             cols = (

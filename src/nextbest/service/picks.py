@@ -76,7 +76,7 @@ def picks_frame(
             channels=model.catalog["channel"].astype(str).to_numpy(dtype=object),
             action_ids=model.catalog["action_id"].astype(str).to_numpy(dtype=object),
         )
-        if rules is not None and history is not None and not history.empty
+        if rules is not None and history is not None
         else None
     )
     max_per_channel = rules.max_items_per_channel if rules is not None else None

@@ -9,6 +9,7 @@ request: catalog columns are copied to plain arrays when a model is loaded.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -163,6 +164,7 @@ class Recommender:
         self.version = version
         self.exploration = exploration
         self.rules = rules or ServingRules()
+        self._max_per_channel_given = max_per_channel
         self.max_per_channel = (
             max_per_channel if max_per_channel is not None else self.rules.max_items_per_channel
         )
@@ -189,6 +191,24 @@ class Recommender:
         self.rep_actions = np.array(
             [c.startswith(REP_CHANNEL_PREFIX) for c in self.action_channels], dtype=bool
         )
+
+    def with_rules(self, rules: ServingRules) -> Recommender:
+        """The same model, exploration and score cache under other serving rules.
+
+        Rules decide what may be served, not how a pair scores, so the cache (shared
+        with this recommender while its last requests finish) stays valid.
+        """
+        other = copy.copy(self)
+        other.rules = rules
+        other.max_per_channel = (
+            self._max_per_channel_given
+            if self._max_per_channel_given is not None
+            else rules.max_items_per_channel
+        )
+        other.history_rules = HistoryRules(
+            rules, channels=self.action_channels, action_ids=self.action_ids
+        )
+        return other
 
     def self_check(self) -> None:
         """Score and explain one pair, drawing nothing: raises if the model cannot serve."""
@@ -493,7 +513,7 @@ class Recommender:
         if rep_only:
             per_action = per_action & self.rep_actions
         allowed = self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
-        if history is not None and not history.empty:
+        if history is not None:
             allowed &= ~self.history_rules.blocked(self.hcp_ids[rows].tolist(), history)
         return allowed
 

@@ -108,6 +108,7 @@ class ReloadResult:
     previous: str | None
     changed: bool
     warmed_hcps: int = 0
+    rules_changed: bool = False  # the rules file was edited since the last (re)load
 
 
 class ServingRuntime:
@@ -142,6 +143,8 @@ class ServingRuntime:
         self.async_reader: AsyncConnectionPool | None = None
         self.sessions = sessions
         self.rules = rules if rules is not None else ServingRules.configured(settings)
+        # Rules read from the file are read again at every reload (given ones stay).
+        self._rules_from_file = rules is None
         self.reclog = RecommendationLog(
             sessions,
             flush_ms=settings.log_flush_ms,
@@ -266,13 +269,25 @@ class ServingRuntime:
             previous = self.model_version
             warm_s = 0.0
             try:
+                # An edited rules file applies from here on; an invalid one fails the
+                # reload, and the old rules and model keep serving.
+                rules = ServingRules.configured(settings) if self._rules_from_file else self.rules
+                rules_changed = rules != self.rules
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
                     raise registry.RegistryError(
                         f"model '{settings.model_name}' has no alias '{settings.serve_alias}'"
                     )
-                if previous == version and not force:
+                if previous == version and not force and not rules_changed:
                     result = ReloadResult(version=version, previous=previous, changed=False)
+                elif previous == version and not force and self._recommender is not None:
+                    # Same model, new rules: the rules apply to what is scored, so the
+                    # scores and reasons already cached stay valid.
+                    recommender = self._recommender.with_rules(rules)
+                    self._recommender = recommender
+                    result = ReloadResult(
+                        version=version, previous=previous, changed=False, rules_changed=True
+                    )
                 else:
                     model = registry.load_version(settings, version)
                     recommender = Recommender(
@@ -285,7 +300,7 @@ class ServingRuntime:
                             holdout_rate=settings.holdout_rate,
                             seed=settings.seed,
                         ),
-                        rules=self.rules,
+                        rules=rules,
                         cache_pairs=settings.score_cache_pairs,
                     )
                     # A model that loads but cannot score (e.g. pickled by an
@@ -299,13 +314,20 @@ class ServingRuntime:
                     warm_s = time.perf_counter() - started
                     self._recommender = recommender
                     result = ReloadResult(
-                        version=version, previous=previous, changed=True, warmed_hcps=warmed
+                        version=version,
+                        previous=previous,
+                        changed=True,
+                        warmed_hcps=warmed,
+                        rules_changed=rules_changed,
                     )
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 raise
             self.last_reload_error = None
+            if rules_changed:
+                self.rules = rules
+                logger.info("serving rules re-read from %s", rules.source)
             if result.changed:
                 _mark_served(version, previous)
             if result.changed and settings.gc_freeze:

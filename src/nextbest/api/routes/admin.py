@@ -15,10 +15,12 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require_rol
 
 @router.post("/reload", response_model=ReloadPublic)
 async def reload(runtime: RuntimeDep, force: bool = False) -> ReloadPublic:
-    """Load the served alias's current version beside the old one and swap atomically.
+    """Load the served alias's current version beside the old one and swap atomically,
+    and re-read the serving rules file.
 
     Other worker processes sharing the models directory follow within a second.
-    If loading fails, the old model keeps serving and this answers 500 with the error.
+    If loading fails (or the rules file is invalid), the old model and rules keep
+    serving and this answers 500 with the error.
     """
     try:
         # In a thread: loading takes seconds and must not stall other requests.
@@ -34,4 +36,5 @@ async def reload(runtime: RuntimeDep, force: bool = False) -> ReloadPublic:
         previous=result.previous,
         changed=result.changed,
         warmed_hcps=result.warmed_hcps,
+        rules_changed=result.rules_changed,
     )
