@@ -255,6 +255,24 @@ def test_polling_and_the_reload_signal_reach_other_runtimes(own_registry) -> Non
         b.close()
 
 
+def test_an_edited_rules_file_reaches_the_other_workers(own_registry, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("max_items_per_channel: 2\n")
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    a, b = ServingRuntime.start(settings), ServingRuntime.start(settings)
+    try:
+        b.start_watcher()
+        assert b.recommender.max_per_channel == 2
+        rules.write_text("max_items_per_channel: 1\n")
+        assert a.reload(broadcast=True).rules_changed
+        assert a.recommender.max_per_channel == 1
+        assert _wait_for(lambda: b.recommender.max_per_channel == 1), "b re-reads the file"
+        assert b.rules.max_items_per_channel == 1
+    finally:
+        a.close()
+        b.close()
+
+
 def test_health_reports_the_history_cut_off_and_an_old_one_is_warned_about(
     client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
