@@ -73,7 +73,8 @@ def test_simulate_train_picks(
     # A channel or purpose the model cannot serve stops before any scoring,
     # naming the option and what it accepts; no file is written.
     for option, value, says in (
-        ("--channel", "fax", "--channel: unknown channel 'fax'; known: email,"),
+        ("--channel", "fax", "--channel: unknown channel 'fax' (known: email,"),
+        ("--channel", "Email", "unknown channel 'Email'; did you mean 'email'? (known: email,"),
         ("--purpose", "sales", "--purpose: must be one of promotional, medical"),
     ):
         refused = tmp_path / f"refused-{option[2:]}.csv"

@@ -50,6 +50,14 @@ IDENTIFIER_NAMES: Final = frozenset(
 IDENTIFIER_SUFFIXES: Final = ("_id", "_code", "_zip", "_postcode", "_npi", "_phone")
 
 
+def channel_spelling(name: str) -> str:
+    """How a channel is spelled in catalogs: 'Rep visit' and 'rep-visit' -> 'rep_visit'.
+
+    For "did you mean" messages: a name sent otherwise matches no cap or filter.
+    """
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
 def consent_column(channel: str) -> str:
     """Name of the hcps column holding consent for ``channel`` (e.g. ``consent_email``)."""
     return f"{CONSENT_PREFIX}{channel}"

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
+from nextbest.contract.schema import channel_spelling
 from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import ScoringModel
@@ -636,7 +637,9 @@ def check_options(
         raise InvalidRequestError("k", f"must be between 1 and {max_k}, got {k}")
     if channel is not None and channel not in channels:
         known = ", ".join(sorted(channels))
-        raise InvalidRequestError("channel", f"unknown channel '{channel}'; known: {known}")
+        spelled = channel_spelling(channel)
+        hint = f"; did you mean '{spelled}'?" if spelled in channels else ""
+        raise InvalidRequestError("channel", f"unknown channel '{channel}'{hint} (known: {known})")
     if purpose not in PURPOSES:
         raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
 

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from nextbest.contract.schema import channel_spelling
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
 
 if TYPE_CHECKING:
@@ -461,7 +462,7 @@ def _channel_of(
     if event.channel is None:
         return None, known
     if event.channel not in catalog_channels:
-        spelled = event.channel.strip().lower().replace("-", "_").replace(" ", "_")
+        spelled = channel_spelling(event.channel)
         if spelled in catalog_channels:
             return (
                 f"channel '{event.channel}' is not a channel of the served catalog; "
