@@ -116,6 +116,11 @@ async def _connection(
             await reader.readexactly(length)
             out.append((start, loop_time() - start, status))
             n += 1
+            if b"connection: close" in head.lower():
+                # The server recycles connections (NEXTBEST_MAX_REQUESTS_PER_CONNECTION):
+                # reconnect, as a client's pool does.
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
     finally:
         writer.close()
 

@@ -120,6 +120,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+    max_requests_per_connection: int = Field(
+        default=100,
+        ge=0,
+        description="Answer the Nth request of a keep-alive connection with 'Connection: "
+        "close' (0: never). The client reconnects and the kernel places the new "
+        "connection afresh, so an uneven split of a client's pool over the worker "
+        "processes lasts N requests, not the life of the pool.",
+    )
 
     @field_validator("tracking_uri", "registry_uri", "database_url")
     @classmethod

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, require_roles
+from nextbest.api.connections import ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.errors import (
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         lifespan=lifespan,
     )
     app.add_middleware(ObservabilityMiddleware)
+    configured = runtime.settings if runtime is not None else settings or get_settings()
+    app.add_middleware(ConnectionRecycler, limit=configured.max_requests_per_connection)
     app.include_router(health.router)
     app.include_router(recommendations.router)
     app.include_router(reps.router)

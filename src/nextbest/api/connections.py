@@ -1,0 +1,51 @@
+"""Keep-alive connections recycled every N requests, so the workers share the load.
+
+A keep-alive connection stays with the worker process that accepted it, and the
+kernel places each new connection on a worker by a hash of its addresses
+(``SO_REUSEPORT``, api/workers.py): a client that opens its pool at once gets a
+split like a coin's, 20/12 or worse for 32 connections about one time in five
+(bench/README.md), and for as long as the connections live the busier worker's
+queue sets the tail latency. Answering the Nth request of a connection with
+``Connection: close`` makes the client reconnect, and each new connection is
+placed afresh: a bad split lasts N requests, not the life of the pool. One
+handshake per N requests is the price.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Connections whose count is kept at most; past it the counts start over (a
+# connection then serves up to N more requests before it is recycled).
+MAX_TRACKED = 100_000
+
+
+class ConnectionRecycler:
+    """ASGI middleware: ``Connection: close`` on every ``limit``-th request of a connection."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.served: dict[object, int] = {}  # requests so far, by client address and port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0 or scope.get("client") is None:
+            await self.app(scope, receive, send)
+            return
+        key = tuple(scope["client"])
+        n = self.served.get(key, 0) + 1
+        if n < self.limit:
+            if len(self.served) >= MAX_TRACKED:
+                self.served.clear()
+            self.served[key] = n
+            await self.app(scope, receive, send)
+            return
+        self.served.pop(key, None)
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, closing)
