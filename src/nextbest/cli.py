@@ -605,6 +605,18 @@ def feedback(
         f"{settings.resolved_database_url}; {done.duplicates:,} already stored; "
         f"{len(done.rejected):,} rejected"
     )
+    timed = frame["occurred_at"] if "occurred_at" in frame.columns else None
+    untimed = (
+        len(frame)
+        if timed is None
+        else int((timed.isna() | (timed.astype(str).str.strip() == "")).sum())
+    )
+    if untimed:
+        console.print(
+            f"[yellow]note:[/yellow] {untimed:,} rows have no occurred_at: those stored carry "
+            "the time of this run (UTC), which caps, cool-downs and the uplift report then "
+            "use; send when each event happened"
+        )
     for row, event_id, why in done.rejected[:10]:
         console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
     if len(done.rejected) > 10:

@@ -167,6 +167,12 @@ def test_simulate_train_picks(
     assert (
         f"stored 0 of {len(events)} events" in said and f"{len(events) - 3} already stored" in said
     )
+    assert "no occurred_at" not in said  # every row was dated
+    # Undated rows are stored at the time of the run, and the command says so.
+    undated = events.drop(columns="occurred_at").iloc[[0, 4]].assign(event_id=["u-1", "u-2"])
+    undated.to_csv(feed, index=False)
+    said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
+    assert "stored 2 of 2 events" in said and "2 rows have no occurred_at" in said, said
     # A file that is not a feedback file stops before anything is stored.
     picks.to_csv(feed, index=False)
     result = runner.invoke(app, ["feedback", str(feed)])
