@@ -151,7 +151,10 @@ def _what_training_gets(interactions: Any) -> list[str]:
     n = len(interactions)
     if n == 0:
         return ["no interactions: nothing to learn from"]
-    share = lambda k: f"{k:,} ({k / n:.0%})"  # noqa: E731
+
+    def share(k: int) -> str:
+        return f"{k:,} ({k / n:.0%})"
+
     touched = interactions["action_id"].notna()
     n_touched = int(touched.sum())
     engaged = int(interactions.loc[touched, "engaged"].sum())
@@ -570,8 +573,6 @@ def feedback(
     Idempotent by event_id, as the API: a file sent again stores nothing twice.
     Exit code 1 when rows were rejected (the others are stored).
     """
-    import pandas as pd
-
     from nextbest import registry
     from nextbest.contract import ContractError, write_table
     from nextbest.service.feedback_file import ingest_events, read_events
@@ -627,7 +628,7 @@ def feedback(
         bad.insert(0, "row", numbers)
         bad["rejected_because"] = [why for _, _, why in done.rejected]
         try:
-            write_table(pd.DataFrame(bad), rejected)
+            write_table(bad, rejected)
         except OSError as exc:
             raise _fail(f"--rejected: {exc}") from None
         console.print(f"wrote the {len(numbers):,} rejected rows to {rejected}")

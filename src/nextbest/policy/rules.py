@@ -309,12 +309,12 @@ class HistoryRules:
         }
         self.action_pos = {str(a): j for j, a in enumerate(action_ids)}
         # A cap of 0 closes its channel (or, over all channels, every one) to every
-        # HCP, contacted or not: what a compliance stop of a channel looks like.
+        # HCP, contacted or not: what a compliance stop of a channel looks like. (The
+        # all-channel budget's reason is given for every HCP by _channel_blocks.)
         self.closed = np.zeros(len(action_ids), dtype=bool)
         self._closed_why: dict[str, str] = {}
         if rules.all_channels is not None and rules.all_channels.max_contacts == 0:
             self.closed[:] = True
-            self._closed_why["*"] = "contact budget: every channel is closed (max_contacts 0)"
         for name, rule in rules.channels.items():
             if rule.cap is not None and rule.cap.max_contacts == 0:
                 self.closed[self.actions_of_channel.get(name, [])] = True
@@ -354,8 +354,9 @@ class HistoryRules:
         blocks = self._channel_blocks(hcp_id, history)
         for col in np.flatnonzero(self.closed).tolist():
             channel = str(self.channels[col])
-            if not (blocks.get(channel) or blocks.get("*")):  # contacted: said below
-                out[col].append(self._closed_why.get(channel) or self._closed_why["*"])
+            why = self._closed_why.get(channel)
+            if why and not (blocks.get(channel) or blocks.get("*")):  # else said below
+                out[col].append(why)
         for channel, why in blocks.items():
             if not why:
                 continue
