@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -12,18 +11,16 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    TypeAdapter,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
 )
 
+from nextbest.service.events import (
+    MAX_FEEDBACK_BATCH,
+    FeedbackEventCreate,
+    event_or_malformed,
+)
 from nextbest.service.recommend import MAX_BATCH
-from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
-
-EventType = FeedbackEventType
-MAX_FEEDBACK_BATCH = 5000
 
 
 class RecommendationCreate(BaseModel):
@@ -176,76 +173,12 @@ class ReloadPublic(BaseModel):
     )
 
 
-class FeedbackEventCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
-    event_type: EventType
-    hcp_id: str = Field(min_length=1, max_length=128)
-    recommendation_id: str | None = Field(default=None, max_length=64)
-    action_id: str | None = Field(default=None, max_length=128)
-    channel: str | None = Field(default=None, max_length=64)
-    occurred_at: datetime | None = Field(default=None, description="Default: when received.")
-    reason: str | None = Field(default=None, max_length=256, description="For dismissed / snoozed.")
-    value: float | None = Field(default=None, description="Outcome value (required for 'outcome').")
-
-    def record(self, received_at: datetime) -> FeedbackRecord:
-        """The event as the feedback store takes it (no ``occurred_at``: ``received_at``)."""
-        return FeedbackRecord(
-            event_id=self.event_id,
-            event_type=self.event_type,
-            occurred_at=self.occurred_at or received_at,
-            hcp_id=self.hcp_id,
-            recommendation_id=self.recommendation_id,
-            action_id=self.action_id,
-            channel=self.channel,
-            reason=self.reason,
-            value=self.value,
-        )
-
-
-@dataclass(frozen=True)
-class MalformedEvent:
-    """An event of a batch that is not a valid event: reported by its index, not stored."""
-
-    event_id: str  # as sent, "" when missing or not a string
-    message: str  # every problem of the event, each naming its field
-
-
-def _event_or_malformed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    """One event of a batch, or a :class:`MalformedEvent` saying what is wrong with it.
-
-    A bad event (an unknown ``event_type``, a date that is no date) is rejected on
-    its own, as an unknown ``hcp_id`` is: the valid events of the batch are still
-    stored, so one bad record does not hold back thousands of good ones.
-    """
-    try:
-        return handler(value)
-    except ValidationError as exc:
-        sent = value.get("event_id") if isinstance(value, dict) else None
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        return MalformedEvent(event_id=sent if isinstance(sent, str) else "", message=problems)
-
-
-_ONE_EVENT: TypeAdapter[FeedbackEventCreate | MalformedEvent] = TypeAdapter(
-    Annotated[FeedbackEventCreate, WrapValidator(_event_or_malformed)]
-)
-
-
-def parse_event(value: dict[str, Any]) -> FeedbackEventCreate | MalformedEvent:
-    """One event (a file's row), or what is wrong with it, read as a batch's events are."""
-    return _ONE_EVENT.validate_python(value)
-
-
 class FeedbackBatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Each item is a FeedbackEventCreate or, when it is not a valid event, a
     # MalformedEvent (the schema documents the valid shape).
-    events: list[Annotated[FeedbackEventCreate, WrapValidator(_event_or_malformed)]] = Field(
+    events: list[Annotated[FeedbackEventCreate, WrapValidator(event_or_malformed)]] = Field(
         min_length=1, max_length=MAX_FEEDBACK_BATCH
     )
 

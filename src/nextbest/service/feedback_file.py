@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from nextbest.api.schemas import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
 from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.files import read_table
 from nextbest.learning.scoring import ScoringModel
+from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
 from nextbest.service.feedback import ingest_feedback
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session

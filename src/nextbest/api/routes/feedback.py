@@ -10,11 +10,10 @@ from nextbest.api.deps import RuntimeDep, SessionDep
 from nextbest.api.schemas import (
     FeedbackBatchCreate,
     FeedbackCreate,
-    FeedbackEventCreate,
     FeedbackResultPublic,
-    MalformedEvent,
     RejectedEvent,
 )
+from nextbest.service.events import FeedbackEventCreate, MalformedEvent
 from nextbest.service.feedback import ingest_feedback
 from nextbest.storage.repository import FeedbackRecord, FeedbackResult
 
