@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -64,11 +64,15 @@ def _settings() -> Settings:
 
 
 def _parse_date(value: str | None, option: str) -> datetime | None:
+    from nextbest.service.recommend import check_decision_date
+
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
+        return cast(datetime, check_decision_date(datetime.fromisoformat(value)))
+    except ValueError as exc:
+        if "is not a decision date" in str(exc):
+            raise _fail(f"{option}: {exc}") from None
         raise _fail(f"{option} '{value}' is not a date (use YYYY-MM-DD)") from None
 
 
@@ -308,7 +312,10 @@ def picks(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(f"--out: {exc}") from None
-    on = _parse_date(as_of, "--as-of")
+    when = _parse_date(as_of, "--as-of")
+    on: datetime | date | None = when
+    if when is not None and as_of is not None and len(as_of.strip()) == 10:
+        on = when.date()  # a day alone: its start, or now when it is today (decision_time)
     dataset = _load(data)
     settings = _settings()
     rules = _check_rules_file(settings)
@@ -564,7 +571,8 @@ def feedback(
         typer.Option(
             "--rejected",
             help="Write the rejected rows here (.csv or .parquet) with their row number "
-            "and why, to fix and send again.",
+            "and why, to fix and send again as is (written, header only, when none was "
+            "rejected).",
         ),
     ] = None,
 ) -> None:
@@ -622,7 +630,16 @@ def feedback(
         console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
     if len(done.rejected) > 10:
         console.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
-    if rejected is not None and done.rejected:
+    if done.uncounted:
+        console.print(
+            f"[yellow]note:[/yellow] {len(done.uncounted):,} stored contacts count against no "
+            "frequency cap (no channel, and none to take from an action):",
+        )
+        for row, event_id, why in done.uncounted[:5]:
+            console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
+    if rejected is not None:
+        # Written even when empty: a job that sends what the last run rejected must
+        # not find the rows of an earlier run there.
         numbers = [row for row, _, _ in done.rejected]
         bad = frame.iloc[[n - 1 for n in numbers]].copy()
         bad.insert(0, "row", numbers)

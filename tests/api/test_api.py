@@ -132,10 +132,10 @@ def test_feedback_is_idempotent_by_event_id(client: TestClient, trained) -> None
     }
     first = client.post("/v1/feedback", json=event)
     assert first.status_code == 200
-    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert first.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncounted": []}
     again = client.post("/v1/feedback", json=event)
     assert again.status_code == 200
-    assert again.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert again.json() == {"accepted": 0, "duplicates": 1, "rejected": [], "uncounted": []}
     runtime = client.app.state.runtime
     with runtime.sessions() as session:
         count = session.scalar(

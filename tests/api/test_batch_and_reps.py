@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -200,6 +201,36 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
     ).json()
     assert first.action_id not in {i["action_id"] for i in again["items"]}
     assert any("not_relevant" in w for w in again["excluded"][first.action_id])
+
+    def dismissed_as_of(day: str | None) -> bool:
+        body = {"hcp_id": first.hcp_id, "k": 50, "explain": True}
+        if day is not None:
+            body["date"] = day
+        answer = client.post("/v1/recommendations", json=body).json()
+        return any("not_relevant" in w for w in answer["excluded"].get(first.action_id, []))
+
+    # A decision dated before the dismissal was made does not see it; today's does.
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    assert not dismissed_as_of(yesterday)
+    assert dismissed_as_of(datetime.now(UTC).date().isoformat())
+    # The latest decision on the pair counts: accepting it lifts the dismissal.
+    assert decide(first, "accept").json()["accepted"] == 1
+    assert not dismissed_as_of(None)
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "1969-12-31", "2100-01-01"])
+def test_a_date_off_the_calendar_is_422_on_every_route(client: TestClient, keys, day: str) -> None:
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    answers = [
+        client.post("/v1/recommendations", json={"hcp_id": hcp, "date": day}),
+        client.post("/v1/recommendations/batch", json={"hcp_ids": [hcp], "date": day}),
+        client.get(f"/v1/reps/{keys.rep_name}/suggestions?date={day}", headers=keys.rep),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"][0]
+        assert detail["loc"][-1] == "date"
+        assert "from 1970-01-01 to 2099-12-31" in detail["msg"]
 
 
 def test_single_answer_matches_its_schema(client: TestClient) -> None:

@@ -61,6 +61,6 @@ def test_caps_cooldowns_and_dismissals_on_postgres(pg_client: TestClient, keys) 
                 "action_id": served["action_id"],
             },
         )
-        assert answer.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+        assert answer.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncounted": []}
     plan = pg_client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).json()
     assert plan["suggestions"]

@@ -162,6 +162,13 @@ def test_simulate_train_picks(
         stored = pd.read_sql("SELECT event_id FROM feedback_events", connection)
     engine.dispose()
     assert set(stored["event_id"]) == set(events["event_id"].drop(index=[1, 2, 3]))
+    # The rejected file, fixed, is sent as it is (its row and reason columns ignored).
+    rejected.loc[rejected["row"] == 2, "event_type"] = "opened"
+    rejected.loc[rejected["row"] == 4, "value"] = 1.0
+    fixed = tmp_path / "fixed.csv"
+    rejected.to_csv(fixed, index=False)
+    said = " ".join(runner.invoke(app, ["feedback", str(fixed)]).output.split())
+    assert "stored 2 of 3 events" in said and "1 rejected" in said, said
     # Sent again: nothing is stored twice.
     said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
     assert (
@@ -171,8 +178,12 @@ def test_simulate_train_picks(
     # Undated rows are stored at the time of the run, and the command says so.
     undated = events.drop(columns="occurred_at").iloc[[0, 4]].assign(event_id=["u-1", "u-2"])
     undated.to_csv(feed, index=False)
-    said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
+    said = " ".join(
+        runner.invoke(app, ["feedback", str(feed), "--rejected", str(bad)]).output.split()
+    )
     assert "stored 2 of 2 events" in said and "2 rows have no occurred_at" in said, said
+    # Nothing rejected: the rejected file is rewritten empty, not left from the last run.
+    assert pd.read_parquet(bad).empty
     # A file that is not a feedback file stops before anything is stored.
     picks.to_csv(feed, index=False)
     result = runner.invoke(app, ["feedback", str(feed)])

@@ -209,9 +209,10 @@ def test_feedback_never_meets_an_unlogged_recommendation_across_workers(
                     "/v1/feedback",
                     json={
                         "event_id": f"x-{body['recommendation_id']}",
-                        "event_type": "delivered",
+                        "event_type": "outcome",  # valid on any answer, an empty one too
                         "hcp_id": body["hcp_id"],
                         "recommendation_id": body["recommendation_id"],
+                        "value": 1.0,
                     },
                 )
                 assert feedback.status_code == 200, (n, feedback.text)

@@ -17,19 +17,21 @@ from nextbest.storage.repository import (
 )
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+LATER = NOW + timedelta(days=365)
 
 
 def _events(seed: int = 0) -> list[FeedbackRecord]:
     rng = np.random.default_rng(seed)
     out = []
     for n in range(600):
-        kind = rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed"])
-        dismissal = kind in ("dismissed", "snoozed")
+        kind = rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed", "accepted"])
+        dismissal = kind in ("dismissed", "snoozed", "accepted")
         out.append(
             FeedbackRecord(
                 event_id=f"e{n}",
                 event_type=str(kind),
-                occurred_at=NOW - timedelta(days=float(rng.uniform(0, 60))),
+                # Some after NOW: a decision at NOW does not see them.
+                occurred_at=NOW - timedelta(days=float(rng.uniform(-10, 60))),
                 hcp_id=f"H{rng.integers(12)}",
                 channel=None if dismissal else str(rng.choice(["email", "webinar", "rep_visit"])),
                 action_id=f"A{rng.integers(6)}" if dismissal or rng.random() < 0.5 else None,
@@ -48,8 +50,13 @@ def test_one_query_matches_contacts_per_window_and_dismissals(tmp_path: Path) ->
     ids = [f"H{i}" for i in range(14)]  # two without any event
     windows = [NOW - timedelta(days=d) for d in (28, 7, 3)]
     with sessions() as session:
+        # The per-rule queries have no upper bound: compare with the whole store.
         found = serving_history(
-            session, hcp_ids=ids, windows=windows, dismissed_since=NOW - timedelta(days=30)
+            session,
+            hcp_ids=ids,
+            windows=windows,
+            dismissed_since=NOW - timedelta(days=30),
+            until=LATER,
         )
     with sessions() as session:
         for i, since in enumerate(windows):
@@ -59,21 +66,53 @@ def test_one_query_matches_contacts_per_window_and_dismissals(tmp_path: Path) ->
                 assert found.last == {key: last for key, (_, last) in expected.items()}
         assert found.dismissed == dismissals(session, hcp_ids=ids, since=NOW - timedelta(days=30))
         # When, and whether a snooze: the pair's latest dismissal or snooze in the window.
+        # An acceptance as the latest decision lifts the pair.
         latest: dict[tuple[str, str], FeedbackRecord] = {}
         for e in sorted(_events(), key=lambda e: (e.occurred_at, e.event_id)):
-            dismissal = e.event_type in ("dismissed", "snoozed")
-            if dismissal and e.occurred_at >= NOW - timedelta(days=30):
+            decision = e.event_type in ("dismissed", "snoozed", "accepted")
+            if decision and e.occurred_at >= NOW - timedelta(days=30):
                 latest[(e.hcp_id, str(e.action_id))] = e
         assert found.dismissed_at == {
-            pair: (e.occurred_at, e.event_type == "snoozed") for pair, e in latest.items()
+            pair: (e.occurred_at, e.event_type == "snoozed")
+            for pair, e in latest.items()
+            if e.event_type != "accepted"
         }
+        assert any(e.event_type == "accepted" for e in latest.values())
         assert any(snoozed for _, snoozed in found.dismissed_at.values())
         assert found.counts[0] and found.dismissed and sum(map(len, found.counts)) > 0
         # Only what is asked for.
-        bare = serving_history(session, hcp_ids=ids, windows=[], dismissed_since=None)
+        bare = serving_history(session, hcp_ids=ids, windows=[], dismissed_since=None, until=NOW)
         assert bare.counts == [] and not bare.last and not bare.dismissed
         no_dismissals = serving_history(
-            session, hcp_ids=ids, windows=windows[:1], dismissed_since=None
+            session, hcp_ids=ids, windows=windows[:1], dismissed_since=None, until=LATER
         )
         assert no_dismissals.counts[0] == found.counts[0] and not no_dismissals.dismissed
     engine.dispose()
+
+
+def test_a_decision_does_not_see_what_was_reported_after_it(tmp_path: Path) -> None:
+    """Read as of NOW, the store gives what a store holding only the events up to
+    NOW gives: a plan for a past day counts no later contact or decision."""
+    events = _events(seed=1)
+    assert any(e.occurred_at > NOW for e in events)
+    ids = [f"H{i}" for i in range(12)]
+    windows = [NOW - timedelta(days=d) for d in (28, 7, 3)]
+    found = []
+    for name, stored in (("all", events), ("past", [e for e in events if e.occurred_at <= NOW])):
+        engine = make_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            assert not record_feedback(session, events=stored).rejected
+            until = NOW if name == "all" else LATER
+            found.append(
+                serving_history(
+                    session,
+                    hcp_ids=ids,
+                    windows=windows,
+                    dismissed_since=NOW - timedelta(days=30),
+                    until=until,
+                )
+            )
+        engine.dispose()
+    assert found[0] == found[1]
+    assert found[0].counts[0] and found[0].dismissed

@@ -17,13 +17,16 @@ def _events() -> list[FeedbackRecord]:
     rng = np.random.default_rng(3)
     out = []
     for n in range(300):
-        kind = str(rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed"]))
-        dismissal = kind in ("dismissed", "snoozed")
+        kind = str(
+            rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed", "accepted"])
+        )
+        dismissal = kind in ("dismissed", "snoozed", "accepted")
         out.append(
             FeedbackRecord(
                 event_id=f"e{n}",
                 event_type=kind,
-                occurred_at=NOW - timedelta(days=float(rng.uniform(0, 60))),
+                # A few after NOW, which a decision at NOW must not see.
+                occurred_at=NOW - timedelta(days=float(rng.uniform(-5, 60))),
                 hcp_id=f"H{rng.integers(5)}",
                 channel=None if dismissal else str(rng.choice(["email", "rep_visit"])),
                 action_id=f"A{rng.integers(4)}" if dismissal or rng.random() < 0.5 else None,
@@ -44,12 +47,18 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
         windows = [NOW - timedelta(days=d) for d in (28, 7)]
         since = NOW - timedelta(days=30)
         with sessions() as session:
-            many = serving_history(session, hcp_ids=ids, windows=windows, dismissed_since=since)
+            many = serving_history(
+                session, hcp_ids=ids, windows=windows, dismissed_since=since, until=NOW
+            )
         seen_dismissal = False
         for hcp in ids:
             with engine.connect() as connection:
                 one = serving_history(
-                    connection, hcp_ids=[hcp, hcp], windows=windows, dismissed_since=since
+                    connection,
+                    hcp_ids=[hcp, hcp],
+                    windows=windows,
+                    dismissed_since=since,
+                    until=NOW,
                 )
             for i in range(len(windows)):
                 assert one.counts[i] == {k: n for k, n in many.counts[i].items() if k[0] == hcp}
@@ -59,7 +68,7 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
         assert seen_dismissal and many.counts[0] and many.counts[1]
         with engine.connect() as connection:
             nothing = serving_history(
-                connection, hcp_ids=["H5"], windows=windows, dismissed_since=since
+                connection, hcp_ids=["H5"], windows=windows, dismissed_since=since, until=NOW
             )
         assert nothing.counts == [{}, {}] and not nothing.last and not nothing.dismissed
     finally:
@@ -79,7 +88,8 @@ def test_one_hcp_window_bounds_are_exact_whatever_the_callers_offset(database_ur
         "before_7": start_7 - tick,
         "on_28": start_28,
         "before_28": start_28 - tick,
-        "now": NOW,
+        "now": NOW,  # counted (<= until)
+        "after_now": NOW + tick,  # not counted
     }
     events = [
         FeedbackRecord(
@@ -94,7 +104,11 @@ def test_one_hcp_window_bounds_are_exact_whatever_the_callers_offset(database_ur
             assert not record_feedback(session, events=events).rejected
         with engine.connect() as connection:
             found = serving_history(
-                connection, hcp_ids=["H"], windows=[start_28, start_7], dismissed_since=None
+                connection,
+                hcp_ids=["H"],
+                windows=[start_28, start_7],
+                dismissed_since=None,
+                until=NOW,
             )
         assert found.counts == [{("H", "email"): 4}, {("H", "email"): 2}]
         assert found.last == {("H", "email"): NOW}
@@ -180,7 +194,7 @@ def test_the_event_loop_read_matches_and_outlives_dropped_connections(database_u
         with engine.connect() as connection:
             expected = {
                 hcp: serving_history(
-                    connection, hcp_ids=[hcp], windows=windows, dismissed_since=since
+                    connection, hcp_ids=[hcp], windows=windows, dismissed_since=since, until=NOW
                 )
                 for hcp in ("H0", "H1", "H5")
             }
@@ -188,7 +202,12 @@ def test_the_event_loop_read_matches_and_outlives_dropped_connections(database_u
         async def read_all() -> dict[str, object]:
             return {
                 hcp: await serving_history_async(
-                    pool, engine.dialect, hcp_id=hcp, windows=windows, dismissed_since=since
+                    pool,
+                    engine.dialect,
+                    hcp_id=hcp,
+                    windows=windows,
+                    dismissed_since=since,
+                    until=NOW,
                 )
                 for hcp in expected
             }

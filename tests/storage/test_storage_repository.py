@@ -309,10 +309,13 @@ def test_repeated_id_within_a_batch_is_stored_once(
         delivered("ev-b", "h1", channel="email"),
         delivered("ev-a", "h1", channel="visit"),
     ]
-    result = record_feedback(session, events=batch)
+    result = record_feedback(session, events=batch + batch[:1])
 
     assert result.accepted == ["ev-a", "ev-b"]
-    assert result.duplicates == ["ev-a"]
+    assert result.duplicates == ["ev-a"]  # the same event again
+    # Another channel under the same id is another contact: refused, naming it.
+    assert [(i, e) for i, e, _ in result.rejected] == [(2, "ev-a")]
+    assert "channel 'email' (this one: 'visit')" in result.rejected[0][2]
     stored = stored_events(session_factory)
     assert sorted(stored) == ["ev-a", "ev-b"]
     assert stored["ev-a"].channel == "email"  # the first occurrence wins
@@ -362,7 +365,8 @@ def test_an_id_reused_for_another_event_is_rejected_naming_what_differs(
     messages = [message for _, _, message in result.rejected]
     assert messages[0] == (
         "event_id 'ev-2' is already stored for another event, with event_type 'outcome' "
-        "(this one: 'delivered'); value 2.5 (this one: None): an event_id names one event, "
+        "(this one: 'delivered'); action_id None (this one: 'a-visit'); channel None "
+        "(this one: 'visit'); value 2.5 (this one: None): an event_id names one event, "
         "so this one was not stored"
     )
     assert "value 2.5 (this one: 4.0)" in messages[1]
@@ -388,6 +392,7 @@ def test_the_catalog_names_unknown_actions_and_fills_channels(
         delivered("cat-5", "h1", channel="Email"),
         delivered("cat-6", "h1", channel="conference"),  # not the catalog's: kept as sent
         delivered("cat-7", "h1", action_id="a-email", channel="visit"),  # what happened
+        delivered("cat-8", "h1", channel="emial"),  # a typo no cap would ever count
     ]
     result = record_feedback(
         session, events=batch, action_channels={k: v for k, v in catalog.items() if k != "a-visit"}
@@ -400,6 +405,8 @@ def test_the_catalog_names_unknown_actions_and_fills_channels(
         "nor in recommendation 'rec-1'",
         "cat-5": "channel 'Email' is not a channel of the served catalog; did you mean "
         "'email'? (known: email, webinar)",
+        "cat-8": "channel 'emial' is not a channel of the served catalog; did you mean "
+        "'email'? (known: email, webinar)",
     }
     stored = stored_events(session_factory)
     assert {e: stored[e].channel for e in result.accepted} == {
@@ -408,6 +415,30 @@ def test_the_catalog_names_unknown_actions_and_fills_channels(
         "cat-6": "conference",
         "cat-7": "visit",
     }
+
+
+def test_a_contact_without_channel_takes_its_recommendations_one_item_or_is_flagged(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    batch = [
+        delivered("one-item", "h2", recommendation_id="rec-2"),  # served a-visit alone
+        delivered("two-items", "h1", recommendation_id="rec-1"),  # served two
+        delivered("bare", "h1"),
+        FeedbackRecord("opened", "opened", T0, "h1", recommendation_id="rec-1"),  # no contact
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["one-item", "two-items", "bare", "opened"]
+    assert [(i, e) for i, e, _ in result.uncounted] == [(1, "two-items"), (2, "bare")]
+    assert result.uncounted[0][2] == (
+        "stored, but counts against no frequency cap: recommendation 'rec-1' served 2 "
+        "actions (a-email, a-visit): name the action_id"
+    )
+    stored = stored_events(session_factory)
+    assert (stored["one-item"].action_id, stored["one-item"].channel) == ("a-visit", "visit")
+    assert stored["two-items"].channel is None and stored["bare"].channel is None
+    # Sent again, the filled-in event is the same event: a duplicate, not a conflict.
+    again = record_feedback(session, events=batch[:1])
+    assert again.duplicates == ["one-item"] and not again.rejected
 
 
 def test_an_event_from_the_future_is_refused(
@@ -425,6 +456,7 @@ def test_an_event_from_the_future_is_refused(
     assert [event_id for _, event_id, _ in result.rejected] == ["later", "naive"]
     assert all("is in the future (received at" in m for _, _, m in result.rejected)
     assert "a time without a UTC offset is read as UTC" in result.rejected[1][2]
+    assert "UTC offset" not in result.rejected[0][2]  # "later" had its offset
     assert set(stored_events(session_factory)) == {"soon"}
 
 

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -20,7 +21,16 @@ from nextbest.service.events import (
     FeedbackEventCreate,
     event_or_malformed,
 )
-from nextbest.service.recommend import MAX_BATCH
+from nextbest.service.recommend import MAX_BATCH, check_decision_date
+
+# A decision date or time: the approval windows, and the contacts and decisions the
+# rules count, are as of it. A date alone is that day's start (00:00 UTC), today's
+# is now; a time without a zone is UTC.
+DecisionDate = Annotated[date | datetime, AfterValidator(check_decision_date)]
+DECISION_DATE_HELP = (
+    "Decision date or time (default: now): approval windows, contacts and decisions are "
+    "counted as of it. A date alone is 00:00 UTC of that day, today's is now."
+)
 
 
 class RecommendationCreate(BaseModel):
@@ -34,9 +44,7 @@ class RecommendationCreate(BaseModel):
         description="Who is asking: a commercial requester never gets medical content, "
         "a medical one never gets promotional content.",
     )
-    date: datetime | None = Field(
-        default=None, description="Decision date for approval windows (default: now)."
-    )
+    date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
     explain: bool = Field(
         default=False, description="Also say why each excluded action was left out."
     )
@@ -81,7 +89,7 @@ class RecommendationBatchCreate(BaseModel):
     k: int = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
     purpose: Literal["promotional", "medical"] = "promotional"
-    date: datetime | None = Field(default=None, description="Decision date (default: now).")
+    date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
 
     @field_validator("hcp_ids")
     @classmethod
@@ -206,10 +214,22 @@ class RejectedEvent(BaseModel):
     message: str
 
 
+class UncountedEvent(BaseModel):
+    index: int
+    event_id: str
+    message: str
+
+
 class FeedbackResultPublic(BaseModel):
     accepted: int
     duplicates: int
     rejected: list[RejectedEvent]
+    uncounted: list[UncountedEvent] = Field(
+        default_factory=list,
+        description="Contacts (delivered, completed) stored but counted against no "
+        "frequency cap: they name no channel and none could be filled in from their "
+        "action or their recommendation's one item.",
+    )
 
 
 class HealthPublic(BaseModel):

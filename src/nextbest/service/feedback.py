@@ -140,8 +140,10 @@ def _retry_in_flight(
     retried = set(retry)
     rejected = [r for r in result.rejected if r[0] not in retried]
     rejected += [(retry[i], event_id, message) for i, event_id, message in again.rejected]
+    uncounted = [*result.uncounted, *((retry[i], e, m) for i, e, m in again.uncounted)]
     return FeedbackResult(
         accepted=[*result.accepted, *again.accepted],
         duplicates=[*result.duplicates, *again.duplicates],
         rejected=sorted(rejected),
+        uncounted=sorted(uncounted),
     )

@@ -29,6 +29,8 @@ from nextbest.storage.repository import FeedbackRecord
 
 COLUMNS = tuple(FeedbackEventCreate.model_fields)
 REQUIRED = ("event_id", "event_type", "hcp_id")
+# The columns ``nextbest feedback --rejected`` adds: a fixed rejected file is sent as is.
+REJECTED_COLUMNS = ("row", "rejected_because")
 
 
 @dataclass
@@ -39,11 +41,18 @@ class FileFeedback:
     accepted: int = 0
     duplicates: int = 0  # already stored (a file sent again), or twice in the file
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # row, event_id, why
+    # Stored contacts that count against no cap (row, event_id, why).
+    uncounted: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def read_events(path: Path) -> pd.DataFrame:
-    """The file's rows, its columns checked: ContractError naming the file otherwise."""
+    """The file's rows, its columns checked: ContractError naming the file otherwise.
+
+    The columns a ``--rejected`` file adds (``row``, ``rejected_because``) are
+    dropped, so that file, fixed, can be sent again as it is.
+    """
     frame = read_table(path)
+    frame = frame.drop(columns=[c for c in REJECTED_COLUMNS if c in frame.columns])
     unknown = [c for c in frame.columns if c not in COLUMNS]
     missing = [c for c in REQUIRED if c not in frame.columns]
     problems = [
@@ -103,6 +112,7 @@ def ingest_events(
                 out.accepted += len(result.accepted)
                 out.duplicates += len(result.duplicates)
                 out.rejected += [(row_of[i], eid, why) for i, eid, why in result.rejected]
+                out.uncounted += [(row_of[i], eid, why) for i, eid, why in result.uncounted]
             if progress is not None:
                 progress(min(MAX_FEEDBACK_BATCH, len(rows) - start))
     out.rejected.sort()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ def picks_frame(
     k: int = 1,
     channel: str | None = None,
     purpose: str = "promotional",
-    on: datetime | None = None,
+    on: datetime | date | None = None,
     eligibility: EligibilityIndex | None = None,
     progress: Callable[[int], None] | None = None,
     skip_unknown: bool = False,
@@ -170,7 +170,7 @@ def file_picks(
     k: int = 1,
     channel: str | None = None,
     purpose: str = "promotional",
-    on: datetime | None = None,
+    on: datetime | date | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Picks for a whole file of HCPs under the serving rules and live contact history.
@@ -220,7 +220,7 @@ def logged_picks(
     k: int = 1,
     channel: str | None = None,
     purpose: str = "promotional",
-    on: datetime | None = None,
+    on: datetime | date | None = None,
     requester: str = "nextbest picks",
     progress: Callable[[int], None] | None = None,
 ) -> LoggedPicks:

@@ -116,12 +116,34 @@ def minted_at(recommendation_id: str) -> float | None:
     return (value >> 80) / 1000.0
 
 
+# Decision dates a request may name. Outside them a date is a typo (0001-01-01,
+# 9999-12-31), and the rules' windows would run off the calendar.
+EARLIEST_DECISION = date(1970, 1, 1)
+LATEST_DECISION = date(2099, 12, 31)
+
+
+def check_decision_date(on: datetime | date) -> datetime | date:
+    """``on`` itself, or ValueError when it lies outside the dates a decision may have."""
+    day = on.date() if isinstance(on, datetime) else on
+    if not EARLIEST_DECISION <= day <= LATEST_DECISION:
+        raise ValueError(
+            f"{on.isoformat()} is not a decision date: use one from "
+            f"{EARLIEST_DECISION.isoformat()} to {LATEST_DECISION.isoformat()}"
+        )
+    return on
+
+
 def decision_time(on: datetime | date | None) -> datetime:
-    """A timezone-aware UTC decision time (naive input is taken as UTC)."""
+    """A timezone-aware UTC decision time (naive input is taken as UTC).
+
+    A date alone is the start of that day (00:00 UTC), except today's, which is
+    now: a plan or a pick asked for today counts the contacts made earlier today.
+    """
+    now = datetime.now(UTC)
     if on is None:
-        return datetime.now(UTC)
+        return now
     if not isinstance(on, datetime):
-        return datetime(on.year, on.month, on.day, tzinfo=UTC)
+        return now if on == now.date() else datetime(on.year, on.month, on.day, tzinfo=UTC)
     return on.replace(tzinfo=UTC) if on.tzinfo is None else on.astimezone(UTC)
 
 

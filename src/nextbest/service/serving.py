@@ -43,7 +43,8 @@ Database = Session | Connection | Engine
 def live_history(
     db: Database, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
 ) -> LiveHistory | None:
-    """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC).
+    """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC):
+    nothing reported as happening after ``now`` counts.
 
     One indexed query for every cap window and the dismissals together; none
     when the rules need no history (then None).
@@ -54,7 +55,11 @@ def live_history(
 
     def read(reader: Session | Connection) -> ServingHistory:
         return serving_history(
-            reader, hcp_ids=list(hcp_ids), windows=starts, dismissed_since=dismissed_since
+            reader,
+            hcp_ids=list(hcp_ids),
+            windows=starts,
+            dismissed_since=dismissed_since,
+            until=now,
         )
 
     found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
@@ -73,7 +78,7 @@ async def live_history_async(
         return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
     found = await serving_history_async(
-        pool, dialect, hcp_id=hcp_id, windows=starts, dismissed_since=dismissed_since
+        pool, dialect, hcp_id=hcp_id, windows=starts, dismissed_since=dismissed_since, until=now
     )
     return _live(found, windows, now, rules)
 
@@ -118,7 +123,7 @@ def recommend_one(
     k: int = 5,
     channel: str | None = None,
     purpose: str = "promotional",
-    on: datetime | None = None,
+    on: datetime | date | None = None,
     explain_exclusions: bool = False,
     history: LiveHistory | None = None,
 ) -> Recommendation:
@@ -158,7 +163,7 @@ def recommend_batch(
     k: int = 1,
     channel: str | None = None,
     purpose: str = "promotional",
-    on: datetime | None = None,
+    on: datetime | date | None = None,
 ) -> tuple[list[Recommendation], list[str], list[str]]:
     """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids, and
     the ids listed more than once (each HCP gets one answer: an e-mail system that

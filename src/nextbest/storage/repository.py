@@ -8,6 +8,7 @@ DataFrame, never ORM objects. Timestamps come back timezone-aware in UTC (except
 
 from __future__ import annotations
 
+import difflib
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,9 @@ CONTACT_EVENT_TYPES: tuple[str, ...] = ("delivered", "completed")
 # Events that make a logged decision count as engaged (``engaged = 1``) for retraining.
 ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "accepted", "completed")
 DISMISSAL_EVENT_TYPES: tuple[str, ...] = ("dismissed", "snoozed")
+# A rep's decisions on a suggested action: the latest one on an (HCP, action) pair
+# counts, so an acceptance after a dismissal or a snooze lifts it.
+DECISION_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "accepted")
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
 
 LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
@@ -173,11 +177,15 @@ class FeedbackResult:
     retry), including repeats of an id within the batch. ``rejected``: (index in the
     batch, event_id, message) of invalid events, and of events reusing a stored id
     for a different event, none of which were stored; in batch order.
+    ``uncounted``: (index, event_id, message) of accepted contacts that count
+    against no frequency cap (no channel named, none to fill in); a subset of
+    ``accepted``, in batch order.
     """
 
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    uncounted: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -335,11 +343,12 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
     occurred_at = _as_utc(event.occurred_at)
+    naive = event.occurred_at.tzinfo is None
     if occurred_at > received_at + FUTURE_TOLERANCE:
+        hint = "; a time without a UTC offset is read as UTC" if naive else ""
         return (
             f"occurred_at {occurred_at.isoformat()} is in the future (received at "
-            f"{received_at.isoformat(timespec='seconds')}); a time without a UTC offset "
-            "is read as UTC"
+            f"{received_at.isoformat(timespec='seconds')}){hint}"
         )
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
@@ -432,6 +441,16 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     raise NotImplementedError(f"feedback store not supported on {dialect!r}")
 
 
+def _near_channel(name: str, catalog_channels: frozenset[str]) -> str | None:
+    """The catalog channel ``name`` most likely misspells ("Email", "emial",
+    "rep_vist"), or None when it is no near miss of any ("fax")."""
+    spelled = channel_spelling(name)
+    if spelled in catalog_channels:
+        return spelled
+    near = difflib.get_close_matches(spelled, sorted(catalog_channels), n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
 def _channel_of(
     event: FeedbackRecord,
     served_channel: str | None,
@@ -440,10 +459,12 @@ def _channel_of(
 ) -> tuple[str | None, str | None]:
     """(message, channel to store): the event's channel, else its action's; or why not.
 
-    A channel the event states is kept even where its action is on another one (a
-    rep who phoned about the content of a suggested visit): caps count the contact
-    that happened. One that is a known channel spelled otherwise ("Email") is
-    refused: stored, no cap would ever count it. ``catalog_channels`` is the set of
+    A stated channel that is a near miss of a catalog channel ("Email", "emial") is
+    refused: stored, no cap would ever count it. One far from every catalog channel
+    ("fax") is a channel nextbest does not serve: kept, it counts in the
+    all-channel budget. A stated channel is kept even where its action is on
+    another one (a rep who phoned about the content of a suggested visit): caps
+    count the contact that happened. ``catalog_channels`` is the set of
     ``action_channels``' values, computed once per batch by the caller.
     """
     known = served_channel
@@ -461,15 +482,37 @@ def _channel_of(
             )
     if event.channel is None:
         return None, known
-    if event.channel not in catalog_channels:
-        spelled = channel_spelling(event.channel)
-        if spelled in catalog_channels:
+    if event.channel not in catalog_channels and catalog_channels:
+        near = _near_channel(event.channel, catalog_channels)
+        if near is not None:
             return (
                 f"channel '{event.channel}' is not a channel of the served catalog; "
-                f"did you mean '{spelled}'? (known: {', '.join(sorted(catalog_channels))})",
+                f"did you mean '{near}'? (known: {', '.join(sorted(catalog_channels))})",
                 None,
             )
     return None, event.channel
+
+
+def _contact_without_channel(
+    event: FeedbackRecord, recommendation: _ServedRecommendation | None
+) -> tuple[str | None, str | None, str | None]:
+    """(action_id, channel, why it counts against no cap) for a contact event that
+    names neither an action nor a channel: the item of its recommendation when that
+    served exactly one, else (None, None, why)."""
+    items = {} if recommendation is None else recommendation.channel_by_action
+    if len(items) == 1:
+        ((action_id, channel),) = items.items()
+        return action_id, channel, None
+    if recommendation is None:
+        why = "it names no action_id, channel or recommendation that served one item"
+    elif not items:
+        why = f"recommendation '{event.recommendation_id}' served nothing"
+    else:
+        why = (
+            f"recommendation '{event.recommendation_id}' served {len(items)} actions "
+            f"({', '.join(sorted(items))}): name the action_id"
+        )
+    return None, None, f"stored, but counts against no frequency cap: {why}"
 
 
 def record_feedback(
@@ -481,22 +524,23 @@ def record_feedback(
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
-    An event is rejected (and not stored) if its ``event_type`` is unknown, a field
-    is empty or too long, an ``outcome`` has no finite ``value``, its
-    ``occurred_at`` is more than ``FUTURE_TOLERANCE`` after it was received, its
-    ``recommendation_id`` is unknown or was served to another HCP, a decision on an
-    item (accepted, dismissed, snoozed) names an action its recommendation did not
-    serve, or ``hcp_exists`` says its HCP is unknown. With ``action_channels`` (the
-    served catalog: action id -> channel), an ``action_id`` that neither the catalog
-    nor the event's recommendation knows is rejected, and so is a ``channel`` that
-    is one of the catalog's spelled otherwise ("Email"). Valid events are stored
-    with ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: a retried batch or a
-    concurrent duplicate is reported in ``duplicates``, never raised; an event whose
-    id is stored for a different event (another type, HCP, recommendation, action or
-    value) is rejected, naming what differs. An event
-    naming an ``action_id`` but no ``channel`` gets the channel that action was
-    served on (or, not served, its channel in ``action_channels``), so frequency
-    caps count it.
+    An event is rejected (and not stored) if its ``event_type`` is unknown, a field is
+    empty or too long, an ``outcome`` has no finite ``value``, its ``occurred_at`` is
+    more than ``FUTURE_TOLERANCE`` after it was received, its ``recommendation_id`` is
+    unknown or was served to another HCP, a decision on an item (accepted, dismissed,
+    snoozed) names an action its recommendation did not serve, or ``hcp_exists`` says
+    its HCP is unknown. With ``action_channels`` (the served catalog: action id ->
+    channel), an ``action_id`` that neither the catalog nor the event's recommendation
+    knows is rejected, and so is a ``channel`` that is a near miss of one of the
+    catalog's ("Email", "emial"; see :func:`_channel_of`). Valid events are stored with
+    ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: a retried batch or a concurrent
+    duplicate is reported in ``duplicates``, never raised; an event whose id is stored
+    for a different event (another type, HCP, recommendation, action, channel or value)
+    is rejected, naming what differs. An event naming an ``action_id`` but no
+    ``channel`` gets the channel that action was served on (or, not served, its channel
+    in ``action_channels``), so frequency caps count it; a contact (``delivered``,
+    ``completed``) naming neither gets the item of its recommendation when that served
+    exactly one, and is rejected otherwise.
 
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
@@ -512,6 +556,7 @@ def record_feedback(
     rows: dict[str, dict[str, Any]] = {}
     # Batch order of the valid events: (index, id, what the event says), once per occurrence.
     valid_order: list[tuple[int, str, _Identity]] = []
+    uncounted_at: dict[int, str] = {}  # index -> why a valid contact counts against no cap
     for index, event in enumerate(events):
         message = _check_event(event, received_at)
         channel = event.channel
@@ -537,8 +582,15 @@ def record_feedback(
                 )
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
+        action_id = event.action_id
         if message is None:
             message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
+        uncounted = None
+        if message is None and channel is None and event.event_type in CONTACT_EVENT_TYPES:
+            recommendation = (
+                served.get(event.recommendation_id) if event.recommendation_id else None
+            )
+            action_id, channel, uncounted = _contact_without_channel(event, recommendation)
         if message is None and hcp_exists is not None:
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
@@ -547,23 +599,23 @@ def record_feedback(
         if message is not None:
             result.rejected.append((index, str(event.event_id), message))
             continue
-        valid_order.append((index, event.event_id, _identity(event)))
+        row = {
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "occurred_at": _as_utc(event.occurred_at),
+            "received_at": received_at,
+            "recommendation_id": event.recommendation_id,
+            "hcp_id": event.hcp_id,
+            "action_id": action_id,
+            "channel": channel,
+            "reason": event.reason,
+            "value": None if event.value is None else float(event.value),
+        }
+        valid_order.append((index, event.event_id, _identity(row)))
+        if uncounted is not None:
+            uncounted_at[index] = uncounted
         # The first occurrence of an id in the batch is the one stored.
-        rows.setdefault(
-            event.event_id,
-            {
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "occurred_at": _as_utc(event.occurred_at),
-                "received_at": received_at,
-                "recommendation_id": event.recommendation_id,
-                "hcp_id": event.hcp_id,
-                "action_id": event.action_id,
-                "channel": channel,
-                "reason": event.reason,
-                "value": None if event.value is None else float(event.value),
-            },
-        )
+        rows.setdefault(event.event_id, row)
     try:
         # Sorted by key so concurrent batches lock rows in the same order: two
         # PostgreSQL transactions with overlapping ids then wait instead of deadlocking.
@@ -580,6 +632,8 @@ def record_feedback(
     for index, event_id, identity in valid_order:
         if event_id in inserted and event_id not in stored:
             result.accepted.append(event_id)
+            if index in uncounted_at:
+                result.uncounted.append((index, event_id, uncounted_at[index]))
             stored[event_id] = identity  # a repeat later in the batch is a duplicate
             continue
         conflict = _conflict(event_id, stored[event_id], identity)
@@ -591,20 +645,17 @@ def record_feedback(
     return result
 
 
-# What an event says, as far as its id must always say the same: a resent event is
-# a duplicate only if these agree. Its time (set on receipt when not sent), channel
-# (filled from the action) and reason (a rep's second thought on a dismissal) may
-# differ between sends.
-_IDENTITY_FIELDS = ("event_type", "hcp_id", "recommendation_id", "action_id", "value")
+# What an event says, as stored, as far as its id must always say the same: a
+# resent event is a duplicate only if these agree (a channel or action filled in
+# from the action or the recommendation is filled in alike on every send). Its time
+# (set on receipt when not sent) and reason (a rep's second thought on a dismissal)
+# may differ between sends.
+_IDENTITY_FIELDS = ("event_type", "hcp_id", "recommendation_id", "action_id", "channel", "value")
 _Identity = tuple[Any, ...]
 
 
-def _identity(event: FeedbackRecord) -> _Identity:
-    return tuple(
-        None if value is None else (float(value) if name == "value" else value)
-        for name in _IDENTITY_FIELDS
-        for value in (getattr(event, name),)
-    )
+def _identity(row: Mapping[str, Any]) -> _Identity:
+    return tuple(row[name] for name in _IDENTITY_FIELDS)
 
 
 def _stored_identities(session: Session, event_ids: Sequence[str]) -> dict[str, _Identity]:
@@ -673,8 +724,9 @@ class ServingHistory:
 
     ``counts[i][(hcp_id, channel)]``: contacts since ``windows[i]``; ``last``: the
     latest contact since the oldest window start; ``dismissed[(hcp_id, action_id)]``:
-    the reason (or event type) of the latest dismissal or snooze, and
-    ``dismissed_at`` for the same pairs: when it was, and whether it was a snooze.
+    the reason (or event type) of the pair's latest decision when that is a
+    dismissal or a snooze (not an acceptance), and ``dismissed_at`` for the same
+    pairs: when it was, and whether it was a snooze. Nothing after ``until``.
     """
 
     counts: list[dict[tuple[str, str], int]]
@@ -823,7 +875,7 @@ def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool]) -> _DriverQuery
     query = _DRIVER_HISTORY.get(key)
     if query is None:
         statement = _serving_history_statement(*shape, one_hcp=True)
-        names = [f"since_{i}" for i in range(shape[0])] + ["hcp_id"]
+        names = [f"since_{i}" for i in range(shape[0])] + ["hcp_id", "until"]
         if shape[1]:
             names.append("dismissed_since")
         query = _DRIVER_HISTORY[key] = _DriverQuery.compile(statement, dialect, names)
@@ -851,7 +903,7 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
     # The event types as one bound value each: ``in_`` of a plain list would be an
     # expanding parameter, rendered anew on every execution.
     contact_types = [sa.literal(t) for t in CONTACT_EVENT_TYPES]
-    dismissal_types = [sa.literal(t) for t in DISMISSAL_EVENT_TYPES]
+    decision_types = [sa.literal(t) for t in DECISION_EVENT_TYPES]
     parts: list[sa.Select[Any]] = []
     if n_windows:
         counts = [
@@ -873,14 +925,20 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 c.event_type.in_(contact_types),
                 c.channel.is_not(None),
                 c.occurred_at >= sa.bindparam("since_0"),
+                c.occurred_at <= sa.bindparam("until"),
             )
             .group_by(c.hcp_id, c.channel)
         )
     if dismissals:
         parts.append(
             sa.select(
-                # 1: a dismissal, 2: a snooze (each suppresses for its own window).
-                sa.case((c.event_type == sa.literal("snoozed"), 2), else_=1).label("kind"),
+                # 1: a dismissal, 2: a snooze (each suppresses for its own window),
+                # 3: an acceptance (lifts either when it is the latest decision).
+                sa.case(
+                    (c.event_type == sa.literal("snoozed"), 2),
+                    (c.event_type == sa.literal("accepted"), 3),
+                    else_=1,
+                ).label("kind"),
                 c.hcp_id,
                 c.action_id.label("key"),
                 c.occurred_at.label("at"),
@@ -889,9 +947,10 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
             ).where(
                 of_hcps,
-                c.event_type.in_(dismissal_types),
+                c.event_type.in_(decision_types),
                 c.action_id.is_not(None),
                 c.occurred_at >= sa.bindparam("dismissed_since"),
+                c.occurred_at <= sa.bindparam("until"),
             )
         )
     statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
@@ -905,13 +964,15 @@ def serving_history(
     hcp_ids: Sequence[str],
     windows: Sequence[datetime],
     dismissed_since: datetime | None,
+    until: datetime,
 ) -> ServingHistory:
     """Contacts counted over each window and dismissals, for ``hcp_ids``, in ONE query.
 
     ``db`` is a session or a plain Core connection (the recommendation routes
     read through a connection: no ORM session to build and close per request).
     ``windows`` are window starts, oldest first (the oldest also bounds ``last``);
-    ``dismissed_since`` None skips dismissals. Same answers as
+    ``dismissed_since`` None skips dismissals; nothing after ``until`` (the decision
+    time: a plan for a past day does not see what happened after it). Same answers as
     :func:`contact_history` per window plus :func:`dismissals`, for a third of the
     round trips and statement building (the statement is built once and cached),
     which is what a single recommendation pays on its hot path. One query per
@@ -919,7 +980,7 @@ def serving_history(
     """
     if not hcp_ids or (not windows and dismissed_since is None):
         return _fold_history(iter(()), len(windows))
-    params = _history_params(windows, dismissed_since)
+    params = _history_params(windows, dismissed_since, until)
     connection = db if isinstance(db, Connection) else db.connection()
     unique = list(dict.fromkeys(hcp_ids))
     shape = (len(windows), dismissed_since is not None)
@@ -948,6 +1009,7 @@ async def serving_history_async(
     hcp_id: str,
     windows: Sequence[datetime],
     dismissed_since: datetime | None,
+    until: datetime,
 ) -> ServingHistory:
     """:func:`serving_history` of one HCP on PostgreSQL, read on the event loop.
 
@@ -960,7 +1022,7 @@ async def serving_history_async(
         return _fold_history(iter(()), len(windows))
     shape = (len(windows), dismissed_since is not None)
     query = _one_hcp_query(dialect, shape)
-    values = query.values({**_history_params(windows, dismissed_since), "hcp_id": hcp_id})
+    values = query.values({**_history_params(windows, dismissed_since, until), "hcp_id": hcp_id})
     try:
         try:
             fetched = await _fetch(pool, query.sql, values)
@@ -985,9 +1047,10 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, values: list[Any]) -> list
 
 
 def _history_params(
-    windows: Sequence[datetime], dismissed_since: datetime | None
+    windows: Sequence[datetime], dismissed_since: datetime | None, until: datetime
 ) -> dict[str, Any]:
     params: dict[str, Any] = {f"since_{i}": when for i, when in enumerate(windows)}
+    params["until"] = until
     if dismissed_since is not None:
         params["dismissed_since"] = dismissed_since
     return params
@@ -997,7 +1060,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
     """The rows of :func:`_serving_history_statement` as a :class:`ServingHistory`."""
     counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
     last: dict[tuple[str, str], datetime] = {}
-    dismissed: dict[tuple[str, str], tuple[datetime, str, str, bool]] = {}
+    decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0:
@@ -1006,16 +1069,18 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
         else:
-            # The latest event's reason is kept (ties: the larger event id).
-            stamp = (_as_utc(at), str(event_id), str(reason), kind == 2)
-            seen = dismissed.get((hcp_id, key))
+            # The latest decision is kept (ties: the larger event id).
+            stamp = (_as_utc(at), str(event_id), str(reason), int(kind))
+            seen = decided.get((hcp_id, key))
             if seen is None or stamp[:2] >= seen[:2]:
-                dismissed[(hcp_id, key)] = stamp
+                decided[(hcp_id, key)] = stamp
+    # An acceptance as the latest decision lifts an earlier dismissal or snooze.
+    dismissed = {pair: stamp for pair, stamp in decided.items() if stamp[3] != 3}
     return ServingHistory(
         counts=counts,
         last=last,
         dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
-        dismissed_at={pair: (stamp[0], stamp[3]) for pair, stamp in dismissed.items()},
+        dismissed_at={pair: (stamp[0], stamp[3] == 2) for pair, stamp in dismissed.items()},
     )
 
 
@@ -1049,13 +1114,14 @@ def last_contacts(
 def dismissals(
     session: Session, *, hcp_ids: Sequence[str], since: datetime
 ) -> dict[tuple[str, str], str]:
-    """Actions an HCP dismissed or snoozed at or after ``since``.
+    """Actions an HCP dismissed or snoozed at or after ``since``, and not accepted since.
 
-    Returns ``{(hcp_id, action_id): reason}`` from the latest such event; when the
-    event gave no reason, its type (``"dismissed"`` / ``"snoozed"``) stands in.
-    Events without an ``action_id`` are ignored.
+    Returns ``{(hcp_id, action_id): reason}`` from the pair's latest decision
+    (dismissed, snoozed or accepted) when that is a dismissal or a snooze; when it
+    gave no reason, its type (``"dismissed"`` / ``"snoozed"``) stands in. Events
+    without an ``action_id`` are ignored.
     """
-    found: dict[tuple[str, str], str] = {}
+    latest: dict[tuple[str, str], tuple[str | None, str]] = {}
     for chunk in _chunks(hcp_ids, _in_chunk_size(session)):
         rows = session.execute(
             sa.select(
@@ -1066,16 +1132,20 @@ def dismissals(
             )
             .where(
                 FeedbackEvent.hcp_id.in_(chunk),
-                FeedbackEvent.event_type.in_(DISMISSAL_EVENT_TYPES),
+                FeedbackEvent.event_type.in_(DECISION_EVENT_TYPES),
                 FeedbackEvent.action_id.is_not(None),
                 FeedbackEvent.occurred_at >= since,
             )
-            # Oldest first, so the latest event's reason is the one kept.
+            # Oldest first, so the latest decision is the one kept.
             .order_by(FeedbackEvent.occurred_at, FeedbackEvent.event_id)
         )
         for hcp_id, action_id, reason, event_type in rows:
-            found[(hcp_id, cast(str, action_id))] = reason or event_type  # NULLs excluded
-    return found
+            latest[(hcp_id, cast(str, action_id))] = (reason, event_type)  # NULLs excluded
+    return {
+        pair: reason or event_type
+        for pair, (reason, event_type) in latest.items()
+        if event_type != "accepted"
+    }
 
 
 def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:

@@ -12,6 +12,7 @@ from nextbest.api.schemas import (
     FeedbackCreate,
     FeedbackResultPublic,
     RejectedEvent,
+    UncountedEvent,
 )
 from nextbest.service.events import FeedbackEventCreate, MalformedEvent
 from nextbest.service.feedback import ingest_feedback
@@ -64,5 +65,9 @@ def post_feedback(
         duplicates=len(result.duplicates),
         rejected=[
             RejectedEvent(index=i, event_id=eid, message=msg) for i, eid, msg in sorted(rejected)
+        ],
+        uncounted=[
+            UncountedEvent(index=valid[i], event_id=eid, message=msg)
+            for i, eid, msg in result.uncounted
         ],
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import AfterValidator
 
 from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
 from nextbest.api.deps import RuntimeDep, SessionDep
@@ -17,6 +19,7 @@ from nextbest.api.schemas import (
     RepSuggestionPublic,
 )
 from nextbest.errors import InvalidRequestError
+from nextbest.service.recommend import check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
 
@@ -36,7 +39,11 @@ def suggestions(
     rep_id: str,
     runtime: RuntimeDep,
     caller: PrincipalDep,
-    date: date | None = Query(default=None, description="Day of the plan (default: today)."),
+    date: Annotated[date, AfterValidator(check_decision_date)] | None = Query(
+        default=None,
+        description="Day of the plan (default: today). Contacts and decisions are counted as "
+        "of its start (00:00 UTC); today's plan counts them up to now.",
+    ),
     capacity: int | None = Query(
         default=None, description="HCPs to suggest (default and maximum: see rules file)."
     ),
