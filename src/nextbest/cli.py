@@ -614,17 +614,22 @@ def feedback(
         f"{settings.resolved_database_url}; {done.duplicates:,} already stored; "
         f"{len(done.rejected):,} rejected"
     )
+    import pandas as pd
+
     timed = frame["occurred_at"] if "occurred_at" in frame.columns else None
-    untimed = (
-        len(frame)
+    undated = (
+        pd.Series(True, index=frame.index)
         if timed is None
-        else int((timed.isna() | (timed.astype(str).str.strip() == "")).sum())
+        else timed.isna() | (timed.astype(str).str.strip() == "")
     )
+    undated.iloc[[row - 1 for row, _, _ in done.rejected]] = False  # only rows kept count
+    untimed = int(undated.sum())
     if untimed:
         console.print(
-            f"[yellow]note:[/yellow] {untimed:,} rows have no occurred_at: those stored carry "
-            "the time of this run (UTC), which caps, cool-downs and the uplift report then "
-            "use; send when each event happened"
+            f"[yellow]note:[/yellow] {untimed:,} row{'s' if untimed != 1 else ''} not "
+            "rejected had no occurred_at: stored with the time of the run that first stored "
+            "them (UTC), which caps, cool-downs and the uplift report then use; send when "
+            "each event happened"
         )
     for row, event_id, why in done.rejected[:10]:
         console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
@@ -832,6 +837,9 @@ def models(
             f"up to {(v.data_as_of or '-')[:10]}"
         )
         figures = [
+            "no uplift model: scores are P(engaged) x value (no outcomes to learn from)"
+            if v.uplift_source == "preference_x_value"
+            else None,
             f"AUC {v.eval_auc:.3f}" if v.eval_auc is not None else None,
             "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr)
             if v.policy_value_dr is not None
@@ -842,7 +850,11 @@ def models(
         ]
         console.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
     if history:
-        console.print(f"champions so far, oldest first: {', '.join(history)}")
+        console.print(
+            f"champions to roll back through, the current one last: {', '.join(history)} "
+            "(`nextbest rollback` returns to the one before it; each version's own line "
+            "keeps when it was promoted and rolled back)"
+        )
     return versions
 
 

@@ -181,7 +181,7 @@ def test_simulate_train_picks(
     said = " ".join(
         runner.invoke(app, ["feedback", str(feed), "--rejected", str(bad)]).output.split()
     )
-    assert "stored 2 of 2 events" in said and "2 rows have no occurred_at" in said, said
+    assert "stored 2 of 2 events" in said and "2 rows not rejected had no occurred_at" in said, said
     # Nothing rejected: the rejected file is rewritten empty, not left from the last run.
     assert pd.read_parquet(bad).empty
     # A file that is not a feedback file stops before anything is stored.

@@ -246,6 +246,7 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert evaluation.promoted, evaluation.decision.reasons
     assert registry.alias_version(settings, "champion") == version
     assert registry.alias_version(settings, "previous_champion") == visit_loop.champion
+    assert registry.alias_version(settings, "challenger") is None  # no longer one
     # The OPE estimate of the do-nothing policy is close to the mean no-touch outcome.
     truth = float(loop_world.world.baseline.mean())
     assert abs(evaluation.decision.challenger["dr"]["value"] - truth) < 0.1 * truth
@@ -298,3 +299,19 @@ def test_evaluate_without_evidence_says_why(honest_loop: ServedStore) -> None:
         gate.evaluate(settings, config=GateConfig(), since=later, log=False)
     with pytest.raises(GateError, match=r"falls in the share reserved for the gate"):
         gate.evaluate(settings, config=GateConfig(evaluation_share=1e-9), log=False)
+
+
+def test_a_challenger_alias_on_the_champion_is_refused(honest_loop: ServedStore) -> None:
+    """Set by hand on the champion, the alias would compare the champion with itself."""
+    settings = honest_loop.settings
+    client = registry.client(settings)
+    before = registry.alias_version(settings, "challenger")
+    client.set_registered_model_alias(settings.model_name, "challenger", honest_loop.champion)
+    try:
+        with pytest.raises(GateError, match=r"names the champion itself .*nextbest retrain"):
+            gate.evaluate(settings, config=GateConfig(), log=False)
+    finally:
+        if before is None:
+            client.delete_registered_model_alias(settings.model_name, "challenger")
+        else:
+            client.set_registered_model_alias(settings.model_name, "challenger", before)

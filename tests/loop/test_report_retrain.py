@@ -246,6 +246,13 @@ def test_retrain_joins_history_and_feedback(
     assert (rows["propensity"] > 0).all() and (rows["propensity"] <= 1).all()
     assert rows.loc[rows["holdout"], "action_id"].isna().all()
     assert outcome.result.params["n_decisions"] == len(loop_world.dataset.interactions) + len(rows)
+    # Every joined decision is fitted: the evaluation slice is the history's newest
+    # (the logged decisions are the newest of all and would otherwise fill it).
+    stamps = np.sort(loop_world.dataset.interactions["timestamp"].to_numpy())
+    cut = stamps[-int(len(stamps) * FAST_CONFIG.eval_fraction)]
+    n_eval = int((stamps >= cut).sum())  # the history's newest decisions, whole days
+    assert outcome.result.metrics["eval_decisions"] == n_eval
+    assert outcome.result.metrics["train_decisions"] == len(stamps) - n_eval + len(rows)
     assert registry.alias_version(settings, "challenger") == outcome.version
     assert registry.alias_version(settings, "champion") == honest_loop.champion
     run = registry.client(settings).get_run(outcome.run_id)
@@ -281,6 +288,10 @@ def test_cli_walkthrough(
         result = runner.invoke(app, ["promote", "--force"])
         assert result.exit_code == 0, result.output
         assert registry.alias_version(settings, "champion") == challenger
+        # Promoted, it is no longer the challenger: nothing left to evaluate.
+        assert registry.alias_version(settings, "challenger") is None
+        result = runner.invoke(app, ["evaluate"])
+        assert result.exit_code == 2 and "has no 'challenger' version" in result.output
 
         result = runner.invoke(app, ["rollback"])
         assert result.exit_code == 0, result.output
@@ -292,7 +303,7 @@ def test_cli_walkthrough(
         listed = json.loads(result.stdout)
         by_version = {v["version"]: v for v in listed["versions"]}
         assert by_version[champion]["aliases"] == ["champion"]
-        assert by_version[challenger]["aliases"] == ["challenger"]
+        assert by_version[challenger]["aliases"] == []  # promoted, then rolled back
         assert by_version[challenger]["gate"].startswith(("passed vs v", "failed vs v"))
         assert by_version[challenger]["promoted_at"] and by_version[challenger]["rolled_back_at"]
         assert by_version[challenger]["feedback_rows"] > 0
@@ -303,7 +314,7 @@ def test_cli_walkthrough(
         result = runner.invoke(app, ["models"])
         assert result.exit_code == 0, result.output
         said = " ".join(result.output.split())
-        assert f"v{challenger} challenger trained" in said and "rolled back" in said
+        assert f"v{challenger} trained" in said and "rolled back" in said
         assert f"v{champion} champion trained" in said
 
         since = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()

@@ -95,7 +95,15 @@ def load_train_config(path: Path | None) -> TrainConfig:
         )
         raise ValueError(f"training config {path}: {problems}") from None
     if isinstance(levers, str):
-        config.levers = load_levers(Path(path).parent / levers)
+        # A file name is read next to the config (a copied config takes its levers along).
+        where = Path(path).parent / levers
+        if not where.is_file():
+            raise ValueError(
+                f"training config {path}: levers: {where} does not exist (a levers file "
+                "name is read next to the config file: copy it there, give a path from "
+                "the config's directory, or write the levers inline)"
+            )
+        config.levers = load_levers(where)
     elif levers is not None:
         config.levers = parse_levers(levers, source=f"training config {path} (levers)")
     return config

@@ -118,16 +118,29 @@ def train(
     as_of: pd.Timestamp | None = None,
     progress: Progress | None = None,
     client: Client | None = None,
+    fit_from: pd.Timestamp | None = None,
 ) -> TrainResult:
     """Learn preference and uplift from ``dataset`` as it was at ``as_of``.
 
     ``as_of`` (default: just after the newest interaction) cuts the history:
     decisions at or after it are ignored, and the served HCP snapshot is the
-    history before it. With a Dask ``client`` the features are built and the
-    models boosted on its cluster (:mod:`nextbest.learning.distributed`).
+    history before it. The models are fitted on the decisions before the
+    time-based evaluation slice (the newest ``eval_fraction``); with ``fit_from``,
+    decisions at or after it are always fitted and the slice is the newest of the
+    decisions before it (retraining: the logged feedback, newer than the history,
+    is learned from, and the slice is the history's, as the champion's was). With
+    a Dask ``client`` the features are built and the models boosted on its cluster
+    (:mod:`nextbest.learning.distributed`).
     """
     with on_cluster(client):
-        return _train(dataset, config=config, as_of=as_of, progress=progress, client=client)
+        return _train(
+            dataset,
+            config=config,
+            as_of=as_of,
+            progress=progress,
+            client=client,
+            fit_from=fit_from,
+        )
 
 
 def _train(
@@ -137,6 +150,7 @@ def _train(
     as_of: pd.Timestamp | None,
     progress: Progress | None,
     client: Client | None,
+    fit_from: pd.Timestamp | None = None,
 ) -> TrainResult:
     config = config or TrainConfig()
     step = progress or (lambda _msg: None)
@@ -191,16 +205,24 @@ def _train(
         def snapshot() -> np.ndarray:
             return partitioned.snapshot(space, snapshot_seconds)
 
-    # Time order, then a time-based evaluation slice: the newest decisions.
+    # Time order, then a time-based evaluation slice: the newest decisions (before
+    # ``fit_from``: those at or after it are always fitted).
     order = np.argsort(rows.seconds, kind="stable")
     rows = _subset(rows, order)
-    n_eval = int(len(order) * config.eval_fraction)
-    cut = rows.seconds[-n_eval] if n_eval else np.iinfo(np.int64).max
-    in_fit = rows.seconds < cut
-    if n_eval and not in_fit.any():
+    always = (
+        rows.seconds >= pd.Timestamp(fit_from).value // 10**9
+        if fit_from is not None
+        else np.zeros(len(order), dtype=bool)
+    )
+    pool = np.flatnonzero(~always)  # may go to the slice; in time order
+    n_eval = int(len(pool) * config.eval_fraction)
+    cut = rows.seconds[pool[-n_eval]] if n_eval else np.iinfo(np.int64).max
+    in_fit = (rows.seconds < cut) | always
+    if n_eval and not in_fit[pool].any():
         # One campaign date (e.g. a randomized e-mail test): time cannot separate
         # the slices, so the newest rows in file order stand in for "later".
-        in_fit = np.arange(len(order)) < len(order) - n_eval
+        in_fit = always.copy()
+        in_fit[pool[: len(pool) - n_eval]] = True
         notes.append(
             "all decisions share one timestamp: the evaluation slice is the last "
             f"{n_eval} decisions in file order, not a later time window"
@@ -263,11 +285,14 @@ def _train(
     else:
         fitted_engagement = engagement.fit(fit_rows.X[treated], fit_rows.engaged[treated])
         uplift_source = PREFERENCE_X_VALUE
+        has_column = "outcome" in interactions and bool(interactions["outcome"].notna().any())
         why = (
             "no outcome column"
+            if not has_column
+            else "no outcomes before the evaluation slice"
             if not has_outcome
             else f"{n_control} no-touch and {n_treated} treated rows with an outcome "
-            f"(need {MIN_ROWS_PER_ARM} each)"
+            f"before the evaluation slice (need {MIN_ROWS_PER_ARM} each)"
         )
         notes.append(
             f"uplift falls back to preference x value per engagement: {why}; "
@@ -321,6 +346,9 @@ def _train(
         "eval_fraction": config.eval_fraction,
         "calibration_fraction": config.calibration_fraction,
         "max_rows_per_model": config.max_rows_per_model,
+        "max_training_rows": config.max_training_rows,
+        "seed": config.seed,
+        **{f"value_per_engagement.{k}": v for k, v in config.value_per_engagement.items()},
         **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
         **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
         **config.levers.as_params(),

@@ -247,7 +247,8 @@ def decide(
     )
     if n < config.min_decisions:
         decision.reasons.append(
-            f"not enough evidence: {n} logged decisions with an outcome, "
+            f"not enough evidence: {n} logged decisions with an outcome in the share "
+            f"reserved for the gate (evaluation_share {config.evaluation_share:g}), "
             f"the gate needs {config.min_decisions}"
         )
         return decision
@@ -412,12 +413,14 @@ def evaluate(
             f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
             "train one with `nextbest retrain --data DIR`"
         )
+    if challenger_version == champion_version:
+        raise GateError(
+            f"the '{CHALLENGER}' alias of model '{settings.model_name}' names the champion "
+            f"itself (version {champion_version}): nothing to compare; train a new challenger "
+            "with `nextbest retrain --data DIR`"
+        )
     champion = registry.load_version(settings, champion_version)
-    challenger = (
-        champion
-        if challenger_version == champion_version
-        else registry.load_version(settings, challenger_version)
-    )
+    challenger = registry.load_version(settings, challenger_version)
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
     logged = len(decisions)
@@ -484,7 +487,8 @@ def promote(
     """Evaluate, and move ``champion`` to the challenger if the gate passes (or ``force``).
 
     The old champion keeps alias ``previous_champion`` and stays in the
-    ``champion_history`` tag, so ``rollback`` can restore it. Serving processes pick
+    ``champion_history`` tag, so ``rollback`` can restore it; the promoted version
+    loses alias ``challenger``. Serving processes pick
     the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
     """
     evaluation = evaluate(settings, config=config, since=since, log=False)
@@ -523,6 +527,10 @@ def _set_champion(settings: Settings, new: str, old: str | None) -> None:
     if old is not None and old != new:
         client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, old)
     client.set_registered_model_alias(settings.model_name, CHAMPION, new)
+    if registry.alias_version(settings, CHALLENGER) == new:
+        # Promoted, it is no longer a challenger: the next evaluation waits for a new one
+        # rather than comparing the champion with itself.
+        client.delete_registered_model_alias(settings.model_name, CHALLENGER)
     client.set_model_version_tag(
         settings.model_name, new, "promoted_at", datetime.now(UTC).isoformat()
     )

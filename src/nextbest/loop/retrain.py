@@ -170,11 +170,16 @@ def retrain(
             load_model=version_loader(settings),
         )
     combined = with_feedback(dataset, feedback.interactions)
-    result = train(combined, config=config, progress=progress, client=client)
+    history = dataset.interactions["timestamp"]
+    # The logged decisions are learned from, all of them: the evaluation slice is the
+    # history's newest, as the champion's was (the gate judges on the reserved share).
+    fit_from = history.max() + pd.Timedelta(seconds=1) if len(history) else None
+    result = train(combined, config=config, progress=progress, client=client, fit_from=fit_from)
     result.notes.append(
         f"{len(feedback.interactions):,} logged decisions with outcomes joined the history "
-        f"({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for HCPs not in hcps "
-        f"left out; {feedback.n_reserved:,} reserved for the gate)"
+        f"and were all fitted ({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for "
+        f"HCPs not in hcps left out; {feedback.n_reserved:,} reserved for the gate); the "
+        "evaluation slice is the newest of the history"
     )
     if feedback.n_holdout_unresolved:
         result.notes.append(
