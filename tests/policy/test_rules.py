@@ -78,6 +78,15 @@ def test_a_cooldown_says_how_long_ago_in_words(days: float, said: str) -> None:
     assert why[0][0] == f"cool-down: last email contact {said}, minimum gap 3 days"
 
 
+def test_a_cooldown_and_a_cap_binding_together_are_both_said() -> None:
+    # The cap outlasts the cool-down: the rep must not read "allowed again tomorrow".
+    why = _rules().reasons("H1", _history({("H1", "email"): [1.0, 6.0]}))
+    assert why[0][0] == (
+        "cool-down: last email contact 1 day ago, minimum gap 3 days; "
+        "frequency cap: 2 email contacts in the last 28 days (max 2)"
+    )
+
+
 def test_cooldown_over_lets_the_channel_back() -> None:
     blocked = _rules().blocked(["H1"], _history({("H1", "email"): [3.5]}))
     assert not blocked.any()

@@ -87,12 +87,17 @@ def caller_with_roles(*roles: str) -> Any:
 
 
 def forbid_outside_territory(principal: Principal, territory_id: str | None, what: str) -> None:
-    """403 when a rep asks about something outside its own territory."""
+    """403 when a rep asks about something outside its own territory.
+
+    ``territory_id`` None (an HCP the served model does not know) gets the same
+    answer, worded for both cases: a rep key learns nothing about other territories.
+    """
     if principal.role == "rep" and territory_id != principal.territory_id:
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,
             detail=f"rep key '{principal.name}' may only access its territory "
-            f"{principal.territory_id}; {what} is outside it",
+            f"{principal.territory_id}; {what} is outside it"
+            + (" or not known to the served model" if territory_id is None else ""),
         )
 
 

@@ -388,21 +388,23 @@ class HistoryRules:
             rule = rules.channels.get(channel)
             if rule is None:
                 continue
+            why = []  # both, when both bind: the cap may outlast the cool-down
             if rule.cooldown_days is not None:
                 since = history.now - last
                 if since < timedelta(days=rule.cooldown_days):
-                    blocks[channel] = (
+                    why.append(
                         f"cool-down: last {channel} contact {_ago(since)}, "
                         f"minimum gap {rule.cooldown_days:g} days"
                     )
-                    continue
             if rule.cap is not None:
                 n = history.counts.get(rule.cap.per_days, {}).get((h, channel), 0)
                 if n >= rule.cap.max_contacts:
-                    blocks[channel] = (
+                    why.append(
                         f"frequency cap: {n} {channel} contacts in the last "
                         f"{rule.cap.per_days:g} days (max {rule.cap.max_contacts})"
                     )
+            if why:
+                blocks[channel] = "; ".join(why)
         cap = rules.all_channels
         if cap is not None:
             counts = history.counts.get(cap.per_days, {})

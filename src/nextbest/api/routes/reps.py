@@ -30,7 +30,8 @@ def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
     if caller.role == "rep" and caller.name != rep_id:
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,
-            detail=f"rep key '{caller.name}' may only read its own suggestions, not '{rep_id}'",
+            detail=f"rep key '{caller.name}' may only use its own call plan, not that of "
+            f"'{rep_id}'",
         )
 
 
