@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -681,6 +681,13 @@ def retrain(
     settings = _settings()
     train_config = _train_config(config)
     gate = _gate_config(gate_config)
+    start = _parse_date(since, "--since")
+    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
+        raise _fail(
+            f"--since {since} is in the future: no logged decision is that new, and the "
+            f"'{alias}' alias would go to a model of the history alone; leave it out to "
+            "use all the feedback"
+        )
     dataset = _load(data)
     with console.status("retraining with feedback") as status, _cluster(dask) as client:
         try:
@@ -688,7 +695,7 @@ def retrain(
                 settings,
                 dataset=dataset,
                 config=train_config,
-                since=_parse_date(since, "--since"),
+                since=start,
                 alias=alias,
                 reserved_share=gate.evaluation_share,
                 progress=lambda step: status.update(f"retraining: {step}"),

@@ -216,6 +216,14 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
     # The latest decision on the pair counts: accepting it lifts the dismissal.
     assert decide(first, "accept").json()["accepted"] == 1
     assert not dismissed_as_of(None)
+    # A dismissal with another reason code is a new decision, not a duplicate.
+    assert decide(first, "dismiss", "wrong_content").json()["accepted"] == 1
+    answer = client.post(
+        "/v1/recommendations", json={"hcp_id": first.hcp_id, "k": 50, "explain": True}
+    ).json()
+    assert any("wrong_content" in w for w in answer["excluded"][first.action_id])
+    refused = decide(first, "accept", "other")
+    assert refused.status_code == 422 and "takes no reason code" in refused.text
 
 
 @pytest.mark.parametrize("day", ["0001-01-01", "1969-12-31", "2100-01-01"])

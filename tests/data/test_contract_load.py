@@ -22,6 +22,8 @@ from nextbest.contract import (
     load_interactions,
     write_dataset,
 )
+from nextbest.contract.errors import ContractError
+from nextbest.contract.files import read_table
 
 Tables = dict[str, pd.DataFrame]
 WriteTables = Callable[..., Path]
@@ -182,6 +184,18 @@ def test_spreadsheet_exports_load_as_the_comma_csv(
     got = load_dataset(out)
     for name in ("hcps", "catalog", "interactions"):
         pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
+
+
+def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> None:
+    # A spreadsheet's semicolon export of "cardiology;oncology" without quotes.
+    path = tmp_path / "catalog.csv"
+    path.write_text("action_id;specialties\nA1;gp\nA2;cardiology;oncology\n")
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).endswith(
+        "catalog.csv, row 2: 3 fields where the header has 2: a semicolon inside a value? "
+        "put such values in double quotes"
+    ), str(caught.value)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

@@ -245,11 +245,11 @@ def test_an_hcp_attribute_reads_as_who_the_item_suits(learned: LearnedWorld) -> 
     assert numeric, model.feature_names
     said = _sentence(numeric[0], row, 11.0)
     assert said == (
-        f"expected to do more for HCPs whose {numeric[0].replace('_', ' ')} is 11",
+        f"expected to do more for HCPs like this one ({numeric[0].replace('_', ' ')}: 11)",
         (numeric[0],),
     )
     assert _sentence("specialty", row, "primary_care") == (
-        "expected to do more for HCPs whose specialty is primary care",
+        "expected to do more for HCPs like this one (specialty: primary care)",
         ("specialty",),
     )
     assert _sentence("specialty", row, "") is None  # no value, nothing to say
@@ -307,3 +307,38 @@ def test_history_sentences_speak_as_of_the_decision(learned: LearnedWorld) -> No
     assert said is not None and said[0] == "last contacted 7 weeks ago"
     gap.lapse = lapse(20, frozenset({"rep_visit"}))
     assert _sentence("all__days_since_touch", gap, float("nan")) is None
+
+
+@pytest.mark.parametrize(
+    ("days", "said"),
+    [
+        (7.0, "a week"),
+        (6.5, "a week"),
+        (1.0, "a day"),
+        (14.0, "every two weeks"),
+        (30.0, "a month"),
+        (10.0, "every 10 days"),
+        (None, "per decision period"),
+    ],
+)
+def test_the_baseline_is_said_per_the_datas_decision_period(days: float | None, said: str) -> None:
+    from nextbest.learning.reasons import _period
+
+    assert _period(days) == said
+
+
+def test_training_records_the_decision_period() -> None:
+    import pandas as pd
+
+    from nextbest.learning.train import _decision_period_days
+
+    weekly = pd.DataFrame(
+        {
+            "hcp_id": ["a", "a", "a", "b", "b"],
+            "timestamp": pd.to_datetime(
+                ["2026-01-01", "2026-01-08", "2026-01-15", "2026-01-03", "2026-01-10"]
+            ),
+        }
+    )
+    assert _decision_period_days(weekly) == 7.0
+    assert _decision_period_days(weekly.iloc[:1]) is None

@@ -324,6 +324,13 @@ def test_cli_walkthrough(
         assert result.exit_code == 0, result.output
         assert "Not enough data to conclude yet" in result.output
 
+        before = registry.alias_version(settings, "challenger")
+        result = runner.invoke(
+            app, ["retrain", "--data", str(loop_world.data_dir), "--since", since]
+        )
+        assert result.exit_code == 2 and "is in the future" in result.output, result.output
+        assert registry.alias_version(settings, "challenger") == before  # nothing registered
+
         result = runner.invoke(app, ["promote", "--since", "yesterday"])
         assert result.exit_code == 2
         assert "--since 'yesterday' is not a date" in result.output

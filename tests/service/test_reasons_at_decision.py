@@ -131,3 +131,6 @@ def test_lapses_know_contacts_only_as_far_back_as_the_history_reaches(
     assert lapses(at_cutoff, ["H1"], now, None)[0] == reasons_module.Lapse(10, None)
     # A decision before the cut-off counts no days.
     assert lapses(at_cutoff, ["H1"], at_cutoff - timedelta(days=3), None)[0].days == 0
+    # A cut-off a second after the newest interaction: the days are still whole.
+    just_after = at_cutoff + timedelta(seconds=1)
+    assert lapses(just_after, ["H1"], at_cutoff + timedelta(days=10), None)[0].days == 10

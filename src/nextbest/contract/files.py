@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,21 @@ def read_table(path: Path | str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as err:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if fields is not None:
+            header, line, seen = (int(g) for g in fields.groups())
+            separator = {",": "comma", ";": "semicolon", "\t": "tab"}[_separator(path)]
+            raise ContractError(
+                [
+                    Problem(
+                        path.name,
+                        line - 1,  # the header is line 1
+                        None,
+                        f"{seen} fields where the header has {header}: a {separator} inside a "
+                        "value? put such values in double quotes",
+                    )
+                ]
+            ) from err
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err

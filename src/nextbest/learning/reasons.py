@@ -135,6 +135,17 @@ def _span(days: float) -> str:
     return _plural(int(days // 7), "week", "weeks")
 
 
+def _period(days: float | None) -> str:
+    """The data's decision period in words: "a day", "a week", "a month", "every 10
+    days"; "per decision period" when unknown."""
+    if days is None or not days > 0:
+        return "per decision period"
+    for length, words in ((1, "a day"), (7, "a week"), (14, "every two weeks"), (30.4, "a month")):
+        if abs(days - length) <= 0.15 * length:
+            return words
+    return f"every {_number(round(days))} days"
+
+
 def _number(value: float) -> str:
     """A number as a rep would write it: "5", "1.25", "12,400"."""
     if abs(value) >= 100:
@@ -286,7 +297,8 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
         value = row.value(feature)
         if _missing(value) or value < 0.05:
             return None  # "writes about 0.0" is no reason
-        return f"writes about {_number(value)} a period without contact", ("baseline",)
+        period = _period(row.model.metadata.get("decision_period_days"))
+        return f"writes about {_number(value)} {period} without any contact", ("baseline",)
     if feature in ("all__eng_rate", "all__eng_excess"):
         # Engaged more often than the channels it was touched on would predict.
         excess = row.value("all__eng_excess")
@@ -309,7 +321,7 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
     shown = _number(hcp_value) if isinstance(hcp_value, float) else _pretty(hcp_value)
     # An HCP attribute that raised this item's expected effect: what it says is that
     # the model expects more of the item for HCPs like this, not a fact to act on alone.
-    return f"expected to do more for HCPs whose {_pretty(feature)} is {shown}", (feature,)
+    return f"expected to do more for HCPs like this one ({_pretty(feature)}: {shown})", (feature,)
 
 
 def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | None:

@@ -324,6 +324,7 @@ def _train(
         metadata={
             "data_fingerprint": dataset.fingerprint(),
             "n_decisions": len(interactions),
+            "decision_period_days": _decision_period_days(interactions),
             "notes": notes,
             **_segment_evidence(space, fit_rows, hcps, catalog, uplift_model),
         },
@@ -405,6 +406,20 @@ def _segment_evidence(
         propensity=rows.propensity,
     )
     return {"segment_column": column, "segment_uplift": table} if table else {}
+
+
+def _decision_period_days(interactions: pd.DataFrame) -> float | None:
+    """The usual time between two decisions about one HCP, in days (the median gap),
+    so that reasons can say "a week" where the data speak of periods; None without
+    two decisions about any HCP."""
+    if len(interactions) < 2:
+        return None
+    hcp = interactions["hcp_id"].to_numpy()
+    stamps = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    same = hcp[1:] == hcp[:-1]  # contract order: by HCP, then time
+    gaps = np.diff(stamps)[same]
+    gaps = gaps[gaps > 0]
+    return float(np.median(gaps)) / 86_400 if len(gaps) else None
 
 
 def _metrics(

@@ -160,7 +160,9 @@ def lapses(
     """What each HCP's snapshot (history as of ``as_of``) misses at ``now``: the days
     since, and the channels ``history`` shows it was contacted on since (see
     :class:`~nextbest.learning.reasons.Lapse`)."""
-    days = max(0, (now - as_of) // timedelta(days=1))
+    # Nearest whole day: a cut-off is a second after the newest interaction, so the
+    # floor would drop a day that has all but passed (49 days read as 6 weeks).
+    days = max(0, round((now - as_of) / timedelta(days=1)))
     contacted = None if history is None else history.contacted_since(as_of)
     if contacted is None:
         return [Lapse(days, None)] * len(hcp_ids)

@@ -15,10 +15,15 @@ from nextbest.storage.repository import MAX_LENGTHS, FeedbackRecord, FeedbackRes
 EVENT_OF_DECISION = {"accept": "accepted", "dismiss": "dismissed", "snooze": "snoozed"}
 
 
-def _decision_id(rep_id: str, recommendation_id: str, action_id: str, event_type: str) -> str:
+def _decision_id(
+    rep_id: str, recommendation_id: str, action_id: str, event_type: str, reason: str | None
+) -> str:
     """The event id of a rep's decision on one item: the same decision sent again is a
-    duplicate, a decision on another item of the same recommendation is not."""
+    duplicate; a decision on another item of the same recommendation, or a dismissal
+    with another reason code (a rep correcting it), is not."""
     readable = f"rep:{rep_id}:{recommendation_id}:{action_id}:{event_type}"
+    if reason is not None:
+        readable += f":{reason}"
     if len(readable) <= MAX_LENGTHS["event_id"]:
         return readable
     return "rep:" + hashlib.sha256(readable.encode()).hexdigest()
@@ -49,13 +54,15 @@ def record_rep_decision(
     codes = recommender.rules.dismiss_reasons
     if decision == "dismiss" and reason is None:
         raise InvalidRequestError("reason", f"a dismissal needs a reason code: {', '.join(codes)}")
+    if decision == "accept" and reason is not None:
+        raise InvalidRequestError("reason", "an acceptance takes no reason code")
     if reason is not None and reason not in codes:
         raise InvalidRequestError(
             "reason", f"unknown reason code '{reason}'; known: {', '.join(codes)}"
         )
     event_type = EVENT_OF_DECISION[decision]
     event = FeedbackRecord(
-        event_id=event_id or _decision_id(rep_id, recommendation_id, action_id, event_type),
+        event_id=event_id or _decision_id(rep_id, recommendation_id, action_id, event_type, reason),
         event_type=event_type,
         occurred_at=datetime.now(UTC),
         hcp_id=hcp_id,
