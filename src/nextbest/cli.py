@@ -146,6 +146,30 @@ def validate(data: DataOpt) -> None:
     )
     for line in _what_training_gets(dataset.interactions):
         console.print(f"  {line}", highlight=False)
+    for line in _catalog_notes(dataset):
+        console.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+
+
+def _catalog_notes(dataset: Any) -> list[str]:
+    """Catalog values that are valid but can never match: a specialty no HCP has (a
+    typo such as 'cardiolgy' leaves its action ineligible for everyone, silently)."""
+    from nextbest.contract import allowed_specialties
+
+    have = {str(s).strip().lower() for s in dataset.hcps["specialty"]}
+    notes = []
+    for action_id, cell in zip(
+        dataset.catalog["action_id"], dataset.catalog["specialties"], strict=True
+    ):
+        wanted = allowed_specialties("" if cell is None else str(cell))
+        unknown = sorted(wanted - have)
+        if not unknown:
+            continue
+        if len(unknown) == len(wanted):
+            what = "no HCP has any of them: the action is never eligible"
+        else:
+            what = "no HCP has them"
+        notes.append(f"catalog action '{action_id}': specialties {', '.join(unknown)}: {what}")
+    return notes
 
 
 def _what_training_gets(interactions: Any) -> list[str]:

@@ -226,6 +226,38 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
     assert refused.status_code == 422 and "takes no reason code" in refused.text
 
 
+def test_an_offline_decision_counts_from_when_it_was_taken(client: TestClient, keys) -> None:
+    plan = _plan(client, keys, capacity=8)
+    s = plan.suggestions[-1]
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    now = datetime.now(UTC)
+
+    def snooze(days_ago: float, event_id: str) -> dict:
+        body = {
+            "recommendation_id": s.recommendation_id,
+            "hcp_id": s.hcp_id,
+            "action_id": s.action_id,
+            "decision": "snooze",
+            "event_id": event_id,
+            "occurred_at": (now - timedelta(days=days_ago)).isoformat(),
+        }
+        answer = client.post(url, json=body, headers=keys.rep)
+        return {"status": answer.status_code, **answer.json()}
+
+    def snoozed() -> bool:
+        answer = client.post(
+            "/v1/recommendations", json={"hcp_id": s.hcp_id, "k": 50, "explain": True}
+        ).json()
+        return any("snoozed" in w for w in answer["excluded"].get(s.action_id, []))
+
+    assert snooze(10, "offline-1")["accepted"] == 1
+    assert not snoozed()  # 10 days ago: past the 7-day snooze
+    assert snooze(2, "offline-2")["accepted"] == 1
+    assert snoozed()
+    ahead = snooze(-1, "offline-3")
+    assert ahead["status"] == 422 and "in the future" in ahead["rejected"][0]["message"]
+
+
 @pytest.mark.parametrize("day", ["0001-01-01", "1969-12-31", "2100-01-01"])
 def test_a_date_off_the_calendar_is_422_on_every_route(client: TestClient, keys, day: str) -> None:
     hcp = str(client.app.state.runtime.recommender.hcp_ids[0])

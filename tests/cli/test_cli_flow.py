@@ -262,6 +262,20 @@ def test_any_contract_directory_trains_and_picks(
         assert picks["reason"].str.contains("no measured uplift").all()
 
 
+def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Path) -> None:
+    data = _foreign_dataset(tmp_path / "typo", with_outcome=True)
+    catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
+    catalog["specialties"] = ["cardiology;gp", "cardiolgy", "gp;oncology"]
+    catalog.to_csv(data / "catalog.csv", index=False)
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    assert (
+        "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them: the action "
+        "is never eligible" in said
+    ), said
+    assert "catalog action 'visit-a': specialties oncology: no HCP has them" in said
+    assert "'mail-a'" not in said
+
+
 def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: Path) -> None:
     data = _foreign_dataset(tmp_path / "bad", with_outcome=True)
     frame = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)

@@ -64,8 +64,24 @@ def test_train_config_reads_levers_file_next_to_it(tmp_path: Path) -> None:
     config = load_train_config(tmp_path / "train.yaml")
     assert config.levers.channel["rep_visit"].offset == -0.2
     (tmp_path / "train.yaml").write_text("levers: missing.yaml\n")
-    with pytest.raises(ValueError, match=r"missing\.yaml does not exist"):
+    with pytest.raises(ValueError, match=r"levers: .*missing\.yaml does not exist .*next to"):
         load_train_config(tmp_path / "train.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed: true\n", r"seed: Input should be a valid integer"),
+        ("engagement: {learning_rate: '0.08'}\n", r"engagement\.learning_rate: Input should be"),
+        ("engagement: {n_estimators: 200.5}\n", r"engagement\.n_estimators: Input should be"),
+    ],
+)
+def test_train_config_takes_no_number_in_disguise(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "train.yaml").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_train_config(tmp_path / "train.yaml")
+    (tmp_path / "train.yaml").write_text("engagement: {learning_rate: 1}\n")  # an int is a float
+    assert load_train_config(tmp_path / "train.yaml").engagement.learning_rate == 1.0
 
 
 def test_project_configs_are_valid() -> None:

@@ -162,7 +162,12 @@ class RepFeedbackCreate(BaseModel):
         default=None,
         max_length=128,
         description="Idempotency key (default: derived from the rep, recommendation, "
-        "action and decision).",
+        "action, decision and reason).",
+    )
+    occurred_at: datetime | None = Field(
+        default=None,
+        description="When the rep decided (default: when received), e.g. a decision taken "
+        "offline and synced later; suppression windows count from it.",
     )
 
 

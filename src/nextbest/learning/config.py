@@ -11,9 +11,13 @@ from nextbest.learning.levers import Levers, load_levers, parse_levers
 
 
 class LightGBMParams(BaseModel):
-    """LightGBM settings of one model; each section of the config has its own defaults."""
+    """LightGBM settings of one model; each section of the config has its own defaults.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a quoted number ("0.08") or a boolean where a number belongs (``seed:
+    true``) is an error naming the key, not a silent conversion.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     n_estimators: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=0.08, gt=0, le=1)
@@ -42,7 +46,7 @@ class UpliftParams(LightGBMParams):
 class TrainConfig(BaseModel):
     """What a training run learns and how. Every field has a working default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     engagement: EngagementParams = EngagementParams()
     uplift: UpliftParams = UpliftParams()

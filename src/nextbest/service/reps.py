@@ -40,13 +40,15 @@ def record_rep_decision(
     decision: str,
     reason: str | None,
     event_id: str | None = None,
+    occurred_at: datetime | None = None,
     log_flush_ms: float = 0.0,
 ) -> FeedbackResult:
     """Store the decision as a feedback event (committed before returning).
 
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
     dismissed actions are then suppressed for ``dismissal_days``, snoozed ones for
-    ``snooze_days``.
+    ``snooze_days``, counted from ``occurred_at`` (default: now; a time in the future
+    is rejected as any feedback event's is).
     ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
     """
     if decision not in EVENT_OF_DECISION:
@@ -64,7 +66,7 @@ def record_rep_decision(
     event = FeedbackRecord(
         event_id=event_id or _decision_id(rep_id, recommendation_id, action_id, event_type, reason),
         event_type=event_type,
-        occurred_at=datetime.now(UTC),
+        occurred_at=occurred_at or datetime.now(UTC),
         hcp_id=hcp_id,
         recommendation_id=recommendation_id,
         action_id=action_id,

@@ -130,6 +130,7 @@ def decide(
         decision=body.decision,
         reason=body.reason,
         event_id=body.event_id,
+        occurred_at=body.occurred_at,
         log_flush_ms=runtime.settings.log_flush_ms,
     )
     if result.rejected:
