@@ -64,16 +64,23 @@ def _settings() -> Settings:
 
 
 def _parse_date(value: str | None, option: str) -> datetime | None:
-    from nextbest.service.recommend import check_decision_date
+    from nextbest.service.recommend import EARLIEST_DECISION, LATEST_DECISION, check_decision_date
 
     if value is None:
         return None
     try:
-        return cast(datetime, check_decision_date(datetime.fromisoformat(value)))
-    except ValueError as exc:
-        if "is not a decision date" in str(exc):
-            raise _fail(f"{option}: {exc}") from None
-        raise _fail(f"{option} '{value}' is not a date (use YYYY-MM-DD)") from None
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"{option} '{value}' is not a date (use YYYY-MM-DD, or an ISO 8601 time)"
+        ) from None
+    try:
+        return cast(datetime, check_decision_date(when))
+    except ValueError:
+        raise _fail(
+            f"{option} '{value}' is not a decision date: use one from {EARLIEST_DECISION} "
+            f"to {LATEST_DECISION}"
+        ) from None
 
 
 def _load(data: Path) -> Any:
@@ -614,6 +621,9 @@ def feedback(
     try:
         frame = read_events(file)
     except ContractError as exc:
+        if rejected is not None and rejected.exists() and rejected.resolve() != file.resolve():
+            rejected.unlink()  # an earlier run's rejects must not be taken for this one's
+            console.print(f"removed {rejected}: it held an earlier run's rejected rows")
         raise _fail(str(exc)) from None
     settings = _settings()
     model = None
@@ -628,10 +638,24 @@ def feedback(
             "[yellow]note:[/yellow] no served model: HCPs and actions are not checked "
             "(the API does the same before a model is loaded)"
         )
+    from nextbest.policy.rules import RulesError, ServingRules
+
+    try:
+        codes: tuple[str, ...] | None = ServingRules.configured(settings).dismiss_reasons
+    except RulesError as exc:
+        codes = None
+        console.print(
+            f"[yellow]note:[/yellow] dismissal reason codes are not checked: {exc}",
+            highlight=False,
+        )
     with _steps(len(frame)) as progress:
         task = progress.add_task("storing events", total=len(frame))
         done = ingest_events(
-            settings, frame, model=model, progress=lambda n: progress.advance(task, n)
+            settings,
+            frame,
+            model=model,
+            progress=lambda n: progress.advance(task, n),
+            dismiss_reasons=codes,
         )
     console.print(
         f"stored {done.accepted:,} of {done.rows:,} events in "
@@ -661,8 +685,9 @@ def feedback(
         console.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
     if done.uncounted:
         console.print(
-            f"[yellow]note:[/yellow] {len(done.uncounted):,} stored contacts count against no "
-            "frequency cap (no channel, and none to take from an action):",
+            f"[yellow]note:[/yellow] {len(done.uncounted):,} stored "
+            f"contact{'' if len(done.uncounted) == 1 else 's'} count against no frequency cap "
+            "(no channel, and none to take from an action or a recommendation):",
         )
         for row, event_id, why in done.uncounted[:5]:
             console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
@@ -677,7 +702,9 @@ def feedback(
             write_table(bad, rejected)
         except OSError as exc:
             raise _fail(f"--rejected: {exc}") from None
-        console.print(f"wrote the {len(numbers):,} rejected rows to {rejected}")
+        console.print(
+            f"wrote {len(numbers):,} rejected row{'' if len(numbers) == 1 else 's'} to {rejected}"
+        )
     if done.rejected:
         raise typer.Exit(code=1)
 

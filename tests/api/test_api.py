@@ -146,6 +146,29 @@ def test_feedback_is_idempotent_by_event_id(client: TestClient, trained) -> None
     assert count == 1
 
 
+def test_a_dismissal_needs_a_reason_code_of_the_rules_file(client: TestClient, trained) -> None:
+    hcp_id, body = _hcp_with_actions(client, trained)
+
+    def dismiss(event_id: str, reason: str) -> dict:
+        event = {
+            "event_id": event_id,
+            "event_type": "dismissed",
+            "hcp_id": hcp_id,
+            "recommendation_id": body["recommendation_id"],
+            "action_id": body["items"][0]["action_id"],
+            "reason": reason,
+        }
+        answer = client.post("/v1/feedback", json=event)
+        return {"status": answer.status_code, **answer.json()}
+
+    refused = dismiss("d-free-text", "whatever I like")
+    assert refused["status"] == 422
+    assert refused["rejected"][0]["message"].startswith(
+        "unknown reason code 'whatever I like' for a dismissed event; known: not_relevant"
+    )
+    assert dismiss("d-code", "not_relevant")["accepted"] == 1
+
+
 def test_feedback_batch_with_one_bad_event_keeps_the_good_ones(client: TestClient, trained) -> None:
     hcp_id, _ = _hcp_with_actions(client, trained)
     events = [

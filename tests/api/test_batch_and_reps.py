@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from datetime import date as date_type
 from types import SimpleNamespace
 
 import pytest
@@ -258,7 +259,20 @@ def test_an_offline_decision_counts_from_when_it_was_taken(client: TestClient, k
     assert ahead["status"] == 422 and "in the future" in ahead["rejected"][0]["message"]
 
 
-@pytest.mark.parametrize("day", ["0001-01-01", "1969-12-31", "2100-01-01"])
+def test_a_midnight_time_keeps_its_offset(client: TestClient) -> None:
+    """'2026-11-28T00:00:00+05:00' is 19:00 UTC the day before, not the date 11-28."""
+    from nextbest.api.schemas import RecommendationCreate
+
+    body = RecommendationCreate.model_validate({"hcp_id": "H", "date": "2026-11-28T00:00:00+05:00"})
+    assert isinstance(body.date, datetime)
+    assert body.date.astimezone(UTC) == datetime(2026, 11, 27, 19, tzinfo=UTC)
+    day = RecommendationCreate.model_validate({"hcp_id": "H", "date": "2026-11-28"}).date
+    assert type(day) is date_type
+    plan = client.get("/v1/reps/x/suggestions?date=2026-11-28T00:00:00%2B05:00")
+    assert plan.status_code == 422 and "a plan's date is YYYY-MM-DD" in plan.text
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "1999-12-31", "2100-01-01", "20261101"])
 def test_a_date_off_the_calendar_is_422_on_every_route(client: TestClient, keys, day: str) -> None:
     hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
     answers = [
@@ -270,7 +284,9 @@ def test_a_date_off_the_calendar_is_422_on_every_route(client: TestClient, keys,
         assert answer.status_code == 422, answer.text
         detail = answer.json()["detail"][0]
         assert detail["loc"][-1] == "date"
-        assert "from 1970-01-01 to 2099-12-31" in detail["msg"]
+        said = detail["msg"]
+        expected = "not a number" if day.isdigit() else "from 2000-01-01 to 2099-12-31"
+        assert expected in said or ("a plan's date is YYYY-MM-DD" in said and day.isdigit())
 
 
 def test_single_answer_matches_its_schema(client: TestClient) -> None:

@@ -186,6 +186,25 @@ def test_spreadsheet_exports_load_as_the_comma_csv(
         pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
 
 
+def test_a_row_with_too_few_fields_names_the_row(tmp_path: Path) -> None:
+    # "...,2025-08-13,,0.616" for "...,2025-08-13,,,0.616": the cost would land in
+    # specialties and the row load without a word. Quoted values, blank lines and a
+    # value over two lines do not count as short.
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        'action_id,specialties,cost\nA1,"gp,oncology",0.5\n\nA2,0.616\nA3,"two\nlines",1\nA4,,\n'
+    )
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  catalog.csv, row 2: 2 fields where the header has 3: every row needs every "
+        "separator, empty cells included (the values after a missing one would land in "
+        "the wrong columns)"
+    ]
+    path.write_text('action_id,specialties,cost\nA1,"gp,oncology",0.5\nA4,,\n')
+    assert read_table(path)["cost"].tolist() == ["0.5", ""]
+
+
 def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> None:
     # A spreadsheet's semicolon export of "cardiology;oncology" without quotes.
     path = tmp_path / "catalog.csv"

@@ -116,3 +116,51 @@ def test_a_decision_does_not_see_what_was_reported_after_it(tmp_path: Path) -> N
         engine.dispose()
     assert found[0] == found[1]
     assert found[0].counts[0] and found[0].dismissed
+
+
+def test_a_contact_acknowledged_a_few_minutes_ahead_counts_at_once(tmp_path: Path) -> None:
+    """Feedback may run up to FUTURE_TOLERANCE ahead of the server's clock (skew); the
+    service acknowledged it, so the next decision counts it."""
+    from nextbest.policy.rules import ServingRules
+    from nextbest.service.serving import live_history
+
+    rules = ServingRules.from_mapping({"channels": {"email": {"cooldown_days": 3}}})
+    engine = make_engine(f"sqlite:///{tmp_path / 'skew.db'}")
+    migrate(engine)
+    now = datetime.now(UTC)
+    events = [
+        FeedbackRecord(
+            event_id=name,
+            event_type="delivered",
+            occurred_at=now + ahead,
+            hcp_id=name,
+            channel="email",
+        )
+        for name, ahead in (("H-skew", timedelta(minutes=10)), ("H-later", timedelta(hours=2)))
+    ]
+    with make_session_factory(engine)() as session:
+        # Stored directly: the API refuses the one two hours ahead.
+        assert not record_feedback(session, events=events[:1]).rejected
+    with engine.begin() as connection:
+        from sqlalchemy import insert
+
+        from nextbest.storage.tables import FeedbackEvent
+
+        connection.execute(
+            insert(FeedbackEvent),
+            [
+                {
+                    "event_id": "H-later",
+                    "event_type": "delivered",
+                    "occurred_at": events[1].occurred_at,
+                    "received_at": now,
+                    "hcp_id": "H-later",
+                    "channel": "email",
+                }
+            ],
+        )
+    found = live_history(engine, rules=rules, hcp_ids=["H-skew", "H-later"], now=now)
+    engine.dispose()
+    assert found is not None
+    assert ("H-skew", "email") in found.last  # ten minutes ahead: counted now
+    assert ("H-later", "email") not in found.last  # two hours ahead: after the decision

@@ -431,14 +431,18 @@ def test_a_contact_without_channel_takes_its_recommendations_one_item_or_is_flag
     assert [(i, e) for i, e, _ in result.uncounted] == [(1, "two-items"), (2, "bare")]
     assert result.uncounted[0][2] == (
         "stored, but counts against no frequency cap: recommendation 'rec-1' served 2 "
-        "actions (a-email, a-visit): name the action_id"
+        "actions on several channels (a-email, a-visit): name the action_id"
     )
     stored = stored_events(session_factory)
     assert (stored["one-item"].action_id, stored["one-item"].channel) == ("a-visit", "visit")
     assert stored["two-items"].channel is None and stored["bare"].channel is None
-    # Sent again, the filled-in event is the same event: a duplicate, not a conflict.
-    again = record_feedback(session, events=batch[:1])
-    assert again.duplicates == ["one-item"] and not again.rejected
+    # Sent again, the filled-in event is the same event: a duplicate, not a conflict,
+    # also with the channel it was filled in with now stated.
+    again = record_feedback(
+        session,
+        events=[batch[0], delivered("one-item", "h2", recommendation_id="rec-2", channel="visit")],
+    )
+    assert again.duplicates == ["one-item", "one-item"] and not again.rejected
 
 
 def test_an_event_from_the_future_is_refused(
@@ -457,6 +461,10 @@ def test_an_event_from_the_future_is_refused(
     assert all("is in the future (received at" in m for _, _, m in result.rejected)
     assert "a time without a UTC offset is read as UTC" in result.rejected[1][2]
     assert "UTC offset" not in result.rejected[0][2]  # "later" had its offset
+    ancient = record_feedback(
+        session, events=[delivered("y1", "h1", occurred_at=datetime(1, 1, 1))]
+    )
+    assert "is before 2000-01-01" in ancient.rejected[0][2]
     assert set(stored_events(session_factory)) == {"soon"}
 
 

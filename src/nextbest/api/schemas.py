@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -26,7 +28,28 @@ from nextbest.service.recommend import MAX_BATCH, check_decision_date
 # A decision date or time: the approval windows, and the contacts and decisions the
 # rules count, are as of it. A date alone is that day's start (00:00 UTC), today's
 # is now; a time without a zone is UTC.
-DecisionDate = Annotated[date | datetime, AfterValidator(check_decision_date)]
+
+
+def _date_or_time(value: object) -> object:
+    """'2026-12-01' is a date, '2026-12-01T00:00:00+05:00' that exact time (lax
+    validation reads a midnight time as a date and drops its offset); no number
+    ('20261101' would be seconds since 1970)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+        raise ValueError("a decision date is YYYY-MM-DD or an ISO 8601 time, not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"'{value}' is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    return value
+
+
+DecisionDate = Annotated[
+    date | datetime, BeforeValidator(_date_or_time), AfterValidator(check_decision_date)
+]
 DECISION_DATE_HELP = (
     "Decision date or time (default: now): approval windows, contacts and decisions are "
     "counted as of it. A date alone is 00:00 UTC of that day, today's is now."

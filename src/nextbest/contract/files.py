@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pandas.api.types import is_datetime64_any_dtype
 
@@ -42,13 +44,29 @@ def read_table(path: Path | str) -> pd.DataFrame:
     try:
         if fmt == "csv":
             # utf-8-sig drops the byte-order mark spreadsheet programs put first.
-            return pd.read_csv(
+            frame = pd.read_csv(
                 path,
                 dtype=str,
                 keep_default_na=False,
                 encoding="utf-8-sig",
                 sep=_separator(path),
             )
+            short = _short_rows(path, _separator(path), len(frame.columns))
+            if short:
+                raise ContractError(
+                    [
+                        Problem(
+                            path.name,
+                            row,
+                            None,
+                            f"{seen} fields where the header has {expected}: every row needs "
+                            "every separator, empty cells included (the values after a "
+                            "missing one would land in the wrong columns)",
+                        )
+                        for row, expected, seen in short
+                    ]
+                )
+            return frame
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
         schema = pq.read_schema(path)
@@ -79,6 +97,43 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
+
+
+def _short_rows(
+    path: Path, sep: str, n_columns: int, limit: int = 20
+) -> list[tuple[int, int, int]]:
+    """(row, fields expected, fields seen) of the first ``limit`` rows with fewer fields
+    than the header. pandas pads such a row with empty cells, so a value left out in
+    the middle shifts the rest one column to the left, silently. A second parse by
+    Arrow's CSV reader, converting one column only, finds them."""
+    short: list[tuple[int, int, int]] = []
+
+    def keep(row: pa_csv.InvalidRow) -> str:
+        if len(short) < limit and row.actual_columns < row.expected_columns:
+            # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
+            number = -1 if row.number is None else row.number - 1
+            short.append((number, row.expected_columns, row.actual_columns))
+        return "skip"
+
+    names = [f"c{i}" for i in range(n_columns)]
+    try:
+        _arrow_parse(path, sep, names, keep)
+    except pa.ArrowException:
+        return []  # a file Arrow parses otherwise than pandas: pandas' reading stands
+    return short
+
+
+def _arrow_parse(path: Path, sep: str, names: list[str], keep: Any) -> None:
+    pa_csv.read_csv(
+        path,
+        read_options=pa_csv.ReadOptions(use_threads=False, skip_rows=1, column_names=names),
+        parse_options=pa_csv.ParseOptions(
+            delimiter=sep, invalid_row_handler=keep, newlines_in_values=True
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=names[:1], column_types={names[0]: pa.string()}
+        ),
+    )
 
 
 def _separator(path: Path) -> str:

@@ -298,7 +298,7 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
         if _missing(value) or value < 0.05:
             return None  # "writes about 0.0" is no reason
         period = _period(row.model.metadata.get("decision_period_days"))
-        return f"writes about {_number(value)} {period} without any contact", ("baseline",)
+        return f"writes about {value:.1f} {period} without any contact", ("baseline",)
     if feature in ("all__eng_rate", "all__eng_excess"):
         # Engaged more often than the channels it was touched on would predict.
         excess = row.value("all__eng_excess")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 
 from sqlalchemy.orm import Session
@@ -63,9 +63,11 @@ def ingest_feedback(
     events: Sequence[FeedbackRecord],
     model: ScoringModel | None,
     log_flush_ms: float = 0.0,
+    dismiss_reasons: Collection[str] | None = None,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
-    rejected (None: no model loaded, nothing to check them against).
+    rejected (None: no model loaded, nothing to check them against); with
+    ``dismiss_reasons``, so are dismissals and snoozes with another reason code.
 
     Returns after the valid events are committed, so the caller may acknowledge.
     With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
@@ -83,7 +85,12 @@ def ingest_feedback(
         def hcp_exists(hcp_id: str) -> bool:
             return hcp_id in index
 
-    store = partial(record_feedback, hcp_exists=hcp_exists, action_channels=action_channels)
+    store = partial(
+        record_feedback,
+        hcp_exists=hcp_exists,
+        action_channels=action_channels,
+        dismiss_reasons=dismiss_reasons,
+    )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:
         return result

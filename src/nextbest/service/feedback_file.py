@@ -10,7 +10,7 @@ number, while the others are stored.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,13 +82,15 @@ def ingest_events(
     *,
     model: ScoringModel | None,
     progress: Callable[[int], None] | None = None,
+    dismiss_reasons: Collection[str] | None = None,
 ) -> FileFeedback:
     """Store the events of ``frame`` (from :func:`read_events`) in the feedback store
     ``settings`` names.
 
     With the served ``model``, events about HCPs or actions it does not know are
-    rejected, as the endpoint rejects them. ``progress`` is called with the rows
-    done after each committed batch.
+    rejected, as the endpoint rejects them, and with ``dismiss_reasons`` (the rules
+    file's codes) dismissals and snoozes with another reason. ``progress`` is called
+    with the rows done after each committed batch.
     """
     out = FileFeedback(rows=len(frame))
     received_at = datetime.now(UTC)
@@ -108,7 +110,9 @@ def ingest_events(
                 else:
                     out.rejected.append((number, event.event_id, event.message))
             if records:
-                result = ingest_feedback(session, events=records, model=model)
+                result = ingest_feedback(
+                    session, events=records, model=model, dismiss_reasons=dismiss_reasons
+                )
                 out.accepted += len(result.accepted)
                 out.duplicates += len(result.duplicates)
                 out.rejected += [(row_of[i], eid, why) for i, eid, why in result.rejected]

@@ -117,14 +117,16 @@ def minted_at(recommendation_id: str) -> float | None:
 
 
 # Decision dates a request may name. Outside them a date is a typo (0001-01-01,
-# 9999-12-31), and the rules' windows would run off the calendar.
-EARLIEST_DECISION = date(1970, 1, 1)
+# 9999-12-31, 20261101 read as seconds since 1970), and the rules' windows would run
+# off the calendar.
+EARLIEST_DECISION = date(2000, 1, 1)
 LATEST_DECISION = date(2099, 12, 31)
 
 
 def check_decision_date(on: datetime | date) -> datetime | date:
-    """``on`` itself, or ValueError when it lies outside the dates a decision may have."""
-    day = on.date() if isinstance(on, datetime) else on
+    """``on`` itself, or ValueError when it lies outside the dates a decision may have
+    (a time with an offset is checked in UTC)."""
+    day = decision_time(on).date() if isinstance(on, datetime) else on
     if not EARLIEST_DECISION <= day <= LATEST_DECISION:
         raise ValueError(
             f"{on.isoformat()} is not a decision date: use one from "

@@ -29,6 +29,7 @@ from nextbest.service.recommend import (
 )
 from nextbest.storage.db import with_reconnect
 from nextbest.storage.repository import (
+    FUTURE_TOLERANCE,
     ServingHistory,
     serving_history,
     serving_history_async,
@@ -44,7 +45,9 @@ def live_history(
     db: Database, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
 ) -> LiveHistory | None:
     """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC):
-    nothing reported as happening after ``now`` counts.
+    nothing reported as happening after ``now`` counts, but for the clock skew that
+    feedback is allowed (``FUTURE_TOLERANCE``): an event the service acknowledged
+    counts at once.
 
     One indexed query for every cap window and the dismissals together; none
     when the rules need no history (then None).
@@ -59,7 +62,7 @@ def live_history(
             hcp_ids=list(hcp_ids),
             windows=starts,
             dismissed_since=dismissed_since,
-            until=now,
+            until=now + FUTURE_TOLERANCE,
         )
 
     found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
@@ -78,7 +81,12 @@ async def live_history_async(
         return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
     found = await serving_history_async(
-        pool, dialect, hcp_id=hcp_id, windows=starts, dismissed_since=dismissed_since, until=now
+        pool,
+        dialect,
+        hcp_id=hcp_id,
+        windows=starts,
+        dismissed_since=dismissed_since,
+        until=now + FUTURE_TOLERANCE,
     )
     return _live(found, windows, now, rules)
 

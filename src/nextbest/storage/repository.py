@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -325,6 +325,8 @@ def _served_recommendations(
 # local time sent without its UTC offset is read as UTC) and, stored, would count
 # against the HCP's caps and cool-downs until that time.
 FUTURE_TOLERANCE = timedelta(minutes=15)
+# No engagement this service stores happened before this (0001-01-01 is a typo).
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
@@ -343,6 +345,11 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
     occurred_at = _as_utc(event.occurred_at)
+    if occurred_at < EARLIEST_EVENT:
+        return (
+            f"occurred_at {occurred_at.isoformat()} is before {EARLIEST_EVENT:%Y-%m-%d}: "
+            "not a date an engagement happened on (a typo, or seconds since 1970?)"
+        )
     naive = event.occurred_at.tzinfo is None
     if occurred_at > received_at + FUTURE_TOLERANCE:
         hint = "; a time without a UTC offset is read as UTC" if naive else ""
@@ -493,24 +500,31 @@ def _channel_of(
     return None, event.channel
 
 
-def _contact_without_channel(
-    event: FeedbackRecord, recommendation: _ServedRecommendation | None
+def _contact_item(
+    event: FeedbackRecord, recommendation: _ServedRecommendation | None, channel: str | None
 ) -> tuple[str | None, str | None, str | None]:
-    """(action_id, channel, why it counts against no cap) for a contact event that
-    names neither an action nor a channel: the item of its recommendation when that
-    served exactly one, else (None, None, why)."""
+    """(action_id, channel, why it counts against no cap) of a contact event that names
+    no action: the item of its recommendation when that served exactly one (and
+    ``channel``, if stated, is that item's), else the channel its items share; else
+    (None, None, why) when no channel is known either."""
     items = {} if recommendation is None else recommendation.channel_by_action
     if len(items) == 1:
-        ((action_id, channel),) = items.items()
-        return action_id, channel, None
+        ((action_id, served_on),) = items.items()
+        if channel is None or channel == served_on:
+            return action_id, served_on, None
+    if channel is not None:
+        return None, channel, None
+    shared = set(items.values())
+    if len(shared) == 1:
+        return None, shared.pop(), None
     if recommendation is None:
         why = "it names no action_id, channel or recommendation that served one item"
     elif not items:
         why = f"recommendation '{event.recommendation_id}' served nothing"
     else:
         why = (
-            f"recommendation '{event.recommendation_id}' served {len(items)} actions "
-            f"({', '.join(sorted(items))}): name the action_id"
+            f"recommendation '{event.recommendation_id}' served {len(items)} actions on "
+            f"several channels ({', '.join(sorted(items))}): name the action_id"
         )
     return None, None, f"stored, but counts against no frequency cap: {why}"
 
@@ -521,8 +535,12 @@ def record_feedback(
     events: Sequence[FeedbackRecord],
     hcp_exists: Callable[[str], bool] | None = None,
     action_channels: Mapping[str, str] | None = None,
+    dismiss_reasons: Collection[str] | None = None,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
+
+    With ``dismiss_reasons`` (the rules file's codes), a dismissal or a snooze whose
+    ``reason`` is not one of them is rejected, as the rep route rejects it.
 
     An event is rejected (and not stored) if its ``event_type`` is unknown, a field is
     empty or too long, an ``outcome`` has no finite ``value``, its ``occurred_at`` is
@@ -559,6 +577,17 @@ def record_feedback(
     uncounted_at: dict[int, str] = {}  # index -> why a valid contact counts against no cap
     for index, event in enumerate(events):
         message = _check_event(event, received_at)
+        if (
+            message is None
+            and dismiss_reasons is not None
+            and event.event_type in DISMISSAL_EVENT_TYPES
+            and event.reason is not None
+            and event.reason not in dismiss_reasons
+        ):
+            message = (
+                f"unknown reason code '{event.reason}' for a {event.event_type} event; "
+                f"known: {', '.join(dismiss_reasons)}"
+            )
         channel = event.channel
         served_channel: str | None = None  # of the named action, where known
         if message is None and event.recommendation_id is not None:
@@ -586,11 +615,13 @@ def record_feedback(
         if message is None:
             message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
         uncounted = None
-        if message is None and channel is None and event.event_type in CONTACT_EVENT_TYPES:
+        if message is None and action_id is None and event.event_type in CONTACT_EVENT_TYPES:
+            # Filled in alike whether or not the channel is stated, so that a resend
+            # with the channel the first send got filled in is the same event.
             recommendation = (
                 served.get(event.recommendation_id) if event.recommendation_id else None
             )
-            action_id, channel, uncounted = _contact_without_channel(event, recommendation)
+            action_id, channel, uncounted = _contact_item(event, recommendation, channel)
         if message is None and hcp_exists is not None:
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)

@@ -53,6 +53,9 @@ def post_feedback(
             events=records,
             model=runtime.recommender.model if runtime.model_version else None,
             log_flush_ms=runtime.settings.log_flush_ms,
+            dismiss_reasons=(
+                runtime.recommender.rules.dismiss_reasons if runtime.model_version else None
+            ),
         )
     rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
     if rejected:

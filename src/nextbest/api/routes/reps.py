@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
 from nextbest.api.deps import RuntimeDep, SessionDep
@@ -26,6 +27,14 @@ from nextbest.service.serving import rep_call_plan
 router = APIRouter(prefix="/v1/reps", tags=["reps"], dependencies=[require_roles("admin", "rep")])
 
 
+def _day_only(value: object) -> object:
+    """A plan is for a day: 'YYYY-MM-DD', not a time (a midnight time would be read as
+    its date, its offset dropped)."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        raise ValueError(f"'{value}' is not a day: a plan's date is YYYY-MM-DD")
+    return value
+
+
 def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
     if caller.role == "rep" and caller.name != rep_id:
         raise HTTPException(
@@ -40,7 +49,8 @@ def suggestions(
     rep_id: str,
     runtime: RuntimeDep,
     caller: PrincipalDep,
-    date: Annotated[date, AfterValidator(check_decision_date)] | None = Query(
+    date: Annotated[date, BeforeValidator(_day_only), AfterValidator(check_decision_date)]
+    | None = Query(
         default=None,
         description="Day of the plan (default: today). Contacts and decisions are counted as "
         "of its start (00:00 UTC); today's plan counts them up to now.",
