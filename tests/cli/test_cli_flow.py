@@ -190,6 +190,16 @@ def test_simulate_train_picks(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "column 'event_id': missing required column" in said, said
+    # A misspelt column is named with the one it most likely means.
+    pd.DataFrame(
+        {"event_id": ["z1"], "event_type": ["opened"], "hcp_id": ["H1"], "chanel": ["email"]}
+    ).to_csv(feed, index=False)
+    result = runner.invoke(app, ["feedback", str(feed)])
+    said = " ".join(result.output.split())
+    assert (
+        result.exit_code == 2
+        and "column 'chanel': unknown column (did you mean 'channel'?)" in said
+    ), said
 
 
 def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:

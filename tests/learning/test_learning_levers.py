@@ -107,3 +107,12 @@ def test_levers_change_the_served_score(learned) -> None:  # type: ignore[no-unt
     hit = model.catalog["channel"].to_numpy() == channel
     np.testing.assert_allclose(after[hit], before[hit] - 10.0)
     np.testing.assert_allclose(after[~hit], before[~hit])
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "train.yaml").write_text("seed: 1\neval_fraction: 0.1\nseed: 2\n")
+    twice = r"(?s)not valid YAML: .*found the key 'seed' a second time.*line 3"
+    with pytest.raises(ValueError, match=twice):
+        load_train_config(tmp_path / "train.yaml")
+    (tmp_path / "train.yaml").write_text("engagement: {num_leaves: 7}\nuplift: {num_leaves: 7}\n")
+    assert load_train_config(tmp_path / "train.yaml").uplift.num_leaves == 7  # same key, two maps

@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nextbest.learning.levers import Levers, load_levers, parse_levers
+from nextbest.yamlfile import load_yaml
 
 
 class LightGBMParams(BaseModel):
@@ -83,7 +84,7 @@ def load_train_config(path: Path | None) -> TrainConfig:
     if path is None:
         return TrainConfig()
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = load_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise ValueError(f"training config {path} does not exist") from None
     except yaml.YAMLError as exc:

@@ -23,6 +23,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nextbest.yamlfile import load_yaml
+
 SCOPES = ("channel", "topic", "content_id")
 
 
@@ -85,7 +87,7 @@ class Levers(BaseModel):
 def load_levers(path: Path) -> Levers:
     """Read and validate a levers file; errors name the file and the entry."""
     try:
-        raw: Any = yaml.safe_load(Path(path).read_text()) or {}
+        raw: Any = load_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise ValueError(f"levers file {path} does not exist") from None
     except yaml.YAMLError as exc:

@@ -59,6 +59,7 @@ from nextbest.loop.evidence import (
 )
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
+from nextbest.yamlfile import load_yaml
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -93,7 +94,7 @@ def load_gate_config(path: Path | None) -> GateConfig:
     if path is None:
         return GateConfig()
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = load_yaml(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise GateError(f"gate config {path} does not exist") from None
     except yaml.YAMLError as exc:

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from nextbest.yamlfile import load_yaml
+
 if TYPE_CHECKING:
     from nextbest.settings import Settings
 
@@ -87,7 +89,7 @@ class ServingRules:
         if not path.exists():
             return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise RulesError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_mapping(data, source=str(path))

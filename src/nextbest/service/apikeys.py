@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import yaml
 
+from nextbest.yamlfile import load_yaml
+
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
 ENV_KEYS = "NEXTBEST_API_KEYS"
@@ -91,7 +93,7 @@ class KeyStore:
         entries: list[_Entry] = []
         if path is not None and path.exists():
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = load_yaml(path.read_text()) or {}
             except yaml.YAMLError as exc:
                 raise ApiKeyError(f"{path}: not valid YAML: {exc}") from None
             if not isinstance(data, Mapping) or not isinstance(data.get("keys", []), list):
@@ -211,7 +213,7 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     KeyStore.load(path=path, env={})  # raises ApiKeyError naming the entry at fault
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path.read_text()) or {}
     return [dict(entry) for entry in data.get("keys") or []]
 
 

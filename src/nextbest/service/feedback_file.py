@@ -9,6 +9,7 @@ number, while the others are stored.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -56,11 +57,19 @@ def read_events(path: Path) -> pd.DataFrame:
     unknown = [c for c in frame.columns if c not in COLUMNS]
     missing = [c for c in REQUIRED if c not in frame.columns]
     problems = [
-        Problem(path.name, None, c, f"unknown column; known: {', '.join(COLUMNS)}") for c in unknown
+        Problem(
+            path.name, None, c, f"unknown column{_did_you_mean(c)}; known: {', '.join(COLUMNS)}"
+        )
+        for c in unknown
     ] + [Problem(path.name, None, c, "missing required column") for c in missing]
     if problems:
         raise ContractError(problems)
     return frame
+
+
+def _did_you_mean(column: str) -> str:
+    near = difflib.get_close_matches(column.strip().lower(), COLUMNS, n=1, cutoff=0.75)
+    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 def _cell(value: Any) -> Any:
