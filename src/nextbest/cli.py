@@ -686,8 +686,9 @@ def feedback(
     if done.uncounted:
         console.print(
             f"[yellow]note:[/yellow] {len(done.uncounted):,} stored "
-            f"contact{'' if len(done.uncounted) == 1 else 's'} count against no frequency cap "
-            "(no channel, and none to take from an action or a recommendation):",
+            f"contact{'' if len(done.uncounted) == 1 else 's'} count in the all-channel budget "
+            "only, against no channel's cap (no channel, and none to take from an action "
+            "or a recommendation):",
         )
         for row, event_id, why in done.uncounted[:5]:
             console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)

@@ -164,3 +164,37 @@ def test_a_contact_acknowledged_a_few_minutes_ahead_counts_at_once(tmp_path: Pat
     assert found is not None
     assert ("H-skew", "email") in found.last  # ten minutes ahead: counted now
     assert ("H-later", "email") not in found.last  # two hours ahead: after the decision
+
+
+def test_a_contact_without_a_channel_counts_in_the_all_channel_budget(tmp_path: Path) -> None:
+    from nextbest.policy.rules import HistoryRules, ServingRules
+    from nextbest.service.serving import live_history
+
+    rules = ServingRules.from_mapping(
+        {
+            "channels": {"email": {"max_contacts": 1, "per_days": 28}},
+            "all_channels": {"max_contacts": 2, "per_days": 28},
+        }
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'budget.db'}")
+    migrate(engine)
+    events = [
+        FeedbackRecord(f"e{i}", "delivered", NOW - timedelta(days=i + 1), "H1", channel=channel)
+        for i, channel in enumerate([None, "webinar"])
+    ]
+    with make_session_factory(engine)() as session:
+        result = record_feedback(session, events=events)
+    assert [e for _, e, _ in result.uncounted] == ["e0"]
+    found = live_history(engine, rules=rules, hcp_ids=["H1"], now=NOW)
+    engine.dispose()
+    assert found is not None
+    history = HistoryRules(
+        rules,
+        channels=np.array(["email", "webinar"], dtype=object),
+        action_ids=np.array(["A1", "A2"], dtype=object),
+    )
+    # Two contacts in 28 days, one of them without a channel: the budget of 2 is spent,
+    # while e-mail's own cap (no e-mail contact) is not.
+    assert history.blocked(["H1"], found)[0].tolist() == [True, True]
+    why = history.reasons("H1", found)
+    assert why[0] == ["contact budget: 2 contacts on all channels in the last 28 days (max 2)"]

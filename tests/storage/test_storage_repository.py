@@ -430,7 +430,7 @@ def test_a_contact_without_channel_takes_its_recommendations_one_item_or_is_flag
     assert result.accepted == ["one-item", "two-items", "bare", "opened"]
     assert [(i, e) for i, e, _ in result.uncounted] == [(1, "two-items"), (2, "bare")]
     assert result.uncounted[0][2] == (
-        "stored, but counts against no frequency cap: recommendation 'rec-1' served 2 "
+        "stored, but counts in the all-channel budget only: recommendation 'rec-1' served 2 "
         "actions on several channels (a-email, a-visit): name the action_id"
     )
     stored = stored_events(session_factory)

@@ -254,9 +254,9 @@ class FeedbackResultPublic(BaseModel):
     rejected: list[RejectedEvent]
     uncounted: list[UncountedEvent] = Field(
         default_factory=list,
-        description="Contacts (delivered, completed) stored but counted against no "
-        "frequency cap: they name no channel and none could be filled in from their "
-        "action or their recommendation's one item.",
+        description="Contacts (delivered, completed) stored but counted in the "
+        "all-channel budget only, against no channel's cap: they name no channel and none "
+        "could be filled in from their action or their recommendation's items.",
     )
 
 

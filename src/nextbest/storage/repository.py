@@ -177,8 +177,8 @@ class FeedbackResult:
     retry), including repeats of an id within the batch. ``rejected``: (index in the
     batch, event_id, message) of invalid events, and of events reusing a stored id
     for a different event, none of which were stored; in batch order.
-    ``uncounted``: (index, event_id, message) of accepted contacts that count
-    against no frequency cap (no channel named, none to fill in); a subset of
+    ``uncounted``: (index, event_id, message) of accepted contacts that count in
+    the all-channel budget only (no channel named, none to fill in); a subset of
     ``accepted``, in batch order.
     """
 
@@ -526,7 +526,7 @@ def _contact_item(
             f"recommendation '{event.recommendation_id}' served {len(items)} actions on "
             f"several channels ({', '.join(sorted(items))}): name the action_id"
         )
-    return None, None, f"stored, but counts against no frequency cap: {why}"
+    return None, None, f"stored, but counts in the all-channel budget only: {why}"
 
 
 def record_feedback(
@@ -953,8 +953,9 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
             )
             .where(
                 of_hcps,
+                # A contact without a channel (key NULL) counts in the all-channel
+                # budget: the HCP was contacted; no channel's own cap counts it.
                 c.event_type.in_(contact_types),
-                c.channel.is_not(None),
                 c.occurred_at >= sa.bindparam("since_0"),
                 c.occurred_at <= sa.bindparam("until"),
             )
