@@ -42,7 +42,7 @@ class FileFeedback:
     accepted: int = 0
     duplicates: int = 0  # already stored (a file sent again), or twice in the file
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # row, event_id, why
-    # Stored contacts that count against no cap (row, event_id, why).
+    # Stored contacts that count in the all-channel budget only (row, event_id, why).
     uncounted: list[tuple[int, str, str]] = field(default_factory=list)
 
 

@@ -503,7 +503,7 @@ def _channel_of(
 def _contact_item(
     event: FeedbackRecord, recommendation: _ServedRecommendation | None, channel: str | None
 ) -> tuple[str | None, str | None, str | None]:
-    """(action_id, channel, why it counts against no cap) of a contact event that names
+    """(action_id, channel, why it counts against no channel's cap) of a contact event that names
     no action: the item of its recommendation when that served exactly one (and
     ``channel``, if stated, is that item's), else the channel its items share; else
     (None, None, why) when no channel is known either."""
@@ -558,7 +558,8 @@ def record_feedback(
     ``channel`` gets the channel that action was served on (or, not served, its channel
     in ``action_channels``), so frequency caps count it; a contact (``delivered``,
     ``completed``) naming neither gets the item of its recommendation when that served
-    exactly one, and is rejected otherwise.
+    exactly one (or the channel its items share); otherwise it is stored, counts in
+    the all-channel budget only, and is listed in ``uncounted``.
 
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
@@ -574,7 +575,7 @@ def record_feedback(
     rows: dict[str, dict[str, Any]] = {}
     # Batch order of the valid events: (index, id, what the event says), once per occurrence.
     valid_order: list[tuple[int, str, _Identity]] = []
-    uncounted_at: dict[int, str] = {}  # index -> why a valid contact counts against no cap
+    uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
     for index, event in enumerate(events):
         message = _check_event(event, received_at)
         if (
