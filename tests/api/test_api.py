@@ -75,6 +75,7 @@ def test_unknown_hcp_is_404_with_message(client: TestClient) -> None:
         pytest.param({}, "hcp_id", id="missing-hcp"),
         pytest.param({"hcp_id": "H000001", "k": 0}, "k", id="k-zero"),
         pytest.param({"hcp_id": "H000001", "k": 500}, "k", id="k-too-big"),
+        pytest.param({"hcp_id": "H000001", "k": True}, "k", id="k-boolean"),
         pytest.param({"hcp_id": "H000001", "purpose": "sales"}, "purpose", id="bad-purpose"),
         pytest.param({"hcp_id": "H000001", "channel": "fax"}, "channel", id="unknown-channel"),
         pytest.param({"hcp_id": "H000001", "colour": "red"}, "colour", id="unknown-field"),
@@ -232,6 +233,11 @@ def test_a_malformed_event_in_a_batch_is_rejected_alone(client: TestClient, trai
             {"event_id": "x", "event_type": "outcome", "hcp_id": "H1", "value": "lots"},
             "value",
             id="bad-value",
+        ),
+        pytest.param(
+            {"event_id": "x", "event_type": "outcome", "hcp_id": "H1", "value": True},
+            "value",
+            id="boolean-value",
         ),
     ],
 )

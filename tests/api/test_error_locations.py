@@ -41,6 +41,13 @@ def _rep_feedback(extra: dict) -> dict:
             {"hcp_ids": ["{hcp}"], "k": 0},
             ["body", "k"],
         ),
+        (
+            "post",
+            "/v1/recommendations/batch",
+            None,
+            {"hcp_ids": ["{hcp}"], "k": True},
+            ["body", "k"],
+        ),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 0}, None, ["query", "capacity"]),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 999}, None, ["query", "capacity"]),
         ("get", "/v1/reps/anyone/suggestions", {}, None, ["query", "territory_id"]),

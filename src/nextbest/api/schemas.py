@@ -22,6 +22,7 @@ from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     FeedbackEventCreate,
     event_or_malformed,
+    not_a_boolean,
 )
 from nextbest.service.recommend import MAX_BATCH, check_decision_date
 
@@ -50,6 +51,9 @@ def _date_or_time(value: object) -> object:
 DecisionDate = Annotated[
     date | datetime, BeforeValidator(_date_or_time), AfterValidator(check_decision_date)
 ]
+# How many actions: true / false are not counts (lax validation reads true as 1).
+Count = Annotated[int, BeforeValidator(not_a_boolean)]
+
 DECISION_DATE_HELP = (
     "Decision date or time (default: now): approval windows, contacts and decisions are "
     "counted as of it. A date alone is 00:00 UTC of that day, today's is now."
@@ -60,7 +64,7 @@ class RecommendationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hcp_id: str = Field(min_length=1, max_length=128, examples=["H000001"])
-    k: int = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
+    k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
     purpose: Literal["promotional", "medical"] = Field(
         default="promotional",
@@ -109,7 +113,7 @@ class RecommendationBatchCreate(BaseModel):
     hcp_ids: list[str] = Field(
         min_length=1, description=f"Up to {MAX_BATCH} HCPs per call.", examples=[["H000001"]]
     )
-    k: int = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
+    k: Count = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
     purpose: Literal["promotional", "medical"] = "promotional"
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)

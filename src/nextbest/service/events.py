@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -25,6 +26,14 @@ from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
 MAX_FEEDBACK_BATCH = 5000
 
 
+def not_a_boolean(value: object) -> object:
+    """Refuse ``true`` / ``false`` where a number belongs: lax validation reads them
+    as 1 and 0, and a client that sent one meant something else."""
+    if isinstance(value, bool):
+        raise ValueError(f"a number is needed here, not {str(value).lower()}")
+    return value
+
+
 class FeedbackEventCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,7 +45,9 @@ class FeedbackEventCreate(BaseModel):
     channel: str | None = Field(default=None, max_length=64)
     occurred_at: datetime | None = Field(default=None, description="Default: when received.")
     reason: str | None = Field(default=None, max_length=256, description="For dismissed / snoozed.")
-    value: float | None = Field(default=None, description="Outcome value (required for 'outcome').")
+    value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(
+        default=None, description="Outcome value (required for 'outcome')."
+    )
 
     def record(self, received_at: datetime) -> FeedbackRecord:
         """The event as the feedback store takes it (no ``occurred_at``: ``received_at``)."""
