@@ -217,6 +217,24 @@ def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> N
     ), str(caught.value)
 
 
+def test_every_row_with_a_wrong_number_of_fields_is_named_at_once(tmp_path: Path) -> None:
+    # pandas stops at the first row with too many fields: the file would be fixed
+    # and re-run once per bad row.
+    path = tmp_path / "catalog.csv"
+    path.write_text("action_id;specialties\nA1;gp\nA2;gp;x\nA3\nA4;ok\nA5;a;b;c\n")
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    lines = str(caught.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "catalog.csv, row 2",
+        "catalog.csv, row 3",
+        "catalog.csv, row 5",
+    ]
+    assert "3 fields where the header has 2: a semicolon inside" in lines[0]
+    assert "1 field where the header has 2: every row needs every separator" in lines[1]
+    assert "4 fields where the header has 2" in lines[2]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_write_dataset_round_trips(
     dataset: Dataset, tmp_path: Path, fmt: Literal["csv", "parquet"]

@@ -51,21 +51,9 @@ def read_table(path: Path | str) -> pd.DataFrame:
                 encoding="utf-8-sig",
                 sep=_separator(path),
             )
-            short = _short_rows(path, _separator(path), len(frame.columns))
-            if short:
-                raise ContractError(
-                    [
-                        Problem(
-                            path.name,
-                            row,
-                            None,
-                            f"{seen} fields where the header has {expected}: every row needs "
-                            "every separator, empty cells included (the values after a "
-                            "missing one would land in the wrong columns)",
-                        )
-                        for row, expected, seen in short
-                    ]
-                )
+            misfits = _misfit_rows(path, _separator(path), len(frame.columns))
+            if misfits:
+                raise ContractError([_misfit_problem(path, *misfit) for misfit in misfits])
             return frame
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
@@ -82,37 +70,29 @@ def read_table(path: Path | str) -> pd.DataFrame:
         fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if fields is not None:
             header, line, seen = (int(g) for g in fields.groups())
-            separator = {",": "comma", ";": "semicolon", "\t": "tab"}[_separator(path)]
-            raise ContractError(
-                [
-                    Problem(
-                        path.name,
-                        line - 1,  # the header is line 1
-                        None,
-                        f"{seen} fields where the header has {header}: a {separator} inside a "
-                        "value? put such values in double quotes",
-                    )
-                ]
-            ) from err
+            # Every such row, not only the first pandas stops at: one pass to fix them all.
+            misfits = _misfit_rows(path, _separator(path), header) or [(line - 1, header, seen)]
+            raise ContractError([_misfit_problem(path, *misfit) for misfit in misfits]) from err
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
 
 
-def _short_rows(
+def _misfit_rows(
     path: Path, sep: str, n_columns: int, limit: int = 20
 ) -> list[tuple[int, int, int]]:
-    """(row, fields expected, fields seen) of the first ``limit`` rows with fewer fields
-    than the header. pandas pads such a row with empty cells, so a value left out in
-    the middle shifts the rest one column to the left, silently. A second parse by
-    Arrow's CSV reader, converting one column only, finds them."""
-    short: list[tuple[int, int, int]] = []
+    """(row, fields expected, fields seen) of the first ``limit`` rows whose number of
+    fields differs from the header's. pandas stops at the first row with too many,
+    and pads a row with too few with empty cells, so a value left out in the middle
+    shifts the rest one column to the left, silently. A second parse by Arrow's CSV
+    reader, converting one column only, finds them all."""
+    found: list[tuple[int, int, int]] = []
 
     def keep(row: pa_csv.InvalidRow) -> str:
-        if len(short) < limit and row.actual_columns < row.expected_columns:
+        if len(found) < limit:
             # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
             number = -1 if row.number is None else row.number - 1
-            short.append((number, row.expected_columns, row.actual_columns))
+            found.append((number, row.expected_columns, row.actual_columns))
         return "skip"
 
     names = [f"c{i}" for i in range(n_columns)]
@@ -120,7 +100,20 @@ def _short_rows(
         _arrow_parse(path, sep, names, keep)
     except pa.ArrowException:
         return []  # a file Arrow parses otherwise than pandas: pandas' reading stands
-    return short
+    return found
+
+
+def _misfit_problem(path: Path, row: int, expected: int, seen: int) -> Problem:
+    if seen > expected:
+        separator = {",": "comma", ";": "semicolon", "\t": "tab"}[_separator(path)]
+        advice = f"a {separator} inside a value? put such values in double quotes"
+    else:
+        advice = (
+            "every row needs every separator, empty cells included (the values after a "
+            "missing one would land in the wrong columns)"
+        )
+    fields = "1 field" if seen == 1 else f"{seen} fields"
+    return Problem(path.name, row, None, f"{fields} where the header has {expected}: {advice}")
 
 
 def _arrow_parse(path: Path, sep: str, names: list[str], keep: Any) -> None:
