@@ -26,7 +26,10 @@ The model's history features are as of its training cut-off; a reason speaks as
 of the decision (:class:`Lapse`): gaps count the days since the cut-off too
 ("no rep visit in 9 weeks" a fortnight later reads 11 weeks), and a channel the
 live contact history shows the HCP was contacted on since the cut-off says
-nothing of its old record or gap, which may no longer hold.
+nothing of its old record or gap, which may no longer hold. So does a channel the
+live history shows a contact on that the snapshot lacks (newer than the snapshot's
+latest by more than a day): a model retrained on part of the logged decisions,
+or on an export that missed some contacts.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ MAX_REASONS = 3
 MIN_GAP_DAYS = 7.0
 # From this many days on, gaps read in whole weeks ("no visit in 9 weeks").
 WEEKS_FROM_DAYS = 14.0
+# A live contact at most this much newer than the snapshot's latest on its channel
+# is taken for the same one: a decision is in the training history at the time it
+# was made, its delivery or completion comes in later.
+SAME_CONTACT_DAYS = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,11 +96,14 @@ _ALL_HISTORY = frozenset(
 @dataclass(frozen=True)
 class Lapse:
     """What an HCP's snapshot misses at the decision: ``days`` (whole days) since the
-    model's history cut-off, and the channels the HCP was contacted on since then
-    (from the live contact history; None when it does not reach back to the cut-off)."""
+    model's history cut-off, the channels the HCP was contacted on since then (from
+    the live contact history; None when it does not reach back to the cut-off), and
+    ``before``: per channel, how many days before the cut-off the newest live
+    contact at or before it was (the snapshot may lack it)."""
 
     days: int = 0
-    touched: frozenset[str] | None = frozenset()
+    touched: frozenset[str | None] | None = frozenset()
+    before: tuple[tuple[str | None, float], ...] = ()
 
     def touched_channel(self, channel: str) -> bool:
         return self.touched is not None and channel in self.touched
@@ -101,6 +111,16 @@ class Lapse:
     @property
     def touched_any(self) -> bool:
         return bool(self.touched)
+
+    def missed_by_snapshot(self, snapshot_days: float, channel: str | None = None) -> bool:
+        """Whether a live contact before the cut-off (on ``channel``, or on any) is
+        newer than the snapshot's latest, ``snapshot_days`` before the cut-off (NaN:
+        none), by more than :data:`SAME_CONTACT_DAYS`."""
+        return any(
+            (channel is None or seen == channel)
+            and (math.isnan(snapshot_days) or days < snapshot_days - SAME_CONTACT_DAYS)
+            for seen, days in self.before
+        )
 
 
 AT_CUTOFF = Lapse()
@@ -194,6 +214,12 @@ class _Row:
     def value(self, feature: str) -> float:
         return float(self.x[self.model.feature_position[feature]])
 
+    def contacted_since_snapshot(self) -> bool:
+        """Whether the live history shows a contact, on any channel, the snapshot lacks."""
+        return self.lapse.touched_any or self.lapse.missed_by_snapshot(
+            self.value("all__days_since_touch")
+        )
+
     def channel_prior(self) -> float:
         history = self.model.space.history
         assert history is not None
@@ -217,8 +243,10 @@ _Said: TypeAlias = tuple[str, tuple[str, ...]] | None
 
 def _channel_sentence(feature: str, row: _Row) -> _Said:
     """The item's own channel: its engagement record, or how long it has rested."""
-    if row.lapse.touched_channel(row.channel):
-        return None  # contacted on it since the cut-off: its record and gap are out of date
+    if row.lapse.touched_channel(row.channel) or row.lapse.missed_by_snapshot(
+        row.value("this_channel__days_since"), row.channel
+    ):
+        return None  # contacted on it since the snapshot: its record and gap are out of date
     words = _words(row.channel)
     touches = row.value("this_channel__touches")
     if _missing(touches) or touches < 1:
@@ -243,8 +271,8 @@ def _topic_sentence(row: _Row) -> _Said:
     topic = _pretty(row.topic)
     touches = row.value("this_topic__touches")
     if _missing(touches) or touches < 1:
-        if row.lapse.touched_any:
-            return None  # contacted since the cut-off, on a topic the history does not say
+        if row.contacted_since_snapshot():
+            return None  # contacted since the snapshot, on a topic the history does not say
         return f"has not seen {topic} content yet", (_TOPIC,)
     n = int(touches)
     prior = row.topic_prior()
@@ -306,8 +334,8 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
             return None
         return "responds to outreach more than most HCPs", (_ENGAGER,)
     if feature == "all__days_since_touch":
-        if row.lapse.touched_any:
-            return None  # contacted since the cut-off: the gap is out of date
+        if row.contacted_since_snapshot():
+            return None  # contacted since the snapshot: the gap is out of date
         days = row.value(feature) + row.lapse.days
         if _missing(days):
             return "never contacted before", _NEVER_CONTACTED

@@ -283,17 +283,17 @@ class LiveHistory:
     def empty(self) -> bool:
         return not self.last and not self.dismissed
 
-    def contacted_since(self, moment: datetime) -> dict[str, frozenset[str]] | None:
-        """Per HCP, the channels it was contacted on after ``moment`` (HCPs without any
-        left out); None when this history does not reach back to ``moment`` (it holds
-        the rules' longest window, or no contacts at all)."""
-        if not self.counts or moment < self.now - timedelta(days=max(self.counts)):
+    def newest_contacts(self, reaching: datetime) -> dict[str, dict[str | None, datetime]] | None:
+        """Per HCP, its newest contact on each channel (None: without a channel; HCPs
+        without any contact left out);
+        None when this history does not reach back to ``reaching`` (it holds the
+        rules' longest window, or no contacts at all)."""
+        if not self.counts or reaching < self.now - timedelta(days=max(self.counts)):
             return None
-        found: dict[str, set[str]] = {}
+        found: dict[str, dict[str | None, datetime]] = {}
         for (hcp_id, channel), at in self.last.items():
-            if at > moment:
-                found.setdefault(hcp_id, set()).add(channel)
-        return {hcp_id: frozenset(channels) for hcp_id, channels in found.items()}
+            found.setdefault(hcp_id, {})[channel] = at
+        return found
 
 
 class HistoryRules:

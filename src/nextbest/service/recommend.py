@@ -160,16 +160,36 @@ def lapses(
     as_of: datetime, hcp_ids: Sequence[str], now: datetime, history: LiveHistory | None
 ) -> list[Lapse]:
     """What each HCP's snapshot (history as of ``as_of``) misses at ``now``: the days
-    since, and the channels ``history`` shows it was contacted on since (see
-    :class:`~nextbest.learning.reasons.Lapse`)."""
+    since, the channels ``history`` shows it was contacted on since, and its newest
+    contacts before (see :class:`~nextbest.learning.reasons.Lapse`)."""
     # Nearest whole day: a cut-off is a second after the newest interaction, so the
     # floor would drop a day that has all but passed (49 days read as 6 weeks).
     days = max(0, round((now - as_of) / timedelta(days=1)))
-    contacted = None if history is None else history.contacted_since(as_of)
-    if contacted is None:
+    newest = None if history is None else history.newest_contacts(as_of)
+    if newest is None:
         return [Lapse(days, None)] * len(hcp_ids)
     untouched = Lapse(days, frozenset())
-    return [untouched if h not in contacted else Lapse(days, contacted[h]) for h in hcp_ids]
+    out = []
+    for hcp_id in hcp_ids:
+        contacts = newest.get(hcp_id)
+        if not contacts:
+            out.append(untouched)
+            continue
+        since = frozenset(channel for channel, at in contacts.items() if at > as_of)
+        # Rounded, so that the lapse (part of the score cache's key) stays put; a
+        # contact without a channel is under None.
+        before = tuple(
+            sorted(
+                (
+                    (channel, round((as_of - at) / timedelta(days=1), 3))
+                    for channel, at in contacts.items()
+                    if at <= as_of
+                ),
+                key=lambda pair: (pair[0] or "", pair[1]),
+            )
+        )
+        out.append(Lapse(days, since, before))
+    return out
 
 
 class Recommender:
