@@ -65,6 +65,21 @@ def test_rep_sees_only_its_territory(client: TestClient, keys) -> None:
     assert client.post("/v1/feedback", json=event, headers=keys.rep).status_code == 403
     event = {"event_id": "x-in", "event_type": "opened", "hcp_id": inside}
     assert client.post("/v1/feedback", json=event, headers=keys.rep).status_code == 200
+    # In a batch, an event outside the territory is rejected alone (403 for it), the
+    # others stored: a CRM syncing 500 decisions does not lose 499 for one.
+    batch = [
+        {"event_id": "b-in", "event_type": "opened", "hcp_id": inside},
+        {"event_id": "b-out", "event_type": "opened", "hcp_id": outside},
+    ]
+    mixed = client.post("/v1/feedback", json={"events": batch}, headers=keys.rep)
+    assert mixed.status_code == 207, mixed.text
+    answer = mixed.json()
+    assert answer["accepted"] == 1
+    [refused] = answer["rejected"]
+    assert (refused["index"], refused["status"]) == (1, 403)
+    assert keys.territory in refused["message"] and outside in refused["message"]
+    every = client.post("/v1/feedback", json={"events": batch[1:]}, headers=keys.rep)
+    assert every.status_code == 403 and every.json()["accepted"] == 0
 
 
 def test_rep_cannot_read_another_reps_plan_or_use_admin_and_batch(client: TestClient, keys) -> None:

@@ -217,6 +217,13 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
     # The latest decision on the pair counts: accepting it lifts the dismissal.
     assert decide(first, "accept").json()["accepted"] == 1
     assert not dismissed_as_of(None)
+    # Dismissed again for the same reason: a new decision (it was a duplicate of the
+    # first dismissal, and the acceptance stayed the latest); sent twice, one.
+    assert decide(first, "dismiss", "not_relevant").json()["accepted"] == 1
+    assert dismissed_as_of(None)
+    assert decide(first, "dismiss", "not_relevant").json()["duplicates"] == 1
+    assert decide(first, "accept").json()["accepted"] == 1
+    assert not dismissed_as_of(None)
     # A dismissal with another reason code is a new decision, not a duplicate.
     assert decide(first, "dismiss", "wrong_content").json()["accepted"] == 1
     answer = client.post(
@@ -233,15 +240,16 @@ def test_an_offline_decision_counts_from_when_it_was_taken(client: TestClient, k
     url = f"/v1/reps/{keys.rep_name}/feedback"
     now = datetime.now(UTC)
 
-    def snooze(days_ago: float, event_id: str) -> dict:
+    def snooze(days_ago: float, event_id: str | None) -> dict:
         body = {
             "recommendation_id": s.recommendation_id,
             "hcp_id": s.hcp_id,
             "action_id": s.action_id,
             "decision": "snooze",
-            "event_id": event_id,
             "occurred_at": (now - timedelta(days=days_ago)).isoformat(),
         }
+        if event_id is not None:
+            body["event_id"] = event_id
         answer = client.post(url, json=body, headers=keys.rep)
         return {"status": answer.status_code, **answer.json()}
 
@@ -251,6 +259,11 @@ def test_an_offline_decision_counts_from_when_it_was_taken(client: TestClient, k
         ).json()
         return any("snoozed" in w for w in answer["excluded"].get(s.action_id, []))
 
+    # Without an event id, an offline decision is known by its time: the same one
+    # sent twice is a duplicate, the same decision taken another day is not.
+    derived = snooze(12, None)
+    assert (derived["accepted"], snooze(12, None)["duplicates"]) == (1, 1)
+    assert snooze(11, None)["accepted"] == 1
     assert snooze(10, "offline-1")["accepted"] == 1
     assert not snoozed()  # 10 days ago: past the 7-day snooze
     assert snooze(2, "offline-2")["accepted"] == 1

@@ -78,12 +78,21 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
     runtime.close()
 
 
-def test_readyz_is_503_without_a_model(api_settings, tmp_path: Path) -> None:
+def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> None:
     empty = api_settings.model_copy(update={"models_dir": tmp_path / "empty"})
-    with TestClient(create_app(empty)) as client:
+    with TestClient(create_app(empty), headers=dict(keys.admin)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "no model loaded" in ready.json()["status"]
         assert client.get("/healthz").json().get("model_version") is None
+        asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert asking.status_code == 503 and asking.headers["Retry-After"] == "30"
+        # A rep's feedback waits for a model: its territory cannot be checked without one.
+        rep_event = {"event_id": "r-1", "event_type": "dismissed", "hcp_id": "H000001"}
+        refused = client.post("/v1/feedback", json=rep_event, headers=keys.rep)
+        assert refused.status_code == 503 and "territory" in refused.json()["detail"]
+        # Other callers' feedback is stored unchecked, as `nextbest feedback` does.
+        event = {"event_id": "c-1", "event_type": "opened", "hcp_id": "H000001"}
+        assert client.post("/v1/feedback", json=event, headers=keys.channel).status_code == 200
 
 
 def _cache_counts(client: TestClient) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from nextbest import __version__
 from nextbest.api.auth import feedback_scope, require_roles
 from nextbest.api.connections import ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware
+from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.errors import (
     InvalidRequestError,
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         "Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
         lifespan=lifespan,
     )
+    document(app)
     app.add_middleware(ObservabilityMiddleware)
     configured = runtime.settings if runtime is not None else settings or get_settings()
     app.add_middleware(ConnectionRecycler, limit=configured.max_requests_per_connection)
@@ -121,7 +123,12 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     async def _invalid(_: Request, exc: InvalidRequestError) -> JSONResponse:
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content={"detail": [{"loc": [exc.location, exc.field], "msg": exc.message}]},
+            # The shape of FastAPI's own 422s, so that a client reads both alike.
+            content={
+                "detail": [
+                    {"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}
+                ]
+            },
         )
 
     @app.exception_handler(LogBacklogFullError)
@@ -158,8 +165,11 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
 
     @app.exception_handler(ModelNotLoadedError)
     async def _no_model(_: Request, exc: ModelNotLoadedError) -> JSONResponse:
+        # A model arrives with a training run and a reload: minutes, not a second.
         return JSONResponse(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, content={"detail": str(exc)}
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": str(exc)},
+            headers={"Retry-After": "30"},
         )
 
     return app

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
+from nextbest.errors import ModelNotLoadedError
 from nextbest.service.apikeys import Principal, ReloadingKeyStore
 
 ANONYMOUS = Principal(name="anonymous", role="admin")
@@ -102,19 +103,40 @@ def forbid_outside_territory(principal: Principal, territory_id: str | None, wha
 
 
 async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
-    """A rep may only send feedback about HCPs of its own territory."""
+    """A rep may only send feedback about HCPs of its own territory.
+
+    One event outside it is a 403. In a batch, each such event is rejected on its
+    own (``request.state.outside_territory``: its index -> the message) and the
+    others are stored. Before a model is loaded no territory can be checked: a
+    rep's feedback gets 503 until one is.
+    """
+    request.state.outside_territory = {}
     if principal.role != "rep":
         return
+    runtime = request.app.state.runtime
+    if runtime.model_version is None:
+        raise ModelNotLoadedError(
+            "no model is loaded yet: a rep's feedback waits for one (its territory "
+            "cannot be checked without it)"
+        )
     try:
         body = await request.json()  # Starlette caches the body for the route
     except ValueError:
         return  # the route reports the invalid body
-    events = body.get("events", [body]) if isinstance(body, dict) else []
-    runtime = request.app.state.runtime
-    if runtime.model_version is None or not isinstance(events, list):
+    if not isinstance(body, dict):
         return
+    batch = body.get("events")
+    events = batch if isinstance(batch, list) else [body]
     recommender = runtime.recommender
-    for event in events:
+    outside: dict[int, str] = {}
+    for index, event in enumerate(events):
         hcp_id = event.get("hcp_id") if isinstance(event, dict) else None
-        if isinstance(hcp_id, str):
+        if not isinstance(hcp_id, str):
+            continue
+        try:
             forbid_outside_territory(principal, recommender.territory_of(hcp_id), f"HCP {hcp_id}")
+        except HTTPException as refused:
+            if batch is None:
+                raise
+            outside[index] = str(refused.detail)
+    request.state.outside_territory = outside

@@ -264,9 +264,15 @@ class FeedbackResultPublic(BaseModel):
     )
 
 
+class ErrorPublic(BaseModel):
+    """A refusal that is not about one field of the request (401, 403, 404, 500, 503)."""
+
+    detail: str = Field(description="What is wrong, in a sentence.")
+
+
 class HealthPublic(BaseModel):
     status: str
-    model_version: str | None
+    model_version: str | None = Field(default=None, description="Absent until a model is loaded.")
     features_as_of: str | None = Field(
         default=None,
         description="Where the served model's HCP history ends (its training cut-off, UTC): "

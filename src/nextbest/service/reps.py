@@ -10,20 +10,34 @@ from sqlalchemy.orm import Session
 from nextbest.errors import InvalidRequestError
 from nextbest.service.feedback import ingest_feedback
 from nextbest.service.recommend import Recommender
-from nextbest.storage.repository import MAX_LENGTHS, FeedbackRecord, FeedbackResult
+from nextbest.storage.repository import (
+    MAX_LENGTHS,
+    FeedbackRecord,
+    FeedbackResult,
+    latest_decision,
+)
 
 EVENT_OF_DECISION = {"accept": "accepted", "dismiss": "dismissed", "snooze": "snoozed"}
 
 
 def _decision_id(
-    rep_id: str, recommendation_id: str, action_id: str, event_type: str, reason: str | None
+    rep_id: str,
+    recommendation_id: str,
+    action_id: str,
+    event_type: str,
+    reason: str | None,
+    at: datetime | None = None,
 ) -> str:
     """The event id of a rep's decision on one item: the same decision sent again is a
     duplicate; a decision on another item of the same recommendation, or a dismissal
-    with another reason code (a rep correcting it), is not."""
+    with another reason code (a rep correcting it), is not. ``at``: the decision's
+    time, for a decision that is not a resend of the one stored (see
+    :func:`record_rep_decision`)."""
     readable = f"rep:{rep_id}:{recommendation_id}:{action_id}:{event_type}"
     if reason is not None:
         readable += f":{reason}"
+    if at is not None:  # a time without an offset is UTC, as occurred_at's is
+        readable += f":{(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()}"
     if len(readable) <= MAX_LENGTHS["event_id"]:
         return readable
     return "rep:" + hashlib.sha256(readable.encode()).hexdigest()
@@ -50,6 +64,12 @@ def record_rep_decision(
     ``snooze_days``, counted from ``occurred_at`` (default: now; a time in the future
     is rejected as any feedback event's is).
     ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
+
+    Without an ``event_id``, one is derived so that a resend is a duplicate: from the
+    rep, recommendation, action, decision and reason, and from ``occurred_at`` when
+    given (an offline decision is known by when it was taken). Without
+    ``occurred_at``, a decision that differs from the pair's latest one is new even
+    when it repeats an earlier one: dismiss, accept, dismiss again suppresses again.
     """
     if decision not in EVENT_OF_DECISION:
         raise InvalidRequestError("decision", f"must be one of {', '.join(EVENT_OF_DECISION)}")
@@ -63,10 +83,19 @@ def record_rep_decision(
             "reason", f"unknown reason code '{reason}'; known: {', '.join(codes)}"
         )
     event_type = EVENT_OF_DECISION[decision]
+    now = datetime.now(UTC)
+    if event_id is None:
+        at = occurred_at
+        if at is None and latest_decision(session, hcp_id, action_id) not in (
+            None,
+            (event_type, reason),
+        ):
+            at = now  # not a resend of the current decision: a new one
+        event_id = _decision_id(rep_id, recommendation_id, action_id, event_type, reason, at)
     event = FeedbackRecord(
-        event_id=event_id or _decision_id(rep_id, recommendation_id, action_id, event_type, reason),
+        event_id=event_id,
         event_type=event_type,
-        occurred_at=occurred_at or datetime.now(UTC),
+        occurred_at=occurred_at or now,
         hcp_id=hcp_id,
         recommendation_id=recommendation_id,
         action_id=action_id,

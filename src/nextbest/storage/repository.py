@@ -1181,6 +1181,22 @@ def dismissals(
     }
 
 
+def latest_decision(session: Session, hcp_id: str, action_id: str) -> tuple[str, str | None] | None:
+    """``(event_type, reason)`` of the latest decision (dismissed, snoozed or
+    accepted) on one HCP and action, whenever it was taken; None if there is none."""
+    row = session.execute(
+        sa.select(FeedbackEvent.event_type, FeedbackEvent.reason)
+        .where(
+            FeedbackEvent.hcp_id == hcp_id,
+            FeedbackEvent.action_id == action_id,
+            FeedbackEvent.event_type.in_(DECISION_EVENT_TYPES),
+        )
+        .order_by(FeedbackEvent.occurred_at.desc(), FeedbackEvent.event_id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:
     """Distinct HCP ids of the newest logged recommendations, most recent first.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from nextbest.api.deps import RuntimeDep, SessionDep
 from nextbest.api.schemas import (
@@ -26,22 +26,29 @@ def post_feedback(
     body: FeedbackCreate,
     runtime: RuntimeDep,
     session: SessionDep,
+    request: Request,
     response: Response,
 ) -> FeedbackResultPublic:
     """Store events; answers only after they are durably committed.
 
     200: every event stored (or already stored: a retry is safe). 207: some
-    events were rejected (not valid events, or naming what the service does not
-    know), the others stored. 422: every event was rejected.
+    events were rejected (not valid events, naming what the service does not
+    know, or, for a rep key, an HCP outside its territory), the others stored.
+    422: every event was rejected (403 when each was outside the rep's territory).
     """
     sent: list[object] = list(body.events) if isinstance(body, FeedbackBatchCreate) else [body]
     now = datetime.now(UTC)
     valid: list[int] = []  # index in the batch of each record below
     records: list[FeedbackRecord] = []
     rejected: list[tuple[int, str, str]] = []
+    outside: dict[int, str] = request.state.outside_territory  # see feedback_scope
     for index, e in enumerate(sent):
         if isinstance(e, MalformedEvent):
             rejected.append((index, e.event_id, e.message))
+            continue
+        if index in outside:
+            assert isinstance(e, FeedbackEventCreate)
+            rejected.append((index, e.event_id, outside[index]))
             continue
         assert isinstance(e, FeedbackEventCreate)
         valid.append(index)
@@ -59,15 +66,18 @@ def post_feedback(
         )
     rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
     if rejected:
-        all_rejected = len(rejected) == len(sent)
-        response.status_code = (
-            status.HTTP_422_UNPROCESSABLE_CONTENT if all_rejected else status.HTTP_207_MULTI_STATUS
-        )
+        if len(rejected) < len(sent):
+            response.status_code = status.HTTP_207_MULTI_STATUS
+        elif all(index in outside for index, _, _ in rejected):
+            response.status_code = status.HTTP_403_FORBIDDEN
+        else:
+            response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
     return FeedbackResultPublic(
         accepted=len(result.accepted),
         duplicates=len(result.duplicates),
         rejected=[
-            RejectedEvent(index=i, event_id=eid, message=msg) for i, eid, msg in sorted(rejected)
+            RejectedEvent(index=i, event_id=eid, message=msg, status=403 if i in outside else 422)
+            for i, eid, msg in sorted(rejected)
         ],
         uncounted=[
             UncountedEvent(index=valid[i], event_id=eid, message=msg)

@@ -1,0 +1,110 @@
+"""A client written from /openapi.json reads every answer the service gives: each
+status a route answers is declared, with the body's schema, and the key is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+
+from nextbest.api.app import create_app
+
+
+@pytest.fixture
+def spec(client: TestClient) -> dict[str, Any]:
+    return client.get("/openapi.json").json()
+
+
+def _conforms(spec: dict[str, Any], method: str, path: str, response: Response) -> None:
+    """The answer's status is declared for the route and its body fits the schema."""
+    declared = spec["paths"][path][method]["responses"]
+    code = str(response.status_code)
+    assert code in declared, f"{method.upper()} {path} answered {code}, declares {list(declared)}"
+    schema = dict(declared[code]["content"]["application/json"]["schema"])
+    schema["components"] = spec["components"]  # where its $refs point
+    jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+
+
+def _hcps(client: TestClient, territory: str) -> tuple[str, str]:
+    """An HCP inside ``territory`` and one outside it."""
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids]
+    inside = next(h for h in ids if recommender.territory_of(h) == territory)
+    outside = next(h for h in ids if recommender.territory_of(h) != territory)
+    return inside, outside
+
+
+def test_every_v1_route_declares_the_key_and_the_refusals(spec: dict[str, Any]) -> None:
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    routes = [(p, ops) for p, ops in spec["paths"].items() if p.startswith("/v1/")]
+    assert len(routes) >= 6
+    for path, operations in routes:
+        for method, operation in operations.items():
+            assert operation["security"] == [{"bearer": []}, {"apiKey": []}], (method, path)
+            assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_answers_fit_the_declared_schemas(client: TestClient, keys, spec) -> None:
+    inside, outside = _hcps(client, keys.territory)
+    one = "/v1/recommendations"
+    cases: list[tuple[str, str, Response]] = [
+        ("post", one, client.post(one, json={"hcp_id": inside})),
+        ("post", one, client.post(one, json={"hcp_id": inside}, headers={"Authorization": ""})),
+        ("post", one, client.post(one, json={"hcp_id": outside}, headers=keys.rep)),
+        ("post", one, client.post(one, json={"hcp_id": "NOPE"})),
+        ("post", one, client.post(one, json={"hcp_id": inside, "k": 0})),
+        # The service's own 422 (a channel the catalog does not have) reads as FastAPI's.
+        ("post", one, client.post(one, json={"hcp_id": inside, "channel": "fax"})),
+        ("post", "/v1/admin/reload", client.post("/v1/admin/reload", headers=keys.channel)),
+        ("get", "/healthz", client.get("/healthz")),
+        ("get", "/readyz", client.get("/readyz")),
+    ]
+    plan = "/v1/reps/{rep_id}/suggestions"
+    cases += [
+        ("get", plan, client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep)),
+        ("get", plan, client.get("/v1/reps/x/suggestions", params={"territory_id": "T999"})),
+        ("get", plan, client.get(f"/v1/reps/{keys.rep_name}/suggestions?capacity=0")),
+    ]
+    feedback = "/v1/feedback"
+
+    def event(n: int, hcp: str) -> dict[str, str]:
+        return {"event_id": f"spec-{n}", "event_type": "opened", "hcp_id": hcp}
+
+    cases += [
+        ("post", feedback, client.post(feedback, json=event(1, inside))),
+        (
+            "post",
+            feedback,
+            client.post(feedback, json={"events": [event(2, inside), event(3, "NO")]}),
+        ),
+        ("post", feedback, client.post(feedback, json=event(4, "NOPE"))),
+        ("post", feedback, client.post(feedback, json={"event_id": "x", "event_type": "liked"})),
+        ("post", feedback, client.post(feedback, json=event(5, outside), headers=keys.rep)),
+        (
+            "post",
+            feedback,
+            client.post(feedback, json={"events": [event(6, outside)]}, headers=keys.rep),
+        ),
+    ]
+    statuses = {(path, r.status_code) for _, path, r in cases}
+    # The cases reach the answers a client must be ready for.
+    assert {(one, s) for s in (200, 401, 403, 404, 422)} <= statuses
+    assert {(feedback, s) for s in (200, 207, 403, 422)} <= statuses
+    for method, path, response in cases:
+        _conforms(spec, method, path, response)
+
+
+def test_answers_without_a_model_fit_the_declared_schemas(api_settings, keys, tmp_path) -> None:
+    empty = api_settings.model_copy(update={"models_dir": tmp_path / "empty"})
+    with TestClient(create_app(empty), headers=dict(keys.admin)) as client:
+        spec = client.get("/openapi.json").json()
+        ready = client.get("/readyz")
+        asked = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert (ready.status_code, asked.status_code) == (503, 503)
+        _conforms(spec, "get", "/readyz", ready)
+        _conforms(spec, "get", "/healthz", client.get("/healthz"))
+        _conforms(spec, "post", "/v1/recommendations", asked)
