@@ -199,9 +199,12 @@ class RepFeedbackCreate(BaseModel):
 
 
 class ReloadPublic(BaseModel):
-    version: str
-    previous: str | None
-    changed: bool
+    version: str = Field(description="The version served from now on.")
+    previous: str | None = Field(description="The version served before the call.")
+    changed: bool = Field(
+        description="A model was loaded and swapped in: the alias had moved, or force "
+        "reloaded the same version."
+    )
     warmed_hcps: int = Field(
         description="HCPs whose scores and reasons the new model computed before the swap "
         "(what the old model's score cache was last asked), in this worker."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from nextbest.api.auth import require_roles
 from nextbest.api.deps import RuntimeDep
@@ -14,7 +14,14 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require_rol
 
 
 @router.post("/reload", response_model=ReloadPublic)
-async def reload(runtime: RuntimeDep, force: bool = False) -> ReloadPublic:
+async def reload(
+    runtime: RuntimeDep,
+    force: bool = Query(
+        default=False,
+        description="Load the alias's version even when it is the one served "
+        "(its artifacts replaced in place).",
+    ),
+) -> ReloadPublic:
     """Load the served alias's current version beside the old one and swap atomically,
     and re-read the serving rules file.
 
