@@ -49,6 +49,8 @@ def _rep_feedback(extra: dict) -> dict:
             ["body", "k"],
         ),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 0}, None, ["query", "capacity"]),
+        # A misspelt parameter is named, not ignored (the default capacity was served).
+        ("get", "/v1/reps/{rep}/suggestions", {"capcity": 5}, None, ["query", "capcity"]),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 999}, None, ["query", "capacity"]),
         ("get", "/v1/reps/anyone/suggestions", {}, None, ["query", "territory_id"]),
         ("post", "/v1/reps/{rep}/feedback", None, _rep_feedback({}), ["body", "reason"]),

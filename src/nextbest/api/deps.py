@@ -7,12 +7,14 @@ than what these do (they never block).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from nextbest.errors import InvalidRequestError
 from nextbest.service.runtime import ServingRuntime
 
 
@@ -31,3 +33,21 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def only_query(*names: str) -> Any:
+    """A dependency refusing query parameters other than ``names`` (422 naming the
+    one sent): ``?capcity=5`` would otherwise be ignored and the default served."""
+
+    async def check(request: Request) -> None:
+        for sent in request.query_params:
+            if sent not in names:
+                near = difflib.get_close_matches(sent, names, n=1)
+                hint = f"did you mean '{near[0]}'? " if near else ""
+                raise InvalidRequestError(
+                    sent,
+                    f"unknown query parameter ({hint}known: {', '.join(names)})",
+                    location="query",
+                )
+
+    return Depends(check)

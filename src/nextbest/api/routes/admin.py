@@ -7,13 +7,13 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Query, status
 
 from nextbest.api.auth import require_roles
-from nextbest.api.deps import RuntimeDep
+from nextbest.api.deps import RuntimeDep, only_query
 from nextbest.api.schemas import ReloadPublic
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require_roles("admin")])
 
 
-@router.post("/reload", response_model=ReloadPublic)
+@router.post("/reload", response_model=ReloadPublic, dependencies=[only_query("force")])
 async def reload(
     runtime: RuntimeDep,
     force: bool = Query(

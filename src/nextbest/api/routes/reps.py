@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator
 
 from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
-from nextbest.api.deps import RuntimeDep, SessionDep
+from nextbest.api.deps import RuntimeDep, SessionDep, only_query
 from nextbest.api.observability import record_served
 from nextbest.api.schemas import (
     FeedbackResultPublic,
@@ -44,7 +44,11 @@ def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
         )
 
 
-@router.get("/{rep_id}/suggestions", response_model=RepPlanPublic)
+@router.get(
+    "/{rep_id}/suggestions",
+    response_model=RepPlanPublic,
+    dependencies=[only_query("date", "capacity", "territory_id")],
+)
 def suggestions(
     rep_id: str,
     runtime: RuntimeDep,
