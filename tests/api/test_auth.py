@@ -124,6 +124,23 @@ def test_requester_is_the_key_name_and_keys_are_never_logged(
     assert any(getattr(r, "requester", None) == "crm-email" for r in caplog.records)
 
 
+def test_each_answer_carries_a_request_id_its_log_line_names(
+    client: TestClient, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="nextbest.access"):
+        denied = client.post(
+            "/v1/recommendations", json={"hcp_id": "H1"}, headers={"Authorization": ""}
+        )
+        kept = client.get("/healthz", headers={"X-Request-ID": "crm-7f3a:retry.2"})
+        odd = client.get("/healthz", headers={"X-Request-ID": "has spaces & more"})
+    made = denied.headers["X-Request-ID"]
+    assert denied.status_code == 401 and len(made) == 32
+    assert kept.headers["X-Request-ID"] == "crm-7f3a:retry.2"  # the caller's own, kept
+    assert odd.headers["X-Request-ID"] not in ("has spaces & more", made)
+    logged = {getattr(r, "request_id", None): getattr(r, "status", None) for r in caplog.records}
+    assert logged[made] == 401 and logged["crm-7f3a:retry.2"] == 200
+
+
 def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "NEXTBEST_API_KEYS",

@@ -8,8 +8,13 @@ status), ``nextbest_recommendations_total`` (served items by channel),
 several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve``
 does) so ``/metrics`` sums every worker.
 
-Logs: one JSON line per request with route, status, duration and the requester's
-key name. No HCP identifiers, bodies or keys are logged.
+Logs: one JSON line per request with route, status, duration, the requester's
+key name and the request id. No HCP identifiers, bodies or keys are logged.
+
+Request ids: a caller's ``X-Request-ID`` (up to 128 letters, digits, ``-``, ``_``,
+``.`` or ``:``) is kept, else one is made; the answer carries it back in
+``X-Request-ID`` and the request's log line names it, so a client's failed call
+can be found in the server's logs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
@@ -120,6 +127,17 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
     }
 
 
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def _request_id(scope: Scope) -> bytes:
+    """The caller's X-Request-ID when it is a plausible id, else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return bytes(value)
+    return uuid.uuid4().hex.encode()
+
+
 class ObservabilityMiddleware:
     """Times every HTTP request; labels by route template, never by raw path."""
 
@@ -132,11 +150,13 @@ class ObservabilityMiddleware:
             return
         start = time.perf_counter()
         status_code = 500
+        request_id = _request_id(scope)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
         try:
@@ -157,5 +177,6 @@ class ObservabilityMiddleware:
                         "status": status_code,
                         "duration_ms": round(elapsed * 1000, 3),
                         "requester": getattr(principal, "name", None),
+                        "request_id": request_id.decode(),
                     },
                 )
