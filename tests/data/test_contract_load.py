@@ -271,7 +271,7 @@ def test_fingerprint_follows_the_data(dataset: Dataset) -> None:
 
 
 def test_optional_columns_may_be_absent(tables: Tables, write_tables: WriteTables) -> None:
-    for column in ("specialties", "cost"):
+    for column in ("approved_until", "specialties", "cost"):
         del tables["catalog"][column]
     for column in ("channel", "content_id", "outcome", "propensity", "holdout"):
         del tables["interactions"][column]
@@ -279,6 +279,8 @@ def test_optional_columns_may_be_absent(tables: Tables, write_tables: WriteTable
     dataset = load_dataset(write_tables(tables))
     assert dataset.catalog["specialties"].tolist() == ["", "", ""]
     assert dataset.catalog["cost"].tolist() == [0.0, 0.0, 0.0]
+    assert dataset.catalog["approved_until"].isna().all()  # open-ended, as documented
+    assert dataset.catalog["approved_until"].dtype == "datetime64[ns]"
     got = dataset.interactions
     assert got["channel"].tolist() == ["rep_visit", "email", None, "email", "email"]
     assert got["outcome"].isna().all() and got["propensity"].isna().all()
@@ -318,3 +320,37 @@ def test_schema_helpers() -> None:
     assert is_rep_channel("rep_phone") and not is_rep_channel("email")
     assert allowed_specialties(" Oncology;cardiology ;;") == {"oncology", "cardiology"}
     assert allowed_specialties("") == frozenset()
+
+
+def test_consent_columns_are_spelled_as_channels_and_must_name_one(tables, write_tables) -> None:
+    # 'Consent_Email' was read as a plain feature: HCPs who opted out of e-mail got
+    # e-mail picks. It is consent_email; and 'Rep Visit' in the catalog is rep_visit.
+    tables["hcps"] = tables["hcps"].rename(
+        columns={"consent_email": "Consent_Email", "consent_rep_visit": "consent_Rep-Visit"}
+    )
+    tables["catalog"].loc[1, "channel"] = "Rep Visit"
+    tables["interactions"].loc[1, "channel"] = "rep visit"
+    dataset = load_dataset(write_tables(tables))
+    assert dataset.hcps["consent_email"].tolist() == [True, True, False]
+    assert dataset.hcps["consent_rep_visit"].tolist() == [True, False, True]
+    assert "Consent_Email" not in dataset.hcps.columns
+    assert set(dataset.catalog["channel"]) == {"email", "rep_visit"}
+    assert "rep_visit" in set(dataset.interactions["channel"].dropna())
+
+
+def test_a_consent_column_for_no_catalog_channel_is_refused(tables, write_tables) -> None:
+    tables["hcps"] = tables["hcps"].rename(columns={"consent_email": "consent_e-mail"})
+    tables["hcps"]["consent_fax"] = "no"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    said = str(caught.value)
+    assert "column 'consent_e_mail': consent for channel 'e_mail'" in said, said
+    assert "did you mean 'consent_email'?" in said
+    assert "column 'consent_fax': consent for channel 'fax'" in said
+    assert "catalog channels: email, rep_visit" in said
+
+
+def test_two_consent_columns_for_one_channel_are_refused(tables, write_tables) -> None:
+    tables["hcps"]["Consent_Email"] = "yes"
+    with pytest.raises(ContractError, match="a second consent column for the channel"):
+        load_dataset(write_tables(tables))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,15 @@ import pandas as pd
 
 from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.files import read_table, write_table
-from nextbest.contract.schema import CATALOG, FORMATS, HCPS, INTERACTIONS, TABLES
+from nextbest.contract.schema import (
+    CATALOG,
+    CONSENT_PREFIX,
+    FORMATS,
+    HCPS,
+    INTERACTIONS,
+    TABLES,
+    consent_column,
+)
 from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
 
 
@@ -115,10 +124,38 @@ def load_dataset(data_dir: Path | str) -> Dataset:
             errors.append(err)
     if errors:
         raise ContractError.combine(errors)
+    _check_consent_channels(frames[HCPS], frames[CATALOG], paths[HCPS].name)
     interactions = load_interactions(
         paths[INTERACTIONS], hcps=frames[HCPS], catalog=frames[CATALOG]
     )
     return Dataset(frames[HCPS], frames[CATALOG], interactions, source=data_dir)
+
+
+def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str) -> None:
+    """Every consent column names a catalog channel: one that does not would never
+    apply (a typo there sends e-mails to HCPs who opted out)."""
+    channels = sorted(set(catalog["channel"]))
+    problems = []
+    for column in hcps.columns:
+        if not column.startswith(CONSENT_PREFIX):
+            continue
+        channel = column[len(CONSENT_PREFIX) :]
+        if channel in channels:
+            continue
+        near = difflib.get_close_matches(channel, channels, n=1, cutoff=0.6)
+        hint = f"did you mean '{consent_column(near[0])}'? " if near else ""
+        problems.append(
+            Problem(
+                file,
+                None,
+                column,
+                f"consent for channel '{channel}', which the catalog does not have, would "
+                f"never apply; {hint}catalog channels: {', '.join(channels)} (rename the "
+                "column, or drop it)",
+            )
+        )
+    if problems:
+        raise ContractError(problems)
 
 
 def _find_tables(data_dir: Path) -> dict[str, Path]:

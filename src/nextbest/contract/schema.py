@@ -24,9 +24,8 @@ REQUIRED_CATALOG_COLUMNS: Final = (
     "topic",
     "content_type",
     "approved_from",
-    "approved_until",
 )
-OPTIONAL_CATALOG_COLUMNS: Final = ("specialties", "cost")
+OPTIONAL_CATALOG_COLUMNS: Final = ("approved_until", "specialties", "cost")
 REQUIRED_INTERACTION_COLUMNS: Final = ("hcp_id", "timestamp", "action_id", "engaged")
 OPTIONAL_INTERACTION_COLUMNS: Final = ("channel", "content_id", "outcome", "propensity", "holdout")
 

@@ -29,6 +29,8 @@ from nextbest.contract.schema import (
     REQUIRED_CATALOG_COLUMNS,
     REQUIRED_HCP_COLUMNS,
     REQUIRED_INTERACTION_COLUMNS,
+    channel_spelling,
+    consent_column,
     is_identifier_column,
     normalise_specialties,
 )
@@ -42,9 +44,10 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     """Validate an hcps table; returns one row per HCP in input order.
 
     Output columns: ``hcp_id``, ``specialty``, ``territory_id`` (str), then the
-    other input columns in input order: ``consent_<channel>`` as bool (empty =
-    True), everything else a feature (numeric or str, see :func:`parse.feature`;
-    identifier-like columns such as ``zip`` stay str, leading zeros kept).
+    other input columns in input order: ``consent_<channel>`` (any case, the channel
+    spelled as the catalog's are) as bool (empty = True), everything else a feature
+    (numeric or str, see :func:`parse.feature`; identifier-like columns such as
+    ``zip`` stay str, leading zeros kept).
     """
     log = ProblemLog(file)
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
@@ -56,8 +59,13 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         "territory_id": _required_text(raw, "territory_id", log).series(),
     }
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
-        if column.startswith(CONSENT_PREFIX):
-            out[column] = _boolean(raw, column, log, default=True)
+        if column.lower().startswith(CONSENT_PREFIX):
+            # Spelled as catalog channels are ('Consent_Email' -> consent_email): a
+            # consent column that matched no channel would be silently ignored.
+            name = consent_column(channel_spelling(column[len(CONSENT_PREFIX) :]))
+            if name in out:
+                log.add(f"a second consent column for the channel of '{name}'", column=column)
+            out[name] = _boolean(raw, column, log, default=True)
         else:
             out[column] = _extra(raw, column)
     log.raise_if_any()
@@ -67,7 +75,8 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
 def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     """Validate a catalog table; returns one row per action in input order.
 
-    Output columns: ``action_id``, ``channel`` (lower-case), ``content_id``,
+    Output columns: ``action_id``, ``channel`` (lower-case, ``-`` and spaces as
+    ``_``: 'Rep Visit' is ``rep_visit``), ``content_id``,
     ``topic``, ``content_type`` (one of CONTENT_TYPES), ``approved_from``,
     ``approved_until`` (naive UTC datetime64[ns]; NaT = open-ended),
     ``specialties`` (normalised ``;``-list, '' = everyone), ``cost`` (float64 >= 0,
@@ -78,7 +87,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     n = len(raw)
     action_id = _required_text(raw, "action_id", log)
     _check_unique(action_id, "action_id", log)
-    channel = _required_text(raw, "channel", log).map(str.lower)
+    channel = _required_text(raw, "channel", log).map(channel_spelling)
     content_type = _required_text(raw, "content_type", log).map(str.lower)
     log.add_rows(
         content_type.where(lambda u: (u != "") & ~np.isin(u, CONTENT_TYPES)),
@@ -87,7 +96,10 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     )
 
     approved_from = _timestamp(raw, "approved_from", log, required=True)
-    approved_until = _timestamp(raw, "approved_until", log, required=False)
+    if "approved_until" in raw.columns:
+        approved_until = _timestamp(raw, "approved_until", log, required=False)
+    else:  # every approval open-ended
+        approved_until = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
     log.add_rows(
         (approved_until < approved_from).to_numpy(),
         "approved_until",
@@ -176,7 +188,7 @@ def validate_interactions(
         if column in raw.columns:
             given = parse.codes(raw[column])
             if column == "channel":
-                given = given.map(str.lower)
+                given = given.map(channel_spelling)
             # Compare codes, not strings: where does each catalog value sit among
             # the distinct given values (-1 if nowhere, which never matches)?
             catalog_code = pd.Index(given.uniques).get_indexer(pd.Index(in_catalog))
