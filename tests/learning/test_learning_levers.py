@@ -48,6 +48,10 @@ def test_levers_multiply_and_add_per_scope() -> None:
         ("segment: {}", "segment: Extra inputs"),
         ("channel: {email: {offset: lots}}", r"channel\.email\.offset"),
         ("channel: [email", "not valid YAML"),
+        # Infinity made scores that are not JSON; NaN closed the channel without a word.
+        ("channel: {email: {offset: .inf}}", r"channel\.email\.offset: Input should be a finite"),
+        ("topic: {dosing: {weight: .nan}}", r"topic\.dosing\.weight: Input should be a finite"),
+        ("channel: {Email: {}, email: {}}", r"channel: .*names channel 'email' a second time"),
     ],
 )
 def test_bad_levers_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -74,6 +78,7 @@ def test_train_config_reads_levers_file_next_to_it(tmp_path: Path) -> None:
         ("seed: true\n", r"seed: Input should be a valid integer"),
         ("engagement: {learning_rate: '0.08'}\n", r"engagement\.learning_rate: Input should be"),
         ("engagement: {n_estimators: 200.5}\n", r"engagement\.n_estimators: Input should be"),
+        ("value_per_engagement: {email: .inf}\n", r"value_per_engagement: .*finite numbers"),
     ],
 )
 def test_train_config_takes_no_number_in_disguise(tmp_path: Path, text: str, message: str) -> None:
@@ -82,6 +87,17 @@ def test_train_config_takes_no_number_in_disguise(tmp_path: Path, text: str, mes
         load_train_config(tmp_path / "train.yaml")
     (tmp_path / "train.yaml").write_text("engagement: {learning_rate: 1}\n")  # an int is a float
     assert load_train_config(tmp_path / "train.yaml").engagement.learning_rate == 1.0
+
+
+def test_channel_keys_are_spelled_as_catalog_channels(tmp_path: Path) -> None:
+    # 'Email' was no catalog channel: its lever and value were ignored with a note.
+    (tmp_path / "train.yaml").write_text(
+        "value_per_engagement: {Email: 2.0}\nlevers: {channel: {Rep Visit: {offset: -0.2}}}\n"
+    )
+    config = load_train_config(tmp_path / "train.yaml")
+    assert config.value_per_engagement == {"email": 2.0}
+    assert list(config.levers.channel) == ["rep_visit"]
+    assert config.levers.unknown_keys(CATALOG) == []
 
 
 def test_project_configs_are_valid() -> None:

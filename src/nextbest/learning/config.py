@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nextbest.learning.levers import Levers, load_levers, parse_levers
+from nextbest.learning.levers import Levers, load_levers, parse_levers, spelled_as_channels
 from nextbest.yamlfile import load_yaml
 
 
@@ -77,6 +78,14 @@ class TrainConfig(BaseModel):
         "YAML either a mapping or the name of a levers file next to the config.",
     )
     seed: int = 0
+
+    @field_validator("value_per_engagement")
+    @classmethod
+    def _finite_values_of_catalog_channels(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [f"{key}: {v}" for key, v in value.items() if not (math.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"values must be finite numbers >= 0, got {', '.join(bad)}")
+        return spelled_as_channels(value)
 
 
 def load_train_config(path: Path | None) -> TrainConfig:

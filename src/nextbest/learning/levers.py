@@ -16,16 +16,31 @@ picks use the same numbers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nextbest.contract.schema import channel_spelling
 from nextbest.yamlfile import load_yaml
 
 SCOPES = ("channel", "topic", "content_id")
+T = TypeVar("T")
+
+
+def spelled_as_channels(by_channel: dict[str, T]) -> dict[str, T]:
+    """``by_channel`` with its keys spelled as catalog channels are (see
+    :func:`~nextbest.contract.schema.channel_spelling`); two keys for one channel are
+    an error."""
+    out: dict[str, T] = {}
+    for key, value in by_channel.items():
+        channel = channel_spelling(key)
+        if channel in out:
+            raise ValueError(f"'{key}' names channel '{channel}' a second time")
+        out[channel] = value
+    return out
 
 
 class Lever(BaseModel):
@@ -33,9 +48,17 @@ class Lever(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weight: float = Field(default=1.0, ge=0, description="Multiplies expected incremental value.")
-    cost_weight: float = Field(default=1.0, ge=0, description="Multiplies the action's cost.")
-    offset: float = Field(default=0.0, description="Added to the score, outcome units.")
+    # Finite only: an infinite offset made scores of Infinity (not JSON) and NaN
+    # silently closed the channel.
+    weight: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="Multiplies expected incremental value."
+    )
+    cost_weight: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="Multiplies the action's cost."
+    )
+    offset: float = Field(
+        default=0.0, allow_inf_nan=False, description="Added to the score, outcome units."
+    )
 
 
 class Levers(BaseModel):
@@ -46,6 +69,12 @@ class Levers(BaseModel):
     channel: dict[str, Lever] = Field(default_factory=dict)
     topic: dict[str, Lever] = Field(default_factory=dict)
     content_id: dict[str, Lever] = Field(default_factory=dict)
+
+    @field_validator("channel")
+    @classmethod
+    def _channels_as_catalogs_spell_them(cls, value: dict[str, Lever]) -> dict[str, Lever]:
+        """'Email' and 'Rep Visit' are the catalog's email and rep_visit."""
+        return spelled_as_channels(value)
 
     def is_neutral(self) -> bool:
         return not (self.channel or self.topic or self.content_id)
