@@ -36,8 +36,13 @@ pytestmark = pytest.mark.xdist_group("loop")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
-def _known_effect_store(settings: Settings, *, n: int, effect: float, seed: int) -> None:
-    """``n`` logged requests, 30% holdout; served outcome = holdout outcome + ``effect``."""
+def _known_effect_store(
+    settings: Settings, *, n: int, effect: float, seed: int, by_hcp: bool = False
+) -> None:
+    """``n`` logged requests, 30% holdout; served outcome = holdout outcome + ``effect``.
+
+    ``by_hcp``: one request per HCP, and outcomes sent as an NRx feed sends them,
+    naming the HCP and not the recommendation."""
     rng = np.random.default_rng(seed)
     url = settings.resolved_database_url
     migrate(url)
@@ -46,12 +51,13 @@ def _known_effect_store(settings: Settings, *, n: int, effect: float, seed: int)
     for i in range(n):
         holdout = bool(rng.random() < 0.3)
         rid = f"r{i}"
+        hcp_id = f"H{i:06d}" if by_hcp else f"H{i % 50:06d}"
         items = () if holdout else (ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False),)
         records.append(
             RecommendationRecord(
                 recommendation_id=rid,
                 created_at=T0 + timedelta(minutes=i),
-                hcp_id=f"H{i % 50:06d}",
+                hcp_id=hcp_id,
                 requester="test",
                 purpose="promotional",
                 channel_filter=None,
@@ -69,9 +75,9 @@ def _known_effect_store(settings: Settings, *, n: int, effect: float, seed: int)
             FeedbackRecord(
                 event_id=f"e{i}",
                 event_type="outcome",
-                occurred_at=T0 + timedelta(days=7, minutes=i),
-                hcp_id=f"H{i % 50:06d}",
-                recommendation_id=rid,
+                occurred_at=T0 + timedelta(days=3 if by_hcp else 7, minutes=i),
+                hcp_id=hcp_id,
+                recommendation_id=None if by_hcp else rid,
                 value=float(value),
             )
         )
@@ -105,6 +111,27 @@ def test_report_finds_a_known_effect(
         assert report.overall.ci_high - report.overall.ci_low < 0.5
     html = (tmp_path / "report" / "uplift_report.html").read_text()
     assert opening in html
+
+
+def test_the_report_measures_outcomes_sent_by_hcp(tmp_path: Path) -> None:
+    # A weekly NRx feed names HCPs only: each outcome counts for the HCP's latest
+    # decision in the 7 days before, served or held out, and the effect is found.
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=2000, effect=0.5, seed=7, by_hcp=True)
+    engine = make_engine(settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        # And one more that no decision precedes within 7 days: counted nowhere.
+        late = FeedbackRecord("late", "outcome", T0 + timedelta(days=20), "H000001", value=9.0)
+        assert not record_feedback(session, events=[late]).rejected
+    engine.dispose()
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    assert report.n_decisions == 2000
+    assert report.overall.ci_low < 0.5 < report.overall.ci_high
+    assert report.overall.ci_low > 0
+    assert (
+        "2,000 outcome events sent without a recommendation_id counted for their HCP's "
+        "latest decision in the 7 days before them; 1 found no such decision"
+    ) in report.conclusion
 
 
 def test_the_report_warns_when_held_out_hcps_were_contacted(tmp_path: Path) -> None:

@@ -721,6 +721,48 @@ def test_logged_decisions_shape_and_values(
     assert frame["model_version"].unique().tolist() == ["nextbest/7"]
 
 
+def test_outcomes_without_a_recommendation_count_for_the_hcps_latest_decision(
+    session: Session, make_recommendation: MakeRecommendation, logged: list[RecommendationRecord]
+) -> None:
+    # A weekly NRx feed knows HCPs, not recommendations: each outcome counts for the
+    # HCP's latest logged decision at most 7 days before it, a holdout one included
+    # (so the uplift report has its control group), and for none otherwise.
+    later = make_recommendation(
+        "rec-5", "h1", created_at=T0 + timedelta(days=3), model_version="nextbest/8"
+    )
+    log_recommendations(session, records=[later])
+    session.commit()
+
+    def outcome(event_id: str, hcp: str, days: float, value: float, **fields: Any) -> Any:
+        at = T0 + timedelta(days=days)
+        return FeedbackRecord(event_id, "outcome", at, hcp, value=value, **fields)
+
+    record_feedback(
+        session,
+        events=[
+            outcome("o1", "h1", 2, 1.0),  # rec-1 (rec-5 comes later)
+            outcome("o2", "h1", 4, 2.0),  # rec-5, the latest before it
+            outcome("o3", "h3", 1, 0.25),  # rec-3, a holdout answer
+            outcome("o4", "h1", 20, 9.0),  # 17 days after rec-5: none
+            outcome("o5", "h2", -1, 5.0),  # before any decision of h2: none
+            outcome("o6", "h1", 9, 2.0, recommendation_id="rec-1"),  # named: as before
+        ],
+    )
+    frame = logged_decisions(session).set_index("recommendation_id")
+    assert frame.loc["rec-1", "outcome"] == 3.0
+    assert frame.loc["rec-5", "outcome"] == 2.0
+    assert frame.loc["rec-3", "outcome"] == 0.25
+    assert math.isnan(frame.loc["rec-2", "outcome"])
+    assert logged_decisions(session).attrs["outcomes_by_hcp"] == (3, 2)
+    # One version's decisions: the outcome of rec-5 (another version) is not moved
+    # to an older decision of this one.
+    own = logged_decisions(session, model_version="nextbest/7").set_index("recommendation_id")
+    assert own.loc["rec-1", "outcome"] == 3.0 and "rec-5" not in own.index
+    # A narrower window: o1 (2 days after rec-1) no longer counts.
+    narrow = logged_decisions(session, outcome_window=timedelta(days=1))
+    assert narrow.set_index("recommendation_id").loc["rec-1", "outcome"] == 2.0
+
+
 def test_logged_decisions_since_and_empty(
     session: Session, logged: list[RecommendationRecord]
 ) -> None:

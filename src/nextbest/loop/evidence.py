@@ -62,9 +62,12 @@ def load_decisions(
     decision whose result never came back says nothing about value.
     """
     frame = logged_decisions(session, since=since, model_version=model_version, details=True)
+    attrs = dict(frame.attrs)
     if with_outcome:
         frame = frame[np.isfinite(frame["outcome"].to_numpy(dtype=np.float64))]
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs.update(attrs)  # outcomes_by_hcp: what the report tells
+    return frame
 
 
 def no_action_probability(decisions: pd.DataFrame, greedy_empty: np.ndarray | None) -> np.ndarray:

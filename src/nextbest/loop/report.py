@@ -23,7 +23,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from nextbest.evaluation.ope import Z_95
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
+from nextbest.storage.repository import OUTCOME_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -194,10 +195,20 @@ def uplift_report(
         if len(decisions)
         else 0
     )
+    by_hcp, unmatched = decisions.attrs.get("outcomes_by_hcp", (0, 0))
+    said = conclusion(overall, min_per_arm=min_per_arm, holdout_contacted=contacted)
+    if by_hcp or unmatched:
+        days = OUTCOME_WINDOW / timedelta(days=1)
+        said += (
+            f" {by_hcp:,} outcome events sent without a recommendation_id counted for their "
+            f"HCP's latest decision in the {days:g} days before them"
+            + (f"; {unmatched:,} found no such decision and count nowhere" if unmatched else "")
+            + "."
+        )
     report = UpliftReport(
         rows=rows,
         overall=overall,
-        conclusion=conclusion(overall, min_per_arm=min_per_arm, holdout_contacted=contacted),
+        conclusion=said,
         since=since,
         n_decisions=len(decisions),
         holdout_contacted=contacted,

@@ -47,6 +47,10 @@ FEEDBACK_EVENT_TYPES: tuple[str, ...] = get_args(FeedbackEventType)
 CONTACT_EVENT_TYPES: tuple[str, ...] = ("delivered", "completed")
 # Events that make a logged decision count as engaged (``engaged = 1``) for retraining.
 ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "accepted", "completed")
+# An ``outcome`` event without a recommendation_id (a weekly NRx feed knows HCPs,
+# not recommendations) counts for the HCP's latest logged decision at most this
+# long before it.
+OUTCOME_WINDOW = timedelta(days=7)
 DISMISSAL_EVENT_TYPES: tuple[str, ...] = ("dismissed", "snoozed")
 # A rep's decisions on a suggested action: the latest one on an (HCP, action) pair
 # counts, so an acceptance after a dismissal or a snooze lifts it.
@@ -1218,6 +1222,7 @@ def logged_decisions(
     since: datetime | None = None,
     model_version: str | None = None,
     details: bool = False,
+    outcome_window: timedelta = OUTCOME_WINDOW,
 ) -> pd.DataFrame:
     """Logged recommendations as ``interactions`` rows, for retraining and OPE.
 
@@ -1228,7 +1233,10 @@ def logged_decisions(
     event for it), ``outcome`` (sum of its ``outcome`` values, NaN if none),
     ``propensity`` (rank-1 item's; the holdout rate for a holdout row, NaN for an
     empty non-holdout answer), ``holdout`` (bool), ``recommendation_id``,
-    ``model_version``. Two queries, whatever the number of rows.
+    ``model_version``. Two queries, whatever the number of rows, and one more for
+    outcomes sent without a recommendation_id: each counts for its HCP's latest
+    logged decision (holdout answers included) at most ``outcome_window`` before
+    it; ``frame.attrs["outcomes_by_hcp"]`` is ``(counted, matched no decision)``.
 
     ``model_version`` keeps only the answers served by that version; ``details`` adds
     ``LOGGED_DECISION_DETAIL_COLUMNS`` (``contacted``: int 0/1, any
@@ -1316,12 +1324,16 @@ def logged_decisions(
         columns=["recommendation_id", "engaged", "contacted", "outcome"],
     )
     frame = frame.merge(outcomes, on="recommendation_id", how="left")
+    frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
+    by_hcp, counts = _outcomes_by_hcp(session, frame, since, model_version, outcome_window)
+    if len(by_hcp):
+        extra = frame["recommendation_id"].map(by_hcp)
+        frame["outcome"] = frame["outcome"].add(extra, fill_value=0.0)
 
     holdout = frame["holdout"].astype(bool)
     frame["timestamp"] = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None)
     for flag in ("engaged", "contacted"):
         frame[flag] = pd.to_numeric(frame[flag]).fillna(0).astype("int64")
-    frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
     frame["propensity"] = (
         frame["item_propensity"]
         .astype("float64")
@@ -1337,4 +1349,51 @@ def logged_decisions(
         frame["epsilon"] = frame["epsilon"].astype("float64")
         frame["holdout_rate"] = frame["holdout_rate"].astype("float64")
         columns += LOGGED_DECISION_DETAIL_COLUMNS
-    return frame.loc[:, columns].reset_index(drop=True)
+    out = frame.loc[:, columns].reset_index(drop=True)
+    out.attrs["outcomes_by_hcp"] = counts
+    return out
+
+
+def _outcomes_by_hcp(
+    session: Session,
+    frame: pd.DataFrame,
+    since: datetime | None,
+    model_version: str | None,
+    window: timedelta,
+) -> tuple[pd.Series, tuple[int, int]]:
+    """Outcome values sent without a recommendation_id, summed per recommendation_id
+    of the decision they count for (see :func:`logged_decisions`), and ``(events
+    counted, events that matched no decision)``."""
+    loose = sa.select(FeedbackEvent.hcp_id, FeedbackEvent.occurred_at, FeedbackEvent.value).where(
+        FeedbackEvent.event_type == "outcome", FeedbackEvent.recommendation_id.is_(None)
+    )
+    if since is not None:
+        loose = loose.where(FeedbackEvent.occurred_at >= since)
+    events = pd.DataFrame(session.execute(loose).all(), columns=["hcp_id", "at", "value"])
+    if events.empty:
+        return pd.Series(dtype="float64"), (0, 0)
+    anchors = frame[["recommendation_id", "hcp_id", "created_at"]]
+    if model_version is not None:
+        # The latest decision of any version takes the outcome, not an older one of this.
+        every = sa.select(
+            Recommendation.recommendation_id, Recommendation.hcp_id, Recommendation.created_at
+        )
+        if since is not None:
+            every = every.where(Recommendation.created_at >= since)
+        anchors = pd.DataFrame(
+            session.execute(every).all(), columns=["recommendation_id", "hcp_id", "created_at"]
+        )
+    events["at"] = pd.to_datetime(events["at"], utc=True)
+    anchors = anchors.assign(created_at=pd.to_datetime(anchors["created_at"], utc=True))
+    matched = pd.merge_asof(
+        events.sort_values("at"),
+        anchors.sort_values("created_at"),
+        left_on="at",
+        right_on="created_at",
+        by="hcp_id",
+        direction="backward",
+        tolerance=pd.Timedelta(window),
+    )
+    found = matched["recommendation_id"].notna()
+    sums = matched[found].groupby("recommendation_id")["value"].sum().astype("float64")
+    return sums, (int(found.sum()), int((~found).sum()))
