@@ -153,8 +153,23 @@ def validate(data: DataOpt) -> None:
     )
     for line in _what_training_gets(dataset.interactions):
         console.print(f"  {line}", highlight=False)
-    for line in _catalog_notes(dataset):
+    for line in [*_catalog_notes(dataset), *_interaction_notes(dataset.interactions)]:
         console.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+
+
+def _interaction_notes(interactions: Any) -> list[str]:
+    """Rows that repeat another exactly: a file exported twice, or appended to itself,
+    counts each touch twice in every feature, record and reason."""
+    repeated = interactions.duplicated(keep="first")
+    if not repeated.any():
+        return []
+    first = interactions[repeated].iloc[0]
+    action = "no touch" if first["action_id"] is None else f"action {first['action_id']}"
+    return [
+        f"{int(repeated.sum()):,} interactions repeat another row exactly (same HCP, time, "
+        f"action and values; e.g. HCP {first['hcp_id']} at {first['timestamp']}, {action}): "
+        "each counts as a decision of its own; drop them if the export doubled them"
+    ]
 
 
 def _catalog_notes(dataset: Any) -> list[str]:
@@ -181,6 +196,7 @@ def _catalog_notes(dataset: Any) -> list[str]:
 
 def _what_training_gets(interactions: Any) -> list[str]:
     """What the interactions give the learners: time span, touches, outcomes, propensities."""
+    from nextbest.learning.config import TrainConfig
     from nextbest.learning.train import MIN_ROWS_PER_ARM
 
     n = len(interactions)
@@ -200,13 +216,25 @@ def _what_training_gets(interactions: Any) -> list[str]:
     ]
     known = interactions["outcome"].notna()
     untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
-    if untouched_known >= MIN_ROWS_PER_ARM and touched_known >= MIN_ROWS_PER_ARM:
+    # What the uplift model gets is what precedes the evaluation slice (the newest
+    # decisions, eval_fraction of training's default config), as training counts it.
+    fraction = TrainConfig().eval_fraction
+    n_eval = int(n * fraction)
+    stamps = interactions["timestamp"]
+    before = (
+        stamps < stamps.sort_values(kind="stable").iloc[n - n_eval] if n_eval else known | ~known
+    )
+    fit_untouched = int((known & ~touched & before).sum())
+    fit_touched = int((known & touched & before).sum())
+    if fit_untouched >= MIN_ROWS_PER_ARM and fit_touched >= MIN_ROWS_PER_ARM:
         verdict = "enough for the uplift model"
     else:
         verdict = "too few for the uplift model: training falls back to preference x value"
     lines.append(
         f"outcomes on {untouched_known:,} untouched and {touched_known:,} touched "
-        f"interactions: {verdict} (it needs {MIN_ROWS_PER_ARM} of each in its training slice)"
+        f"interactions, {fit_untouched:,} and {fit_touched:,} of them before the evaluation "
+        f"slice (the newest {fraction:.0%}): {verdict} (it needs {MIN_ROWS_PER_ARM} of each "
+        "there)"
     )
     logged = int(interactions["propensity"].notna().sum())
     lines.append(

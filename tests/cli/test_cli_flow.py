@@ -482,3 +482,41 @@ def test_models_before_any_training_says_so_and_creates_nothing(env_settings: Pa
     assert result.exit_code == 2, result.output
     assert "error: model 'nextbest' has no registered version" in result.output
     assert not (env_settings / "mlflow.db").exists()
+
+
+def test_validate_counts_outcomes_as_training_will() -> None:
+    # 250 untouched rows with an outcome, 60 of them among the newest 10% of
+    # decisions: training has 190 before its evaluation slice and falls back.
+    from nextbest.cli import _what_training_gets
+
+    n = 1000
+    stamps = pd.date_range("2026-01-01", periods=n, freq="h")
+    untouched = np.zeros(n, dtype=bool)
+    untouched[:190] = True
+    untouched[-60:] = True
+    frame = pd.DataFrame(
+        {
+            "hcp_id": "H1",
+            "timestamp": stamps,
+            "action_id": np.where(untouched, None, "A1"),
+            "engaged": (~untouched).astype(int),
+            "outcome": 1.0,
+            "propensity": np.nan,
+            "holdout": False,
+        }
+    )
+    said = " ".join(_what_training_gets(frame))
+    assert "250 untouched and 750 touched interactions, 190 and 710 of them before" in said
+    assert "too few for the uplift model" in said
+    frame.loc[300:320, "action_id"] = None  # 21 more untouched, early
+    assert "enough for the uplift model" in " ".join(_what_training_gets(frame))
+
+
+def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_path: Path) -> None:
+    data = _foreign_dataset(tmp_path / "doubled", with_outcome=True)
+    frame = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    pd.concat([frame, frame.iloc[:7]]).to_csv(data / "interactions.csv", index=False)
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    assert "7 interactions repeat another row exactly" in said, said
+    clean = _foreign_dataset(tmp_path / "clean", with_outcome=True)
+    assert "repeat another row" not in _run("validate", "--data", str(clean))
