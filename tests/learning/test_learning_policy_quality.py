@@ -105,6 +105,7 @@ def test_fallback_without_outcomes_says_so(learned: LearnedWorld) -> None:
     np.testing.assert_allclose(scores.uplift, scores.p_engage)  # value 1.0 per engagement
     reasons = explain(model, X, np.arange(4), np.zeros(4, int), scores)
     assert all("no measured uplift yet" in r[0] for r in reasons)
+    assert not any("; " in sentence for r in reasons for sentence in r)  # picks join with it
 
 
 def test_segment_evidence_is_logged_with_intervals(learned: LearnedWorld) -> None:

@@ -417,7 +417,8 @@ def explain(
         cost = float(model.action_cost[a])
         if model.uplift_source == PREFERENCE_X_VALUE:
             lead = (
-                f"expected engagement {p_engage[i]:.0%} x value (no measured uplift yet; "
+                # No "; " inside: picks files join an item's reasons with it.
+                f"expected engagement {p_engage[i]:.0%} x value (no measured uplift yet, "
                 f"cost {cost:.2f})"
             )
         else:

@@ -21,7 +21,7 @@ import numpy as np
 from nextbest.contract.schema import channel_spelling
 from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import Lapse, explain
-from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
 from nextbest.policy.exploration import Exploration
 from nextbest.policy.ranking import ranked_positive
@@ -437,10 +437,12 @@ class Recommender:
         # From the model, not the cache: asking it would count as asking about the HCP again.
         scores = self.model.score(np.full(len(allowed), row), allowed)
         net = self.model.net_value(scores.uplift, allowed)
+        # Under the fallback the value is engagement's, not a measured outcome's.
+        gained = "engagement value" if self.model.uplift_source == PREFERENCE_X_VALUE else "outcome"
         return [
             (
                 a,
-                f"not worth its cost: expected {gain:+.2f} outcome for a cost of "
+                f"not worth its cost: expected {gain:+.2f} {gained} for a cost of "
                 f"{self._costs[a]:.2f} (net value {value:+.2f})",
             )
             for a, gain, value in zip(
