@@ -25,7 +25,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 # soft_wrap: paths and URLs stay on one line when output goes to a file or pipe.
+# Progress and messages go to stderr; a command's report (validate, models) to
+# stdout, so `nextbest validate --data D > report.txt` keeps it.
 console = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
 
 DataOpt = Annotated[
     Path, typer.Option("--data", help="Directory with hcps, catalog, interactions.")
@@ -147,14 +150,14 @@ def simulate(
 def validate(data: DataOpt) -> None:
     """Check a data directory against the data contract."""
     dataset = _load(data)
-    console.print(
+    stdout.print(
         f"[green]ok[/green]: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
         f"{len(dataset.interactions):,} interactions"
     )
     for line in _what_training_gets(dataset.interactions):
-        console.print(f"  {line}", highlight=False)
+        stdout.print(f"  {line}", highlight=False)
     for line in [*_catalog_notes(dataset), *_interaction_notes(dataset.interactions)]:
-        console.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+        stdout.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
 
 
 def _interaction_notes(interactions: Any) -> list[str]:
@@ -902,6 +905,10 @@ def models(
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     history = champion_history(settings)
+    # The first champion got its alias at training, before any promotion wrote the history.
+    current = next((v.version for v in versions if "champion" in v.aliases), None)
+    if current is not None and (not history or history[-1] != current):
+        history.append(current)
     if as_json:
         rows = [{**asdict(v), "registered_at": v.registered_at.isoformat()} for v in versions]
         typer.echo(
@@ -912,13 +919,13 @@ def models(
         )
         return versions
     # Two lines per version, not a table: readable at any terminal width.
-    console.print(f"model '{settings.model_name}' in {settings.resolved_registry_uri}")
+    stdout.print(f"model '{settings.model_name}' in {settings.resolved_registry_uri}")
     for v in versions:
         aliases = f" [bold]{', '.join(v.aliases)}[/bold]" if v.aliases else ""
         fed_back = (
             "" if v.feedback_rows is None else f" ({v.feedback_rows:,} from the recommendation log)"
         )
-        console.print(
+        stdout.print(
             f"v{v.version}{aliases}  trained {v.registered_at:%Y-%m-%d %H:%M} UTC on "
             f"{_count(v.n_decisions)} decisions{fed_back} of {_count(v.n_hcps)} HCPs "
             f"up to {(v.data_as_of or '-')[:10]}"
@@ -935,9 +942,9 @@ def models(
             f"promoted {_minute(v.promoted_at)}" if v.promoted_at else None,
             f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
         ]
-        console.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
+        stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
     if history:
-        console.print(
+        stdout.print(
             f"champions to roll back through, the current one last: {', '.join(history)} "
             "(`nextbest rollback` returns to the one before it; each version's own line "
             "keeps when it was promoted and rolled back)"

@@ -63,6 +63,16 @@ def test_served_version_is_the_champion(client: TestClient, trained) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+def test_ids_are_read_as_the_data_files_read_them(client: TestClient) -> None:
+    # The files' ids are stripped of surrounding spaces; a CRM field padded with
+    # them was a 404 for an HCP the service knows.
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    answer = client.post("/v1/recommendations", json={"hcp_id": f" {hcp} ", "k": 1})
+    assert answer.status_code == 200 and answer.json()["hcp_id"] == hcp
+    batch = client.post("/v1/recommendations/batch", json={"hcp_ids": [f"{hcp}  "]}).json()
+    assert [r["hcp_id"] for r in batch["results"]] == [hcp] and not batch["unknown_hcp_ids"]
+
+
 def test_unknown_hcp_is_404_with_message(client: TestClient) -> None:
     response = client.post("/v1/recommendations", json={"hcp_id": "NOPE-1"})
     assert response.status_code == 404

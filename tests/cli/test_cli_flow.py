@@ -3,6 +3,7 @@ contract data that did not come from the simulator."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def test_simulate_train_picks(
         "truth.parquet",
     }
     _run("train", "--data", str(world), "--config", str(FAST))
+    # The first champion, aliased at training before any promotion, is in the history.
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert listed["champion_history"] == ["1"]
     out = tmp_path / "picks.parquet"
     _run("picks", "--data", str(world), "--out", str(out), "--k", "2", "--as-of", "2026-12-01")
     picks = pd.read_parquet(out)

@@ -61,7 +61,8 @@ DECISION_DATE_HELP = (
 
 
 class RecommendationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Ids and names as the data files read them: surrounding spaces dropped.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     hcp_id: str = Field(min_length=1, max_length=128, examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
@@ -108,7 +109,8 @@ class RecommendationPublic(BaseModel):
 
 
 class RecommendationBatchCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Ids and names as the data files read them: surrounding spaces dropped.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     hcp_ids: list[str] = Field(
         min_length=1, description=f"Up to {MAX_BATCH} HCPs per call.", examples=[["H000001"]]
@@ -176,7 +178,8 @@ class RepPlanPublic(BaseModel):
 
 
 class RepFeedbackCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Ids and names as the data files read them: surrounding spaces dropped.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     recommendation_id: str = Field(min_length=1, max_length=64)
     hcp_id: str = Field(min_length=1, max_length=128)

@@ -35,7 +35,8 @@ def not_a_boolean(value: object) -> object:
 
 
 class FeedbackEventCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Ids and names as the data files read them: surrounding spaces dropped.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
     event_type: FeedbackEventType
