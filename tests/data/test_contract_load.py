@@ -354,3 +354,19 @@ def test_two_consent_columns_for_one_channel_are_refused(tables, write_tables) -
     tables["hcps"]["Consent_Email"] = "yes"
     with pytest.raises(ContractError, match="a second consent column for the channel"):
         load_dataset(write_tables(tables))
+
+
+def test_a_trailing_separator_and_a_header_in_capitals(tables, write_tables) -> None:
+    # A spreadsheet's trailing comma: an empty column without a name, dropped (it
+    # became a feature "Unnamed: 9" of empty strings).
+    data = write_tables(tables)
+    text = (data / "hcps.csv").read_text().splitlines()
+    (data / "hcps.csv").write_text("\n".join(line + "," for line in text) + "\n")
+    assert "Unnamed: 7" not in load_dataset(data).hcps.columns
+    # HCP_ID for hcp_id: the error says which column was meant.
+    tables["hcps"] = tables["hcps"].rename(columns={"hcp_id": "HCP_ID"})
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, name="capitals"))
+    assert "missing required column (there is 'HCP_ID': column names are lower-case)" in str(
+        caught.value
+    )

@@ -149,7 +149,7 @@ def test_candidate_rows_rebuild_the_logged_rows(learned: LearnedWorld) -> None:
 def test_as_of_outside_the_data_is_refused_or_noted(learned: LearnedWorld) -> None:
     data = learned.dataset
     first = data.interactions["timestamp"].min()
-    with pytest.raises(ValueError, match=r"no interactions before as_of .*: the data's run from"):
+    with pytest.raises(ValueError, match=r"no interactions before as_of .*: the data run from"):
         train(data, config=QUICK, as_of=first - pd.Timedelta(days=1))
     newest = data.interactions["timestamp"].max()
     late = train(data, config=QUICK, as_of=newest + pd.Timedelta(days=400))

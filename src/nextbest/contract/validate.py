@@ -306,14 +306,25 @@ def _start(
     raw = raw.copy(deep=False)
     raw.columns = pd.Index([str(name).strip() for name in raw.columns], dtype=object)
     raw.index = pd.RangeIndex(len(raw))
+    # A spreadsheet's trailing separator adds a column without a name or a value
+    # (pandas calls it "Unnamed: 9"): nothing to read, so nothing to keep.
+    unnamed = [
+        name
+        for name in raw.columns
+        if re.fullmatch(r"Unnamed: \d+", name) and raw[name].astype(str).str.strip().eq("").all()
+    ]
+    raw = raw.drop(columns=unnamed)
     seen: set[str] = set()
     for name in raw.columns:
         if name in seen:
             log.add("duplicate column", column=name)
         seen.add(name)
+    by_case = {name.lower(): name for name in seen}
     for name in required:
         if name not in seen:
-            log.add("missing required column", column=name)
+            near = by_case.get(name.lower())
+            hint = f" (there is '{near}': column names are lower-case)" if near else ""
+            log.add(f"missing required column{hint}", column=name)
     if rows_required and len(raw) == 0:
         log.add("no data rows (the table must not be empty)")
     # Without its columns nothing else can be checked meaningfully.

@@ -168,7 +168,7 @@ def _train(
         if as_of <= first:
             raise ValueError(
                 f"no interactions before as_of {pd.Timestamp(as_of):%Y-%m-%d %H:%M}: the "
-                f"data's run from {first:%Y-%m-%d} to {newest:%Y-%m-%d}"
+                f"data run from {first:%Y-%m-%d} to {newest:%Y-%m-%d}"
             )
         gap = (pd.Timestamp(as_of) - newest) / pd.Timedelta(days=1)
         if gap > STALE_AS_OF_DAYS:
