@@ -156,8 +156,49 @@ def validate(data: DataOpt) -> None:
     )
     for line in _what_training_gets(dataset.interactions):
         stdout.print(f"  {line}", highlight=False)
-    for line in [*_catalog_notes(dataset), *_interaction_notes(dataset.interactions)]:
+    notes = [
+        *_catalog_notes(dataset),
+        *_interaction_notes(dataset.interactions),
+        *_decimal_comma_notes(dataset),
+    ]
+    for line in notes:
         stdout.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+
+
+def _decimal_comma_notes(dataset: Any) -> list[str]:
+    """Extra columns read as text whose values are numbers written with a decimal
+    comma ("0,5"): the model then treats each value as a category of its own."""
+    import re
+
+    from nextbest.contract.schema import (
+        OPTIONAL_CATALOG_COLUMNS,
+        OPTIONAL_INTERACTION_COLUMNS,
+        REQUIRED_CATALOG_COLUMNS,
+        REQUIRED_HCP_COLUMNS,
+        REQUIRED_INTERACTION_COLUMNS,
+    )
+
+    decimal_comma = re.compile(r"-?\d+,\d+")
+    contract = {
+        "hcps": set(REQUIRED_HCP_COLUMNS),
+        "catalog": {*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS},
+        "interactions": {*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS},
+    }
+    notes = []
+    for table, known in contract.items():
+        frame = getattr(dataset, table)
+        for column in frame.columns:
+            if column in known or frame[column].dtype != object:
+                continue
+            values = frame[column].dropna().astype(str).str.strip()
+            values = values[values != ""]
+            if len(values) and values.str.fullmatch(decimal_comma).mean() >= 0.5:
+                notes.append(
+                    f"{table} column '{column}' is read as text: its values are numbers "
+                    f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
+                    "with '.' for it to be a number"
+                )
+    return notes
 
 
 def _interaction_notes(interactions: Any) -> list[str]:

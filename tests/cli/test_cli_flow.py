@@ -524,3 +524,16 @@ def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_p
     assert "7 interactions repeat another row exactly" in said, said
     clean = _foreign_dataset(tmp_path / "clean", with_outcome=True)
     assert "repeat another row" not in _run("validate", "--data", str(clean))
+
+
+def test_validate_notes_numbers_written_with_a_decimal_comma(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    data = _foreign_dataset(tmp_path / "comma", with_outcome=True)
+    hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
+    hcps["share"] = [f"0,{i % 9 + 1}" for i in range(len(hcps))]
+    hcps.to_csv(data / "hcps.csv", index=False)
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    assert (
+        "hcps column 'share' is read as text: its values are numbers written with a decimal" in said
+    )
