@@ -158,7 +158,7 @@ def validate(data: DataOpt) -> None:
         stdout.print(f"  {line}", highlight=False)
     notes = [
         *_catalog_notes(dataset),
-        *_interaction_notes(dataset.interactions),
+        *_interaction_notes(dataset.interactions, dataset.catalog),
         *_decimal_comma_notes(dataset),
     ]
     for line in notes:
@@ -201,19 +201,38 @@ def _decimal_comma_notes(dataset: Any) -> list[str]:
     return notes
 
 
-def _interaction_notes(interactions: Any) -> list[str]:
-    """Rows that repeat another exactly: a file exported twice, or appended to itself,
-    counts each touch twice in every feature, record and reason."""
+def _interaction_notes(interactions: Any, catalog: Any = None) -> list[str]:
+    """Rows that repeat another exactly (a file exported twice, or appended to itself,
+    counts each touch twice in every feature, record and reason), and touches made
+    outside their content's approval window (a catalog's dates gone wrong, or
+    content sent when it should not have been)."""
+    notes = []
+    if catalog is not None and len(interactions):
+        window = catalog.set_index("action_id")[["approved_from", "approved_until"]]
+        touched = interactions[interactions["action_id"].notna()]
+        dates = window.reindex(touched["action_id"].to_numpy())
+        at = touched["timestamp"].to_numpy()
+        outside = (at < dates["approved_from"].to_numpy()) | (
+            at > dates["approved_until"].to_numpy()
+        )
+        if outside.any():
+            example = touched[outside].iloc[0]
+            notes.append(
+                f"{int(outside.sum()):,} touches fall outside their action's approval window "
+                f"(e.g. action {example['action_id']} on {example['timestamp']:%Y-%m-%d}): "
+                "learned from as they are; check the catalog's approved_from / approved_until"
+            )
     repeated = interactions.duplicated(keep="first")
     if not repeated.any():
-        return []
+        return notes
     first = interactions[repeated].iloc[0]
     action = "no touch" if first["action_id"] is None else f"action {first['action_id']}"
-    return [
+    notes.append(
         f"{int(repeated.sum()):,} interactions repeat another row exactly (same HCP, time, "
         f"action and values; e.g. HCP {first['hcp_id']} at {first['timestamp']}, {action}): "
         "each counts as a decision of its own; drop them if the export doubled them"
-    ]
+    )
+    return notes
 
 
 def _catalog_notes(dataset: Any) -> list[str]:

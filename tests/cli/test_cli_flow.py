@@ -537,3 +537,19 @@ def test_validate_notes_numbers_written_with_a_decimal_comma(
     assert (
         "hcps column 'share' is read as text: its values are numbers written with a decimal" in said
     )
+
+
+def test_validate_notes_touches_outside_the_approval_window(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    data = _foreign_dataset(tmp_path / "window", with_outcome=True)
+    catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
+    catalog.loc[catalog["action_id"] == "mail-a", "approved_from"] = "2030-01-01"
+    catalog.to_csv(data / "catalog.csv", index=False)
+    interactions = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    n = int((interactions["action_id"] == "mail-a").sum())
+    assert n > 0
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    assert f"{n:,} touches fall outside their action's approval window (e.g. action mail-a" in said
+    clean = _foreign_dataset(tmp_path / "clean", with_outcome=True)
+    assert "approval window" not in _run("validate", "--data", str(clean))
