@@ -552,6 +552,7 @@ def serve(
     get_settings.cache_clear()
     settings = _settings()
     _check_serving_files(settings)
+    _migrate_before_serving(settings)
     n_workers = workers or settings.workers
     # One OpenMP thread per worker: requests score small blocks, and the workers
     # already use every core.
@@ -610,6 +611,31 @@ def _check_serving_files(settings: Settings) -> None:
             KeyStore.load(path=settings.resolved_api_keys_file)
         except ApiKeyError as exc:
             raise _fail(str(exc)) from None
+
+
+def _migrate_before_serving(settings: Settings) -> None:
+    """Migrate the database once, before any worker starts; an unreachable one stops here.
+
+    Left to the workers, an unreachable database failed each one's start-up and
+    uvicorn's supervisor gave up a minute later with exit code 0, so a service
+    manager restarting on failure never restarted it. Workers still migrate (a
+    no-op now); one started during a later outage waits for the database instead.
+    """
+    from sqlalchemy.engine import make_url
+
+    from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, migrate
+
+    url = settings.resolved_database_url
+    try:
+        migrate(url)
+    except ValueError as exc:  # a backend other than SQLite or PostgreSQL
+        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+    except UNAVAILABLE_ERRORS as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise _fail(
+            f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
+            f"{describe_database_error(exc)}"
+        ) from None
 
 
 SinceOpt = Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from prometheus_client import REGISTRY
 
 from nextbest import registry
 from nextbest.api.app import create_app
+from nextbest.api.process import free_port
 from nextbest.service.runtime import ServingRuntime
 from nextbest.storage.db import make_engine, make_session_factory
+from nextbest.storage.testing import POSTGRES_URL_ENV, TcpProxy, temporary_postgres_database
 
 
 @pytest.fixture
@@ -76,6 +79,45 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
         assert bad.status_code == 422 and "unknown channel 'fax'" in bad.text
         assert hcp not in caplog.text  # the log names the server's error, not the request
     runtime.close()
+
+
+@pytest.mark.postgres
+def test_a_worker_started_while_the_database_is_down_serves_once_it_returns(
+    own_registry, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker (re)started during an outage starts, not ready, instead of exiting
+    (uvicorn's supervisor would then stop the healthy workers too); it migrates and
+    serves once the database answers."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(server_url) as url:
+        proxy, through = TcpProxy.to_database(url, port=free_port())
+        settings = own_registry.model_copy(update={"database_url": through})
+        with caplog.at_level(logging.ERROR, logger="nextbest.service.runtime"):
+            runtime = ServingRuntime.start(settings)
+        try:
+            assert "database unreachable, not ready until it answers" in caplog.text
+            assert runtime.migration_pending and runtime.model_version is not None
+            hcp = str(runtime.recommender.hcp_ids[0])
+            with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+                ready = client.get("/readyz")
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["status"] == "database unreachable"
+                down = client.post("/v1/recommendations", json={"hcp_id": hcp})
+                assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+                proxy.start()  # the database is back, its schema still empty
+                assert client.get("/readyz").status_code == 200  # migrated for this probe
+                assert not runtime.migration_pending
+                deadline = time.monotonic() + 60  # the history pool reconnects on its own
+                while (
+                    answer := client.post("/v1/recommendations", json={"hcp_id": hcp})
+                ).status_code == 503 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert answer.status_code == 200, answer.text
+        finally:
+            runtime.close()
+            proxy.stop()
 
 
 def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -24,6 +25,7 @@ from nextbest.api.workers import (
     bind_own_socket,
     check_address_free,
 )
+from nextbest.storage.testing import POSTGRES_URL_ENV, TcpProxy, temporary_postgres_database
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +125,50 @@ def test_a_replaced_worker_listens_on_a_socket_of_its_own(two_workers) -> None:
 
 
 @linux_only
+@pytest.mark.postgres
+def test_a_worker_replaced_during_a_database_outage_keeps_the_server_up(
+    trained, tmp_path: Path
+) -> None:
+    """The replacement of a worker killed while the database is down starts, not
+    ready, instead of failing its start-up (uvicorn's supervisor then stopped the
+    healthy worker too, exit 0); both serve again once the database is back."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    with temporary_postgres_database(server_url) as url:
+        proxy, through = TcpProxy.to_database(url, port=free_port())
+        proxy.start()
+        port = free_port()
+        proc = start_server(
+            port=port,
+            env={**_env(models), "NEXTBEST_DATABASE_URL": through},
+            args=["--workers", "2"],
+            log_file=models / "server.log",
+        )
+        try:
+            killed = next(iter(_wait_listening(proc, port)))
+            proxy.stop()  # the database goes away
+            os.kill(killed, signal.SIGKILL)
+            _wait_listening(proc, port, gone=killed)  # replaced, and the server still up
+            assert proc.poll() is None
+            down = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+            assert down.status_code == 503 and "database unreachable" in down.text
+            proxy.start()
+            # Each new connection lands on either worker: both must say ready.
+            deadline, in_a_row = time.monotonic() + 120, 0
+            while in_a_row < 20:
+                assert time.monotonic() < deadline, (models / "server.log").read_text()[-3000:]
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+                in_a_row = in_a_row + 1 if ready.status_code == 200 else 0
+                time.sleep(0.1)
+        finally:
+            stop_server(proc)
+            proxy.stop()
+
+
+@linux_only
 @pytest.mark.parametrize("workers", ["2", "1"])
 def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path, workers: str) -> None:
     with socket.socket() as taken:
@@ -142,6 +188,37 @@ def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path, workers: str
     # Refused by nextbest itself (exit 2, one line), before any model is loaded.
     assert run.returncode == 2, run.stdout + run.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in run.stdout + run.stderr
+
+
+def test_serve_stops_at_once_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    """Migrated once before any worker starts: an unreachable database is a failure
+    (non-zero, naming it), not workers failing one by one and uvicorn exiting 0."""
+    closed = free_port()  # nothing listens there
+    url = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/nextbest"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nextbest.cli",
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(free_port()),
+        ],
+        env={**_env(tmp_path / "models"), "NEXTBEST_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = " ".join((run.stdout + run.stderr).split())  # the console wraps long lines
+    assert run.returncode == 2, output[-3000:]
+    assert f"cannot reach the database postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/" in (
+        output
+    )
+    assert "OperationalError: connection failed" in output or "refused" in output, output
+    assert "s3cret-pw" not in output
+    assert "Started server process" not in output  # no worker was started
 
 
 def _ipv6_loopback() -> bool:

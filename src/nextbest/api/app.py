@@ -30,6 +30,7 @@ from nextbest.errors import (
 from nextbest.service.apikeys import ReloadingKeyStore
 from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings, get_settings
+from nextbest.storage.db import describe_database_error
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +148,12 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     @app.exception_handler(InterfaceError)
     @app.exception_handler(PoolTimeoutError)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        cause = getattr(exc, "orig", None) or exc
-        first_line = (str(cause).strip().splitlines() or [""])[0]
         # The driver's message names the server, never the SQL's parameters.
         logger.error(
-            "database unavailable during %s %s: %s: %s",
+            "database unavailable during %s %s: %s",
             request.method,
             request.url.path,
-            type(cause).__name__,
-            first_line,
+            describe_database_error(exc),
         )
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

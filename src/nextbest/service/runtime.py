@@ -26,6 +26,8 @@ from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.settings import Settings
 from nextbest.storage.db import (
+    UNAVAILABLE_ERRORS,
+    describe_database_error,
     make_async_reader,
     make_engine,
     make_reader,
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 # (sharing the models directory) reloads too, within WATCH_INTERVAL_S.
 RELOAD_SIGNAL = "reload.signal"
 WATCH_INTERVAL_S = 1.0
+# A worker started while the database was down migrates it (a no-op when
+# `nextbest serve` already did) this often until it answers.
+RETRY_INTERVAL_S = 10.0
 # A served model's HCP history (recency, fatigue, engagement rates) is as of its
 # training cut-off; older than this, loading it logs a warning.
 STALE_FEATURES_DAYS = 14
@@ -158,6 +163,9 @@ class ServingRuntime:
         self._signal_seen: float | None = None
         self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
+        # Set when the start-up migration could not reach the database; the watcher
+        # retries it until it does.
+        self.migration_pending = False
 
     @classmethod
     def start(
@@ -166,17 +174,20 @@ class ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
         A failed model load leaves the runtime up but not ready (``/readyz`` says
-        why); the watcher keeps trying when polling is on.
+        why); the watcher keeps trying when polling is on. So does a database that
+        cannot be reached: requests get 503 until it answers, and the watcher
+        migrates it then. A worker that exited instead would make uvicorn's
+        supervisor stop every other worker too, the healthy ones included.
         """
         if predict_threads == 1:
             # Each worker process scores small blocks; one OpenMP thread per process
             # avoids oversubscribing the cores (must be set before LightGBM first predicts).
             os.environ.setdefault("OMP_NUM_THREADS", "1")
         engine = make_engine(settings.resolved_database_url)
-        migrate(engine)
         runtime = cls(
             settings, engine, make_session_factory(engine), predict_threads=predict_threads
         )
+        runtime._migrate()
         if load_model:
             try:
                 runtime.reload()
@@ -185,6 +196,34 @@ class ServingRuntime:
             else:
                 runtime.start_warming()
         return runtime
+
+    def _migrate(self) -> bool:
+        """Migrate the database; False (logged, and retried by the watcher) while it
+        cannot be reached. Any other error is raised."""
+        try:
+            migrate(self.engine)
+        except UNAVAILABLE_ERRORS as exc:
+            if not self.migration_pending:
+                logger.error(
+                    "database unreachable, not ready until it answers "
+                    "(migration retried every %g s): %s",
+                    RETRY_INTERVAL_S,
+                    describe_database_error(exc),
+                )
+            self.migration_pending = True
+            return False
+        if self.migration_pending:
+            logger.info("database reachable again: migrated, serving")
+        self.migration_pending = False
+        return True
+
+    def retry_migration(self) -> bool:
+        """Migrate a database that could not be reached before; True once done."""
+        try:
+            return self._migrate()
+        except Exception as exc:  # not an outage: said, and tried again later
+            logger.error("database migration failed: %s", exc)
+            return False
 
     def start_warming(self) -> None:
         """Background thread: warm the score cache with the log's newest HCPs.
@@ -368,9 +407,13 @@ class ServingRuntime:
 
     def _watch(self) -> None:
         interval = self.settings.reload_interval_s
-        since_poll = 0.0
+        since_poll = since_retry = 0.0
         while not self._stop.wait(WATCH_INTERVAL_S):
             since_poll += WATCH_INTERVAL_S
+            since_retry += WATCH_INTERVAL_S
+            if self.migration_pending and since_retry >= RETRY_INTERVAL_S:
+                since_retry = 0.0
+                self.retry_migration()
             due = interval > 0 and since_poll >= interval
             try:
                 mtime: float | None = self.signal_path.stat().st_mtime

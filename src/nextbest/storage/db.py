@@ -18,7 +18,8 @@ from alembic.config import Config
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -38,6 +39,26 @@ READER_MAX_OVERFLOW = 6
 # and how long once the pool has failed to connect since its last good connection.
 ASYNC_READER_TIMEOUT_S = 2.0
 ASYNC_READER_UNREACHABLE_WAIT_S = 0.1
+
+
+# What a database that is down, restarting or out of connections raises: worth
+# trying again later, unlike an error in what was asked of it.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+)
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """The driver's error class and the first line of its message.
+
+    For logs and operators: the driver's message names the server, never the
+    statement's parameters (engines hide them), so it carries no HCP data.
+    """
+    cause = getattr(exc, "orig", None) or exc
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first_line}"
 
 
 def _sqlite_file(url: URL) -> Path | None:

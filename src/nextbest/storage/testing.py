@@ -5,6 +5,9 @@ Kept in the package, not in a conftest, so any test package or script can use it
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +44,79 @@ def temporary_postgres_database(server_url: str) -> Iterator[str]:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a database server that a test takes down and brings back.
+
+    ``stop()`` closes the listening socket and every connection through it (the
+    database is unreachable: refused, and dropped mid-session); ``start()``
+    listens again on the same port. Clients connect to ``127.0.0.1:port``.
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = port
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def to_database(cls, url: str, *, port: int) -> tuple[TcpProxy, str]:
+        """A proxy (not started yet) to database ``url``'s server, and the URL through it."""
+        real = make_url(url)
+        proxy = cls(real.host or "127.0.0.1", real.port or 5432, port=port)
+        through = real.set(host="127.0.0.1", port=port)
+        return proxy, through.render_as_string(hide_password=False)
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # stopped
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # stopped meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._open.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)

@@ -30,6 +30,10 @@ def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
         problems.append("no model loaded")
     if not ping(runtime.engine):
         problems.append("database unreachable")
+    elif runtime.migration_pending and not runtime.retry_migration():
+        # Back, but not yet migrated by this worker (it started during an outage):
+        # done here rather than at the watcher's next retry, up to 10 s later.
+        problems.append("database not migrated")
     if problems:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return HealthPublic(
