@@ -120,6 +120,57 @@ def test_a_worker_started_while_the_database_is_down_serves_once_it_returns(
             proxy.stop()
 
 
+@pytest.mark.postgres
+def test_answers_whose_log_write_fails_are_kept_and_requests_get_503_until_it_is_back(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """Without history rules a recommendation never reads the database, so during an
+    outage it is answered and only its log write fails: that answer is kept and
+    written once the database is back (feedback on it then finds it), and requests
+    meanwhile get 503 rather than answers that would not be logged."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    no_rules = tmp_path / "no_rules.yaml"
+    no_rules.write_text("")
+    with temporary_postgres_database(server_url) as url:
+        proxy, through = TcpProxy.to_database(url, port=free_port())
+        proxy.start()
+        settings = own_registry.model_copy(update={"database_url": through, "rules_file": no_rules})
+        runtime = ServingRuntime.start(settings)
+        try:
+            hcp = str(runtime.recommender.hcp_ids[0])
+            with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+                assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+                assert runtime.reclog.flush(timeout=30)
+                proxy.stop()  # the database goes away
+                served = client.post("/v1/recommendations", json={"hcp_id": hcp})
+                assert served.status_code == 200  # answered before its log write failed
+                deadline = time.monotonic() + 60
+                while not runtime.reclog.failing:
+                    assert time.monotonic() < deadline, "the log store never failed"
+                    time.sleep(0.02)
+                refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
+                assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+                assert "recommendation log store is failing" in refused.json()["detail"]
+                proxy.start()  # back: the kept answer is written
+                assert runtime.reclog.flush(timeout=60)
+                assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+                event = {
+                    "event_id": "after-the-outage",
+                    "event_type": "opened",
+                    "hcp_id": hcp,
+                    "recommendation_id": served.json()["recommendation_id"],
+                }
+                stored = client.post("/v1/feedback", json=event)
+                assert stored.status_code == 200, stored.text
+                assert stored.json()["accepted"] == 1, stored.text
+            assert runtime.reclog.dropped == 0 and runtime.reclog.written == 3
+        finally:
+            runtime.close()
+            proxy.stop()
+
+
 def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> None:
     empty = api_settings.model_copy(update={"models_dir": tmp_path / "empty"})
     with TestClient(create_app(empty), headers=dict(keys.admin)) as client:

@@ -89,20 +89,59 @@ def test_background_log_commits_on_flush_and_close(model, trained, log_store) ->
     assert log.written == 60 and log.dropped == 0
 
 
-def test_background_log_counts_what_it_could_not_write(model, trained, tmp_path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'nolog.db'}")  # never migrated: no tables
-    log = RecommendationLog(make_session_factory(engine), flush_ms=1)
-    recommender = Recommender(
-        model=model, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
-    )
-    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:5]), k=1)
-    log.write(recs, recommender=recommender, requester="test")
-    assert log.flush(timeout=10)
-    assert log.dropped == 5
+def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {timeout:g} s"
+        time.sleep(0.02)
+
+
+def test_a_failing_store_keeps_what_it_refused_and_writes_it_once_it_answers(
+    model, trained, tmp_path
+) -> None:
+    """Answers the store refused as unavailable are retried, not dropped; new ones are
+    refused meanwhile (nothing served unlogged), and accepted again once it answers."""
+    from nextbest.errors import LogBacklogFullError
+
+    # A store whose tables do not exist yet: every commit fails (OperationalError)
+    # until it is migrated below, as a database that is down fails until it is back.
+    engine = make_engine(f"sqlite:///{tmp_path / 'late.db'}")
+    sessions = make_session_factory(engine)
+    log = RecommendationLog(sessions, flush_ms=1, max_backlog=100)
+    recommender = _greedy(model)
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:8]), k=1)
+    log.write(recs[:5], recommender=recommender, requester="test")
+    _wait_until(lambda: log.failing, "failing")
+    assert not log.flush(timeout=10, while_failing=False)  # no waiting out an outage
+    with pytest.raises(LogBacklogFullError, match=r"store is failing: .* answers: 5;"):
+        log.write(recs[5:6], recommender=recommender, requester="test")
+    assert log.dropped == 0 and log.written == 0
+    migrate(engine)  # the store answers
+    assert log.flush(timeout=60)
+    assert not log.failing
+    log.write(recs[5:8], recommender=recommender, requester="test")  # accepted again
     log.close()
+    assert _logged_ids(sessions) == {r.recommendation_id for r in recs}
+    assert log.written == 8 and log.dropped == 0
     engine.dispose()
     with pytest.raises(ValueError, match="flush_ms"):
-        RecommendationLog(make_session_factory(engine), flush_ms=-1)
+        RecommendationLog(sessions, flush_ms=-1)
+
+
+def test_a_write_the_store_rejects_for_good_is_dropped_not_retried(model, log_store) -> None:
+    """Not an outage (here the same recommendation logged twice): retrying could never
+    succeed and would stop the log, so it is counted as dropped and the log goes on."""
+    log = RecommendationLog(log_store, flush_ms=1)
+    recommender = _greedy(model)
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:3]), k=1)
+    log.write(recs[:1], recommender=recommender, requester="test")
+    assert log.flush(timeout=10)
+    log.write(recs[:1], recommender=recommender, requester="again")  # a duplicate id
+    assert log.flush(timeout=10)
+    assert log.dropped == 1 and not log.failing
+    log.write(recs[1:3], recommender=recommender, requester="test")
+    log.close()
+    assert _logged_ids(log_store) == {r.recommendation_id for r in recs}
 
 
 def test_unknown_hcps_and_batch_limit(model) -> None:

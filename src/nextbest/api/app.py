@@ -52,7 +52,9 @@ def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
 def _flush_recommendation_log(request: Request) -> None:
     # Feedback may name a recommendation this process served a few ms ago and has
     # not committed yet (batched log): commit it first so the reference resolves.
-    request.app.state.runtime.reclog.flush()
+    # Not while the log's store is failing: the wait would last the outage, and
+    # the feedback most likely fails on the same database.
+    request.app.state.runtime.reclog.flush(while_failing=False)
 
 
 def create_app(settings: Settings | None = None, runtime: ServingRuntime | None = None) -> FastAPI:

@@ -16,6 +16,14 @@ without limit; nothing is served unlogged. A caller that may block (a batch
 call in the thread pool, not a request on the event loop) first waits up to
 ``max_wait_s`` for room: calls arriving faster than the store takes them are
 slowed down to its pace rather than refused.
+
+A commit that fails because the store is unavailable (down, restarting, out of
+connections) keeps its answers and is tried again after a short pause, doubling
+from ``RETRY_FIRST_S`` to ``RETRY_MAX_S``; until it succeeds the store counts
+as failing and further answers are refused the same way, so the queue does not
+fill with answers that may never be written. Answers are lost only if the
+process stops while the store is still failing, or if the store rejects them
+for another reason (retrying would not help, and would stop the log for good).
 """
 
 from __future__ import annotations
@@ -32,15 +40,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from nextbest.errors import LogBacklogFullError
 from nextbest.service.feedback import log_served
 from nextbest.service.recommend import Recommendation, Recommender
+from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error
 
 logger = logging.getLogger(__name__)
 
 _Entry = tuple[Sequence[Recommendation], Recommender, str]
 
+# Pause before the writer tries a commit the unavailable store refused again;
+# doubled after each failure up to RETRY_MAX_S, so a store that returns is
+# written to within about that long.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
+
 NOT_LOGGED = Counter(
     "nextbest_recommendation_log_not_logged_total",
-    "Answers not logged: refused because the log's backlog was full (refused), or "
-    "served but lost because the store failed to commit them (dropped).",
+    "Answers not logged: refused because the log's backlog was full or its store "
+    "failing (refused), or served but lost: rejected by the store for a reason "
+    "other than being unavailable, or still unwritten at shutdown (dropped).",
     ["reason"],
 )
 _REFUSED = NOT_LOGGED.labels("refused")
@@ -69,6 +85,8 @@ class RecommendationLog:
         self.max_backlog = max_backlog
         self.max_wait_s = max_wait_s
         self._backlog = 0  # answers queued, not yet committed
+        # A commit failed because the store is unavailable and is being retried.
+        self._failing = False
         self.dropped = 0
         self.written = 0
         self._queue: queue.Queue[_Entry | None] = queue.Queue()
@@ -83,6 +101,11 @@ class RecommendationLog:
     def background(self) -> bool:
         return self._thread is not None
 
+    @property
+    def failing(self) -> bool:
+        """The store refused the last commit as unavailable; its answers are being retried."""
+        return self._failing
+
     def write(
         self,
         recommendations: Sequence[Recommendation],
@@ -94,9 +117,9 @@ class RecommendationLog:
         """Log ``recommendations``; returns after the commit unless batching.
 
         Raises :class:`LogBacklogFullError` (batching only) when the queue already
-        holds ``max_backlog`` answers: nothing of this call is queued. With
-        ``may_wait`` (a caller that may block its thread), it first waits up to
-        ``max_wait_s`` for the writer to make room.
+        holds ``max_backlog`` answers, or the store is failing: nothing of this
+        call is queued. With ``may_wait`` (a caller that may block its thread), it
+        first waits up to ``max_wait_s`` for the writer to make room.
         """
         if not recommendations:
             return
@@ -112,6 +135,12 @@ class RecommendationLog:
             if self._full(n):
                 _REFUSED.inc(n)
                 waited = f" after waiting {self.max_wait_s:g} s" if may_wait else ""
+                if self._failing:
+                    raise LogBacklogFullError(
+                        f"the recommendation log store is failing: answers waiting to be "
+                        f"logged, retried until it answers: {self._backlog}{waited}; "
+                        f"retry shortly"
+                    )
                 raise LogBacklogFullError(
                     f"the recommendation log store is behind: answers waiting to be logged: "
                     f"{self._backlog} (at most {self.max_backlog}){waited}; retry shortly"
@@ -121,14 +150,22 @@ class RecommendationLog:
         self._queue.put((recommendations, recommender, requester))
 
     def _full(self, n: int) -> bool:
-        """No room for ``n`` more answers (called under ``_idle``); an empty queue takes any."""
-        return self._backlog + n > self.max_backlog and self._backlog > 0
+        """No room for ``n`` more answers (called under ``_idle``): the store is failing,
+        or the queue would exceed ``max_backlog`` (an empty queue takes any)."""
+        return self._failing or (self._backlog + n > self.max_backlog and self._backlog > 0)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is committed; False on timeout."""
+    def flush(self, timeout: float = 10.0, *, while_failing: bool = True) -> bool:
+        """Wait until everything queued so far is committed; False on timeout.
+
+        Without ``while_failing``, False at once while the store is failing (what
+        is queued stays queued and retried): for a caller that has no use for a
+        wait that is likely to last as long as the outage.
+        """
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._pending:
+                if self._failing and not while_failing:
+                    return False
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -144,12 +181,21 @@ class RecommendationLog:
             self._thread = None
 
     def _run(self) -> None:
+        kept: list[_Entry] = []  # what the unavailable store refused: tried first, again
+        pause = RETRY_FIRST_S
+        failed_at = 0.0
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            time.sleep(self.flush_ms / 1000.0)  # let the batch fill up
-            batch = [first]
+            if kept:
+                time.sleep(pause)
+                pause = min(2 * pause, RETRY_MAX_S)
+                batch = kept
+            else:
+                first = self._queue.get()
+                if first is None:
+                    return
+                time.sleep(self.flush_ms / 1000.0)  # let the batch fill up
+                batch = [first]
+                del first  # not held while waiting for the next answer
             stop = False
             while True:
                 try:
@@ -160,34 +206,75 @@ class RecommendationLog:
                     stop = True
                     break
                 batch.append(entry)
-            self._commit(batch)
-            done, answers = len(batch), sum(len(recs) for recs, _, _ in batch)
-            del batch, first  # not held while waiting for the next answer
+            was_failing = self._failing
+            kept = self._commit(batch)
+            if kept and stop:
+                # Shutting down with the store still failing: nothing more can be done.
+                lost = sum(len(recs) for recs, _, _ in kept)
+                self.dropped += lost
+                _DROPPED.inc(lost)
+                logger.error(
+                    "shutting down with the recommendation log store failing: "
+                    "%d answers not logged",
+                    lost,
+                )
+                kept = []
+            if kept and not was_failing:
+                failed_at = time.monotonic()
+            elif not kept and was_failing:
+                pause = RETRY_FIRST_S
+                logger.info(
+                    "recommendation log store answers again after %.1f s: "
+                    "answers kept meanwhile are written",
+                    time.monotonic() - failed_at,
+                )
+            done = len(batch) - len(kept)
+            answers = sum(len(recs) for recs, _, _ in batch) - sum(len(recs) for recs, _, _ in kept)
+            del batch  # not held while waiting for the next answer
             with self._idle:
                 self._pending -= done
                 self._backlog -= answers
+                self._failing = bool(kept)
                 self._idle.notify_all()
             if stop:
                 return
 
-    def _commit(self, batch: list[_Entry]) -> None:
-        groups: dict[tuple[int, str], tuple[Recommender, list[Recommendation]]] = {}
-        for recs, recommender, requester in batch:
-            key = (id(recommender), requester)
-            groups.setdefault(key, (recommender, []))[1].extend(recs)
-        for (_, requester), (recommender, recs) in groups.items():
+    def _commit(self, batch: list[_Entry]) -> list[_Entry]:
+        """Commit ``batch``, one transaction per requester; what the store refused as
+        unavailable is returned, to be tried again (batching only: raised otherwise)."""
+        groups: dict[tuple[int, str], tuple[Recommender, list[Recommendation], list[_Entry]]] = {}
+        for entry in batch:
+            recs, recommender, requester = entry
+            group = groups.setdefault((id(recommender), requester), (recommender, [], []))
+            group[1].extend(recs)
+            group[2].append(entry)
+        kept: list[_Entry] = []
+        for (_, requester), (recommender, recs, entries) in groups.items():
             try:
                 with self.sessions() as session:
                     log_served(
                         session, recommendations=recs, recommender=recommender, requester=requester
                     )
                 self.written += len(recs)
+            except UNAVAILABLE_ERRORS as exc:
+                if self._thread is None:
+                    raise
+                if not self._failing and not kept:
+                    logger.error(
+                        "recommendation log write failed, %d answers kept and retried "
+                        "(new answers refused meanwhile): %s",
+                        len(recs),
+                        describe_database_error(exc),
+                    )
+                kept.extend(entries)
             except Exception as exc:
                 if self._thread is None:
                     raise
-                # Serving goes on when the log store fails; the loss is counted and reported.
+                # Not an outage: the same rows would fail again, and retrying them
+                # would stop the log for good. The loss is counted and reported.
                 self.dropped += len(recs)
                 _DROPPED.inc(len(recs))
                 logger.error(
                     "recommendation log write failed, %d answers not logged: %s", len(recs), exc
                 )
+        return kept
