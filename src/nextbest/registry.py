@@ -45,6 +45,10 @@ class RegistryError(RuntimeError):
     """The registry could not answer (no such model, alias or version)."""
 
 
+class ArtifactsUnreadableError(RegistryError):
+    """A registered version's artifacts are missing or unreadable where the registry says."""
+
+
 def _mlflow(settings: Settings) -> Any:
     """Import MLflow and point it at the configured stores (never done at import time)."""
     import mlflow
@@ -298,21 +302,30 @@ def set_alias(settings: Settings, alias: str, version: str) -> None:
     client(settings).set_registered_model_alias(settings.model_name, alias, version)
 
 
-def load_version(settings: Settings, version: str) -> ScoringModel:
-    """Load a registered version's scoring model.
+def load_version(settings: Settings, version: str, *, alias: str | None = None) -> ScoringModel:
+    """Load a registered version's scoring model (``alias``: the alias it was found
+    by, named in errors).
 
     Raises:
         RegistryError: the version was written in another artifact format (by an
-            incompatible nextbest), or its artifact cannot be unpickled by this code.
+            incompatible nextbest), its artifact cannot be unpickled by this code,
+            or (:class:`ArtifactsUnreadableError`) its artifacts cannot be read
+            where the registry says they are.
     """
+    from mlflow.exceptions import MlflowException
+
     mlflow = _mlflow(settings)
-    tags = client(settings).get_model_version(settings.model_name, version).tags or {}
+    found = client(settings).get_model_version(settings.model_name, version)
+    tags = found.tags or {}
     written = tags.get(FORMAT_TAG)
     by = tags.get(CODE_TAG, "an older nextbest")
     retrain = "register a new version with `nextbest retrain` or `nextbest train`"
+    named = f"model '{settings.model_name}' version {version}" + (
+        f" (alias '{alias}')" if alias else ""
+    )
     if written is not None and written != str(ARTIFACT_FORMAT):
         raise RegistryError(
-            f"model '{settings.model_name}' version {version} was written by nextbest {by} "
+            f"{named} was written by nextbest {by} "
             f"in artifact format {written}; this nextbest ({_code_version()}) reads format "
             f"{ARTIFACT_FORMAT}: {retrain}"
         )
@@ -324,8 +337,14 @@ def load_version(settings: Settings, version: str) -> ScoringModel:
     except (AttributeError, ImportError, TypeError, EOFError) as exc:
         # Versions from before format tags: an incompatible pickle fails here.
         raise RegistryError(
-            f"model '{settings.model_name}' version {version} (written by {by}) cannot be "
+            f"{named} (written by {by}) cannot be "
             f"loaded by nextbest {_code_version()}: {type(exc).__name__}: {exc}; {retrain}"
+        ) from exc
+    except (MlflowException, OSError) as exc:
+        # MLflow's message alone names neither the version nor where it looked: a
+        # missing artifact directory reads "No such artifact: ''".
+        raise ArtifactsUnreadableError(
+            f"{named}: its artifacts at {found.source} cannot be read: {type(exc).__name__}: {exc}"
         ) from exc
     return model
 

@@ -179,6 +179,7 @@ def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> No
         assert client.get("/healthz").json().get("model_version") is None
         asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
         assert asking.status_code == 503 and asking.headers["Retry-After"] == "30"
+        assert "has no alias 'champion'; train one with `nextbest train`" in asking.text
         # A rep's feedback waits for a model: its territory cannot be checked without one.
         rep_event = {"event_id": "r-1", "event_type": "dismissed", "hcp_id": "H000001"}
         refused = client.post("/v1/feedback", json=rep_event, headers=keys.rep)
@@ -312,12 +313,34 @@ def test_failed_reload_keeps_the_old_model(reloading: TestClient, own_registry, 
     registry.set_alias(own_registry, "champion", broken)
     answer = reloading.post("/v1/admin/reload")
     assert answer.status_code == 500
-    assert f"still serving version {before}" in answer.json()["detail"]
+    detail = answer.json()["detail"]
+    assert f"still serving version {before}" in detail
+    # Names the version, the alias and where its artifacts were looked for.
+    assert f"version {broken} (alias 'champion'): its artifacts at " in detail
+    assert "no-such-artifact cannot be read" in detail
     hcp = str(reloading.app.state.runtime.recommender.hcp_ids[0])
     served = reloading.post("/v1/recommendations", json={"hcp_id": hcp})
     assert served.status_code == 200 and served.json()["model_version"] == before
     ready = reloading.get("/readyz").json()
     assert ready["status"] == "ready" and ready["last_reload_error"]
+
+
+def test_a_runtime_without_a_model_retries_and_says_why(own_registry, keys, tmp_path) -> None:
+    """The served version failed to load: the 503 says so (not "train one"), and the
+    watcher loads the alias's version once it loads, without alias polling."""
+    assert own_registry.reload_interval_s == 0
+    broken = _new_version(own_registry, source=(tmp_path / "no-such-artifact").as_uri())
+    registry.set_alias(own_registry, "champion", broken)
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        refused = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+        detail = refused.json()["detail"]
+        assert f"the served version {broken} of model 'nextbest' (alias 'champion') " in detail
+        assert "failed to load (tried again every 10 s)" in detail
+        assert "no-such-artifact cannot be read" in detail and "train one" not in detail
+        registry.set_alias(own_registry, "champion", "1")  # a version that loads
+        assert _wait_for(lambda: client.get("/healthz").json().get("model_version") == "1", 60)
+        assert client.post("/v1/recommendations", json={"hcp_id": "H000001"}).status_code == 200
 
 
 def _wait_for(predicate, seconds: float = 15.0) -> bool:

@@ -137,7 +137,7 @@ def version_loader(
         if version not in cache:
             try:
                 cache[version] = registry.load_version(settings, version)
-            except (MlflowException, OSError):
+            except (MlflowException, OSError, registry.ArtifactsUnreadableError):
                 cache[version] = None
         return cache[version]
 

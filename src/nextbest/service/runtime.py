@@ -42,7 +42,9 @@ logger = logging.getLogger(__name__)
 # (sharing the models directory) reloads too, within WATCH_INTERVAL_S.
 RELOAD_SIGNAL = "reload.signal"
 WATCH_INTERVAL_S = 1.0
-# A worker started while the database was down migrates it (a no-op when
+# While no model is loaded (none aliased yet, or the served version failed to
+# load), the watcher tries to load one this often, alias polling on or not; and a
+# worker started while the database was down migrates it (a no-op when
 # `nextbest serve` already did) this often until it answers.
 RETRY_INTERVAL_S = 10.0
 # A served model's HCP history (recency, fatigue, engagement rates) is as of its
@@ -163,6 +165,9 @@ class ServingRuntime:
         self._signal_seen: float | None = None
         self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
+        # The version the last reload failed to load (None: it failed before, e.g.
+        # no version has the served alias): what a 'no model' 503 explains.
+        self._failed_version: str | None = None
         # Set when the start-up migration could not reach the database; the watcher
         # retries it until it does.
         self.migration_pending = False
@@ -174,7 +179,7 @@ class ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
         A failed model load leaves the runtime up but not ready (``/readyz`` says
-        why); the watcher keeps trying when polling is on. So does a database that
+        why); the watcher tries again every ``RETRY_INTERVAL_S``. So does a database that
         cannot be reached: requests get 503 until it answers, and the watcher
         migrates it then. A worker that exited instead would make uvicorn's
         supervisor stop every other worker too, the healthy ones included.
@@ -274,11 +279,23 @@ class ServingRuntime:
     def recommender(self) -> Recommender:
         current = self._recommender
         if current is None:
-            raise ModelNotLoadedError(
-                f"no model is loaded; train one with `nextbest train` "
-                f"(last error: {self.last_reload_error or 'none'})"
-            )
+            raise ModelNotLoadedError(self._why_no_model())
         return current
+
+    def _why_no_model(self) -> str:
+        retried = f"tried again every {RETRY_INTERVAL_S:g} s"
+        if self._failed_version is not None:
+            return (
+                f"no model is loaded: the served version {self._failed_version} of model "
+                f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}') failed to "
+                f"load ({retried}): {self.last_reload_error}"
+            )
+        if self.last_reload_error is not None:
+            return (
+                f"no model is loaded: {self.last_reload_error}; train one with "
+                f"`nextbest train` or point the alias at a version ({retried})"
+            )
+        return "no model is loaded yet"
 
     @property
     def model_version(self) -> str | None:
@@ -307,6 +324,7 @@ class ServingRuntime:
             settings = self.settings
             previous = self.model_version
             warm_s = 0.0
+            loading: str | None = None
             try:
                 # An edited rules file applies from here on; an invalid one fails the
                 # reload, and the old rules and model keep serving.
@@ -328,23 +346,8 @@ class ServingRuntime:
                         version=version, previous=previous, changed=False, rules_changed=True
                     )
                 else:
-                    model = registry.load_version(settings, version)
-                    recommender = Recommender(
-                        model=model,
-                        version=version,
-                        exploration=make_exploration(
-                            settings.exploration,
-                            epsilon=settings.epsilon,
-                            temperature=settings.temperature,
-                            holdout_rate=settings.holdout_rate,
-                            seed=settings.seed,
-                        ),
-                        rules=rules,
-                        cache_pairs=settings.score_cache_pairs,
-                    )
-                    # A model that loads but cannot score (e.g. pickled by an
-                    # incompatible code version) must fail here, not on every request.
-                    recommender.self_check()
+                    loading = version
+                    recommender = self._load(version, rules)
                     warmed, started = 0, time.perf_counter()
                     if self._recommender is not None:
                         warmed = recommender.warm_from(
@@ -361,9 +364,11 @@ class ServingRuntime:
                     )
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                self._failed_version = loading
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 raise
             self.last_reload_error = None
+            self._failed_version = None
             if rules_changed:
                 self.rules = rules
                 logger.info("serving rules re-read from %s", rules.source)
@@ -384,6 +389,36 @@ class ServingRuntime:
         if broadcast:
             self._signal(force=force)
         return result
+
+    def _load(self, version: str, rules: ServingRules) -> Recommender:
+        """The served alias's ``version``, loaded and checked; an error names both."""
+        settings = self.settings
+        try:
+            model = registry.load_version(settings, version, alias=settings.serve_alias)
+            recommender = Recommender(
+                model=model,
+                version=version,
+                exploration=make_exploration(
+                    settings.exploration,
+                    epsilon=settings.epsilon,
+                    temperature=settings.temperature,
+                    holdout_rate=settings.holdout_rate,
+                    seed=settings.seed,
+                ),
+                rules=rules,
+                cache_pairs=settings.score_cache_pairs,
+            )
+            # A model that loads but cannot score (e.g. pickled by an
+            # incompatible code version) must fail here, not on every request.
+            recommender.self_check()
+        except registry.RegistryError:
+            raise  # names the version, the alias and what to do
+        except Exception as exc:
+            raise registry.RegistryError(
+                f"model '{settings.model_name}' version {version} (alias "
+                f"'{settings.serve_alias}') failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+        return recommender
 
     def _signal(self, *, force: bool) -> None:
         """Write the served version (and ``force``, when forced) to the signal file."""
@@ -411,10 +446,12 @@ class ServingRuntime:
         while not self._stop.wait(WATCH_INTERVAL_S):
             since_poll += WATCH_INTERVAL_S
             since_retry += WATCH_INTERVAL_S
-            if self.migration_pending and since_retry >= RETRY_INTERVAL_S:
+            retry = since_retry >= RETRY_INTERVAL_S
+            if retry:
                 since_retry = 0.0
+            if self.migration_pending and retry:
                 self.retry_migration()
-            due = interval > 0 and since_poll >= interval
+            due = (interval > 0 and since_poll >= interval) or (retry and self._recommender is None)
             try:
                 mtime: float | None = self.signal_path.stat().st_mtime
             except OSError:
