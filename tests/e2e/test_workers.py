@@ -125,6 +125,27 @@ def test_a_replaced_worker_listens_on_a_socket_of_its_own(two_workers) -> None:
 
 
 @linux_only
+def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None:
+    """A replaced worker's live gauges (nextbest_model_info) leave /metrics: the new
+    worker marks every process that left files in PROMETHEUS_MULTIPROC_DIR and no
+    longer runs as dead."""
+    proc, port = two_workers
+    killed = next(iter(_sockets(proc, port, psutil.CONN_LISTEN)))
+
+    def model_info_pids() -> set[str]:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        lines = [line for line in text.splitlines() if line.startswith("nextbest_model_info{")]
+        return {line.split('pid="', 1)[1].split('"', 1)[0] for line in lines}
+
+    assert str(killed) in model_info_pids()
+    os.kill(killed, signal.SIGKILL)
+    listening = _wait_listening(proc, port, gone=killed)  # replaced, after its start-up
+    pids = model_info_pids()
+    assert str(killed) not in pids, pids
+    assert pids == {str(pid) for pid in listening}, (pids, listening)
+
+
+@linux_only
 @pytest.mark.postgres
 def test_a_worker_replaced_during_a_database_outage_keeps_the_server_up(
     trained, tmp_path: Path

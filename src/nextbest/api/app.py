@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, require_roles
 from nextbest.api.connections import ConnectionRecycler
-from nextbest.api.observability import ObservabilityMiddleware
+from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
 from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.errors import (
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
+        # A replaced worker's gauges (its model version) would stay in /metrics.
+        forget_dead_workers()
         config = runtime.settings if runtime is not None else settings or get_settings()
         if config.auth_enabled:
             app.state.api_keys = ReloadingKeyStore(path=config.resolved_api_keys_file)

@@ -6,7 +6,9 @@ status), ``nextbest_recommendations_total`` (served items by channel),
 ``nextbest_model_info`` (the served version, set at each swap) and
 ``nextbest_score_cache_pairs_total``. With
 several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve``
-does) so ``/metrics`` sums every worker.
+does) so ``/metrics`` sums every worker; a worker starting marks the workers
+that no longer run as dead (:func:`forget_dead_workers`), so their live gauges
+leave ``/metrics``.
 
 Logs: one JSON line per request with route, status, duration, the requester's
 key name and the request id. No HCP identifiers, bodies or keys are logged.
@@ -28,6 +30,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -75,6 +78,37 @@ def record_served(recommendations: Iterable[Recommendation]) -> None:
             HOLDOUTS.inc()
         for item in rec.items:
             _served(item.channel).inc()
+
+
+def forget_dead_workers() -> list[int]:
+    """Mark every process with files in ``PROMETHEUS_MULTIPROC_DIR`` that no longer
+    runs as dead, so ``/metrics`` drops its live gauges; the pids marked.
+
+    Called by each worker as it starts: a worker that was killed never marks
+    itself, and its ``nextbest_model_info`` would otherwise be reported beside its
+    replacement's for as long as the server runs. Its counters stay: they sum
+    into the totals, which must not go back.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return []
+    # Files are named by kind and pid: counter_1234.db, gauge_liveall_1234.db, ...
+    suffixes = (path.stem.rsplit("_", 1)[-1] for path in Path(directory).glob("*.db"))
+    pids = {int(suffix) for suffix in suffixes if suffix.isdigit()}
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
+    for pid in dead:
+        prom_multiprocess.mark_process_dead(pid, directory)
+    return dead
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process took the pid
+        return True
+    return True
 
 
 def metrics_payload() -> tuple[bytes, str]:
