@@ -178,7 +178,7 @@ def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> No
         assert ready.status_code == 503 and "no model loaded" in ready.json()["status"]
         assert client.get("/healthz").json().get("model_version") is None
         asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
-        assert asking.status_code == 503 and asking.headers["Retry-After"] == "30"
+        assert asking.status_code == 503 and asking.headers["Retry-After"] == "10"
         assert "has no alias 'champion'; train one with `nextbest train`" in asking.text
         # A rep's feedback waits for a model: its territory cannot be checked without one.
         rep_event = {"event_id": "r-1", "event_type": "dismissed", "hcp_id": "H000001"}
@@ -333,7 +333,7 @@ def test_a_runtime_without_a_model_retries_and_says_why(own_registry, keys, tmp_
     registry.set_alias(own_registry, "champion", broken)
     with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
         refused = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
-        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "10"
         detail = refused.json()["detail"]
         assert f"the served version {broken} of model 'nextbest' (alias 'champion') " in detail
         assert "failed to load (tried again every 10 s)" in detail

@@ -28,7 +28,7 @@ from nextbest.errors import (
     NotFoundError,
 )
 from nextbest.service.apikeys import ReloadingKeyStore
-from nextbest.service.runtime import ServingRuntime
+from nextbest.service.runtime import RETRY_INTERVAL_S, ServingRuntime
 from nextbest.settings import Settings, get_settings
 from nextbest.storage.db import describe_database_error
 
@@ -167,11 +167,11 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
 
     @app.exception_handler(ModelNotLoadedError)
     async def _no_model(_: Request, exc: ModelNotLoadedError) -> JSONResponse:
-        # A model arrives with a training run and a reload: minutes, not a second.
+        # The runtime tries to load a model again every RETRY_INTERVAL_S.
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": str(exc)},
-            headers={"Retry-After": "30"},
+            headers={"Retry-After": str(int(RETRY_INTERVAL_S))},
         )
 
     return app
