@@ -1137,6 +1137,10 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
     Console(soft_wrap=True).print(table)
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
+        try:  # the file alone is valid; with the variable, as a server reads them?
+            KeyStore.load(path=target)
+        except ApiKeyError as exc:
+            raise _fail(f"a server would refuse these keys: {exc}") from None
     return principals
 
 
@@ -1144,6 +1148,8 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
 def keys_remove(name: str, path: KeysFileOpt = None) -> None:
     """Delete a key; running servers refuse it from their next request on."""
     from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
+
+    _settings()  # an invalid setting stops here, before the file is changed
 
     target = _keys_file(path)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
@@ -325,3 +326,64 @@ def test_a_rep_key_outside_the_served_territories_gets_a_note(
     assert "has no HCP" not in known.stderr
     # The key itself stays the last line of stdout, for scripts.
     assert typo.stdout.strip().splitlines()[-1].startswith("nb_")
+
+
+ENV_ADMIN = '[{"name": "envk", "role": "admin", "key": "ENV-PLAINTEXT-SECRET-0123456789"}]'
+
+
+def test_keys_cli_refuses_a_file_a_server_would_refuse_with_the_environment_keys(
+    api_settings, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name in both the file and NEXTBEST_API_KEYS makes a server keep its old keys
+    and ignore the file's changes; the CLI refuses to write such a file, saying why,
+    so a later revocation still applies."""
+    monkeypatch.setenv("NEXTBEST_API_KEYS", ENV_ADMIN)
+    path = api_settings.api_keys_file
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+        before = path.read_text()
+        clash = _keys_cli("add", "envk", "--role", "channel", "--file", str(path))
+        assert clash.exit_code == 2, clash.output
+        said = " ".join(clash.output.split())
+        assert "not changed: a server would refuse" in said
+        assert "'envk' (in " in said and "and NEXTBEST_API_KEYS)" in said
+        assert path.read_text() == before
+
+        removed = _keys_cli("remove", "crm-email", "--file", str(path))
+        assert removed.exit_code == 0, removed.output
+        revoked = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+        assert revoked.status_code == 401
+        assert "keys_error" not in client.get("/readyz").json()
+
+
+def test_readyz_says_when_an_invalid_key_file_keeps_old_keys_in_force(
+    api_settings, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXTBEST_API_KEYS", ENV_ADMIN)
+    path = api_settings.api_keys_file
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        assert "keys_error" not in client.get("/readyz").json()
+        # Edited by hand: crm-email revoked, but envk added, which the variable also names.
+        path.write_text(
+            yaml.safe_dump(
+                {"keys": [{"name": "envk", "role": "channel", "key_sha256": hash_key("x" * 20)}]}
+            )
+        )
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text  # it still serves, with the old keys
+        error = ready.json()["keys_error"]
+        assert "keys read before are in force" in error and "'envk'" in error
+        hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+        still = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+        assert still.status_code == 200  # the revocation is not applied: hence keys_error
+
+        # The CLI refuses to touch the file while it stays invalid with the variable...
+        listed = _keys_cli("list", "--file", str(path))
+        assert listed.exit_code == 2 and "a server would refuse these keys" in listed.output
+        assert _keys_cli("add", "other", "--role", "admin", "--file", str(path)).exit_code == 2
+        # ...and removing the clashing name is the change that fixes it.
+        fixed = _keys_cli("remove", "envk", "--file", str(path))
+        assert fixed.exit_code == 0, fixed.output
+        assert "keys_error" not in client.get("/readyz").json()
+        gone = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+        assert gone.status_code == 401

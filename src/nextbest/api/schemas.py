@@ -285,6 +285,12 @@ class HealthPublic(BaseModel):
         "recency and fatigue in scores and reasons are as of then.",
     )
     last_reload_error: str | None = None
+    keys_error: str | None = Field(
+        default=None,
+        description="Why the API keys in force are not those of the key file: it changed "
+        "but is invalid, so its changes (revocations included) are not applied until it is "
+        "fixed. Absent when the file's keys are in force.",
+    )
     warming: bool | None = Field(
         default=None,
         description="True while this worker still warms its score cache at start-up "

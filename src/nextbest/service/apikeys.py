@@ -13,9 +13,10 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
 
 ``NEXTBEST_API_KEYS`` holds the same entries as a JSON list. Only the SHA-256 of
 each key is kept in memory; a presented key is hashed and compared with every
-stored hash in constant time. ``nextbest keys add / list / remove`` edit the file;
-a running server (:class:`ReloadingKeyStore`) applies the change at its next
-request, so a removed key stops working at once, without a restart.
+stored hash in constant time. ``nextbest keys add / list / remove`` edit the file,
+checked together with ``NEXTBEST_API_KEYS`` as a server checks them; a running
+server (:class:`ReloadingKeyStore`) applies the change at its next request, so a
+removed key stops working at once, without a restart.
 """
 
 from __future__ import annotations
@@ -89,16 +90,22 @@ class KeyStore:
     @classmethod
     def load(cls, *, path: Path | None, env: Mapping[str, str] | None = None) -> KeyStore:
         """Keys from ``path`` (if it exists) plus the ``NEXTBEST_API_KEYS`` JSON list."""
+        items = _file_items(path) if path is not None and path.exists() else []
+        return cls.from_entries(items, source=str(path), env=env)
+
+    @classmethod
+    def from_entries(
+        cls, items: list[Any], *, source: str, env: Mapping[str, str] | None = None
+    ) -> KeyStore:
+        """The keys a server holds for the file entries ``items`` (read from ``source``)
+        and the environment's ``NEXTBEST_API_KEYS``: every check of :meth:`load`.
+
+        The ``keys`` commands check the file they are about to write with it, so
+        that a change a server would refuse (a name also given in the variable) is
+        refused before it is written, not ignored by every running server.
+        """
         env = os.environ if env is None else env
-        entries: list[_Entry] = []
-        if path is not None and path.exists():
-            try:
-                data = load_yaml(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ApiKeyError(f"{path}: not valid YAML: {exc}") from None
-            if not isinstance(data, Mapping) or not isinstance(data.get("keys", []), list):
-                raise ApiKeyError(f"{path}: expected a mapping with a 'keys' list")
-            entries += _parse(data.get("keys") or [], str(path))
+        entries = [(entry, source) for entry in _parse(items, source)]
         raw = env.get(ENV_KEYS)
         if raw:
             try:
@@ -107,12 +114,20 @@ class KeyStore:
                 raise ApiKeyError(f"{ENV_KEYS}: not valid JSON: {exc}") from None
             if not isinstance(listed, list):
                 raise ApiKeyError(f"{ENV_KEYS}: expected a JSON list of key entries")
-            entries += _parse(listed, ENV_KEYS)
-        names = [e.principal.name for e in entries]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+            entries += [(entry, ENV_KEYS) for entry in _parse(listed, ENV_KEYS)]
+        where: dict[str, list[str]] = {}
+        for entry, origin in entries:
+            where.setdefault(entry.principal.name, []).append(origin)
+        dupes = {name: origins for name, origins in where.items() if len(origins) > 1}
         if dupes:
-            raise ApiKeyError(f"API key names must be unique; repeated: {dupes}")
-        return cls(entries)
+            raise ApiKeyError(
+                "API key names must be unique; repeated: "
+                + ", ".join(
+                    f"{name!r} (in {' and '.join(dict.fromkeys(origins))})"
+                    for name, origins in sorted(dupes.items())
+                )
+            )
+        return cls([entry for entry, _ in entries])
 
     def identify(self, key: str) -> Principal | None:
         """The principal of ``key``, or None; every stored hash is compared."""
@@ -122,6 +137,17 @@ class KeyStore:
             if hmac.compare_digest(digest, entry.digest) and found is None:
                 found = entry.principal
         return found
+
+
+def _file_items(path: Path) -> list[Any]:
+    """The entries listed under ``keys`` in ``path``, unchecked."""
+    try:
+        data = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ApiKeyError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("keys", []), list):
+        raise ApiKeyError(f"{path}: expected a mapping with a 'keys' list")
+    return list(data.get("keys") or [])
 
 
 def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Entry]:
@@ -168,8 +194,10 @@ class ReloadingKeyStore:
 
     Each :meth:`identify` compares the file's status (a ``stat``, microseconds)
     with the one last loaded; on a change the file is read again. A file that no
-    longer parses keeps the keys loaded before, and the error is logged once: a
-    typo must not lock every caller out.
+    longer parses keeps the keys loaded before: a typo must not lock every caller
+    out. But then a revocation in the file is not applied either, so the error is
+    logged once and held in :attr:`error` (``/readyz`` shows it) until a valid
+    file is read.
     """
 
     def __init__(self, *, path: Path, env: Mapping[str, str] | None = None) -> None:
@@ -178,6 +206,7 @@ class ReloadingKeyStore:
         self._lock = threading.Lock()
         self._seen = self._status()
         self._store = KeyStore.load(path=path, env=self._env)  # invalid at start: raise
+        self._error: str | None = None
 
     def __len__(self) -> int:
         return len(self._current())
@@ -198,10 +227,21 @@ class ReloadingKeyStore:
                 self._seen = status
                 try:
                     self._store = KeyStore.load(path=self.path, env=self._env)
+                    self._error = None
                     logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
                 except ApiKeyError as exc:
+                    self._error = (
+                        f"the API key file changed but is invalid; the keys read before are "
+                        f"in force (changes to the file, revocations included, are not): {exc}"
+                    )
                     logger.error("API key file changed but is invalid, keeping the keys: %s", exc)
         return self._store
+
+    @property
+    def error(self) -> str | None:
+        """Why the keys in force are not the file's (None when they are), checked now."""
+        self._current()
+        return self._error
 
     def identify(self, key: str) -> Principal | None:
         """The principal of ``key`` under the file's current keys, or None."""
@@ -212,13 +252,27 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
     """The entries of ``path`` after checking the whole file (missing file: none)."""
     if not path.exists():
         return []
-    KeyStore.load(path=path, env={})  # raises ApiKeyError naming the entry at fault
-    data = load_yaml(path.read_text()) or {}
-    return [dict(entry) for entry in data.get("keys") or []]
+    items = _file_items(path)
+    KeyStore.from_entries(items, source=str(path), env={})  # names the entry at fault
+    return [dict(entry) for entry in items]
 
 
-def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
-    """Replace ``path`` in one step (readers see the old or the new file, never half)."""
+def _write_entries(
+    path: Path, entries: list[dict[str, Any]], *, env: Mapping[str, str] | None
+) -> None:
+    """Replace ``path`` in one step (readers see the old or the new file, never half).
+
+    The new entries are first checked with ``env``'s ``NEXTBEST_API_KEYS`` as a
+    server started with that environment checks them: a file it would refuse is
+    not written (a running server would keep its old keys and ignore the change,
+    a revocation included).
+    """
+    try:
+        KeyStore.from_entries(entries, source=str(path), env=env)
+    except ApiKeyError as exc:
+        raise ApiKeyError(
+            f"{path} not changed: a server would refuse the keys it would then hold: {exc}"
+        ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     staging.write_text(yaml.safe_dump({"keys": entries}, sort_keys=False))
@@ -233,11 +287,13 @@ def add_key_to_file(
     role: str,
     territory_id: str | None = None,
     replace: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """Create a key, store only its SHA-256 in ``path`` (created or appended), return it.
 
     A key of the same ``name`` is an error unless ``replace`` (rotation: the old
-    key stops working).
+    key stops working); so is a name ``env`` (default: this process's) also gives
+    in ``NEXTBEST_API_KEYS``, which a server refuses.
     """
     key = new_key()
     entry: dict[str, Any] = {"name": name.strip(), "role": role, "key_sha256": hash_key(key)}
@@ -251,15 +307,16 @@ def add_key_to_file(
             "with replace (`nextbest keys add ... --replace`)"
         )
     entries = [e for e in entries if e.get("name") != entry["name"]] + [entry]
-    _write_entries(path, entries)
+    _write_entries(path, entries, env=env)
     return key
 
 
-def remove_key_from_file(path: Path, *, name: str) -> None:
-    """Delete the key called ``name`` from ``path``; an unknown name is an error."""
+def remove_key_from_file(path: Path, *, name: str, env: Mapping[str, str] | None = None) -> None:
+    """Delete the key called ``name`` from ``path``; an unknown name is an error, and
+    so is a file a server would still refuse with ``env``'s ``NEXTBEST_API_KEYS``."""
     entries = _read_entries(path)
     kept = [e for e in entries if e.get("name") != name]
     if len(kept) == len(entries):
         known = ", ".join(str(e.get("name")) for e in entries) or "none"
         raise ApiKeyError(f"{path}: no key named {name!r} (keys: {known})")
-    _write_entries(path, kept)
+    _write_entries(path, kept, env=env)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from nextbest.api.deps import RuntimeDep
 from nextbest.api.observability import metrics_payload
@@ -23,8 +23,15 @@ async def healthz(runtime: RuntimeDep) -> HealthPublic:
 
 
 @router.get("/readyz", response_model=HealthPublic, response_model_exclude_none=True)
-def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
-    """Ready to serve: a model is loaded and the database answers (503 otherwise)."""
+def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthPublic:
+    """Ready to serve: a model is loaded and the database answers (503 otherwise).
+
+    An invalid API key file does not make the worker unready (it serves with the
+    keys read before, as every worker does), but ``keys_error`` says so: until the
+    file is fixed, its changes, a revoked key among them, are not applied.
+    """
+    keys = request.app.state.api_keys
+    keys_error = keys.error if keys is not None else None
     problems = []
     if runtime.model_version is None:
         problems.append("no model loaded")
@@ -40,12 +47,14 @@ def readyz(runtime: RuntimeDep, response: Response) -> HealthPublic:
             status="; ".join(problems),
             model_version=runtime.model_version,
             last_reload_error=runtime.last_reload_error,
+            keys_error=keys_error,
         )
     return HealthPublic(
         status="ready",
         model_version=runtime.model_version,
         features_as_of=runtime.features_as_of,
         last_reload_error=runtime.last_reload_error,
+        keys_error=keys_error,
         warming=runtime.warming or None,
     )
 
