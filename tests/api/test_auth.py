@@ -387,3 +387,60 @@ def test_readyz_says_when_an_invalid_key_file_keeps_old_keys_in_force(
         assert "keys_error" not in client.get("/readyz").json()
         gone = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
         assert gone.status_code == 401
+
+
+SECRET = "PLAINTEXT-SECRET-xyz98765432"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            f"keys:\n  - name: crm\n    role: channel\n    key: {SECRET}: oops\n",
+            "not valid YAML, line 4, column 38: mapping values are not allowed here",
+            id="syntax-error-on-a-key-line",
+        ),
+        pytest.param(
+            f"keys:\n  - {{name: a, role: admin, key: *{SECRET}}}\n",
+            "not valid YAML, line 2, column 33: found undefined alias '...'",
+            id="key-read-as-an-alias",
+        ),
+        pytest.param(
+            f"keys:\n  - name: a\n    role: admin\n    key: !{SECRET}\n",
+            "line 4, column 10: could not determine a constructor for the tag '...'",
+            id="key-read-as-a-tag",
+        ),
+        pytest.param(
+            f"keys:\n  - {{name: a, role: admin, {SECRET}}}\n",
+            "keys[0]: unknown field(s) ['<28 characters>']",
+            id="key-written-as-a-field",
+        ),
+    ],
+)
+def test_key_file_errors_name_line_and_column_never_the_text(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(ApiKeyError) as raised:
+        KeyStore.load(path=path, env={})
+    assert str(raised.value).startswith(f"{path}")
+    assert message in str(raised.value)
+    assert "PLAINTEXT" not in str(raised.value)
+
+
+def test_a_key_file_broken_on_a_plaintext_key_line_is_not_logged(
+    client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = api_settings.api_keys_file
+    path.write_text(path.read_text().replace(f"key: {keys.channel_key}", f"key: {SECRET}: oops"))
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    with caplog.at_level(logging.DEBUG):
+        kept = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+    assert kept.status_code == 200  # the keys read before are in force
+    assert f"{path}: not valid YAML, line " in caplog.text
+    error = client.get("/readyz").json()["keys_error"]
+    listed = _keys_cli("list", "--file", str(path))
+    assert listed.exit_code == 2 and "not valid YAML, line" in " ".join(listed.output.split())
+    for said in (caplog.text, error, listed.output):
+        assert "PLAINTEXT" not in said and "oops" not in said

@@ -395,8 +395,14 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
         pytest.param(
             {"NEXTBEST_API_KEYS_FILE": "{tmp}/file.yaml"},
             "keys: [\n",
-            "file.yaml: not valid YAML",
+            "file.yaml: not valid YAML, line 2, column 1: expected the node content",
             id="bad-keys-file",
+        ),
+        pytest.param(
+            {"NEXTBEST_API_KEYS_FILE": "{tmp}/file.yaml"},
+            "keys:\n  - name: crm\n    role: channel\n    key: PLAINTEXT-SECRET-0123456: x\n",
+            "file.yaml: not valid YAML, line 4, column 34: mapping values are not allowed here",
+            id="keys-file-broken-on-a-plaintext-key",
         ),
     ],
 )
@@ -427,6 +433,7 @@ def test_serve_refuses_bad_configuration_before_starting(
     # Rich wraps long lines (and folds long paths) at the terminal's width.
     said = "".join(message.replace("{tmp}", str(tmp_path)).split())
     assert said in "".join(result.output.split()), result.output
+    assert "PLAINTEXT" not in result.output  # a key file's error never quotes its text
     assert not started
 
 

@@ -35,11 +35,12 @@ from typing import Any, Literal
 
 import yaml
 
-from nextbest.yamlfile import load_yaml
+from nextbest.yamlfile import load_yaml, yaml_error_where
 
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
 ENV_KEYS = "NEXTBEST_API_KEYS"
+MIN_KEY_LENGTH = 16
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +141,18 @@ class KeyStore:
 
 
 def _file_items(path: Path) -> list[Any]:
-    """The entries listed under ``keys`` in ``path``, unchecked."""
+    """The entries listed under ``keys`` in ``path``, unchecked.
+
+    A YAML error is reported by line and column only: PyYAML's own message quotes
+    the line, and a key may be written there in plaintext (the message reaches
+    the server's log, ``nextbest serve`` and ``nextbest keys``).
+    """
     try:
         data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ApiKeyError(f"{path}: not valid YAML: {exc}") from None
+        raise ApiKeyError(f"{path}: not valid YAML, {yaml_error_where(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a running server must not fail on it
+        raise ApiKeyError(f"{path}: cannot be read: {exc}") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("keys", []), list):
         raise ApiKeyError(f"{path}: expected a mapping with a 'keys' list")
     return list(data.get("keys") or [])
@@ -156,9 +164,12 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
         where = f"{source}: keys[{i}]" if numbered else source
         if not isinstance(item, Mapping):
             raise ApiKeyError(f"{where}: expected a mapping with name, role and key or key_sha256")
-        extra = sorted(set(item) - {"name", "role", "territory_id", "key", "key_sha256"})
+        extra = sorted(map(str, set(item) - {"name", "role", "territory_id", "key", "key_sha256"}))
         if extra:
-            raise ApiKeyError(f"{where}: unknown field(s) {extra}")
+            # A field as long as a key may be one, written where a field goes
+            # (`{name: a, role: admin, nb_...}`): it is not shown.
+            shown = [f if len(f) < MIN_KEY_LENGTH else f"<{len(f)} characters>" for f in extra]
+            raise ApiKeyError(f"{where}: unknown field(s) {shown}")
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ApiKeyError(f"{where}: 'name' is required")
@@ -172,8 +183,10 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
         if (key is None) == (hashed is None):
             raise ApiKeyError(f"{where} ({name}): give exactly one of 'key' or 'key_sha256'")
         if key is not None:
-            if not isinstance(key, str) or len(key) < 16:
-                raise ApiKeyError(f"{where} ({name}): 'key' must be a string of 16+ characters")
+            if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
+                raise ApiKeyError(
+                    f"{where} ({name}): 'key' must be a string of {MIN_KEY_LENGTH}+ characters"
+                )
             digest = hashlib.sha256(key.encode()).digest()
         else:
             try:
