@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nextbest.settings import Settings, get_settings
+from nextbest.settings import Settings, get_settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.policy.rules import ServingRules
@@ -395,7 +395,9 @@ def train(
     for key, value in sorted(result.metrics.items()):
         table.add_row(key, f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4f}")
     console.print(table)
-    console.print(f"tracking: {settings.resolved_tracking_uri}  run: {info.run_id}")
+    console.print(
+        f"tracking: {without_password(settings.resolved_tracking_uri)}  run: {info.run_id}"
+    )
     return info.version
 
 
@@ -776,7 +778,7 @@ def feedback(
         )
     console.print(
         f"stored {done.accepted:,} of {done.rows:,} events in "
-        f"{settings.resolved_database_url}; {done.duplicates:,} already stored; "
+        f"{without_password(settings.resolved_database_url)}; {done.duplicates:,} already stored; "
         f"{len(done.rejected):,} rejected"
     )
     import pandas as pd
@@ -1005,7 +1007,9 @@ def models(
         )
         return versions
     # Two lines per version, not a table: readable at any terminal width.
-    stdout.print(f"model '{settings.model_name}' in {settings.resolved_registry_uri}")
+    stdout.print(
+        f"model '{settings.model_name}' in {without_password(settings.resolved_registry_uri)}"
+    )
     for v in versions:
         aliases = f" [bold]{', '.join(v.aliases)}[/bold]" if v.aliases else ""
         fed_back = (

@@ -24,7 +24,7 @@ import pandas as pd
 
 from nextbest.learning.scoring import ARTIFACT_FORMAT, ScoringModel
 from nextbest.learning.train import TrainResult
-from nextbest.settings import Settings
+from nextbest.settings import Settings, without_password
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     """
     missing = RegistryError(
         f"model '{settings.model_name}' has no registered version in "
-        f"{settings.resolved_registry_uri}; train one with `nextbest train --data DIR`"
+        f"{without_password(settings.resolved_registry_uri)}; "
+        "train one with `nextbest train --data DIR`"
     )
     if not registry_exists(settings):
         raise missing
@@ -369,6 +370,7 @@ def load_alias(settings: Settings, alias: str | None = None) -> tuple[ScoringMod
     if version is None:
         raise RegistryError(
             f"model '{settings.model_name}' has no version with alias '{alias}' in "
-            f"{settings.resolved_registry_uri}; train one with `nextbest train --data DIR`"
+            f"{without_password(settings.resolved_registry_uri)}; "
+            "train one with `nextbest train --data DIR`"
         )
     return load_version(settings, version), version

@@ -7,6 +7,7 @@ tracking URI is applied only by the code that needs them (``ensure_dirs``).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -173,6 +174,26 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the local models directory (called by commands that write there)."""
         self.resolved_models_dir.mkdir(parents=True, exist_ok=True)
+
+
+# user:password@ after a scheme, for what SQLAlchemy cannot parse as a URL.
+_PASSWORD_IN_URL = re.compile(r"^([^:/?#]+://[^:/?#@]*):[^/?#]*@")
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown (messages, logs): its password, if any, as ``***``.
+
+    Database URLs and MLflow URIs (``postgresql://user:pw@host/db``,
+    ``http://user:pw@mlflow:5000``) may carry one; a URL without is returned as is.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL, or a port that is not a number
+        return _PASSWORD_IN_URL.sub(r"\1:***@", url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def drop_environment_settings(

@@ -560,3 +560,49 @@ def test_validate_notes_touches_outside_the_approval_window(
     assert f"{n:,} touches fall outside their action's approval window (e.g. action mail-a" in said
     clean = _foreign_dataset(tmp_path / "clean", with_outcome=True)
     assert "approval window" not in _run("validate", "--data", str(clean))
+
+
+def test_feedback_names_the_store_without_its_password(
+    env_settings: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL (NEXTBEST_TEST_POSTGRES_URL with a password) the URL carries one."""
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    feed = tmp_path / "events.csv"
+    pd.DataFrame({"event_id": ["e1"], "event_type": ["opened"], "hcp_id": ["H1"]}).to_csv(
+        feed, index=False
+    )
+    said = " ".join(_run("feedback", str(feed)).split())
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    assert f"stored 1 of 1 events in {shown};" in said, said
+    password = make_url(database_url).password
+    assert password is None or str(password) not in said
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param(
+            "postgresql+psycopg://postgres:S3CRETPW@127.0.0.1:5432/qa_ops",
+            "postgresql+psycopg://postgres:***@127.0.0.1:5432/qa_ops",
+            id="database",
+        ),
+        pytest.param(
+            "https://ops:S3CRETPW@mlflow.example:5000/",
+            "https://ops:***@mlflow.example:5000/",
+            id="mlflow-server",
+        ),
+        pytest.param("sqlite:////srv/nextbest/models/mlflow.db", None, id="no-password"),
+        pytest.param("postgresql://ops@db/nextbest", None, id="user-only"),
+        pytest.param("databricks", None, id="not-a-url"),
+        pytest.param(
+            "http://ops:S3CRETPW@host:port/x", "http://ops:***@host:port/x", id="unparsable"
+        ),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str | None) -> None:
+    from nextbest.settings import without_password
+
+    assert without_password(url) == (shown or url)

@@ -57,7 +57,7 @@ from nextbest.loop.evidence import (
     serving_greedy_empty,
     version_loader,
 )
-from nextbest.settings import Settings
+from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.yamlfile import load_yaml
 
@@ -407,7 +407,8 @@ def evaluate(
     if champion_version is None:
         raise GateError(
             f"model '{settings.model_name}' has no '{CHAMPION}' version in "
-            f"{settings.resolved_registry_uri}; train one with `nextbest train --data DIR`"
+            f"{without_password(settings.resolved_registry_uri)}; "
+            "train one with `nextbest train --data DIR`"
         )
     if challenger_version is None:
         raise GateError(
@@ -429,7 +430,7 @@ def evaluate(
         reserved = reserved_for_gate(decisions["recommendation_id"], config.evaluation_share)
         decisions = decisions[reserved].reset_index(drop=True)
     if not len(decisions):
-        store = settings.resolved_database_url
+        store = without_password(settings.resolved_database_url)
         if logged:
             raise GateError(
                 f"none of the {logged} logged decisions with an outcome in {store} falls in "
@@ -557,7 +558,7 @@ def rollback(settings: Settings) -> Rollback:
     if not history and current is None:
         raise GateError(
             f"model '{settings.model_name}' has no '{CHAMPION}' version in "
-            f"{settings.resolved_registry_uri}: nothing to roll back"
+            f"{without_password(settings.resolved_registry_uri)}: nothing to roll back"
         )
     if not history:
         raise GateError(
