@@ -60,10 +60,15 @@ def _settings() -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"NEXTBEST_{'_'.join(str(part) for part in error['loc']).upper()}"
-            f"={error.get('input')!r}: {error['msg']}"
+            f"={_shown_input(error.get('input'))!r}: {error['msg'].removeprefix('Value error, ')}"
             for error in exc.errors()
         )
         raise _fail(f"invalid setting: {problems}") from None
+
+
+def _shown_input(value: Any) -> Any:
+    """A setting's value as the error may show it: a URL's password hidden."""
+    return without_password(value) if isinstance(value, str) else value
 
 
 def _parse_date(value: str | None, option: str) -> datetime | None:

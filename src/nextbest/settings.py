@@ -22,7 +22,11 @@ ENV_PREFIX = "NEXTBEST_"
 class Settings(BaseSettings):
     """Service configuration. Every field can be set as ``NEXTBEST_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=None, extra="ignore")
+    # The commands report an invalid value themselves, its password hidden
+    # (``nextbest.cli._settings``); a traceback elsewhere must not print it either.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     models_dir: Path = Field(
         default=Path("models"),
@@ -66,7 +70,9 @@ class Settings(BaseSettings):
         description="Softmax temperature, in the units of the arbitration score (expected "
         "incremental value - cost): small is nearly greedy, large nearly uniform.",
     )
-    seed: int | None = Field(default=None, description="Seed for holdout and exploration draws.")
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed for holdout and exploration draws (>= 0)."
+    )
     reload_interval_s: float = Field(
         default=0.0, ge=0.0, description="Poll the served alias every N seconds; 0 disables."
     )
@@ -135,6 +141,22 @@ class Settings(BaseSettings):
     def _blank_is_default(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_database_url(value)
+        return value
+
+    @field_validator("model_name", "serve_alias", "experiment")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        # An empty name or alias is found nowhere in the registry: the server
+        # would start and serve no model.
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir.expanduser().resolve()
@@ -174,6 +196,48 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the local models directory (called by commands that write there)."""
         self.resolved_models_dir.mkdir(parents=True, exist_ok=True)
+
+
+DATABASE_URL_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql+psycopg://user:password@host:5432/database"
+)
+
+
+def check_database_url(url: str) -> None:
+    """Raise ``ValueError`` saying what is wrong unless ``url`` is a database URL the
+    store can open: SQLite or PostgreSQL, as SQLAlchemy spells them. The message
+    never repeats the URL (it may carry a password).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"not a database URL; use {DATABASE_URL_FORMS}") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "pg", "psql", "postgre"):
+        raise ValueError(
+            f"SQLAlchemy does not know the scheme '{parsed.drivername}'; "
+            "write postgresql+psycopg://user:password@host:5432/database"
+        )
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(
+            f"unsupported database '{parsed.drivername}' (SQLite and PostgreSQL are); "
+            f"use {DATABASE_URL_FORMS}"
+        )
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"SQLAlchemy has no driver '{parsed.drivername}'; use {DATABASE_URL_FORMS}"
+        ) from None
+    if backend == "sqlite" and (parsed.host or parsed.username or parsed.password):
+        raise ValueError(
+            "a SQLite URL names a file after three slashes: sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
 
 
 # user:password@ after a scheme, for what SQLAlchemy cannot parse as a URL.

@@ -381,6 +381,52 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
             id="bad-setting",
         ),
         pytest.param(
+            {"NEXTBEST_DATABASE_URL": "notaurl"},
+            None,
+            "invalid setting: NEXTBEST_DATABASE_URL='notaurl': not a database URL; use "
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+            "postgresql+psycopg://user:password@host:5432/database",
+            id="database-url-not-a-url",
+        ),
+        pytest.param(
+            {"NEXTBEST_DATABASE_URL": "postgres://ops:S3CRETPW@db.example:5432/nextbest"},
+            None,
+            "NEXTBEST_DATABASE_URL='postgres://ops:***@db.example:5432/nextbest': SQLAlchemy "
+            "does not know the scheme 'postgres'; write postgresql+psycopg://",
+            id="database-url-postgres-scheme",
+        ),
+        pytest.param(
+            {"NEXTBEST_DATABASE_URL": "mysql://ops:S3CRETPW@db.example/nextbest"},
+            None,
+            "NEXTBEST_DATABASE_URL='mysql://ops:***@db.example/nextbest': unsupported "
+            "database 'mysql' (SQLite and PostgreSQL are)",
+            id="database-url-other-backend",
+        ),
+        pytest.param(
+            {"NEXTBEST_DATABASE_URL": "sqlite://models/nextbest.db"},
+            None,
+            "a SQLite URL names a file after three slashes",
+            id="database-url-sqlite-two-slashes",
+        ),
+        pytest.param(
+            {"NEXTBEST_SEED": "-1"},
+            None,
+            "invalid setting: NEXTBEST_SEED='-1': Input should be greater than or equal to 0",
+            id="negative-seed",
+        ),
+        pytest.param(
+            {"NEXTBEST_SERVE_ALIAS": ""},
+            None,
+            "invalid setting: NEXTBEST_SERVE_ALIAS='': must not be empty",
+            id="empty-alias",
+        ),
+        pytest.param(
+            {"NEXTBEST_MODEL_NAME": " "},
+            None,
+            "invalid setting: NEXTBEST_MODEL_NAME=' ': must not be empty",
+            id="blank-model-name",
+        ),
+        pytest.param(
             {"NEXTBEST_RULES_FILE": "{tmp}/missing.yaml"},
             None,
             "NEXTBEST_RULES_FILE names {tmp}/missing.yaml, which does not exist",
@@ -434,6 +480,7 @@ def test_serve_refuses_bad_configuration_before_starting(
     said = "".join(message.replace("{tmp}", str(tmp_path)).split())
     assert said in "".join(result.output.split()), result.output
     assert "PLAINTEXT" not in result.output  # a key file's error never quotes its text
+    assert "S3CRETPW" not in result.output  # nor a setting's error a password
     assert not started
 
 
