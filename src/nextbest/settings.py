@@ -233,6 +233,12 @@ def check_database_url(url: str) -> None:
         raise ValueError(
             f"SQLAlchemy has no driver '{parsed.drivername}'; use {DATABASE_URL_FORMS}"
         ) from None
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError(
+            "an in-memory SQLite database is lost with its process and not shared by "
+            "workers or commands: name a file, sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
     if backend == "sqlite" and (parsed.host or parsed.username or parsed.password):
         raise ValueError(
             "a SQLite URL names a file after three slashes: sqlite:///relative/path.db "
@@ -240,8 +246,10 @@ def check_database_url(url: str) -> None:
         )
 
 
-# user:password@ after a scheme, for what SQLAlchemy cannot parse as a URL.
-_PASSWORD_IN_URL = re.compile(r"^([^:/?#]+://[^:/?#@]*):[^/?#]*@")
+# user:password@ after a scheme (its colon may be missing: a typo), up to the last
+# @ of the authority, for what SQLAlchemy cannot parse as a URL or parses wrongly
+# (a password with a raw @).
+_PASSWORD_IN_URL = re.compile(r"^([^:/?#]+:?//[^:/?#@]*):[^/?#]*@")
 
 
 def without_password(url: str) -> str:
@@ -257,7 +265,11 @@ def without_password(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # not a URL, or a port that is not a number
         return _PASSWORD_IN_URL.sub(r"\1:***@", url)
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    if parsed.password is None and "@" not in url.partition("://")[2].split("/", 1)[0]:
+        return url
+    if url.count("@") > 1 or parsed.password is None:
+        return _PASSWORD_IN_URL.sub(r"\1:***@", url)
+    return parsed.render_as_string(hide_password=True)
 
 
 def drop_environment_settings(

@@ -255,3 +255,18 @@ def test_invalid_feedback_is_422(client: TestClient, event: dict, field: str) ->
     response = client.post("/v1/feedback", json=event)
     assert response.status_code == 422
     assert field in str(response.json()["detail"])
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_that_is_no_json_is_a_422(client: TestClient, number: str) -> None:
+    # Python's JSON parser reads NaN; echoing it back in the 422 made a 500.
+    for path, body in (
+        ("/v1/recommendations", '{"hcp_id": "H000001", "k": %s}'),
+        ("/v1/recommendations/batch", '{"hcp_ids": ["H000001"], "k": %s}'),
+        ("/v1/feedback", '{"event_id": "n", "event_type": "opened", "hcp_id": "H1", "x": %s}'),
+    ):
+        response = client.post(
+            path, content=body % number, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["X-Request-ID"]

@@ -66,6 +66,8 @@ def test_rep_sees_only_its_territory(client: TestClient, keys) -> None:
     assert client.post("/v1/feedback", json=event, headers=keys.rep).status_code == 403
     event = {"event_id": "x-in", "event_type": "opened", "hcp_id": inside}
     assert client.post("/v1/feedback", json=event, headers=keys.rep).status_code == 200
+    padded = {"event_id": "x-pad", "event_type": "opened", "hcp_id": f" {inside} "}
+    assert client.post("/v1/feedback", json=padded, headers=keys.rep).status_code == 200
     # In a batch, an event outside the territory is rejected alone (403 for it), the
     # others stored: a CRM syncing 500 decisions does not lose 499 for one.
     batch = [

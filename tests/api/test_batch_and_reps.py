@@ -224,6 +224,12 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
     assert decide(first, "dismiss", "not_relevant").json()["duplicates"] == 1
     assert decide(first, "accept").json()["accepted"] == 1
     assert not dismissed_as_of(None)
+    # A decision that changed the latest one, sent again (a retry after a timeout):
+    # a duplicate, not a second event.
+    assert decide(first, "dismiss", "too_frequent").json()["accepted"] == 1
+    assert decide(first, "dismiss", "too_frequent").json()["duplicates"] == 1
+    assert decide(first, "accept").json()["accepted"] == 1
+    assert decide(first, "accept").json()["duplicates"] == 1
     # A dismissal with another reason code is a new decision, not a duplicate.
     assert decide(first, "dismiss", "wrong_content").json()["accepted"] == 1
     answer = client.post(

@@ -409,6 +409,18 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
             id="database-url-sqlite-two-slashes",
         ),
         pytest.param(
+            {"NEXTBEST_DATABASE_URL": "sqlite:///"},
+            None,
+            "an in-memory SQLite database is lost with its process",
+            id="database-url-sqlite-in-memory",
+        ),
+        pytest.param(
+            {"NEXTBEST_DATABASE_URL": "postgresql+psycopg//ops:S3CRETPW@db/nextbest"},
+            None,
+            "NEXTBEST_DATABASE_URL='postgresql+psycopg//ops:***@db/nextbest': not a database URL",
+            id="database-url-typo-keeps-the-password-hidden",
+        ),
+        pytest.param(
             {"NEXTBEST_SEED": "-1"},
             None,
             "invalid setting: NEXTBEST_SEED='-1': Input should be greater than or equal to 0",
@@ -646,6 +658,11 @@ def test_feedback_names_the_store_without_its_password(
         pytest.param("databricks", None, id="not-a-url"),
         pytest.param(
             "http://ops:S3CRETPW@host:port/x", "http://ops:***@host:port/x", id="unparsable"
+        ),
+        pytest.param(
+            "postgresql+psycopg://ops:S3C@RET@db:5432/x",
+            "postgresql+psycopg://ops:***@db:5432/x",
+            id="raw-at-in-password",
         ),
     ],
 )

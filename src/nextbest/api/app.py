@@ -40,11 +40,17 @@ MAX_ECHOED_INPUT = 200
 
 
 def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
-    """Validation errors as FastAPI reports them, minus ``input`` values too long to echo."""
+    """Validation errors as FastAPI reports them, minus ``input`` values too long to
+    echo or that are no JSON (NaN and Infinity, which Python's parser accepts)."""
     out = []
     for error in jsonable_encoder(errors):
-        if "input" in error and len(json.dumps(error["input"])) > MAX_ECHOED_INPUT:
-            error = {key: value for key, value in error.items() if key != "input"}
+        if "input" in error:
+            try:
+                shown = json.dumps(error["input"], allow_nan=False)
+            except ValueError:
+                shown = None
+            if shown is None or len(shown) > MAX_ECHOED_INPUT:
+                error = {key: value for key, value in error.items() if key != "input"}
         out.append(error)
     return out
 

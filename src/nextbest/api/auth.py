@@ -133,6 +133,7 @@ async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
         hcp_id = event.get("hcp_id") if isinstance(event, dict) else None
         if not isinstance(hcp_id, str):
             continue
+        hcp_id = hcp_id.strip()  # as the event schema reads it
         try:
             forbid_outside_territory(principal, recommender.territory_of(hcp_id), f"HCP {hcp_id}")
         except HTTPException as refused:

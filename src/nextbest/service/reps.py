@@ -43,6 +43,32 @@ def _decision_id(
     return "rep:" + hashlib.sha256(readable.encode()).hexdigest()
 
 
+def _derived_id(
+    session: Session,
+    rep_id: str,
+    recommendation_id: str,
+    hcp_id: str,
+    action_id: str,
+    event_type: str,
+    reason: str | None,
+    occurred_at: datetime | None,
+) -> str:
+    """The event id of a decision sent without one (see :func:`record_rep_decision`)."""
+    if occurred_at is not None:  # an offline decision is known by when it was taken
+        return _decision_id(rep_id, recommendation_id, action_id, event_type, reason, occurred_at)
+    latest = latest_decision(session, hcp_id, action_id)
+    if latest is None:
+        return _decision_id(rep_id, recommendation_id, action_id, event_type, reason)
+    if (latest.event_type, latest.reason, latest.recommendation_id) == (
+        event_type,
+        reason,
+        recommendation_id,
+    ):
+        return latest.event_id  # the current decision sent again: a duplicate of it
+    # Not the current decision: a new one, even when it repeats an earlier one.
+    return _decision_id(rep_id, recommendation_id, action_id, event_type, reason, datetime.now(UTC))
+
+
 def record_rep_decision(
     session: Session,
     *,
@@ -83,19 +109,14 @@ def record_rep_decision(
             "reason", f"unknown reason code '{reason}'; known: {', '.join(codes)}"
         )
     event_type = EVENT_OF_DECISION[decision]
-    now = datetime.now(UTC)
     if event_id is None:
-        at = occurred_at
-        if at is None and latest_decision(session, hcp_id, action_id) not in (
-            None,
-            (event_type, reason),
-        ):
-            at = now  # not a resend of the current decision: a new one
-        event_id = _decision_id(rep_id, recommendation_id, action_id, event_type, reason, at)
+        event_id = _derived_id(
+            session, rep_id, recommendation_id, hcp_id, action_id, event_type, reason, occurred_at
+        )
     event = FeedbackRecord(
         event_id=event_id,
         event_type=event_type,
-        occurred_at=occurred_at or now,
+        occurred_at=occurred_at or datetime.now(UTC),
         hcp_id=hcp_id,
         recommendation_id=recommendation_id,
         action_id=action_id,

@@ -1185,11 +1185,25 @@ def dismissals(
     }
 
 
-def latest_decision(session: Session, hcp_id: str, action_id: str) -> tuple[str, str | None] | None:
-    """``(event_type, reason)`` of the latest decision (dismissed, snoozed or
-    accepted) on one HCP and action, whenever it was taken; None if there is none."""
+@dataclass(frozen=True)
+class Decision:
+    """A stored decision event (dismissed, snoozed or accepted) on one HCP and action."""
+
+    event_id: str
+    event_type: str
+    reason: str | None
+    recommendation_id: str | None
+
+
+def latest_decision(session: Session, hcp_id: str, action_id: str) -> Decision | None:
+    """The latest decision on one HCP and action, whenever it was taken; None if none."""
     row = session.execute(
-        sa.select(FeedbackEvent.event_type, FeedbackEvent.reason)
+        sa.select(
+            FeedbackEvent.event_id,
+            FeedbackEvent.event_type,
+            FeedbackEvent.reason,
+            FeedbackEvent.recommendation_id,
+        )
         .where(
             FeedbackEvent.hcp_id == hcp_id,
             FeedbackEvent.action_id == action_id,
@@ -1198,7 +1212,7 @@ def latest_decision(session: Session, hcp_id: str, action_id: str) -> tuple[str,
         .order_by(FeedbackEvent.occurred_at.desc(), FeedbackEvent.event_id.desc())
         .limit(1)
     ).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else Decision(*row)
 
 
 def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:
