@@ -758,6 +758,11 @@ def test_outcomes_without_a_recommendation_count_for_the_hcps_latest_decision(
     # to an older decision of this one.
     own = logged_decisions(session, model_version="nextbest/7").set_index("recommendation_id")
     assert own.loc["rec-1", "outcome"] == 3.0 and "rec-5" not in own.index
+    # Since a day after rec-1: o1 and o2 happened after it, but o1's decision is
+    # before it: o1 is neither counted nor said to match nothing.
+    later_only = logged_decisions(session, since=T0 + timedelta(days=1))
+    assert later_only["recommendation_id"].tolist() == ["rec-5"]
+    assert later_only.attrs["outcomes_by_hcp"] == (1, 1)  # o2; o4 matched nothing
     # A narrower window: o1 (2 days after rec-1) no longer counts.
     narrow = logged_decisions(session, outcome_window=timedelta(days=1))
     assert narrow.set_index("recommendation_id").loc["rec-1", "outcome"] == 2.0

@@ -1387,13 +1387,14 @@ def _outcomes_by_hcp(
     if events.empty:
         return pd.Series(dtype="float64"), (0, 0)
     anchors = frame[["recommendation_id", "hcp_id", "created_at"]]
-    if model_version is not None:
-        # The latest decision of any version takes the outcome, not an older one of this.
+    if model_version is not None or since is not None:
+        # The latest decision of any version takes the outcome, not an older one of
+        # this; and one made just before ``since`` may take an outcome after it.
         every = sa.select(
             Recommendation.recommendation_id, Recommendation.hcp_id, Recommendation.created_at
         )
         if since is not None:
-            every = every.where(Recommendation.created_at >= since)
+            every = every.where(Recommendation.created_at >= since - window)
         anchors = pd.DataFrame(
             session.execute(every).all(), columns=["recommendation_id", "hcp_id", "created_at"]
         )
@@ -1409,5 +1410,8 @@ def _outcomes_by_hcp(
         tolerance=pd.Timedelta(window),
     )
     found = matched["recommendation_id"].notna()
-    sums = matched[found].groupby("recommendation_id")["value"].sum().astype("float64")
-    return sums, (int(found.sum()), int((~found).sum()))
+    # Counted: for a decision of ``frame``; an outcome of a decision outside it (before
+    # ``since``, or of another version) is neither counted here nor unmatched.
+    counted = found & matched["recommendation_id"].isin(frame["recommendation_id"])
+    sums = matched[counted].groupby("recommendation_id")["value"].sum().astype("float64")
+    return sums, (int(counted.sum()), int((~found).sum()))
