@@ -152,14 +152,16 @@ def simulate(
 
 
 @app.command()
-def validate(data: DataOpt) -> None:
+def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
+    # What training will get is counted with the config `train` would read.
+    train_config = _train_config(config)
     dataset = _load(data)
     stdout.print(
         f"[green]ok[/green]: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
         f"{len(dataset.interactions):,} interactions"
     )
-    for line in _what_training_gets(dataset.interactions):
+    for line in _what_training_gets(dataset.interactions, train_config.eval_fraction):
         stdout.print(f"  {line}", highlight=False)
     notes = [
         *_catalog_notes(dataset),
@@ -262,9 +264,11 @@ def _catalog_notes(dataset: Any) -> list[str]:
     return notes
 
 
-def _what_training_gets(interactions: Any) -> list[str]:
+def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[str]:
     """What the interactions give the learners: time span, touches, outcomes, propensities."""
-    from nextbest.learning.config import TrainConfig
+    import numpy as np
+    import pandas as pd
+
     from nextbest.learning.train import MIN_ROWS_PER_ARM
 
     n = len(interactions)
@@ -285,13 +289,21 @@ def _what_training_gets(interactions: Any) -> list[str]:
     known = interactions["outcome"].notna()
     untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
     # What the uplift model gets is what precedes the evaluation slice (the newest
-    # decisions, eval_fraction of training's default config), as training counts it.
-    fraction = TrainConfig().eval_fraction
+    # eval_fraction of decisions), counted as training counts it: in whole seconds,
+    # and by position when one second holds the whole slice's boundary.
+    fraction = eval_fraction
     n_eval = int(n * fraction)
-    stamps = interactions["timestamp"]
-    before = (
-        stamps < stamps.sort_values(kind="stable").iloc[n - n_eval] if n_eval else known | ~known
-    )
+    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]")
+    if n_eval:
+        cut = np.sort(seconds, kind="stable")[n - n_eval]
+        before_np = seconds < cut
+        if not before_np.any():  # one timestamp for all: the last rows are the slice
+            order = np.argsort(seconds, kind="stable")
+            before_np = np.zeros(n, dtype=bool)
+            before_np[order[: n - n_eval]] = True
+    else:
+        before_np = np.ones(n, dtype=bool)
+    before = pd.Series(before_np, index=interactions.index)
     fit_untouched = int((known & ~touched & before).sum())
     fit_touched = int((known & touched & before).sum())
     if fit_untouched >= MIN_ROWS_PER_ARM and fit_touched >= MIN_ROWS_PER_ARM:

@@ -580,6 +580,21 @@ def test_validate_counts_outcomes_as_training_will() -> None:
     assert "too few for the uplift model" in said
     frame.loc[300:320, "action_id"] = None  # 21 more untouched, early
     assert "enough for the uplift model" in " ".join(_what_training_gets(frame))
+    # With the slice at 2% (a train.yaml that says so), the newest 60 are not all in it.
+    assert "211 and 1,0" not in " ".join(_what_training_gets(frame, 0.02))
+    assert "of them before the evaluation slice (the newest 2%)" in " ".join(
+        _what_training_gets(frame, 0.02)
+    )
+    # Training counts in whole seconds: a row 0.3 s before the cut's second is in it.
+    frame.loc[899, "timestamp"] = frame.loc[900, "timestamp"] + pd.Timedelta(milliseconds=600)
+    frame.loc[898, "timestamp"] = frame.loc[900, "timestamp"] + pd.Timedelta(milliseconds=300)
+    frame.loc[898, "action_id"] = None
+    said = " ".join(_what_training_gets(frame))
+    assert "272 untouched" in said and "211 and" in said, said
+    # One timestamp for all (a one-day randomized test): the last rows are the slice.
+    frame["timestamp"] = pd.Timestamp("2026-10-01 09:00")
+    said = " ".join(_what_training_gets(frame))
+    assert "of them before the evaluation slice" in said and " 0 and 0 of them" not in said
 
 
 def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_path: Path) -> None:

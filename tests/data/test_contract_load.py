@@ -233,6 +233,13 @@ def test_every_row_with_a_wrong_number_of_fields_is_named_at_once(tmp_path: Path
     assert "3 fields where the header has 2: a semicolon inside" in lines[0]
     assert "1 field where the header has 2: every row needs every separator" in lines[1]
     assert "4 fields where the header has 2" in lines[2]
+    # Beyond the first 20, the error says how many more.
+    path.write_text("action_id;specialties\n" + "A;b;c\n" * 25)
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    said = str(caught.value)
+    assert said.startswith("input data break the contract (25 problems)")
+    assert "... and 5 more" in said
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -344,7 +351,7 @@ def test_a_consent_column_for_no_catalog_channel_is_refused(tables, write_tables
     with pytest.raises(ContractError) as caught:
         load_dataset(write_tables(tables))
     said = str(caught.value)
-    assert "column 'consent_e_mail': consent for channel 'e_mail'" in said, said
+    assert "column 'consent_e-mail': consent for channel 'e_mail'" in said, said
     assert "did you mean 'consent_email'?" in said
     assert "column 'consent_fax': consent for channel 'fax'" in said
     assert "catalog channels: email, rep_visit" in said

@@ -135,6 +135,7 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
     """Every consent column names a catalog channel: one that does not would never
     apply (a typo there sends e-mails to HCPs who opted out)."""
     channels = sorted(set(catalog["channel"]))
+    headers = hcps.attrs.get("consent_headers", {})
     problems = []
     for column in hcps.columns:
         if not column.startswith(CONSENT_PREFIX):
@@ -148,7 +149,7 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
             Problem(
                 file,
                 None,
-                column,
+                headers.get(column, column),
                 f"consent for channel '{channel}', which the catalog does not have, would "
                 f"never apply; {hint}catalog channels: {', '.join(channels)} (rename the "
                 "column, or drop it)",

@@ -51,9 +51,11 @@ def read_table(path: Path | str) -> pd.DataFrame:
                 encoding="utf-8-sig",
                 sep=_separator(path),
             )
-            misfits = _misfit_rows(path, _separator(path), len(frame.columns))
+            misfits, total = _misfit_rows(path, _separator(path), len(frame.columns))
             if misfits:
-                raise ContractError([_misfit_problem(path, *misfit) for misfit in misfits])
+                raise ContractError(
+                    [_misfit_problem(path, *misfit) for misfit in misfits], total=total
+                )
             return frame
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
@@ -71,8 +73,12 @@ def read_table(path: Path | str) -> pd.DataFrame:
         if fields is not None:
             header, line, seen = (int(g) for g in fields.groups())
             # Every such row, not only the first pandas stops at: one pass to fix them all.
-            misfits = _misfit_rows(path, _separator(path), header) or [(line - 1, header, seen)]
-            raise ContractError([_misfit_problem(path, *misfit) for misfit in misfits]) from err
+            misfits, total = _misfit_rows(path, _separator(path), header)
+            if not misfits:
+                misfits, total = [(line - 1, header, seen)], 1
+            raise ContractError(
+                [_misfit_problem(path, *misfit) for misfit in misfits], total=total
+            ) from err
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
@@ -80,15 +86,17 @@ def read_table(path: Path | str) -> pd.DataFrame:
 
 def _misfit_rows(
     path: Path, sep: str, n_columns: int, limit: int = 20
-) -> list[tuple[int, int, int]]:
+) -> tuple[list[tuple[int, int, int]], int]:
     """(row, fields expected, fields seen) of the first ``limit`` rows whose number of
     fields differs from the header's. pandas stops at the first row with too many,
     and pads a row with too few with empty cells, so a value left out in the middle
     shifts the rest one column to the left, silently. A second parse by Arrow's CSV
-    reader, converting one column only, finds them all."""
+    reader, converting one column only, finds them all; the second value counts them."""
     found: list[tuple[int, int, int]] = []
+    seen = [0]
 
     def keep(row: pa_csv.InvalidRow) -> str:
+        seen[0] += 1
         if len(found) < limit:
             # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
             number = -1 if row.number is None else row.number - 1
@@ -99,8 +107,8 @@ def _misfit_rows(
     try:
         _arrow_parse(path, sep, names, keep)
     except pa.ArrowException:
-        return []  # a file Arrow parses otherwise than pandas: pandas' reading stands
-    return found
+        return [], 0  # a file Arrow parses otherwise than pandas: pandas' reading stands
+    return found, seen[0]
 
 
 def _misfit_problem(path: Path, row: int, expected: int, seen: int) -> Problem:

@@ -6,6 +6,7 @@ so that a column name is spelled in exactly one place.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 HCPS: Final = "hcps"
@@ -50,11 +51,12 @@ IDENTIFIER_SUFFIXES: Final = ("_id", "_code", "_zip", "_postcode", "_npi", "_pho
 
 
 def channel_spelling(name: str) -> str:
-    """How a channel is spelled in catalogs: 'Rep visit' and 'rep-visit' -> 'rep_visit'.
+    """How a channel is spelled in catalogs: 'Rep visit', 'rep-visit' and 'Rep  Visit'
+    -> 'rep_visit'.
 
     For "did you mean" messages: a name sent otherwise matches no cap or filter.
     """
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
+    return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
 def consent_column(channel: str) -> str:

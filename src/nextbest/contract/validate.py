@@ -58,6 +58,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         "specialty": _required_text(raw, "specialty", log).series(),
         "territory_id": _required_text(raw, "territory_id", log).series(),
     }
+    headers: dict[str, str] = {}  # consent column -> its header as written
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
         if column.lower().startswith(CONSENT_PREFIX):
             # Spelled as catalog channels are ('Consent_Email' -> consent_email): a
@@ -66,10 +67,13 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
             if name in out:
                 log.add(f"a second consent column for the channel of '{name}'", column=column)
             out[name] = _boolean(raw, column, log, default=True)
+            headers[name] = column
         else:
             out[column] = _extra(raw, column)
     log.raise_if_any()
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    frame.attrs["consent_headers"] = headers  # errors name the column as the file has it
+    return frame
 
 
 def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
