@@ -333,14 +333,14 @@ def test_consent_columns_are_spelled_as_channels_and_must_name_one(tables, write
     # 'Consent_Email' was read as a plain feature: HCPs who opted out of e-mail got
     # e-mail picks. It is consent_email; and 'Rep Visit' in the catalog is rep_visit.
     tables["hcps"] = tables["hcps"].rename(
-        columns={"consent_email": "Consent_Email", "consent_rep_visit": "consent_Rep-Visit"}
+        columns={"consent_email": "Consent-Email", "consent_rep_visit": "consent_Rep-Visit"}
     )
     tables["catalog"].loc[1, "channel"] = "Rep Visit"
     tables["interactions"].loc[1, "channel"] = "rep visit"
     dataset = load_dataset(write_tables(tables))
     assert dataset.hcps["consent_email"].tolist() == [True, True, False]
     assert dataset.hcps["consent_rep_visit"].tolist() == [True, False, True]
-    assert "Consent_Email" not in dataset.hcps.columns
+    assert "Consent-Email" not in dataset.hcps.columns
     assert set(dataset.catalog["channel"]) == {"email", "rep_visit"}
     assert "rep_visit" in set(dataset.interactions["channel"].dropna())
 

@@ -22,7 +22,6 @@ from nextbest.contract import parse
 from nextbest.contract.errors import ProblemLog
 from nextbest.contract.parse import Codes, Mask
 from nextbest.contract.schema import (
-    CONSENT_PREFIX,
     CONTENT_TYPES,
     OPTIONAL_CATALOG_COLUMNS,
     OPTIONAL_INTERACTION_COLUMNS,
@@ -35,6 +34,8 @@ from nextbest.contract.schema import (
     normalise_specialties,
 )
 
+# consent_<channel> in any case, with '_', '-', '.' or a space after "consent".
+_CONSENT_HEADER = re.compile(r"consent[_\-. ]+", re.IGNORECASE)
 _BOOLEAN_HINT = "is not a boolean (use true/false, yes/no, y/n, t/f or 1/0)"
 # "0,583": a decimal comma, as spreadsheets write numbers in many locales.
 _DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
@@ -60,10 +61,12 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     }
     headers: dict[str, str] = {}  # consent column -> its header as written
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
-        if column.lower().startswith(CONSENT_PREFIX):
-            # Spelled as catalog channels are ('Consent_Email' -> consent_email): a
-            # consent column that matched no channel would be silently ignored.
-            name = consent_column(channel_spelling(column[len(CONSENT_PREFIX) :]))
+        consent = _CONSENT_HEADER.match(column)
+        if consent is not None:
+            # Spelled as catalog channels are ('Consent_Email', 'consent-email' ->
+            # consent_email): a consent column that matched no channel would be
+            # silently ignored, and opted-out HCPs contacted.
+            name = consent_column(channel_spelling(column[consent.end() :]))
             if name in out:
                 log.add(f"a second consent column for the channel of '{name}'", column=column)
             out[name] = _boolean(raw, column, log, default=True)
