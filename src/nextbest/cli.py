@@ -175,8 +175,6 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
 def _decimal_comma_notes(dataset: Any) -> list[str]:
     """Extra columns read as text whose values are numbers written with a decimal
     comma ("0,5"): the model then treats each value as a category of its own."""
-    import re
-
     from nextbest.contract.schema import (
         OPTIONAL_CATALOG_COLUMNS,
         OPTIONAL_INTERACTION_COLUMNS,
@@ -184,8 +182,8 @@ def _decimal_comma_notes(dataset: Any) -> list[str]:
         REQUIRED_HCP_COLUMNS,
         REQUIRED_INTERACTION_COLUMNS,
     )
+    from nextbest.contract.validate import DECIMAL_COMMA
 
-    decimal_comma = re.compile(r"-?\d+,\d+")
     contract = {
         "hcps": set(REQUIRED_HCP_COLUMNS),
         "catalog": {*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS},
@@ -199,7 +197,7 @@ def _decimal_comma_notes(dataset: Any) -> list[str]:
                 continue
             values = frame[column].dropna().astype(str).str.strip()
             values = values[values != ""]
-            if len(values) and values.str.fullmatch(decimal_comma).mean() >= 0.5:
+            if len(values) and values.str.fullmatch(DECIMAL_COMMA).mean() >= 0.5:
                 notes.append(
                     f"{table} column '{column}' is read as text: its values are numbers "
                     f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
@@ -269,7 +267,7 @@ def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[s
     import numpy as np
     import pandas as pd
 
-    from nextbest.learning.train import MIN_ROWS_PER_ARM
+    from nextbest.learning.train import MIN_ROWS_PER_ARM, before_evaluation_slice
 
     n = len(interactions)
     if n == 0:
@@ -288,21 +286,14 @@ def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[s
     ]
     known = interactions["outcome"].notna()
     untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
-    # What the uplift model gets is what precedes the evaluation slice (the newest
-    # eval_fraction of decisions), counted as training counts it: in whole seconds,
-    # and by position when one second holds the whole slice's boundary.
+    # What the uplift model gets is what precedes the evaluation slice, decided as
+    # training decides it (whole seconds; by position when time cannot tell).
     fraction = eval_fraction
-    n_eval = int(n * fraction)
-    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]")
-    if n_eval:
-        cut = np.sort(seconds, kind="stable")[n - n_eval]
-        before_np = seconds < cut
-        if not before_np.any():  # one timestamp for all: the last rows are the slice
-            order = np.argsort(seconds, kind="stable")
-            before_np = np.zeros(n, dtype=bool)
-            before_np[order[: n - n_eval]] = True
-    else:
-        before_np = np.ones(n, dtype=bool)
+    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    order = np.argsort(seconds, kind="stable")
+    in_fit, _, _ = before_evaluation_slice(seconds[order], fraction)
+    before_np = np.empty(n, dtype=bool)
+    before_np[order] = in_fit
     before = pd.Series(before_np, index=interactions.index)
     fit_untouched = int((known & ~touched & before).sum())
     fit_touched = int((known & touched & before).sum())

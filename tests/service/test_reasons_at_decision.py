@@ -15,7 +15,7 @@ from nextbest.learning import reasons as reasons_module
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.exploration import EpsilonGreedy
 from nextbest.policy.rules import LiveHistory
-from nextbest.service.recommend import Recommender, cutoff, lapses
+from nextbest.service.recommend import Recommendation, Recommender, cutoff, lapses
 
 GAP = re.compile(r"^no (.+) in (\d+) (day|days|week|weeks)$")
 RECORD = re.compile(r" so far(: a fresh channel for this HCP)?$")  # the own channel's record
@@ -97,15 +97,24 @@ def test_a_channel_contacted_since_the_cutoff_says_nothing_of_its_old_record(
             now=now, counts={30.0: {}}, last={(hcp_id, channel): at_cutoff + timedelta(days=3)}
         )
         answer = rec.recommend(hcp_id=hcp_id, k=5, on=now, history=history)
-        for item in answer.items:
-            assert not any(CONTACTED.match(r) for r in item.reasons), item.reasons
-            assert not any(r.startswith("has not seen") for r in item.reasons), item.reasons
-            if item.channel == channel:
-                checked += 1
-                for r in item.reasons:
-                    assert not RECORD.search(r), r  # "opened 4 of 5 e-mails so far"
-                    assert not GAP.match(r), r  # "no e-mail in 9 weeks"
+        checked += _nothing_stale(answer, channel)
     assert checked > 0
+
+
+def _nothing_stale(answer: Recommendation, channel: str) -> int:
+    """Assert ``answer`` says nothing the contact on ``channel`` made stale: no overall
+    gap, no "has not seen", no record or gap of ``channel``. Returns how many of its
+    items were on ``channel``."""
+    on_channel = 0
+    for item in answer.items:
+        assert not any(CONTACTED.match(r) for r in item.reasons), item.reasons
+        assert not any(r.startswith("has not seen") for r in item.reasons), item.reasons
+        if item.channel == channel:
+            on_channel += 1
+            for r in item.reasons:
+                assert not RECORD.search(r), r  # "opened 4 of 5 e-mails so far"
+                assert not GAP.match(r), r  # "no e-mail in 9 weeks"
+    return on_channel
 
 
 def test_lapses_know_contacts_only_as_far_back_as_the_history_reaches(
@@ -172,13 +181,6 @@ def test_a_contact_before_the_cutoff_the_snapshot_lacks_silences_its_channel(
             now=now, counts={30.0: {}}, last={(hcp_id, channel): at_cutoff - timedelta(days=5)}
         )
         answer = rec.recommend(hcp_id=hcp_id, k=5, on=now, history=newer)
-        for item in answer.items:
-            assert not any(CONTACTED.match(r) for r in item.reasons), item.reasons
-            assert not any(r.startswith("has not seen") for r in item.reasons), item.reasons
-            if item.channel == channel:
-                checked += 1
-                for r in item.reasons:
-                    assert not RECORD.search(r), r
-                    assert not GAP.match(r), r
+        checked += _nothing_stale(answer, channel)
     assert checked > 0
     assert unchanged > 0

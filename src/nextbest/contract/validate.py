@@ -38,7 +38,7 @@ from nextbest.contract.schema import (
 _CONSENT_HEADER = re.compile(r"consent[_\-. ]+", re.IGNORECASE)
 _BOOLEAN_HINT = "is not a boolean (use true/false, yes/no, y/n, t/f or 1/0)"
 # "0,583": a decimal comma, as spreadsheets write numbers in many locales.
-_DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
+DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 
 
 def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
@@ -369,7 +369,7 @@ def _boolean(raw: pd.DataFrame, column: str, log: ProblemLog, *, default: bool) 
 def _not_a_number(values: pd.Series, position: int) -> str:
     said = f"{parse.shown(values, position)} is not a number"
     value = values.iat[position]
-    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
+    if isinstance(value, str) and DECIMAL_COMMA.fullmatch(value.strip()):
         said += " (write decimals with '.')"
     return said
 

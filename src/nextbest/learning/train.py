@@ -111,6 +111,29 @@ def _subset(rows: DecisionRows, mask: np.ndarray) -> DecisionRows:
     )
 
 
+def before_evaluation_slice(
+    seconds: np.ndarray, eval_fraction: float, always: np.ndarray | None = None
+) -> tuple[np.ndarray, int, bool]:
+    """Which decisions are fitted: all but the evaluation slice, the newest
+    ``eval_fraction`` of those not ``always`` fitted.
+
+    ``seconds``: ``(n,)`` decision times in whole seconds, in time order. Returns
+    ``(in_fit, n_eval, by_position)``: the mask, the slice's nominal size, and
+    whether time could not separate the slices (one campaign date, e.g. a
+    randomized e-mail test), so the last rows in order stand in for "later".
+    """
+    always = np.zeros(len(seconds), dtype=bool) if always is None else always
+    pool = np.flatnonzero(~always)  # may go to the slice; in time order
+    n_eval = int(len(pool) * eval_fraction)
+    cut = seconds[pool[-n_eval]] if n_eval else np.iinfo(np.int64).max
+    in_fit = (seconds < cut) | always
+    if n_eval and not in_fit[pool].any():
+        in_fit = always.copy()
+        in_fit[pool[: len(pool) - n_eval]] = True
+        return in_fit, n_eval, True
+    return in_fit, n_eval, False
+
+
 def train(
     dataset: Dataset,
     *,
@@ -214,15 +237,10 @@ def _train(
         if fit_from is not None
         else np.zeros(len(order), dtype=bool)
     )
-    pool = np.flatnonzero(~always)  # may go to the slice; in time order
-    n_eval = int(len(pool) * config.eval_fraction)
-    cut = rows.seconds[pool[-n_eval]] if n_eval else np.iinfo(np.int64).max
-    in_fit = (rows.seconds < cut) | always
-    if n_eval and not in_fit[pool].any():
-        # One campaign date (e.g. a randomized e-mail test): time cannot separate
-        # the slices, so the newest rows in file order stand in for "later".
-        in_fit = always.copy()
-        in_fit[pool[: len(pool) - n_eval]] = True
+    in_fit, n_eval, by_position = before_evaluation_slice(
+        rows.seconds, config.eval_fraction, always
+    )
+    if by_position:
         notes.append(
             "all decisions share one timestamp: the evaluation slice is the last "
             f"{n_eval} decisions in file order, not a later time window"
