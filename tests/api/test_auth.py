@@ -38,6 +38,22 @@ def test_no_valid_key_is_401(client: TestClient, headers: dict) -> None:
     assert client.post("/v1/admin/reload", headers=headers).status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/v1/recommendations", "/v1/feedback"])
+def test_a_malformed_body_without_a_key_is_401_not_a_schema_hint(
+    client: TestClient, keys, path: str
+) -> None:
+    # JSON that cannot be parsed is refused before any dependency runs; a caller
+    # without a key must still get 401, not a 422 describing what the route expects.
+    client.headers.clear()
+    body = {"content": b'{"hcp_id": ', "headers": {"Content-Type": "application/json"}}
+    refused = client.post(path, **body)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["www-authenticate"] == "Bearer"
+    with_key = client.post(path, content=body["content"], headers={**body["headers"], **keys.admin})
+    assert with_key.status_code == 422
+    assert with_key.json()["detail"][0]["type"] == "json_invalid"
+
+
 def test_x_api_key_header_works(client: TestClient, keys) -> None:
     client.headers.clear()
     hcp = str(client.app.state.runtime.recommender.hcp_ids[0])

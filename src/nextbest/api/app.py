@@ -16,7 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nextbest import __version__
-from nextbest.api.auth import feedback_scope, require_roles
+from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
 from nextbest.api.connections import ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
 from nextbest.api.openapi import document
@@ -120,7 +120,15 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith("/v1/") and (
+            unauthenticated := refused_before_validation(request)
+        ):
+            return JSONResponse(
+                status_code=unauthenticated.status_code,
+                content={"detail": unauthenticated.detail},
+                headers=unauthenticated.headers,
+            )
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": _without_long_inputs(exc.errors())},

@@ -56,6 +56,22 @@ def _admit(principal: Principal, roles: tuple[str, ...]) -> Principal:
     return principal
 
 
+def refused_before_validation(request: Request) -> HTTPException | None:
+    """The 401 a request without a valid key gets, when its body could not be read
+    before the key was checked (malformed JSON is refused before any dependency
+    runs); None when the key was checked, is valid or auth is off.
+
+    A caller without a key learns nothing about what a route expects.
+    """
+    if getattr(request.state, "principal", None) is not None:
+        return None
+    try:
+        _identify(request)
+    except HTTPException as refused:
+        return refused
+    return None
+
+
 async def get_principal(request: Request) -> Principal:
     """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
