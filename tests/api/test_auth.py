@@ -321,6 +321,28 @@ def test_an_invalid_key_file_keeps_the_keys_in_force(
     assert "invalid, keeping the keys" in caplog.text
 
 
+def test_a_key_file_that_disappears_keeps_the_keys_in_force(
+    api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = api_settings.api_keys_file
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+        text = path.read_text()
+        path.unlink()  # a delete-then-write deployment, half way
+        with caplog.at_level(logging.ERROR, logger="nextbest.service.apikeys"):
+            kept = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+        assert kept.status_code == 200
+        assert "is gone, keeping the keys" in caplog.text
+        assert "is gone" in client.get("/readyz").json()["keys_error"]
+
+        # Written again without crm-email: read, and the revocation applies.
+        entries = [e for e in yaml.safe_load(text)["keys"] if e["name"] != "crm-email"]
+        path.write_text(yaml.safe_dump({"keys": entries}))
+        assert "keys_error" not in client.get("/readyz").json()
+        revoked = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+        assert revoked.status_code == 401
+
+
 def test_a_rep_key_outside_the_served_territories_gets_a_note(
     api_settings, keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

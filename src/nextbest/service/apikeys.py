@@ -210,7 +210,7 @@ class ReloadingKeyStore:
     longer parses keeps the keys loaded before: a typo must not lock every caller
     out. But then a revocation in the file is not applied either, so the error is
     logged once and held in :attr:`error` (``/readyz`` shows it) until a valid
-    file is read.
+    file is read. So does a file that disappears.
     """
 
     def __init__(self, *, path: Path, env: Mapping[str, str] | None = None) -> None:
@@ -237,7 +237,16 @@ class ReloadingKeyStore:
             return self._store
         with self._lock:
             if status != self._seen:
-                self._seen = status
+                existed, self._seen = self._seen is not None, status
+                if status is None and existed:
+                    # Moved away or replaced by delete-then-write: locking every
+                    # caller out is the wrong reading of a file that went missing.
+                    self._error = (
+                        f"the API key file {self.path} is gone; the keys read from it before "
+                        "are in force (to revoke them all, leave the file with 'keys: []')"
+                    )
+                    logger.error("API key file %s is gone, keeping the keys", self.path)
+                    return self._store
                 try:
                     self._store = KeyStore.load(path=self.path, env=self._env)
                     self._error = None
