@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -138,6 +139,31 @@ def test_ping_answers_false_instead_of_raising() -> None:
         assert ping(engine) is False
     finally:
         engine.dispose()
+
+
+def test_a_postgres_host_that_never_answers_is_given_up_on_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A listening socket nobody accepts on: the TCP handshake completes (backlog)
+    # and the server never says a word, as a host behind a dropping firewall.
+    import nextbest.storage.db as db
+
+    monkeypatch.setattr(db, "PG_CONNECT_TIMEOUT_S", 2)  # libpq's minimum
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as silent:
+        port = silent.getsockname()[1]
+        engine = make_engine(f"postgresql://nobody@127.0.0.1:{port}/nothing")
+        reader = db.make_reader(engine)
+        try:
+            assert engine.url.query["connect_timeout"] == "2"
+            assert reader.url.query["connect_timeout"] == "2"
+            started = time.monotonic()
+            assert ping(engine) is False
+            assert time.monotonic() - started < 30  # not the system's TCP timeout
+        finally:
+            engine.dispose()
+            reader.dispose()
+    own = make_engine("postgresql://u@db.example/x?connect_timeout=3")
+    assert own.url.query["connect_timeout"] == "3"  # the URL's own is kept
 
 
 def test_sqlite_connections_are_durable_wal(tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ READER_MAX_OVERFLOW = 6
 # and how long once the pool has failed to connect since its last good connection.
 ASYNC_READER_TIMEOUT_S = 2.0
 ASYNC_READER_UNREACHABLE_WAIT_S = 0.1
+# How long a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless
+# the URL sets its own: without one, a database host that drops packets holds
+# `nextbest serve`'s start-up (and each reconnect) for the system's TCP timeout,
+# minutes, before it says the database is unreachable.
+PG_CONNECT_TIMEOUT_S = 10
 
 
 # What a database that is down, restarting or out of connections raises: worth
@@ -133,6 +138,8 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        if "connect_timeout" not in parsed.query:  # the readers' pools inherit it
+            parsed = parsed.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
         return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     raise ValueError(
         f"unsupported database backend {backend!r} in database URL "
