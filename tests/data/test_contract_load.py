@@ -217,6 +217,35 @@ def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> N
     ), str(caught.value)
 
 
+@pytest.mark.parametrize("which", ["every", "some"])
+def test_a_separator_ending_data_lines_only_is_an_empty_field_dropped(
+    tmp_path: Path, which: str
+) -> None:
+    # Some exports end each data line with the separator but not the header: one
+    # empty field beyond the header's, nothing lost by dropping it. pandas read
+    # "every" with the first column as the index, each value one column off.
+    path = tmp_path / "catalog.csv"
+    ends = [";", ";", ";"] if which == "every" else [";", "", ";"]
+    rows = ["A1;gp;0.5", "A2;;1", 'A3;"a;b";2']
+    path.write_bytes(
+        (
+            "\ufeffaction_id;specialties;cost\r\n"
+            + "".join(f"{row}{end}\r\n" for row, end in zip(rows, ends, strict=True))
+        ).encode()
+    )
+    got = read_table(path)
+    assert list(got.columns) == ["action_id", "specialties", "cost"]
+    assert got.to_dict("list") == {
+        "action_id": ["A1", "A2", "A3"],
+        "specialties": ["gp", "", "a;b"],
+        "cost": ["0.5", "1", "2"],
+    }
+    # A value in that extra field is not an empty one: refused, as before.
+    path.write_text("action_id;specialties;cost\nA1;gp;0.5;\nA2;gp;1;x\n")
+    with pytest.raises(ContractError, match="row 2: 4 fields where the header has 3"):
+        read_table(path)
+
+
 def test_every_row_with_a_wrong_number_of_fields_is_named_at_once(tmp_path: Path) -> None:
     # pandas stops at the first row with too many fields: the file would be fixed
     # and re-run once per bad row.

@@ -43,15 +43,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"file not found: {path}")
     try:
         if fmt == "csv":
-            # utf-8-sig drops the byte-order mark spreadsheet programs put first.
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8-sig",
-                sep=_separator(path),
-            )
-            misfits, total = _misfit_rows(path, _separator(path), len(frame.columns))
+            frame = _read_csv(path)
+            misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
+            if misfits and trailing:
+                return _read_csv(path, drop_trailing_field=True)
             if misfits:
                 raise ContractError(
                     [_misfit_problem(path, *misfit) for misfit in misfits], total=total
@@ -73,7 +68,9 @@ def read_table(path: Path | str) -> pd.DataFrame:
         if fields is not None:
             header, line, seen = (int(g) for g in fields.groups())
             # Every such row, not only the first pandas stops at: one pass to fix them all.
-            misfits, total = _misfit_rows(path, _separator(path), header)
+            misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
+            if misfits and trailing:
+                return _read_csv(path, drop_trailing_field=True)
             if not misfits:
                 misfits, total = [(line - 1, header, seen)], 1
             raise ContractError(
@@ -84,19 +81,52 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
 
 
+def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
+    """All cells as ``str``; with ``drop_trailing_field`` rows may carry one field
+    beyond the header's, which is dropped (the caller checked it is empty)."""
+    # utf-8-sig drops the byte-order mark spreadsheet programs put first.
+    options: dict[str, Any] = {
+        "dtype": str,
+        "keep_default_na": False,
+        "encoding": "utf-8-sig",
+        "sep": _separator(path),
+    }
+    if not drop_trailing_field:
+        return pd.read_csv(path, **options)
+    columns = pd.read_csv(path, nrows=0, **options).columns  # as pandas names them
+    width = len(columns) + 1
+    frame = pd.read_csv(path, header=None, skiprows=1, names=list(range(width)), **options)
+    frame = frame.iloc[:, :-1]
+    frame.columns = columns
+    return frame
+
+
+def _header_width(path: Path) -> int:
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        return len(next(csv.reader(file, delimiter=_separator(path)), []))
+
+
 def _misfit_rows(
     path: Path, sep: str, n_columns: int, limit: int = 20
-) -> tuple[list[tuple[int, int, int]], int]:
+) -> tuple[list[tuple[int, int, int]], int, bool]:
     """(row, fields expected, fields seen) of the first ``limit`` rows whose number of
     fields differs from the header's. pandas stops at the first row with too many,
     and pads a row with too few with empty cells, so a value left out in the middle
     shifts the rest one column to the left, silently. A second parse by Arrow's CSV
-    reader, converting one column only, finds them all; the second value counts them."""
+    reader, converting one column only, finds them all; the second value counts them.
+    The third is True when every such row only ends with a separator the header
+    lacks (an empty field beyond the header's, as some exports write each line):
+    nothing is lost by dropping that field."""
     found: list[tuple[int, int, int]] = []
     seen = [0]
+    trailing = [True]
 
     def keep(row: pa_csv.InvalidRow) -> str:
         seen[0] += 1
+        trailing[0] = trailing[0] and (
+            row.actual_columns == row.expected_columns + 1
+            and (row.text or "").rstrip("\r\n").endswith(sep)
+        )
         if len(found) < limit:
             # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
             number = -1 if row.number is None else row.number - 1
@@ -107,8 +137,8 @@ def _misfit_rows(
     try:
         _arrow_parse(path, sep, names, keep)
     except pa.ArrowException:
-        return [], 0  # a file Arrow parses otherwise than pandas: pandas' reading stands
-    return found, seen[0]
+        return [], 0, False  # a file Arrow parses otherwise than pandas: pandas' reading stands
+    return found, seen[0], bool(found) and trailing[0]
 
 
 def _misfit_problem(path: Path, row: int, expected: int, seen: int) -> Problem:
