@@ -313,3 +313,27 @@ def test_single_answer_matches_its_schema(client: TestClient) -> None:
     body = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True}).json()
     parsed = RecommendationPublic.model_validate(body)
     assert parsed.excluded is not None
+
+
+def test_a_day_before_the_models_history_is_422_on_every_route(client: TestClient, keys) -> None:
+    # The model's features and reasons hold history up to its cut-off: a plan for an
+    # earlier day would quote contacts made after it.
+    recommender = client.app.state.runtime.recommender
+    hcp = str(recommender.hcp_ids[recommender.territory == keys.territory][0])
+    cutoff_day = recommender.as_of.date()
+    before = (cutoff_day - timedelta(days=1)).isoformat()
+    answers = [
+        client.post("/v1/recommendations", json={"hcp_id": hcp, "date": before}),
+        client.post("/v1/recommendations/batch", json={"hcp_ids": [hcp], "date": before}),
+        client.get(f"/v1/reps/{keys.rep_name}/suggestions?date={before}", headers=keys.rep),
+    ]
+    for answer, where in zip(answers, ["body", "body", "query"], strict=True):
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"][0]
+        assert detail["loc"] == [where, "date"]
+        assert f"ask for {cutoff_day.isoformat()} or later" in detail["msg"]
+    # The cut-off's own day is served.
+    same_day = client.post(
+        "/v1/recommendations", json={"hcp_id": hcp, "date": cutoff_day.isoformat()}
+    )
+    assert same_day.status_code == 200, same_day.text

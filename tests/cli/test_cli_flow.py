@@ -80,6 +80,7 @@ def test_simulate_train_picks(
         ("--channel", "fax", "--channel: unknown channel 'fax' (known: email,"),
         ("--channel", "Email", "unknown channel 'Email'; did you mean 'email'? (known: email,"),
         ("--purpose", "sales", "--purpose: must be one of promotional, medical"),
+        ("--as-of", "2026-06-15", "--as-of: 2026-06-15 is before the served model's history"),
     ):
         refused = tmp_path / f"refused-{option[2:]}.csv"
         result = runner.invoke(

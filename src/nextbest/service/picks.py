@@ -15,7 +15,14 @@ from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.ranking import top_k
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
-from nextbest.service.recommend import MAX_BATCH, check_options, cutoff, decision_time, lapses
+from nextbest.service.recommend import (
+    MAX_BATCH,
+    check_day,
+    check_options,
+    cutoff,
+    decision_time,
+    lapses,
+)
 from nextbest.settings import Settings
 
 PICK_COLUMNS = [
@@ -56,7 +63,7 @@ def picks_frame(
     ``rules`` adds the per-list channel limit and, with ``history`` (live
     contacts and dismissals), frequency caps, cool-downs and suppression.
     """
-    check_picks(model, k=k, channel=channel, purpose=purpose)
+    check_picks(model, k=k, channel=channel, purpose=purpose, on=on)
     rows = model.hcp_index.get_indexer(list(hcp_ids))
     if (rows < 0).any():
         if not skip_unknown:
@@ -156,10 +163,19 @@ def _block_picks(
     )
 
 
-def check_picks(model: ScoringModel, *, k: int, channel: str | None, purpose: str) -> None:
-    """Refuse picks the model cannot make, naming the field (InvalidRequestError)."""
+def check_picks(
+    model: ScoringModel,
+    *,
+    k: int,
+    channel: str | None,
+    purpose: str,
+    on: datetime | date | None = None,
+) -> None:
+    """Refuse picks the model cannot make, naming the field (InvalidRequestError):
+    options no pick satisfies, a day ``on`` before the model's history (``as-of``)."""
     channels = frozenset(model.catalog["channel"].astype(str))
     check_options(channels, k=k, channel=channel, purpose=purpose, max_k=None)
+    check_day(decision_time(on), cutoff(model), field="as-of", location="option")
 
 
 def file_picks(

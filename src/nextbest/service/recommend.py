@@ -369,8 +369,14 @@ class Recommender:
         row = self._hcp_pos.get(hcp_id)
         return None if row is None else str(self.territory[row])
 
-    def check_request(self, *, k: int, channel: str | None, purpose: str) -> None:
+    def check_request(
+        self, *, k: int, channel: str | None, purpose: str, now: datetime | None = None
+    ) -> None:
+        """Refuse options no answer can satisfy, and a decision time ``now`` before
+        the model's history (:func:`check_day`)."""
         check_options(self.channels, k=k, channel=channel, purpose=purpose)
+        if now is not None:
+            check_day(now, self.as_of)
 
     # -- requests --------------------------------------------------------------------
 
@@ -392,11 +398,11 @@ class Recommender:
         rules. Raises :class:`NotFoundError` for an HCP the model does not know and
         :class:`InvalidRequestError` for a bad ``k``, ``channel`` or ``purpose``.
         """
-        self.check_request(k=k, channel=channel, purpose=purpose)
+        now = decision_time(on)
+        self.check_request(k=k, channel=channel, purpose=purpose, now=now)
         row = self._hcp_pos.get(hcp_id)
         if row is None:
             raise NotFoundError("hcp_id", hcp_id)
-        now = decision_time(on)
         rec = self._decide(
             np.array([row]), k=k, channel=channel, purpose=purpose, now=now, history=history
         )[0]
@@ -462,7 +468,8 @@ class Recommender:
         history: LiveHistory | None = None,
     ) -> tuple[list[Recommendation], list[str]]:
         """Recommendations for many HCPs (one scoring call), and the unknown ``hcp_ids``."""
-        self.check_request(k=k, channel=channel, purpose=purpose)
+        now = decision_time(on)
+        self.check_request(k=k, channel=channel, purpose=purpose, now=now)
         if len(hcp_ids) > MAX_BATCH:
             raise InvalidRequestError(
                 "hcp_ids", f"at most {MAX_BATCH} HCPs per call, got {len(hcp_ids)}"
@@ -481,7 +488,7 @@ class Recommender:
             k=k,
             channel=channel,
             purpose=purpose,
-            now=decision_time(on),
+            now=now,
             history=history,
         )
         return recs, unknown
@@ -514,10 +521,11 @@ class Recommender:
             raise InvalidRequestError(
                 "purpose", f"must be one of {', '.join(PURPOSES)}", location="query"
             )
+        now = decision_time(on)
+        check_day(now, self.as_of, location="query")
         rows = self.territories.get(territory_id)
         if rows is None:
             raise NotFoundError("territory_id", territory_id)
-        now = decision_time(on)
         ranked = self._decide(
             rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
         )
@@ -690,6 +698,22 @@ def check_options(
         raise InvalidRequestError("channel", f"unknown channel '{channel}'{hint} (known: {known})")
     if purpose not in PURPOSES:
         raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+
+
+def check_day(
+    now: datetime, as_of: datetime, *, field: str = "date", location: str = "body"
+) -> None:
+    """Refuse a decision on a day before the model's history cut-off ``as_of``: its
+    features, scores and reasons would use history that was not known that day
+    (a plan for June quoting a visit of July)."""
+    if now.astimezone(UTC).date() < as_of.date():
+        raise InvalidRequestError(
+            field,
+            f"{now.astimezone(UTC):%Y-%m-%d} is before the served model's history ends "
+            f"({as_of:%Y-%m-%d %H:%M} UTC): its scores and reasons would use what was not "
+            f"known that day; ask for {as_of:%Y-%m-%d} or later",
+            location=location,
+        )
 
 
 def _naive(moment: datetime) -> datetime:

@@ -25,6 +25,7 @@ from nextbest.service.recommend import (
     Recommendation,
     Recommender,
     RepPlan,
+    check_day,
     decision_time,
 )
 from nextbest.storage.db import with_reconnect
@@ -140,8 +141,8 @@ def recommend_one(
     ``db`` is only read (the live history); the log writes through ``log``. With
     ``db`` None, ``history`` is the HCP's live history, already read (as of ``on``).
     """
-    recommender.check_request(k=k, channel=channel, purpose=purpose)
     now = decision_time(on)
+    recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     if db is not None:
         history = (
             live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
@@ -176,8 +177,8 @@ def recommend_batch(
     """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids, and
     the ids listed more than once (each HCP gets one answer: an e-mail system that
     sent an id twice must not send two e-mails)."""
-    recommender.check_request(k=k, channel=channel, purpose=purpose)
     now = decision_time(on)
+    recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     unique = list(dict.fromkeys(hcp_ids))
     repeated = (
         [h for h, n in Counter(hcp_ids).items() if n > 1] if len(unique) < len(hcp_ids) else []
@@ -205,6 +206,7 @@ def rep_call_plan(
 ) -> RepPlan:
     """A rep's ranked call plan; suggestions and holdout draws are logged."""
     now = decision_time(on) if on is not None else decision_time(None)
+    check_day(now, recommender.as_of, location="query")  # before the history is read
     rows = recommender.territories.get(territory_id)
     ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
     history = live_history(db, rules=recommender.rules, hcp_ids=ids, now=now)

@@ -79,7 +79,7 @@ async def recommend(
     pool = runtime.async_reader
     if pool is not None and recommender.hcp_row(body.hcp_id) is not None:
         # A bad request is refused before any read (422, even with the database down).
-        recommender.check_request(k=body.k, channel=body.channel, purpose=body.purpose)
+        recommender.check_request(k=body.k, channel=body.channel, purpose=body.purpose, now=now)
         # PostgreSQL: the worker serves other requests while the query travels.
         history = await live_history_async(
             pool, runtime.reader.dialect, rules=recommender.rules, hcp_id=body.hcp_id, now=now
