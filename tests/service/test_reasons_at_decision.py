@@ -135,9 +135,15 @@ def test_lapses_know_contacts_only_as_far_back_as_the_history_reaches(
     assert (h1.days, h1.touched, h2.touched) == (10, frozenset({"email"}), frozenset())
     # Contacts at or before the cut-off, by how many days before it.
     assert (h1.before, h2.before) == ((("webinar", 2.0),), (("email", 1.0),))
-    # The history holds 30 days: a cut-off 40 days back is beyond what it knows.
-    assert history.newest_contacts(now - timedelta(days=40)) is None
-    assert lapses(now - timedelta(days=40), ["H1"], now, history)[0].touched is None
+    assert not (h1.unseen or h2.unseen) and history.reaches(at_cutoff)
+    # The history holds 30 days: of a cut-off 40 days back it knows the contacts of
+    # the last 30, and that it may have missed some on any channel.
+    long_ago = now - timedelta(days=40)
+    assert not history.reaches(long_ago)
+    h1, h2 = lapses(long_ago, ["H1", "H2"], now, history)
+    assert (h1.unseen, h2.unseen) == (True, True)
+    assert h1.touched == frozenset({"email", "webinar"}) and h2.touched == frozenset({"email"})
+    assert h2.touched_channel("rep_visit") and h2.touched_any  # possibly: unknown
     assert lapses(at_cutoff, ["H1"], now, None)[0] == reasons_module.Lapse(10, None)
     # A decision before the cut-off counts no days.
     assert lapses(at_cutoff, ["H1"], at_cutoff - timedelta(days=3), None)[0].days == 0
@@ -184,3 +190,28 @@ def test_a_contact_before_the_cutoff_the_snapshot_lacks_silences_its_channel(
         checked += _nothing_stale(answer, channel)
     assert checked > 0
     assert unchanged > 0
+
+
+def test_a_live_history_that_does_not_reach_the_cutoff_states_no_record_or_gap(
+    model: ScoringModel,
+) -> None:
+    # 40 days after the cut-off, a history of the rules' 28 days cannot tell whether
+    # the HCP was visited in the 12 days before it: "no rep visit in 28 weeks" could
+    # be false (a visit 30 days ago), so no channel's record or gap is stated.
+    rec = _recommender(model, cache_hcps=200)
+    at_cutoff = cutoff(model)
+    now = at_cutoff + timedelta(days=40)
+    checked = 0
+    for hcp_id, action_id, _ in _gaps(model, rec)[:20]:
+        channel = str(model.catalog.set_index("action_id").loc[action_id, "channel"])
+        unknown = LiveHistory(now=now, counts={28.0: {}})
+        answer = rec.recommend(hcp_id=hcp_id, k=5, on=now, history=unknown)
+        assert all(item.reasons for item in answer.items)  # other reasons remain
+        for item in answer.items:
+            checked += _nothing_stale(answer, item.channel)
+        # A history long enough to reach the cut-off knows: the gap is stated again.
+        known = LiveHistory(now=now, counts={60.0: {}})
+        again = rec.recommend(hcp_id=hcp_id, k=5, on=now, history=known)
+        gaps = [r for i in again.items if i.channel == channel for r in i.reasons if GAP.match(r)]
+        assert gaps, [i.reasons for i in again.items]
+    assert checked > 0

@@ -97,20 +97,23 @@ _ALL_HISTORY = frozenset(
 class Lapse:
     """What an HCP's snapshot misses at the decision: ``days`` (whole days) since the
     model's history cut-off, the channels the HCP was contacted on since then (from
-    the live contact history; None when it does not reach back to the cut-off), and
-    ``before``: per channel, how many days before the cut-off the newest live
-    contact at or before it was (the snapshot may lack it)."""
+    the live contact history; None when no live history was read), ``before``: per
+    channel, how many days before the cut-off the newest live contact at or before
+    it was (the snapshot may lack it), and ``unseen``: the live history does not
+    reach back to the cut-off (older than the rules' longest window), so a contact on
+    any channel may have been missed and every record and gap may be out of date."""
 
     days: int = 0
     touched: frozenset[str | None] | None = frozenset()
     before: tuple[tuple[str | None, float], ...] = ()
+    unseen: bool = False
 
     def touched_channel(self, channel: str) -> bool:
-        return self.touched is not None and channel in self.touched
+        return self.unseen or (self.touched is not None and channel in self.touched)
 
     @property
     def touched_any(self) -> bool:
-        return bool(self.touched)
+        return self.unseen or bool(self.touched)
 
     def missed_by_snapshot(self, snapshot_days: float, channel: str | None = None) -> bool:
         """Whether a live contact before the cut-off (on ``channel``, or on any) is

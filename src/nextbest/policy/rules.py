@@ -283,12 +283,16 @@ class LiveHistory:
     def empty(self) -> bool:
         return not self.last and not self.dismissed
 
-    def newest_contacts(self, reaching: datetime) -> dict[str, dict[str | None, datetime]] | None:
-        """Per HCP, its newest contact on each channel (None: without a channel; HCPs
-        without any contact left out);
-        None when this history does not reach back to ``reaching`` (it holds the
-        rules' longest window, or no contacts at all)."""
-        if not self.counts or reaching < self.now - timedelta(days=max(self.counts)):
+    def reaches(self, moment: datetime) -> bool:
+        """Whether this history holds every contact since ``moment`` (it holds the
+        rules' longest window; none when the rules count no contacts)."""
+        return bool(self.counts) and moment >= self.now - timedelta(days=max(self.counts))
+
+    def newest_contacts(self) -> dict[str, dict[str | None, datetime]] | None:
+        """Per HCP, its newest contact on each channel within the history (None:
+        without a channel; HCPs without any contact left out); None when the
+        history holds no contacts at all (the rules count none)."""
+        if not self.counts:
             return None
         found: dict[str, dict[str | None, datetime]] = {}
         for (hcp_id, channel), at in self.last.items():

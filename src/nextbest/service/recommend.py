@@ -165,10 +165,13 @@ def lapses(
     # Nearest whole day: a cut-off is a second after the newest interaction, so the
     # floor would drop a day that has all but passed (49 days read as 6 weeks).
     days = max(0, round((now - as_of) / timedelta(days=1)))
-    newest = None if history is None else history.newest_contacts(as_of)
-    if newest is None:
+    newest = None if history is None else history.newest_contacts()
+    if newest is None or history is None:
         return [Lapse(days, None)] * len(hcp_ids)
-    untouched = Lapse(days, frozenset())
+    # Contacts between the cut-off and the history's start are unknown: the snapshot's
+    # record and gaps may be out of date on any channel.
+    unseen = not history.reaches(as_of)
+    untouched = Lapse(days, frozenset(), unseen=unseen)
     out = []
     for hcp_id in hcp_ids:
         contacts = newest.get(hcp_id)
@@ -188,7 +191,7 @@ def lapses(
                 key=lambda pair: (pair[0] or "", pair[1]),
             )
         )
-        out.append(Lapse(days, since, before))
+        out.append(Lapse(days, since, before, unseen=unseen))
     return out
 
 
