@@ -181,3 +181,75 @@ def test_explain_accounts_for_every_action_not_served(client: TestClient) -> Non
                 assert full[channel] == recommender.max_per_channel, (action_id, channel)
                 held_back += 1
     assert worthless > 0 and held_back > 0
+
+
+def _consent(client: TestClient, hcp_id: str, event_type: str, n: int, **extra) -> dict:
+    response = client.post(
+        "/v1/feedback",
+        json={"event_id": f"consent-{hcp_id}-{n}", "event_type": event_type, "hcp_id": hcp_id}
+        | extra,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_an_opt_out_closes_its_channel_at_once_and_an_opt_in_reopens_it(
+    client: TestClient, keys
+) -> None:
+    hcp_id = _email_hcp(client)
+    day = datetime.now(UTC) - timedelta(hours=1)
+    # Sent by the e-mail platform (an unsubscribe link), not by the CRM.
+    response = client.post(
+        "/v1/feedback",
+        headers=keys.channel,
+        json={
+            "event_id": f"unsub-{hcp_id}",
+            "event_type": "opted_out",
+            "hcp_id": hcp_id,
+            "channel": "email",
+            "occurred_at": day.isoformat(),
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert not _ask(client, hcp_id, channel="email")["items"]
+    body = _ask(client, hcp_id)
+    assert all(i["channel"] != "email" for i in body["items"])
+    said = {w for why in body["excluded"].values() for w in why}
+    assert f"consent: opted out of email on {day:%Y-%m-%d}" in said
+    batch = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": [hcp_id], "channel": "email", "k": 5}
+    ).json()
+    assert not batch["results"][0]["items"]
+
+    _consent(client, hcp_id, "opted_in", 1, channel="email")  # the latest event decides
+    assert _ask(client, hcp_id, channel="email")["items"]
+
+
+def test_an_opt_out_of_every_channel_leaves_nothing_to_do(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    _consent(client, hcp_id, "opted_out", 0)
+    body = _ask(client, hcp_id)
+    assert not body["items"]
+    assert all(
+        any(w.startswith("consent: opted out of every channel") for w in why)
+        for why in body["excluded"].values()
+    )
+    _consent(client, hcp_id, "opted_in", 1)
+    assert _ask(client, hcp_id)["items"]
+
+
+def test_a_consent_event_names_an_hcp_and_a_catalog_channel_only(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    event = {"event_type": "opted_out", "hcp_id": hcp_id}
+    for n, (extra, says) in enumerate(
+        [
+            ({"channel": "fax"}, "channel 'fax' is not a channel of the served catalog"),
+            ({"channel": "Email"}, "did you mean 'email'?"),
+            ({"channel": "email", "action_id": "A001"}, "it takes no action_id"),
+            ({"value": 1.0}, "it takes no action_id, recommendation_id or value"),
+        ]
+    ):
+        refused = client.post("/v1/feedback", json={**event, "event_id": f"bad-{n}", **extra})
+        assert refused.status_code == 422, refused.text
+        assert says in refused.json()["rejected"][0]["message"]
+    assert _ask(client, hcp_id, channel="email")["items"]  # nothing was stored

@@ -270,7 +270,9 @@ class LiveHistory:
     last ``window`` days; ``last[(hcp_id, channel)]`` the latest contact within
     the longest window; ``dismissed[(hcp_id, action_id)]`` the reason of a
     dismissal within ``dismissal_days`` or a snooze within ``snooze_days`` (the
-    latest such event of the pair decides), ``snoozed`` the pairs of a snooze.
+    latest such event of the pair decides), ``snoozed`` the pairs of a snooze;
+    ``opted_out[(hcp_id, channel)]`` when the HCP withdrew its consent to ``channel``
+    (None: every channel) and has not given it again.
     """
 
     now: datetime
@@ -278,10 +280,11 @@ class LiveHistory:
     last: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     snoozed: frozenset[tuple[str, str]] = frozenset()
+    opted_out: Mapping[tuple[str, str | None], datetime] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not self.last and not self.dismissed
+        return not self.last and not self.dismissed and not self.opted_out
 
     def reaches(self, moment: datetime) -> bool:
         """Whether this history holds every contact since ``moment`` (it holds the
@@ -388,6 +391,10 @@ class HistoryRules:
         """Channel ('*' = every channel) -> why it is blocked for ``hcp_id``."""
         rules = self.rules
         blocks: dict[str, str] = {}
+        for (h, channel), opted_at in history.opted_out.items():
+            if h == hcp_id:
+                name = "every channel" if channel is None else channel
+                blocks[channel or "*"] = f"consent: opted out of {name} on {opted_at:%Y-%m-%d}"
         for (h, channel), last in history.last.items():
             if h != hcp_id:
                 continue
@@ -410,16 +417,17 @@ class HistoryRules:
                         f"{rule.cap.per_days:g} days (max {rule.cap.max_contacts})"
                     )
             if why:
-                blocks[channel] = "; ".join(why)
+                blocks[channel] = "; ".join([*why, *filter(None, [blocks.get(channel)])])
         cap = rules.all_channels
         if cap is not None:
             counts = history.counts.get(cap.per_days, {})
             total = sum(n for (h, _), n in counts.items() if h == hcp_id)
             if total >= cap.max_contacts:
-                blocks["*"] = (
+                budget = (
                     f"contact budget: {total} contacts on all channels in the last "
                     f"{cap.per_days:g} days (max {cap.max_contacts})"
                 )
+                blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
 
 

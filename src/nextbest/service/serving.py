@@ -44,17 +44,16 @@ Database = Session | Connection | Engine
 
 def live_history(
     db: Database, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
-) -> LiveHistory | None:
-    """Contacts and dismissals of ``hcp_ids`` the rules need, as of ``now`` (UTC):
+) -> LiveHistory:
+    """Contacts, dismissals and consent events of ``hcp_ids`` the rules need, as of ``now`` (UTC):
     nothing reported as happening after ``now`` counts, but for the clock skew that
     feedback is allowed (``FUTURE_TOLERANCE``): an event the service acknowledged
     counts at once.
 
-    One indexed query for every cap window and the dismissals together; none
-    when the rules need no history (then None).
+    One indexed query for every cap window, the dismissals and the consent events
+    together (consent is read whatever the rules: an HCP who opted out of a channel
+    is not contacted on it).
     """
-    if not rules.reads_history:
-        return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
 
     def read(reader: Session | Connection) -> ServingHistory:
@@ -72,14 +71,12 @@ def live_history(
 
 async def live_history_async(
     pool: AsyncConnectionPool, dialect: Dialect, *, rules: ServingRules, hcp_id: str, now: datetime
-) -> LiveHistory | None:
+) -> LiveHistory:
     """:func:`live_history` of one HCP from PostgreSQL through an asyncio pool.
 
     For the single-recommendation route, which runs on the event loop: the worker
     goes on serving other requests while the query is on its way.
     """
-    if not rules.reads_history:
-        return None
     windows, starts, dismissed_since = _lookbacks(rules, now)
     found = await serving_history_async(
         pool,
@@ -118,7 +115,12 @@ def _live(
             dismissed[pair] = reason
     snoozed = frozenset(pair for pair in dismissed if found.dismissed_at[pair][1])
     return LiveHistory(
-        now=now, counts=counts, last=found.last, dismissed=dismissed, snoozed=snoozed
+        now=now,
+        counts=counts,
+        last=found.last,
+        dismissed=dismissed,
+        snoozed=snoozed,
+        opted_out=found.opted_out,
     )
 
 

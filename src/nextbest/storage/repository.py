@@ -26,7 +26,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from nextbest.contract.schema import channel_spelling
-from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
+from nextbest.storage.tables import (
+    CONSENT_ROWS,
+    FeedbackEvent,
+    Recommendation,
+    RecommendationItem,
+)
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -41,6 +46,8 @@ FeedbackEventType = Literal[
     "dismissed",
     "snoozed",
     "outcome",
+    "opted_out",
+    "opted_in",
 ]
 FEEDBACK_EVENT_TYPES: tuple[str, ...] = get_args(FeedbackEventType)
 # A contact that counts against frequency caps and cool-downs as soon as it is reported.
@@ -55,6 +62,10 @@ DISMISSAL_EVENT_TYPES: tuple[str, ...] = ("dismissed", "snoozed")
 # A rep's decisions on a suggested action: the latest one on an (HCP, action) pair
 # counts, so an acceptance after a dismissal or a snooze lifts it.
 DECISION_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "accepted")
+# An HCP's consent to a channel (``channel`` None: to every channel), withdrawn or
+# given again: the latest such event of an HCP and channel decides, with no window,
+# until the next model's hcps file says the same.
+CONSENT_EVENT_TYPES: tuple[str, ...] = ("opted_out", "opted_in")
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
 
 LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
@@ -363,6 +374,12 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
         )
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
+    about_an_item = (event.action_id, event.recommendation_id, event.value)
+    if event.event_type in CONSENT_EVENT_TYPES and any(v is not None for v in about_an_item):
+        return (
+            f"a {event.event_type} event is about an HCP and a channel (none: every channel); "
+            "it takes no action_id, recommendation_id or value"
+        )
     if event.value is not None and not (
         isinstance(event.value, int | float) and math.isfinite(event.value)
     ):
@@ -627,6 +644,17 @@ def record_feedback(
                 served.get(event.recommendation_id) if event.recommendation_id else None
             )
             action_id, channel, uncounted = _contact_item(event, recommendation, channel)
+        if (
+            message is None
+            and event.event_type in CONSENT_EVENT_TYPES
+            and channel is not None
+            and catalog_channels
+            and channel not in catalog_channels
+        ):
+            message = (
+                f"channel '{channel}' is not a channel of the served catalog (known: "
+                f"{', '.join(sorted(catalog_channels))}); leave it out for every channel"
+            )
         if message is None and hcp_exists is not None:
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
@@ -762,13 +790,17 @@ class ServingHistory:
     latest contact since the oldest window start; ``dismissed[(hcp_id, action_id)]``:
     the reason (or event type) of the pair's latest decision when that is a
     dismissal or a snooze (not an acceptance), and ``dismissed_at`` for the same
-    pairs: when it was, and whether it was a snooze. Nothing after ``until``.
+    pairs: when it was, and whether it was a snooze; ``opted_out[(hcp_id, channel)]``:
+    when the HCP withdrew its consent to ``channel`` (None: every channel), for the
+    pairs whose latest consent event is an ``opted_out``, read over all time.
+    Nothing after ``until``.
     """
 
     counts: list[dict[tuple[str, str], int]]
     last: dict[tuple[str, str], datetime]
     dismissed: dict[tuple[str, str], str]
     dismissed_at: dict[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
+    opted_out: dict[tuple[str, str | None], datetime] = field(default_factory=dict)
 
 
 _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
@@ -920,7 +952,8 @@ def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool]) -> _DriverQuery
 
 def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: bool) -> Any:
     """One statement, built once per shape: contacts per window (conditional
-    counts over the oldest window) UNION ALL dismissals.
+    counts over the oldest window) UNION ALL dismissals UNION ALL consent events
+    (always: a withdrawn consent applies whatever the rules).
 
     ``one_hcp`` binds a single ``hcp_id`` (``= :hcp_id``) instead of an expanding
     ``IN``: a single recommendation then skips re-rendering the SQL per call.
@@ -990,6 +1023,24 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 c.occurred_at <= sa.bindparam("until"),
             )
         )
+    parts.append(
+        sa.select(
+            # 4: consent withdrawn, 5: given again (the latest of an HCP and channel decides).
+            sa.case((c.event_type == sa.literal("opted_out"), 4), else_=5).label("kind"),
+            c.hcp_id,
+            c.channel.label("key"),
+            c.occurred_at.label("at"),
+            sa.cast(sa.null(), sa.String).label("reason"),
+            c.event_id,
+            *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
+        ).where(
+            of_hcps,
+            # Written out, not bound: the planner then reads it as the partial
+            # index's own condition (ix_feedback_events_consent) and uses it.
+            sa.text(CONSENT_ROWS),
+            c.occurred_at <= sa.bindparam("until"),
+        )
+    )
     statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
     _SERVING_HISTORY_SQL[key] = statement
     return statement
@@ -1015,7 +1066,7 @@ def serving_history(
     which is what a single recommendation pays on its hot path. One query per
     10,000 HCPs.
     """
-    if not hcp_ids or (not windows and dismissed_since is None):
+    if not hcp_ids:
         return _fold_history(iter(()), len(windows))
     params = _history_params(windows, dismissed_since, until)
     connection = db if isinstance(db, Connection) else db.connection()
@@ -1055,8 +1106,6 @@ async def serving_history_async(
     back the worker serves other requests. A connection the server dropped is
     discarded and the read runs once more; errors come out as SQLAlchemy's.
     """
-    if not windows and dismissed_since is None:
-        return _fold_history(iter(()), len(windows))
     shape = (len(windows), dismissed_since is not None)
     query = _one_hcp_query(dialect, shape)
     values = query.values({**_history_params(windows, dismissed_since, until), "hcp_id": hcp_id})
@@ -1098,6 +1147,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
     counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
     last: dict[tuple[str, str], datetime] = {}
     decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
+    consented: dict[tuple[str, str | None], tuple[datetime, str, bool]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0:
@@ -1105,6 +1155,11 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
             for i, n in enumerate(ns):
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
+        elif kind >= 4:
+            mark = (_as_utc(at), str(event_id), kind == 4)
+            before = consented.get((hcp_id, key))
+            if before is None or mark[:2] >= before[:2]:
+                consented[(hcp_id, key)] = mark
         else:
             # The latest decision is kept (ties: the larger event id).
             stamp = (_as_utc(at), str(event_id), str(reason), int(kind))
@@ -1118,6 +1173,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
         last=last,
         dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
         dismissed_at={pair: (stamp[0], stamp[3] == 2) for pair, stamp in dismissed.items()},
+        opted_out={pair: mark[0] for pair, mark in consented.items() if mark[2]},
     )
 
 

@@ -102,6 +102,11 @@ class RecommendationItem(Base):
     explored: Mapped[bool] = mapped_column(sa.Boolean)
 
 
+# The consent events (repository.CONSENT_EVENT_TYPES), as the partial index and
+# the query that must use it both write them.
+CONSENT_ROWS = "event_type IN ('opted_out', 'opted_in')"
+
+
 class FeedbackEvent(Base):
     """One feedback event from a CRM or e-mail system, unique by ``event_id``."""
 
@@ -111,6 +116,14 @@ class FeedbackEvent(Base):
         # Its leading hcp_id column also serves plain hcp_id lookups, so hcp_id gets
         # no index of its own (one index less to maintain per ingested event).
         sa.Index("ix_feedback_events_hcp_channel_time", "hcp_id", "channel", "occurred_at"),
+        # Every served answer reads its HCP's consent events over all time: only they.
+        sa.Index(
+            "ix_feedback_events_consent",
+            "hcp_id",
+            "occurred_at",
+            sqlite_where=sa.text(CONSENT_ROWS),
+            postgresql_where=sa.text(CONSENT_ROWS),
+        ),
     )
 
     event_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
