@@ -456,7 +456,7 @@ def picks(
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     try:
-        check_picks(model, k=k, channel=channel, purpose=purpose, on=on)
+        check_picks(model, k=k, channel=channel, purpose=purpose, on=on, check_on=True)
     except InvalidRequestError as exc:
         raise _fail(f"--{exc.field}: {exc.message}") from None
     catalog_channels = set(model.catalog["channel"].astype(str))

@@ -63,7 +63,9 @@ def picks_frame(
     ``rules`` adds the per-list channel limit and, with ``history`` (live
     contacts and dismissals), frequency caps, cool-downs and suppression.
     """
-    check_picks(model, k=k, channel=channel, purpose=purpose, on=on)
+    # No day check here: the gate and the report replay past decisions with models
+    # whose history ends later (the CLI checks the day a user asks for).
+    check_picks(model, k=k, channel=channel, purpose=purpose)
     rows = model.hcp_index.get_indexer(list(hcp_ids))
     if (rows < 0).any():
         if not skip_unknown:
@@ -170,12 +172,15 @@ def check_picks(
     channel: str | None,
     purpose: str,
     on: datetime | date | None = None,
+    check_on: bool = False,
 ) -> None:
     """Refuse picks the model cannot make, naming the field (InvalidRequestError):
-    options no pick satisfies, a day ``on`` before the model's history (``as-of``)."""
+    options no pick satisfies and, with ``check_on``, a day ``on`` before the model's
+    history (``as-of``)."""
     channels = frozenset(model.catalog["channel"].astype(str))
     check_options(channels, k=k, channel=channel, purpose=purpose, max_k=None)
-    check_day(decision_time(on), cutoff(model), field="as-of", location="option")
+    if check_on:
+        check_day(decision_time(on), cutoff(model), field="as-of", location="option")
 
 
 def file_picks(
