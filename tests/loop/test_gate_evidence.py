@@ -12,6 +12,7 @@ import pytest
 from nextbest import registry
 from nextbest.loop import gate
 from nextbest.loop.evidence import (
+    greedy_actions,
     load_decisions,
     no_action_probability,
     serving_greedy_empty,
@@ -136,3 +137,29 @@ def test_retraining_uses_the_true_no_action_probability(
     direct = feedback_interactions(decisions, loop_world.dataset)
     assert len(direct.interactions) == len(exact.interactions)
     assert registry.alias_version(settings, "champion") == two_versions.second
+
+
+def test_greedy_actions_reads_any_slice_and_replays_days_before_the_cutoff(
+    loop_world: LoopWorld,
+) -> None:
+    # The report passes the decisions of each model version, a slice of the whole
+    # log whose index labels are not positions; the gate replays decisions made
+    # before the challenger's history ends (it was trained on later ones).
+    model = loop_world.honest
+    hcp_ids = model.hcps["hcp_id"].astype(str).tolist()[:40]
+    as_of = pd.Timestamp(model.as_of)
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": hcp_ids * 2,
+            "timestamp": [as_of - pd.Timedelta(days=30)] * 40 + [as_of] * 40,
+            "purpose": "promotional",
+            "channel_filter": None,
+        },
+        index=range(1000, 1080),
+    )
+    later = decisions.iloc[40:]
+    expected = greedy_actions(model, later.reset_index(drop=True))
+    assert list(greedy_actions(model, later)) == list(expected)
+    assert any(a is not None for a in expected)
+    earlier = greedy_actions(model, decisions.iloc[:40])
+    assert any(a is not None for a in earlier)

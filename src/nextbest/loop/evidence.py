@@ -164,9 +164,9 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
         else ""
     )
     keys = pd.DataFrame({"purpose": purpose, "channel": channel, "day": day})
-    for key, index in keys.groupby(["purpose", "channel", "day"], sort=False).groups.items():
+    # Positions, not index labels: callers pass slices of a larger frame.
+    for key, rows in keys.groupby(["purpose", "channel", "day"], sort=False).indices.items():
         group_purpose, group_channel, group_day = cast(tuple[str, str, pd.Timestamp], key)
-        rows = np.asarray(index)
         hcp_ids = decisions["hcp_id"].to_numpy()[rows]
         picks = picks_frame(
             model,
