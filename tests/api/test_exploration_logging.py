@@ -139,3 +139,70 @@ def test_explored_lists_respect_the_channel_limit(api_settings, keys, exploratio
                 explored += sum(i["explored"] for i in items)
                 longest = max(longest, len(items))
         assert explored > 20 and longest > 2
+
+
+def test_held_out_hcps_of_a_rep_plan_are_logged_and_take_no_capacity(
+    exploring: TestClient, keys
+) -> None:
+    """The plan walks the territory's HCPs best first: one drawn into the holdout is
+    logged as a holdout answer and the walk goes on, until ``capacity`` HCPs are
+    suggested. So held-out HCPs come from the very ranks the plan suggests from."""
+    import copy
+
+    from nextbest.loop.evidence import (
+        load_decisions,
+        no_action_probability,
+        serving_greedy_empty,
+    )
+    from nextbest.policy.exploration import EpsilonGreedy
+
+    runtime = exploring.app.state.runtime
+    recommender = runtime.recommender
+    # The order every plan walks: best rep action's net value, no draw moving anyone.
+    greedy = copy.copy(recommender)
+    greedy.exploration = EpsilonGreedy(epsilon=0.0, holdout_rate=0.0)
+    ranking = [
+        r.hcp_id
+        for r in greedy.rep_plan(
+            rep_id="-",
+            territory_id=keys.territory,
+            capacity=recommender.rules.rep_max_capacity,
+            history=None,
+        ).suggestions
+    ]
+    capacity = 5
+    assert len(ranking) >= 3 * capacity, "enough HCPs worth a visit for holdouts to skip"
+    url = f"/v1/reps/{keys.rep_name}/suggestions"
+    plans = [
+        exploring.get(url, params={"capacity": capacity}, headers=keys.rep).json()
+        for _ in range(30)
+    ]
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = load_decisions(session, with_outcome=False)
+    assert set(logged["requester"]) == {keys.rep_name}
+    held = logged[logged["holdout"]]
+    # 30 plans of 5 at a holdout rate of 0.3: 5 x 0.3 / 0.7 = 2.1 held out per plan.
+    assert 30 < len(held) < 110, len(held)
+    assert held["action_id"].isna().all()
+    assert (held["propensity"] == 0.3).all()
+    # What off-policy evaluation reads: a held-out HCP of a plan had a rep action
+    # worth serving, so the serving model's greedy list was not empty and the
+    # probability of its empty answer is the holdout rate itself.
+    greedy_empty, unresolved = serving_greedy_empty(held, lambda version: recommender.model)
+    assert unresolved == 0 and not greedy_empty.any()
+    assert np.allclose(no_action_probability(held, greedy_empty), 0.3)
+    for plan in plans:
+        suggested = [s["hcp_id"] for s in plan["suggestions"]]
+        assert len(suggested) == capacity  # held-out HCPs took no capacity
+        ids = {s["recommendation_id"] for s in plan["suggestions"]}
+        # Every answer of one plan is logged at one time: the plan's held-out HCPs.
+        at = logged.loc[logged["recommendation_id"].isin(ids), "timestamp"].unique()
+        assert len(at) == 1
+        same = logged[logged["timestamp"] == at[0]]
+        held_out = same.loc[same["holdout"], "hcp_id"].tolist()
+        assert not set(held_out) & set(suggested)
+        # Together they are the top of the ranking, in its order, none skipped.
+        reached = ranking[: len(suggested) + len(held_out)]
+        assert set(reached) == set(suggested) | set(held_out)
+        assert suggested == [h for h in reached if h not in held_out]

@@ -69,9 +69,9 @@ class Recommendation:
 class RepPlan:
     """A rep's call plan for one day: ``suggestions`` best first (one item each).
 
-    ``held_out`` are HCPs drawn into the randomized holdout (logged, not shown);
-    ``n_hcps`` is the size of the territory, ``n_candidates`` the HCPs with at
-    least one allowed rep action.
+    ``held_out`` are HCPs the plan reached but drew into the randomized holdout
+    (logged as holdout answers, not shown); ``n_hcps`` is the size of the
+    territory, ``n_candidates`` the HCPs with at least one allowed rep action.
     """
 
     rep_id: str
@@ -408,7 +408,7 @@ class Recommender:
             raise NotFoundError("hcp_id", hcp_id)
         rec = self._decide(
             np.array([row]), k=k, channel=channel, purpose=purpose, now=now, history=history
-        )[0]
+        )[0][0]
         if explain_exclusions:
             why = self.eligibility.reasons_excluded(
                 row, on=_naive(now), purpose=purpose, channel=channel
@@ -486,7 +486,7 @@ class Recommender:
                 rows.append(r)
         if not rows:
             return [], unknown
-        recs = self._decide(
+        recs, _ = self._decide(
             np.asarray(rows, dtype=np.int64),
             k=k,
             channel=channel,
@@ -508,9 +508,15 @@ class Recommender:
     ) -> RepPlan:
         """The HCPs of ``territory_id`` ranked by best expected net value of a rep channel.
 
-        Each HCP gets its best allowed rep action (exploration and holdout drawn per
-        HCP, as for any request); HCPs are taken best first until ``capacity``
-        suggestions are made. Held-out HCPs are logged but take no capacity.
+        HCPs are ranked by the net value of their best allowed rep action (the greedy
+        choice: no exploration or holdout draw moves an HCP in the plan); an HCP with
+        no action worth its cost is not in it. Walking down that ranking, each HCP is
+        drawn as for any request: held out (``held_out``: logged as a holdout answer,
+        taking no capacity) or suggested with its served rep action, possibly
+        explored, until ``capacity`` HCPs are suggested. Held-out HCPs thus come from
+        the ranks the plan suggests from, each drawn with the holdout rate whatever
+        its rank: a randomized control for the rep channel. HCPs below the last one
+        reached are not logged.
         """
         rules = self.rules
         capacity = rules.rep_default_capacity if capacity is None else capacity
@@ -529,18 +535,20 @@ class Recommender:
         rows = self.territories.get(territory_id)
         if rows is None:
             raise NotFoundError("territory_id", territory_id)
-        ranked = self._decide(
+        ranked, greedy_value = self._decide(
             rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
         )
-        best = [(max((i.score for i in r.items), default=-np.inf), n) for n, r in enumerate(ranked)]
-        order = [n for value, n in sorted(best, key=lambda t: (-t[0], t[1])) if value > -np.inf]
+        # Ranked by a value no draw changes (ties: territory order). The served item's
+        # score would move an explored HCP down and leave a held-out one (no item)
+        # out of the walk: the holdout would never be logged.
+        order = np.argsort(-greedy_value, kind="stable")
         suggestions: list[Recommendation] = []
         held_out: list[Recommendation] = []
-        for n in order:
+        for n in order[np.isfinite(greedy_value[order])].tolist():
             rec = ranked[n]
             if rec.holdout:
                 held_out.append(rec)
-            elif rec.items:
+            elif rec.items:  # always, outside the holdout, with a greedy item
                 suggestions.append(rec)
             if len(suggestions) == capacity:
                 break
@@ -587,7 +595,10 @@ class Recommender:
         now: datetime,
         history: LiveHistory | None,
         rep_only: bool = False,
-    ) -> list[Recommendation]:
+    ) -> tuple[list[Recommendation], np.ndarray]:
+        """The answers for snapshot rows ``rows``, and ``(len(rows),)`` the net value of
+        each HCP's greedy first item (``-inf`` when nothing is worth its cost), which
+        no exploration or holdout draw changes."""
         model = self.model
         allowed = self.allowed(
             rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
@@ -600,6 +611,9 @@ class Recommender:
             scores = self.cache.scores(rows, pair_h, pair_a)
             score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
             pair_of[pair_h, pair_a] = np.arange(len(pair_h))
+        greedy_value = np.where(allowed & (score > 0), score, -np.inf).max(axis=1, initial=-np.inf)
+        if self.max_per_channel is not None and self.max_per_channel < 1:
+            greedy_value[:] = -np.inf  # no list may hold any item
         channel_code = model.action_channel_code
         served = []
         for i in range(n_h):
@@ -674,7 +688,7 @@ class Recommender:
                     items=items,
                 )
             )
-        return out
+        return out, greedy_value
 
 
 def check_options(
