@@ -246,36 +246,77 @@ def test_an_offline_decision_counts_from_when_it_was_taken(client: TestClient, k
     url = f"/v1/reps/{keys.rep_name}/feedback"
     now = datetime.now(UTC)
 
-    def snooze(days_ago: float, event_id: str | None) -> dict:
+    def snooze(minutes_ago: float, event_id: str | None) -> dict:
         body = {
             "recommendation_id": s.recommendation_id,
             "hcp_id": s.hcp_id,
             "action_id": s.action_id,
             "decision": "snooze",
-            "occurred_at": (now - timedelta(days=days_ago)).isoformat(),
+            "occurred_at": (now - timedelta(minutes=minutes_ago)).isoformat(),
         }
         if event_id is not None:
             body["event_id"] = event_id
         answer = client.post(url, json=body, headers=keys.rep)
         return {"status": answer.status_code, **answer.json()}
 
-    def snoozed() -> bool:
+    def snoozed(on: datetime) -> bool:
         answer = client.post(
-            "/v1/recommendations", json={"hcp_id": s.hcp_id, "k": 50, "explain": True}
+            "/v1/recommendations",
+            json={"hcp_id": s.hcp_id, "k": 50, "explain": True, "date": on.isoformat()},
         ).json()
         return any("snoozed" in w for w in answer["excluded"].get(s.action_id, []))
 
     # Without an event id, an offline decision is known by its time: the same one
-    # sent twice is a duplicate, the same decision taken another day is not.
+    # sent twice is a duplicate, the same decision taken at another time is not.
+    # (A decision cannot be older than its suggestion, but for the clock skew allowed.)
     derived = snooze(12, None)
     assert (derived["accepted"], snooze(12, None)["duplicates"]) == (1, 1)
     assert snooze(11, None)["accepted"] == 1
     assert snooze(10, "offline-1")["accepted"] == 1
-    assert not snoozed()  # 10 days ago: past the 7-day snooze
-    assert snooze(2, "offline-2")["accepted"] == 1
-    assert snoozed()
-    ahead = snooze(-1, "offline-3")
+    # The 7-day snooze counts from the latest one's occurred_at, not from its receipt.
+    taken = now - timedelta(minutes=10)
+    assert snoozed(taken + timedelta(days=7, minutes=-1))
+    assert not snoozed(taken + timedelta(days=7, minutes=1))
+    ahead = snooze(-60, "offline-3")
     assert ahead["status"] == 422 and "in the future" in ahead["rejected"][0]["message"]
+
+
+def test_a_decision_dated_before_its_suggestion_was_served_is_422(client: TestClient, keys) -> None:
+    """A snooze dated in January on a suggestion served today would count its 7 days
+    from January and suppress nothing: refused, on the rep route and on /v1/feedback."""
+    s = _plan(client, keys, capacity=3).suggestions[0]
+    decision = {
+        "recommendation_id": s.recommendation_id,
+        "hcp_id": s.hcp_id,
+        "action_id": s.action_id,
+        "decision": "snooze",
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    refused = client.post(url, json=decision, headers=keys.rep)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["accepted"] == 0
+    [said] = refused.json()["rejected"]
+    assert said["message"].startswith(
+        "occurred_at 2026-01-01T00:00:00+00:00 predates the recommendation it decides on: "
+        f"'{s.recommendation_id}' was served at "
+    )
+    event = {
+        "event_id": "snooze-in-january",
+        "event_type": "snoozed",
+        "hcp_id": s.hcp_id,
+        "recommendation_id": s.recommendation_id,
+        "action_id": s.action_id,
+        "reason": "not_relevant",
+        "occurred_at": "2026-01-01T00:00:00Z",
+    }
+    also = client.post("/v1/feedback", json=event)
+    assert also.status_code == 422, also.text
+    assert also.json()["rejected"][0]["message"] == said["message"]
+    # A CRM whose clock is a few minutes behind the server's is not refused.
+    behind = datetime.now(UTC) - timedelta(minutes=5)
+    ok = client.post(url, json={**decision, "occurred_at": behind.isoformat()}, headers=keys.rep)
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
 
 
 def test_a_midnight_time_keeps_its_offset(client: TestClient) -> None:

@@ -497,6 +497,48 @@ def test_a_decision_must_name_an_item_its_recommendation_served(
     assert set(stored_events(session_factory)) == {"acc-ok", "done-other"}
 
 
+def test_a_decision_dated_before_its_recommendation_was_served_is_refused(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    """rec-1 was served at T0: a decision on it cannot be older, beyond the clock skew
+    allowed between the CRM and the server (the windows it opens would count from then)."""
+
+    def decided(event_id: str, event_type: str, occurred_at: datetime) -> FeedbackRecord:
+        return delivered(
+            event_id,
+            "h1",
+            recommendation_id="rec-1",
+            action_id="a-visit",
+            event_type=event_type,
+            reason=None if event_type == "accepted" else "not_relevant",
+            occurred_at=occurred_at,
+        )
+
+    batch = [
+        decided("acc-january", "accepted", datetime(2024, 1, 1, tzinfo=UTC)),
+        decided("dis-skew", "dismissed", T0 - timedelta(minutes=10)),  # a CRM clock behind
+        decided("sno-early", "snoozed", T0 - timedelta(minutes=16)),
+        decided("acc-naive", "accepted", T0.replace(tzinfo=None)),  # read as UTC
+        # 09:00 in New York (UTC-5) sent without its offset reads as 4:00 UTC, then
+        # 5 hours before the recommendation was served.
+        decided("dis-naive", "dismissed", (T0 - timedelta(hours=5)).replace(tzinfo=None)),
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["dis-skew", "acc-naive"]
+    assert [(i, eid) for i, eid, _ in result.rejected] == [
+        (0, "acc-january"),
+        (2, "sno-early"),
+        (4, "dis-naive"),
+    ]
+    january = result.rejected[0][2]
+    assert january == (
+        "occurred_at 2024-01-01T00:00:00+00:00 predates the recommendation it decides on: "
+        "'rec-1' was served at 2024-03-04T09:00:00+00:00"
+    )
+    assert "a time without a UTC offset is read as UTC" in result.rejected[2][2]
+    assert set(stored_events(session_factory)) == {"dis-skew", "acc-naive"}
+
+
 def test_naive_and_offset_times_are_stored_as_utc(
     session: Session, session_factory: sessionmaker[Session]
 ) -> None:

@@ -301,6 +301,7 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
 @dataclass
 class _ServedRecommendation:
     hcp_id: str
+    created_at: datetime  # UTC, when it was served
     channel_by_action: dict[str, str] = field(default_factory=dict)
 
 
@@ -312,13 +313,15 @@ _DECISIONS_ON_ITEMS = frozenset({"accepted", "dismissed", "snoozed"})
 def _served_recommendations(
     session: Session, recommendation_ids: Sequence[str]
 ) -> dict[str, _ServedRecommendation]:
-    """hcp and served channels of each known recommendation (one query per chunk)."""
+    """hcp, time served and served channels of each known recommendation (one query
+    per chunk)."""
     found: dict[str, _ServedRecommendation] = {}
     for chunk in _chunks(recommendation_ids, _in_chunk_size(session)):
         rows = session.execute(
             sa.select(
                 Recommendation.recommendation_id,
                 Recommendation.hcp_id,
+                Recommendation.created_at,
                 RecommendationItem.action_id,
                 RecommendationItem.channel,
             )
@@ -328,8 +331,10 @@ def _served_recommendations(
             )
             .where(Recommendation.recommendation_id.in_(chunk))
         )
-        for recommendation_id, hcp_id, action_id, channel in rows:
-            served = found.setdefault(recommendation_id, _ServedRecommendation(hcp_id))
+        for recommendation_id, hcp_id, created_at, action_id, channel in rows:
+            served = found.setdefault(
+                recommendation_id, _ServedRecommendation(hcp_id, _as_utc(created_at))
+            )
             if action_id is not None:
                 served.channel_by_action.setdefault(action_id, channel)
     return found
@@ -338,7 +343,8 @@ def _served_recommendations(
 # How far ahead of the receiving server's clock an event's ``occurred_at`` may be:
 # the clock skew between systems. An event hours ahead is a time zone mistake (a
 # local time sent without its UTC offset is read as UTC) and, stored, would count
-# against the HCP's caps and cool-downs until that time.
+# against the HCP's caps and cool-downs until that time. The same skew is allowed
+# between a decision's ``occurred_at`` and when its recommendation was served.
 FUTURE_TOLERANCE = timedelta(minutes=15)
 # No engagement this service stores happened before this (0001-01-01 is a typo).
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
@@ -365,12 +371,10 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             f"occurred_at {occurred_at.isoformat()} is before {EARLIEST_EVENT:%Y-%m-%d}: "
             "not a date an engagement happened on (a typo, or seconds since 1970?)"
         )
-    naive = event.occurred_at.tzinfo is None
     if occurred_at > received_at + FUTURE_TOLERANCE:
-        hint = "; a time without a UTC offset is read as UTC" if naive else ""
         return (
             f"occurred_at {occurred_at.isoformat()} is in the future (received at "
-            f"{received_at.isoformat(timespec='seconds')}){hint}"
+            f"{received_at.isoformat(timespec='seconds')}){_naive_hint(event)}"
         )
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
@@ -385,6 +389,27 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
     ):
         return f"value must be a finite number, got {event.value!r}"
     return None
+
+
+def _naive_hint(event: FeedbackRecord) -> str:
+    """What to say about an ``occurred_at`` that may be a local time read as UTC."""
+    return (
+        "; a time without a UTC offset is read as UTC" if event.occurred_at.tzinfo is None else ""
+    )
+
+
+def _check_decision_time(event: FeedbackRecord, served: _ServedRecommendation) -> str | None:
+    """Message for a decision on an item dated before its recommendation was served
+    (beyond the clock skew allowed), None otherwise: its suppression window would
+    count from a time when there was nothing to decide on."""
+    occurred_at = _as_utc(event.occurred_at)
+    if occurred_at >= served.created_at - FUTURE_TOLERANCE:
+        return None
+    return (
+        f"occurred_at {occurred_at.isoformat()} predates the recommendation it decides on: "
+        f"'{event.recommendation_id}' was served at "
+        f"{served.created_at.isoformat(timespec='seconds')}{_naive_hint(event)}"
+    )
 
 
 def _postgres_unnest_statement(table: sa.Table) -> postgresql.Insert:
@@ -567,7 +592,8 @@ def record_feedback(
     empty or too long, an ``outcome`` has no finite ``value``, its ``occurred_at`` is
     more than ``FUTURE_TOLERANCE`` after it was received, its ``recommendation_id`` is
     unknown or was served to another HCP, a decision on an item (accepted, dismissed,
-    snoozed) names an action its recommendation did not serve, or ``hcp_exists`` says
+    snoozed) names an action its recommendation did not serve or is dated more than
+    ``FUTURE_TOLERANCE`` before that recommendation was served, or ``hcp_exists`` says
     its HCP is unknown. With ``action_channels`` (the served catalog: action id ->
     channel), an ``action_id`` that neither the catalog nor the event's recommendation
     knows is rejected, and so is a ``channel`` that is a near miss of one of the
@@ -631,6 +657,10 @@ def record_feedback(
                     f"action_id '{event.action_id}' was not served in recommendation "
                     f"'{event.recommendation_id}' (served: {served_actions})"
                 )
+            elif event.event_type in _DECISIONS_ON_ITEMS and (
+                late := _check_decision_time(event, recommendation)
+            ):
+                message = late
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
         action_id = event.action_id
