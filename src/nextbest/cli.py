@@ -1080,7 +1080,13 @@ def _keys_file(path: Path | None) -> Path:
 
 @keys_app.command("add")
 def keys_add(
-    name: Annotated[str, typer.Argument(help="Logged as the requester, e.g. rep-t001.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Logged as the requester, e.g. rep-t001; a rep's is its rep_id in URLs "
+            "(letters, digits, '.', '_', '-', '@')."
+        ),
+    ],
     role: Annotated[str, typer.Option("--role", help="admin | channel | rep")],
     territory_id: Annotated[
         str | None, typer.Option("--territory-id", help="The rep's territory (rep keys).")

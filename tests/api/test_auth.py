@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,25 @@ def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) ->
         pytest.param([{"role": "admin", "key": "k" * 20}], "'name' is required", id="no-name"),
         pytest.param([{"name": "a", "role": "boss", "key": "k" * 20}], "'role'", id="bad-role"),
         pytest.param([{"name": "r", "role": "rep", "key": "k" * 20}], "territory_id", id="rep"),
+        *(
+            pytest.param(
+                [
+                    {"name": "ok", "role": "admin", "key": "k" * 20},
+                    {"name": name, "role": "rep", "territory_id": "T1", "key": "j" * 20},
+                ],
+                re.escape(f"NEXTBEST_API_KEYS: keys[1] ({name!r}): a rep key's name is its rep_id"),
+                id=f"rep-name-{label}",
+            )
+            for label, name in [
+                ("slash", "rep t001/x"),
+                ("space", "rep t001"),
+                ("dots", ".."),
+                ("leading-dash", "-rep"),
+                ("percent", "rep%2F1"),
+                ("question-mark", "rep?1"),
+                ("non-ascii", "répé"),
+            ]
+        ),
         pytest.param([{"name": "a", "role": "admin"}], "exactly one of", id="no-key"),
         pytest.param([{"name": "a", "role": "admin", "key": "short"}], "16\\+", id="short"),
         pytest.param(
@@ -297,6 +317,11 @@ def test_keys_from_the_cli_apply_to_a_running_server(
         ),
         pytest.param(["add", "x", "--role", "boss"], "admin, channel, rep", id="unknown-role"),
         pytest.param(["remove", "nobody"], "no key named 'nobody'", id="unknown-name"),
+        pytest.param(
+            ["add", "rep t001/x", "--role", "rep", "--territory-id", "T001"],
+            "new key ('rep t001/x'): a rep key's name is its rep_id",
+            id="rep-name-not-a-path-segment",
+        ),
     ],
 )
 def test_keys_cli_refuses_bad_input_and_leaves_the_file(
@@ -308,6 +333,39 @@ def test_keys_cli_refuses_bad_input_and_leaves_the_file(
     result = _keys_cli(*args, "--file", str(path))
     assert result.exit_code == 2 and message in result.output
     assert path.read_text() == before
+
+
+def test_a_rep_name_that_is_no_path_segment_is_refused_in_the_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    entry = {"name": "rep t001/x", "role": "rep", "territory_id": "T001", "key": "k" * 20}
+    path.write_text(yaml.safe_dump({"keys": [entry]}))
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env={})
+    said = str(refused.value)
+    assert said.startswith(f"{path}: keys[0] ('rep t001/x'): a rep key's name is its rep_id")
+    assert "letters, digits, '.', '_', '-' and '@'" in said
+    # Other keys' names are only logged: any name will do.
+    path.write_text(yaml.safe_dump({"keys": [{**entry, "role": "channel"}]}))
+    assert KeyStore.load(path=path, env={}).principals[0].name == "rep t001/x"
+
+
+def test_a_rep_key_named_with_every_allowed_character_reaches_its_plan(
+    client: TestClient, api_settings, keys
+) -> None:
+    name = "Jane.Doe_2@acme-t1"
+    key = add_key_to_file(
+        api_settings.api_keys_file, name=name, role="rep", territory_id=keys.territory
+    )
+    as_rep = {"Authorization": f"Bearer {key}"}
+    plan = client.get(f"/v1/reps/{name}/suggestions", headers=as_rep)
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["rep_id"] == name
+    s = plan.json()["suggestions"][0]
+    decision = {k: s[k] for k in ("recommendation_id", "hcp_id", "action_id")}
+    decided = client.post(
+        f"/v1/reps/{name}/feedback", json={**decision, "decision": "accept"}, headers=as_rep
+    )
+    assert decided.status_code == 200 and decided.json()["accepted"] == 1, decided.text
 
 
 def test_an_invalid_key_file_keeps_the_keys_in_force(

@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,12 @@ Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
 ENV_KEYS = "NEXTBEST_API_KEYS"
 MIN_KEY_LENGTH = 16
+# A rep key's name is its rep_id in /v1/reps/{rep_id}/...: one URL path segment,
+# sent as it is written. No '/' (or '%2F', which servers decode to one), no space
+# or '?', '#', '%' a client would have to encode, not '.' or '..' (which clients
+# resolve away), and no leading '-' (read as an option by `nextbest keys`).
+REP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+REP_NAME_RULE = "use only letters, digits, '.', '_', '-' and '@', starting with a letter or digit"
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +186,11 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
         territory = item.get("territory_id")
         if role == "rep" and (not isinstance(territory, str) or not territory):
             raise ApiKeyError(f"{where} ({name}): a rep key needs 'territory_id'")
+        if role == "rep" and not REP_NAME.fullmatch(name.strip()):
+            raise ApiKeyError(
+                f"{where} ({name.strip()!r}): a rep key's name is its rep_id in "
+                f"/v1/reps/{{rep_id}}/suggestions, one URL path segment: {REP_NAME_RULE}"
+            )
         key, hashed = item.get("key"), item.get("key_sha256")
         if (key is None) == (hashed is None):
             raise ApiKeyError(f"{where} ({name}): give exactly one of 'key' or 'key_sha256'")
