@@ -102,6 +102,24 @@ def test_rep_sees_only_its_territory(client: TestClient, keys) -> None:
     assert every.status_code == 403 and every.json()["accepted"] == 0
 
 
+def test_a_rep_decision_outside_the_territory_names_the_hcp(client: TestClient, keys) -> None:
+    """The rep route says which HCP is outside the territory, as /v1/feedback does."""
+    outside = _hcp(client, inside=False, territory=keys.territory)
+    event = {"event_id": "x-out", "event_type": "accepted", "hcp_id": outside}
+    feedback = client.post("/v1/feedback", json=event, headers=keys.rep)
+    decision = {
+        "recommendation_id": "0" * 32,
+        "hcp_id": f" {outside} ",  # read as the event schema reads it
+        "action_id": "A001",
+        "decision": "accept",
+    }
+    rep = client.post(f"/v1/reps/{keys.rep_name}/feedback", json=decision, headers=keys.rep)
+    assert (feedback.status_code, rep.status_code) == (403, 403)
+    said = rep.json()["detail"]
+    assert f"HCP {outside} is outside it" in said
+    assert said == feedback.json()["detail"]
+
+
 def test_rep_cannot_read_another_reps_plan_or_use_admin_and_batch(client: TestClient, keys) -> None:
     assert client.get("/v1/reps/rep-2/suggestions", headers=keys.rep).status_code == 403
     assert client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).status_code == 200

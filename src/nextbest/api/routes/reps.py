@@ -132,7 +132,7 @@ def decide(
     """Accept, dismiss (with a reason code) or snooze a suggestion; stored as feedback."""
     _own_rep(caller, rep_id)
     recommender = runtime.recommender
-    forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
+    forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), f"HCP {body.hcp_id}")
     runtime.reclog.flush()  # the suggestion must be in the log before feedback refers to it
     result = record_rep_decision(
         session,
