@@ -87,6 +87,25 @@ def test_a_contact_naming_only_its_action_counts_for_its_channel(client: TestCli
     assert any("cool-down: last email" in w for w in reasons), reasons
 
 
+def test_a_contact_on_a_channel_the_catalog_lacks_is_said_to_count_in_the_budget_only(
+    client: TestClient,
+) -> None:
+    hcp_id = _email_hcp(client)
+    contact = {"event_type": "completed", "hcp_id": hcp_id}
+    # "visit" is a word of one catalog channel's name: a near miss, refused.
+    near = client.post("/v1/feedback", json={**contact, "event_id": "v1", "channel": "visit"})
+    assert near.status_code == 422
+    assert "did you mean 'rep_visit'?" in near.json()["rejected"][0]["message"]
+    # "fax" is no catalog channel: stored, and the answer says it binds no channel's cap.
+    kept = client.post("/v1/feedback", json={**contact, "event_id": "v2", "channel": "fax"})
+    assert kept.status_code == 200, kept.text
+    (said,) = kept.json()["uncounted"]
+    assert said["event_id"] == "v2"
+    assert (
+        "counts in the all-channel budget only: channel 'fax' is not a channel" in said["message"]
+    )
+
+
 def test_frequency_cap_from_contacts_beyond_the_cooldown(client: TestClient) -> None:
     hcp_id = _email_hcp(client)
     for n, days in enumerate((5.0, 9.0, 14.0)):

@@ -501,7 +501,11 @@ def _near_channel(name: str, catalog_channels: frozenset[str]) -> str | None:
     if spelled in catalog_channels:
         return spelled
     near = difflib.get_close_matches(spelled, sorted(catalog_channels), n=1, cutoff=0.75)
-    return near[0] if near else None
+    if near:
+        return near[0]
+    # A word of one channel's name only ("visit" for rep_visit, "phone" for rep_phone).
+    named = [c for c in catalog_channels if spelled in c.split("_")]
+    return named[0] if len(named) == 1 else None
 
 
 def _channel_of(
@@ -674,6 +678,18 @@ def record_feedback(
                 served.get(event.recommendation_id) if event.recommendation_id else None
             )
             action_id, channel, uncounted = _contact_item(event, recommendation, channel)
+        if (
+            message is None
+            and uncounted is None
+            and event.event_type in CONTACT_EVENT_TYPES
+            and channel is not None
+            and catalog_channels
+            and channel not in catalog_channels
+        ):
+            uncounted = (
+                f"stored, but counts in the all-channel budget only: channel '{channel}' is not "
+                f"a channel of the served catalog ({', '.join(sorted(catalog_channels))})"
+            )
         if (
             message is None
             and event.event_type in CONSENT_EVENT_TYPES
