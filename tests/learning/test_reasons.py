@@ -66,6 +66,8 @@ def _assert_each_fact_once(items: list[list[str]]) -> None:
         assert len(set(reasons)) == len(reasons), reasons
         for kind in (RECORD, RECENCY, TOPIC_RECORD, CHANNEL_EFFECT):
             assert sum(bool(kind.search(s)) for s in reasons) <= 1, (kind.pattern, reasons)
+        # An item's HCP attributes are said in one sentence, not one each.
+        assert sum(s.startswith("expected to do more for HCPs like") for s in reasons) <= 1
         if any("fresh channel" in s for s in reasons):
             # "no e-mails so far" already says there was no e-mail in any window.
             assert not any(s.startswith("no ") and " in " in s for s in reasons), reasons
@@ -128,6 +130,8 @@ def test_worst_case_contributions_still_give_honest_distinct_reasons(
 ) -> None:
     items = every_feature_pushes_up
     assert all(r and r[0].startswith("expected ") for r in items)
+    like = [s for r in items for s in r if s.startswith("expected to do more for HCPs like")]
+    assert any(s.count(": ") >= 2 for s in like), like[:5]  # several attributes, one sentence
     _assert_each_fact_once(items)
     _assert_reads_as_support(items)
     _assert_grammar(items)
@@ -246,11 +250,11 @@ def test_an_hcp_attribute_reads_as_who_the_item_suits(learned: LearnedWorld) -> 
     said = _sentence(numeric[0], row, 11.0)
     assert said == (
         f"expected to do more for HCPs like this one ({numeric[0].replace('_', ' ')}: 11)",
-        (numeric[0],),
+        (numeric[0], reasons_module._LIKE),
     )
     assert _sentence("specialty", row, "primary_care") == (
         "expected to do more for HCPs like this one (specialty: primary care)",
-        ("specialty",),
+        ("specialty", reasons_module._LIKE),
     )
     assert _sentence("specialty", row, "") is None  # no value, nothing to say
 

@@ -81,6 +81,9 @@ _CHANNEL_GAP = "channel_gap"  # how long since the item's own channel was used
 _GAP = "gap"  # how long since any contact
 _TOPIC = "topic"  # the record of the item's own topic
 _ENGAGER = "engager"  # the HCP's engagement across all channels
+# Marks an HCP attribute that raised the item's expected effect: an item's such
+# attributes are said in one sentence ("... (decile: 7, region: west)").
+_LIKE = "hcp_like"
 _NEVER_CONTACTED = (_CHANNEL, _CHANNEL_GAP, _GAP, _TOPIC, _ENGAGER)
 _CHANNEL_RECORD = frozenset({"this_channel__touches", "this_channel__eng_rate"})
 _CHANNEL_RECENCY = frozenset(
@@ -352,7 +355,16 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
     shown = _number(hcp_value) if isinstance(hcp_value, float) else _pretty(hcp_value)
     # An HCP attribute that raised this item's expected effect: what it says is that
     # the model expects more of the item for HCPs like this, not a fact to act on alone.
-    return f"expected to do more for HCPs like this one ({_pretty(feature)}: {shown})", (feature,)
+    return _like([f"{_pretty(feature)}: {shown}"]), (feature, _LIKE)
+
+
+def _like(traits: Sequence[str]) -> str:
+    return f"expected to do more for HCPs like this one ({', '.join(traits)})"
+
+
+def _trait(sentence: str) -> str:
+    """The attribute of a sentence made by :func:`_like` from one trait."""
+    return sentence[sentence.index("(") + 1 : -1]
 
 
 def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | None:
@@ -435,6 +447,8 @@ def explain(
             stated.update(("channel_effect", segment_column))
         row = _Row(model, X[i], a, AT_CUTOFF if lapses is None else lapses[i])
         budget = len(reasons) + MAX_REASONS
+        traits: list[str] = []  # HCP attributes, said together where the first one falls
+        like_at = 0
         for j in order[i, : n_candidates[i]].tolist():
             if len(reasons) >= budget:
                 break
@@ -444,8 +458,17 @@ def explain(
             if said is None:
                 continue
             sentence, facts = said
-            if stated.isdisjoint(facts) and sentence not in reasons:
-                reasons.append(sentence)
-                stated.update(facts)
+            own = set(facts) - {_LIKE}
+            if not stated.isdisjoint(own) or sentence in reasons:
+                continue
+            stated.update(own)
+            if _LIKE in facts:
+                if not traits:
+                    like_at = len(reasons)
+                    reasons.append(sentence)
+                traits.append(_trait(sentence))
+                reasons[like_at] = _like(traits)
+                continue
+            reasons.append(sentence)
         out.append(reasons)
     return out
