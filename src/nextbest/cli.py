@@ -434,7 +434,7 @@ def picks(
     from nextbest.contract import write_table
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
-    from nextbest.service.picks import check_picks, file_picks, logged_picks
+    from nextbest.service.picks import catalog_notes, check_picks, file_picks, logged_picks
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
@@ -473,6 +473,9 @@ def picks(
             f"[yellow]note:[/yellow] {len(unknown):,} HCPs are not in model version {version}'s "
             "snapshot and get no picks (retrain to include them)"
         )
+    # The files' consent, specialties and approval windows apply, not only the model's.
+    for note in catalog_notes(model, version, catalog=dataset.catalog):
+        console.print(f"[yellow]note:[/yellow] {note}")
     with _steps(len(hcp_ids)) as progress:
         task = progress.add_task("scoring HCPs", total=len(hcp_ids))
 
@@ -493,6 +496,8 @@ def picks(
                     purpose=purpose,
                     on=on,
                     progress=advance,
+                    hcps=dataset.hcps,
+                    catalog=dataset.catalog,
                 )
                 frame = logged.frame
             else:
@@ -505,6 +510,8 @@ def picks(
                     purpose=purpose,
                     on=on,
                     progress=advance,
+                    hcps=dataset.hcps,
+                    catalog=dataset.catalog,
                 )
         except (NextbestError, RulesError) as exc:
             raise _fail(str(exc)) from None

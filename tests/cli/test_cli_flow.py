@@ -686,3 +686,44 @@ def test_urls_are_shown_without_their_password(url: str, shown: str | None) -> N
     from nextbest.settings import without_password
 
     assert without_password(url) == (shown or url)
+
+
+def test_picks_apply_the_consent_specialties_and_approvals_of_the_files_given(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send's files, not the model's training-time copy, decide who may get what:
+    a file stricter than the snapshot wins, for plain and for logged picks."""
+    data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
+    _run("train", "--data", str(data), "--config", str(FAST))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    before = tmp_path / "before.csv"
+    _run("picks", "--data", str(data), "--out", str(before), "--k", "3", "--as-of", "2026-07-01")
+    picked = pd.read_csv(before)
+    emailed = sorted(set(picked.loc[picked["channel"] == "email", "hcp_id"]))
+    assert emailed and {"mail-a", "mail-b"} <= set(picked["action_id"])
+
+    hcps = pd.read_csv(data / "hcps.csv")
+    hcps.loc[hcps["hcp_id"].isin(emailed[:10]), "consent_email"] = False
+    hcps.to_csv(data / "hcps.csv", index=False)
+    catalog = pd.read_csv(data / "catalog.csv", keep_default_na=False)
+    catalog.loc[catalog["action_id"] == "mail-b", "approved_until"] = "2026-06-30"
+    catalog["specialties"] = ["cardiology", "", ""]
+    new = catalog.iloc[[0]].assign(action_id="mail-new", content_id="new")
+    pd.concat([catalog, new]).to_csv(data / "catalog.csv", index=False)
+    gps = set(hcps.loc[hcps["specialty"] == "gp", "hcp_id"])
+
+    for extra in ([], ["--log"]):
+        after = tmp_path / f"after{len(extra)}.csv"
+        said = " ".join(
+            _run(
+                "picks", "--data", str(data), "--out", str(after), "--k", "3",
+                "--as-of", "2026-07-01", *extra,
+            ).split()
+        )  # fmt: skip
+        now = pd.read_csv(after)
+        assert len(now) > 0
+        assert not set(now.loc[now["channel"] == "email", "hcp_id"]) & set(emailed[:10])
+        assert "mail-b" not in set(now["action_id"])
+        assert not set(now.loc[now["action_id"] == "mail-a", "hcp_id"]) & gps
+        assert "1 action(s) get no picks, not in model version 1's catalog" in said, said
+        assert "mail-new" in said

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nextbest import registry
@@ -251,3 +252,40 @@ def test_a_call_that_may_wait_is_slowed_to_the_stores_pace_not_refused(model, lo
     stalled.gate.set()
     short.close()
     assert short.written == 5
+
+
+def test_files_given_at_decision_time_only_make_eligibility_stricter(model) -> None:
+    from nextbest.policy.eligibility import EligibilityIndex
+
+    snapshot = EligibilityIndex.build(model)
+    hcps = model.hcps.copy()
+    catalog = model.catalog.copy()
+    day = pd.Timestamp("2026-01-01")
+    email = np.flatnonzero((catalog["channel"].to_numpy() == "email") & snapshot.approved(day))
+    allowed = np.flatnonzero(snapshot.consent[:, email[0]])
+    refused = np.flatnonzero(~snapshot.consent[:, email[0]])
+    assert len(allowed) > 2 and len(refused) > 0
+    hcps.loc[hcps.index[allowed[0]], "consent_email"] = False  # withdrawn since training
+    hcps.loc[hcps.index[refused[0]], "consent_email"] = True  # the snapshot's refusal stands
+    hcps["consent_fax"] = False  # a channel the catalog has not: nothing changes
+    hcps = hcps.drop(index=hcps.index[allowed[1]])  # not in the file: the snapshot's rules
+    catalog["approved_from"] = pd.Timestamp("2020-01-01")
+    catalog["approved_until"] = pd.NaT
+    closed, dropped = catalog.index[email[0]], catalog.index[email[1]]
+    catalog.loc[closed, "approved_until"] = day - pd.Timedelta(days=1)
+    catalog = catalog.drop(index=dropped)
+    new = catalog.iloc[[0]].assign(action_id="unknown-to-the-model")
+    catalog = pd.concat([catalog, new], ignore_index=True)
+
+    given = EligibilityIndex.build(model, hcps=hcps, catalog=catalog)
+    assert given.consent.shape == snapshot.consent.shape
+    assert not given.consent[allowed[0], email].any()
+    assert not given.consent[refused[0], email[0]]
+    assert (given.consent[allowed[1]] == snapshot.consent[allowed[1]]).all()
+    assert (given.consent <= snapshot.consent).all()
+    assert (given.specialty_ok == snapshot.specialty_ok).all()
+    # Closed in the file, or no longer listed: not approved; elsewhere the file's
+    # open-ended windows leave the snapshot's own ends in force.
+    expected = snapshot.approved(day)
+    expected[email[:2]] = False
+    assert given.approved(day).tolist() == expected.tolist()

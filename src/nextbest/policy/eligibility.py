@@ -15,12 +15,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from nextbest.contract.schema import CONSENT_PREFIX, consent_column
 from nextbest.learning.scoring import ScoringModel
 
 Purpose = Literal["promotional", "medical"]
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
+# The catalog columns eligibility reads (channel and content_type must agree with
+# the model's: scores are for the action the model was trained on).
+ACTION_RULE_COLUMNS: tuple[str, ...] = (
+    "channel",
+    "content_type",
+    "approved_from",
+    "approved_until",
+    "specialties",
+)
 
 
 @dataclass
@@ -45,12 +55,57 @@ class EligibilityIndex:
         self._closes = _sorted_ns(self.approved_until)
 
     @classmethod
-    def build(cls, model: ScoringModel) -> EligibilityIndex:
-        hcps, catalog = model.hcps, model.catalog
+    def build(
+        cls,
+        model: ScoringModel,
+        *,
+        hcps: pd.DataFrame | None = None,
+        catalog: pd.DataFrame | None = None,
+    ) -> EligibilityIndex:
+        """The rules of ``model``'s training-time snapshot, made stricter by ``hcps`` and
+        ``catalog`` when given (contract frames read at decision time: a send's files).
+
+        Given frames only take away, never add: consent must hold in both the
+        snapshot and ``hcps`` (per HCP and channel), the specialty must fit in
+        both, and an action is approved only inside both windows. An action the
+        model knows that ``catalog`` does not list, or lists on another channel or
+        for another purpose, is never eligible. HCPs missing from ``hcps`` and
+        consent columns it lacks keep the snapshot's rules; rows of either frame
+        the model does not know are ignored (they cannot be scored).
+        """
+        snapshot = cls._from_frames(model.hcps, model.catalog)
+        if hcps is None and catalog is None:
+            return snapshot
+        now = cls._from_frames(
+            _overlaid(model.hcps, hcps, key="hcp_id", columns=_hcp_rule_columns(hcps)),
+            _overlaid(model.catalog, catalog, key="action_id", columns=ACTION_RULE_COLUMNS),
+        )
+        listed = np.ones(len(model.catalog), dtype=bool)
+        if catalog is not None:
+            rows = _rows_of(model.catalog, catalog, key="action_id")
+            listed[:] = False
+            listed[rows[rows >= 0]] = True
+            listed &= now.channel == snapshot.channel
+            listed &= now.content_type == snapshot.content_type
+        opens = np.maximum(snapshot.approved_from, now.approved_from)
+        a, b = snapshot.approved_until, now.approved_until
+        closes = np.where(np.isnat(a), b, np.where(np.isnat(b), a, np.minimum(a, b)))
+        return cls(
+            consent=snapshot.consent & now.consent,
+            specialty_ok=snapshot.specialty_ok & now.specialty_ok,
+            # NaT: a window that never opens (approved() compares it as False).
+            approved_from=np.where(listed, opens, np.datetime64("NaT", "ns")),
+            approved_until=closes,
+            content_type=snapshot.content_type,
+            channel=snapshot.channel,
+        )
+
+    @classmethod
+    def _from_frames(cls, hcps: pd.DataFrame, catalog: pd.DataFrame) -> EligibilityIndex:
         channels = catalog["channel"].to_numpy(dtype=object)
         consent = np.ones((len(hcps), len(catalog)), dtype=bool)
         for j, channel in enumerate(channels):
-            column = f"consent_{channel}"
+            column = consent_column(channel)
             if column in hcps:
                 consent[:, j] = hcps[column].to_numpy(dtype=bool)
         specialty = hcps["specialty"].astype(str).str.strip().str.lower().to_numpy()
@@ -121,6 +176,45 @@ class EligibilityIndex:
                 why.append("not approved for this HCP's specialty")
             out.append(why)
         return out
+
+
+def _rows_of(known: pd.DataFrame, given: pd.DataFrame, *, key: str) -> np.ndarray:
+    """Row of ``known`` holding each row of ``given`` by ``key``, -1 where none does."""
+    return pd.Index(known[key].astype(str)).get_indexer(pd.Index(given[key].astype(str)))
+
+
+def _hcp_rule_columns(hcps: pd.DataFrame | None) -> tuple[str, ...]:
+    """The columns of an hcps frame that eligibility reads: specialty and consent."""
+    if hcps is None:
+        return ()
+    return tuple(c for c in hcps.columns if c == "specialty" or c.startswith(CONSENT_PREFIX))
+
+
+def _overlaid(
+    known: pd.DataFrame, given: pd.DataFrame | None, *, key: str, columns: tuple[str, ...]
+) -> pd.DataFrame:
+    """``known`` with the ``columns`` of the rows it shares with ``given`` by ``key``
+    replaced by ``given``'s; rows of ``given`` that ``known`` does not hold are left out.
+
+    A column ``known`` lacks (a consent column) is added, True for the rows
+    ``given`` does not name, as a missing consent column means.
+    """
+    if given is None:
+        return known
+    rows = _rows_of(known, given, key=key)
+    found = rows >= 0
+    out = known.copy()
+    for column in columns:
+        if column not in given:
+            continue
+        values = (
+            out[column].to_numpy(dtype=object, copy=True)
+            if column in out
+            else np.full(len(out), True, dtype=object)
+        )
+        values[rows[found]] = given[column].to_numpy(dtype=object)[found]
+        out[column] = pd.Series(values, index=out.index).infer_objects()
+    return out
 
 
 def _sorted_ns(moments: np.ndarray) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -183,6 +184,44 @@ def check_picks(
         check_day(decision_time(on), cutoff(model), field="as-of", location="option")
 
 
+def catalog_notes(model: ScoringModel, version: str, *, catalog: pd.DataFrame) -> list[str]:
+    """What a send's ``catalog`` and the model's disagree on, one sentence each.
+
+    Under :meth:`EligibilityIndex.build` none of these actions is picked: actions
+    the model does not know cannot be scored, and those the catalog no longer
+    lists, or lists on another channel or for another purpose, are not served.
+    """
+    known = model.catalog[["action_id", "channel", "content_type"]].astype(str)
+    given = catalog[["action_id", "channel", "content_type"]].astype(str)
+    both = known.merge(given, on="action_id", suffixes=("", "_given"))
+    changed = both["action_id"][
+        (both["channel"] != both["channel_given"])
+        | (both["content_type"] != both["content_type_given"])
+    ]
+    differences = (
+        (
+            set(given["action_id"]) - set(known["action_id"]),
+            f"not in model version {version}'s catalog, so they cannot be scored "
+            "(retrain to include them)",
+        ),
+        (set(known["action_id"]) - set(given["action_id"]), "no longer in the catalog"),
+        (
+            set(changed),
+            f"on another channel or content type than when version {version} was trained",
+        ),
+    )
+    return [
+        f"{len(ids):,} action(s) get no picks, {why}: {_listed(sorted(ids))}"
+        for ids, why in differences
+        if ids
+    ]
+
+
+def _listed(ids: list[str], shown: int = 5) -> str:
+    more = f" and {len(ids) - shown:,} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
 def file_picks(
     settings: Settings,
     model: ScoringModel,
@@ -193,12 +232,16 @@ def file_picks(
     purpose: str = "promotional",
     on: datetime | date | None = None,
     progress: Callable[[int], None] | None = None,
+    hcps: pd.DataFrame | None = None,
+    catalog: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Picks for a whole file of HCPs under the serving rules and live contact history.
 
     Reads the rules file and the feedback store named by ``settings`` (one query
     per 10,000 HCPs and cap window), so e-mail picks honour the same caps,
-    cool-downs and dismissals as the API. Unknown HCPs are skipped.
+    cool-downs and dismissals as the API. Unknown HCPs are skipped. ``hcps`` and
+    ``catalog``, the send's own contract frames, make the model's consent,
+    specialty and approval rules stricter (see :meth:`EligibilityIndex.build`).
     """
     from nextbest.service.serving import live_history
     from nextbest.storage.db import store_session
@@ -214,6 +257,7 @@ def file_picks(
         channel=channel,
         purpose=purpose,
         on=on,
+        eligibility=EligibilityIndex.build(model, hcps=hcps, catalog=catalog),
         progress=progress,
         skip_unknown=True,
         rules=rules,
@@ -244,6 +288,8 @@ def logged_picks(
     on: datetime | date | None = None,
     requester: str = "nextbest picks",
     progress: Callable[[int], None] | None = None,
+    hcps: pd.DataFrame | None = None,
+    catalog: pd.DataFrame | None = None,
 ) -> LoggedPicks:
     """Picks for a file that will be sent, served exactly as the batch endpoint serves.
 
@@ -251,7 +297,8 @@ def logged_picks(
     to the recommendation log with its propensities under a ``recommendation_id``
     (in the returned rows), so the sends' feedback and outcomes join the loop:
     uplift report, retraining and the off-policy gate. HCPs drawn into the holdout
-    get no row. Blocks of ``MAX_BATCH`` HCPs, each scored, then committed.
+    get no row. Blocks of ``MAX_BATCH`` HCPs, each scored, then committed. ``hcps``
+    and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
     """
     from nextbest.service.runtime import ServingRuntime
     from nextbest.service.serving import recommend_batch
@@ -264,7 +311,11 @@ def logged_picks(
     # each block's LightGBM calls, about a fifth faster than one thread.
     runtime = ServingRuntime.start(config, predict_threads=None)
     try:
-        recommender = runtime.recommender
+        recommender = copy.copy(runtime.recommender)
+        # The send's files, not only the model's snapshot, decide who may be sent what.
+        recommender.eligibility = EligibilityIndex.build(
+            recommender.model, hcps=hcps, catalog=catalog
+        )
         rows: list[dict[str, object]] = []
         n_logged = n_holdout = 0
         for start in range(0, len(hcp_ids), MAX_BATCH):
