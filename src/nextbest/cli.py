@@ -504,6 +504,7 @@ def picks(
                 frame = file_picks(
                     settings,
                     model,
+                    version=version,
                     hcp_ids=hcp_ids,
                     k=k,
                     channel=channel,

@@ -4,6 +4,7 @@ contract data that did not come from the simulator."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -727,3 +728,27 @@ def test_picks_apply_the_consent_specialties_and_approvals_of_the_files_given(
         assert not set(now.loc[now["action_id"] == "mail-a", "hcp_id"]) & gps
         assert "1 action(s) get no picks, not in model version 1's catalog" in said, said
         assert "mail-new" in said
+
+
+def test_picks_warn_once_of_a_stale_model_with_and_without_log(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from nextbest.service import runtime as runtime_module
+
+    data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
+    _run("train", "--data", str(data), "--config", str(FAST))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    last = pd.read_csv(data / "interactions.csv")["timestamp"].max()
+    age_days = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(last, tz="UTC")).days
+    # The same model picked from "later": how old its history is decides the warning.
+    monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", max(age_days - 1, 0))
+    for extra in ([], ["--log"]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
+            _run("picks", "--data", str(data), "--out", str(tmp_path / "p.csv"), *extra)
+        warned = [r.getMessage() for r in caplog.records if "retrain to refresh" in r.getMessage()]
+        assert len(warned) == 1, (extra, warned)
+        assert f"history up to {last[:10]} ({age_days} days ago)" in warned[0]

@@ -226,6 +226,7 @@ def file_picks(
     settings: Settings,
     model: ScoringModel,
     *,
+    version: str,
     hcp_ids: Sequence[str],
     k: int = 1,
     channel: str | None = None,
@@ -242,9 +243,14 @@ def file_picks(
     cool-downs and dismissals as the API. Unknown HCPs are skipped. ``hcps`` and
     ``catalog``, the send's own contract frames, make the model's consent,
     specialty and approval rules stricter (see :meth:`EligibilityIndex.build`).
+    ``version`` is ``model``'s, named in the warning about a stale model that
+    serving logs too.
     """
+    from nextbest.service.runtime import warn_if_stale
     from nextbest.service.serving import live_history
     from nextbest.storage.db import store_session
+
+    warn_if_stale(settings.model_name, version, model.as_of)
 
     rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
@@ -296,7 +302,8 @@ def logged_picks(
     Each known HCP gets its own answer with its exploration and holdout draw, logged
     to the recommendation log with its propensities under a ``recommendation_id``
     (in the returned rows), so the sends' feedback and outcomes join the loop:
-    uplift report, retraining and the off-policy gate. HCPs drawn into the holdout
+    uplift report, retraining and the off-policy gate (loading the model for serving
+    warns when it is stale, as :func:`file_picks` does). HCPs drawn into the holdout
     get no row. Blocks of ``MAX_BATCH`` HCPs, each scored, then committed. ``hcps``
     and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
     """

@@ -81,7 +81,10 @@ def _iso_utc(stamp: pd.Timestamp) -> str:
     return _utc(stamp).isoformat()
 
 
-def _warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
+def warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
+    """Log a warning when model ``name`` ``version``'s HCP history (``as_of``, its
+    training cut-off) is older than ``STALE_FEATURES_DAYS``: at every load for
+    serving, and by each way of picking for a file."""
     age = pd.Timestamp.now(tz="UTC") - _utc(as_of)
     if age > pd.Timedelta(days=STALE_FEATURES_DAYS):
         logger.warning(
@@ -385,7 +388,7 @@ class ServingRuntime:
                     result.warmed_hcps,
                     warm_s,
                 )
-                _warn_if_stale(settings.model_name, version, self.recommender.model.as_of)
+                warn_if_stale(settings.model_name, version, self.recommender.model.as_of)
         if broadcast:
             self._signal(force=force)
         return result
