@@ -378,3 +378,29 @@ def test_a_day_before_the_models_history_is_422_on_every_route(client: TestClien
         "/v1/recommendations", json={"hcp_id": hcp, "date": cutoff_day.isoformat()}
     )
     assert same_day.status_code == 200, same_day.text
+
+
+@pytest.mark.parametrize(
+    ("hcp_id", "says"),
+    [
+        ("", "at least 1 character"),
+        ("   ", "at least 1 character"),  # surrounding spaces dropped, as for one HCP
+        ("H" * 129, "at most 128 characters"),
+    ],
+    ids=["empty", "blank", "too-long"],
+)
+def test_each_batch_hcp_id_is_held_to_the_single_routes_limits(
+    client: TestClient, hcp_id: str, says: str
+) -> None:
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids[:3]]
+    response = client.post("/v1/recommendations/batch", json={"hcp_ids": [*ids, hcp_id]})
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "hcp_ids", 3]
+    assert says in detail["msg"]
+    single = client.post("/v1/recommendations", json={"hcp_id": hcp_id})
+    assert single.status_code == 422 and says in single.json()["detail"][0]["msg"]
+    # 1,000 ids of 10,000 characters: refused, and not sent back.
+    huge = client.post("/v1/recommendations/batch", json={"hcp_ids": ["x" * 10_000] * 1000})
+    assert huge.status_code == 422 and len(huge.content) < 200_000

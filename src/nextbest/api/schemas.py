@@ -21,6 +21,7 @@ from pydantic import (
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     FeedbackEventCreate,
+    HcpId,
     event_or_malformed,
     not_a_boolean,
 )
@@ -64,7 +65,7 @@ class RecommendationCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    hcp_id: str = Field(min_length=1, max_length=128, examples=["H000001"])
+    hcp_id: HcpId = Field(examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
     purpose: Literal["promotional", "medical"] = Field(
@@ -112,7 +113,7 @@ class RecommendationBatchCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    hcp_ids: list[str] = Field(
+    hcp_ids: list[HcpId] = Field(
         min_length=1, description=f"Up to {MAX_BATCH} HCPs per call.", examples=[["H000001"]]
     )
     k: Count = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
@@ -182,7 +183,7 @@ class RepFeedbackCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     recommendation_id: str = Field(min_length=1, max_length=64)
-    hcp_id: str = Field(min_length=1, max_length=128)
+    hcp_id: HcpId
     action_id: str = Field(min_length=1, max_length=128, description="The suggested action.")
     decision: Literal["accept", "dismiss", "snooze"]
     reason: str | None = Field(

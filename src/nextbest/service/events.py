@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -34,13 +35,18 @@ def not_a_boolean(value: object) -> object:
     return value
 
 
+# An HCP id as every route takes it (recommendations, batches, feedback): an empty
+# id or one longer than any data file's could name no HCP, and would be echoed back.
+HcpId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class FeedbackEventCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
     event_type: FeedbackEventType
-    hcp_id: str = Field(min_length=1, max_length=128)
+    hcp_id: HcpId
     recommendation_id: str | None = Field(default=None, max_length=64)
     action_id: str | None = Field(default=None, max_length=128)
     channel: str | None = Field(default=None, max_length=64)
