@@ -404,3 +404,20 @@ def test_each_batch_hcp_id_is_held_to_the_single_routes_limits(
     # 1,000 ids of 10,000 characters: refused, and not sent back.
     huge = client.post("/v1/recommendations/batch", json={"hcp_ids": ["x" * 10_000] * 1000})
     assert huge.status_code == 422 and len(huge.content) < 200_000
+
+
+@pytest.mark.parametrize("channel", ["Email", "e-mail", "emial", " EMAIL "])
+def test_a_misspelt_channel_gets_the_suggestion_feedback_gives(
+    client: TestClient, channel: str
+) -> None:
+    ids = [str(h) for h in client.app.state.runtime.recommender.hcp_ids[:2]]
+    batch = client.post("/v1/recommendations/batch", json={"hcp_ids": ids, "channel": channel})
+    single = client.post("/v1/recommendations", json={"hcp_id": ids[0], "channel": channel})
+    feedback = client.post(
+        "/v1/feedback",
+        json={"event_id": f"spelt-{channel}", "event_type": "delivered", "hcp_id": ids[0],
+              "channel": channel},
+    )  # fmt: skip
+    for answer in (batch, single, feedback):
+        assert answer.status_code == 422, answer.text
+        assert "did you mean 'email'?" in answer.text, answer.text

@@ -80,6 +80,8 @@ def test_simulate_train_picks(
     for option, value, says in (
         ("--channel", "fax", "--channel: unknown channel 'fax' (known: email,"),
         ("--channel", "Email", "unknown channel 'Email'; did you mean 'email'? (known: email,"),
+        ("--channel", "e-mail", "unknown channel 'e-mail'; did you mean 'email'? (known:"),
+        ("--channel", "emial", "unknown channel 'emial'; did you mean 'email'? (known:"),
         ("--purpose", "sales", "--purpose: must be one of promotional, medical"),
         ("--as-of", "2026-06-15", "--as-of: 2026-06-15 is before the served model's history"),
     ):

@@ -6,7 +6,9 @@ so that a column name is spelled in exactly one place.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection
 from typing import Final
 
 HCPS: Final = "hcps"
@@ -57,6 +59,23 @@ def channel_spelling(name: str) -> str:
     For "did you mean" messages: a name sent otherwise matches no cap or filter.
     """
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
+
+
+def near_channel(name: str, channels: Collection[str]) -> str | None:
+    """The channel of ``channels`` that ``name`` most likely misspells ("Email",
+    "e-mail", "emial", "rep_vist"), or None when it is no near miss of any ("fax").
+
+    For every "did you mean" about a channel: requests, picks and feedback alike.
+    """
+    spelled = channel_spelling(name)
+    if spelled in channels:
+        return spelled
+    near = difflib.get_close_matches(spelled, sorted(channels), n=1, cutoff=0.75)
+    if near:
+        return near[0]
+    # A word of one channel's name only ("visit" for rep_visit, "phone" for rep_phone).
+    named = [c for c in channels if spelled in c.split("_")]
+    return named[0] if len(named) == 1 else None
 
 
 def consent_column(channel: str) -> str:

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
-from nextbest.contract.schema import channel_spelling
+from nextbest.contract.schema import near_channel
 from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
@@ -710,8 +710,8 @@ def check_options(
         raise InvalidRequestError("k", f"must be between 1 and {max_k}, got {k}")
     if channel is not None and channel not in channels:
         known = ", ".join(sorted(channels))
-        spelled = channel_spelling(channel)
-        hint = f"; did you mean '{spelled}'?" if spelled in channels else ""
+        near = near_channel(channel, channels)
+        hint = f"; did you mean '{near}'?" if near is not None else ""
         raise InvalidRequestError("channel", f"unknown channel '{channel}'{hint} (known: {known})")
     if purpose not in PURPOSES:
         raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")

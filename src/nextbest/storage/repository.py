@@ -8,7 +8,6 @@ DataFrame, never ORM objects. Timestamps come back timezone-aware in UTC (except
 
 from __future__ import annotations
 
-import difflib
 import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -25,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from nextbest.contract.schema import channel_spelling
+from nextbest.contract.schema import near_channel
 from nextbest.storage.tables import (
     CONSENT_ROWS,
     FeedbackEvent,
@@ -494,20 +493,6 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     raise NotImplementedError(f"feedback store not supported on {dialect!r}")
 
 
-def _near_channel(name: str, catalog_channels: frozenset[str]) -> str | None:
-    """The catalog channel ``name`` most likely misspells ("Email", "emial",
-    "rep_vist"), or None when it is no near miss of any ("fax")."""
-    spelled = channel_spelling(name)
-    if spelled in catalog_channels:
-        return spelled
-    near = difflib.get_close_matches(spelled, sorted(catalog_channels), n=1, cutoff=0.75)
-    if near:
-        return near[0]
-    # A word of one channel's name only ("visit" for rep_visit, "phone" for rep_phone).
-    named = [c for c in catalog_channels if spelled in c.split("_")]
-    return named[0] if len(named) == 1 else None
-
-
 def _channel_of(
     event: FeedbackRecord,
     served_channel: str | None,
@@ -540,7 +525,7 @@ def _channel_of(
     if event.channel is None:
         return None, known
     if event.channel not in catalog_channels and catalog_channels:
-        near = _near_channel(event.channel, catalog_channels)
+        near = near_channel(event.channel, catalog_channels)
         if near is not None:
             return (
                 f"channel '{event.channel}' is not a channel of the served catalog; "
