@@ -48,6 +48,13 @@ def _rep_feedback(extra: dict) -> dict:
             {"hcp_ids": ["{hcp}"], "k": True},
             ["body", "k"],
         ),
+        (
+            "post",
+            "/v1/recommendations/batch",
+            None,
+            {"hcp_ids": ["{hcp}"], "date": "20261101"},
+            ["body", "date"],
+        ),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 0}, None, ["query", "capacity"]),
         # A misspelt parameter is named, not ignored (the default capacity was served).
         ("get", "/v1/reps/{rep}/suggestions", {"capcity": 5}, None, ["query", "capcity"]),
@@ -88,6 +95,8 @@ def test_each_422_names_body_query_or_path(
     detail = response.json()["detail"]
     assert detail[0]["loc"] == loc, detail
     assert detail[0]["msg"]
+    # The exception behind a "Value error, ..." message is in msg, not echoed as {}.
+    assert "error" not in detail[0].get("ctx", {}), detail
 
 
 @pytest.mark.parametrize(

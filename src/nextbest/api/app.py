@@ -41,9 +41,11 @@ MAX_ECHOED_INPUT = 200
 
 def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
     """Validation errors as FastAPI reports them, minus ``input`` values too long to
-    echo or that are no JSON (NaN and Infinity, which Python's parser accepts)."""
+    echo or that are no JSON (NaN and Infinity, which Python's parser accepts), and
+    minus the exception our validators raised (``ctx.error``: its text is in ``msg``
+    already, and it encodes as ``{}``)."""
     out = []
-    for error in jsonable_encoder(errors):
+    for error in jsonable_encoder([_without_raised(e) for e in errors]):
         if "input" in error:
             try:
                 shown = json.dumps(error["input"], allow_nan=False)
@@ -53,6 +55,14 @@ def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
                 error = {key: value for key, value in error.items() if key != "input"}
         out.append(error)
     return out
+
+
+def _without_raised(error: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(error.get("ctx"), dict) or "error" not in error["ctx"]:
+        return error
+    ctx = {key: value for key, value in error["ctx"].items() if key != "error"}
+    trimmed = {key: value for key, value in error.items() if key != "ctx"}
+    return {**trimmed, "ctx": ctx} if ctx else trimmed
 
 
 def _flush_recommendation_log(request: Request) -> None:
