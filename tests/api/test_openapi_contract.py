@@ -90,12 +90,32 @@ def test_answers_fit_the_declared_schemas(client: TestClient, keys, spec) -> Non
             client.post(feedback, json={"events": [event(6, outside)]}, headers=keys.rep),
         ),
     ]
+    batch = "/v1/recommendations/batch"
+    cases += [
+        ("post", batch, client.post(batch, json={"hcp_ids": [inside, inside, "NOPE"]})),
+        ("post", batch, client.post(batch, json={"hcp_ids": [inside, ""]})),
+        ("post", batch, client.post(batch, json={"hcp_ids": [inside], "date": "20261101"})),
+    ]
     statuses = {(path, r.status_code) for _, path, r in cases}
     # The cases reach the answers a client must be ready for.
     assert {(one, s) for s in (200, 401, 403, 404, 422)} <= statuses
     assert {(feedback, s) for s in (200, 207, 403, 422)} <= statuses
+    assert {(batch, s) for s in (200, 422)} <= statuses
     for method, path, response in cases:
         _conforms(spec, method, path, response)
+
+
+def test_fields_every_answer_carries_are_required_and_both_routes_explain_purpose(
+    spec: dict[str, Any],
+) -> None:
+    """A client generated from the document must not treat always-sent fields as optional."""
+    schemas = spec["components"]["schemas"]
+    assert "repeated_hcp_ids" in schemas["RecommendationBatchPublic"]["required"]
+    assert "uncounted" in schemas["FeedbackResultPublic"]["required"]
+    assert "status" in schemas["RejectedEvent"]["required"]
+    single = schemas["RecommendationCreate"]["properties"]["purpose"]
+    batch = schemas["RecommendationBatchCreate"]["properties"]["purpose"]
+    assert batch == single and "never gets medical content" in batch["description"]
 
 
 def test_answers_without_a_model_fit_the_declared_schemas(api_settings, keys, tmp_path) -> None:

@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from nextbest.policy.eligibility import Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     FeedbackEventCreate,
@@ -55,6 +56,10 @@ DecisionDate = Annotated[
 # How many actions: true / false are not counts (lax validation reads true as 1).
 Count = Annotated[int, BeforeValidator(not_a_boolean)]
 
+PURPOSE_HELP = (
+    "Who is asking: a commercial requester never gets medical content, a medical one "
+    "never gets promotional content."
+)
 DECISION_DATE_HELP = (
     "Decision date or time (default: now): approval windows, contacts and decisions are "
     "counted as of it. A date alone is 00:00 UTC of that day, today's is now."
@@ -68,11 +73,7 @@ class RecommendationCreate(BaseModel):
     hcp_id: HcpId = Field(examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
-    purpose: Literal["promotional", "medical"] = Field(
-        default="promotional",
-        description="Who is asking: a commercial requester never gets medical content, "
-        "a medical one never gets promotional content.",
-    )
+    purpose: Purpose = Field(default="promotional", description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
     explain: bool = Field(
         default=False, description="Also say why each excluded action was left out."
@@ -118,7 +119,7 @@ class RecommendationBatchCreate(BaseModel):
     )
     k: Count = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
-    purpose: Literal["promotional", "medical"] = "promotional"
+    purpose: Purpose = Field(default="promotional", description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
 
     @field_validator("hcp_ids")
@@ -140,6 +141,9 @@ class BatchResultPublic(BaseModel):
 
 
 class RecommendationBatchPublic(BaseModel):
+    # Every field is in every answer, defaults included: required in the document.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     model_version: str
     uplift_source: str
     results: list[BatchResultPublic]
@@ -247,6 +251,9 @@ FeedbackCreate = Annotated[
 
 
 class RejectedEvent(BaseModel):
+    # Every field is in every answer, defaults included: required in the document.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     index: int
     event_id: str
     status: int = 422
@@ -260,6 +267,9 @@ class UncountedEvent(BaseModel):
 
 
 class FeedbackResultPublic(BaseModel):
+    # Every field is in every answer, defaults included: required in the document.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     accepted: int
     duplicates: int
     rejected: list[RejectedEvent]
