@@ -411,8 +411,21 @@ def train(
 
 @app.command()
 def picks(
-    data: DataOpt,
     out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Directory with hcps, catalog, interactions: picks for every HCP."
+        ),
+    ] = None,
+    hcps: Annotated[
+        Path | None,
+        typer.Option(
+            "--hcps",
+            help="Instead of --data: a send list (.csv or .parquet) with an hcp_id column "
+            "and, optionally, specialty and consent_<channel> columns; picks for its HCPs.",
+        ),
+    ] = None,
     channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
     k: Annotated[int, typer.Option(min=1, max=50, help="Actions per HCP.")] = 1,
     as_of: Annotated[
@@ -429,13 +442,15 @@ def picks(
         ),
     ] = False,
 ) -> Path:
-    """Write the best actions for every HCP in the data's hcps file."""
+    """Write the best actions for every HCP in the data's hcps file, or in a send list."""
     from nextbest import registry
-    from nextbest.contract import write_table
+    from nextbest.contract import ContractError, load_send_list, write_table
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
     from nextbest.service.picks import catalog_notes, check_picks, file_picks, logged_picks
 
+    if (data is None) == (hcps is None):
+        raise _fail("give --data DIR (every HCP of its hcps file) or --hcps FILE (a send list)")
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
     if out.is_dir():
@@ -448,13 +463,22 @@ def picks(
     on: datetime | date | None = when
     if when is not None and as_of is not None and len(as_of.strip()) == 10:
         on = when.date()  # a day alone: its start, or now when it is today (decision_time)
-    dataset = _load(data)
+    dataset = _load(data) if data is not None else None
     settings = _settings()
     rules = _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
+    # The files' consent, specialties and approval windows apply, not only the model's.
+    if dataset is not None:
+        given_hcps, given_catalog = dataset.hcps, dataset.catalog
+    else:
+        assert hcps is not None
+        try:
+            given_hcps, given_catalog = load_send_list(hcps, catalog=model.catalog), None
+        except ContractError as exc:
+            raise _fail(f"--hcps: {exc}") from None
     try:
         check_picks(model, k=k, channel=channel, purpose=purpose, on=on, check_on=True)
     except InvalidRequestError as exc:
@@ -466,16 +490,16 @@ def picks(
             f"[yellow]note:[/yellow] {rules.source}: rules for channel(s) {unmatched} apply to "
             f"nothing: model version {version}'s channels are {sorted(catalog_channels)}"
         )
-    hcp_ids = list(dataset.hcps["hcp_id"])
+    hcp_ids = list(given_hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
         console.print(
             f"[yellow]note:[/yellow] {len(unknown):,} HCPs are not in model version {version}'s "
             "snapshot and get no picks (retrain to include them)"
         )
-    # The files' consent, specialties and approval windows apply, not only the model's.
-    for note in catalog_notes(model, version, catalog=dataset.catalog):
-        console.print(f"[yellow]note:[/yellow] {note}")
+    if given_catalog is not None:
+        for note in catalog_notes(model, version, catalog=given_catalog):
+            console.print(f"[yellow]note:[/yellow] {note}")
     with _steps(len(hcp_ids)) as progress:
         task = progress.add_task("scoring HCPs", total=len(hcp_ids))
 
@@ -496,8 +520,8 @@ def picks(
                     purpose=purpose,
                     on=on,
                     progress=advance,
-                    hcps=dataset.hcps,
-                    catalog=dataset.catalog,
+                    hcps=given_hcps,
+                    catalog=given_catalog,
                 )
                 frame = logged.frame
             else:
@@ -511,8 +535,8 @@ def picks(
                     purpose=purpose,
                     on=on,
                     progress=advance,
-                    hcps=dataset.hcps,
-                    catalog=dataset.catalog,
+                    hcps=given_hcps,
+                    catalog=given_catalog,
                 )
         except (NextbestError, RulesError) as exc:
             raise _fail(str(exc)) from None

@@ -754,3 +754,50 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
         warned = [r.getMessage() for r in caplog.records if "retrain to refresh" in r.getMessage()]
         assert len(warned) == 1, (extra, warned)
         assert f"history up to {last[:10]} ({age_days} days ago)" in warned[0]
+
+
+def test_picks_for_a_send_list_apply_its_consent(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
+    _run("train", "--data", str(data), "--config", str(FAST))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    hcps = pd.read_csv(data / "hcps.csv")
+    listed = hcps[hcps["consent_email"]]["hcp_id"].tolist()[:40]
+    send = tmp_path / "send.csv"
+    pd.DataFrame(
+        {
+            "hcp_id": [*listed, "dr-unknown"],
+            # Opted out since training for half of them; the header as a CRM writes it.
+            "Consent-Email": ["no"] * 20 + ["yes"] * 20 + [""],
+            "segment": ["a"] * 41,  # other columns are left alone
+        }
+    ).to_csv(send, index=False)
+    for extra in ([], ["--log"]):
+        out = tmp_path / f"send-picks{len(extra)}.csv"
+        said = " ".join(
+            _run("picks", "--hcps", str(send), "--out", str(out), "--channel", "email",
+                 "--as-of", "2026-07-01", *extra).split()
+        )  # fmt: skip
+        picked = pd.read_csv(out)
+        assert set(picked["hcp_id"]) <= set(listed[20:]) and len(picked) > 5, said
+        assert "1 HCPs are not in model version 1's snapshot" in said, said
+
+    # The list is read as contract files are: a bad one is named, file, row and column.
+    for frame, says in (
+        (pd.DataFrame({"id": ["dr-1"]}), "send.csv, column 'hcp_id': missing required column"),
+        (
+            pd.DataFrame({"hcp_id": ["dr-1"], "consent_emial": ["no"]}),
+            "did you mean 'consent_email'?",
+        ),
+        (pd.DataFrame({"hcp_id": ["dr-1"], "consent_email": ["maybe"]}), "row 1"),
+        (pd.DataFrame({"hcp_id": ["dr-1", "dr-1"]}), "duplicate hcp_id 'dr-1'"),
+    ):
+        frame.to_csv(send, index=False)
+        result = runner.invoke(app, ["picks", "--hcps", str(send), "--out", str(out)])
+        said = " ".join(result.output.split())
+        assert result.exit_code != 0 and "--hcps:" in said and says in said, said
+    for args in ([], ["--data", str(data), "--hcps", str(send)]):
+        result = runner.invoke(app, ["picks", "--out", str(out), *args])
+        assert result.exit_code != 0
+        assert "give --data DIR" in " ".join(result.output.split())

@@ -10,6 +10,7 @@ from nextbest.contract.dataset import (
     load_dataset,
     load_hcps,
     load_interactions,
+    load_send_list,
     write_dataset,
 )
 from nextbest.contract.errors import MAX_PROBLEMS_PER_FILE, ContractError, Problem
@@ -23,7 +24,12 @@ from nextbest.contract.schema import (
     consent_column,
     is_rep_channel,
 )
-from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
+from nextbest.contract.validate import (
+    validate_catalog,
+    validate_hcps,
+    validate_interactions,
+    validate_send_list,
+)
 
 __all__ = [
     "CONTENT_TYPES",
@@ -41,10 +47,12 @@ __all__ = [
     "load_dataset",
     "load_hcps",
     "load_interactions",
+    "load_send_list",
     "read_table",
     "validate_catalog",
     "validate_hcps",
     "validate_interactions",
+    "validate_send_list",
     "write_dataset",
     "write_table",
 ]

@@ -21,7 +21,12 @@ from nextbest.contract.schema import (
     TABLES,
     consent_column,
 )
-from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
+from nextbest.contract.validate import (
+    validate_catalog,
+    validate_hcps,
+    validate_interactions,
+    validate_send_list,
+)
 
 
 @dataclass
@@ -92,6 +97,15 @@ def load_catalog(path: Path | str) -> pd.DataFrame:
     """Read and validate a catalog file (.csv or .parquet); see :func:`validate_catalog`."""
     path = Path(path)
     return validate_catalog(read_table(path), file=path.name)
+
+
+def load_send_list(path: Path | str, *, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Read and validate a send list (.csv or .parquet) for a model with ``catalog``:
+    see :func:`validate_send_list`; each consent column must name a catalog channel."""
+    path = Path(path)
+    send_list = validate_send_list(read_table(path), file=path.name)
+    _check_consent_channels(send_list, catalog, path.name)
+    return send_list
 
 
 def load_interactions(

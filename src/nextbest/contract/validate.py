@@ -61,22 +61,57 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     }
     headers: dict[str, str] = {}  # consent column -> its header as written
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
-        consent = _CONSENT_HEADER.match(column)
-        if consent is not None:
-            # Spelled as catalog channels are ('Consent_Email', 'consent-email' ->
-            # consent_email): a consent column that matched no channel would be
-            # silently ignored, and opted-out HCPs contacted.
-            name = consent_column(channel_spelling(column[consent.end() :]))
-            if name in out:
-                log.add(f"a second consent column for the channel of '{name}'", column=column)
-            out[name] = _boolean(raw, column, log, default=True)
-            headers[name] = column
-        else:
+        if not _read_consent(raw, column, log, out, headers):
             out[column] = _extra(raw, column)
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers  # errors name the column as the file has it
     return frame
+
+
+def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
+    """Validate a send list, the HCPs to pick for; returns one row per HCP in input order.
+
+    Only ``hcp_id`` is required. Output columns: ``hcp_id``, ``specialty`` when the
+    file has one (str), and its ``consent_<channel>`` columns read as
+    :func:`validate_hcps` reads them; other columns are left out.
+    """
+    log = ProblemLog(file)
+    raw = _start(raw, ("hcp_id",), log, rows_required=True)
+    hcp_id = _required_text(raw, "hcp_id", log)
+    _check_unique(hcp_id, "hcp_id", log)
+    out: dict[str, pd.Series] = {"hcp_id": hcp_id.series()}
+    if "specialty" in raw.columns:
+        out["specialty"] = _required_text(raw, "specialty", log).series()
+    headers: dict[str, str] = {}
+    for column in _others(raw, out):
+        _read_consent(raw, column, log, out, headers)
+    log.raise_if_any()
+    frame = pd.DataFrame(out)
+    frame.attrs["consent_headers"] = headers
+    return frame
+
+
+def _read_consent(
+    raw: pd.DataFrame,
+    column: str,
+    log: ProblemLog,
+    out: dict[str, pd.Series],
+    headers: dict[str, str],
+) -> bool:
+    """Read ``column`` into ``out`` as a consent column if it is one; whether it was."""
+    consent = _CONSENT_HEADER.match(column)
+    if consent is None:
+        return False
+    # Spelled as catalog channels are ('Consent_Email', 'consent-email' ->
+    # consent_email): a consent column that matched no channel would be
+    # silently ignored, and opted-out HCPs contacted.
+    name = consent_column(channel_spelling(column[consent.end() :]))
+    if name in out:
+        log.add(f"a second consent column for the channel of '{name}'", column=column)
+    out[name] = _boolean(raw, column, log, default=True)
+    headers[name] = column
+    return True
 
 
 def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
