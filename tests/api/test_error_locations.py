@@ -95,8 +95,10 @@ def test_each_422_names_body_query_or_path(
     detail = response.json()["detail"]
     assert detail[0]["loc"] == loc, detail
     assert detail[0]["msg"]
-    # The exception behind a "Value error, ..." message is in msg, not echoed as {}.
+    # The exception behind a "Value error, ..." message is in msg, not echoed as {},
+    # and msg is our sentence without pydantic's prefix.
     assert "error" not in detail[0].get("ctx", {}), detail
+    assert not detail[0]["msg"].startswith("Value error, "), detail
 
 
 @pytest.mark.parametrize(

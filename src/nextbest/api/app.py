@@ -62,6 +62,9 @@ def _without_raised(error: dict[str, Any]) -> dict[str, Any]:
         return error
     ctx = {key: value for key, value in error["ctx"].items() if key != "error"}
     trimmed = {key: value for key, value in error.items() if key != "ctx"}
+    # Our validators' own sentence, without pydantic's "Value error, " in front.
+    if isinstance(trimmed.get("msg"), str):
+        trimmed["msg"] = trimmed["msg"].removeprefix("Value error, ")
     return {**trimmed, "ctx": ctx} if ctx else trimmed
 
 
