@@ -58,6 +58,8 @@ def _rep_feedback(extra: dict) -> dict:
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 0}, None, ["query", "capacity"]),
         # A misspelt parameter is named, not ignored (the default capacity was served).
         ("get", "/v1/reps/{rep}/suggestions", {"capcity": 5}, None, ["query", "capcity"]),
+        # Given twice: which one was meant? (The last one was served.)
+        ("get", "/v1/reps/{rep}/suggestions", {"capacity": [5, 8]}, None, ["query", "capacity"]),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 999}, None, ["query", "capacity"]),
         ("get", "/v1/reps/anyone/suggestions", {}, None, ["query", "territory_id"]),
         ("post", "/v1/reps/{rep}/feedback", None, _rep_feedback({}), ["body", "reason"]),

@@ -37,10 +37,15 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def only_query(*names: str) -> Any:
     """A dependency refusing query parameters other than ``names`` (422 naming the
-    one sent): ``?capcity=5`` would otherwise be ignored and the default served."""
+    one sent): ``?capcity=5`` would otherwise be ignored and the default served;
+    and any given twice (``?date=...&date=...``: which one was meant?)."""
 
     async def check(request: Request) -> None:
         for sent in request.query_params:
+            if len(request.query_params.getlist(sent)) > 1:
+                raise InvalidRequestError(
+                    sent, "given more than once; give it once", location="query"
+                )
             if sent not in names:
                 near = difflib.get_close_matches(sent, names, n=1)
                 hint = f"did you mean '{near[0]}'? " if near else ""
