@@ -399,6 +399,14 @@ def test_a_trailing_separator_and_a_header_in_capitals(tables, write_tables) -> 
     text = (data / "hcps.csv").read_text().splitlines()
     (data / "hcps.csv").write_text("\n".join(line + "," for line in text) + "\n")
     assert "Unnamed: 7" not in load_dataset(data).hcps.columns
+    # A value in that column is no feature "Unnamed: 7": its row is named.
+    lines = (data / "hcps.csv").read_text().splitlines()
+    lines[2] += "stray"
+    (data / "hcps.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ContractError) as stray:
+        load_dataset(data)
+    said = str(stray.value)
+    assert "hcps.csv, row 2: column 8 has no name in the header but holds 'stray'" in said
     # HCP_ID for hcp_id: the error says which column was meant.
     tables["hcps"] = tables["hcps"].rename(columns={"hcp_id": "HCP_ID"})
     with pytest.raises(ContractError) as caught:

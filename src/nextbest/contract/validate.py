@@ -350,11 +350,15 @@ def _start(
     raw.index = pd.RangeIndex(len(raw))
     # A spreadsheet's trailing separator adds a column without a name or a value
     # (pandas calls it "Unnamed: 9"): nothing to read, so nothing to keep.
-    unnamed = [
-        name
-        for name in raw.columns
-        if re.fullmatch(r"Unnamed: \d+", name) and raw[name].astype(str).str.strip().eq("").all()
-    ]
+    unnamed = [name for name in raw.columns if re.fullmatch(r"Unnamed: \d+", name)]
+    for name in unnamed:
+        # One with values would become a feature called "Unnamed: 9": say where.
+        values = pd.Series(raw[name])
+        log.add_rows(
+            values.astype(str).str.strip().ne("").to_numpy(),
+            None,
+            _unnamed_value(values, int(name.split()[-1]) + 1),
+        )
     raw = raw.drop(columns=unnamed)
     seen: set[str] = set()
     for name in raw.columns:
@@ -372,6 +376,16 @@ def _start(
     # Without its columns nothing else can be checked meaningfully.
     log.raise_if_any()
     return raw
+
+
+def _unnamed_value(values: pd.Series, number: int) -> Callable[[int], str]:
+    def describe(i: int) -> str:
+        return (
+            f"column {number} has no name in the header but holds {parse.shown(values, i)}: "
+            "name it there, or remove the value"
+        )
+
+    return describe
 
 
 def _others(raw: pd.DataFrame, known: Iterable[str]) -> list[str]:
