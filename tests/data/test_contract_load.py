@@ -386,6 +386,18 @@ def test_a_consent_column_for_no_catalog_channel_is_refused(tables, write_tables
     assert "catalog channels: email, rep_visit" in said
 
 
+def test_consent_written_without_a_separator_is_refused_not_read_as_an_attribute(
+    tables, write_tables
+) -> None:
+    tables["hcps"] = tables["hcps"].rename(columns={"consent_email": "ConsentEmail"})
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert (
+        "column 'ConsentEmail': reads as consent for channel 'email' but would be a plain "
+        "attribute: name it consent_email"
+    ) in str(caught.value)
+
+
 def test_two_consent_columns_for_one_channel_are_refused(tables, write_tables) -> None:
     tables["hcps"]["Consent_Email"] = "yes"
     with pytest.raises(ContractError, match="a second consent column for the channel"):

@@ -151,6 +151,21 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
     channels = sorted(set(catalog["channel"]))
     headers = hcps.attrs.get("consent_headers", {})
     problems = []
+    # "ConsentEmail", "consentrepvisit": consent written without a separator is read
+    # as a plain attribute; refused, so that no opted-out HCP is contacted.
+    run_together = {f"consent{c.replace('_', '')}": c for c in channels}
+    for column in hcps.columns:
+        meant = run_together.get(str(column).lower().replace("_", ""))
+        if meant is not None and not str(column).startswith(CONSENT_PREFIX):
+            problems.append(
+                Problem(
+                    file,
+                    None,
+                    str(column),
+                    f"reads as consent for channel '{meant}' but would be a plain attribute: "
+                    f"name it {consent_column(meant)}",
+                )
+            )
     for column in hcps.columns:
         if not column.startswith(CONSENT_PREFIX):
             continue
