@@ -49,7 +49,9 @@ def test_first_slot_propensity_matches_its_frequency() -> None:
         a = int(s.actions[0])
         first[a] = first.get(a, 0) + 1
         claimed[a] = float(s.propensity[0])
-        assert s.explored[0] == (a not in greedy)
+        # Any first item but the greedy best was drawn at random, even one the
+        # greedy list holds lower down: the list is then not in score order.
+        assert s.explored[0] == (a != greedy[0])
     assert holdouts / n == pytest.approx(0.1, abs=0.01)
     for a, count in first.items():
         assert count / n == pytest.approx(claimed[a], abs=0.015), a

@@ -132,7 +132,9 @@ class Exploration(ABC):
         )
         actions = np.asarray([first, *rest], dtype=np.int64)
         explored = np.zeros(len(actions), dtype=bool)
-        explored[0] = first not in greedy
+        # Drawn at random instead of the greedy first choice (an action the greedy
+        # list holds lower down included: the order is then not by score).
+        explored[0] = not greedy or first != greedy[0]
         propensity = np.empty(len(actions))
         propensity[0] = pi[pick]
         if len(actions) > 1:
