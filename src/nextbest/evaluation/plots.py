@@ -85,7 +85,10 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
     left.invert_yaxis()
     left.set_xlabel("value per decision (95% CI)")
     left.set_title(f"Estimates on {decision['n_decisions']:,} logged decisions")
-    left.legend(loc="best", fontsize="small")
+    # Below the axes: inside, "best" still lands on an interval when they span it.
+    left.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize="small", frameon=False
+    )
 
     gate = decision["estimator"]
     bars = []

@@ -277,7 +277,8 @@ def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     chosen = [r for r in rows if r.dimension == dimension]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(chosen), 2) + 1.2))
+    height = 0.45 * max(len(chosen), 2) + 1.2
+    fig, ax = plt.subplots(figsize=(7, height))
     y = np.arange(len(chosen))
     values = np.array([r.uplift for r in chosen], dtype=np.float64)
     low = np.array([r.ci_low for r in chosen], dtype=np.float64)
@@ -313,13 +314,14 @@ def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
                 color=colour,
                 label="_" if unlabelled else label,
             )
-    if not enough.all() and ax.get_legend_handles_labels()[0]:  # what pale markers mean
-        ax.legend(loc="best", fontsize="small")
+    legend = not enough.all() and bool(ax.get_legend_handles_labels()[0])
+    if legend:  # what pale markers mean; under the figure, never over an interval
+        fig.legend(loc="lower center", ncol=2, fontsize="small", frameon=False)
     ax.axvline(0.0, color="grey", linewidth=1)
     ax.set_yticks(y, [f"{r.group} (n={r.n_served}/{r.n_holdout})" for r in chosen])
     ax.set_xlabel("served - holdout mean outcome (95% CI)")
     ax.set_title(f"Uplift by {dimension}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.35 / height if legend else 0, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -367,7 +369,10 @@ td:nth-child(-n+2){{text-align:left}}.conclusion{{font-size:1.2em;font-weight:bo
 <p>{report.n_decisions:,} logged requests with an outcome since {html.escape(since)}.
 Groups are what the serving model would have put first, so holdout requests are
 grouped the same way as served ones. Outcome in the business unit of the feedback
-(e.g. NRx); intervals are 95% (Welch).</p>
+(e.g. NRx); intervals are 95% (Welch), each on its own: {len(report.rows)} group
+rows are compared, and among 20 groups where serving changes nothing about one
+would still read "serving helps" or "serving hurts" by chance. Trust the overall
+row first, and a group's verdict when it recurs in later reports.</p>
 <table><tr><th>dimension</th><th>group</th><th>served</th><th>holdout</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
 {table}
