@@ -32,6 +32,10 @@ def test_holdout_and_exploration_are_logged_with_propensities(exploring: TestCli
     explored = [i for b in bodies for i in b["items"] if i["explored"]]
     assert explored, "epsilon 0.5 explores"
     assert all(i["reasons"][0].startswith("explored") for i in explored)
+    # One not worth its cost says its expected value and nothing arguing for it.
+    unworthy = [i for i in explored if i["score"] <= 0]
+    assert unworthy, "epsilon 0.5 draws actions below their cost"
+    assert all(len(i["reasons"]) == 2 and i["reasons"][1].startswith("expected ") for i in unworthy)
     runtime = exploring.app.state.runtime
     assert runtime.reclog.flush()
     with runtime.sessions() as session:

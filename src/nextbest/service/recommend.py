@@ -668,7 +668,12 @@ class Recommender:
                         cost=self._costs[a],
                         propensity=float(s.propensity[rank - 1]),
                         explored=explored,
-                        reasons=["explored: chosen at random to keep learning", *why]
+                        # An explored item the model rates not worth its cost gets no
+                        # sentence arguing for it: only its expected value.
+                        reasons=[
+                            "explored: chosen at random to keep learning",
+                            *(why if item_score[cursor] > 0 else why[:1]),
+                        ]
                         if explored
                         else why,
                     )
