@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -146,13 +147,43 @@ def test_vs_no_action_is_the_incremental_value() -> None:
         assert estimate["ci_high"] - estimate["ci_low"] < 0.3
 
 
-def test_identical_policies_never_pass_the_lower_bound() -> None:
+@pytest.mark.parametrize(
+    "config", [GateConfig(), GateConfig(criterion="margin", margin=0.0)], ids=["bound", "margin"]
+)
+def test_identical_policies_never_pass(config: GateConfig) -> None:
+    """The same action everywhere: no evidence either way, and the reason says so
+    instead of a zero interval and a "detectable gain"."""
     data = _uniform_log(2000, MEANS, seed=1)
     same = np.full(len(data.action), 2)
-    decision = decide(data, champion_target=same, challenger_target=same, config=GateConfig())
+    decision = decide(data, champion_target=same, challenger_target=same, config=config)
     assert not decision.passed
     assert decision.agreement == 1.0
     assert decision.difference is not None and decision.difference["value"] == 0.0
+    assert decision.reasons == [
+        "the challenger and the champion choose the same action on every one of the 2,000 "
+        "evaluated decisions: there is nothing to compare (a challenger retrained without "
+        "new feedback repeats the champion)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("margin", "reason"),
+    [
+        (0.0, r"^challenger 0\.9678 >= champion 0\.5040 \(margin 0\)$"),
+        (0.5, r"^challenger 0\.9678 >= champion 0\.5040 \+ margin 0\.5 x \|champion\| = 0\.7560$"),
+    ],
+)
+def test_margin_reason_names_the_threshold(margin: float, reason: str) -> None:
+    data = _uniform_log(3000, MEANS, seed=0)
+    n = len(data.action)
+    decision = decide(
+        data,
+        champion_target=np.full(n, 1),
+        challenger_target=np.full(n, 2),
+        config=GateConfig(criterion="margin", margin=margin),
+    )
+    assert decision.passed
+    assert re.search(reason, decision.reasons[-1]), decision.reasons
 
 
 @pytest.mark.parametrize(
@@ -163,7 +194,7 @@ def test_identical_policies_never_pass_the_lower_bound() -> None:
         (
             GateConfig(criterion="margin", margin=2.0),
             3000,
-            r"challenger .* < champion .* \+ margin",
+            r"challenger .* < champion .* \+ margin 2 x \|champion\| = ",
         ),
     ],
 )
@@ -176,7 +207,7 @@ def test_gate_refuses_with_a_reason(config: GateConfig, n: int, match: str) -> N
         config=config,
     )
     assert not decision.passed
-    assert any(__import__("re").search(match, r) for r in decision.reasons), decision.reasons
+    assert any(re.search(match, r) for r in decision.reasons), decision.reasons
 
 
 def test_costs_count_against_the_action_taken() -> None:

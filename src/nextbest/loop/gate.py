@@ -269,6 +269,14 @@ def decide(
             ).as_dict()
         except ValueError:
             continue  # SNIPS without a single no-action decision: reported as missing
+    if decision.agreement == 1.0:
+        # Both values and their difference are then the same numbers: no evidence either way.
+        decision.reasons.append(
+            f"the challenger and the champion choose the same action on every one of the "
+            f"{n:,} evaluated decisions: there is nothing to compare (a challenger retrained "
+            "without new feedback repeats the champion)"
+        )
+        return decision
     ess = challenger[config.estimator].effective_n
     ok = True
     if ess < config.min_effective_n:
@@ -295,15 +303,15 @@ def decide(
             )
     else:
         needed = value_c + config.margin * abs(value_c)
-        if value_ch >= needed:
-            decision.reasons.append(
-                f"challenger {value_ch:.4f} >= champion {value_c:.4f} + margin ({needed:.4f})"
-            )
-        else:
-            ok = False
-            decision.reasons.append(
-                f"challenger {value_ch:.4f} < champion {value_c:.4f} + margin ({needed:.4f})"
-            )
+        ok = ok and value_ch >= needed
+        threshold = (
+            f"champion {value_c:.4f} + margin {config.margin:g} x |champion| = {needed:.4f}"
+            if config.margin
+            else f"champion {value_c:.4f} (margin 0)"
+        )
+        decision.reasons.append(
+            f"challenger {value_ch:.4f} {'>=' if value_ch >= needed else '<'} {threshold}"
+        )
     decision.passed = ok
     return decision
 
