@@ -915,11 +915,14 @@ def retrain(
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None
     for note in outcome.result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        if note not in outcome.warnings:  # printed last, where they are read
+            console.print(f"[yellow]note:[/yellow] {note}")
     console.print(
         f"registered {settings.model_name} version {outcome.version} as '{alias}' "
         f"(run {outcome.run_id})"
     )
+    for warning in outcome.warnings:
+        console.print(f"[bold red]{warning}[/bold red]", highlight=False)
     return outcome.version
 
 

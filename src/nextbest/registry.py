@@ -113,12 +113,14 @@ def log_training_run(
     settings: Settings,
     *,
     extra_params: dict[str, Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
     alias: str | None = None,
 ) -> ModelVersionInfo:
     """Log ``result`` as an MLflow run, register it as a new version of the model.
 
-    The version gets ``alias`` if given; otherwise it becomes ``champion`` when
-    the model has no champion yet (the first model is served straight away).
+    ``extra_tags`` go on both the run and the version. The version gets ``alias``
+    if given; otherwise it becomes ``champion`` when the model has no champion yet
+    (the first model is served straight away).
     """
     mlflow = _mlflow(settings)
     experiment_id = _experiment_id(settings)
@@ -129,6 +131,7 @@ def log_training_run(
             {
                 "data_fingerprint": result.model.metadata.get("data_fingerprint", ""),
                 "uplift_source": result.model.uplift_source,
+                **(extra_tags or {}),
             }
         )
         mlflow.log_text("\n".join(result.notes) or "no notes", "notes.txt")
@@ -154,6 +157,7 @@ def log_training_run(
         "uplift_source": result.model.uplift_source,
         FORMAT_TAG: str(ARTIFACT_FORMAT),
         CODE_TAG: _code_version(),
+        **(extra_tags or {}),
     }
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(settings.model_name, version, key, value)

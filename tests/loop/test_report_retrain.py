@@ -17,7 +17,7 @@ from nextbest.cli import app
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.loop.report import build_rows, compare, conclusion, uplift_report
-from nextbest.loop.retrain import retrain
+from nextbest.loop.retrain import missing_engagement, retrain
 from nextbest.settings import Settings, get_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import (
@@ -284,6 +284,48 @@ def test_retrain_joins_history_and_feedback(
     assert registry.alias_version(settings, "champion") == honest_loop.champion
     run = registry.client(settings).get_run(outcome.run_id)
     assert run.data.params["feedback_rows"] == str(len(rows))
+    # This store's feedback is outcomes only: every touch joined as not engaged, and
+    # the run says so first, naming the channels and the fix.
+    touched = rows[rows["action_id"].notna()]
+    assert len(touched) and not touched["engaged"].any()
+    channels = set(touched["channel"].astype(str))
+    assert len(outcome.warnings) == 1
+    warning = outcome.warnings[0]
+    assert outcome.result.notes[0] == warning
+    assert all(f"{c}: 0 of " in warning for c in channels), warning
+    assert "Send the engagement events" in warning
+    assert set(run.data.tags["feedback_engagement_missing"].split(",")) == channels
+    notes = registry.client(settings).download_artifacts(run.info.run_id, "notes.txt")
+    assert Path(notes).read_text().startswith(warning)
+
+
+@pytest.mark.parametrize(
+    ("engaged", "flagged"),
+    [
+        (0, True),  # an outcome feed without engagement events
+        (30, False),  # the history's rate
+        (20, False),  # a policy that targets differently moves the rate a little
+        (5, True),  # a feed that lost most of them
+    ],
+)
+def test_missing_engagement_compares_with_the_history_rate(engaged: int, flagged: bool) -> None:
+    history = pd.DataFrame(
+        {
+            "action_id": ["e1"] * 1000 + [None] * 200,
+            "channel": ["email"] * 1000 + [None] * 200,
+            "engaged": [1] * 300 + [0] * 900,
+        }
+    )
+    feedback = pd.DataFrame(
+        {
+            "action_id": ["e1"] * 100 + [None] * 50,
+            "channel": ["email"] * 100 + [None] * 50,
+            "engaged": [1] * engaged + [0] * (150 - engaged),
+        }
+    )
+    found = missing_engagement(feedback, history)
+    assert [s.channel for s in found] == (["email"] if flagged else [])
+    assert missing_engagement(feedback.iloc[:0], history) == []  # no feedback: history only
 
 
 def test_cli_walkthrough(
@@ -306,6 +348,9 @@ def test_cli_walkthrough(
         assert result.exit_code == 0, result.output
         challenger = registry.alias_version(settings, "challenger")
         assert "as 'challenger'" in result.output
+        # Outcome-only feedback: said last, where it is read.
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith("WARNING: the feedback carries outcomes but hardly any"), last
 
         result = runner.invoke(app, ["evaluate"])
         assert result.exit_code == 0, result.output

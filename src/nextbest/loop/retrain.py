@@ -13,11 +13,17 @@ bound, only when the version cannot be loaded), ``holdout`` =
 the randomized-control flag. Rows for HCPs that are not in the history's ``hcps``
 file are left out and counted, and so is the share of decisions reserved for the
 off-policy gate (``evaluation_share`` in ``training/gate.yaml``).
+
+A feed that sends outcomes but no engagement events (a weekly NRx feed) leaves
+every touched decision at ``engaged`` = 0, which teaches the engagement model that
+nobody engages. :func:`missing_engagement` finds the channels where that happened
+(far fewer engaged touches than the history's rate allows) and the run says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +51,12 @@ from nextbest.storage.db import store_session
 
 if TYPE_CHECKING:
     from distributed import Client
+
+# A channel's engagement in the feedback is taken as unreported when its touched
+# decisions engaged at less than this share of the history's rate on the channel...
+ENGAGEMENT_SHORTFALL_RATIO = 0.5
+# ...and so few engaged touches had this small a probability at the history's rate.
+ENGAGEMENT_SHORTFALL_P = 1e-3
 
 
 @dataclass(frozen=True)
@@ -108,12 +120,80 @@ def with_feedback(dataset: Dataset, rows: pd.DataFrame) -> Dataset:
     return Dataset(dataset.hcps, dataset.catalog, combined, source=dataset.source)
 
 
+@dataclass(frozen=True)
+class EngagementShortfall:
+    """A channel whose touched logged decisions engaged implausibly rarely."""
+
+    channel: str
+    n_touched: int
+    n_engaged: int
+    history_rate: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.channel}: {self.n_engaged:,} of {self.n_touched:,} touched logged "
+            f"decisions had an engagement event ({self.n_engaged / self.n_touched:.1%}), "
+            f"the history's rate is {self.history_rate:.1%}"
+        )
+
+
+def missing_engagement(feedback: pd.DataFrame, history: pd.DataFrame) -> list[EngagementShortfall]:
+    """Channels whose engagement events did not come back with the outcomes.
+
+    ``feedback`` and ``history`` are contract ``interactions`` rows. A channel is
+    named when its touched feedback rows engaged at under
+    ``ENGAGEMENT_SHORTFALL_RATIO`` of the history's rate on that channel and, at
+    that rate, so few engaged touches (or fewer) had a binomial probability under
+    ``ENGAGEMENT_SHORTFALL_P``: a serving policy that targets differently moves the
+    rate, it does not cut it to a fraction.
+    """
+    out = []
+    touched = history[history["action_id"].notna()]
+    rates = touched.groupby("channel", observed=True)["engaged"].mean()
+    fed = feedback[feedback["action_id"].notna()]
+    for channel, engaged in fed.groupby("channel", observed=True)["engaged"]:
+        p = float(rates.get(channel, 0.0))
+        n, k = len(engaged), int(engaged.sum())
+        short = p > 0 and k < ENGAGEMENT_SHORTFALL_RATIO * p * n
+        if short and _binomial_cdf(k, n, p) < ENGAGEMENT_SHORTFALL_P:
+            out.append(EngagementShortfall(str(channel), n, k, p))
+    return out
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), 0 < p < 1 or p = 1."""
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    i = np.arange(k + 1, dtype=np.float64)
+    log_terms = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i])
+        + i * math.log(p)
+        + (n - i) * math.log1p(-p)
+    )
+    return float(min(1.0, np.exp(log_terms).sum()))
+
+
+def engagement_warning(shortfalls: list[EngagementShortfall]) -> str:
+    """What a run with ``shortfalls`` says: its first note, and the command's last line."""
+    return (
+        "WARNING: the feedback carries outcomes but hardly any engagement events: "
+        + "; ".join(s.describe() for s in shortfalls)
+        + ". Every such decision was learned as not engaged, so this challenger "
+        "underestimates engagement on those channels and will serve them less. Send "
+        "the engagement events (opened, clicked, attended, accepted, completed) with "
+        "their recommendation_id for these decisions, then retrain; until then do not "
+        "promote it without reading the gate"
+    )
+
+
 @dataclass
 class RetrainResult:
     result: TrainResult
     feedback: FeedbackRows
     version: str
     run_id: str | None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def read_feedback_rows(
@@ -175,6 +255,9 @@ def retrain(
     # history's newest, as the champion's was (the gate judges on the reserved share).
     fit_from = history.max() + pd.Timedelta(seconds=1) if len(history) else None
     result = train(combined, config=config, progress=progress, client=client, fit_from=fit_from)
+    shortfalls = missing_engagement(feedback.interactions, dataset.interactions)
+    warnings = [engagement_warning(shortfalls)] if shortfalls else []
+    result.notes[:0] = warnings
     result.notes.append(
         f"{len(feedback.interactions):,} logged decisions with outcomes joined the history "
         f"and were all fitted ({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for "
@@ -196,5 +279,14 @@ def retrain(
             "feedback_reserved_for_gate": feedback.n_reserved,
             "feedback_since": str(since) if since else "all",
         },
+        extra_tags={
+            "feedback_engagement_missing": ",".join(s.channel for s in shortfalls) or "none",
+        },
     )
-    return RetrainResult(result=result, feedback=feedback, version=info.version, run_id=info.run_id)
+    return RetrainResult(
+        result=result,
+        feedback=feedback,
+        version=info.version,
+        run_id=info.run_id,
+        warnings=warnings,
+    )
