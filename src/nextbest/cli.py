@@ -680,6 +680,7 @@ def _migrate_before_serving(settings: Settings) -> None:
         ) from None
 
 
+GATE_CONFIG = "training/gate.yaml"
 SinceOpt = Annotated[
     str | None,
     typer.Option("--since", help="Only decisions logged at or after this date (YYYY-MM-DD)."),
@@ -690,9 +691,18 @@ GateConfigOpt = Annotated[
 
 
 def _gate_config(path: Path | None) -> Any:
+    """The gate config ``--config`` / ``--gate`` names (else training/gate.yaml, else
+    the defaults), saying which: retrain and evaluate must agree on its share."""
     from nextbest.loop.gate import GateError, load_gate_config
 
-    return _config(load_gate_config, path, "training/gate.yaml", GateError)
+    config = _config(load_gate_config, path, GATE_CONFIG, GateError)
+    source = path or (Path(GATE_CONFIG) if Path(GATE_CONFIG).exists() else None)
+    console.print(
+        f"gate config: {source or f'built-in defaults (no {GATE_CONFIG} here)'} "
+        f"(evaluation_share {config.evaluation_share:g})",
+        highlight=False,
+    )
+    return config
 
 
 @app.command("uplift-report")

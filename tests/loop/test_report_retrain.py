@@ -297,6 +297,25 @@ def test_retrain_joins_history_and_feedback(
     assert set(run.data.tags["feedback_engagement_missing"].split(",")) == channels
     notes = registry.client(settings).download_artifacts(run.info.run_id, "notes.txt")
     assert Path(notes).read_text().startswith(warning)
+    # What evaluate checks its gate config against.
+    version = registry.client(settings).get_model_version(settings.model_name, outcome.version)
+    assert version.tags["evaluation_share"] == "0.3"
+
+
+def test_evaluate_refuses_a_share_that_reaches_into_training(
+    honest_loop: ServedStore, loop_world: LoopWorld
+) -> None:
+    """A larger evaluation_share than retrain's (or 0: all) would count decisions the
+    challenger learned from as evidence; a smaller one is a subset of the reserved ones."""
+    settings = honest_loop.settings
+    retrain(settings, dataset=loop_world.dataset, config=FAST_CONFIG, reserved_share=0.3)
+    for share in (0.6, 0.0):
+        with pytest.raises(gate.GateError, match=r"retrained with evaluation_share 0\.3"):
+            gate.evaluate(settings, config=GateConfig(evaluation_share=share), log=False)
+    smaller = gate.evaluate(
+        settings, config=GateConfig(evaluation_share=0.2, min_decisions=1), log=False
+    )
+    assert smaller.decision.n_decisions > 0
 
 
 @pytest.mark.parametrize(
@@ -352,9 +371,23 @@ def test_cli_walkthrough(
         last = result.output.strip().splitlines()[-1]
         assert last.startswith("WARNING: the feedback carries outcomes but hardly any"), last
 
+        assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+
         result = runner.invoke(app, ["evaluate"])
         assert result.exit_code == 0, result.output
         assert "gate (dr)" in result.output
+        assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+
+        # A gate config with another share than retrain's is refused, naming both.
+        wider = tmp_path / "wider.yaml"
+        wider.write_text("evaluation_share: 0.6\n")
+        for command in ("evaluate", "promote"):
+            result = runner.invoke(app, [command, "--config", str(wider)])
+            said = " ".join(result.output.split())
+            assert result.exit_code == 2, result.output
+            assert f"gate config: {wider} (evaluation_share 0.6)" in said
+            assert f"version {challenger}, was retrained with evaluation_share 0.3" in said
+        assert registry.alias_version(settings, "challenger") == challenger  # not promoted
 
         champion = registry.alias_version(settings, "champion")
         result = runner.invoke(app, ["promote", "--force"])

@@ -65,6 +65,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 HISTORY_TAG = "champion_history"
+# Version tag: the evaluation_share its retrain left out of training (retrain sets it).
+SHARE_TAG = "evaluation_share"
 # Shrinks each action's mean reward toward the overall mean in the DR reward model,
 # so a rarely served action is not judged on a handful of outcomes.
 REWARD_PRIOR_WEIGHT = 20.0
@@ -429,6 +431,9 @@ def evaluate(
             f"itself (version {champion_version}): nothing to compare; train a new challenger "
             "with `nextbest retrain --data DIR`"
         )
+    check_evaluation_share(
+        settings, config, {CHAMPION: champion_version, CHALLENGER: challenger_version}
+    )
     champion = registry.load_version(settings, champion_version)
     challenger = registry.load_version(settings, challenger_version)
     with store_session(settings.resolved_database_url) as session:
@@ -485,6 +490,41 @@ def evaluate(
     if log:
         evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
     return evaluation
+
+
+def check_evaluation_share(
+    settings: Settings, config: GateConfig, versions: dict[str, str]
+) -> None:
+    """Refuse evidence a version was trained on: ``config.evaluation_share`` must not
+    reach past the share each retrained version left out of its training.
+
+    ``versions``: role -> version. The reserved decisions of a share are those whose
+    hash falls below it, so a smaller share is a subset of a larger one and is
+    sound (it only uses less evidence); a larger one, or 0 (every decision), takes
+    in decisions the version learned from. Versions without the tag (from
+    ``nextbest train``, or retrained before it was recorded) are not checked.
+
+    Raises:
+        GateError: naming the version, the share it was retrained with and the way out.
+    """
+    client = registry.client(settings)
+    wanted = config.evaluation_share
+    for role, version in versions.items():
+        recorded = client.get_model_version(settings.model_name, version).tags.get(SHARE_TAG)
+        if recorded is None:
+            continue
+        used = float(recorded)
+        if wanted == used or 0 < wanted < used:
+            continue
+        evidence = wanted if wanted > 0 else 1.0  # 0: every logged decision
+        trained_on = (evidence - used) / evidence
+        raise GateError(
+            f"the gate config's evaluation_share is {wanted:g} but the {role}, version "
+            f"{version}, was retrained with evaluation_share {used:g}: it was trained on "
+            f"about {trained_on:.0%} of the decisions it would be evaluated on. Evaluate "
+            f"with evaluation_share {used:g} (or less) in the gate config (--config), or "
+            "retrain with --gate naming this one"
+        )
 
 
 def promote(

@@ -46,6 +46,7 @@ from nextbest.loop.evidence import (
     serving_greedy_empty,
     version_loader,
 )
+from nextbest.loop.gate import SHARE_TAG
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
 
@@ -280,6 +281,8 @@ def retrain(
             "feedback_since": str(since) if since else "all",
         },
         extra_tags={
+            # What evaluate checks its gate config against (gate.check_evaluation_share).
+            SHARE_TAG: f"{reserved_share:g}",
             "feedback_engagement_missing": ",".join(s.channel for s in shortfalls) or "none",
         },
     )
