@@ -940,7 +940,8 @@ def _print_evaluation(evaluation: Any) -> None:
     decision = evaluation.decision
     table = Table(
         title=f"champion v{evaluation.champion_version} vs challenger "
-        f"v{evaluation.challenger_version} on {decision.n_decisions:,} logged decisions"
+        f"v{evaluation.challenger_version} on {decision.n_decisions:,} logged decisions "
+        "reserved for the gate"
     )
     for column in ("estimator", "champion", "challenger", "challenger ESS"):
         table.add_column(column, justify="right")
@@ -1031,7 +1032,13 @@ def models(
         bool, typer.Option("--json", help="Print the versions as JSON instead of a table.")
     ] = False,
 ) -> list[Any]:
-    """The registered versions, newest first: aliases, training data, held-out figures, gate."""
+    """The registered versions, newest first: aliases, training data, held-out figures, gate.
+
+    AUC and policy value (DR) are each version's own, measured at training on its
+    held-out slice (the newest eval_fraction of the history); the gate's estimates,
+    on the logged decisions reserved for it, are in `nextbest evaluate` and its
+    MLflow run.
+    """
     import json
     from dataclasses import asdict
 
@@ -1078,12 +1085,19 @@ def models(
             if v.uplift_source == "preference_x_value"
             else None,
             f"AUC {v.eval_auc:.3f}" if v.eval_auc is not None else None,
-            "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr)
+            "policy value (DR) on its held-out slice {:.3f} [{:.3f}, {:.3f}]".format(
+                *v.policy_value_dr
+            )
             if v.policy_value_dr is not None
             else None,
             f"gate {v.gate.split(' (run ')[0]}" if v.gate else None,
-            f"promoted {_minute(v.promoted_at)}" if v.promoted_at else None,
+            f"promoted{' by --force' if v.promotion == 'forced' else ''} {_minute(v.promoted_at)}"
+            if v.promoted_at
+            else None,
             f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
+            f"feedback without engagement events on {v.feedback_engagement_missing}"
+            if v.feedback_engagement_missing not in (None, "none")
+            else None,
         ]
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
     if history:
@@ -1100,8 +1114,8 @@ def _count(n: int | None) -> str:
 
 
 def _minute(iso: str) -> str:
-    """'2026-12-01T10:44:51.71+00:00' -> '2026-12-01 10:44' (UTC, as the tags store it)."""
-    return iso[:16].replace("T", " ")
+    """'2026-12-01T10:44:51.71+00:00' -> '2026-12-01 10:44 UTC' (as the tags store it)."""
+    return iso[:16].replace("T", " ") + " UTC"
 
 
 keys_app = typer.Typer(

@@ -215,7 +215,7 @@ class VersionSummary:
     version: str
     aliases: tuple[str, ...]
     registered_at: datetime
-    data_as_of: str | None  # the training history's cut-off
+    data_as_of: str | None  # the training history's cut-off, ISO 8601 in UTC
     n_hcps: int | None
     n_decisions: int | None
     feedback_rows: int | None  # logged decisions with outcomes that joined the history
@@ -224,8 +224,11 @@ class VersionSummary:
     # Off-policy value (doubly robust) of the version's policy on that slice: value, 95% CI.
     policy_value_dr: tuple[float, float, float] | None
     gate: str | None  # the last gate verdict on it as challenger ("passed vs v1 (run ...)")
-    promoted_at: str | None
+    promoted_at: str | None  # ISO 8601 in UTC
     rolled_back_at: str | None
+    promotion: str | None = None  # how it last became champion: "gate passed" or "forced"
+    # Channels whose feedback came back without engagement events when it was retrained.
+    feedback_engagement_missing: str | None = None
 
 
 def list_versions(settings: Settings) -> list[VersionSummary]:
@@ -264,7 +267,7 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 version=str(mv.version),
                 aliases=tuple(sorted(aliases.get(str(mv.version), []))),
                 registered_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
-                data_as_of=params.get("as_of"),
+                data_as_of=_utc_iso(params.get("as_of")),
                 n_hcps=_int_or_none(params.get("n_hcps")),
                 n_decisions=_int_or_none(params.get("n_decisions")),
                 feedback_rows=_int_or_none(params.get("feedback_rows")),
@@ -278,6 +281,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 gate=mv.tags.get("gate"),
                 promoted_at=mv.tags.get("promoted_at"),
                 rolled_back_at=mv.tags.get("rolled_back_at"),
+                promotion=mv.tags.get("promotion"),
+                feedback_engagement_missing=mv.tags.get("feedback_engagement_missing"),
             )
         )
     return out
@@ -287,6 +292,18 @@ def registry_exists(settings: Settings) -> bool:
     """False when the registry is a SQLite file not yet created (opening it would create it)."""
     uri = settings.resolved_registry_uri
     return not (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists())
+
+
+def _utc_iso(text: str | None) -> str | None:
+    """A training cut-off as logged (naive, UTC: ``2026-11-27 00:00:01``) in ISO 8601
+    with its offset, as the version's other times; unparseable text is kept as is."""
+    if text is None:
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        return text
+    return (stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)).isoformat()
 
 
 def _int_or_none(text: str | None) -> int | None:

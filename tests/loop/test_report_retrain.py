@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -392,6 +393,7 @@ def test_cli_walkthrough(
         champion = registry.alias_version(settings, "champion")
         result = runner.invoke(app, ["promote", "--force"])
         assert result.exit_code == 0, result.output
+        passed = "gate (dr): passed" in result.output
         assert registry.alias_version(settings, "champion") == challenger
         # Promoted, it is no longer the challenger: nothing left to evaluate.
         assert registry.alias_version(settings, "challenger") is None
@@ -411,6 +413,12 @@ def test_cli_walkthrough(
         assert by_version[challenger]["aliases"] == []  # promoted, then rolled back
         assert by_version[challenger]["gate"].startswith(("passed vs v", "failed vs v"))
         assert by_version[challenger]["promoted_at"] and by_version[challenger]["rolled_back_at"]
+        assert by_version[challenger]["promotion"] == ("gate passed" if passed else "forced")
+        for v in listed["versions"]:  # every time ISO 8601 with its UTC offset
+            for key in ("registered_at", "data_as_of"):  # None: a test version without one
+                if v[key] is not None:
+                    assert datetime.fromisoformat(v[key]).utcoffset() == timedelta(0), v
+        assert by_version[challenger]["data_as_of"] is not None
         assert by_version[challenger]["feedback_rows"] > 0
         assert listed["champion_history"][-1] == champion
         assert [v["version"] for v in listed["versions"]] == sorted(
@@ -420,6 +428,11 @@ def test_cli_walkthrough(
         assert result.exit_code == 0, result.output
         said = " ".join(result.output.split())
         assert f"v{challenger} trained" in said and "rolled back" in said
+        promoted = "promoted" if passed else "promoted by --force"
+        assert re.search(
+            rf"{promoted} \d{{4}}-\d\d-\d\d \d\d:\d\d UTC; rolled back \S+ \S+ UTC", said
+        )
+        assert "policy value (DR) on its held-out slice" in said
         assert f"v{champion} champion trained" in said
 
         since = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()

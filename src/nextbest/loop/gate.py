@@ -67,6 +67,8 @@ PREVIOUS_CHAMPION = "previous_champion"
 HISTORY_TAG = "champion_history"
 # Version tag: the evaluation_share its retrain left out of training (retrain sets it).
 SHARE_TAG = "evaluation_share"
+# Version tag: how it last became champion, "gate passed" or "forced" (promote --force).
+PROMOTION_TAG = "promotion"
 # Shrinks each action's mean reward toward the overall mean in the DR reward model,
 # so a rarely served action is not judged on a handful of outcomes.
 REWARD_PRIOR_WEIGHT = 20.0
@@ -546,6 +548,12 @@ def promote(
         if force and not evaluation.decision.passed:
             evaluation.decision.reasons.append("promoted anyway: --force")
         _set_champion(settings, evaluation.challenger_version, evaluation.champion_version)
+        registry.client(settings).set_model_version_tag(
+            settings.model_name,
+            evaluation.challenger_version,
+            PROMOTION_TAG,
+            "gate passed" if evaluation.decision.passed else "forced",
+        )
         evaluation.promoted = True
     evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=evaluation.promoted)
     return evaluation
