@@ -371,6 +371,12 @@ def main() -> int:
         help="trait samples per HCP for the Bayes-optimal policy at the start and after "
         "the last round (0: skip; not computed with --fatigue)",
     )
+    parser.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="Serve and send feedback each round but never retrain, evaluate or promote: "
+        "leaves the loop's commands to run by hand on the logged evidence (README).",
+    )
     parser.add_argument("--gate", type=Path, default=Path("training/gate.yaml"))
     parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
     parser.add_argument(
@@ -407,7 +413,7 @@ def main() -> int:
     baseline = float(world.baseline.mean())
     log(f"oracle {oracle:+.4f}, logging policy {logging_value:+.4f} NRx per HCP (net of cost)")
 
-    bayes_samples = 0 if args.fatigue else args.bayes_samples
+    bayes_samples = 0 if args.fatigue or args.serve_only else args.bayes_samples
     bayes: dict[str, Any] = {"samples_per_hcp": bayes_samples} if bayes_samples else {}
     if bayes_samples:
         bayes["history_only"] = bayes_ceiling(world, bayes_samples, None, oracle)
@@ -418,7 +424,9 @@ def main() -> int:
     first = train(dataset, config=config)
     champion_version = registry.log_training_run(first, settings).version
     champion_model = first.model
-    keys = work / "api_keys.yaml"
+    # Where a server started with NEXTBEST_MODELS_DIR=<work>/models looks by default.
+    keys = settings.resolved_api_keys_file
+    keys.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
     keys.write_text(f"keys:\n  - name: bench-loop\n    role: admin\n    key_sha256: {digest}\n")
     env = {
@@ -465,6 +473,9 @@ def main() -> int:
                     evidence=evidence,
                 )
                 t1 = time.perf_counter()
+                if args.serve_only:
+                    log(f"round {round_no}: served and sent feedback in {t1 - t0:.0f}s")
+                    continue
                 trained = retrain(
                     settings,
                     dataset=dataset,
@@ -529,6 +540,9 @@ def main() -> int:
                 )
     finally:
         server.stop()
+    if args.serve_only:
+        log(f"served {args.rounds} round(s); registry and feedback in {settings.models_dir}")
+        return 0
     if evidence:
         bayes["after_last_round"] = bayes_ceiling(world, bayes_samples, evidence, oracle)
         log(f"Bayes-optimal policy after round {args.rounds}: {bayes['after_last_round']}")

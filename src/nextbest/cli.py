@@ -564,11 +564,24 @@ def picks(
     return out
 
 
+def _setting_default(name: str) -> str:
+    """What an option left out falls back to: the setting's default and its variable."""
+    return f"NEXTBEST_{name.upper()}, else {Settings.model_fields[name].default}"
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port.")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address.", show_default=_setting_default("host"))
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port.", show_default=_setting_default("port")),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes.", show_default=_setting_default("workers")),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(help="debug, info (one JSON line per request), warning, error.")
     ] = "info",
@@ -683,10 +696,19 @@ def _migrate_before_serving(settings: Settings) -> None:
 GATE_CONFIG = "training/gate.yaml"
 SinceOpt = Annotated[
     str | None,
-    typer.Option("--since", help="Only decisions logged at or after this date (YYYY-MM-DD)."),
+    typer.Option(
+        "--since",
+        help="Only decisions logged at or after this date (YYYY-MM-DD) or time "
+        "(ISO 8601, e.g. 2026-11-01T09:00:00+00:00).",
+    ),
 ]
 GateConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="Gate config YAML (training/gate.yaml).")
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Gate config YAML (default: training/gate.yaml if there is one here, else the "
+        "built-in defaults). Its evaluation_share must not exceed the one retrain used.",
+    ),
 ]
 
 
@@ -779,7 +801,9 @@ def feedback(
     """Store feedback events from a file (outcome feeds, e-mail platform exports).
 
     Idempotent by event_id, as the API: a file sent again stores nothing twice.
-    Exit code 1 when rows were rejected (the others are stored).
+    Exit code 1 when rows were rejected (the others are stored); 2 when the file,
+    an option or a setting is invalid (nothing is stored) or the --rejected file
+    cannot be written.
     """
     from nextbest import registry
     from nextbest.contract import ContractError, write_table
@@ -887,7 +911,12 @@ def retrain(
     alias: Annotated[str, typer.Option(help="Alias for the new version.")] = "challenger",
     gate_config: Annotated[
         Path | None,
-        typer.Option("--gate", help="Gate config whose evaluation_share is left out of training."),
+        typer.Option(
+            "--gate",
+            help="Gate config whose evaluation_share is left out of training (default: "
+            "training/gate.yaml if there is one here, else the built-in defaults); evaluate "
+            "and promote must use the same share.",
+        ),
     ] = None,
     dask: DaskOpt = None,
 ) -> str:
@@ -1128,7 +1157,7 @@ KeysFileOpt = Annotated[
     Path | None,
     typer.Option(
         "--file",
-        help="Key file (default: NEXTBEST_API_KEYS_FILE, else models/api_keys.yaml).",
+        help="Key file (default: NEXTBEST_API_KEYS_FILE, else $NEXTBEST_MODELS_DIR/api_keys.yaml).",
     ),
 ]
 

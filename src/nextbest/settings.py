@@ -50,7 +50,8 @@ class Settings(BaseSettings):
         default=None, description="YAML file of serving rules; default: training/rules.yaml."
     )
     api_keys_file: Path | None = Field(
-        default=None, description="YAML file of API keys and roles; default: models/api_keys.yaml."
+        default=None,
+        description="YAML file of API keys and roles; default: api_keys.yaml in models_dir.",
     )
     auth_enabled: bool = Field(default=True, description="Require an API key on /v1 routes.")
     holdout_rate: float = Field(

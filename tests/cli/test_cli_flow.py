@@ -801,3 +801,22 @@ def test_picks_for_a_send_list_apply_its_consent(
         result = runner.invoke(app, ["picks", "--out", str(out), *args])
         assert result.exit_code != 0
         assert "give --data DIR" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["serve"], ["NEXTBEST_HOST, else 127.0.0.1", "NEXTBEST_PORT, else 8000"]),
+        (["serve"], ["NEXTBEST_WORKERS, else 1"]),
+        (["feedback"], ["Exit code 1 when rows were rejected", "2 when the file"]),
+        (["evaluate"], ["or time (ISO 8601", "default: training/gate.yaml"]),
+        (["promote"], ["or time (ISO 8601", "default: training/gate.yaml"]),
+        (["retrain"], ["--alias", "--gate", "evaluate and promote must use the same share"]),
+    ],
+)
+def test_help_says_what_an_option_left_out_means(command: list[str], said: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    for words in said:
+        assert words in text, (words, text)
