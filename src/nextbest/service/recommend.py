@@ -596,9 +596,9 @@ class Recommender:
         history: LiveHistory | None,
         rep_only: bool = False,
     ) -> tuple[list[Recommendation], np.ndarray]:
-        """The answers for snapshot rows ``rows``, and ``(len(rows),)`` the net value of
-        each HCP's greedy first item (``-inf`` when nothing is worth its cost), which
-        no exploration or holdout draw changes."""
+        """The answers for snapshot rows ``rows``, and, for ``rep_only`` (else empty),
+        ``(len(rows),)`` the net value of each HCP's greedy first item (``-inf`` when
+        nothing is worth its cost), which no exploration or holdout draw changes."""
         model = self.model
         allowed = self.allowed(
             rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
@@ -611,9 +611,13 @@ class Recommender:
             scores = self.cache.scores(rows, pair_h, pair_a)
             score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
             pair_of[pair_h, pair_a] = np.arange(len(pair_h))
-        greedy_value = np.where(allowed & (score > 0), score, -np.inf).max(axis=1, initial=-np.inf)
-        if self.max_per_channel is not None and self.max_per_channel < 1:
-            greedy_value[:] = -np.inf  # no list may hold any item
+        greedy_value = np.empty(0)  # only rep plans rank by it: not on the hot path
+        if rep_only:
+            greedy_value = np.where(allowed & (score > 0), score, -np.inf).max(
+                axis=1, initial=-np.inf
+            )
+            if self.max_per_channel is not None and self.max_per_channel < 1:
+                greedy_value[:] = -np.inf  # no list may hold any item
         channel_code = model.action_channel_code
         served = []
         for i in range(n_h):
