@@ -23,7 +23,6 @@ nobody engages. :func:`missing_engagement` finds the channels where that happene
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 from sqlalchemy.orm import Session
 
 from nextbest import registry
@@ -156,23 +156,9 @@ def missing_engagement(feedback: pd.DataFrame, history: pd.DataFrame) -> list[En
         p = float(rates.get(channel, 0.0))
         n, k = len(engaged), int(engaged.sum())
         short = p > 0 and k < ENGAGEMENT_SHORTFALL_RATIO * p * n
-        if short and _binomial_cdf(k, n, p) < ENGAGEMENT_SHORTFALL_P:
+        if short and float(binom.cdf(k, n, p)) < ENGAGEMENT_SHORTFALL_P:
             out.append(EngagementShortfall(str(channel), n, k, p))
     return out
-
-
-def _binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), 0 < p < 1 or p = 1."""
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    i = np.arange(k + 1, dtype=np.float64)
-    log_terms = (
-        math.lgamma(n + 1)
-        - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i])
-        + i * math.log(p)
-        + (n - i) * math.log1p(-p)
-    )
-    return float(min(1.0, np.exp(log_terms).sum()))
 
 
 def engagement_warning(shortfalls: list[EngagementShortfall]) -> str:
