@@ -494,7 +494,8 @@ def picks(
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
         console.print(
-            f"[yellow]note:[/yellow] {len(unknown):,} HCPs are not in model version {version}'s "
+            f"[yellow]note:[/yellow] {len(unknown):,} "
+            f"{'HCP is' if len(unknown) == 1 else 'HCPs are'} not in model version {version}'s "
             "snapshot and get no picks (retrain to include them)"
         )
     if given_catalog is not None:

@@ -265,10 +265,50 @@ def test_a_consent_event_names_an_hcp_and_a_catalog_channel_only(client: TestCli
             ({"channel": "fax"}, "channel 'fax' is not a channel of the served catalog"),
             ({"channel": "Email"}, "did you mean 'email'?"),
             ({"channel": "email", "action_id": "A001"}, "it takes no action_id"),
-            ({"value": 1.0}, "it takes no action_id, recommendation_id or value"),
+            ({"value": 1.0}, "it takes no action_id, recommendation_id, value or reason"),
+            ({"reason": "unsubscribed"}, "an opted_out event is about an HCP"),
         ]
     ):
         refused = client.post("/v1/feedback", json={**event, "event_id": f"bad-{n}", **extra})
         assert refused.status_code == 422, refused.text
         assert says in refused.json()["rejected"][0]["message"]
     assert _ask(client, hcp_id, channel="email")["items"]  # nothing was stored
+
+
+def test_consent_decided_by_the_latest_event_a_withdrawal_winning_a_tie(client: TestClient) -> None:
+    model = client.app.state.runtime.recommender
+    hcps = []
+    for hcp_id in model.hcp_ids[:300]:
+        body = _ask(client, str(hcp_id))
+        if {"email", "rep_phone"} <= {i["channel"] for i in body["items"]}:
+            hcps.append(str(hcp_id))
+        if len(hcps) == 2:
+            break
+    assert len(hcps) == 2, "two HCPs offered e-mail and phone calls"
+    first, second = hcps
+    day = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+
+    def send(hcp_id: str, event_id: str, event_type: str, hours: int, **channel) -> None:
+        at = (day + timedelta(hours=hours)).isoformat()
+        _consent(client, hcp_id, event_type, 0, event_id=event_id, occurred_at=at, **channel)
+
+    def channels(hcp_id: str, **extra) -> set[str]:
+        return {i["channel"] for i in _ask(client, hcp_id, **extra)["items"]}
+
+    # Sent with the date alone, an opt-in and an opt-out tie: the withdrawal wins,
+    # whatever their ids (compared as text, "zz" > "aa").
+    send(first, "zz-in", "opted_in", 0, channel="email")
+    send(first, "aa-out", "opted_out", 0, channel="email")
+    assert "email" not in channels(first)
+    # A later consent to every channel lifts the e-mail withdrawal.
+    send(first, "all-in", "opted_in", 1)
+    assert "email" in channels(first)
+    # Out of every channel, then back in to e-mail only: e-mail, and nothing else.
+    send(second, "all-out", "opted_out", 0)
+    send(second, "email-in", "opted_in", 1, channel="email")
+    assert channels(second) == {"email"}
+    # A decision for an earlier day made now (a send file for yesterday's campaign)
+    # honours a withdrawal received since.
+    send(first, "late-out", "opted_out", 2, channel="email")
+    cutoff_day = model.as_of.date().isoformat()
+    assert "email" not in channels(first, date=cutoff_day)

@@ -83,7 +83,7 @@ def test_simulate_train_picks(
         ("--channel", "e-mail", "unknown channel 'e-mail'; did you mean 'email'? (known:"),
         ("--channel", "emial", "unknown channel 'emial'; did you mean 'email'? (known:"),
         ("--purpose", "sales", "--purpose: must be one of promotional, medical"),
-        ("--as-of", "2026-06-15", "--as-of: 2026-06-15 is before the served model's history"),
+        ("--as-of", "2026-06-15", "--as-of: 2026-06-15 (UTC) is before the served model's"),
     ):
         refused = tmp_path / f"refused-{option[2:]}.csv"
         result = runner.invoke(
@@ -781,7 +781,7 @@ def test_picks_for_a_send_list_apply_its_consent(
         )  # fmt: skip
         picked = pd.read_csv(out)
         assert set(picked["hcp_id"]) <= set(listed[20:]) and len(picked) > 5, said
-        assert "1 HCPs are not in model version 1's snapshot" in said, said
+        assert "1 HCP is not in model version 1's snapshot" in said, said
 
     # The list is read as contract files are: a bad one is named, file, row and column.
     for frame, says in (

@@ -271,8 +271,8 @@ class LiveHistory:
     the longest window; ``dismissed[(hcp_id, action_id)]`` the reason of a
     dismissal within ``dismissal_days`` or a snooze within ``snooze_days`` (the
     latest such event of the pair decides), ``snoozed`` the pairs of a snooze;
-    ``opted_out[(hcp_id, channel)]`` when the HCP withdrew its consent to ``channel``
-    (None: every channel) and has not given it again.
+    ``consent[(hcp_id, channel)]``: the HCP's latest consent event on ``channel``
+    (None: on every channel), when it was and whether it withdrew consent.
     """
 
     now: datetime
@@ -280,11 +280,11 @@ class LiveHistory:
     last: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     snoozed: frozenset[tuple[str, str]] = frozenset()
-    opted_out: Mapping[tuple[str, str | None], datetime] = field(default_factory=dict)
+    consent: Mapping[tuple[str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not self.last and not self.dismissed and not self.opted_out
+        return not self.last and not self.dismissed and not self.consent
 
     def reaches(self, moment: datetime) -> bool:
         """Whether this history holds every contact since ``moment`` (it holds the
@@ -387,14 +387,25 @@ class HistoryRules:
                 out[j].append(f"{said}{code} in the last {days or 0.0:g} days")
         return out
 
+    def _withdrawn(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
+        """Catalog channel -> why ``hcp_id`` may not be contacted on it: the later of
+        its own and the every-channel consent event withdrew consent."""
+        events = {ch: mark for (h, ch), mark in history.consent.items() if h == hcp_id}
+        if not events:
+            return {}
+        out = {}
+        for channel in self.actions_of_channel:
+            found = _latest_consent(events.get(channel), events.get(None))
+            if found is not None and found[1][1]:
+                name = channel if found[0] == "own" else "every channel"
+                out[channel] = f"consent: opted out of {name} on {found[1][0]:%Y-%m-%d}"
+        return out
+
     def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
         """Channel ('*' = every channel) -> why it is blocked for ``hcp_id``."""
         rules = self.rules
         blocks: dict[str, str] = {}
-        for (h, channel), opted_at in history.opted_out.items():
-            if h == hcp_id:
-                name = "every channel" if channel is None else channel
-                blocks[channel or "*"] = f"consent: opted out of {name} on {opted_at:%Y-%m-%d}"
+        blocks.update(self._withdrawn(hcp_id, history))
         for (h, channel), last in history.last.items():
             if h != hcp_id:
                 continue
@@ -429,6 +440,18 @@ class HistoryRules:
                 )
                 blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
+
+
+def _latest_consent(
+    own: tuple[datetime, bool] | None, every: tuple[datetime, bool] | None
+) -> tuple[str, tuple[datetime, bool]] | None:
+    """Which of a channel's own and the every-channel consent event decides: the
+    later one, a withdrawal on a tie; None without either."""
+    said = [(mark, name) for mark, name in ((own, "own"), (every, "every")) if mark is not None]
+    if not said:
+        return None
+    mark, name = max(said)
+    return name, mark
 
 
 def _ago(since: timedelta) -> str:

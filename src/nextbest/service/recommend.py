@@ -735,7 +735,7 @@ def check_day(
     if now.astimezone(UTC).date() < as_of.date():
         raise InvalidRequestError(
             field,
-            f"{now.astimezone(UTC):%Y-%m-%d} is before the served model's history ends "
+            f"{now.astimezone(UTC):%Y-%m-%d} (UTC) is before the served model's history ends "
             f"({as_of:%Y-%m-%d %H:%M} UTC): its scores and reasons would use what was not "
             f"known that day; ask for {as_of:%Y-%m-%d} or later",
             location=location,

@@ -120,7 +120,7 @@ def _live(
         last=found.last,
         dismissed=dismissed,
         snoozed=snoozed,
-        opted_out=found.opted_out,
+        consent=found.consent,
     )
 
 

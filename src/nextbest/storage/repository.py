@@ -377,11 +377,11 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
         )
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
-    about_an_item = (event.action_id, event.recommendation_id, event.value)
+    about_an_item = (event.action_id, event.recommendation_id, event.value, event.reason)
     if event.event_type in CONSENT_EVENT_TYPES and any(v is not None for v in about_an_item):
         return (
-            f"a {event.event_type} event is about an HCP and a channel (none: every channel); "
-            "it takes no action_id, recommendation_id or value"
+            f"an {event.event_type} event is about an HCP and a channel (none: every "
+            "channel); it takes no action_id, recommendation_id, value or reason"
         )
     if event.value is not None and not (
         isinstance(event.value, int | float) and math.isfinite(event.value)
@@ -821,17 +821,19 @@ class ServingHistory:
     latest contact since the oldest window start; ``dismissed[(hcp_id, action_id)]``:
     the reason (or event type) of the pair's latest decision when that is a
     dismissal or a snooze (not an acceptance), and ``dismissed_at`` for the same
-    pairs: when it was, and whether it was a snooze; ``opted_out[(hcp_id, channel)]``:
-    when the HCP withdrew its consent to ``channel`` (None: every channel), for the
-    pairs whose latest consent event is an ``opted_out``, read over all time.
-    Nothing after ``until``.
+    pairs: when it was, and whether it was a snooze; ``consent[(hcp_id, channel)]``:
+    the latest consent event of the HCP on ``channel`` (None: on every channel), when
+    it was and whether it withdrew consent (an ``opted_out``; on a tie with an
+    ``opted_in``, the withdrawal). Nothing after ``until``, but for consent: read
+    over all time, a withdrawal applies to every decision made after it arrived,
+    whatever day the decision is for.
     """
 
     counts: list[dict[tuple[str, str], int]]
     last: dict[tuple[str, str], datetime]
     dismissed: dict[tuple[str, str], str]
     dismissed_at: dict[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
-    opted_out: dict[tuple[str, str | None], datetime] = field(default_factory=dict)
+    consent: dict[tuple[str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
 
 
 _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
@@ -1068,8 +1070,9 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
             of_hcps,
             # Written out, not bound: the planner then reads it as the partial
             # index's own condition (ix_feedback_events_consent) and uses it.
+            # No time bound: a decision for a past day (a send made now) still
+            # honours a withdrawal received since.
             sa.text(CONSENT_ROWS),
-            c.occurred_at <= sa.bindparam("until"),
         )
     )
     statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
@@ -1178,7 +1181,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
     counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
     last: dict[tuple[str, str], datetime] = {}
     decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
-    consented: dict[tuple[str, str | None], tuple[datetime, str, bool]] = {}
+    consent: dict[tuple[str, str | None], tuple[datetime, bool]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0:
@@ -1187,10 +1190,11 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
         elif kind >= 4:
-            mark = (_as_utc(at), str(event_id), kind == 4)
-            before = consented.get((hcp_id, key))
-            if before is None or mark[:2] >= before[:2]:
-                consented[(hcp_id, key)] = mark
+            # The latest decides; at the same time a withdrawal beats a consent.
+            mark = (_as_utc(at), kind == 4)
+            before = consent.get((hcp_id, key))
+            if before is None or mark > before:
+                consent[(hcp_id, key)] = mark
         else:
             # The latest decision is kept (ties: the larger event id).
             stamp = (_as_utc(at), str(event_id), str(reason), int(kind))
@@ -1204,7 +1208,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
         last=last,
         dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
         dismissed_at={pair: (stamp[0], stamp[3] == 2) for pair, stamp in dismissed.items()},
-        opted_out={pair: mark[0] for pair, mark in consented.items() if mark[2]},
+        consent=consent,
     )
 
 
