@@ -18,18 +18,30 @@ def _events() -> list[FeedbackRecord]:
     out = []
     for n in range(300):
         kind = str(
-            rng.choice(["delivered", "completed", "opened", "dismissed", "snoozed", "accepted"])
+            rng.choice(
+                [
+                    *("delivered", "completed", "opened"),
+                    *("dismissed", "snoozed", "accepted"),
+                    *("opted_out", "opted_in"),
+                ]
+            )
         )
         dismissal = kind in ("dismissed", "snoozed", "accepted")
+        consent = kind.startswith("opted_")
+        channel = str(rng.choice(["email", "rep_visit", "*"]))
         out.append(
             FeedbackRecord(
                 event_id=f"e{n}",
                 event_type=kind,
-                # A few after NOW, which a decision at NOW must not see.
+                # A few after NOW, which a decision at NOW must not see (but consent).
                 occurred_at=NOW - timedelta(days=float(rng.uniform(-5, 60))),
                 hcp_id=f"H{rng.integers(5)}",
-                channel=None if dismissal else str(rng.choice(["email", "rep_visit"])),
-                action_id=f"A{rng.integers(4)}" if dismissal or rng.random() < 0.5 else None,
+                channel=None
+                if dismissal or (consent and channel == "*")
+                else channel.replace("*", "email"),
+                action_id=f"A{rng.integers(4)}"
+                if not consent and (dismissal or rng.random() < 0.5)
+                else None,
                 reason="not_relevant" if kind == "dismissed" else None,
             )
         )
@@ -64,8 +76,14 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
                 assert one.counts[i] == {k: n for k, n in many.counts[i].items() if k[0] == hcp}
             assert one.last == {k: t for k, t in many.last.items() if k[0] == hcp}
             assert one.dismissed == {k: r for k, r in many.dismissed.items() if k[0] == hcp}
+            assert one.consent == {k: c for k, c in many.consent.items() if k[0] == hcp}
             seen_dismissal = seen_dismissal or bool(one.dismissed)
         assert seen_dismissal and many.counts[0] and many.counts[1]
+        # Consent is read whatever its time: events after NOW count, per channel and for
+        # every channel (None), and both kinds are among the latest.
+        assert max(at for at, _ in many.consent.values()) > NOW
+        assert {channel for _, channel in many.consent} == {"email", "rep_visit", None}
+        assert {out for _, out in many.consent.values()} == {True, False}
         with engine.connect() as connection:
             nothing = serving_history(
                 connection, hcp_ids=["H5"], windows=windows, dismissed_since=since, until=NOW
@@ -143,7 +161,7 @@ def test_live_history_reads_through_the_reader_and_outlives_a_dropped_connection
             if e.hcp_id == hcp
             and e.event_type in ("delivered", "completed")
             and e.channel == "email"
-            and e.occurred_at >= NOW - timedelta(days=28)
+            and NOW - timedelta(days=28) <= e.occurred_at <= NOW
         )
         assert expected > 0
 
