@@ -244,8 +244,9 @@ def _catalog_notes(dataset: Any) -> list[str]:
     """Catalog values that are valid but can never match: a specialty no HCP has (a
     typo such as 'cardiolgy' leaves its action ineligible for everyone, silently)."""
     from nextbest.contract import allowed_specialties
+    from nextbest.contract.schema import specialty_spelling
 
-    have = {str(s).strip().lower() for s in dataset.hcps["specialty"]}
+    have = {specialty_spelling(str(s)) for s in dataset.hcps["specialty"]}
     notes = []
     for action_id, cell in zip(
         dataset.catalog["action_id"], dataset.catalog["specialties"], strict=True

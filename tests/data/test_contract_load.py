@@ -426,3 +426,15 @@ def test_a_trailing_separator_and_a_header_in_capitals(tables, write_tables) -> 
     assert "missing required column (there is 'HCP_ID': column names are lower-case)" in str(
         caught.value
     )
+
+
+def test_specialties_compare_whatever_their_case_spaces_or_hyphens() -> None:
+    from nextbest.contract import allowed_specialties
+    from nextbest.contract.schema import normalise_specialties, specialty_spelling
+
+    assert specialty_spelling(" Primary Care ") == "primary_care"
+    assert specialty_spelling("primary-care") == "primary_care"
+    assert normalise_specialties("Primary Care; cardiology;primary_care") == (
+        "cardiology;primary_care"
+    )
+    assert allowed_specialties("Primary  Care") == frozenset({"primary_care"})

@@ -289,3 +289,22 @@ def test_files_given_at_decision_time_only_make_eligibility_stricter(model) -> N
     expected = snapshot.approved(day)
     expected[email[:2]] = False
     assert given.approved(day).tolist() == expected.tolist()
+
+
+def test_a_send_lists_specialty_is_spelled_as_any_and_an_empty_cell_keeps_the_models(
+    model,
+) -> None:
+    from nextbest.policy.eligibility import EligibilityIndex
+
+    snapshot = EligibilityIndex.build(model)
+    restricted = np.flatnonzero(~snapshot.specialty_ok.all(axis=0))
+    assert len(restricted) > 0, "some content is for some specialties only"
+    hcps = model.hcps[["hcp_id", "specialty"]].copy()
+    # "Primary Care" for primary_care, and so on: the same specialty, the same content.
+    hcps["specialty"] = hcps["specialty"].str.replace("_", " ").str.title()
+    spelled = EligibilityIndex.build(model, hcps=hcps)
+    assert (spelled.specialty_ok == snapshot.specialty_ok).all()
+    # An empty cell says nothing: the model's specialty holds.
+    hcps["specialty"] = ""
+    empty = EligibilityIndex.build(model, hcps=hcps)
+    assert (empty.specialty_ok == snapshot.specialty_ok).all()

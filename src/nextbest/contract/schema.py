@@ -95,10 +95,17 @@ def is_rep_channel(channel: str) -> bool:
     return channel.startswith(REP_CHANNEL_PREFIX)
 
 
+def specialty_spelling(name: str) -> str:
+    """How specialties are compared, an HCP's with a catalog's: 'Primary Care',
+    'primary-care' and 'primary_care' are one (as channels are spelled)."""
+    return channel_spelling(name)
+
+
 def normalise_specialties(value: str) -> str:
-    """Canonical form of a ``specialties`` cell: stripped, lower-case, sorted, unique,
-    ``;``-joined; ``''`` means every specialty."""
-    parts = {part.strip().lower() for part in value.split(SPECIALTY_SEPARATOR)}
+    """Canonical form of a ``specialties`` cell: each part spelled as
+    :func:`specialty_spelling` does, sorted, unique, ``;``-joined; ``''`` means every
+    specialty."""
+    parts = {specialty_spelling(part) for part in value.split(SPECIALTY_SEPARATOR)}
     parts.discard("")
     return SPECIALTY_SEPARATOR.join(sorted(parts))
 
@@ -106,8 +113,9 @@ def normalise_specialties(value: str) -> str:
 def allowed_specialties(value: str) -> frozenset[str]:
     """Specialties a catalog action may be shown to, from its ``specialties`` cell.
 
-    The result is lower-case; an empty set means everyone. HCP ``specialty`` values
-    keep their case, so compare ``hcp_specialty.strip().lower()`` against it.
+    Each is spelled by :func:`specialty_spelling`; an empty set means everyone. HCP
+    ``specialty`` values keep their spelling, so compare
+    ``specialty_spelling(hcp_specialty)`` against it.
     """
     return frozenset(
         part for part in normalise_specialties(value).split(SPECIALTY_SEPARATOR) if part

@@ -73,16 +73,17 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     """Validate a send list, the HCPs to pick for; returns one row per HCP in input order.
 
     Only ``hcp_id`` is required. Output columns: ``hcp_id``, ``specialty`` when the
-    file has one (str), and its ``consent_<channel>`` columns read as
-    :func:`validate_hcps` reads them; other columns are left out.
+    file has one (str, '' where a cell is empty: the served model's applies), and
+    its ``consent_<channel>`` columns read as :func:`validate_hcps` reads them;
+    other columns are left out.
     """
     log = ProblemLog(file)
     raw = _start(raw, ("hcp_id",), log, rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {"hcp_id": hcp_id.series()}
-    if "specialty" in raw.columns:
-        out["specialty"] = _required_text(raw, "specialty", log).series()
+    if "specialty" in raw.columns:  # an empty cell: the served model's
+        out["specialty"] = parse.codes(raw["specialty"]).series()
     headers: dict[str, str] = {}
     for column in _others(raw, out):
         _read_consent(raw, column, log, out, headers)

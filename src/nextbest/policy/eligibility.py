@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from nextbest.contract.schema import CONSENT_PREFIX, consent_column
+from nextbest.contract.schema import CONSENT_PREFIX, allowed_specialties, consent_column
 from nextbest.learning.scoring import ScoringModel
 
 Purpose = Literal["promotional", "medical"]
@@ -108,10 +108,18 @@ class EligibilityIndex:
             column = consent_column(channel)
             if column in hcps:
                 consent[:, j] = hcps[column].to_numpy(dtype=bool)
-        specialty = hcps["specialty"].astype(str).str.strip().str.lower().to_numpy()
+        # As specialty_spelling spells them, the catalog's allowed lists too.
+        specialty = (
+            hcps["specialty"]
+            .astype(str)
+            .str.strip()
+            .str.lower()
+            .str.replace(r"[\s_-]+", "_", regex=True)
+            .to_numpy()
+        )
         specialty_ok = np.ones((len(hcps), len(catalog)), dtype=bool)
         for j, allowed in enumerate(catalog["specialties"].astype(str)):
-            names = {s.strip().lower() for s in allowed.split(";") if s.strip()}
+            names = allowed_specialties(allowed)
             if names:
                 specialty_ok[:, j] = np.isin(specialty, list(names))
         return cls(
@@ -212,7 +220,9 @@ def _overlaid(
             if column in out
             else np.full(len(out), True, dtype=object)
         )
-        values[rows[found]] = given[column].to_numpy(dtype=object)[found]
+        sent = given[column].to_numpy(dtype=object)
+        said = found & ~pd.isna(sent) & (sent != "")  # an empty cell leaves the known value
+        values[rows[said]] = sent[said]
         out[column] = pd.Series(values, index=out.index).infer_objects()
     return out
 
