@@ -1,3 +1,3 @@
 """nextbest: next-best-action service for pharmaceutical omnichannel engagement."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -30,6 +30,34 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from alembic.script import ScriptDirectory
+
+        from nextbest import __version__
+        from nextbest.storage.db import alembic_config
+
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        stdout.print(f"nextbest {__version__} (database schema revision {head})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Show the release and the database schema revision it migrates to, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Next-best-action service for HCP engagement: simulate, train, serve, pick."""
+
+
 DataOpt = Annotated[
     Path, typer.Option("--data", help="Directory with hcps, catalog, interactions.")
 ]
@@ -680,12 +708,19 @@ def _migrate_before_serving(settings: Settings) -> None:
     """
     from sqlalchemy.engine import make_url
 
-    from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, migrate
+    from nextbest.storage.db import (
+        UNAVAILABLE_ERRORS,
+        SchemaTooNewError,
+        describe_database_error,
+        migrate,
+    )
 
     url = settings.resolved_database_url
     try:
-        migrate(url)
+        before, after = migrate(url)
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
+        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+    except SchemaTooNewError as exc:
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
         shown = make_url(url).render_as_string(hide_password=True)
@@ -693,6 +728,8 @@ def _migrate_before_serving(settings: Settings) -> None:
             f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
             f"{describe_database_error(exc)}"
         ) from None
+    if before != after:  # said once, here: the workers find nothing left to do
+        console.print(f"database schema migrated from revision {before or '(none)'} to {after}")
 
 
 GATE_CONFIG = "training/gate.yaml"

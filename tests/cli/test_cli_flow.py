@@ -525,6 +525,39 @@ def test_train_names_an_unreachable_dask_scheduler(
     assert "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in result.output
 
 
+def test_serve_refuses_a_database_a_newer_release_migrated(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code rollback onto a database the next release migrated: one clear line and
+    exit 2, not a traceback from the migration tool."""
+    import sqlalchemy as sa
+    import uvicorn
+
+    from nextbest.storage.db import make_engine, migrate
+
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    for name in ("NEXTBEST_GC_FREEZE", "OMP_NUM_THREADS", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    engine = make_engine(url)
+    try:
+        assert migrate(engine) == (None, "0002")
+        assert migrate(engine) == ("0002", "0002")
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", url)
+    result = runner.invoke(app, ["serve", "--workers", "1"])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "the database's schema is at revision 0099, which this release does not know" in said
+    assert "(its newest is 0002)" in said and "Traceback" not in result.output
+    assert not started
+
+
 @pytest.mark.parametrize(
     ("option", "value"), [("--port", "70000"), ("--port", "-1"), ("--workers", "0")]
 )
@@ -820,3 +853,15 @@ def test_help_says_what_an_option_left_out_means(command: list[str], said: list[
     text = " ".join(result.output.replace("│", " ").split())
     for words in said:
         assert words in text, (words, text)
+
+
+def test_version_names_the_release_and_its_schema_revision() -> None:
+    from alembic.script import ScriptDirectory
+
+    from nextbest import __version__
+    from nextbest.storage.db import alembic_config
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert result.stdout.strip() == f"nextbest {__version__} (database schema revision {head})"

@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -306,14 +309,35 @@ def _lock_for_migration(connection: Connection) -> None:
         )
 
 
-def _upgrade_locked(engine: Engine, revision: str) -> None:
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer release than this one."""
+
+    def __init__(self, found: str, head: str | None) -> None:
+        super().__init__(
+            f"the database's schema is at revision {found}, which this release does not "
+            f"know (its newest is {head}): a newer nextbest migrated it. Run that release, "
+            "or downgrade the schema first (README, 'Upgrading and rolling back')"
+        )
+        self.found = found
+        self.head = head
+
+
+def _upgrade_locked(engine: Engine, revision: str) -> tuple[str | None, str | None]:
     with engine.connect() as connection:
         _lock_for_migration(connection)
         try:
             config = alembic_config()
+            script = ScriptDirectory.from_config(config)
+            before = MigrationContext.configure(connection).get_current_revision()
+            if before is not None:
+                try:
+                    script.get_revision(before)
+                except CommandError:
+                    raise SchemaTooNewError(before, script.get_current_head()) from None
             # env.py runs on this connection, inside the locked transaction.
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
         except BaseException:
             if connection.dialect.name == "sqlite":
                 connection.exec_driver_sql("ROLLBACK")
@@ -323,20 +347,24 @@ def _upgrade_locked(engine: Engine, revision: str) -> None:
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("COMMIT")
         connection.commit()
+    return before, after
 
 
-def migrate(url_or_engine: str | Engine, *, revision: str = "head") -> None:
-    """Upgrade the database schema to ``revision`` (default: the newest migration).
+def migrate(
+    url_or_engine: str | Engine, *, revision: str = "head"
+) -> tuple[str | None, str | None]:
+    """Upgrade the database schema to ``revision`` (default: the newest migration);
+    returns the revision before and after (None: an empty database).
 
     Idempotent, and safe to call from several processes at once (SQLite: the write
     lock, PostgreSQL: an advisory lock). Given a URL, the engine made for it is
-    disposed afterwards; a given engine is left open.
+    disposed afterwards; a given engine is left open. Raises
+    :class:`SchemaTooNewError` for a database a newer release migrated.
     """
     if isinstance(url_or_engine, Engine):
-        _upgrade_locked(url_or_engine, revision)
-        return
+        return _upgrade_locked(url_or_engine, revision)
     engine = make_engine(url_or_engine)
     try:
-        _upgrade_locked(engine, revision)
+        return _upgrade_locked(engine, revision)
     finally:
         engine.dispose()
