@@ -617,19 +617,9 @@ def serve(
     ] = "info",
 ) -> None:
     """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines."""
-    import inspect
     import os
+    import shutil
     import tempfile
-
-    import uvicorn
-
-    from nextbest.api.observability import logging_config
-    from nextbest.api.workers import (
-        AddressInUseError,
-        balanced_listeners_supported,
-        check_address_free,
-        run_balanced,
-    )
 
     # Served processes freeze their long-lived heap after loading a model
     # (Settings.gc_freeze): full garbage collections no longer stall requests.
@@ -642,9 +632,34 @@ def serve(
     # One OpenMP thread per worker: requests score small blocks, and the workers
     # already use every core.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    metrics_dir = None
     if n_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics then sums the counters of every worker process.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nextbest-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="nextbest-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _run_server(settings, host=host, port=port, n_workers=n_workers, log_level=log_level)
+    finally:
+        if metrics_dir is not None:  # ours: gone with the server (stopped or failed)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_server(
+    settings: Settings, *, host: str | None, port: int | None, n_workers: int, log_level: str
+) -> None:
+    """Run uvicorn's workers until the server stops."""
+    import inspect
+
+    import uvicorn
+
+    from nextbest.api.observability import logging_config
+    from nextbest.api.workers import (
+        AddressInUseError,
+        balanced_listeners_supported,
+        check_address_free,
+        run_balanced,
+    )
+
     extra: dict[str, int] = {}
     if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
         # uvicorn kills a worker that does not answer its health ping within 5 s;

@@ -97,6 +97,25 @@ def two_workers(trained, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[byte
         stop_server(proc)
 
 
+def test_a_stopped_server_leaves_no_metrics_directory_behind(trained, tmp_path: Path) -> None:
+    # Several workers share their counters through a temporary directory that
+    # serve makes; a stopped server removed it not, and they piled up in /tmp.
+    models, scratch = tmp_path / "models", tmp_path / "tmp"
+    shutil.copytree(trained.settings.models_dir, models)
+    scratch.mkdir()
+    env = {**_env(models), "TMPDIR": str(scratch)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    proc = start_server(port=port, env=env, args=["--workers", "2"], log_file=tmp_path / "log")
+    try:
+        made = list(scratch.glob("nextbest-metrics-*"))
+        assert len(made) == 1, made  # it was there while the server ran
+    finally:
+        stop_server(proc)
+    assert proc.returncode == 0
+    assert not list(scratch.glob("nextbest-metrics-*"))
+
+
 @linux_only
 def test_connections_spread_over_the_workers(two_workers) -> None:
     """40 keep-alive connections to two idle workers: each worker holds a fair share.
