@@ -273,6 +273,14 @@ def test_a_consent_event_names_an_hcp_and_a_catalog_channel_only(client: TestCli
         assert refused.status_code == 422, refused.text
         assert says in refused.json()["rejected"][0]["message"]
     assert _ask(client, hcp_id, channel="email")["items"]  # nothing was stored
+    # An HCP the served model does not know yet: its opt-out is kept for when one does.
+    kept = client.post(
+        "/v1/feedback", json={**event, "event_id": "new-hcp", "hcp_id": "H-not-yet-known"}
+    )
+    assert kept.status_code == 200 and kept.json()["accepted"] == 1, kept.text
+    other = {**event, "event_type": "delivered", "hcp_id": "H-not-yet-known"}
+    refused = client.post("/v1/feedback", json={**other, "event_id": "new-hcp-contact"})
+    assert refused.status_code == 422 and "unknown hcp_id" in refused.text
 
 
 def test_consent_decided_by_the_latest_event_a_withdrawal_winning_a_tie(client: TestClient) -> None:

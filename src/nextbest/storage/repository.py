@@ -686,7 +686,13 @@ def record_feedback(
                 f"channel '{channel}' is not a channel of the served catalog (known: "
                 f"{', '.join(sorted(catalog_channels))}); leave it out for every channel"
             )
-        if message is None and hcp_exists is not None:
+        # A consent event for an HCP no model knows yet is kept: it applies as soon
+        # as one does (refused, an opt-out sent before the hcps file caught up was lost).
+        if (
+            message is None
+            and hcp_exists is not None
+            and event.event_type not in CONSENT_EVENT_TYPES
+        ):
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
             if not known_hcps[event.hcp_id]:
