@@ -386,16 +386,36 @@ def test_a_consent_column_for_no_catalog_channel_is_refused(tables, write_tables
     assert "catalog channels: email, rep_visit" in said
 
 
-def test_consent_written_without_a_separator_is_refused_not_read_as_an_attribute(
-    tables, write_tables
+@pytest.mark.parametrize(
+    "header", ["ConsentEmail", "email_consent", "Email Consent", "Consent:Email", "opt_in_email"]
+)
+def test_consent_written_otherwise_is_refused_not_read_as_an_attribute(
+    tables, write_tables, header: str
 ) -> None:
-    tables["hcps"] = tables["hcps"].rename(columns={"consent_email": "ConsentEmail"})
+    tables["hcps"] = tables["hcps"].rename(columns={"consent_email": header})
     with pytest.raises(ContractError) as caught:
-        load_dataset(write_tables(tables))
+        load_dataset(write_tables(tables, name=header.replace(" ", "_").replace(":", "_")))
     assert (
-        "column 'ConsentEmail': reads as consent for channel 'email' but would be a plain "
-        "attribute: name it consent_email"
+        f"column '{header}': reads as consent for channel 'email' but would be read as a "
+        "plain attribute: give it as consent_email"
     ) in str(caught.value)
+
+
+def test_a_send_lists_consent_written_otherwise_is_refused_not_left_out(
+    tables, write_tables, tmp_path: Path
+) -> None:
+    from nextbest.contract import load_send_list
+
+    catalog = load_dataset(write_tables(tables)).catalog
+    send = tmp_path / "send.csv"
+    send.write_text("hcp_id,Email Consent,segment\nH1,false,a\n")
+    with pytest.raises(ContractError) as caught:
+        load_send_list(send, catalog=catalog)
+    assert "column 'Email Consent': reads as consent for channel 'email' but would be left out" in (
+        str(caught.value)
+    )
+    send.write_text("hcp_id,consent_email,segment\nH1,false,a\n")
+    assert load_send_list(send, catalog=catalog)["consent_email"].tolist() == [False]
 
 
 def test_two_consent_columns_for_one_channel_are_refused(tables, write_tables) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -151,19 +152,21 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
     channels = sorted(set(catalog["channel"]))
     headers = hcps.attrs.get("consent_headers", {})
     problems = []
-    # "ConsentEmail", "consentrepvisit": consent written without a separator is read
-    # as a plain attribute; refused, so that no opted-out HCP is contacted.
-    run_together = {f"consent{c.replace('_', '')}": c for c in channels}
-    for column in hcps.columns:
-        meant = run_together.get(str(column).lower().replace("_", ""))
-        if meant is not None and not str(column).startswith(CONSENT_PREFIX):
+    # "ConsentEmail", "Email Consent", "opt_in_email": consent written otherwise than
+    # consent_<channel> would be a plain attribute (or, in a send list, left out):
+    # refused, so that no opted-out HCP is contacted.
+    ignored = hcps.attrs.get("ignored_columns", [])
+    for column in [*hcps.columns, *ignored]:
+        meant = _reads_as_consent(str(column), channels)
+        if meant is not None:
+            fate = "left out" if column in ignored else "read as a plain attribute"
             problems.append(
                 Problem(
                     file,
                     None,
                     str(column),
-                    f"reads as consent for channel '{meant}' but would be a plain attribute: "
-                    f"name it {consent_column(meant)}",
+                    f"reads as consent for channel '{meant}' but would be {fate}: give it "
+                    f"as {consent_column(meant)} (true: may be contacted)",
                 )
             )
     for column in hcps.columns:
@@ -186,6 +189,18 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
         )
     if problems:
         raise ContractError(problems)
+
+
+def _reads_as_consent(column: str, channels: list[str]) -> str | None:
+    """The catalog channel a header that is not ``consent_<channel>`` most likely
+    gives consent for ("Email Consent", "ConsentEmail", "opt_in_email"), or None."""
+    if column.startswith(CONSENT_PREFIX):
+        return None
+    compact = re.sub(r"[^a-z0-9]", "", column.lower())
+    if not any(word in compact for word in ("consent", "optin", "optout")):
+        return None
+    named = [c for c in channels if c.replace("_", "") in compact]
+    return max(named, key=len) if named else None
 
 
 def _find_tables(data_dir: Path) -> dict[str, Path]:

@@ -85,11 +85,13 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     if "specialty" in raw.columns:  # an empty cell: the served model's
         out["specialty"] = parse.codes(raw["specialty"]).series()
     headers: dict[str, str] = {}
-    for column in _others(raw, out):
-        _read_consent(raw, column, log, out, headers)
+    ignored = [c for c in _others(raw, out) if not _read_consent(raw, c, log, out, headers)]
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers
+    # Checked against the catalog's channels all the same: "Email Consent" left out
+    # unread would send e-mail to everyone on the list.
+    frame.attrs["ignored_columns"] = ignored
     return frame
 
 
