@@ -208,6 +208,16 @@ def test_simulate_train_picks(
         result.exit_code == 2
         and "column 'chanel': unknown column (did you mean 'channel'?)" in said
     ), said
+    # A trailing separator on every line (header too) is an empty column, dropped;
+    # a value in it is named by its row.
+    hcp = str(events["hcp_id"].iloc[0])
+    feed.write_text(f"event_id,event_type,hcp_id,channel,\nt-1,opened,{hcp},email,\n")
+    said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
+    assert "stored 1 of 1 events" in said, said
+    feed.write_text(f"event_id,event_type,hcp_id,channel,\nt-2,opened,{hcp},email,oops\n")
+    result = runner.invoke(app, ["feedback", str(feed)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "row 1: column 5 has no name in the header" in said, said
 
 
 def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:

@@ -351,18 +351,7 @@ def _start(
     raw = raw.copy(deep=False)
     raw.columns = pd.Index([str(name).strip() for name in raw.columns], dtype=object)
     raw.index = pd.RangeIndex(len(raw))
-    # A spreadsheet's trailing separator adds a column without a name or a value
-    # (pandas calls it "Unnamed: 9"): nothing to read, so nothing to keep.
-    unnamed = [name for name in raw.columns if re.fullmatch(r"Unnamed: \d+", name)]
-    for name in unnamed:
-        # One with values would become a feature called "Unnamed: 9": say where.
-        values = pd.Series(raw[name])
-        log.add_rows(
-            values.astype(str).str.strip().ne("").to_numpy(),
-            None,
-            _unnamed_value(values, int(name.split()[-1]) + 1),
-        )
-    raw = raw.drop(columns=unnamed)
+    raw = without_unnamed_columns(raw, log)
     seen: set[str] = set()
     for name in raw.columns:
         if name in seen:
@@ -379,6 +368,22 @@ def _start(
     # Without its columns nothing else can be checked meaningfully.
     log.raise_if_any()
     return raw
+
+
+def without_unnamed_columns(raw: pd.DataFrame, log: ProblemLog) -> pd.DataFrame:
+    """``raw`` without the columns a CSV header left unnamed (pandas calls them
+    "Unnamed: 9"): a spreadsheet's trailing separator adds one without a value,
+    nothing to read. A value in one is logged with its row: it would become a
+    feature called "Unnamed: 9"."""
+    unnamed = [name for name in raw.columns if re.fullmatch(r"Unnamed: \d+", str(name))]
+    for name in unnamed:
+        values = pd.Series(raw[name])
+        log.add_rows(
+            values.astype(str).str.strip().ne("").to_numpy(),
+            None,
+            _unnamed_value(values, int(str(name).split()[-1]) + 1),
+        )
+    return raw.drop(columns=unnamed)
 
 
 def _unnamed_value(values: pd.Series, number: int) -> Callable[[int], str]:

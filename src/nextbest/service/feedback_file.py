@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.errors import ContractError, Problem, ProblemLog
 from nextbest.contract.files import read_table
+from nextbest.contract.validate import without_unnamed_columns
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
 from nextbest.service.feedback import ingest_feedback
@@ -53,6 +54,9 @@ def read_events(path: Path) -> pd.DataFrame:
     dropped, so that file, fixed, can be sent again as it is.
     """
     frame = read_table(path)
+    log = ProblemLog(path.name)
+    frame = without_unnamed_columns(frame, log)  # a trailing separator's empty column
+    log.raise_if_any()
     frame = frame.drop(columns=[c for c in REJECTED_COLUMNS if c in frame.columns])
     unknown = [c for c in frame.columns if c not in COLUMNS]
     missing = [c for c in REQUIRED if c not in frame.columns]
