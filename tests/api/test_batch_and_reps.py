@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from datetime import date as date_type
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -136,6 +137,41 @@ def test_rep_plan_respects_territory_capacity_and_rep_channels(client: TestClien
     assert greedy == sorted(greedy, reverse=True)
     default = _plan(client, keys)
     assert default.capacity == recommender.rules.rep_default_capacity
+
+
+def test_a_rep_plans_answers_are_replayed_on_rep_channels_only(client: TestClient, keys) -> None:
+    """The uplift report and the gate replay a logged answer with its channel filter:
+    a rep plan's is every rep channel, not the whole catalog (its held-out HCPs are
+    the rep channels' control)."""
+    from sqlalchemy import select
+
+    from nextbest.contract.schema import REP_CHANNELS_FILTER
+    from nextbest.loop.evidence import greedy_actions
+    from nextbest.storage.tables import Recommendation
+
+    _plan(client, keys, capacity=30)
+    runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = session.execute(
+            select(Recommendation.hcp_id, Recommendation.created_at, Recommendation.channel_filter)
+        ).all()
+    assert logged and {row.channel_filter for row in logged} == {REP_CHANNELS_FILTER}
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": [row.hcp_id for row in logged],
+            "timestamp": [row.created_at for row in logged],
+            "purpose": "promotional",
+            "channel_filter": [row.channel_filter for row in logged],
+        }
+    )
+    model = runtime.recommender.model
+    replayed = [a for a in greedy_actions(model, decisions) if a is not None]
+    channel_of = dict(zip(model.catalog["action_id"], model.catalog["channel"], strict=True))
+    assert replayed and all(channel_of[a].startswith("rep_") for a in replayed)
+    # The whole catalog, as before, would put other channels first for some of them.
+    everything = greedy_actions(model, decisions.assign(channel_filter=None))
+    assert any(a is not None and not channel_of[a].startswith("rep_") for a in everything)
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,11 @@ def is_identifier_column(name: str) -> bool:
     return lowered in IDENTIFIER_NAMES or lowered.endswith(IDENTIFIER_SUFFIXES)
 
 
+# The channel filter a rep plan's answers are logged with: every rep channel, so
+# that the uplift report and the gate replay them on rep channels only.
+REP_CHANNELS_FILTER: Final = f"{REP_CHANNEL_PREFIX}*"
+
+
 def is_rep_channel(channel: str) -> bool:
     """Whether ``channel`` is delivered by a sales rep (``rep_visit``, ``rep_phone``, ...)."""
     return channel.startswith(REP_CHANNEL_PREFIX)

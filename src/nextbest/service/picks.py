@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pandas as pd
 
+from nextbest.contract.schema import REP_CHANNELS_FILTER, is_rep_channel
 from nextbest.errors import NotFoundError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import ScoringModel
@@ -58,6 +59,9 @@ def picks_frame(
 ) -> pd.DataFrame:
     """Best ``k`` actions per HCP with positive expected net value, one row each.
 
+    ``channel`` may be :data:`~nextbest.contract.schema.REP_CHANNELS_FILTER` (every
+    rep channel: how a rep plan's answers are logged, for their replay).
+
     Returns a frame with :data:`PICK_COLUMNS`; an HCP with nothing worth doing
     gets no row. ``progress`` is called with the number of HCPs done per block.
     Unknown ``hcp_ids`` raise :class:`NotFoundError` unless ``skip_unknown``.
@@ -66,6 +70,8 @@ def picks_frame(
     """
     # No day check here: the gate and the report replay past decisions with models
     # whose history ends later (the CLI checks the day a user asks for).
+    rep_only = channel == REP_CHANNELS_FILTER
+    channel = None if rep_only else channel
     check_picks(model, k=k, channel=channel, purpose=purpose)
     rows = model.hcp_index.get_indexer(list(hcp_ids))
     if (rows < 0).any():
@@ -76,7 +82,10 @@ def picks_frame(
     now, as_of = decision_time(on), cutoff(model)
     stamp = pd.Timestamp(on or datetime.now(UTC))
     day = stamp.tz_localize(None) if stamp.tzinfo else stamp
-    actions = np.flatnonzero(eligibility.action_mask(on=day, purpose=purpose, channel=channel))
+    mask = eligibility.action_mask(on=day, purpose=purpose, channel=channel)
+    if rep_only:
+        mask = mask & np.array([is_rep_channel(str(c)) for c in model.catalog["channel"]])
+    actions = np.flatnonzero(mask)
     frames: list[pd.DataFrame] = []
     if len(actions) == 0:
         return pd.DataFrame(columns=PICK_COLUMNS)

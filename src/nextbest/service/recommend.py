@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
-from nextbest.contract.schema import near_channel
+from nextbest.contract.schema import REP_CHANNELS_FILTER, near_channel
 from nextbest.errors import InvalidRequestError, NotFoundError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
@@ -692,7 +692,7 @@ class Recommender:
                     uplift_source=model.uplift_source,
                     holdout=s.holdout,
                     purpose=purpose,
-                    channel=channel,
+                    channel=REP_CHANNELS_FILTER if rep_only else channel,
                     n_candidates=int(n_allowed[i]),
                     items=items,
                 )
