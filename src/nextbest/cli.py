@@ -419,6 +419,8 @@ def train(
             )
         except ValueError as exc:
             raise _fail(str(exc)) from None
+        # What validate notes about the catalog, in the run too (notes.txt in MLflow).
+        result.notes.extend(_catalog_notes(dataset))
         step("register")
         info = registry.log_training_run(result, settings, alias=alias)
         progress.update(task, completed=len(stages))
@@ -522,16 +524,17 @@ def picks(
     hcp_ids = list(given_hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
+        one = len(unknown) == 1
         console.print(
-            f"[yellow]note:[/yellow] {len(unknown):,} "
-            f"{'HCP is' if len(unknown) == 1 else 'HCPs are'} not in model version {version}'s "
-            "snapshot and get no picks (retrain to include them)"
+            f"[yellow]note:[/yellow] {len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
+            f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks "
+            "(retrain to include them)"
         )
     if given_catalog is not None:
         for note in catalog_notes(model, version, catalog=given_catalog):
             console.print(f"[yellow]note:[/yellow] {note}")
-    with _steps(len(hcp_ids)) as progress:
-        task = progress.add_task("scoring HCPs", total=len(hcp_ids))
+    with _steps(len(hcp_ids)) as progress:  # the HCPs scored: the unknown are skipped
+        task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))
 
         def advance(n: int) -> None:
             progress.advance(task, n)

@@ -302,6 +302,9 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     ), said
     assert "catalog action 'visit-a': specialties oncology: no HCP has them" in said
     assert "'mail-a'" not in said
+    # Training says so too, and the run's notes keep it.
+    trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
+    assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained
 
 
 def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: Path) -> None:
