@@ -1181,8 +1181,8 @@ def models(
             if v.promoted_at
             else None,
             f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
-            f"feedback without engagement events on {v.feedback_engagement_missing}"
-            if v.feedback_engagement_missing not in (None, "none")
+            f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"
+            if v.feedback_engagement_missing
             else None,
         ]
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)

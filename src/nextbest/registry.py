@@ -227,8 +227,16 @@ class VersionSummary:
     promoted_at: str | None  # ISO 8601 in UTC
     rolled_back_at: str | None
     promotion: str | None = None  # how it last became champion: "gate passed" or "forced"
-    # Channels whose feedback came back without engagement events when it was retrained.
-    feedback_engagement_missing: str | None = None
+    # Channels whose feedback came back without engagement events when it was retrained
+    # (empty: none; None: not retrained on feedback).
+    feedback_engagement_missing: list[str] | None = None
+
+
+def _channel_list(tag: str | None) -> list[str] | None:
+    """A tag listing channels (``email,webinar``; ``none``) as a list; None if untagged."""
+    if tag is None:
+        return None
+    return [] if tag == "none" else [c for c in tag.split(",") if c]
 
 
 def list_versions(settings: Settings) -> list[VersionSummary]:
@@ -282,7 +290,9 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 promoted_at=mv.tags.get("promoted_at"),
                 rolled_back_at=mv.tags.get("rolled_back_at"),
                 promotion=mv.tags.get("promotion"),
-                feedback_engagement_missing=mv.tags.get("feedback_engagement_missing"),
+                feedback_engagement_missing=_channel_list(
+                    mv.tags.get("feedback_engagement_missing")
+                ),
             )
         )
     return out

@@ -296,6 +296,9 @@ def test_retrain_joins_history_and_feedback(
     assert all(f"{c}: 0 of " in warning for c in channels), warning
     assert "Send the engagement events" in warning
     assert set(run.data.tags["feedback_engagement_missing"].split(",")) == channels
+    listed = {v.version: v for v in registry.list_versions(settings)}
+    assert set(listed[outcome.version].feedback_engagement_missing or []) == channels
+    assert listed[honest_loop.champion].feedback_engagement_missing is None  # trained only
     notes = registry.client(settings).download_artifacts(run.info.run_id, "notes.txt")
     assert Path(notes).read_text().startswith(warning)
     # What evaluate checks its gate config against.
