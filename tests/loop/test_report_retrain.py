@@ -391,6 +391,7 @@ def test_cli_walkthrough(
             assert result.exit_code == 2, result.output
             assert f"gate config: {wider} (evaluation_share 0.6)" in said
             assert f"version {challenger}, was retrained with evaluation_share 0.3" in said
+            assert "or retrain with --gate naming this one" in said  # the challenger's way out
         assert registry.alias_version(settings, "challenger") == challenger  # not promoted
 
         champion = registry.alias_version(settings, "champion")

@@ -524,8 +524,8 @@ def check_evaluation_share(
             f"the gate config's evaluation_share is {wanted:g} but the {role}, version "
             f"{version}, was retrained with evaluation_share {used:g}: it was trained on "
             f"about {trained_on:.0%} of the decisions it would be evaluated on. Evaluate "
-            f"with evaluation_share {used:g} (or less) in the gate config (--config), or "
-            "retrain with --gate naming this one"
+            f"with evaluation_share {used:g} (or less) in the gate config (--config)"
+            + (", or retrain with --gate naming this one" if role == "challenger" else "")
         )
 
 
