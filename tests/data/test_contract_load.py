@@ -240,10 +240,15 @@ def test_a_separator_ending_data_lines_only_is_an_empty_field_dropped(
         "specialties": ["gp", "", "a;b"],
         "cost": ["0.5", "1", "2"],
     }
-    # A value in that extra field is not an empty one: refused, as before.
-    path.write_text("action_id;specialties;cost\nA1;gp;0.5;\nA2;gp;1;x\n")
-    with pytest.raises(ContractError, match="row 2: 4 fields where the header has 3"):
+    # A value in that extra field is not an empty one: refused, as before, and only
+    # that row is named (the others only end with the separator).
+    path.write_text("action_id;specialties;cost\nA1;gp;0.5;\nA2;gp;1;x\nA3;gp;2;\n")
+    with pytest.raises(ContractError) as caught:
         read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  catalog.csv, row 2: 4 fields where the header has 3: a semicolon inside a value? "
+        "put such values in double quotes"
+    ]
 
 
 def test_every_row_with_a_wrong_number_of_fields_is_named_at_once(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         if fmt == "csv":
             frame = _read_csv(path)
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
-            if misfits and trailing:
+            if trailing:
                 return _read_csv(path, drop_trailing_field=True)
             if misfits:
                 raise ContractError(
@@ -69,7 +69,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
             header, line, seen = (int(g) for g in fields.groups())
             # Every such row, not only the first pandas stops at: one pass to fix them all.
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
-            if misfits and trailing:
+            if trailing:
                 return _read_csv(path, drop_trailing_field=True)
             if not misfits:
                 misfits, total = [(line - 1, header, seen)], 1
@@ -114,19 +114,22 @@ def _misfit_rows(
     and pads a row with too few with empty cells, so a value left out in the middle
     shifts the rest one column to the left, silently. A second parse by Arrow's CSV
     reader, converting one column only, finds them all; the second value counts them.
-    The third is True when every such row only ends with a separator the header
-    lacks (an empty field beyond the header's, as some exports write each line):
-    nothing is lost by dropping that field."""
+
+    A row that only ends with a separator the header lacks (an empty field beyond
+    the header's, as some exports write each line) is no misfit: nothing is lost by
+    dropping that field. The third value is True when there are such rows and no
+    misfit: the file is read with that field dropped.
+    """
     found: list[tuple[int, int, int]] = []
-    seen = [0]
-    trailing = [True]
+    seen = [0, 0]  # misfits, rows ending with a separator the header lacks
 
     def keep(row: pa_csv.InvalidRow) -> str:
+        if row.actual_columns == row.expected_columns + 1 and (row.text or "").rstrip(
+            "\r\n"
+        ).endswith(sep):
+            seen[1] += 1
+            return "skip"
         seen[0] += 1
-        trailing[0] = trailing[0] and (
-            row.actual_columns == row.expected_columns + 1
-            and (row.text or "").rstrip("\r\n").endswith(sep)
-        )
         if len(found) < limit:
             # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
             number = -1 if row.number is None else row.number - 1
@@ -138,7 +141,7 @@ def _misfit_rows(
         _arrow_parse(path, sep, names, keep)
     except pa.ArrowException:
         return [], 0, False  # a file Arrow parses otherwise than pandas: pandas' reading stands
-    return found, seen[0], bool(found) and trailing[0]
+    return found, seen[0], not found and seen[1] > 0
 
 
 def _misfit_problem(path: Path, row: int, expected: int, seen: int) -> Problem:
