@@ -120,6 +120,45 @@ def test_a_rep_decision_outside_the_territory_names_the_hcp(client: TestClient, 
     assert said == feedback.json()["detail"]
 
 
+def test_a_rep_learns_nothing_of_other_territories_from_a_refusal(client: TestClient, keys) -> None:
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    outside = _hcp(client, inside=False, territory=keys.territory)
+    # Another system stored an opt-out for an HCP of another territory under an id a
+    # rep can guess; a rep reusing it is told the id is taken, not what it holds.
+    taken = {"event_id": "unsub-881", "event_type": "opted_out", "hcp_id": outside}
+    assert client.post("/v1/feedback", json=taken).status_code == 200  # admin
+    probe = {"event_id": "unsub-881", "event_type": "opened", "hcp_id": inside}
+    refused = client.post("/v1/feedback", json=probe, headers=keys.rep)
+    assert refused.status_code == 422
+    said = refused.json()["rejected"][0]["message"]
+    assert "already stored for another event" in said
+    assert outside not in said and "opted_out" not in said
+    # Nor to whom another territory's recommendation was served.
+    served = client.post("/v1/recommendations", json={"hcp_id": outside}).json()
+    named = {**probe, "event_id": "p-2", "recommendation_id": served["recommendation_id"]}
+    refused = client.post("/v1/feedback", json=named, headers=keys.rep)
+    said = refused.json()["rejected"][0]["message"]
+    assert "does not match recommendation" in said and outside not in said
+    # Nor whether an HCP it may not see exists: one answer for both.
+    words = []
+    for hcp in (outside, "H-NOWHERE"):
+        answer = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.rep)
+        assert answer.status_code == 403
+        words.append(answer.json()["detail"].replace(hcp, "<id>"))
+    assert words[0] == words[1]
+
+
+def test_a_rep_may_record_an_opt_out_but_not_consent_given_again(client: TestClient, keys) -> None:
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    out = {"event_id": "rep-out", "event_type": "opted_out", "hcp_id": inside, "channel": "email"}
+    assert client.post("/v1/feedback", json=out, headers=keys.rep).status_code == 200
+    back = {**out, "event_id": "rep-in", "event_type": "opted_in"}
+    refused = client.post("/v1/feedback", json=back, headers=keys.rep)
+    assert refused.status_code == 403
+    assert "may record an opt-out but not consent given again" in refused.text
+    assert client.post("/v1/feedback", json=back, headers=keys.channel).status_code == 200
+
+
 def test_rep_cannot_read_another_reps_plan_or_use_admin_and_batch(client: TestClient, keys) -> None:
     assert client.get("/v1/reps/rep-2/suggestions", headers=keys.rep).status_code == 403
     assert client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).status_code == 200

@@ -113,8 +113,9 @@ def forbid_outside_territory(principal: Principal, territory_id: str | None, wha
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,
             detail=f"rep key '{principal.name}' may only access its territory "
-            f"{principal.territory_id}; {what} is outside it"
-            + (" or not known to the served model" if territory_id is None else ""),
+            # The same words for both: which one it is would tell a rep that an
+            # HCP exists in another territory.
+            f"{principal.territory_id}; {what} is outside it or not known to the served model",
         )
 
 

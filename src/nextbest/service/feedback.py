@@ -64,10 +64,12 @@ def ingest_feedback(
     model: ScoringModel | None,
     log_flush_ms: float = 0.0,
     dismiss_reasons: Collection[str] | None = None,
+    private: bool = False,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
     rejected (None: no model loaded, nothing to check them against); with
-    ``dismiss_reasons``, so are dismissals and snoozes with another reason code.
+    ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
+    ``private`` as :func:`~nextbest.storage.repository.record_feedback` takes it.
 
     Returns after the valid events are committed, so the caller may acknowledge.
     With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
@@ -90,6 +92,7 @@ def ingest_feedback(
         hcp_exists=hcp_exists,
         action_channels=action_channels,
         dismiss_reasons=dismiss_reasons,
+        private=private,
     )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:

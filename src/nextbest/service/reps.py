@@ -123,5 +123,5 @@ def record_rep_decision(
         reason=reason,
     )
     return ingest_feedback(
-        session, events=[event], model=recommender.model, log_flush_ms=log_flush_ms
+        session, events=[event], model=recommender.model, log_flush_ms=log_flush_ms, private=True
     )

@@ -571,8 +571,13 @@ def record_feedback(
     hcp_exists: Callable[[str], bool] | None = None,
     action_channels: Mapping[str, str] | None = None,
     dismiss_reasons: Collection[str] | None = None,
+    private: bool = False,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
+
+    ``private`` (a rep's key): messages name nothing the sender did not send (not
+    the HCP a recommendation was served to, nor what a stored event with the same
+    id says), so that a rep learns nothing about other territories.
 
     With ``dismiss_reasons`` (the rules file's codes), a dismissal or a snooze whose
     ``reason`` is not one of them is rejected, as the rep route rejects it.
@@ -634,7 +639,8 @@ def record_feedback(
             elif recommendation.hcp_id != event.hcp_id:
                 message = (
                     f"hcp_id '{event.hcp_id}' does not match recommendation "
-                    f"'{event.recommendation_id}' (served to '{recommendation.hcp_id}')"
+                    f"'{event.recommendation_id}'"
+                    + ("" if private else f" (served to '{recommendation.hcp_id}')")
                 )
             elif (
                 event.event_type in _DECISIONS_ON_ITEMS
@@ -737,7 +743,7 @@ def record_feedback(
                 result.uncounted.append((index, event_id, uncounted_at[index]))
             stored[event_id] = identity  # a repeat later in the batch is a duplicate
             continue
-        conflict = _conflict(event_id, stored[event_id], identity)
+        conflict = _conflict(event_id, stored[event_id], identity, private=private)
         if conflict is None:
             result.duplicates.append(event_id)
         else:
@@ -772,8 +778,11 @@ def _stored_identities(session: Session, event_ids: Sequence[str]) -> dict[str, 
     return found
 
 
-def _conflict(event_id: str, stored: _Identity, sent: _Identity) -> str | None:
-    """Why an event may not reuse a stored event's id, or None when it is a resend."""
+def _conflict(
+    event_id: str, stored: _Identity, sent: _Identity, *, private: bool = False
+) -> str | None:
+    """Why an event may not reuse a stored event's id, or None when it is a resend;
+    ``private``: without what the stored event says."""
     differ = [
         f"{name} {was!r} (this one: {now!r})"
         for name, was, now in zip(_IDENTITY_FIELDS, stored, sent, strict=True)
@@ -781,6 +790,11 @@ def _conflict(event_id: str, stored: _Identity, sent: _Identity) -> str | None:
     ]
     if not differ:
         return None
+    if private:
+        return (
+            f"event_id '{event_id}' is already stored for another event: an event_id names "
+            "one event, so this one was not stored (give each event an id of its own)"
+        )
     return (
         f"event_id '{event_id}' is already stored for another event, with "
         f"{'; '.join(differ)}: an event_id names one event, so this one was not stored"

@@ -41,8 +41,17 @@ def post_feedback(
     valid: list[int] = []  # index in the batch of each record below
     records: list[FeedbackRecord] = []
     rejected: list[tuple[int, str, str]] = []
-    outside: dict[int, str] = request.state.outside_territory  # see feedback_scope
+    # Refused with 403, each on its own: outside a rep's territory (feedback_scope),
+    # or consent given again by a rep key (that belongs to the consent system).
+    outside: dict[int, str] = dict(request.state.outside_territory)
+    rep = request.state.principal.role == "rep"
     for index, e in enumerate(sent):
+        if rep and isinstance(e, FeedbackEventCreate) and e.event_type == "opted_in":
+            outside.setdefault(
+                index,
+                "a rep key may record an opt-out but not consent given again: send "
+                "opted_in through the consent system (a channel or admin key)",
+            )
         if isinstance(e, MalformedEvent):
             rejected.append((index, e.event_id, e.message))
             continue
@@ -63,6 +72,7 @@ def post_feedback(
             dismiss_reasons=(
                 runtime.recommender.rules.dismiss_reasons if runtime.model_version else None
             ),
+            private=rep,  # a rep learns nothing of other territories from a refusal
         )
     rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
     if rejected:
