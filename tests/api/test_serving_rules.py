@@ -257,30 +257,65 @@ def test_an_opt_out_of_every_channel_leaves_nothing_to_do(client: TestClient) ->
     assert _ask(client, hcp_id)["items"]
 
 
-def test_a_consent_event_names_an_hcp_and_a_catalog_channel_only(client: TestClient) -> None:
+def test_consent_given_again_must_be_plain_an_opt_out_fails_safe(client: TestClient) -> None:
     hcp_id = _email_hcp(client)
-    event = {"event_type": "opted_out", "hcp_id": hcp_id}
+    back = {"event_type": "opted_in", "hcp_id": hcp_id}
     for n, (extra, says) in enumerate(
         [
             ({"channel": "fax"}, "channel 'fax' is not a channel of the served catalog"),
-            ({"channel": "Email"}, "did you mean 'email'?"),
+            ({"channel": "emial"}, "did you mean 'email'?"),
             ({"channel": "email", "action_id": "A001"}, "it takes no action_id"),
-            ({"value": 1.0}, "it takes no action_id, recommendation_id, value or reason"),
-            ({"reason": "unsubscribed"}, "an opted_out event is about an HCP"),
+            ({"value": 1.0}, "an opted_in event takes no value"),
+            ({"reason": "resubscribed"}, "an opted_in event is about an HCP"),
         ]
     ):
-        refused = client.post("/v1/feedback", json={**event, "event_id": f"bad-{n}", **extra})
+        refused = client.post("/v1/feedback", json={**back, "event_id": f"bad-{n}", **extra})
         assert refused.status_code == 422, refused.text
         assert says in refused.json()["rejected"][0]["message"]
     assert _ask(client, hcp_id, channel="email")["items"]  # nothing was stored
-    # An HCP the served model does not know yet: its opt-out is kept for when one does.
+
+    # An opt-out is taken as it comes: "Email" for email, and from a send's
+    # unsubscribe link naming the send (its action's channel is the one withdrawn).
+    served = _ask(client, hcp_id, channel="email")
+    action = served["items"][0]["action_id"]
+    link = {
+        "event_id": "unsub-link",
+        "event_type": "opted_out",
+        "hcp_id": hcp_id,
+        "recommendation_id": served["recommendation_id"],
+        "action_id": action,
+        "reason": "unsubscribe link",
+    }
+    assert client.post("/v1/feedback", json=link).status_code == 200
+    assert not _ask(client, hcp_id, channel="email")["items"]
+    second = _email_hcp(client)
+    spelled = {"event_id": "unsub-2", "event_type": "opted_out", "hcp_id": second}
+    assert client.post("/v1/feedback", json={**spelled, "channel": "Email"}).status_code == 200
+    assert not _ask(client, second, channel="email")["items"]
+
+    # An HCP the served model does not know yet: its opt-out is kept for when one
+    # does, and the answer says so (a typo in the id would otherwise go unseen).
     kept = client.post(
-        "/v1/feedback", json={**event, "event_id": "new-hcp", "hcp_id": "H-not-yet-known"}
+        "/v1/feedback",
+        json={"event_id": "new-hcp", "event_type": "opted_out", "hcp_id": "h-not-yet-known"},
     )
     assert kept.status_code == 200 and kept.json()["accepted"] == 1, kept.text
-    other = {**event, "event_type": "delivered", "hcp_id": "H-not-yet-known"}
+    (note,) = kept.json()["uncounted"]
+    assert "no HCP of the served model has the id 'h-not-yet-known' yet" in note["message"]
+    other = {"event_type": "delivered", "hcp_id": "h-not-yet-known"}
     refused = client.post("/v1/feedback", json={**other, "event_id": "new-hcp-contact"})
     assert refused.status_code == 422 and "unknown hcp_id" in refused.text
+
+
+def test_an_opt_in_dated_ahead_does_not_outrank_a_later_opt_out(client: TestClient) -> None:
+    hcp_id = _email_hcp(client)
+    ahead = (datetime.now(UTC) + timedelta(minutes=14)).isoformat()  # allowed clock skew
+    _consent(client, hcp_id, "opted_in", 0, channel="email", occurred_at=ahead)
+    # Sent after it, dated when sent: it is the later one (the opt-in counts from
+    # when it arrived, not from 14 minutes ahead).
+    now = datetime.now(UTC).isoformat()
+    _consent(client, hcp_id, "opted_out", 1, channel="email", occurred_at=now)
+    assert not _ask(client, hcp_id, channel="email")["items"]
 
 
 def test_consent_decided_by_the_latest_event_a_withdrawal_winning_a_tie(client: TestClient) -> None:

@@ -278,7 +278,8 @@ class FeedbackResultPublic(BaseModel):
         description="Contacts (delivered, completed) stored but counted in the "
         "all-channel budget only, against no channel's cap: they name no channel and none "
         "could be filled in from their action or their recommendation's items, or they "
-        "name a channel the served catalog does not have.",
+        "name a channel the served catalog does not have; and consent events stored for an "
+        "HCP the served model does not know yet.",
     )
 
 

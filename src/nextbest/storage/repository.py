@@ -8,6 +8,7 @@ DataFrame, never ORM objects. Timestamps come back timezone-aware in UTC (except
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from nextbest.contract.schema import near_channel
+from nextbest.contract.schema import channel_spelling, near_channel
 from nextbest.storage.tables import (
     CONSENT_ROWS,
     FeedbackEvent,
@@ -377,12 +378,17 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
         )
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
-    about_an_item = (event.action_id, event.recommendation_id, event.value, event.reason)
-    if event.event_type in CONSENT_EVENT_TYPES and any(v is not None for v in about_an_item):
+    # An opt-out fails safe: one sent from a send's unsubscribe link may name the
+    # send (its action: its channel is the one withdrawn) and say why. Consent given
+    # again must say plainly whom and what it is about.
+    about_an_item = (event.action_id, event.recommendation_id, event.reason)
+    if event.event_type == "opted_in" and any(v is not None for v in about_an_item):
         return (
-            f"an {event.event_type} event is about an HCP and a channel (none: every "
-            "channel); it takes no action_id, recommendation_id, value or reason"
+            "an opted_in event is about an HCP and a channel (none: every channel); it "
+            "takes no action_id, recommendation_id, value or reason"
         )
+    if event.event_type in CONSENT_EVENT_TYPES and event.value is not None:
+        return f"an {event.event_type} event takes no value"
     if event.value is not None and not (
         isinstance(event.value, int | float) and math.isfinite(event.value)
     ):
@@ -659,6 +665,14 @@ def record_feedback(
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
         action_id = event.action_id
+        if (
+            event.event_type in CONSENT_EVENT_TYPES
+            and channel is not None
+            and channel_spelling(channel) in catalog_channels
+        ):
+            # "Email" for email: a withdrawal is not refused over its spelling.
+            channel = channel_spelling(channel)
+            event = dataclasses.replace(event, channel=channel)
         if message is None:
             message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
         uncounted = None
@@ -694,15 +708,18 @@ def record_feedback(
             )
         # A consent event for an HCP no model knows yet is kept: it applies as soon
         # as one does (refused, an opt-out sent before the hcps file caught up was lost).
-        if (
-            message is None
-            and hcp_exists is not None
-            and event.event_type not in CONSENT_EVENT_TYPES
-        ):
+        if message is None and hcp_exists is not None:
             if event.hcp_id not in known_hcps:
                 known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
-            if not known_hcps[event.hcp_id]:
+            if known_hcps[event.hcp_id]:
+                pass
+            elif event.event_type not in CONSENT_EVENT_TYPES:
                 message = f"unknown hcp_id '{event.hcp_id}'"
+            else:
+                uncounted = (
+                    f"stored, but no HCP of the served model has the id '{event.hcp_id}' yet: "
+                    "it applies once one does (ids are compared exactly: check the spelling)"
+                )
         if message is not None:
             result.rejected.append((index, str(event.event_id), message))
             continue
@@ -1082,7 +1099,12 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
             sa.case((c.event_type == sa.literal("opted_out"), 4), else_=5).label("kind"),
             c.hcp_id,
             c.channel.label("key"),
-            c.occurred_at.label("at"),
+            # When it happened, but no later than it arrived: an opt-in dated a few
+            # minutes ahead (allowed clock skew) must not outrank an opt-out sent
+            # after it.
+            sa.case((c.occurred_at > c.received_at, c.received_at), else_=c.occurred_at).label(
+                "at"
+            ),
             sa.cast(sa.null(), sa.String).label("reason"),
             c.event_id,
             *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
