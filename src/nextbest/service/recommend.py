@@ -126,7 +126,10 @@ LATEST_DECISION = date(2099, 12, 31)
 def check_decision_date(on: datetime | date) -> datetime | date:
     """``on`` itself, or ValueError when it lies outside the dates a decision may have
     (a time with an offset is checked in UTC)."""
-    day = decision_time(on).date() if isinstance(on, datetime) else on
+    try:
+        day = decision_time(on).date() if isinstance(on, datetime) else on
+    except OverflowError:  # 9999-12-31T23:59-23:59 is past the last UTC datetime
+        day = LATEST_DECISION + timedelta(days=1)
     if not EARLIEST_DECISION <= day <= LATEST_DECISION:
         raise ValueError(
             f"{on.isoformat()} is not a decision date: use one from "
