@@ -191,7 +191,12 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     )
     for line in _what_training_gets(dataset.interactions, train_config.eval_fraction):
         stdout.print(f"  {line}", highlight=False)
+    blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
+        *(
+            f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
+            for column, n in blanks.items()
+        ),
         *_catalog_notes(dataset),
         *_interaction_notes(dataset.interactions, dataset.catalog),
         *_decimal_comma_notes(dataset),

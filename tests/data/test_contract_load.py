@@ -49,7 +49,9 @@ def test_hcps_are_normalised(dataset: Dataset) -> None:
     assert hcps["hcp_id"].dtype == object
     assert hcps["decile"].dtype == np.int64  # numeric text became a number
     assert hcps["region"].dtype == object
-    assert hcps["consent_email"].tolist() == [True, True, False]  # empty -> True
+    # An empty cell is consent not known, so not given.
+    assert hcps["consent_email"].tolist() == [True, False, False]
+    assert hcps.attrs["consent_blanks"] == {"consent_email": 1}
     assert hcps["consent_rep_visit"].tolist() == [True, False, True]
     assert hcps["consent_email"].dtype == bool
 
@@ -372,7 +374,7 @@ def test_consent_columns_are_spelled_as_channels_and_must_name_one(tables, write
     tables["catalog"].loc[1, "channel"] = "Rep Visit"
     tables["interactions"].loc[1, "channel"] = "rep visit"
     dataset = load_dataset(write_tables(tables))
-    assert dataset.hcps["consent_email"].tolist() == [True, True, False]
+    assert dataset.hcps["consent_email"].tolist() == [True, False, False]  # empty: not given
     assert dataset.hcps["consent_rep_visit"].tolist() == [True, False, True]
     assert "Consent-Email" not in dataset.hcps.columns
     assert set(dataset.catalog["channel"]) == {"email", "rep_visit"}

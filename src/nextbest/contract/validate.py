@@ -46,7 +46,8 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
 
     Output columns: ``hcp_id``, ``specialty``, ``territory_id`` (str), then the
     other input columns in input order: ``consent_<channel>`` (any case, the channel
-    spelled as the catalog's are) as bool (empty = True), everything else a feature
+    spelled as the catalog's are) as bool (empty = False: consent not known is no
+    consent; ``attrs["consent_blanks"]`` counts them per column), everything else a feature
     (numeric or str, see :func:`parse.feature`; identifier-like columns such as
     ``zip`` stay str, leading zeros kept).
     """
@@ -60,12 +61,14 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         "territory_id": _required_text(raw, "territory_id", log).series(),
     }
     headers: dict[str, str] = {}  # consent column -> its header as written
+    blanks: dict[str, int] = {}
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
-        if not _read_consent(raw, column, log, out, headers):
+        if not _read_consent(raw, column, log, out, headers, blanks):
             out[column] = _extra(raw, column)
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers  # errors name the column as the file has it
+    frame.attrs["consent_blanks"] = blanks
     return frame
 
 
@@ -85,10 +88,12 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     if "specialty" in raw.columns:  # an empty cell: the served model's
         out["specialty"] = parse.codes(raw["specialty"]).series()
     headers: dict[str, str] = {}
-    ignored = [c for c in _others(raw, out) if not _read_consent(raw, c, log, out, headers)]
+    blanks: dict[str, int] = {}
+    ignored = [c for c in _others(raw, out) if not _read_consent(raw, c, log, out, headers, blanks)]
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers
+    frame.attrs["consent_blanks"] = blanks
     # Checked against the catalog's channels all the same: "Email Consent" left out
     # unread would send e-mail to everyone on the list.
     frame.attrs["ignored_columns"] = ignored
@@ -101,8 +106,13 @@ def _read_consent(
     log: ProblemLog,
     out: dict[str, pd.Series],
     headers: dict[str, str],
+    blanks: dict[str, int],
 ) -> bool:
-    """Read ``column`` into ``out`` as a consent column if it is one; whether it was."""
+    """Read ``column`` into ``out`` as a consent column if it is one; whether it was.
+
+    An empty cell is no consent (consent not known must not be taken as given); how
+    many there were goes into ``blanks``, for validate to say.
+    """
     consent = _CONSENT_HEADER.match(column)
     if consent is None:
         return False
@@ -112,8 +122,12 @@ def _read_consent(
     name = consent_column(channel_spelling(column[consent.end() :]))
     if name in out:
         log.add(f"a second consent column for the channel of '{name}'", column=column)
-    out[name] = _boolean(raw, column, log, default=True)
+    parsed = parse.booleans(raw[column], default=False)
+    log.add_rows(parsed.bad, column, lambda i: f"{parse.shown(raw[column], i)} {_BOOLEAN_HINT}")
+    out[name] = parsed.values
     headers[name] = column
+    if parsed.missing.any():
+        blanks[name] = int(parsed.missing.sum())
     return True
 
 
