@@ -193,6 +193,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         stdout.print(f"  {line}", highlight=False)
     blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
+        *_personal_notes(dataset),
         *(
             f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
             for column, n in blanks.items()
@@ -271,6 +272,17 @@ def _interaction_notes(interactions: Any, catalog: Any = None) -> list[str]:
         "each counts as a decision of its own; drop them if the export doubled them"
     )
     return notes
+
+
+def _personal_notes(dataset: Any) -> list[str]:
+    """The hcps columns left unread as personal data (a name, e-mail, phone, address)."""
+    personal = dataset.hcps.attrs.get("personal_columns", [])
+    if not personal:
+        return []
+    return [
+        f"hcps columns {', '.join(personal)} look like personal data (a name, e-mail, phone "
+        "or address): not read, neither features nor stored in models"
+    ]
 
 
 def _catalog_notes(dataset: Any) -> list[str]:
@@ -424,8 +436,8 @@ def train(
             )
         except ValueError as exc:
             raise _fail(str(exc)) from None
-        # What validate notes about the catalog, in the run too (notes.txt in MLflow).
-        result.notes.extend(_catalog_notes(dataset))
+        # What validate notes about the data, in the run too (notes.txt in MLflow).
+        result.notes.extend([*_personal_notes(dataset), *_catalog_notes(dataset)])
         step("register")
         info = registry.log_training_run(result, settings, alias=alias)
         progress.update(task, completed=len(stages))

@@ -465,3 +465,15 @@ def test_specialties_compare_whatever_their_case_spaces_or_hyphens() -> None:
         "cardiology;primary_care"
     )
     assert allowed_specialties("Primary  Care") == frozenset({"primary_care"})
+
+
+def test_columns_that_name_or_reach_a_person_are_not_read(tables, write_tables) -> None:
+    hcps = tables["hcps"]
+    hcps["Full Name"] = [f"Dr. Person {i}" for i in range(len(hcps))]
+    hcps["email_address"] = [f"p{i}@clinic.example" for i in range(len(hcps))]
+    hcps["email_open_rate"] = "0.5"  # a feature, though it says "email"
+    dataset = load_dataset(write_tables(tables))
+    assert "Full Name" not in dataset.hcps.columns
+    assert "email_address" not in dataset.hcps.columns
+    assert "email_open_rate" in dataset.hcps.columns
+    assert dataset.hcps.attrs["personal_columns"] == ["Full Name", "email_address"]

@@ -52,6 +52,29 @@ IDENTIFIER_NAMES: Final = frozenset(
 IDENTIFIER_SUFFIXES: Final = ("_id", "_code", "_zip", "_postcode", "_npi", "_phone")
 
 
+# Columns of an hcps file that name or reach a person, by their name spelled as
+# channels are (``Full Name`` -> full_name): never features, never kept (a model
+# would store them, and a reason could quote them). Exact names only: "email" in
+# ``email_open_rate`` or "phone" in ``rep_phone_calls`` is a feature.
+PERSONAL_NAMES: Final = frozenset(
+    {
+        "name", "first_name", "last_name", "full_name", "given_name", "family_name",
+        "middle_name", "surname", "firstname", "lastname", "fullname", "hcp_name",
+        "email", "e_mail", "email_address", "e_mail_address", "work_email",
+        "personal_email", "phone", "phone_number", "telephone", "mobile", "mobile_phone",
+        "cell_phone", "office_phone", "work_phone", "home_phone", "fax", "fax_number",
+        "address", "street", "street_address", "home_address", "address_line_1",
+        "address_line_2", "date_of_birth", "dob", "birth_date", "birthdate", "ssn",
+    }
+)  # fmt: skip
+
+
+def is_personal_column(name: str) -> bool:
+    """Whether an extra hcps column holds a person's name, e-mail, phone, address or
+    birth date by its name (``Full Name``, ``email_address``, ``mobile``)."""
+    return channel_spelling(name) in PERSONAL_NAMES
+
+
 def channel_spelling(name: str) -> str:
     """How a channel is spelled in catalogs: 'Rep visit', 'rep-visit' and 'Rep  Visit'
     -> 'rep_visit'.

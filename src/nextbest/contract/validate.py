@@ -31,6 +31,7 @@ from nextbest.contract.schema import (
     channel_spelling,
     consent_column,
     is_identifier_column,
+    is_personal_column,
     normalise_specialties,
 )
 
@@ -49,7 +50,9 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     spelled as the catalog's are) as bool (empty = False: consent not known is no
     consent; ``attrs["consent_blanks"]`` counts them per column), everything else a feature
     (numeric or str, see :func:`parse.feature`; identifier-like columns such as
-    ``zip`` stay str, leading zeros kept).
+    ``zip`` stay str, leading zeros kept). Columns that name or reach a person
+    (:func:`~nextbest.contract.schema.is_personal_column`: a name, e-mail, phone,
+    address) are not read; ``attrs["personal_columns"]`` lists them.
     """
     log = ProblemLog(file)
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
@@ -62,13 +65,19 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     }
     headers: dict[str, str] = {}  # consent column -> its header as written
     blanks: dict[str, int] = {}
+    personal: list[str] = []
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
-        if not _read_consent(raw, column, log, out, headers, blanks):
-            out[column] = _extra(raw, column)
+        if _read_consent(raw, column, log, out, headers, blanks):
+            continue
+        if is_personal_column(column):
+            personal.append(column)  # not read: no feature, nothing stored
+            continue
+        out[column] = _extra(raw, column)
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers  # errors name the column as the file has it
     frame.attrs["consent_blanks"] = blanks
+    frame.attrs["personal_columns"] = personal
     return frame
 
 
