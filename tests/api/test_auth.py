@@ -148,6 +148,30 @@ def test_a_rep_learns_nothing_of_other_territories_from_a_refusal(client: TestCl
     assert words[0] == words[1]
 
 
+def test_each_feedback_event_records_the_key_that_sent_it(client: TestClient, keys) -> None:
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    out = {"event_type": "opted_out", "hcp_id": inside, "channel": "email"}
+    sent = {
+        "by-channel": keys.channel,
+        "by-rep": keys.rep,
+        "by-admin": keys.admin,
+    }
+    for event_id, headers in sent.items():
+        answer = client.post("/v1/feedback", json={**out, "event_id": event_id}, headers=headers)
+        assert answer.status_code == 200, answer.text
+    # A resend by another key is the same event: a duplicate, its sender kept.
+    again = client.post("/v1/feedback", json={**out, "event_id": "by-rep"}, headers=keys.channel)
+    assert again.json()["duplicates"] == 1
+    with client.app.state.runtime.sessions() as session:
+        rows = session.execute(select(FeedbackEvent.event_id, FeedbackEvent.requester)).all()
+    stored = {event_id: requester for event_id, requester in rows}
+    assert stored == {"by-channel": "crm-email", "by-rep": keys.rep_name, "by-admin": "ops-admin"}
+
+
 def test_a_rep_may_record_an_opt_out_but_not_consent_given_again(client: TestClient, keys) -> None:
     inside = _hcp(client, inside=True, territory=keys.territory)
     out = {"event_id": "rep-out", "event_type": "opted_out", "hcp_id": inside, "channel": "email"}

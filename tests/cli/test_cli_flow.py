@@ -556,8 +556,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
-        assert migrate(engine) == (None, "0002")
-        assert migrate(engine) == ("0002", "0002")
+        assert migrate(engine) == (None, "0003")
+        assert migrate(engine) == ("0003", "0003")
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     finally:
@@ -567,7 +567,7 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
-    assert "(its newest is 0002)" in said and "Traceback" not in result.output
+    assert "(its newest is 0003)" in said and "Traceback" not in result.output
     assert not started
 
 

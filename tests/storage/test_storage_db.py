@@ -34,7 +34,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0002"
+    assert head == "0003"
 
     migrate(database_url)
     migrate(database_url)
@@ -94,7 +94,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0002"
+    assert _current_revision(database_url) == "0003"
 
 
 def _connect_at(url: str, start: float) -> str:

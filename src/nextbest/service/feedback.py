@@ -65,11 +65,13 @@ def ingest_feedback(
     log_flush_ms: float = 0.0,
     dismiss_reasons: Collection[str] | None = None,
     private: bool = False,
+    requester: str | None = None,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
     rejected (None: no model loaded, nothing to check them against); with
     ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
-    ``private`` as :func:`~nextbest.storage.repository.record_feedback` takes it.
+    ``private`` and ``requester`` as :func:`~nextbest.storage.repository.record_feedback`
+    takes them.
 
     Returns after the valid events are committed, so the caller may acknowledge.
     With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
@@ -93,6 +95,7 @@ def ingest_feedback(
         action_channels=action_channels,
         dismiss_reasons=dismiss_reasons,
         private=private,
+        requester=requester,
     )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:

@@ -47,6 +47,10 @@ class FileFeedback:
     uncounted: list[tuple[int, str, str]] = field(default_factory=list)
 
 
+# Who stored a file's rows, as the feedback table records it.
+FILE_REQUESTER = "nextbest feedback"
+
+
 def read_events(path: Path) -> pd.DataFrame:
     """The file's rows, its columns checked: ContractError naming the file otherwise.
 
@@ -124,7 +128,11 @@ def ingest_events(
                     out.rejected.append((number, event.event_id, event.message))
             if records:
                 result = ingest_feedback(
-                    session, events=records, model=model, dismiss_reasons=dismiss_reasons
+                    session,
+                    events=records,
+                    model=model,
+                    dismiss_reasons=dismiss_reasons,
+                    requester=FILE_REQUESTER,
                 )
                 out.accepted += len(result.accepted)
                 out.duplicates += len(result.duplicates)

@@ -82,8 +82,10 @@ def record_rep_decision(
     event_id: str | None = None,
     occurred_at: datetime | None = None,
     log_flush_ms: float = 0.0,
+    requester: str | None = None,
 ) -> FeedbackResult:
-    """Store the decision as a feedback event (committed before returning).
+    """Store the decision as a feedback event (committed before returning), with
+    ``requester`` (the key that sent it) as who sent it.
 
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
     dismissed actions are then suppressed for ``dismissal_days``, snoozed ones for
@@ -123,5 +125,10 @@ def record_rep_decision(
         reason=reason,
     )
     return ingest_feedback(
-        session, events=[event], model=recommender.model, log_flush_ms=log_flush_ms, private=True
+        session,
+        events=[event],
+        model=recommender.model,
+        log_flush_ms=log_flush_ms,
+        private=True,
+        requester=requester,
     )

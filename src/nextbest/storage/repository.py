@@ -578,8 +578,12 @@ def record_feedback(
     action_channels: Mapping[str, str] | None = None,
     dismiss_reasons: Collection[str] | None = None,
     private: bool = False,
+    requester: str | None = None,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
+
+    ``requester`` (the API key's name, or the command storing a file) is stored with
+    each event: who sent it. A resend by another requester is still a duplicate.
 
     ``private`` (a rep's key): messages name nothing the sender did not send (not
     the HCP a recommendation was served to, nor what a stored event with the same
@@ -734,6 +738,7 @@ def record_feedback(
             "channel": channel,
             "reason": event.reason,
             "value": None if event.value is None else float(event.value),
+            "requester": requester,
         }
         valid_order.append((index, event.event_id, _identity(row)))
         if uncounted is not None:

@@ -139,3 +139,6 @@ class FeedbackEvent(Base):
     channel: Mapped[str | None] = mapped_column(sa.String(64))
     reason: Mapped[str | None] = mapped_column(sa.String(256))
     value: Mapped[float | None] = mapped_column(sa.Float)
+    # Who sent it: the API key's name, or the command that stored a file's rows (the
+    # audit trail of consent changes and decisions; None before migration 0003).
+    requester: Mapped[str | None] = mapped_column(sa.String(128))

@@ -73,6 +73,7 @@ def post_feedback(
                 runtime.recommender.rules.dismiss_reasons if runtime.model_version else None
             ),
             private=rep,  # a rep learns nothing of other territories from a refusal
+            requester=request.state.principal.name,
         )
     rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
     if rejected:

@@ -146,6 +146,7 @@ def decide(
         event_id=body.event_id,
         occurred_at=body.occurred_at,
         log_flush_ms=runtime.settings.log_flush_ms,
+        requester=caller.name,
     )
     if result.rejected:
         response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
