@@ -124,7 +124,7 @@ def test_simulate_train_picks(
     with engine.connect() as connection:
         logged = pd.read_sql(
             "SELECT recommendation_id, hcp_id, holdout FROM recommendations "
-            "WHERE requester = 'nextbest picks'",
+            "WHERE requester LIKE 'nextbest picks (%)'",
             connection,
         )
     engine.dispose()

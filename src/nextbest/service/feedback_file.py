@@ -47,8 +47,17 @@ class FileFeedback:
     uncounted: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-# Who stored a file's rows, as the feedback table records it.
-FILE_REQUESTER = "nextbest feedback"
+def file_requester(command: str) -> str:
+    """Who stored or served a file's rows, as the log and the feedback table record
+    it: the command and the operating-system user who ran it
+    (``nextbest feedback (jdoe)``), so that an audit can tell operators apart."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = "unknown user"
+    return f"nextbest {command} ({user})"
 
 
 def read_events(path: Path) -> pd.DataFrame:
@@ -132,7 +141,7 @@ def ingest_events(
                     events=records,
                     model=model,
                     dismiss_reasons=dismiss_reasons,
-                    requester=FILE_REQUESTER,
+                    requester=file_requester("feedback"),
                 )
                 out.accepted += len(result.accepted)
                 out.duplicates += len(result.duplicates)

@@ -301,7 +301,7 @@ def logged_picks(
     channel: str | None = None,
     purpose: str = "promotional",
     on: datetime | date | None = None,
-    requester: str = "nextbest picks",
+    requester: str | None = None,
     progress: Callable[[int], None] | None = None,
     hcps: pd.DataFrame | None = None,
     catalog: pd.DataFrame | None = None,
@@ -315,9 +315,14 @@ def logged_picks(
     warns when it is stale, as :func:`file_picks` does). HCPs drawn into the holdout
     get no row. Blocks of ``MAX_BATCH`` HCPs, each scored, then committed. ``hcps``
     and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
+    ``requester`` (logged with each answer) defaults to the command and the user
+    running it (:func:`~nextbest.service.feedback_file.file_requester`).
     """
+    from nextbest.service.feedback_file import file_requester
     from nextbest.service.runtime import ServingRuntime
     from nextbest.service.serving import recommend_batch
+
+    requester = requester or file_requester("picks")
 
     # One process, one pass: no score cache to fill or warm, every block committed.
     config = settings.model_copy(
