@@ -214,6 +214,13 @@ def test_simulate_train_picks(
     feed.write_text(f"event_id,event_type,hcp_id,channel,\nt-1,opened,{hcp},email,\n")
     said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
     assert "stored 1 of 1 events" in said, said
+    engine = make_engine(get_settings().resolved_database_url)
+    with engine.connect() as connection:
+        (sender,) = connection.exec_driver_sql(
+            "SELECT requester FROM feedback_events WHERE event_id = 't-1'"
+        ).one()
+    engine.dispose()
+    assert sender.startswith("nextbest feedback (") and sender.endswith(")"), sender
     feed.write_text(f"event_id,event_type,hcp_id,channel,\nt-2,opened,{hcp},email,oops\n")
     result = runner.invoke(app, ["feedback", str(feed)])
     said = " ".join(result.output.split())
