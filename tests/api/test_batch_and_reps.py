@@ -460,3 +460,28 @@ def test_a_misspelt_channel_gets_the_suggestion_feedback_gives(
     for answer in (batch, single, feedback):
         assert answer.status_code == 422, answer.text
         assert "did you mean 'email'?" in answer.text, answer.text
+
+
+def test_an_answer_is_logged_with_the_time_it_was_decided_for(client: TestClient) -> None:
+    """A plan or a pick asked for another day is served today: the log keeps both
+    times, and the report and the gate replay it on the day it was for."""
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import Recommendation
+
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    asked = client.post("/v1/recommendations", json={"hcp_id": hcp, "date": tomorrow.isoformat()})
+    now = client.post("/v1/recommendations", json={"hcp_id": hcp})
+    runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = dict(
+            session.execute(
+                select(Recommendation.recommendation_id, Recommendation.decided_for)
+            ).all()
+        )
+    for_tomorrow = logged[asked.json()["recommendation_id"]]
+    assert for_tomorrow == datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
+    served_now = logged[now.json()["recommendation_id"]]
+    assert abs(served_now - datetime.now(UTC)) < timedelta(minutes=5)

@@ -156,7 +156,10 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
     out = np.full(len(decisions), None, dtype=object)
     if not len(decisions):
         return out
-    day = pd.to_datetime(decisions["timestamp"]).dt.normalize()
+    # Replayed on the day each answer was decided for (a plan for tomorrow, served
+    # today, on tomorrow's approval windows), else the day it was served.
+    when = decisions["decided_for"] if "decided_for" in decisions else decisions["timestamp"]
+    day = pd.to_datetime(when).dt.normalize()
     purpose = decisions.get("purpose", "promotional")
     channel = (
         decisions["channel_filter"].astype(object).where(decisions["channel_filter"].notna(), "")

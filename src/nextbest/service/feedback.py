@@ -50,6 +50,7 @@ def log_served(
             holdout_rate=exploration.holdout_rate,
             n_candidates=rec.n_candidates,
             items=tuple(ServedItem.of(item) for item in rec.items),
+            decided_for=rec.decided_for,
         )
         for rec in recommendations
     ]

@@ -63,6 +63,7 @@ class Recommendation:
     n_candidates: int
     items: list[RecommendedAction]
     excluded: dict[str, list[str]] = field(default_factory=dict)
+    decided_for: datetime | None = None  # the decision time (a request's date), UTC
 
 
 @dataclass(frozen=True)
@@ -697,6 +698,7 @@ class Recommender:
                     purpose=purpose,
                     channel=REP_CHANNELS_FILTER if rep_only else channel,
                     n_candidates=int(n_allowed[i]),
+                    decided_for=now,
                     items=items,
                 )
             )

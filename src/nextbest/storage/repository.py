@@ -91,6 +91,7 @@ LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
     "n_candidates",
     "epsilon",
     "holdout_rate",
+    "decided_for",
 )
 
 _REQUIRED_TEXT = frozenset({"event_id", "hcp_id"})
@@ -156,6 +157,9 @@ class RecommendationRecord:
     holdout_rate: float
     n_candidates: int
     items: tuple[ServedItem, ...] = ()
+    # The decision time the answer was made for (a request's date); None: served for
+    # the time it was made.
+    decided_for: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
@@ -245,6 +249,7 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
                 "epsilon": record.epsilon,
                 "holdout_rate": record.holdout_rate,
                 "n_candidates": record.n_candidates,
+                "decided_for": None if record.decided_for is None else _as_utc(record.decided_for),
             }
             for record in records
         ],
@@ -295,6 +300,7 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         holdout_rate=row.holdout_rate,
         n_candidates=row.n_candidates,
         items=tuple(ServedItem.of(item) for item in items),
+        decided_for=row.decided_for,
     )
 
 
@@ -1409,6 +1415,7 @@ def logged_decisions(
             Recommendation.channel_filter,
             Recommendation.n_candidates,
             Recommendation.epsilon,
+            Recommendation.decided_for,
             RecommendationItem.action_id,
             RecommendationItem.channel,
             RecommendationItem.content_id,
@@ -1465,6 +1472,7 @@ def logged_decisions(
             "channel_filter",
             "n_candidates",
             "epsilon",
+            "decided_for",
             "action_id",
             "channel",
             "content_id",
@@ -1484,6 +1492,10 @@ def logged_decisions(
 
     holdout = frame["holdout"].astype(bool)
     frame["timestamp"] = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None)
+    # The time the answer was decided for: when it was served, unless it was asked for
+    # another day (older rows have none).
+    decided = pd.to_datetime(frame["decided_for"], utc=True).dt.tz_localize(None)
+    frame["decided_for"] = decided.fillna(frame["timestamp"])
     for flag in ("engaged", "contacted"):
         frame[flag] = pd.to_numeric(frame[flag]).fillna(0).astype("int64")
     frame["propensity"] = (

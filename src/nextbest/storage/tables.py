@@ -78,6 +78,9 @@ class Recommendation(Base):
     policy: Mapped[str] = mapped_column(sa.String(32))
     epsilon: Mapped[float] = mapped_column(sa.Float)
     holdout_rate: Mapped[float] = mapped_column(sa.Float)
+    # The decision time the answer was made for (a request's date: a plan for
+    # tomorrow is served today); None before migration 0003.
+    decided_for: Mapped[datetime | None] = mapped_column(UTCDateTime())
     n_candidates: Mapped[int] = mapped_column(sa.Integer)
 
 
