@@ -75,3 +75,24 @@ def test_python_datetimes_read_like_timestamps_and_masks_are_read_only() -> None
     combined = index.consent[[0]] & mask
     combined[0, 0] = False
     assert index.action_mask(on=naive, purpose="promotional")[0]
+
+
+def test_an_approval_given_until_a_date_includes_that_whole_day() -> None:
+    # "approved until 2025-06-30" is read from a catalog as that day's last moment; a
+    # time of day is kept as written.
+    hcps = pd.DataFrame({"hcp_id": ["H1"], "specialty": ["gp"], "territory_id": ["T1"]})
+    catalog = pd.DataFrame(
+        {
+            "action_id": ["A1", "A2"],
+            "channel": ["email", "email"],
+            "content_type": ["promotional", "promotional"],
+            "approved_from": pd.to_datetime(["2025-01-01", "2025-01-01"]),
+            "approved_until": pd.to_datetime(["2025-06-30", "2025-06-30 12:00"], format="ISO8601"),
+            "specialties": ["", ""],
+        }
+    )
+    index = EligibilityIndex._from_frames(hcps, catalog)
+    evening = pd.Timestamp("2025-06-30 23:59:59")
+    assert index.action_mask(on=evening, purpose="promotional").tolist() == [True, False]
+    after = pd.Timestamp("2025-07-01 00:00:00")
+    assert index.action_mask(on=after, purpose="promotional").tolist() == [False, False]

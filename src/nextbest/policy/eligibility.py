@@ -126,7 +126,9 @@ class EligibilityIndex:
             consent=consent,
             specialty_ok=specialty_ok,
             approved_from=catalog["approved_from"].to_numpy(dtype="datetime64[ns]"),
-            approved_until=catalog["approved_until"].to_numpy(dtype="datetime64[ns]"),
+            approved_until=_through_the_day(
+                catalog["approved_until"].to_numpy(dtype="datetime64[ns]")
+            ),
             content_type=catalog["content_type"].to_numpy(dtype=object),
             channel=channels,
         )
@@ -184,6 +186,14 @@ class EligibilityIndex:
                 why.append("not approved for this HCP's specialty")
             out.append(why)
         return out
+
+
+def _through_the_day(until: np.ndarray) -> np.ndarray:
+    """``approved_until`` as a window's last moment: a date alone (midnight) is that
+    whole day ("approved until 2026-11-15" includes the 15th; it closed at 00:00)."""
+    midnight = ~np.isnat(until) & (until == until.astype("datetime64[D]"))
+    last = until.astype("datetime64[D]") + np.timedelta64(1, "D") - np.timedelta64(1, "ns")
+    return np.where(midnight, last.astype("datetime64[ns]"), until)
 
 
 def _rows_of(known: pd.DataFrame, given: pd.DataFrame, *, key: str) -> np.ndarray:
