@@ -192,10 +192,7 @@ def build_catalog(
     )
     nat = np.iinfo(np.int64).min  # NaT's integer value
     from_ns = catalog["approved_from"].to_numpy().astype(np.int64)
-    # As the service reads it (policy.eligibility): a date alone is that whole day.
-    until = catalog["approved_until"].to_numpy().astype("datetime64[ns]")
-    whole_day = ~np.isnat(until) & (until == until.astype("datetime64[D]"))
-    until_ns = np.where(whole_day, until.astype(np.int64) + DAY_NS - 1, until.astype(np.int64))
+    until_ns = catalog["approved_until"].to_numpy().astype(np.int64)
     codes = ActionCodes(
         channel=channel_arr,
         topic=np.array(topic_code),
