@@ -221,10 +221,26 @@ class _Row:
         return float(self.x[self.model.feature_position[feature]])
 
     def contacted_since_snapshot(self) -> bool:
-        """Whether the live history shows a contact, on any channel, the snapshot lacks."""
+        """Whether the live history shows a contact newer than the snapshot's latest on
+        any channel (what the overall gap would miss)."""
         return self.lapse.touched_any or self.lapse.missed_by_snapshot(
             self.value("all__days_since_touch")
         )
+
+    def missed_any_contact(self) -> bool:
+        """Whether the live history shows any contact the snapshot lacks, each checked
+        against the snapshot's latest on its own channel (a topic it does not say may
+        have been shown then)."""
+        if self.lapse.touched_any:
+            return True
+        position = self.model.feature_position
+        for channel, _ in self.lapse.before:
+            feature = f"{channel}__days_since"
+            own = feature if channel is not None and feature in position else None
+            latest = self.value(own or "all__days_since_touch")
+            if self.lapse.missed_by_snapshot(latest, None if own is None else channel):
+                return True
+        return False
 
     def channel_prior(self) -> float:
         history = self.model.space.history
@@ -277,7 +293,7 @@ def _topic_sentence(row: _Row) -> _Said:
     topic = _pretty(row.topic)
     touches = row.value("this_topic__touches")
     if _missing(touches) or touches < 1:
-        if row.contacted_since_snapshot():
+        if row.missed_any_contact():
             return None  # contacted since the snapshot, on a topic the history does not say
         return f"has not seen {topic} content yet", (_TOPIC,)
     n = int(touches)
