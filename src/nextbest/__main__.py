@@ -1,3 +1,3 @@
-from nextbest.cli import app
+from nextbest.cli import main
 
-app()
+main()

@@ -74,6 +74,18 @@ DaskOpt = Annotated[
 ]
 
 
+def main() -> None:
+    """The ``nextbest`` command: :data:`app`, with a database a newer release migrated
+    refused in one line (exit 2) by every command that opens it, not a traceback."""
+    from nextbest.storage.db import SchemaTooNewError
+
+    try:
+        app()
+    except SchemaTooNewError as exc:
+        console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}")
+        raise SystemExit(2) from None
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=2)
@@ -1339,9 +1351,5 @@ def keys_remove(name: str, path: KeysFileOpt = None) -> None:
     console.print(f"key '{name}' removed from {target}")
 
 
-def main() -> None:  # pragma: no cover - console script entry
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -576,6 +576,17 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert "the database's schema is at revision 0099, which this release does not know" in said
     assert "(its newest is 0003)" in said and "Traceback" not in result.output
     assert not started
+    # Every other command that opens the database says the same, in one line.
+    import sys
+
+    from nextbest.cli import main
+
+    feed = tmp_path / "feed.csv"
+    feed.write_text("event_id,event_type,hcp_id\nx-1,opened,H1\n")
+    monkeypatch.setattr(sys, "argv", ["nextbest", "feedback", str(feed)])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
 
 
 @pytest.mark.parametrize(
