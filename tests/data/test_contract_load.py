@@ -394,7 +394,17 @@ def test_a_consent_column_for_no_catalog_channel_is_refused(tables, write_tables
 
 
 @pytest.mark.parametrize(
-    "header", ["ConsentEmail", "email_consent", "Email Consent", "Consent:Email", "opt_in_email"]
+    "header",
+    [
+        "ConsentEmail",
+        "email_consent",
+        "Email Consent",
+        "Consent:Email",
+        "opt_in_email",
+        "opted_out_email",
+        "do_not_email",
+        "email_unsubscribed",
+    ],
 )
 def test_consent_written_otherwise_is_refused_not_read_as_an_attribute(
     tables, write_tables, header: str
@@ -402,10 +412,21 @@ def test_consent_written_otherwise_is_refused_not_read_as_an_attribute(
     tables["hcps"] = tables["hcps"].rename(columns={"consent_email": header})
     with pytest.raises(ContractError) as caught:
         load_dataset(write_tables(tables, name=header.replace(" ", "_").replace(":", "_")))
+    said = str(caught.value)
     assert (
         f"column '{header}': reads as consent for channel 'email' but would be read as a "
         "plain attribute: give it as consent_email"
-    ) in str(caught.value)
+    ) in said
+    # One that says who opted out must have its values turned round.
+    withdrawn = any(w in header.lower() for w in ("out", "not", "unsub"))
+    assert ("with its values inverted" in said) is withdrawn
+
+
+def test_columns_about_consent_that_are_not_consent_stay_attributes(tables, write_tables) -> None:
+    for header in ("email_consent_date", "email_unsubscribe_rate", "email_open_rate"):
+        tables["hcps"][header] = "1"
+    hcps = load_dataset(write_tables(tables)).hcps
+    assert {"email_consent_date", "email_unsubscribe_rate", "email_open_rate"} <= set(hcps.columns)
 
 
 def test_a_send_lists_consent_written_otherwise_is_refused_not_left_out(

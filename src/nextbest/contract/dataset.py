@@ -160,13 +160,18 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
         meant = _reads_as_consent(str(column), channels)
         if meant is not None:
             fate = "left out" if column in ignored else "read as a plain attribute"
+            invert = (
+                " with its values inverted (this header says who opted out)"
+                if _withdraws(str(column))
+                else ""
+            )
             problems.append(
                 Problem(
                     file,
                     None,
                     str(column),
                     f"reads as consent for channel '{meant}' but would be {fate}: give it "
-                    f"as {consent_column(meant)} (true: may be contacted)",
+                    f"as {consent_column(meant)}{invert} (true: may be contacted)",
                 )
             )
     for column in hcps.columns:
@@ -191,16 +196,37 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
         raise ContractError(problems)
 
 
+# Words of a header about an HCP's consent to a channel: given ("consent", "opt in")
+# or withdrawn ("opt out", "unsubscribed", "do not ..."). A header with a word of
+# time, provenance or measure ("email_consent_date", "email_unsubscribe_rate") is
+# about consent, not consent itself.
+_CONSENT_WORDS = ("consent", "optin", "optedin")
+_WITHDRAWAL_WORDS = ("optout", "optedout", "unsubscribe", "donot", "dnc")
+_NOT_CONSENT_WORDS = (
+    *("date", "time", "version", "source", "method"),
+    *("rate", "count", "share", "pct", "percent", "total"),
+)
+
+
 def _reads_as_consent(column: str, channels: list[str]) -> str | None:
     """The catalog channel a header that is not ``consent_<channel>`` most likely
-    gives consent for ("Email Consent", "ConsentEmail", "opt_in_email"), or None."""
+    gives (or withdraws) consent for ("Email Consent", "ConsentEmail", "opt_in_email",
+    "opted_out_email", "do_not_email"), or None."""
     if column.startswith(CONSENT_PREFIX):
         return None
     compact = re.sub(r"[^a-z0-9]", "", column.lower())
-    if not any(word in compact for word in ("consent", "optin", "optout")):
+    if not any(word in compact for word in (*_CONSENT_WORDS, *_WITHDRAWAL_WORDS)):
+        return None
+    if any(word in compact for word in _NOT_CONSENT_WORDS):
         return None
     named = [c for c in channels if c.replace("_", "") in compact]
     return max(named, key=len) if named else None
+
+
+def _withdraws(column: str) -> bool:
+    """Whether a consent-like header holds withdrawals (true: may not be contacted)."""
+    compact = re.sub(r"[^a-z0-9]", "", column.lower())
+    return any(word in compact for word in _WITHDRAWAL_WORDS)
 
 
 def _find_tables(data_dir: Path) -> dict[str, Path]:
