@@ -498,3 +498,22 @@ def test_columns_that_name_or_reach_a_person_are_not_read(tables, write_tables) 
     assert "email_address" not in dataset.hcps.columns
     assert "email_open_rate" in dataset.hcps.columns
     assert dataset.hcps.attrs["personal_columns"] == ["Full Name", "email_address"]
+
+
+def test_columns_holding_personal_data_under_other_names_are_not_read(tables, write_tables) -> None:
+    hcps = tables["hcps"]
+    n = len(hcps)
+    hcps["hcp_email"] = [f"p{i}@clinic.example" for i in range(n)]
+    hcps["contact"] = [f"p{i}@clinic.example" for i in range(n)]
+    hcps["mobile_number"] = [f"+1-555-01{i:04d}" for i in range(n)]
+    hcps["physician_name"] = [f"Dr Alice{i} Smith" for i in range(n)]
+    hcps["practice_name_size"] = ["small"] * n  # a word of name, but a category
+    hcps["phone_calls_90d"] = [str(i) for i in range(n)]  # a count, not a number to call
+    hcps_read = load_dataset(write_tables(tables)).hcps
+    assert hcps_read.attrs["personal_columns"] == [
+        "hcp_email",
+        "contact",
+        "mobile_number",
+        "physician_name",
+    ]
+    assert {"practice_name_size", "phone_calls_90d"} <= set(hcps_read.columns)

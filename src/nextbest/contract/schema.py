@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Final
 
 HCPS: Final = "hcps"
@@ -69,10 +69,36 @@ PERSONAL_NAMES: Final = frozenset(
 )  # fmt: skip
 
 
-def is_personal_column(name: str) -> bool:
+_EMAIL_SHAPED = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE_SHAPED = re.compile(r"\+?[\d\s().-]{7,}")
+_NUMBER_SHAPED = re.compile(r"-?[\d.,]+")
+_PHONE_WORDS = frozenset({"phone", "mobile", "tel", "telephone", "cell", "fax", "contact"})
+_PERSONAL_WORDS = frozenset({"name", "surname", "address", "street", "birth", "dob"})
+
+
+def is_personal_column(name: str, values: Sequence[str] = ()) -> bool:
     """Whether an extra hcps column holds a person's name, e-mail, phone, address or
-    birth date by its name (``Full Name``, ``email_address``, ``mobile``)."""
-    return channel_spelling(name) in PERSONAL_NAMES
+    birth date: by its name (``Full Name``, ``email_address``, ``mobile``), or by its
+    ``values`` (non-empty cells, a sample is enough): mostly e-mail addresses under
+    any name (``contact``), phone numbers under a word of phone (``mobile_number``),
+    or text all but unique per HCP under a word of name or address
+    (``physician_name``)."""
+    spelled = channel_spelling(name)
+    if spelled in PERSONAL_NAMES:
+        return True
+    if not values:
+        return False
+    words = set(spelled.split("_"))
+    if _share(_EMAIL_SHAPED, values) >= 0.5:
+        return True
+    if words & _PHONE_WORDS and _share(_PHONE_SHAPED, values) >= 0.5:
+        return True
+    numeric = _share(_NUMBER_SHAPED, values) >= 0.5
+    return bool(words & _PERSONAL_WORDS) and not numeric and len(set(values)) >= 0.9 * len(values)
+
+
+def _share(pattern: re.Pattern[str], values: Sequence[str]) -> float:
+    return sum(bool(pattern.fullmatch(v)) for v in values) / len(values)
 
 
 def channel_spelling(name: str) -> str:

@@ -69,7 +69,9 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
         if _read_consent(raw, column, log, out, headers, blanks):
             continue
-        if is_personal_column(column):
+        cells = raw[column].astype(str).str.strip()
+        sample = cells[cells.ne("")].head(1000).tolist()
+        if is_personal_column(column, sample):
             personal.append(column)  # not read: no feature, nothing stored
             continue
         out[column] = _extra(raw, column)
