@@ -963,11 +963,12 @@ def feedback(
     if len(done.rejected) > 10:
         console.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
     if done.uncounted:
+        one = len(done.uncounted) == 1
         console.print(
             f"[yellow]note:[/yellow] {len(done.uncounted):,} stored "
-            f"contact{'' if len(done.uncounted) == 1 else 's'} count in the all-channel budget "
-            "only, against no channel's cap (no channel, and none to take from an action "
-            "or a recommendation):",
+            f"event{'' if one else 's'} {'was' if one else 'were'} not taken as sent (a "
+            "contact that binds no channel's cap, a consent event read otherwise or for an "
+            "HCP the model does not know yet):",
         )
         for row, event_id, why in done.uncounted[:5]:
             console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)

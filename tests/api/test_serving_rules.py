@@ -355,3 +355,27 @@ def test_consent_decided_by_the_latest_event_a_withdrawal_winning_a_tie(client: 
     send(first, "late-out", "opted_out", 2, channel="email")
     cutoff_day = model.as_of.date().isoformat()
     assert "email" not in channels(first, date=cutoff_day)
+
+
+def test_an_opt_out_is_never_lost_over_its_form(client: TestClient) -> None:
+    model = client.app.state.runtime.recommender
+    hcps = [str(h) for h in model.hcp_ids[:300] if _ask(client, str(h), channel="email")["items"]]
+    assert len(hcps) >= 5
+    cases = [
+        ({"channel": "e-mail"}, "channel 'e-mail' read as 'email'"),
+        ({"channel": "mail"}, "channel 'mail' read as 'email'"),
+        ({"channel": "fax"}, "is no catalog channel: every channel withdrawn"),
+        ({"channel": "all"}, None),
+        # A retired content's unsubscribe link and a mail forwarded to someone else.
+        (
+            {"action_id": "A-RETIRED", "recommendation_id": "0" * 32},
+            "action 'A-RETIRED' left out",
+        ),
+    ]
+    for hcp_id, (extra, note) in zip(hcps, cases, strict=False):
+        event = {"event_id": f"out-{hcp_id}", "event_type": "opted_out", "hcp_id": hcp_id}
+        answer = client.post("/v1/feedback", json={**event, **extra})
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+        said = [u["message"] for u in answer.json()["uncounted"]]
+        assert (note is None and not said) or (note is not None and note in said[0]), said
+        assert not _ask(client, hcp_id, channel="email")["items"], extra

@@ -505,6 +505,57 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     raise NotImplementedError(f"feedback store not supported on {dialect!r}")
 
 
+_EVERY_CHANNEL = frozenset({"", "all", "any", "every", "*", "all_channels", "every_channel"})
+
+
+def _opt_out_as_kept(
+    event: FeedbackRecord,
+    served: Mapping[str, _ServedRecommendation],
+    action_channels: Mapping[str, str] | None,
+    catalog_channels: frozenset[str],
+) -> tuple[FeedbackRecord, str | None]:
+    """An opt-out as it can be kept, and what was changed to keep it (None: nothing).
+
+    A withdrawal is never lost over its form: a channel spelled otherwise is read as
+    the catalog channel it most likely means ("e-mail"), one for "all" or none at all
+    as every channel, and one nextbest cannot tell as every channel, to be safe; a
+    recommendation or action the service does not know (a retired content's
+    unsubscribe link, a forwarded mail) is left out, and the channel is the action's
+    when it is known, else every channel.
+    """
+    said: list[str] = []
+    changes: dict[str, Any] = {}
+    recommendation = served.get(event.recommendation_id) if event.recommendation_id else None
+    if event.recommendation_id is not None and (
+        recommendation is None or recommendation.hcp_id != event.hcp_id
+    ):
+        changes["recommendation_id"] = None
+        said.append(f"recommendation '{event.recommendation_id}' left out (not this HCP's)")
+    known_action = event.action_id is None or (
+        (action_channels is not None and event.action_id in action_channels)
+        or (recommendation is not None and event.action_id in recommendation.channel_by_action)
+    )
+    if not known_action:
+        changes["action_id"] = None
+        said.append(f"action '{event.action_id}' left out (not in the served catalog)")
+    if event.channel is not None and catalog_channels:
+        spelled = channel_spelling(event.channel)
+        if spelled in _EVERY_CHANNEL:
+            changes["channel"] = None
+        elif spelled not in catalog_channels:
+            near = near_channel(event.channel, catalog_channels)
+            changes["channel"] = near
+            said.append(
+                f"channel '{event.channel}' read as '{near}'"
+                if near is not None
+                else f"channel '{event.channel}' is no catalog channel: every channel withdrawn"
+            )
+    if not said and not changes:
+        return event, None
+    kept = dataclasses.replace(event, **changes)
+    return kept, ("opt-out stored: " + "; ".join(said)) if said else None
+
+
 def _channel_of(
     event: FeedbackRecord,
     served_channel: str | None,
@@ -634,6 +685,9 @@ def record_feedback(
     valid_order: list[tuple[int, str, _Identity]] = []
     uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
     for index, event in enumerate(events):
+        taken_as = None  # how an opt-out was read to be kept, said back
+        if event.event_type == "opted_out":
+            event, taken_as = _opt_out_as_kept(event, served, action_channels, catalog_channels)
         message = _check_event(event, received_at)
         if (
             message is None
@@ -733,6 +787,8 @@ def record_feedback(
         if message is not None:
             result.rejected.append((index, str(event.event_id), message))
             continue
+        if taken_as is not None:
+            uncounted = taken_as if uncounted is None else f"{taken_as}; {uncounted}"
         row = {
             "event_id": event.event_id,
             "event_type": event.event_type,
