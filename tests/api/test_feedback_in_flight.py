@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
-from nextbest.service.feedback import LOG_COMMIT_ALLOWANCE_S
+from nextbest.service.feedback import LOG_COMMIT_ALLOWANCE_S, _retry_in_flight
 from nextbest.service.recommend import minted_at, new_recommendation_id
+from nextbest.storage.repository import FeedbackRecord, record_feedback
 
 FLUSH_MS = 400.0  # long enough that feedback reaches the other "worker" first
 
@@ -53,6 +55,35 @@ def test_feedback_at_another_worker_within_the_flush_window_is_accepted(two_work
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 1
     assert waited < FLUSH_MS / 1000 + 2.0
+
+
+def test_a_log_row_committed_just_after_the_first_try_is_found(two_workers) -> None:
+    """The other worker's writer commits between the first try and the check."""
+    a, b = two_workers
+    body = _served(a)
+    event = FeedbackRecord(
+        event_id=f"race-{body['recommendation_id']}",
+        event_type="clicked",
+        occurred_at=datetime.now(UTC),
+        hcp_id=body["hcp_id"],
+        recommendation_id=body["recommendation_id"],
+    )
+    with b.app.state.runtime.sessions() as session:
+        first = record_feedback(session, events=[event])
+        assert [m for _, _, m in first.rejected] == [
+            f"unknown recommendation_id '{body['recommendation_id']}'"
+        ]
+        assert a.app.state.runtime.reclog.flush()
+        result = _retry_in_flight(
+            session,
+            events=[event],
+            result=first,
+            store=record_feedback,
+            wait_s=FLUSH_MS / 1000 + LOG_COMMIT_ALLOWANCE_S,
+            poll_s=FLUSH_MS / 1000,
+        )
+    assert result.rejected == []
+    assert list(result.accepted) == [event.event_id]
 
 
 def test_unknown_recommendation_ids_are_still_rejected_promptly(two_workers) -> None:

@@ -129,12 +129,12 @@ def _retry_in_flight(
         if rid is not None and minted is not None and minted - 1.0 <= now < minted + wait_s:
             deadline[rid] = minted + wait_s
     session.rollback()  # each check below must see the latest commits (SQLite snapshots)
-    missing = {
-        rid for rid in deadline if get_recommendation(session, recommendation_id=rid) is None
+    # A log row committed since the first try has arrived already (another worker's
+    # writer can commit between the two reads): its events are tried again too.
+    arrived = {
+        rid for rid in deadline if get_recommendation(session, recommendation_id=rid) is not None
     }
-    if not missing:
-        return result  # rejected for another reason: the answer stands
-    arrived: set[str] = set()
+    missing = set(deadline) - arrived
     while missing:
         left = max(deadline[rid] for rid in missing) - time.time()
         if left <= 0:
@@ -148,7 +148,7 @@ def _retry_in_flight(
             elif time.time() >= deadline[rid]:
                 missing.discard(rid)
     if not arrived:
-        return result
+        return result  # unknown indeed, or rejected for another reason: the answer stands
     retry = [i for i, _, _ in result.rejected if events[i].recommendation_id in arrived]
     again = store(session, events=[events[i] for i in retry])
     retried = set(retry)
