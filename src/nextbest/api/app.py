@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
+from nextbest.api.bodies import MAX_BODY_BYTES, BodyRefused
 from nextbest.api.connections import ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
 from nextbest.api.openapi import document
@@ -62,6 +63,9 @@ def _without_raised(error: dict[str, Any]) -> dict[str, Any]:
         return error
     ctx = {key: value for key, value in error["ctx"].items() if key != "error"}
     trimmed = {key: value for key, value in error.items() if key != "ctx"}
+    if trimmed.get("type") == "json_invalid":
+        # FastAPI's "JSON decode error" alone does not say what is wrong.
+        trimmed["msg"] = f"JSON decode error: {error['ctx']['error']}"
     # Our validators' own sentence, without pydantic's "Value error, " in front.
     if isinstance(trimmed.get("msg"), str):
         trimmed["msg"] = trimmed["msg"].removeprefix("Value error, ")
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         description="Next-best-action recommendations for HCP engagement, with feedback. "
         "Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
         lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
     )
     document(app)
     app.add_middleware(ObservabilityMiddleware)
@@ -145,6 +150,15 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": _without_long_inputs(exc.errors())},
+        )
+
+    @app.exception_handler(BodyRefused)
+    async def _body_refused(request: Request, exc: BodyRefused) -> JSONResponse:
+        refused = refused_before_validation(request) or exc
+        return JSONResponse(
+            status_code=refused.status_code,
+            content={"detail": refused.detail},
+            headers=refused.headers,
         )
 
     @app.exception_handler(NotFoundError)

@@ -1,5 +1,6 @@
 """What the OpenAPI document adds to FastAPI's own: how to send the key, and the
-answers every ``/v1`` route can give besides its 200 and 422.
+answers every ``/v1`` route can give besides its 200 and 422 (those of a route with
+a body among them).
 
 Authentication is read from the headers by one dependency (``api/auth.py``), so
 FastAPI does not know of it; declaring it here costs the requests nothing.
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from nextbest.api.bodies import MAX_BODY_BYTES
 from nextbest.api.schemas import ErrorPublic
 
 SECURITY_SCHEMES = {
@@ -27,6 +29,14 @@ COMMON = {
     "403": "A known key outside its rights: its role, or a rep key's territory.",
     "503": "No model loaded yet, the database unavailable or the recommendation log behind: "
     "retry after `Retry-After` seconds.",
+}
+# Every /v1 route that reads a body (api/bodies.py).
+BODY = {
+    "400": "A `Content-Encoding: gzip` or `deflate` body that does not inflate.",
+    "413": f"The body (inflated) is larger than {MAX_BODY_BYTES // 2**20} MiB: send smaller "
+    "batches.",
+    "415": "A body that is not `Content-Type: application/json`, or compressed otherwise "
+    "than gzip or deflate.",
 }
 # Routes that name something the service may not know.
 NOT_FOUND = {
@@ -84,6 +94,8 @@ def document(app: FastAPI) -> None:
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
                 responses = operation.setdefault("responses", {})
                 extra = dict(COMMON)
+                if "requestBody" in operation:
+                    extra.update(BODY)
                 if (method, path) in NOT_FOUND:
                     extra["404"] = NOT_FOUND[(method, path)]
                 if (method, path) in FAILED:

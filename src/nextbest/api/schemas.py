@@ -115,7 +115,11 @@ class RecommendationBatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     hcp_ids: list[HcpId] = Field(
-        min_length=1, description=f"Up to {MAX_BATCH} HCPs per call.", examples=[["H000001"]]
+        min_length=1,
+        description=f"Up to {MAX_BATCH} HCPs per call.",
+        examples=[["H000001"]],
+        # Declared only: the validator below says how to send more.
+        json_schema_extra={"maxItems": MAX_BATCH},
     )
     k: Count = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
@@ -191,7 +195,9 @@ class RepFeedbackCreate(BaseModel):
     action_id: str = Field(min_length=1, max_length=128, description="The suggested action.")
     decision: Literal["accept", "dismiss", "snooze"]
     reason: str | None = Field(
-        default=None, max_length=64, description="Reason code, required to dismiss."
+        default=None,
+        max_length=64,
+        description="Reason code: required to dismiss, optional to snooze, none to accept.",
     )
     event_id: str | None = Field(
         default=None,

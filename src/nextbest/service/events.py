@@ -21,6 +21,7 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
+from pydantic.config import JsonDict
 
 from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
 
@@ -40,6 +41,11 @@ def not_a_boolean(value: object) -> object:
 HcpId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+# Declared in the schema only: the validators refuse an empty string with their own
+# message, naming the field and its limits.
+NOT_EMPTY: JsonDict = {"minLength": 1}
+
+
 class FeedbackEventCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -47,11 +53,16 @@ class FeedbackEventCreate(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
     event_type: FeedbackEventType
     hcp_id: HcpId
-    recommendation_id: str | None = Field(default=None, max_length=64)
-    action_id: str | None = Field(default=None, max_length=128)
-    channel: str | None = Field(default=None, max_length=64)
+    recommendation_id: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
+    action_id: str | None = Field(default=None, max_length=128, json_schema_extra=NOT_EMPTY)
+    channel: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
     occurred_at: datetime | None = Field(default=None, description="Default: when received.")
-    reason: str | None = Field(default=None, max_length=256, description="For dismissed / snoozed.")
+    reason: str | None = Field(
+        default=None,
+        max_length=256,
+        description="For dismissed / snoozed.",
+        json_schema_extra=NOT_EMPTY,
+    )
     value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(
         default=None, description="Outcome value (required for 'outcome')."
     )

@@ -7,10 +7,16 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Query, status
 
 from nextbest.api.auth import require_roles
+from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep, only_query
 from nextbest.api.schemas import ReloadPublic
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require_roles("admin")])
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[require_roles("admin")],
+    route_class=JSONBodyRoute,
+)
 
 
 @router.post("/reload", response_model=ReloadPublic, dependencies=[only_query("force")])

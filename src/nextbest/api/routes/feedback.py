@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response, status
 
+from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep, SessionDep
 from nextbest.api.schemas import (
     FeedbackBatchCreate,
@@ -18,7 +19,7 @@ from nextbest.service.events import FeedbackEventCreate, MalformedEvent
 from nextbest.service.feedback import ingest_feedback
 from nextbest.storage.repository import FeedbackRecord, FeedbackResult
 
-router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+router = APIRouter(prefix="/v1/feedback", tags=["feedback"], route_class=JSONBodyRoute)
 
 
 @router.post("", response_model=FeedbackResultPublic)

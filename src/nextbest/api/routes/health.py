@@ -14,7 +14,13 @@ router = APIRouter(tags=["operations"])
 
 # Liveness only reads an attribute: on the event loop, without the hop to the
 # thread pool and back that a plain function costs (about half its time).
-@router.get("/healthz", response_model=HealthPublic, response_model_exclude_none=True)
+# HEAD too: load balancers and uptime checks often probe with it.
+@router.api_route(
+    "/healthz",
+    methods=["GET", "HEAD"],
+    response_model=HealthPublic,
+    response_model_exclude_none=True,
+)
 async def healthz(runtime: RuntimeDep) -> HealthPublic:
     """The process is up (a model may not be loaded yet)."""
     return HealthPublic(
@@ -22,7 +28,12 @@ async def healthz(runtime: RuntimeDep) -> HealthPublic:
     )
 
 
-@router.get("/readyz", response_model=HealthPublic, response_model_exclude_none=True)
+@router.api_route(
+    "/readyz",
+    methods=["GET", "HEAD"],
+    response_model=HealthPublic,
+    response_model_exclude_none=True,
+)
 def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthPublic:
     """Ready to serve: a model is loaded and the database answers (503 otherwise).
 

@@ -13,6 +13,7 @@ from nextbest.api.auth import (
     forbid_outside_territory,
     require_roles,
 )
+from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep
 from nextbest.api.observability import record_served
 from nextbest.api.schemas import (
@@ -30,7 +31,9 @@ from nextbest.service.serving import (
     recommend_one,
 )
 
-router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
+router = APIRouter(
+    prefix="/v1/recommendations", tags=["recommendations"], route_class=JSONBodyRoute
+)
 
 
 def _json(payload: dict[str, Any]) -> Response:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BeforeValidator
 
 from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
+from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep, SessionDep, only_query
 from nextbest.api.observability import record_served
 from nextbest.api.schemas import (
@@ -24,7 +25,12 @@ from nextbest.service.recommend import check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
 
-router = APIRouter(prefix="/v1/reps", tags=["reps"], dependencies=[require_roles("admin", "rep")])
+router = APIRouter(
+    prefix="/v1/reps",
+    tags=["reps"],
+    dependencies=[require_roles("admin", "rep")],
+    route_class=JSONBodyRoute,
+)
 
 
 def _day_only(value: object) -> object:
@@ -60,7 +66,9 @@ def suggestions(
         "of its start (00:00 UTC); today's plan counts them up to now.",
     ),
     capacity: int | None = Query(
-        default=None, description="HCPs to suggest (default and maximum: see rules file)."
+        default=None,
+        description="HCPs to suggest (default and maximum: see rules file).",
+        json_schema_extra={"minimum": 1},
     ),
     territory_id: str | None = Query(
         default=None, description="Admin only: the territory to plan (a rep key has its own)."

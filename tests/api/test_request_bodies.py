@@ -1,0 +1,154 @@
+"""How the /v1 routes read a body: compressed, of another type, unreadable or too large."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nextbest.api.bodies import MAX_BODY_BYTES
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _hcp(client: TestClient) -> str:
+    return str(client.app.state.runtime.recommender.hcp_ids[0])
+
+
+def test_a_gzip_or_deflate_body_is_read(client: TestClient) -> None:
+    hcp = _hcp(client)
+    body = json.dumps({"hcp_id": hcp, "k": 2}).encode()
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        response = client.post(
+            "/v1/recommendations",
+            content=packed,
+            headers={**JSON, "Content-Encoding": encoding},
+        )
+        assert response.status_code == 200, (encoding, response.text)
+        assert response.json()["hcp_id"] == hcp
+    events = [
+        {"event_id": f"gz-{i}", "event_type": "opened", "hcp_id": hcp, "channel": "email"}
+        for i in range(3)
+    ]
+    response = client.post(
+        "/v1/feedback",
+        content=gzip.compress(json.dumps({"events": events}).encode()),
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status", "says"),
+    [
+        ({**JSON, "Content-Encoding": "br"}, b"\x00\x01", 415, "'br' is not supported"),
+        ({**JSON, "Content-Encoding": "gzip"}, b"not gzip at all", 400, "not valid gzip"),
+        ({"Content-Type": "text/plain"}, b'{"hcp_id": "H1"}', 415, "'text/plain'"),
+        ({}, b'{"hcp_id": "H1"}', 415, "Content-Type: application/json' (got none)"),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"hcp_id=H1",
+            415,
+            "application/x-www-form-urlencoded",
+        ),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_refused_saying_what_to_send(
+    client: TestClient, headers: dict[str, str], content: bytes, status: int, says: str
+) -> None:
+    response = client.post("/v1/recommendations", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert says in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"hcp_id": "M\xfcller"}', "not UTF-8 text (byte 0xfc)"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"hcp_id": "\\ud800"}', "lone UTF-16 surrogate"),
+        (b'{"hcp_id": "ok \\ud83d\\ude00", "k": 1, "channel": "\\udc00"}', "lone UTF-16"),
+    ],
+)
+def test_unreadable_json_is_a_422_that_says_why_and_where(
+    client: TestClient, content: bytes, says: str
+) -> None:
+    response = client.post("/v1/recommendations", content=content, headers=JSON)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert says in error["msg"]
+    if b"\\udc00" in content:  # the lone half, not the pair before it
+        assert error["loc"] == ["body", content.index(b"\\udc00")]
+
+
+def test_a_pair_of_surrogate_escapes_is_a_character(client: TestClient) -> None:
+    response = client.post(
+        "/v1/recommendations", content=b'{"hcp_id": "\\ud83d\\ude00"}', headers=JSON
+    )
+    assert response.status_code == 404, response.text
+    assert "\U0001f600" in response.json()["detail"]
+
+
+def test_a_batch_with_a_lone_surrogate_stores_nothing_and_says_so(client: TestClient) -> None:
+    # Was: the valid event stored, then a 500 writing the answer, on every retry.
+    hcp = _hcp(client)
+    fine = json.dumps({"event_id": "fine", "event_type": "opted_out", "hcp_id": hcp})
+    bad = fine.replace('"fine"', '"bad\\ud800"')
+    body = f'{{"events": [{fine}, {bad}]}}'
+    response = client.post("/v1/feedback", content=body.encode(), headers=JSON)
+    assert response.status_code == 422, response.text
+    again = client.post(
+        "/v1/feedback",
+        json={"events": [{"event_id": "fine", "event_type": "opted_out", "hcp_id": hcp}]},
+    )
+    assert again.json()["accepted"] == 1  # not a duplicate: nothing was stored
+
+
+def test_a_body_over_the_limit_is_413_and_so_is_one_that_inflates_over_it(
+    client: TestClient,
+) -> None:
+    big = b'{"hcp_id": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    response = client.post("/v1/recommendations", content=big, headers=JSON)
+    assert response.status_code == 413
+    bomb = gzip.compress(big)
+    assert len(bomb) < MAX_BODY_BYTES // 100
+    response = client.post(
+        "/v1/recommendations", content=bomb, headers={**JSON, "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 413
+    assert "inflates to more than" in response.json()["detail"]
+
+
+def test_a_refused_body_without_a_key_is_401_first(client: TestClient) -> None:
+    client.headers.clear()
+    for headers in ({"Content-Type": "text/plain"}, {**JSON, "Content-Encoding": "br"}):
+        response = client.post("/v1/recommendations", content=b"{}", headers=headers)
+        assert response.status_code == 401, response.text
+
+
+def test_health_answers_head(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = client.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+
+
+def test_the_schema_declares_the_body_refusals_and_the_limits(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/recommendations", "/v1/recommendations/batch", "/v1/feedback"):
+        assert {"400", "413", "415"} <= set(spec["paths"][path]["post"]["responses"]), path
+    assert "413" not in spec["paths"]["/v1/reps/{rep_id}/suggestions"]["get"]["responses"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["RecommendationBatchCreate"]["properties"]["hcp_ids"]["maxItems"] == 1000
+    assert schemas["FeedbackEventCreate"]["properties"]["recommendation_id"]["minLength"] == 1
+    (capacity,) = [
+        p
+        for p in spec["paths"]["/v1/reps/{rep_id}/suggestions"]["get"]["parameters"]
+        if p["name"] == "capacity"
+    ]
+    assert capacity["schema"]["minimum"] == 1
