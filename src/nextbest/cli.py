@@ -384,6 +384,9 @@ TrainConfigOpt = Annotated[
 ]
 
 
+TRAIN_CONFIG = "training/train.yaml"
+
+
 def _config(
     load: Callable[[Path | None], Any], path: Path | None, default: str, error: type[Exception]
 ) -> Any:
@@ -398,9 +401,16 @@ def _config(
 
 
 def _train_config(path: Path | None) -> Any:
+    """The training config ``--config`` names (else training/train.yaml, else the
+    defaults), saying which and where its levers came from."""
     from nextbest.learning.config import load_train_config
 
-    return _config(load_train_config, path, "training/train.yaml", ValueError)
+    config = _config(load_train_config, path, TRAIN_CONFIG, ValueError)
+    source = config.source
+    if source == "built-in defaults":
+        source += f" (no {TRAIN_CONFIG} here)"
+    console.print(f"train config: {source} (levers: {config.levers_source})", highlight=False)
+    return config
 
 
 @app.command()

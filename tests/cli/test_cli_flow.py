@@ -288,6 +288,7 @@ def test_any_contract_directory_trains_and_picks(
     assert ("enough for the uplift model" in said) is with_outcome
     output = _run("train", "--data", str(data), "--config", str(FAST))
     assert ("falls back to preference x value" in output) is (not with_outcome)
+    assert f"train config: {FAST} (levers: none)" in " ".join(output.split())
     out = tmp_path / "picks.csv"
     _run("picks", "--data", str(data), "--out", str(out), "--as-of", "2026-07-01")
     picks = pd.read_csv(out)

@@ -132,3 +132,73 @@ def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
         load_train_config(tmp_path / "train.yaml")
     (tmp_path / "train.yaml").write_text("engagement: {num_leaves: 7}\nuplift: {num_leaves: 7}\n")
     assert load_train_config(tmp_path / "train.yaml").uplift.num_leaves == 7  # same key, two maps
+
+
+def test_reasons_and_exclusions_state_the_levers_so_their_numbers_add_up(learned) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    from nextbest.policy.exploration import EpsilonGreedy
+    from nextbest.service.recommend import Recommender
+
+    model = learned.result.model
+    channel = str(model.catalog["channel"].iat[0])
+    bent = type(model)(
+        **{
+            **{f: getattr(model, f) for f in model.__dataclass_fields__},
+            "levers": Levers.model_validate({"channel": {channel: {"cost_weight": 1.5}}}),
+        }
+    )
+    recommender = Recommender(
+        model=bent, version="1", exploration=EpsilonGreedy(epsilon=0, holdout_rate=0)
+    )
+    lead = re.compile(r"expected ([+-][\d.]+) outcome versus no contact, for a cost of ([\d.]+)")
+    cut = re.compile(r"expected ([+-][\d.]+) outcome for a cost of ([\d.]+)(.*) \(net value (.*)\)")
+    served = excluded = 0
+    for hcp in model.hcps["hcp_id"].astype(str).tolist()[:100]:
+        rec = recommender.recommend(hcp_id=hcp, k=5, channel=channel, explain_exclusions=True)
+        for item in rec.items:
+            gain, cost = map(float, lead.match(item.reasons[0]).groups())  # type: ignore[union-attr]
+            assert "(business levers: cost x1.5)" in item.reasons[0]
+            assert item.score == pytest.approx(gain - 1.5 * cost, abs=0.03)  # each rounded
+            served += 1
+        for why in rec.excluded.values():
+            for said in why:
+                if (m := cut.search(said)) is not None:
+                    assert m.group(3) == ", business levers: cost x1.5"
+                    gain, cost, net = float(m.group(1)), float(m.group(2)), float(m.group(4))
+                    assert net == pytest.approx(gain - 1.5 * cost, abs=0.03)  # each rounded
+                    excluded += 1
+    assert served and excluded
+    greedy = EpsilonGreedy(epsilon=0, holdout_rate=0)
+    plain = Recommender(model=model, version="1", exploration=greedy)
+    hcp = str(model.hcps["hcp_id"].iat[0])
+    said = plain.recommend(hcp_id=hcp, k=5, explain_exclusions=True)
+    assert not any("levers" in r for item in said.items for r in item.reasons)
+
+
+def test_a_run_names_its_config_files_and_says_what_zero_fractions_switch_off(
+    tmp_path: Path,
+) -> None:
+    from nextbest.contract import load_dataset
+    from nextbest.learning.train import train
+    from nextbest.simulate import simulate_world
+
+    assert Levers().as_params() == {"levers": "none"}
+    assert load_train_config(None).source == "built-in defaults"
+    world = simulate_world(n_hcps=400, periods=6, seed=3)
+    world.write(tmp_path / "world", fmt="parquet")
+    (tmp_path / "levers.yaml").write_text("channel: {email: {cost_weight: 2}}\n")
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "eval_fraction: 0\ncalibration_fraction: 0\nlevers: levers.yaml\n"
+        "engagement: {n_estimators: 30}\nuplift: {n_estimators: 40}\n"
+    )
+    config = load_train_config(path)
+    result = train(load_dataset(tmp_path / "world"), config=config)
+    assert result.params["config.file"] == str(path)
+    assert result.params["config.levers"] == str(tmp_path / "levers.yaml")
+    assert result.params["levers.channel.email.cost_weight"] == 2.0
+    said = " ".join(result.notes)
+    assert "no evaluation: eval_fraction 0 of" in said
+    assert "calibration_fraction 0: engagement probabilities are LightGBM's own" in said
+    assert "auc" not in " ".join(result.metrics).lower()

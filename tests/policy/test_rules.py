@@ -158,6 +158,11 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
         ),
         pytest.param({"max_items_per_channel": 0}, "max_items_per_channel", id="zero-items"),
         pytest.param(
+            {"channels": {"Email": {"cooldown_days": 1}, "email": {"cooldown_days": 2}}},
+            r"rules\.yaml: channels: 'email' names channel 'email' a second time",
+            id="one-channel-twice",
+        ),
+        pytest.param(
             {"rep_plan": {"default_capacity": 40, "max_capacity": 10}},
             "exceeds max_capacity",
             id="capacity",
@@ -172,6 +177,20 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
 def test_bad_rules_name_the_field(data: object, match: str) -> None:
     with pytest.raises(RulesError, match=match):
         ServingRules.from_mapping(data, source="rules.yaml")
+
+
+def test_channels_are_spelled_as_the_catalog_spells_them() -> None:
+    # As levers and catalogs read them: 'Email' or 'Rep Visit' was a rule for nothing.
+    rules = ServingRules.from_mapping(
+        {
+            "channels": {
+                "Email": {"max_contacts": 1, "per_days": 7},
+                "Rep Visit": {"cooldown_days": 3},
+            }
+        }
+    )
+    assert set(rules.channels) == {"email", "rep_visit"}
+    assert rules.unmatched_channels(["email", "rep_visit"]) == []
 
 
 def test_bad_yaml_names_the_file(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Sequence
-from typing import Final
+from collections.abc import Collection, Mapping, Sequence
+from typing import Final, TypeVar
 
 HCPS: Final = "hcps"
 CATALOG: Final = "catalog"
@@ -76,6 +76,9 @@ _PHONE_WORDS = frozenset({"phone", "mobile", "tel", "telephone", "cell", "fax", 
 _PERSONAL_WORDS = frozenset({"name", "surname", "address", "street", "birth", "dob"})
 
 
+T = TypeVar("T")
+
+
 def is_personal_column(name: str, values: Sequence[str] = ()) -> bool:
     """Whether an extra hcps column holds a person's name, e-mail, phone, address or
     birth date: by its name (``Full Name``, ``email_address``, ``mobile``), or by its
@@ -108,6 +111,18 @@ def channel_spelling(name: str) -> str:
     For "did you mean" messages: a name sent otherwise matches no cap or filter.
     """
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
+
+
+def spelled_as_channels(by_channel: Mapping[str, T]) -> dict[str, T]:
+    """``by_channel`` with its keys spelled as catalog channels are (see
+    :func:`channel_spelling`); two keys for one channel are an error (ValueError)."""
+    out: dict[str, T] = {}
+    for key, value in by_channel.items():
+        channel = channel_spelling(key)
+        if channel in out:
+            raise ValueError(f"'{key}' names channel '{channel}' a second time")
+        out[channel] = value
+    return out
 
 
 def near_channel(name: str, channels: Collection[str]) -> str | None:

@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from nextbest.learning.levers import Levers, load_levers, parse_levers, spelled_as_channels
+from nextbest.contract.schema import spelled_as_channels
+from nextbest.learning.levers import Levers, load_levers, parse_levers
 from nextbest.yamlfile import load_yaml
 
 
@@ -78,6 +79,19 @@ class TrainConfig(BaseModel):
         "YAML either a mapping or the name of a levers file next to the config.",
     )
     seed: int = 0
+    # Where it was read from, logged with the run (``config.file``, ``config.levers``).
+    _source: str = PrivateAttr(default="built-in defaults")
+    _levers_source: str = PrivateAttr(default="none")
+
+    @property
+    def source(self) -> str:
+        """The config file read, or "built-in defaults"."""
+        return self._source
+
+    @property
+    def levers_source(self) -> str:
+        """The levers file read, "inline", or "none"."""
+        return self._levers_source
 
     @field_validator("value_per_engagement")
     @classmethod
@@ -118,6 +132,9 @@ def load_train_config(path: Path | None) -> TrainConfig:
                 "the config's directory, or write the levers inline)"
             )
         config.levers = load_levers(where)
+        config._levers_source = str(where)
     elif levers is not None:
         config.levers = parse_levers(levers, source=f"training config {path} (levers)")
+        config._levers_source = "inline"
+    config._source = str(path)
     return config

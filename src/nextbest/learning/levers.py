@@ -16,31 +16,17 @@ picks use the same numbers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nextbest.contract.schema import channel_spelling
+from nextbest.contract.schema import spelled_as_channels
 from nextbest.yamlfile import load_yaml
 
 SCOPES = ("channel", "topic", "content_id")
-T = TypeVar("T")
-
-
-def spelled_as_channels(by_channel: dict[str, T]) -> dict[str, T]:
-    """``by_channel`` with its keys spelled as catalog channels are (see
-    :func:`~nextbest.contract.schema.channel_spelling`); two keys for one channel are
-    an error."""
-    out: dict[str, T] = {}
-    for key, value in by_channel.items():
-        channel = channel_spelling(key)
-        if channel in out:
-            raise ValueError(f"'{key}' names channel '{channel}' a second time")
-        out[channel] = value
-    return out
 
 
 class Lever(BaseModel):
@@ -95,6 +81,19 @@ class Levers(BaseModel):
                 offset[hit] += lever.offset
         return weight, cost_weight, offset
 
+    def per_action_text(self, catalog: pd.DataFrame) -> list[str]:
+        """Per catalog row, the levers that bend its score in words ("value x1.5,
+        cost x3, offset -0.2"), or "" when none does: reasons and exclusions state
+        them, so that their numbers add up to the net value served."""
+        weight, cost_weight, offset = self.per_action(catalog)
+        out = []
+        for w, c, o in zip(weight.tolist(), cost_weight.tolist(), offset.tolist(), strict=True):
+            parts = [f"value x{w:g}"] if w != 1 else []
+            parts += [f"cost x{c:g}"] if c != 1 else []
+            parts += [f"offset {o:+g}"] if o != 0 else []
+            out.append(", ".join(parts))
+        return out
+
     def unknown_keys(self, catalog: pd.DataFrame) -> list[str]:
         """Lever keys that match no catalog row, as ``scope.key`` (likely typos)."""
         missing = []
@@ -103,9 +102,12 @@ class Levers(BaseModel):
             missing += [f"{scope}.{k}" for k in getattr(self, scope) if k not in known]
         return missing
 
-    def as_params(self) -> dict[str, float]:
-        """Flat ``levers.<scope>.<key>.<field>`` entries for run parameters."""
-        out: dict[str, float] = {}
+    def as_params(self) -> dict[str, float | str]:
+        """Flat ``levers.<scope>.<key>.<field>`` entries for run parameters; ``levers:
+        none`` when there are none (a run says so rather than saying nothing)."""
+        if self.is_neutral():
+            return {"levers": "none"}
+        out: dict[str, float | str] = {}
         for scope in SCOPES:
             for key, lever in getattr(self, scope).items():
                 for name, value in lever.model_dump().items():

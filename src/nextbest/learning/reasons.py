@@ -446,14 +446,17 @@ def explain(
         a = int(a)
         h = int(hcp_rows[i])
         cost = float(model.action_cost[a])
+        # No "; " inside: picks files join an item's reasons with it.
+        levers = f", business levers: {model.lever_text[a]}" if model.lever_text[a] else ""
         if model.uplift_source == PREFERENCE_X_VALUE:
             lead = (
-                # No "; " inside: picks files join an item's reasons with it.
                 f"expected engagement {p_engage[i]:.0%} x value (no measured uplift yet, "
-                f"cost {cost:.2f})"
+                f"cost {cost:.2f}{levers})"
             )
         else:
             lead = f"expected {uplift[i]:+.2f} outcome versus no contact, for a cost of {cost:.2f}"
+            if levers:
+                lead += f" ({levers.removeprefix(', ')})"
         # The lead is the fallback: every item has at least this one reason.
         reasons = [lead]
         stated: set[str] = set()

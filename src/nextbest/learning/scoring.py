@@ -97,6 +97,7 @@ class ScoringModel:
         self.lever_weight = weight
         # Cost and offset are per action only, so they fold into one term.
         self.lever_charge = self.action_cost * cost_weight - offset
+        self.lever_text = self.levers.per_action_text(self.catalog)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -110,6 +111,7 @@ class ScoringModel:
             "action_cost",
             "lever_weight",
             "lever_charge",
+            "lever_text",
             "action_channel_name",
             "action_topic_name",
             "channel_by_action",

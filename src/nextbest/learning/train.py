@@ -247,6 +247,17 @@ def _train(
         )
     fit_rows = _subset(rows, in_fit)
     eval_rows = _subset(rows, ~in_fit) if n_eval else None
+    if eval_rows is None:
+        notes.append(
+            f"no evaluation: eval_fraction {config.eval_fraction:g} of "
+            f"{int((~always).sum()):,} decisions holds none out, so the run has no AUC, "
+            "calibration, Qini or policy value to show"
+        )
+    if config.calibration_fraction == 0:
+        notes.append(
+            "calibration_fraction 0: engagement probabilities are LightGBM's own, not "
+            "calibrated on a held-out time slice (expect a worse log loss)"
+        )
 
     step("preference model")
     treated = fit_rows.treated
@@ -371,6 +382,8 @@ def _train(
         **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
         **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
         **config.levers.as_params(),
+        "config.file": config.source,
+        "config.levers": config.levers_source,
     }
     if client is not None:
         params["dask.workers"] = worker_count(client)

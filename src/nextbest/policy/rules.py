@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from nextbest.contract.schema import spelled_as_channels
 from nextbest.yamlfile import load_yaml
 
 if TYPE_CHECKING:
@@ -143,6 +144,10 @@ class ServingRules:
             cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
             cooldown = _positive(rule.get("cooldown_days"), f"{where}.cooldown_days")
             channels[str(name)] = ChannelRule(cap=cap, cooldown_days=cooldown)
+        try:  # spelled as the catalog spells channels ('Email', 'Rep Visit'), as levers are
+            channels = spelled_as_channels(channels)
+        except ValueError as exc:
+            raise RulesError(f"{source}: channels: {exc}") from None
         all_channels = None
         if data.get("all_channels") is not None:
             raw = data["all_channels"]

@@ -231,6 +231,8 @@ class Recommender:
         self._topics = catalog["topic"].astype(str).tolist()
         self._content_types = catalog["content_type"].astype(str).tolist()
         self._costs = model.action_cost.astype(float).tolist()
+        # What bends each action's cost, said where an exclusion quotes it.
+        self._cost_notes = [f", business levers: {t}" if t else "" for t in model.lever_text]
         self.channels = frozenset(self.action_channels.tolist())
         self.history_rules = HistoryRules(
             self.rules, channels=self.action_channels, action_ids=self.action_ids
@@ -456,7 +458,7 @@ class Recommender:
             (
                 a,
                 f"not worth its cost: expected {gain:+.2f} {gained} for a cost of "
-                f"{self._costs[a]:.2f} (net value {value:+.2f})",
+                f"{self._costs[a]:.2f}{self._cost_notes[a]} (net value {value:+.2f})",
             )
             for a, gain, value in zip(
                 allowed.tolist(), scores.uplift.tolist(), net.tolist(), strict=True
