@@ -273,6 +273,19 @@ def _interaction_notes(interactions: Any, catalog: Any = None) -> list[str]:
                 f"(e.g. action {example['action_id']} on {example['timestamp']:%Y-%m-%d}): "
                 "learned from as they are; check the catalog's approved_from / approved_until"
             )
+    if len(interactions):
+        from nextbest.learning.train import FUTURE_SLACK
+
+        now = datetime.now(UTC).replace(tzinfo=None)
+        future = interactions[interactions["timestamp"] > now + FUTURE_SLACK]
+        if len(future):
+            example = future.iloc[0]
+            notes.append(
+                f"{len(future):,} interaction{'s are' if len(future) > 1 else ' is'} dated "
+                f"after now (e.g. HCP "
+                f"{example['hcp_id']} on {example['timestamp']:%Y-%m-%d}; a mistyped year?): "
+                "training leaves them out and learns from history up to now"
+            )
     repeated = interactions.duplicated(keep="first")
     if not repeated.any():
         return notes

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from nextbest.contract import (
@@ -219,15 +221,12 @@ def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> N
     ), str(caught.value)
 
 
-@pytest.mark.parametrize("which", ["every", "some"])
-def test_a_separator_ending_data_lines_only_is_an_empty_field_dropped(
-    tmp_path: Path, which: str
-) -> None:
+def test_a_separator_ending_data_lines_only_is_an_empty_field_dropped(tmp_path: Path) -> None:
     # Some exports end each data line with the separator but not the header: one
-    # empty field beyond the header's, nothing lost by dropping it. pandas read
-    # "every" with the first column as the index, each value one column off.
+    # empty field beyond the header's, nothing lost by dropping it. pandas read it
+    # with the first column as the index, each value one column off.
     path = tmp_path / "catalog.csv"
-    ends = [";", ";", ";"] if which == "every" else [";", "", ";"]
+    ends = [";", ";", ";"]
     rows = ["A1;gp;0.5", "A2;;1", 'A3;"a;b";2']
     path.write_bytes(
         (
@@ -249,6 +248,22 @@ def test_a_separator_ending_data_lines_only_is_an_empty_field_dropped(
         read_table(path)
     assert str(caught.value).splitlines()[1:] == [
         "  catalog.csv, row 2: 4 fields where the header has 3: a semicolon inside a value? "
+        "put such values in double quotes"
+    ]
+
+
+def test_a_row_ending_with_a_separator_among_rows_that_fit_is_a_misfit(tmp_path: Path) -> None:
+    # Among rows that fit the header, a row with one field more, the last empty, is
+    # more likely a separator inside a value with the last value empty: dropping
+    # the empty field shifted "Praxis Mueller, Berlin" into the next column, silently.
+    path = tmp_path / "hcps.csv"
+    path.write_text(
+        "hcp_id,practice,notes\nH1,Praxis A,\nH2,Praxis Mueller, Berlin,\nH3,Praxis C,x\n"
+    )
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  hcps.csv, row 2: 4 fields where the header has 3: a comma inside a value? "
         "put such values in double quotes"
     ]
 
@@ -517,3 +532,52 @@ def test_columns_holding_personal_data_under_other_names_are_not_read(tables, wr
         "physician_name",
     ]
     assert {"practice_name_size", "phone_calls_90d"} <= set(hcps_read.columns)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_column_named_twice_is_refused_naming_both_places(tmp_path: Path, fmt: str) -> None:
+    # pandas read the second as "decile.1", a feature nobody named, or took the first
+    # of two hcp_id columns as the id; both silently.
+    path = tmp_path / f"hcps.{fmt}"
+    if fmt == "csv":
+        path.write_text("hcp_id,decile,region,decile ,hcp_id\nH1,3,north,clinic,V1\n")
+    else:
+        pa_table = pa.table(
+            [["H1"], ["3"], ["north"], ["clinic"], ["V1"]],
+            names=["hcp_id", "decile", "region", "decile", "hcp_id"],
+        )
+        pq.write_table(pa_table, path)
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    said = str(caught.value)
+    assert f"hcps.{fmt}, column 'hcp_id': appears 2 times in the header (columns 1 and 5)" in said
+    assert "column 'decile': appears 2 times in the header (columns 2 and 4)" in said
+
+
+def test_a_file_not_in_utf8_names_the_row_and_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "hcps.csv"
+    path.write_bytes("hcp_id,city\nH1,Berlin\nH2,Köln\n".encode("latin-1"))
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  hcps.csv, row 2: not UTF-8 text (byte 0xf6, 'ö' in Latin-1 or Windows-1252?): "
+        "save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    ]
+    path.write_bytes("hcp_id\tcity\nH1\tKöln\n".encode("utf-16"))
+    with pytest.raises(ContractError, match="the file is UTF-16 text, not UTF-8: save it"):
+        read_table(path)
+
+
+def test_a_table_under_a_near_file_name_is_pointed_at(tables, write_tables) -> None:
+    import gzip
+
+    data = write_tables(tables)
+    csv_file = data / "interactions.csv"
+    (data / "interactions.csv.gz").write_bytes(gzip.compress(csv_file.read_bytes()))
+    csv_file.unlink()
+    (data / "catalog.csv").rename(data / "Catalog.CSV")
+    with pytest.raises(ContractError) as caught:
+        load_dataset(data)
+    said = " ".join(str(caught.value).split())
+    assert "found interactions.csv.gz: decompress it" in said
+    assert "found Catalog.CSV: rename it to catalog.csv or catalog.parquet (lower case)" in said

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbest.learning.config import load_train_config
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams, load_train_config
 from nextbest.learning.levers import Levers, load_levers
 
 CATALOG = pd.DataFrame(
@@ -202,3 +202,30 @@ def test_a_run_names_its_config_files_and_says_what_zero_fractions_switch_off(
     assert "no evaluation: eval_fraction 0 of" in said
     assert "calibration_fraction 0: engagement probabilities are LightGBM's own" in said
     assert "auc" not in " ".join(result.metrics).lower()
+
+
+def test_interactions_dated_after_now_are_left_out_and_said(tmp_path: Path) -> None:
+    # One mistyped year made 2099 the model's cut-off: every request before then refused.
+    from nextbest.cli import _interaction_notes
+    from nextbest.contract import load_dataset
+    from nextbest.learning.train import train
+    from nextbest.simulate import simulate_world
+
+    world = simulate_world(n_hcps=400, periods=6, seed=3)
+    world.write(tmp_path / "world", fmt="csv")
+    path = tmp_path / "world" / "interactions.csv"
+    lines = path.read_text().splitlines()
+    header, last = lines[0].split(","), lines[-1].split(",")
+    last[header.index("timestamp")] = "2099-01-01"
+    path.write_text("\n".join([*lines, ",".join(last)]) + "\n")
+    dataset = load_dataset(tmp_path / "world")
+    assert any(
+        "1 interaction is dated after now" in n for n in _interaction_notes(dataset.interactions)
+    )
+    config = TrainConfig(
+        engagement=EngagementParams(n_estimators=30), uplift=UpliftParams(n_estimators=40)
+    )
+    before = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    result = train(dataset, config=config)
+    assert before <= result.model.as_of <= pd.Timestamp.now(tz="UTC").tz_localize(None)
+    assert any("1 interaction(s) dated after now (the latest 2099-01-01" in n for n in result.notes)

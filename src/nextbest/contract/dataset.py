@@ -229,6 +229,27 @@ def _withdraws(column: str) -> bool:
     return any(word in compact for word in _WITHDRAWAL_WORDS)
 
 
+def _near_miss(data_dir: Path, name: str) -> str:
+    """What in ``data_dir`` is most likely the table ``name`` under another file name
+    ('Interactions.CSV', 'interactions.csv.gz'), and what to do, or ''."""
+    wanted = {f"{name}.{fmt}" for fmt in FORMATS}
+    near = sorted(
+        path.name
+        for path in data_dir.iterdir()
+        if path.is_file() and path.name.lower().startswith(f"{name}.")
+    )
+    if not near:
+        return ""
+    lower = [n.lower() for n in near]
+    if any(n in wanted for n in lower):
+        fix = f"rename it to {name}.csv or {name}.parquet (lower case)"
+    elif any(n.rsplit(".", 1)[0] in wanted for n in lower):
+        fix = "decompress it (tables are read as plain .csv or .parquet files)"
+    else:
+        fix = f"save it as {name}.csv (UTF-8) or {name}.parquet"
+    return f"; found {', '.join(near)}: {fix}"
+
+
 def _find_tables(data_dir: Path) -> dict[str, Path]:
     if not data_dir.is_dir():
         problem = (
@@ -244,7 +265,9 @@ def _find_tables(data_dir: Path) -> dict[str, Path]:
         candidates = [data_dir / f"{name}.{fmt}" for fmt in FORMATS]
         present = [path for path in candidates if path.is_file()]
         if not present:
-            problems.append(Problem(pattern, None, None, f"not found in {data_dir}"))
+            problems.append(
+                Problem(pattern, None, None, f"not found in {data_dir}{_near_miss(data_dir, name)}")
+            )
         elif len(present) > 1:
             problems.append(
                 Problem(

@@ -43,6 +43,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"file not found: {path}")
     try:
         if fmt == "csv":
+            _refuse_repeated_names(path, _header(path))
             frame = _read_csv(path)
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
             if trailing:
@@ -55,6 +56,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
         schema = pq.read_schema(path)
+        _refuse_repeated_names(path, schema.names)
         strings = [
             field.name
             for field in schema
@@ -63,7 +65,9 @@ def read_table(path: Path | str) -> pd.DataFrame:
         return pq.read_table(path, read_dictionary=strings).to_pandas()
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as err:
+    except UnicodeDecodeError as err:
+        raise ContractError([_not_utf8(path)]) from err
+    except (pd.errors.ParserError, csv.Error) as err:
         fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if fields is not None:
             header, line, seen = (int(g) for g in fields.groups())
@@ -101,9 +105,57 @@ def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
     return frame
 
 
-def _header_width(path: Path) -> int:
+def _not_utf8(path: Path) -> Problem:
+    """Where a CSV file stops being UTF-8, and what it most likely is instead."""
+    data = path.read_bytes()
+    advice = "save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return Problem(path.name, None, None, f"the file is UTF-16 text, not UTF-8: {advice}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start)  # 0: the header
+        byte = data[err.start]
+        guess = bytes([byte]).decode("cp1252", "replace")
+        return Problem(
+            path.name,
+            line or None,
+            None,
+            f"{'the header is not' if not line else 'not'} UTF-8 text (byte 0x{byte:02x}, "
+            f"'{guess}' in Latin-1 or Windows-1252?): {advice}",
+        )
+    return Problem(path.name, None, None, f"not UTF-8 text: {advice}")
+
+
+def _header(path: Path) -> list[str]:
     with path.open(encoding="utf-8-sig", newline="") as file:
-        return len(next(csv.reader(file, delimiter=_separator(path)), []))
+        return next(csv.reader(file, delimiter=_separator(path)), [])
+
+
+def _header_width(path: Path) -> int:
+    return len(_header(path))
+
+
+def _refuse_repeated_names(path: Path, names: list[str]) -> None:
+    """A column named twice: pandas would rename the second ('decile.1') and keep it
+    as a feature, or read the first of two ``hcp_id`` columns as the id, silently."""
+    where: dict[str, list[int]] = {}
+    for position, name in enumerate(names, start=1):
+        if name.strip():
+            where.setdefault(name.strip(), []).append(position)
+    repeated = [
+        Problem(
+            path.name,
+            None,
+            name,
+            f"appears {len(at)} times in the header (columns "
+            f"{', '.join(map(str, at[:-1]))} and {at[-1]}): keep one, or rename the others",
+        )
+        for name, at in where.items()
+        if len(at) > 1
+    ]
+    if repeated:
+        raise ContractError(repeated)
 
 
 def _misfit_rows(
@@ -115,32 +167,40 @@ def _misfit_rows(
     shifts the rest one column to the left, silently. A second parse by Arrow's CSV
     reader, converting one column only, finds them all; the second value counts them.
 
-    A row that only ends with a separator the header lacks (an empty field beyond
-    the header's, as some exports write each line) is no misfit: nothing is lost by
-    dropping that field. The third value is True when there are such rows and no
-    misfit: the file is read with that field dropped.
+    Every row ending with a separator the header lacks (an empty field beyond the
+    header's, as some exports write each line) is no misfit: nothing is lost by
+    dropping that field, and the third value is True: the file is read with it
+    dropped. When other rows fit the header, such rows are misfits like any other:
+    a separator inside one of their values may have shifted them by a column.
     """
     found: list[tuple[int, int, int]] = []
+    ending: list[tuple[int, int, int]] = []  # rows with one more field, the last empty
     seen = [0, 0]  # misfits, rows ending with a separator the header lacks
 
     def keep(row: pa_csv.InvalidRow) -> str:
+        # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
+        number = -1 if row.number is None else row.number - 1
+        misfit = (number, row.expected_columns, row.actual_columns)
         if row.actual_columns == row.expected_columns + 1 and (row.text or "").rstrip(
             "\r\n"
         ).endswith(sep):
             seen[1] += 1
+            if len(ending) < limit:
+                ending.append(misfit)
             return "skip"
         seen[0] += 1
         if len(found) < limit:
-            # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
-            number = -1 if row.number is None else row.number - 1
-            found.append((number, row.expected_columns, row.actual_columns))
+            found.append(misfit)
         return "skip"
 
     names = [f"c{i}" for i in range(n_columns)]
     try:
-        _arrow_parse(path, sep, names, keep)
+        fitting = _arrow_parse(path, sep, names, keep)
     except pa.ArrowException:
         return [], 0, False  # a file Arrow parses otherwise than pandas: pandas' reading stands
+    if seen[1] and fitting:
+        found = sorted(found + ending)[:limit]
+        seen[0] += seen[1]
     return found, seen[0], not found and seen[1] > 0
 
 
@@ -157,8 +217,9 @@ def _misfit_problem(path: Path, row: int, expected: int, seen: int) -> Problem:
     return Problem(path.name, row, None, f"{fields} where the header has {expected}: {advice}")
 
 
-def _arrow_parse(path: Path, sep: str, names: list[str], keep: Any) -> None:
-    pa_csv.read_csv(
+def _arrow_parse(path: Path, sep: str, names: list[str], keep: Any) -> int:
+    """Rows that fit the header; ``keep`` is called with each that does not."""
+    return pa_csv.read_csv(
         path,
         read_options=pa_csv.ReadOptions(use_threads=False, skip_rows=1, column_names=names),
         parse_options=pa_csv.ParseOptions(
@@ -167,7 +228,7 @@ def _arrow_parse(path: Path, sep: str, names: list[str], keep: Any) -> None:
         convert_options=pa_csv.ConvertOptions(
             include_columns=names[:1], column_types={names[0]: pa.string()}
         ),
-    )
+    ).num_rows
 
 
 def _separator(path: Path) -> str:

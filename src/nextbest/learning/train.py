@@ -34,6 +34,9 @@ Progress = Callable[[str], None]
 MIN_ROWS_PER_ARM = 200
 # An as_of this many days after the newest interaction is noted in the run (a typo?).
 STALE_AS_OF_DAYS = 14
+# Interactions later than now by more than this are taken for mistakes (clocks and
+# time zones of exports differ by hours, not days).
+FUTURE_SLACK = pd.Timedelta(days=1)
 # Holdout-measured segment uplift (for reasons) is averaged over at most this many rows.
 MAX_SEGMENT_ROWS = 500_000
 
@@ -179,13 +182,22 @@ def _train(
     step = progress or (lambda _msg: None)
     hcps, catalog = dataset.hcps, dataset.catalog
     interactions = dataset.interactions
-    if as_of is None:
-        as_of = (
-            interactions["timestamp"].max() + pd.Timedelta(seconds=1)
-            if len(interactions)
-            else pd.Timestamp.now(tz="UTC").tz_localize(None)
-        )
     notes: list[str] = []
+    if as_of is None:
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        as_of = (
+            interactions["timestamp"].max() + pd.Timedelta(seconds=1) if len(interactions) else now
+        )
+        future = int((interactions["timestamp"] > now + FUTURE_SLACK).sum())
+        if future:
+            # A mistyped year (2099) made as_of the model's cut-off: it then refused
+            # every request until that day. History up to now is what can be learned.
+            as_of = now
+            notes.append(
+                f"{future:,} interaction(s) dated after now (the latest "
+                f"{interactions['timestamp'].max():%Y-%m-%d}; a mistyped year?) are left "
+                f"out: training learns from history up to now ({now:%Y-%m-%d %H:%M} UTC)"
+            )
     if len(interactions):
         first, newest = interactions["timestamp"].min(), interactions["timestamp"].max()
         if as_of <= first:
