@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from nextbest.settings import Settings, get_settings, without_password
@@ -155,14 +162,51 @@ def _cluster(scheduler: str | None) -> Iterator[Any]:
         raise _fail(f"--dask: {exc}") from None
 
 
+class _Steps(Progress):
+    """Rich's bar on a terminal; elsewhere (output to a log file, CI) a line per step
+    and per tenth of the work, so that a long run is seen moving (a bar that is not
+    drawn showed nothing for 11 minutes of training)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._said: dict[TaskID, tuple[str, int]] = {}
+
+    def _say(self, task_id: TaskID) -> None:
+        if self.console.is_terminal:
+            return
+        task = self._tasks[task_id]
+        tenth = int(10 * task.completed / task.total) if task.total else 0
+        if self._said.get(task_id) == (task.description, tenth):
+            return
+        self._said[task_id] = (task.description, tenth)
+        total = f"{task.total:,.0f}" if task.total is not None else "?"
+        elapsed = timedelta(seconds=round(task.elapsed or 0))
+        self.console.print(
+            f"{task.description}: {task.completed:,.0f}/{total} ({elapsed})", highlight=False
+        )
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._say(task_id)
+        return task_id
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._say(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._say(task_id)
+
+
 def _steps(total: int) -> Progress:
-    return Progress(
-        TextColumn("{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    return _Steps()
 
 
 @app.command()

@@ -152,3 +152,23 @@ def test_the_schema_declares_the_body_refusals_and_the_limits(client: TestClient
         if p["name"] == "capacity"
     ]
     assert capacity["schema"]["minimum"] == 1
+
+
+def test_large_answers_are_compressed_for_clients_that_accept_gzip(client: TestClient) -> None:
+    hcps = [str(h) for h in client.app.state.runtime.recommender.hcp_ids[:200]]
+    body = {"hcp_ids": hcps, "k": 3}
+    packed = client.post(
+        "/v1/recommendations/batch", json=body, headers={"Accept-Encoding": "gzip"}
+    )
+    plain = client.post(
+        "/v1/recommendations/batch", json=body, headers={"Accept-Encoding": "identity"}
+    )
+    assert packed.status_code == plain.status_code == 200
+    assert packed.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain.headers
+    assert int(packed.headers["content-length"]) < len(plain.content) / 3
+    assert [r["hcp_id"] for r in packed.json()["results"]] == hcps
+    small = client.post(
+        "/v1/recommendations", json={"hcp_id": hcps[0], "k": 1}, headers={"Accept-Encoding": "gzip"}
+    )
+    assert "content-encoding" not in small.headers  # a packet or two: not worth it

@@ -581,3 +581,20 @@ def test_a_table_under_a_near_file_name_is_pointed_at(tables, write_tables) -> N
     said = " ".join(str(caught.value).split())
     assert "found interactions.csv.gz: decompress it" in said
     assert "found Catalog.CSV: rename it to catalog.csv or catalog.parquet (lower case)" in said
+
+
+def test_a_comma_in_a_header_of_a_semicolon_file_does_not_make_it_comma_separated(
+    tmp_path: Path,
+) -> None:
+    # Excel writes "Potential, EUR" unquoted; the comma made every row one field short.
+    path = tmp_path / "hcps.csv"
+    path.write_text('hcp_id;specialty;Potential, EUR\nH1;gp;1200\nH2;"a;b";900\n')
+    got = read_table(path)
+    assert got.to_dict("list") == {
+        "hcp_id": ["H1", "H2"],
+        "specialty": ["gp", "a;b"],
+        "Potential, EUR": ["1200", "900"],
+    }
+    # A comma file whose values hold semicolons stays a comma file.
+    path.write_text("hcp_id,note\nH1,a;b\nH2,c\n")
+    assert read_table(path)["note"].tolist() == ["a;b", "c"]

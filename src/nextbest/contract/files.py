@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from pandas.api.types import is_datetime64_any_dtype
 
 from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.schema import FORMATS
+
+SEPARATORS = (",", ";", "\t")
+SEPARATOR_SAMPLE_LINES = 50
 
 
 def file_format(path: Path) -> str:
@@ -232,14 +236,33 @@ def _arrow_parse(path: Path, sep: str, names: list[str], keep: Any) -> int:
 
 
 def _separator(path: Path) -> str:
-    """',' unless the header has no comma and exactly one of ';' or a tab: the
-    separators spreadsheet programs write in locales where ',' is the decimal mark."""
+    """The one of ',', ';' and a tab (the separators spreadsheet programs write,
+    ';' where ',' is the decimal mark) the header holds; of several, the one that
+    splits the first lines into as many fields as the header (a header ``Potential,
+    EUR`` in a ';' file), else ','."""
     with path.open(encoding="utf-8-sig", newline="") as file:
-        header = file.readline()
-    if "," in header:
-        return ","
-    found = [sep for sep in (";", "\t") if sep in header]
-    return found[0] if len(found) == 1 else ","
+        sample = list(itertools.islice(file, SEPARATOR_SAMPLE_LINES))
+    header = sample[0] if sample else ""
+    found = [sep for sep in SEPARATORS if sep in header]
+    if len(found) > 1:
+        fitting = [sep for sep in found if _splits_alike(sample, sep)]
+        if len(fitting) == 1:
+            return fitting[0]
+    return "," if not found or "," in found else found[0]
+
+
+def _splits_alike(sample: list[str], sep: str) -> bool:
+    """Whether ``sep`` splits every record of ``sample`` as the header (one trailing
+    empty field allowed); the last record may be cut short by the sample's end."""
+    try:
+        records = list(csv.reader(sample, delimiter=sep))
+    except csv.Error:
+        return False
+    if not records:
+        return False
+    width = len(records[0])
+    body = records[1:-1] if len(sample) == SEPARATOR_SAMPLE_LINES else records[1:]
+    return width > 1 and all(len(r) in (width, width + 1) for r in body if r)
 
 
 def write_table(df: pd.DataFrame, path: Path | str) -> None:
