@@ -14,12 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from starlette.middleware.gzip import GZipMiddleware
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
 from nextbest.api.bodies import MAX_BODY_BYTES, BodyRefused
-from nextbest.api.connections import ConnectionRecycler
+from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
 from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
@@ -125,7 +124,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     document(app)
     # Answers of more than a few packets compressed for clients that accept gzip: a
     # batch of 1,000 HCPs is about 1 MB of JSON, a tenth of it compressed.
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=5)
+    app.add_middleware(CompressWhenAccepted, minimum_size=GZIP_MIN_BYTES, compresslevel=5)
     app.add_middleware(ObservabilityMiddleware)
     configured = runtime.settings if runtime is not None else settings or get_settings()
     app.add_middleware(ConnectionRecycler, limit=configured.max_requests_per_connection)

@@ -1,4 +1,5 @@
-"""Keep-alive connections recycled every N requests, so the workers share the load.
+"""Keep-alive connections recycled every N requests, so the workers share the load;
+answers compressed for the clients that accept it.
 
 A keep-alive connection stays with the worker process that accepted it, and the
 kernel places each new connection on a worker by a hash of its addresses
@@ -13,6 +14,7 @@ handshake per N requests is the price.
 
 from __future__ import annotations
 
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Connections whose count is kept at most; past it the counts start over (a
@@ -49,3 +51,20 @@ class ConnectionRecycler:
             await send(message)
 
         await self.app(scope, receive, closing)
+
+
+class CompressWhenAccepted:
+    """ASGI middleware: Starlette's gzip for clients that accept it, and nothing at
+    all in the way of the others (its plain path still parses every answer's headers)."""
+
+    def __init__(self, app: ASGIApp, *, minimum_size: int, compresslevel: int) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=compresslevel)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(
+            name == b"accept-encoding" and b"gzip" in value for name, value in scope["headers"]
+        ):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
