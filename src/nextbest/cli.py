@@ -257,6 +257,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         *_catalog_notes(dataset),
         *_interaction_notes(dataset.interactions, dataset.catalog),
         *_decimal_comma_notes(dataset),
+        *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
     ]
     for line in notes:
         stdout.print(f"  [yellow]note:[/yellow] {line}", highlight=False)

@@ -310,6 +310,12 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     ), said
     assert "catalog action 'visit-a': specialties oncology: no HCP has them" in said
     assert "'mail-a'" not in said
+    assert "levers name values" not in said
+    # Levers naming nothing in the catalog are noted before training, as training notes them.
+    config = tmp_path / "typo_train.yaml"
+    config.write_text(FAST.read_text() + "levers: {channel: {emial: {offset: -1}}}\n")
+    said = " ".join(_run("validate", "--data", str(data), "--config", str(config)).split())
+    assert "note: levers name values not in the catalog (ignored): channel.emial" in said
     # Training says so too, and the run's notes keep it.
     trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained

@@ -232,6 +232,8 @@ def test_costs_count_against_the_action_taken() -> None:
         ("min_decisions: 0\n", "min_decisions"),
         ("surprise: 1\n", "surprise"),
         ("estimator: [\n", "not valid YAML"),
+        ('min_decisions: "500"\n', "min_decisions: Input should be a valid integer"),
+        ("margin: 1%\n", "margin: Input should be a valid number"),
     ],
 )
 def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:

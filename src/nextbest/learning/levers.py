@@ -94,6 +94,13 @@ class Levers(BaseModel):
             out.append(", ".join(parts))
         return out
 
+    def unknown_note(self, catalog: pd.DataFrame) -> str | None:
+        """The note a run (and ``validate``) gives for lever keys matching nothing."""
+        unknown = self.unknown_keys(catalog)
+        if not unknown:
+            return None
+        return f"levers name values not in the catalog (ignored): {', '.join(unknown)}"
+
     def unknown_keys(self, catalog: pd.DataFrame) -> list[str]:
         """Lever keys that match no catalog row, as ``scope.key`` (likely typos)."""
         missing = []

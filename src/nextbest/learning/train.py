@@ -339,9 +339,8 @@ def _train(
             f"uplift falls back to preference x value per engagement: {why}; "
             "scores rank by expected engagement value, not measured incremental effect"
         )
-    unknown = config.levers.unknown_keys(catalog)
-    if unknown:
-        notes.append(f"levers name values not in the catalog (ignored): {', '.join(unknown)}")
+    if (unmatched := config.levers.unknown_note(catalog)) is not None:
+        notes.append(unmatched)
     unvalued = sorted(set(config.value_per_engagement) - set(catalog["channel"].astype(str)))
     if unvalued:
         notes.append(

@@ -83,7 +83,8 @@ class GateError(RuntimeError):
 class GateConfig(BaseModel):
     """When a challenger may replace the champion (``training/gate.yaml``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as the training config is: "500" in quotes is a mistake, not a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     estimator: Literal["ips", "snips", "dr"] = "dr"
     criterion: Literal["lower_bound", "margin"] = "lower_bound"
