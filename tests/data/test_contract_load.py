@@ -483,12 +483,16 @@ def test_a_trailing_separator_and_a_header_in_capitals(tables, write_tables) -> 
     said = str(stray.value)
     assert "hcps.csv, row 2: column 8 has no name in the header but holds 'stray'" in said
     # HCP_ID for hcp_id: the error says which column was meant.
-    tables["hcps"] = tables["hcps"].rename(columns={"hcp_id": "HCP_ID"})
+    tables["hcps"] = tables["hcps"].rename(
+        columns={"hcp_id": "HCP_ID", "territory_id": " Territory ID "}
+    )
     with pytest.raises(ContractError) as caught:
         load_dataset(write_tables(tables, name="capitals"))
-    assert "missing required column (there is 'HCP_ID': column names are lower-case)" in str(
-        caught.value
-    )
+    for meant, there in (("hcp_id", "HCP_ID"), ("territory_id", "Territory ID")):
+        assert (
+            f"column '{meant}': missing required column (there is '{there}': column names are "
+            "lower-case, words joined by '_')"
+        ) in str(caught.value)
 
 
 def test_specialties_compare_whatever_their_case_spaces_or_hyphens() -> None:

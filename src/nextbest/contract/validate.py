@@ -382,11 +382,16 @@ def _start(
         if name in seen:
             log.add("duplicate column", column=name)
         seen.add(name)
-    by_case = {name.lower(): name for name in seen}
+    # 'HCP_ID', 'Territory ID', 'territory-id': the column meant, spelled otherwise.
+    by_spelling = {channel_spelling(name): name for name in seen}
     for name in required:
         if name not in seen:
-            near = by_case.get(name.lower())
-            hint = f" (there is '{near}': column names are lower-case)" if near else ""
+            near = by_spelling.get(channel_spelling(name))
+            hint = (
+                f" (there is '{near}': column names are lower-case, words joined by '_')"
+                if near
+                else ""
+            )
             log.add(f"missing required column{hint}", column=name)
     if rows_required and len(raw) == 0:
         log.add("no data rows (the table must not be empty)")
