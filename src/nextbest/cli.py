@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,24 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Notes(logging.Handler):
+    """What the package logs as a warning, said on the console as a command's own note
+    (an error as an error); other libraries' warnings as they are. Without it Python
+    printed them bare, and a command that also said so printed it twice. ``nextbest
+    serve`` replaces it with JSON lines (its logging config sets the root's handlers)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        said = escape(record.getMessage())
+        if not record.name.startswith("nextbest"):
+            console.print(f"{record.levelname.lower()}: {record.name}: {said}", highlight=False)
+        elif record.levelno >= logging.ERROR:
+            console.print(f"[red]error:[/red] {said}", highlight=False)
+        else:
+            console.print(f"[yellow]note:[/yellow] {said}", highlight=False)
+
+
 @app.callback()
 def _main(
     version: Annotated[
@@ -63,6 +82,9 @@ def _main(
     ] = False,
 ) -> None:
     """Next-best-action service for HCP engagement: simulate, train, serve, pick."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, _Notes) for handler in root.handlers):
+        root.addHandler(_Notes(logging.WARNING))
 
 
 DataOpt = Annotated[
@@ -593,7 +615,7 @@ def picks(
         on = when.date()  # a day alone: its start, or now when it is today (decision_time)
     dataset = _load(data) if data is not None else None
     settings = _settings()
-    rules = _check_rules_file(settings)
+    _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
@@ -611,13 +633,8 @@ def picks(
         check_picks(model, k=k, channel=channel, purpose=purpose, on=on, check_on=True)
     except InvalidRequestError as exc:
         raise _fail(f"--{exc.field}: {exc.message}") from None
-    catalog_channels = set(model.catalog["channel"].astype(str))
-    unmatched = rules.unmatched_channels(catalog_channels)
-    if unmatched:
-        console.print(
-            f"[yellow]note:[/yellow] {rules.source}: rules for channel(s) {unmatched} apply to "
-            f"nothing: model version {version}'s channels are {sorted(catalog_channels)}"
-        )
+    # Rules for channels the catalog lacks are noted when the rules are applied (the
+    # package's warnings are the command's notes, see _Notes).
     hcp_ids = list(given_hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
