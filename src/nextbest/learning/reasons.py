@@ -291,10 +291,13 @@ def _channel_sentence(feature: str, row: _Row) -> _Said:
 
 def _topic_sentence(row: _Row) -> _Said:
     topic = _pretty(row.topic)
+    if row.missed_any_contact():
+        # Contacted since the snapshot, on a topic the live history does not say: it
+        # may have been this one ("engaged with the only piece on access" after a
+        # visit about access).
+        return None
     touches = row.value("this_topic__touches")
     if _missing(touches) or touches < 1:
-        if row.missed_any_contact():
-            return None  # contacted since the snapshot, on a topic the history does not say
         return f"has not seen {topic} content yet", (_TOPIC,)
     n = int(touches)
     prior = row.topic_prior()
