@@ -194,6 +194,28 @@ def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) ->
     )
     assert response.status_code == 200
     assert client.get("/v1/reps/x/suggestions", params={"territory_id": "T999"}).status_code == 404
+    empty = client.get("/v1/reps/anyone/suggestions", params={"territory_id": " "})
+    assert empty.status_code == 422
+    assert "territory_id" in empty.json()["detail"][0]["loc"]
+    # A rep key's name: its territory by default, another one refused (the plan would
+    # be filed under the wrong rep).
+    own = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params={"capacity": 2})
+    assert own.status_code == 200, own.text
+    assert own.json()["territory_id"] == keys.territory
+    other = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions", params={"territory_id": "T999", "capacity": 2}
+    )
+    assert other.status_code == 422
+    assert f"plans territory {keys.territory} (its API key), not T999" in other.text
+
+
+def test_a_plan_date_that_is_no_day_says_so_alike(client: TestClient, keys) -> None:
+    for bad in ("2026-13-01", "tomorrow", "2026-12-01T10:00:00+00:00"):
+        response = client.get(
+            "/v1/reps/anyone/suggestions", params={"territory_id": keys.territory, "date": bad}
+        )
+        assert response.status_code == 422
+        assert f"'{bad}' is not a day" in response.json()["detail"][0]["msg"], response.text
 
 
 def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, keys) -> None:

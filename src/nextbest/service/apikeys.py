@@ -281,6 +281,10 @@ class ReloadingKeyStore:
         """The principal of ``key`` under the file's current keys, or None."""
         return self._current().identify(key)
 
+    def named(self, name: str) -> Principal | None:
+        """The principal of the current key named ``name``, or None."""
+        return next((p for p in self._current().principals if p.name == name), None)
+
 
 def _read_entries(path: Path) -> list[dict[str, Any]]:
     """The entries of ``path`` after checking the whole file (missing file: none)."""

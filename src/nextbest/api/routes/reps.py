@@ -6,7 +6,7 @@ import re
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AfterValidator, BeforeValidator
 
 from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
@@ -36,8 +36,15 @@ router = APIRouter(
 def _day_only(value: object) -> object:
     """A plan is for a day: 'YYYY-MM-DD', not a time (a midnight time would be read as
     its date, its offset dropped)."""
-    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-        raise ValueError(f"'{value}' is not a day: a plan's date is YYYY-MM-DD")
+    if isinstance(value, str):
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+                raise ValueError("not YYYY-MM-DD")
+            date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValueError(
+                f"'{value}' is not a day ({exc}): a plan's date is YYYY-MM-DD"
+            ) from None
     return value
 
 
@@ -50,6 +57,24 @@ def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
         )
 
 
+def _admin_territory(request: Request, rep_id: str, territory_id: str | None) -> str | None:
+    """The territory an admin plans: the one named, else that of the rep key named
+    ``rep_id``; one that is not that key's is refused (the plan would be filed under
+    the wrong rep)."""
+    keys = request.app.state.api_keys
+    rep = keys.named(rep_id) if keys is not None else None
+    if rep is None or rep.role != "rep":
+        return territory_id
+    if territory_id is not None and territory_id.strip() != rep.territory_id:
+        raise InvalidRequestError(
+            "territory_id",
+            f"rep '{rep_id}' plans territory {rep.territory_id} (its API key), not "
+            f"{territory_id}: leave territory_id out, or ask under another rep_id",
+            location="query",
+        )
+    return rep.territory_id
+
+
 @router.get(
     "/{rep_id}/suggestions",
     response_model=RepPlanPublic,
@@ -57,6 +82,7 @@ def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
 )
 def suggestions(
     rep_id: str,
+    request: Request,
     runtime: RuntimeDep,
     caller: PrincipalDep,
     date: Annotated[date, BeforeValidator(_day_only), AfterValidator(check_decision_date)]
@@ -71,17 +97,25 @@ def suggestions(
         json_schema_extra={"minimum": 1},
     ),
     territory_id: str | None = Query(
-        default=None, description="Admin only: the territory to plan (a rep key has its own)."
+        default=None,
+        description="Admin only: the territory to plan (a rep key has its own); by default "
+        "the territory of the rep key named rep_id.",
     ),
 ) -> RepPlanPublic:
     """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
     _own_rep(caller, rep_id)
+    if territory_id is not None and not territory_id.strip():
+        raise InvalidRequestError(
+            "territory_id",
+            "is empty: name a territory, or leave the parameter out",
+            location="query",
+        )
     if caller.role == "rep":
         if territory_id is not None:
             forbid_outside_territory(caller, territory_id, f"territory {territory_id}")
         territory = caller.territory_id
     else:
-        territory = territory_id
+        territory = _admin_territory(request, rep_id, territory_id)
     if territory is None:
         raise InvalidRequestError(
             "territory_id", "an admin must name the territory to plan", location="query"
