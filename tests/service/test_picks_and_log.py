@@ -90,6 +90,22 @@ def test_background_log_commits_on_flush_and_close(model, trained, log_store) ->
     assert log.written == 60 and log.dropped == 0
 
 
+def test_a_caller_that_may_block_returns_once_its_answers_are_committed(model, log_store) -> None:
+    # A batch answered before its rows were committed: feedback sent the moment it
+    # came back, to another worker, was refused as unknown once the in-flight hold ran out.
+    log = RecommendationLog(log_store, flush_ms=300, max_wait_s=10)
+    recommender = _greedy(model)
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:20]), k=1)
+    log.write(recs[:10], recommender=recommender, requester="single")
+    assert len(_logged_ids(log_store)) == 0  # queued: committed within 300 ms
+    started = time.monotonic()
+    log.write(recs[10:], recommender=recommender, requester="batch", may_wait=True)
+    assert time.monotonic() - started >= 0.2
+    assert {r.recommendation_id for r in recs[10:]} <= _logged_ids(log_store)
+    log.close()
+    assert len(_logged_ids(log_store)) == 20
+
+
 def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -13,9 +13,13 @@ The queue is bounded (``max_backlog`` answers): if the store falls that far
 behind (a stalled database), further answers are refused with
 :class:`~nextbest.errors.LogBacklogFullError` instead of growing the process
 without limit; nothing is served unlogged. A caller that may block (a batch
-call in the thread pool, not a request on the event loop) first waits up to
-``max_wait_s`` for room: calls arriving faster than the store takes them are
-slowed down to its pace rather than refused.
+call or a rep plan in the thread pool, not a request on the event loop) first
+waits up to ``max_wait_s`` for room: calls arriving faster than the store takes
+them are slowed down to its pace rather than refused. It then waits (as long
+again at most) until its own answers are committed: feedback sent the moment a
+batch is answered, to another worker, finds every recommendation it names (under
+load, rows still queued seconds after their ids were minted were refused as
+unknown once the feedback's in-flight hold had run out).
 
 A commit that fails because the store is unavailable (down, restarting, out of
 connections) keeps its answers and is tried again after a short pause, doubling
@@ -92,6 +96,9 @@ class RecommendationLog:
         self._queue: queue.Queue[_Entry | None] = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
+        # Blocking writers' entries (by the identity of their answers' sequence),
+        # set once that entry is committed or given up.
+        self._committed: dict[int, threading.Event] = {}
         self._thread: threading.Thread | None = None
         if flush_ms > 0:
             self._thread = threading.Thread(target=self._run, name="nextbest-reclog", daemon=True)
@@ -119,7 +126,8 @@ class RecommendationLog:
         Raises :class:`LogBacklogFullError` (batching only) when the queue already
         holds ``max_backlog`` answers, or the store is failing: nothing of this
         call is queued. With ``may_wait`` (a caller that may block its thread), it
-        first waits up to ``max_wait_s`` for the writer to make room.
+        first waits up to ``max_wait_s`` for the writer to make room, then up to as
+        long for the writer to commit these answers.
         """
         if not recommendations:
             return
@@ -147,7 +155,17 @@ class RecommendationLog:
                 )
             self._pending += 1
             self._backlog += n
+            done = (
+                self._committed.setdefault(id(recommendations), threading.Event())
+                if may_wait
+                else None
+            )
         self._queue.put((recommendations, recommender, requester))
+        if done is not None and not done.wait(max(self.max_wait_s, 1.0)):
+            # The store is slow or failing: the answers stay queued (and are retried);
+            # the call is answered rather than held for the outage.
+            with self._idle:
+                self._committed.pop(id(recommendations), None)
 
     def _full(self, n: int) -> bool:
         """No room for ``n`` more answers (called under ``_idle``): the store is failing,
@@ -230,12 +248,18 @@ class RecommendationLog:
                 )
             done = len(batch) - len(kept)
             answers = sum(len(recs) for recs, _, _ in batch) - sum(len(recs) for recs, _, _ in kept)
-            del batch  # not held while waiting for the next answer
+            retried = {id(recs) for recs, _, _ in kept}
             with self._idle:
                 self._pending -= done
                 self._backlog -= answers
                 self._failing = bool(kept)
+                # Written (or lost for good): their writers may answer. Under the lock
+                # and while ``batch`` holds them, so that no id is reused meanwhile.
+                for recs, _, _ in batch:
+                    if id(recs) not in retried and (event := self._committed.pop(id(recs), None)):
+                        event.set()
                 self._idle.notify_all()
+            del batch  # not held while waiting for the next answer
             if stop:
                 return
 
