@@ -129,6 +129,47 @@ def test_a_refused_body_without_a_key_is_401_first(client: TestClient) -> None:
     for headers in ({"Content-Type": "text/plain"}, {**JSON, "Content-Encoding": "br"}):
         response = client.post("/v1/recommendations", content=b"{}", headers=headers)
         assert response.status_code == 401, response.text
+    big = b'{"hcp_id": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    response = client.post("/v1/feedback", content=big, headers=JSON)
+    assert response.status_code == 401, response.text
+
+
+def test_a_chunked_body_over_the_limit_is_413_in_json(client: TestClient) -> None:
+    def chunks():
+        yield b'{"hcp_id": "'
+        for _ in range(MAX_BODY_BYTES // 2**20 + 1):
+            yield b"x" * 2**20
+        yield b'"}'
+
+    response = client.post("/v1/recommendations", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert "larger than 16777216 bytes (16 MiB): send smaller batches" in response.json()["detail"]
+
+
+def test_a_number_too_long_to_read_is_a_422_saying_so(client: TestClient) -> None:
+    content = b'{"hcp_id": "H1", "k": 1' + b"1" * 5000 + b"}"
+    response = client.post("/v1/recommendations", content=content, headers=JSON)
+    assert response.status_code == 422, response.text
+    assert "a number too long to read" in response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        (b"gzip", True),
+        (b"br, GZIP", True),
+        (b"gzip;q=0", False),
+        (b"gzip; q=0.0, identity", False),
+        (b"*", True),
+        (b"*, gzip;q=0", False),
+        (b"identity", False),
+        (b"x-gzip;q=0.5", True),
+    ],
+)
+def test_accept_encoding_is_read_as_http_says(header: bytes, accepted: bool) -> None:
+    from nextbest.api.connections import accepts_gzip
+
+    assert accepts_gzip(header) is accepted
 
 
 def test_health_answers_head(client: TestClient) -> None:
@@ -152,6 +193,9 @@ def test_the_schema_declares_the_body_refusals_and_the_limits(client: TestClient
         if p["name"] == "capacity"
     ]
     assert capacity["schema"]["minimum"] == 1
+    rep = schemas["RepFeedbackCreate"]["properties"]
+    assert rep["event_id"]["minLength"] == rep["reason"]["minLength"] == 1
+    assert "503" in spec["paths"]["/readyz"]["head"]["responses"]
 
 
 def test_large_answers_are_compressed_for_clients_that_accept_gzip(client: TestClient) -> None:

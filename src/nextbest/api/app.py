@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
-from nextbest.api.bodies import MAX_BODY_BYTES, BodyRefused
+from nextbest.api.bodies import BodyRefused
 from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
 from nextbest.api.openapi import document
@@ -119,7 +119,6 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         description="Next-best-action recommendations for HCP engagement, with feedback. "
         "Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     document(app)
     # Answers of more than a few packets compressed for clients that accept gzip: a

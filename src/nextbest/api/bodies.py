@@ -3,12 +3,14 @@
 FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
 ("There was an error parsing the body") or a 422 that blames the fields. Here:
 
-- ``Content-Encoding: gzip`` (or ``deflate``) bodies are inflated, up to the same
-  size as a plain body may have (``MAX_BODY_BYTES``: 413 beyond); another encoding
-  is refused with 415, naming the ones accepted;
+- a body larger than ``MAX_BODY_BYTES`` is refused with 413 (by its Content-Length,
+  before any of it is read); ``Content-Encoding: gzip`` (or ``deflate``) bodies are
+  inflated, up to the same size; another encoding is refused with 415, naming the
+  ones accepted;
 - a body that is not JSON by its ``Content-Type`` is refused with 415, naming the
   type to send;
-- a body that is not UTF-8, is nested too deep to read, or holds a lone UTF-16
+- a body that is not UTF-8, is nested too deep to read, holds a number too long
+  to read (thousands of digits) or a lone UTF-16
   surrogate escape (``"\\ud800"``: no character, and no answer could quote it) is
   refused as invalid JSON (422 ``json_invalid``), saying where.
 
@@ -79,14 +81,14 @@ class JSONBodyRequest(Request):
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
-            body = await super().body()
+            body = await self._read_at_most(MAX_BODY_BYTES)
             encoding = self.headers.get("content-encoding", "identity").strip().lower()
             if body and encoding not in ("", "identity"):
                 if encoding not in ENCODINGS:
                     raise BodyRefused(
                         status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                         f"Content-Encoding {encoding!r} is not supported: send the body "
-                        "uncompressed or as gzip",
+                        "uncompressed, or as gzip or deflate",
                     )
                 body = _inflate(body, encoding)
             content_type = self.headers.get("content-type")
@@ -99,6 +101,24 @@ class JSONBodyRequest(Request):
                 )
             self._body = body
         return self._body
+
+    async def _read_at_most(self, limit: int) -> bytes:
+        """The body as sent, refused (413) past ``limit`` bytes: by its Content-Length
+        before reading any of it, else (chunked) as soon as it passes the limit."""
+        too_large = BodyRefused(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"the body is larger than {limit} bytes ({limit // 2**20} MiB): send smaller batches",
+        )
+        length = self.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in self.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -113,8 +133,12 @@ class JSONBodyRequest(Request):
                 ) from e
             try:
                 parsed = json.loads(text)
+            except json.JSONDecodeError:
+                raise
             except RecursionError as e:
                 raise json.JSONDecodeError("nested too deeply to read", text, 0) from e
+            except ValueError as e:  # an integer of thousands of digits
+                raise json.JSONDecodeError(f"a number too long to read: {e}", text, 0) from e
             if _SURROGATE_ESCAPE.search(body):
                 _refuse_lone_surrogates(parsed, text)
             self._json = parsed

@@ -63,8 +63,22 @@ class CompressWhenAccepted:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and any(
-            name == b"accept-encoding" and b"gzip" in value for name, value in scope["headers"]
+            name == b"accept-encoding" and accepts_gzip(value) for name, value in scope["headers"]
         ):
             await self.gzip(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def accepts_gzip(accept_encoding: bytes) -> bool:
+    """Whether an Accept-Encoding header admits gzip: named (any case) or ``*``,
+    without ``q=0`` (which refuses it)."""
+    weights: dict[bytes, float] = {}
+    for part in accept_encoding.lower().split(b","):
+        coding, *params = (p.strip() for p in part.split(b";"))
+        q = next((p[2:] for p in params if p.startswith(b"q=")), b"1")
+        try:
+            weights[b"gzip" if coding == b"x-gzip" else coding] = float(q)
+        except ValueError:
+            weights[coding] = 0.0
+    return weights.get(b"gzip", weights.get(b"*", 0.0)) > 0

@@ -82,11 +82,12 @@ def document(app: FastAPI) -> None:
         components = schema.setdefault("components", {})
         components["securitySchemes"] = SECURITY_SCHEMES
         components.setdefault("schemas", {})["ErrorPublic"] = ErrorPublic.model_json_schema()
-        ready = schema["paths"]["/readyz"]["get"]["responses"]
-        ready["503"] = {
-            "description": "Not ready: `status` says why (no model loaded, database unreachable).",
-            "content": {"application/json": {"schema": _ref("HealthPublic")}},
-        }
+        for operation in schema["paths"]["/readyz"].values():  # GET and HEAD
+            operation["responses"]["503"] = {
+                "description": "Not ready: `status` says why (no model loaded, database "
+                "unreachable).",
+                "content": {"application/json": {"schema": _ref("HealthPublic")}},
+            }
         for path, operations in schema["paths"].items():
             if not path.startswith("/v1/"):
                 continue

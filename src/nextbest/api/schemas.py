@@ -21,6 +21,7 @@ from pydantic import (
 from nextbest.policy.eligibility import Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
+    NOT_EMPTY,
     FeedbackEventCreate,
     HcpId,
     event_or_malformed,
@@ -198,10 +199,12 @@ class RepFeedbackCreate(BaseModel):
         default=None,
         max_length=64,
         description="Reason code: required to dismiss, optional to snooze, none to accept.",
+        json_schema_extra=NOT_EMPTY,
     )
     event_id: str | None = Field(
         default=None,
         max_length=128,
+        json_schema_extra=NOT_EMPTY,
         description="Idempotency key (default: derived from the rep, recommendation, "
         "action, decision and reason).",
     )
