@@ -658,7 +658,6 @@ def picks(
             # Serving rules and live contact history apply, as for the API.
             if log:
                 known = [h for h in hcp_ids if h not in unknown]
-                progress.advance(task, len(hcp_ids) - len(known))
                 logged = logged_picks(
                     settings,
                     hcp_ids=known,
