@@ -159,7 +159,13 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
     assert str(killed) in model_info_pids()
     os.kill(killed, signal.SIGKILL)
     listening = _wait_listening(proc, port, gone=killed)  # replaced, after its start-up
-    pids = model_info_pids()
+    # The replacement may still be loading its model when it first listens (a loaded
+    # machine: one CI run read no gauge at all): wait for it, a few seconds at most.
+    deadline = time.monotonic() + 30
+    while (pids := model_info_pids()) != {str(pid) for pid in listening}:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert str(killed) not in pids, pids
     assert pids == {str(pid) for pid in listening}, (pids, listening)
 
