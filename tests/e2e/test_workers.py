@@ -152,7 +152,9 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
     killed = next(iter(_sockets(proc, port, psutil.CONN_LISTEN)))
 
     def model_info_pids() -> set[str]:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert response.status_code == 200, (response.status_code, response.text[-2000:])
+        text = response.text
         lines = [line for line in text.splitlines() if line.startswith("nextbest_model_info{")]
         return {line.split('pid="', 1)[1].split('"', 1)[0] for line in lines}
 
