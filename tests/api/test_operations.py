@@ -239,6 +239,30 @@ def reloading(own_registry, keys) -> Iterator[TestClient]:
         yield c
 
 
+def test_metrics_of_several_workers_leave_out_a_file_that_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker makes each metric file empty and sizes it a moment later; killed in
+    between, it left an empty file that made every /metrics answer fail."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from nextbest.api.observability import metrics_payload
+
+    for pid, served in ((101, 3.0), (102, 4.0)):
+        written = MmapedDict(str(tmp_path / f"counter_{pid}.db"))
+        key = mmap_key(
+            "nextbest_holdout", "nextbest_holdout_total", [], [], "Requests answered as holdout."
+        )
+        written.write_value(key, served, 0.0)
+        written.close()
+    (tmp_path / "counter_103.db").touch()  # the killed worker's
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="nextbest.api.observability"):
+        body, _ = metrics_payload()
+    assert "nextbest_holdout_total 7.0" in body.decode()  # both readable workers summed
+    assert "counter_103.db (0 bytes) cannot be read" in caplog.text
+
+
 def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_registry) -> None:
     before = reloading.get("/healthz").json()["model_version"]
     assert reloading.post("/v1/admin/reload").json() == {

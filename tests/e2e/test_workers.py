@@ -168,8 +168,25 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
         if time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert str(killed) not in pids, pids
-    assert pids == {str(pid) for pid in listening}, (pids, listening)
+    said = _metrics_files(proc) + _tail(proc)
+    assert str(killed) not in pids, (pids, said)
+    assert pids == {str(pid) for pid in listening}, (pids, listening, said)
+
+
+def _metrics_files(proc: subprocess.Popen[bytes]) -> str:
+    """The files in the server's PROMETHEUS_MULTIPROC_DIR, with their sizes."""
+    # serve sets it for its workers after it started: read a worker's environment
+    workers = psutil.Process(proc.pid).children()
+    directory = workers[0].environ().get("PROMETHEUS_MULTIPROC_DIR", "") if workers else ""
+    files = sorted(Path(directory).glob("*")) if directory else []
+    return f"\nmetrics files in {directory!r}: " + ", ".join(
+        f"{f.name} ({f.stat().st_size} B)" for f in files
+    )
+
+
+def _tail(proc: subprocess.Popen[bytes]) -> str:
+    log = Path(psutil.Process(proc.pid).environ()["NEXTBEST_MODELS_DIR"]) / "server.log"
+    return "\nserver log:\n" + log.read_text()[-4000:] if log.exists() else ""
 
 
 @linux_only

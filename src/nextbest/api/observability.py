@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import struct
 import time
 import uuid
 from collections.abc import Iterable
@@ -41,10 +42,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.mmap_dict import MmapedDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nextbest.service.recommend import Recommendation
 
+logger = logging.getLogger(__name__)
 access_log = logging.getLogger("nextbest.access")
 
 REQUEST_SECONDS = Histogram(
@@ -111,10 +114,48 @@ def _running(pid: int) -> bool:
     return True
 
 
+class _WorkersCollector(prom_multiprocess.MultiProcessCollector):
+    """Every worker's metrics from ``PROMETHEUS_MULTIPROC_DIR``, less files that
+    cannot be read.
+
+    A worker creates a metric file empty and sizes it a moment later; a scrape in
+    between, or a worker killed in between (the empty file then stays), made every
+    ``/metrics`` answer 500. Such a file holds nothing yet: it is left out, and a
+    damaged one too, with a warning naming it, so one bad file does not hide every
+    worker's metrics.
+    """
+
+    def collect(self) -> Iterable[Any]:
+        files = sorted(str(path) for path in Path(self._path).glob("*.db"))
+        try:
+            return self.merge(files, accumulate=True)
+        except (struct.error, RuntimeError, UnicodeDecodeError, ValueError):
+            readable = [path for path in files if _readable(Path(path))]
+            return self.merge(readable, accumulate=True)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        for _ in MmapedDict.read_all_values_from_file(str(path)):
+            pass
+    except FileNotFoundError:  # a dead worker's live gauges, removed since the glob
+        return False
+    except (struct.error, RuntimeError, UnicodeDecodeError, ValueError) as exc:
+        size = path.stat().st_size if path.exists() else 0
+        logger.warning(
+            "metrics file %s (%d bytes) cannot be read and is left out of /metrics: %s",
+            path,
+            size,
+            exc,
+        )
+        return False
+    return True
+
+
 def metrics_payload() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(registry)
+        _WorkersCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
