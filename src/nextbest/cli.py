@@ -433,17 +433,33 @@ def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[s
     before_np = np.empty(n, dtype=bool)
     before_np[order] = in_fit
     before = pd.Series(before_np, index=interactions.index)
-    fit_untouched = int((known & ~touched & before).sum())
+    fit_seen = interactions.loc[touched & before, "engaged"].unique().tolist()
+    if len(fit_seen) == 1:
+        lines.append(
+            f"every touched interaction before the evaluation slice has engaged = "
+            f"{fit_seen[0]}: training stops, engagement is learned from both 0s and 1s"
+        )
+    # As training counts them: an untouched row compares only when chance chose it.
+    chance = interactions["holdout"] | interactions["propensity"].notna()
+    fit_untouched = int((known & ~touched & before & chance).sum())
+    fit_observational = int((known & ~touched & before & ~chance).sum())
     fit_touched = int((known & touched & before).sum())
     if fit_untouched >= MIN_ROWS_PER_ARM and fit_touched >= MIN_ROWS_PER_ARM:
         verdict = "enough for the uplift model"
     else:
         verdict = "too few for the uplift model: training falls back to preference x value"
+    observational = (
+        f"; {fit_observational:,} more untouched ones are neither holdout nor logged with a "
+        "propensity, so they cannot measure what a touch adds and are not counted"
+        if fit_observational
+        else ""
+    )
     lines.append(
         f"outcomes on {untouched_known:,} untouched and {touched_known:,} touched "
-        f"interactions, {fit_untouched:,} and {fit_touched:,} of them before the evaluation "
-        f"slice (the newest {fraction:.0%}): {verdict} (it needs {MIN_ROWS_PER_ARM} of each "
-        "there)"
+        f"interactions; before the evaluation slice (the newest {fraction:.0%}), "
+        f"{fit_untouched:,} untouched (holdout or logged with a propensity) and "
+        f"{fit_touched:,} touched{observational}: {verdict} (it needs {MIN_ROWS_PER_ARM} of "
+        "each there)"
     )
     logged = int(interactions["propensity"].notna().sum())
     lines.append(

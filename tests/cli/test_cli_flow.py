@@ -269,6 +269,9 @@ def _foreign_dataset(root: Path, *, with_outcome: bool) -> Path:
             }
             if with_outcome:
                 row["outcome"] = float(rng.poisson(1 + engaged))
+                # The random choice above, logged as a serving policy logs it.
+                mail = 0.35 if hcps["consent_email"].iat[i] else 0.0
+                row["propensity"] = {"visit-a": 0.1, "": 0.9 - 2 * mail}.get(action, mail)
             rows.append(row)
     root.mkdir()
     hcps.to_csv(root / "hcps.csv", index=False)
@@ -647,29 +650,39 @@ def test_validate_counts_outcomes_as_training_will() -> None:
             "engaged": (~untouched).astype(int),
             "outcome": 1.0,
             "propensity": np.nan,
-            "holdout": False,
+            "holdout": untouched,
         }
     )
     said = " ".join(_what_training_gets(frame))
-    assert "250 untouched and 750 touched interactions, 190 and 710 of them before" in said
+    assert "250 untouched and 750 touched interactions;" in said
+    assert "(the newest 10%), 190 untouched (holdout or logged with a propensity) and 710" in said
     assert "too few for the uplift model" in said
     frame.loc[300:320, "action_id"] = None  # 21 more untouched, early
+    frame.loc[300:320, "holdout"] = True
     assert "enough for the uplift model" in " ".join(_what_training_gets(frame))
     # With the slice at 2% (a train.yaml that says so), the newest 60 are not all in it.
-    assert "211 and 1,0" not in " ".join(_what_training_gets(frame, 0.02))
-    assert "of them before the evaluation slice (the newest 2%)" in " ".join(
-        _what_training_gets(frame, 0.02)
-    )
+    said = " ".join(_what_training_gets(frame, 0.02))
+    assert "(the newest 2%), 2" in said and "211 untouched" not in said, said
     # Training counts in whole seconds: a row 0.3 s before the cut's second is in it.
     frame.loc[899, "timestamp"] = frame.loc[900, "timestamp"] + pd.Timedelta(milliseconds=600)
     frame.loc[898, "timestamp"] = frame.loc[900, "timestamp"] + pd.Timedelta(milliseconds=300)
-    frame.loc[898, "action_id"] = None
+    frame.loc[898, ["action_id", "holdout"]] = [None, True]
     said = " ".join(_what_training_gets(frame))
-    assert "272 untouched" in said and "211 and" in said, said
+    assert "272 untouched" in said and ", 211 untouched (holdout" in said, said
     # One timestamp for all (a one-day randomized test): the last rows are the slice.
     frame["timestamp"] = pd.Timestamp("2026-10-01 09:00")
     said = " ".join(_what_training_gets(frame))
-    assert "of them before the evaluation slice" in said and " 0 and 0 of them" not in said
+    assert "before the evaluation slice" in said and ", 0 untouched (holdout" not in said
+    # Untouched rows nobody randomized (a CRM's history) cannot measure a touch's effect.
+    frame["holdout"] = False
+    said = " ".join(_what_training_gets(frame))
+    assert ", 0 untouched (holdout or logged with a propensity)" in said, said
+    assert "more untouched ones are neither holdout nor logged with a propensity" in said
+    assert "too few for the uplift model" in said
+    # A touched history that always engaged: validate says what train will refuse.
+    frame["engaged"] = 1
+    said = " ".join(_what_training_gets(frame))
+    assert "every touched interaction before the evaluation slice has engaged = 1" in said
 
 
 def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_path: Path) -> None:

@@ -108,6 +108,39 @@ def test_fallback_without_outcomes_says_so(learned: LearnedWorld) -> None:
     assert not any("; " in sentence for r in reasons for sentence in r)  # picks join with it
 
 
+def test_observational_history_falls_back_and_mixed_history_compares_only_chance(
+    learned: LearnedWorld,
+) -> None:
+    """Untouched decisions that are neither holdout nor logged with a propensity (a
+    CRM's history: the reps chose whom to leave alone) cannot measure a touch."""
+    data = learned.dataset
+    crm = data.interactions.copy()
+    crm["propensity"] = np.nan
+    crm["holdout"] = False
+    result = train(
+        Dataset(data.hcps, data.catalog, crm, source=None),
+        config=QUICK,
+        as_of=learned.world.decision_time,
+    )
+    assert result.model.uplift_source == PREFERENCE_X_VALUE
+    fallback = next(n for n in result.notes if "falls back to preference x value" in n)
+    assert "neither a randomized holdout nor logged with a propensity" in fallback, fallback
+    # Half the history logged as the simulator's policy logged it: the uplift model
+    # is fitted, on the untouched decisions chance chose, and says what it left out.
+    mixed = data.interactions.copy()
+    unlogged = mixed["hcp_id"].isin(data.hcps["hcp_id"].iloc[::2])
+    mixed.loc[unlogged, "propensity"] = np.nan
+    mixed.loc[unlogged, "holdout"] = False
+    result = train(
+        Dataset(data.hcps, data.catalog, mixed, source=None),
+        config=QUICK,
+        as_of=learned.world.decision_time,
+    )
+    assert result.model.uplift_source == UPLIFT_MODEL
+    left_out = [n for n in result.notes if "the uplift model leaves them out" in n]
+    assert len(left_out) == 1, result.notes
+
+
 def test_segment_evidence_is_logged_with_intervals(learned: LearnedWorld) -> None:
     table = learned.result.model.metadata["segment_uplift"]
     assert table
@@ -154,3 +187,19 @@ def test_as_of_outside_the_data_is_refused_or_noted(learned: LearnedWorld) -> No
     newest = data.interactions["timestamp"].max()
     late = train(data, config=QUICK, as_of=newest + pd.Timedelta(days=400))
     assert any("400 days after the newest interaction" in note for note in late.notes)
+
+
+def test_a_run_says_when_its_evaluation_is_weak_or_lacks_a_policy_value(
+    learned: LearnedWorld,
+) -> None:
+    from nextbest.learning.train import _evaluation_notes
+
+    rows = learned.result.eval_rows
+    assert rows is not None
+    good = {"eval_auc": 0.71, "ope_dr_policy_value": 0.2}
+    assert _evaluation_notes(good, rows, has_uplift=True) == []
+    weak = _evaluation_notes({"eval_auc": 0.511}, rows, has_uplift=True)
+    assert "barely better than chance (AUC 0.511)" in weak[0]
+    assert "no policy value (IPS, SNIPS, DR) for this run" in weak[1]
+    # Preference x value runs have no policy value to miss.
+    assert len(_evaluation_notes({"eval_auc": 0.511}, rows, has_uplift=False)) == 1

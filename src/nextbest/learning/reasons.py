@@ -340,10 +340,17 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
         return _channel_sentence(feature, row)
     if feature in _TOPIC_RECORD:
         return _topic_sentence(row)
+    # Without a measured uplift the model scores engagement: it says who engages,
+    # not what a touch adds.
+    engagement_only = row.model.uplift_source == PREFERENCE_X_VALUE
     if feature == "action__topic":
-        return f"{_pretty(row.topic)} content moves HCPs like this one", ("topic_effect",)
+        moves = "engages" if engagement_only else "moves"
+        return f"{_pretty(row.topic)} content {moves} HCPs like this one", ("topic_effect",)
     if feature == "action__channel":
-        return f"{_words(row.channel).many} work for HCPs like this one", ("channel_effect",)
+        words = _words(row.channel).many
+        if engagement_only:
+            return f"HCPs like this one engage with {words}", ("channel_effect",)
+        return f"{words} work for HCPs like this one", ("channel_effect",)
     if feature.startswith("action__"):
         return None
     if feature == "all__outcome_mean_unengaged":
@@ -351,7 +358,9 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
         if _missing(value) or value < 0.05:
             return None  # "writes about 0.0" is no reason
         period = _period(row.model.metadata.get("decision_period_days"))
-        return f"writes about {value:.1f} {period} without any contact", ("baseline",)
+        # The mean over decisions the HCP did not engage with, touched or not: not
+        # "without any contact" (a much-visited HCP has few untouched periods).
+        return f"writes about {value:.1f} {period} when not engaging with outreach", ("baseline",)
     if feature in ("all__eng_rate", "all__eng_excess"):
         # Engaged more often than the channels it was touched on would predict.
         excess = row.value("all__eng_excess")

@@ -296,11 +296,23 @@ def _train(
     step("uplift model")
     has_outcome = bool(np.isfinite(fit_rows.outcome).any())
     outcome_known = np.isfinite(fit_rows.outcome)
-    n_control = int((~fit_rows.treated & outcome_known).sum())
+    untouched = ~fit_rows.treated & outcome_known
+    # Untouched decisions measure what a touch adds only where chance chose them:
+    # a randomized holdout, or a logging policy whose probabilities were logged.
+    # Elsewhere (a CRM's history) the reps chose whom to leave alone, and touched
+    # against untouched measures that choice.
+    observational = untouched & ~fit_rows.holdout & ~np.isfinite(fit_rows.propensity)
+    n_control = int((untouched & ~observational).sum())
     n_treated = int((fit_rows.treated & outcome_known).sum())
     uplift_model: EngagementStratifiedUplift | None = None
     if has_outcome and n_control >= MIN_ROWS_PER_ARM and n_treated >= MIN_ROWS_PER_ARM:
-        known = _subset(fit_rows, outcome_known)
+        if observational.any():
+            notes.append(
+                f"{int(observational.sum()):,} untouched decisions with an outcome are neither "
+                "holdout nor logged with a propensity: the uplift model leaves them out and "
+                f"compares with the {n_control:,} that are"
+            )
+        known = _subset(fit_rows, outcome_known & ~observational)
         uplift_model = EngagementStratifiedUplift(
             n_control_features=len(space.control_feature_names),
             categorical_feature=space.categorical_features,
@@ -327,14 +339,23 @@ def _train(
         fitted_engagement = engagement.fit(fit_rows.X[treated], fit_rows.engaged[treated])
         uplift_source = PREFERENCE_X_VALUE
         has_column = "outcome" in interactions and bool(interactions["outcome"].notna().any())
-        why = (
-            "no outcome column"
-            if not has_column
-            else "no outcomes before the evaluation slice"
-            if not has_outcome
-            else f"{n_control} no-touch and {n_treated} treated rows with an outcome "
-            f"before the evaluation slice (need {MIN_ROWS_PER_ARM} each)"
-        )
+        if not has_column:
+            why = "no outcome column"
+        elif not has_outcome:
+            why = "no outcomes before the evaluation slice"
+        elif n_control < MIN_ROWS_PER_ARM and observational.sum() >= MIN_ROWS_PER_ARM:
+            why = (
+                f"the {int(observational.sum()):,} untouched decisions with an outcome are "
+                "neither a randomized holdout nor logged with a propensity (observational "
+                "history: comparing them with touched ones would measure whom the reps chose "
+                "to touch, not what a touch adds)"
+            )
+        else:
+            why = (
+                f"{n_control} no-touch (holdout or logged with a propensity) and {n_treated} "
+                f"treated rows with an outcome before the evaluation slice (need "
+                f"{MIN_ROWS_PER_ARM} each)"
+            )
         notes.append(
             f"uplift falls back to preference x value per engagement: {why}; "
             "scores rank by expected engagement value, not measured incremental effect"
@@ -366,7 +387,9 @@ def _train(
             "n_decisions": len(interactions),
             "decision_period_days": _decision_period_days(interactions),
             "notes": notes,
-            **_segment_evidence(space, fit_rows, hcps, catalog, uplift_model),
+            **_segment_evidence(
+                space, _subset(fit_rows, ~observational), hcps, catalog, uplift_model
+            ),
         },
         levers=config.levers,
     )
@@ -377,6 +400,7 @@ def _train(
     metrics = _metrics(model, fit_rows, eval_rows)
     evaluation = evaluate_model(model, eval_rows, seed=config.seed) if eval_rows else {}
     metrics.update(evaluation.pop("metrics", {}))
+    notes.extend(_evaluation_notes(metrics, eval_rows, uplift_model is not None))
     params = {
         "as_of": str(as_of),
         "uplift_source": uplift_source,
@@ -412,6 +436,36 @@ def _train(
         eval_rows=eval_rows,
         evaluation=evaluation,
     )
+
+
+# An engagement model ranking the evaluation slice at most this well is about as
+# good as chance: its probabilities still drive every score, and a run says so.
+WEAK_AUC = 0.55
+
+
+def _evaluation_notes(
+    metrics: dict[str, float], eval_rows: DecisionRows | None, has_uplift: bool
+) -> list[str]:
+    """What the evaluation slice could not show, or showed to be weak."""
+    from nextbest.evaluation.offline import MIN_GROUP_ROWS
+
+    if eval_rows is None:
+        return []
+    notes = []
+    auc = metrics.get("eval_auc")
+    if auc is not None and np.isfinite(auc) and auc <= WEAK_AUC:
+        notes.append(
+            f"the engagement model ranks the evaluation slice barely better than chance "
+            f"(AUC {auc:.3f}): its probabilities say little about who engages, yet every "
+            "score uses them"
+        )
+    if has_uplift and "ope_dr_policy_value" not in metrics:
+        logged = int((np.isfinite(eval_rows.propensity) & (eval_rows.propensity > 0)).sum())
+        notes.append(
+            f"no policy value (IPS, SNIPS, DR) for this run: {logged:,} decisions of the "
+            f"evaluation slice carry a logged propensity (need {MIN_GROUP_ROWS})"
+        )
+    return notes
 
 
 def _segment_evidence(
