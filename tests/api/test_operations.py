@@ -215,7 +215,10 @@ def test_metrics_count_requests_by_route_and_channel(client: TestClient) -> None
     for _ in range(3):
         client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 5})
     client.post("/v1/recommendations", json={"hcp_id": "NOBODY"})
+    client.request("PROPFIND", "/v1/recommendations")  # a scanner's method: one label
     text = client.get("/metrics").text
+    assert 'method="other",route="/v1/recommendations",status="405"' in text
+    assert 'method="PROPFIND"' not in text
     assert (
         'nextbest_request_seconds_count{method="POST",route="/v1/recommendations",status="200"}'
         in text
@@ -336,6 +339,58 @@ def test_reload_applies_an_edited_rules_file_and_refuses_an_invalid_one(
         rules.write_text(shipped.read_text())
         assert client.post("/v1/admin/reload").json()["rules_changed"] is True
         assert emails(hcp) != []
+
+
+def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """uvicorn replaces a worker that died; a rules or key file made invalid since
+    the server started must not fail its start-up (the supervisor then stopped every
+    worker, exit 0). It starts unready, naming the file, and serves once fixed."""
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+    key_file = own_registry.resolved_api_keys_file
+    good_keys = key_file.read_text()
+    key_file.write_text(good_keys + "\n  - {name: half\n")
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "API key file invalid; no model loaded"
+        assert "no key of the file is in force here" in ready.json()["keys_error"]
+        assert client.post("/v1/recommendations", json={"hcp_id": "x"}).status_code == 401
+        key_file.write_text(good_keys)
+        answer = client.post("/v1/recommendations", json={"hcp_id": "x"})
+        assert answer.status_code == 503
+        assert "not serving: RulesError: " in answer.json()["detail"]
+        assert "channels.email.max_contacts" in answer.json()["detail"]
+        rules.write_text(shipped.read_text())
+        client.app.state.runtime.reload()  # what the watcher does every 10 s
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert "keys_error" not in ready.json()
+
+
+def test_a_failed_admin_reload_reaches_the_other_workers(own_registry, keys, tmp_path) -> None:
+    """Each worker tries the failed reload too and reports it in /readyz; before,
+    only the worker that took the call knew."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((Path(__file__).parents[2] / "training" / "rules.yaml").read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    other = ServingRuntime.start(settings)
+    try:
+        other.start_watcher()
+        with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+            rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+            assert client.post("/v1/admin/reload").status_code == 500
+            deadline = time.monotonic() + 10
+            while other.last_reload_error is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "channels.email.max_contacts" in (other.last_reload_error or "")
+            assert other.model_version is not None  # and it keeps serving
+    finally:
+        other.close()
 
 
 def test_failed_reload_keeps_the_old_model(reloading: TestClient, own_registry, tmp_path) -> None:

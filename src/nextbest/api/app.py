@@ -91,8 +91,11 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         forget_dead_workers()
         config = runtime.settings if runtime is not None else settings or get_settings()
         if config.auth_enabled:
-            app.state.api_keys = ReloadingKeyStore(path=config.resolved_api_keys_file)
-            if not len(app.state.api_keys):
+            # Not strict: `nextbest serve` refused an invalid file before any worker
+            # started; one invalid now was edited since, and this worker replaces one
+            # that died: it starts unready rather than failing (see the store).
+            app.state.api_keys = ReloadingKeyStore(path=config.resolved_api_keys_file, strict=False)
+            if not app.state.api_keys.unusable and not len(app.state.api_keys):
                 logger.warning(
                     "auth is on but no API keys are configured (%s, NEXTBEST_API_KEYS): "
                     "every /v1 request will get 401",

@@ -70,9 +70,14 @@ def _served(channel: str) -> Counter:
     return RECOMMENDED.labels(channel)
 
 
+# Any other method a client sends (a scanner's PROPFIND, MKCOL, ...) is one label
+# value: each would otherwise add a histogram series per route and status.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 @cache
 def _timer(route: str, method: str, status: int) -> Histogram:
-    return REQUEST_SECONDS.labels(route, method, str(status))
+    return REQUEST_SECONDS.labels(route, method if method in _METHODS else "other", str(status))
 
 
 def record_served(recommendations: Iterable[Recommendation]) -> None:

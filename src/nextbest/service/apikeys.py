@@ -225,13 +225,32 @@ class ReloadingKeyStore:
     file is read. So does a file that disappears.
     """
 
-    def __init__(self, *, path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, *, path: Path, env: Mapping[str, str] | None = None, strict: bool = True
+    ) -> None:
+        """``strict``: an invalid file raises. Otherwise (a worker that uvicorn starts
+        in place of one that died, after the file was edited) the store holds the
+        environment's keys only and :attr:`unusable` is True until a valid file is
+        read: the worker refuses the file's callers instead of failing its start,
+        which made uvicorn's supervisor stop every worker."""
         self.path = path
         self._env = dict(os.environ if env is None else env)
         self._lock = threading.Lock()
         self._seen = self._status()
-        self._store = KeyStore.load(path=path, env=self._env)  # invalid at start: raise
         self._error: str | None = None
+        self.unusable = False
+        try:
+            self._store = KeyStore.load(path=path, env=self._env)
+        except ApiKeyError as exc:
+            if strict:
+                raise
+            self._store = KeyStore.load(path=None, env=self._env)
+            self._error = (
+                f"the API key file is invalid and this worker started after it changed: "
+                f"no key of the file is in force here until it is fixed: {exc}"
+            )
+            self.unusable = True
+            logger.error("API key file invalid at start-up, its keys refused: %s", exc)
 
     def __len__(self) -> int:
         return len(self._current())
@@ -262,6 +281,7 @@ class ReloadingKeyStore:
                 try:
                     self._store = KeyStore.load(path=self.path, env=self._env)
                     self._error = None
+                    self.unusable = False
                     logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
                 except ApiKeyError as exc:
                     self._error = (

@@ -21,7 +21,7 @@ from nextbest import registry
 from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration
-from nextbest.policy.rules import ServingRules
+from nextbest.policy.rules import RulesError, ServingRules
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.settings import Settings
@@ -152,7 +152,16 @@ class ServingRuntime:
         # The single route's read on the event loop (PostgreSQL): opened by the app.
         self.async_reader: AsyncConnectionPool | None = None
         self.sessions = sessions
-        self.rules = rules if rules is not None else ServingRules.configured(settings)
+        # The rules in force; None while the rules file cannot be read. A worker
+        # started (by uvicorn, replacing one that died) after an invalid edit then
+        # starts unready, and its first load names the file: refusing to start made
+        # uvicorn's supervisor stop every worker, the healthy ones included.
+        self.rules: ServingRules | None = rules
+        if rules is None:
+            try:
+                self.rules = ServingRules.configured(settings)
+            except RulesError as exc:
+                logger.error("serving rules cannot be read, not ready until fixed: %s", exc)
         # Rules read from the file are read again at every reload (given ones stay).
         self._rules_from_file = rules is None
         self.reclog = RecommendationLog(
@@ -171,6 +180,8 @@ class ServingRuntime:
         # The version the last reload failed to load (None: it failed before, e.g.
         # no version has the served alias): what a 'no model' 503 explains.
         self._failed_version: str | None = None
+        # The last reload failed on the rules file (what a 'no model' 503 explains).
+        self._rules_failed = False
         # Set when the start-up migration could not reach the database; the watcher
         # retries it until it does.
         self.migration_pending = False
@@ -293,6 +304,8 @@ class ServingRuntime:
                 f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}') failed to "
                 f"load ({retried}): {self.last_reload_error}"
             )
+        if self._rules_failed:
+            return f"not serving: {self.last_reload_error}; fix the file ({retried})"
         if self.last_reload_error is not None:
             return (
                 f"no model is loaded: {self.last_reload_error}; train one with "
@@ -331,7 +344,11 @@ class ServingRuntime:
             try:
                 # An edited rules file applies from here on; an invalid one fails the
                 # reload, and the old rules and model keep serving.
-                rules = ServingRules.configured(settings) if self._rules_from_file else self.rules
+                rules = (
+                    ServingRules.configured(settings)
+                    if self._rules_from_file or self.rules is None
+                    else self.rules
+                )
                 rules_changed = rules != self.rules
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
@@ -368,10 +385,16 @@ class ServingRuntime:
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 self._failed_version = loading
+                self._rules_failed = isinstance(exc, RulesError)
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
+                if broadcast:
+                    # The other workers try too, and each says so in its /readyz and
+                    # log: a failure seen by one of them only looked like a flaky probe.
+                    self._signal(force=force)
                 raise
             self.last_reload_error = None
             self._failed_version = None
+            self._rules_failed = False
             if rules_changed:
                 self.rules = rules
                 logger.info("serving rules re-read from %s", rules.source)

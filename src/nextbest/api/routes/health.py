@@ -37,13 +37,17 @@ async def healthz(runtime: RuntimeDep) -> HealthPublic:
 def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthPublic:
     """Ready to serve: a model is loaded and the database answers (503 otherwise).
 
-    An invalid API key file does not make the worker unready (it serves with the
-    keys read before, as every worker does), but ``keys_error`` says so: until the
-    file is fixed, its changes, a revoked key among them, are not applied.
+    An API key file made invalid by an edit does not make the worker unready (it
+    serves with the keys read before, as every worker does), but ``keys_error``
+    says so: until the file is fixed, its changes, a revoked key among them, are
+    not applied. A worker started after such an edit (replacing one that died) has
+    no keys read before: it is unready until the file is fixed.
     """
     keys = request.app.state.api_keys
     keys_error = keys.error if keys is not None else None
     problems = []
+    if keys is not None and keys.unusable:
+        problems.append("API key file invalid")
     if runtime.model_version is None:
         problems.append("no model loaded")
     if not ping(runtime.engine):
