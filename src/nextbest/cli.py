@@ -1154,6 +1154,10 @@ def retrain(
 
 def _print_evaluation(evaluation: Any) -> None:
     decision = evaluation.decision
+    if not decision.n_decisions:  # forced without evidence: the reasons say so
+        for reason in decision.reasons:
+            console.print(f"- {reason}")
+        return
     table = Table(
         title=f"champion v{evaluation.champion_version} vs challenger "
         f"v{evaluation.challenger_version} on {decision.n_decisions:,} logged decisions "
@@ -1198,7 +1202,13 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
 def promote(
     since: SinceOpt = None,
     config: GateConfigOpt = None,
-    force: Annotated[bool, typer.Option(help="Promote even if the gate does not pass.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Promote even if the gate does not pass, or cannot be evaluated for want "
+            "of logged outcomes (logged as forced, without evidence)."
+        ),
+    ] = False,
 ) -> bool:
     """Promote the challenger to champion when the gate passes (exit code 1 when not)."""
     from nextbest.loop.gate import GateError

@@ -83,3 +83,22 @@ def test_promotion_and_rollback_reach_the_running_server(
     finally:
         client.close()
         stop_server(proc)
+
+
+def test_a_forced_promotion_needs_no_evidence(loop_world: LoopWorld, tmp_path: Path) -> None:
+    """A champion that must go now, before any outcome was logged: --force promotes,
+    and the run says it was forced without evidence."""
+    from nextbest import registry
+
+    settings = Settings(models_dir=tmp_path / "models", seed=3)
+    first = register(loop_world.honest, settings)
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    with pytest.raises(gate.NoEvidenceError, match="no logged decisions have an outcome yet"):
+        gate.promote(settings, config=GateConfig())
+    assert registry.alias_version(settings, "champion") == first
+    forced = gate.promote(settings, config=GateConfig(), force=True)
+    assert forced.promoted and forced.decision.n_decisions == 0
+    assert forced.decision.reasons[0].startswith("no evidence: no logged decisions")
+    assert forced.decision.reasons[-1] == "promoted anyway: --force"
+    assert registry.alias_version(settings, "champion") == second
+    assert forced.run_id is not None

@@ -166,10 +166,30 @@ def test_the_report_warns_when_held_out_hcps_were_contacted(tmp_path: Path) -> N
     warning = f"Warning: 25 of {report.overall.n_holdout:,} holdout requests got a contact event"
     assert warning in report.conclusion
     assert warning in (tmp_path / "report" / "uplift_report.html").read_text()
-    # Without contacts on held-out HCPs, no warning.
+    # Without contacts on held-out HCPs, and one request per HCP, no warning.
     clean = Settings(models_dir=tmp_path / "clean")
-    _known_effect_store(clean, n=400, effect=0.5, seed=7)
+    _known_effect_store(clean, n=400, effect=0.5, seed=7, by_hcp=True)
     assert "Warning" not in uplift_report(clean, out_dir=tmp_path / "r2", log=False).conclusion
+
+
+def test_the_report_warns_when_held_out_hcps_were_served_by_another_request(
+    tmp_path: Path,
+) -> None:
+    """The holdout is drawn per request: 400 requests a minute apart about 50 HCPs
+    serve nearly every held-out HCP again within the outcome window."""
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=400, effect=0.5, seed=7)
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    n_holdout = report.overall.n_holdout
+    # Only the last few held-out requests of an HCP have no served one after them.
+    assert n_holdout - 50 <= report.holdout_served_elsewhere <= n_holdout
+    warning = (
+        f"Warning: {report.holdout_served_elsewhere:,} of {n_holdout:,} holdout requests' HCPs "
+        "were served by another request in the 7 days after"
+    )
+    assert warning in report.conclusion
+    saved = json.loads((tmp_path / "report" / "uplift_report.json").read_text())
+    assert saved["holdout_served_elsewhere"] == report.holdout_served_elsewhere
 
 
 def test_an_arm_without_outcomes_reads_n_a_not_nan(tmp_path: Path) -> None:

@@ -80,6 +80,15 @@ class GateError(RuntimeError):
     """The gate cannot be evaluated (no challenger, no logged evidence, bad config)."""
 
 
+class NoEvidenceError(GateError):
+    """Champion and challenger exist but no logged decision can judge them."""
+
+    def __init__(self, message: str, *, champion_version: str, challenger_version: str) -> None:
+        super().__init__(message)
+        self.champion_version = champion_version
+        self.challenger_version = challenger_version
+
+
 class GateConfig(BaseModel):
     """When a challenger may replace the champion (``training/gate.yaml``)."""
 
@@ -448,19 +457,23 @@ def evaluate(
     if not len(decisions):
         store = without_password(settings.resolved_database_url)
         if logged:
-            raise GateError(
+            why = (
                 f"none of the {logged} logged decisions with an outcome in {store} falls in "
                 f"the share reserved for the gate (evaluation_share {config.evaluation_share:g}):"
                 " collect more outcome feedback, then evaluate"
             )
-        if since is not None:
-            raise GateError(
+        elif since is not None:
+            why = (
                 f"no logged decisions with an outcome since {since:%Y-%m-%d} in {store} "
                 "(--since): choose an earlier date, or collect more outcome feedback"
             )
-        raise GateError(
-            f"no logged decisions have an outcome yet in {store}: "
-            "serve, collect outcome feedback, then evaluate"
+        else:
+            why = (
+                f"no logged decisions have an outcome yet in {store}: "
+                "serve, collect outcome feedback, then evaluate"
+            )
+        raise NoEvidenceError(
+            why, champion_version=champion_version, challenger_version=challenger_version
         )
     greedy_empty, unresolved = serving_greedy_empty(
         decisions,
@@ -544,7 +557,23 @@ def promote(
     loses alias ``challenger``. Serving processes pick
     the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
     """
-    evaluation = evaluate(settings, config=config, since=since, log=False)
+    try:
+        evaluation = evaluate(settings, config=config, since=since, log=False)
+    except NoEvidenceError as exc:
+        if not force:
+            raise
+        # An operator's call (a champion that must go now): made, and logged as
+        # made without evidence.
+        evaluation = Evaluation(
+            exc.champion_version,
+            exc.challenger_version,
+            GateDecision(
+                passed=False,
+                reasons=[f"no evidence: {exc}"],
+                estimator=config.estimator,
+                n_decisions=0,
+            ),
+        )
     if evaluation.decision.passed or force:
         if force and not evaluation.decision.passed:
             evaluation.decision.reasons.append("promoted anyway: --force")
@@ -682,14 +711,15 @@ def _log_evaluation(
             {"decision": "promote" if promoted else "keep", "gate_passed": str(decision.passed)}
         )
         mlflow.log_text(json.dumps(decision.as_dict(), indent=1), "decision.json")
-        mlflow.log_figure(
-            gate_figure(
-                decision.as_dict(),
-                champion=evaluation.champion_version,
-                challenger=evaluation.challenger_version,
-            ),
-            "plots/gate.png",
-        )
+        if decision.n_decisions:  # a forced promotion without evidence has no plot
+            mlflow.log_figure(
+                gate_figure(
+                    decision.as_dict(),
+                    champion=evaluation.champion_version,
+                    challenger=evaluation.challenger_version,
+                ),
+                "plots/gate.png",
+            )
         run_id = str(run.info.run_id)
     verdict = "passed" if decision.passed else "failed"
     registry.client(settings).set_model_version_tag(

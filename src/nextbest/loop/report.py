@@ -71,6 +71,9 @@ class UpliftReport:
     # Holdout requests of the report with a contact event (delivered, completed):
     # the caller contacted an HCP it was told to leave alone.
     holdout_contacted: int = 0
+    # Holdout requests of the report whose HCP was served an item through another
+    # request in the outcome window after it (the holdout is drawn per request).
+    holdout_served_elsewhere: int = 0
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
 
@@ -166,6 +169,7 @@ def uplift_report(
     """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
+        every = load_decisions(session, since=since, with_outcome=False) if len(decisions) else None
     groups: dict[str, pd.Series] = {}
     if len(decisions):
         would = _would_serve(settings, decisions)
@@ -195,8 +199,14 @@ def uplift_report(
         if len(decisions)
         else 0
     )
+    elsewhere = served_elsewhere(decisions, every) if every is not None else 0
     by_hcp, unmatched = decisions.attrs.get("outcomes_by_hcp", (0, 0))
-    said = conclusion(overall, min_per_arm=min_per_arm, holdout_contacted=contacted)
+    said = conclusion(
+        overall,
+        min_per_arm=min_per_arm,
+        holdout_contacted=contacted,
+        holdout_served_elsewhere=elsewhere,
+    )
     if by_hcp or unmatched:
         days = OUTCOME_WINDOW / timedelta(days=1)
         said += (
@@ -212,6 +222,7 @@ def uplift_report(
         since=since,
         n_decisions=len(decisions),
         holdout_contacted=contacted,
+        holdout_served_elsewhere=elsewhere,
     )
     report.files = write_report(report, out_dir)
     if log:
@@ -232,10 +243,53 @@ def interval(row: ArmComparison) -> str:
     return f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
 
 
-def conclusion(overall: ArmComparison, *, min_per_arm: int, holdout_contacted: int = 0) -> str:
+def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
+    """How many holdout requests of ``decisions`` have their HCP served an item by
+    another logged request (of ``every``) in the outcome window after them.
+
+    The holdout is drawn per request: an HCP held out by one caller may be served
+    by the next, and an outcome reported for the HCP then reflects that contact.
+    """
+    held = decisions.loc[decisions["holdout"].astype(bool), ["hcp_id", "timestamp"]]
+    served = every.loc[
+        ~every["holdout"].astype(bool) & every["action_id"].notna(), ["hcp_id", "timestamp"]
+    ]
+    if not len(held) or not len(served):
+        return 0
+    held = held.assign(timestamp=pd.to_datetime(held["timestamp"], utc=True))
+    served = served.assign(
+        timestamp=pd.to_datetime(served["timestamp"], utc=True),
+        served_at=pd.to_datetime(served["timestamp"], utc=True),
+    )
+    later = pd.merge_asof(
+        held.sort_values("timestamp"),
+        served.sort_values("timestamp"),
+        on="timestamp",
+        by="hcp_id",
+        direction="forward",
+        tolerance=pd.Timedelta(OUTCOME_WINDOW),
+    )
+    return int(later["served_at"].notna().sum())
+
+
+def conclusion(
+    overall: ArmComparison,
+    *,
+    min_per_arm: int,
+    holdout_contacted: int = 0,
+    holdout_served_elsewhere: int = 0,
+) -> str:
     """One plain sentence on what the data allow to conclude, and a warning when
     held-out HCPs were contacted anyway (the comparison then understates uplift)."""
     said = _verdict_sentence(overall, min_per_arm=min_per_arm)
+    if holdout_served_elsewhere:
+        days = OUTCOME_WINDOW / timedelta(days=1)
+        said += (
+            f" Warning: {holdout_served_elsewhere:,} of {overall.n_holdout:,} holdout "
+            f"requests' HCPs were served by another request in the {days:g} days after "
+            "(the holdout is drawn per request): their outcomes partly reflect that contact, "
+            "which pulls the measured uplift toward zero."
+        )
     if holdout_contacted:
         said += (
             f" Warning: {holdout_contacted:,} of {overall.n_holdout:,} holdout requests got a "
@@ -389,6 +443,7 @@ row first, and a group's verdict when it recurs in later reports.</p>
                 "conclusion": report.conclusion,
                 "n_decisions": report.n_decisions,
                 "holdout_contacted": report.holdout_contacted,
+                "holdout_served_elsewhere": report.holdout_served_elsewhere,
                 "overall": report.overall.__dict__,
                 "rows": [r.__dict__ for r in report.rows],
             },
@@ -414,6 +469,7 @@ def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
             "n_served": report.overall.n_served,
             "n_holdout": report.overall.n_holdout,
             "holdout_contacted": report.holdout_contacted,
+            "holdout_served_elsewhere": report.holdout_served_elsewhere,
             "uplift": report.overall.uplift,
             "uplift_ci_low": report.overall.ci_low,
             "uplift_ci_high": report.overall.ci_high,
