@@ -237,12 +237,20 @@ def test_rules_for_a_channel_the_catalog_lacks_are_reported(
     assert RULES.unmatched_channels(CHANNELS) == []
     with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
         HistoryRules(rules, channels=CHANNELS, action_ids=ACTIONS)
-    (record,) = caplog.records
-    assert "rules.yaml: rules for channel(s) ['emial'] apply to nothing" in record.getMessage()
+    unmatched, unruled = (record.getMessage() for record in caplog.records)
+    assert "rules.yaml: rules for channel(s) ['emial'] apply to nothing" in unmatched
+    # And the converse: catalog channels the rules never name have no cap of their own.
+    assert unruled == (
+        "rules.yaml: no rules for channel(s) ['rep_visit', 'webinar'] of the catalog: "
+        "nothing caps them"
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
         _rules()
-    assert not caplog.records
+    assert [record.getMessage() for record in caplog.records] == [
+        "<mapping>: no rules for channel(s) ['webinar'] of the catalog: only the "
+        "all_channels budget caps them"
+    ]
 
 
 def test_a_snooze_lasts_as_long_as_a_dismissal_unless_configured() -> None:

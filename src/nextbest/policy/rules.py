@@ -341,6 +341,18 @@ class HistoryRules:
                 unmatched,
                 sorted(self.actions_of_channel),
             )
+        # A channel the catalog gained (rep_sample, say) that the rules never name
+        # has no cap or cool-down of its own: said, since nothing else would say it.
+        unruled = sorted(set(self.actions_of_channel) - set(rules.channels))
+        if unruled and rules.channels:
+            budget = (
+                "only the all_channels budget caps them"
+                if rules.all_channels is not None
+                else "nothing caps them"
+            )
+            logger.warning(
+                "%s: no rules for channel(s) %s of the catalog: %s", rules.source, unruled, budget
+            )
 
     def blocked(self, hcp_ids: list[str], history: LiveHistory) -> np.ndarray:
         """Actions the history rules forbid, shape ``(len(hcp_ids), n_actions)`` bool."""
