@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -190,6 +191,8 @@ def test_held_out_hcps_of_a_rep_plan_are_logged_and_take_no_capacity(
     assert 30 < len(held) < 110, len(held)
     assert held["action_id"].isna().all()
     assert (held["propensity"] == 0.3).all()
+    # Logged as the plan's draw computed it: a reached HCP has a rep action worth serving.
+    assert np.allclose(held["p_no_action"], 0.3)
     # What off-policy evaluation reads: a held-out HCP of a plan had a rep action
     # worth serving, so the serving model's greedy list was not empty and the
     # probability of its empty answer is the holdout rate itself.
@@ -210,3 +213,102 @@ def test_held_out_hcps_of_a_rep_plan_are_logged_and_take_no_capacity(
         reached = ranking[: len(suggested) + len(held_out)]
         assert set(reached) == set(suggested) | set(held_out)
         assert suggested == [h for h in reached if h not in held_out]
+
+
+def test_no_action_answers_are_logged_with_the_probability_the_policy_had(
+    exploring: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer is logged with ``p_no_action`` as the exploration computed it. An
+    HCP who opted out of every channel with an action worth serving still has
+    eligible actions, but an empty greedy list: its holdout answers had
+    h + (1 - h)(1 - epsilon) of answering with no action, not h. The evidence takes
+    the logged value; re-scoring, which cannot see the opt-out, would take h."""
+    from datetime import UTC, datetime, timedelta
+
+    from nextbest.loop.evidence import (
+        load_decisions,
+        no_action_probability,
+        serving_greedy_empty,
+    )
+    from nextbest.loop.gate import bandit_from_decisions
+    from nextbest.policy.exploration import Served
+
+    runtime = exploring.app.state.runtime
+    recommender = runtime.recommender
+    h, eps = 0.3, 0.5
+    emptied = h + (1 - h) * (1 - eps)
+    now = datetime.now(UTC)
+    # An HCP with actions worth serving on some channels, and only actions not worth
+    # their cost on another.
+    hcp: str | None = None
+    worth: set[str] = set()
+    for candidate in recommender.hcp_ids[:300].tolist():
+        row = recommender.hcp_row(str(candidate))
+        assert row is not None
+        allowed = np.flatnonzero(
+            recommender.allowed(
+                np.array([row]), purpose="promotional", channel=None, now=now, history=None
+            )[0]
+        )
+        scores = recommender.model.score(np.full(len(allowed), row), allowed)
+        net = recommender.model.net_value(scores.uplift, allowed)
+        channels = recommender.action_channels[allowed]
+        worth = set(channels[net > 0].tolist())
+        if worth and set(channels.tolist()) - worth:
+            hcp = str(candidate)
+            break
+    assert hcp is not None, "no HCP with a channel whose actions are all below their cost"
+    opted_out = [
+        {
+            "event_id": f"opt-out-{channel}",
+            "event_type": "opted_out",
+            "hcp_id": hcp,
+            "channel": channel,
+            "occurred_at": (now - timedelta(minutes=1)).isoformat(),
+        }
+        for channel in sorted(worth)
+    ]
+    assert exploring.post("/v1/feedback", json={"events": opted_out}).status_code == 200
+
+    served: list[Served] = []
+    serve = recommender.exploration.serve
+
+    def recording(*args: Any, **kwargs: Any) -> Served:
+        served.append(serve(*args, **kwargs))
+        return served[-1]
+
+    monkeypatch.setattr(recommender.exploration, "serve", recording)
+    others = [str(other) for other in recommender.hcp_ids[:80] if str(other) != hcp]
+    asked = [hcp] * 40 + others
+    bodies = [
+        exploring.post("/v1/recommendations", json={"hcp_id": a, "k": 3}).json() for a in asked
+    ]
+    assert len(served) == len(bodies)
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = [session.get(Recommendation, b["recommendation_id"]) for b in bodies]
+        decisions = load_decisions(session, with_outcome=False)
+    assert [row.p_no_action for row in logged] == [s.p_nothing for s in served]
+
+    mine = logged[:40]
+    held = [row for row in mine if row.holdout]
+    empty = [
+        row for row, b in zip(mine, bodies[:40], strict=True) if not row.holdout and not b["items"]
+    ]
+    assert held and empty, "40 answers at h 0.3 and epsilon 0.5: both kinds"
+    assert all(row.p_no_action == pytest.approx(emptied) for row in mine)
+    # Another HCP's holdout answer, its greedy list not empty: the holdout rate.
+    assert any(row.holdout and row.p_no_action == pytest.approx(h) for row in logged[40:])
+
+    ids = [b["recommendation_id"] for b in bodies]
+    decisions = decisions.set_index("recommendation_id").loc[ids].reset_index()
+    greedy_empty, unresolved = serving_greedy_empty(decisions, lambda version: recommender.model)
+    assert unresolved == 0 and not greedy_empty.any()  # logged: nothing re-scored
+    is_held = decisions["holdout"].to_numpy(dtype=bool) & (decisions["hcp_id"] == hcp).to_numpy()
+    assert np.allclose(no_action_probability(decisions, greedy_empty)[is_held], emptied)
+    bandit = bandit_from_decisions(decisions, champion=recommender.model, greedy_empty=greedy_empty)
+    assert np.allclose(bandit.pscore[is_held], emptied)
+    # Logged before 0004, the same answers would be re-scored without the opt-out.
+    old = decisions.assign(p_no_action=np.nan)
+    rescored, _ = serving_greedy_empty(old, lambda version: recommender.model)
+    assert np.allclose(no_action_probability(old, rescored)[is_held], h)

@@ -6,6 +6,7 @@ import multiprocessing
 import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from nextbest.storage import make_engine, migrate, ping
+from nextbest.storage import (
+    RecommendationRecord,
+    get_recommendation,
+    log_recommendations,
+    logged_decisions,
+    make_engine,
+    make_session_factory,
+    migrate,
+    ping,
+)
 from nextbest.storage.db import alembic_config
 from nextbest.storage.tables import Base
 
@@ -34,7 +44,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0003"
+    assert head == "0004"
 
     migrate(database_url)
     migrate(database_url)
@@ -63,6 +73,83 @@ def test_migrated_schema_matches_orm_metadata(database_url: str) -> None:
     finally:
         engine.dispose()
     assert diffs == []
+
+
+def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
+    database_url: str,
+) -> None:
+    """Answers logged under 0003, their items and feedback survive the upgrade; they
+    have no probability of no action (the evidence re-scores theirs), new ones do."""
+    assert migrate(database_url, revision="0003") == (None, "0003")
+    at = "'2024-03-04 09:00:00.000000'"  # how SQLite stores timestamps; PostgreSQL reads it
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+                    "requester, purpose, channel_filter, model_version, holdout, policy, "
+                    "epsilon, holdout_rate, decided_for, n_candidates) VALUES "
+                    f"('old-1', {at}, 'h1', 'crm', 'promotional', NULL, '3', false, "
+                    f"'epsilon_greedy', 0.3, 0.1, {at}, 12), "
+                    f"('old-2', {at}, 'h2', 'crm', 'promotional', NULL, '3', true, "
+                    f"'epsilon_greedy', 0.3, 0.1, {at}, 12)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+                    "channel, content_id, score, expected_uplift, p_engage, propensity, "
+                    "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
+                    "false)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
+                    "received_at, recommendation_id, hcp_id, value) VALUES "
+                    f"('e-1', 'outcome', {at}, {at}, 'old-1', 'h1', 2.0)"
+                )
+            )
+    finally:
+        engine.dispose()
+
+    assert migrate(database_url) == ("0003", "0004")
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            old = get_recommendation(session, recommendation_id="old-1")
+            assert old is not None and old.p_no_action is None
+            assert [item.action_id for item in old.items] == ["a1"]
+            log_recommendations(
+                session,
+                records=[
+                    RecommendationRecord(
+                        recommendation_id="new-1",
+                        created_at=datetime(2024, 3, 6, 9, 0, tzinfo=UTC),
+                        hcp_id="h2",
+                        requester="crm",
+                        purpose="promotional",
+                        channel_filter=None,
+                        model_version="3",
+                        holdout=True,
+                        policy="epsilon_greedy",
+                        epsilon=0.3,
+                        holdout_rate=0.1,
+                        n_candidates=12,
+                        p_no_action=0.73,
+                    )
+                ],
+            )
+            session.commit()
+            frame = logged_decisions(session, details=True).set_index("recommendation_id")
+    finally:
+        engine.dispose()
+    assert list(frame.index) == ["old-1", "old-2", "new-1"]
+    assert frame.loc["old-1", "outcome"] == 2.0
+    assert frame[["p_no_action"]].isna().to_numpy().ravel().tolist() == [True, True, False]
+    assert frame.loc["new-1", "p_no_action"] == 0.73
 
 
 def test_migrate_accepts_an_engine_and_leaves_it_usable(database_url: str) -> None:
@@ -94,7 +181,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0003"
+    assert _current_revision(database_url) == "0004"
 
 
 def _connect_at(url: str, start: float) -> str:

@@ -108,6 +108,7 @@ def test_log_and_get_round_trip(
         channel_filter="email",
         purpose="medical",
         created_at=datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=paris),
+        p_no_action=0.145,
         items=(
             make_served_item(1, "a1", "email", propensity=0.855, explored=False),
             make_served_item(2, "a2", "email", propensity=0.0125, explored=True),
@@ -835,6 +836,7 @@ def test_logged_decisions_details_and_model_version(
         epsilon=0.2,
         holdout_rate=0.05,
         requester="nextbest picks",
+        p_no_action=1.0,
     )
     log_recommendations(session, records=[other])
     session.commit()
@@ -857,6 +859,9 @@ def test_logged_decisions_details_and_model_version(
     assert row["requester"] == "nextbest picks"
     assert (row["epsilon"], row["holdout_rate"]) == (0.2, 0.05)
     assert detailed["n_candidates"].dtype == "int64"
+    # Logged as the serving policy computed it; NaN for answers logged without it.
+    assert row["p_no_action"] == 1.0 and detailed["p_no_action"].dtype == "float64"
+    assert detailed.set_index("recommendation_id")["p_no_action"].drop("rec-9").isna().all()
 
     only_8 = logged_decisions(session, model_version="nextbest/8")
     assert only_8["recommendation_id"].tolist() == ["rec-9"]

@@ -5,12 +5,17 @@ one served answer (``recommendations`` row) and the feedback that came back for 
 its *action* is the rank-1 item (``None`` for a holdout or an empty answer).
 
 Probability of the logged choice. A served rank-1 item carries the propensity it
-was served with. An empty answer does not: under epsilon-greedy with holdout rate
-``h``, a request with ``n`` eligible candidates gets no action with probability
-``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` when ``n = 0``).
-For an empty non-holdout answer the greedy list was empty; for a holdout answer it
-is known only by re-scoring with the model that served it
-(:func:`serving_greedy_empty`).
+was served with. A no-action answer (holdout or empty) carries ``p_no_action``, the
+probability the serving policy had of answering with no action, as it computed it
+when answering: the live rules (caps, cool-downs, dismissals, opt-outs) and a send
+list's consent that had emptied the greedy list are in it. Answers logged before
+migration 0004 have none; theirs is rebuilt: under epsilon-greedy with holdout
+rate ``h``, a request with ``n`` eligible candidates gets no action with
+probability ``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` when
+``n = 0``). For an empty non-holdout answer the greedy list was empty; for a
+holdout answer it is known only by re-scoring with the model that served it
+(:func:`serving_greedy_empty`), which sees none of those live rules, so a holdout
+answer they had emptied gets ``h``, too small.
 """
 
 from __future__ import annotations
@@ -70,13 +75,31 @@ def load_decisions(
     return frame
 
 
+def logged_no_action(decisions: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` float: the logged ``p_no_action`` of each decision, NaN where the
+    answer was logged without it (before migration 0004, or a frame without the
+    column)."""
+    if "p_no_action" not in decisions:
+        return np.full(len(decisions), np.nan)
+    return pd.to_numeric(decisions["p_no_action"]).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def needs_rescoring(decisions: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` bool: the holdout answers logged without ``p_no_action``, whose
+    probability of no action only re-scoring can recover (:func:`serving_greedy_empty`)."""
+    holdout = decisions["holdout"].to_numpy(dtype=bool)
+    return holdout & np.isnan(logged_no_action(decisions))
+
+
 def no_action_probability(decisions: pd.DataFrame, greedy_empty: np.ndarray | None) -> np.ndarray:
     """Probability, per decision, that the serving policy answered with no action.
 
-    ``decisions`` needs ``holdout``, ``n_candidates``, ``epsilon``, ``holdout_rate``
-    and ``action_id``. ``greedy_empty`` ``(n,)`` bool says whether the serving model's
-    greedy list was empty; None assumes it was not for holdout answers (then the
-    probability of a holdout answer is its lower bound, the holdout rate).
+    The logged ``p_no_action`` wherever there is one. Otherwise it is rebuilt from
+    ``holdout``, ``n_candidates``, ``epsilon``, ``holdout_rate`` and ``action_id``
+    (which ``decisions`` needs): ``greedy_empty`` ``(n,)`` bool says whether the
+    serving model's greedy list was empty; None assumes it was not for holdout
+    answers (then the probability of a holdout answer is its lower bound, the
+    holdout rate).
     """
     h = decisions["holdout_rate"].to_numpy(dtype=np.float64)
     eps = decisions["epsilon"].to_numpy(dtype=np.float64)
@@ -84,32 +107,38 @@ def no_action_probability(decisions: pd.DataFrame, greedy_empty: np.ndarray | No
     holdout = decisions["holdout"].to_numpy(dtype=bool)
     empty_answer = decisions["action_id"].isna().to_numpy() & ~holdout
     empty = empty_answer if greedy_empty is None else (np.asarray(greedy_empty) | empty_answer)
-    p = h + (1.0 - h) * np.where(n == 0, 1.0, (1.0 - eps) * empty)
+    rebuilt = h + (1.0 - h) * np.where(n == 0, 1.0, (1.0 - eps) * empty)
+    logged = logged_no_action(decisions)
+    p = np.where(np.isnan(logged), rebuilt, logged)
     return np.clip(p, 1e-12, 1.0)
 
 
 def serving_greedy_empty(
     decisions: pd.DataFrame, load_model: Callable[[str], ScoringModel | None]
 ) -> tuple[np.ndarray, int]:
-    """Whether the model that served each holdout answer had an empty greedy list.
+    """Whether the model that served each holdout answer logged without
+    ``p_no_action`` (before migration 0004) had an empty greedy list.
 
-    A holdout answer hides what the serving model would have served; it is found by
-    re-scoring the decision with that model (``model_version`` of the decision,
-    loaded by ``load_model``, which returns None for a version it cannot load).
+    A holdout answer hides what the serving model would have served; for those
+    answers it is found by re-scoring the decision with that model (``model_version``
+    of the decision, loaded by ``load_model``, which returns None for a version it
+    cannot load). The re-scoring replays the model's own eligibility, not the live
+    rules of the time. A holdout answer logged with its ``p_no_action`` needs none
+    of this, and no model is loaded for it.
 
     Returns:
-        ``(greedy_empty, n_unresolved)``: ``(n,)`` bool, True for a holdout answer
-        whose serving model's greedy list was empty (False for every other row,
-        which :func:`no_action_probability` does not need it for), and the number of
-        holdout answers whose serving model could not be loaded (they keep the
-        lower bound, the holdout rate).
+        ``(greedy_empty, n_unresolved)``: ``(n,)`` bool, True for a re-scored holdout
+        answer whose serving model's greedy list was empty (False for every other
+        row, which :func:`no_action_probability` does not need it for), and the
+        number of holdout answers that needed re-scoring but whose serving model
+        could not be loaded (they keep the lower bound, the holdout rate).
     """
     out = np.zeros(len(decisions), dtype=bool)
-    holdout = decisions["holdout"].to_numpy(dtype=bool)
-    if not holdout.any():
+    wanted = needs_rescoring(decisions)
+    if not wanted.any():
         return out, 0
     unresolved = 0
-    rows = np.flatnonzero(holdout)
+    rows = np.flatnonzero(wanted)
     versions = decisions["model_version"].astype(str).to_numpy()[rows]
     for version in dict.fromkeys(versions):
         index = rows[versions == version]

@@ -2,8 +2,9 @@
 
 The evidence is every logged decision with an outcome, whichever model version
 served it: each carries the probability its logging policy had of what it served
-(the rank-1 propensity, or the probability of an empty answer, found by re-scoring
-a holdout answer with the version that served it), and off-policy estimates with
+(the rank-1 propensity, or the logged probability of a no-action answer; for a
+holdout answer logged before that was recorded, found by re-scoring it with the
+version that served it), and off-policy estimates with
 the logging propensities are valid whatever policy logged the data. Each model is
 a deterministic target policy (its greedy rank-1 action per decision, or no
 action); its value per decision is ``outcome - cost of the action taken``,
@@ -378,7 +379,8 @@ def bandit_from_decisions(
 
     ``champion`` gives the action vocabulary, the costs and the HCP baselines;
     ``greedy_empty`` ``(n,)`` says whether the serving model's greedy list was empty
-    (:func:`~nextbest.loop.evidence.serving_greedy_empty`), for holdout answers.
+    (:func:`~nextbest.loop.evidence.serving_greedy_empty`), for the holdout answers
+    logged without their probability of no action.
     """
     vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
     action = action_codes(decisions["action_id"], vocabulary)
@@ -499,7 +501,8 @@ def evaluate(
     )
     if unresolved:
         decision.reasons.append(
-            f"{unresolved} holdout answers were served by versions that could not be "
+            f"{unresolved} holdout answers, logged without their probability of no action "
+            "(before schema revision 0004), were served by versions that could not be "
             "loaded: their probability of no action is taken as the holdout rate (a lower "
             "bound)"
         )

@@ -7,9 +7,9 @@ zero outcome that did not happen). Each becomes an ``interactions`` row:
 ``engaged`` = any engagement event came back, ``outcome`` = the sum of its outcome
 values, ``propensity`` = the probability the serving policy had of that choice
 (rank-1 propensity; for a no-action answer the probability of answering with no
-action, which for a holdout answer depends on whether the serving version's greedy
-list was empty: found by re-scoring with that version, the holdout rate, its lower
-bound, only when the version cannot be loaded), ``holdout`` =
+action, as logged; a holdout answer logged before it was recorded gets it by
+re-scoring with the serving version, whether its greedy list was empty; the
+holdout rate, its lower bound, only when that version cannot be loaded), ``holdout`` =
 the randomized-control flag. Rows for HCPs that are not in the history's ``hcps``
 file are left out and counted, and so is the share of decisions reserved for the
 off-policy gate (``evaluation_share`` in ``training/gate.yaml``).
@@ -41,6 +41,7 @@ from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import Progress, TrainResult, train
 from nextbest.loop.evidence import (
     load_decisions,
+    needs_rescoring,
     no_action_probability,
     reserved_for_gate,
     serving_greedy_empty,
@@ -77,9 +78,10 @@ def feedback_interactions(
 ) -> FeedbackRows:
     """Contract rows from logged decisions that have an outcome (``load_decisions``).
 
-    ``greedy_empty`` ``(n,)`` bool (:func:`~nextbest.loop.evidence.serving_greedy_empty`)
-    says whether the serving version's greedy list was empty for each holdout
-    answer; None takes the holdout rate, a lower bound, as their propensity.
+    A no-action answer's propensity is its logged ``p_no_action``. For a holdout
+    answer logged without it, ``greedy_empty`` ``(n,)`` bool
+    (:func:`~nextbest.loop.evidence.serving_greedy_empty`) says whether the serving
+    version's greedy list was empty; None takes the holdout rate, a lower bound.
     """
     known = decisions["hcp_id"].isin(set(dataset.hcps["hcp_id"]))
     kept = decisions[known].reset_index(drop=True)
@@ -194,8 +196,10 @@ def read_feedback_rows(
     """Logged decisions with an outcome (at or after ``since``) as contract rows,
     without the share reserved for the gate.
 
-    ``load_model`` (a version number -> its model, or None) lets holdout answers
-    carry their true probability of no action; without it they get the holdout rate.
+    Holdout answers carry their logged probability of no action. ``load_model`` (a
+    version number -> its model, or None) lets those logged without it (before
+    schema revision 0004) carry theirs, re-scored; without it they get the holdout
+    rate.
     """
     decisions = load_decisions(session, since=since)
     reserved = reserved_for_gate(decisions["recommendation_id"], reserved_share)
@@ -203,7 +207,7 @@ def read_feedback_rows(
     greedy_empty, unresolved = (
         serving_greedy_empty(train_rows, load_model)
         if load_model is not None
-        else (None, int(train_rows["holdout"].sum()))
+        else (None, int(needs_rescoring(train_rows).sum()))
     )
     rows = feedback_interactions(train_rows, dataset, greedy_empty=greedy_empty)
     return dataclasses.replace(
@@ -253,8 +257,10 @@ def retrain(
     )
     if feedback.n_holdout_unresolved:
         result.notes.append(
-            f"{feedback.n_holdout_unresolved:,} holdout rows were served by versions that "
-            "could not be loaded: their propensity is the holdout rate, a lower bound"
+            f"{feedback.n_holdout_unresolved:,} holdout rows, logged without their "
+            "probability of no action (before schema revision 0004), were served by "
+            "versions that could not be loaded: their propensity is the holdout rate, a "
+            "lower bound"
         )
     info = registry.log_training_run(
         result,

@@ -15,8 +15,11 @@ robust) and uplift reports reuse what was served. Both policies answer with no
 action, outside the holdout, exactly when ``1 - epsilon`` (softmax: ``1``) of the
 mass stays on an empty greedy list, so the probability of an empty answer is
 ``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` with no
-eligible action), with ``epsilon`` the rate each policy logs (``0`` for softmax):
-the formula ``nextbest.loop.evidence.no_action_probability`` relies on.
+eligible action), with ``epsilon`` the rate each policy logs (``0`` for softmax).
+:attr:`Served.p_nothing` is that probability as computed when serving, with every
+rule of the moment applied, and is logged with the answer (``p_no_action``);
+``nextbest.loop.evidence.no_action_probability`` rebuilds it by the formula only
+for answers logged before it was recorded.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ class Served:
 
     ``propensity[0]`` is the probability this action was served first; for lower
     ranks it is the probability the action was in the list at all. Both include
-    the ``1 - holdout_rate`` of not being held out.
+    the ``1 - holdout_rate`` of not being held out. ``p_nothing`` is the probability
+    of this request getting no action at all, holdout included.
     """
 
     actions: np.ndarray

@@ -51,6 +51,7 @@ def log_served(
             n_candidates=rec.n_candidates,
             items=tuple(ServedItem.of(item) for item in rec.items),
             decided_for=rec.decided_for,
+            p_no_action=rec.p_no_action,
         )
         for rec in recommendations
     ]

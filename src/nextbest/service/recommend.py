@@ -61,6 +61,10 @@ class Recommendation:
     purpose: str
     channel: str | None
     n_candidates: int
+    # The probability this request had of no action at all, holdout included, as the
+    # exploration computed it (``Served.p_nothing``): logged for off-policy evaluation,
+    # which cannot replay the live rules that may have emptied the greedy list.
+    p_no_action: float
     items: list[RecommendedAction]
     excluded: dict[str, list[str]] = field(default_factory=dict)
     decided_for: datetime | None = None  # the decision time (a request's date), UTC
@@ -548,6 +552,10 @@ class Recommender:
         # score would move an explored HCP down and leave a held-out one (no item)
         # out of the walk: the holdout would never be logged.
         order = np.argsort(-greedy_value, kind="stable")
+        # Each answer logged keeps its own draw's ``p_no_action``, the holdout rate
+        # here (the walk reaches only HCPs with a rep action worth serving). It is
+        # exact for the logged answers: whether the walk reaches an HCP depends on
+        # the draws of those ranked above it, never on its own.
         suggestions: list[Recommendation] = []
         held_out: list[Recommendation] = []
         for n in order[np.isfinite(greedy_value[order])].tolist():
@@ -700,6 +708,7 @@ class Recommender:
                     purpose=purpose,
                     channel=REP_CHANNELS_FILTER if rep_only else channel,
                     n_candidates=int(n_allowed[i]),
+                    p_no_action=s.p_nothing,
                     decided_for=now,
                     items=items,
                 )

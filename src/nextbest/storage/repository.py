@@ -92,6 +92,7 @@ LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
     "epsilon",
     "holdout_rate",
     "decided_for",
+    "p_no_action",
 )
 
 _REQUIRED_TEXT = frozenset({"event_id", "hcp_id"})
@@ -160,6 +161,10 @@ class RecommendationRecord:
     # The decision time the answer was made for (a request's date); None: served for
     # the time it was made.
     decided_for: datetime | None = None
+    # The probability the serving policy had of answering with no action, holdout
+    # included (``Served.p_nothing``); None: not known (answers logged before
+    # migration 0004).
+    p_no_action: float | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
@@ -250,6 +255,7 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
                 "holdout_rate": record.holdout_rate,
                 "n_candidates": record.n_candidates,
                 "decided_for": None if record.decided_for is None else _as_utc(record.decided_for),
+                "p_no_action": record.p_no_action,
             }
             for record in records
         ],
@@ -301,6 +307,7 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         n_candidates=row.n_candidates,
         items=tuple(ServedItem.of(item) for item in items),
         decided_for=row.decided_for,
+        p_no_action=row.p_no_action,
     )
 
 
@@ -1456,7 +1463,10 @@ def logged_decisions(
     ``LOGGED_DECISION_DETAIL_COLUMNS`` (``contacted``: int 0/1, any
     ``CONTACT_EVENT_TYPES`` event for it, which a holdout answer should never get;
     requester: the API key's name or ``nextbest picks``; purpose, channel filter,
-    number of eligible candidates, epsilon and holdout rate of the serving policy).
+    number of eligible candidates, epsilon and holdout rate of the serving policy,
+    the decision time, and ``p_no_action``: the probability the serving policy had
+    of answering with no action, holdout included, NaN for answers logged before
+    migration 0004).
     """
     decisions = (
         sa.select(
@@ -1472,6 +1482,7 @@ def logged_decisions(
             Recommendation.n_candidates,
             Recommendation.epsilon,
             Recommendation.decided_for,
+            Recommendation.p_no_action,
             RecommendationItem.action_id,
             RecommendationItem.channel,
             RecommendationItem.content_id,
@@ -1529,6 +1540,7 @@ def logged_decisions(
             "n_candidates",
             "epsilon",
             "decided_for",
+            "p_no_action",
             "action_id",
             "channel",
             "content_id",
@@ -1568,6 +1580,8 @@ def logged_decisions(
         frame["n_candidates"] = frame["n_candidates"].astype("int64")
         frame["epsilon"] = frame["epsilon"].astype("float64")
         frame["holdout_rate"] = frame["holdout_rate"].astype("float64")
+        # NaN for answers logged before the serving policy's value was recorded.
+        frame["p_no_action"] = pd.to_numeric(frame["p_no_action"]).astype("float64")
         columns += LOGGED_DECISION_DETAIL_COLUMNS
     out = frame.loc[:, columns].reset_index(drop=True)
     out.attrs["outcomes_by_hcp"] = counts

@@ -82,6 +82,10 @@ class Recommendation(Base):
     # tomorrow is served today); None before migration 0003.
     decided_for: Mapped[datetime | None] = mapped_column(UTCDateTime())
     n_candidates: Mapped[int] = mapped_column(sa.Integer)
+    # The probability the serving policy had of answering this request with no
+    # action, holdout included, as it computed it when answering (the live rules
+    # that emptied a list cannot be replayed later); None before migration 0004.
+    p_no_action: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class RecommendationItem(Base):
