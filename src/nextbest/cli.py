@@ -462,15 +462,14 @@ def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[s
         "each there)"
     )
     logged = int(interactions["propensity"].notna().sum())
-    lines.append(
-        f"propensities on {share(logged)}"
-        + (
-            ""
-            if logged == n
-            else "; the uplift model leaves rows without one unweighted (no correction "
-            "for the logging policy's bias there)"
+    if logged == n or not logged:
+        unweighted = ""  # none at all: the controls line above already says what follows
+    else:
+        unweighted = (
+            "; the uplift model leaves rows without one unweighted (no correction for the "
+            "logging policy's bias there)"
         )
-    )
+    lines.append(f"propensities on {share(logged)}{unweighted}")
     return lines
 
 

@@ -266,6 +266,27 @@ def test_metrics_of_several_workers_leave_out_a_file_that_cannot_be_read(
     assert "counter_103.db (0 bytes) cannot be read" in caplog.text
 
 
+def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
+    import json
+
+    from nextbest.api.observability import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {
+            "name": "uvicorn.error",
+            "levelname": "INFO",
+            "msg": "Started server process [%d]",
+            "args": (42,),
+            "color_message": "Started server process [\x1b[36m%d\x1b[0m]",
+            "route": "/healthz",
+        }
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "Started server process [42]"
+    assert line["route"] == "/healthz"
+    assert "color_message" not in line
+
+
 def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_registry) -> None:
     before = reloading.get("/healthz").json()["model_version"]
     assert reloading.post("/v1/admin/reload").json() == {

@@ -679,6 +679,7 @@ def test_validate_counts_outcomes_as_training_will() -> None:
     assert ", 0 untouched (holdout or logged with a propensity)" in said, said
     assert "more untouched ones are neither holdout nor logged with a propensity" in said
     assert "too few for the uplift model" in said
+    assert "propensities on 0 (0%)" in said and "unweighted" not in said
     # A touched history that always engaged: validate says what train will refuse.
     frame["engaged"] = 1
     said = " ".join(_what_training_gets(frame))

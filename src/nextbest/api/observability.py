@@ -168,7 +168,13 @@ def metrics_payload() -> tuple[bytes, str]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
 
-    _skip = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    # uvicorn adds ``color_message``, its message again with terminal colour codes:
+    # noise in a JSON line, which already has the message.
+    _skip = frozenset(logging.makeLogRecord({}).__dict__) | {
+        "message",
+        "asctime",
+        "color_message",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
