@@ -287,6 +287,71 @@ def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     assert "color_message" not in line
 
 
+class _JsonLines(logging.Handler):
+    """Formats each record when it is emitted, in the caller's thread and context,
+    as the server's stderr handler does."""
+
+    def __init__(self) -> None:
+        from nextbest.api.observability import JsonFormatter
+
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import json
+
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_lines_logged_while_a_request_is_handled_name_its_request_id(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """An error logged by a route (here a failed reload, in the thread pool) carries
+    the request's id, so a caller's failed call can be found; a line logged outside
+    any request carries none."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((Path(__file__).parents[2] / "training" / "rules.yaml").read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    handler = _JsonLines()
+    logging.getLogger("nextbest").addHandler(handler)
+    try:
+        with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+            rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+            answer = client.post("/v1/admin/reload", headers={"X-Request-ID": "trace-me-1"})
+            assert answer.status_code == 500
+            assert answer.headers["x-request-id"] == "trace-me-1"
+        logging.getLogger("nextbest.test").warning("outside any request")
+    finally:
+        logging.getLogger("nextbest").removeHandler(handler)
+    failed = [line for line in handler.lines if "model reload failed" in line["message"]]
+    assert failed and all(line.get("request_id") == "trace-me-1" for line in failed), failed
+    assert "request_id" not in handler.lines[-1], handler.lines[-1]
+
+
+def test_an_unhandled_error_is_answered_as_json_with_the_request_id() -> None:
+    """A bug's 500 carries X-Request-ID like every answer (the framework's own was
+    plain text without it), and the error still reaches the server's log."""
+    from fastapi import FastAPI
+
+    from nextbest.api.observability import ObservabilityMiddleware
+
+    app = FastAPI()
+    app.add_middleware(ObservabilityMiddleware)
+
+    @app.get("/broken")
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/broken", headers={"X-Request-ID": "bug-1"})
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "bug-1"
+    assert answer.json() == {"detail": "internal server error"}
+    with TestClient(app) as client, pytest.raises(RuntimeError, match="a bug"):
+        client.get("/broken")  # raised on, for the server to log
+
+
 def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_registry) -> None:
     before = reloading.get("/healthz").json()["model_version"]
     assert reloading.post("/v1/admin/reload").json() == {

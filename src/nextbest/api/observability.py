@@ -15,8 +15,9 @@ key name and the request id. No HCP identifiers, bodies or keys are logged.
 
 Request ids: a caller's ``X-Request-ID`` (up to 128 letters, digits, ``-``, ``_``,
 ``.`` or ``:``) is kept, else one is made; the answer carries it back in
-``X-Request-ID`` and the request's log line names it, so a client's failed call
-can be found in the server's logs.
+``X-Request-ID`` and the request's log line names it, and so does every line
+logged while the request is handled (a database error, a traceback), so a
+client's failed call can be found in the server's logs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import struct
 import time
 import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -185,6 +187,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         out.update({k: v for k, v in record.__dict__.items() if k not in self._skip})
+        if "request_id" not in out and (request_id := _CURRENT_REQUEST_ID.get()) is not None:
+            # Logged while a request was handled (a database error, a traceback):
+            # the line names it, as the request's access line does.
+            out["request_id"] = request_id
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -214,6 +220,10 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+# The id of the request being handled, for every line logged meanwhile. Set and not
+# reset: uvicorn runs each request in a task of its own (a copy of the context), and
+# logs an unhandled exception after the app returns, in that task.
+_CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("nextbest_request_id", default=None)
 
 
 def _request_id(scope: Scope) -> bytes:
@@ -237,16 +247,37 @@ class ObservabilityMiddleware:
         start = time.perf_counter()
         status_code = 500
         request_id = _request_id(scope)
+        _CURRENT_REQUEST_ID.set(request_id.decode())
+
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, started
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                started = True
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if not started:
+                # An unhandled error: answered here, as JSON like every other error
+                # and with the request id the traceback's log line names (the
+                # framework's own 500 would be plain text, without the id). Raised
+                # on, so that the server logs it.
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send_wrapper(
+                    {"type": "http.response.body", "body": b'{"detail":"internal server error"}'}
+                )
+            raise
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
