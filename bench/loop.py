@@ -5,7 +5,7 @@ ground truth. The first champion is trained on that history. Each round then:
 
 1. serve every HCP ``--decisions-per-hcp`` times (default 4) through a real
    ``nextbest serve`` process (``POST /v1/recommendations/batch``, epsilon-greedy
-   with holdout, all logged); each draw is an independent response from the same
+   with holdout drawn per request, all logged); each draw is an independent response from the same
    end-of-history state (fatigue not advanced), so the true value stays exact and
    every round logs four times the evidence a single pass would;
 2. draw each answer's outcome from the simulator's ground truth (a holdout or
@@ -435,6 +435,10 @@ def main() -> int:
         "NEXTBEST_API_KEYS_FILE": str(keys),
         "NEXTBEST_EPSILON": str(args.epsilon),
         "NEXTBEST_HOLDOUT_RATE": str(args.holdout_rate),
+        # Every pass of every round runs within minutes, standing for decisions
+        # weeks apart: a holdout per HCP and week would hold the same HCPs out of
+        # the whole run. A draw per request gives each pass its own holdout.
+        "NEXTBEST_HOLDOUT_DAYS": "0",
         "NEXTBEST_EXPLORATION": args.exploration,
         "NEXTBEST_TEMPERATURE": str(args.temperature),
         "NEXTBEST_SEED": str(args.seed),

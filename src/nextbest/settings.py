@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     holdout_rate: float = Field(
         default=0.05, ge=0.0, lt=1.0, description="Share of requests answered with no action."
     )
+    holdout_days: int = Field(
+        default=7,
+        ge=0,
+        description="An HCP drawn into the holdout gets no action from any request of the "
+        "same period of this many days (7: the week from Monday, UTC, of the decision date); "
+        "0 draws each request on its own.",
+    )
     epsilon: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Exploration rate (epsilon-greedy)."
     )

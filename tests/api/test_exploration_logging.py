@@ -15,7 +15,10 @@ from nextbest.storage.tables import Recommendation, RecommendationItem
 
 @pytest.fixture
 def exploring(api_settings, keys) -> Iterator[TestClient]:
-    settings = api_settings.model_copy(update={"epsilon": 0.5, "holdout_rate": 0.3, "seed": 4})
+    # A holdout drawn per request: these tests count draws over repeated requests.
+    settings = api_settings.model_copy(
+        update={"epsilon": 0.5, "holdout_rate": 0.3, "seed": 4, "holdout_days": 0}
+    )
     with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
         yield c
 
@@ -79,6 +82,7 @@ def test_softmax_exploration_is_logged_with_exact_propensities(api_settings, key
             "temperature": temperature,
             "holdout_rate": 0.2,
             "seed": 3,
+            "holdout_days": 0,  # one HCP asked 300 times: a draw per request
         }
     )
     with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
@@ -144,6 +148,43 @@ def test_explored_lists_respect_the_channel_limit(api_settings, keys, exploratio
                 explored += sum(i["explored"] for i in items)
                 longest = max(longest, len(items))
         assert explored > 20 and longest > 2
+
+
+def test_an_hcp_in_the_weeks_holdout_gets_nothing_from_any_caller_that_week(
+    api_settings, keys
+) -> None:
+    """As deployed (a holdout per HCP and week), the HCPs held out by one caller are
+    the ones every caller finds held out all week, single and batch requests and
+    rep plans alike; the next week draws anew."""
+    settings = api_settings.model_copy(update={"epsilon": 0.5, "holdout_rate": 0.3, "seed": 4})
+    assert settings.holdout_days == 7
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        ids = [str(h) for h in client.app.state.runtime.recommender.hcp_ids[:150]]
+
+        def held_out(day: str, hcps: list[str] = ids) -> set[str]:
+            body = {"hcp_ids": hcps, "k": 3, "date": day}
+            answers = client.post("/v1/recommendations/batch", json=body).json()["results"]
+            assert [a["hcp_id"] for a in answers] == hcps
+            return {a["hcp_id"] for a in answers if a["holdout"]}
+
+        monday = held_out("2030-01-07")
+        assert 0.15 < len(monday) / len(ids) < 0.45
+        assert held_out("2030-01-10") == held_out("2030-01-13") == monday  # Thu, Sun
+        for h in ids[:40]:
+            single = {"hcp_id": h, "k": 3, "date": "2030-01-09"}
+            answer = client.post("/v1/recommendations", json=single).json()
+            assert answer["holdout"] == (h in monday), h
+        next_week = held_out("2030-01-14")
+        assert next_week != monday and 0.15 < len(next_week) / len(ids) < 0.45
+
+        # A rep plan skips the week's held-out HCPs: the e-mail system finds none of
+        # the HCPs it suggested held out that week (drawn per request, ~30% would be).
+        url = f"/v1/reps/{keys.rep_name}/suggestions"
+        plan = client.get(url, params={"date": "2030-01-08", "capacity": 20}, headers=keys.rep)
+        suggested = [s["hcp_id"] for s in plan.json()["suggestions"]]
+        assert len(suggested) >= 10
+        assert held_out("2030-01-11", suggested) == set()
+        assert len(held_out("2030-01-15", suggested)) > 0, "the next week draws anew"
 
 
 def test_held_out_hcps_of_a_rep_plan_are_logged_and_take_no_capacity(

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
 
-from nextbest.policy.exploration import EpsilonGreedy, Exploration, Softmax, make_exploration
+from nextbest.policy.exploration import (
+    EpsilonGreedy,
+    Exploration,
+    Softmax,
+    holdout_draw,
+    make_exploration,
+)
 from nextbest.policy.ranking import fill_list, head_per_channel, ranked_positive
 
 # Eight eligible actions on three channels; five are worth serving.
@@ -186,6 +193,7 @@ def test_every_fill_over_the_per_channel_head_is_the_fill_over_the_whole_ranking
     [
         ({"policy": "epsilon_greedy", "epsilon": 1.5, "holdout_rate": 0.0}, "epsilon"),
         ({"policy": "epsilon_greedy", "epsilon": 0.1, "holdout_rate": 1.0}, "holdout"),
+        ({"policy": "softmax", "temperature": 0.1, "holdout_days": -7}, "holdout_days"),
         ({"policy": "softmax", "temperature": 0.0}, "temperature"),
         ({"policy": "softmax", "temperature": float("nan")}, "temperature"),
         ({"policy": "thompson"}, "exploration must be one of"),
@@ -195,3 +203,60 @@ def test_bad_parameters_are_refused(kwargs: dict, match: str) -> None:
     arguments = {"epsilon": 0.1, "temperature": 0.1, "holdout_rate": 0.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         make_exploration(arguments.pop("policy"), **arguments)
+
+
+def test_a_holdout_per_hcp_and_period_holds_every_request_of_the_period() -> None:
+    """With ``holdout_days``, whether a request is held out depends on its HCP and its
+    period alone: every request of an HCP in one week agrees, whatever the
+    exploration draws; across HCPs and weeks the share held out is the rate."""
+    rate, monday = 0.2, date(2026, 11, 30)
+    policy = EpsilonGreedy(epsilon=0.5, holdout_rate=rate, seed=3, holdout_days=7)
+    hcps = [f"H{i:04d}" for i in range(2_000)]
+
+    def held(hcp: str, on: date) -> bool:
+        return _serve_for(policy, hcp, on).holdout
+
+    week = {h: held(h, monday) for h in hcps}
+    assert sum(week.values()) / len(hcps) == pytest.approx(rate, abs=0.03)
+    for h in hcps[:200]:  # Tuesday to Sunday of that week: the same HCPs
+        assert all(held(h, monday + timedelta(days=d)) == week[h] for d in range(1, 7)), h
+    # The next week draws anew, independently of the last.
+    after = {h: held(h, monday + timedelta(days=7)) for h in hcps}
+    both = sum(week[h] and after[h] for h in hcps) / len(hcps)
+    assert both == pytest.approx(rate * rate, abs=0.02)
+    assert sum(after.values()) / len(hcps) == pytest.approx(rate, abs=0.03)
+    # The propensities still carry 1 - rate, the chance of not being held out.
+    served = next(s for h in hcps if not (s := _serve_for(policy, h, monday)).holdout)
+    assert served.p_nothing == pytest.approx(rate)
+    with pytest.raises(ValueError, match="hcp_id and on"):
+        _serve(policy, 3)
+
+
+def _serve_for(policy: Exploration, hcp: str, on: date):
+    return policy.serve(
+        RANKED,
+        ELIGIBLE,
+        k=3,
+        scores=SCORE,
+        channel_code=CHANNEL,
+        max_per_channel=2,
+        hcp_id=hcp,
+        on=on,
+    )
+
+
+def test_holdout_draws_are_uniform_and_keyed_by_salt_hcp_and_period() -> None:
+    monday = date(2026, 11, 30)
+    draws = np.array([holdout_draw(f"H{i}", monday, days=7, salt="s") for i in range(20_000)])
+    assert ((draws >= 0) & (draws < 1)).all()
+    counts, _ = np.histogram(draws, bins=10, range=(0, 1))
+    assert counts.min() > 1_800 and counts.max() < 2_200, counts  # 2,000 each, sd ~42
+    assert holdout_draw("H1", monday, days=7, salt="s") == holdout_draw(
+        "H1", monday + timedelta(days=6), days=7, salt="s"
+    )
+    assert holdout_draw("H1", monday, days=7, salt="s") != holdout_draw(
+        "H1", monday - timedelta(days=1), days=7, salt="s"
+    ), "a Sunday belongs to the week before"
+    assert holdout_draw("H1", monday, days=7, salt="s") != holdout_draw(
+        "H1", monday, days=7, salt="t"
+    )

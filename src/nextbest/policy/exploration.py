@@ -10,7 +10,13 @@ greedy order, within the per-channel limit of one list:
   Like greedy, it serves nothing when no action is worth its cost.
 
 With probability ``holdout_rate`` the whole request is a randomized control and
-gets no action. Propensities let off-policy estimators (IPS, SNIPS, doubly
+gets no action. With ``holdout_days`` (the service's default: 7) the draw is one
+per HCP and period of that many days, not per request: :func:`holdout_draw`
+hashes the HCP, the period of the decision date and a salt, so an HCP in the
+holdout gets nothing from any caller, channel or worker for the whole period,
+a control group truly left alone, and every HCP has the same chance
+``holdout_rate`` of being in it each period (the propensities below are over
+that draw too). Propensities let off-policy estimators (IPS, SNIPS, doubly
 robust) and uplift reports reuse what was served. Both policies answer with no
 action, outside the holdout, exactly when ``1 - epsilon`` (softmax: ``1``) of the
 mass stays on an empty greedy list, so the probability of an empty answer is
@@ -24,9 +30,11 @@ for answers logged before it was recorded.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 
@@ -62,10 +70,17 @@ class Exploration(ABC):
     name: str
     epsilon: float  # logged with every answer; the uniform share of the first draw
 
-    def __init__(self, *, holdout_rate: float, seed: int | None = None) -> None:
+    def __init__(
+        self, *, holdout_rate: float, seed: int | None = None, holdout_days: int = 0
+    ) -> None:
         if not 0.0 <= holdout_rate < 1.0:
             raise ValueError(f"holdout_rate must be in [0, 1), got {holdout_rate}")
+        if holdout_days < 0:
+            raise ValueError(f"holdout_days must be 0 or more, got {holdout_days}")
         self.holdout_rate = holdout_rate
+        self.holdout_days = holdout_days
+        # The same in every worker and after every restart, unlike the draws below.
+        self._salt = "nextbest" if seed is None else str(seed)
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
 
@@ -95,6 +110,8 @@ class Exploration(ABC):
         scores: np.ndarray | None = None,
         channel_code: np.ndarray | None = None,
         max_per_channel: int | None = None,
+        hcp_id: str | None = None,
+        on: date | None = None,
     ) -> Served:
         """Choose what to serve.
 
@@ -102,7 +119,8 @@ class Exploration(ABC):
         truncated; ``eligible`` ``(n,)``: every action the rules allow, with their
         ``scores`` ``(n,)`` (needed by softmax). ``channel_code`` (indexed by
         action) and ``max_per_channel`` bound the items of one channel in the
-        list, the explored first item included.
+        list, the explored first item included. ``hcp_id`` and the decision date
+        ``on`` key the holdout draw when ``holdout_days`` is set (required then).
         """
         if max_per_channel is not None and max_per_channel < 1:
             ranked, eligible = ranked[:0], eligible[:0]
@@ -118,6 +136,10 @@ class Exploration(ABC):
         if greedy:
             best = int(np.flatnonzero(eligible == greedy[0])[0])
         u_holdout, u_first = self._draw()
+        if self.holdout_days:
+            if hcp_id is None or on is None:
+                raise ValueError("a holdout per HCP and period needs hcp_id and on")
+            u_holdout = holdout_draw(hcp_id, on, days=self.holdout_days, salt=self._salt)
         keep = 1.0 - self.holdout_rate
         pi = self.first_probabilities(n, best, scores) if n else np.zeros(0)
         p_nothing = self.holdout_rate + keep * max(0.0, 1.0 - float(pi.sum()))
@@ -161,10 +183,17 @@ class EpsilonGreedy(Exploration):
 
     name = "epsilon_greedy"
 
-    def __init__(self, *, epsilon: float, holdout_rate: float, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        epsilon: float,
+        holdout_rate: float,
+        seed: int | None = None,
+        holdout_days: int = 0,
+    ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-        super().__init__(holdout_rate=holdout_rate, seed=seed)
+        super().__init__(holdout_rate=holdout_rate, seed=seed, holdout_days=holdout_days)
         self.epsilon = epsilon
 
     def first_probabilities(
@@ -191,10 +220,17 @@ class Softmax(Exploration):
     name = "softmax"
     epsilon = 0.0
 
-    def __init__(self, *, temperature: float, holdout_rate: float, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        temperature: float,
+        holdout_rate: float,
+        seed: int | None = None,
+        holdout_days: int = 0,
+    ) -> None:
         if not (np.isfinite(temperature) and temperature > 0.0):
             raise ValueError(f"temperature must be a number > 0, got {temperature}")
-        super().__init__(holdout_rate=holdout_rate, seed=seed)
+        super().__init__(holdout_rate=holdout_rate, seed=seed, holdout_days=holdout_days)
         self.temperature = float(temperature)
 
     def first_probabilities(
@@ -209,6 +245,21 @@ class Softmax(Exploration):
         return weights / weights.sum()
 
 
+def holdout_draw(hcp_id: str, on: date, *, days: int, salt: str) -> float:
+    """A uniform number in [0, 1) fixed for ``hcp_id`` over the period of ``days``
+    days holding ``on`` (for 7: the week from Monday), independent between HCPs
+    and periods: the holdout draw shared by every request of that HCP and period.
+
+    Periods count from 0001-01-01, a Monday. A keyed hash (BLAKE2b, 64 bits) of
+    salt, HCP and period stands in for a random draw that every worker and every
+    restart repeats without sharing state.
+    """
+    period = (on.toordinal() - 1) // days
+    key = f"{salt}\x1f{hcp_id}\x1f{days}\x1f{period}".encode()
+    digest = hashlib.blake2b(key, digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
 def make_exploration(
     policy: str,
     *,
@@ -216,12 +267,18 @@ def make_exploration(
     temperature: float,
     holdout_rate: float,
     seed: int | None = None,
+    holdout_days: int = 0,
 ) -> Exploration:
-    """The exploration policy named ``policy`` (one of :data:`POLICIES`)."""
+    """The exploration policy named ``policy`` (one of :data:`POLICIES`); a holdout
+    per HCP and period of ``holdout_days`` days, or per call for 0."""
     if policy == "epsilon_greedy":
-        return EpsilonGreedy(epsilon=epsilon, holdout_rate=holdout_rate, seed=seed)
+        return EpsilonGreedy(
+            epsilon=epsilon, holdout_rate=holdout_rate, seed=seed, holdout_days=holdout_days
+        )
     if policy == "softmax":
-        return Softmax(temperature=temperature, holdout_rate=holdout_rate, seed=seed)
+        return Softmax(
+            temperature=temperature, holdout_rate=holdout_rate, seed=seed, holdout_days=holdout_days
+        )
     raise ValueError(f"exploration must be one of {', '.join(POLICIES)}, got {policy!r}")
 
 

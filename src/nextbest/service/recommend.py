@@ -633,6 +633,8 @@ class Recommender:
             if self.max_per_channel is not None and self.max_per_channel < 1:
                 greedy_value[:] = -np.inf  # no list may hold any item
         channel_code = model.action_channel_code
+        hcp_ids = self.hcp_ids[rows].tolist()
+        day = now.astimezone(UTC).date()
         served = []
         for i in range(n_h):
             eligible = np.flatnonzero(allowed[i])
@@ -644,6 +646,8 @@ class Recommender:
                     scores=score[i, eligible],
                     channel_code=channel_code,
                     max_per_channel=self.max_per_channel,
+                    hcp_id=hcp_ids[i],
+                    on=day,
                 )
             )
         # One contributions call covers every served item of every HCP.
@@ -657,7 +661,7 @@ class Recommender:
         if len(item_h):
             pairs = pair_of[item_h, item_a]
             item = scores.take(pairs)
-            lapse = lapses(self.as_of, self.hcp_ids[rows].tolist(), now, history)
+            lapse = lapses(self.as_of, hcp_ids, now, history)
             item_lapse = [lapse[i] for i in item_h.tolist()]
             reasons = self.cache.explain(rows[item_h], item_a, item, item_lapse)
             item_uplift = item.uplift.tolist()
@@ -700,7 +704,7 @@ class Recommender:
             out.append(
                 Recommendation(
                     recommendation_id=new_recommendation_id(),
-                    hcp_id=str(self.hcp_ids[rows[i]]),
+                    hcp_id=hcp_ids[i],
                     created_at=served_at,
                     model_version=self.version,
                     uplift_source=model.uplift_source,

@@ -430,6 +430,7 @@ class ServingRuntime:
                     temperature=settings.temperature,
                     holdout_rate=settings.holdout_rate,
                     seed=settings.seed,
+                    holdout_days=settings.holdout_days,
                 ),
                 rules=rules,
                 cache_pairs=settings.score_cache_pairs,
