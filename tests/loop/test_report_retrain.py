@@ -478,3 +478,31 @@ def test_cli_walkthrough(
         assert "--since 'yesterday' is not a date" in result.output
     finally:
         get_settings.cache_clear()
+
+
+def test_intervals_are_clustered_by_hcp() -> None:
+    """An HCP asked about many times is one HCP, not many independent outcomes: the
+    same outcomes repeated per HCP leave the interval as wide as one row per HCP."""
+    rng = np.random.default_rng(0)
+    n = 40
+    base = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(n)],
+            "outcome": rng.normal(1.0, 1.0, n),
+            "holdout": np.arange(n) % 2 == 0,
+        }
+    )
+    once, _ = build_rows(base, {}, min_per_arm=2)
+    repeated, _ = build_rows(pd.concat([base] * 10, ignore_index=True), {}, min_per_arm=2)
+    assert repeated.uplift == pytest.approx(once.uplift)
+    # Welch on the 400 rows would be sqrt(10) narrower; clustered, the factor
+    # G / (G - 1) is all that differs (20 HCPs per arm both times).
+    assert repeated.ci_high - repeated.ci_low == pytest.approx(once.ci_high - once.ci_low)
+    no_ids = pd.concat([base] * 10, ignore_index=True).drop(columns="hcp_id")
+    naive, _ = build_rows(no_ids, {}, min_per_arm=2)
+    assert (naive.ci_high - naive.ci_low) < 0.4 * (once.ci_high - once.ci_low)
+    one_hcp = pd.DataFrame(
+        {"hcp_id": ["A"] * 5 + ["B"] * 5, "outcome": range(10), "holdout": [True] * 5 + [False] * 5}
+    )
+    alone, _ = build_rows(one_hcp, {}, min_per_arm=2)
+    assert alone.verdict.startswith("not enough data") and "2 HCPs" in alone.verdict

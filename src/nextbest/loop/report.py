@@ -1,8 +1,9 @@
 """Uplift report: outcomes of served versus randomized-holdout requests.
 
-The holdout is drawn per request, independently of the HCP, so within any group
-defined *before* the draw, served and holdout requests are comparable and the
-difference of their mean outcomes estimates the incremental effect of serving.
+The holdout is drawn independently of everything the serving model knows (per HCP
+and week, or per request), so within any group defined *before* the draw, served
+and holdout requests are comparable and the difference of their mean outcomes
+estimates the incremental effect of serving.
 Groups: the channel and the action group (topic) the serving model would have put
 first (re-scored with the logged model version, so holdout requests get one too),
 an HCP segment (an ``hcps`` attribute, default ``specialty``), the requester
@@ -10,10 +11,15 @@ an HCP segment (an ``hcps`` attribute, default ``specialty``), the requester
 model version that served (each against the holdout drawn while it served) and
 the week of the request (its Monday, UTC).
 
-Interval: the difference of two means with Welch's standard error and a normal
-95% interval. A group with fewer than ``min_per_arm`` outcomes in either arm is
-reported as "not enough data"; the page says so plainly at the top when the whole
-comparison is not yet conclusive.
+Interval: the difference of two means with a normal 95% interval whose standard
+error is clustered by HCP (Cameron & Miller, "A Practitioner's Guide to
+Cluster-Robust Inference", J. Human Resources 50(2), 2015): the requests about
+one HCP share its holdout week and its prescribing habits, so they are not
+independent, and an HCP asked about daily would otherwise count as many
+independent outcomes. With one request per HCP it is Welch's standard error. A
+group with fewer than ``min_per_arm`` outcomes in either arm, or fewer than two
+HCPs (no interval), is reported as "not enough data"; the page says so plainly at
+the top when the whole comparison is not yet conclusive.
 """
 
 from __future__ import annotations
@@ -78,6 +84,26 @@ class UpliftReport:
     run_id: str | None = None
 
 
+def mean_variance(values: np.ndarray, cluster: np.ndarray) -> tuple[float, float, int]:
+    """The mean of ``values``, the cluster-robust variance of that mean, and the
+    number of clusters; ``cluster`` ``(n,)`` holds integer cluster codes.
+
+    Var = G / (G - 1) * sum over clusters of (sum of residuals)^2 / n^2, with ``G``
+    clusters (CR1's small-sample factor); one value per cluster gives the usual
+    ``var(ddof=1) / n``. NaN below two clusters.
+    """
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = float(values.mean())
+    _, codes = np.unique(cluster, return_inverse=True)
+    sums = np.bincount(codes, weights=values - mean)
+    g = len(sums)
+    if g < 2:
+        return mean, float("nan"), g
+    return mean, float(g / (g - 1) * np.square(sums).sum() / n**2), g
+
+
 def compare(
     outcome: np.ndarray,
     holdout: np.ndarray,
@@ -85,20 +111,23 @@ def compare(
     dimension: str,
     group: str,
     min_per_arm: int,
+    cluster: np.ndarray | None = None,
 ) -> ArmComparison:
-    """Served vs holdout mean outcome with a Welch 95% interval, shapes ``(n,)``."""
-    served, control = outcome[~holdout], outcome[holdout]
-    n_s, n_h = len(served), len(control)
-    mean_s = float(served.mean()) if n_s else float("nan")
-    mean_h = float(control.mean()) if n_h else float("nan")
-    if n_s >= 2 and n_h >= 2:
-        se = float(np.sqrt(served.var(ddof=1) / n_s + control.var(ddof=1) / n_h))
-    else:
-        se = float("nan")
+    """Served vs holdout mean outcome with a 95% interval, shapes ``(n,)``; the
+    standard error clustered by ``cluster`` (HCP codes; None: each outcome alone,
+    Welch's)."""
+    if cluster is None:
+        cluster = np.arange(len(outcome))
+    mean_s, var_s, g_s = mean_variance(outcome[~holdout], cluster[~holdout])
+    mean_h, var_h, g_h = mean_variance(outcome[holdout], cluster[holdout])
+    n_s, n_h = int((~holdout).sum()), int(holdout.sum())
+    se = float(np.sqrt(var_s + var_h))
     uplift = mean_s - mean_h
     low, high = uplift - Z_95 * se, uplift + Z_95 * se
     if n_s < min_per_arm or n_h < min_per_arm:
         verdict = f"{TOO_FEW} (need {min_per_arm} outcomes per arm)"
+    elif g_s < 2 or g_h < 2:
+        verdict = f"{TOO_FEW} (need outcomes from at least 2 HCPs per arm)"
     elif low > 0:
         verdict = "serving helps"
     elif high < 0:
@@ -114,7 +143,13 @@ def build_rows(
     """The overall comparison and one per group of each dimension in ``groups``."""
     outcome = decisions["outcome"].to_numpy(dtype=np.float64)
     holdout = decisions["holdout"].to_numpy(dtype=bool)
-    overall = compare(outcome, holdout, dimension="overall", group="all", min_per_arm=min_per_arm)
+    # Intervals clustered by HCP (each row alone without an hcp_id column).
+    hcp = (
+        pd.factorize(decisions["hcp_id"])[0] if "hcp_id" in decisions else np.arange(len(decisions))
+    )
+    overall = compare(
+        outcome, holdout, dimension="overall", group="all", min_per_arm=min_per_arm, cluster=hcp
+    )
     rows: list[ArmComparison] = []
     for dimension, labels in groups.items():
         values = labels.to_numpy()
@@ -127,6 +162,7 @@ def build_rows(
                     dimension=dimension,
                     group=str(group),
                     min_per_arm=min_per_arm,
+                    cluster=hcp[mask],
                 )
             )
     return overall, rows
@@ -423,7 +459,7 @@ td:nth-child(-n+2){{text-align:left}}.conclusion{{font-size:1.2em;font-weight:bo
 <p>{report.n_decisions:,} logged requests with an outcome since {html.escape(since)}.
 Groups are what the serving model would have put first, so holdout requests are
 grouped the same way as served ones. Outcome in the business unit of the feedback
-(e.g. NRx); intervals are 95% (Welch), each on its own: {len(report.rows)} group
+(e.g. NRx); intervals are 95%, clustered by HCP, each on its own: {len(report.rows)} group
 rows are compared, and among 20 groups where serving changes nothing about one
 would still read "serving helps" or "serving hurts" by chance. Trust the overall
 row first, and a group's verdict when it recurs in later reports.</p>
