@@ -287,6 +287,38 @@ def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     assert "color_message" not in line
 
 
+def test_serve_logs_raise_a_dead_worker_and_drop_alembics_context_lines() -> None:
+    """The logging configuration ``nextbest serve`` hands uvicorn, applied in a fresh
+    process: uvicorn's INFO line for a worker that died comes out as a WARNING,
+    Alembic's per-check context lines are dropped, its migrations kept."""
+    import json
+    import subprocess
+    import sys
+
+    script = """
+import logging, logging.config
+from nextbest.api.observability import logging_config
+logging.config.dictConfig(logging_config("INFO"))
+supervisor = logging.getLogger("uvicorn.error")
+supervisor.info("Child process [%d] died", 4242)
+supervisor.info("Started server process [%d]", 4243)
+alembic = logging.getLogger("alembic.runtime.migration")
+alembic.info("Context impl %s.", "SQLiteImpl")
+alembic.info("Will assume non-transactional DDL.")
+alembic.info("Running upgrade %s -> %s, %s", "0003", "0004", "p_no_action")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["level"], line["message"]) for line in lines] == [
+        ("WARNING", "Child process [4242] died"),
+        ("INFO", "Started server process [4243]"),
+        ("INFO", "Running upgrade 0003 -> 0004, p_no_action"),
+    ]
+    assert lines[0]["event"] == "worker_died" and "event" not in lines[1]
+
+
 class _JsonLines(logging.Handler):
     """Formats each record when it is emitted, in the caller's thread and context,
     as the server's stderr handler does."""

@@ -171,6 +171,11 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
     said = _metrics_files(proc) + _tail(proc)
     assert str(killed) not in pids, (pids, said)
     assert pids == {str(pid) for pid in listening}, (pids, listening, said)
+    # The death is a warning in the server's log, not a routine INFO line.
+    log = Path(psutil.Process(proc.pid).environ()["NEXTBEST_MODELS_DIR"]) / "server.log"
+    died = [line for line in log.read_text().splitlines() if '"worker_died"' in line]
+    warned = [json.loads(line)["level"] == "WARNING" for line in died if f"[{killed}]" in line]
+    assert warned == [True], said
 
 
 def _metrics_files(proc: subprocess.Popen[bytes]) -> str:

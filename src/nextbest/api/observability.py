@@ -196,16 +196,42 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class ServeLogFilter(logging.Filter):
+    """What the libraries under ``nextbest serve`` log, weighed for an operator.
+
+    - uvicorn's supervisor logs a worker that died (killed by the kernel for memory,
+      a crash) at INFO, the level of routine lines: raised to WARNING, with
+      ``event: worker_died``, so that alerts on warnings see it.
+    - Alembic describes its database context ("Context impl SQLiteImpl.", "Will
+      assume non-transactional DDL.") each time a worker checks the schema: dropped;
+      the migrations it runs ("Running upgrade ...") are kept.
+    """
+
+    _alembic_noise = ("Context impl ", "Will assume ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "alembic.runtime.migration":
+            return not str(record.msg).startswith(self._alembic_noise)
+        if record.name == "uvicorn.error" and record.levelno == logging.INFO:
+            message = record.getMessage()
+            if message.startswith("Child process [") and message.endswith("] died"):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+                record.event = "worker_died"
+        return True
+
+
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for serving: JSON lines on stderr, every process."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "filters": {"serve": {"()": f"{__name__}.ServeLogFilter"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
+                "filters": ["serve"],
                 "stream": "ext://sys.stderr",
             }
         },
