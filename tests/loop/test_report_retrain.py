@@ -175,8 +175,9 @@ def test_the_report_warns_when_held_out_hcps_were_contacted(tmp_path: Path) -> N
 def test_the_report_warns_when_held_out_hcps_were_served_by_another_request(
     tmp_path: Path,
 ) -> None:
-    """The holdout is drawn per request: 400 requests a minute apart about 50 HCPs
-    serve nearly every held-out HCP again within the outcome window."""
+    """With a holdout drawn per request (NEXTBEST_HOLDOUT_DAYS=0): 400 requests a
+    minute apart about 50 HCPs serve nearly every held-out HCP again within the
+    outcome window."""
     settings = Settings(models_dir=tmp_path / "models")
     _known_effect_store(settings, n=400, effect=0.5, seed=7)
     report = uplift_report(settings, out_dir=tmp_path / "report", log=False)

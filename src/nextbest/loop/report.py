@@ -78,7 +78,8 @@ class UpliftReport:
     # the caller contacted an HCP it was told to leave alone.
     holdout_contacted: int = 0
     # Holdout requests of the report whose HCP was served an item through another
-    # request in the outcome window after it (the holdout is drawn per request).
+    # request in the outcome window after it (the next holdout period had begun, or
+    # the holdout is drawn per request).
     holdout_served_elsewhere: int = 0
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
@@ -221,7 +222,7 @@ def uplift_report(
             lookup = hcps.set_index("hcp_id")[segment]
             groups[segment] = decisions["hcp_id"].map(lookup).fillna(UNKNOWN).astype(str)
         # Who asked: the e-mail system's key, a rep's, ``nextbest picks`` for a sent
-        # file. Each request's holdout is drawn for it, so each has its own comparison.
+        # file. Its holdout answers are HCPs it asked about: each has its own comparison.
         groups["requester"] = decisions["requester"].astype(str)
         # Each version against the holdout drawn while it served: a promotion's effect
         # shows as the next version's row, not mixed into one average.
@@ -283,8 +284,10 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     """How many holdout requests of ``decisions`` have their HCP served an item by
     another logged request (of ``every``) in the outcome window after them.
 
-    The holdout is drawn per request: an HCP held out by one caller may be served
-    by the next, and an outcome reported for the HCP then reflects that contact.
+    An HCP is held out for a whole period (``NEXTBEST_HOLDOUT_DAYS``), but a holdout
+    answer late in one may be followed by an item served in the next (or by any
+    later request, with a holdout drawn per request), and an outcome reported for
+    the HCP then reflects that contact.
     """
     held = decisions.loc[decisions["holdout"].astype(bool), ["hcp_id", "timestamp"]]
     served = every.loc[
@@ -323,7 +326,8 @@ def conclusion(
         said += (
             f" Warning: {holdout_served_elsewhere:,} of {overall.n_holdout:,} holdout "
             f"requests' HCPs were served by another request in the {days:g} days after "
-            "(the holdout is drawn per request): their outcomes partly reflect that contact, "
+            "(after their holdout week, or drawn per request): their outcomes partly reflect "
+            "that contact, "
             "which pulls the measured uplift toward zero."
         )
     if holdout_contacted:
