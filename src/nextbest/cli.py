@@ -26,6 +26,7 @@ from nextbest.settings import Settings, get_settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.policy.rules import ServingRules
+    from nextbest.registry import VersionSummary
 
 app = typer.Typer(
     help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
@@ -1309,12 +1310,7 @@ def models(
             "no uplift model: scores are P(engaged) x value (no outcomes to learn from)"
             if v.uplift_source == "preference_x_value"
             else None,
-            f"AUC {v.eval_auc:.3f}" if v.eval_auc is not None else None,
-            "policy value (DR) on its held-out slice {:.3f} [{:.3f}, {:.3f}]".format(
-                *v.policy_value_dr
-            )
-            if v.policy_value_dr is not None
-            else None,
+            _held_out_figures(v),
             f"gate {v.gate.split(' (run ')[0]}" if v.gate else None,
             f"promoted{' by --force' if v.promotion == 'forced' else ''} {_minute(v.promoted_at)}"
             if v.promoted_at
@@ -1325,6 +1321,8 @@ def models(
             else None,
         ]
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
+    if (caution := _not_comparable(versions)) is not None:
+        stdout.print(caution)
     if history:
         stdout.print(
             f"champions to roll back through, the current one last: {', '.join(history)} "
@@ -1336,6 +1334,35 @@ def models(
 
 def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
+
+
+def _not_comparable(versions: list[VersionSummary]) -> str | None:
+    """A caution when versions with held-out figures learned from different histories:
+    each figure is on the version's own newest slice, so they do not rank them."""
+    measured = [v for v in versions if v.eval_auc is not None or v.policy_value_dr]
+    if len({(v.data_as_of, v.n_decisions) for v in measured}) < 2:
+        return None
+    return (
+        "AUC and policy value are each measured on the version's own held-out slice, "
+        "and these versions learned from different histories: the figures do not rank "
+        "them. `nextbest evaluate` compares challenger and champion on the same logged "
+        "decisions."
+    )
+
+
+def _held_out_figures(v: VersionSummary) -> str | None:
+    """'on its held-out slice (the newest 10% of its history, 5,200 decisions): AUC
+    0.710, policy value (DR) 2.020 [1.740, 2.299]' for a ``VersionSummary``."""
+    figures = [f"AUC {v.eval_auc:.3f}"] if v.eval_auc is not None else []
+    if v.policy_value_dr is not None:
+        figures.append("policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr))
+    if not figures:
+        return None
+    where = [f"the newest {v.eval_fraction:.0%} of its history"] if v.eval_fraction else []
+    if v.eval_decisions is not None:
+        where.append(f"{v.eval_decisions:,} decisions")
+    slice_ = f"on its held-out slice ({', '.join(where)})" if where else "on its held-out slice"
+    return f"{slice_}: {', '.join(figures)}"
 
 
 def _minute(iso: str) -> str:

@@ -230,6 +230,10 @@ class VersionSummary:
     # Channels whose feedback came back without engagement events when it was retrained
     # (empty: none; None: not retrained on feedback).
     feedback_engagement_missing: list[str] | None = None
+    # The held-out slice the figures above are measured on: the newest share of the
+    # version's own history, and its decisions.
+    eval_fraction: float | None = None
+    eval_decisions: int | None = None
 
 
 def _channel_list(tag: str | None) -> list[str] | None:
@@ -293,6 +297,10 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 feedback_engagement_missing=_channel_list(
                     mv.tags.get("feedback_engagement_missing")
                 ),
+                eval_fraction=_float_or_none(params.get("eval_fraction")),
+                eval_decisions=(
+                    None if (decisions := metrics.get("eval_decisions")) is None else int(decisions)
+                ),
             )
         )
     return out
@@ -318,6 +326,13 @@ def _utc_iso(text: str | None) -> str | None:
 
 def _int_or_none(text: str | None) -> int | None:
     return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
 
 
 def describe_version(settings: Settings, version: str) -> ModelVersionInfo:

@@ -457,7 +457,11 @@ def test_cli_walkthrough(
         assert re.search(
             rf"{promoted} \d{{4}}-\d\d-\d\d \d\d:\d\d UTC; rolled back \S+ \S+ UTC", said
         )
-        assert "policy value (DR) on its held-out slice" in said
+        assert re.search(
+            r"on its held-out slice \(the newest 10% of its history, [\d,]+ decisions\): "
+            r"AUC 0\.\d{3}, policy value \(DR\) -?\d",
+            said,
+        ), said
         assert f"v{champion} champion trained" in said
 
         since = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
@@ -507,3 +511,40 @@ def test_intervals_are_clustered_by_hcp() -> None:
     )
     alone, _ = build_rows(one_hcp, {}, min_per_arm=2)
     assert alone.verdict.startswith("not enough data") and "2 HCPs" in alone.verdict
+
+
+def test_models_cautions_that_figures_on_different_histories_do_not_rank_versions() -> None:
+    from dataclasses import replace
+
+    from nextbest.cli import _held_out_figures, _not_comparable
+    from nextbest.registry import VersionSummary
+
+    v1 = VersionSummary(
+        version="1",
+        aliases=("champion",),
+        registered_at=datetime(2026, 12, 1, tzinfo=UTC),
+        data_as_of="2026-11-28T00:00:00+00:00",
+        n_hcps=2_000,
+        n_decisions=52_000,
+        feedback_rows=None,
+        uplift_source="uplift",
+        eval_auc=0.711,
+        policy_value_dr=(2.05, 1.778, 2.323),
+        gate=None,
+        promoted_at=None,
+        rolled_back_at=None,
+        eval_fraction=0.1,
+        eval_decisions=5_200,
+    )
+    assert _held_out_figures(v1) == (
+        "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
+        "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323]"
+    )
+    same_history = replace(v1, version="2", aliases=(), eval_auc=0.70)
+    assert _not_comparable([same_history, v1]) is None
+    retrained = replace(v1, version="3", aliases=(), n_decisions=57_672, feedback_rows=5_672)
+    caution = _not_comparable([retrained, v1])
+    assert caution is not None and "do not rank them" in caution
+    unmeasured = replace(v1, version="4", eval_auc=None, policy_value_dr=None, n_decisions=1)
+    assert _not_comparable([unmeasured, v1]) is None
+    assert _held_out_figures(unmeasured) is None
