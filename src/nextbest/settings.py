@@ -61,8 +61,8 @@ class Settings(BaseSettings):
         default=7,
         ge=0,
         description="An HCP drawn into the holdout gets no action from any request of the "
-        "same period of this many days (7: the week from Monday, UTC, of the decision date); "
-        "0 draws each request on its own.",
+        "same period of this many days (7: the week from Monday, UTC, of the decision date, "
+        "or of today for a date in the past); 0 draws each request on its own.",
     )
     epsilon: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Exploration rate (epsilon-greedy)."
@@ -79,7 +79,10 @@ class Settings(BaseSettings):
         "incremental value - cost): small is nearly greedy, large nearly uniform.",
     )
     seed: int | None = Field(
-        default=None, ge=0, description="Seed for holdout and exploration draws (>= 0)."
+        default=None,
+        ge=0,
+        description="Seed for exploration draws, and holdout draws with NEXTBEST_HOLDOUT_DAYS=0 "
+        "(>= 0).",
     )
     reload_interval_s: float = Field(
         default=0.0, ge=0.0, description="Poll the served alias every N seconds; 0 disables."

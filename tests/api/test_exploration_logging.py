@@ -176,6 +176,13 @@ def test_an_hcp_in_the_weeks_holdout_gets_nothing_from_any_caller_that_week(
             assert answer["holdout"] == (h in monday), h
         next_week = held_out("2030-01-14")
         assert next_week != monday and 0.15 < len(next_week) / len(ids) < 0.45
+        # A date in the past answers now: this week's holdout, not that day's week.
+        from datetime import UTC, datetime, timedelta
+
+        recommender = client.app.state.runtime.recommender
+        past = (recommender.as_of + timedelta(days=1)).date().isoformat()
+        today = datetime.now(UTC).date().isoformat()
+        assert held_out(past) == held_out(today)
 
         # A rep plan skips the week's held-out HCPs: the e-mail system finds none of
         # the HCPs it suggested held out that week (drawn per request, ~30% would be).

@@ -145,8 +145,16 @@ def loop_world(tmp_path_factory: pytest.TempPathFactory) -> LoopWorld:
 
 
 def _settings(tmp_path_factory: pytest.TempPathFactory, name: str) -> Settings:
-    # High exploration and holdout: small logs must still cover the alternatives.
-    return Settings(models_dir=tmp_path_factory.mktemp(name), seed=1, epsilon=0.3, holdout_rate=0.3)
+    # High exploration and holdout: small logs must still cover the alternatives. Each
+    # round stands for another week, run within seconds: a holdout drawn per request
+    # (as bench/loop.py does), not the same HCPs held out in every round.
+    return Settings(
+        models_dir=tmp_path_factory.mktemp(name),
+        seed=1,
+        epsilon=0.3,
+        holdout_rate=0.3,
+        holdout_days=0,
+    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ greedy order, within the per-channel limit of one list:
 With probability ``holdout_rate`` the whole request is a randomized control and
 gets no action. With ``holdout_days`` (the service's default: 7) the draw is one
 per HCP and period of that many days, not per request: :func:`holdout_draw`
-hashes the HCP, the period of the decision date and a salt, so an HCP in the
+hashes the HCP and the period of the decision date, so an HCP in the
 holdout gets nothing from any caller, channel or worker for the whole period,
 a control group truly left alone, and every HCP has the same chance
 ``holdout_rate`` of being in it each period (the propensities below are over
@@ -41,6 +41,8 @@ import numpy as np
 from nextbest.policy.ranking import fill_list, head_per_channel
 
 POLICIES = ("epsilon_greedy", "softmax")
+# Keys the holdout draw of every process (see :func:`holdout_draw`).
+HOLDOUT_SALT = "nextbest-holdout"
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class Exploration(ABC):
             raise ValueError(f"holdout_days must be 0 or more, got {holdout_days}")
         self.holdout_rate = holdout_rate
         self.holdout_days = holdout_days
-        # The same in every worker and after every restart, unlike the draws below.
-        self._salt = "nextbest" if seed is None else str(seed)
+        # The same in every worker and process, after every restart and whatever
+        # their seed (an e-mail run of ``picks --log`` and a server must agree).
+        self._salt = HOLDOUT_SALT
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
 

@@ -634,7 +634,10 @@ class Recommender:
                 greedy_value[:] = -np.inf  # no list may hold any item
         channel_code = model.action_channel_code
         hcp_ids = self.hcp_ids[rows].tolist()
-        day = now.astimezone(UTC).date()
+        # The holdout's week: the decision's, or this one for a decision dated in the
+        # past (its contact can only happen now), so that no date sent by a caller
+        # serves an HCP held out this week, today.
+        day = max(now, datetime.now(UTC)).astimezone(UTC).date()
         served = []
         for i in range(n_h):
             eligible = np.flatnonzero(allowed[i])
