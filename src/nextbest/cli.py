@@ -921,7 +921,10 @@ def uplift_report(
     ),
     segment: Annotated[str, typer.Option(help="HCP attribute to segment by.")] = "specialty",
     min_per_arm: Annotated[
-        int, typer.Option("--min-per-arm", min=2, help="Outcomes per arm before concluding.")
+        int,
+        typer.Option(
+            "--min-per-arm", min=2, help="HCPs with an outcome in each arm before concluding."
+        ),
     ] = 30,
 ) -> Path:
     """Outcomes of served vs holdout requests per channel, action group and segment."""
@@ -946,14 +949,22 @@ def uplift_report(
     except InvalidRequestError as exc:
         raise _fail(f"--{exc.field}: {exc.message}") from None
     table = Table(title="served vs holdout")
-    for column in ("dimension", "group", "served", "holdout", "uplift", "95% CI", "verdict"):
+    for column in (
+        "dimension",
+        "group",
+        "served (HCPs)",
+        "holdout (HCPs)",
+        "uplift",
+        "95% CI",
+        "verdict",
+    ):
         table.add_column(column)
     for row in [report.overall, *report.rows]:
         table.add_row(
             row.dimension,
             row.group,
-            str(row.n_served),
-            str(row.n_holdout),
+            report_cells.counted(row.n_served, row.hcps_served),
+            report_cells.counted(row.n_holdout, row.hcps_holdout),
             report_cells.figure(row.uplift),
             report_cells.interval(row),
             row.verdict,

@@ -38,12 +38,21 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
 def _known_effect_store(
-    settings: Settings, *, n: int, effect: float, seed: int, by_hcp: bool = False
+    settings: Settings,
+    *,
+    n: int,
+    effect: float,
+    seed: int,
+    by_hcp: bool = False,
+    served_reported: float = 1.0,
+    decided_for: datetime | None = None,
 ) -> None:
     """``n`` logged requests, 30% holdout; served outcome = holdout outcome + ``effect``.
 
     ``by_hcp``: one request per HCP, and outcomes sent as an NRx feed sends them,
-    naming the HCP and not the recommendation."""
+    naming the HCP and not the recommendation. ``served_reported``: the share of
+    served requests whose outcome is sent (every holdout one is). ``decided_for``:
+    the date every request was asked for."""
     rng = np.random.default_rng(seed)
     url = settings.resolved_database_url
     migrate(url)
@@ -69,9 +78,12 @@ def _known_effect_store(
                 holdout_rate=0.3,
                 n_candidates=10,
                 items=items,
+                decided_for=decided_for,
             )
         )
         value = rng.poisson(2.0) + (0.0 if holdout else effect)
+        if not holdout and served_reported < 1.0 and rng.random() >= served_reported:
+            continue
         events.append(
             FeedbackRecord(
                 event_id=f"e{i}",
@@ -200,6 +212,13 @@ def test_an_arm_without_outcomes_reads_n_a_not_nan(tmp_path: Path) -> None:
     assert report.overall.n_holdout == 0 and math.isnan(report.overall.uplift)
     html = (tmp_path / "report" / "uplift_report.html").read_text()
     assert "nan" not in html and "<td>n/a</td>" in html
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    text = (tmp_path / "report" / "uplift_report.json").read_text()
+    saved = json.loads(text, parse_constant=refuse)  # NaN would not parse in a browser
+    assert saved["overall"]["mean_holdout"] is None and saved["overall"]["n_holdout"] == 0
 
 
 def test_compare_is_welch_difference_of_means() -> None:
@@ -548,3 +567,57 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
     unmeasured = replace(v1, version="4", eval_auc=None, policy_value_dr=None, n_decisions=1)
     assert _not_comparable([unmeasured, v1]) is None
     assert _held_out_figures(unmeasured) is None
+
+
+def test_verdicts_count_hcps_not_requests() -> None:
+    """30 outcomes per arm from 2 HCPs each are 2 independent units, not 30: not enough."""
+    rng = np.random.default_rng(3)
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": np.repeat(["A", "B", "C", "D"], 15),
+            "holdout": np.repeat([True, True, False, False], 15),
+            "outcome": np.concatenate([rng.normal(m, 0.5, 15) for m in (1.0, 1.2, 1.8, 2.1)]),
+        }
+    )
+    overall, _ = build_rows(decisions, {}, min_per_arm=30)
+    assert (overall.n_served, overall.n_holdout) == (30, 30)
+    assert (overall.hcps_served, overall.hcps_holdout) == (2, 2)
+    assert overall.verdict == "not enough data (need outcomes from 30 HCPs per arm)"
+    said = conclusion(overall, min_per_arm=30)
+    assert said.startswith("Not enough data to conclude yet: 30 served and 30 holdout")
+    assert "from 2 and 2 HCPs" in said
+
+
+def test_the_report_warns_when_the_arms_reported_outcomes_in_different_shares(
+    tmp_path: Path,
+) -> None:
+    """Outcomes sent back for a fifth of the served requests and every holdout one (as
+    when only picks' recommendation_ids are reported): the arms are no longer
+    comparable, and the conclusion says so."""
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=1000, effect=0.0, seed=5, served_reported=0.2)
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    assert report.outcome_coverage["holdout"] == 1.0
+    assert 0.15 < report.outcome_coverage["served"] < 0.25
+    assert "Warning: outcomes came back for 2" in report.conclusion
+    assert "of served requests but 100% of holdout requests" in report.conclusion
+    saved = json.loads((tmp_path / "report" / "uplift_report.json").read_text())
+    assert saved["outcome_coverage"] == report.outcome_coverage
+    # Every outcome back: no warning.
+    whole = Settings(models_dir=tmp_path / "whole")
+    _known_effect_store(whole, n=1000, effect=0.0, seed=5)
+    full = uplift_report(whole, out_dir=tmp_path / "r2", log=False)
+    assert full.outcome_coverage == {"served": 1.0, "holdout": 1.0}
+    assert "came back" not in full.conclusion
+
+
+def test_the_week_of_a_request_asked_for_a_later_date_is_that_dates_week(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    later = T0 + timedelta(days=10)
+    _known_effect_store(settings, n=100, effect=0.5, seed=7, decided_for=later)
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    weeks = {r.group for r in report.rows if r.dimension == "week"}
+    monday = (later - timedelta(days=later.weekday())).date().isoformat()
+    assert weeks == {monday}

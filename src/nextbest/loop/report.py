@@ -17,9 +17,10 @@ Cluster-Robust Inference", J. Human Resources 50(2), 2015): the requests about
 one HCP share its holdout week and its prescribing habits, so they are not
 independent, and an HCP asked about daily would otherwise count as many
 independent outcomes. With one request per HCP it is Welch's standard error. A
-group with fewer than ``min_per_arm`` outcomes in either arm, or fewer than two
-HCPs (no interval), is reported as "not enough data"; the page says so plainly at
-the top when the whole comparison is not yet conclusive.
+group whose outcomes in either arm come from fewer than ``min_per_arm`` HCPs is
+reported as "not enough data" (the HCPs are the independent units, and the normal
+interval needs enough of them); the page says so plainly at the top when the
+whole comparison is not yet conclusive.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class ArmComparison:
     ci_low: float
     ci_high: float
     verdict: str
+    hcps_served: int = 0  # distinct HCPs behind the outcomes of each arm
+    hcps_holdout: int = 0
 
 
 @dataclass
@@ -81,6 +84,8 @@ class UpliftReport:
     # request in the outcome window after it (the next holdout period had begun, or
     # the holdout is drawn per request).
     holdout_served_elsewhere: int = 0
+    # Share of the logged requests of each arm whose outcome came back.
+    outcome_coverage: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
 
@@ -125,17 +130,28 @@ def compare(
     se = float(np.sqrt(var_s + var_h))
     uplift = mean_s - mean_h
     low, high = uplift - Z_95 * se, uplift + Z_95 * se
-    if n_s < min_per_arm or n_h < min_per_arm:
-        verdict = f"{TOO_FEW} (need {min_per_arm} outcomes per arm)"
-    elif g_s < 2 or g_h < 2:
-        verdict = f"{TOO_FEW} (need outcomes from at least 2 HCPs per arm)"
+    if g_s < min_per_arm or g_h < min_per_arm:
+        verdict = f"{TOO_FEW} (need outcomes from {min_per_arm} HCPs per arm)"
     elif low > 0:
         verdict = "serving helps"
     elif high < 0:
         verdict = "serving hurts"
     else:
         verdict = "no clear difference yet"
-    return ArmComparison(dimension, group, n_s, n_h, mean_s, mean_h, uplift, low, high, verdict)
+    return ArmComparison(
+        dimension,
+        group,
+        n_s,
+        n_h,
+        mean_s,
+        mean_h,
+        uplift,
+        low,
+        high,
+        verdict,
+        hcps_served=g_s,
+        hcps_holdout=g_h,
+    )
 
 
 def build_rows(
@@ -227,8 +243,12 @@ def uplift_report(
         # Each version against the holdout drawn while it served: a promotion's effect
         # shows as the next version's row, not mixed into one average.
         groups["model version"] = decisions["model_version"].astype(str)
-        # Week of the request (Monday, UTC): whether the uplift holds over time.
-        weeks = pd.to_datetime(decisions["timestamp"]).dt.to_period("W").dt.start_time
+        # Week of the decision (Monday, UTC), as its holdout was drawn: the request's
+        # date, or when it was served if that is later. Whether the uplift holds.
+        when = decisions["timestamp"]
+        if "decided_for" in decisions:
+            when = pd.concat([when, decisions["decided_for"]], axis=1).max(axis=1)
+        weeks = pd.to_datetime(when).dt.to_period("W").dt.start_time
         groups["week"] = weeks.dt.strftime("%Y-%m-%d")
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
     contacted = (
@@ -237,12 +257,14 @@ def uplift_report(
         else 0
     )
     elsewhere = served_elsewhere(decisions, every) if every is not None else 0
+    coverage = outcome_coverage(decisions, every) if every is not None else {}
     by_hcp, unmatched = decisions.attrs.get("outcomes_by_hcp", (0, 0))
     said = conclusion(
         overall,
         min_per_arm=min_per_arm,
         holdout_contacted=contacted,
         holdout_served_elsewhere=elsewhere,
+        coverage=coverage,
     )
     if by_hcp or unmatched:
         days = OUTCOME_WINDOW / timedelta(days=1)
@@ -260,6 +282,7 @@ def uplift_report(
         n_decisions=len(decisions),
         holdout_contacted=contacted,
         holdout_served_elsewhere=elsewhere,
+        outcome_coverage=coverage,
     )
     report.files = write_report(report, out_dir)
     if log:
@@ -272,6 +295,24 @@ def figure(value: float, signed: bool = True) -> str:
     if math.isnan(value):
         return "n/a"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def counted(n: int, hcps: int) -> str:
+    """'394 (301)': requests with an outcome, and the HCPs behind them."""
+    return f"{n:,} ({hcps:,})"
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a missing figure) as None."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def interval(row: ArmComparison) -> str:
@@ -311,16 +352,62 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     return int(later["served_at"].notna().sum())
 
 
+def outcome_coverage(decisions: pd.DataFrame, every: pd.DataFrame) -> dict[str, float]:
+    """The share of each arm's logged requests (``every``) that have an outcome
+    (``decisions``): ``{"served": ..., "holdout": ...}`` (an arm without requests
+    is left out)."""
+    out: dict[str, float] = {}
+    for arm, held in (("served", False), ("holdout", True)):
+        logged = int((every["holdout"].astype(bool) == held).sum())
+        if logged:
+            with_outcome = int((decisions["holdout"].astype(bool) == held).sum())
+            out[arm] = with_outcome / logged
+    return out
+
+
+# Outcome shares of the two arms further apart than this (and beyond chance) break
+# the randomization: which requests report back then depends on the arm.
+COVERAGE_GAP = 0.05
+
+
+def coverage_differs(coverage: dict[str, float], overall: ArmComparison) -> bool:
+    """Whether the arms got outcomes back in clearly different shares: more than
+    ``COVERAGE_GAP`` apart and more than 3 standard errors of a difference of two
+    proportions (on the logged requests of each arm)."""
+    if "served" not in coverage or "holdout" not in coverage:
+        return False
+    p_s, p_h = coverage["served"], coverage["holdout"]
+    logged_s = overall.n_served / p_s if p_s else 0.0
+    logged_h = overall.n_holdout / p_h if p_h else 0.0
+    if not logged_s or not logged_h:
+        return abs(p_s - p_h) > COVERAGE_GAP  # one arm got nothing back at all
+    pooled = (overall.n_served + overall.n_holdout) / (logged_s + logged_h)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / logged_s + 1 / logged_h))
+    return abs(p_s - p_h) > max(COVERAGE_GAP, 3 * se)
+
+
 def conclusion(
     overall: ArmComparison,
     *,
     min_per_arm: int,
     holdout_contacted: int = 0,
     holdout_served_elsewhere: int = 0,
+    coverage: dict[str, float] | None = None,
 ) -> str:
     """One plain sentence on what the data allow to conclude, and a warning when
-    held-out HCPs were contacted anyway (the comparison then understates uplift)."""
+    held-out HCPs were contacted anyway (the comparison then understates uplift) or
+    the arms' outcomes came back in different shares (it is then not randomized)."""
     said = _verdict_sentence(overall, min_per_arm=min_per_arm)
+    if coverage and coverage_differs(coverage, overall):
+        said += (
+            f" Warning: outcomes came back for {coverage['served']:.0%} of served requests "
+            f"but {coverage['holdout']:.0%} of holdout requests. When outcomes come back for "
+            "some answers and not others (e.g. only for the recommendation_ids of picks, "
+            "while empty answers have none to send), the arms no longer hold comparable "
+            "HCPs and their difference is not the effect of serving: send an outcome for "
+            "every HCP asked about, served, empty and held out alike (an outcome feed by "
+            "HCP, without recommendation_id, does)."
+        )
     if holdout_served_elsewhere:
         days = OUTCOME_WINDOW / timedelta(days=1)
         said += (
@@ -341,11 +428,12 @@ def conclusion(
 
 
 def _verdict_sentence(overall: ArmComparison, *, min_per_arm: int) -> str:
-    if overall.n_holdout < min_per_arm or overall.n_served < min_per_arm:
+    if overall.verdict.startswith(TOO_FEW):
         return (
             f"Not enough data to conclude yet: {overall.n_served} served and "
-            f"{overall.n_holdout} holdout requests have an outcome; at least {min_per_arm} "
-            "of each are needed before any difference means anything."
+            f"{overall.n_holdout} holdout requests have an outcome, from "
+            f"{overall.hcps_served} and {overall.hcps_holdout} HCPs; outcomes from at least "
+            f"{min_per_arm} HCPs in each arm are needed before any difference means anything."
         )
     interval = f"[{overall.ci_low:+.3f}, {overall.ci_high:+.3f}]"
     if overall.ci_low > 0:
@@ -436,8 +524,8 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
             for v in (
                 r.dimension,
                 r.group,
-                r.n_served,
-                r.n_holdout,
+                counted(r.n_served, r.hcps_served),
+                counted(r.n_holdout, r.hcps_holdout),
                 figure(r.mean_served, signed=False),
                 figure(r.mean_holdout, signed=False),
                 figure(r.uplift),
@@ -467,7 +555,7 @@ grouped the same way as served ones. Outcome in the business unit of the feedbac
 rows are compared, and among 20 groups where serving changes nothing about one
 would still read "serving helps" or "serving hurts" by chance. Trust the overall
 row first, and a group's verdict when it recurs in later reports.</p>
-<table><tr><th>dimension</th><th>group</th><th>served</th><th>holdout</th>
+<table><tr><th>dimension</th><th>group</th><th>served (HCPs)</th><th>holdout (HCPs)</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
 {table}
 </table>
@@ -479,16 +567,19 @@ row first, and a group's verdict when it recurs in later reports.</p>
     files["json"] = out_dir / "uplift_report.json"
     files["json"].write_text(
         json.dumps(
-            {
-                "conclusion": report.conclusion,
-                "n_decisions": report.n_decisions,
-                "holdout_contacted": report.holdout_contacted,
-                "holdout_served_elsewhere": report.holdout_served_elsewhere,
-                "overall": report.overall.__dict__,
-                "rows": [r.__dict__ for r in report.rows],
-            },
+            _json_safe(
+                {
+                    "conclusion": report.conclusion,
+                    "n_decisions": report.n_decisions,
+                    "holdout_contacted": report.holdout_contacted,
+                    "holdout_served_elsewhere": report.holdout_served_elsewhere,
+                    "outcome_coverage": report.outcome_coverage,
+                    "overall": report.overall.__dict__,
+                    "rows": [r.__dict__ for r in report.rows],
+                }
+            ),
             indent=1,
-            default=float,
+            allow_nan=False,  # a figure that does not exist is null: JSON has no NaN
         )
     )
     return files
@@ -508,6 +599,9 @@ def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
             "n_decisions": report.n_decisions,
             "n_served": report.overall.n_served,
             "n_holdout": report.overall.n_holdout,
+            "hcps_served": report.overall.hcps_served,
+            "hcps_holdout": report.overall.hcps_holdout,
+            **{f"outcome_coverage_{arm}": v for arm, v in report.outcome_coverage.items()},
             "holdout_contacted": report.holdout_contacted,
             "holdout_served_elsewhere": report.holdout_served_elsewhere,
             "uplift": report.overall.uplift,
