@@ -355,6 +355,7 @@ def _interaction_notes(interactions: Any, catalog: Any = None) -> list[str]:
                 "training leaves them out and learns from history up to now"
             )
     repeated = interactions.duplicated(keep="first")
+    notes.extend(_shared_outcome_notes(interactions[~repeated]))
     if not repeated.any():
         return notes
     first = interactions[repeated].iloc[0]
@@ -365,6 +366,28 @@ def _interaction_notes(interactions: Any, catalog: Any = None) -> list[str]:
         "each counts as a decision of its own; drop them if the export doubled them"
     )
     return notes
+
+
+def _shared_outcome_notes(interactions: Any) -> list[str]:
+    """Decisions of one HCP at one time that all carry the same outcome: monthly data
+    (several touches dated the 1st, the month's NRx on each) credits every touch with
+    the whole of the HCP's outcome, and the uplift model counts it once per row."""
+    known = interactions[interactions["outcome"].notna()]
+    if known.empty:
+        return []
+    same = known.groupby(["hcp_id", "timestamp"], sort=False)["outcome"].agg(["size", "nunique"])
+    shared = same[(same["size"] > 1) & (same["nunique"] == 1)]
+    if shared.empty:
+        return []
+    (hcp_id, at), rows = shared.index[0], int(shared["size"].iloc[0])
+    return [
+        f"{len(shared):,} (HCP, time) pair{'s' if len(shared) > 1 else ''} with several "
+        f"decisions that all carry the same outcome (e.g. HCP {hcp_id} at {at}: {rows} "
+        "rows): if that is the HCP's total for "
+        "the period (e.g. a month's NRx), each decision is credited with all of it and "
+        "the uplift model counts it once per row; give it to one row (the others empty) or "
+        "split it between them"
+    ]
 
 
 def _personal_notes(dataset: Any) -> list[str]:

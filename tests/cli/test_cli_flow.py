@@ -696,6 +696,27 @@ def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_p
     assert "repeat another row" not in _run("validate", "--data", str(clean))
 
 
+def test_validate_notes_decisions_at_one_time_sharing_one_outcome() -> None:
+    """Monthly data: a visit and a sample dated the 1st, the month's NRx on both."""
+    from nextbest.cli import _interaction_notes
+
+    at = pd.Timestamp("2026-03-01")
+    frame = pd.DataFrame(
+        {
+            "hcp_id": ["H1", "H1", "H2", "H2", "H3", "H3"],
+            "timestamp": [at] * 6,
+            "action_id": ["visit", "sample", "visit", "sample", "visit", None],
+            "engaged": [1, 1, 1, 0, 1, 0],
+            "outcome": [12.0, 12.0, 3.0, 5.0, 7.0, None],
+        }
+    )
+    said = " ".join(_interaction_notes(frame))
+    assert "1 (HCP, time) pair with several decisions that all carry the same outcome" in said
+    assert "e.g. HCP H1 at 2026-03-01 00:00:00: 2 rows" in said
+    # Different outcomes (H2), or one of them without (H3): each its own, no note.
+    assert "same outcome" not in " ".join(_interaction_notes(frame.iloc[2:]))
+
+
 def test_validate_notes_numbers_written_with_a_decimal_comma(
     env_settings: Path, tmp_path: Path
 ) -> None:
