@@ -372,7 +372,8 @@ def _shared_outcome_notes(interactions: Any) -> list[str]:
     """Decisions of one HCP at one time that all carry the same outcome: monthly data
     (several touches dated the 1st, the month's NRx on each) credits every touch with
     the whole of the HCP's outcome, and the uplift model counts it once per row."""
-    known = interactions[interactions["outcome"].notna()]
+    # Zero shared by chance is common in counts, and counting it twice adds nothing.
+    known = interactions[interactions["outcome"].notna() & (interactions["outcome"] != 0)]
     if known.empty:
         return []
     same = known.groupby(["hcp_id", "timestamp"], sort=False)["outcome"].agg(["size", "nunique"])

@@ -713,8 +713,11 @@ def test_validate_notes_decisions_at_one_time_sharing_one_outcome() -> None:
     said = " ".join(_interaction_notes(frame))
     assert "1 (HCP, time) pair with several decisions that all carry the same outcome" in said
     assert "e.g. HCP H1 at 2026-03-01 00:00:00: 2 rows" in said
-    # Different outcomes (H2), or one of them without (H3): each its own, no note.
+    # Different outcomes (H2), or one of them without (H3): each its own, no note; nor
+    # for a zero on both (common by chance in counts, and nothing counted twice).
     assert "same outcome" not in " ".join(_interaction_notes(frame.iloc[2:]))
+    zeros = frame.assign(outcome=[0.0, 0.0, 3.0, 5.0, 7.0, None])
+    assert "same outcome" not in " ".join(_interaction_notes(zeros))
 
 
 def test_validate_notes_numbers_written_with_a_decimal_comma(
