@@ -72,7 +72,7 @@ def _check(action: np.ndarray, reward: np.ndarray, pscore: np.ndarray, target: n
         raise ValueError("reward must be finite for every logged decision")
 
 
-def _standard_error(terms: np.ndarray, groups: np.ndarray | None) -> float:
+def standard_error(terms: np.ndarray, groups: np.ndarray | None) -> float:
     """Standard error of ``terms.mean()``; cluster-robust over ``groups`` when given.
 
     Cluster-robust (Liang & Zeger, 1986): ``G / (G - 1) * sum_g (sum_{i in g} (t_i - mean))^2
@@ -98,7 +98,7 @@ def _interval(
 ) -> PolicyValue:
     n = len(terms)
     value = float(terms.mean())
-    se = _standard_error(terms, groups)
+    se = standard_error(terms, groups)
     ess = float(weights.sum() ** 2 / (weights**2).sum()) if (weights**2).sum() > 0 else 0.0
     return PolicyValue(name, value, value - Z_95 * se, value + Z_95 * se, n, ess)
 

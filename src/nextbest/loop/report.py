@@ -39,7 +39,7 @@ import pandas as pd
 
 from nextbest import registry
 from nextbest.errors import InvalidRequestError
-from nextbest.evaluation.ope import Z_95
+from nextbest.evaluation.ope import Z_95, standard_error
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
@@ -90,24 +90,14 @@ class UpliftReport:
     run_id: str | None = None
 
 
-def mean_variance(values: np.ndarray, cluster: np.ndarray) -> tuple[float, float, int]:
-    """The mean of ``values``, the cluster-robust variance of that mean, and the
-    number of clusters; ``cluster`` ``(n,)`` holds integer cluster codes.
-
-    Var = G / (G - 1) * sum over clusters of (sum of residuals)^2 / n^2, with ``G``
-    clusters (CR1's small-sample factor); one value per cluster gives the usual
-    ``var(ddof=1) / n``. NaN below two clusters.
-    """
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    mean = float(values.mean())
-    _, codes = np.unique(cluster, return_inverse=True)
-    sums = np.bincount(codes, weights=values - mean)
-    g = len(sums)
-    if g < 2:
-        return mean, float("nan"), g
-    return mean, float(g / (g - 1) * np.square(sums).sum() / n**2), g
+def _arm(values: np.ndarray, cluster: np.ndarray) -> tuple[float, float, int]:
+    """The mean of ``values``, its cluster-robust standard error over ``cluster``
+    (:func:`nextbest.evaluation.ope.standard_error`; NaN below two clusters) and the
+    number of clusters."""
+    n_clusters = len(np.unique(cluster))
+    mean = float(values.mean()) if len(values) else float("nan")
+    se = standard_error(values, cluster) if n_clusters >= 2 else float("nan")
+    return mean, se, n_clusters
 
 
 def compare(
@@ -124,10 +114,10 @@ def compare(
     Welch's)."""
     if cluster is None:
         cluster = np.arange(len(outcome))
-    mean_s, var_s, g_s = mean_variance(outcome[~holdout], cluster[~holdout])
-    mean_h, var_h, g_h = mean_variance(outcome[holdout], cluster[holdout])
+    mean_s, se_s, g_s = _arm(outcome[~holdout], cluster[~holdout])
+    mean_h, se_h, g_h = _arm(outcome[holdout], cluster[holdout])
     n_s, n_h = int((~holdout).sum()), int(holdout.sum())
-    se = float(np.sqrt(var_s + var_h))
+    se = float(np.hypot(se_s, se_h))
     uplift = mean_s - mean_h
     low, high = uplift - Z_95 * se, uplift + Z_95 * se
     if g_s < min_per_arm or g_h < min_per_arm:
