@@ -602,3 +602,40 @@ def test_a_comma_in_a_header_of_a_semicolon_file_does_not_make_it_comma_separate
     # A comma file whose values hold semicolons stays a comma file.
     path.write_text("hcp_id,note\nH1,a;b\nH2,c\n")
     assert read_table(path)["note"].tolist() == ["a;b", "c"]
+
+
+def test_a_parquet_directory_of_parts_loads_as_its_table(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """Spark, Dask and pyarrow write a table as a directory of parts (with _SUCCESS or
+    .crc files beside them): ``interactions.parquet/`` loads as the single file would."""
+    whole = load_dataset(write_tables(tables, fmt="parquet", name="whole"))
+    parted = write_tables(tables, fmt="parquet", name="parted")
+    single = parted / "interactions.parquet"
+    frame = pd.read_parquet(single)
+    single.unlink()
+    single.mkdir()
+    for i, (a, b) in enumerate([(0, 2), (2, 3), (3, 5)]):
+        frame.iloc[a:b].to_parquet(single / f"part-{i:05d}.parquet", index=False)
+    (single / "_SUCCESS").touch()
+    (single / ".part-00000.parquet.crc").write_bytes(b"\x00")
+    loaded = load_dataset(parted)
+    pd.testing.assert_frame_equal(loaded.interactions, whole.interactions)
+    assert loaded.fingerprint() == whole.fingerprint()
+
+    # A part written with another type is named, with the column.
+    assert frame["outcome"].dtype == object  # the raw tables are text
+    bad = frame.iloc[3:5].assign(outcome=[1.0, 2.0])
+    bad.to_parquet(single / "part-00002.parquet", index=False)
+    with pytest.raises(ContractError, match=r"part part-00002.parquet differs.*outcome \(double"):
+        load_dataset(parted)
+    for part in single.iterdir():
+        part.unlink()
+    with pytest.raises(ContractError, match="holds no Parquet file"):
+        load_dataset(parted)
+    # A directory of parts without the extension is pointed at the name that works.
+    single.rmdir()
+    (parted / "interactions").mkdir()
+    found = r"found a directory interactions/.*interactions\.parquet"
+    with pytest.raises(ContractError, match=found):
+        load_dataset(parted)

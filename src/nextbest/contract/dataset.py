@@ -233,6 +233,11 @@ def _near_miss(data_dir: Path, name: str) -> str:
     """What in ``data_dir`` is most likely the table ``name`` under another file name
     ('Interactions.CSV', 'interactions.csv.gz'), and what to do, or ''."""
     wanted = {f"{name}.{fmt}" for fmt in FORMATS}
+    if (data_dir / name).is_dir():
+        return (
+            f"; found a directory {name}/: a table written in Parquet parts is read from "
+            f"a directory named {name}.parquet (rename it)"
+        )
     near = sorted(
         path.name
         for path in data_dir.iterdir()
@@ -263,7 +268,12 @@ def _find_tables(data_dir: Path) -> dict[str, Path]:
     for name in TABLES:
         pattern = f"{name}.{{{','.join(FORMATS)}}}"  # e.g. hcps.{csv,parquet}
         candidates = [data_dir / f"{name}.{fmt}" for fmt in FORMATS]
-        present = [path for path in candidates if path.is_file()]
+        # A .parquet directory is a dataset written in parts (Spark, Dask, pyarrow).
+        present = [
+            path
+            for path in candidates
+            if path.is_file() or (path.suffix == ".parquet" and path.is_dir())
+        ]
         if not present:
             problems.append(
                 Problem(pattern, None, None, f"not found in {data_dir}{_near_miss(data_dir, name)}")

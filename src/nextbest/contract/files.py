@@ -32,8 +32,9 @@ def read_table(path: Path | str) -> pd.DataFrame:
     """Read a table without interpreting it; shape (rows, columns).
 
     CSV cells are all ``str`` with '' for empty (nothing is guessed as NA); Parquet
-    columns keep their stored types. Any failure to read becomes a
-    :class:`ContractError` naming the file.
+    columns keep their stored types. A ``.parquet`` path may be a directory of Parquet
+    parts (as Spark, Dask or pyarrow write a dataset), read as one table in the order
+    of its files. Any failure to read becomes a :class:`ContractError` naming the file.
     """
     path = Path(path)
     fmt = file_format(path)
@@ -43,7 +44,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
 
     if not fmt:
         raise fail(f"unsupported file type {path.suffix!r} (expected .csv or .parquet)")
-    if not path.is_file():
+    parts = _parquet_parts(path) if fmt == "parquet" and path.is_dir() else None
+    if parts == []:
+        raise fail(f"the directory {path} holds no Parquet file (part files ending .parquet)")
+    if parts is None and not path.is_file():
         raise fail(f"file not found: {path}")
     try:
         if fmt == "csv":
@@ -59,14 +63,17 @@ def read_table(path: Path | str) -> pd.DataFrame:
             return frame
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(parts[0] if parts else path)
+        if parts:
+            _refuse_part_mismatch(path, parts, schema)
         _refuse_repeated_names(path, schema.names)
         strings = [
             field.name
             for field in schema
             if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
         ]
-        return pq.read_table(path, read_dictionary=strings).to_pandas()
+        source = [str(part) for part in parts] if parts else path
+        return pq.read_table(source, read_dictionary=strings).to_pandas()
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
     except UnicodeDecodeError as err:
@@ -87,6 +94,45 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
+
+
+def _parquet_parts(directory: Path) -> list[Path]:
+    """The Parquet files of a dataset directory, in path order, subdirectories
+    included; bookkeeping files (``_SUCCESS``, ``_metadata``, ``.crc``) left out."""
+    return sorted(
+        part
+        for part in directory.rglob("*")
+        if part.is_file()
+        and part.suffix.lower() == ".parquet"
+        and not part.name.startswith(("_", "."))
+    )
+
+
+def _refuse_part_mismatch(directory: Path, parts: list[Path], first: pa.Schema) -> None:
+    """Every part of a dataset directory must have the first one's columns and types:
+    a part written with another type (a column of text among numbers) is named."""
+    for part in parts[1:]:
+        schema = pq.read_schema(part)
+        if schema.names != first.names or schema.types != first.types:
+            differ = [
+                f"{name} ({schema.field(name).type} there, {first.field(name).type} in "
+                f"{parts[0].name})"
+                if name in first.names
+                else f"{name} (not in {parts[0].name})"
+                for name in schema.names
+                if name not in first.names or schema.field(name).type != first.field(name).type
+            ] or [f"columns {', '.join(schema.names)} against {', '.join(first.names)}"]
+            raise ContractError(
+                [
+                    Problem(
+                        directory.name,
+                        None,
+                        None,
+                        f"part {part.relative_to(directory)} differs from the first part: "
+                        + "; ".join(differ),
+                    )
+                ]
+            )
 
 
 def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
