@@ -176,13 +176,22 @@ def _cluster(scheduler: str | None) -> Iterator[Any]:
     if scheduler is None:
         yield None
         return
-    from nextbest.learning.distributed import ClusterUnavailableError, connect
+    from nextbest.learning.distributed import (
+        ClusterUnavailableError,
+        cluster_failure,
+        connect,
+    )
 
     try:
         with connect(scheduler) as client:
             yield client
     except ClusterUnavailableError as exc:
         raise _fail(f"--dask: {exc}") from None
+    except Exception as exc:
+        said = cluster_failure(exc)
+        if said is None:
+            raise
+        raise _fail(f"--dask: {said}") from None
 
 
 class _Steps(Progress):
@@ -561,23 +570,24 @@ def train(
         "evaluation",
         "register",
     ]
-    with _steps(len(stages)) as progress, _cluster(dask) as client:
+    with _steps(len(stages)) as progress:
         task = progress.add_task("load", total=len(stages))
-        dataset = _load(data)
+        dataset = _load(data)  # before any cluster starts: a data error stops at once
 
         def step(name: str) -> None:
             progress.update(task, advance=1, description=name)
 
-        try:
-            result = train_models(
-                dataset,
-                config=train_config,
-                as_of=pd.Timestamp(cutoff) if cutoff else None,
-                progress=step,
-                client=client,
-            )
-        except ValueError as exc:
-            raise _fail(str(exc)) from None
+        with _cluster(dask) as client:
+            try:
+                result = train_models(
+                    dataset,
+                    config=train_config,
+                    as_of=pd.Timestamp(cutoff) if cutoff else None,
+                    progress=step,
+                    client=client,
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
         # What validate notes about the data, in the run too (notes.txt in MLflow).
         result.notes.extend([*_personal_notes(dataset), *_catalog_notes(dataset)])
         step("register")

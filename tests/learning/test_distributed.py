@@ -7,6 +7,7 @@ rows) but must be as good on the simulator's ground truth.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 
@@ -238,3 +239,87 @@ def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch: pytest.MonkeyPat
         dist.connect("tcp://127.0.0.1:9"),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        (None, "did not answer as a Dask scheduler within 2 s: is it the dashboard's port"),
+        (
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\r\nInvalid HTTP request",
+            "answered, but not as a Dask scheduler",
+        ),
+    ],
+    ids=["silent", "http"],
+)
+def test_a_port_that_is_no_dask_scheduler_is_refused_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch, reply: bytes | None, match: str
+) -> None:
+    """The dashboard's port, or a web server such as ``nextbest serve``: the client's
+    own connect hung for good on the first and tried to allocate exabytes on the second."""
+    import socket
+    import threading
+    import time
+
+    from nextbest.learning import distributed as dist
+
+    monkeypatch.setattr(dist, "CONNECT_TIMEOUT_S", 1)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                peer, _ = server.accept()
+                accepted.append(peer)
+                if reply is not None:
+                    peer.recv(4096)
+                    peer.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with (
+            pytest.raises(dist.ClusterUnavailableError, match=re.escape(match)),
+            dist.connect(f"tcp://127.0.0.1:{port}"),
+        ):
+            pass
+    finally:
+        server.close()
+        for peer in accepted:
+            peer.close()
+    assert time.monotonic() - started < 10
+
+
+def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) -> None:
+    """A worker dies (killed for memory) after the history was placed on the cluster:
+    ``--dask`` stops with what happened and what to do, not a traceback."""
+    import os
+
+    import typer
+
+    from nextbest.cli import _cluster
+    from nextbest.learning.distributed import PartitionedHistory, cluster_failure
+
+    data = learned.dataset
+    space = FeatureSpace().fit(data.hcps, data.catalog)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=50
+        ) as cluster,
+        pytest.raises(typer.Exit) as stopped,
+        _cluster(cluster.scheduler_address) as c,
+    ):
+        parts = PartitionedHistory(c, data.interactions, data.hcps, data.catalog)
+        victim = sorted(c.scheduler_info()["workers"])[0]
+        with contextlib.suppress(Exception):  # the worker dies before it answers
+            c.run(os._exit, 1, workers=[victim])
+        try:
+            parts.engagement_counts(space)
+        except Exception as exc:
+            said = cluster_failure(exc)
+            assert said is not None and "no model version was registered" in said
+            raise
+    assert stopped.value.exit_code == 2
+    assert cluster_failure(ValueError("a bad row")) is None

@@ -63,6 +63,7 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if scheduler != LOCAL:
+        _handshake(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -74,6 +75,9 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
             _check_workers(client, scheduler)
             yield client
         return
+    # Our own cluster's scheduler runs in this process, and its shuffle plugin logs
+    # each shuffle's start and end as warnings: routine, not problems to show.
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     with (
         LocalCluster(
             n_workers=workers or max(len(os.sched_getaffinity(0)), 1),
@@ -87,6 +91,69 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
         # a cluster of our own those would fill the terminal under the progress bar.
         client.run(_quiet_stdout)
         yield client
+
+
+def _handshake(scheduler: str) -> None:
+    """Refuse an address that does not answer as a Dask scheduler, in bounded time.
+
+    The client's own connect waits for the other end's handshake without a time
+    limit: the dashboard's port (8787, next to the scheduler's 8786) or any other
+    server that accepts and stays silent hung ``--dask`` for good, and an HTTP
+    server's reply, read as a message length, asked for exabytes of memory.
+    """
+    import asyncio
+
+    from distributed.comm.core import connect as open_comm
+
+    async def greet() -> None:
+        comm = await open_comm(scheduler, timeout=CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    # The connect's own time limit first (a closed port, an unknown host), then ours.
+    limit = 2 * CONNECT_TIMEOUT_S
+    try:
+        asyncio.run(asyncio.wait_for(greet(), limit))
+    except TimeoutError:
+        raise ClusterUnavailableError(
+            f"{scheduler!r} accepted the connection but did not answer as a Dask scheduler "
+            f"within {limit} s: is it the dashboard's port? A scheduler listens on 8786 "
+            "unless told otherwise, its dashboard on 8787"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ClusterUnavailableError(
+            f"cannot reach a Dask scheduler at {scheduler!r} ('local' starts one on this "
+            f"machine): {exc}"
+        ) from None
+    except Exception as exc:  # MemoryError included: a reply that is not Dask's
+        raise ClusterUnavailableError(
+            f"{scheduler!r} answered, but not as a Dask scheduler ({type(exc).__name__}): "
+            "is another server (HTTP, nextbest serve) listening there?"
+        ) from None
+
+
+def cluster_failure(exc: BaseException) -> str | None:
+    """What to tell a user whose run failed with ``exc`` because the cluster lost
+    work or stopped taking it, or None for any other error.
+
+    The history's partitions are scattered to the workers as data (not as tasks the
+    scheduler could run again), so a worker that dies takes its partitions with it
+    and every task on them is cancelled ("lost dependencies"); workers paused for
+    memory leave data nowhere to go ("No valid workers found").
+    """
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    lost = isinstance(exc, FutureCancelledError | KilledWorker | CommClosedError)
+    if not lost and not (isinstance(exc, TimeoutError) and "No valid workers" in str(exc)):
+        return None
+    return (
+        f"the cluster failed during training ({type(exc).__name__}: {exc}). A worker that "
+        "died, or paused short of memory (its log says 'Pausing worker' at 80% of its "
+        "memory limit), holds history partitions nothing can rebuild, so the run stops; "
+        "no model version was registered. Check the workers' logs, give them more memory "
+        "(`dask worker --memory-limit`) or more workers, and run again"
+    )
 
 
 def worker_count(client: Client) -> int:
