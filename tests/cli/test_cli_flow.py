@@ -545,14 +545,19 @@ def test_train_on_a_local_dask_cluster(env_settings: Path, tmp_path: Path) -> No
 
 
 def test_train_names_an_unreachable_dask_scheduler(
-    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from nextbest.learning import distributed
 
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1)
-    result = runner.invoke(app, ["train", "--data", "x", "--dask", "tcp://127.0.0.1:9"])
+    data = str(_foreign_dataset(tmp_path / "data", with_outcome=True))
+    result = runner.invoke(app, ["train", "--data", data, "--dask", "tcp://127.0.0.1:9"])
     assert result.exit_code == 2
     assert "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in result.output
+    # The data are read first: a data error stops before any cluster is reached.
+    result = runner.invoke(app, ["train", "--data", "x", "--dask", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert "data directory not found" in result.output and "--dask" not in result.output
 
 
 def test_serve_refuses_a_database_a_newer_release_migrated(
