@@ -1382,10 +1382,19 @@ def _count(n: int | None) -> str:
 
 
 def _not_comparable(versions: list[VersionSummary]) -> str | None:
-    """A caution when versions with held-out figures learned from different histories:
-    each figure is on the version's own newest slice, so they do not rank them."""
+    """A caution when versions with held-out figures measured them on different
+    slices (different histories): then the figures do not rank them. A retrained
+    version holds out the history's newest decisions as the champion did, so the two
+    compare."""
+
+    def held_out_slice(v: VersionSummary) -> tuple[Any, ...]:
+        if v.eval_from is not None:
+            return (v.eval_from, v.eval_until, v.eval_decisions)
+        # Recorded before the slice's dates were: the history it was cut from.
+        return (v.n_decisions - (v.feedback_rows or 0) if v.n_decisions else None,)
+
     measured = [v for v in versions if v.eval_auc is not None or v.policy_value_dr]
-    if len({(v.data_as_of, v.n_decisions) for v in measured}) < 2:
+    if len({held_out_slice(v) for v in measured}) < 2:
         return None
     return (
         "AUC and policy value are each measured on the version's own held-out slice, "

@@ -234,6 +234,8 @@ class VersionSummary:
     # version's own history, and its decisions.
     eval_fraction: float | None = None
     eval_decisions: int | None = None
+    eval_from: str | None = None  # the slice's first and last decision, ISO 8601 UTC
+    eval_until: str | None = None
 
 
 def _channel_list(tag: str | None) -> list[str] | None:
@@ -298,6 +300,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                     mv.tags.get("feedback_engagement_missing")
                 ),
                 eval_fraction=_float_or_none(params.get("eval_fraction")),
+                eval_from=params.get("eval_from"),
+                eval_until=params.get("eval_until"),
                 eval_decisions=(
                     None if (decisions := metrics.get("eval_decisions")) is None else int(decisions)
                 ),

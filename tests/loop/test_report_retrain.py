@@ -464,6 +464,8 @@ def test_cli_walkthrough(
                     assert datetime.fromisoformat(v[key]).utcoffset() == timedelta(0), v
         assert by_version[challenger]["data_as_of"] is not None
         assert by_version[challenger]["feedback_rows"] > 0
+        held_out = by_version[challenger]
+        assert held_out["eval_from"] <= held_out["eval_until"] <= held_out["data_as_of"]
         assert listed["champion_history"][-1] == champion
         assert [v["version"] for v in listed["versions"]] == sorted(
             by_version, key=int, reverse=True
@@ -561,9 +563,19 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
     )
     same_history = replace(v1, version="2", aliases=(), eval_auc=0.70)
     assert _not_comparable([same_history, v1]) is None
+    # Retrained on the same history and logged decisions: the same held-out slice.
     retrained = replace(v1, version="3", aliases=(), n_decisions=57_672, feedback_rows=5_672)
-    caution = _not_comparable([retrained, v1])
+    assert _not_comparable([retrained, v1]) is None
+    other_history = replace(v1, version="5", aliases=(), n_decisions=60_000)
+    caution = _not_comparable([other_history, v1])
     assert caution is not None and "do not rank them" in caution
+    # Recorded with the slice's dates: those decide.
+    dated = replace(
+        v1, eval_from="2026-11-01T00:00:00+00:00", eval_until="2026-11-28T00:00:00+00:00"
+    )
+    assert _not_comparable([replace(dated, version="6"), dated]) is None
+    later = replace(dated, version="7", eval_from="2026-11-08T00:00:00+00:00")
+    assert _not_comparable([later, dated]) is not None
     unmeasured = replace(v1, version="4", eval_auc=None, policy_value_dr=None, n_decisions=1)
     assert _not_comparable([unmeasured, v1]) is None
     assert _held_out_figures(unmeasured) is None

@@ -420,6 +420,14 @@ def _train(
         "config.file": config.source,
         "config.levers": config.levers_source,
     }
+    if eval_rows is not None:
+        # Which decisions the held-out figures are on: versions whose slices match
+        # compare by them (``nextbest models``).
+        for key, at in (
+            ("eval_from", eval_rows.seconds.min()),
+            ("eval_until", eval_rows.seconds.max()),
+        ):
+            params[key] = pd.Timestamp(int(at), unit="s", tz="UTC").isoformat()
     if client is not None:
         params["dask.workers"] = worker_count(client)
     if uplift_model is not None:
