@@ -17,7 +17,13 @@ from nextbest import registry
 from nextbest.cli import app
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
-from nextbest.loop.report import build_rows, compare, conclusion, uplift_report
+from nextbest.loop.report import (
+    build_rows,
+    compare,
+    conclusion,
+    served_elsewhere,
+    uplift_report,
+)
 from nextbest.loop.retrain import missing_engagement, retrain
 from nextbest.settings import Settings, get_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
@@ -661,3 +667,21 @@ def test_clustered_intervals_keep_their_error_rate_under_a_weekly_holdout() -> N
             wrong[kind] += overall.verdict in ("serving helps", "serving hurts")
     assert 0.025 < wrong["clustered"] / trials < 0.085, wrong  # 0.05 +- 2.5 sd
     assert wrong["per outcome"] / trials > 0.3, wrong
+
+
+def test_served_elsewhere_reads_the_weeks_plans_were_logged_for() -> None:
+    """Weekly plans logged ahead on one day: a holdout for the week of 12-07 followed
+    by a served plan for 12-14 (7 days later) is no contamination of its outcome
+    window; one served the 12-10 of the same HCP is."""
+    logged = pd.Timestamp("2026-12-02 09:00")
+    every = pd.DataFrame(
+        {
+            "hcp_id": ["H1", "H1", "H2", "H2"],
+            "timestamp": [logged + pd.Timedelta(minutes=m) for m in range(4)],
+            "decided_for": pd.to_datetime(["2026-12-07", "2026-12-14", "2026-12-07", "2026-12-10"]),
+            "holdout": [True, False, True, False],
+            "action_id": [None, "A1", None, "A1"],
+        }
+    )
+    held = every[every["holdout"]]
+    assert served_elsewhere(held, every) == 1  # H2 only

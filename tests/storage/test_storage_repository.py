@@ -811,6 +811,36 @@ def test_outcomes_without_a_recommendation_count_for_the_hcps_latest_decision(
     assert narrow.set_index("recommendation_id").loc["rec-1", "outcome"] == 2.0
 
 
+def test_outcomes_without_a_recommendation_follow_plans_logged_ahead(
+    session: Session, make_recommendation: MakeRecommendation
+) -> None:
+    """Plans for the next weeks logged on one day, a minute apart: an outcome of the
+    first week counts for the first week's decision (by the date each was asked for),
+    not for the last one logged."""
+    plans = [
+        make_recommendation(
+            f"plan-{week}",
+            "h9",
+            created_at=T0 + timedelta(minutes=week),
+            decided_for=T0 + timedelta(days=7 * week),
+        )
+        for week in (1, 2, 3)
+    ]
+    log_recommendations(session, records=plans)
+    session.commit()
+    record_feedback(
+        session,
+        events=[
+            FeedbackRecord("w1", "outcome", T0 + timedelta(days=9), "h9", value=1.0),
+            FeedbackRecord("w3", "outcome", T0 + timedelta(days=22), "h9", value=3.0),
+        ],
+    )
+    frame = logged_decisions(session).set_index("recommendation_id")
+    assert frame.loc["plan-1", "outcome"] == 1.0
+    assert math.isnan(frame.loc["plan-2", "outcome"])
+    assert frame.loc["plan-3", "outcome"] == 3.0
+
+
 def test_logged_decisions_since_and_empty(
     session: Session, logged: list[RecommendationRecord]
 ) -> None:

@@ -43,7 +43,7 @@ from nextbest.evaluation.ope import Z_95, standard_error
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
-from nextbest.storage.repository import OUTCOME_WINDOW
+from nextbest.storage.repository import OUTCOME_WINDOW, decision_times
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +235,9 @@ def uplift_report(
         groups["model version"] = decisions["model_version"].astype(str)
         # Week of the decision (Monday, UTC), as its holdout was drawn: the request's
         # date, or when it was served if that is later. Whether the uplift holds.
-        when = decisions["timestamp"]
-        if "decided_for" in decisions:
-            when = pd.concat([when, decisions["decided_for"]], axis=1).max(axis=1)
-        weeks = pd.to_datetime(when).dt.to_period("W").dt.start_time
+        decided = decisions.get("decided_for", decisions["timestamp"])
+        when = decision_times(decisions["timestamp"], decided).dt.tz_localize(None)
+        weeks = when.dt.to_period("W").dt.start_time
         groups["week"] = weeks.dt.strftime("%Y-%m-%d")
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
     contacted = (
@@ -320,24 +319,28 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     later request, with a holdout drawn per request), and an outcome reported for
     the HCP then reflects that contact.
     """
-    held = decisions.loc[decisions["holdout"].astype(bool), ["hcp_id", "timestamp"]]
-    served = every.loc[
-        ~every["holdout"].astype(bool) & every["action_id"].notna(), ["hcp_id", "timestamp"]
-    ]
+
+    def effective(frame: pd.DataFrame) -> pd.DataFrame:
+        # When each answer takes effect (a plan logged ahead: its date), as outcomes
+        # are matched to decisions.
+        decided = frame["decided_for"] if "decided_for" in frame else frame["timestamp"]
+        when = decision_times(frame["timestamp"], decided)
+        return pd.DataFrame({"hcp_id": frame["hcp_id"], "at": when})
+
+    held = effective(decisions[decisions["holdout"].astype(bool)])
+    served = effective(every[~every["holdout"].astype(bool) & every["action_id"].notna()])
     if not len(held) or not len(served):
         return 0
-    held = held.assign(timestamp=pd.to_datetime(held["timestamp"], utc=True))
-    served = served.assign(
-        timestamp=pd.to_datetime(served["timestamp"], utc=True),
-        served_at=pd.to_datetime(served["timestamp"], utc=True),
-    )
+    served["served_at"] = served["at"]
     later = pd.merge_asof(
-        held.sort_values("timestamp"),
-        served.sort_values("timestamp"),
-        on="timestamp",
+        held.sort_values("at"),
+        served.sort_values("at"),
+        on="at",
         by="hcp_id",
         direction="forward",
-        tolerance=pd.Timedelta(OUTCOME_WINDOW),
+        # Within the outcome window: one served exactly a window later takes the
+        # outcomes from then on (the latest decision does), not this holdout's.
+        tolerance=pd.Timedelta(OUTCOME_WINDOW) - pd.Timedelta(1, "us"),
     )
     return int(later["served_at"].notna().sum())
 

@@ -1588,6 +1588,15 @@ def logged_decisions(
     return out
 
 
+def decision_times(created_at: pd.Series, decided_for: pd.Series) -> pd.Series:
+    """When each logged answer takes effect (UTC): the date it was asked for when that
+    is later than when it was served (a plan for next Monday), else when it was served
+    (an answer dated in the past is acted on now; older rows have no date)."""
+    created = pd.to_datetime(created_at, utc=True)
+    decided = pd.to_datetime(decided_for, utc=True).fillna(created)
+    return decided.where(decided > created, created)
+
+
 def _outcomes_by_hcp(
     session: Session,
     frame: pd.DataFrame,
@@ -1606,25 +1615,31 @@ def _outcomes_by_hcp(
     events = pd.DataFrame(session.execute(loose).all(), columns=["hcp_id", "at", "value"])
     if events.empty:
         return pd.Series(dtype="float64"), (0, 0)
-    anchors = frame[["recommendation_id", "hcp_id", "created_at"]]
+    columns = ["recommendation_id", "hcp_id", "created_at", "decided_for"]
+    anchors = frame[columns]
     if model_version is not None or since is not None:
         # The latest decision of any version takes the outcome, not an older one of
         # this; and one made just before ``since`` may take an outcome after it.
         every = sa.select(
-            Recommendation.recommendation_id, Recommendation.hcp_id, Recommendation.created_at
+            Recommendation.recommendation_id,
+            Recommendation.hcp_id,
+            Recommendation.created_at,
+            Recommendation.decided_for,
         )
         if since is not None:
             every = every.where(Recommendation.created_at >= since - window)
-        anchors = pd.DataFrame(
-            session.execute(every).all(), columns=["recommendation_id", "hcp_id", "created_at"]
-        )
+        anchors = pd.DataFrame(session.execute(every).all(), columns=columns)
     events["at"] = pd.to_datetime(events["at"], utc=True)
-    anchors = anchors.assign(created_at=pd.to_datetime(anchors["created_at"], utc=True))
+    # By when each decision takes effect: plans logged ahead for later weeks each
+    # take their own week's outcomes, not the last one logged.
+    anchors = anchors.assign(
+        effective=decision_times(anchors["created_at"], anchors["decided_for"])
+    )
     matched = pd.merge_asof(
         events.sort_values("at"),
-        anchors.sort_values("created_at"),
+        anchors.sort_values("effective"),
         left_on="at",
-        right_on="created_at",
+        right_on="effective",
         by="hcp_id",
         direction="backward",
         tolerance=pd.Timedelta(window),
