@@ -352,6 +352,42 @@ def test_retrain_joins_history_and_feedback(
     assert version.tags["evaluation_share"] == "0.3"
 
 
+def test_retrain_refuses_a_since_no_logged_decision_reaches(
+    loop_world: LoopWorld, honest_loop: ServedStore
+) -> None:
+    """A --since after every logged decision would register a model of the history
+    alone as the challenger: refused, before any training."""
+    with pytest.raises(ValueError, match="no logged decision with an outcome since then"):
+        retrain(
+            honest_loop.settings,
+            dataset=loop_world.dataset,
+            config=FAST_CONFIG,
+            since=datetime.now(UTC),
+        )
+
+
+def test_decisions_on_content_retired_from_the_catalog_are_left_out_and_counted(
+    loop_world: LoopWorld, honest_loop: ServedStore
+) -> None:
+    from nextbest.contract import Dataset
+    from nextbest.loop.evidence import load_decisions
+    from nextbest.loop.retrain import feedback_interactions
+
+    engine = make_engine(honest_loop.settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        decisions = load_decisions(session)
+    engine.dispose()
+    retired = decisions["action_id"].dropna().value_counts().index[0]
+    data = loop_world.dataset
+    catalog = data.catalog[data.catalog["action_id"] != retired].reset_index(drop=True)
+    history = data.interactions[data.interactions["action_id"] != retired]
+    rows = feedback_interactions(decisions, Dataset(data.hcps, catalog, history))
+    served_retired = int((decisions["action_id"] == retired).sum())
+    assert rows.n_unknown_action == served_retired > 0
+    assert len(rows.interactions) == len(decisions) - served_retired
+    assert retired not in set(rows.interactions["action_id"].dropna())
+
+
 def test_evaluate_refuses_a_share_that_reaches_into_training(
     honest_loop: ServedStore, loop_world: LoopWorld
 ) -> None:

@@ -71,6 +71,7 @@ class FeedbackRows:
     n_holdout: int
     n_reserved: int = 0
     n_holdout_unresolved: int = 0
+    n_unknown_action: int = 0  # served an action the catalog no longer lists
 
 
 def feedback_interactions(
@@ -84,6 +85,13 @@ def feedback_interactions(
     version's greedy list was empty; None takes the holdout rate, a lower bound.
     """
     known = decisions["hcp_id"].isin(set(dataset.hcps["hcp_id"]))
+    # Content retired from the catalog since it was served has no attributes to learn
+    # from: left out and counted, like decisions of HCPs no longer in hcps.
+    listed = decisions["action_id"].isna() | decisions["action_id"].isin(
+        set(dataset.catalog["action_id"])
+    )
+    unknown_hcp = ~known
+    known &= listed
     kept = decisions[known].reset_index(drop=True)
     no_action = kept["action_id"].isna().to_numpy()
     kept_empty = None if greedy_empty is None else np.asarray(greedy_empty)[known.to_numpy()]
@@ -109,8 +117,9 @@ def feedback_interactions(
     return FeedbackRows(
         interactions=rows,
         n_logged=len(decisions),
-        n_unknown_hcp=int((~known).sum()),
+        n_unknown_hcp=int(unknown_hcp.sum()),
         n_holdout=int(kept["holdout"].sum()),
+        n_unknown_action=int((~unknown_hcp & ~listed).sum()),
     )
 
 
@@ -240,6 +249,12 @@ def retrain(
             reserved_share=reserved_share,
             load_model=version_loader(settings),
         )
+    if since is not None and not feedback.n_logged and not feedback.n_reserved:
+        raise ValueError(
+            f"--since {since.isoformat()}: no logged decision with an outcome since then, "
+            "so the new version would be a model of the history alone; give an earlier "
+            "--since, or leave it out to use all the feedback"
+        )
     combined = with_feedback(dataset, feedback.interactions)
     history = dataset.interactions["timestamp"]
     # The logged decisions are learned from, all of them: the evaluation slice is the
@@ -255,6 +270,12 @@ def retrain(
         f"HCPs not in hcps left out; {feedback.n_reserved:,} reserved for the gate); the "
         "evaluation slice is the newest of the history"
     )
+    if feedback.n_unknown_action:
+        result.notes.append(
+            f"{feedback.n_unknown_action:,} logged decisions served actions the catalog no "
+            "longer lists and were left out: to keep learning from retired content, keep "
+            "it in the catalog with an approved_until in the past"
+        )
     if feedback.n_holdout_unresolved:
         result.notes.append(
             f"{feedback.n_holdout_unresolved:,} holdout rows, logged without their "
