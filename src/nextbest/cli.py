@@ -967,6 +967,12 @@ def uplift_report(
     from nextbest.loop.report import uplift_report as build
 
     settings = _settings()
+    start = _parse_date(since, "--since")
+    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
+        raise _fail(
+            f"--since {since} is in the future: no request is logged that late (--since is "
+            "when requests were logged, not the week a plan was asked for)"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -976,7 +982,7 @@ def uplift_report(
             report = build(
                 settings,
                 out_dir=out,
-                since=_parse_date(since, "--since"),
+                since=start,
                 segment=segment,
                 min_per_arm=min_per_arm,
             )

@@ -328,8 +328,12 @@ def test_evaluate_without_evidence_says_why(honest_loop: ServedStore) -> None:
         alias="challenger",
     )
     later = datetime(2100, 1, 1, tzinfo=UTC)
-    with pytest.raises(GateError, match=r"no logged decisions with an outcome since 2100-01-01"):
+    with pytest.raises(GateError, match=r"no logged decisions with an outcome since 2100-01-01 "):
         gate.evaluate(settings, config=GateConfig(), since=later, log=False)
+    # A time within a day is said as given, not as the day (which held decisions).
+    moment = later.replace(hour=3, minute=37)
+    with pytest.raises(GateError, match=r"since 2100-01-01T03:37:00\+00:00 in"):
+        gate.evaluate(settings, config=GateConfig(), since=moment, log=False)
     with pytest.raises(GateError, match=r"falls in the share reserved for the gate"):
         gate.evaluate(settings, config=GateConfig(evaluation_share=1e-9), log=False)
 

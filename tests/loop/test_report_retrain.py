@@ -527,18 +527,28 @@ def test_cli_walkthrough(
         ), said
         assert f"v{champion} champion trained" in said
 
-        since = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+        since = datetime.now(UTC).isoformat()  # after every logged request
         result = runner.invoke(
             app, ["uplift-report", "--since", since, "--out", str(tmp_path / "rep")]
         )
         assert result.exit_code == 0, result.output
         assert "Not enough data to conclude yet" in result.output
+        future = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+        result = runner.invoke(app, ["uplift-report", "--since", future])
+        assert result.exit_code == 2
+        assert "is in the future: no request is logged that late" in result.output
 
         before = registry.alias_version(settings, "challenger")
         result = runner.invoke(
-            app, ["retrain", "--data", str(loop_world.data_dir), "--since", since]
+            app, ["retrain", "--data", str(loop_world.data_dir), "--since", future]
         )
         assert result.exit_code == 2 and "is in the future" in result.output, result.output
+        # Past, but after every logged decision: refused all the same.
+        result = runner.invoke(
+            app, ["retrain", "--data", str(loop_world.data_dir), "--since", since]
+        )
+        assert result.exit_code == 2, result.output
+        assert "no logged decision with an outcome since then" in result.output
         assert registry.alias_version(settings, "challenger") == before  # nothing registered
 
         result = runner.invoke(app, ["promote", "--since", "yesterday"])
@@ -721,3 +731,12 @@ def test_served_elsewhere_reads_the_weeks_plans_were_logged_for() -> None:
     )
     held = every[every["holdout"]]
     assert served_elsewhere(held, every) == 1  # H2 only
+
+
+def test_numeric_segments_are_in_numeric_order() -> None:
+    decisions = pd.DataFrame(
+        {"hcp_id": list("abcdef"), "outcome": [1.0] * 6, "holdout": [True, False] * 3}
+    )
+    deciles = pd.Series(["10", "2", "1", "10", "2", "(unknown)"])
+    _, rows = build_rows(decisions, {"decile": deciles}, min_per_arm=1)
+    assert [r.group for r in rows] == ["1", "2", "10", "(unknown)"]

@@ -466,7 +466,7 @@ def evaluate(
             )
         elif since is not None:
             why = (
-                f"no logged decisions with an outcome since {since:%Y-%m-%d} in {store} "
+                f"no logged decisions with an outcome since {_moment(since)} in {store} "
                 "(--since): choose an earlier date, or collect more outcome feedback"
             )
         else:
@@ -509,6 +509,13 @@ def evaluate(
     if log:
         evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
     return evaluation
+
+
+def _moment(when: datetime) -> str:
+    """'2026-12-01' for a day's start, '2026-12-02T03:37:00+00:00' for a time within one."""
+    if (when.hour, when.minute, when.second, when.microsecond) == (0, 0, 0, 0):
+        return f"{when:%Y-%m-%d}"
+    return when.isoformat()
 
 
 def check_evaluation_share(

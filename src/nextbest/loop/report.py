@@ -90,6 +90,14 @@ class UpliftReport:
     run_id: str | None = None
 
 
+def _group_order(group: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order (deciles 1, 2, ..., 10), before any other label."""
+    try:
+        return (0, float(group), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(group))
+
+
 def _arm(values: np.ndarray, cluster: np.ndarray) -> tuple[float, float, int]:
     """The mean of ``values``, its cluster-robust standard error over ``cluster``
     (:func:`nextbest.evaluation.ope.standard_error`; NaN below two clusters) and the
@@ -160,7 +168,7 @@ def build_rows(
     rows: list[ArmComparison] = []
     for dimension, labels in groups.items():
         values = labels.to_numpy()
-        for group in sorted(pd.unique(values).tolist(), key=str):
+        for group in sorted(pd.unique(values).tolist(), key=_group_order):
             mask = values == group
             rows.append(
                 compare(
