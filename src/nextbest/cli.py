@@ -564,8 +564,7 @@ def train(
     stages = [
         "load",
         "features",
-        "preference model",
-        "uplift model",
+        "models",
         "snapshot",
         "evaluation",
         "register",

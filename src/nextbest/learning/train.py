@@ -271,7 +271,8 @@ def _train(
             "calibrated on a held-out time slice (expect a worse log loss)"
         )
 
-    step("preference model")
+    # One step: the uplift learner fits the engagement model inside its own fit.
+    step("models")
     treated = fit_rows.treated
     if treated.sum() < MIN_ROWS_PER_ARM:
         raise ValueError(
@@ -293,7 +294,6 @@ def _train(
         random_state=config.seed,
     )
 
-    step("uplift model")
     has_outcome = bool(np.isfinite(fit_rows.outcome).any())
     outcome_known = np.isfinite(fit_rows.outcome)
     untouched = ~fit_rows.treated & outcome_known
