@@ -9,7 +9,7 @@ first (re-scored with the logged model version, so holdout requests get one too)
 an HCP segment (an ``hcps`` attribute, default ``specialty``), the requester
 (the API key's name, ``nextbest picks`` for a file served with ``--log``), the
 model version that served (each against the holdout drawn while it served) and
-the week of the request (its Monday, UTC).
+the week of the decision (its Monday, UTC: the week its holdout was drawn for).
 
 Interval: the difference of two means with a normal 95% interval whose standard
 error is clustered by HCP (Cameron & Miller, "A Practitioner's Guide to
