@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +66,15 @@ def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:
         anonymous = httpx.post(f"{base}/v1/recommendations", json={"hcp_id": "H000002"})
         assert anonymous.status_code == 401
         assert "nextbest_request_seconds_bucket" in httpx.get(f"{base}/metrics").text
+        # Without a key, refused before any of the body is read: a caller announcing
+        # 1 MB and sending none of it is answered at once, not waited for.
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(
+                b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            assert raw.recv(4096).startswith(b"HTTP/1.1 401 ")
 
 
 @pytest.mark.slow

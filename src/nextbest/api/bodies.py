@@ -14,6 +14,7 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   surrogate escape (``"\\ud800"``: no character, and no answer could quote it) is
   refused as invalid JSON (422 ``json_invalid``), saying where.
 
+A caller without a valid key is answered 401 before any of its body is read.
 Every refusal goes through the app's handlers, which answer a caller without a
 valid key with 401 first, as for any other malformed request.
 """
@@ -29,6 +30,8 @@ from typing import Any
 
 from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
+
+from nextbest.api.auth import refused_before_validation
 
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
 # at the fields' longest is about 3 MB.
@@ -81,6 +84,11 @@ class JSONBodyRequest(Request):
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
+            # A caller without a valid key is refused before a byte of its body is
+            # read: inflating and parsing 16 MiB (from a 30 kB gzip) held the worker
+            # for seconds, a stall anyone could cause without a key.
+            if (refused := refused_before_validation(self)) is not None:
+                raise refused
             body = await self._read_at_most(MAX_BODY_BYTES)
             encoding = self.headers.get("content-encoding", "identity").strip().lower()
             if body and encoding not in ("", "identity"):
