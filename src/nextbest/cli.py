@@ -886,8 +886,6 @@ def _migrate_before_serving(settings: Settings) -> None:
     manager restarting on failure never restarted it. Workers still migrate (a
     no-op now); one started during a later outage waits for the database instead.
     """
-    from sqlalchemy.engine import make_url
-
     from nextbest.storage.db import (
         UNAVAILABLE_ERRORS,
         SchemaTooNewError,
@@ -903,7 +901,7 @@ def _migrate_before_serving(settings: Settings) -> None:
     except SchemaTooNewError as exc:
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
+        shown = without_password(url)
         raise _fail(
             f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
             f"{describe_database_error(exc)}"

@@ -261,14 +261,21 @@ def check_database_url(url: str) -> None:
 # @ of the authority, for what SQLAlchemy cannot parse as a URL or parses wrongly
 # (a password with a raw @).
 _PASSWORD_IN_URL = re.compile(r"^([^:/?#]+:?//[^:/?#@]*):[^/?#]*@")
+# libpq also reads a password from the query: ``...db?password=secret``.
+_PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def without_password(url: str) -> str:
     """``url`` as it may be shown (messages, logs): its password, if any, as ``***``.
 
     Database URLs and MLflow URIs (``postgresql://user:pw@host/db``,
-    ``http://user:pw@mlflow:5000``) may carry one; a URL without is returned as is.
+    ``http://user:pw@mlflow:5000``, ``postgresql://user@host/db?password=pw``) may
+    carry one; a URL without is returned as is.
     """
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _without_user_password(url))
+
+
+def _without_user_password(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -797,6 +797,11 @@ def test_feedback_names_the_store_without_its_password(
             "postgresql+psycopg://ops:***@db:5432/x",
             id="raw-at-in-password",
         ),
+        pytest.param(
+            "postgresql+psycopg://u@127.0.0.1:5432/db?sslmode=require&Password=S3CRETPW",
+            "postgresql+psycopg://u@127.0.0.1:5432/db?sslmode=require&Password=***",
+            id="password-in-query",
+        ),
     ],
 )
 def test_urls_are_shown_without_their_password(url: str, shown: str | None) -> None:

@@ -25,6 +25,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nextbest.settings import without_password
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # Arbitrary but fixed key of the PostgreSQL advisory lock that serializes migrations
@@ -146,7 +148,8 @@ def make_engine(url: str) -> Engine:
         return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     raise ValueError(
         f"unsupported database backend {backend!r} in database URL "
-        f"{parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql://"
+        f"{without_password(parsed.render_as_string(hide_password=False))!r}: use sqlite:/// "
+        "or postgresql://"
     )
 
 
