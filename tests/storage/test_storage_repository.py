@@ -258,7 +258,8 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
         FeedbackRecord("bad-value", "outcome", T0, "h2", value=math.nan),
         delivered("", "h1"),
         delivered("no-hcp", None),  # type: ignore[arg-type]
-        FeedbackRecord("ok-2", "outcome", T0, "h2", recommendation_id="rec-2", value=0),
+        FeedbackRecord("huge-value", "outcome", T0, "h2", value=-1e308),
+        FeedbackRecord("ok-2", "outcome", T0, "h2", recommendation_id="rec-2", value=1e9),
         delivered("ok-3", "h1"),
     ]
 
@@ -267,7 +268,7 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
     assert result.accepted == ["ok-1", "ok-2", "ok-3"]
     assert result.duplicates == []
     rejected = {index: (event_id, message) for index, event_id, message in result.rejected}
-    assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     expected = {
         1: ("bad-rec", r"^unknown recommendation_id 'rec-404'$"),
         2: ("bad-hcp", r"^unknown hcp_id 'h-unknown'$"),
@@ -278,6 +279,7 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
         7: ("bad-value", r"value must be a finite number"),
         8: ("", r"event_id must be a non-empty string"),
         9: ("no-hcp", r"hcp_id must be a non-empty string"),
+        10: ("huge-value", r"value -1e\+308 is beyond \+-1e\+09"),
     }
     for index, (event_id, pattern) in expected.items():
         assert rejected[index][0] == event_id

@@ -58,6 +58,10 @@ ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "acc
 # not recommendations) counts for the HCP's latest logged decision at most this
 # long before it.
 OUTCOME_WINDOW = timedelta(days=7)
+# The largest magnitude an event's value may have: outcomes are business units
+# (NRx, units sold, revenue); 1e308 was accepted and made the report's means
+# overflow to infinity.
+MAX_EVENT_VALUE = 1e9
 DISMISSAL_EVENT_TYPES: tuple[str, ...] = ("dismissed", "snoozed")
 # A rep's decisions on a suggested action: the latest one on an (HCP, action) pair
 # counts, so an acceptance after a dismissal or a snooze lifts it.
@@ -406,6 +410,12 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
         isinstance(event.value, int | float) and math.isfinite(event.value)
     ):
         return f"value must be a finite number, got {event.value!r}"
+    if event.value is not None and abs(event.value) > MAX_EVENT_VALUE:
+        return (
+            f"value {event.value:g} is beyond +-{MAX_EVENT_VALUE:g}: no outcome of one "
+            "decision is that large in any business unit (a wrong unit, or a placeholder?), "
+            "and summed with others it would swamp every mean"
+        )
     return None
 
 
