@@ -403,12 +403,20 @@ def _shared_outcome_notes(interactions: Any) -> list[str]:
 def _personal_notes(dataset: Any) -> list[str]:
     """The hcps columns left unread as personal data (a name, e-mail, phone, address)."""
     personal = dataset.hcps.attrs.get("personal_columns", [])
-    if not personal:
-        return []
-    return [
-        f"hcps columns {', '.join(personal)} look like personal data (a name, e-mail, phone "
-        "or address): not read, neither features nor stored in models"
-    ]
+    identifiers = dataset.hcps.attrs.get("identifier_columns", [])
+    notes = []
+    if personal:
+        notes.append(
+            f"hcps columns {', '.join(personal)} look like personal data (a name, e-mail, "
+            "phone or address): not read, neither features nor stored in models"
+        )
+    if identifiers:
+        notes.append(
+            f"hcps columns {', '.join(identifiers)} hold a different text for nearly every "
+            "HCP (a name or a code, not a trait HCPs share): not read, neither features "
+            "(nothing to learn that carries to another HCP) nor stored in models"
+        )
+    return notes
 
 
 def _catalog_notes(dataset: Any) -> list[str]:

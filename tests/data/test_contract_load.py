@@ -639,3 +639,34 @@ def test_a_parquet_directory_of_parts_loads_as_its_table(
     found = r"found a directory interactions/.*interactions\.parquet"
     with pytest.raises(ContractError, match=found):
         load_dataset(parted)
+
+
+def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
+    """A name under a neutral header ('doctor') was a feature, and the model stored
+    every name; a per-HCP code teaches nothing that carries to another HCP either."""
+    from nextbest.contract.validate import validate_hcps
+
+    n = 120
+    raw = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(n)],
+            "specialty": ["cardiology"] * n,
+            "territory_id": ["T1"] * n,
+            "doctor": [f"Dr Alice{i} Smith" for i in range(n)],
+            "practice": [f"clinic {i % 12}" for i in range(n)],  # shared: a trait
+            "panel_size": [str(100 + i) for i in range(n)],  # numbers: a feature
+        }
+    )
+    hcps = validate_hcps(raw, file="hcps.csv")
+    assert hcps.attrs["identifier_columns"] == ["doctor"]
+    assert "doctor" not in hcps.columns
+    assert {"practice", "panel_size"} <= set(hcps.columns)
+    from types import SimpleNamespace
+
+    from nextbest.cli import _personal_notes  # what validate and train say
+
+    said = " ".join(_personal_notes(SimpleNamespace(hcps=hcps)))
+    assert "hcps columns doctor hold a different text for nearly every HCP" in said
+    # Too few HCPs to tell a unique column from a coincidence: read as before.
+    few = validate_hcps(raw.head(20), file="hcps.csv")
+    assert "doctor" in few.columns and few.attrs["identifier_columns"] == []

@@ -100,6 +100,21 @@ def is_personal_column(name: str, values: Sequence[str] = ()) -> bool:
     return bool(words & _PERSONAL_WORDS) and not numeric and len(set(values)) >= 0.9 * len(values)
 
 
+# Fewer values than this say nothing about whether a column is unique per HCP.
+UNIQUE_TEXT_MIN_VALUES = 50
+
+
+def is_unique_text_column(values: Sequence[str]) -> bool:
+    """Whether an extra hcps column's ``values`` (non-empty cells, a sample) are text
+    nearly unique per HCP (a name under a neutral header such as ``doctor``, a
+    registration code): an identifier, not a trait HCPs share. As a feature it lets a
+    model tell HCPs apart without learning anything it can carry to another HCP, and
+    if it names people, the model would store their names."""
+    if len(values) < UNIQUE_TEXT_MIN_VALUES or _share(_NUMBER_SHAPED, values) >= 0.5:
+        return False
+    return len(set(values)) >= 0.9 * len(values)
+
+
 def _share(pattern: re.Pattern[str], values: Sequence[str]) -> float:
     return sum(bool(pattern.fullmatch(v)) for v in values) / len(values)
 

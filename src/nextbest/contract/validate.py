@@ -32,6 +32,7 @@ from nextbest.contract.schema import (
     consent_column,
     is_identifier_column,
     is_personal_column,
+    is_unique_text_column,
     normalise_specialties,
 )
 
@@ -52,7 +53,9 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     (numeric or str, see :func:`parse.feature`; identifier-like columns such as
     ``zip`` stay str, leading zeros kept). Columns that name or reach a person
     (:func:`~nextbest.contract.schema.is_personal_column`: a name, e-mail, phone,
-    address) are not read; ``attrs["personal_columns"]`` lists them.
+    address) are not read; ``attrs["personal_columns"]`` lists them. Nor is text that
+    is different for nearly every HCP (:func:`~nextbest.contract.schema.is_unique_text_column`:
+    a name under another header, a code); ``attrs["identifier_columns"]`` lists them.
     """
     log = ProblemLog(file)
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
@@ -66,6 +69,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     headers: dict[str, str] = {}  # consent column -> its header as written
     blanks: dict[str, int] = {}
     personal: list[str] = []
+    identifiers: list[str] = []
     for column in _others(raw, REQUIRED_HCP_COLUMNS):
         if _read_consent(raw, column, log, out, headers, blanks):
             continue
@@ -74,12 +78,16 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         if is_personal_column(column, sample):
             personal.append(column)  # not read: no feature, nothing stored
             continue
+        if is_unique_text_column(sample):
+            identifiers.append(column)  # not read either: see is_unique_text_column
+            continue
         out[column] = _extra(raw, column)
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers  # errors name the column as the file has it
     frame.attrs["consent_blanks"] = blanks
     frame.attrs["personal_columns"] = personal
+    frame.attrs["identifier_columns"] = identifiers
     return frame
 
 
