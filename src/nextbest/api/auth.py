@@ -8,7 +8,7 @@ or unknown key is 401; a known key outside its rights is 403.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Request, status
 
@@ -29,6 +29,9 @@ def _presented_key(request: Request) -> str | None:
 
 
 def _identify(request: Request) -> Principal:
+    known = getattr(request.state, "principal", None)
+    if known is not None:  # checked already, before the body was read
+        return cast(Principal, known)
     keys: ReloadingKeyStore | None = request.app.state.api_keys
     if keys is None:  # auth disabled
         principal = ANONYMOUS
