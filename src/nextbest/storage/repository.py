@@ -412,7 +412,8 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
         return f"value must be a finite number, got {event.value!r}"
     if event.value is not None and abs(event.value) > MAX_EVENT_VALUE:
         return (
-            f"value {event.value:g} is beyond +-{MAX_EVENT_VALUE:g}: no outcome of one "
+            f"value {event.value:,.15g} is beyond the limit of {MAX_EVENT_VALUE:,.0f} either "
+            "way: no outcome of one "
             "decision is that large in any business unit (a wrong unit, or a placeholder?), "
             "and summed with others it would swamp every mean"
         )
