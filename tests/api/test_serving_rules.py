@@ -379,3 +379,30 @@ def test_an_opt_out_is_never_lost_over_its_form(client: TestClient) -> None:
         said = [u["message"] for u in answer.json()["uncounted"]]
         assert (note is None and not said) or (note is not None and note in said[0]), said
         assert not _ask(client, hcp_id, channel="email")["items"], extra
+
+
+def test_an_unsubscribe_naming_only_its_send_withdraws_the_sends_channel(
+    client: TestClient,
+) -> None:
+    """An e-mail's unsubscribe link that carries the send's recommendation_id alone
+    withdraws e-mail, not every channel (the rep's visits stay), and says so."""
+    model = client.app.state.runtime.recommender
+    hcp_id = next(
+        str(h)
+        for h in model.hcp_ids[:300]
+        if {"email"} < {i["channel"] for i in _ask(client, str(h))["items"]}
+    )
+    send = _ask(client, hcp_id, channel="email")
+    assert {i["channel"] for i in send["items"]} == {"email"}
+    event = {
+        "event_id": "unsub-send",
+        "event_type": "opted_out",
+        "hcp_id": hcp_id,
+        "recommendation_id": send["recommendation_id"],
+    }
+    answer = client.post("/v1/feedback", json=event)
+    assert answer.status_code == 200, answer.text
+    (note,) = answer.json()["uncounted"]
+    assert "channel read as 'email', the one its send served" in note["message"]
+    assert not _ask(client, hcp_id, channel="email")["items"]
+    assert {i["channel"] for i in _ask(client, hcp_id)["items"]} - {"email"}

@@ -536,7 +536,9 @@ def _opt_out_as_kept(
 
     A withdrawal is never lost over its form: a channel spelled otherwise is read as
     the catalog channel it most likely means ("e-mail"), one for "all" or none at all
-    as every channel, and one nextbest cannot tell as every channel, to be safe; a
+    as every channel, and one nextbest cannot tell as every channel, to be safe; one
+    naming only its send (a ``recommendation_id``) as the channel the send served,
+    or every channel when it served none or several; a
     recommendation or action the service does not know (a retired content's
     unsubscribe link, a forwarded mail) is left out, and the channel is the action's
     when it is known, else every channel.
@@ -556,6 +558,24 @@ def _opt_out_as_kept(
     if not known_action:
         changes["action_id"] = None
         said.append(f"action '{event.action_id}' left out (not in the served catalog)")
+    if (
+        event.channel is None
+        and event.action_id is None
+        and recommendation is not None
+        and "recommendation_id" not in changes
+    ):
+        # An unsubscribe link that names only its send: the send's channel, when it
+        # served one (an e-mail's link withdraws e-mail, not the rep's visits).
+        sent = set(recommendation.channel_by_action.values())
+        if len(sent) == 1:
+            changes["channel"] = sent.pop()
+            said.append(f"channel read as '{changes['channel']}', the one its send served")
+        else:
+            said.append(
+                "no channel or action named, and its send served "
+                + ("none" if not sent else "several channels")
+                + ": every channel withdrawn"
+            )
     if event.channel is not None and catalog_channels:
         spelled = channel_spelling(event.channel)
         if spelled in _EVERY_CHANNEL:
