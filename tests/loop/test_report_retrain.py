@@ -731,6 +731,10 @@ def test_served_elsewhere_reads_the_weeks_plans_were_logged_for() -> None:
     )
     held = every[every["holdout"]]
     assert served_elsewhere(held, every) == 1  # H2 only
+    # Its outcome sent for the HCP alone (a weekly NRx feed), H2's holdout answer
+    # takes the outcomes until the served answer takes over: nothing spans it.
+    assert served_elsewhere(held.assign(outcome_named=[True, False]), every) == 0
+    assert served_elsewhere(held.assign(outcome_named=[True, True]), every) == 1
 
 
 def test_numeric_segments_are_in_numeric_order() -> None:

@@ -325,7 +325,9 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     An HCP is held out for a whole period (``NEXTBEST_HOLDOUT_DAYS``), but a holdout
     answer late in one may be followed by an item served in the next (or by any
     later request, with a holdout drawn per request), and an outcome reported for
-    the HCP then reflects that contact.
+    that answer (by its recommendation_id) then reflects that contact. Outcomes sent
+    for the HCP alone count for its latest decision, so they never span one: only
+    holdout answers with a named outcome are counted.
     """
 
     def effective(frame: pd.DataFrame) -> pd.DataFrame:
@@ -335,7 +337,13 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
         when = decision_times(frame["timestamp"], decided)
         return pd.DataFrame({"hcp_id": frame["hcp_id"], "at": when})
 
-    held = effective(decisions[decisions["holdout"].astype(bool)])
+    held_out = decisions["holdout"].astype(bool)
+    if "outcome_named" in decisions:
+        # An outcome sent for the HCP alone counts for its latest decision, so a
+        # later answer takes the outcomes from then on: only one named for this
+        # holdout answer can span a contact made after it.
+        held_out &= decisions["outcome_named"].astype(bool)
+    held = effective(decisions[held_out])
     served = effective(every[~every["holdout"].astype(bool) & every["action_id"].notna()])
     if not len(held) or not len(served):
         return 0

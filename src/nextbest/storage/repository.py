@@ -97,6 +97,7 @@ LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
     "holdout_rate",
     "decided_for",
     "p_no_action",
+    "outcome_named",
 )
 
 _REQUIRED_TEXT = frozenset({"event_id", "hcp_id"})
@@ -1495,9 +1496,10 @@ def logged_decisions(
     ``CONTACT_EVENT_TYPES`` event for it, which a holdout answer should never get;
     requester: the API key's name or ``nextbest picks``; purpose, channel filter,
     number of eligible candidates, epsilon and holdout rate of the serving policy,
-    the decision time, and ``p_no_action``: the probability the serving policy had
+    the decision time, ``p_no_action``: the probability the serving policy had
     of answering with no action, holdout included, NaN for answers logged before
-    migration 0004).
+    migration 0004, and ``outcome_named``: whether an outcome event named this
+    recommendation, rather than only its HCP).
     """
     decisions = (
         sa.select(
@@ -1584,6 +1586,7 @@ def logged_decisions(
     )
     frame = frame.merge(outcomes, on="recommendation_id", how="left")
     frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
+    frame["outcome_named"] = frame["outcome"].notna()
     by_hcp, counts = _outcomes_by_hcp(session, frame, since, model_version, outcome_window)
     if len(by_hcp):
         extra = frame["recommendation_id"].map(by_hcp)
