@@ -323,3 +323,16 @@ def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) ->
             raise
     assert stopped.value.exit_code == 2
     assert cluster_failure(ValueError("a bad row")) is None
+
+
+def test_the_scheduler_check_runs_inside_a_running_event_loop(client: distributed.Client) -> None:
+    """A notebook runs an event loop: checking a real scheduler from inside one must
+    not fail (asyncio.run refuses to nest) and read as 'not a Dask scheduler'."""
+    import asyncio
+
+    from nextbest.learning.distributed import _handshake
+
+    async def inside() -> None:
+        _handshake(client.scheduler.address)
+
+    asyncio.run(inside())

@@ -102,6 +102,7 @@ def _handshake(scheduler: str) -> None:
     server's reply, read as a message length, asked for exabytes of memory.
     """
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from distributed.comm.core import connect as open_comm
 
@@ -112,7 +113,10 @@ def _handshake(scheduler: str) -> None:
     # The connect's own time limit first (a closed port, an unknown host), then ours.
     limit = 2 * CONNECT_TIMEOUT_S
     try:
-        asyncio.run(asyncio.wait_for(greet(), limit))
+        # On a thread of its own: its event loop, whether or not the caller runs one
+        # (a notebook does).
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, asyncio.wait_for(greet(), limit)).result()
     except TimeoutError:
         raise ClusterUnavailableError(
             f"{scheduler!r} accepted the connection but did not answer as a Dask scheduler "
