@@ -243,9 +243,7 @@ def uplift_report(
         groups["model version"] = decisions["model_version"].astype(str)
         # Week of the decision (Monday, UTC), as its holdout was drawn: the request's
         # date, or when it was served if that is later. Whether the uplift holds.
-        decided = decisions.get("decided_for", decisions["timestamp"])
-        when = decision_times(decisions["timestamp"], decided).dt.tz_localize(None)
-        weeks = when.dt.to_period("W").dt.start_time
+        weeks = _effective(decisions).dt.tz_localize(None).dt.to_period("W").dt.start_time
         groups["week"] = weeks.dt.strftime("%Y-%m-%d")
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
     contacted = (
@@ -331,11 +329,7 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     """
 
     def effective(frame: pd.DataFrame) -> pd.DataFrame:
-        # When each answer takes effect (a plan logged ahead: its date), as outcomes
-        # are matched to decisions.
-        decided = frame["decided_for"] if "decided_for" in frame else frame["timestamp"]
-        when = decision_times(frame["timestamp"], decided)
-        return pd.DataFrame({"hcp_id": frame["hcp_id"], "at": when})
+        return pd.DataFrame({"hcp_id": frame["hcp_id"], "at": _effective(frame)})
 
     held_out = decisions["holdout"].astype(bool)
     if "outcome_named" in decisions:
@@ -359,6 +353,13 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
         tolerance=pd.Timedelta(OUTCOME_WINDOW) - pd.Timedelta(1, "us"),
     )
     return int(later["served_at"].notna().sum())
+
+
+def _effective(decisions: pd.DataFrame) -> pd.Series:
+    """When each logged decision takes effect (UTC), as outcomes are matched to
+    decisions: a plan logged ahead at its date (``decided_for``, when there is one)."""
+    decided = decisions["decided_for"] if "decided_for" in decisions else decisions["timestamp"]
+    return decision_times(decisions["timestamp"], decided)
 
 
 def outcome_coverage(decisions: pd.DataFrame, every: pd.DataFrame) -> dict[str, float]:

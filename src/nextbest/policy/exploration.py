@@ -41,7 +41,9 @@ import numpy as np
 from nextbest.policy.ranking import fill_list, head_per_channel
 
 POLICIES = ("epsilon_greedy", "softmax")
-# Keys the holdout draw of every process (see :func:`holdout_draw`).
+# Keys the holdout draw (see :func:`holdout_draw`): the same in every worker and
+# process, after every restart and whatever their seed, so that a server and a
+# ``picks --log`` run hold out the same HCPs.
 HOLDOUT_SALT = "nextbest-holdout"
 
 
@@ -81,9 +83,6 @@ class Exploration(ABC):
             raise ValueError(f"holdout_days must be 0 or more, got {holdout_days}")
         self.holdout_rate = holdout_rate
         self.holdout_days = holdout_days
-        # The same in every worker and process, after every restart and whatever
-        # their seed (an e-mail run of ``picks --log`` and a server must agree).
-        self._salt = HOLDOUT_SALT
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
 
@@ -142,7 +141,7 @@ class Exploration(ABC):
         if self.holdout_days:
             if hcp_id is None or on is None:
                 raise ValueError("a holdout per HCP and period needs hcp_id and on")
-            u_holdout = holdout_draw(hcp_id, on, days=self.holdout_days, salt=self._salt)
+            u_holdout = holdout_draw(hcp_id, on, days=self.holdout_days, salt=HOLDOUT_SALT)
         keep = 1.0 - self.holdout_rate
         pi = self.first_probabilities(n, best, scores) if n else np.zeros(0)
         p_nothing = self.holdout_rate + keep * max(0.0, 1.0 - float(pi.sum()))
