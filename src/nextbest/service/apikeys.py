@@ -214,6 +214,12 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
     return out
 
 
+# /readyz needs no key: what it says of the key file names neither the file nor
+# an entry (a rep key's name is a person's user id); the log, which does, is
+# the operator's.
+_SEE_LOG = "(the server log names the file and the entry at fault)"
+
+
 class ReloadingKeyStore:
     """The keys of ``path`` plus the environment's, re-read when the file changes.
 
@@ -221,8 +227,8 @@ class ReloadingKeyStore:
     with the one last loaded; on a change the file is read again. A file that no
     longer parses keeps the keys loaded before: a typo must not lock every caller
     out. But then a revocation in the file is not applied either, so the error is
-    logged once and held in :attr:`error` (``/readyz`` shows it) until a valid
-    file is read. So does a file that disappears.
+    logged once and a summary is held in :attr:`error` (``/readyz`` shows it)
+    until a valid file is read. So does a file that disappears.
     """
 
     def __init__(
@@ -246,8 +252,8 @@ class ReloadingKeyStore:
                 raise
             self._store = KeyStore.load(path=None, env=self._env)
             self._error = (
-                f"the API key file is invalid and this worker started after it changed: "
-                f"no key of the file is in force here until it is fixed: {exc}"
+                "the API key file is invalid and this worker started after it changed: "
+                f"no key of the file is in force here until it is fixed {_SEE_LOG}"
             )
             self.unusable = True
             logger.error("API key file invalid at start-up, its keys refused: %s", exc)
@@ -273,8 +279,8 @@ class ReloadingKeyStore:
                     # Moved away or replaced by delete-then-write: locking every
                     # caller out is the wrong reading of a file that went missing.
                     self._error = (
-                        f"the API key file {self.path} is gone; the keys read from it before "
-                        "are in force (to revoke them all, leave the file with 'keys: []')"
+                        "the API key file is gone; the keys read from it before are in force "
+                        "(to revoke them all, leave the file with 'keys: []')"
                     )
                     logger.error("API key file %s is gone, keeping the keys", self.path)
                     return self._store
@@ -285,8 +291,8 @@ class ReloadingKeyStore:
                     logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
                 except ApiKeyError as exc:
                     self._error = (
-                        f"the API key file changed but is invalid; the keys read before are "
-                        f"in force (changes to the file, revocations included, are not): {exc}"
+                        "the API key file changed but is invalid; the keys read before are in "
+                        f"force (changes to the file, revocations included, are not) {_SEE_LOG}"
                     )
                     logger.error("API key file changed but is invalid, keeping the keys: %s", exc)
         return self._store
