@@ -238,6 +238,50 @@ def test_a_worker_replaced_during_a_database_outage_keeps_the_server_up(
             proxy.stop()
 
 
+BROKEN_APP = """
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def lifespan(app):
+    raise RuntimeError("this worker cannot start")
+    yield
+
+
+app = FastAPI(lifespan=lifespan)
+"""
+
+
+@linux_only
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_worker_that_cannot_start_ends_the_server_with_a_failure_code(
+    tmp_path: Path, workers: int
+) -> None:
+    # uvicorn's supervisor stops every worker when one fails to start, and returned
+    # normally: `nextbest serve --workers 2` exited 0 where one worker exits 3.
+    (tmp_path / "broken_app.py").write_text(BROKEN_APP)
+    run_server = (
+        "import uvicorn\n"
+        "from nextbest.api.workers import run_balanced\n"
+        f"config = uvicorn.Config('broken_app:app', host='127.0.0.1', port={free_port()}, "
+        f"workers={workers}, lifespan='on')\n"
+        "run_balanced(config) if config.workers > 1 else uvicorn.run(**{"
+        "'app': 'broken_app:app', 'host': config.host, 'port': config.port, 'lifespan': 'on'})\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", run_server],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "this worker cannot start" in run.stderr, run.stderr
+    assert run.returncode == 3, run.stderr[-2000:]
+
+
 @linux_only
 @pytest.mark.parametrize("workers", ["2", "1"])
 def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path, workers: str) -> None:

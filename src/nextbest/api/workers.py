@@ -77,7 +77,14 @@ def check_address_free(host: str, port: int) -> None:
 
 
 def run_balanced(config: Any) -> None:
-    """Run ``config.workers`` uvicorn workers, each on its own ``SO_REUSEPORT`` socket."""
+    """Run ``config.workers`` uvicorn workers, each on its own ``SO_REUSEPORT`` socket.
+
+    A worker that fails to start makes uvicorn's supervisor stop every worker and
+    return normally; the process then exits with the worker's start-up failure
+    code, as a single-worker ``uvicorn.run`` does, not 0: a service manager that
+    restarts on failure, or a script, must see that the server did not run.
+    """
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     check_address_free(config.host, config.port)
@@ -85,6 +92,11 @@ def run_balanced(config: Any) -> None:
     if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.52
         from uvicorn import Server
 
-        Multiprocess(config, target=Server(config).run, sockets=[listener]).run()  # type: ignore[call-arg]
+        supervisor = Multiprocess(config, target=Server(config).run, sockets=[listener])  # type: ignore[call-arg]
     else:
-        Multiprocess(config, sockets=[listener]).run()
+        supervisor = Multiprocess(config, sockets=[listener])
+    supervisor.run()
+    if any(
+        getattr(worker, "exitcode", None) == STARTUP_FAILURE for worker in supervisor.processes
+    ):
+        raise SystemExit(STARTUP_FAILURE)
