@@ -183,6 +183,24 @@ def test_a_rep_may_record_an_opt_out_but_not_consent_given_again(client: TestCli
     assert client.post("/v1/feedback", json=back, headers=keys.channel).status_code == 200
 
 
+def test_a_rep_may_not_record_outcomes_which_come_from_the_data_feed(
+    client: TestClient, keys
+) -> None:
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    visit = {"event_id": "rep-visit", "event_type": "completed", "hcp_id": inside}
+    visit["channel"] = "rep_visit"
+    nrx = {"event_id": "rep-nrx", "event_type": "outcome", "hcp_id": inside, "value": 5}
+    answer = client.post("/v1/feedback", json={"events": [visit, nrx]}, headers=keys.rep)
+    assert answer.status_code == 207, answer.text  # the visit is stored, the outcome is not
+    assert answer.json()["accepted"] == 1
+    [refused] = answer.json()["rejected"]
+    assert refused["event_id"] == "rep-nrx" and refused["status"] == 403
+    assert "may not record outcomes" in refused["message"]
+    alone = client.post("/v1/feedback", json=nrx, headers=keys.rep)
+    assert alone.status_code == 403, alone.text
+    assert client.post("/v1/feedback", json=nrx, headers=keys.channel).status_code == 200
+
+
 def test_rep_cannot_read_another_reps_plan_or_use_admin_and_batch(client: TestClient, keys) -> None:
     assert client.get("/v1/reps/rep-2/suggestions", headers=keys.rep).status_code == 403
     assert client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).status_code == 200

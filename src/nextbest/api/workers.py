@@ -96,7 +96,5 @@ def run_balanced(config: Any) -> None:
     else:
         supervisor = Multiprocess(config, sockets=[listener])
     supervisor.run()
-    if any(
-        getattr(worker, "exitcode", None) == STARTUP_FAILURE for worker in supervisor.processes
-    ):
+    if any(getattr(worker, "exitcode", None) == STARTUP_FAILURE for worker in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)

@@ -21,6 +21,17 @@ from nextbest.storage.repository import FeedbackRecord, FeedbackResult
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"], route_class=JSONBodyRoute)
 
+# Events a rep's CRM may not send. Consent given again belongs to the consent
+# system. Outcomes (prescriptions) belong to the data feed: they are what the
+# uplift report measures and retraining learns from, and a rep's own visits are
+# among the decisions they are credited to.
+REP_REFUSED = {
+    "opted_in": "a rep key may record an opt-out but not consent given again: send "
+    "opted_in through the consent system (a channel or admin key)",
+    "outcome": "a rep key may not record outcomes: they come from the outcome data "
+    "feed (a channel or admin key, or nextbest feedback)",
+}
+
 
 @router.post("", response_model=FeedbackResultPublic)
 def post_feedback(
@@ -43,16 +54,12 @@ def post_feedback(
     records: list[FeedbackRecord] = []
     rejected: list[tuple[int, str, str]] = []
     # Refused with 403, each on its own: outside a rep's territory (feedback_scope),
-    # or consent given again by a rep key (that belongs to the consent system).
+    # or an event a rep key does not own (REP_REFUSED).
     outside: dict[int, str] = dict(request.state.outside_territory)
     rep = request.state.principal.role == "rep"
     for index, e in enumerate(sent):
-        if rep and isinstance(e, FeedbackEventCreate) and e.event_type == "opted_in":
-            outside.setdefault(
-                index,
-                "a rep key may record an opt-out but not consent given again: send "
-                "opted_in through the consent system (a channel or admin key)",
-            )
+        if rep and isinstance(e, FeedbackEventCreate) and e.event_type in REP_REFUSED:
+            outside.setdefault(index, REP_REFUSED[e.event_type])
         if isinstance(e, MalformedEvent):
             rejected.append((index, e.event_id, e.message))
             continue
