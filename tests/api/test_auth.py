@@ -258,6 +258,9 @@ def test_each_answer_carries_a_request_id_its_log_line_names(
     assert odd.headers["X-Request-ID"] not in ("has spaces & more", made)
     logged = {getattr(r, "request_id", None): getattr(r, "status", None) for r in caplog.records}
     assert logged[made] == 401 and logged["crm-7f3a:retry.2"] == 200
+    # The refused caller's address is logged: the test client's, as it names itself.
+    [refused] = [r for r in caplog.records if getattr(r, "request_id", None) == made]
+    assert refused.client == "testclient" and refused.requester is None
 
 
 def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -320,6 +320,10 @@ class ObservabilityMiddleware:
                         "status": status_code,
                         "duration_ms": round(elapsed * 1000, 3),
                         "requester": getattr(principal, "name", None),
+                        # The calling system's address (uvicorn takes a proxy's
+                        # X-Forwarded-For from the addresses it trusts): who tried
+                        # a refused key is otherwise untraceable.
+                        "client": (scope.get("client") or (None,))[0],
                         "request_id": request_id.decode(),
                     },
                 )
