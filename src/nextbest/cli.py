@@ -1467,6 +1467,14 @@ def keys_add(
     territory_id: Annotated[
         str | None, typer.Option("--territory-id", help="The rep's territory (rep keys).")
     ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(
+            "--purpose",
+            help="promotional | medical: bind the key to it (its requests default to it, and "
+            "asking for the other is refused). Default: unbound, each request says.",
+        ),
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Rotate: a new key replaces the one of NAME.")
     ] = False,
@@ -1479,11 +1487,17 @@ def keys_add(
     target = _keys_file(path)
     try:
         key = add_key_to_file(
-            target, name=name, role=role, territory_id=territory_id, replace=replace
+            target,
+            name=name,
+            role=role,
+            territory_id=territory_id,
+            purpose=purpose,
+            replace=replace,
         )
     except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None
     scope = f" for territory {territory_id}" if territory_id else ""
+    scope += f", {purpose} requests only" if purpose else ""
     console.print(
         f"key '{name}' (role {role}{scope}) {'replaced' if replace else 'added'} in {target}; "
         "it is shown only now, store it where its user keeps secrets:"
@@ -1515,7 +1529,7 @@ def _note_unserved_territory(territory_id: str) -> None:
 
 @keys_app.command("list")
 def keys_list(path: KeysFileOpt = None) -> list[Any]:
-    """The keys' names, roles and territories (never the keys or their hashes)."""
+    """The keys' names, roles, territories and purposes (never the keys or their hashes)."""
     from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore
 
     target = _keys_file(path)
@@ -1524,10 +1538,10 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
     except ApiKeyError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"API keys in {target}")
-    for column in ("name", "role", "territory_id"):
+    for column in ("name", "role", "territory_id", "purpose"):
         table.add_column(column)
     for p in principals:
-        table.add_row(p.name, p.role, p.territory_id or "")
+        table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "")
     Console(soft_wrap=True).print(table)
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")

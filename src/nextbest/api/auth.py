@@ -106,6 +106,21 @@ def caller_with_roles(*roles: str) -> Any:
     return Depends(caller)
 
 
+def request_purpose(principal: Principal, asked: str | None) -> str:
+    """The purpose a request is served for: what it says, else its key's, else
+    promotional. A key bound to a purpose (``purpose`` in the key file) asking for
+    the other is refused (403): separation that rests on each caller declaring
+    itself rightly is no separation."""
+    bound = principal.purpose
+    if bound is not None and asked is not None and asked != bound:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"this key is for {bound} requests: it may not ask for {asked} content "
+            "(purpose)",
+        )
+    return asked or bound or "promotional"
+
+
 def forbid_outside_territory(principal: Principal, territory_id: str | None, what: str) -> None:
     """403 when a rep asks about something outside its own territory.
 

@@ -59,7 +59,8 @@ Count = Annotated[int, BeforeValidator(not_a_boolean)]
 
 PURPOSE_HELP = (
     "Who is asking: a commercial requester never gets medical content, a medical one "
-    "never gets promotional content."
+    "never gets promotional content. Default: the API key's purpose if the key file "
+    "binds it to one (asking for the other is a 403), else promotional."
 )
 DECISION_DATE_HELP = (
     "Decision date or time (default: now): approval windows, contacts and decisions are "
@@ -74,7 +75,7 @@ class RecommendationCreate(BaseModel):
     hcp_id: HcpId = Field(examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
-    purpose: Purpose = Field(default="promotional", description=PURPOSE_HELP)
+    purpose: Purpose | None = Field(default=None, description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
     explain: bool = Field(
         default=False, description="Also say why each excluded action was left out."
@@ -124,7 +125,7 @@ class RecommendationBatchCreate(BaseModel):
     )
     k: Count = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
-    purpose: Purpose = Field(default="promotional", description=PURPOSE_HELP)
+    purpose: Purpose | None = Field(default=None, description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
 
     @field_validator("hcp_ids")
@@ -167,6 +168,7 @@ class RepSuggestionPublic(BaseModel):
     channel: str
     content_id: str = Field(description="The content to bring.")
     topic: str
+    content_type: str
     score: float
     expected_uplift: float
     p_engage: float
@@ -179,6 +181,7 @@ class RepSuggestionPublic(BaseModel):
 class RepPlanPublic(BaseModel):
     rep_id: str
     territory_id: str
+    purpose: str = Field(description="Whose plan: promotional (a sales rep) or medical (an MSL).")
     date: date
     capacity: int
     model_version: str

@@ -10,6 +10,11 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
         role: rep
         territory_id: T001       # required for a rep
         key: "..."
+      - name: msl-t001
+        role: rep
+        territory_id: T001
+        purpose: medical         # optional: its requests are medical, never promotional
+        key_sha256: "..."
 
 ``NEXTBEST_API_KEYS`` holds the same entries as a JSON list. Only the SHA-256 of
 each key is kept in memory; a presented key is hashed and compared with every
@@ -40,6 +45,12 @@ from nextbest.yamlfile import load_yaml, yaml_error_where
 
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
+# A request's purpose is the catalog content type it may get: a medical requester
+# never gets promotional content, a commercial one never medical. (Spelled out:
+# the contract package that names the content types loads pandas, and the key
+# file is read by commands that need nothing else.)
+PURPOSES: tuple[str, ...] = ("promotional", "medical")
+FIELDS = ("name", "role", "territory_id", "purpose", "key", "key_sha256")
 ENV_KEYS = "NEXTBEST_API_KEYS"
 MIN_KEY_LENGTH = 16
 # A rep key's name is its rep_id in /v1/reps/{rep_id}/...: one URL path segment,
@@ -58,11 +69,13 @@ class ApiKeyError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name, role and (for a rep) territory."""
+    """Who is calling: the key's name, role, (for a rep) territory and, when the key
+    is bound to one, the purpose of every request it makes."""
 
     name: str
     role: str
     territory_id: str | None = None
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,7 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
         where = f"{source}: keys[{i}]" if numbered else source
         if not isinstance(item, Mapping):
             raise ApiKeyError(f"{where}: expected a mapping with name, role and key or key_sha256")
-        extra = sorted(map(str, set(item) - {"name", "role", "territory_id", "key", "key_sha256"}))
+        extra = sorted(map(str, set(item) - set(FIELDS)))
         if extra:
             # A field as long as a key may be one, written where a field goes
             # (`{name: a, role: admin, nb_...}`): it is not shown.
@@ -191,6 +204,12 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
                 f"{where} ({name.strip()!r}): a rep key's name is its rep_id in "
                 f"/v1/reps/{{rep_id}}/suggestions, one URL path segment: {REP_NAME_RULE}"
             )
+        purpose = item.get("purpose")
+        if purpose is not None and purpose not in PURPOSES:
+            raise ApiKeyError(
+                f"{where} ({name}): 'purpose' must be one of {', '.join(PURPOSES)} "
+                "(or left out: the request says)"
+            )
         key, hashed = item.get("key"), item.get("key_sha256")
         if (key is None) == (hashed is None):
             raise ApiKeyError(f"{where} ({name}): give exactly one of 'key' or 'key_sha256'")
@@ -208,7 +227,10 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
             if len(digest) != 32:
                 raise ApiKeyError(f"{where} ({name}): 'key_sha256' must be 64 hex characters")
         principal = Principal(
-            name=name.strip(), role=str(role), territory_id=str(territory) if territory else None
+            name=name.strip(),
+            role=str(role),
+            territory_id=str(territory) if territory else None,
+            purpose=purpose,
         )
         out.append(_Entry(principal=principal, digest=digest))
     return out
@@ -350,6 +372,7 @@ def add_key_to_file(
     name: str,
     role: str,
     territory_id: str | None = None,
+    purpose: str | None = None,
     replace: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> str:
@@ -363,6 +386,8 @@ def add_key_to_file(
     entry: dict[str, Any] = {"name": name.strip(), "role": role, "key_sha256": hash_key(key)}
     if territory_id:
         entry["territory_id"] = territory_id
+    if purpose is not None:
+        entry["purpose"] = purpose
     _parse([entry], "new key", numbered=False)  # the checks of loading: role, territory
     entries = _read_entries(path)
     if any(e.get("name") == entry["name"] for e in entries) and not replace:

@@ -88,6 +88,7 @@ class RepPlan:
     n_candidates: int
     suggestions: list[Recommendation]
     held_out: list[Recommendation]
+    purpose: str = "promotional"
 
 
 def new_recommendation_id() -> str:
@@ -576,6 +577,7 @@ class Recommender:
             n_candidates=sum(1 for r in ranked if r.n_candidates),
             suggestions=suggestions,
             held_out=held_out,
+            purpose=purpose,
         )
 
     # -- the shared core -------------------------------------------------------------

@@ -205,15 +205,22 @@ def rep_call_plan(
     territory_id: str,
     capacity: int | None = None,
     on: date | None = None,
+    purpose: str = "promotional",
 ) -> RepPlan:
-    """A rep's ranked call plan; suggestions and holdout draws are logged."""
+    """A rep's (or, medical, an MSL's) ranked call plan; suggestions and holdout
+    draws are logged."""
     now = decision_time(on) if on is not None else decision_time(None)
     check_day(now, recommender.as_of, location="query")  # before the history is read
     rows = recommender.territories.get(territory_id)
     ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
     history = live_history(db, rules=recommender.rules, hcp_ids=ids, now=now)
     plan = recommender.rep_plan(
-        rep_id=rep_id, territory_id=territory_id, capacity=capacity, on=now, history=history
+        rep_id=rep_id,
+        territory_id=territory_id,
+        capacity=capacity,
+        on=now,
+        purpose=purpose,
+        history=history,
     )
     log.write(
         [*plan.suggestions, *plan.held_out],

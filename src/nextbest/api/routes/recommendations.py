@@ -11,6 +11,7 @@ from nextbest.api.auth import (
     PrincipalDep,
     caller_with_roles,
     forbid_outside_territory,
+    request_purpose,
     require_roles,
 )
 from nextbest.api.bodies import JSONBodyRoute
@@ -76,13 +77,14 @@ async def recommend(
     recommender = runtime.recommender
     if caller.role == "rep":
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
+    purpose = request_purpose(caller, body.purpose)
     now = decision_time(body.date)
     db: Database | None = runtime.reader  # an engine: one query on a plain connection
     history = None
     pool = runtime.async_reader
     if pool is not None and recommender.hcp_row(body.hcp_id) is not None:
         # A bad request is refused before any read (422, even with the database down).
-        recommender.check_request(k=body.k, channel=body.channel, purpose=body.purpose, now=now)
+        recommender.check_request(k=body.k, channel=body.channel, purpose=purpose, now=now)
         # PostgreSQL: the worker serves other requests while the query travels.
         history = await live_history_async(
             pool, runtime.reader.dialect, rules=recommender.rules, hcp_id=body.hcp_id, now=now
@@ -96,7 +98,7 @@ async def recommend(
         hcp_id=body.hcp_id,
         k=body.k,
         channel=body.channel,
-        purpose=body.purpose,
+        purpose=purpose,
         on=now,
         explain_exclusions=body.explain,
         history=history,
@@ -129,7 +131,7 @@ def recommend_many(
         hcp_ids=body.hcp_ids,
         k=body.k,
         channel=body.channel,
-        purpose=body.purpose,
+        purpose=request_purpose(caller, body.purpose),
         on=body.date,
     )
     record_served(recs)

@@ -9,7 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AfterValidator, BeforeValidator
 
-from nextbest.api.auth import PrincipalDep, forbid_outside_territory, require_roles
+from nextbest.api.auth import (
+    PrincipalDep,
+    forbid_outside_territory,
+    request_purpose,
+    require_roles,
+)
 from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep, SessionDep, only_query
 from nextbest.api.observability import record_served
@@ -21,6 +26,7 @@ from nextbest.api.schemas import (
     RepSuggestionPublic,
 )
 from nextbest.errors import InvalidRequestError
+from nextbest.policy.eligibility import Purpose
 from nextbest.service.recommend import check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
@@ -78,7 +84,7 @@ def _admin_territory(request: Request, rep_id: str, territory_id: str | None) ->
 @router.get(
     "/{rep_id}/suggestions",
     response_model=RepPlanPublic,
-    dependencies=[only_query("date", "capacity", "territory_id")],
+    dependencies=[only_query("date", "capacity", "territory_id", "purpose")],
 )
 def suggestions(
     rep_id: str,
@@ -100,6 +106,12 @@ def suggestions(
         default=None,
         description="Admin only: the territory to plan (a rep key has its own); by default "
         "the territory of the rep key named rep_id.",
+    ),
+    purpose: Purpose | None = Query(
+        default=None,
+        description="promotional (a sales rep's plan) or medical (an MSL's: medical "
+        "content only). Default: the key's purpose if the key file binds it to one "
+        "(asking for the other is a 403), else promotional.",
     ),
 ) -> RepPlanPublic:
     """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
@@ -129,11 +141,13 @@ def suggestions(
         territory_id=territory,
         capacity=capacity,
         on=date,
+        purpose=request_purpose(caller, purpose),
     )
     record_served([*plan.suggestions, *plan.held_out])
     return RepPlanPublic(
         rep_id=plan.rep_id,
         territory_id=plan.territory_id,
+        purpose=plan.purpose,
         date=plan.date,
         capacity=plan.capacity,
         model_version=plan.model_version,
@@ -148,6 +162,7 @@ def suggestions(
                 channel=item.channel,
                 content_id=item.content_id,
                 topic=item.topic,
+                content_type=item.content_type,
                 score=item.score,
                 expected_uplift=item.expected_uplift,
                 p_engage=item.p_engage,

@@ -1,0 +1,190 @@
+"""Medical and commercial requesters: a key bound to a purpose, and MSL call plans.
+
+The world here is the shared one with one rep-visit and one rep-phone action
+relabelled medical in the catalog, as a medical affairs team's catalog would list
+MSL content, and a model trained on it: every plan below is scored and served for
+real, through a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from nextbest.api.app import create_app
+from nextbest.service.apikeys import ApiKeyError, KeyStore, hash_key
+
+MSL_KEY = "msl-key-0123456789abcdef-t1"
+MEDICAL_CHANNEL_KEY = "medinfo-key-0123456789abcdef"
+ADMIN_KEY = "admin-key-0123456789abcdef-2"
+
+
+@pytest.fixture(scope="module")
+def medical_world(trained, tmp_path_factory: pytest.TempPathFactory):
+    from nextbest import registry
+    from nextbest.contract import load_dataset
+    from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
+    from nextbest.learning.train import train
+
+    fast = TrainConfig(  # as the shared fixture's model is trained
+        engagement=EngagementParams(n_estimators=40, num_leaves=15),
+        uplift=UpliftParams(n_estimators=60, learning_rate=0.08),
+    )
+
+    data = tmp_path_factory.mktemp("medical_world")
+    for table in trained.data_dir.iterdir():
+        shutil.copy(table, data / table.name)
+    catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
+    msl = [catalog.index[catalog["channel"] == rep][0] for rep in ("rep_visit", "rep_phone")]
+    catalog.loc[msl, "content_type"] = "medical"
+    catalog.to_csv(data / "catalog.csv", index=False)
+    settings = trained.settings.model_copy(
+        update={"models_dir": tmp_path_factory.mktemp("medical_models"), "tracking_uri": None}
+    )
+    registry.log_training_run(train(load_dataset(data), config=fast), settings)
+    return settings, set(catalog.loc[msl, "action_id"])
+
+
+@pytest.fixture
+def client(medical_world, territory: str, tmp_path: Path):
+    settings, _ = medical_world
+    keys = tmp_path / "api_keys.yaml"
+    entries = [
+        {"name": "ops-admin", "role": "admin", "key_sha256": hash_key(ADMIN_KEY)},
+        {
+            "name": "msl-1",
+            "role": "rep",
+            "territory_id": territory,
+            "purpose": "medical",
+            "key_sha256": hash_key(MSL_KEY),
+        },
+        {
+            "name": "medinfo",
+            "role": "channel",
+            "purpose": "medical",
+            "key_sha256": hash_key(MEDICAL_CHANNEL_KEY),
+        },
+    ]
+    keys.write_text(yaml.safe_dump({"keys": entries}))
+    settings = settings.model_copy(
+        update={"api_keys_file": keys, "database_url": f"sqlite:///{tmp_path / 'serve.db'}"}
+    )
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        yield c
+
+
+MSL = {"Authorization": f"Bearer {MSL_KEY}"}
+MEDINFO = {"Authorization": f"Bearer {MEDICAL_CHANNEL_KEY}"}
+
+
+def _territory_hcps(client: TestClient, territory: str) -> list[str]:
+    recommender = client.app.state.runtime.recommender
+    return [str(h) for h in recommender.hcp_ids[recommender.territories[territory]]]
+
+
+def test_a_key_bound_to_medical_gets_medical_content_and_may_not_ask_for_promotional(
+    client: TestClient, territory: str
+) -> None:
+    types: set[str] = set()
+    for hcp in _territory_hcps(client, territory)[:20]:
+        answer = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 10}, headers=MSL)
+        assert answer.status_code == 200, answer.text
+        types |= {item["content_type"] for item in answer.json()["items"]}
+    assert types == {"medical"}  # no purpose sent: the key's
+    asked = {"hcp_id": _territory_hcps(client, territory)[0], "purpose": "promotional"}
+    refused = client.post("/v1/recommendations", json=asked, headers=MSL)
+    assert refused.status_code == 403, refused.text
+    assert "this key is for medical requests" in refused.json()["detail"]
+    # Saying its own purpose is fine; an unbound key (admin) asks for either.
+    own = client.post("/v1/recommendations", json={**asked, "purpose": "medical"}, headers=MSL)
+    assert own.status_code == 200, own.text
+    assert client.post("/v1/recommendations", json=asked).status_code == 200
+
+    batch = {"hcp_ids": _territory_hcps(client, territory)[:50], "k": 3}
+    answer = client.post("/v1/recommendations/batch", json=batch, headers=MEDINFO)
+    assert answer.status_code == 200, answer.text
+    served = {i["content_type"] for r in answer.json()["results"] for i in r["items"]}
+    assert served == {"medical"}
+    promo = client.post(
+        "/v1/recommendations/batch", json={**batch, "purpose": "promotional"}, headers=MEDINFO
+    )
+    assert promo.status_code == 403, promo.text
+
+
+def test_an_msl_plan_holds_medical_rep_content_and_a_reps_plan_none(
+    client: TestClient, medical_world, territory: str
+) -> None:
+    _, medical_rep_actions = medical_world
+    plan = client.get("/v1/reps/msl-1/suggestions?capacity=30", headers=MSL)
+    assert plan.status_code == 200, plan.text
+    body = plan.json()
+    assert body["purpose"] == "medical"
+    assert body["suggestions"], body  # medical rep content worth a visit exists
+    assert {s["content_type"] for s in body["suggestions"]} == {"medical"}
+    assert {s["action_id"] for s in body["suggestions"]} <= medical_rep_actions
+
+    asked = f"/v1/reps/msl-1/suggestions?capacity=30&territory_id={territory}"
+    sales = client.get(f"{asked}&purpose=promotional")  # an admin may plan either
+    assert sales.status_code == 200, sales.text
+    assert sales.json()["purpose"] == "promotional"
+    assert not {s["action_id"] for s in sales.json()["suggestions"]} & medical_rep_actions
+    refused = client.get("/v1/reps/msl-1/suggestions?purpose=promotional", headers=MSL)
+    assert refused.status_code == 403, refused.text
+    bad = client.get("/v1/reps/msl-1/suggestions?purpose=Medical", headers=MSL)
+    assert bad.status_code == 422, bad.text
+
+    # Each suggestion is logged with the purpose it was planned for.
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import Recommendation
+
+    assert client.app.state.runtime.reclog.flush()
+    ids = [s["recommendation_id"] for s in body["suggestions"]]
+    with client.app.state.runtime.sessions() as session:
+        logged = session.scalars(
+            select(Recommendation.purpose).where(Recommendation.recommendation_id.in_(ids))
+        ).all()
+    assert len(logged) == len(ids) and set(logged) == {"medical"}
+
+
+def test_a_key_purpose_must_be_one_of_the_two(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    entry = {"name": "x", "role": "channel", "purpose": "msl", "key": "k" * 20}
+    path.write_text(yaml.safe_dump({"keys": [entry]}))
+    with pytest.raises(ApiKeyError, match=r"keys\[0\] \(x\): 'purpose' must be one of"):
+        KeyStore.load(path=path, env={})
+
+
+def test_keys_add_binds_a_purpose_that_a_running_server_applies(
+    client: TestClient, territory: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    path = str(client.app.state.runtime.settings.resolved_api_keys_file)
+    run = CliRunner().invoke(
+        app,
+        ["keys", "add", "medinfo-2", "--role", "channel", "--purpose", "medical", "--file", path],
+    )
+    assert run.exit_code == 0, run.output
+    assert "medical requests only" in " ".join(run.output.split())
+    key = run.stdout.strip().splitlines()[-1]
+    hcp = _territory_hcps(client, territory)[0]
+    asked = {"hcp_id": hcp, "purpose": "promotional"}
+    refused = client.post(
+        "/v1/recommendations", json=asked, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert refused.status_code == 403, refused.text
+    listed = CliRunner().invoke(app, ["keys", "list", "--file", path])
+    row = next(line for line in listed.stdout.splitlines() if "medinfo-2" in line)
+    assert "medical" in row
+    bad = CliRunner().invoke(
+        app, ["keys", "add", "x-3", "--role", "channel", "--purpose", "msl", "--file", path]
+    )
+    assert bad.exit_code == 2 and "'purpose' must be one of" in " ".join(bad.output.split())
