@@ -459,6 +459,56 @@ def test_reload_applies_an_edited_rules_file_and_refuses_an_invalid_one(
         assert emails(hcp) != []
 
 
+def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(
+    own_registry, keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nextbest.service.picks import picks_frame
+
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(shipped.read_text())
+    settings = own_registry.model_copy(
+        update={"rules_file": rules, "holdout_rate": 0.0, "epsilon": 0.0}
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        runtime = client.app.state.runtime
+        hcps = [str(h) for h in runtime.recommender.hcp_ids[:80]]
+        batch = {"hcp_ids": hcps, "k": 5}
+
+        def served() -> set[str]:
+            answer = client.post("/v1/recommendations/batch", json=batch)
+            assert answer.status_code == 200, answer.text
+            return {i["action_id"] for r in answer.json()["results"] for i in r["items"]}
+
+        before = served()
+        pulled = sorted(before)[:2]
+        # Approval pulled for two pieces of content: listed, reloaded, gone everywhere.
+        rules.write_text(
+            shipped.read_text() + f"\nwithdrawn_actions: [{pulled[0]}, {pulled[1]}, A999]\n"
+        )
+        with caplog.at_level(logging.WARNING, logger="nextbest.policy.rules"):
+            answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 200 and answer.json()["rules_changed"] is True
+        assert "withdrawn_actions ['A999'] are not in the served model's catalog" in caplog.text
+        after = served()
+        assert after and not after & set(pulled), after
+        hcp = hcps[0]
+        excluded = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True})
+        said = excluded.json()["excluded"]
+        assert all(
+            "withdrawn by the serving rules (withdrawn_actions)" in said[a] for a in pulled
+        ), said
+        plan = client.get(f"/v1/reps/x/suggestions?territory_id={runtime.recommender.territory[0]}")
+        assert plan.status_code == 200, plan.text
+        assert not {s["action_id"] for s in plan.json()["suggestions"]} & set(pulled)
+        # The send files of `nextbest picks` follow the same rules.
+        recommender = runtime.recommender
+        picked = picks_frame(
+            recommender.model, hcp_ids=hcps, k=5, rules=recommender.rules, history=None
+        )
+        assert len(picked) and not set(picked["action_id"]) & set(pulled)
+
+
 def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
     own_registry, keys, tmp_path: Path
 ) -> None:

@@ -82,6 +82,9 @@ class ServingRules:
     rep_default_capacity: int = 8
     rep_max_capacity: int = 50
     dismiss_reasons: tuple[str, ...] = DEFAULT_DISMISS_REASONS
+    # Actions served to nobody from the next reload on: content withdrawn between
+    # trainings (a recalled claim, an approval pulled early), without a retrain.
+    withdrawn_actions: tuple[str, ...] = ()
     source: str = "built-in defaults"
 
     @classmethod
@@ -128,6 +131,7 @@ class ServingRules:
             "snooze_days",
             "max_items_per_channel",
             "rep_plan",
+            "withdrawn_actions",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -176,6 +180,15 @@ class ServingRules:
             raise RulesError(
                 f"{source}: rep_plan.dismiss_reasons must be a non-empty list of codes"
             )
+        withdrawn = data.get("withdrawn_actions") or []
+        if not isinstance(withdrawn, list) or not all(
+            isinstance(a, str | int) and not isinstance(a, bool) and str(a).strip()
+            for a in withdrawn
+        ):
+            raise RulesError(
+                f"{source}: withdrawn_actions must be a list of catalog action_ids "
+                "(e.g. [A027, A031])"
+            )
         max_items = data.get("max_items_per_channel")
         return cls(
             channels=channels,
@@ -188,6 +201,7 @@ class ServingRules:
             rep_default_capacity=default_capacity,
             rep_max_capacity=max_capacity,
             dismiss_reasons=tuple(reasons),
+            withdrawn_actions=tuple(dict.fromkeys(str(a).strip() for a in withdrawn)),
             source=source,
         )
 
@@ -333,6 +347,17 @@ class HistoryRules:
             if rule.cap is not None and rule.cap.max_contacts == 0:
                 self.closed[self.actions_of_channel.get(name, [])] = True
                 self._closed_why[name] = f"frequency cap: {name} is closed (max_contacts 0)"
+        # Withdrawn content: excluded for every HCP and request whatever the history
+        # (applied with the request-level rules, not through ``blocked``).
+        self.withdrawn = np.isin(action_ids.astype(str), list(rules.withdrawn_actions))
+        unknown = sorted(set(rules.withdrawn_actions) - set(self.action_pos))
+        if unknown:
+            logger.warning(
+                "%s: withdrawn_actions %s are not in the served model's catalog (nothing "
+                "to withdraw; check the spelling)",
+                rules.source,
+                unknown,
+            )
         unmatched = rules.unmatched_channels(self.actions_of_channel)
         if unmatched:
             logger.warning(

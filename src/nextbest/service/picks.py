@@ -85,19 +85,21 @@ def picks_frame(
     mask = eligibility.action_mask(on=day, purpose=purpose, channel=channel)
     if rep_only:
         mask = mask & np.array([is_rep_channel(str(c)) for c in model.catalog["channel"]])
-    actions = np.flatnonzero(mask)
-    frames: list[pd.DataFrame] = []
-    if len(actions) == 0:
-        return pd.DataFrame(columns=PICK_COLUMNS)
     history_rules = (
         HistoryRules(
             rules,
             channels=model.catalog["channel"].astype(str).to_numpy(dtype=object),
             action_ids=model.catalog["action_id"].astype(str).to_numpy(dtype=object),
         )
-        if rules is not None and history is not None
+        if rules is not None
         else None
     )
+    if history_rules is not None:
+        mask = mask & ~history_rules.withdrawn
+    actions = np.flatnonzero(mask)
+    frames: list[pd.DataFrame] = []
+    if len(actions) == 0:
+        return pd.DataFrame(columns=PICK_COLUMNS)
     max_per_channel = rules.max_items_per_channel if rules is not None else None
     all_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
     block = max(1, BLOCK_PAIRS // len(actions))

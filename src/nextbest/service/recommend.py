@@ -424,6 +424,8 @@ class Recommender:
             why = self.eligibility.reasons_excluded(
                 row, on=_naive(now), purpose=purpose, channel=channel
             )
+            for j in np.flatnonzero(self.history_rules.withdrawn).tolist():
+                why[j].append("withdrawn by the serving rules (withdrawn_actions)")
             if history is not None:
                 for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
                     why[j].extend(extra)
@@ -596,6 +598,8 @@ class Recommender:
         per_action = self.eligibility.action_mask(on=_naive(now), purpose=purpose, channel=channel)
         if rep_only:
             per_action = per_action & self.rep_actions
+        if self.rules.withdrawn_actions:
+            per_action = per_action & ~self.history_rules.withdrawn
         allowed = self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
         if history is not None:
             allowed &= ~self.history_rules.blocked(self.hcp_ids[rows].tolist(), history)
