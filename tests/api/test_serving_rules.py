@@ -134,6 +134,32 @@ def test_contact_budget_across_channels_blocks_everything(client: TestClient) ->
     assert all(any("contact budget" in w for w in why) for why in body["excluded"].values())
 
 
+def test_a_request_dated_yesterday_counts_the_contacts_reported_since(client: TestClient) -> None:
+    # A send file for yesterday, made after midnight: its e-mails go out now, so an
+    # e-mail delivered this morning must stop a second one, as it does for today.
+    hcp_id = _email_hcp(client)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    assert client.app.state.runtime.recommender.as_of.date().isoformat() < yesterday
+    before = _ask(client, hcp_id, channel="email", date=yesterday)
+    assert before["holdout"] or before["items"], before
+    _delivered(client, hcp_id, "email", days_ago=0.01, n=0)  # 15 minutes ago
+    recommender = client.app.state.runtime.recommender
+    emails = {
+        str(a)
+        for a, c in zip(recommender.action_ids, recommender.action_channels, strict=True)
+        if c == "email"
+    }
+    for day in (yesterday, None):
+        body = _ask(client, hcp_id, channel="email", **({"date": day} if day else {}))
+        assert body["items"] == [], (day, body["items"])
+        said = [body["excluded"][a] for a in emails]
+        assert all(any("cool-down: last email contact" in w for w in why) for why in said), day
+    batch = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": [hcp_id], "date": yesterday, "k": 3}
+    ).json()
+    assert not [i for i in batch["results"][0]["items"] if i["channel"] == "email"]
+
+
 def test_purpose_separates_medical_from_promotional(client: TestClient) -> None:
     recommender = client.app.state.runtime.recommender
     content_type = dict(zip(recommender.action_ids, recommender._content_types, strict=True))

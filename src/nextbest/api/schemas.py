@@ -64,7 +64,8 @@ PURPOSE_HELP = (
 )
 DECISION_DATE_HELP = (
     "Decision date or time (default: now): approval windows, contacts and decisions are "
-    "counted as of it. A date alone is 00:00 UTC of that day, today's is now."
+    "counted as of it (a past one counts those reported up to now: it is acted on now). "
+    "A date alone is 00:00 UTC of that day, today's is now."
 )
 
 

@@ -258,7 +258,7 @@ def file_picks(
     serving logs too.
     """
     from nextbest.service.runtime import warn_if_stale
-    from nextbest.service.serving import live_history
+    from nextbest.service.serving import history_time, live_history
     from nextbest.storage.db import store_session
 
     warn_if_stale(settings.model_name, version, model.as_of)
@@ -266,7 +266,8 @@ def file_picks(
     rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
     with store_session(settings.resolved_database_url) as session:
-        history = live_history(session, rules=rules, hcp_ids=known, now=decision_time(on))
+        at = history_time(decision_time(on))
+        history = live_history(session, rules=rules, hcp_ids=known, now=at)
     return picks_frame(
         model,
         hcp_ids=known,

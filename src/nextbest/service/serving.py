@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -48,7 +48,7 @@ def live_history(
     """Contacts, dismissals and consent events of ``hcp_ids`` the rules need, as of ``now`` (UTC):
     nothing reported as happening after ``now`` counts, but for the clock skew that
     feedback is allowed (``FUTURE_TOLERANCE``): an event the service acknowledged
-    counts at once.
+    counts at once. Serving reads it as of :func:`history_time` of its decision.
 
     One indexed query for every cap window, the dismissals and the consent events
     together (consent is read whatever the rules: an HCP who opted out of a channel
@@ -87,6 +87,15 @@ async def live_history_async(
         until=now + FUTURE_TOLERANCE,
     )
     return _live(found, windows, now, rules)
+
+
+def history_time(decided: datetime) -> datetime:
+    """When the contact history is read for a decision at ``decided``: then, or now
+    if that is later. A decision dated in the past (a send file for yesterday,
+    made after midnight) is acted on now, so the contacts reported since count
+    against its caps and cool-downs, as its holdout week and consent are today's:
+    read as of its date, an e-mail delivered this morning would not stop a second."""
+    return max(decided, datetime.now(UTC))
 
 
 def _lookbacks(
@@ -147,7 +156,7 @@ def recommend_one(
     recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     if db is not None:
         history = (
-            live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=now)
+            live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=history_time(now))
             if recommender.hcp_row(hcp_id) is not None
             else None
         )
@@ -186,7 +195,7 @@ def recommend_batch(
         [h for h, n in Counter(hcp_ids).items() if n > 1] if len(unique) < len(hcp_ids) else []
     )
     known = [h for h in unique if recommender.hcp_row(h) is not None]
-    history = live_history(db, rules=recommender.rules, hcp_ids=known, now=now)
+    history = live_history(db, rules=recommender.rules, hcp_ids=known, now=history_time(now))
     recs, unknown = recommender.recommend_many(
         hcp_ids=unique, k=k, channel=channel, purpose=purpose, on=now, history=history
     )
@@ -213,7 +222,7 @@ def rep_call_plan(
     check_day(now, recommender.as_of, location="query")  # before the history is read
     rows = recommender.territories.get(territory_id)
     ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
-    history = live_history(db, rules=recommender.rules, hcp_ids=ids, now=now)
+    history = live_history(db, rules=recommender.rules, hcp_ids=ids, now=history_time(now))
     plan = recommender.rep_plan(
         rep_id=rep_id,
         territory_id=territory_id,

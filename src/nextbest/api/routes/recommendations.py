@@ -27,6 +27,7 @@ from nextbest.service.apikeys import Principal
 from nextbest.service.recommend import Recommendation, decision_time
 from nextbest.service.serving import (
     Database,
+    history_time,
     live_history_async,
     recommend_batch,
     recommend_one,
@@ -87,7 +88,11 @@ async def recommend(
         recommender.check_request(k=body.k, channel=body.channel, purpose=purpose, now=now)
         # PostgreSQL: the worker serves other requests while the query travels.
         history = await live_history_async(
-            pool, runtime.reader.dialect, rules=recommender.rules, hcp_id=body.hcp_id, now=now
+            pool,
+            runtime.reader.dialect,
+            rules=recommender.rules,
+            hcp_id=body.hcp_id,
+            now=history_time(now),
         )
         db = None
     rec = recommend_one(

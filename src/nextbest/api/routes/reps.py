@@ -95,7 +95,7 @@ def suggestions(
     | None = Query(
         default=None,
         description="Day of the plan (default: today). Contacts and decisions are counted as "
-        "of its start (00:00 UTC); today's plan counts them up to now.",
+        "of its start (00:00 UTC); today's plan, or a past day's, counts them up to now.",
     ),
     capacity: int | None = Query(
         default=None,
