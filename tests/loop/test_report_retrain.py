@@ -675,6 +675,77 @@ def test_the_report_warns_when_the_arms_reported_outcomes_in_different_shares(
     assert "came back" not in full.conclusion
 
 
+def _hcp_feed_store(settings: Settings, *, seed: int, holdout_reported: bool = True) -> None:
+    """400 HCPs, 30% held out for the week; a served HCP asked about 1-6 times, a
+    held-out one 2-8 times (a day apart), then one outcome per HCP without a
+    recommendation_id, as a weekly NRx feed sends it. ``holdout_reported=False``: the
+    feed names only the HCPs that were served (contacted)."""
+    rng = np.random.default_rng(seed)
+    migrate(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    records, events = [], []
+    for h in range(400):
+        hcp_id = f"H{h:06d}"
+        holdout = bool(rng.random() < 0.3)
+        asked = int(rng.integers(2, 9) if holdout else rng.integers(1, 7))
+        item = ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False)
+        items = () if holdout else (item,)
+        for k in range(asked):
+            records.append(
+                RecommendationRecord(
+                    recommendation_id=f"r{h}-{k}",
+                    created_at=T0 + timedelta(hours=18 * k, minutes=h),
+                    hcp_id=hcp_id,
+                    requester="test",
+                    purpose="promotional",
+                    channel_filter=None,
+                    model_version="1",
+                    holdout=holdout,
+                    policy="epsilon_greedy",
+                    epsilon=0.1,
+                    holdout_rate=0.3,
+                    n_candidates=10,
+                    items=items,
+                )
+            )
+        if holdout and not holdout_reported:
+            continue
+        events.append(
+            FeedbackRecord(
+                event_id=f"nrx-{h}",
+                event_type="outcome",
+                occurred_at=T0 + timedelta(days=6, minutes=h),
+                hcp_id=hcp_id,
+                value=float(rng.poisson(2.0)),
+            )
+        )
+    with make_session_factory(engine)() as session:
+        log_recommendations(session, records=records)
+        session.commit()
+        assert not record_feedback(session, events=events).rejected
+    engine.dispose()
+
+
+def test_a_complete_outcome_feed_by_hcp_covers_both_arms_however_often_they_were_asked(
+    tmp_path: Path,
+) -> None:
+    """One outcome per HCP, by HCP, counts for its latest request only: per request,
+    the arm asked about less often looked better reported (about 29% against 20%).
+    Every request's HCP reported an outcome within its window: both arms are covered
+    and nothing warns; a feed of only the served HCPs still warns."""
+    settings = Settings(models_dir=tmp_path / "models")
+    _hcp_feed_store(settings, seed=11)
+    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    assert report.outcome_coverage == {"served": 1.0, "holdout": 1.0}
+    assert "came back" not in report.conclusion
+    # Only for the HCPs that were contacted: the holdout's outcomes never came back.
+    partial = Settings(models_dir=tmp_path / "partial")
+    _hcp_feed_store(partial, seed=11, holdout_reported=False)
+    half = uplift_report(partial, out_dir=tmp_path / "r2", log=False)
+    assert half.outcome_coverage == {"served": 1.0, "holdout": 0.0}
+    assert "Warning: outcomes came back for 100% of served requests but 0%" in half.conclusion
+
+
 def test_the_week_of_a_request_asked_for_a_later_date_is_that_dates_week(
     tmp_path: Path,
 ) -> None:

@@ -43,7 +43,7 @@ from nextbest.evaluation.ope import Z_95, standard_error
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
-from nextbest.storage.repository import OUTCOME_WINDOW, decision_times
+from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class UpliftReport:
     # request in the outcome window after it (the next holdout period had begun, or
     # the holdout is drawn per request).
     holdout_served_elsewhere: int = 0
-    # Share of the logged requests of each arm whose outcome came back.
+    # Share of the logged requests of each arm whose outcome came back (named for the
+    # request, or sent for its HCP within its outcome window: :func:`reported`).
     outcome_coverage: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
@@ -221,6 +222,7 @@ def uplift_report(
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
         every = load_decisions(session, since=since, with_outcome=False) if len(decisions) else None
+        by_hcp_events = hcp_outcomes(session, since=since) if every is not None else None
     groups: dict[str, pd.Series] = {}
     if len(decisions):
         would = _would_serve(settings, decisions)
@@ -252,7 +254,12 @@ def uplift_report(
         else 0
     )
     elsewhere = served_elsewhere(decisions, every) if every is not None else 0
-    coverage = outcome_coverage(decisions, every) if every is not None else {}
+    coverage: dict[str, float] = {}
+    coverage_apart = False
+    if every is not None:
+        got = reported(decisions, every, by_hcp_events)
+        coverage = outcome_coverage(every, got)
+        coverage_apart = coverage_differs(every, got)
     by_hcp, unmatched = decisions.attrs.get("outcomes_by_hcp", (0, 0))
     said = conclusion(
         overall,
@@ -260,6 +267,7 @@ def uplift_report(
         holdout_contacted=contacted,
         holdout_served_elsewhere=elsewhere,
         coverage=coverage,
+        coverage_apart=coverage_apart,
     )
     if by_hcp or unmatched:
         days = OUTCOME_WINDOW / timedelta(days=1)
@@ -362,16 +370,66 @@ def _effective(decisions: pd.DataFrame) -> pd.Series:
     return decision_times(decisions["timestamp"], decided)
 
 
-def outcome_coverage(decisions: pd.DataFrame, every: pd.DataFrame) -> dict[str, float]:
-    """The share of each arm's logged requests (``every``) that have an outcome
-    (``decisions``): ``{"served": ..., "holdout": ...}`` (an arm without requests
-    is left out)."""
+def reported(
+    decisions: pd.DataFrame, every: pd.DataFrame, by_hcp: pd.DataFrame | None = None
+) -> np.ndarray:
+    """``(len(every),)`` bool: whether an outcome came back for each logged request of
+    ``every``: it has one (it is in ``decisions``), or an outcome sent for its HCP
+    without a recommendation_id (``by_hcp``: ``hcp_id``, ``at``) occurred in its
+    outcome window, whichever of the HCP's requests that outcome counts for.
+
+    The unit stays the logged request, as the comparison's (and a holdout drawn per
+    request draws for one): an outcome named for a request reports that request
+    only, and a caller sending them for picks alone leaves the rest unreported.
+    But an outcome by HCP reports the HCP over a period and counts, as a value, for
+    its latest request only (:func:`nextbest.storage.repository.logged_decisions`):
+    counted per request with an outcome, a complete NRx feed would cover
+    1 / (requests per HCP) of an arm, and an arm whose HCPs are asked about more
+    often would look worse reported though every HCP's outcome came back. So every
+    request whose window the HCP's outcome falls in counts as reported.
+    """
+    got = every["recommendation_id"].isin(decisions["recommendation_id"]).to_numpy()
+    if by_hcp is None or by_hcp.empty or got.all():
+        return got
+    requests = pd.DataFrame(
+        {
+            "row": np.arange(len(every)),
+            "hcp_id": every["hcp_id"].astype(str),
+            "at": _effective(every).astype("datetime64[ns, UTC]"),
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "hcp_id": by_hcp["hcp_id"].astype(str),
+            "at": by_hcp["at"].astype("datetime64[ns, UTC]"),
+        }
+    )
+    events["outcome_at"] = events["at"]
+    # The first outcome of the HCP at or after the request takes effect, within the
+    # window an outcome by HCP is matched over (both ends in, as it is matched).
+    first = pd.merge_asof(
+        requests.sort_values("at"),
+        events.sort_values("at"),
+        on="at",
+        by="hcp_id",
+        direction="forward",
+        tolerance=pd.Timedelta(OUTCOME_WINDOW),
+    )
+    in_window = np.zeros(len(every), dtype=bool)
+    in_window[first["row"].to_numpy()] = first["outcome_at"].notna().to_numpy()
+    return got | in_window
+
+
+def outcome_coverage(every: pd.DataFrame, got: np.ndarray) -> dict[str, float]:
+    """The share of each arm's logged requests (``every``) whose outcome came back
+    (``got``, :func:`reported`): ``{"served": ..., "holdout": ...}`` (an arm without
+    requests is left out)."""
     out: dict[str, float] = {}
+    held_out = every["holdout"].to_numpy(dtype=bool)
     for arm, held in (("served", False), ("holdout", True)):
-        logged = int((every["holdout"].astype(bool) == held).sum())
-        if logged:
-            with_outcome = int((decisions["holdout"].astype(bool) == held).sum())
-            out[arm] = with_outcome / logged
+        in_arm = held_out == held
+        if in_arm.any():
+            out[arm] = float(got[in_arm].mean())
     return out
 
 
@@ -380,20 +438,27 @@ def outcome_coverage(decisions: pd.DataFrame, every: pd.DataFrame) -> dict[str, 
 COVERAGE_GAP = 0.05
 
 
-def coverage_differs(coverage: dict[str, float], overall: ArmComparison) -> bool:
-    """Whether the arms got outcomes back in clearly different shares: more than
-    ``COVERAGE_GAP`` apart and more than 3 standard errors of a difference of two
-    proportions (on the logged requests of each arm)."""
-    if "served" not in coverage or "holdout" not in coverage:
+def coverage_differs(every: pd.DataFrame, got: np.ndarray) -> bool:
+    """Whether the arms got outcomes back (``got``, :func:`reported`) for clearly
+    different shares of their logged requests (``every``): more than
+    ``COVERAGE_GAP`` apart and more than 3 standard errors of the difference.
+
+    The standard error is clustered by HCP, as the report's intervals are: whether
+    outcomes come back is decided per HCP as often as per request (a feed that
+    leaves an HCP out leaves out all its requests), so an HCP's requests are not
+    independent draws."""
+    held_out = every["holdout"].to_numpy(dtype=bool)
+    if held_out.all() or not held_out.any():
         return False
-    p_s, p_h = coverage["served"], coverage["holdout"]
-    logged_s = overall.n_served / p_s if p_s else 0.0
-    logged_h = overall.n_holdout / p_h if p_h else 0.0
-    if not logged_s or not logged_h:
-        return abs(p_s - p_h) > COVERAGE_GAP  # one arm got nothing back at all
-    pooled = (overall.n_served + overall.n_holdout) / (logged_s + logged_h)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / logged_s + 1 / logged_h))
-    return abs(p_s - p_h) > max(COVERAGE_GAP, 3 * se)
+    values = got.astype(np.float64)
+    hcp = pd.factorize(every["hcp_id"])[0]
+    p_s, p_h = values[~held_out].mean(), values[held_out].mean()
+    # Infinite with fewer than two HCPs in an arm: too few to tell.
+    se = math.hypot(
+        standard_error(values[~held_out], hcp[~held_out]),
+        standard_error(values[held_out], hcp[held_out]),
+    )
+    return bool(abs(p_s - p_h) > max(COVERAGE_GAP, 3 * se))
 
 
 def conclusion(
@@ -403,12 +468,15 @@ def conclusion(
     holdout_contacted: int = 0,
     holdout_served_elsewhere: int = 0,
     coverage: dict[str, float] | None = None,
+    coverage_apart: bool = False,
 ) -> str:
     """One plain sentence on what the data allow to conclude, and a warning when
     held-out HCPs were contacted anyway (the comparison then understates uplift) or
-    the arms' outcomes came back in different shares (it is then not randomized)."""
+    the arms' outcomes came back in different shares (``coverage``, when
+    ``coverage_apart``, as :func:`coverage_differs` finds them: it is then not
+    randomized)."""
     said = _verdict_sentence(overall, min_per_arm=min_per_arm)
-    if coverage and coverage_differs(coverage, overall):
+    if coverage and coverage_apart:
         said += (
             f" Warning: outcomes came back for {coverage['served']:.0%} of served requests "
             f"but {coverage['holdout']:.0%} of holdout requests. When outcomes come back for "

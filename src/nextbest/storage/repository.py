@@ -1631,6 +1631,19 @@ def decision_times(created_at: pd.Series, decided_for: pd.Series) -> pd.Series:
     return decided.where(decided > created, created)
 
 
+def hcp_outcomes(session: Session, *, since: datetime | None = None) -> pd.DataFrame:
+    """The ``outcome`` events sent without a recommendation_id (an NRx feed by HCP),
+    occurred at or after ``since`` (all if None): ``hcp_id``, ``at`` (UTC), ``value``."""
+    loose = sa.select(FeedbackEvent.hcp_id, FeedbackEvent.occurred_at, FeedbackEvent.value).where(
+        FeedbackEvent.event_type == "outcome", FeedbackEvent.recommendation_id.is_(None)
+    )
+    if since is not None:
+        loose = loose.where(FeedbackEvent.occurred_at >= since)
+    events = pd.DataFrame(session.execute(loose).all(), columns=["hcp_id", "at", "value"])
+    events["at"] = pd.to_datetime(events["at"], utc=True)
+    return events
+
+
 def _outcomes_by_hcp(
     session: Session,
     frame: pd.DataFrame,
@@ -1641,12 +1654,7 @@ def _outcomes_by_hcp(
     """Outcome values sent without a recommendation_id, summed per recommendation_id
     of the decision they count for (see :func:`logged_decisions`), and ``(events
     counted, events that matched no decision)``."""
-    loose = sa.select(FeedbackEvent.hcp_id, FeedbackEvent.occurred_at, FeedbackEvent.value).where(
-        FeedbackEvent.event_type == "outcome", FeedbackEvent.recommendation_id.is_(None)
-    )
-    if since is not None:
-        loose = loose.where(FeedbackEvent.occurred_at >= since)
-    events = pd.DataFrame(session.execute(loose).all(), columns=["hcp_id", "at", "value"])
+    events = hcp_outcomes(session, since=since)
     if events.empty:
         return pd.Series(dtype="float64"), (0, 0)
     columns = ["recommendation_id", "hcp_id", "created_at", "decided_for"]
@@ -1663,7 +1671,6 @@ def _outcomes_by_hcp(
         if since is not None:
             every = every.where(Recommendation.created_at >= since - window)
         anchors = pd.DataFrame(session.execute(every).all(), columns=columns)
-    events["at"] = pd.to_datetime(events["at"], utc=True)
     # By when each decision takes effect: plans logged ahead for later weeks each
     # take their own week's outcomes, not the last one logged.
     anchors = anchors.assign(
