@@ -670,8 +670,10 @@ def picks(
     on: datetime | date | None = when
     if when is not None and as_of is not None and len(as_of.strip()) == 10:
         on = when.date()  # a day alone: its start, or now when it is today (decision_time)
-    dataset = _load(data) if data is not None else None
     settings = _settings()
+    if log:  # before reading the data: a refused run costs nothing
+        _check_holdout_rate(settings)
+    dataset = _load(data) if data is not None else None
     _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
@@ -765,6 +767,41 @@ def picks(
             "use --log for a file that will be sent[/dim]"
         )
     return out
+
+
+def _check_holdout_rate(settings: Settings) -> None:
+    """Stop ``picks --log`` when its holdout rate is not the recommendation log's.
+
+    The holdout draw compares one hash per HCP and week with the rate, so a run
+    with another rate than the server's holds out other HCPs: it would send picks
+    to HCPs the server keeps in its control group, and log answers under a second
+    rate. The newest logged answer stands for the deployment's rate; with nothing
+    logged yet, any rate goes.
+    """
+    from nextbest.policy.exploration import same_holdout_rate
+    from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, store_session
+    from nextbest.storage.repository import latest_holdout_rate
+
+    url = settings.resolved_database_url
+    try:
+        with store_session(url) as session:
+            logged = latest_holdout_rate(session)
+    except ValueError as exc:  # a backend other than SQLite or PostgreSQL
+        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+    except UNAVAILABLE_ERRORS as exc:
+        raise _fail(
+            f"cannot reach the database {without_password(url)} (NEXTBEST_DATABASE_URL): "
+            f"{describe_database_error(exc)}"
+        ) from None
+    rate = settings.holdout_rate
+    if logged is not None and not same_holdout_rate(rate, logged):
+        raise _fail(
+            f"the holdout rate here is {rate:g} (NEXTBEST_HOLDOUT_RATE) but the newest "
+            f"answers logged in {without_password(url)} were served with holdout rate "
+            f"{logged:g}: this run would hold out other HCPs than the server does (sending "
+            "picks to HCPs of its control group) and mix two rates in the log. Run with "
+            f"NEXTBEST_HOLDOUT_RATE={logged:g}, the rate the server is configured with"
+        )
 
 
 def _setting_default(name: str) -> str:

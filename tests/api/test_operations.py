@@ -81,6 +81,54 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
     runtime.close()
 
 
+def test_a_worker_started_with_another_holdout_rate_than_the_log_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It would hold out other HCPs than the processes that logged before it: said
+    once at start-up (it serves anyway, as after a deliberate change of rate)."""
+    from datetime import UTC, datetime
+
+    from nextbest.settings import Settings
+    from nextbest.storage import RecommendationRecord, log_recommendations, migrate
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        log_recommendations(
+            session,
+            records=[
+                RecommendationRecord(
+                    recommendation_id="served-1",
+                    created_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+                    hcp_id="H1",
+                    requester="crm",
+                    purpose="promotional",
+                    channel_filter=None,
+                    model_version="1",
+                    holdout=False,
+                    policy="epsilon_greedy",
+                    epsilon=0.05,
+                    holdout_rate=0.2,
+                    n_candidates=3,
+                )
+            ],
+        )
+        session.commit()
+    engine.dispose()
+    for rate, warned in ((0.05, True), (0.2, False)):
+        settings = Settings(models_dir=tmp_path / "models", database_url=url, holdout_rate=rate)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
+            runtime = ServingRuntime.start(settings, load_model=False)
+        runtime.close()
+        said = [r.getMessage() for r in caplog.records if "holdout rate" in r.getMessage()]
+        assert len(said) == int(warned), said
+        if warned:
+            assert "NEXTBEST_HOLDOUT_RATE is 0.05 in this worker" in said[0]
+            assert "served with holdout rate 0.2" in said[0]
+
+
 @pytest.mark.postgres
 def test_a_worker_started_while_the_database_is_down_serves_once_it_returns(
     own_registry, keys, caplog: pytest.LogCaptureFixture

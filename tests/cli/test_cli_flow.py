@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,33 @@ def test_simulate_train_picks(
     assert len(joined) == len(picks) > 0
     assert (joined["hcp_id"] == joined["hcp_id_logged"]).all()
     assert not set(picks["hcp_id"]) & set(held_out["hcp_id"])
+    # Run again from a shell without the variable (the default rate, 0.05): it
+    # would e-mail HCPs the 0.2 run held out this week. Refused before any work,
+    # naming both rates; with the log's rate it runs, holding out the same HCPs.
+    monkeypatch.delenv("NEXTBEST_HOLDOUT_RATE")
+    get_settings.cache_clear()
+    again = tmp_path / "again.csv"
+    result = runner.invoke(app, ["picks", "--data", str(world), "--out", str(again), "--log"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "holdout rate here is 0.05" in said and "NEXTBEST_HOLDOUT_RATE=0.2" in said, said
+    assert "scoring HCPs" not in said and not again.exists()
+    monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
+    get_settings.cache_clear()
+    _run("picks", "--data", str(world), "--out", str(again), "--log")
+    engine = make_engine(get_settings().resolved_database_url)
+    with engine.connect() as connection:
+        rates = connection.exec_driver_sql(
+            "SELECT DISTINCT holdout_rate FROM recommendations"
+        ).all()
+        held_again = pd.read_sql(
+            "SELECT hcp_id FROM recommendations WHERE holdout AND recommendation_id NOT IN "
+            f"({','.join(repr(r) for r in logged['recommendation_id'])})",
+            connection,
+        )
+    engine.dispose()
+    assert rates == [(0.2,)]
+    assert set(held_again["hcp_id"]) == set(held_out["hcp_id"])
 
     # The sends' feedback comes back as a file (an e-mail platform's export):
     # stored by row, idempotent, bad rows rejected alone with their row number.
@@ -364,6 +392,59 @@ def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: s
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_picks_log_refuses_another_holdout_rate_than_the_log_before_any_work(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server at 0.2 logged last; `picks --log` at the default 0.05 would hold out
+    other HCPs (and e-mail some the server holds out): refused before the data is
+    read, naming both rates and the variable."""
+    from nextbest.storage import RecommendationRecord, log_recommendations
+    from nextbest.storage.db import store_session
+
+    with store_session(get_settings().resolved_database_url) as session:
+        log_recommendations(
+            session,
+            records=[
+                RecommendationRecord(
+                    recommendation_id="served-1",
+                    created_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+                    hcp_id="H1",
+                    requester="crm",
+                    purpose="promotional",
+                    channel_filter=None,
+                    model_version="1",
+                    holdout=True,
+                    policy="epsilon_greedy",
+                    epsilon=0.05,
+                    holdout_rate=0.2,
+                    n_candidates=3,
+                )
+            ],
+        )
+        session.commit()
+    out = tmp_path / "sent.csv"
+    # No data there, and no model: the refusal comes first, before either is read.
+    args = ["picks", "--data", str(tmp_path / "no-data"), "--out", str(out), "--log"]
+    result = runner.invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "the holdout rate here is 0.05 (NEXTBEST_HOLDOUT_RATE)" in said, said
+    assert "served with holdout rate 0.2" in said and "NEXTBEST_HOLDOUT_RATE=0.2" in said, said
+    assert not out.exists()
+    # With the log's rate the check passes and the run goes on (to the missing data).
+    monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
+    get_settings.cache_clear()
+    result = runner.invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holdout rate" not in said, said
+    assert "no-data" in said, said
+    # Plain picks are not logged and draw no holdout: no check.
+    monkeypatch.delenv("NEXTBEST_HOLDOUT_RATE")
+    get_settings.cache_clear()
+    result = runner.invoke(app, args[:-1])
+    assert "holdout rate" not in " ".join(result.output.split()), result.output
 
 
 def test_outputs_that_cannot_be_written_stop_before_any_work(

@@ -133,6 +133,25 @@ def test_log_and_get_round_trip(
         assert raw == "2024-05-01 10:30:15.123456"
 
 
+def test_latest_holdout_rate_is_the_newest_answers_and_none_before_any(
+    session: Session, engine: Engine, make_recommendation: MakeRecommendation
+) -> None:
+    assert repository.latest_holdout_rate(session) is None
+    log_recommendations(
+        session,
+        records=[
+            make_recommendation("old", "h1", created_at=T0, holdout_rate=0.05),
+            make_recommendation("new", "h2", created_at=T0 + timedelta(days=1), holdout_rate=0.2),
+            make_recommendation("mid", "h3", created_at=T0 + timedelta(hours=1), holdout_rate=0.1),
+        ],
+    )
+    session.commit()
+    # One statement, on a Connection as on a Session (a server worker reads it so).
+    with engine.connect() as connection, count_statements(engine) as statements:
+        assert repository.latest_holdout_rate(connection) == 0.2
+    assert len(statements) == 1
+
+
 def test_log_recommendations_is_one_statement_per_table(
     engine: Engine,
     session: Session,

@@ -31,6 +31,7 @@ for answers logged before it was recorded.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ from nextbest.policy.ranking import fill_list, head_per_channel
 POLICIES = ("epsilon_greedy", "softmax")
 # Keys the holdout draw (see :func:`holdout_draw`): the same in every worker and
 # process, after every restart and whatever their seed, so that a server and a
-# ``picks --log`` run hold out the same HCPs.
+# ``picks --log`` run hold out the same HCPs, as long as both have the same
+# holdout rate (each process reads its own; see :func:`same_holdout_rate`).
 HOLDOUT_SALT = "nextbest-holdout"
 
 
@@ -260,6 +262,14 @@ def holdout_draw(hcp_id: str, on: date, *, days: int, salt: str) -> float:
     key = f"{salt}\x1f{hcp_id}\x1f{days}\x1f{period}".encode()
     digest = hashlib.blake2b(key, digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+def same_holdout_rate(rate: float, other: float) -> bool:
+    """Whether two holdout rates hold out the same HCPs: the draw is one hash per
+    HCP and period compared with the rate, so processes agree on who is held out
+    only when their rates are equal (up to the rounding of a rate read back from
+    the recommendation log)."""
+    return math.isclose(rate, other, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def make_exploration(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nextbest import registry
 from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
-from nextbest.policy.exploration import make_exploration
+from nextbest.policy.exploration import make_exploration, same_holdout_rate
 from nextbest.policy.rules import RulesError, ServingRules
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
@@ -34,7 +34,7 @@ from nextbest.storage.db import (
     make_session_factory,
     migrate,
 )
-from nextbest.storage.repository import recently_asked_hcps
+from nextbest.storage.repository import latest_holdout_rate, recently_asked_hcps
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,8 @@ class ServingRuntime:
         runtime = cls(
             settings, engine, make_session_factory(engine), predict_threads=predict_threads
         )
-        runtime._migrate()
+        if runtime._migrate():
+            runtime._warn_of_another_holdout_rate()
         if load_model:
             try:
                 runtime.reload()
@@ -235,6 +236,35 @@ class ServingRuntime:
             logger.info("database reachable again: migrated, serving")
         self.migration_pending = False
         return True
+
+    def _warn_of_another_holdout_rate(self) -> None:
+        """Warn when the newest logged answers were served with another holdout rate.
+
+        The holdout draw compares one hash per HCP and week with the rate, so a
+        worker started with another ``NEXTBEST_HOLDOUT_RATE`` than the processes
+        that logged before it holds out other HCPs this week, and the log mixes
+        two rates. Only a warning: a deliberate change of rate starts this way too
+        (``picks --log`` refuses instead; see the CLI).
+        """
+        rate = self.settings.holdout_rate
+        try:
+            with self.engine.connect() as connection:
+                logged = latest_holdout_rate(connection)
+        except Exception as exc:  # only a check: serving starts anyway
+            logger.warning(
+                "could not read the holdout rate of the recommendation log: %s",
+                describe_database_error(exc),
+            )
+            return
+        if logged is not None and not same_holdout_rate(rate, logged):
+            logger.warning(
+                "NEXTBEST_HOLDOUT_RATE is %g in this worker but the newest logged answers "
+                "were served with holdout rate %g: this worker holds out other HCPs than "
+                "the processes that logged them, and the log now mixes both rates; give "
+                "every server and `nextbest picks --log` run the same rate",
+                rate,
+                logged,
+            )
 
     def retry_migration(self) -> bool:
         """Migrate a database that could not be reached before; True once done."""

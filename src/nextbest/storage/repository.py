@@ -1469,6 +1469,21 @@ def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:
     return list(distinct)[:limit]
 
 
+def latest_holdout_rate(db: Session | Connection) -> float | None:
+    """The holdout rate of the newest logged answer; None when nothing is logged.
+
+    One row through the ``created_at`` index: cheap enough for every start-up. A
+    process whose rate differs would hold out other HCPs than the processes that
+    logged before it (the draw compares one hash with the rate), so ``picks --log``
+    refuses to run and a server worker warns.
+    """
+    newest = (
+        sa.select(Recommendation.holdout_rate).order_by(Recommendation.created_at.desc()).limit(1)
+    )
+    rate = db.execute(newest).scalar_one_or_none()
+    return None if rate is None else float(rate)
+
+
 def logged_decisions(
     session: Session,
     *,
