@@ -666,7 +666,70 @@ def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     from nextbest.cli import _personal_notes  # what validate and train say
 
     said = " ".join(_personal_notes(SimpleNamespace(hcps=hcps)))
-    assert "hcps columns doctor hold a different text for nearly every HCP" in said
+    assert "hcps columns doctor identify an HCP" in said
     # Too few HCPs to tell a unique column from a coincidence: read as before.
     few = validate_hcps(raw.head(20), file="hcps.csv")
     assert "doctor" in few.columns and few.attrs["identifier_columns"] == []
+
+
+def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) -> None:
+    """Ten-digit NPIs and integer licence numbers were read as numbers, features the
+    model stored, with no note; prefixed with a letter the same codes were dropped."""
+    from types import SimpleNamespace
+
+    from nextbest.cli import _personal_notes
+    from nextbest.contract.validate import validate_hcps
+
+    n = 120
+    rng = np.random.default_rng(7)
+    raw = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(n)],
+            "specialty": ["cardiology"] * n,
+            # A territory per HCP: unique integers under an id header, but the
+            # contract's own column, which rep plans need.
+            "territory_id": [str(1000 + i) for i in range(n)],
+            "npi": [str(1_234_567_890 + 7919 * i) for i in range(n)],
+            "license_no": [str(40_000 + 13 * i) for i in range(n)],  # unique integers
+            "customer_code": [str(700 + i) for i in range(n)],
+            # Continuous and nearly unique: a feature, whatever its uniqueness.
+            "patients_per_month": [f"{v:.2f}" for v in rng.uniform(50, 400, n)],
+            "panel_size": [str(100 + i) for i in range(n)],  # integers, no id word
+            "region_code": [str(i % 4) for i in range(n)],  # a code many HCPs share
+            "npi_type": [str(1 + i % 2) for i in range(n)],  # a trait, not the number
+        }
+    )
+    hcps = validate_hcps(raw, file="hcps.csv")
+    assert hcps.attrs["identifier_columns"] == ["npi", "license_no", "customer_code"]
+    assert not {"npi", "license_no", "customer_code"} & set(hcps.columns)
+    assert {"patients_per_month", "panel_size", "region_code", "npi_type"} <= set(hcps.columns)
+    assert hcps["territory_id"].tolist() == raw["territory_id"].tolist()
+    said = " ".join(_personal_notes(SimpleNamespace(hcps=hcps)))  # validate and train say so
+    assert "hcps columns npi, license_no, customer_code identify an HCP" in said, said
+
+    # A person's or licence's code is one by its header, in any spelling and however
+    # few HCPs; a number ending in id is only by its values, from 50 HCPs on.
+    few = raw.head(20).rename(
+        columns={"npi": "NPI Number", "license_no": "State-License-No", "customer_code": "dea"}
+    )
+    few["gmcNumber"] = [str(7_000_000 + i) for i in range(20)]
+    few["account_id"] = [str(i) for i in range(20)]
+    read = validate_hcps(few, file="hcps.csv")
+    assert read.attrs["identifier_columns"] == [
+        "NPI Number",
+        "State-License-No",
+        "dea",
+        "gmcNumber",
+    ]
+    assert "account_id" in read.columns
+
+    # Typed (Parquet) integer columns, one with missing cells, are read the same way.
+    typed = raw.assign(
+        npi=raw["npi"].astype("int64"),
+        license_no=pd.array([None, *raw["license_no"].astype(int)[1:]], dtype="Int64"),
+        customer_code=raw["customer_code"].astype(float).where(raw.index > 0),
+    )
+    path = tmp_path / "hcps.parquet"
+    typed.to_parquet(path)
+    read = validate_hcps(read_table(path), file="hcps.parquet")
+    assert read.attrs["identifier_columns"] == ["npi", "license_no", "customer_code"]

@@ -103,6 +103,31 @@ def is_personal_column(name: str, values: Sequence[str] = ()) -> bool:
 # Fewer values than this say nothing about whether a column is unique per HCP.
 UNIQUE_TEXT_MIN_VALUES = 50
 
+# Headers that name a code identifying one person or licence, by their words (see
+# :func:`header_words`): the code's own system as the last word (``npi``,
+# ``prescriber_npi``, ``GMC``), or followed by a word of number (``npi_number``,
+# ``DEA No``); a licence or registration followed by a word of number
+# (``state_license_number``, ``licence_no``, ``registration_number``). Not a
+# system's word followed by anything else: ``npi_type`` and ``dea_schedule`` are
+# traits HCPs share. US NPI, UPIN, DEA, state licence (SLN); UK GMC, NMC; France
+# RPPS, ADELI; Germany LANR.
+_PERSON_CODE_SYSTEMS = frozenset(
+    {"npi", "upin", "dea", "sln", "gmc", "nmc", "rpps", "adeli", "lanr"}
+)
+_LICENCE_WORDS = frozenset({"license", "licence", "licensure", "registration"})
+_PERSON_CODE_NUMBER_WORDS = frozenset({"number", "num", "no", "nr", "nbr", "id", "ref", "pin"})
+# The last word of a header that says its integers are codes, not quantities
+# (``practice_id``, ``account_number``, ``license_no``, ``customer_code``).
+_CODE_NUMBER_WORDS = frozenset({"id", "number", "num", "no", "nr", "nbr", "code"})
+# The contract's own id columns: what they hold is the contract's business (a
+# territory is shared by many HCPs; ``territory_id`` decides rep plans).
+_CONTRACT_ID_COLUMNS = frozenset(
+    name
+    for name in (*REQUIRED_HCP_COLUMNS, *REQUIRED_CATALOG_COLUMNS, *REQUIRED_INTERACTION_COLUMNS)
+    if name.endswith("_id")
+)
+_INTEGER_SHAPED = re.compile(r"-?\d+(?:\.0*)?")  # "1234567890", or "12.0" from a typed column
+
 
 def is_unique_text_column(values: Sequence[str]) -> bool:
     """Whether an extra hcps column's ``values`` (non-empty cells, a sample) are text
@@ -111,6 +136,47 @@ def is_unique_text_column(values: Sequence[str]) -> bool:
     model tell HCPs apart without learning anything it can carry to another HCP, and
     if it names people, the model would store their names."""
     if len(values) < UNIQUE_TEXT_MIN_VALUES or _share(_NUMBER_SHAPED, values) >= 0.5:
+        return False
+    return len(set(values)) >= 0.9 * len(values)
+
+
+def header_words(name: str) -> list[str]:
+    """The words of a column header, lower-case, whatever separates them: 'NPI
+    Number', 'npi-number', 'npi.number' and 'npiNumber' -> ['npi', 'number']."""
+    split = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name.strip())
+    return [word for word in re.split(r"[^a-z0-9]+", split.lower()) if word]
+
+
+def is_person_code_column(name: str) -> bool:
+    """Whether an extra hcps column's header names a code that identifies one person
+    or licence (``npi``, ``DEA Number``, ``state_license_no``, ``gmc_number``), whatever
+    its cells: an identifier, not a trait HCPs share. Ten-digit NPIs would otherwise
+    be read as a number, a feature stored in the model."""
+    words = header_words(name)
+    if not words:
+        return False
+    if words[-1] in _PERSON_CODE_SYSTEMS:
+        return True
+    return words[-1] in _PERSON_CODE_NUMBER_WORDS and bool(
+        set(words[:-1]) & (_PERSON_CODE_SYSTEMS | _LICENCE_WORDS)
+    )
+
+
+def is_unique_code_column(name: str, values: Sequence[str]) -> bool:
+    """Whether an extra hcps column holds integers nearly unique per HCP (90% distinct,
+    from ``UNIQUE_TEXT_MIN_VALUES`` on) under a header ending in a word of id or number
+    (``customer_id``, ``account_number``, ``license_no``, ``crm_code``): a code per HCP,
+    not a quantity. Uniqueness alone says nothing of numbers (patients per month are
+    nearly unique too), hence the header; the contract's own id columns
+    (``territory_id``) are not extra columns and never match."""
+    words = header_words(name)
+    if (
+        not words
+        or words[-1] not in _CODE_NUMBER_WORDS
+        or "_".join(words) in _CONTRACT_ID_COLUMNS
+        or len(values) < UNIQUE_TEXT_MIN_VALUES
+        or _share(_INTEGER_SHAPED, values) < 0.9
+    ):
         return False
     return len(set(values)) >= 0.9 * len(values)
 

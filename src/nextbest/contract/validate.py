@@ -31,7 +31,9 @@ from nextbest.contract.schema import (
     channel_spelling,
     consent_column,
     is_identifier_column,
+    is_person_code_column,
     is_personal_column,
+    is_unique_code_column,
     is_unique_text_column,
     normalise_specialties,
 )
@@ -53,9 +55,13 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     (numeric or str, see :func:`parse.feature`; identifier-like columns such as
     ``zip`` stay str, leading zeros kept). Columns that name or reach a person
     (:func:`~nextbest.contract.schema.is_personal_column`: a name, e-mail, phone,
-    address) are not read; ``attrs["personal_columns"]`` lists them. Nor is text that
-    is different for nearly every HCP (:func:`~nextbest.contract.schema.is_unique_text_column`:
-    a name under another header, a code); ``attrs["identifier_columns"]`` lists them.
+    address) are not read; ``attrs["personal_columns"]`` lists them. Nor are columns
+    that identify an HCP: a code of a person or licence by its header (an NPI, a DEA
+    or licence number: :func:`~nextbest.contract.schema.is_person_code_column`), text
+    that is different for nearly every HCP (:func:`~nextbest.contract.schema.is_unique_text_column`:
+    a name under another header, a code), integers nearly unique per HCP under a
+    header ending in id or number (:func:`~nextbest.contract.schema.is_unique_code_column`);
+    ``attrs["identifier_columns"]`` lists them.
     """
     log = ProblemLog(file)
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
@@ -74,12 +80,17 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         if _read_consent(raw, column, log, out, headers, blanks):
             continue
         cells = raw[column].astype(str).str.strip()
-        sample = cells[cells.ne("")].head(1000).tolist()
+        # Missing cells of a typed (Parquet) column are no value either, not "nan".
+        sample = cells[cells.ne("") & raw[column].notna()].head(1000).tolist()
         if is_personal_column(column, sample):
             personal.append(column)  # not read: no feature, nothing stored
             continue
-        if is_unique_text_column(sample):
-            identifiers.append(column)  # not read either: see is_unique_text_column
+        if (
+            is_person_code_column(column)
+            or is_unique_text_column(sample)
+            or is_unique_code_column(column, sample)
+        ):
+            identifiers.append(column)  # not read either: see these three
             continue
         out[column] = _extra(raw, column)
     log.raise_if_any()
