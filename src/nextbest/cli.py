@@ -649,6 +649,14 @@ def picks(
             "propensity and explored.",
         ),
     ] = False,
+    new_holdout_rate: Annotated[
+        bool,
+        typer.Option(
+            "--new-holdout-rate",
+            help="With --log: the holdout rate (NEXTBEST_HOLDOUT_RATE) was changed on "
+            "purpose; log at it although the newest logged answers used another.",
+        ),
+    ] = False,
 ) -> Path:
     """Write the best actions for every HCP in the data's hcps file, or in a send list."""
     from nextbest import registry
@@ -672,7 +680,7 @@ def picks(
     if when is not None and as_of is not None and len(as_of.strip()) == 10:
         on = when.date()  # a day alone: its start, or now when it is today (decision_time)
     settings = _settings()
-    if log:  # before reading the data: a refused run costs nothing
+    if log and not new_holdout_rate:  # before reading the data: a refused run costs nothing
         _check_holdout_rate(settings)
     dataset = _load(data) if data is not None else None
     _check_rules_file(settings)
@@ -801,7 +809,8 @@ def _check_holdout_rate(settings: Settings) -> None:
             f"answers logged in {without_password(url)} were served with holdout rate "
             f"{logged:g}: this run would hold out other HCPs than the server does (sending "
             "picks to HCPs of its control group) and mix two rates in the log. Run with "
-            f"NEXTBEST_HOLDOUT_RATE={logged:g}, the rate the server is configured with"
+            f"NEXTBEST_HOLDOUT_RATE={logged:g}, the rate the server is configured with, or, "
+            "if the rate was changed on purpose (servers too), add --new-holdout-rate"
         )
 
 

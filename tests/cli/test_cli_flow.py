@@ -432,7 +432,12 @@ def test_picks_log_refuses_another_holdout_rate_than_the_log_before_any_work(
     assert result.exit_code == 2, result.output
     assert "the holdout rate here is 0.05 (NEXTBEST_HOLDOUT_RATE)" in said, said
     assert "served with holdout rate 0.2" in said and "NEXTBEST_HOLDOUT_RATE=0.2" in said, said
+    assert "--new-holdout-rate" in said, said
     assert not out.exists()
+    # A rate changed on purpose is said so, and the run goes on (to the missing data).
+    result = runner.invoke(app, [*args, "--new-holdout-rate"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holdout rate" not in said and "no-data" in said, said
     # With the log's rate the check passes and the run goes on (to the missing data).
     monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
     get_settings.cache_clear()
