@@ -106,7 +106,13 @@ DaskOpt = Annotated[
 
 def main() -> None:
     """The ``nextbest`` command: :data:`app`, with a database a newer release migrated
-    refused in one line (exit 2) by every command that opens it, not a traceback."""
+    refused in one line (exit 2) by every command that opens it, not a traceback.
+
+    So is a file or directory the command cannot use (a models directory or
+    database path under a file, a full disk, no permission): exit code 1 means
+    something else to a script (``promote``: the gate kept the champion;
+    ``feedback``: rows were rejected), and a traceback buries the path at fault.
+    """
     from nextbest.storage.db import SchemaTooNewError
 
     try:
@@ -114,6 +120,39 @@ def main() -> None:
     except SchemaTooNewError as exc:
         console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}")
         raise SystemExit(2) from None
+    except OSError as exc:
+        if exc.filename is None:  # not about a path (a socket, say): the traceback helps
+            raise
+        console.print(f"[red]error:[/red] {_path_error(exc)}", highlight=False)
+        raise SystemExit(2) from None
+
+
+def _path_error(exc: OSError) -> str:
+    """``exc`` as one line naming its path, and the setting that names it, if one does."""
+    said = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    if exc.filename2:
+        said += f" -> {exc.filename2}"
+    try:
+        settings = get_settings()
+    except Exception:  # an invalid setting is said where it is read
+        return said
+    path = str(exc.filename)
+    if path.startswith(str(settings.resolved_models_dir)):
+        said += " (under NEXTBEST_MODELS_DIR)"
+    elif path in settings.resolved_database_url:
+        said += " (NEXTBEST_DATABASE_URL)"
+    return said
+
+
+def _models_dir_usable(settings: Settings) -> None:
+    """Create the models directory now, or stop naming it: commands that end by
+    writing there (a registered model) must not find out after their work."""
+    try:
+        settings.ensure_dirs()
+    except OSError as exc:
+        raise _fail(
+            f"NEXTBEST_MODELS_DIR: cannot use {settings.resolved_models_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -568,6 +607,7 @@ def train(
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
+    _models_dir_usable(settings)  # here, not at the last step after all the work
     cutoff = _parse_date(as_of, "--as-of")
     train_config = _train_config(config)
     stages = [
@@ -1219,6 +1259,7 @@ def retrain(
     from nextbest.loop.retrain import retrain as run_retrain
 
     settings = _settings()
+    _models_dir_usable(settings)
     train_config = _train_config(config)
     gate = _gate_config(gate_config)
     start = _parse_date(since, "--since")

@@ -452,6 +452,50 @@ def test_picks_log_refuses_another_holdout_rate_than_the_log_before_any_work(
     assert "holdout rate" not in " ".join(result.output.split()), result.output
 
 
+def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_2(
+    tmp_path: Path, world_dir: Path
+) -> None:
+    """Not a traceback and exit 1, which promote (gate kept the champion) and
+    feedback (rows rejected) give meanings a nightly job acts on."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id\ne1,opened,H000001\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    runs = {
+        "promote": ({"NEXTBEST_MODELS_DIR": str(blocker / "models")}, ["promote"]),
+        "train": (
+            {"NEXTBEST_MODELS_DIR": str(blocker / "models")},
+            ["train", "--data", str(world_dir)],
+        ),
+        "feedback": (
+            {
+                "NEXTBEST_MODELS_DIR": str(tmp_path / "models"),
+                "NEXTBEST_DATABASE_URL": f"sqlite:///{blocker / 'x.db'}",
+            },
+            ["feedback", str(events)],
+        ),
+    }
+    for name, (settings, args) in runs.items():
+        run = subprocess.run(
+            [sys.executable, "-m", "nextbest", *args],
+            env={**env, **settings},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
+        )
+        said = " ".join(run.stderr.split())
+        assert run.returncode == 2, (name, run.stderr[-3000:])
+        assert "Traceback" not in run.stderr, (name, run.stderr[-3000:])
+        assert str(blocker) in said, (name, said)
+        # train stops before loading anything: no step of the work was started
+        assert name != "train" or "features" not in said, said
+
+
 def test_outputs_that_cannot_be_written_stop_before_any_work(
     env_settings: Path, tmp_path: Path
 ) -> None:
