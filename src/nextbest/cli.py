@@ -1354,12 +1354,25 @@ def promote(
         ),
     ] = False,
 ) -> bool:
-    """Promote the challenger to champion when the gate passes (exit code 1 when not)."""
-    from nextbest.loop.gate import GateError
+    """Promote the challenger to champion when the gate passes (exit code 1 when not).
+
+    Run again after a promotion (a retried job), it says the champion is already the
+    newest version, promoted, and exits 0.
+    """
+    from nextbest import registry
+    from nextbest.loop.gate import GateError, already_promoted
     from nextbest.loop.gate import promote as run_promote
 
     gate = _gate_config(config)
     settings = _settings()
+    done = already_promoted(settings) if registry.registry_exists(settings) else None
+    if done is not None:
+        console.print(
+            f"nothing to promote: version {done[0]}, the newest, is champion already "
+            f"(promoted {done[1]}); train a new challenger with `nextbest retrain`",
+            highlight=False,
+        )
+        return True
     try:
         with console.status("evaluating challenger vs champion"):
             evaluation = run_promote(

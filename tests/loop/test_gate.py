@@ -280,6 +280,13 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert registry.alias_version(settings, "champion") == version
     assert registry.alias_version(settings, "previous_champion") == visit_loop.champion
     assert registry.alias_version(settings, "challenger") is None  # no longer one
+    # A retried promote finds the job done (the CLI says so and exits 0).
+    assert gate.already_promoted(settings) == (
+        version,
+        registry.client(settings)
+        .get_model_version(settings.model_name, version)
+        .tags["promoted_at"],
+    )
     # The OPE estimate of the do-nothing policy is close to the mean no-touch outcome.
     truth = float(loop_world.world.baseline.mean())
     assert abs(evaluation.decision.challenger["dr"]["value"] - truth) < 0.1 * truth
@@ -295,6 +302,9 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert registry.alias_version(settings, "previous_champion") is None
     with pytest.raises(GateError, match="no previous champion"):
         gate.rollback(settings)
+    # Rolled back, the champion is no longer the newest version: promote has work to
+    # refuse (no challenger), not a promotion already done.
+    assert gate.already_promoted(settings) is None
 
 
 def test_gate_uses_only_the_reserved_share(honest_loop: ServedStore) -> None:

@@ -485,6 +485,11 @@ def test_cli_walkthrough(
         assert registry.alias_version(settings, "challenger") is None
         result = runner.invoke(app, ["evaluate"])
         assert result.exit_code == 2 and "has no 'challenger' version" in result.output
+        # A retried promote job: done already, said, exit 0, nothing logged or moved.
+        result = runner.invoke(app, ["promote", "--force"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 0, result.output
+        assert f"nothing to promote: version {challenger}, the newest, is champion" in said
 
         result = runner.invoke(app, ["rollback"])
         assert result.exit_code == 0, result.output

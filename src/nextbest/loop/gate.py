@@ -599,6 +599,27 @@ def promote(
     return evaluation
 
 
+def already_promoted(settings: Settings) -> tuple[str, str] | None:
+    """``(version, promoted_at)`` when there is nothing to promote because the last
+    promotion is done: no challenger, and the champion, the newest version, was
+    promoted (a retried ``promote`` after one that succeeded). None otherwise."""
+    if registry.alias_version(settings, CHALLENGER) is not None:
+        return None
+    champion = registry.alias_version(settings, CHAMPION)
+    if champion is None:
+        return None
+    mlflow_client = registry.client(settings)
+    newest = max(
+        int(v.version) for v in mlflow_client.search_model_versions(f"name='{settings.model_name}'")
+    )
+    promoted_at = mlflow_client.get_model_version(settings.model_name, champion).tags.get(
+        "promoted_at"
+    )
+    if promoted_at is None or int(champion) != newest:
+        return None
+    return champion, promoted_at
+
+
 def champion_history(settings: Settings) -> list[str]:
     """Versions that have been champion, oldest first (from the registered model tag);
     none when no model of that name is registered."""
