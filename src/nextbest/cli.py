@@ -1140,6 +1140,13 @@ def feedback(
 
     if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
+    if rejected is not None:
+        try:  # before any event is stored: a place that cannot be written stops here
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _fail(f"--rejected: cannot write in {rejected.parent}: {exc.strerror}") from None
+        if rejected.is_dir():
+            raise _fail(f"--rejected: {rejected} is a directory; name the file to write")
     try:
         frame = read_events(file)
     except ContractError as exc:

@@ -511,6 +511,21 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert says in " ".join(result.output.split()), result.output
+    # feedback: refused before any event is stored (a retry would be safe, but the
+    # exit code would say the file itself was unusable).
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id\ne1,opened,H1\n")
+    for rejected, says in (
+        (a_file / "bad.csv", "error: --rejected: cannot write in"),
+        (a_dir, "is a directory; name the file"),
+    ):
+        result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and says in said and "stored" not in said, said
+    # A directory that does not exist yet is made, as --out's are.
+    made = tmp_path / "new" / "dir" / "bad.csv"
+    result = runner.invoke(app, ["feedback", str(events), "--rejected", str(made)])
+    assert result.exit_code == 0 and made.exists(), result.output
 
 
 def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
