@@ -268,9 +268,10 @@ def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, 
         answer = client.post("/v1/recommendations", json=body).json()
         return any("not_relevant" in w for w in answer["excluded"].get(first.action_id, []))
 
-    # A decision dated before the dismissal was made does not see it; today's does.
+    # Today's decision sees it; so does one dated yesterday, before the dismissal was
+    # made: it is acted on now, when the rep has already said no.
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    assert not dismissed_as_of(yesterday)
+    assert dismissed_as_of(yesterday)
     assert dismissed_as_of(datetime.now(UTC).date().isoformat())
     # The latest decision on the pair counts: accepting it lifts the dismissal.
     assert decide(first, "accept").json()["accepted"] == 1
