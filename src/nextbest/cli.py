@@ -762,21 +762,38 @@ def picks(
             progress.advance(task, n)
 
         logged = None
+        # --log: the file is written (beside --out) before any answer is logged, and
+        # takes --out's name once they are: an interrupted run logs no answer that
+        # no file holds, and leaves no file whose answers are not logged.
+        partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+
+        def write_partial(frame: Any) -> None:
+            try:
+                write_table(frame, partial)
+            except OSError as exc:
+                raise _fail(f"--out: {exc}") from None
+
         try:
             # Serving rules and live contact history apply, as for the API.
             if log:
                 known = [h for h in hcp_ids if h not in unknown]
-                logged = logged_picks(
-                    settings,
-                    hcp_ids=known,
-                    k=k,
-                    channel=channel,
-                    purpose=purpose,
-                    on=on,
-                    progress=advance,
-                    hcps=given_hcps,
-                    catalog=given_catalog,
-                )
+                try:
+                    logged = logged_picks(
+                        settings,
+                        hcp_ids=known,
+                        k=k,
+                        channel=channel,
+                        purpose=purpose,
+                        on=on,
+                        progress=advance,
+                        hcps=given_hcps,
+                        catalog=given_catalog,
+                        before_logging=write_partial,
+                    )
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
+                partial.replace(out)
                 frame = logged.frame
             else:
                 frame = file_picks(
@@ -794,10 +811,11 @@ def picks(
                 )
         except (NextbestError, RulesError) as exc:
             raise _fail(str(exc)) from None
-    try:
-        write_table(frame, out)
-    except OSError as exc:
-        raise _fail(f"--out: {exc}") from None
+    if logged is None:
+        try:
+            write_table(frame, out)
+        except OSError as exc:
+            raise _fail(f"--out: {exc}") from None
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
     console.print(

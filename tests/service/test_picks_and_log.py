@@ -324,3 +324,37 @@ def test_a_send_lists_specialty_is_spelled_as_any_and_an_empty_cell_keeps_the_mo
     hcps["specialty"] = ""
     empty = EligibilityIndex.build(model, hcps=hcps)
     assert (empty.specialty_ok == snapshot.specialty_ok).all()
+
+
+def test_logged_picks_log_nothing_until_their_file_is_written(trained, tmp_path) -> None:
+    """picks --log writes its send file, then logs every answer in one transaction:
+    stopped while writing (Ctrl-C, a full disk), it has logged no answer that no
+    file holds."""
+    from sqlalchemy import func, select
+
+    from nextbest.service.picks import logged_picks
+
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "holdout_rate": 0.1}
+    )
+    ids = [str(h) for h in registry.load_alias(settings)[0].hcps["hcp_id"][:120]]
+    engine = make_engine(settings.resolved_database_url)
+
+    def logged() -> int:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            return int(session.scalar(select(func.count()).select_from(Recommendation)) or 0)
+
+    def interrupted(frame: pd.DataFrame) -> None:
+        assert len(frame) > 0  # every block was served before the file is written
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        logged_picks(settings, hcp_ids=ids, before_logging=interrupted)
+    assert logged() == 0
+
+    written: list[pd.DataFrame] = []
+    done = logged_picks(settings, hcp_ids=ids, before_logging=written.append)
+    assert done.n_logged == len(ids) == logged()  # one answer per HCP, holdout included
+    assert written[0]["recommendation_id"].tolist() == done.frame["recommendation_id"].tolist()
+    engine.dispose()

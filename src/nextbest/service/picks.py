@@ -308,6 +308,7 @@ def logged_picks(
     progress: Callable[[int], None] | None = None,
     hcps: pd.DataFrame | None = None,
     catalog: pd.DataFrame | None = None,
+    before_logging: Callable[[pd.DataFrame], None] | None = None,
 ) -> LoggedPicks:
     """Picks for a file that will be sent, served exactly as the batch endpoint serves.
 
@@ -316,7 +317,10 @@ def logged_picks(
     (in the returned rows), so the sends' feedback and outcomes join the loop:
     uplift report, retraining and the off-policy gate (loading the model for serving
     warns when it is stale, as :func:`file_picks` does). HCPs drawn into the holdout
-    get no row. Blocks of ``MAX_BATCH`` HCPs, each scored, then committed. ``hcps``
+    get no row. Blocks of ``MAX_BATCH`` HCPs, each scored; the answers are logged
+    at the end, all in one transaction, after ``before_logging`` (the caller writing
+    its file) returns: an interrupted run, or one whose file cannot be written,
+    logs nothing. ``hcps``
     and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
     ``requester`` (logged with each answer) defaults to the command and the user
     running it (:func:`~nextbest.service.feedback_file.file_requester`).
@@ -342,6 +346,7 @@ def logged_picks(
         )
         rows: list[dict[str, object]] = []
         n_logged = n_holdout = 0
+        runtime.reclog.hold()
         for start in range(0, len(hcp_ids), MAX_BATCH):
             block = hcp_ids[start : start + MAX_BATCH]
             recs, _, _ = recommend_batch(
@@ -377,8 +382,12 @@ def logged_picks(
             ]
             if progress is not None:
                 progress(len(block))
+        frame = pd.DataFrame(rows, columns=LOGGED_COLUMNS)
+        if before_logging is not None:
+            before_logging(frame)
+        runtime.reclog.commit_held()
         return LoggedPicks(
-            frame=pd.DataFrame(rows, columns=LOGGED_COLUMNS),
+            frame=frame,
             model_version=recommender.version,
             n_logged=n_logged,
             n_holdout=n_holdout,

@@ -100,6 +100,7 @@ class RecommendationLog:
         # set once that entry is committed or given up.
         self._committed: dict[int, threading.Event] = {}
         self._thread: threading.Thread | None = None
+        self._held: list[_Entry] | None = None  # see hold()
         if flush_ms > 0:
             self._thread = threading.Thread(target=self._run, name="nextbest-reclog", daemon=True)
             self._thread.start()
@@ -107,6 +108,23 @@ class RecommendationLog:
     @property
     def background(self) -> bool:
         return self._thread is not None
+
+    def hold(self) -> None:
+        """Keep the answers written from now on instead of logging them, until
+        :meth:`commit_held` logs them all in one transaction. For a run whose
+        answers must be logged only once their output exists (``picks --log``: an
+        interrupted run logs nothing, rather than answers no file holds). Only
+        without a background writer."""
+        if self._thread is not None:
+            raise RuntimeError("hold() needs a log without a background writer (flush_ms 0)")
+        self._held = []
+
+    def commit_held(self) -> int:
+        """Log every answer held since :meth:`hold`, in one transaction (raises if the
+        store refuses: nothing is logged); returns how many. Stops holding."""
+        held, self._held = self._held or [], None
+        self._commit(held)
+        return sum(len(recs) for recs, _, _ in held)
 
     @property
     def failing(self) -> bool:
@@ -130,6 +148,9 @@ class RecommendationLog:
         long for the writer to commit these answers.
         """
         if not recommendations:
+            return
+        if self._held is not None:
+            self._held.append((recommendations, recommender, requester))
             return
         if self._thread is None:
             self._commit([(recommendations, recommender, requester)])
