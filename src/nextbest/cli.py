@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -33,11 +34,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _width(stream: Any) -> int | None:
+    """The terminal's width on a terminal (None: Rich finds it) or as COLUMNS says;
+    elsewhere (a log file, a pipe) wide enough that a table's cells stay whole:
+    at Rich's 80 columns an interval split as '1.9821 [1.8178,' / '2.1464]'."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return None if terminal or os.environ.get("COLUMNS") else 160
+
+
 # soft_wrap: paths and URLs stay on one line when output goes to a file or pipe.
 # Progress and messages go to stderr; a command's report (validate, models) to
 # stdout, so `nextbest validate --data D > report.txt` keeps it.
-console = Console(stderr=True, soft_wrap=True)
-stdout = Console(soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
+stdout = Console(soft_wrap=True, width=_width(sys.stdout))
 
 
 def _print_version(value: bool) -> None:
@@ -245,6 +259,9 @@ class _Steps(Progress):
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
+            # Not drawn elsewhere: the lines below say it, and a bar drawn once at the
+            # end came after (so read as) the error that stopped the work.
+            disable=not console.is_terminal,
         )
         self._said: dict[TaskID, tuple[str, int]] = {}
 
@@ -1668,7 +1685,7 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
         table.add_column(column)
     for p in principals:
         table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "")
-    Console(soft_wrap=True).print(table)
+    Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
         try:  # the file alone is valid; with the variable, as a server reads them?
