@@ -660,6 +660,7 @@ def train(
         progress.update(task, completed=len(stages))
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    _note_repeat(settings, info.version)
     table = Table(
         title=f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}"
     )
@@ -1333,9 +1334,25 @@ def retrain(
         f"registered {settings.model_name} version {outcome.version} as '{alias}' "
         f"(run {outcome.run_id})"
     )
+    _note_repeat(settings, outcome.version)
     for warning in outcome.warnings:
         console.print(f"[bold red]{warning}[/bold red]", highlight=False)
     return outcome.version
+
+
+def _note_repeat(settings: Settings, version: str) -> None:
+    """Say when ``version`` repeats an older one (same data, same parameters)."""
+    from nextbest import registry
+
+    same = registry.same_training(settings, version)
+    if same:
+        listed = ", ".join(same)
+        console.print(
+            f"[yellow]note:[/yellow] version {version} was trained on the same data with the "
+            f"same parameters as version{'s' if len(same) > 1 else ''} {listed} (a job run "
+            "twice?): the same model, registered again",
+            highlight=False,
+        )
 
 
 def _print_evaluation(evaluation: Any) -> None:

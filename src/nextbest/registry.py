@@ -310,6 +310,30 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     return out
 
 
+def same_training(settings: Settings, version: str) -> list[str]:
+    """Older versions trained on the same data (fingerprint) with the same parameters
+    as ``version``: a job run twice registers the same model twice, said rather than
+    silent. Oldest first; empty when none (or the version's run is not recorded)."""
+    mlflow_client = client(settings)
+    mine = mlflow_client.get_model_version(settings.model_name, version)
+    if not mine.run_id:
+        return []
+    run = mlflow_client.get_run(mine.run_id)
+    fingerprint = run.data.tags.get("data_fingerprint")
+    if not fingerprint:
+        return []
+    same = []
+    for other in mlflow_client.search_model_versions(f"name='{settings.model_name}'"):
+        if other.version == mine.version or not other.run_id:
+            continue
+        if int(other.version) > int(mine.version):
+            continue
+        data = mlflow_client.get_run(other.run_id).data
+        if data.tags.get("data_fingerprint") == fingerprint and data.params == run.data.params:
+            same.append(str(other.version))
+    return sorted(same, key=int)
+
+
 def registry_exists(settings: Settings) -> bool:
     """False when the registry is a SQLite file not yet created (opening it would create it)."""
     uri = settings.resolved_registry_uri

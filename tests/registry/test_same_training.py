@@ -1,0 +1,36 @@
+"""A training job run twice registers the same model twice: said, not silent."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from nextbest import registry
+from nextbest.contract import load_dataset
+from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
+from nextbest.learning.train import train
+
+# The shared fixture's configuration: its version 1 was trained with it.
+FAST = TrainConfig(
+    engagement=EngagementParams(n_estimators=40, num_leaves=15),
+    uplift=UpliftParams(n_estimators=60, learning_rate=0.08),
+)
+
+
+def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
+    trained, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    data = load_dataset(trained.data_dir)
+    again = registry.log_training_run(train(data, config=FAST), settings).version
+    assert registry.same_training(settings, again) == [trained.version]
+    assert registry.same_training(settings, trained.version) == []  # nothing older
+    # Other parameters (a smaller model): another model, nothing said.
+    other = TrainConfig(
+        engagement=EngagementParams(n_estimators=20, num_leaves=15),
+        uplift=UpliftParams(n_estimators=60, learning_rate=0.08),
+    )
+    changed = registry.log_training_run(train(data, config=other), settings).version
+    assert registry.same_training(settings, changed) == []
