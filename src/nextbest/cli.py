@@ -773,6 +773,8 @@ def picks(
     if given_catalog is not None:
         for note in catalog_notes(model, version, catalog=given_catalog):
             console.print(f"[yellow]note:[/yellow] {note}")
+    if log:
+        _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])
     with _steps(len(hcp_ids)) as progress:  # the HCPs scored: the unknown are skipped
         task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))
 
@@ -852,6 +854,26 @@ def picks(
             "use --log for a file that will be sent[/dim]"
         )
     return out
+
+
+def _note_logged_today(settings: Settings, hcp_ids: list[str]) -> None:
+    """Say when HCPs of this ``picks --log`` run already got logged picks today: each
+    logged answer counts as served, so of two files for them only one may be sent
+    (the uplift report and the gate take the other's answers as sends)."""
+    from nextbest.storage.db import store_session
+    from nextbest.storage.repository import hcps_logged_since
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with store_session(settings.resolved_database_url) as session:
+        earlier = hcps_logged_since(session, since=today, requester_prefix="nextbest picks (")
+    again = len(earlier.intersection(hcp_ids))
+    if again:
+        console.print(
+            f"[yellow]note:[/yellow] {again:,} of these HCPs already have answers logged "
+            "today by `nextbest picks --log` (an earlier run?): every logged answer counts "
+            "as served, so send one file for them, not both",
+            highlight=False,
+        )
 
 
 def _check_holdout_rate(settings: Settings) -> None:

@@ -118,6 +118,7 @@ def test_simulate_train_picks(
     get_settings.cache_clear()
     sent = tmp_path / "sent.csv"
     said = " ".join(_run("picks", "--data", str(world), "--out", str(sent), "--log").split())
+    assert "already have answers logged today" not in said, said
     picks = pd.read_csv(sent)
     assert list(picks.columns[-3:]) == ["recommendation_id", "propensity", "explored"]
     assert picks["propensity"].between(0, 1, inclusive="right").all()
@@ -151,7 +152,9 @@ def test_simulate_train_picks(
     assert "scoring HCPs" not in said and not again.exists()
     monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
     get_settings.cache_clear()
-    _run("picks", "--data", str(world), "--out", str(again), "--log")
+    said = " ".join(_run("picks", "--data", str(world), "--out", str(again), "--log").split())
+    # The same HCPs twice in a day: said, since only one of the files may be sent.
+    assert "300 of these HCPs already have answers logged today" in said, said
     engine = make_engine(get_settings().resolved_database_url)
     with engine.connect() as connection:
         rates = connection.exec_driver_sql(

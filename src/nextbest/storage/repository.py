@@ -1469,6 +1469,20 @@ def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:
     return list(distinct)[:limit]
 
 
+def hcps_logged_since(
+    db: Session | Connection, *, since: datetime, requester_prefix: str
+) -> set[str]:
+    """HCPs with an answer logged at or after ``since`` for a requester whose name
+    starts with ``requester_prefix`` (``nextbest picks``: any user's send files)."""
+    query = (
+        sa.select(Recommendation.hcp_id)
+        .where(Recommendation.created_at >= since)
+        .where(Recommendation.requester.startswith(requester_prefix, autoescape=True))
+        .distinct()
+    )
+    return {str(hcp) for (hcp,) in db.execute(query)}
+
+
 def latest_holdout_rate(db: Session | Connection) -> float | None:
     """The holdout rate of the newest logged answer; None when nothing is logged.
 
