@@ -1654,7 +1654,8 @@ def keys_add(
         typer.Option(
             "--purpose",
             help="promotional | medical: bind the key to it (its requests default to it, and "
-            "asking for the other is refused). Default: unbound, each request says.",
+            "asking for the other is refused). Default: promotional for a rep key (an MSL's "
+            "says medical); other keys unbound, each request says.",
         ),
     ] = None,
     replace: Annotated[

@@ -444,6 +444,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "changed": False,
         "warmed_hcps": 0,
         "rules_changed": False,
+        "rules_notes": [],
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
     for h in hcps:
@@ -459,6 +460,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "changed": True,
         "warmed_hcps": 3,
         "rules_changed": False,
+        "rules_notes": [],
     }
     hits, misses = _cache_counts(reloading)
     served = reloading.post("/v1/recommendations", json={"hcp_id": hcps[0]}).json()
@@ -542,6 +544,8 @@ def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(
             answer = client.post("/v1/admin/reload")
         assert answer.status_code == 200 and answer.json()["rules_changed"] is True
         assert "withdrawn_actions ['A999'] are not in the served model's catalog" in caplog.text
+        # ... and in the reload's answer, where whoever withdrew the content reads.
+        assert any("['A999']" in note for note in answer.json()["rules_notes"]), answer.text
         after = served()
         assert after and not after & set(pulled), after
         hcp = hcps[0]

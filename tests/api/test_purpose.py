@@ -128,13 +128,20 @@ def test_an_msl_plan_holds_medical_rep_content_and_a_reps_plan_none(
     assert {s["content_type"] for s in body["suggestions"]} == {"medical"}
     assert {s["action_id"] for s in body["suggestions"]} <= medical_rep_actions
 
-    asked = f"/v1/reps/msl-1/suggestions?capacity=30&territory_id={territory}"
-    sales = client.get(f"{asked}&purpose=promotional")  # an admin may plan either
+    # An admin planning for the MSL's name makes the MSL's plan: medical, and a
+    # promotional one filed under the MSL is refused as the MSL's own key is.
+    by_admin = client.get("/v1/reps/msl-1/suggestions?capacity=30")
+    assert by_admin.status_code == 200 and by_admin.json()["purpose"] == "medical"
+    assert {s["content_type"] for s in by_admin.json()["suggestions"]} == {"medical"}
+    for headers in ({}, MSL):
+        refused = client.get("/v1/reps/msl-1/suggestions?purpose=promotional", headers=headers)
+        assert refused.status_code == 403, refused.text
+    # Under a name no rep key has, an admin plans either purpose for a territory.
+    asked = f"/v1/reps/field-team/suggestions?capacity=30&territory_id={territory}"
+    sales = client.get(f"{asked}&purpose=promotional")
     assert sales.status_code == 200, sales.text
     assert sales.json()["purpose"] == "promotional"
     assert not {s["action_id"] for s in sales.json()["suggestions"]} & medical_rep_actions
-    refused = client.get("/v1/reps/msl-1/suggestions?purpose=promotional", headers=MSL)
-    assert refused.status_code == 403, refused.text
     bad = client.get("/v1/reps/msl-1/suggestions?purpose=Medical", headers=MSL)
     assert bad.status_code == 422, bad.text
 
@@ -158,6 +165,27 @@ def test_a_key_purpose_must_be_one_of_the_two(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"keys": [entry]}))
     with pytest.raises(ApiKeyError, match=r"keys\[0\] \(x\): 'purpose' must be one of"):
         KeyStore.load(path=path, env={})
+
+
+def test_a_rep_key_without_a_purpose_is_a_sales_reps(client: TestClient, territory: str) -> None:
+    """Medical content must not reach a sales rep because nobody bound the key: a rep
+    key is promotional unless the file says medical (an MSL's)."""
+    entry = {"name": "r", "role": "rep", "territory_id": "T1", "key": "k" * 20}
+    [principal] = KeyStore.from_entries([entry], source="test", env={}).principals
+    assert principal.purpose == "promotional"
+    path = client.app.state.runtime.settings.resolved_api_keys_file
+    entries = yaml.safe_load(path.read_text())["keys"]
+    sales_key = "sales-key-0123456789abcdef"
+    entries.append({"name": "sales-1", "role": "rep", "territory_id": territory, "key": sales_key})
+    path.write_text(yaml.safe_dump({"keys": entries}))
+    sales = {"Authorization": f"Bearer {sales_key}"}
+    hcp = _territory_hcps(client, territory)[0]
+    asked = {"hcp_id": hcp, "purpose": "medical"}
+    assert client.post("/v1/recommendations", json=asked, headers=sales).status_code == 403
+    plan = client.get("/v1/reps/sales-1/suggestions?purpose=medical", headers=sales)
+    assert plan.status_code == 403, plan.text
+    own = client.get("/v1/reps/sales-1/suggestions", headers=sales)
+    assert own.status_code == 200 and own.json()["purpose"] == "promotional", own.text
 
 
 def test_keys_add_binds_a_purpose_that_a_running_server_applies(

@@ -172,6 +172,15 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
         pytest.param(
             {"snooze_days": "a week"}, "snooze_days: must be a number of days", id="bad-snooze"
         ),
+        pytest.param(
+            {"withdrawn_actions": "A027"}, "withdrawn_actions must be a list", id="not-a-list"
+        ),
+        # YAML reads `[031]` as [25]: refused, naming the item, not taken as 'A025' or '25'.
+        pytest.param(
+            {"withdrawn_actions": ["A027", 25]},
+            r"withdrawn_actions\[1\]: 25 is not an action_id as text.*\('031'\)",
+            id="withdrawn-number",
+        ),
     ],
 )
 def test_bad_rules_name_the_field(data: object, match: str) -> None:

@@ -235,6 +235,11 @@ class ReloadPublic(BaseModel):
         description="The rules file was edited since the last (re)load and now applies "
         "(in this worker; the others re-read it within a second).",
     )
+    rules_notes: list[str] = Field(
+        default_factory=list,
+        description="Rules that apply to nothing in the served catalog: withdrawn_actions "
+        "it does not list, rules for channels it does not have (a typo stops nothing).",
+    )
 
 
 class FeedbackBatchCreate(BaseModel):

@@ -181,14 +181,20 @@ class ServingRules:
                 f"{source}: rep_plan.dismiss_reasons must be a non-empty list of codes"
             )
         withdrawn = data.get("withdrawn_actions") or []
-        if not isinstance(withdrawn, list) or not all(
-            isinstance(a, str | int) and not isinstance(a, bool) and str(a).strip()
-            for a in withdrawn
-        ):
+        if not isinstance(withdrawn, list):
             raise RulesError(
                 f"{source}: withdrawn_actions must be a list of catalog action_ids "
                 "(e.g. [A027, A031])"
             )
+        for n, action in enumerate(withdrawn):
+            if not isinstance(action, str) or not action.strip():
+                # YAML reads 031 as the number 25 and 1e3 as 1000.0: an id written as
+                # a number may not be the id meant, so it is refused, not guessed.
+                raise RulesError(
+                    f"{source}: withdrawn_actions[{n}]: {action!r} is not an action_id as "
+                    "text; write ids as the catalog does, in quotes if they are digits "
+                    "('031')"
+                )
         max_items = data.get("max_items_per_channel")
         return cls(
             channels=channels,
@@ -350,22 +356,23 @@ class HistoryRules:
         # Withdrawn content: excluded for every HCP and request whatever the history
         # (applied with the request-level rules, not through ``blocked``).
         self.withdrawn = np.isin(action_ids.astype(str), list(rules.withdrawn_actions))
+        # What of the rules applies to nothing in this catalog: logged, and said in
+        # the answer of the reload that read them (a typo must not pass for a stop).
+        self.notes: list[str] = []
         unknown = sorted(set(rules.withdrawn_actions) - set(self.action_pos))
         if unknown:
-            logger.warning(
-                "%s: withdrawn_actions %s are not in the served model's catalog (nothing "
-                "to withdraw; check the spelling)",
-                rules.source,
-                unknown,
+            self.notes.append(
+                f"withdrawn_actions {unknown} are not in the served model's catalog "
+                "(nothing to withdraw; check the spelling)"
             )
         unmatched = rules.unmatched_channels(self.actions_of_channel)
         if unmatched:
-            logger.warning(
-                "%s: rules for channel(s) %s apply to nothing: the catalog's channels are %s",
-                rules.source,
-                unmatched,
-                sorted(self.actions_of_channel),
+            self.notes.append(
+                f"rules for channel(s) {unmatched} apply to nothing: the catalog's channels "
+                f"are {sorted(self.actions_of_channel)}"
             )
+        for note in self.notes:
+            logger.warning("%s: %s", rules.source, note)
         # A channel the catalog gained (rep_sample, say) that the rules never name
         # has no cap or cool-down of its own: said, since nothing else would say it.
         unruled = sorted(set(self.actions_of_channel) - set(rules.channels))

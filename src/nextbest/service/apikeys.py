@@ -14,6 +14,7 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
         role: rep
         territory_id: T001
         purpose: medical         # optional: its requests are medical, never promotional
+                                 # (a rep key without one is promotional)
         key_sha256: "..."
 
 ``NEXTBEST_API_KEYS`` holds the same entries as a JSON list. Only the SHA-256 of
@@ -208,8 +209,13 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
         if purpose is not None and purpose not in PURPOSES:
             raise ApiKeyError(
                 f"{where} ({name}): 'purpose' must be one of {', '.join(PURPOSES)} "
-                "(or left out: the request says)"
+                "(or left out: promotional for a rep key, the request's own for others)"
             )
+        if role == "rep" and purpose is None:
+            # A rep key is a field force's: commercial unless the file says it is an
+            # MSL's. Medical content must not reach a sales rep because nobody
+            # thought to bind the key.
+            purpose = "promotional"
         key, hashed = item.get("key"), item.get("key_sha256")
         if (key is None) == (hashed is None):
             raise ApiKeyError(f"{where} ({name}): give exactly one of 'key' or 'key_sha256'")

@@ -50,4 +50,5 @@ async def reload(
         changed=result.changed,
         warmed_hcps=result.warmed_hcps,
         rules_changed=result.rules_changed,
+        rules_notes=runtime.recommender.history_rules.notes,
     )

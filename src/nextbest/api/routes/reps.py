@@ -122,12 +122,19 @@ def suggestions(
             "is empty: name a territory, or leave the parameter out",
             location="query",
         )
+    asked: str | None = purpose
     if caller.role == "rep":
         if territory_id is not None:
             forbid_outside_territory(caller, territory_id, f"territory {territory_id}")
         territory = caller.territory_id
     else:
         territory = _admin_territory(request, rep_id, territory_id)
+        # A plan an admin makes for a rep key's name is that rep's: an MSL's is
+        # medical, a sales rep's promotional, whatever the admin's own key allows.
+        keys = request.app.state.api_keys
+        rep = keys.named(rep_id) if keys is not None else None
+        if rep is not None and rep.role == "rep":
+            asked = request_purpose(rep, purpose)
     if territory is None:
         raise InvalidRequestError(
             "territory_id", "an admin must name the territory to plan", location="query"
@@ -141,7 +148,7 @@ def suggestions(
         territory_id=territory,
         capacity=capacity,
         on=date,
-        purpose=request_purpose(caller, purpose),
+        purpose=request_purpose(caller, asked),
     )
     record_served([*plan.suggestions, *plan.held_out])
     return RepPlanPublic(
