@@ -157,6 +157,16 @@ def test_an_msl_plan_holds_medical_rep_content_and_a_reps_plan_none(
             select(Recommendation.purpose).where(Recommendation.recommendation_id.in_(ids))
         ).all()
     assert len(logged) == len(ids) and set(logged) == {"medical"}
+    # ... and the rep it was planned for, whoever's key fetched it (here an admin's).
+    assert client.app.state.runtime.reclog.flush()
+    fetched = [s["recommendation_id"] for s in by_admin.json()["suggestions"]]
+    with client.app.state.runtime.sessions() as session:
+        rows = session.execute(
+            select(Recommendation.requester, Recommendation.rep_id).where(
+                Recommendation.recommendation_id.in_(fetched)
+            )
+        ).all()
+    assert len(rows) == len(fetched) and set(rows) == {("ops-admin", "msl-1")}
 
 
 def test_a_key_purpose_must_be_one_of_the_two(tmp_path: Path) -> None:

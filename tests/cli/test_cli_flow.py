@@ -726,8 +726,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
-        assert migrate(engine) == (None, "0004")
-        assert migrate(engine) == ("0004", "0004")
+        assert migrate(engine) == (None, "0005")
+        assert migrate(engine) == ("0005", "0005")
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     finally:
@@ -737,7 +737,7 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
-    assert "(its newest is 0004)" in said and "Traceback" not in result.output
+    assert "(its newest is 0005)" in said and "Traceback" not in result.output
     assert not started
     # Every other command that opens the database says the same, in one line.
     import sys

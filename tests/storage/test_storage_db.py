@@ -44,7 +44,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0004"
+    assert head == "0005"
 
     migrate(database_url)
     migrate(database_url)
@@ -114,7 +114,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     finally:
         engine.dispose()
 
-    assert migrate(database_url) == ("0003", "0004")
+    assert migrate(database_url) == ("0003", "0005")
 
     engine = make_engine(database_url)
     try:
@@ -152,6 +152,54 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     assert frame.loc["new-1", "p_no_action"] == 0.73
 
 
+def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(database_url: str) -> None:
+    """Answers logged under 0004 survive with no rep; a plan's new answers carry theirs."""
+    assert migrate(database_url, revision="0004") == (None, "0004")
+    at = "'2024-03-04 09:00:00.000000'"
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+                    "requester, purpose, channel_filter, model_version, holdout, policy, "
+                    "epsilon, holdout_rate, decided_for, n_candidates, p_no_action) VALUES "
+                    f"('old-1', {at}, 'h1', 'ops-admin', 'promotional', 'rep_*', '3', false, "
+                    f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)"
+                )
+            )
+        assert migrate(database_url) == ("0004", "0005")
+        with make_session_factory(engine)() as session:
+            old = get_recommendation(session, recommendation_id="old-1")
+            assert old is not None and old.rep_id is None
+            log_recommendations(
+                session,
+                records=[
+                    RecommendationRecord(
+                        recommendation_id="new-1",
+                        created_at=datetime(2024, 3, 6, 9, 0, tzinfo=UTC),
+                        hcp_id="h1",
+                        requester="ops-admin",
+                        purpose="medical",
+                        channel_filter="rep_*",
+                        model_version="3",
+                        holdout=False,
+                        policy="epsilon_greedy",
+                        epsilon=0.3,
+                        holdout_rate=0.1,
+                        n_candidates=12,
+                        p_no_action=0.1,
+                        rep_id="msl-t001",
+                    )
+                ],
+            )
+            session.commit()
+            new = get_recommendation(session, recommendation_id="new-1")
+            assert new is not None and new.rep_id == "msl-t001"
+    finally:
+        engine.dispose()
+
+
 def test_migrate_accepts_an_engine_and_leaves_it_usable(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
@@ -181,7 +229,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0004"
+    assert _current_revision(database_url) == "0005"
 
 
 def _connect_at(url: str, start: float) -> str:

@@ -52,6 +52,7 @@ def log_served(
             items=tuple(ServedItem.of(item) for item in rec.items),
             decided_for=rec.decided_for,
             p_no_action=rec.p_no_action,
+            rep_id=rec.rep_id,
         )
         for rec in recommendations
     ]

@@ -68,6 +68,7 @@ class Recommendation:
     items: list[RecommendedAction]
     excluded: dict[str, list[str]] = field(default_factory=dict)
     decided_for: datetime | None = None  # the decision time (a request's date), UTC
+    rep_id: str | None = None  # the rep a call plan's answer was made for
 
 
 @dataclass(frozen=True)
@@ -562,7 +563,7 @@ class Recommender:
         suggestions: list[Recommendation] = []
         held_out: list[Recommendation] = []
         for n in order[np.isfinite(greedy_value[order])].tolist():
-            rec = ranked[n]
+            rec = replace(ranked[n], rep_id=rep_id)  # logged with the rep it was planned for
             if rec.holdout:
                 held_out.append(rec)
             elif rec.items:  # always, outside the holdout, with a greedy item

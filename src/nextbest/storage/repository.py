@@ -170,6 +170,9 @@ class RecommendationRecord:
     # included (``Served.p_nothing``); None: not known (answers logged before
     # migration 0004).
     p_no_action: float | None = None
+    # The rep a call plan's answer was made for; None: not a plan's (or logged before
+    # migration 0005).
+    rep_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
@@ -261,6 +264,7 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
                 "n_candidates": record.n_candidates,
                 "decided_for": None if record.decided_for is None else _as_utc(record.decided_for),
                 "p_no_action": record.p_no_action,
+                "rep_id": record.rep_id,
             }
             for record in records
         ],
@@ -313,6 +317,7 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         items=tuple(ServedItem.of(item) for item in items),
         decided_for=row.decided_for,
         p_no_action=row.p_no_action,
+        rep_id=row.rep_id,
     )
 
 

@@ -86,6 +86,10 @@ class Recommendation(Base):
     # action, holdout included, as it computed it when answering (the live rules
     # that emptied a list cannot be replayed later); None before migration 0004.
     p_no_action: Mapped[float | None] = mapped_column(sa.Float)
+    # The rep a call plan's answer was planned for (its rep_id; the requester is the
+    # key that asked, an admin's for a plan fetched on a rep's behalf); None for
+    # other answers and before migration 0005.
+    rep_id: Mapped[str | None] = mapped_column(sa.String(128))
 
 
 class RecommendationItem(Base):
