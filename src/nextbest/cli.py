@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -127,7 +129,9 @@ def main() -> None:
     something else to a script (``promote``: the gate kept the champion;
     ``feedback``: rows were rejected), and a traceback buries the path at fault.
     """
-    from nextbest.storage.db import SchemaTooNewError
+    from sqlalchemy.exc import DatabaseError, InterfaceError
+
+    from nextbest.storage.db import SchemaTooNewError, describe_database_error
 
     try:
         app()
@@ -139,6 +143,27 @@ def main() -> None:
             raise
         console.print(f"[red]error:[/red] {_path_error(exc)}", highlight=False)
         raise SystemExit(2) from None
+    except (DatabaseError, InterfaceError) as exc:
+        # A store that cannot be opened or read (a path that is a directory, a file
+        # that is no database, a server that is down): which one, in one line.
+        console.print(
+            f"[red]error:[/red] a database cannot be used: {describe_database_error(exc)} "
+            f"({_stores()})",
+            highlight=False,
+        )
+        raise SystemExit(2) from None
+
+
+def _stores() -> str:
+    """The stores a command may have opened, named by their settings."""
+    try:
+        settings = get_settings()
+    except Exception:
+        return "NEXTBEST_DATABASE_URL"
+    return (
+        f"NEXTBEST_DATABASE_URL is {without_password(settings.resolved_database_url)}, the "
+        f"MLflow store {without_password(settings.resolved_tracking_uri)}"
+    )
 
 
 def _path_error(exc: OSError) -> str:
@@ -150,11 +175,12 @@ def _path_error(exc: OSError) -> str:
         settings = get_settings()
     except Exception:  # an invalid setting is said where it is read
         return said
-    path = str(exc.filename)
-    if path.startswith(str(settings.resolved_models_dir)):
-        said += " (under NEXTBEST_MODELS_DIR)"
-    elif path in settings.resolved_database_url:
-        said += " (NEXTBEST_DATABASE_URL)"
+    path, models = Path(str(exc.filename)), settings.resolved_models_dir
+    database = settings.resolved_database_url.removeprefix("sqlite:///")
+    if path == models or models in path.parents or path in models.parents:
+        said += " (NEXTBEST_MODELS_DIR is " + str(models) + ")"
+    elif settings.database_url and (str(path) == database or path in Path(database).parents):
+        said += f" (NEXTBEST_DATABASE_URL is {without_password(settings.database_url)})"
     return said
 
 
@@ -775,7 +801,10 @@ def picks(
             console.print(f"[yellow]note:[/yellow] {note}")
     if log:
         _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])
-    with _steps(len(hcp_ids)) as progress:  # the HCPs scored: the unknown are skipped
+    with (
+        _steps(len(hcp_ids)) as progress,  # the HCPs scored: the unknown are skipped
+        _interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
+    ):
         task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))
 
         def advance(n: int) -> None:
@@ -793,6 +822,13 @@ def picks(
             except OSError as exc:
                 raise _fail(f"--out: {exc}") from None
 
+        def publish() -> None:
+            """Give the logged file its name; from then on the run is done, and a
+            late Ctrl-C or SIGTERM (held until now) must not make it look failed."""
+            partial.replace(out)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
         try:
             # Serving rules and live contact history apply, as for the API.
             if log:
@@ -809,11 +845,11 @@ def picks(
                         hcps=given_hcps,
                         catalog=given_catalog,
                         before_logging=write_partial,
+                        after_logging=publish,
                     )
                 except BaseException:
                     partial.unlink(missing_ok=True)
                     raise
-                partial.replace(out)
                 frame = logged.frame
             else:
                 frame = file_picks(
@@ -874,6 +910,24 @@ def _note_logged_today(settings: Settings, hcp_ids: list[str]) -> None:
             "as served, so send one file for them, not both",
             highlight=False,
         )
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _interruptible_as_ctrl_c() -> Iterator[None]:
+    """A scheduler's SIGTERM interrupts as Ctrl-C does, so the work's cleanup runs
+    (``picks --log`` removes its partial file; exit code 143); the handlers before
+    are put back on leaving, whatever the work set meanwhile."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
 
 
 def _check_holdout_rate(settings: Settings) -> None:
@@ -1633,7 +1687,15 @@ KeysFileOpt = Annotated[
 
 
 def _keys_file(path: Path | None) -> Path:
-    return path if path is not None else _settings().resolved_api_keys_file
+    """The key file ``--file`` or the settings name; one under a file stops here (a
+    key list read there was empty, and a removal said the key was unknown)."""
+    from nextbest.settings import refuse_unusable_place
+
+    target = path if path is not None else _settings().resolved_api_keys_file
+    refuse_unusable_place(target)
+    if target.is_dir():
+        raise _fail(f"the API key file {target} is a directory")
+    return target
 
 
 @keys_app.command("add")

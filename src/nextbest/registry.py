@@ -7,6 +7,7 @@ by run id, and never at import time.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import pandas as pd
 
 from nextbest.learning.scoring import ARTIFACT_FORMAT, ScoringModel
 from nextbest.learning.train import TrainResult
-from nextbest.settings import Settings, without_password
+from nextbest.settings import Settings, refuse_unusable_place, without_password
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,20 @@ def _mlflow(settings: Settings) -> Any:
     # (one per model loaded); set the variable to "true" to see them anyway.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings.ensure_dirs()
+    _refuse_unusable_sqlite(settings.resolved_tracking_uri)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_registry_uri)
     return mlflow
+
+
+def _refuse_unusable_sqlite(uri: str) -> None:
+    """A SQLite store that is a directory: said now (IsADirectoryError naming it),
+    where MLflow retried opening it for nearly two minutes before a traceback."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "the MLflow store is a directory", str(path))
 
 
 def client(settings: Settings) -> Any:
@@ -337,7 +349,12 @@ def same_training(settings: Settings, version: str) -> list[str]:
 def registry_exists(settings: Settings) -> bool:
     """False when the registry is a SQLite file not yet created (opening it would create it)."""
     uri = settings.resolved_registry_uri
-    return not (uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists())
+    if not uri.startswith("sqlite:///"):
+        return True
+    path = Path(uri.removeprefix("sqlite:///"))
+    refuse_unusable_place(path)  # a models directory under a file is no empty registry
+    _refuse_unusable_sqlite(uri)
+    return path.exists()
 
 
 def _utc_iso(text: str | None) -> str | None:

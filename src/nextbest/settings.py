@@ -6,6 +6,7 @@ tracking URI is applied only by the code that needs them (``ensure_dirs``).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable
@@ -207,6 +208,17 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the local models directory (called by commands that write there)."""
         self.resolved_models_dir.mkdir(parents=True, exist_ok=True)
+
+
+def refuse_unusable_place(path: Path) -> None:
+    """Raise ``NotADirectoryError`` (naming it) when the nearest existing ancestor of
+    ``path`` is not a directory: nothing can be read or made there, where
+    ``Path.exists()`` only says False and the file seems merely not made yet."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(parent))
+            return
 
 
 DATABASE_URL_FORMS = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -468,8 +469,18 @@ def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_
     events = tmp_path / "events.csv"
     events.write_text("event_id,event_type,hcp_id\ne1,opened,H000001\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    store = tmp_path / "store-dir"  # a database path that is a directory
+    store.mkdir()
     runs = {
         "promote": ({"NEXTBEST_MODELS_DIR": str(blocker / "models")}, ["promote"]),
+        "keys": ({"NEXTBEST_MODELS_DIR": str(blocker / "models")}, ["keys", "list"]),
+        "uplift-report": (
+            {
+                "NEXTBEST_MODELS_DIR": str(tmp_path / "models"),
+                "NEXTBEST_DATABASE_URL": f"sqlite:///{store}",
+            },
+            ["uplift-report", "--out", str(tmp_path / "report")],
+        ),
         "train": (
             {"NEXTBEST_MODELS_DIR": str(blocker / "models")},
             ["train", "--data", str(world_dir)],
@@ -494,9 +505,62 @@ def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_
         said = " ".join(run.stderr.split())
         assert run.returncode == 2, (name, run.stderr[-3000:])
         assert "Traceback" not in run.stderr, (name, run.stderr[-3000:])
+        if name == "uplift-report":  # opened by the driver: it names the URL
+            assert "a database cannot be used" in said and str(store) in said, said
+            continue
         assert str(blocker) in said, (name, said)
+        setting = "NEXTBEST_DATABASE_URL" if name == "feedback" else "NEXTBEST_MODELS_DIR"
+        assert setting in said, (name, said)
         # train stops before loading anything: no step of the work was started
         assert name != "train" or "features" not in said, said
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
+    trained, tmp_path: Path, signum: int
+) -> None:
+    """A scheduler's timeout (SIGTERM) or Ctrl-C as the send file appears: either the
+    run was done (file and log, exit 0) or it stopped before logging (neither, and no
+    partial file left, exit 128 + the signal); never answers logged with no file."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    out = tmp_path / "send.csv"
+    partial = tmp_path / ".send.partial.csv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env |= {"NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_HOLDOUT_RATE": "0.1"}
+    args = ["picks", "--data", str(trained.data_dir), "--out", str(out), "--log"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "nextbest", *args],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (partial.exists() or out.exists()) and run.poll() is None:
+        assert time.monotonic() < deadline, "picks --log wrote no file"
+        time.sleep(0.002)
+    run.send_signal(signum)
+    _, err = run.communicate(timeout=120)
+    engine = make_engine(f"sqlite:///{models / 'nextbest.db'}")
+    with engine.connect() as connection:
+        logged = pd.read_sql("SELECT recommendation_id FROM recommendations", connection)
+    engine.dispose()
+    assert not partial.exists(), err[-2000:]
+    if out.exists():  # done before the signal took effect: every HCP answered and logged
+        assert run.returncode == 0, err[-2000:]
+        hcps = pd.read_csv(trained.data_dir / "hcps.csv")
+        assert len(logged) == len(hcps)
+        assert set(pd.read_csv(out)["recommendation_id"]) <= set(logged["recommendation_id"])
+    else:
+        assert run.returncode == 128 + signum, (run.returncode, err[-2000:])
+        assert logged.empty, err[-2000:]
 
 
 def test_outputs_that_cannot_be_written_stop_before_any_work(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -177,6 +180,23 @@ def _block_picks(
     )
 
 
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held (delivered on leaving, unless ignored meanwhile) in
+    the main thread of a POSIX process; elsewhere nothing is held."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def check_picks(
     model: ScoringModel,
     *,
@@ -309,6 +329,7 @@ def logged_picks(
     hcps: pd.DataFrame | None = None,
     catalog: pd.DataFrame | None = None,
     before_logging: Callable[[pd.DataFrame], None] | None = None,
+    after_logging: Callable[[], None] | None = None,
 ) -> LoggedPicks:
     """Picks for a file that will be sent, served exactly as the batch endpoint serves.
 
@@ -320,7 +341,8 @@ def logged_picks(
     get no row. Blocks of ``MAX_BATCH`` HCPs, each scored; the answers are logged
     at the end, all in one transaction, after ``before_logging`` (the caller writing
     its file) returns: an interrupted run, or one whose file cannot be written,
-    logs nothing. ``hcps``
+    logs nothing. The commit and ``after_logging`` (the caller giving the file its
+    name) run with SIGINT and SIGTERM held, so no interruption falls between them. ``hcps``
     and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
     ``requester`` (logged with each answer) defaults to the command and the user
     running it (:func:`~nextbest.service.feedback_file.file_requester`).
@@ -385,7 +407,10 @@ def logged_picks(
         frame = pd.DataFrame(rows, columns=LOGGED_COLUMNS)
         if before_logging is not None:
             before_logging(frame)
-        runtime.reclog.commit_held()
+        with _signals_held():
+            runtime.reclog.commit_held()
+            if after_logging is not None:
+                after_logging()
         return LoggedPicks(
             frame=frame,
             model_version=recommender.version,
