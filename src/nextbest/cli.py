@@ -133,6 +133,8 @@ def main() -> None:
 
     from nextbest.storage.db import SchemaTooNewError, describe_database_error
 
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     try:
         app()
     except SchemaTooNewError as exc:
@@ -764,8 +766,10 @@ def picks(
     if when is not None and as_of is not None and len(as_of.strip()) == 10:
         on = when.date()  # a day alone: its start, or now when it is today (decision_time)
     settings = _settings()
-    if log and not new_holdout_rate:  # before reading the data: a refused run costs nothing
-        _check_holdout_rate(settings)
+    if new_holdout_rate and not log:
+        raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
+    if log:  # before reading the data: a refused run costs nothing
+        _check_holdout_rate(settings, changed=new_holdout_rate)
     dataset = _load(data) if data is not None else None
     _check_rules_file(settings)
     try:
@@ -826,8 +830,7 @@ def picks(
             """Give the logged file its name; from then on the run is done, and a
             late Ctrl-C or SIGTERM (held until now) must not make it look failed."""
             partial.replace(out)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _ignore_signals_from_now_on()
 
         try:
             # Serving rules and live contact history apply, as for the API.
@@ -916,21 +919,41 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+# Set by main(): this process is the `nextbest` command, and ends with the command.
+_OWN_PROCESS = False
+_DONE = False  # the command's work is complete: see _ignore_signals_from_now_on
+
+
+def _ignore_signals_from_now_on() -> None:
+    """The work is complete (a logged file published): SIGINT and SIGTERM are ignored
+    until the process exits, a second or so of shutting down, so that a scheduler's
+    late signal does not turn a done run into a failed one it would run again."""
+    global _DONE
+    _DONE = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @contextmanager
 def _interruptible_as_ctrl_c() -> Iterator[None]:
     """A scheduler's SIGTERM interrupts as Ctrl-C does, so the work's cleanup runs
-    (``picks --log`` removes its partial file; exit code 143); the handlers before
-    are put back on leaving, whatever the work set meanwhile."""
+    (``picks --log`` removes its partial file; exit code 143). On leaving, the
+    handlers before are put back, unless the work is done and this process ends
+    with it (in another caller's process, such as a test's, ignored signals would
+    outlive the command and pass to every child it starts)."""
+    global _DONE
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+        if not (_DONE and _OWN_PROCESS):
+            signal.signal(signal.SIGINT, before[0])
+            signal.signal(signal.SIGTERM, before[1])
+        _DONE = False
 
 
-def _check_holdout_rate(settings: Settings) -> None:
+def _check_holdout_rate(settings: Settings, *, changed: bool = False) -> None:
     """Stop ``picks --log`` when its holdout rate is not the recommendation log's.
 
     The holdout draw compares one hash per HCP and week with the rate, so a run
@@ -955,14 +978,21 @@ def _check_holdout_rate(settings: Settings) -> None:
             f"{describe_database_error(exc)}"
         ) from None
     rate = settings.holdout_rate
-    if logged is not None and not same_holdout_rate(rate, logged):
+    if logged is not None and not same_holdout_rate(rate, logged) and changed:
+        console.print(
+            f"holdout rate changed on purpose (--new-holdout-rate): logging at {rate:g}, "
+            f"where the newest logged answer was served at {logged:g}",
+            highlight=False,
+        )
+    elif logged is not None and not same_holdout_rate(rate, logged):
         raise _fail(
             f"the holdout rate here is {rate:g} (NEXTBEST_HOLDOUT_RATE) but the newest "
             f"answers logged in {without_password(url)} were served with holdout rate "
             f"{logged:g}: this run would hold out other HCPs than the server does (sending "
             "picks to HCPs of its control group) and mix two rates in the log. Run with "
-            f"NEXTBEST_HOLDOUT_RATE={logged:g}, the rate the server is configured with, or, "
-            "if the rate was changed on purpose (servers too), add --new-holdout-rate"
+            f"NEXTBEST_HOLDOUT_RATE={logged:g}, the rate of the newest logged answer (give "
+            "servers and picks runs one rate), or, if the rate was changed on purpose "
+            "(servers too), add --new-holdout-rate"
         )
 
 
@@ -1075,9 +1105,11 @@ def _check_rules_file(settings: Settings) -> ServingRules:
 def _check_serving_files(settings: Settings) -> None:
     """Read the rules and API-key files as the workers will: an invalid one stops
     ``serve`` here with its message, not each worker at start-up in a traceback."""
+    from nextbest.registry import registry_exists
     from nextbest.service.apikeys import ApiKeyError, KeyStore
 
     _check_rules_file(settings)
+    registry_exists(settings)  # a local MLflow store that cannot be used stops here
     if settings.auth_enabled:
         try:
             KeyStore.load(path=settings.resolved_api_keys_file)

@@ -133,9 +133,12 @@ def test_an_msl_plan_holds_medical_rep_content_and_a_reps_plan_none(
     by_admin = client.get("/v1/reps/msl-1/suggestions?capacity=30")
     assert by_admin.status_code == 200 and by_admin.json()["purpose"] == "medical"
     assert {s["content_type"] for s in by_admin.json()["suggestions"]} == {"medical"}
-    for headers in ({}, MSL):
+    for headers, says in (
+        ({}, "rep key 'msl-1' plans medical visits"),  # the admin's: the binding is the MSL's
+        (MSL, "this key is for medical requests"),
+    ):
         refused = client.get("/v1/reps/msl-1/suggestions?purpose=promotional", headers=headers)
-        assert refused.status_code == 403, refused.text
+        assert refused.status_code == 403 and says in refused.json()["detail"], refused.text
     # Under a name no rep key has, an admin plans either purpose for a territory.
     asked = f"/v1/reps/field-team/suggestions?capacity=30&territory_id={territory}"
     sales = client.get(f"{asked}&purpose=promotional")

@@ -438,10 +438,16 @@ def test_picks_log_refuses_another_holdout_rate_than_the_log_before_any_work(
     assert "served with holdout rate 0.2" in said and "NEXTBEST_HOLDOUT_RATE=0.2" in said, said
     assert "--new-holdout-rate" in said, said
     assert not out.exists()
+    assert "the rate of the newest logged answer" in said, said
     # A rate changed on purpose is said so, and the run goes on (to the missing data).
     result = runner.invoke(app, [*args, "--new-holdout-rate"])
     said = " ".join(result.output.split())
-    assert result.exit_code == 2 and "holdout rate" not in said and "no-data" in said, said
+    assert result.exit_code == 2 and "no-data" in said, said
+    assert "holdout rate changed on purpose (--new-holdout-rate): logging at 0.05" in said
+    # ... a flag for logged runs only: plain picks draw no holdout.
+    result = runner.invoke(app, [*args[:-1], "--new-holdout-rate"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "--new-holdout-rate is for --log runs" in said, said
     # With the log's rate the check passes and the run goes on (to the missing data).
     monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
     get_settings.cache_clear()

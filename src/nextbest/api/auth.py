@@ -106,18 +106,22 @@ def caller_with_roles(*roles: str) -> Any:
     return Depends(caller)
 
 
-def request_purpose(principal: Principal, asked: str | None) -> str:
+def request_purpose(principal: Principal, asked: str | None, *, whose: str = "") -> str:
     """The purpose a request is served for: what it says, else its key's, else
     promotional. A key bound to a purpose (``purpose`` in the key file) asking for
     the other is refused (403): separation that rests on each caller declaring
-    itself rightly is no separation."""
+    itself rightly is no separation. ``whose``: the key the binding comes from when
+    it is not the caller's (the rep whose plan an admin asks for)."""
     bound = principal.purpose
     if bound is not None and asked is not None and asked != bound:
-        raise HTTPException(
-            status_code=status.HTTP_403_FORBIDDEN,
-            detail=f"this key is for {bound} requests: it may not ask for {asked} content "
-            "(purpose)",
+        detail = (
+            f"rep key '{principal.name}' plans {bound} visits: its plan may not hold "
+            f"{asked} content (purpose)"
+            if whose
+            else f"this key is for {bound} requests: it may not ask for {asked} content "
+            "(purpose)"
         )
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=detail)
     return asked or bound or "promotional"
 
 

@@ -188,7 +188,12 @@ class ServingRuntime:
 
     @classmethod
     def start(
-        cls, settings: Settings, *, load_model: bool = True, predict_threads: int | None = 1
+        cls,
+        settings: Settings,
+        *,
+        load_model: bool = True,
+        predict_threads: int | None = 1,
+        check_holdout_rate: bool = True,
     ) -> ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
@@ -197,6 +202,8 @@ class ServingRuntime:
         cannot be reached: requests get 503 until it answers, and the watcher
         migrates it then. A worker that exited instead would make uvicorn's
         supervisor stop every other worker too, the healthy ones included.
+        ``check_holdout_rate``: warn when the newest logged answers used another
+        holdout rate (off for ``picks --log``, whose command checks it itself).
         """
         if predict_threads == 1:
             # Each worker process scores small blocks; one OpenMP thread per process
@@ -206,7 +213,7 @@ class ServingRuntime:
         runtime = cls(
             settings, engine, make_session_factory(engine), predict_threads=predict_threads
         )
-        if runtime._migrate():
+        if runtime._migrate() and check_holdout_rate:
             runtime._warn_of_another_holdout_rate()
         if load_model:
             try:

@@ -134,7 +134,7 @@ def suggestions(
         keys = request.app.state.api_keys
         rep = keys.named(rep_id) if keys is not None else None
         if rep is not None and rep.role == "rep":
-            asked = request_purpose(rep, purpose)
+            asked = request_purpose(rep, purpose, whose="rep")
     if territory is None:
         raise InvalidRequestError(
             "territory_id", "an admin must name the territory to plan", location="query"
