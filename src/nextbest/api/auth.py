@@ -118,8 +118,7 @@ def request_purpose(principal: Principal, asked: str | None, *, whose: str = "")
             f"rep key '{principal.name}' plans {bound} visits: its plan may not hold "
             f"{asked} content (purpose)"
             if whose
-            else f"this key is for {bound} requests: it may not ask for {asked} content "
-            "(purpose)"
+            else f"this key is for {bound} requests: it may not ask for {asked} content (purpose)"
         )
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=detail)
     return asked or bound or "promotional"
