@@ -129,6 +129,8 @@ def main() -> None:
     something else to a script (``promote``: the gate kept the champion;
     ``feedback``: rows were rejected), and a traceback buries the path at fault.
     """
+    import sqlite3
+
     from sqlalchemy.exc import DatabaseError, InterfaceError
 
     from nextbest.storage.db import SchemaTooNewError, describe_database_error
@@ -145,7 +147,7 @@ def main() -> None:
             raise
         console.print(f"[red]error:[/red] {_path_error(exc)}", highlight=False)
         raise SystemExit(2) from None
-    except (DatabaseError, InterfaceError) as exc:
+    except (DatabaseError, InterfaceError, sqlite3.DatabaseError) as exc:
         # A store that cannot be opened or read (a path that is a directory, a file
         # that is no database, a server that is down): which one, in one line.
         console.print(
@@ -170,7 +172,10 @@ def _stores() -> str:
 
 def _path_error(exc: OSError) -> str:
     """``exc`` as one line naming its path, and the setting that names it, if one does."""
-    said = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    what = exc.strerror or type(exc).__name__
+    if isinstance(exc, FileExistsError) and Path(str(exc.filename)).is_file():
+        what = "Not a directory"  # a directory was to be made where a file is
+    said = f"{what}: {exc.filename}"
     if exc.filename2:
         said += f" -> {exc.filename2}"
     try:
@@ -1039,6 +1044,10 @@ def serve(
         # /metrics then sums the counters of every worker process.
         metrics_dir = tempfile.mkdtemp(prefix="nextbest-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if n_workers > 1:  # each worker stops when this process dies (die_with_supervisor)
+        from nextbest.api.workers import SUPERVISOR_ENV
+
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
     try:
         _run_server(settings, host=host, port=port, n_workers=n_workers, log_level=log_level)
     finally:

@@ -7,10 +7,12 @@ by run id, and never at import time.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -72,6 +74,9 @@ def _refuse_unusable_sqlite(uri: str) -> None:
     path = Path(uri.removeprefix("sqlite:///"))
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "the MLflow store is a directory", str(path))
+    if path.is_file():  # a file that is no database (sqlite3.DatabaseError): said now too
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
 
 
 def client(settings: Settings) -> Any:

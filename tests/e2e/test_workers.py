@@ -144,6 +144,20 @@ def test_a_replaced_worker_listens_on_a_socket_of_its_own(two_workers) -> None:
 
 
 @linux_only
+def test_workers_stop_when_their_supervisor_is_killed(two_workers) -> None:
+    """`kill -9` of `nextbest serve` (or the kernel's out-of-memory killer) left its
+    workers serving as orphans on the port, so a restart was refused it."""
+    proc, port = two_workers
+    workers = [psutil.Process(pid) for pid in _sockets(proc, port, psutil.CONN_LISTEN)]
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [(p.pid, p.status()) for p in alive]
+    check_address_free("127.0.0.1", port)  # the port is free for the next server
+
+
+@linux_only
 def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None:
     """A replaced worker's live gauges (nextbest_model_info) leave /metrics: the new
     worker marks every process that left files in PROMETHEUS_MULTIPROC_DIR and no

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
 from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
+from nextbest.api.workers import SUPERVISOR_ENV, die_with_supervisor
 from nextbest.errors import (
     InvalidRequestError,
     LogBacklogFullError,
@@ -87,6 +89,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
+        # A worker of `nextbest serve --workers N` stops with its supervisor.
+        die_with_supervisor(os.environ.get(SUPERVISOR_ENV))
         # A replaced worker's gauges (its model version) would stay in /metrics.
         forget_dead_workers()
         config = runtime.settings if runtime is not None else settings or get_settings()

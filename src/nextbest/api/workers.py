@@ -19,6 +19,7 @@ worker's own.
 from __future__ import annotations
 
 import inspect
+import os
 import socket
 import sys
 from typing import Any
@@ -98,3 +99,31 @@ def run_balanced(config: Any) -> None:
     supervisor.run()
     if any(getattr(worker, "exitcode", None) == STARTUP_FAILURE for worker in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)
+
+
+# Set by `nextbest serve` for its workers: the process that started them.
+SUPERVISOR_ENV = "NEXTBEST_SUPERVISOR_PID"
+
+
+def die_with_supervisor(supervisor_pid: str | None) -> bool:
+    """Ask the kernel to send this worker SIGTERM when its supervisor dies (Linux).
+
+    A supervisor killed outright (SIGKILL, the kernel's out-of-memory killer)
+    cannot stop its workers: they went on serving as orphans, holding the port, so
+    the restarted server was refused it. ``supervisor_pid`` is the process that
+    started the workers (``NEXTBEST_SUPERVISOR_PID``, set by ``nextbest serve``);
+    a worker whose parent is already another process (the supervisor died before
+    this ran) stops at once. False where there is no such kernel facility.
+    """
+    if supervisor_pid is None or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return False
+    if str(os.getppid()) != supervisor_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
