@@ -66,15 +66,17 @@ def _mlflow(settings: Settings) -> Any:
     return mlflow
 
 
-def _refuse_unusable_sqlite(uri: str) -> None:
+def _refuse_unusable_sqlite(uri: str, *, read: bool = False) -> None:
     """A SQLite store that is a directory: said now (IsADirectoryError naming it),
-    where MLflow retried opening it for nearly two minutes before a traceback."""
+    where MLflow retried opening it for nearly two minutes before a traceback. With
+    ``read`` (once, where a command starts, not at every registry call), a file that
+    is no database too (sqlite3.DatabaseError)."""
     if not uri.startswith("sqlite:///"):
         return
     path = Path(uri.removeprefix("sqlite:///"))
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "the MLflow store is a directory", str(path))
-    if path.is_file():  # a file that is no database (sqlite3.DatabaseError): said now too
+    if read and path.is_file():
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
 
@@ -358,7 +360,7 @@ def registry_exists(settings: Settings) -> bool:
         return True
     path = Path(uri.removeprefix("sqlite:///"))
     refuse_unusable_place(path)  # a models directory under a file is no empty registry
-    _refuse_unusable_sqlite(uri)
+    _refuse_unusable_sqlite(uri, read=True)
     return path.exists()
 
 

@@ -86,33 +86,17 @@ def test_a_worker_started_with_another_holdout_rate_than_the_log_warns(
 ) -> None:
     """It would hold out other HCPs than the processes that logged before it: said
     once at start-up (it serves anyway, as after a deliberate change of rate)."""
-    from datetime import UTC, datetime
 
     from nextbest.settings import Settings
-    from nextbest.storage import RecommendationRecord, log_recommendations, migrate
+    from nextbest.storage import log_recommendations, migrate
+    from nextbest.storage.testing import recommendation_record
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     migrate(url)
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
         log_recommendations(
-            session,
-            records=[
-                RecommendationRecord(
-                    recommendation_id="served-1",
-                    created_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
-                    hcp_id="H1",
-                    requester="crm",
-                    purpose="promotional",
-                    channel_filter=None,
-                    model_version="1",
-                    holdout=False,
-                    policy="epsilon_greedy",
-                    epsilon=0.05,
-                    holdout_rate=0.2,
-                    n_candidates=3,
-                )
-            ],
+            session, records=[recommendation_record("served-1", "H1", holdout_rate=0.2)]
         )
         session.commit()
     engine.dispose()

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -404,29 +403,13 @@ def test_picks_log_refuses_another_holdout_rate_than_the_log_before_any_work(
     """A server at 0.2 logged last; `picks --log` at the default 0.05 would hold out
     other HCPs (and e-mail some the server holds out): refused before the data is
     read, naming both rates and the variable."""
-    from nextbest.storage import RecommendationRecord, log_recommendations
+    from nextbest.storage import log_recommendations
     from nextbest.storage.db import store_session
+    from nextbest.storage.testing import recommendation_record
 
     with store_session(get_settings().resolved_database_url) as session:
-        log_recommendations(
-            session,
-            records=[
-                RecommendationRecord(
-                    recommendation_id="served-1",
-                    created_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
-                    hcp_id="H1",
-                    requester="crm",
-                    purpose="promotional",
-                    channel_filter=None,
-                    model_version="1",
-                    holdout=True,
-                    policy="epsilon_greedy",
-                    epsilon=0.05,
-                    holdout_rate=0.2,
-                    n_candidates=3,
-                )
-            ],
-        )
+        held = recommendation_record("served-1", "H1", holdout=True, holdout_rate=0.2)
+        log_recommendations(session, records=[held])
         session.commit()
     out = tmp_path / "sent.csv"
     # No data there, and no model: the refusal comes first, before either is read.

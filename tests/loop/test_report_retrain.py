@@ -35,6 +35,7 @@ from nextbest.storage.repository import (
     logged_decisions,
     record_feedback,
 )
+from nextbest.storage.testing import recommendation_record
 
 from .conftest import FAST_CONFIG, LoopWorld, ServedStore
 
@@ -695,24 +696,19 @@ def _hcp_feed_store(settings: Settings, *, seed: int, holdout_reported: bool = T
         asked = int(rng.integers(2, 9) if holdout else rng.integers(1, 7))
         item = ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False)
         items = () if holdout else (item,)
-        for k in range(asked):
-            records.append(
-                RecommendationRecord(
-                    recommendation_id=f"r{h}-{k}",
-                    created_at=T0 + timedelta(hours=18 * k, minutes=h),
-                    hcp_id=hcp_id,
-                    requester="test",
-                    purpose="promotional",
-                    channel_filter=None,
-                    model_version="1",
-                    holdout=holdout,
-                    policy="epsilon_greedy",
-                    epsilon=0.1,
-                    holdout_rate=0.3,
-                    n_candidates=10,
-                    items=items,
-                )
+        records += [
+            recommendation_record(
+                f"r{h}-{k}",
+                hcp_id,
+                items=items,
+                holdout=holdout,
+                created_at=T0 + timedelta(hours=18 * k, minutes=h),
+                model_version="1",
+                epsilon=0.1,
+                holdout_rate=0.3,
             )
+            for k in range(asked)
+        ]
         if holdout and not holdout_reported:
             continue
         events.append(

@@ -152,7 +152,9 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     assert frame.loc["new-1", "p_no_action"] == 0.73
 
 
-def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(database_url: str) -> None:
+def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
+    database_url: str, make_recommendation
+) -> None:
     """Answers logged under 0004 survive with no rep; a plan's new answers carry theirs."""
     assert migrate(database_url, revision="0004") == (None, "0004")
     at = "'2024-03-04 09:00:00.000000'"
@@ -172,27 +174,8 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(database_url: str) -
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
-            log_recommendations(
-                session,
-                records=[
-                    RecommendationRecord(
-                        recommendation_id="new-1",
-                        created_at=datetime(2024, 3, 6, 9, 0, tzinfo=UTC),
-                        hcp_id="h1",
-                        requester="ops-admin",
-                        purpose="medical",
-                        channel_filter="rep_*",
-                        model_version="3",
-                        holdout=False,
-                        policy="epsilon_greedy",
-                        epsilon=0.3,
-                        holdout_rate=0.1,
-                        n_candidates=12,
-                        p_no_action=0.1,
-                        rep_id="msl-t001",
-                    )
-                ],
-            )
+            planned = make_recommendation("new-1", "h1", purpose="medical", rep_id="msl-t001")
+            log_recommendations(session, records=[planned])
             session.commit()
             new = get_recommendation(session, recommendation_id="new-1")
             assert new is not None and new.rep_id == "msl-t001"

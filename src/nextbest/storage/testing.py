@@ -1,4 +1,5 @@
-"""Throw-away databases for test suites (storage, API, durability tests).
+"""Throw-away databases, and log rows to put in them, for test suites (storage,
+API, CLI, loop, durability tests).
 
 Kept in the package, not in a conftest, so any test package or script can use it.
 """
@@ -11,11 +12,16 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from nextbest.storage.repository import RecommendationRecord, ServedItem
+
 POSTGRES_URL_ENV = "NEXTBEST_TEST_POSTGRES_URL"
+# When the rows below were logged unless a test says otherwise.
+T0 = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
 TEST_DATABASE_PREFIX = "nextbest_t_"
 
 
@@ -120,3 +126,51 @@ class TcpProxy:
         finally:
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
+
+
+def served_item(
+    rank: int, action_id: str, channel: str = "email", **overrides: object
+) -> ServedItem:
+    """A served item with plausible defaults; override any field by name."""
+    fields: dict[str, object] = {
+        "rank": rank,
+        "action_id": action_id,
+        "channel": channel,
+        "content_id": f"content-{action_id}",
+        "score": 1.0 / rank,
+        "expected_uplift": 0.1 / rank,
+        "p_engage": 0.3,
+        "propensity": 0.9 if rank == 1 else 0.05,
+        "explored": False,
+    }
+    fields.update(overrides)
+    return ServedItem(**fields)  # type: ignore[arg-type]
+
+
+def recommendation_record(
+    recommendation_id: str,
+    hcp_id: str,
+    *,
+    items: tuple[ServedItem, ...] = (),
+    holdout: bool = False,
+    created_at: datetime = T0,
+    **overrides: object,
+) -> RecommendationRecord:
+    """A logged recommendation with plausible defaults; override any field by name."""
+    fields: dict[str, object] = {
+        "recommendation_id": recommendation_id,
+        "created_at": created_at,
+        "hcp_id": hcp_id,
+        "requester": "crm-eu",
+        "purpose": "promotional",
+        "channel_filter": None,
+        "model_version": "nextbest/7",
+        "holdout": holdout,
+        "policy": "epsilon_greedy",
+        "epsilon": 0.05,
+        "holdout_rate": 0.1,
+        "n_candidates": 200,
+        "items": items,
+    }
+    fields.update(overrides)
+    return RecommendationRecord(**fields)  # type: ignore[arg-type]
