@@ -156,6 +156,17 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
             r"rep_plan: unknown field\(s\) \['capacity'\]; known: \['default_capacity'",
             id="rep-plan-typo",
         ),
+        # A gap between any two contacts is not a rule: refused, not read and ignored.
+        pytest.param(
+            {"all_channels": {"max_contacts": 8, "per_days": 28, "cooldown_days": 2}},
+            r"all_channels\.cooldown_days: a cool-down is set per channel",
+            id="all-channels-cooldown",
+        ),
+        pytest.param(
+            {"all_channels": {"max_contacts": 8, "per_days": 28, "gap": 2}},
+            r"all_channels: unknown field\(s\) \['gap'\]; known: \['max_contacts', 'per_days'\]$",
+            id="all-channels-typo",
+        ),
         pytest.param({"max_items_per_channel": 0}, "max_items_per_channel", id="zero-items"),
         pytest.param(
             {"channels": {"Email": {"cooldown_days": 1}, "email": {"cooldown_days": 2}}},

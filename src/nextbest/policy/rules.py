@@ -10,14 +10,17 @@ fatigue budget.
   channel (at most N contacts within the last D days);
 - ``channels.<channel>.cooldown_days``: minimum gap since the last contact on
   that channel;
-- ``all_channels.max_contacts`` / ``per_days``: one cap over every channel;
+- ``all_channels.max_contacts`` / ``per_days``: one cap over every channel (no
+  cool-down: that is per channel);
 - ``dismissal_days``: an action an HCP (or their rep) dismissed is not offered to
   that HCP again for this many days;
 - ``snooze_days``: the same for a snoozed action ("not now"), for its own,
   usually shorter, number of days (default: ``dismissal_days``);
 - ``max_items_per_channel``: at most N items of one channel in one list;
 - ``rep_plan``: default and maximum daily capacity of a rep call plan, and the
-  accepted dismissal reason codes.
+  accepted dismissal reason codes;
+- ``withdrawn_actions``: action_ids served to nobody (content withdrawn between
+  trainings).
 
 The file format is documented in ``training/rules.yaml`` and ``docs/serving.md``.
 """
@@ -157,6 +160,13 @@ class ServingRules:
             raw = data["all_channels"]
             if not isinstance(raw, Mapping):
                 raise RulesError(f"{source}: all_channels must be a mapping")
+            if "cooldown_days" in raw:  # read as a gap between any two contacts, it was ignored
+                raise RulesError(
+                    f"{source}: all_channels.cooldown_days: a cool-down is set per channel "
+                    "(channels.<name>.cooldown_days); all_channels takes only "
+                    "max_contacts and per_days"
+                )
+            _known_fields(raw, ALL_CHANNELS_FIELDS, f"{source}: all_channels")
             all_channels = _cap(raw, f"{source}: all_channels")
         rep = data.get("rep_plan") or {}
         if not isinstance(rep, Mapping):
@@ -253,6 +263,7 @@ class ServingRules:
 
 
 CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days")
+ALL_CHANNELS_FIELDS = ("max_contacts", "per_days")
 REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons")
 
 
@@ -263,9 +274,9 @@ def _known_fields(raw: Mapping[str, Any], known: tuple[str, ...], where: str) ->
 
 
 def _cap(raw: Mapping[str, Any], where: str) -> ContactCap:
+    """The cap of ``raw``; its caller has checked ``raw``'s other fields."""
     if "max_contacts" not in raw or "per_days" not in raw:
         raise RulesError(f"{where}: a cap needs both max_contacts and per_days")
-    _known_fields(raw, CHANNEL_FIELDS, where)
     return ContactCap(
         max_contacts=_count(raw["max_contacts"], f"{where}.max_contacts", allow_zero=True),
         per_days=float(_positive(raw["per_days"], f"{where}.per_days") or 0.0),
