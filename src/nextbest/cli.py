@@ -1458,7 +1458,7 @@ def retrain(
 
 
 def _note_repeat(settings: Settings, version: str) -> None:
-    """Say when ``version`` repeats an older one (same data, same parameters)."""
+    """Say when ``version`` repeats an older one (same data, parameters and code)."""
     from nextbest import registry
 
     same = registry.same_training(settings, version)
@@ -1466,8 +1466,8 @@ def _note_repeat(settings: Settings, version: str) -> None:
         listed = ", ".join(same)
         console.print(
             f"[yellow]note:[/yellow] version {version} was trained on the same data with the "
-            f"same parameters as version{'s' if len(same) > 1 else ''} {listed} (a job run "
-            "twice?): the same model, registered again",
+            f"same parameters and code as version{'s' if len(same) > 1 else ''} {listed} (a "
+            "job run twice?): the same model, registered again",
             highlight=False,
         )
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 SCORING_ARTIFACT = "scoring_model"
 FORMAT_TAG = "artifact_format"  # ScoringModel pickle layout a version was written with
 CODE_TAG = "nextbest_version"
+# The git commit of the checkout the code ran from ("+modified": with uncommitted
+# changes to its tracked files); "unknown" for an installed package.
+SOURCE_TAG = "source_commit"
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ def log_training_run(
     """
     mlflow = _mlflow(settings)
     experiment_id = _experiment_id(settings)
+    source = source_commit()
     with mlflow.start_run(experiment_id=experiment_id), tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({**result.params, **(extra_params or {})})
         mlflow.log_metrics(result.metrics)
@@ -150,9 +155,17 @@ def log_training_run(
             {
                 "data_fingerprint": result.model.metadata.get("data_fingerprint", ""),
                 "uplift_source": result.model.uplift_source,
+                SOURCE_TAG: source,
+                **_mlflow_source_tags(source),
                 **(extra_tags or {}),
             }
         )
+        # The files themselves, not only their values and paths: a path is relative
+        # to a working directory, and the file may be edited after the run.
+        for key in ("config.file", "config.levers"):
+            named = result.params.get(key)
+            if isinstance(named, str) and Path(named).is_file():
+                mlflow.log_artifact(named, "config")
         mlflow.log_text("\n".join(result.notes) or "no notes", "notes.txt")
         mlflow.log_text(
             json.dumps(result.model.space.feature_names, indent=1), "feature_names.json"
@@ -176,6 +189,7 @@ def log_training_run(
         "uplift_source": result.model.uplift_source,
         FORMAT_TAG: str(ARTIFACT_FORMAT),
         CODE_TAG: _code_version(),
+        SOURCE_TAG: source,
         **(extra_tags or {}),
     }
     for key, value in tags.items():
@@ -255,6 +269,12 @@ class VersionSummary:
     eval_decisions: int | None = None
     eval_from: str | None = None  # the slice's first and last decision, ISO 8601 UTC
     eval_until: str | None = None
+    # Where it came from, for an audit: its MLflow run, the training data's
+    # fingerprint, the release and the commit of the code that trained it.
+    run_id: str | None = None
+    data_fingerprint: str | None = None
+    nextbest_version: str | None = None
+    source_commit: str | None = None
 
 
 def _channel_list(tag: str | None) -> list[str] | None:
@@ -289,9 +309,10 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
         params: dict[str, str] = {}
         metrics: dict[str, float] = {}
+        run_tags: dict[str, str] = {}
         if mv.run_id:
             run = mlflow_client.get_run(mv.run_id)
-            params, metrics = run.data.params, run.data.metrics
+            params, metrics, run_tags = run.data.params, run.data.metrics, run.data.tags
         value, low, high = (
             metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
         )
@@ -324,6 +345,10 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 eval_decisions=(
                     None if (decisions := metrics.get("eval_decisions")) is None else int(decisions)
                 ),
+                run_id=mv.run_id or None,
+                data_fingerprint=run_tags.get("data_fingerprint") or None,
+                nextbest_version=mv.tags.get(CODE_TAG),
+                source_commit=mv.tags.get(SOURCE_TAG),
             )
         )
     return out
@@ -331,8 +356,9 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
 
 def same_training(settings: Settings, version: str) -> list[str]:
     """Older versions trained on the same data (fingerprint) with the same parameters
-    as ``version``: a job run twice registers the same model twice, said rather than
-    silent. Oldest first; empty when none (or the version's run is not recorded)."""
+    and code (commit) as ``version``: a job run twice registers the same model twice,
+    said rather than silent. Oldest first; empty when none (or the version's run is
+    not recorded)."""
     mlflow_client = client(settings)
     mine = mlflow_client.get_model_version(settings.model_name, version)
     if not mine.run_id:
@@ -348,7 +374,11 @@ def same_training(settings: Settings, version: str) -> list[str]:
         if int(other.version) > int(mine.version):
             continue
         data = mlflow_client.get_run(other.run_id).data
-        if data.tags.get("data_fingerprint") == fingerprint and data.params == run.data.params:
+        if (
+            data.tags.get("data_fingerprint") == fingerprint
+            and data.params == run.data.params
+            and data.tags.get(SOURCE_TAG) == run.data.tags.get(SOURCE_TAG)
+        ):
             same.append(str(other.version))
     return sorted(same, key=int)
 
@@ -446,6 +476,43 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
             f"{named}: its artifacts at {found.source} cannot be read: {type(exc).__name__}: {exc}"
         ) from exc
     return model
+
+
+def source_commit(module_file: Path | None = None) -> str:
+    """The git commit of the checkout this package (``module_file``: this module) runs
+    from, with "+modified" when its tracked files differ from that commit; "unknown"
+    when the file is not tracked in a git checkout (an installed wheel) or git is
+    not there."""
+    here = (module_file or Path(__file__)).resolve()
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(here.parent), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    try:
+        # This very file tracked: a virtual environment inside some other checkout
+        # would otherwise lend the package that checkout's commit.
+        if git("ls-files", "--error-unmatch", here.name).returncode != 0:
+            return "unknown"
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = head.stdout.strip()
+    return f"{commit}+modified" if status.returncode != 0 or status.stdout.strip() else commit
+
+
+def _mlflow_source_tags(source: str) -> dict[str, str]:
+    """MLflow's own tag for the commit (its UI shows it), when there is one."""
+    commit = source.removesuffix("+modified")
+    return {} if source == "unknown" else {"mlflow.source.git.commit": commit}
 
 
 def _code_version() -> str:

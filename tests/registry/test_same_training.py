@@ -34,3 +34,16 @@ def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
     )
     changed = registry.log_training_run(train(data, config=other), settings).version
     assert registry.same_training(settings, changed) == []
+
+
+def test_the_same_data_and_parameters_on_other_code_is_another_model(
+    trained, tmp_path: Path, monkeypatch
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    monkeypatch.setattr(registry, "source_commit", lambda: "0" * 40 + "+modified")
+    again = registry.log_training_run(
+        train(load_dataset(trained.data_dir), config=FAST), settings
+    ).version
+    assert registry.same_training(settings, again) == []

@@ -1,0 +1,85 @@
+"""What a registered version records of where it came from: code, config, data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nextbest import registry
+from nextbest.contract import load_dataset
+from nextbest.learning.config import load_train_config
+from nextbest.learning.train import train
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "checkout"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "module.py").write_text("x = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "one")
+    return repo
+
+
+def test_source_commit_names_the_checkout_and_says_when_it_was_modified(
+    checkout: Path,
+) -> None:
+    module = checkout / "pkg" / "module.py"
+    head = _git(checkout, "rev-parse", "HEAD")
+    assert registry.source_commit(module) == head
+    (checkout / "notes.txt").write_text("untracked files change no code\n")
+    assert registry.source_commit(module) == head
+    module.write_text("x = 2\n")
+    assert registry.source_commit(module) == f"{head}+modified"
+
+
+def test_an_untracked_module_has_no_commit(checkout: Path) -> None:
+    # A virtual environment inside a checkout: its files are not the checkout's code.
+    installed = checkout / ".venv" / "site-packages" / "module.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("x = 1\n")
+    assert registry.source_commit(installed) == "unknown"
+    assert registry.source_commit(Path("/nonexistent/module.py")) == "unknown"
+
+
+def test_a_version_records_its_code_config_files_and_run(trained, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    (tmp_path / "levers.yaml").write_text("channel:\n  email: {cost_weight: 1.5}\n")
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(
+        "engagement: {n_estimators: 40, num_leaves: 15}\n"
+        "uplift: {n_estimators: 60, learning_rate: 0.08}\n"
+        "levers: levers.yaml\n"
+    )
+    config = load_train_config(config_file)
+    version = registry.log_training_run(
+        train(load_dataset(trained.data_dir), config=config), settings
+    ).version
+
+    (listed,) = [v for v in registry.list_versions(settings) if v.version == version]
+    assert listed.source_commit == registry.source_commit()
+    assert listed.nextbest_version == registry._code_version()
+    assert listed.run_id and listed.data_fingerprint
+    client = registry.client(settings)
+    run = client.get_run(listed.run_id)
+    assert run.data.tags[registry.SOURCE_TAG] == listed.source_commit
+    assert run.data.tags["data_fingerprint"] == listed.data_fingerprint
+    stored = {Path(a.path).name for a in client.list_artifacts(listed.run_id, "config")}
+    assert stored == {"train.yaml", "levers.yaml"}
+    copy = client.download_artifacts(listed.run_id, "config/train.yaml", str(tmp_path / "dl"))
+    assert Path(copy).read_text() == config_file.read_text()
