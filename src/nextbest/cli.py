@@ -1569,18 +1569,24 @@ def promote(
 
 
 @app.command()
-def rollback() -> str:
+def rollback(
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why, for the record (an MLflow run of the evaluation experiment)."),
+    ] = None,
+) -> str:
     """Make the previous champion the champion again."""
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import rollback as run_rollback
 
     try:
-        done = run_rollback(_settings())
+        done = run_rollback(_settings(), reason=reason)
     except GateError as exc:
         raise _fail(str(exc)) from None
     console.print(
         f"champion is version {done.to_version} again (was {done.from_version}); "
-        "servers pick it up on their next reload"
+        f"servers pick it up on their next reload (recorded: MLflow run {done.run_id})",
+        highlight=False,
     )
     return done.to_version
 

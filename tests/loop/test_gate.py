@@ -296,8 +296,13 @@ def test_better_challenger_is_promoted_then_rolled_back(
     plots = registry.client(settings).list_artifacts(evaluation.run_id, "plots")
     assert [a.path for a in plots] == ["plots/gate.png"]
 
-    back = gate.rollback(settings)
+    back = gate.rollback(settings, reason="complaints from the field")
     assert (back.from_version, back.to_version) == (version, visit_loop.champion)
+    recorded = registry.client(settings).get_run(back.run_id)
+    assert recorded.info.experiment_id == run.info.experiment_id  # beside the promotion
+    assert recorded.data.tags["decision"] == "rollback"
+    assert recorded.data.tags["reason"] == "complaints from the field"
+    assert recorded.data.params == {"from_version": version, "to_version": visit_loop.champion}
     assert registry.alias_version(settings, "champion") == visit_loop.champion
     assert registry.alias_version(settings, "previous_champion") is None
     with pytest.raises(GateError, match="no previous champion"):

@@ -492,9 +492,13 @@ def test_cli_walkthrough(
         assert result.exit_code == 0, result.output
         assert f"nothing to promote: version {challenger}, the newest, is champion" in said
 
-        result = runner.invoke(app, ["rollback"])
+        result = runner.invoke(app, ["rollback", "--reason", "odd picks in the field"])
         assert result.exit_code == 0, result.output
         assert registry.alias_version(settings, "champion") == champion
+        recorded = re.search(r"recorded: MLflow run (\w+)", result.output)
+        assert recorded, result.output
+        run = registry.client(settings).get_run(recorded.group(1))
+        assert run.data.tags["reason"] == "odd picks in the field"
 
         # What happened, as `nextbest models` lists it.
         result = runner.invoke(app, ["models", "--json"])

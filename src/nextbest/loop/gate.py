@@ -659,10 +659,13 @@ def _set_champion(settings: Settings, new: str, old: str | None) -> None:
 class Rollback:
     from_version: str
     to_version: str
+    run_id: str = ""  # the MLflow run that records it
 
 
-def rollback(settings: Settings) -> Rollback:
-    """Make the previous champion the champion again.
+def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
+    """Make the previous champion the champion again, recorded as an MLflow run of
+    the evaluation experiment (``decision`` = ``rollback``, both versions, ``reason``)
+    beside the promotions: the registered model's tags keep only the state.
 
     Raises:
         GateError: there is no earlier champion to return to.
@@ -693,7 +696,25 @@ def rollback(settings: Settings) -> Rollback:
         client.set_model_version_tag(
             settings.model_name, current, "rolled_back_at", datetime.now(UTC).isoformat()
         )
-    return Rollback(from_version=current or "", to_version=target)
+    mlflow = registry._mlflow(settings)
+    with mlflow.start_run(
+        experiment_id=_evaluation_experiment(settings),
+        run_name=f"rollback v{current or '-'} -> v{target}",
+    ) as run:
+        mlflow.log_params({"from_version": current or "none", "to_version": target})
+        mlflow.set_tags({"decision": "rollback", "reason": reason or "not given"})
+        run_id = str(run.info.run_id)
+    return Rollback(from_version=current or "", to_version=target, run_id=run_id)
+
+
+def _evaluation_experiment(settings: Settings) -> str:
+    """The id of the experiment holding the gate's decisions (made if missing)."""
+    mlflow = registry._mlflow(settings)
+    name = f"{settings.experiment}-evaluation"
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(mlflow.create_experiment(name, artifact_location=settings.artifact_location))
 
 
 def _log_evaluation(
@@ -701,15 +722,8 @@ def _log_evaluation(
 ) -> str:
     """One MLflow run with the decision, the estimates and the gate config."""
     mlflow = registry._mlflow(settings)
-    name = f"{settings.experiment}-evaluation"
-    experiment = mlflow.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else mlflow.create_experiment(name, artifact_location=settings.artifact_location)
-    )
     decision = evaluation.decision
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with mlflow.start_run(experiment_id=_evaluation_experiment(settings)) as run:
         mlflow.log_params(
             {
                 "champion_version": evaluation.champion_version,
