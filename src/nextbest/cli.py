@@ -1592,6 +1592,99 @@ def rollback(
 
 
 @app.command()
+def lookup(
+    recommendation_id: Annotated[
+        str, typer.Argument(help="A recommendation_id, as an answer or a feedback event has it.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the record as JSON instead of text.")
+    ] = False,
+) -> dict[str, Any]:
+    """One logged answer as the recommendation log keeps it: who asked, for whom, the
+    model version and policy, each item with the propensity it was served with, and
+    the feedback events that name it (an audit, a CRM's "why did I get this?")."""
+    import json
+    from dataclasses import asdict
+
+    from sqlalchemy.engine import make_url
+
+    from nextbest.storage.db import _sqlite_file, store_session
+    from nextbest.storage.repository import feedback_for, get_recommendation
+
+    settings = _settings()
+    url = settings.resolved_database_url
+    try:
+        sqlite_file = _sqlite_file(make_url(url)) if url.startswith("sqlite") else None
+    except Exception:  # an unparsable URL: the store's own error says it below
+        sqlite_file = None
+    if sqlite_file is not None and not sqlite_file.exists():  # not made by a lookup
+        raise _fail(
+            f"no recommendation log at {sqlite_file} (NEXTBEST_DATABASE_URL): nothing has "
+            "been served with these settings"
+        )
+    with store_session(url) as session:
+        record = get_recommendation(session, recommendation_id=recommendation_id)
+        events = feedback_for(session, recommendation_id=recommendation_id) if record else []
+    if record is None:
+        raise _fail(
+            f"no recommendation '{recommendation_id}' in the recommendation log "
+            f"{without_password(url)} (NEXTBEST_DATABASE_URL)"
+        )
+    found = {**asdict(record), "feedback": events}
+    if as_json:
+        typer.echo(json.dumps(found, indent=1, default=_iso))
+        return found
+    when = f"served {_iso(record.created_at)}"
+    if record.decided_for is not None:
+        when += f" for {_iso(record.decided_for)}"
+    stdout.print(f"recommendation {record.recommendation_id}: {when}", highlight=False)
+    plan = f", rep plan of {record.rep_id}" if record.rep_id else ""
+    stdout.print(
+        f"  HCP {record.hcp_id}; asked by {record.requester}{plan}; purpose {record.purpose}; "
+        f"channel {record.channel_filter or 'any'}",
+        highlight=False,
+    )
+    no_action = "" if record.p_no_action is None else f", P(no action) {record.p_no_action:.4g}"
+    stdout.print(
+        f"  model version {record.model_version}; {record.policy} (epsilon "
+        f"{record.epsilon:g}), holdout rate {record.holdout_rate:g}{no_action}; "
+        f"{record.n_candidates} candidate actions",
+        highlight=False,
+    )
+    if record.holdout:
+        stdout.print("  holdout: answered with nothing to do", highlight=False)
+    elif not record.items:
+        stdout.print("  no item: nothing was worth its cost or allowed", highlight=False)
+    for item in record.items:
+        stdout.print(
+            f"  {item.rank}. {item.action_id} ({item.channel}, {item.content_id}): score "
+            f"{item.score:.4g}, expected uplift {item.expected_uplift:.4g}, P(engaged) "
+            f"{item.p_engage:.3f}, propensity {item.propensity:.4g}"
+            f"{', explored' if item.explored else ''}",
+            highlight=False,
+        )
+    stdout.print(
+        f"  feedback: {len(events)} event{'s' if len(events) != 1 else ''}", highlight=False
+    )
+    for event in events:
+        said = [f"{k} {event[k]}" for k in ("action_id", "channel", "value", "reason") if event[k]]
+        said.append(f"by {event['requester'] or '-'}")
+        stdout.print(
+            f"    {_iso(event['occurred_at'])} {event['event_type']} ({', '.join(said)}; "
+            f"event {event['event_id']})",
+            highlight=False,
+        )
+    return found
+
+
+def _iso(value: Any) -> str:
+    """A stored time as ISO 8601 with its UTC offset (a JSON default for the rest)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@app.command()
 def models(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the versions as JSON instead of a table.")

@@ -321,6 +321,29 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
     )
 
 
+def feedback_for(session: Session, *, recommendation_id: str) -> list[dict[str, Any]]:
+    """The feedback events that name a logged recommendation, oldest first, as stored."""
+    rows = session.execute(
+        sa.select(FeedbackEvent)
+        .where(FeedbackEvent.recommendation_id == recommendation_id)
+        .order_by(FeedbackEvent.occurred_at, FeedbackEvent.event_id)
+    ).scalars()
+    return [
+        {
+            "event_id": row.event_id,
+            "event_type": row.event_type,
+            "occurred_at": row.occurred_at,
+            "received_at": row.received_at,
+            "action_id": row.action_id,
+            "channel": row.channel,
+            "reason": row.reason,
+            "value": row.value,
+            "requester": row.requester,
+        }
+        for row in rows
+    ]
+
+
 @dataclass
 class _ServedRecommendation:
     hcp_id: str

@@ -1,0 +1,84 @@
+"""`nextbest lookup`: one logged answer, its items and its feedback, as the log keeps it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from nextbest.cli import app
+from nextbest.settings import get_settings
+from nextbest.storage import log_recommendations
+from nextbest.storage.db import store_session
+from nextbest.storage.repository import FeedbackRecord, record_feedback
+from nextbest.storage.testing import T0, recommendation_record, served_item
+
+runner = CliRunner()
+
+
+def _log_one_with_feedback() -> None:
+    served = recommendation_record(
+        "rec-42",
+        "H7",
+        items=(served_item(1, "A3"), served_item(2, "A9", "webinar", explored=True)),
+        requester="crm-de",
+        rep_id="rep-berlin",
+        channel_filter="rep_*",
+        decided_for=T0 + timedelta(days=1),
+        p_no_action=0.08,
+    )
+    other = recommendation_record("rec-43", "H8", items=(served_item(1, "A3"),))
+    with store_session(get_settings().resolved_database_url) as session:
+        log_recommendations(session, records=[served, other])
+        session.commit()
+        result = record_feedback(
+            session,
+            events=[
+                FeedbackRecord("e2", "clicked", T0 + timedelta(hours=3), "H7", "rec-42", "A3"),
+                FeedbackRecord("e1", "opened", T0 + timedelta(hours=2), "H7", "rec-42", "A3"),
+                FeedbackRecord("e3", "opened", T0 + timedelta(hours=2), "H8", "rec-43", "A3"),
+            ],
+            requester="esp",
+        )
+    assert len(result.accepted) == 3, result
+
+
+def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) -> None:
+    _log_one_with_feedback()
+    result = runner.invoke(app, ["lookup", "rec-42"])
+    assert result.exit_code == 0, result.output
+    said = result.stdout
+    assert "recommendation rec-42: served 2024-03-04T09:00:00+00:00 for 2024-03-05" in said
+    assert "HCP H7; asked by crm-de, rep plan of rep-berlin; purpose promotional" in said
+    assert "channel rep_*" in said and "P(no action) 0.08" in said
+    assert "1. A3 (email, content-A3)" in said and "propensity 0.9" in said
+    assert "2. A9 (webinar, content-A9)" in said and "explored" in said
+    assert "feedback: 2 events" in said
+    # Oldest first, each with who sent it; the other answer's event is not here.
+    assert said.index("opened") < said.index("clicked")
+    assert "by esp; event e1" in said and "e3" not in said
+
+    result = runner.invoke(app, ["lookup", "rec-42", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["hcp_id"] == "H7" and found["rep_id"] == "rep-berlin"
+    assert [i["action_id"] for i in found["items"]] == ["A3", "A9"]
+    assert found["items"][1]["explored"] is True
+    assert [e["event_id"] for e in found["feedback"]] == ["e1", "e2"]
+    assert found["created_at"] == "2024-03-04T09:00:00+00:00"
+
+
+def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path) -> None:
+    database = Path(get_settings().resolved_database_url.removeprefix("sqlite:///"))
+    result = runner.invoke(app, ["lookup", "rec-42"])
+    assert result.exit_code == 2, result.output
+    assert "no recommendation log at" in result.output
+    assert not database.exists()  # a lookup makes no database
+    _log_one_with_feedback()
+    result = runner.invoke(app, ["lookup", "rec-999"])
+    assert result.exit_code == 2, result.output
+    assert "no recommendation 'rec-999' in the recommendation log" in " ".join(
+        result.output.split()
+    )
