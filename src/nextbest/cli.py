@@ -1393,6 +1393,184 @@ def feedback(
         raise typer.Exit(code=1)
 
 
+def _on_a_terminal() -> bool:
+    """Whether someone can answer a question here (stdin is a terminal)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+@app.command()
+def erase(
+    hcp_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="HCP ids to erase, exactly as the hcps file spells them.", show_default=False
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="CSV or Parquet with an hcp_id column: more ids to erase (other columns "
+            "are ignored).",
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Erase without asking (required where no one can answer: a job)."
+        ),
+    ] = False,
+) -> None:
+    """Erase HCPs (right to erasure): delete every row naming them, keep one suppression.
+
+    In one transaction: their logged recommendations and items and every feedback
+    event about them or their recommendations are deleted, and each HCP gets one
+    opted_out event of every channel (the only row kept: their id, the time, who
+    erased), so serving stops contacting them at once. Then it names the model
+    versions that still hold their attributes. Rerun safely: what was logged since
+    goes, the suppression stays as it was. Exit code 2 when nothing was erased (no
+    id, a bad file, no --yes off a terminal, not confirmed); 1 when erased but the
+    model registry could not be read.
+    """
+    from nextbest.contract import ContractError
+    from nextbest.registry import registry_exists
+    from nextbest.service.erasure import (
+        ErasureError,
+        check_ids,
+        read_ids,
+        rows_naming,
+        versions_holding,
+    )
+    from nextbest.service.erasure import erase as run_erase
+
+    settings = _settings()
+    given = list(hcp_ids or [])
+    if file is not None:
+        try:
+            given += read_ids(file)
+        except ContractError as exc:
+            raise _fail(f"--file {file}: {exc}") from None
+    try:
+        ids = check_ids(given)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    registry_exists(settings)  # an MLflow store that cannot be read stops here, before any work
+    store = without_password(settings.resolved_database_url)
+    rows, erased = rows_naming(settings, ids)
+    stdout.print(
+        f"{_plural(len(ids), 'HCP')} to erase; rows naming them in {store}:", highlight=False
+    )
+    for table, n in (
+        ("recommendations", rows.recommendations),
+        ("recommendation_items", rows.recommendation_items),
+        ("feedback_events", rows.feedback_events),
+    ):
+        stdout.print(f"  {table:<22}{n:>10,}", highlight=False)
+    for hcp_id, when in list(erased.items())[:10]:
+        stdout.print(
+            f"  '{hcp_id}' was erased on {when:%Y-%m-%d %H:%M} UTC: its suppression is kept",
+            highlight=False,
+        )
+    if len(erased) > 10:
+        stdout.print(f"  ... and {len(erased) - 10:,} more erased before", highlight=False)
+    if rows.total == 0 and len(erased) == len(ids):
+        stdout.print(
+            "nothing to delete: every one of these HCPs is erased already and has its "
+            "suppression (opted_out, every channel)",
+            highlight=False,
+        )
+    else:
+        if not yes:
+            if not _on_a_terminal():
+                raise _fail("not on a terminal: pass --yes to erase (nothing was erased)")
+            if not typer.confirm(
+                "Delete these rows and keep one opt-out of every channel per HCP? This "
+                "cannot be undone",
+                err=True,
+            ):
+                raise _fail("not confirmed: nothing was erased")
+        try:
+            done = run_erase(settings, ids)
+        except ErasureError as exc:
+            raise _fail(f"nothing was erased: {exc}") from None
+        deleted = done.deleted
+        stdout.print(
+            f"erased {_plural(len(ids), 'HCP')} in {store}: deleted "
+            f"{_plural(deleted.recommendations, 'recommendation')}, "
+            f"{_plural(deleted.recommendation_items, 'recommendation item')} and "
+            f"{_plural(deleted.feedback_events, 'feedback event')}; stored "
+            f"{_plural(len(done.suppressed), 'suppression')} (opted_out, every channel)"
+            + (
+                f", {len(done.already_suppressed):,} kept from before"
+                if done.already_suppressed
+                else ""
+            ),
+            highlight=False,
+        )
+    try:
+        holding = versions_holding(settings, ids)
+    except Exception as exc:  # erased all the same: say what is left to check
+        console.print(
+            f"[red]error:[/red] the model registry "
+            f"{without_password(settings.resolved_registry_uri)} could not be read "
+            f"({type(exc).__name__}: {exc}): check every version of model "
+            f"'{settings.model_name}' for these HCPs yourself",
+            highlight=False,
+        )
+        _erasure_reminder()
+        raise typer.Exit(code=1) from None
+    _print_versions_holding(settings, holding, len(ids))
+    _erasure_reminder()
+
+
+def _print_versions_holding(settings: Settings, holding: list[Any], n_ids: int) -> None:
+    """Which registered versions still keep the erased HCPs' attributes, and what to do."""
+    if not holding:
+        stdout.print(
+            f"no registered version of model '{settings.model_name}' holds these HCPs",
+            highlight=False,
+        )
+        return
+    stdout.print(
+        f"registered versions of model '{settings.model_name}' that still hold these HCPs' "
+        "attributes and history features:",
+        highlight=False,
+    )
+    for v in holding:
+        aliases = f" ({', '.join(v.aliases)})" if v.aliases else ""
+        held = (
+            f"could not be read, check it: {v.unreadable}"
+            if v.unreadable
+            else f"{len(v.hcp_ids):,} of {n_ids:,} HCPs"
+        )
+        run = f" (run {v.run_id})" if v.run_id else ""
+        stdout.print(f"  v{v.version}{aliases}{run}: {held}", highlight=False)
+    stdout.print(
+        "retrain without these HCPs in the hcps and interactions files (`nextbest train` or "
+        "`retrain`, `evaluate`, `promote`, then a reload of the servers), then delete these "
+        "versions, their runs and logged models: MLflow's MlflowClient().delete_model_version"
+        f"('{settings.model_name}', version), delete_run(run_id), delete_logged_model(model_id), "
+        "then `mlflow gc` (README, 'Erasure and retention')",
+        highlight=False,
+    )
+
+
+def _erasure_reminder() -> None:
+    stdout.print(
+        "remove these HCPs from your own files too (hcps, interactions, send lists, "
+        "feedback exports): nextbest does not own them, and a model trained on an hcps "
+        "file that still lists them holds them again",
+        highlight=False,
+    )
+
+
 @app.command()
 def retrain(
     data: DataOpt,

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -513,6 +513,50 @@ def _mlflow_source_tags(source: str) -> dict[str, str]:
     """MLflow's own tag for the commit (its UI shows it), when there is one."""
     commit = source.removesuffix("+modified")
     return {} if source == "unknown" else {"mlflow.source.git.commit": commit}
+
+
+@dataclass(frozen=True)
+class VersionHolding:
+    """A registered version whose served model keeps some HCPs' attributes and
+    history features (its ``hcps`` snapshot): ``hcp_ids`` those of the HCPs asked
+    about it holds; ``unreadable``: why its artifact could not be read (then
+    ``hcp_ids`` is empty and nothing is known)."""
+
+    version: str
+    aliases: tuple[str, ...]
+    hcp_ids: tuple[str, ...]
+    run_id: str | None = None  # the training run that logged it (its artifacts)
+    unreadable: str | None = None
+
+
+def versions_holding(settings: Settings, hcp_ids: Sequence[str]) -> list[VersionHolding]:
+    """Every registered version of the served model that holds one of ``hcp_ids``
+    or cannot be read, newest first; [] when nothing is registered.
+
+    Each version's artifact is loaded as the runtime loads it (seconds per version).
+    """
+    if not registry_exists(settings):
+        return []
+    mlflow_client = client(settings)
+    found = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
+    named = mlflow_client.get_registered_model(settings.model_name).aliases if found else {}
+    aliases: dict[str, list[str]] = {}
+    for alias, version in named.items():
+        aliases.setdefault(str(version), []).append(alias)
+    wanted = list(dict.fromkeys(hcp_ids))
+    out = []
+    for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
+        version = str(mv.version)
+        tags = tuple(sorted(aliases.get(version, [])))
+        try:
+            model = load_version(settings, version)
+        except RegistryError as exc:
+            out.append(VersionHolding(version, tags, (), mv.run_id, unreadable=str(exc)))
+            continue
+        held = tuple(h for h in wanted if h in model.hcp_index)
+        if held:
+            out.append(VersionHolding(version, tags, held, mv.run_id))
+    return out
 
 
 def _code_version() -> str:

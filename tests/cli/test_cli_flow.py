@@ -481,6 +481,13 @@ def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_
             },
             ["feedback", str(events)],
         ),
+        "erase": (
+            {
+                "NEXTBEST_MODELS_DIR": str(tmp_path / "models"),
+                "NEXTBEST_DATABASE_URL": f"sqlite:///{blocker / 'x.db'}",
+            },
+            ["erase", "H000001", "--yes"],
+        ),
     }
     for name, (settings, args) in runs.items():
         run = subprocess.run(
@@ -498,7 +505,9 @@ def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_
             assert "a database cannot be used" in said and str(store) in said, said
             continue
         assert str(blocker) in said, (name, said)
-        setting = "NEXTBEST_DATABASE_URL" if name == "feedback" else "NEXTBEST_MODELS_DIR"
+        setting = (
+            "NEXTBEST_DATABASE_URL" if name in ("feedback", "erase") else "NEXTBEST_MODELS_DIR"
+        )
         assert setting in said, (name, said)
         # train stops before loading anything: no step of the work was started
         assert name != "train" or "features" not in said, said

@@ -25,6 +25,7 @@ from nextbest.contract.schema import (
 from nextbest.contract.validate import (
     validate_catalog,
     validate_hcps,
+    validate_id_list,
     validate_interactions,
     validate_send_list,
 )
@@ -107,6 +108,13 @@ def load_send_list(path: Path | str, *, catalog: pd.DataFrame) -> pd.DataFrame:
     send_list = validate_send_list(read_table(path), file=path.name)
     _check_consent_channels(send_list, catalog, path.name)
     return send_list
+
+
+def load_id_list(path: Path | str) -> list[str]:
+    """Read a list of HCP ids (.csv or .parquet with an ``hcp_id`` column); see
+    :func:`validate_id_list`."""
+    path = Path(path)
+    return validate_id_list(read_table(path), file=path.name)
 
 
 def load_interactions(

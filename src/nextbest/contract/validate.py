@@ -102,6 +102,18 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     return frame
 
 
+def validate_id_list(raw: pd.DataFrame, *, file: str) -> list[str]:
+    """The HCP ids of a list with an ``hcp_id`` column (an erasure request), read as
+    the ``hcps`` file reads its ids (stripped); in input order, each once. Other
+    columns are ignored; a missing column, no rows or an empty cell is a
+    :class:`ContractError` naming the file (and the row)."""
+    log = ProblemLog(file)
+    raw = _start(raw, ("hcp_id",), log, rows_required=True)
+    hcp_id = _required_text(raw, "hcp_id", log)
+    log.raise_if_any()
+    return list(dict.fromkeys(str(value) for value in hcp_id.series()))
+
+
 def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     """Validate a send list, the HCPs to pick for; returns one row per HCP in input order.
 

@@ -9,6 +9,7 @@ DataFrame, never ORM objects. Timestamps come back timezone-aware in UTC (except
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -703,11 +704,16 @@ def record_feedback(
     dismiss_reasons: Collection[str] | None = None,
     private: bool = False,
     requester: str | None = None,
+    commit: bool = True,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
     ``requester`` (the API key's name, or the command storing a file) is stored with
     each event: who sent it. A resend by another requester is still a duplicate.
+
+    ``commit`` False leaves the commit to the caller, whose own writes then share
+    the transaction (an erasure stores its suppression with its deletes); on an
+    error the session is rolled back all the same.
 
     ``private`` (a rep's key): messages name nothing the sender did not send (not
     the HCP a recommendation was served to, nor what a stored event with the same
@@ -883,7 +889,8 @@ def record_feedback(
             else set()
         )
         stored = _stored_identities(session, [key for key in rows if key not in inserted])
-        session.commit()
+        if commit:
+            session.commit()
     except BaseException:
         session.rollback()
         raise
@@ -949,6 +956,184 @@ def _conflict(
     return (
         f"event_id '{event_id}' is already stored for another event, with "
         f"{'; '.join(differ)}: an event_id names one event, so this one was not stored"
+    )
+
+
+# The one row an erasure keeps per HCP: an opt-out of every channel under this id,
+# so serving stops contacting the HCP at once and a later hcps file cannot silently
+# re-enable contact. Derived from the id alone: a rerun finds it and stores no other.
+ERASURE_EVENT_PREFIX = "erasure-"
+
+
+def erasure_event_id(hcp_id: str) -> str:
+    """The ``event_id`` of ``hcp_id``'s erasure suppression: ``erasure-`` and the first
+    16 hex digits of the id's SHA-256 (the id itself stays out of the key)."""
+    return ERASURE_EVENT_PREFIX + hashlib.sha256(hcp_id.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class HcpRows:
+    """Rows naming some HCPs, per table: their logged recommendations, those
+    recommendations' items, and feedback events about them or about one of their
+    recommendations (their erasure suppressions not counted)."""
+
+    recommendations: int = 0
+    recommendation_items: int = 0
+    feedback_events: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.recommendations + self.recommendation_items + self.feedback_events
+
+    def __add__(self, other: HcpRows) -> HcpRows:
+        return HcpRows(
+            self.recommendations + other.recommendations,
+            self.recommendation_items + other.recommendation_items,
+            self.feedback_events + other.feedback_events,
+        )
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What :func:`erase_hcps` did: the rows it deleted, the HCPs whose suppression
+    it stored, and those whose suppression an earlier erasure had stored (kept as
+    it was, with its time)."""
+
+    deleted: HcpRows
+    suppressed: tuple[str, ...]
+    already_suppressed: tuple[str, ...]
+
+
+class ErasureError(RuntimeError):
+    """An erasure that could not store its suppressions; nothing was deleted."""
+
+
+def _erasure_chunk_size(db: Session) -> int:
+    # Each statement binds a chunk's ids up to three times (HCP ids twice, their
+    # suppressions' event ids once).
+    return _in_chunk_size(db) // 3
+
+
+def _rows_naming(chunk: list[str]) -> tuple[Any, Any, Any]:
+    """WHERE clauses of the recommendations, items and feedback events naming the
+    HCPs of ``chunk``, their erasure suppressions left out."""
+    recommendations = _RECOMMENDATIONS.c.hcp_id.in_(chunk)
+    theirs = sa.select(_RECOMMENDATIONS.c.recommendation_id).where(recommendations)
+    items = _ITEMS.c.recommendation_id.in_(theirs)
+    events = sa.or_(
+        sa.and_(
+            _FEEDBACK.c.hcp_id.in_(chunk),
+            _FEEDBACK.c.event_id.not_in([erasure_event_id(hcp) for hcp in chunk]),
+        ),
+        # An event about one of their recommendations, whoever it names.
+        _FEEDBACK.c.recommendation_id.in_(theirs),
+    )
+    return recommendations, items, events
+
+
+def count_hcp_rows(session: Session, *, hcp_ids: Sequence[str]) -> HcpRows:
+    """How many rows of each table :func:`erase_hcps` would delete for ``hcp_ids``.
+
+    Three counts per chunk of ids. An event of one HCP about another's
+    recommendation, both among ``hcp_ids`` but in different chunks, is counted twice.
+    """
+    found = HcpRows()
+    for chunk in _chunks(hcp_ids, _erasure_chunk_size(session)):
+        recommendations, items, events = _rows_naming(chunk)
+        counts = [
+            int(
+                session.execute(
+                    sa.select(sa.func.count()).select_from(table).where(where)
+                ).scalar_one()
+            )
+            for table, where in (
+                (_RECOMMENDATIONS, recommendations),
+                (_ITEMS, items),
+                (_FEEDBACK, events),
+            )
+        ]
+        found += HcpRows(*counts)
+    return found
+
+
+def erased_already(session: Session, *, hcp_ids: Sequence[str]) -> dict[str, datetime]:
+    """The HCPs of ``hcp_ids`` whose erasure suppression is stored, with when it was."""
+    by_event = {erasure_event_id(hcp): hcp for hcp in dict.fromkeys(hcp_ids)}
+    found: dict[str, datetime] = {}
+    for chunk in _chunks(list(by_event), _in_chunk_size(session)):
+        rows = session.execute(
+            sa.select(_FEEDBACK.c.event_id, _FEEDBACK.c.hcp_id, _FEEDBACK.c.occurred_at).where(
+                _FEEDBACK.c.event_id.in_(chunk)
+            )
+        )
+        for event_id, hcp_id, occurred_at in rows:
+            if by_event[event_id] == hcp_id:
+                found[hcp_id] = _as_utc(occurred_at)
+    return found
+
+
+def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> Erasure:
+    """Delete every row naming ``hcp_ids`` and keep one suppression per HCP, in ONE
+    transaction, then COMMIT.
+
+    Deleted: the HCPs' logged recommendations and their items, and the feedback
+    events about them or about one of their recommendations (whoever those name),
+    free-text ``reason`` included. Stored through :func:`record_feedback`: per HCP
+    one ``opted_out`` event of every channel (no channel), event id
+    :func:`erasure_event_id`, occurred now, sent by ``requester``; it holds the
+    HCP's id, the time and who erased, nothing else. Idempotent: a rerun deletes
+    what was logged since and keeps the suppression it finds as it was. Raises
+    :class:`ErasureError` (everything rolled back) when a suppression cannot be
+    stored (its event id taken by another event). Cost: three DELETEs per
+    chunk of ids (``_in_chunk_size`` / 3), one INSERT.
+    """
+    hcp_ids = list(dict.fromkeys(hcp_ids))
+    now = datetime.now(UTC)
+    deleted = HcpRows()
+    try:
+        for chunk in _chunks(hcp_ids, _erasure_chunk_size(session)):
+            recommendations, items, events = _rows_naming(chunk)
+            # Events first (they refer to recommendations), items, then the answers.
+            counts = {
+                table.name: cast(
+                    sa.CursorResult[Any], session.execute(sa.delete(table).where(where))
+                ).rowcount
+                for table, where in (
+                    (_FEEDBACK, events),
+                    (_ITEMS, items),
+                    (_RECOMMENDATIONS, recommendations),
+                )
+            }
+            deleted += HcpRows(
+                counts[_RECOMMENDATIONS.name], counts[_ITEMS.name], counts[_FEEDBACK.name]
+            )
+        result = record_feedback(
+            session,
+            events=[
+                FeedbackRecord(
+                    event_id=erasure_event_id(hcp),
+                    event_type="opted_out",
+                    occurred_at=now,
+                    hcp_id=hcp,
+                )
+                for hcp in hcp_ids
+            ],
+            requester=requester,
+            commit=False,
+        )
+        if result.rejected:
+            raise ErasureError(
+                "; ".join(f"HCP '{hcp_ids[index]}': {why}" for index, _, why in result.rejected)
+            )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    stored = set(result.accepted)
+    return Erasure(
+        deleted=deleted,
+        suppressed=tuple(h for h in hcp_ids if erasure_event_id(h) in stored),
+        already_suppressed=tuple(h for h in hcp_ids if erasure_event_id(h) not in stored),
     )
 
 

@@ -1,0 +1,165 @@
+"""`nextbest erase` through the command line: counts, confirmation, exit codes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from nextbest.cli import app
+from nextbest.settings import get_settings
+from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
+from nextbest.storage.db import store_session
+from nextbest.storage.repository import erasure_event_id
+from nextbest.storage.tables import FeedbackEvent, Recommendation
+from nextbest.storage.testing import T0, recommendation_record, served_item
+
+runner = CliRunner()
+
+
+def _said(result) -> str:
+    return " ".join(result.output.split())
+
+
+def _log_rows(url: str, hcp_id: str) -> None:
+    """Two answers (three items) and two feedback events naming ``hcp_id``."""
+    with store_session(url) as session:
+        log_recommendations(
+            session,
+            records=[
+                recommendation_record(
+                    f"r1-{hcp_id}", hcp_id, items=(served_item(1, "A1"), served_item(2, "A2"))
+                ),
+                recommendation_record(f"r2-{hcp_id}", hcp_id, items=(served_item(1, "A1"),)),
+            ],
+        )
+        session.commit()
+        record_feedback(
+            session,
+            events=[
+                FeedbackRecord(f"o-{hcp_id}", "opened", T0, hcp_id, f"r1-{hcp_id}", "A1"),
+                FeedbackRecord(f"u-{hcp_id}", "opted_out", T0, hcp_id, channel="email"),
+            ],
+        )
+
+
+def _event_ids(url: str) -> list[str]:
+    with store_session(url) as session:
+        return sorted(session.scalars(select(FeedbackEvent.event_id)))
+
+
+def _answers(url: str) -> list[str]:
+    with store_session(url) as session:
+        return sorted(session.scalars(select(Recommendation.hcp_id)))
+
+
+@pytest.fixture
+def served_store(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The trained model's registry (a copy) and a fresh database, as the CLI reads them."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", url)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def test_erase_counts_asks_erases_and_names_the_versions_that_hold_the_hcp(
+    served_store: str, trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextbest.contract import load_dataset
+
+    known, other = (str(h) for h in load_dataset(trained.data_dir).hcps["hcp_id"].iloc[:2])
+    _log_rows(served_store, known)
+    _log_rows(served_store, other)
+    before = _event_ids(served_store)
+
+    # Not on a terminal (a job) without --yes: refused, after the counts.
+    refused = runner.invoke(app, ["erase", known])
+    said = _said(refused)
+    assert refused.exit_code == 2, refused.output
+    assert "recommendations 2" in said and "recommendation_items 3" in said, said
+    assert "feedback_events 2" in said, said
+    assert "error: not on a terminal: pass --yes to erase (nothing was erased)" in said, said
+    assert _event_ids(served_store) == before
+
+    # On a terminal: asked, and a no erases nothing.
+    monkeypatch.setattr("nextbest.cli._on_a_terminal", lambda: True)
+    declined = runner.invoke(app, ["erase", known], input="n\n")
+    assert declined.exit_code == 2, declined.output
+    assert "not confirmed: nothing was erased" in _said(declined)
+    assert _event_ids(served_store) == before
+
+    erased = runner.invoke(app, ["erase", known], input="y\n")
+    said = _said(erased)
+    assert erased.exit_code == 0, erased.output
+    assert (
+        "erased 1 HCP in " in said
+        and "deleted 2 recommendations, 3 recommendation items and 2 feedback events; "
+        "stored 1 suppression (opted_out, every channel)"
+        in said
+    ), said
+    assert f"v{trained.version} (champion) (run " in said and "1 of 1 HCPs" in said, said
+    assert "delete_model_version('nextbest', version)" in said, said
+    assert "remove these HCPs from your own files too" in said, said
+    assert _answers(served_store) == [other, other]
+    assert _event_ids(served_store) == sorted([f"o-{other}", f"u-{other}", erasure_event_id(known)])
+
+    # Run again (a retried job): nothing to delete, the suppression kept, exit 0.
+    again = runner.invoke(app, ["erase", known, "--yes"])
+    said = _said(again)
+    assert again.exit_code == 0, again.output
+    assert f"'{known}' was erased on " in said and "its suppression is kept" in said, said
+    assert "nothing to delete: every one of these HCPs is erased already" in said, said
+    assert _event_ids(served_store) == sorted([f"o-{other}", f"u-{other}", erasure_event_id(known)])
+
+
+def test_erase_takes_ids_from_arguments_and_a_file(env_settings: Path, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.csv"
+    pd.DataFrame({"hcp_id": [" H2", "H3", "H2"], "ticket": ["t1", "t2", "t3"]}).to_csv(
+        ids, index=False
+    )
+    result = runner.invoke(app, ["erase", "H1", "--file", str(ids), "--yes"])
+    said = _said(result)
+    assert result.exit_code == 0, result.output
+    assert "3 HCPs to erase" in said and "stored 3 suppressions" in said, said
+    assert "no registered version of model 'nextbest' holds these HCPs" in said, said
+    url = get_settings().resolved_database_url
+    assert _event_ids(url) == sorted(erasure_event_id(h) for h in ("H1", "H2", "H3"))
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "said"),
+    [
+        ([], None, "error: no HCP id given: name them as arguments or in --file"),
+        (["--yes"], "id\nH1\n", "ids.csv, column 'hcp_id': missing required column"),
+        (["--yes"], "hcp_id\n", "ids.csv: no data rows"),
+        (["--yes"], "hcp_id,ticket\nH1,t1\n,t2\n", "ids.csv, row 2, column 'hcp_id': empty value"),
+        (["H1"], "HCP_ID\nH2\n", "(there is 'HCP_ID': column names are lower-case"),
+        (["x" * 129, "--yes"], None, "is not an id nextbest can store (1 to 128 characters)"),
+    ],
+    ids=["no-ids", "no-column", "no-rows", "empty-cell", "column-spelling", "too-long"],
+)
+def test_erase_refuses_bad_input_with_exit_2_and_erases_nothing(
+    env_settings: Path, tmp_path: Path, args: list[str], content: str | None, said: str
+) -> None:
+    extra: list[str] = []
+    if content is not None:
+        ids = tmp_path / "ids.csv"
+        ids.write_text(content)
+        extra = ["--file", str(ids)]
+    result = runner.invoke(app, ["erase", *args, *extra])
+    assert result.exit_code == 2, result.output
+    assert said in _said(result), result.output
+    if content is not None:
+        assert "--file" in _said(result) and str(tmp_path / "ids.csv") in _said(result)
+    assert (
+        not (env_settings / "nextbest.db").exists()
+        or _event_ids(get_settings().resolved_database_url) == []
+    )

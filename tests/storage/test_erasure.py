@@ -1,0 +1,203 @@
+"""Erasure of HCPs (right to erasure) in the store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
+from nextbest.storage.repository import (
+    ErasureError,
+    HcpRows,
+    count_hcp_rows,
+    erase_hcps,
+    erased_already,
+    erasure_event_id,
+    serving_history,
+)
+from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
+from nextbest.storage.testing import T0, recommendation_record, served_item
+
+ERASED, KEPT = "H-erased", "H-kept"
+
+
+def _event(event_id: str, hcp_id: str, event_type: str = "opened", **extra: Any) -> FeedbackRecord:
+    return FeedbackRecord(
+        event_id=event_id,
+        event_type=event_type,
+        occurred_at=T0 + timedelta(hours=1),
+        hcp_id=hcp_id,
+        **extra,
+    )
+
+
+def _fill(session: Session) -> None:
+    """Two HCPs, each with answers, items, engagement, a dismissal with a free-text
+    reason and consent events; one event of KEPT about ERASED's answer."""
+    log_recommendations(
+        session,
+        records=[
+            recommendation_record(
+                f"r-{hcp}-{n}",
+                hcp,
+                items=(served_item(1, "A1"), served_item(2, "A2", "rep_visit")),
+                created_at=T0 + timedelta(minutes=n),
+            )
+            for hcp in (ERASED, KEPT)
+            for n in range(3)
+        ]
+        + [recommendation_record(f"r-{ERASED}-holdout", ERASED, holdout=True)],
+    )
+    session.commit()
+    for hcp in (ERASED, KEPT):
+        result = record_feedback(
+            session,
+            events=[
+                _event(f"open-{hcp}", hcp, recommendation_id=f"r-{hcp}-0", action_id="A1"),
+                _event(
+                    f"dismiss-{hcp}",
+                    hcp,
+                    "dismissed",
+                    recommendation_id=f"r-{hcp}-1",
+                    action_id="A2",
+                    reason="said his wife is ill",
+                ),
+                _event(f"out-{hcp}", hcp, "opted_out", channel="email"),
+                _event(f"in-{hcp}", hcp, "opted_in", channel="email"),
+                _event(f"nrx-{hcp}", hcp, "outcome", value=3.0),
+            ],
+        )
+        assert not result.rejected, result.rejected
+    # Stored without the repository's checks (an older release, a hand-made fix):
+    # an event naming another HCP than the recommendation it is about.
+    session.execute(
+        insert(FeedbackEvent).values(
+            event_id="crossed",
+            event_type="opened",
+            occurred_at=T0,
+            received_at=T0,
+            recommendation_id=f"r-{ERASED}-2",
+            hcp_id=KEPT,
+        )
+    )
+    session.commit()
+
+
+def _rows_naming(session: Session, hcp_id: str) -> dict[str, list[Any]]:
+    """Every row of the three tables that names ``hcp_id`` or one of its answers."""
+    theirs = select(Recommendation.recommendation_id).where(Recommendation.hcp_id == hcp_id)
+    return {
+        "recommendations": list(session.scalars(theirs)),
+        "recommendation_items": list(
+            session.execute(
+                select(RecommendationItem.recommendation_id, RecommendationItem.rank).where(
+                    RecommendationItem.recommendation_id.in_(theirs)
+                )
+            )
+        ),
+        "feedback_events": sorted(
+            session.scalars(
+                select(FeedbackEvent.event_id).where(
+                    (FeedbackEvent.hcp_id == hcp_id) | FeedbackEvent.recommendation_id.in_(theirs)
+                )
+            )
+        ),
+    }
+
+
+def test_erasure_leaves_only_the_suppression_and_other_hcps_untouched(session: Session) -> None:
+    _fill(session)
+    kept_before = _rows_naming(session, KEPT)
+    assert "crossed" in kept_before["feedback_events"]  # names KEPT, is about ERASED's answer
+    assert count_hcp_rows(session, hcp_ids=[ERASED]) == HcpRows(
+        recommendations=4, recommendation_items=6, feedback_events=6
+    )
+
+    done = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (dpo)")
+
+    assert done.deleted == HcpRows(4, 6, 6)
+    assert done.suppressed == (ERASED,) and done.already_suppressed == ()
+    left = _rows_naming(session, ERASED)
+    suppression = erasure_event_id(ERASED)
+    assert left == {
+        "recommendations": [],
+        "recommendation_items": [],
+        "feedback_events": [suppression],
+    }
+    row = session.execute(select(FeedbackEvent).where(FeedbackEvent.event_id == suppression))
+    kept = row.scalar_one()
+    assert (kept.event_type, kept.hcp_id, kept.channel) == ("opted_out", ERASED, None)
+    assert (kept.recommendation_id, kept.action_id, kept.reason, kept.value) == (None,) * 4
+    assert kept.requester == "nextbest erase (dpo)"
+    # The other HCP keeps every row but the event about the erased HCP's answer.
+    assert _rows_naming(session, KEPT) == {
+        **kept_before,
+        "feedback_events": [e for e in kept_before["feedback_events"] if e != "crossed"],
+    }
+    # Serving reads it as a withdrawal of every channel, whatever came before.
+    history = serving_history(session, hcp_ids=[ERASED], windows=[], dismissed_since=None, until=T0)
+    assert set(history.consent) == {(ERASED, None)}
+    assert history.consent[(ERASED, None)][1] is True
+
+
+def test_an_erasure_run_again_deletes_what_came_since_and_keeps_its_suppression(
+    session: Session,
+) -> None:
+    _fill(session)
+    first = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (dpo)")
+    when = erased_already(session, hcp_ids=[ERASED, KEPT])
+    assert set(when) == {ERASED}
+
+    again = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (other)")
+    assert again.deleted == HcpRows() and again.deleted.total == 0
+    assert again.suppressed == () and again.already_suppressed == (ERASED,)
+    assert erased_already(session, hcp_ids=[ERASED]) == when  # kept as it was
+
+    # An answer logged meanwhile (a CRM that still asks) goes on the next run.
+    log_recommendations(session, records=[recommendation_record("late", ERASED)])
+    session.commit()
+    assert count_hcp_rows(session, hcp_ids=[ERASED]) == HcpRows(1, 0, 0)
+    third = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (dpo)")
+    assert third.deleted == HcpRows(1, 0, 0)
+    assert _rows_naming(session, ERASED)["feedback_events"] == [erasure_event_id(ERASED)]
+    assert first.deleted.total > 0
+
+
+def test_an_hcp_with_no_rows_gets_its_suppression(session: Session) -> None:
+    done = erase_hcps(session, hcp_ids=["never-served", "never-served"], requester="x")
+    assert done.suppressed == ("never-served",) and done.deleted == HcpRows()
+    assert set(erased_already(session, hcp_ids=["never-served"])) == {"never-served"}
+
+
+def test_many_hcps_are_erased_in_chunks(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nextbest.storage.repository as repository
+
+    monkeypatch.setattr(repository, "_in_chunk_size", lambda db: 6)  # chunks of 2 HCPs
+    hcps = [f"H{i}" for i in range(5)]
+    log_recommendations(
+        session,
+        records=[
+            recommendation_record(f"r{i}", h, items=(served_item(1, "A1"),))
+            for i, h in enumerate(hcps)
+        ],
+    )
+    session.commit()
+    assert count_hcp_rows(session, hcp_ids=hcps) == HcpRows(5, 5, 0)
+    done = erase_hcps(session, hcp_ids=hcps, requester="x")
+    assert done.deleted == HcpRows(5, 5, 0) and done.suppressed == tuple(hcps)
+    assert session.scalars(select(Recommendation.recommendation_id)).all() == []
+
+
+def test_a_suppression_that_cannot_be_stored_erases_nothing(session: Session) -> None:
+    _fill(session)
+    before = _rows_naming(session, ERASED)
+    # Its event id already taken by another event (sent by hand through the API).
+    taken = _event(erasure_event_id(ERASED), KEPT)
+    assert record_feedback(session, events=[taken]).accepted
+    with pytest.raises(ErasureError, match=f"HCP '{ERASED}': event_id"):
+        erase_hcps(session, hcp_ids=[ERASED], requester="x")
+    assert _rows_naming(session, ERASED) == before
