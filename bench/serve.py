@@ -66,6 +66,7 @@ from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.settings import drop_environment_settings
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
+README = Path(__file__).parent / "README.md"
 BENCH_KEY = "bench-admin-key-000000000000000"
 N_ACTIONS = 200
 N_EMAIL = 50
@@ -802,7 +803,11 @@ def main() -> dict[str, Any]:
     overhead = idle["p50_ms"] / raw["predict_ms_p50"]
     overhead_cold = cold["single_idle"]["p50_ms"] / raw["predict_ms_p50"]
     fixed_cold = cold["single_fixed_rate"]
+    from nextbest.registry import source_commit
+
     result = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": source_commit(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -892,7 +897,98 @@ def main() -> dict[str, Any]:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["targets"], indent=2))
     print(f"wrote {args.out}")
+    if args.out.resolve() == RESULTS.resolve():  # the project's figures, not a side run's
+        write_readme(result)
+        print(f"updated the latest figures in {README}")
     return result
+
+
+def _verdict(target: dict[str, Any]) -> str:
+    return "met" if target["met"] else "**missed**"
+
+
+def latest_figures(result: dict[str, Any]) -> str:
+    """The Markdown summary of a run: each target beside what was measured."""
+    t, m = result["targets"], result["machine"]
+    cold = result["score_cache_off"]
+    warm_fixed, cold_fixed = result["single_fixed_rate"], cold["single_fixed_rate"]
+    rows = [
+        (
+            "single recommendation, cache warm (as deployed): p99 at 1,000 req/s offered "
+            "(achieved)",
+            f"{warm_fixed['p99_ms']:.1f} ms ({warm_fixed['requests_per_s']:,.0f}/s)",
+            f"< 20 ms at 1,000/s: {_verdict(t['single_p99_ms_at_1000_rps'])}",
+        ),
+        (
+            "the same, cache off (every request scored)",
+            f"{cold_fixed['p99_ms']:,.1f} ms ({cold_fixed['requests_per_s']:,.0f}/s)",
+            f"< 20 ms at 1,000/s: {_verdict(t['single_p99_ms_at_1000_rps_score_cache_off'])}",
+        ),
+        (
+            "`overhead_ratio`: idle p50 over raw LightGBM predict, cache warm / off",
+            f"{result['overhead_ratio']:.2f} ({result['single_idle']['p50_ms']:.2f} ms) / "
+            f"{result['overhead_ratio_score_cache_off']:.2f} "
+            f"({cold['single_idle']['p50_ms']:.2f} ms); raw predict "
+            f"{result['raw_lightgbm']['predict_ms_p50']:.2f} ms",
+            f"<= 3: {_verdict(t['overhead_ratio'])} / "
+            f"{_verdict(t['overhead_ratio_score_cache_off'])}",
+        ),
+        (
+            "the same request in process (no HTTP, no database) over raw predict",
+            f"{result['overhead_ratio_in_process']:.2f}",
+            "-",
+        ),
+        (
+            "`GET /healthz`, idle p50 (the floor under every latency)",
+            f"{result['http_floor']['p50_ms']:.2f} ms",
+            "-",
+        ),
+        (
+            "flat out, 32 connections, cache warm / off",
+            f"{result['single_closed_loop']['requests_per_s']:,.0f} / "
+            f"{cold['single_closed_loop']['requests_per_s']:,.0f} req/s",
+            "-",
+        ),
+        (
+            "batch, 1,000 HCPs a call (`channel=email`)",
+            f"{result['batch']['hcps_per_s']:,.0f} HCPs/s",
+            "-",
+        ),
+        (
+            "`nextbest picks`, 100,000 HCPs x 50 e-mail contents",
+            f"{result['picks_file']['seconds']:.1f} s",
+            f"< 20 s: {_verdict(t['picks_100k_x_50_seconds'])}",
+        ),
+        (
+            "`nextbest picks --log`, the same, served and logged",
+            f"{result['picks_file_logged']['seconds']:.1f} s",
+            f"< 20 s: {_verdict(t['picks_100k_x_50_logged_seconds'])}",
+        ),
+    ]
+    when = result.get("measured_at", "unrecorded")
+    code = result.get("commit", "unrecorded")
+    lines = [
+        f"Measured {when} at commit {code}, {m['cpus']} cores ({m['platform']}); Python "
+        f"ran {m['python_loop_us_before']:.0f} / {m['python_loop_us_after']:.0f} us per loop "
+        "at the start / end (`python_loop_us`, lower is faster: 95-130 on this machine "
+        "when idle; every figure moves with it).",
+        "",
+        "| figure | measured | target |",
+        "|---|---|---|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+    ]
+    return "\n".join(lines)
+
+
+def write_readme(result: dict[str, Any]) -> None:
+    """Put ``result``'s summary between the markers in bench/README.md."""
+    begin, end = "<!-- serve:latest:begin -->", "<!-- serve:latest:end -->"
+    text = README.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{README} lacks the markers {begin} ... {end}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    README.write_text(f"{head}{begin}\n{latest_figures(result)}\n{end}{tail}")
 
 
 if __name__ == "__main__":
