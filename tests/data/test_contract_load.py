@@ -567,6 +567,13 @@ def test_a_file_not_in_utf8_names_the_row_and_what_to_do(tmp_path: Path) -> None
         "  hcps.csv, row 2: not UTF-8 text (byte 0xf6, 'ö' in Latin-1 or Windows-1252?): "
         "save it as UTF-8 (in Excel: 'CSV UTF-8')"
     ]
+    # A Japanese export (Shift-JIS): no Western guess sends its user the wrong way.
+    path.write_bytes("hcp_id,city\nH1,東京\n".encode("shift_jis"))
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  hcps.csv, row 1: not UTF-8 text (byte 0x93): save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    ]
     path.write_bytes("hcp_id\tcity\nH1\tKöln\n".encode("utf-16"))
     with pytest.raises(ContractError, match="the file is UTF-16 text, not UTF-8: save it"):
         read_table(path)
@@ -733,3 +740,49 @@ def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) ->
     typed.to_parquet(path)
     read = validate_hcps(read_table(path), file="hcps.parquet")
     assert read.attrs["identifier_columns"] == ["npi", "license_no", "customer_code"]
+
+
+@pytest.mark.parametrize(
+    ("cells", "utc"),
+    [
+        # A time without an offset after one with: it keeps its own reading (UTC).
+        (["2026-11-30T23:30:00+09:00", "2026-11-30T23:30:00"], ["14:30", "23:30"]),
+        # Berlin's change to summer time, then a UTC time of that night.
+        (["2026-03-29T01:30:00+01:00", "2026-03-29T03:30:00"], ["00:30", "03:30"]),
+        (["2026-07-03 12:16:28", "2026-07-03T21:00:00+09:00"], ["12:16:28", "12:00"]),
+        (
+            ["2026-11-30T08:00:00-05:00", "2026-11-30", "2026-11-30T08:00:00Z"],
+            ["13:00", "00:00", "08:00"],
+        ),
+    ],
+    ids=["offset-then-naive", "dst-night", "naive-then-offset", "negative-date-z"],
+)
+def test_times_with_and_without_an_offset_mix_in_one_column(
+    cells: list[str], utc: list[str]
+) -> None:
+    from nextbest.contract.parse import timestamps
+
+    parsed = timestamps(pd.Series(cells, dtype=object))
+    day = [c[:10] for c in cells]
+    assert parsed.values.tolist() == [
+        pd.Timestamp(f"{d} {u}") for d, u in zip(day, utc, strict=True)
+    ]
+    assert not parsed.bad.any()
+
+
+def test_a_file_mixing_offsets_and_naive_times_loads_each_as_written(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """A CRM export with the Tokyo team's rows stamped +09:00 and the rest in UTC
+    without an offset: every row keeps its own time, whatever the row before it."""
+    mixed = {name: frame.copy() for name, frame in tables.items()}
+    stamps = ["2024-03-02T18:00:00+09:00", "2024-03-01 09:00:00", "2024-03-01T12:00:00+02:00",
+              "2024-03-05 07:30:00", "2024-03-01T00:00:00Z"]  # fmt: skip
+    mixed["interactions"]["timestamp"] = stamps
+    got = load_dataset(write_tables(mixed, name="mixed")).interactions["timestamp"]
+    assert sorted(got.tolist()) == sorted(
+        pd.Timestamp(s).tz_localize(None)
+        if "T" not in s
+        else pd.Timestamp(s).tz_convert("UTC").tz_localize(None)
+        for s in stamps
+    )

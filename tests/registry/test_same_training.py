@@ -17,12 +17,21 @@ FAST = TrainConfig(
 )
 
 
+def _as_the_fixture_code(settings, version: str, monkeypatch) -> None:
+    """Train as the shared fixture's code did: a commit or an edit made while the
+    suite runs (after the fixture trained) is other code."""
+    client = registry.client(settings)
+    run = client.get_run(client.get_model_version(settings.model_name, version).run_id)
+    monkeypatch.setattr(registry, "source_commit", lambda: run.data.tags[registry.SOURCE_TAG])
+
+
 def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
-    trained, tmp_path: Path
+    trained, tmp_path: Path, monkeypatch
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(trained.settings.resolved_models_dir, models)
     settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    _as_the_fixture_code(settings, trained.version, monkeypatch)
     data = load_dataset(trained.data_dir)
     again = registry.log_training_run(train(data, config=FAST), settings).version
     assert registry.same_training(settings, again) == [trained.version]

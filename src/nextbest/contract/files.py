@@ -166,13 +166,17 @@ def _not_utf8(path: Path) -> Problem:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start)  # 0: the header
         byte = data[err.start]
-        guess = bytes([byte]).decode("cp1252", "replace")
+        # 0xC0-0xFF are the accented letters of Latin-1 / Windows-1252 (a Western
+        # spreadsheet's export); other bytes say nothing of the encoding (Shift-JIS,
+        # GB 18030, ... use them too), so no guess is offered for them.
+        guess = bytes([byte]).decode("cp1252")
+        seen = f", '{guess}' in Latin-1 or Windows-1252?" if byte >= 0xC0 else ""
         return Problem(
             path.name,
             line or None,
             None,
-            f"{'the header is not' if not line else 'not'} UTF-8 text (byte 0x{byte:02x}, "
-            f"'{guess}' in Latin-1 or Windows-1252?): {advice}",
+            f"{'the header is not' if not line else 'not'} UTF-8 text (byte 0x{byte:02x}"
+            f"{seen}): {advice}",
         )
     return Problem(path.name, None, None, f"not UTF-8 text: {advice}")
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.types import (
     is_bool_dtype,
     is_datetime64_any_dtype,
@@ -234,14 +236,38 @@ def timestamps(values: pd.Series) -> Parsed:
     return _timestamps_from_text(values)
 
 
+# A cell that names its UTC offset: "Z", a "+" anywhere (no date or time has one), or
+# a "-" after the time separator ("2026-11-30T08:00:00-05:00"; a date's own dashes
+# come before it).
+_OFFSET_PATTERN = r"[zZ+]|[T ][^-]*-"
+
+
+def _names_offset(strings: npt.NDArray[np.object_]) -> Mask:
+    """Which cells carry a UTC offset (see ``_OFFSET_PATTERN``), vectorised in Arrow."""
+    found = pc.match_substring_regex(pa.array(strings, type=pa.string()), _OFFSET_PATTERN)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _iso_utc(text: pd.Series) -> pd.Series:
+    # format="ISO8601" parses each cell on its own, so date-only and date-time cells
+    # may mix; inferring one format from the first cell would reject the others.
+    return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+
+
 def _timestamps_from_text(values: pd.Series) -> Parsed:
     cells = codes(values)
     empty = cells.uniques == ""
-    # format="ISO8601" parses each cell on its own, so date-only and date-time cells
-    # may mix; inferring one format from the first cell would reject the others.
-    stamps = pd.to_datetime(
-        pd.Series(cells.uniques).where(~empty), errors="coerce", utc=True, format="ISO8601"
-    )
+    text = pd.Series(cells.uniques).where(~empty)
+    offset = _names_offset(cells.uniques) & ~empty
+    if offset.any() and (~offset & ~empty).any():
+        # Cells with and without an offset, parsed together, give a cell without one
+        # the offset of the cell before it (pandas 2.3): "23:30+09:00" then "23:30"
+        # read both as 14:30 UTC. Each kind is parsed on its own; no offset is UTC.
+        stamps = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        stamps[offset] = _iso_utc(text[offset])
+        stamps[~offset] = _iso_utc(text[~offset])
+    else:
+        stamps = _iso_utc(text)
     per_unique = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     bad = np.isnat(per_unique) & ~empty
     return Parsed(

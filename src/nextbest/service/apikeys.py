@@ -59,7 +59,10 @@ MIN_KEY_LENGTH = 16
 # or '?', '#', '%' a client would have to encode, not '.' or '..' (which clients
 # resolve away), and no leading '-' (read as an option by `nextbest keys`).
 REP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
-REP_NAME_RULE = "use only letters, digits, '.', '_', '-' and '@', starting with a letter or digit"
+REP_NAME_RULE = (
+    "use only ASCII letters and digits, '.', '_', '-' and '@' (no accents: 'Arztin', not "
+    "'Ärztin'), starting with a letter or digit"
+)
 
 logger = logging.getLogger(__name__)
 
