@@ -1413,12 +1413,12 @@ def erase(
             help="HCP ids to erase, exactly as the hcps file spells them.", show_default=False
         ),
     ] = None,
-    file: Annotated[
-        Path | None,
+    files: Annotated[
+        list[Path] | None,
         typer.Option(
             "--file",
             help="CSV or Parquet with an hcp_id column: more ids to erase (other columns "
-            "are ignored).",
+            "are ignored); give it once per file.",
         ),
     ] = None,
     yes: Annotated[
@@ -1452,7 +1452,7 @@ def erase(
 
     settings = _settings()
     given = list(hcp_ids or [])
-    if file is not None:
+    for file in files or []:
         try:
             given += read_ids(file)
         except ContractError as exc:
@@ -1463,7 +1463,7 @@ def erase(
         raise _fail(str(exc)) from None
     registry_exists(settings)  # an MLflow store that cannot be read stops here, before any work
     store = without_password(settings.resolved_database_url)
-    rows, erased = rows_naming(settings, ids)
+    rows, erased, named = rows_naming(settings, ids)
     stdout.print(
         f"{_plural(len(ids), 'HCP')} to erase; rows naming them in {store}:", highlight=False
     )
@@ -1497,7 +1497,7 @@ def erase(
             ):
                 raise _fail("not confirmed: nothing was erased")
         try:
-            done = run_erase(settings, ids)
+            done, log_emptied = run_erase(settings, ids)
         except ErasureError as exc:
             raise _fail(f"nothing was erased: {exc}") from None
         deleted = done.deleted
@@ -1514,6 +1514,15 @@ def erase(
             ),
             highlight=False,
         )
+        if not log_emptied:
+            console.print(
+                "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
+                f"({store}-wal: a server was reading): the deleted rows stay readable in that "
+                "file until every server using the database stops or the log is next "
+                "emptied; run `nextbest erase` with the same ids again when the servers are "
+                "idle or stopped",
+                highlight=False,
+            )
     try:
         holding = versions_holding(settings, ids)
     except Exception as exc:  # erased all the same: say what is left to check
@@ -1527,6 +1536,16 @@ def erase(
         _erasure_reminder()
         raise typer.Exit(code=1) from None
     _print_versions_holding(settings, holding, len(ids))
+    held = {h for v in holding for h in v.hcp_ids}
+    never = [h for h in ids if h not in named and h not in erased and h not in held]
+    if never:
+        shown = ", ".join(f"'{h}'" for h in never[:10]) + (" ..." if len(never) > 10 else "")
+        console.print(
+            f"[yellow]note:[/yellow] {_plural(len(never), 'id')} nextbest never saw (no "
+            f"logged answer or feedback, in no registered version): {shown}; check them "
+            "for typos (a suppression was stored for each all the same)",
+            highlight=False,
+        )
     _erasure_reminder()
 
 

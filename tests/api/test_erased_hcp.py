@@ -20,7 +20,7 @@ def test_an_erased_hcp_known_to_the_model_gets_no_items(
     model = client.app.state.runtime.recommender
     hcp_id = next(str(h) for h in model.hcp_ids[:200] if _ask(client, str(h))["items"])
 
-    done = erase(api_settings, [hcp_id])  # the served model still holds the HCP
+    done, _ = erase(api_settings, [hcp_id])  # the served model still holds the HCP
     assert done.suppressed == (hcp_id,)
 
     body = _ask(client, hcp_id)

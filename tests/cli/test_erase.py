@@ -120,18 +120,30 @@ def test_erase_counts_asks_erases_and_names_the_versions_that_hold_the_hcp(
     assert _event_ids(served_store) == sorted([f"o-{other}", f"u-{other}", erasure_event_id(known)])
 
 
-def test_erase_takes_ids_from_arguments_and_a_file(env_settings: Path, tmp_path: Path) -> None:
+def test_erase_takes_ids_from_arguments_and_files(env_settings: Path, tmp_path: Path) -> None:
     ids = tmp_path / "ids.csv"
     pd.DataFrame({"hcp_id": [" H2", "H3", "H2"], "ticket": ["t1", "t2", "t3"]}).to_csv(
         ids, index=False
     )
-    result = runner.invoke(app, ["erase", "H1", "--file", str(ids), "--yes"])
+    more = tmp_path / "more.parquet"  # a second request file: every file counts
+    pd.DataFrame({"hcp_id": ["H4", "H3"]}).to_parquet(more)
+    url = get_settings().resolved_database_url
+    _log_rows(url, "H3")
+    args = ["erase", "H1", "--file", str(ids), "--file", str(more), "--yes"]
+    result = runner.invoke(app, args)
     said = _said(result)
     assert result.exit_code == 0, result.output
-    assert "3 HCPs to erase" in said and "stored 3 suppressions" in said, said
+    assert "4 HCPs to erase" in said and "stored 4 suppressions" in said, said
     assert "no registered version of model 'nextbest' holds these HCPs" in said, said
-    url = get_settings().resolved_database_url
-    assert _event_ids(url) == sorted(erasure_event_id(h) for h in ("H1", "H2", "H3"))
+    assert _event_ids(url) == sorted(erasure_event_id(h) for h in ("H1", "H2", "H3", "H4"))
+    # Ids nothing named (a typo?) are said; H3, which the log named, is not among them.
+    assert "note: 3 ids nextbest never saw (no logged answer or feedback, in no registered " in said
+    assert "'H1', 'H2', 'H4'; check them for typos" in said, said
+    # The deleted rows are not left readable in the database's write-ahead log.
+    database = Path(url.removeprefix("sqlite:///"))
+    wal = database.with_name(database.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert b"r1-H3" not in database.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from nextbest.storage.repository import (
     count_hcp_rows,
     erase_hcps,
     erased_already,
+    hcps_with_rows,
 )
 
 __all__ = [
@@ -69,18 +70,37 @@ def check_ids(hcp_ids: Sequence[str]) -> list[str]:
     return ids
 
 
-def rows_naming(settings: Settings, hcp_ids: Sequence[str]) -> tuple[HcpRows, dict[str, datetime]]:
-    """What an erasure of ``hcp_ids`` would delete, per table, and the HCPs already
-    erased (when their suppression was stored)."""
+def rows_naming(
+    settings: Settings, hcp_ids: Sequence[str]
+) -> tuple[HcpRows, dict[str, datetime], set[str]]:
+    """What an erasure of ``hcp_ids`` would delete, per table; the HCPs already
+    erased (when their suppression was stored); and the HCPs some row names."""
     with store_session(settings.resolved_database_url) as session:
         return (
             count_hcp_rows(session, hcp_ids=hcp_ids),
             erased_already(session, hcp_ids=hcp_ids),
+            hcps_with_rows(session, hcp_ids=hcp_ids),
         )
 
 
-def erase(settings: Settings, hcp_ids: Sequence[str]) -> Erasure:
+def erase(settings: Settings, hcp_ids: Sequence[str]) -> tuple[Erasure, bool]:
     """Erase ``hcp_ids`` from the store ``settings`` names, in one transaction; the
-    suppressions say ``nextbest erase (<user>)`` sent them."""
+    suppressions say ``nextbest erase (<user>)`` sent them.
+
+    On SQLite, the deleting connection overwrites what it deletes (``secure_delete``)
+    and the write-ahead log is checkpointed and emptied afterwards, so the deleted
+    rows are not left readable in the files. The second value is False when the log
+    could not be emptied (a server's connection was reading): it still holds them.
+    """
     with store_session(settings.resolved_database_url) as session:
-        return erase_hcps(session, hcp_ids=hcp_ids, requester=file_requester("erase"))
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        if sqlite:
+            session.connection().exec_driver_sql("PRAGMA secure_delete = ON")
+        done = erase_hcps(session, hcp_ids=hcp_ids, requester=file_requester("erase"))
+        if not sqlite:
+            return done, True
+        busy, pages, moved = (
+            session.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        )
+        session.commit()
+        return done, not busy and pages in (0, moved)

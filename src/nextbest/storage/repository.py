@@ -1056,6 +1056,19 @@ def count_hcp_rows(session: Session, *, hcp_ids: Sequence[str]) -> HcpRows:
     return found
 
 
+def hcps_with_rows(session: Session, *, hcp_ids: Sequence[str]) -> set[str]:
+    """The HCPs of ``hcp_ids`` that some logged recommendation or feedback event names."""
+    found: set[str] = set()
+    for chunk in _chunks(list(dict.fromkeys(hcp_ids)), _in_chunk_size(session)):
+        for table in (_RECOMMENDATIONS, _FEEDBACK):
+            found.update(
+                session.execute(
+                    sa.select(table.c.hcp_id).where(table.c.hcp_id.in_(chunk)).distinct()
+                ).scalars()
+            )
+    return found
+
+
 def erased_already(session: Session, *, hcp_ids: Sequence[str]) -> dict[str, datetime]:
     """The HCPs of ``hcp_ids`` whose erasure suppression is stored, with when it was."""
     by_event = {erasure_event_id(hcp): hcp for hcp in dict.fromkeys(hcp_ids)}
