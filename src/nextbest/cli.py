@@ -1798,8 +1798,9 @@ def lookup(
     ] = False,
 ) -> dict[str, Any]:
     """One logged answer as the recommendation log keeps it: who asked, for whom, the
-    model version and policy, each item with the propensity it was served with, and
-    the feedback events that name it (an audit, a CRM's "why did I get this?")."""
+    model version and policy, the fingerprint of the serving rules it was made under,
+    each item with the propensity it was served with, and the feedback events that
+    name it (an audit, a CRM's "why did I get this?")."""
     import json
     from dataclasses import asdict
 
@@ -1848,6 +1849,8 @@ def lookup(
         f"{record.n_candidates} candidate actions",
         highlight=False,
     )
+    rules = record.rules_fingerprint or "not recorded (logged before schema revision 0006)"
+    stdout.print(f"  rules {rules}", highlight=False)
     if record.holdout:
         stdout.print("  holdout: answered with nothing to do", highlight=False)
     elif not record.items:

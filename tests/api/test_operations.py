@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -422,12 +423,14 @@ def test_an_unhandled_error_is_answered_as_json_with_the_request_id() -> None:
 
 def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_registry) -> None:
     before = reloading.get("/healthz").json()["model_version"]
+    rules = _fingerprint(own_registry.resolved_rules_file)
     assert reloading.post("/v1/admin/reload").json() == {
         "version": before,
         "previous": before,
         "changed": False,
         "warmed_hcps": 0,
         "rules_changed": False,
+        "rules_fingerprint": rules,
         "rules_notes": [],
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
@@ -444,6 +447,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "changed": True,
         "warmed_hcps": 3,
         "rules_changed": False,
+        "rules_fingerprint": rules,
         "rules_notes": [],
     }
     hits, misses = _cache_counts(reloading)
@@ -549,6 +553,71 @@ def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(
         assert len(picked) and not set(picked["action_id"]) & set(pulled)
 
 
+def _fingerprint(path: Path) -> str:
+    """What `sha256sum FILE | cut -c1-12` prints."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def test_every_logged_answer_names_the_rules_it_was_made_under(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """An audit tells which caps and withdrawals applied to a logged answer, and an
+    operator which rules each worker holds (/readyz), before and after an edit."""
+    from nextbest.storage.repository import get_recommendation
+
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(shipped.read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        runtime = client.app.state.runtime
+        hcps = [str(h) for h in runtime.recommender.hcp_ids[:4]]
+        territory = runtime.recommender.territory[0]
+
+        def answer_ids() -> list[str]:
+            one = client.post("/v1/recommendations", json={"hcp_id": hcps[0]})
+            batch = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps[1:]})
+            plan = client.get(f"/v1/reps/rep-x/suggestions?territory_id={territory}")
+            for answer in (one, batch, plan):
+                assert answer.status_code == 200, answer.text
+            ids = [one.json()["recommendation_id"]]
+            ids += [r["recommendation_id"] for r in batch.json()["results"]]
+            ids += [s["recommendation_id"] for s in plan.json()["suggestions"]]
+            assert len(ids) > len(hcps)  # a plan's suggestions among them
+            return ids
+
+        def logged(ids: list[str]) -> set[str | None]:
+            assert runtime.reclog.flush()
+            with runtime.sessions() as session:
+                records = [get_recommendation(session, recommendation_id=i) for i in ids]
+            assert all(record is not None for record in records)
+            return {record.rules_fingerprint for record in records if record is not None}
+
+        first = _fingerprint(rules)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["rules_fingerprint"] == first
+        before = answer_ids()
+        assert logged(before) == {first}
+        # Content withdrawn: reloaded, answers from then on name the new rules.
+        rules.write_text(
+            shipped.read_text().replace("withdrawn_actions: []", "withdrawn_actions: [A999]")
+        )
+        second = _fingerprint(rules)
+        assert second != first
+        reloaded = client.post("/v1/admin/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["rules_changed"] is True
+        assert reloaded.json()["rules_fingerprint"] == second
+        assert client.get("/readyz").json()["rules_fingerprint"] == second
+        assert logged(answer_ids()) == {second}
+        assert logged(before) == {first}  # what was logged stays as it was
+        # An invalid edit is refused: the rules in force, and their fingerprint, stay.
+        rules.write_text("channels: [unclosed")
+        assert client.post("/v1/admin/reload").status_code == 500
+        assert client.get("/readyz").json()["rules_fingerprint"] == second
+        assert logged(answer_ids()) == {second}
+
+
 def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
     own_registry, keys, tmp_path: Path
 ) -> None:
@@ -567,6 +636,7 @@ def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
         assert ready.status_code == 503
         assert ready.json()["status"] == "API key file invalid; no model loaded"
         assert "no key of the file is in force here" in ready.json()["keys_error"]
+        assert "rules_fingerprint" not in ready.json()  # no rules read
         assert client.post("/v1/recommendations", json={"hcp_id": "x"}).status_code == 401
         key_file.write_text(good_keys)
         answer = client.post("/v1/recommendations", json={"hcp_id": "x"})
@@ -578,6 +648,7 @@ def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert "keys_error" not in ready.json()
+        assert ready.json()["rules_fingerprint"] == _fingerprint(shipped)
 
 
 def test_a_failed_admin_reload_reaches_the_other_workers(own_registry, keys, tmp_path) -> None:

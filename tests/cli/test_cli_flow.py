@@ -3,6 +3,7 @@ contract data that did not come from the simulator."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -125,12 +126,16 @@ def test_simulate_train_picks(
     engine = make_engine(get_settings().resolved_database_url)
     with engine.connect() as connection:
         logged = pd.read_sql(
-            "SELECT recommendation_id, hcp_id, holdout FROM recommendations "
+            "SELECT recommendation_id, hcp_id, holdout, rules_fingerprint FROM recommendations "
             "WHERE requester LIKE 'nextbest picks (%)'",
             connection,
         )
     engine.dispose()
     assert len(logged) == 300 and logged["hcp_id"].is_unique
+    # Each answer names the rules it was picked under: `sha256sum rules.yaml | cut -c1-12`.
+    rules_file = get_settings().resolved_rules_file
+    fingerprint = hashlib.sha256(rules_file.read_bytes()).hexdigest()[:12]
+    assert set(logged["rules_fingerprint"]) == {fingerprint}
     held_out = logged[logged["holdout"].astype(bool)]
     assert 20 < len(held_out) < 100  # 60 expected of 300
     assert f"logged 300 answers as served ({len(held_out)} held out" in said, said
@@ -788,8 +793,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
-        assert migrate(engine) == (None, "0005")
-        assert migrate(engine) == ("0005", "0005")
+        assert migrate(engine) == (None, "0006")
+        assert migrate(engine) == ("0006", "0006")
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     finally:
@@ -799,7 +804,7 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
-    assert "(its newest is 0005)" in said and "Traceback" not in result.output
+    assert "(its newest is 0006)" in said and "Traceback" not in result.output
     assert not started
     # Every other command that opens the database says the same, in one line.
     import sys

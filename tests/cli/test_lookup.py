@@ -28,6 +28,7 @@ def _log_one_with_feedback() -> None:
         channel_filter="rep_*",
         decided_for=T0 + timedelta(days=1),
         p_no_action=0.08,
+        rules_fingerprint="0123456789ab",
     )
     other = recommendation_record("rec-43", "H8", items=(served_item(1, "A3"),))
     with store_session(get_settings().resolved_database_url) as session:
@@ -53,6 +54,7 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert "recommendation rec-42: served 2024-03-04T09:00:00+00:00 for 2024-03-05" in said
     assert "HCP H7; asked by crm-de, rep plan of rep-berlin; purpose promotional" in said
     assert "channel rep_*" in said and "P(no action) 0.08" in said
+    assert "rules 0123456789ab" in said
     assert "1. A3 (email, content-A3)" in said and "propensity 0.9" in said
     assert "2. A9 (webinar, content-A9)" in said and "explored" in said
     assert "feedback: 2 events" in said
@@ -64,10 +66,16 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
     assert found["hcp_id"] == "H7" and found["rep_id"] == "rep-berlin"
+    assert found["rules_fingerprint"] == "0123456789ab"
     assert [i["action_id"] for i in found["items"]] == ["A3", "A9"]
     assert found["items"][1]["explored"] is True
     assert [e["event_id"] for e in found["feedback"]] == ["e1", "e2"]
     assert found["created_at"] == "2024-03-04T09:00:00+00:00"
+
+    # An answer logged before the log kept the rules says so, rather than nothing.
+    result = runner.invoke(app, ["lookup", "rec-43"])
+    assert result.exit_code == 0, result.output
+    assert "rules not recorded (logged before schema revision 0006)" in result.stdout
 
 
 def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path) -> None:

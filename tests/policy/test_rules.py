@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nextbest.policy.rules import HistoryRules, LiveHistory, RulesError, ServingRules
+from nextbest.policy.rules import (
+    EMPTY_FINGERPRINT,
+    HistoryRules,
+    LiveHistory,
+    RulesError,
+    ServingRules,
+)
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 CHANNELS = np.array(["email", "email", "rep_visit", "webinar"], dtype=object)
@@ -43,6 +49,54 @@ def test_the_shipped_rules_file_is_valid() -> None:
     assert rules.lookbacks() == [28.0], "the shipped file keeps to one query per request"
     assert rules.max_items_per_channel == 2
     assert "not_relevant" in rules.dismiss_reasons
+
+
+def test_the_rules_fingerprint_is_the_files_sha256_prefix(tmp_path: Path) -> None:
+    import hashlib
+
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    text = shipped.read_bytes()
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_bytes(text)
+    two.write_bytes(text)
+    rules = ServingRules.load(one)
+    # What `sha256sum rules.yaml | cut -c1-12` prints, and the same for equal files.
+    assert rules.fingerprint == hashlib.sha256(text).hexdigest()[:12]
+    assert ServingRules.load(two).fingerprint == rules.fingerprint
+    assert ServingRules.load(shipped) == ServingRules.load(shipped)
+    # Any edit is another fingerprint, and other rules (a reload applies them), a
+    # comment included: the log names the file's exact bytes.
+    one.write_bytes(text.replace(b"withdrawn_actions: []", b"withdrawn_actions: [A027]"))
+    edited = ServingRules.load(one)
+    assert edited.fingerprint != rules.fingerprint and edited.withdrawn_actions == ("A027",)
+    two.write_bytes(text + b"# reviewed\n")
+    commented = ServingRules.load(two)
+    assert commented.fingerprint not in (rules.fingerprint, edited.fingerprint)
+    assert commented != rules
+    # No rules, however said (an empty file, a missing one, the built-in defaults),
+    # is the fingerprint of no bytes: sha256sum of an empty file.
+    empty = tmp_path / "empty.yaml"
+    empty.write_bytes(b"")
+    assert EMPTY_FINGERPRINT == "e3b0c44298fc"
+    assert ServingRules.load(empty).fingerprint == EMPTY_FINGERPRINT
+    assert ServingRules.load(tmp_path / "missing.yaml").fingerprint == EMPTY_FINGERPRINT
+    assert ServingRules().fingerprint == EMPTY_FINGERPRINT
+    assert ServingRules.from_mapping({}).fingerprint == EMPTY_FINGERPRINT
+    # Rules built in code have one too, as stable, and told apart by their content.
+    given = ServingRules.from_mapping({"withdrawn_actions": ["A027"]})
+    again = ServingRules.from_mapping({"withdrawn_actions": ["A027"]})
+    assert given.fingerprint == again.fingerprint
+    assert given.fingerprint not in (
+        EMPTY_FINGERPRINT,
+        ServingRules.from_mapping({"withdrawn_actions": ["A031"]}).fingerprint,
+    )
+
+
+def test_a_rules_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(b"withdrawn_actions: [\xff]\n")
+    with pytest.raises(RulesError, match=r"rules\.yaml: not UTF-8 text"):
+        ServingRules.load(path)
 
 
 def test_no_history_blocks_nothing() -> None:

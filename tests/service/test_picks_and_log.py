@@ -358,3 +358,27 @@ def test_logged_picks_log_nothing_until_their_file_is_written(trained, tmp_path)
     assert done.n_logged == len(ids) == logged()  # one answer per HCP, holdout included
     assert written[0]["recommendation_id"].tolist() == done.frame["recommendation_id"].tolist()
     engine.dispose()
+
+
+def test_logged_picks_name_the_rules_they_were_picked_under(trained, tmp_path) -> None:
+    import hashlib
+
+    from sqlalchemy import select
+
+    from nextbest.service.picks import logged_picks
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("withdrawn_actions: [A999]\n")
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "rules_file": rules}
+    )
+    ids = [str(h) for h in registry.load_alias(settings)[0].hcps["hcp_id"][:20]]
+    done = logged_picks(settings, hcp_ids=ids)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            found = session.scalars(select(Recommendation.rules_fingerprint)).all()
+    finally:
+        engine.dispose()
+    assert len(found) == done.n_logged == len(ids)
+    assert set(found) == {hashlib.sha256(rules.read_bytes()).hexdigest()[:12]}

@@ -44,7 +44,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0005"
+    assert head == "0006"
 
     migrate(database_url)
     migrate(database_url)
@@ -114,7 +114,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     finally:
         engine.dispose()
 
-    assert migrate(database_url) == ("0003", "0005")
+    assert migrate(database_url) == ("0003", "0006")
 
     engine = make_engine(database_url)
     try:
@@ -170,7 +170,7 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
                     f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)"
                 )
             )
-        assert migrate(database_url) == ("0004", "0005")
+        assert migrate(database_url) == ("0004", "0006")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
@@ -179,6 +179,47 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
             session.commit()
             new = get_recommendation(session, recommendation_id="new-1")
             assert new is not None and new.rep_id == "msl-t001"
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
+    database_url: str, make_recommendation
+) -> None:
+    """Answers logged under 0005 survive with no rules fingerprint; new ones carry theirs."""
+    assert migrate(database_url, revision="0005") == (None, "0005")
+    at = "'2024-03-04 09:00:00.000000'"
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+                    "requester, purpose, channel_filter, model_version, holdout, policy, "
+                    "epsilon, holdout_rate, decided_for, n_candidates, p_no_action, rep_id) "
+                    f"VALUES ('old-1', {at}, 'h1', 'ops-admin', 'promotional', NULL, '3', "
+                    f"false, 'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1, 'rep-1')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+                    "channel, content_id, score, expected_uplift, p_engage, propensity, "
+                    "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
+                    "false)"
+                )
+            )
+        assert migrate(database_url) == ("0005", "0006")
+        with make_session_factory(engine)() as session:
+            old = get_recommendation(session, recommendation_id="old-1")
+            assert old is not None and old.rules_fingerprint is None
+            assert old.rep_id == "rep-1" and old.p_no_action == 0.1
+            assert [item.action_id for item in old.items] == ["a1"]
+            new = make_recommendation("new-1", "h1", rules_fingerprint="0123456789ab")
+            log_recommendations(session, records=[new])
+            session.commit()
+            logged = get_recommendation(session, recommendation_id="new-1")
+            assert logged is not None and logged.rules_fingerprint == "0123456789ab"
     finally:
         engine.dispose()
 
@@ -212,7 +253,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0005"
+    assert _current_revision(database_url) == "0006"
 
 
 def _connect_at(url: str, start: float) -> str:

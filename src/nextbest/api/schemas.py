@@ -235,6 +235,10 @@ class ReloadPublic(BaseModel):
         description="The rules file was edited since the last (re)load and now applies "
         "(in this worker; the others re-read it within a second).",
     )
+    rules_fingerprint: str = Field(
+        description="The fingerprint of the serving rules this worker applies from now on "
+        "(the first 12 hex digits of the SHA-256 of the rules file; as /readyz shows it)."
+    )
     rules_notes: list[str] = Field(
         default_factory=list,
         description="Rules that apply to nothing in the served catalog: withdrawn_actions "
@@ -316,6 +320,13 @@ class HealthPublic(BaseModel):
         "recency and fatigue in scores and reasons are as of then.",
     )
     last_reload_error: str | None = None
+    rules_fingerprint: str | None = Field(
+        default=None,
+        description="The fingerprint of the serving rules this worker applies and logs with "
+        "each answer (recommendations.rules_fingerprint): the first 12 hex digits of the "
+        "SHA-256 of the rules file as read; e3b0c44298fc for an empty file. Absent while "
+        "the rules file cannot be read.",
+    )
     keys_error: str | None = Field(
         default=None,
         description="Why the API keys in force are not those of the key file: it changed "

@@ -23,10 +23,19 @@ fatigue budget.
   trainings).
 
 The file format is documented in ``training/rules.yaml`` and ``docs/serving.md``.
+
+Each rules object carries a ``fingerprint``: the first 12 hex digits of the
+SHA-256 of the file's bytes as read (``sha256sum rules.yaml | cut -c1-12``), logged
+with every answer and shown by ``/readyz``, so an audit can tell which rules a
+worker applied. An empty file, a missing one (``load``) and the built-in defaults
+all serve without history rules and share the fingerprint of no bytes,
+:data:`EMPTY_FINGERPRINT` (``e3b0c44298fc``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +62,18 @@ DEFAULT_DISMISS_REASONS: tuple[str, ...] = (
     "too_frequent",
     "other",
 )
+
+
+FINGERPRINT_DIGITS = 12
+
+
+def fingerprint_of(raw: bytes) -> str:
+    """The fingerprint of a rules file's bytes: the first 12 hex digits of their SHA-256."""
+    return hashlib.sha256(raw).hexdigest()[:FINGERPRINT_DIGITS]
+
+
+# No rules file content: an empty file, a missing one, the built-in defaults.
+EMPTY_FINGERPRINT = fingerprint_of(b"")
 
 
 class RulesError(ValueError):
@@ -89,17 +110,23 @@ class ServingRules:
     # trainings (a recalled claim, an approval pulled early), without a retrain.
     withdrawn_actions: tuple[str, ...] = ()
     source: str = "built-in defaults"
+    # Which rules these are: see fingerprint_of (the file's bytes as read, so that
+    # the hash and the rules come from one read even while the file is edited).
+    fingerprint: str = EMPTY_FINGERPRINT
 
     @classmethod
     def load(cls, path: Path) -> ServingRules:
         """Read ``path``; a missing file means no history rules (and says so in ``source``)."""
         if not path.exists():
             return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
+        raw = path.read_bytes()
         try:
-            data = load_yaml(path.read_text()) or {}
+            data = load_yaml(raw.decode("utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise RulesError(f"{path}: not UTF-8 text: {exc}") from None
         except yaml.YAMLError as exc:
             raise RulesError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_mapping(data, source=str(path))
+        return cls.from_mapping(data, source=str(path), fingerprint=fingerprint_of(raw))
 
     @classmethod
     def configured(cls, settings: Settings) -> ServingRules:
@@ -124,7 +151,12 @@ class ServingRules:
         return cls.load(path)
 
     @classmethod
-    def from_mapping(cls, data: Any, *, source: str = "<mapping>") -> ServingRules:
+    def from_mapping(
+        cls, data: Any, *, source: str = "<mapping>", fingerprint: str | None = None
+    ) -> ServingRules:
+        """Rules from ``data``; ``fingerprint`` is that of the bytes it was read from
+        (None, rules not read from a file: that of its canonical JSON, or, empty,
+        :data:`EMPTY_FINGERPRINT`)."""
         if not isinstance(data, Mapping):
             raise RulesError(f"{source}: expected a mapping at the top level")
         known = {
@@ -206,6 +238,8 @@ class ServingRules:
                     "('031')"
                 )
         max_items = data.get("max_items_per_channel")
+        if fingerprint is None:
+            fingerprint = _mapping_fingerprint(data)
         return cls(
             channels=channels,
             all_channels=all_channels,
@@ -219,6 +253,7 @@ class ServingRules:
             dismiss_reasons=tuple(reasons),
             withdrawn_actions=tuple(dict.fromkeys(str(a).strip() for a in withdrawn)),
             source=source,
+            fingerprint=fingerprint,
         )
 
     @property
@@ -260,6 +295,17 @@ class ServingRules:
         if cooldowns and (not windows or max(cooldowns) > max(windows)):
             windows.add(max(cooldowns))
         return sorted(windows, reverse=True)
+
+
+def _mapping_fingerprint(data: Mapping[Any, Any]) -> str:
+    """The fingerprint of rules given as a mapping, not read from a file."""
+    if not data:
+        return EMPTY_FINGERPRINT
+    try:
+        text = json.dumps(data, sort_keys=True, default=str)
+    except TypeError:  # keys that do not sort together (validated rules have none)
+        text = repr(data)
+    return fingerprint_of(text.encode())
 
 
 CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days")

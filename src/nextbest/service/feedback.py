@@ -53,6 +53,7 @@ def log_served(
             decided_for=rec.decided_for,
             p_no_action=rec.p_no_action,
             rep_id=rec.rep_id,
+            rules_fingerprint=recommender.rules.fingerprint,
         )
         for rec in recommendations
     ]

@@ -356,6 +356,15 @@ class ServingRuntime:
         return current.version if current is not None else None
 
     @property
+    def rules_fingerprint(self) -> str | None:
+        """The fingerprint of the serving rules this worker applies (and logs with its
+        answers): the served recommender's, else the rules read (None: unreadable)."""
+        current = self._recommender
+        if current is not None:
+            return current.rules.fingerprint
+        return self.rules.fingerprint if self.rules is not None else None
+
+    @property
     def features_as_of(self) -> str | None:
         """When the served model's HCP history ends (its training cut-off, UTC)."""
         current = self._recommender

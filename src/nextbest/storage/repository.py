@@ -174,6 +174,9 @@ class RecommendationRecord:
     # The rep a call plan's answer was made for; None: not a plan's (or logged before
     # migration 0005).
     rep_id: str | None = None
+    # The fingerprint of the serving rules the answer was made under
+    # (``ServingRules.fingerprint``); None: not known (logged before migration 0006).
+    rules_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
@@ -266,6 +269,7 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
                 "decided_for": None if record.decided_for is None else _as_utc(record.decided_for),
                 "p_no_action": record.p_no_action,
                 "rep_id": record.rep_id,
+                "rules_fingerprint": record.rules_fingerprint,
             }
             for record in records
         ],
@@ -319,6 +323,7 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         decided_for=row.decided_for,
         p_no_action=row.p_no_action,
         rep_id=row.rep_id,
+        rules_fingerprint=row.rules_fingerprint,
     )
 
 

@@ -90,6 +90,10 @@ class Recommendation(Base):
     # key that asked, an admin's for a plan fetched on a rep's behalf); None for
     # other answers and before migration 0005.
     rep_id: Mapped[str | None] = mapped_column(sa.String(128))
+    # The fingerprint of the serving rules the answering worker held (caps,
+    # cool-downs, withdrawn actions; see ServingRules.fingerprint); None before
+    # migration 0006.
+    rules_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class RecommendationItem(Base):

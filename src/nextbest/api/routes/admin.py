@@ -44,11 +44,13 @@ async def reload(
             detail=f"reload failed, still serving version {runtime.model_version}: "
             f"{type(exc).__name__}: {exc}",
         ) from None
+    served = runtime.recommender  # once: its rules and their notes belong together
     return ReloadPublic(
         version=result.version,
         previous=result.previous,
         changed=result.changed,
         warmed_hcps=result.warmed_hcps,
         rules_changed=result.rules_changed,
-        rules_notes=runtime.recommender.history_rules.notes,
+        rules_fingerprint=served.rules.fingerprint,
+        rules_notes=served.history_rules.notes,
     )

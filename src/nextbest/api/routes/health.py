@@ -42,6 +42,10 @@ def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthP
     says so: until the file is fixed, its changes, a revoked key among them, are
     not applied. A worker started after such an edit (replacing one that died) has
     no keys read before: it is unready until the file is fixed.
+
+    ``rules_fingerprint`` names the serving rules this worker applies (and logs with
+    its answers): every worker answering with the file's fingerprint has applied
+    an edit. The rules file's path is not shown (no key is needed here).
     """
     keys = request.app.state.api_keys
     keys_error = keys.error if keys is not None else None
@@ -62,6 +66,7 @@ def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthP
             status="; ".join(problems),
             model_version=runtime.model_version,
             last_reload_error=runtime.last_reload_error,
+            rules_fingerprint=runtime.rules_fingerprint,
             keys_error=keys_error,
         )
     return HealthPublic(
@@ -69,6 +74,7 @@ def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthP
         model_version=runtime.model_version,
         features_as_of=runtime.features_as_of,
         last_reload_error=runtime.last_reload_error,
+        rules_fingerprint=runtime.rules_fingerprint,
         keys_error=keys_error,
         warming=runtime.warming or None,
     )
