@@ -150,3 +150,26 @@ def test_zero_padded_hcp_ids_are_trained_and_served_under_the_same_id(tmp_path: 
     picks = picks_frame(model, hcp_ids=["00123", "00124", "00125"], k=2)
     assert set(picks["hcp_id"]) <= {"00123", "00124", "00125"}
     assert len(picks)
+
+
+def test_an_id_that_differs_only_in_its_unicode_encoding_is_said_so(tables, write_tables) -> None:
+    """'Ärztin-1' typed on one system (one code point for Ä) and exported by another
+    (A + a combining diaeresis) look the same: the refusal says what differs."""
+    import unicodedata
+
+    import pytest
+
+    from nextbest.contract import load_dataset
+    from nextbest.contract.errors import ContractError
+
+    changed = {name: frame.copy() for name, frame in tables.items()}
+    first = changed["hcps"]["hcp_id"].iloc[0]
+    composed = unicodedata.normalize("NFC", f"Ärztin-{first}")
+    changed["hcps"].loc[0, "hcp_id"] = composed
+    rows = changed["interactions"]["hcp_id"] == first
+    changed["interactions"].loc[rows, "hcp_id"] = unicodedata.normalize("NFD", composed)
+    with pytest.raises(ContractError) as refused:
+        load_dataset(write_tables(changed, name="nfd"))
+    said = str(refused.value)
+    assert f"unknown hcp_id {unicodedata.normalize('NFD', composed)!r} (not in hcps)" in said
+    assert f"it looks like {composed!r} there, but its accented letters are encoded" in said

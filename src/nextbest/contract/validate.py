@@ -11,6 +11,7 @@ header not counted).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -268,7 +269,7 @@ def validate_interactions(
     log.add_rows(
         (hcp_position < 0) & ~hcp_id.empty,
         "hcp_id",
-        lambda i: f"unknown hcp_id {hcp_id.uniques[hcp_id.codes[i]]!r} (not in hcps)",
+        lambda i: _unknown("hcp_id", hcp_id.uniques[hcp_id.codes[i]], hcp_index, "hcps"),
     )
     timestamp = _timestamp(raw, "timestamp", log, required=True)
 
@@ -279,7 +280,9 @@ def validate_interactions(
     log.add_rows(
         ~no_touch & ~known,
         "action_id",
-        lambda i: f"unknown action_id {action.uniques[action.codes[i]]!r} (not in catalog)",
+        lambda i: _unknown(
+            "action_id", action.uniques[action.codes[i]], pd.Index(catalog["action_id"]), "catalog"
+        ),
     )
     action_ids = action.uniques.copy()
     action_ids[action_ids == ""] = None
@@ -496,6 +499,31 @@ def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
     parsed = parse.floats(raw[column])
     log.add_rows(parsed.bad, column, lambda i: _not_a_number(raw[column], i))
     return parsed.values
+
+
+def _unknown(column: str, value: str, known: pd.Index, table: str) -> str:
+    """``unknown hcp_id 'X' (not in hcps)``, saying so when the id differs from a known
+    one only in how its accented letters are encoded (Unicode NFC against NFD: the
+    two look the same on screen, and ids are compared exactly)."""
+    said = f"unknown {column} {value!r} (not in {table})"
+    if value.isascii():  # plain ASCII has one encoding: no twin to look for
+        return said
+    composed = unicodedata.normalize("NFC", value)
+    twin = next(
+        (
+            k
+            for k in map(str, known)
+            if not k.isascii() and unicodedata.normalize("NFC", k) == composed
+        ),
+        None,
+    )
+    if twin is not None:
+        said += (
+            f"; it looks like {twin!r} there, but its accented letters are encoded "
+            "differently (Unicode normalisation): export both files from one system, or "
+            "normalise both to NFC"
+        )
+    return said
 
 
 def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: bool) -> pd.Series:

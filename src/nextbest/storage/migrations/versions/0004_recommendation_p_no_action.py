@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2027-01-15 00:00:00
+Create Date: 2026-12-01 00:00:00
 
 Every logged answer records the probability its serving policy had of answering
 the request with no action at all, holdout included, as the policy computed it

@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2027-02-01 00:00:00
+Create Date: 2026-12-02 00:00:00
 
 A rep call plan's answers record the rep they were planned for (the rep_id of
 /v1/reps/{rep_id}/suggestions). The requester is the API key that asked, which

@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2027-03-01 00:00:00
+Create Date: 2026-12-02 00:00:00
 
 Every worker re-reads the serving rules file (frequency caps, cool-downs,
 withdrawn_actions) at a reload, each at a slightly different moment. Answers
