@@ -6,6 +6,7 @@ the same schema and reject a bad one on its own, by what is wrong with it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -33,7 +34,14 @@ def not_a_boolean(value: object) -> object:
     as 1 and 0, and a client that sent one meant something else."""
     if isinstance(value, bool):
         raise ValueError(f"a number is needed here, not {str(value).lower()}")
+    if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
+        # A European spreadsheet's export ('3,5'): say what to change, as the data
+        # contract does, rather than "unable to parse string as a number".
+        raise ValueError(f"{value.strip()!r} is not a number (write decimals with '.')")
     return value
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
