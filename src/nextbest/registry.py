@@ -472,10 +472,38 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
     except (MlflowException, OSError) as exc:
         # MLflow's message alone names neither the version nor where it looked: a
         # missing artifact directory reads "No such artifact: ''".
+        where, moved = _artifact_place(settings, found)
         raise ArtifactsUnreadableError(
-            f"{named}: its artifacts at {found.source} cannot be read: {type(exc).__name__}: {exc}"
+            f"{named}: its artifacts at {where} cannot be read: {type(exc).__name__}: {exc}" + moved
         ) from exc
     return model
+
+
+def _artifact_place(settings: Settings, found: Any) -> tuple[str, str]:
+    """Where a version's artifacts were looked for (the absolute place the MLflow store
+    recorded, when it can say) and, when that place is a missing path outside the
+    models directory, why: the directory was moved or restored elsewhere."""
+    from urllib.parse import unquote, urlparse
+
+    where = str(found.source)
+    logged = getattr(found, "model_id", None) or (
+        where.removeprefix("models:/") if where.startswith("models:/m-") else None
+    )
+    with contextlib.suppress(Exception):  # an older store or a remote one: the source
+        if logged:
+            where = str(client(settings).get_logged_model(logged).artifact_location)
+    if not where.startswith("file:"):
+        return where, ""
+    path = Path(unquote(urlparse(where).path))
+    models = settings.resolved_models_dir.resolve()
+    if path.exists() or path.is_relative_to(models):
+        return where, ""
+    return where, (
+        f"; the MLflow store records absolute artifact paths and this one is outside "
+        f"the models directory {models}: a models directory moved or restored at "
+        "another path must be put back at its original one (README, 'Backup and "
+        "restore')"
+    )
 
 
 def source_commit(module_file: Path | None = None) -> str:

@@ -83,3 +83,30 @@ def test_a_version_records_its_code_config_files_and_run(trained, tmp_path: Path
     assert stored == {"train.yaml", "levers.yaml"}
     copy = client.download_artifacts(listed.run_id, "config/train.yaml", str(tmp_path / "dl"))
     assert Path(copy).read_text() == config_file.read_text()
+
+
+def test_a_models_directory_moved_elsewhere_is_named_as_the_cause(
+    world_dir: Path, tmp_path: Path
+) -> None:
+    """MLflow keeps absolute artifact paths: a models directory restored at another
+    path cannot load its versions, and the error says why and where it looked."""
+    from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
+    from nextbest.settings import Settings
+
+    fast = TrainConfig(
+        engagement=EngagementParams(n_estimators=20, num_leaves=7),
+        uplift=UpliftParams(n_estimators=30, learning_rate=0.1),
+    )
+    first = tmp_path / "models"
+    settings = Settings(models_dir=first)
+    version = registry.log_training_run(
+        train(load_dataset(world_dir), config=fast), settings
+    ).version
+    moved = tmp_path / "restored"
+    first.rename(moved)
+    with pytest.raises(registry.ArtifactsUnreadableError) as refused:
+        registry.load_version(Settings(models_dir=moved), version)
+    said = str(refused.value)
+    assert f"its artifacts at file://{first}" in said, said
+    assert "the MLflow store records absolute artifact paths" in said, said
+    assert f"outside the models directory {moved.resolve()}" in said, said
