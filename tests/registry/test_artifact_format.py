@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from nextbest import registry
 from nextbest.learning.scoring import ARTIFACT_FORMAT, ScoringModel
-
-
-@pytest.fixture
-def own_copy(trained, tmp_path: Path):
-    """The session's registry copied, so new versions and tags stay in this test."""
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.resolved_models_dir, models)
-    return trained.settings.model_copy(update={"models_dir": models})
 
 
 def test_a_registered_version_is_stamped_with_format_and_code_version(trained) -> None:

@@ -55,10 +55,8 @@ def test_an_untracked_module_has_no_commit(checkout: Path) -> None:
     assert registry.source_commit(Path("/nonexistent/module.py")) == "unknown"
 
 
-def test_a_version_records_its_code_config_files_and_run(trained, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.resolved_models_dir, models)
-    settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+def test_a_version_records_its_code_config_files_and_run(trained, own_copy, tmp_path: Path) -> None:
+    settings = own_copy
     (tmp_path / "levers.yaml").write_text("channel:\n  email: {cost_weight: 1.5}\n")
     config_file = tmp_path / "train.yaml"
     config_file.write_text(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from nextbest import registry
 from nextbest.contract import load_dataset
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
@@ -26,11 +23,9 @@ def _as_the_fixture_code(settings, version: str, monkeypatch) -> None:
 
 
 def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
-    trained, tmp_path: Path, monkeypatch
+    trained, own_copy, monkeypatch
 ) -> None:
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.resolved_models_dir, models)
-    settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    settings = own_copy
     _as_the_fixture_code(settings, trained.version, monkeypatch)
     data = load_dataset(trained.data_dir)
     again = registry.log_training_run(train(data, config=FAST), settings).version
@@ -46,11 +41,9 @@ def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
 
 
 def test_the_same_data_and_parameters_on_other_code_is_another_model(
-    trained, tmp_path: Path, monkeypatch
+    trained, own_copy, monkeypatch
 ) -> None:
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.resolved_models_dir, models)
-    settings = trained.settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    settings = own_copy
     monkeypatch.setattr(registry, "source_commit", lambda: "0" * 40 + "+modified")
     again = registry.log_training_run(
         train(load_dataset(trained.data_dir), config=FAST), settings
