@@ -1,15 +1,27 @@
-"""YAML configuration files read as a person means them: a key given twice is an error.
+"""YAML configuration files read as a person means them: a key given twice is an error,
+and a value found wrong after parsing is reported at its line.
 
 PyYAML keeps the last of two equal keys without a word, so a ``seed:`` or a
 ``max_contacts:`` written twice in a long file silently takes the later value.
+
+A syntax error carries its line (:func:`yaml_error_where`); a value refused later
+(by pydantic, or a reader's own checks) knows only its key path, which in a long
+file with repeated section names (``channels.email.max_contacts`` beside the same
+under another section) is not enough: :func:`load_yaml_with_lines` also gives the
+line of every key path, and messages name it as ``<file>, line 7: <path>: <problem>``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:  # the API key file is read by commands that import nothing else
+    from pydantic import ValidationError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -41,6 +53,165 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` that raises ``yaml.YAMLError`` for a key given twice."""
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+KeyPath = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class KeyLines:
+    """The 1-based line where each entry of a YAML document starts, by key path.
+
+    A key path is a tuple of mapping keys and list indexes, as pydantic's ``loc``:
+    ``("engagement", "learning_rate")``, ``("keys", 0, "role")``. A mapping entry
+    starts at its key: for a section written as a block that is the line naming
+    the section, and for an unknown key the line of that key. A list item starts
+    at the item. The document itself has no entry: a problem with the whole file
+    has no line.
+    """
+
+    lines: Mapping[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: Sequence[Any]) -> int | None:
+        """The line of ``path``, else of its longest prefix that has one; None for none.
+
+        So a missing key is reported at the section that lacks it, and a problem
+        pydantic locates inside a value (``("levers", "channel", "[key]")``) at
+        the value's key.
+        """
+        path = tuple(path)
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+    def within(self, prefix: Sequence[Any]) -> KeyLines:
+        """The lines of the value at ``prefix``, by paths relative to it; its own line
+        is that of ``()``, so a problem with the whole value points at ``prefix``."""
+        prefix = tuple(prefix)
+        inner = {
+            path[len(prefix) :]: line
+            for path, line in self.lines.items()
+            if path[: len(prefix)] == prefix
+        }
+        return KeyLines(inner)
+
+
+def load_yaml_with_lines(text: str) -> tuple[Any, KeyLines]:
+    """:func:`load_yaml`, and where each key path of the document sits.
+
+    The document is parsed once: its node tree is constructed into data and then
+    walked for the lines (errors as :func:`load_yaml`'s).
+    """
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:  # an empty document, as load_yaml: None
+            return None, KeyLines()
+        data = loader.construct_document(node)
+        return data, KeyLines(_entry_lines(loader, node))
+    finally:
+        loader.dispose()
+
+
+def _entry_lines(loader: _UniqueKeyLoader, root: yaml.Node) -> dict[KeyPath, int]:
+    """Line of every mapping entry and list item under ``root``, by key path."""
+    lines: dict[KeyPath, int] = {}
+    walked: set[int] = set()
+
+    def walk(node: yaml.Node, path: KeyPath) -> None:
+        # A collection reached again through an alias is walked once: the path
+        # holding the alias has its own line, the nearest place to look.
+        if id(node) in walked:
+            return
+        walked.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a list or mapping as a key: no configuration has one
+                entry = (*path, loader.construct_object(key_node))
+                lines[entry] = key_node.start_mark.line + 1
+                walk(value_node, entry)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                entry = (*path, index)
+                lines[entry] = item.start_mark.line + 1
+                walk(item, entry)
+
+    walk(root, ())
+    return lines
+
+
+def at_line(where: str, line: int | None) -> str:
+    """``where`` followed by ``, line 7`` when the line is known: how every reader
+    names the place of a problem (``training config t.yaml, line 7``)."""
+    return where if line is None else f"{where}, line {line}"
+
+
+@dataclass(frozen=True)
+class Place:
+    """A place in a configuration, as a message names it: ``rules.yaml, line 4:
+    channels.email.max_contacts``, for readers that check values themselves.
+
+    ``source`` names the file (or other origin); ``lines``, where its key paths
+    sit (None: not read from a file, so no line). A place the file does not write
+    (a missing key) has the line of the section that lacks it.
+    """
+
+    source: str
+    lines: KeyLines | None = None
+    path: KeyPath = ()
+    named: str = ""  # the path as messages write it: channels.email, keys[0]
+    # Where the line is taken from, when not ``path`` (see pointing_at).
+    line_path: KeyPath | None = None
+
+    def at(self, key: Any) -> Place:
+        """The entry ``key`` of this mapping."""
+        named = f"{self.named}.{key}" if self.named else str(key)
+        return replace(self, path=(*self.path, key), named=named, line_path=None)
+
+    def item(self, index: int) -> Place:
+        """Item ``index`` of this list."""
+        return replace(
+            self, path=(*self.path, index), named=f"{self.named}[{index}]", line_path=None
+        )
+
+    def pointing_at(self, key: Any) -> Place:
+        """This place, named as before, at the line of its entry ``key`` (of itself
+        when ``key`` is not written): where an unknown or a bad field of it is."""
+        return replace(self, line_path=(*self.path, key))
+
+    @property
+    def line(self) -> int | None:
+        if self.lines is None:
+            return None
+        return self.lines.line_of(self.path if self.line_path is None else self.line_path)
+
+    @property
+    def file(self) -> str:
+        """``rules.yaml, line 4`` (``rules.yaml`` when the line is not known)."""
+        return at_line(self.source, self.line)
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.named}" if self.named else self.file
+
+
+def validation_message(where: str, error: ValidationError, lines: KeyLines | None) -> str:
+    """Each problem pydantic found, with its key path and the line it is on.
+
+    ``where, line 7: engagement.learning_rate: Input should be less than or equal
+    to 1``; further problems follow as ``; line 9: seed: ...``. ``lines`` None
+    (data not read from a file): no lines.
+    """
+    problems: list[tuple[int | None, str]] = []
+    for problem in error.errors():
+        loc = problem["loc"]
+        line = lines.line_of(loc) if lines is not None else None
+        problems.append((line, f"{'.'.join(str(p) for p in loc)}: {problem['msg']}"))
+    said = "; ".join(text if line is None else f"line {line}: {text}" for line, text in problems)
+    first_line = problems[0][0] if problems else None
+    return f"{where}, {said}" if first_line is not None else f"{where}: {said}"
 
 
 # PyYAML quotes tokens of the text in some problems (an undefined alias, a tag, a

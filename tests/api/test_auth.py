@@ -444,7 +444,8 @@ def test_a_rep_name_that_is_no_path_segment_is_refused_in_the_key_file(tmp_path:
     with pytest.raises(ApiKeyError) as refused:
         KeyStore.load(path=path, env={})
     said = str(refused.value)
-    assert said.startswith(f"{path}: keys[0] ('rep t001/x'): a rep key's name is its rep_id")
+    # safe_dump sorts the fields: the name is on line 3, after "keys:" and "- key: ...".
+    assert said.startswith(f"{path}, line 3: keys[0] ('rep t001/x'): a rep key's name is its")
     assert "ASCII letters and digits, '.', '_', '-' and '@' (no accents" in said
     # Other keys' names are only logged: any name will do.
     path.write_text(yaml.safe_dump({"keys": [{**entry, "role": "channel"}]}))
@@ -632,6 +633,62 @@ def test_key_file_errors_name_line_and_column_never_the_text(
     assert str(raised.value).startswith(f"{path}")
     assert message in str(raised.value)
     assert "PLAINTEXT" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        pytest.param(
+            "  - name: ops\n    role: boss\n    key: {secret}\n",
+            "line 6: keys[1] (ops): 'role' must be one of admin, channel, rep",
+            id="bad-value",
+        ),
+        pytest.param(
+            "  - name: ops\n    role: admin\n    key: {secret}\n    scope: all\n",
+            "line 8: keys[1]: unknown field(s) ['scope']",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "  - role: admin\n    key: {secret}\n",
+            "line 5: keys[1]: 'name' is required",
+            id="missing-key-at-its-entry",
+        ),
+        pytest.param(
+            "  - name: rep-t9\n    role: rep\n    key: {secret}\n",
+            "line 5: keys[1] (rep-t9): a rep key needs 'territory_id'",
+            id="missing-territory-at-its-entry",
+        ),
+        pytest.param(
+            "  - name: ops\n    role: admin\n    key: short\n",
+            "line 7: keys[1] (ops): 'key' must be a string of 16+ characters",
+            id="bad-key-its-line-not-its-text",
+        ),
+    ],
+)
+def test_key_file_errors_name_the_line_never_the_value(
+    tmp_path: Path, entry: str, said: str
+) -> None:
+    path = tmp_path / "keys.yaml"
+    first = "keys:\n  - name: crm\n    role: channel\n    key: " + "k" * 20 + "\n"
+    path.write_text(first + entry.format(secret=SECRET))
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env={})
+    assert str(refused.value) == f"{path}, {said}"
+    assert "PLAINTEXT" not in str(refused.value)
+
+
+def test_a_name_given_twice_in_the_key_file_names_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        "keys:\n  - {name: ops, role: admin, key: " + "k" * 20 + "}\n"
+        "  - {name: crm, role: channel, key: " + "j" * 20 + "}\n"
+        "  - {name: ops, role: channel, key: " + "m" * 20 + "}\n"
+    )
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env={})
+    assert str(refused.value) == (
+        f"API key names must be unique; repeated: 'ops' (in {path}, line 2 and {path}, line 4)"
+    )
 
 
 def test_a_key_file_broken_on_a_plaintext_key_line_is_not_logged(

@@ -696,7 +696,7 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
         pytest.param(
             {"NEXTBEST_RULES_FILE": "{tmp}/file.yaml"},
             "caps: {email: 3}\n",
-            "file.yaml: unknown field(s) ['caps']",
+            "file.yaml, line 1: unknown field(s) ['caps']",
             id="bad-rules-file",
         ),
         pytest.param(

@@ -62,6 +62,101 @@ def test_bad_levers_are_named(tmp_path: Path, text: str, message: str) -> None:
     assert str(path) in str(info.value)
 
 
+# Two sections with the same keys: the key path alone would leave the reader looking.
+TRAIN_YAML = """\
+seed: 1
+engagement:
+  n_estimators: 200
+  learning_rate: 0.08
+uplift:
+  n_estimators: 1500
+  learning_rate: {rate}
+{extra}"""
+
+
+@pytest.mark.parametrize(
+    ("rate", "extra", "said"),
+    [
+        pytest.param(
+            "2",
+            "",
+            "line 7: uplift.learning_rate: Input should be less than or equal to 1",
+            id="bad-value",
+        ),
+        pytest.param(
+            "0.03",
+            "  num_leafs: 7\n",
+            "line 8: uplift.num_leafs: Extra inputs are not permitted",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "0.03",
+            "levers:\n  channel:\n    email:\n      weight: -1\n",
+            "line 11: channel.email.weight: Input should be greater than or equal to 0",
+            id="inline-levers-at-their-line-in-train-yaml",
+        ),
+        pytest.param(
+            "0.03",
+            "levers:\n  channel:\n    email: {weight: 2}\n  segment: {}\n",
+            "line 11: segment: Extra inputs are not permitted",
+            id="inline-levers-unknown-scope",
+        ),
+        pytest.param(
+            "0",
+            "eval_fraction: 1\n",
+            "line 7: uplift.learning_rate: Input should be greater than 0; "
+            "line 8: eval_fraction: Input should be less than 1",
+            id="each-problem-its-line",
+        ),
+    ],
+)
+def test_train_config_errors_name_the_line(
+    tmp_path: Path, rate: str, extra: str, said: str
+) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text(TRAIN_YAML.format(rate=rate, extra=extra))
+    with pytest.raises(ValueError) as refused:
+        load_train_config(path)
+    inline = " (levers)" if "levers:" in extra else ""
+    who = f"levers in training config {path}{inline}" if inline else f"training config {path}"
+    assert str(refused.value) == f"{who}, {said}"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        pytest.param(
+            "channel:\n  email:\n    weight: 2\n  rep_visit:\n    weight: -1\n",
+            "line 5: channel.rep_visit.weight: Input should be greater than or equal to 0",
+            id="bad-value",
+        ),
+        pytest.param(
+            "topic:\n  dosing:\n    weight: 2\n    wieght: 3\n",
+            "line 4: topic.dosing.wieght: Extra inputs are not permitted",
+            id="unknown-key",
+        ),
+        # A key that is no text (pydantic's loc ends in '[key]'): the line of the key.
+        pytest.param(
+            "content_id:\n  c1: {}\n  123: {offset: 1}\n",
+            "line 3: content_id.123.[key]: Input should be a valid string",
+            id="key-not-text",
+        ),
+    ],
+)
+def test_levers_file_errors_name_the_line(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "levers.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as refused:
+        load_levers(path)
+    assert str(refused.value) == f"levers in {path}, {said}"
+
+
+def test_a_missing_levers_file_is_named_at_the_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "train.yaml").write_text("seed: 3\n\nlevers: missing.yaml\n")
+    with pytest.raises(ValueError, match=r"train\.yaml, line 3: levers: .*missing\.yaml does not"):
+        load_train_config(tmp_path / "train.yaml")
+
+
 def test_train_config_reads_levers_file_next_to_it(tmp_path: Path) -> None:
     (tmp_path / "levers.yaml").write_text("channel: {rep_visit: {offset: -0.2}}\n")
     (tmp_path / "train.yaml").write_text("levers: levers.yaml\nseed: 3\n")

@@ -243,6 +243,29 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
         load_gate_config(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        pytest.param(
+            "# the gate\nestimator: dr\nmin_decisions: 0\n",
+            "line 3: min_decisions: Input should be greater than or equal to 1",
+            id="bad-value",
+        ),
+        pytest.param(
+            "estimator: dr\n\nmin_decisons: 500\n",
+            "line 3: min_decisons: Extra inputs are not permitted",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_gate_config_errors_name_the_line(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "gate.yaml"
+    path.write_text(text)
+    with pytest.raises(GateError) as refused:
+        load_gate_config(path)
+    assert str(refused.value) == f"gate config {path}, {said}"
+
+
 def test_shipped_gate_config_is_valid() -> None:
     config = load_gate_config(Path(__file__).parents[2] / "training" / "gate.yaml")
     assert config == GateConfig()

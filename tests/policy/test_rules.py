@@ -253,6 +253,72 @@ def test_bad_rules_name_the_field(data: object, match: str) -> None:
         ServingRules.from_mapping(data, source="rules.yaml")
 
 
+# email and rep_visit take the same keys: a key path alone would leave the reader looking.
+RULES_YAML = """\
+channels:
+  email:
+    max_contacts: 2
+    per_days: 28
+  rep_visit:
+{rep_visit}
+dismissal_days: 30
+"""
+
+
+@pytest.mark.parametrize(
+    ("rep_visit", "said"),
+    [
+        pytest.param(
+            "    max_contacts: -1\n    per_days: 28",
+            "line 6: channels.rep_visit.max_contacts: must be an integer >= 0, got -1",
+            id="bad-value",
+        ),
+        pytest.param(
+            "    cooldown_days: 7\n    per_week: 2",
+            "line 7: channels.rep_visit: unknown field(s) ['per_week']; known: "
+            "['max_contacts', 'per_days', 'cooldown_days']",
+            id="unknown-key-at-its-own-line",
+        ),
+        pytest.param(
+            "    cooldown_days: 7\n    max_contacts: 4",
+            "line 5: channels.rep_visit: a cap needs both max_contacts and per_days",
+            id="missing-key-at-its-section",
+        ),
+    ],
+)
+def test_rules_file_errors_name_the_line(tmp_path: Path, rep_visit: str, said: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES_YAML.format(rep_visit=rep_visit))
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == f"{path}, {said}"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        pytest.param("dismissal_days: 30\nsnooze: 7\n", "line 2: unknown field(s)", id="top"),
+        pytest.param(
+            "withdrawn_actions:\n  - A027\n  - 031\n",
+            "line 3: withdrawn_actions[1]: 25 is not an action_id",
+            id="list-item",
+        ),
+        pytest.param(
+            "rep_plan:\n  default_capacity: 40\n  max_capacity: 10\n",
+            "line 2: rep_plan.default_capacity (40) exceeds max_capacity (10)",
+            id="two-values",
+        ),
+        pytest.param("channels: [email]\n", "line 1: 'channels' must be a mapping", id="shape"),
+    ],
+)
+def test_other_rules_file_errors_name_the_line(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value).startswith(f"{path}, {said}")
+
+
 def test_channels_are_spelled_as_the_catalog_spells_them() -> None:
     # As levers and catalogs read them: 'Email' or 'Rep Visit' was a rule for nothing.
     rules = ServingRules.from_mapping(

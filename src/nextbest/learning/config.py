@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from nextbest.contract.schema import spelled_as_channels
 from nextbest.learning.levers import Levers, load_levers, parse_levers
-from nextbest.yamlfile import load_yaml
+from nextbest.yamlfile import at_line, load_yaml_with_lines, validation_message
 
 
 class LightGBMParams(BaseModel):
@@ -107,34 +107,36 @@ def load_train_config(path: Path | None) -> TrainConfig:
     if path is None:
         return TrainConfig()
     try:
-        raw = load_yaml(Path(path).read_text()) or {}
+        raw, lines = load_yaml_with_lines(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"training config {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"training config {path} is not valid YAML: {exc}") from None
+    raw = raw or {}
     if not isinstance(raw, dict):
         raise ValueError(f"training config {path}: expected a mapping of settings at the top")
     levers = raw.pop("levers", None)
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValueError(f"training config {path}: {problems}") from None
+        raise ValueError(validation_message(f"training config {path}", exc, lines)) from None
     if isinstance(levers, str):
         # A file name is read next to the config (a copied config takes its levers along).
         where = Path(path).parent / levers
         if not where.is_file():
             raise ValueError(
-                f"training config {path}: levers: {where} does not exist (a levers file "
+                f"{at_line(f'training config {path}', lines.line_of(('levers',)))}: "
+                f"levers: {where} does not exist (a levers file "
                 "name is read next to the config file: copy it there, give a path from "
                 "the config's directory, or write the levers inline)"
             )
         config.levers = load_levers(where)
         config._levers_source = str(where)
     elif levers is not None:
-        config.levers = parse_levers(levers, source=f"training config {path} (levers)")
+        # Their errors name the lines of train.yaml they are written on.
+        config.levers = parse_levers(
+            levers, source=f"training config {path} (levers)", lines=lines.within(("levers",))
+        )
         config._levers_source = "inline"
     config._source = str(path)
     return config

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nextbest.contract.schema import spelled_as_channels
-from nextbest.yamlfile import load_yaml
+from nextbest.yamlfile import KeyLines, load_yaml_with_lines, validation_message
 
 SCOPES = ("channel", "topic", "content_id")
 
@@ -125,20 +125,18 @@ class Levers(BaseModel):
 def load_levers(path: Path) -> Levers:
     """Read and validate a levers file; errors name the file and the entry."""
     try:
-        raw: Any = load_yaml(Path(path).read_text()) or {}
+        raw, lines = load_yaml_with_lines(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"levers file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"levers file {path} is not valid YAML: {exc}") from None
-    return parse_levers(raw, source=str(path))
+    return parse_levers(raw or {}, source=str(path), lines=lines)
 
 
-def parse_levers(raw: Any, *, source: str) -> Levers:
-    """Validate levers given as a mapping; ``source`` names where they came from."""
+def parse_levers(raw: Any, *, source: str, lines: KeyLines | None = None) -> Levers:
+    """Validate levers given as a mapping; ``source`` names where they came from and
+    ``lines`` (when read from a file) where each of their key paths sits in it."""
     try:
         return Levers.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValueError(f"levers in {source}: {problems}") from None
+        raise ValueError(validation_message(f"levers in {source}", exc, lines)) from None

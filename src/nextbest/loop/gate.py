@@ -60,7 +60,7 @@ from nextbest.loop.evidence import (
 )
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
-from nextbest.yamlfile import load_yaml
+from nextbest.yamlfile import load_yaml_with_lines, validation_message
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -109,18 +109,15 @@ def load_gate_config(path: Path | None) -> GateConfig:
     if path is None:
         return GateConfig()
     try:
-        raw = load_yaml(Path(path).read_text()) or {}
+        raw, lines = load_yaml_with_lines(Path(path).read_text())
     except FileNotFoundError:
         raise GateError(f"gate config {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise GateError(f"gate config {path} is not valid YAML: {exc}") from None
     try:
-        return GateConfig.model_validate(raw)
+        return GateConfig.model_validate(raw or {})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise GateError(f"gate config {path}: {problems}") from None
+        raise GateError(validation_message(f"gate config {path}", exc, lines)) from None
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import numpy as np
 import yaml
 
 from nextbest.contract.schema import spelled_as_channels
-from nextbest.yamlfile import load_yaml
+from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -121,12 +121,14 @@ class ServingRules:
             return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
         raw = path.read_bytes()
         try:
-            data = load_yaml(raw.decode("utf-8")) or {}
+            data, lines = load_yaml_with_lines(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise RulesError(f"{path}: not UTF-8 text: {exc}") from None
         except yaml.YAMLError as exc:
             raise RulesError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_mapping(data, source=str(path), fingerprint=fingerprint_of(raw))
+        return cls.from_mapping(
+            data or {}, source=str(path), fingerprint=fingerprint_of(raw), lines=lines
+        )
 
     @classmethod
     def configured(cls, settings: Settings) -> ServingRules:
@@ -152,65 +154,63 @@ class ServingRules:
 
     @classmethod
     def from_mapping(
-        cls, data: Any, *, source: str = "<mapping>", fingerprint: str | None = None
+        cls,
+        data: Any,
+        *,
+        source: str = "<mapping>",
+        fingerprint: str | None = None,
+        lines: KeyLines | None = None,
     ) -> ServingRules:
         """Rules from ``data``; ``fingerprint`` is that of the bytes it was read from
         (None, rules not read from a file: that of its canonical JSON, or, empty,
-        :data:`EMPTY_FINGERPRINT`)."""
+        :data:`EMPTY_FINGERPRINT`); ``lines``, where each key path sits in that file,
+        so that an error names its line."""
         if not isinstance(data, Mapping):
             raise RulesError(f"{source}: expected a mapping at the top level")
-        known = {
-            "channels",
-            "all_channels",
-            "dismissal_days",
-            "snooze_days",
-            "max_items_per_channel",
-            "rep_plan",
-            "withdrawn_actions",
-        }
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RulesError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        top = Place(source, lines)
+        _known_fields(data, TOP_FIELDS, top)
         channels: dict[str, ChannelRule] = {}
         raw_channels = data.get("channels") or {}
         if not isinstance(raw_channels, Mapping):
-            raise RulesError(f"{source}: 'channels' must be a mapping of channel -> rule")
+            raise RulesError(
+                f"{top.at('channels').file}: 'channels' must be a mapping of channel -> rule"
+            )
         for name, rule in raw_channels.items():
-            where = f"{source}: channels.{name}"
+            where = top.at("channels").at(name)
             if not isinstance(rule, Mapping):
                 raise RulesError(f"{where}: expected a mapping")
             _known_fields(rule, CHANNEL_FIELDS, where)
             cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
-            cooldown = _positive(rule.get("cooldown_days"), f"{where}.cooldown_days")
+            cooldown = _positive(rule.get("cooldown_days"), where.at("cooldown_days"))
             channels[str(name)] = ChannelRule(cap=cap, cooldown_days=cooldown)
         try:  # spelled as the catalog spells channels ('Email', 'Rep Visit'), as levers are
             channels = spelled_as_channels(channels)
         except ValueError as exc:
-            raise RulesError(f"{source}: channels: {exc}") from None
+            raise RulesError(f"{top.at('channels')}: {exc}") from None
         all_channels = None
         if data.get("all_channels") is not None:
             raw = data["all_channels"]
+            where = top.at("all_channels")
             if not isinstance(raw, Mapping):
-                raise RulesError(f"{source}: all_channels must be a mapping")
+                raise RulesError(f"{where} must be a mapping")
             if "cooldown_days" in raw:  # read as a gap between any two contacts, it was ignored
                 raise RulesError(
-                    f"{source}: all_channels.cooldown_days: a cool-down is set per channel "
+                    f"{where.at('cooldown_days')}: a cool-down is set per channel "
                     "(channels.<name>.cooldown_days); all_channels takes only "
                     "max_contacts and per_days"
                 )
-            _known_fields(raw, ALL_CHANNELS_FIELDS, f"{source}: all_channels")
-            all_channels = _cap(raw, f"{source}: all_channels")
+            _known_fields(raw, ALL_CHANNELS_FIELDS, where)
+            all_channels = _cap(raw, where)
         rep = data.get("rep_plan") or {}
+        rep_plan = top.at("rep_plan")
         if not isinstance(rep, Mapping):
-            raise RulesError(f"{source}: rep_plan must be a mapping")
-        _known_fields(rep, REP_PLAN_FIELDS, f"{source}: rep_plan")
-        default_capacity = _count(
-            rep.get("default_capacity", 8), f"{source}: rep_plan.default_capacity"
-        )
-        max_capacity = _count(rep.get("max_capacity", 50), f"{source}: rep_plan.max_capacity")
+            raise RulesError(f"{rep_plan} must be a mapping")
+        _known_fields(rep, REP_PLAN_FIELDS, rep_plan)
+        default_capacity = _count(rep.get("default_capacity", 8), rep_plan.at("default_capacity"))
+        max_capacity = _count(rep.get("max_capacity", 50), rep_plan.at("max_capacity"))
         if default_capacity > max_capacity:
             raise RulesError(
-                f"{source}: rep_plan.default_capacity ({default_capacity}) exceeds "
+                f"{rep_plan.at('default_capacity')} ({default_capacity}) exceeds "
                 f"max_capacity ({max_capacity})"
             )
         reasons = rep.get("dismiss_reasons", list(DEFAULT_DISMISS_REASONS))
@@ -219,13 +219,11 @@ class ServingRules:
             or not reasons
             or not all(isinstance(r, str) and r for r in reasons)
         ):
-            raise RulesError(
-                f"{source}: rep_plan.dismiss_reasons must be a non-empty list of codes"
-            )
+            raise RulesError(f"{rep_plan.at('dismiss_reasons')} must be a non-empty list of codes")
         withdrawn = data.get("withdrawn_actions") or []
         if not isinstance(withdrawn, list):
             raise RulesError(
-                f"{source}: withdrawn_actions must be a list of catalog action_ids "
+                f"{top.at('withdrawn_actions')} must be a list of catalog action_ids "
                 "(e.g. [A027, A031])"
             )
         for n, action in enumerate(withdrawn):
@@ -233,8 +231,8 @@ class ServingRules:
                 # YAML reads 031 as the number 25 and 1e3 as 1000.0: an id written as
                 # a number may not be the id meant, so it is refused, not guessed.
                 raise RulesError(
-                    f"{source}: withdrawn_actions[{n}]: {action!r} is not an action_id as "
-                    "text; write ids as the catalog does, in quotes if they are digits "
+                    f"{top.at('withdrawn_actions').item(n)}: {action!r} is not an action_id "
+                    "as text; write ids as the catalog does, in quotes if they are digits "
                     "('031')"
                 )
         max_items = data.get("max_items_per_channel")
@@ -243,11 +241,11 @@ class ServingRules:
         return cls(
             channels=channels,
             all_channels=all_channels,
-            dismissal_days=_positive(data.get("dismissal_days"), f"{source}: dismissal_days"),
-            snooze_days=_positive(data.get("snooze_days"), f"{source}: snooze_days"),
+            dismissal_days=_positive(data.get("dismissal_days"), top.at("dismissal_days")),
+            snooze_days=_positive(data.get("snooze_days"), top.at("snooze_days")),
             max_items_per_channel=None
             if max_items is None
-            else _count(max_items, f"{source}: max_items_per_channel"),
+            else _count(max_items, top.at("max_items_per_channel")),
             rep_default_capacity=default_capacity,
             rep_max_capacity=max_capacity,
             dismiss_reasons=tuple(reasons),
@@ -308,35 +306,48 @@ def _mapping_fingerprint(data: Mapping[Any, Any]) -> str:
     return fingerprint_of(text.encode())
 
 
+TOP_FIELDS = (
+    "all_channels",
+    "channels",
+    "dismissal_days",
+    "max_items_per_channel",
+    "rep_plan",
+    "snooze_days",
+    "withdrawn_actions",
+)
 CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days")
 ALL_CHANNELS_FIELDS = ("max_contacts", "per_days")
 REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons")
 
 
-def _known_fields(raw: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
-    extra = sorted(str(key) for key in set(raw) - set(known))
+def _known_fields(raw: Mapping[Any, Any], known: tuple[str, ...], where: Place) -> None:
+    """Refuse keys of ``raw`` not in ``known``, at the line of the first one written."""
+    extra = [key for key in raw if key not in known]
     if extra:
-        raise RulesError(f"{where}: unknown field(s) {extra}; known: {list(known)}")
+        shown = sorted(str(key) for key in extra)
+        raise RulesError(
+            f"{where.pointing_at(extra[0])}: unknown field(s) {shown}; known: {list(known)}"
+        )
 
 
-def _cap(raw: Mapping[str, Any], where: str) -> ContactCap:
+def _cap(raw: Mapping[str, Any], where: Place) -> ContactCap:
     """The cap of ``raw``; its caller has checked ``raw``'s other fields."""
     if "max_contacts" not in raw or "per_days" not in raw:
         raise RulesError(f"{where}: a cap needs both max_contacts and per_days")
     return ContactCap(
-        max_contacts=_count(raw["max_contacts"], f"{where}.max_contacts", allow_zero=True),
-        per_days=float(_positive(raw["per_days"], f"{where}.per_days") or 0.0),
+        max_contacts=_count(raw["max_contacts"], where.at("max_contacts"), allow_zero=True),
+        per_days=float(_positive(raw["per_days"], where.at("per_days")) or 0.0),
     )
 
 
-def _count(value: Any, where: str, *, allow_zero: bool = False) -> int:
+def _count(value: Any, where: Place, *, allow_zero: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         floor = 0 if allow_zero else 1
         raise RulesError(f"{where}: must be an integer >= {floor}, got {value!r}")
     return value
 
 
-def _positive(value: Any, where: str) -> float | None:
+def _positive(value: Any, where: Place) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

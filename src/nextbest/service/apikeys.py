@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import yaml
 
-from nextbest.yamlfile import load_yaml, yaml_error_where
+from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
 
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
@@ -115,22 +115,34 @@ class KeyStore:
     @classmethod
     def load(cls, *, path: Path | None, env: Mapping[str, str] | None = None) -> KeyStore:
         """Keys from ``path`` (if it exists) plus the ``NEXTBEST_API_KEYS`` JSON list."""
-        items = _file_items(path) if path is not None and path.exists() else []
-        return cls.from_entries(items, source=str(path), env=env)
+        if path is None or not path.exists():
+            return cls.from_entries([], source=str(path), env=env)
+        items, lines = _file_items(path)
+        return cls.from_entries(items, source=str(path), env=env, lines=lines)
 
     @classmethod
     def from_entries(
-        cls, items: list[Any], *, source: str, env: Mapping[str, str] | None = None
+        cls,
+        items: list[Any],
+        *,
+        source: str,
+        env: Mapping[str, str] | None = None,
+        lines: KeyLines | None = None,
     ) -> KeyStore:
         """The keys a server holds for the file entries ``items`` (read from ``source``)
         and the environment's ``NEXTBEST_API_KEYS``: every check of :meth:`load`.
+        ``lines``: where each key path sits in ``source``, so that errors name the line.
 
         The ``keys`` commands check the file they are about to write with it, so
         that a change a server would refuse (a name also given in the variable) is
         refused before it is written, not ignored by every running server.
         """
         env = os.environ if env is None else env
-        entries = [(entry, source) for entry in _parse(items, source)]
+        listed_at = Place(source, lines).at("keys")
+        entries = [
+            (entry, listed_at.item(i).file)
+            for i, entry in enumerate(_parse(items, source, lines=lines))
+        ]
         raw = env.get(ENV_KEYS)
         if raw:
             try:
@@ -164,55 +176,70 @@ class KeyStore:
         return found
 
 
-def _file_items(path: Path) -> list[Any]:
-    """The entries listed under ``keys`` in ``path``, unchecked.
+def _file_items(path: Path) -> tuple[list[Any], KeyLines]:
+    """The entries listed under ``keys`` in ``path``, unchecked, and where each key
+    path of the file sits.
 
     A YAML error is reported by line and column only: PyYAML's own message quotes
     the line, and a key may be written there in plaintext (the message reaches
     the server's log, ``nextbest serve`` and ``nextbest keys``).
     """
     try:
-        data = load_yaml(path.read_text()) or {}
+        data, lines = load_yaml_with_lines(path.read_text())
     except yaml.YAMLError as exc:
         raise ApiKeyError(f"{path}: not valid YAML, {yaml_error_where(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:  # a running server must not fail on it
         raise ApiKeyError(f"{path}: cannot be read: {exc}") from None
+    data = data or {}
     if not isinstance(data, Mapping) or not isinstance(data.get("keys", []), list):
-        raise ApiKeyError(f"{path}: expected a mapping with a 'keys' list")
-    return list(data.get("keys") or [])
+        raise ApiKeyError(
+            f"{Place(str(path), lines).at('keys').file}: expected a mapping with a 'keys' list"
+        )
+    return list(data.get("keys") or []), lines
 
 
-def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Entry]:
+def _parse(
+    items: list[Any], source: str, *, numbered: bool = True, lines: KeyLines | None = None
+) -> list[_Entry]:
+    """The entries ``items`` listed under ``keys`` in ``source``, checked; ``lines``:
+    where each key path sits in ``source``. Messages name the line, never a value."""
     out = []
     for i, item in enumerate(items):
-        where = f"{source}: keys[{i}]" if numbered else source
+        where = Place(source, lines).at("keys").item(i) if numbered else Place(source)
         if not isinstance(item, Mapping):
             raise ApiKeyError(f"{where}: expected a mapping with name, role and key or key_sha256")
-        extra = sorted(map(str, set(item) - set(FIELDS)))
-        if extra:
+        unknown = [field for field in item if field not in FIELDS]
+        if unknown:
             # A field as long as a key may be one, written where a field goes
             # (`{name: a, role: admin, nb_...}`): it is not shown.
+            extra = sorted(map(str, unknown))
             shown = [f if len(f) < MIN_KEY_LENGTH else f"<{len(f)} characters>" for f in extra]
-            raise ApiKeyError(f"{where}: unknown field(s) {shown}")
+            raise ApiKeyError(f"{where.pointing_at(unknown[0])}: unknown field(s) {shown}")
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ApiKeyError(f"{where}: 'name' is required")
+            raise ApiKeyError(f"{where.pointing_at('name')}: 'name' is required")
         role = item.get("role")
         if role not in ROLES:
-            raise ApiKeyError(f"{where} ({name}): 'role' must be one of {', '.join(ROLES)}")
+            raise ApiKeyError(
+                f"{where.pointing_at('role')} ({name}): 'role' must be one of {', '.join(ROLES)}"
+            )
         territory = item.get("territory_id")
         if role == "rep" and (not isinstance(territory, str) or not territory):
-            raise ApiKeyError(f"{where} ({name}): a rep key needs 'territory_id'")
+            raise ApiKeyError(
+                f"{where.pointing_at('territory_id')} ({name}): a rep key needs 'territory_id'"
+            )
         if role == "rep" and not REP_NAME.fullmatch(name.strip()):
             raise ApiKeyError(
-                f"{where} ({name.strip()!r}): a rep key's name is its rep_id in "
-                f"/v1/reps/{{rep_id}}/suggestions, one URL path segment: {REP_NAME_RULE}"
+                f"{where.pointing_at('name')} ({name.strip()!r}): a rep key's name is its "
+                f"rep_id in /v1/reps/{{rep_id}}/suggestions, one URL path segment: "
+                f"{REP_NAME_RULE}"
             )
         purpose = item.get("purpose")
         if purpose is not None and purpose not in PURPOSES:
             raise ApiKeyError(
-                f"{where} ({name}): 'purpose' must be one of {', '.join(PURPOSES)} "
-                "(or left out: promotional for a rep key, the request's own for others)"
+                f"{where.pointing_at('purpose')} ({name}): 'purpose' must be one of "
+                f"{', '.join(PURPOSES)} (or left out: promotional for a rep key, the "
+                "request's own for others)"
             )
         if role == "rep" and purpose is None:
             # A rep key is a field force's: commercial unless the file says it is an
@@ -225,7 +252,8 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
         if key is not None:
             if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
                 raise ApiKeyError(
-                    f"{where} ({name}): 'key' must be a string of {MIN_KEY_LENGTH}+ characters"
+                    f"{where.pointing_at('key')} ({name}): 'key' must be a string of "
+                    f"{MIN_KEY_LENGTH}+ characters"
                 )
             digest = hashlib.sha256(key.encode()).digest()
         else:
@@ -234,7 +262,10 @@ def _parse(items: list[Any], source: str, *, numbered: bool = True) -> list[_Ent
             except ValueError:
                 digest = b""
             if len(digest) != 32:
-                raise ApiKeyError(f"{where} ({name}): 'key_sha256' must be 64 hex characters")
+                raise ApiKeyError(
+                    f"{where.pointing_at('key_sha256')} ({name}): 'key_sha256' must be 64 hex "
+                    "characters"
+                )
         principal = Principal(
             name=name.strip(),
             role=str(role),
@@ -347,8 +378,8 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
     """The entries of ``path`` after checking the whole file (missing file: none)."""
     if not path.exists():
         return []
-    items = _file_items(path)
-    KeyStore.from_entries(items, source=str(path), env={})  # names the entry at fault
+    items, lines = _file_items(path)
+    KeyStore.from_entries(items, source=str(path), env={}, lines=lines)  # names the entry at fault
     return [dict(entry) for entry in items]
 
 

@@ -1,0 +1,128 @@
+"""The YAML reader every configuration file goes through: key paths and their lines."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, validation_message
+
+DOCUMENT = """\
+# a comment, then a blank line
+
+channels:
+  email:
+    max_contacts: 2
+  rep_visit:
+    max_contacts: 1
+keys:
+  - name: a
+    role: admin
+  - {name: b,
+     role: rep}
+withdrawn_actions: [A1, A2]
+base: &base {per_days: 7}
+again: *base
+"""
+
+
+def test_every_key_path_has_the_line_it_is_written_on() -> None:
+    data, lines = load_yaml_with_lines(DOCUMENT)
+    assert data["keys"][1] == {"name": "b", "role": "rep"}
+    assert lines.lines == {
+        ("channels",): 3,
+        ("channels", "email"): 4,
+        ("channels", "email", "max_contacts"): 5,
+        ("channels", "rep_visit"): 6,
+        ("channels", "rep_visit", "max_contacts"): 7,
+        ("keys",): 8,
+        ("keys", 0): 9,
+        ("keys", 0, "name"): 9,
+        ("keys", 0, "role"): 10,
+        ("keys", 1): 11,
+        ("keys", 1, "name"): 11,
+        ("keys", 1, "role"): 12,
+        ("withdrawn_actions",): 13,
+        ("withdrawn_actions", 0): 13,
+        ("withdrawn_actions", 1): 13,
+        ("base",): 14,
+        ("base", "per_days"): 14,
+        # An alias is at the line of the key holding it; what it repeats is not walked again.
+        ("again",): 15,
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        pytest.param(("channels", "rep_visit", "max_contacts"), 7, id="written"),
+        pytest.param(("channels", "rep_visit", "per_days"), 6, id="missing-key-at-its-section"),
+        pytest.param(("keys", 1, "territory_id"), 11, id="missing-field-at-its-list-item"),
+        pytest.param(("channels", "email", "[key]"), 4, id="pydantic-tag-after-the-path"),
+        pytest.param(("again", "per_days"), 15, id="inside-an-alias-at-the-alias"),
+        pytest.param(("snooze_days",), None, id="missing-at-the-top-no-line"),
+        pytest.param((), None, id="the-document-no-line"),
+    ],
+)
+def test_a_path_gets_the_line_of_its_longest_written_prefix(
+    path: tuple[object, ...], line: int | None
+) -> None:
+    _, lines = load_yaml_with_lines(DOCUMENT)
+    assert lines.line_of(path) == line
+
+
+def test_lines_within_a_section_count_from_the_file_and_the_section_is_its_own_root() -> None:
+    _, lines = load_yaml_with_lines(DOCUMENT)
+    keys = lines.within(("keys",))
+    assert keys.line_of((0, "role")) == 10
+    assert keys.line_of(("anything",)) == 8  # the section's own line
+    assert KeyLines().within(("keys",)).line_of((0,)) is None
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "5\n"])
+def test_a_document_without_entries_has_no_lines(text: str) -> None:
+    assert load_yaml_with_lines(text)[1] == KeyLines()
+
+
+def test_a_key_given_twice_is_still_refused() -> None:
+    with pytest.raises(yaml.YAMLError, match="found the key 'seed' a second time"):
+        load_yaml_with_lines("seed: 1\nseed: 2\n")
+
+
+def test_a_place_names_the_file_line_and_path() -> None:
+    _, lines = load_yaml_with_lines(DOCUMENT)
+    email = Place("rules.yaml", lines).at("channels").at("email")
+    assert str(email.at("max_contacts")) == "rules.yaml, line 5: channels.email.max_contacts"
+    assert str(email.at("per_days")) == "rules.yaml, line 4: channels.email.per_days"
+    assert str(Place("keys.yaml", lines).at("keys").item(1).pointing_at("role")) == (
+        "keys.yaml, line 12: keys[1]"
+    )
+    assert Place("rules.yaml", lines).at("channels").file == "rules.yaml, line 3"
+    assert str(Place("<mapping>").at("channels").at("email")) == "<mapping>: channels.email"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rate: float = Field(default=0.1, le=1)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first: _Section = _Section()
+    second: _Section = _Section()
+
+
+def test_a_validation_message_names_the_line_of_each_problem() -> None:
+    text = "first:\n  rate: 0.5\nsecond:\n  rate: 2\n  speed: 1\n"
+    data, lines = load_yaml_with_lines(text)
+    with pytest.raises(ValidationError) as refused:
+        _Config.model_validate(data)
+    assert validation_message("config c.yaml", refused.value, lines) == (
+        "config c.yaml, line 4: second.rate: Input should be less than or equal to 1; "
+        "line 5: second.speed: Extra inputs are not permitted"
+    )
+    assert validation_message("config c.yaml", refused.value, None) == (
+        "config c.yaml: second.rate: Input should be less than or equal to 1; "
+        "second.speed: Extra inputs are not permitted"
+    )
