@@ -360,6 +360,8 @@ def simulate(
 def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
     # What training will get is counted with the config `train` would read.
+    from nextbest.contract import consent_notes
+
     train_config = _train_config(config)
     dataset = _load(data)
     stdout.print(
@@ -375,6 +377,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
             f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
             for column, n in blanks.items()
         ),
+        *consent_notes(dataset.hcps, dataset.catalog),
         *_catalog_notes(dataset),
         *_interaction_notes(dataset.interactions, dataset.catalog),
         *_decimal_comma_notes(dataset),
@@ -654,6 +657,7 @@ def train(
     import pandas as pd
 
     from nextbest import registry
+    from nextbest.contract import consent_notes
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
@@ -687,7 +691,13 @@ def train(
             except ValueError as exc:
                 raise _fail(str(exc)) from None
         # What validate notes about the data, in the run too (notes.txt in MLflow).
-        result.notes.extend([*_personal_notes(dataset), *_catalog_notes(dataset)])
+        result.notes.extend(
+            [
+                *_personal_notes(dataset),
+                *consent_notes(dataset.hcps, dataset.catalog),
+                *_catalog_notes(dataset),
+            ]
+        )
         step("register")
         info = registry.log_training_run(result, settings, alias=alias)
         progress.update(task, completed=len(stages))
@@ -751,7 +761,7 @@ def picks(
 ) -> Path:
     """Write the best actions for every HCP in the data's hcps file, or in a send list."""
     from nextbest import registry
-    from nextbest.contract import ContractError, load_send_list, write_table
+    from nextbest.contract import ContractError, consent_notes, load_send_list, write_table
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
     from nextbest.service.picks import catalog_notes, check_picks, file_picks, logged_picks
@@ -806,7 +816,10 @@ def picks(
             "(retrain to include them)"
         )
     if given_catalog is not None:
-        for note in catalog_notes(model, version, catalog=given_catalog):
+        for note in [
+            *consent_notes(given_hcps, given_catalog),
+            *catalog_notes(model, version, catalog=given_catalog),
+        ]:
             console.print(f"[yellow]note:[/yellow] {note}")
     if log:
         _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])

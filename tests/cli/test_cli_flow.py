@@ -360,6 +360,48 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained
 
 
+def test_a_catalog_channel_without_consent_among_consented_ones_is_noted(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """hcps has consent_email only: rep_visit, a catalog channel, reaches every HCP."""
+    data = _foreign_dataset(tmp_path / "partial", with_outcome=True)
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    note = (
+        "note: hcps: no consent_rep_visit column, so every HCP counts as consenting to "
+        "rep_visit (catalog action visit-a), while the file has consent columns for email: "
+        "add consent_rep_visit if rep_visit needs consent"
+    )
+    assert note in said, said
+    # Training says so too, and the run's notes keep it.
+    trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
+    assert note in trained, trained
+    # No consent column at all: the default (everyone consents) is relied on, unnoted.
+    hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
+    hcps.drop(columns=["consent_email"]).to_csv(data / "hcps.csv", index=False)
+    assert "consent" not in _run("validate", "--data", str(data))
+
+
+def test_deleting_a_catalog_row_the_history_names_says_once_what_to_do(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    data = _foreign_dataset(tmp_path / "deleted", with_outcome=True)
+    catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
+    catalog[catalog["action_id"] != "mail-a"].to_csv(data / "catalog.csv", index=False)
+    interactions = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    n = int((interactions["action_id"] == "mail-a").sum())
+    assert n > 20  # more rows than are listed
+    result = runner.invoke(app, ["validate", "--data", str(data)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert "unknown action_id 'mail-a' (not in catalog)" in said
+    assert said.count("hint:") == 1
+    assert (
+        f"hint: interactions.csv, column 'action_id': {n:,} rows name an action_id not in the "
+        "catalog (mail-a): keep the catalog row" in said
+    ), said
+    assert "approved_until in the past" in said and "withdrawn_actions" in said
+
+
 def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: Path) -> None:
     data = _foreign_dataset(tmp_path / "bad", with_outcome=True)
     frame = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)

@@ -335,6 +335,40 @@ def test_problems_are_collected_and_capped(
     assert f"and {rows - MAX_PROBLEMS_PER_FILE:,} more" in str(err)
 
 
+def test_actions_missing_from_the_catalog_say_once_what_to_do(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    # Content taken out of use by deleting its catalog row: every row naming it is a
+    # problem, and the way out (keep the row, withdraw it otherwise) is said once.
+    rows = 30
+    tables["interactions"] = pd.concat([tables["interactions"].iloc[[0]]] * rows, ignore_index=True)
+    tables["interactions"]["action_id"] = ["A9"] * 25 + ["A8"] * 5
+    tables["interactions"]["channel"] = ""
+    tables["interactions"]["content_id"] = ""
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    err = caught.value
+    assert err.total == rows and len(err.problems) == MAX_PROBLEMS_PER_FILE
+    assert [str(hint) for hint in err.hints] == [
+        "interactions.csv, column 'action_id': 30 rows name 2 action_ids not in the catalog "
+        "(A9, A8): keep the catalog row of every action the interactions name, so its history "
+        "stays readable; for content taken out of use, put its row back and withdraw it by "
+        "setting its approved_until in the past, or by listing it under withdrawn_actions in "
+        "the serving rules (training/rules.yaml)"
+    ]
+    said = str(err)
+    assert said.count("withdrawn_actions") == 1
+    assert said.splitlines()[-1].startswith("  hint: interactions.csv, column 'action_id'")
+    assert pickle.loads(pickle.dumps(err)).hints == err.hints
+
+
+def test_other_problems_get_no_hint(tables: Tables, write_tables: Callable[..., Path]) -> None:
+    tables["interactions"].loc[0, "hcp_id"] = "H9"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert caught.value.hints == [] and "hint" not in str(caught.value)
+
+
 def test_hcps_and_catalog_problems_are_reported_together(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

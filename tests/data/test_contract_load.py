@@ -17,6 +17,7 @@ from nextbest.contract import (
     Dataset,
     allowed_specialties,
     consent_column,
+    consent_notes,
     is_rep_channel,
     load_catalog,
     load_dataset,
@@ -459,6 +460,28 @@ def test_a_send_lists_consent_written_otherwise_is_refused_not_left_out(
     )
     send.write_text("hcp_id,consent_email,segment\nH1,false,a\n")
     assert load_send_list(send, catalog=catalog)["consent_email"].tolist() == [False]
+
+
+def test_a_channel_without_a_consent_column_among_others_is_noted(tables, write_tables) -> None:
+    # SMS added to the catalog after the consent columns were set up: everyone counts
+    # as consenting to it, which the contract allows but the user should hear.
+    sms = tables["catalog"].iloc[[0, 0]].assign(action_id=["A4", "A5"], channel=["SMS", "sms"])
+    tables["catalog"] = pd.concat([tables["catalog"], sms], ignore_index=True)
+    dataset = load_dataset(write_tables(tables))
+    assert consent_notes(dataset.hcps, dataset.catalog) == [
+        "hcps: no consent_sms column, so every HCP counts as consenting to sms (catalog "
+        "actions A4, A5), while the file has consent columns for email, rep_visit: add "
+        "consent_sms if sms needs consent"
+    ]
+    # Without any consent column the default is relied on plainly: nothing to say.
+    unconsented = dataset.hcps.drop(columns=["consent_email", "consent_rep_visit"])
+    assert consent_notes(unconsented, dataset.catalog) == []
+    # One consent column is enough for the others to be noted.
+    said = consent_notes(dataset.hcps.drop(columns=["consent_email"]), dataset.catalog)
+    assert [note.split(",")[0] for note in said] == [
+        "hcps: no consent_email column",
+        "hcps: no consent_sms column",
+    ]
 
 
 def test_two_consent_columns_for_one_channel_are_refused(tables, write_tables) -> None:

@@ -6,6 +6,7 @@ Load a directory with :func:`load_dataset`; every rule violation is reported as 
 
 from nextbest.contract.dataset import (
     Dataset,
+    consent_notes,
     load_catalog,
     load_dataset,
     load_hcps,
@@ -42,6 +43,7 @@ __all__ = [
     "Problem",
     "allowed_specialties",
     "consent_column",
+    "consent_notes",
     "is_rep_channel",
     "load_catalog",
     "load_dataset",

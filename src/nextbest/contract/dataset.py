@@ -204,6 +204,34 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
         raise ContractError(problems)
 
 
+def consent_notes(hcps: pd.DataFrame, catalog: pd.DataFrame) -> list[str]:
+    """One note per catalog channel the hcps file has no ``consent_<channel>`` column
+    for while it has one for another channel: every HCP then counts as consenting to
+    it (the contract's default), which for a channel added to the catalog after the
+    consent columns were set up (SMS) means contacting everyone. Nothing when the
+    file has no consent column at all: the default is then plainly relied on."""
+    given = sorted(
+        str(column)[len(CONSENT_PREFIX) :]
+        for column in hcps.columns
+        if str(column).startswith(CONSENT_PREFIX)
+    )
+    if not given:
+        return []
+    notes = []
+    for channel, actions in catalog.groupby("channel", sort=True)["action_id"]:
+        if channel in given:
+            continue
+        ids = [str(action) for action in actions]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5:,} more" if len(ids) > 5 else "")
+        column = consent_column(str(channel))
+        notes.append(
+            f"hcps: no {column} column, so every HCP counts as consenting to {channel} "
+            f"(catalog action{'s' if len(ids) > 1 else ''} {shown}), while the file has "
+            f"consent columns for {', '.join(given)}: add {column} if {channel} needs consent"
+        )
+    return notes
+
+
 # Words of a header about an HCP's consent to a channel: given ("consent", "opt in")
 # or withdrawn ("opt out", "unsubscribed", "do not ..."). A header with a word of
 # time, provenance or measure ("email_consent_date", "email_unsubscribe_rate") is

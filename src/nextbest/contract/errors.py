@@ -46,12 +46,21 @@ class ContractError(ValueError):
 
     ``problems`` lists what was found, at most ``MAX_PROBLEMS_PER_FILE`` per file;
     ``total`` counts every problem found, including those not listed. Each
-    problem's ``row`` is the 1-based data row (header not counted).
+    problem's ``row`` is the 1-based data row (header not counted). ``hints`` say
+    once, after the problems, what to do about a kind of problem that may fill
+    many rows (they are not counted in ``total``).
     """
 
-    def __init__(self, problems: Sequence[Problem], *, total: int | None = None) -> None:
+    def __init__(
+        self,
+        problems: Sequence[Problem],
+        *,
+        total: int | None = None,
+        hints: Sequence[Problem] = (),
+    ) -> None:
         self.problems: list[Problem] = list(problems)
         self.total: int = max(total or 0, len(self.problems))
+        self.hints: list[Problem] = list(hints)
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -63,30 +72,36 @@ class ContractError(ValueError):
             lines.append(
                 f"  ... and {hidden:,} more (the first {MAX_PROBLEMS_PER_FILE} per file are shown)"
             )
+        lines += [f"  hint: {hint}" for hint in self.hints]
         return "\n".join(lines)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The default reduce would call __init__ with the rendered message only.
-        return (_rebuild_contract_error, (self.problems, self.total))
+        return (_rebuild_contract_error, (self.problems, self.total, self.hints))
 
     @classmethod
     def combine(cls, errors: Sequence[ContractError]) -> ContractError:
         """One error listing the problems of several (e.g. one per file)."""
         problems = [problem for error in errors for problem in error.problems]
-        return cls(problems, total=sum(error.total for error in errors))
+        hints = [hint for error in errors for hint in error.hints]
+        return cls(problems, total=sum(error.total for error in errors), hints=hints)
 
 
-def _rebuild_contract_error(problems: list[Problem], total: int) -> ContractError:
-    return ContractError(problems, total=total)
+def _rebuild_contract_error(
+    problems: list[Problem], total: int, hints: list[Problem] | None = None
+) -> ContractError:
+    return ContractError(problems, total=total, hints=hints or ())
 
 
 class ProblemLog:
-    """Collects the problems of one file, keeping the first ``limit`` of them."""
+    """Collects the problems of one file, keeping the first ``limit`` of them, and
+    the hints that say once what to do about a kind of them."""
 
     def __init__(self, file: str, *, limit: int = MAX_PROBLEMS_PER_FILE) -> None:
         self.file = file
         self.limit = limit
         self.problems: list[Problem] = []
+        self.hints: list[Problem] = []
         self.total = 0
 
     def add(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
@@ -114,7 +129,14 @@ class ProblemLog:
                 Problem(self.file, int(position) + 1, column, describe(int(position)))
             )
 
+    def hint(self, message: str, *, column: str | None = None) -> None:
+        """Say what to do about problems recorded (or to be recorded) in ``column``:
+        shown once after them, however many rows they fill, and not counted."""
+        said = Problem(self.file, None, column, message)
+        if said not in self.hints:
+            self.hints.append(said)
+
     def raise_if_any(self) -> None:
-        """Raise a :class:`ContractError` if anything was recorded."""
+        """Raise a :class:`ContractError` if any problem was recorded."""
         if self.total:
-            raise ContractError(self.problems, total=self.total)
+            raise ContractError(self.problems, total=self.total, hints=self.hints)

@@ -277,13 +277,16 @@ def validate_interactions(
     no_touch = action.empty
     action_position = action.broadcast(pd.Index(catalog["action_id"]).get_indexer(action.uniques))
     known = action_position >= 0
+    unknown_action = ~no_touch & ~known
     log.add_rows(
-        ~no_touch & ~known,
+        unknown_action,
         "action_id",
         lambda i: _unknown(
             "action_id", action.uniques[action.codes[i]], pd.Index(catalog["action_id"]), "catalog"
         ),
     )
+    if unknown_action.any():
+        log.hint(_unknown_actions_hint(action, unknown_action), column="action_id")
     action_ids = action.uniques.copy()
     action_ids[action_ids == ""] = None
     filled: dict[str, npt.NDArray[np.object_]] = {}
@@ -524,6 +527,24 @@ def _unknown(column: str, value: str, known: pd.Index, table: str) -> str:
             "normalise both to NFC"
         )
     return said
+
+
+def _unknown_actions_hint(action: Codes, unknown: Mask) -> str:
+    """What to do about interactions naming actions the catalog lacks, said once: most
+    often content taken out of use whose catalog row was deleted."""
+    counts = np.bincount(action.codes[unknown], minlength=len(action.uniques))
+    named = np.flatnonzero(counts)
+    ids = [str(action.uniques[code]) for code in named[np.argsort(-counts[named], kind="stable")]]
+    listed = ", ".join(ids[:5]) + (f" and {len(ids) - 5:,} more" if len(ids) > 5 else "")
+    rows = int(counts.sum())
+    return (
+        f"{rows:,} row{'s' if rows != 1 else ''} name "
+        f"{'an action_id' if len(ids) == 1 else f'{len(ids):,} action_ids'} not in the "
+        f"catalog ({listed}): keep the catalog row of every action the interactions name, so its "
+        "history stays readable; for content taken out of use, put its row back and "
+        "withdraw it by setting its approved_until in the past, or by listing it under "
+        "withdrawn_actions in the serving rules (training/rules.yaml)"
+    )
 
 
 def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: bool) -> pd.Series:
