@@ -815,12 +815,14 @@ def picks(
             f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks "
             "(retrain to include them)"
         )
+    noted = model.evidence.notes(model.catalog)
     if given_catalog is not None:
-        for note in [
+        noted += [
             *consent_notes(given_hcps, given_catalog),
             *catalog_notes(model, version, catalog=given_catalog),
-        ]:
-            console.print(f"[yellow]note:[/yellow] {note}")
+        ]
+    for note in noted:
+        console.print(f"[yellow]note:[/yellow] {note}")
     if log:
         _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])
     with (

@@ -418,6 +418,13 @@ def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | No
     )
 
 
+# Added to the lead of an action no fitted touch was of (ActionEvidence.new): its
+# estimate comes from what the model learned of its channel and topic.
+NEW_CONTENT = (
+    "new content not yet in the training data: estimated from its channel, topic and this HCP"
+)
+
+
 def explain(
     model: ScoringModel,
     X: np.ndarray,
@@ -433,9 +440,10 @@ def explain(
     the uplift model's gains and leaves in them are reused, not predicted again).
     ``lapses`` (n,): what each item's snapshot misses at the decision (default: the
     decision is at the cut-off).
-    One contributions call covers all items. Returns ``n`` lists of at least one sentence each: the
-    expected value first, then at most one sentence per fact, each from a feature
-    that pushed the item's score up and phrased as support for it.
+    One contributions call covers all items. Returns ``n`` lists of at least one
+    sentence each: the expected value first (saying so of new content), then at
+    most one sentence per fact, each from a feature that pushed the item's
+    score up and phrased as support for it.
     """
     if len(action_rows) == 0:
         return []
@@ -469,6 +477,8 @@ def explain(
             lead = f"expected {uplift[i]:+.2f} outcome versus no contact, for a cost of {cost:.2f}"
             if levers:
                 lead += f" ({levers.removeprefix(', ')})"
+        if model.evidence.new[a]:
+            lead += f", {NEW_CONTENT}"
         # The lead is the fallback: every item has at least this one reason.
         reasons = [lead]
         stated: set[str] = set()

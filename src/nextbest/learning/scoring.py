@@ -30,6 +30,12 @@ ARTIFACT_FORMAT = 1
 # candidates even on a model of thousands of trees, not a batch's.
 PATH_CELLS = 2_000_000
 
+# A channel or topic with fewer fitted touches than this has no estimate of its own:
+# LightGBM puts a category with fewer rows than its ``min_data_per_group`` (default
+# 100) in with others when it splits, so the action's scores would be borrowed from
+# other channels or topics. Such actions are not scored (see ActionEvidence).
+MIN_TOUCHES_TO_SCORE = 100
+
 UPLIFT_MODEL = "uplift_model"
 PREFERENCE_X_VALUE = "preference_x_value"
 
@@ -55,6 +61,77 @@ class Scores:
         )
 
 
+@dataclass(frozen=True)
+class ActionEvidence:
+    """What the fitted history says about each catalog action, shape ``(n_actions,)``.
+
+    ``unscored``: the action's channel or topic had fewer than
+    :data:`MIN_TOUCHES_TO_SCORE` fitted touches, so the model has no estimate for it
+    (a new channel, a new topic) and it is never served; ``why`` says so per action
+    ('' for the others). ``new``: scored, but no touch of the action itself was
+    fitted (new content on a known channel and topic): its estimate comes from its
+    channel, topic and the HCP, and its reasons say so.
+    """
+
+    unscored: np.ndarray
+    why: tuple[str, ...]
+    new: np.ndarray
+    # The channels and topics too thin to score, as notes name them: "channel sms (0)".
+    thin: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, catalog: pd.DataFrame, touches: np.ndarray | None) -> ActionEvidence:
+        """From each action's count of fitted touches (None: a model trained before
+        the counts were kept, whose actions are all taken as measured)."""
+        n = len(catalog)
+        if touches is None:
+            return cls(np.zeros(n, dtype=bool), ("",) * n, np.zeros(n, dtype=bool))
+        counts = np.asarray(touches, dtype=np.int64)
+        why = [""] * n
+        thin = []
+        for column in ("channel", "topic"):
+            names = catalog[column].astype(str).tolist()
+            per_name: dict[str, int] = {}
+            for name, count in zip(names, counts.tolist(), strict=True):
+                per_name[name] = per_name.get(name, 0) + count
+            few = {name: total for name, total in per_name.items() if total < MIN_TOUCHES_TO_SCORE}
+            thin += [f"{column} {name} ({total:,})" for name, total in sorted(few.items())]
+            for j, name in enumerate(names):
+                if name in few and not why[j]:
+                    why[j] = (
+                        f"not scored: the model was fitted on {few[name]:,} touch(es) on its "
+                        f"{column} {name} (needs {MIN_TOUCHES_TO_SCORE}), too few to estimate its "
+                        "effect; retrain once the interactions hold more (a pilot campaign's sends)"
+                    )
+        unscored = np.array([bool(w) for w in why], dtype=bool)
+        return cls(unscored, tuple(why), ~unscored & (counts == 0), tuple(thin))
+
+    def notes(self, catalog: pd.DataFrame) -> list[str]:
+        """For people: the actions never served for want of evidence, and the new ones."""
+        notes = []
+        ids = catalog["action_id"].astype(str).to_numpy()
+        if self.unscored.any():
+            notes.append(
+                f"{int(self.unscored.sum()):,} action(s) are not scored, so never served: "
+                f"fewer than {MIN_TOUCHES_TO_SCORE} fitted touches, too few to estimate an "
+                f"effect, on {listed(list(self.thin))}: {listed(sorted(ids[self.unscored]))}; "
+                "add a pilot campaign's sends to the interactions, then retrain"
+            )
+        if self.new.any():
+            notes.append(
+                f"{int(self.new.sum()):,} action(s) have no fitted touch of their own (new "
+                "content): they are scored from their channel, topic and the HCP, and their "
+                f"reasons say so: {listed(sorted(ids[self.new]))}"
+            )
+        return notes
+
+
+def listed(names: list[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``names``, then how many more: ``A1, A2 and 3 more``."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 @dataclass
 class ScoringModel:
     """A trained model plus the snapshot it scores against."""
@@ -71,6 +148,8 @@ class ScoringModel:
     as_of: pd.Timestamp
     metadata: dict[str, Any] = field(default_factory=dict)
     levers: Levers = field(default_factory=Levers)
+    # Fitted touches per catalog action (see ActionEvidence); None in older artifacts.
+    action_touches: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.hcp_index = pd.Index(self.hcps["hcp_id"])
@@ -98,6 +177,7 @@ class ScoringModel:
         # Cost and offset are per action only, so they fold into one term.
         self.lever_charge = self.action_cost * cost_weight - offset
         self.lever_text = self.levers.per_action_text(self.catalog)
+        self.evidence = ActionEvidence.of(self.catalog, self.action_touches)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -112,6 +192,7 @@ class ScoringModel:
             "lever_weight",
             "lever_charge",
             "lever_text",
+            "evidence",
             "action_channel_name",
             "action_topic_name",
             "channel_by_action",
@@ -124,6 +205,7 @@ class ScoringModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("levers", Levers())  # artifacts from before levers existed
+        state.setdefault("action_touches", None)  # and from before touches were counted
         self.__dict__.update(state)
         self.__post_init__()
 

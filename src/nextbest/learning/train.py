@@ -20,7 +20,12 @@ from nextbest.learning.boosting import on_cluster
 from nextbest.learning.config import TrainConfig
 from nextbest.learning.distributed import PartitionedHistory, worker_count
 from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
-from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
+from nextbest.learning.scoring import (
+    PREFERENCE_X_VALUE,
+    UPLIFT_MODEL,
+    ActionEvidence,
+    ScoringModel,
+)
 from nextbest.learning.uplift import EngagementStratifiedUplift
 
 if TYPE_CHECKING:
@@ -369,6 +374,11 @@ def _train(
             + ", ".join(unvalued)
         )
 
+    action_touches = np.bincount(
+        fit_rows.action_rows[fit_rows.treated], minlength=len(catalog)
+    ).astype(np.int64)
+    notes.extend(ActionEvidence.of(catalog, action_touches).notes(catalog))
+
     step("snapshot")
     hcp_history = snapshot()
     model = ScoringModel(
@@ -392,6 +402,7 @@ def _train(
             ),
         },
         levers=config.levers,
+        action_touches=action_touches,
     )
 
     step("evaluation")

@@ -43,6 +43,9 @@ class EligibilityIndex:
     approved_until: np.ndarray  # (n_actions,) datetime64[ns], NaT = open-ended
     content_type: np.ndarray  # (n_actions,) str
     channel: np.ndarray  # (n_actions,) str
+    # Actions the model has no estimate for (ActionEvidence), never served, and why.
+    unscored: np.ndarray | None = None  # (n_actions,) bool; None: every action scored
+    unscored_why: tuple[str, ...] = ()
     # Request-level masks by (approval windows open, closed, purpose, channel):
     _masks: dict[tuple[int, int, str, str | None], np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -74,6 +77,8 @@ class EligibilityIndex:
         the model does not know are ignored (they cannot be scored).
         """
         snapshot = cls._from_frames(model.hcps, model.catalog)
+        evidence = model.evidence
+        snapshot.unscored, snapshot.unscored_why = evidence.unscored, evidence.why
         if hcps is None and catalog is None:
             return snapshot
         now = cls._from_frames(
@@ -98,6 +103,8 @@ class EligibilityIndex:
             approved_until=closes,
             content_type=snapshot.content_type,
             channel=snapshot.channel,
+            unscored=evidence.unscored,
+            unscored_why=evidence.why,
         )
 
     @classmethod
@@ -153,6 +160,8 @@ class EligibilityIndex:
         mask = self._masks.get(key)
         if mask is None:
             mask = self.approved(on) & (self.content_type == purpose)
+            if self.unscored is not None:
+                mask &= ~self.unscored
             if channel is not None:
                 mask &= self.channel == channel
             mask.flags.writeable = False
@@ -184,6 +193,8 @@ class EligibilityIndex:
                 why.append(f"no consent for {self.channel[j]}")
             if not self.specialty_ok[hcp_row, j]:
                 why.append("not approved for this HCP's specialty")
+            if self.unscored is not None and self.unscored[j]:
+                why.append(self.unscored_why[j])
             out.append(why)
         return out
 

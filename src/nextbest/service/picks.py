@@ -16,7 +16,7 @@ import pandas as pd
 from nextbest.contract.schema import REP_CHANNELS_FILTER, is_rep_channel
 from nextbest.errors import NotFoundError
 from nextbest.learning.reasons import Lapse, explain
-from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.scoring import ScoringModel, listed
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.ranking import top_k
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
@@ -242,15 +242,10 @@ def catalog_notes(model: ScoringModel, version: str, *, catalog: pd.DataFrame) -
         ),
     )
     return [
-        f"{len(ids):,} action(s) get no picks, {why}: {_listed(sorted(ids))}"
+        f"{len(ids):,} action(s) get no picks, {why}: {listed(sorted(ids))}"
         for ids, why in differences
         if ids
     ]
-
-
-def _listed(ids: list[str], shown: int = 5) -> str:
-    more = f" and {len(ids) - shown:,} more" if len(ids) > shown else ""
-    return ", ".join(ids[:shown]) + more
 
 
 def file_picks(
