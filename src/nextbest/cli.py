@@ -379,6 +379,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         ),
         *consent_notes(dataset.hcps, dataset.catalog),
         *_catalog_notes(dataset),
+        *_evidence_notes(dataset, train_config.eval_fraction),
         *_interaction_notes(dataset.interactions, dataset.catalog),
         *_decimal_comma_notes(dataset),
         *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
@@ -535,12 +536,41 @@ def _catalog_notes(dataset: Any) -> list[str]:
     return notes
 
 
-def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[str]:
-    """What the interactions give the learners: time span, touches, outcomes, propensities."""
+def _before_evaluation_slice(interactions: Any, eval_fraction: float) -> Any:
+    """Which interactions training fits: those before the evaluation slice, decided as
+    training decides it (whole seconds; by position when time cannot tell)."""
     import numpy as np
     import pandas as pd
 
-    from nextbest.learning.train import MIN_ROWS_PER_ARM, before_evaluation_slice
+    from nextbest.learning.train import before_evaluation_slice
+
+    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    order = np.argsort(seconds, kind="stable")
+    in_fit, _, _ = before_evaluation_slice(seconds[order], eval_fraction)
+    before = np.empty(len(interactions), dtype=bool)
+    before[order] = in_fit
+    return pd.Series(before, index=interactions.index)
+
+
+def _evidence_notes(dataset: Any, eval_fraction: float) -> list[str]:
+    """The catalog's actions training will not score, and its new content (the notes
+    ``train`` prints), from the touches before the evaluation slice."""
+    import numpy as np
+    import pandas as pd
+
+    from nextbest.learning.scoring import ActionEvidence
+
+    interactions, catalog = dataset.interactions, dataset.catalog
+    before = _before_evaluation_slice(interactions, eval_fraction)
+    rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"][before])
+    touches = np.bincount(rows[rows >= 0], minlength=len(catalog))
+    return ActionEvidence.of(catalog, touches).notes(catalog)
+
+
+def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[str]:
+    """What the interactions give the learners: time span, touches, outcomes, propensities."""
+
+    from nextbest.learning.train import MIN_ROWS_PER_ARM
 
     n = len(interactions)
     if n == 0:
@@ -559,15 +589,8 @@ def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[s
     ]
     known = interactions["outcome"].notna()
     untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
-    # What the uplift model gets is what precedes the evaluation slice, decided as
-    # training decides it (whole seconds; by position when time cannot tell).
     fraction = eval_fraction
-    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
-    order = np.argsort(seconds, kind="stable")
-    in_fit, _, _ = before_evaluation_slice(seconds[order], fraction)
-    before_np = np.empty(n, dtype=bool)
-    before_np[order] = in_fit
-    before = pd.Series(before_np, index=interactions.index)
+    before = _before_evaluation_slice(interactions, fraction)
     fit_seen = interactions.loc[touched & before, "engaged"].unique().tolist()
     if len(fit_seen) == 1:
         lines.append(

@@ -1208,3 +1208,26 @@ def test_version_names_the_release_and_its_schema_revision() -> None:
     assert result.exit_code == 0, result.output
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert result.stdout.strip() == f"nextbest {__version__} (database schema revision {head})"
+
+
+def test_validate_and_train_name_the_actions_the_model_cannot_score_and_the_new(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """A channel no decision touched, and new content on a known channel and topic,
+    are named before training as training names them."""
+    world = tmp_path / "launch"
+    _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
+    catalog = pd.read_csv(world / "catalog.csv", dtype=str, keep_default_na=False)
+    email = catalog[catalog["channel"] == "email"].iloc[0]
+    new = [email.copy(), email.copy()]
+    new[0]["action_id"], new[0]["content_id"] = "N-MAIL", "C-N-MAIL"
+    new[1]["action_id"], new[1]["content_id"], new[1]["channel"] = "N-SMS", "C-N-SMS", "sms"
+    pd.concat([catalog, pd.DataFrame(new)]).to_csv(world / "catalog.csv", index=False)
+    for command in ("validate", "train"):
+        said = " ".join(_run(command, "--data", str(world), "--config", str(FAST)).split())
+        assert (
+            "note: 1 action(s) are not scored, so never served: fewer than 100 fitted "
+            "touches, too few to estimate an effect, on channel sms (0): N-SMS" in said
+        ), said
+        new_content = said.split("have no fitted touch of their own (new content)")[1]
+        assert "N-MAIL" in new_content.split("note:")[0] and said.count("N-MAIL") == 1
