@@ -154,6 +154,44 @@ def test_a_worker_started_while_the_database_is_down_serves_once_it_returns(
 
 
 @pytest.mark.postgres
+def test_after_a_long_outage_ready_means_serving_again_within_seconds(own_registry, keys) -> None:
+    """The history pool does not back off for half a minute after a long outage:
+    once the database is back the worker serves within seconds, and a ready
+    ``/readyz`` means a recommendation is answered, not a 503."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(server_url) as url:
+        proxy, through = TcpProxy.to_database(url, port=free_port())
+        proxy.start()
+        settings = own_registry.model_copy(update={"database_url": through})
+        runtime = ServingRuntime.start(settings)
+        try:
+            hcp = str(runtime.recommender.hcp_ids[0])
+            with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+                assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+                proxy.stop()
+                # 16 s of requests failing: psycopg_pool's own retries would by now
+                # wait 16 s before the next (after 1, 2, 4 and 8 s).
+                outage_ends = time.monotonic() + 16
+                while time.monotonic() < outage_ends:
+                    refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
+                    assert refused.status_code == 503, refused.text
+                    assert client.get("/readyz").status_code == 503
+                    time.sleep(0.5)
+                proxy.start()
+                back = time.monotonic()
+                while (ready := client.get("/readyz")).status_code != 200:
+                    assert time.monotonic() - back < 8, ready.text
+                    time.sleep(0.1)
+                answer = client.post("/v1/recommendations", json={"hcp_id": hcp})
+                assert answer.status_code == 200, answer.text
+        finally:
+            runtime.close()
+            proxy.stop()
+
+
+@pytest.mark.postgres
 def test_answers_whose_log_write_fails_are_kept_and_requests_get_503_until_it_is_back(
     own_registry, keys, tmp_path: Path
 ) -> None:

@@ -44,6 +44,14 @@ READER_MAX_OVERFLOW = 6
 # and how long once the pool has failed to connect since its last good connection.
 ASYNC_READER_TIMEOUT_S = 2.0
 ASYNC_READER_UNREACHABLE_WAIT_S = 0.1
+# How long the asyncio pool keeps retrying one lost connection before it gives up
+# on it. psycopg_pool retries after 1, 2, 4, 8 ... seconds with no cap, so after a
+# 45-second outage its next try could come half a minute after the database was
+# back, every request meanwhile a 503. Given up after this long, the connection is
+# replaced by the next request that finds the pool empty, which tries at once.
+ASYNC_READER_RECONNECT_S = 2.0
+# How long a readiness probe waits for a connection of the asyncio pool.
+ASYNC_READER_PROBE_S = 1.0
 # How long a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless
 # the URL sets its own: without one, a database host that drops packets holds
 # `nextbest serve`'s start-up (and each reconnect) for the system's TCP timeout,
@@ -220,9 +228,27 @@ def make_async_reader(engine: Engine) -> AsyncConnectionPool | None:
         max_size=READER_POOL_SIZE + READER_MAX_OVERFLOW,
         kwargs={"autocommit": True},
         timeout=ASYNC_READER_TIMEOUT_S,
+        reconnect_timeout=ASYNC_READER_RECONNECT_S,
         name="nextbest-history",
         open=False,
     )
+
+
+async def ping_async(pool: AsyncConnectionPool) -> bool:
+    """True if a connection of ``pool`` answers ``SELECT 1`` within
+    ``ASYNC_READER_PROBE_S``; False on any error (never raises).
+
+    The pool first drops the idle connections the server closed (a restart closes
+    them all) and starts replacing them, so that the probe tries a live one; and an
+    empty pool is asked for a connection, so the probe starts its reconnection.
+    """
+    try:
+        await pool.check()
+        async with pool.connection(timeout=ASYNC_READER_PROBE_S) as connection:
+            await connection.execute("SELECT 1")
+    except Exception:
+        return False
+    return True
 
 
 def with_reconnect(engine: Engine, read: Callable[[Connection], T]) -> T:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from nextbest.api.deps import RuntimeDep
 from nextbest.api.observability import metrics_payload
 from nextbest.api.schemas import HealthPublic
-from nextbest.storage.db import ping
+from nextbest.service.runtime import ServingRuntime
+from nextbest.storage.db import ping, ping_async
 
 router = APIRouter(tags=["operations"])
 
@@ -34,7 +36,7 @@ async def healthz(runtime: RuntimeDep) -> HealthPublic:
     response_model=HealthPublic,
     response_model_exclude_none=True,
 )
-def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthPublic:
+async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthPublic:
     """Ready to serve: a model is loaded and the database answers (503 otherwise).
 
     An API key file made invalid by an edit does not make the worker unready (it
@@ -54,12 +56,14 @@ def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthP
         problems.append("API key file invalid")
     if runtime.model_version is None:
         problems.append("no model loaded")
-    if not ping(runtime.engine):
+    problems.extend(await run_in_threadpool(_database_problems, runtime))
+    # The single-recommendation route reads history through its own asyncio pool
+    # (PostgreSQL): ready only once that pool has a live connection too.
+    pool = runtime.async_reader
+    if not problems and pool is not None and not await ping_async(pool):
         problems.append("database unreachable")
-    elif runtime.migration_pending and not runtime.retry_migration():
-        # Back, but not yet migrated by this worker (it started during an outage):
-        # done here rather than at the watcher's next retry, up to 10 s later.
-        problems.append("database not migrated")
+    if runtime.reclog.failing:  # answers are refused until their log is written
+        problems.append("recommendation log store failing")
     if problems:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return HealthPublic(
@@ -78,6 +82,17 @@ def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthP
         keys_error=keys_error,
         warming=runtime.warming or None,
     )
+
+
+def _database_problems(runtime: ServingRuntime) -> list[str]:
+    """What keeps the database from serving this worker (blocking: a thread's work)."""
+    if not ping(runtime.engine):
+        return ["database unreachable"]
+    if runtime.migration_pending and not runtime.retry_migration():
+        # Back, but not yet migrated by this worker (it started during an outage):
+        # done here rather than at the watcher's next retry, up to 10 s later.
+        return ["database not migrated"]
+    return []
 
 
 @router.get("/metrics", include_in_schema=False)
