@@ -1062,13 +1062,41 @@ def serve(
     ] = "info",
 ) -> None:
     """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines."""
-    import os
-    import shutil
-    import tempfile
-
     # Served processes freeze their long-lived heap after loading a model
     # (Settings.gc_freeze): full garbage collections no longer stall requests.
     os.environ.setdefault("NEXTBEST_GC_FREEZE", "true")
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise _fail(f"--log-level: '{log_level}' is not one of debug, info, warning, error")
+    with _json_logs(level):
+        _serve(host=host, port=port, workers=workers, log_level=log_level)
+
+
+@contextlib.contextmanager
+def _json_logs(level: str) -> Iterator[None]:
+    """What ``serve`` logs before its workers start (a migration, a rules note) as the
+    JSON lines the workers write, not console notes: a log shipper reads one format.
+    Errors that stop it at once stay plain text. The console notes come back after."""
+    from nextbest.api.observability import JsonFormatter, ServeLogFilter
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(ServeLogFilter())
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = [handler]
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+
+
+def _serve(*, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
+    import shutil
+    import tempfile
+
     get_settings.cache_clear()
     settings = _settings()
     _check_serving_files(settings)
@@ -1193,7 +1221,9 @@ def _migrate_before_serving(settings: Settings) -> None:
             f"{describe_database_error(exc)}"
         ) from None
     if before != after:  # said once, here: the workers find nothing left to do
-        console.print(f"database schema migrated from revision {before or '(none)'} to {after}")
+        logging.getLogger("nextbest.serve").info(
+            "database schema migrated from revision %s to %s", before or "(none)", after
+        )
 
 
 GATE_CONFIG = "training/gate.yaml"

@@ -75,6 +75,11 @@ def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:
                 b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
             )
             assert raw.recv(4096).startswith(b"HTTP/1.1 401 ")
+    # Everything serve wrote, its own start-up (the migration of the new database)
+    # included, is JSON lines: what a log shipper reads.
+    logged = [json.loads(line) for line in (models / "server.log").read_text().splitlines()]
+    migrated = [e for e in logged if e["message"].startswith("database schema migrated")]
+    assert len(migrated) == 1 and migrated[0]["logger"] == "nextbest.serve", logged[:5]
 
 
 @pytest.mark.slow
