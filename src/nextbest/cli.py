@@ -554,16 +554,20 @@ def _before_evaluation_slice(interactions: Any, eval_fraction: float) -> Any:
 
 def _evidence_notes(dataset: Any, eval_fraction: float) -> list[str]:
     """The catalog's actions training will not score, and its new content (the notes
-    ``train`` prints), from the touches before the evaluation slice."""
+    ``train`` prints), from the decisions training will fit."""
     import numpy as np
     import pandas as pd
 
     from nextbest.learning.scoring import ActionEvidence
+    from nextbest.learning.train import fitted_decisions
 
     interactions, catalog = dataset.interactions, dataset.catalog
-    before = _before_evaluation_slice(interactions, eval_fraction)
-    rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"][before])
-    touches = np.bincount(rows[rows >= 0], minlength=len(catalog))
+    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    order = np.argsort(seconds, kind="stable")
+    action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])[order]
+    in_fit, _, _ = fitted_decisions(seconds[order], action_rows, catalog, eval_fraction)
+    fitted = action_rows[in_fit]
+    touches = np.bincount(fitted[fitted >= 0], minlength=len(catalog))
     return ActionEvidence.of(catalog, touches).notes(catalog)
 
 

@@ -23,6 +23,8 @@ from nextbest.features.history import EventLog, HistoryFeaturizer, event_log
 # Columns that identify rather than describe, or that decide eligibility only.
 _NOT_FEATURES = {"hcp_id", "territory_id"}
 _ACTION_FEATURES = ("action", "channel", "topic", "medical", "cost", "restricted")
+# The column of the action's own identity in FeatureSpace.action_block.
+ACTION_ID_COLUMN = _ACTION_FEATURES.index("action")
 _CROSS = (
     ("channel", "touches"),
     ("channel", "eng_rate"),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nextbest.features.space import FeatureSpace
+from nextbest.features.space import ACTION_ID_COLUMN, FeatureSpace
 from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
 from nextbest.learning.uplift import EngagementStratifiedUplift, Paths
@@ -78,6 +78,12 @@ class ActionEvidence:
     new: np.ndarray
     # The channels and topics too thin to score, as notes name them: "channel sms (0)".
     thin: tuple[str, ...] = ()
+    # Per action, the catalog row whose identity a new one is scored with (-1: its
+    # own). LightGBM sends an action id it never saw down the "other" side of every
+    # split on the id, an arbitrary bonus or penalty (a copy of an e-mail scored 50%
+    # above its twin): new content borrows the most-touched content of its channel
+    # and topic (else of its channel), and keeps its own channel, topic and cost.
+    stand_in: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @classmethod
     def of(cls, catalog: pd.DataFrame, touches: np.ndarray | None) -> ActionEvidence:
@@ -85,7 +91,8 @@ class ActionEvidence:
         the counts were kept, whose actions are all taken as measured)."""
         n = len(catalog)
         if touches is None:
-            return cls(np.zeros(n, dtype=bool), ("",) * n, np.zeros(n, dtype=bool))
+            none = np.zeros(n, dtype=bool)
+            return cls(none, ("",) * n, none, stand_in=np.full(n, -1, dtype=np.int64))
         counts = np.asarray(touches, dtype=np.int64)
         why = [""] * n
         thin = []
@@ -104,7 +111,8 @@ class ActionEvidence:
                         "effect; retrain once the interactions hold more (a pilot campaign's sends)"
                     )
         unscored = np.array([bool(w) for w in why], dtype=bool)
-        return cls(unscored, tuple(why), ~unscored & (counts == 0), tuple(thin))
+        new = ~unscored & (counts == 0)
+        return cls(unscored, tuple(why), new, tuple(thin), _stand_ins(catalog, counts, new))
 
     def notes(self, catalog: pd.DataFrame) -> list[str]:
         """For people: the actions never served for want of evidence, and the new ones."""
@@ -124,6 +132,24 @@ class ActionEvidence:
                 f"reasons say so: {listed(sorted(ids[self.new]))}"
             )
         return notes
+
+
+def _stand_ins(catalog: pd.DataFrame, counts: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """For each new action, the most-touched action of its channel and topic, else of
+    its channel (ties: the first in the catalog); -1 for the others and where none."""
+    stand_in = np.full(len(catalog), -1, dtype=np.int64)
+    channel = catalog["channel"].astype(str).to_numpy()
+    topic = catalog["topic"].astype(str).to_numpy()
+    touched = counts > 0
+    for j in np.flatnonzero(new):
+        for kin in (
+            (touched & (channel == channel[j]) & (topic == topic[j])),
+            (touched & (channel == channel[j])),
+        ):
+            if kin.any():
+                stand_in[j] = int(np.argmax(np.where(kin, counts, -1)))
+                break
+    return stand_in
 
 
 def listed(names: list[str], shown: int = 5) -> str:
@@ -154,7 +180,12 @@ class ScoringModel:
     def __post_init__(self) -> None:
         self.hcp_index = pd.Index(self.hcps["hcp_id"])
         self.action_index = pd.Index(self.catalog["action_id"])
+        self.evidence = ActionEvidence.of(self.catalog, self.action_touches)
         self.action_attrs = self.space.action_block(self.catalog)
+        borrows = self.evidence.stand_in >= 0
+        self.action_attrs[borrows, ACTION_ID_COLUMN] = self.action_attrs[
+            self.evidence.stand_in[borrows], ACTION_ID_COLUMN
+        ]
         self.cross_cols = self.space.cross_columns(self.catalog)
         channel_codes = pd.Categorical(
             self.catalog["channel"], categories=list(self.space.channels)
@@ -177,7 +208,6 @@ class ScoringModel:
         # Cost and offset are per action only, so they fold into one term.
         self.lever_charge = self.action_cost * cost_weight - offset
         self.lever_text = self.levers.per_action_text(self.catalog)
-        self.evidence = ActionEvidence.of(self.catalog, self.action_touches)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -142,6 +142,36 @@ def before_evaluation_slice(
     return in_fit, n_eval, False
 
 
+def fitted_decisions(
+    seconds: np.ndarray,
+    action_rows: np.ndarray,
+    catalog: pd.DataFrame,
+    eval_fraction: float,
+    always: np.ndarray | None = None,
+) -> tuple[np.ndarray, int, bool]:
+    """:func:`before_evaluation_slice`, but the decisions on a channel or topic too
+    thin to score from the decisions before the slice are fitted too.
+
+    A pilot of a new channel is the newest data, so it falls in the evaluation
+    slice: held out, it would leave the channel unscored (ActionEvidence) however
+    many sends it holds, and a channel the model never saw has nothing to evaluate.
+    ``action_rows``: ``(n,)`` each decision's catalog row, -1 for no touch.
+    """
+    always = np.zeros(len(seconds), dtype=bool) if always is None else always
+    in_fit, n_eval, by_position = before_evaluation_slice(seconds, eval_fraction, always)
+    thin = ActionEvidence.of(catalog, _touches(action_rows[in_fit], len(catalog))).unscored
+    on_thin = (action_rows >= 0) & thin[np.maximum(action_rows, 0)]
+    if not (on_thin & ~in_fit).any():
+        return in_fit, n_eval, by_position
+    # All of them: those before the slice would otherwise be the new slice's newest.
+    return before_evaluation_slice(seconds, eval_fraction, always | on_thin)
+
+
+def _touches(action_rows: np.ndarray, n_actions: int) -> np.ndarray:
+    """Touches per catalog action among decisions ``action_rows`` (-1: no touch)."""
+    return np.bincount(action_rows[action_rows >= 0], minlength=n_actions).astype(np.int64)
+
+
 def train(
     dataset: Dataset,
     *,
@@ -254,8 +284,8 @@ def _train(
         if fit_from is not None
         else np.zeros(len(order), dtype=bool)
     )
-    in_fit, n_eval, by_position = before_evaluation_slice(
-        rows.seconds, config.eval_fraction, always
+    in_fit, n_eval, by_position = fitted_decisions(
+        rows.seconds, rows.action_rows, catalog, config.eval_fraction, always
     )
     if by_position:
         notes.append(
@@ -374,9 +404,7 @@ def _train(
             + ", ".join(unvalued)
         )
 
-    action_touches = np.bincount(
-        fit_rows.action_rows[fit_rows.treated], minlength=len(catalog)
-    ).astype(np.int64)
+    action_touches = _touches(fit_rows.action_rows, len(catalog))
     notes.extend(ActionEvidence.of(catalog, action_touches).notes(catalog))
 
     step("snapshot")
