@@ -1203,15 +1203,28 @@ def _migrate_before_serving(settings: Settings) -> None:
     uvicorn's supervisor gave up a minute later with exit code 0, so a service
     manager restarting on failure never restarted it. Workers still migrate (a
     no-op now); one started during a later outage waits for the database instead.
+    A damaged SQLite file (a backup restored beside a later state's -wal) stops
+    here too, before anything is served from it.
     """
+    from sqlalchemy.engine import make_url
+
     from nextbest.storage.db import (
         UNAVAILABLE_ERRORS,
         SchemaTooNewError,
         describe_database_error,
         migrate,
+        sqlite_damage,
     )
 
     url = settings.resolved_database_url
+    damage = sqlite_damage(url)
+    if damage is not None:
+        raise _fail(
+            f"the database file {make_url(url).database} is damaged (SQLite's quick_check: "
+            f"{damage}): serving would acknowledge answers and feedback it may not keep. "
+            "Restore it from a backup, removing any -wal and -shm files beside it that "
+            "are not the backup's own (README.md, Backup and restore)"
+        )
     try:
         before, after = migrate(url)
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL

@@ -318,6 +318,24 @@ def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path, workers: str
     assert f"cannot listen on 127.0.0.1:{port}" in run.stdout + run.stderr
 
 
+def test_serve_refuses_a_damaged_sqlite_file_before_any_worker_starts(tmp_path: Path) -> None:
+    """A file that is no database (or a restore beside a later -wal): refused with
+    what to do, not served until a write fails on it."""
+    damaged = tmp_path / "nextbest.db"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\x07" * 8000)  # a header, then garbage
+    run = subprocess.run(
+        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(free_port())],
+        env={**_env(tmp_path / "models"), "NEXTBEST_DATABASE_URL": f"sqlite:///{damaged}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 2, output[-3000:]
+    assert f"the database file {damaged} is damaged (SQLite's quick_check:" in output, output
+    assert "Backup and restore" in output and "Started server process" not in output
+
+
 def test_serve_stops_at_once_when_the_database_is_unreachable(tmp_path: Path) -> None:
     """Migrated once before any worker starts: an unreachable database is a failure
     (non-zero, naming it), not workers failing one by one and uvicorn exiting 0."""

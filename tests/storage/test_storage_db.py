@@ -365,3 +365,70 @@ def test_postgres_url_uses_psycopg_and_pre_ping() -> None:
 def test_make_engine_refuses_other_backends(url: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_engine(url)
+
+
+def _feedback_rows(engine, first: int, n: int) -> None:
+    """``n`` rows in the store, through a plain table of its own (size, not meaning)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("CREATE TABLE IF NOT EXISTS filler (id INTEGER PRIMARY KEY, v TEXT)")
+        )
+        connection.execute(text("CREATE INDEX IF NOT EXISTS filler_v ON filler (v)"))
+        connection.execute(
+            text("INSERT INTO filler (id, v) VALUES (:id, :v)"),
+            [{"id": i, "v": f"{i:08d}" * 8} for i in range(first, first + n)],
+        )
+
+
+def test_a_backup_restored_beside_a_later_wal_is_found_damaged(tmp_path: Path) -> None:
+    """The -wal file of a later state replayed onto an older copy of the file: SQLite
+    opens it without a word; quick_check finds the damage, and nothing is changed."""
+    import shutil
+    import sqlite3
+
+    from nextbest.storage.db import sqlite_damage
+
+    live = tmp_path / "nextbest.db"
+    url = f"sqlite:///{live}"
+    engine = make_engine(url)
+    migrate(engine)
+    _feedback_rows(engine, 0, 20_000)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert sqlite_damage(url) is None
+    shutil.copy(live, tmp_path / "backup.db")  # an older state
+    _feedback_rows(engine, 20_000, 20_000)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM filler WHERE id % 3 = 0"))
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = sqlite3.connect(live)  # a later state still in the -wal file
+    raw.execute("PRAGMA wal_autocheckpoint=0")
+    raw.executemany(
+        "UPDATE filler SET v = ? WHERE id = ?", [(str(i), i) for i in range(1, 30_000, 2)]
+    )
+    raw.commit()
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    shutil.copy(tmp_path / "backup.db", restored / "nextbest.db")
+    shutil.copy(tmp_path / "nextbest.db-wal", restored / "nextbest.db-wal")
+    raw.close()
+    engine.dispose()
+    wal = (restored / "nextbest.db-wal").read_bytes()
+    found = sqlite_damage(f"sqlite:///{restored / 'nextbest.db'}")
+    assert found is not None and "never used" in found, found
+    assert (restored / "nextbest.db-wal").read_bytes() == wal  # read only: left as found
+    assert sqlite_damage(f"sqlite:///{tmp_path / 'backup.db'}") is None  # the backup alone
+
+
+def test_what_is_not_a_sqlite_database_file_is_damaged_and_the_rest_is_not_checked(
+    tmp_path: Path,
+) -> None:
+    from nextbest.storage.db import sqlite_damage
+
+    text_file = tmp_path / "nextbest.db"
+    text_file.write_text("hcp_id,name\n" * 200)
+    assert "not a database" in (sqlite_damage(f"sqlite:///{text_file}") or "")
+    assert sqlite_damage(f"sqlite:///{tmp_path / 'not-yet.db'}") is None
+    assert sqlite_damage("sqlite://") is None
+    assert sqlite_damage("postgresql+psycopg://nobody@127.0.0.1:1/none") is None
