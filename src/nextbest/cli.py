@@ -368,7 +368,9 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         f"[green]ok[/green]: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
         f"{len(dataset.interactions):,} interactions"
     )
-    for line in _what_training_gets(dataset.interactions, train_config.eval_fraction):
+    for line in _what_training_gets(
+        dataset.interactions, train_config.eval_fraction, dataset.catalog
+    ):
         stdout.print(f"  {line}", highlight=False)
     blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
@@ -536,42 +538,45 @@ def _catalog_notes(dataset: Any) -> list[str]:
     return notes
 
 
-def _before_evaluation_slice(interactions: Any, eval_fraction: float) -> Any:
-    """Which interactions training fits: those before the evaluation slice, decided as
-    training decides it (whole seconds; by position when time cannot tell)."""
+def _fitted(interactions: Any, eval_fraction: float, catalog: Any = None) -> tuple[Any, Any]:
+    """Which interactions training fits, decided as training decides it (whole
+    seconds; by position when time cannot tell; with ``catalog``, a thin channel's
+    pilot in the evaluation slice fitted, see ``fitted_decisions``), and each one's
+    catalog row (-1: no touch, or no ``catalog``)."""
     import numpy as np
     import pandas as pd
 
-    from nextbest.learning.train import before_evaluation_slice
+    from nextbest.learning.train import before_evaluation_slice, fitted_decisions
 
     seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
     order = np.argsort(seconds, kind="stable")
-    in_fit, _, _ = before_evaluation_slice(seconds[order], eval_fraction)
-    before = np.empty(len(interactions), dtype=bool)
-    before[order] = in_fit
-    return pd.Series(before, index=interactions.index)
+    if catalog is None:
+        action_rows = np.full(len(interactions), -1, dtype=np.int64)
+        in_fit, _, _ = before_evaluation_slice(seconds[order], eval_fraction)
+    else:
+        action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])
+        in_fit, _, _ = fitted_decisions(seconds[order], action_rows[order], catalog, eval_fraction)
+    fitted = np.empty(len(interactions), dtype=bool)
+    fitted[order] = in_fit
+    return pd.Series(fitted, index=interactions.index), action_rows
 
 
 def _evidence_notes(dataset: Any, eval_fraction: float) -> list[str]:
     """The catalog's actions training will not score, and its new content (the notes
     ``train`` prints), from the decisions training will fit."""
     import numpy as np
-    import pandas as pd
 
     from nextbest.learning.scoring import ActionEvidence
-    from nextbest.learning.train import fitted_decisions
 
-    interactions, catalog = dataset.interactions, dataset.catalog
-    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
-    order = np.argsort(seconds, kind="stable")
-    action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])[order]
-    in_fit, _, _ = fitted_decisions(seconds[order], action_rows, catalog, eval_fraction)
-    fitted = action_rows[in_fit]
-    touches = np.bincount(fitted[fitted >= 0], minlength=len(catalog))
-    return ActionEvidence.of(catalog, touches).notes(catalog)
+    catalog = dataset.catalog
+    fitted, action_rows = _fitted(dataset.interactions, eval_fraction, catalog)
+    touched = action_rows[fitted.to_numpy() & (action_rows >= 0)]
+    return ActionEvidence.of(catalog, np.bincount(touched, minlength=len(catalog))).notes(catalog)
 
 
-def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[str]:
+def _what_training_gets(
+    interactions: Any, eval_fraction: float = 0.1, catalog: Any = None
+) -> list[str]:
     """What the interactions give the learners: time span, touches, outcomes, propensities."""
 
     from nextbest.learning.train import MIN_ROWS_PER_ARM
@@ -594,7 +599,7 @@ def _what_training_gets(interactions: Any, eval_fraction: float = 0.1) -> list[s
     known = interactions["outcome"].notna()
     untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
     fraction = eval_fraction
-    before = _before_evaluation_slice(interactions, fraction)
+    before, _ = _fitted(interactions, fraction, catalog)
     fit_seen = interactions.loc[touched & before, "engaged"].unique().tolist()
     if len(fit_seen) == 1:
         lines.append(
