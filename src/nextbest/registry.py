@@ -92,14 +92,48 @@ def client(settings: Settings) -> Any:
     )
 
 
-def _experiment_id(settings: Settings) -> str:
+def experiment_id(settings: Settings, suffix: str = "") -> str:
+    """The id of the experiment ``settings.experiment + suffix`` (made if missing, its
+    artifacts under the models directory), for a run about to be logged.
+
+    Raises :class:`RegistryError` when the experiment's artifacts live at a path
+    that is gone, outside the models directory whose store records them: the
+    directory was moved or restored elsewhere, and the run's artifacts would be
+    written under the old path, apart from the rest.
+    """
     mlflow = _mlflow(settings)
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    return str(
-        mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_location)
-    )
+    name = settings.experiment + suffix
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return str(mlflow.create_experiment(name, artifact_location=settings.artifact_location))
+    old = _moved_from(settings, str(experiment.artifact_location))
+    if old is not None:
+        raise RegistryError(
+            f"the MLflow store in {settings.resolved_models_dir} keeps the artifacts of "
+            f"experiment '{name}' under {old}, which is gone: the models directory was "
+            "moved or restored at another path, and a new run would write its artifacts "
+            f"under {old}, apart from the rest. Put the directory back at {old.parent} "
+            "(README, 'Backup and restore'); the versions it holds can still be served "
+            "from here"
+        )
+    return str(experiment.experiment_id)
+
+
+def _moved_from(settings: Settings, location: str) -> Path | None:
+    """The artifact root ``location`` names, when the models directory holding the
+    local store was moved away from it: a ``file:`` path ending in ``artifacts``,
+    gone, outside the models directory, with an ``artifacts`` directory in the
+    models directory in its place. None otherwise (a store elsewhere, a remote
+    artifact store, an artifact root a user chose)."""
+    from urllib.parse import unquote, urlparse
+
+    if settings.tracking_uri or not location.startswith("file:"):
+        return None
+    path = Path(unquote(urlparse(location).path))
+    models = settings.resolved_models_dir.resolve()
+    if path.name != "artifacts" or path.exists() or path.is_relative_to(models):
+        return None
+    return path if (models / "artifacts").is_dir() else None
 
 
 def _pyfunc_class() -> type:
@@ -146,9 +180,9 @@ def log_training_run(
     (the first model is served straight away).
     """
     mlflow = _mlflow(settings)
-    experiment_id = _experiment_id(settings)
+    experiment = experiment_id(settings)
     source = source_commit()
-    with mlflow.start_run(experiment_id=experiment_id), tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(experiment_id=experiment), tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({**result.params, **(extra_params or {})})
         mlflow.log_metrics(result.metrics)
         mlflow.set_tags(
@@ -473,10 +507,45 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
         # MLflow's message alone names neither the version nor where it looked: a
         # missing artifact directory reads "No such artifact: ''".
         where, moved = _artifact_place(settings, found)
-        raise ArtifactsUnreadableError(
-            f"{named}: its artifacts at {where} cannot be read: {type(exc).__name__}: {exc}" + moved
-        ) from exc
+        here = _moved_here(settings, where) if moved else None
+        if here is None:
+            raise ArtifactsUnreadableError(
+                f"{named}: its artifacts at {where} cannot be read: "
+                f"{type(exc).__name__}: {exc}" + moved
+            ) from exc
+        # A models directory moved or restored at another path (disaster recovery):
+        # the same files are here; serve them, and say so.
+        logger.warning(
+            "%s: its artifacts are recorded at %s, which is gone; read from %s, the same "
+            "place in this models directory (moved or restored here). New runs are refused "
+            "until the directory is back at its original path (README, 'Backup and restore')",
+            named,
+            where,
+            here,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pyfunc = mlflow.pyfunc.load_model(str(here))
+        model = pyfunc.unwrap_python_model().scoring_model
     return model
+
+
+def _moved_here(settings: Settings, where: str) -> Path | None:
+    """For artifacts recorded at ``where`` under an artifact root the models directory
+    was moved away from (see :func:`_moved_from`), the same place under this models
+    directory's ``artifacts``, when it exists; else None."""
+    from urllib.parse import unquote, urlparse
+
+    if not where.startswith("file:"):
+        return None
+    path = Path(unquote(urlparse(where).path))
+    # The root is the outermost "artifacts" on the path (a logged model's own files
+    # sit in a directory of that name too, deeper down).
+    for root in [*reversed(path.parents), path]:
+        if _moved_from(settings, root.as_uri()) is not None:
+            here = settings.resolved_models_dir.resolve() / "artifacts" / path.relative_to(root)
+            return here if here.exists() else None
+    return None
 
 
 def _artifact_place(settings: Settings, found: Any) -> tuple[str, str]:

@@ -83,11 +83,16 @@ def test_a_version_records_its_code_config_files_and_run(trained, own_copy, tmp_
     assert Path(copy).read_text() == config_file.read_text()
 
 
-def test_a_models_directory_moved_elsewhere_is_named_as_the_cause(
-    world_dir: Path, tmp_path: Path
+def test_a_models_directory_moved_elsewhere_serves_its_versions_and_refuses_new_runs(
+    world_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """MLflow keeps absolute artifact paths: a models directory restored at another
-    path cannot load its versions, and the error says why and where it looked."""
+    path reads its versions from where it is now (saying so), refuses a new run
+    (whose artifacts would land under the old path), and, with the files gone too,
+    says why and where it looked."""
+    import logging
+    import shutil
+
     from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
     from nextbest.settings import Settings
 
@@ -97,13 +102,23 @@ def test_a_models_directory_moved_elsewhere_is_named_as_the_cause(
     )
     first = tmp_path / "models"
     settings = Settings(models_dir=first)
-    version = registry.log_training_run(
-        train(load_dataset(world_dir), config=fast), settings
-    ).version
+    result = train(load_dataset(world_dir), config=fast)
+    version = registry.log_training_run(result, settings).version
     moved = tmp_path / "restored"
     first.rename(moved)
+    here = Settings(models_dir=moved)
+    with caplog.at_level(logging.WARNING, logger="nextbest.registry"):
+        model = registry.load_version(here, version)
+    assert model.as_of == result.model.as_of and model.n_actions == result.model.n_actions
+    assert f"which is gone; read from {moved.resolve()}" in caplog.text, caplog.text
+    with pytest.raises(registry.RegistryError, match="the models directory was moved") as new:
+        registry.log_training_run(result, here)
+    assert f"under {first.resolve() / 'artifacts'}, which is gone" in str(new.value)
+    assert not first.exists()  # nothing written under the old path
+    shutil.rmtree(moved / "artifacts")
+    (moved / "artifacts").mkdir()
     with pytest.raises(registry.ArtifactsUnreadableError) as refused:
-        registry.load_version(Settings(models_dir=moved), version)
+        registry.load_version(here, version)
     said = str(refused.value)
     assert f"its artifacts at file://{first}" in said, said
     assert "the MLflow store records absolute artifact paths" in said, said

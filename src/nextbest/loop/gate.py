@@ -564,6 +564,7 @@ def promote(
     loses alias ``challenger``. Serving processes pick
     the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
     """
+    _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     try:
         evaluation = evaluate(settings, config=config, since=since, log=False)
     except NoEvidenceError as exc:
@@ -667,6 +668,7 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     Raises:
         GateError: there is no earlier champion to return to.
     """
+    _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     client = registry.client(settings)
     current = registry.alias_version(settings, CHAMPION)
     history = champion_history(settings)
@@ -706,12 +708,7 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
 
 def _evaluation_experiment(settings: Settings) -> str:
     """The id of the experiment holding the gate's decisions (made if missing)."""
-    mlflow = registry._mlflow(settings)
-    name = f"{settings.experiment}-evaluation"
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    return str(mlflow.create_experiment(name, artifact_location=settings.artifact_location))
+    return registry.experiment_id(settings, "-evaluation")
 
 
 def _log_evaluation(

@@ -665,13 +665,7 @@ row first, and a group's verdict when it recurs in later reports.</p>
 
 def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
     mlflow = registry._mlflow(settings)
-    name = f"{settings.experiment}-reports"
-    experiment = mlflow.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else mlflow.create_experiment(name, artifact_location=settings.artifact_location)
-    )
+    experiment_id = registry.experiment_id(settings, "-reports")
     with mlflow.start_run(experiment_id=experiment_id, run_name="uplift-report") as run:
         metrics: dict[str, Any] = {
             "n_decisions": report.n_decisions,
