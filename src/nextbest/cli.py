@@ -1923,7 +1923,12 @@ def lookup(
         typer.echo(json.dumps(found, indent=1, default=_iso))
         return found
     when = f"served {_iso(record.created_at)}"
-    if record.decided_for is not None:
+    # Every answer is decided for a moment: said when a request named another one
+    # (a planned send), not the request's own time a few microseconds earlier.
+    if (
+        record.decided_for is not None
+        and abs((record.created_at - record.decided_for).total_seconds()) > 1
+    ):
         when += f" for {_iso(record.decided_for)}"
     stdout.print(f"recommendation {record.recommendation_id}: {when}", highlight=False)
     plan = f", rep plan of {record.rep_id}" if record.rep_id else ""

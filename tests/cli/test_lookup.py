@@ -30,7 +30,10 @@ def _log_one_with_feedback() -> None:
         p_no_action=0.08,
         rules_fingerprint="0123456789ab",
     )
-    other = recommendation_record("rec-43", "H8", items=(served_item(1, "A3"),))
+    # Decided for the moment it was asked (microseconds before it was logged).
+    other = recommendation_record(
+        "rec-43", "H8", items=(served_item(1, "A3"),), decided_for=T0 - timedelta(microseconds=40)
+    )
     with store_session(get_settings().resolved_database_url) as session:
         log_recommendations(session, records=[served, other])
         session.commit()
@@ -58,6 +61,8 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert "1. A3 (email, content-A3)" in said and "propensity 0.9" in said
     assert "2. A9 (webinar, content-A9)" in said and "explored" in said
     assert "feedback: 2 events" in said
+    own_time = runner.invoke(app, ["lookup", "rec-43"]).stdout
+    assert "recommendation rec-43: served 2024-03-04T09:00:00+00:00\n" in own_time, own_time
     # Oldest first, each with who sent it; the other answer's event is not here.
     assert said.index("opened") < said.index("clicked")
     assert "by esp; event e1" in said and "e3" not in said
