@@ -18,8 +18,11 @@ from nextbest.service.recommend import Recommender
 from .conftest import QUICK, LearnedWorld
 
 
-def _catalog(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["action_id", "channel", "topic"])
+def _catalog(rows: list[tuple[str, str, str]], cost: list[float] | None = None) -> pd.DataFrame:
+    catalog = pd.DataFrame(rows, columns=["action_id", "channel", "topic"])
+    catalog["content_type"] = "promotional"
+    catalog["cost"] = 0.1 if cost is None else cost
+    return catalog
 
 
 def test_a_thin_channel_or_topic_is_not_scored_and_new_content_is_marked() -> None:
@@ -51,23 +54,26 @@ def test_exactly_enough_touches_are_scored() -> None:
     assert evidence.notes(catalog) == []
 
 
-def test_new_content_borrows_the_most_touched_identity_of_its_channel_and_topic() -> None:
+def test_new_content_borrows_the_identity_of_the_measured_content_most_like_it() -> None:
     catalog = _catalog(
         [
             ("A1", "email", "dosing"),
             ("A2", "email", "dosing"),
             ("A3", "email", "safety"),
-            ("N1", "email", "dosing"),  # new: the busier of A1 and A2
-            ("N2", "email", "access"),  # new, alone on its topic there: its channel's busiest
-        ]
+            ("N1", "email", "dosing"),  # a copy of A1 (its cost): A1, though A2 is busier
+            ("N2", "email", "dosing"),  # between A1 and A2 in cost: the busier, A2
+            ("N3", "email", "access"),  # alone on its topic there: its channel's nearest
+            ("W1", "webinar", "access"),
+        ],
+        cost=[0.02, 0.06, 0.03, 0.02, 0.04, 0.031, 0.5],
     )
     busy = 3 * MIN_TOUCHES_TO_SCORE
-    # "access" is measured on another channel's actions in a real catalog; here its
-    # touches are given to N2's topic through A3's row being "safety": count it in.
-    catalog.loc[len(catalog)] = ("W1", "webinar", "access")
-    evidence = ActionEvidence.of(catalog, np.array([busy, busy + 1, busy + 5, 0, 0, busy]))
-    assert evidence.new.tolist() == [False, False, False, True, True, False]
-    assert evidence.stand_in.tolist() == [-1, -1, -1, 1, 2, -1]
+    evidence = ActionEvidence.of(catalog, np.array([busy, busy + 9, busy + 5, 0, 0, 0, busy]))
+    assert evidence.new.tolist() == [False, False, False, True, True, True, False]
+    assert evidence.stand_in.tolist() == [-1, -1, -1, 0, 1, 2, -1]
+    catalog.loc[0, "content_type"] = "medical"  # the same purpose comes first
+    evidence = ActionEvidence.of(catalog, np.array([busy, busy + 9, busy + 5, 0, 0, 0, busy]))
+    assert evidence.stand_in.tolist()[3] == 1
 
 
 def test_a_model_from_before_the_counts_scores_every_action() -> None:
@@ -92,6 +98,19 @@ def test_a_pilot_in_the_evaluation_slice_is_fitted_not_held_out() -> None:
     pilot_free[-150:] = 0
     plain, _, _ = fitted_decisions(seconds, pilot_free, catalog, 0.1)
     assert (~plain).sum() == 100  # the newest 10%: nothing moved without a pilot
+
+
+def test_new_content_mostly_in_the_evaluation_slice_is_fitted_in_full() -> None:
+    """Content launched lately on a known channel: its sends mostly in the slice are
+    fitted, not only its first week's."""
+    catalog = _catalog([("A1", "email", "dosing"), ("A2", "email", "dosing")])
+    n = 2000
+    seconds = np.arange(n, dtype=np.int64)
+    action_rows = np.zeros(n, dtype=np.int64)
+    action_rows[-300:] = 1  # launched lately: 100 sends before the slice, 200 in it
+    in_fit, n_eval, _ = fitted_decisions(seconds, action_rows, catalog, 0.1)
+    assert in_fit[action_rows == 1].all()
+    assert (~in_fit).sum() == n_eval == 170  # the newest 10% of the others
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,8 @@ class ActionEvidence:
     # Per action, the catalog row whose identity a new one is scored with (-1: its
     # own). LightGBM sends an action id it never saw down the "other" side of every
     # split on the id, an arbitrary bonus or penalty (a copy of an e-mail scored 50%
-    # above its twin): new content borrows the most-touched content of its channel
-    # and topic (else of its channel), and keeps its own channel, topic and cost.
+    # above its twin): new content borrows the identity of the measured content most
+    # like it (_stand_ins) and keeps its own channel, topic, purpose and cost.
     stand_in: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @classmethod
@@ -135,19 +135,25 @@ class ActionEvidence:
 
 
 def _stand_ins(catalog: pd.DataFrame, counts: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """For each new action, the most-touched action of its channel and topic, else of
-    its channel (ties: the first in the catalog); -1 for the others and where none."""
+    """For each new action, the measured action most like it: of its channel, topic
+    and purpose (else channel and topic, else channel), the one nearest in cost, the
+    most touched among equals (a copy of content borrows its original); -1 for the
+    others and where none."""
     stand_in = np.full(len(catalog), -1, dtype=np.int64)
     channel = catalog["channel"].astype(str).to_numpy()
     topic = catalog["topic"].astype(str).to_numpy()
+    purpose = catalog["content_type"].astype(str).to_numpy()
+    cost = catalog["cost"].to_numpy(dtype=np.float64)
     touched = counts > 0
     for j in np.flatnonzero(new):
-        for kin in (
-            (touched & (channel == channel[j]) & (topic == topic[j])),
-            (touched & (channel == channel[j])),
-        ):
+        same_channel = touched & (channel == channel[j])
+        same_topic = same_channel & (topic == topic[j])
+        for kin in (same_topic & (purpose == purpose[j]), same_topic, same_channel):
             if kin.any():
-                stand_in[j] = int(np.argmax(np.where(kin, counts, -1)))
+                rows = np.flatnonzero(kin)
+                # Nearest cost first, then most touches, then catalog order.
+                order = np.lexsort((rows, -counts[rows], np.abs(cost[rows] - cost[j])))
+                stand_in[j] = int(rows[order[0]])
                 break
     return stand_in
 

@@ -25,6 +25,7 @@ from nextbest.learning.scoring import (
     UPLIFT_MODEL,
     ActionEvidence,
     ScoringModel,
+    listed,
 )
 from nextbest.learning.uplift import EngagementStratifiedUplift
 
@@ -149,22 +150,32 @@ def fitted_decisions(
     eval_fraction: float,
     always: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, bool]:
-    """:func:`before_evaluation_slice`, but the decisions on a channel or topic too
-    thin to score from the decisions before the slice are fitted too.
+    """:func:`before_evaluation_slice`, but new evidence is fitted, not held out: the
+    decisions on an action, channel or topic that is too thin to score from the
+    decisions before the slice, or that has more touches in the slice than before it.
 
-    A pilot of a new channel is the newest data, so it falls in the evaluation
-    slice: held out, it would leave the channel unscored (ActionEvidence) however
-    many sends it holds, and a channel the model never saw has nothing to evaluate.
+    A pilot of a new channel or content is the newest data, so most of it falls in
+    the evaluation slice: held out, it would leave the channel unscored
+    (ActionEvidence), or the content fitted on its first week's sends only, however
+    many it holds; and what the model never saw has no past to be evaluated against.
+    Established actions keep about ``eval_fraction`` of their touches in the slice.
     ``action_rows``: ``(n,)`` each decision's catalog row, -1 for no touch.
     """
     always = np.zeros(len(seconds), dtype=bool) if always is None else always
     in_fit, n_eval, by_position = before_evaluation_slice(seconds, eval_fraction, always)
-    thin = ActionEvidence.of(catalog, _touches(action_rows[in_fit], len(catalog))).unscored
-    on_thin = (action_rows >= 0) & thin[np.maximum(action_rows, 0)]
-    if not (on_thin & ~in_fit).any():
+    before = _touches(action_rows[in_fit], len(catalog))
+    held = _touches(action_rows[~in_fit], len(catalog))
+    new = ActionEvidence.of(catalog, before).unscored | (held > before)
+    for column in ("channel", "topic"):
+        names = catalog[column].astype(str)
+        per_name = pd.DataFrame({"before": before, "held": held}).groupby(names.to_numpy()).sum()
+        newer = per_name.index[per_name["held"] > per_name["before"]]
+        new |= names.isin(newer).to_numpy()
+    on_new = (action_rows >= 0) & new[np.maximum(action_rows, 0)]
+    if not (on_new & ~in_fit).any():
         return in_fit, n_eval, by_position
     # All of them: those before the slice would otherwise be the new slice's newest.
-    return before_evaluation_slice(seconds, eval_fraction, always | on_thin)
+    return before_evaluation_slice(seconds, eval_fraction, always | on_new)
 
 
 def _touches(action_rows: np.ndarray, n_actions: int) -> np.ndarray:
@@ -287,6 +298,16 @@ def _train(
     in_fit, n_eval, by_position = fitted_decisions(
         rows.seconds, rows.action_rows, catalog, config.eval_fraction, always
     )
+    plain, _, _ = before_evaluation_slice(rows.seconds, config.eval_fraction, always)
+    if (fitted_new := in_fit & ~plain).any():
+        new_ids = (
+            catalog["action_id"].astype(str).to_numpy()[np.unique(rows.action_rows[fitted_new])]
+        )
+        notes.append(
+            f"{int(fitted_new.sum()):,} decision(s) of the evaluation slice (the newest) are "
+            "fitted instead, on actions, channels or topics with more touches there than "
+            f"before it (a pilot, a launch): {listed(sorted(new_ids))}"
+        )
     if by_position:
         notes.append(
             "all decisions share one timestamp: the evaluation slice is the last "
