@@ -390,3 +390,19 @@ def test_a_challenger_alias_on_the_champion_is_refused(honest_loop: ServedStore)
             client.delete_registered_model_alias(settings.model_name, "challenger")
         else:
             client.set_registered_model_alias(settings.model_name, "challenger", before)
+
+
+def test_a_challenger_choosing_what_was_never_served_first_is_said() -> None:
+    """A channel the champion could not score has no logged evidence: the gate says
+    how often the challenger would choose it, and that the estimates say little."""
+    import pandas as pd
+
+    from nextbest.loop.gate import _never_logged_first
+
+    decisions = pd.DataFrame({"action_id": ["A1", "A2", None, "A1", "A2"]})
+    said = _never_logged_first(np.array(["A1", None, "S1", "S1", "A2"], dtype=object), decisions)
+    assert said is not None
+    assert said.startswith("on 2 of the 5 evaluated decisions (40%) the challenger")
+    assert "no logged decision served first: S1 (2); IPS and SNIPS give them no weight" in said
+    logged_only = np.array(["A2", "A1", None, None, "A1"], dtype=object)
+    assert _never_logged_first(logged_only, decisions) is None

@@ -488,6 +488,8 @@ def evaluate(
         challenger_target=action_codes(challenger_actions, vocabulary),
         config=config,
     )
+    if (unlogged := _never_logged_first(challenger_actions, decisions)) is not None:
+        decision.reasons.append(unlogged)
     served_by = decisions["model_version"].astype(str).value_counts().sort_index()
     evaluation = Evaluation(
         champion_version,
@@ -595,6 +597,27 @@ def promote(
         evaluation.promoted = True
     evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=evaluation.promoted)
     return evaluation
+
+
+def _never_logged_first(target: np.ndarray, decisions: pd.DataFrame) -> str | None:
+    """Said when the challenger would serve first an action no evaluated decision
+    served first (a channel the champion could not score, content new since): how
+    often, and which. Those decisions are valued by the reward model alone."""
+    logged = set(decisions["action_id"].dropna().astype(str))
+    unseen = pd.Series([a for a in target if a is not None and str(a) not in logged], dtype=object)
+    if unseen.empty:
+        return None
+    counts = unseen.astype(str).value_counts()
+    named = ", ".join(f"{a} ({n:,})" for a, n in counts.head(5).items())
+    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+    return (
+        f"on {len(unseen):,} of the {len(target):,} evaluated decisions "
+        f"({len(unseen) / len(target):.0%}) the challenger would serve first an action no "
+        f"logged decision served first: {named}{more}; IPS and SNIPS give them no weight "
+        "and DR values them by its reward model alone, so the estimates say little about "
+        "them (serve them to a share first: a pilot, or exploration by a champion that "
+        "scores them)"
+    )
 
 
 def already_promoted(settings: Settings) -> tuple[str, str] | None:
