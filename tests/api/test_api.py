@@ -179,6 +179,36 @@ def test_a_dismissal_needs_a_reason_code_of_the_rules_file(client: TestClient, t
     )
     assert dismiss("d-code", "not_relevant")["accepted"] == 1
 
+    # The rep route's rule, whoever sends the event: a dismissal says why, an
+    # acceptance or a contact does not; each bad event of a batch rejected alone.
+    item = {
+        "hcp_id": hcp_id,
+        "recommendation_id": body["recommendation_id"],
+        "action_id": body["items"][0]["action_id"],
+    }
+    answer = client.post(
+        "/v1/feedback",
+        json={
+            "events": [
+                {**item, "event_id": "d-none", "event_type": "dismissed"},
+                {**item, "event_id": "a-why", "event_type": "accepted", "reason": "other"},
+                {**item, "event_id": "o-why", "event_type": "opened", "reason": "curious"},
+                {**item, "event_id": "s-none", "event_type": "snoozed"},
+            ]
+        },
+    )
+    assert answer.status_code == 207, answer.text
+    assert answer.json()["accepted"] == 1  # a snooze ("not now") need not say why
+    said = {r["index"]: (r["event_id"], r["message"]) for r in answer.json()["rejected"]}
+    assert sorted(said) == [0, 1, 2]
+    assert said[0][0] == "d-none"
+    assert said[0][1].startswith("a dismissal needs a reason code: not_relevant, ")
+    assert said[1] == ("a-why", "an acceptance takes no reason code")
+    assert said[2] == (
+        "o-why",
+        "'opened' events take no reason (only dismissed, snoozed and opted_out events carry one)",
+    )
+
 
 def test_feedback_batch_with_one_bad_event_keeps_the_good_ones(client: TestClient, trained) -> None:
     hcp_id, _ = _hcp_with_actions(client, trained)

@@ -257,6 +257,24 @@ def test_simulate_train_picks(
         ).one()
     engine.dispose()
     assert sender.startswith("nextbest feedback (") and sender.endswith(")"), sender
+    # A rep's decisions synced as a file follow the rep route's rule: a dismissal
+    # says why, an acceptance does not; each bad row rejected alone, by its number.
+    sent = picks.iloc[0]
+    pd.DataFrame(
+        {
+            "event_id": ["d-1", "d-2", "d-3", "d-4"],
+            "event_type": ["dismissed", "dismissed", "accepted", "snoozed"],
+            "hcp_id": sent["hcp_id"],
+            "recommendation_id": sent["recommendation_id"],
+            "action_id": sent["action_id"],
+            "reason": [None, "not_relevant", "other", None],
+        }
+    ).to_csv(feed, index=False)
+    result = runner.invoke(app, ["feedback", str(feed)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "stored 2 of 4 events" in said, said
+    assert "row 1 (event_id 'd-1'): a dismissal needs a reason code: not_relevant," in said, said
+    assert "row 3 (event_id 'd-3'): an acceptance takes no reason code" in said, said
     feed.write_text(f"event_id,event_type,hcp_id,channel,\nt-2,opened,{hcp},email,oops\n")
     result = runner.invoke(app, ["feedback", str(feed)])
     said = " ".join(result.output.split())

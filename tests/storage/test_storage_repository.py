@@ -278,6 +278,8 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
         delivered("", "h1"),
         delivered("no-hcp", None),  # type: ignore[arg-type]
         FeedbackRecord("huge-value", "outcome", T0, "h2", value=-1e308),
+        FeedbackRecord("no-reason", "dismissed", T0, "h1"),
+        FeedbackRecord("with-reason", "accepted", T0, "h1", reason="not_relevant"),
         FeedbackRecord("ok-2", "outcome", T0, "h2", recommendation_id="rec-2", value=1e9),
         delivered("ok-3", "h1"),
     ]
@@ -287,7 +289,7 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
     assert result.accepted == ["ok-1", "ok-2", "ok-3"]
     assert result.duplicates == []
     rejected = {index: (event_id, message) for index, event_id, message in result.rejected}
-    assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert sorted(rejected) == list(range(1, 13))
     expected = {
         1: ("bad-rec", r"^unknown recommendation_id 'rec-404'$"),
         2: ("bad-hcp", r"^unknown hcp_id 'h-unknown'$"),
@@ -299,6 +301,9 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
         8: ("", r"event_id must be a non-empty string"),
         9: ("no-hcp", r"hcp_id must be a non-empty string"),
         10: ("huge-value", r"value -1e\+308 is beyond the limit of 1,000,000,000 either way"),
+        # Without the rules file's codes, whether a reason is there is still checked.
+        11: ("no-reason", r"^a dismissal needs a reason code$"),
+        12: ("with-reason", r"^an acceptance takes no reason code$"),
     }
     for index, (event_id, pattern) in expected.items():
         assert rejected[index][0] == event_id

@@ -68,7 +68,9 @@ class FeedbackEventCreate(BaseModel):
     reason: str | None = Field(
         default=None,
         max_length=256,
-        description="For dismissed / snoozed.",
+        description="A code of the rules file's rep_plan.dismiss_reasons: required for "
+        "dismissed, optional for snoozed; free text, optional, for opted_out; refused "
+        "on every other event type (as on the rep route).",
         json_schema_extra=NOT_EMPTY,
     )
     value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(

@@ -15,6 +15,7 @@ from nextbest.storage.repository import (
     FeedbackRecord,
     FeedbackResult,
     latest_decision,
+    reason_problem,
 )
 
 EVENT_OF_DECISION = {"accept": "accepted", "dismiss": "dismissed", "snooze": "snoozed"}
@@ -101,16 +102,12 @@ def record_rep_decision(
     """
     if decision not in EVENT_OF_DECISION:
         raise InvalidRequestError("decision", f"must be one of {', '.join(EVENT_OF_DECISION)}")
-    codes = recommender.rules.dismiss_reasons
-    if decision == "dismiss" and reason is None:
-        raise InvalidRequestError("reason", f"a dismissal needs a reason code: {', '.join(codes)}")
-    if decision == "accept" and reason is not None:
-        raise InvalidRequestError("reason", "an acceptance takes no reason code")
-    if reason is not None and reason not in codes:
-        raise InvalidRequestError(
-            "reason", f"unknown reason code '{reason}'; known: {', '.join(codes)}"
-        )
     event_type = EVENT_OF_DECISION[decision]
+    # The check POST /v1/feedback and nextbest feedback make, here before an event id
+    # is derived from the reason.
+    problem = reason_problem(event_type, reason, recommender.rules.dismiss_reasons)
+    if problem is not None:
+        raise InvalidRequestError("reason", problem)
     if event_id is None:
         event_id = _derived_id(
             session, rep_id, recommendation_id, hcp_id, action_id, event_type, reason, occurred_at

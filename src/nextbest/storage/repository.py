@@ -71,6 +71,11 @@ DECISION_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "accepted")
 # given again: the latest such event of an HCP and channel decides, with no window,
 # until the next model's hcps file says the same.
 CONSENT_EVENT_TYPES: tuple[str, ...] = ("opted_out", "opted_in")
+# Events that may carry a ``reason``. A dismissal must say why, in a code of the
+# rules file's ``rep_plan.dismiss_reasons``; a snooze ("not now") may, in such a
+# code; an opt-out may, in free text (an e-mail platform's unsubscribe link or a
+# consent system says why in its own words). Every other event takes none.
+REASON_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "opted_out")
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
 
 LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
@@ -700,6 +705,34 @@ def _contact_item(
     return None, None, f"stored, but counts in the all-channel budget only: {why}"
 
 
+def reason_problem(
+    event_type: str, reason: str | None, dismiss_reasons: Collection[str] | None
+) -> str | None:
+    """What is wrong with an event's ``reason``, or None: the one check of the rep
+    route, ``POST /v1/feedback`` and ``nextbest feedback`` (see ``REASON_EVENT_TYPES``).
+
+    ``dismiss_reasons``: the rules file's codes; None (no rules at hand) checks that
+    a dismissal has a reason and other events none, but not which code it is.
+    """
+    known = f": {', '.join(dismiss_reasons)}" if dismiss_reasons is not None else ""
+    if event_type == "dismissed" and reason is None:
+        return f"a dismissal needs a reason code{known}"
+    if reason is None:
+        return None
+    if event_type in DISMISSAL_EVENT_TYPES:
+        if dismiss_reasons is not None and reason not in dismiss_reasons:
+            return f"unknown reason code '{reason}' for a {event_type} event; known{known}"
+        return None
+    if event_type in REASON_EVENT_TYPES:
+        return None
+    if event_type == "accepted":
+        return "an acceptance takes no reason code"
+    return (
+        f"'{event_type}' events take no reason (only {', '.join(REASON_EVENT_TYPES[:-1])} "
+        f"and {REASON_EVENT_TYPES[-1]} events carry one)"
+    )
+
+
 def record_feedback(
     session: Session,
     *,
@@ -724,8 +757,10 @@ def record_feedback(
     the HCP a recommendation was served to, nor what a stored event with the same
     id says), so that a rep learns nothing about other territories.
 
-    With ``dismiss_reasons`` (the rules file's codes), a dismissal or a snooze whose
-    ``reason`` is not one of them is rejected, as the rep route rejects it.
+    An event whose ``reason`` :func:`reason_problem` refuses is rejected, as the rep
+    route rejects it: a dismissal without one, an acceptance or a contact with one,
+    and, with ``dismiss_reasons`` (the rules file's codes), a dismissal or a snooze
+    whose ``reason`` is not one of them.
 
     An event is rejected (and not stored) if its ``event_type`` is unknown, a field is
     empty or too long, an ``outcome`` has no finite ``value``, its ``occurred_at`` is
@@ -767,17 +802,8 @@ def record_feedback(
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(event, served, action_channels, catalog_channels)
         message = _check_event(event, received_at)
-        if (
-            message is None
-            and dismiss_reasons is not None
-            and event.event_type in DISMISSAL_EVENT_TYPES
-            and event.reason is not None
-            and event.reason not in dismiss_reasons
-        ):
-            message = (
-                f"unknown reason code '{event.reason}' for a {event.event_type} event; "
-                f"known: {', '.join(dismiss_reasons)}"
-            )
+        if message is None:
+            message = reason_problem(event.event_type, event.reason, dismiss_reasons)
         channel = event.channel
         served_channel: str | None = None  # of the named action, where known
         if message is None and event.recommendation_id is not None:
