@@ -201,31 +201,59 @@ def test_at_most_two_items_per_channel(client: TestClient) -> None:
 
 
 def test_explain_accounts_for_every_action_not_served(client: TestClient) -> None:
-    """With explain, each action is served, left out by a rule, ranked below the list
-    (a positive net value), or said to be not worth its cost, with its numbers."""
+    """With explain, each action is served, left out by a rule (the per-channel limit
+    included), or said to be not worth its cost, with its numbers: k=50 would list
+    every action worth doing (the catalog has fewer), so none is unaccounted for."""
     recommender = client.app.state.runtime.recommender
+    assert len(recommender.action_ids) <= 50
+    limit = recommender.max_per_channel
+    cut = f"at most {limit} items of one channel in one list (max_items_per_channel)"
     worthless = held_back = 0
     for hcp_id in recommender.hcp_ids[:40].tolist():
         body = _ask(client, str(hcp_id), k=50)
-        if body["holdout"]:
-            continue
+        if body["holdout"] or any(i["explored"] for i in body["items"]):
+            continue  # an explored list is not the greedy one explain accounts for
         served = {i["action_id"] for i in body["items"]}
         excluded = body["excluded"]
         assert not served & excluded.keys()
-        for why in excluded.values():
+        full = Counter(i["channel"] for i in body["items"])
+        for action_id, why in excluded.items():
             costly = [w for w in why if w.startswith("not worth its cost: expected ")]
             if costly:
                 worthless += 1
                 assert "(net value " in costly[0] and len(why) == 1, why  # allowed by every rule
-        # k=50 lists every action worth doing within the per-channel limit: any other
-        # action is of a channel that filled its share of the list.
-        full = Counter(i["channel"] for i in body["items"])
-        for j, action_id in enumerate(recommender.action_ids.tolist()):
-            if action_id not in served and action_id not in excluded:
-                channel = recommender.action_channels[j]
-                assert full[channel] == recommender.max_per_channel, (action_id, channel)
+            if cut in why:
                 held_back += 1
+                assert why == [cut]  # allowed by every rule, worth its cost
+                channel = recommender.action_channels[recommender.action_ids == action_id][0]
+                assert full[channel] == limit, (action_id, channel)  # its channel is full
+        assert served | excluded.keys() == set(recommender.action_ids.tolist())
     assert worthless > 0 and held_back > 0
+
+
+def test_explain_names_the_per_channel_limit_for_what_it_cut_only(client: TestClient) -> None:
+    """README's example: three e-mails asked for, two listed; the third, ranked within
+    k, is cut by max_items_per_channel and said to be; those ranked below k are not."""
+    recommender = client.app.state.runtime.recommender
+    limit = recommender.max_per_channel
+    cut = f"at most {limit} items of one channel in one list (max_items_per_channel)"
+    seen = 0
+    for hcp_id in recommender.hcp_ids[:200].tolist():
+        body = _ask(client, str(hcp_id), k=limit + 1, channel="email", purpose="promotional")
+        if body["holdout"] or any(i["explored"] for i in body["items"]):
+            continue
+        every = _ask(client, str(hcp_id), k=50, channel="email", purpose="promotional")
+        worth = len(every["items"]) + sum(cut in w for w in every["excluded"].values())
+        limited = [a for a, why in body["excluded"].items() if cut in why]
+        if worth <= limit:  # nothing for the limit to cut
+            assert not limited and len(body["items"]) == worth
+            continue
+        assert len(body["items"]) == limit
+        assert len(limited) == 1, body["excluded"]  # the third e-mail, not every one after it
+        seen += 1
+        if seen == 3:
+            break
+    assert seen, "some HCP should have more e-mails worth sending than the limit"
 
 
 def _consent(client: TestClient, hcp_id: str, event_type: str, n: int, **extra) -> dict:

@@ -24,7 +24,7 @@ from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
 from nextbest.policy.exploration import Exploration
-from nextbest.policy.ranking import ranked_positive
+from nextbest.policy.ranking import fill_list, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.score_cache import PairCache
 
@@ -431,8 +431,8 @@ class Recommender:
                 for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
                     why[j].extend(extra)
             served = {item.action_id for item in rec.items}  # exploration may serve one
-            for j, said in self._not_worth_their_cost(
-                row, purpose=purpose, channel=channel, now=now, history=history
+            for j, said in self._left_out_by_value(
+                row, k=k, purpose=purpose, channel=channel, now=now, history=history
             ):
                 if str(self.action_ids[j]) not in served:
                     why[j].append(said)
@@ -440,17 +440,21 @@ class Recommender:
             rec = replace(rec, excluded=excluded)
         return rec
 
-    def _not_worth_their_cost(
+    def _left_out_by_value(
         self,
         row: int,
         *,
+        k: int,
         purpose: str,
         channel: str | None,
         now: datetime,
         history: LiveHistory | None,
     ) -> list[tuple[int, str]]:
-        """The actions the rules allow for snapshot row ``row`` but whose expected net
-        value is zero or less (never served), each with why in numbers."""
+        """The actions the rules allow for snapshot row ``row`` that the greedy list of
+        ``k`` leaves out, each with why: an expected net value of zero or less (never
+        served; why in numbers), or, worth its cost and ranked among the first ``k``,
+        ``max_per_channel`` items of its channel ranked above it. Actions ranked
+        below the first ``k`` are not listed: no rule left them out."""
         rows = np.array([row])
         allowed = np.flatnonzero(
             self.allowed(rows, purpose=purpose, channel=channel, now=now, history=history)[0]
@@ -462,7 +466,7 @@ class Recommender:
         net = self.model.net_value(scores.uplift, allowed)
         # Under the fallback the value is engagement's, not a measured outcome's.
         gained = "engagement value" if self.model.uplift_source == PREFERENCE_X_VALUE else "outcome"
-        return [
+        out = [
             (
                 a,
                 f"not worth its cost: expected {gain:+.2f} {gained} for a cost of "
@@ -473,6 +477,30 @@ class Recommender:
             )
             if value <= 0
         ]
+        if self.max_per_channel is not None:
+            # Ranked as _decide ranks them; the list without the limit, against the one
+            # with it: what the limit cut, not everything worth its cost.
+            score = np.full(len(self.action_ids), -np.inf)
+            score[allowed] = net
+            ranked = ranked_positive(score, np.isfinite(score)).tolist()
+            kept = set(
+                fill_list(
+                    ranked,
+                    k,
+                    channel_code=self.model.action_channel_code,
+                    max_per_channel=self.max_per_channel,
+                )
+            )
+            out += [
+                (
+                    a,
+                    f"at most {self.max_per_channel} items of one channel in one list "
+                    "(max_items_per_channel)",
+                )
+                for a in ranked[:k]
+                if a not in kept
+            ]
+        return out
 
     def recommend_many(
         self,
