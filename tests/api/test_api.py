@@ -198,16 +198,13 @@ def test_a_dismissal_needs_a_reason_code_of_the_rules_file(client: TestClient, t
         },
     )
     assert answer.status_code == 207, answer.text
-    assert answer.json()["accepted"] == 1  # a snooze ("not now") need not say why
+    # A snooze ("not now") need not say why; another system's open may carry words.
+    assert answer.json()["accepted"] == 2
     said = {r["index"]: (r["event_id"], r["message"]) for r in answer.json()["rejected"]}
-    assert sorted(said) == [0, 1, 2]
+    assert sorted(said) == [0, 1]
     assert said[0][0] == "d-none"
     assert said[0][1].startswith("a dismissal needs a reason code: not_relevant, ")
     assert said[1] == ("a-why", "an acceptance takes no reason code")
-    assert said[2] == (
-        "o-why",
-        "'opened' events take no reason (only dismissed, snoozed and opted_out events carry one)",
-    )
 
 
 def test_feedback_batch_with_one_bad_event_keeps_the_good_ones(client: TestClient, trained) -> None:

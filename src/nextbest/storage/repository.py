@@ -71,11 +71,6 @@ DECISION_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "accepted")
 # given again: the latest such event of an HCP and channel decides, with no window,
 # until the next model's hcps file says the same.
 CONSENT_EVENT_TYPES: tuple[str, ...] = ("opted_out", "opted_in")
-# Events that may carry a ``reason``. A dismissal must say why, in a code of the
-# rules file's ``rep_plan.dismiss_reasons``; a snooze ("not now") may, in such a
-# code; an opt-out may, in free text (an e-mail platform's unsubscribe link or a
-# consent system says why in its own words). Every other event takes none.
-REASON_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "opted_out")
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
 
 LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
@@ -709,10 +704,13 @@ def reason_problem(
     event_type: str, reason: str | None, dismiss_reasons: Collection[str] | None
 ) -> str | None:
     """What is wrong with an event's ``reason``, or None: the one check of the rep
-    route, ``POST /v1/feedback`` and ``nextbest feedback`` (see ``REASON_EVENT_TYPES``).
+    route, ``POST /v1/feedback`` and ``nextbest feedback``. A dismissal must say why,
+    in a code of the rules file's ``rep_plan.dismiss_reasons``; a snooze ("not now")
+    may, in such a code; an acceptance takes none; other events' reasons (an
+    opt-out's unsubscribe link, a bounce) are stored as sent.
 
     ``dismiss_reasons``: the rules file's codes; None (no rules at hand) checks that
-    a dismissal has a reason and other events none, but not which code it is.
+    a dismissal has a reason and an acceptance none, but not which code it is.
     """
     known = f": {', '.join(dismiss_reasons)}" if dismiss_reasons is not None else ""
     if event_type == "dismissed" and reason is None:
@@ -723,14 +721,11 @@ def reason_problem(
         if dismiss_reasons is not None and reason not in dismiss_reasons:
             return f"unknown reason code '{reason}' for a {event_type} event; known{known}"
         return None
-    if event_type in REASON_EVENT_TYPES:
-        return None
     if event_type == "accepted":
         return "an acceptance takes no reason code"
-    return (
-        f"'{event_type}' events take no reason (only {', '.join(REASON_EVENT_TYPES[:-1])} "
-        f"and {REASON_EVENT_TYPES[-1]} events carry one)"
-    )
+    # Other systems' events (an e-mail platform's opens, a bounce's words) may carry
+    # one: stored as sent, read by nothing.
+    return None
 
 
 def record_feedback(
@@ -758,9 +753,9 @@ def record_feedback(
     id says), so that a rep learns nothing about other territories.
 
     An event whose ``reason`` :func:`reason_problem` refuses is rejected, as the rep
-    route rejects it: a dismissal without one, an acceptance or a contact with one,
-    and, with ``dismiss_reasons`` (the rules file's codes), a dismissal or a snooze
-    whose ``reason`` is not one of them.
+    route rejects it: a dismissal without one, an acceptance with one, and, with
+    ``dismiss_reasons`` (the rules file's codes), a dismissal or a snooze whose
+    ``reason`` is not one of them.
 
     An event is rejected (and not stored) if its ``event_type`` is unknown, a field is
     empty or too long, an ``outcome`` has no finite ``value``, its ``occurred_at`` is
