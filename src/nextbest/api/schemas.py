@@ -210,7 +210,9 @@ class RepFeedbackCreate(BaseModel):
         max_length=128,
         json_schema_extra=NOT_EMPTY,
         description="Idempotency key (default: derived from the rep, recommendation, "
-        "action, decision and reason).",
+        "action, decision and reason, so the same decision sent again is a duplicate; "
+        "with the decision's time added when it differs from the item's current "
+        "decision (a rep changing their mind) or occurred_at is given).",
     )
     occurred_at: datetime | None = Field(
         default=None,
