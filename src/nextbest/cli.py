@@ -194,12 +194,18 @@ def _path_error(exc: OSError) -> str:
 def _models_dir_usable(settings: Settings) -> None:
     """Create the models directory now, or stop naming it: commands that end by
     writing there (a registered model) must not find out after their work."""
+    from nextbest import registry
+
     try:
         settings.ensure_dirs()
     except OSError as exc:
         raise _fail(
             f"NEXTBEST_MODELS_DIR: cannot use {settings.resolved_models_dir}: {exc.strerror or exc}"
         ) from None
+    try:  # a store moved away from its artifacts' recorded path
+        registry.experiment_id(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _fail(message: str) -> typer.Exit:

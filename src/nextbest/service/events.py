@@ -69,8 +69,8 @@ class FeedbackEventCreate(BaseModel):
         default=None,
         max_length=256,
         description="A code of the rules file's rep_plan.dismiss_reasons: required for "
-        "dismissed, optional for snoozed; free text, optional, for opted_out; refused "
-        "on every other event type (as on the rep route).",
+        "dismissed, optional for snoozed; refused for accepted (as on the rep route); "
+        "free text, stored as sent, on other event types (an opt-out's unsubscribe link).",
         json_schema_extra=NOT_EMPTY,
     )
     value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(
