@@ -925,3 +925,42 @@ def test_logged_decisions_details_and_model_version(
     only_7 = logged_decisions(session, model_version="nextbest/7", since=T0 + timedelta(minutes=1))
     assert only_7["recommendation_id"].tolist() == ["rec-3"]
     assert logged_decisions(session, model_version="nextbest/99").empty
+
+
+def test_events_stored_before_the_reason_rule_are_duplicates_when_sent_again(
+    session: Session,
+) -> None:
+    """An older nextbest stored a dismissal without a reason and an acceptance with
+    one: their resend (an outbox, a nightly file) is a duplicate, not a rejection;
+    a new such event is still refused."""
+    for event_id, event_type, reason in (
+        ("old-dismissal", "dismissed", None),
+        ("old-acceptance", "accepted", "other"),
+    ):
+        session.add(
+            FeedbackEvent(
+                event_id=event_id,
+                event_type=event_type,
+                occurred_at=T0,
+                received_at=T0,
+                hcp_id="h1",
+                action_id="a1",
+                reason=reason,
+                requester="an older nextbest",
+            )
+        )
+    session.commit()
+    again = record_feedback(
+        session,
+        events=[
+            FeedbackRecord("old-dismissal", "dismissed", T0, "h1", action_id="a1"),
+            FeedbackRecord("new-dismissal", "dismissed", T0, "h1", action_id="a1"),
+            FeedbackRecord("old-acceptance", "accepted", T0, "h1", action_id="a1", reason="other"),
+            # The same id for another action is not the stored event: refused as new.
+            FeedbackRecord("old-acceptance", "accepted", T0, "h1", action_id="a2", reason="x"),
+        ],
+    )
+    assert sorted(again.duplicates) == ["old-acceptance", "old-dismissal"]
+    assert [(i, e) for i, e, _ in again.rejected] == [(1, "new-dismissal"), (3, "old-acceptance")]
+    assert again.rejected[0][2].startswith("a dismissal needs a reason code")
+    assert again.accepted == []

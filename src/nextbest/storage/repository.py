@@ -791,14 +791,17 @@ def record_feedback(
     rows: dict[str, dict[str, Any]] = {}
     # Batch order of the valid events: (index, id, what the event says), once per occurrence.
     valid_order: list[tuple[int, str, _Identity]] = []
+    # Valid but for their reason (reason_problem): rejected unless already stored.
+    refused_reasons: list[tuple[int, str, _Identity, str]] = []
     uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
     for index, event in enumerate(events):
         taken_as = None  # how an opt-out was read to be kept, said back
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(event, served, action_channels, catalog_channels)
         message = _check_event(event, received_at)
-        if message is None:
-            message = reason_problem(event.event_type, event.reason, dismiss_reasons)
+        # Said only of an event not stored already: an older nextbest stored events
+        # this rule refuses, and their resend is a duplicate, not a rejection.
+        reason_refused = reason_problem(event.event_type, event.reason, dismiss_reasons)
         channel = event.channel
         served_channel: str | None = None  # of the named action, where known
         if message is None and event.recommendation_id is not None:
@@ -901,6 +904,9 @@ def record_feedback(
             "value": None if event.value is None else float(event.value),
             "requester": requester,
         }
+        if reason_refused is not None:
+            refused_reasons.append((index, event.event_id, _identity(row), reason_refused))
+            continue
         valid_order.append((index, event.event_id, _identity(row)))
         if uncounted is not None:
             uncounted_at[index] = uncounted
@@ -914,7 +920,11 @@ def record_feedback(
             if rows
             else set()
         )
-        stored = _stored_identities(session, [key for key in rows if key not in inserted])
+        stored = _stored_identities(
+            session,
+            [key for key in rows if key not in inserted]
+            + [event_id for _, event_id, _, _ in refused_reasons],
+        )
         if commit:
             session.commit()
     except BaseException:
@@ -932,6 +942,12 @@ def record_feedback(
             result.duplicates.append(event_id)
         else:
             result.rejected.append((index, event_id, conflict))
+    for index, event_id, identity, refused in refused_reasons:
+        if event_id in stored and _conflict(event_id, stored[event_id], identity) is None:
+            result.duplicates.append(event_id)  # stored before the rule: sent again
+        else:
+            result.rejected.append((index, event_id, refused))
+    result.rejected.sort(key=lambda rejected: rejected[0])  # in the order sent
     result.rejected.sort()
     return result
 
