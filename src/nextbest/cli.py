@@ -156,6 +156,14 @@ def main() -> None:
             highlight=False,
         )
         raise SystemExit(2) from None
+    except Exception as exc:
+        # A registry that cannot serve the command (a models directory moved away from
+        # its artifacts, a version that cannot be read), wherever it was found out.
+        registry = sys.modules.get("nextbest.registry")  # loaded if it raised
+        if registry is None or not isinstance(exc, registry.RegistryError):
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
 
 
 def _stores() -> str:
