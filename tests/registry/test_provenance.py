@@ -104,6 +104,7 @@ def test_a_models_directory_moved_elsewhere_serves_its_versions_and_refuses_new_
     settings = Settings(models_dir=first)
     result = train(load_dataset(world_dir), config=fast)
     version = registry.log_training_run(result, settings).version
+    registry.experiment_id(settings, "-reports")  # an uplift report's, made before the move
     moved = tmp_path / "restored"
     first.rename(moved)
     here = Settings(models_dir=moved)
@@ -115,6 +116,24 @@ def test_a_models_directory_moved_elsewhere_serves_its_versions_and_refuses_new_
         registry.log_training_run(result, here)
     assert f"under {first.resolve() / 'artifacts'}, which is gone" in str(new.value)
     assert not first.exists()  # nothing written under the old path
+    # A command that finds it out deep down says so in one line, exit 2.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEXTBEST_MODELS_DIR": str(moved)}
+    run = subprocess.run(
+        [sys.executable, "-m", "nextbest.cli", "uplift-report"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert said.startswith("error: the MLflow store in"), said
+    assert not first.exists()
     shutil.rmtree(moved / "artifacts")
     (moved / "artifacts").mkdir()
     with pytest.raises(registry.ArtifactsUnreadableError) as refused:
