@@ -40,6 +40,10 @@ def test_holdout_and_exploration_are_logged_with_propensities(exploring: TestCli
     unworthy = [i for i in explored if i["score"] <= 0]
     assert unworthy, "epsilon 0.5 draws actions below their cost"
     assert all(len(i["reasons"]) == 2 and i["reasons"][1].startswith("expected ") for i in unworthy)
+    # And a rep is told not to expect it to pay off; one worth its cost is not.
+    assert all("expects it to bring less than it costs" in i["reasons"][0] for i in unworthy)
+    worthy = [i for i in explored if i["score"] > 0]
+    assert all("less than it costs" not in i["reasons"][0] for i in worthy)
     runtime = exploring.app.state.runtime
     assert runtime.reclog.flush()
     with runtime.sessions() as session:

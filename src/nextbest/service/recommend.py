@@ -92,6 +92,15 @@ class RepPlan:
     purpose: str = "promotional"
 
 
+# The first reason of an item drawn by exploration (see Exploration), and what it adds
+# when the model expects the item to cost more than it brings.
+EXPLORED = "explored: chosen at random to keep learning"
+NOT_EXPECTED_TO_PAY = (
+    "the model expects it to bring less than it costs; it is tried so that its estimate "
+    "can be checked"
+)
+
+
 def new_recommendation_id() -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: milliseconds since the epoch, then random.
 
@@ -729,11 +738,13 @@ class Recommender:
                         propensity=float(s.propensity[rank - 1]),
                         explored=explored,
                         # An explored item the model rates not worth its cost gets no
-                        # sentence arguing for it: only its expected value.
-                        reasons=[
-                            "explored: chosen at random to keep learning",
-                            *(why if item_score[cursor] > 0 else why[:1]),
-                        ]
+                        # sentence arguing for it: only its expected value, and that a
+                        # rep should not expect it to pay off.
+                        reasons=(
+                            [EXPLORED, *why]
+                            if item_score[cursor] > 0
+                            else [f"{EXPLORED}: {NOT_EXPECTED_TO_PAY}", *why[:1]]
+                        )
                         if explored
                         else why,
                     )
