@@ -201,4 +201,10 @@ def test_unscored_actions_are_never_served_and_explain_why(
                 item.action_id == new
             )
     assert new_topic not in served and new_channel not in served
+    # Nor chosen by the learned policy on the evaluation slice.
+    from nextbest.evaluation.offline import eligible_at
+
+    assert result.eval_rows is not None
+    could = eligible_at(model, result.eval_rows)
+    assert not could[:, rows[1:]].any() and could[:, rows[0]].any()
     assert new in served  # cheap e-mail content on a known topic: worth sending to some

@@ -52,13 +52,16 @@ def candidate_rows(model: ScoringModel, rows: DecisionRows) -> np.ndarray:
 
 
 def eligible_at(model: ScoringModel, rows: DecisionRows) -> np.ndarray:
-    """What each decision could have received, shape ``(n, A)``: consent, specialty, approval."""
+    """What each decision could have received, shape ``(n, A)``: consent, specialty,
+    approval, and only actions the model scores (ActionEvidence), as serving does."""
     from nextbest.policy.eligibility import EligibilityIndex
 
     index = EligibilityIndex.build(model)
     at = rows.seconds.astype("datetime64[s]").astype("datetime64[ns]")[:, None]
     until_ok = np.isnat(index.approved_until)[None, :] | (index.approved_until[None, :] >= at)
     approved = (index.approved_from[None, :] <= at) & until_ok
+    if index.unscored is not None:
+        approved &= ~index.unscored[None, :]
     return index.consent[rows.hcp] & index.specialty_ok[rows.hcp] & approved
 
 
