@@ -55,7 +55,7 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
         assert "database unreachable" in ready.json()["status"]
         # A recommendation needs the live contact history (caps, cool-downs): refused
         # with 503 and Retry-After, as is feedback that cannot be stored; not a 500.
-        with caplog.at_level(logging.ERROR, logger="nextbest.api.app"):
+        with caplog.at_level(logging.ERROR, logger="nextbest.api.observability"):
             answers = [
                 client.post("/v1/recommendations", json={"hcp_id": hcp}),
                 client.post("/v1/recommendations/batch", json={"hcp_ids": [hcp]}),
@@ -69,6 +69,8 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
             assert answer.headers["Retry-After"] == "1"
             assert answer.json() == {"detail": "the database is unavailable; try again shortly"}
         assert "database unavailable during POST /v1/recommendations" in caplog.text
+        # Once, not once per refused request: the others are counted.
+        assert caplog.text.count("database unavailable during") == 1, caplog.text
         # Its history pool has failed to connect, so the next request is refused at
         # once instead of after the full wait for a connection (2 s).
         started = time.monotonic()
@@ -154,7 +156,9 @@ def test_a_worker_started_while_the_database_is_down_serves_once_it_returns(
 
 
 @pytest.mark.postgres
-def test_after_a_long_outage_ready_means_serving_again_within_seconds(own_registry, keys) -> None:
+def test_after_a_long_outage_ready_means_serving_again_within_seconds(
+    own_registry, keys, caplog: pytest.LogCaptureFixture
+) -> None:
     """The history pool does not back off for half a minute after a long outage:
     once the database is back the worker serves within seconds, and a ready
     ``/readyz`` means a recommendation is answered, not a 503."""
@@ -166,6 +170,7 @@ def test_after_a_long_outage_ready_means_serving_again_within_seconds(own_regist
         proxy.start()
         settings = own_registry.model_copy(update={"database_url": through})
         runtime = ServingRuntime.start(settings)
+        caplog.set_level(logging.WARNING, logger="nextbest.api.observability")
         try:
             hcp = str(runtime.recommender.hcp_ids[0])
             with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
@@ -186,6 +191,15 @@ def test_after_a_long_outage_ready_means_serving_again_within_seconds(own_regist
                     time.sleep(0.1)
                 answer = client.post("/v1/recommendations", json={"hcp_id": hcp})
                 assert answer.status_code == 200, answer.text
+            # The outage in the log: its start once, then its end with the count.
+            said = [
+                r.getMessage() for r in caplog.records if r.name == "nextbest.api.observability"
+            ]
+            assert sum(m.startswith("database unavailable during") for m in said) == 1, said
+            assert any(
+                m.startswith("database answers again after") and "requests were refused" in m
+                for m in said
+            ), said
         finally:
             runtime.close()
             proxy.stop()

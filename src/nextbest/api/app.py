@@ -20,7 +20,11 @@ from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
 from nextbest.api.bodies import BodyRefused
 from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
-from nextbest.api.observability import ObservabilityMiddleware, forget_dead_workers
+from nextbest.api.observability import (
+    DatabaseOutage,
+    ObservabilityMiddleware,
+    forget_dead_workers,
+)
 from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.api.workers import SUPERVISOR_ENV, die_with_supervisor
@@ -128,6 +132,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         lifespan=lifespan,
     )
     document(app)
+    # What this worker logs of a database it cannot reach (refusals counted, its return said).
+    app.state.database_outage = DatabaseOutage()
     # Answers of more than a few packets compressed for clients that accept gzip: a
     # batch of 1,000 HCPs is about 1 MB of JSON, a tenth of it compressed.
     app.add_middleware(CompressWhenAccepted, minimum_size=GZIP_MIN_BYTES, compresslevel=5)
@@ -204,11 +210,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     @app.exception_handler(PoolTimeoutError)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The driver's message names the server, never the SQL's parameters.
-        logger.error(
-            "database unavailable during %s %s: %s",
-            request.method,
-            request.url.path,
-            describe_database_error(exc),
+        request.app.state.database_outage.refused_request(
+            request.method, request.url.path, describe_database_error(exc)
         )
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

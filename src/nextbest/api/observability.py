@@ -260,6 +260,62 @@ def _request_id(scope: Scope) -> bytes:
     return uuid.uuid4().hex.encode()
 
 
+class DatabaseOutage:
+    """A worker's log of a database it cannot reach: the first refused request is
+    logged at ERROR with the error, the rest counted (a summary each
+    ``SUMMARY_EVERY_S``), and the first request after it that is answered logs the
+    recovery with the count. One line per refused request flooded an outage's log
+    with thousands of identical lines (one per 503) and never said it had ended.
+    """
+
+    SUMMARY_EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.refused = 0
+        self._summary_at = 0.0
+
+    def refused_request(self, method: str, path: str, error: str) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.refused, self._summary_at = now, 1, now
+            logger.error(
+                "database unavailable during %s %s: %s; requests meanwhile are refused "
+                "(503) and counted, and its return is logged",
+                method,
+                path,
+                error,
+            )
+            return
+        self.refused += 1
+        if now - self._summary_at >= self.SUMMARY_EVERY_S:
+            self._summary_at = now
+            logger.error(
+                "database still unavailable after %.0f s: %d requests refused so far "
+                "(latest: %s during %s %s)",
+                now - self.since,
+                self.refused,
+                error,
+                method,
+                path,
+            )
+
+    def answered(self) -> None:
+        """A request that needs the database was answered: the outage, if any, is over."""
+        if self.since is None:
+            return
+        logger.warning(
+            "database answers again after %.1f s; %d requests were refused meanwhile",
+            time.monotonic() - self.since,
+            self.refused,
+        )
+        self.since = None
+
+
+# Routes whose answer says nothing about the database.
+_NO_DATABASE = frozenset({"/healthz", "/metrics", "/docs", "/openapi.json", "unmatched"})
+
+
 class ObservabilityMiddleware:
     """Times every HTTP request; labels by route template, never by raw path."""
 
@@ -308,6 +364,15 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            # The app's (create_app): the database error handler counts its refusals.
+            outage = getattr(getattr(scope.get("app"), "state", None), "database_outage", None)
+            if (
+                outage is not None
+                and outage.since is not None
+                and status_code < 300
+                and template not in _NO_DATABASE
+            ):
+                outage.answered()
             _timer(template, scope["method"], status_code).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
