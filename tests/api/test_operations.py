@@ -116,151 +116,152 @@ def test_a_worker_started_with_another_holdout_rate_than_the_log_warns(
             assert "served with holdout rate 0.2" in said[0]
 
 
+@pytest.fixture
+def proxied_database() -> Iterator[tuple[TcpProxy, str]]:
+    """A new PostgreSQL database behind a proxy the test takes down and brings back
+    (not yet listening), and the URL through it; skipped without a test server."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(server_url) as url:
+        proxy, through = TcpProxy.to_database(url, port=free_port())
+        try:
+            yield proxy, through
+        finally:
+            proxy.stop()
+
+
 @pytest.mark.postgres
 def test_a_worker_started_while_the_database_is_down_serves_once_it_returns(
-    own_registry, keys, caplog: pytest.LogCaptureFixture
+    own_registry, keys, proxied_database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A worker (re)started during an outage starts, not ready, instead of exiting
     (uvicorn's supervisor would then stop the healthy workers too); it migrates and
     serves once the database answers."""
-    server_url = os.environ.get(POSTGRES_URL_ENV)
-    if not server_url:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(server_url) as url:
-        proxy, through = TcpProxy.to_database(url, port=free_port())
-        settings = own_registry.model_copy(update={"database_url": through})
-        with caplog.at_level(logging.ERROR, logger="nextbest.service.runtime"):
-            runtime = ServingRuntime.start(settings)
-        try:
-            assert "database unreachable, not ready until it answers" in caplog.text
-            assert runtime.migration_pending and runtime.model_version is not None
-            hcp = str(runtime.recommender.hcp_ids[0])
-            with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
-                ready = client.get("/readyz")
-                assert ready.status_code == 503, ready.text
-                assert ready.json()["status"] == "database unreachable"
-                down = client.post("/v1/recommendations", json={"hcp_id": hcp})
-                assert down.status_code == 503 and down.headers["Retry-After"] == "1"
-                proxy.start()  # the database is back, its schema still empty
-                assert client.get("/readyz").status_code == 200  # migrated for this probe
-                assert not runtime.migration_pending
-                deadline = time.monotonic() + 60  # the history pool reconnects on its own
-                while (
-                    answer := client.post("/v1/recommendations", json={"hcp_id": hcp})
-                ).status_code == 503 and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                assert answer.status_code == 200, answer.text
-        finally:
-            runtime.close()
-            proxy.stop()
+    proxy, through = proxied_database
+    settings = own_registry.model_copy(update={"database_url": through})
+    with caplog.at_level(logging.ERROR, logger="nextbest.service.runtime"):
+        runtime = ServingRuntime.start(settings)
+    try:
+        assert "database unreachable, not ready until it answers" in caplog.text
+        assert runtime.migration_pending and runtime.model_version is not None
+        hcp = str(runtime.recommender.hcp_ids[0])
+        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["status"] == "database unreachable"
+            down = client.post("/v1/recommendations", json={"hcp_id": hcp})
+            assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+            proxy.start()  # the database is back, its schema still empty
+            assert client.get("/readyz").status_code == 200  # migrated for this probe
+            assert not runtime.migration_pending
+            deadline = time.monotonic() + 60  # the history pool reconnects on its own
+            while (
+                answer := client.post("/v1/recommendations", json={"hcp_id": hcp})
+            ).status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert answer.status_code == 200, answer.text
+    finally:
+        runtime.close()
+        proxy.stop()
 
 
 @pytest.mark.postgres
 def test_after_a_long_outage_ready_means_serving_again_within_seconds(
-    own_registry, keys, caplog: pytest.LogCaptureFixture
+    own_registry, keys, proxied_database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The history pool does not back off for half a minute after a long outage:
     once the database is back the worker serves within seconds, and a ready
     ``/readyz`` means a recommendation is answered, not a 503."""
-    server_url = os.environ.get(POSTGRES_URL_ENV)
-    if not server_url:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(server_url) as url:
-        proxy, through = TcpProxy.to_database(url, port=free_port())
-        proxy.start()
-        settings = own_registry.model_copy(update={"database_url": through})
-        runtime = ServingRuntime.start(settings)
-        caplog.set_level(logging.WARNING, logger="nextbest.api.observability")
-        try:
-            hcp = str(runtime.recommender.hcp_ids[0])
-            with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
-                assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
-                proxy.stop()
-                # 16 s of requests failing: psycopg_pool's own retries would by now
-                # wait 16 s before the next (after 1, 2, 4 and 8 s).
-                outage_ends = time.monotonic() + 16
-                while time.monotonic() < outage_ends:
-                    refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
-                    assert refused.status_code == 503, refused.text
-                    assert client.get("/readyz").status_code == 503
-                    time.sleep(0.5)
-                proxy.start()
-                back = time.monotonic()
-                while (ready := client.get("/readyz")).status_code != 200:
-                    assert time.monotonic() - back < 8, ready.text
-                    time.sleep(0.1)
-                answer = client.post("/v1/recommendations", json={"hcp_id": hcp})
-                assert answer.status_code == 200, answer.text
-            # The outage in the log: its start once, then its end with the count.
-            said = [
-                r.getMessage() for r in caplog.records if r.name == "nextbest.api.observability"
-            ]
-            assert sum(m.startswith("database unavailable during") for m in said) == 1, said
-            assert any(
-                m.startswith("database answers again after") and "requests were refused" in m
-                for m in said
-            ), said
-        finally:
-            runtime.close()
+    proxy, through = proxied_database
+    proxy.start()
+    settings = own_registry.model_copy(update={"database_url": through})
+    runtime = ServingRuntime.start(settings)
+    caplog.set_level(logging.WARNING, logger="nextbest.api.observability")
+    try:
+        hcp = str(runtime.recommender.hcp_ids[0])
+        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+            assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
             proxy.stop()
+            # 16 s of requests failing: psycopg_pool's own retries would by now
+            # wait 16 s before the next (after 1, 2, 4 and 8 s).
+            outage_ends = time.monotonic() + 16
+            while time.monotonic() < outage_ends:
+                refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
+                assert refused.status_code == 503, refused.text
+                assert client.get("/readyz").status_code == 503
+                time.sleep(0.5)
+            proxy.start()
+            back = time.monotonic()
+            while (ready := client.get("/readyz")).status_code != 200:
+                assert time.monotonic() - back < 8, ready.text
+                time.sleep(0.1)
+            answer = client.post("/v1/recommendations", json={"hcp_id": hcp})
+            assert answer.status_code == 200, answer.text
+        # The outage in the log: its start once, then its end with the count.
+        said = [r.getMessage() for r in caplog.records if r.name == "nextbest.api.observability"]
+        assert sum(m.startswith("database unavailable during") for m in said) == 1, said
+        assert any(
+            m.startswith("database answers again after") and "requests were refused" in m
+            for m in said
+        ), said
+    finally:
+        runtime.close()
+        proxy.stop()
 
 
 @pytest.mark.postgres
 def test_answers_whose_log_write_fails_are_kept_and_requests_get_503_until_it_is_back(
-    own_registry, keys, tmp_path: Path
+    own_registry, keys, proxied_database, tmp_path: Path
 ) -> None:
     """An answer whose batched log write fails when the database goes away after it
     was served is kept and written once the database is back (feedback on it then
     finds it), and requests meanwhile get 503 rather than answers that would not be
     logged."""
-    server_url = os.environ.get(POSTGRES_URL_ENV)
-    if not server_url:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(server_url) as url:
-        proxy, through = TcpProxy.to_database(url, port=free_port())
-        proxy.start()
-        # The log is committed a second after an answer: the database goes away
-        # between the answer (its history read) and its log write.
-        settings = own_registry.model_copy(update={"database_url": through, "log_flush_ms": 1000})
-        runtime = ServingRuntime.start(settings)
-        try:
-            hcp = str(runtime.recommender.hcp_ids[0])
-            with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
-                assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
-                assert runtime.reclog.flush(timeout=30)
-                served = client.post("/v1/recommendations", json={"hcp_id": hcp})
-                assert served.status_code == 200  # answered; its log write is to come
-                proxy.stop()  # the database goes away
-                deadline = time.monotonic() + 60
-                while not runtime.reclog.failing:
-                    assert time.monotonic() < deadline, "the log store never failed"
-                    time.sleep(0.02)
-                refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
-                assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
-                proxy.start()  # back: the kept answer is written
-                assert runtime.reclog.flush(timeout=60)
-                # The history pool reconnects on its own schedule (backing off during
-                # the outage): a client retries after Retry-After until it has.
-                deadline = time.monotonic() + 60
-                while (
-                    again := client.post("/v1/recommendations", json={"hcp_id": hcp})
-                ).status_code == 503:
-                    assert time.monotonic() < deadline, again.text
-                    time.sleep(float(again.headers["Retry-After"]) / 5)
-                assert again.status_code == 200, again.text
-                event = {
-                    "event_id": "after-the-outage",
-                    "event_type": "opened",
-                    "hcp_id": hcp,
-                    "recommendation_id": served.json()["recommendation_id"],
-                }
-                stored = client.post("/v1/feedback", json=event)
-                assert stored.status_code == 200, stored.text
-                assert stored.json()["accepted"] == 1, stored.text
-            assert runtime.reclog.dropped == 0 and runtime.reclog.written == 3
-        finally:
-            runtime.close()
-            proxy.stop()
+    proxy, through = proxied_database
+    proxy.start()
+    # The log is committed a second after an answer: the database goes away
+    # between the answer (its history read) and its log write.
+    settings = own_registry.model_copy(update={"database_url": through, "log_flush_ms": 1000})
+    runtime = ServingRuntime.start(settings)
+    try:
+        hcp = str(runtime.recommender.hcp_ids[0])
+        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+            assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+            assert runtime.reclog.flush(timeout=30)
+            served = client.post("/v1/recommendations", json={"hcp_id": hcp})
+            assert served.status_code == 200  # answered; its log write is to come
+            proxy.stop()  # the database goes away
+            deadline = time.monotonic() + 60
+            while not runtime.reclog.failing:
+                assert time.monotonic() < deadline, "the log store never failed"
+                time.sleep(0.02)
+            refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            proxy.start()  # back: the kept answer is written
+            assert runtime.reclog.flush(timeout=60)
+            # The history pool reconnects on its own schedule (backing off during
+            # the outage): a client retries after Retry-After until it has.
+            deadline = time.monotonic() + 60
+            while (
+                again := client.post("/v1/recommendations", json={"hcp_id": hcp})
+            ).status_code == 503:
+                assert time.monotonic() < deadline, again.text
+                time.sleep(float(again.headers["Retry-After"]) / 5)
+            assert again.status_code == 200, again.text
+            event = {
+                "event_id": "after-the-outage",
+                "event_type": "opened",
+                "hcp_id": hcp,
+                "recommendation_id": served.json()["recommendation_id"],
+            }
+            stored = client.post("/v1/feedback", json=event)
+            assert stored.status_code == 200, stored.text
+            assert stored.json()["accepted"] == 1, stored.text
+        assert runtime.reclog.dropped == 0 and runtime.reclog.written == 3
+    finally:
+        runtime.close()
+        proxy.stop()
 
 
 def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> None:
