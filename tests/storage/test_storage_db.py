@@ -429,6 +429,11 @@ def test_what_is_not_a_sqlite_database_file_is_damaged_and_the_rest_is_not_check
     text_file = tmp_path / "nextbest.db"
     text_file.write_text("hcp_id,name\n" * 200)
     assert "not a database" in (sqlite_damage(f"sqlite:///{text_file}") or "")
+    # A path a URI would misread ('#' starts a fragment, '%' an escape) is checked too.
+    odd = tmp_path / "backups #2" / "100% restored.db"
+    odd.parent.mkdir()
+    odd.write_text("hcp_id,name\n" * 200)
+    assert "not a database" in (sqlite_damage(f"sqlite:///{odd}") or "")
     assert sqlite_damage(f"sqlite:///{tmp_path / 'not-yet.db'}") is None
     assert sqlite_damage("sqlite://") is None
     assert sqlite_damage("postgresql+psycopg://nobody@127.0.0.1:1/none") is None

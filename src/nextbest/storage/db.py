@@ -101,7 +101,8 @@ def sqlite_damage(url: str) -> str | None:
     path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
     if path is None or not path.exists():
         return None
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Read only, so that a -wal file beside it is left as found (no checkpoint).
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         found = [str(row[0]) for row in connection.execute("PRAGMA quick_check(6)")]
     except sqlite3.DatabaseError as exc:  # not a database at all, or its header broken
