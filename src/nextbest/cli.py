@@ -578,21 +578,19 @@ def _fitted(interactions: Any, eval_fraction: float, catalog: Any = None) -> tup
 def _evidence_notes(dataset: Any, eval_fraction: float) -> list[str]:
     """The catalog's actions training will not score, and its new content (the notes
     ``train`` prints), from the decisions training will fit."""
-    import numpy as np
-
     from nextbest.learning.scoring import ActionEvidence
+    from nextbest.learning.train import touches_per_action
 
     catalog = dataset.catalog
     fitted, action_rows = _fitted(dataset.interactions, eval_fraction, catalog)
-    touched = action_rows[fitted.to_numpy() & (action_rows >= 0)]
-    return ActionEvidence.of(catalog, np.bincount(touched, minlength=len(catalog))).notes(catalog)
+    touches = touches_per_action(action_rows[fitted.to_numpy()], len(catalog))
+    return ActionEvidence.of(catalog, touches).notes(catalog)
 
 
 def _what_training_gets(
     interactions: Any, eval_fraction: float = 0.1, catalog: Any = None
 ) -> list[str]:
     """What the interactions give the learners: time span, touches, outcomes, propensities."""
-
     from nextbest.learning.train import MIN_ROWS_PER_ARM
 
     n = len(interactions)

@@ -163,8 +163,8 @@ def fitted_decisions(
     """
     always = np.zeros(len(seconds), dtype=bool) if always is None else always
     in_fit, n_eval, by_position = before_evaluation_slice(seconds, eval_fraction, always)
-    before = _touches(action_rows[in_fit], len(catalog))
-    held = _touches(action_rows[~in_fit], len(catalog))
+    before = touches_per_action(action_rows[in_fit], len(catalog))
+    held = touches_per_action(action_rows[~in_fit], len(catalog))
     new = ActionEvidence.of(catalog, before).unscored | (held > before)
     for column in ("channel", "topic"):
         names = catalog[column].astype(str)
@@ -178,7 +178,7 @@ def fitted_decisions(
     return before_evaluation_slice(seconds, eval_fraction, always | on_new)
 
 
-def _touches(action_rows: np.ndarray, n_actions: int) -> np.ndarray:
+def touches_per_action(action_rows: np.ndarray, n_actions: int) -> np.ndarray:
     """Touches per catalog action among decisions ``action_rows`` (-1: no touch)."""
     return np.bincount(action_rows[action_rows >= 0], minlength=n_actions).astype(np.int64)
 
@@ -425,7 +425,7 @@ def _train(
             + ", ".join(unvalued)
         )
 
-    action_touches = _touches(fit_rows.action_rows, len(catalog))
+    action_touches = touches_per_action(fit_rows.action_rows, len(catalog))
     notes.extend(ActionEvidence.of(catalog, action_touches).notes(catalog))
 
     step("snapshot")

@@ -707,7 +707,7 @@ def reason_problem(
     route, ``POST /v1/feedback`` and ``nextbest feedback``. A dismissal must say why,
     in a code of the rules file's ``rep_plan.dismiss_reasons``; a snooze ("not now")
     may, in such a code; an acceptance takes none; other events' reasons (an
-    opt-out's unsubscribe link, a bounce) are stored as sent.
+    opt-out's unsubscribe link) are stored as sent.
 
     ``dismiss_reasons``: the rules file's codes; None (no rules at hand) checks that
     a dismissal has a reason and an acceptance none, but not which code it is.
@@ -723,8 +723,8 @@ def reason_problem(
         return None
     if event_type == "accepted":
         return "an acceptance takes no reason code"
-    # Other systems' events (an e-mail platform's opens, a bounce's words) may carry
-    # one: stored as sent, read by nothing.
+    # Other systems' events (an e-mail platform's opt-out or open) may carry one:
+    # stored as sent.
     return None
 
 
@@ -947,7 +947,6 @@ def record_feedback(
             result.duplicates.append(event_id)  # stored before the rule: sent again
         else:
             result.rejected.append((index, event_id, refused))
-    result.rejected.sort(key=lambda rejected: rejected[0])  # in the order sent
     result.rejected.sort()
     return result
 
