@@ -1249,3 +1249,31 @@ def test_validate_and_train_name_the_actions_the_model_cannot_score_and_the_new(
         ), said
         new_content = said.split("have no fitted touch of their own (new content)")[1]
         assert "N-MAIL" in new_content.split("note:")[0] and said.count("N-MAIL") == 1
+
+
+def test_a_time_with_an_offset_is_read_at_its_utc_instant(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    # A European or American operator writes local times with their offset: the
+    # training cut-off and the approval windows of picks are the UTC instants.
+    world = tmp_path / "world"
+    _run("simulate", "--out", str(world), "--hcps", "200", "--periods", "8", "--seed", "3")
+    catalog = pd.read_csv(world / "catalog.csv")
+    catalog["approved_until"] = "2026-12-31"  # every action's last approved day
+    catalog.to_csv(world / "catalog.csv", index=False)
+    newest = pd.read_csv(world / "interactions.csv", usecols=["timestamp"])["timestamp"].max()
+    day = (pd.Timestamp(newest) - pd.Timedelta(days=7)).strftime("%Y-%m-%d")
+    _run("train", "--data", str(world), "--config", str(FAST), "--as-of", f"{day}T00:30:00+01:00")
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    cutoff = pd.Timestamp(listed["versions"][0]["data_as_of"])
+    assert cutoff == pd.Timestamp(f"{day}T00:30:00+01:00")  # 23:30 UTC the day before
+
+    def picked(as_of: str) -> int:
+        out = tmp_path / f"picks-{len(list(tmp_path.glob('picks-*')))}.csv"
+        _run("picks", "--data", str(world), "--out", str(out), "--k", "3", "--as-of", as_of)
+        return len(pd.read_csv(out))
+
+    assert picked("2026-12-31T23:30:00Z") > 0
+    assert picked("2027-01-01T00:30:00+01:00") > 0  # the same moment
+    assert picked("2026-12-31T20:00:00-05:00") == 0  # 01:00 UTC on 1 January: expired
+    assert picked("2027-01-01T01:00:00Z") == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -75,6 +75,23 @@ def test_python_datetimes_read_like_timestamps_and_masks_are_read_only() -> None
     combined = index.consent[[0]] & mask
     combined[0, 0] = False
     assert index.action_mask(on=naive, purpose="promotional")[0]
+
+
+def test_a_time_with_another_offset_is_read_at_its_utc_instant() -> None:
+    # Approval windows are UTC: 20:00 in New York on the last approved day is 01:00
+    # UTC the next day, after the window; 00:30 in Berlin on the next day is still
+    # inside it. Python datetimes and pandas Timestamps alike.
+    index = _index()
+    until = pd.Timestamp("2025-06-30")  # action 1's last approved moment
+    new_york, berlin = timezone(timedelta(hours=-5)), timezone(timedelta(hours=1))
+    after = datetime(2025, 6, 29, 20, 0, 0, 1, tzinfo=new_york)  # 01:00 UTC on the 30th
+    before = datetime(2025, 6, 30, 0, 30, tzinfo=berlin)  # 23:30 UTC on the 29th
+    for on in (after, pd.Timestamp(after)):
+        assert not index.action_mask(on=on, purpose="promotional")[1], on
+    for on in (before, pd.Timestamp(before)):
+        assert index.action_mask(on=on, purpose="promotional")[1], on
+    assert index.approved(before)[1] and not index.approved(after)[1]
+    assert until.tz_localize("UTC") < pd.Timestamp(after)
 
 
 def test_an_approval_given_until_a_date_includes_that_whole_day() -> None:

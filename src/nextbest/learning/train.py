@@ -194,7 +194,8 @@ def train(
 ) -> TrainResult:
     """Learn preference and uplift from ``dataset`` as it was at ``as_of``.
 
-    ``as_of`` (default: just after the newest interaction) cuts the history:
+    ``as_of`` (default: just after the newest interaction; one with a zone is read
+    at its UTC instant) cuts the history:
     decisions at or after it are ignored, and the served HCP snapshot is the
     history before it. The models are fitted on the decisions before the
     time-based evaluation slice (the newest ``eval_fraction``); with ``fit_from``,
@@ -229,6 +230,8 @@ def _train(
     hcps, catalog = dataset.hcps, dataset.catalog
     interactions = dataset.interactions
     notes: list[str] = []
+    if as_of is not None and as_of.tzinfo is not None:
+        as_of = as_of.tz_convert("UTC").tz_localize(None)  # history is naive UTC
     if as_of is None:
         now = pd.Timestamp.now(tz="UTC").tz_localize(None)
         as_of = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -254,10 +254,11 @@ def _sorted_ns(moments: np.ndarray) -> list[int]:
 
 
 def _ns(on: datetime | date) -> int:
-    """Nanoseconds since the epoch of the wall time ``on``, as :meth:`approved` reads it."""
+    """Nanoseconds since the epoch of ``on`` as :meth:`approved` reads it: a time
+    with a zone at its UTC instant (approval dates are UTC), one without as UTC."""
     if isinstance(on, pd.Timestamp):
-        return int((on.tz_localize(None) if on.tzinfo else on).value)
+        return int(on.value)  # the UTC instant, zone or not
     if not isinstance(on, datetime):
         return int(pd.Timestamp(on).value)
-    naive = on.replace(tzinfo=None) if on.tzinfo else on
+    naive = on.astimezone(UTC).replace(tzinfo=None) if on.tzinfo else on
     return (naive - _EPOCH) // _MICROSECOND * 1000

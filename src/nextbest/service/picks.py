@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -83,9 +83,8 @@ def picks_frame(
         rows = rows[rows >= 0]
     eligibility = eligibility or EligibilityIndex.build(model)
     now, as_of = decision_time(on), cutoff(model)
-    stamp = pd.Timestamp(on or datetime.now(UTC))
-    day = stamp.tz_localize(None) if stamp.tzinfo else stamp
-    mask = eligibility.action_mask(on=day, purpose=purpose, channel=channel)
+    # Approval at the UTC moment decided for, as a single recommendation's.
+    mask = eligibility.action_mask(on=now, purpose=purpose, channel=channel)
     if rep_only:
         mask = mask & np.array([is_rep_channel(str(c)) for c in model.catalog["channel"]])
     history_rules = (
