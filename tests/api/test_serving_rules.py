@@ -288,7 +288,7 @@ def test_an_opt_out_closes_its_channel_at_once_and_an_opt_in_reopens_it(
     body = _ask(client, hcp_id)
     assert all(i["channel"] != "email" for i in body["items"])
     said = {w for why in body["excluded"].values() for w in why}
-    assert f"consent: opted out of email on {day:%Y-%m-%d}" in said
+    assert f"consent: opted out of email on {day:%Y-%m-%d} (UTC)" in said
     batch = client.post(
         "/v1/recommendations/batch", json={"hcp_ids": [hcp_id], "channel": "email", "k": 5}
     ).json()

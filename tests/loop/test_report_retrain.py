@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -820,3 +820,25 @@ def test_numeric_segments_are_in_numeric_order() -> None:
     deciles = pd.Series(["10", "2", "1", "10", "2", "(unknown)"])
     _, rows = build_rows(decisions, {"decile": deciles}, min_per_arm=1)
     assert [r.group for r in rows] == ["1", "2", "10", "(unknown)"]
+
+
+def test_the_report_states_its_times_in_utc(tmp_path: Path) -> None:
+    """A --since written with an offset is shown, in the page and the JSON, as its UTC
+    instant; both say when the report was made, and the page how weeks are cut."""
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=40, effect=0.5, seed=7)
+    berlin = timezone(timedelta(hours=1))
+    before = datetime.now(UTC).replace(microsecond=0)
+    uplift_report(
+        settings,
+        out_dir=tmp_path / "report",
+        since=datetime(2020, 1, 1, 0, 30, tzinfo=berlin),
+        log=False,
+    )
+    saved = json.loads((tmp_path / "report" / "uplift_report.json").read_text())
+    assert saved["since"] == "2019-12-31T23:30:00+00:00"
+    assert before <= datetime.fromisoformat(saved["made_at"]) <= datetime.now(UTC)
+    page = (tmp_path / "report" / "uplift_report.html").read_text()
+    assert "since 2019-12-31 23:30 UTC." in page
+    assert f"Made {datetime.fromisoformat(saved['made_at']):%Y-%m-%d %H:%M} UTC." in page
+    assert "Weeks run Monday to Sunday, UTC" in page

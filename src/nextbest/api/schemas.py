@@ -65,7 +65,7 @@ PURPOSE_HELP = (
 DECISION_DATE_HELP = (
     "Decision date or time (default: now): approval windows, contacts and decisions are "
     "counted as of it (a past one counts those reported up to now: it is acted on now). "
-    "A date alone is 00:00 UTC of that day, today's is now."
+    "A date alone is 00:00 UTC of that day, today's is now; a time without an offset is UTC."
 )
 
 

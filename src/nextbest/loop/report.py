@@ -30,7 +30,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -618,7 +618,11 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
         f'<h2>By {html.escape(d)}</h2><img src="{files[d].name}" alt="uplift by {html.escape(d)}">'
         for d in dimensions
     )
-    since = report.since.isoformat() if report.since else "the beginning of the log"
+    since = _utc_text(report.since) if report.since else "the beginning of the log"
+    made_at = datetime.now(UTC)
+    weeks = (
+        " Weeks run Monday to Sunday, UTC, named by their Monday." if "week" in dimensions else ""
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nextbest uplift report</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
@@ -632,7 +636,8 @@ grouped the same way as served ones. Outcome in the business unit of the feedbac
 (e.g. NRx); intervals are 95%, clustered by HCP, each on its own: {len(report.rows)} group
 rows are compared, and among 20 groups where serving changes nothing about one
 would still read "serving helps" or "serving hurts" by chance. Trust the overall
-row first, and a group's verdict when it recurs in later reports.</p>
+row first, and a group's verdict when it recurs in later reports.{weeks}
+Made {_utc_text(made_at)}.</p>
 <table><tr><th>dimension</th><th>group</th><th>served (HCPs)</th><th>holdout (HCPs)</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
 {table}
@@ -648,6 +653,8 @@ row first, and a group's verdict when it recurs in later reports.</p>
             _json_safe(
                 {
                     "conclusion": report.conclusion,
+                    "made_at": made_at.isoformat(timespec="seconds"),
+                    "since": _as_utc(report.since).isoformat() if report.since else None,
                     "n_decisions": report.n_decisions,
                     "holdout_contacted": report.holdout_contacted,
                     "holdout_served_elsewhere": report.holdout_served_elsewhere,
@@ -661,6 +668,15 @@ row first, and a group's verdict when it recurs in later reports.</p>
         )
     )
     return files
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc_text(moment: datetime) -> str:
+    """'2026-12-02 00:00 UTC': the report's times, whatever the zone they were given in."""
+    return f"{_as_utc(moment):%Y-%m-%d %H:%M} UTC"
 
 
 def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:

@@ -515,7 +515,7 @@ class HistoryRules:
             found = _latest_consent(events.get(channel), events.get(None))
             if found is not None and found[1][1]:
                 name = channel if found[0] == "own" else "every channel"
-                out[channel] = f"consent: opted out of {name} on {found[1][0]:%Y-%m-%d}"
+                out[channel] = f"consent: opted out of {name} on {found[1][0]:%Y-%m-%d} (UTC)"
         return out
 
     def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:

@@ -64,7 +64,11 @@ class FeedbackEventCreate(BaseModel):
     recommendation_id: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
     action_id: str | None = Field(default=None, max_length=128, json_schema_extra=NOT_EMPTY)
     channel: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
-    occurred_at: datetime | None = Field(default=None, description="Default: when received.")
+    occurred_at: datetime | None = Field(
+        default=None,
+        description="When it happened: an ISO 8601 time (without an offset: UTC) or "
+        "seconds since 1970. Default: when received.",
+    )
     reason: str | None = Field(
         default=None,
         max_length=256,
