@@ -356,6 +356,85 @@ def test_metrics_of_several_workers_leave_out_a_file_that_cannot_be_read(
     assert "counter_103.db (0 bytes) cannot be read" in caplog.text
 
 
+def _dead_pid() -> int:
+    """The pid of a process that ran and exited."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _model_info_file(directory: Path, pid: int, version: str) -> None:
+    """What a worker's ``nextbest_model_info`` leaves in PROMETHEUS_MULTIPROC_DIR."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    written = MmapedDict(str(directory / f"gauge_liveall_{pid}.db"))
+    help_text = "1 for the model version this process serves."
+    key = mmap_key("nextbest_model_info", "nextbest_model_info", ["version"], [version], help_text)
+    written.write_value(key, 1.0, 0.0)
+    written.close()
+
+
+def test_metrics_of_several_workers_forget_a_worker_that_exited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn starts a worker's replacement (SIGHUP) before the old worker exits:
+    its version stayed in /metrics for good, as no worker started after it died."""
+    from nextbest.api.observability import metrics_payload
+
+    exited = _dead_pid()
+    _model_info_file(tmp_path, exited, "2")
+    _model_info_file(tmp_path, os.getpid(), "3")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = metrics_payload()[0].decode()
+    assert f'nextbest_model_info{{pid="{os.getpid()}",version="3"}} 1.0' in text
+    assert f'pid="{exited}"' not in text
+    assert not (tmp_path / f"gauge_liveall_{exited}.db").exists()
+
+
+def test_a_stopping_worker_takes_its_model_version_out_of_the_metrics(
+    api_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stopping cleanly (a SIGHUP restart retires it) marks itself dead."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    _model_info_file(directory, os.getpid(), "1")
+    with TestClient(create_app(api_settings)):
+        assert (directory / f"gauge_liveall_{os.getpid()}.db").exists()
+    assert not (directory / f"gauge_liveall_{os.getpid()}.db").exists()
+
+
+def test_metrics_of_several_workers_have_each_live_workers_process_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multiprocess registry had no process metrics: no worker's memory could be
+    alerted on. Each live worker's now, labelled with its pid."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from nextbest.api.observability import metrics_payload
+
+    exited = _dead_pid()
+    for pid in (exited, os.getpid()):
+        (tmp_path / f"counter_{pid}.db").touch()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    families = {f.name: f for f in text_string_to_metric_families(metrics_payload()[0].decode())}
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds"):
+        samples = families[name].samples
+        assert [s.labels for s in samples] == [{"pid": str(os.getpid())}], samples
+        assert samples[0].value > 0
+
+
+def test_single_process_metrics_keep_their_unlabelled_process_metrics(
+    client: TestClient,
+) -> None:
+    text = client.get("/metrics").text
+    assert "\nprocess_resident_memory_bytes " in text
+    assert 'process_resident_memory_bytes{pid="' not in text
+
+
 def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     import json
 

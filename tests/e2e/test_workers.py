@@ -166,11 +166,7 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
     killed = next(iter(_sockets(proc, port, psutil.CONN_LISTEN)))
 
     def model_info_pids() -> set[str]:
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
-        assert response.status_code == 200, (response.status_code, response.text[-2000:])
-        text = response.text
-        lines = [line for line in text.splitlines() if line.startswith("nextbest_model_info{")]
-        return {line.split('pid="', 1)[1].split('"', 1)[0] for line in lines}
+        return _pids_in_metrics(port, "nextbest_model_info{")
 
     assert str(killed) in model_info_pids()
     os.kill(killed, signal.SIGKILL)
@@ -190,6 +186,32 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
     died = [line for line in log.read_text().splitlines() if '"worker_died"' in line]
     warned = [json.loads(line)["level"] == "WARNING" for line in died if f"[{killed}]" in line]
     assert warned == [True], said
+
+
+@linux_only
+def test_metrics_after_a_restart_name_only_the_workers_serving(two_workers) -> None:
+    """SIGHUP makes uvicorn start each worker's replacement before it stops the
+    worker: the last one stopped kept its nextbest_model_info in /metrics for good,
+    as no worker started after it had exited. The process metrics of several
+    workers are each serving worker's, by pid."""
+    proc, port = two_workers
+    before = [psutil.Process(pid) for pid in _sockets(proc, port, psutil.CONN_LISTEN)]
+    os.kill(proc.pid, signal.SIGHUP)
+    # uvicorn stops each worker once its replacement is ready, and waits for it.
+    _, alive = psutil.wait_procs(before, timeout=120)
+    assert not alive, _tail(proc)
+    listening = {str(pid) for pid in _wait_listening(proc, port)}
+    said = _metrics_files(proc) + _tail(proc)
+    assert _pids_in_metrics(port, "nextbest_model_info{") == listening, said
+    assert _pids_in_metrics(port, "process_resident_memory_bytes{") == listening, said
+
+
+def _pids_in_metrics(port: int, line_start: str) -> set[str]:
+    """The ``pid`` labels of the samples of /metrics whose line starts with ``line_start``."""
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert response.status_code == 200, (response.status_code, response.text[-2000:])
+    lines = [line for line in response.text.splitlines() if line.startswith(line_start)]
+    return {line.split('pid="', 1)[1].split('"', 1)[0] for line in lines}
 
 
 def _metrics_files(proc: subprocess.Popen[bytes]) -> str:

@@ -24,6 +24,7 @@ from nextbest.api.observability import (
     DatabaseOutage,
     ObservabilityMiddleware,
     forget_dead_workers,
+    forget_this_worker,
 )
 from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
@@ -123,6 +124,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
                 app.state.runtime.close()
             else:
                 app.state.runtime.reclog.flush()
+            # Its live gauges (the version it served) leave /metrics with it.
+            forget_this_worker()
 
     app = FastAPI(
         title="nextbest",

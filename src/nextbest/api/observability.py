@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nextbest.service.recommend import Recommendation
@@ -94,21 +97,47 @@ def forget_dead_workers() -> list[int]:
     """Mark every process with files in ``PROMETHEUS_MULTIPROC_DIR`` that no longer
     runs as dead, so ``/metrics`` drops its live gauges; the pids marked.
 
-    Called by each worker as it starts: a worker that was killed never marks
-    itself, and its ``nextbest_model_info`` would otherwise be reported beside its
-    replacement's for as long as the server runs. Its counters stay: they sum
-    into the totals, which must not go back.
+    Called by each worker as it starts and by ``/metrics`` at each scrape: a worker
+    that was killed never marks itself, and its ``nextbest_model_info`` would
+    otherwise be reported beside its replacement's for as long as the server
+    runs. Its counters stay: they sum into the totals, which must not go back.
     """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return []
+    return _forget_dead(directory, _file_pids(directory))
+
+
+def forget_this_worker() -> None:
+    """Mark this process dead in ``PROMETHEUS_MULTIPROC_DIR`` as it stops.
+
+    uvicorn starts a worker's replacement (SIGHUP) before the old one exits, so
+    the replacement's :func:`forget_dead_workers` still sees it run.
+    """
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _forget(os.getpid(), directory)
+
+
+def _file_pids(directory: str) -> set[int]:
+    """The processes with metrics files in ``directory``."""
     # Files are named by kind and pid: counter_1234.db, gauge_liveall_1234.db, ...
     suffixes = (path.stem.rsplit("_", 1)[-1] for path in Path(directory).glob("*.db"))
-    pids = {int(suffix) for suffix in suffixes if suffix.isdigit()}
+    return {int(suffix) for suffix in suffixes if suffix.isdigit()}
+
+
+def _forget_dead(directory: str, pids: set[int]) -> list[int]:
     dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
     for pid in dead:
-        prom_multiprocess.mark_process_dead(pid, directory)
+        _forget(pid, directory)
     return dead
+
+
+def _forget(pid: int, directory: str) -> None:
+    """What ``prometheus_client.multiprocess.mark_process_dead`` does (remove the
+    live gauges' files), but quiet when another worker, forgetting the same pid at
+    the same scrape, removed a file first."""
+    for path in Path(directory).glob(f"gauge_live*_{pid}.db"):
+        path.unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:
@@ -159,10 +188,37 @@ def _readable(path: Path) -> bool:
     return True
 
 
+class _WorkerProcesses(Collector):
+    """The process metrics (memory, CPU time, start time, open files) of each live
+    worker, labelled ``pid``: the single-process ones (the default registry's
+    ``ProcessCollector``) are those of the worker that answers the scrape."""
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        self._pids = sorted(pids)
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in self._pids:
+            # A worker that exited since the glob has no /proc entry: nothing read.
+            for family in ProcessCollector(pid=partial(int, pid), registry=None).collect():
+                out = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(families.values())
+
+
 def metrics_payload() -> tuple[bytes, str]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Forgotten at each scrape too: a worker that exited without marking
+        # itself (killed, or stopped before its shutdown ran) leaves /metrics at
+        # once, not only when another worker starts.
+        pids = _file_pids(directory)
+        live = pids - set(_forget_dead(directory, pids))
         registry = CollectorRegistry()
         _WorkersCollector(registry)
+        registry.register(_WorkerProcesses(live))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
