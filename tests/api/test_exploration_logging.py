@@ -364,3 +364,41 @@ def test_no_action_answers_are_logged_with_the_probability_the_policy_had(
     old = decisions.assign(p_no_action=np.nan)
     rescored, _ = serving_greedy_empty(old, lambda version: recommender.model)
     assert np.allclose(no_action_probability(old, rescored)[is_held], h)
+
+
+def _counted(client: TestClient) -> dict[str, float]:
+    """The answer, holdout and explored-item counters of /metrics, by sample."""
+    names = ("nextbest_answers_total{", "nextbest_holdout_total ", "nextbest_explored_items_total{")
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith(names)
+    }
+
+
+def test_metrics_count_answers_holdouts_and_explored_items(exploring: TestClient) -> None:
+    """Holdout and exploration rates need a denominator: the HCP answers, and the
+    explored items beside the served ones."""
+    ids = [str(h) for h in exploring.app.state.runtime.recommender.hcp_ids[:60]]
+    before = _counted(exploring)
+    results = exploring.post("/v1/recommendations/batch", json={"hcp_ids": ids, "k": 3}).json()[
+        "results"
+    ]
+    after = _counted(exploring)
+    help_line = "# HELP nextbest_holdout_total HCP answers that were randomized holdout"
+    assert help_line in exploring.get("/metrics").text  # not "requests": a batch counts each
+    counted = {name: value - before.get(name, 0.0) for name, value in after.items()}
+    held = sum(r["holdout"] for r in results)
+    assert 0 < held < len(results)
+    assert counted['nextbest_answers_total{holdout="true"}'] == held
+    assert counted['nextbest_answers_total{holdout="false"}'] == len(results) - held
+    assert counted["nextbest_holdout_total"] == held
+    explored: dict[str, int] = {}
+    for item in (i for r in results for i in r["items"] if i["explored"]):
+        explored[item["channel"]] = explored.get(item["channel"], 0) + 1
+    assert explored
+    assert {
+        name.split('"')[1]: n
+        for name, n in counted.items()
+        if name.startswith("nextbest_explored_items_total") and n
+    } == explored

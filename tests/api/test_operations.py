@@ -435,6 +435,44 @@ def test_single_process_metrics_keep_their_unlabelled_process_metrics(
     assert 'process_resident_memory_bytes{pid="' not in text
 
 
+def _sample(text: str, line_start: str) -> float:
+    """The value of the sample whose line starts with ``line_start`` (0 when absent)."""
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start)]
+    return sum(values)
+
+
+def test_metrics_count_feedback_events_by_result(client: TestClient, keys) -> None:
+    """/v1/feedback takes batches of thousands of events: one 207 said nothing of
+    how many were stored, repeated or rejected."""
+    before = client.get("/metrics").text
+    event = {"event_id": "fb-metrics-1", "event_type": "opened", "hcp_id": "H000001"}
+    batch = [event, {"event_id": "fb-metrics-2", "event_type": "opened", "hcp_id": "H000001"}]
+    assert client.post("/v1/feedback", json={"events": batch}).json()["accepted"] == 2
+    again = [event, {"event_id": "fb-metrics-3", "event_type": "teleported"}]
+    answer = client.post("/v1/feedback", json={"events": again})
+    assert answer.status_code == 207 and answer.json()["duplicates"] == 1, answer.text
+    # A rep's decision on a recommendation that was never made: rejected.
+    recommender = client.app.state.runtime.recommender
+    inside = next(
+        str(h) for h in recommender.hcp_ids if recommender.territory_of(h) == keys.territory
+    )
+    decision = {
+        "recommendation_id": "no-such-recommendation",
+        "hcp_id": inside,
+        "action_id": "nothing",
+        "decision": "accept",
+    }
+    rep = client.post(f"/v1/reps/{keys.rep_name}/feedback", json=decision, headers=keys.rep)
+    assert rep.status_code == 422 and rep.json()["rejected"], rep.text
+    after = client.get("/metrics").text
+    counted = {
+        result: _sample(after, f'nextbest_feedback_events_total{{result="{result}"}}')
+        - _sample(before, f'nextbest_feedback_events_total{{result="{result}"}}')
+        for result in ("accepted", "duplicate", "rejected")
+    }
+    assert counted == {"accepted": 2, "duplicate": 1, "rejected": 2}
+
+
 def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     import json
 

@@ -2,13 +2,16 @@
 
 Metrics: ``nextbest_request_seconds`` (histogram by route template, method and
 status), ``nextbest_recommendations_total`` (served items by channel),
-``nextbest_holdout_total``, and, defined beside what they count,
-``nextbest_model_info`` (the served version, set at each swap) and
-``nextbest_score_cache_pairs_total``. With
-several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve``
-does) so ``/metrics`` sums every worker; a worker starting marks the workers
-that no longer run as dead (:func:`forget_dead_workers`), so their live gauges
-leave ``/metrics``.
+``nextbest_explored_items_total`` (served items explored, by channel),
+``nextbest_answers_total`` (HCP answers, holdout or not), ``nextbest_holdout_total``,
+``nextbest_feedback_events_total`` (feedback events by result), and, defined
+beside what they count, ``nextbest_model_info`` (the served version, set at each
+swap), ``nextbest_score_cache_pairs_total`` and
+``nextbest_recommendation_log_not_logged_total``. With several worker processes,
+set ``PROMETHEUS_MULTIPROC_DIR`` (``nextbest serve`` does) so ``/metrics`` sums
+every worker and adds each live worker's process metrics (labelled ``pid``); the
+workers that no longer run are marked dead (:func:`forget_dead_workers`), so
+their live gauges leave ``/metrics``.
 
 Logs: one JSON line per request with route, status, duration, the requester's
 key name and the request id. No HCP identifiers, bodies or keys are logged.
@@ -64,7 +67,27 @@ REQUEST_SECONDS = Histogram(
 RECOMMENDED = Counter(
     "nextbest_recommendations_total", "Recommended items served, by channel.", ["channel"]
 )
-HOLDOUTS = Counter("nextbest_holdout_total", "Requests answered as randomized holdout.")
+HOLDOUTS = Counter(
+    "nextbest_holdout_total",
+    "HCP answers that were randomized holdout (a batch or a rep plan counts each HCP).",
+)
+# The denominators of holdout and exploration rates.
+ANSWERS = Counter(
+    "nextbest_answers_total",
+    "HCP answers (a batch or a rep plan counts each HCP), holdout or not.",
+    ["holdout"],
+)
+EXPLORED = Counter(
+    "nextbest_explored_items_total",
+    "Recommended items served that were explored (chosen at random), by channel.",
+    ["channel"],
+)
+FEEDBACK_EVENTS = Counter(
+    "nextbest_feedback_events_total",
+    "Feedback events sent to the API, by result: accepted (stored), duplicate (stored "
+    "before) or rejected.",
+    ["result"],
+)
 
 
 # The labelled children, looked up once per label set: ``labels()`` builds and
@@ -73,6 +96,29 @@ HOLDOUTS = Counter("nextbest_holdout_total", "Requests answered as randomized ho
 @cache
 def _served(channel: str) -> Counter:
     return RECOMMENDED.labels(channel)
+
+
+@cache
+def _explored(channel: str) -> Counter:
+    return EXPLORED.labels(channel)
+
+
+@cache
+def _answered(holdout: bool) -> Counter:
+    return ANSWERS.labels("true" if holdout else "false")
+
+
+@cache
+def _feedback(result: str) -> Counter:
+    return FEEDBACK_EVENTS.labels(result)
+
+
+# Made at once, at 0: a rate's numerator that no event has made yet would be no
+# series at all, and the PromQL ratio no value, instead of 0.
+for _holdout in (True, False):
+    _answered(_holdout)
+for _result in ("accepted", "duplicate", "rejected"):
+    _feedback(_result)
 
 
 # Any other method a client sends (a scanner's PROPFIND, MKCOL, ...) is one label
@@ -87,10 +133,20 @@ def _timer(route: str, method: str, status: int) -> Histogram:
 
 def record_served(recommendations: Iterable[Recommendation]) -> None:
     for rec in recommendations:
+        _answered(rec.holdout).inc()
         if rec.holdout:
             HOLDOUTS.inc()
         for item in rec.items:
             _served(item.channel).inc()
+            if item.explored:
+                _explored(item.channel).inc()
+
+
+def record_feedback(*, accepted: int, duplicates: int, rejected: int) -> None:
+    """Count one feedback request's events by result (either feedback route)."""
+    for result, n in (("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)):
+        if n:
+            _feedback(result).inc(n)
 
 
 def forget_dead_workers() -> list[int]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep, SessionDep
+from nextbest.api.observability import record_feedback
 from nextbest.api.schemas import (
     FeedbackBatchCreate,
     FeedbackCreate,
@@ -84,6 +85,9 @@ def post_feedback(
             requester=request.state.principal.name,
         )
     rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
+    record_feedback(
+        accepted=len(result.accepted), duplicates=len(result.duplicates), rejected=len(rejected)
+    )
     if rejected:
         if len(rejected) < len(sent):
             response.status_code = status.HTTP_207_MULTI_STATUS

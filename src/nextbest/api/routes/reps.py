@@ -17,7 +17,7 @@ from nextbest.api.auth import (
 )
 from nextbest.api.bodies import JSONBodyRoute
 from nextbest.api.deps import RuntimeDep, SessionDep, only_query
-from nextbest.api.observability import record_served
+from nextbest.api.observability import record_feedback, record_served
 from nextbest.api.schemas import (
     FeedbackResultPublic,
     RejectedEvent,
@@ -211,6 +211,11 @@ def decide(
         occurred_at=body.occurred_at,
         log_flush_ms=runtime.settings.log_flush_ms,
         requester=caller.name,
+    )
+    record_feedback(
+        accepted=len(result.accepted),
+        duplicates=len(result.duplicates),
+        rejected=len(result.rejected),
     )
     if result.rejected:
         response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
