@@ -473,6 +473,19 @@ def test_metrics_count_feedback_events_by_result(client: TestClient, keys) -> No
     assert counted == {"accepted": 2, "duplicate": 1, "rejected": 2}
 
 
+def test_documentation_routes_are_labelled_by_their_path(client: TestClient) -> None:
+    """/docs and /openapi.json were counted, and logged, as "unmatched" like a 404."""
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 200
+    client.get("/wp-login.php")  # a scanner: one label, whatever the path
+    text = client.get("/metrics").text
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"):
+        assert f'method="GET",route="{path}",status="200"' in text, path
+    assert 'method="GET",route="unmatched",status="404"' in text
+    assert "wp-login" not in text
+    assert 'route="unmatched",status="200"' not in text
+
+
 def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     import json
 

@@ -425,7 +425,30 @@ class DatabaseOutage:
 
 
 # Routes whose answer says nothing about the database.
-_NO_DATABASE = frozenset({"/healthz", "/metrics", "/docs", "/openapi.json", "unmatched"})
+_NO_DATABASE = frozenset(
+    {
+        "/healthz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "unmatched",
+    }
+)
+
+
+def _template(scope: Scope) -> str:
+    """The request's route template, else ``unmatched`` (a 404, a trailing-slash
+    redirect): never the raw path, which a scanner makes unbounded."""
+    route = scope.get("route")
+    if route is None and (endpoint := scope.get("endpoint")) is not None:
+        # FastAPI names the route in the scope for its own routes only: the
+        # documentation's plain ones (/docs, /openapi.json, /redoc) are found by
+        # their endpoint, which only these few requests pay for.
+        routes = getattr(scope.get("router"), "routes", ())
+        route = next((r for r in routes if getattr(r, "endpoint", None) is endpoint), None)
+    return getattr(route, "path", None) or "unmatched"
 
 
 class ObservabilityMiddleware:
@@ -474,8 +497,7 @@ class ObservabilityMiddleware:
             raise
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = _template(scope)
             # The app's (create_app): the database error handler counts its refusals.
             outage = getattr(getattr(scope.get("app"), "state", None), "database_outage", None)
             if (
