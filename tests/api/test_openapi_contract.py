@@ -128,3 +128,18 @@ def test_answers_without_a_model_fit_the_declared_schemas(api_settings, keys, tm
         _conforms(spec, "get", "/readyz", ready)
         _conforms(spec, "get", "/healthz", client.get("/healthz"))
         _conforms(spec, "post", "/v1/recommendations", asked)
+
+
+def test_building_the_document_warns_of_nothing(api_settings) -> None:
+    """GET and HEAD of /healthz and /readyz shared one operation id: the first
+    /openapi.json of each worker printed a plain-text warning amid its JSON logs."""
+    import warnings
+
+    app = create_app(api_settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec = app.openapi()
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    for path in ("/healthz", "/readyz"):  # probes send HEAD: still documented
+        assert {"get", "head"} <= set(spec["paths"][path]), path
