@@ -514,8 +514,58 @@ def test_a_trailing_separator_and_a_header_in_capitals(tables, write_tables) -> 
     for meant, there in (("hcp_id", "HCP_ID"), ("territory_id", "Territory ID")):
         assert (
             f"column '{meant}': missing required column (there is '{there}': column names are "
-            "lower-case, words joined by '_')"
+            f"lower-case, words joined by '_'; rename it to '{meant}')"
         ) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "meant", "there"),
+    [
+        ("catalog", "specialties", "Specialties"),
+        ("catalog", "approved_until", "APPROVED_UNTIL"),
+        ("catalog", "approved_until", "Approved Until"),
+        ("catalog", "approved_until", "approvedUntil"),
+        ("catalog", "cost", "COST"),
+        ("interactions", "outcome", "OUTCOME"),
+        ("interactions", "propensity", "PROPENSITY"),
+        ("interactions", "holdout", "HOLDOUT"),
+        ("interactions", "channel", "CHANNEL"),
+        ("interactions", "content_id", "CONTENT_ID"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_optional_column_written_otherwise_is_refused_naming_the_column_meant(
+    tables: Tables, write_tables: WriteTables, table: str, meant: str, there: str, fmt: str
+) -> None:
+    # 'Specialties' was an extra column and every action open to every specialty:
+    # promotional content for oncologists picked for cardiologists, without a word.
+    tables[table] = tables[table].rename(columns={meant: there})
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, fmt=fmt))
+    problems = [str(problem) for problem in caught.value.problems]
+    assert problems == [
+        f"{table}.{fmt}, column '{meant}': optional column written otherwise: it would be "
+        f"read as an extra column and {meant} left at its default (there is '{there}': "
+        f"column names are lower-case, words joined by '_'; rename it to '{meant}')"
+    ]
+
+
+def test_a_column_written_twice_in_two_spellings_is_refused(tables, write_tables) -> None:
+    tables["catalog"]["Specialties"] = "cardiology"
+    with pytest.raises(ContractError, match=r"column 'specialties': written twice, once as"):
+        load_dataset(write_tables(tables))
+
+
+def test_a_send_lists_specialty_written_otherwise_is_refused(
+    tables, write_tables, tmp_path: Path
+) -> None:
+    from nextbest.contract import load_send_list
+
+    catalog = load_dataset(write_tables(tables)).catalog
+    path = tmp_path / "send.csv"
+    path.write_text("hcp_id,Specialty\nH1,cardiology\n")
+    with pytest.raises(ContractError, match=r"rename it to 'specialty'"):
+        load_send_list(path, catalog=catalog)
 
 
 def test_specialties_compare_whatever_their_case_spaces_or_hyphens() -> None:

@@ -31,6 +31,7 @@ from nextbest.contract.schema import (
     REQUIRED_INTERACTION_COLUMNS,
     channel_spelling,
     consent_column,
+    header_words,
     is_identifier_column,
     is_person_code_column,
     is_personal_column,
@@ -124,7 +125,7 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     other columns are left out.
     """
     log = ProblemLog(file)
-    raw = _start(raw, ("hcp_id",), log, rows_required=True)
+    raw = _start(raw, ("hcp_id",), log, optional=("specialty",), rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {"hcp_id": hcp_id.series()}
@@ -185,7 +186,9 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     empty or absent = 0), then extra columns as features.
     """
     log = ProblemLog(file)
-    raw = _start(raw, REQUIRED_CATALOG_COLUMNS, log, rows_required=True)
+    raw = _start(
+        raw, REQUIRED_CATALOG_COLUMNS, log, optional=OPTIONAL_CATALOG_COLUMNS, rows_required=True
+    )
     n = len(raw)
     action_id = _required_text(raw, "action_id", log)
     _check_unique(action_id, "action_id", log)
@@ -259,7 +262,13 @@ def validate_interactions(
     row they are not checked and the output holds None.
     """
     log = ProblemLog(file)
-    raw = _start(raw, REQUIRED_INTERACTION_COLUMNS, log, rows_required=False)
+    raw = _start(
+        raw,
+        REQUIRED_INTERACTION_COLUMNS,
+        log,
+        optional=OPTIONAL_INTERACTION_COLUMNS,
+        rows_required=False,
+    )
     n = len(raw)
 
     hcp_id = _required_text(raw, "hcp_id", log)
@@ -405,9 +414,21 @@ def _sort_order(
 
 
 def _start(
-    raw: pd.DataFrame, required: Iterable[str], log: ProblemLog, *, rows_required: bool
+    raw: pd.DataFrame,
+    required: Iterable[str],
+    log: ProblemLog,
+    *,
+    optional: Iterable[str] = (),
+    rows_required: bool,
 ) -> pd.DataFrame:
-    """Strip column names, check required columns and (maybe) that rows exist."""
+    """Strip column names, check required columns and (maybe) that rows exist.
+
+    A header that spells a column of the contract (``required`` or ``optional``)
+    otherwise ('HCP_ID', 'Territory ID', 'approvedUntil', 'Specialties') is refused,
+    naming the column meant: a required one would be missing, and an optional one
+    would be read as an extra column while its field falls back to its default
+    (``specialties`` empty: content for one specialty shown to every specialty).
+    """
     # A shallow copy: renaming or re-indexing in place must not touch the caller's
     # frame, and a deep copy costs seconds at millions of rows.
     raw = raw.copy(deep=False)
@@ -419,22 +440,46 @@ def _start(
         if name in seen:
             log.add("duplicate column", column=name)
         seen.add(name)
+    required = tuple(required)
+    known = (*required, *optional)
     # 'HCP_ID', 'Territory ID', 'territory-id': the column meant, spelled otherwise.
-    by_spelling = {channel_spelling(name): name for name in seen}
-    for name in required:
-        if name not in seen:
-            near = by_spelling.get(channel_spelling(name))
+    meant_by = {column_spelling(column): column for column in known}
+    otherwise: dict[str, list[str]] = {}
+    for name in raw.columns:
+        meant = meant_by.get(column_spelling(name))
+        if meant is not None and name != meant:
+            otherwise.setdefault(meant, []).append(name)
+    for meant in known:
+        for there in otherwise.get(meant, []):
             hint = (
-                f" (there is '{near}': column names are lower-case, words joined by '_')"
-                if near
-                else ""
+                f"there is '{there}': column names are lower-case, words joined by '_'; "
+                f"rename it to '{meant}'"
             )
-            log.add(f"missing required column{hint}", column=name)
+            if meant in seen:
+                log.add(f"written twice, once as '{there}' ({hint} or drop it)", column=meant)
+            elif meant in required:
+                log.add(f"missing required column ({hint})", column=meant)
+            else:
+                log.add(
+                    f"optional column written otherwise: it would be read as an extra "
+                    f"column and {meant} left at its default ({hint})",
+                    column=meant,
+                )
+        if meant in required and meant not in seen and meant not in otherwise:
+            log.add("missing required column", column=meant)
     if rows_required and len(raw) == 0:
         log.add("no data rows (the table must not be empty)")
     # Without its columns nothing else can be checked meaningfully.
     log.raise_if_any()
     return raw
+
+
+def column_spelling(name: str) -> str:
+    """A header as the contract spells its columns: its words (see
+    :func:`~nextbest.contract.schema.header_words`) lower-case and joined by '_'
+    ('HCP_ID', 'Territory ID', 'approved-until', 'approvedUntil' -> hcp_id,
+    territory_id, approved_until)."""
+    return "_".join(header_words(name))
 
 
 def without_unnamed_columns(raw: pd.DataFrame, log: ProblemLog) -> pd.DataFrame:
