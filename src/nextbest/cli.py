@@ -402,6 +402,37 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     ]
     for line in notes:
         stdout.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+    # The files keep the contract, but a pipeline gating on validate must not pass
+    # data train refuses: the same exit code as a broken contract.
+    stops = _why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
+    if stops is not None:
+        raise _fail(f"train would stop on these data: {stops}")
+
+
+def _why_training_stops(interactions: Any, eval_fraction: float, catalog: Any) -> str | None:
+    """Why ``train`` would refuse these interactions before fitting anything (no
+    decisions, too few with an action, engagement all one value), counted as
+    training counts them, or None."""
+    from nextbest.learning.train import MIN_ROWS_PER_ARM
+
+    if len(interactions) == 0:
+        return "no interactions: nothing to learn from"
+    touched = interactions["action_id"].notna()
+    before, _ = _fitted(interactions, eval_fraction, catalog)
+    fitted = touched & before
+    if int(fitted.sum()) < MIN_ROWS_PER_ARM:
+        return (
+            f"only {int(fitted.sum()):,} decisions with an action before the evaluation "
+            f"slice (the newest {eval_fraction:.0%}); at least {MIN_ROWS_PER_ARM} are needed "
+            "to learn engagement"
+        )
+    seen = interactions.loc[fitted, "engaged"].unique().tolist()
+    if len(seen) == 1:
+        return (
+            f"every decision with an action before the evaluation slice has engaged = "
+            f"{seen[0]}; engagement is learned from both 0s and 1s"
+        )
+    return None
 
 
 def _decimal_comma_notes(dataset: Any) -> list[str]:

@@ -1277,3 +1277,29 @@ def test_a_time_with_an_offset_is_read_at_its_utc_instant(
     assert picked("2027-01-01T00:30:00+01:00") > 0  # the same moment
     assert picked("2026-12-31T20:00:00-05:00") == 0  # 01:00 UTC on 1 January: expired
     assert picked("2027-01-01T01:00:00Z") == 0
+
+
+def test_validate_fails_where_train_would_on_interactions_without_rows(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    # A pipeline gating on validate let a failed export (a header only) through to
+    # train, which then stopped.
+    data = _foreign_dataset(tmp_path / "empty", with_outcome=True)
+    interactions = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    interactions.iloc[0:0].to_csv(data / "interactions.csv", index=False)
+    trained = runner.invoke(app, ["train", "--data", str(data), "--config", str(FAST)])
+    checked = runner.invoke(app, ["validate", "--data", str(data)])
+    assert trained.exit_code == 2, trained.output
+    assert checked.exit_code == trained.exit_code, checked.output
+    said = " ".join(checked.output.split())
+    assert "error: train would stop on these data: no interactions: nothing to learn from" in (
+        said
+    ), said
+    # Too few decisions with an action to learn from: refused alike.
+    interactions.head(30).to_csv(data / "interactions.csv", index=False)
+    trained = runner.invoke(app, ["train", "--data", str(data), "--config", str(FAST)])
+    checked = runner.invoke(app, ["validate", "--data", str(data), "--config", str(FAST)])
+    assert trained.exit_code == checked.exit_code == 2, checked.output
+    said = " ".join(checked.output.split())
+    assert "train would stop on these data: only" in said, said
+    assert "at least 200 are needed to learn engagement" in said
