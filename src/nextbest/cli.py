@@ -397,7 +397,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         *_catalog_notes(dataset),
         *_evidence_notes(dataset, train_config.eval_fraction),
         *_interaction_notes(dataset.interactions, dataset.catalog),
-        *_decimal_comma_notes(dataset),
+        *_text_number_notes(dataset),
         *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
     ]
     for line in notes:
@@ -435,15 +435,20 @@ def _why_training_stops(interactions: Any, eval_fraction: float, catalog: Any) -
     return None
 
 
-def _decimal_comma_notes(dataset: Any) -> list[str]:
-    """Extra columns read as text whose values are numbers written with a decimal
-    comma ("0,5"): the model then treats each value as a category of its own."""
+def _text_number_notes(dataset: Any) -> list[str]:
+    """Extra columns read as text whose values are numbers: written with a decimal
+    comma ("0,5"), or numbers but for cells a database wrote as its missing value
+    ('NULL', '\\N', 'NaN'). The model then treats each value as a category of its own."""
+    import pandas as pd
+
     from nextbest.contract.schema import (
+        NULL_WORDS,
         OPTIONAL_CATALOG_COLUMNS,
         OPTIONAL_INTERACTION_COLUMNS,
         REQUIRED_CATALOG_COLUMNS,
         REQUIRED_HCP_COLUMNS,
         REQUIRED_INTERACTION_COLUMNS,
+        is_identifier_column,
     )
     from nextbest.contract.validate import DECIMAL_COMMA
 
@@ -460,12 +465,33 @@ def _decimal_comma_notes(dataset: Any) -> list[str]:
                 continue
             values = frame[column].dropna().astype(str).str.strip()
             values = values[values != ""]
-            if len(values) and values.str.fullmatch(DECIMAL_COMMA).mean() >= 0.5:
+            if not len(values):
+                continue
+            if values.str.fullmatch(DECIMAL_COMMA).mean() >= 0.5:
                 notes.append(
                     f"{table} column '{column}' is read as text: its values are numbers "
                     f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
                     "with '.' for it to be a number"
                 )
+                continue
+            nulls = values.str.lower().isin(NULL_WORDS)
+            rest = values[~nulls]
+            if (
+                not nulls.any()
+                or not len(rest)
+                or is_identifier_column(str(column))
+                or pd.to_numeric(rest, errors="coerce").isna().any()
+            ):
+                continue
+            words = list(dict.fromkeys(values[nulls].tolist()))
+            written = ", ".join(f"'{word}'" for word in words[:3])
+            n = int(nulls.sum())
+            notes.append(
+                f"{table} column '{column}' is read as text: its values are numbers but for "
+                f"{n:,} cell{'s' if n > 1 else ''} written {written}, which make every value "
+                "a category of its own; write a missing value as an empty cell for it to be "
+                "a number"
+            )
     return notes
 
 

@@ -1013,6 +1013,26 @@ def test_validate_notes_numbers_written_with_a_decimal_comma(
     )
 
 
+def test_validate_notes_numbers_made_text_by_a_warehouses_null(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    # 'NULL' or '\\N' among numbers made the column a category (a level 'NULL'), unsaid.
+    data = _foreign_dataset(tmp_path / "nulls", with_outcome=True)
+    hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
+    hcps["patients"] = [str(i % 40) for i in range(len(hcps))]
+    hcps.loc[[3, 7], "patients"] = "NULL"
+    hcps.loc[9, "patients"] = "\\N"
+    hcps["segment"] = ["NULL" if i % 5 == 0 else "core" for i in range(len(hcps))]
+    hcps.to_csv(data / "hcps.csv", index=False)
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    assert (
+        "note: hcps column 'patients' is read as text: its values are numbers but for 3 cells "
+        "written 'NULL', '\\N', which make every value a category of its own; write a missing "
+        "value as an empty cell for it to be a number" in said
+    ), said
+    assert "column 'segment'" not in said  # text anyway: nothing to say
+
+
 def test_validate_notes_touches_outside_the_approval_window(
     env_settings: Path, tmp_path: Path
 ) -> None:

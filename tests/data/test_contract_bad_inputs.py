@@ -261,6 +261,32 @@ BAD_INPUTS = [
         id="na-spelled-out",
     ),
     pytest.param(
+        cell("interactions", 2, "outcome", "\\N"),
+        at(
+            "interactions.csv",
+            2,
+            "outcome",
+            "'\\N' is not a number (write a missing value as an empty cell)",
+        ),
+        id="warehouse-null-in-outcome",
+    ),
+    pytest.param(
+        cell("catalog", 1, "approved_until", "NULL"),
+        at(
+            "catalog.csv",
+            1,
+            "approved_until",
+            "'NULL' is not an ISO 8601 date or date-time (within 1677-2262) (write a missing "
+            "value as an empty cell)",
+        ),
+        id="warehouse-null-in-approved-until",
+    ),
+    pytest.param(
+        cell("interactions", 2, "holdout", "null"),
+        at("interactions.csv", 2, "holdout", "'null' is not a boolean (use true/false"),
+        id="warehouse-null-in-holdout",
+    ),
+    pytest.param(
         header_only("hcps"),
         at("hcps.csv", None, None, "no data rows"),
         id="empty-hcps",
@@ -416,3 +442,27 @@ def test_out_of_range_parquet_timestamp_is_reported(
     interactions["timestamp"] = stamps
     with pytest.raises(ContractError, match=at("interactions.parquet", 5, "timestamp", "")):
         load_dataset(write_tables(tables, fmt="parquet"))
+
+
+def test_a_warehouse_null_is_shown_as_written_with_what_to_write_instead(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    # '\\N' was shown as '\\\\N' (repr), a cell the file does not hold; and a no-touch
+    # row written NULL was told to put a deleted catalog row back.
+    tables["interactions"].loc[2, "action_id"] = "NULL"
+    tables["interactions"].loc[1, "propensity"] = "\\N"
+    tables["interactions"].loc[3, "holdout"] = "NULL"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    err = caught.value
+    said = [str(problem) for problem in err.problems]
+    assert set(said) >= {
+        "interactions.csv, row 3, column 'action_id': unknown action_id 'NULL' (not in "
+        "catalog); write a missing value as an empty cell: an empty action_id is a decision "
+        "to not touch",
+        "interactions.csv, row 2, column 'propensity': '\\N' is not a number (write a missing "
+        "value as an empty cell)",
+        "interactions.csv, row 4, column 'holdout': 'NULL' is not a boolean (use true/false, "
+        "yes/no, y/n, t/f or 1/0) (write a missing value as an empty cell)",
+    }, said
+    assert err.hints == []

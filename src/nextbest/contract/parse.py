@@ -131,11 +131,18 @@ class Parsed:
     bad: Mask
 
 
+def quoted(value: str) -> str:
+    """``value`` in single quotes as the file holds it (``'\\N'`` shows as '\\N', not
+    repr's doubled backslash); repr only for what would not print (a tab, a
+    control character)."""
+    return f"'{value}'" if value.isprintable() else repr(value)
+
+
 def shown(values: pd.Series, position: int) -> str:
     """The raw cell at ``position`` as it should appear in a message."""
     value = values.iat[position]
     if isinstance(value, str):
-        return repr(value.strip())
+        return quoted(value.strip())
     if isinstance(value, float | np.floating):
         return number(float(value))
     return str(value)

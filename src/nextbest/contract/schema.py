@@ -44,6 +44,11 @@ SPECIALTY_SEPARATOR: Final = ";"
 TRUE_WORDS: Final = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS: Final = frozenset({"false", "f", "no", "n", "0"})
 
+#: How databases and warehouse exports write a missing value (``\\N`` is MySQL's and
+#: Hive's), compared case-insensitively: in the contract a missing value is an empty
+#: cell, and these are text like any other.
+NULL_WORDS: Final = frozenset({"null", "\\n", "nan", "na", "n/a", "#n/a", "none", "nil"})
+
 #: Extra columns whose name says they identify or locate rather than measure: kept
 #: as text exactly as written, so "02134" or "00123" keep their leading zeros.
 IDENTIFIER_NAMES: Final = frozenset(
@@ -183,6 +188,11 @@ def is_unique_code_column(name: str, values: Sequence[str]) -> bool:
 
 def _share(pattern: re.Pattern[str], values: Sequence[str]) -> float:
     return sum(bool(pattern.fullmatch(v)) for v in values) / len(values)
+
+
+def is_null_word(value: object) -> bool:
+    """Whether a cell is a warehouse's spelling of a missing value (see ``NULL_WORDS``)."""
+    return isinstance(value, str) and value.strip().lower() in NULL_WORDS
 
 
 def channel_spelling(name: str) -> str:

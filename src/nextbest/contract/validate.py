@@ -33,6 +33,7 @@ from nextbest.contract.schema import (
     consent_column,
     header_words,
     is_identifier_column,
+    is_null_word,
     is_person_code_column,
     is_personal_column,
     is_unique_code_column,
@@ -43,6 +44,8 @@ from nextbest.contract.schema import (
 # consent_<channel> in any case, with '_', '-', '.' or a space after "consent".
 _CONSENT_HEADER = re.compile(r"consent[_\-. ]+", re.IGNORECASE)
 _BOOLEAN_HINT = "is not a boolean (use true/false, yes/no, y/n, t/f or 1/0)"
+# For a cell a database wrote as its missing value ('NULL', '\\N'): see NULL_WORDS.
+NULL_HINT = "write a missing value as an empty cell"
 # "0,583": a decimal comma, as spreadsheets write numbers in many locales.
 DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 
@@ -167,7 +170,7 @@ def _read_consent(
     if name in out:
         log.add(f"a second consent column for the channel of '{name}'", column=column)
     parsed = parse.booleans(raw[column], default=False)
-    log.add_rows(parsed.bad, column, lambda i: f"{parse.shown(raw[column], i)} {_BOOLEAN_HINT}")
+    log.add_rows(parsed.bad, column, lambda i: _not_a_boolean(raw[column], i))
     out[name] = parsed.values
     headers[name] = column
     if parsed.missing.any():
@@ -294,8 +297,10 @@ def validate_interactions(
             "action_id", action.uniques[action.codes[i]], pd.Index(catalog["action_id"]), "catalog"
         ),
     )
-    if unknown_action.any():
-        log.hint(_unknown_actions_hint(action, unknown_action), column="action_id")
+    # 'NULL' for a no-touch row is said per row; the hint is about deleted catalog rows.
+    deleted = unknown_action & ~action.where(lambda u: np.array([is_null_word(v) for v in u]))
+    if deleted.any():
+        log.hint(_unknown_actions_hint(action, deleted), column="action_id")
     action_ids = action.uniques.copy()
     action_ids[action_ids == ""] = None
     filled: dict[str, npt.NDArray[np.object_]] = {}
@@ -338,7 +343,7 @@ def validate_interactions(
             holdout.to_numpy() & ~no_touch,
             "holdout",
             lambda i: (
-                f"holdout is true but action_id is {action.uniques[action.codes[i]]!r} "
+                f"holdout is true but action_id is {parse.quoted(action.uniques[action.codes[i]])} "
                 "(a holdout row must be a no-touch row, action_id empty)"
             ),
         )
@@ -387,7 +392,8 @@ def _mismatch_message(
     def describe(i: int) -> str:
         return (
             f"{parse.shown(raw[column], i)} does not match the catalog {column} "
-            f"{in_catalog[action_position[i]]!r} of action {action.uniques[action.codes[i]]!r}"
+            f"{parse.quoted(in_catalog[action_position[i]])} of action "
+            f"{parse.quoted(action.uniques[action.codes[i]])}"
         )
 
     return describe
@@ -524,14 +530,15 @@ def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
 
     def describe(i: int) -> str:
         first = int(np.argmax(cells.codes == cells.codes[i])) + 1
-        return f"duplicate {column} {cells.uniques[cells.codes[i]]!r} (first in row {first})"
+        value = parse.quoted(cells.uniques[cells.codes[i]])
+        return f"duplicate {column} {value} (first in row {first})"
 
     log.add_rows(repeated, column, describe)
 
 
 def _boolean(raw: pd.DataFrame, column: str, log: ProblemLog, *, default: bool) -> pd.Series:
     parsed = parse.booleans(raw[column], default=default)
-    log.add_rows(parsed.bad, column, lambda i: f"{parse.shown(raw[column], i)} {_BOOLEAN_HINT}")
+    log.add_rows(parsed.bad, column, lambda i: _not_a_boolean(raw[column], i))
     return parsed.values
 
 
@@ -540,7 +547,17 @@ def _not_a_number(values: pd.Series, position: int) -> str:
     value = values.iat[position]
     if isinstance(value, str) and DECIMAL_COMMA.fullmatch(value.strip()):
         said += " (write decimals with '.')"
-    return said
+    return said + _null_hint(values, position)
+
+
+def _not_a_boolean(values: pd.Series, position: int) -> str:
+    return f"{parse.shown(values, position)} {_BOOLEAN_HINT}{_null_hint(values, position)}"
+
+
+def _null_hint(values: pd.Series, position: int) -> str:
+    """' (write a missing value as an empty cell)' for a cell written 'NULL', '\\N',
+    'NaN' and the like, else ''."""
+    return f" ({NULL_HINT})" if is_null_word(values.iat[position]) else ""
 
 
 def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
@@ -553,7 +570,9 @@ def _unknown(column: str, value: str, known: pd.Index, table: str) -> str:
     """``unknown hcp_id 'X' (not in hcps)``, saying so when the id differs from a known
     one only in how its accented letters are encoded (Unicode NFC against NFD: the
     two look the same on screen, and ids are compared exactly)."""
-    said = f"unknown {column} {value!r} (not in {table})"
+    said = f"unknown {column} {parse.quoted(value)} (not in {table})"
+    if column == "action_id" and is_null_word(value):
+        said += f"; {NULL_HINT}: an empty action_id is a decision to not touch"
     if value.isascii():  # plain ASCII has one encoding: no twin to look for
         return said
     composed = unicodedata.normalize("NFC", value)
@@ -567,7 +586,7 @@ def _unknown(column: str, value: str, known: pd.Index, table: str) -> str:
     )
     if twin is not None:
         said += (
-            f"; it looks like {twin!r} there, but its accented letters are encoded "
+            f"; it looks like {parse.quoted(twin)} there, but its accented letters are encoded "
             "differently (Unicode normalisation): export both files from one system, or "
             "normalise both to NFC"
         )
@@ -598,7 +617,8 @@ def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: boo
         parsed.bad,
         column,
         lambda i: (
-            f"{parse.shown(raw[column], i)} is not an ISO 8601 date or date-time (within 1677-2262)"
+            f"{parse.shown(raw[column], i)} is not an ISO 8601 date or date-time (within "
+            f"1677-2262){_null_hint(raw[column], i)}"
         ),
     )
     if required:
