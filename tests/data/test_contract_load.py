@@ -859,3 +859,106 @@ def test_a_file_mixing_offsets_and_naive_times_loads_each_as_written(
         else pd.Timestamp(s).tz_convert("UTC").tz_localize(None)
         for s in stamps
     )
+
+
+def _interaction_part(n: int, **types: pa.DataType) -> pa.Table:
+    """``n`` interactions (H1, action A1, engaged 0) from 2024-03-0{1..n}, each
+    column stored as ``types`` says (the type an incremental write happened to give)."""
+    values = {
+        "hcp_id": ["H1"] * n,
+        "timestamp": [pd.Timestamp(f"2024-03-0{i + 1}T08:00:00") for i in range(n)],
+        "action_id": ["A1"] * n,
+        "engaged": [0] * n,
+        "outcome": [i + 1 for i in range(n)],
+        "propensity": [0.5] * n,
+    }
+    columns = {}
+    for name, cells in values.items():
+        kind = types.get(name)
+        if kind is not None and pa.types.is_null(kind):
+            columns[name] = pa.nulls(n)
+        elif kind is not None and pa.types.is_dictionary(kind):
+            columns[name] = pa.array(cells).dictionary_encode()
+        elif kind is not None and pa.types.is_timestamp(kind) and kind.tz:
+            columns[name] = pa.array([t.tz_localize("UTC") for t in cells]).cast(kind)
+        else:
+            columns[name] = pa.array(cells, type=kind)
+    return pa.table(columns)
+
+
+def test_parquet_parts_of_compatible_types_load_as_one_table(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """Incremental writes store a column in other types from one part to the next:
+    int32 then int64, timestamps in ns then in us with a zone, strings dictionary-
+    encoded then plain, a column all null in one part. They were refused."""
+    data = write_tables(tables)
+    (data / "interactions.csv").unlink()
+    parts = data / "interactions.parquet"
+    parts.mkdir()
+    pq.write_table(
+        _interaction_part(
+            2,
+            hcp_id=pa.dictionary(pa.int32(), pa.string()),
+            timestamp=pa.timestamp("ns"),
+            outcome=pa.int32(),
+            propensity=pa.null(),
+        ),
+        parts / "part-00000.parquet",
+    )
+    pq.write_table(
+        _interaction_part(3, timestamp=pa.timestamp("us", tz="UTC"), outcome=pa.int64()),
+        parts / "part-00001.parquet",
+    )
+    got = load_dataset(data).interactions
+    # A naive time is UTC, as everywhere in the contract: no instant moved.
+    assert got["timestamp"].tolist() == [
+        pd.Timestamp(s)
+        for s in [
+            "2024-03-01 08:00",
+            "2024-03-01 08:00",
+            "2024-03-02 08:00",
+            "2024-03-02 08:00",
+            "2024-03-03 08:00",
+        ]
+    ]
+    assert got["outcome"].tolist() == [1.0, 1.0, 2.0, 2.0, 3.0]
+    assert got["propensity"].isna().tolist() == [True, False, True, False, False]
+    assert set(got["hcp_id"]) == {"H1"}
+    # Text among numbers does not combine: the part, both types and the fix are named.
+    pq.write_table(
+        _interaction_part(1).set_column(4, "outcome", pa.array(["many"])),
+        parts / "part-00002.parquet",
+    )
+    with pytest.raises(ContractError) as caught:
+        load_dataset(data)
+    assert str(caught.value).splitlines()[1:] == [
+        "  interactions.parquet: part part-00002.parquet differs from part-00000.parquet: "
+        "outcome (string there, int32 in part-00000.parquet), types that do not combine: "
+        "cast the column to one type and rewrite the part"
+    ]
+
+
+def test_values_written_in_directory_names_are_read_as_text_columns(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """Spark's ``partitionBy("territory_id")`` writes the value only in directory
+    names (territory_id=007/part-0.parquet): read as the column, zeros kept."""
+    data = write_tables(tables)
+    (data / "hcps.csv").unlink()
+    hcps = tables["hcps"].assign(territory_id=["007", "007", "010"])
+    root = data / "hcps.parquet"
+    for territory, group in hcps.groupby("territory_id"):
+        where = root / f"territory_id={territory}"
+        where.mkdir(parents=True)
+        group.drop(columns="territory_id").to_parquet(where / "part-0.parquet", index=False)
+    got = load_dataset(data).hcps
+    assert got[["hcp_id", "territory_id"]].values.tolist() == [
+        ["H1", "007"],
+        ["H2", "007"],
+        ["H3", "010"],
+    ]
+    # A part outside the key=value directories is named: its territory is nowhere.
+    hcps.iloc[[0]].drop(columns="territory_id").to_parquet(root / "part-9.parquet", index=False)
+    with pytest.raises(ContractError, match=r"part-9.parquet lies under no key=value directory"):
+        load_dataset(data)

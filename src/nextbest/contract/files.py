@@ -7,6 +7,7 @@ import itertools
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -61,19 +62,14 @@ def read_table(path: Path | str) -> pd.DataFrame:
                     [_misfit_problem(path, *misfit) for misfit in misfits], total=total
                 )
             return frame
+        if parts:
+            return _read_parts(path, parts).to_pandas()
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
-        schema = pq.read_schema(parts[0] if parts else path)
-        if parts:
-            _refuse_part_mismatch(path, parts, schema)
+        schema = pq.read_schema(path)
         _refuse_repeated_names(path, schema.names)
-        strings = [
-            field.name
-            for field in schema
-            if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
-        ]
-        source = [str(part) for part in parts] if parts else path
-        return pq.read_table(source, read_dictionary=strings).to_pandas()
+        strings = [field.name for field in schema if _is_text(field.type)]
+        return pq.read_table(path, read_dictionary=strings, partitioning=None).to_pandas()
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
     except UnicodeDecodeError as err:
@@ -108,31 +104,151 @@ def _parquet_parts(directory: Path) -> list[Path]:
     )
 
 
-def _refuse_part_mismatch(directory: Path, parts: list[Path], first: pa.Schema) -> None:
-    """Every part of a dataset directory must have the first one's columns and types:
-    a part written with another type (a column of text among numbers) is named."""
-    for part in parts[1:]:
-        schema = pq.read_schema(part)
-        if schema.names != first.names or schema.types != first.types:
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+# Spark's directory name for a partition whose value is null.
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _read_parts(directory: Path, parts: list[Path]) -> pa.Table:
+    """The parts of a dataset directory as one table, in path order.
+
+    Parts written at different times may store a column in different but compatible
+    types (int32 and int64, timestamps in ns and in us with a zone, strings plain and
+    dictionary-encoded, a column all null): each is cast to the type that holds them
+    all (see :func:`_common_type`); types that do not combine (text and numbers) are
+    refused, naming the part. Values written only in directory names, as Spark's
+    ``partitionBy`` writes them (``territory_id=T1/part-0.parquet``), are read as
+    text columns (``007`` keeps its zeros), ``__HIVE_DEFAULT_PARTITION__`` as missing.
+    """
+    schemas = [pq.read_schema(part) for part in parts]
+    names = schemas[0].names
+    for part, schema in zip(parts[1:], schemas[1:], strict=True):
+        if sorted(schema.names) != sorted(names):
             differ = [
-                f"{name} ({schema.field(name).type} there, {first.field(name).type} in "
-                f"{parts[0].name})"
-                if name in first.names
-                else f"{name} (not in {parts[0].name})"
-                for name in schema.names
-                if name not in first.names or schema.field(name).type != first.field(name).type
-            ] or [f"columns {', '.join(schema.names)} against {', '.join(first.names)}"]
-            raise ContractError(
-                [
-                    Problem(
-                        directory.name,
-                        None,
-                        None,
-                        f"part {part.relative_to(directory)} differs from the first part: "
-                        + "; ".join(differ),
-                    )
-                ]
+                f"{name} (not in {parts[0].name})" for name in schema.names if name not in names
+            ]
+            differ += [
+                f"{name} (only in {parts[0].name})" for name in names if name not in schema.names
+            ]
+            raise _part_problem(
+                directory,
+                part,
+                f"has other columns than {parts[0].relative_to(directory)}: " + "; ".join(differ),
             )
+    keys = [_partition_values(directory, part) for part in parts]
+    for part, values in zip(parts[1:], keys[1:], strict=True):
+        if list(values) != list(keys[0]):
+
+            def under(at: dict[str, str | None]) -> str:
+                return ", ".join(f"{key}=" for key in at) or "no key=value directory"
+
+            raise _part_problem(
+                directory,
+                part,
+                f"lies under {under(values)} where {parts[0].relative_to(directory)} lies "
+                f"under {under(keys[0])}: every part must be under the same keys",
+            )
+    _refuse_repeated_names(directory, [*names, *keys[0]])
+    target = pa.schema(
+        [pa.field(name, _part_type(directory, parts, schemas, name)) for name in names]
+    )
+    strings = [field.name for field in target if _is_text(field.type)]
+    tables = []
+    for part, values in zip(parts, keys, strict=True):
+        table = pq.read_table(part, read_dictionary=strings, partitioning=None)
+        columns = [_conform(table.column(field.name), field.type) for field in target]
+        columns += [
+            pa.chunked_array([pa.array([value] * table.num_rows, pa.string())]).dictionary_encode()
+            for value in values.values()
+        ]
+        tables.append(pa.table(columns, names=[*names, *values]))
+    return pa.concat_tables(tables)
+
+
+def _part_problem(directory: Path, part: Path, message: str) -> ContractError:
+    return ContractError(
+        [Problem(directory.name, None, None, f"part {part.relative_to(directory)} {message}")]
+    )
+
+
+def _partition_values(directory: Path, part: Path) -> dict[str, str | None]:
+    """The ``key=value`` directories between ``directory`` and ``part``, values as
+    written (URL escapes decoded, as Spark writes '/' or '=' in a value)."""
+    values: dict[str, str | None] = {}
+    for name in part.relative_to(directory).parent.parts:
+        key, equals, value = name.partition("=")
+        if equals and key:
+            values[key] = None if value == _NULL_PARTITION else unquote(value)
+    return values
+
+
+def _part_type(
+    directory: Path, parts: list[Path], schemas: list[pa.Schema], name: str
+) -> pa.DataType:
+    """The type every part's ``name`` column is read as, or a :class:`ContractError`
+    naming the first part whose type does not combine with the ones before it."""
+    kinds: list[pa.DataType] = []
+    first: dict[pa.DataType, Path] = {}
+    for part, schema in zip(parts, schemas, strict=True):
+        kind = schema.field(name).type
+        common = _common_type([*kinds, kind])
+        if common is None:
+            before = next((k for k in kinds if _common_type([k, kind]) is None), kinds[0])
+            raise _part_problem(
+                directory,
+                part,
+                f"differs from {first[before].relative_to(directory)}: {name} ({kind} there, "
+                f"{before} in {first[before].relative_to(directory)}), types that do not "
+                "combine: cast the column to one type and rewrite the part",
+            )
+        first.setdefault(kind, part)
+        kinds.append(kind)
+    common = _common_type(kinds)
+    assert common is not None
+    return common
+
+
+_UNITS = ("s", "ms", "us", "ns")
+
+
+def _common_type(kinds: list[pa.DataType]) -> pa.DataType | None:
+    """The type that holds values of every one of ``kinds`` (parts of one column),
+    or None when they do not combine (text and numbers). Dictionary-encoded values
+    count as their values, a column all null as any type; integers widen, and
+    integers and floats combine as floats (a value a float cannot hold exactly is
+    refused when read). Timestamps take the finest unit, and UTC when any has a zone:
+    a naive timestamp is read as UTC everywhere in the contract, so no instant moves."""
+    plain = [k.value_type if pa.types.is_dictionary(k) else k for k in kinds]
+    known = list(dict.fromkeys(k for k in plain if not pa.types.is_null(k)))
+    if not known:
+        return pa.null()
+    if all(pa.types.is_timestamp(k) for k in known):
+        unit = max((k.unit for k in known), key=_UNITS.index)
+        return pa.timestamp(unit, "UTC" if any(k.tz for k in known) else None)
+    try:
+        merged = pa.unify_schemas(
+            [pa.schema([pa.field("c", k)]) for k in known], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    kind = merged.field("c").type
+    # Permissive promotion also turns numbers into text or decimals: not a combination.
+    if (_is_text(kind) or pa.types.is_binary(kind)) and not all(_is_text(k) for k in known):
+        return None
+    return kind
+
+
+def _conform(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """``column`` cast to ``kind``; text dictionary-encoded (as the single-file read
+    gives it)."""
+    if _is_text(kind):
+        if column.type == pa.dictionary(pa.int32(), kind):
+            return column
+        return column.cast(kind).dictionary_encode()
+    return column if column.type == kind else column.cast(kind)
 
 
 def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
