@@ -962,3 +962,61 @@ def test_values_written_in_directory_names_are_read_as_text_columns(
     hcps.iloc[[0]].drop(columns="territory_id").to_parquet(root / "part-9.parquet", index=False)
     with pytest.raises(ContractError, match=r"part-9.parquet lies under no key=value directory"):
         load_dataset(data)
+
+
+def test_csv_parts_in_a_directory_or_in_daily_files_are_pointed_at(tables, write_tables) -> None:
+    # Spark's CSV output is a directory of part-*.csv; a daily export is one file a day.
+    data = write_tables(tables)
+    whole = (data / "interactions.csv").read_text()
+    (data / "interactions.csv").unlink()
+    (data / "interactions.csv").mkdir()
+    (data / "interactions.csv" / "part-00000.csv").write_text(whole)
+    with pytest.raises(ContractError) as caught:
+        load_dataset(data)
+    said = " ".join(str(caught.value).split())
+    assert (
+        "found a directory interactions.csv/: only Parquet may be a directory of parts; "
+        "concatenate the CSV parts into one interactions.csv (one header line), or write "
+        "interactions.parquet" in said
+    ), said
+    for part in (data / "interactions.csv").iterdir():
+        part.unlink()
+    (data / "interactions.csv").rmdir()
+    for day in ("2026-06-01", "2026-06-02"):
+        (data / f"interactions_{day}.csv").write_text(whole)
+    with pytest.raises(ContractError) as caught:
+        load_dataset(data)
+    said = " ".join(str(caught.value).split())
+    assert (
+        "found interactions_2026-06-01.csv, interactions_2026-06-02.csv, which look like parts "
+        "of interactions: the table is read from one file, interactions.csv (the parts "
+        "concatenated, one header line) or interactions.parquet" in said
+    ), said
+
+
+def test_files_concatenated_with_their_headers_are_named_once(tmp_path: Path) -> None:
+    # `cat day1.csv day2.csv > interactions.csv`: every header line after the first
+    # was a row, refused as "unknown hcp_id 'hcp_id'" once per column and file.
+    path = tmp_path / "interactions.csv"
+    day = "hcp_id,timestamp,action_id,engaged\nH1,2024-03-01,A1,0\n"
+    path.write_text(day * 4)
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  interactions.csv, row 2: row 2 repeats the header line (3 rows do): files "
+        "concatenated with their headers? keep the first header line only"
+    ]
+
+
+def test_trailing_separators_beyond_one_are_said_to_be_empty(tmp_path: Path) -> None:
+    # Two trailing commas on every data line: not "a comma inside a value?".
+    path = tmp_path / "catalog.csv"
+    path.write_text("action_id,specialties,cost\nA1,gp,0.5,,\nA2,,1,,\n")
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        f"  catalog.csv, row {row}: 5 fields where the header has 3: the last 2 are empty, "
+        "commas ending the line that the header lacks (trailing separators): remove them, "
+        "or name those columns in the header"
+        for row in (1, 2)
+    ]

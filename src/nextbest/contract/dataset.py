@@ -274,13 +274,33 @@ def _near_miss(data_dir: Path, name: str) -> str:
             f"; found a directory {name}/: a table written in Parquet parts is read from "
             f"a directory named {name}.parquet (rename it)"
         )
+    if (data_dir / f"{name}.csv").is_dir():
+        return (
+            f"; found a directory {name}.csv/: only Parquet may be a directory of parts; "
+            f"concatenate the CSV parts into one {name}.csv (one header line), or write "
+            f"{name}.parquet"
+        )
     near = sorted(
         path.name
         for path in data_dir.iterdir()
         if path.is_file() and path.name.lower().startswith(f"{name}.")
     )
     if not near:
-        return ""
+        # Daily or numbered exports: interactions_2026-06-01.csv, interactions-part1.parquet.
+        parts = sorted(
+            path.name
+            for path in data_dir.iterdir()
+            if re.match(rf"{name}[_\-. ]", path.name, re.IGNORECASE)
+            and path.suffix.lower().lstrip(".") in FORMATS
+        )
+        if not parts:
+            return ""
+        shown = ", ".join(parts[:3]) + (f" and {len(parts) - 3:,} more" if len(parts) > 3 else "")
+        return (
+            f"; found {shown}, which look like parts of {name}: the table is read from one "
+            f"file, {name}.csv (the parts concatenated, one header line) or {name}.parquet "
+            "(which may be a directory of parts)"
+        )
     lower = [n.lower() for n in near]
     if any(n in wanted for n in lower):
         fix = f"rename it to {name}.csv or {name}.parquet (lower case)"

@@ -56,11 +56,14 @@ def read_table(path: Path | str) -> pd.DataFrame:
             frame = _read_csv(path)
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
             if trailing:
-                return _read_csv(path, drop_trailing_field=True)
+                frame = _read_csv(path, drop_trailing_field=True)
+                _refuse_repeated_header(path, frame)
+                return frame
             if misfits:
                 raise ContractError(
                     [_misfit_problem(path, *misfit) for misfit in misfits], total=total
                 )
+            _refuse_repeated_header(path, frame)
             return frame
         if parts:
             return _read_parts(path, parts).to_pandas()
@@ -83,7 +86,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
             if trailing:
                 return _read_csv(path, drop_trailing_field=True)
             if not misfits:
-                misfits, total = [(line - 1, header, seen)], 1
+                misfits, total = [(line - 1, header, seen, False)], 1
             raise ContractError(
                 [_misfit_problem(path, *misfit) for misfit in misfits], total=total
             ) from err
@@ -271,6 +274,35 @@ def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
     return frame
 
 
+def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
+    """Data rows that repeat the header line: files concatenated each with its own
+    header. Said once, with how many, rather than as a bad value in every column."""
+    if frame.empty or frame.shape[1] == 0:
+        return
+    header = [name.strip() for name in _header(path)][: frame.shape[1]]
+    first = frame.iloc[:, 0].str.strip() == header[0]
+    if not first.any():
+        return
+    candidates = frame[first.to_numpy()]
+    repeats = np.ones(len(candidates), dtype=bool)
+    for position, name in enumerate(header[1:], start=1):
+        repeats &= (candidates.iloc[:, position].str.strip() == name).to_numpy()
+    rows = candidates.index[repeats]
+    if len(rows):
+        more = f" ({len(rows):,} rows do)" if len(rows) > 1 else ""
+        raise ContractError(
+            [
+                Problem(
+                    path.name,
+                    int(rows[0]) + 1,
+                    None,
+                    f"row {int(rows[0]) + 1} repeats the header line{more}: files "
+                    "concatenated with their headers? keep the first header line only",
+                )
+            ]
+        )
+
+
 def _not_utf8(path: Path) -> Problem:
     """Where a CSV file stops being UTF-8, and what it most likely is instead."""
     data = path.read_bytes()
@@ -330,8 +362,9 @@ def _refuse_repeated_names(path: Path, names: list[str]) -> None:
 
 def _misfit_rows(
     path: Path, sep: str, n_columns: int, limit: int = 20
-) -> tuple[list[tuple[int, int, int]], int, bool]:
-    """(row, fields expected, fields seen) of the first ``limit`` rows whose number of
+) -> tuple[list[tuple[int, int, int, bool]], int, bool]:
+    """(row, fields expected, fields seen, whether the fields beyond the header's are
+    all empty) of the first ``limit`` rows whose number of
     fields differs from the header's. pandas stops at the first row with too many,
     and pads a row with too few with empty cells, so a value left out in the middle
     shifts the rest one column to the left, silently. A second parse by Arrow's CSV
@@ -343,17 +376,17 @@ def _misfit_rows(
     dropped. When other rows fit the header, such rows are misfits like any other:
     a separator inside one of their values may have shifted them by a column.
     """
-    found: list[tuple[int, int, int]] = []
-    ending: list[tuple[int, int, int]] = []  # rows with one more field, the last empty
+    found: list[tuple[int, int, int, bool]] = []
+    ending: list[tuple[int, int, int, bool]] = []  # rows with one more field, the last empty
     seen = [0, 0]  # misfits, rows ending with a separator the header lacks
 
     def keep(row: pa_csv.InvalidRow) -> str:
         # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
         number = -1 if row.number is None else row.number - 1
-        misfit = (number, row.expected_columns, row.actual_columns)
-        if row.actual_columns == row.expected_columns + 1 and (row.text or "").rstrip(
-            "\r\n"
-        ).endswith(sep):
+        extra = row.actual_columns - row.expected_columns
+        empty_tail = extra > 0 and (row.text or "").rstrip("\r\n").endswith(sep * extra)
+        misfit = (number, row.expected_columns, row.actual_columns, empty_tail)
+        if extra == 1 and empty_tail:
             seen[1] += 1
             if len(ending) < limit:
                 ending.append(misfit)
@@ -374,9 +407,19 @@ def _misfit_rows(
     return found, seen[0], not found and seen[1] > 0
 
 
-def _misfit_problem(path: Path, row: int, expected: int, seen: int) -> Problem:
-    if seen > expected:
-        separator = {",": "comma", ";": "semicolon", "\t": "tab"}[_separator(path)]
+def _misfit_problem(
+    path: Path, row: int, expected: int, seen: int, empty_tail: bool = False
+) -> Problem:
+    separator = {",": "comma", ";": "semicolon", "\t": "tab"}[_separator(path)]
+    # One empty field more among rows that fit is more likely a separator inside a
+    # value with the last value empty (see _misfit_rows); several are line endings.
+    if seen > expected + 1 and empty_tail:
+        advice = (
+            f"the last {seen - expected} are empty, {separator}s ending the line that the "
+            "header lacks (trailing separators): remove them, or name those columns in "
+            "the header"
+        )
+    elif seen > expected:
         advice = f"a {separator} inside a value? put such values in double quotes"
     else:
         advice = (
