@@ -370,6 +370,10 @@ def simulate(
     return out
 
 
+# What validate says of a header-only interactions file (train then has nothing to fit).
+NO_INTERACTIONS = "no interactions: nothing to learn from"
+
+
 @app.command()
 def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
@@ -410,29 +414,15 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
 
 
 def _why_training_stops(interactions: Any, eval_fraction: float, catalog: Any) -> str | None:
-    """Why ``train`` would refuse these interactions before fitting anything (no
-    decisions, too few with an action, engagement all one value), counted as
-    training counts them, or None."""
-    from nextbest.learning.train import MIN_ROWS_PER_ARM
+    """Why ``train`` would refuse these interactions before fitting anything, counted
+    as training counts them, or None."""
+    from nextbest.learning.train import engagement_problem
 
     if len(interactions) == 0:
-        return "no interactions: nothing to learn from"
-    touched = interactions["action_id"].notna()
+        return NO_INTERACTIONS
     before, _ = _fitted(interactions, eval_fraction, catalog)
-    fitted = touched & before
-    if int(fitted.sum()) < MIN_ROWS_PER_ARM:
-        return (
-            f"only {int(fitted.sum()):,} decisions with an action before the evaluation "
-            f"slice (the newest {eval_fraction:.0%}); at least {MIN_ROWS_PER_ARM} are needed "
-            "to learn engagement"
-        )
-    seen = interactions.loc[fitted, "engaged"].unique().tolist()
-    if len(seen) == 1:
-        return (
-            f"every decision with an action before the evaluation slice has engaged = "
-            f"{seen[0]}; engagement is learned from both 0s and 1s"
-        )
-    return None
+    fitted = interactions["action_id"].notna() & before
+    return engagement_problem(interactions.loc[fitted, "engaged"].to_numpy(), eval_fraction)
 
 
 def _text_number_notes(dataset: Any) -> list[str]:
@@ -652,7 +642,7 @@ def _what_training_gets(
 
     n = len(interactions)
     if n == 0:
-        return ["no interactions: nothing to learn from"]
+        return [NO_INTERACTIONS]
 
     def share(k: int) -> str:
         return f"{k:,} ({k / n:.0%})"

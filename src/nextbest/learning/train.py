@@ -183,6 +183,24 @@ def touches_per_action(action_rows: np.ndarray, n_actions: int) -> np.ndarray:
     return np.bincount(action_rows[action_rows >= 0], minlength=n_actions).astype(np.int64)
 
 
+def engagement_problem(engaged: np.ndarray, eval_fraction: float) -> str | None:
+    """Why engagement cannot be learned from ``engaged`` (of the fitted decisions with
+    an action: too few, or all one value), or None. ``nextbest validate`` asks too."""
+    if len(engaged) < MIN_ROWS_PER_ARM:
+        return (
+            f"only {len(engaged):,} decisions with an action before the evaluation slice "
+            f"(the newest {eval_fraction:g} of decisions, eval_fraction); at least "
+            f"{MIN_ROWS_PER_ARM} are needed to learn engagement"
+        )
+    seen = np.unique(engaged).tolist()
+    if len(seen) < 2:
+        return (
+            f"interactions: every decision with an action before the evaluation slice has "
+            f"engaged = {seen[0]}; engagement is learned from both 0s and 1s"
+        )
+    return None
+
+
 def train(
     dataset: Dataset,
     *,
@@ -333,18 +351,8 @@ def _train(
     # One step: the uplift learner fits the engagement model inside its own fit.
     step("models")
     treated = fit_rows.treated
-    if treated.sum() < MIN_ROWS_PER_ARM:
-        raise ValueError(
-            f"only {int(treated.sum())} decisions with an action before the evaluation slice "
-            f"(the newest {config.eval_fraction:g} of decisions, eval_fraction); at least "
-            f"{MIN_ROWS_PER_ARM} are needed to learn engagement"
-        )
-    seen = np.unique(fit_rows.engaged[treated]).tolist()
-    if len(seen) < 2:
-        raise ValueError(
-            f"interactions: every decision with an action before the evaluation slice has "
-            f"engaged = {seen[0]}; engagement is learned from both 0s and 1s"
-        )
+    if (problem := engagement_problem(fit_rows.engaged[treated], config.eval_fraction)) is not None:
+        raise ValueError(problem)
     engagement = CalibratedEngagementClassifier(
         **config.engagement.model_dump(),
         calibration_fraction=config.calibration_fraction,
