@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,6 +179,35 @@ def test_candidate_rows_rebuild_the_logged_rows(learned: LearnedWorld) -> None:
     # What the logging policy chose was eligible when it chose it.
     eligible = eligible_at(model, rows)
     assert eligible[treated, rows.action_rows[treated]].all()
+
+
+def test_evaluation_scores_in_blocks_as_it_would_at_once(
+    learned: LearnedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy figures do not depend on how many pairs are scored at a time (a
+    large catalog scores its candidates in blocks to bound memory)."""
+    from nextbest.evaluation import offline
+
+    result = learned.result
+    rows, model = result.eval_rows, result.model
+    assert rows is not None
+
+    def evaluated(pairs: int) -> tuple[dict[str, float], int]:
+        monkeypatch.setattr(offline, "PAIRS_PER_BLOCK", pairs)
+        tracemalloc.start()
+        try:
+            metrics = offline.evaluate_model(model, rows, seed=3)["metrics"]
+            return metrics, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole, peak_whole = evaluated(10**9)
+    blocks, peak_blocks = evaluated(7 * model.n_actions + 5)  # uneven blocks of 7 decisions
+    assert whole.keys() == blocks.keys() and "ope_dr_policy_value" in whole
+    for name, value in whole.items():
+        assert blocks[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    # The candidate rows (decisions x actions x features) were most of the memory.
+    assert peak_blocks < 0.5 * peak_whole, (peak_blocks, peak_whole)
 
 
 def test_as_of_outside_the_data_is_refused_or_noted(learned: LearnedWorld) -> None:

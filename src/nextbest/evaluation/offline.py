@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 # Scoring every eval decision against every action is (n x A) rows; beyond this
 # many decisions a seeded sample answers the same questions.
 MAX_POLICY_DECISIONS = 20_000
+# The candidate rows are built and scored this many (decision, action) pairs at a
+# time: all at once, 20,000 decisions by a catalog of 600 actions were 3 GB of
+# features (and the run stopped for memory at evaluation, after the models).
+PAIRS_PER_BLOCK = 500_000
 MIN_GROUP_ROWS = 50
 MAX_WEIGHT = 50.0
 
@@ -83,16 +87,35 @@ def evaluate_model(model: ScoringModel, rows: DecisionRows, *, seed: int = 0) ->
     from nextbest.learning.train import _subset
 
     sub = _subset(rows, np.isin(np.arange(len(rows.X)), sample))
-    n, n_actions = len(sub.X), model.n_actions
-    X = candidate_rows(model, sub)
-    action = np.tile(np.arange(n_actions), n)
-    scores = model.score_rows(X, action)
-    uplift = scores.uplift.reshape(n, n_actions)
-    net = model.net_value(scores.uplift, action).reshape(n, n_actions)
+    uplift, net, baseline = _candidate_scores(model, sub)
     eligible = eligible_at(model, sub)
     _curves(model, sub, uplift, eligible, out)
-    _policy_value(model, sub, X, uplift, net, eligible, out)
+    _policy_value(model, sub, baseline, uplift, net, eligible, out)
     return out
+
+
+def _candidate_scores(
+    model: ScoringModel, rows: DecisionRows
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uplift and net value of every (decision, action) pair, shape ``(n, A)`` each,
+    and each decision's expected outcome without a touch, ``(n,)``; scored
+    ``PAIRS_PER_BLOCK`` pairs at a time, so memory does not grow with the catalog."""
+    from nextbest.learning.train import _subset
+
+    assert model.uplift_model is not None
+    n, n_actions = len(rows.X), model.n_actions
+    uplift, net = np.empty((n, n_actions)), np.empty((n, n_actions))
+    baseline = np.empty(n)
+    step = max(1, PAIRS_PER_BLOCK // n_actions)
+    for start in range(0, n, step):
+        block = _subset(rows, np.arange(start, min(start + step, n)))
+        X = candidate_rows(model, block)
+        action = np.tile(np.arange(n_actions), len(block.X))
+        scores = model.score_rows(X, action, keep_paths=False)
+        uplift[start : start + step] = scores.uplift.reshape(-1, n_actions)
+        net[start : start + step] = model.net_value(scores.uplift, action).reshape(-1, n_actions)
+        baseline[start : start + step] = model.uplift_model.baseline(X[::n_actions])
+    return uplift, net, baseline
 
 
 def _engagement(model: ScoringModel, rows: DecisionRows, out: dict[str, Any]) -> None:
@@ -164,7 +187,7 @@ def _curves(
 def _policy_value(
     model: ScoringModel,
     rows: DecisionRows,
-    X: np.ndarray,
+    baseline: np.ndarray,
     uplift: np.ndarray,
     net: np.ndarray,
     eligible: np.ndarray,
@@ -174,15 +197,13 @@ def _policy_value(
     ok = np.isfinite(rows.propensity) & (rows.propensity > 0)
     if ok.sum() < MIN_GROUP_ROWS:
         return
-    n, n_actions = uplift.shape
+    n = len(uplift)
     masked = np.where(eligible, net, -np.inf)
     best = masked.argmax(axis=1)
     target = np.where(masked[np.arange(n), best] > 0, best, -1)
     logged = np.where(rows.treated, rows.action_rows, -1)
     cost = model.action_cost
     reward = rows.outcome - np.where(logged >= 0, cost[np.maximum(logged, 0)], 0.0)
-    assert model.uplift_model is not None
-    baseline = model.uplift_model.baseline(X[::n_actions])
     q = baseline[:, None] + uplift - cost[None, :]  # reward model per (decision, action)
     q_target = np.where(target >= 0, q[np.arange(n), np.maximum(target, 0)], baseline)
     q_logged = np.where(logged >= 0, q[np.arange(n), np.maximum(logged, 0)], baseline)
