@@ -86,3 +86,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
     with temporary_postgres_database(server_url) as url:
         yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, for what only PostgreSQL does (its
+    table locks, VACUUM); skipped, saying so, without ``NEXTBEST_TEST_POSTGRES_URL``."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(server_url) as url:
+        yield url

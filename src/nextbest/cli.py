@@ -133,14 +133,18 @@ def main() -> None:
 
     from sqlalchemy.exc import DatabaseError, InterfaceError
 
-    from nextbest.storage.db import SchemaTooNewError, describe_database_error
+    from nextbest.storage.db import (
+        MigrationLockTimeoutError,
+        SchemaTooNewError,
+        describe_database_error,
+    )
 
     global _OWN_PROCESS
     _OWN_PROCESS = True
     try:
         app()
-    except SchemaTooNewError as exc:
-        console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}")
+    except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
+        console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}", highlight=False)
         raise SystemExit(2) from None
     except OSError as exc:
         if exc.filename is None:  # not about a path (a socket, say): the traceback helps
@@ -1274,6 +1278,7 @@ def _migrate_before_serving(settings: Settings) -> None:
 
     from nextbest.storage.db import (
         UNAVAILABLE_ERRORS,
+        MigrationLockTimeoutError,
         SchemaTooNewError,
         describe_database_error,
         migrate,
@@ -1293,7 +1298,7 @@ def _migrate_before_serving(settings: Settings) -> None:
         before, after = migrate(url)
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
-    except SchemaTooNewError as exc:
+    except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
         shown = without_password(url)

@@ -879,6 +879,53 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert stopped.value.code == 2
 
 
+@pytest.mark.postgres
+def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table(
+    env_settings: Path,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An upgrade behind a BI session's open transaction: one line and exit 2 from
+    serve (which starts nothing) and from any command that migrates."""
+    import sys
+
+    import sqlalchemy as sa
+    import uvicorn
+
+    from nextbest.cli import main
+    from nextbest.storage.db import migrate
+
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    assert migrate(postgres_url, revision="0005") == (None, "0005")
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    bi = make_engine(postgres_url)
+    try:
+        with bi.connect() as holding:
+            holding.execute(sa.text("SELECT count(*) FROM recommendations")).scalar()
+            result = runner.invoke(app, ["serve", "--workers", "1"])
+            assert result.exit_code == 2, result.output
+            said = " ".join(result.output.split())
+            assert "error: NEXTBEST_DATABASE_URL: a schema migration waited" in said, said
+            assert said.count("error:") == 1, said
+            assert "lock on recommendations" in said and "nothing was changed" in said, said
+            assert "Traceback" not in result.output and not started
+            feed = tmp_path / "feed.csv"
+            feed.write_text("event_id,event_type,hcp_id\nx-1,opened,H1\n")
+            monkeypatch.setattr(sys, "argv", ["nextbest", "feedback", str(feed)])
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as stopped:
+                main()
+            assert stopped.value.code == 2
+            assert "lock on recommendations" in " ".join(capsys.readouterr().err.split())
+    finally:
+        bi.dispose()
+    assert migrate(postgres_url) == ("0005", "0006")
+
+
 @pytest.mark.parametrize(
     ("option", "value"), [("--port", "70000"), ("--port", "-1"), ("--workers", "0")]
 )

@@ -25,7 +25,11 @@ from nextbest.storage import (
     migrate,
     ping,
 )
-from nextbest.storage.db import alembic_config
+from nextbest.storage.db import (
+    PG_MIGRATION_LOCK_TIMEOUT_S,
+    MigrationLockTimeoutError,
+    alembic_config,
+)
 from nextbest.storage.tables import Base
 
 
@@ -232,6 +236,43 @@ def test_migrate_accepts_an_engine_and_leaves_it_usable(database_url: str) -> No
             assert connection.execute(text("SELECT count(*) FROM feedback_events")).scalar() == 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
+    postgres_url: str,
+) -> None:
+    """A BI session's open transaction that read ``recommendations`` holds a lock an
+    ALTER TABLE must wait for; the migration gives up after its lock timeout, instead
+    of queueing every later query on the table behind it, and rolls back whole."""
+    assert migrate(postgres_url, revision="0002") == (None, "0002")
+    bi = make_engine(postgres_url)
+    try:
+        with bi.connect() as holding:
+            holding.exec_driver_sql("SET application_name = 'tableau'")
+            holding.execute(text("SELECT count(*) FROM recommendations")).scalar()
+            started = time.monotonic()
+            with pytest.raises(MigrationLockTimeoutError) as refused:
+                # 0003 alters feedback_events first (done), then recommendations (held).
+                migrate(postgres_url)
+            waited = time.monotonic() - started
+            # Meanwhile the session kept working, and no one queued behind the migration.
+            assert holding.execute(text("SELECT count(*) FROM feedback_events")).scalar() == 0
+            holding.rollback()
+        said = str(refused.value)
+        assert PG_MIGRATION_LOCK_TIMEOUT_S <= waited < PG_MIGRATION_LOCK_TIMEOUT_S + 5, waited
+        assert f"waited {PG_MIGRATION_LOCK_TIMEOUT_S} s for a lock on recommendations" in said
+        assert "application 'tableau'" in said and "pid " in said, said
+        assert "nothing was changed (the migration rolled back)" in said, said
+        assert "'recommendations'::regclass" in said and "\n" not in said, said
+        # Nothing changed: the revision, and the column 0003 had added before it waited.
+        assert _current_revision(postgres_url) == "0002"
+        columns = {column["name"] for column in inspect(bi).get_columns("feedback_events")}
+        assert "requester" not in columns
+    finally:
+        bi.dispose()
+    # The session gone, the same migration goes through.
+    assert migrate(postgres_url) == ("0002", "0006")
 
 
 def _migrate_at(url: str, start: float) -> str:

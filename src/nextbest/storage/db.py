@@ -6,6 +6,7 @@ PostgreSQL (production, shared by many API worker processes).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATION_LOCK_KEY = 0x6E65787462657374
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# How long a migration statement waits for a table lock on PostgreSQL (its
+# ``lock_timeout``). ALTER TABLE needs the table to itself: behind one open
+# transaction that read the table (a BI tool's, an extract job's, a pg_dump), it
+# waits, and every query on the table that comes after it waits behind it, the
+# service's included. Past this long the migration gives up and rolls back instead.
+PG_MIGRATION_LOCK_TIMEOUT_S = 5
+# SQLSTATE of "canceling statement due to lock timeout".
+_PG_LOCK_NOT_AVAILABLE = "55P03"
 
 T = TypeVar("T")
 
@@ -346,6 +356,16 @@ def alembic_config() -> Config:
     return config
 
 
+def set_migration_lock_timeout(connection: Connection) -> None:
+    """Bound how long each statement of the current transaction waits for a lock, on
+    PostgreSQL, to ``PG_MIGRATION_LOCK_TIMEOUT_S`` (``SET LOCAL``: it ends with the
+    transaction, and begins one if none is open). Nothing on SQLite."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            f"SET LOCAL lock_timeout = '{int(PG_MIGRATION_LOCK_TIMEOUT_S * 1000)}ms'"
+        )
+
+
 def _lock_for_migration(connection: Connection) -> None:
     """Open the migration transaction holding a lock that serializes migrators.
 
@@ -365,6 +385,9 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
         )
+        # Only after the advisory lock: a worker waiting for another's migration
+        # must keep waiting.
+        set_migration_lock_timeout(connection)
 
 
 class SchemaTooNewError(RuntimeError):
@@ -378,6 +401,77 @@ class SchemaTooNewError(RuntimeError):
         )
         self.found = found
         self.head = head
+
+
+# What lists the sessions holding a lock on a table, for an operator to run.
+HOLDERS_SQL = (
+    "SELECT a.pid, a.usename, a.application_name, a.state, a.xact_start, a.query "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.relation = '{table}'::regclass AND l.granted"
+)
+
+
+class MigrationLockTimeoutError(RuntimeError):
+    """A PostgreSQL migration gave up waiting for a table another session holds.
+
+    Nothing was changed: the migration's transaction rolled back whole.
+    """
+
+    def __init__(self, tables: list[str], holders: list[str]) -> None:
+        on = " or ".join(tables) if tables else "a table"
+        by = f" ({'; '.join(holders)})" if holders else ""
+        example = HOLDERS_SQL.format(table=tables[0] if tables else "recommendations")
+        super().__init__(
+            f"a schema migration waited {PG_MIGRATION_LOCK_TIMEOUT_S} s for a lock on {on}, "
+            f"held by another session's open transaction{by}, and gave up: nothing was "
+            "changed (the migration rolled back). Run it again when those sessions have "
+            "ended, and stop BI and extract jobs that read nextbest's tables during "
+            f"upgrades; to see who holds it: {example} (README, 'Upgrading and rolling back')"
+        )
+        self.tables = tables
+        self.holders = holders
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+
+
+def _tables_named(statement: str | None) -> list[str]:
+    """The storage tables a SQL statement names, in schema order."""
+    from nextbest.storage.tables import Base
+
+    names = [*Base.metadata.tables, "alembic_version"]
+    return [name for name in names if re.search(rf"\b{name}\b", statement or "")]
+
+
+def _lock_holders(connection: Connection, tables: list[str]) -> list[str]:
+    """Who holds a lock on ``tables`` now, one short description per session (no
+    query text: a BI query may name HCPs); [] if that cannot be read."""
+    if not tables:
+        return []
+    try:
+        rows = connection.execute(
+            text(
+                "SELECT DISTINCT a.pid, a.usename, a.application_name, a.state "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.granted AND l.pid <> pg_backend_pid() AND l.relation IN "
+                "(SELECT to_regclass(t)::oid FROM unnest(CAST(:tables AS text[])) t) "
+                "ORDER BY a.pid"
+            ),
+            {"tables": tables},
+        ).all()
+        connection.rollback()
+    except DBAPIError:
+        return []
+    said = []
+    for pid, user, application, state in rows:
+        parts = [f"pid {pid}"]
+        parts += [f"user {user}"] if user else []
+        parts += [f"application '{application}'"] if application else []
+        parts += [str(state)] if state else []
+        said.append(", ".join(parts))
+    return said
 
 
 def _upgrade_locked(engine: Engine, revision: str) -> tuple[str | None, str | None]:
@@ -396,11 +490,14 @@ def _upgrade_locked(engine: Engine, revision: str) -> tuple[str | None, str | No
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
             after = MigrationContext.configure(connection).get_current_revision()
-        except BaseException:
+        except BaseException as exc:
             if connection.dialect.name == "sqlite":
                 connection.exec_driver_sql("ROLLBACK")
             else:
                 connection.rollback()
+            if _is_lock_timeout(exc):
+                tables = _tables_named(getattr(exc, "statement", None))
+                raise MigrationLockTimeoutError(tables, _lock_holders(connection, tables)) from None
             raise
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("COMMIT")
@@ -417,7 +514,10 @@ def migrate(
     Idempotent, and safe to call from several processes at once (SQLite: the write
     lock, PostgreSQL: an advisory lock). Given a URL, the engine made for it is
     disposed afterwards; a given engine is left open. Raises
-    :class:`SchemaTooNewError` for a database a newer release migrated.
+    :class:`SchemaTooNewError` for a database a newer release migrated, and on
+    PostgreSQL :class:`MigrationLockTimeoutError` when a statement waited
+    ``PG_MIGRATION_LOCK_TIMEOUT_S`` for a table another session holds (the whole
+    migration rolled back).
     """
     if isinstance(url_or_engine, Engine):
         return _upgrade_locked(url_or_engine, revision)

@@ -2,7 +2,9 @@
 
 Called by ``nextbest.storage.db.migrate`` with an open, locked connection in
 ``config.attributes["connection"]``; run from the alembic command line it makes its
-own engine from ``sqlalchemy.url`` or, failing that, the service settings.
+own engine from ``sqlalchemy.url`` or, failing that, the service settings. Either
+way, on PostgreSQL every migration of a run is one transaction, and a statement
+waits at most ``PG_MIGRATION_LOCK_TIMEOUT_S`` for a table lock.
 """
 
 from __future__ import annotations
@@ -62,12 +64,17 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from nextbest.storage.db import make_engine
+    from nextbest.storage.db import make_engine, set_migration_lock_timeout
 
     engine = make_engine(_database_url())
     try:
         with engine.connect() as own_connection:
+            # A downgrade's DROP COLUMN waits for the table like an upgrade's ALTER:
+            # bounded the same way. The SET opens the transaction the migrations run
+            # in (alembic then leaves it to us), committed only if they all succeed.
+            set_migration_lock_timeout(own_connection)
             _run(own_connection)
+            own_connection.commit()
     finally:
         engine.dispose()
 
