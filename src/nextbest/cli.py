@@ -220,6 +220,36 @@ def _models_dir_usable(settings: Settings) -> None:
         raise _fail(str(exc)) from None
 
 
+def _print_cleanup(cleanup: Any, store: str) -> None:
+    """What an erasure on PostgreSQL left of the deleted rows, and where (SQLite's
+    is said by the caller)."""
+    if cleanup.backend != "postgresql":
+        return
+    if cleanup.vacuumed:
+        stdout.print(
+            f"vacuumed {', '.join(cleanup.vacuumed)}: the deleted rows and their index "
+            "entries are gone from the tables' live data; copies remain in PostgreSQL's "
+            "write-ahead log and its archive, in backups, and on replicas until they "
+            "replay the erasure (README, 'Erasure and retention')",
+            highlight=False,
+        )
+    for table, why in cleanup.not_vacuumed.items():
+        console.print(
+            f"[yellow]note:[/yellow] {table} could not be vacuumed ({why}): the deleted rows "
+            f"stay on disk as dead rows until it is; have the table's owner run "
+            f"VACUUM (INDEX_CLEANUP ON) {table}",
+            highlight=False,
+        )
+    for table, n in cleanup.dead_left.items():
+        if n:
+            console.print(
+                f"[yellow]note:[/yellow] {n:,} dead rows of {table} could not be removed yet: "
+                "another session's open transaction (a BI tool's, a backup) may still see "
+                f"them; run VACUUM (INDEX_CLEANUP ON) {table} in {store} once it has ended",
+                highlight=False,
+            )
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=2)
@@ -1651,7 +1681,7 @@ def erase(
             ):
                 raise _fail("not confirmed: nothing was erased")
         try:
-            done, log_emptied = run_erase(settings, ids)
+            done, cleanup = run_erase(settings, ids)
         except ErasureError as exc:
             raise _fail(f"nothing was erased: {exc}") from None
         deleted = done.deleted
@@ -1668,7 +1698,8 @@ def erase(
             ),
             highlight=False,
         )
-        if not log_emptied:
+        _print_cleanup(cleanup, store)
+        if not cleanup.log_emptied:
             console.print(
                 "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
                 f"({store}-wal: a server was reading): the deleted rows stay readable in that "

@@ -201,3 +201,84 @@ def test_a_suppression_that_cannot_be_stored_erases_nothing(session: Session) ->
     with pytest.raises(ErasureError, match=f"HCP '{ERASED}': event_id"):
         erase_hcps(session, hcp_ids=[ERASED], requester="x")
     assert _rows_naming(session, ERASED) == before
+
+
+_TABLES = ("feedback_events", "recommendation_items", "recommendations")
+
+
+def _dead_rows(connection: Any) -> dict[str, int]:
+    """Dead rows per table, counted by reading every page (pgstattuple), not from
+    the statistics, which may lag."""
+    return {
+        table: int(
+            connection.exec_driver_sql(
+                f"SELECT dead_tuple_count FROM pgstattuple('{table}')"
+            ).scalar_one()
+        )
+        for table in _TABLES
+    }
+
+
+@pytest.mark.postgres
+def test_an_erasure_on_postgres_vacuums_the_deleted_rows_away(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """A DELETE leaves dead rows holding the HCP id in the table files until VACUUM;
+    the erasure vacuums each table it deleted from, so none is left."""
+    from nextbest.service.erasure import erase
+    from nextbest.settings import Settings
+    from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        with make_session_factory(engine)() as session:
+            _fill(session)
+            # Without VACUUM, the deleted rows stay on disk: what the erasure must not leave.
+            erase_hcps(session, hcp_ids=[KEPT], requester="test")
+        with engine.connect() as connection:
+            assert all(n > 0 for n in _dead_rows(connection).values())
+        settings = Settings(models_dir=tmp_path / "models", database_url=postgres_url)
+        done, cleanup = erase(settings, [ERASED])
+        assert done.deleted.total > 0
+        assert cleanup.backend == "postgresql" and cleanup.complete, cleanup
+        assert set(cleanup.vacuumed) == set(_TABLES)
+        assert cleanup.dead_left == dict.fromkeys(cleanup.vacuumed, 0)
+        with engine.connect() as connection:
+            assert _dead_rows(connection) == dict.fromkeys(_TABLES, 0)
+            vacuumed = connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_user_tables "
+                "WHERE relname = ANY(%(t)s) AND last_vacuum IS NOT NULL",
+                {"t": list(_TABLES)},
+            ).scalar_one()
+            assert vacuumed == 3
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_dead_rows_another_transaction_still_sees_are_reported(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """A BI session's snapshot taken before the erasure keeps VACUUM from removing
+    the rows: the erasure says so instead of claiming them gone."""
+    from nextbest.service.erasure import erase
+    from nextbest.settings import Settings
+    from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with make_session_factory(engine)() as session:
+            _fill(session)
+        with engine.connect() as bi:
+            bi.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            bi.exec_driver_sql("SELECT count(*) FROM feedback_events").scalar_one()
+            settings = Settings(models_dir=tmp_path / "models", database_url=postgres_url)
+            _, cleanup = erase(settings, [ERASED])
+            bi.rollback()
+        assert not cleanup.complete and cleanup.dead_left["feedback_events"] > 0, cleanup
+    finally:
+        engine.dispose()
