@@ -225,10 +225,16 @@ def _print_cleanup(cleanup: Any, store: str) -> None:
     is said by the caller)."""
     if cleanup.backend != "postgresql":
         return
+    kept = {table for table, n in cleanup.dead_left.items() if n}
     if cleanup.vacuumed:
+        gone = (
+            "the deleted rows and their index entries are gone from the tables' live "
+            "data, except the dead rows noted below"
+            if kept
+            else "the deleted rows and their index entries are gone from the tables' live data"
+        )
         stdout.print(
-            f"vacuumed {', '.join(cleanup.vacuumed)}: the deleted rows and their index "
-            "entries are gone from the tables' live data; copies remain in PostgreSQL's "
+            f"vacuumed {', '.join(cleanup.vacuumed)}: {gone}; copies remain in PostgreSQL's "
             "write-ahead log and its archive, in backups, and on replicas until they "
             "replay the erasure (README, 'Erasure and retention')",
             highlight=False,

@@ -175,3 +175,23 @@ def test_erase_refuses_bad_input_with_exit_2_and_erases_nothing(
         not (env_settings / "nextbest.db").exists()
         or _event_ids(get_settings().resolved_database_url) == []
     )
+
+
+def test_what_an_erasure_on_postgresql_left_is_said_without_contradiction(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """VACUUM ran, but another session's open transaction kept dead rows of one table:
+    the summary must not say every deleted row is gone before the note says some stay."""
+    from nextbest.cli import _print_cleanup
+    from nextbest.service.erasure import Cleanup
+
+    tables = ("feedback_events", "recommendation_items", "recommendations")
+    _print_cleanup(Cleanup("postgresql", vacuumed=tables, dead_left={"feedback_events": 3}), "db")
+    out = capsys.readouterr()
+    said = " ".join((out.out + out.err).split())
+    assert "gone from the tables' live data, except the dead rows noted below" in said
+    assert "3 dead rows of feedback_events could not be removed yet" in said
+    _print_cleanup(Cleanup("postgresql", vacuumed=tables, dead_left=dict.fromkeys(tables, 0)), "db")
+    out = capsys.readouterr()
+    said = " ".join((out.out + out.err).split())
+    assert "gone from the tables' live data;" in said and "dead rows" not in said
