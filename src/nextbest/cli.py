@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -334,10 +337,16 @@ def _cluster(scheduler: str | None) -> Iterator[Any]:
         raise _fail(f"--dask: {said}") from None
 
 
+# Off a terminal, a step that has said nothing for this long says it is still at work.
+HEARTBEAT_S = 60.0
+
+
 class _Steps(Progress):
     """Rich's bar on a terminal; elsewhere (output to a log file, CI) a line per step
     and per tenth of the work, so that a long run is seen moving (a bar that is not
-    drawn showed nothing for 11 minutes of training)."""
+    drawn showed nothing for 11 minutes of training), and one every ``HEARTBEAT_S``
+    seconds a step says nothing (fitting the models of a large catalog took 7
+    minutes without a line)."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -351,6 +360,27 @@ class _Steps(Progress):
             disable=not console.is_terminal,
         )
         self._said: dict[TaskID, tuple[str, int]] = {}
+        self._quiet = threading.Event()  # set: the heartbeat stops
+        self._last_said = time.monotonic()
+
+    def start(self) -> None:
+        super().start()
+        if not self.console.is_terminal:
+            self._quiet.clear()
+            threading.Thread(target=self._heartbeat, name="progress", daemon=True).start()
+
+    def stop(self) -> None:
+        self._quiet.set()
+        super().stop()
+
+    def _heartbeat(self) -> None:
+        while not self._quiet.wait(HEARTBEAT_S / 4):
+            if time.monotonic() - self._last_said < HEARTBEAT_S:
+                continue
+            with self._lock:
+                for task in self.tasks:
+                    if not task.finished:
+                        self._print(task, "still at work")
 
     def _say(self, task_id: TaskID) -> None:
         if self.console.is_terminal:
@@ -360,11 +390,17 @@ class _Steps(Progress):
         if self._said.get(task_id) == (task.description, tenth):
             return
         self._said[task_id] = (task.description, tenth)
+        self._print(task)
+
+    def _print(self, task: Task, more: str = "") -> None:
         total = f"{task.total:,.0f}" if task.total is not None else "?"
         elapsed = timedelta(seconds=round(task.elapsed or 0))
         self.console.print(
-            f"{task.description}: {task.completed:,.0f}/{total} ({elapsed})", highlight=False
+            f"{task.description}: {task.completed:,.0f}/{total} ({elapsed})"
+            + (f", {more}" if more else ""),
+            highlight=False,
         )
+        self._last_said = time.monotonic()
 
     def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
         task_id = super().add_task(description, *args, **kwargs)

@@ -1370,3 +1370,32 @@ def test_validate_fails_where_train_would_on_interactions_without_rows(
     said = " ".join(checked.output.split())
     assert "train would stop on these data: only" in said, said
     assert "at least 200 are needed to learn engagement" in said
+
+
+def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cron job's or CI's log: a line per step, and one while a step is long and
+    # silent (fitting a large catalog's models took minutes without a line).
+    import io
+    import time
+
+    from rich.console import Console
+
+    from nextbest import cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, force_terminal=False, width=200))
+    monkeypatch.setattr(cli, "HEARTBEAT_S", 0.2)
+    with cli._steps(3) as progress:
+        task = progress.add_task("load", total=3)
+        progress.update(task, advance=1, description="models")
+        time.sleep(0.7)
+        progress.update(task, advance=1, description="snapshot")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "load: 0/3 (0:00:00)" and lines[1].startswith("models: 1/3")
+    beats = [line for line in lines if line.endswith(", still at work")]
+    assert beats and all(line.startswith("models: 1/3") for line in beats)
+    assert lines[-1].startswith("snapshot: 2/3")
+    time.sleep(0.5)  # stopped with the steps: nothing more is said
+    assert out.getvalue().splitlines() == lines
