@@ -1854,7 +1854,14 @@ def retrain(
             "use all the feedback"
         )
     dataset = _load(data)
-    with console.status("retraining with feedback") as status, _cluster(dask) as client:
+    # The logged decisions and their feedback are read first, then training's steps.
+    stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]
+    with _steps(len(stages)) as progress, _cluster(dask) as client:
+        task = progress.add_task("feedback", total=len(stages))
+
+        def step(name: str) -> None:
+            progress.update(task, advance=1, description=name)
+
         try:
             outcome = run_retrain(
                 settings,
@@ -1863,11 +1870,12 @@ def retrain(
                 since=start,
                 alias=alias,
                 reserved_share=gate.evaluation_share,
-                progress=lambda step: status.update(f"retraining: {step}"),
+                progress=step,
                 client=client,
             )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None
+        progress.update(task, completed=len(stages))
     for note in outcome.result.notes:
         if note not in outcome.warnings:  # printed last, where they are read
             console.print(f"[yellow]note:[/yellow] {note}")

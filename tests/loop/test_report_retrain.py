@@ -454,6 +454,9 @@ def test_cli_walkthrough(
         assert result.exit_code == 0, result.output
         challenger = registry.alias_version(settings, "challenger")
         assert "as 'challenger'" in result.output
+        # Off a terminal (a cron job's log) each step is a line.
+        for stage in ("feedback: 0/6", "models: 2/6", "register: 5/6"):
+            assert stage in result.output, result.output
         # Outcome-only feedback: said last, where it is read.
         last = result.output.strip().splitlines()[-1]
         assert last.startswith("WARNING: the feedback carries outcomes but hardly any"), last

@@ -283,6 +283,8 @@ def retrain(
             "versions that could not be loaded: their propensity is the holdout rate, a "
             "lower bound"
         )
+    if progress is not None:
+        progress("register")
     info = registry.log_training_run(
         result,
         settings,
