@@ -458,8 +458,13 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
 
     train_config = _train_config(config)
     dataset = _load(data)
+    # The files keep the contract, but a pipeline gating on validate must not pass
+    # data train refuses: the same exit code as a broken contract, said last (where
+    # it is read) and not announced as "ok" first.
+    stops = _why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
+    said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
-        f"[green]ok[/green]: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
+        f"{said}: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
         f"{len(dataset.interactions):,} interactions"
     )
     for line in _what_training_gets(
@@ -482,9 +487,6 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     ]
     for line in notes:
         stdout.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
-    # The files keep the contract, but a pipeline gating on validate must not pass
-    # data train refuses: the same exit code as a broken contract.
-    stops = _why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
     if stops is not None:
         raise _fail(f"train would stop on these data: {stops}")
 

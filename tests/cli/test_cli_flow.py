@@ -1362,6 +1362,9 @@ def test_validate_fails_where_train_would_on_interactions_without_rows(
     assert "error: train would stop on these data: no interactions: nothing to learn from" in (
         said
     ), said
+    # Not announced as "ok" first: a log scraper reads the first line.
+    assert "the files keep the contract, but: 150 HCPs" in checked.output, checked.output
+    assert "ok:" not in checked.output
     # Too few decisions with an action to learn from: refused alike.
     interactions.head(30).to_csv(data / "interactions.csv", index=False)
     trained = runner.invoke(app, ["train", "--data", str(data), "--config", str(FAST)])

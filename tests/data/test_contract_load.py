@@ -709,6 +709,10 @@ def test_a_parquet_directory_of_parts_loads_as_its_table(
     bad.to_parquet(single / "part-00002.parquet", index=False)
     with pytest.raises(ContractError, match=r"part part-00002.parquet differs.*outcome \(double"):
         load_dataset(parted)
+    # A column only some parts have (added later): named, with what to do.
+    frame.iloc[3:5].drop(columns="outcome").to_parquet(single / "part-00002.parquet", index=False)
+    with pytest.raises(ContractError, match=r"outcome \(only in part-00000.parquet\): write every"):
+        load_dataset(parted)
     for part in single.iterdir():
         part.unlink()
     with pytest.raises(ContractError, match="holds no Parquet file"):
@@ -1006,6 +1010,10 @@ def test_files_concatenated_with_their_headers_are_named_once(tmp_path: Path) ->
         "  interactions.csv, row 2: row 2 repeats the header line (3 rows do): files "
         "concatenated with their headers? keep the first header line only"
     ]
+    # Warehouse unloads with only the first header lower-cased: the same.
+    path.write_text(day + day.upper().replace("H1,", " H1 ,"))
+    with pytest.raises(ContractError, match="row 2 repeats the header line: files"):
+        read_table(path)
 
 
 def test_trailing_separators_beyond_one_are_said_to_be_empty(tmp_path: Path) -> None:

@@ -139,7 +139,10 @@ def _read_parts(directory: Path, parts: list[Path]) -> pa.Table:
             raise _part_problem(
                 directory,
                 part,
-                f"has other columns than {parts[0].relative_to(directory)}: " + "; ".join(differ),
+                f"has other columns than {parts[0].relative_to(directory)}: "
+                + "; ".join(differ)
+                + ": write every part with the same columns (a column added later: add it, "
+                "empty, to the older parts)",
             )
     keys = [_partition_values(directory, part) for part in parts]
     for part, values in zip(parts[1:], keys[1:], strict=True):
@@ -279,14 +282,17 @@ def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
     header. Said once, with how many, rather than as a bad value in every column."""
     if frame.empty or frame.shape[1] == 0:
         return
-    header = [name.strip() for name in _header(path)][: frame.shape[1]]
-    first = frame.iloc[:, 0].str.strip() == header[0]
+    # In any case: concatenated warehouse unloads may have only the first header
+    # lower-cased ('HCP_ID,SPECIALTY,...' further down).
+    header = [name.strip().casefold() for name in _header(path)][: frame.shape[1]]
+    first = frame.iloc[:, 0].str.fullmatch(rf"\s*{re.escape(header[0])}\s*", case=False)
     if not first.any():
         return
     candidates = frame[first.to_numpy()]
     repeats = np.ones(len(candidates), dtype=bool)
     for position, name in enumerate(header[1:], start=1):
-        repeats &= (candidates.iloc[:, position].str.strip() == name).to_numpy()
+        cells = candidates.iloc[:, position].str.strip().str.casefold()
+        repeats &= (cells == name).to_numpy()
     rows = candidates.index[repeats]
     if len(rows):
         more = f" ({len(rows):,} rows do)" if len(rows) > 1 else ""
