@@ -19,6 +19,20 @@ from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_databa
 # test runs, in every worker and in the servers the tests start.
 drop_environment_settings(keep=(POSTGRES_URL_ENV,))
 
+
+@pytest.fixture(autouse=True)
+def _environment_put_back() -> Iterator[None]:
+    """Put the process environment back after each test: commands run in-process
+    (``nextbest serve`` sets ``NEXTBEST_GC_FREEZE`` and more for its workers) must
+    not leave settings behind for the next test in the same worker."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+        get_settings.cache_clear()
+
+
 FAST_CONFIG = TrainConfig(
     engagement=EngagementParams(n_estimators=40, num_leaves=15),
     uplift=UpliftParams(n_estimators=60, learning_rate=0.08),

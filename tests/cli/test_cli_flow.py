@@ -786,11 +786,6 @@ def test_serve_refuses_bad_configuration_before_starting(
 
     started: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
-    # serve sets these for its workers (os.environ.setdefault); setenv first so
-    # that monkeypatch puts back what was there, absent included, after the test.
-    for name in ("NEXTBEST_GC_FREEZE", "OMP_NUM_THREADS", "PROMETHEUS_MULTIPROC_DIR"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
     if file_text is not None:
         (tmp_path / "file.yaml").write_text(file_text)
     for name, value in env.items():
@@ -847,9 +842,6 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
 
     started: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
-    for name in ("NEXTBEST_GC_FREEZE", "OMP_NUM_THREADS", "PROMETHEUS_MULTIPROC_DIR"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
