@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import os
+
+# Two xdist workers share the machine's cores: LightGBM's OpenMP threads (one per
+# core by default) in both workers at once spin against each other, and a fit took
+# six times as long as with one thread each. One thread per test process unless the
+# developer says otherwise; servers and subprocesses the tests start inherit it
+# (`nextbest serve` sets the same for its workers). Set before numpy or LightGBM
+# load, which read it once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
