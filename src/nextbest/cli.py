@@ -454,7 +454,7 @@ NO_INTERACTIONS = "no interactions: nothing to learn from"
 def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
     # What training will get is counted with the config `train` would read.
-    from nextbest.contract import consent_notes
+    from nextbest.contract import consent_notes, territory_notes
 
     train_config = _train_config(config)
     dataset = _load(data)
@@ -479,6 +479,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
             for column, n in blanks.items()
         ),
         *consent_notes(dataset.hcps, dataset.catalog),
+        *territory_notes(dataset.hcps),
         *_catalog_notes(dataset),
         *_evidence_notes(dataset, train_config.eval_fraction),
         *_interaction_notes(dataset.interactions, dataset.catalog),
@@ -826,7 +827,7 @@ def train(
     import pandas as pd
 
     from nextbest import registry
-    from nextbest.contract import consent_notes
+    from nextbest.contract import consent_notes, territory_notes
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
@@ -864,6 +865,7 @@ def train(
             [
                 *_personal_notes(dataset),
                 *consent_notes(dataset.hcps, dataset.catalog),
+                *territory_notes(dataset.hcps),
                 *_catalog_notes(dataset),
             ]
         )

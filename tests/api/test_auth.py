@@ -659,6 +659,12 @@ def test_key_file_errors_name_line_and_column_never_the_text(
             id="missing-territory-at-its-entry",
         ),
         pytest.param(
+            "  - name: rep-t9\n    role: rep\n    key: {secret}\n    territory_id: 010\n",
+            "line 8: keys[1] (rep-t9): 'territory_id' is not text; write it as the hcps "
+            "file does, in quotes if it is digits ('010')",
+            id="territory-written-as-a-number",
+        ),
+        pytest.param(
             "  - name: ops\n    role: admin\n    key: short\n",
             "line 7: keys[1] (ops): 'key' must be a string of 16+ characters",
             id="bad-key-its-line-not-its-text",

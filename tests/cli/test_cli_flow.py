@@ -378,6 +378,20 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained
 
 
+def test_validate_and_train_note_a_territory_written_two_ways(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    data = _foreign_dataset(tmp_path / "realigned", with_outcome=True)
+    hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
+    hcps.loc[0, "territory_id"] = "North"
+    hcps.to_csv(data / "hcps.csv", index=False)
+    note = "territory_id spellings that differ only in case, spaces or punctuation: 'north'"
+    said = " ".join(_run("validate", "--data", str(data)).split())
+    assert note in said and "and 'North' (1 HCP)" in said, said
+    trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
+    assert note in trained, trained
+
+
 def test_a_catalog_channel_without_consent_among_consented_ones_is_noted(
     env_settings: Path, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ from nextbest.contract import (
     load_dataset,
     load_hcps,
     load_interactions,
+    territory_notes,
     write_dataset,
 )
 from nextbest.contract.errors import ContractError
@@ -460,6 +461,25 @@ def test_a_send_lists_consent_written_otherwise_is_refused_not_left_out(
     )
     send.write_text("hcp_id,consent_email,segment\nH1,false,a\n")
     assert load_send_list(send, catalog=catalog)["consent_email"].tolist() == [False]
+
+
+def test_territory_spellings_of_one_territory_and_lists_in_a_cell_are_noted() -> None:
+    hcps = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(9)],
+            "territory_id": ["T001"] * 3 + ["T005"] * 2 + ["t005", "T 001", "T001;T002", "T002"],
+        }
+    )
+    assert territory_notes(hcps) == [
+        "hcps: territory_id spellings that differ only in case, spaces or punctuation: "
+        "'T001' (3 HCPs) and 'T 001' (1 HCP); 'T005' (2 HCPs) and 't005' (1 HCP). "
+        "Territories are matched exactly, so each is a territory of its own and a rep key "
+        "names only one: write each territory one way",
+        "hcps: territory_id 'T001;T002' holds a ';', ',' or '|': an HCP is in one "
+        "territory, and such a value is a territory of its own",
+    ]
+    # Territories each written one way: nothing to say.
+    assert territory_notes(hcps.iloc[[0, 3, 8]]) == []
 
 
 def test_a_channel_without_a_consent_column_among_others_is_noted(tables, write_tables) -> None:

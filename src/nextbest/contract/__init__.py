@@ -12,6 +12,7 @@ from nextbest.contract.dataset import (
     load_hcps,
     load_interactions,
     load_send_list,
+    territory_notes,
     write_dataset,
 )
 from nextbest.contract.errors import MAX_PROBLEMS_PER_FILE, ContractError, Problem
@@ -51,6 +52,7 @@ __all__ = [
     "load_interactions",
     "load_send_list",
     "read_table",
+    "territory_notes",
     "validate_catalog",
     "validate_hcps",
     "validate_interactions",

@@ -232,6 +232,39 @@ def consent_notes(hcps: pd.DataFrame, catalog: pd.DataFrame) -> list[str]:
     return notes
 
 
+def territory_notes(hcps: pd.DataFrame) -> list[str]:
+    """Notes on ``territory_id`` spellings that look like one territory written two
+    ways (``T005`` and ``t005``, ``T 001`` and ``T001``) or like several territories in
+    one cell (``T001;T002``). Territories are matched exactly: each such spelling is a
+    territory of its own, and its HCPs are in no rep's plan but a key naming it."""
+    counts = hcps["territory_id"].astype(str).value_counts()
+    alike: dict[str, list[str]] = {}
+    for territory in counts.index:
+        alike.setdefault(re.sub(r"[\s_.\-]", "", territory).casefold(), []).append(territory)
+    groups = [spellings for spellings in alike.values() if len(spellings) > 1]
+    notes = []
+    if groups:
+        shown = "; ".join(
+            " and ".join(f"{t!r} ({counts[t]:,} HCP{'s' if counts[t] > 1 else ''})" for t in g)
+            for g in groups[:5]
+        ) + (f"; and {len(groups) - 5:,} more" if len(groups) > 5 else "")
+        notes.append(
+            f"hcps: territory_id spellings that differ only in case, spaces or punctuation: "
+            f"{shown}. Territories are matched exactly, so each is a territory of its own "
+            "and a rep key names only one: write each territory one way"
+        )
+    listed = [t for t in counts.index if re.search(r"[;,|]", t)]
+    if listed:
+        shown = ", ".join(map(repr, listed[:5])) + (
+            f" and {len(listed) - 5:,} more" if len(listed) > 5 else ""
+        )
+        notes.append(
+            f"hcps: territory_id {shown} hold{'s' if len(listed) == 1 else ''} a ';', ',' or "
+            "'|': an HCP is in one territory, and such a value is a territory of its own"
+        )
+    return notes
+
+
 # Words of a header about an HCP's consent to a channel: given ("consent", "opt in")
 # or withdrawn ("opt out", "unsubscribed", "do not ..."). A header with a word of
 # time, provenance or measure ("email_consent_date", "email_unsubscribe_rate") is

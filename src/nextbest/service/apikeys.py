@@ -224,7 +224,15 @@ def _parse(
                 f"{where.pointing_at('role')} ({name}): 'role' must be one of {', '.join(ROLES)}"
             )
         territory = item.get("territory_id")
-        if role == "rep" and (not isinstance(territory, str) or not territory):
+        if territory is not None and not isinstance(territory, str):
+            # YAML reads 010 as the number 8 and 1e3 as 1000.0: a territory written
+            # as a number may not be the one meant, so it is refused, not guessed.
+            raise ApiKeyError(
+                f"{where.pointing_at('territory_id')} ({name}): 'territory_id' is not text; "
+                "write it as the hcps file does, in quotes if it is digits ('010')"
+            )
+        territory = territory.strip() if territory else None
+        if role == "rep" and not territory:
             raise ApiKeyError(
                 f"{where.pointing_at('territory_id')} ({name}): a rep key needs 'territory_id'"
             )
