@@ -206,6 +206,25 @@ def _path_error(exc: OSError) -> str:
     return said
 
 
+def _alias_given_by_training(settings: Any, alias: str | None) -> None:
+    """Refuse, before any work, an alias only promotion moves: a champion given by
+    ``--alias`` skipped the gate and left no record of who promoted it and why, and
+    ``rollback`` could not tell. The first version of a model may take it (nothing
+    is served yet)."""
+    from nextbest import registry
+    from nextbest.loop.gate import CHAMPION, PREVIOUS_CHAMPION
+
+    if alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
+        return
+    served = registry.alias_version(settings, settings.serve_alias)
+    if alias == PREVIOUS_CHAMPION or served is not None:
+        raise _fail(
+            f"--alias {alias}: the served version changes only by `nextbest promote`, "
+            "which runs the gate (or is forced with --force) and records the decision "
+            "for rollback; train with --alias challenger, then evaluate and promote"
+        )
+
+
 def _models_dir_usable(settings: Settings) -> None:
     """Create the models directory now, or stop naming it: commands that end by
     writing there (a registered model) must not find out after their work."""
@@ -832,6 +851,7 @@ def train(
 
     settings = _settings()
     _models_dir_usable(settings)  # here, not at the last step after all the work
+    _alias_given_by_training(settings, alias)
     cutoff = _parse_date(as_of, "--as-of")
     train_config = _train_config(config)
     stages = [
@@ -1848,6 +1868,7 @@ def retrain(
 
     settings = _settings()
     _models_dir_usable(settings)
+    _alias_given_by_training(settings, alias)
     train_config = _train_config(config)
     gate = _gate_config(gate_config)
     start = _parse_date(since, "--since")

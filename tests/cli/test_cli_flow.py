@@ -1408,3 +1408,29 @@ def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
     assert lines[-1].startswith("snapshot: 2/3")
     time.sleep(0.5)  # stopped with the steps: nothing more is said
     assert out.getvalue().splitlines() == lines
+
+
+def test_train_may_not_move_the_served_alias_once_a_version_is_served(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """`train --alias champion` skipped the gate and left no promotion record; it is
+    refused before any work once a champion exists, as is previous_champion."""
+    from nextbest import registry
+
+    data = _foreign_dataset(tmp_path / "world", with_outcome=True)
+    # The first version may take it: nothing is served yet.
+    _run("train", "--data", str(data), "--config", str(FAST), "--alias", "champion")
+    settings = get_settings()
+    assert registry.alias_version(settings, "champion") == "1"
+    for alias in ("champion", "previous_champion"):
+        result = runner.invoke(
+            app, ["train", "--data", str(data), "--config", str(FAST), "--alias", alias]
+        )
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, said
+        assert (
+            f"error: --alias {alias}: the served version changes only by `nextbest promote`" in said
+        )
+    retrained = runner.invoke(app, ["retrain", "--data", str(data), "--alias", "champion"])
+    assert retrained.exit_code == 2 and "--alias champion" in retrained.output
+    assert [v.version for v in registry.list_versions(settings)] == ["1"]
