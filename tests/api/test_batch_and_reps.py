@@ -194,6 +194,10 @@ def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) ->
     )
     assert response.status_code == 200
     assert client.get("/v1/reps/x/suggestions", params={"territory_id": "T999"}).status_code == 404
+    # An id no territory has (thousands of characters) is a 422, not echoed back.
+    long = client.get("/v1/reps/x/suggestions", params={"territory_id": "T" * 5000})
+    assert long.status_code == 422 and "T" * 300 not in long.text, long.text[:300]
+    assert long.json()["detail"][0]["loc"] == ["query", "territory_id"]
     empty = client.get("/v1/reps/anyone/suggestions", params={"territory_id": " "})
     assert empty.status_code == 422
     assert "territory_id" in empty.json()["detail"][0]["loc"]

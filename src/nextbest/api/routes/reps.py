@@ -104,6 +104,7 @@ def suggestions(
     ),
     territory_id: str | None = Query(
         default=None,
+        max_length=128,
         description="Admin only: the territory to plan (a rep key has its own); by default "
         "the territory of the rep key named rep_id.",
     ),
