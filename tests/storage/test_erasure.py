@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
 from nextbest.storage.repository import (
     ErasureError,
-    HcpRows,
+    RowCounts,
     count_hcp_rows,
     erase_hcps,
     erased_already,
@@ -113,13 +113,13 @@ def test_erasure_leaves_only_the_suppression_and_other_hcps_untouched(session: S
     _fill(session)
     kept_before = _rows_naming(session, KEPT)
     assert "crossed" in kept_before["feedback_events"]  # names KEPT, is about ERASED's answer
-    assert count_hcp_rows(session, hcp_ids=[ERASED]) == HcpRows(
+    assert count_hcp_rows(session, hcp_ids=[ERASED]) == RowCounts(
         recommendations=4, recommendation_items=6, feedback_events=6
     )
 
     done = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (dpo)")
 
-    assert done.deleted == HcpRows(4, 6, 6)
+    assert done.deleted == RowCounts(4, 6, 6)
     assert done.suppressed == (ERASED,) and done.already_suppressed == ()
     left = _rows_naming(session, ERASED)
     suppression = erasure_event_id(ERASED)
@@ -153,23 +153,23 @@ def test_an_erasure_run_again_deletes_what_came_since_and_keeps_its_suppression(
     assert set(when) == {ERASED}
 
     again = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (other)")
-    assert again.deleted == HcpRows() and again.deleted.total == 0
+    assert again.deleted == RowCounts() and again.deleted.total == 0
     assert again.suppressed == () and again.already_suppressed == (ERASED,)
     assert erased_already(session, hcp_ids=[ERASED]) == when  # kept as it was
 
     # An answer logged meanwhile (a CRM that still asks) goes on the next run.
     log_recommendations(session, records=[recommendation_record("late", ERASED)])
     session.commit()
-    assert count_hcp_rows(session, hcp_ids=[ERASED]) == HcpRows(1, 0, 0)
+    assert count_hcp_rows(session, hcp_ids=[ERASED]) == RowCounts(1, 0, 0)
     third = erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (dpo)")
-    assert third.deleted == HcpRows(1, 0, 0)
+    assert third.deleted == RowCounts(1, 0, 0)
     assert _rows_naming(session, ERASED)["feedback_events"] == [erasure_event_id(ERASED)]
     assert first.deleted.total > 0
 
 
 def test_an_hcp_with_no_rows_gets_its_suppression(session: Session) -> None:
     done = erase_hcps(session, hcp_ids=["never-served", "never-served"], requester="x")
-    assert done.suppressed == ("never-served",) and done.deleted == HcpRows()
+    assert done.suppressed == ("never-served",) and done.deleted == RowCounts()
     assert set(erased_already(session, hcp_ids=["never-served"])) == {"never-served"}
 
 
@@ -186,9 +186,9 @@ def test_many_hcps_are_erased_in_chunks(session: Session, monkeypatch: pytest.Mo
         ],
     )
     session.commit()
-    assert count_hcp_rows(session, hcp_ids=hcps) == HcpRows(5, 5, 0)
+    assert count_hcp_rows(session, hcp_ids=hcps) == RowCounts(5, 5, 0)
     done = erase_hcps(session, hcp_ids=hcps, requester="x")
-    assert done.deleted == HcpRows(5, 5, 0) and done.suppressed == tuple(hcps)
+    assert done.deleted == RowCounts(5, 5, 0) and done.suppressed == tuple(hcps)
     assert session.scalars(select(Recommendation.recommendation_id)).all() == []
 
 

@@ -28,7 +28,7 @@ from nextbest.storage.repository import (
     MAX_LENGTHS,
     Erasure,
     ErasureError,
-    HcpRows,
+    RowCounts,
     count_hcp_rows,
     erase_hcps,
     erased_already,
@@ -39,7 +39,7 @@ __all__ = [
     "Cleanup",
     "Erasure",
     "ErasureError",
-    "HcpRows",
+    "RowCounts",
     "VersionHolding",
     "check_ids",
     "erase",
@@ -78,7 +78,7 @@ def check_ids(hcp_ids: Sequence[str]) -> list[str]:
 
 def rows_naming(
     settings: Settings, hcp_ids: Sequence[str]
-) -> tuple[HcpRows, dict[str, datetime], set[str]]:
+) -> tuple[RowCounts, dict[str, datetime], set[str]]:
     """What an erasure of ``hcp_ids`` would delete, per table; the HCPs already
     erased (when their suppression was stored); and the HCPs some row names."""
     with store_session(settings.resolved_database_url) as session:

@@ -1013,10 +1013,10 @@ def erasure_event_id(hcp_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class HcpRows:
-    """Rows naming some HCPs, per table: their logged recommendations, those
-    recommendations' items, and feedback events about them or about one of their
-    recommendations (their erasure suppressions not counted)."""
+class RowCounts:
+    """Rows of the recommendation log and the feedback store, per table: those an
+    erasure deletes (naming some HCPs, their suppressions not counted) or a prune
+    deletes (from before a cutoff)."""
 
     recommendations: int = 0
     recommendation_items: int = 0
@@ -1026,8 +1026,8 @@ class HcpRows:
     def total(self) -> int:
         return self.recommendations + self.recommendation_items + self.feedback_events
 
-    def __add__(self, other: HcpRows) -> HcpRows:
-        return HcpRows(
+    def __add__(self, other: RowCounts) -> RowCounts:
+        return RowCounts(
             self.recommendations + other.recommendations,
             self.recommendation_items + other.recommendation_items,
             self.feedback_events + other.feedback_events,
@@ -1040,7 +1040,7 @@ class Erasure:
     it stored, and those whose suppression an earlier erasure had stored (kept as
     it was, with its time)."""
 
-    deleted: HcpRows
+    deleted: RowCounts
     suppressed: tuple[str, ...]
     already_suppressed: tuple[str, ...]
 
@@ -1072,13 +1072,13 @@ def _rows_naming(chunk: list[str]) -> tuple[Any, Any, Any]:
     return recommendations, items, events
 
 
-def count_hcp_rows(session: Session, *, hcp_ids: Sequence[str]) -> HcpRows:
+def count_hcp_rows(session: Session, *, hcp_ids: Sequence[str]) -> RowCounts:
     """How many rows of each table :func:`erase_hcps` would delete for ``hcp_ids``.
 
     Three counts per chunk of ids. An event of one HCP about another's
     recommendation, both among ``hcp_ids`` but in different chunks, is counted twice.
     """
-    found = HcpRows()
+    found = RowCounts()
     for chunk in _chunks(hcp_ids, _erasure_chunk_size(session)):
         recommendations, items, events = _rows_naming(chunk)
         counts = [
@@ -1093,7 +1093,7 @@ def count_hcp_rows(session: Session, *, hcp_ids: Sequence[str]) -> HcpRows:
                 (_FEEDBACK, events),
             )
         ]
-        found += HcpRows(*counts)
+        found += RowCounts(*counts)
     return found
 
 
@@ -1143,7 +1143,7 @@ def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> E
     """
     hcp_ids = list(dict.fromkeys(hcp_ids))
     now = datetime.now(UTC)
-    deleted = HcpRows()
+    deleted = RowCounts()
     try:
         for chunk in _chunks(hcp_ids, _erasure_chunk_size(session)):
             recommendations, items, events = _rows_naming(chunk)
@@ -1158,7 +1158,7 @@ def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> E
                     (_RECOMMENDATIONS, recommendations),
                 )
             }
-            deleted += HcpRows(
+            deleted += RowCounts(
                 counts[_RECOMMENDATIONS.name], counts[_ITEMS.name], counts[_FEEDBACK.name]
             )
         result = record_feedback(
