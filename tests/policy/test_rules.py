@@ -184,6 +184,36 @@ def test_lookbacks_cover_longer_cooldowns() -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "reach"),
+    [
+        pytest.param({}, None, id="no-rules"),
+        pytest.param({"max_items_per_channel": 2}, None, id="no-history-rule"),
+        pytest.param(
+            {"channels": {"email": {"cooldown_days": 40, "max_contacts": 1, "per_days": 7}}},
+            (40.0, "channels.email.cooldown_days"),
+            id="cooldown",
+        ),
+        pytest.param(
+            {"all_channels": {"max_contacts": 8, "per_days": 60}, "dismissal_days": 30},
+            (60.0, "all_channels.per_days"),
+            id="budget",
+        ),
+        pytest.param({"snooze_days": 45, "dismissal_days": 30}, (45.0, "snooze_days"), id="snooze"),
+        pytest.param(
+            {"channels": {"email": {"max_contacts": 3, "per_days": 30}}, "dismissal_days": 30},
+            (30.0, "channels.email.per_days"),
+            id="tie-first-written",
+        ),
+    ],
+)
+def test_history_reach_names_the_rule_that_reads_furthest_back(
+    data: dict[str, object], reach: tuple[float, str] | None
+) -> None:
+    assert ServingRules.from_mapping(data).history_reach() == reach
+    assert RULES.history_reach() == (30.0, "dismissal_days")
+
+
+@pytest.mark.parametrize(
     ("data", "match"),
     [
         pytest.param([], "mapping at the top level", id="not-a-mapping"),

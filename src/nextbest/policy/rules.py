@@ -281,6 +281,25 @@ class ServingRules:
             r.cap is not None or r.cooldown_days is not None for r in self.channels.values()
         )
 
+    def history_reach(self) -> tuple[float, str] | None:
+        """How many days back serving reads the feedback store for these rules, and
+        the rule that reads furthest, as the rules file names it (``dismissal_days``,
+        ``channels.email.per_days``); the first written on a tie. None: no rule reads
+        history. Consent events are read over all time whatever the rules."""
+        reads: list[tuple[float, str]] = []
+        for name, rule in self.channels.items():
+            if rule.cap is not None:
+                reads.append((rule.cap.per_days, f"channels.{name}.per_days"))
+            if rule.cooldown_days is not None:
+                reads.append((rule.cooldown_days, f"channels.{name}.cooldown_days"))
+        if self.all_channels is not None:
+            reads.append((self.all_channels.per_days, "all_channels.per_days"))
+        if self.dismissal_days is not None:
+            reads.append((self.dismissal_days, "dismissal_days"))
+        if self.snooze_days is not None:
+            reads.append((self.snooze_days, "snooze_days"))
+        return max(reads, key=lambda read: read[0], default=None)
+
     def lookbacks(self) -> list[float]:
         """Distinct windows (days) to count contacts over, longest first.
 
