@@ -1,4 +1,5 @@
-"""Erasure of HCPs on request (GDPR article 17): what nextbest stores about them goes.
+"""Erasure of HCPs on request (GDPR article 17), and retention by age (article
+5(1)(e), storage limitation): what nextbest stores goes.
 
 The recommendation log and the feedback store are nextbest's own: their rows naming
 the HCPs are deleted and one suppression per HCP is kept (an all-channel
@@ -6,18 +7,23 @@ the HCPs are deleted and one suppression per HCP is kept (an all-channel
 stops contacting them at once. Registered model versions keep the HCPs' attributes
 until they are retrained without them and deleted; the user's own input files are
 theirs to clean. :func:`versions_holding` names those versions.
+
+:func:`prune` deletes the rows from before a cutoff, in batches, consent events
+and erasure suppressions kept (:func:`~nextbest.storage.repository.prune_batch`);
+:func:`check_cutoff` refuses a cutoff inside the history the serving rules read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from nextbest.contract.dataset import load_id_list
 from nextbest.registry import VersionHolding, versions_holding
@@ -28,22 +34,33 @@ from nextbest.storage.repository import (
     MAX_LENGTHS,
     Erasure,
     ErasureError,
+    PruneKept,
     RowCounts,
     count_hcp_rows,
+    count_rows_before,
     erase_hcps,
     erased_already,
     hcps_with_rows,
+    prune_batch,
 )
+
+if TYPE_CHECKING:
+    from nextbest.policy.rules import ServingRules
 
 __all__ = [
     "Cleanup",
+    "CutoffError",
     "Erasure",
     "ErasureError",
+    "PruneKept",
     "RowCounts",
     "VersionHolding",
+    "check_cutoff",
     "check_ids",
     "erase",
+    "prune",
     "read_ids",
+    "rows_before",
     "rows_naming",
     "versions_holding",
 ]
@@ -123,29 +140,127 @@ def erase(settings: Settings, hcp_ids: Sequence[str]) -> tuple[Erasure, Cleanup]
     included. The :class:`Cleanup` says how that went.
     """
     with store_session(settings.resolved_database_url) as session:
-        sqlite = session.get_bind().dialect.name == "sqlite"
-        if sqlite:
-            session.connection().exec_driver_sql("PRAGMA secure_delete = ON")
+        _overwrite_deletes(session)
         done = erase_hcps(session, hcp_ids=hcp_ids, requester=file_requester("erase"))
-        if not sqlite:
-            deleted = done.deleted
-            tables = [
-                table
-                for table, n in (
-                    ("feedback_events", deleted.feedback_events),
-                    ("recommendation_items", deleted.recommendation_items),
-                    ("recommendations", deleted.recommendations),
-                )
-                if n
-            ]
-            engine = session.get_bind()
-            assert isinstance(engine, Engine)
-            return done, vacuum(engine, tables)
-        busy, pages, moved = (
-            session.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        return done, _clean_up(session, done.deleted)
+
+
+def _overwrite_deletes(session: Session) -> None:
+    """On SQLite, have the session's connection overwrite what it deletes
+    (``secure_delete``, a setting of the connection: set again per transaction,
+    which may get another connection from the pool). Nothing on PostgreSQL."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("PRAGMA secure_delete = ON")
+
+
+def _clean_up(session: Session, deleted: RowCounts) -> Cleanup:
+    """After committed deletes: on SQLite, checkpoint and empty the write-ahead log;
+    on PostgreSQL, :func:`vacuum` each table rows were deleted from."""
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    if engine.dialect.name != "sqlite":
+        tables = [
+            table
+            for table, n in (
+                ("feedback_events", deleted.feedback_events),
+                ("recommendation_items", deleted.recommendation_items),
+                ("recommendations", deleted.recommendations),
+            )
+            if n
+        ]
+        return vacuum(engine, tables)
+    busy, pages, moved = (
+        session.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    )
+    session.commit()
+    return Cleanup("sqlite", log_emptied=not busy and pages in (0, moved))
+
+
+class CutoffError(ValueError):
+    """A prune's cutoff refused: in the future, or inside the history the serving
+    rules read. ``latest``: the latest cutoff allowed (None: the cutoff is in the
+    future); ``days`` and ``rule``: the rules' longest window and the rule, when
+    they refused it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        latest: datetime | None = None,
+        days: float | None = None,
+        rule: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.latest, self.days, self.rule = latest, days, rule
+
+
+def check_cutoff(before: datetime, rules: ServingRules, *, now: datetime) -> None:
+    """Refuse a prune at ``before`` (timezone-aware) that would delete what serving
+    still reads at ``now``.
+
+    Frequency caps, cool-downs, the all-channel budget and dismissal and snooze
+    windows count feedback events back from each decision: pruning inside the
+    longest of them (:meth:`ServingRules.history_reach`) would let serving contact
+    HCPs again too soon. Consent events are never pruned, so they set no limit.
+
+    Raises:
+        CutoffError: ``before`` is after ``now``, or after ``now`` less the rules'
+            longest window (the message names the rule, its file and the latest
+            cutoff allowed).
+    """
+    if before > now:
+        raise CutoffError("is in the future: nothing logged is that new yet")
+    reach = rules.history_reach()
+    if reach is None:
+        return
+    days, rule = reach
+    latest = now - timedelta(days=days)
+    if before > latest:
+        raise CutoffError(
+            f"is inside the history serving reads: {rule} is {days:g} days in "
+            f"{rules.source}, so deleting rows from after {latest:%Y-%m-%d %H:%M:%S} UTC "
+            "would let serving contact HCPs again too soon",
+            latest=latest,
+            days=days,
+            rule=rule,
         )
-        session.commit()
-        return done, Cleanup("sqlite", log_emptied=not busy and pages in (0, moved))
+
+
+def rows_before(settings: Settings, before: datetime) -> tuple[RowCounts, PruneKept]:
+    """What a prune at ``before`` would delete, per table, and what it keeps from
+    before then (consent events, erasure suppressions, answers an opt-out names)."""
+    with store_session(settings.resolved_database_url) as session:
+        return count_rows_before(session, before=before)
+
+
+def prune(
+    settings: Settings,
+    before: datetime,
+    *,
+    progress: Callable[[RowCounts], None] | None = None,
+) -> tuple[RowCounts, Cleanup]:
+    """Delete the rows from before ``before`` in the store ``settings`` names, in
+    batches of ``PRUNE_BATCH`` recommendations (then untied feedback events), each
+    its own transaction; ``progress`` is told each batch's counts as it commits.
+
+    Deleted and cleaned up as :func:`erase` does (``secure_delete`` and an emptied
+    write-ahead log on SQLite, ``VACUUM`` on PostgreSQL, once, after the last
+    batch). What it deletes and keeps:
+    :func:`~nextbest.storage.repository.prune_batch`. The caller checks ``before``
+    first (:func:`check_cutoff`).
+    """
+    before = before.astimezone(UTC)
+    deleted = RowCounts()
+    with store_session(settings.resolved_database_url) as session:
+        while True:
+            _overwrite_deletes(session)
+            batch = prune_batch(session, before=before)
+            if not batch.total:
+                break
+            deleted += batch
+            if progress is not None:
+                progress(batch)
+        return deleted, _clean_up(session, deleted)
 
 
 def vacuum(engine: Engine, tables: Sequence[str]) -> Cleanup:

@@ -1191,6 +1191,136 @@ def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> E
     )
 
 
+# Recommendations (then feedback events tied to none) a prune deletes per
+# transaction: each batch commits, so a prune of years of log never holds its
+# locks long against a running server.
+PRUNE_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class PruneKept:
+    """Rows from before a prune's cutoff that it keeps.
+
+    ``consent_events``: ``opted_out`` / ``opted_in`` events (they decide whether an
+    HCP may be contacted at all, and are the record of consent), ``suppressions``
+    of them erasure suppressions. ``recommendations``: answers an opt-out names (the
+    send an HCP unsubscribed from), kept whole, items and feedback included, so the
+    opt-out keeps what it refers to (its foreign key allows nothing else).
+    """
+
+    consent_events: int = 0
+    suppressions: int = 0
+    recommendations: int = 0
+
+
+def _prune_clauses(before: datetime) -> tuple[Any, Any, Any]:
+    """WHERE clauses of a prune at ``before``: the recommendations made before it
+    (and, logged ahead, for a decision before it), those of them an opt-out names,
+    and the feedback events tied to no recommendation that occurred before it,
+    consent events left out."""
+    r, f = _RECOMMENDATIONS.c, _FEEDBACK.c
+    old = sa.and_(r.created_at < before, sa.or_(r.decided_for.is_(None), r.decided_for < before))
+    named_by_consent = (
+        sa.exists()
+        .where(f.recommendation_id == r.recommendation_id, f.event_type.in_(CONSENT_EVENT_TYPES))
+        .correlate(_RECOMMENDATIONS)
+    )
+    untied = sa.and_(
+        f.recommendation_id.is_(None),
+        f.occurred_at < before,
+        f.event_type.not_in(CONSENT_EVENT_TYPES),
+    )
+    return old, named_by_consent, untied
+
+
+def count_rows_before(session: Session, *, before: datetime) -> tuple[RowCounts, PruneKept]:
+    """How many rows of each table :func:`prune_batch` called until it returns
+    nothing would delete for ``before``, and what it keeps from before then."""
+    old, named_by_consent, untied = _prune_clauses(before)
+    doomed = sa.and_(old, ~named_by_consent)
+    theirs = sa.select(_RECOMMENDATIONS.c.recommendation_id).where(doomed)
+    consent = sa.and_(
+        _FEEDBACK.c.event_type.in_(CONSENT_EVENT_TYPES), _FEEDBACK.c.occurred_at < before
+    )
+
+    def count(table: sa.Table, where: Any) -> int:
+        query = sa.select(sa.func.count()).select_from(table).where(where)
+        return int(session.execute(query).scalar_one())
+
+    deleted = RowCounts(
+        count(_RECOMMENDATIONS, doomed),
+        count(_ITEMS, _ITEMS.c.recommendation_id.in_(theirs)),
+        # Tied and untied events are disjoint: counted apart, each through its index.
+        count(_FEEDBACK, _FEEDBACK.c.recommendation_id.in_(theirs)) + count(_FEEDBACK, untied),
+    )
+    kept = PruneKept(
+        consent_events=count(_FEEDBACK, consent),
+        suppressions=count(
+            _FEEDBACK, sa.and_(consent, _FEEDBACK.c.event_id.startswith(ERASURE_EVENT_PREFIX))
+        ),
+        recommendations=count(_RECOMMENDATIONS, sa.and_(old, named_by_consent)),
+    )
+    return deleted, kept
+
+
+def prune_batch(session: Session, *, before: datetime) -> RowCounts:
+    """Delete one batch of the rows from before ``before``, in ONE transaction, then
+    COMMIT; call it until it deletes nothing.
+
+    A batch is the oldest ``PRUNE_BATCH`` recommendations made before ``before``
+    (and, logged ahead, for a decision before it) with their items and every
+    feedback event tied to them, whenever it occurred; once none is left, the oldest
+    ``PRUNE_BATCH`` feedback events tied to no recommendation that occurred before
+    ``before``. Never deleted: consent events (``opted_out``, ``opted_in``: erasure
+    suppressions among them) and the recommendations an opt-out names, with their
+    items and feedback (see :class:`PruneKept`). Cost: one SELECT and three DELETEs
+    of at most ``PRUNE_BATCH`` ids (fewer on a SQLite before 3.32).
+    """
+    limit = min(PRUNE_BATCH, _in_chunk_size(session))
+    old, named_by_consent, untied = _prune_clauses(before)
+    r, f = _RECOMMENDATIONS.c, _FEEDBACK.c
+
+    def delete(table: sa.Table, where: Any) -> int:
+        return cast(sa.CursorResult[Any], session.execute(sa.delete(table).where(where))).rowcount
+
+    try:
+        # Locked (PostgreSQL): feedback a server stores meanwhile for one of these
+        # waits for the batch, instead of the batch failing on its foreign key.
+        ids = list(
+            session.scalars(
+                sa.select(r.recommendation_id)
+                .where(old, ~named_by_consent)
+                .order_by(r.created_at)
+                .limit(limit)
+                .with_for_update(of=_RECOMMENDATIONS)
+            )
+        )
+        if ids:
+            # Events first (they refer to recommendations), items, then the answers.
+            # A consent event stored since the SELECT is not deleted: the batch then
+            # fails on its foreign key and is rolled back.
+            events = delete(
+                _FEEDBACK,
+                sa.and_(f.recommendation_id.in_(ids), f.event_type.not_in(CONSENT_EVENT_TYPES)),
+            )
+            items = delete(_ITEMS, _ITEMS.c.recommendation_id.in_(ids))
+            done = RowCounts(delete(_RECOMMENDATIONS, r.recommendation_id.in_(ids)), items, events)
+        else:
+            event_ids = list(
+                session.scalars(
+                    sa.select(f.event_id).where(untied).order_by(f.occurred_at).limit(limit)
+                )
+            )
+            done = RowCounts(
+                feedback_events=delete(_FEEDBACK, f.event_id.in_(event_ids)) if event_ids else 0
+            )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return done
+
+
 def contact_history(
     session: Session, *, hcp_ids: Sequence[str], since: datetime
 ) -> dict[tuple[str, str], tuple[int, datetime]]:
