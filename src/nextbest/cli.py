@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from nextbest.settings import Settings, get_settings, without_password
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.policy.rules import ServingRules
     from nextbest.registry import VersionSummary
+    from nextbest.storage.repository import RowCounts
 
 app = typer.Typer(
     help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
@@ -243,8 +245,8 @@ def _models_dir_usable(settings: Settings) -> None:
 
 
 def _print_cleanup(cleanup: Any, store: str) -> None:
-    """What an erasure on PostgreSQL left of the deleted rows, and where (SQLite's
-    is said by the caller)."""
+    """What an erasure or a prune on PostgreSQL left of the deleted rows, and where
+    (SQLite's is said by the caller)."""
     if cleanup.backend != "postgresql":
         return
     kept = {table for table, n in cleanup.dead_left.items() if n}
@@ -258,7 +260,7 @@ def _print_cleanup(cleanup: Any, store: str) -> None:
         stdout.print(
             f"vacuumed {', '.join(cleanup.vacuumed)}: {gone}; copies remain in PostgreSQL's "
             "write-ahead log and its archive, in backups, and on replicas until they "
-            "replay the erasure (README, 'Erasure and retention')",
+            "replay the deletes (README, 'Erasure and retention')",
             highlight=False,
         )
     for table, why in cleanup.not_vacuumed.items():
@@ -1839,6 +1841,140 @@ def _erasure_reminder() -> None:
         "file that still lists them holds them again",
         highlight=False,
     )
+
+
+@app.command()
+def prune(
+    before: Annotated[
+        str | None,
+        typer.Option(
+            "--before",
+            help="Delete what is older than this date (YYYY-MM-DD: 00:00 UTC) or time (ISO "
+            "8601; without an offset, UTC).",
+            show_default=False,
+        ),
+    ] = None,
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than",
+            min=1,
+            max=36_500,
+            help="Delete what is older than this many days (e.g. 730), counted from now.",
+            show_default=False,
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Delete without asking (required where no one can answer: cron)."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete the recommendation log and feedback older than a retention period.
+
+    Deleted: the recommendations made before the cutoff with their items and
+    every feedback event about them, and the feedback events about no
+    recommendation that occurred before it. Kept: consent events (opted_out,
+    opted_in) and erasure suppressions, which decide whether an HCP may be
+    contacted at all, and the recommendations an opt-out names. A cutoff in the
+    future or inside the history the serving rules read (caps, cool-downs,
+    dismissals: NEXTBEST_RULES_FILE) is refused. Deletes in batches, each its
+    own transaction, so a running server is not held up. Exit code 2 when
+    nothing was deleted (a bad or refused cutoff, no --yes off a terminal, not
+    confirmed).
+    """
+    from nextbest.service.erasure import CutoffError, check_cutoff, rows_before
+    from nextbest.service.erasure import prune as run_prune
+
+    settings = _settings()
+    if (before is None) == (older_than is None):
+        raise _fail("give the cutoff as --before DATE or --older-than DAYS (exactly one)")
+    now = datetime.now(UTC).replace(microsecond=0)
+    if before is not None:
+        when = cast(datetime, _parse_date(before, "--before"))
+        cutoff = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        given = f"--before {before}"
+    else:
+        cutoff = now - timedelta(days=cast(int, older_than))
+        given = f"--older-than {older_than}"
+    shown = f"{cutoff:%Y-%m-%d %H:%M:%S} UTC"
+    rules = _check_rules_file(settings)
+    try:
+        check_cutoff(cutoff, rules, now=now)
+    except CutoffError as exc:
+        latest = ""
+        if exc.latest is not None and exc.days is not None:
+            latest = (
+                f"; the latest cutoff allowed is {exc.latest:%Y-%m-%d %H:%M:%S} UTC "
+                f"(--older-than {math.ceil(exc.days)} or more)"
+            )
+        raise _fail(f"{given} ({shown}) {exc}{latest}; nothing was deleted") from None
+    store = without_password(settings.resolved_database_url)
+    rows, kept = rows_before(settings, cutoff)
+    stdout.print(f"rows from before {shown} in {store}:", highlight=False)
+    for table, n in (
+        ("recommendations", rows.recommendations),
+        ("recommendation_items", rows.recommendation_items),
+        ("feedback_events", rows.feedback_events),
+    ):
+        stdout.print(f"  {table:<22}{n:>10,}", highlight=False)
+    stdout.print(
+        f"kept: {_plural(kept.consent_events, 'consent event')} (opted_out, opted_in) from "
+        f"before then, {kept.suppressions:,} of them erasure suppressions: they decide whether "
+        "an HCP may be contacted at all and are the record of consent; consent events are "
+        "never pruned",
+        highlight=False,
+    )
+    if kept.recommendations:
+        stdout.print(
+            f"kept: {_plural(kept.recommendations, 'recommendation')} an opt-out names (the "
+            "send an HCP unsubscribed from), with their items and feedback",
+            highlight=False,
+        )
+    if rows.total == 0:
+        stdout.print(f"nothing to delete from before {shown}", highlight=False)
+        return
+    stdout.print(
+        "once deleted, the uplift report, the gate (evaluate, promote) and retrain no longer "
+        "see these answers and their feedback",
+        highlight=False,
+    )
+    if dry_run:
+        stdout.print("dry run: nothing was deleted", highlight=False)
+        return
+    if not yes:
+        if not _on_a_terminal():
+            raise _fail("not on a terminal: pass --yes to prune (nothing was deleted)")
+        if not typer.confirm("Delete these rows? This cannot be undone", err=True):
+            raise _fail("not confirmed: nothing was deleted")
+    with _steps(1) as progress:
+        task = progress.add_task("pruning rows", total=rows.total)
+
+        def advance(batch: RowCounts) -> None:
+            progress.advance(task, batch.total)
+
+        deleted, cleanup = run_prune(settings, cutoff, progress=advance)
+    stdout.print(
+        f"pruned {store} of what is older than {shown}: deleted "
+        f"{_plural(deleted.recommendations, 'recommendation')}, "
+        f"{_plural(deleted.recommendation_items, 'recommendation item')} and "
+        f"{_plural(deleted.feedback_events, 'feedback event')}; consent events and erasure "
+        "suppressions kept",
+        highlight=False,
+    )
+    _print_cleanup(cleanup, store)
+    if not cleanup.log_emptied:
+        console.print(
+            "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
+            f"({store}-wal: a server was reading): the deleted rows stay readable in that "
+            "file until every server using the database stops or the log is next "
+            "emptied",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -205,8 +205,8 @@ def check_cutoff(before: datetime, rules: ServingRules, *, now: datetime) -> Non
 
     Raises:
         CutoffError: ``before`` is after ``now``, or after ``now`` less the rules'
-            longest window (the message names the rule, its file and the latest
-            cutoff allowed).
+            longest window (the message names the rule and its file; the error
+            holds the latest cutoff allowed).
     """
     if before > now:
         raise CutoffError("is in the future: nothing logged is that new yet")
@@ -218,8 +218,8 @@ def check_cutoff(before: datetime, rules: ServingRules, *, now: datetime) -> Non
     if before > latest:
         raise CutoffError(
             f"is inside the history serving reads: {rule} is {days:g} days in "
-            f"{rules.source}, so deleting rows from after {latest:%Y-%m-%d %H:%M:%S} UTC "
-            "would let serving contact HCPs again too soon",
+            f"{rules.source}, and deleting what it counts would let serving contact HCPs "
+            "again too soon",
             latest=latest,
             days=days,
             rule=rule,
