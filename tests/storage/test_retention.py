@@ -235,3 +235,46 @@ def test_a_cutoff_at_or_before_the_rules_longest_window_is_allowed() -> None:
         check_cutoff(NOW - timedelta(days=30) + timedelta(seconds=1), RULES, now=NOW)
     assert refused.value.latest == NOW - timedelta(days=30)
     assert (refused.value.days, refused.value.rule) == (30, "dismissal_days")
+
+
+def test_a_batch_that_feedback_arriving_meanwhile_failed_is_run_again(
+    database_url: str, session: Session, tmp_path: Path
+) -> None:
+    """An event about one of the batch's answers stored between its DELETEs (as a
+    server's could be) fails the batch on the foreign key; the batch is rolled back
+    and selected afresh."""
+    from sqlalchemy import event, insert
+    from sqlalchemy.engine import Engine
+
+    log_recommendations(
+        session, records=[recommendation_record("old", H, items=(served_item(1, "A1"),))]
+    )
+    session.commit()
+    session.close()
+    raced: list[str] = []
+
+    def race(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("DELETE FROM recommendation_items") and not raced:
+            raced.append(statement)  # stored in the batch's transaction: rolled back with it
+            late = {"event_id": "late", "event_type": "opened", "hcp_id": H}
+            connection.execute(
+                insert(FeedbackEvent).values(
+                    **late, occurred_at=T0, received_at=T0, recommendation_id="old"
+                )
+            )
+
+    event.listen(Engine, "after_cursor_execute", race)
+    try:
+        settings = Settings(models_dir=tmp_path / "models", database_url=database_url)
+        batches: list[RowCounts] = []
+        deleted, _ = prune(settings, CUT, progress=batches.append)
+    finally:
+        event.remove(Engine, "after_cursor_execute", race)
+    assert raced, "the race was not run"
+    assert deleted == RowCounts(recommendations=1, recommendation_items=1)
+    assert batches == [deleted]
+    assert _left(session) == {
+        "recommendations": [],
+        "recommendation_items": [],
+        "feedback_events": [],
+    }

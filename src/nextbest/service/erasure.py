@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from nextbest.contract.dataset import load_id_list
@@ -176,6 +176,22 @@ def _clean_up(session: Session, deleted: RowCounts) -> Cleanup:
     return Cleanup("sqlite", log_emptied=not busy and pages in (0, moved))
 
 
+# How often a batch is tried when feedback about one of its recommendations arrives
+# as it runs (each try selects the batch afresh).
+PRUNE_TRIES = 3
+
+
+def _prune_batch_retried(session: Session, before: datetime) -> RowCounts:
+    for attempt in range(1, PRUNE_TRIES + 1):
+        _overwrite_deletes(session)
+        try:
+            return prune_batch(session, before=before)
+        except IntegrityError:
+            if attempt == PRUNE_TRIES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class CutoffError(ValueError):
     """A prune's cutoff refused: in the future, or inside the history the serving
     rules read. ``latest``: the latest cutoff allowed (None: the cutoff is in the
@@ -253,8 +269,7 @@ def prune(
     deleted = RowCounts()
     with store_session(settings.resolved_database_url) as session:
         while True:
-            _overwrite_deletes(session)
-            batch = prune_batch(session, before=before)
+            batch = _prune_batch_retried(session, before)
             if not batch.total:
                 break
             deleted += batch

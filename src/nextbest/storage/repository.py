@@ -1275,6 +1275,12 @@ def prune_batch(session: Session, *, before: datetime) -> RowCounts:
     suppressions among them) and the recommendations an opt-out names, with their
     items and feedback (see :class:`PruneKept`). Cost: one SELECT and three DELETEs
     of at most ``PRUNE_BATCH`` ids (fewer on a SQLite before 3.32).
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a server stored feedback about one of the
+            batch's recommendations while it ran (the batch is rolled back; run it
+            again). The recommendations are not locked first: ``SELECT ... FOR
+            UPDATE`` needs the UPDATE privilege, which nextbest's role need not have.
     """
     limit = min(PRUNE_BATCH, _in_chunk_size(session))
     old, named_by_consent, untied = _prune_clauses(before)
@@ -1284,21 +1290,18 @@ def prune_batch(session: Session, *, before: datetime) -> RowCounts:
         return cast(sa.CursorResult[Any], session.execute(sa.delete(table).where(where))).rowcount
 
     try:
-        # Locked (PostgreSQL): feedback a server stores meanwhile for one of these
-        # waits for the batch, instead of the batch failing on its foreign key.
         ids = list(
             session.scalars(
                 sa.select(r.recommendation_id)
                 .where(old, ~named_by_consent)
                 .order_by(r.created_at)
                 .limit(limit)
-                .with_for_update(of=_RECOMMENDATIONS)
             )
         )
         if ids:
             # Events first (they refer to recommendations), items, then the answers.
             # A consent event stored since the SELECT is not deleted: the batch then
-            # fails on its foreign key and is rolled back.
+            # fails on its foreign key, and the next run leaves that answer alone.
             events = delete(
                 _FEEDBACK,
                 sa.and_(f.recommendation_id.in_(ids), f.event_type.not_in(CONSENT_EVENT_TYPES)),
