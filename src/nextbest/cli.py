@@ -2196,7 +2196,8 @@ def lookup(
     """One logged answer as the recommendation log keeps it: who asked, for whom, the
     model version and policy, the fingerprint of the serving rules it was made under,
     each item with the propensity it was served with, and the feedback events that
-    name it (an audit, a CRM's "why did I get this?")."""
+    name it (an audit: what was served, to whom, by which version). The reasons
+    shown then are not kept; `nextbest explain` gives today's."""
     import json
     from dataclasses import asdict
 
@@ -2276,6 +2277,108 @@ def lookup(
             highlight=False,
         )
     return found
+
+
+@app.command()
+def explain(
+    hcp_id: Annotated[str, typer.Argument(help="The HCP, as the hcps file spells the id.")],
+    k: Annotated[int, typer.Option(min=1, max=50, help="Items, as a request's k.")] = 5,
+    channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
+    purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
+    on: Annotated[
+        str | None,
+        typer.Option("--date", help="Decide for this date or time (UTC without an offset)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the answer as JSON instead of text.")
+    ] = False,
+) -> dict[str, Any]:
+    """What the served model would answer for one HCP now, with each item's reasons
+    and why every other action is left out; nothing is logged (a support question,
+    not a send: an API request with explain=true is logged as a served answer, and
+    feedback without a recommendation_id may then be counted for it)."""
+    import json
+    from dataclasses import asdict
+
+    from nextbest import registry
+    from nextbest.errors import NextbestError
+    from nextbest.service.recommend import decision_time
+    from nextbest.service.runtime import make_recommender
+    from nextbest.service.serving import history_time, live_history
+    from nextbest.storage.db import store_session
+
+    settings = _settings()
+    rules = _check_rules_file(settings)
+    try:
+        model, version = registry.load_alias(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
+    recommender = make_recommender(settings, model, version, rules)
+    now = decision_time(_parse_date(on, "--date"))
+    try:
+        recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
+        history = None
+        if recommender.hcp_row(hcp_id) is not None:
+            with store_session(settings.resolved_database_url) as session:
+                history = live_history(
+                    session, rules=rules, hcp_ids=[hcp_id], now=history_time(now)
+                )
+        rec = recommender.recommend(
+            hcp_id=hcp_id,
+            k=k,
+            channel=channel,
+            purpose=purpose,
+            on=now,
+            explain_exclusions=True,
+            history=history,
+        )
+    except NextbestError as exc:
+        raise _fail(str(exc)) from None
+    answer = {
+        "hcp_id": rec.hcp_id,
+        "decided_for": now.isoformat(),
+        "model_version": rec.model_version,
+        "uplift_source": rec.uplift_source,
+        "holdout": rec.holdout,
+        "items": [asdict(item) for item in rec.items],
+        "excluded": rec.excluded,
+        "logged": False,
+    }
+    if as_json:
+        typer.echo(json.dumps(answer, indent=1))
+        return answer
+    stdout.print(
+        f"HCP {hcp_id}: what model version {version} answers for {now.isoformat()} "
+        f"(purpose {purpose}, channel {channel or 'any'}); nothing is logged",
+        highlight=False,
+    )
+    if rec.holdout:
+        stdout.print(
+            "  holdout: this HCP is in the randomized holdout now; a request is answered "
+            "with nothing to do",
+            highlight=False,
+        )
+    elif not rec.items:
+        stdout.print("  no item: nothing allowed is worth its cost (below)", highlight=False)
+    for item in rec.items:
+        explored = ", explored (a random pick: another run may differ)" if item.explored else ""
+        stdout.print(
+            f"  {item.rank}. {item.action_id} ({item.channel}, {item.content_id}): score "
+            f"{item.score:.4g}, expected uplift {item.expected_uplift:.4g}, cost "
+            f"{item.cost:.4g}, P(engaged) {item.p_engage:.3f}{explored}",
+            highlight=False,
+        )
+        for reason in item.reasons:
+            stdout.print(f"       {reason}", highlight=False)
+    # Actions left out for the same reasons are listed together.
+    by_reasons: dict[tuple[str, ...], list[str]] = {}
+    for action_id, why in rec.excluded.items():
+        by_reasons.setdefault(tuple(why), []).append(action_id)
+    if by_reasons:
+        stdout.print(f"  left out ({len(rec.excluded)} actions):", highlight=False)
+    for said, actions in sorted(by_reasons.items(), key=lambda kv: -len(kv[1])):
+        stdout.print(f"    {', '.join(actions)}: {'; '.join(said)}", highlight=False)
+    return answer
 
 
 def _iso(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -222,6 +223,8 @@ def test_explain_accounts_for_every_action_not_served(client: TestClient) -> Non
             if costly:
                 worthless += 1
                 assert "(net value " in costly[0] and len(why) == 1, why  # allowed by every rule
+                # A net value below zero never reads as zero ("-0.00").
+                assert not re.search(r"net value [-+]0\.0+\)", costly[0]), costly[0]
             if cut in why:
                 held_back += 1
                 assert why == [cut]  # allowed by every rule, worth its cost
@@ -460,3 +463,11 @@ def test_an_unsubscribe_naming_only_its_send_withdraws_the_sends_channel(
     assert "channel read as 'email', the one its send served" in note["message"]
     assert not _ask(client, hcp_id, channel="email")["items"]
     assert {i["channel"] for i in _ask(client, hcp_id)["items"]} - {"email"}
+
+
+def test_a_net_value_below_zero_never_reads_as_zero() -> None:
+    """+0.02 outcome for a cost of 0.02 (net value -0.00) said nothing to a rep."""
+    from nextbest.service.recommend import _decimals_for
+
+    shown = [f"{v:+.{_decimals_for(v)}f}" for v in (-0.27, -0.004, -0.0004, 0.0)]
+    assert shown == ["-0.27", "-0.004", "-0.0004", "+0.0000"]

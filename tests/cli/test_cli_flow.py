@@ -1434,3 +1434,55 @@ def test_train_may_not_move_the_served_alias_once_a_version_is_served(
     retrained = runner.invoke(app, ["retrain", "--data", str(data), "--alias", "champion"])
     assert retrained.exit_code == 2 and "--alias champion" in retrained.output
     assert [v.version for v in registry.list_versions(settings)] == ["1"]
+
+
+def test_explain_answers_as_the_api_would_and_logs_nothing(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A support question ("why did Dr X get this, why not that?") asked through the
+    API is logged as a served answer; `nextbest explain` gives the same answer, its
+    reasons and every exclusion, and writes nothing to the recommendation log."""
+    import shutil
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from nextbest.api.app import create_app
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    store = tmp_path / "serve.db"
+    for name, value in {
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_DATABASE_URL": f"sqlite:///{store}",
+        "NEXTBEST_RULES_FILE": str(Path(__file__).parents[2] / "training" / "rules.yaml"),
+        "NEXTBEST_EPSILON": "0",  # no random pick: the two answers must agree
+        "NEXTBEST_HOLDOUT_RATE": "0",
+        "NEXTBEST_AUTH_ENABLED": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+    result = runner.invoke(app, ["explain", hcp, "--json"])
+    assert result.exit_code == 0, result.output
+    said = json.loads(result.stdout)
+    assert said["logged"] is False and said["hcp_id"] == hcp
+    assert said["items"] and all(item["reasons"] for item in said["items"])
+    assert said["excluded"], "a catalog of 40 actions leaves some out"
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT count(*) FROM recommendations").fetchone() == (0,)
+    text = runner.invoke(app, ["explain", hcp])
+    assert text.exit_code == 0 and "nothing is logged" in text.stdout, text.output
+    assert f"1. {said['items'][0]['action_id']} " in text.stdout
+    with TestClient(create_app(get_settings())) as client:
+        served = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True}).json()
+    assert [i["action_id"] for i in served["items"]] == [i["action_id"] for i in said["items"]]
+    assert [i["reasons"] for i in served["items"]] == [i["reasons"] for i in said["items"]]
+    assert served["excluded"] == said["excluded"]
+    with sqlite3.connect(store) as db:  # the API's answer is logged, the command's not
+        assert db.execute("SELECT count(*) FROM recommendations").fetchone() == (1,)
+    unknown = runner.invoke(app, ["explain", "NO-SUCH-HCP"])
+    assert unknown.exit_code == 2
+    assert "hcp_id 'NO-SUCH-HCP' is not known to the served model" in unknown.output
+    bad = runner.invoke(app, ["explain", hcp, "--channel", "fax"])
+    assert bad.exit_code == 2 and "fax" in bad.output, bad.output

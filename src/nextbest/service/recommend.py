@@ -33,6 +33,12 @@ MAX_BATCH = 1000
 REP_CHANNEL_PREFIX = "rep_"
 
 
+def _decimals_for(net_value: float) -> int:
+    """Decimals that show a net value below zero as such: 2, or up to 4 when 2 would
+    read -0.00 (an uplift of +0.02 for a cost of 0.02 says nothing to a rep)."""
+    return next((d for d in (2, 3) if round(abs(net_value), d) > 0), 4)
+
+
 @dataclass(frozen=True)
 class RecommendedAction:
     rank: int
@@ -478,13 +484,14 @@ class Recommender:
         out = [
             (
                 a,
-                f"not worth its cost: expected {gain:+.2f} {gained} for a cost of "
-                f"{self._costs[a]:.2f}{self._cost_notes[a]} (net value {value:+.2f})",
+                f"not worth its cost: expected {gain:+.{d}f} {gained} for a cost of "
+                f"{self._costs[a]:.{d}f}{self._cost_notes[a]} (net value {value:+.{d}f})",
             )
             for a, gain, value in zip(
                 allowed.tolist(), scores.uplift.tolist(), net.tolist(), strict=True
             )
             if value <= 0
+            for d in [_decimals_for(value)]
         ]
         if self.max_per_channel is not None:
             # Ranked as _decide ranks them; the list without the limit, against the one

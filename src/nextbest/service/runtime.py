@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from prometheus_client import Gauge
@@ -35,6 +36,9 @@ from nextbest.storage.db import (
     migrate,
 )
 from nextbest.storage.repository import latest_holdout_rate, recently_asked_hcps
+
+if TYPE_CHECKING:
+    from nextbest.learning.scoring import ScoringModel
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,27 @@ def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
 def _iso_utc(stamp: pd.Timestamp) -> str:
     # Cached: /healthz is the cheapest route and reports it on every call.
     return _utc(stamp).isoformat()
+
+
+def make_recommender(
+    settings: Settings, model: ScoringModel, version: str, rules: ServingRules
+) -> Recommender:
+    """The recommender a worker serves ``model`` (registered ``version``) with: the
+    exploration, holdout and score cache ``settings`` configure, under ``rules``."""
+    return Recommender(
+        model=model,
+        version=version,
+        exploration=make_exploration(
+            settings.exploration,
+            epsilon=settings.epsilon,
+            temperature=settings.temperature,
+            holdout_rate=settings.holdout_rate,
+            seed=settings.seed,
+            holdout_days=settings.holdout_days,
+        ),
+        rules=rules,
+        cache_pairs=settings.score_cache_pairs,
+    )
 
 
 def warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
@@ -467,20 +492,7 @@ class ServingRuntime:
         settings = self.settings
         try:
             model = registry.load_version(settings, version, alias=settings.serve_alias)
-            recommender = Recommender(
-                model=model,
-                version=version,
-                exploration=make_exploration(
-                    settings.exploration,
-                    epsilon=settings.epsilon,
-                    temperature=settings.temperature,
-                    holdout_rate=settings.holdout_rate,
-                    seed=settings.seed,
-                    holdout_days=settings.holdout_days,
-                ),
-                rules=rules,
-                cache_pairs=settings.score_cache_pairs,
-            )
+            recommender = make_recommender(settings, model, version, rules)
             # A model that loads but cannot score (e.g. pickled by an
             # incompatible code version) must fail here, not on every request.
             recommender.self_check()
