@@ -361,7 +361,7 @@ def test_a_decision_dated_before_its_suggestion_was_served_is_422(client: TestCl
     assert refused.json()["accepted"] == 0
     [said] = refused.json()["rejected"]
     assert said["message"].startswith(
-        "occurred_at 2026-01-01T00:00:00+00:00 predates the recommendation it decides on: "
+        "occurred_at 2026-01-01T00:00:00+00:00 predates the recommendation it names: "
         f"'{s.recommendation_id}' was served at "
     )
     event = {

@@ -559,11 +559,61 @@ def test_a_decision_dated_before_its_recommendation_was_served_is_refused(
     ]
     january = result.rejected[0][2]
     assert january == (
-        "occurred_at 2024-01-01T00:00:00+00:00 predates the recommendation it decides on: "
+        "occurred_at 2024-01-01T00:00:00+00:00 predates the recommendation it names: "
         "'rec-1' was served at 2024-03-04T09:00:00+00:00"
     )
     assert "a time without a UTC offset is read as UTC" in result.rejected[2][2]
     assert set(stored_events(session_factory)) == {"dis-skew", "acc-naive"}
+
+
+def test_engagement_dated_before_its_recommendation_is_refused_and_an_opt_out_kept(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    logged: list[RecommendationRecord],
+    make_recommendation: MakeRecommendation,
+    make_served_item: MakeItem,
+) -> None:
+    """An open or an outcome a month before its answer was served cannot be its
+    effect (a recommendation id sent with the wrong row); an opt-out naming the send
+    fails safe and is kept. An answer decided for an earlier time (a send planned
+    for yesterday) takes events from that time on."""
+    planned = make_recommendation(
+        "rec-planned",
+        "h1",
+        created_at=T0,
+        decided_for=T0 - timedelta(days=1),
+        items=(make_served_item(1, "a-email", "email"),),
+    )
+    log_recommendations(session, records=[planned])
+    session.commit()
+    month_before = T0 - timedelta(days=30)
+    batch = [
+        delivered("open-early", "h1", recommendation_id="rec-1", event_type="opened",
+                  action_id="a-email", occurred_at=month_before),
+        delivered("nrx-early", "h1", recommendation_id="rec-1", event_type="outcome",
+                  value=2.0, occurred_at=month_before),
+        delivered("optout-early", "h1", recommendation_id="rec-1", event_type="opted_out",
+                  channel="email", occurred_at=month_before),
+        delivered("open-ok", "h1", recommendation_id="rec-1", event_type="opened",
+                  action_id="a-email"),
+        delivered("open-planned", "h1", recommendation_id="rec-planned", event_type="opened",
+                  action_id="a-email", occurred_at=T0 - timedelta(hours=12)),
+        delivered("open-before-plan", "h1", recommendation_id="rec-planned",
+                  event_type="opened", action_id="a-email", occurred_at=T0 - timedelta(days=2)),
+    ]  # fmt: skip
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["optout-early", "open-ok", "open-planned"]
+    assert [(i, eid) for i, eid, _ in result.rejected] == [
+        (0, "open-early"),
+        (1, "nrx-early"),
+        (5, "open-before-plan"),
+    ]
+    assert result.rejected[1][2] == (
+        "occurred_at 2024-02-03T09:00:00+00:00 predates the recommendation it names: "
+        "'rec-1' was served at 2024-03-04T09:00:00+00:00"
+    )
+    assert result.rejected[2][2].endswith("'rec-planned' was decided for 2024-03-03T09:00:00+00:00")
+    assert set(stored_events(session_factory)) == {"optout-early", "open-ok", "open-planned"}
 
 
 def test_naive_and_offset_times_are_stored_as_utc(

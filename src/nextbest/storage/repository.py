@@ -355,6 +355,13 @@ class _ServedRecommendation:
     hcp_id: str
     created_at: datetime  # UTC, when it was served
     channel_by_action: dict[str, str] = field(default_factory=dict)
+    decided_for: datetime | None = None  # UTC, a decision dated before it was served
+
+    @property
+    def since(self) -> datetime:
+        """From when events about it can have happened: when it was served, or the
+        earlier moment it was decided for (a send planned for yesterday, a replay)."""
+        return min(self.created_at, self.decided_for or self.created_at)
 
 
 # A rep's decision on a served item: it must name one of the items. Other events
@@ -374,6 +381,7 @@ def _served_recommendations(
                 Recommendation.recommendation_id,
                 Recommendation.hcp_id,
                 Recommendation.created_at,
+                Recommendation.decided_for,
                 RecommendationItem.action_id,
                 RecommendationItem.channel,
             )
@@ -383,9 +391,14 @@ def _served_recommendations(
             )
             .where(Recommendation.recommendation_id.in_(chunk))
         )
-        for recommendation_id, hcp_id, created_at, action_id, channel in rows:
+        for recommendation_id, hcp_id, created_at, decided_for, action_id, channel in rows:
             served = found.setdefault(
-                recommendation_id, _ServedRecommendation(hcp_id, _as_utc(created_at))
+                recommendation_id,
+                _ServedRecommendation(
+                    hcp_id,
+                    _as_utc(created_at),
+                    decided_for=None if decided_for is None else _as_utc(decided_for),
+                ),
             )
             if action_id is not None:
                 served.channel_by_action.setdefault(action_id, channel)
@@ -462,17 +475,25 @@ def _naive_hint(event: FeedbackRecord) -> str:
     )
 
 
-def _check_decision_time(event: FeedbackRecord, served: _ServedRecommendation) -> str | None:
-    """Message for a decision on an item dated before its recommendation was served
-    (beyond the clock skew allowed), None otherwise: its suppression window would
-    count from a time when there was nothing to decide on."""
+def _check_event_time(event: FeedbackRecord, served: _ServedRecommendation) -> str | None:
+    """Message for an event dated before the recommendation it names was served (or
+    decided for), beyond the clock skew allowed; None otherwise. A decision's
+    suppression window would count from a time when there was nothing to decide on;
+    an open, click or outcome would count as the answer's effect although it came
+    first (an event id or a recommendation id sent with the wrong row)."""
     occurred_at = _as_utc(event.occurred_at)
-    if occurred_at >= served.created_at - FUTURE_TOLERANCE:
+    if occurred_at >= served.since - FUTURE_TOLERANCE:
         return None
+    # A plan decided for today's start, served seconds later, was served then.
+    planned = served.created_at - served.since > FUTURE_TOLERANCE
+    when = (
+        f"decided for {served.since.isoformat(timespec='seconds')}"
+        if planned
+        else f"served at {served.created_at.isoformat(timespec='seconds')}"
+    )
     return (
-        f"occurred_at {occurred_at.isoformat()} predates the recommendation it decides on: "
-        f"'{event.recommendation_id}' was served at "
-        f"{served.created_at.isoformat(timespec='seconds')}{_naive_hint(event)}"
+        f"occurred_at {occurred_at.isoformat()} predates the recommendation it names: "
+        f"'{event.recommendation_id}' was {when}{_naive_hint(event)}"
     )
 
 
@@ -824,10 +845,11 @@ def record_feedback(
                     f"action_id '{event.action_id}' was not served in recommendation "
                     f"'{event.recommendation_id}' (served: {served_actions})"
                 )
-            elif event.event_type in _DECISIONS_ON_ITEMS and (
-                late := _check_decision_time(event, recommendation)
+            elif event.event_type not in CONSENT_EVENT_TYPES and (
+                # An opt-out fails safe: kept whatever its time.
+                early := _check_event_time(event, recommendation)
             ):
-                message = late
+                message = early
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
         action_id = event.action_id
