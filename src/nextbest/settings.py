@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(
         default=None, description="YAML file of serving rules; default: training/rules.yaml."
     )
+    territories_file: Path | None = Field(
+        default=None,
+        description="CSV or Parquet file of hcp_id,territory_id: the territories rep keys and "
+        "rep plans use, re-read at every reload; default: the served model's hcps file.",
+    )
     api_keys_file: Path | None = Field(
         default=None,
         description="YAML file of API keys and roles; default: api_keys.yaml in models_dir.",

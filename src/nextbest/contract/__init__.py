@@ -12,6 +12,7 @@ from nextbest.contract.dataset import (
     load_hcps,
     load_interactions,
     load_send_list,
+    load_territories,
     territory_notes,
     write_dataset,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "load_hcps",
     "load_interactions",
     "load_send_list",
+    "load_territories",
     "read_table",
     "territory_notes",
     "validate_catalog",

@@ -28,6 +28,7 @@ from nextbest.contract.validate import (
     validate_id_list,
     validate_interactions,
     validate_send_list,
+    validate_territories,
 )
 
 
@@ -115,6 +116,13 @@ def load_id_list(path: Path | str) -> list[str]:
     :func:`validate_id_list`."""
     path = Path(path)
     return validate_id_list(read_table(path), file=path.name)
+
+
+def load_territories(path: Path | str) -> pd.DataFrame:
+    """Read a territory alignment (.csv or .parquet with ``hcp_id`` and
+    ``territory_id`` columns); see :func:`validate_territories`."""
+    path = Path(path)
+    return validate_territories(read_table(path), file=path.name)
 
 
 def load_interactions(

@@ -119,6 +119,40 @@ def validate_id_list(raw: pd.DataFrame, *, file: str) -> list[str]:
     return list(dict.fromkeys(str(value) for value in hcp_id.series()))
 
 
+def validate_territories(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
+    """A territory alignment: which territory each HCP is in, as sales operations
+    align them (``NEXTBEST_TERRITORIES_FILE``); one row per HCP in input order.
+
+    Output columns: ``hcp_id``, ``territory_id`` (str, stripped as the ``hcps`` file
+    reads them; matched exactly, case included). Other columns are ignored. An HCP
+    listed twice in the same territory counts once; in two territories it is a
+    :class:`ContractError` naming both rows and values, as are a missing column, no
+    rows and an empty cell.
+    """
+    log = ProblemLog(file)
+    raw = _start(raw, ("hcp_id", "territory_id"), log, rows_required=True)
+    hcp_id = _required_text(raw, "hcp_id", log)
+    territory = _required_text(raw, "territory_id", log)
+    hcp_codes = pd.Series(hcp_id.codes)
+    again = hcp_codes.duplicated(keep="first").to_numpy()
+    same_pair = pd.DataFrame({"h": hcp_id.codes, "t": territory.codes}).duplicated().to_numpy()
+
+    def describe(i: int) -> str:
+        first = int(np.argmax(hcp_id.codes == hcp_id.codes[i]))
+        there = territory.uniques[territory.codes[first]]
+        here = territory.uniques[territory.codes[i]]
+        return (
+            f"HCP {parse.quoted(hcp_id.uniques[hcp_id.codes[i]])} is in territory "
+            f"{parse.quoted(here)} here but in {parse.quoted(there)} in row {first + 1}: "
+            "an HCP is in one territory"
+        )
+
+    log.add_rows(again & ~same_pair & ~hcp_id.empty & ~territory.empty, "territory_id", describe)
+    log.raise_if_any()
+    frame = pd.DataFrame({"hcp_id": hcp_id.series(), "territory_id": territory.series()})
+    return frame[~again].reset_index(drop=True)
+
+
 def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     """Validate a send list, the HCPs to pick for; returns one row per HCP in input order.
 
