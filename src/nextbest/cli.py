@@ -1348,12 +1348,18 @@ def _check_rules_file(settings: Settings) -> ServingRules:
 
 
 def _check_serving_files(settings: Settings) -> None:
-    """Read the rules and API-key files as the workers will: an invalid one stops
-    ``serve`` here with its message, not each worker at start-up in a traceback."""
+    """Read the rules, territory alignment and API-key files as the workers will: an
+    invalid one stops ``serve`` here with its message, not each worker at start-up in
+    a traceback."""
     from nextbest.registry import registry_exists
     from nextbest.service.apikeys import ApiKeyError, KeyStore
+    from nextbest.service.territories import TerritoriesError, TerritoryAlignment
 
     _check_rules_file(settings)
+    try:
+        TerritoryAlignment.configured(settings)
+    except TerritoriesError as exc:
+        raise _fail(str(exc)) from None
     registry_exists(settings)  # a local MLflow store that cannot be used stops here
     if settings.auth_enabled:
         try:
@@ -2599,20 +2605,44 @@ def keys_add(
 
 def _note_unserved_territory(territory_id: str) -> None:
     """Warn when the served model has no HCP in a rep key's territory (a typo locks
-    the rep out); nothing to check before a model is served."""
+    the rep out), as the servers align HCPs to territories: by the territory
+    alignment file when it is set, else by the model's hcps file; nothing to check
+    before a model is served."""
     from nextbest import registry
+    from nextbest.service.territories import (
+        TerritoriesError,
+        TerritoryAlignment,
+        territories_without_hcps,
+    )
 
     settings = _settings()
+    try:
+        alignment = TerritoryAlignment.configured(settings)
+    except TerritoriesError as exc:
+        console.print(
+            f"[yellow]note:[/yellow] the servers refuse every reload until the territory "
+            f"alignment file is fixed: {exc}",
+            highlight=False,
+        )
+        return
     if not registry.registry_exists(settings):
         return  # no model served yet: nothing to check
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError:
         return
-    if territory_id not in set(model.hcps["territory_id"].astype(str)):
+    hcp_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
+    if alignment is None:
+        served = set(model.hcps["territory_id"].astype(str))
+        where = ""
+    else:
+        served = {t for t in alignment.assign(hcp_ids).tolist() if t is not None}
+        where = f" in the territory alignment {alignment.source}"
+    if territories_without_hcps([territory_id], served):
         console.print(
-            f"[yellow]note:[/yellow] the served model (version {version}) has no HCP in "
-            f"territory {territory_id}: this rep's requests are refused until it does"
+            f"[yellow]note:[/yellow] the served model (version {version}) has no HCP{where} "
+            f"in territory {territory_id}: this rep's requests are refused until it does",
+            highlight=False,
         )
 
 

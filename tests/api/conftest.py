@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +85,11 @@ def client(api_settings: Settings, keys: Keys) -> Iterator[TestClient]:
     """Authenticated as admin by default; pass other headers per request."""
     with TestClient(create_app(api_settings), headers=dict(keys.admin)) as c:
         yield c
+
+
+@pytest.fixture
+def own_registry(api_settings: Settings, tmp_path: Path) -> Settings:
+    """A copy of the trained MLflow store, so moving aliases here touches no other test."""
+    models = tmp_path / "models"
+    shutil.copytree(api_settings.resolved_models_dir, models)
+    return api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +19,6 @@ from nextbest.api.process import free_port
 from nextbest.service.runtime import ServingRuntime
 from nextbest.storage.db import make_engine, make_session_factory
 from nextbest.storage.testing import POSTGRES_URL_ENV, TcpProxy, temporary_postgres_database
-
-
-@pytest.fixture
-def own_registry(api_settings, tmp_path: Path):
-    """A copy of the trained MLflow store, so moving aliases here touches no other test."""
-    models = tmp_path / "models"
-    shutil.copytree(api_settings.resolved_models_dir, models)
-    return api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})
 
 
 def _new_version(settings, *, source: str | None = None) -> str:
@@ -615,6 +606,8 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "rules_changed": False,
         "rules_fingerprint": rules,
         "rules_notes": [],
+        "territories_changed": False,
+        "territory_notes": [],
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
     for h in hcps:
@@ -632,6 +625,8 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "rules_changed": False,
         "rules_fingerprint": rules,
         "rules_notes": [],
+        "territories_changed": False,
+        "territory_notes": [],
     }
     hits, misses = _cache_counts(reloading)
     served = reloading.post("/v1/recommendations", json={"hcp_id": hcps[0]}).json()

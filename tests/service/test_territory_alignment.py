@@ -42,7 +42,8 @@ def test_a_csv_and_a_parquet_file_give_the_same_alignment(tmp_path: Path) -> Non
     ("text", "said"),
     [
         pytest.param(
-            "hcp_id,territory\nH1,T1\n", r"column 'territory_id': missing required column",
+            "hcp_id,territory\nH1,T1\n",
+            r"column 'territory_id': missing required column",
             id="missing-column",
         ),
         pytest.param(

@@ -127,7 +127,9 @@ def request_purpose(principal: Principal, asked: str | None, *, whose: str = "")
 def forbid_outside_territory(principal: Principal, territory_id: str | None, what: str) -> None:
     """403 when a rep asks about something outside its own territory.
 
-    ``territory_id`` None (an HCP the served model does not know) gets the same
+    ``territory_id`` is the served one (the territory alignment file's when
+    ``NEXTBEST_TERRITORIES_FILE`` is set, else the model's). None (an HCP the served
+    model does not know, or one the alignment puts in no territory) gets the same
     answer, worded for both cases: a rep key learns nothing about other territories.
     """
     if principal.role == "rep" and territory_id != principal.territory_id:

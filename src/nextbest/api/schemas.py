@@ -246,6 +246,18 @@ class ReloadPublic(BaseModel):
         description="Rules that apply to nothing in the served catalog: withdrawn_actions "
         "it does not list, rules for channels it does not have (a typo stops nothing).",
     )
+    territories_changed: bool = Field(
+        default=False,
+        description="The territory alignment file (NEXTBEST_TERRITORIES_FILE) changed since "
+        "the last (re)load and now applies to rep keys and rep plans (in this worker; the "
+        "others re-read it within a second).",
+    )
+    territory_notes: list[str] = Field(
+        default_factory=list,
+        description="With a territory alignment file: HCPs it lists that the served model "
+        "does not know (served after a retrain), HCPs of the model in no territory (no "
+        "rep key sees them), rep keys whose territory has no HCP.",
+    )
 
 
 class FeedbackBatchCreate(BaseModel):

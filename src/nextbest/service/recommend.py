@@ -27,6 +27,7 @@ from nextbest.policy.exploration import Exploration
 from nextbest.policy.ranking import fill_list, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.score_cache import PairCache
+from nextbest.service.territories import TerritoryAlignment, rows_by_territory
 
 MAX_K = 50
 MAX_BATCH = 1000
@@ -232,6 +233,7 @@ class Recommender:
         rules: ServingRules | None = None,
         max_per_channel: int | None = None,
         cache_pairs: int = 0,
+        alignment: TerritoryAlignment | None = None,
     ) -> None:
         self.model = model
         # Scores and reasons of recently asked HCPs (0: none kept); see score_cache.
@@ -260,11 +262,9 @@ class Recommender:
         )
         self.hcp_ids = hcps["hcp_id"].astype(str).to_numpy(dtype=object)
         self._hcp_pos = {h: i for i, h in enumerate(self.hcp_ids.tolist())}
-        territory = hcps["territory_id"].astype(str).to_numpy(dtype=object)
-        self.territory = territory
-        self.territories: dict[str, np.ndarray] = {
-            str(t): np.flatnonzero(territory == t) for t in np.unique(territory)
-        }
+        # The model's territories (its hcps file's), unless an alignment replaces them.
+        self._model_territory = hcps["territory_id"].astype(str).to_numpy(dtype=object)
+        self._align(alignment)
         self.rep_actions = np.array(
             [c.startswith(REP_CHANNEL_PREFIX) for c in self.action_channels], dtype=bool
         )
@@ -285,6 +285,24 @@ class Recommender:
         other.history_rules = HistoryRules(
             rules, channels=self.action_channels, action_ids=self.action_ids
         )
+        return other
+
+    def _align(self, alignment: TerritoryAlignment | None) -> None:
+        """Set each HCP's territory (``territory``: one per snapshot row, None for an
+        HCP in none) and each territory's rows (``territories``): ``alignment``'s,
+        else the model's own."""
+        self.alignment = alignment
+        self.territory: np.ndarray = (
+            self._model_territory if alignment is None else alignment.assign(self.hcp_ids)
+        )
+        self.territories: dict[str, np.ndarray] = rows_by_territory(self.territory)
+
+    def with_alignment(self, alignment: TerritoryAlignment | None) -> Recommender:
+        """The same model, rules and score cache under another territory alignment
+        (None: the model's own). Territories decide who may see an HCP, not how it
+        scores, so the cache stays valid."""
+        other = copy.copy(self)
+        other._align(alignment)
         return other
 
     def self_check(self) -> None:
@@ -395,9 +413,19 @@ class Recommender:
     def hcp_row(self, hcp_id: str) -> int | None:
         return self._hcp_pos.get(hcp_id)
 
+    @property
+    def known_hcps(self) -> Collection[str]:
+        """The HCP ids this model knows (set-like: a membership test is a dict lookup)."""
+        return self._hcp_pos.keys()
+
     def territory_of(self, hcp_id: str) -> str | None:
+        """The HCP's territory; None for an HCP the model does not know or (with a
+        territory alignment) one the alignment does not list."""
         row = self._hcp_pos.get(hcp_id)
-        return None if row is None else str(self.territory[row])
+        if row is None:
+            return None
+        territory: str | None = self.territory[row]
+        return territory
 
     def check_request(
         self, *, k: int, channel: str | None, purpose: str, now: datetime | None = None

@@ -23,8 +23,10 @@ from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration, same_holdout_rate
 from nextbest.policy.rules import RulesError, ServingRules
+from nextbest.service.apikeys import ApiKeyError, KeyStore
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
+from nextbest.service.territories import TerritoriesError, TerritoryAlignment, alignment_notes
 from nextbest.settings import Settings
 from nextbest.storage.db import (
     UNAVAILABLE_ERRORS,
@@ -86,10 +88,15 @@ def _iso_utc(stamp: pd.Timestamp) -> str:
 
 
 def make_recommender(
-    settings: Settings, model: ScoringModel, version: str, rules: ServingRules
+    settings: Settings,
+    model: ScoringModel,
+    version: str,
+    rules: ServingRules,
+    alignment: TerritoryAlignment | None = None,
 ) -> Recommender:
     """The recommender a worker serves ``model`` (registered ``version``) with: the
-    exploration, holdout and score cache ``settings`` configure, under ``rules``."""
+    exploration, holdout and score cache ``settings`` configure, under ``rules`` and
+    the territory ``alignment`` (None: the model's own territories)."""
     return Recommender(
         model=model,
         version=version,
@@ -103,6 +110,7 @@ def make_recommender(
         ),
         rules=rules,
         cache_pairs=settings.score_cache_pairs,
+        alignment=alignment,
     )
 
 
@@ -144,6 +152,9 @@ class ReloadResult:
     changed: bool
     warmed_hcps: int = 0
     rules_changed: bool = False  # the rules file was edited since the last (re)load
+    # The territory alignment file (NEXTBEST_TERRITORIES_FILE) changed since the last
+    # (re)load, or was read for the first time.
+    territories_changed: bool = False
 
 
 class ServingRuntime:
@@ -189,6 +200,9 @@ class ServingRuntime:
                 logger.error("serving rules cannot be read, not ready until fixed: %s", exc)
         # Rules read from the file are read again at every reload (given ones stay).
         self._rules_from_file = rules is None
+        # The territory alignment in force (NEXTBEST_TERRITORIES_FILE), read at every
+        # reload as the rules are; None: unset, the served model's territories apply.
+        self.alignment: TerritoryAlignment | None = None
         self.reclog = RecommendationLog(
             sessions,
             flush_ms=settings.log_flush_ms,
@@ -205,8 +219,9 @@ class ServingRuntime:
         # The version the last reload failed to load (None: it failed before, e.g.
         # no version has the served alias): what a 'no model' 503 explains.
         self._failed_version: str | None = None
-        # The last reload failed on the rules file (what a 'no model' 503 explains).
-        self._rules_failed = False
+        # The last reload failed on the rules or territories file (what a 'no model'
+        # 503 explains).
+        self._file_failed = False
         # Set when the start-up migration could not reach the database; the watcher
         # retries it until it does.
         self.migration_pending = False
@@ -366,7 +381,7 @@ class ServingRuntime:
                 f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}') failed to "
                 f"load ({retried}): {self.last_reload_error}"
             )
-        if self._rules_failed:
+        if self._file_failed:
             return f"not serving: {self.last_reload_error}; fix the file ({retried})"
         if self.last_reload_error is not None:
             return (
@@ -421,24 +436,40 @@ class ServingRuntime:
                     else self.rules
                 )
                 rules_changed = rules != self.rules
+                # So does an edited territory alignment, whichever model is served.
+                alignment = TerritoryAlignment.configured(settings)
+                territories_changed = alignment != self.alignment
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
                     raise registry.RegistryError(
                         f"model '{settings.model_name}' has no alias '{settings.serve_alias}'"
                     )
-                if previous == version and not force and not rules_changed:
+                if (
+                    previous == version
+                    and not force
+                    and not rules_changed
+                    and not territories_changed
+                ):
                     result = ReloadResult(version=version, previous=previous, changed=False)
                 elif previous == version and not force and self._recommender is not None:
-                    # Same model, new rules: the rules apply to what is scored, so the
-                    # scores and reasons already cached stay valid.
-                    recommender = self._recommender.with_rules(rules)
+                    # Same model, new rules or territories: they apply to what is
+                    # scored, so the scores and reasons already cached stay valid.
+                    recommender = self._recommender
+                    if rules_changed:
+                        recommender = recommender.with_rules(rules)
+                    if territories_changed:
+                        recommender = recommender.with_alignment(alignment)
                     self._recommender = recommender
                     result = ReloadResult(
-                        version=version, previous=previous, changed=False, rules_changed=True
+                        version=version,
+                        previous=previous,
+                        changed=False,
+                        rules_changed=rules_changed,
+                        territories_changed=territories_changed,
                     )
                 else:
                     loading = version
-                    recommender = self._load(version, rules)
+                    recommender = self._load(version, rules, alignment)
                     warmed, started = 0, time.perf_counter()
                     if self._recommender is not None:
                         warmed = recommender.warm_from(
@@ -452,11 +483,12 @@ class ServingRuntime:
                         changed=True,
                         warmed_hcps=warmed,
                         rules_changed=rules_changed,
+                        territories_changed=territories_changed,
                     )
             except Exception as exc:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 self._failed_version = loading
-                self._rules_failed = isinstance(exc, RulesError)
+                self._file_failed = isinstance(exc, RulesError | TerritoriesError)
                 logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 if broadcast:
                     # The other workers try too, and each says so in its /readyz and
@@ -465,10 +497,22 @@ class ServingRuntime:
                 raise
             self.last_reload_error = None
             self._failed_version = None
-            self._rules_failed = False
+            self._file_failed = False
             if rules_changed:
                 self.rules = rules
                 logger.info("serving rules re-read from %s", rules.source)
+            if territories_changed:
+                self.alignment = alignment
+            if territories_changed and alignment is not None:
+                logger.info(
+                    "territory alignment read from %s: %d HCPs in %d territories",
+                    alignment.source,
+                    len(alignment.territory_of),
+                    len(set(alignment.territory_of.values())),
+                )
+            if alignment is not None and (territories_changed or result.changed):
+                for note in self.territory_notes():
+                    logger.warning("territory alignment: %s", note)
             if result.changed:
                 _mark_served(version, previous)
             if result.changed and settings.gc_freeze:
@@ -487,12 +531,41 @@ class ServingRuntime:
             self._signal(force=force)
         return result
 
-    def _load(self, version: str, rules: ServingRules) -> Recommender:
+    def territory_notes(self, *, examples: int = 0) -> list[str]:
+        """What an operator should know of the territory alignment in force against the
+        served model and the rep keys (see :func:`alignment_notes`); [] when the
+        served model's own territories apply. ``examples``: unknown HCP ids to name."""
+        current = self._recommender
+        if current is None or current.alignment is None:
+            return []
+        return alignment_notes(
+            current.alignment,
+            known=current.known_hcps,
+            territory=current.territory,
+            served=current.territories,
+            rep_territories=self._rep_territories(),
+            examples=examples,
+        )
+
+    def _rep_territories(self) -> list[str]:
+        """The territories of the rep keys as the key file has them now ([] when auth
+        is off or the file cannot be read: its error is reported where keys are)."""
+        if not self.settings.auth_enabled:
+            return []
+        try:
+            principals = KeyStore.load(path=self.settings.resolved_api_keys_file).principals
+        except ApiKeyError:
+            return []
+        return [p.territory_id for p in principals if p.role == "rep" and p.territory_id]
+
+    def _load(
+        self, version: str, rules: ServingRules, alignment: TerritoryAlignment | None
+    ) -> Recommender:
         """The served alias's ``version``, loaded and checked; an error names both."""
         settings = self.settings
         try:
             model = registry.load_version(settings, version, alias=settings.serve_alias)
-            recommender = make_recommender(settings, model, version, rules)
+            recommender = make_recommender(settings, model, version, rules, alignment)
             # A model that loads but cannot score (e.g. pickled by an
             # incompatible code version) must fail here, not on every request.
             recommender.self_check()

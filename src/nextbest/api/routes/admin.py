@@ -29,11 +29,11 @@ async def reload(
     ),
 ) -> ReloadPublic:
     """Load the served alias's current version beside the old one and swap atomically,
-    and re-read the serving rules file.
+    and re-read the serving rules file and the territory alignment file, if set.
 
     Other worker processes sharing the models directory follow within a second.
-    If loading fails (or the rules file is invalid), the old model and rules keep
-    serving and this answers 500 with the error.
+    If loading fails (or the rules or territories file is invalid), the old model,
+    rules and territories keep serving and this answers 500 with the error.
     """
     try:
         # In a thread: loading takes seconds and must not stall other requests.
@@ -45,6 +45,7 @@ async def reload(
             f"{type(exc).__name__}: {exc}",
         ) from None
     served = runtime.recommender  # once: its rules and their notes belong together
+    territory_notes = await asyncio.to_thread(runtime.territory_notes, examples=5)
     return ReloadPublic(
         version=result.version,
         previous=result.previous,
@@ -53,4 +54,6 @@ async def reload(
         rules_changed=result.rules_changed,
         rules_fingerprint=served.rules.fingerprint,
         rules_notes=served.history_rules.notes,
+        territories_changed=result.territories_changed,
+        territory_notes=territory_notes,
     )
