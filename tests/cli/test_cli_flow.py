@@ -182,7 +182,8 @@ def test_simulate_train_picks(
             "event_type": "outcome",
             "hcp_id": picks["hcp_id"],
             "recommendation_id": picks["recommendation_id"],
-            "occurred_at": "2026-12-01T09:00:00Z",
+            # After the sends: an open dated before its send is refused.
+            "occurred_at": pd.Timestamp.now(tz="UTC").isoformat(),
             "value": 1.0,
         }
     )

@@ -573,10 +573,11 @@ def test_engagement_dated_before_its_recommendation_is_refused_and_an_opt_out_ke
     make_recommendation: MakeRecommendation,
     make_served_item: MakeItem,
 ) -> None:
-    """An open or an outcome a month before its answer was served cannot be its
-    effect (a recommendation id sent with the wrong row); an opt-out naming the send
-    fails safe and is kept. An answer decided for an earlier time (a send planned
-    for yesterday) takes events from that time on."""
+    """An open a month before its answer was served cannot be its effect (a
+    recommendation id sent with the wrong row); an outcome dated by its feed's period
+    (a month) and an opt-out naming the send (it fails safe) are kept. An answer
+    decided for an earlier time (a send planned for yesterday) takes events from
+    that time on."""
     planned = make_recommendation(
         "rec-planned",
         "h1",
@@ -602,18 +603,22 @@ def test_engagement_dated_before_its_recommendation_is_refused_and_an_opt_out_ke
                   event_type="opened", action_id="a-email", occurred_at=T0 - timedelta(days=2)),
     ]  # fmt: skip
     result = record_feedback(session, events=batch)
-    assert result.accepted == ["optout-early", "open-ok", "open-planned"]
+    assert result.accepted == ["nrx-early", "optout-early", "open-ok", "open-planned"]
     assert [(i, eid) for i, eid, _ in result.rejected] == [
         (0, "open-early"),
-        (1, "nrx-early"),
         (5, "open-before-plan"),
     ]
-    assert result.rejected[1][2] == (
+    assert result.rejected[0][2] == (
         "occurred_at 2024-02-03T09:00:00+00:00 predates the recommendation it names: "
         "'rec-1' was served at 2024-03-04T09:00:00+00:00"
     )
-    assert result.rejected[2][2].endswith("'rec-planned' was decided for 2024-03-03T09:00:00+00:00")
-    assert set(stored_events(session_factory)) == {"optout-early", "open-ok", "open-planned"}
+    assert result.rejected[1][2].endswith("'rec-planned' was decided for 2024-03-03T09:00:00+00:00")
+    assert set(stored_events(session_factory)) == {
+        "nrx-early",
+        "optout-early",
+        "open-ok",
+        "open-planned",
+    }
 
 
 def test_naive_and_offset_times_are_stored_as_utc(

@@ -367,6 +367,17 @@ class _ServedRecommendation:
 # A rep's decision on a served item: it must name one of the items. Other events
 # may name what was actually done, served or not (a visit instead of the e-mail).
 _DECISIONS_ON_ITEMS = frozenset({"accepted", "dismissed", "snoozed"})
+# Events that cannot have happened before the answer they name was served: a rep's
+# decision on it, its delivery and the engagement with it. Not outcomes (a weekly
+# or monthly feed dates them by its period, which may start before the send) nor
+# opt-outs (kept whatever their time: they fail safe).
+_EFFECTS_OF_AN_ANSWER = _DECISIONS_ON_ITEMS | {
+    "delivered",
+    "opened",
+    "clicked",
+    "attended",
+    "completed",
+}
 
 
 def _served_recommendations(
@@ -845,8 +856,7 @@ def record_feedback(
                     f"action_id '{event.action_id}' was not served in recommendation "
                     f"'{event.recommendation_id}' (served: {served_actions})"
                 )
-            elif event.event_type not in CONSENT_EVENT_TYPES and (
-                # An opt-out fails safe: kept whatever its time.
+            elif event.event_type in _EFFECTS_OF_AN_ANSWER and (
                 early := _check_event_time(event, recommendation)
             ):
                 message = early
