@@ -261,6 +261,20 @@ def test_each_answer_carries_a_request_id_its_log_line_names(
     # The refused caller's address is logged: the test client's, as it names itself.
     [refused] = [r for r in caplog.records if getattr(r, "request_id", None) == made]
     assert refused.client == "testclient" and refused.requester is None
+    assert not hasattr(refused, "recommendation_id")  # nothing was answered
+
+
+def test_a_served_answers_log_line_names_its_recommendation_id(
+    client: TestClient, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Support holds a recommendation_id: its access log line (request id, duration,
+    requester) is found by it, and the answer's X-Request-ID leads back."""
+    hcp = _hcp(client, inside=True, territory=keys.territory)
+    with caplog.at_level(logging.INFO, logger="nextbest.access"):
+        served = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
+    [line] = [r for r in caplog.records if r.name == "nextbest.access"]
+    assert line.recommendation_id == served.json()["recommendation_id"]
+    assert line.request_id == served.headers["X-Request-ID"] and line.requester == "crm-email"
 
 
 def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) -> None:

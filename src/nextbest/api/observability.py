@@ -524,5 +524,12 @@ class ObservabilityMiddleware:
                         # a refused key is otherwise untraceable.
                         "client": (scope.get("client") or (None,))[0],
                         "request_id": request_id.decode(),
+                        # The answer a single recommendation logged: support finds
+                        # this line from a recommendation_id (and the reverse).
+                        **(
+                            {"recommendation_id": state["recommendation_id"]}
+                            if "recommendation_id" in state
+                            else {}
+                        ),
                     },
                 )

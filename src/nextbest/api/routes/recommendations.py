@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
 from nextbest.api.auth import (
@@ -70,6 +70,7 @@ def _recommendation(rec: Recommendation, *, with_excluded: bool) -> dict[str, An
 # not hold up the requests queued behind it.
 @router.post("", response_model=RecommendationPublic)
 async def recommend(
+    request: Request,
     body: RecommendationCreate,
     runtime: RuntimeDep,
     caller: Annotated[Principal, caller_with_roles("admin", "channel", "rep")],
@@ -109,6 +110,7 @@ async def recommend(
         history=history,
     )
     record_served([rec])
+    request.state.recommendation_id = rec.recommendation_id  # for the access log line
     return _json(_recommendation(rec, with_excluded=body.explain))
 
 
