@@ -2193,8 +2193,23 @@ def rollback(
 @app.command()
 def lookup(
     recommendation_id: Annotated[
-        str, typer.Argument(help="A recommendation_id, as an answer or a feedback event has it.")
-    ],
+        str | None,
+        typer.Argument(
+            help="A recommendation_id, as an answer or a feedback event has it.",
+            show_default=False,
+        ),
+    ] = None,
+    hcp: Annotated[
+        str | None,
+        typer.Option(
+            "--hcp",
+            help="Instead: an HCP's newest answers and feedback events (a ticket about "
+            "an HCP, not an answer).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="With --hcp: at most this many of each.")
+    ] = 20,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the record as JSON instead of text.")
     ] = False,
@@ -2210,8 +2225,15 @@ def lookup(
     from sqlalchemy.engine import make_url
 
     from nextbest.storage.db import _sqlite_file, store_session
-    from nextbest.storage.repository import feedback_for, get_recommendation
+    from nextbest.storage.repository import (
+        erased_already,
+        feedback_for,
+        get_recommendation,
+        recommendations_of_hcp,
+    )
 
+    if (recommendation_id is None) == (hcp is None):
+        raise _fail("name a RECOMMENDATION_ID or --hcp HCP_ID (one of them)")
     settings = _settings()
     url = settings.resolved_database_url
     try:
@@ -2223,13 +2245,30 @@ def lookup(
             f"no recommendation log at {sqlite_file} (NEXTBEST_DATABASE_URL): nothing has "
             "been served with these settings"
         )
+    if hcp is not None:
+        with store_session(url) as session:
+            answers = recommendations_of_hcp(session, hcp_id=hcp, limit=limit)
+            about = feedback_for(session, hcp_id=hcp, limit=limit)
+            erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
+        return _print_hcp_log(hcp, answers, about, erased, limit=limit, as_json=as_json)
+    assert recommendation_id is not None
     with store_session(url) as session:
         record = get_recommendation(session, recommendation_id=recommendation_id)
         events = feedback_for(session, recommendation_id=recommendation_id) if record else []
+        is_hcp = record is None and bool(
+            recommendations_of_hcp(session, hcp_id=recommendation_id, limit=1)
+            or feedback_for(session, hcp_id=recommendation_id, limit=1)
+        )
     if record is None:
+        hint = (
+            f"; '{recommendation_id}' is an HCP id: `nextbest lookup --hcp {recommendation_id}` "
+            "lists its answers and feedback"
+            if is_hcp
+            else " (an answer erased or pruned is not there either)"
+        )
         raise _fail(
             f"no recommendation '{recommendation_id}' in the recommendation log "
-            f"{without_password(url)} (NEXTBEST_DATABASE_URL)"
+            f"{without_password(url)} (NEXTBEST_DATABASE_URL){hint}"
         )
     found = {**asdict(record), "feedback": events}
     if as_json:
@@ -2385,6 +2424,68 @@ def explain(
     for said, actions in sorted(by_reasons.items(), key=lambda kv: -len(kv[1])):
         stdout.print(f"    {', '.join(actions)}: {'; '.join(said)}", highlight=False)
     return answer
+
+
+def _print_hcp_log(
+    hcp: str,
+    answers: list[Any],
+    events: list[dict[str, Any]],
+    erased: datetime | None,
+    *,
+    limit: int,
+    as_json: bool,
+) -> dict[str, Any]:
+    """``lookup --hcp``: the HCP's newest answers and feedback events, and its erasure."""
+    import json
+    from dataclasses import asdict
+
+    found = {
+        "hcp_id": hcp,
+        "erased_at": erased,
+        "recommendations": [asdict(a) for a in answers],
+        "feedback": events,
+    }
+    if as_json:
+        typer.echo(json.dumps(found, indent=1, default=_iso))
+        return found
+    newest = f"newest first, at most {limit}"
+    stdout.print(f"HCP {hcp}: {_plural(len(answers), 'logged answer')} ({newest})", highlight=False)
+    if erased is not None:
+        stdout.print(
+            f"  erased {_iso(erased)}: its answers and feedback until then were deleted; "
+            "it is suppressed on every channel",
+            highlight=False,
+        )
+    for a in answers:
+        served = (
+            "holdout: nothing to do"
+            if a.holdout
+            else ", ".join(f"{i.action_id} ({i.channel})" for i in a.items) or "no item"
+        )
+        plan = f", rep plan of {a.rep_id}" if a.rep_id else ""
+        stdout.print(
+            f"  {_iso(a.created_at)} {a.recommendation_id} by {a.requester}{plan}, version "
+            f"{a.model_version}: {served}",
+            highlight=False,
+        )
+    stdout.print(f"  feedback: {_plural(len(events), 'event')} ({newest})", highlight=False)
+    for event in events:
+        said = [f"{k} {event[k]}" for k in ("action_id", "channel", "value", "reason") if event[k]]
+        if event["recommendation_id"]:
+            said.append(f"recommendation {event['recommendation_id']}")
+        said.append(f"by {event['requester'] or '-'}")
+        stdout.print(
+            f"    {_iso(event['occurred_at'])} {event['event_type']} ({', '.join(said)}; "
+            f"event {event['event_id']})",
+            highlight=False,
+        )
+    if answers:
+        stdout.print(
+            f"  `nextbest lookup ID` shows one answer's scores and propensities; `nextbest "
+            f"explain {hcp}` what it would get now, and why",
+            highlight=False,
+        )
+    return found
 
 
 def _iso(value: Any) -> str:

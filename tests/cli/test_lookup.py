@@ -95,3 +95,35 @@ def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path
     assert "no recommendation 'rec-999' in the recommendation log" in " ".join(
         result.output.split()
     )
+
+
+def test_lookup_by_hcp_lists_its_answers_and_feedback_newest_first(env_settings: Path) -> None:
+    """A ticket names an HCP, not an answer: its answers and events, the erasure said."""
+    _log_one_with_feedback()
+    result = runner.invoke(app, ["lookup", "--hcp", "H7"])
+    assert result.exit_code == 0, result.output
+    said = result.stdout
+    assert "HCP H7: 1 logged answer (newest first, at most 20)" in said
+    assert "rec-42 by crm-de, rep plan of rep-berlin, version nextbest/7: A3 (email), A9" in said
+    assert "feedback: 2 events" in said and said.index("clicked") < said.index("opened")
+    assert "recommendation rec-42, by esp; event e2" in said and "e3" not in said
+    found = json.loads(runner.invoke(app, ["lookup", "--hcp", "H7", "--json"]).stdout)
+    assert [r["recommendation_id"] for r in found["recommendations"]] == ["rec-42"]
+    assert [e["event_id"] for e in found["feedback"]] == ["e2", "e1"]
+    assert found["erased_at"] is None
+    limited = json.loads(
+        runner.invoke(app, ["lookup", "--hcp", "H7", "--limit", "1", "--json"]).stdout
+    )
+    assert [e["event_id"] for e in limited["feedback"]] == ["e2"]
+    # An HCP id given where a recommendation id goes: said, with the command to use.
+    wrong = runner.invoke(app, ["lookup", "H7"])
+    assert wrong.exit_code == 2
+    assert "'H7' is an HCP id: `nextbest lookup --hcp H7`" in " ".join(wrong.output.split())
+    for args in (["lookup"], ["lookup", "rec-42", "--hcp", "H7"]):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and "one of them" in refused.output, refused.output
+    # Erased: nothing of it is left but the suppression, and lookup says so.
+    assert runner.invoke(app, ["erase", "H7", "--yes"]).exit_code == 0
+    erased = runner.invoke(app, ["lookup", "--hcp", "H7"]).stdout
+    assert "HCP H7: 0 logged answers" in erased and "erased 20" in erased, erased
+    assert "opted_out" in erased

@@ -327,13 +327,44 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
     )
 
 
-def feedback_for(session: Session, *, recommendation_id: str) -> list[dict[str, Any]]:
-    """The feedback events that name a logged recommendation, oldest first, as stored."""
-    rows = session.execute(
-        sa.select(FeedbackEvent)
-        .where(FeedbackEvent.recommendation_id == recommendation_id)
-        .order_by(FeedbackEvent.occurred_at, FeedbackEvent.event_id)
-    ).scalars()
+def recommendations_of_hcp(
+    session: Session, *, hcp_id: str, limit: int
+) -> list[RecommendationRecord]:
+    """The newest ``limit`` logged answers to ``hcp_id``, newest first (through the
+    index on ``hcp_id``; one query per answer for its items)."""
+    ids = session.scalars(
+        sa.select(Recommendation.recommendation_id)
+        .where(Recommendation.hcp_id == hcp_id)
+        .order_by(Recommendation.created_at.desc(), Recommendation.recommendation_id)
+        .limit(limit)
+    ).all()
+    found = (get_recommendation(session, recommendation_id=i) for i in ids)
+    return [record for record in found if record is not None]
+
+
+def feedback_for(
+    session: Session,
+    *,
+    recommendation_id: str | None = None,
+    hcp_id: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The feedback events that name a logged recommendation (oldest first), or those
+    about an HCP (newest first, at most ``limit``), as stored."""
+    if hcp_id is not None:
+        query = (
+            sa.select(FeedbackEvent)
+            .where(FeedbackEvent.hcp_id == hcp_id)
+            .order_by(FeedbackEvent.occurred_at.desc(), FeedbackEvent.event_id)
+            .limit(limit)
+        )
+    else:
+        query = (
+            sa.select(FeedbackEvent)
+            .where(FeedbackEvent.recommendation_id == recommendation_id)
+            .order_by(FeedbackEvent.occurred_at, FeedbackEvent.event_id)
+        )
+    rows = session.execute(query).scalars()
     return [
         {
             "event_id": row.event_id,
@@ -345,6 +376,8 @@ def feedback_for(session: Session, *, recommendation_id: str) -> list[dict[str, 
             "reason": row.reason,
             "value": row.value,
             "requester": row.requester,
+            "recommendation_id": row.recommendation_id,
+            "hcp_id": row.hcp_id,
         }
         for row in rows
     ]
