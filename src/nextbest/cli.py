@@ -2740,9 +2740,12 @@ def _note_unserved_territory(territory_id: str) -> None:
         served = {t for t in alignment.assign(hcp_ids).tolist() if t is not None}
         where = f" in the territory alignment {alignment.source}"
     if territories_without_hcps([territory_id], served):
+        # Territories are matched exactly: t001 for T001 locks the rep out too.
+        alike = sorted(t for t in served if t.casefold() == territory_id.strip().casefold())
+        meant = f" (did you mean {' or '.join(alike)}? territories match exactly)" if alike else ""
         console.print(
             f"[yellow]note:[/yellow] the served model (version {version}) has no HCP{where} "
-            f"in territory {territory_id}: this rep's requests are refused until it does",
+            f"in territory {territory_id}{meant}: this rep's requests are refused until it does",
             highlight=False,
         )
 

@@ -534,12 +534,19 @@ def test_a_rep_key_outside_the_served_territories_gets_a_note(
         known = _keys_cli(
             "add", "rep-y", "--role", "rep", "--territory-id", keys.territory, "--file", path
         )
+        other_case = keys.territory.lower()
+        cased = _keys_cli(
+            "add", "rep-z", "--role", "rep", "--territory-id", other_case, "--file", path
+        )
     finally:
         get_settings.cache_clear()
     assert typo.exit_code == 0 and known.exit_code == 0, typo.output + known.output
     said = " ".join(typo.stderr.split())
-    assert "has no HCP in territory T-typo" in said, typo.stderr
+    assert "has no HCP in territory T-typo: this rep's" in said, typo.stderr
     assert "has no HCP" not in known.stderr
+    assert f"in territory {other_case} (did you mean {keys.territory}? territories match " in (
+        " ".join(cased.stderr.split())
+    ), cased.stderr
     # The key itself stays the last line of stdout, for scripts.
     assert typo.stdout.strip().splitlines()[-1].startswith("nb_")
 
