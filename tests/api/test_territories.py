@@ -263,3 +263,33 @@ def test_keys_add_checks_a_territory_against_the_file(
     said = add("rep-c", "T-NEW")
     assert "refuse every reload until the territory alignment file is fixed" in said
     assert "row 1, column 'territory_id': empty value" in said
+
+
+def test_an_unchanged_file_is_not_parsed_again_at_each_reload(
+    client: TestClient, aligned: Settings, field: Field, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alias poll every few seconds reloads: a file of 100,000 HCPs unchanged since
+    is not read again; an edit (its time or size) is."""
+    import os
+
+    from nextbest.service.territories import TerritoryAlignment
+
+    runtime = client.app.state.runtime
+    loads: list[Path] = []
+    real_load = TerritoryAlignment.load
+
+    def counted(path: Path) -> TerritoryAlignment:
+        loads.append(path)
+        return real_load(path)
+
+    monkeypatch.setattr(TerritoryAlignment, "load", counted)
+    for _ in range(3):
+        assert not runtime.reload().territories_changed
+    assert loads == []
+    path = aligned.territories_file
+    assert path is not None
+    _write_alignment(path, field, **{field.moved: "T-NEW"})
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later edit
+    assert runtime.reload().territories_changed and loads == [path]
+    assert runtime.recommender.territory_of(field.moved) == "T-NEW"

@@ -203,6 +203,9 @@ class ServingRuntime:
         # The territory alignment in force (NEXTBEST_TERRITORIES_FILE), read at every
         # reload as the rules are; None: unset, the served model's territories apply.
         self.alignment: TerritoryAlignment | None = None
+        # The file's last read, by its modification time and size: an alias poll
+        # every few seconds does not parse an unchanged file of 100,000 HCPs again.
+        self._alignment_read: tuple[tuple[str, int, int], TerritoryAlignment] | None = None
         self.reclog = RecommendationLog(
             sessions,
             flush_ms=settings.log_flush_ms,
@@ -437,7 +440,7 @@ class ServingRuntime:
                 )
                 rules_changed = rules != self.rules
                 # So does an edited territory alignment, whichever model is served.
-                alignment = TerritoryAlignment.configured(settings)
+                alignment = self._read_alignment()
                 territories_changed = alignment != self.alignment
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
@@ -530,6 +533,23 @@ class ServingRuntime:
         if broadcast:
             self._signal(force=force)
         return result
+
+    def _read_alignment(self) -> TerritoryAlignment | None:
+        """The territory alignment file's content now (None: the setting is unset),
+        read again only when the file's path, modification time or size changed."""
+        path = self.settings.territories_file
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return TerritoryAlignment.load(path)  # says what is wrong with it
+        stamp = (str(path), stat.st_mtime_ns, stat.st_size)
+        if self._alignment_read is not None and self._alignment_read[0] == stamp:
+            return self._alignment_read[1]
+        alignment = TerritoryAlignment.load(path)
+        self._alignment_read = (stamp, alignment)
+        return alignment
 
     def territory_notes(self, *, examples: int = 0) -> list[str]:
         """What an operator should know of the territory alignment in force against the
