@@ -1883,17 +1883,22 @@ def prune(
     """Delete the recommendation log and feedback older than a retention period.
 
     Deleted: the recommendations made before the cutoff with their items and
-    every feedback event about them, and the feedback events about no
-    recommendation that occurred before it. Kept: consent events (opted_out,
-    opted_in) and erasure suppressions, which decide whether an HCP may be
-    contacted at all, and the recommendations an opt-out names. A cutoff in the
+    feedback, and the feedback events about no recommendation that occurred
+    before it. Kept: consent events (opted_out, opted_in) and erasure
+    suppressions, which decide whether an HCP may be contacted at all, and the
+    recommendations an opt-out or an event from the cutoff on names. A cutoff in the
     future or inside the history the serving rules read (caps, cool-downs,
     dismissals: NEXTBEST_RULES_FILE) is refused. Deletes in batches, each its
     own transaction, so a running server is not held up. Exit code 2 when
     nothing was deleted (a bad or refused cutoff, no --yes off a terminal, not
     confirmed).
     """
-    from nextbest.service.erasure import CutoffError, check_cutoff, rows_before
+    from nextbest.service.erasure import (
+        CutoffError,
+        PruneInterruptedError,
+        check_cutoff,
+        rows_before,
+    )
     from nextbest.service.erasure import prune as run_prune
 
     settings = _settings()
@@ -1938,7 +1943,8 @@ def prune(
     if kept.recommendations:
         stdout.print(
             f"kept: {_plural(kept.recommendations, 'recommendation')} an opt-out names (the "
-            "send an HCP unsubscribed from), with their items and feedback",
+            "send an HCP unsubscribed from) or with feedback from then on (a delivery or a "
+            "dismissal the serving rules still count), with their items and feedback",
             highlight=False,
         )
     if rows.total == 0:
@@ -1963,7 +1969,10 @@ def prune(
         def advance(batch: RowCounts) -> None:
             progress.advance(task, batch.total)
 
-        deleted, cleanup = run_prune(settings, cutoff, progress=advance)
+        try:
+            deleted, cleanup = run_prune(settings, cutoff, progress=advance)
+        except PruneInterruptedError as exc:
+            raise _fail(str(exc)) from None
     stdout.print(
         f"pruned {store} of what is older than {shown}: deleted "
         f"{_plural(deleted.recommendations, 'recommendation')}, "

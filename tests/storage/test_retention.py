@@ -61,7 +61,8 @@ def _fill(session: Session) -> None:
         session,
         events=[
             _event("open-old", T0 + timedelta(hours=1), recommendation_id="old", action_id="A1"),
-            # Tied to an old answer: goes with it, whenever it occurred.
+            # Tied to an old answer, after the cutoff: nothing from the cutoff on goes,
+            # so the answer is kept whole (as one a dismissal the rules still count).
             _event(
                 "late-nrx", CUT + timedelta(days=2), "outcome", recommendation_id="old", value=2
             ),
@@ -105,25 +106,29 @@ def test_a_prune_deletes_what_is_older_than_the_cutoff_and_keeps_consent(
 ) -> None:
     _fill(session)
     assert count_rows_before(session, before=CUT) == (
-        RowCounts(recommendations=2, recommendation_items=2, feedback_events=4),
-        PruneKept(consent_events=4, suppressions=1, recommendations=1),
+        RowCounts(recommendations=1, recommendation_items=0, feedback_events=2),
+        PruneKept(consent_events=4, suppressions=1, recommendations=2),
     )
 
-    assert prune_batch(session, before=CUT) == RowCounts(2, 2, 2)  # the answers first
+    assert prune_batch(session, before=CUT) == RowCounts(1, 0, 0)  # the answers first
     assert prune_batch(session, before=CUT) == RowCounts(0, 0, 2)  # then untied events
     assert prune_batch(session, before=CUT) == RowCounts()
 
     assert _left(session) == {
-        "recommendations": ["at-cut", "new", "old-ahead", "old-unsubscribed"],
+        "recommendations": ["at-cut", "new", "old", "old-ahead", "old-unsubscribed"],
         "recommendation_items": [
             ("at-cut", 1),
             ("new", 1),
+            ("old", 1),
+            ("old", 2),
             ("old-ahead", 1),
             ("old-unsubscribed", 1),
         ],
         "feedback_events": sorted(
             [
                 "in-old",
+                "late-nrx",
+                "open-old",
                 "nrx-at-cut",
                 "nrx-new",
                 "open-new",

@@ -621,6 +621,54 @@ def test_engagement_dated_before_its_recommendation_is_refused_and_an_opt_out_ke
     }
 
 
+def test_a_recommendation_deleted_while_its_feedback_is_stored_is_then_unknown(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    logged: list[RecommendationRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A prune (or an erasure) deletes rec-2 between the batch's lookup and its INSERT:
+    the INSERT failed on the foreign key and the API answered 500. The batch is now
+    recorded again: the open is rejected as naming an unknown recommendation, the
+    opt-out stored without it, the other events as they were."""
+    import nextbest.storage.repository as repository
+
+    looked_up = repository._served_recommendations
+    deleted: list[str] = []
+
+    def then_deleted(db: Session, recommendation_ids: Any) -> Any:
+        found = looked_up(db, recommendation_ids)
+        if not deleted:
+            with session_factory() as other:
+                other.execute(
+                    RecommendationItem.__table__.delete().where(
+                        RecommendationItem.recommendation_id == "rec-2"
+                    )
+                )
+                other.execute(
+                    Recommendation.__table__.delete().where(
+                        Recommendation.recommendation_id == "rec-2"
+                    )
+                )
+                other.commit()
+            deleted.append("rec-2")
+        return found
+
+    monkeypatch.setattr(repository, "_served_recommendations", then_deleted)
+    batch = [
+        delivered("open-2", "h2", recommendation_id="rec-2", event_type="opened"),
+        delivered("unsub-2", "h2", recommendation_id="rec-2", event_type="opted_out"),
+        delivered("open-1", "h1", recommendation_id="rec-1", event_type="opened"),
+    ]
+    result = record_feedback(session, events=batch)
+    assert deleted == ["rec-2"]
+    assert result.accepted == ["unsub-2", "open-1"]
+    assert [(eid, why) for _, eid, why in result.rejected] == [
+        ("open-2", "unknown recommendation_id 'rec-2'")
+    ]
+    assert set(stored_events(session_factory)) == {"unsub-2", "open-1"}
+
+
 def test_naive_and_offset_times_are_stored_as_utc(
     session: Session, session_factory: sessionmaker[Session]
 ) -> None:

@@ -15,6 +15,7 @@ and erasure suppressions kept (:func:`~nextbest.storage.repository.prune_batch`)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -177,8 +178,12 @@ def _clean_up(session: Session, deleted: RowCounts) -> Cleanup:
 
 
 # How often a batch is tried when feedback about one of its recommendations arrives
-# as it runs (each try selects the batch afresh).
-PRUNE_TRIES = 3
+# as it runs (each try selects the batch afresh, a little later each time).
+PRUNE_TRIES = 10
+
+
+class PruneInterruptedError(RuntimeError):
+    """A batch failed on every try: feedback kept arriving about its answers."""
 
 
 def _prune_batch_retried(session: Session, before: datetime) -> RowCounts:
@@ -187,9 +192,12 @@ def _prune_batch_retried(session: Session, before: datetime) -> RowCounts:
         try:
             return prune_batch(session, before=before)
         except IntegrityError:
-            if attempt == PRUNE_TRIES:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+            time.sleep(0.05 * attempt)
+    raise PruneInterruptedError(
+        f"feedback kept arriving about the answers being pruned ({PRUNE_TRIES} tries of one "
+        "batch failed on it): the batches before were deleted and committed; run prune "
+        "again, at a quieter time if it recurs"
+    )
 
 
 class CutoffError(ValueError):

@@ -9,6 +9,7 @@ DataFrame, never ORM objects. Timestamps come back timezone-aware in UTC (except
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import sqlite3
@@ -845,7 +846,44 @@ def record_feedback(
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
     per 10,000 distinct recommendation ids and one INSERT for the batch.
+
+    A recommendation the batch names may be deleted (``prune``, ``erase``) between
+    its lookup and the INSERT, which then fails on the foreign key: the batch is
+    rolled back and recorded again once, that recommendation now unknown (an
+    opt-out naming it is stored without it, other events are rejected), unless
+    ``commit`` is False (the caller's transaction is not the batch's to redo).
     """
+    record = functools.partial(
+        _record_feedback,
+        session,
+        events=events,
+        hcp_exists=hcp_exists,
+        action_channels=action_channels,
+        dismiss_reasons=dismiss_reasons,
+        private=private,
+        requester=requester,
+        commit=commit,
+    )
+    try:
+        return record()
+    except sa.exc.IntegrityError:
+        if not commit:
+            raise
+        return record()
+
+
+def _record_feedback(
+    session: Session,
+    *,
+    events: Sequence[FeedbackRecord],
+    hcp_exists: Callable[[str], bool] | None,
+    action_channels: Mapping[str, str] | None,
+    dismiss_reasons: Collection[str] | None,
+    private: bool,
+    requester: str | None,
+    commit: bool,
+) -> FeedbackResult:
+    """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
     known_hcps: dict[str, bool] = {}
     served = _served_recommendations(
@@ -1268,9 +1306,11 @@ class PruneKept:
 
     ``consent_events``: ``opted_out`` / ``opted_in`` events (they decide whether an
     HCP may be contacted at all, and are the record of consent), ``suppressions``
-    of them erasure suppressions. ``recommendations``: answers an opt-out names (the
-    send an HCP unsubscribed from), kept whole, items and feedback included, so the
-    opt-out keeps what it refers to (its foreign key allows nothing else).
+    of them erasure suppressions. ``recommendations``: answers kept whole, items and
+    feedback included, because an opt-out names them (the send an HCP unsubscribed
+    from: its foreign key allows nothing else) or an event about them happened at
+    or after the cutoff (a delivery or a dismissal the serving rules still count:
+    they go in a later prune, once all of it is older).
     """
 
     consent_events: int = 0
@@ -1280,14 +1320,18 @@ class PruneKept:
 
 def _prune_clauses(before: datetime) -> tuple[Any, Any, Any]:
     """WHERE clauses of a prune at ``before``: the recommendations made before it
-    (and, logged ahead, for a decision before it), those of them an opt-out names,
+    (and, logged ahead, for a decision before it), those of them kept whole (an
+    opt-out names them, or an event about them happened at or after ``before``),
     and the feedback events tied to no recommendation that occurred before it,
     consent events left out."""
     r, f = _RECOMMENDATIONS.c, _FEEDBACK.c
     old = sa.and_(r.created_at < before, sa.or_(r.decided_for.is_(None), r.decided_for < before))
-    named_by_consent = (
+    kept_whole = (
         sa.exists()
-        .where(f.recommendation_id == r.recommendation_id, f.event_type.in_(CONSENT_EVENT_TYPES))
+        .where(
+            f.recommendation_id == r.recommendation_id,
+            sa.or_(f.event_type.in_(CONSENT_EVENT_TYPES), f.occurred_at >= before),
+        )
         .correlate(_RECOMMENDATIONS)
     )
     untied = sa.and_(
@@ -1295,14 +1339,14 @@ def _prune_clauses(before: datetime) -> tuple[Any, Any, Any]:
         f.occurred_at < before,
         f.event_type.not_in(CONSENT_EVENT_TYPES),
     )
-    return old, named_by_consent, untied
+    return old, kept_whole, untied
 
 
 def count_rows_before(session: Session, *, before: datetime) -> tuple[RowCounts, PruneKept]:
     """How many rows of each table :func:`prune_batch` called until it returns
     nothing would delete for ``before``, and what it keeps from before then."""
-    old, named_by_consent, untied = _prune_clauses(before)
-    doomed = sa.and_(old, ~named_by_consent)
+    old, kept_whole, untied = _prune_clauses(before)
+    doomed = sa.and_(old, ~kept_whole)
     theirs = sa.select(_RECOMMENDATIONS.c.recommendation_id).where(doomed)
     consent = sa.and_(
         _FEEDBACK.c.event_type.in_(CONSENT_EVENT_TYPES), _FEEDBACK.c.occurred_at < before
@@ -1323,7 +1367,7 @@ def count_rows_before(session: Session, *, before: datetime) -> tuple[RowCounts,
         suppressions=count(
             _FEEDBACK, sa.and_(consent, _FEEDBACK.c.event_id.startswith(ERASURE_EVENT_PREFIX))
         ),
-        recommendations=count(_RECOMMENDATIONS, sa.and_(old, named_by_consent)),
+        recommendations=count(_RECOMMENDATIONS, sa.and_(old, kept_whole)),
     )
     return deleted, kept
 
@@ -1333,13 +1377,14 @@ def prune_batch(session: Session, *, before: datetime) -> RowCounts:
     COMMIT; call it until it deletes nothing.
 
     A batch is the oldest ``PRUNE_BATCH`` recommendations made before ``before``
-    (and, logged ahead, for a decision before it) with their items and every
-    feedback event tied to them, whenever it occurred; once none is left, the oldest
-    ``PRUNE_BATCH`` feedback events tied to no recommendation that occurred before
-    ``before``. Never deleted: consent events (``opted_out``, ``opted_in``: erasure
-    suppressions among them) and the recommendations an opt-out names, with their
-    items and feedback (see :class:`PruneKept`). Cost: one SELECT and three DELETEs
-    of at most ``PRUNE_BATCH`` ids (fewer on a SQLite before 3.32).
+    (and, logged ahead, for a decision before it) with their items and the feedback
+    events tied to them; once none is left, the oldest ``PRUNE_BATCH`` feedback
+    events tied to no recommendation that occurred before ``before``. Never deleted:
+    consent events (``opted_out``, ``opted_in``: erasure suppressions among them),
+    anything that occurred at or after ``before``, and the recommendations an
+    opt-out or such an event names, with their items and feedback (see
+    :class:`PruneKept`). Cost: two SELECTs and three DELETEs of at most
+    ``PRUNE_BATCH`` ids (fewer on a SQLite before 3.32).
 
     Raises:
         sqlalchemy.exc.IntegrityError: a server stored feedback about one of the
@@ -1348,7 +1393,7 @@ def prune_batch(session: Session, *, before: datetime) -> RowCounts:
             UPDATE`` needs the UPDATE privilege, which nextbest's role need not have.
     """
     limit = min(PRUNE_BATCH, _in_chunk_size(session))
-    old, named_by_consent, untied = _prune_clauses(before)
+    old, kept_whole, untied = _prune_clauses(before)
     r, f = _RECOMMENDATIONS.c, _FEEDBACK.c
 
     def delete(table: sa.Table, where: Any) -> int:
@@ -1358,21 +1403,34 @@ def prune_batch(session: Session, *, before: datetime) -> RowCounts:
         ids = list(
             session.scalars(
                 sa.select(r.recommendation_id)
-                .where(old, ~named_by_consent)
+                .where(old, ~kept_whole)
                 .order_by(r.created_at)
                 .limit(limit)
             )
         )
         if ids:
             # Events first (they refer to recommendations), items, then the answers.
-            # A consent event stored since the SELECT is not deleted: the batch then
-            # fails on its foreign key, and the next run leaves that answer alone.
+            # Nothing from the cutoff on is deleted. An answer that gained an event
+            # since the SELECT (an opt-out, a delivery) keeps its items and is kept;
+            # one that gains it between the last two statements fails the batch on
+            # its foreign key, and the batch is run again.
             events = delete(
                 _FEEDBACK,
-                sa.and_(f.recommendation_id.in_(ids), f.event_type.not_in(CONSENT_EVENT_TYPES)),
+                sa.and_(
+                    f.recommendation_id.in_(ids),
+                    f.event_type.not_in(CONSENT_EVENT_TYPES),
+                    f.occurred_at < before,
+                ),
             )
-            items = delete(_ITEMS, _ITEMS.c.recommendation_id.in_(ids))
-            done = RowCounts(delete(_RECOMMENDATIONS, r.recommendation_id.in_(ids)), items, events)
+            unnamed = ~sa.exists().where(f.recommendation_id == r.recommendation_id)
+            doomed = list(
+                session.scalars(
+                    sa.select(r.recommendation_id).where(r.recommendation_id.in_(ids), unnamed)
+                )
+            )
+            items = delete(_ITEMS, _ITEMS.c.recommendation_id.in_(doomed)) if doomed else 0
+            answers = delete(_RECOMMENDATIONS, r.recommendation_id.in_(doomed)) if doomed else 0
+            done = RowCounts(answers, items, events)
         else:
             event_ids = list(
                 session.scalars(
