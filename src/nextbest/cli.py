@@ -2238,6 +2238,7 @@ def lookup(
         erased_already,
         feedback_for,
         get_recommendation,
+        hcp_row_counts,
         recommendations_of_hcp,
     )
 
@@ -2259,7 +2260,10 @@ def lookup(
             answers = recommendations_of_hcp(session, hcp_id=hcp, limit=limit)
             about = feedback_for(session, hcp_id=hcp, limit=limit)
             erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
-        return _print_hcp_log(hcp, answers, about, erased, limit=limit, as_json=as_json)
+            totals = hcp_row_counts(session, hcp_id=hcp)
+        return _print_hcp_log(
+            hcp, answers, about, erased, totals=totals, limit=limit, as_json=as_json
+        )
     assert recommendation_id is not None
     with store_session(url) as session:
         record = get_recommendation(session, recommendation_id=recommendation_id)
@@ -2347,8 +2351,8 @@ def explain(
         bool, typer.Option("--json", help="Print the answer as JSON instead of text.")
     ] = False,
 ) -> dict[str, Any]:
-    """What the served model would answer for one HCP now, with each item's reasons
-    and why every other action is left out; nothing is logged (a support question,
+    """What the served model would answer for one HCP now, without an exploration
+    draw, with each item's reasons and why every other action is left out; nothing is logged (a support question,
     not a send: an API request with explain=true is logged as a served answer, and
     feedback without a recommendation_id may then be counted for it)."""
     import json
@@ -2367,7 +2371,10 @@ def explain(
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
-    recommender = make_recommender(settings, model, version, rules)
+    # The ranking itself: no exploration draw (a served answer's first item is
+    # sometimes a random pick; the holdout, drawn per HCP and period, stays).
+    greedy = settings.model_copy(update={"exploration": "epsilon_greedy", "epsilon": 0.0})
+    recommender = make_recommender(greedy, model, version, rules)
     now = decision_time(_parse_date(on, "--date"))
     try:
         recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
@@ -2415,15 +2422,23 @@ def explain(
     elif not rec.items:
         stdout.print("  no item: nothing allowed is worth its cost (below)", highlight=False)
     for item in rec.items:
-        explored = ", explored (a random pick: another run may differ)" if item.explored else ""
         stdout.print(
             f"  {item.rank}. {item.action_id} ({item.channel}, {item.content_id}): score "
             f"{item.score:.4g}, expected uplift {item.expected_uplift:.4g}, cost "
-            f"{item.cost:.4g}, P(engaged) {item.p_engage:.3f}{explored}",
+            f"{item.cost:.4g}, P(engaged) {item.p_engage:.3f}",
             highlight=False,
         )
         for reason in item.reasons:
             stdout.print(f"       {reason}", highlight=False)
+    if not rec.holdout and settings.epsilon > 0:
+        stdout.print(
+            f"  (the ranking, without exploration: a served answer's first item is a random "
+            f"allowed action in {settings.epsilon:.0%} of requests, marked explored)"
+            if settings.exploration == "epsilon_greedy"
+            else "  (the ranking, without exploration: a served answer's first item is drawn "
+            "by softmax over the scores, marked explored when it is not the first here)",
+            highlight=False,
+        )
     # Actions left out for the same reasons are listed together.
     by_reasons: dict[tuple[str, ...], list[str]] = {}
     for action_id, why in rec.excluded.items():
@@ -2441,24 +2456,41 @@ def _print_hcp_log(
     events: list[dict[str, Any]],
     erased: datetime | None,
     *,
+    totals: tuple[int, int],
     limit: int,
     as_json: bool,
 ) -> dict[str, Any]:
-    """``lookup --hcp``: the HCP's newest answers and feedback events, and its erasure."""
+    """``lookup --hcp``: the HCP's newest answers and feedback events (at most
+    ``limit`` of each), and its erasure; ``totals``: how many of each the store holds."""
     import json
     from dataclasses import asdict
 
     found = {
         "hcp_id": hcp,
         "erased_at": erased,
+        "n_recommendations": totals[0],
+        "n_feedback": totals[1],
         "recommendations": [asdict(a) for a in answers],
         "feedback": events,
     }
     if as_json:
         typer.echo(json.dumps(found, indent=1, default=_iso))
         return found
-    newest = f"newest first, at most {limit}"
-    stdout.print(f"HCP {hcp}: {_plural(len(answers), 'logged answer')} ({newest})", highlight=False)
+
+    def shown(n: int, total: int) -> str:
+        more = f"; --limit {total} shows all" if total > n else ""
+        return f"{n:,} of {total:,} shown, newest first{more}"
+
+    stdout.print(
+        f"HCP {hcp}: {_plural(totals[0], 'logged answer')} ({shown(len(answers), totals[0])})",
+        highlight=False,
+    )
+    if totals == (0, 0) and erased is None:
+        stdout.print(
+            "  nothing logged about this id: never asked for, an id the served model does not "
+            "know (answered 404, not logged), or pruned; ids match exactly, case included",
+            highlight=False,
+        )
     if erased is not None:
         stdout.print(
             f"  erased {_iso(erased)}: its answers and feedback until then were deleted; "
@@ -2477,7 +2509,10 @@ def _print_hcp_log(
             f"{a.model_version}: {served}",
             highlight=False,
         )
-    stdout.print(f"  feedback: {_plural(len(events), 'event')} ({newest})", highlight=False)
+    stdout.print(
+        f"  feedback: {_plural(totals[1], 'event')} ({shown(len(events), totals[1])})",
+        highlight=False,
+    )
     for event in events:
         said = [f"{k} {event[k]}" for k in ("action_id", "channel", "value", "reason") if event[k]]
         if event["recommendation_id"]:

@@ -1474,6 +1474,15 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
         assert db.execute("SELECT count(*) FROM recommendations").fetchone() == (0,)
     text = runner.invoke(app, ["explain", hcp])
     assert text.exit_code == 0 and "nothing is logged" in text.stdout, text.output
+    # The ranking, whatever the exploration rate: no random pick from run to run.
+    monkeypatch.setenv("NEXTBEST_EPSILON", "1")
+    get_settings.cache_clear()
+    for _ in range(3):
+        again = json.loads(runner.invoke(app, ["explain", hcp, "--json"]).stdout)
+        assert again["items"] == said["items"] and not any(i["explored"] for i in again["items"])
+    assert "without exploration" in runner.invoke(app, ["explain", hcp]).stdout
+    monkeypatch.setenv("NEXTBEST_EPSILON", "0")
+    get_settings.cache_clear()
     assert f"1. {said['items'][0]['action_id']} " in text.stdout
     with TestClient(create_app(get_settings())) as client:
         served = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True}).json()

@@ -103,7 +103,7 @@ def test_lookup_by_hcp_lists_its_answers_and_feedback_newest_first(env_settings:
     result = runner.invoke(app, ["lookup", "--hcp", "H7"])
     assert result.exit_code == 0, result.output
     said = result.stdout
-    assert "HCP H7: 1 logged answer (newest first, at most 20)" in said
+    assert "HCP H7: 1 logged answer (1 of 1 shown, newest first)" in said
     assert "rec-42 by crm-de, rep plan of rep-berlin, version nextbest/7: A3 (email), A9" in said
     assert "feedback: 2 events" in said and said.index("clicked") < said.index("opened")
     assert "recommendation rec-42, by esp; event e2" in said and "e3" not in said
@@ -115,6 +115,11 @@ def test_lookup_by_hcp_lists_its_answers_and_feedback_newest_first(env_settings:
         runner.invoke(app, ["lookup", "--hcp", "H7", "--limit", "1", "--json"]).stdout
     )
     assert [e["event_id"] for e in limited["feedback"]] == ["e2"]
+    assert limited["n_feedback"] == 2 and limited["n_recommendations"] == 1
+    cut = runner.invoke(app, ["lookup", "--hcp", "H7", "--limit", "1"]).stdout
+    assert "feedback: 2 events (1 of 2 shown, newest first; --limit 2 shows all)" in cut, cut
+    unknown = runner.invoke(app, ["lookup", "--hcp", "h7"]).stdout
+    assert "HCP h7: 0 logged answers" in unknown and "ids match exactly" in unknown
     # An HCP id given where a recommendation id goes: said, with the command to use.
     wrong = runner.invoke(app, ["lookup", "H7"])
     assert wrong.exit_code == 2

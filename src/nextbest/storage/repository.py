@@ -343,6 +343,20 @@ def recommendations_of_hcp(
     return [record for record in found if record is not None]
 
 
+def hcp_row_counts(session: Session, *, hcp_id: str) -> tuple[int, int]:
+    """How many logged answers and feedback events name ``hcp_id`` (each through its
+    index on ``hcp_id``)."""
+    answers = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(_RECOMMENDATIONS)
+        .where(_RECOMMENDATIONS.c.hcp_id == hcp_id)
+    )
+    events = session.scalar(
+        sa.select(sa.func.count()).select_from(_FEEDBACK).where(_FEEDBACK.c.hcp_id == hcp_id)
+    )
+    return int(answers or 0), int(events or 0)
+
+
 def feedback_for(
     session: Session,
     *,
