@@ -2352,7 +2352,8 @@ def explain(
     ] = False,
 ) -> dict[str, Any]:
     """What the served model would answer for one HCP now, without an exploration
-    draw, with each item's reasons and why every other action is left out; nothing is logged (a support question,
+    draw, with each item's reasons and why every other action is left out; nothing
+    is logged (a support question,
     not a send: an API request with explain=true is logged as a served answer, and
     feedback without a recommendation_id may then be counted for it)."""
     import json
