@@ -30,6 +30,11 @@ class ModelNotLoadedError(NextbestError):
     """No model is being served yet."""
 
 
+class TerritoriesUnavailableError(NextbestError):
+    """The territory alignment file could not be read when this worker started: what
+    depends on territories (rep keys, rep plans) waits for it (503); the rest is served."""
+
+
 class LogBacklogFullError(NextbestError):
     """The recommendation log store is behind by more answers than a process may hold.
 

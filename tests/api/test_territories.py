@@ -196,21 +196,38 @@ def test_without_the_setting_the_models_territories_apply(
         assert answer["territories_changed"] is False and answer["territory_notes"] == []
 
 
-def test_a_worker_started_with_a_bad_file_is_unready_until_it_is_fixed(
+def test_a_worker_started_with_a_bad_file_serves_all_but_rep_territories_until_it_is_fixed(
     aligned: Settings, field: Field, keys
 ) -> None:
+    """A rejected edit left in place, then a restart (SIGHUP, a crash): the worker
+    served nothing at all, e-mail traffic included. It now serves every request that
+    needs no territory; rep keys and rep plans get 503 (no path in the answer), and
+    /readyz says why until the file is fixed."""
     good = aligned.territories_file.read_text()
     aligned.territories_file.write_text("hcp_id,territory\nH1,T1\n")
     with TestClient(create_app(aligned), headers=dict(keys.admin)) as client:
-        refused = client.post("/v1/recommendations", json={"hcp_id": field.moved})
-        assert refused.status_code == 503
+        assert client.post("/v1/recommendations", json={"hcp_id": field.moved}).status_code == 200
+        assert _asks(client, field.moved, keys.channel) == 200
+        refused = client.post("/v1/recommendations", json={"hcp_id": field.moved}, headers=keys.rep)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "10"
         detail = refused.json()["detail"]
-        assert "not serving: TerritoriesError: territory alignment " in detail
-        assert "column 'territory_id': missing required column" in detail
-        assert client.get("/readyz").status_code == 503
+        assert detail.startswith("rep territories are unavailable: the territory alignment")
+        assert str(aligned.territories_file) not in detail
+        plan = client.get("/v1/reps/rep-1/suggestions", params={"territory_id": keys.territory})
+        assert plan.status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        said = ready.json()
+        assert said["last_reload_error"].startswith("TerritoriesError: territory alignment ")
+        assert "column 'territory_id': missing required column" in said["last_reload_error"]
+        assert said.get("territories_fingerprint") is None
         aligned.territories_file.write_text(good)
         client.app.state.runtime.reload()  # what the watcher does every 10 s
-        assert client.get("/readyz").status_code == 200
+        ready = client.get("/readyz").json()
+        assert (
+            ready.get("last_reload_error") is None and len(ready["territories_fingerprint"]) == 12
+        )
+        assert _asks(client, field.moved, keys.rep) == 200
 
 
 def test_an_edited_file_reaches_the_other_workers(aligned: Settings, field: Field) -> None:

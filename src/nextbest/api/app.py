@@ -34,6 +34,7 @@ from nextbest.errors import (
     LogBacklogFullError,
     ModelNotLoadedError,
     NotFoundError,
+    TerritoriesUnavailableError,
 )
 from nextbest.service.apikeys import ReloadingKeyStore
 from nextbest.service.runtime import RETRY_INTERVAL_S, ServingRuntime
@@ -223,8 +224,10 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         )
 
     @app.exception_handler(ModelNotLoadedError)
-    async def _no_model(_: Request, exc: ModelNotLoadedError) -> JSONResponse:
-        # The runtime tries to load a model again every RETRY_INTERVAL_S.
+    @app.exception_handler(TerritoriesUnavailableError)
+    async def _no_model(_: Request, exc: Exception) -> JSONResponse:
+        # The runtime tries to load a model (or the territory file) again every
+        # RETRY_INTERVAL_S.
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": str(exc)},

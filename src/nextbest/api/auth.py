@@ -168,6 +168,7 @@ async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
     batch = body.get("events")
     events = batch if isinstance(batch, list) else [body]
     recommender = runtime.recommender
+    recommender.check_territories()
     outside: dict[int, str] = {}
     for index, event in enumerate(events):
         hcp_id = event.get("hcp_id") if isinstance(event, dict) else None

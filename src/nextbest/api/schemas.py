@@ -341,6 +341,14 @@ class HealthPublic(BaseModel):
         "SHA-256 of the rules file as read; e3b0c44298fc for an empty file. Absent while "
         "the rules file cannot be read.",
     )
+    territories_fingerprint: str | None = Field(
+        default=None,
+        description="With NEXTBEST_TERRITORIES_FILE: the fingerprint of the territory "
+        "alignment this worker applies (the first 12 hex digits of the SHA-256 of the file "
+        "as read): workers showing different ones serve different territories until each "
+        "reloads. Absent without the setting, or while the file cannot be read "
+        "(last_reload_error says why; rep keys and rep plans get 503 meanwhile).",
+    )
     keys_error: str | None = Field(
         default=None,
         description="Why the API keys in force are not those of the key file: it changed "

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from nextbest.contract.schema import REP_CHANNELS_FILTER, near_channel
-from nextbest.errors import InvalidRequestError, NotFoundError
+from nextbest.errors import InvalidRequestError, NotFoundError, TerritoriesUnavailableError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
@@ -417,6 +417,17 @@ class Recommender:
     def known_hcps(self) -> Collection[str]:
         """The HCP ids this model knows (set-like: a membership test is a dict lookup)."""
         return self._hcp_pos.keys()
+
+    def check_territories(self) -> None:
+        """Raise :class:`TerritoriesUnavailableError` (503) when the territory
+        alignment file could not be read since this worker started: what a rep key
+        may see, and what a rep plan holds, is not known."""
+        if self.alignment is not None and self.alignment.error is not None:
+            raise TerritoriesUnavailableError(
+                "rep territories are unavailable: the territory alignment file "
+                "(NEXTBEST_TERRITORIES_FILE) cannot be read; rep keys and rep plans are "
+                "served once it is fixed (an operator sees why in /readyz)"
+            )
 
     def territory_of(self, hcp_id: str) -> str | None:
         """The HCP's territory; None for an HCP the model does not know or (with a

@@ -399,6 +399,14 @@ class ServingRuntime:
         return current.version if current is not None else None
 
     @property
+    def territories_fingerprint(self) -> str | None:
+        """The fingerprint of the territory alignment file this worker applies (None:
+        unset, or unreadable since it started)."""
+        current = self._recommender
+        alignment = current.alignment if current is not None else None
+        return alignment.fingerprint or None if alignment is not None else None
+
+    @property
     def rules_fingerprint(self) -> str | None:
         """The fingerprint of the serving rules this worker applies (and logs with its
         answers): the served recommender's, else the rules read (None: unreadable)."""
@@ -440,7 +448,15 @@ class ServingRuntime:
                 )
                 rules_changed = rules != self.rules
                 # So does an edited territory alignment, whichever model is served.
-                alignment = self._read_alignment()
+                # A worker starting (no model yet) with a file it cannot read serves
+                # all but what needs territories: a rejected edit left in place and a
+                # restart (SIGHUP, a crash) took e-mail traffic down with rep plans.
+                try:
+                    alignment = self._read_alignment()
+                except TerritoriesError as exc:
+                    if self._recommender is not None or settings.territories_file is None:
+                        raise
+                    alignment = TerritoryAlignment.unreadable(settings.territories_file, str(exc))
                 territories_changed = alignment != self.alignment
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
@@ -499,6 +515,14 @@ class ServingRuntime:
                     self._signal(force=force)
                 raise
             self.last_reload_error = None
+            if alignment is not None and alignment.error is not None:
+                self.last_reload_error = f"TerritoriesError: {alignment.error}"
+                logger.error(
+                    "territory alignment cannot be read: rep keys and rep plans get 503 "
+                    "until it is fixed (tried again every %.0f s): %s",
+                    RETRY_INTERVAL_S,
+                    alignment.error,
+                )
             self._failed_version = None
             self._file_failed = False
             if rules_changed:
@@ -506,14 +530,18 @@ class ServingRuntime:
                 logger.info("serving rules re-read from %s", rules.source)
             if territories_changed:
                 self.alignment = alignment
-            if territories_changed and alignment is not None:
+            if territories_changed and alignment is not None and alignment.error is None:
                 logger.info(
                     "territory alignment read from %s: %d HCPs in %d territories",
                     alignment.source,
                     len(alignment.territory_of),
                     len(set(alignment.territory_of.values())),
                 )
-            if alignment is not None and (territories_changed or result.changed):
+            if (
+                alignment is not None
+                and alignment.error is None
+                and (territories_changed or result.changed)
+            ):
                 for note in self.territory_notes():
                     logger.warning("territory alignment: %s", note)
             if result.changed:
@@ -629,7 +657,10 @@ class ServingRuntime:
                 since_retry = 0.0
             if self.migration_pending and retry:
                 self.retry_migration()
-            due = (interval > 0 and since_poll >= interval) or (retry and self._recommender is None)
+            unaligned = self.alignment is not None and self.alignment.error is not None
+            due = (interval > 0 and since_poll >= interval) or (
+                retry and (self._recommender is None or unaligned)
+            )
             try:
                 mtime: float | None = self.signal_path.stat().st_mtime
             except OSError:

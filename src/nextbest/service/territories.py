@@ -11,6 +11,7 @@ are, whichever model is served. HCPs it does not list are in no territory.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,19 @@ class TerritoryAlignment:
 
     territory_of: Mapping[str, str]
     source: str
+    # The first 12 hex digits of the SHA-256 of the file's bytes as read: every
+    # worker showing the same one in /readyz applies the same alignment.
+    fingerprint: str = ""
+    # Why the file could not be read when a worker started (None: it was): the
+    # worker then serves every other request, and rep keys and rep plans get 503
+    # until the file is fixed (it is tried again every few seconds).
+    error: str | None = None
+
+    @classmethod
+    def unreadable(cls, path: Path, error: str) -> TerritoryAlignment:
+        """The alignment of a worker that started with a file it could not read:
+        no HCP in any territory, and ``error`` said to rep keys and in /readyz."""
+        return cls(territory_of={}, source=str(path), error=error)
 
     @classmethod
     def load(cls, path: Path) -> TerritoryAlignment:
@@ -57,7 +71,11 @@ class TerritoryAlignment:
         except ContractError as exc:
             raise TerritoriesError(f"territory alignment {path} ({SETTING}): {exc}") from None
         pairs = zip(frame["hcp_id"].tolist(), frame["territory_id"].tolist(), strict=True)
-        return cls(territory_of=dict(pairs), source=str(path))
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        except OSError:  # replaced between the two reads: the next reload reads it again
+            digest = ""
+        return cls(territory_of=dict(pairs), source=str(path), fingerprint=digest)
 
     @classmethod
     def configured(cls, settings: Settings) -> TerritoryAlignment | None:

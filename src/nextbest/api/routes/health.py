@@ -70,6 +70,7 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
             model_version=runtime.model_version,
             last_reload_error=runtime.last_reload_error,
             rules_fingerprint=runtime.rules_fingerprint,
+            territories_fingerprint=runtime.territories_fingerprint,
             keys_error=keys_error,
         )
     return HealthPublic(
@@ -78,6 +79,7 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
         features_as_of=runtime.features_as_of,
         last_reload_error=runtime.last_reload_error,
         rules_fingerprint=runtime.rules_fingerprint,
+        territories_fingerprint=runtime.territories_fingerprint,
         keys_error=keys_error,
         warming=runtime.warming or None,
     )

@@ -78,6 +78,7 @@ async def recommend(
     """Rank the actions worth taking for one HCP; an empty list means do nothing."""
     recommender = runtime.recommender
     if caller.role == "rep":
+        recommender.check_territories()
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
     purpose = request_purpose(caller, body.purpose)
     now = decision_time(body.date)

@@ -124,6 +124,7 @@ def suggestions(
             location="query",
         )
     asked: str | None = purpose
+    runtime.recommender.check_territories()  # a plan is a territory's
     if caller.role == "rep":
         if territory_id is not None:
             forbid_outside_territory(caller, territory_id, f"territory {territory_id}")
@@ -197,6 +198,7 @@ def decide(
     """Accept, dismiss (with a reason code) or snooze a suggestion; stored as feedback."""
     _own_rep(caller, rep_id)
     recommender = runtime.recommender
+    recommender.check_territories()
     forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), f"HCP {body.hcp_id}")
     runtime.reclog.flush()  # the suggestion must be in the log before feedback refers to it
     result = record_rep_decision(
