@@ -382,3 +382,46 @@ def test_logged_picks_name_the_rules_they_were_picked_under(trained, tmp_path) -
         engine.dispose()
     assert len(found) == done.n_logged == len(ids)
     assert set(found) == {hashlib.sha256(rules.read_bytes()).hexdigest()[:12]}
+
+
+def test_an_hcp_erased_while_picks_are_made_is_neither_sent_nor_logged(trained, tmp_path) -> None:
+    """erase ran during a `picks --log` run: the send file still held a pick for the
+    HCP, and its logged answer brought the HCP back into the log the erasure had
+    emptied. Erased before the file is written, or while it is, it is in neither."""
+    from sqlalchemy import select
+
+    from nextbest.service.picks import logged_picks
+    from nextbest.storage.repository import erase_hcps
+
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "holdout_rate": 0.0}
+    )
+    ids = [str(h) for h in registry.load_alias(settings)[0].hcps["hcp_id"][:60]]
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    first, second = ids[3], ids[7]
+
+    def erase(hcp: str) -> None:
+        with sessions() as session:
+            erase_hcps(session, hcp_ids=[hcp], requester="dpo")
+
+    written: list[pd.DataFrame] = []
+
+    def write(frame: pd.DataFrame) -> None:
+        if not written:
+            erase(second)  # while the file is being written
+        written.append(frame)
+
+    done = logged_picks(
+        settings, hcp_ids=ids, progress=lambda _: erase(first), before_logging=write
+    )
+    try:
+        with sessions() as session:
+            logged = set(session.scalars(select(Recommendation.hcp_id)))
+    finally:
+        engine.dispose()
+    assert done.erased == tuple(sorted([first, second]))
+    assert first not in set(written[0]["hcp_id"]) and second in set(written[0]["hcp_id"])
+    assert len(written) == 2 and not {first, second} & set(written[1]["hcp_id"])
+    assert not {first, second} & set(done.frame["hcp_id"])
+    assert logged == set(ids) - {first, second} and done.n_logged == len(ids) - 2

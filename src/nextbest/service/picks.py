@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -308,6 +309,17 @@ class LoggedPicks:
     model_version: str
     n_logged: int  # answers logged: one per known HCP, holdout included
     n_holdout: int  # of them, drawn into the randomized holdout (no row in ``frame``)
+    # HCPs erased while the picks were made: left out of ``frame`` and the log.
+    erased: tuple[str, ...] = ()
+
+
+def _erased_since(runtime: Any, hcp_ids: Sequence[str], since: datetime) -> set[str]:
+    """The HCPs of ``hcp_ids`` whose erasure suppression was stored at or after ``since``."""
+    from nextbest.storage.repository import erased_already
+
+    with runtime.sessions() as session:
+        erased = erased_already(session, hcp_ids=hcp_ids)
+    return {hcp for hcp, at in erased.items() if at >= since}
 
 
 def logged_picks(
@@ -362,6 +374,8 @@ def logged_picks(
         )
         rows: list[dict[str, object]] = []
         n_logged = n_holdout = 0
+        answered: list[str] = []
+        started = datetime.now(UTC)
         runtime.reclog.hold()
         for start in range(0, len(hcp_ids), MAX_BATCH):
             block = hcp_ids[start : start + MAX_BATCH]
@@ -378,6 +392,7 @@ def logged_picks(
             )
             n_logged += len(recs)
             n_holdout += sum(rec.holdout for rec in recs)
+            answered += [rec.hcp_id for rec in recs]
             rows += [
                 {
                     "hcp_id": rec.hcp_id,
@@ -398,18 +413,29 @@ def logged_picks(
             ]
             if progress is not None:
                 progress(len(block))
-        frame = pd.DataFrame(rows, columns=LOGGED_COLUMNS)
+        # An HCP erased while the run went on (its suppression came too late for the
+        # history read) is neither sent nor logged: its logged answer would bring
+        # the HCP back into the log the erasure just emptied. Asked again once the
+        # file is written, which it is once more without them if that finds others.
+        erased = _erased_since(runtime, answered, started)
+        frame = pd.DataFrame([r for r in rows if r["hcp_id"] not in erased], columns=LOGGED_COLUMNS)
         if before_logging is not None:
             before_logging(frame)
+            later = _erased_since(runtime, answered, started)
+            if later - erased:
+                erased = later
+                frame = frame[~frame["hcp_id"].isin(erased)].reset_index(drop=True)
+                before_logging(frame)
         with _signals_held():
-            runtime.reclog.commit_held()
+            runtime.reclog.commit_held(leaving_out=erased)
             if after_logging is not None:
                 after_logging()
         return LoggedPicks(
             frame=frame,
             model_version=recommender.version,
-            n_logged=n_logged,
+            n_logged=n_logged - len(erased),
             n_holdout=n_holdout,
+            erased=tuple(sorted(erased)),
         )
     finally:
         runtime.close()

@@ -36,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,10 +119,16 @@ class RecommendationLog:
             raise RuntimeError("hold() needs a log without a background writer (flush_ms 0)")
         self._held = []
 
-    def commit_held(self) -> int:
+    def commit_held(self, *, leaving_out: Collection[str] = ()) -> int:
         """Log every answer held since :meth:`hold`, in one transaction (raises if the
-        store refuses: nothing is logged); returns how many. Stops holding."""
+        store refuses: nothing is logged), but those to the HCPs of ``leaving_out``
+        (erased since they were answered); returns how many. Stops holding."""
         held, self._held = self._held or [], None
+        if leaving_out:
+            held = [
+                ([rec for rec in recs if rec.hcp_id not in leaving_out], recommender, requester)
+                for recs, recommender, requester in held
+            ]
         self._commit(held)
         return sum(len(recs) for recs, _, _ in held)
 
