@@ -1899,6 +1899,8 @@ def prune(
     nothing was deleted (a bad or refused cutoff, no --yes off a terminal, not
     confirmed).
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from nextbest.service.erasure import (
         CutoffError,
         PruneInterruptedError,
@@ -1906,6 +1908,8 @@ def prune(
         rows_before,
     )
     from nextbest.service.erasure import prune as run_prune
+    from nextbest.storage.db import describe_database_error
+    from nextbest.storage.repository import RowCounts
 
     settings = _settings()
     if (before is None) == (older_than is None):
@@ -1969,16 +1973,26 @@ def prune(
             raise _fail("not on a terminal: pass --yes to prune (nothing was deleted)")
         if not typer.confirm("Delete these rows? This cannot be undone", err=True):
             raise _fail("not confirmed: nothing was deleted")
+    done = RowCounts()
     with _steps(1) as progress:
         task = progress.add_task("pruning rows", total=rows.total)
 
         def advance(batch: RowCounts) -> None:
-            progress.advance(task, batch.total)
+            nonlocal done
+            done += batch
+            # Rows deleted meanwhile (an erasure) or logged late count too: never past 100%.
+            progress.update(task, completed=done.total, total=max(rows.total, done.total))
 
         try:
             deleted, cleanup = run_prune(settings, cutoff, progress=advance)
         except PruneInterruptedError as exc:
             raise _fail(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise _fail(
+                f"prune stopped by a database error after deleting {_plural(done.total, 'row')} "
+                f"(those batches are committed): {describe_database_error(exc)}; run it "
+                "again once the database answers"
+            ) from None
     stdout.print(
         f"pruned {store} of what is older than {shown}: deleted "
         f"{_plural(deleted.recommendations, 'recommendation')}, "
@@ -2427,7 +2441,15 @@ def explain(
             highlight=False,
         )
     elif not rec.items:
-        stdout.print("  no item: nothing allowed is worth its cost (below)", highlight=False)
+        # Every action left out by a rule (opted out of every channel, erased): no
+        # action was allowed at all, which "not worth its cost" would hide.
+        ruled_out = sum(
+            not any(w.startswith("not worth its cost") for w in said)
+            for said in rec.excluded.values()
+        )
+        none = ruled_out == len(recommender.action_ids)
+        nothing = "no action is allowed" if none else "nothing allowed is worth its cost"
+        stdout.print(f"  no item: {nothing} (below)", highlight=False)
     for item in rec.items:
         stdout.print(
             f"  {item.rank}. {item.action_id} ({item.channel}, {item.content_id}): score "

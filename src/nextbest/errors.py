@@ -10,8 +10,9 @@ class NextbestError(Exception):
 class NotFoundError(NextbestError):
     """A named thing (HCP, recommendation, rep) does not exist."""
 
-    def __init__(self, kind: str, identifier: str) -> None:
-        super().__init__(f"{kind} '{identifier}' is not known to the served model")
+    def __init__(self, kind: str, identifier: str, *, known_to: str | None = None) -> None:
+        # known_to: what decides instead of the served model (a territory alignment).
+        super().__init__(f"{kind} '{identifier}' is not known to {known_to or 'the served model'}")
         self.kind = kind
         self.identifier = identifier
 

@@ -282,6 +282,14 @@ def test_keys_add_checks_a_territory_against_the_file(
     assert "row 1, column 'territory_id': empty value" in said
 
 
+def test_a_territory_the_file_does_not_hold_is_named_as_the_files(client: TestClient, keys) -> None:
+    plan = client.get("/v1/reps/ops-view/suggestions", params={"territory_id": "T-NOPE"})
+    assert plan.status_code == 404
+    assert plan.json()["detail"] == (
+        "territory_id 'T-NOPE' is not known to the territory alignment file"
+    )
+
+
 def test_an_unchanged_file_is_not_parsed_again_at_each_reload(
     client: TestClient, aligned: Settings, field: Field, monkeypatch: pytest.MonkeyPatch
 ) -> None:

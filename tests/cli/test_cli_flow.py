@@ -1496,3 +1496,7 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
     assert "hcp_id 'NO-SUCH-HCP' is not known to the served model" in unknown.output
     bad = runner.invoke(app, ["explain", hcp, "--channel", "fax"])
     assert bad.exit_code == 2 and "fax" in bad.output, bad.output
+    # Erased: every action is left out by a rule, which "not worth its cost" hid.
+    assert runner.invoke(app, ["erase", hcp, "--yes"]).exit_code == 0
+    erased = runner.invoke(app, ["explain", hcp]).stdout
+    assert "no item: no action is allowed (below)" in erased, erased

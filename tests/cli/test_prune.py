@@ -190,3 +190,29 @@ def test_prune_older_than_days_from_a_job(store: str) -> None:
     assert "deleted 1 recommendation, 1 recommendation item and 2 feedback events" in said, said
     assert "pruning rows: 4/4" in said, said
     assert _rows(store) == PRUNED
+
+
+def test_a_prune_stopped_by_the_database_says_what_it_deleted(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dropped after a first batch: the message named the MLflow store
+    and nothing of the rows already deleted."""
+    from sqlalchemy.exc import OperationalError
+
+    import nextbest.service.erasure as erasure
+
+    real = erasure.prune_batch
+    calls: list[int] = []
+
+    def dropped(session, *, before):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) > 1:
+            raise OperationalError("DELETE", {}, Exception("server closed the connection"))
+        return real(session, before=before)
+
+    monkeypatch.setattr(erasure, "prune_batch", dropped)
+    result = runner.invoke(app, ["prune", "--older-than", "400", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert "error: prune stopped by a database error after deleting 3 rows (those batches " in said
+    assert "run it again once the database answers" in said and "MLflow" not in said

@@ -631,7 +631,11 @@ class Recommender:
         check_day(now, self.as_of, location="query")
         rows = self.territories.get(territory_id)
         if rows is None:
-            raise NotFoundError("territory_id", territory_id)
+            raise NotFoundError(
+                "territory_id",
+                territory_id,
+                known_to=None if self.alignment is None else "the territory alignment file",
+            )
         ranked, greedy_value = self._decide(
             rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
         )
