@@ -318,3 +318,31 @@ def test_an_unchanged_file_is_not_parsed_again_at_each_reload(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later edit
     assert runtime.reload().territories_changed and loads == [path]
     assert runtime.recommender.territory_of(field.moved) == "T-NEW"
+
+
+def test_a_fixed_file_applies_without_a_second_reload(
+    aligned: Settings, field: Field, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload refused for a bad file left /readyz saying so on every worker until
+    someone reloaded again after the fix; the watcher now tries it again itself."""
+    import nextbest.service.runtime as runtime_module
+    from nextbest.service.territories import TerritoriesError
+
+    monkeypatch.setattr(runtime_module, "RETRY_INTERVAL_S", 1.0)
+    worker = ServingRuntime.start(aligned)
+    try:
+        worker.start_watcher()
+        path = aligned.territories_file
+        assert path is not None
+        path.write_text("hcp_id,territory\nH1,T1\n")
+        with pytest.raises(TerritoriesError):
+            worker.reload()
+        assert (worker.last_reload_error or "").startswith("TerritoriesError")
+        _write_alignment(path, field, **{field.moved: "T-NEW"})
+        deadline = time.monotonic() + 15
+        while worker.last_reload_error is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert worker.last_reload_error is None
+        assert worker.recommender.territory_of(field.moved) == "T-NEW"
+    finally:
+        worker.close()

@@ -658,8 +658,11 @@ class ServingRuntime:
             if self.migration_pending and retry:
                 self.retry_migration()
             unaligned = self.alignment is not None and self.alignment.error is not None
+            # A reload refused for its rules or territory file is tried again too: once
+            # the file is fixed, the worker applies it (and /readyz clears) without
+            # anyone reloading a second time.
             due = (interval > 0 and since_poll >= interval) or (
-                retry and (self._recommender is None or unaligned)
+                retry and (self._recommender is None or unaligned or self._file_failed)
             )
             try:
                 mtime: float | None = self.signal_path.stat().st_mtime
