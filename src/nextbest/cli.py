@@ -2245,9 +2245,9 @@ def lookup(
 ) -> dict[str, Any]:
     """One logged answer as the recommendation log keeps it: who asked, for whom, the
     model version and policy, the fingerprint of the serving rules it was made under,
-    each item with the propensity it was served with, and the feedback events that
-    name it (an audit: what was served, to whom, by which version). The reasons
-    shown then are not kept; `nextbest explain` gives today's."""
+    each item with the propensity and the reasons it was served with, and the
+    feedback events that name it (an audit, a support question: what was served, to
+    whom, by which version, and why it said so)."""
     import json
     from dataclasses import asdict
 
@@ -2343,6 +2343,10 @@ def lookup(
             f"{', explored' if item.explored else ''}",
             highlight=False,
         )
+        for reason in item.reasons:
+            stdout.print(f"       {reason}", highlight=False)
+    if any(not item.reasons for item in record.items):
+        stdout.print("  reasons not recorded (logged before schema revision 0007)", highlight=False)
     stdout.print(
         f"  feedback: {len(events)} event{'s' if len(events) != 1 else ''}", highlight=False
     )

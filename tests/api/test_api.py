@@ -297,3 +297,23 @@ def test_a_number_that_is_no_json_is_a_422(client: TestClient, number: str) -> N
         )
         assert response.status_code == 422, (path, response.text)
         assert response.headers["X-Request-ID"]
+
+
+def test_the_reasons_an_item_was_shown_with_are_logged_with_it(client: TestClient) -> None:
+    """They depend on the contact history of the moment: support and audits read them
+    back from the log (`nextbest lookup`), not from a new answer."""
+    from nextbest.storage.repository import get_recommendation
+
+    runtime = client.app.state.runtime
+    answers = (
+        client.post("/v1/recommendations", json={"hcp_id": str(hcp), "k": 3}).json()
+        for hcp in runtime.recommender.hcp_ids[:50]
+    )
+    answer = next(a for a in answers if a["items"])
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = get_recommendation(session, recommendation_id=answer["recommendation_id"])
+    assert logged is not None and answer["items"]
+    assert [list(item.reasons) for item in logged.items] == [
+        item["reasons"] for item in answer["items"]
+    ]

@@ -22,7 +22,10 @@ def _log_one_with_feedback() -> None:
     served = recommendation_record(
         "rec-42",
         "H7",
-        items=(served_item(1, "A3"), served_item(2, "A9", "webinar", explored=True)),
+        items=(
+            served_item(1, "A3", reasons=("no e-mail in 9 days", "opened 4 of the last 5")),
+            served_item(2, "A9", "webinar", explored=True, reasons=("explored: webinars",)),
+        ),
         requester="crm-de",
         rep_id="rep-berlin",
         channel_filter="rep_*",
@@ -60,6 +63,9 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert "rules 0123456789ab" in said
     assert "1. A3 (email, content-A3)" in said and "propensity 0.9" in said
     assert "2. A9 (webinar, content-A9)" in said and "explored" in said
+    # The reasons as shown then: they depend on the contact history of the moment.
+    assert said.index("1. A3") < said.index("no e-mail in 9 days") < said.index("2. A9")
+    assert "opened 4 of the last 5" in said and "reasons not recorded" not in said
     assert "feedback: 2 events" in said
     own_time = runner.invoke(app, ["lookup", "rec-43"]).stdout
     assert "recommendation rec-43: served 2024-03-04T09:00:00+00:00\n" in own_time, own_time
@@ -74,6 +80,7 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert found["rules_fingerprint"] == "0123456789ab"
     assert [i["action_id"] for i in found["items"]] == ["A3", "A9"]
     assert found["items"][1]["explored"] is True
+    assert found["items"][0]["reasons"] == ["no e-mail in 9 days", "opened 4 of the last 5"]
     assert [e["event_id"] for e in found["feedback"]] == ["e1", "e2"]
     assert found["created_at"] == "2024-03-04T09:00:00+00:00"
 
@@ -81,6 +88,7 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     result = runner.invoke(app, ["lookup", "rec-43"])
     assert result.exit_code == 0, result.output
     assert "rules not recorded (logged before schema revision 0006)" in result.stdout
+    assert "reasons not recorded (logged before schema revision 0007)" in result.stdout
 
 
 def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path) -> None:

@@ -48,7 +48,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0006"
+    assert head == "0007"
 
     migrate(database_url)
     migrate(database_url)
@@ -118,7 +118,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     finally:
         engine.dispose()
 
-    assert migrate(database_url) == ("0003", "0006")
+    assert migrate(database_url) == ("0003", "0007")
 
     engine = make_engine(database_url)
     try:
@@ -174,7 +174,7 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
                     f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)"
                 )
             )
-        assert migrate(database_url) == ("0004", "0006")
+        assert migrate(database_url) == ("0004", "0007")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
@@ -213,12 +213,14 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
                     "false)"
                 )
             )
-        assert migrate(database_url) == ("0005", "0006")
+        assert migrate(database_url) == ("0005", "0007")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rules_fingerprint is None
             assert old.rep_id == "rep-1" and old.p_no_action == 0.1
             assert [item.action_id for item in old.items] == ["a1"]
+            # Items logged before 0007 have no reasons (NULL), and read as none.
+            assert [item.reasons for item in old.items] == [()]
             new = make_recommendation("new-1", "h1", rules_fingerprint="0123456789ab")
             log_recommendations(session, records=[new])
             session.commit()
@@ -272,7 +274,7 @@ def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
     finally:
         bi.dispose()
     # The session gone, the same migration goes through.
-    assert migrate(postgres_url) == ("0002", "0006")
+    assert migrate(postgres_url) == ("0002", "0007")
 
 
 def _migrate_at(url: str, start: float) -> str:
@@ -294,7 +296,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0006"
+    assert _current_revision(database_url) == "0007"
 
 
 def _connect_at(url: str, start: float) -> str:

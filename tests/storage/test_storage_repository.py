@@ -110,7 +110,14 @@ def test_log_and_get_round_trip(
         created_at=datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=paris),
         p_no_action=0.145,
         items=(
-            make_served_item(1, "a1", "email", propensity=0.855, explored=False),
+            make_served_item(
+                1,
+                "a1",
+                "email",
+                propensity=0.855,
+                explored=False,
+                reasons=("no e-mail in 9 days", 'Ärztin: "dosing" opened 4 of 5'),
+            ),
             make_served_item(2, "a2", "email", propensity=0.0125, explored=True),
         ),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -138,11 +139,20 @@ class ServedItem:
     p_engage: float
     propensity: float
     explored: bool
+    # The reasons it was shown with (none for an item logged before they were kept).
+    reasons: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, item: Any) -> ServedItem:
-        """Copy the fields of any object that has them (a served action, a table row)."""
-        return cls(**{name: getattr(item, name) for name in cls.__dataclass_fields__})
+        """Copy the fields of any object that has them (a served action, a table row:
+        its ``reasons`` a JSON list, or NULL)."""
+        fields: dict[str, Any] = {
+            name: getattr(item, name, None) for name in cls.__dataclass_fields__
+        }
+        reasons = fields.pop("reasons")
+        if isinstance(reasons, str):
+            reasons = json.loads(reasons)
+        return cls(**fields, reasons=tuple(reasons or ()))
 
 
 @dataclass(frozen=True)
@@ -287,6 +297,7 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
             "p_engage": item.p_engage,
             "propensity": item.propensity,
             "explored": item.explored,
+            "reasons": json.dumps(list(item.reasons), ensure_ascii=False),
         }
         for record in records
         for item in record.items

@@ -115,6 +115,9 @@ class RecommendationItem(Base):
     p_engage: Mapped[float] = mapped_column(sa.Float)
     propensity: Mapped[float] = mapped_column(sa.Float)
     explored: Mapped[bool] = mapped_column(sa.Boolean)
+    # The reasons the item was shown with, a JSON list of strings; NULL for rows
+    # stored before migration 0007.
+    reasons: Mapped[str | None] = mapped_column(sa.Text)
 
 
 # The consent events (repository.CONSENT_EVENT_TYPES), as the partial index and
