@@ -244,10 +244,19 @@ def _models_dir_usable(settings: Settings) -> None:
         raise _fail(str(exc)) from None
 
 
-def _print_cleanup(cleanup: Any, store: str) -> None:
-    """What an erasure or a prune on PostgreSQL left of the deleted rows, and where
-    (SQLite's is said by the caller)."""
+def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
+    """What an erasure or a prune left of the deleted rows, and where: on SQLite a
+    write-ahead log a server kept from being emptied (``rerun``: what to run again
+    then), on PostgreSQL what VACUUM did."""
     if cleanup.backend != "postgresql":
+        if not cleanup.log_emptied:
+            console.print(
+                "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
+                f"({store}-wal: a server was reading): the deleted rows stay readable in that "
+                "file until every server using the database stops or the log is next "
+                f"emptied{rerun}",
+                highlight=False,
+            )
         return
     kept = {table for table, n in cleanup.dead_left.items() if n}
     if cleanup.vacuumed:
@@ -1778,16 +1787,12 @@ def erase(
             ),
             highlight=False,
         )
-        _print_cleanup(cleanup, store)
-        if not cleanup.log_emptied:
-            console.print(
-                "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
-                f"({store}-wal: a server was reading): the deleted rows stay readable in that "
-                "file until every server using the database stops or the log is next "
-                "emptied; run `nextbest erase` with the same ids again when the servers are "
-                "idle or stopped",
-                highlight=False,
-            )
+        _print_cleanup(
+            cleanup,
+            store,
+            rerun="; run `nextbest erase` with the same ids again when the servers are idle "
+            "or stopped",
+        )
     try:
         holding = versions_holding(settings, ids)
     except Exception as exc:  # erased all the same: say what is left to check
@@ -2002,14 +2007,6 @@ def prune(
         highlight=False,
     )
     _print_cleanup(cleanup, store)
-    if not cleanup.log_emptied:
-        console.print(
-            "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
-            f"({store}-wal: a server was reading): the deleted rows stay readable in that "
-            "file until every server using the database stops or the log is next "
-            "emptied",
-            highlight=False,
-        )
 
 
 @app.command()
