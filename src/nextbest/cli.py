@@ -2384,7 +2384,7 @@ def explain(
     from nextbest.errors import NextbestError
     from nextbest.service.recommend import decision_time
     from nextbest.service.runtime import make_recommender
-    from nextbest.service.serving import history_time, live_history
+    from nextbest.service.serving import recommend_one
     from nextbest.storage.db import store_session
 
     settings = _settings()
@@ -2399,22 +2399,19 @@ def explain(
     recommender = make_recommender(greedy, model, version, rules)
     now = decision_time(_parse_date(on, "--date"))
     try:
-        recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
-        history = None
-        if recommender.hcp_row(hcp_id) is not None:
-            with store_session(settings.resolved_database_url) as session:
-                history = live_history(
-                    session, rules=rules, hcp_ids=[hcp_id], now=history_time(now)
-                )
-        rec = recommender.recommend(
-            hcp_id=hcp_id,
-            k=k,
-            channel=channel,
-            purpose=purpose,
-            on=now,
-            explain_exclusions=True,
-            history=history,
-        )
+        with store_session(settings.resolved_database_url) as session:
+            rec = recommend_one(
+                recommender,
+                session,
+                None,  # logged nowhere
+                requester="nextbest explain",
+                hcp_id=hcp_id,
+                k=k,
+                channel=channel,
+                purpose=purpose,
+                on=now,
+                explain_exclusions=True,
+            )
     except NextbestError as exc:
         raise _fail(str(exc)) from None
     answer = {

@@ -136,7 +136,7 @@ def _live(
 def recommend_one(
     recommender: Recommender,
     db: Database | None,
-    log: RecommendationLog,
+    log: RecommendationLog | None,
     *,
     requester: str,
     hcp_id: str,
@@ -149,8 +149,9 @@ def recommend_one(
 ) -> Recommendation:
     """Rules, ranking, exploration and reasons for one HCP; the answer is logged.
 
-    ``db`` is only read (the live history); the log writes through ``log``. With
-    ``db`` None, ``history`` is the HCP's live history, already read (as of ``on``).
+    ``db`` is only read (the live history); the log writes through ``log`` (None:
+    nothing is logged, for ``nextbest explain``). With ``db`` None, ``history`` is
+    the HCP's live history, already read (as of ``on``).
     """
     now = decision_time(on)
     recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
@@ -169,7 +170,8 @@ def recommend_one(
         explain_exclusions=explain_exclusions,
         history=history,
     )
-    log.write([rec], recommender=recommender, requester=requester)
+    if log is not None:
+        log.write([rec], recommender=recommender, requester=requester)
     return rec
 
 
