@@ -90,6 +90,9 @@ def test_batch_recommendations_are_logged(client: TestClient) -> None:
         for r in body["results"]:
             row = session.get(Recommendation, r["recommendation_id"])
             assert row is not None and row.hcp_id == r["hcp_id"] and row.holdout == r["holdout"]
+            # Each answer says when it was served, as the log has it (UTC).
+            served = datetime.fromisoformat(r["created_at"])
+            assert served == row.created_at.replace(tzinfo=UTC)
 
 
 def test_an_hcp_listed_twice_in_a_batch_gets_one_answer(client: TestClient) -> None:
@@ -119,6 +122,13 @@ def _plan(client: TestClient, keys, **params) -> RepPlanPublic:
     response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
     assert response.status_code == 200, response.text
     return RepPlanPublic.model_validate(response.json())
+
+
+def test_rep_plan_says_when_it_was_served(client: TestClient, keys) -> None:
+    before = datetime.now(UTC)
+    plan = _plan(client, keys)
+    assert before - timedelta(seconds=1) <= plan.created_at <= datetime.now(UTC)
+    assert plan.created_at.tzinfo is not None
 
 
 def test_rep_plan_respects_territory_capacity_and_rep_channels(client: TestClient, keys) -> None:

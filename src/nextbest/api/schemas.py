@@ -143,6 +143,7 @@ class RecommendationBatchCreate(BaseModel):
 class BatchResultPublic(BaseModel):
     recommendation_id: str
     hcp_id: str
+    created_at: datetime = Field(description="When this answer was served and logged (UTC).")
     holdout: bool
     items: list[RecommendationItemPublic]
 
@@ -186,6 +187,7 @@ class RepPlanPublic(BaseModel):
     date: date
     capacity: int
     model_version: str
+    created_at: datetime = Field(description="When the plan was served and logged (UTC).")
     n_hcps: int = Field(description="HCPs in the territory.")
     n_candidates: int = Field(description="HCPs with at least one allowed rep action.")
     suggestions: list[RepSuggestionPublic]

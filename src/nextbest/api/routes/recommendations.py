@@ -151,6 +151,7 @@ def recommend_many(
                 {
                     "recommendation_id": r.recommendation_id,
                     "hcp_id": r.hcp_id,
+                    "created_at": r.created_at.isoformat(),
                     "holdout": r.holdout,
                     "items": r.items,
                 }

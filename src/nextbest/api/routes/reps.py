@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -152,7 +152,8 @@ def suggestions(
         on=date,
         purpose=request_purpose(caller, asked),
     )
-    record_served([*plan.suggestions, *plan.held_out])
+    answers = [*plan.suggestions, *plan.held_out]
+    record_served(answers)
     return RepPlanPublic(
         rep_id=plan.rep_id,
         territory_id=plan.territory_id,
@@ -160,6 +161,8 @@ def suggestions(
         date=plan.date,
         capacity=plan.capacity,
         model_version=plan.model_version,
+        # Its answers' time as logged (an empty plan logs none: now).
+        created_at=min((a.created_at for a in answers), default=datetime.now(UTC)),
         n_hcps=plan.n_hcps,
         n_candidates=plan.n_candidates,
         suggestions=[
