@@ -119,10 +119,10 @@ def test_a_realignment_applies_at_a_reload_without_a_new_model_version(
     assert (reloaded["version"], reloaded["changed"]) == (version, False)
     assert reloaded["territories_changed"] is True and reloaded["rules_changed"] is False
     assert reloaded["territory_notes"] == [
-        f"1 HCPs of {aligned.territories_file} are not known to the served model "
-        f"(e.g. '{NOT_TRAINED}'): they are served once a model trained with them is",
-        f"1 HCPs of the served model are in no territory of {aligned.territories_file}: "
-        "no rep key sees them (admin and channel keys do)",
+        f"1 HCP of {aligned.territories_file} is not known to the served model "
+        f"(e.g. '{NOT_TRAINED}'): it is served once a model trained with it is",
+        f"1 HCP of the served model is in no territory of {aligned.territories_file}: "
+        "no rep key sees it (admin and channel keys do)",
         f"rep keys of territories T-GONE have no HCP of the served model in "
         f"{aligned.territories_file}: their requests are refused until it lists some",
     ]

@@ -130,16 +130,20 @@ def alignment_notes(
     unknown = alignment.unknown(known)
     if unknown:
         shown = ", ".join(f"'{h}'" for h in unknown[:examples])
+        many = len(unknown) > 1
         notes.append(
-            f"{len(unknown):,} HCPs of {alignment.source} are not known to the served "
-            f"model{f' (e.g. {shown})' if shown else ''}: they are served once a model "
-            "trained with them is"
+            f"{len(unknown):,} HCP{'s' if many else ''} of {alignment.source} "
+            f"{'are' if many else 'is'} not known to the served model"
+            f"{f' (e.g. {shown})' if shown else ''}: {'they are' if many else 'it is'} "
+            f"served once a model trained with {'them' if many else 'it'} is"
         )
     unplaced = int(sum(t is None for t in territory.tolist()))
     if unplaced:
+        many = unplaced > 1
         notes.append(
-            f"{unplaced:,} HCPs of the served model are in no territory of "
-            f"{alignment.source}: no rep key sees them (admin and channel keys do)"
+            f"{unplaced:,} HCP{'s' if many else ''} of the served model "
+            f"{'are' if many else 'is'} in no territory of {alignment.source}: no rep key "
+            f"sees {'them' if many else 'it'} (admin and channel keys do)"
         )
     empty = territories_without_hcps(rep_territories, served)
     if empty:
