@@ -1109,12 +1109,12 @@ def picks(
             "no pick); send each pick's recommendation_id with its feedback so it joins "
             "the loop"
         )
-    if logged is not None and logged.erased:
-        console.print(
-            f"[yellow]note:[/yellow] {_plural(len(logged.erased), 'HCP')} erased while the "
-            "picks were made: left out of the file and the log",
-            highlight=False,
-        )
+        if logged.erased:
+            console.print(
+                f"[yellow]note:[/yellow] {_plural(len(logged.erased), 'HCP')} erased while "
+                "the picks were made: left out of the file and the log",
+                highlight=False,
+            )
     else:
         console.print(
             "[dim]not logged as served: outcomes of sends from this file cannot be measured; "

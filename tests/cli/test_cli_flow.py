@@ -139,6 +139,7 @@ def test_simulate_train_picks(
     held_out = logged[logged["holdout"].astype(bool)]
     assert 20 < len(held_out) < 100  # 60 expected of 300
     assert f"logged 300 answers as served ({len(held_out)} held out" in said, said
+    assert "not logged as served" not in said, said
     # Every pick is a logged answer to its HCP; held-out HCPs get none.
     joined = picks.merge(logged, on="recommendation_id", suffixes=("", "_logged"))
     assert len(joined) == len(picks) > 0
