@@ -406,9 +406,25 @@ def test_rules_for_a_channel_the_catalog_lacks_are_reported(
     assert rules.unmatched_channels(["email", "webinar"]) == ["emial"]
     assert RULES.unmatched_channels(CHANNELS) == []
     with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
-        HistoryRules(rules, channels=CHANNELS, action_ids=ACTIONS)
+        history_rules = HistoryRules(rules, channels=CHANNELS, action_ids=ACTIONS)
     unmatched, unruled = (record.getMessage() for record in caplog.records)
     assert "rules.yaml: rules for channel(s) ['emial'] apply to nothing" in unmatched
+    # Both are said in a reload's answer too (rules_notes), not only in the log.
+    assert [f"rules.yaml: {note}" for note in history_rules.notes] == [unmatched, unruled]
+    # A misspelling of a channel the rules leave uncapped names that channel.
+    with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
+        typo = HistoryRules(
+            ServingRules.from_mapping(
+                {"channels": {"webinr": {"cooldown_days": 3}, "email": {"cooldown_days": 3}}},
+                source="rules.yaml",
+            ),
+            channels=CHANNELS,
+            action_ids=ACTIONS,
+        )
+    assert "(did you mean 'webinar' for 'webinr'?)" in typo.notes[0]
+    # None when the rules name no near channel ("emial": email has rules of its own).
+    assert "did you mean" not in history_rules.notes[0]
+    caplog.clear()
     # And the converse: catalog channels the rules never name have no cap of their own.
     assert unruled == (
         "rules.yaml: no rules for channel(s) ['rep_visit', 'webinar'] of the catalog: "

@@ -246,7 +246,8 @@ class ReloadPublic(BaseModel):
     rules_notes: list[str] = Field(
         default_factory=list,
         description="Rules that apply to nothing in the served catalog: withdrawn_actions "
-        "it does not list, rules for channels it does not have (a typo stops nothing).",
+        "it does not list, rules for channels it does not have (a typo stops nothing, "
+        "with the channel it likely meant); and the catalog's channels no rule names.",
     )
     territories_changed: bool = Field(
         default=False,

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from nextbest.contract.schema import spelled_as_channels
+from nextbest.contract.schema import near_channel, spelled_as_channels
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines
 
 if TYPE_CHECKING:
@@ -453,25 +453,28 @@ class HistoryRules:
                 "(nothing to withdraw; check the spelling)"
             )
         unmatched = rules.unmatched_channels(self.actions_of_channel)
-        if unmatched:
-            self.notes.append(
-                f"rules for channel(s) {unmatched} apply to nothing: the catalog's channels "
-                f"are {sorted(self.actions_of_channel)}"
-            )
-        for note in self.notes:
-            logger.warning("%s: %s", rules.source, note)
         # A channel the catalog gained (rep_sample, say) that the rules never name
         # has no cap or cool-down of its own: said, since nothing else would say it.
         unruled = sorted(set(self.actions_of_channel) - set(rules.channels))
+        if unmatched:
+            # A misspelt channel leaves the one it meant uncapped: name that one.
+            meant = {name: near_channel(name, unruled) for name in unmatched}
+            hints = "; ".join(
+                f"did you mean '{near}' for '{name}'?" for name, near in meant.items() if near
+            )
+            self.notes.append(
+                f"rules for channel(s) {unmatched} apply to nothing: the catalog's channels "
+                f"are {sorted(self.actions_of_channel)}{f' ({hints})' if hints else ''}"
+            )
         if unruled and rules.channels:
             budget = (
                 "only the all_channels budget caps them"
                 if rules.all_channels is not None
                 else "nothing caps them"
             )
-            logger.warning(
-                "%s: no rules for channel(s) %s of the catalog: %s", rules.source, unruled, budget
-            )
+            self.notes.append(f"no rules for channel(s) {unruled} of the catalog: {budget}")
+        for note in self.notes:
+            logger.warning("%s: %s", rules.source, note)
 
     def blocked(self, hcp_ids: list[str], history: LiveHistory) -> np.ndarray:
         """Actions the history rules forbid, shape ``(len(hcp_ids), n_actions)`` bool."""
