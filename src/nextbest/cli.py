@@ -2294,7 +2294,8 @@ def lookup(
             f"; '{recommendation_id}' is an HCP id: `nextbest lookup --hcp {recommendation_id}` "
             "lists its answers and feedback"
             if is_hcp
-            else " (an answer erased or pruned is not there either)"
+            else " (an answer erased or pruned is not there either, nor one served in the "
+            "last milliseconds before a server was killed: NEXTBEST_LOG_FLUSH_MS)"
         )
         raise _fail(
             f"no recommendation '{recommendation_id}' in the recommendation log "
