@@ -232,7 +232,7 @@ def test_history_reach_names_the_rule_that_reads_furthest_back(
         pytest.param(
             {"channels": {"email": {"per_week": 2}}},
             r"unknown field\(s\) \['per_week'\]; known: \['max_contacts', 'per_days', "
-            r"'cooldown_days'\]",
+            r"'cooldown_days', 'consent_required'\]",
             id="typo",
         ),
         pytest.param(
@@ -306,7 +306,7 @@ dismissal_days: 30
         pytest.param(
             "    cooldown_days: 7\n    per_week: 2",
             "line 7: channels.rep_visit: unknown field(s) ['per_week']; known: "
-            "['max_contacts', 'per_days', 'cooldown_days']",
+            "['max_contacts', 'per_days', 'cooldown_days', 'consent_required']",
             id="unknown-key-at-its-own-line",
         ),
         pytest.param(

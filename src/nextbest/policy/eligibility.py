@@ -46,6 +46,9 @@ class EligibilityIndex:
     # Actions the model has no estimate for (ActionEvidence), never served, and why.
     unscored: np.ndarray | None = None  # (n_actions,) bool; None: every action scored
     unscored_why: tuple[str, ...] = ()
+    # Channels whose consent the hcps frames record (a consent_<channel> column); for
+    # the others every HCP consents, unless the serving rules require consent on file.
+    consent_on_file: frozenset[str] = frozenset()
     # Request-level masks by (approval windows open, closed, purpose, channel):
     _masks: dict[tuple[int, int, str, str | None], np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -96,6 +99,7 @@ class EligibilityIndex:
         a, b = snapshot.approved_until, now.approved_until
         closes = np.where(np.isnat(a), b, np.where(np.isnat(b), a, np.minimum(a, b)))
         return cls(
+            consent_on_file=snapshot.consent_on_file | now.consent_on_file,
             consent=snapshot.consent & now.consent,
             specialty_ok=snapshot.specialty_ok & now.specialty_ok,
             # NaT: a window that never opens (approved() compares it as False).
@@ -111,10 +115,12 @@ class EligibilityIndex:
     def _from_frames(cls, hcps: pd.DataFrame, catalog: pd.DataFrame) -> EligibilityIndex:
         channels = catalog["channel"].to_numpy(dtype=object)
         consent = np.ones((len(hcps), len(catalog)), dtype=bool)
+        on_file = set()
         for j, channel in enumerate(channels):
             column = consent_column(channel)
             if column in hcps:
                 consent[:, j] = hcps[column].to_numpy(dtype=bool)
+                on_file.add(str(channel))
         # As specialty_spelling spells them, the catalog's allowed lists too.
         specialty = (
             hcps["specialty"]
@@ -130,6 +136,7 @@ class EligibilityIndex:
             if names:
                 specialty_ok[:, j] = np.isin(specialty, list(names))
         return cls(
+            consent_on_file=frozenset(on_file),
             consent=consent,
             specialty_ok=specialty_ok,
             approved_from=catalog["approved_from"].to_numpy(dtype="datetime64[ns]"),

@@ -10,6 +10,9 @@ fatigue budget.
   channel (at most N contacts within the last D days);
 - ``channels.<channel>.cooldown_days``: minimum gap since the last contact on
   that channel;
+- ``channels.<channel>.consent_required``: the channel is served only to HCPs whose
+  consent to it is on file (a ``consent_<channel>`` column of the hcps file); with
+  no such column, to nobody, where the default is every HCP;
 - ``all_channels.max_contacts`` / ``per_days``: one cap over every channel (no
   cool-down: that is per channel);
 - ``dismissal_days``: an action an HCP (or their rep) dismissed is not offered to
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from nextbest.contract.schema import near_channel, spelled_as_channels
+from nextbest.contract.schema import consent_column, near_channel, spelled_as_channels
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines
 
 if TYPE_CHECKING:
@@ -92,6 +95,8 @@ class ContactCap:
 class ChannelRule:
     cap: ContactCap | None = None
     cooldown_days: float | None = None
+    # Served only to HCPs whose consent is on file (opt-in channels: SMS, say).
+    consent_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,14 @@ class ServingRules:
             _known_fields(rule, CHANNEL_FIELDS, where)
             cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
             cooldown = _positive(rule.get("cooldown_days"), where.at("cooldown_days"))
-            channels[str(name)] = ChannelRule(cap=cap, cooldown_days=cooldown)
+            required = rule.get("consent_required", False)
+            if not isinstance(required, bool):
+                raise RulesError(
+                    f"{where.at('consent_required')}: must be true or false, got {required!r}"
+                )
+            channels[str(name)] = ChannelRule(
+                cap=cap, cooldown_days=cooldown, consent_required=required
+            )
         try:  # spelled as the catalog spells channels ('Email', 'Rep Visit'), as levers are
             channels = spelled_as_channels(channels)
         except ValueError as exc:
@@ -334,7 +346,7 @@ TOP_FIELDS = (
     "snooze_days",
     "withdrawn_actions",
 )
-CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days")
+CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days", "consent_required")
 ALL_CHANNELS_FIELDS = ("max_contacts", "per_days")
 REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons")
 
@@ -418,10 +430,19 @@ class LiveHistory:
 class HistoryRules:
     """Applies :class:`ServingRules` to a catalog, vectorised over actions.
 
-    ``channels`` and ``action_ids`` are the catalog's columns, shape ``(n_actions,)``.
+    ``channels`` and ``action_ids`` are the catalog's columns, shape ``(n_actions,)``;
+    ``consent_on_file``: the channels the hcps file records consent to (a
+    ``consent_<channel>`` column), for ``consent_required``.
     """
 
-    def __init__(self, rules: ServingRules, *, channels: np.ndarray, action_ids: np.ndarray):
+    def __init__(
+        self,
+        rules: ServingRules,
+        *,
+        channels: np.ndarray,
+        action_ids: np.ndarray,
+        consent_on_file: Iterable[str] = (),
+    ):
         self.rules = rules
         self.action_ids = action_ids
         self.channels = channels
@@ -443,6 +464,28 @@ class HistoryRules:
         # Withdrawn content: excluded for every HCP and request whatever the history
         # (applied with the request-level rules, not through ``blocked``).
         self.withdrawn = np.isin(action_ids.astype(str), list(rules.withdrawn_actions))
+        # An opt-in channel whose consent the hcps file does not record: no HCP has
+        # given it, as far as nextbest can tell (the default, every HCP, is unsafe).
+        on_file = set(consent_on_file)
+        self.unconsented_channels = sorted(
+            name
+            for name, rule in rules.channels.items()
+            if rule.consent_required and name in self.actions_of_channel and name not in on_file
+        )
+        self.unconsented = np.isin(channels.astype(str), self.unconsented_channels)
+        # What no HCP is served whatever the history (applied with the request-level
+        # rules), and why, per action.
+        self.ruled_out = self.withdrawn | self.unconsented
+        self.ruled_out_why: dict[int, list[str]] = {}
+        for j in np.flatnonzero(self.unconsented).tolist():
+            self.ruled_out_why.setdefault(j, []).append(
+                f"consent: {channels[j]} needs consent on file (consent_required) and the "
+                f"hcps file has no {consent_column(str(channels[j]))} column"
+            )
+        for j in np.flatnonzero(self.withdrawn).tolist():
+            self.ruled_out_why.setdefault(j, []).append(
+                "withdrawn by the serving rules (withdrawn_actions)"
+            )
         # What of the rules applies to nothing in this catalog: logged, and said in
         # the answer of the reload that read them (a typo must not pass for a stop).
         self.notes: list[str] = []
@@ -465,6 +508,13 @@ class HistoryRules:
             self.notes.append(
                 f"rules for channel(s) {unmatched} apply to nothing: the catalog's channels "
                 f"are {sorted(self.actions_of_channel)}{f' ({hints})' if hints else ''}"
+            )
+        if self.unconsented_channels:
+            self.notes.append(
+                f"channel(s) {self.unconsented_channels} need consent on file "
+                "(consent_required) and the served model's hcps file has no "
+                f"{', '.join(consent_column(c) for c in self.unconsented_channels)} column: "
+                "served to nobody until a model trained with one is"
             )
         if unruled and rules.channels:
             budget = (

@@ -93,12 +93,13 @@ def picks_frame(
             rules,
             channels=model.catalog["channel"].astype(str).to_numpy(dtype=object),
             action_ids=model.catalog["action_id"].astype(str).to_numpy(dtype=object),
+            consent_on_file=eligibility.consent_on_file,
         )
         if rules is not None
         else None
     )
     if history_rules is not None:
-        mask = mask & ~history_rules.withdrawn
+        mask = mask & ~history_rules.ruled_out
     actions = np.flatnonzero(mask)
     frames: list[pd.DataFrame] = []
     if len(actions) == 0:

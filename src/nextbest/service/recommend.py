@@ -258,7 +258,10 @@ class Recommender:
         self._cost_notes = [f", business levers: {t}" if t else "" for t in model.lever_text]
         self.channels = frozenset(self.action_channels.tolist())
         self.history_rules = HistoryRules(
-            self.rules, channels=self.action_channels, action_ids=self.action_ids
+            self.rules,
+            channels=self.action_channels,
+            action_ids=self.action_ids,
+            consent_on_file=self.eligibility.consent_on_file,
         )
         self.hcp_ids = hcps["hcp_id"].astype(str).to_numpy(dtype=object)
         self._hcp_pos = {h: i for i, h in enumerate(self.hcp_ids.tolist())}
@@ -283,7 +286,10 @@ class Recommender:
             else rules.max_items_per_channel
         )
         other.history_rules = HistoryRules(
-            rules, channels=self.action_channels, action_ids=self.action_ids
+            rules,
+            channels=self.action_channels,
+            action_ids=self.action_ids,
+            consent_on_file=self.eligibility.consent_on_file,
         )
         return other
 
@@ -479,8 +485,8 @@ class Recommender:
             why = self.eligibility.reasons_excluded(
                 row, on=_naive(now), purpose=purpose, channel=channel
             )
-            for j in np.flatnonzero(self.history_rules.withdrawn).tolist():
-                why[j].append("withdrawn by the serving rules (withdrawn_actions)")
+            for j, ruled in self.history_rules.ruled_out_why.items():
+                why[j].extend(ruled)
             if history is not None:
                 for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
                     why[j].extend(extra)
@@ -686,8 +692,8 @@ class Recommender:
         per_action = self.eligibility.action_mask(on=_naive(now), purpose=purpose, channel=channel)
         if rep_only:
             per_action = per_action & self.rep_actions
-        if self.rules.withdrawn_actions:
-            per_action = per_action & ~self.history_rules.withdrawn
+        if self.history_rules.ruled_out_why:
+            per_action = per_action & ~self.history_rules.ruled_out
         allowed = self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
         if history is not None:
             allowed &= ~self.history_rules.blocked(self.hcp_ids[rows].tolist(), history)
