@@ -192,12 +192,38 @@ def test_many_hcps_are_erased_in_chunks(session: Session, monkeypatch: pytest.Mo
     assert session.scalars(select(Recommendation.recommendation_id)).all() == []
 
 
+def test_an_event_under_an_erasure_id_is_refused(session: Session) -> None:
+    """Anyone may send feedback; an event stored under an erasure's id would block
+    that HCP's erasure, or under its own HCP's, pass for one (lookup says erased)."""
+    _fill(session)
+    planted = [
+        _event(erasure_event_id(ERASED), KEPT),
+        _event(erasure_event_id(KEPT), KEPT, event_type="opted_out"),
+        _event(erasure_event_id(KEPT).upper(), KEPT, event_type="opted_out"),
+    ]
+    result = record_feedback(session, events=planted)
+    assert not result.accepted and len(result.rejected) == 3
+    assert all("which marks the records nextbest erase keeps" in why for *_, why in result.rejected)
+    assert erased_already(session, hcp_ids=[KEPT]) == {}
+    erase_hcps(session, hcp_ids=[ERASED], requester="x")
+    assert ERASED in erased_already(session, hcp_ids=[ERASED])
+
+
 def test_a_suppression_that_cannot_be_stored_erases_nothing(session: Session) -> None:
     _fill(session)
     before = _rows_naming(session, ERASED)
-    # Its event id already taken by another event (sent by hand through the API).
+    # Its event id already taken by another event (stored before such ids were refused).
     taken = _event(erasure_event_id(ERASED), KEPT)
-    assert record_feedback(session, events=[taken]).accepted
+    session.execute(
+        insert(FeedbackEvent).values(
+            event_id=taken.event_id,
+            event_type=taken.event_type,
+            occurred_at=taken.occurred_at,
+            received_at=taken.occurred_at,
+            hcp_id=taken.hcp_id,
+        )
+    )
+    session.commit()
     with pytest.raises(ErasureError, match=f"HCP '{ERASED}': event_id"):
         erase_hcps(session, hcp_ids=[ERASED], requester="x")
     assert _rows_naming(session, ERASED) == before

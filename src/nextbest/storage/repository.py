@@ -829,6 +829,7 @@ def record_feedback(
     private: bool = False,
     requester: str | None = None,
     commit: bool = True,
+    erasure: bool = False,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
@@ -838,6 +839,10 @@ def record_feedback(
     ``commit`` False leaves the commit to the caller, whose own writes then share
     the transaction (an erasure stores its suppression with its deletes); on an
     error the session is rolled back all the same.
+
+    An ``event_id`` starting with ``erasure-`` (in any case) is refused unless
+    ``erasure`` (:func:`erase_hcps` storing its suppressions): that prefix marks
+    erasure records, and an event planted under one would block or fake an erasure.
 
     ``private`` (a rep's key): messages name nothing the sender did not send (not
     the HCP a recommendation was served to, nor what a stored event with the same
@@ -888,6 +893,7 @@ def record_feedback(
         private=private,
         requester=requester,
         commit=commit,
+        erasure=erasure,
     )
     try:
         return record()
@@ -907,6 +913,7 @@ def _record_feedback(
     private: bool,
     requester: str | None,
     commit: bool,
+    erasure: bool,
 ) -> FeedbackResult:
     """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
@@ -927,6 +934,15 @@ def _record_feedback(
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(event, served, action_channels, catalog_channels)
         message = _check_event(event, received_at)
+        if (
+            message is None
+            and not erasure
+            and str(event.event_id).lower().startswith(ERASURE_EVENT_PREFIX)
+        ):
+            message = (
+                f"event_id '{event.event_id}' starts with '{ERASURE_EVENT_PREFIX}', which marks "
+                "the records nextbest erase keeps: choose another event_id"
+            )
         # Said only of an event not stored already: an older nextbest stored events
         # this rule refuses, and their resend is a duplicate, not a rejection.
         reason_refused = reason_problem(event.event_type, event.reason, dismiss_reasons)
@@ -1302,6 +1318,7 @@ def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> E
             ],
             requester=requester,
             commit=False,
+            erasure=True,
         )
         if result.rejected:
             raise ErasureError(
