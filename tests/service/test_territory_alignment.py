@@ -64,7 +64,7 @@ def test_a_csv_and_a_parquet_file_give_the_same_alignment(tmp_path: Path) -> Non
         ),
         pytest.param(
             "hcp_id,territory_id\nH1,T1\nH2,T2\nH1,t1\n",
-            r"territories\.csv, row 3, column 'territory_id': HCP 'H1' is in territory 't1' "
+            r"territories\.csv, row 3, column 'territory_id': its HCP is in territory 't1' "
             r"here but in 'T1' in row 1: an HCP is in one territory",
             id="two-territories",
         ),

@@ -126,8 +126,9 @@ def validate_territories(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     Output columns: ``hcp_id``, ``territory_id`` (str, stripped as the ``hcps`` file
     reads them; matched exactly, case included). Other columns are ignored. An HCP
     listed twice in the same territory counts once; in two territories it is a
-    :class:`ContractError` naming both rows and values, as are a missing column, no
-    rows and an empty cell.
+    :class:`ContractError` naming both rows and territories (not the HCP: the message
+    reaches logs and the unauthenticated /readyz), as are a missing column, no rows
+    and an empty cell.
     """
     log = ProblemLog(file)
     raw = _start(raw, ("hcp_id", "territory_id"), log, rows_required=True)
@@ -142,9 +143,8 @@ def validate_territories(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         there = territory.uniques[territory.codes[first]]
         here = territory.uniques[territory.codes[i]]
         return (
-            f"HCP {parse.quoted(hcp_id.uniques[hcp_id.codes[i]])} is in territory "
-            f"{parse.quoted(here)} here but in {parse.quoted(there)} in row {first + 1}: "
-            "an HCP is in one territory"
+            f"its HCP is in territory {parse.quoted(here)} here but in "
+            f"{parse.quoted(there)} in row {first + 1}: an HCP is in one territory"
         )
 
     log.add_rows(again & ~same_pair & ~hcp_id.empty & ~territory.empty, "territory_id", describe)

@@ -425,13 +425,17 @@ class ServingRuntime:
     def signal_path(self) -> Path:
         return self.settings.resolved_models_dir / RELOAD_SIGNAL
 
-    def reload(self, *, force: bool = False, broadcast: bool = False) -> ReloadResult:
+    def reload(
+        self, *, force: bool = False, broadcast: bool = False, polled: bool = False
+    ) -> ReloadResult:
         """Load the served alias's current version beside the old one, then swap.
 
         If loading fails the old model keeps serving and the error is raised
         (and kept in ``last_reload_error``). ``broadcast`` also signals the other
         worker processes sharing this models directory, which reload the same
-        way (forced too, when ``force``).
+        way (forced too, when ``force``). ``polled``: a poll of the alias or a retry,
+        not a reload someone asked for, which skips a territory file of unchanged
+        modification time and size (an asked reload reads it whatever its stamp).
         """
         with self._reload_lock:
             settings = self.settings
@@ -452,7 +456,7 @@ class ServingRuntime:
                 # all but what needs territories: a rejected edit left in place and a
                 # restart (SIGHUP, a crash) took e-mail traffic down with rep plans.
                 try:
-                    alignment = self._read_alignment()
+                    alignment = self._read_alignment(unless_unchanged=polled)
                 except TerritoriesError as exc:
                     if self._recommender is not None or settings.territories_file is None:
                         raise
@@ -562,9 +566,11 @@ class ServingRuntime:
             self._signal(force=force)
         return result
 
-    def _read_alignment(self) -> TerritoryAlignment | None:
-        """The territory alignment file's content now (None: the setting is unset),
-        read again only when the file's path, modification time or size changed."""
+    def _read_alignment(self, *, unless_unchanged: bool) -> TerritoryAlignment | None:
+        """The territory alignment file's content now (None: the setting is unset);
+        ``unless_unchanged``: the last one read when the file's path, modification
+        time and size are the same (an edit keeping both goes unseen until a reload
+        someone asks for)."""
         path = self.settings.territories_file
         if path is None:
             return None
@@ -573,7 +579,11 @@ class ServingRuntime:
         except OSError:
             return TerritoryAlignment.load(path)  # says what is wrong with it
         stamp = (str(path), stat.st_mtime_ns, stat.st_size)
-        if self._alignment_read is not None and self._alignment_read[0] == stamp:
+        if (
+            unless_unchanged
+            and self._alignment_read is not None
+            and self._alignment_read[0] == stamp
+        ):
             return self._alignment_read[1]
         alignment = TerritoryAlignment.load(path)
         self._alignment_read = (stamp, alignment)
@@ -674,7 +684,7 @@ class ServingRuntime:
             self._signal_seen = mtime
             since_poll = 0.0
             try:
-                self.reload(force=signalled and self._signal_forced())
+                self.reload(force=signalled and self._signal_forced(), polled=not signalled)
             except Exception as exc:  # the old model keeps serving
                 logger.warning("background reload failed: %s", exc)
 
