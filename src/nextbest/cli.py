@@ -501,6 +501,9 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         dataset.interactions, train_config.eval_fraction, dataset.catalog
     ):
         stdout.print(f"  {line}", highlight=False)
+    # What `train --data` records as the version's data_fingerprint (`nextbest models
+    # --json`): archived files are shown to be a version's without training again.
+    stdout.print(f"  data fingerprint {dataset.fingerprint()}", highlight=False)
     blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
         *_personal_notes(dataset),

@@ -44,6 +44,12 @@ def test_simulate_train_picks(
     # The first champion, aliased at training before any promotion, is in the history.
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listed["champion_history"] == ["1"]
+    # validate names the data as the version records it: archived files are shown to
+    # be what a version was trained on without training again.
+    validated = runner.invoke(app, ["validate", "--data", str(world)])
+    assert validated.exit_code == 0, validated.output
+    (version,) = listed["versions"]
+    assert f"data fingerprint {version['data_fingerprint']}" in validated.output
     out = tmp_path / "picks.parquet"
     _run("picks", "--data", str(world), "--out", str(out), "--k", "2", "--as-of", "2026-12-01")
     picks = pd.read_parquet(out)
