@@ -482,85 +482,118 @@ class Recommender:
             np.array([row]), k=k, channel=channel, purpose=purpose, now=now, history=history
         )[0][0]
         if explain_exclusions:
-            why = self.eligibility.reasons_excluded(
-                row, on=_naive(now), purpose=purpose, channel=channel
-            )
-            for j, ruled in self.history_rules.ruled_out_why.items():
-                why[j].extend(ruled)
-            if history is not None:
-                for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
-                    why[j].extend(extra)
             served = {item.action_id for item in rec.items}  # exploration may serve one
-            for j, said in self._left_out_by_value(
-                row, k=k, purpose=purpose, channel=channel, now=now, history=history
-            ):
-                if str(self.action_ids[j]) not in served:
-                    why[j].append(said)
-            excluded = {str(self.action_ids[j]): w for j, w in enumerate(why) if w}
-            rec = replace(rec, excluded=excluded)
+            (by_value,) = self._left_out_by_value(
+                np.array([row]), k=k, purpose=purpose, channel=channel, now=now, history=history
+            )
+            rec = replace(
+                rec,
+                excluded=self._excluded(
+                    row,
+                    purpose=purpose,
+                    channel=channel,
+                    now=now,
+                    history=history,
+                    by_value=[(j, w) for j, w in by_value if str(self.action_ids[j]) not in served],
+                ),
+            )
         return rec
+
+    def _excluded(
+        self,
+        row: int,
+        *,
+        purpose: str,
+        channel: str | None,
+        now: datetime,
+        history: LiveHistory | None,
+        by_value: list[tuple[int, str]],
+        rep_only: bool = False,
+    ) -> dict[str, list[str]]:
+        """Why each action (``rep_only``: each rep action) is left out for snapshot row
+        ``row``: the rules that exclude it, and what ``by_value`` (from
+        :meth:`_left_out_by_value`) says of it; actions nothing leaves out are not listed."""
+        why = self.eligibility.reasons_excluded(
+            row, on=_naive(now), purpose=purpose, channel=channel
+        )
+        for j, ruled in self.history_rules.ruled_out_why.items():
+            why[j].extend(ruled)
+        if history is not None:
+            hcp_id = str(self.hcp_ids[row])
+            for j, extra in enumerate(self.history_rules.reasons(hcp_id, history)):
+                why[j].extend(extra)
+        for j, said in by_value:
+            why[j].append(said)
+        return {
+            str(self.action_ids[j]): w
+            for j, w in enumerate(why)
+            if w and (self.rep_actions[j] or not rep_only)
+        }
 
     def _left_out_by_value(
         self,
-        row: int,
+        rows: np.ndarray,
         *,
         k: int,
         purpose: str,
         channel: str | None,
         now: datetime,
         history: LiveHistory | None,
-    ) -> list[tuple[int, str]]:
-        """The actions the rules allow for snapshot row ``row`` that the greedy list of
-        ``k`` leaves out, each with why: an expected net value of zero or less (never
-        served; why in numbers), or, worth its cost and ranked among the first ``k``,
-        ``max_per_channel`` items of its channel ranked above it. Actions ranked
+        rep_only: bool = False,
+    ) -> list[list[tuple[int, str]]]:
+        """For each snapshot row of ``rows``, the actions the rules allow that the greedy
+        list of ``k`` leaves out, each with why: an expected net value of zero or less
+        (never served; why in numbers), or, worth its cost and ranked among the first
+        ``k``, ``max_per_channel`` items of its channel ranked above it. Actions ranked
         below the first ``k`` are not listed: no rule left them out."""
-        rows = np.array([row])
-        allowed = np.flatnonzero(
-            self.allowed(rows, purpose=purpose, channel=channel, now=now, history=history)[0]
+        allowed = self.allowed(
+            rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
         )
-        if not len(allowed):
-            return []
-        # From the model, not the cache: asking it would count as asking about the HCP again.
-        scores = self.model.score(np.full(len(allowed), row), allowed)
-        net = self.model.net_value(scores.uplift, allowed)
+        out: list[list[tuple[int, str]]] = [[] for _ in range(len(rows))]
+        pair_h, pair_a = np.nonzero(allowed)
+        if not len(pair_h):
+            return out
+        # From the model, not the cache: asking it would count as asking about the HCPs again.
+        scores = self.model.score(rows[pair_h], pair_a)
+        net = self.model.net_value(scores.uplift, pair_a)
         # Under the fallback the value is engagement's, not a measured outcome's.
         gained = "engagement value" if self.model.uplift_source == PREFERENCE_X_VALUE else "outcome"
-        out = [
-            (
-                a,
-                f"not worth its cost: expected {gain:+.{d}f} {gained} for a cost of "
-                f"{self._costs[a]:.{d}f}{self._cost_notes[a]} (net value {value:+.{d}f})",
-            )
-            for a, gain, value in zip(
-                allowed.tolist(), scores.uplift.tolist(), net.tolist(), strict=True
-            )
-            if value <= 0
-            for d in [_decimals_for(value)]
-        ]
+        for i, a, gain, value in zip(
+            pair_h.tolist(), pair_a.tolist(), scores.uplift.tolist(), net.tolist(), strict=True
+        ):
+            if value <= 0:
+                d = _decimals_for(value)
+                out[i].append(
+                    (
+                        a,
+                        f"not worth its cost: expected {gain:+.{d}f} {gained} for a cost of "
+                        f"{self._costs[a]:.{d}f}{self._cost_notes[a]} (net value {value:+.{d}f})",
+                    )
+                )
         if self.max_per_channel is not None:
             # Ranked as _decide ranks them; the list without the limit, against the one
             # with it: what the limit cut, not everything worth its cost.
-            score = np.full(len(self.action_ids), -np.inf)
-            score[allowed] = net
-            ranked = ranked_positive(score, np.isfinite(score)).tolist()
-            kept = set(
-                fill_list(
-                    ranked,
-                    k,
-                    channel_code=self.model.action_channel_code,
-                    max_per_channel=self.max_per_channel,
+            score = np.full(allowed.shape, -np.inf)
+            score[pair_h, pair_a] = net
+            for i in range(len(rows)):
+                ranked = ranked_positive(score[i], np.isfinite(score[i])).tolist()
+                kept = set(
+                    fill_list(
+                        ranked,
+                        k,
+                        channel_code=self.model.action_channel_code,
+                        max_per_channel=self.max_per_channel,
+                    )
                 )
-            )
-            out += [
-                (
-                    a,
-                    f"at most {self.max_per_channel} items of one channel in one list "
-                    "(max_items_per_channel)",
-                )
-                for a in ranked[:k]
-                if a not in kept
-            ]
+                out[i] += [
+                    (
+                        a,
+                        f"at most {self.max_per_channel} items of one channel in one list "
+                        "(max_items_per_channel)",
+                    )
+                    for a in ranked[:k]
+                    if a not in kept
+                ]
         return out
 
     def recommend_many(
