@@ -68,6 +68,21 @@ def test_answers_fit_the_declared_schemas(client: TestClient, keys, spec) -> Non
         ("get", plan, client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep)),
         ("get", plan, client.get("/v1/reps/x/suggestions", params={"territory_id": "T999"})),
         ("get", plan, client.get(f"/v1/reps/{keys.rep_name}/suggestions?capacity=0")),
+        # Why the others are left out: ranked, and excluded by the rules (no medical rep content).
+        (
+            "get",
+            plan,
+            client.get(f"/v1/reps/{keys.rep_name}/suggestions?explain=true", headers=keys.rep),
+        ),
+        (
+            "get",
+            plan,
+            client.get(
+                "/v1/reps/x/suggestions",
+                params={"territory_id": keys.territory, "purpose": "medical", "explain": True},
+            ),
+        ),
+        ("get", plan, client.get(f"/v1/reps/{keys.rep_name}/suggestions?explain=perhaps")),
     ]
     feedback = "/v1/feedback"
 
@@ -101,6 +116,7 @@ def test_answers_fit_the_declared_schemas(client: TestClient, keys, spec) -> Non
     assert {(one, s) for s in (200, 401, 403, 404, 422)} <= statuses
     assert {(feedback, s) for s in (200, 207, 403, 422)} <= statuses
     assert {(batch, s) for s in (200, 422)} <= statuses
+    assert {(plan, s) for s in (200, 404, 422)} <= statuses
     for method, path, response in cases:
         _conforms(spec, method, path, response)
 

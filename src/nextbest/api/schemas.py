@@ -27,7 +27,7 @@ from nextbest.service.events import (
     event_or_malformed,
     not_a_boolean,
 )
-from nextbest.service.recommend import MAX_BATCH, check_decision_date
+from nextbest.service.recommend import MAX_BATCH, MAX_LEFT_OUT, LeftOutWhy, check_decision_date
 
 # A decision date or time: the approval windows, and the contacts and decisions the
 # rules count, are as of it. A date alone is that day's start (00:00 UTC), today's
@@ -180,6 +180,38 @@ class RepSuggestionPublic(BaseModel):
     reasons: list[str]
 
 
+class LeftOutPublic(BaseModel):
+    hcp_id: str
+    why: LeftOutWhy = Field(
+        description="held_out: drawn into this week's randomized holdout (logged as a holdout "
+        "answer, recommendation_id; every caller skips it this week). below_capacity: worth "
+        "a visit, but ranked below the HCPs the capacity took. no_rep_action_worth_its_cost: "
+        "rep actions are allowed, none is expected to bring more than it costs. "
+        "no_rep_action_allowed: every rep action is excluded by a rule (excluded says which)."
+    )
+    rank: int | None = Field(
+        default=None,
+        description="held_out, below_capacity: place in the plan's ranking by best net value "
+        "(every HCP with a rep action worth its cost, held-out ones included; a suggestion's "
+        "rank counts suggestions only).",
+    )
+    action_id: str | None = Field(
+        default=None, description="Its best allowed rep action (absent: none allowed)."
+    )
+    score: float | None = Field(
+        default=None, description="That action's net value (expected incremental value minus cost)."
+    )
+    recommendation_id: str | None = Field(
+        default=None, description="held_out: the holdout answer logged for it."
+    )
+    excluded: dict[str, list[str]] | None = Field(
+        default=None,
+        description="no_rep_action_worth_its_cost, no_rep_action_allowed: why each rep action "
+        "is left out (consent, caps and cool-downs, dismissed or snoozed, approval window, "
+        "specialty, purpose, withdrawn, not worth its cost), as a recommendation's explain.",
+    )
+
+
 class RepPlanPublic(BaseModel):
     rep_id: str
     territory_id: str
@@ -191,6 +223,13 @@ class RepPlanPublic(BaseModel):
     n_hcps: int = Field(description="HCPs in the territory.")
     n_candidates: int = Field(description="HCPs with at least one allowed rep action.")
     suggestions: list[RepSuggestionPublic]
+    left_out: list[LeftOutPublic] | None = Field(
+        default=None,
+        description=f"With explain=true only: why HCPs of the territory are not suggested, "
+        f"at most {MAX_LEFT_OUT} (of n_hcps minus the suggestions), best ranked first: "
+        "held_out and below_capacity in ranking order, then no_rep_action_worth_its_cost "
+        "(closest to paying first), then no_rep_action_allowed.",
+    )
 
 
 class RepFeedbackCreate(BaseModel):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from nextbest.service.territories import TerritoryAlignment, rows_by_territory
 MAX_K = 50
 MAX_BATCH = 1000
 REP_CHANNEL_PREFIX = "rep_"
+# At most this many HCPs a rep plan's explain accounts for (``RepPlan.left_out``): a
+# territory may hold thousands. The best ranked come first (see ``Recommender.rep_plan``).
+MAX_LEFT_OUT = 100
 
 
 def _decimals_for(net_value: float) -> int:
@@ -78,6 +82,35 @@ class Recommendation:
     rep_id: str | None = None  # the rep a call plan's answer was made for
 
 
+# Why an HCP of the territory is not among a rep plan's suggestions (``LeftOut.why``):
+# reached and drawn into the randomized holdout; worth a visit but ranked below the
+# capacity; rep actions allowed, none worth its cost; every rep action excluded by a rule.
+LeftOutWhy = Literal[
+    "held_out", "below_capacity", "no_rep_action_worth_its_cost", "no_rep_action_allowed"
+]
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """An HCP of the territory a rep plan does not suggest, and why (``why``).
+
+    ``rank`` is its place in the plan's ranking (every HCP with a rep action worth
+    its cost, held-out ones included; 1 is the best), for held-out HCPs and those
+    below the capacity. ``action_id`` and ``score`` are its best allowed rep action
+    and that action's net value (None: no rep action allowed). ``excluded``, for an
+    HCP with no rep action worth its cost or none allowed, says why each rep action
+    is left out, as a single recommendation's explain does.
+    """
+
+    hcp_id: str
+    why: LeftOutWhy
+    rank: int | None = None
+    action_id: str | None = None
+    score: float | None = None
+    recommendation_id: str | None = None  # a held-out HCP's holdout answer, as logged
+    excluded: dict[str, list[str]] | None = None
+
+
 @dataclass(frozen=True)
 class RepPlan:
     """A rep's call plan for one day: ``suggestions`` best first (one item each).
@@ -85,6 +118,8 @@ class RepPlan:
     ``held_out`` are HCPs the plan reached but drew into the randomized holdout
     (logged as holdout answers, not shown); ``n_hcps`` is the size of the
     territory, ``n_candidates`` the HCPs with at least one allowed rep action.
+    ``left_out`` (asked for, else None) says why each other HCP of the territory
+    is not suggested, at most ``MAX_LEFT_OUT`` of them.
     """
 
     rep_id: str
@@ -97,6 +132,7 @@ class RepPlan:
     suggestions: list[Recommendation]
     held_out: list[Recommendation]
     purpose: str = "promotional"
+    left_out: list[LeftOut] | None = None
 
 
 # The first reason of an item drawn by exploration (see Exploration), and what it adds
@@ -641,6 +677,7 @@ class Recommender:
         on: datetime | date | None = None,
         purpose: str = "promotional",
         history: LiveHistory | None = None,
+        explain_left_out: bool = False,
     ) -> RepPlan:
         """The HCPs of ``territory_id`` ranked by best expected net value of a rep channel.
 
@@ -653,6 +690,9 @@ class Recommender:
         the ranks the plan suggests from, each drawn with the holdout rate whatever
         its rank: a randomized control for the rep channel. HCPs below the last one
         reached are not logged.
+
+        With ``explain_left_out``, ``left_out`` says why each HCP not suggested is
+        left out (see :meth:`_left_out_of_plan`); without it no more work is done.
         """
         rules = self.rules
         capacity = rules.rep_default_capacity if capacity is None else capacity
@@ -675,9 +715,13 @@ class Recommender:
                 territory_id,
                 known_to=None if self.alignment is None else "the territory alignment file",
             )
-        ranked, greedy_value = self._decide(
+        ranked, value = self._decide(
             rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
         )
+        # Each HCP's greedy first item's net value (-inf: nothing worth its cost).
+        greedy_value = np.where(value > 0, value, -np.inf).max(axis=1, initial=-np.inf)
+        if self.max_per_channel is not None and self.max_per_channel < 1:
+            greedy_value[:] = -np.inf  # no list may hold any item
         # Ranked by a value no draw changes (ties: territory order). The served item's
         # score would move an explored HCP down and leave a held-out one (no item)
         # out of the walk: the holdout would never be logged.
@@ -688,7 +732,8 @@ class Recommender:
         # the draws of those ranked above it, never on its own.
         suggestions: list[Recommendation] = []
         held_out: list[Recommendation] = []
-        for n in order[np.isfinite(greedy_value[order])].tolist():
+        ranking = order[np.isfinite(greedy_value[order])]
+        for n in ranking.tolist():
             rec = replace(ranked[n], rep_id=rep_id)  # logged with the rep it was planned for
             if rec.holdout:
                 held_out.append(rec)
@@ -696,6 +741,18 @@ class Recommender:
                 suggestions.append(rec)
             if len(suggestions) == capacity:
                 break
+        left_out = None
+        if explain_left_out:
+            left_out = self._left_out_of_plan(
+                rows,
+                value,
+                ranking,
+                suggested={r.hcp_id for r in suggestions},
+                held_out=held_out,
+                purpose=purpose,
+                now=now,
+                history=history,
+            )
         return RepPlan(
             rep_id=rep_id,
             territory_id=territory_id,
@@ -707,7 +764,87 @@ class Recommender:
             suggestions=suggestions,
             held_out=held_out,
             purpose=purpose,
+            left_out=left_out,
         )
+
+    def _left_out_of_plan(
+        self,
+        rows: np.ndarray,
+        value: np.ndarray,
+        ranking: np.ndarray,
+        *,
+        suggested: set[str],
+        held_out: list[Recommendation],
+        purpose: str,
+        now: datetime,
+        history: LiveHistory | None,
+    ) -> list[LeftOut]:
+        """Why each HCP of a plan's territory (snapshot rows ``rows``) is not suggested,
+        at most ``MAX_LEFT_OUT`` of them, the best ranked first.
+
+        ``value`` is each allowed rep pair's net value (``-inf``: not allowed) and
+        ``ranking`` the positions of ``rows`` the plan ranks, best first. First come
+        the ranked HCPs not suggested, in their order: held out (with their logged
+        holdout answer) or below the capacity; then those with a rep action allowed
+        but none worth its cost, the closest to paying first; then those with none
+        allowed, in territory order. The last two say why of each rep action, with
+        the exclusion reasons of a single recommendation's explain.
+        """
+        best = value.max(axis=1, initial=-np.inf)
+        best_action = value.argmax(axis=1)
+        holdout_of = {r.hcp_id: r.recommendation_id for r in held_out}
+        hcp_ids = self.hcp_ids[rows].tolist()
+        out: list[LeftOut] = []
+        for place, n in enumerate(ranking.tolist(), start=1):
+            if hcp_ids[n] in suggested:
+                continue
+            out.append(
+                LeftOut(
+                    hcp_id=hcp_ids[n],
+                    why="held_out" if hcp_ids[n] in holdout_of else "below_capacity",
+                    rank=place,
+                    action_id=str(self.action_ids[best_action[n]]),
+                    score=float(best[n]),
+                    recommendation_id=holdout_of.get(hcp_ids[n]),
+                )
+            )
+            if len(out) == MAX_LEFT_OUT:
+                return out
+        ranked = np.zeros(len(rows), dtype=bool)
+        ranked[ranking] = True
+        unranked = np.flatnonzero(~ranked)
+        # Closest to paying first; none allowed (-inf) last, each in territory order.
+        unranked = unranked[np.argsort(-best[unranked], kind="stable")]
+        unranked = unranked[: MAX_LEFT_OUT - len(out)]
+        by_value = self._left_out_by_value(
+            rows[unranked],
+            k=1,
+            purpose=purpose,
+            channel=None,
+            now=now,
+            history=history,
+            rep_only=True,
+        )
+        for n, said in zip(unranked.tolist(), by_value, strict=True):
+            allowed = bool(np.isfinite(best[n]))
+            out.append(
+                LeftOut(
+                    hcp_id=hcp_ids[n],
+                    why="no_rep_action_worth_its_cost" if allowed else "no_rep_action_allowed",
+                    action_id=str(self.action_ids[best_action[n]]) if allowed else None,
+                    score=float(best[n]) if allowed else None,
+                    excluded=self._excluded(
+                        int(rows[n]),
+                        purpose=purpose,
+                        channel=None,
+                        now=now,
+                        history=history,
+                        by_value=said,
+                        rep_only=True,
+                    ),
+                )
+            )
+        return out
 
     # -- the shared core -------------------------------------------------------------
 
@@ -744,8 +881,8 @@ class Recommender:
         rep_only: bool = False,
     ) -> tuple[list[Recommendation], np.ndarray]:
         """The answers for snapshot rows ``rows``, and, for ``rep_only`` (else empty),
-        ``(len(rows),)`` the net value of each HCP's greedy first item (``-inf`` when
-        nothing is worth its cost), which no exploration or holdout draw changes."""
+        ``(len(rows), n_actions)`` the net value of each allowed pair (``-inf`` for the
+        others), which no exploration or holdout draw changes."""
         model = self.model
         allowed = self.allowed(
             rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
@@ -758,13 +895,6 @@ class Recommender:
             scores = self.cache.scores(rows, pair_h, pair_a)
             score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
             pair_of[pair_h, pair_a] = np.arange(len(pair_h))
-        greedy_value = np.empty(0)  # only rep plans rank by it: not on the hot path
-        if rep_only:
-            greedy_value = np.where(allowed & (score > 0), score, -np.inf).max(
-                axis=1, initial=-np.inf
-            )
-            if self.max_per_channel is not None and self.max_per_channel < 1:
-                greedy_value[:] = -np.inf  # no list may hold any item
         channel_code = model.action_channel_code
         hcp_ids = self.hcp_ids[rows].tolist()
         # The holdout's week: the decision's, or this one for a decision dated in the
@@ -855,7 +985,7 @@ class Recommender:
                     items=items,
                 )
             )
-        return out, greedy_value
+        return out, score if rep_only else np.empty(0)
 
 
 def check_options(

@@ -217,9 +217,11 @@ def rep_call_plan(
     capacity: int | None = None,
     on: date | None = None,
     purpose: str = "promotional",
+    explain: bool = False,
 ) -> RepPlan:
     """A rep's (or, medical, an MSL's) ranked call plan; suggestions and holdout
-    draws are logged."""
+    draws are logged. With ``explain`` the plan also says why the territory's other
+    HCPs are left out (``RepPlan.left_out``); that adds nothing to the log."""
     now = decision_time(on) if on is not None else decision_time(None)
     check_day(now, recommender.as_of, location="query")  # before the history is read
     rows = recommender.territories.get(territory_id)
@@ -232,6 +234,7 @@ def rep_call_plan(
         on=now,
         purpose=purpose,
         history=history,
+        explain_left_out=explain,
     )
     log.write(
         [*plan.suggestions, *plan.held_out],

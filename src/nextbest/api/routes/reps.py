@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from nextbest.api.deps import RuntimeDep, SessionDep, only_query
 from nextbest.api.observability import record_feedback, record_served
 from nextbest.api.schemas import (
     FeedbackResultPublic,
+    LeftOutPublic,
     RejectedEvent,
     RepFeedbackCreate,
     RepPlanPublic,
@@ -27,7 +29,7 @@ from nextbest.api.schemas import (
 )
 from nextbest.errors import InvalidRequestError
 from nextbest.policy.eligibility import Purpose
-from nextbest.service.recommend import check_decision_date
+from nextbest.service.recommend import MAX_LEFT_OUT, check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
 
@@ -84,7 +86,9 @@ def _admin_territory(request: Request, rep_id: str, territory_id: str | None) ->
 @router.get(
     "/{rep_id}/suggestions",
     response_model=RepPlanPublic,
-    dependencies=[only_query("date", "capacity", "territory_id", "purpose")],
+    # left_out only with explain=true: without it the answer is as it always was.
+    response_model_exclude_none=True,
+    dependencies=[only_query("date", "capacity", "territory_id", "purpose", "explain")],
 )
 def suggestions(
     rep_id: str,
@@ -113,6 +117,11 @@ def suggestions(
         description="promotional (a sales rep's plan) or medical (an MSL's: medical "
         "content only). Default: the key's purpose if the key file binds it to one "
         "(asking for the other is a 403), else promotional.",
+    ),
+    explain: bool = Query(
+        default=False,
+        description=f"Also say why HCPs of the territory are not suggested (left_out: at "
+        f"most {MAX_LEFT_OUT}, best ranked first). Nothing more is logged.",
     ),
 ) -> RepPlanPublic:
     """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
@@ -151,6 +160,7 @@ def suggestions(
         capacity=capacity,
         on=date,
         purpose=request_purpose(caller, asked),
+        explain=explain,
     )
     answers = [*plan.suggestions, *plan.held_out]
     record_served(answers)
@@ -186,6 +196,9 @@ def suggestions(
             for n, rec in enumerate(plan.suggestions, start=1)
             for item in rec.items[:1]
         ],
+        left_out=None
+        if plan.left_out is None
+        else [LeftOutPublic.model_validate(asdict(why)) for why in plan.left_out],
     )
 
 

@@ -1,0 +1,282 @@
+"""A rep plan with explain=true: why each HCP of the territory not suggested is left out.
+
+Through the HTTP API over a real SQLite file, as the other rep plan tests
+(test_batch_and_reps.py); the exclusion reasons are the single route's explain's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from nextbest.api.app import create_app
+from nextbest.service import recommend
+from nextbest.service.recommend import MAX_LEFT_OUT, Recommender
+from nextbest.storage.tables import Recommendation
+
+# What a plan answered before explain existed, and answers without it still.
+PLAN_FIELDS = {
+    "rep_id",
+    "territory_id",
+    "purpose",
+    "date",
+    "capacity",
+    "model_version",
+    "created_at",
+    "n_hcps",
+    "n_candidates",
+    "suggestions",
+}
+
+
+@pytest.fixture
+def greedy(api_settings, keys) -> Iterator[TestClient]:
+    """No exploration and no holdout: the plan is its ranking's first ``capacity``."""
+    settings = api_settings.model_copy(update={"epsilon": 0.0, "holdout_rate": 0.0})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
+        yield c
+
+
+@pytest.fixture
+def every_hcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for every HCP of the test territory (206) in ``left_out``."""
+    monkeypatch.setattr(recommend, "MAX_LEFT_OUT", 1000)
+
+
+def _plan(client: TestClient, keys, **params) -> dict:
+    response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
+    assert response.status_code == 200, response.text
+    body: dict = response.json()
+    return body
+
+
+def _logged(client: TestClient) -> int:
+    runtime = client.app.state.runtime
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Recommendation)) or 0)
+
+
+def _rep_excluded(client: TestClient, hcp_id: str) -> dict[str, list[str]]:
+    """What the single route's explain says of the rep actions for ``hcp_id``."""
+    answer = client.post("/v1/recommendations", json={"hcp_id": hcp_id, "k": 50, "explain": True})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert not body["holdout"] and not any(i["explored"] for i in body["items"])
+    recommender = client.app.state.runtime.recommender
+    rep = set(recommender.action_ids[recommender.rep_actions].tolist())
+    return {a: why for a, why in body["excluded"].items() if a in rep}
+
+
+def test_without_explain_the_plan_is_as_before_and_explains_nothing(
+    greedy: TestClient, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _logged(greedy)
+    plain = _plan(greedy, keys, capacity=5)
+    assert set(plain) == PLAN_FIELDS  # no left_out, not even null
+    assert _plan(greedy, keys, capacity=5, explain="false").keys() == PLAN_FIELDS
+    logged = _logged(greedy)
+    assert logged - before == 2 * len(plain["suggestions"])
+    explained = _plan(greedy, keys, capacity=5, explain="true")
+    assert set(explained) == PLAN_FIELDS | {"left_out"}
+    # The same plan, and nothing more logged: the HCPs left out were never served.
+    assert [s["hcp_id"] for s in explained["suggestions"]] == [
+        s["hcp_id"] for s in plain["suggestions"]
+    ]
+    assert _logged(greedy) - logged == len(explained["suggestions"])
+
+    # A plan without explain does none of its work.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("left_out worked out for a plan without explain")
+
+    monkeypatch.setattr(Recommender, "_left_out_of_plan", refuse)
+    assert _plan(greedy, keys, capacity=5)["suggestions"]
+    with pytest.raises(AssertionError, match="without explain"):
+        _plan(greedy, keys, capacity=5, explain="true")
+
+
+def test_hcps_below_the_capacity_say_their_rank_and_net_value(greedy: TestClient, keys) -> None:
+    plan = _plan(greedy, keys, capacity=3, explain="true")
+    suggested = [s["score"] for s in plan["suggestions"]]
+    assert len(suggested) == 3
+    below = plan["left_out"]
+    assert below and {e["why"] for e in below} == {"below_capacity"}  # the best ranked first
+    # Ranked right after the suggestions, in the plan's order, each worth a visit.
+    assert [e["rank"] for e in below] == list(range(4, 4 + len(below)))
+    scores = [e["score"] for e in below]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+    assert min(suggested) >= scores[0]
+    recommender = greedy.app.state.runtime.recommender
+    rep = set(recommender.action_ids[recommender.rep_actions].tolist())
+    assert all(e["action_id"] in rep for e in below)
+    assert all("excluded" not in e and "recommendation_id" not in e for e in below)
+    assert not {e["hcp_id"] for e in below} & {s["hcp_id"] for s in plan["suggestions"]}
+
+
+def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, keys) -> None:
+    settings = api_settings.model_copy(
+        update={"epsilon": 0.0, "holdout_rate": 0.3, "seed": 4, "holdout_days": 0}
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        plan = _plan(client, keys, capacity=10, explain="true")
+        held = [e for e in plan["left_out"] if e["why"] == "held_out"]
+        assert held, "a holdout rate of 0.3 holds some of the first ranks out"
+        ranked = [e for e in plan["left_out"] if e["why"] in ("held_out", "below_capacity")]
+        # Held out on the way down to the capacity, below it nothing is drawn.
+        reached = len(plan["suggestions"]) + len(held)
+        assert max(e["rank"] for e in held) < reached
+        assert min(e["rank"] for e in ranked if e["why"] == "below_capacity") == reached + 1
+        assert all(e["score"] > 0 and e["action_id"] for e in held)
+        # Each refers to the holdout answer logged for it, and every one logged is said.
+        runtime = client.app.state.runtime
+        assert runtime.reclog.flush()
+        with runtime.sessions() as session:
+            rows = session.execute(
+                select(Recommendation.recommendation_id, Recommendation.hcp_id).where(
+                    Recommendation.holdout.is_(True)
+                )
+            ).all()
+        assert {(e["recommendation_id"], e["hcp_id"]) for e in held} == {tuple(r) for r in rows}
+
+
+@pytest.mark.usefixtures("every_hcp")
+def test_hcps_with_no_rep_action_worth_its_cost_say_each_actions_net_value(
+    greedy: TestClient, keys
+) -> None:
+    plan = _plan(greedy, keys, capacity=30, explain="true")
+    left_out = plan["left_out"]
+    # Every HCP of the territory is suggested or said, once.
+    said = [e["hcp_id"] for e in left_out] + [s["hcp_id"] for s in plan["suggestions"]]
+    assert sorted(said) == sorted(set(said)) and len(said) == plan["n_hcps"]
+    costly = [e for e in left_out if e["why"] == "no_rep_action_worth_its_cost"]
+    assert costly, "some HCPs of the test territory are worth no visit"
+    # After every ranked HCP, the closest to paying first.
+    kinds = [e["why"] for e in left_out]
+    assert kinds.index("no_rep_action_worth_its_cost") == kinds.count("below_capacity")
+    scores = [e["score"] for e in costly]
+    assert scores == sorted(scores, reverse=True) and scores[0] <= 0
+    for entry in costly[:5]:
+        best = entry["excluded"][entry["action_id"]]
+        net = re.search(r"\(net value ([-+][0-9.]+)\)", " ".join(best))
+        assert net, best
+        decimals = len(net.group(1).partition(".")[2])  # as many as it takes to show it
+        assert float(net.group(1)) == pytest.approx(entry["score"], abs=0.5 * 10**-decimals)
+        # The single route's explain, word for word, for the rep actions.
+        assert entry["excluded"] == _rep_excluded(greedy, entry["hcp_id"])
+
+
+@pytest.mark.usefixtures("every_hcp")
+def test_hcps_with_no_rep_action_allowed_name_the_rules(greedy: TestClient, keys) -> None:
+    recommender = greedy.app.state.runtime.recommender
+    rep_actions = recommender.action_ids[recommender.rep_actions].tolist()
+    ranking = _plan(greedy, keys, capacity=3)["suggestions"]
+    opted, contacted, dismissed = (s["hcp_id"] for s in ranking)
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    events = [
+        {"event_type": "opted_out", "hcp_id": opted},  # every channel
+        *(
+            {"event_type": "delivered", "hcp_id": contacted, "channel": channel}
+            for channel in ("rep_visit", "rep_phone")
+        ),
+        *(
+            {"event_type": event_type, "hcp_id": dismissed, "action_id": action_id}
+            | ({"reason": "not_relevant"} if event_type == "dismissed" else {})
+            for n, action_id in enumerate(rep_actions)
+            for event_type in ["dismissed" if n % 2 else "snoozed"]
+        ),
+    ]
+    answer = greedy.post(
+        "/v1/feedback",
+        json={
+            "events": [
+                {"event_id": f"why-{n}", "occurred_at": an_hour_ago, **event}
+                for n, event in enumerate(events)
+            ]
+        },
+    )
+    assert answer.status_code == 200 and answer.json()["accepted"] == len(events), answer.text
+    plan = _plan(greedy, keys, capacity=3, explain="true")
+    assert not {opted, contacted, dismissed} & {s["hcp_id"] for s in plan["suggestions"]}
+    entry = {e["hcp_id"]: e for e in plan["left_out"]}
+    assert [e["why"] for e in plan["left_out"][-3:]] == ["no_rep_action_allowed"] * 3
+    expected = {
+        opted: ("consent: opted out of every channel",),
+        contacted: ("cool-down: last rep_visit contact", "cool-down: last rep_phone contact"),
+        dismissed: ("dismissed (not_relevant) in the last 30 days", "snoozed in the last 7 days"),
+    }
+    for hcp_id, rules in expected.items():
+        said = entry[hcp_id]
+        assert said["why"] == "no_rep_action_allowed"
+        assert "rank" not in said and "score" not in said and "action_id" not in said
+        assert set(said["excluded"]) == set(rep_actions)  # each rep action, why
+        found = {
+            rule for why in said["excluded"].values() for w in why for rule in rules if rule in w
+        }
+        assert found == set(rules), said
+        assert all(any(r in w for r in rules for w in why) for why in said["excluded"].values())
+        assert said["excluded"] == _rep_excluded(greedy, hcp_id)
+
+
+def test_a_medical_plan_says_why_and_holds_to_the_cap(greedy: TestClient, keys) -> None:
+    """The test catalog has no medical rep content: an MSL's plan suggests no one, and
+    says so of the first MAX_LEFT_OUT HCPs of the territory, in its order."""
+    answer = greedy.get(
+        "/v1/reps/msl-1/suggestions",
+        params={"territory_id": keys.territory, "purpose": "medical", "explain": "true"},
+    )
+    assert answer.status_code == 200, answer.text
+    plan = answer.json()
+    assert plan["suggestions"] == [] and plan["n_hcps"] > MAX_LEFT_OUT
+    left_out = plan["left_out"]
+    assert len(left_out) == MAX_LEFT_OUT
+    territory = greedy.app.state.runtime.recommender.territories[keys.territory]
+    hcp_ids = greedy.app.state.runtime.recommender.hcp_ids[territory].tolist()
+    assert [e["hcp_id"] for e in left_out] == hcp_ids[:MAX_LEFT_OUT]
+    for entry in left_out:
+        assert entry["why"] == "no_rep_action_allowed"
+        assert all(
+            "promotional content is not served to a medical request" in why
+            for why in entry["excluded"].values()
+        )
+    # A promotional plan holds to it too, its best ranked first.
+    promotional = _plan(greedy, keys, capacity=1, explain="true")["left_out"]
+    assert len(promotional) == MAX_LEFT_OUT
+    assert [e["rank"] for e in promotional] == list(range(2, MAX_LEFT_OUT + 2))
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", ""])
+def test_explain_that_is_no_boolean_is_422(client: TestClient, keys, value: str) -> None:
+    response = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions", params={"explain": value}, headers=keys.rep
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "explain"]
+    twice = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions?explain=true&explain=false", headers=keys.rep
+    )
+    assert twice.status_code == 422 and "given more than once" in twice.text
+
+
+def test_the_document_describes_explain_and_left_out(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/reps/{rep_id}/suggestions"]["get"]
+    (explain,) = [p for p in operation["parameters"] if p["name"] == "explain"]
+    assert explain["in"] == "query" and explain["schema"]["type"] == "boolean"
+    assert explain["schema"]["default"] is False
+    assert f"at most {MAX_LEFT_OUT}" in explain["description"]
+    schemas = spec["components"]["schemas"]
+    plan = schemas["RepPlanPublic"]
+    assert "left_out" in plan["properties"] and "left_out" not in plan["required"]
+    assert "explain=true" in plan["properties"]["left_out"]["description"]
+    why = schemas["LeftOutPublic"]["properties"]["why"]
+    assert set(why["enum"]) == {
+        "held_out",
+        "below_capacity",
+        "no_rep_action_worth_its_cost",
+        "no_rep_action_allowed",
+    }
