@@ -48,8 +48,10 @@ def every_hcp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recommend, "MAX_LEFT_OUT", 1000)
 
 
-def _plan(client: TestClient, keys, **params) -> dict:
-    response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
+def _plan(client: TestClient, keys, *, as_admin: bool = False, **params) -> dict:
+    """The rep's plan, asked by the rep's key (or an admin's, for the rep)."""
+    headers = keys.admin if as_admin else keys.rep
+    response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=headers)
     assert response.status_code == 200, response.text
     body: dict = response.json()
     return body
@@ -123,7 +125,23 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
         update={"epsilon": 0.0, "holdout_rate": 0.3, "seed": 4, "holdout_days": 0}
     )
     with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
-        plan = _plan(client, keys, capacity=10, explain="true")
+        # The rep's own key is not told who is held out: the control stays blind.
+        told_rep = _plan(client, keys, capacity=10, explain="true")
+        assert told_rep["left_out"] and all(e["why"] != "held_out" for e in told_rep["left_out"])
+        runtime = client.app.state.runtime
+
+        def holdout_answers() -> set[tuple[str, str]]:
+            assert runtime.reclog.flush()
+            with runtime.sessions() as session:
+                rows = session.execute(
+                    select(Recommendation.recommendation_id, Recommendation.hcp_id).where(
+                        Recommendation.holdout.is_(True)
+                    )
+                ).all()
+            return {(str(r), str(h)) for r, h in rows}
+
+        before = holdout_answers()
+        plan = _plan(client, keys, as_admin=True, capacity=10, explain="true")
         held = [e for e in plan["left_out"] if e["why"] == "held_out"]
         assert held, "a holdout rate of 0.3 holds some of the first ranks out"
         ranked = [e for e in plan["left_out"] if e["why"] in ("held_out", "below_capacity")]
@@ -133,15 +151,8 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
         assert min(e["rank"] for e in ranked if e["why"] == "below_capacity") == reached + 1
         assert all(e["score"] > 0 and e["action_id"] for e in held)
         # Each refers to the holdout answer logged for it, and every one logged is said.
-        runtime = client.app.state.runtime
-        assert runtime.reclog.flush()
-        with runtime.sessions() as session:
-            rows = session.execute(
-                select(Recommendation.recommendation_id, Recommendation.hcp_id).where(
-                    Recommendation.holdout.is_(True)
-                )
-            ).all()
-        assert {(e["recommendation_id"], e["hcp_id"]) for e in held} == {tuple(r) for r in rows}
+        logged = holdout_answers() - before
+        assert {(e["recommendation_id"], e["hcp_id"]) for e in held} == logged
 
 
 @pytest.mark.usefixtures("every_hcp")

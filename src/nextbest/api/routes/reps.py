@@ -198,7 +198,13 @@ def suggestions(
         ],
         left_out=None
         if plan.left_out is None
-        else [LeftOutPublic.model_validate(asdict(why)) for why in plan.left_out],
+        else [
+            LeftOutPublic.model_validate(asdict(why))
+            for why in plan.left_out
+            # The randomized control stays blind to the field: a rep told an HCP is
+            # held out could visit it all the same, or make a point of not doing so.
+            if why.why != "held_out" or caller.role != "rep"
+        ],
     )
 
 
