@@ -43,8 +43,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import yaml
@@ -421,9 +422,43 @@ class LiveHistory:
         history holds no contacts at all (the rules count none)."""
         if not self.counts:
             return None
-        found: dict[str, dict[str | None, datetime]] = {}
+        return cast(dict[str, dict[str | None, datetime]], self.last_by_hcp)
+
+    # Per HCP, each built once per history: the rules ask about every HCP of a
+    # batch or a territory, and scanning the whole history for each was quadratic
+    # (1,000 HCPs with four contacts each: 0.2 s of a batch call).
+    @cached_property
+    def last_by_hcp(self) -> dict[str, dict[str, datetime]]:
+        """``last`` per HCP: channel -> its latest contact."""
+        found: dict[str, dict[str, datetime]] = {}
         for (hcp_id, channel), at in self.last.items():
             found.setdefault(hcp_id, {})[channel] = at
+        return found
+
+    @cached_property
+    def consent_by_hcp(self) -> dict[str, dict[str | None, tuple[datetime, bool]]]:
+        """``consent`` per HCP: channel (None: every channel) -> its latest event."""
+        found: dict[str, dict[str | None, tuple[datetime, bool]]] = {}
+        for (hcp_id, channel), mark in self.consent.items():
+            found.setdefault(hcp_id, {})[channel] = mark
+        return found
+
+    @cached_property
+    def dismissed_by_hcp(self) -> dict[str, dict[str, str]]:
+        """``dismissed`` per HCP: action_id -> reason."""
+        found: dict[str, dict[str, str]] = {}
+        for (hcp_id, action_id), reason in self.dismissed.items():
+            found.setdefault(hcp_id, {})[action_id] = reason
+        return found
+
+    @cached_property
+    def contacts_by_hcp(self) -> dict[float, dict[str, int]]:
+        """``counts`` per window and HCP, over every channel: its contact budget."""
+        found: dict[float, dict[str, int]] = {}
+        for per_days, counts in self.counts.items():
+            totals = found[per_days] = {}
+            for (hcp_id, _), n in counts.items():
+                totals[hcp_id] = totals.get(hcp_id, 0) + n
         return found
 
 
@@ -565,10 +600,10 @@ class HistoryRules:
             )
             for j in cols:
                 out[int(j)].append(why)
-        for (h, action_id), reason in history.dismissed.items():
+        for action_id, reason in history.dismissed_by_hcp.get(hcp_id, {}).items():
             j = self.action_pos.get(action_id)
-            if h == hcp_id and j is not None:
-                if (h, action_id) in history.snoozed:
+            if j is not None:
+                if (hcp_id, action_id) in history.snoozed:
                     said, days = "snoozed", self.rules.snooze_window
                 else:
                     said, days = "dismissed", self.rules.dismissal_days
@@ -579,7 +614,7 @@ class HistoryRules:
     def _withdrawn(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
         """Catalog channel -> why ``hcp_id`` may not be contacted on it: the later of
         its own and the every-channel consent event withdrew consent."""
-        events = {ch: mark for (h, ch), mark in history.consent.items() if h == hcp_id}
+        events = history.consent_by_hcp.get(hcp_id)
         if not events:
             return {}
         out = {}
@@ -595,9 +630,7 @@ class HistoryRules:
         rules = self.rules
         blocks: dict[str, str] = {}
         blocks.update(self._withdrawn(hcp_id, history))
-        for (h, channel), last in history.last.items():
-            if h != hcp_id:
-                continue
+        for channel, last in history.last_by_hcp.get(hcp_id, {}).items():
             rule = rules.channels.get(channel)
             if rule is None:
                 continue
@@ -610,7 +643,7 @@ class HistoryRules:
                         f"minimum gap {rule.cooldown_days:g} days"
                     )
             if rule.cap is not None:
-                n = history.counts.get(rule.cap.per_days, {}).get((h, channel), 0)
+                n = history.counts.get(rule.cap.per_days, {}).get((hcp_id, channel), 0)
                 if n >= rule.cap.max_contacts:
                     why.append(
                         f"frequency cap: {n} {channel} contacts in the last "
@@ -620,8 +653,7 @@ class HistoryRules:
                 blocks[channel] = "; ".join([*why, *filter(None, [blocks.get(channel)])])
         cap = rules.all_channels
         if cap is not None:
-            counts = history.counts.get(cap.per_days, {})
-            total = sum(n for (h, _), n in counts.items() if h == hcp_id)
+            total = history.contacts_by_hcp.get(cap.per_days, {}).get(hcp_id, 0)
             if total >= cap.max_contacts:
                 budget = (
                     f"contact budget: {total} contacts on all channels in the last "
