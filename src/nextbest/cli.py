@@ -1911,8 +1911,10 @@ def prune(
 
     from nextbest.service.erasure import (
         CutoffError,
-        PruneInterruptedError,
+        PruneStoppedError,
+        RunNotRecordedError,
         check_cutoff,
+        record_nothing_pruned,
         rows_before,
     )
     from nextbest.service.erasure import prune as run_prune
@@ -1965,8 +1967,20 @@ def prune(
             "dismissal the serving rules still count), with their items and feedback",
             highlight=False,
         )
+    # What maintenance_runs records the run was given (a dry run records nothing).
+    arguments = given + (" --yes" if yes else "")
     if rows.total == 0:
-        stdout.print(f"nothing to delete from before {shown}", highlight=False)
+        if not dry_run:
+            record_nothing_pruned(settings, cutoff, arguments=arguments)
+        stdout.print(
+            f"nothing to delete from before {shown}"
+            + (
+                ""
+                if dry_run
+                else " (recorded in maintenance_runs: `nextbest lookup --maintenance`)"
+            ),
+            highlight=False,
+        )
         return
     stdout.print(
         "once deleted, the uplift report, the gate (evaluate, promote) and retrain no longer "
@@ -1992,21 +2006,33 @@ def prune(
             progress.update(task, completed=done.total, total=max(rows.total, done.total))
 
         try:
-            deleted, cleanup = run_prune(settings, cutoff, progress=advance)
-        except PruneInterruptedError as exc:
-            raise _fail(str(exc)) from None
-        except SQLAlchemyError as exc:
+            deleted, cleanup = run_prune(settings, cutoff, arguments=arguments, progress=advance)
+        except PruneStoppedError as exc:
+            recorded = (
+                f"recorded as interrupted in maintenance_runs (run {exc.run_id})"
+                if exc.recorded
+                else f"its run {exc.run_id} in maintenance_runs could not be marked "
+                "interrupted and says 'running', with the rows deleted"
+            )
+            if isinstance(exc.__cause__, SQLAlchemyError):
+                raise _fail(
+                    "prune stopped by a database error after deleting "
+                    f"{_plural(exc.deleted.total, 'row')} (those batches are committed; "
+                    f"{recorded}): {describe_database_error(exc.__cause__)}; run it again "
+                    "once the database answers"
+                ) from None
+            raise _fail(f"{exc} ({recorded})") from None
+        except RunNotRecordedError as exc:
             raise _fail(
-                f"prune stopped by a database error after deleting {_plural(done.total, 'row')} "
-                f"(those batches are committed): {describe_database_error(exc)}; run it "
-                "again once the database answers"
+                f"{exc} (the role nextbest connects as needs SELECT, INSERT and UPDATE on "
+                "maintenance_runs: docs/database.md, 'A read-only role for BI')"
             ) from None
     stdout.print(
         f"pruned {store} of what is older than {shown}: deleted "
         f"{_plural(deleted.recommendations, 'recommendation')}, "
         f"{_plural(deleted.recommendation_items, 'recommendation item')} and "
         f"{_plural(deleted.feedback_events, 'feedback event')}; consent events and erasure "
-        "suppressions kept",
+        "suppressions kept; recorded in maintenance_runs (`nextbest lookup --maintenance`)",
         highlight=False,
     )
     _print_cleanup(cleanup, store)
@@ -2236,8 +2262,19 @@ def lookup(
             "an HCP, not an answer).",
         ),
     ] = None,
+    maintenance: Annotated[
+        bool,
+        typer.Option(
+            "--maintenance",
+            help="Instead: the prunes and erasures run on the store, newest first: who, "
+            "when, the cutoff, the rows deleted, and whether each finished.",
+        ),
+    ] = False,
     limit: Annotated[
-        int, typer.Option(min=1, max=1000, help="With --hcp: at most this many of each.")
+        int,
+        typer.Option(
+            min=1, max=1000, help="With --hcp: at most this many of each; --maintenance: runs."
+        ),
     ] = 20,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the record as JSON instead of text.")
@@ -2247,7 +2284,9 @@ def lookup(
     model version and policy, the fingerprint of the serving rules it was made under,
     each item with the propensity and the reasons it was served with, and the
     feedback events that name it (an audit, a support question: what was served, to
-    whom, by which version, and why it said so)."""
+    whom, by which version, and why it said so). With --hcp, an HCP's answers and
+    events, and whether older ones were pruned; with --maintenance, the trail of
+    prunes and erasures."""
     import json
     from dataclasses import asdict
 
@@ -2257,13 +2296,15 @@ def lookup(
     from nextbest.storage.repository import (
         erased_already,
         feedback_for,
+        furthest_prune,
         get_recommendation,
         hcp_row_counts,
+        maintenance_runs,
         recommendations_of_hcp,
     )
 
-    if (recommendation_id is None) == (hcp is None):
-        raise _fail("name a RECOMMENDATION_ID or --hcp HCP_ID (one of them)")
+    if (recommendation_id is not None) + (hcp is not None) + maintenance != 1:
+        raise _fail("name a RECOMMENDATION_ID, --hcp HCP_ID or --maintenance (one of them)")
     settings = _settings()
     url = settings.resolved_database_url
     try:
@@ -2275,14 +2316,19 @@ def lookup(
             f"no recommendation log at {sqlite_file} (NEXTBEST_DATABASE_URL): nothing has "
             "been served with these settings"
         )
+    if maintenance:
+        with store_session(url) as session:
+            runs, total = maintenance_runs(session, limit=limit)
+        return _print_runs(runs, total, without_password(url), as_json=as_json)
     if hcp is not None:
         with store_session(url) as session:
             answers = recommendations_of_hcp(session, hcp_id=hcp, limit=limit)
             about = feedback_for(session, hcp_id=hcp, limit=limit)
             erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
             totals = hcp_row_counts(session, hcp_id=hcp)
+            pruned = furthest_prune(session)
         return _print_hcp_log(
-            hcp, answers, about, erased, totals=totals, limit=limit, as_json=as_json
+            hcp, answers, about, erased, pruned, totals=totals, limit=limit, as_json=as_json
         )
     assert recommendation_id is not None
     with store_session(url) as session:
@@ -2481,18 +2527,71 @@ def explain(
     return answer
 
 
+def _print_runs(runs: list[Any], total: int, store: str, *, as_json: bool) -> dict[str, Any]:
+    """``lookup --maintenance``: the newest prunes and erasures, newest first."""
+    import json
+    from dataclasses import asdict
+
+    found = {"n_runs": total, "runs": [asdict(run) for run in runs]}
+    if as_json:
+        typer.echo(json.dumps(found, indent=1, default=_iso))
+        return found
+    more = f"; --limit {total} shows all" if total > len(runs) else ""
+    stdout.print(
+        f"maintenance runs in {store}: {len(runs):,} of {total:,} shown, newest first{more}",
+        highlight=False,
+    )
+    if not total:
+        stdout.print(
+            "  none: nothing was pruned or erased since schema revision 0008, which began "
+            "recording them",
+            highlight=False,
+        )
+    for run in runs:
+        asked = f", {run.arguments}" if run.arguments else ""
+        asked += f", {_plural(run.hcps, 'HCP')}" if run.hcps is not None else ""
+        ended = f" {_iso(run.ended_at)}" if run.ended_at is not None else ""
+        stdout.print(
+            f"  {_iso(run.started_at)} {run.command} by {run.requester}{asked}: "
+            f"{run.outcome}{ended}",
+            highlight=False,
+        )
+        what = f"what was older than {_iso(run.cutoff)}: " if run.cutoff is not None else ""
+        stdout.print(
+            f"    {what}deleted {_plural(run.deleted.recommendations, 'recommendation')}, "
+            f"{_plural(run.deleted.recommendation_items, 'recommendation item')} and "
+            f"{_plural(run.deleted.feedback_events, 'feedback event')} (run {run.run_id})",
+            highlight=False,
+        )
+        if run.outcome == "interrupted":
+            stdout.print(
+                f"    stopped before the end: {run.detail or 'no reason recorded'}",
+                highlight=False,
+            )
+        elif run.outcome == "running":
+            stdout.print(
+                "    not ended: still running, or its process was killed (the counts are "
+                "those of its batches committed)",
+                highlight=False,
+            )
+    return found
+
+
 def _print_hcp_log(
     hcp: str,
     answers: list[Any],
     events: list[dict[str, Any]],
     erased: datetime | None,
+    pruned: Any,
     *,
     totals: tuple[int, int],
     limit: int,
     as_json: bool,
 ) -> dict[str, Any]:
     """``lookup --hcp``: the HCP's newest answers and feedback events (at most
-    ``limit`` of each), and its erasure; ``totals``: how many of each the store holds."""
+    ``limit`` of each), its erasure, and the prune that reached furthest back
+    (``pruned``, None: no prune recorded); ``totals``: how many of each the store
+    holds."""
     import json
     from dataclasses import asdict
 
@@ -2503,6 +2602,7 @@ def _print_hcp_log(
         "n_feedback": totals[1],
         "recommendations": [asdict(a) for a in answers],
         "feedback": events,
+        "pruned": None if pruned is None else asdict(pruned),
     }
     if as_json:
         typer.echo(json.dumps(found, indent=1, default=_iso))
@@ -2516,12 +2616,30 @@ def _print_hcp_log(
         f"HCP {hcp}: {_plural(totals[0], 'logged answer')} ({shown(len(answers), totals[0])})",
         highlight=False,
     )
+    prune = None
+    if pruned is not None:
+        how = {
+            "finished": "pruned",
+            "interrupted": "partly pruned (the run was interrupted)",
+        }.get(pruned.outcome, "partly pruned (the run has not ended: still running, or killed)")
+        prune = (
+            f"rows older than {_iso(pruned.cutoff)} were {how} by {pruned.requester} in the "
+            f"run of {_iso(pruned.started_at)} (`nextbest lookup --maintenance` lists every run)"
+        )
     if totals == (0, 0) and erased is None:
         stdout.print(
-            "  nothing logged about this id: never asked for, an id the served model does not "
-            "know (answered 404, not logged), or pruned; ids match exactly, case included",
+            "  nothing logged about this id: never asked for, or an id the served model does "
+            "not know (answered 404, not logged)"
+            + (
+                "; no prune is recorded in maintenance_runs"
+                if prune is None
+                else f", or logged before a prune: {prune}"
+            )
+            + "; ids match exactly, case included",
             highlight=False,
         )
+    elif prune is not None:
+        stdout.print(f"  {prune}", highlight=False)
     if erased is not None:
         stdout.print(
             f"  erased {_iso(erased)}: its answers and feedback until then were deleted; "

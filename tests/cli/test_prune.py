@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,12 @@ from nextbest.cli import app
 from nextbest.settings import get_settings
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
 from nextbest.storage.db import store_session
-from nextbest.storage.repository import erasure_event_id
+from nextbest.storage.repository import (
+    MaintenanceRecord,
+    RowCounts,
+    erasure_event_id,
+    maintenance_runs,
+)
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
 from nextbest.storage.testing import T0, recommendation_record, served_item
 
@@ -204,11 +211,11 @@ def test_a_prune_stopped_by_the_database_says_what_it_deleted(
     real = erasure.prune_batch
     calls: list[int] = []
 
-    def dropped(session, *, before):  # type: ignore[no-untyped-def]
+    def dropped(session, *, before, run_id=None):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) > 1:
             raise OperationalError("DELETE", {}, Exception("server closed the connection"))
-        return real(session, before=before)
+        return real(session, before=before, run_id=run_id)
 
     monkeypatch.setattr(erasure, "prune_batch", dropped)
     result = runner.invoke(app, ["prune", "--older-than", "400", "--yes"])
@@ -216,3 +223,203 @@ def test_a_prune_stopped_by_the_database_says_what_it_deleted(
     assert result.exit_code == 2, said
     assert "error: prune stopped by a database error after deleting 3 rows (those batches " in said
     assert "run it again once the database answers" in said and "MLflow" not in said
+    # The trail says so, with what the committed batch deleted and why it stopped.
+    [run] = _runs(store)
+    assert f"recorded as interrupted in maintenance_runs (run {run.run_id})" in said, said
+    assert (run.command, run.outcome) == ("prune", "interrupted")
+    assert run.deleted == RowCounts(1, 1, 1) and run.ended_at is not None
+    assert "server closed the connection" in (run.detail or ""), run.detail
+
+
+def _runs(url: str) -> list[MaintenanceRecord]:
+    with store_session(url) as session:
+        return maintenance_runs(session, limit=100)[0]
+
+
+def test_a_prune_records_who_ran_it_when_its_cutoff_and_what_it_deleted(store: str) -> None:
+    """The audit trail: one maintenance_runs row per run, in the database itself; a
+    dry run records nothing, a run that finds nothing to delete records that."""
+    dry = runner.invoke(app, ["prune", "--older-than", "730", "--dry-run"])
+    assert dry.exit_code == 0 and "dry run: nothing was deleted" in _said(dry), dry.output
+    assert _runs(store) == []
+
+    started = datetime.now(UTC)
+    result = runner.invoke(app, ["prune", "--older-than", "730", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 0, said
+    assert "recorded in maintenance_runs (`nextbest lookup --maintenance`)" in said, said
+    [run] = _runs(store)
+    assert (run.command, run.outcome, run.detail) == ("prune", "finished", None)
+    assert run.requester == f"nextbest prune ({getpass.getuser()})"
+    assert run.arguments == "--older-than 730 --yes" and run.hcps is None
+    assert run.deleted == RowCounts(1, 1, 2)
+    assert run.cutoff is not None
+    assert abs(run.cutoff - (started - timedelta(days=730))) < timedelta(minutes=1)
+    assert run.ended_at is not None
+    assert started - timedelta(seconds=1) <= run.started_at <= run.ended_at <= datetime.now(UTC)
+
+    again = runner.invoke(app, ["prune", "--older-than", "730"])  # no --yes: nothing to ask
+    assert again.exit_code == 0, again.output
+    assert "nothing to delete from before " in _said(again)
+    latest, first = _runs(store)
+    assert first == run
+    assert (latest.outcome, latest.deleted, latest.arguments) == (
+        "finished",
+        RowCounts(),
+        "--older-than 730",
+    )
+    nothing_dry = runner.invoke(app, ["prune", "--older-than", "730", "--dry-run"])
+    assert nothing_dry.exit_code == 0 and len(_runs(store)) == 2
+
+
+def test_a_prune_that_feedback_kept_failing_is_recorded_as_interrupted(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feedback about the batch's answers arriving on every try: the prune stops after
+    PRUNE_TRIES, and its row says interrupted, why, and what the batches before
+    deleted (the failed tries' counts rolled back with them)."""
+    from sqlalchemy.exc import IntegrityError
+
+    import nextbest.service.erasure as erasure
+
+    real = erasure.prune_batch
+    calls: list[int] = []
+
+    def raced(session, *, before, run_id=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) > 1:  # as a batch rolled back on its foreign key
+            raise IntegrityError("DELETE", {}, Exception("violates foreign key constraint"))
+        return real(session, before=before, run_id=run_id)
+
+    monkeypatch.setattr(erasure, "PRUNE_TRIES", 2)
+    monkeypatch.setattr(erasure, "prune_batch", raced)
+    result = runner.invoke(app, ["prune", "--older-than", "400", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert "error: feedback kept arriving about the answers being pruned (2 tries" in said, said
+    [run] = _runs(store)
+    assert f"(recorded as interrupted in maintenance_runs (run {run.run_id}))" in said, said
+    assert run.outcome == "interrupted" and run.ended_at is not None
+    assert (run.detail or "").startswith("feedback kept arriving about the answers"), run.detail
+    # The first batch's rows are counted: they alone were committed.
+    assert run.deleted == RowCounts(1, 1, 1)
+    assert _rows(store) == (["recent"], 1, sorted([*PRUNED[2], "nrx-old"]))
+    listed = _said(runner.invoke(app, ["lookup", "--maintenance"]))
+    assert "--older-than 400 --yes: interrupted 20" in listed, listed
+    assert "stopped before the end: feedback kept arriving about the answers" in listed, listed
+    partly = _said(runner.invoke(app, ["lookup", "--hcp", "H404"]))
+    assert "were partly pruned (the run was interrupted) by nextbest prune (" in partly, partly
+
+
+def test_a_prune_that_cannot_record_its_run_deletes_nothing(store: str) -> None:
+    """The database refuses the run's row (here a trigger; in production a role
+    without INSERT on maintenance_runs): nothing is deleted without a trail."""
+    from sqlalchemy import text
+
+    from nextbest.storage import make_engine
+
+    engine = make_engine(store)
+    try:
+        with engine.begin() as connection:
+            if store.startswith("sqlite"):
+                connection.execute(
+                    text(
+                        "CREATE TRIGGER no_runs BEFORE INSERT ON maintenance_runs "
+                        "BEGIN SELECT RAISE(ABORT, 'no runs here'); END"
+                    )
+                )
+            else:
+                connection.execute(
+                    text(
+                        "CREATE FUNCTION no_runs() RETURNS trigger LANGUAGE plpgsql AS "
+                        "$$ BEGIN RAISE EXCEPTION 'no runs here'; END $$"
+                    )
+                )
+                connection.execute(
+                    text(
+                        "CREATE TRIGGER no_runs BEFORE INSERT ON maintenance_runs "
+                        "FOR EACH ROW EXECUTE FUNCTION no_runs()"
+                    )
+                )
+    finally:
+        engine.dispose()
+    result = runner.invoke(app, ["prune", "--older-than", "730", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert (
+        "error: the run could not be recorded in maintenance_runs, so nothing was deleted: " in said
+    ), said
+    assert "no runs here" in said and "needs SELECT, INSERT and UPDATE on maintenance_runs" in said
+    assert _rows(store) == ALL and _runs(store) == []
+
+
+def test_lookup_by_hcp_says_whether_its_rows_may_have_been_pruned(store: str) -> None:
+    """'pruned' is a fact from maintenance_runs, not a guess."""
+    with store_session(store) as session:
+        log_recommendations(session, records=[recommendation_record("gone", "H9", created_at=T0)])
+        session.commit()
+    never = _said(runner.invoke(app, ["lookup", "--hcp", "H404"]))
+    assert "nothing logged about this id: never asked for, or an id the served model" in never
+    assert "no prune is recorded in maintenance_runs; ids match exactly" in never, never
+    assert "H9: 1 logged answer" in _said(runner.invoke(app, ["lookup", "--hcp", "H9"]))
+
+    assert runner.invoke(app, ["prune", "--older-than", "730", "--yes"]).exit_code == 0
+    [run] = _runs(store)
+    assert run.cutoff is not None
+    result = runner.invoke(app, ["lookup", "--hcp", "H9"])
+    said = _said(result)
+    assert result.exit_code == 0, said
+    assert "HCP H9: 0 logged answers" in said, said
+    assert (
+        f"or logged before a prune: rows older than {run.cutoff.isoformat()} were pruned by "
+        f"{run.requester} in the run of {run.started_at.isoformat()} (`nextbest lookup "
+        "--maintenance` lists every run); ids match exactly" in said
+    ), said
+    found = json.loads(runner.invoke(app, ["lookup", "--hcp", "H9", "--json"]).stdout)
+    assert found["pruned"]["run_id"] == run.run_id
+    assert found["pruned"]["cutoff"] == run.cutoff.isoformat()
+    # An HCP with rows left is told its older ones went.
+    kept = _said(runner.invoke(app, ["lookup", "--hcp", "H1"]))
+    assert "HCP H1: 1 logged answer" in kept and "rows older than 20" in kept, kept
+    assert f"were pruned by {run.requester} in the run of " in kept, kept
+
+
+def test_lookup_maintenance_lists_prunes_and_erasures_newest_first(store: str) -> None:
+    empty = runner.invoke(app, ["lookup", "--maintenance"])
+    assert empty.exit_code == 0, empty.output
+    assert "0 of 0 shown" in _said(empty) and "none: nothing was pruned or erased" in _said(empty)
+
+    assert runner.invoke(app, ["prune", "--older-than", "730", "--yes"]).exit_code == 0
+    assert runner.invoke(app, ["erase", "H1", "--yes"]).exit_code == 0
+    user = getpass.getuser()
+    result = runner.invoke(app, ["lookup", "--maintenance"])
+    said = _said(result)
+    assert result.exit_code == 0, said
+    assert "maintenance runs in " in said and ": 2 of 2 shown, newest first" in said, said
+    erased_at = said.index(f"erase by nextbest erase ({user}), 1 HCP: finished 20")
+    pruned_at = said.index(f"prune by nextbest prune ({user}), --older-than 730 --yes: finished")
+    assert erased_at < pruned_at, said
+    # The erasure took what the prune left of H1: its recent answer, the event about
+    # it and its opt-out; the prune says its cutoff.
+    erasure, prune = said[erased_at:pruned_at], said[pruned_at:]
+    assert (
+        "deleted 1 recommendation, 1 recommendation item and 2 feedback events (run " in erasure
+    ), said
+    assert "older than" not in erasure, said
+    assert (
+        " what was older than 20" in prune
+        and "deleted 1 recommendation, 1 recommendation item and 2 feedback events (run " in prune
+    ), said
+    cut = _said(runner.invoke(app, ["lookup", "--maintenance", "--limit", "1"]))
+    assert "1 of 2 shown, newest first; --limit 2 shows all" in cut and "prune by" not in cut
+    found = json.loads(runner.invoke(app, ["lookup", "--maintenance", "--json"]).stdout)
+    assert found["n_runs"] == 2
+    assert [r["command"] for r in found["runs"]] == ["erase", "prune"]
+    assert found["runs"][0]["hcps"] == 1 and found["runs"][0]["cutoff"] is None
+    assert found["runs"][1]["deleted"] == {
+        "recommendations": 1,
+        "recommendation_items": 1,
+        "feedback_events": 2,
+    }
+    both = runner.invoke(app, ["lookup", "--maintenance", "--hcp", "H1"])
+    assert both.exit_code == 2 and "one of them" in both.output, both.output

@@ -17,6 +17,7 @@ from nextbest.storage.repository import (
     erase_hcps,
     erased_already,
     erasure_event_id,
+    maintenance_runs,
     serving_history,
 )
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
@@ -138,6 +139,16 @@ def test_erasure_leaves_only_the_suppression_and_other_hcps_untouched(session: S
         **kept_before,
         "feedback_events": [e for e in kept_before["feedback_events"] if e != "crossed"],
     }
+    # The run is recorded with its counts and the number of HCPs, not their ids.
+    [run], _ = maintenance_runs(session, limit=10)
+    assert (run.command, run.requester, run.outcome, run.hcps) == (
+        "erase",
+        "nextbest erase (dpo)",
+        "finished",
+        1,
+    )
+    assert run.deleted == RowCounts(4, 6, 6) and run.cutoff is None and run.arguments is None
+    assert run.ended_at is not None and run.started_at <= run.ended_at
     # Serving reads it as a withdrawal of every channel, whatever came before.
     history = serving_history(session, hcp_ids=[ERASED], windows=[], dismissed_since=None, until=T0)
     assert set(history.consent) == {(ERASED, None)}
@@ -165,6 +176,14 @@ def test_an_erasure_run_again_deletes_what_came_since_and_keeps_its_suppression(
     assert third.deleted == RowCounts(1, 0, 0)
     assert _rows_naming(session, ERASED)["feedback_events"] == [erasure_event_id(ERASED)]
     assert first.deleted.total > 0
+    # The suppression keeps the first erasure's time; each run's deletes are recorded.
+    runs, total = maintenance_runs(session, limit=10)
+    assert total == 3
+    assert [(r.requester, r.deleted) for r in runs] == [
+        ("nextbest erase (dpo)", RowCounts(1, 0, 0)),
+        ("nextbest erase (other)", RowCounts()),
+        ("nextbest erase (dpo)", first.deleted),
+    ]
 
 
 def test_an_hcp_with_no_rows_gets_its_suppression(session: Session) -> None:
@@ -227,6 +246,7 @@ def test_a_suppression_that_cannot_be_stored_erases_nothing(session: Session) ->
     with pytest.raises(ErasureError, match=f"HCP '{ERASED}': event_id"):
         erase_hcps(session, hcp_ids=[ERASED], requester="x")
     assert _rows_naming(session, ERASED) == before
+    assert maintenance_runs(session, limit=10) == ([], 0)  # nothing done, nothing recorded
 
 
 _TABLES = ("feedback_events", "recommendation_items", "recommendations")

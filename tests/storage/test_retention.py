@@ -19,6 +19,7 @@ from nextbest.storage.repository import (
     RowCounts,
     count_rows_before,
     erasure_event_id,
+    maintenance_runs,
     prune_batch,
 )
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
@@ -185,6 +186,11 @@ def test_a_prune_runs_in_batches_until_everything_old_is_gone(
         "recommendation_items": [],
         "feedback_events": [],
     }
+    # One run recorded, every batch's counts added to it.
+    [run], total = maintenance_runs(session, limit=10)
+    assert total == 1 and (run.command, run.outcome, run.arguments) == ("prune", "finished", None)
+    assert run.deleted == deleted and run.cutoff == CUT
+    assert run.requester.startswith("nextbest prune (")
     if database_url.startswith("sqlite"):
         assert cleanup.backend == "sqlite" and cleanup.log_emptied
     else:
@@ -283,3 +289,41 @@ def test_a_batch_that_feedback_arriving_meanwhile_failed_is_run_again(
         "recommendation_items": [],
         "feedback_events": [],
     }
+
+
+def test_a_prune_stopped_by_ctrl_c_is_recorded_with_what_its_batches_deleted(
+    database_url: str, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted by the operator between batches: the batches before stay deleted,
+    the run says interrupted with their counts, and the interrupt goes on up."""
+    import nextbest.storage.repository as repository
+
+    monkeypatch.setattr(repository, "PRUNE_BATCH", 1)
+    log_recommendations(
+        session,
+        records=[
+            recommendation_record(f"r{n}", H, created_at=T0 + timedelta(minutes=n))
+            for n in range(3)
+        ],
+    )
+    session.commit()
+    session.close()
+    settings = Settings(models_dir=tmp_path / "models", database_url=database_url)
+
+    batches: list[RowCounts] = []
+
+    def stop_after_two(batch: RowCounts) -> None:
+        batches.append(batch)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prune(settings, CUT, arguments="--before 2024-03-14", progress=stop_after_two)
+    assert _left(session)["recommendations"] == ["r2"]
+    [run], _ = maintenance_runs(session, limit=10)
+    assert (run.outcome, run.detail, run.arguments) == (
+        "interrupted",
+        "KeyboardInterrupt",
+        "--before 2024-03-14",
+    )
+    assert run.deleted == RowCounts(recommendations=2) and run.ended_at is not None

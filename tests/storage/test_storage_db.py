@@ -48,7 +48,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0007"
+    assert head == "0008"
 
     migrate(database_url)
     migrate(database_url)
@@ -64,6 +64,7 @@ def test_migrate_reaches_head_and_is_idempotent(
         "recommendations",
         "recommendation_items",
         "feedback_events",
+        "maintenance_runs",
     }
 
 
@@ -118,7 +119,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     finally:
         engine.dispose()
 
-    assert migrate(database_url) == ("0003", "0007")
+    assert migrate(database_url) == ("0003", "0008")
 
     engine = make_engine(database_url)
     try:
@@ -174,7 +175,7 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
                     f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)"
                 )
             )
-        assert migrate(database_url) == ("0004", "0007")
+        assert migrate(database_url) == ("0004", "0008")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
@@ -213,7 +214,7 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
                     "false)"
                 )
             )
-        assert migrate(database_url) == ("0005", "0007")
+        assert migrate(database_url) == ("0005", "0008")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rules_fingerprint is None
@@ -226,6 +227,74 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
             session.commit()
             logged = get_recommendation(session, recommendation_id="new-1")
             assert logged is not None and logged.rules_fingerprint == "0123456789ab"
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_to_0008_keeps_the_log_and_records_the_next_prune(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A store at 0007 with answers and feedback gets an empty maintenance_runs (no
+    run before it is known), keeps every row, and its next prune is recorded."""
+    from datetime import timedelta
+
+    from nextbest.service.erasure import prune
+    from nextbest.settings import Settings
+    from nextbest.storage.repository import RowCounts, furthest_prune, maintenance_runs
+
+    assert migrate(database_url, revision="0007") == (None, "0007")
+    at = "'2024-03-04 09:00:00.000000'"
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+                    "requester, purpose, channel_filter, model_version, holdout, policy, "
+                    "epsilon, holdout_rate, decided_for, n_candidates, p_no_action, rep_id, "
+                    f"rules_fingerprint) VALUES ('old-1', {at}, 'h1', 'crm', 'promotional', "
+                    f"NULL, '3', false, 'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1, NULL, "
+                    "'0123456789ab')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+                    "channel, content_id, score, expected_uplift, p_engage, propensity, "
+                    "explored, reasons) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, "
+                    "0.3, 0.8, false, '[\"no e-mail in 9 days\"]')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
+                    "received_at, recommendation_id, hcp_id, requester) VALUES "
+                    f"('e-1', 'opened', {at}, {at}, 'old-1', 'h1', 'esp'), "
+                    f"('e-2', 'opted_out', {at}, {at}, NULL, 'h1', 'esp')"
+                )
+            )
+        assert "maintenance_runs" not in inspect(engine).get_table_names()
+        assert migrate(database_url) == ("0007", "0008")
+        assert "maintenance_runs" in inspect(engine).get_table_names()
+        with make_session_factory(engine)() as session:
+            old = get_recommendation(session, recommendation_id="old-1")
+            assert old is not None and old.rules_fingerprint == "0123456789ab"
+            assert [item.reasons for item in old.items] == [("no e-mail in 9 days",)]
+            assert maintenance_runs(session, limit=10) == ([], 0)
+            assert furthest_prune(session) is None
+    finally:
+        engine.dispose()
+
+    cut = datetime(2024, 3, 4, 9, tzinfo=UTC) + timedelta(days=1)
+    settings = Settings(models_dir=tmp_path / "models", database_url=database_url)
+    deleted, _ = prune(settings, cut, arguments="--before 2024-03-05")
+    assert deleted == RowCounts(1, 1, 1)  # the opt-out is kept
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            [run], _ = maintenance_runs(session, limit=10)
+            assert (run.outcome, run.deleted, run.cutoff) == ("finished", deleted, cut)
+            assert furthest_prune(session) == run
     finally:
         engine.dispose()
 
@@ -274,7 +343,7 @@ def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
     finally:
         bi.dispose()
     # The session gone, the same migration goes through.
-    assert migrate(postgres_url) == ("0002", "0007")
+    assert migrate(postgres_url) == ("0002", "0008")
 
 
 def _migrate_at(url: str, start: float) -> str:
@@ -296,7 +365,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0007"
+    assert _current_revision(database_url) == "0008"
 
 
 def _connect_at(url: str, start: float) -> str:

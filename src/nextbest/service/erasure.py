@@ -11,6 +11,9 @@ theirs to clean. :func:`versions_holding` names those versions.
 :func:`prune` deletes the rows from before a cutoff, in batches, consent events
 and erasure suppressions kept (:func:`~nextbest.storage.repository.prune_batch`);
 :func:`check_cutoff` refuses a cutoff inside the history the serving rules read.
+
+Each prune and erasure leaves one ``maintenance_runs`` row: who ran it, when, what
+it was asked, what it deleted and how it ended (:func:`runs` lists them).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nextbest.contract.dataset import load_id_list
@@ -35,14 +38,19 @@ from nextbest.storage.repository import (
     MAX_LENGTHS,
     Erasure,
     ErasureError,
+    MaintenanceRecord,
     PruneKept,
     RowCounts,
     count_hcp_rows,
     count_rows_before,
+    end_run,
     erase_hcps,
     erased_already,
     hcps_with_rows,
+    insert_run,
+    maintenance_runs,
     prune_batch,
+    start_run,
 )
 
 if TYPE_CHECKING:
@@ -53,16 +61,21 @@ __all__ = [
     "CutoffError",
     "Erasure",
     "ErasureError",
+    "MaintenanceRecord",
     "PruneKept",
+    "PruneStoppedError",
     "RowCounts",
+    "RunNotRecordedError",
     "VersionHolding",
     "check_cutoff",
     "check_ids",
     "erase",
     "prune",
     "read_ids",
+    "record_nothing_pruned",
     "rows_before",
     "rows_naming",
+    "runs",
     "versions_holding",
 ]
 
@@ -186,11 +199,11 @@ class PruneInterruptedError(RuntimeError):
     """A batch failed on every try: feedback kept arriving about its answers."""
 
 
-def _prune_batch_retried(session: Session, before: datetime) -> RowCounts:
+def _prune_batch_retried(session: Session, before: datetime, run_id: str) -> RowCounts:
     for attempt in range(1, PRUNE_TRIES + 1):
         _overwrite_deletes(session)
         try:
-            return prune_batch(session, before=before)
+            return prune_batch(session, before=before, run_id=run_id)
         except IntegrityError:
             time.sleep(0.05 * attempt)
     raise PruneInterruptedError(
@@ -198,6 +211,26 @@ def _prune_batch_retried(session: Session, before: datetime) -> RowCounts:
         "batch failed on it): the batches before were deleted and committed; run prune "
         "again, at a quieter time if it recurs"
     )
+
+
+class PruneStoppedError(RuntimeError):
+    """A prune that stopped before the end (``__cause__``: a
+    :class:`PruneInterruptedError` or the database's error); the batches before
+    were deleted and committed.
+
+    ``deleted``: what they deleted. ``recorded``: its ``maintenance_runs`` row says
+    ``interrupted`` and why; False when that could not be written (the database
+    gone), the row then saying ``running``, with the counts of those batches.
+    """
+
+    def __init__(self, message: str, *, deleted: RowCounts, run_id: str, recorded: bool) -> None:
+        super().__init__(message)
+        self.deleted, self.run_id, self.recorded = deleted, run_id, recorded
+
+
+class RunNotRecordedError(RuntimeError):
+    """A prune's ``maintenance_runs`` row could not be stored (the role may not
+    insert into the table, the database is gone): nothing was deleted."""
 
 
 class CutoffError(ValueError):
@@ -261,29 +294,102 @@ def prune(
     settings: Settings,
     before: datetime,
     *,
+    arguments: str | None = None,
     progress: Callable[[RowCounts], None] | None = None,
 ) -> tuple[RowCounts, Cleanup]:
     """Delete the rows from before ``before`` in the store ``settings`` names, in
     batches of ``PRUNE_BATCH`` recommendations (then untied feedback events), each
     its own transaction; ``progress`` is told each batch's counts as it commits.
 
+    Recorded in ``maintenance_runs`` (``arguments``: the options the command was
+    given): the run's row is committed before the first delete, sent by ``nextbest
+    prune (<user>)``, and each batch adds its counts in its own transaction; at the
+    end it says ``finished``, or ``interrupted`` and why. A row that cannot be
+    inserted stops the prune before it deletes anything (RunNotRecordedError).
+
     Deleted and cleaned up as :func:`erase` does (``secure_delete`` and an emptied
     write-ahead log on SQLite, ``VACUUM`` on PostgreSQL, once, after the last
     batch). What it deletes and keeps:
     :func:`~nextbest.storage.repository.prune_batch`. The caller checks ``before``
     first (:func:`check_cutoff`).
+
+    Raises:
+        RunNotRecordedError: the run's row could not be inserted; nothing deleted.
+        PruneStoppedError: a batch failed (feedback kept arriving, a database
+            error), or the run's end could not be recorded; what was deleted
+            before stays deleted.
     """
     before = before.astimezone(UTC)
     deleted = RowCounts()
     with store_session(settings.resolved_database_url) as session:
-        while True:
-            batch = _prune_batch_retried(session, before)
-            if not batch.total:
-                break
-            deleted += batch
-            if progress is not None:
-                progress(batch)
+        try:
+            run_id = start_run(
+                session,
+                command="prune",
+                requester=file_requester("prune"),
+                cutoff=before,
+                arguments=arguments,
+            )
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise RunNotRecordedError(
+                "the run could not be recorded in maintenance_runs, so nothing was deleted: "
+                f"{describe_database_error(exc)}"
+            ) from exc
+        try:
+            while True:
+                batch = _prune_batch_retried(session, before, run_id)
+                if not batch.total:
+                    break
+                deleted += batch
+                if progress is not None:
+                    progress(batch)
+            end_run(session, run_id=run_id, outcome="finished")
+        except BaseException as exc:  # Ctrl-C too: recorded, then raised as it is
+            why = describe_database_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+            recorded = _record_end(session, run_id, why or type(exc).__name__)
+            if not isinstance(exc, PruneInterruptedError | SQLAlchemyError):
+                raise
+            raise PruneStoppedError(
+                str(exc), deleted=deleted, run_id=run_id, recorded=recorded
+            ) from exc
         return deleted, _clean_up(session, deleted)
+
+
+def _record_end(session: Session, run_id: str, why: str) -> bool:
+    """Record a run as interrupted, ``why``; False when the database refused."""
+    try:
+        end_run(session, run_id=run_id, outcome="interrupted", detail=why)
+    except SQLAlchemyError:
+        session.rollback()
+        return False
+    return True
+
+
+def record_nothing_pruned(
+    settings: Settings, before: datetime, *, arguments: str | None = None
+) -> None:
+    """Record a prune at ``before`` that found nothing to delete: a finished run, no
+    row deleted, so the trail shows the retention job ran and what it covered."""
+    with store_session(settings.resolved_database_url) as session:
+        now = datetime.now(UTC)
+        insert_run(
+            session,
+            command="prune",
+            requester=file_requester("prune"),
+            started_at=now,
+            ended_at=now,
+            outcome="finished",
+            cutoff=before.astimezone(UTC),
+            arguments=arguments,
+        )
+        session.commit()
+
+
+def runs(settings: Settings, *, limit: int) -> tuple[list[MaintenanceRecord], int]:
+    """The newest ``limit`` prunes and erasures, newest first, and how many there are."""
+    with store_session(settings.resolved_database_url) as session:
+        return maintenance_runs(session, limit=limit)
 
 
 def vacuum(engine: Engine, tables: Sequence[str]) -> Cleanup:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import sqlite3
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from nextbest.contract.schema import channel_spelling, near_channel
 from nextbest.storage.tables import (
     CONSENT_ROWS,
     FeedbackEvent,
+    MaintenanceRun,
     Recommendation,
     RecommendationItem,
 )
@@ -109,6 +111,7 @@ _REQUIRED_TEXT = frozenset({"event_id", "hcp_id"})
 _RECOMMENDATIONS = cast(sa.Table, Recommendation.__table__)
 _ITEMS = cast(sa.Table, RecommendationItem.__table__)
 _FEEDBACK = cast(sa.Table, FeedbackEvent.__table__)
+_RUNS = cast(sa.Table, MaintenanceRun.__table__)
 
 # Column widths of feedback_events: checked per event, because one over-long value
 # would otherwise make PostgreSQL refuse the whole batch.
@@ -1279,7 +1282,9 @@ def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> E
     free-text ``reason`` included. Stored through :func:`record_feedback`: per HCP
     one ``opted_out`` event of every channel (no channel), event id
     :func:`erasure_event_id`, occurred now, sent by ``requester``; it holds the
-    HCP's id, the time and who erased, nothing else. Idempotent: a rerun deletes
+    HCP's id, the time and who erased, nothing else. Also stored: the run's
+    ``maintenance_runs`` row (who, when, how many HCPs and rows; no id), so that a
+    rerun's deletes are recorded too. Idempotent: a rerun deletes
     what was logged since and keeps the suppression it finds as it was. Raises
     :class:`ErasureError` (everything rolled back) when a suppression cannot be
     stored (its event id taken by another event). Cost: three DELETEs per
@@ -1324,6 +1329,17 @@ def erase_hcps(session: Session, *, hcp_ids: Sequence[str], requester: str) -> E
             raise ErasureError(
                 "; ".join(f"HCP '{hcp_ids[index]}': {why}" for index, _, why in result.rejected)
             )
+        # The run's row, in the same transaction: the HCPs' number, never their ids.
+        insert_run(
+            session,
+            command="erase",
+            requester=requester,
+            started_at=now,
+            ended_at=datetime.now(UTC),
+            outcome="finished",
+            hcps=len(hcp_ids),
+            deleted=deleted,
+        )
         session.commit()
     except BaseException:
         session.rollback()
@@ -1414,9 +1430,11 @@ def count_rows_before(session: Session, *, before: datetime) -> tuple[RowCounts,
     return deleted, kept
 
 
-def prune_batch(session: Session, *, before: datetime) -> RowCounts:
+def prune_batch(session: Session, *, before: datetime, run_id: str | None = None) -> RowCounts:
     """Delete one batch of the rows from before ``before``, in ONE transaction, then
-    COMMIT; call it until it deletes nothing.
+    COMMIT; call it until it deletes nothing. ``run_id``: the prune's
+    ``maintenance_runs`` row, which gets the batch's counts in the same transaction
+    (:func:`add_to_run`), so that it says what was deleted whenever the run stops.
 
     A batch is the oldest ``PRUNE_BATCH`` recommendations made before ``before``
     (and, logged ahead, for a decision before it) with their items and the feedback
@@ -1482,11 +1500,179 @@ def prune_batch(session: Session, *, before: datetime) -> RowCounts:
             done = RowCounts(
                 feedback_events=delete(_FEEDBACK, f.event_id.in_(event_ids)) if event_ids else 0
             )
+        if run_id is not None and done.total:
+            add_to_run(session, run_id=run_id, deleted=done)
         session.commit()
     except BaseException:
         session.rollback()
         raise
     return done
+
+
+# How a maintenance run ended: 'running' until it does (for ever, if its process
+# was killed), then one of the other two.
+RUN_OUTCOMES: tuple[str, ...] = ("running", "finished", "interrupted")
+
+
+@dataclass(frozen=True)
+class MaintenanceRecord:
+    """One ``maintenance_runs`` row: a prune or an erasure, who ran it, when, what it
+    was asked (``cutoff``, ``arguments``; ``hcps``: an erasure's number of HCPs),
+    what it deleted, and how it ended (``detail``: why it was interrupted)."""
+
+    run_id: str
+    command: str
+    requester: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    cutoff: datetime | None
+    arguments: str | None
+    hcps: int | None
+    deleted: RowCounts
+    detail: str | None
+
+
+def start_run(
+    session: Session,
+    *,
+    command: str,
+    requester: str,
+    cutoff: datetime | None = None,
+    arguments: str | None = None,
+    hcps: int | None = None,
+    commit: bool = True,
+) -> str:
+    """Insert a ``running`` maintenance run of ``command``, nothing deleted yet, and
+    COMMIT (unless ``commit`` is False: the caller's transaction then holds it);
+    returns its id (32 hex digits)."""
+    run_id = insert_run(
+        session,
+        command=command,
+        requester=requester,
+        started_at=datetime.now(UTC),
+        cutoff=cutoff,
+        arguments=arguments,
+        hcps=hcps,
+    )
+    if commit:
+        session.commit()
+    return run_id
+
+
+def insert_run(
+    session: Session,
+    *,
+    command: str,
+    requester: str,
+    started_at: datetime,
+    ended_at: datetime | None = None,
+    outcome: str = "running",
+    cutoff: datetime | None = None,
+    arguments: str | None = None,
+    hcps: int | None = None,
+    deleted: RowCounts | None = None,
+) -> str:
+    """Insert a maintenance run's row as given (a run begun, or one over already: an
+    erasure, a prune that found nothing to delete), in the caller's transaction;
+    returns its id (32 hex digits)."""
+    run_id = uuid.uuid4().hex
+    deleted = deleted or RowCounts()
+    session.execute(
+        sa.insert(_RUNS).values(
+            run_id=run_id,
+            command=command,
+            requester=requester,
+            started_at=started_at,
+            ended_at=ended_at,
+            outcome=outcome,
+            cutoff=cutoff,
+            arguments=arguments,
+            hcps=hcps,
+            recommendations=deleted.recommendations,
+            recommendation_items=deleted.recommendation_items,
+            feedback_events=deleted.feedback_events,
+            detail=None,
+        )
+    )
+    return run_id
+
+
+def add_to_run(session: Session, *, run_id: str, deleted: RowCounts) -> None:
+    """Add ``deleted`` to the run's counts, in the caller's transaction (the one that
+    deleted them: both commit or neither does)."""
+    r = _RUNS.c
+    session.execute(
+        sa.update(_RUNS)
+        .where(r.run_id == run_id)
+        .values(
+            recommendations=r.recommendations + deleted.recommendations,
+            recommendation_items=r.recommendation_items + deleted.recommendation_items,
+            feedback_events=r.feedback_events + deleted.feedback_events,
+        )
+    )
+
+
+def end_run(
+    session: Session,
+    *,
+    run_id: str,
+    outcome: Literal["finished", "interrupted"],
+    detail: str | None = None,
+    commit: bool = True,
+) -> None:
+    """Record the end of a run: now, ``outcome`` and why (``detail``); COMMIT unless
+    ``commit`` is False."""
+    session.execute(
+        sa.update(_RUNS)
+        .where(_RUNS.c.run_id == run_id)
+        .values(ended_at=datetime.now(UTC), outcome=outcome, detail=detail)
+    )
+    if commit:
+        session.commit()
+
+
+def _run_record(row: MaintenanceRun) -> MaintenanceRecord:
+    return MaintenanceRecord(
+        run_id=row.run_id,
+        command=row.command,
+        requester=row.requester,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        outcome=row.outcome,
+        cutoff=row.cutoff,
+        arguments=row.arguments,
+        hcps=row.hcps,
+        deleted=RowCounts(row.recommendations, row.recommendation_items, row.feedback_events),
+        detail=row.detail,
+    )
+
+
+def maintenance_runs(session: Session, *, limit: int) -> tuple[list[MaintenanceRecord], int]:
+    """The newest ``limit`` maintenance runs, newest first, and how many there are."""
+    rows = session.scalars(
+        sa.select(MaintenanceRun)
+        .order_by(MaintenanceRun.started_at.desc(), MaintenanceRun.run_id)
+        .limit(limit)
+    )
+    total = session.scalar(sa.select(sa.func.count()).select_from(_RUNS))
+    return [_run_record(row) for row in rows], int(total or 0)
+
+
+def furthest_prune(session: Session) -> MaintenanceRecord | None:
+    """The prune with the latest cutoff (of those equal, the latest started), however
+    it ended; None if the store was never pruned since revision 0008.
+
+    Its cutoff is the one that reaches furthest: every earlier prune's rows are
+    older, so whether an HCP's older rows may have gone is told by it alone.
+    """
+    row = session.scalars(
+        sa.select(MaintenanceRun)
+        .where(MaintenanceRun.command == "prune")
+        .order_by(MaintenanceRun.cutoff.desc(), MaintenanceRun.started_at.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _run_record(row)
 
 
 def contact_history(

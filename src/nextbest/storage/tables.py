@@ -160,3 +160,43 @@ class FeedbackEvent(Base):
     # Who sent it: the API key's name, or the command that stored a file's rows (the
     # audit trail of consent changes and decisions; None before migration 0003).
     requester: Mapped[str | None] = mapped_column(sa.String(128))
+
+
+class MaintenanceRun(Base):
+    """One run of a command that deletes rows (``nextbest prune``, ``nextbest
+    erase``): who ran it, when, what it was asked, what it deleted, how it ended.
+
+    The trail of deletions, kept in the store the rows lived in. A prune's row is
+    inserted (committed) before its first delete and each batch adds its counts in
+    the batch's own transaction, so the counts are what was committed even when the
+    process was killed; an erasure's row is inserted in the erasure's transaction.
+    Added by migration 0008.
+    """
+
+    __tablename__ = "maintenance_runs"
+    __table_args__ = (
+        sa.CheckConstraint("outcome IN ('running', 'finished', 'interrupted')", name="outcome"),
+    )
+
+    run_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    # 'prune' or 'erase'.
+    command: Mapped[str] = mapped_column(sa.String(16))
+    # The command and the operating-system user who ran it: ``nextbest prune (jdoe)``.
+    requester: Mapped[str] = mapped_column(sa.String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # None while running, and for ever if the process was killed before the end.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # 'running' until it ends, then 'finished' or 'interrupted' (``detail`` says why).
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    # A prune's cutoff: it deletes what is older. None for an erasure.
+    cutoff: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The options the command was given (``--older-than 730 --yes``), for the record.
+    arguments: Mapped[str | None] = mapped_column(sa.String(256))
+    # An erasure's number of HCPs (never their ids); None for a prune.
+    hcps: Mapped[int | None] = mapped_column(sa.Integer)
+    # Rows deleted, per table (committed ones: an interrupted prune's batches so far).
+    recommendations: Mapped[int] = mapped_column(sa.Integer)
+    recommendation_items: Mapped[int] = mapped_column(sa.Integer)
+    feedback_events: Mapped[int] = mapped_column(sa.Integer)
+    # Why a run was interrupted: the error, as the command said it.
+    detail: Mapped[str | None] = mapped_column(sa.Text)
