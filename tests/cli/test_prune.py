@@ -57,6 +57,7 @@ def store(
         session.commit()
         result = record_feedback(
             session,
+            erasure=True,  # an erasure's suppression among them, as erase stores it
             events=[
                 FeedbackRecord("open-old", "opened", T0, "H1", "old", "A1"),
                 FeedbackRecord("nrx-old", "outcome", T0, "H1", value=2.0),

@@ -60,6 +60,7 @@ def _fill(session: Session) -> None:
     session.commit()
     result = record_feedback(
         session,
+        erasure=True,  # an erasure's suppression among them, as erase stores it
         events=[
             _event("open-old", T0 + timedelta(hours=1), recommendation_id="old", action_id="A1"),
             # Tied to an old answer, after the cutoff: nothing from the cutoff on goes,
