@@ -2270,6 +2270,14 @@ def lookup(
             "when, the cutoff, the rows deleted, and whether each finished.",
         ),
     ] = False,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            "--rules",
+            help="Instead: the serving rules file an answer names by its fingerprint "
+            "(`rules 1f0c2a9b7d41`), as the workers that read it stored it.",
+        ),
+    ] = None,
     limit: Annotated[
         int,
         typer.Option(
@@ -2286,7 +2294,8 @@ def lookup(
     feedback events that name it (an audit, a support question: what was served, to
     whom, by which version, and why it said so). With --hcp, an HCP's answers and
     events, and whether older ones were pruned; with --maintenance, the trail of
-    prunes and erasures."""
+    prunes and erasures; with --rules, the text of the serving rules a fingerprint
+    names."""
     import json
     from dataclasses import asdict
 
@@ -2301,10 +2310,15 @@ def lookup(
         hcp_row_counts,
         maintenance_runs,
         recommendations_of_hcp,
+        stored_rules,
     )
 
-    if (recommendation_id is not None) + (hcp is not None) + maintenance != 1:
-        raise _fail("name a RECOMMENDATION_ID, --hcp HCP_ID or --maintenance (one of them)")
+    asked = (recommendation_id is not None) + (hcp is not None) + maintenance + (rules is not None)
+    if asked != 1:
+        raise _fail(
+            "name a RECOMMENDATION_ID, --hcp HCP_ID, --maintenance or --rules FINGERPRINT "
+            "(one of them)"
+        )
     settings = _settings()
     url = settings.resolved_database_url
     try:
@@ -2320,6 +2334,26 @@ def lookup(
         with store_session(url) as session:
             runs, total = maintenance_runs(session, limit=limit)
         return _print_runs(runs, total, without_password(url), as_json=as_json)
+    if rules is not None:
+        with store_session(url) as session:
+            kept = stored_rules(session, rules)
+        if kept is None:
+            raise _fail(
+                f"no serving rules with fingerprint '{rules}' in {without_password(url)}: "
+                "answers logged before schema revision 0009 name rules whose text was not "
+                "kept, and rules given by a program rather than a file are never kept"
+            )
+        found_rules = asdict(kept)
+        if as_json:
+            typer.echo(json.dumps(found_rules, indent=1, default=_iso))
+        else:
+            stdout.print(
+                f"# serving rules {kept.fingerprint} (sha256 {kept.sha256}), read from "
+                f"{kept.source}, first stored {_iso(kept.first_stored_at)}",
+                highlight=False,
+            )
+            typer.echo(kept.content, nl=not kept.content.endswith("\n"))
+        return found_rules
     if hcp is not None:
         with store_session(url) as session:
             answers = recommendations_of_hcp(session, hcp_id=hcp, limit=limit)
@@ -2334,6 +2368,11 @@ def lookup(
     with store_session(url) as session:
         record = get_recommendation(session, recommendation_id=recommendation_id)
         events = feedback_for(session, recommendation_id=recommendation_id) if record else []
+        rules_kept = (
+            record is not None
+            and record.rules_fingerprint is not None
+            and stored_rules(session, record.rules_fingerprint) is not None
+        )
         is_hcp = record is None and bool(
             recommendations_of_hcp(session, hcp_id=recommendation_id, limit=1)
             or feedback_for(session, hcp_id=recommendation_id, limit=1)
@@ -2376,8 +2415,10 @@ def lookup(
         f"{record.n_candidates} candidate actions",
         highlight=False,
     )
-    rules = record.rules_fingerprint or "not recorded (logged before schema revision 0006)"
-    stdout.print(f"  rules {rules}", highlight=False)
+    said_rules = record.rules_fingerprint or "not recorded (logged before schema revision 0006)"
+    if rules_kept:
+        said_rules += f" (`nextbest lookup --rules {record.rules_fingerprint}` shows the file)"
+    stdout.print(f"  rules {said_rules}", highlight=False)
     if record.holdout:
         stdout.print("  holdout: answered with nothing to do", highlight=False)
     elif not record.items:

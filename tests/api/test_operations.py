@@ -741,7 +741,7 @@ def test_every_logged_answer_names_the_rules_it_was_made_under(
 ) -> None:
     """An audit tells which caps and withdrawals applied to a logged answer, and an
     operator which rules each worker holds (/readyz), before and after an edit."""
-    from nextbest.storage.repository import get_recommendation
+    from nextbest.storage.repository import get_recommendation, stored_rules
 
     shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
     rules = tmp_path / "rules.yaml"
@@ -794,6 +794,14 @@ def test_every_logged_answer_names_the_rules_it_was_made_under(
         assert client.post("/v1/admin/reload").status_code == 500
         assert client.get("/readyz").json()["rules_fingerprint"] == second
         assert logged(answer_ids()) == {second}
+        # Each fingerprint's file is kept, so an old answer's rules can be read after
+        # the file changed: both texts, the invalid one never served, so not kept.
+        with runtime.sessions() as session:
+            kept = {fp: stored_rules(session, fp) for fp in (first, second)}
+            assert stored_rules(session, _fingerprint(rules)) is None
+        assert kept[first] is not None and kept[first].content == shipped.read_text()
+        assert kept[second] is not None and "withdrawn_actions: [A999]" in kept[second].content
+        assert kept[first].source == str(rules) and len(kept[first].sha256) == 64
 
 
 def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(

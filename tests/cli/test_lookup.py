@@ -140,3 +140,42 @@ def test_lookup_by_hcp_lists_its_answers_and_feedback_newest_first(env_settings:
     erased = runner.invoke(app, ["lookup", "--hcp", "H7"]).stdout
     assert "HCP H7: 0 logged answers" in erased and "erased 20" in erased, erased
     assert "opted_out" in erased
+
+
+def test_lookup_shows_the_rules_an_answer_names_once_their_text_is_kept(
+    env_settings: Path,
+) -> None:
+    """An answer names its rules by fingerprint; the file's text, kept by the worker
+    that read it, is shown by that fingerprint, and the answer points to it."""
+    from nextbest.storage.repository import store_rules
+
+    _log_one_with_feedback()  # names rules 0123456789ab, never stored
+    assert "0123456789ab (`nextbest lookup" not in runner.invoke(app, ["lookup", "rec-42"]).stdout
+    missing = runner.invoke(app, ["lookup", "--rules", "0123456789ab"])
+    assert missing.exit_code == 2
+    assert "no serving rules with fingerprint '0123456789ab'" in " ".join(missing.output.split())
+    text = "channels:\n  email: {cooldown_days: 3}  # one a week\n"
+    url = get_settings().resolved_database_url
+    with store_session(url) as session:
+        assert store_rules(session, content=text, source="/etc/nextbest/rules.yaml")
+        assert not store_rules(session, content=text, source="/elsewhere/rules.yaml")
+    import hashlib
+
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()[:12]
+    shown = runner.invoke(app, ["lookup", "--rules", fingerprint])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.endswith(text)
+    assert f"# serving rules {fingerprint}" in shown.stdout
+    assert "read from /etc/nextbest/rules.yaml" in shown.stdout  # the first to store it
+    as_json = json.loads(runner.invoke(app, ["lookup", "--rules", fingerprint, "--json"]).stdout)
+    assert as_json["content"] == text and as_json["fingerprint"] == fingerprint
+    # An answer made under them points to the command.
+    with store_session(url) as session:
+        log_recommendations(
+            session, records=[recommendation_record("rec-44", "H9", rules_fingerprint=fingerprint)]
+        )
+        session.commit()
+    said = runner.invoke(app, ["lookup", "rec-44"]).stdout
+    assert f"rules {fingerprint} (`nextbest lookup --rules {fingerprint}` shows the file)" in said
+    both = runner.invoke(app, ["lookup", "rec-44", "--rules", fingerprint])
+    assert both.exit_code == 2 and "(one of them)" in both.output

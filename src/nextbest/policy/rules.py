@@ -41,7 +41,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -119,6 +119,8 @@ class ServingRules:
     # Which rules these are: see fingerprint_of (the file's bytes as read, so that
     # the hash and the rules come from one read even while the file is edited).
     fingerprint: str = EMPTY_FINGERPRINT
+    # The file's text as read (the fingerprint's bytes), kept for the audit table.
+    text: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> ServingRules:
@@ -127,14 +129,22 @@ class ServingRules:
             return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
         raw = path.read_bytes()
         try:
-            data, lines = load_yaml_with_lines(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            data, lines = load_yaml_with_lines(text)
         except UnicodeDecodeError as exc:
             raise RulesError(f"{path}: not UTF-8 text: {exc}") from None
         except yaml.YAMLError as exc:
             raise RulesError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_mapping(
+        rules = cls.from_mapping(
             data or {}, source=str(path), fingerprint=fingerprint_of(raw), lines=lines
         )
+        return replace(rules, text=text)
+
+    @property
+    def text_known(self) -> bool:
+        """Whether ``text`` is what the fingerprint was taken of (rules read from a
+        file, or none at all), so that it may be stored for an audit under it."""
+        return fingerprint_of(self.text.encode("utf-8")) == self.fingerprint
 
     @classmethod
     def configured(cls, settings: Settings) -> ServingRules:

@@ -37,7 +37,7 @@ from nextbest.storage.db import (
     make_session_factory,
     migrate,
 )
-from nextbest.storage.repository import latest_holdout_rate, recently_asked_hcps
+from nextbest.storage.repository import latest_holdout_rate, recently_asked_hcps, store_rules
 
 if TYPE_CHECKING:
     from nextbest.learning.scoring import ScoringModel
@@ -228,6 +228,8 @@ class ServingRuntime:
         # Set when the start-up migration could not reach the database; the watcher
         # retries it until it does.
         self.migration_pending = False
+        # The fingerprint of the rules whose text this worker stored (serving_rules).
+        self._rules_stored: str | None = None
 
     @classmethod
     def start(
@@ -315,6 +317,29 @@ class ServingRuntime:
                 rate,
                 logged,
             )
+
+    def store_rules(self) -> None:
+        """Keep the text of the rules in force under the fingerprint its answers name
+        (table ``serving_rules``), once per worker and fingerprint. A database that
+        cannot take it (down, not migrated yet) is said and the watcher tries again:
+        serving goes on, its answers naming the fingerprint as before."""
+        rules = self.rules
+        if rules is None or not rules.text_known or self._rules_stored == rules.fingerprint:
+            return
+        if self.migration_pending:
+            return  # the watcher stores it once the database is migrated
+        try:
+            with self.sessions() as session:
+                store_rules(session, content=rules.text, source=rules.source)
+        except Exception as exc:
+            logger.warning(
+                "could not store the text of serving rules %s (tried again every %g s): %s",
+                rules.fingerprint,
+                RETRY_INTERVAL_S,
+                describe_database_error(exc),
+            )
+            return
+        self._rules_stored = rules.fingerprint
 
     def retry_migration(self) -> bool:
         """Migrate a database that could not be reached before; True once done."""
@@ -532,6 +557,7 @@ class ServingRuntime:
             if rules_changed:
                 self.rules = rules
                 logger.info("serving rules re-read from %s", rules.source)
+            self.store_rules()  # once per worker and fingerprint
             if territories_changed:
                 self.alignment = alignment
             if territories_changed and alignment is not None and alignment.error is None:
@@ -667,6 +693,8 @@ class ServingRuntime:
                 since_retry = 0.0
             if self.migration_pending and retry:
                 self.retry_migration()
+            if retry:
+                self.store_rules()
             unaligned = self.alignment is not None and self.alignment.error is not None
             # A reload refused for its rules or territory file is tried again too: once
             # the file is fixed, the worker applies it (and /readyz clears) without

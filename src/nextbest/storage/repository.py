@@ -36,6 +36,7 @@ from nextbest.storage.tables import (
     MaintenanceRun,
     Recommendation,
     RecommendationItem,
+    ServingRulesText,
 )
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ _RECOMMENDATIONS = cast(sa.Table, Recommendation.__table__)
 _ITEMS = cast(sa.Table, RecommendationItem.__table__)
 _FEEDBACK = cast(sa.Table, FeedbackEvent.__table__)
 _RUNS = cast(sa.Table, MaintenanceRun.__table__)
+_RULES = cast(sa.Table, ServingRulesText.__table__)
 
 # Column widths of feedback_events: checked per event, because one over-long value
 # would otherwise make PostgreSQL refuse the whole batch.
@@ -1645,6 +1647,57 @@ def _run_record(row: MaintenanceRun) -> MaintenanceRecord:
         hcps=row.hcps,
         deleted=RowCounts(row.recommendations, row.recommendation_items, row.feedback_events),
         detail=row.detail,
+    )
+
+
+@dataclass(frozen=True)
+class StoredRules:
+    """A serving rules file as ``serving_rules`` keeps it (see :func:`store_rules`)."""
+
+    fingerprint: str
+    sha256: str
+    source: str
+    content: str
+    first_stored_at: datetime
+
+
+def store_rules(session: Session, *, content: str, source: str) -> bool:
+    """Keep a serving rules file's text under its fingerprint (INSERT ... ON CONFLICT
+    DO NOTHING: the first process to store it names its path), and COMMIT; True when
+    this call stored it."""
+    raw = content.encode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    row = {
+        "fingerprint": digest[:12],
+        "sha256": digest,
+        "source": source[:1024],
+        "content": content,
+        "first_stored_at": datetime.now(UTC),
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert(_RULES) if dialect == "postgresql" else sqlite.insert(_RULES)
+    stored = cast(
+        sa.CursorResult[Any],
+        session.execute(
+            insert.values(row).on_conflict_do_nothing(index_elements=[_RULES.c.fingerprint])
+        ),
+    ).rowcount
+    session.commit()
+    return bool(stored)
+
+
+def stored_rules(session: Session, fingerprint: str) -> StoredRules | None:
+    """The rules file stored under ``fingerprint`` (its first 12 hex digits of SHA-256,
+    as answers name it), or None."""
+    row = session.get(ServingRulesText, fingerprint.strip().lower())
+    if row is None:
+        return None
+    return StoredRules(
+        fingerprint=row.fingerprint,
+        sha256=row.sha256,
+        source=row.source,
+        content=row.content,
+        first_stored_at=row.first_stored_at,
     )
 
 

@@ -200,3 +200,22 @@ class MaintenanceRun(Base):
     feedback_events: Mapped[int] = mapped_column(sa.Integer)
     # Why a run was interrupted: the error, as the command said it.
     detail: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class ServingRulesText(Base):
+    """The serving rules file an answer was made under, by the fingerprint every
+    logged answer names (``recommendations.rules_fingerprint``): stored by each
+    worker and ``picks --log`` when they read a file whose fingerprint is not
+    stored yet, so an audit reads the caps and withdrawals of any answer after the
+    file was edited. Added by migration 0009.
+    """
+
+    __tablename__ = "serving_rules"
+
+    # The first 12 hex digits of the file's SHA-256, as answers name it.
+    fingerprint: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    # The path it was read from, by the first process to store it.
+    source: Mapped[str] = mapped_column(sa.String(1024))
+    content: Mapped[str] = mapped_column(sa.Text)
+    first_stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
