@@ -34,7 +34,11 @@ What it measures (figures land in bench/results/serve.json and are printed):
 The world: ``--hcps`` simulated HCPs, whose 40-action catalog is widened to 200
 (50 e-mail contents) by copying contents under new ids, so the copies have no
 history of their own. The 100,000 HCPs of the picks figure are drawn with
-replacement from the model's snapshot; the work per HCP is the same.
+replacement from the model's snapshot; the work per HCP is the same. Before the
+servers start, a month of contact history is stored in their database (and in
+the ``picks --log`` one): ``--contacts-per-hcp`` delivered actions per HCP
+(default 3) and an e-mail opt-out from 5% of them, so the history rules (caps,
+cool-downs, consent) read and apply real rows on every request.
 
 Run: ``make bench-serve`` (3-6 minutes on 2 cores, depending on the machine).
 ``--database-url`` points the servers at another store than the default SQLite
@@ -333,6 +337,70 @@ def build(workdir: Path, n_hcps: int, periods: int) -> tuple[Path, float]:
     settings = Settings(models_dir=workdir / "models")
     registry.log_training_run(train(dataset, config=config), settings)
     return workdir / "models", time.perf_counter() - start
+
+
+def seed_contacts(
+    url: str, hcp_ids: list[str], catalog: pd.DataFrame, per_hcp: int, opted_out: float
+) -> dict[str, Any]:
+    """Store a working month of contact history in the servers' database, as a CRM
+    or an e-mail system reports it: ``per_hcp`` delivered actions per HCP at random
+    times in the last 28 days (actions drawn from the catalog, so the channel caps
+    and cool-downs of ``training/rules.yaml`` come into play), and an e-mail opt-out
+    from a share ``opted_out`` of the HCPs. Every request then reads this history,
+    as a deployed server's do; without it the history rules would cost nothing here.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from nextbest.storage import make_engine, make_session_factory, migrate
+    from nextbest.storage.repository import FeedbackRecord, record_feedback
+
+    rng = np.random.default_rng(3)
+    now = datetime.now(UTC)
+    actions = catalog["action_id"].astype(str).to_numpy()
+    channels = catalog["channel"].astype(str).to_numpy()
+    run = f"{time.time_ns():x}"
+    records = []
+    for h in hcp_ids:
+        picks = rng.integers(0, len(actions), per_hcp)
+        ages = rng.uniform(0.1, 28.0, per_hcp)
+        for j, (a, age) in enumerate(zip(picks, ages, strict=True)):
+            records.append(
+                FeedbackRecord(
+                    event_id=f"bench-{run}-{h}-{j}",
+                    event_type="delivered",
+                    occurred_at=now - timedelta(days=float(age)),
+                    hcp_id=h,
+                    action_id=str(actions[a]),
+                    channel=str(channels[a]),
+                )
+            )
+        if rng.random() < opted_out:
+            records.append(
+                FeedbackRecord(
+                    event_id=f"bench-{run}-{h}-out",
+                    event_type="opted_out",
+                    occurred_at=now - timedelta(days=float(rng.uniform(1, 300))),
+                    hcp_id=h,
+                    channel="email",
+                )
+            )
+    started = time.perf_counter()
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            for start in range(0, len(records), 5000):
+                result = record_feedback(session, events=records[start : start + 5000])
+                if result.rejected:
+                    raise RuntimeError(f"contact history refused: {result.rejected[:3]}")
+    finally:
+        engine.dispose()
+    return {
+        "delivered_per_hcp": per_hcp,
+        "opted_out_share": opted_out,
+        "events": len(records),
+        "seconds_to_store": time.perf_counter() - started,
+    }
 
 
 def raw_predict_ms(models: Path, hcp_ids: list[str], k_runs: int = 400) -> dict[str, float]:
@@ -726,6 +794,13 @@ def main() -> dict[str, Any]:
     parser.add_argument("--flush-ms", type=float, default=5.0)
     parser.add_argument("--warm-up-rounds", type=int, default=5)
     parser.add_argument("--gc-requests", type=int, default=20_000)
+    parser.add_argument(
+        "--contacts-per-hcp",
+        type=int,
+        default=3,
+        help="delivered contacts per HCP in the last 28 days, stored before the servers "
+        "start (0: no contact history)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--database-url",
@@ -744,6 +819,15 @@ def main() -> dict[str, Any]:
         hcp_ids = pd.read_parquet(workdir / "wide" / "hcps.parquet")["hcp_id"].tolist()
         rng = np.random.default_rng(1)
         order = list(rng.permutation(hcp_ids))
+        from nextbest.settings import Settings
+
+        server_db = args.database_url or Settings(models_dir=models).resolved_database_url
+        picks_db = f"sqlite:///{workdir / 'picks-log.sqlite'}"
+        catalog = pd.read_parquet(workdir / "wide" / "catalog.parquet")
+        history = {}
+        for db in dict.fromkeys([server_db, picks_db]):
+            history = seed_contacts(db, hcp_ids, catalog, args.contacts_per_hcp, 0.05)
+        print(f"contact history stored: {history}")
         raw = one_thread(raw_predict_ms, models, order)
         print(f"raw LightGBM per request: {raw}")
         picks = picks_seconds(models, args.picks_hcps)
@@ -830,6 +914,8 @@ def main() -> dict[str, Any]:
                 else "sqlite (temporary file)"
             ),
             "rules_file": "training/rules.yaml",
+            # What every request's history rules read (caps, cool-downs, consent).
+            "contact_history": history,
             "build_seconds": build_s,
             "load_generator": "separate process, asyncio (uvloop) keep-alive connections, loopback",
         },
