@@ -2449,6 +2449,27 @@ def lookup(
     return found
 
 
+def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
+    """The model ``explain --model`` names: a version number, an alias, or (None)
+    the served alias; a version the registry does not hold is named with those it does."""
+    from nextbest import registry
+
+    if name is None or not name.strip().isdigit():
+        return registry.load_alias(settings, name.strip() if name else None)
+    asked = str(int(name))
+    known = (
+        [v.version for v in registry.list_versions(settings)]
+        if registry.registry_exists(settings)
+        else []
+    )
+    if asked not in known:
+        raise _fail(
+            f"--model {name}: model '{settings.model_name}' has no version {asked} "
+            f"(its versions: {', '.join(known) or 'none yet'}; `nextbest models` lists them)"
+        )
+    return registry.load_version(settings, asked), asked
+
+
 @app.command()
 def explain(
     hcp_id: Annotated[str, typer.Argument(help="The HCP, as the hcps file spells the id.")],
@@ -2462,6 +2483,16 @@ def explain(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the answer as JSON instead of text.")
     ] = False,
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="VERSION|ALIAS",
+            help="Ask this registered version (a number) or alias instead of the served "
+            "one: the challenger before promoting it, a version rolled back from. Default: "
+            "the served alias (NEXTBEST_SERVE_ALIAS).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """What the served model would answer for one HCP now, without an exploration
     draw, with each item's reasons and why every other action is left out; nothing
@@ -2481,7 +2512,7 @@ def explain(
     settings = _settings()
     rules = _check_rules_file(settings)
     try:
-        model, version = registry.load_alias(settings)
+        model, version = _model_asked(settings, model_name)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     # The ranking itself: no exploration draw (a served answer's first item is
@@ -2519,7 +2550,10 @@ def explain(
         typer.echo(json.dumps(answer, indent=1))
         return answer
     stdout.print(
-        f"HCP {hcp_id}: what model version {version} answers for {now.isoformat()} "
+        f"HCP {hcp_id}: what model version {version}"
+        + (f" ({model_name})" if model_name and not model_name.strip().isdigit() else "")
+        + ("" if model_name else " (served)")
+        + f" answers for {now.isoformat()} "
         f"(purpose {purpose}, channel {channel or 'any'}); nothing is logged",
         highlight=False,
     )

@@ -1444,6 +1444,44 @@ def test_train_may_not_move_the_served_alias_once_a_version_is_served(
     assert [v.version for v in registry.list_versions(settings)] == ["1"]
 
 
+def test_explain_asks_the_version_or_alias_named_by_model(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data scientist asks what the challenger (or a version rolled back from)
+    would answer before promoting it; a version or alias the registry does not hold
+    is named, with the versions it does."""
+    import shutil
+
+    from nextbest import registry
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    for name, value in {
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "NEXTBEST_AUTH_ENABLED": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+    served = runner.invoke(app, ["explain", hcp])
+    assert served.exit_code == 0 and "version 1 (served) answers" in served.stdout, served.output
+    missing = runner.invoke(app, ["explain", hcp, "--model", "challenger"])
+    assert missing.exit_code == 2 and "no version with alias 'challenger'" in missing.output
+    registry.set_alias(settings, "challenger", "1")
+    asked = runner.invoke(app, ["explain", hcp, "--model", "challenger", "--json"])
+    assert asked.exit_code == 0, asked.output
+    assert json.loads(asked.stdout)["model_version"] == "1"
+    said = runner.invoke(app, ["explain", hcp, "--model", "challenger"]).stdout
+    assert "version 1 (challenger) answers" in said, said
+    by_number = runner.invoke(app, ["explain", hcp, "--model", "01", "--json"])
+    assert by_number.exit_code == 0 and json.loads(by_number.stdout)["model_version"] == "1"
+    unknown = runner.invoke(app, ["explain", hcp, "--model", "7"])
+    assert unknown.exit_code == 2, unknown.output
+    assert "--model 7: model 'nextbest' has no version 7 (its versions: 1;" in unknown.output
+
+
 def test_explain_answers_as_the_api_would_and_logs_nothing(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -467,6 +467,15 @@ def test_cli_walkthrough(
         assert result.exit_code == 0, result.output
         assert "gate (dr)" in result.output
         assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+        # What the challenger would answer one HCP, beside the champion's answer.
+        hcp = str(loop_world.dataset.hcps["hcp_id"].iat[0])
+        for asked, version in (
+            (["--model", "challenger"], challenger),
+            ([], registry.alias_version(settings, "champion")),
+        ):
+            result = runner.invoke(app, ["explain", hcp, "--json", *asked])
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["model_version"] == version
 
         # A gate config with another share than retrain's is refused, naming both.
         wider = tmp_path / "wider.yaml"
