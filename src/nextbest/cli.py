@@ -2403,16 +2403,21 @@ def lookup(
         when += f" for {_iso(record.decided_for)}"
     stdout.print(f"recommendation {record.recommendation_id}: {when}", highlight=False)
     plan = f", rep plan of {record.rep_id}" if record.rep_id else ""
+    k_said = "" if record.k_requested is None else f"; {_plural(record.k_requested, 'item')} asked"
     stdout.print(
         f"  HCP {record.hcp_id}; asked by {record.requester}{plan}; purpose {record.purpose}; "
-        f"channel {record.channel_filter or 'any'}",
+        f"channel {record.channel_filter or 'any'}{k_said}",
         highlight=False,
     )
     no_action = "" if record.p_no_action is None else f", P(no action) {record.p_no_action:.4g}"
+    drawn = (
+        f"temperature {record.temperature:g}"
+        if record.temperature is not None
+        else f"epsilon {record.epsilon:g}"
+    )
     stdout.print(
-        f"  model version {record.model_version}; {record.policy} (epsilon "
-        f"{record.epsilon:g}), holdout rate {record.holdout_rate:g}{no_action}; "
-        f"{record.n_candidates} candidate actions",
+        f"  model version {record.model_version}; {record.policy} ({drawn}), holdout rate "
+        f"{record.holdout_rate:g}{no_action}; {record.n_candidates} candidate actions",
         highlight=False,
     )
     said_rules = record.rules_fingerprint or "not recorded (logged before schema revision 0006)"

@@ -53,6 +53,8 @@ def test_holdout_and_exploration_are_logged_with_propensities(exploring: TestCli
             assert row.holdout == b["holdout"]
             assert row.model_version == b["model_version"]
             assert row.epsilon == 0.5 and row.holdout_rate == 0.3
+            # The request's k, whatever the answer held; no temperature for epsilon.
+            assert (row.k_requested, row.temperature) == (3, None)
             items = (
                 session.query(RecommendationItem)
                 .filter_by(recommendation_id=b["recommendation_id"])
@@ -124,6 +126,7 @@ def test_softmax_exploration_is_logged_with_exact_propensities(api_settings, key
                 row = session.get(Recommendation, b["recommendation_id"])
                 assert row is not None
                 assert (row.policy, row.epsilon, row.holdout_rate) == ("softmax", 0.0, 0.2)
+                assert (row.k_requested, row.temperature) == (1, temperature)
 
 
 @pytest.mark.parametrize("exploration", ["epsilon_greedy", "softmax"])

@@ -165,11 +165,12 @@ def test_an_msl_plan_holds_medical_rep_content_and_a_reps_plan_none(
     fetched = [s["recommendation_id"] for s in by_admin.json()["suggestions"]]
     with client.app.state.runtime.sessions() as session:
         rows = session.execute(
-            select(Recommendation.requester, Recommendation.rep_id).where(
-                Recommendation.recommendation_id.in_(fetched)
-            )
+            select(
+                Recommendation.requester, Recommendation.rep_id, Recommendation.k_requested
+            ).where(Recommendation.recommendation_id.in_(fetched))
         ).all()
-    assert len(rows) == len(fetched) and set(rows) == {("ops-admin", "msl-1")}
+    # One call suggestion asked per HCP of the plan.
+    assert len(rows) == len(fetched) and set(rows) == {("ops-admin", "msl-1", 1)}
 
 
 def test_a_key_purpose_must_be_one_of_the_two(tmp_path: Path) -> None:

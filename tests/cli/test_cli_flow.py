@@ -867,8 +867,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
-        assert migrate(engine) == (None, "0009")
-        assert migrate(engine) == ("0009", "0009")
+        assert migrate(engine) == (None, "0010")
+        assert migrate(engine) == ("0010", "0010")
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     finally:
@@ -878,7 +878,7 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
-    assert "(its newest is 0009)" in said and "Traceback" not in result.output
+    assert "(its newest is 0010)" in said and "Traceback" not in result.output
     assert not started
     # Every other command that opens the database says the same, in one line.
     import sys
@@ -937,7 +937,7 @@ def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table
             assert "lock on recommendations" in " ".join(capsys.readouterr().err.split())
     finally:
         bi.dispose()
-    assert migrate(postgres_url) == ("0005", "0009")
+    assert migrate(postgres_url) == ("0005", "0010")
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,10 @@ def _log_one_with_feedback() -> None:
         decided_for=T0 + timedelta(days=1),
         p_no_action=0.08,
         rules_fingerprint="0123456789ab",
+        k_requested=5,
+        policy="softmax",
+        epsilon=0.0,
+        temperature=0.05,
     )
     # Decided for the moment it was asked (microseconds before it was logged).
     other = recommendation_record(
@@ -61,6 +65,8 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert "HCP H7; asked by crm-de, rep plan of rep-berlin; purpose promotional" in said
     assert "channel rep_*" in said and "P(no action) 0.08" in said
     assert "rules 0123456789ab" in said
+    # Asked for 5, given 2; the softmax draw's temperature, not its epsilon of 0.
+    assert "channel rep_*; 5 items asked" in said and "softmax (temperature 0.05)" in said
     assert "1. A3 (email, content-A3)" in said and "propensity 0.9" in said
     assert "2. A9 (webinar, content-A9)" in said and "explored" in said
     # The reasons as shown then: they depend on the contact history of the moment.
@@ -78,6 +84,7 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     found = json.loads(result.stdout)
     assert found["hcp_id"] == "H7" and found["rep_id"] == "rep-berlin"
     assert found["rules_fingerprint"] == "0123456789ab"
+    assert (found["k_requested"], found["temperature"]) == (5, 0.05)
     assert [i["action_id"] for i in found["items"]] == ["A3", "A9"]
     assert found["items"][1]["explored"] is True
     assert found["items"][0]["reasons"] == ["no e-mail in 9 days", "opened 4 of the last 5"]
@@ -89,6 +96,8 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert result.exit_code == 0, result.output
     assert "rules not recorded (logged before schema revision 0006)" in result.stdout
     assert "reasons not recorded (logged before schema revision 0007)" in result.stdout
+    assert "items asked" not in result.stdout  # not known before revision 0010
+    assert "epsilon_greedy (epsilon 0.05)" in result.stdout
 
 
 def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path) -> None:

@@ -48,7 +48,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0009"
+    assert head == "0010"
 
     migrate(database_url)
     migrate(database_url)
@@ -120,7 +120,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
     finally:
         engine.dispose()
 
-    assert migrate(database_url) == ("0003", "0009")
+    assert migrate(database_url) == ("0003", "0010")
 
     engine = make_engine(database_url)
     try:
@@ -176,7 +176,7 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
                     f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)"
                 )
             )
-        assert migrate(database_url) == ("0004", "0009")
+        assert migrate(database_url) == ("0004", "0010")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
@@ -215,7 +215,7 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
                     "false)"
                 )
             )
-        assert migrate(database_url) == ("0005", "0009")
+        assert migrate(database_url) == ("0005", "0010")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rules_fingerprint is None
@@ -275,7 +275,7 @@ def test_upgrade_to_0008_keeps_the_log_and_records_the_next_prune(
                 )
             )
         assert "maintenance_runs" not in inspect(engine).get_table_names()
-        assert migrate(database_url) == ("0007", "0009")
+        assert migrate(database_url) == ("0007", "0010")
         assert "maintenance_runs" in inspect(engine).get_table_names()
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
@@ -344,7 +344,7 @@ def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
     finally:
         bi.dispose()
     # The session gone, the same migration goes through.
-    assert migrate(postgres_url) == ("0002", "0009")
+    assert migrate(postgres_url) == ("0002", "0010")
 
 
 def _migrate_at(url: str, start: float) -> str:
@@ -366,7 +366,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0009"
+    assert _current_revision(database_url) == "0010"
 
 
 def _connect_at(url: str, start: float) -> str:

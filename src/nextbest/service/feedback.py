@@ -54,6 +54,8 @@ def log_served(
             p_no_action=rec.p_no_action,
             rep_id=rec.rep_id,
             rules_fingerprint=recommender.rules.fingerprint,
+            k_requested=rec.k_requested,
+            temperature=getattr(exploration, "temperature", None),
         )
         for rec in recommendations
     ]

@@ -80,6 +80,7 @@ class Recommendation:
     excluded: dict[str, list[str]] = field(default_factory=dict)
     decided_for: datetime | None = None  # the decision time (a request's date), UTC
     rep_id: str | None = None  # the rep a call plan's answer was made for
+    k_requested: int | None = None  # the request's k (items asked for)
 
 
 # Why an HCP of the territory is not among a rep plan's suggestions (``LeftOut.why``):
@@ -983,6 +984,7 @@ class Recommender:
                     p_no_action=s.p_nothing,
                     decided_for=now,
                     items=items,
+                    k_requested=k,
                 )
             )
         return out, score if rep_only else np.empty(0)

@@ -193,6 +193,10 @@ class RecommendationRecord:
     # The fingerprint of the serving rules the answer was made under
     # (``ServingRules.fingerprint``); None: not known (logged before migration 0006).
     rules_fingerprint: str | None = None
+    # The request's k and the softmax temperature of the draw (None: epsilon-greedy,
+    # or logged before migration 0010).
+    k_requested: int | None = None
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
@@ -286,6 +290,8 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
                 "p_no_action": record.p_no_action,
                 "rep_id": record.rep_id,
                 "rules_fingerprint": record.rules_fingerprint,
+                "k_requested": record.k_requested,
+                "temperature": record.temperature,
             }
             for record in records
         ],
@@ -341,6 +347,8 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         p_no_action=row.p_no_action,
         rep_id=row.rep_id,
         rules_fingerprint=row.rules_fingerprint,
+        k_requested=row.k_requested,
+        temperature=row.temperature,
     )
 
 

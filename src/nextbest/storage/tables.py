@@ -94,6 +94,11 @@ class Recommendation(Base):
     # cool-downs, withdrawn actions; see ServingRules.fingerprint); None before
     # migration 0006.
     rules_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
+    # The request's k (items asked for; a plan's answers: 1 per HCP) and, for
+    # softmax exploration, its temperature (NULL for epsilon-greedy); NULL for rows
+    # stored before migration 0010.
+    k_requested: Mapped[int | None] = mapped_column(sa.Integer)
+    temperature: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class RecommendationItem(Base):
