@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from nextbest.cli import app
+from nextbest.service.feedback_file import os_user
 from nextbest.settings import get_settings
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
 from nextbest.storage.db import store_session
@@ -251,7 +251,7 @@ def test_a_prune_records_who_ran_it_when_its_cutoff_and_what_it_deleted(store: s
     assert "recorded in maintenance_runs (`nextbest lookup --maintenance`)" in said, said
     [run] = _runs(store)
     assert (run.command, run.outcome, run.detail) == ("prune", "finished", None)
-    assert run.requester == f"nextbest prune ({getpass.getuser()})"
+    assert run.requester == f"nextbest prune ({os_user()})"
     assert run.arguments == "--older-than 730 --yes" and run.hcps is None
     assert run.deleted == RowCounts(1, 1, 2)
     assert run.cutoff is not None
@@ -392,7 +392,7 @@ def test_lookup_maintenance_lists_prunes_and_erasures_newest_first(store: str) -
 
     assert runner.invoke(app, ["prune", "--older-than", "730", "--yes"]).exit_code == 0
     assert runner.invoke(app, ["erase", "H1", "--yes"]).exit_code == 0
-    user = getpass.getuser()
+    user = os_user()
     result = runner.invoke(app, ["lookup", "--maintenance"])
     said = _said(result)
     assert result.exit_code == 0, said
@@ -424,3 +424,24 @@ def test_lookup_maintenance_lists_prunes_and_erasures_newest_first(store: str) -
     }
     both = runner.invoke(app, ["lookup", "--maintenance", "--hcp", "H1"])
     assert both.exit_code == 2 and "one of them" in both.output, both.output
+
+
+def test_the_recorded_user_is_the_account_not_what_logname_claims(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An audit trail names who ran a command by the process's user id: LOGNAME is an
+    environment variable anyone can set, so a differing claim is recorded beside it."""
+    import os
+    import pwd
+
+    from nextbest.service.feedback_file import file_requester
+
+    account = pwd.getpwuid(os.getuid()).pw_name
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert os_user() == account
+    monkeypatch.setenv("LOGNAME", account)
+    assert file_requester("prune") == f"nextbest prune ({account})"
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert os_user() == f"{account}, LOGNAME says mallory"
+    assert file_requester("erase") == f"nextbest erase ({account}, LOGNAME says mallory)"

@@ -51,13 +51,33 @@ def file_requester(command: str) -> str:
     """Who stored or served a file's rows, as the log and the feedback table record
     it: the command and the operating-system user who ran it
     (``nextbest feedback (jdoe)``), so that an audit can tell operators apart."""
+    return f"nextbest {command} ({os_user()})"
+
+
+def os_user() -> str:
+    """The operating-system account this process runs as, named by its user id:
+    ``LOGNAME`` and ``USER`` are environment variables anyone can set, so the name
+    they claim is added only when it differs (``root, LOGNAME says jdoe``). Where
+    the id has no account name (a bare container), the claimed name or the id."""
     import getpass
+    import os
 
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a bare container)
-        user = "unknown user"
-    return f"nextbest {command} ({user})"
+        claimed: str | None = getpass.getuser()
+    except (KeyError, OSError):
+        claimed = None
+    try:
+        import pwd
+
+        account = pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):  # not POSIX, or no name for this uid
+        if claimed:
+            return claimed
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown user"
+    if claimed is None or claimed == account:
+        return account
+    said = next(v for v in ("LOGNAME", "USER", "LNAME", "USERNAME") if os.environ.get(v))
+    return f"{account}, {said} says {claimed}"
 
 
 def read_events(path: Path) -> pd.DataFrame:
