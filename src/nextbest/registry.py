@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import io
 import json
 import logging
 import os
+import pickle
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +29,7 @@ from typing import Any
 
 import joblib
 import pandas as pd
+import yaml
 
 from nextbest.learning.scoring import ARTIFACT_FORMAT, ScoringModel
 from nextbest.learning.train import TrainResult
@@ -38,6 +43,16 @@ CODE_TAG = "nextbest_version"
 # The git commit of the checkout the code ran from ("+modified": with uncommitted
 # changes to its tracked files); "unknown" for an installed package.
 SOURCE_TAG = "source_commit"
+# SHA-256 over every file of the version's model directory (see artifact_digest),
+# taken when it was registered and checked at every load.
+DIGEST_TAG = "artifact_sha256"
+CHAMPION_ALIAS = "champion"
+# Written into a model directory by MLflow itself when it is loaded by a models:/
+# URI (which name and version it was loaded as): not part of what was registered.
+MLFLOW_LOAD_NOTE = "registered_model_meta"
+# The experiment (``experiment + suffix``) of the decisions on the champion: the
+# gate's evaluations, promotions and rollbacks, and a champion set by training.
+DECISIONS_SUFFIX = "-evaluation"
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,22 @@ class RegistryError(RuntimeError):
 
 class ArtifactsUnreadableError(RegistryError):
     """A registered version's artifacts are missing or unreadable where the registry says."""
+
+
+class ArtifactAlteredError(RegistryError):
+    """A registered version's artifacts are not the ones registered: their SHA-256
+    (:func:`artifact_digest`) differs from the ``artifact_sha256`` tag taken then."""
+
+    def __init__(self, named: str, *, version: str, expected: str, found: str, where: str) -> None:
+        super().__init__(
+            f"{named}: its artifacts at {where} were altered after it was registered "
+            f"(SHA-256 {found}, registered as {expected}); it is not loaded. Restore the "
+            "models directory from a backup (README, 'Backup and restore'), or register a "
+            "new version with `nextbest retrain` or `nextbest train`"
+        )
+        self.version = version
+        self.expected = expected
+        self.found = found
 
 
 def _mlflow(settings: Settings) -> Any:
@@ -219,20 +250,106 @@ def log_training_run(
             )
     version = str(info.registered_model_version)
     mlflow_client = client(settings)
+    with _model_dir(settings, version) as (root, _):
+        digest = artifact_digest(_read_model_dir(root))
     tags = {
         "uplift_source": result.model.uplift_source,
         FORMAT_TAG: str(ARTIFACT_FORMAT),
         CODE_TAG: _code_version(),
         SOURCE_TAG: source,
+        DIGEST_TAG: digest,
         **(extra_tags or {}),
     }
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
+    if alias is None and alias_version(settings, settings.serve_alias) is None:
+        alias = settings.serve_alias
+    previous = alias_version(settings, CHAMPION_ALIAS) if alias == CHAMPION_ALIAS else None
     if alias is not None:
         mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
-    elif alias_version(settings, settings.serve_alias) is None:
-        mlflow_client.set_registered_model_alias(settings.model_name, settings.serve_alias, version)
+    if alias == CHAMPION_ALIAS:
+        # Training sets a model's first champion (promote moves it after): recorded
+        # as a decision beside the promotions and rollbacks, so the champion's
+        # timeline starts here.
+        _log_trained_champion(
+            settings, version, previous=previous, training_run_id=str(info.run_id)
+        )
     return describe_version(settings, version)
+
+
+def _log_trained_champion(
+    settings: Settings, version: str, *, previous: str | None, training_run_id: str
+) -> None:
+    """A run of the decisions experiment: ``version`` became champion by training
+    (``previous``: the champion it replaced, None for the first)."""
+    mlflow = _mlflow(settings)
+    with mlflow.start_run(
+        experiment_id=experiment_id(settings, DECISIONS_SUFFIX),
+        run_name=f"train v{version} as champion",
+    ):
+        mlflow.log_params(
+            {
+                "from_version": previous or "none",
+                "to_version": version,
+                "training_run_id": training_run_id,
+            }
+        )
+        mlflow.set_tags({"decision": "train"})
+
+
+def artifact_digest(files: Mapping[str, bytes]) -> str:
+    """SHA-256 of a model directory: ``files`` maps each file's path relative to it
+    (POSIX) to its bytes.
+
+    The digest of the lines ``<SHA-256 of the file>  <path>`` (newline-ended, in path
+    order): what ``sha256sum`` prints, so an auditor can check it without nextbest,
+    in the directory: ``find . -type f ! -path ./registered_model_meta -printf
+    '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum``.
+    """
+    manifest = "".join(f"{hashlib.sha256(files[p]).hexdigest()}  {p}\n" for p in sorted(files))
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _read_model_dir(root: Path) -> dict[str, bytes]:
+    """Every file of the model directory ``root`` by relative POSIX path, but the note
+    MLflow adds when it loads one (:data:`MLFLOW_LOAD_NOTE`).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no model directory", str(root))
+    files = {}
+    for path in root.rglob("*"):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and relative != MLFLOW_LOAD_NOTE:
+            files[relative] = path.read_bytes()
+    return files
+
+
+@contextmanager
+def _model_dir(settings: Settings, version: str) -> Iterator[tuple[Path, str]]:
+    """The local directory holding ``version``'s model, and its artifact URI: the
+    store's own directory for a local artifact store, else a temporary copy
+    (downloaded once, deleted on exit).
+
+    Raises:
+        MlflowException: no such version, or no artifacts where the store says.
+    """
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    _mlflow(settings)
+    repo = ModelsArtifactRepository(
+        f"models:/{settings.model_name}/{version}",
+        tracking_uri=settings.resolved_tracking_uri,
+        registry_uri=settings.resolved_registry_uri,
+    ).repo
+    if isinstance(repo, LocalArtifactRepository):
+        yield Path(repo.get_local_path("")), str(repo.artifact_uri)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(repo.download_artifacts("", dst_path=tmp)), str(repo.artifact_uri)
 
 
 @contextmanager
@@ -477,7 +594,6 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
     """
     from mlflow.exceptions import MlflowException
 
-    mlflow = _mlflow(settings)
     found = client(settings).get_model_version(settings.model_name, version)
     tags = found.tags or {}
     written = tags.get(FORMAT_TAG)
@@ -492,17 +608,12 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
             f"in artifact format {written}; this nextbest ({_code_version()}) reads format "
             f"{ARTIFACT_FORMAT}: {retrain}"
         )
+    # Each file is read once: hashed, and the scoring model unpickled from the same
+    # bytes (MLflow's pyfunc loader would read them again, and unpickle a wrapper
+    # nextbest does not use).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
-        model: ScoringModel = pyfunc.unwrap_python_model().scoring_model
-    except (AttributeError, ImportError, TypeError, EOFError) as exc:
-        # Versions from before format tags: an incompatible pickle fails here.
-        raise RegistryError(
-            f"{named} (written by {by}) cannot be "
-            f"loaded by nextbest {_code_version()}: {type(exc).__name__}: {exc}; {retrain}"
-        ) from exc
+        with _model_dir(settings, version) as (root, where):
+            files = _read_model_dir(root)
     except (MlflowException, OSError) as exc:
         # MLflow's message alone names neither the version nor where it looked: a
         # missing artifact directory reads "No such artifact: ''".
@@ -523,10 +634,68 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
             where,
             here,
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pyfunc = mlflow.pyfunc.load_model(str(here))
-        model = pyfunc.unwrap_python_model().scoring_model
+        files = _read_model_dir(here)
+        where = here.as_uri()
+    _check_digest(settings, version, named, tags.get(DIGEST_TAG), files, where)
+    try:
+        return _scoring_model(files)
+    except (AttributeError, ImportError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+        # Versions from before format tags: an incompatible pickle fails here.
+        raise RegistryError(
+            f"{named} (written by {by}) cannot be "
+            f"loaded by nextbest {_code_version()}: {type(exc).__name__}: {exc}; {retrain}"
+        ) from exc
+    except (KeyError, yaml.YAMLError) as exc:
+        raise ArtifactsUnreadableError(
+            f"{named}: its artifacts at {where} hold no MLflow model with a "
+            f"'{SCORING_ARTIFACT}' artifact ({type(exc).__name__}: {exc}); {retrain}"
+        ) from exc
+
+
+# Versions registered without a digest already warned about, by registry, model and
+# version: once per process each, not at every load (a reload, each gate run).
+_UNVERIFIED_SAID: set[tuple[str, str, str]] = set()
+_UNVERIFIED_LOCK = threading.Lock()
+
+
+def _check_digest(
+    settings: Settings,
+    version: str,
+    named: str,
+    expected: str | None,
+    files: Mapping[str, bytes],
+    where: str,
+) -> None:
+    """Refuse artifacts whose digest is not the one registered (``expected``); say
+    once per process of a version registered before digests were taken."""
+    found = artifact_digest(files)
+    if expected is None:
+        key = (settings.resolved_registry_uri, settings.model_name, version)
+        with _UNVERIFIED_LOCK:
+            if key in _UNVERIFIED_SAID:
+                return
+            _UNVERIFIED_SAID.add(key)
+        logger.warning(
+            "%s was registered without an %s tag (by a nextbest that did not record "
+            "it): its artifacts are loaded unverified (their SHA-256 now: %s); a version "
+            "registered by `nextbest retrain` or `nextbest train` is checked at every load",
+            named,
+            DIGEST_TAG,
+            found,
+        )
+        return
+    if found != expected:
+        raise ArtifactAlteredError(
+            named, version=version, expected=expected, found=found, where=where
+        )
+
+
+def _scoring_model(files: Mapping[str, bytes]) -> ScoringModel:
+    """The scoring model of an MLflow model directory's ``files`` (see
+    :func:`_read_model_dir`): the artifact its MLmodel file names, unpickled."""
+    mlmodel = yaml.safe_load(files["MLmodel"])
+    path = mlmodel["flavors"]["python_function"]["artifacts"][SCORING_ARTIFACT]["path"]
+    model: ScoringModel = joblib.load(io.BytesIO(files[path]))
     return model
 
 
