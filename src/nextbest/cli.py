@@ -2180,9 +2180,16 @@ def promote(
         bool,
         typer.Option(
             help="Promote even if the gate does not pass, or cannot be evaluated for want "
-            "of logged outcomes (logged as forced, without evidence)."
+            "of logged outcomes (logged as forced, without evidence); needs --reason."
         ),
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            help="Why, for the record (a tag of the decision's MLflow run, shown by "
+            "`nextbest models --history`); required with --force."
+        ),
+    ] = None,
 ) -> bool:
     """Promote the challenger to champion when the gate passes (exit code 1 when not).
 
@@ -2193,6 +2200,11 @@ def promote(
     from nextbest.loop.gate import GateError, already_promoted
     from nextbest.loop.gate import promote as run_promote
 
+    if force and not (reason or "").strip():
+        raise _fail(
+            "--force needs --reason TEXT: a forced promotion skips the gate, and its "
+            "record must say why; nothing was promoted"
+        )
     gate = _gate_config(config)
     settings = _settings()
     done = already_promoted(settings) if registry.registry_exists(settings) else None
@@ -2206,7 +2218,11 @@ def promote(
     try:
         with console.status("evaluating challenger vs champion"):
             evaluation = run_promote(
-                settings, config=gate, since=_parse_date(since, "--since"), force=force
+                settings,
+                config=gate,
+                since=_parse_date(since, "--since"),
+                force=force,
+                reason=reason,
             )
     except GateError as exc:
         raise _fail(str(exc)) from None
@@ -2226,7 +2242,10 @@ def promote(
 def rollback(
     reason: Annotated[
         str | None,
-        typer.Option(help="Why, for the record (an MLflow run of the evaluation experiment)."),
+        typer.Option(
+            help="Why, for the record (an MLflow run of the evaluation experiment, shown by "
+            "`nextbest models --history`)."
+        ),
     ] = None,
 ) -> str:
     """Make the previous champion the champion again."""
@@ -2773,13 +2792,30 @@ def models(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the versions as JSON instead of a table.")
     ] = False,
-) -> list[Any]:
+    history_table: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="Print every change of champion instead: when, which version, by which "
+            "decision (train, promote, forced promote, rollback), who and why.",
+        ),
+    ] = False,
+    champion_at: Annotated[
+        str | None,
+        typer.Option(
+            "--champion-at",
+            help="Print which version was champion at this time (ISO 8601, e.g. "
+            "2026-11-30T12:00; UTC unless it has an offset).",
+        ),
+    ] = None,
+) -> Any:
     """The registered versions, newest first: aliases, training data, held-out figures, gate.
 
     AUC and policy value (DR) are each version's own, measured at training on its
     held-out slice (the newest eval_fraction of the history); the gate's estimates,
     on the logged decisions reserved for it, are in `nextbest evaluate` and its
-    MLflow run.
+    MLflow run. With --history or --champion-at, the champion's timeline instead,
+    read from the decision runs of the evaluation experiment.
     """
     import json
     from dataclasses import asdict
@@ -2788,12 +2824,20 @@ def models(
 
     from nextbest import registry
     from nextbest.loop.gate import champion_history
+    from nextbest.loop.lineage import champion_changes
 
     settings = _settings()
+    when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
     try:
         versions = registry.list_versions(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
+    changes = champion_changes(settings)
+    if when is not None:
+        return _print_champion_at(changes, when, as_json=as_json)
+    if history_table and not as_json:
+        _print_champion_changes(changes)
+        return changes
     history = champion_history(settings)
     # The first champion got its alias at training, before any promotion wrote the history.
     current = next((v.version for v in versions if "champion" in v.aliases), None)
@@ -2803,7 +2847,12 @@ def models(
         rows = [{**asdict(v), "registered_at": v.registered_at.isoformat()} for v in versions]
         typer.echo(
             json.dumps(
-                {"model": settings.model_name, "champion_history": history, "versions": rows},
+                {
+                    "model": settings.model_name,
+                    "champion_history": history,
+                    "champion_changes": [c.as_dict() for c in changes],
+                    "versions": rows,
+                },
                 indent=1,
             )
         )
@@ -2846,6 +2895,73 @@ def models(
             "keeps when it was promoted and rolled back)"
         )
     return versions
+
+
+def _parse_time(value: str, option: str) -> datetime:
+    """An ISO 8601 time given to ``option``, in UTC (naive: taken as UTC)."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"{option} '{value}' is not a time: use ISO 8601, e.g. 2026-11-30T12:00 "
+            "(UTC unless it has an offset such as +01:00)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _print_champion_changes(changes: list[Any]) -> None:
+    """The champion's timeline as a table, oldest first."""
+    from rich.markup import escape
+
+    if not changes:
+        stdout.print("no champion yet: `nextbest train --data DIR` sets the first")
+        return
+    table = Table(title="champion changes, oldest first (times in UTC)")
+    for column in ("time", "version", "decision", "replaced", "by", "reason"):
+        table.add_column(column)
+    for c in changes:
+        table.add_row(
+            f"{c.at:%Y-%m-%d %H:%M:%S}",
+            c.version,
+            c.decision if c.run_id is not None else f"{c.decision}*",
+            c.previous or "-",
+            escape(c.by or "-"),
+            escape(c.reason or "-"),
+        )
+    stdout.print(table)
+    if any(c.run_id is None for c in changes):
+        stdout.print(
+            "* not recorded as a decision (trained as the first champion by a nextbest "
+            "that did not record it): the time is the version's registration"
+        )
+
+
+def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> str:
+    """Which version was champion at ``when``; stops (exit 2) before the first."""
+    import json
+
+    from nextbest.loop.lineage import champion_at
+
+    change = champion_at(changes, when)
+    if change is None:
+        first = (
+            f"the first, version {changes[0].version}, became champion at "
+            f"{changes[0].at.isoformat()}"
+            if changes
+            else "no version has been champion yet"
+        )
+        raise _fail(f"--champion-at {when.isoformat()}: no version was champion then: {first}")
+    if as_json:
+        typer.echo(json.dumps({"at": when.isoformat(), "champion": change.as_dict()}, indent=1))
+    else:
+        by = f" by {change.by}" if change.by else ""
+        why = f" ({change.reason})" if change.reason else ""
+        stdout.print(
+            f"at {when.isoformat()} the champion was version {change.version}: "
+            f"{change.decision} at {change.at.isoformat()}{by}{why}",
+            highlight=False,
+        )
+    return change.version
 
 
 def _count(n: int | None) -> str:

@@ -298,7 +298,9 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert loop_world.true_value(better) > loop_world.true_value(champion) + 0.1
     version = register(better, settings, alias="challenger")
 
-    evaluation = gate.promote(settings, config=GateConfig(evaluation_share=0.0))
+    evaluation = gate.promote(
+        settings, config=GateConfig(evaluation_share=0.0), reason="quarterly retrain"
+    )
     assert evaluation.promoted, evaluation.decision.reasons
     assert registry.alias_version(settings, "champion") == version
     assert registry.alias_version(settings, "previous_champion") == visit_loop.champion
@@ -315,6 +317,7 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert abs(evaluation.decision.challenger["dr"]["value"] - truth) < 0.1 * truth
     run = registry.client(settings).get_run(evaluation.run_id)
     assert run.data.tags["decision"] == "promote"
+    assert run.data.tags["reason"] == "quarterly retrain"
     assert run.data.metrics["difference.ci_low"] > 0
     plots = registry.client(settings).list_artifacts(evaluation.run_id, "plots")
     assert [a.path for a in plots] == ["plots/gate.png"]

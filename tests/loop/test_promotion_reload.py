@@ -63,7 +63,9 @@ def test_promotion_and_rollback_reach_the_running_server(
         assert client.post("/v1/feedback", json={"events": events}).status_code == 200
 
         second = register(do_nothing(loop_world.honest), settings, alias="challenger")
-        promoted = gate.promote(settings, config=GateConfig(), force=True)
+        promoted = gate.promote(
+            settings, config=GateConfig(), force=True, reason="serve the do-nothing policy"
+        )
         assert promoted.promoted and promoted.challenger_version == second
         # Promotion alone does not change what a running server serves...
         one = client.post("/v1/recommendations", json={"hcp_id": hcps[0]})
@@ -96,7 +98,15 @@ def test_a_forced_promotion_needs_no_evidence(loop_world: LoopWorld, tmp_path: P
     with pytest.raises(gate.NoEvidenceError, match="no logged decisions have an outcome yet"):
         gate.promote(settings, config=GateConfig())
     assert registry.alias_version(settings, "champion") == first
-    forced = gate.promote(settings, config=GateConfig(), force=True)
+    # Forced, it must say why: refused before anything moves or is logged.
+    for reason in (None, " "):
+        with pytest.raises(gate.GateError, match=r"needs a reason \(--reason TEXT\)"):
+            gate.promote(settings, config=GateConfig(), force=True, reason=reason)
+    assert registry.alias_version(settings, "champion") == first
+    assert registry.alias_version(settings, "challenger") == second
+    forced = gate.promote(
+        settings, config=GateConfig(), force=True, reason="withdrawn content in the champion"
+    )
     assert forced.promoted and forced.decision.n_decisions == 0
     assert forced.decision.reasons[0].startswith("no evidence: no logged decisions")
     assert forced.decision.reasons[-1] == "promoted anyway: --force"

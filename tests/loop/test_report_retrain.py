@@ -490,7 +490,7 @@ def test_cli_walkthrough(
         assert registry.alias_version(settings, "challenger") == challenger  # not promoted
 
         champion = registry.alias_version(settings, "champion")
-        result = runner.invoke(app, ["promote", "--force"])
+        result = runner.invoke(app, ["promote", "--force", "--reason", "pilot of the new model"])
         assert result.exit_code == 0, result.output
         passed = "gate (dr): passed" in result.output
         assert registry.alias_version(settings, "champion") == challenger
@@ -499,7 +499,7 @@ def test_cli_walkthrough(
         result = runner.invoke(app, ["evaluate"])
         assert result.exit_code == 2 and "has no 'challenger' version" in result.output
         # A retried promote job: done already, said, exit 0, nothing logged or moved.
-        result = runner.invoke(app, ["promote", "--force"])
+        result = runner.invoke(app, ["promote", "--force", "--reason", "pilot of the new model"])
         said = " ".join(result.output.split())
         assert result.exit_code == 0, result.output
         assert f"nothing to promote: version {challenger}, the newest, is champion" in said
@@ -531,6 +531,15 @@ def test_cli_walkthrough(
         held_out = by_version[challenger]
         assert held_out["eval_from"] <= held_out["eval_until"] <= held_out["data_as_of"]
         assert listed["champion_history"][-1] == champion
+        changes = listed["champion_changes"]
+        assert [(c["decision"], c["version"]) for c in changes[-2:]] == [
+            ("promote" if passed else "forced promote", challenger),
+            ("rollback", champion),
+        ]
+        assert [c["reason"] for c in changes[-2:]] == [
+            "pilot of the new model",
+            "odd picks in the field",
+        ]
         assert [v["version"] for v in listed["versions"]] == sorted(
             by_version, key=int, reverse=True
         )

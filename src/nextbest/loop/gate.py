@@ -27,7 +27,9 @@ plus ``margin`` x |champion's| (``criterion: margin``).
 Promotion moves alias ``champion`` to the challenger and remembers the old one
 (alias ``previous_champion`` and the registered model tag ``champion_history``);
 ``rollback`` restores it. Every evaluation is an MLflow run in the experiment
-``<experiment>-evaluation`` with the decision, the estimates and the config.
+``<experiment>-evaluation`` with the decision, the estimates and the config; so is
+every rollback, and the champion training set first (see
+:mod:`nextbest.loop.lineage`, which reads them back as the champion's timeline).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.yamlfile import load_yaml_with_lines, validation_message
 
-CHAMPION = "champion"
+CHAMPION = registry.CHAMPION_ALIAS
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 HISTORY_TAG = "champion_history"
@@ -558,6 +560,7 @@ def promote(
     config: GateConfig,
     since: datetime | None = None,
     force: bool = False,
+    reason: str | None = None,
 ) -> Evaluation:
     """Evaluate, and move ``champion`` to the challenger if the gate passes (or ``force``).
 
@@ -565,7 +568,19 @@ def promote(
     ``champion_history`` tag, so ``rollback`` can restore it; the promoted version
     loses alias ``challenger``. Serving processes pick
     the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
+    ``reason`` (why, for the record) is a tag of the decision's run; a forced
+    promotion must give one.
+
+    Raises:
+        GateError: ``force`` without a ``reason`` (nothing is evaluated or moved), or
+            the gate cannot be evaluated (without ``force``).
     """
+    reason = (reason or "").strip() or None
+    if force and reason is None:
+        raise GateError(
+            "a forced promotion needs a reason (--reason TEXT): it skips the gate, and "
+            "its record must say why; nothing was promoted"
+        )
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     try:
         evaluation = evaluate(settings, config=config, since=since, log=False)
@@ -595,7 +610,9 @@ def promote(
             "gate passed" if evaluation.decision.passed else "forced",
         )
         evaluation.promoted = True
-    evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=evaluation.promoted)
+    evaluation.run_id = _log_evaluation(
+        settings, evaluation, config, promoted=evaluation.promoted, reason=reason
+    )
     return evaluation
 
 
@@ -731,11 +748,16 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
 
 def _evaluation_experiment(settings: Settings) -> str:
     """The id of the experiment holding the gate's decisions (made if missing)."""
-    return registry.experiment_id(settings, "-evaluation")
+    return registry.experiment_id(settings, registry.DECISIONS_SUFFIX)
 
 
 def _log_evaluation(
-    settings: Settings, evaluation: Evaluation, config: GateConfig, *, promoted: bool
+    settings: Settings,
+    evaluation: Evaluation,
+    config: GateConfig,
+    *,
+    promoted: bool,
+    reason: str | None = None,
 ) -> str:
     """One MLflow run with the decision, the estimates and the gate config."""
     mlflow = registry._mlflow(settings)
@@ -770,7 +792,11 @@ def _log_evaluation(
                 metrics[f"{role}.vs_no_action.{key}"] = float(values[key])
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.set_tags(
-            {"decision": "promote" if promoted else "keep", "gate_passed": str(decision.passed)}
+            {
+                "decision": "promote" if promoted else "keep",
+                "gate_passed": str(decision.passed),
+                **({"reason": reason} if reason else {}),
+            }
         )
         mlflow.log_text(json.dumps(decision.as_dict(), indent=1), "decision.json")
         if decision.n_decisions:  # a forced promotion without evidence has no plot

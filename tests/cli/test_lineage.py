@@ -1,0 +1,100 @@
+"""The champion's timeline through the CLI: train -> promote -> rollback, who and why,
+which version was champion when, and a forced promotion that must say why."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from nextbest import registry
+from nextbest.cli import app
+from nextbest.learning.train import TrainResult
+from nextbest.loop.lineage import champion_changes
+from nextbest.settings import get_settings
+
+runner = CliRunner()
+FAST = Path(__file__).parent / "fast_train.yaml"
+
+
+def _run(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _challenger() -> str:
+    """The champion's model registered again as challenger (no second training)."""
+    settings = get_settings()
+    model = registry.load_version(settings, "1")
+    result = TrainResult(model=model, metrics={}, params={"variant": "challenger"})
+    return registry.log_training_run(result, settings, alias="challenger").version
+
+
+def test_history_lists_train_promote_rollback_with_who_and_why(
+    env_settings: Path, world_dir: Path
+) -> None:
+    _run("train", "--data", str(world_dir), "--config", str(FAST))
+    challenger = _challenger()
+    assert challenger == "2"
+
+    # A forced promotion must say why: refused before anything moves or is logged.
+    refused = runner.invoke(app, ["promote", "--force"])
+    assert refused.exit_code == 2, refused.output
+    assert "--force needs --reason" in refused.output
+    settings = get_settings()
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == "2"
+    assert [c.decision for c in champion_changes(settings)] == ["train"]
+    blank = runner.invoke(app, ["promote", "--force", "--reason", "  "])
+    assert blank.exit_code == 2 and registry.alias_version(settings, "champion") == "1"
+
+    # No logged outcomes yet: only a forced promotion can move the champion.
+    _run("promote", "--force", "--reason", "field pilot needs the new content")
+    assert registry.alias_version(settings, "champion") == "2"
+    _run("rollback", "--reason", "complaints from the field")
+    assert registry.alias_version(settings, "champion") == "1"
+
+    listed = json.loads(_run("models", "--json"))["champion_changes"]
+    assert [(c["version"], c["decision"], c["previous"]) for c in listed] == [
+        ("1", "train", None),
+        ("2", "forced promote", "1"),
+        ("1", "rollback", "2"),
+    ]
+    assert [c["reason"] for c in listed] == [
+        None,
+        "field pilot needs the new content",
+        "complaints from the field",
+    ]
+    assert all(c["by"] and c["run_id"] for c in listed)
+    table = _run("models", "--history")
+    rows = [line for line in table.splitlines() if " rollback " in line or " train " in line]
+    assert len(rows) == 2, table
+    positions = [
+        table.index(said)
+        for said in ("train", "forced promote", "field pilot", "rollback", "complaints")
+    ]
+    assert positions == sorted(positions), table
+
+    # Which version was champion when: between changes, at one, before the first.
+    changes = champion_changes(settings)
+    assert changes[0].at < changes[1].at < changes[2].at
+    for (before, after), expected in zip(pairwise(changes), ["1", "2"], strict=True):
+        between = before.at + (after.at - before.at) / 2
+        said = _run("models", "--champion-at", between.isoformat())
+        assert f"the champion was version {expected}: " in said, said
+    now = changes[2].at + timedelta(minutes=1)
+    said = _run("models", "--champion-at", now.strftime("%Y-%m-%dT%H:%M:%S.%f"))  # naive: UTC
+    assert "the champion was version 1: rollback" in said and "complaints" in said
+    answer = json.loads(_run("models", "--champion-at", changes[1].at.isoformat(), "--json"))
+    assert answer["champion"]["version"] == "2"
+
+    early = runner.invoke(app, ["models", "--champion-at", "2020-01-01T00:00"])
+    assert early.exit_code == 2, early.output
+    assert "no version was champion then: the first, version 1, became champion" in early.output
+    bad = runner.invoke(app, ["models", "--champion-at", "30/11/2026 12:00"])
+    assert bad.exit_code == 2, bad.output
+    assert "--champion-at '30/11/2026 12:00' is not a time" in bad.output
