@@ -426,6 +426,9 @@ class VersionSummary:
     data_fingerprint: str | None = None
     nextbest_version: str | None = None
     source_commit: str | None = None
+    # SHA-256 of its model directory when registered (None: registered before it was
+    # recorded); every load checks it.
+    artifact_sha256: str | None = None
 
 
 def _channel_list(tag: str | None) -> list[str] | None:
@@ -500,6 +503,7 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 data_fingerprint=run_tags.get("data_fingerprint") or None,
                 nextbest_version=mv.tags.get(CODE_TAG),
                 source_commit=mv.tags.get(SOURCE_TAG),
+                artifact_sha256=mv.tags.get(DIGEST_TAG),
             )
         )
     return out

@@ -8,6 +8,7 @@ from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from nextbest import registry
@@ -98,3 +99,28 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     bad = runner.invoke(app, ["models", "--champion-at", "30/11/2026 12:00"])
     assert bad.exit_code == 2, bad.output
     assert "--champion-at '30/11/2026 12:00' is not a time" in bad.output
+
+
+def test_a_first_champion_trained_before_it_was_recorded_starts_the_history(
+    env_settings: Path, trained
+) -> None:
+    """A store from before training recorded its champion: the history starts with the
+    version the first recorded change replaced, at its registration, marked unrecorded."""
+    settings = get_settings()
+    model = registry.load_version(trained.settings, trained.version)
+    result = TrainResult(model=model, metrics={}, params={"variant": "legacy"})
+    first = registry.log_training_run(result, settings).version
+    client = registry.client(settings)
+    (recorded,) = champion_changes(settings)
+    assert recorded.decision == "train" and recorded.run_id is not None
+    client.delete_run(recorded.run_id)  # as an older nextbest left it: no such run
+    (inferred,) = champion_changes(settings)
+    registered = client.get_model_version(settings.model_name, first).creation_timestamp
+    assert (inferred.version, inferred.decision, inferred.run_id) == (first, "train", None)
+    assert inferred.at.timestamp() * 1000 == pytest.approx(registered, abs=1)
+    listed = json.loads(_run("models", "--json"))
+    assert (
+        listed["versions"][0]["artifact_sha256"]
+        == client.get_model_version(settings.model_name, first).tags[registry.DIGEST_TAG]
+    )
+    assert "* not recorded as a decision" in _run("models", "--history")
