@@ -3060,13 +3060,22 @@ def keys_add(
             "says medical); other keys unbound, each request says.",
         ),
     ] = None,
+    channels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--channel",
+            help="Bind a channel key to a channel, e.g. --channel sms (repeat for more): it "
+            "may then send feedback and consent for, and get recommendations of, those "
+            "channels only. Default: every channel.",
+        ),
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Rotate: a new key replaces the one of NAME.")
     ] = False,
     path: KeysFileOpt = None,
 ) -> str:
     """Create a key; only its SHA-256 is stored. Running servers accept it at once."""
-    from nextbest.service.apikeys import ApiKeyError, add_key_to_file
+    from nextbest.service.apikeys import ApiKeyError, add_key_to_file, channel_spelling
 
     _settings()  # an invalid setting stops here, before the key is written
     target = _keys_file(path)
@@ -3077,12 +3086,16 @@ def keys_add(
             role=role,
             territory_id=territory_id,
             purpose=purpose,
+            channels=channels or None,
             replace=replace,
         )
     except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None
     scope = f" for territory {territory_id}" if territory_id else ""
     scope += f", {purpose} requests only" if purpose else ""
+    if channels:
+        bound = ", ".join(dict.fromkeys(channel_spelling(c) for c in channels))
+        scope += f", channels {bound} only"
     console.print(
         f"key '{name}' (role {role}{scope}) {'replaced' if replace else 'added'} in {target}; "
         "it is shown only now, store it where its user keeps secrets:"
@@ -3141,7 +3154,8 @@ def _note_unserved_territory(territory_id: str) -> None:
 
 @keys_app.command("list")
 def keys_list(path: KeysFileOpt = None) -> list[Any]:
-    """The keys' names, roles, territories and purposes (never the keys or their hashes)."""
+    """The keys' names, roles, territories, purposes and channels (never the keys or
+    their hashes); a key without channels speaks for every channel."""
     from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore
 
     target = _keys_file(path)
@@ -3150,10 +3164,11 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
     except ApiKeyError as exc:
         raise _fail(str(exc)) from None
     table = Table(title=f"API keys in {target}")
-    for column in ("name", "role", "territory_id", "purpose"):
+    for column in ("name", "role", "territory_id", "purpose", "channels"):
         table.add_column(column)
     for p in principals:
-        table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "")
+        channels = ", ".join(p.channels) if p.channels is not None else ""
+        table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels)
     Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")

@@ -16,6 +16,11 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
         purpose: medical         # optional: its requests are medical, never promotional
                                  # (a rep key without one is promotional)
         key_sha256: "..."
+      - name: sms-gateway
+        role: channel
+        channels: [sms]          # optional, channel keys only: it speaks for these
+                                 # channels alone (feedback, consent, recommendations)
+        key_sha256: "..."
 
 ``NEXTBEST_API_KEYS`` holds the same entries as a JSON list. Only the SHA-256 of
 each key is kept in memory; a presented key is hashed and compared with every
@@ -51,7 +56,10 @@ ROLES: tuple[str, ...] = ("admin", "channel", "rep")
 # the contract package that names the content types loads pandas, and the key
 # file is read by commands that need nothing else.)
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
-FIELDS = ("name", "role", "territory_id", "purpose", "key", "key_sha256")
+FIELDS = ("name", "role", "territory_id", "purpose", "channels", "key", "key_sha256")
+# The recommendation log keeps the channels a bound key's answer was limited to,
+# joined with ',', in its 64-character channel filter.
+MAX_CHANNELS_TEXT = 64
 ENV_KEYS = "NEXTBEST_API_KEYS"
 MIN_KEY_LENGTH = 16
 # A rep key's name is its rep_id in /v1/reps/{rep_id}/...: one URL path segment,
@@ -67,6 +75,15 @@ REP_NAME_RULE = (
 logger = logging.getLogger(__name__)
 
 
+def channel_spelling(name: str) -> str:
+    """A channel as catalogs and rules spell it: 'SMS', ' Rep visit' -> 'sms', 'rep_visit'.
+
+    :func:`nextbest.contract.schema.channel_spelling` (the contract package loads
+    pandas, which a command reading the key file does without); a test keeps them alike.
+    """
+    return re.sub(r"[\s_-]+", "_", name.strip().lower())
+
+
 class ApiKeyError(ValueError):
     """The key file or variable is invalid; the message names where and which field."""
 
@@ -74,12 +91,14 @@ class ApiKeyError(ValueError):
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the key's name, role, (for a rep) territory and, when the key
-    is bound to one, the purpose of every request it makes."""
+    is bound to one, the purpose of every request it makes; for a channel key bound
+    to some, the channels it speaks for (None: every channel)."""
 
     name: str
     role: str
     territory_id: str | None = None
     purpose: str | None = None
+    channels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,7 @@ def _parse(
             # MSL's. Medical content must not reach a sales rep because nobody
             # thought to bind the key.
             purpose = "promotional"
+        channels = _channels(item, where, name=name, role=str(role))
         key, hashed = item.get("key"), item.get("key_sha256")
         if (key is None) == (hashed is None):
             raise ApiKeyError(f"{where} ({name}): give exactly one of 'key' or 'key_sha256'")
@@ -279,9 +299,42 @@ def _parse(
             role=str(role),
             territory_id=str(territory) if territory else None,
             purpose=purpose,
+            channels=channels,
         )
         out.append(_Entry(principal=principal, digest=digest))
     return out
+
+
+def _channels(
+    item: Mapping[str, Any], where: Place, *, name: str, role: str
+) -> tuple[str, ...] | None:
+    """The ``channels`` of the key entry ``item`` at ``where``, spelled as catalogs
+    spell them, in file order without repeats; None when it lists none."""
+    if "channels" not in item:
+        return None
+    listed = item["channels"]
+    at = where.pointing_at("channels")
+    if role != "channel":
+        raise ApiKeyError(
+            f"{at} ({name}): 'channels' binds a channel key to the channels it speaks for; "
+            f"a key of role {role} takes none"
+        )
+    if (
+        not isinstance(listed, list)
+        or not listed
+        or not all(isinstance(c, str) and c.strip() for c in listed)
+    ):
+        raise ApiKeyError(
+            f"{at} ({name}): 'channels' must be a non-empty list of channel names "
+            "(e.g. [sms] or [email, sms]); leave it out for a key of every channel"
+        )
+    channels = tuple(dict.fromkeys(channel_spelling(c) for c in listed))
+    if len(",".join(channels)) > MAX_CHANNELS_TEXT:
+        raise ApiKeyError(
+            f"{at} ({name}): 'channels' joined with ',' must fit in {MAX_CHANNELS_TEXT} "
+            "characters (answers are logged with the channels they were limited to)"
+        )
+    return channels
 
 
 # /readyz needs no key: what it says of the key file names neither the file nor
@@ -421,10 +474,14 @@ def add_key_to_file(
     role: str,
     territory_id: str | None = None,
     purpose: str | None = None,
+    channels: Sequence[str] | None = None,
     replace: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> str:
     """Create a key, store only its SHA-256 in ``path`` (created or appended), return it.
+
+    ``channels`` (a channel key's): the channels it alone speaks for, stored as
+    catalogs spell them; None: every channel.
 
     A key of the same ``name`` is an error unless ``replace`` (rotation: the old
     key stops working); so is a name ``env`` (default: this process's) also gives
@@ -436,7 +493,11 @@ def add_key_to_file(
         entry["territory_id"] = territory_id
     if purpose is not None:
         entry["purpose"] = purpose
-    _parse([entry], "new key", numbered=False)  # the checks of loading: role, territory
+    if channels is not None:
+        entry["channels"] = list(channels)
+    (parsed,) = _parse([entry], "new key", numbered=False)  # the checks of loading
+    if parsed.principal.channels is not None:  # written as servers read them
+        entry["channels"] = list(parsed.principal.channels)
     entries = _read_entries(path)
     if any(e.get("name") == entry["name"] for e in entries) and not replace:
         raise ApiKeyError(
