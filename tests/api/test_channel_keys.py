@@ -8,11 +8,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from nextbest.contract.schema import channel_spelling as catalog_spelling
 from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, channel_spelling
+from nextbest.settings import Settings
 
 CHANNEL = {"name": "sms-gateway", "role": "channel", "key": "s" * 20}
 
@@ -139,3 +142,100 @@ def test_keys_add_refuses_channels_for_other_roles(tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "new key (x): 'channels' binds a channel key" in refused.output
     assert path.read_text() == before
+
+
+def _bound_key(client: TestClient, api_settings: Settings, name: str, channels: list[str]) -> dict:
+    """A channel key bound to ``channels``, added to the running server's key file."""
+    key = add_key_to_file(api_settings.api_keys_file, name=name, role="channel", channels=channels)
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_bound_key_gets_actions_of_its_channels_only(
+    client: TestClient, api_settings: Settings
+) -> None:
+    from sqlalchemy import select
+
+    from nextbest.loop.evidence import greedy_actions
+    from nextbest.storage.tables import Recommendation
+
+    webinar = _bound_key(client, api_settings, "webinar-gw", ["Webinar"])
+    both = _bound_key(client, api_settings, "mail-and-webinar", ["webinar", "e-mail", "email"])
+    runtime = client.app.state.runtime
+    hcps = [str(h) for h in runtime.recommender.hcp_ids[:40]]
+    unbound, only_webinar, only_two = set(), set(), set()
+    for hcp in hcps:
+        body = {"hcp_id": hcp, "k": 10}
+        unbound |= {
+            i["channel"] for i in client.post("/v1/recommendations", json=body).json()["items"]
+        }
+        answer = client.post("/v1/recommendations", json=body, headers=webinar)
+        assert answer.status_code == 200, answer.text
+        only_webinar |= {i["channel"] for i in answer.json()["items"]}
+        only_two |= {
+            i["channel"]
+            for i in client.post("/v1/recommendations", json=body, headers=both).json()["items"]
+        }
+    assert unbound - {"webinar", "email"}, "other channels should be served to an unbound key"
+    assert only_webinar == {"webinar"}
+    assert only_two and only_two <= {"webinar", "email"}
+
+    batch = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": hcps, "k": 5}, headers=webinar
+    )
+    assert batch.status_code == 200, batch.text
+    served = {i["channel"] for r in batch.json()["results"] for i in r["items"]}
+    assert served == {"webinar"}
+
+    # Why the others are left out, when asked.
+    explained = client.post(
+        "/v1/recommendations", json={"hcp_id": hcps[0], "explain": True}, headers=webinar
+    ).json()
+    assert any(
+        "this API key speaks for webinar only" in why
+        for reasons in explained["excluded"].values()
+        for why in reasons
+    )
+
+    # Answers are logged with the channels they were limited to, and replayed on them.
+    assert runtime.reclog.flush()
+    with runtime.sessions() as session:
+        logged = session.execute(
+            select(
+                Recommendation.hcp_id,
+                Recommendation.created_at,
+                Recommendation.requester,
+                Recommendation.channel_filter,
+            )
+        ).all()
+    filters = {row.requester: row.channel_filter for row in logged}
+    assert filters["webinar-gw"] == "webinar" and filters["mail-and-webinar"] == "email,webinar"
+    two = [row for row in logged if row.requester == "mail-and-webinar"]
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": [row.hcp_id for row in two],
+            "timestamp": [row.created_at for row in two],
+            "purpose": "promotional",
+            "channel_filter": [row.channel_filter for row in two],
+        }
+    )
+    model = runtime.recommender.model
+    channel_of = dict(zip(model.catalog["action_id"], model.catalog["channel"], strict=True))
+    replayed = [a for a in greedy_actions(model, decisions) if a is not None]
+    assert replayed and {channel_of[a] for a in replayed} <= {"email", "webinar"}
+
+
+@pytest.mark.parametrize("route", ["/v1/recommendations", "/v1/recommendations/batch"])
+def test_a_bound_key_asking_for_another_channel_is_403(
+    client: TestClient, api_settings: Settings, route: str
+) -> None:
+    webinar = _bound_key(client, api_settings, "webinar-gw", ["webinar"])
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    body = {"hcp_id": hcp} if route == "/v1/recommendations" else {"hcp_ids": [hcp]}
+    refused = client.post(route, json={**body, "channel": "email"}, headers=webinar)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "API key 'webinar-gw' speaks for channel(s) webinar only: it may not ask for channel "
+        "'email'"
+    )
+    allowed = client.post(route, json={**body, "channel": "webinar"}, headers=webinar)
+    assert allowed.status_code == 200, allowed.text

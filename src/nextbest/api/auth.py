@@ -1,7 +1,8 @@
 """API-key authentication and role checks, as FastAPI dependencies.
 
 Roles: ``admin`` may do everything; ``channel`` (e-mail / marketing systems) may
-ask for recommendations, batches and send feedback; ``rep`` may ask about the
+ask for recommendations, batches and send feedback (a channel key bound to
+channels, ``channels: [sms]`` in the key file, for those channels only); ``rep`` may ask about the
 HCPs of its own territory, read its own call plan and send feedback. A missing
 or unknown key is 401; a known key outside its rights is 403.
 """
@@ -13,7 +14,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, HTTPException, Request, status
 
 from nextbest.errors import ModelNotLoadedError
-from nextbest.service.apikeys import Principal, ReloadingKeyStore
+from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling
 
 ANONYMOUS = Principal(name="anonymous", role="admin")
 
@@ -122,6 +123,25 @@ def request_purpose(principal: Principal, asked: str | None, *, whose: str = "")
         )
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=detail)
     return asked or bound or "promotional"
+
+
+def request_channels(principal: Principal, asked: str | None) -> tuple[str, ...] | None:
+    """The channels a recommendation request may be answered on besides its own
+    ``channel`` filter (``asked``): a channel-bound key's when it asks for none, else
+    None (any; the filter, if given, applies). A bound key asking for a channel it
+    does not speak for is refused (403), naming both."""
+    bound = principal.channels
+    if bound is None:
+        return None
+    if asked is None:
+        return bound
+    if channel_spelling(asked) not in bound:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"API key '{principal.name}' speaks for channel(s) {', '.join(bound)} only: "
+            f"it may not ask for channel '{asked}'",
+        )
+    return None
 
 
 def forbid_outside_territory(principal: Principal, territory_id: str | None, what: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Final, TypeVar
 
 HCPS: Final = "hcps"
@@ -248,6 +248,24 @@ def is_identifier_column(name: str) -> bool:
 # The channel filter a rep plan's answers are logged with: every rep channel, so
 # that the uplift report and the gate replay them on rep channels only.
 REP_CHANNELS_FILTER: Final = f"{REP_CHANNEL_PREFIX}*"
+
+
+# The channel filter an answer limited to several channels (a channel-bound API
+# key's) is logged with: them, joined, so that the uplift report and the gate
+# replay it on those channels only. One channel is logged as itself.
+CHANNELS_SEPARATOR: Final = ","
+
+
+def channels_filter(channels: Iterable[str]) -> str:
+    """The logged channel filter of an answer limited to ``channels``: 'email,sms'."""
+    return CHANNELS_SEPARATOR.join(sorted(set(channels)))
+
+
+def filter_channels(channel_filter: str) -> list[str] | None:
+    """The channels of a logged filter naming several (:func:`channels_filter`), else None."""
+    if CHANNELS_SEPARATOR not in channel_filter:
+        return None
+    return [c for c in channel_filter.split(CHANNELS_SEPARATOR) if c]
 
 
 def is_rep_channel(channel: str) -> bool:

@@ -8,6 +8,7 @@ content by the purpose of the request.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -51,6 +52,10 @@ class EligibilityIndex:
     consent_on_file: frozenset[str] = frozenset()
     # Request-level masks by (approval windows open, closed, purpose, channel):
     _masks: dict[tuple[int, int, str, str | None], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # Actions on a set of channels (a channel-bound API key's), by the set.
+    _channel_masks: dict[frozenset[str], np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -173,6 +178,16 @@ class EligibilityIndex:
                 mask &= self.channel == channel
             mask.flags.writeable = False
             self._masks[key] = mask
+        return mask
+
+    def channels_mask(self, channels: Collection[str]) -> np.ndarray:
+        """Actions on one of ``channels``, shape ``(n_actions,)``; read-only, cached."""
+        key = frozenset(channels)
+        mask = self._channel_masks.get(key)
+        if mask is None:
+            mask = np.isin(self.channel, list(key))
+            mask.flags.writeable = False
+            self._channel_masks[key] = mask
         return mask
 
     def mask(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nextbest.contract.schema import REP_CHANNELS_FILTER, is_rep_channel
+from nextbest.contract.schema import REP_CHANNELS_FILTER, filter_channels, is_rep_channel
 from nextbest.errors import NotFoundError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import ScoringModel, listed
@@ -64,7 +64,8 @@ def picks_frame(
     """Best ``k`` actions per HCP with positive expected net value, one row each.
 
     ``channel`` may be :data:`~nextbest.contract.schema.REP_CHANNELS_FILTER` (every
-    rep channel: how a rep plan's answers are logged, for their replay).
+    rep channel: how a rep plan's answers are logged, for their replay), or several
+    channels joined with ',' (how a channel-bound key's answers are logged).
 
     Returns a frame with :data:`PICK_COLUMNS`; an HCP with nothing worth doing
     gets no row. ``progress`` is called with the number of HCPs done per block.
@@ -75,7 +76,8 @@ def picks_frame(
     # No day check here: the gate and the report replay past decisions with models
     # whose history ends later (the CLI checks the day a user asks for).
     rep_only = channel == REP_CHANNELS_FILTER
-    channel = None if rep_only else channel
+    several = filter_channels(channel) if channel is not None else None
+    channel = None if rep_only or several is not None else channel
     check_picks(model, k=k, channel=channel, purpose=purpose)
     rows = model.hcp_index.get_indexer(list(hcp_ids))
     if (rows < 0).any():
@@ -88,6 +90,8 @@ def picks_frame(
     mask = eligibility.action_mask(on=now, purpose=purpose, channel=channel)
     if rep_only:
         mask = mask & np.array([is_rep_channel(str(c)) for c in model.catalog["channel"]])
+    if several is not None:
+        mask = mask & eligibility.channels_mask(several)
     history_rules = (
         HistoryRules(
             rules,

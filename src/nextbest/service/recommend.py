@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from nextbest.contract.schema import REP_CHANNELS_FILTER, near_channel
+from nextbest.contract.schema import REP_CHANNELS_FILTER, channels_filter, near_channel
 from nextbest.errors import InvalidRequestError, NotFoundError, TerritoriesUnavailableError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
@@ -502,12 +502,15 @@ class Recommender:
         on: datetime | None = None,
         explain_exclusions: bool = False,
         history: LiveHistory | None = None,
+        channels: Collection[str] | None = None,
     ) -> Recommendation:
         """A ranked, logged-ready recommendation for ``hcp_id``.
 
         ``history`` is the live contact history of this HCP (see
         :func:`nextbest.service.serving.live_history`); None applies no history
-        rules. Raises :class:`NotFoundError` for an HCP the model does not know and
+        rules. ``channels``: the only channels it may hold (a channel-bound API
+        key's; None: any), besides the ``channel`` filter. Raises
+        :class:`NotFoundError` for an HCP the model does not know and
         :class:`InvalidRequestError` for a bad ``k``, ``channel`` or ``purpose``.
         """
         now = decision_time(on)
@@ -516,12 +519,24 @@ class Recommender:
         if row is None:
             raise NotFoundError("hcp_id", hcp_id)
         rec = self._decide(
-            np.array([row]), k=k, channel=channel, purpose=purpose, now=now, history=history
+            np.array([row]),
+            k=k,
+            channel=channel,
+            purpose=purpose,
+            now=now,
+            history=history,
+            channels=channels,
         )[0][0]
         if explain_exclusions:
             served = {item.action_id for item in rec.items}  # exploration may serve one
             (by_value,) = self._left_out_by_value(
-                np.array([row]), k=k, purpose=purpose, channel=channel, now=now, history=history
+                np.array([row]),
+                k=k,
+                purpose=purpose,
+                channel=channel,
+                now=now,
+                history=history,
+                channels=channels,
             )
             rec = replace(
                 rec,
@@ -532,6 +547,7 @@ class Recommender:
                     now=now,
                     history=history,
                     by_value=[(j, w) for j, w in by_value if str(self.action_ids[j]) not in served],
+                    channels=channels,
                 ),
             )
         return rec
@@ -546,6 +562,7 @@ class Recommender:
         history: LiveHistory | None,
         by_value: list[tuple[int, str]],
         rep_only: bool = False,
+        channels: Collection[str] | None = None,
     ) -> dict[str, list[str]]:
         """Why each action (``rep_only``: each rep action) is left out for snapshot row
         ``row``: the rules that exclude it, and what ``by_value`` (from
@@ -553,6 +570,11 @@ class Recommender:
         why = self.eligibility.reasons_excluded(
             row, on=_naive(now), purpose=purpose, channel=channel
         )
+        if channels is not None:
+            bound = ", ".join(channels)
+            for j, on_channel in enumerate(self.action_channels.tolist()):
+                if on_channel not in channels:
+                    why[j].append(f"channel is {on_channel}, this API key speaks for {bound} only")
         for j, ruled in self.history_rules.ruled_out_why.items():
             why[j].extend(ruled)
         if history is not None:
@@ -577,6 +599,7 @@ class Recommender:
         now: datetime,
         history: LiveHistory | None,
         rep_only: bool = False,
+        channels: Collection[str] | None = None,
     ) -> list[list[tuple[int, str]]]:
         """For each snapshot row of ``rows``, the actions the rules allow that the greedy
         list of ``k`` leaves out, each with why: an expected net value of zero or less
@@ -584,7 +607,13 @@ class Recommender:
         ``k``, ``max_per_channel`` items of its channel ranked above it. Actions ranked
         below the first ``k`` are not listed: no rule left them out."""
         allowed = self.allowed(
-            rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
+            rows,
+            purpose=purpose,
+            channel=channel,
+            now=now,
+            history=history,
+            rep_only=rep_only,
+            channels=channels,
         )
         out: list[list[tuple[int, str]]] = [[] for _ in range(len(rows))]
         pair_h, pair_a = np.nonzero(allowed)
@@ -642,8 +671,10 @@ class Recommender:
         purpose: str = "promotional",
         on: datetime | None = None,
         history: LiveHistory | None = None,
+        channels: Collection[str] | None = None,
     ) -> tuple[list[Recommendation], list[str]]:
-        """Recommendations for many HCPs (one scoring call), and the unknown ``hcp_ids``."""
+        """Recommendations for many HCPs (one scoring call), and the unknown ``hcp_ids``;
+        ``channels`` as :meth:`recommend` takes them."""
         now = decision_time(on)
         self.check_request(k=k, channel=channel, purpose=purpose, now=now)
         if len(hcp_ids) > MAX_BATCH:
@@ -666,6 +697,7 @@ class Recommender:
             purpose=purpose,
             now=now,
             history=history,
+            channels=channels,
         )
         return recs, unknown
 
@@ -858,11 +890,15 @@ class Recommender:
         now: datetime,
         history: LiveHistory | None,
         rep_only: bool = False,
+        channels: Collection[str] | None = None,
     ) -> np.ndarray:
-        """Every rule at once: shape ``(len(rows), n_actions)`` bool."""
+        """Every rule at once: shape ``(len(rows), n_actions)`` bool. ``channels``: the
+        only channels allowed (a channel-bound API key's), None: any."""
         per_action = self.eligibility.action_mask(on=_naive(now), purpose=purpose, channel=channel)
         if rep_only:
             per_action = per_action & self.rep_actions
+        if channels is not None:
+            per_action = per_action & self.eligibility.channels_mask(channels)
         if self.history_rules.ruled_out_why:
             per_action = per_action & ~self.history_rules.ruled_out
         allowed = self.eligibility.consent[rows] & self.eligibility.specialty_ok[rows] & per_action
@@ -880,14 +916,29 @@ class Recommender:
         now: datetime,
         history: LiveHistory | None,
         rep_only: bool = False,
+        channels: Collection[str] | None = None,
     ) -> tuple[list[Recommendation], np.ndarray]:
         """The answers for snapshot rows ``rows``, and, for ``rep_only`` (else empty),
         ``(len(rows), n_actions)`` the net value of each allowed pair (``-inf`` for the
         others), which no exploration or holdout draw changes."""
         model = self.model
         allowed = self.allowed(
-            rows, purpose=purpose, channel=channel, now=now, history=history, rep_only=rep_only
+            rows,
+            purpose=purpose,
+            channel=channel,
+            now=now,
+            history=history,
+            rep_only=rep_only,
+            channels=channels,
         )
+        # Logged, so that the report and the gate replay the answer on its channels.
+        channel_filter = channel
+        if rep_only:
+            channel_filter = REP_CHANNELS_FILTER
+        elif channel is None and channels is not None:
+            channel_filter = channels_filter(
+                [c for c in channels if c in self.channels] or channels
+            )
         n_h, n_a = allowed.shape
         pair_h, pair_a = np.nonzero(allowed)
         score = np.full((n_h, n_a), -np.inf)
@@ -979,7 +1030,7 @@ class Recommender:
                     uplift_source=model.uplift_source,
                     holdout=s.holdout,
                     purpose=purpose,
-                    channel=REP_CHANNELS_FILTER if rep_only else channel,
+                    channel=channel_filter,
                     n_candidates=int(n_allowed[i]),
                     p_no_action=s.p_nothing,
                     decided_for=now,

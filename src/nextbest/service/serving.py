@@ -12,7 +12,7 @@ model scores). On PostgreSQL the single-recommendation route awaits its read
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -146,8 +146,10 @@ def recommend_one(
     on: datetime | date | None = None,
     explain_exclusions: bool = False,
     history: LiveHistory | None = None,
+    channels: Collection[str] | None = None,
 ) -> Recommendation:
     """Rules, ranking, exploration and reasons for one HCP; the answer is logged.
+    ``channels``: the only channels it may hold (a channel-bound API key's), None: any.
 
     ``db`` is only read (the live history); the log writes through ``log`` (None:
     nothing is logged, for ``nextbest explain``). With ``db`` None, ``history`` is
@@ -169,6 +171,7 @@ def recommend_one(
         on=now,
         explain_exclusions=explain_exclusions,
         history=history,
+        channels=channels,
     )
     if log is not None:
         log.write([rec], recommender=recommender, requester=requester)
@@ -186,10 +189,11 @@ def recommend_batch(
     channel: str | None = None,
     purpose: str = "promotional",
     on: datetime | date | None = None,
+    channels: Collection[str] | None = None,
 ) -> tuple[list[Recommendation], list[str], list[str]]:
     """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids, and
     the ids listed more than once (each HCP gets one answer: an e-mail system that
-    sent an id twice must not send two e-mails)."""
+    sent an id twice must not send two e-mails). ``channels`` as :func:`recommend_one`."""
     now = decision_time(on)
     recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     unique = list(dict.fromkeys(hcp_ids))
@@ -199,7 +203,13 @@ def recommend_batch(
     known = [h for h in unique if recommender.hcp_row(h) is not None]
     history = live_history(db, rules=recommender.rules, hcp_ids=known, now=history_time(now))
     recs, unknown = recommender.recommend_many(
-        hcp_ids=unique, k=k, channel=channel, purpose=purpose, on=now, history=history
+        hcp_ids=unique,
+        k=k,
+        channel=channel,
+        purpose=purpose,
+        on=now,
+        history=history,
+        channels=channels,
     )
     # Batch calls run in the thread pool: one may wait for room in the log.
     log.write(recs, recommender=recommender, requester=requester, may_wait=True)

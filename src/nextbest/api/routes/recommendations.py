@@ -11,6 +11,7 @@ from nextbest.api.auth import (
     PrincipalDep,
     caller_with_roles,
     forbid_outside_territory,
+    request_channels,
     request_purpose,
     require_roles,
 )
@@ -75,12 +76,17 @@ async def recommend(
     runtime: RuntimeDep,
     caller: Annotated[Principal, caller_with_roles("admin", "channel", "rep")],
 ) -> Response:
-    """Rank the actions worth taking for one HCP; an empty list means do nothing."""
+    """Rank the actions worth taking for one HCP; an empty list means do nothing.
+
+    A channel key bound to channels gets actions of those channels only; asking for
+    another ``channel`` is refused (403).
+    """
     recommender = runtime.recommender
     if caller.role == "rep":
         recommender.check_territories()
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
     purpose = request_purpose(caller, body.purpose)
+    channels = request_channels(caller, body.channel)
     now = decision_time(body.date)
     db: Database | None = runtime.reader  # an engine: one query on a plain connection
     history = None
@@ -109,6 +115,7 @@ async def recommend(
         on=now,
         explain_exclusions=body.explain,
         history=history,
+        channels=channels,
     )
     record_served([rec])
     request.state.recommendation_id = rec.recommendation_id  # for the access log line
@@ -129,6 +136,8 @@ def recommend_many(
 
     HCPs the served model does not know are listed in ``unknown_hcp_ids``; an HCP
     listed more than once gets one answer and is listed in ``repeated_hcp_ids``.
+    A channel key bound to channels gets actions of those channels only; asking for
+    another ``channel`` is refused (403).
     """
     recommender = runtime.recommender
     recs, unknown, repeated = recommend_batch(
@@ -141,6 +150,7 @@ def recommend_many(
         channel=body.channel,
         purpose=request_purpose(caller, body.purpose),
         on=body.date,
+        channels=request_channels(caller, body.channel),
     )
     record_served(recs)
     return _json(
