@@ -239,3 +239,128 @@ def test_a_bound_key_asking_for_another_channel_is_403(
     )
     allowed = client.post(route, json={**body, "channel": "webinar"}, headers=webinar)
     assert allowed.status_code == 200, allowed.text
+
+
+def _email_hcp(client: TestClient) -> tuple[str, str]:
+    """An HCP who gets e-mail items, and the id of a recommendation serving only e-mail."""
+    for hcp_id in client.app.state.runtime.recommender.hcp_ids[:200].tolist():
+        body = client.post(
+            "/v1/recommendations", json={"hcp_id": str(hcp_id), "channel": "email"}
+        ).json()
+        if body["items"]:
+            return str(hcp_id), body["recommendation_id"]
+    raise AssertionError("no HCP gets e-mail")
+
+
+def _stored(client: TestClient) -> dict[str, tuple[str | None, str | None]]:
+    """event_id -> (channel, requester) of every stored feedback event."""
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    runtime = client.app.state.runtime
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(FeedbackEvent.event_id, FeedbackEvent.channel, FeedbackEvent.requester)
+        ).all()
+    return {row.event_id: (row.channel, row.requester) for row in rows}
+
+
+def test_events_about_other_channels_are_refused_one_by_one(
+    client: TestClient, api_settings: Settings
+) -> None:
+    webinar = _bound_key(client, api_settings, "webinar-gw", ["webinar"])
+    hcp, email_rec = _email_hcp(client)
+    catalog = client.app.state.runtime.recommender.model.catalog
+    email_action = str(catalog.loc[catalog["channel"] == "email", "action_id"].iat[0])
+    events = [
+        {"event_id": "ok-webinar", "event_type": "attended", "hcp_id": hcp, "channel": "webinar"},
+        {"event_id": "no-email", "event_type": "opened", "hcp_id": hcp, "channel": "email"},
+        {
+            "event_id": "no-action",
+            "event_type": "clicked",
+            "hcp_id": hcp,
+            "action_id": email_action,
+        },
+        {
+            "event_id": "no-send",
+            "event_type": "delivered",
+            "hcp_id": hcp,
+            "recommendation_id": email_rec,
+            "channel": "webinar",
+        },
+        {"event_id": "ok-outcome", "event_type": "outcome", "hcp_id": hcp, "value": 2.0},
+    ]
+    answer = client.post("/v1/feedback", json={"events": events}, headers=webinar)
+    assert answer.status_code == 207, answer.text
+    body = answer.json()
+    assert body["accepted"] == 2
+    refused = {r["index"]: r for r in body["rejected"]}
+    assert sorted(refused) == [1, 2, 3] and {r["status"] for r in refused.values()} == {403}
+    assert refused[1]["message"] == (
+        "event 1: channel 'email' is not one API key 'webinar-gw' speaks for (webinar)"
+    )
+    assert refused[2]["message"] == (
+        "event 2: channel 'email' is not one API key 'webinar-gw' speaks for (webinar)"
+    )
+    assert refused[3]["message"] == (
+        f"event 3: recommendation '{email_rec}' served channel(s) email: API key 'webinar-gw' "
+        "speaks for webinar only"
+    )
+    stored = _stored(client)
+    assert stored["ok-webinar"] == ("webinar", "webinar-gw")
+    assert stored["ok-outcome"] == (None, "webinar-gw")
+    assert not {"no-email", "no-action", "no-send"} & set(stored)
+
+    # Every event of the batch refused for its channel: 403 for the whole.
+    alone = client.post("/v1/feedback", json={"events": events[1:2]}, headers=webinar)
+    assert alone.status_code == 403, alone.text
+    # An unbound channel key and admin send them as before.
+    assert client.post("/v1/feedback", json={"events": events[1:4]}).status_code == 200
+
+
+def test_an_opt_out_without_channel_from_a_one_channel_key_withdraws_that_channel(
+    client: TestClient, api_settings: Settings
+) -> None:
+    mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+    hcp, _ = _email_hcp(client)
+    before = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+    assert {i["channel"] for i in before["items"]} - {"email"}, "other channels should be served"
+    out = {"event_id": "stop-1", "event_type": "opted_out", "hcp_id": hcp}
+    answer = client.post("/v1/feedback", json=out, headers=mail)
+    assert answer.status_code == 200, answer.text
+    (said,) = answer.json()["uncounted"]
+    assert said["message"].startswith(
+        "opt-out stored for channel 'email', the one API key 'mail-gw' speaks for"
+    )
+    assert _stored(client)["stop-1"] == ("email", "mail-gw")
+    after = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+    assert after["items"] and all(i["channel"] != "email" for i in after["items"])
+    # "all" is no way around it either.
+    every = {**out, "event_id": "stop-2", "channel": "all"}
+    assert client.post("/v1/feedback", json=every, headers=mail).status_code == 200
+    assert _stored(client)["stop-2"] == ("email", "mail-gw")
+
+
+def test_consent_for_every_channel_from_a_bound_key_is_refused(
+    client: TestClient, api_settings: Settings
+) -> None:
+    mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+    two = _bound_key(client, api_settings, "mail-and-webinar", ["email", "webinar"])
+    hcp, _ = _email_hcp(client)
+    back = {"event_id": "in-1", "event_type": "opted_in", "hcp_id": hcp}
+    refused = client.post("/v1/feedback", json={"events": [back]}, headers=mail)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["rejected"][0]["message"] == (
+        "event 0: opted_in without a channel would grant consent for every channel: API key "
+        "'mail-gw' speaks for email only; name the channel"
+    )
+    out = {"event_id": "out-1", "event_type": "opted_out", "hcp_id": hcp}
+    refused = client.post("/v1/feedback", json=out, headers=two)
+    assert refused.status_code == 403, refused.text
+    assert "opted_out without a channel would withdraw consent for every channel" in refused.text
+    assert not {"in-1", "out-1"} & set(_stored(client))
+    # Named, the key's own channel is granted.
+    named = client.post("/v1/feedback", json={**back, "channel": "email"}, headers=mail)
+    assert named.status_code == 200, named.text
+    assert _stored(client)["in-1"] == ("email", "mail-gw")

@@ -72,12 +72,13 @@ def ingest_feedback(
     dismiss_reasons: Collection[str] | None = None,
     private: bool = False,
     requester: str | None = None,
+    channels: Sequence[str] | None = None,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
     rejected (None: no model loaded, nothing to check them against); with
     ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
-    ``private`` and ``requester`` as :func:`~nextbest.storage.repository.record_feedback`
-    takes them.
+    ``private``, ``requester`` and ``channels`` (a channel-bound key's) as
+    :func:`~nextbest.storage.repository.record_feedback` takes them.
 
     Returns after the valid events are committed, so the caller may acknowledge.
     With ``log_flush_ms`` > 0 (the recommendation log is batched, possibly by
@@ -102,6 +103,7 @@ def ingest_feedback(
         dismiss_reasons=dismiss_reasons,
         private=private,
         requester=requester,
+        channels=channels,
     )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:
@@ -160,9 +162,12 @@ def _retry_in_flight(
     rejected = [r for r in result.rejected if r[0] not in retried]
     rejected += [(retry[i], event_id, message) for i, event_id, message in again.rejected]
     uncounted = [*result.uncounted, *((retry[i], e, m) for i, e, m in again.uncounted)]
+    forbidden = [i for i in result.forbidden if i not in retried]
+    forbidden += [retry[i] for i in again.forbidden]
     return FeedbackResult(
         accepted=[*result.accepted, *again.accepted],
         duplicates=[*result.duplicates, *again.duplicates],
         rejected=sorted(rejected),
         uncounted=sorted(uncounted),
+        forbidden=sorted(forbidden),
     )

@@ -235,13 +235,16 @@ class FeedbackResult:
     for a different event, none of which were stored; in batch order.
     ``uncounted``: (index, event_id, message) of accepted contacts that count in
     the all-channel budget only (no channel named, none to fill in); a subset of
-    ``accepted``, in batch order.
+    ``accepted``, in batch order. ``forbidden``: the indices of ``rejected`` events
+    refused because they are about a channel the requester does not speak for (a
+    channel-bound API key's; the HTTP layer answers 403 for them).
     """
 
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
     uncounted: list[tuple[int, str, str]] = field(default_factory=list)
+    forbidden: list[int] = field(default_factory=list)
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -775,6 +778,37 @@ def _channel_of(
     return None, event.channel
 
 
+def _outside_channels(
+    event: FeedbackRecord,
+    channel: str | None,
+    recommendation: _ServedRecommendation | None,
+    channels: Sequence[str],
+    requester: str | None,
+) -> str | None:
+    """Why ``event`` (about ``channel``, as it is to be stored) is not the requester's
+    to send, when it speaks for ``channels`` only; None when it is."""
+    who = f"API key '{requester}'" if requester else "this requester"
+    bound = ", ".join(channels)
+    if recommendation is not None and recommendation.hcp_id == event.hcp_id:
+        sent = set(recommendation.channel_by_action.values())
+        if sent and not sent & set(channels):
+            return (
+                f"recommendation '{event.recommendation_id}' served channel(s) "
+                f"{', '.join(sorted(sent))}: {who} speaks for {bound} only"
+            )
+    if channel is None:
+        if event.event_type not in CONSENT_EVENT_TYPES:
+            return None
+        change = "grant" if event.event_type == "opted_in" else "withdraw"
+        return (
+            f"{event.event_type} without a channel would {change} consent for every channel: "
+            f"{who} speaks for {bound} only; name the channel"
+        )
+    if channel_spelling(channel) not in channels:
+        return f"channel '{channel}' is not one {who} speaks for ({bound})"
+    return None
+
+
 def _contact_item(
     event: FeedbackRecord, recommendation: _ServedRecommendation | None, channel: str | None
 ) -> tuple[str | None, str | None, str | None]:
@@ -843,6 +877,7 @@ def record_feedback(
     requester: str | None = None,
     commit: bool = True,
     erasure: bool = False,
+    channels: Sequence[str] | None = None,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
@@ -860,6 +895,17 @@ def record_feedback(
     ``private`` (a rep's key): messages name nothing the sender did not send (not
     the HCP a recommendation was served to, nor what a stored event with the same
     id says), so that a rep learns nothing about other territories.
+
+    ``channels`` (a channel-bound API key's, spelled as catalogs spell them; None:
+    every channel): the requester speaks for these channels only. An event about
+    another channel (stated, or filled in from its action or recommendation) is
+    rejected and listed in ``forbidden``, and so is one naming a recommendation
+    that served items on other channels only (the requester did not send it; one
+    that served nothing, a holdout's, may be named). A consent event must name a
+    channel (an opt-in or opt-out of every channel is refused), except that an
+    opt-out naming no channel and no action, from a requester of one channel, is
+    read as withdrawing that channel (said in ``uncounted``). Other events naming
+    no channel, none to fill in, are stored as from any requester.
 
     An event whose ``reason`` :func:`reason_problem` refuses is rejected, as the rep
     route rejects it: a dismissal without one, an acceptance with one, and, with
@@ -907,6 +953,7 @@ def record_feedback(
         requester=requester,
         commit=commit,
         erasure=erasure,
+        channels=channels,
     )
     try:
         return record()
@@ -927,6 +974,7 @@ def _record_feedback(
     requester: str | None,
     commit: bool,
     erasure: bool,
+    channels: Sequence[str] | None = None,
 ) -> FeedbackResult:
     """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
@@ -944,8 +992,25 @@ def _record_feedback(
     uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
     for index, event in enumerate(events):
         taken_as = None  # how an opt-out was read to be kept, said back
+        bound_as = None  # the channel an opt-out of a one-channel requester was read as
+        if (
+            event.event_type == "opted_out"
+            and channels is not None
+            and len(channels) == 1
+            and event.action_id is None
+            and (event.channel is None or channel_spelling(event.channel) in _EVERY_CHANNEL)
+        ):
+            # An SMS gateway's "stop" withdraws SMS, not every channel (which it
+            # does not speak for).
+            event = dataclasses.replace(event, channel=channels[0])
+            bound_as = (
+                f"opt-out stored for channel '{channels[0]}', the one API key "
+                f"'{requester}' speaks for"
+            )
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(event, served, action_channels, catalog_channels)
+        if bound_as is not None:
+            taken_as = bound_as if taken_as is None else f"{bound_as}; {taken_as}"
         message = _check_event(event, received_at)
         if (
             message is None
@@ -1006,6 +1071,12 @@ def _record_feedback(
                 served.get(event.recommendation_id) if event.recommendation_id else None
             )
             action_id, channel, uncounted = _contact_item(event, recommendation, channel)
+        if message is None and channels is not None:
+            message = _outside_channels(
+                event, channel, served.get(event.recommendation_id or ""), channels, requester
+            )
+            if message is not None:
+                result.forbidden.append(index)
         if (
             message is None
             and uncounted is None

@@ -46,8 +46,15 @@ def post_feedback(
 
     200: every event stored (or already stored: a retry is safe). 207: some
     events were rejected (not valid events, naming what the service does not
-    know, or, for a rep key, an HCP outside its territory), the others stored.
-    422: every event was rejected (403 when each was outside the rep's territory).
+    know, or, for a rep key, an HCP outside its territory, or, for a channel key
+    bound to channels, about another channel), the others stored. 422: every
+    event was rejected (403 when each was outside the key's territory or channels).
+
+    A channel key bound to channels (``channels: [sms]`` in the key file) speaks for
+    them only: an event about another channel (stated, or its action's), or naming
+    a recommendation served on other channels only, is refused (status 403); an
+    opt-out naming no channel from a key of one channel withdraws that channel; an
+    opt-in or opt-out that would apply to every channel is refused.
     """
     sent: list[object] = list(body.events) if isinstance(body, FeedbackBatchCreate) else [body]
     now = datetime.now(UTC)
@@ -83,15 +90,22 @@ def post_feedback(
             ),
             private=rep,  # a rep learns nothing of other territories from a refusal
             requester=request.state.principal.name,
+            channels=request.state.principal.channels,
         )
-    rejected += [(valid[i], eid, msg) for i, eid, msg in result.rejected]
+    forbidden = {valid[i] for i in result.forbidden}
+    rejected += [
+        (valid[i], eid, f"event {valid[i]}: {msg}" if valid[i] in forbidden else msg)
+        for i, eid, msg in result.rejected
+    ]
+    # 403 each: outside the rep's territory or its rights, or the key's channels.
+    refused = set(outside) | forbidden
     record_feedback(
         accepted=len(result.accepted), duplicates=len(result.duplicates), rejected=len(rejected)
     )
     if rejected:
         if len(rejected) < len(sent):
             response.status_code = status.HTTP_207_MULTI_STATUS
-        elif all(index in outside for index, _, _ in rejected):
+        elif all(index in refused for index, _, _ in rejected):
             response.status_code = status.HTTP_403_FORBIDDEN
         else:
             response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
@@ -99,7 +113,7 @@ def post_feedback(
         accepted=len(result.accepted),
         duplicates=len(result.duplicates),
         rejected=[
-            RejectedEvent(index=i, event_id=eid, message=msg, status=403 if i in outside else 422)
+            RejectedEvent(index=i, event_id=eid, message=msg, status=403 if i in refused else 422)
             for i, eid, msg in sorted(rejected)
         ],
         uncounted=[
