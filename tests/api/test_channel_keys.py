@@ -364,3 +364,35 @@ def test_consent_for_every_channel_from_a_bound_key_is_refused(
     named = client.post("/v1/feedback", json={**back, "channel": "email"}, headers=mail)
     assert named.status_code == 200, named.text
     assert _stored(client)["in-1"] == ("email", "mail-gw")
+
+
+def test_the_reload_answer_names_keys_bound_to_channels_the_catalog_lacks(
+    client: TestClient, api_settings: Settings
+) -> None:
+    assert client.post("/v1/admin/reload").json()["key_notes"] == []
+    _bound_key(client, api_settings, "webinar-gw", ["webinar"])
+    assert client.post("/v1/admin/reload").json()["key_notes"] == []
+    _bound_key(client, api_settings, "sms-gw", ["SMS"])
+    _bound_key(client, api_settings, "mixed", ["email", "fax"])
+    channels = ", ".join(sorted(client.app.state.runtime.recommender.channels))
+    answer = client.post("/v1/admin/reload")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["key_notes"] == [
+        f"API key 'sms-gw' speaks for channel(s) sms, which no action of the served catalog "
+        f"uses ({channels}): it gets no recommendation until one does",
+        f"API key 'mixed' speaks for channel(s) fax, which no action of the served catalog "
+        f"uses ({channels}): it gets recommendations of email",
+    ]
+    # Such a key is no error: it is served, with nothing of the missing channel.
+    sms = _bound_key(client, api_settings, "sms-gw-2", ["sms"])
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    answer = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=sms)
+    assert answer.status_code == 200 and answer.json()["items"] == []
+    # ... and replayed (the gate, the uplift report) as serving nothing, not as an error.
+    from nextbest.loop.evidence import greedy_actions
+
+    runtime = client.app.state.runtime
+    decisions = pd.DataFrame(
+        {"hcp_id": [hcp], "timestamp": [pd.Timestamp.now(tz="UTC")], "channel_filter": ["sms"]}
+    )
+    assert greedy_actions(runtime.recommender.model, decisions).tolist() == [None]

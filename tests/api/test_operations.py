@@ -608,6 +608,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "rules_notes": [],
         "territories_changed": False,
         "territory_notes": [],
+        "key_notes": [],
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
     for h in hcps:
@@ -627,6 +628,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "rules_notes": [],
         "territories_changed": False,
         "territory_notes": [],
+        "key_notes": [],
     }
     hits, misses = _cache_counts(reloading)
     served = reloading.post("/v1/recommendations", json={"hcp_id": hcps[0]}).json()

@@ -300,6 +300,13 @@ class ReloadPublic(BaseModel):
         "does not know (served after a retrain), HCPs of the model in no territory (no "
         "rep key sees them), rep keys whose territory has no HCP.",
     )
+    key_notes: list[str] = Field(
+        default_factory=list,
+        description="Channel API keys bound to channels (channels in the key file) that "
+        "name a channel no action of the served catalog uses: a typo, or a channel whose "
+        "content is not in the catalog yet. Not an error: such a key gets no recommendation "
+        "of that channel until one is. Empty when every bound channel is served.",
+    )
 
 
 class FeedbackBatchCreate(BaseModel):

@@ -30,6 +30,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from nextbest import registry
+from nextbest.contract.schema import REP_CHANNELS_FILTER, filter_channels
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.picks import picks_frame
 from nextbest.settings import Settings
@@ -196,9 +197,19 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
         else ""
     )
     keys = pd.DataFrame({"purpose": purpose, "channel": channel, "day": day})
+    served_channels = set(model.catalog["channel"].astype(str))
     # Positions, not index labels: callers pass slices of a larger frame.
     for key, rows in keys.groupby(["purpose", "channel", "day"], sort=False).indices.items():
         group_purpose, group_channel, group_day = cast(tuple[str, str, pd.Timestamp], key)
+        if (
+            group_channel
+            and group_channel != REP_CHANNELS_FILTER
+            and filter_channels(group_channel) is None
+            and group_channel not in served_channels
+        ):
+            # Limited to a channel this model's catalog lacks (a channel-bound key's,
+            # or one withdrawn since): it would serve nothing there.
+            continue
         hcp_ids = decisions["hcp_id"].to_numpy()[rows]
         picks = picks_frame(
             model,

@@ -40,7 +40,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,6 +193,28 @@ class KeyStore:
             if hmac.compare_digest(digest, entry.digest) and found is None:
                 found = entry.principal
         return found
+
+
+def key_channel_notes(principals: Sequence[Principal], served: Collection[str]) -> list[str]:
+    """One note per channel-bound key of ``principals`` naming channels that no action
+    of the ``served`` catalog channels uses, in key order; [] when there is none."""
+    notes = []
+    for p in principals:
+        if p.channels is None:
+            continue
+        unused = [c for c in p.channels if c not in served]
+        if not unused:
+            continue
+        also = (
+            "it gets no recommendation until one does"
+            if len(unused) == len(p.channels)
+            else f"it gets recommendations of {', '.join(c for c in p.channels if c in served)}"
+        )
+        notes.append(
+            f"API key '{p.name}' speaks for channel(s) {', '.join(unused)}, which no action of "
+            f"the served catalog uses ({', '.join(sorted(served))}): {also}"
+        )
+    return notes
 
 
 def _file_items(path: Path) -> tuple[list[Any], KeyLines]:

@@ -23,7 +23,7 @@ from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration, same_holdout_rate
 from nextbest.policy.rules import RulesError, ServingRules
-from nextbest.service.apikeys import ApiKeyError, KeyStore
+from nextbest.service.apikeys import ApiKeyError, KeyStore, key_channel_notes
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
 from nextbest.service.territories import TerritoriesError, TerritoryAlignment, alignment_notes
@@ -575,6 +575,9 @@ class ServingRuntime:
                 for note in self.territory_notes():
                     logger.warning("territory alignment: %s", note)
             if result.changed:
+                for note in self.key_notes():
+                    logger.warning("API keys: %s", note)
+            if result.changed:
                 _mark_served(version, previous)
             if result.changed and settings.gc_freeze:
                 _refreeze()
@@ -630,6 +633,22 @@ class ServingRuntime:
             rep_territories=self._rep_territories(),
             examples=examples,
         )
+
+    def key_notes(self) -> list[str]:
+        """The channel-bound API keys (``channels`` in the key file) naming a channel no
+        action of the served catalog uses, one note each; [] when there are none (or
+        auth is off, no model is loaded, or the key file cannot be read: its error is
+        reported where keys are). Not an error: catalogs change, and a key may be
+        bound ahead of its channel's first content. A typo ('SMS ' is read as 'sms',
+        but 'text' is not) leaves the key with nothing to ask for."""
+        current = self._recommender
+        if current is None or not self.settings.auth_enabled:
+            return []
+        try:
+            principals = KeyStore.load(path=self.settings.resolved_api_keys_file).principals
+        except ApiKeyError:
+            return []
+        return key_channel_notes(principals, current.channels)
 
     def _rep_territories(self) -> list[str]:
         """The territories of the rep keys as the key file has them now ([] when auth

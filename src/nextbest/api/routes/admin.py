@@ -30,6 +30,8 @@ async def reload(
 ) -> ReloadPublic:
     """Load the served alias's current version beside the old one and swap atomically,
     and re-read the serving rules file and the territory alignment file, if set.
+    The answer's notes say what in the rules, the alignment and the API keys applies
+    to nothing the served catalog or model holds.
 
     Other worker processes sharing the models directory follow within a second.
     If loading fails (or the rules or territories file is invalid), the old model,
@@ -46,6 +48,7 @@ async def reload(
         ) from None
     served = runtime.recommender  # once: its rules and their notes belong together
     territory_notes = await asyncio.to_thread(runtime.territory_notes, examples=5)
+    key_notes = await asyncio.to_thread(runtime.key_notes)
     return ReloadPublic(
         version=result.version,
         previous=result.previous,
@@ -56,4 +59,5 @@ async def reload(
         rules_notes=served.history_rules.notes,
         territories_changed=result.territories_changed,
         territory_notes=territory_notes,
+        key_notes=key_notes,
     )
