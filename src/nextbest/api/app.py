@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nextbest import __version__
@@ -39,7 +39,7 @@ from nextbest.errors import (
 from nextbest.service.apikeys import ReloadingKeyStore
 from nextbest.service.runtime import RETRY_INTERVAL_S, ServingRuntime
 from nextbest.settings import Settings, get_settings
-from nextbest.storage.db import describe_database_error
+from nextbest.storage.db import describe_database_error, refuses_writes
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +220,26 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": "the database is unavailable; try again shortly"},
+            headers={"Retry-After": "1"},
+        )
+
+    # A database that answers reads but refuses writes (a standby after a failover,
+    # a read-only transaction default, a privilege revoked) is unavailable too:
+    # feedback is not acknowledged, and answers are refused while their log cannot
+    # be written. Any other driver error is a fault: a 500, as before.
+    @app.exception_handler(DBAPIError)
+    async def _database_refuses_writes(request: Request, exc: Exception) -> JSONResponse:
+        if not refuses_writes(exc):
+            raise exc
+        request.app.state.database_outage.refused_request(
+            request.method, request.url.path, describe_database_error(exc)
+        )
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={
+                "detail": "the database refuses writes (read-only, or without privilege); "
+                "try again shortly"
+            },
             headers={"Retry-After": "1"},
         )
 

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nextbest.errors import LogBacklogFullError
 from nextbest.service.feedback import log_served
 from nextbest.service.recommend import Recommendation, Recommender
-from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error
+from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, refuses_writes
 
 logger = logging.getLogger(__name__)
 
@@ -307,9 +307,21 @@ class RecommendationLog:
                         session, recommendations=recs, recommender=recommender, requester=requester
                     )
                 self.written += len(recs)
-            except UNAVAILABLE_ERRORS as exc:
+            except Exception as exc:
                 if self._thread is None:
                     raise
+                if not isinstance(exc, UNAVAILABLE_ERRORS) and not refuses_writes(exc):
+                    # Not an outage: the same rows would fail again, and retrying
+                    # them would stop the log for good. The loss is counted and
+                    # reported.
+                    self.dropped += len(recs)
+                    _DROPPED.inc(len(recs))
+                    logger.error(
+                        "recommendation log write failed, %d answers not logged: %s",
+                        len(recs),
+                        exc,
+                    )
+                    continue
                 if not self._failing and not kept:
                     logger.error(
                         "recommendation log write failed, %d answers kept and retried "
@@ -318,14 +330,4 @@ class RecommendationLog:
                         describe_database_error(exc),
                     )
                 kept.extend(entries)
-            except Exception as exc:
-                if self._thread is None:
-                    raise
-                # Not an outage: the same rows would fail again, and retrying them
-                # would stop the log for good. The loss is counted and reported.
-                self.dropped += len(recs)
-                _DROPPED.inc(len(recs))
-                logger.error(
-                    "recommendation log write failed, %d answers not logged: %s", len(recs), exc
-                )
         return kept

@@ -78,6 +78,21 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# PostgreSQL answering reads but refusing this process every write: a read-only
+# transaction (a standby after a failover, default_transaction_read_only) or a
+# privilege revoked. Like an outage it lasts until an operator acts, and the rows
+# refused are not at fault: what failed is kept and tried again, not dropped.
+WRITES_REFUSED_SQLSTATES = frozenset({"25006", "42501"})
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing writes as a whole (read-only, or no
+    privilege), as opposed to refusing these rows (SQLite says so with an
+    ``OperationalError``, one of ``UNAVAILABLE_ERRORS`` already)."""
+    cause = getattr(exc, "orig", None)
+    return getattr(cause, "sqlstate", None) in WRITES_REFUSED_SQLSTATES
+
+
 def describe_database_error(exc: BaseException) -> str:
     """The driver's error class and the first line of its message.
 
