@@ -273,6 +273,27 @@ def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> No
         assert client.post("/v1/feedback", json=event, headers=keys.channel).status_code == 200
 
 
+def test_a_worker_started_with_a_broken_rules_file_says_the_file_is_at_fault(
+    api_settings, keys, tmp_path: Path
+) -> None:
+    """A worker restarted after the rules file was broken (uvicorn's replacement of
+    a worker, a SIGHUP) serves nothing: its /readyz names the file, not a missing
+    model, and the model stays loadable once the file is fixed."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+    broken = api_settings.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(broken), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "serving rules file invalid", ready.text
+        assert "max_contacts" in ready.json()["last_reload_error"]
+        asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert asking.status_code == 503 and "fix the file" in asking.json()["detail"]
+        rules.write_text("channels:\n  email: {max_contacts: 3, per_days: 28}\n")
+        assert client.post("/v1/admin/reload").status_code == 200
+        assert client.get("/readyz").json()["status"] in ("ready", "warming")
+
+
 def _cache_counts(client: TestClient) -> tuple[float, float]:
     """Scored pairs answered from the score cache and by the model, so far."""
     lines = client.get("/metrics").text.splitlines()

@@ -84,8 +84,8 @@ def document(app: FastAPI) -> None:
         components.setdefault("schemas", {})["ErrorPublic"] = ErrorPublic.model_json_schema()
         for operation in schema["paths"]["/readyz"].values():  # GET and HEAD
             operation["responses"]["503"] = {
-                "description": "Not ready: `status` says why (no model loaded, database "
-                "unreachable).",
+                "description": "Not ready: `status` says why (no model loaded, serving "
+                "rules file invalid, database unreachable, ...).",
                 "content": {"application/json": {"schema": _ref("HealthPublic")}},
             }
         for path, operations in schema["paths"].items():

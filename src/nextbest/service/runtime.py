@@ -419,6 +419,23 @@ class ServingRuntime:
         return "no model is loaded yet"
 
     @property
+    def not_serving(self) -> str | None:
+        """Why no model serves, in /readyz's words (None: one does). A serving rules or
+        territory file that cannot be read stops a worker that has no model loaded
+        yet (one restarted after the file was broken); "no model loaded" would send
+        an operator to the registry instead of the file."""
+        if self._recommender is not None:
+            return None
+        if self._file_failed:
+            error = self.last_reload_error or ""
+            return (
+                "territory file invalid"
+                if error.startswith("TerritoriesError")
+                else "serving rules file invalid"
+            )
+        return "no model loaded"
+
+    @property
     def model_version(self) -> str | None:
         current = self._recommender
         return current.version if current is not None else None

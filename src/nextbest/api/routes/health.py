@@ -53,8 +53,8 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
     problems = []
     if keys is not None and keys.unusable:
         problems.append("API key file invalid")
-    if runtime.model_version is None:
-        problems.append("no model loaded")
+    if (not_serving := runtime.not_serving) is not None:
+        problems.append(not_serving)
     problems.extend(await run_in_threadpool(_database_problems, runtime))
     # The single-recommendation route reads history through its own asyncio pool
     # (PostgreSQL): ready only once that pool has a live connection too.
