@@ -99,6 +99,21 @@ class Settings(BaseSettings):
         description="Commit the recommendation log in batches every N ms from a background "
         "thread; 0 commits each answer before responding. Feedback is always synchronous.",
     )
+    db_lock_timeout_ms: int = Field(
+        default=2_000,
+        ge=0,
+        description="PostgreSQL, serving workers only: a statement waits at most this long "
+        "for a table lock (a migration, a VACUUM FULL, a transaction left open holding one) "
+        "before its request is refused with 503 and Retry-After, instead of every request "
+        "hanging behind the lock; 0: no limit.",
+    )
+    db_statement_timeout_ms: int = Field(
+        default=15_000,
+        ge=0,
+        description="PostgreSQL, serving workers only: a statement runs at most this long "
+        "(an overloaded database) before its request is refused with 503; 0: no limit. "
+        "Migrations at start-up are not bounded by either.",
+    )
     log_max_backlog: int = Field(
         default=10_000,
         ge=1,

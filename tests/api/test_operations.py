@@ -843,7 +843,7 @@ def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
     with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json()["status"] == "API key file invalid; no model loaded"
+        assert ready.json()["status"] == "API key file invalid; serving rules file invalid"
         assert "no key of the file is in force here" in ready.json()["keys_error"]
         assert "rules_fingerprint" not in ready.json()  # no rules read
         assert client.post("/v1/recommendations", json={"hcp_id": "x"}).status_code == 401

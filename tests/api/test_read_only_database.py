@@ -121,3 +121,47 @@ def test_answers_are_not_served_unlogged_while_the_database_refuses_writes(
             engine.dispose()
     finally:
         runtime.close()
+
+
+@pytest.mark.postgres
+def test_a_held_table_lock_gets_a_503_after_the_lock_timeout_not_a_hang(
+    own_registry, keys, postgres_url: str
+) -> None:
+    """A transaction left open holding a lock on the feedback table (a VACUUM FULL,
+    a migration, a forgotten BEGIN in psql) made every request wait for it; a
+    serving worker's statements now give up after NEXTBEST_DB_LOCK_TIMEOUT_MS and
+    the request is refused with 503, to be retried. Its sessions are named in
+    pg_stat_activity."""
+    settings = own_registry.model_copy(
+        update={"database_url": postgres_url, "db_lock_timeout_ms": 300}
+    )
+    runtime = ServingRuntime.start(settings)
+    holder = sa.create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
+    try:
+        hcp = str(runtime.recommender.hcp_ids[0])
+        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+            assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+            with holder.connect() as held:
+                held.exec_driver_sql("LOCK TABLE feedback_events IN ACCESS EXCLUSIVE MODE")
+                names = held.exec_driver_sql(
+                    "SELECT DISTINCT application_name FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).scalars()
+                assert "nextbest" in set(names)
+                for call in (
+                    lambda: client.post("/v1/recommendations", json={"hcp_id": hcp}),
+                    lambda: client.post(
+                        "/v1/recommendations/batch", json={"hcp_ids": [hcp], "k": 1}
+                    ),
+                ):
+                    started = time.monotonic()
+                    refused = call()
+                    # 300 ms per statement; far below the lock's lifetime (the test's).
+                    assert time.monotonic() - started < 10
+                    assert refused.status_code == 503, refused.text
+                    assert refused.headers["Retry-After"] == "1"
+                held.rollback()  # the lock is released
+            assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+    finally:
+        holder.dispose()
+        runtime.close()

@@ -254,7 +254,11 @@ class ServingRuntime:
             # Each worker process scores small blocks; one OpenMP thread per process
             # avoids oversubscribing the cores (must be set before LightGBM first predicts).
             os.environ.setdefault("OMP_NUM_THREADS", "1")
-        engine = make_engine(settings.resolved_database_url)
+        engine = make_engine(
+            settings.resolved_database_url,
+            lock_timeout_ms=settings.db_lock_timeout_ms,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
         runtime = cls(
             settings, engine, make_session_factory(engine), predict_threads=predict_threads
         )

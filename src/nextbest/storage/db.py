@@ -19,6 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -180,13 +181,17 @@ def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, lock_timeout_ms: int = 0, statement_timeout_ms: int = 0) -> Engine:
     """Create the engine for a database URL (SQLite file or PostgreSQL).
 
     SQLite: the file's parent directory is created, and every new connection gets
     ``journal_mode=WAL``, ``synchronous=FULL``, ``busy_timeout=10000`` and
     ``foreign_keys=ON``. PostgreSQL: pooled connections are pinged before use, and a
-    bare ``postgresql://`` URL uses psycopg 3 (the driver this project installs).
+    bare ``postgresql://`` URL uses psycopg 3 (the driver this project installs);
+    sessions are named ``nextbest`` in ``pg_stat_activity`` unless the URL sets an
+    ``application_name``; ``lock_timeout_ms`` and ``statement_timeout_ms`` (0: none)
+    bound every statement of its sessions (and of the readers made from it), as
+    libpq ``options`` added to any the URL has.
     Errors never show the statement's parameters (HCP ids among them), so a logged
     database error carries no HCP data.
 
@@ -207,6 +212,22 @@ def make_engine(url: str) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         if "connect_timeout" not in parsed.query:  # the readers' pools inherit it
             parsed = parsed.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
+        if "application_name" not in parsed.query:
+            parsed = parsed.update_query_dict({"application_name": "nextbest"})
+        bounds = [
+            f"-c {name}={ms}"
+            for name, ms in (
+                ("lock_timeout", lock_timeout_ms),
+                ("statement_timeout", statement_timeout_ms),
+            )
+            if ms > 0
+        ]
+        if bounds:
+            given = parsed.query.get("options")
+            given = " ".join(given) if isinstance(given, tuple) else given
+            parsed = parsed.update_query_dict(
+                {"options": " ".join([*([given] if given else []), *bounds])}
+            )
         return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     raise ValueError(
         f"unsupported database backend {backend!r} in database URL "
@@ -275,7 +296,18 @@ def make_async_reader(engine: Engine) -> AsyncConnectionPool | None:
     """
     if engine.dialect.name != "postgresql":
         return None
-    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    # As libpq parameters, not the URL rendered: it writes spaces as '+' (the
+    # options' "-c lock_timeout=..."), which libpq does not read back as spaces.
+    url = engine.url
+    given = {
+        "host": url.host,
+        "port": url.port,
+        "dbname": url.database,
+        "user": url.username,
+        "password": url.password,
+    }
+    given.update({k: " ".join(v) if isinstance(v, tuple) else v for k, v in url.query.items()})
+    conninfo = make_conninfo("", **{k: v for k, v in given.items() if v is not None})
     return _HistoryPool(
         conninfo,
         min_size=READER_POOL_SIZE,
@@ -379,6 +411,9 @@ def set_migration_lock_timeout(connection: Connection) -> None:
         connection.exec_driver_sql(
             f"SET LOCAL lock_timeout = '{int(PG_MIGRATION_LOCK_TIMEOUT_S * 1000)}ms'"
         )
+        # A serving worker's sessions bound every statement (make_engine): not its
+        # migration, which may take longer and gives up on locks by the line above.
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
 
 
 def _lock_for_migration(connection: Connection) -> None:
@@ -395,6 +430,10 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif connection.dialect.name == "postgresql":
+        # A serving worker's session gives up on a lock after its lock_timeout
+        # (make_engine); one waiting for another worker's migration must not.
+        connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
         # Released automatically at commit or rollback; PostgreSQL DDL is
         # transactional, so the whole upgrade commits or nothing does.
         connection.execute(

@@ -2177,8 +2177,10 @@ async def serving_history_async(
     try:
         try:
             fetched = await _fetch(pool, query.sql, values)
-        except PoolTimeout:
-            raise  # no connection to be had: asking again would only wait again
+        except (PoolTimeout, psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+            # No connection to be had, or a statement timed out (a held lock, an
+            # overloaded database): asking again would only wait again.
+            raise
         except psycopg.OperationalError:
             # Most likely a connection the server dropped (a restart drops them
             # all): the pool discards the broken ones, the read runs once more.
