@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -282,6 +283,7 @@ def test_a_worker_started_with_a_broken_rules_file_says_the_file_is_at_fault(
     rules = tmp_path / "rules.yaml"
     rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
     broken = api_settings.model_copy(update={"rules_file": rules})
+    before = {r: _metric(REGISTRY, "nextbest_reloads_total", result=r) for r in RESULTS}
     with TestClient(create_app(broken), headers=dict(keys.admin)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503, ready.text
@@ -289,9 +291,29 @@ def test_a_worker_started_with_a_broken_rules_file_says_the_file_is_at_fault(
         assert "max_contacts" in ready.json()["last_reload_error"]
         asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
         assert asking.status_code == 503 and "fix the file" in asking.json()["detail"]
+        # What an alert reads: the failed reload (at start-up) counted, none swapped.
+        failed = _metric(REGISTRY, "nextbest_reloads_total", result="failed")
+        assert failed >= before["failed"] + 1
+        assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == before["swapped"]
         rules.write_text("channels:\n  email: {max_contacts: 3, per_days: 28}\n")
         assert client.post("/v1/admin/reload").status_code == 200
         assert client.get("/readyz").json()["status"] in ("ready", "warming")
+        assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == (
+            before["swapped"] + 1
+        )
+        cut_off = client.app.state.runtime.features_as_of
+        assert _metric(REGISTRY, "nextbest_model_features_as_of_seconds") == pytest.approx(
+            datetime.fromisoformat(cut_off).timestamp()
+        )
+        assert "nextbest_recommendation_log_failing 0.0" in client.get("/metrics").text
+
+
+RESULTS = ("swapped", "failed")
+
+
+def _metric(registry, name: str, **labels: str) -> float:
+    """A sample's value (0 when the series does not exist yet)."""
+    return registry.get_sample_value(name, labels) or 0.0
 
 
 def _cache_counts(client: TestClient) -> tuple[float, float]:

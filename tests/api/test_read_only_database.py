@@ -78,6 +78,7 @@ def test_answers_are_not_served_unlogged_while_the_database_refuses_writes(
             ready = client.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert "recommendation log store failing" in ready.json()["status"]
+            assert "nextbest_recommendation_log_failing 1.0" in client.get("/metrics").text
             refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
             assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
             event = {
@@ -106,6 +107,7 @@ def test_answers_are_not_served_unlogged_while_the_database_refuses_writes(
             assert runtime.reclog.dropped == 0
             _read_only(server_url, database, False)
             assert runtime.reclog.flush(timeout=60)  # the kept answer is written
+            assert "nextbest_recommendation_log_failing 0.0" in client.get("/metrics").text
             stored = _until(
                 lambda: (r := client.post("/v1/feedback", json=event)).status_code == 200 and r,
                 "feedback was not stored once the database took writes again",

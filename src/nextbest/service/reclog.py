@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest.errors import LogBacklogFullError
@@ -56,6 +56,12 @@ _Entry = tuple[Sequence[Recommendation], Recommender, str]
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
 
+LOG_FAILING = Gauge(
+    "nextbest_recommendation_log_failing",
+    "1 while this worker's recommendation log store refuses its writes (answers kept and "
+    "retried, new requests refused with 503), else 0.",
+    multiprocess_mode="liveall",
+)
 NOT_LOGGED = Counter(
     "nextbest_recommendation_log_not_logged_total",
     "Answers not logged: refused because the log's backlog was full or its store "
@@ -280,6 +286,8 @@ class RecommendationLog:
                 self._pending -= done
                 self._backlog -= answers
                 self._failing = bool(kept)
+                if self._failing != was_failing:
+                    LOG_FAILING.set(int(self._failing))
                 # Written (or lost for good): their writers may answer. Under the lock
                 # and while ``batch`` holds them, so that no id is reused meanwhile.
                 for recs, _, _ in batch:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,6 +61,23 @@ MODEL_INFO = Gauge(
     "nextbest_model_info",
     "1 for the model version this process serves, 0 for versions it served before.",
     ["version"],
+    multiprocess_mode="liveall",
+)
+
+
+# For alerting without reading logs: a reload that failed (the old model, rules
+# and territories keep serving, so nothing else shows it), and how old the served
+# model's history is (time() - this; retrain when it grows past a week or two).
+RELOADS = Counter(
+    "nextbest_reloads_total",
+    "Reloads of the served model, rules and territory file by this worker: swapped (a new "
+    "model version is served) or failed (what served before goes on serving).",
+    ["result"],
+)
+FEATURES_AS_OF = Gauge(
+    "nextbest_model_features_as_of_seconds",
+    "Where the served model's HCP history ends (its training cut-off), in seconds since "
+    "1970: time() minus this is how old its recency and fatigue features are.",
     multiprocess_mode="liveall",
 )
 
@@ -555,6 +572,7 @@ class ServingRuntime:
                         territories_changed=territories_changed,
                     )
             except Exception as exc:
+                RELOADS.labels("failed").inc()
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 self._failed_version = loading
                 self._file_failed = isinstance(exc, RulesError | TerritoriesError)
@@ -600,6 +618,9 @@ class ServingRuntime:
                     logger.warning("API keys: %s", note)
             if result.changed:
                 _mark_served(version, previous)
+                RELOADS.labels("swapped").inc()
+                if self._recommender is not None:
+                    FEATURES_AS_OF.set(_utc(self._recommender.model.as_of).timestamp())
             if result.changed and settings.gc_freeze:
                 _refreeze()
             if result.changed:
