@@ -288,7 +288,9 @@ def test_a_worker_started_with_a_broken_rules_file_says_the_file_is_at_fault(
         ready = client.get("/readyz")
         assert ready.status_code == 503, ready.text
         assert ready.json()["status"] == "serving rules file invalid", ready.text
-        assert "max_contacts" in ready.json()["last_reload_error"]
+        said = ready.json()["last_reload_error"]
+        assert "rules.yaml, line 2: channels.email.max_contacts" in said, said
+        assert str(tmp_path) not in ready.text  # no key needed here: no layout shown
         asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
         assert asking.status_code == 503 and "fix the file" in asking.json()["detail"]
         # What an alert reads: the failed reload (at start-up) counted, none swapped.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -68,7 +69,7 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
         return HealthPublic(
             status="; ".join(problems),
             model_version=runtime.model_version,
-            last_reload_error=runtime.last_reload_error,
+            last_reload_error=without_directories(runtime.last_reload_error),
             rules_fingerprint=runtime.rules_fingerprint,
             territories_fingerprint=runtime.territories_fingerprint,
             keys_error=keys_error,
@@ -77,12 +78,23 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
         status="ready",
         model_version=runtime.model_version,
         features_as_of=runtime.features_as_of,
-        last_reload_error=runtime.last_reload_error,
+        last_reload_error=without_directories(runtime.last_reload_error),
         rules_fingerprint=runtime.rules_fingerprint,
         territories_fingerprint=runtime.territories_fingerprint,
         keys_error=keys_error,
         warming=runtime.warming or None,
     )
+
+
+# An absolute path (a file:// URI's too): its directories are dropped, its file
+# name kept ('rules.yaml, line 2: ...'): the probe needs no key, and the
+# deployment's layout is the server log's to tell.
+_PATH = re.compile(r"(?:file://)?(?:/[^/\s:,;'\"()]+)+/(?=[^/\s:,;'\"()]+)")
+
+
+def without_directories(error: str | None) -> str | None:
+    """``error`` with the directories of every absolute path in it left out."""
+    return None if error is None else _PATH.sub("", error)
 
 
 def _database_problems(runtime: ServingRuntime) -> list[str]:
