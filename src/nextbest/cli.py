@@ -230,14 +230,21 @@ def _alias_given_by_training(settings: Any, alias: str | None) -> None:
 def _models_dir_usable(settings: Settings) -> None:
     """Create the models directory now, or stop naming it: commands that end by
     writing there (a registered model) must not find out after their work."""
+    import tempfile
+
     from nextbest import registry
 
+    models = settings.resolved_models_dir
     try:
         settings.ensure_dirs()
+        # Writable for this user, as the registration at the end writes: a directory
+        # made read-only (a read-only mount, `chattr +i`) passes os.access as root.
+        for place in (models, models / "artifacts"):
+            if place.is_dir():
+                with tempfile.TemporaryFile(dir=place):
+                    pass
     except OSError as exc:
-        raise _fail(
-            f"NEXTBEST_MODELS_DIR: cannot use {settings.resolved_models_dir}: {exc.strerror or exc}"
-        ) from None
+        raise _fail(f"NEXTBEST_MODELS_DIR: cannot use {models}: {exc.strerror or exc}") from None
     try:  # a store moved away from its artifacts' recorded path
         registry.experiment_id(settings)
     except registry.RegistryError as exc:

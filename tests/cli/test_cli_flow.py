@@ -648,6 +648,34 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
         assert logged.empty, err[-2000:]
 
 
+def test_train_into_a_models_dir_it_cannot_write_stops_before_training(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A models directory made read-only (`chattr +i`, a read-only mount) passes a
+    permission check as root; train used to fit every model and then fail at the
+    registration with tracebacks and exit 1. Root only: chattr needs it."""
+    import shutil
+    import subprocess
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    if subprocess.run(["chattr", "+i", str(models)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (not root, or the filesystem lacks it)")
+    try:
+        monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+        get_settings.cache_clear()
+        result = runner.invoke(
+            app,
+            ["train", "--data", str(trained.data_dir), "--config", str(FAST)],
+        )
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, said[-2000:]
+        assert f"NEXTBEST_MODELS_DIR: cannot use {models}: Operation not permitted" in said
+        assert "Traceback" not in result.output and "features" not in said
+    finally:
+        subprocess.run(["chattr", "-i", str(models)], check=True)
+
+
 def test_outputs_that_cannot_be_written_stop_before_any_work(
     env_settings: Path, tmp_path: Path
 ) -> None:
