@@ -2839,7 +2839,8 @@ def models(
         versions = registry.list_versions(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
-    changes = champion_changes(settings)
+    # The timeline is read from every decision run: only when it is shown.
+    changes = champion_changes(settings) if when or history_table or as_json else []
     if when is not None:
         return _print_champion_at(changes, when, as_json=as_json)
     if history_table and not as_json:
