@@ -144,6 +144,22 @@ def test_a_replaced_worker_listens_on_a_socket_of_its_own(two_workers) -> None:
 
 
 @linux_only
+def test_a_worker_dying_while_the_supervisor_waits_on_it_stops_promptly(two_workers) -> None:
+    """uvicorn's supervisor pings each worker and waits up to its health-check time
+    (60 s here) for the answer. A worker that died while a ping was pending (a
+    stop's SIGTERM reaching a worker still starting, or busy warming its cache)
+    left the supervisor waiting out the whole minute: `stop` hung, CI timed out.
+    A stopped worker holds the ping; killing it then must end the wait at once."""
+    proc, port = two_workers
+    worker = next(iter(_sockets(proc, port, psutil.CONN_LISTEN)))
+    os.kill(worker, signal.SIGSTOP)  # it cannot answer: the next ping waits on it
+    time.sleep(2)  # the supervisor pings every 0.5 s
+    os.kill(worker, signal.SIGKILL)
+    stop_server(proc, timeout_s=30)  # a minute's wait on a dead worker's answer failed here
+    assert proc.returncode == 0, _tail(proc)
+
+
+@linux_only
 def test_workers_stop_when_their_supervisor_is_killed(two_workers) -> None:
     """`kill -9` of `nextbest serve` (or the kernel's out-of-memory killer) left its
     workers serving as orphans on the port, so a restart was refused it."""

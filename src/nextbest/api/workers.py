@@ -88,17 +88,40 @@ def run_balanced(config: Any) -> None:
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    class Supervisor(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            for worker in self.processes:
+                close_workers_end(worker)
+            super().keep_subprocess_alive()
+
     check_address_free(config.host, config.port)
     listener: Any = OwnListener(config.host, config.port)
     if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.52
         from uvicorn import Server
 
-        supervisor = Multiprocess(config, target=Server(config).run, sockets=[listener])  # type: ignore[call-arg]
+        supervisor = Supervisor(config, target=Server(config).run, sockets=[listener])  # type: ignore[call-arg]
     else:
-        supervisor = Multiprocess(config, sockets=[listener])
+        supervisor = Supervisor(config, sockets=[listener])
     supervisor.run()
     if any(getattr(worker, "exitcode", None) == STARTUP_FAILURE for worker in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)
+
+
+def close_workers_end(worker: Any) -> None:
+    """Close the supervisor's copy of a started worker's end of its health-check pipe.
+
+    uvicorn's supervisor pings each worker over a pipe and waits up to its
+    health-check time (60 s, set by `nextbest serve`) for the answer, keeping both
+    ends of the pipe open. A worker that died while a ping was pending (a stop's
+    SIGTERM reaching a worker still starting or busy warming its cache) therefore
+    never closed the pipe: the supervisor waited the whole minute before it noticed,
+    and a stop hung that long. With the supervisor's copy closed, the worker's death
+    closes the pipe and the wait ends at once. The worker has its own copy from
+    when it was started; the supervisor only ever uses the other end.
+    """
+    end = getattr(worker, "child_conn", None)
+    if end is not None and getattr(worker, "pid", None) is not None:
+        end.close()
 
 
 # Set by `nextbest serve` for its workers: the process that started them.
