@@ -1351,7 +1351,12 @@ def _run_server(
         # Each worker accepts on its own socket, so connections spread over all
         # workers (nextbest.api.workers explains why uvicorn's shared one does not).
         try:
-            run_balanced(uvicorn.Config("nextbest.api.app:create_app", **options))
+            run_balanced(
+                uvicorn.Config("nextbest.api.app:create_app", **options),
+                # A SIGHUP replaces every worker: with a file no worker can serve
+                # by, the replacements would take the whole service down.
+                before_restart=lambda: _serving_files_error(settings),
+            )
         except AddressInUseError as exc:
             raise _fail(str(exc)) from None
     else:
@@ -1377,20 +1382,28 @@ def _check_serving_files(settings: Settings) -> None:
     invalid one stops ``serve`` here with its message, not each worker at start-up in
     a traceback."""
     from nextbest.registry import registry_exists
+
+    problem = _serving_files_error(settings)
+    if problem is not None:
+        raise _fail(problem)
+    registry_exists(settings)  # a local MLflow store that cannot be used stops here
+
+
+def _serving_files_error(settings: Settings) -> str | None:
+    """What is wrong with the rules, territory alignment or API-key file, read as a
+    worker starting now would read them; None when all three would serve."""
+    from nextbest.policy.rules import RulesError, ServingRules
     from nextbest.service.apikeys import ApiKeyError, KeyStore
     from nextbest.service.territories import TerritoriesError, TerritoryAlignment
 
-    _check_rules_file(settings)
     try:
+        ServingRules.configured(settings)
         TerritoryAlignment.configured(settings)
-    except TerritoriesError as exc:
-        raise _fail(str(exc)) from None
-    registry_exists(settings)  # a local MLflow store that cannot be used stops here
-    if settings.auth_enabled:
-        try:
+        if settings.auth_enabled:
             KeyStore.load(path=settings.resolved_api_keys_file)
-        except ApiKeyError as exc:
-            raise _fail(str(exc)) from None
+    except (RulesError, TerritoriesError, ApiKeyError) as exc:
+        return str(exc)
+    return None
 
 
 def _migrate_before_serving(settings: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -239,3 +240,49 @@ def test_feedback_never_meets_an_unlogged_recommendation_across_workers(
                 c.close()
         pids = _request_pids(log)
         assert len(set(pids)) == 2
+
+
+def test_sighup_reloads_a_single_worker_in_place(trained, tmp_path: Path) -> None:
+    """A service manager's reload (`kill -HUP $MAINPID`) stopped a single-worker
+    server without a word; it now re-reads the alias and the files, as
+    POST /v1/admin/reload does, and a broken file leaves the old rules serving."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email: {max_contacts: 3, per_days: 28}\n")
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_AUTH_ENABLED": "false",
+        "NEXTBEST_RULES_FILE": str(rules),
+        "NEXTBEST_RELOAD_INTERVAL_S": "0",  # no alias poll: only the signal reloads
+    }
+    port = free_port()
+    proc = start_server(port=port, env=env, log_file=models / "server.log")
+
+    def ready_until(done) -> dict:
+        deadline = time.monotonic() + 30
+        while True:
+            body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+            if done(body):
+                return body
+            assert proc.poll() is None, (models / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+
+    try:
+        first = ready_until(lambda body: body["status"] == "ready")["rules_fingerprint"]
+        rules.write_text("channels:\n  email: {max_contacts: 2, per_days: 28}\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        edited = ready_until(lambda body: body["rules_fingerprint"] != first)
+        assert edited["status"] == "ready", edited
+
+        rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        broken = ready_until(lambda body: body.get("last_reload_error"))
+        assert "rules.yaml, line 2: channels.email.max_contacts" in broken["last_reload_error"]
+        assert broken["status"] == "ready", broken  # the edited rules serve on
+        assert broken["rules_fingerprint"] == edited["rules_fingerprint"], broken
+    finally:
+        stop_server(proc)
+    assert proc.returncode == -signal.SIGTERM  # the stop's, re-raised by uvicorn (README)

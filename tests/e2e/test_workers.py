@@ -222,6 +222,51 @@ def test_metrics_after_a_restart_name_only_the_workers_serving(two_workers) -> N
     assert _pids_in_metrics(port, "process_resident_memory_bytes{") == listening, said
 
 
+@linux_only
+def test_sighup_keeps_the_workers_while_the_rules_file_is_broken(trained, tmp_path: Path) -> None:
+    """SIGHUP replaces every worker; with a rules file broken since the last reload,
+    each replacement started serving nothing, and the whole service went unready.
+    The supervisor reads the files first: broken, it keeps the workers and says why;
+    fixed, the next SIGHUP replaces them."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email: {max_contacts: 3, per_days: 28}\n")
+    env = {**_env(models), "NEXTBEST_RULES_FILE": str(rules)}
+    port, log = free_port(), models / "server.log"
+    proc = start_server(port=port, env=env, args=["--workers", "2"], log_file=log)
+    try:
+        before = _wait_listening(proc, port)
+        rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        refused = _wait_for_log_event(log, "restart_refused")
+        assert refused["level"] == "ERROR", refused
+        assert "rules.yaml, line 2: channels.email.max_contacts" in refused["message"], refused
+        assert set(_sockets(proc, port, psutil.CONN_LISTEN)) == set(before)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+
+        rules.write_text("channels:\n  email: {max_contacts: 2, per_days: 28}\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        _, alive = psutil.wait_procs([psutil.Process(pid) for pid in before], timeout=120)
+        assert not alive, log.read_text()[-3000:]
+        assert not set(_wait_listening(proc, port)) & set(before)
+    finally:
+        stop_server(proc)
+
+
+def _wait_for_log_event(log: Path, event: str, timeout_s: float = 30) -> dict[str, object]:
+    """The first JSON line of ``log`` with this ``event``, waited for."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for line in log.read_text().splitlines():
+            if f'"{event}"' in line:
+                record: dict[str, object] = json.loads(line)
+                return record
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
 def _pids_in_metrics(port: int, line_start: str) -> set[str]:
     """The ``pid`` labels of the samples of /metrics whose line starts with ``line_start``."""
     response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -89,6 +92,20 @@ def _flush_recommendation_log(request: Request) -> None:
     request.app.state.runtime.reclog.flush(while_failing=False)
 
 
+def _reload_on_sighup(runtime: ServingRuntime) -> bool:
+    """Make SIGHUP reload this worker (as ``POST /v1/admin/reload`` does), when it
+    runs the event loop in its main thread (uvicorn's; a test client's does not).
+
+    Left alone, SIGHUP ended a single-worker `nextbest serve` without a word, and
+    a service manager's reload (``kill -HUP $MAINPID``) stopped the service. With
+    several workers the supervisor takes SIGHUP and replaces the workers instead.
+    """
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return False
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.ask_reload)
+    return True
+
+
 def create_app(settings: Settings | None = None, runtime: ServingRuntime | None = None) -> FastAPI:
     """Build the app; the model, database and API keys are opened at start-up, not here."""
 
@@ -117,9 +134,12 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         app.state.runtime = runtime or ServingRuntime.start(config)
         app.state.runtime.start_watcher()
         await app.state.runtime.open_async_reader()
+        hangup = _reload_on_sighup(app.state.runtime)
         try:
             yield
         finally:
+            if hangup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await app.state.runtime.close_async_reader()
             if own:
                 app.state.runtime.close()

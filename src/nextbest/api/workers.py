@@ -19,10 +19,14 @@ worker's own.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class AddressInUseError(OSError):
@@ -77,13 +81,17 @@ def check_address_free(host: str, port: int) -> None:
             ) from None
 
 
-def run_balanced(config: Any) -> None:
+def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None = None) -> None:
     """Run ``config.workers`` uvicorn workers, each on its own ``SO_REUSEPORT`` socket.
 
     A worker that fails to start makes uvicorn's supervisor stop every worker and
     return normally; the process then exits with the worker's start-up failure
     code, as a single-worker ``uvicorn.run`` does, not 0: a service manager that
     restarts on failure, or a script, must see that the server did not run.
+
+    ``before_restart`` is asked before a SIGHUP replaces the workers: when it
+    returns a reason, the workers serving are kept and the reason is logged as an
+    error (``event: restart_refused``).
     """
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
@@ -93,6 +101,18 @@ def run_balanced(config: Any) -> None:
             for worker in self.processes:
                 close_workers_end(worker)
             super().keep_subprocess_alive()
+
+        def restart_all(self) -> None:
+            problem = before_restart() if before_restart is not None else None
+            if problem is not None:
+                logger.error(
+                    "SIGHUP: the workers serving are kept, not replaced: %s; fix it and "
+                    "send SIGHUP again",
+                    problem,
+                    extra={"event": "restart_refused"},
+                )
+                return
+            super().restart_all()
 
     check_address_free(config.host, config.port)
     listener: Any = OwnListener(config.host, config.port)

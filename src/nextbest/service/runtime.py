@@ -234,6 +234,7 @@ class ServingRuntime:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._signal_seen: float | None = None
+        self._asked = threading.Event()  # a reload asked by SIGHUP, for the watcher
         self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
         # The version the last reload failed to load (None: it failed before, e.g.
@@ -743,6 +744,13 @@ class ServingRuntime:
         self._watcher = threading.Thread(target=self._watch, name="nextbest-reload", daemon=True)
         self._watcher.start()
 
+    def ask_reload(self) -> None:
+        """Have the watcher reload as ``POST /v1/admin/reload`` does, for this worker
+        (SIGHUP): the served alias, the rules file and the territory file are read
+        again; a failure leaves what serves in place, in ``last_reload_error``."""
+        logger.info("SIGHUP: reloading the served model, rules and territory files")
+        self._asked.set()
+
     def _watch(self) -> None:
         interval = self.settings.reload_interval_s
         since_poll = since_retry = 0.0
@@ -768,12 +776,16 @@ class ServingRuntime:
             except OSError:
                 mtime = None
             signalled = mtime is not None and mtime != self._signal_seen
-            if not (due or signalled):
+            asked = self._asked.is_set()
+            if not (due or signalled or asked):
                 continue
+            self._asked.clear()
             self._signal_seen = mtime
             since_poll = 0.0
             try:
-                self.reload(force=signalled and self._signal_forced(), polled=not signalled)
+                self.reload(
+                    force=signalled and self._signal_forced(), polled=not (signalled or asked)
+                )
             except Exception as exc:  # the old model keeps serving
                 logger.warning("background reload failed: %s", exc)
 
