@@ -99,7 +99,7 @@ def _main(
             "--version",
             callback=_print_version,
             is_eager=True,
-            help="Show the release and the database schema revision it migrates to, and exit.",
+            help="Show the release and its database schema revision, and exit.",
         ),
     ] = False,
 ) -> None:
@@ -140,6 +140,7 @@ def main() -> None:
 
     from nextbest.storage.db import (
         MigrationLockTimeoutError,
+        SchemaBehindError,
         SchemaTooNewError,
         describe_database_error,
     )
@@ -148,7 +149,7 @@ def main() -> None:
     _OWN_PROCESS = True
     try:
         app()
-    except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
+    except (SchemaTooNewError, SchemaBehindError, MigrationLockTimeoutError) as exc:
         console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}", highlight=False)
         raise SystemExit(2) from None
     except OSError as exc:
@@ -1416,6 +1417,16 @@ def _migrate_before_serving(settings: Settings) -> None:
     A damaged SQLite file (a backup restored beside a later state's -wal) stops
     here too, before anything is served from it.
     """
+    before, after = _upgrade_schema(settings)
+    if before != after:  # said once, here: the workers find nothing left to do
+        logging.getLogger("nextbest.serve").info(
+            "database schema migrated from revision %s to %s", before or "(none)", after
+        )
+
+
+def _upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
+    """Upgrade the database's schema to this release's (``serve``, ``db upgrade``); any
+    reason it cannot be stops the command in one line. The revisions before and after."""
     from sqlalchemy.engine import make_url
 
     from nextbest.storage.db import (
@@ -1437,7 +1448,7 @@ def _migrate_before_serving(settings: Settings) -> None:
             "are not the backup's own (README.md, Backup and restore)"
         )
     try:
-        before, after = migrate(url)
+        return migrate(url)
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
@@ -1448,9 +1459,62 @@ def _migrate_before_serving(settings: Settings) -> None:
             f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
             f"{describe_database_error(exc)}"
         ) from None
-    if before != after:  # said once, here: the workers find nothing left to do
-        logging.getLogger("nextbest.serve").info(
-            "database schema migrated from revision %s to %s", before or "(none)", after
+
+
+db_app = typer.Typer(
+    help="The database's schema: status (its revision and this release's), upgrade.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say the database's schema revision and this release's. Exit code 0 when they
+    match (or there is no schema yet), 1 when the database is behind."""
+    from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, schema_revisions
+
+    settings = _settings()
+    url = settings.resolved_database_url
+    shown = without_password(url)
+    try:
+        found, head = schema_revisions(url)
+    except UNAVAILABLE_ERRORS as exc:
+        raise _fail(
+            f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
+            f"{describe_database_error(exc)}"
+        ) from None
+    if found is None:
+        said = f"no schema yet; the first command that uses it creates revision {head}"
+    elif found == head:
+        said = f"schema revision {found}, this release's"
+    else:
+        said = (
+            f"schema revision {found}, behind this release's {head}: `nextbest db upgrade` "
+            "upgrades it (once the servers sharing it run this release)"
+        )
+    stdout.print(f"{shown}: {said}", highlight=False)
+    if found is not None and found != head:
+        raise typer.Exit(code=1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the database's schema to this release's, as `nextbest serve` does at
+    start. Every other command refuses a database whose schema is behind: run this
+    once the servers sharing the database run this release (a worker of an older
+    release cannot start on a newer schema)."""
+    settings = _settings()
+    before, after = _upgrade_schema(settings)
+    shown = without_password(settings.resolved_database_url)
+    if before == after:
+        stdout.print(
+            f"{shown}: schema revision {after}, this release's: nothing to do", highlight=False
+        )
+    else:
+        stdout.print(
+            f"{shown}: schema upgraded from revision {before or '(none)'} to {after}",
+            highlight=False,
         )
 
 

@@ -924,6 +924,48 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert stopped.value.code == 2
 
 
+def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Other commands refuse a database whose schema is behind (one line, exit 2,
+    nothing changed); `db status` says so with exit 1; `db upgrade` upgrades it."""
+    import sys
+
+    from nextbest.cli import main
+    from nextbest.storage.db import migrate, schema_revisions
+
+    url = f"sqlite:///{tmp_path / 'older.db'}"
+    assert migrate(url, revision="0008") == (None, "0008")
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", url)
+    get_settings.cache_clear()
+    feed = tmp_path / "feed.csv"
+    feed.write_text("event_id,event_type,hcp_id\nx-1,opened,H1\n")
+    monkeypatch.setattr(sys, "argv", ["nextbest", "feedback", str(feed)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "schema is at revision 0008, older than this release's 0010" in said, said
+    assert "`nextbest db upgrade`" in said and said.count("error:") == 1, said
+    assert schema_revisions(url)[0] == "0008"  # nothing changed
+
+    status = runner.invoke(app, ["db", "status"])
+    assert status.exit_code == 1, status.output
+    assert "schema revision 0008, behind this release's 0010" in " ".join(status.output.split())
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "schema upgraded from revision 0008 to 0010" in upgraded.output
+    assert schema_revisions(url)[0] == "0010"
+    status = runner.invoke(app, ["db", "status"])
+    assert status.exit_code == 0 and "schema revision 0010, this release's" in status.output
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+
+
 @pytest.mark.postgres
 def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table(
     env_settings: Path,
@@ -933,7 +975,7 @@ def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An upgrade behind a BI session's open transaction: one line and exit 2 from
-    serve (which starts nothing) and from any command that migrates."""
+    serve (which starts nothing) and from `db upgrade`."""
     import sys
 
     import sqlalchemy as sa
@@ -958,9 +1000,7 @@ def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table
             assert said.count("error:") == 1, said
             assert "lock on recommendations" in said and "nothing was changed" in said, said
             assert "Traceback" not in result.output and not started
-            feed = tmp_path / "feed.csv"
-            feed.write_text("event_id,event_type,hcp_id\nx-1,opened,H1\n")
-            monkeypatch.setattr(sys, "argv", ["nextbest", "feedback", str(feed)])
+            monkeypatch.setattr(sys, "argv", ["nextbest", "db", "upgrade"])
             capsys.readouterr()
             with pytest.raises(SystemExit) as stopped:
                 main()

@@ -28,7 +28,10 @@ from nextbest.storage import (
 from nextbest.storage.db import (
     PG_MIGRATION_LOCK_TIMEOUT_S,
     MigrationLockTimeoutError,
+    SchemaBehindError,
     alembic_config,
+    schema_revisions,
+    store_session,
 )
 from nextbest.storage.tables import Base
 
@@ -79,6 +82,26 @@ def test_migrated_schema_matches_orm_metadata(database_url: str) -> None:
     finally:
         engine.dispose()
     assert diffs == []
+
+
+def test_commands_create_a_schema_but_leave_an_older_one_for_an_upgrade(
+    database_url: str,
+) -> None:
+    """A command of a new release run against a shared database upgraded it without a
+    word, and a worker of the old release still serving it could not restart. Without
+    ``upgrade`` an empty database gets the schema, an older one is refused as it is."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert schema_revisions(database_url) == (None, head)  # reading creates nothing
+    assert _current_revision(database_url) is None
+    assert migrate(database_url, revision="0008") == (None, "0008")
+    with pytest.raises(SchemaBehindError) as refused, store_session(database_url):
+        pass
+    said = str(refused.value)
+    assert "revision 0008, older than this release's" in said and "nextbest db upgrade" in said
+    assert schema_revisions(database_url) == ("0008", head)  # left as it was
+    assert migrate(database_url) == ("0008", head)  # what `db upgrade` and serve do
+    with store_session(database_url) as session:  # current: used as it is
+        assert session.execute(text("SELECT count(*) FROM recommendations")).scalar() == 0
 
 
 def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(

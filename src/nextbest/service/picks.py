@@ -370,7 +370,9 @@ def logged_picks(
     )
     # Only this thread predicts (no warming, no reload watcher): every core for
     # each block's LightGBM calls, about a fifth faster than one thread.
-    runtime = ServingRuntime.start(config, predict_threads=None, check_holdout_rate=False)
+    runtime = ServingRuntime.start(
+        config, predict_threads=None, check_holdout_rate=False, upgrade_schema=False
+    )
     try:
         recommender = copy.copy(runtime.recommender)
         # The send's files, not only the model's snapshot, decide who may be sent what.

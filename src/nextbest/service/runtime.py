@@ -235,6 +235,7 @@ class ServingRuntime:
         self._watcher: threading.Thread | None = None
         self._signal_seen: float | None = None
         self._asked = threading.Event()  # a reload asked by SIGHUP, for the watcher
+        self._upgrade_schema = True
         self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
         # The version the last reload failed to load (None: it failed before, e.g.
@@ -257,6 +258,7 @@ class ServingRuntime:
         load_model: bool = True,
         predict_threads: int | None = 1,
         check_holdout_rate: bool = True,
+        upgrade_schema: bool = True,
     ) -> ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
@@ -267,6 +269,8 @@ class ServingRuntime:
         supervisor stop every other worker too, the healthy ones included.
         ``check_holdout_rate``: warn when the newest logged answers used another
         holdout rate (off for ``picks --log``, whose command checks it itself).
+        ``upgrade_schema``: upgrade a database at an older schema revision (a server
+        does; ``picks --log`` refuses it, as other commands do, see ``migrate``).
         """
         if predict_threads == 1:
             # Each worker process scores small blocks; one OpenMP thread per process
@@ -280,6 +284,7 @@ class ServingRuntime:
         runtime = cls(
             settings, engine, make_session_factory(engine), predict_threads=predict_threads
         )
+        runtime._upgrade_schema = upgrade_schema
         if runtime._migrate() and check_holdout_rate:
             runtime._warn_of_another_holdout_rate()
         if load_model:
@@ -295,7 +300,7 @@ class ServingRuntime:
         """Migrate the database; False (logged, and retried by the watcher) while it
         cannot be reached. Any other error is raised."""
         try:
-            migrate(self.engine)
+            migrate(self.engine, upgrade=self._upgrade_schema)
         except UNAVAILABLE_ERRORS as exc:
             if not self.migration_pending:
                 logger.error(

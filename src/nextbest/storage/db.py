@@ -366,15 +366,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def store_session(url: str) -> Iterator[Session]:
-    """One session on the store at ``url``, migrated first; the engine is closed after.
+def store_session(url: str, *, upgrade: bool = False) -> Iterator[Session]:
+    """One session on the store at ``url``; the engine is closed after.
 
     For commands that read or write the store once (reports, retraining, the gate,
-    file picks), not for the server, which keeps its engine for its lifetime.
+    file picks), not for the server, which keeps its engine for its lifetime. An
+    empty database gets the schema; one at an older revision is upgraded only with
+    ``upgrade``, else :class:`SchemaBehindError` is raised (see :func:`migrate`).
     """
     engine = make_engine(url)
     try:
-        migrate(engine)
+        migrate(engine, upgrade=upgrade)
         with make_session_factory(engine)() as session:
             yield session
     finally:
@@ -465,6 +467,21 @@ HOLDERS_SQL = (
 )
 
 
+class SchemaBehindError(RuntimeError):
+    """The database's schema is older than this release's, and the command may not
+    upgrade it (only ``nextbest db upgrade`` and ``nextbest serve`` do)."""
+
+    def __init__(self, found: str, head: str | None) -> None:
+        super().__init__(
+            f"the database's schema is at revision {found}, older than this release's "
+            f"{head}: `nextbest db upgrade` upgrades it, as starting `nextbest serve` does. "
+            "Upgrade it once the servers sharing it run this release: a worker of an older "
+            "release cannot start on a newer schema (README, 'Upgrading and rolling back')"
+        )
+        self.found = found
+        self.head = head
+
+
 class MigrationLockTimeoutError(RuntimeError):
     """A PostgreSQL migration gave up waiting for a table another session holds.
 
@@ -528,7 +545,31 @@ def _lock_holders(connection: Connection, tables: list[str]) -> list[str]:
     return said
 
 
-def _upgrade_locked(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+def schema_revisions(url: str) -> tuple[str | None, str | None]:
+    """The database's schema revision (None: no schema yet) and this release's newest.
+
+    Only reads: nothing is created or migrated. Raises :class:`SchemaTooNewError`
+    for a revision this release does not know.
+    """
+    script = ScriptDirectory.from_config(alembic_config())
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    head = script.get_current_head()
+    if found is not None:
+        try:
+            script.get_revision(found)
+        except CommandError:
+            raise SchemaTooNewError(found, head) from None
+    return found, head
+
+
+def _upgrade_locked(
+    engine: Engine, revision: str, *, upgrade: bool = True
+) -> tuple[str | None, str | None]:
     with engine.connect() as connection:
         _lock_for_migration(connection)
         try:
@@ -540,6 +581,8 @@ def _upgrade_locked(engine: Engine, revision: str) -> tuple[str | None, str | No
                     script.get_revision(before)
                 except CommandError:
                     raise SchemaTooNewError(before, script.get_current_head()) from None
+                if not upgrade and before != script.get_current_head():
+                    raise SchemaBehindError(before, script.get_current_head())
             # env.py runs on this connection, inside the locked transaction.
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
@@ -560,10 +603,15 @@ def _upgrade_locked(engine: Engine, revision: str) -> tuple[str | None, str | No
 
 
 def migrate(
-    url_or_engine: str | Engine, *, revision: str = "head"
+    url_or_engine: str | Engine, *, revision: str = "head", upgrade: bool = True
 ) -> tuple[str | None, str | None]:
     """Upgrade the database schema to ``revision`` (default: the newest migration);
     returns the revision before and after (None: an empty database).
+
+    ``upgrade=False`` creates the schema of an empty database but refuses to change
+    an existing one at another revision (:class:`SchemaBehindError`): what every
+    command but ``serve`` and ``db upgrade`` does, so that a new release's command
+    run against a shared database does not strand the servers of the previous one.
 
     Idempotent, and safe to call from several processes at once (SQLite: the write
     lock, PostgreSQL: an advisory lock). Given a URL, the engine made for it is
@@ -574,9 +622,9 @@ def migrate(
     migration rolled back).
     """
     if isinstance(url_or_engine, Engine):
-        return _upgrade_locked(url_or_engine, revision)
+        return _upgrade_locked(url_or_engine, revision, upgrade=upgrade)
     engine = make_engine(url_or_engine)
     try:
-        return _upgrade_locked(engine, revision)
+        return _upgrade_locked(engine, revision, upgrade=upgrade)
     finally:
         engine.dispose()
