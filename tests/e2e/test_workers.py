@@ -200,8 +200,10 @@ def test_metrics_forget_a_killed_worker_once_it_is_replaced(two_workers) -> None
     # The death is a warning in the server's log, not a routine INFO line.
     log = Path(psutil.Process(proc.pid).environ()["NEXTBEST_MODELS_DIR"]) / "server.log"
     died = [line for line in log.read_text().splitlines() if '"worker_died"' in line]
-    warned = [json.loads(line)["level"] == "WARNING" for line in died if f"[{killed}]" in line]
-    assert warned == [True], said
+    warned = [json.loads(line) for line in died if f"[{killed}]" in line]
+    assert [line["level"] for line in warned] == ["WARNING"], said  # one line, a warning
+    assert warned[0]["exit_code"] == -signal.SIGKILL, warned
+    assert "killed by SIGKILL (the kernel's out-of-memory killer" in warned[0]["message"], warned
 
 
 @linux_only

@@ -37,7 +37,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -313,13 +313,18 @@ class ServeLogFilter(logging.Filter):
 
     - uvicorn's supervisor logs a worker that died (killed by the kernel for memory,
       a crash) at INFO, the level of routine lines: raised to WARNING, with
-      ``event: worker_died``, so that alerts on warnings see it.
+      ``event: worker_died``, so that alerts on warnings see it; under `nextbest
+      serve`'s own supervisor, which logs that line itself with the exit code and
+      the signal, dropped.
     - Alembic describes its database context ("Context impl SQLiteImpl.", "Will
       assume non-transactional DDL.") each time a worker checks the schema: dropped;
       the migrations it runs ("Running upgrade ...") are kept.
     """
 
     _alembic_noise = ("Context impl ", "Will assume ")
+    # Set by `nextbest serve`'s own supervisor (api/workers.py), which says how each
+    # worker died (its exit code, the signal): uvicorn's bare line is dropped then.
+    deaths_said_by_supervisor: ClassVar[bool] = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "alembic.runtime.migration":
@@ -327,6 +332,8 @@ class ServeLogFilter(logging.Filter):
         if record.name == "uvicorn.error" and record.levelno == logging.INFO:
             message = record.getMessage()
             if message.startswith("Child process [") and message.endswith("] died"):
+                if self.deaths_said_by_supervisor:
+                    return False
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
                 record.event = "worker_died"
         return True

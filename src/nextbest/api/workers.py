@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -96,11 +97,23 @@ def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    from nextbest.api.observability import ServeLogFilter
+
     class Supervisor(Multiprocess):
         def keep_subprocess_alive(self) -> None:
             for worker in self.processes:
                 close_workers_end(worker)
+            before = list(self.processes)
             super().keep_subprocess_alive()
+            for worker in before:
+                if worker not in self.processes:  # it died and was replaced
+                    code = worker.exitcode
+                    logger.warning(
+                        "Child process [%s] died: %s; a new worker replaces it",
+                        worker.pid,
+                        describe_exit(code),
+                        extra={"event": "worker_died", "exit_code": code},
+                    )
 
         def restart_all(self) -> None:
             problem = before_restart() if before_restart is not None else None
@@ -114,6 +127,7 @@ def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None
                 return
             super().restart_all()
 
+    ServeLogFilter.deaths_said_by_supervisor = True  # uvicorn's own line says less
     check_address_free(config.host, config.port)
     listener: Any = OwnListener(config.host, config.port)
     if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.52
@@ -125,6 +139,22 @@ def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None
     supervisor.run()
     if any(getattr(worker, "exitcode", None) == STARTUP_FAILURE for worker in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)
+
+
+def describe_exit(code: int | None) -> str:
+    """A worker's exit code as an operator reads it: the signal that killed it, and
+    for SIGKILL who usually sends it."""
+    if code is None:
+        return "exit code unknown"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if name == "SIGKILL":
+        return "killed by SIGKILL (the kernel's out-of-memory killer sends it, as does kill -9)"
+    return f"killed by {name}"
 
 
 def close_workers_end(worker: Any) -> None:
@@ -161,7 +191,6 @@ def die_with_supervisor(supervisor_pid: str | None) -> bool:
     if supervisor_pid is None or not sys.platform.startswith("linux"):
         return False
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
