@@ -1295,8 +1295,20 @@ def _serve(*, host: str | None, port: int | None, workers: int | None, log_level
 
     get_settings.cache_clear()
     settings = _settings()
+    models_dir = settings.resolved_models_dir
+    had_models_dir = models_dir.exists()
     _check_serving_files(settings)
     _migrate_before_serving(settings)
+    if not had_models_dir:
+        # Most likely a mistyped setting: the server would wait for a model forever,
+        # its /readyz saying only that the alias is missing.
+        logging.getLogger("nextbest.serve").warning(
+            "the models directory %s (NEXTBEST_MODELS_DIR) did not exist and was created "
+            "empty: nothing is served until a model is trained into it (`nextbest train`); "
+            "check the setting if one was trained",
+            models_dir,
+            extra={"event": "models_dir_created"},
+        )
     n_workers = workers or settings.workers
     # One OpenMP thread per worker: requests score small blocks, and the workers
     # already use every core.

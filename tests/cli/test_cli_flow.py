@@ -924,6 +924,30 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert stopped.value.code == 2
 
 
+def test_serve_warns_when_its_models_directory_did_not_exist(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped NEXTBEST_MODELS_DIR made an empty store the server waited on for
+    ever, /readyz saying only that the alias is missing: the start says why."""
+    import uvicorn
+
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    assert not env_settings.exists()
+    result = runner.invoke(app, ["serve", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    warned = [line for line in logged if line.get("event") == "models_dir_created"]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING", logged
+    assert (
+        f"the models directory {env_settings} (NEXTBEST_MODELS_DIR) did not exist"
+        in (warned[0]["message"])
+    )
+    assert started  # it serves anyway: a model trained into it later is picked up
+    again = runner.invoke(app, ["serve", "--workers", "1"])  # it exists now
+    assert again.exit_code == 0 and "models_dir_created" not in again.output, again.output
+
+
 def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     env_settings: Path,
     tmp_path: Path,
