@@ -726,6 +726,32 @@ def test_reload_applies_an_edited_rules_file_and_refuses_an_invalid_one(
         assert emails(hcp) != []
 
 
+def test_strict_rules_with_a_misspelt_channel_fail_the_reload(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """`strict: true`: an edit that leaves a channel uncapped (a misspelt name) is
+    refused like an invalid file, and the rules before it keep serving."""
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    strict = "strict: true\n" + shipped.read_text()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(strict)  # the shipped rules fit the catalog: strict, they load
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        before = client.get("/readyz").json()
+        assert before["status"] == "ready" and "last_reload_error" not in before, before
+        assert "\n  email:\n" in strict
+        rules.write_text(strict.replace("\n  email:\n", "\n  emial:\n", 1))
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        said = answer.json()["detail"]
+        assert "strict: true, and the rules do not fit the served catalog" in said, said
+        assert "did you mean 'email' for 'emial'?" in said, said
+        after = client.get("/readyz").json()
+        assert after["status"] == "ready", after  # the rules before it serve on
+        assert after["rules_fingerprint"] == before["rules_fingerprint"], after
+        assert "strict: true" in after["last_reload_error"], after
+
+
 def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(
     own_registry, keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

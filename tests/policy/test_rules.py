@@ -439,6 +439,29 @@ def test_rules_for_a_channel_the_catalog_lacks_are_reported(
     ]
 
 
+def test_strict_rules_that_do_not_fit_the_catalog_fail_instead_of_being_noted() -> None:
+    """A misspelt channel leaves the one meant uncapped: a compliance team that must
+    not serve with that asks for `strict: true`, and the load fails, naming it."""
+    fitting = {c: {"cooldown_days": 3} for c in ("email", "rep_visit", "webinar")}
+    HistoryRules(  # every channel ruled, none unknown: strict or not, it loads
+        ServingRules.from_mapping({"strict": True, "channels": fitting}),
+        channels=CHANNELS,
+        action_ids=ACTIONS,
+    )
+    misspelt = {("emial" if c == "email" else c): rule for c, rule in fitting.items()}
+    lax = ServingRules.from_mapping({"channels": misspelt}, source="rules.yaml")
+    assert HistoryRules(lax, channels=CHANNELS, action_ids=ACTIONS).notes  # noted only
+    strict = ServingRules.from_mapping({"strict": True, "channels": misspelt}, source="rules.yaml")
+    with pytest.raises(RulesError) as refused:
+        HistoryRules(strict, channels=CHANNELS, action_ids=ACTIONS)
+    said = str(refused.value)
+    assert said.startswith("rules.yaml: strict: true, and the rules do not fit"), said
+    assert "rules for channel(s) ['emial'] apply to nothing" in said
+    assert "did you mean 'email' for 'emial'?" in said
+    with pytest.raises(RulesError, match=r"strict.*must be true or false, got 'yes'"):
+        ServingRules.from_mapping({"strict": "yes"}, source="rules.yaml")
+
+
 def test_a_snooze_lasts_as_long_as_a_dismissal_unless_configured() -> None:
     assert RULES.snooze_window == 30 and RULES.suppresses
     short = ServingRules.from_mapping({"dismissal_days": 30, "snooze_days": 7})

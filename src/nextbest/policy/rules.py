@@ -115,6 +115,9 @@ class ServingRules:
     # Actions served to nobody from the next reload on: content withdrawn between
     # trainings (a recalled claim, an approval pulled early), without a retrain.
     withdrawn_actions: tuple[str, ...] = ()
+    # Rules that do not fit the served catalog (a misspelt channel, a channel no rule
+    # caps, a withdrawn id it lacks) fail the load instead of being noted.
+    strict: bool = False
     source: str = "built-in defaults"
     # Which rules these are: see fingerprint_of (the file's bytes as read, so that
     # the hash and the rules come from one read even while the file is edited).
@@ -259,6 +262,9 @@ class ServingRules:
                     "('031')"
                 )
         max_items = data.get("max_items_per_channel")
+        strict = data.get("strict", False)
+        if not isinstance(strict, bool):
+            raise RulesError(f"{top.at('strict')}: must be true or false, got {strict!r}")
         if fingerprint is None:
             fingerprint = _mapping_fingerprint(data)
         return cls(
@@ -273,6 +279,7 @@ class ServingRules:
             rep_max_capacity=max_capacity,
             dismiss_reasons=tuple(reasons),
             withdrawn_actions=tuple(dict.fromkeys(str(a).strip() for a in withdrawn)),
+            strict=strict,
             source=source,
             fingerprint=fingerprint,
         )
@@ -355,6 +362,7 @@ TOP_FIELDS = (
     "max_items_per_channel",
     "rep_plan",
     "snooze_days",
+    "strict",
     "withdrawn_actions",
 )
 CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days", "consent_required")
@@ -477,7 +485,9 @@ class HistoryRules:
 
     ``channels`` and ``action_ids`` are the catalog's columns, shape ``(n_actions,)``;
     ``consent_on_file``: the channels the hcps file records consent to (a
-    ``consent_<channel>`` column), for ``consent_required``.
+    ``consent_<channel>`` column), for ``consent_required``. What of the rules fits
+    nothing in the catalog is logged and kept in ``notes``; with ``strict: true`` it
+    raises :class:`RulesError` instead.
     """
 
     def __init__(
@@ -568,6 +578,11 @@ class HistoryRules:
                 else "nothing caps them"
             )
             self.notes.append(f"no rules for channel(s) {unruled} of the catalog: {budget}")
+        if rules.strict and self.notes:
+            raise RulesError(
+                f"{rules.source}: strict: true, and the rules do not fit the served "
+                f"catalog: {'; '.join(self.notes)}"
+            )
         for note in self.notes:
             logger.warning("%s: %s", rules.source, note)
 
