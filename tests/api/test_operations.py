@@ -750,6 +750,13 @@ def test_strict_rules_with_a_misspelt_channel_fail_the_reload(
         assert after["status"] == "ready", after  # the rules before it serve on
         assert after["rules_fingerprint"] == before["rules_fingerprint"], after
         assert "strict: true" in after["last_reload_error"], after
+    # A worker starting with it (a restart) serves nothing and names the file.
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "serving rules file invalid", ready.text
+        asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert asking.status_code == 503 and "fix the file" in asking.json()["detail"]
 
 
 def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(

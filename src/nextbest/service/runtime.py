@@ -430,14 +430,14 @@ class ServingRuntime:
 
     def _why_no_model(self) -> str:
         retried = f"tried again every {RETRY_INTERVAL_S:g} s"
+        if self._file_failed:  # the file, not the version, is at fault
+            return f"not serving: {self.last_reload_error}; fix the file ({retried})"
         if self._failed_version is not None:
             return (
                 f"no model is loaded: the served version {self._failed_version} of model "
                 f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}') failed to "
                 f"load ({retried}): {self.last_reload_error}"
             )
-        if self._file_failed:
-            return f"not serving: {self.last_reload_error}; fix the file ({retried})"
         if self.last_reload_error is not None:
             return (
                 f"no model is loaded: {self.last_reload_error}; train one with "
@@ -720,8 +720,8 @@ class ServingRuntime:
             # A model that loads but cannot score (e.g. pickled by an
             # incompatible code version) must fail here, not on every request.
             recommender.self_check()
-        except registry.RegistryError:
-            raise  # names the version, the alias and what to do
+        except (registry.RegistryError, RulesError):
+            raise  # names the version, the alias and what to do; or the rules file
         except Exception as exc:
             raise registry.RegistryError(
                 f"model '{settings.model_name}' version {version} (alias "
