@@ -30,6 +30,26 @@ drop_environment_settings(keep=(POSTGRES_URL_ENV,))
 
 
 @pytest.fixture(autouse=True)
+def _signal_handlers_put_back() -> Iterator[None]:
+    """Put SIGINT and SIGTERM's handlers back after each test, and forget that a test
+    ran ``nextbest.cli.main()`` in-process: marked as the command's own process, a
+    later in-process ``picks --log`` left both signals ignored, and every server a
+    later test started inherited that (ignored signals survive exec) and ended with
+    0 where SIGTERM gives 143."""
+    import signal
+
+    import nextbest.cli as cli
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    own = cli._OWN_PROCESS
+    yield
+    cli._OWN_PROCESS, cli._DONE = own, False
+    for sig, handler in before.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
 def _environment_put_back() -> Iterator[None]:
     """Put the process environment back after each test: commands run in-process
     (``nextbest serve`` sets ``NEXTBEST_GC_FREEZE`` and more for its workers) must
