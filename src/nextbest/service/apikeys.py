@@ -21,6 +21,11 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
         channels: [sms]          # optional, channel keys only: it speaks for these
                                  # channels alone (feedback, consent, recommendations)
         key_sha256: "..."
+      - name: crm-sync           # rotated with an overlap (`keys add --replace --keep-old 7d`)
+        role: channel
+        key_sha256: "..."        # the new key
+        previous_key_sha256: "..."   # the key it replaced, still accepted as crm-sync ...
+        previous_valid_until: "2026-12-10T08:00:00Z"   # ... until then (ISO 8601 with its zone)
 
 ``NEXTBEST_API_KEYS`` holds the same entries as a JSON list. Only the SHA-256 of
 each key is kept in memory; a presented key is hashed and compared with every
@@ -28,6 +33,14 @@ stored hash in constant time. ``nextbest keys add / list / remove`` edit the fil
 checked together with ``NEXTBEST_API_KEYS`` as a server checks them; a running
 server (:class:`ReloadingKeyStore`) applies the change at its next request, so a
 removed key stops working at once, without a restart.
+
+Rotation with an overlap keeps the replaced key's hash in its entry as a retiring
+key: it is the same principal as the new key until ``previous_valid_until``, and
+an unknown key from then on. The time is compared at each request, so a server
+that reads no file change still stops accepting it then. An entry holds one
+retiring key: rotating again while one is retiring ends the older one at once.
+A retiring key past its time is ignored, and dropped when ``nextbest keys``
+next writes the file.
 """
 
 from __future__ import annotations
@@ -40,8 +53,9 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,7 +70,25 @@ ROLES: tuple[str, ...] = ("admin", "channel", "rep")
 # the contract package that names the content types loads pandas, and the key
 # file is read by commands that need nothing else.)
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
-FIELDS = ("name", "role", "territory_id", "purpose", "channels", "key", "key_sha256")
+FIELDS = (
+    "name",
+    "role",
+    "territory_id",
+    "purpose",
+    "channels",
+    "key",
+    "key_sha256",
+    "previous_key_sha256",
+    "previous_valid_until",
+)
+# How long `nextbest keys add --replace --keep-old` may keep the replaced key: long
+# enough for a monthly release of a CRM integration, short enough that a forgotten
+# old key does not outlive its purpose.
+MAX_KEEP_OLD = timedelta(days=30)
+KEEP_OLD_FORMS = "a whole number of minutes, hours or days: 90m, 24h, 7d"
+_KEEP_OLD = re.compile(r"(\d+)\s*([mhd])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_RETIRING_FIELDS = ("previous_key_sha256", "previous_valid_until")
 # The recommendation log keeps the channels a bound key's answer was limited to,
 # joined with ',', in its 64-character channel filter.
 MAX_CHANNELS_TEXT = 64
@@ -105,6 +137,56 @@ class Principal:
 class _Entry:
     principal: Principal
     digest: bytes
+    # The key a rotation replaced with ``digest``, accepted as the same principal
+    # before ``previous_until`` (UTC); None for an entry without one.
+    previous_digest: bytes | None = None
+    previous_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyMatch:
+    """Whose key was presented; ``retiring_until`` is set when it was the entry's
+    retiring key (the one a rotation replaced), the time it stops being accepted."""
+
+    principal: Principal
+    retiring_until: datetime | None = None
+
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC: the clock a key store uses by default."""
+    return datetime.now(UTC)
+
+
+def utc_text(moment: datetime) -> str:
+    """``2026-12-10T08:00:00Z``: how the key file and ``nextbest keys`` write a time."""
+    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def keep_old_duration(text: str) -> timedelta:
+    """How long ``--keep-old`` (``90m``, ``24h``, ``7d``) keeps a replaced key accepted.
+
+    Raises ValueError naming the accepted forms and the maximum (:data:`MAX_KEEP_OLD`).
+    """
+    matched = _KEEP_OLD.fullmatch(text.strip().lower())
+    if matched is None:
+        raise ValueError(
+            f"{text!r} is not a duration; give {KEEP_OLD_FORMS} (at most {MAX_KEEP_OLD.days}d)"
+        )
+    amount, unit = int(matched[1]), matched[2]
+    duration = timedelta(**{_UNITS[unit]: amount})
+    if not amount:
+        raise ValueError(
+            f"{text!r} keeps the old key for no time; to stop it at once, leave the option out"
+        )
+    if duration > MAX_KEEP_OLD:
+        raise ValueError(
+            f"{text!r} is longer than the {MAX_KEEP_OLD.days} days an old key may be kept; "
+            "clients that need longer can be given a key of their own"
+        )
+    return duration
 
 
 def hash_key(key: str) -> str:
@@ -118,10 +200,15 @@ def new_key() -> str:
 
 
 class KeyStore:
-    """The configured keys; :meth:`identify` maps a presented key to its principal."""
+    """The configured keys; :meth:`identify` maps a presented key to its principal.
 
-    def __init__(self, entries: Sequence[_Entry] = ()) -> None:
+    ``clock``: the current time (timezone-aware), read at each :meth:`match` to
+    tell whether a retiring key is still accepted.
+    """
+
+    def __init__(self, entries: Sequence[_Entry] = (), *, clock: Clock = utc_now) -> None:
         self._entries = tuple(entries)
+        self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -131,13 +218,25 @@ class KeyStore:
         """Who the keys belong to, in file order (never the keys or their hashes)."""
         return [entry.principal for entry in self._entries]
 
+    @property
+    def retiring(self) -> dict[str, datetime]:
+        """Key name -> when its retiring key stops being accepted (UTC), for the keys
+        that have one, past times included."""
+        return {
+            entry.principal.name: entry.previous_until
+            for entry in self._entries
+            if entry.previous_until is not None
+        }
+
     @classmethod
-    def load(cls, *, path: Path | None, env: Mapping[str, str] | None = None) -> KeyStore:
+    def load(
+        cls, *, path: Path | None, env: Mapping[str, str] | None = None, clock: Clock = utc_now
+    ) -> KeyStore:
         """Keys from ``path`` (if it exists) plus the ``NEXTBEST_API_KEYS`` JSON list."""
         if path is None or not path.exists():
-            return cls.from_entries([], source=str(path), env=env)
+            return cls.from_entries([], source=str(path), env=env, clock=clock)
         items, lines = _file_items(path)
-        return cls.from_entries(items, source=str(path), env=env, lines=lines)
+        return cls.from_entries(items, source=str(path), env=env, lines=lines, clock=clock)
 
     @classmethod
     def from_entries(
@@ -147,6 +246,7 @@ class KeyStore:
         source: str,
         env: Mapping[str, str] | None = None,
         lines: KeyLines | None = None,
+        clock: Clock = utc_now,
     ) -> KeyStore:
         """The keys a server holds for the file entries ``items`` (read from ``source``)
         and the environment's ``NEXTBEST_API_KEYS``: every check of :meth:`load`.
@@ -183,15 +283,34 @@ class KeyStore:
                     for name, origins in sorted(dupes.items())
                 )
             )
-        return cls([entry for entry, _ in entries])
+        return cls([entry for entry, _ in entries], clock=clock)
 
     def identify(self, key: str) -> Principal | None:
         """The principal of ``key``, or None; every stored hash is compared."""
+        found = self.match(key)
+        return found.principal if found is not None else None
+
+    def match(self, key: str) -> KeyMatch | None:
+        """Whose key ``key`` is, and whether it is a retiring one; None for a key
+        unknown, or retiring past its time.
+
+        Every stored hash, retiring ones included, is compared whatever matches, so
+        the time taken does not tell which entry (if any) holds the key.
+        """
         digest = hashlib.sha256(key.encode()).digest()
-        found: Principal | None = None
+        now = self._clock()
+        found: KeyMatch | None = None
         for entry in self._entries:
-            if hmac.compare_digest(digest, entry.digest) and found is None:
-                found = entry.principal
+            current = hmac.compare_digest(digest, entry.digest)
+            retiring = entry.previous_digest is not None and hmac.compare_digest(
+                digest, entry.previous_digest
+            )
+            if found is not None:
+                continue
+            if current:
+                found = KeyMatch(entry.principal)
+            elif retiring and entry.previous_until is not None and now < entry.previous_until:
+                found = KeyMatch(entry.principal, retiring_until=entry.previous_until)
         return found
 
 
@@ -316,6 +435,7 @@ def _parse(
                     f"{where.pointing_at('key_sha256')} ({name}): 'key_sha256' must be 64 hex "
                     "characters"
                 )
+        previous_digest, previous_until = _retiring_key(item, where, name=name)
         principal = Principal(
             name=name.strip(),
             role=str(role),
@@ -323,8 +443,60 @@ def _parse(
             purpose=purpose,
             channels=channels,
         )
-        out.append(_Entry(principal=principal, digest=digest))
+        out.append(
+            _Entry(
+                principal=principal,
+                digest=digest,
+                previous_digest=previous_digest,
+                previous_until=previous_until,
+            )
+        )
     return out
+
+
+def _retiring_key(
+    item: Mapping[str, Any], where: Place, *, name: str
+) -> tuple[bytes | None, datetime | None]:
+    """The retiring key's digest and the time (UTC) it stops being accepted, of the
+    key entry ``item`` at ``where``; (None, None) when it has none."""
+    hashed, until = item.get("previous_key_sha256"), item.get("previous_valid_until")
+    if (hashed is None) != (until is None):
+        given, missing = (
+            ("previous_key_sha256", "previous_valid_until")
+            if until is None
+            else ("previous_valid_until", "previous_key_sha256")
+        )
+        raise ApiKeyError(
+            f"{where.pointing_at(given)} ({name}): '{given}' needs '{missing}' (a retiring "
+            "key is kept with the time it stops being accepted)"
+        )
+    if hashed is None:
+        return None, None
+    try:
+        digest = bytes.fromhex(hashed) if isinstance(hashed, str) else b""
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ApiKeyError(
+            f"{where.pointing_at('previous_key_sha256')} ({name}): 'previous_key_sha256' "
+            "must be 64 hex characters"
+        )
+    moment: datetime | None = None
+    if isinstance(until, datetime):  # YAML reads an unquoted timestamp as one
+        moment = until
+    elif isinstance(until, str):
+        try:
+            moment = datetime.fromisoformat(until.strip())
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is None:
+        # A time without its zone would be read in each server's own: refused,
+        # not guessed, as a date alone (which day's end?) is.
+        raise ApiKeyError(
+            f"{where.pointing_at('previous_valid_until')} ({name}): 'previous_valid_until' "
+            "must be a date and time in ISO 8601 with its zone, e.g. 2026-12-10T08:00:00Z"
+        )
+    return digest, moment.astimezone(UTC)
 
 
 def _channels(
@@ -377,25 +549,32 @@ class ReloadingKeyStore:
     """
 
     def __init__(
-        self, *, path: Path, env: Mapping[str, str] | None = None, strict: bool = True
+        self,
+        *,
+        path: Path,
+        env: Mapping[str, str] | None = None,
+        strict: bool = True,
+        clock: Clock = utc_now,
     ) -> None:
         """``strict``: an invalid file raises. Otherwise (a worker that uvicorn starts
         in place of one that died, after the file was edited) the store holds the
         environment's keys only and :attr:`unusable` is True until a valid file is
         read: the worker refuses the file's callers instead of failing its start,
-        which made uvicorn's supervisor stop every worker."""
+        which made uvicorn's supervisor stop every worker. ``clock``: as
+        :class:`KeyStore`'s, for every store read from the file."""
         self.path = path
         self._env = dict(os.environ if env is None else env)
+        self._clock = clock
         self._lock = threading.Lock()
         self._seen = self._status()
         self._error: str | None = None
         self.unusable = False
         try:
-            self._store = KeyStore.load(path=path, env=self._env)
+            self._store = KeyStore.load(path=path, env=self._env, clock=clock)
         except ApiKeyError as exc:
             if strict:
                 raise
-            self._store = KeyStore.load(path=None, env=self._env)
+            self._store = KeyStore.load(path=None, env=self._env, clock=clock)
             self._error = (
                 "the API key file is invalid and this worker started after it changed: "
                 f"no key of the file is in force here until it is fixed {_SEE_LOG}"
@@ -430,7 +609,7 @@ class ReloadingKeyStore:
                     logger.error("API key file %s is gone, keeping the keys", self.path)
                     return self._store
                 try:
-                    self._store = KeyStore.load(path=self.path, env=self._env)
+                    self._store = KeyStore.load(path=self.path, env=self._env, clock=self._clock)
                     self._error = None
                     self.unusable = False
                     logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
@@ -452,9 +631,27 @@ class ReloadingKeyStore:
         """The principal of ``key`` under the file's current keys, or None."""
         return self._current().identify(key)
 
+    def match(self, key: str) -> KeyMatch | None:
+        """:meth:`KeyStore.match` under the file's current keys."""
+        return self._current().match(key)
+
     def named(self, name: str) -> Principal | None:
         """The principal of the current key named ``name``, or None."""
         return next((p for p in self._current().principals if p.name == name), None)
+
+
+def _without_expired_retiring_keys(
+    entries: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """``entries`` (checked by :func:`_parse`) without the retiring keys past their
+    time: the next write of the file drops them."""
+    kept = []
+    for entry in entries:
+        (parsed,) = _parse([entry], "key file", numbered=False)
+        if parsed.previous_until is not None and parsed.previous_until <= now:
+            entry = {k: v for k, v in entry.items() if k not in _RETIRING_FIELDS}
+        kept.append(entry)
+    return kept
 
 
 def _read_entries(path: Path) -> list[dict[str, Any]]:
@@ -489,6 +686,20 @@ def _write_entries(
     os.replace(staging, path)
 
 
+@dataclass(frozen=True)
+class AddedKey:
+    """What :func:`add_key` did: the new ``key`` (shown once, never stored);
+    ``replaced``: a key of its name was there; ``old_until``: when the replaced key
+    stops being accepted (None: it stopped at once, or there was none);
+    ``ended_until``: a retiring key the replaced entry still had, which stopped at
+    once, and the time it would have been accepted until."""
+
+    key: str
+    replaced: bool = False
+    old_until: datetime | None = None
+    ended_until: datetime | None = None
+
+
 def add_key_to_file(
     path: Path,
     *,
@@ -498,17 +709,61 @@ def add_key_to_file(
     purpose: str | None = None,
     channels: Sequence[str] | None = None,
     replace: bool = False,
+    keep_old: timedelta | None = None,
     env: Mapping[str, str] | None = None,
 ) -> str:
-    """Create a key, store only its SHA-256 in ``path`` (created or appended), return it.
+    """:func:`add_key`, returning the new key only."""
+    return add_key(
+        path,
+        name=name,
+        role=role,
+        territory_id=territory_id,
+        purpose=purpose,
+        channels=channels,
+        replace=replace,
+        keep_old=keep_old,
+        env=env,
+    ).key
+
+
+def add_key(
+    path: Path,
+    *,
+    name: str,
+    role: str,
+    territory_id: str | None = None,
+    purpose: str | None = None,
+    channels: Sequence[str] | None = None,
+    replace: bool = False,
+    keep_old: timedelta | None = None,
+    env: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> AddedKey:
+    """Create a key, store only its SHA-256 in ``path`` (created or appended).
 
     ``channels`` (a channel key's): the channels it alone speaks for, stored as
     catalogs spell them; None: every channel.
 
     A key of the same ``name`` is an error unless ``replace`` (rotation: the old
     key stops working); so is a name ``env`` (default: this process's) also gives
-    in ``NEXTBEST_API_KEYS``, which a server refuses.
+    in ``NEXTBEST_API_KEYS``, which a server refuses. ``keep_old`` (with
+    ``replace``, at most :data:`MAX_KEEP_OLD`): the old key stays accepted, as the
+    same principal, for that long after ``now`` (default: the current time); a
+    retiring key the entry held before stops at once (an entry keeps one).
+    Retiring keys of any entry past their time are dropped from the file.
     """
+    now = utc_now() if now is None else now
+    if keep_old is not None:
+        if not replace:
+            raise ApiKeyError(
+                "keeping the old key is for a rotation: there is no old key unless the new "
+                "one replaces it (`nextbest keys add ... --replace --keep-old 7d`)"
+            )
+        if not timedelta(0) < keep_old <= MAX_KEEP_OLD:
+            raise ApiKeyError(
+                f"an old key may be kept for more than no time and at most "
+                f"{MAX_KEEP_OLD.days} days, not {keep_old}"
+            )
     key = new_key()
     entry: dict[str, Any] = {"name": name.strip(), "role": role, "key_sha256": hash_key(key)}
     if territory_id:
@@ -521,22 +776,49 @@ def add_key_to_file(
     if parsed.principal.channels is not None:  # written as servers read them
         entry["channels"] = list(parsed.principal.channels)
     entries = _read_entries(path)
-    if any(e.get("name") == entry["name"] for e in entries) and not replace:
+    old = next((e for e in entries if e.get("name") == entry["name"]), None)
+    if old is not None and not replace:
         raise ApiKeyError(
             f"{path}: a key named {entry['name']!r} exists; to rotate it, add it again "
             "with replace (`nextbest keys add ... --replace`)"
         )
+    entries = _without_expired_retiring_keys(entries, now)
+    ended_until = None
+    old_until = None
+    if old is not None:
+        (old_entry,) = _parse([old], str(path), numbered=False)
+        ended_until = (
+            old_entry.previous_until
+            if old_entry.previous_until is not None and old_entry.previous_until > now
+            else None
+        )
+        if keep_old is not None:
+            old_until = (now + keep_old).astimezone(UTC).replace(microsecond=0)
+            entry["previous_key_sha256"] = old_entry.digest.hex()
+            entry["previous_valid_until"] = utc_text(old_until)
     entries = [e for e in entries if e.get("name") != entry["name"]] + [entry]
     _write_entries(path, entries, env=env)
-    return key
+    return AddedKey(key=key, replaced=old is not None, old_until=old_until, ended_until=ended_until)
 
 
-def remove_key_from_file(path: Path, *, name: str, env: Mapping[str, str] | None = None) -> None:
-    """Delete the key called ``name`` from ``path``; an unknown name is an error, and
-    so is a file a server would still refuse with ``env``'s ``NEXTBEST_API_KEYS``."""
+def remove_key_from_file(
+    path: Path, *, name: str, env: Mapping[str, str] | None = None, now: datetime | None = None
+) -> datetime | None:
+    """Delete the key called ``name`` from ``path``, with its retiring key if it has
+    one; an unknown name is an error, and so is a file a server would still refuse
+    with ``env``'s ``NEXTBEST_API_KEYS``. Retiring keys of other entries past their
+    time (at ``now``, default: the current time) are dropped too.
+
+    Returns when the removed retiring key would have stopped being accepted (None:
+    it had none still accepted).
+    """
+    now = utc_now() if now is None else now
     entries = _read_entries(path)
     kept = [e for e in entries if e.get("name") != name]
     if len(kept) == len(entries):
         known = ", ".join(str(e.get("name")) for e in entries) or "none"
         raise ApiKeyError(f"{path}: no key named {name!r} (keys: {known})")
-    _write_entries(path, kept, env=env)
+    (removed,) = _parse([e for e in entries if e.get("name") == name], str(path), numbered=False)
+    _write_entries(path, _without_expired_retiring_keys(kept, now), env=env)
+    until = removed.previous_until
+    return until if until is not None and until > now else None
