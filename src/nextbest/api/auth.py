@@ -5,18 +5,34 @@ ask for recommendations, batches and send feedback (a channel key bound to
 channels, ``channels: [sms]`` in the key file, for those channels only); ``rep`` may ask about the
 HCPs of its own territory, read its own call plan and send feedback. A missing
 or unknown key is 401; a known key outside its rights is 403.
+
+A retiring key (the old key of a rotation with an overlap, accepted until its
+time) is its entry's principal; each request made with one is counted in
+``nextbest_retiring_key_requests_total{name}``, and the first in this process
+for each retiring key is logged as a warning naming the key's name and the time
+it stops being accepted, so an operator can tell which clients have yet to move.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Request, status
 
+from nextbest.api.observability import record_retiring_key
 from nextbest.errors import ModelNotLoadedError
-from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling
+from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling, utc_text
 
 ANONYMOUS = Principal(name="anonymous", role="admin")
+
+logger = logging.getLogger(__name__)
+# The retiring keys (by name and time) this process has warned of: one warning
+# each, not one per request; a later rotation of the same name warns again.
+_warned_retiring: set[tuple[str, datetime]] = set()
+_warned_lock = threading.Lock()
 
 
 def _presented_key(request: Request) -> str | None:
@@ -38,7 +54,7 @@ def _identify(request: Request) -> Principal:
         principal = ANONYMOUS
     else:
         key = _presented_key(request)
-        found = keys.identify(key) if key is not None else None
+        found = keys.match(key) if key is not None else None
         if found is None:
             raise HTTPException(
                 status_code=status.HTTP_401_UNAUTHORIZED,
@@ -46,9 +62,27 @@ def _identify(request: Request) -> Principal:
                 "or 'X-API-Key: <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = found
+        principal = found.principal
+        if found.retiring_until is not None:
+            _note_retiring_key(principal.name, found.retiring_until)
     request.state.principal = principal  # the access log names the requester
     return principal
+
+
+def _note_retiring_key(name: str, until: datetime) -> None:
+    """Count a request made with the retiring key of ``name``; warn at the first."""
+    record_retiring_key(name)
+    with _warned_lock:
+        if (name, until) in _warned_retiring:
+            return
+        _warned_retiring.add((name, until))
+    logger.warning(
+        "API key '%s' was used with its old key, replaced by a rotation and accepted until "
+        "%s only: the clients still sending it must move to the new key",
+        name,
+        utc_text(until),
+        extra={"event": "retiring_key_used", "requester": name, "retiring_until": utc_text(until)},
+    )
 
 
 def _admit(principal: Principal, roles: tuple[str, ...]) -> Principal:

@@ -4,7 +4,9 @@ Metrics: ``nextbest_request_seconds`` (histogram by route template, method and
 status), ``nextbest_recommendations_total`` (served items by channel),
 ``nextbest_explored_items_total`` (served items explored, by channel),
 ``nextbest_answers_total`` (HCP answers, holdout or not), ``nextbest_holdout_total``,
-``nextbest_feedback_events_total`` (feedback events by result), and, defined
+``nextbest_feedback_events_total`` (feedback events by result),
+``nextbest_retiring_key_requests_total`` (requests made with a key a rotation
+replaced, by key name), and, defined
 beside what they count, ``nextbest_model_info`` (the served version, set at each
 swap), ``nextbest_score_cache_pairs_total`` and
 ``nextbest_recommendation_log_not_logged_total``. With several worker processes,
@@ -88,6 +90,14 @@ FEEDBACK_EVENTS = Counter(
     "before) or rejected.",
     ["result"],
 )
+# Labelled by key name, never the key: an operator sees which integration still
+# uses the old key of a rotation before it stops being accepted.
+RETIRING_KEY_REQUESTS = Counter(
+    "nextbest_retiring_key_requests_total",
+    "Requests authenticated with a retiring API key (replaced by a rotation, accepted "
+    "until its time), by key name.",
+    ["name"],
+)
 
 
 # The labelled children, looked up once per label set: ``labels()`` builds and
@@ -111,6 +121,11 @@ def _answered(holdout: bool) -> Counter:
 @cache
 def _feedback(result: str) -> Counter:
     return FEEDBACK_EVENTS.labels(result)
+
+
+def record_retiring_key(name: str) -> None:
+    """Count a request authenticated with the retiring key of the key ``name``."""
+    RETIRING_KEY_REQUESTS.labels(name).inc()
 
 
 # Made at once, at 0: a rate's numerator that no event has made yet would be no
