@@ -3167,17 +3167,47 @@ def keys_add(
         ),
     ] = None,
     replace: Annotated[
-        bool, typer.Option("--replace", help="Rotate: a new key replaces the one of NAME.")
+        bool,
+        typer.Option(
+            "--replace", help="Rotate: a new key replaces the one of NAME (stopped at once)."
+        ),
     ] = False,
+    keep_old: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-old",
+            metavar="DURATION",
+            help="With --replace: keep accepting the old key as NAME for this long (90m, "
+            "24h, 7d; at most 30d) while its clients move to the new one. Only one old key "
+            "is kept: one still accepted from an earlier rotation stops at once.",
+        ),
+    ] = None,
     path: KeysFileOpt = None,
 ) -> str:
     """Create a key; only its SHA-256 is stored. Running servers accept it at once."""
-    from nextbest.service.apikeys import ApiKeyError, add_key_to_file, channel_spelling
+    from nextbest.service.apikeys import (
+        ApiKeyError,
+        add_key,
+        channel_spelling,
+        keep_old_duration,
+        utc_text,
+    )
 
+    overlap = None
+    if keep_old is not None:
+        if not replace:
+            raise _fail(
+                "--keep-old keeps the old key of a rotation: give it with --replace "
+                f"(`nextbest keys add {name} --role {role} --replace --keep-old {keep_old}`)"
+            )
+        try:
+            overlap = keep_old_duration(keep_old)
+        except ValueError as exc:
+            raise _fail(f"--keep-old {exc}") from None
     _settings()  # an invalid setting stops here, before the key is written
     target = _keys_file(path)
     try:
-        key = add_key_to_file(
+        added = add_key(
             target,
             name=name,
             role=role,
@@ -3185,6 +3215,7 @@ def keys_add(
             purpose=purpose,
             channels=channels or None,
             replace=replace,
+            keep_old=overlap,
         )
     except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -3193,14 +3224,29 @@ def keys_add(
     if channels:
         bound = ", ".join(dict.fromkeys(channel_spelling(c) for c in channels))
         scope += f", channels {bound} only"
+    if added.ended_until is not None:
+        console.print(
+            f"the old key '{name}' kept from an earlier rotation (accepted until "
+            f"{utc_text(added.ended_until)}) stops working now: an entry keeps one old key",
+            highlight=False,
+        )
+    if added.old_until is not None:
+        console.print(
+            f"the replaced key of '{name}' is accepted until {utc_text(added.old_until)} "
+            f"({keep_old}), then refused; `nextbest_retiring_key_requests_total` counts its "
+            "use, `nextbest keys list` shows the time",
+            highlight=False,
+        )
+    elif overlap is not None:
+        console.print(f"there was no key '{name}' to keep: nothing replaced", highlight=False)
     console.print(
-        f"key '{name}' (role {role}{scope}) {'replaced' if replace else 'added'} in {target}; "
-        "it is shown only now, store it where its user keeps secrets:"
+        f"key '{name}' (role {role}{scope}) {'replaced' if added.replaced else 'added'} in "
+        f"{target}; it is shown only now, store it where its user keeps secrets:"
     )
-    print(key, flush=True)
+    print(added.key, flush=True)
     if role == "rep" and territory_id:
         _note_unserved_territory(territory_id)
-    return key
+    return added.key
 
 
 def _note_unserved_territory(territory_id: str) -> None:
@@ -3252,20 +3298,25 @@ def _note_unserved_territory(territory_id: str) -> None:
 @keys_app.command("list")
 def keys_list(path: KeysFileOpt = None) -> list[Any]:
     """The keys' names, roles, territories, purposes and channels (never the keys or
-    their hashes); a key without channels speaks for every channel."""
-    from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore
+    their hashes); a key without channels speaks for every channel. ``old key until``:
+    when the old key a rotation kept stops being accepted ("expired" once past; the
+    next `keys add` or `keys remove` drops it from the file)."""
+    from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore, utc_now
 
     target = _keys_file(path)
     try:
-        principals = KeyStore.load(path=target, env={}).principals
+        store = KeyStore.load(path=target, env={})
     except ApiKeyError as exc:
         raise _fail(str(exc)) from None
+    principals, retiring, now = store.principals, store.retiring, utc_now()
     table = Table(title=f"API keys in {target}")
-    for column in ("name", "role", "territory_id", "purpose", "channels"):
+    for column in ("name", "role", "territory_id", "purpose", "channels", "old key until"):
         table.add_column(column)
     for p in principals:
         channels = ", ".join(p.channels) if p.channels is not None else ""
-        table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels)
+        until = retiring.get(p.name)
+        old = "" if until is None else "expired" if until <= now else _minute(until.isoformat())
+        table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
     Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
@@ -3278,17 +3329,19 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
 
 @keys_app.command("remove")
 def keys_remove(name: str, path: KeysFileOpt = None) -> None:
-    """Delete a key; running servers refuse it from their next request on."""
+    """Delete a key, and the old key a rotation kept for it; running servers refuse
+    them from their next request on."""
     from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
 
     _settings()  # an invalid setting stops here, before the file is changed
 
     target = _keys_file(path)
     try:
-        remove_key_from_file(target, name=name)
+        retiring = remove_key_from_file(target, name=name)
     except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"key '{name}' removed from {target}")
+    old = " with the old key a rotation kept" if retiring is not None else ""
+    console.print(f"key '{name}' removed from {target}{old}")
 
 
 if __name__ == "__main__":  # pragma: no cover
