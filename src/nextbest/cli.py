@@ -2574,8 +2574,17 @@ def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     the served alias; a version the registry does not hold is named with those it does."""
     from nextbest import registry
 
-    if name is None or not name.strip().isdigit():
-        return registry.load_alias(settings, name.strip() if name else None)
+    if name is None:
+        return registry.load_alias(settings)
+    if not name.strip().isdigit():
+        alias = name.strip()
+        if registry.registry_exists(settings) and registry.alias_version(settings, alias) is None:
+            # Not the served alias missing (train one): a name that is none of them.
+            raise _fail(
+                f"--model {name}: model '{settings.model_name}' has no alias '{alias}' "
+                "(`nextbest models` lists the versions and their aliases)"
+            )
+        return registry.load_alias(settings, alias)
     asked = str(int(name))
     known = (
         [v.version for v in registry.list_versions(settings)]

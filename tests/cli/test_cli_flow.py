@@ -1563,7 +1563,10 @@ def test_explain_asks_the_version_or_alias_named_by_model(
     served = runner.invoke(app, ["explain", hcp])
     assert served.exit_code == 0 and "version 1 (served) answers" in served.stdout, served.output
     missing = runner.invoke(app, ["explain", hcp, "--model", "challenger"])
-    assert missing.exit_code == 2 and "no version with alias 'challenger'" in missing.output
+    said = " ".join(missing.output.split())
+    assert missing.exit_code == 2, said
+    assert "--model challenger: model 'nextbest' has no alias 'challenger'" in said, said
+    assert "`nextbest models` lists the versions and their aliases" in said, said
     registry.set_alias(settings, "challenger", "1")
     asked = runner.invoke(app, ["explain", hcp, "--model", "challenger", "--json"])
     assert asked.exit_code == 0, asked.output
