@@ -277,6 +277,19 @@ def log_training_run(
     return describe_version(settings, version)
 
 
+# Who made a decision run (train, promote, keep, rollback): the operating-system
+# account by its user id. MLflow's own ``mlflow.user`` is the LOGNAME or USER
+# variable, which anyone can set.
+DECIDED_BY_TAG = "decided_by"
+
+
+def decided_by() -> str:
+    """The account this process runs as, for :data:`DECIDED_BY_TAG`."""
+    from nextbest.service.feedback_file import os_user
+
+    return os_user()
+
+
 def _log_trained_champion(
     settings: Settings, version: str, *, previous: str | None, training_run_id: str
 ) -> None:
@@ -294,7 +307,7 @@ def _log_trained_champion(
                 "training_run_id": training_run_id,
             }
         )
-        mlflow.set_tags({"decision": "train"})
+        mlflow.set_tags({"decision": "train", DECIDED_BY_TAG: decided_by()})
 
 
 def artifact_digest(files: Mapping[str, bytes]) -> str:

@@ -4,6 +4,8 @@ which version was champion when, and a forced promotion that must say why."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -15,6 +17,7 @@ from nextbest import registry
 from nextbest.cli import app
 from nextbest.learning.train import TrainResult
 from nextbest.loop.lineage import champion_changes
+from nextbest.service.feedback_file import os_user
 from nextbest.settings import get_settings
 
 runner = CliRunner()
@@ -36,7 +39,7 @@ def _challenger() -> str:
 
 
 def test_history_lists_train_promote_rollback_with_who_and_why(
-    env_settings: Path, world_dir: Path
+    env_settings: Path, world_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _run("train", "--data", str(world_dir), "--config", str(FAST))
     challenger = _challenger()
@@ -53,8 +56,11 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     blank = runner.invoke(app, ["promote", "--force", "--reason", "  "])
     assert blank.exit_code == 2 and registry.alias_version(settings, "champion") == "1"
 
-    # No logged outcomes yet: only a forced promotion can move the champion.
-    _run("promote", "--force", "--reason", "field pilot needs the new content")
+    # No logged outcomes yet: only a forced promotion can move the champion. Who
+    # made it is the account by its user id, not the name LOGNAME claims.
+    with monkeypatch.context() as claimed:
+        claimed.setenv("LOGNAME", "someone-else")
+        _run("promote", "--force", "--reason", "field pilot needs the new content")
     assert registry.alias_version(settings, "champion") == "2"
     _run("rollback", "--reason", "complaints from the field")
     assert registry.alias_version(settings, "champion") == "1"
@@ -71,6 +77,9 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
         "complaints from the field",
     ]
     assert all(c["by"] and c["run_id"] for c in listed)
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert listed[1]["by"] == f"{account}, LOGNAME says someone-else", listed[1]
+    assert listed[2]["by"] == os_user(), listed[2]
     table = _run("models", "--history")
     rows = [line for line in table.splitlines() if " rollback " in line or " train " in line]
     assert len(rows) == 2, table

@@ -741,7 +741,13 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         run_name=f"rollback v{current or '-'} -> v{target}",
     ) as run:
         mlflow.log_params({"from_version": current or "none", "to_version": target})
-        mlflow.set_tags({"decision": "rollback", "reason": reason or "not given"})
+        mlflow.set_tags(
+            {
+                "decision": "rollback",
+                "reason": reason or "not given",
+                registry.DECIDED_BY_TAG: registry.decided_by(),
+            }
+        )
         run_id = str(run.info.run_id)
     return Rollback(from_version=current or "", to_version=target, run_id=run_id)
 
@@ -795,6 +801,7 @@ def _log_evaluation(
             {
                 "decision": "promote" if promoted else "keep",
                 "gate_passed": str(decision.passed),
+                registry.DECIDED_BY_TAG: registry.decided_by(),
                 **({"reason": reason} if reason else {}),
             }
         )

@@ -6,7 +6,8 @@ training set first (``decision`` = ``train``), each promotion (``promote``; forc
 when its ``gate_passed`` tag is ``False``) and each rollback. The registry's
 aliases and tags keep only the present state; the runs keep the history. Each
 run's time is when the decision was recorded, just after the alias moved, and
-its user (MLflow's ``mlflow.user`` tag) who ran the command.
+its ``decided_by`` tag the account that ran the command (by its user id; older
+runs have only MLflow's ``mlflow.user``, the ``LOGNAME`` or ``USER`` variable).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def _change(run: Any) -> ChampionChange | None:
         version=str(version),
         decision=decision,
         previous=None if previous in (None, "", "none") else str(previous),
-        by=tags.get("mlflow.user"),
+        # Runs before decided_by was recorded name MLflow's user (LOGNAME, USER).
+        by=tags.get(registry.DECIDED_BY_TAG) or tags.get("mlflow.user"),
         reason=None if reason in (None, "", _NO_REASON) else reason,
         run_id=str(run.info.run_id),
     )
