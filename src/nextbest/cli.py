@@ -1473,6 +1473,72 @@ def _upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
         ) from None
 
 
+rules_app = typer.Typer(
+    help="The serving rules file: check it against a model's catalog before a reload.",
+    no_args_is_help=True,
+)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("check")
+def rules_check(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The rules file to check (default: NEXTBEST_RULES_FILE, else training/rules.yaml)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Check against this version's catalog, or an alias's (default: the served "
+            "alias, NEXTBEST_SERVE_ALIAS).",
+        ),
+    ] = None,
+) -> None:
+    """Read a rules file as a reload would and apply it to a model's catalog, serving
+    nothing: its fingerprint and what of it fits nothing in the catalog (a misspelt
+    channel, a channel no rule caps). Exit code 0: a reload would take it as it is;
+    1: it would, with the notes printed; 2: a reload would fail (an invalid file, or
+    `strict: true` and notes)."""
+    from nextbest.policy.eligibility import EligibilityIndex
+    from nextbest.policy.rules import HistoryRules, RulesError
+
+    settings = _settings()
+    if path is not None:
+        if not path.is_file():
+            raise _fail(f"{path}: no such file")
+        settings = settings.model_copy(update={"rules_file": path})
+    rules = _check_rules_file(settings)  # an invalid file stops here, naming the field
+    loaded, version = _model_asked(settings, model)
+    catalog = loaded.catalog
+    try:
+        fitted = HistoryRules(  # its notes are printed as it logs them
+            rules,
+            channels=catalog["channel"].astype(str).to_numpy(dtype=object),
+            action_ids=catalog["action_id"].astype(str).to_numpy(dtype=object),
+            consent_on_file=EligibilityIndex.build(loaded).consent_on_file,
+        )
+    except RulesError as exc:
+        raise _fail(str(exc)) from None
+    channels = sorted(set(catalog["channel"].astype(str)))
+    said = (
+        f"{len(fitted.notes)} note(s) above; a reload would take it (`strict: true` would "
+        "refuse it)"
+        if fitted.notes
+        else "fits it"
+    )
+    stdout.print(
+        f"{rules.source} (rules {rules.fingerprint}) against the catalog of model "
+        f"'{settings.model_name}' version {version} ({len(catalog):,} actions on "
+        f"{', '.join(channels)}): {said}",
+        highlight=False,
+    )
+    if fitted.notes:
+        raise typer.Exit(code=1)
+
+
 db_app = typer.Typer(
     help="The database's schema: status (its revision and this release's), upgrade.",
     no_args_is_help=True,

@@ -1580,6 +1580,40 @@ def test_explain_asks_the_version_or_alias_named_by_model(
     assert "--model 7: model 'nextbest' has no version 7 (its versions: 1;" in unknown.output
 
 
+def test_rules_check_says_what_a_reload_would_make_of_a_file(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a reload (or a SIGHUP, whose supervisor cannot see the catalog), an
+    operator checks an edited rules file against the served model's catalog."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    fits = runner.invoke(app, ["rules", "check", str(shipped)])
+    assert fits.exit_code == 0, fits.output
+    said = " ".join(fits.stdout.split())
+    assert "against the catalog of model 'nextbest' version 1" in said and "fits it" in said
+    misspelt = tmp_path / "rules.yaml"
+    misspelt.write_text(shipped.read_text().replace("\n  email:\n", "\n  emial:\n", 1))
+    noted = runner.invoke(app, ["rules", "check", str(misspelt), "--model", "champion"])
+    assert noted.exit_code == 1, noted.output
+    said = " ".join(noted.output.split())
+    assert "did you mean 'email' for 'emial'?" in said, said
+    assert "a reload would take it (`strict: true` would refuse it)" in said, said
+    misspelt.write_text("strict: true\n" + misspelt.read_text())
+    refused = runner.invoke(app, ["rules", "check", str(misspelt)])
+    assert refused.exit_code == 2, refused.output
+    assert "strict: true, and the rules do not fit" in " ".join(refused.output.split())
+    misspelt.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+    invalid = runner.invoke(app, ["rules", "check", str(misspelt)])
+    assert invalid.exit_code == 2 and "channels.email.max_contacts" in invalid.output
+    gone = runner.invoke(app, ["rules", "check", str(tmp_path / "none.yaml")])
+    assert gone.exit_code == 2 and "none.yaml: no such file" in gone.output
+
+
 def test_explain_answers_as_the_api_would_and_logs_nothing(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
