@@ -342,6 +342,31 @@ def test_an_opt_out_without_channel_from_a_one_channel_key_withdraws_that_channe
     assert _stored(client)["stop-2"] == ("email", "mail-gw")
 
 
+def test_a_contact_without_channel_from_a_one_channel_key_counts_for_that_channel(
+    client: TestClient, api_settings: Settings
+) -> None:
+    """An e-mail system's "delivered" is an e-mail: it counts against the e-mail caps
+    (a cool-down), not only the all-channel budget, and a resend naming the channel
+    is the same event."""
+    mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+    hcp, _ = _email_hcp(client)
+    sent = {"event_id": "sent-1", "event_type": "delivered", "hcp_id": hcp}
+    answer = client.post("/v1/feedback", json=sent, headers=mail)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["uncounted"] == [], answer.text  # counted, nothing to say
+    assert _stored(client)["sent-1"] == ("email", "mail-gw")
+    again = client.post("/v1/feedback", json={**sent, "channel": "email"}, headers=mail)
+    assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+    # The shipped rules give e-mail a 3-day cool-down: no e-mail for this HCP now.
+    after = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+    assert after["items"] and all(i["channel"] != "email" for i in after["items"]), after
+    # An unbound key's channel-less contact still counts in the budget only.
+    other = {**sent, "event_id": "sent-2"}
+    unbound = client.post("/v1/feedback", json=other)
+    assert "all-channel budget only" in unbound.json()["uncounted"][0]["message"]
+    assert _stored(client)["sent-2"][0] is None
+
+
 def test_consent_for_every_channel_from_a_bound_key_is_refused(
     client: TestClient, api_settings: Settings
 ) -> None:

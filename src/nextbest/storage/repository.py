@@ -904,8 +904,9 @@ def record_feedback(
     that served nothing, a holdout's, may be named). A consent event must name a
     channel (an opt-in or opt-out of every channel is refused), except that an
     opt-out naming no channel and no action, from a requester of one channel, is
-    read as withdrawing that channel (said in ``uncounted``). Other events naming
-    no channel, none to fill in, are stored as from any requester.
+    read as withdrawing that channel (said in ``uncounted``), and a contact
+    (``delivered``, ``completed``) naming none is that channel's. Other events
+    naming no channel, none to fill in, are stored as from any requester.
 
     An event whose ``reason`` :func:`reason_problem` refuses is rejected, as the rep
     route rejects it: a dismissal without one, an acceptance with one, and, with
@@ -1071,6 +1072,10 @@ def _record_feedback(
                 served.get(event.recommendation_id) if event.recommendation_id else None
             )
             action_id, channel, uncounted = _contact_item(event, recommendation, channel)
+            if channel is None and channels is not None and len(channels) == 1:
+                # An SMS gateway's "delivered" is an SMS: it counts against the SMS
+                # caps, not only the all-channel budget.
+                channel, uncounted = channels[0], None
         if message is None and channels is not None:
             message = _outside_channels(
                 event, channel, served.get(event.recommendation_id or ""), channels, requester
