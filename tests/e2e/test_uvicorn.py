@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -286,3 +287,48 @@ def test_sighup_reloads_a_single_worker_in_place(trained, tmp_path: Path) -> Non
     finally:
         stop_server(proc)
     assert proc.returncode == -signal.SIGTERM  # the stop's, re-raised by uvicorn (README)
+
+
+def test_sighup_ends_a_server_started_in_a_terminal(trained, tmp_path: Path) -> None:
+    """Closing a terminal sends SIGHUP: a server started there ends with it, as it
+    always did; only one whose log goes elsewhere (a service) takes it as a reload."""
+    import pty
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    env = {**os.environ, "NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_AUTH_ENABLED": "false"}
+    port = free_port()
+    terminal, its_end = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=its_end,
+        stderr=its_end,
+        start_new_session=True,
+    )
+    os.close(its_end)
+    said: list[bytes] = []
+
+    def drain() -> None:  # a full terminal buffer would block the server's writes
+        with contextlib.suppress(OSError):
+            while chunk := os.read(terminal, 4096):
+                said.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, b"".join(said)[-3000:]
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGHUP)
+        assert proc.wait(timeout=30) == -signal.SIGHUP, b"".join(said)[-3000:]
+    finally:
+        if proc.poll() is None:
+            stop_server(proc, sig=signal.SIGKILL)
+        os.close(terminal)

@@ -94,13 +94,18 @@ def _flush_recommendation_log(request: Request) -> None:
 
 def _reload_on_sighup(runtime: ServingRuntime) -> bool:
     """Make SIGHUP reload this worker (as ``POST /v1/admin/reload`` does), when it
-    runs the event loop in its main thread (uvicorn's; a test client's does not).
+    runs the event loop in its main thread (uvicorn's; a test client's does not)
+    and writes to no terminal.
 
     Left alone, SIGHUP ended a single-worker `nextbest serve` without a word, and
     a service manager's reload (``kill -HUP $MAINPID``) stopped the service. With
     several workers the supervisor takes SIGHUP and replaces the workers instead.
+    A server started in a terminal keeps the default: closing the terminal sends
+    SIGHUP, and ends it.
     """
     if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return False
+    if os.isatty(2):
         return False
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.ask_reload)
     return True

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -104,14 +105,26 @@ def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None
             for worker in self.processes:
                 close_workers_end(worker)
             before = list(self.processes)
+            running = {worker.pid for worker in before if worker.exitcode is None}
+            started = time.monotonic()
             super().keep_subprocess_alive()
+            # uvicorn kills a running worker that does not answer its health check
+            # in time: that SIGKILL is the supervisor's, not the kernel's.
+            limit = float(getattr(self.config, "timeout_worker_healthcheck", 5))
+            unanswered = time.monotonic() - started >= limit
             for worker in before:
                 if worker not in self.processes:  # it died and was replaced
                     code = worker.exitcode
+                    how = (
+                        f"it did not answer the supervisor's health check within {limit:g} s "
+                        "and was killed"
+                        if unanswered and worker.pid in running
+                        else describe_exit(code)
+                    )
                     logger.warning(
                         "Child process [%s] died: %s; a new worker replaces it",
                         worker.pid,
-                        describe_exit(code),
+                        how,
                         extra={"event": "worker_died", "exit_code": code},
                     )
 
