@@ -1368,7 +1368,7 @@ def _run_server(
                 uvicorn.Config("nextbest.api.app:create_app", **options),
                 # A SIGHUP replaces every worker: with a file no worker can serve
                 # by, the replacements would take the whole service down.
-                before_restart=lambda: _serving_files_error(settings),
+                before_restart=lambda: _restart_problem(settings),
             )
         except AddressInUseError as exc:
             raise _fail(str(exc)) from None
@@ -1400,6 +1400,43 @@ def _check_serving_files(settings: Settings) -> None:
     if problem is not None:
         raise _fail(problem)
     registry_exists(settings)  # a local MLflow store that cannot be used stops here
+
+
+def _restart_problem(settings: Settings) -> str | None:
+    """Why workers started now would serve nothing, or None: the files as
+    :func:`_serving_files_error` reads them, then the rules against the served
+    model's catalog (``nextbest rules check``, in a process of its own, so that
+    the supervisor does not hold a model): an invalid or, under ``strict: true``,
+    unfitting rules file, or a served version that does not load."""
+    import subprocess
+
+    problem = _serving_files_error(settings)
+    if problem is not None:
+        return problem
+    try:
+        checked = subprocess.run(
+            [sys.executable, "-m", "nextbest.cli", "rules", "check"],
+            capture_output=True,
+            text=True,
+            timeout=RESTART_CHECK_TIMEOUT_S,
+            check=False,
+            env={**os.environ, "COLUMNS": "100000"},  # one line per message
+        )
+    except subprocess.TimeoutExpired:
+        return f"`nextbest rules check` did not finish in {RESTART_CHECK_TIMEOUT_S:g} s"
+    if checked.returncode in (0, 1):  # it fits, or fits with notes: as a reload would
+        return None
+    errors = [
+        line.removeprefix("error: ").strip()
+        for line in checked.stderr.splitlines()
+        if line.startswith("error: ")
+    ]
+    said = "; ".join(errors) or f"exit code {checked.returncode}"
+    return f"`nextbest rules check` refused it: {said}"
+
+
+# How long the check before a SIGHUP restart may take (it loads the served model).
+RESTART_CHECK_TIMEOUT_S = 120.0
 
 
 def _serving_files_error(settings: Settings) -> str | None:

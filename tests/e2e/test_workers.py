@@ -252,19 +252,31 @@ def test_sighup_keeps_the_workers_while_the_rules_file_is_broken(trained, tmp_pa
         os.kill(proc.pid, signal.SIGHUP)
         _, alive = psutil.wait_procs([psutil.Process(pid) for pid in before], timeout=120)
         assert not alive, log.read_text()[-3000:]
-        assert not set(_wait_listening(proc, port)) & set(before)
+        serving = _wait_listening(proc, port)
+        assert not set(serving) & set(before)
+
+        # What only the catalog shows: checked in a process of its own (rules check).
+        rules.write_text("strict: true\nchannels:\n  emial: {max_contacts: 2, per_days: 28}\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        refused = _wait_for_log_event(log, "restart_refused", nth=2)
+        said = str(refused["message"])
+        assert "`nextbest rules check` refused it" in said, said
+        assert "strict: true, and the rules do not fit" in said, said
+        assert set(_sockets(proc, port, psutil.CONN_LISTEN)) == set(serving)
     finally:
         stop_server(proc)
 
 
-def _wait_for_log_event(log: Path, event: str, timeout_s: float = 30) -> dict[str, object]:
-    """The first JSON line of ``log`` with this ``event``, waited for."""
+def _wait_for_log_event(
+    log: Path, event: str, *, nth: int = 1, timeout_s: float = 60
+) -> dict[str, object]:
+    """The ``nth`` JSON line of ``log`` with this ``event``, waited for."""
     deadline = time.monotonic() + timeout_s
     while True:
-        for line in log.read_text().splitlines():
-            if f'"{event}"' in line:
-                record: dict[str, object] = json.loads(line)
-                return record
+        found = [line for line in log.read_text().splitlines() if f'"{event}"' in line]
+        if len(found) >= nth:
+            record: dict[str, object] = json.loads(found[nth - 1])
+            return record
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
 
