@@ -700,30 +700,9 @@ class AddedKey:
     ended_until: datetime | None = None
 
 
-def add_key_to_file(
-    path: Path,
-    *,
-    name: str,
-    role: str,
-    territory_id: str | None = None,
-    purpose: str | None = None,
-    channels: Sequence[str] | None = None,
-    replace: bool = False,
-    keep_old: timedelta | None = None,
-    env: Mapping[str, str] | None = None,
-) -> str:
-    """:func:`add_key`, returning the new key only."""
-    return add_key(
-        path,
-        name=name,
-        role=role,
-        territory_id=territory_id,
-        purpose=purpose,
-        channels=channels,
-        replace=replace,
-        keep_old=keep_old,
-        env=env,
-    ).key
+def add_key_to_file(path: Path, **fields: Any) -> str:
+    """:func:`add_key` (the same keywords), returning the new key only."""
+    return add_key(path, **fields).key
 
 
 def add_key(
