@@ -1402,6 +1402,10 @@ def _check_serving_files(settings: Settings) -> None:
     registry_exists(settings)  # a local MLflow store that cannot be used stops here
 
 
+# How long the check before a SIGHUP restart may take (it loads the served model).
+RESTART_CHECK_TIMEOUT_S = 120.0
+
+
 def _restart_problem(settings: Settings) -> str | None:
     """Why workers started now would serve nothing, or None: the files as
     :func:`_serving_files_error` reads them, then the rules against the served
@@ -1433,10 +1437,6 @@ def _restart_problem(settings: Settings) -> str | None:
     ]
     said = "; ".join(errors) or f"exit code {checked.returncode}"
     return f"`nextbest rules check` refused it: {said}"
-
-
-# How long the check before a SIGHUP restart may take (it loads the served model).
-RESTART_CHECK_TIMEOUT_S = 120.0
 
 
 def _serving_files_error(settings: Settings) -> str | None:
