@@ -1548,6 +1548,16 @@ def rules_check(
             raise _fail(f"{path}: no such file")
         settings = settings.model_copy(update={"rules_file": path})
     rules = _check_rules_file(settings)  # an invalid file stops here, naming the field
+    if model is None and not _alias_set(settings, settings.serve_alias):
+        # No model serves yet: a reload would take the file (and still serve nothing),
+        # so it passes; what of it fits the catalog is checked once a model is served.
+        stdout.print(
+            f"{rules.source} (rules {rules.fingerprint}) is valid; model "
+            f"'{settings.model_name}' has no version with alias '{settings.serve_alias}' yet, "
+            "so its fit to a catalog was not checked (`--model VERSION` checks it against one)",
+            highlight=False,
+        )
+        return
     loaded, version = _model_asked(settings, model)
     catalog = loaded.catalog
     try:
@@ -2672,6 +2682,15 @@ def lookup(
     return found
 
 
+def _alias_set(settings: Settings, alias: str) -> bool:
+    """Whether ``alias`` names a version; a registry not created yet is left uncreated."""
+    from nextbest import registry
+
+    return (
+        registry.registry_exists(settings) and registry.alias_version(settings, alias) is not None
+    )
+
+
 def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     """The model ``explain --model`` names: a version number, an alias, or (None)
     the served alias; a version the registry does not hold is named with those it does."""
@@ -2681,9 +2700,13 @@ def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
         return registry.load_alias(settings)
     if not name.strip().isdigit():
         alias = name.strip()
-        if registry.registry_exists(settings) and registry.alias_version(settings, alias) is None:
-            # Not the served alias missing (train one): a name that is none of them.
-            raise _fail(
+        if not _alias_set(settings, alias):
+            if not registry.registry_exists(settings) or alias == settings.serve_alias:
+                raise _fail(
+                    f"--model {name}: model '{settings.model_name}' has no version with "
+                    f"alias '{alias}' yet; train one with `nextbest train --data DIR`"
+                )
+            raise _fail(  # a name that is none of the aliases set
                 f"--model {name}: model '{settings.model_name}' has no alias '{alias}' "
                 "(`nextbest models` lists the versions and their aliases)"
             )

@@ -1614,6 +1614,41 @@ def test_rules_check_says_what_a_reload_would_make_of_a_file(
     assert gone.exit_code == 2 and "none.yaml: no such file" in gone.output
 
 
+def test_rules_check_before_any_model_checks_the_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the first model is trained (a service set up first, or a SIGHUP to one
+    serving nothing yet) a valid file passes and says its catalog fit was not checked;
+    an invalid one is still refused, and no registry is created by the check."""
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(tmp_path / "models"))
+    get_settings.cache_clear()
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    fits = runner.invoke(app, ["rules", "check", str(shipped)])
+    assert fits.exit_code == 0, fits.output
+    said = " ".join(fits.stdout.split())
+    assert "is valid; model 'nextbest' has no version with alias 'champion' yet" in said, said
+    assert "fit to a catalog was not checked" in said, said
+    assert not (tmp_path / "models").exists()
+    invalid = tmp_path / "rules.yaml"
+    invalid.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+    refused = runner.invoke(app, ["rules", "check", str(invalid)])
+    assert refused.exit_code == 2 and "channels.email.max_contacts" in refused.output
+    asked = runner.invoke(app, ["rules", "check", str(shipped), "--model", "champion"])
+    assert asked.exit_code == 2, asked.output  # asked for a catalog there is none of
+    assert "has no version with alias 'champion'" in " ".join(asked.output.split())
+    # A multi-worker server's SIGHUP runs the same check: nothing served yet, nothing
+    # to lose, so the restart goes ahead (it was refused until a model existed).
+    from nextbest.cli import _restart_problem
+
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(shipped))
+    monkeypatch.setenv("NEXTBEST_AUTH_ENABLED", "false")
+    get_settings.cache_clear()
+    assert _restart_problem(get_settings()) is None
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(invalid))
+    get_settings.cache_clear()
+    assert "channels.email.max_contacts" in str(_restart_problem(get_settings()))
+
+
 def test_explain_answers_as_the_api_would_and_logs_nothing(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
