@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import conv
 
 # Deterministic constraint and index names, identical on SQLite and PostgreSQL, so
 # later migrations can refer to them by name.
@@ -63,7 +64,12 @@ class Recommendation(Base):
     __tablename__ = "recommendations"
     __table_args__ = (
         # Medical and promotional content must never be mixed up: refuse anything else.
-        sa.CheckConstraint("purpose IN ('promotional', 'medical')", name="purpose"),
+        # Migration 0001 named it in full and the naming convention prefixed it again,
+        # so every database has this name; a migration dropping it must use it.
+        sa.CheckConstraint(
+            "purpose IN ('promotional', 'medical')",
+            name=conv("ck_recommendations_ck_recommendations_purpose"),
+        ),
     )
 
     recommendation_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
