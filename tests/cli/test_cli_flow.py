@@ -1326,6 +1326,68 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
         assert f"history up to {last[:10]} ({age_days} days ago)" in warned[0]
 
 
+def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`picks --log` loads the served version as a worker does, but once: its failure
+    is one line naming the version, the file or error and what to do, exit 2, not the
+    server's three ending "tried again every 10 s" (nothing tries again). Plain picks
+    say the same failure in one line too. Nothing is written or logged."""
+    import shutil
+
+    from nextbest.service.recommend import Recommender
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    misspelt = tmp_path / "rules.yaml"
+    misspelt.write_text(
+        "strict: true\n" + shipped.read_text().replace("\n  email:\n", "\n  emial:\n", 1)
+    )
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(misspelt))
+    get_settings.cache_clear()
+    out = tmp_path / "sent.csv"
+    args = ["picks", "--data", str(trained.data_dir), "--out", str(out)]
+
+    def refused(*extra: str) -> str:
+        result = runner.invoke(app, [*args, *extra])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, said
+        assert said.count("error:") == 1, said
+        assert "tried again" not in said and "no model loaded at start-up" not in said, said
+        assert not out.exists() and not list(tmp_path.glob(".sent.partial*")), said
+        return said
+
+    said = refused("--log")
+    assert (
+        f"error: the served version {trained.version} of model 'nextbest' (alias "
+        f"'champion') cannot be served: RulesError: {misspelt}: strict: true, and the "
+        "rules do not fit the served catalog: " in said
+    ), said
+    assert said.endswith("; fix the file"), said
+    said = refused()
+    assert f"error: {misspelt}: strict: true, and the rules do not fit" in said, said
+    # A version that loads but cannot score fails only where it is served (--log).
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(shipped))
+    get_settings.cache_clear()
+
+    def cannot_score(self: Recommender) -> None:
+        raise ValueError("feature count 41, expected 42")
+
+    monkeypatch.setattr(Recommender, "self_check", cannot_score)
+    said = refused("--log")
+    assert (
+        f"error: no model is loaded: the served version {trained.version} of model "
+        "'nextbest' (alias 'champion') failed to load: RegistryError: " in said
+    ), said
+    assert said.endswith("ValueError: feature count 41, expected 42"), said
+    engine = make_engine(f"sqlite:///{models / 'nextbest.db'}")
+    with engine.connect() as connection:
+        assert pd.read_sql("SELECT COUNT(*) AS n FROM recommendations", connection)["n"][0] == 0
+    engine.dispose()
+
+
 def test_picks_for_a_send_list_apply_its_consent(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -371,7 +371,11 @@ def logged_picks(
     # Only this thread predicts (no warming, no reload watcher): every core for
     # each block's LightGBM calls, about a fifth faster than one thread.
     runtime = ServingRuntime.start(
-        config, predict_threads=None, check_holdout_rate=False, upgrade_schema=False
+        config,
+        predict_threads=None,
+        check_holdout_rate=False,
+        upgrade_schema=False,
+        retries=False,
     )
     try:
         recommender = copy.copy(runtime.recommender)

@@ -190,8 +190,13 @@ class ServingRuntime:
         *,
         rules: ServingRules | None = None,
         predict_threads: int | None = 1,
+        retries: bool = True,
     ) -> None:
         self.settings = settings
+        # A server's watcher tries a failed load again every RETRY_INTERVAL_S, and its
+        # words say so. A one-shot command (``picks --log``) loads once: its failure
+        # is said once, by the command, from ``recommender``'s error; no retry.
+        self.retries = retries
         self.engine = engine
         # The event loop, the thread pool and cache warming predict at once: one
         # thread count for every LightGBM call of this process (see
@@ -259,6 +264,7 @@ class ServingRuntime:
         predict_threads: int | None = 1,
         check_holdout_rate: bool = True,
         upgrade_schema: bool = True,
+        retries: bool = True,
     ) -> ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
@@ -271,6 +277,8 @@ class ServingRuntime:
         holdout rate (off for ``picks --log``, whose command checks it itself).
         ``upgrade_schema``: upgrade a database at an older schema revision (a server
         does; ``picks --log`` refuses it, as other commands do, see ``migrate``).
+        ``retries``: a watcher will try a failed load again (off for ``picks --log``:
+        a failed load is not logged, and using ``recommender`` raises why, once).
         """
         if predict_threads == 1:
             # Each worker process scores small blocks; one OpenMP thread per process
@@ -282,7 +290,11 @@ class ServingRuntime:
             statement_timeout_ms=settings.db_statement_timeout_ms,
         )
         runtime = cls(
-            settings, engine, make_session_factory(engine), predict_threads=predict_threads
+            settings,
+            engine,
+            make_session_factory(engine),
+            predict_threads=predict_threads,
+            retries=retries,
         )
         runtime._upgrade_schema = upgrade_schema
         if runtime._migrate() and check_holdout_rate:
@@ -291,7 +303,8 @@ class ServingRuntime:
             try:
                 runtime.reload()
             except Exception:  # reported by reload() and /readyz; serving starts anyway
-                logger.exception("no model loaded at start-up")
+                if runtime.retries:  # else by the command, from ``recommender``'s error
+                    logger.exception("no model loaded at start-up")
             else:
                 runtime.start_warming()
         return runtime
@@ -429,19 +442,22 @@ class ServingRuntime:
         return current
 
     def _why_no_model(self) -> str:
-        retried = f"tried again every {RETRY_INTERVAL_S:g} s"
+        retried = f" (tried again every {RETRY_INTERVAL_S:g} s)" if self.retries else ""
+        served = (
+            f"the served version {self._failed_version} of model "
+            f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}')"
+        )
         if self._file_failed:  # the file, not the version, is at fault
-            return f"not serving: {self.last_reload_error}; fix the file ({retried})"
+            if self.retries or self._failed_version is None:
+                return f"not serving: {self.last_reload_error}; fix the file{retried}"
+            # A one-shot command's only line on it: names the version the file stopped.
+            return f"{served} cannot be served: {self.last_reload_error}; fix the file"
         if self._failed_version is not None:
-            return (
-                f"no model is loaded: the served version {self._failed_version} of model "
-                f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}') failed to "
-                f"load ({retried}): {self.last_reload_error}"
-            )
+            return f"no model is loaded: {served} failed to load{retried}: {self.last_reload_error}"
         if self.last_reload_error is not None:
             return (
                 f"no model is loaded: {self.last_reload_error}; train one with "
-                f"`nextbest train` or point the alias at a version ({retried})"
+                f"`nextbest train` or point the alias at a version{retried}"
             )
         return "no model is loaded yet"
 
@@ -582,7 +598,8 @@ class ServingRuntime:
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 self._failed_version = loading
                 self._file_failed = isinstance(exc, RulesError | TerritoriesError)
-                logger.error("model reload failed, keeping version %s: %s", previous, exc)
+                if self.retries:  # else said once by the command (see start)
+                    logger.error("model reload failed, keeping version %s: %s", previous, exc)
                 if broadcast:
                     # The other workers try too, and each says so in its /readyz and
                     # log: a failure seen by one of them only looked like a flaky probe.
