@@ -19,28 +19,21 @@ from nextbest.cli import app
 from nextbest.settings import get_settings
 from nextbest.storage.db import make_engine
 
-runner = CliRunner()
-FAST = Path(__file__).parent / "fast_train.yaml"
-
-
-def _run(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
+from .conftest import FAST, run_ok, runner
 
 
 def test_simulate_train_picks(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = tmp_path / "world"
-    _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
+    run_ok("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
     assert {p.name for p in world.iterdir()} >= {
         "hcps.csv",
         "catalog.csv",
         "interactions.csv",
         "truth.parquet",
     }
-    _run("train", "--data", str(world), "--config", str(FAST))
+    run_ok("train", "--data", str(world), "--config", str(FAST))
     # The first champion, aliased at training before any promotion, is in the history.
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listed["champion_history"] == ["1"]
@@ -51,7 +44,7 @@ def test_simulate_train_picks(
     (version,) = listed["versions"]
     assert f"data fingerprint {version['data_fingerprint']}" in validated.output
     out = tmp_path / "picks.parquet"
-    _run("picks", "--data", str(world), "--out", str(out), "--k", "2", "--as-of", "2026-12-01")
+    run_ok("picks", "--data", str(world), "--out", str(out), "--k", "2", "--as-of", "2026-12-01")
     picks = pd.read_parquet(out)
     assert list(picks.columns) == [
         "hcp_id",
@@ -69,7 +62,7 @@ def test_simulate_train_picks(
     assert picks.groupby("hcp_id")["rank"].max().max() <= 2
     assert picks["reason"].str.len().min() > 0
     emails = tmp_path / "email.csv"
-    _run(
+    run_ok(
         "picks",
         "--data",
         str(world),
@@ -124,7 +117,7 @@ def test_simulate_train_picks(
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     get_settings.cache_clear()
     sent = tmp_path / "sent.csv"
-    said = " ".join(_run("picks", "--data", str(world), "--out", str(sent), "--log").split())
+    said = " ".join(run_ok("picks", "--data", str(world), "--out", str(sent), "--log").split())
     assert "already have answers logged today" not in said, said
     picks = pd.read_csv(sent)
     assert list(picks.columns[-3:]) == ["recommendation_id", "propensity", "explored"]
@@ -164,7 +157,7 @@ def test_simulate_train_picks(
     assert "scoring HCPs" not in said and not again.exists()
     monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
     get_settings.cache_clear()
-    said = " ".join(_run("picks", "--data", str(world), "--out", str(again), "--log").split())
+    said = " ".join(run_ok("picks", "--data", str(world), "--out", str(again), "--log").split())
     # The same HCPs twice in a day: said, since only one of the files may be sent.
     assert "300 of these HCPs already have answers logged today" in said, said
     engine = make_engine(get_settings().resolved_database_url)
@@ -347,15 +340,15 @@ def test_any_contract_directory_trains_and_picks(
     env_settings: Path, tmp_path: Path, with_outcome: bool
 ) -> None:
     data = _foreign_dataset(tmp_path / "mine", with_outcome=with_outcome)
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     # validate tells in advance which uplift source training will use.
     assert ("falls back to preference x value" in said) is (not with_outcome)
     assert ("enough for the uplift model" in said) is with_outcome
-    output = _run("train", "--data", str(data), "--config", str(FAST))
+    output = run_ok("train", "--data", str(data), "--config", str(FAST))
     assert ("falls back to preference x value" in output) is (not with_outcome)
     assert f"train config: {FAST} (levers: none)" in " ".join(output.split())
     out = tmp_path / "picks.csv"
-    _run("picks", "--data", str(data), "--out", str(out), "--as-of", "2026-07-01")
+    run_ok("picks", "--data", str(data), "--out", str(out), "--as-of", "2026-07-01")
     picks = pd.read_csv(out)
     assert len(picks) > 0
     assert set(picks["hcp_id"]) <= {f"dr-{i}" for i in range(150)}
@@ -368,7 +361,7 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
     catalog["specialties"] = ["cardiology;gp", "cardiolgy", "gp;oncology"]
     catalog.to_csv(data / "catalog.csv", index=False)
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert (
         "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them: the action "
         "is never eligible" in said
@@ -379,10 +372,10 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     # Levers naming nothing in the catalog are noted before training, as training notes them.
     config = tmp_path / "typo_train.yaml"
     config.write_text(FAST.read_text() + "levers: {channel: {emial: {offset: -1}}}\n")
-    said = " ".join(_run("validate", "--data", str(data), "--config", str(config)).split())
+    said = " ".join(run_ok("validate", "--data", str(data), "--config", str(config)).split())
     assert "note: levers name values not in the catalog (ignored): channel.emial" in said
     # Training says so too, and the run's notes keep it.
-    trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
+    trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained
 
 
@@ -394,9 +387,9 @@ def test_validate_and_train_note_a_territory_written_two_ways(
     hcps.loc[0, "territory_id"] = "North"
     hcps.to_csv(data / "hcps.csv", index=False)
     note = "territory_id spellings that differ only in case, spaces or punctuation: 'north'"
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert note in said and "and 'North' (1 HCP)" in said, said
-    trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
+    trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
     assert note in trained, trained
 
 
@@ -405,7 +398,7 @@ def test_a_catalog_channel_without_consent_among_consented_ones_is_noted(
 ) -> None:
     """hcps has consent_email only: rep_visit, a catalog channel, reaches every HCP."""
     data = _foreign_dataset(tmp_path / "partial", with_outcome=True)
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     note = (
         "note: hcps: no consent_rep_visit column, so every HCP counts as consenting to "
         "rep_visit (catalog action visit-a), while the file has consent columns for email: "
@@ -413,12 +406,12 @@ def test_a_catalog_channel_without_consent_among_consented_ones_is_noted(
     )
     assert note in said, said
     # Training says so too, and the run's notes keep it.
-    trained = " ".join(_run("train", "--data", str(data), "--config", str(FAST)).split())
+    trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
     assert note in trained, trained
     # No consent column at all: the default (everyone consents) is relied on, unnoted.
     hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
     hcps.drop(columns=["consent_email"]).to_csv(data / "hcps.csv", index=False)
-    assert "consent" not in _run("validate", "--data", str(data))
+    assert "consent" not in run_ok("validate", "--data", str(data))
 
 
 def test_deleting_a_catalog_row_the_history_names_says_once_what_to_do(
@@ -712,7 +705,7 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
     env_settings: Path, tmp_path: Path
 ) -> None:
     world = tmp_path / "world"
-    _run("simulate", "--out", str(world), "--hcps", "20", "--periods", "2")
+    run_ok("simulate", "--out", str(world), "--hcps", "20", "--periods", "2")
     before = sorted(p.name for p in world.iterdir())
     mixed = runner.invoke(
         app,
@@ -856,8 +849,8 @@ def test_train_on_a_local_dask_cluster(env_settings: Path, tmp_path: Path) -> No
     from nextbest.settings import get_settings
 
     world = tmp_path / "world"
-    _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "8", "--seed", "2")
-    output = _run("train", "--data", str(world), "--config", str(FAST), "--dask", "local")
+    run_ok("simulate", "--out", str(world), "--hcps", "300", "--periods", "8", "--seed", "2")
+    output = run_ok("train", "--data", str(world), "--config", str(FAST), "--dask", "local")
     assert "version 1" in output
     mlflow.set_tracking_uri(get_settings().resolved_tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -1126,10 +1119,10 @@ def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_p
     data = _foreign_dataset(tmp_path / "doubled", with_outcome=True)
     frame = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
     pd.concat([frame, frame.iloc[:7]]).to_csv(data / "interactions.csv", index=False)
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert "7 interactions repeat another row exactly" in said, said
     clean = _foreign_dataset(tmp_path / "clean", with_outcome=True)
-    assert "repeat another row" not in _run("validate", "--data", str(clean))
+    assert "repeat another row" not in run_ok("validate", "--data", str(clean))
 
 
 def test_validate_notes_decisions_at_one_time_sharing_one_outcome() -> None:
@@ -1163,7 +1156,7 @@ def test_validate_notes_numbers_written_with_a_decimal_comma(
     hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
     hcps["share"] = [f"0,{i % 9 + 1}" for i in range(len(hcps))]
     hcps.to_csv(data / "hcps.csv", index=False)
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert (
         "hcps column 'share' is read as text: its values are numbers written with a decimal" in said
     )
@@ -1180,7 +1173,7 @@ def test_validate_notes_numbers_made_text_by_a_warehouses_null(
     hcps.loc[9, "patients"] = "\\N"
     hcps["segment"] = ["NULL" if i % 5 == 0 else "core" for i in range(len(hcps))]
     hcps.to_csv(data / "hcps.csv", index=False)
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert (
         "note: hcps column 'patients' is read as text: its values are numbers but for 3 cells "
         "written 'NULL', '\\N', which make every value a category of its own; write a missing "
@@ -1199,10 +1192,10 @@ def test_validate_notes_touches_outside_the_approval_window(
     interactions = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
     n = int((interactions["action_id"] == "mail-a").sum())
     assert n > 0
-    said = " ".join(_run("validate", "--data", str(data)).split())
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert f"{n:,} touches fall outside their action's approval window (e.g. action mail-a" in said
     clean = _foreign_dataset(tmp_path / "clean", with_outcome=True)
-    assert "approval window" not in _run("validate", "--data", str(clean))
+    assert "approval window" not in run_ok("validate", "--data", str(clean))
 
 
 def test_feedback_names_the_store_without_its_password(
@@ -1217,7 +1210,7 @@ def test_feedback_names_the_store_without_its_password(
     pd.DataFrame({"event_id": ["e1"], "event_type": ["opened"], "hcp_id": ["H1"]}).to_csv(
         feed, index=False
     )
-    said = " ".join(_run("feedback", str(feed)).split())
+    said = " ".join(run_ok("feedback", str(feed)).split())
     shown = make_url(database_url).render_as_string(hide_password=True)
     assert f"stored 1 of 1 events in {shown};" in said, said
     password = make_url(database_url).password
@@ -1267,10 +1260,10 @@ def test_picks_apply_the_consent_specialties_and_approvals_of_the_files_given(
     """The send's files, not the model's training-time copy, decide who may get what:
     a file stricter than the snapshot wins, for plain and for logged picks."""
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
-    _run("train", "--data", str(data), "--config", str(FAST))
+    run_ok("train", "--data", str(data), "--config", str(FAST))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     before = tmp_path / "before.csv"
-    _run("picks", "--data", str(data), "--out", str(before), "--k", "3", "--as-of", "2026-07-01")
+    run_ok("picks", "--data", str(data), "--out", str(before), "--k", "3", "--as-of", "2026-07-01")
     picked = pd.read_csv(before)
     emailed = sorted(set(picked.loc[picked["channel"] == "email", "hcp_id"]))
     assert emailed and {"mail-a", "mail-b"} <= set(picked["action_id"])
@@ -1288,7 +1281,7 @@ def test_picks_apply_the_consent_specialties_and_approvals_of_the_files_given(
     for extra in ([], ["--log"]):
         after = tmp_path / f"after{len(extra)}.csv"
         said = " ".join(
-            _run(
+            run_ok(
                 "picks", "--data", str(data), "--out", str(after), "--k", "3",
                 "--as-of", "2026-07-01", *extra,
             ).split()
@@ -1311,7 +1304,7 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
     from nextbest.service import runtime as runtime_module
 
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
-    _run("train", "--data", str(data), "--config", str(FAST))
+    run_ok("train", "--data", str(data), "--config", str(FAST))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     last = pd.read_csv(data / "interactions.csv")["timestamp"].max()
     age_days = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(last, tz="UTC")).days
@@ -1320,7 +1313,7 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
     for extra in ([], ["--log"]):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
-            _run("picks", "--data", str(data), "--out", str(tmp_path / "p.csv"), *extra)
+            run_ok("picks", "--data", str(data), "--out", str(tmp_path / "p.csv"), *extra)
         warned = [r.getMessage() for r in caplog.records if "retrain to refresh" in r.getMessage()]
         assert len(warned) == 1, (extra, warned)
         assert f"history up to {last[:10]} ({age_days} days ago)" in warned[0]
@@ -1392,7 +1385,7 @@ def test_picks_for_a_send_list_apply_its_consent(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
-    _run("train", "--data", str(data), "--config", str(FAST))
+    run_ok("train", "--data", str(data), "--config", str(FAST))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     hcps = pd.read_csv(data / "hcps.csv")
     listed = hcps[hcps["consent_email"]]["hcp_id"].tolist()[:40]
@@ -1408,7 +1401,7 @@ def test_picks_for_a_send_list_apply_its_consent(
     for extra in ([], ["--log"]):
         out = tmp_path / f"send-picks{len(extra)}.csv"
         said = " ".join(
-            _run("picks", "--hcps", str(send), "--out", str(out), "--channel", "email",
+            run_ok("picks", "--hcps", str(send), "--out", str(out), "--channel", "email",
                  "--as-of", "2026-07-01", *extra).split()
         )  # fmt: skip
         picked = pd.read_csv(out)
@@ -1472,7 +1465,7 @@ def test_validate_and_train_name_the_actions_the_model_cannot_score_and_the_new(
     """A channel no decision touched, and new content on a known channel and topic,
     are named before training as training names them."""
     world = tmp_path / "launch"
-    _run("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
+    run_ok("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
     catalog = pd.read_csv(world / "catalog.csv", dtype=str, keep_default_na=False)
     email = catalog[catalog["channel"] == "email"].iloc[0]
     new = [email.copy(), email.copy()]
@@ -1480,7 +1473,7 @@ def test_validate_and_train_name_the_actions_the_model_cannot_score_and_the_new(
     new[1]["action_id"], new[1]["content_id"], new[1]["channel"] = "N-SMS", "C-N-SMS", "sms"
     pd.concat([catalog, pd.DataFrame(new)]).to_csv(world / "catalog.csv", index=False)
     for command in ("validate", "train"):
-        said = " ".join(_run(command, "--data", str(world), "--config", str(FAST)).split())
+        said = " ".join(run_ok(command, "--data", str(world), "--config", str(FAST)).split())
         assert (
             "note: 1 action(s) are not scored, so never served: fewer than 100 fitted "
             "touches, too few to estimate an effect, on channel sms (0): N-SMS" in said
@@ -1495,20 +1488,20 @@ def test_a_time_with_an_offset_is_read_at_its_utc_instant(
     # A European or American operator writes local times with their offset: the
     # training cut-off and the approval windows of picks are the UTC instants.
     world = tmp_path / "world"
-    _run("simulate", "--out", str(world), "--hcps", "200", "--periods", "8", "--seed", "3")
+    run_ok("simulate", "--out", str(world), "--hcps", "200", "--periods", "8", "--seed", "3")
     catalog = pd.read_csv(world / "catalog.csv")
     catalog["approved_until"] = "2026-12-31"  # every action's last approved day
     catalog.to_csv(world / "catalog.csv", index=False)
     newest = pd.read_csv(world / "interactions.csv", usecols=["timestamp"])["timestamp"].max()
     day = (pd.Timestamp(newest) - pd.Timedelta(days=7)).strftime("%Y-%m-%d")
-    _run("train", "--data", str(world), "--config", str(FAST), "--as-of", f"{day}T00:30:00+01:00")
+    run_ok("train", "--data", str(world), "--config", str(FAST), "--as-of", f"{day}T00:30:00+01:00")
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     cutoff = pd.Timestamp(listed["versions"][0]["data_as_of"])
     assert cutoff == pd.Timestamp(f"{day}T00:30:00+01:00")  # 23:30 UTC the day before
 
     def picked(as_of: str) -> int:
         out = tmp_path / f"picks-{len(list(tmp_path.glob('picks-*')))}.csv"
-        _run("picks", "--data", str(world), "--out", str(out), "--k", "3", "--as-of", as_of)
+        run_ok("picks", "--data", str(world), "--out", str(out), "--k", "3", "--as-of", as_of)
         return len(pd.read_csv(out))
 
     assert picked("2026-12-31T23:30:00Z") > 0
@@ -1584,7 +1577,7 @@ def test_train_may_not_move_the_served_alias_once_a_version_is_served(
 
     data = _foreign_dataset(tmp_path / "world", with_outcome=True)
     # The first version may take it: nothing is served yet.
-    _run("train", "--data", str(data), "--config", str(FAST), "--alias", "champion")
+    run_ok("train", "--data", str(data), "--config", str(FAST), "--alias", "champion")
     settings = get_settings()
     assert registry.alias_version(settings, "champion") == "1"
     for alias in ("champion", "previous_champion"):

@@ -11,7 +11,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from nextbest import registry
 from nextbest.cli import app
@@ -20,14 +19,7 @@ from nextbest.loop.lineage import champion_changes
 from nextbest.service.feedback_file import os_user
 from nextbest.settings import get_settings
 
-runner = CliRunner()
-FAST = Path(__file__).parent / "fast_train.yaml"
-
-
-def _run(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
+from .conftest import FAST, run_ok, runner
 
 
 def _challenger() -> str:
@@ -41,7 +33,7 @@ def _challenger() -> str:
 def test_history_lists_train_promote_rollback_with_who_and_why(
     env_settings: Path, world_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _run("train", "--data", str(world_dir), "--config", str(FAST))
+    run_ok("train", "--data", str(world_dir), "--config", str(FAST))
     challenger = _challenger()
     assert challenger == "2"
 
@@ -60,12 +52,12 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     # made it is the account by its user id, not the name LOGNAME claims.
     with monkeypatch.context() as claimed:
         claimed.setenv("LOGNAME", "someone-else")
-        _run("promote", "--force", "--reason", "field pilot needs the new content")
+        run_ok("promote", "--force", "--reason", "field pilot needs the new content")
     assert registry.alias_version(settings, "champion") == "2"
-    _run("rollback", "--reason", "complaints from the field")
+    run_ok("rollback", "--reason", "complaints from the field")
     assert registry.alias_version(settings, "champion") == "1"
 
-    listed = json.loads(_run("models", "--json"))["champion_changes"]
+    listed = json.loads(run_ok("models", "--json"))["champion_changes"]
     assert [(c["version"], c["decision"], c["previous"]) for c in listed] == [
         ("1", "train", None),
         ("2", "forced promote", "1"),
@@ -80,7 +72,7 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     account = pwd.getpwuid(os.getuid()).pw_name
     assert listed[1]["by"] == f"{account}, LOGNAME says someone-else", listed[1]
     assert listed[2]["by"] == os_user(), listed[2]
-    table = _run("models", "--history")
+    table = run_ok("models", "--history")
     rows = [line for line in table.splitlines() if " rollback " in line or " train " in line]
     assert len(rows) == 2, table
     positions = [
@@ -95,12 +87,12 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     assert changes[0].at < changes[1].at < changes[2].at
     for (before, after), expected in zip(pairwise(changes), ["1", "2"], strict=True):
         between = before.at + (after.at - before.at) / 2
-        said = _run("models", "--champion-at", between.isoformat())
+        said = run_ok("models", "--champion-at", between.isoformat())
         assert f"the champion was version {expected}: " in said, said
     now = changes[2].at + timedelta(minutes=1)
-    said = _run("models", "--champion-at", now.strftime("%Y-%m-%dT%H:%M:%S.%f"))  # naive: UTC
+    said = run_ok("models", "--champion-at", now.strftime("%Y-%m-%dT%H:%M:%S.%f"))  # naive: UTC
     assert "the champion was version 1: rollback" in said and "complaints" in said
-    answer = json.loads(_run("models", "--champion-at", changes[1].at.isoformat(), "--json"))
+    answer = json.loads(run_ok("models", "--champion-at", changes[1].at.isoformat(), "--json"))
     assert answer["champion"]["version"] == "2"
 
     early = runner.invoke(app, ["models", "--champion-at", "2020-01-01T00:00"])
@@ -128,9 +120,9 @@ def test_a_first_champion_trained_before_it_was_recorded_starts_the_history(
     registered = client.get_model_version(settings.model_name, first).creation_timestamp
     assert (inferred.version, inferred.decision, inferred.run_id) == (first, "train", None)
     assert inferred.at.timestamp() * 1000 == pytest.approx(registered, abs=1)
-    listed = json.loads(_run("models", "--json"))
+    listed = json.loads(run_ok("models", "--json"))
     assert (
         listed["versions"][0]["artifact_sha256"]
         == client.get_model_version(settings.model_name, first).tags[registry.DIGEST_TAG]
     )
-    assert "* not recorded as a decision" in _run("models", "--history")
+    assert "* not recorded as a decision" in run_ok("models", "--history")
