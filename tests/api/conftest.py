@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import Result
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
@@ -93,3 +94,12 @@ def own_registry(api_settings: Settings, tmp_path: Path) -> Settings:
     models = tmp_path / "models"
     shutil.copytree(api_settings.resolved_models_dir, models)
     return api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+
+
+def keys_cli(*args: str) -> Result:
+    """``nextbest keys *args`` run in-process; the result, whatever its exit code."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    return CliRunner().invoke(app, ["keys", *args])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -13,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
 from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, hash_key
+
+from .conftest import keys_cli
 
 
 def _hcp(client: TestClient, *, inside: bool, territory: str) -> str:
@@ -356,20 +357,12 @@ def test_add_key_to_file_stores_only_the_hash(tmp_path: Path) -> None:
     assert store.identify(key + "x") is None
 
 
-def _keys_cli(*args: str) -> Any:
-    from typer.testing import CliRunner
-
-    from nextbest.cli import app
-
-    return CliRunner().invoke(app, ["keys", *args])
-
-
 def test_keys_from_the_cli_apply_to_a_running_server(
     client: TestClient, api_settings, keys
 ) -> None:
     path = str(api_settings.api_keys_file)
     inside = _hcp(client, inside=True, territory=keys.territory)
-    added = _keys_cli(
+    added = keys_cli(
         "add", "rep-2", "--role", "rep", "--territory-id", keys.territory, "--file", path
     )
     assert added.exit_code == 0, added.output
@@ -379,14 +372,14 @@ def test_keys_from_the_cli_apply_to_a_running_server(
     ok = client.post("/v1/recommendations", json={"hcp_id": inside}, headers=as_new)
     assert ok.status_code == 200, ok.text
 
-    listed = _keys_cli("list", "--file", path)
+    listed = keys_cli("list", "--file", path)
     assert listed.exit_code == 0 and "rep-2" in listed.stdout and "ops-admin" in listed.stdout
     assert hash_key(new_key) not in listed.stdout
 
     # The same name again is refused without --replace, and names the key.
-    again = _keys_cli("add", "rep-2", "--role", "rep", "--territory-id", "T9", "--file", path)
+    again = keys_cli("add", "rep-2", "--role", "rep", "--territory-id", "T9", "--file", path)
     assert again.exit_code == 2 and "rep-2" in again.output
-    rotated = _keys_cli(
+    rotated = keys_cli(
         "add",
         "rep-2",
         "--role",
@@ -413,7 +406,7 @@ def test_keys_from_the_cli_apply_to_a_running_server(
         client.post("/v1/recommendations", json={"hcp_id": inside}, headers=keys.rep).status_code
         == 200
     )
-    removed = _keys_cli("remove", "rep-1", "--file", path)
+    removed = keys_cli("remove", "rep-1", "--file", path)
     assert removed.exit_code == 0, removed.output
     assert (
         client.post("/v1/recommendations", json={"hcp_id": inside}, headers=keys.rep).status_code
@@ -446,7 +439,7 @@ def test_keys_cli_refuses_bad_input_and_leaves_the_file(
     path = tmp_path / "keys.yaml"
     add_key_to_file(path, name="ops", role="admin")
     before = path.read_text()
-    result = _keys_cli(*args, "--file", str(path))
+    result = keys_cli(*args, "--file", str(path))
     assert result.exit_code == 2 and message in result.output
     assert path.read_text() == before
 
@@ -528,14 +521,12 @@ def test_a_rep_key_outside_the_served_territories_gets_a_note(
     get_settings.cache_clear()
     try:
         path = str(tmp_path / "keys.yaml")
-        typo = _keys_cli(
-            "add", "rep-x", "--role", "rep", "--territory-id", "T-typo", "--file", path
-        )
-        known = _keys_cli(
+        typo = keys_cli("add", "rep-x", "--role", "rep", "--territory-id", "T-typo", "--file", path)
+        known = keys_cli(
             "add", "rep-y", "--role", "rep", "--territory-id", keys.territory, "--file", path
         )
         other_case = keys.territory.lower()
-        cased = _keys_cli(
+        cased = keys_cli(
             "add", "rep-z", "--role", "rep", "--territory-id", other_case, "--file", path
         )
     finally:
@@ -565,14 +556,14 @@ def test_keys_cli_refuses_a_file_a_server_would_refuse_with_the_environment_keys
     with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
         hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
         before = path.read_text()
-        clash = _keys_cli("add", "envk", "--role", "channel", "--file", str(path))
+        clash = keys_cli("add", "envk", "--role", "channel", "--file", str(path))
         assert clash.exit_code == 2, clash.output
         said = " ".join(clash.output.split())
         assert "not changed: a server would refuse" in said
         assert "'envk' (in " in said and "and NEXTBEST_API_KEYS)" in said
         assert path.read_text() == before
 
-        removed = _keys_cli("remove", "crm-email", "--file", str(path))
+        removed = keys_cli("remove", "crm-email", "--file", str(path))
         assert removed.exit_code == 0, removed.output
         revoked = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
         assert revoked.status_code == 401
@@ -605,11 +596,11 @@ def test_readyz_says_when_an_invalid_key_file_keeps_old_keys_in_force(
         assert still.status_code == 200  # the revocation is not applied: hence keys_error
 
         # The CLI refuses to touch the file while it stays invalid with the variable...
-        listed = _keys_cli("list", "--file", str(path))
+        listed = keys_cli("list", "--file", str(path))
         assert listed.exit_code == 2 and "a server would refuse these keys" in listed.output
-        assert _keys_cli("add", "other", "--role", "admin", "--file", str(path)).exit_code == 2
+        assert keys_cli("add", "other", "--role", "admin", "--file", str(path)).exit_code == 2
         # ...and removing the clashing name is the change that fixes it.
-        fixed = _keys_cli("remove", "envk", "--file", str(path))
+        fixed = keys_cli("remove", "envk", "--file", str(path))
         assert fixed.exit_code == 0, fixed.output
         assert "keys_error" not in client.get("/readyz").json()
         gone = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
@@ -729,7 +720,7 @@ def test_a_key_file_broken_on_a_plaintext_key_line_is_not_logged(
     assert kept.status_code == 200  # the keys read before are in force
     assert f"{path}: not valid YAML, line " in caplog.text
     error = client.get("/readyz").json()["keys_error"]
-    listed = _keys_cli("list", "--file", str(path))
+    listed = keys_cli("list", "--file", str(path))
     assert listed.exit_code == 2 and "not valid YAML, line" in " ".join(listed.output.split())
     for said in (caplog.text, error, listed.output):
         assert "PLAINTEXT" not in said and "oops" not in said

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -16,6 +15,8 @@ from fastapi.testclient import TestClient
 from nextbest.contract.schema import channel_spelling as catalog_spelling
 from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, channel_spelling
 from nextbest.settings import Settings
+
+from .conftest import keys_cli
 
 CHANNEL = {"name": "sms-gateway", "role": "channel", "key": "s" * 20}
 
@@ -93,17 +94,9 @@ def test_channels_are_spelled_as_the_catalog_spells_them() -> None:
     assert unbound.principals[0].channels is None
 
 
-def _keys_cli(*args: str) -> Any:
-    from typer.testing import CliRunner
-
-    from nextbest.cli import app
-
-    return CliRunner().invoke(app, ["keys", *args])
-
-
 def test_keys_add_writes_channels_and_list_shows_them(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
-    added = _keys_cli(
+    added = keys_cli(
         "add",
         "gw",
         "--role",
@@ -123,7 +116,7 @@ def test_keys_add_writes_channels_and_list_shows_them(tmp_path: Path) -> None:
     principal = KeyStore.load(path=path, env={}).identify(key)
     assert principal is not None and principal.channels == ("sms", "email")
     add_key_to_file(path, name="crm", role="channel")
-    listed = _keys_cli("list", "--file", str(path))
+    listed = keys_cli("list", "--file", str(path))
     assert listed.exit_code == 0, listed.output
     lines = {
         line.split()[1]: line
@@ -138,7 +131,7 @@ def test_keys_add_refuses_channels_for_other_roles(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
     add_key_to_file(path, name="ops", role="admin")
     before = path.read_text()
-    refused = _keys_cli("add", "x", "--role", "admin", "--channel", "sms", "--file", str(path))
+    refused = keys_cli("add", "x", "--role", "admin", "--channel", "sms", "--file", str(path))
     assert refused.exit_code == 2
     assert "new key (x): 'channels' binds a channel key" in refused.output
     assert path.read_text() == before

@@ -8,7 +8,6 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +24,8 @@ from nextbest.service.apikeys import (
     hash_key,
 )
 
+from .conftest import keys_cli
+
 # In the past: a file written at START holds old keys that are expired by now.
 START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -37,14 +38,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def _keys_cli(*args: str) -> Any:
-    from typer.testing import CliRunner
-
-    from nextbest.cli import app
-
-    return CliRunner().invoke(app, ["keys", *args])
 
 
 def _status(path: Path) -> tuple[int, int, int]:
@@ -158,7 +151,7 @@ def test_remove_drops_the_key_and_its_old_one(tmp_path: Path) -> None:
     old = add_key_to_file(path, name="crm", role="channel")
     new = add_key_to_file(path, name="crm", role="channel", replace=True, keep_old=timedelta(1))
     add_key_to_file(path, name="ops", role="admin")
-    removed = _keys_cli("remove", "crm", "--file", str(path))
+    removed = keys_cli("remove", "crm", "--file", str(path))
     assert removed.exit_code == 0, removed.output
     assert "with the old key a rotation kept" in removed.output
     store = KeyStore.load(path=path, env={})
@@ -177,7 +170,7 @@ def test_an_expired_old_key_is_ignored_and_dropped_at_the_next_write(tmp_path: P
     # Harmless: loaded without a word, refused as any unknown key.
     store = KeyStore.load(path=path, env={}, clock=lambda: after)
     assert store.identify(old) is None and store.identify(new.key) is not None
-    listed = _keys_cli("list", "--file", str(path))
+    listed = keys_cli("list", "--file", str(path))
     assert listed.exit_code == 0, listed.output
     [row] = [line for line in listed.stdout.splitlines() if "│ crm" in line]
     assert "expired" in row and "2025" not in row
@@ -190,9 +183,9 @@ def test_an_expired_old_key_is_ignored_and_dropped_at_the_next_write(tmp_path: P
 
 def test_keys_add_keep_old_and_list_show_the_time(tmp_path: Path) -> None:
     path = str(tmp_path / "keys.yaml")
-    first = _keys_cli("add", "crm", "--role", "channel", "--file", path)
+    first = keys_cli("add", "crm", "--role", "channel", "--file", path)
     assert first.exit_code == 0, first.output
-    rotated = _keys_cli(
+    rotated = keys_cli(
         "add", "crm", "--role", "channel", "--replace", "--keep-old", "7d", "--file", path
     )
     assert rotated.exit_code == 0, rotated.output
@@ -202,14 +195,14 @@ def test_keys_add_keep_old_and_list_show_the_time(tmp_path: Path) -> None:
     assert f"the replaced key of 'crm' is accepted until {until} (7d), then refused" in said
     assert "key 'crm' (role channel) replaced in" in said
     assert datetime.fromisoformat(until) - datetime.now(UTC) > timedelta(days=6, hours=23)
-    listed = _keys_cli("list", "--file", path)
+    listed = keys_cli("list", "--file", path)
     assert listed.exit_code == 0, listed.output
     [row] = [line for line in listed.stdout.splitlines() if "│ crm" in line]
     shown = until[:16].replace("T", " ") + " UTC"  # 2026-12-10 08:00 UTC
     assert shown in row and "expired" not in row
     assert "old key until" in listed.stdout
     # Again, within the window: the first key stops now, and the command says so.
-    again = _keys_cli(
+    again = keys_cli(
         "add", "crm", "--role", "channel", "--replace", "--keep-old", "24h", "--file", path
     )
     assert again.exit_code == 0, again.output
@@ -262,7 +255,7 @@ def test_keys_add_refuses_a_bad_keep_old_and_leaves_the_file(
     path = tmp_path / "keys.yaml"
     add_key_to_file(path, name="crm", role="channel")
     before = path.read_text()
-    result = _keys_cli("add", "crm", "--role", "channel", *args, "--file", str(path))
+    result = keys_cli("add", "crm", "--role", "channel", *args, "--file", str(path))
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert path.read_text() == before
@@ -270,7 +263,7 @@ def test_keys_add_refuses_a_bad_keep_old_and_leaves_the_file(
 
 def test_keys_add_with_keep_old_for_a_new_name_says_nothing_was_kept(tmp_path: Path) -> None:
     path = tmp_path / "keys.yaml"
-    added = _keys_cli(
+    added = keys_cli(
         "add", "crm", "--role", "channel", "--replace", "--keep-old", "1d", "--file", str(path)
     )
     assert added.exit_code == 0, added.output
@@ -402,7 +395,7 @@ def test_a_request_with_the_old_key_is_counted_and_warned_of_once(
     client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = str(api_settings.api_keys_file)
-    rotated = _keys_cli(
+    rotated = keys_cli(
         "add", "crm-email", "--role", "channel", "--replace", "--keep-old", "2d", "--file", path
     )
     assert rotated.exit_code == 0, rotated.output

@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 from nextbest.api.app import create_app
 from nextbest.service.apikeys import ApiKeyError, KeyStore, hash_key
 
+from .conftest import keys_cli
+
 MSL_KEY = "msl-key-0123456789abcdef-t1"
 MEDICAL_CHANNEL_KEY = "medinfo-key-0123456789abcdef"
 ADMIN_KEY = "admin-key-0123456789abcdef-2"
@@ -205,15 +207,8 @@ def test_a_rep_key_without_a_purpose_is_a_sales_reps(client: TestClient, territo
 def test_keys_add_binds_a_purpose_that_a_running_server_applies(
     client: TestClient, territory: str
 ) -> None:
-    from typer.testing import CliRunner
-
-    from nextbest.cli import app
-
     path = str(client.app.state.runtime.settings.resolved_api_keys_file)
-    run = CliRunner().invoke(
-        app,
-        ["keys", "add", "medinfo-2", "--role", "channel", "--purpose", "medical", "--file", path],
-    )
+    run = keys_cli("add", "medinfo-2", "--role", "channel", "--purpose", "medical", "--file", path)
     assert run.exit_code == 0, run.output
     assert "medical requests only" in " ".join(run.output.split())
     key = run.stdout.strip().splitlines()[-1]
@@ -223,10 +218,8 @@ def test_keys_add_binds_a_purpose_that_a_running_server_applies(
         "/v1/recommendations", json=asked, headers={"Authorization": f"Bearer {key}"}
     )
     assert refused.status_code == 403, refused.text
-    listed = CliRunner().invoke(app, ["keys", "list", "--file", path])
+    listed = keys_cli("list", "--file", path)
     row = next(line for line in listed.stdout.splitlines() if "medinfo-2" in line)
     assert "medical" in row
-    bad = CliRunner().invoke(
-        app, ["keys", "add", "x-3", "--role", "channel", "--purpose", "msl", "--file", path]
-    )
+    bad = keys_cli("add", "x-3", "--role", "channel", "--purpose", "msl", "--file", path)
     assert bad.exit_code == 2 and "'purpose' must be one of" in " ".join(bad.output.split())
