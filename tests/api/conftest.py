@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
 from nextbest.service.apikeys import hash_key
+from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -103,3 +105,16 @@ def keys_cli(*args: str) -> Result:
     from nextbest.cli import app
 
     return CliRunner().invoke(app, ["keys", *args])
+
+
+@contextmanager
+def serving(settings: Settings, keys: Keys) -> Iterator[tuple[ServingRuntime, TestClient, str]]:
+    """A runtime started on ``settings``, an admin client on an app over it (not yet
+    entered: the test opens and closes it) and the id of its first HCP; the runtime
+    is closed after."""
+    runtime = ServingRuntime.start(settings)
+    try:
+        hcp = str(runtime.recommender.hcp_ids[0])
+        yield runtime, TestClient(create_app(settings, runtime), headers=dict(keys.admin)), hcp
+    finally:
+        runtime.close()

@@ -21,6 +21,8 @@ from nextbest.service.runtime import ServingRuntime
 from nextbest.storage.db import make_engine, make_session_factory
 from nextbest.storage.testing import POSTGRES_URL_ENV, TcpProxy, temporary_postgres_database
 
+from .conftest import serving
+
 
 def _new_version(settings, *, source: str | None = None) -> str:
     """Register the champion's artifacts again (or ``source``) as a new version."""
@@ -168,11 +170,9 @@ def test_after_a_long_outage_ready_means_serving_again_within_seconds(
     proxy, through = proxied_database
     proxy.start()
     settings = own_registry.model_copy(update={"database_url": through})
-    runtime = ServingRuntime.start(settings)
-    caplog.set_level(logging.WARNING, logger="nextbest.api.observability")
-    try:
-        hcp = str(runtime.recommender.hcp_ids[0])
-        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+    with serving(settings, keys) as (_, client, hcp):
+        caplog.set_level(logging.WARNING, logger="nextbest.api.observability")
+        with client:
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
             proxy.stop()
             # 16 s of requests failing: psycopg_pool's own retries would by now
@@ -197,9 +197,6 @@ def test_after_a_long_outage_ready_means_serving_again_within_seconds(
             m.startswith("database answers again after") and "requests were refused" in m
             for m in said
         ), said
-    finally:
-        runtime.close()
-        proxy.stop()
 
 
 @pytest.mark.postgres
@@ -215,10 +212,8 @@ def test_answers_whose_log_write_fails_are_kept_and_requests_get_503_until_it_is
     # The log is committed a second after an answer: the database goes away
     # between the answer (its history read) and its log write.
     settings = own_registry.model_copy(update={"database_url": through, "log_flush_ms": 1000})
-    runtime = ServingRuntime.start(settings)
-    try:
-        hcp = str(runtime.recommender.hcp_ids[0])
-        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+    with serving(settings, keys) as (runtime, client, hcp):
+        with client:
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
             assert runtime.reclog.flush(timeout=30)
             served = client.post("/v1/recommendations", json={"hcp_id": hcp})
@@ -251,9 +246,6 @@ def test_answers_whose_log_write_fails_are_kept_and_requests_get_503_until_it_is
             assert stored.status_code == 200, stored.text
             assert stored.json()["accepted"] == 1, stored.text
         assert runtime.reclog.dropped == 0 and runtime.reclog.written == 3
-    finally:
-        runtime.close()
-        proxy.stop()
 
 
 def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> None:

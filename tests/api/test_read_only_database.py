@@ -11,13 +11,12 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from nextbest.api.app import create_app
-from nextbest.service.runtime import ServingRuntime
 from nextbest.storage.db import make_engine
 from nextbest.storage.testing import POSTGRES_URL_ENV
+
+from .conftest import serving
 
 
 def _read_only(server_url: str, database: str, on: bool) -> None:
@@ -59,10 +58,8 @@ def test_answers_are_not_served_unlogged_while_the_database_refuses_writes(
     database = make_url(postgres_url).database
     assert database
     settings = own_registry.model_copy(update={"database_url": postgres_url, "log_flush_ms": 200})
-    runtime = ServingRuntime.start(settings)
-    try:
-        hcp = str(runtime.recommender.hcp_ids[0])
-        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+    with serving(settings, keys) as (runtime, client, hcp):
+        with client:
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
             assert runtime.reclog.flush(timeout=30)
             _read_only(server_url, database, True)
@@ -121,8 +118,6 @@ def test_answers_are_not_served_unlogged_while_the_database_refuses_writes(
                 assert logged.scalar_one() == runtime.reclog.written == 2
         finally:
             engine.dispose()
-    finally:
-        runtime.close()
 
 
 @pytest.mark.postgres
@@ -137,11 +132,9 @@ def test_a_held_table_lock_gets_a_503_after_the_lock_timeout_not_a_hang(
     settings = own_registry.model_copy(
         update={"database_url": postgres_url, "db_lock_timeout_ms": 300}
     )
-    runtime = ServingRuntime.start(settings)
     holder = sa.create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     try:
-        hcp = str(runtime.recommender.hcp_ids[0])
-        with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+        with serving(settings, keys) as (_, client, hcp), client:
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
             with holder.connect() as held:
                 held.exec_driver_sql("LOCK TABLE feedback_events IN ACCESS EXCLUSIVE MODE")
@@ -166,4 +159,3 @@ def test_a_held_table_lock_gets_a_503_after_the_lock_timeout_not_a_hang(
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
     finally:
         holder.dispose()
-        runtime.close()
