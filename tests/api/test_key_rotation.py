@@ -89,38 +89,37 @@ def test_the_old_key_is_the_same_principal_until_its_time_then_refused(tmp_path:
     assert _status(path) == written
 
 
-def test_replace_without_keep_old_stops_the_old_key_and_a_retiring_one_at_once(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("keep_old", "second_kept"),
+    [
+        pytest.param(None, False, id="without-keep-old-stops-both-at-once"),
+        pytest.param(timedelta(days=2), True, id="with-keep-old-keeps-only-the-key-it-replaces"),
+    ],
+)
+def test_a_second_rotation_ends_the_first_ones_old_key(
+    tmp_path: Path, keep_old: timedelta | None, second_kept: bool
 ) -> None:
-    path = tmp_path / "keys.yaml"
-    first = add_key_to_file(path, name="crm", role="channel")
-    second = add_key(path, name="crm", role="channel", replace=True, keep_old=timedelta(days=7))
-    third = add_key(path, name="crm", role="channel", replace=True)
-    assert third.replaced and third.old_until is None
-    assert third.ended_until is not None  # the retiring key (first) stopped with it
-    store = KeyStore.load(path=path, env={})
-    assert store.identify(first) is None and store.identify(second.key) is None
-    assert store.identify(third.key) is not None
-    (entry,) = yaml.safe_load(path.read_text())["keys"]
-    assert "previous_key_sha256" not in entry and "previous_valid_until" not in entry
-
-
-def test_a_second_rotation_keeps_only_the_key_it_replaces(tmp_path: Path) -> None:
+    """A rotation within an earlier one's window stops the key that one kept (first)
+    at once; the key it replaces (second) is kept only with keep_old."""
     path = tmp_path / "keys.yaml"
     first = add_key_to_file(path, name="crm", role="channel")
     second = add_key(
         path, name="crm", role="channel", replace=True, keep_old=timedelta(days=7), now=START
     )
     later = START + timedelta(hours=1)
-    third = add_key(
-        path, name="crm", role="channel", replace=True, keep_old=timedelta(days=2), now=later
-    )
+    third = add_key(path, name="crm", role="channel", replace=True, keep_old=keep_old, now=later)
+    assert third.replaced
     assert third.ended_until == START + timedelta(days=7)  # first's time, ended now
-    assert third.old_until == later + timedelta(days=2)
+    assert third.old_until == (later + keep_old if keep_old else None)
+    # Read while first's own time (7 days) has not run out: only the rotation stops it.
     store = KeyStore.load(path=path, env={}, clock=lambda: later)
     assert store.identify(first) is None
-    assert store.identify(second.key) is not None and store.identify(third.key) is not None
-    assert store.retiring == {"crm": later + timedelta(days=2)}
+    assert (store.identify(second.key) is not None) == second_kept
+    assert store.identify(third.key) is not None
+    assert store.retiring == ({"crm": later + keep_old} if keep_old else {})
+    (entry,) = yaml.safe_load(path.read_text())["keys"]
+    old_fields = {"previous_key_sha256", "previous_valid_until"}
+    assert old_fields & set(entry) == (old_fields if second_kept else set())
 
 
 def test_a_rep_keeps_its_territory_and_purpose_under_its_old_key(tmp_path: Path) -> None:
