@@ -107,6 +107,16 @@ def keys_cli(*args: str) -> Result:
     return CliRunner().invoke(app, ["keys", *args])
 
 
+def keys_cli_refused(path: Path, *args: str) -> str:
+    """``nextbest keys *args --file path`` that must be refused (exit 2) and leave the
+    file as it was; its output."""
+    before = path.read_text()
+    result = keys_cli(*args, "--file", str(path))
+    assert result.exit_code == 2, result.output
+    assert path.read_text() == before
+    return result.output
+
+
 @contextmanager
 def serving(settings: Settings, keys: Keys) -> Iterator[tuple[ServingRuntime, TestClient, str]]:
     """A runtime started on ``settings``, an admin client on an app over it (not yet
