@@ -45,6 +45,19 @@ def _current_revision(url: str) -> str | None:
         engine.dispose()
 
 
+def _logged_under(database_url: str, revision: str, *inserts: str) -> None:
+    """A fresh database migrated to ``revision`` only, holding the rows ``inserts``
+    write (SQL in that revision's schema): a store as an older nextbest left it."""
+    assert migrate(database_url, revision=revision) == (None, revision)
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for insert in inserts:
+                connection.execute(text(insert))
+    finally:
+        engine.dispose()
+
+
 def test_migrate_reaches_head_and_is_idempotent(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,40 +136,25 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
 ) -> None:
     """Answers logged under 0003, their items and feedback survive the upgrade; they
     have no probability of no action (the evidence re-scores theirs), new ones do."""
-    assert migrate(database_url, revision="0003") == (None, "0003")
     at = "'2024-03-04 09:00:00.000000'"  # how SQLite stores timestamps; PostgreSQL reads it
-    engine = make_engine(database_url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
-                    "requester, purpose, channel_filter, model_version, holdout, policy, "
-                    "epsilon, holdout_rate, decided_for, n_candidates) VALUES "
-                    f"('old-1', {at}, 'h1', 'crm', 'promotional', NULL, '3', false, "
-                    f"'epsilon_greedy', 0.3, 0.1, {at}, 12), "
-                    f"('old-2', {at}, 'h2', 'crm', 'promotional', NULL, '3', true, "
-                    f"'epsilon_greedy', 0.3, 0.1, {at}, 12)"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
-                    "channel, content_id, score, expected_uplift, p_engage, propensity, "
-                    "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
-                    "false)"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
-                    "received_at, recommendation_id, hcp_id, value) VALUES "
-                    f"('e-1', 'outcome', {at}, {at}, 'old-1', 'h1', 2.0)"
-                )
-            )
-    finally:
-        engine.dispose()
-
+    _logged_under(
+        database_url,
+        "0003",
+        "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+        "requester, purpose, channel_filter, model_version, holdout, policy, "
+        "epsilon, holdout_rate, decided_for, n_candidates) VALUES "
+        f"('old-1', {at}, 'h1', 'crm', 'promotional', NULL, '3', false, "
+        f"'epsilon_greedy', 0.3, 0.1, {at}, 12), "
+        f"('old-2', {at}, 'h2', 'crm', 'promotional', NULL, '3', true, "
+        f"'epsilon_greedy', 0.3, 0.1, {at}, 12)",
+        "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+        "channel, content_id, score, expected_uplift, p_engage, propensity, "
+        "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
+        "false)",
+        "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
+        "received_at, recommendation_id, hcp_id, value) VALUES "
+        f"('e-1', 'outcome', {at}, {at}, 'old-1', 'h1', 2.0)",
+    )
     assert migrate(database_url) == ("0003", "0010")
 
     engine = make_engine(database_url)
@@ -199,20 +197,18 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
     database_url: str, make_recommendation
 ) -> None:
     """Answers logged under 0004 survive with no rep; a plan's new answers carry theirs."""
-    assert migrate(database_url, revision="0004") == (None, "0004")
     at = "'2024-03-04 09:00:00.000000'"
+    _logged_under(
+        database_url,
+        "0004",
+        "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+        "requester, purpose, channel_filter, model_version, holdout, policy, "
+        "epsilon, holdout_rate, decided_for, n_candidates, p_no_action) VALUES "
+        f"('old-1', {at}, 'h1', 'ops-admin', 'promotional', 'rep_*', '3', false, "
+        f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)",
+    )
     engine = make_engine(database_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
-                    "requester, purpose, channel_filter, model_version, holdout, policy, "
-                    "epsilon, holdout_rate, decided_for, n_candidates, p_no_action) VALUES "
-                    f"('old-1', {at}, 'h1', 'ops-admin', 'promotional', 'rep_*', '3', false, "
-                    f"'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1)"
-                )
-            )
         assert migrate(database_url) == ("0004", "0010")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
@@ -230,28 +226,22 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
     database_url: str, make_recommendation
 ) -> None:
     """Answers logged under 0005 survive with no rules fingerprint; new ones carry theirs."""
-    assert migrate(database_url, revision="0005") == (None, "0005")
     at = "'2024-03-04 09:00:00.000000'"
+    _logged_under(
+        database_url,
+        "0005",
+        "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+        "requester, purpose, channel_filter, model_version, holdout, policy, "
+        "epsilon, holdout_rate, decided_for, n_candidates, p_no_action, rep_id) "
+        f"VALUES ('old-1', {at}, 'h1', 'ops-admin', 'promotional', NULL, '3', "
+        f"false, 'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1, 'rep-1')",
+        "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+        "channel, content_id, score, expected_uplift, p_engage, propensity, "
+        "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
+        "false)",
+    )
     engine = make_engine(database_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
-                    "requester, purpose, channel_filter, model_version, holdout, policy, "
-                    "epsilon, holdout_rate, decided_for, n_candidates, p_no_action, rep_id) "
-                    f"VALUES ('old-1', {at}, 'h1', 'ops-admin', 'promotional', NULL, '3', "
-                    f"false, 'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1, 'rep-1')"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
-                    "channel, content_id, score, expected_uplift, p_engage, propensity, "
-                    "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
-                    "false)"
-                )
-            )
         assert migrate(database_url) == ("0005", "0010")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
@@ -280,37 +270,27 @@ def test_upgrade_to_0008_keeps_the_log_and_records_the_next_prune(
     from nextbest.settings import Settings
     from nextbest.storage.repository import RowCounts, furthest_prune, maintenance_runs
 
-    assert migrate(database_url, revision="0007") == (None, "0007")
     at = "'2024-03-04 09:00:00.000000'"
+    _logged_under(
+        database_url,
+        "0007",
+        "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+        "requester, purpose, channel_filter, model_version, holdout, policy, "
+        "epsilon, holdout_rate, decided_for, n_candidates, p_no_action, rep_id, "
+        f"rules_fingerprint) VALUES ('old-1', {at}, 'h1', 'crm', 'promotional', "
+        f"NULL, '3', false, 'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1, NULL, "
+        "'0123456789ab')",
+        "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+        "channel, content_id, score, expected_uplift, p_engage, propensity, "
+        "explored, reasons) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, "
+        "0.3, 0.8, false, '[\"no e-mail in 9 days\"]')",
+        "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
+        "received_at, recommendation_id, hcp_id, requester) VALUES "
+        f"('e-1', 'opened', {at}, {at}, 'old-1', 'h1', 'esp'), "
+        f"('e-2', 'opted_out', {at}, {at}, NULL, 'h1', 'esp')",
+    )
     engine = make_engine(database_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
-                    "requester, purpose, channel_filter, model_version, holdout, policy, "
-                    "epsilon, holdout_rate, decided_for, n_candidates, p_no_action, rep_id, "
-                    f"rules_fingerprint) VALUES ('old-1', {at}, 'h1', 'crm', 'promotional', "
-                    f"NULL, '3', false, 'epsilon_greedy', 0.3, 0.1, {at}, 12, 0.1, NULL, "
-                    "'0123456789ab')"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
-                    "channel, content_id, score, expected_uplift, p_engage, propensity, "
-                    "explored, reasons) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, "
-                    "0.3, 0.8, false, '[\"no e-mail in 9 days\"]')"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
-                    "received_at, recommendation_id, hcp_id, requester) VALUES "
-                    f"('e-1', 'opened', {at}, {at}, 'old-1', 'h1', 'esp'), "
-                    f"('e-2', 'opted_out', {at}, {at}, NULL, 'h1', 'esp')"
-                )
-            )
         assert "maintenance_runs" not in inspect(engine).get_table_names()
         assert migrate(database_url) == ("0007", "0010")
         assert "maintenance_runs" in inspect(engine).get_table_names()
