@@ -1379,6 +1379,18 @@ def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
     with engine.connect() as connection:
         assert pd.read_sql("SELECT COUNT(*) AS n FROM recommendations", connection)["n"][0] == 0
     engine.dispose()
+    # A territory file picks do not need: served, with a warning in a one-shot's words.
+    monkeypatch.undo()
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    territories = tmp_path / "territories.csv"
+    territories.write_text("hcp_id,region\nH1,north\n")
+    monkeypatch.setenv("NEXTBEST_TERRITORIES_FILE", str(territories))
+    get_settings.cache_clear()
+    served = runner.invoke(app, [*args, "--log"])
+    said = " ".join(served.output.split())
+    assert served.exit_code == 0 and out.exists(), said
+    assert "territory alignment cannot be read (a server would answer rep keys" in said, said
+    assert "territory_id" in said and "tried again" not in said, said
 
 
 def test_picks_for_a_send_list_apply_its_consent(

@@ -608,12 +608,19 @@ class ServingRuntime:
             self.last_reload_error = None
             if alignment is not None and alignment.error is not None:
                 self.last_reload_error = f"TerritoriesError: {alignment.error}"
-                logger.error(
-                    "territory alignment cannot be read: rep keys and rep plans get 503 "
-                    "until it is fixed (tried again every %.0f s): %s",
-                    RETRY_INTERVAL_S,
-                    alignment.error,
-                )
+                if self.retries:
+                    logger.error(
+                        "territory alignment cannot be read: rep keys and rep plans get 503 "
+                        "until it is fixed (tried again every %.0f s): %s",
+                        RETRY_INTERVAL_S,
+                        alignment.error,
+                    )
+                else:  # a command that asks about no territory: what a server would do
+                    logger.warning(
+                        "territory alignment cannot be read (a server would answer rep keys "
+                        "and rep plans 503 until it is fixed): %s",
+                        alignment.error,
+                    )
             self._failed_version = None
             self._file_failed = False
             if rules_changed:
