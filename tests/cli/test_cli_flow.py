@@ -981,6 +981,14 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     assert status.exit_code == 0 and "schema revision 0010, this release's" in status.output
     again = runner.invoke(app, ["db", "upgrade"])
     assert again.exit_code == 0 and "nothing to do" in again.output
+    # Asked about a database file not made yet (a new machine, a mistyped path), it
+    # says so and leaves no empty file, nor the directory, behind.
+    missing = tmp_path / "not" / "yet.db"
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{missing}")
+    get_settings.cache_clear()
+    status = runner.invoke(app, ["db", "status"])
+    assert status.exit_code == 0 and "no schema yet" in status.output, status.output
+    assert not missing.parent.exists()
 
 
 @pytest.mark.postgres

@@ -552,13 +552,17 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     for a revision this release does not know.
     """
     script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    parsed = make_url(url)
+    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not path.exists():
+        return None, head  # connecting would create the file (and its directory)
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
             found = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
-    head = script.get_current_head()
     if found is not None:
         try:
             script.get_revision(found)
