@@ -3444,15 +3444,28 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
     except ApiKeyError as exc:
         raise _fail(str(exc)) from None
     principals, retiring, now = store.principals, store.retiring, utc_now()
-    table = Table(title=f"API keys in {target}")
-    for column in ("name", "role", "territory_id", "purpose", "channels", "old key until"):
-        table.add_column(column)
-    for p in principals:
-        channels = ", ".join(p.channels) if p.channels is not None else ""
-        until = retiring.get(p.name)
-        old = "" if until is None else "expired" if until <= now else _minute(until.isoformat())
-        table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
-    Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
+    if principals:
+        table = Table(title=f"API keys in {target}")
+        for column in ("name", "role", "territory_id", "purpose", "channels", "old key until"):
+            table.add_column(column)
+        for p in principals:
+            channels = ", ".join(p.channels) if p.channels is not None else ""
+            until = retiring.get(p.name)
+            old = "" if until is None else "expired" if until <= now else _minute(until.isoformat())
+            table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
+        Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
+    else:
+        where = "no API key file at" if not target.exists() else "no API keys in"
+        unkeyed = (
+            ""
+            if os.environ.get(ENV_KEYS)
+            else " (with auth on, the default, a server with no key answers every /v1 request 401)"
+        )
+        stdout.print(
+            f"{where} {target}{unkeyed}: `nextbest keys add NAME --role admin|channel|rep` "
+            "adds one",
+            highlight=False,
+        )
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
         try:  # the file alone is valid; with the variable, as a server reads them?

@@ -721,3 +721,21 @@ def test_a_key_file_broken_on_a_plaintext_key_line_is_not_logged(
     assert listed.exit_code == 2 and "not valid YAML, line" in " ".join(listed.output.split())
     for said in (caplog.text, error, listed.output):
         assert "PLAINTEXT" not in said and "oops" not in said
+
+
+def test_listing_no_keys_says_what_a_server_does_and_how_to_add_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty table said nothing of a server that will refuse every caller."""
+    monkeypatch.delenv("NEXTBEST_API_KEYS", raising=False)
+    path = tmp_path / "api_keys.yaml"
+    listed = keys_cli("list", "--file", str(path))
+    said = " ".join(listed.stdout.split())
+    assert listed.exit_code == 0 and f"no API key file at {path}" in said, said
+    assert "answers every /v1 request 401" in said and "`nextbest keys add NAME" in said, said
+    assert not path.exists()
+    assert keys_cli("add", "ops", "--role", "admin", "--file", str(path)).exit_code == 0
+    assert "ops" in keys_cli("list", "--file", str(path)).stdout
+    assert keys_cli("remove", "ops", "--file", str(path)).exit_code == 0
+    said = " ".join(keys_cli("list", "--file", str(path)).stdout.split())
+    assert f"no API keys in {path}" in said, said
