@@ -2683,12 +2683,10 @@ def lookup(
 
 
 def _alias_set(settings: Settings, alias: str) -> bool:
-    """Whether ``alias`` names a version; a registry not created yet is left uncreated."""
+    """Whether ``alias`` names a version (a registry not created yet is left uncreated)."""
     from nextbest import registry
 
-    return (
-        registry.registry_exists(settings) and registry.alias_version(settings, alias) is not None
-    )
+    return registry.alias_version(settings, alias) is not None
 
 
 def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:

@@ -396,9 +396,12 @@ def _figures(result: TrainResult) -> dict[str, Any]:
 
 
 def alias_version(settings: Settings, alias: str) -> str | None:
-    """The version an alias points at, or None when the model or alias does not exist."""
+    """The version an alias points at, or None when the model or alias does not exist
+    (nor the registry: asking does not create it)."""
     from mlflow.exceptions import MlflowException
 
+    if not registry_exists(settings):
+        return None
     try:
         return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException:

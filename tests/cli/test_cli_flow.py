@@ -1703,7 +1703,9 @@ def test_rules_check_before_any_model_checks_the_file_alone(
     said = " ".join(fits.stdout.split())
     assert "is valid; model 'nextbest' has no version with alias 'champion' yet" in said, said
     assert "fit to a catalog was not checked" in said, said
-    assert not (tmp_path / "models").exists()
+    evaluated = runner.invoke(app, ["evaluate"])  # asks the registry the same way
+    assert evaluated.exit_code == 2 and "has no 'champion' version" in evaluated.output
+    assert not (tmp_path / "models").exists()  # asking made no registry
     invalid = tmp_path / "rules.yaml"
     invalid.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
     refused = runner.invoke(app, ["rules", "check", str(invalid)])
