@@ -1539,6 +1539,7 @@ def rules_check(
     channel, a channel no rule caps). Exit code 0: a reload would take it as it is;
     1: it would, with the notes printed; 2: a reload would fail (an invalid file, or
     `strict: true` and notes)."""
+    from nextbest import registry
     from nextbest.policy.eligibility import EligibilityIndex
     from nextbest.policy.rules import HistoryRules, RulesError
 
@@ -1548,7 +1549,7 @@ def rules_check(
             raise _fail(f"{path}: no such file")
         settings = settings.model_copy(update={"rules_file": path})
     rules = _check_rules_file(settings)  # an invalid file stops here, naming the field
-    if model is None and not _alias_set(settings, settings.serve_alias):
+    if model is None and registry.alias_version(settings, settings.serve_alias) is None:
         # No model serves yet: a reload would take the file (and still serve nothing),
         # so it passes; what of it fits the catalog is checked once a model is served.
         stdout.print(
@@ -2682,13 +2683,6 @@ def lookup(
     return found
 
 
-def _alias_set(settings: Settings, alias: str) -> bool:
-    """Whether ``alias`` names a version (a registry not created yet is left uncreated)."""
-    from nextbest import registry
-
-    return registry.alias_version(settings, alias) is not None
-
-
 def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     """The model ``explain --model`` names: a version number, an alias, or (None)
     the served alias; a version the registry does not hold is named with those it does."""
@@ -2698,7 +2692,7 @@ def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
         return registry.load_alias(settings)
     if not name.strip().isdigit():
         alias = name.strip()
-        if not _alias_set(settings, alias):
+        if registry.alias_version(settings, alias) is None:
             if not registry.registry_exists(settings) or alias == settings.serve_alias:
                 raise _fail(
                     f"--model {name}: model '{settings.model_name}' has no version with "

@@ -400,8 +400,9 @@ def alias_version(settings: Settings, alias: str) -> str | None:
     (nor the registry: asking does not create it)."""
     from mlflow.exceptions import MlflowException
 
-    if not registry_exists(settings):
-        return None
+    store = _store_file(settings)
+    if store is not None and not store.exists():
+        return None  # MLflow would create it (every poll of a serving worker goes here)
     try:
         return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException:
@@ -554,14 +555,19 @@ def same_training(settings: Settings, version: str) -> list[str]:
     return sorted(same, key=int)
 
 
+def _store_file(settings: Settings) -> Path | None:
+    """The registry's SQLite file, or None for a store on a server."""
+    uri = settings.resolved_registry_uri
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def registry_exists(settings: Settings) -> bool:
     """False when the registry is a SQLite file not yet created (opening it would create it)."""
-    uri = settings.resolved_registry_uri
-    if not uri.startswith("sqlite:///"):
+    path = _store_file(settings)
+    if path is None:
         return True
-    path = Path(uri.removeprefix("sqlite:///"))
     refuse_unusable_place(path)  # a models directory under a file is no empty registry
-    _refuse_unusable_sqlite(uri, read=True)
+    _refuse_unusable_sqlite(settings.resolved_registry_uri, read=True)
     return path.exists()
 
 
