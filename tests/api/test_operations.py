@@ -110,6 +110,46 @@ def test_a_worker_started_with_another_holdout_rate_than_the_log_warns(
             assert "served with holdout rate 0.2" in said[0]
 
 
+def test_a_worker_waiting_for_its_first_model_says_why_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started before any model was trained: one line, no traceback, and the watcher's
+    retries every 10 s add nothing until the error changes or someone asks for a
+    reload (it logged an error and a warning every 10 s, a traceback at start-up)."""
+    from nextbest.settings import Settings
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email: {max_contacts: 3, per_days: 28}\n")
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        database_url=f"sqlite:///{tmp_path / 'serve.db'}",
+        rules_file=rules,
+    )
+    with caplog.at_level(logging.DEBUG, logger="nextbest.service.runtime"):
+        runtime = ServingRuntime.start(settings)
+        try:
+            for _ in range(2):  # what the watcher does while no model is served
+                with pytest.raises(registry.RegistryError):
+                    runtime.reload(polled=True)
+            said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert [r.getMessage() for r in said] == [
+                "model reload failed, nothing served yet; tried again every 10 s: "
+                "model 'nextbest' has no alias 'champion'"
+            ]
+            assert said[0].exc_info is None
+            caplog.clear()
+            with pytest.raises(registry.RegistryError):
+                runtime.reload()  # asked for (POST /v1/admin/reload, SIGHUP): said again
+            rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+            with pytest.raises(ValueError, match="max_contacts"):
+                runtime.reload(polled=True)  # another error: said
+            said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(said) == 2 and "no alias 'champion'" in said[0], said
+            assert "channels.email.max_contacts" in said[1], said
+        finally:
+            runtime.close()
+
+
 @pytest.fixture
 def proxied_database() -> Iterator[tuple[TcpProxy, str]]:
     """A new PostgreSQL database behind a proxy the test takes down and brings back

@@ -1356,7 +1356,7 @@ def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
         said = " ".join(result.output.split())
         assert result.exit_code == 2, said
         assert said.count("error:") == 1, said
-        assert "tried again" not in said and "no model loaded at start-up" not in said, said
+        assert "tried again" not in said and "nothing served yet" not in said, said
         assert not out.exists() and not list(tmp_path.glob(".sent.partial*")), said
         return said
 

@@ -147,6 +147,24 @@ def warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
         )
 
 
+def _report_failed_reload(exc: Exception, previous: str | None) -> None:
+    """One line saying what failed and what is served meanwhile; the traceback only
+    for a failure nobody anticipated (a model that fails to load or score for a
+    reason of its own, e.g. pickled by another code version), not for a missing
+    alias or an invalid file, whose message says it all."""
+    in_a_file = isinstance(exc, RulesError | TerritoriesError)
+    anticipated = in_a_file or isinstance(exc, registry.RegistryError)
+    # What the watcher tries again every RETRY_INTERVAL_S (see _watch).
+    retried = f"; tried again every {RETRY_INTERVAL_S:.0f} s" if in_a_file or not previous else ""
+    logger.error(
+        "model reload failed, %s%s: %s",
+        f"keeping version {previous}" if previous else "nothing served yet",
+        retried,
+        exc,
+        exc_info=None if anticipated and exc.__cause__ is None else exc,
+    )
+
+
 def _refreeze() -> None:
     """Collect, then freeze every object alive into the permanent generation.
 
@@ -303,8 +321,7 @@ class ServingRuntime:
             try:
                 runtime.reload()
             except Exception:  # reported by reload() and /readyz; serving starts anyway
-                if runtime.retries:  # else by the command, from ``recommender``'s error
-                    logger.exception("no model loaded at start-up")
+                logger.debug("no model loaded at start-up", exc_info=True)
             else:
                 runtime.start_warming()
         return runtime
@@ -595,11 +612,17 @@ class ServingRuntime:
                     )
             except Exception as exc:
                 RELOADS.labels("failed").inc()
-                self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                said_before, self.last_reload_error = (
+                    self.last_reload_error,
+                    f"{type(exc).__name__}: {exc}",
+                )
                 self._failed_version = loading
                 self._file_failed = isinstance(exc, RulesError | TerritoriesError)
-                if self.retries:  # else said once by the command (see start)
-                    logger.error("model reload failed, keeping version %s: %s", previous, exc)
+                # Else said once by the command (see start). A retry failing as the
+                # last one did is not said again: a server waiting for its first
+                # model logged the same two lines every 10 s until one was trained.
+                if self.retries and not (polled and said_before == self.last_reload_error):
+                    _report_failed_reload(exc, previous)
                 if broadcast:
                     # The other workers try too, and each says so in its /readyz and
                     # log: a failure seen by one of them only looked like a flaky probe.
@@ -658,7 +681,7 @@ class ServingRuntime:
                     "serving model %s version %s (was %s); cache warmed for %d HCPs in %.1f s",
                     settings.model_name,
                     version,
-                    previous,
+                    previous or "none",
                     result.warmed_hcps,
                     warm_s,
                 )
@@ -815,8 +838,9 @@ class ServingRuntime:
                 self.reload(
                     force=signalled and self._signal_forced(), polled=not (signalled or asked)
                 )
-            except Exception as exc:  # the old model keeps serving
-                logger.warning("background reload failed: %s", exc)
+            except Exception:  # the old model keeps serving; reload() said why
+                if self.last_reload_error is None:  # failed after its swap: a fault
+                    logger.exception("background reload failed")
 
     def _signal_forced(self) -> bool:
         try:
