@@ -1101,7 +1101,12 @@ def picks(
                     hcps=given_hcps,
                     catalog=given_catalog,
                 )
-        except (NextbestError, RulesError) as exc:
+        except RulesError as exc:  # strict rules that do not fit this version's catalog
+            raise _fail(
+                f"model '{settings.model_name}' version {version} (alias "
+                f"'{settings.serve_alias}'): {exc}"
+            ) from None
+        except NextbestError as exc:  # --log names the served version itself
             raise _fail(str(exc)) from None
     if logged is None:
         try:

@@ -1055,11 +1055,14 @@ def test_serve_refuses_a_port_or_worker_count_out_of_range(
 def test_model_commands_before_any_training_say_what_is_missing(
     env_settings: Path, command: str
 ) -> None:
-    """A registry without the model: one line naming it, exit 2, no traceback."""
+    """No registry yet: one line naming what is missing, exit 2, no traceback, and
+    no empty MLflow store left behind (promote and rollback made one, with MLflow's
+    "Creating initial database tables" lines, before finding no champion)."""
     result = runner.invoke(app, [command])
     assert result.exit_code == 2, result.output
     assert "error: model 'nextbest' has no 'champion' version" in result.output
     assert "Traceback" not in result.output and "MlflowException" not in result.output
+    assert not (env_settings / "mlflow.db").exists()
 
 
 def test_models_before_any_training_says_so_and_creates_nothing(env_settings: Path) -> None:
@@ -1368,7 +1371,10 @@ def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
     ), said
     assert said.endswith("; fix the file"), said
     said = refused()
-    assert f"error: {misspelt}: strict: true, and the rules do not fit" in said, said
+    assert (
+        f"error: model 'nextbest' version {trained.version} (alias 'champion'): "
+        f"{misspelt}: strict: true, and the rules do not fit" in said
+    ), said
     # A version that loads but cannot score fails only where it is served (--log).
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(shipped))
     get_settings.cache_clear()

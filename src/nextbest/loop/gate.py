@@ -428,11 +428,7 @@ def evaluate(
     champion_version = registry.alias_version(settings, CHAMPION)
     challenger_version = registry.alias_version(settings, CHALLENGER)
     if champion_version is None:
-        raise GateError(
-            f"model '{settings.model_name}' has no '{CHAMPION}' version in "
-            f"{without_password(settings.resolved_registry_uri)}; "
-            "train one with `nextbest train --data DIR`"
-        )
+        raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
     if challenger_version is None:
         raise GateError(
             f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
@@ -581,6 +577,8 @@ def promote(
             "a forced promotion needs a reason (--reason TEXT): it skips the gate, and "
             "its record must say why; nothing was promoted"
         )
+    if not registry.registry_exists(settings):  # nothing to decide; no empty store made
+        raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     try:
         evaluation = evaluate(settings, config=config, since=since, log=False)
@@ -708,6 +706,8 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     Raises:
         GateError: there is no earlier champion to return to.
     """
+    if not registry.registry_exists(settings):  # nothing to decide; no empty store made
+        raise _no_champion(settings, ": nothing to roll back")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     client = registry.client(settings)
     current = registry.alias_version(settings, CHAMPION)
@@ -715,10 +715,7 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     if current is not None and history and history[-1] == current:
         history.pop()
     if not history and current is None:
-        raise GateError(
-            f"model '{settings.model_name}' has no '{CHAMPION}' version in "
-            f"{without_password(settings.resolved_registry_uri)}: nothing to roll back"
-        )
+        raise _no_champion(settings, ": nothing to roll back")
     if not history:
         raise GateError(
             f"model '{settings.model_name}' has no previous champion to roll back to "
@@ -750,6 +747,13 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         )
         run_id = str(run.info.run_id)
     return Rollback(from_version=current or "", to_version=target, run_id=run_id)
+
+
+def _no_champion(settings: Settings, then: str) -> GateError:
+    return GateError(
+        f"model '{settings.model_name}' has no '{CHAMPION}' version in "
+        f"{without_password(settings.resolved_registry_uri)}{then}"
+    )
 
 
 def _evaluation_experiment(settings: Settings) -> str:
