@@ -1539,8 +1539,9 @@ def rules_check(
         ),
     ] = None,
 ) -> None:
-    """Read a rules file as a reload would and apply it to a model's catalog, serving
-    nothing: its fingerprint and what of it fits nothing in the catalog (a misspelt
+    """Check a rules file against a model's catalog as a reload would, serving nothing.
+
+    Prints its fingerprint and what of it fits nothing in the catalog (a misspelt
     channel, a channel no rule caps). Exit code 0: a reload would take it as it is;
     1: it would, with the notes printed; 2: a reload would fail (an invalid file, or
     `strict: true` and notes)."""
@@ -1601,8 +1602,10 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("status")
 def db_status() -> None:
-    """Say the database's schema revision and this release's. Exit code 0 when they
-    match (or there is no schema yet), 1 when the database is behind."""
+    """Say the database's schema revision and this release's.
+
+    Exit code 0 when they match (or there is no schema yet), 1 when the database is
+    behind."""
     from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, schema_revisions
 
     settings = _settings()
@@ -1631,8 +1634,9 @@ def db_status() -> None:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Upgrade the database's schema to this release's, as `nextbest serve` does at
-    start. Every other command refuses a database whose schema is behind: run this
+    """Upgrade the database's schema to this release's, as `nextbest serve` does at start.
+
+    Every other command refuses a database whose schema is behind: run this
     once the servers sharing the database run this release (a worker of an older
     release cannot start on a newer schema)."""
     settings = _settings()
@@ -2522,7 +2526,9 @@ def lookup(
         bool, typer.Option("--json", help="Print the record as JSON instead of text.")
     ] = False,
 ) -> dict[str, Any]:
-    """One logged answer as the recommendation log keeps it: who asked, for whom, the
+    """Look up a logged answer, an HCP's answers, the maintenance trail or a rules file.
+
+    One logged answer as the recommendation log keeps it: who asked, for whom, the
     model version and policy, the fingerprint of the serving rules it was made under,
     each item with the propensity and the reasons it was served with, and the
     feedback events that name it (an audit, a support question: what was served, to
@@ -2746,11 +2752,12 @@ def explain(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    """What the served model would answer for one HCP now, without an exploration
-    draw, with each item's reasons and why every other action is left out; nothing
-    is logged (a support question,
-    not a send: an API request with explain=true is logged as a served answer, and
-    feedback without a recommendation_id may then be counted for it)."""
+    """What the served model would answer for one HCP now, and why; nothing is logged.
+
+    The answer without an exploration draw, with each item's reasons and why every
+    other action is left out. Nothing is logged: a support question, not a send (an
+    API request with explain=true is logged as a served answer, and feedback without
+    a recommendation_id may then be counted for it)."""
     import json
     from dataclasses import asdict
 
@@ -3429,10 +3436,12 @@ def _note_unserved_territory(territory_id: str) -> None:
 
 @keys_app.command("list")
 def keys_list(path: KeysFileOpt = None) -> list[Any]:
-    """The keys' names, roles, territories, purposes and channels (never the keys or
-    their hashes); a key without channels speaks for every channel. ``old key until``:
-    when the old key a rotation kept stops being accepted ("expired" once past; the
-    next `keys add` or `keys remove` drops it from the file)."""
+    """List the keys: names, roles, territories, purposes, channels (never the keys).
+
+    Neither the keys nor their hashes are shown; a key without channels speaks for
+    every channel. "old key until": when the old key a rotation kept stops being
+    accepted ("expired" once past; the next `keys add` or `keys remove` drops it from
+    the file)."""
     from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore, utc_now
 
     target = _keys_file(path)
@@ -3474,8 +3483,9 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
 
 @keys_app.command("remove")
 def keys_remove(name: str, path: KeysFileOpt = None) -> None:
-    """Delete a key, and the old key a rotation kept for it; running servers refuse
-    them from their next request on."""
+    """Delete a key, and the old key a rotation kept for it.
+
+    Running servers refuse them from their next request on."""
     from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
 
     _settings()  # an invalid setting stops here, before the file is changed

@@ -1473,6 +1473,27 @@ def test_help_says_what_an_option_left_out_means(command: list[str], said: list[
         assert words in text, (words, text)
 
 
+def test_every_command_has_a_one_line_summary() -> None:
+    """`nextbest --help` lists each command by its help's first paragraph: one line,
+    or the list reads as paragraphs (lookup and explain read that way)."""
+    import typing
+
+    import typer.main
+
+    def commands(group: typing.Any, prefix: str) -> list[tuple[str, str]]:
+        found = []
+        for name, command in group.commands.items():
+            found.append((prefix + name, (command.help or "").split("\n\n")[0].strip()))
+            if hasattr(command, "commands"):  # a group: rules, db, keys
+                found += commands(command, f"{prefix}{name} ")
+        return found
+
+    listed = commands(typer.main.get_command(app), "")
+    assert len(listed) > 20
+    for name, summary in listed:
+        assert summary and "\n" not in summary and len(summary) <= 100, (name, summary)
+
+
 def test_version_names_the_release_and_its_schema_revision() -> None:
     from alembic.script import ScriptDirectory
 
