@@ -405,6 +405,37 @@ def test_a_midnight_time_keeps_its_offset(client: TestClient) -> None:
     assert plan.status_code == 422 and "a plan's date is YYYY-MM-DD" in plan.text
 
 
+@pytest.mark.parametrize("at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+14:00"])
+def test_a_time_beyond_year_9999_or_before_year_1_in_utc_is_refused_alone(
+    client: TestClient, keys, at: str
+) -> None:
+    """Its UTC offset takes it out of datetime's range: converting it failed the
+    request (500), and a batch lost its valid events with it."""
+    s = _plan(client, keys, capacity=1).suggestions[0]
+    said = f"{at} is outside the years 1 to 9999 once its UTC offset is applied"
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    decision = {
+        "recommendation_id": s.recommendation_id,
+        "hcp_id": s.hcp_id,
+        "action_id": s.action_id,
+        "decision": "accept",
+    }
+    refused = client.post(url, json={**decision, "occurred_at": at}, headers=keys.rep)
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", "occurred_at"] and said in error["msg"], error
+    good = {"event_type": "opened", "hcp_id": s.hcp_id, "channel": "email"}
+    events = [
+        {**good, "event_id": f"in-range-{at}"},
+        {**good, "event_id": "out", "occurred_at": at},
+    ]
+    batch = client.post("/v1/feedback", json={"events": events})
+    assert batch.status_code == 207, batch.text
+    assert batch.json()["accepted"] == 1
+    [rejected] = batch.json()["rejected"]
+    assert rejected["index"] == 1 and rejected["message"].startswith(f"occurred_at: {said}")
+
+
 @pytest.mark.parametrize(
     "day", ["0001-01-01", "1999-12-31", "2100-01-01", "20261101", "9999-12-31T23:59:59-23:59"]
 )

@@ -72,6 +72,7 @@ def test_a_body_that_cannot_be_read_is_refused_saying_what_to_send(
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'{"hcp_id": "\\ud800"}', "lone UTF-16 surrogate"),
         (b'{"hcp_id": "ok \\ud83d\\ude00", "k": 1, "channel": "\\udc00"}', "lone UTF-16"),
+        (b'{"hcp_id": "H1",}', "Expecting property name enclosed in double quotes"),
     ],
 )
 def test_unreadable_json_is_a_422_that_says_why_and_where(
@@ -82,6 +83,7 @@ def test_unreadable_json_is_a_422_that_says_why_and_where(
     (error,) = response.json()["detail"]
     assert error["type"] == "json_invalid"
     assert says in error["msg"]
+    assert "input" not in error  # FastAPI's {} read as if an empty object had been sent
     if b"\\udc00" in content:  # the lone half, not the pair before it
         assert error["loc"] == ["body", content.index(b"\\udc00")]
 

@@ -54,11 +54,15 @@ GZIP_MIN_BYTES = 4096
 
 def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
     """Validation errors as FastAPI reports them, minus ``input`` values too long to
-    echo or that are no JSON (NaN and Infinity, which Python's parser accepts), and
+    echo or that are no JSON (NaN and Infinity, which Python's parser accepts) or a
+    body that could not be read as JSON (there is no input to show), and
     minus the exception our validators raised (``ctx.error``: its text is in ``msg``
     already, and it encodes as ``{}``)."""
     out = []
     for error in jsonable_encoder([_without_raised(e) for e in errors]):
+        if error.get("type") == "json_invalid":
+            # FastAPI puts {} there, which reads as if an empty object had been sent.
+            error = {key: value for key, value in error.items() if key != "input"}
         if "input" in error:
             try:
                 shown = json.dumps(error["input"], allow_nan=False)

@@ -22,6 +22,7 @@ from nextbest.policy.eligibility import Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     NOT_EMPTY,
+    EventTime,
     FeedbackEventCreate,
     HcpId,
     event_or_malformed,
@@ -255,7 +256,7 @@ class RepFeedbackCreate(BaseModel):
         "with the decision's time added when it differs from the item's current "
         "decision (a rep changing their mind) or occurred_at is given).",
     )
-    occurred_at: datetime | None = Field(
+    occurred_at: EventTime | None = Field(
         default=None,
         description="When the rep decided (default: when received), e.g. a decision taken "
         "offline and synced later; suppression windows count from it.",

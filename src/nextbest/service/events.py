@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,6 +50,25 @@ _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 HcpId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+def in_utc_range(value: datetime) -> datetime:
+    """Refuse a time whose UTC offset takes it past year 1 or 9999: it cannot be
+    stored in UTC, and converting it later failed the whole request (a 500 that
+    dropped the batch's valid events with it)."""
+    try:
+        if value.tzinfo is not None:  # one without an offset is UTC already
+            value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"{value.isoformat()} is outside the years 1 to 9999 once its UTC offset is "
+            "applied: not a time an event happened at"
+        ) from None
+    return value
+
+
+# When an event happened, as every feedback route and file takes it.
+EventTime = Annotated[datetime, AfterValidator(in_utc_range)]
+
+
 # Declared in the schema only: the validators refuse an empty string with their own
 # message, naming the field and its limits.
 NOT_EMPTY: JsonDict = {"minLength": 1}
@@ -64,7 +84,7 @@ class FeedbackEventCreate(BaseModel):
     recommendation_id: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
     action_id: str | None = Field(default=None, max_length=128, json_schema_extra=NOT_EMPTY)
     channel: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
-    occurred_at: datetime | None = Field(
+    occurred_at: EventTime | None = Field(
         default=None,
         description="When it happened: an ISO 8601 time (without an offset: UTC) or "
         "seconds since 1970. Default: when received.",
@@ -115,8 +135,10 @@ def event_or_malformed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any
         return handler(value)
     except ValidationError as exc:
         sent = value.get("event_id") if isinstance(value, dict) else None
+        # Our validators' own sentences, without pydantic's "Value error, " in front.
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: "
+            + error["msg"].removeprefix("Value error, ")
             for error in exc.errors(include_url=False)
         )
         return MalformedEvent(event_id=sent if isinstance(sent, str) else "", message=problems)
