@@ -2812,7 +2812,7 @@ def explain(
         f"HCP {hcp_id}: what model version {version}"
         + (f" ({model_name})" if model_name and not model_name.strip().isdigit() else "")
         + ("" if model_name else " (served)")
-        + f" answers for {now.isoformat()} "
+        + f" answers for {now.isoformat(timespec='seconds')} "
         f"(purpose {purpose}, channel {channel or 'any'}); nothing is logged",
         highlight=False,
     )

@@ -129,6 +129,10 @@ def test_rep_plan_says_when_it_was_served(client: TestClient, keys) -> None:
     plan = _plan(client, keys)
     assert before - timedelta(seconds=1) <= plan.created_at <= datetime.now(UTC)
     assert plan.created_at.tzinfo is not None
+    # Written as the recommendation routes write theirs ("+00:00"; it was "Z").
+    raw = client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).json()
+    one = client.post("/v1/recommendations", json={"hcp_id": plan.suggestions[0].hcp_id})
+    assert raw["created_at"].endswith("+00:00") and one.json()["created_at"].endswith("+00:00")
 
 
 def test_rep_plan_respects_territory_capacity_and_rep_channels(client: TestClient, keys) -> None:

@@ -13,7 +13,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
     Tag,
+    WithJsonSchema,
     WrapValidator,
     field_validator,
 )
@@ -100,10 +102,19 @@ class RecommendationItemPublic(BaseModel):
     reasons: list[str]
 
 
+# A time as every answer writes it: ISO 8601 with its offset, "+00:00" for UTC (the
+# recommendation routes write their answers themselves; pydantic would write "Z").
+OffsetTime = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
 class RecommendationPublic(BaseModel):
     recommendation_id: str
     hcp_id: str
-    created_at: datetime
+    created_at: OffsetTime
     model_version: str
     uplift_source: str = Field(
         description="'uplift_model', or 'preference_x_value' when no outcome/holdout data "
@@ -144,7 +155,7 @@ class RecommendationBatchCreate(BaseModel):
 class BatchResultPublic(BaseModel):
     recommendation_id: str
     hcp_id: str
-    created_at: datetime = Field(description="When this answer was served and logged (UTC).")
+    created_at: OffsetTime = Field(description="When this answer was served and logged (UTC).")
     holdout: bool
     items: list[RecommendationItemPublic]
 
@@ -220,7 +231,7 @@ class RepPlanPublic(BaseModel):
     date: date
     capacity: int
     model_version: str
-    created_at: datetime = Field(description="When the plan was served and logged (UTC).")
+    created_at: OffsetTime = Field(description="When the plan was served and logged (UTC).")
     n_hcps: int = Field(description="HCPs in the territory.")
     n_candidates: int = Field(description="HCPs with at least one allowed rep action.")
     suggestions: list[RepSuggestionPublic]
