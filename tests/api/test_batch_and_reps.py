@@ -409,6 +409,16 @@ def test_a_midnight_time_keeps_its_offset(client: TestClient) -> None:
     assert plan.status_code == 422 and "a plan's date is YYYY-MM-DD" in plan.text
 
 
+def test_a_batch_sent_to_the_rep_route_is_told_where_batches_go(client: TestClient, keys) -> None:
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    sent = client.post(url, json={"events": [{"decision": "accept"}]}, headers=keys.rep)
+    assert sent.status_code == 422, sent.text
+    [error] = sent.json()["detail"]  # not three "Field required" and an extra "events"
+    assert error["loc"] == ["body"], error
+    assert error["msg"].startswith("this route takes one decision per request"), error
+    assert "POST /v1/feedback" in error["msg"], error
+
+
 @pytest.mark.parametrize("at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+14:00"])
 def test_a_time_beyond_year_9999_or_before_year_1_in_utc_is_refused_alone(
     client: TestClient, keys, at: str

@@ -18,6 +18,7 @@ from pydantic import (
     WithJsonSchema,
     WrapValidator,
     field_validator,
+    model_validator,
 )
 
 from nextbest.policy.eligibility import Purpose
@@ -247,6 +248,17 @@ class RepPlanPublic(BaseModel):
 class RepFeedbackCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_decision(cls, data: Any) -> Any:
+        # A batch sent here read as three "Field required" and an extra "events".
+        if isinstance(data, dict) and "events" in data:
+            raise ValueError(
+                "this route takes one decision per request, not a batch of events: send "
+                "each decision on its own, or the events to POST /v1/feedback"
+            )
+        return data
 
     recommendation_id: str = Field(min_length=1, max_length=64)
     hcp_id: HcpId
