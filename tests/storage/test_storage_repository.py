@@ -628,6 +628,56 @@ def test_engagement_dated_before_its_recommendation_is_refused_and_an_opt_out_ke
     }
 
 
+def test_a_date_alone_on_the_day_of_its_send_counts_from_the_send(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    """A daily export dates events by day ("2024-03-04", read as midnight): the send
+    day's delivery and open were refused as predating a send made at 09:00."""
+
+    def opened(event_id: str, occurred_at: datetime) -> FeedbackRecord:
+        return delivered(event_id, "h1", recommendation_id="rec-1", event_type="opened",
+                         action_id="a-email", occurred_at=occurred_at)  # fmt: skip
+
+    batch = [
+        opened("by-day", datetime(2024, 3, 4)),  # no offset: UTC, as every naive time
+        opened("day-before", datetime(2024, 3, 3)),
+        opened("at-four", datetime(2024, 3, 4, 4, 0, tzinfo=UTC)),  # a time: judged as one
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["by-day"] and not result.uncounted
+    assert [event_id for _, event_id, _ in result.rejected] == ["day-before", "at-four"]
+    assert all("predates the recommendation it names" in m for _, _, m in result.rejected)
+    stored = stored_events(session_factory)["by-day"].occurred_at
+    assert stored.replace(tzinfo=UTC) == T0  # from the send, not before it
+
+
+def test_an_opt_out_dated_where_it_cannot_have_happened_counts_from_its_arrival(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """A withdrawal of consent is not lost over a local time sent without its offset
+    (hours ahead of UTC) or a date before 2000; consent given again is refused."""
+    ahead = (datetime.now(UTC) + timedelta(hours=2)).replace(tzinfo=None)
+    batch = [
+        delivered("out-ahead", "h1", event_type="opted_out", channel="email", occurred_at=ahead),
+        delivered("out-1970", "h2", event_type="opted_out", occurred_at=datetime(1970, 1, 1)),
+        delivered("in-ahead", "h1", event_type="opted_in", channel="email", occurred_at=ahead),
+    ]
+    before = datetime.now(UTC)
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["out-ahead", "out-1970"]
+    assert [event_id for _, event_id, _ in result.rejected] == ["in-ahead"]
+    said = {event_id: message for _, event_id, message in result.uncounted}
+    assert said["out-ahead"].startswith(
+        f"opt-out stored: occurred_at {ahead.isoformat()}+00:00 is in the future; a time "
+        "without a UTC offset is read as UTC: counted from its arrival, "
+    ), said
+    assert "is before 2000: counted from its arrival" in said["out-1970"], said
+    stored = stored_events(session_factory)
+    for event_id in ("out-ahead", "out-1970"):
+        kept = stored[event_id].occurred_at.replace(tzinfo=UTC)
+        assert before <= kept <= datetime.now(UTC), (event_id, kept)
+
+
 def test_a_recommendation_deleted_while_its_feedback_is_stored_is_then_unknown(
     session: Session,
     session_factory: sessionmaker[Session],

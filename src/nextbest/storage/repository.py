@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import pandas as pd
@@ -583,6 +583,24 @@ def _check_event_time(event: FeedbackRecord, served: _ServedRecommendation) -> s
     )
 
 
+def _a_day_alone_from_its_send(
+    event: FeedbackRecord, served: _ServedRecommendation
+) -> FeedbackRecord:
+    """The event dated from when its answer was served, when its ``occurred_at`` is a
+    date alone (midnight UTC: a daily export's "2026-12-03") of the day it was served
+    and so reads as before it: it happened that day, after the send. Any other time
+    is kept, and :func:`_check_event_time` judges it."""
+    occurred_at = _as_utc(event.occurred_at)
+    since = served.since
+    if (
+        occurred_at.time() == time(0)
+        and occurred_at.date() == since.date()
+        and occurred_at < since - FUTURE_TOLERANCE
+    ):
+        return dataclasses.replace(event, occurred_at=since)
+    return event
+
+
 def _postgres_unnest_statement(table: sa.Table) -> postgresql.Insert:
     """``INSERT INTO table SELECT * FROM unnest(<one array per column>)``.
 
@@ -673,6 +691,7 @@ def _opt_out_as_kept(
     served: Mapping[str, _ServedRecommendation],
     action_channels: Mapping[str, str] | None,
     catalog_channels: frozenset[str],
+    received_at: datetime,
 ) -> tuple[FeedbackRecord, str | None]:
     """An opt-out as it can be kept, and what was changed to keep it (None: nothing).
 
@@ -683,10 +702,26 @@ def _opt_out_as_kept(
     or every channel when it served none or several; a
     recommendation or action the service does not know (a retired content's
     unsubscribe link, a forwarded mail) is left out, and the channel is the action's
-    when it is known, else every channel.
+    when it is known, else every channel. A time it cannot have happened at (ahead
+    of its arrival: a local time sent without its offset; before 2000) counts from
+    its arrival.
     """
     said: list[str] = []
     changes: dict[str, Any] = {}
+    if isinstance(event.occurred_at, datetime):
+        occurred_at = _as_utc(event.occurred_at)
+        if occurred_at > received_at + FUTURE_TOLERANCE or occurred_at < EARLIEST_EVENT:
+            changes["occurred_at"] = received_at
+            said.append(
+                f"occurred_at {occurred_at.isoformat()} "
+                + (
+                    f"is in the future{_naive_hint(event)}"
+                    if occurred_at > received_at
+                    else "is before 2000"
+                )
+                + ": counted from its arrival, "
+                f"{received_at.isoformat(timespec='seconds')}"
+            )
     recommendation = served.get(event.recommendation_id) if event.recommendation_id else None
     if event.recommendation_id is not None and (
         recommendation is None or recommendation.hcp_id != event.hcp_id
@@ -1009,7 +1044,9 @@ def _record_feedback(
                 f"'{requester}' speaks for"
             )
         if event.event_type == "opted_out":
-            event, taken_as = _opt_out_as_kept(event, served, action_channels, catalog_channels)
+            event, taken_as = _opt_out_as_kept(
+                event, served, action_channels, catalog_channels, received_at
+            )
         if bound_as is not None:
             taken_as = bound_as if taken_as is None else f"{bound_as}; {taken_as}"
         message = _check_event(event, received_at)
@@ -1029,6 +1066,8 @@ def _record_feedback(
         served_channel: str | None = None  # of the named action, where known
         if message is None and event.recommendation_id is not None:
             recommendation = served.get(event.recommendation_id)
+            if recommendation is not None and event.event_type in _EFFECTS_OF_AN_ANSWER:
+                event = _a_day_alone_from_its_send(event, recommendation)
             if recommendation is None:
                 message = f"unknown recommendation_id '{event.recommendation_id}'"
             elif recommendation.hcp_id != event.hcp_id:
