@@ -65,6 +65,15 @@ def _inflate(body: bytes, encoding: str) -> bytes:
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"the body inflates to more than {MAX_BODY_BYTES} bytes: send smaller batches",
         )
+    if not inflater.eof:
+        # Cut short (a proxy's limit, a client's dropped connection): what inflated is
+        # a prefix, read as JSON it was a puzzling "Unterminated string", and a gzip
+        # body missing only its trailer was taken without its checksum verified.
+        raise BodyRefused(
+            status.HTTP_400_BAD_REQUEST,
+            f"the body is not complete {encoding} data: it ends before its compressed "
+            "stream does (cut short on the way?); send it again",
+        )
     return out
 
 
