@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -931,6 +931,19 @@ def train(
     return info.version
 
 
+def _unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> str:
+    """The first few ``unknown`` of ``ids`` in their order, each spelled otherwise than a
+    known id only by case shown with it: ``h000010 (H000010?)``."""
+    from nextbest.learning.scoring import listed
+
+    by_case = {str(hcp).casefold(): str(hcp) for hcp in known}
+    named = []
+    for hcp in dict.fromkeys(h for h in ids if h in unknown):
+        near = by_case.get(str(hcp).casefold())
+        named.append(f"{hcp} ({near}?)" if near is not None else str(hcp))
+    return listed(named)
+
+
 @app.command()
 def picks(
     out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
@@ -1025,8 +1038,11 @@ def picks(
         one = len(unknown) == 1
         console.print(
             f"[yellow]note:[/yellow] {len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
-            f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks "
-            "(retrain to include them)"
+            f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks: "
+            f"{_unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
+            "exactly, case included (HCPs new since the model was trained get picks once a "
+            "retrained version is served)",
+            highlight=False,
         )
     noted = model.evidence.notes(model.catalog)
     if given_catalog is not None:

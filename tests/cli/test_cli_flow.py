@@ -1418,10 +1418,10 @@ def test_picks_for_a_send_list_apply_its_consent(
     send = tmp_path / "send.csv"
     pd.DataFrame(
         {
-            "hcp_id": [*listed, "dr-unknown"],
+            "hcp_id": [*listed, "dr-unknown", listed[0].upper()],
             # Opted out since training for half of them; the header as a CRM writes it.
-            "Consent-Email": ["no"] * 20 + ["yes"] * 20 + [""],
-            "segment": ["a"] * 41,  # other columns are left alone
+            "Consent-Email": ["no"] * 20 + ["yes"] * 20 + ["", ""],
+            "segment": ["a"] * 42,  # other columns are left alone
         }
     ).to_csv(send, index=False)
     for extra in ([], ["--log"]):
@@ -1432,7 +1432,10 @@ def test_picks_for_a_send_list_apply_its_consent(
         )  # fmt: skip
         picked = pd.read_csv(out)
         assert set(picked["hcp_id"]) <= set(listed[20:]) and len(picked) > 5, said
-        assert "1 HCP is not in model version 1's snapshot" in said, said
+        assert (
+            "2 HCPs are not in model version 1's snapshot and get no picks: dr-unknown, "
+            f"{listed[0].upper()} ({listed[0]}?); ids are compared exactly, case included" in said
+        ), said
 
     # The list is read as contract files are: a bad one is named, file, row and column.
     for frame, says in (
