@@ -1,0 +1,184 @@
+"""The physician detailing panel through the contract, checked against the file itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nextbest.contract import ContractError, Dataset
+from nextbest.contract.adapters import load_detailing
+
+DETAILING = Path(os.environ.get("NEXTBEST_DETAILING_CSV", "/work/shared/data/detailing.csv"))
+
+needs_file = pytest.mark.skipif(not DETAILING.is_file(), reason=f"{DETAILING} not present")
+
+
+@pytest.fixture(scope="module")
+def detailing() -> Dataset:
+    return load_detailing(DETAILING)
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    return pd.read_csv(DETAILING)
+
+
+@needs_file
+def test_every_physician_is_one_hcp_with_24_monthly_decisions(detailing: Dataset) -> None:
+    assert len(detailing.hcps) == 183
+    assert len(detailing.interactions) == 4_392
+    assert detailing.hcps["hcp_id"].tolist()[:2] == ["P001", "P002"]
+    assert detailing.hcps["hcp_id"].iat[-1] == "P183"
+    assert (detailing.interactions.groupby("hcp_id").size() == 24).all()
+    assert (detailing.hcps["territory_id"] == "T001").all()
+    # DRG, MedicalCPI and the monthly counts change over time: none is an attribute.
+    assert detailing.hcps.columns.tolist() == ["hcp_id", "specialty", "territory_id"]
+
+
+@needs_file
+def test_specialty_comes_from_psych(detailing: Dataset, raw: pd.DataFrame) -> None:
+    psychiatrists = {f"P{n:03d}" for n in raw.loc[raw["Psych"] == 1, "Physician"]}
+    specialty = detailing.hcps.set_index("hcp_id")["specialty"]
+    assert set(specialty[specialty == "psychiatry"].index) == psychiatrists
+    assert len(psychiatrists) == 3
+    assert set(specialty) == {"psychiatry", "other"}
+
+
+@needs_file
+def test_one_promotional_rep_visit_approved_before_the_panel(detailing: Dataset) -> None:
+    catalog = detailing.catalog
+    assert catalog["action_id"].tolist() == ["detail_visit"]
+    assert detailing.channels == ["rep_visit"]
+    assert catalog["content_type"].iat[0] == "promotional"
+    assert catalog["approved_from"].iat[0] < detailing.interactions["timestamp"].min()
+
+
+@needs_file
+def test_each_month_maps_to_one_decision(detailing: Dataset, raw: pd.DataFrame) -> None:
+    inter = detailing.interactions
+    expected = pd.DataFrame(
+        {
+            "hcp_id": [f"P{n:03d}" for n in raw["Physician"]],
+            "timestamp": [
+                pd.Timestamp(2020, 1, 1) + pd.DateOffset(months=m - 1) for m in raw["Date"]
+            ],
+            "details": raw["Details"],
+            "new_rx": raw["NewPrescription"],
+        }
+    )
+    merged = inter.merge(expected, on=["hcp_id", "timestamp"], how="outer", validate="1:1")
+    assert len(merged) == len(raw)
+    touched = merged["details_y"] > 0
+    assert (merged["action_id"].notna() == touched).all()
+    assert (merged.loc[touched, "engaged"] == 1).all()
+    assert (merged.loc[~touched, "engaged"] == 0).all()
+    assert (merged["outcome"] == merged["new_rx"]).all()
+    assert (merged["details_x"] == merged["details_y"]).all()
+    assert inter["timestamp"].min() == pd.Timestamp("2020-01-01")
+    assert inter["timestamp"].max() == pd.Timestamp("2021-12-01")
+    assert int(touched.sum()) == 2_925
+
+
+@needs_file
+def test_observational_history_has_no_propensity_or_holdout(detailing: Dataset) -> None:
+    assert not detailing.has_propensity
+    assert not detailing.has_holdout
+    assert detailing.interactions["propensity"].isna().all()
+    assert detailing.has_outcome
+
+
+# -- small written files: these run without the data set --------------------------------
+
+HEADER = "Physician,Date,NewPrescription,Samples,Details,CompetitorNew,MedicalCPI,DRG,Psych"
+GOOD_ROWS = [
+    "1,1,10,0,0,11,245.2,389.85,1",
+    "2,1,11,0,2,2,245.2,389.85,0",
+    "1,2,9,0,1,9,246.6,390.86,1",
+    "2,2,12,4,3,1,246.6,390.86,0",
+]
+
+
+def _write(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
+    path = tmp_path / "detailing.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_a_small_file_maps_with_any_start_month(tmp_path: Path) -> None:
+    data = load_detailing(_write(tmp_path, GOOD_ROWS), start="2019-07-01")
+    inter = data.interactions
+    assert inter["hcp_id"].tolist() == ["P001", "P001", "P002", "P002"]
+    assert (
+        inter["timestamp"].tolist() == [pd.Timestamp("2019-07-01"), pd.Timestamp("2019-08-01")] * 2
+    )
+    assert inter["action_id"].tolist() == [None, "detail_visit", "detail_visit", "detail_visit"]
+    assert inter["outcome"].tolist() == [10.0, 9.0, 11.0, 12.0]
+    assert inter["samples"].tolist() == [0, 0, 0, 4]
+    assert data.hcps["specialty"].tolist() == ["psychiatry", "other"]
+
+
+def test_start_must_open_a_month(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"first day of a month .*; got 2019-07-15"):
+        load_detailing(_write(tmp_path, GOOD_ROWS), start="2019-07-15")
+
+
+def _with(row: int, column: str, value: str) -> list[str]:
+    """GOOD_ROWS with the cell at (0-based data ``row``, ``column``) replaced."""
+    names = HEADER.split(",")
+    rows = [line.split(",") for line in GOOD_ROWS]
+    rows[row][names.index(column)] = value
+    return [",".join(cells) for cells in rows]
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        (_with(2, "Psych", "2"), r"detailing\.csv, row 3, column 'Psych': '2' is not 0 or 1"),
+        (
+            _with(2, "Psych", "0"),
+            r"detailing\.csv, row 3, column 'Psych': 0 but 1 in row 1 for physician 1: "
+            "Psych must not change",
+        ),
+        (
+            _with(1, "Details", "-1"),
+            r"detailing\.csv, row 2, column 'Details': -1 is not a whole number >= 0",
+        ),
+        (
+            _with(3, "Details", "1.5"),
+            r"detailing\.csv, row 4, column 'Details': 1.5 is not a whole number",
+        ),
+        (_with(0, "NewPrescription", "many"), r"row 1, column 'NewPrescription': 'many' is not"),
+        (_with(1, "Physician", ""), r"detailing\.csv, row 2, column 'Physician': empty value"),
+        (
+            _with(2, "Date", "1"),
+            r"detailing\.csv, row 3, column 'Date': month 1 of physician 1 again",
+        ),
+    ],
+    ids=["psych-2", "psych-changes", "details-negative", "details-fraction", "nrx-text",
+         "physician-empty", "month-twice"],
+)  # fmt: skip
+def test_bad_values_are_named_by_file_row_and_column(
+    tmp_path: Path, rows: list[str], match: str
+) -> None:
+    with pytest.raises(ContractError, match=match):
+        load_detailing(_write(tmp_path, rows))
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    header = HEADER.replace(",Details", "")
+    rows = [",".join(c for i, c in enumerate(r.split(",")) if i != 4) for r in GOOD_ROWS]
+    with pytest.raises(ContractError, match=r"detailing\.csv, column 'Details': missing"):
+        load_detailing(_write(tmp_path, rows, header=header))
+
+
+def test_every_bad_row_is_counted(tmp_path: Path) -> None:
+    rows = _with(0, "Details", "-1")
+    rows = [*rows[:1], *_with(1, "Details", "-2")[1:]]
+    with pytest.raises(ContractError) as caught:
+        load_detailing(_write(tmp_path, rows))
+    assert caught.value.total == 2
+    assert [p.row for p in caught.value.problems] == [1, 2]
+    assert all(p.column == "Details" for p in caught.value.problems)
