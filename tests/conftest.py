@@ -26,7 +26,11 @@ from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_databa
 # from the environment (a NEXTBEST_DATABASE_URL naming a real database included),
 # so every such variable but the test PostgreSQL server's is dropped before any
 # test runs, in every worker and in the servers the tests start.
-drop_environment_settings(keep=(POSTGRES_URL_ENV,))
+# The real data sets' paths are kept too: the tests that read them take another
+# file from these (they skip, saying so, when the file is absent).
+drop_environment_settings(
+    keep=(POSTGRES_URL_ENV, "NEXTBEST_HILLSTROM_CSV", "NEXTBEST_DETAILING_CSV")
+)
 
 
 @pytest.fixture(autouse=True)

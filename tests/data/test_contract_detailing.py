@@ -67,13 +67,15 @@ def test_each_month_maps_to_one_decision(detailing: Dataset, raw: pd.DataFrame) 
             ],
             "details": raw["Details"],
             "new_rx": raw["NewPrescription"],
+            "took_samples": raw["Samples"] > 0,
         }
     )
     merged = inter.merge(expected, on=["hcp_id", "timestamp"], how="outer", validate="1:1")
     assert len(merged) == len(raw)
     touched = merged["details_y"] > 0
     assert (merged["action_id"].notna() == touched).all()
-    assert (merged.loc[touched, "engaged"] == 1).all()
+    assert (merged.loc[touched, "engaged"] == merged.loc[touched, "took_samples"]).all()
+    assert 0.2 < merged.loc[touched, "engaged"].mean() < 0.5  # both 0s and 1s to learn from
     assert (merged.loc[~touched, "engaged"] == 0).all()
     assert (merged["outcome"] == merged["new_rx"]).all()
     assert (merged["details_x"] == merged["details_y"]).all()
@@ -182,3 +184,30 @@ def test_every_bad_row_is_counted(tmp_path: Path) -> None:
     assert caught.value.total == 2
     assert [p.row for p in caught.value.problems] == [1, 2]
     assert all(p.column == "Details" for p in caught.value.problems)
+
+
+@needs_file
+def test_the_panel_validates_and_trains_saying_its_uplift_cannot_be_measured(
+    detailing: Dataset, env_settings: Path, tmp_path: Path
+) -> None:
+    """The whole pipeline on real monthly history: validate passes, train registers a
+    version whose engagement model learns who takes samples, and both say that
+    observational history cannot measure what a visit adds (the fallback)."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+    from nextbest.contract.dataset import write_dataset
+
+    data = write_dataset(detailing, tmp_path / "panel")
+    runner = CliRunner()
+    checked = runner.invoke(app, ["validate", "--data", str(data)])
+    said = " ".join(checked.output.split())
+    assert checked.exit_code == 0, said
+    assert "engaged on 1,031 of them" in said and "falls back to preference x value" in said
+    fast = Path(__file__).parents[1] / "cli" / "fast_train.yaml"
+    trained = runner.invoke(app, ["train", "--data", str(data), "--config", str(fast)])
+    said = " ".join(trained.output.split())
+    assert trained.exit_code == 0, said
+    assert "uplift falls back to preference x value" in said
+    assert "observational history" in said, said
+    assert "nextbest version 1 aliases: champion" in said, said

@@ -79,15 +79,21 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
       visit went, decided during it, not a separate decision taken before it;
       an action "visit with samples" would split the visits by a quantity the file
       does not say was planned. Nor are they a feature: they are counted over the
-      month the decision opens. They are kept as the interaction column
-      ``samples``, which training does not read.
+      month the decision opens. They are the sign of engagement (below) and are
+      kept as the interaction column ``samples``, which training does not read.
     - interactions: one decision per physician and month, at the month's first
       day (``Date`` 1 is the month of ``start``, later months added as calendar
-      months). A month with ``Details`` > 0 is a touch with ``detail_visit``,
-      ``engaged`` 1 (the visit was held); a month with none is a no-touch row,
-      ``engaged`` empty. Several visits in one month are one decision: the file
-      does not date them within the month, and one outcome per month could not
-      be shared between them; their number is kept as ``details``.
+      months). A month with ``Details`` > 0 is a touch with ``detail_visit``; a
+      month with none is a no-touch row, ``engaged`` empty. ``engaged`` is 1 for a
+      visited month in which the physician took samples, else 0: the contract's
+      engagement is the HCP taking the touch up, and the file records only visits
+      that were held, so a held visit says nothing of the physician's response
+      (engagement would be 1 on every touch, which training refuses: it learns
+      engagement from 0s and 1s); samples accepted are the one response it
+      records (about a third of visited months). Several visits in one month are
+      one decision: the file does not date them within the month, and one outcome
+      per month could not be shared between them; their number is kept as
+      ``details``.
       ``outcome`` is ``NewPrescription`` of the *same* month: the decision is
       dated at the month's start, so that month is the window that follows it
       (the contract's outcome), and no month is lost at the end of the panel.
@@ -196,7 +202,7 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
             "hcp_id": [f"P{number:0{width}d}" for number in physician],
             "timestamp": pd.to_datetime(pd.Series(month).map(first_days)),
             "action_id": [DETAIL_ACTION if visit else None for visit in touched],
-            "engaged": np.where(touched, 1.0, np.nan),
+            "engaged": np.where(touched, (samples > 0).astype("float64"), np.nan),
             "outcome": prescriptions.astype("float64"),
         }
     )
