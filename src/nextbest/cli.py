@@ -478,7 +478,7 @@ def simulate(
         except OSError as exc:  # a clash of formats, or a directory that cannot be written
             raise _fail(f"--out: {exc}") from None
     console.print(
-        f"wrote {len(world.hcps):,} HCPs, {len(world.catalog)} actions, "
+        f"wrote {_plural(len(world.hcps), 'HCP')}, {_plural(len(world.catalog), 'action')}, "
         f"{len(world.interactions):,} decisions and the ground truth to {out}"
     )
     return out
@@ -502,8 +502,8 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     stops = _why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
     said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
-        f"{said}: {len(dataset.hcps):,} HCPs, {len(dataset.catalog)} actions, "
-        f"{len(dataset.interactions):,} interactions"
+        f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
+        f"{_plural(len(dataset.interactions), 'interaction')}"
     )
     for line in _what_training_gets(
         dataset.interactions, train_config.eval_fraction, dataset.catalog
@@ -780,7 +780,8 @@ def _what_training_gets(
     fraction = eval_fraction
     before, _ = _fitted(interactions, fraction, catalog)
     fit_seen = interactions.loc[touched & before, "engaged"].unique().tolist()
-    if len(fit_seen) == 1:
+    stops = len(fit_seen) == 1
+    if stops:
         lines.append(
             f"every touched interaction before the evaluation slice has engaged = "
             f"{fit_seen[0]}: training stops, engagement is learned from both 0s and 1s"
@@ -792,6 +793,8 @@ def _what_training_gets(
     fit_touched = int((known & touched & before).sum())
     if fit_untouched >= MIN_ROWS_PER_ARM and fit_touched >= MIN_ROWS_PER_ARM:
         verdict = "enough for the uplift model"
+    elif stops:  # said above: there is no training to fall back
+        verdict = "too few for the uplift model"
     else:
         verdict = "too few for the uplift model: training falls back to preference x value"
     observational = (

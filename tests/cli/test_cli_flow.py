@@ -1124,6 +1124,8 @@ def test_validate_counts_outcomes_as_training_will() -> None:
     frame["engaged"] = 1
     said = " ".join(_what_training_gets(frame))
     assert "every touched interaction before the evaluation slice has engaged = 1" in said
+    # ... and not, in the same report, that training falls back (it does not train).
+    assert "too few for the uplift model (it needs" in said and "falls back" not in said, said
 
 
 def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_path: Path) -> None:
@@ -1577,7 +1579,9 @@ def test_validate_fails_where_train_would_on_interactions_without_rows(
         said
     ), said
     # Not announced as "ok" first: a log scraper reads the first line.
-    assert "the files keep the contract, but: 150 HCPs" in checked.output, checked.output
+    assert "the files keep the contract, but: 150 HCPs, 3 actions, 0 interactions" in (
+        " ".join(checked.output.split())
+    ), checked.output
     assert "ok:" not in checked.output
     # Too few decisions with an action to learn from: refused alike.
     interactions.head(30).to_csv(data / "interactions.csv", index=False)

@@ -203,6 +203,7 @@ def test_the_panel_validates_and_trains_saying_its_uplift_cannot_be_measured(
     checked = runner.invoke(app, ["validate", "--data", str(data)])
     said = " ".join(checked.output.split())
     assert checked.exit_code == 0, said
+    assert "ok: 183 HCPs, 1 action, 4,392 interactions" in said, said
     assert "engaged on 1,031 of them" in said and "falls back to preference x value" in said
     fast = Path(__file__).parents[1] / "cli" / "fast_train.yaml"
     trained = runner.invoke(app, ["train", "--data", str(data), "--config", str(fast)])
