@@ -678,6 +678,28 @@ def test_an_opt_out_dated_where_it_cannot_have_happened_counts_from_its_arrival(
         assert before <= kept <= datetime.now(UTC), (event_id, kept)
 
 
+def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    """A sender that ignored holdout: true learns it from the answer, not weeks later
+    from the uplift report; an open or an outcome of the held-out HCP is not a contact."""
+    after = T0 + timedelta(minutes=10)
+    batch = [
+        delivered("sent-anyway", "h3", recommendation_id="rec-3", channel="email",
+                  occurred_at=after),
+        delivered("its-nrx", "h3", recommendation_id="rec-3", event_type="outcome", value=1.0,
+                  occurred_at=after),
+        delivered("served", "h1", recommendation_id="rec-1", action_id="a-email",
+                  occurred_at=after),
+    ]  # fmt: skip
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["sent-anyway", "its-nrx", "served"] and not result.rejected
+    said = {event_id: message for _, event_id, message in result.uncounted}
+    assert set(said) == {"sent-anyway"}, said
+    assert "recommendation 'rec-3' held this HCP out (holdout: true" in said["sent-anyway"]
+    assert set(stored_events(session_factory)) == {"sent-anyway", "its-nrx", "served"}
+
+
 def test_a_recommendation_deleted_while_its_feedback_is_stored_is_then_unknown(
     session: Session,
     session_factory: sessionmaker[Session],

@@ -384,11 +384,13 @@ class FeedbackResultPublic(BaseModel):
     rejected: list[RejectedEvent]
     uncounted: list[UncountedEvent] = Field(
         default_factory=list,
-        description="Contacts (delivered, completed) stored but counted in the "
-        "all-channel budget only, against no channel's cap: they name no channel and none "
-        "could be filled in from their action or their recommendation's items, or they "
-        "name a channel the served catalog does not have; and consent events stored for an "
-        "HCP the served model does not know yet.",
+        description="Events stored with something the sender should know, each with "
+        "its message: contacts (delivered, completed) counted in the all-channel budget "
+        "only, against no channel's cap (they name no channel and none could be filled in "
+        "from their action or their recommendation's items, or they name a channel the "
+        "served catalog does not have); contacts of an HCP their recommendation held out "
+        "(holdout: true); opt-outs read otherwise than sent (their channel, recommendation "
+        "or time); and consent events stored for an HCP the served model does not know yet.",
     )
 
 

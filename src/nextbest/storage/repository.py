@@ -431,6 +431,7 @@ class _ServedRecommendation:
     created_at: datetime  # UTC, when it was served
     channel_by_action: dict[str, str] = field(default_factory=dict)
     decided_for: datetime | None = None  # UTC, a decision dated before it was served
+    holdout: bool = False  # the HCP held out: nothing was to be done
 
     @property
     def since(self) -> datetime:
@@ -468,6 +469,7 @@ def _served_recommendations(
                 Recommendation.hcp_id,
                 Recommendation.created_at,
                 Recommendation.decided_for,
+                Recommendation.holdout,
                 RecommendationItem.action_id,
                 RecommendationItem.channel,
             )
@@ -477,13 +479,14 @@ def _served_recommendations(
             )
             .where(Recommendation.recommendation_id.in_(chunk))
         )
-        for recommendation_id, hcp_id, created_at, decided_for, action_id, channel in rows:
+        for recommendation_id, hcp_id, created_at, decided_for, holdout, action_id, channel in rows:
             served = found.setdefault(
                 recommendation_id,
                 _ServedRecommendation(
                     hcp_id,
                     _as_utc(created_at),
                     decided_for=None if decided_for is None else _as_utc(decided_for),
+                    holdout=bool(holdout),
                 ),
             )
             if action_id is not None:
@@ -1163,6 +1166,16 @@ def _record_feedback(
             continue
         if taken_as is not None:
             uncounted = taken_as if uncounted is None else f"{taken_as}; {uncounted}"
+        held_out = served.get(event.recommendation_id or "")
+        if event.event_type in CONTACT_EVENT_TYPES and held_out is not None and held_out.holdout:
+            # Said at once to the sender that ignored holdout: true, not weeks later in
+            # the uplift report's warning.
+            contacted = (
+                f"stored, but recommendation '{event.recommendation_id}' held this HCP out "
+                "(holdout: true, the randomized control: nothing was to be sent); contacting "
+                "held-out HCPs pulls the measured uplift toward zero"
+            )
+            uncounted = contacted if uncounted is None else f"{uncounted}; {contacted}"
         row = {
             "event_id": event.event_id,
             "event_type": event.event_type,
