@@ -696,8 +696,18 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     assert result.accepted == ["sent-anyway", "its-nrx", "served"] and not result.rejected
     said = {event_id: message for _, event_id, message in result.uncounted}
     assert set(said) == {"sent-anyway"}, said
-    assert "recommendation 'rec-3' held this HCP out (holdout: true" in said["sent-anyway"]
-    assert set(stored_events(session_factory)) == {"sent-anyway", "its-nrx", "served"}
+    assert said["sent-anyway"].startswith(
+        "stored, but recommendation 'rec-3' held this HCP out (holdout: true"
+    ), said
+    # Without a channel, both things to know, in one message saying "stored" once.
+    again = record_feedback(
+        session,
+        events=[delivered("no-channel", "h3", recommendation_id="rec-3", occurred_at=after)],
+    )
+    [(_, _, message)] = again.uncounted
+    assert message.count("stored") == 1 and "counts in the all-channel budget only" in message
+    assert "held this HCP out" in message, message
+    assert set(stored_events(session_factory)) == {"sent-anyway", "its-nrx", "served", "no-channel"}
 
 
 def test_a_recommendation_deleted_while_its_feedback_is_stored_is_then_unknown(

@@ -1171,11 +1171,13 @@ def _record_feedback(
             # Said at once to the sender that ignored holdout: true, not weeks later in
             # the uplift report's warning.
             contacted = (
-                f"stored, but recommendation '{event.recommendation_id}' held this HCP out "
-                "(holdout: true, the randomized control: nothing was to be sent); contacting "
-                "held-out HCPs pulls the measured uplift toward zero"
+                f"recommendation '{event.recommendation_id}' held this HCP out (holdout: "
+                "true, the randomized control: nothing was to be sent); contacting held-out "
+                "HCPs pulls the measured uplift toward zero"
             )
-            uncounted = contacted if uncounted is None else f"{uncounted}; {contacted}"
+            uncounted = (
+                f"stored, but {contacted}" if uncounted is None else f"{uncounted}; {contacted}"
+            )
         row = {
             "event_id": event.event_id,
             "event_type": event.event_type,
