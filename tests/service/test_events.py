@@ -28,3 +28,12 @@ def test_a_value_written_as_a_number_is_read(value: object) -> None:
     event = parse_event({**OUTCOME, "value": value})
     assert isinstance(event, FeedbackEventCreate)
     assert event.value == float(str(value).strip())
+
+
+@pytest.mark.parametrize(("sent", "read"), [("Opened", "opened"), (" DELIVERED ", "delivered")])
+def test_an_event_type_is_read_whatever_its_case(sent: str, read: str) -> None:
+    # As e-mail platforms export them; the types differ in more than case.
+    event = parse_event({**OUTCOME, "event_type": sent})
+    assert isinstance(event, FeedbackEventCreate) and event.event_type == read
+    wrong = parse_event({**OUTCOME, "event_type": "Openned"})
+    assert isinstance(wrong, MalformedEvent) and wrong.message.startswith("event_type: ")

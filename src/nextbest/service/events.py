@@ -45,6 +45,12 @@ def not_a_boolean(value: object) -> object:
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
+def _lower_case(value: object) -> object:
+    """An event type as e-mail platforms export it (``Opened``, ``DELIVERED``): the
+    types differ in more than case, so reading it in lower case can mistake none."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
 # id or one longer than any data file's could name no HCP, and would be echoed back.
 HcpId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -79,7 +85,7 @@ class FeedbackEventCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
-    event_type: FeedbackEventType
+    event_type: Annotated[FeedbackEventType, BeforeValidator(_lower_case)]
     hcp_id: HcpId
     recommendation_id: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
     action_id: str | None = Field(default=None, max_length=128, json_schema_extra=NOT_EMPTY)
