@@ -444,6 +444,29 @@ def test_out_of_range_parquet_timestamp_is_reported(
         load_dataset(write_tables(tables, fmt="parquet"))
 
 
+def test_a_missing_value_written_as_a_word_is_refused_where_a_value_is_required(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """'#N/A' as a specialty or 'NULL' as a territory was read as one (a specialty no
+    content is approved for, a territory of its own); 'NA' names regions, and stays."""
+    hcps = tables["hcps"]
+    hcps.loc[0, "specialty"] = "#N/A"
+    hcps.loc[1, "territory_id"] = "NULL"
+    hcps.loc[2, "territory_id"] = "NA"
+    tables["catalog"].loc[0, "content_id"] = "None"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    said = [str(problem) for problem in caught.value.problems]
+    assert said == [
+        "hcps.csv, row 1, column 'specialty': '#N/A' is how a database or a spreadsheet "
+        "writes a missing value; specialty needs a value",
+        "hcps.csv, row 2, column 'territory_id': 'NULL' is how a database or a spreadsheet "
+        "writes a missing value; territory_id needs a value",
+        "catalog.csv, row 1, column 'content_id': 'None' is how a database or a spreadsheet "
+        "writes a missing value; content_id needs a value",
+    ], said
+
+
 def test_a_warehouse_null_is_shown_as_written_with_what_to_write_instead(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

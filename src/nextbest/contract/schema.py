@@ -48,6 +48,9 @@ FALSE_WORDS: Final = frozenset({"false", "f", "no", "n", "0"})
 #: Hive's), compared case-insensitively: in the contract a missing value is an empty
 #: cell, and these are text like any other.
 NULL_WORDS: Final = frozenset({"null", "\\n", "nan", "na", "n/a", "#n/a", "none", "nil"})
+#: Those refused where the contract needs a value (an id, a specialty, a territory,
+#: a channel): all but ``NA``, which names regions and countries (North America).
+REFUSED_NULL_WORDS: Final = NULL_WORDS - {"na"}
 
 #: Extra columns whose name says they identify or locate rather than measure: kept
 #: as text exactly as written, so "02134" or "00123" keep their leading zeros.

@@ -26,6 +26,7 @@ from nextbest.contract.schema import (
     CONTENT_TYPES,
     OPTIONAL_CATALOG_COLUMNS,
     OPTIONAL_INTERACTION_COLUMNS,
+    REFUSED_NULL_WORDS,
     REQUIRED_CATALOG_COLUMNS,
     REQUIRED_HCP_COLUMNS,
     REQUIRED_INTERACTION_COLUMNS,
@@ -556,7 +557,20 @@ def _others(raw: pd.DataFrame, known: Iterable[str]) -> list[str]:
 def _required_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> Codes:
     cells = parse.codes(raw[column])
     log.add_rows(cells.empty, column, lambda _: "empty value")
+    # 'NULL', '#N/A': a missing value as a database or a spreadsheet writes one, which
+    # read as text made an HCP's specialty or territory '#N/A'.
+    log.add_rows(
+        cells.where(lambda uniques: np.isin(np.char.lower(uniques.astype(str)), _REFUSED)),
+        column,
+        lambda i: (
+            f"{parse.shown(raw[column], i)} is how a database or a spreadsheet writes a "
+            f"missing value; {column} needs a value"
+        ),
+    )
     return cells
+
+
+_REFUSED = np.array(sorted(REFUSED_NULL_WORDS))
 
 
 def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
