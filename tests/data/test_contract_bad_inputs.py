@@ -467,6 +467,26 @@ def test_a_missing_value_written_as_a_word_is_refused_where_a_value_is_required(
     ], said
 
 
+def test_an_unknown_id_names_the_known_one_it_differs_from_only_in_form(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """Ids a spreadsheet rewrote (case, leading zeros, '7.0'): each unknown row says
+    which id the other file has, instead of only that it is unknown."""
+    tables["hcps"].loc[0, "hcp_id"] = "000123"
+    inter = tables["interactions"]
+    inter.loc[inter["hcp_id"] == "H1", "hcp_id"] = "123"
+    inter.loc[0, "hcp_id"] = "h2"
+    inter.loc[3, "action_id"] = "a3"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    said = [str(problem) for problem in caught.value.problems]
+    differs = "which differs only in case, leading zeros or a trailing '.0'"
+    assert f"unknown hcp_id '123' (not in hcps); hcps has '000123', {differs}" in said[1], said
+    assert f"unknown hcp_id 'h2' (not in hcps); hcps has 'H2', {differs}" in said[0], said
+    assert any(f"unknown action_id 'a3' (not in catalog); catalog has 'A3', {differs}" in p
+               for p in said), said  # fmt: skip
+
+
 def test_a_warehouse_null_is_shown_as_written_with_what_to_write_instead(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

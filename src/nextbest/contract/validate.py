@@ -313,10 +313,11 @@ def validate_interactions(
     hcp_index = pd.Index(hcps["hcp_id"])
     # Look-ups run on distinct values (few) and are broadcast to rows (many).
     hcp_position = hcp_id.broadcast(hcp_index.get_indexer(hcp_id.uniques))
+    hcp_twins = _LookAlikes(hcp_index)
     log.add_rows(
         (hcp_position < 0) & ~hcp_id.empty,
         "hcp_id",
-        lambda i: _unknown("hcp_id", hcp_id.uniques[hcp_id.codes[i]], hcp_index, "hcps"),
+        lambda i: _unknown("hcp_id", hcp_id.uniques[hcp_id.codes[i]], hcp_index, "hcps", hcp_twins),
     )
     timestamp = _timestamp(raw, "timestamp", log, required=True)
 
@@ -325,11 +326,13 @@ def validate_interactions(
     action_position = action.broadcast(pd.Index(catalog["action_id"]).get_indexer(action.uniques))
     known = action_position >= 0
     unknown_action = ~no_touch & ~known
+    action_index = pd.Index(catalog["action_id"])
+    action_twins = _LookAlikes(action_index)
     log.add_rows(
         unknown_action,
         "action_id",
         lambda i: _unknown(
-            "action_id", action.uniques[action.codes[i]], pd.Index(catalog["action_id"]), "catalog"
+            "action_id", action.uniques[action.codes[i]], action_index, "catalog", action_twins
         ),
     )
     # 'NULL' for a no-touch row is said per row; the hint is about deleted catalog rows.
@@ -614,13 +617,47 @@ def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
     return parsed.values
 
 
-def _unknown(column: str, value: str, known: pd.Index, table: str) -> str:
+class _LookAlikes:
+    """Known ids by the form a spreadsheet or a typed column turns them into (case,
+    leading zeros, a trailing '.0'), built on first use."""
+
+    def __init__(self, known: pd.Index) -> None:
+        self._known = known
+        self._by_form: dict[str, str] | None = None
+
+    @staticmethod
+    def form(value: str) -> str:
+        return _TRAILING_ZERO_DECIMALS.sub("", value.strip()).casefold().lstrip("0") or "0"
+
+    def of(self, value: str) -> str | None:
+        if self._by_form is None:
+            self._by_form = {}
+            for known in map(str, self._known):
+                self._by_form.setdefault(self.form(known), known)
+        twin = self._by_form.get(self.form(value))
+        return twin if twin != value else None
+
+
+_TRAILING_ZERO_DECIMALS = re.compile(r"\.0+$")
+
+
+def _unknown(
+    column: str, value: str, known: pd.Index, table: str, look_alikes: _LookAlikes | None = None
+) -> str:
     """``unknown hcp_id 'X' (not in hcps)``, saying so when the id differs from a known
     one only in how its accented letters are encoded (Unicode NFC against NFD: the
-    two look the same on screen, and ids are compared exactly)."""
+    two look the same on screen, and ids are compared exactly), or in case, leading
+    zeros or a trailing '.0' (``look_alikes``: what a spreadsheet makes of ids)."""
     said = f"unknown {column} {parse.quoted(value)} (not in {table})"
     if column == "action_id" and is_null_word(value):
         said += f"; {NULL_HINT}: an empty action_id is a decision to not touch"
+    twin = look_alikes.of(value) if look_alikes is not None else None
+    if twin is not None:
+        return (
+            f"{said}; {table} has {parse.quoted(twin)}, which differs only in case, leading "
+            "zeros or a trailing '.0' (what a spreadsheet or a number column makes of ids): "
+            "ids are compared exactly, so keep them as text in both files"
+        )
     if value.isascii():  # plain ASCII has one encoding: no twin to look for
         return said
     composed = unicodedata.normalize("NFC", value)
