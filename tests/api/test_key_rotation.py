@@ -418,6 +418,31 @@ def test_a_request_with_the_old_key_is_counted_and_warned_of_once(
     assert access == ["crm-email"] * 3
 
 
+def test_a_rep_keys_old_key_is_counted_without_its_name_on_metrics(
+    client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rep key's name is a person's user id, and /metrics needs no key: its old
+    key's requests count under "(rep)"; the log, which names it, is the operator's."""
+    path = str(api_settings.api_keys_file)
+    rotated = keys_cli(
+        "add", keys.rep_name, "--role", "rep", "--territory-id", keys.territory,
+        "--replace", "--keep-old", "2d", "--file", path,
+    )  # fmt: skip
+    assert rotated.exit_code == 0, rotated.output
+    counted = _retiring_requests(client, "(rep)")
+    hcp = next(
+        str(h)
+        for h in client.app.state.runtime.recommender.hcp_ids
+        if client.app.state.runtime.recommender.territory_of(str(h)) == keys.territory
+    )
+    with caplog.at_level(logging.WARNING, logger="nextbest.api.auth"):
+        ok = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.rep)
+    assert ok.status_code == 200, ok.text
+    assert _retiring_requests(client, "(rep)") == counted + 1
+    assert keys.rep_name not in client.get("/metrics").text
+    assert f"'{keys.rep_name}'" in caplog.text
+
+
 def test_a_running_server_refuses_the_old_key_at_its_time_without_a_file_change(
     client: TestClient, api_settings, keys
 ) -> None:

@@ -8,9 +8,10 @@ or unknown key is 401; a known key outside its rights is 403.
 
 A retiring key (the old key of a rotation with an overlap, accepted until its
 time) is its entry's principal; each request made with one is counted in
-``nextbest_retiring_key_requests_total{name}``, and the first in this process
-for each retiring key is logged as a warning naming the key's name and the time
-it stops being accepted, so an operator can tell which clients have yet to move.
+``nextbest_retiring_key_requests_total{name}`` (a rep key's under "(rep)"), and the
+first in this process for each retiring key is logged as a warning naming the key's
+name and the time it stops being accepted, so an operator can tell which clients
+have yet to move.
 """
 
 from __future__ import annotations
@@ -64,14 +65,14 @@ def _identify(request: Request) -> Principal:
             )
         principal = found.principal
         if found.retiring_until is not None:
-            _note_retiring_key(principal.name, found.retiring_until)
+            _note_retiring_key(principal.name, principal.role, found.retiring_until)
     request.state.principal = principal  # the access log names the requester
     return principal
 
 
-def _note_retiring_key(name: str, until: datetime) -> None:
+def _note_retiring_key(name: str, role: str, until: datetime) -> None:
     """Count a request made with the retiring key of ``name``; warn at the first."""
-    record_retiring_key(name)
+    record_retiring_key(name, role)
     with _warned_lock:
         if (name, until) in _warned_retiring:
             return

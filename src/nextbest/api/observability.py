@@ -91,13 +91,15 @@ FEEDBACK_EVENTS = Counter(
     ["result"],
 )
 # Labelled by key name, never the key: an operator sees which integration still
-# uses the old key of a rotation before it stops being accepted.
+# uses the old key of a rotation before it stops being accepted. Not a rep key's
+# name: it is a person's user id, and /metrics needs no key (the log names it).
 RETIRING_KEY_REQUESTS = Counter(
     "nextbest_retiring_key_requests_total",
     "Requests authenticated with a retiring API key (replaced by a rotation, accepted "
-    "until its time), by key name.",
+    'until its time), by key name; rep keys\' requests under name="(rep)".',
     ["name"],
 )
+REP_KEYS_LABEL = "(rep)"
 
 
 # The labelled children, looked up once per label set: ``labels()`` builds and
@@ -123,9 +125,10 @@ def _feedback(result: str) -> Counter:
     return FEEDBACK_EVENTS.labels(result)
 
 
-def record_retiring_key(name: str) -> None:
-    """Count a request authenticated with the retiring key of the key ``name``."""
-    RETIRING_KEY_REQUESTS.labels(name).inc()
+def record_retiring_key(name: str, role: str) -> None:
+    """Count a request authenticated with the retiring key of the key ``name`` (of
+    ``role``: a rep key counts under :data:`REP_KEYS_LABEL`, its name unsaid)."""
+    RETIRING_KEY_REQUESTS.labels(REP_KEYS_LABEL if role == "rep" else name).inc()
 
 
 # Made at once, at 0: a rate's numerator that no event has made yet would be no
