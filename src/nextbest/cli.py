@@ -29,7 +29,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from nextbest.settings import Settings, get_settings, without_password
+from nextbest.settings import (
+    Settings,
+    get_settings,
+    unknown_environment_settings,
+    without_password,
+)
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.policy.rules import ServingRules
@@ -306,8 +311,9 @@ def _settings() -> Settings:
     """The ``NEXTBEST_*`` settings; an invalid one stops the command, naming the variable."""
     from pydantic import ValidationError
 
+    global _UNKNOWN_SAID
     try:
-        return get_settings()
+        settings = get_settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"NEXTBEST_{'_'.join(str(part) for part in error['loc']).upper()}"
@@ -315,6 +321,14 @@ def _settings() -> Settings:
             for error in exc.errors()
         )
         raise _fail(f"invalid setting: {problems}") from None
+    if not _UNKNOWN_SAID:
+        _UNKNOWN_SAID = True
+        for said in unknown_environment_settings():
+            console.print(f"[yellow]warning:[/yellow] {said}", highlight=False)
+    return settings
+
+
+_UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process
 
 
 def _shown_input(value: Any) -> Any:

@@ -341,6 +341,38 @@ def drop_environment_settings(
     return dropped
 
 
+# Variables of the prefix read elsewhere than in Settings: the API keys given inline
+# (service/apikeys.py), a worker's supervisor (api/workers.py), the Dask scheduler
+# of `train --dask` (cli.py), and the test suite's PostgreSQL server and real data.
+OTHER_ENVIRONMENT: frozenset[str] = frozenset(
+    {
+        "NEXTBEST_API_KEYS",
+        "NEXTBEST_SUPERVISOR_PID",
+        "NEXTBEST_DASK_SCHEDULER",
+        "NEXTBEST_TEST_POSTGRES_URL",
+        "NEXTBEST_HILLSTROM_CSV",
+        "NEXTBEST_DETAILING_CSV",
+    }
+)
+
+
+def unknown_environment_settings() -> list[str]:
+    """What to say of each ``NEXTBEST_*`` variable set here that nextbest does not read
+    (a misspelt setting: its default applies, and nothing said so), with the name
+    meant when one is close."""
+    import difflib
+
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_ENVIRONMENT
+    # Compared without the prefix, which every name shares.
+    suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
+    said = []
+    for name in sorted(n for n in os.environ if n.startswith(ENV_PREFIX) and n not in known):
+        near = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, cutoff=0.75)
+        hint = f" (did you mean {ENV_PREFIX}{near[0]}?)" if near else ""
+        said.append(f"{name} is not a nextbest setting{hint}: it is ignored")
+    return said
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""

@@ -1499,6 +1499,43 @@ def test_every_command_has_a_one_line_summary() -> None:
         assert summary and "\n" not in summary and len(summary) <= 100, (name, summary)
 
 
+def test_a_misspelt_setting_is_warned_of_with_the_name_meant(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NEXTBEST_EPSLION=0.1 was ignored without a word: the default applied."""
+    import nextbest.cli as cli
+
+    monkeypatch.setattr(cli, "_UNKNOWN_SAID", False)
+    monkeypatch.setenv("NEXTBEST_EPSLION", "0.1")
+    monkeypatch.setenv("NEXTBEST_SOMETHING_ELSE", "1")
+    monkeypatch.setenv("NEXTBEST_API_KEYS", "")  # read, though not a field of Settings
+    said = " ".join(run_ok("db", "status").split())
+    assert (
+        "warning: NEXTBEST_EPSLION is not a nextbest setting (did you mean NEXTBEST_EPSILON?): "
+        "it is ignored" in said
+    ), said
+    assert "warning: NEXTBEST_SOMETHING_ELSE is not a nextbest setting: it is ignored" in said
+    assert "NEXTBEST_API_KEYS" not in said and "NEXTBEST_MODELS_DIR" not in said
+
+
+def test_every_nextbest_variable_the_code_names_is_known_to_the_warning() -> None:
+    # A variable read outside Settings but missing from OTHER_ENVIRONMENT would be
+    # called misspelt on every command.
+    import re
+
+    from nextbest.settings import ENV_PREFIX, OTHER_ENVIRONMENT, Settings
+
+    source = Path(__file__).parents[2] / "src" / "nextbest"
+    named = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r"\bNEXTBEST_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    assert named - fields - OTHER_ENVIRONMENT == set()
+    assert len(named) >= 20
+
+
 def test_version_names_the_release_and_its_schema_revision() -> None:
     from alembic.script import ScriptDirectory
 
