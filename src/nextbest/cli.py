@@ -559,6 +559,11 @@ def _why_training_stops(interactions: Any, eval_fraction: float, catalog: Any) -
     return engagement_problem(interactions.loc[fitted, "engaged"].to_numpy(), eval_fraction)
 
 
+# At most this many cells that are no number in a column of numbers are taken for
+# mistakes (a '-' typed for a missing value) and noted; more are a column of text.
+STRAY_CELLS = 3
+
+
 def _text_number_notes(dataset: Any) -> list[str]:
     """Extra columns read as text whose values are numbers: written with a decimal
     comma ("0,5"), or numbers but for cells a database wrote as its missing value
@@ -598,23 +603,24 @@ def _text_number_notes(dataset: Any) -> list[str]:
                     "with '.' for it to be a number"
                 )
                 continue
-            nulls = values.str.lower().isin(NULL_WORDS)
-            rest = values[~nulls]
+            # Numbers but for a few cells: a database's missing value ('NULL'), or a
+            # spreadsheet's ('-', 'n.a.'), or one number written otherwise ('12,5').
+            stray = pd.to_numeric(values, errors="coerce").isna()
+            n = int(stray.sum())
             if (
-                not nulls.any()
-                or not len(rest)
+                not n
+                or n == len(values)
                 or is_identifier_column(str(column))
-                or pd.to_numeric(rest, errors="coerce").isna().any()
+                or not (values[stray].str.lower().isin(NULL_WORDS).all() or n <= STRAY_CELLS)
             ):
                 continue
-            words = list(dict.fromkeys(values[nulls].tolist()))
+            words = list(dict.fromkeys(values[stray].tolist()))
             written = ", ".join(f"'{word}'" for word in words[:3])
-            n = int(nulls.sum())
             notes.append(
                 f"{table} column '{column}' is read as text: its values are numbers but for "
                 f"{n:,} cell{'s' if n > 1 else ''} written {written}, which make every value "
-                "a category of its own; write a missing value as an empty cell for it to be "
-                "a number"
+                "a category of its own; write a missing value as an empty cell (and decimals "
+                "with '.') for it to be a number"
             )
     return notes
 

@@ -1185,14 +1185,24 @@ def test_validate_notes_numbers_made_text_by_a_warehouses_null(
     hcps.loc[[3, 7], "patients"] = "NULL"
     hcps.loc[9, "patients"] = "\\N"
     hcps["segment"] = ["NULL" if i % 5 == 0 else "core" for i in range(len(hcps))]
+    # A spreadsheet's missing value and one decimal comma among numbers: as unsaid.
+    hcps["years"] = [str(i % 30) for i in range(len(hcps))]
+    hcps.loc[4, "years"], hcps.loc[5, "years"] = "-", "12,5"
+    # A few numbers among text (room numbers and names) are text, not a mistake.
+    hcps["room"] = [f"room {i}" if i % 10 else str(i) for i in range(len(hcps))]
     hcps.to_csv(data / "hcps.csv", index=False)
     said = " ".join(run_ok("validate", "--data", str(data)).split())
     assert (
         "note: hcps column 'patients' is read as text: its values are numbers but for 3 cells "
         "written 'NULL', '\\N', which make every value a category of its own; write a missing "
-        "value as an empty cell for it to be a number" in said
+        "value as an empty cell (and decimals with '.') for it to be a number" in said
+    ), said
+    assert (
+        "note: hcps column 'years' is read as text: its values are numbers but for 2 cells "
+        "written '-', '12,5', which make every value a category of its own" in said
     ), said
     assert "column 'segment'" not in said  # text anyway: nothing to say
+    assert "column 'room'" not in said, said
 
 
 def test_validate_notes_touches_outside_the_approval_window(
