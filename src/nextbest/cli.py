@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -720,7 +721,7 @@ def _catalog_notes(dataset: Any) -> list[str]:
     """Catalog values that are valid but can never match: a specialty no HCP has (a
     typo such as 'cardiolgy' leaves its action ineligible for everyone, silently)."""
     from nextbest.contract import allowed_specialties
-    from nextbest.contract.schema import specialty_spelling
+    from nextbest.contract.schema import REP_CHANNEL_PREFIX, is_rep_channel, specialty_spelling
 
     have = {specialty_spelling(str(s)) for s in dataset.hcps["specialty"]}
     notes = []
@@ -736,7 +737,19 @@ def _catalog_notes(dataset: Any) -> list[str]:
         else:
             what = "no HCP has them"
         notes.append(f"catalog action '{action_id}': specialties {', '.join(unknown)}: {what}")
+    for channel in sorted(set(dataset.catalog["channel"])):
+        words = set(re.split(r"[^a-z0-9]+", str(channel).lower()))
+        if not is_rep_channel(str(channel)) and words & _FIELD_FORCE_WORDS:
+            notes.append(
+                f"catalog channel '{channel}' reads like one reps deliver, but only channels "
+                f"named {REP_CHANNEL_PREFIX}... are rep channels (rep call plans, rep keys): "
+                f"name it {REP_CHANNEL_PREFIX}{channel} if reps deliver it"
+            )
     return notes
+
+
+# Words of a channel's name that say a sales force delivers it ('f2f', 'field_visit').
+_FIELD_FORCE_WORDS = frozenset({"f2f", "visit", "visits", "detail", "detailing", "rep", "reps"})
 
 
 def _fitted(interactions: Any, eval_fraction: float, catalog: Any = None) -> tuple[Any, Any]:

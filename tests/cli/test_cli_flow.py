@@ -356,6 +356,26 @@ def test_any_contract_directory_trains_and_picks(
         assert picks["reason"].str.contains("no measured uplift").all()
 
 
+def test_validate_notes_a_channel_named_like_a_reps_that_is_not_one(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    # 'F2F' visits were an ordinary channel, out of every rep plan, unsaid.
+    data = _foreign_dataset(tmp_path / "f2f", with_outcome=True)
+    catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
+    catalog["channel"] = ["email", "email", "F2F"]
+    catalog.to_csv(data / "catalog.csv", index=False)
+    interactions = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    if "channel" in interactions:
+        interactions["channel"] = interactions["channel"].replace("rep_visit", "F2F")
+        interactions.to_csv(data / "interactions.csv", index=False)
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
+    assert (
+        "catalog channel 'f2f' reads like one reps deliver, but only channels named rep_... "
+        "are rep channels (rep call plans, rep keys): name it rep_f2f if reps deliver it" in said
+    ), said
+    assert "channel 'email'" not in said
+
+
 def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Path) -> None:
     data = _foreign_dataset(tmp_path / "typo", with_outcome=True)
     catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
