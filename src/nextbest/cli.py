@@ -737,6 +737,7 @@ def _catalog_notes(dataset: Any) -> list[str]:
         else:
             what = "no HCP has them"
         notes.append(f"catalog action '{action_id}': specialties {', '.join(unknown)}: {what}")
+    notes += _unread_column_notes(dataset)
     for channel in sorted(set(dataset.catalog["channel"])):
         words = set(re.split(r"[^a-z0-9]+", str(channel).lower()))
         if not is_rep_channel(str(channel)) and words & _FIELD_FORCE_WORDS:
@@ -745,6 +746,39 @@ def _catalog_notes(dataset: Any) -> list[str]:
                 f"named {REP_CHANNEL_PREFIX}... are rep channels (rep call plans, rep keys): "
                 f"name it {REP_CHANNEL_PREFIX}{channel} if reps deliver it"
             )
+    return notes
+
+
+def _unread_column_notes(dataset: Any) -> list[str]:
+    """Columns of the catalog and the interactions beyond the contract's: kept, but no
+    feature is made of them (unlike the hcps file's), so a field renamed in an export
+    (``unit_cost`` for ``cost``) leaves its default in force, unsaid."""
+    import difflib
+
+    from nextbest.contract.schema import (
+        OPTIONAL_CATALOG_COLUMNS,
+        OPTIONAL_INTERACTION_COLUMNS,
+        REQUIRED_CATALOG_COLUMNS,
+        REQUIRED_INTERACTION_COLUMNS,
+    )
+
+    notes = []
+    for table, contract in (
+        ("catalog", (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)),
+        ("interactions", (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS)),
+    ):
+        unread = [str(c) for c in getattr(dataset, table).columns if c not in contract]
+        if not unread:
+            continue
+        named = []
+        for column in unread:
+            # Among all of them: a missing optional column is there, at its default.
+            near = difflib.get_close_matches(column.lower(), contract, n=1, cutoff=0.6)
+            named.append(f"{column} (did you mean {near[0]}?)" if near else column)
+        notes.append(
+            f"{table} column{'s' if len(unread) > 1 else ''} not read: {', '.join(named)}; "
+            f"only the data contract's columns of {table} are used (docs/data.md)"
+        )
     return notes
 
 

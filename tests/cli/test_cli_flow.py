@@ -376,6 +376,31 @@ def test_validate_notes_a_channel_named_like_a_reps_that_is_not_one(
     assert "channel 'email'" not in said
 
 
+def test_validate_and_train_name_catalog_and_interaction_columns_not_read(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    # An export's 'unit_cost' left every cost at 0, and an 'expiry_date' no content
+    # expired: both unsaid (only the hcps file's other columns are features).
+    data = _foreign_dataset(tmp_path / "renamed", with_outcome=True)
+    catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
+    catalog = catalog.rename(columns={"cost": "unit_cost"}).assign(expiry_date="2030-01-01")
+    catalog.drop(columns=[c for c in ("approved_until",) if c in catalog]).to_csv(
+        data / "catalog.csv", index=False
+    )
+    interactions = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    interactions.assign(clicked=interactions["engaged"]).to_csv(
+        data / "interactions.csv", index=False
+    )
+    for command in ("validate", "train"):
+        extra = ["--config", str(FAST)] if command == "train" else []
+        said = " ".join(run_ok(command, "--data", str(data), *extra).split())
+        assert (
+            "catalog columns not read: unit_cost (did you mean cost?), expiry_date; only the "
+            "data contract's columns of catalog are used (docs/data.md)" in said
+        ), said
+        assert "interactions column not read: clicked;" in said, said
+
+
 def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Path) -> None:
     data = _foreign_dataset(tmp_path / "typo", with_outcome=True)
     catalog = pd.read_csv(data / "catalog.csv", dtype=str, keep_default_na=False)
