@@ -449,18 +449,11 @@ class DatabaseOutage:
         self.since = None
 
 
-# Routes whose answer says nothing about the database.
-_NO_DATABASE = frozenset(
-    {
-        "/healthz",
-        "/metrics",
-        "/docs",
-        "/docs/oauth2-redirect",
-        "/redoc",
-        "/openapi.json",
-        "unmatched",
-    }
-)
+# Routes whose answer says the database's tables were read or written: only they end
+# an outage (a probe's `SELECT 1` or an admin reload answered while the tables were
+# still locked or gone, and the log said the database was back).
+_DATA_ROUTES = ("/v1/",)
+_NOT_DATA_ROUTES = ("/v1/admin/",)
 
 
 def _template(scope: Scope) -> str:
@@ -529,7 +522,8 @@ class ObservabilityMiddleware:
                 outage is not None
                 and outage.since is not None
                 and status_code < 300
-                and template not in _NO_DATABASE
+                and template.startswith(_DATA_ROUTES)
+                and not template.startswith(_NOT_DATA_ROUTES)
             ):
                 outage.answered()
             _timer(template, scope["method"], status_code).observe(elapsed)
