@@ -211,6 +211,21 @@ BAD_INPUTS = [
         id="engaged-on-no-touch",
     ),
     pytest.param(
+        cell("interactions", 3, "engaged", " TRUE "),
+        at("interactions.csv", 3, "engaged", "engaged is 1 on a no-touch row"),
+        id="engaged-true-on-no-touch",
+    ),
+    pytest.param(
+        cell("interactions", 1, "engaged", "perhaps"),
+        at(
+            "interactions.csv",
+            1,
+            "engaged",
+            "'perhaps' is not 0 or 1 (use 1/0, true/false, yes/no, y/n or t/f)",
+        ),
+        id="engaged-not-a-flag",
+    ),
+    pytest.param(
         cell("interactions", 1, "propensity", "0"),
         at("interactions.csv", 1, "propensity", "0 is not in (0, 1]"),
         id="propensity-0",

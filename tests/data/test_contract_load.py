@@ -132,6 +132,19 @@ def test_interactions_are_normalised_and_sorted(dataset: Dataset) -> None:
     assert dataset.has_outcome and dataset.has_holdout and dataset.has_propensity
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_engaged_written_as_a_boolean_reads_as_1_or_0(
+    tables: Tables, write_tables: WriteTables, fmt: str
+) -> None:
+    # As holdout and consent columns take them; file row 3 is the no-touch row.
+    expected = load_dataset(write_tables(tables, name="digits")).interactions
+    tables["interactions"]["engaged"] = ["True", " no ", "F", "N", "y"]
+    got = load_dataset(write_tables(tables, fmt=fmt)).interactions
+    assert got["engaged"].tolist() == [0, 1, 0, 1, 0]
+    assert got["engaged"].dtype == np.int8
+    pd.testing.assert_frame_equal(got, expected)
+
+
 def test_typed_parquet_equals_csv(tables: Tables, write_tables: WriteTables) -> None:
     """The same data written natively typed to Parquet loads to the same frames."""
     from_csv = load_dataset(write_tables(tables))

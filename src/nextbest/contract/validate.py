@@ -605,6 +605,13 @@ def _not_a_boolean(values: pd.Series, position: int) -> str:
     return f"{parse.shown(values, position)} {_BOOLEAN_HINT}{_null_hint(values, position)}"
 
 
+def _not_a_flag(values: pd.Series, position: int) -> str:
+    return (
+        f"{parse.shown(values, position)} is not 0 or 1 (use 1/0, true/false, yes/no, y/n "
+        f"or t/f){_null_hint(values, position)}"
+    )
+
+
 def _null_hint(values: pd.Series, position: int) -> str:
     """' (write a missing value as an empty cell)' for a cell written 'NULL', '\\N',
     'NaN' and the like, else ''."""
@@ -713,10 +720,18 @@ def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: boo
 
 def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
     parsed = parse.floats(raw["engaged"])
-    log.add_rows(parsed.bad, "engaged", lambda i: _not_a_number(raw["engaged"], i))
     values = parsed.values.to_numpy()
+    bad = parsed.bad
+    if bad.any():
+        # CRM and e-mail exports write the flag True/False or Y/N: the spellings
+        # holdout and consent columns take, read as 1/0.
+        flags = parse.booleans(raw["engaged"], default=False)
+        spelled = bad & ~flags.bad & ~flags.missing
+        values = np.where(spelled, flags.values.to_numpy(dtype="float64"), values)
+        bad = bad & ~spelled
+    log.add_rows(bad, "engaged", lambda i: _not_a_flag(raw["engaged"], i))
     log.add_rows(parsed.missing & ~no_touch, "engaged", lambda _: "empty value (0 or 1 expected)")
-    present = ~parsed.missing & ~parsed.bad
+    present = ~parsed.missing & ~bad
     log.add_rows(
         present & (values != 0) & (values != 1),
         "engaged",
