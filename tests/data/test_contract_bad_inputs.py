@@ -151,6 +151,17 @@ BAD_INPUTS = [
         id="unparseable-approved-from",
     ),
     pytest.param(
+        cell("catalog", 1, "approved_from", "45292"),
+        at(
+            "catalog.csv",
+            1,
+            "approved_from",
+            "'45292' is not an ISO 8601 date or date-time (within 1677-2262): it looks like a "
+            "spreadsheet's serial day number",
+        ),
+        id="spreadsheet-serial-day-approved-from",
+    ),
+    pytest.param(
         cell("catalog", 1, "approved_from", ""),
         at("catalog.csv", 1, "approved_from", "empty value"),
         id="empty-approved-from",
@@ -192,7 +203,13 @@ BAD_INPUTS = [
     ),
     pytest.param(
         cell("interactions", 2, "timestamp", "03/01/2024"),
-        at("interactions.csv", 2, "timestamp", "'03/01/2024' is not an ISO 8601 date"),
+        at(
+            "interactions.csv",
+            2,
+            "timestamp",
+            "'03/01/2024' is not an ISO 8601 date or date-time (within 1677-2262): write it "
+            "as 2026-11-30 or 2026-11-30T08:00:00+00:00",
+        ),
         id="ambiguous-timestamp",
     ),
     pytest.param(
@@ -457,6 +474,45 @@ def test_out_of_range_parquet_timestamp_is_reported(
     interactions["timestamp"] = stamps
     with pytest.raises(ContractError, match=at("interactions.parquet", 5, "timestamp", "")):
         load_dataset(write_tables(tables, fmt="parquet"))
+
+
+_ISO = "is not an ISO 8601 date or date-time (within 1677-2262)"
+_WRITE_IT = "write it as 2026-11-30 or 2026-11-30T08:00:00+00:00"
+_SERIAL_DAY = (
+    "it looks like a spreadsheet's serial day number: format the column as a date before "
+    "exporting, so that it is written as 2026-11-30 or 2026-11-30T08:00:00+00:00"
+)
+
+
+def test_a_refused_time_says_how_to_write_it_and_names_a_spreadsheet_serial_day(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    tables["interactions"]["timestamp"] = [
+        "04/06/2026",
+        "46177.619201",
+        "2024-03-01",
+        " 12345 ",
+        "46177",
+    ]
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"interactions.csv, row 1, column 'timestamp': '04/06/2026' {_ISO}: {_WRITE_IT}",
+        f"interactions.csv, row 2, column 'timestamp': '46177.619201' {_ISO}: {_SERIAL_DAY}",
+        f"interactions.csv, row 4, column 'timestamp': '12345' {_ISO}: {_WRITE_IT}",
+        f"interactions.csv, row 5, column 'timestamp': '46177' {_ISO}: {_SERIAL_DAY}",
+    ]
+
+
+def test_a_serial_day_in_a_typed_parquet_column_is_named_too(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    tables["interactions"]["timestamp"] = [46177.619201, 45352.0, 45352.0, 45356.0, 45352.0]
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, fmt="parquet"))
+    assert str(caught.value.problems[0]) == (
+        f"interactions.parquet, row 1, column 'timestamp': 46177.619201 {_ISO}: {_SERIAL_DAY}"
+    )
 
 
 def test_a_missing_value_written_as_a_word_is_refused_where_a_value_is_required(

@@ -705,17 +705,51 @@ def _unknown_actions_hint(action: Codes, unknown: Mask) -> str:
 
 def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: bool) -> pd.Series:
     parsed = parse.timestamps(raw[column])
-    log.add_rows(
-        parsed.bad,
-        column,
-        lambda i: (
-            f"{parse.shown(raw[column], i)} is not an ISO 8601 date or date-time (within "
-            f"1677-2262){_null_hint(raw[column], i)}"
-        ),
-    )
+    log.add_rows(parsed.bad, column, lambda i: _not_a_time(raw[column], i))
     if required:
         log.add_rows(parsed.missing, column, lambda _: "empty value")
     return parsed.values
+
+
+# Spelled so that day and month cannot be taken for each other.
+_TIME_EXAMPLES = "2026-11-30 or 2026-11-30T08:00:00+00:00"
+# A spreadsheet stores a date as days since 1899-12-30 and, in a column not formatted
+# as a date, exports that number: 2026-06-04 14:51 is 46177.619201. 20000 to 80000
+# are the years 1954 to 2119, the span of a history or a catalog.
+_SERIAL_DAYS = (20_000.0, 80_000.0)
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?")
+
+
+def _not_a_time(values: pd.Series, position: int) -> str:
+    said = (
+        f"{parse.shown(values, position)} is not an ISO 8601 date or date-time (within 1677-2262)"
+    )
+    value = values.iat[position]
+    if is_null_word(value):
+        return f"{said} ({NULL_HINT})"
+    if _serial_day(value):
+        return (
+            f"{said}: it looks like a spreadsheet's serial day number: format the column as a "
+            f"date before exporting, so that it is written as {_TIME_EXAMPLES}"
+        )
+    if isinstance(value, str | int | float | np.number) and not isinstance(value, bool | np.bool_):
+        return f"{said}: write it as {_TIME_EXAMPLES}"
+    return said  # a typed timestamp out of range: its spelling is not the problem
+
+
+def _serial_day(value: object) -> bool:
+    """Whether a cell is a plain number in the range of a spreadsheet's serial days."""
+    if isinstance(value, str):
+        if not _PLAIN_NUMBER.fullmatch(value.strip()):
+            return False
+        number = float(value)
+    elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    ):
+        number = float(value)
+    else:
+        return False
+    return _SERIAL_DAYS[0] <= number < _SERIAL_DAYS[1]
 
 
 def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
