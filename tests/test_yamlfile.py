@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, validation_message
+from nextbest.yamlfile import (
+    KeyLines,
+    Place,
+    keys_at,
+    load_yaml_with_lines,
+    validation_message,
+)
 
 DOCUMENT = """\
 # a comment, then a blank line
@@ -125,4 +133,45 @@ def test_a_validation_message_names_the_line_of_each_problem() -> None:
     assert validation_message("config c.yaml", refused.value, None) == (
         "config c.yaml: second.rate: Input should be less than or equal to 1; "
         "second.speed: Extra inputs are not permitted"
+    )
+
+
+class _Nested(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sections: dict[str, _Section] = {}
+    steps: list[_Section] = []
+    optional: Annotated[_Section | None, Field(description="may be left out")] = None
+    renamed: _Section = Field(default=_Section(), alias="re-named")
+    either: _Section | int = 0
+
+
+def test_the_keys_at_a_place_are_found_through_nested_models() -> None:
+    assert keys_at(_Config, ()) == ["first", "second"]
+    assert keys_at(_Config, ("second",)) == ["rate"]
+    assert keys_at(_Nested, ("sections", "east")) == ["rate"]
+    assert keys_at(_Nested, ("steps", 2)) == ["rate"]
+    assert keys_at(_Nested, ("optional",)) == ["rate"]
+    assert keys_at(_Nested, ("re-named",)) == ["rate"]
+    assert "re-named" in keys_at(_Nested, ())
+    # Nothing to look up: an unknown section, a plain value, a union of kinds.
+    assert keys_at(_Config, ("third",)) == []
+    assert keys_at(_Config, ("first", "rate")) == []
+    assert keys_at(_Nested, ("either",)) == []
+
+
+def test_an_unknown_key_near_a_valid_one_says_which() -> None:
+    text = "frist:\n  rate: 0.5\nsecond:\n  rat: 1\n  speed: 1\n"
+    data, lines = load_yaml_with_lines(text)
+    with pytest.raises(ValidationError) as refused:
+        _Config.model_validate(data)
+    assert validation_message("config c.yaml", refused.value, lines, model=_Config) == (
+        "config c.yaml, line 4: second.rat: Extra inputs are not permitted (did you mean "
+        "'rate'?); line 5: second.speed: Extra inputs are not permitted; "
+        "line 1: frist: Extra inputs are not permitted (did you mean 'first'?)"
+    )
+    with pytest.raises(ValidationError) as refused:
+        _Nested.model_validate({"sections": {"east": {"rates": 1}}, "steps": [{}, {"rte": 1}]})
+    assert validation_message("config n.yaml", refused.value, None, model=_Nested) == (
+        "config n.yaml: sections.east.rates: Extra inputs are not permitted (did you mean "
+        "'rate'?); steps.1.rte: Extra inputs are not permitted (did you mean 'rate'?)"
     )

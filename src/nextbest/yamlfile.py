@@ -13,15 +13,17 @@ line of every key path, and messages name it as ``<file>, line 7: <path>: <probl
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 import yaml
 
 if TYPE_CHECKING:  # the API key file is read by commands that import nothing else
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -197,21 +199,81 @@ class Place:
         return f"{self.file}: {self.named}" if self.named else self.file
 
 
-def validation_message(where: str, error: ValidationError, lines: KeyLines | None) -> str:
+def validation_message(
+    where: str,
+    error: ValidationError,
+    lines: KeyLines | None,
+    *,
+    model: type[BaseModel] | None = None,
+) -> str:
     """Each problem pydantic found, with its key path and the line it is on.
 
     ``where, line 7: engagement.learning_rate: Input should be less than or equal
     to 1``; further problems follow as ``; line 9: seed: ...``. ``lines`` None
-    (data not read from a file): no lines.
+    (data not read from a file): no lines. With ``model``, the class validated, an
+    unknown key close to a valid one at its place says which: ``uplift.num_leafs:
+    Extra inputs are not permitted (did you mean 'num_leaves'?)``.
     """
     problems: list[tuple[int | None, str]] = []
     for problem in error.errors():
         loc = problem["loc"]
         line = lines.line_of(loc) if lines is not None else None
-        problems.append((line, f"{'.'.join(str(p) for p in loc)}: {problem['msg']}"))
+        said = f"{'.'.join(str(p) for p in loc)}: {problem['msg']}"
+        if problem["type"] == "extra_forbidden" and model is not None and loc:
+            near = difflib.get_close_matches(str(loc[-1]), keys_at(model, loc[:-1]), n=1)
+            if near:
+                said += f" (did you mean '{near[0]}'?)"
+        problems.append((line, said))
     said = "; ".join(text if line is None else f"line {line}: {text}" for line, text in problems)
     first_line = problems[0][0] if problems else None
     return f"{where}, {said}" if first_line is not None else f"{where}: {said}"
+
+
+def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
+    """The keys ``model`` takes in the mapping at ``path`` (a pydantic ``loc``), found
+    by walking the field types: a nested model's fields, a dict's values (the path
+    naming one of its keys), a list's items. ``[]`` when the path leads to no model
+    (a plain value, or a union of several kinds)."""
+    kind: Any = model
+    rest = list(path)
+    while True:
+        kind = _one_kind(kind)
+        fields = getattr(kind, "model_fields", None) if isinstance(kind, type) else None
+        if fields is not None:
+            keys = {info.alias or name: info for name, info in fields.items()}
+            if not rest:
+                return list(keys)
+            info = keys.get(rest.pop(0))
+            if info is None:
+                return []
+            kind = info.annotation
+            continue
+        origin, args = get_origin(kind), get_args(kind)
+        if not rest or origin is None or not args:
+            return []
+        rest.pop(0)  # a dict's key or a list's index
+        if isinstance(origin, type) and issubclass(origin, Mapping):
+            kind = args[-1]
+        elif isinstance(origin, type) and issubclass(origin, Sequence | set | frozenset):
+            kind = args[0]
+        else:
+            return []
+
+
+def _one_kind(kind: Any) -> Any:
+    """``kind`` without ``Annotated`` and an optional ``None``: ``Levers | None`` is
+    ``Levers``. A union of several kinds stays as it is (no keys are looked up in it)."""
+    while True:
+        origin = get_origin(kind)
+        if origin is Annotated:
+            kind = get_args(kind)[0]
+        elif origin is Union or origin is types.UnionType:
+            kinds = [k for k in get_args(kind) if k is not type(None)]
+            if len(kinds) != 1:
+                return kind
+            kind = kinds[0]
+        else:
+            return kind
 
 
 # PyYAML quotes tokens of the text in some problems (an undefined alias, a tag, a

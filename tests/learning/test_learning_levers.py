@@ -86,8 +86,15 @@ uplift:
         pytest.param(
             "0.03",
             "  num_leafs: 7\n",
-            "line 8: uplift.num_leafs: Extra inputs are not permitted",
+            "line 8: uplift.num_leafs: Extra inputs are not permitted (did you mean 'num_leaves'?)",
             id="unknown-key",
+        ),
+        pytest.param(
+            "0.03",
+            "calibraton_fraction: 0.2\n",
+            "line 8: calibraton_fraction: Extra inputs are not permitted (did you mean "
+            "'calibration_fraction'?)",
+            id="unknown-key-at-the-top",
         ),
         pytest.param(
             "0.03",
@@ -97,8 +104,9 @@ uplift:
         ),
         pytest.param(
             "0.03",
-            "levers:\n  channel:\n    email: {weight: 2}\n  segment: {}\n",
-            "line 11: segment: Extra inputs are not permitted",
+            "levers:\n  channel:\n    email: {weight: 2}\n  segment: {}\n  chanel: {}\n",
+            "line 11: segment: Extra inputs are not permitted; "
+            "line 12: chanel: Extra inputs are not permitted (did you mean 'channel'?)",
             id="inline-levers-unknown-scope",
         ),
         pytest.param(
@@ -132,7 +140,7 @@ def test_train_config_errors_name_the_line(
         ),
         pytest.param(
             "topic:\n  dosing:\n    weight: 2\n    wieght: 3\n",
-            "line 4: topic.dosing.wieght: Extra inputs are not permitted",
+            "line 4: topic.dosing.wieght: Extra inputs are not permitted (did you mean 'weight'?)",
             id="unknown-key",
         ),
         # A key that is no text (pydantic's loc ends in '[key]'): the line of the key.

@@ -253,8 +253,13 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
         ),
         pytest.param(
             "estimator: dr\n\nmin_decisons: 500\n",
-            "line 3: min_decisons: Extra inputs are not permitted",
+            "line 3: min_decisons: Extra inputs are not permitted (did you mean 'min_decisions'?)",
             id="unknown-key",
+        ),
+        pytest.param(
+            "estimator: dr\nsafety: high\n",
+            "line 2: safety: Extra inputs are not permitted",
+            id="unknown-key-like-none",
         ),
     ],
 )

@@ -119,7 +119,9 @@ def load_train_config(path: Path | None) -> TrainConfig:
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ValueError(validation_message(f"training config {path}", exc, lines)) from None
+        raise ValueError(
+            validation_message(f"training config {path}", exc, lines, model=TrainConfig)
+        ) from None
     if isinstance(levers, str):
         # A file name is read next to the config (a copied config takes its levers along).
         where = Path(path).parent / levers

@@ -139,4 +139,6 @@ def parse_levers(raw: Any, *, source: str, lines: KeyLines | None = None) -> Lev
     try:
         return Levers.model_validate(raw)
     except ValidationError as exc:
-        raise ValueError(validation_message(f"levers in {source}", exc, lines)) from None
+        raise ValueError(
+            validation_message(f"levers in {source}", exc, lines, model=Levers)
+        ) from None

@@ -119,7 +119,9 @@ def load_gate_config(path: Path | None) -> GateConfig:
     try:
         return GateConfig.model_validate(raw or {})
     except ValidationError as exc:
-        raise GateError(validation_message(f"gate config {path}", exc, lines)) from None
+        raise GateError(
+            validation_message(f"gate config {path}", exc, lines, model=GateConfig)
+        ) from None
 
 
 @dataclass(frozen=True)
