@@ -249,7 +249,8 @@ DATABASE_URL_FORMS = (
 
 def check_database_url(url: str) -> None:
     """Raise ``ValueError`` saying what is wrong unless ``url`` is a database URL the
-    store can open: SQLite or PostgreSQL, as SQLAlchemy spells them. The message
+    store can open: SQLite or PostgreSQL, as SQLAlchemy spells them, through a driver
+    that is installed (checked by importing it, without connecting). The message
     never repeats the URL (it may carry a password).
     """
     from sqlalchemy.engine import make_url
@@ -271,10 +272,26 @@ def check_database_url(url: str) -> None:
             f"use {DATABASE_URL_FORMS}"
         )
     try:
-        parsed.get_dialect()
+        dialect = parsed.get_dialect()
     except NoSuchModuleError:
         raise ValueError(
             f"SQLAlchemy has no driver '{parsed.drivername}'; use {DATABASE_URL_FORMS}"
+        ) from None
+    # SQLAlchemy knows more drivers than are installed (psycopg2, asyncpg, pg8000):
+    # one that is not would fail at the first connection, with a traceback. Only
+    # imported here, nothing is connected.
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        instead = (
+            "postgresql+psycopg://user:password@host:5432/database (psycopg 3, the "
+            "driver nextbest installs)"
+            if backend == "postgresql"
+            else "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+        raise ValueError(
+            f"the driver '{exc.name or dialect.driver}' of '{parsed.drivername}' is not "
+            f"installed; write {instead}"
         ) from None
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ValueError(

@@ -800,6 +800,14 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
             id="database-url-other-backend",
         ),
         pytest.param(
+            {"NEXTBEST_DATABASE_URL": "postgresql+psycopg2://ops:S3CRETPW@db.example/nextbest"},
+            None,
+            "NEXTBEST_DATABASE_URL='postgresql+psycopg2://ops:***@db.example/nextbest': the "
+            "driver 'psycopg2' of 'postgresql+psycopg2' is not installed; write "
+            "postgresql+psycopg://",
+            id="database-url-driver-not-installed",
+        ),
+        pytest.param(
             {"NEXTBEST_DATABASE_URL": "sqlite://models/nextbest.db"},
             None,
             "a SQLite URL names a file after three slashes",
@@ -1034,6 +1042,32 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     status = runner.invoke(app, ["db", "status"])
     assert status.exit_code == 0 and "no schema yet" in status.output, status.output
     assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg", "pg8000"])
+def test_db_status_refuses_a_database_driver_that_is_not_installed(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    """SQLAlchemy knows the driver but it is not installed: the usual one-line refusal
+    of the setting (exit 2, password hidden) naming it and the scheme to write, not
+    the driver's ImportError at the first connection."""
+    import importlib.util
+
+    if importlib.util.find_spec(driver) is not None:
+        pytest.skip(f"{driver} is installed here")
+    monkeypatch.setenv(
+        "NEXTBEST_DATABASE_URL", f"postgresql+{driver}://ops:S3CRETPW@127.0.0.1:9/nextbest"
+    )
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["db", "status"])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert said.startswith(
+        f"error: invalid setting: NEXTBEST_DATABASE_URL='postgresql+{driver}://ops:***@"
+    ), said
+    assert f"the driver '{driver}' of 'postgresql+{driver}' is not installed" in said, said
+    assert "write postgresql+psycopg://" in said and "S3CRETPW" not in said, said
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.postgres
