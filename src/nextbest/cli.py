@@ -1389,6 +1389,9 @@ def _serve(*, host: str | None, port: int | None, workers: int | None, log_level
     models_dir = settings.resolved_models_dir
     had_models_dir = models_dir.exists()
     _check_serving_files(settings)
+    # Made before the database (by default inside it), so that a missing models
+    # directory is warned about once, below, not also as the database's directory.
+    settings.ensure_dirs()
     _migrate_before_serving(settings)
     if not had_models_dir:
         # Most likely a mistyped setting: the server would wait for a model forever,

@@ -989,9 +989,49 @@ def test_serve_warns_when_its_models_directory_did_not_exist(
         f"the models directory {env_settings} (NEXTBEST_MODELS_DIR) did not exist"
         in (warned[0]["message"])
     )
+    # The default database inside it is not warned about a second time.
+    assert not [line for line in logged if line.get("event") == "database_dir_created"], logged
     assert started  # it serves anyway: a model trained into it later is picked up
     again = runner.invoke(app, ["serve", "--workers", "1"])  # it exists now
     assert again.exit_code == 0 and "models_dir_created" not in again.output, again.output
+
+
+def test_serve_and_db_upgrade_warn_when_the_database_directory_did_not_exist(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped NEXTBEST_DATABASE_URL path made a new, empty database silently, which
+    then collected the feedback: the command that creates it says so, naming the
+    file and the setting, once."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    database = tmp_path / "typo" / "dir" / "serve.db"
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{database}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["serve", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    warned = [line for line in logged if line.get("event") == "database_dir_created"]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING", logged
+    said = warned[0]["message"]
+    assert f"the directory {database.parent} of the SQLite database {database} did not exist" in (
+        said
+    )
+    assert "check NEXTBEST_DATABASE_URL" in said, said
+    assert database.exists()  # created all the same
+    again = runner.invoke(app, ["serve", "--workers", "1"])
+    assert again.exit_code == 0 and "database_dir_created" not in again.output, again.output
+
+    database = tmp_path / "other" / "upgraded.db"
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{database}")
+    get_settings.cache_clear()
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    said = " ".join(upgraded.output.split())
+    assert f"note: the directory {database.parent} of the SQLite database {database} " in said
+    assert said.count("did not exist and was created") == 1 and database.exists(), said
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert again.exit_code == 0 and "did not exist" not in again.output, again.output
 
 
 def test_only_db_upgrade_and_serve_upgrade_an_older_schema(

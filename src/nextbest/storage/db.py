@@ -6,6 +6,7 @@ PostgreSQL (production, shared by many API worker processes).
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -28,6 +29,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest.settings import without_password
+
+logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -181,10 +184,34 @@ def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
+def _make_sqlite_directory(path: Path) -> None:
+    """Create the directory of the SQLite database file ``path`` if it is missing,
+    with a warning: most likely the setting's path is mistyped, and the feedback and
+    answers then go to a new, empty database while the one kept is not read."""
+    directory = path.parent
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(parents=True)
+    except FileExistsError:  # made meanwhile by another process (or a file: it says)
+        if directory.is_dir():
+            return
+        raise
+    logger.warning(
+        "the directory %s of the SQLite database %s did not exist and was created, with "
+        "a new, empty database in it: check NEXTBEST_DATABASE_URL (NEXTBEST_MODELS_DIR "
+        "when it is not set) if the database was kept elsewhere",
+        directory,
+        path,
+        extra={"event": "database_dir_created"},
+    )
+
+
 def make_engine(url: str, *, lock_timeout_ms: int = 0, statement_timeout_ms: int = 0) -> Engine:
     """Create the engine for a database URL (SQLite file or PostgreSQL).
 
-    SQLite: the file's parent directory is created, and every new connection gets
+    SQLite: the file's parent directory is created (with a warning, event
+    ``database_dir_created``: a mistyped path), and every new connection gets
     ``journal_mode=WAL``, ``synchronous=FULL``, ``busy_timeout=10000`` and
     ``foreign_keys=ON``. PostgreSQL: pooled connections are pinged before use, and a
     bare ``postgresql://`` URL uses psycopg 3 (the driver this project installs);
@@ -203,7 +230,7 @@ def make_engine(url: str, *, lock_timeout_ms: int = 0, statement_timeout_ms: int
     if backend == "sqlite":
         path = _sqlite_file(parsed)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_sqlite_directory(path)
         engine = create_engine(parsed, hide_parameters=True)
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
