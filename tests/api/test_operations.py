@@ -348,6 +348,28 @@ def test_a_worker_started_with_a_broken_rules_file_says_the_file_is_at_fault(
 RESULTS = ("swapped", "failed")
 
 
+def test_reloads_swapped_counts_each_model_swapped_in_as_its_help_says(own_registry, keys) -> None:
+    """`swapped` is no count of new versions: a worker's first load counts, and so
+    does a forced reload of the same version; a reload finding nothing new does not.
+    The help text an operator reads in /metrics says so."""
+    before = _metric(REGISTRY, "nextbest_reloads_total", result="swapped")
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        version = client.get("/healthz").json()["model_version"]
+        assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == before + 1
+        assert client.post("/v1/admin/reload").json()["changed"] is False
+        assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == before + 1
+        forced = client.post("/v1/admin/reload", params={"force": "true"}).json()
+        assert forced["changed"] is True and forced["version"] == version, forced
+        assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == before + 2
+        text = client.get("/metrics").text
+    help_line = next(
+        line for line in text.splitlines() if line.startswith("# HELP nextbest_reloads_total ")
+    )
+    assert "a new model version is served" not in help_line, help_line
+    for case in ("at the worker's start", "after the alias moved", "a forced reload"):
+        assert case in help_line, help_line
+
+
 def _metric(registry, name: str, **labels: str) -> float:
     """A sample's value (0 when the series does not exist yet)."""
     return registry.get_sample_value(name, labels) or 0.0

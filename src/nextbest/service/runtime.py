@@ -70,8 +70,10 @@ MODEL_INFO = Gauge(
 # model's history is (time() - this; retrain when it grows past a week or two).
 RELOADS = Counter(
     "nextbest_reloads_total",
-    "Reloads of the served model, rules and territory file by this worker: swapped (a new "
-    "model version is served) or failed (what served before goes on serving).",
+    "Reloads of the served model, rules and territory file by this worker: swapped (a model "
+    "loaded and swapped in: at the worker's start, after the alias moved, or a forced reload "
+    "of the same version; new rules or territories alone are not counted) or failed (what "
+    "served before goes on serving).",
     ["result"],
 )
 FEATURES_AS_OF = Gauge(
