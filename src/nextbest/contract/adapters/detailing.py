@@ -26,10 +26,9 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract import parse
+from nextbest.contract.adapters.base import read_columns, validated
 from nextbest.contract.dataset import Dataset
 from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import read_table
-from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
 
 COLUMNS: Final = (
     "Physician",
@@ -120,14 +119,7 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
             f"start must be the first day of a month (naive, at midnight); got {start}"
         )
     path = Path(path)
-    raw = read_table(path)
-    raw.columns = [str(name).strip() for name in raw.columns]
-
-    log = ProblemLog(path.name)
-    for column in COLUMNS:
-        if column not in raw.columns:
-            log.add("missing column of the detailing data set", column=column)
-    log.raise_if_any()
+    raw, log = read_columns(path, COLUMNS, "detailing")
 
     physician = _counts(raw, "Physician", log, least=1)
     month = _counts(raw, "Date", log, least=1)
@@ -210,13 +202,7 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
     interactions["samples"] = samples
     interactions["competitor_new"] = competitor
 
-    # The same validators as for files, so an adapter cannot produce what a file could not.
-    hcps = validate_hcps(hcps, file=f"{path.name} (as hcps)")
-    catalog = validate_catalog(catalog, file=f"{path.name} (as catalog)")
-    interactions = validate_interactions(
-        interactions, file=f"{path.name} (as interactions)", hcps=hcps, catalog=catalog
-    )
-    return Dataset(hcps, catalog, interactions, source=path)
+    return validated(path, hcps, catalog, interactions)
 
 
 def _counts(raw: pd.DataFrame, column: str, log: ProblemLog, *, least: int) -> np.ndarray:

@@ -18,10 +18,8 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract import parse
+from nextbest.contract.adapters.base import read_columns, validated
 from nextbest.contract.dataset import Dataset
-from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import read_table
-from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
 
 OUTCOMES: Final = ("visit", "conversion", "spend")
 COLUMNS: Final = (
@@ -71,14 +69,7 @@ def load_hillstrom(path: Path | str, *, outcome: str = "visit") -> Dataset:
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
     path = Path(path)
-    raw = read_table(path)
-    raw.columns = [str(name).strip() for name in raw.columns]
-
-    log = ProblemLog(path.name)
-    for column in COLUMNS:
-        if column not in raw.columns:
-            log.add("missing column of the Hillstrom data set", column=column)
-    log.raise_if_any()
+    raw, log = read_columns(path, COLUMNS, "Hillstrom")
     n = len(raw)
 
     segment = parse.text(raw["segment"])
@@ -139,10 +130,4 @@ def load_hillstrom(path: Path | str, *, outcome: str = "visit") -> Dataset:
         }
     )
 
-    # The same validators as for files, so an adapter cannot produce what a file could not.
-    hcps = validate_hcps(hcps, file=f"{path.name} (as hcps)")
-    catalog = validate_catalog(catalog, file=f"{path.name} (as catalog)")
-    interactions = validate_interactions(
-        interactions, file=f"{path.name} (as interactions)", hcps=hcps, catalog=catalog
-    )
-    return Dataset(hcps, catalog, interactions, source=path)
+    return validated(path, hcps, catalog, interactions)

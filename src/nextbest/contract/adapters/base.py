@@ -1,0 +1,41 @@
+"""What every adapter does first and last: read the file's columns, and validate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from nextbest.contract.dataset import Dataset
+from nextbest.contract.errors import ProblemLog
+from nextbest.contract.files import read_table
+from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
+
+
+def read_columns(
+    path: Path, columns: Iterable[str], data_set: str
+) -> tuple[pd.DataFrame, ProblemLog]:
+    """The file's table (headers stripped of spaces) and a problem log for its cells;
+    refused, naming each, when it lacks any of ``columns`` (of the ``data_set``)."""
+    raw = read_table(path)
+    raw.columns = [str(name).strip() for name in raw.columns]
+    log = ProblemLog(path.name)
+    for column in columns:
+        if column not in raw.columns:
+            log.add(f"missing column of the {data_set} data set", column=column)
+    log.raise_if_any()
+    return raw, log
+
+
+def validated(
+    path: Path, hcps: pd.DataFrame, catalog: pd.DataFrame, interactions: pd.DataFrame
+) -> Dataset:
+    """The mapped tables through the same validators as files, so that an adapter
+    cannot produce what a file could not; problems name the file and the table."""
+    hcps = validate_hcps(hcps, file=f"{path.name} (as hcps)")
+    catalog = validate_catalog(catalog, file=f"{path.name} (as catalog)")
+    interactions = validate_interactions(
+        interactions, file=f"{path.name} (as interactions)", hcps=hcps, catalog=catalog
+    )
+    return Dataset(hcps, catalog, interactions, source=path)
