@@ -504,6 +504,24 @@ FUTURE_TOLERANCE = timedelta(minutes=15)
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def _impossible_time(event: FeedbackRecord, received_at: datetime) -> str | None:
+    """Why the event's ``occurred_at`` cannot be when it happened (before 2000, or
+    ahead of its arrival beyond the clock skew allowed); None when it can. Such an
+    event is refused, but an opt-out, which fails safe, counts from its arrival."""
+    occurred_at = _as_utc(event.occurred_at)
+    if occurred_at < EARLIEST_EVENT:
+        return (
+            f"occurred_at {occurred_at.isoformat()} is before {EARLIEST_EVENT:%Y-%m-%d}: "
+            "not a date an engagement happened on (a typo, or seconds since 1970?)"
+        )
+    if occurred_at > received_at + FUTURE_TOLERANCE:
+        return (
+            f"occurred_at {occurred_at.isoformat()} is in the future (received at "
+            f"{received_at.isoformat(timespec='seconds')}){_naive_hint(event)}"
+        )
+    return None
+
+
 def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
     """Message for an invalid event on its own fields, None if they are fine."""
     if event.event_type not in FEEDBACK_EVENT_TYPES:
@@ -519,17 +537,9 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             return f"{name} must be a non-empty string of at most {limit} characters"
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
-    occurred_at = _as_utc(event.occurred_at)
-    if occurred_at < EARLIEST_EVENT:
-        return (
-            f"occurred_at {occurred_at.isoformat()} is before {EARLIEST_EVENT:%Y-%m-%d}: "
-            "not a date an engagement happened on (a typo, or seconds since 1970?)"
-        )
-    if occurred_at > received_at + FUTURE_TOLERANCE:
-        return (
-            f"occurred_at {occurred_at.isoformat()} is in the future (received at "
-            f"{received_at.isoformat(timespec='seconds')}){_naive_hint(event)}"
-        )
+    impossible = _impossible_time(event, received_at)
+    if impossible is not None:
+        return impossible
     if event.event_type == "outcome" and event.value is None:
         return "value is required for event_type 'outcome'"
     # An opt-out fails safe: one sent from a send's unsubscribe link may name the
@@ -711,20 +721,12 @@ def _opt_out_as_kept(
     """
     said: list[str] = []
     changes: dict[str, Any] = {}
-    if isinstance(event.occurred_at, datetime):
-        occurred_at = _as_utc(event.occurred_at)
-        if occurred_at > received_at + FUTURE_TOLERANCE or occurred_at < EARLIEST_EVENT:
-            changes["occurred_at"] = received_at
-            said.append(
-                f"occurred_at {occurred_at.isoformat()} "
-                + (
-                    f"is in the future{_naive_hint(event)}"
-                    if occurred_at > received_at
-                    else "is before 2000"
-                )
-                + ": counted from its arrival, "
-                f"{received_at.isoformat(timespec='seconds')}"
-            )
+    impossible = (
+        _impossible_time(event, received_at) if isinstance(event.occurred_at, datetime) else None
+    )
+    if impossible is not None:
+        changes["occurred_at"] = received_at
+        said.append(f"{impossible}; counted from its arrival")
     recommendation = served.get(event.recommendation_id) if event.recommendation_id else None
     if event.recommendation_id is not None and (
         recommendation is None or recommendation.hcp_id != event.hcp_id
