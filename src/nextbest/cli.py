@@ -1002,14 +1002,18 @@ def train(
 
 
 def _unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> str:
-    """The first few ``unknown`` of ``ids`` in their order, each spelled otherwise than a
-    known id only by case shown with it: ``h000010 (H000010?)``."""
+    """The first few ``unknown`` of ``ids`` in their order, each with the known id it
+    differs from only in case, leading zeros or a trailing '.0' (the data contract's
+    look-alikes): ``h000010 (H000010?)``."""
+    import pandas as pd
+
+    from nextbest.contract.validate import LookAlikes
     from nextbest.learning.scoring import listed
 
-    by_case = {str(hcp).casefold(): str(hcp) for hcp in known}
+    twins = LookAlikes(pd.Index(list(known)))
     named = []
     for hcp in dict.fromkeys(h for h in ids if h in unknown):
-        near = by_case.get(str(hcp).casefold())
+        near = twins.of(str(hcp))
         named.append(f"{hcp} ({near}?)" if near is not None else str(hcp))
     return listed(named)
 

@@ -313,7 +313,7 @@ def validate_interactions(
     hcp_index = pd.Index(hcps["hcp_id"])
     # Look-ups run on distinct values (few) and are broadcast to rows (many).
     hcp_position = hcp_id.broadcast(hcp_index.get_indexer(hcp_id.uniques))
-    hcp_twins = _LookAlikes(hcp_index)
+    hcp_twins = LookAlikes(hcp_index)
     log.add_rows(
         (hcp_position < 0) & ~hcp_id.empty,
         "hcp_id",
@@ -327,7 +327,7 @@ def validate_interactions(
     known = action_position >= 0
     unknown_action = ~no_touch & ~known
     action_index = pd.Index(catalog["action_id"])
-    action_twins = _LookAlikes(action_index)
+    action_twins = LookAlikes(action_index)
     log.add_rows(
         unknown_action,
         "action_id",
@@ -624,7 +624,7 @@ def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
     return parsed.values
 
 
-class _LookAlikes:
+class LookAlikes:
     """Known ids by the form a spreadsheet or a typed column turns them into (case,
     leading zeros, a trailing '.0'), built on first use."""
 
@@ -649,7 +649,7 @@ _TRAILING_ZERO_DECIMALS = re.compile(r"\.0+$")
 
 
 def _unknown(
-    column: str, value: str, known: pd.Index, table: str, look_alikes: _LookAlikes | None = None
+    column: str, value: str, known: pd.Index, table: str, look_alikes: LookAlikes | None = None
 ) -> str:
     """``unknown hcp_id 'X' (not in hcps)``, saying so when the id differs from a known
     one only in how its accented letters are encoded (Unicode NFC against NFD: the
