@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from nextbest.contract import parse
 from nextbest.contract.dataset import Dataset
 from nextbest.contract.errors import ProblemLog
 from nextbest.contract.files import read_table
@@ -26,6 +28,18 @@ def read_columns(
             log.add(f"missing column of the {data_set} data set", column=column)
     log.raise_if_any()
     return raw, log
+
+
+def zero_or_one(raw: pd.DataFrame, column: str, log: ProblemLog) -> np.ndarray:
+    """``column`` as floats, each cell that is not 0 or 1 a problem in ``log`` (named by
+    row, as written)."""
+    values = parse.floats(raw[column]).values.to_numpy()
+    log.add_rows(
+        ~np.isin(values, (0.0, 1.0)),
+        column,
+        lambda i: f"{parse.shown(raw[column], i)} is not 0 or 1",
+    )
+    return values
 
 
 def validated(

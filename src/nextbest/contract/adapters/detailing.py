@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract import parse
-from nextbest.contract.adapters.base import read_columns, validated
+from nextbest.contract.adapters.base import read_columns, validated, zero_or_one
 from nextbest.contract.dataset import Dataset
 from nextbest.contract.errors import ProblemLog
 
@@ -127,13 +127,7 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
     samples = _counts(raw, "Samples", log, least=0)
     competitor = _counts(raw, "CompetitorNew", log, least=0)
     prescriptions = _counts(raw, "NewPrescription", log, least=0)
-    psych = parse.floats(raw["Psych"])
-    psych_values = psych.values.to_numpy()
-    log.add_rows(
-        ~np.isin(psych_values, (0.0, 1.0)),
-        "Psych",
-        lambda i: f"{parse.shown(raw['Psych'], i)} is not 0 or 1",
-    )
+    psych_values = zero_or_one(raw, "Psych", log)
     log.raise_if_any()
 
     frame = pd.DataFrame({"physician": physician, "month": month, "psych": psych_values})

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract import parse
-from nextbest.contract.adapters.base import read_columns, validated
+from nextbest.contract.adapters.base import read_columns, validated, zero_or_one
 from nextbest.contract.dataset import Dataset
 
 OUTCOMES: Final = ("visit", "conversion", "spend")
@@ -78,13 +78,7 @@ def load_hillstrom(path: Path | str, *, outcome: str = "visit") -> Dataset:
         "segment",
         lambda i: f"{segment.iat[i]!r} is not one of {', '.join(ARMS)}",
     )
-    visit = parse.floats(raw["visit"])
-    visit_values = visit.values.to_numpy()
-    log.add_rows(
-        ~np.isin(visit_values, (0.0, 1.0)),
-        "visit",
-        lambda i: f"{parse.shown(raw['visit'], i)} is not 0 or 1",
-    )
+    visit_values = zero_or_one(raw, "visit", log)
     log.raise_if_any()
 
     hcp_id = pd.Series([f"C{row:05d}" for row in range(1, n + 1)], dtype=object)
