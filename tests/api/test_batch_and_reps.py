@@ -396,6 +396,70 @@ def test_a_decision_dated_before_its_suggestion_was_served_is_422(client: TestCl
     assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
 
 
+def test_a_rep_decides_on_rep_channel_suggestions_only(client: TestClient, keys) -> None:
+    """An e-mail pick a rep can see (a recommendation for an HCP of its territory)
+    is not the rep's to dismiss: the dismissal would stop the e-mail system's sends
+    to that HCP. Refused on the rep route and, from a rep key, on /v1/feedback; the
+    e-mail system's own dismissal is stored."""
+    served = client.app.state.runtime.recommender
+    mine = [h for h in served.hcp_ids.tolist() if served.territory_of(h) == keys.territory]
+    for hcp in mine:
+        pick = client.post(
+            "/v1/recommendations", json={"hcp_id": hcp, "channel": "email"}, headers=keys.rep
+        ).json()
+        if pick["items"]:  # not held out
+            break
+    action = pick["items"][0]["action_id"]
+    decision = {
+        "recommendation_id": pick["recommendation_id"],
+        "hcp_id": hcp,
+        "action_id": action,
+        "decision": "dismiss",
+        "reason": "not_relevant",
+    }
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    said = (
+        f"action '{action}' is on channel 'email', not a rep channel (rep_...): rep "
+        "decisions (accept, dismiss, snooze) are for suggestions on rep channels"
+    )
+    for verb in ("dismiss", "snooze", "accept"):
+        body = {**decision, "decision": verb}
+        if verb == "accept":
+            del body["reason"]
+        refused = client.post(url, json=body, headers=keys.rep)
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["detail"]
+        assert error["loc"] == ["body", "action_id"] and error["msg"].startswith(said), error
+    event = {
+        "event_id": "rep-dismisses-an-email",
+        "event_type": "dismissed",
+        "hcp_id": hcp,
+        "recommendation_id": pick["recommendation_id"],
+        "action_id": action,
+        "reason": "not_relevant",
+    }
+    also = client.post("/v1/feedback", json=event, headers=keys.rep)
+    assert also.status_code == 422, also.text
+    [rejected] = also.json()["rejected"]
+    assert rejected["message"].startswith(said) and rejected["status"] == 422
+    # Nothing was stored: the e-mail action is still served to the e-mail system.
+    again = client.post(
+        "/v1/recommendations",
+        json={"hcp_id": hcp, "channel": "email", "k": 50, "explain": True},
+        headers=keys.channel,
+    ).json()
+    assert not any("dismissed" in w for w in again["excluded"].get(action, [])), again
+    # The e-mail system's own dismissal is its to send, and suppresses the action.
+    own = client.post("/v1/feedback", json=event, headers=keys.channel)
+    assert own.status_code == 200 and own.json()["accepted"] == 1, own.text
+    again = client.post(
+        "/v1/recommendations",
+        json={"hcp_id": hcp, "channel": "email", "k": 50, "explain": True},
+        headers=keys.channel,
+    ).json()
+    assert any("dismissed" in w for w in again["excluded"][action]), again
+
+
 def test_a_midnight_time_keeps_its_offset(client: TestClient) -> None:
     """'2026-11-28T00:00:00+05:00' is 19:00 UTC the day before, not the date 11-28."""
     from nextbest.api.schemas import RecommendationCreate

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from nextbest.contract.schema import REP_CHANNEL_PREFIX, is_rep_channel
 from nextbest.errors import InvalidRequestError
 from nextbest.service.feedback import ingest_feedback
 from nextbest.service.recommend import Recommender
@@ -19,6 +20,25 @@ from nextbest.storage.repository import (
 )
 
 EVENT_OF_DECISION = {"accept": "accepted", "dismiss": "dismissed", "snooze": "snoozed"}
+
+
+def off_rep_channel(recommender: Recommender, action_id: str) -> str | None:
+    """Why a rep may not decide on ``action_id`` (accept, dismiss, snooze): its channel
+    in the served catalog is not a rep channel; None when it is, or when the catalog
+    does not know it (the feedback store then judges the action).
+
+    A rep's dismissal suppresses the action for the HCP for every requester: one of
+    an e-mail pick would stop the e-mail system's sends on a rep's word.
+    """
+    channel = recommender.model.channel_by_action.get(action_id)
+    if channel is None or is_rep_channel(channel):
+        return None
+    return (
+        f"action '{action_id}' is on channel '{channel}', not a rep channel "
+        f"({REP_CHANNEL_PREFIX}...): rep decisions (accept, dismiss, snooze) are for "
+        f"suggestions on rep channels; feedback on a {channel} action comes from the "
+        f"{channel} system"
+    )
 
 
 def _decision_id(
@@ -88,6 +108,7 @@ def record_rep_decision(
     """Store the decision as a feedback event (committed before returning), with
     ``requester`` (the key that sent it) as who sent it.
 
+    Only an action on a rep channel may be decided on (:func:`off_rep_channel`).
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
     dismissed actions are then suppressed for ``dismissal_days``, snoozed ones for
     ``snooze_days``, counted from ``occurred_at`` (default: now; a time in the future
@@ -103,6 +124,9 @@ def record_rep_decision(
     if decision not in EVENT_OF_DECISION:
         raise InvalidRequestError("decision", f"must be one of {', '.join(EVENT_OF_DECISION)}")
     event_type = EVENT_OF_DECISION[decision]
+    off_channel = off_rep_channel(recommender, action_id)
+    if off_channel is not None:
+        raise InvalidRequestError("action_id", off_channel)
     # The check POST /v1/feedback and nextbest feedback make, here before an event id
     # is derived from the reason.
     problem = reason_problem(event_type, reason, recommender.rules.dismiss_reasons)
