@@ -85,7 +85,7 @@ def test_without_explain_the_plan_is_as_before_and_explains_nothing(
     logged = _logged(greedy)
     assert logged - before == 2 * len(plain["suggestions"])
     explained = _plan(greedy, keys, capacity=5, explain="true")
-    assert set(explained) == PLAN_FIELDS | {"left_out"}
+    assert set(explained) == PLAN_FIELDS | {"left_out", "n_left_out"}
     # The same plan, and nothing more logged: the HCPs left out were never served.
     assert [s["hcp_id"] for s in explained["suggestions"]] == [
         s["hcp_id"] for s in plain["suggestions"]
@@ -125,9 +125,6 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
         update={"epsilon": 0.0, "holdout_rate": 0.3, "seed": 4, "holdout_days": 0}
     )
     with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
-        # The rep's own key is not told who is held out: the control stays blind.
-        told_rep = _plan(client, keys, capacity=10, explain="true")
-        assert told_rep["left_out"] and all(e["why"] != "held_out" for e in told_rep["left_out"])
         runtime = client.app.state.runtime
 
         def holdout_answers() -> set[tuple[str, str]]:
@@ -139,6 +136,16 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
                     )
                 ).all()
             return {(str(r), str(h)) for r, h in rows}
+
+        # The rep's own key is not told who is held out: the control stays blind.
+        before = holdout_answers()
+        told_rep = _plan(client, keys, capacity=10, explain="true")
+        assert told_rep["left_out"] and all(e["why"] != "held_out" for e in told_rep["left_out"])
+        # Nor are they counted: n_left_out is what the rep's list holds without its cap.
+        n_held = len(holdout_answers() - before)
+        assert n_held and told_rep["n_left_out"] == (
+            told_rep["n_hcps"] - len(told_rep["suggestions"]) - n_held
+        )
 
         before = holdout_answers()
         plan = _plan(client, keys, as_admin=True, capacity=10, explain="true")
@@ -153,6 +160,7 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
         # Each refers to the holdout answer logged for it, and every one logged is said.
         logged = holdout_answers() - before
         assert {(e["recommendation_id"], e["hcp_id"]) for e in held} == logged
+        assert plan["n_left_out"] == plan["n_hcps"] - len(plan["suggestions"])
 
 
 @pytest.mark.usefixtures("every_hcp")
@@ -245,6 +253,8 @@ def test_a_medical_plan_says_why_and_holds_to_the_cap(greedy: TestClient, keys) 
     assert plan["suggestions"] == [] and plan["n_hcps"] > MAX_LEFT_OUT
     left_out = plan["left_out"]
     assert len(left_out) == MAX_LEFT_OUT
+    # The list is cut, and the answer says so: every HCP of the territory is left out.
+    assert plan["n_left_out"] == plan["n_hcps"]
     territory = greedy.app.state.runtime.recommender.territories[keys.territory]
     hcp_ids = greedy.app.state.runtime.recommender.hcp_ids[territory].tolist()
     assert [e["hcp_id"] for e in left_out] == hcp_ids[:MAX_LEFT_OUT]
@@ -255,9 +265,17 @@ def test_a_medical_plan_says_why_and_holds_to_the_cap(greedy: TestClient, keys) 
             for why in entry["excluded"].values()
         )
     # A promotional plan holds to it too, its best ranked first.
-    promotional = _plan(greedy, keys, capacity=1, explain="true")["left_out"]
+    one = _plan(greedy, keys, capacity=1, explain="true")
+    promotional = one["left_out"]
     assert len(promotional) == MAX_LEFT_OUT
     assert [e["rank"] for e in promotional] == list(range(2, MAX_LEFT_OUT + 2))
+    assert one["n_left_out"] == one["n_hcps"] - 1 > MAX_LEFT_OUT
+
+
+@pytest.mark.usefixtures("every_hcp")
+def test_n_left_out_counts_what_left_out_lists_without_its_cap(greedy: TestClient, keys) -> None:
+    plan = _plan(greedy, keys, capacity=3, explain="true")
+    assert plan["n_left_out"] == len(plan["left_out"]) == plan["n_hcps"] - 3
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", ""])
@@ -284,6 +302,8 @@ def test_the_document_describes_explain_and_left_out(client: TestClient) -> None
     plan = schemas["RepPlanPublic"]
     assert "left_out" in plan["properties"] and "left_out" not in plan["required"]
     assert "explain=true" in plan["properties"]["left_out"]["description"]
+    assert "n_left_out" not in plan["required"]
+    assert f"cap of {MAX_LEFT_OUT}" in plan["properties"]["n_left_out"]["description"]
     why = schemas["LeftOutPublic"]["properties"]["why"]
     assert set(why["enum"]) == {
         "held_out",

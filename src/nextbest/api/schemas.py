@@ -239,9 +239,15 @@ class RepPlanPublic(BaseModel):
     left_out: list[LeftOutPublic] | None = Field(
         default=None,
         description=f"With explain=true only: why HCPs of the territory are not suggested, "
-        f"at most {MAX_LEFT_OUT} (of n_hcps minus the suggestions), best ranked first: "
+        f"at most {MAX_LEFT_OUT} (of n_left_out), best ranked first: "
         "held_out and below_capacity in ranking order, then no_rep_action_worth_its_cost "
         "(closest to paying first), then no_rep_action_allowed.",
+    )
+    n_left_out: int | None = Field(
+        default=None,
+        description=f"With explain=true only: how many HCPs of the territory left_out would "
+        f"list without its cap of {MAX_LEFT_OUT}; more than left_out holds when it is cut. "
+        "For a rep key, held-out HCPs are not counted, as they are not listed.",
     )
 
 

@@ -120,7 +120,8 @@ class RepPlan:
     (logged as holdout answers, not shown); ``n_hcps`` is the size of the
     territory, ``n_candidates`` the HCPs with at least one allowed rep action.
     ``left_out`` (asked for, else None) says why each other HCP of the territory
-    is not suggested, at most ``MAX_LEFT_OUT`` of them.
+    is not suggested, at most ``MAX_LEFT_OUT`` of them; ``n_left_out`` (asked for,
+    else None) counts them all, listed or not: ``n_hcps`` minus the suggestions.
     """
 
     rep_id: str
@@ -134,6 +135,7 @@ class RepPlan:
     held_out: list[Recommendation]
     purpose: str = "promotional"
     left_out: list[LeftOut] | None = None
+    n_left_out: int | None = None
 
 
 # The first reason of an item drawn by exploration (see Exploration), and what it adds
@@ -798,6 +800,7 @@ class Recommender:
             held_out=held_out,
             purpose=purpose,
             left_out=left_out,
+            n_left_out=None if left_out is None else len(rows) - len(suggestions),
         )
 
     def _left_out_of_plan(

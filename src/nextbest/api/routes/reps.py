@@ -121,7 +121,8 @@ def suggestions(
     explain: bool = Query(
         default=False,
         description=f"Also say why HCPs of the territory are not suggested (left_out: at "
-        f"most {MAX_LEFT_OUT}, best ranked first). Nothing more is logged.",
+        f"most {MAX_LEFT_OUT}, best ranked first; n_left_out: how many in all). Nothing "
+        "more is logged.",
     ),
 ) -> RepPlanPublic:
     """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
@@ -164,6 +165,9 @@ def suggestions(
     )
     answers = [*plan.suggestions, *plan.held_out]
     record_served(answers)
+    # The randomized control stays blind to the field: a rep told an HCP is held out
+    # could visit it all the same, or make a point of not doing so.
+    blind = caller.role == "rep"
     return RepPlanPublic(
         rep_id=plan.rep_id,
         territory_id=plan.territory_id,
@@ -201,10 +205,11 @@ def suggestions(
         else [
             LeftOutPublic.model_validate(asdict(why))
             for why in plan.left_out
-            # The randomized control stays blind to the field: a rep told an HCP is
-            # held out could visit it all the same, or make a point of not doing so.
-            if why.why != "held_out" or caller.role != "rep"
+            if why.why != "held_out" or not blind
         ],
+        n_left_out=None
+        if plan.n_left_out is None
+        else plan.n_left_out - (len(plan.held_out) if blind else 0),
     )
 
 
