@@ -507,7 +507,7 @@ NO_INTERACTIONS = "no interactions: nothing to learn from"
 def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
     # What training will get is counted with the config `train` would read.
-    from nextbest.contract import consent_notes, territory_notes
+    from nextbest.contract import consent_notes, empty_row_notes, territory_notes
 
     train_config = _train_config(config)
     dataset = _load(data)
@@ -529,6 +529,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     stdout.print(f"  data fingerprint {dataset.fingerprint()}", highlight=False)
     blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
+        *empty_row_notes(dataset),
         *_personal_notes(dataset),
         *(
             f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
@@ -938,7 +939,7 @@ def train(
     import pandas as pd
 
     from nextbest import registry
-    from nextbest.contract import consent_notes, territory_notes
+    from nextbest.contract import consent_notes, empty_row_notes, territory_notes
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
@@ -975,6 +976,7 @@ def train(
         # What validate notes about the data, in the run too (notes.txt in MLflow).
         result.notes.extend(
             [
+                *empty_row_notes(dataset),
                 *_personal_notes(dataset),
                 *consent_notes(dataset.hcps, dataset.catalog),
                 *territory_notes(dataset.hcps),

@@ -18,6 +18,7 @@ from nextbest.contract import (
     allowed_specialties,
     consent_column,
     consent_notes,
+    empty_row_notes,
     is_rep_channel,
     load_catalog,
     load_dataset,
@@ -1061,3 +1062,32 @@ def test_trailing_separators_beyond_one_are_said_to_be_empty(tmp_path: Path) -> 
         "or name those columns in the header"
         for row in (1, 2)
     ]
+
+
+def test_empty_rows_a_spreadsheet_saves_at_the_end_are_skipped_and_noted(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    # Excel saves rows it once formatted as ',,,,' lines: refused before, as an
+    # "empty value" in every required column of every such row.
+    data = write_tables(tables)
+    before = load_dataset(data)
+    with (data / "hcps.csv").open("a") as file:
+        file.write(",,,,,,\r\n, ,,,,,\r\n,,,,,,\r\n")
+    with (data / "interactions.csv").open("a") as file:
+        file.write(",,,,,,,,\n")
+    got = load_dataset(data)
+    assert got.fingerprint() == before.fingerprint()
+    assert empty_row_notes(got) == [
+        "hcps: skipped 3 empty rows at the end of the file (rows 4-6: every cell empty, "
+        "as a spreadsheet saves blank rows)",
+        "interactions: skipped 1 empty row at the end of the file (row 6: every cell empty, "
+        "as a spreadsheet saves blank rows)",
+    ]
+    assert empty_row_notes(before) == []
+    # A row with one cell filled is checked as any other, and so is an empty row with
+    # rows after it (skipping it would shift the row numbers of problems below it).
+    for tail in (",,T9,,,,\n,,,,,,\n", ",,,,,,\nH9,oncology,T1,,,,\n"):
+        (data / "hcps.csv").write_text(tables["hcps"].to_csv(index=False) + tail)
+        with pytest.raises(ContractError) as caught:
+            load_dataset(data)
+        assert "hcps.csv, row 4, column 'hcp_id': empty value" in str(caught.value)

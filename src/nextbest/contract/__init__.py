@@ -7,6 +7,7 @@ Load a directory with :func:`load_dataset`; every rule violation is reported as 
 from nextbest.contract.dataset import (
     Dataset,
     consent_notes,
+    empty_row_notes,
     load_catalog,
     load_dataset,
     load_hcps,
@@ -46,6 +47,7 @@ __all__ = [
     "allowed_specialties",
     "consent_column",
     "consent_notes",
+    "empty_row_notes",
     "is_rep_channel",
     "load_catalog",
     "load_dataset",

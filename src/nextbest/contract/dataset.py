@@ -12,7 +12,7 @@ from typing import Literal
 import pandas as pd
 
 from nextbest.contract.errors import ContractError, Problem
-from nextbest.contract.files import read_table, write_table
+from nextbest.contract.files import EMPTY_ROWS, read_table, write_table
 from nextbest.contract.schema import (
     CATALOG,
     CONSENT_PREFIX,
@@ -93,13 +93,15 @@ class Dataset:
 def load_hcps(path: Path | str) -> pd.DataFrame:
     """Read and validate an hcps file (.csv or .parquet); see :func:`validate_hcps`."""
     path = Path(path)
-    return validate_hcps(read_table(path), file=path.name)
+    raw = read_table(path)
+    return _with_empty_rows(validate_hcps(raw, file=path.name), raw)
 
 
 def load_catalog(path: Path | str) -> pd.DataFrame:
     """Read and validate a catalog file (.csv or .parquet); see :func:`validate_catalog`."""
     path = Path(path)
-    return validate_catalog(read_table(path), file=path.name)
+    raw = read_table(path)
+    return _with_empty_rows(validate_catalog(raw, file=path.name), raw)
 
 
 def load_send_list(path: Path | str, *, catalog: pd.DataFrame) -> pd.DataFrame:
@@ -133,7 +135,18 @@ def load_interactions(
     See :func:`validate_interactions`.
     """
     path = Path(path)
-    return validate_interactions(read_table(path), file=path.name, hcps=hcps, catalog=catalog)
+    raw = read_table(path)
+    return _with_empty_rows(
+        validate_interactions(raw, file=path.name, hcps=hcps, catalog=catalog), raw
+    )
+
+
+def _with_empty_rows(frame: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (validated from ``raw``) saying which empty rows at the end of the
+    file were skipped (``attrs[EMPTY_ROWS]``, see :func:`read_table`), for notes."""
+    if EMPTY_ROWS in raw.attrs:
+        frame.attrs[EMPTY_ROWS] = raw.attrs[EMPTY_ROWS]
+    return frame
 
 
 def load_dataset(data_dir: Path | str) -> Dataset:
@@ -237,6 +250,23 @@ def consent_notes(hcps: pd.DataFrame, catalog: pd.DataFrame) -> list[str]:
             f"(catalog action{'s' if len(ids) > 1 else ''} {shown}), while the file has "
             f"consent columns for {', '.join(given)}: add {column} if {channel} needs consent"
         )
+    return notes
+
+
+def empty_row_notes(dataset: Dataset) -> list[str]:
+    """One note per table whose file ended in rows with every cell empty (a
+    spreadsheet's blank rows, saved as ',,,,'), which were skipped."""
+    notes = []
+    for name in TABLES:
+        rows = getattr(dataset, name).attrs.get(EMPTY_ROWS)
+        if rows is not None:
+            first, last = rows
+            n = last - first + 1
+            notes.append(
+                f"{name}: skipped {n:,} empty row{'s' if n > 1 else ''} at the end of the file "
+                f"({f'rows {first:,}-{last:,}' if n > 1 else f'row {first:,}'}: every cell "
+                "empty, as a spreadsheet saves blank rows)"
+            )
     return notes
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -20,6 +21,8 @@ from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.schema import FORMATS
 
 SEPARATORS = (",", ";", "\t")
+# attrs key of a CSV frame read without the empty rows at its end: see _without_empty_tail.
+EMPTY_ROWS = "empty_rows"
 SEPARATOR_SAMPLE_LINES = 50
 
 
@@ -32,10 +35,12 @@ def file_format(path: Path) -> str:
 def read_table(path: Path | str) -> pd.DataFrame:
     """Read a table without interpreting it; shape (rows, columns).
 
-    CSV cells are all ``str`` with '' for empty (nothing is guessed as NA); Parquet
-    columns keep their stored types. A ``.parquet`` path may be a directory of Parquet
-    parts (as Spark, Dask or pyarrow write a dataset), read as one table in the order
-    of its files. Any failure to read becomes a :class:`ContractError` naming the file.
+    CSV cells are all ``str`` with '' for empty (nothing is guessed as NA); rows at the
+    end of a CSV file with every cell empty are skipped, ``attrs[EMPTY_ROWS]`` saying
+    which (first, last; 1-based data rows). Parquet columns keep their stored types.
+    A ``.parquet`` path may be a directory of Parquet parts (as Spark, Dask or pyarrow
+    write a dataset), read as one table in the order of its files. Any failure to read
+    becomes a :class:`ContractError` naming the file.
     """
     path = Path(path)
     fmt = file_format(path)
@@ -268,13 +273,36 @@ def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
         "sep": _separator(path),
     }
     if not drop_trailing_field:
-        return pd.read_csv(path, **options)
+        return _without_empty_tail(pd.read_csv(path, **options))
     columns = pd.read_csv(path, nrows=0, **options).columns  # as pandas names them
     width = len(columns) + 1
     frame = pd.read_csv(path, header=None, skiprows=1, names=list(range(width)), **options)
     frame = frame.iloc[:, :-1]
     frame.columns = columns
-    return frame
+    return _without_empty_tail(frame)
+
+
+def _without_empty_tail(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the rows at its end whose every cell is empty (or spaces):
+    a spreadsheet saves rows it once formatted, or cleared, as ',,,,' lines. Only at
+    the end: a row dropped further up would shift the row numbers problems name, and
+    a row with any cell filled is checked as any other. ``attrs[EMPTY_ROWS]`` holds
+    the (first, last) 1-based data rows dropped."""
+    if frame.empty or frame.shape[1] == 0 or _filled(frame.iloc[-1:]).all():
+        return frame  # the common case, decided on the last row alone
+    filled = _filled(frame)
+    kept = int(len(filled) - np.argmax(filled[::-1])) if filled.any() else 0
+    out = frame.iloc[:kept]
+    out.attrs[EMPTY_ROWS] = (kept + 1, len(frame))
+    return out
+
+
+def _filled(frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    """Per row of a CSV frame (cells ``str``), whether any cell holds more than spaces."""
+    filled = np.zeros(len(frame), dtype=bool)
+    for position in range(frame.shape[1]):
+        filled |= frame.iloc[:, position].str.strip().ne("").to_numpy()
+    return filled
 
 
 def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
