@@ -27,7 +27,7 @@ from nextbest.contract import (
     territory_notes,
     write_dataset,
 )
-from nextbest.contract.errors import ContractError
+from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.files import read_table
 
 Tables = dict[str, pd.DataFrame]
@@ -671,15 +671,38 @@ def test_a_file_not_in_utf8_names_the_row_and_what_to_do(tmp_path: Path) -> None
     with pytest.raises(ContractError) as caught:
         read_table(path)
     assert str(caught.value).splitlines()[1:] == [
-        "  hcps.csv, row 2: not UTF-8 text (byte 0xf6, 'ö' in Latin-1 or Windows-1252?): "
-        "save it as UTF-8 (in Excel: 'CSV UTF-8')"
+        "  hcps.csv, row 2, column 'city': not UTF-8 text (byte 0xf6, 'ö' in Latin-1 or "
+        "Windows-1252?): save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    ]
+    # Rows as the contract counts them (a value over two lines is one row, a blank
+    # line none), the column among ';'-separated ones, after a UTF-8 header.
+    header = "\ufeffhcp_id;spécialité;territory_id\n".encode()
+    path.write_bytes(header + 'H1;"two\nlines";T1\n\nH2;Pédiatrie;T2\n'.encode("cp1252"))
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert caught.value.problems == [
+        Problem(
+            "hcps.csv",
+            2,
+            "spécialité",
+            "not UTF-8 text (byte 0xe9, 'é' in Latin-1 or Windows-1252?): save it as UTF-8 "
+            "(in Excel: 'CSV UTF-8')",
+        )
+    ]
+    path.write_bytes("hcp_id,spécialité\nH1,GP\n".encode("cp1252"))
+    with pytest.raises(ContractError) as caught:
+        read_table(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  hcps.csv: the header's column 2 is not UTF-8 text (byte 0xe9, 'é' in Latin-1 or "
+        "Windows-1252?): save it as UTF-8 (in Excel: 'CSV UTF-8')"
     ]
     # A Japanese export (Shift-JIS): no Western guess sends its user the wrong way.
     path.write_bytes("hcp_id,city\nH1,東京\n".encode("shift_jis"))
     with pytest.raises(ContractError) as caught:
         read_table(path)
     assert str(caught.value).splitlines()[1:] == [
-        "  hcps.csv, row 1: not UTF-8 text (byte 0x93): save it as UTF-8 (in Excel: 'CSV UTF-8')"
+        "  hcps.csv, row 1, column 'city': not UTF-8 text (byte 0x93): save it as UTF-8 (in "
+        "Excel: 'CSV UTF-8')"
     ]
     path.write_bytes("hcp_id\tcity\nH1\tKöln\n".encode("utf-16"))
     with pytest.raises(ContractError, match="the file is UTF-16 text, not UTF-8: save it"):

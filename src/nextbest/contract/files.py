@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import itertools
 import re
 from pathlib import Path
@@ -346,21 +348,46 @@ def _not_utf8(path: Path) -> Problem:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start)  # 0: the header
+        row, field, header = _where_byte(data, err.start)
         byte = data[err.start]
         # 0xC0-0xFF are the accented letters of Latin-1 / Windows-1252 (a Western
         # spreadsheet's export); other bytes say nothing of the encoding (Shift-JIS,
         # GB 18030, ... use them too), so no guess is offered for them.
         guess = bytes([byte]).decode("cp1252")
         seen = f", '{guess}' in Latin-1 or Windows-1252?" if byte >= 0xC0 else ""
+        if not row:  # the header's own names are what is garbled: said by position
+            return Problem(
+                path.name,
+                None,
+                None,
+                f"the header's column {field + 1} is not UTF-8 text (byte 0x{byte:02x}"
+                f"{seen}): {advice}",
+            )
         return Problem(
             path.name,
-            line or None,
-            None,
-            f"{'the header is not' if not line else 'not'} UTF-8 text (byte 0x{byte:02x}"
-            f"{seen}): {advice}",
+            row,
+            header[field] if field < len(header) else None,
+            f"not UTF-8 text (byte 0x{byte:02x}{seen}): {advice}",
         )
     return Problem(path.name, None, None, f"not UTF-8 text: {advice}")
+
+
+def _where_byte(data: bytes, at: int) -> tuple[int, int, list[str]]:
+    """(data row, 0 for the header; 0-based field; the header's names) of the byte at
+    offset ``at`` of CSV ``data`` that is UTF-8 up to there, counted as pandas counts
+    rows: blank lines skipped, a quoted value over several lines one row."""
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    # Latin-1 gives every byte a character of its own: nothing fails, and the bad
+    # byte ends the text.
+    text = data[start : at + 1].decode("latin-1")
+    sample = text.splitlines(keepends=True)[:SEPARATOR_SAMPLE_LINES]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sample_separator(sample))
+    records = [record for record in reader if record]
+    if len(records) < 2:
+        return 0, len(records[0]) - 1 if records else 0, []
+    # The header came before the bad byte: UTF-8 throughout.
+    header = [name.encode("latin-1").decode("utf-8").strip() for name in records[0]]
+    return len(records) - 1, len(records[-1]) - 1, header
 
 
 def _header(path: Path) -> list[str]:
@@ -484,7 +511,11 @@ def _separator(path: Path) -> str:
     splits the first lines into as many fields as the header (a header ``Potential,
     EUR`` in a ';' file), else ','."""
     with path.open(encoding="utf-8-sig", newline="") as file:
-        sample = list(itertools.islice(file, SEPARATOR_SAMPLE_LINES))
+        return _sample_separator(list(itertools.islice(file, SEPARATOR_SAMPLE_LINES)))
+
+
+def _sample_separator(sample: list[str]) -> str:
+    """:func:`_separator` of a file's first lines."""
     header = sample[0] if sample else ""
     found = [sep for sep in SEPARATORS if sep in header]
     if len(found) > 1:
