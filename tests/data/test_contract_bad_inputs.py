@@ -427,6 +427,62 @@ def test_other_problems_get_no_hint(tables: Tables, write_tables: Callable[..., 
     assert caught.value.hints == [] and "hint" not in str(caught.value)
 
 
+def test_ids_a_spreadsheet_wrote_in_scientific_notation_are_said_to_be(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    # Excel shows 123456 and 124999 as 1.2E+05 and exports that: two HCPs became one,
+    # refused as a duplicate without a word on why.
+    tables["hcps"]["hcp_id"] = ["1.2E+05", "1.2E+05", "H3"]
+    tables["catalog"]["action_id"] = ["1,23457E+11", "1,23457E+11", "A3"]
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    err = caught.value
+    assert [str(problem) for problem in err.problems] == [
+        "hcps.csv, row 2, column 'hcp_id': duplicate hcp_id '1.2E+05' (first in row 1), an "
+        "id in scientific notation (see the hint)",
+        "catalog.csv, row 2, column 'action_id': duplicate action_id '1,23457E+11' (first in "
+        "row 1), an id in scientific notation (see the hint)",
+    ]
+    assert [str(hint) for hint in err.hints] == [
+        f"{file}, column '{column}': ids in scientific notation ('{value}'): a spreadsheet "
+        "rewrote long numeric ids as rounded numbers, so that distinct ids may have become "
+        "one and none is the id it was: format the id column as text before exporting (or "
+        "export from the source system)"
+        for file, column, value in (
+            ("hcps.csv", "hcp_id", "1.2E+05"),
+            ("catalog.csv", "action_id", "1,23457E+11"),
+        )
+    ]
+    # Rewritten in the interactions only: unknown ids, said the same way (and not taken
+    # for catalog rows deleted).
+    tables["hcps"]["hcp_id"] = ["H1", "H2", "H3"]
+    tables["catalog"]["action_id"] = ["A1", "A2", "A3"]
+    tables["interactions"].loc[0, ["hcp_id", "action_id", "channel", "content_id"]] = [
+        "1.2E+05",
+        "1.3e+11",
+        "",
+        "",
+    ]
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, name="rewritten"))
+    err = caught.value
+    assert [str(problem) for problem in err.problems] == [
+        "interactions.csv, row 1, column 'hcp_id': unknown hcp_id '1.2E+05' (not in hcps), an "
+        "id in scientific notation (see the hint)",
+        "interactions.csv, row 1, column 'action_id': unknown action_id '1.3e+11' (not in "
+        "catalog), an id in scientific notation (see the hint)",
+    ]
+    assert [hint.column for hint in err.hints] == ["hcp_id", "action_id"]
+    # An id that merely repeats is said as before, without the hint.
+    tables["hcps"]["hcp_id"] = ["H1", "H1", "H3"]
+    with pytest.raises(ContractError) as caught:
+        load_hcps(write_tables(tables, name="repeated") / "hcps.csv")
+    assert [str(problem) for problem in caught.value.problems] == [
+        "hcps.csv, row 2, column 'hcp_id': duplicate hcp_id 'H1' (first in row 1)"
+    ]
+    assert caught.value.hints == []
+
+
 def test_hcps_and_catalog_problems_are_reported_together(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

@@ -314,10 +314,15 @@ def validate_interactions(
     # Look-ups run on distinct values (few) and are broadcast to rows (many).
     hcp_position = hcp_id.broadcast(hcp_index.get_indexer(hcp_id.uniques))
     hcp_twins = LookAlikes(hcp_index)
+    unknown_hcp = (hcp_position < 0) & ~hcp_id.empty
+    hcp_scientific = _scientific(hcp_id, unknown_hcp, "hcp_id", log)
     log.add_rows(
-        (hcp_position < 0) & ~hcp_id.empty,
+        unknown_hcp,
         "hcp_id",
-        lambda i: _unknown("hcp_id", hcp_id.uniques[hcp_id.codes[i]], hcp_index, "hcps", hcp_twins),
+        lambda i: (
+            _unknown("hcp_id", hcp_id.uniques[hcp_id.codes[i]], hcp_index, "hcps", hcp_twins)
+            + (f", {_SCIENTIFIC_SAID}" if hcp_scientific[i] else "")
+        ),
     )
     timestamp = _timestamp(raw, "timestamp", log, required=True)
 
@@ -328,15 +333,24 @@ def validate_interactions(
     unknown_action = ~no_touch & ~known
     action_index = pd.Index(catalog["action_id"])
     action_twins = LookAlikes(action_index)
+    action_scientific = _scientific(action, unknown_action, "action_id", log)
     log.add_rows(
         unknown_action,
         "action_id",
-        lambda i: _unknown(
-            "action_id", action.uniques[action.codes[i]], action_index, "catalog", action_twins
+        lambda i: (
+            _unknown(
+                "action_id", action.uniques[action.codes[i]], action_index, "catalog", action_twins
+            )
+            + (f", {_SCIENTIFIC_SAID}" if action_scientific[i] else "")
         ),
     )
-    # 'NULL' for a no-touch row is said per row; the hint is about deleted catalog rows.
-    deleted = unknown_action & ~action.where(lambda u: np.array([is_null_word(v) for v in u]))
+    # 'NULL' for a no-touch row is said per row, and an id a spreadsheet rewrote has its
+    # own hint; this one is about deleted catalog rows.
+    deleted = (
+        unknown_action
+        & ~action_scientific
+        & ~action.where(lambda u: np.array([is_null_word(v) for v in u]))
+    )
     if deleted.any():
         log.hint(_unknown_actions_hint(action, deleted), column="action_id")
     action_ids = action.uniques.copy()
@@ -578,13 +592,38 @@ _REFUSED = np.array(sorted(REFUSED_NULL_WORDS))
 
 def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
     repeated = pd.Series(cells.codes).duplicated(keep="first").to_numpy() & ~cells.empty
+    scientific = _scientific(cells, repeated, column, log)
 
     def describe(i: int) -> str:
         first = int(np.argmax(cells.codes == cells.codes[i])) + 1
         value = parse.quoted(cells.uniques[cells.codes[i]])
-        return f"duplicate {column} {value} (first in row {first})"
+        said = f"duplicate {column} {value} (first in row {first})"
+        return f"{said}, {_SCIENTIFIC_SAID}" if scientific[i] else said
 
     log.add_rows(repeated, column, describe)
+
+
+# A number as a spreadsheet shows one too long for its cell: '1.2E+05', '1,23457E+11'.
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?E[+-]\d+", re.IGNORECASE)
+_SCIENTIFIC_SAID = "an id in scientific notation (see the hint)"
+
+
+def _scientific(cells: Codes, rows: Mask, column: str, log: ProblemLog) -> Mask:
+    """Which of ``rows`` hold an id in scientific notation, as a spreadsheet rewrites
+    long numeric ids (123456 and 124999 both become '1.2E+05'); the hint on what to
+    do is logged once when any does."""
+    found = rows & cells.where(
+        lambda uniques: np.array([bool(_SCIENTIFIC.fullmatch(u)) for u in uniques], dtype=bool)
+    )
+    if found.any():
+        log.hint(
+            f"ids in scientific notation ({parse.quoted(cells.uniques[cells.codes[found][0]])}):"
+            " a spreadsheet rewrote long numeric ids as rounded numbers, so that distinct ids "
+            "may have become one and none is the id it was: format the id column as text "
+            "before exporting (or export from the source system)",
+            column=column,
+        )
+    return found
 
 
 def _boolean(raw: pd.DataFrame, column: str, log: ProblemLog, *, default: bool) -> pd.Series:
