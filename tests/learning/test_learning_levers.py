@@ -40,6 +40,29 @@ def test_levers_multiply_and_add_per_scope() -> None:
     assert levers.as_params()["levers.channel.rep_visit.weight"] == 2.0
 
 
+def test_keys_matching_nothing_are_noted_with_the_catalog_value_meant() -> None:
+    # 'Dosing' never applied to the catalog's 'dosing': noted, but without the value
+    # meant, so the note read like a topic the catalog lacked.
+    levers = Levers.model_validate(
+        {
+            "channel": {"emial": {}},
+            "topic": {"Dosing": {"weight": 2}, "Safety Data": {}, "launch": {}},
+            "content_id": {"C3": {}},
+        }
+    )
+    catalog = CATALOG.assign(topic=["dosing", "dosing", "safety_data"])
+    weight, _, _ = levers.per_action(catalog)
+    np.testing.assert_allclose(weight, [1.0, 1.0, 1.0])  # matched as written, as before
+    assert levers.unknown_note(catalog) == (
+        "levers name values not in the catalog (ignored): channel.emial (did you mean "
+        "'email'?), topic.Dosing (the catalog has 'dosing': a topic is matched exactly as the "
+        "catalog writes it), topic.Safety Data (the catalog has 'safety_data': a topic is "
+        "matched exactly as the catalog writes it), topic.launch, content_id.C3 (the catalog "
+        "has 'c3': a content_id is matched exactly as the catalog writes it)"
+    )
+    assert Levers().unknown_note(catalog) is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nextbest.contract.schema import spelled_as_channels
+from nextbest.contract.schema import channel_spelling, near_channel, spelled_as_channels
 from nextbest.yamlfile import KeyLines, load_yaml_with_lines, validation_message
 
 SCOPES = ("channel", "topic", "content_id")
@@ -95,18 +95,34 @@ class Levers(BaseModel):
         return out
 
     def unknown_note(self, catalog: pd.DataFrame) -> str | None:
-        """The note a run (and ``validate``) gives for lever keys matching nothing."""
-        unknown = self.unknown_keys(catalog)
-        if not unknown:
+        """The note a run (and ``validate``) gives for lever keys matching nothing, each
+        with the catalog value it most likely means (see :func:`_near_value`)."""
+        said = []
+        for scope, key, known in self._unknown(catalog):
+            near = _near_value(key, known)
+            if near is None:
+                said.append(f"{scope}.{key}")
+            elif scope == "channel":  # spelled as the catalog's already: a typo
+                said.append(f"{scope}.{key} (did you mean '{near}'?)")
+            else:
+                said.append(
+                    f"{scope}.{key} (the catalog has '{near}': a {scope} is matched "
+                    "exactly as the catalog writes it)"
+                )
+        if not said:
             return None
-        return f"levers name values not in the catalog (ignored): {', '.join(unknown)}"
+        return f"levers name values not in the catalog (ignored): {', '.join(said)}"
 
     def unknown_keys(self, catalog: pd.DataFrame) -> list[str]:
         """Lever keys that match no catalog row, as ``scope.key`` (likely typos)."""
+        return [f"{scope}.{key}" for scope, key, _ in self._unknown(catalog)]
+
+    def _unknown(self, catalog: pd.DataFrame) -> list[tuple[str, str, set[str]]]:
+        """(scope, key, the catalog's values in that scope) of each key matching none."""
         missing = []
         for scope in SCOPES:
             known = set(catalog[scope].astype(str)) if scope in catalog else set()
-            missing += [f"{scope}.{k}" for k in getattr(self, scope) if k not in known]
+            missing += [(scope, key, known) for key in getattr(self, scope) if key not in known]
         return missing
 
     def as_params(self) -> dict[str, float | str]:
@@ -120,6 +136,18 @@ class Levers(BaseModel):
                 for name, value in lever.model_dump().items():
                     out[f"levers.{scope}.{key}.{name}"] = value
         return out
+
+
+def _near_value(key: str, known: set[str]) -> str | None:
+    """The catalog value a lever key matching none most likely means, found as a
+    misspelt channel is (:func:`~nextbest.contract.schema.near_channel`): the same
+    but for case, spaces, '-' or '_' ('Dosing' for the catalog's 'dosing', 'New
+    Indication' for 'new_indication'), or a near miss; None when none is near. The
+    catalog keeps topics and content ids as written, so the key is not matched to
+    it, only named."""
+    by_spelling = {channel_spelling(value): value for value in sorted(known)}
+    near = near_channel(key, by_spelling)
+    return None if near is None else by_spelling[near]
 
 
 def load_levers(path: Path) -> Levers:
