@@ -19,7 +19,12 @@ from typing import Literal
 
 import numpy as np
 
-from nextbest.contract.schema import REP_CHANNELS_FILTER, channels_filter, near_channel
+from nextbest.contract.schema import (
+    REP_CHANNELS_FILTER,
+    channels_filter,
+    is_rep_channel,
+    near_channel,
+)
 from nextbest.errors import InvalidRequestError, NotFoundError, TerritoriesUnavailableError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
@@ -32,7 +37,6 @@ from nextbest.service.territories import TerritoryAlignment, rows_by_territory
 
 MAX_K = 50
 MAX_BATCH = 1000
-REP_CHANNEL_PREFIX = "rep_"
 # At most this many HCPs a rep plan's explain accounts for (``RepPlan.left_out``): a
 # territory may hold thousands. The best ranked come first (see ``Recommender.rep_plan``).
 MAX_LEFT_OUT = 100
@@ -307,9 +311,7 @@ class Recommender:
         # The model's territories (its hcps file's), unless an alignment replaces them.
         self._model_territory = hcps["territory_id"].astype(str).to_numpy(dtype=object)
         self._align(alignment)
-        self.rep_actions = np.array(
-            [c.startswith(REP_CHANNEL_PREFIX) for c in self.action_channels], dtype=bool
-        )
+        self.rep_actions = np.array([is_rep_channel(c) for c in self.action_channels], dtype=bool)
 
     def with_rules(self, rules: ServingRules) -> Recommender:
         """The same model, exploration and score cache under other serving rules.
