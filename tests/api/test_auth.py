@@ -140,13 +140,30 @@ def test_a_rep_learns_nothing_of_other_territories_from_a_refusal(client: TestCl
     refused = client.post("/v1/feedback", json=named, headers=keys.rep)
     said = refused.json()["rejected"][0]["message"]
     assert "does not match recommendation" in said and outside not in said
-    # Nor whether an HCP it may not see exists: one answer for both.
-    words = []
-    for hcp in (outside, "H-NOWHERE"):
-        answer = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.rep)
-        assert answer.status_code == 403
-        words.append(answer.json()["detail"].replace(hcp, "<id>"))
-    assert words[0] == words[1]
+
+    # Nor whether an HCP it may not see exists: one answer for both, on every route
+    # that takes an hcp_id from a rep.
+    def answers(hcp: str) -> list[tuple[int, str]]:
+        event = {"event_id": f"p-{hcp}", "event_type": "opened", "hcp_id": hcp}
+        decision = {
+            "recommendation_id": "0" * 32,
+            "hcp_id": hcp,
+            "action_id": "A001",
+            "decision": "accept",
+        }
+        sent = [
+            client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.rep),
+            client.post("/v1/feedback", json=event, headers=keys.rep),
+            client.post(f"/v1/reps/{keys.rep_name}/feedback", json=decision, headers=keys.rep),
+        ]
+        batch = client.post("/v1/feedback", json={"events": [event, probe]}, headers=keys.rep)
+        said = [(r.status_code, r.json()["detail"].replace(hcp, "<id>")) for r in sent]
+        [first, *_] = batch.json()["rejected"]
+        return [*said, (first["status"], first["message"].replace(hcp, "<id>"))]
+
+    other, unknown = answers(outside), answers("H-NOWHERE")
+    assert {status for status, _ in other} == {403}
+    assert other == unknown
 
 
 def test_each_feedback_event_records_the_key_that_sent_it(client: TestClient, keys) -> None:
