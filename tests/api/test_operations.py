@@ -348,6 +348,46 @@ def test_a_worker_started_with_a_broken_rules_file_says_the_file_is_at_fault(
 RESULTS = ("swapped", "failed")
 
 
+def test_a_failed_reload_retried_with_the_same_error_counts_once(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """The watcher retries a reload refused for its rules file every 10 s: the same
+    failure again is no new failed reload (the counter grew by one every 10 s while
+    the file stayed invalid, so an alert on it never cleared). Another error, or a
+    reload someone asks for, counts, as the log says them."""
+    from nextbest.policy.rules import RulesError
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((Path(__file__).parents[2] / "training" / "rules.yaml").read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+
+    def failed() -> float:
+        return _metric(REGISTRY, "nextbest_reloads_total", result="failed")
+
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        runtime = client.app.state.runtime
+        before = failed()
+        rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+        assert client.post("/v1/admin/reload").status_code == 500
+        assert failed() == before + 1
+        for _ in range(3):  # the watcher's retries
+            with pytest.raises(RulesError, match=r"channels\.email\.max_contacts"):
+                runtime.reload(polled=True)
+        assert failed() == before + 1
+        rules.write_text("channels: [unclosed")  # another error: a failure of its own
+        for _ in range(2):
+            with pytest.raises(RulesError, match="not valid YAML"):
+                runtime.reload(polled=True)
+        assert failed() == before + 2
+        assert client.post("/v1/admin/reload").status_code == 500  # asked for: counted
+        assert failed() == before + 3
+        text = client.get("/metrics").text
+    help_line = next(
+        line for line in text.splitlines() if line.startswith("# HELP nextbest_reloads_total ")
+    )
+    assert "each failure once" in help_line, help_line
+
+
 def test_reloads_swapped_counts_each_model_swapped_in_as_its_help_says(own_registry, keys) -> None:
     """`swapped` is no count of new versions: a worker's first load counts, and so
     does a forced reload of the same version; a reload finding nothing new does not.

@@ -73,7 +73,8 @@ RELOADS = Counter(
     "Reloads of the served model, rules and territory file by this worker: swapped (a model "
     "loaded and swapped in: at the worker's start, after the alias moved, or a forced reload "
     "of the same version; new rules or territories alone are not counted) or failed (what "
-    "served before goes on serving).",
+    "served before goes on serving; each failure once: the polls and 10-s retries that fail "
+    "with the same error again are not counted, a reload asked for is).",
     ["result"],
 )
 FEATURES_AS_OF = Gauge(
@@ -613,17 +614,21 @@ class ServingRuntime:
                         territories_changed=territories_changed,
                     )
             except Exception as exc:
-                RELOADS.labels("failed").inc()
                 said_before, self.last_reload_error = (
                     self.last_reload_error,
                     f"{type(exc).__name__}: {exc}",
                 )
                 self._failed_version = loading
                 self._file_failed = isinstance(exc, RulesError | TerritoriesError)
-                # Else said once by the command (see start). A retry failing as the
-                # last one did is not said again: a server waiting for its first
-                # model logged the same two lines every 10 s until one was trained.
-                if self.retries and not (polled and said_before == self.last_reload_error):
+                # A poll or retry failing as the last reload did is the same failure,
+                # neither said nor counted again: a server waiting for its first model
+                # logged the same two lines every 10 s until one was trained, and an
+                # invalid rules file left in place added a failed reload every 10 s.
+                repeated = polled and said_before == self.last_reload_error
+                if not repeated:
+                    RELOADS.labels("failed").inc()
+                # Else said once by the command (see start).
+                if self.retries and not repeated:
                     _report_failed_reload(exc, previous)
                 if broadcast:
                     # The other workers try too, and each says so in its /readyz and
