@@ -128,13 +128,14 @@ def test_a_held_table_lock_gets_a_503_after_the_lock_timeout_not_a_hang(
     a migration, a forgotten BEGIN in psql) made every request wait for it; a
     serving worker's statements now give up after NEXTBEST_DB_LOCK_TIMEOUT_MS and
     the request is refused with 503, to be retried. Its sessions are named in
-    pg_stat_activity."""
+    pg_stat_activity. /readyz, whose SELECT 1 was answered meanwhile, is 503 too
+    and names the table; so it is for a lock that stops the log's inserts only."""
     settings = own_registry.model_copy(
         update={"database_url": postgres_url, "db_lock_timeout_ms": 300}
     )
     holder = sa.create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     try:
-        with serving(settings, keys) as (_, client, hcp), client:
+        with serving(settings, keys) as (runtime, client, hcp), client:
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
             with holder.connect() as held:
                 held.exec_driver_sql("LOCK TABLE feedback_events IN ACCESS EXCLUSIVE MODE")
@@ -155,7 +156,20 @@ def test_a_held_table_lock_gets_a_503_after_the_lock_timeout_not_a_hang(
                     assert time.monotonic() - started < 10
                     assert refused.status_code == 503, refused.text
                     assert refused.headers["Retry-After"] == "1"
+                ready = client.get("/readyz")
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["status"] == "table feedback_events locked by another session"
                 held.rollback()  # the lock is released
+            assert client.get("/readyz").status_code == 200
             assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
+            assert runtime.reclog.flush(timeout=30)
+            with holder.connect() as held:
+                # What CREATE INDEX takes: reads go on, the log's inserts wait.
+                held.exec_driver_sql("LOCK TABLE recommendations IN SHARE MODE")
+                ready = client.get("/readyz")
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["status"] == "table recommendations locked by another session"
+                held.rollback()
+            assert client.get("/readyz").status_code == 200
     finally:
         holder.dispose()

@@ -2260,6 +2260,39 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, values: list[Any]) -> list
         return await cursor.fetchall()
 
 
+# The lock a served recommendation takes on each table it uses (PostgreSQL's modes):
+# its live history read, then its log's inserts.
+_SERVING_LOCKS = (
+    (_FEEDBACK.name, "ACCESS SHARE"),
+    (_RECOMMENDATIONS.name, "ROW EXCLUSIVE"),
+    (_ITEMS.name, "ROW EXCLUSIVE"),
+)
+
+
+def locked_serving_table(connection: Connection) -> str | None:
+    """The first table a served recommendation reads or writes that another session
+    holds locked against it, or waits to lock (a ``LOCK TABLE`` or an ``ALTER TABLE``
+    left in an open transaction, a ``VACUUM FULL``, a ``CREATE INDEX`` without
+    ``CONCURRENTLY``); None when there is none, and always on SQLite, where a
+    writer's lock shows as the recommendation log store failing.
+
+    Requests wait behind such a lock for their ``lock_timeout`` and are refused
+    with 503. Each lock is asked for with ``NOWAIT``, so it is taken or refused at
+    once, and it is held until the caller ends the transaction (closing the
+    connection rolls it back): no row is read or written.
+    """
+    if connection.dialect.name != "postgresql":
+        return None
+    for table, mode in _SERVING_LOCKS:
+        try:
+            connection.exec_driver_sql(f"LOCK TABLE {table} IN {mode} MODE NOWAIT")
+        except sa.exc.DBAPIError as exc:
+            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                return table
+            raise
+    return None
+
+
 def _history_params(
     windows: Sequence[datetime], dismissed_since: datetime | None, until: datetime
 ) -> dict[str, Any]:

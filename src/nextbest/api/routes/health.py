@@ -6,13 +6,15 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from nextbest.api.deps import RuntimeDep
 from nextbest.api.observability import metrics_payload
 from nextbest.api.schemas import HealthPublic
 from nextbest.service.runtime import ServingRuntime
-from nextbest.storage.db import ping, ping_async
+from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, ping, ping_async
+from nextbest.storage.repository import locked_serving_table
 
 router = APIRouter(tags=["operations"])
 
@@ -37,7 +39,9 @@ async def healthz(runtime: RuntimeDep) -> HealthPublic:
 @router.head("/readyz", **_PROBE)
 @router.get("/readyz", **_PROBE)
 async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> HealthPublic:
-    """Ready to serve: a model is loaded and the database answers (503 otherwise).
+    """Ready to serve: a model is loaded, the database answers, no other session holds
+    a lock on a table that recommendations read or log to, and the log is written
+    (503 otherwise, saying which).
 
     An API key file made invalid by an edit does not make the worker unready (it
     serves with the keys read before, as every worker does), but ``keys_error``
@@ -105,7 +109,16 @@ def _database_problems(runtime: ServingRuntime) -> list[str]:
         # Back, but not yet migrated by this worker (it started during an outage):
         # done here rather than at the watcher's next retry, up to 10 s later.
         return ["database not migrated"]
-    return []
+    # A table locked by another session answers SELECT 1 but not the requests,
+    # refused with 503 after their lock_timeout: not ready either.
+    try:
+        with runtime.engine.connect() as connection:
+            locked = locked_serving_table(connection)
+    except UNAVAILABLE_ERRORS:  # lost since the ping
+        return ["database unreachable"]
+    except DBAPIError as exc:  # a privilege revoked, say: the log's inserts fail too
+        return [f"database refuses the locks requests take: {describe_database_error(exc)}"]
+    return [] if locked is None else [f"table {locked} locked by another session"]
 
 
 @router.get("/metrics", include_in_schema=False)
