@@ -99,6 +99,15 @@ def test_a_rules_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
         ServingRules.load(path)
 
 
+def test_a_rules_path_that_cannot_be_read_is_a_rules_error(tmp_path: Path) -> None:
+    """A directory (or a file without read permission) is refused as the rules file's
+    error, which serving reports and retries, not an OSError that stops a worker."""
+    path = tmp_path / "rules.yaml"
+    path.mkdir()
+    with pytest.raises(RulesError, match=r"rules\.yaml: cannot be read: Is a directory"):
+        ServingRules.load(path)
+
+
 def test_no_history_blocks_nothing() -> None:
     blocked = _rules().blocked(["H1"], LiveHistory(now=NOW))
     assert blocked.shape == (1, 4)

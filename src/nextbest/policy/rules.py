@@ -130,7 +130,10 @@ class ServingRules:
         """Read ``path``; a missing file means no history rules (and says so in ``source``)."""
         if not path.exists():
             return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:  # a directory, no permission: the file's error, not a crash
+            raise RulesError(f"{path}: cannot be read: {exc.strerror or exc}") from None
         try:
             text = raw.decode("utf-8")
             data, lines = load_yaml_with_lines(text)
