@@ -2027,7 +2027,8 @@ def erase(
     versions that still hold their attributes. Rerun safely: what was logged since
     goes, the suppression stays as it was. Exit code 2 when nothing was erased (no
     id, a bad file, no --yes off a terminal, not confirmed); 1 when erased but the
-    model registry could not be read.
+    model registry, or one registered version's artifacts, could not be read (the
+    versions that may still hold the HCPs are not all known).
     """
     from nextbest.contract import ContractError
     from nextbest.registry import registry_exists
@@ -2124,16 +2125,34 @@ def erase(
         raise typer.Exit(code=1) from None
     _print_versions_holding(settings, holding, len(ids))
     held = {h for v in holding for h in v.hcp_ids}
+    unchecked = [v for v in holding if v.unreadable]
     never = [h for h in ids if h not in named and h not in erased and h not in held]
     if never:
         shown = ", ".join(f"'{h}'" for h in never[:10]) + (" ..." if len(never) > 10 else "")
+        where = (
+            "in no registered version that could be read"
+            if unchecked
+            else "in no registered version"
+        )
         console.print(
             f"[yellow]note:[/yellow] {_plural(len(never), 'id')} nextbest never saw (no "
-            f"logged answer or feedback, in no registered version): {shown}; check them "
+            f"logged answer or feedback, {where}): {shown}; check them "
             "for typos (a suppression was stored for each all the same)",
             highlight=False,
         )
     _erasure_reminder()
+    if unchecked:
+        # Erased all the same; a GDPR job must still see that the versions are not all known.
+        shown = ", ".join(f"v{v.version}" for v in unchecked)
+        console.print(
+            f"[red]error:[/red] {_plural(len(unchecked), 'registered version')} of model "
+            f"'{settings.model_name}' could not be checked for these HCPs ({shown}: "
+            "artifacts not readable, see above) and may still hold them: restore "
+            "the artifacts and run `nextbest erase` with the same ids again (nothing is "
+            "erased twice), or delete those versions with MLflow's client as said above",
+            highlight=False,
+        )
+        raise typer.Exit(code=1)
 
 
 def _print_versions_holding(settings: Settings, holding: list[Any], n_ids: int) -> None:

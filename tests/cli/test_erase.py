@@ -195,3 +195,31 @@ def test_what_an_erasure_on_postgresql_left_is_said_without_contradiction(
     out = capsys.readouterr()
     said = " ".join((out.out + out.err).split())
     assert "gone from the tables' live data;" in said and "dead rows" not in said
+
+
+def test_erase_exits_1_naming_a_version_whose_artifacts_cannot_be_read(
+    served_store: str, trained, tmp_path: Path
+) -> None:
+    """Erased all the same, but a job must see that one version was not checked."""
+    from nextbest import registry
+    from nextbest.contract import load_dataset
+
+    known = str(load_dataset(trained.data_dir).hcps["hcp_id"].iloc[0])
+    settings = get_settings()
+    client = registry.client(settings)
+    current = client.get_model_version(settings.model_name, trained.version)
+    gone = client.create_model_version(
+        settings.model_name, (tmp_path / "no-such-artifact").as_uri(), run_id=current.run_id
+    ).version
+    result = runner.invoke(app, ["erase", known, "--yes"])
+    said = _said(result)
+    assert result.exit_code == 1, result.output
+    assert "stored 1 suppression" in said, said
+    assert _event_ids(served_store) == [erasure_event_id(known)]
+    assert f"v{trained.version} (champion) (run " in said and "1 of 1 HCPs" in said, said
+    assert f"v{gone} (run {current.run_id}): could not be read, check it: " in said, said
+    assert (
+        f"error: 1 registered version of model 'nextbest' could not be checked for these "
+        f"HCPs (v{gone}: artifacts not readable, see above) and may still hold them: "
+        "restore the artifacts and run `nextbest erase` with the same ids again"
+    ) in said, said
