@@ -61,8 +61,9 @@ def _width(stream: Any) -> int | None:
 
 
 # soft_wrap: paths and URLs stay on one line when output goes to a file or pipe.
-# Progress and messages go to stderr; a command's report (validate, models) to
-# stdout, so `nextbest validate --data D > report.txt` keeps it.
+# Progress, notes and errors go to stderr; a command's result (validate's report,
+# models, what erase, feedback and picks did) to stdout, so
+# `nextbest validate --data D > report.txt` keeps it.
 console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
 stdout = Console(soft_wrap=True, width=_width(sys.stdout))
 
@@ -1207,15 +1208,18 @@ def picks(
             raise _fail(f"--out: {exc}") from None
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
-    console.print(
+    # What was written and logged on stdout (--out is required: the picks never are).
+    stdout.print(
         f"wrote {len(frame):,} picks for {frame['hcp_id'].nunique():,} of {len(hcp_ids):,} HCPs "
-        f"to {out} (model version {version})"
+        f"to {out} (model version {version})",
+        highlight=False,
     )
     if logged is not None:
-        console.print(
+        stdout.print(
             f"logged {logged.n_logged:,} answers as served ({logged.n_holdout:,} held out: "
             "no pick); send each pick's recommendation_id with its feedback so it joins "
-            "the loop"
+            "the loop",
+            highlight=False,
         )
         if logged.erased:
             console.print(
@@ -1224,7 +1228,7 @@ def picks(
                 highlight=False,
             )
     else:
-        console.print(
+        stdout.print(
             "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
             "use --log for a file that will be sent[/dim]"
         )
@@ -1929,11 +1933,17 @@ def feedback(
             progress=lambda n: progress.advance(task, n),
             dismiss_reasons=codes,
         )
-    console.print(
+    # The outcome (what was stored, which rows were rejected) on stdout, notes on stderr.
+    stdout.print(
         f"stored {done.accepted:,} of {done.rows:,} events in "
         f"{without_password(settings.resolved_database_url)}; {done.duplicates:,} already stored; "
-        f"{len(done.rejected):,} rejected"
+        f"{len(done.rejected):,} rejected",
+        highlight=False,
     )
+    for row, event_id, why in done.rejected[:10]:
+        stdout.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
+    if len(done.rejected) > 10:
+        stdout.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
     import pandas as pd
 
     timed = frame["occurred_at"] if "occurred_at" in frame.columns else None
@@ -1951,10 +1961,6 @@ def feedback(
             "them (UTC), which caps, cool-downs and the uplift report then use; send when "
             "each event happened"
         )
-    for row, event_id, why in done.rejected[:10]:
-        console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
-    if len(done.rejected) > 10:
-        console.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
     if done.uncounted:
         one = len(done.uncounted) == 1
         console.print(
@@ -1976,8 +1982,9 @@ def feedback(
             write_table(bad, rejected)
         except OSError as exc:
             raise _fail(f"--rejected: {exc}") from None
-        console.print(
-            f"wrote {len(numbers):,} rejected row{'' if len(numbers) == 1 else 's'} to {rejected}"
+        stdout.print(
+            f"wrote {len(numbers):,} rejected row{'' if len(numbers) == 1 else 's'} to {rejected}",
+            highlight=False,
         )
     if done.rejected:
         raise typer.Exit(code=1)

@@ -108,6 +108,10 @@ def test_simulate_train_picks(
     assert "rules for channel(s) ['emial'] apply to nothing" in said, said
     assert "'email'" in said and noted.exists()
     assert "not logged as served" in said
+    # What was written on stdout, for a script to keep; notes and progress on stderr.
+    assert result.stdout.startswith(f"wrote {len(pd.read_csv(noted)):,} picks for "), result.stdout
+    assert "note:" not in result.stdout and "scoring HCPs" not in result.stdout, result.stdout
+    assert "wrote" not in result.stderr and "apply to nothing" in result.stderr, result.stderr
 
     # A file that will be sent: each HCP served and logged as the batch endpoint
     # does, so the sends' feedback joins the loop.
@@ -197,6 +201,13 @@ def test_simulate_train_picks(
     assert result.exit_code == 1, result.output
     assert f"stored {len(events) - 3} of {len(events)} events" in said, said
     assert "row 2 (event_id" in said and "event_type: Input should be" in said
+    # The outcome on stdout (what was stored, which rows were rejected), progress on stderr.
+    out = " ".join(result.stdout.split())
+    assert out.startswith(f"stored {len(events) - 3} of {len(events)} events"), out
+    assert "row 4 (event_id" in out and "wrote 3 rejected rows to " in out, out
+    assert "storing events" not in out, out
+    assert f"of {len(events)} events" not in result.stderr, result.stderr
+    assert "row 2 (event_id" not in result.stderr, result.stderr
     assert "row 3 (event_id" in said and "does not match recommendation" in said
     assert "row 4 (event_id" in said
     rejected = pd.read_parquet(bad)
