@@ -3146,7 +3146,14 @@ def _iso(value: Any) -> str:
 @app.command()
 def models(
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the versions as JSON instead of a table.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON instead: the versions, champion_history (the champions "
+            "`rollback` returns through, the current one last; a rollback takes its "
+            "version off) and champion_changes (every change of champion, oldest first, "
+            "rollbacks included: the audit trail that --history prints).",
+        ),
     ] = False,
     history_table: Annotated[
         bool,

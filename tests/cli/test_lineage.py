@@ -57,12 +57,19 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     run_ok("rollback", "--reason", "complaints from the field")
     assert registry.alias_version(settings, "champion") == "1"
 
-    listed = json.loads(run_ok("models", "--json"))["champion_changes"]
+    printed = json.loads(run_ok("models", "--json"))
+    listed = printed["champion_changes"]
     assert [(c["version"], c["decision"], c["previous"]) for c in listed] == [
         ("1", "train", None),
         ("2", "forced promote", "1"),
         ("1", "rollback", "2"),
     ]
+    # Not the same list: champion_history is what `rollback` returns through, and the
+    # rollback took version 2 off it. The help says which is which.
+    assert printed["champion_history"] == ["1"]
+    shown = " ".join(run_ok("models", "--help").split()).replace("│ ", "")
+    assert "champion_history (the champions `rollback` returns through" in shown, shown
+    assert "champion_changes (every change of champion, oldest first" in shown, shown
     assert [c["reason"] for c in listed] == [
         None,
         "field pilot needs the new content",
