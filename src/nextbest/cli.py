@@ -1067,7 +1067,13 @@ def picks(
     from nextbest.contract import ContractError, consent_notes, load_send_list, write_table
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
-    from nextbest.service.picks import catalog_notes, check_picks, file_picks, logged_picks
+    from nextbest.service.picks import (
+        catalog_notes,
+        check_picks,
+        file_picks,
+        logged_picks,
+        specialty_notes,
+    )
 
     if (data is None) == (hcps is None):
         raise _fail("give --data DIR (every HCP of its hcps file) or --hcps FILE (a send list)")
@@ -1122,6 +1128,8 @@ def picks(
             highlight=False,
         )
     noted = model.evidence.notes(model.catalog)
+    if dataset is None:  # a send list's specialties: a typo loses specialty-bound actions
+        noted += specialty_notes(model, version, hcps=given_hcps)
     if given_catalog is not None:
         noted += [
             *consent_notes(given_hcps, given_catalog),

@@ -112,6 +112,14 @@ def test_simulate_train_picks(
     assert result.stdout.startswith(f"wrote {len(pd.read_csv(noted)):,} picks for "), result.stdout
     assert "note:" not in result.stdout and "scoring HCPs" not in result.stdout, result.stdout
     assert "wrote" not in result.stderr and "apply to nothing" in result.stderr, result.stderr
+    # A send list's specialty nothing knows (a typo) is said, on stderr, not left silent.
+    send = tmp_path / "send.csv"
+    first = pd.read_csv(world / "hcps.csv")["hcp_id"][0]
+    send.write_text(f"hcp_id,specialty\n{first},Cardiolgy\n")
+    result = runner.invoke(app, ["picks", "--hcps", str(send), "--out", str(noted)])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output
+    assert "'Cardiolgy' (1 HCP; did you mean 'cardiology'?); these HCPs get none of" in said, said
 
     # A file that will be sent: each HCP served and logged as the batch endpoint
     # does, so the sends' feedback joins the loop.

@@ -326,6 +326,43 @@ def test_a_send_lists_specialty_is_spelled_as_any_and_an_empty_cell_keeps_the_mo
     assert (empty.specialty_ok == snapshot.specialty_ok).all()
 
 
+def test_a_send_lists_specialty_nothing_knows_is_named_with_the_one_it_resembles(
+    model,
+) -> None:
+    """'Onkology' fits no specialty-bound action, so its HCP silently loses them all:
+    said, with the specialty it is near and those known; nothing said of known ones."""
+    from nextbest.policy.eligibility import EligibilityIndex
+    from nextbest.service.picks import specialty_notes
+
+    snapshot = EligibilityIndex.build(model)
+    bound = np.flatnonzero(~snapshot.specialty_ok.all(axis=0))
+    oncologists = np.flatnonzero(model.hcps["specialty"].to_numpy() == "oncology")
+    ids = model.hcps["hcp_id"].astype(str).to_numpy()
+    send = pd.DataFrame(
+        {
+            "hcp_id": ids[[oncologists[0], oncologists[1], 0, 1, 2]],
+            "specialty": ["Onkology", "Onkology", "dermatology", "Primary Care", ""],
+        }
+    )
+    (note,) = specialty_notes(model, "7", hcps=send)
+    assert note.startswith(
+        "send list: specialties that no catalog action names and no HCP of model version 7 "
+        "has: 'Onkology' (2 HCPs; did you mean 'oncology'?), 'dermatology' (1 HCP); these "
+        f"HCPs get none of the {len(bound)} actions approved for some specialties only"
+    ), note
+    assert note.endswith(
+        "known specialties: cardiology, endocrinology, nephrology, oncology, primary_care"
+    ), note
+    # What the note warns of: the oncologist's oncology-only content is gone.
+    given = EligibilityIndex.build(model, hcps=send)
+    row = oncologists[0]
+    assert snapshot.specialty_ok[row, bound].any()
+    assert not given.specialty_ok[row, bound].any()
+    # Known specialties, however spelled, empty cells or no column: nothing to say.
+    assert specialty_notes(model, "7", hcps=send.iloc[3:]) == []
+    assert specialty_notes(model, "7", hcps=send[["hcp_id"]]) == []
+
+
 def test_logged_picks_log_nothing_until_their_file_is_written(trained, tmp_path) -> None:
     """picks --log writes its send file, then logs every answer in one transaction:
     stopped while writing (Ctrl-C, a full disk), it has logged no answer that no

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -14,7 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nextbest.contract.schema import REP_CHANNELS_FILTER, filter_channels, is_rep_channel
+from nextbest.contract.schema import (
+    REP_CHANNELS_FILTER,
+    allowed_specialties,
+    filter_channels,
+    is_rep_channel,
+    specialty_spelling,
+)
 from nextbest.errors import NotFoundError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import ScoringModel, listed
@@ -250,6 +257,49 @@ def catalog_notes(model: ScoringModel, version: str, *, catalog: pd.DataFrame) -
         f"{len(ids):,} action(s) get no picks, {why}: {listed(sorted(ids))}"
         for ids, why in differences
         if ids
+    ]
+
+
+def specialty_notes(model: ScoringModel, version: str, *, hcps: pd.DataFrame) -> list[str]:
+    """A note on the send list's ``specialty`` values that no catalog action names and
+    no HCP of the model has (a typo such as 'Onkology'); none when the catalog has no
+    action approved for some specialties only, where a specialty changes no pick.
+
+    Under :meth:`EligibilityIndex.build` the file's specialty and the model's must
+    both fit, so such an HCP silently loses every specialty-bound action.
+    """
+    if "specialty" not in hcps.columns:
+        return []
+    bound = [allowed_specialties(str(cell)) for cell in model.catalog["specialties"]]
+    n_bound = sum(1 for names in bound if names)
+    if not n_bound:
+        return []
+    known = sorted(
+        set().union(*bound) | {specialty_spelling(str(s)) for s in model.hcps["specialty"]}
+    )
+    given = hcps["specialty"].dropna().astype(str)
+    given = given[given.str.strip() != ""]  # an empty cell leaves the model's
+    counts = given.value_counts(sort=False)
+    unknown = [
+        (str(value), int(n))
+        for value, n in counts.items()
+        if specialty_spelling(str(value)) not in known
+    ]
+    if not unknown:
+        return []
+    said = []
+    for value, n in unknown[:10]:
+        near = difflib.get_close_matches(specialty_spelling(value), known, n=1, cutoff=0.75)
+        meant = f"; did you mean '{near[0]}'?" if near else ""
+        said.append(f"'{value}' ({n:,} HCP{'' if n == 1 else 's'}{meant})")
+    more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
+    return [
+        f"send list: specialt{'y' if len(unknown) == 1 else 'ies'} that no catalog action "
+        f"names and no HCP of model version {version} has: {', '.join(said)}{more}; these "
+        f"HCPs get none of the {n_bound:,} actions approved for some specialties only (such an "
+        "action must fit both the file's specialty and the model's for the HCP); known "
+        "specialties: "
+        f"{listed(known, shown=10)}"
     ]
 
 
