@@ -62,7 +62,7 @@ def _width(stream: Any) -> int | None:
 
 # soft_wrap: paths and URLs stay on one line when output goes to a file or pipe.
 # Progress, notes and errors go to stderr; a command's result (validate's report,
-# models, what erase, feedback and picks did) to stdout, so
+# models, what simulate, erase, feedback and picks did) to stdout, so
 # `nextbest validate --data D > report.txt` keeps it.
 console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
 stdout = Console(soft_wrap=True, width=_width(sys.stdout))
@@ -493,7 +493,7 @@ def simulate(
             world.write(out, fmt="csv" if fmt == "csv" else "parquet")
         except OSError as exc:  # a clash of formats, or a directory that cannot be written
             raise _fail(f"--out: {exc}") from None
-    console.print(
+    stdout.print(
         f"wrote {_plural(len(world.hcps), 'HCP')}, {_plural(len(world.catalog), 'action')}, "
         f"{len(world.interactions):,} decisions and the ground truth to {out}"
     )

@@ -26,7 +26,12 @@ def test_simulate_train_picks(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = tmp_path / "world"
-    run_ok("simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5")
+    simulated = runner.invoke(
+        app, ["simulate", "--out", str(world), "--hcps", "300", "--periods", "10", "--seed", "5"]
+    )
+    assert simulated.exit_code == 0, simulated.output
+    assert simulated.stdout.startswith("wrote 300 HCPs"), simulated.stdout  # the result
+    assert "wrote" not in simulated.stderr
     assert {p.name for p in world.iterdir()} >= {
         "hcps.csv",
         "catalog.csv",
