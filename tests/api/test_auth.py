@@ -723,6 +723,80 @@ def test_a_name_given_twice_in_the_key_file_names_both_lines(tmp_path: Path) -> 
     )
 
 
+SHARED = "shared-key-0123456789abcdef"
+ENV_SHARED = f'[{{"name": "env-ops", "role": "admin", "key": "{SHARED}"}}]'
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "given_as"),
+    [
+        pytest.param(
+            f"keys:\n  - {{name: crm, role: channel, key: {SHARED}}}\n"
+            f"  - {{name: ops, role: admin, key_sha256: {hash_key(SHARED)}}}\n",
+            {},
+            "'crm' (in {path}, line 2) and 'ops' (in {path}, line 3)",
+            id="plaintext-and-its-hash",
+        ),
+        pytest.param(
+            f"keys:\n  - {{name: crm, role: channel, key_sha256: {hash_key(SHARED).upper()}}}\n"
+            f"  - {{name: ops, role: admin, key_sha256: {hash_key(SHARED)}}}\n",
+            {},
+            "'crm' (in {path}, line 2) and 'ops' (in {path}, line 3)",
+            id="one-hash-twice-in-other-case",
+        ),
+        pytest.param(
+            f"keys:\n  - {{name: crm, role: channel, key: {SHARED}}}\n",
+            {"NEXTBEST_API_KEYS": ENV_SHARED},
+            "'crm' (in {path}, line 2) and 'env-ops' (in NEXTBEST_API_KEYS)",
+            id="file-and-variable",
+        ),
+        pytest.param(
+            f"keys:\n  - {{name: ops, role: admin, key_sha256: {hash_key('n' * 20)},\n"
+            f"      previous_key_sha256: {hash_key(SHARED)},\n"
+            "      previous_valid_until: '2999-01-01T00:00:00Z'}\n"
+            f"  - {{name: crm, role: channel, key: {SHARED}}}\n",
+            {},
+            "'ops' (in {path}, line 2) and 'crm' (in {path}, line 5)",
+            id="a-retiring-key-as-another-entrys-key",
+        ),
+    ],
+)
+def test_a_key_given_twice_names_both_entries_never_the_key(
+    tmp_path: Path, text: str, env: dict, given_as: str
+) -> None:
+    """The first entry holding a key won: removing it gave the key the other's role."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env=env)
+    said = str(refused.value)
+    assert said.startswith(
+        "API keys must be unique, each given under one name; the same key is given as "
+        + given_as.format(path=path)
+        + ": remove all but one of these entries"
+    ), said
+    assert SHARED not in said and hash_key(SHARED) not in said.lower()
+
+
+def test_a_key_given_again_under_an_admin_name_is_refused_by_a_running_server(
+    client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = api_settings.api_keys_file
+    with path.open("a") as file:
+        file.write(f"- {{name: weak-admin, role: admin, key: {keys.channel_key}}}\n")
+    with caplog.at_level(logging.ERROR, logger="nextbest.service.apikeys"):
+        ready = client.get("/readyz")
+    assert "keys read before are in force" in ready.json()["keys_error"]
+    assert "'crm-email' (in " in caplog.text and "and 'weak-admin' (in " in caplog.text
+    assert keys.channel_key not in caplog.text
+    # The channel key stays crm-email's, and removing crm-email would hand it to
+    # weak-admin: refused until the file gives the key once.
+    as_admin = client.post("/v1/admin/reload", headers=keys.channel)
+    assert as_admin.status_code == 403, as_admin.text
+    said = " ".join(keys_cli_refused(path, "remove", "crm-email").split())
+    assert "the same key is given as 'crm-email' (in " in said and keys.channel_key not in said
+
+
 def test_a_key_file_broken_on_a_plaintext_key_line_is_not_logged(
     client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
 ) -> None:

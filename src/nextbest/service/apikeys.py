@@ -283,6 +283,7 @@ class KeyStore:
                     for name, origins in sorted(dupes.items())
                 )
             )
+        _refuse_a_key_given_twice(entries)
         return cls([entry for entry, _ in entries], clock=clock)
 
     def identify(self, key: str) -> Principal | None:
@@ -312,6 +313,27 @@ class KeyStore:
             elif retiring and entry.previous_until is not None and now < entry.previous_until:
                 found = KeyMatch(entry.principal, retiring_until=entry.previous_until)
         return found
+
+
+def _refuse_a_key_given_twice(entries: Sequence[tuple[_Entry, str]]) -> None:
+    """Raise naming the entries (name and where) that give the same key, retiring
+    keys included: a presented key must mean one principal. With the first match
+    winning, removing the entry a key was meant for would hand the key the other
+    entry's role, an admin's perhaps, without a word."""
+    holders: dict[bytes, list[str]] = {}
+    for entry, origin in entries:
+        held = f"{entry.principal.name!r} (in {origin})"
+        for digest in (entry.digest, entry.previous_digest):
+            if digest is not None and held not in holders.setdefault(digest, []):
+                holders[digest].append(held)
+    shared = [held for held in holders.values() if len(held) > 1]
+    if shared:
+        raise ApiKeyError(
+            "API keys must be unique, each given under one name; the same key is given as "
+            + "; ".join(" and ".join(held) for held in shared)
+            + ": remove all but one of these entries (give a client that needs a key "
+            "of its own a new one with `nextbest keys add`)"
+        )
 
 
 def key_channel_notes(principals: Sequence[Principal], served: Collection[str]) -> list[str]:
