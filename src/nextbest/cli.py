@@ -3577,7 +3577,10 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
     Neither the keys nor their hashes are shown; a key without channels speaks for
     every channel. "old key until": when the old key a rotation kept stops being
     accepted ("expired" once past; the next `keys add` or `keys remove` drops it from
-    the file)."""
+    the file). A file others may read or change, or with keys in plaintext, is
+    warned of."""
+    from rich.markup import escape
+
     from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore, utc_now
 
     target = _keys_file(path)
@@ -3585,6 +3588,8 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
         store = KeyStore.load(path=target, env={})
     except ApiKeyError as exc:
         raise _fail(str(exc)) from None
+    for warning in store.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     principals, retiring, now = store.principals, store.retiring, utc_now()
     if principals:
         table = Table(title=f"API keys in {target}")

@@ -797,6 +797,87 @@ def test_a_key_given_again_under_an_admin_name_is_refused_by_a_running_server(
     assert "the same key is given as 'crm-email' (in " in said and keys.channel_key not in said
 
 
+WEAK = "password12345678"
+
+
+@pytest.mark.parametrize(
+    ("mode", "plaintext", "warned"),
+    [
+        pytest.param(0o600, False, [], id="owner-only-hashes"),
+        pytest.param(
+            0o644,
+            False,
+            ["{path} can be read by users other than its owner (mode 0644): `chmod 600 {path}`"],
+            id="world-readable",
+        ),
+        pytest.param(
+            0o660,
+            False,
+            ["{path} can be read and changed by users other than its owner (mode 0660)"],
+            id="group-writable",
+        ),
+        pytest.param(
+            0o600,
+            True,
+            [
+                "{path}: entry 'weak-admin' (line 3) holds its key in plaintext ('key'), "
+                "which anyone who reads the file can use: give each a new key stored as its "
+                "SHA-256 with `nextbest keys add NAME --role ROLE --replace`"
+            ],
+            id="plaintext-key",
+        ),
+    ],
+)
+def test_a_key_file_others_may_read_or_with_plaintext_keys_is_warned_of(
+    tmp_path: Path, mode: int, plaintext: bool, warned: list[str]
+) -> None:
+    path = tmp_path / "keys.yaml"
+    text = f"keys:\n  - {{name: ops, role: admin, key_sha256: {hash_key('k' * 20)}}}\n"
+    if plaintext:
+        text += f"  - {{name: weak-admin, role: admin, key: '{WEAK}'}}\n"
+    path.write_text(text)
+    path.chmod(mode)
+    store = KeyStore.load(path=path, env={})
+    assert len(store.warnings) == len(warned), store.warnings
+    for said, expected in zip(store.warnings, warned, strict=True):
+        assert said.startswith(expected.format(path=path)), said
+        assert WEAK not in said
+
+
+def test_a_running_server_and_keys_list_warn_of_an_unsafe_key_file(
+    api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plaintext admin key appended to a file all may read was taken in silence."""
+    path = api_settings.api_keys_file
+    hashed = f"key_sha256: {hash_key(keys.channel_key)}"
+    path.write_text(path.read_text().replace(f"key: {keys.channel_key}", hashed))
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="nextbest.service.apikeys"):
+        with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+            assert "unsafe" not in caplog.text
+            with path.open("a") as file:
+                file.write(f"- {{name: weak-admin, role: admin, key: '{WEAK}'}}\n")
+            path.chmod(0o644)
+            weak = client.post("/v1/admin/reload", headers={"X-API-Key": WEAK})
+            assert weak.status_code != 401  # documented: a plaintext entry is a key...
+        # ...but the server says the file is unsafe, at the re-read and at start.
+        with TestClient(create_app(api_settings), headers=dict(keys.admin)):
+            pass
+    unsafe = [r.getMessage() for r in caplog.records if "API key file unsafe" in r.getMessage()]
+    readable = f"{path} can be read by users other than its owner (mode 0644): `chmod 600"
+    plain = f"{path}: entry 'weak-admin' (line "
+    assert [m for m in unsafe if readable in m] and len(unsafe) == 4, unsafe
+    assert len([m for m in unsafe if plain in m and "holds its key in plaintext" in m]) == 2
+    assert WEAK not in caplog.text
+
+    listed = keys_cli("list", "--file", str(path))
+    said = " ".join(listed.stderr.split())
+    assert listed.exit_code == 0 and f"warning: {readable}" in said, said
+    assert f"warning: {plain}" in said and WEAK not in listed.output
+    path.chmod(0o600)
+    assert "can be read" not in keys_cli("list", "--file", str(path)).stderr
+
+
 def test_a_key_file_broken_on_a_plaintext_key_line_is_not_logged(
     client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -32,7 +32,9 @@ each key is kept in memory; a presented key is hashed and compared with every
 stored hash in constant time. ``nextbest keys add / list / remove`` edit the file,
 checked together with ``NEXTBEST_API_KEYS`` as a server checks them; a running
 server (:class:`ReloadingKeyStore`) applies the change at its next request, so a
-removed key stops working at once, without a restart.
+removed key stops working at once, without a restart. A plaintext ``key`` is
+accepted but warned of, as is a file others may read or change
+(:func:`key_file_warnings`); a key may be given under one name only.
 
 Rotation with an overlap keeps the replaced key's hash in its entry as a retiring
 key: it is the same principal as the new key until ``previous_valid_until``, and
@@ -52,6 +54,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,12 +206,14 @@ class KeyStore:
     """The configured keys; :meth:`identify` maps a presented key to its principal.
 
     ``clock``: the current time (timezone-aware), read at each :meth:`match` to
-    tell whether a retiring key is still accepted.
+    tell whether a retiring key is still accepted. :attr:`warnings`: what
+    :func:`key_file_warnings` found in the file :meth:`load` read, valid but unsafe.
     """
 
     def __init__(self, entries: Sequence[_Entry] = (), *, clock: Clock = utc_now) -> None:
         self._entries = tuple(entries)
         self._clock = clock
+        self.warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -236,7 +241,9 @@ class KeyStore:
         if path is None or not path.exists():
             return cls.from_entries([], source=str(path), env=env, clock=clock)
         items, lines = _file_items(path)
-        return cls.from_entries(items, source=str(path), env=env, lines=lines, clock=clock)
+        store = cls.from_entries(items, source=str(path), env=env, lines=lines, clock=clock)
+        store.warnings = tuple(key_file_warnings(path, items, lines=lines))
+        return store
 
     @classmethod
     def from_entries(
@@ -356,6 +363,41 @@ def key_channel_notes(principals: Sequence[Principal], served: Collection[str]) 
             f"the served catalog uses ({', '.join(sorted(served))}): {also}"
         )
     return notes
+
+
+def key_file_warnings(path: Path, items: Sequence[Any], *, lines: KeyLines | None) -> list[str]:
+    """What makes the valid key file ``path`` (its entries ``items``, where each
+    key path sits: ``lines``) unsafe: users other than its owner may read or change
+    it (anyone who may write it may add an admin key), and entries that hold their
+    key in plaintext, named with their line, never the key. [] when neither."""
+    warnings = []
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0
+    if os.name == "posix" and mode & 0o077:
+        may = " and ".join(
+            verb for verb, bits in (("read", 0o044), ("changed", 0o022)) if mode & bits
+        )
+        warnings.append(
+            f"{path} can be {may or 'used'} by users other than its owner (mode {mode:04o}): "
+            f"`chmod 600 {path}` (the `nextbest keys` commands write it so)"
+        )
+    listed_at = Place(str(path), lines).at("keys")
+    plain = []
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping) and item.get("key") is not None:
+            line = listed_at.item(i).pointing_at("key").line
+            plain.append(f"{str(item['name']).strip()!r}" + (f" (line {line})" if line else ""))
+    if plain:
+        entries, hold = ("entry", "holds its") if len(plain) == 1 else ("entries", "hold their")
+        warnings.append(
+            f"{path}: {entries} {', '.join(plain)} {hold} key in plaintext ('key'), which "
+            "anyone who reads the file can use: give each a new key stored as its SHA-256 "
+            "with `nextbest keys add NAME --role ROLE --replace` (its clients then need the "
+            "new key), or write the key's SHA-256 as 'key_sha256' in place of 'key'"
+        )
+    return warnings
 
 
 def _file_items(path: Path) -> tuple[list[Any], KeyLines]:
@@ -559,6 +601,11 @@ def _channels(
 _SEE_LOG = "(the server log names the file and the entry at fault)"
 
 
+def _log_warnings(store: KeyStore) -> None:
+    for warning in store.warnings:
+        logger.warning("API key file unsafe: %s", warning, extra={"event": "key_file_unsafe"})
+
+
 class ReloadingKeyStore:
     """The keys of ``path`` plus the environment's, re-read when the file changes.
 
@@ -593,6 +640,7 @@ class ReloadingKeyStore:
         self.unusable = False
         try:
             self._store = KeyStore.load(path=path, env=self._env, clock=clock)
+            _log_warnings(self._store)
         except ApiKeyError as exc:
             if strict:
                 raise
@@ -635,6 +683,7 @@ class ReloadingKeyStore:
                     self._error = None
                     self.unusable = False
                     logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
+                    _log_warnings(self._store)
                 except ApiKeyError as exc:
                     self._error = (
                         "the API key file changed but is invalid; the keys read before are in "
