@@ -712,9 +712,10 @@ def _personal_notes(dataset: Any) -> list[str]:
     if identifiers:
         notes.append(
             f"hcps columns {', '.join(identifiers)} identify an HCP (a code of a person or "
-            "licence such as an NPI by its header, or a name or code different for nearly "
-            "every HCP, not a trait HCPs share): not read, neither features (nothing to "
-            "learn that carries to another HCP) nor stored in models"
+            "licence such as an NPI by its header, or text different for nearly every HCP: "
+            "a name, a date, an address or a code, not a trait HCPs share): not read, "
+            "neither features (nothing to learn that carries to another HCP) nor stored "
+            "in models"
         )
     return notes
 

@@ -813,6 +813,58 @@ def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     assert "doctor" in few.columns and few.attrs["identifier_columns"] == []
 
 
+def test_text_unique_per_hcp_is_not_read_whatever_its_shape(tmp_path: Path) -> None:
+    """Birth dates (2.7.1951), IP addresses and positions written as text were taken
+    for numbers by their digits and dots, skipped the uniqueness check, and became
+    features a reason quoted; a surname under a header in another language is caught
+    by its values alone."""
+    from types import SimpleNamespace
+
+    from nextbest.cli import _personal_notes
+    from nextbest.contract.validate import validate_hcps
+
+    n = 120
+    rng = np.random.default_rng(3)
+    raw = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(n)],
+            "specialty": ["cardiology"] * n,
+            "territory_id": ["T1"] * n,
+            "doctor": [f"Dr. Anna{i} Fischer" for i in range(n)],
+            "nachname": [f"Fischer{i}" for i in range(n)],
+            "birthday": [f"{1 + i % 28}.{1 + i % 12}.{1940 + i % 50}" for i in range(n)],
+            "ip": [f"10.0.{i // 100}.{i % 100}" for i in range(n)],
+            "geo": [f"{v:.4f},{w:.4f}" for v, w in rng.uniform(47, 55, (n, 2))],
+            "kundennummer": [f"{i:06d}" for i in range(n)],  # a code with leading zeros
+            "gender": [("f", "m")[i % 2] for i in range(n)],  # a trait: few values
+            "region": [f"region {i % 9}" for i in range(n)],
+            # Numbers, nearly unique: features, however they are written.
+            "patients_per_week": [f"{v:.1f}" for v in rng.uniform(20, 200, n)],
+            "years_in_practice": [str(1 + i % 40) for i in range(n)],
+            "revenue": [f"{v:,.0f}" for v in rng.uniform(1e6, 9e6, n)],  # "4,512,345"
+            "score": [f"{v:.3f}".replace(".", ",") for v in rng.uniform(0, 1, n)],  # "0,512"
+        }
+    )
+    unique = ["doctor", "nachname", "birthday", "ip", "geo", "kundennummer"]
+    kept = ["gender", "region", "patients_per_week", "years_in_practice", "revenue", "score"]
+    for read in (
+        validate_hcps(raw, file="hcps.csv"),
+        validate_hcps(  # typed columns: numbers written as numbers
+            raw.assign(
+                patients_per_week=raw["patients_per_week"].astype(float) * 1e-7,
+                years_in_practice=raw["years_in_practice"].astype(int),
+            ),
+            file="hcps.parquet",
+        ),
+    ):
+        assert read.attrs["identifier_columns"] == unique
+        assert not set(unique) & set(read.columns)
+        assert set(kept) <= set(read.columns)
+    said = " ".join(_personal_notes(SimpleNamespace(hcps=read)))
+    assert f"hcps columns {', '.join(unique)} identify an HCP" in said, said
+    assert "a name, a date, an address or a code" in said, said
+
+
 def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) -> None:
     """Ten-digit NPIs and integer licence numbers were read as numbers, features the
     model stored, with no note; prefixed with a letter the same codes were dropped."""

@@ -79,7 +79,14 @@ PERSONAL_NAMES: Final = frozenset(
 
 _EMAIL_SHAPED = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE_SHAPED = re.compile(r"\+?[\d\s().-]{7,}")
-_NUMBER_SHAPED = re.compile(r"-?[\d.,]+")
+# A number as a spreadsheet writes one in some locale: one decimal point or comma
+# ("95.6", "0,5"), or commas between thousands ("12,400,000"). Not a leading zero (a
+# code's "00123") nor a second dot (a date's "2.7.1951", an address's "10.0.0.1") nor
+# two numbers in one cell (a position's "52.2173,13.3395"): those are text, and text
+# unique per HCP identifies one.
+_NUMBER_SHAPED = re.compile(
+    r"[+-]?(?:0|[1-9]\d{0,14})(?:[.,]\d+)?|[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?"
+)
 _PHONE_WORDS = frozenset({"phone", "mobile", "tel", "telephone", "cell", "fax", "contact"})
 _PERSONAL_WORDS = frozenset({"name", "surname", "address", "street", "birth", "dob"})
 
@@ -138,11 +145,15 @@ _INTEGER_SHAPED = re.compile(r"-?\d+(?:\.0*)?")  # "1234567890", or "12.0" from 
 
 
 def is_unique_text_column(values: Sequence[str]) -> bool:
-    """Whether an extra hcps column's ``values`` (non-empty cells, a sample) are text
-    nearly unique per HCP (a name under a neutral header such as ``doctor``, a
-    registration code): an identifier, not a trait HCPs share. As a feature it lets a
-    model tell HCPs apart without learning anything it can carry to another HCP, and
-    if it names people, the model would store their names."""
+    """Whether an extra hcps column's ``values`` (non-empty cells, a sample, of a column
+    not read as numbers) are text nearly unique per HCP, whatever its shape: a name
+    under a neutral header such as ``doctor`` or ``nachname``, a birth date
+    (``2.7.1951``), an IP address, a position (``52.2173,13.3395``), a registration
+    code. An identifier, not a trait HCPs share: as a feature it lets a model tell HCPs
+    apart without learning anything it can carry to another HCP, the model would store
+    every value, and a reason could quote it. Numbers the contract reads as text for
+    how they are written (a decimal comma, a few ``NULL`` cells) are not: validate
+    says how to make them numbers."""
     if len(values) < UNIQUE_TEXT_MIN_VALUES or _share(_NUMBER_SHAPED, values) >= 0.5:
         return False
     return len(set(values)) >= 0.9 * len(values)

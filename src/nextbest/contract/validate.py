@@ -65,8 +65,9 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     that identify an HCP: a code of a person or licence by its header (an NPI, a DEA
     or licence number: :func:`~nextbest.contract.schema.is_person_code_column`), text
     that is different for nearly every HCP (:func:`~nextbest.contract.schema.is_unique_text_column`:
-    a name under another header, a code), integers nearly unique per HCP under a
-    header ending in id or number (:func:`~nextbest.contract.schema.is_unique_code_column`);
+    a name under another header, a date, an IP address, a code; a column read as
+    numbers never is), integers nearly unique per HCP under a header ending in id or
+    number (:func:`~nextbest.contract.schema.is_unique_code_column`);
     ``attrs["identifier_columns"]`` lists them.
     """
     log = ProblemLog(file)
@@ -91,14 +92,18 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         if is_personal_column(column, sample):
             personal.append(column)  # not read: no feature, nothing stored
             continue
+        feature = _extra(raw, column)
+        # Read as numbers, uniqueness is no sign of an identifier (patients per week
+        # are nearly unique too); as text it is, whatever the text looks like.
+        text = not pd.api.types.is_numeric_dtype(feature)
         if (
             is_person_code_column(column)
-            or is_unique_text_column(sample)
+            or (text and is_unique_text_column(sample))
             or is_unique_code_column(column, sample)
         ):
             identifiers.append(column)  # not read either: see these three
             continue
-        out[column] = _extra(raw, column)
+        out[column] = feature
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs["consent_headers"] = headers  # errors name the column as the file has it
