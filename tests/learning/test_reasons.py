@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nextbest.features.history import SMOOTHING
@@ -346,3 +348,60 @@ def test_training_records_the_decision_period() -> None:
     )
     assert _decision_period_days(weekly) == 7.0
     assert _decision_period_days(weekly.iloc[:1]) is None
+
+
+def test_reasons_never_quote_a_value_that_could_point_at_one_hcp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Birth dates, IP addresses and positions written as text were features, and a
+    reason read "HCPs like this one (birthday: 2.7.1951, ip: 10.0.0.0, ...)"; reasons
+    reach CRMs, reps and the recommendation log."""
+    from nextbest.contract import load_dataset
+    from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
+    from nextbest.learning.train import train
+    from nextbest.simulate import simulate_world
+
+    out = tmp_path / "world"
+    simulate_world(n_hcps=400, periods=6, seed=3).write(out, fmt="csv")
+    hcps = pd.read_csv(out / "hcps.csv", dtype=str, keep_default_na=False)
+    n = len(hcps)
+    rng = np.random.default_rng(1)
+    identifying = {
+        "doctor": [f"Dr. Anna{i} Fischer" for i in range(n)],
+        "nachname": [f"Fischer{i}" for i in range(n)],
+        "birthday": [f"{1 + i % 28}.{1 + i % 12}.{1940 + i % 50}" for i in range(n)],
+        "ip": [f"10.0.{i // 200}.{i % 200}" for i in range(n)],
+        "geo": [f"{v:.4f},{w:.4f}" for v, w in rng.uniform(47, 55, (n, 2))],
+    }
+    for column, values in identifying.items():
+        hcps[column] = values
+    # Features, though their values point at one HCP or two: a number nearly unique
+    # per HCP, and text too varied to be a trait but not unique enough to be dropped.
+    hcps["patients_per_week"] = [f"{v:.2f}" for v in rng.uniform(20, 200, n)]
+    hcps["practice"] = [f"Praxis {i % 280}" for i in range(n)]
+    hcps.to_csv(out / "hcps.csv", index=False)
+    dataset = load_dataset(out)
+    assert dataset.hcps.attrs["identifier_columns"] == list(identifying)
+    config = TrainConfig(
+        engagement=EngagementParams(n_estimators=30), uplift=UpliftParams(n_estimators=40)
+    )
+    model = train(dataset, config=config).model
+    assert not set(identifying) & set(model.feature_names)
+    assert {"patients_per_week", "practice"} <= set(model.feature_names)
+
+    # Every feature pushing every item up, with room for all: each could be said.
+    rng = np.random.default_rng(0)
+
+    def contributions(X: np.ndarray, *_: object) -> np.ndarray:
+        return rng.uniform(0.1, 1.0, size=X.shape)
+
+    learner = model.uplift_model if model.uplift_model is not None else model.engagement
+    monkeypatch.setattr(learner, "contributions", contributions)
+    monkeypatch.setattr(reasons_module, "MAX_REASONS", 50)
+    said = "\n".join(s for reasons in _items(model, n)[2] for s in reasons)
+    for column, values in identifying.items():
+        assert not any(value in said for value in values), column
+    assert "patients per week:" not in said and "Praxis" not in said
+    # Traits many HCPs share are still said.
+    assert re.search(r"HCPs like this one \(.*decile: \d+", said), said[:2000]
+    assert "region: " in said

@@ -17,6 +17,9 @@ Three rules keep the sentences honest:
   with "never had a visit before";
 - counts, days and weeks agree in number ("1 day", "both e-mails").
 
+An HCP attribute is quoted only with a value many HCPs share
+(:data:`MIN_QUOTED_HCPS`), never one that could point at a person.
+
 Every item carries at least one reason: the first states the expected value and
 where it comes from (measured uplift, or the preference x value fallback),
 followed, when the training data measured a positive one, by the holdout effect
@@ -54,6 +57,12 @@ WEEKS_FROM_DAYS = 14.0
 # is taken for the same one: a decision is in the training history at the time it
 # was made, its delivery or completion comes in later.
 SAME_CONTACT_DAYS = 1.0
+# An HCP attribute's value is quoted ("decile: 6", "region: west") only when at least
+# this many HCPs of the model's snapshot hold it. A value fewer hold (a name, a birth
+# date, an address or exact count that validate took for a trait) could point at one
+# person, and reasons reach CRMs, reps and the recommendation log; such a feature
+# gives no sentence, as a feature that argues against acting gives none.
+MIN_QUOTED_HCPS = 10
 
 
 @dataclass(frozen=True)
@@ -318,14 +327,21 @@ def _can_speak(feature: str) -> bool:
 
 
 @functools.lru_cache(maxsize=16)
-def _roles(names: tuple[str, ...], attributes: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+def _roles(
+    names: tuple[str, ...], attributes: frozenset[str], categorical: frozenset[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per feature of a model: its rank group for reasons (0: the item's own action,
-    channel or topic; 1: what describes the HCP; 2: never a reason), and whether it
-    is a categorical HCP attribute (stored as a code, shown by name)."""
+    channel or topic; 1: what describes the HCP; 2: never a reason), whether it is an
+    HCP attribute (its value quoted), and whether a categorical one (stored as a
+    code, shown by name)."""
     group = [
         2 if not _can_speak(f) else 0 if f.startswith(("this_", "action__")) else 1 for f in names
     ]
-    return np.array(group, dtype=np.int64), np.array([f in attributes for f in names])
+    return (
+        np.array(group, dtype=np.int64),
+        np.array([f in attributes for f in names]),
+        np.array([f in categorical for f in names]),
+    )
 
 
 def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
@@ -453,7 +469,11 @@ def explain(
     else:
         contrib = model.engagement.contributions(X)
     names = model.feature_names
-    group, categorical = _roles(tuple(names), frozenset(model.space.categorical_hcp_columns))
+    group, attribute, categorical = _roles(
+        tuple(names),
+        frozenset(model.space.hcp_feature_names),
+        frozenset(model.space.categorical_hcp_columns),
+    )
     segment_column = str(model.metadata.get("segment_column") or "")
     # Per item, the features that pushed its score up and can be a reason: the
     # item's own channel and topic history first (what a rep can act on), then what
@@ -494,6 +514,8 @@ def explain(
             if len(reasons) >= budget:
                 break
             feature = names[j]
+            if attribute[j] and model.hcp_sharing(feature)[h] < MIN_QUOTED_HCPS:
+                continue  # a value few HCPs hold could point at this one: not quoted
             value = str(model.hcp_text(feature)[h]) if categorical[j] else float(X[i, j])
             said = _sentence(feature, row, value)
             if said is None:

@@ -209,6 +209,7 @@ class ScoringModel:
         self.feature_names = self.space.feature_names
         self.feature_position = {name: j for j, name in enumerate(self.feature_names)}
         self._hcp_text: dict[str, np.ndarray] = {}
+        self._hcp_sharing: dict[str, np.ndarray] = {}
         weight, cost_weight, offset = self.levers.per_action(self.catalog)
         self.lever_weight = weight
         # Cost and offset are per action only, so they fold into one term.
@@ -235,6 +236,7 @@ class ScoringModel:
             "feature_names",
             "feature_position",
             "_hcp_text",
+            "_hcp_sharing",
         ):
             state.pop(derived, None)
         return state
@@ -259,6 +261,18 @@ class ScoringModel:
         if found is None:
             found = self.hcps[column].astype(str).to_numpy(dtype=object)
             self._hcp_text[column] = found
+        return found
+
+    def hcp_sharing(self, column: str) -> np.ndarray:
+        """How many snapshot HCPs hold each HCP's value of an attribute, itself included
+        (int64, one per snapshot row; 0 for a missing value). Kept: reasons quote a
+        value only when enough HCPs share it."""
+        found = self._hcp_sharing.get(column)
+        if found is None:
+            values = self.hcps[column]
+            counts = values.map(values.value_counts(dropna=True))
+            found = counts.fillna(0).to_numpy(dtype=np.int64)
+            self._hcp_sharing[column] = found
         return found
 
     def hcp_row(self, hcp_id: str) -> int | None:
