@@ -1161,3 +1161,35 @@ def test_events_stored_before_the_reason_rule_are_duplicates_when_sent_again(
     assert [(i, e) for i, e, _ in again.rejected] == [(1, "new-dismissal"), (3, "old-acceptance")]
     assert again.rejected[0][2].startswith("a dismissal needs a reason code")
     assert again.accepted == []
+
+
+@pytest.mark.parametrize(
+    "field", ["event_id", "hcp_id", "recommendation_id", "action_id", "channel", "reason"]
+)
+def test_a_nul_character_in_a_text_field_is_refused_per_event_on_every_database(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    logged: list[RecommendationRecord],
+    field: str,
+) -> None:
+    """PostgreSQL refuses a NUL in text (SQLite stores it): the event must be refused
+    on its own, naming the field, not fail the batch with a DataError. (An opt-out
+    leaves out a recommendation or action it cannot name, as any unknown one.)"""
+    fields: dict[str, Any] = {
+        "event_id": "with-nul",
+        "event_type": "clicked",
+        "occurred_at": T0,
+        "hcp_id": "h1",
+        "recommendation_id": "rec-1",
+        "action_id": "a-email",
+        "channel": "email",
+        "reason": "unsubscribe link",
+    }
+    fields[field] = f"{fields[field]}\x00x"
+    batch = [FeedbackRecord(**fields), delivered("ok", "h1", channel="email")]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["ok"]
+    [(index, _, message)] = result.rejected
+    assert index == 0
+    assert message.startswith(f"{field} contains a NUL character"), message
+    assert sorted(stored_events(session_factory)) == ["ok"]

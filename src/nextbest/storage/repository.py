@@ -125,6 +125,12 @@ MAX_LENGTHS: dict[str, int] = {
     "channel": 64,
     "reason": 256,
 }
+# PostgreSQL cannot store a NUL in text (SQLite can): refused in every text field of
+# an event, on every database, for the same reason as an over-long value.
+_NUL_REFUSED = (
+    "{name} contains a NUL character (\\u0000), which the feedback store cannot hold "
+    "(PostgreSQL refuses it in text): remove it"
+)
 
 
 @dataclass(frozen=True)
@@ -535,6 +541,8 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             continue
         if not isinstance(text, str) or not text or len(text) > limit:
             return f"{name} must be a non-empty string of at most {limit} characters"
+        if "\x00" in text:
+            return _NUL_REFUSED.format(name=name)
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
     impossible = _impossible_time(event, received_at)
@@ -1021,7 +1029,13 @@ def _record_feedback(
     result = FeedbackResult()
     known_hcps: dict[str, bool] = {}
     served = _served_recommendations(
-        session, [e.recommendation_id for e in events if isinstance(e.recommendation_id, str)]
+        session,
+        # An id with a NUL would fail the lookup on PostgreSQL: _check_event refuses it.
+        [
+            e.recommendation_id
+            for e in events
+            if isinstance(e.recommendation_id, str) and "\x00" not in e.recommendation_id
+        ],
     )
     received_at = datetime.now(UTC)
     catalog_channels = frozenset(action_channels.values()) if action_channels else frozenset()
