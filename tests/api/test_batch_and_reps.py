@@ -460,6 +460,52 @@ def test_a_rep_decides_on_rep_channel_suggestions_only(client: TestClient, keys)
     assert any("dismissed" in w for w in again["excluded"][action]), again
 
 
+def test_a_rep_key_records_rep_channel_events_and_opt_outs_only(client: TestClient, keys) -> None:
+    """A rep key could plant an e-mail system's events (deliveries, opens, clicks) for
+    its HCPs: evidence the e-mail system did not report, contacts in its fatigue caps.
+    Each is refused on its own (422 naming the event's channel or action), whichever
+    way the channel is told (stated, its action's, its recommendation's); the rep's
+    own visit and an opt-out it heard, of any channel, are stored."""
+    served = client.app.state.runtime.recommender
+    mine = [h for h in served.hcp_ids.tolist() if served.territory_of(h) == keys.territory]
+    for hcp in mine:
+        pick = client.post(
+            "/v1/recommendations", json={"hcp_id": hcp, "channel": "email"}, headers=keys.rep
+        ).json()
+        if pick["items"]:  # not held out
+            break
+    action, rid = pick["items"][0]["action_id"], pick["recommendation_id"]
+    events = [
+        {"event_type": "opened", "recommendation_id": rid, "action_id": action},
+        {"event_type": "delivered", "channel": "email"},
+        {"event_type": "clicked", "recommendation_id": rid},
+        {"event_type": "completed", "channel": "rep_visit"},
+        {"event_type": "opted_out", "channel": "email", "reason": "told the rep"},
+        {"event_type": "opened", "action_id": action, "channel": "rep_phone"},
+    ]
+    batch = [{**e, "event_id": f"rep-{i}", "hcp_id": hcp} for i, e in enumerate(events)]
+    answer = client.post("/v1/feedback", json={"events": batch}, headers=keys.rep)
+    assert answer.status_code == 207, answer.text
+    assert answer.json()["accepted"] == 2  # the visit and the opt-out
+    rejected = {r["index"]: r for r in answer.json()["rejected"]}
+    assert sorted(rejected) == [0, 1, 2, 5]
+    assert {r["status"] for r in rejected.values()} == {422}
+    said = {
+        0: f"action '{action}' is on channel 'email', not a rep channel (rep_...): a rep "
+        "key records opened events of rep channels only (and opt-outs of any channel)",
+        1: "channel 'email', not a rep channel (rep_...): a rep key records delivered events",
+        2: f"recommendation '{rid}' served channel(s) email, no rep channel (rep_...): a "
+        "rep key records clicked events",
+        5: f"action '{action}' is on channel 'email', not a rep channel",
+    }
+    for index, start in said.items():
+        assert rejected[index]["message"].startswith(start), rejected[index]
+    # The e-mail system's own events are its to send.
+    theirs = [{**e, "event_id": f"esp-{i}"} for i, e in enumerate(batch[:3])]
+    own = client.post("/v1/feedback", json={"events": theirs}, headers=keys.channel)
+    assert own.status_code == 200 and own.json()["accepted"] == 3, own.text
+
+
 def test_a_midnight_time_keeps_its_offset(client: TestClient) -> None:
     """'2026-11-28T00:00:00+05:00' is 19:00 UTC the day before, not the date 11-28."""
     from nextbest.api.schemas import RecommendationCreate

@@ -73,11 +73,13 @@ def ingest_feedback(
     private: bool = False,
     requester: str | None = None,
     channels: Sequence[str] | None = None,
+    rep: bool = False,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
     rejected (None: no model loaded, nothing to check them against); with
     ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
-    ``private``, ``requester`` and ``channels`` (a channel-bound key's) as
+    ``private``, ``requester``, ``channels`` (a channel-bound key's) and ``rep`` (a
+    rep's events: rep channels and opt-outs only) as
     :func:`~nextbest.storage.repository.record_feedback` takes them.
 
     Returns after the valid events are committed, so the caller may acknowledge.
@@ -104,6 +106,7 @@ def ingest_feedback(
         private=private,
         requester=requester,
         channels=channels,
+        rep=rep,
     )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from nextbest.contract.schema import REP_CHANNEL_PREFIX, is_rep_channel
 from nextbest.errors import InvalidRequestError
 from nextbest.service.feedback import ingest_feedback
 from nextbest.service.recommend import Recommender
@@ -16,29 +15,24 @@ from nextbest.storage.repository import (
     FeedbackRecord,
     FeedbackResult,
     latest_decision,
+    off_rep_channel_problem,
     reason_problem,
 )
 
 EVENT_OF_DECISION = {"accept": "accepted", "dismiss": "dismissed", "snooze": "snoozed"}
 
 
-def off_rep_channel(recommender: Recommender, action_id: str) -> str | None:
-    """Why a rep may not decide on ``action_id`` (accept, dismiss, snooze): its channel
-    in the served catalog is not a rep channel; None when it is, or when the catalog
-    does not know it (the feedback store then judges the action).
-
-    A rep's dismissal suppresses the action for the HCP for every requester: one of
-    an e-mail pick would stop the e-mail system's sends on a rep's word.
+def off_rep_channel(recommender: Recommender, action_id: str, event_type: str) -> str | None:
+    """Why a rep may not decide on ``action_id`` (``event_type``: accepted, dismissed,
+    snoozed): its channel
+    in the served catalog is not a rep channel (:func:`off_rep_channel_problem`, which
+    the feedback store applies to every event of a rep); None when it is, or when the
+    catalog does not know it (the feedback store then judges the action).
     """
     channel = recommender.model.channel_by_action.get(action_id)
-    if channel is None or is_rep_channel(channel):
+    if channel is None:
         return None
-    return (
-        f"action '{action_id}' is on channel '{channel}', not a rep channel "
-        f"({REP_CHANNEL_PREFIX}...): rep decisions (accept, dismiss, snooze) are for "
-        f"suggestions on rep channels; feedback on a {channel} action comes from the "
-        f"{channel} system"
-    )
+    return off_rep_channel_problem(event_type, channel, action_id)
 
 
 def _decision_id(
@@ -124,7 +118,7 @@ def record_rep_decision(
     if decision not in EVENT_OF_DECISION:
         raise InvalidRequestError("decision", f"must be one of {', '.join(EVENT_OF_DECISION)}")
     event_type = EVENT_OF_DECISION[decision]
-    off_channel = off_rep_channel(recommender, action_id)
+    off_channel = off_rep_channel(recommender, action_id, event_type)
     if off_channel is not None:
         raise InvalidRequestError("action_id", off_channel)
     # The check POST /v1/feedback and nextbest feedback make, here before an event id
@@ -152,4 +146,5 @@ def record_rep_decision(
         log_flush_ms=log_flush_ms,
         private=True,
         requester=requester,
+        rep=True,
     )

@@ -29,7 +29,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from nextbest.contract.schema import channel_spelling, near_channel
+from nextbest.contract.schema import (
+    REP_CHANNEL_PREFIX,
+    channel_spelling,
+    is_rep_channel,
+    near_channel,
+)
 from nextbest.storage.tables import (
     CONSENT_ROWS,
     FeedbackEvent,
@@ -886,6 +891,62 @@ def _contact_item(
     return None, None, f"stored, but counts in the all-channel budget only: {why}"
 
 
+def off_rep_channel_problem(event_type: str, channel: str, action_id: str | None) -> str | None:
+    """Why a rep may not record a ``event_type`` event about ``channel`` (the event's,
+    as stored: stated, or its action's), None when a rep may: the one check of the
+    rep route and of a rep key's events on ``POST /v1/feedback``.
+
+    A rep records what happens on rep channels (its visits and calls, its decisions
+    on rep suggestions) and an opt-out heard on any channel. Another channel's
+    contacts, engagement and decisions are that channel system's to report: a rep's
+    ``opened`` of an e-mail would count as the e-mail system's evidence, its
+    ``delivered`` in the e-mail fatigue caps, its dismissal would stop the e-mail
+    sends to the HCP for every requester.
+    """
+    if event_type == "opted_out" or is_rep_channel(channel_spelling(channel)):
+        return None
+    what = f"action '{action_id}' is on channel" if action_id is not None else "channel"
+    said = f"{what} '{channel}', not a rep channel ({REP_CHANNEL_PREFIX}...): "
+    if event_type in DECISION_EVENT_TYPES and action_id is not None:
+        return (
+            f"{said}rep decisions (accept, dismiss, snooze) are for suggestions on rep "
+            f"channels; feedback on a {channel} action comes from the {channel} system"
+        )
+    return (
+        f"{said}a rep key records {event_type} events of rep channels only (and opt-outs "
+        f"of any channel): a {channel} {event_type} comes from the {channel} system"
+    )
+
+
+def _off_rep_channels(
+    event: FeedbackRecord,
+    channel: str | None,
+    action: tuple[str, str] | None,
+    recommendation: _ServedRecommendation | None,
+) -> str | None:
+    """:func:`off_rep_channel_problem` of ``event`` as it is to be stored (``channel``,
+    and ``action``: its action and that action's channel, as served or in the
+    catalog, so that a rep channel stated beside an e-mail action is no way round);
+    naming no channel, of the recommendation it names when that served other
+    channels only."""
+    if action is not None:
+        action_id, action_channel = action
+        problem = off_rep_channel_problem(event.event_type, action_channel, action_id)
+        if problem is not None:
+            return problem
+    if channel is not None:
+        return off_rep_channel_problem(event.event_type, channel, None)
+    sent = set() if recommendation is None else set(recommendation.channel_by_action.values())
+    if event.event_type == "opted_out" or not sent or any(map(is_rep_channel, sent)):
+        return None
+    return (
+        f"recommendation '{event.recommendation_id}' served channel(s) "
+        f"{', '.join(sorted(sent))}, no rep channel ({REP_CHANNEL_PREFIX}...): a rep key "
+        f"records {event.event_type} events of rep channels only (and opt-outs of any "
+        "channel); name the rep channel's action_id, or let that channel's system send it"
+    )
+
+
 def reason_problem(
     event_type: str, reason: str | None, dismiss_reasons: Collection[str] | None
 ) -> str | None:
@@ -926,6 +987,7 @@ def record_feedback(
     commit: bool = True,
     erasure: bool = False,
     channels: Sequence[str] | None = None,
+    rep: bool = False,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
@@ -955,6 +1017,12 @@ def record_feedback(
     read as withdrawing that channel (said in ``uncounted``), and a contact
     (``delivered``, ``completed``) naming none is that channel's. Other events
     naming no channel, none to fill in, are stored as from any requester.
+
+    ``rep`` (a rep's key, or the rep route): every event but an opt-out must be
+    about a rep channel (:func:`off_rep_channel_problem`), its channel as stored
+    (stated, or filled in from its action or recommendation) or, naming none, one
+    of the channels its recommendation served; others are rejected. An event that
+    names no channel and no recommendation that served one is stored.
 
     An event whose ``reason`` :func:`reason_problem` refuses is rejected, as the rep
     route rejects it: a dismissal without one, an acceptance with one, and, with
@@ -1003,6 +1071,7 @@ def record_feedback(
         commit=commit,
         erasure=erasure,
         channels=channels,
+        rep=rep,
     )
     try:
         return record()
@@ -1024,6 +1093,7 @@ def _record_feedback(
     commit: bool,
     erasure: bool,
     channels: Sequence[str] | None = None,
+    rep: bool = False,
 ) -> FeedbackResult:
     """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
@@ -1140,6 +1210,14 @@ def _record_feedback(
             )
             if message is not None:
                 result.forbidden.append(index)
+        if message is None and rep:
+            of_action = served_channel or (action_channels or {}).get(action_id or "")
+            message = _off_rep_channels(
+                event,
+                channel,
+                (action_id, of_action) if action_id is not None and of_action else None,
+                served.get(event.recommendation_id or ""),
+            )
         if (
             message is None
             and uncounted is None

@@ -18,7 +18,6 @@ from nextbest.api.schemas import (
 )
 from nextbest.service.events import FeedbackEventCreate, MalformedEvent
 from nextbest.service.feedback import ingest_feedback
-from nextbest.service.reps import EVENT_OF_DECISION, off_rep_channel
 from nextbest.storage.repository import FeedbackRecord, FeedbackResult
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"], route_class=JSONBodyRoute)
@@ -34,9 +33,6 @@ REP_REFUSED = {
     "feed (a channel or admin key, or nextbest feedback)",
 }
 
-# A rep's decisions on suggestions, taken on rep channels only (off_rep_channel).
-REP_DECISIONS = frozenset(EVENT_OF_DECISION.values())
-
 
 @router.post("", response_model=FeedbackResultPublic)
 def post_feedback(
@@ -50,9 +46,9 @@ def post_feedback(
 
     200: every event stored (or already stored: a retry is safe). 207: some
     events were rejected (not valid events, naming what the service does not
-    know, or, for a rep key, an HCP outside its territory or a decision (accepted,
-    dismissed, snoozed) on an action that is not on a rep channel, or, for a channel key
-    bound to channels, about another channel), the others stored. 422: every
+    know, or, for a rep key, an HCP outside its territory or an event other than an
+    opt-out about a channel that is not a rep channel, or, for a channel key bound to
+    channels, about another channel), the others stored. 422: every
     event was rejected (403 when each was outside the key's territory or channels).
 
     A channel key bound to channels (``channels: [sms]`` in the key file) speaks for
@@ -81,12 +77,6 @@ def post_feedback(
             rejected.append((index, e.event_id, outside[index]))
             continue
         assert isinstance(e, FeedbackEventCreate)
-        if rep and e.event_type in REP_DECISIONS and e.action_id is not None:
-            # As on the rep route: a rep decides on rep suggestions only.
-            off_channel = off_rep_channel(runtime.recommender, e.action_id)
-            if off_channel is not None:
-                rejected.append((index, e.event_id, off_channel))
-                continue
         valid.append(index)
         records.append(e.record(now))
     result = FeedbackResult()
@@ -102,6 +92,7 @@ def post_feedback(
             private=rep,  # a rep learns nothing of other territories from a refusal
             requester=request.state.principal.name,
             channels=request.state.principal.channels,
+            rep=rep,  # rep channels and opt-outs only (off_rep_channel_problem)
         )
     forbidden = {valid[i] for i in result.forbidden}
     rejected += [
