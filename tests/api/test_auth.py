@@ -201,6 +201,23 @@ def test_a_rep_may_record_an_opt_out_but_not_consent_given_again(client: TestCli
     assert client.post("/v1/feedback", json=back, headers=keys.channel).status_code == 200
 
 
+def test_a_rep_cannot_make_another_territorys_opt_out_lost_by_taking_its_id_first(
+    client: TestClient, keys
+) -> None:
+    mine = _hcp(client, inside=True, territory=keys.territory)
+    theirs = _hcp(client, inside=False, territory=keys.territory)
+    taken = {"event_id": f"optout-{theirs}", "event_type": "opted_out", "hcp_id": mine}
+    planted = client.post("/v1/feedback", json={**taken, "channel": "rep_phone"}, headers=keys.rep)
+    assert planted.status_code == 200, planted.text
+    withdrawal = {"event_id": f"optout-{theirs}", "event_type": "opted_out", "hcp_id": theirs}
+    kept = client.post("/v1/feedback", json=withdrawal, headers=keys.channel)
+    assert kept.status_code == 200 and kept.json()["accepted"] == 1, kept.text
+    [said] = kept.json()["uncounted"]
+    assert re.match(r"stored under event_id 'opted_out-[0-9a-f]{32}'", said["message"]), said
+    answer = client.post("/v1/recommendations", json={"hcp_id": theirs}, headers=keys.channel)
+    assert answer.json()["items"] == [], answer.text  # opted out of every channel
+
+
 def test_a_rep_may_not_record_outcomes_which_come_from_the_data_feed(
     client: TestClient, keys
 ) -> None:

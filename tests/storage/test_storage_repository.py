@@ -1193,3 +1193,27 @@ def test_a_nul_character_in_a_text_field_is_refused_per_event_on_every_database(
     assert index == 0
     assert message.startswith(f"{field} contains a NUL character"), message
     assert sorted(stored_events(session_factory)) == ["ok"]
+
+
+def test_an_opt_out_whose_id_another_event_holds_is_stored_under_a_derived_id(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    """Event ids are the sender's and shared by every key: an id taken first by
+    another event (a rep's, by chance or not) must not lose a withdrawal of consent."""
+    squatted = FeedbackRecord("optout-h2", "opted_out", T0, "h1", channel="rep_phone")
+    assert record_feedback(session, events=[squatted], requester="rep-1").accepted == ["optout-h2"]
+    withdrawal = FeedbackRecord("optout-h2", "opted_out", T0, "h2")
+    other = delivered("optout-h2", "h2", channel="email")  # not an opt-out: refused
+    result = record_feedback(session, events=[withdrawal, other], requester="consent")
+    [(index, event_id, said)] = result.uncounted
+    [derived] = result.accepted
+    assert (index, event_id) == (0, "optout-h2") and derived != "optout-h2"
+    assert said.startswith(f"stored under event_id '{derived}': event_id 'optout-h2'"), said
+    assert [(i, e) for i, e, _ in result.rejected] == [(1, "optout-h2")]
+    stored = stored_events(session_factory)
+    assert (stored[derived].hcp_id, stored[derived].channel) == ("h2", None)
+    assert stored["optout-h2"].hcp_id == "h1"  # the first event keeps its id
+    # Sent again, it is a duplicate of the one stored under the derived id.
+    again = record_feedback(session, events=[withdrawal], requester="consent")
+    assert again.accepted == [] and again.duplicates == [derived]
+    assert len(stored_events(session_factory)) == 2

@@ -396,7 +396,8 @@ class FeedbackResultPublic(BaseModel):
         "from their action or their recommendation's items, or they name a channel the "
         "served catalog does not have); contacts of an HCP their recommendation held out "
         "(holdout: true); opt-outs read otherwise than sent (their channel, recommendation "
-        "or time); and consent events stored for an HCP the served model does not know yet.",
+        "or time) or stored under a derived event_id (theirs was another event's); and consent "
+        "events stored for an HCP the served model does not know yet.",
     )
 
 

@@ -1042,7 +1042,9 @@ def record_feedback(
     ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: a retried batch or a concurrent
     duplicate is reported in ``duplicates``, never raised; an event whose id is stored
     for a different event (another type, HCP, recommendation, action, channel or value)
-    is rejected, naming what differs. An event naming an ``action_id`` but no
+    is rejected, naming what differs, except an opt-out, stored under an id derived
+    from its own and said in ``uncounted`` (:func:`_keep_opt_outs_under_derived_ids`).
+    An event naming an ``action_id`` but no
     ``channel`` gets the channel that action was served on (or, not served, its channel
     in ``action_channels``), so frequency caps count it; a contact (``delivered``,
     ``completed``) naming neither gets the item of its recommendation when that served
@@ -1115,6 +1117,7 @@ def _record_feedback(
     # Valid but for their reason (reason_problem): rejected unless already stored.
     refused_reasons: list[tuple[int, str, _Identity, str]] = []
     uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
+    opt_outs: dict[int, dict[str, Any]] = {}  # index -> row, of each valid opt-out
     for index, event in enumerate(events):
         taken_as = None  # how an opt-out was read to be kept, said back
         bound_as = None  # the channel an opt-out of a one-channel requester was read as
@@ -1289,6 +1292,8 @@ def _record_feedback(
             refused_reasons.append((index, event.event_id, _identity(row), reason_refused))
             continue
         valid_order.append((index, event.event_id, _identity(row)))
+        if event.event_type == "opted_out":
+            opt_outs[index] = row
         if uncounted is not None:
             uncounted_at[index] = uncounted
         # The first occurrence of an id in the batch is the one stored.
@@ -1306,12 +1311,33 @@ def _record_feedback(
             [key for key in rows if key not in inserted]
             + [event_id for _, event_id, _, _ in refused_reasons],
         )
+        # An erasure's suppression is known by its id (erasure_event_id): one taken
+        # fails the erasure (ErasureError) instead.
+        rekeyed = (
+            {}
+            if erasure
+            else _keep_opt_outs_under_derived_ids(
+                session, valid_order, opt_outs, rows, inserted, stored
+            )
+        )
         if commit:
             session.commit()
     except BaseException:
         session.rollback()
         raise
     for index, event_id, identity in valid_order:
+        if index in rekeyed:
+            derived, new = rekeyed[index]
+            (result.accepted if new else result.duplicates).append(derived)
+            said = (
+                f"stored under event_id '{derived}': event_id '{event_id}' is already stored "
+                "for another event, and a withdrawal of consent is not lost to its id (give "
+                "each event an id of its own)"
+            )
+            if index in uncounted_at:
+                said = f"{said}; {uncounted_at[index]}"
+            result.uncounted.append((index, event_id, said))
+            continue
         if event_id in inserted and event_id not in stored:
             result.accepted.append(event_id)
             if index in uncounted_at:
@@ -1330,6 +1356,48 @@ def _record_feedback(
             result.rejected.append((index, event_id, refused))
     result.rejected.sort()
     return result
+
+
+def _keep_opt_outs_under_derived_ids(
+    session: Session,
+    valid_order: Sequence[tuple[int, str, _Identity]],
+    opt_outs: Mapping[int, dict[str, Any]],
+    rows: Mapping[str, dict[str, Any]],
+    inserted: set[str],
+    stored: Mapping[str, _Identity],
+) -> dict[int, tuple[str, bool]]:
+    """Store each opt-out whose id another event holds (stored before, or earlier in
+    the batch) under :func:`_opt_out_id`; index -> (that id, whether it is new).
+
+    Event ids are the senders' and shared by every key: an id taken first, by chance
+    or by a rep key that guessed the consent system's ids, must not cost an HCP the
+    withdrawal of consent. Other events stay refused as a reused id.
+    """
+    kept: dict[int, tuple[str, bool]] = {}
+    for index, event_id, identity in valid_order:
+        row = opt_outs.get(index)
+        if row is None:
+            continue
+        holder = _identity(rows[event_id]) if event_id in inserted else stored[event_id]
+        if holder == identity:
+            continue
+        derived = _opt_out_id(event_id, identity)
+        if not _insert_ignoring_duplicates(session, [{**row, "event_id": derived}]):
+            if _stored_identities(session, [derived]).get(derived) == identity:
+                kept[index] = (derived, False)  # kept so before: a resend
+                continue
+            # Taken too (an id planted ahead): one no sender can guess.
+            derived = _opt_out_id(event_id, identity, salt=uuid.uuid4().hex)
+            _insert_ignoring_duplicates(session, [{**row, "event_id": derived}])
+        kept[index] = (derived, True)
+    return kept
+
+
+def _opt_out_id(event_id: str, identity: _Identity, salt: str = "") -> str:
+    """The id an opt-out is kept under when its own is another event's: the same for
+    its resends (from the id and what the opt-out says)."""
+    said = json.dumps([event_id, *identity, salt], default=str)
+    return "opted_out-" + hashlib.sha256(said.encode()).hexdigest()[:32]
 
 
 # What an event says, as stored, as far as its id must always say the same: a
