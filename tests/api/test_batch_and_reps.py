@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 from datetime import date as date_type
 from types import SimpleNamespace
@@ -76,6 +77,66 @@ def test_an_oversized_feedback_batch_is_refused_without_echoing_it(client: TestC
     assert detail["loc"] == ["body", "batch", "events"]
     assert "at most 5000" in detail["msg"] and "input" not in detail
     assert len(response.content) < 1000
+
+
+GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+
+MILLION_ZEROS = ",".join(["0"] * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("route", "key", "text", "loc", "says"),
+    [
+        pytest.param(
+            "/v1/recommendations/batch",
+            "channel",
+            f'{{"hcp_ids": [{MILLION_ZEROS}]}}',
+            ["body", "hcp_ids"],
+            "at most 1000 HCPs per call, got 1000000",
+            id="batch-of-a-million-bad-ids",
+        ),
+        pytest.param(
+            "/v1/recommendations",
+            "rep",
+            f'{{"hcp_id": "H000001", "x": [{MILLION_ZEROS}]}}',
+            ["body", "x"],
+            "Extra inputs are not permitted",
+            id="a-million-item-extra-field",
+        ),
+        pytest.param(
+            "/v1/feedback",
+            "rep",
+            '{"events": [' + ",".join(["{}"] * 1_000_000) + "]}",
+            ["body", "batch", "events"],
+            "at most 5000 items after validation, not 1000000",
+            id="a-million-empty-events",
+        ),
+    ],
+)
+def test_a_million_items_are_refused_by_their_number_in_a_short_answer(
+    client: TestClient, keys, route: str, key: str, text: str, loc: list[str], says: str
+) -> None:
+    # Two megabytes that compress to a few kilobytes: cheap for any key holder to send.
+    packed = gzip.compress(text.encode(), mtime=0)
+    response = client.post(route, content=packed, headers={**GZIP_JSON, **getattr(keys, key)})
+    assert response.status_code == 422, response.text[:500]
+    (detail,) = response.json()["detail"]  # one error, not one per item
+    assert detail["loc"] == loc and says in detail["msg"]
+    assert "input" not in detail
+    assert len(response.content) < 1000
+
+
+def test_a_422_lists_the_first_errors_and_counts_the_others(client: TestClient) -> None:
+    response = client.post("/v1/recommendations/batch", json={"hcp_ids": [0] * 1000})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [e["loc"] for e in detail[:-1]] == [["body", "hcp_ids", i] for i in range(20)]
+    assert all(e["type"] == "string_type" and e["input"] == 0 for e in detail[:-1])
+    assert detail[-1]["type"] == "too_many_errors" and detail[-1]["loc"] == ["body"]
+    assert detail[-1]["msg"].startswith("980 more errors not listed (the first 20 are above)")
+    assert detail[-1]["ctx"] == {"listed": 20, "unlisted": 980}
+    assert len(response.content) < 10_000
 
 
 def test_batch_recommendations_are_logged(client: TestClient) -> None:

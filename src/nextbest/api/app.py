@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from itertools import islice
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
@@ -49,20 +50,30 @@ logger = logging.getLogger(__name__)
 # A 422 echoes what was sent for the bad field (``input``) only up to this many
 # characters of JSON: a batch of 1,500 HCPs, or 5,001 events, is not sent back.
 MAX_ECHOED_INPUT = 200
+# A 422 lists this many errors at most, then says how many more there were: a body
+# of a million bad items is not answered with a million errors (each encoded on
+# the event loop, the answer a hundred times the size of a compressed request).
+MAX_LISTED_ERRORS = 20
 GZIP_MIN_BYTES = 4096
 
 
-def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
-    """Validation errors as FastAPI reports them, minus ``input`` values too long to
-    echo or that are no JSON (NaN and Infinity, which Python's parser accepts) or a
-    body that could not be read as JSON (there is no input to show), and
-    minus the exception our validators raised (``ctx.error``: its text is in ``msg``
-    already, and it encodes as ``{}``)."""
+def _without_long_inputs(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as FastAPI reports them, the first ``MAX_LISTED_ERRORS`` of
+    them (then one saying how many more there were), minus ``input`` values too long
+    to echo or that are no JSON (NaN and Infinity, which Python's parser accepts) or
+    a body that could not be read as JSON (there is no input to show), and minus the
+    exception our validators raised (``ctx.error``: its text is in ``msg`` already,
+    and it encodes as ``{}``)."""
     out = []
-    for error in jsonable_encoder([_without_raised(e) for e in errors]):
-        if error.get("type") == "json_invalid":
+    for raw in errors[:MAX_LISTED_ERRORS]:
+        error = _without_raised(raw)
+        if "input" in error and (
             # FastAPI puts {} there, which reads as if an empty object had been sent.
+            error.get("type") == "json_invalid"
+            or _surely_longer_than(error["input"], MAX_ECHOED_INPUT)
+        ):
             error = {key: value for key, value in error.items() if key != "input"}
+        error = jsonable_encoder(error)
         if "input" in error:
             try:
                 shown = json.dumps(error["input"], allow_nan=False)
@@ -71,7 +82,37 @@ def _without_long_inputs(errors: Any) -> list[dict[str, Any]]:
             if shown is None or len(shown) > MAX_ECHOED_INPUT:
                 error = {key: value for key, value in error.items() if key != "input"}
         out.append(error)
+    if len(errors) > MAX_LISTED_ERRORS:
+        unlisted = len(errors) - MAX_LISTED_ERRORS
+        out.append(
+            {
+                "type": "too_many_errors",
+                "loc": list(errors[MAX_LISTED_ERRORS].get("loc", ()))[:1],
+                "msg": f"{unlisted:,} more errors not listed (the first {MAX_LISTED_ERRORS} "
+                "are above): fix those and send the request again",
+                "ctx": {"listed": MAX_LISTED_ERRORS, "unlisted": unlisted},
+            }
+        )
     return out
+
+
+def _surely_longer_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` written as JSON takes more than ``limit`` characters, told
+    from at most about ``limit`` of its parts: each string character, list item and
+    dict key or value takes one at least. A million-item input is not walked, nor
+    encoded to be measured."""
+    pending, size = [value], 0
+    while pending and size <= limit:
+        part = pending.pop()
+        size += 1
+        if isinstance(part, str):
+            size += len(part)
+        elif isinstance(part, dict):
+            pending.extend(islice(part.keys(), limit + 1))
+            pending.extend(islice(part.values(), limit + 1))
+        elif isinstance(part, list | tuple):
+            pending.extend(islice(part, limit + 1))
+    return size > limit
 
 
 def _without_raised(error: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from fastapi import Depends, HTTPException, Request, status
 from nextbest.api.observability import record_retiring_key
 from nextbest.errors import ModelNotLoadedError
 from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling, utc_text
+from nextbest.service.events import MAX_FEEDBACK_BATCH
 
 ANONYMOUS = Principal(name="anonymous", role="admin")
 
@@ -221,6 +222,8 @@ async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
     if not isinstance(body, dict):
         return
     batch = body.get("events")
+    if isinstance(batch, list) and len(batch) > MAX_FEEDBACK_BATCH:
+        return  # refused by its length, before any event is read
     events = batch if isinstance(batch, list) else [body]
     recommender = runtime.recommender
     recommender.check_territories()

@@ -142,10 +142,12 @@ class RecommendationBatchCreate(BaseModel):
     purpose: Purpose | None = Field(default=None, description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
 
-    @field_validator("hcp_ids")
+    # Before the ids are read: a list of a million bad ids was checked id by id,
+    # a million errors, before its length was.
+    @field_validator("hcp_ids", mode="before")
     @classmethod
-    def _at_most_max_batch(cls, value: list[str]) -> list[str]:
-        if len(value) > MAX_BATCH:
+    def _at_most_max_batch(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_BATCH:
             raise ValueError(
                 f"at most {MAX_BATCH} HCPs per call, got {len(value)}: split the list, "
                 "or use `nextbest picks` for whole files"
