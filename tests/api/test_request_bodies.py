@@ -42,6 +42,24 @@ def test_a_gzip_or_deflate_body_is_read(client: TestClient) -> None:
     assert response.json()["accepted"] == 3
 
 
+def test_a_gzip_body_of_concatenated_members_is_read_whole(client: TestClient) -> None:
+    """As `gzip -d` reads them (`cat a.gz b.gz`): no member is dropped."""
+    hcp = _hcp(client)
+    events = [
+        {"event_id": f"gzm-{i}", "event_type": "opened", "hcp_id": hcp, "channel": "email"}
+        for i in range(2)
+    ]
+    text = json.dumps({"events": events}).encode()
+    middle = len(text) // 2
+    response = client.post(
+        "/v1/feedback",
+        content=gzip.compress(text[:middle]) + gzip.compress(text[middle:]),
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 2
+
+
 _BODY = json.dumps({"hcp_id": "H000001", "k": 3, "channel": "email"}).encode()
 # mtime 0: the same bytes in every test worker (xdist compares the collected ids).
 _GZIP, _DEFLATE = gzip.compress(_BODY, mtime=0), zlib.compress(_BODY)
@@ -73,6 +91,34 @@ _GZIP, _DEFLATE = gzip.compress(_BODY, mtime=0), zlib.compress(_BODY)
             400,
             "not complete deflate",
             id="deflate-without-its-checksum",
+        ),
+        pytest.param(
+            {**JSON, "Content-Encoding": "gzip"},
+            _GZIP + b"TRAILING-GARBAGE",
+            400,
+            "has 16 bytes after the end of its gzip data that are no gzip data",
+            id="gzip-with-data-after-it",
+        ),
+        pytest.param(
+            {**JSON, "Content-Encoding": "deflate"},
+            _DEFLATE + _DEFLATE,
+            400,
+            f"has {len(_DEFLATE)} bytes after the end of its deflate data",
+            id="deflate-with-a-second-stream",
+        ),
+        pytest.param(
+            {**JSON, "Content-Encoding": "gzip"},
+            _GZIP + gzip.compress(b"", mtime=0)[:-4],
+            400,
+            "not complete gzip data",
+            id="gzip-second-member-cut-short",
+        ),
+        pytest.param(
+            {**JSON, "Content-Encoding": "gzip"},
+            _GZIP + gzip.compress(b"", mtime=0) * 16,
+            400,
+            "more than 16 gzip members: compress it as one",
+            id="gzip-of-too-many-members",
         ),
         ({"Content-Type": "text/plain"}, b'{"hcp_id": "H1"}', 415, "'text/plain'"),
         ({}, b'{"hcp_id": "H1"}', 415, "Content-Type: application/json' (got none)"),

@@ -5,8 +5,10 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
 
 - a body larger than ``MAX_BODY_BYTES`` is refused with 413 (by its Content-Length,
   before any of it is read); ``Content-Encoding: gzip`` (or ``deflate``) bodies are
-  inflated, up to the same size; another encoding is refused with 415, naming the
-  ones accepted;
+  inflated, up to the same size (a gzip body of concatenated members, up to
+  ``MAX_GZIP_MEMBERS``, member after member); one cut short, or with data after its
+  compressed stream, is refused with 400; another encoding is refused with 415,
+  naming the ones accepted;
 - a body that is not JSON by its ``Content-Type`` is refused with 415, naming the
   type to send;
 - a body that is not UTF-8, is nested too deep to read, holds a number too long
@@ -36,6 +38,10 @@ from nextbest.api.auth import refused_before_validation
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
 # at the fields' longest is about 3 MB.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# How every gzip member starts: data after a member is either another one or garbage.
+_GZIP_MAGIC = b"\x1f\x8b"
+# Concatenated gzip members are read, as `gzip -d` reads them, up to this many.
+MAX_GZIP_MEMBERS = 16
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 # A \uD800-\uDFFF escape: only then can parsed JSON hold a lone surrogate (UTF-8
@@ -53,28 +59,50 @@ class BodyRefused(HTTPException):
 
 
 def _inflate(body: bytes, encoding: str) -> bytes:
-    inflater = zlib.decompressobj(ENCODINGS[encoding])
-    try:
-        out = inflater.decompress(body, MAX_BODY_BYTES + 1)
-    except zlib.error as e:
-        raise BodyRefused(
-            status.HTTP_400_BAD_REQUEST, f"the body is not valid {encoding} data: {e}"
-        ) from e
-    if len(out) > MAX_BODY_BYTES:
-        raise BodyRefused(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"the body inflates to more than {MAX_BODY_BYTES} bytes: send smaller batches",
-        )
-    if not inflater.eof:
-        # Cut short (a proxy's limit, a client's dropped connection): what inflated is
-        # a prefix, read as JSON it was a puzzling "Unterminated string", and a gzip
-        # body missing only its trailer was taken without its checksum verified.
-        raise BodyRefused(
-            status.HTTP_400_BAD_REQUEST,
-            f"the body is not complete {encoding} data: it ends before its compressed "
-            "stream does (cut short on the way?); send it again",
-        )
-    return out
+    """``body`` inflated: every member of a gzip body, one after the other (as
+    ``gzip -d`` reads concatenated members), the one stream of a deflate body."""
+    out = bytearray()
+    rest, members = body, 0
+    while True:
+        inflater = zlib.decompressobj(ENCODINGS[encoding])
+        try:
+            out += inflater.decompress(rest, MAX_BODY_BYTES + 1 - len(out))
+        except zlib.error as e:
+            raise BodyRefused(
+                status.HTTP_400_BAD_REQUEST, f"the body is not valid {encoding} data: {e}"
+            ) from e
+        if len(out) > MAX_BODY_BYTES:
+            raise BodyRefused(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"the body inflates to more than {MAX_BODY_BYTES} bytes: send smaller batches",
+            )
+        if not inflater.eof:
+            # Cut short (a proxy's limit, a client's dropped connection): what inflated
+            # is a prefix, read as JSON it was a puzzling "Unterminated string", and a
+            # gzip body missing only its trailer was taken without its checksum verified.
+            raise BodyRefused(
+                status.HTTP_400_BAD_REQUEST,
+                f"the body is not complete {encoding} data: it ends before its compressed "
+                "stream does (cut short on the way?); send it again",
+            )
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+        members += 1
+        if encoding == "deflate" or not rest.startswith(_GZIP_MAGIC):
+            # Was silently dropped: whatever it was, the body read was not all that was sent.
+            raise BodyRefused(
+                status.HTTP_400_BAD_REQUEST,
+                f"the body has {len(rest)} bytes after the end of its {encoding} data that "
+                f"are no {encoding} data: send the compressed body alone",
+            )
+        if members >= MAX_GZIP_MEMBERS:
+            # Each member's rest is copied anew: a body of thousands of tiny members
+            # would hold the worker for the square of its size.
+            raise BodyRefused(
+                status.HTTP_400_BAD_REQUEST,
+                f"the body holds more than {MAX_GZIP_MEMBERS} gzip members: compress it as one",
+            )
 
 
 def _is_json(content_type: str) -> bool:
