@@ -146,6 +146,12 @@ def test_a_body_that_cannot_be_read_is_refused_saying_what_to_send(
         (b'{"hcp_id": "\\ud800"}', "lone UTF-16 surrogate"),
         (b'{"hcp_id": "ok \\ud83d\\ude00", "k": 1, "channel": "\\udc00"}', "lone UTF-16"),
         (b'{"hcp_id": "H1",}', "Expecting property name enclosed in double quotes"),
+        pytest.param(
+            json.dumps({"hcp_id": "H1", **{f"x{i}": 0 for i in range(200_000)}}).encode(),
+            'an object has 200,001 members ("hcp_id", "x0", "x1", ...): no request of this '
+            "API has more than 100 fields",
+            id="an-object-of-200k-members",
+        ),
     ],
 )
 def test_unreadable_json_is_a_422_that_says_why_and_where(
@@ -159,6 +165,25 @@ def test_unreadable_json_is_a_422_that_says_why_and_where(
     assert "input" not in error  # FastAPI's {} read as if an empty object had been sent
     if b"\\udc00" in content:  # the lone half, not the pair before it
         assert error["loc"] == ["body", content.index(b"\\udc00")]
+
+
+def test_an_event_of_many_members_in_a_batch_is_one_short_refusal(client: TestClient) -> None:
+    # Each member an event should not have was a problem of its own in the answer:
+    # 3.5 MB of them came back as 15 MB of "Extra inputs are not permitted".
+    extra = {f"x{i}": 0 for i in range(101)}
+    events = [
+        {"event_id": f"m-{i}", "event_type": "opened", "hcp_id": "H1", **extra} for i in range(2000)
+    ]
+    response = client.post("/v1/feedback", json={"events": events})
+    assert response.status_code == 422, response.text[:500]
+    (error,) = response.json()["detail"]
+    assert error["type"] == "json_invalid" and "members" in error["msg"]
+    assert len(response.content) < 1000
+    at_most = {"event_id": "m-100", "event_type": "opened", "hcp_id": _hcp(client)}
+    at_most |= {f"x{i}": 0 for i in range(100 - len(at_most))}
+    response = client.post("/v1/feedback", json={"events": [at_most]})
+    assert response.status_code == 422  # read, and refused for its fields
+    assert "Extra inputs are not permitted" in response.json()["rejected"][0]["message"]
 
 
 def test_a_pair_of_surrogate_escapes_is_a_character(client: TestClient) -> None:

@@ -12,7 +12,8 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
 - a body that is not JSON by its ``Content-Type`` is refused with 415, naming the
   type to send;
 - a body that is not UTF-8, is nested too deep to read, holds a number too long
-  to read (thousands of digits) or a lone UTF-16
+  to read (thousands of digits), an object of more than ``MAX_OBJECT_MEMBERS``
+  members or a lone UTF-16
   surrogate escape (``"\\ud800"``: no character, and no answer could quote it) is
   refused as invalid JSON (422 ``json_invalid``), saying where.
 
@@ -42,6 +43,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 # Concatenated gzip members are read, as `gzip -d` reads them, up to this many.
 MAX_GZIP_MEMBERS = 16
+# No request object has more than a dozen fields: an object of many more is no
+# request, and each member it should not have was one validation error (16 MiB of
+# members, a million errors built before the 422 could be written).
+MAX_OBJECT_MEMBERS = 100
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 # A \uD800-\uDFFF escape: only then can parsed JSON hold a lone surrogate (UTF-8
@@ -176,10 +181,15 @@ class JSONBodyRequest(Request):
                     body.decode("utf-8", "replace"),
                     e.start,
                 ) from e
+            # Only a body of that many ':' can hold such an object: the others (every
+            # single request) are read without a call per object.
+            many = _object_of_few_members if body.count(b":") > MAX_OBJECT_MEMBERS else None
             try:
-                parsed = json.loads(text)
+                parsed = json.loads(text, object_pairs_hook=many)
             except json.JSONDecodeError:
                 raise
+            except _TooManyMembersError as e:
+                raise json.JSONDecodeError(str(e), text, 0) from None
             except RecursionError as e:
                 raise json.JSONDecodeError("nested too deeply to read", text, 0) from e
             except ValueError as e:  # an integer of thousands of digits
@@ -188,6 +198,21 @@ class JSONBodyRequest(Request):
                 _refuse_lone_surrogates(parsed, text)
             self._json = parsed
         return self._json
+
+
+class _TooManyMembersError(ValueError):
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        first = ", ".join(json.dumps(key[:40]) for key, _ in pairs[:3])
+        super().__init__(
+            f"an object has {len(pairs):,} members ({first}, ...): no request of this API "
+            f"has more than {MAX_OBJECT_MEMBERS} fields"
+        )
+
+
+def _object_of_few_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > MAX_OBJECT_MEMBERS:
+        raise _TooManyMembersError(pairs)
+    return dict(pairs)
 
 
 def _refuse_lone_surrogates(parsed: Any, text: str) -> None:
