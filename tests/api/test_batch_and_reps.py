@@ -139,6 +139,19 @@ def test_a_422_lists_the_first_errors_and_counts_the_others(client: TestClient) 
     assert len(response.content) < 10_000
 
 
+def test_a_long_value_is_quoted_in_part_by_the_message_that_refuses_it(
+    client: TestClient,
+) -> None:
+    """A date or number a message quotes is cut: a megabyte sent is not sent back."""
+    sent = "2026-" + "1" * 1_000_000
+    response = client.post("/v1/recommendations/batch", json={"hcp_ids": ["H1"], "date": sent})
+    assert response.status_code == 422
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "date"]
+    assert detail["msg"].startswith(f"'{sent[:40]}'... (1,000,005 characters) is not a date")
+    assert len(response.content) < 1000
+
+
 def test_batch_recommendations_are_logged(client: TestClient) -> None:
     from nextbest.storage.tables import Recommendation
 

@@ -14,8 +14,13 @@ OUTCOME = {"event_id": "e1", "event_type": "outcome", "hcp_id": "H1"}
     [
         ("3,5", "value: '3,5' is not a number (write decimals with '.')"),
         (True, "value: a number is needed here, not true"),
+        (
+            "1" * 100_000 + ",5",
+            f"value: '{'1' * 40}'... (100,002 characters) is not a number "
+            "(write decimals with '.')",
+        ),
     ],
-    ids=["decimal-comma", "boolean"],
+    ids=["decimal-comma", "boolean", "long-decimal-comma-quoted-in-part"],
 )
 def test_a_value_that_is_no_number_says_what_to_write(value: object, said: str) -> None:
     event = parse_event({**OUTCOME, "value": value})

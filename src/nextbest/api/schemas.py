@@ -21,10 +21,12 @@ from pydantic import (
     model_validator,
 )
 
+from nextbest.contract.parse import quoted
 from nextbest.policy.eligibility import Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     NOT_EMPTY,
+    QUOTED_AT_MOST,
     EventTime,
     FeedbackEventCreate,
     HcpId,
@@ -51,7 +53,8 @@ def _date_or_time(value: object) -> object:
                 return date.fromisoformat(text)
             return datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"'{value}' is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+            said = quoted(text, at_most=QUOTED_AT_MOST)
+            raise ValueError(f"{said} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
     return value
 
 

@@ -131,11 +131,14 @@ class Parsed:
     bad: Mask
 
 
-def quoted(value: str) -> str:
+def quoted(value: str, *, at_most: int | None = None) -> str:
     """``value`` in single quotes as the file holds it (``'\\N'`` shows as '\\N', not
     repr's doubled backslash); repr only for what would not print (a tab, a
-    control character)."""
-    return f"'{value}'" if value.isprintable() else repr(value)
+    control character). With ``at_most``, a longer value is cut there and its length
+    said: a message does not send back a megabyte that was sent."""
+    shown = value if at_most is None or len(value) <= at_most else value[:at_most]
+    said = f"'{shown}'" if shown.isprintable() else repr(shown)
+    return said if shown is value else f"{said}... ({len(value):,} characters)"
 
 
 def shown(values: pd.Series, position: int) -> str:

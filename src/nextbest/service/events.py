@@ -25,9 +25,12 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from nextbest.contract.parse import quoted
 from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
 
 MAX_FEEDBACK_BATCH = 5000
+# A value a message quotes is cut after this many characters.
+QUOTED_AT_MOST = 40
 
 
 def not_a_boolean(value: object) -> object:
@@ -38,7 +41,8 @@ def not_a_boolean(value: object) -> object:
     if isinstance(value, str) and _DECIMAL_COMMA.fullmatch(value.strip()):
         # A European spreadsheet's export ('3,5'): say what to change, as the data
         # contract does, rather than "unable to parse string as a number".
-        raise ValueError(f"{value.strip()!r} is not a number (write decimals with '.')")
+        said = quoted(value.strip(), at_most=QUOTED_AT_MOST)
+        raise ValueError(f"{said} is not a number (write decimals with '.')")
     return value
 
 
