@@ -470,19 +470,25 @@ def test_a_decision_dated_before_its_suggestion_was_served_is_422(client: TestCl
     assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
 
 
-def test_a_rep_decides_on_rep_channel_suggestions_only(client: TestClient, keys) -> None:
-    """An e-mail pick a rep can see (a recommendation for an HCP of its territory)
-    is not the rep's to dismiss: the dismissal would stop the e-mail system's sends
-    to that HCP. Refused on the rep route and, from a rep key, on /v1/feedback; the
-    e-mail system's own dismissal is stored."""
+def _an_email_pick_a_rep_sees(client: TestClient, keys) -> tuple[str, dict]:
+    """An HCP of the rep's territory and an e-mail pick served for it (not held out)."""
     served = client.app.state.runtime.recommender
     mine = [h for h in served.hcp_ids.tolist() if served.territory_of(h) == keys.territory]
     for hcp in mine:
         pick = client.post(
             "/v1/recommendations", json={"hcp_id": hcp, "channel": "email"}, headers=keys.rep
         ).json()
-        if pick["items"]:  # not held out
-            break
+        if pick["items"]:
+            return hcp, pick
+    raise AssertionError(f"every HCP of {keys.territory} was held out")
+
+
+def test_a_rep_decides_on_rep_channel_suggestions_only(client: TestClient, keys) -> None:
+    """An e-mail pick a rep can see (a recommendation for an HCP of its territory)
+    is not the rep's to dismiss: the dismissal would stop the e-mail system's sends
+    to that HCP. Refused on the rep route and, from a rep key, on /v1/feedback; the
+    e-mail system's own dismissal is stored."""
+    hcp, pick = _an_email_pick_a_rep_sees(client, keys)
     action = pick["items"][0]["action_id"]
     decision = {
         "recommendation_id": pick["recommendation_id"],
@@ -540,14 +546,7 @@ def test_a_rep_key_records_rep_channel_events_and_opt_outs_only(client: TestClie
     Each is refused on its own (422 naming the event's channel or action), whichever
     way the channel is told (stated, its action's, its recommendation's); the rep's
     own visit and an opt-out it heard, of any channel, are stored."""
-    served = client.app.state.runtime.recommender
-    mine = [h for h in served.hcp_ids.tolist() if served.territory_of(h) == keys.territory]
-    for hcp in mine:
-        pick = client.post(
-            "/v1/recommendations", json={"hcp_id": hcp, "channel": "email"}, headers=keys.rep
-        ).json()
-        if pick["items"]:  # not held out
-            break
+    hcp, pick = _an_email_pick_a_rep_sees(client, keys)
     action, rid = pick["items"][0]["action_id"], pick["recommendation_id"]
     events = [
         {"event_type": "opened", "recommendation_id": rid, "action_id": action},
