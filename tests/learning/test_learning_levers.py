@@ -324,6 +324,8 @@ def test_a_run_names_its_config_files_and_says_what_zero_fractions_switch_off(
     assert result.params["config.file"] == str(path)
     assert result.params["config.levers"] == str(tmp_path / "levers.yaml")
     assert result.params["levers.channel.email.cost_weight"] == 2.0
+    # No calibration slice, so no early stopping: every tree asked for is kept.
+    assert result.params["engagement.trees"] == 30
     said = " ".join(result.notes)
     assert "no evaluation: eval_fraction 0 of" in said
     assert "calibration_fraction 0: engagement probabilities are LightGBM's own" in said

@@ -501,6 +501,8 @@ def _train(
             params[key] = pd.Timestamp(int(at), unit="s", tz="UTC").isoformat()
     if client is not None:
         params["dask.workers"] = worker_count(client)
+    # The trees kept by early stopping: engagement.n_estimators is only an upper bound.
+    params["engagement.trees"] = fitted_engagement.n_trees_
     if uplift_model is not None:
         params["uplift.learner"] = "engagement-stratified X-learner"
         params["uplift.stratified"] = uplift_model.stratified_
