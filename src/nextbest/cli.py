@@ -217,13 +217,16 @@ def _path_error(exc: OSError) -> str:
 
 
 def _alias_given_by_training(settings: Any, alias: str | None) -> None:
-    """Refuse, before any work, an alias only promotion moves: a champion given by
+    """Refuse, before any work, an alias MLflow would refuse when it is set at the end
+    (``bad alias!``), and an alias only promotion moves: a champion given by
     ``--alias`` skipped the gate and left no record of who promoted it and why, and
     ``rollback`` could not tell. The first version of a model may take it (nothing
     is served yet)."""
     from nextbest import registry
     from nextbest.loop.gate import CHAMPION, PREVIOUS_CHAMPION
 
+    if alias is not None and (problem := registry.alias_problem(alias)) is not None:
+        raise _fail(f"--alias: {problem}")
     if alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
         return
     served = registry.alias_version(settings, settings.serve_alias)
@@ -945,8 +948,8 @@ def train(
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
-    _models_dir_usable(settings)  # here, not at the last step after all the work
     _alias_given_by_training(settings, alias)
+    _models_dir_usable(settings)  # here, not at the last step after all the work
     cutoff = _parse_date(as_of, "--as-of")
     train_config = _train_config(config)
     stages = [
@@ -2413,8 +2416,8 @@ def retrain(
     from nextbest.loop.retrain import retrain as run_retrain
 
     settings = _settings()
-    _models_dir_usable(settings)
     _alias_given_by_training(settings, alias)
+    _models_dir_usable(settings)
     train_config = _train_config(config)
     gate = _gate_config(gate_config)
     start = _parse_date(since, "--since")

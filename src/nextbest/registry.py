@@ -604,6 +604,25 @@ def describe_version(settings: Settings, version: str) -> ModelVersionInfo:
     )
 
 
+def alias_problem(alias: str) -> str | None:
+    """Why MLflow would refuse ``alias`` as an alias name (empty, a character other than
+    letters, digits, ``_`` and ``-``, too long, or reserved: ``latest``, ``v<number>``),
+    or None. MLflow's own checks, so a command can refuse the name before its work
+    rather than when it sets the alias at the end."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+    )
+
+    try:
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+    except MlflowException as exc:
+        return str(exc.message)
+    return None
+
+
 def set_alias(settings: Settings, alias: str, version: str) -> None:
     client(settings).set_registered_model_alias(settings.model_name, alias, version)
 

@@ -1838,6 +1838,28 @@ def test_train_may_not_move_the_served_alias_once_a_version_is_served(
     assert [v.version for v in registry.list_versions(settings)] == ["1"]
 
 
+@pytest.mark.parametrize(
+    ("alias", "said"),
+    [
+        ("bad alias!", "Names may only contain alphanumerics, underscores (_), and dashes (-)"),
+        ("", "cannot be empty"),
+        ("latest", "'latest' alias name (case insensitive) is reserved"),
+        ("v2", "Version alias name 'v2' is reserved"),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_train_refuses_an_alias_mlflow_would_refuse_before_any_work(
+    env_settings: Path, tmp_path: Path, command: str, alias: str, said: str
+) -> None:
+    """MLflow refused it when the alias was set, after the whole run had registered a
+    version without it: here before the data are read or the registry is made."""
+    result = runner.invoke(app, [command, "--data", str(tmp_path / "none"), "--alias", alias])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert output.startswith("error: --alias: ") and said in output, output
+    assert not env_settings.exists()
+
+
 def test_explain_asks_the_version_or_alias_named_by_model(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
