@@ -949,9 +949,11 @@ def train(
 
     settings = _settings()
     _alias_given_by_training(settings, alias)
-    _models_dir_usable(settings)  # here, not at the last step after all the work
     cutoff = _parse_date(as_of, "--as-of")
     train_config = _train_config(config)
+    # Once the options are checked (a typo creates nothing), and here, not at the
+    # last step after all the work.
+    _models_dir_usable(settings)
     stages = [
         "load",
         "features",
@@ -2417,7 +2419,6 @@ def retrain(
 
     settings = _settings()
     _alias_given_by_training(settings, alias)
-    _models_dir_usable(settings)
     train_config = _train_config(config)
     gate = _gate_config(gate_config)
     start = _parse_date(since, "--since")
@@ -2427,6 +2428,7 @@ def retrain(
             f"'{alias}' alias would go to a model of the history alone; leave it out to "
             "use all the feedback"
         )
+    _models_dir_usable(settings)
     dataset = _load(data)
     # The logged decisions and their feedback are read first, then training's steps.
     stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]

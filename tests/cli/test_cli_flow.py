@@ -1860,6 +1860,30 @@ def test_train_refuses_an_alias_mlflow_would_refuse_before_any_work(
     assert not env_settings.exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["train", "--config", "{tmp}/typo.yaml"], "typo.yaml"),
+        (["train", "--as-of", "2026-13-01"], "--as-of '2026-13-01' is not a date"),
+        (["retrain", "--config", "{tmp}/typo.yaml"], "typo.yaml"),
+        (["retrain", "--gate", "{tmp}/typo.yaml"], "typo.yaml"),
+        (["retrain", "--since", "2099-01-01"], "--since 2099-01-01 is in the future"),
+    ],
+)
+def test_train_checks_its_options_before_it_creates_the_registry(
+    env_settings: Path, tmp_path: Path, args: list[str], said: str
+) -> None:
+    """A new models directory and a typo: the store was created (with MLflow's lines
+    about it) before the option was found wrong."""
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    result = runner.invoke(app, [*args, "--data", str(tmp_path / "none")])
+    assert result.exit_code == 2, result.output
+    # Rich folds a long path at the terminal's width.
+    assert "".join(said.split()) in "".join(result.output.split()), result.output
+    assert "data directory not found" not in result.output
+    assert not env_settings.exists(), result.output
+
+
 def test_explain_asks_the_version_or_alias_named_by_model(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
