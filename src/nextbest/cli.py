@@ -370,28 +370,53 @@ def _load(data: Path) -> Any:
         raise _fail(str(exc)) from None
 
 
+def _dask_given_as(context: typer.Context) -> str:
+    """How the scheduler was asked for, as its errors name it: ``--dask``, or
+    NEXTBEST_DASK_SCHEDULER when the value came from there."""
+    source = context.get_parameter_source("dask")
+    return "NEXTBEST_DASK_SCHEDULER" if source and source.name == "ENVIRONMENT" else "--dask"
+
+
 @contextmanager
-def _cluster(scheduler: str | None) -> Iterator[Any]:
-    """A Dask client for ``--dask`` (None without it), closed when the block ends."""
+def _cluster(
+    scheduler: str | None, first: Callable[[], Any], *, given_as: str = "--dask"
+) -> Iterator[tuple[Any, Any]]:
+    """What ``first()`` returns (reading the data) and a Dask client for ``--dask``
+    (None without it), closed when the block ends; its errors name ``given_as``.
+
+    A running scheduler is reached before ``first``: a wrong address is said at once,
+    not after minutes of reading. A cluster of this machine starts after it: a data
+    error does not wait for one to start and stop.
+    """
     if scheduler is None:
-        yield None
+        yield first(), None
         return
+    try:
+        import dask.dataframe  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise _fail(
+            f"{given_as}: training on a Dask cluster needs {exc.name or 'distributed'}, "
+            "not installed here: pip install 'dask\\[dataframe,distributed]'"  # \\[: not markup
+        ) from None
     from nextbest.learning.distributed import (
+        LOCAL,
         ClusterUnavailableError,
         cluster_failure,
         connect,
     )
 
+    ready = first() if scheduler == LOCAL else None
     try:
         with connect(scheduler) as client:
-            yield client
+            yield (ready if scheduler == LOCAL else first()), client
     except ClusterUnavailableError as exc:
-        raise _fail(f"--dask: {exc}") from None
+        raise _fail(f"{given_as}: {exc}") from None
     except Exception as exc:
         said = cluster_failure(exc)
         if said is None:
             raise
-        raise _fail(f"--dask: {said}") from None
+        raise _fail(f"{given_as}: {said}") from None
 
 
 # Off a terminal, a step that has said nothing for this long says it is still at work.
@@ -932,6 +957,7 @@ def _train_config(path: Path | None) -> Any:
 
 @app.command()
 def train(
+    context: typer.Context,
     data: DataOpt,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Learn from history before this date.")
@@ -951,9 +977,6 @@ def train(
     _alias_given_by_training(settings, alias)
     cutoff = _parse_date(as_of, "--as-of")
     train_config = _train_config(config)
-    # Once the options are checked (a typo creates nothing), and here, not at the
-    # last step after all the work.
-    _models_dir_usable(settings)
     stages = [
         "load",
         "features",
@@ -964,12 +987,17 @@ def train(
     ]
     with _steps(len(stages)) as progress:
         task = progress.add_task("load", total=len(stages))
-        dataset = _load(data)  # before any cluster starts: a data error stops at once
+
+        def load() -> Any:
+            # Once the options are checked (a typo creates nothing), and here, not at
+            # the last step after all the work.
+            _models_dir_usable(settings)
+            return _load(data)
 
         def step(name: str) -> None:
             progress.update(task, advance=1, description=name)
 
-        with _cluster(dask) as client:
+        with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
             try:
                 result = train_models(
                     dataset,
@@ -2394,6 +2422,7 @@ def prune(
 
 @app.command()
 def retrain(
+    context: typer.Context,
     data: DataOpt,
     since: SinceOpt = None,
     config: TrainConfigOpt = None,
@@ -2428,11 +2457,17 @@ def retrain(
             f"'{alias}' alias would go to a model of the history alone; leave it out to "
             "use all the feedback"
         )
-    _models_dir_usable(settings)
-    dataset = _load(data)
+
+    def load() -> Any:
+        _models_dir_usable(settings)  # once the options are checked: a typo creates nothing
+        return _load(data)
+
     # The logged decisions and their feedback are read first, then training's steps.
     stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]
-    with _steps(len(stages)) as progress, _cluster(dask) as client:
+    with (
+        _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client),
+        _steps(len(stages)) as progress,
+    ):
         task = progress.add_task("feedback", total=len(stages))
 
         def step(name: str) -> None:

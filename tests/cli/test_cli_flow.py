@@ -937,20 +937,63 @@ def test_train_on_a_local_dask_cluster(env_settings: Path, tmp_path: Path) -> No
     ]
 
 
-def test_train_names_an_unreachable_dask_scheduler(
-    env_settings: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (
+            "--dask=tcp://127.0.0.1:9",
+            "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'",
+        ),
+        ("--dask=garbage", "--dask: cannot reach a Dask scheduler at 'garbage'"),
+        ("--dask=", "--dask: cannot reach a Dask scheduler at ''"),
+        (
+            "--dask=http://127.0.0.1:9",
+            "--dask: cannot reach a Dask scheduler at 'http://127.0.0.1:9'",
+        ),
+        (
+            "NEXTBEST_DASK_SCHEDULER=garbage",
+            "NEXTBEST_DASK_SCHEDULER: cannot reach a Dask scheduler at 'garbage'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_train_names_an_unreachable_dask_scheduler_before_reading_the_data(
+    env_settings: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+    given: str,
+    said: str,
 ) -> None:
+    """Said before the data are read (a large data set took half a minute first), of a
+    data directory that does not exist, naming the variable when it came from one."""
     from nextbest.learning import distributed
 
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1)
-    data = str(_foreign_dataset(tmp_path / "data", with_outcome=True))
-    result = runner.invoke(app, ["train", "--data", data, "--dask", "tcp://127.0.0.1:9"])
-    assert result.exit_code == 2
-    assert "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in result.output
-    # The data are read first: a data error stops before any cluster is reached.
-    result = runner.invoke(app, ["train", "--data", "x", "--dask", "tcp://127.0.0.1:9"])
-    assert result.exit_code == 2
-    assert "data directory not found" in result.output and "--dask" not in result.output
+    args = [command, "--data", str(tmp_path / "none")]
+    if given.startswith("--"):
+        args.append(given)
+    else:
+        monkeypatch.setenv(*given.split("=", 1))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"error: {said}" in " ".join(result.output.split()), result.output
+    assert "data directory not found" not in result.output
+    assert not env_settings.exists()
+
+
+def test_train_on_dask_without_distributed_says_what_to_install(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "none"), "--dask", "local"])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "error: --dask: training on a Dask cluster needs distributed" in said, said
+    assert "pip install 'dask[dataframe,distributed]'" in said
+    assert "data directory not found" not in said and not env_settings.exists()
 
 
 def test_serve_refuses_a_database_a_newer_release_migrated(

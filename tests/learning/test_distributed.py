@@ -309,7 +309,7 @@ def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) ->
             n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=50
         ) as cluster,
         pytest.raises(typer.Exit) as stopped,
-        _cluster(cluster.scheduler_address) as c,
+        _cluster(cluster.scheduler_address, lambda: None) as (_, c),
     ):
         parts = PartitionedHistory(c, data.interactions, data.hcps, data.catalog)
         victim = sorted(c.scheduler_info()["workers"])[0]
