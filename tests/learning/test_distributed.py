@@ -8,6 +8,7 @@ rows) but must be as good on the simulator's ground truth.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterator
 
@@ -290,6 +291,26 @@ def test_a_port_that_is_no_dask_scheduler_is_refused_in_bounded_time(
         for peer in accepted:
             peer.close()
     assert time.monotonic() - started < 10
+
+
+def test_a_local_cluster_listens_on_this_machine_only_and_closes_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No dashboard on every interface; a worker slow to exit is killed at the close
+    without a warning that reads as a failed run."""
+    import atexit
+    import time
+
+    from nextbest.learning.distributed import connect
+
+    with caplog.at_level(logging.INFO), connect("local", workers=1) as client:
+        info = client.scheduler_info(n_workers=-1)
+        assert info["address"].startswith("tcp://127.0.0.1:")
+        assert [w for w in info["workers"] if not w.startswith("tcp://127.0.0.1:")] == []
+        http = client.cluster.scheduler.http_server._sockets.values()  # type: ignore[union-attr]
+        assert {sock.getsockname()[0] for sock in http} == {"127.0.0.1"}
+        client.run(atexit.register, time.sleep, 6)  # the worker's exit outlasts 4 s
+    assert "still alive" not in caplog.text
 
 
 def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) -> None:

@@ -78,19 +78,30 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
     # Our own cluster's scheduler runs in this process, and its shuffle plugin logs
     # each shuffle's start and end as warnings: routine, not problems to show.
     logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
-    with (
-        LocalCluster(
-            n_workers=workers or max(len(os.sched_getaffinity(0)), 1),
-            threads_per_worker=1,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        # LightGBM's network prints a few lines per fit on each worker's stdout; on
-        # a cluster of our own those would fill the terminal under the progress bar.
-        client.run(_quiet_stdout)
-        yield client
+    # On this machine only: a training run opened the dashboard on every interface.
+    cluster = LocalCluster(
+        n_workers=workers or max(len(os.sched_getaffinity(0)), 1),
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    )
+    try:
+        with Client(cluster) as client:
+            # LightGBM's network prints a few lines per fit on each worker's stdout; on
+            # a cluster of our own those would fill the terminal under the progress bar.
+            client.run(_quiet_stdout)
+            yield client
+    finally:
+        # A worker process slower than 4 s to exit (a busy machine) is killed, its work
+        # done, and the nanny says so as a warning a user reads as a failure.
+        nanny = logging.getLogger("distributed.nanny")
+        level = nanny.level
+        nanny.setLevel(logging.ERROR)
+        try:
+            cluster.close()
+        finally:
+            nanny.setLevel(level)
 
 
 def _handshake(scheduler: str) -> None:
