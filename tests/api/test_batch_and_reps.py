@@ -555,13 +555,16 @@ def test_a_rep_key_records_rep_channel_events_and_opt_outs_only(client: TestClie
         {"event_type": "completed", "channel": "rep_visit"},
         {"event_type": "opted_out", "channel": "email", "reason": "told the rep"},
         {"event_type": "opened", "action_id": action, "channel": "rep_phone"},
+        # A rep channel stated on the e-mail answer would credit the e-mail decision.
+        {"event_type": "clicked", "recommendation_id": rid, "channel": "rep_visit"},
+        {"event_type": "completed", "recommendation_id": rid, "channel": "rep_visit"},
     ]
     batch = [{**e, "event_id": f"rep-{i}", "hcp_id": hcp} for i, e in enumerate(events)]
     answer = client.post("/v1/feedback", json={"events": batch}, headers=keys.rep)
     assert answer.status_code == 207, answer.text
     assert answer.json()["accepted"] == 2  # the visit and the opt-out
     rejected = {r["index"]: r for r in answer.json()["rejected"]}
-    assert sorted(rejected) == [0, 1, 2, 5]
+    assert sorted(rejected) == [0, 1, 2, 5, 6, 7]
     assert {r["status"] for r in rejected.values()} == {422}
     said = {
         0: f"action '{action}' is on channel 'email', not a rep channel (rep_...): a rep "
@@ -570,6 +573,9 @@ def test_a_rep_key_records_rep_channel_events_and_opt_outs_only(client: TestClie
         2: f"recommendation '{rid}' served channel(s) email, no rep channel (rep_...): a "
         "rep key records clicked events",
         5: f"action '{action}' is on channel 'email', not a rep channel",
+        6: f"recommendation '{rid}' served channel(s) email, no rep channel (rep_...): a "
+        "rep key records clicked events",
+        7: f"recommendation '{rid}' served channel(s) email, no rep channel",
     }
     for index, start in said.items():
         assert rejected[index]["message"].startswith(start), rejected[index]

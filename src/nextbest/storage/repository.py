@@ -926,16 +926,18 @@ def _off_rep_channels(
 ) -> str | None:
     """:func:`off_rep_channel_problem` of ``event`` as it is to be stored (``channel``,
     and ``action``: its action and that action's channel, as served or in the
-    catalog, so that a rep channel stated beside an e-mail action is no way round);
-    naming no channel, of the recommendation it names when that served other
-    channels only."""
+    catalog, so that a rep channel stated beside an e-mail action is no way round),
+    and of the recommendation it names when that served other channels only: a rep
+    channel stated on an e-mail answer would credit the e-mail decision with it."""
     if action is not None:
         action_id, action_channel = action
         problem = off_rep_channel_problem(event.event_type, action_channel, action_id)
         if problem is not None:
             return problem
     if channel is not None:
-        return off_rep_channel_problem(event.event_type, channel, None)
+        problem = off_rep_channel_problem(event.event_type, channel, None)
+        if problem is not None:
+            return problem
     sent = set() if recommendation is None else set(recommendation.channel_by_action.values())
     if event.event_type == "opted_out" or not sent or any(map(is_rep_channel, sent)):
         return None
