@@ -308,8 +308,18 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    from rich.markup import escape
+
+    # Messages quote files and ids ('[bold]', 'Cardio[/]'): text, never markup.
+    console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code=2)
+
+
+def _note(text: str, *, out: Console = console, indent: str = "") -> None:
+    """Say ``text`` as a note; what it quotes from files and ids is not read as markup."""
+    from rich.markup import escape
+
+    out.print(f"{indent}[yellow]note:[/yellow] {escape(text)}", highlight=False)
 
 
 def _settings() -> Settings:
@@ -397,7 +407,7 @@ def _cluster(
     except ImportError as exc:
         raise _fail(
             f"{given_as}: training on a Dask cluster needs {exc.name or 'distributed'}, "
-            "not installed here: pip install 'dask\\[dataframe,distributed]'"  # \\[: not markup
+            "not installed here: pip install 'dask[dataframe,distributed]'"
         ) from None
     from nextbest.learning.distributed import (
         LOCAL,
@@ -573,7 +583,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
     ]
     for line in notes:
-        stdout.print(f"  [yellow]note:[/yellow] {line}", highlight=False)
+        _note(line, out=stdout, indent="  ")
     if stops is not None:
         raise _fail(f"train would stop on these data: {stops}")
 
@@ -1022,7 +1032,7 @@ def train(
         info = registry.log_training_run(result, settings, alias=alias)
         progress.update(task, completed=len(stages))
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        _note(note)
     _note_repeat(settings, info.version)
     table = Table(
         title=f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}"
@@ -1153,13 +1163,12 @@ def picks(
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
         one = len(unknown) == 1
-        console.print(
-            f"[yellow]note:[/yellow] {len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
+        _note(
+            f"{len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
             f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks: "
             f"{_unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
             "exactly, case included (HCPs new since the model was trained get picks once a "
-            "retrained version is served)",
-            highlight=False,
+            "retrained version is served)"
         )
     noted = model.evidence.notes(model.catalog)
     if dataset is None:  # a send list's specialties: a typo loses specialty-bound actions
@@ -1170,7 +1179,7 @@ def picks(
             *catalog_notes(model, version, catalog=given_catalog),
         ]
     for note in noted:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        _note(note)
     if log:
         _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])
     with (
@@ -1270,7 +1279,7 @@ def picks(
                 highlight=False,
             )
     else:
-        stdout.print(
+        console.print(
             "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
             "use --log for a file that will be sent[/dim]"
         )
@@ -2183,11 +2192,10 @@ def erase(
             if unchecked
             else "in no registered version"
         )
-        console.print(
-            f"[yellow]note:[/yellow] {_plural(len(never), 'id')} nextbest never saw (no "
+        _note(
+            f"{_plural(len(never), 'id')} nextbest never saw (no "
             f"logged answer or feedback, {where}): {shown}; check them "
-            "for typos (a suppression was stored for each all the same)",
-            highlight=False,
+            "for typos (a suppression was stored for each all the same)"
         )
     _erasure_reminder()
     if unchecked:
@@ -2489,7 +2497,7 @@ def retrain(
         progress.update(task, completed=len(stages))
     for note in outcome.result.notes:
         if note not in outcome.warnings:  # printed last, where they are read
-            console.print(f"[yellow]note:[/yellow] {note}")
+            _note(note)
     console.print(
         f"registered {settings.model_name} version {outcome.version} as '{alias}' "
         f"(run {outcome.run_id})"

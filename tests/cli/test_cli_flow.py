@@ -112,7 +112,7 @@ def test_simulate_train_picks(
     said = " ".join(result.output.split())
     assert "rules for channel(s) ['emial'] apply to nothing" in said, said
     assert "'email'" in said and noted.exists()
-    assert "not logged as served" in said
+    assert "not logged as served" in result.stderr  # advice, not the outcome
     # What was written on stdout, for a script to keep; notes and progress on stderr.
     assert result.stdout.startswith(f"wrote {len(pd.read_csv(noted)):,} picks for "), result.stdout
     assert "note:" not in result.stdout and "scoring HCPs" not in result.stdout, result.stdout
@@ -125,6 +125,12 @@ def test_simulate_train_picks(
     said = " ".join(result.stderr.split())
     assert result.exit_code == 0, result.output
     assert "'Cardiolgy' (1 HCP; did you mean 'cardiology'?); these HCPs get none of" in said, said
+    # What a note or error quotes from a file is text, not markup ('[/]' stopped the
+    # command with a MarkupError traceback; '[bold]' vanished).
+    send.write_text(f"hcp_id,specialty\n{first},Cardio[/] [bold]\n")
+    result = runner.invoke(app, ["picks", "--hcps", str(send), "--out", str(noted)])
+    assert result.exit_code == 0, result.output
+    assert "'Cardio[/] [bold]' (1 HCP" in " ".join(result.stderr.split()), result.stderr
 
     # A file that will be sent: each HCP served and logged as the batch endpoint
     # does, so the sends' feedback joins the loop.
@@ -537,6 +543,12 @@ def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: P
         ),
         pytest.param(
             ["simulate", "--out", "x", "--format", "xml"], "csv or parquet", id="bad-format"
+        ),
+        # What an error quotes is text, not markup: '[/]' was a MarkupError traceback.
+        pytest.param(
+            ["validate", "--data", "no[/]where [bold]"],
+            "no[/]where [bold]: data directory not found",
+            id="error-quoting-markup",
         ),
     ],
 )
