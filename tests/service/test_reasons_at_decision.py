@@ -223,3 +223,16 @@ def test_a_live_history_that_does_not_reach_the_cutoff_states_no_record_or_gap(
         gaps = [r for i in again.items if i.channel == channel for r in i.reasons if GAP.match(r)]
         assert gaps, [i.reasons for i in again.items]
     assert checked > 0
+
+
+def test_what_reasons_read_of_hcp_attributes_is_ready_before_the_first_request(
+    trained,
+) -> None:
+    """Built when a model is loaded beside the served one, not by the first requests
+    after the swap."""
+    fresh, _ = registry.load_alias(trained.settings)
+    attributes = fresh.space.hcp_feature_names
+    assert attributes and not fresh._hcp_sharing
+    _recommender(fresh)
+    assert set(fresh._hcp_sharing) == set(attributes)
+    assert set(fresh._hcp_text) >= set(fresh.space.categorical_hcp_columns)

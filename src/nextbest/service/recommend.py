@@ -312,6 +312,7 @@ class Recommender:
         self._model_territory = hcps["territory_id"].astype(str).to_numpy(dtype=object)
         self._align(alignment)
         self.rep_actions = np.array([is_rep_channel(c) for c in self.action_channels], dtype=bool)
+        model.keep_hcp_attributes()
 
     def with_rules(self, rules: ServingRules) -> Recommender:
         """The same model, exploration and score cache under other serving rules.
