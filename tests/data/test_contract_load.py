@@ -865,6 +865,97 @@ def test_text_unique_per_hcp_is_not_read_whatever_its_shape(tmp_path: Path) -> N
     assert "a name, a date, an address or a code" in said, said
 
 
+def _grouped(value: float, mark: str, decimal: str = ".", places: int = 0) -> str:
+    """``value`` as a spreadsheet in some locale writes it: ``mark`` between thousands,
+    ``decimal`` before ``places`` decimals (4512345.6, '.', ',', 1 -> '4.512.345,6')."""
+    whole, _, fraction = f"{value:,.{places}f}".partition(".")
+    return whole.replace(",", mark) + (decimal + fraction if places else "")
+
+
+_AMOUNTS = [1_000_000 + 48_611.37 * i for i in range(60)]  # distinct, 1,000,000 up
+
+
+@pytest.mark.parametrize(
+    ("values", "identifies"),
+    [
+        pytest.param([_grouped(v, ".") for v in _AMOUNTS], False, id="dot-thousands"),
+        pytest.param(
+            [_grouped(v / 100, ".", ",", 2) for v in _AMOUNTS],
+            False,
+            id="dot-thousands-comma-decimals",
+        ),
+        pytest.param([_grouped(v, " ") for v in _AMOUNTS], False, id="space-thousands"),
+        pytest.param(
+            [_grouped(v, "\u202f") for v in _AMOUNTS], False, id="narrow-no-break-space-thousands"
+        ),
+        pytest.param(
+            [_grouped(v, "\u00a0", ",", 1) for v in _AMOUNTS],
+            False,
+            id="no-break-space-thousands-comma-decimals",
+        ),
+        pytest.param([_grouped(v, ",") for v in _AMOUNTS], False, id="comma-thousands"),
+        pytest.param(
+            [_grouped(v, ",", ".", 2) for v in _AMOUNTS], False, id="comma-thousands-dot-decimals"
+        ),
+        pytest.param(  # 999, 1.234 (a decimal or thousands: a number either way), 4.512.345
+            [_grouped(10 ** (2 + i % 6) + i, ".") for i in range(60)],
+            False,
+            id="dot-thousands-mixed",
+        ),
+        pytest.param(
+            [f"{1 + i % 28}.{1 + i % 12}.{1940 + i}" for i in range(60)], True, id="birth-dates"
+        ),
+        pytest.param(
+            [f"{1 + i % 28:02d}.{1 + i % 12:02d}.{1940 + i}" for i in range(60)],
+            True,
+            id="zero-padded-birth-dates",
+        ),
+        pytest.param([f"10.0.{i // 10}.{i % 10 + 1}" for i in range(60)], True, id="ip-addresses"),
+        pytest.param(
+            [f"192.168.{100 + i}.{200 + i % 50}" for i in range(60)],
+            True,
+            id="ip-three-digit-groups",
+        ),
+        pytest.param(
+            [f"{52 + i / 997:.4f},{13 + i / 991:.4f}" for i in range(60)], True, id="positions"
+        ),
+        pytest.param(
+            [f"{52 + i / 97:.3f},{13 + i / 91:.3f}" for i in range(60)],
+            True,
+            id="positions-3-places",
+        ),
+        pytest.param([f"{i:06d}" for i in range(60)], True, id="zero-padded-codes"),
+        pytest.param(
+            [f"+49 301 {100 + i} {(7 * i) % 1000:03d}" for i in range(60)], True, id="phone-numbers"
+        ),
+        pytest.param(
+            [f"{1 + i}.{i % 100:02d}.{i:03d}" for i in range(60)], True, id="groups-of-two-digits"
+        ),
+    ],
+)
+def test_numbers_with_thousands_are_no_identifier_but_dates_addresses_codes_are(
+    values: list[str], identifies: bool
+) -> None:
+    """Text different for nearly every HCP identifies one, unless it is numbers written
+    as some locale writes them: an amount column from a German or French export
+    ('4.512.345', '1.234,56', '1 234 567') was dropped as a name, date or code."""
+    from nextbest.contract.validate import validate_hcps
+
+    n = len(values)
+    assert len(set(values)) == n
+    raw = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(n)],
+            "specialty": ["cardiology"] * n,
+            "territory_id": ["T1"] * n,
+            "umsatz": values,
+        }
+    )
+    hcps = validate_hcps(raw, file="hcps.csv")
+    assert hcps.attrs["identifier_columns"] == (["umsatz"] if identifies else [])
+    assert ("umsatz" in hcps.columns) is not identifies
+
+
 def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) -> None:
     """Ten-digit NPIs and integer licence numbers were read as numbers, features the
     model stored, with no note; prefixed with a letter the same codes were dropped."""

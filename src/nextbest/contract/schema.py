@@ -79,14 +79,24 @@ PERSONAL_NAMES: Final = frozenset(
 
 _EMAIL_SHAPED = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE_SHAPED = re.compile(r"\+?[\d\s().-]{7,}")
+# A number written with thousands separators as spreadsheets in some locale write
+# one: groups of exactly three digits after the first, all split by the same mark,
+# ',' '.' a space or a (narrow) no-break space ("4,512,345", "4.512.345", "1 234 567"),
+# then maybe decimals after the other mark ("1.234,56", "1,234.5"). Not an IPv4
+# address (four dotted groups of at most 255: "192.168.100.200"), nor a phone number
+# ("+49 301 234 567": a sign before groups is only '-').
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1?\d?\d)"
+GROUPED_NUMBER = re.compile(
+    rf"(?!{_OCTET}(?:\.{_OCTET}){{3}}$)"
+    r"-?[1-9]\d{0,2}(?P<mark>[,. \u00a0\u202f])\d{3}(?:(?P=mark)\d{3})*(?:(?!(?P=mark))[.,]\d+)?"
+)
 # A number as a spreadsheet writes one in some locale: one decimal point or comma
-# ("95.6", "0,5"), or commas between thousands ("12,400,000"). Not a leading zero (a
-# code's "00123") nor a second dot (a date's "2.7.1951", an address's "10.0.0.1") nor
+# ("95.6", "0,5"; "1.234" is a number whichever it is), or thousands separated as
+# GROUPED_NUMBER says. Not a leading zero (a code's "00123") nor dots around groups
+# of other lengths (a date's "2.7.1951", "02.07.1951", an address's "10.0.0.1") nor
 # two numbers in one cell (a position's "52.2173,13.3395"): those are text, and text
 # unique per HCP identifies one.
-_NUMBER_SHAPED = re.compile(
-    r"[+-]?(?:0|[1-9]\d{0,14})(?:[.,]\d+)?|[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?"
-)
+_NUMBER_SHAPED = re.compile(rf"[+-]?(?:0|[1-9]\d{{0,14}})(?:[.,]\d+)?|{GROUPED_NUMBER.pattern}")
 _PHONE_WORDS = frozenset({"phone", "mobile", "tel", "telephone", "cell", "fax", "contact"})
 _PERSONAL_WORDS = frozenset({"name", "surname", "address", "street", "birth", "dob"})
 
@@ -152,8 +162,9 @@ def is_unique_text_column(values: Sequence[str]) -> bool:
     code. An identifier, not a trait HCPs share: as a feature it lets a model tell HCPs
     apart without learning anything it can carry to another HCP, the model would store
     every value, and a reason could quote it. Numbers the contract reads as text for
-    how they are written (a decimal comma, a few ``NULL`` cells) are not: validate
-    says how to make them numbers."""
+    how they are written (a decimal comma, thousands separators as in ``4.512.345``,
+    ``1.234,56`` or ``1 234 567``, a few ``NULL`` cells: half the cells number-shaped)
+    are not: validate says how to make them numbers."""
     if len(values) < UNIQUE_TEXT_MIN_VALUES or _share(_NUMBER_SHAPED, values) >= 0.5:
         return False
     return len(set(values)) >= 0.9 * len(values)
