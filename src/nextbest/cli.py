@@ -606,13 +606,19 @@ STRAY_CELLS = 3
 
 
 def _text_number_notes(dataset: Any) -> list[str]:
-    """Extra columns read as text whose values are numbers: written with a decimal
-    comma ("0,5"), or numbers but for cells a database wrote as its missing value
-    ('NULL', '\\N', 'NaN'). The model then treats each value as a category of its own."""
+    """Extra columns read as text whose values are numbers: written with thousands
+    separators ("4,512,345", "1.234,56", "1 234 567"), with a decimal comma ("0,5"), or
+    numbers but for cells a database wrote as its missing value ('NULL', '\\N', 'NaN').
+    The model then treats each value as a category of its own. Thousands are decided
+    by the whole column, as schema decides it is numbers (half its cells shaped as
+    one): "1,234" is a thousand if another cell has thousands ("4,512,345"), a decimal
+    comma otherwise."""
     import pandas as pd
 
     from nextbest.contract.schema import (
+        GROUPED_NUMBER,
         NULL_WORDS,
+        NUMBER_SHAPED,
         OPTIONAL_CATALOG_COLUMNS,
         OPTIONAL_INTERACTION_COLUMNS,
         REQUIRED_CATALOG_COLUMNS,
@@ -636,6 +642,20 @@ def _text_number_notes(dataset: Any) -> list[str]:
             values = frame[column].dropna().astype(str).str.strip()
             values = values[values != ""]
             if not len(values):
+                continue
+            # "1.234" alone is a decimal or a thousand: another cell has to say which.
+            grouped = values.str.fullmatch(GROUPED_NUMBER) & ~values.str.fullmatch(
+                r"-?\d{1,3}[.,]\d{3}"
+            )
+            if grouped.any() and values.str.fullmatch(NUMBER_SHAPED).mean() >= 0.5:
+                example = values[grouped].iloc[0]
+                mark = values[grouped].str.extract(GROUPED_NUMBER)["mark"].iloc[0]
+                plain = example.replace(mark, "").replace(",", ".")
+                notes.append(
+                    f"{table} column '{column}' is read as text: its values are numbers "
+                    f"written with thousands separators (e.g. '{example}'); write them "
+                    f"without, and decimals with '.' ('{plain}'), for it to be a number"
+                )
                 continue
             if values.str.fullmatch(DECIMAL_COMMA).mean() >= 0.5:
                 notes.append(

@@ -1373,6 +1373,115 @@ def test_validate_notes_numbers_written_with_a_decimal_comma(
     )
 
 
+_THOUSANDS_NOTE = "its values are numbers written with thousands separators"
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        pytest.param(
+            [f"{4_512_345 + 7919 * i:,}" for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '4,512,345'); write them without, and decimals with "
+            "'.' ('4512345')",
+            id="comma-thousands",
+        ),
+        pytest.param(
+            [f"{4_512_345 + 7919 * i:,}".replace(",", ".") for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '4.512.345')",
+            id="dot-thousands",
+        ),
+        pytest.param(
+            [f"1.{234 + i},56" for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '1.234,56'); write them without, and decimals with "
+            "'.' ('1234.56')",
+            id="dot-thousands-comma-decimals",
+        ),
+        pytest.param(
+            [f"1 {234 + i} 567" for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '1 234 567')",
+            id="space-thousands",
+        ),
+        pytest.param(
+            [f"1\u202f{234 + i},5" for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '1\u202f234,5'); write them without, and decimals "
+            "with '.' ('1234.5')",
+            id="narrow-no-break-space-thousands",
+        ),
+        pytest.param(  # '1.234' says nothing; '1.000.004' says '.' is between thousands
+            [f"{10 ** (2 + i % 6) + i:,}".replace(",", ".") for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '1.000.004')",
+            id="ambiguous-cells-decided-by-the-column",
+        ),
+        pytest.param(
+            [f"1,{234 + i}" for i in range(60)],
+            "its values are numbers written with a decimal comma (e.g. '1,234')",
+            id="only-ambiguous-cells-a-decimal-comma",
+        ),
+        pytest.param(
+            [f"{i % 9},5" for i in range(60)],
+            "its values are numbers written with a decimal comma",
+            id="decimal-comma",
+        ),
+        pytest.param([f"1.{234 + i}" for i in range(60)], None, id="dots-read-as-decimals"),
+        pytest.param(
+            [f"{1 + i % 20}.{1 + i % 10}.1951" for i in range(60)], None, id="dates-not-unique"
+        ),
+        pytest.param(
+            [f"region {i % 9}" if i % 3 else f"1.{i:03d}.000" for i in range(60)],
+            None,
+            id="mostly-text",
+        ),
+    ],
+)
+def test_validate_notes_numbers_written_with_thousands_separators(
+    values: list[str], said: str | None
+) -> None:
+    """A column of '4,512,345' was kept silently as text, one category per HCP, though
+    the docs promised validate says how to make it numbers."""
+    from types import SimpleNamespace
+
+    from nextbest.cli import _text_number_notes
+    from nextbest.contract.validate import validate_hcps
+
+    n = len(values)
+    hcps = validate_hcps(
+        pd.DataFrame(
+            {
+                "hcp_id": [f"H{i}" for i in range(n)],
+                "specialty": ["cardiology"] * n,
+                "territory_id": ["T1"] * n,
+                "umsatz": values,
+            }
+        ),
+        file="hcps.csv",
+    )
+    assert "umsatz" in hcps.columns  # read (not an identifier), if maybe as text
+    empty = pd.DataFrame()
+    notes = _text_number_notes(SimpleNamespace(hcps=hcps, catalog=empty, interactions=empty))
+    if said is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and said in notes[0], notes
+        assert notes[0].startswith("hcps column 'umsatz' is read as text: ")
+
+
+def test_validate_says_how_to_make_numbers_of_a_thousands_column(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    data = _foreign_dataset(tmp_path / "umsatz", with_outcome=True)
+    hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
+    hcps["umsatz"] = [f"{1_234_567 + 7919 * i:,.2f}" for i in range(len(hcps))]
+    hcps["umsatz"] = hcps["umsatz"].str.translate(str.maketrans(",.", ".,"))  # 1.234.567,00
+    hcps.to_csv(data / "hcps.csv", index=False)
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
+    assert (
+        "note: hcps column 'umsatz' is read as text: its values are numbers written with "
+        "thousands separators (e.g. '1.234.567,00'); write them without, and decimals with "
+        "'.' ('1234567.00'), for it to be a number" in said
+    ), said
+    assert "identify an HCP" not in said, said
+
+
 def test_validate_notes_numbers_made_text_by_a_warehouses_null(
     env_settings: Path, tmp_path: Path
 ) -> None:

@@ -96,7 +96,7 @@ GROUPED_NUMBER = re.compile(
 # of other lengths (a date's "2.7.1951", "02.07.1951", an address's "10.0.0.1") nor
 # two numbers in one cell (a position's "52.2173,13.3395"): those are text, and text
 # unique per HCP identifies one.
-_NUMBER_SHAPED = re.compile(rf"[+-]?(?:0|[1-9]\d{{0,14}})(?:[.,]\d+)?|{GROUPED_NUMBER.pattern}")
+NUMBER_SHAPED = re.compile(rf"[+-]?(?:0|[1-9]\d{{0,14}})(?:[.,]\d+)?|{GROUPED_NUMBER.pattern}")
 _PHONE_WORDS = frozenset({"phone", "mobile", "tel", "telephone", "cell", "fax", "contact"})
 _PERSONAL_WORDS = frozenset({"name", "surname", "address", "street", "birth", "dob"})
 
@@ -121,7 +121,7 @@ def is_personal_column(name: str, values: Sequence[str] = ()) -> bool:
         return True
     if words & _PHONE_WORDS and _share(_PHONE_SHAPED, values) >= 0.5:
         return True
-    numeric = _share(_NUMBER_SHAPED, values) >= 0.5
+    numeric = _share(NUMBER_SHAPED, values) >= 0.5
     return bool(words & _PERSONAL_WORDS) and not numeric and len(set(values)) >= 0.9 * len(values)
 
 
@@ -165,7 +165,7 @@ def is_unique_text_column(values: Sequence[str]) -> bool:
     how they are written (a decimal comma, thousands separators as in ``4.512.345``,
     ``1.234,56`` or ``1 234 567``, a few ``NULL`` cells: half the cells number-shaped)
     are not: validate says how to make them numbers."""
-    if len(values) < UNIQUE_TEXT_MIN_VALUES or _share(_NUMBER_SHAPED, values) >= 0.5:
+    if len(values) < UNIQUE_TEXT_MIN_VALUES or _share(NUMBER_SHAPED, values) >= 0.5:
         return False
     return len(set(values)) >= 0.9 * len(values)
 
