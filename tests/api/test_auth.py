@@ -11,7 +11,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
-from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, hash_key
+from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, hash_key, new_key
 
 from .conftest import keys_cli, keys_cli_refused
 
@@ -287,7 +287,13 @@ def test_each_answer_carries_a_request_id_its_log_line_names(
         )
         kept = client.get("/healthz", headers={"X-Request-ID": "crm-7f3a:retry.2"})
         odd = client.get("/healthz", headers={"X-Request-ID": "has spaces & more"})
+        # A key (as `nextbest keys add` makes them) sent in the wrong header is not
+        # written into the logs.
+        key = new_key()
+        pasted = client.get("/healthz", headers={"X-Request-ID": key})
     made = denied.headers["X-Request-ID"]
+    assert pasted.status_code == 200 and pasted.headers["X-Request-ID"] != key
+    assert key not in caplog.text and key[3:] not in caplog.text
     assert denied.status_code == 401 and len(made) == 32
     assert kept.headers["X-Request-ID"] == "crm-7f3a:retry.2"  # the caller's own, kept
     assert odd.headers["X-Request-ID"] not in ("has spaces & more", made)

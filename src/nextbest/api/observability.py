@@ -19,10 +19,10 @@ Logs: one JSON line per request with route, status, duration, the requester's
 key name and the request id. No HCP identifiers, bodies or keys are logged.
 
 Request ids: a caller's ``X-Request-ID`` (up to 128 letters, digits, ``-``, ``_``,
-``.`` or ``:``) is kept, else one is made; the answer carries it back in
-``X-Request-ID`` and the request's log line names it, and so does every line
-logged while the request is handled (a database error, a traceback), so a
-client's failed call can be found in the server's logs.
+``.`` or ``:``, not starting ``nb_`` as keys do) is kept, else one is made; the
+answer carries it back in ``X-Request-ID`` and the request's log line names it,
+and so does every line logged while the request is handled (a database error, a
+traceback), so a client's failed call can be found in the server's logs.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nextbest.service.apikeys import KEY_PREFIX
 from nextbest.service.recommend import Recommendation
 
 logger = logging.getLogger(__name__)
@@ -383,6 +384,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
 
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_KEY_PREFIX = KEY_PREFIX.encode()
 # The id of the request being handled, for every line logged meanwhile. Set and not
 # reset: uvicorn runs each request in a task of its own (a copy of the context), and
 # logs an unhandled exception after the app returns, in that task.
@@ -390,9 +392,15 @@ _CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("nextbest_request_id", 
 
 
 def _request_id(scope: Scope) -> bytes:
-    """The caller's X-Request-ID when it is a plausible id, else a new one."""
+    """The caller's X-Request-ID when it is a plausible id, else a new one; never
+    one shaped like an API key (``nb_...``): a client that sent its key there would
+    have it written in every log line of the request."""
     for name, value in scope["headers"]:
-        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+        if (
+            name == b"x-request-id"
+            and _REQUEST_ID.fullmatch(value)
+            and not value.startswith(_KEY_PREFIX)
+        ):
             return bytes(value)
     return uuid.uuid4().hex.encode()
 

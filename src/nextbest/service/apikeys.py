@@ -197,9 +197,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# What every key nextbest makes starts with: a value so marked is a key wherever
+# it turns up (a request id a client filled with its key is not logged).
+KEY_PREFIX = "nb_"
+
+
 def new_key() -> str:
     """A fresh random key (256 bits, URL-safe)."""
-    return "nb_" + secrets.token_urlsafe(32)
+    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 class KeyStore:
