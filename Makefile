@@ -13,8 +13,12 @@ export NEXTBEST_MODELS_DIR ?= models
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@$(BIN)/python -m pip install --quiet --upgrade pip \
+		|| echo "note: pip could not be upgraded; installing with the pip the venv has"
+	@for try in 1 2 3; do \
+		$(BIN)/python -m pip install --quiet -e ".[dev]" && exit 0; \
+		[ $$try = 3 ] || { echo "pip install failed (try $$try of 3): trying again in 15 s"; sleep 15; }; \
+	done; echo "pip could not install nextbest: see its error above"; exit 1
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install nextbest with its dev tools
