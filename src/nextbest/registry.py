@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import pickle
+import re
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -239,7 +241,7 @@ def log_training_run(
             mlflow.log_figure(figure, f"plots/{name}.png")
         artifact = Path(tmp) / "scoring_model.joblib"
         joblib.dump(result.model, artifact, compress=3)
-        with warnings.catch_warnings(), _quiet("mlflow.pyfunc"):
+        with warnings.catch_warnings(), _quiet("mlflow.pyfunc"), _without_registration_lines():
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -376,6 +378,29 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         library_logger.setLevel(level)
+
+
+# MLflow's own lines when a version is registered: the command says which version it
+# registered, and "already exists" reads as if something went wrong.
+_MLFLOW_REGISTRATION_LINE = re.compile(
+    r"(Successfully registered model '.*'|Registered model '.*' already exists\. "
+    r"Creating a new version of this model\.\.\.|Created version '.*' of model '.*')\.?\n?"
+)
+
+
+@contextmanager
+def _without_registration_lines() -> Iterator[None]:
+    """Standard error of the block without :data:`_MLFLOW_REGISTRATION_LINE`; every other
+    line is written on when the block ends, whether or not it raised."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        lines = captured.getvalue().splitlines(keepends=True)
+        sys.stderr.write(
+            "".join(line for line in lines if not _MLFLOW_REGISTRATION_LINE.fullmatch(line))
+        )
 
 
 def _requirements() -> list[str]:

@@ -38,7 +38,11 @@ def test_simulate_train_picks(
         "interactions.csv",
         "truth.parquet",
     }
-    run_ok("train", "--data", str(world), "--config", str(FAST))
+    trained = run_ok("train", "--data", str(world), "--config", str(FAST))
+    # The command says the version it registered; MLflow's own lines about it are not
+    # repeated ("Successfully registered model", "Created version '1' of model").
+    assert "nextbest version 1" in trained, trained
+    assert "registered model" not in trained.lower() and "Created version" not in trained
     # The first champion, aliased at training before any promotion, is in the history.
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listed["champion_history"] == ["1"]
