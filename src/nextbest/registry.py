@@ -96,6 +96,9 @@ def _mlflow(settings: Settings) -> Any:
     # MLflow's own download bars would interleave with the command line's output
     # (one per model loaded); set the variable to "true" to see them anyway.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # "Creating initial MLflow database tables...", "Updating database tables": dated
+    # INFO lines on a new models directory, amid the command's own progress.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     settings.ensure_dirs()
     _refuse_unusable_sqlite(settings.resolved_tracking_uri)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)

@@ -43,6 +43,7 @@ def test_simulate_train_picks(
     # repeated ("Successfully registered model", "Created version '1' of model").
     assert "nextbest version 1" in trained, trained
     assert "registered model" not in trained.lower() and "Created version" not in trained
+    assert "database tables" not in trained  # MLflow's INFO lines on a new models directory
     # The first champion, aliased at training before any promotion, is in the history.
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listed["champion_history"] == ["1"]
