@@ -512,6 +512,20 @@ def _steps(total: int) -> Progress:
     return _Steps()
 
 
+def _stage_steps(progress: Progress, task: TaskID) -> Callable[[str], None]:
+    """What training says it is doing, shown on ``task``: a stage's name counts one
+    step, "stage (detail)" within it is shown without counting (see
+    :data:`nextbest.learning.train.Progress`)."""
+    stage = [progress.tasks[task].description]
+
+    def step(said: str) -> None:
+        name = said.split(" (", 1)[0]
+        progress.update(task, advance=int(name != stage[0]), description=said)
+        stage[0] = name
+
+    return step
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Directory to write the world into.")],
@@ -1024,8 +1038,7 @@ def train(
             _models_dir_usable(settings)
             return _load(data)
 
-        def step(name: str) -> None:
-            progress.update(task, advance=1, description=name)
+        step = _stage_steps(progress, task)
 
         with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
             try:
@@ -2497,9 +2510,7 @@ def retrain(
         _steps(len(stages)) as progress,
     ):
         task = progress.add_task("feedback", total=len(stages))
-
-        def step(name: str) -> None:
-            progress.update(task, advance=1, description=name)
+        step = _stage_steps(progress, task)
 
         try:
             outcome = run_retrain(

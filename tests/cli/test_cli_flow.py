@@ -44,6 +44,18 @@ def test_simulate_train_picks(
     assert "nextbest version 1" in trained, trained
     assert "registered model" not in trained.lower() and "Created version" not in trained
     assert "database tables" not in trained  # MLflow's INFO lines on a new models directory
+    # Off a terminal a line per step, and per model fitted within the long models step
+    # (minutes at scale), without counting them as steps.
+    lines = trained.splitlines()
+    fitting = [line for line in lines if line.startswith("models (")]
+    assert [line.split(":")[0] for line in fitting] == [
+        "models (engagement)",
+        "models (uplift, outcomes without a touch)",
+        "models (uplift, effect of engaged touches)",
+        "models (uplift, effect of unengaged touches)",
+    ], trained
+    assert all(": 2/6 " in line for line in fitting), fitting
+    assert any(line.startswith("snapshot: 3/6 ") for line in lines), trained
     # The first champion, aliased at training before any promotion, is in the history.
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listed["champion_history"] == ["1"]

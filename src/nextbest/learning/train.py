@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
     from nextbest.contract import Dataset
 
+# Told each stage's name as it starts ("features", "models", ...) and, within a
+# stage that can take minutes, "stage (what it is doing)" ("models (engagement)"): a
+# listener counts a stage when its name changes, and shows the rest as it comes.
 Progress = Callable[[str], None]
 
 # Fewer no-touch or treated rows than this and an uplift model would be noise.
@@ -394,6 +397,7 @@ def _train(
             treated=known.treated,
             engaged=known.engaged,
             propensity=known.propensity,
+            progress=lambda doing: step(f"models ({doing})"),
         )
         fitted_engagement = uplift_model.engagement_
         uplift_source = UPLIFT_MODEL
@@ -403,6 +407,7 @@ def _train(
                 "one treated-side stage was fitted"
             )
     else:
+        step("models (engagement)")
         fitted_engagement = engagement.fit(fit_rows.X[treated], fit_rows.engaged[treated])
         uplift_source = PREFERENCE_X_VALUE
         has_column = "outcome" in interactions and bool(interactions["outcome"].notna().any())

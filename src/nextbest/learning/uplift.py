@@ -37,6 +37,7 @@ has the comparison.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -208,13 +209,14 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         treated: Any,
         engaged: Any,
         propensity: Any | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> EngagementStratifiedUplift:
         """Fit on rows ``X`` (n, n_features) in time order, outcomes ``y`` (n,).
 
         ``treated`` (n,) is True where an action was taken (control rows' action
         columns are ignored); ``engaged`` (n,) 0/1 says whether the touch engaged;
         ``propensity`` (n,) is the logged probability of what was done (NaN or
-        None: unweighted).
+        None: unweighted). ``progress`` is told which model is fitted as each starts.
         """
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float32)
         y = np.asarray(y, dtype=np.float64)
@@ -234,7 +236,9 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
         weight = _inverse_propensity(propensity, len(y), self.max_weight)
+        say = progress or (lambda _doing: None)
 
+        say("engagement")
         engagement = clone(self.engagement) if self.engagement is not None else None
         if engagement is None:
             engagement = CalibratedEngagementClassifier(
@@ -244,6 +248,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
 
         k = self.n_control_features
         cats = list(self.categorical_feature or [])
+        say("uplift, outcomes without a touch")
         self.control_ = self._stage().fit(
             X[~treated, :k], y[~treated], weight[~treated], [c for c in cats if c < k]
         )
@@ -272,10 +277,13 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             if scale is not None:
                 target = target / scale
                 stage_weight = stage_weight * scale**2  # the scaled target's variance shrinks
+            say("uplift, effect of engaged touches")
             self.effect_engaged_ = self._stage().fit(Xt[on], target, stage_weight, cats)
+            say("uplift, effect of unengaged touches")
             self.effect_unengaged_ = self._stage().fit(Xt[~on], imputed[~on], wt[~on], cats)
         else:
             # Too few rows on one side: one treated-side stage, as in the plain X-learner.
+            say("uplift, effect of a touch")
             shared = self._stage().fit(Xt, imputed, wt, cats)
             self.effect_engaged_ = self.effect_unengaged_ = shared
         self.heterogeneity_ = 1.0
