@@ -287,7 +287,7 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
         stdout.print(
             f"vacuumed {', '.join(cleanup.vacuumed)}: {gone}; copies remain in PostgreSQL's "
             "write-ahead log and its archive, in backups, and on replicas until they "
-            "replay the deletes (README, 'Erasure and retention')",
+            "replay the deletes (docs/operations.md, 'Erasure and retention')",
             highlight=False,
         )
     for table, why in cleanup.not_vacuumed.items():
@@ -1682,7 +1682,7 @@ def _upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
             f"the database file {make_url(url).database} is damaged (SQLite's quick_check: "
             f"{damage}): serving would acknowledge answers and feedback it may not keep. "
             "Restore it from a backup, removing any -wal and -shm files beside it that "
-            "are not the backup's own (README.md, Backup and restore)"
+            "are not the backup's own (docs/operations.md, 'Backup and restore')"
         )
     try:
         return migrate(url)
@@ -2272,7 +2272,7 @@ def _print_versions_holding(settings: Settings, holding: list[Any], n_ids: int) 
         "`retrain`, `evaluate`, `promote`, then a reload of the servers), then delete these "
         "versions, their runs and logged models: MLflow's MlflowClient().delete_model_version"
         f"('{settings.model_name}', version), delete_run(run_id), delete_logged_model(model_id), "
-        "then `mlflow gc` (README, 'Erasure and retention')",
+        "then `mlflow gc` (docs/operations.md, 'Erasure and retention')",
         highlight=False,
     )
 

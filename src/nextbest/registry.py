@@ -81,8 +81,8 @@ class ArtifactAlteredError(RegistryError):
         super().__init__(
             f"{named}: its artifacts at {where} were altered after it was registered "
             f"(SHA-256 {found}, registered as {expected}); it is not loaded. Restore the "
-            "models directory from a backup (README, 'Backup and restore'), or register a "
-            "new version with `nextbest retrain` or `nextbest train`"
+            "models directory from a backup (docs/operations.md, 'Backup and restore'), or "
+            "register a new version with `nextbest retrain` or `nextbest train`"
         )
         self.version = version
         self.expected = expected
@@ -149,7 +149,7 @@ def experiment_id(settings: Settings, suffix: str = "") -> str:
             f"experiment '{name}' under {old}, which is gone: the models directory was "
             "moved or restored at another path, and a new run would write its artifacts "
             f"under {old}, apart from the rest. Put the directory back at {old.parent} "
-            "(README, 'Backup and restore'); the versions it holds can still be served "
+            "(docs/operations.md, 'Backup and restore'); the versions it holds can still be served "
             "from here"
         )
     return str(experiment.experiment_id)
@@ -702,7 +702,8 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
         logger.warning(
             "%s: its artifacts are recorded at %s, which is gone; read from %s, the same "
             "place in this models directory (moved or restored here). New runs are refused "
-            "until the directory is back at its original path (README, 'Backup and restore')",
+            "until the directory is back at its original path (docs/operations.md, 'Backup "
+            "and restore')",
             named,
             where,
             here,
@@ -812,8 +813,8 @@ def _artifact_place(settings: Settings, found: Any) -> tuple[str, str]:
     return where, (
         f"; the MLflow store records absolute artifact paths and this one is outside "
         f"the models directory {models}: a models directory moved or restored at "
-        "another path must be put back at its original one (README, 'Backup and "
-        "restore')"
+        "another path must be put back at its original one (docs/operations.md, 'Backup "
+        "and restore')"
     )
 
 

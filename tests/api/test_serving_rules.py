@@ -235,7 +235,7 @@ def test_explain_accounts_for_every_action_not_served(client: TestClient) -> Non
 
 
 def test_explain_names_the_per_channel_limit_for_what_it_cut_only(client: TestClient) -> None:
-    """README's example: three e-mails asked for, two listed; the third, ranked within
+    """docs/api.md's example: three e-mails asked for, two listed; the third, ranked within
     k, is cut by max_items_per_channel and said to be; those ranked below k are not."""
     recommender = client.app.state.runtime.recommender
     limit = recommender.max_per_channel

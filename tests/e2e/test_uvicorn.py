@@ -286,7 +286,7 @@ def test_sighup_reloads_a_single_worker_in_place(trained, tmp_path: Path) -> Non
         assert broken["rules_fingerprint"] == edited["rules_fingerprint"], broken
     finally:
         stop_server(proc)
-    assert proc.returncode == -signal.SIGTERM  # the stop's, re-raised by uvicorn (README)
+    assert proc.returncode == -signal.SIGTERM  # the stop's, re-raised by uvicorn (docs/cli.md)
 
 
 def test_sighup_ends_a_server_started_in_a_terminal(trained, tmp_path: Path) -> None:

@@ -480,7 +480,7 @@ class SchemaTooNewError(RuntimeError):
         super().__init__(
             f"the database's schema is at revision {found}, which this release does not "
             f"know (its newest is {head}): a newer nextbest migrated it. Run that release, "
-            "or downgrade the schema first (README, 'Upgrading and rolling back')"
+            "or downgrade the schema first (docs/operations.md, 'Upgrading and rolling back')"
         )
         self.found = found
         self.head = head
@@ -503,7 +503,8 @@ class SchemaBehindError(RuntimeError):
             f"the database's schema is at revision {found}, older than this release's "
             f"{head}: `nextbest db upgrade` upgrades it, as starting `nextbest serve` does. "
             "Upgrade it once the servers sharing it run this release: a worker of an older "
-            "release cannot start on a newer schema (README, 'Upgrading and rolling back')"
+            "release cannot start on a newer schema (docs/operations.md, 'Upgrading and "
+            "rolling back')"
         )
         self.found = found
         self.head = head
@@ -524,7 +525,8 @@ class MigrationLockTimeoutError(RuntimeError):
             f"held by another session's open transaction{by}, and gave up: nothing was "
             "changed (the migration rolled back). Run it again when those sessions have "
             "ended, and stop BI and extract jobs that read nextbest's tables during "
-            f"upgrades; to see who holds it: {example} (README, 'Upgrading and rolling back')"
+            f"upgrades; to see who holds it: {example} (docs/operations.md, 'Upgrading and "
+            "rolling back')"
         )
         self.tables = tables
         self.holders = holders
