@@ -934,3 +934,23 @@ def test_listing_no_keys_says_what_a_server_does_and_how_to_add_one(
     assert keys_cli("remove", "ops", "--file", str(path)).exit_code == 0
     said = " ".join(keys_cli("list", "--file", str(path)).stdout.split())
     assert f"no API keys in {path}" in said, said
+
+
+def test_a_running_server_warns_when_only_the_key_files_mode_changes(
+    api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chmod changes neither the file's time nor its size: it was not re-read, so
+    a file opened to every user stayed unwarned until its next edit."""
+    path = api_settings.api_keys_file
+    hashed = f"key_sha256: {hash_key(keys.channel_key)}"
+    path.write_text(path.read_text().replace(f"key: {keys.channel_key}", hashed))
+    path.chmod(0o600)
+    with (
+        caplog.at_level(logging.WARNING, logger="nextbest.service.apikeys"),
+        TestClient(create_app(api_settings), headers=dict(keys.admin)) as client,
+    ):
+        assert "unsafe" not in caplog.text
+        path.chmod(0o644)
+        assert client.post("/v1/admin/reload").status_code == 200
+    readable = f"{path} can be read by users other than its owner (mode 0644)"
+    assert readable in caplog.text, caplog.text

@@ -660,12 +660,14 @@ class ReloadingKeyStore:
     def __len__(self) -> int:
         return len(self._current())
 
-    def _status(self) -> tuple[int, int, int] | None:
+    def _status(self) -> tuple[int, int, int, int] | None:
         try:
             st = self.path.stat()
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        # The mode too: a chmod alone (the file opened to others, or closed again)
+        # changes what the warnings of a re-read say.
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
 
     def _current(self) -> KeyStore:
         status = self._status()
