@@ -626,9 +626,13 @@ def _text_number_notes(dataset: Any) -> list[str]:
     The model then treats each value as a category of its own. Thousands are decided
     by the whole column, as schema decides it is numbers (half its cells shaped as
     one): "1,234" is a thousand if another cell has thousands ("4,512,345"), a decimal
-    comma otherwise."""
+    comma otherwise. And columns read as decimals whose text looks like thousands
+    written with '.' ("1.234", "2.500" beside "980": see
+    :func:`~nextbest.contract.schema.reads_as_dotted_thousands`), extra or not (an
+    ``outcome``, a ``cost``): each such value is read a thousand times too small."""
     import pandas as pd
 
+    from nextbest.contract.parse import number, quoted
     from nextbest.contract.schema import (
         GROUPED_NUMBER,
         NULL_WORDS,
@@ -640,7 +644,7 @@ def _text_number_notes(dataset: Any) -> list[str]:
         REQUIRED_INTERACTION_COLUMNS,
         is_identifier_column,
     )
-    from nextbest.contract.validate import DECIMAL_COMMA
+    from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS
 
     contract = {
         "hcps": set(REQUIRED_HCP_COLUMNS),
@@ -650,6 +654,17 @@ def _text_number_notes(dataset: Any) -> list[str]:
     notes = []
     for table, known in contract.items():
         frame = getattr(dataset, table)
+        for column, cells in frame.attrs.get(DOTTED_THOUSANDS, {}).items():
+            *dotted, plain = cells
+            read = ", ".join(f"{quoted(c, at_most=20)} as {number(float(c))}" for c in dotted)
+            whole = dotted[0].replace(".", "")
+            notes.append(
+                f"{table} column '{column}' is read as decimals ({read}), but looks like "
+                f"whole numbers written with '.' between thousands (3 digits after every "
+                f"'.', and {quoted(plain, at_most=20)} without one): if so, export them "
+                f"without thousands separators ('{whole}'), for {whole} to be read; if they "
+                "are decimals, nothing to do"
+            )
         for column in frame.columns:
             if column in known or frame[column].dtype != object:
                 continue
@@ -1059,6 +1074,7 @@ def train(
                 *consent_notes(dataset.hcps, dataset.catalog),
                 *territory_notes(dataset.hcps),
                 *_catalog_notes(dataset),
+                *_text_number_notes(dataset),
             ]
         )
         step("register")

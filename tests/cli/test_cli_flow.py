@@ -1499,6 +1499,40 @@ def test_validate_says_how_to_make_numbers_of_a_thousands_column(
     assert "identify an HCP" not in said, said
 
 
+def test_validate_and_train_note_decimals_that_look_like_thousands_written_with_a_dot(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """'1.234', '2.500', '980' from a German spreadsheet were read as 1.234, 2.5 and 980
+    without a word, every value over 999 a thousand times too small. Rates, prices
+    and the same numbers typed as floats in Parquet stay unsaid."""
+    data = _foreign_dataset(tmp_path / "patients", with_outcome=True)
+    hcps = pd.read_csv(data / "hcps.csv", dtype=str, keep_default_na=False)
+    patients = [1234, 2500, 980, 12345, 45, 3100, 7002, 610, 1999, 0]
+    hcps["patients"] = [f"{patients[i % 10]:,}".replace(",", ".") for i in range(len(hcps))]
+    hcps["open_rate"] = [f"0.{125 + i % 50}" for i in range(len(hcps))]
+    hcps["list_price"] = [f"{12 + i % 9}.50" for i in range(len(hcps))]
+    hcps["dose_mg"] = [f"{1 + i % 7}.{i % 4 * 25}" if i % 3 else "5" for i in range(len(hcps))]
+    hcps.to_csv(data / "hcps.csv", index=False)
+    note = (
+        "note: hcps column 'patients' is read as decimals ('1.234' as 1.234, '2.500' as "
+        "2.5), but looks like whole numbers written with '.' between thousands (3 digits "
+        "after every '.', and '980' without one): if so, export them without thousands "
+        "separators ('1234'), for 1234 to be read; if they are decimals, nothing to do"
+    )
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
+    assert note in said, said
+    assert said.count("read as decimals") == 1, said  # not the rates, prices or doses
+    # Training says so too (and trains: they may be decimals), and the run keeps it.
+    trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
+    assert note in trained, trained
+    # The same numbers typed as floats: nothing says how they were written.
+    typed = hcps.assign(patients=hcps["patients"].astype(float))
+    typed.to_parquet(data / "hcps.parquet", index=False)
+    (data / "hcps.csv").unlink()
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
+    assert "read as decimals" not in said, said
+
+
 def test_validate_notes_numbers_made_text_by_a_warehouses_null(
     env_settings: Path, tmp_path: Path
 ) -> None:

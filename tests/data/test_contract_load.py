@@ -956,6 +956,112 @@ def test_numbers_with_thousands_are_no_identifier_but_dates_addresses_codes_are(
     assert ("umsatz" in hcps.columns) is not identifies
 
 
+def _dotted(value: int) -> str:
+    """``value`` as a German spreadsheet writes it: 1234 -> '1.234', 980 -> '980'."""
+    return f"{value:,}".replace(",", ".")
+
+
+# Patients per month, 45 to 12,345, as a German export writes them.
+_PATIENTS = [1234, 2500, 980, 12345, 45, 3100, 7002, 610, 1999, 0, 15000, 4321]
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        pytest.param(
+            [_dotted(v) for v in _PATIENTS], ["1.234", "2.500", "980"], id="dotted-thousands"
+        ),
+        pytest.param(
+            [_dotted(-v if v in (2500, 610) else v) for v in _PATIENTS],
+            ["1.234", "-2.500", "980"],
+            id="negative-dotted-thousands",
+        ),
+        pytest.param([f"0.{125 + i}" for i in range(12)], None, id="rates"),
+        pytest.param(
+            [f"0.{125 + i}" if i % 3 else str(i % 2) for i in range(12)],
+            None,
+            id="rates-with-whole-ones",
+        ),
+        pytest.param([f"{12 + i}.50" for i in range(12)], None, id="prices"),
+        pytest.param([f"{12 + i}.5" if i % 2 else str(12 + i) for i in range(12)], None, id="1.5"),
+        pytest.param(
+            ["1.234", "2.345", "3.456", "4.567", "5.678", "2.5", "980"],
+            None,
+            id="mixed-precision",
+        ),
+        pytest.param(  # 1234 and 1.234 in one column: not what one spreadsheet writes
+            [*[_dotted(v) for v in _PATIENTS], "1234"], None, id="a-thousand-without-a-dot"
+        ),
+        pytest.param([*[_dotted(v) for v in _PATIENTS], "0.500"], None, id="a-decimal-below-one"),
+        pytest.param(  # a fixed three decimals: whole numbers written '980.000'
+            [f"{v / 1000:.3f}" for v in _PATIENTS], None, id="three-decimals-fixed"
+        ),
+        pytest.param(  # a decimal or a thousand each: nothing says which
+            [_dotted(v) for v in _PATIENTS if v >= 1000], None, id="dotted-values-only"
+        ),
+        pytest.param(
+            ["1.234", "2.500", "12.345", "3.100", "980", "45"], None, id="too-few-dotted-values"
+        ),
+    ],
+)
+def test_decimals_that_look_like_thousands_written_with_a_dot_are_said(
+    values: list[str], said: list[str] | None
+) -> None:
+    """'1.234', '2.500', '980' from a German spreadsheet read as 1.234, 2.5 and 980,
+    every value over 999 a thousand times too small, and nothing said it."""
+    from nextbest.contract.validate import DOTTED_THOUSANDS, validate_hcps
+
+    n = len(values)
+    raw = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(n)],
+            "specialty": ["cardiology"] * n,
+            "territory_id": ["T1"] * n,
+            "patients": values,
+        }
+    )
+    hcps = validate_hcps(raw, file="hcps.csv")
+    assert hcps["patients"].dtype == "float64"  # read as decimals, as before
+    assert hcps.attrs[DOTTED_THOUSANDS] == ({"patients": said} if said else {})
+
+
+def test_dotted_thousands_are_said_of_text_only_not_of_typed_numbers(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """A Parquet column of floats 1.234, 2.5, 980 is what it is: no text says how it
+    was written. Text is text in either format, and outcome and cost are read so too."""
+    from nextbest.contract.validate import DOTTED_THOUSANDS
+
+    more = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(4, 4 + len(_PATIENTS))],
+            "specialty": "oncology",
+            "territory_id": "T1",
+        }
+    )
+    hcps = pd.concat([tables["hcps"], more], ignore_index=True).fillna("")
+    patients = [_dotted(v) for v in (_PATIENTS * 2)[: len(hcps)]]
+    tables["hcps"] = hcps.assign(patients=patients)
+    tables["interactions"] = tables["interactions"].assign(
+        outcome=["1.500", "2.250", "3", "12.000", "4.125"]
+    )
+    parquet = dict(tables, hcps=tables["hcps"].assign(patients=[float(p) for p in patients]))
+    floats = load_dataset(write_tables(parquet, "parquet", name="floats"))
+    assert floats.hcps["patients"].iloc[0] == 1.234
+    assert floats.hcps.attrs[DOTTED_THOUSANDS] == {}
+    assert floats.interactions.attrs[DOTTED_THOUSANDS] == {}  # a string column: too few
+    for fmt in ("csv", "parquet"):
+        text = load_dataset(write_tables(tables, fmt, name=f"text-{fmt}"))
+        assert text.hcps.attrs[DOTTED_THOUSANDS] == {"patients": ["1.234", "2.500", "980"]}
+        assert text.catalog.attrs[DOTTED_THOUSANDS] == {}  # costs 150.5 and 0
+    tables["interactions"] = pd.concat([tables["interactions"]] * 2, ignore_index=True).assign(
+        outcome=["1.500", "2.250", "3", "12.000", "4.125", "7.010", "0", "", "", ""]
+    )
+    tables["interactions"]["timestamp"] = [f"2024-03-{1 + i:02d}" for i in range(10)]
+    dataset = load_dataset(write_tables(tables, name="outcome"))
+    assert dataset.interactions.attrs[DOTTED_THOUSANDS] == {"outcome": ["1.500", "2.250", "3"]}
+
+
 def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) -> None:
     """Ten-digit NPIs and integer licence numbers were read as numbers, features the
     model stored, with no note; prefixed with a letter the same codes were dropped."""

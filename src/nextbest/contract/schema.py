@@ -90,6 +90,45 @@ GROUPED_NUMBER = re.compile(
     rf"(?!{_OCTET}(?:\.{_OCTET}){{3}}$)"
     r"-?[1-9]\d{0,2}(?P<mark>[,. \u00a0\u202f])\d{3}(?:(?P=mark)\d{3})*(?:(?!(?P=mark))[.,]\d+)?"
 )
+# One number a spreadsheet wrote with '.' between thousands that has a single group
+# ("1.234", "12.345", "-980.500"): a decimal to every number parser, as "1.5" is.
+DOTTED_THOUSAND = re.compile(r"-?[1-9]\d{0,2}\.\d{3}")
+# What the same spreadsheet writes for a whole number below a thousand: "980", "0".
+_BELOW_A_THOUSAND = re.compile(r"-?(?:0|[1-9]\d{0,2})")
+#: Fewer distinct dotted values than this are no sign of thousands.
+DOTTED_THOUSANDS_MIN_VALUES = 5
+
+
+def reads_as_dotted_thousands(values: Iterable[str]) -> bool:
+    """Whether the cells of a column read as decimals (``values``: its distinct
+    non-empty cells as the file writes them) look like whole numbers a European
+    spreadsheet wrote with '.' between thousands: "1.234", "2.500", "980", "12.345"
+    read as 1.234, 2.5, 980 and 12.345, every value over 999 a thousand times too
+    small, silently. (With two groups, "4.512.345", the column is no number and
+    GROUPED_NUMBER says so.)
+
+    Thousands when every cell is one of what such a spreadsheet writes, and both
+    kinds are there: at least ``DOTTED_THOUSANDS_MIN_VALUES`` distinct values with a
+    '.' and exactly three digits after it, no leading zero before it
+    (``DOTTED_THOUSAND``: no "0.125"), and a whole number without a '.' below a
+    thousand ("980"). Decimals are written otherwise: with other numbers of digits
+    after the point somewhere ("12.50", "1.5"; a general format drops trailing
+    zeros, so some value would show fewer than three), below one ("0.125"), or, at
+    a fixed three decimals, with them on whole numbers too ("980.000"). A column of
+    dotted values only ("1.234", "2.500") could be either, and stays unsaid, as does
+    anything else in a cell ("1234" without its '.', "1e3"). Only text says this:
+    the floats of a typed (Parquet) column are what they are."""
+    dotted = plain = 0
+    for value in values:
+        if DOTTED_THOUSAND.fullmatch(value):
+            dotted += 1
+        elif _BELOW_A_THOUSAND.fullmatch(value):
+            plain += 1
+        else:
+            return False
+    return dotted >= DOTTED_THOUSANDS_MIN_VALUES and plain > 0
+
+
 # A number as a spreadsheet writes one in some locale: one decimal point or comma
 # ("95.6", "0,5"; "1.234" is a number whichever it is), or thousands separated as
 # GROUPED_NUMBER says. Not a leading zero (a code's "00123") nor dots around groups

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from nextbest.contract.errors import ProblemLog
 from nextbest.contract.parse import Codes, Mask
 from nextbest.contract.schema import (
     CONTENT_TYPES,
+    DOTTED_THOUSAND,
     OPTIONAL_CATALOG_COLUMNS,
     OPTIONAL_INTERACTION_COLUMNS,
     REFUSED_NULL_WORDS,
@@ -40,6 +41,7 @@ from nextbest.contract.schema import (
     is_unique_code_column,
     is_unique_text_column,
     normalise_specialties,
+    reads_as_dotted_thousands,
 )
 
 # consent_<channel> in any case, with '_', '-', '.' or a space after "consent".
@@ -49,6 +51,10 @@ _BOOLEAN_HINT = "is not a boolean (use true/false, yes/no, y/n, t/f or 1/0)"
 NULL_HINT = "write a missing value as an empty cell"
 # "0,583": a decimal comma, as spreadsheets write numbers in many locales.
 DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
+#: attrs key of a validated table: its columns read as decimals from text that looks
+#: like thousands written with '.' ("1.234", "980"), each with the cells to quote
+#: (see :func:`_dotted_thousands`), for notes.
+DOTTED_THOUSANDS = "dotted_thousands"
 
 
 def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
@@ -110,6 +116,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     frame.attrs["consent_blanks"] = blanks
     frame.attrs["personal_columns"] = personal
     frame.attrs["identifier_columns"] = identifiers
+    frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, out)
     return frame
 
 
@@ -287,7 +294,9 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     for column in _others(raw, (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)):
         out[column] = _extra(raw, column)
     log.raise_if_any()
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, out)
+    return frame
 
 
 def validate_interactions(
@@ -433,7 +442,9 @@ def validate_interactions(
         "holdout": ordered(holdout.to_numpy()),
     }
     columns.update((column, ordered(values.to_numpy())) for column, values in extras.items())
-    return pd.DataFrame(columns, copy=False)
+    frame = pd.DataFrame(columns, copy=False)
+    frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, {"outcome": outcome, **extras})
+    return frame
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -827,6 +838,38 @@ def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
 def _extra(raw: pd.DataFrame, column: str) -> pd.Series:
     """An extra column as a feature; one named like an id or code stays text."""
     return parse.feature(raw[column], identifier=is_identifier_column(column))
+
+
+def _dotted_thousands(raw: pd.DataFrame, read: Mapping[str, pd.Series]) -> dict[str, list[str]]:
+    """The columns of ``read`` (parsed from ``raw``) read as decimals from text whose
+    cells look like thousands written with '.' (see
+    :func:`~nextbest.contract.schema.reads_as_dotted_thousands`), each with up to two
+    of its dotted cells and one without a '.', as the file writes them. Columns typed
+    as numbers in ``raw`` (Parquet) are left out: no text says how they were written."""
+    found: dict[str, list[str]] = {}
+    for column, values in read.items():
+        if (
+            column not in raw.columns
+            or not pd.api.types.is_float_dtype(values.dtype)
+            or not _may_be_dotted_thousands(values.to_numpy(dtype="float64"))
+            or pd.api.types.is_numeric_dtype(raw[column].dtype)
+        ):
+            continue
+        cells = [str(cell) for cell in parse.codes(raw[column]).uniques if cell != ""]
+        if reads_as_dotted_thousands(cells):
+            dotted = [cell for cell in cells if DOTTED_THOUSAND.fullmatch(cell)]
+            plain = next(cell for cell in cells if not DOTTED_THOUSAND.fullmatch(cell))
+            found[column] = [*dotted[:2], plain]
+    return found
+
+
+def _may_be_dotted_thousands(numbers: npt.NDArray[np.float64]) -> bool:
+    """What the numbers of a column of dotted thousands are (a fraction of at least 1,
+    and a whole number): most columns of floats are not, and their text (millions of
+    cells in interactions) is not read again."""
+    finite = numbers[np.isfinite(numbers)]
+    whole = finite == np.round(finite)
+    return bool(whole.any()) and bool((~whole & (np.abs(finite) >= 1)).any())
 
 
 def _nan(n: int) -> pd.Series:
