@@ -643,6 +643,7 @@ def _text_number_notes(dataset: Any) -> list[str]:
         REQUIRED_HCP_COLUMNS,
         REQUIRED_INTERACTION_COLUMNS,
         is_identifier_column,
+        ungrouped,
     )
     from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS
 
@@ -678,8 +679,7 @@ def _text_number_notes(dataset: Any) -> list[str]:
             )
             if grouped.any() and values.str.fullmatch(NUMBER_SHAPED).mean() >= 0.5:
                 example = values[grouped].iloc[0]
-                mark = values[grouped].str.extract(GROUPED_NUMBER)["mark"].iloc[0]
-                plain = example.replace(mark, "").replace(",", ".")
+                plain = ungrouped(example)
                 notes.append(
                     f"{table} column '{column}' is read as text: its values are numbers "
                     f"written with thousands separators (e.g. '{example}'); write them "

@@ -1419,6 +1419,24 @@ _THOUSANDS_NOTE = "its values are numbers written with thousands separators"
             id="space-thousands",
         ),
         pytest.param(
+            [f"{4_512_345 + 7919 * i:,}".replace(",", "'") for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '4'512'345'); write them without, and decimals with "
+            "'.' ('4512345')",
+            id="swiss-apostrophe-thousands",
+        ),
+        pytest.param(
+            [f"1\u2019{234 + i}.50" for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '1\u2019234.50'); write them without, and decimals "
+            "with '.' ('1234.50')",
+            id="swiss-right-quote-thousands",
+        ),
+        pytest.param(
+            [f"45,{12 + i},345.6" for i in range(60)],
+            f"{_THOUSANDS_NOTE} (e.g. '45,12,345.6'); write them without, and decimals with "
+            "'.' ('4512345.6')",
+            id="indian-lakhs",
+        ),
+        pytest.param(
             [f"1\u202f{234 + i},5" for i in range(60)],
             f"{_THOUSANDS_NOTE} (e.g. '1\u202f234,5'); write them without, and decimals "
             "with '.' ('1234.5')",

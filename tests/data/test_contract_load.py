@@ -872,6 +872,15 @@ def _grouped(value: float, mark: str, decimal: str = ".", places: int = 0) -> st
     return whole.replace(",", mark) + (decimal + fraction if places else "")
 
 
+def _indian(value: float, places: int = 0) -> str:
+    """``value`` as India writes it: commas between twos before the last three digits
+    (4512345.6, 1 -> '45,12,345.6')."""
+    whole, _, fraction = f"{value:.{places}f}".partition(".")
+    head, last = whole[:-3], whole[-3:]
+    pairs = [head[max(0, end - 2) : end] for end in range(len(head), 0, -2)][::-1]
+    return ",".join([*pairs, last]) + (f".{fraction}" if places else "")
+
+
 _AMOUNTS = [1_000_000 + 48_611.37 * i for i in range(60)]  # distinct, 1,000,000 up
 
 
@@ -894,6 +903,16 @@ _AMOUNTS = [1_000_000 + 48_611.37 * i for i in range(60)]  # distinct, 1,000,000
             id="no-break-space-thousands-comma-decimals",
         ),
         pytest.param([_grouped(v, ",") for v in _AMOUNTS], False, id="comma-thousands"),
+        pytest.param([_grouped(v, "'") for v in _AMOUNTS], False, id="swiss-apostrophe-thousands"),
+        pytest.param(
+            [_grouped(v, "\u2019", ".", 2) for v in _AMOUNTS],
+            False,
+            id="swiss-right-quote-thousands-dot-decimals",
+        ),
+        pytest.param([_indian(v) for v in _AMOUNTS], False, id="indian-lakhs"),
+        pytest.param(
+            [_indian(v * 100, places=2) for v in _AMOUNTS], False, id="indian-crores-decimals"
+        ),
         pytest.param(
             [_grouped(v, ",", ".", 2) for v in _AMOUNTS], False, id="comma-thousands-dot-decimals"
         ),

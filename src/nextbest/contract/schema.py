@@ -81,15 +81,31 @@ _EMAIL_SHAPED = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE_SHAPED = re.compile(r"\+?[\d\s().-]{7,}")
 # A number written with thousands separators as spreadsheets in some locale write
 # one: groups of exactly three digits after the first, all split by the same mark,
-# ',' '.' a space or a (narrow) no-break space ("4,512,345", "4.512.345", "1 234 567"),
-# then maybe decimals after the other mark ("1.234,56", "1,234.5"). Not an IPv4
-# address (four dotted groups of at most 255: "192.168.100.200"), nor a phone number
-# ("+49 301 234 567": a sign before groups is only '-').
+# ',' '.' a space, a (narrow) no-break space or, in Switzerland, an apostrophe
+# ("4,512,345", "4.512.345", "1 234 567", "1'234'567", "1\u2019234"), then maybe
+# decimals after the other mark ("1.234,56", "1,234.5", "1'234.50"); or grouped as
+# India writes lakhs and crores, by commas into twos before the last three digits
+# ("12,34,567", "1,23,45,678.5"). Not an IPv4 address (four dotted groups of at
+# most 255: "192.168.100.200"), nor a phone number ("+49 301 234 567": a sign
+# before groups is only '-').
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1?\d?\d)"
 GROUPED_NUMBER = re.compile(
-    rf"(?!{_OCTET}(?:\.{_OCTET}){{3}}$)"
-    r"-?[1-9]\d{0,2}(?P<mark>[,. \u00a0\u202f])\d{3}(?:(?P=mark)\d{3})*(?:(?!(?P=mark))[.,]\d+)?"
+    rf"(?!{_OCTET}(?:\.{_OCTET}){{3}}$)-?(?:"
+    r"[1-9]\d{0,2}(?P<mark>[,. '\u00a0\u202f\u2019])\d{3}(?:(?P=mark)\d{3})*"
+    r"(?:(?!(?P=mark))[.,]\d+)?"
+    r"|[1-9]\d?(?:,\d\d)+,\d{3}(?:\.\d+)?)"
 )
+
+
+def ungrouped(value: str) -> str:
+    """A ``GROUPED_NUMBER`` as the contract reads numbers, without its separators
+    and with a decimal point: '4.512.345' -> '4512345', '1.234,56' -> '1234.56',
+    "1'234.5" -> '1234.5', '12,34,567' -> '1234567'."""
+    match = GROUPED_NUMBER.fullmatch(value)
+    mark = match["mark"] if match is not None and match["mark"] else ","
+    return value.replace(mark, "").replace(",", ".")
+
+
 # One number a spreadsheet wrote with '.' between thousands that has a single group
 # ("1.234", "12.345", "-980.500"): a decimal to every number parser, as "1.5" is.
 DOTTED_THOUSAND = re.compile(r"-?[1-9]\d{0,2}\.\d{3}")
