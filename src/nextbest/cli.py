@@ -602,6 +602,21 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         raise _fail(f"train would stop on these data: {stops}")
 
 
+def _data_notes(dataset: Any) -> list[str]:
+    """What validate notes about the data that train and retrain say too, and keep in
+    the run (notes.txt in MLflow)."""
+    from nextbest.contract import consent_notes, empty_row_notes, territory_notes
+
+    return [
+        *empty_row_notes(dataset),
+        *_personal_notes(dataset),
+        *consent_notes(dataset.hcps, dataset.catalog),
+        *territory_notes(dataset.hcps),
+        *_catalog_notes(dataset),
+        *_text_number_notes(dataset),
+    ]
+
+
 def _why_training_stops(interactions: Any, eval_fraction: float, catalog: Any) -> str | None:
     """Why ``train`` would refuse these interactions before fitting anything, counted
     as training counts them, or None."""
@@ -1029,7 +1044,6 @@ def train(
     import pandas as pd
 
     from nextbest import registry
-    from nextbest.contract import consent_notes, empty_row_notes, territory_notes
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
@@ -1066,17 +1080,7 @@ def train(
                 )
             except ValueError as exc:
                 raise _fail(str(exc)) from None
-        # What validate notes about the data, in the run too (notes.txt in MLflow).
-        result.notes.extend(
-            [
-                *empty_row_notes(dataset),
-                *_personal_notes(dataset),
-                *consent_notes(dataset.hcps, dataset.catalog),
-                *territory_notes(dataset.hcps),
-                *_catalog_notes(dataset),
-                *_text_number_notes(dataset),
-            ]
-        )
+        result.notes.extend(_data_notes(dataset))
         step("register")
         info = registry.log_training_run(result, settings, alias=alias)
         progress.update(task, completed=len(stages))
@@ -2538,6 +2542,7 @@ def retrain(
                 reserved_share=gate.evaluation_share,
                 progress=step,
                 client=client,
+                data_notes=_data_notes(dataset),
             )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None

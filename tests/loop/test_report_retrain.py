@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -448,10 +449,17 @@ def test_cli_walkthrough(
     try:
         config = tmp_path / "train.yaml"
         config.write_text("engagement: {n_estimators: 40, num_leaves: 15}\n")
-        result = runner.invoke(
-            app, ["retrain", "--data", str(loop_world.data_dir), "--config", str(config)]
-        )
+        # The CRM's export now carries the HCPs' e-mail addresses: retrain says what
+        # validate and train say of the data, and keeps it in the run's notes.
+        data = tmp_path / "data"
+        shutil.copytree(loop_world.data_dir, data)
+        hcps = pd.read_parquet(data / "hcps.parquet")
+        hcps["email"] = [f"dr{i}@clinic.example" for i in range(len(hcps))]
+        hcps.to_parquet(data / "hcps.parquet")
+        result = runner.invoke(app, ["retrain", "--data", str(data), "--config", str(config)])
         assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert "hcps columns email look like personal data" in said, said
         challenger = registry.alias_version(settings, "challenger")
         assert "as 'challenger'" in result.output
         # Off a terminal (a cron job's log) each step is a line.

@@ -23,7 +23,7 @@ nobody engages. :func:`missing_engagement` finds the channels where that happene
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -234,12 +234,14 @@ def retrain(
     reserved_share: float = 0.3,
     progress: Progress | None = None,
     client: Client | None = None,
+    data_notes: Sequence[str] = (),
 ) -> RetrainResult:
     """Train on history + logged feedback and register the model with ``alias``.
 
     ``reserved_share`` of the logged decisions is left for the gate (pass the gate
     config's ``evaluation_share``). With a Dask ``client`` the training runs on its
-    cluster.
+    cluster. ``data_notes``, what was noted of ``dataset`` when it was read, are the
+    run's notes too.
     """
     with store_session(settings.resolved_database_url) as session:
         feedback = read_feedback_rows(
@@ -283,6 +285,7 @@ def retrain(
             "versions that could not be loaded: their propensity is the holdout rate, a "
             "lower bound"
         )
+    result.notes.extend(data_notes)
     if progress is not None:
         progress("register")
     info = registry.log_training_run(
