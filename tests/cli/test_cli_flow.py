@@ -971,7 +971,9 @@ def test_train_on_a_local_dask_cluster(env_settings: Path, tmp_path: Path) -> No
     [
         (
             "--dask=tcp://127.0.0.1:9",
-            "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'",
+            "--dask: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9' ('local' starts "
+            "one on this machine): nothing listens on port 9 of 127.0.0.1 (connection "
+            "refused)",
         ),
         ("--dask=garbage", "--dask: cannot reach a Dask scheduler at 'garbage'"),
         ("--dask=", "--dask: cannot reach a Dask scheduler at ''"),

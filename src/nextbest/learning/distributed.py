@@ -117,6 +117,8 @@ def _handshake(scheduler: str) -> None:
 
     from distributed.comm.core import connect as open_comm
 
+    _refuse_a_closed_port(scheduler)
+
     async def greet() -> None:
         comm = await open_comm(scheduler, timeout=CONNECT_TIMEOUT_S)
         await comm.close()
@@ -144,6 +146,38 @@ def _handshake(scheduler: str) -> None:
             f"{scheduler!r} answered, but not as a Dask scheduler ({type(exc).__name__}): "
             "is another server (HTTP, nextbest serve) listening there?"
         ) from None
+
+
+def _refuse_a_closed_port(scheduler: str) -> None:
+    """A TCP address where nothing listens, or whose host is unknown, refused at once:
+    Dask's connect retries a refused connection for its whole time limit and then
+    says it timed out, which reads as a slow network, not a scheduler not running."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(scheduler)
+        if scheme not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+    except ValueError:
+        return  # Dask's own connect says what is wrong with the address
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except ConnectionRefusedError:
+        raise ClusterUnavailableError(
+            f"cannot reach a Dask scheduler at {scheduler!r} ('local' starts one on this "
+            f"machine): nothing listens on port {port} of {host} (connection refused); "
+            "is the scheduler running, and on that port?"
+        ) from None
+    except socket.gaierror as exc:
+        raise ClusterUnavailableError(
+            f"cannot reach a Dask scheduler at {scheduler!r}: host {host!r} not found "
+            f"({exc.strerror})"
+        ) from None
+    except OSError:
+        return  # unreachable or slow: Dask's connect tries, in its time limit
 
 
 def cluster_failure(exc: BaseException) -> str | None:
