@@ -500,7 +500,8 @@ def test_a_rep_decides_on_rep_channel_suggestions_only(client: TestClient, keys)
     url = f"/v1/reps/{keys.rep_name}/feedback"
     said = (
         f"action '{action}' is on channel 'email', not a rep channel (rep_...): rep "
-        "decisions (accept, dismiss, snooze) are for suggestions on rep channels"
+        "decisions (accept, dismiss, snooze) are for suggestions on rep channels; feedback "
+        "on email actions comes from the email system"
     )
     for verb in ("dismiss", "snooze", "accept"):
         body = {**decision, "decision": verb}
@@ -569,7 +570,9 @@ def test_a_rep_key_records_rep_channel_events_and_opt_outs_only(client: TestClie
     said = {
         0: f"action '{action}' is on channel 'email', not a rep channel (rep_...): a rep "
         "key records opened events of rep channels only (and opt-outs of any channel)",
-        1: "channel 'email', not a rep channel (rep_...): a rep key records delivered events",
+        1: "channel 'email', not a rep channel (rep_...): a rep key records delivered events "
+        "of rep channels only (and opt-outs of any channel): delivered events on email come "
+        "from the email system",
         2: f"recommendation '{rid}' served channel(s) email, no rep channel (rep_...): a "
         "rep key records clicked events",
         5: f"action '{action}' is on channel 'email', not a rep channel",

@@ -910,11 +910,11 @@ def off_rep_channel_problem(event_type: str, channel: str, action_id: str | None
     if event_type in DECISION_EVENT_TYPES and action_id is not None:
         return (
             f"{said}rep decisions (accept, dismiss, snooze) are for suggestions on rep "
-            f"channels; feedback on a {channel} action comes from the {channel} system"
+            f"channels; feedback on {channel} actions comes from the {channel} system"
         )
     return (
         f"{said}a rep key records {event_type} events of rep channels only (and opt-outs "
-        f"of any channel): a {channel} {event_type} comes from the {channel} system"
+        f"of any channel): {event_type} events on {channel} come from the {channel} system"
     )
 
 
