@@ -1314,7 +1314,8 @@ def picks(
         version = logged.model_version  # the champion when the answers were served
     # What was written and logged on stdout (--out is required: the picks never are).
     stdout.print(
-        f"wrote {len(frame):,} picks for {frame['hcp_id'].nunique():,} of {len(hcp_ids):,} HCPs "
+        f"wrote {_plural(len(frame), 'pick')} for {frame['hcp_id'].nunique():,} of "
+        f"{_plural(len(hcp_ids), 'HCP')} "
         f"to {out} (model version {version})",
         highlight=False,
     )

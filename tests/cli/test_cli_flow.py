@@ -142,6 +142,10 @@ def test_simulate_train_picks(
     said = " ".join(result.stderr.split())
     assert result.exit_code == 0, result.output
     assert "'Cardiolgy' (1 HCP; did you mean 'cardiology'?); these HCPs get none of" in said, said
+    picked = len(pd.read_csv(noted))
+    assert result.stdout.startswith(
+        f"wrote {picked} pick{'' if picked == 1 else 's'} for {min(picked, 1)} of 1 HCP to "
+    ), result.stdout
     # What a note or error quotes from a file is text, not markup ('[/]' stopped the
     # command with a MarkupError traceback; '[bold]' vanished).
     send.write_text(f"hcp_id,specialty\n{first},Cardio[/] [bold]\n")
