@@ -292,6 +292,18 @@ def test_a_territory_the_file_does_not_hold_is_named_as_the_files(client: TestCl
     )
 
 
+def test_an_admin_planning_for_no_rep_key_is_told_to_name_the_territory(
+    client: TestClient, keys
+) -> None:
+    plan = client.get("/v1/reps/ops-view/suggestions")
+    assert plan.status_code == 422
+    (error,) = plan.json()["detail"]
+    assert error["loc"] == ["query", "territory_id"]
+    assert error["msg"] == (
+        "no rep key is named 'ops-view', so an admin names the territory to plan: ?territory_id="
+    )
+
+
 def test_an_unchanged_file_is_not_parsed_again_at_each_reload(
     client: TestClient, aligned: Settings, field: Field, monkeypatch: pytest.MonkeyPatch
 ) -> None:

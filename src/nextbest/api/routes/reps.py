@@ -149,7 +149,10 @@ def suggestions(
             asked = request_purpose(rep, purpose, whose="rep")
     if territory is None:
         raise InvalidRequestError(
-            "territory_id", "an admin must name the territory to plan", location="query"
+            "territory_id",
+            f"no rep key is named '{rep_id}', so an admin names the territory to plan: "
+            "?territory_id=",
+            location="query",
         )
     plan = rep_call_plan(
         runtime.recommender,
