@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> str:
         f"-H {shlex.quote('Authorization: Bearer ' + key)} "
         f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
-    console = Console()
+    # Not wrapped by Rich (at 80 columns when not on a terminal): a path or address
+    # split over two lines cannot be copied.
+    console = Console(soft_wrap=True)
     console.print(f"\n[bold]nextbest demo[/bold]: serving model version {version} on {base}")
     console.print(
         f"API key '{DEMO_KEY_NAME}' (role admin) created; only its SHA-256 is stored in "
