@@ -386,24 +386,51 @@ def _quiet(logger_name: str) -> Iterator[None]:
 # MLflow's own lines when a version is registered: the command says which version it
 # registered, and "already exists" reads as if something went wrong.
 _MLFLOW_REGISTRATION_LINE = re.compile(
-    r"(Successfully registered model '.*'|Registered model '.*' already exists\. "
-    r"Creating a new version of this model\.\.\.|Created version '.*' of model '.*')\.?\n?"
+    r"(Successfully registered model .*|Registered model .* already exists\. "
+    r"Creating a new version of this model\.\.\.|Created version '.*' of model .*)\n?"
 )
+
+
+class _WithoutRegistrationLines(io.TextIOBase):
+    """A stream for MLflow's event lines (``eprint``): each line is written on to
+    standard error as it ends, but for :data:`_MLFLOW_REGISTRATION_LINE`."""
+
+    def __init__(self) -> None:
+        self._line = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._line += text
+        *ended, self._line = self._line.split("\n")
+        for line in ended:
+            if not _MLFLOW_REGISTRATION_LINE.fullmatch(line):
+                sys.stderr.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._line and not _MLFLOW_REGISTRATION_LINE.fullmatch(self._line):
+            sys.stderr.write(self._line)
+        self._line = ""
+        sys.stderr.flush()
 
 
 @contextmanager
 def _without_registration_lines() -> Iterator[None]:
-    """Standard error of the block without :data:`_MLFLOW_REGISTRATION_LINE`; every other
-    line is written on when the block ends, whether or not it raised."""
-    captured = io.StringIO()
+    """MLflow's event lines in the block without :data:`_MLFLOW_REGISTRATION_LINE`.
+    Only MLflow's own stream is replaced (``eprint`` reads it at each call): whatever
+    else writes to standard error (warnings, a progress heartbeat) goes on as written."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    filtered = _WithoutRegistrationLines()
+    logging_utils.MLFLOW_LOGGING_STREAM = filtered  # type: ignore[assignment]
     try:
-        with contextlib.redirect_stderr(captured):
-            yield
+        yield
     finally:
-        lines = captured.getvalue().splitlines(keepends=True)
-        sys.stderr.write(
-            "".join(line for line in lines if not _MLFLOW_REGISTRATION_LINE.fullmatch(line))
-        )
+        logging_utils.MLFLOW_LOGGING_STREAM = stream
+        filtered.flush()
 
 
 def _requirements() -> list[str]:

@@ -142,3 +142,28 @@ def test_a_models_directory_moved_elsewhere_serves_its_versions_and_refuses_new_
     assert f"its artifacts at file://{first}" in said, said
     assert "the MLflow store records absolute artifact paths" in said, said
     assert f"outside the models directory {moved.resolve()}" in said, said
+
+
+def test_registration_hides_mlflows_version_lines_and_nothing_else(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command says the version it registered; MLflow's lines about it are left
+    out, and every other line of standard error is written as it comes (a progress
+    heartbeat held back until the end of an upload read as a hang)."""
+    import sys
+
+    from mlflow.utils.logging_utils import eprint
+
+    with registry._without_registration_lines():
+        eprint(
+            'Registered model "dr\'s model" already exists. Creating a new version of this model...'
+        )
+        eprint("Created version '3' of model 'nextbest'.")
+        eprint("Successfully registered model 'nextbest'.")
+        sys.stderr.write("register: 5/6 (0:01:00), still at work\n")
+        eprint("WARNING: the artifact store answered slowly")
+        assert capsys.readouterr().err == (
+            "register: 5/6 (0:01:00), still at work\nWARNING: the artifact store answered slowly\n"
+        )
+    eprint("Created version '4' of model 'nextbest'.")  # outside the block: as MLflow says it
+    assert capsys.readouterr().err == "Created version '4' of model 'nextbest'.\n"
