@@ -117,8 +117,6 @@ def _handshake(scheduler: str) -> None:
 
     from distributed.comm.core import connect as open_comm
 
-    _refuse_a_closed_port(scheduler)
-
     async def greet() -> None:
         comm = await open_comm(scheduler, timeout=CONNECT_TIMEOUT_S)
         await comm.close()
@@ -139,7 +137,7 @@ def _handshake(scheduler: str) -> None:
     except (OSError, ValueError) as exc:
         raise ClusterUnavailableError(
             f"cannot reach a Dask scheduler at {scheduler!r} ('local' starts one on this "
-            f"machine): {exc}"
+            f"machine): {_why_unreachable(scheduler) or exc}"
         ) from None
     except Exception as exc:  # MemoryError included: a reply that is not Dask's
         raise ClusterUnavailableError(
@@ -148,36 +146,40 @@ def _handshake(scheduler: str) -> None:
         ) from None
 
 
-def _refuse_a_closed_port(scheduler: str) -> None:
-    """A TCP address where nothing listens, or whose host is unknown, refused at once:
-    Dask's connect retries a refused connection for its whole time limit and then
-    says it timed out, which reads as a slow network, not a scheduler not running."""
+# How long the second look at an address Dask could not reach may take.
+PROBE_TIMEOUT_S = 2
+
+
+def _why_unreachable(scheduler: str) -> str | None:
+    """Why Dask's connect to a TCP address failed, where one more try tells: nothing
+    listens there, or its host name is unknown. Dask retries a refused connection for
+    its whole time limit and then says it timed out, which reads as a slow network,
+    not a scheduler that is not running. None when the try tells nothing more (no
+    answer: a firewall, a host down; an address that is not TCP)."""
     import socket
 
     from distributed.comm.addressing import parse_address, parse_host_port
 
     try:
         scheme, location = parse_address(scheduler)
-        if scheme not in ("tcp", "tls"):
-            return
         host, port = parse_host_port(location)
     except ValueError:
-        return  # Dask's own connect says what is wrong with the address
+        return None
+    if scheme not in ("tcp", "tls"):
+        return None
     try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except ConnectionRefusedError:
-        raise ClusterUnavailableError(
-            f"cannot reach a Dask scheduler at {scheduler!r} ('local' starts one on this "
-            f"machine): nothing listens on port {port} of {host} (connection refused); "
-            "is the scheduler running, and on that port?"
-        ) from None
+        return (
+            f"nothing listens on port {port} of {host} (connection refused): is the "
+            "scheduler running, and on that port?"
+        )
     except socket.gaierror as exc:
-        raise ClusterUnavailableError(
-            f"cannot reach a Dask scheduler at {scheduler!r}: host {host!r} not found "
-            f"({exc.strerror})"
-        ) from None
+        if exc.errno == socket.EAI_NONAME:
+            return f"host {host!r} not found ({exc.strerror})"
     except OSError:
-        return  # unreachable or slow: Dask's connect tries, in its time limit
+        pass
+    return None
 
 
 def cluster_failure(exc: BaseException) -> str | None:
