@@ -12,10 +12,11 @@ export NEXTBEST_MODELS_DIR ?= models
 .PHONY: install demo test lint format bench bench-quality bench-serve bench-loop bench-feedback clean
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A venv without a working pip (made where python3-venv was missing) is made again.
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip \
 		|| echo "note: pip could not be upgraded; installing with the pip the venv has"
-	@for try in 1 2 3; do \
+	@trap 'exit 130' INT TERM; for try in 1 2 3; do \
 		$(BIN)/python -m pip install --quiet -e ".[dev]" && exit 0; \
 		[ $$try = 3 ] || { echo "pip install failed (try $$try of 3): trying again in 15 s"; sleep 15; }; \
 	done; echo "pip could not install nextbest: see its error above"; exit 1
