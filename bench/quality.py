@@ -597,8 +597,11 @@ def _timed_training(
         "train_seconds": total,
         # The budget covers building features and fitting the models; the snapshot
         # for serving and the evaluation on the held-out slice come after.
+        # (The models step's own messages, "models (engagement)", are phases of it.)
         "features_and_models_seconds": sum(
-            durations.get(phase, 0.0) for phase in ("features", "preference model", "uplift model")
+            seconds
+            for phase, seconds in durations.items()
+            if phase.split(" (", 1)[0] in ("features", "models")
         ),
         "phases_seconds": durations,
         "eval_auc": result.metrics.get("eval_auc"),
