@@ -645,6 +645,7 @@ def _text_number_notes(dataset: Any) -> list[str]:
     written with '.' ("1.234", "2.500" beside "980": see
     :func:`~nextbest.contract.schema.reads_as_dotted_thousands`), extra or not (an
     ``outcome``, a ``cost``): each such value is read a thousand times too small."""
+    import numpy as np
     import pandas as pd
 
     from nextbest.contract.parse import number, quoted
@@ -684,15 +685,25 @@ def _text_number_notes(dataset: Any) -> list[str]:
         for column in frame.columns:
             if column in known or frame[column].dtype != object:
                 continue
-            values = frame[column].dropna().astype(str).str.strip()
-            values = values[values != ""]
-            if not len(values):
+            # Each distinct cell once, in the file's order, with how many cells hold it
+            # (millions of rows in interactions, a few distinct values in most columns).
+            codes, uniques = pd.factorize(frame[column])
+            counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+            values = pd.Series(uniques, dtype=object).astype(str).str.strip()
+            written = (values != "").to_numpy()
+            values, counts = values[written], counts[written]
+            total = int(counts.sum())
+            if not total:
                 continue
+
+            def share(cells: Any, counts: Any = counts, total: int = total) -> float:
+                return float(counts[cells.to_numpy()].sum()) / total
+
             # "1.234" alone is a decimal or a thousand: another cell has to say which.
             grouped = values.str.fullmatch(GROUPED_NUMBER) & ~values.str.fullmatch(
                 r"-?\d{1,3}[.,]\d{3}"
             )
-            if grouped.any() and values.str.fullmatch(NUMBER_SHAPED).mean() >= 0.5:
+            if grouped.any() and share(values.str.fullmatch(NUMBER_SHAPED)) >= 0.5:
                 example = values[grouped].iloc[0]
                 plain = ungrouped(example)
                 notes.append(
@@ -701,7 +712,7 @@ def _text_number_notes(dataset: Any) -> list[str]:
                     f"without, and decimals with '.' ('{plain}'), for it to be a number"
                 )
                 continue
-            if values.str.fullmatch(DECIMAL_COMMA).mean() >= 0.5:
+            if share(values.str.fullmatch(DECIMAL_COMMA)) >= 0.5:
                 notes.append(
                     f"{table} column '{column}' is read as text: its values are numbers "
                     f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
@@ -711,19 +722,18 @@ def _text_number_notes(dataset: Any) -> list[str]:
             # Numbers but for a few cells: a database's missing value ('NULL'), or a
             # spreadsheet's ('-', 'n.a.'), or one number written otherwise ('12,5').
             stray = pd.to_numeric(values, errors="coerce").isna()
-            n = int(stray.sum())
+            n = int(counts[stray.to_numpy()].sum())
             if (
                 not n
-                or n == len(values)
+                or n == total
                 or is_identifier_column(str(column))
                 or not (values[stray].str.lower().isin(NULL_WORDS).all() or n <= STRAY_CELLS)
             ):
                 continue
-            words = list(dict.fromkeys(values[stray].tolist()))
-            written = ", ".join(f"'{word}'" for word in words[:3])
+            words = ", ".join(f"'{word}'" for word in values[stray].tolist()[:3])
             notes.append(
                 f"{table} column '{column}' is read as text: its values are numbers but for "
-                f"{n:,} cell{'s' if n > 1 else ''} written {written}, which make every value "
+                f"{n:,} cell{'s' if n > 1 else ''} written {words}, which make every value "
                 "a category of its own; write a missing value as an empty cell (and decimals "
                 "with '.') for it to be a number"
             )
