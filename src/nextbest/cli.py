@@ -512,18 +512,21 @@ def _steps(total: int) -> Progress:
     return _Steps()
 
 
-def _stage_steps(progress: Progress, task: TaskID) -> Callable[[str], None]:
-    """What training says it is doing, shown on ``task``: a stage's name counts one
-    step, "stage (detail)" within it is shown without counting (see
-    :data:`nextbest.learning.train.Progress`)."""
-    stage = [progress.tasks[task].description]
+def _stage_steps(
+    progress: Progress, first: str, total: int
+) -> tuple[TaskID, Callable[[str], None]]:
+    """A task of ``total`` steps starting at stage ``first``, and what moves it as
+    training says what it is doing: a stage's name counts one step, "stage (detail)"
+    within it is shown without counting (see :data:`nextbest.learning.train.Progress`)."""
+    task = progress.add_task(first, total=total)
+    stage = [first]
 
     def step(said: str) -> None:
         name = said.split(" (", 1)[0]
         progress.update(task, advance=int(name != stage[0]), description=said)
         stage[0] = name
 
-    return step
+    return task, step
 
 
 @app.command()
@@ -1069,15 +1072,13 @@ def train(
         "register",
     ]
     with _steps(len(stages)) as progress:
-        task = progress.add_task("load", total=len(stages))
+        task, step = _stage_steps(progress, "load", len(stages))
 
         def load() -> Any:
             # Once the options are checked (a typo creates nothing), and here, not at
             # the last step after all the work.
             _models_dir_usable(settings)
             return _load(data)
-
-        step = _stage_steps(progress, task)
 
         with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
             try:
@@ -2540,8 +2541,7 @@ def retrain(
         _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client),
         _steps(len(stages)) as progress,
     ):
-        task = progress.add_task("feedback", total=len(stages))
-        step = _stage_steps(progress, task)
+        task, step = _stage_steps(progress, "feedback", len(stages))
 
         try:
             outcome = run_retrain(
