@@ -26,6 +26,11 @@ def _conforms(spec: dict[str, Any], method: str, path: str, response: Response) 
     schema = dict(declared[code]["content"]["application/json"]["schema"])
     schema["components"] = spec["components"]  # where its $refs point
     jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+    for name, header in declared[code].get("headers", {}).items():
+        if header.get("required"):
+            assert name in response.headers, f"{method.upper()} {path} {code} lacks {name}"
+        if name in response.headers and header["schema"]["type"] == "integer":
+            assert response.headers[name].isdigit(), (name, response.headers[name])
 
 
 def _hcps(client: TestClient, territory: str) -> tuple[str, str]:
@@ -46,6 +51,61 @@ def test_every_v1_route_declares_the_key_and_the_refusals(spec: dict[str, Any]) 
             assert operation["security"] == [{"bearer": []}, {"apiKey": []}], (method, path)
             assert {"401", "403", "503"} <= set(operation["responses"]), (method, path)
     assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_every_v1_route_declares_a_bug_s_500_and_the_headers_clients_act_on(
+    spec: dict[str, Any],
+) -> None:
+    """A 500 (an unhandled error) is ErrorPublic like the other refusals, and a
+    generated client learns of Retry-After (503) and WWW-Authenticate (401)."""
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            error = {"$ref": "#/components/schemas/ErrorPublic"}
+            assert responses["500"]["content"]["application/json"]["schema"] == error, path
+            assert responses["503"]["headers"]["Retry-After"]["required"], (method, path)
+            assert responses["401"]["headers"]["WWW-Authenticate"]["required"], (method, path)
+
+
+def test_a_bug_s_500_on_every_v1_route_fits_the_document(api_settings, keys) -> None:
+    """An unhandled error answers 500 {"detail": "internal server error"} on any
+    route: the document said so of /v1/admin/reload only."""
+    from nextbest.api.deps import get_runtime
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app = create_app(api_settings)
+    with TestClient(app, headers=dict(keys.admin), raise_server_exceptions=False) as client:
+        spec = client.get("/openapi.json").json()
+        hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+        app.dependency_overrides[get_runtime] = broken
+        event = {"event_id": "bug-1", "event_type": "opened", "hcp_id": hcp}
+        decision = {"recommendation_id": "r", "hcp_id": hcp, "action_id": "a", "decision": "snooze"}
+        asked = {
+            ("post", "/v1/recommendations"): client.post(
+                "/v1/recommendations", json={"hcp_id": hcp}
+            ),
+            ("post", "/v1/recommendations/batch"): client.post(
+                "/v1/recommendations/batch", json={"hcp_ids": [hcp]}
+            ),
+            ("post", "/v1/feedback"): client.post("/v1/feedback", json=event),
+            ("get", "/v1/reps/{rep_id}/suggestions"): client.get(
+                f"/v1/reps/{keys.rep_name}/suggestions"
+            ),
+            ("post", "/v1/reps/{rep_id}/feedback"): client.post(
+                f"/v1/reps/{keys.rep_name}/feedback", json=decision
+            ),
+            ("post", "/v1/admin/reload"): client.post("/v1/admin/reload"),
+        }
+    v1 = {(m, p) for p, ops in spec["paths"].items() if p.startswith("/v1/") for m in ops}
+    assert set(asked) == v1
+    for (method, path), response in asked.items():
+        assert response.status_code == 500, (path, response.text)
+        assert response.json() == {"detail": "internal server error"}
+        _conforms(spec, method, path, response)
 
 
 def test_answers_fit_the_declared_schemas(client: TestClient, keys, spec) -> None:

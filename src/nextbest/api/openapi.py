@@ -1,6 +1,7 @@
 """What the OpenAPI document adds to FastAPI's own: how to send the key, and the
 answers every ``/v1`` route can give besides its 200 and 422 (those of a route with
-a body among them).
+a body among them), with the headers they carry (``Retry-After`` of a 503,
+``WWW-Authenticate`` of a 401).
 
 Authentication is read from the headers by one dependency (``api/auth.py``), so
 FastAPI does not know of it; declaring it here costs the requests nothing.
@@ -23,12 +24,39 @@ SECURITY_SCHEMES = {
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}
 
-# Every /v1 route: its key, its role or territory, the service's state.
+# Every /v1 route: its key, its role or territory, the service's state, a bug.
 COMMON = {
     "401": "No API key, or an unknown one (with `WWW-Authenticate: Bearer`).",
     "403": "A known key outside its rights: its role, or a rep key's territory.",
     "503": "No model loaded yet, the database unavailable or the recommendation log behind: "
     "retry after `Retry-After` seconds.",
+    "500": 'An unhandled error (a bug): `{"detail": "internal server error"}`; its '
+    "`X-Request-ID` names the server's log lines about it.",
+}
+# Headers those answers always carry: a client generated from the document reads them.
+HEADERS: dict[str, dict[str, Any]] = {
+    "401": {
+        "WWW-Authenticate": {
+            "description": "`Bearer`: send the key as `Authorization: Bearer <key>` "
+            "(or `X-API-Key: <key>`).",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    "503": {
+        "Retry-After": {
+            "description": "Seconds to wait before sending the request again.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+    "500": {
+        "X-Request-ID": {
+            "description": "The request's id, in every log line written while it was handled.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
 }
 # Every /v1 route that reads a body (api/bodies.py).
 BODY = {
@@ -103,6 +131,8 @@ def document(app: FastAPI) -> None:
                     extra["500"] = FAILED[(method, path)]
                 for code, description in extra.items():
                     responses[code] = {"description": description, "content": _ERROR}
+                    if code in HEADERS:
+                        responses[code]["headers"] = HEADERS[code]
                 for code, description in RESULT_ANSWERS.get(path, {}).items():
                     other = "ErrorPublic" if code == "403" else "HTTPValidationError"
                     content = (
