@@ -69,6 +69,38 @@ def test_every_v1_route_declares_a_bug_s_500_and_the_headers_clients_act_on(
             assert responses["401"]["headers"]["WWW-Authenticate"]["required"], (method, path)
 
 
+def test_the_document_is_well_formed(spec: dict[str, Any]) -> None:
+    """Every $ref names a schema the document has (api/openapi.py adds some by name),
+    every schema is valid JSON Schema 2020-12 and every answer has a description:
+    a client generator stops at the first that is not."""
+    components = spec["components"]["schemas"]
+    validator = jsonschema.Draft202012Validator
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return found + [r for value in node.values() for r in refs(value)]
+        if isinstance(node, list):
+            return [r for value in node for r in refs(value)]
+        return []
+
+    for ref in refs(spec):
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in components, ref
+    for schema in components.values():
+        validator.check_schema(schema)
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                validator.check_schema(parameter["schema"])
+            for code, response in operation["responses"].items():
+                assert response.get("description"), (method, path, code)
+                for content in response.get("content", {}).values():
+                    validator.check_schema(content["schema"])
+                for header in response.get("headers", {}).values():
+                    validator.check_schema(header["schema"])
+
+
 def test_a_bug_s_500_on_every_v1_route_fits_the_document(api_settings, keys) -> None:
     """An unhandled error answers 500 {"detail": "internal server error"} on any
     route: the document said so of /v1/admin/reload only."""
