@@ -69,6 +69,20 @@ def test_every_v1_route_declares_a_bug_s_500_and_the_headers_clients_act_on(
             assert responses["401"]["headers"]["WWW-Authenticate"]["required"], (method, path)
 
 
+def test_an_empty_territory_id_is_refused_as_the_document_says(client: TestClient, spec) -> None:
+    """A generated client that checks parameters before sending learns that an empty
+    territory_id is refused (it was declared as any string up to 128 characters)."""
+    (territory,) = [
+        p
+        for p in spec["paths"]["/v1/reps/{rep_id}/suggestions"]["get"]["parameters"]
+        if p["name"] == "territory_id"
+    ]
+    assert territory["schema"]["minLength"] == 1
+    refused = client.get("/v1/reps/x/suggestions", params={"territory_id": ""})
+    assert refused.status_code == 422
+    assert "is empty" in refused.json()["detail"][0]["msg"]
+
+
 def test_the_document_is_well_formed(spec: dict[str, Any]) -> None:
     """Every $ref names a schema the document has (api/openapi.py adds some by name),
     every schema is valid JSON Schema 2020-12 and every answer has a description:

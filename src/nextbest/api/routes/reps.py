@@ -109,6 +109,8 @@ def suggestions(
     territory_id: str | None = Query(
         default=None,
         max_length=128,
+        # Declared, not checked by pydantic: the route's refusal says what to do.
+        json_schema_extra={"minLength": 1},
         description="Admin only: the territory to plan (a rep key has its own); by default "
         "the territory of the rep key named rep_id.",
     ),
