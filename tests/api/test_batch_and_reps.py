@@ -759,3 +759,35 @@ def test_an_answer_is_logged_with_the_time_it_was_decided_for(client: TestClient
     assert for_tomorrow == datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC)
     served_now = logged[now.json()["recommendation_id"]]
     assert abs(served_now - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("field", "nul"),
+    [
+        ("action_id", "A\x00"),
+        ("hcp_id", "H\x00"),
+        ("recommendation_id", "r\x00"),
+        ("reason", "x\x00"),
+    ],
+)
+def test_a_nul_in_a_decision_is_refused_naming_its_field(
+    client: TestClient, keys, field: str, nul: str
+) -> None:
+    """A NUL character reached the database: on PostgreSQL, which refuses it in text,
+    the lookup of the pair's latest decision answered 500 (schemathesis found it); on
+    SQLite the derived event_id was blamed, a field the rep had not sent."""
+    plan = _plan(client, keys)
+    first = plan.suggestions[0]
+    decision = {
+        "recommendation_id": first.recommendation_id,
+        "hcp_id": first.hcp_id,
+        "action_id": first.action_id,
+        "decision": "snooze",
+        field: nul,
+    }
+    # An admin's, as a rep key's decision about an unknown HCP is a 403 first.
+    sent = client.post(f"/v1/reps/{keys.rep_name}/feedback", json=decision)
+    assert sent.status_code == 422, sent.text
+    [error] = sent.json()["detail"]
+    assert error["loc"] == ["body", field], error
+    assert "NUL character" in error["msg"], error

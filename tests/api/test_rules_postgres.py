@@ -64,3 +64,19 @@ def test_caps_cooldowns_and_dismissals_on_postgres(pg_client: TestClient, keys) 
         assert answer.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncounted": []}
     plan = pg_client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).json()
     assert plan["suggestions"]
+
+
+def test_a_nul_in_a_rep_decision_is_a_422_on_postgres(pg_client: TestClient, keys) -> None:
+    """PostgreSQL refuses a NUL in a text parameter: the lookup of the pair's latest
+    decision raised it, and the decision was answered 500."""
+    plan = pg_client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).json()
+    first = plan["suggestions"][0]
+    decision = {
+        "recommendation_id": first["recommendation_id"],
+        "hcp_id": first["hcp_id"],
+        "action_id": "A\x00",
+        "decision": "accept",
+    }
+    sent = pg_client.post(f"/v1/reps/{keys.rep_name}/feedback", json=decision, headers=keys.rep)
+    assert sent.status_code == 422, sent.text
+    assert sent.json()["detail"][0]["loc"] == ["body", "action_id"]

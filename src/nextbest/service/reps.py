@@ -12,6 +12,7 @@ from nextbest.service.feedback import ingest_feedback
 from nextbest.service.recommend import Recommender
 from nextbest.storage.repository import (
     MAX_LENGTHS,
+    NUL_REFUSED,
     FeedbackRecord,
     FeedbackResult,
     latest_decision,
@@ -115,6 +116,18 @@ def record_rep_decision(
     ``occurred_at``, a decision that differs from the pair's latest one is new even
     when it repeats an earlier one: dismiss, accept, dismiss again suppresses again.
     """
+    # Before any query: PostgreSQL refuses a NUL in a text parameter, and looking up
+    # the pair's latest decision with one answered 500.
+    for field, text, location in (
+        ("rep_id", rep_id, "path"),
+        ("recommendation_id", recommendation_id, "body"),
+        ("hcp_id", hcp_id, "body"),
+        ("action_id", action_id, "body"),
+        ("reason", reason, "body"),
+        ("event_id", event_id, "body"),
+    ):
+        if text is not None and "\x00" in text:
+            raise InvalidRequestError(field, NUL_REFUSED.format(name=field), location=location)
     if decision not in EVENT_OF_DECISION:
         raise InvalidRequestError("decision", f"must be one of {', '.join(EVENT_OF_DECISION)}")
     event_type = EVENT_OF_DECISION[decision]

@@ -132,7 +132,7 @@ MAX_LENGTHS: dict[str, int] = {
 }
 # PostgreSQL cannot store a NUL in text (SQLite can): refused in every text field of
 # an event, on every database, for the same reason as an over-long value.
-_NUL_REFUSED = (
+NUL_REFUSED = (
     "{name} contains a NUL character (\\u0000), which the feedback store cannot hold "
     "(PostgreSQL refuses it in text): remove it"
 )
@@ -547,7 +547,7 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
         if not isinstance(text, str) or not text or len(text) > limit:
             return f"{name} must be a non-empty string of at most {limit} characters"
         if "\x00" in text:
-            return _NUL_REFUSED.format(name=name)
+            return NUL_REFUSED.format(name=name)
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
     impossible = _impossible_time(event, received_at)
