@@ -791,3 +791,13 @@ def test_a_nul_in_a_decision_is_refused_naming_its_field(
     [error] = sent.json()["detail"]
     assert error["loc"] == ["body", field], error
     assert "NUL character" in error["msg"], error
+
+
+def test_a_plan_for_a_rep_id_with_a_nul_is_refused(client: TestClient, keys) -> None:
+    """Its answers are logged with the rep_id: on PostgreSQL, which refuses a NUL in
+    text, they were served but dropped from the log, with the other answers the same
+    key had in that write."""
+    plan = client.get("/v1/reps/x%00y/suggestions", params={"territory_id": keys.territory})
+    assert plan.status_code == 422, plan.text
+    [error] = plan.json()["detail"]
+    assert error["loc"] == ["path", "rep_id"] and "NUL character" in error["msg"], error

@@ -80,3 +80,13 @@ def test_a_nul_in_a_rep_decision_is_a_422_on_postgres(pg_client: TestClient, key
     sent = pg_client.post(f"/v1/reps/{keys.rep_name}/feedback", json=decision, headers=keys.rep)
     assert sent.status_code == 422, sent.text
     assert sent.json()["detail"][0]["loc"] == ["body", "action_id"]
+
+
+def test_a_plan_for_a_rep_id_with_a_nul_is_refused_not_dropped_from_the_log(
+    pg_client: TestClient, keys
+) -> None:
+    log = pg_client.app.state.runtime.reclog
+    plan = pg_client.get("/v1/reps/x%00y/suggestions", params={"territory_id": keys.territory})
+    log.flush()
+    assert plan.status_code == 422, plan.text
+    assert log.dropped == 0

@@ -129,6 +129,15 @@ def suggestions(
 ) -> RepPlanPublic:
     """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
     _own_rep(caller, rep_id)
+    if "\x00" in rep_id:
+        # The plan's answers are logged with it: PostgreSQL refuses a NUL in text, and
+        # the answers were served but dropped from the log (feedback on them refused).
+        raise InvalidRequestError(
+            "rep_id",
+            "contains a NUL character (\\u0000), which the recommendation log cannot hold "
+            "(PostgreSQL refuses it in text): remove it",
+            location="path",
+        )
     if territory_id is not None and not territory_id.strip():
         raise InvalidRequestError(
             "territory_id",
