@@ -563,8 +563,6 @@ NO_INTERACTIONS = "no interactions: nothing to learn from"
 def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
     # What training will get is counted with the config `train` would read.
-    from nextbest.contract import consent_notes, empty_row_notes, territory_notes
-
     train_config = _train_config(config)
     dataset = _load(data)
     # The files keep the contract, but a pipeline gating on validate must not pass
@@ -585,18 +583,13 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     stdout.print(f"  data fingerprint {dataset.fingerprint()}", highlight=False)
     blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
-        *empty_row_notes(dataset),
-        *_personal_notes(dataset),
         *(
             f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
             for column, n in blanks.items()
         ),
-        *consent_notes(dataset.hcps, dataset.catalog),
-        *territory_notes(dataset.hcps),
-        *_catalog_notes(dataset),
+        *_data_notes(dataset),
         *_evidence_notes(dataset, train_config.eval_fraction),
         *_interaction_notes(dataset.interactions, dataset.catalog),
-        *_text_number_notes(dataset),
         *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
     ]
     for line in notes:
@@ -698,15 +691,12 @@ def _text_number_notes(dataset: Any) -> list[str]:
             total = int(counts.sum())
             if not total:
                 continue
-
-            def share(cells: Any, counts: Any = counts, total: int = total) -> float:
-                return float(counts[cells.to_numpy()].sum()) / total
-
+            share = counts / total  # of the column's cells, per distinct cell
             # "1.234" alone is a decimal or a thousand: another cell has to say which.
             grouped = values.str.fullmatch(GROUPED_NUMBER) & ~values.str.fullmatch(
                 r"-?\d{1,3}[.,]\d{3}"
             )
-            if grouped.any() and share(values.str.fullmatch(NUMBER_SHAPED)) >= 0.5:
+            if grouped.any() and share[values.str.fullmatch(NUMBER_SHAPED).to_numpy()].sum() >= 0.5:
                 example = values[grouped].iloc[0]
                 plain = ungrouped(example)
                 notes.append(
@@ -715,7 +705,7 @@ def _text_number_notes(dataset: Any) -> list[str]:
                     f"without, and decimals with '.' ('{plain}'), for it to be a number"
                 )
                 continue
-            if share(values.str.fullmatch(DECIMAL_COMMA)) >= 0.5:
+            if share[values.str.fullmatch(DECIMAL_COMMA).to_numpy()].sum() >= 0.5:
                 notes.append(
                     f"{table} column '{column}' is read as text: its values are numbers "
                     f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
