@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
+from nextbest.api.app import create_app
+
 
 def _delivered(client: TestClient, hcp_id: str, channel: str, days_ago: float, n: int) -> None:
     when = datetime.now(UTC) - timedelta(days=days_ago)
@@ -257,6 +259,41 @@ def test_explain_names_the_per_channel_limit_for_what_it_cut_only(client: TestCl
         if seen == 3:
             break
     assert seen, "some HCP should have more e-mails worth sending than the limit"
+
+
+def test_explain_names_what_the_channel_limit_cut_after_an_explored_first_item(
+    api_settings, keys
+) -> None:
+    """An explored first item counts toward its channel's limit, so the list as served
+    may leave out an action the greedy one holds: explain says the limit cut it, as it
+    says of the greedy list's cuts (it used to say nothing of it)."""
+    settings = api_settings.model_copy(
+        update={"epsilon": 1.0, "holdout_rate": 0.0, "seed": 5, "holdout_days": 0}
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        recommender = client.app.state.runtime.recommender
+        limit = recommender.max_per_channel
+        cut = f"at most {limit} items of one channel in one list (max_items_per_channel)"
+        channel_of = dict(zip(recommender.action_ids, recommender.action_channels, strict=True))
+        explored = 0
+        for hcp_id in recommender.hcp_ids[:40].tolist():
+            body = _ask(client, str(hcp_id), k=50)
+            items = body["items"]
+            if not items or not items[0]["explored"]:
+                continue
+            explored += 1
+            served = {i["action_id"] for i in items}
+            excluded = body["excluded"]
+            # k=50 lists every action worth its cost that the limit lets in: each
+            # other one is accounted for, as in a greedy list.
+            assert not served & excluded.keys()
+            assert served | excluded.keys() == set(recommender.action_ids.tolist()), hcp_id
+            full = Counter(i["channel"] for i in items)
+            for action_id, why in excluded.items():
+                if cut in why:
+                    assert why == [cut]
+                    assert full[channel_of[action_id]] == limit, (action_id, items)
+        assert explored > 10
 
 
 def _consent(client: TestClient, hcp_id: str, event_type: str, n: int, **extra) -> dict:

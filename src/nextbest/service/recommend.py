@@ -534,6 +534,12 @@ class Recommender:
         )[0][0]
         if explain_exclusions:
             served = {item.action_id for item in rec.items}  # exploration may serve one
+            # The list as served: an explored first item counts toward its channel's limit.
+            first = (
+                int(np.flatnonzero(self.action_ids == rec.items[0].action_id)[0])
+                if rec.items
+                else None
+            )
             (by_value,) = self._left_out_by_value(
                 np.array([row]),
                 k=k,
@@ -542,6 +548,7 @@ class Recommender:
                 now=now,
                 history=history,
                 channels=channels,
+                firsts=[first],
             )
             rec = replace(
                 rec,
@@ -605,12 +612,18 @@ class Recommender:
         history: LiveHistory | None,
         rep_only: bool = False,
         channels: Collection[str] | None = None,
+        firsts: Sequence[int | None] | None = None,
     ) -> list[list[tuple[int, str]]]:
         """For each snapshot row of ``rows``, the actions the rules allow that the greedy
         list of ``k`` leaves out, each with why: an expected net value of zero or less
         (never served; why in numbers), or, worth its cost and ranked among the first
         ``k``, ``max_per_channel`` items of its channel ranked above it. Actions ranked
-        below the first ``k`` are not listed: no rule left them out."""
+        below the first ``k`` are not listed: no rule left them out.
+
+        ``firsts`` (one per row; None: the greedy list) is the first item of the list
+        as served: after an explored first item the list is that item and the best
+        ``k - 1`` others, the explored item counted toward its channel's limit, and
+        the limit is said of what it cut from those."""
         allowed = self.allowed(
             rows,
             purpose=purpose,
@@ -648,21 +661,38 @@ class Recommender:
             score[pair_h, pair_a] = net
             for i in range(len(rows)):
                 ranked = ranked_positive(score[i], np.isfinite(score[i])).tolist()
-                kept = set(
-                    fill_list(
-                        ranked,
-                        k,
-                        channel_code=self.model.action_channel_code,
-                        max_per_channel=self.max_per_channel,
+                first = None if firsts is None else firsts[i]
+                if first is None:
+                    reach = ranked[:k]
+                    kept = set(
+                        fill_list(
+                            ranked,
+                            k,
+                            channel_code=self.model.action_channel_code,
+                            max_per_channel=self.max_per_channel,
+                        )
                     )
-                )
+                else:
+                    # What the list would hold after its first item without the limit,
+                    # against what it holds with it.
+                    reach = [first, *fill_list(ranked, k - 1, first=first)]
+                    kept = {
+                        first,
+                        *fill_list(
+                            ranked,
+                            k - 1,
+                            channel_code=self.model.action_channel_code,
+                            max_per_channel=self.max_per_channel,
+                            first=first,
+                        ),
+                    }
                 out[i] += [
                     (
                         a,
                         f"at most {self.max_per_channel} items of one channel in one list "
                         "(max_items_per_channel)",
                     )
-                    for a in ranked[:k]
+                    for a in reach
                     if a not in kept
                 ]
         return out
