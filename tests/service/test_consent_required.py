@@ -93,3 +93,53 @@ def test_consent_required_must_be_true_or_false() -> None:
         ServingRules.from_mapping(
             {"channels": {"sms": {"consent_required": "yes"}}}, source="rules.yaml"
         )
+
+
+def test_logged_picks_honour_a_send_lists_consent_as_plain_picks_do(
+    trained, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send list's consent_<channel> column puts an opt-in channel's consent on file
+    for its HCPs: `picks` and `picks --log` serve it to those who gave it (--log kept
+    the served model's view, no column: the channel went to nobody in the file sent)."""
+    import pandas as pd
+
+    from nextbest.policy.eligibility import EligibilityIndex
+    from nextbest.service.picks import logged_picks
+
+    load_version = registry.load_version
+
+    def without_webinar_column(*args, **kwargs):
+        found = copy.copy(load_version(*args, **kwargs))
+        found.hcps = found.hcps.drop(columns=["consent_webinar"])
+        return found
+
+    monkeypatch.setattr(registry, "load_version", without_webinar_column)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  webinar: {consent_required: true}\n")
+    settings = trained.settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'store.db'}",
+            "rules_file": rules,
+            "epsilon": 0.0,
+            "holdout_rate": 0.0,
+        }
+    )
+    model = without_webinar_column(settings, trained.version)
+    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
+    send = pd.DataFrame({"hcp_id": ids, "consent_webinar": [n % 2 == 0 for n in range(150)]})
+    plain = picks_frame(
+        model,
+        hcp_ids=ids,
+        k=10,
+        rules=ServingRules.load(rules),
+        eligibility=EligibilityIndex.build(model, hcps=send),
+    )
+    consenting = set(send["hcp_id"][send["consent_webinar"]])
+    assert set(plain["hcp_id"][plain["channel"] == "webinar"]) <= consenting
+    assert (plain["channel"] == "webinar").any()
+    logged = logged_picks(settings, hcp_ids=ids, k=10, hcps=send).frame
+    assert set(logged["hcp_id"][logged["channel"] == "webinar"]) <= consenting
+    assert (logged["channel"] == "webinar").any()
+    # The same picks: exploration and holdout are off.
+    columns = ["hcp_id", "rank", "action_id"]
+    assert logged[columns].values.tolist() == plain[columns].values.tolist()

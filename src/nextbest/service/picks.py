@@ -433,6 +433,9 @@ def logged_picks(
         recommender.eligibility = EligibilityIndex.build(
             recommender.model, hcps=hcps, catalog=catalog
         )
+        # The rules again over it: a consent column of the send's files puts an opt-in
+        # channel's consent on file (consent_required), as for plain picks.
+        recommender = recommender.with_rules(recommender.rules)
         rows: list[dict[str, object]] = []
         n_logged = n_holdout = 0
         answered: list[str] = []
