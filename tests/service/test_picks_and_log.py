@@ -462,3 +462,20 @@ def test_an_hcp_erased_while_picks_are_made_is_neither_sent_nor_logged(trained, 
     assert len(written) == 2 and not {first, second} & set(written[1]["hcp_id"])
     assert not {first, second} & set(done.frame["hcp_id"])
     assert logged == set(ids) - {first, second} and done.n_logged == len(ids) - 2
+
+
+def test_logged_picks_say_each_rules_note_once(trained, tmp_path, caplog) -> None:
+    """A rules note (here: catalog channels no rule names) is said once by a `picks --log`
+    run, where the send's files change no consent on file."""
+    from nextbest.service.picks import logged_picks
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email: {cooldown_days: 3}\n")
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "rules_file": rules}
+    )
+    ids = [str(h) for h in registry.load_alias(settings)[0].hcps["hcp_id"][:10]]
+    with caplog.at_level("WARNING", logger="nextbest.policy.rules"):
+        logged_picks(settings, hcp_ids=ids, hcps=pd.DataFrame({"hcp_id": ids}))
+    notes = [r for r in caplog.records if "no rules for channel(s)" in r.getMessage()]
+    assert len(notes) == 1, [r.getMessage() for r in notes]

@@ -433,9 +433,12 @@ def logged_picks(
         recommender.eligibility = EligibilityIndex.build(
             recommender.model, hcps=hcps, catalog=catalog
         )
-        # The rules again over it: a consent column of the send's files puts an opt-in
-        # channel's consent on file (consent_required), as for plain picks.
-        recommender = recommender.with_rules(recommender.rules)
+        # A consent column of the send's files puts an opt-in channel's consent on file
+        # (consent_required), as for plain picks: the rules are applied again over it
+        # (only then, as that says their notes again).
+        served_on_file = runtime.recommender.eligibility.consent_on_file
+        if recommender.eligibility.consent_on_file != served_on_file:
+            recommender = recommender.with_rules(recommender.rules)
         rows: list[dict[str, object]] = []
         n_logged = n_holdout = 0
         answered: list[str] = []
