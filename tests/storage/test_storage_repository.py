@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import threading
@@ -353,6 +354,43 @@ def test_repeated_id_within_a_batch_is_stored_once(
     stored = stored_events(session_factory)
     assert sorted(stored) == ["ev-a", "ev-b"]
     assert stored["ev-a"].channel == "email"  # the first occurrence wins
+
+
+@pytest.mark.parametrize("bad_first", [False, True])
+def test_a_new_event_repeated_in_its_batch_with_a_refused_reason_is_accepted_once(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    logged: list[RecommendationRecord],
+    bad_first: bool,
+) -> None:
+    """A dismissal sent twice in one batch, once with a reason code the rules file
+    lacks: the valid one is stored by this batch, so it is accepted, not reported
+    as already stored (the answer said 0 accepted, 2 duplicates of an event no
+    earlier request had sent)."""
+    dismissal = FeedbackRecord(
+        "dis-1",
+        "dismissed",
+        T0 + timedelta(hours=1),
+        "h1",
+        recommendation_id="rec-1",
+        action_id="a-email",
+        reason="not_relevant",
+    )
+    bad_reason = dataclasses.replace(dismissal, reason="no_such_code")
+    other_action = dataclasses.replace(dismissal, action_id="a-visit", reason="no_such_code")
+    batch = [bad_reason, dismissal] if bad_first else [dismissal, bad_reason]
+    result = record_feedback(
+        session, events=[*batch, other_action], dismiss_reasons=["not_relevant"]
+    )
+
+    assert result.accepted == ["dis-1"]
+    assert result.duplicates == ["dis-1"]  # the same event again, its reason aside
+    # Another action under the id is another event: refused for its reason code.
+    assert [(i, e) for i, e, _ in result.rejected] == [(2, "dis-1")]
+    assert result.rejected[0][2].startswith("unknown reason code 'no_such_code'")
+    stored = stored_events(session_factory)
+    assert list(stored) == ["dis-1"]
+    assert (stored["dis-1"].action_id, stored["dis-1"].reason) == ("a-email", "not_relevant")
 
 
 def test_channel_is_filled_from_the_served_item(

@@ -1308,10 +1308,12 @@ def _record_feedback(
             if rows
             else set()
         )
+        # Not the ids this statement inserted: read back, an event stored by this very
+        # batch would look stored before it (a duplicate, not accepted).
         stored = _stored_identities(
             session,
             [key for key in rows if key not in inserted]
-            + [event_id for _, event_id, _, _ in refused_reasons],
+            + [event_id for _, event_id, _, _ in refused_reasons if event_id not in inserted],
         )
         # An erasure's suppression is known by its id (erasure_event_id): one taken
         # fails the erasure (ErasureError) instead.
