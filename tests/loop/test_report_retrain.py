@@ -390,6 +390,46 @@ def test_decisions_on_content_retired_from_the_catalog_are_left_out_and_counted(
     assert retired not in set(rows.interactions["action_id"].dropna())
 
 
+def test_engagement_reported_for_a_no_action_answer_does_not_stop_retraining(
+    tmp_path: Path, loop_world: LoopWorld
+) -> None:
+    """The store accepts an open or a completed visit naming a holdout or an empty
+    answer (a caller that contacted the HCP anyway); joined as engaged = 1 on a
+    no-touch row, it broke the contract and every later retrain failed on it."""
+    from nextbest.loop.retrain import read_feedback_rows
+
+    settings = Settings(models_dir=tmp_path / "models")
+    url = settings.resolved_database_url
+    migrate(url)
+    engine = make_engine(url)
+    hcps = [str(h) for h in loop_world.dataset.hcps["hcp_id"].iloc[:3]]
+    action = loop_world.dataset.catalog.iloc[0]
+    item = ServedItem(
+        1, str(action["action_id"]), str(action["channel"]), "C1", 1, 1, 0.5, 0.8, False
+    )
+    records = [
+        recommendation_record("held", hcps[0], holdout=True, created_at=T0, p_no_action=0.3),
+        recommendation_record("empty", hcps[1], created_at=T0, p_no_action=0.9),
+        recommendation_record("served", hcps[2], created_at=T0, items=(item,)),
+    ]
+    events = []
+    for rid, hcp_id in zip(("held", "empty", "served"), hcps, strict=True):
+        events += [
+            FeedbackRecord(f"out-{rid}", "outcome", T0 + timedelta(days=3), hcp_id, rid, value=1.0),
+            FeedbackRecord(f"open-{rid}", "opened", T0 + timedelta(days=1), hcp_id, rid),
+        ]
+    with make_session_factory(engine)() as session:
+        log_recommendations(session, records=records)
+        session.commit()
+        stored = record_feedback(session, events=events)
+        assert len(stored.accepted) == 6, stored.rejected
+        rows = read_feedback_rows(session, loop_world.dataset, since=None).interactions
+    engine.dispose()
+    engaged = dict(zip(rows["hcp_id"], rows["engaged"], strict=True))
+    assert engaged == {hcps[0]: 0, hcps[1]: 0, hcps[2]: 1}
+    assert rows.loc[rows["action_id"].isna(), "hcp_id"].tolist() == sorted(hcps[:2])
+
+
 def test_evaluate_refuses_a_share_that_reaches_into_training(
     honest_loop: ServedStore, loop_world: LoopWorld
 ) -> None:

@@ -105,7 +105,10 @@ def feedback_interactions(
             "hcp_id": kept["hcp_id"].astype(str),
             "timestamp": pd.to_datetime(kept["timestamp"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%f"),
             "action_id": kept["action_id"].astype(object).where(~no_action, ""),
-            "engaged": kept["engaged"].astype("int64"),
+            # A no-action answer has nothing to engage with: an open or a visit
+            # reported for a held-out HCP (stored, and warned of) was some other
+            # contact, and the contract refuses engaged = 1 on a no-touch row.
+            "engaged": kept["engaged"].astype("int64").where(~no_action, 0),
             "outcome": kept["outcome"].astype("float64"),
             "propensity": propensity,
             "holdout": kept["holdout"].astype(bool),
