@@ -414,3 +414,52 @@ def test_a_challenger_choosing_what_was_never_served_first_is_said() -> None:
     assert "no logged decision served first: S1 (2); IPS and SNIPS give them no weight" in said
     logged_only = np.array(["A2", "A1", None, None, "A1"], dtype=object)
     assert _never_logged_first(logged_only, decisions) is None
+
+
+def test_versions_with_different_catalogs_are_compared(
+    tmp_path: Path, loop_world: LoopWorld, honest_loop: ServedStore
+) -> None:
+    """Content retired after it was served, and content the champion's catalog lacks
+    (a challenger retrained on a catalog with new content): every action was coded
+    in the champion's catalog, and evaluate stopped on "actions not in the catalog"."""
+    import pandas as pd
+
+    from nextbest.contract import Dataset
+    from nextbest.learning.train import train
+    from nextbest.loop.evidence import greedy_actions, load_decisions
+    from nextbest.settings import Settings
+    from nextbest.storage import make_engine, make_session_factory
+
+    from .conftest import FAST_CONFIG
+
+    url = honest_loop.settings.resolved_database_url
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        decisions = load_decisions(session)
+    engine.dispose()
+    # The action the honest champion served first most often, retired from a new
+    # champion's catalog: the log holds it, the challenger (the honest model) has it.
+    retired = str(decisions["action_id"].dropna().value_counts().index[0])
+    data = loop_world.dataset
+    catalog = data.catalog[data.catalog["action_id"] != retired].reset_index(drop=True)
+    history = data.interactions[data.interactions["action_id"] != retired]
+    champion = train(
+        Dataset(data.hcps, catalog, history.reset_index(drop=True)), config=FAST_CONFIG
+    )
+    settings = Settings(models_dir=tmp_path / "models", database_url=url)
+    register(champion.model, settings)
+    register(loop_world.honest, settings, alias="challenger")
+    assert retired in set(greedy_actions(loop_world.honest, decisions))
+
+    evaluation = gate.evaluate(
+        settings, config=GateConfig(evaluation_share=0.0, min_decisions=1), log=False
+    )
+    assert evaluation.decision.n_decisions == honest_loop.n_outcomes
+    assert np.isfinite(evaluation.decision.challenger["dr"]["value"])
+    assert evaluation.decision.difference is not None
+    # The retired action keeps its cost, from the catalog that still lists it.
+    vocabulary, cost = gate.action_space([champion.model, loop_world.honest], decisions)
+    listed = data.catalog.set_index("action_id")["cost"]
+    assert list(vocabulary[-1:]) == [retired]
+    assert cost[-1] == pytest.approx(float(listed[retired]))
+    assert len(vocabulary) == len(pd.unique(data.catalog["action_id"]))

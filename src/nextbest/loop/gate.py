@@ -35,6 +35,7 @@ every rollback, and the champion training set first (see
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -373,17 +374,60 @@ class Evaluation:
     unresolved_holdout: int = 0
 
 
+def action_space(
+    models: Sequence[ScoringModel],
+    decisions: pd.DataFrame,
+    load_model: Callable[[str], ScoringModel | None] | None = None,
+) -> tuple[pd.Index, np.ndarray]:
+    """Every action the evaluation names, and its cost: the actions of ``models``'
+    catalogs (the first that lists one gives its cost), then those logged decisions
+    served that none of them lists (content retired since), each costed by the
+    catalog of the version that served it (``load_model``; 0 when it cannot be
+    loaded: neither policy can choose such an action, so its cost enters only the
+    reward model's fit on those decisions).
+
+    A challenger retrained on a catalog with new content, or a champion trained
+    after content was retired, names actions the other's catalog lacks.
+    """
+    costs: dict[str, float] = {}
+    for model in models:
+        for action_id, cost in zip(
+            model.catalog["action_id"].astype(str), model.action_cost, strict=True
+        ):
+            costs.setdefault(action_id, float(cost))
+    served = decisions.loc[decisions["action_id"].notna(), ["action_id", "model_version"]]
+    for action_id, version in served.drop_duplicates("action_id").itertuples(index=False):
+        if str(action_id) in costs:
+            continue
+        serving = load_model(str(version)) if load_model is not None else None
+        costs[str(action_id)] = 0.0
+        if serving is not None:
+            listed = serving.catalog["action_id"].astype(str).to_numpy() == str(action_id)
+            if listed.any():
+                costs[str(action_id)] = float(serving.action_cost[np.argmax(listed)])
+    return pd.Index(list(costs), dtype=object), np.array(list(costs.values()), dtype=np.float64)
+
+
 def bandit_from_decisions(
-    decisions: pd.DataFrame, *, champion: ScoringModel, greedy_empty: np.ndarray
+    decisions: pd.DataFrame,
+    *,
+    champion: ScoringModel,
+    greedy_empty: np.ndarray,
+    space: tuple[pd.Index, np.ndarray] | None = None,
 ) -> LoggedBandit:
     """Logged decisions (served by any version) as a :class:`LoggedBandit`.
 
-    ``champion`` gives the action vocabulary, the costs and the HCP baselines;
-    ``greedy_empty`` ``(n,)`` says whether the serving model's greedy list was empty
+    ``champion`` gives the HCP baselines, and the action vocabulary and costs unless
+    ``space`` (:func:`action_space`) gives them; ``greedy_empty`` ``(n,)`` says
+    whether the serving model's greedy list was empty
     (:func:`~nextbest.loop.evidence.serving_greedy_empty`), for the holdout answers
     logged without their probability of no action.
     """
-    vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
+    vocabulary, cost = (
+        space
+        if space is not None
+        else (pd.Index(champion.catalog["action_id"].astype(str)), champion.action_cost)
+    )
     action = action_codes(decisions["action_id"], vocabulary)
     p_none = no_action_probability(decisions, greedy_empty)
     pscore = np.where(
@@ -393,7 +437,7 @@ def bandit_from_decisions(
         action=action,
         outcome=decisions["outcome"].to_numpy(dtype=np.float64),
         pscore=np.clip(pscore, 1e-12, 1.0),
-        cost=champion.action_cost,
+        cost=cost,
         baseline=history_baseline(champion, decisions["hcp_id"]),
         group=decisions["hcp_id"].astype(str).to_numpy(),
     )
@@ -474,14 +518,17 @@ def evaluate(
         raise NoEvidenceError(
             why, champion_version=champion_version, challenger_version=challenger_version
         )
-    greedy_empty, unresolved = serving_greedy_empty(
-        decisions,
-        version_loader(settings, {champion_version: champion, challenger_version: challenger}),
+    load_model = version_loader(
+        settings, {champion_version: champion, challenger_version: challenger}
     )
+    greedy_empty, unresolved = serving_greedy_empty(decisions, load_model)
     champion_actions = greedy_actions(champion, decisions)
     challenger_actions = greedy_actions(challenger, decisions)
-    data = bandit_from_decisions(decisions, champion=champion, greedy_empty=greedy_empty)
-    vocabulary = pd.Index(champion.catalog["action_id"].astype(str))
+    space = action_space([champion, challenger], decisions, load_model)
+    data = bandit_from_decisions(
+        decisions, champion=champion, greedy_empty=greedy_empty, space=space
+    )
+    vocabulary = space[0]
     decision = decide(
         data,
         champion_target=action_codes(champion_actions, vocabulary),
