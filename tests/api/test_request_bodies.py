@@ -9,7 +9,7 @@ import zlib
 import pytest
 from fastapi.testclient import TestClient
 
-from nextbest.api.bodies import MAX_BODY_BYTES
+from nextbest.api.bodies import MAX_BODY_BYTES, SMALL_BODY_BYTES
 
 JSON = {"Content-Type": "application/json"}
 
@@ -157,7 +157,8 @@ def test_a_body_that_cannot_be_read_is_refused_saying_what_to_send(
 def test_unreadable_json_is_a_422_that_says_why_and_where(
     client: TestClient, content: bytes, says: str
 ) -> None:
-    response = client.post("/v1/recommendations", content=content, headers=JSON)
+    # The feedback route: it reads 16 MiB, the others too little for the largest cases.
+    response = client.post("/v1/feedback", content=content, headers=JSON)
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
     assert error["type"] == "json_invalid"
@@ -241,9 +242,60 @@ def test_a_chunked_body_over_the_limit_is_413_in_json(client: TestClient) -> Non
             yield b"x" * 2**20
         yield b'"}'
 
-    response = client.post("/v1/recommendations", content=chunks(), headers=JSON)
+    response = client.post("/v1/feedback", content=chunks(), headers=JSON)
     assert response.status_code == 413
-    assert "larger than 16777216 bytes (16 MiB): send smaller batches" in response.json()["detail"]
+    assert response.json()["detail"] == (
+        "the body is larger than 16777216 bytes (16 MiB), the most /v1/feedback reads: "
+        "send smaller batches"
+    )
+
+
+def test_a_route_that_takes_no_batch_reads_64_kib_and_the_batch_routes_their_largest_batch(
+    client: TestClient,
+) -> None:
+    # JSON arrays parse on the worker's event loop: 16 MiB of them held it 1.4 s.
+    hcp = _hcp(client)
+    padded = json.dumps({"hcp_id": hcp, "k": 1}).encode()[:-1] + b" " * SMALL_BODY_BYTES + b"}"
+    for path in ("/v1/recommendations", "/v1/reps/R1/feedback"):
+        response = client.post(path, content=padded, headers=JSON)
+        assert response.status_code == 413, (path, response.text)
+        assert response.json()["detail"] == (
+            f"the body is larger than 65536 bytes (64 KiB), the most "
+            f"{path.replace('R1', '{rep_id}')} reads: one request of this route is a few "
+            "hundred bytes"
+        )
+    response = client.post(
+        "/v1/recommendations",
+        content=gzip.compress(padded),
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("the body inflates to more than 65536 bytes")
+    # A million-item array (2 MB that gzip makes 2 kB): refused unparsed, in a short answer.
+    million = b'{"hcp_id": "H000001", "x": [' + b",".join([b"0"] * 1_000_000) + b"]}"
+    response = client.post(
+        "/v1/recommendations",
+        content=gzip.compress(million),
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 413 and len(response.content) < 200
+    # The largest batch of recommendations: 1,000 ids of 128 characters, each written
+    # as a \u escape, is read (and refused for its unknown ids, not its size).
+    escaped = '"' + "\\u00e9" * 128 + '"'
+    body = ('{"hcp_ids": [' + ", ".join([escaped] * 1000) + '], "k": 1}').encode()
+    assert len(body) > 700_000
+    response = client.post("/v1/recommendations/batch", content=body, headers=JSON)
+    assert response.status_code != 413, response.text
+    # A feedback batch of a few hundred kilobytes is read and stored.
+    events = [
+        {"event_id": f"big-{i}", "event_type": "opened", "hcp_id": hcp, "channel": "email"}
+        for i in range(2000)
+    ]
+    body = json.dumps({"events": events}, indent=8).encode()
+    assert len(body) > SMALL_BODY_BYTES
+    response = client.post("/v1/feedback", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 2000
 
 
 def test_a_number_too_long_to_read_is_a_422_saying_so(client: TestClient) -> None:
@@ -283,6 +335,17 @@ def test_the_schema_declares_the_body_refusals_and_the_limits(client: TestClient
     spec = client.get("/openapi.json").json()
     for path in ("/v1/recommendations", "/v1/recommendations/batch", "/v1/feedback"):
         assert {"400", "413", "415"} <= set(spec["paths"][path]["post"]["responses"]), path
+    limits = {
+        path: spec["paths"][path]["post"]["responses"]["413"]["description"]
+        for path in ("/v1/recommendations", "/v1/recommendations/batch", "/v1/feedback")
+    }
+    assert limits == {
+        "/v1/recommendations": "The body (inflated) is larger than 64 KiB, the most this route "
+        "reads.",
+        "/v1/recommendations/batch": "The body (inflated) is larger than 2 MiB, the most this "
+        "route reads.",
+        "/v1/feedback": "The body (inflated) is larger than 16 MiB, the most this route reads.",
+    }
     assert "413" not in spec["paths"]["/v1/reps/{rep_id}/suggestions"]["get"]["responses"]
     schemas = spec["components"]["schemas"]
     assert schemas["RecommendationBatchCreate"]["properties"]["hcp_ids"]["maxItems"] == 1000

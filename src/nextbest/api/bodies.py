@@ -3,9 +3,11 @@
 FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
 ("There was an error parsing the body") or a 422 that blames the fields. Here:
 
-- a body larger than ``MAX_BODY_BYTES`` is refused with 413 (by its Content-Length,
-  before any of it is read); ``Content-Encoding: gzip`` (or ``deflate``) bodies are
-  inflated, up to the same size (a gzip body of concatenated members, up to
+- a body larger than its route reads (:func:`body_limit`: 16 MiB for feedback
+  batches, 2 MiB for a batch of recommendations, 64 KiB for every other request)
+  is refused with 413 (by its Content-Length, before any of it is read);
+  ``Content-Encoding: gzip`` (or ``deflate``) bodies are inflated, up to the same
+  size (a gzip body of concatenated members, up to
   ``MAX_GZIP_MEMBERS``, member after member); one cut short, or with data after its
   compressed stream, is refused with 400; another encoding is refused with 415,
   naming the ones accepted;
@@ -39,6 +41,17 @@ from nextbest.api.auth import refused_before_validation
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
 # at the fields' longest is about 3 MB.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# A request that is not a batch (a recommendation, a rep's decision, an admin call)
+# holds a dozen fields of at most a few hundred characters. Each byte read is parsed
+# on the worker's event loop, and 16 MiB of JSON arrays took 1.4 s and 360 MB there.
+SMALL_BODY_BYTES = 64 * 1024
+# The routes that take batches, and the most each reads; every other route reads
+# SMALL_BODY_BYTES. 1,000 HCP ids of 128 characters, each written as \u escapes
+# (6 bytes a character), are 0.8 MB.
+BATCH_BODY_BYTES = {
+    "/v1/feedback": MAX_BODY_BYTES,
+    "/v1/recommendations/batch": 2 * 1024 * 1024,
+}
 # How every gzip member starts: data after a member is either another one or garbage.
 _GZIP_MAGIC = b"\x1f\x8b"
 # Concatenated gzip members are read, as `gzip -d` reads them, up to this many.
@@ -63,7 +76,33 @@ class BodyRefused(HTTPException):
     """A body the route cannot read: 413 or 415, with what to send instead."""
 
 
-def _inflate(body: bytes, encoding: str) -> bytes:
+def body_limit(path: str) -> int:
+    """The most a route of ``path`` (its template) reads, in bytes, after inflating."""
+    return BATCH_BODY_BYTES.get(path, SMALL_BODY_BYTES)
+
+
+def size_text(n_bytes: int) -> str:
+    """``n_bytes`` in the largest binary unit that divides it: '16 MiB', '64 KiB'."""
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size and n_bytes % size == 0:
+            return f"{n_bytes // size} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _too_large(limit: int, path: str, inflated: bool) -> BodyRefused:
+    what = "inflates to more than" if inflated else "is larger than"
+    advice = (
+        "send smaller batches"
+        if path in BATCH_BODY_BYTES
+        else "one request of this route is a few hundred bytes"
+    )
+    return BodyRefused(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the body {what} {limit} bytes ({size_text(limit)}), the most {path} reads: {advice}",
+    )
+
+
+def _inflate(body: bytes, encoding: str, limit: int, path: str) -> bytes:
     """``body`` inflated: every member of a gzip body, one after the other (as
     ``gzip -d`` reads concatenated members), the one stream of a deflate body."""
     out = bytearray()
@@ -71,16 +110,13 @@ def _inflate(body: bytes, encoding: str) -> bytes:
     while True:
         inflater = zlib.decompressobj(ENCODINGS[encoding])
         try:
-            out += inflater.decompress(rest, MAX_BODY_BYTES + 1 - len(out))
+            out += inflater.decompress(rest, limit + 1 - len(out))
         except zlib.error as e:
             raise BodyRefused(
                 status.HTTP_400_BAD_REQUEST, f"the body is not valid {encoding} data: {e}"
             ) from e
-        if len(out) > MAX_BODY_BYTES:
-            raise BodyRefused(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"the body inflates to more than {MAX_BODY_BYTES} bytes: send smaller batches",
-            )
+        if len(out) > limit:
+            raise _too_large(limit, path, inflated=True)
         if not inflater.eof:
             # Cut short (a proxy's limit, a client's dropped connection): what inflated
             # is a prefix, read as JSON it was a puzzling "Unterminated string", and a
@@ -122,7 +158,13 @@ def _is_json(content_type: str) -> bool:
 
 
 class JSONBodyRequest(Request):
-    """A request whose body is inflated and whose JSON is checked as described above."""
+    """A request whose body is inflated and whose JSON is checked as described above;
+    ``path`` is its route's template, which sets how much of a body it reads."""
+
+    def __init__(self, scope: Any, receive: Any, *, path: str) -> None:
+        super().__init__(scope, receive)
+        self.route_path = path
+        self.max_body_bytes = body_limit(path)
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
@@ -131,7 +173,7 @@ class JSONBodyRequest(Request):
             # for seconds, a stall anyone could cause without a key.
             if (refused := refused_before_validation(self)) is not None:
                 raise refused
-            body = await self._read_at_most(MAX_BODY_BYTES)
+            body = await self._read_at_most(self.max_body_bytes)
             encoding = self.headers.get("content-encoding", "identity").strip().lower()
             if body and encoding not in ("", "identity"):
                 if encoding not in ENCODINGS:
@@ -140,7 +182,7 @@ class JSONBodyRequest(Request):
                         f"Content-Encoding {encoding!r} is not supported: send the body "
                         "uncompressed, or as gzip or deflate",
                     )
-                body = _inflate(body, encoding)
+                body = _inflate(body, encoding, self.max_body_bytes, self.route_path)
             content_type = self.headers.get("content-type")
             if body and (content_type is None or not _is_json(content_type)):
                 sent = "none" if content_type is None else repr(content_type)
@@ -155,10 +197,7 @@ class JSONBodyRequest(Request):
     async def _read_at_most(self, limit: int) -> bytes:
         """The body as sent, refused (413) past ``limit`` bytes: by its Content-Length
         before reading any of it, else (chunked) as soon as it passes the limit."""
-        too_large = BodyRefused(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"the body is larger than {limit} bytes ({limit // 2**20} MiB): send smaller batches",
-        )
+        too_large = _too_large(limit, self.route_path, inflated=False)
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise too_large
@@ -231,8 +270,9 @@ class JSONBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        path = self.path
 
         async def read_body_as_json(request: Request) -> Response:
-            return await handler(JSONBodyRequest(request.scope, request.receive))
+            return await handler(JSONBodyRequest(request.scope, request.receive, path=path))
 
         return read_body_as_json

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from nextbest.api.bodies import MAX_BODY_BYTES
+from nextbest.api.bodies import body_limit, size_text
 from nextbest.api.schemas import ErrorPublic
 
 SECURITY_SCHEMES = {
@@ -61,8 +61,6 @@ HEADERS: dict[str, dict[str, Any]] = {
 # Every /v1 route that reads a body (api/bodies.py).
 BODY = {
     "400": "A `Content-Encoding: gzip` or `deflate` body that does not inflate.",
-    "413": f"The body (inflated) is larger than {MAX_BODY_BYTES // 2**20} MiB: send smaller "
-    "batches.",
     "415": "A body that is not `Content-Type: application/json`, or compressed otherwise "
     "than gzip or deflate.",
 }
@@ -125,6 +123,10 @@ def document(app: FastAPI) -> None:
                 extra = dict(COMMON)
                 if "requestBody" in operation:
                     extra.update(BODY)
+                    extra["413"] = (
+                        f"The body (inflated) is larger than {size_text(body_limit(path))}, "
+                        "the most this route reads."
+                    )
                 if (method, path) in NOT_FOUND:
                     extra["404"] = NOT_FOUND[(method, path)]
                 if (method, path) in FAILED:
