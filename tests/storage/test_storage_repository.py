@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest.storage import (
@@ -228,6 +229,68 @@ def test_recommendation_record_refuses_unknown_purpose(
 ) -> None:
     with pytest.raises(ValueError, match="purpose must be one of"):
         make_recommendation("rec-x", "h1", purpose="marketing")
+
+
+@pytest.mark.parametrize(
+    ("field", "in_item"),
+    [
+        ("hcp_id", False),
+        ("requester", False),
+        ("rep_id", False),
+        ("channel_filter", False),
+        ("action_id", True),
+        ("content_id", True),
+        ("channel", True),
+    ],
+)
+def test_a_value_longer_than_its_column_is_never_stored_cut_short(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    make_recommendation: MakeRecommendation,
+    make_served_item: MakeItem,
+    field: str,
+    in_item: bool,
+) -> None:
+    """SQLite stores it whole; PostgreSQL refuses it as a plain INSERT does ("value
+    too long"). Its bulk insert cast each column's array to the column's type, and an
+    explicit cast to varchar(n) cuts silently: a cut id no longer joined back to its
+    HCP or action (retraining, erasure, the gate), and the two stores disagreed."""
+    table = RecommendationItem if in_item else Recommendation
+    width = getattr(table, field).type.length
+    long = "x" * width + "-tail"
+    item_fields: dict[str, Any] = {"rank": 1, "action_id": "a-email", "channel": "email"}
+    record_fields: dict[str, Any] = {"recommendation_id": "rec-long", "hcp_id": "h1"}
+    (item_fields if in_item else record_fields)[field] = long
+    record = make_recommendation(**record_fields, items=(make_served_item(**item_fields),))
+    if session.get_bind().dialect.name == "postgresql":
+        with pytest.raises(
+            DBAPIError, match=f"value too long for type character varying\\({width}\\)"
+        ):
+            log_recommendations(session, records=[record])
+        session.rollback()
+        return
+    log_recommendations(session, records=[record])
+    session.commit()
+    with session_factory() as check:
+        stored = check.scalars(select(getattr(table, field))).one()
+    assert stored == long
+
+
+def test_a_requester_longer_than_its_column_is_never_stored_cut_short_in_feedback(
+    session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
+) -> None:
+    """The feedback store's insert is the same bulk statement: the requester (an API
+    key's name, a command's user) is the one text field not checked per event."""
+    long = "k" * 128 + "-tail"
+    event = delivered("long-requester", "h1", channel="email")
+    if session.get_bind().dialect.name == "postgresql":
+        with pytest.raises(DBAPIError, match="value too long for type character varying\\(128\\)"):
+            record_feedback(session, events=[event], requester=long)
+        session.rollback()
+        assert stored_events(session_factory) == {}
+        return
+    assert record_feedback(session, events=[event], requester=long).accepted == ["long-requester"]
+    assert stored_events(session_factory)["long-requester"].requester == long
 
 
 # --- feedback: validation, idempotency ------------------------------------------------

@@ -634,12 +634,17 @@ def _postgres_unnest_statement(table: sa.Table) -> postgresql.Insert:
     (see :func:`_unnest_values`). The multi-row VALUES form binds one parameter
     per column *per row*, and psycopg spends most of a large batch's time parsing
     that query text (about 3x slower at 5,000 rows).
+
+    A text column's array is cast to ``text[]``, not to its own ``varchar(n)[]``:
+    PostgreSQL cuts a string to n characters on an explicit cast to varchar(n),
+    silently, where storing it in the column (an assignment) refuses it as too long,
+    as a plain INSERT does. Cut short, an id no longer joins back to what it named.
     """
     names = [column.name for column in table.columns]
     arrays = [
         sa.cast(
-            sa.bindparam(f"{column.name}_values", type_=postgresql.ARRAY(column.type)),
-            postgresql.ARRAY(column.type),
+            sa.bindparam(f"{column.name}_values", type_=postgresql.ARRAY(_array_type(column))),
+            postgresql.ARRAY(_array_type(column)),
         )
         for column in table.columns
     ]
@@ -647,6 +652,12 @@ def _postgres_unnest_statement(table: sa.Table) -> postgresql.Insert:
     return postgresql.insert(table).from_select(
         names, sa.select(*(incoming.c[name] for name in names))
     )
+
+
+def _array_type(column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+    """The element type of ``column``'s array in :func:`_postgres_unnest_statement`:
+    unbounded text for a text column (see there), the column's own type otherwise."""
+    return sa.Text() if isinstance(column.type, sa.String) else column.type
 
 
 def _unnest_values(table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
