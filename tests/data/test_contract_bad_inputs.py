@@ -6,6 +6,7 @@ import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ from nextbest.contract import (
     Problem,
     load_dataset,
     load_hcps,
+    load_send_list,
+    validate_catalog,
     write_table,
 )
+from nextbest.service.erasure import read_ids
 
 Tables = dict[str, pd.DataFrame]
 
@@ -636,3 +640,56 @@ def test_a_warehouse_null_is_shown_as_written_with_what_to_write_instead(
         "yes/no, y/n, t/f or 1/0) (write a missing value as an empty cell)",
     }, said
     assert err.hints == []
+
+
+def test_an_id_longer_than_the_store_keeps_is_refused_naming_file_row_column_and_limit(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """The recommendation log keeps 128 characters of an hcp_id, action_id or
+    content_id and 64 of a channel: PostgreSQL cut longer ones short (an id naming
+    nothing any more) where SQLite kept them whole. Refused when the files are read,
+    each value quoted shortened; one of exactly the limit is read."""
+    fits = "H" * 128
+    tables["hcps"].loc[0, "hcp_id"] = fits
+    tables["interactions"].loc[tables["interactions"]["hcp_id"] == "H1", "hcp_id"] = fits
+    tables["hcps"].loc[1, "hcp_id"] = "h" * 129
+    catalog = tables["catalog"]
+    catalog.loc[0, "action_id"] = "a" * 300
+    catalog.loc[1, "channel"] = "Rep " + "v" * 61  # rep_vvv...: 65 characters as read
+    catalog.loc[2, "content_id"] = "c" * 129
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    said = [str(problem) for problem in caught.value.problems]
+    keep = (
+        "characters, all the recommendation log and the feedback store keep; shorten it, "
+        "here and wherever it is named"
+    )
+    assert said == [
+        f"hcps.csv, row 2, column 'hcp_id': '{'h' * 40}'... (129 characters) is too long: "
+        f"at most 128 {keep}",
+        f"catalog.csv, row 1, column 'action_id': '{'a' * 40}'... (300 characters) is too "
+        f"long: at most 128 {keep}",
+        f"catalog.csv, row 2, column 'channel': 'rep_{'v' * 36}'... (65 characters) is too "
+        f"long: at most 64 {keep}",
+        f"catalog.csv, row 3, column 'content_id': '{'c' * 40}'... (129 characters) is too "
+        f"long: at most 128 {keep}",
+    ], said
+    tables["hcps"].loc[1, "hcp_id"] = "H2"
+    catalog.loc[0, "action_id"], catalog.loc[1, "channel"] = "A1", "rep_visit"
+    catalog.loc[2, "content_id"] = tables["interactions"].loc[3, "content_id"] = "c" * 128
+    dataset = load_dataset(write_tables(tables, name="fits"))
+    assert fits in set(dataset.hcps["hcp_id"]) and fits in set(dataset.interactions["hcp_id"])
+    catalog.loc[1, "channel"] = "rep_" + "v" * 60
+    assert len(validate_catalog(catalog, file="catalog.csv")["channel"][1]) == 64
+
+
+def test_a_send_list_or_an_erasure_list_refuses_an_id_longer_than_the_store_keeps(
+    tables: Tables, tmp_path: Path
+) -> None:
+    path = tmp_path / "send.csv"
+    path.write_text(f"hcp_id\nH1\n{'x' * 129}\n")
+    said = f"'{'x' * 40}'... (129 characters) is too long: at most 128 characters"
+    catalog = validate_catalog(tables["catalog"], file="catalog.csv")
+    for load in (partial(load_send_list, catalog=catalog), read_ids):
+        with pytest.raises(ContractError, match=at("send.csv", 2, "hcp_id", said)):
+            load(path)

@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, inspect, text
 
+from nextbest.limits import STORED_LENGTHS
 from nextbest.storage import (
     RecommendationRecord,
     get_recommendation,
@@ -109,6 +110,20 @@ def test_migrated_schema_matches_orm_metadata(database_url: str) -> None:
         for constraint in table.constraints
         if isinstance(constraint, CheckConstraint)
     }
+
+
+def test_every_column_named_in_the_stored_lengths_has_that_width_in_every_table() -> None:
+    """The edges (data contract, key file, API) refuse values longer than
+    STORED_LENGTHS says: a table holding one of these columns narrower would store
+    a value they let through cut short on PostgreSQL, or refuse it there only."""
+    widths = {
+        (table.name, column.name): column.type.length
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if column.name in STORED_LENGTHS
+    }
+    assert {name for _, name in widths} == set(STORED_LENGTHS)
+    assert {key: width for key, width in widths.items() if width != STORED_LENGTHS[key[1]]} == {}
 
 
 def test_commands_create_a_schema_but_leave_an_older_one_for_an_upgrade(

@@ -21,12 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from nextbest.contract.parse import quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.policy.eligibility import Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     NOT_EMPTY,
-    QUOTED_AT_MOST,
     EventTime,
     FeedbackEventCreate,
     HcpId,

@@ -131,6 +131,11 @@ class Parsed:
     bad: Mask
 
 
+# How many characters of a value a message quotes, when it may be long (a value sent
+# or read in a file: a message does not send back a megabyte).
+QUOTED_AT_MOST = 40
+
+
 def quoted(value: str, *, at_most: int | None = None) -> str:
     """``value`` in single quotes as the file holds it (``'\\N'`` shows as '\\N', not
     repr's doubled backslash); repr only for what would not print (a tab, a

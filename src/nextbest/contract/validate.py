@@ -43,6 +43,7 @@ from nextbest.contract.schema import (
     normalise_specialties,
     reads_as_dotted_thousands,
 )
+from nextbest.limits import STORED_LENGTHS
 
 # consent_<channel> in any case, with '_', '-', '.' or a space after "consent".
 _CONSENT_HEADER = re.compile(r"consent[_\-. ]+", re.IGNORECASE)
@@ -80,6 +81,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
+    _check_stored_length(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {
         "hcp_id": hcp_id.series(),
         "specialty": _required_text(raw, "specialty", log).series(),
@@ -128,6 +130,7 @@ def validate_id_list(raw: pd.DataFrame, *, file: str) -> list[str]:
     log = ProblemLog(file)
     raw = _start(raw, ("hcp_id",), log, rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
+    _check_stored_length(hcp_id, "hcp_id", log)
     log.raise_if_any()
     return list(dict.fromkeys(str(value) for value in hcp_id.series()))
 
@@ -178,6 +181,7 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     raw = _start(raw, ("hcp_id",), log, optional=("specialty",), rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
+    _check_stored_length(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {"hcp_id": hcp_id.series()}
     if "specialty" in raw.columns:  # an empty cell: the served model's
         out["specialty"] = parse.codes(raw["specialty"]).series()
@@ -242,7 +246,11 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     n = len(raw)
     action_id = _required_text(raw, "action_id", log)
     _check_unique(action_id, "action_id", log)
+    _check_stored_length(action_id, "action_id", log)
     channel = _required_text(raw, "channel", log).map(channel_spelling)
+    _check_stored_length(channel, "channel", log)
+    content_id = _required_text(raw, "content_id", log)
+    _check_stored_length(content_id, "content_id", log)
     content_type = _required_text(raw, "content_type", log).map(str.lower)
     log.add_rows(
         content_type.where(lambda u: (u != "") & ~np.isin(u, CONTENT_TYPES)),
@@ -283,7 +291,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     out: dict[str, pd.Series] = {
         "action_id": action_id.series(),
         "channel": channel.series(),
-        "content_id": _required_text(raw, "content_id", log).series(),
+        "content_id": content_id.series(),
         "topic": _required_text(raw, "topic", log).series(),
         "content_type": content_type.series(),
         "approved_from": approved_from,
@@ -617,6 +625,25 @@ def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
         return f"{said}, {_SCIENTIFIC_SAID}" if scientific[i] else said
 
     log.add_rows(repeated, column, describe)
+
+
+def _check_stored_length(cells: Codes, column: str, log: ProblemLog) -> None:
+    """Refuse the values of ``column`` longer than the recommendation log and the
+    feedback store keep of it (:data:`~nextbest.limits.STORED_LENGTHS`), quoting each
+    shortened: PostgreSQL refuses to store such a value (answers naming it would be
+    served but not logged) where SQLite stores it whole, and a copy cut short would
+    name nothing (retraining, erasure and the gate join on these ids)."""
+    limit = STORED_LENGTHS[column]
+    lengths = np.fromiter(map(len, cells.uniques), dtype=np.intp, count=len(cells.uniques))
+
+    def describe(i: int) -> str:
+        value = parse.quoted(cells.uniques[cells.codes[i]], at_most=parse.QUOTED_AT_MOST)
+        return (
+            f"{value} is too long: at most {limit} characters, all the recommendation log "
+            "and the feedback store keep; shorten it, here and wherever it is named"
+        )
+
+    log.add_rows(cells.broadcast(lengths > limit), column, describe)
 
 
 # A number as a spreadsheet shows one too long for its cell: '1.2E+05', '1,23457E+11'.

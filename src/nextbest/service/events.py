@@ -25,12 +25,10 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from nextbest.contract.parse import quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
 
 MAX_FEEDBACK_BATCH = 5000
-# A value a message quotes is cut after this many characters.
-QUOTED_AT_MOST = 40
 
 
 def not_a_boolean(value: object) -> object:

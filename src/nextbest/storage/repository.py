@@ -35,6 +35,7 @@ from nextbest.contract.schema import (
     is_rep_channel,
     near_channel,
 )
+from nextbest.limits import STORED_LENGTHS
 from nextbest.storage.tables import (
     CONSENT_ROWS,
     FeedbackEvent,
@@ -123,12 +124,8 @@ _RULES = cast(sa.Table, ServingRulesText.__table__)
 # Column widths of feedback_events: checked per event, because one over-long value
 # would otherwise make PostgreSQL refuse the whole batch.
 MAX_LENGTHS: dict[str, int] = {
-    "event_id": 128,
-    "hcp_id": 128,
-    "recommendation_id": 64,
-    "action_id": 128,
-    "channel": 64,
-    "reason": 256,
+    name: STORED_LENGTHS[name]
+    for name in ("event_id", "hcp_id", "recommendation_id", "action_id", "channel", "reason")
 }
 # PostgreSQL cannot store a NUL in text (SQLite can): refused in every text field of
 # an event, on every database, for the same reason as an over-long value.

@@ -14,6 +14,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import conv
 
+from nextbest.limits import STORED_LENGTHS
+
 # Deterministic constraint and index names, identical on SQLite and PostgreSQL, so
 # later migrations can refer to them by name.
 NAMING_CONVENTION: dict[str, str] = {
@@ -23,6 +25,12 @@ NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def _text(name: str) -> sa.String:
+    """The type of the text column ``name``: as wide as the edges that check values bound
+    for it allow (:data:`nextbest.limits.STORED_LENGTHS`)."""
+    return sa.String(STORED_LENGTHS[name])
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -72,14 +80,14 @@ class Recommendation(Base):
         ),
     )
 
-    recommendation_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    recommendation_id: Mapped[str] = mapped_column(_text("recommendation_id"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    hcp_id: Mapped[str] = mapped_column(sa.String(128), index=True)
+    hcp_id: Mapped[str] = mapped_column(_text("hcp_id"), index=True)
     # The API key's *name*; the key itself never reaches the database.
-    requester: Mapped[str] = mapped_column(sa.String(128))
+    requester: Mapped[str] = mapped_column(_text("requester"))
     purpose: Mapped[str] = mapped_column(sa.String(16))
-    channel_filter: Mapped[str | None] = mapped_column(sa.String(64))
-    model_version: Mapped[str] = mapped_column(sa.String(64))
+    channel_filter: Mapped[str | None] = mapped_column(_text("channel_filter"))
+    model_version: Mapped[str] = mapped_column(_text("model_version"))
     holdout: Mapped[bool] = mapped_column(sa.Boolean)
     policy: Mapped[str] = mapped_column(sa.String(32))
     epsilon: Mapped[float] = mapped_column(sa.Float)
@@ -95,7 +103,7 @@ class Recommendation(Base):
     # The rep a call plan's answer was planned for (its rep_id; the requester is the
     # key that asked, an admin's for a plan fetched on a rep's behalf); None for
     # other answers and before migration 0005.
-    rep_id: Mapped[str | None] = mapped_column(sa.String(128))
+    rep_id: Mapped[str | None] = mapped_column(_text("rep_id"))
     # The fingerprint of the serving rules the answering worker held (caps,
     # cool-downs, withdrawn actions; see ServingRules.fingerprint); None before
     # migration 0006.
@@ -113,14 +121,14 @@ class RecommendationItem(Base):
     __tablename__ = "recommendation_items"
 
     recommendation_id: Mapped[str] = mapped_column(
-        sa.String(64),
+        _text("recommendation_id"),
         sa.ForeignKey("recommendations.recommendation_id", ondelete="CASCADE"),
         primary_key=True,
     )
     rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    action_id: Mapped[str] = mapped_column(sa.String(128))
-    channel: Mapped[str] = mapped_column(sa.String(64))
-    content_id: Mapped[str] = mapped_column(sa.String(128))
+    action_id: Mapped[str] = mapped_column(_text("action_id"))
+    channel: Mapped[str] = mapped_column(_text("channel"))
+    content_id: Mapped[str] = mapped_column(_text("content_id"))
     score: Mapped[float] = mapped_column(sa.Float)
     expected_uplift: Mapped[float] = mapped_column(sa.Float)
     p_engage: Mapped[float] = mapped_column(sa.Float)
@@ -155,22 +163,22 @@ class FeedbackEvent(Base):
         ),
     )
 
-    event_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    event_id: Mapped[str] = mapped_column(_text("event_id"), primary_key=True)
     event_type: Mapped[str] = mapped_column(sa.String(16))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Indexed because off-policy evaluation aggregates events per recommendation.
     recommendation_id: Mapped[str | None] = mapped_column(
-        sa.String(64), sa.ForeignKey("recommendations.recommendation_id"), index=True
+        _text("recommendation_id"), sa.ForeignKey("recommendations.recommendation_id"), index=True
     )
-    hcp_id: Mapped[str] = mapped_column(sa.String(128))
-    action_id: Mapped[str | None] = mapped_column(sa.String(128))
-    channel: Mapped[str | None] = mapped_column(sa.String(64))
-    reason: Mapped[str | None] = mapped_column(sa.String(256))
+    hcp_id: Mapped[str] = mapped_column(_text("hcp_id"))
+    action_id: Mapped[str | None] = mapped_column(_text("action_id"))
+    channel: Mapped[str | None] = mapped_column(_text("channel"))
+    reason: Mapped[str | None] = mapped_column(_text("reason"))
     value: Mapped[float | None] = mapped_column(sa.Float)
     # Who sent it: the API key's name, or the command that stored a file's rows (the
     # audit trail of consent changes and decisions; None before migration 0003).
-    requester: Mapped[str | None] = mapped_column(sa.String(128))
+    requester: Mapped[str | None] = mapped_column(_text("requester"))
 
 
 class MaintenanceRun(Base):
@@ -193,7 +201,7 @@ class MaintenanceRun(Base):
     # 'prune' or 'erase'.
     command: Mapped[str] = mapped_column(sa.String(16))
     # The command and the operating-system user who ran it: ``nextbest prune (jdoe)``.
-    requester: Mapped[str] = mapped_column(sa.String(128))
+    requester: Mapped[str] = mapped_column(_text("requester"))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     # None while running, and for ever if the process was killed before the end.
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

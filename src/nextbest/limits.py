@@ -1,0 +1,39 @@
+"""How many characters a stored text value may have: the widths of the text columns
+of the recommendation log and the feedback store, by column name.
+
+``storage/tables.py`` declares those columns with these numbers, and every edge a
+value bound for one comes in by checks it against the same number, so that a value
+too long is refused there, naming it, rather than refused by one database and kept
+whole by the other when it is stored: the data contract (the ids of the hcps,
+catalog and send-list files), the API key file (a key's name is the requester
+logged), the API's requests. Nothing is imported here: the key file and the data
+files are read by commands that load neither SQLAlchemy nor the storage package.
+The migrations keep the numbers of their time; a test compares the tables with them
+on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+#: Column name -> its width in characters, the same in every table that has it.
+STORED_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "hcp_id": 128,
+        "action_id": 128,
+        "content_id": 128,
+        "channel": 64,
+        # The channels an answer was limited to, ','-joined (a channel-bound key's).
+        "channel_filter": 64,
+        # Who asked or stored: an API key's name, or a command and its user.
+        "requester": 128,
+        # The rep a call plan was made for (its rep_id).
+        "rep_id": 128,
+        "recommendation_id": 64,
+        "model_version": 64,
+        "event_id": 128,
+        "reason": 256,
+    }
+)
