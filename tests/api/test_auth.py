@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -494,6 +495,35 @@ def test_a_rep_name_that_is_no_path_segment_is_refused_in_the_key_file(tmp_path:
     # Other keys' names are only logged: any name will do.
     path.write_text(yaml.safe_dump({"keys": [{**entry, "role": "channel"}]}))
     assert KeyStore.load(path=path, env={}).principals[0].name == "rep t001/x"
+
+
+@pytest.mark.parametrize("role", ["admin", "channel", "rep"])
+def test_a_key_name_longer_than_the_logged_requester_is_refused_naming_the_entry(
+    tmp_path: Path, role: str
+) -> None:
+    """A key's name is the requester every answer and event it sends is stored with,
+    128 characters at most: PostgreSQL cut a longer one short (SQLite kept it
+    whole), so the log named a key the file does not have."""
+    long = "r" * 129
+    entry = {"name": long, "role": role, "territory_id": "T001", "key": "k" * 20}
+    if role != "rep":
+        del entry["territory_id"]
+    said = (
+        f"({'r' * 40!r}... (129 characters)): 'name' is at most 128 characters, all the "
+        "recommendation log and the feedback store keep of the requester it is logged as"
+    )
+    path = tmp_path / "keys.yaml"
+    path.write_text(yaml.safe_dump({"keys": [entry]}, sort_keys=False))
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env={})
+    assert str(refused.value).startswith(f"{path}, line 2: keys[0] {said}"), str(refused.value)
+    with pytest.raises(ApiKeyError, match=re.escape(f"NEXTBEST_API_KEYS: keys[0] {said}")):
+        KeyStore.load(path=None, env={"NEXTBEST_API_KEYS": json.dumps([entry])})
+    with pytest.raises(ApiKeyError, match=re.escape(said)):
+        add_key_to_file(tmp_path / "new.yaml", name=long, role=role, territory_id="T001")
+    assert not (tmp_path / "new.yaml").exists()
+    path.write_text(yaml.safe_dump({"keys": [{**entry, "name": long[:128]}]}))
+    assert KeyStore.load(path=path, env={}).principals[0].name == long[:128]
 
 
 def test_a_rep_key_named_with_every_allowed_character_reaches_its_plan(

@@ -64,6 +64,7 @@ from typing import Any, Literal
 
 import yaml
 
+from nextbest.limits import STORED_LENGTHS
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
 
 Role = Literal["admin", "channel", "rep"]
@@ -93,8 +94,10 @@ _KEEP_OLD = re.compile(r"(\d+)\s*([mhd])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _RETIRING_FIELDS = ("previous_key_sha256", "previous_valid_until")
 # The recommendation log keeps the channels a bound key's answer was limited to,
-# joined with ',', in its 64-character channel filter.
-MAX_CHANNELS_TEXT = 64
+# joined with ',', in its channel filter.
+MAX_CHANNELS_TEXT = STORED_LENGTHS["channel_filter"]
+# A key's name is the requester the log and the feedback store keep with each row.
+MAX_NAME_LENGTH = STORED_LENGTHS["requester"]
 ENV_KEYS = "NEXTBEST_API_KEYS"
 MIN_KEY_LENGTH = 16
 # A rep key's name is its rep_id in /v1/reps/{rep_id}/...: one URL path segment,
@@ -447,6 +450,14 @@ def _parse(
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ApiKeyError(f"{where.pointing_at('name')}: 'name' is required")
+        if len(name.strip()) > MAX_NAME_LENGTH:
+            # Quoted shortened: the message reaches the log, `serve` and `keys`.
+            said = f"{name.strip()[:40]!r}... ({len(name.strip()):,} characters)"
+            raise ApiKeyError(
+                f"{where.pointing_at('name')} ({said}): 'name' is at most {MAX_NAME_LENGTH} "
+                "characters, all the recommendation log and the feedback store keep of the "
+                "requester it is logged as: shorten it"
+            )
         role = item.get("role")
         if role not in ROLES:
             raise ApiKeyError(
