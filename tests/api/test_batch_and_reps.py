@@ -793,3 +793,24 @@ def test_a_plan_for_a_rep_id_with_a_nul_is_refused(client: TestClient, keys) -> 
     assert plan.status_code == 422, plan.text
     [error] = plan.json()["detail"]
     assert error["loc"] == ["path", "rep_id"] and "NUL character" in error["msg"], error
+
+
+def test_a_plan_for_a_rep_id_longer_than_the_log_keeps_is_refused(client: TestClient, keys) -> None:
+    """The plan's answers are logged with the rep_id, 128 characters at most: an
+    admin's plan for a longer one was logged with it cut short on PostgreSQL (whole
+    on SQLite), filed under a rep that does not exist. The decision route takes the
+    same rep_id."""
+    long = "r" * 129
+    plan = client.get(f"/v1/reps/{long}/suggestions", params={"territory_id": keys.territory})
+    assert plan.status_code == 422, plan.text
+    [error] = plan.json()["detail"]
+    assert error["loc"] == ["path", "rep_id"] and "at most 128 characters" in error["msg"], error
+    decision = client.post(
+        f"/v1/reps/{long}/feedback",
+        json={"recommendation_id": "r1", "hcp_id": "H1", "action_id": "A1", "decision": "accept"},
+    )
+    assert decision.status_code == 422, decision.text
+    assert [e["loc"] for e in decision.json()["detail"]] == [["path", "rep_id"]]
+    fits = client.get(f"/v1/reps/{long[:128]}/suggestions", params={"territory_id": keys.territory})
+    assert fits.status_code == 200, fits.text
+    assert fits.json()["rep_id"] == long[:128]

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import AfterValidator, BeforeValidator
 
 from nextbest.api.auth import (
@@ -28,6 +28,7 @@ from nextbest.api.schemas import (
     RepSuggestionPublic,
 )
 from nextbest.errors import InvalidRequestError
+from nextbest.limits import STORED_LENGTHS
 from nextbest.policy.eligibility import Purpose
 from nextbest.service.recommend import MAX_LEFT_OUT, check_decision_date
 from nextbest.service.reps import record_rep_decision
@@ -39,6 +40,18 @@ router = APIRouter(
     dependencies=[require_roles("admin", "rep")],
     route_class=JSONBodyRoute,
 )
+
+
+# The rep a plan is for: logged with each of its answers, as many characters as the
+# log keeps (a rep key's name is held to as many in the key file).
+RepId = Annotated[
+    str,
+    Path(
+        max_length=STORED_LENGTHS["rep_id"],
+        description="The rep: a rep key's name (a rep key gives its own); at most "
+        f"{STORED_LENGTHS['rep_id']} characters, all the recommendation log keeps.",
+    ),
+]
 
 
 def _day_only(value: object) -> object:
@@ -91,7 +104,7 @@ def _admin_territory(request: Request, rep_id: str, territory_id: str | None) ->
     dependencies=[only_query("date", "capacity", "territory_id", "purpose", "explain")],
 )
 def suggestions(
-    rep_id: str,
+    rep_id: RepId,
     request: Request,
     runtime: RuntimeDep,
     caller: PrincipalDep,
@@ -229,7 +242,7 @@ def suggestions(
 
 @router.post("/{rep_id}/feedback", response_model=FeedbackResultPublic)
 def decide(
-    rep_id: str,
+    rep_id: RepId,
     body: RepFeedbackCreate,
     runtime: RuntimeDep,
     session: SessionDep,
