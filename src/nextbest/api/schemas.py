@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.limits import STORED_LENGTHS
 from nextbest.policy.eligibility import Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
@@ -270,9 +271,11 @@ class RepFeedbackCreate(BaseModel):
             )
         return data
 
-    recommendation_id: str = Field(min_length=1, max_length=64)
+    recommendation_id: str = Field(min_length=1, max_length=STORED_LENGTHS["recommendation_id"])
     hcp_id: HcpId
-    action_id: str = Field(min_length=1, max_length=128, description="The suggested action.")
+    action_id: str = Field(
+        min_length=1, max_length=STORED_LENGTHS["action_id"], description="The suggested action."
+    )
     decision: Literal["accept", "dismiss", "snooze"]
     reason: str | None = Field(
         default=None,
@@ -282,7 +285,7 @@ class RepFeedbackCreate(BaseModel):
     )
     event_id: str | None = Field(
         default=None,
-        max_length=128,
+        max_length=STORED_LENGTHS["event_id"],
         json_schema_extra=NOT_EMPTY,
         description="Idempotency key (default: derived from the rep, recommendation, "
         "action, decision and reason, so the same decision sent again is a duplicate; "

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.limits import STORED_LENGTHS
 from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
 
 MAX_FEEDBACK_BATCH = 5000
@@ -55,7 +56,7 @@ def _lower_case(value: object) -> object:
 
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
 # id or one longer than any data file's could name no HCP, and would be echoed back.
-HcpId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+HcpId = Annotated[str, StringConstraints(min_length=1, max_length=STORED_LENGTHS["hcp_id"])]
 
 
 def in_utc_range(value: datetime) -> datetime:
@@ -86,12 +87,20 @@ class FeedbackEventCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    event_id: str = Field(min_length=1, max_length=128, description="Idempotency key.")
+    event_id: str = Field(
+        min_length=1, max_length=STORED_LENGTHS["event_id"], description="Idempotency key."
+    )
     event_type: Annotated[FeedbackEventType, BeforeValidator(_lower_case)]
     hcp_id: HcpId
-    recommendation_id: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
-    action_id: str | None = Field(default=None, max_length=128, json_schema_extra=NOT_EMPTY)
-    channel: str | None = Field(default=None, max_length=64, json_schema_extra=NOT_EMPTY)
+    recommendation_id: str | None = Field(
+        default=None, max_length=STORED_LENGTHS["recommendation_id"], json_schema_extra=NOT_EMPTY
+    )
+    action_id: str | None = Field(
+        default=None, max_length=STORED_LENGTHS["action_id"], json_schema_extra=NOT_EMPTY
+    )
+    channel: str | None = Field(
+        default=None, max_length=STORED_LENGTHS["channel"], json_schema_extra=NOT_EMPTY
+    )
     occurred_at: EventTime | None = Field(
         default=None,
         description="When it happened: an ISO 8601 time (without an offset: UTC) or "
@@ -99,7 +108,7 @@ class FeedbackEventCreate(BaseModel):
     )
     reason: str | None = Field(
         default=None,
-        max_length=256,
+        max_length=STORED_LENGTHS["reason"],
         description="A code of the rules file's rep_plan.dismiss_reasons: required for "
         "dismissed, optional for snoozed; refused for accepted (as on the rep route); "
         "free text, stored as sent, on other event types (an opt-out's unsubscribe link).",
