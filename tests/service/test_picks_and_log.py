@@ -161,6 +161,24 @@ def test_a_write_the_store_rejects_for_good_is_dropped_not_retried(model, log_st
     assert _logged_ids(log_store) == {r.recommendation_id for r in recs}
 
 
+def test_a_row_the_store_rejects_costs_only_its_own_answer(model, log_store) -> None:
+    """Answers written together (one transaction per requester and flush) are written
+    one by one when that write fails for good: a duplicate id loses only itself."""
+    log = RecommendationLog(log_store, flush_ms=1)
+    recommender = _greedy(model)
+    recs, _ = recommender.recommend_many(hcp_ids=list(recommender.hcp_ids[:4]), k=1)
+    log.write(recs[:1], recommender=recommender, requester="test")
+    assert log.flush(timeout=10) and log.written == 1
+    log.flush_ms = 500  # the next three are queued within one flush
+    for rec in (recs[1], recs[0], recs[2]):  # recs[0]: logged already
+        log.write([rec], recommender=recommender, requester="test")
+    assert log.flush(timeout=10)
+    assert log.dropped == 1 and log.written == 3 and not log.failing
+    log.write(recs[3:], recommender=recommender, requester="test")
+    log.close()
+    assert _logged_ids(log_store) == {r.recommendation_id for r in recs}
+
+
 def test_unknown_hcps_and_batch_limit(model) -> None:
     from nextbest.errors import InvalidRequestError
 

@@ -298,6 +298,43 @@ class RecommendationLog:
             if stop:
                 return
 
+    def _write_alone(
+        self,
+        recommender: Recommender,
+        requester: str,
+        entries: list[_Entry],
+        error: Exception,
+    ) -> list[_Entry]:
+        """Write each of ``entries`` (whose write together failed with ``error``, no
+        outage) in its own transaction; those refused again are lost, and what a
+        store that became unavailable meanwhile refused is returned, to be retried."""
+        kept: list[_Entry] = []
+        lost = 0
+        for entry in entries:
+            recs = entry[0]
+            if len(entries) > 1:
+                try:
+                    with self.sessions() as session:
+                        log_served(
+                            session,
+                            recommendations=recs,
+                            recommender=recommender,
+                            requester=requester,
+                        )
+                    self.written += len(recs)
+                    continue
+                except Exception as exc:
+                    if isinstance(exc, UNAVAILABLE_ERRORS) or refuses_writes(exc):
+                        kept.append(entry)
+                        continue
+                    error = exc
+            lost += len(recs)
+        if lost:
+            self.dropped += lost
+            _DROPPED.inc(lost)
+            logger.error("recommendation log write failed, %d answers not logged: %s", lost, error)
+        return kept
+
     def _commit(self, batch: list[_Entry]) -> list[_Entry]:
         """Commit ``batch``, one transaction per requester; what the store refused as
         unavailable is returned, to be tried again (batching only: raised otherwise)."""
@@ -320,15 +357,10 @@ class RecommendationLog:
                     raise
                 if not isinstance(exc, UNAVAILABLE_ERRORS) and not refuses_writes(exc):
                     # Not an outage: the same rows would fail again, and retrying
-                    # them would stop the log for good. The loss is counted and
-                    # reported.
-                    self.dropped += len(recs)
-                    _DROPPED.inc(len(recs))
-                    logger.error(
-                        "recommendation log write failed, %d answers not logged: %s",
-                        len(recs),
-                        exc,
-                    )
+                    # them would stop the log for good. One request's bad row must
+                    # not cost the others written with it: each is written alone,
+                    # and only what is refused again is counted and reported lost.
+                    kept.extend(self._write_alone(recommender, requester, entries, exc))
                     continue
                 if not self._failing and not kept:
                     logger.error(
