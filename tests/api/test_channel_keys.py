@@ -229,6 +229,13 @@ def test_a_bound_key_asking_for_another_channel_is_403(
     )
     allowed = client.post(route, json={**body, "channel": "webinar"}, headers=webinar)
     assert allowed.status_code == 200, allowed.text
+    # A channel of 50,000 characters is quoted in part, from any key.
+    long = "x" * 50_000
+    for headers in (webinar, {}):
+        refused = client.post(route, json={**body, "channel": long}, headers=headers)
+        assert refused.status_code in (403, 422), refused.text[:300]
+        assert f"'{'x' * 40}'... (50,000 characters)" in refused.text
+        assert len(refused.content) < 1000
 
 
 def _email_hcp(client: TestClient) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, HTTPException, Request, status
 
 from nextbest.api.observability import record_retiring_key
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.errors import ModelNotLoadedError
 from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling, utc_text
 from nextbest.service.events import MAX_FEEDBACK_BATCH
@@ -175,7 +176,7 @@ def request_channels(principal: Principal, asked: str | None) -> tuple[str, ...]
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,
             detail=f"API key '{principal.name}' speaks for channel(s) {', '.join(bound)} only: "
-            f"it may not ask for channel '{asked}'",
+            f"it may not ask for channel {quoted(asked, at_most=QUOTED_AT_MOST)}",
         )
     return None
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
     REP_CHANNELS_FILTER,
     channels_filter,
@@ -1098,7 +1099,8 @@ def check_options(
         known = ", ".join(sorted(channels))
         near = near_channel(channel, channels)
         hint = f"; did you mean '{near}'?" if near is not None else ""
-        raise InvalidRequestError("channel", f"unknown channel '{channel}'{hint} (known: {known})")
+        said = quoted(channel, at_most=QUOTED_AT_MOST)
+        raise InvalidRequestError("channel", f"unknown channel {said}{hint} (known: {known})")
     if purpose not in PURPOSES:
         raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
 
