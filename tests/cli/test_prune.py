@@ -445,3 +445,11 @@ def test_the_recorded_user_is_the_account_not_what_logname_claims(
     monkeypatch.setenv("LOGNAME", "mallory")
     assert os_user() == f"{account}, LOGNAME says mallory"
     assert file_requester("erase") == f"nextbest erase ({account}, LOGNAME says mallory)"
+    # A claim of any length: the requester is cut to the width the log stores (on
+    # PostgreSQL a longer one failed the write of every answer or event it named).
+    monkeypatch.setenv("LOGNAME", "m" * 300)
+    said = file_requester("picks")
+    assert len(said) == 128
+    assert said.startswith(f"nextbest picks ({account}, LOGNAME says mmm") and said.endswith(
+        "m...)"
+    )

@@ -50,8 +50,13 @@ class FileFeedback:
 def file_requester(command: str) -> str:
     """Who stored or served a file's rows, as the log and the feedback table record
     it: the command and the operating-system user who ran it
-    (``nextbest feedback (jdoe)``), so that an audit can tell operators apart."""
-    return f"nextbest {command} ({os_user()})"
+    (``nextbest feedback (jdoe)``), so that an audit can tell operators apart. Cut
+    to the width the log stores (a name an environment variable claims is anyone's
+    to make long), ending in '...)'."""
+    from nextbest.limits import STORED_LENGTHS
+
+    said, width = f"nextbest {command} ({os_user()})", STORED_LENGTHS["requester"]
+    return said if len(said) <= width else said[: width - 4] + "...)"
 
 
 def os_user() -> str:
