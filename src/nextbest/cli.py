@@ -1040,7 +1040,13 @@ def train(
         str | None, typer.Option("--as-of", help="Learn from history before this date.")
     ] = None,
     config: TrainConfigOpt = None,
-    alias: Annotated[str | None, typer.Option(help="Give the new version this alias.")] = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Give the new version this alias, e.g. challenger (champion only to a "
+            "model's first version: the served one moves by `nextbest promote`)."
+        ),
+    ] = None,
     dask: DaskOpt = None,
 ) -> str:
     """Train preference and uplift models, log the run to MLflow and register a version."""
@@ -1160,7 +1166,13 @@ def picks(
         ),
     ] = False,
 ) -> Path:
-    """Write the best actions for every HCP in the data's hcps file, or in a send list."""
+    """Write the best actions for every HCP in the data's hcps file, or in a send list.
+
+    Ranked by the served version (alias NEXTBEST_SERVE_ALIAS) under the serving rules
+    (NEXTBEST_RULES_FILE, else training/rules.yaml in the working directory, which
+    must exist; an empty file applies none) and the logged contact history, as the
+    API ranks. Without --log nothing is logged. Exit code 2 when nothing was written
+    (a bad option, file or setting; with --log, another holdout rate than the log's)."""
     from nextbest import registry
     from nextbest.contract import ContractError, consent_notes, load_send_list, write_table
     from nextbest.errors import InvalidRequestError, NextbestError
@@ -1464,7 +1476,12 @@ def serve(
         str, typer.Option(help="debug, info (one JSON line per request), warning, error.")
     ] = "info",
 ) -> None:
-    """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines."""
+    """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines.
+
+    The version with alias NEXTBEST_SERVE_ALIAS (champion unless set) in
+    NEXTBEST_MODELS_DIR. The rules, territory alignment and API key files are read
+    first: an invalid one stops it (exit code 2), as does a port in use. Every
+    setting: README, 'Configuration'. SIGTERM or Ctrl-C stops it gracefully."""
     # Served processes freeze their long-lived heap after loading a model
     # (Settings.gc_freeze): full garbage collections no longer stall requests.
     os.environ.setdefault("NEXTBEST_GC_FREEZE", "true")
@@ -1810,7 +1827,7 @@ def db_status() -> None:
     """Say the database's schema revision and this release's.
 
     Exit code 0 when they match (or there is no schema yet), 1 when the database is
-    behind."""
+    behind, 2 when it is newer than this release or cannot be reached."""
     from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, schema_revisions
 
     settings = _settings()
@@ -2608,7 +2625,12 @@ def _print_evaluation(evaluation: Any) -> None:
 
 @app.command()
 def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
-    """Estimate challenger and champion off-policy (IPS, SNIPS, DR) and apply the gate."""
+    """Estimate challenger and champion off-policy (IPS, SNIPS, DR) and apply the gate.
+
+    Changes nothing: exit code 0 whether the gate passes or not (read the verdict
+    printed last); `nextbest promote` acts on it and exits 1 when it does not pass.
+    2 when it cannot be evaluated (no challenger, no logged outcomes yet, a gate
+    config whose evaluation_share exceeds the one retrain left out)."""
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import evaluate as run_evaluate
 
@@ -2693,8 +2715,8 @@ def rollback(
     reason: Annotated[
         str | None,
         typer.Option(
-            help="Why, for the record (an MLflow run of the evaluation experiment, shown by "
-            "`nextbest models --history`)."
+            help="Why, for the record (a tag of the rollback's MLflow run in the evaluation "
+            "experiment, shown by `nextbest models --history`)."
         ),
     ] = None,
 ) -> str:
@@ -2988,7 +3010,9 @@ def explain(
     The answer without an exploration draw, with each item's reasons and why every
     other action is left out. Nothing is logged: a support question, not a send (an
     API request with explain=true is logged as a served answer, and feedback without
-    a recommendation_id may then be counted for it)."""
+    a recommendation_id may then be counted for it). The serving rules are read as
+    `picks` reads them (NEXTBEST_RULES_FILE, else training/rules.yaml here). Exit
+    code 2 for an HCP the model does not know."""
     import json
     from dataclasses import asdict
 
@@ -3725,7 +3749,10 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
 
 
 @keys_app.command("remove")
-def keys_remove(name: str, path: KeysFileOpt = None) -> None:
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="The key's name, as `nextbest keys list` shows it.")],
+    path: KeysFileOpt = None,
+) -> None:
     """Delete a key, and the old key a rotation kept for it.
 
     Running servers refuse them from their next request on."""

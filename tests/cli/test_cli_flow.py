@@ -1860,6 +1860,12 @@ def test_picks_for_a_send_list_apply_its_consent(
         (["evaluate"], ["or time (ISO 8601", "default: training/gate.yaml"]),
         (["promote"], ["or time (ISO 8601", "default: training/gate.yaml"]),
         (["retrain"], ["--alias", "--gate", "evaluate and promote must use the same share"]),
+        (["evaluate"], ["exit code 0 whether the gate passes or not"]),
+        (["db", "status"], ["1 when the database is behind, 2 when it is newer"]),
+        (["picks"], ["NEXTBEST_RULES_FILE, else training/rules.yaml", "NEXTBEST_SERVE_ALIAS"]),
+        (["explain"], ["NEXTBEST_RULES_FILE, else training/rules.yaml"]),
+        (["serve"], ["NEXTBEST_SERVE_ALIAS (champion unless set)"]),
+        (["keys", "remove"], ["as `nextbest keys list` shows it"]),
     ],
 )
 def test_help_says_what_an_option_left_out_means(command: list[str], said: list[str]) -> None:
