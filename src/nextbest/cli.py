@@ -2367,7 +2367,10 @@ def prune(
     dismissals: NEXTBEST_RULES_FILE) is refused. Deletes in batches, each its
     own transaction, so a running server is not held up. Exit code 2 when
     nothing was deleted (a bad or refused cutoff, no --yes off a terminal, not
-    confirmed).
+    confirmed), and when it stopped part way (a database error, feedback that kept
+    arriving about the answers being pruned): the batches before stay deleted, the
+    run is recorded as interrupted (if the database can still be written), and
+    running it again finishes the work.
     """
     from sqlalchemy.exc import SQLAlchemyError
 

@@ -1866,6 +1866,7 @@ def test_picks_for_a_send_list_apply_its_consent(
         (["explain"], ["NEXTBEST_RULES_FILE, else training/rules.yaml"]),
         (["serve"], ["NEXTBEST_SERVE_ALIAS (champion unless set)"]),
         (["keys", "remove"], ["as `nextbest keys list` shows it"]),
+        (["prune"], ["and when it stopped part way"]),
     ],
 )
 def test_help_says_what_an_option_left_out_means(command: list[str], said: list[str]) -> None:
