@@ -2121,6 +2121,17 @@ def _on_a_terminal() -> bool:
         return False
 
 
+def _confirmed(question: str) -> bool:
+    """The answer to ``question`` on the terminal. No answer (the input ended, Ctrl-C
+    or Ctrl-D at the prompt) is a no: the prompt's abort exited 1, which ``erase``
+    uses for "erased, but the versions that hold the HCPs are not all known"."""
+    try:
+        return typer.confirm(question, err=True)
+    except typer.Abort:
+        console.print()  # the prompt's line ends before the error is said
+        return False
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
@@ -2211,10 +2222,9 @@ def erase(
         if not yes:
             if not _on_a_terminal():
                 raise _fail("not on a terminal: pass --yes to erase (nothing was erased)")
-            if not typer.confirm(
+            if not _confirmed(
                 "Delete these rows and keep one opt-out of every channel per HCP? This "
-                "cannot be undone",
-                err=True,
+                "cannot be undone"
             ):
                 raise _fail("not confirmed: nothing was erased")
         try:
@@ -2458,7 +2468,7 @@ def prune(
     if not yes:
         if not _on_a_terminal():
             raise _fail("not on a terminal: pass --yes to prune (nothing was deleted)")
-        if not typer.confirm("Delete these rows? This cannot be undone", err=True):
+        if not _confirmed("Delete these rows? This cannot be undone"):
             raise _fail("not confirmed: nothing was deleted")
     done = RowCounts()
     with _steps(1) as progress:

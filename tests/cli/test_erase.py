@@ -95,6 +95,12 @@ def test_erase_counts_asks_erases_and_names_the_versions_that_hold_the_hcp(
     assert declined.exit_code == 2, declined.output
     assert "not confirmed: nothing was erased" in _said(declined)
     assert _event_ids(served_store) == before
+    # No answer (the input ended: Ctrl-D, or Ctrl-C at the prompt) is a no too, not
+    # Click's "Aborted!" with exit code 1, which says erased but not all versions known.
+    unanswered = runner.invoke(app, ["erase", known], input="")
+    assert unanswered.exit_code == 2, unanswered.output
+    assert "not confirmed: nothing was erased" in _said(unanswered)
+    assert _event_ids(served_store) == before
 
     erased = runner.invoke(app, ["erase", known], input="y\n")
     said = _said(erased)

@@ -166,6 +166,10 @@ def test_prune_counts_asks_and_deletes_what_is_older_than_the_cutoff(
     assert declined.exit_code == 2, declined.output
     assert "not confirmed: nothing was deleted" in _said(declined)
     assert _rows(store) == ALL
+    unanswered = runner.invoke(app, before, input="")  # Ctrl-D: a no, not exit 1
+    assert unanswered.exit_code == 2, unanswered.output
+    assert "not confirmed: nothing was deleted" in _said(unanswered)
+    assert _rows(store) == ALL
 
     pruned = runner.invoke(app, before, input="y\n")
     said = _said(pruned)
