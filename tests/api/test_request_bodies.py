@@ -262,7 +262,7 @@ def test_a_route_that_takes_no_batch_reads_64_kib_and_the_batch_routes_their_lar
         assert response.json()["detail"] == (
             f"the body is larger than 65536 bytes (64 KiB), the most "
             f"{path.replace('R1', '{rep_id}')} reads: one request of this route is a few "
-            "hundred bytes"
+            "kilobytes at most"
         )
     response = client.post(
         "/v1/recommendations",
@@ -279,13 +279,16 @@ def test_a_route_that_takes_no_batch_reads_64_kib_and_the_batch_routes_their_lar
         headers={**JSON, "Content-Encoding": "gzip"},
     )
     assert response.status_code == 413 and len(response.content) < 200
-    # The largest batch of recommendations: 1,000 ids of 128 characters, each written
-    # as a \u escape, is read (and refused for its unknown ids, not its size).
-    escaped = '"' + "\\u00e9" * 128 + '"'
-    body = ('{"hcp_ids": [' + ", ".join([escaped] * 1000) + '], "k": 1}').encode()
-    assert len(body) > 700_000
+    # The largest batch of recommendations: 1,000 ids of 128 characters past the BMP,
+    # each written as two \\u escapes and indented, is read (its ids said unknown).
+    body = json.dumps({"hcp_ids": ["\U0001f600" * 128] * 1000, "k": 1}, indent=8).encode()
+    assert len(body) > 1_500_000
     response = client.post("/v1/recommendations/batch", content=body, headers=JSON)
-    assert response.status_code != 413, response.text
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["unknown_hcp_ids"] == ["\U0001f600" * 128]
+    # JSON the single route cannot read is still said so (422), as on every route.
+    bad = client.post("/v1/recommendations", content=b'{"hcp_id": "H1",}', headers=JSON)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "json_invalid"
     # A feedback batch of a few hundred kilobytes is read and stored.
     events = [
         {"event_id": f"big-{i}", "event_type": "opened", "hcp_id": hcp, "channel": "email"}

@@ -39,15 +39,19 @@ from fastapi.routing import APIRoute
 from nextbest.api.auth import refused_before_validation
 
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
-# at the fields' longest is about 3 MB.
+# at the fields' longest is 4.9 MB in ASCII; written as JSON encoders write text
+# outside ASCII (a \u escape of 6 bytes a character, 12 past the BMP: an emoji), a
+# batch of long free-text reasons can pass it (up to 26 MB), and is refused with 413
+# saying to send smaller batches. Each byte read is parsed on the worker's event
+# loop: 16 MiB of JSON arrays took 1.4 s and 360 MB there.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # A request that is not a batch (a recommendation, a rep's decision, an admin call)
-# holds a dozen fields of at most a few hundred characters. Each byte read is parsed
-# on the worker's event loop, and 16 MiB of JSON arrays took 1.4 s and 360 MB there.
+# holds a dozen fields of at most a few hundred characters: at most 6.3 kB written
+# with 12-byte escapes and indented.
 SMALL_BODY_BYTES = 64 * 1024
 # The routes that take batches, and the most each reads; every other route reads
-# SMALL_BODY_BYTES. 1,000 HCP ids of 128 characters, each written as \u escapes
-# (6 bytes a character), are 0.8 MB.
+# SMALL_BODY_BYTES. 1,000 HCP ids of 128 characters past the BMP, each written as
+# two \u escapes (12 bytes a character) and indented, are 1.56 MB.
 BATCH_BODY_BYTES = {
     "/v1/feedback": MAX_BODY_BYTES,
     "/v1/recommendations/batch": 2 * 1024 * 1024,
@@ -94,7 +98,7 @@ def _too_large(limit: int, path: str, inflated: bool) -> BodyRefused:
     advice = (
         "send smaller batches"
         if path in BATCH_BODY_BYTES
-        else "one request of this route is a few hundred bytes"
+        else "one request of this route is a few kilobytes at most"
     )
     return BodyRefused(
         status.HTTP_413_CONTENT_TOO_LARGE,
@@ -197,15 +201,14 @@ class JSONBodyRequest(Request):
     async def _read_at_most(self, limit: int) -> bytes:
         """The body as sent, refused (413) past ``limit`` bytes: by its Content-Length
         before reading any of it, else (chunked) as soon as it passes the limit."""
-        too_large = _too_large(limit, self.route_path, inflated=False)
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            raise too_large
+            raise _too_large(limit, self.route_path, inflated=False)
         chunks, size = [], 0
         async for chunk in self.stream():
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit, self.route_path, inflated=False)
             chunks.append(chunk)
         return b"".join(chunks)
 
