@@ -463,3 +463,27 @@ def test_versions_with_different_catalogs_are_compared(
     assert list(vocabulary[-1:]) == [retired]
     assert cost[-1] == pytest.approx(float(listed[retired]))
     assert len(vocabulary) == len(pd.unique(data.catalog["action_id"]))
+
+
+def test_a_retired_action_is_costed_by_any_version_that_served_it_and_loads() -> None:
+    """Content neither catalog lists takes its cost from a version that served it:
+    the first that loads and lists it, not only the first logged (which may be gone)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    def version(ids: list[str], costs: list[float]) -> SimpleNamespace:
+        return SimpleNamespace(
+            catalog=pd.DataFrame({"action_id": ids}), action_cost=np.array(costs)
+        )
+
+    champion = version(["A", "B"], [0.1, 0.2])
+    old = version(["A", "X"], [0.1, 0.5])
+    decisions = pd.DataFrame(
+        {"action_id": ["X", "X", None, "A"], "model_version": ["9", "3", "3", "9"]}
+    )
+    loaded = {"3": old}  # version 9 was deleted from the registry
+    vocabulary, cost = gate.action_space([champion], decisions, loaded.get)
+    assert dict(zip(vocabulary, cost, strict=True)) == {"A": 0.1, "B": 0.2, "X": 0.5}
+    vocabulary, cost = gate.action_space([champion], decisions, {}.get)
+    assert dict(zip(vocabulary, cost, strict=True)) == {"A": 0.1, "B": 0.2, "X": 0.0}

@@ -382,29 +382,33 @@ def action_space(
     """Every action the evaluation names, and its cost: the actions of ``models``'
     catalogs (the first that lists one gives its cost), then those logged decisions
     served that none of them lists (content retired since), each costed by the
-    catalog of the version that served it (``load_model``; 0 when it cannot be
-    loaded: neither policy can choose such an action, so its cost enters only the
+    catalog of a version that served it (``load_model``; 0 when none that served
+    it can be loaded: neither policy can choose such an action, so its cost enters only the
     reward model's fit on those decisions).
 
     A challenger retrained on a catalog with new content, or a champion trained
     after content was retired, names actions the other's catalog lacks.
     """
     costs: dict[str, float] = {}
+    unpriced: set[str] = set()
     for model in models:
         for action_id, cost in zip(
             model.catalog["action_id"].astype(str), model.action_cost, strict=True
         ):
             costs.setdefault(action_id, float(cost))
     served = decisions.loc[decisions["action_id"].notna(), ["action_id", "model_version"]]
-    for action_id, version in served.drop_duplicates("action_id").itertuples(index=False):
-        if str(action_id) in costs:
+    served = served.astype(str).drop_duplicates()
+    for action_id, version in served.itertuples(index=False):
+        if action_id in costs and action_id not in unpriced:
             continue
-        serving = load_model(str(version)) if load_model is not None else None
-        costs[str(action_id)] = 0.0
+        costs.setdefault(action_id, 0.0)
+        unpriced.add(action_id)  # until a version that served it is loaded and lists it
+        serving = load_model(version) if load_model is not None else None
         if serving is not None:
-            listed = serving.catalog["action_id"].astype(str).to_numpy() == str(action_id)
+            listed = serving.catalog["action_id"].astype(str).to_numpy() == action_id
             if listed.any():
-                costs[str(action_id)] = float(serving.action_cost[np.argmax(listed)])
+                costs[action_id] = float(serving.action_cost[np.argmax(listed)])
+                unpriced.discard(action_id)
     return pd.Index(list(costs), dtype=object), np.array(list(costs.values()), dtype=np.float64)
 
 
