@@ -163,12 +163,12 @@ def _is_json(content_type: str) -> bool:
 
 class JSONBodyRequest(Request):
     """A request whose body is inflated and whose JSON is checked as described above;
-    ``path`` is its route's template, which sets how much of a body it reads."""
+    ``path`` is its route's template, and ``limit`` the most of a body it reads."""
 
-    def __init__(self, scope: Any, receive: Any, *, path: str) -> None:
+    def __init__(self, scope: Any, receive: Any, *, path: str, limit: int) -> None:
         super().__init__(scope, receive)
         self.route_path = path
-        self.max_body_bytes = body_limit(path)
+        self.max_body_bytes = limit
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
@@ -273,9 +273,11 @@ class JSONBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        path = self.path
+        path, limit = self.path, body_limit(self.path)  # once per route, not per request
 
         async def read_body_as_json(request: Request) -> Response:
-            return await handler(JSONBodyRequest(request.scope, request.receive, path=path))
+            return await handler(
+                JSONBodyRequest(request.scope, request.receive, path=path, limit=limit)
+            )
 
         return read_body_as_json
