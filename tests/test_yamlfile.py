@@ -136,6 +136,21 @@ def test_a_validation_message_names_the_line_of_each_problem() -> None:
     )
 
 
+def test_a_problem_with_the_whole_mapping_has_no_empty_path() -> None:
+    with pytest.raises(ValidationError) as refused:
+        _Config.model_validate([1])
+    assert validation_message("config c.yaml", refused.value, None) == (
+        "config c.yaml: Input should be a valid dictionary or instance of _Config"
+    )
+    # Inline levers of a train.yaml written as a number: the line naming them.
+    data, lines = load_yaml_with_lines("seed: 1\nfirst: 3\n")
+    with pytest.raises(ValidationError) as refused:
+        _Section.model_validate(data["first"])
+    assert validation_message("first in c.yaml", refused.value, lines.within(("first",))) == (
+        "first in c.yaml, line 2: Input should be a valid dictionary or instance of _Section"
+    )
+
+
 class _Nested(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sections: dict[str, _Section] = {}

@@ -218,7 +218,9 @@ def validation_message(
     for problem in error.errors():
         loc = problem["loc"]
         line = lines.line_of(loc) if lines is not None else None
-        said = f"{'.'.join(str(p) for p in loc)}: {problem['msg']}"
+        # A problem with the whole mapping (a list or a number where settings belong)
+        # has no path: ": : Input should be ..." named nothing.
+        said = f"{'.'.join(str(p) for p in loc)}: {problem['msg']}" if loc else problem["msg"]
         if problem["type"] == "extra_forbidden" and model is not None and loc:
             near = difflib.get_close_matches(str(loc[-1]), keys_at(model, loc[:-1]), n=1)
             if near:
