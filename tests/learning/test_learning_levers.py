@@ -139,6 +139,13 @@ uplift:
             "line 8: eval_fraction: Input should be less than 1",
             id="each-problem-its-line",
         ),
+        # LightGBM stops at more leaves than this, once the features are built.
+        pytest.param(
+            "0.03",
+            "  num_leaves: 310000\n",
+            "line 8: uplift.num_leaves: Input should be less than or equal to 131072",
+            id="more-leaves-than-lightgbm-grows",
+        ),
     ],
 )
 def test_train_config_errors_name_the_line(
@@ -196,6 +203,19 @@ def test_train_config_reads_levers_file_next_to_it(tmp_path: Path) -> None:
     (tmp_path / "train.yaml").write_text("levers: missing.yaml\n")
     with pytest.raises(ValueError, match=r"levers: .*missing\.yaml does not exist .*next to"):
         load_train_config(tmp_path / "train.yaml")
+
+
+def test_a_negative_seed_is_refused_at_its_line(tmp_path: Path) -> None:
+    """numpy's samplers (max_rows_per_model, the offline evaluation's) refuse a negative
+    seed: a run on data large enough to be sampled stopped after building the features,
+    with "expected non-negative integer" and no key named."""
+    path = tmp_path / "train.yaml"
+    path.write_text("max_rows_per_model: 1000\nseed: -1\n")
+    with pytest.raises(ValueError) as refused:
+        load_train_config(path)
+    assert str(refused.value) == (
+        f"training config {path}, line 2: seed: Input should be greater than or equal to 0"
+    )
 
 
 @pytest.mark.parametrize(

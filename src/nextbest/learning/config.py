@@ -12,6 +12,10 @@ from nextbest.contract.schema import spelled_as_channels
 from nextbest.learning.levers import Levers, load_levers, parse_levers
 from nextbest.yamlfile import at_line, load_yaml_with_lines, validation_message
 
+# LightGBM refuses more leaves per tree than this, with a fatal error once the
+# features are built (a traceback after minutes of work), not at the config.
+MAX_NUM_LEAVES = 131_072
+
 
 class LightGBMParams(BaseModel):
     """LightGBM settings of one model; each section of the config has its own defaults.
@@ -24,7 +28,7 @@ class LightGBMParams(BaseModel):
 
     n_estimators: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=0.08, gt=0, le=1)
-    num_leaves: int = Field(default=31, ge=2)
+    num_leaves: int = Field(default=31, ge=2, le=MAX_NUM_LEAVES)
     min_child_samples: int = Field(default=50, ge=1, description="Fewest rows in a leaf.")
 
 
@@ -42,7 +46,7 @@ class UpliftParams(LightGBMParams):
 
     n_estimators: int = Field(default=1500, ge=1)
     learning_rate: float = Field(default=0.03, gt=0, le=1)
-    num_leaves: int = Field(default=7, ge=2)
+    num_leaves: int = Field(default=7, ge=2, le=MAX_NUM_LEAVES)
     min_child_samples: int = Field(default=800, ge=1, description="Fewest rows in a leaf.")
 
 
@@ -78,7 +82,10 @@ class TrainConfig(BaseModel):
         description="Business levers per channel / topic / content_id (see levers.py); in "
         "YAML either a mapping or the name of a levers file next to the config.",
     )
-    seed: int = 0
+    # Non-negative: numpy's generators (the row samples of max_rows_per_model and of
+    # the offline evaluation) refuse a negative seed, once the data are large enough
+    # to be sampled, deep into a run and without naming the key.
+    seed: int = Field(default=0, ge=0)
     # Where it was read from, logged with the run (``config.file``, ``config.levers``).
     _source: str = PrivateAttr(default="built-in defaults")
     _levers_source: str = PrivateAttr(default="none")
