@@ -591,6 +591,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         *_evidence_notes(dataset, train_config.eval_fraction),
         *_interaction_notes(dataset.interactions, dataset.catalog),
         *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
+        *filter(None, [train_config.unvalued_note(dataset.catalog)]),
     ]
     for line in notes:
         _note(line, out=stdout, indent="  ")

@@ -467,9 +467,18 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     assert "levers name values" not in said
     # Levers naming nothing in the catalog are noted before training, as training notes them.
     config = tmp_path / "typo_train.yaml"
-    config.write_text(FAST.read_text() + "levers: {channel: {emial: {offset: -1}}}\n")
+    config.write_text(
+        FAST.read_text()
+        + "levers: {channel: {emial: {offset: -1}}}\nvalue_per_engagement: {rep_vist: 2.0}\n"
+    )
     said = " ".join(run_ok("validate", "--data", str(data), "--config", str(config)).split())
     assert "note: levers name values not in the catalog (ignored): channel.emial" in said
+    # So are value_per_engagement's channels (validate said nothing of them), with the
+    # channel meant.
+    assert (
+        "note: value_per_engagement names channels not in the catalog (ignored): rep_vist "
+        "(did you mean 'rep_visit'?)" in said
+    ), said
     # Training says so too, and the run's notes keep it.
     trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from nextbest.contract.schema import spelled_as_channels
+from nextbest.contract.schema import near_channel, spelled_as_channels
 from nextbest.learning.levers import Levers, load_levers, parse_levers
 from nextbest.yamlfile import at_line, load_yaml_with_lines, validation_message
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # LightGBM refuses more leaves per tree than this, with a fatal error once the
 # features are built (a traceback after minutes of work), not at the config.
@@ -99,6 +103,21 @@ class TrainConfig(BaseModel):
     def levers_source(self) -> str:
         """The levers file read, "inline", or "none"."""
         return self._levers_source
+
+    def unvalued_note(self, catalog: pd.DataFrame) -> str | None:
+        """The note a run (and ``validate``) gives for ``value_per_engagement`` channels
+        the catalog lacks (ignored: those channels stay at 1.0), each with the channel
+        it most likely misspells; None when every one is a catalog channel."""
+        channels = set(catalog["channel"].astype(str))
+        said = []
+        for name in sorted(set(self.value_per_engagement) - channels):
+            near = near_channel(name, channels)
+            said.append(f"{name} (did you mean '{near}'?)" if near else name)
+        if not said:
+            return None
+        return "value_per_engagement names channels not in the catalog (ignored): " + ", ".join(
+            said
+        )
 
     @field_validator("value_per_engagement")
     @classmethod

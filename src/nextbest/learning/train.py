@@ -434,12 +434,8 @@ def _train(
         )
     if (unmatched := config.levers.unknown_note(catalog)) is not None:
         notes.append(unmatched)
-    unvalued = sorted(set(config.value_per_engagement) - set(catalog["channel"].astype(str)))
-    if unvalued:
-        notes.append(
-            "value_per_engagement names channels not in the catalog (ignored): "
-            + ", ".join(unvalued)
-        )
+    if (unvalued := config.unvalued_note(catalog)) is not None:
+        notes.append(unvalued)
 
     action_touches = touches_per_action(fit_rows.action_rows, len(catalog))
     notes.extend(ActionEvidence.of(catalog, action_touches).notes(catalog))
