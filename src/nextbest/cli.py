@@ -2644,7 +2644,8 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
     Changes nothing: exit code 0 whether the gate passes or not (read the verdict
     printed last); `nextbest promote` acts on it and exits 1 when it does not pass.
     2 when it cannot be evaluated (no challenger, no logged outcomes yet, a gate
-    config whose evaluation_share exceeds the one retrain left out)."""
+    config whose evaluation_share exceeds the one retrain left out, a version
+    retrained with evaluation_share 0)."""
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import evaluate as run_evaluate
 

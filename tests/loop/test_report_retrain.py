@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from nextbest import registry
 from nextbest.cli import app
+from nextbest.learning.train import TrainResult
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.loop.report import (
@@ -444,6 +445,42 @@ def test_evaluate_refuses_a_share_that_reaches_into_training(
         settings, config=GateConfig(evaluation_share=0.2, min_decisions=1), log=False
     )
     assert smaller.decision.n_decisions > 0
+
+
+def test_a_challenger_retrained_on_every_decision_is_judged_by_none(
+    honest_loop: ServedStore, loop_world: LoopWorld
+) -> None:
+    """evaluation_share 0 in retrain leaves nothing for the gate: evaluated with share 0
+    too, the challenger was judged on the very outcomes it was fitted to (the check
+    let equal shares through); with any other share it is refused as well."""
+    settings = honest_loop.settings
+    outcome = retrain(settings, dataset=loop_world.dataset, config=FAST_CONFIG, reserved_share=0.0)
+    assert outcome.feedback.n_reserved == 0
+    assert any("evaluation_share 0 (gate config)" in note for note in outcome.result.notes)
+    said = rf"challenger, version {outcome.version}, was retrained with evaluation_share 0: "
+    for share in (0.0, 0.3):
+        with pytest.raises(gate.NoEvidenceError, match=said):
+            gate.evaluate(
+                settings, config=GateConfig(evaluation_share=share, min_decisions=1), log=False
+            )
+    with pytest.raises(gate.NoEvidenceError, match=said):
+        gate.promote(settings, config=GateConfig(evaluation_share=0.0, min_decisions=1))
+    assert registry.alias_version(settings, "champion") == honest_loop.champion
+
+
+def test_a_challenger_retrained_on_every_decision_can_still_be_forced(
+    tmp_path: Path, loop_world: LoopWorld
+) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    result = TrainResult(model=loop_world.honest, metrics={}, params={"variant": "test"})
+    champion = registry.log_training_run(result, settings).version
+    challenger = registry.log_training_run(
+        result, settings, alias="challenger", extra_tags={gate.SHARE_TAG: "0"}
+    ).version
+    forced = gate.promote(settings, config=GateConfig(), force=True, reason="field request")
+    assert forced.promoted and forced.decision.n_decisions == 0
+    assert "retrained with evaluation_share 0" in forced.decision.reasons[0]
+    assert registry.alias_version(settings, "champion") == challenger != champion
 
 
 @pytest.mark.parametrize(

@@ -577,10 +577,14 @@ def check_evaluation_share(
     ``versions``: role -> version. The reserved decisions of a share are those whose
     hash falls below it, so a smaller share is a subset of a larger one and is
     sound (it only uses less evidence); a larger one, or 0 (every decision), takes
-    in decisions the version learned from. Versions without the tag (from
-    ``nextbest train``, or retrained before it was recorded) are not checked.
+    in decisions the version learned from. A version retrained with share 0 learned
+    from every logged decision: no share leaves it any evidence. Versions without
+    the tag (from ``nextbest train``, or retrained before it was recorded) are not
+    checked.
 
     Raises:
+        NoEvidenceError: a version was retrained with share 0 (``promote --force``
+            may still promote).
         GateError: naming the version, the share it was retrained with and the way out.
     """
     client = registry.client(settings)
@@ -590,6 +594,23 @@ def check_evaluation_share(
         if recorded is None:
             continue
         used = float(recorded)
+        if used == 0:
+            # Evaluated with share 0 too, it used to pass this check and be judged on
+            # the very outcomes it was fitted to.
+            raise NoEvidenceError(
+                f"the {role}, version {version}, was retrained with evaluation_share 0: it "
+                "was trained on every logged decision with an outcome, so none is left to "
+                "judge it by: "
+                + (
+                    "retrain with --gate naming a gate config whose evaluation_share is "
+                    "above 0, or "
+                    if role == CHALLENGER
+                    else ""
+                )
+                + "promote --force --reason TEXT (it skips the gate)",
+                champion_version=versions.get(CHAMPION, ""),
+                challenger_version=versions.get(CHALLENGER, ""),
+            )
         if wanted == used or 0 < wanted < used:
             continue
         evidence = wanted if wanted > 0 else 1.0  # 0: every logged decision

@@ -275,6 +275,12 @@ def retrain(
         f"HCPs not in hcps left out; {feedback.n_reserved:,} reserved for the gate); the "
         "evaluation slice is the newest of the history"
     )
+    if reserved_share == 0:
+        result.notes.append(
+            "evaluation_share 0 (gate config): every logged decision with an outcome was "
+            "trained on and none is reserved for the gate, so `evaluate` and `promote` "
+            "cannot judge this version (only `promote --force --reason TEXT` promotes it)"
+        )
     if feedback.n_unknown_action:
         result.notes.append(
             f"{feedback.n_unknown_action:,} logged decisions served actions the catalog no "
