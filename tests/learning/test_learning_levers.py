@@ -205,6 +205,22 @@ def test_train_config_reads_levers_file_next_to_it(tmp_path: Path) -> None:
         load_train_config(tmp_path / "train.yaml")
 
 
+def test_a_section_whose_entries_are_all_commented_out_is_its_defaults(tmp_path: Path) -> None:
+    """As the shipped file is edited: every key of a section commented out leaves the
+    section's name alone, which YAML reads as null; it was refused ("Input should be a
+    valid dictionary"), where an empty `levers:` and the rules file's sections are not."""
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "engagement:\n#  n_estimators: 200\nuplift:\nvalue_per_engagement:\nlevers:\nseed: 4\n"
+    )
+    config = load_train_config(path)
+    assert config.model_dump() == TrainConfig(seed=4).model_dump()
+    # A section that is something else than settings is still refused at its line.
+    path.write_text("seed: 4\nengagement: 200\n")
+    with pytest.raises(ValueError, match=r"line 2: engagement: Input should be a valid dict"):
+        load_train_config(path)
+
+
 def test_a_negative_seed_is_refused_at_its_line(tmp_path: Path) -> None:
     """numpy's samplers (max_rows_per_model, the offline evaluation's) refuse a negative
     seed: a run on data large enough to be sampled stopped after building the features,

@@ -128,6 +128,10 @@ class TrainConfig(BaseModel):
         return spelled_as_channels(value)
 
 
+# The settings of train.yaml that are mappings (levers aside, read on their own).
+SECTIONS = ("engagement", "uplift", "value_per_engagement")
+
+
 def load_train_config(path: Path | None) -> TrainConfig:
     """Read and validate a training config; ``None`` gives the defaults."""
     if path is None:
@@ -142,6 +146,12 @@ def load_train_config(path: Path | None) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ValueError(f"training config {path}: expected a mapping of settings at the top")
     levers = raw.pop("levers", None)
+    # A section left without entries (each one commented out, the file's defaults
+    # kept for reference) is its defaults, as an empty `levers:` is and as the rules
+    # file reads its sections: YAML reads it as null, which was refused.
+    for section in SECTIONS:
+        if section in raw and raw[section] is None:
+            del raw[section]
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
