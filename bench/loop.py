@@ -26,8 +26,10 @@ for a promoted challenger, its true value, its OPE estimates and their relative
 errors (``promoted``). Before the first round and after the last it also scores
 the Bayes-optimal policy of the world given the evidence so far
 (:mod:`nextbest.simulate.posterior`): the most any learner could reach, the
-ceiling the target is read against. Writes ``bench/results/loop.json`` with the
-machine load.
+ceiling the target is read against. The oracle and the Bayes-optimal policy choose
+among promotional actions only, as the served policy does (the bench's requests
+name no purpose, so the service answers them as promotional: no medical content).
+Writes ``bench/results/loop.json`` with the machine load.
 
 Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``.
 """
@@ -67,10 +69,15 @@ from nextbest.simulate import SimulatedWorld, simulate_world
 from nextbest.simulate.posterior import Responses, posterior_values
 from nextbest.simulate.response import FATIGUE_WINDOW
 from nextbest.simulate.vocabulary import CHANNELS
+from nextbest.simulate.world import Purpose
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN_KEY = "bench-loop-admin-key"
 SERVE_BATCH = 500
+# The bench's requests name no purpose, so the service serves them as promotional:
+# no medical content. The oracle and the Bayes-optimal policy are scored on the same
+# actions, or the ratios would be read against what the served policy may never serve.
+SERVED_PURPOSE: Purpose = "promotional"
 FEEDBACK_BATCH = 5000
 
 
@@ -243,7 +250,7 @@ def true_per_hcp(world: SimulatedWorld, model: ScoringModel) -> float:
         {
             "hcp_id": world.hcps["hcp_id"],
             "timestamp": pd.Timestamp.now(),
-            "purpose": "promotional",
+            "purpose": SERVED_PURPOSE,
             "channel_filter": None,
         }
     )
@@ -272,7 +279,7 @@ def bayes_ceiling(
         responses=responses,
         progress=lambda done: log(f"  Bayes-optimal policy: {done}"),
     )
-    value = world.true_value(post.choice(world.eligible)) / world.n_hcps
+    value = world.true_value(post.choice(world.eligible_for(SERVED_PURPOSE))) / world.n_hcps
     return {
         "ratio": round(value / oracle, 4),
         "effective_samples_median": round(float(np.median(post.effective_samples)), 1),
@@ -408,7 +415,7 @@ def main() -> int:
     settings = Settings(
         models_dir=work / "models", epsilon=args.epsilon, holdout_rate=args.holdout_rate
     )
-    oracle = world.true_value(world.oracle_choice()) / world.n_hcps
+    oracle = world.true_value(world.oracle_choice(purpose=SERVED_PURPOSE)) / world.n_hcps
     logging_value = world.policy_value(world.logging_policy_probabilities()) / world.n_hcps
     baseline = float(world.baseline.mean())
     log(f"oracle {oracle:+.4f}, logging policy {logging_value:+.4f} NRx per HCP (net of cost)")
@@ -619,6 +626,8 @@ def main() -> int:
             "exploration": args.exploration,
             "temperature": args.temperature if args.exploration == "softmax" else None,
             "decisions_per_hcp_per_round": args.decisions_per_hcp,
+            # What every request is served as; the oracle chooses among the same actions.
+            "purpose": SERVED_PURPOSE,
             "fatigue_advanced": bool(args.fatigue),
             "gate": gate_config.model_dump(),
             "train_config": config.model_dump(mode="json"),

@@ -111,6 +111,34 @@ def test_oracle_choice_is_eligible_positive_and_optimal(small_world: SimulatedWo
         assert small_world.true_value(other) <= details["value"]
 
 
+def test_oracle_of_a_purpose_serves_only_that_content_type(small_world: SimulatedWorld) -> None:
+    """A promotional request never gets medical content, so neither does its oracle."""
+    medical = small_world.codes.medical
+    rows = np.arange(small_world.n_hcps)
+    everything = small_world.oracle_choice()
+    # The oracle over every content type gives medical content to many HCPs ...
+    assert (medical[everything[everything != NO_ACTION]]).mean() > 0.1
+    for purpose, allowed in (("promotional", ~medical), ("medical", medical)):
+        servable = small_world.eligible_for(purpose)
+        assert (servable == small_world.eligible & allowed[None, :]).all()
+        choice = small_world.oracle_choice(purpose=purpose)
+        acted = choice != NO_ACTION
+        assert allowed[choice[acted]].all() and servable[rows[acted], choice[acted]].all()
+        # ... the best a request of one purpose could be served is worth less,
+        value = small_world.true_value(choice)
+        assert value < small_world.true_value(everything)
+        # ... and it is the best of what that purpose allows: per HCP, the largest
+        # positive true net value among its servable actions, or nothing.
+        best = np.where(servable, small_world.net_value, -np.inf).max(axis=1)
+        assert value == pytest.approx(np.maximum(best, 0.0).sum())
+    assert (small_world.eligible_for(None) == small_world.eligible).all()
+
+
+def test_oracle_refuses_an_unknown_purpose(small_world: SimulatedWorld) -> None:
+    with pytest.raises(ValueError, match="purpose must be one of promotional, medical"):
+        small_world.oracle_choice(purpose="marketing")  # type: ignore[arg-type]
+
+
 def test_true_value_of_no_action_is_zero(small_world: SimulatedWorld) -> None:
     assert small_world.true_value(np.full(small_world.n_hcps, NO_ACTION)) == 0.0
 

@@ -70,6 +70,10 @@ only eligible actions (consent, specialty, approval at the timestamp). The logge
 The truth refers to the end-of-history decision (``start + 7 * periods`` days),
 with eligibility and fatigue as the history left them. ``uplift`` is given for
 ineligible pairs too (the effect if it could be delivered); scoring counts them 0.
+``oracle_choice(purpose=...)`` and ``eligible_for(purpose)`` keep to what a
+request of one purpose may be served (promotional: no medical content, and the
+reverse), as the service does; without a purpose the oracle chooses among all
+content, which no single request can be served.
 
 Calibration (20,000 HCPs x 26 periods, seed 0; per HCP per decision): oracle
 +0.18 NRx, logging policy -0.07, uniformly random eligible action -0.12, highest

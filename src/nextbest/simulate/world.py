@@ -26,9 +26,11 @@ from nextbest.simulate.response import (
     sigmoid,
     static_logit,
 )
-from nextbest.simulate.vocabulary import CHANNELS
+from nextbest.simulate.vocabulary import CHANNELS, CONTENT_TYPES
 
 NO_ACTION = -1
+# Who asks: a request's purpose is the content type it may be served (CONTENT_TYPES).
+Purpose = Literal["promotional", "medical"]
 SECOND_NS = 10**9
 WORKDAY_START_S, WORKDAY_END_S = 9 * 3600, 17 * 3600
 
@@ -168,9 +170,29 @@ class SimulatedWorld:
         """The history's logging policy at ``decision_time``, ``(n, 1 + A)``, holdout included."""
         return logging_policy_probabilities(self.traits.decile, self.eligible, self.codes)
 
-    def oracle_choice(self) -> np.ndarray:
-        """``(n,)`` the best eligible action per HCP by true net value, -1 if none is positive."""
-        return best_or_none(self.net_value, self.eligible)
+    def eligible_for(self, purpose: Purpose | None = None) -> np.ndarray:
+        """``(n, A)`` bool: what a request of ``purpose`` may be served at ``decision_time``.
+
+        A promotional request never gets medical content and a medical one never
+        gets promotional content (the service's rule); None: every eligible action,
+        whatever its content type.
+        """
+        if purpose is None:
+            return self.eligible
+        if purpose not in CONTENT_TYPES:
+            raise ValueError(
+                f"purpose must be one of {', '.join(CONTENT_TYPES)} or None, got {purpose!r}"
+            )
+        medical = purpose == "medical"
+        return self.eligible & (self.codes.medical == medical)[None, :]
+
+    def oracle_choice(self, *, purpose: Purpose | None = None) -> np.ndarray:
+        """``(n,)`` the best action per HCP by true net value, -1 if none is positive.
+
+        Among the actions :meth:`eligible_for` ``purpose`` allows: the oracle of a
+        policy served through requests of one purpose is the best it could serve.
+        """
+        return best_or_none(self.net_value, self.eligible_for(purpose))
 
     def draw_response(
         self,
