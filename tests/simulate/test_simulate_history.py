@@ -178,6 +178,37 @@ def test_catalog_approval_windows(small_world: SimulatedWorld) -> None:
     assert not small_world.eligible[:, expired.to_numpy()].any()
 
 
+def test_approval_windows_mean_what_the_service_reads_from_the_catalog(
+    tiny_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    """A date alone in ``approved_until`` includes that whole day (the contract): the
+    history was drawn under the same windows the written catalog gives the service."""
+    from nextbest.contract import load_dataset
+    from nextbest.policy.eligibility import EligibilityIndex
+
+    tiny_world.write(tmp_path, fmt="parquet")
+    catalog = (
+        load_dataset(tmp_path).catalog.set_index("action_id").loc[tiny_world.catalog["action_id"]]
+    )
+    index = EligibilityIndex._from_frames(tiny_world.hcps, catalog.reset_index())
+    codes = tiny_world.codes
+    closing = catalog["approved_until"].notna().to_numpy()
+    days = pd.to_datetime(catalog["approved_until"][closing]).dt.normalize()
+    moments = [day + pd.Timedelta(hours=h) for day in days for h in (12, 36)]
+    moments += list(pd.to_datetime(tiny_world.interactions["timestamp"].unique()))
+    consent = np.ones((len(moments), len(CHANNELS)), dtype=bool)
+    at_ns = np.array([pd.Timestamp(m).value for m in moments], dtype=np.int64)
+    # Approved: eligible for some specialty (every action allows one), with consent.
+    simulated = np.zeros((len(moments), codes.n_actions), dtype=bool)
+    for s in range(len(SPECIALTIES)):
+        simulated |= eligibility(codes, np.full(len(moments), s), consent, at_ns)
+    served = np.stack([index.approved(pd.Timestamp(m).to_pydatetime()) for m in moments])
+    np.testing.assert_array_equal(simulated, served)
+    # The last day an item is approved is the day the catalog names, all of it.
+    for k, a in enumerate(np.flatnonzero(closing)):
+        assert simulated[2 * k, a] and not simulated[2 * k + 1, a]
+
+
 def test_interactions_table(small_world: SimulatedWorld) -> None:
     interactions = small_world.interactions
     assert list(interactions.columns) == INTERACTION_COLUMNS

@@ -98,7 +98,9 @@ class ActionCodes:
         medical: ``(A,)`` bool, medical (not promotional) content.
         cost: ``(A,)`` float, NRx per touch.
         approved_from_ns: ``(A,)`` int64 epoch nanoseconds (int64 min when open).
-        approved_until_ns: ``(A,)`` int64 epoch nanoseconds, inclusive (int64 max when open).
+        approved_until_ns: ``(A,)`` int64 epoch nanoseconds, inclusive (int64 max when open):
+            the last moment of the day ``approved_until`` names, as the contract reads
+            a date alone.
         allowed: ``(S, A)`` bool, specialty ``s`` may receive action ``a``.
     """
 
@@ -157,9 +159,10 @@ def build_catalog(
     ).astype("datetime64[ns]")
     for channel, k in _EXPIRING:
         a = index_of(channel, k)
-        # Expires strictly inside the history, so the end-of-history decision excludes it.
+        # Expires strictly inside the history, so the end-of-history decision excludes it:
+        # approved through the day before ``start + days`` (a date includes its whole day).
         days = int(7 * periods * rng.uniform(0.3, 0.8))
-        approved_until_arr[a] = (start_ts + pd.Timedelta(days=days)).to_datetime64()
+        approved_until_arr[a] = (start_ts + pd.Timedelta(days=days - 1)).to_datetime64()
     for channel, k in _LATE_APPROVED:
         a = index_of(channel, k)
         approved_from_arr[a] = (start_ts + pd.Timedelta(days=7 * (periods // 2))).to_datetime64()
@@ -193,6 +196,9 @@ def build_catalog(
     nat = np.iinfo(np.int64).min  # NaT's integer value
     from_ns = catalog["approved_from"].to_numpy().astype(np.int64)
     until_ns = catalog["approved_until"].to_numpy().astype(np.int64)
+    # Every date here is a midnight: approved until the end of that day, as the service
+    # reads the written catalog (the history must be drawn under the same windows).
+    until_ns = np.where(until_ns == nat, nat, until_ns + DAY_NS - 1)
     codes = ActionCodes(
         channel=channel_arr,
         topic=np.array(topic_code),
