@@ -1320,10 +1320,17 @@ def picks(
         except NextbestError as exc:  # --log names the served version itself
             raise _fail(str(exc)) from None
     if logged is None:
+        # Written beside --out and renamed once complete: a write that fails (a full
+        # disk, a quota, Ctrl-C) leaves an earlier file of that name as it was, not
+        # cut short where a send system would take it for the whole list.
         try:
-            write_table(frame, out)
-        except OSError as exc:
-            raise _fail(f"--out: {exc}") from None
+            write_table(frame, partial)
+            partial.replace(out)
+        except BaseException as exc:
+            partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+            raise
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
     # What was written and logged on stdout (--out is required: the picks never are).

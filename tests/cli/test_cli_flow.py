@@ -752,6 +752,56 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
         assert logged.empty, err[-2000:]
 
 
+def test_picks_that_cannot_write_their_whole_file_leave_the_earlier_one_as_it_was(
+    trained, tmp_path: Path
+) -> None:
+    """A plain `picks` run whose file cannot be written to its end (a full disk or a
+    quota; here a file size limit) wrote straight into --out: the file of the run
+    before, which a send system reads, was left cut short part way through its rows.
+    It is now written beside --out and renamed once whole: exit 2 naming --out, the
+    earlier file untouched, nothing left beside it."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    sends = tmp_path / "sends"
+    sends.mkdir()
+    out = sends / "picks.csv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env |= {"NEXTBEST_MODELS_DIR": str(models)}
+    args = [sys.executable, "-m", "nextbest", "picks", "--data", str(trained.data_dir)]
+    args += ["--out", str(out), "--k", "3"]
+    cwd = Path(__file__).parents[2]
+    first = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    earlier = out.read_bytes()
+    limit = len(earlier) // 2
+    assert limit > 64 * 1024  # above what reading the model and the log writes
+
+    def file_size_limit() -> None:  # Python ignores SIGXFSZ: a write past it is EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run = subprocess.run(
+        args,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=file_size_limit,
+    )
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert len(out.read_bytes()) == len(earlier), said  # not cut short at the limit
+    assert out.read_bytes() == earlier
+    assert [p.name for p in sends.iterdir()] == ["picks.csv"]
+    assert f"error: --out: cannot write {out}: File too large" in said, said
+    assert "Traceback" not in run.stderr
+
+
 def test_train_into_a_models_dir_it_cannot_write_stops_before_training(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
