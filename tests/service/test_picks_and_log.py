@@ -482,6 +482,42 @@ def test_an_hcp_erased_while_picks_are_made_is_neither_sent_nor_logged(trained, 
     assert logged == set(ids) - {first, second} and done.n_logged == len(ids) - 2
 
 
+def test_an_hcp_of_the_holdout_erased_while_picks_are_made_is_not_counted_held_out(
+    trained, tmp_path
+) -> None:
+    """`picks --log` says "logged N answers as served (M held out)": an erased HCP of
+    the week's holdout was taken out of N but still counted in M, which could then
+    exceed N."""
+    from sqlalchemy import select
+
+    from nextbest.service.picks import logged_picks
+    from nextbest.storage.repository import erase_hcps
+
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "holdout_rate": 0.5}
+    )
+    ids = [str(h) for h in registry.load_alias(settings)[0].hcps["hcp_id"][:60]]
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    # The holdout draw is one hash per HCP and week: the same HCPs are held out again.
+    before = logged_picks(settings, hcp_ids=ids)
+    with sessions() as session:
+        held = sorted(session.scalars(select(Recommendation.hcp_id).where(Recommendation.holdout)))
+    assert before.n_holdout == len(held) > 1
+
+    def erase(_: int) -> None:
+        with sessions() as session:
+            erase_hcps(session, hcp_ids=[held[0]], requester="dpo")
+
+    try:
+        done = logged_picks(settings, hcp_ids=ids, progress=erase)
+    finally:
+        engine.dispose()
+    assert done.erased == (held[0],)
+    assert done.n_logged == len(ids) - 1
+    assert done.n_holdout == len(held) - 1
+
+
 def test_logged_picks_say_each_rules_note_once(trained, tmp_path, caplog) -> None:
     """A rules note (here: catalog channels no rule names) is said once by a `picks --log`
     run, where the send's files change no consent on file."""

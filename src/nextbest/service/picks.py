@@ -440,7 +440,8 @@ def logged_picks(
         if recommender.eligibility.consent_on_file != served_on_file:
             recommender = recommender.with_rules(recommender.rules)
         rows: list[dict[str, object]] = []
-        n_logged = n_holdout = 0
+        n_logged = 0
+        held_out: set[str] = set()
         answered: list[str] = []
         started = datetime.now(UTC)
         runtime.reclog.hold()
@@ -458,7 +459,7 @@ def logged_picks(
                 on=on,
             )
             n_logged += len(recs)
-            n_holdout += sum(rec.holdout for rec in recs)
+            held_out.update(rec.hcp_id for rec in recs if rec.holdout)
             answered += [rec.hcp_id for rec in recs]
             rows += [
                 {
@@ -501,7 +502,7 @@ def logged_picks(
             frame=frame,
             model_version=recommender.version,
             n_logged=n_logged - len(erased),
-            n_holdout=n_holdout,
+            n_holdout=len(held_out - erased),
             erased=tuple(sorted(erased)),
         )
     finally:
