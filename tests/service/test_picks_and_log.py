@@ -28,6 +28,24 @@ def model(trained):
     return registry.load_alias(trained.settings)[0]
 
 
+def test_picks_whose_blocks_end_without_a_pick_say_nothing_of_pandas(model, monkeypatch) -> None:
+    """A block of HCPs none of whom gets a pick (every one capped, say) made pandas
+    warn on the console of `nextbest picks`, FutureWarning and all, when the blocks
+    were put together; the picks are the same whatever the blocks."""
+    import warnings
+
+    from nextbest.service import picks
+
+    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
+    whole = picks_frame(model, hcp_ids=ids, k=1, channel="email")
+    assert 0 < whole["hcp_id"].nunique() < len(ids)  # some HCPs get no pick
+    monkeypatch.setattr(picks, "BLOCK_PAIRS", 1)  # a block per HCP
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        by_hcp = picks_frame(model, hcp_ids=ids, k=1, channel="email")
+    pd.testing.assert_frame_equal(by_hcp, whole)
+
+
 def test_picks_honour_cooldowns_and_the_channel_limit(model) -> None:
     ids = [str(h) for h in model.hcps["hcp_id"][:150]]
     plain = picks_frame(model, hcp_ids=ids, k=1, channel="email")

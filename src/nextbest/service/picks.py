@@ -124,9 +124,13 @@ def picks_frame(
         if history_rules is not None and history is not None:
             blocked = history_rules.blocked(all_ids[hcp_block].tolist(), history)[:, actions]
         lapse = lapses(as_of, all_ids[hcp_block].tolist(), now, history)
-        frames.append(
-            _block_picks(model, eligibility, hcp_block, actions, k, blocked, max_per_channel, lapse)
+        picked = _block_picks(
+            model, eligibility, hcp_block, actions, k, blocked, max_per_channel, lapse
         )
+        # A block without a pick is left out: concatenated, its empty object columns
+        # made pandas warn on the console (FutureWarning) that they will decide dtypes.
+        if len(picked):
+            frames.append(picked)
         if progress is not None:
             progress(len(hcp_block))
     if not frames:
