@@ -1132,7 +1132,9 @@ def picks(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", help="Directory with hcps, catalog, interactions: picks for every HCP."
+            "--data",
+            help="Directory with hcps and catalog (interactions are not read): picks for "
+            "every HCP.",
         ),
     ] = None,
     hcps: Annotated[
@@ -1175,7 +1177,13 @@ def picks(
     API ranks. Without --log nothing is logged. Exit code 2 when nothing was written
     (a bad option, file or setting; with --log, another holdout rate than the log's)."""
     from nextbest import registry
-    from nextbest.contract import ContractError, consent_notes, load_send_list, write_table
+    from nextbest.contract import (
+        ContractError,
+        consent_notes,
+        load_hcps_and_catalog,
+        load_send_list,
+        write_table,
+    )
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
     from nextbest.service.picks import (
@@ -1205,15 +1213,22 @@ def picks(
         raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
     if log:  # before reading the data: a refused run costs nothing
         _check_holdout_rate(settings, changed=new_holdout_rate)
-    dataset = _load(data) if data is not None else None
+    # The day's HCPs and actions only: the history is not needed to pick (the model
+    # knows it to its as-of, the log since), and reading it took longer than the picks.
+    given: tuple[Any, Any] | None = None
+    if data is not None:
+        try:
+            given = load_hcps_and_catalog(data)
+        except ContractError as exc:
+            raise _fail(str(exc)) from None
     _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     # The files' consent, specialties and approval windows apply, not only the model's.
-    if dataset is not None:
-        given_hcps, given_catalog = dataset.hcps, dataset.catalog
+    if given is not None:
+        given_hcps, given_catalog = given
     else:
         assert hcps is not None
         try:
@@ -1238,7 +1253,7 @@ def picks(
             "retrained version is served)"
         )
     noted = model.evidence.notes(model.catalog)
-    if dataset is None:  # a send list's specialties: a typo loses specialty-bound actions
+    if given is None:  # a send list's specialties: a typo loses specialty-bound actions
         noted += specialty_notes(model, version, hcps=given_hcps)
     if given_catalog is not None:
         noted += [

@@ -1759,6 +1759,34 @@ def test_picks_apply_the_consent_specialties_and_approvals_of_the_files_given(
         assert "mail-new" in said
 
 
+def test_picks_for_a_data_directory_do_not_read_its_history(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """picks need the day's hcps and catalog, not the interactions: reading and
+    checking those (millions of rows at scale) took longer than the picks, and a
+    history naming an HCP the day's hcps file no longer lists (one who left) stopped
+    the run with exit 2."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    data = tmp_path / "today"
+    data.mkdir()
+    hcps = pd.read_csv(trained.data_dir / "hcps.csv", dtype=str, keep_default_na=False)
+    gone = hcps["hcp_id"].iloc[-1]
+    hcps.iloc[:-1].to_csv(data / "hcps.csv", index=False)
+    shutil.copy(trained.data_dir / "catalog.csv", data / "catalog.csv")
+    shutil.copy(trained.data_dir / "interactions.csv", data / "interactions.csv")
+    assert gone in set(pd.read_csv(data / "interactions.csv", usecols=["hcp_id"])["hcp_id"])
+    out = tmp_path / "picks.csv"
+    said = " ".join(run_ok("picks", "--data", str(data), "--out", str(out)).split())
+    assert f"of {len(hcps) - 1:,} HCPs to {out}" in said, said
+    picked = pd.read_csv(out)
+    assert len(picked) > 0 and gone not in set(picked["hcp_id"])
+
+
 def test_picks_warn_once_of_a_stale_model_with_and_without_log(
     env_settings: Path,
     tmp_path: Path,

@@ -159,6 +159,25 @@ def load_dataset(data_dir: Path | str) -> Dataset:
     """
     data_dir = Path(data_dir)
     paths = _find_tables(data_dir)
+    hcps, catalog = _hcps_and_catalog(paths)
+    interactions = load_interactions(paths[INTERACTIONS], hcps=hcps, catalog=catalog)
+    return Dataset(hcps, catalog, interactions, source=data_dir)
+
+
+def load_hcps_and_catalog(data_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``hcps`` and ``catalog`` of ``data_dir``, validated as :func:`load_dataset`
+    validates them; the interactions are not read.
+
+    For what needs the HCPs and actions of the day and no history (picks): the
+    history, the largest table by far (millions of rows), took longer to check than
+    the picks take to make, and a problem in it stopped picks it has no part in.
+    """
+    return _hcps_and_catalog(_find_tables(Path(data_dir), (HCPS, CATALOG)))
+
+
+def _hcps_and_catalog(paths: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load and validate the hcps and catalog files of ``paths``, every problem of
+    both in one :class:`ContractError`; then their consent columns together."""
     errors: list[ContractError] = []
     frames: dict[str, pd.DataFrame] = {}
     for name, load in ((HCPS, load_hcps), (CATALOG, load_catalog)):
@@ -169,10 +188,7 @@ def load_dataset(data_dir: Path | str) -> Dataset:
     if errors:
         raise ContractError.combine(errors)
     _check_consent_channels(frames[HCPS], frames[CATALOG], paths[HCPS].name)
-    interactions = load_interactions(
-        paths[INTERACTIONS], hcps=frames[HCPS], catalog=frames[CATALOG]
-    )
-    return Dataset(frames[HCPS], frames[CATALOG], interactions, source=data_dir)
+    return frames[HCPS], frames[CATALOG]
 
 
 def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str) -> None:
@@ -382,17 +398,17 @@ def _near_miss(data_dir: Path, name: str) -> str:
     return f"; found {', '.join(near)}: {fix}"
 
 
-def _find_tables(data_dir: Path) -> dict[str, Path]:
+def _find_tables(data_dir: Path, tables: tuple[str, ...] = TABLES) -> dict[str, Path]:
     if not data_dir.is_dir():
         problem = (
-            "is a file; give the directory that holds hcps, catalog and interactions"
+            f"is a file; give the directory that holds {', '.join(tables[:-1])} and {tables[-1]}"
             if data_dir.exists()
             else "data directory not found"
         )
         raise ContractError([Problem(str(data_dir), None, None, problem)])
     found: dict[str, Path] = {}
     problems: list[Problem] = []
-    for name in TABLES:
+    for name in tables:
         pattern = f"{name}.{{{','.join(FORMATS)}}}"  # e.g. hcps.{csv,parquet}
         candidates = [data_dir / f"{name}.{fmt}" for fmt in FORMATS]
         # A .parquet directory is a dataset written in parts (Spark, Dask, pyarrow).
