@@ -306,6 +306,36 @@ def test_each_answer_carries_a_request_id_its_log_line_names(
     assert not hasattr(refused, "recommendation_id")  # nothing was answered
 
 
+def test_a_request_id_that_is_a_key_the_server_holds_is_not_logged(
+    client: TestClient, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys of the key file or NEXTBEST_API_KEYS may be any text, not only the
+    ``nb_...`` that `nextbest keys add` makes: one sent as X-Request-ID (the admin
+    key, stored hashed; the channel key, stored in plain) was kept as the request's
+    id and written in its log lines."""
+    from .conftest import ADMIN_KEY
+
+    with caplog.at_level(logging.DEBUG):
+        answers = {
+            key: client.get("/healthz", headers={"X-Request-ID": key})
+            for key in (ADMIN_KEY, keys.channel_key)
+        }
+        # Refused before its key is even read: the id is still not the key.
+        refused = client.post(
+            "/v1/recommendations",
+            json={"hcp_id": "H1"},
+            headers={"Authorization": "", "X-Request-ID": ADMIN_KEY},
+        )
+    assert refused.status_code == 401
+    answers["refused"] = refused
+    for answer in answers.values():
+        assert answer.headers["X-Request-ID"] not in (ADMIN_KEY, keys.channel_key)
+        assert len(answer.headers["X-Request-ID"]) == 32  # one made for it
+    assert ADMIN_KEY not in caplog.text and keys.channel_key not in caplog.text
+    logged = [getattr(r, "request_id", None) for r in caplog.records if r.name == "nextbest.access"]
+    assert logged == [a.headers["X-Request-ID"] for a in answers.values()]
+
+
 def test_a_served_answers_log_line_names_its_recommendation_id(
     client: TestClient, keys, caplog: pytest.LogCaptureFixture
 ) -> None:

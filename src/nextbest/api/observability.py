@@ -392,17 +392,27 @@ _CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("nextbest_request_id", 
 
 
 def _request_id(scope: Scope) -> bytes:
-    """The caller's X-Request-ID when it is a plausible id, else a new one; never
-    one shaped like an API key (``nb_...``): a client that sent its key there would
-    have it written in every log line of the request."""
+    """The caller's X-Request-ID when it is a plausible id, else a new one; never an
+    API key: a client that sent its key there would have it written in every log
+    line of the request. Refused: any value shaped like the keys nextbest makes
+    (``nb_...``), and any key the server holds (a key file's or NEXTBEST_API_KEYS'
+    may be any text of 16 characters or more)."""
     for name, value in scope["headers"]:
         if (
             name == b"x-request-id"
             and _REQUEST_ID.fullmatch(value)
             and not value.startswith(_KEY_PREFIX)
+            and not _a_key_held(scope, value)
         ):
             return bytes(value)
     return uuid.uuid4().hex.encode()
+
+
+def _a_key_held(scope: Scope, value: bytes) -> bool:
+    """Whether ``value`` is one of the app's API keys (create_app's key store; none
+    with auth off)."""
+    keys = getattr(getattr(scope.get("app"), "state", None), "api_keys", None)
+    return keys is not None and bool(keys.holds(value.decode()))
 
 
 class DatabaseOutage:

@@ -222,6 +222,13 @@ class KeyStore:
         self._entries = tuple(entries)
         self._clock = clock
         self.warnings: tuple[str, ...] = ()
+        # Every key held, retiring ones included, for :meth:`holds`.
+        self._digests = frozenset(
+            digest
+            for entry in self._entries
+            for digest in (entry.digest, entry.previous_digest)
+            if digest is not None
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -305,6 +312,12 @@ class KeyStore:
         """The principal of ``key``, or None; every stored hash is compared."""
         found = self.match(key)
         return found.principal if found is not None else None
+
+    def holds(self, value: str) -> bool:
+        """Whether ``value`` is one of the keys held (a retiring one too, even past its
+        time): a value that turns up where a key does not belong, such as a request
+        id, and must not be logged. Not an authentication: see :meth:`match`."""
+        return hashlib.sha256(value.encode()).digest() in self._digests
 
     def match(self, key: str) -> KeyMatch | None:
         """Whose key ``key`` is, and whether it is a retiring one; None for a key
@@ -723,6 +736,10 @@ class ReloadingKeyStore:
     def match(self, key: str) -> KeyMatch | None:
         """:meth:`KeyStore.match` under the file's current keys."""
         return self._current().match(key)
+
+    def holds(self, value: str) -> bool:
+        """:meth:`KeyStore.holds` under the file's current keys."""
+        return self._current().holds(value)
 
     def named(self, name: str) -> Principal | None:
         """The principal of the current key named ``name``, or None."""
