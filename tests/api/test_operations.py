@@ -714,6 +714,54 @@ def test_lines_logged_while_a_request_is_handled_name_its_request_id(
     assert "request_id" not in handler.lines[-1], handler.lines[-1]
 
 
+@pytest.mark.postgres
+def test_a_postgresql_error_logged_leaves_out_the_rows_values(
+    own_registry, keys, postgres_url: str
+) -> None:
+    """PostgreSQL names the values of the row a statement failed on (``DETAIL:
+    Failing row contains (...)``), HCP id included, whatever the engines'
+    hide_parameters: a schema a newer release migrated (a column added NOT NULL)
+    under a worker still writing the old rows put HCP ids in its log, in the
+    recommendation log's error and in the traceback of a feedback request's 500."""
+    from sqlalchemy.exc import IntegrityError
+
+    from nextbest.api.observability import JsonFormatter
+
+    settings = own_registry.model_copy(update={"database_url": postgres_url, "log_flush_ms": 1})
+    handler = _JsonLines()
+    logging.getLogger("nextbest").addHandler(handler)
+    try:
+        with serving(settings, keys) as (runtime, client, hcp), client:
+            with runtime.engine.begin() as connection:
+                for table in ("recommendations", "feedback_events"):
+                    connection.exec_driver_sql(f"ALTER TABLE {table} ADD added_later text NOT NULL")
+            served = client.post("/v1/recommendations", json={"hcp_id": hcp})
+            assert served.status_code == 200, served.text  # served, its log row refused
+            runtime.reclog.flush(timeout=30)
+            assert runtime.reclog.dropped == 1
+            event = {"event_id": "e-1", "hcp_id": hcp, "event_type": "opened"}
+            with pytest.raises(IntegrityError) as raised:
+                client.post("/v1/feedback", json=event)
+    finally:
+        logging.getLogger("nextbest").removeHandler(handler)
+    [failed] = [line for line in handler.lines if "answers not logged" in line["message"]]
+    assert "NotNullViolation" in failed["message"], failed
+    assert "DETAIL:  (the row's values are left out of the log)" in failed["message"]
+    # The 500's traceback, as uvicorn logs it ("Exception in ASGI application").
+    traceback = JsonFormatter().format(
+        logging.makeLogRecord(
+            {
+                "name": "uvicorn.error",
+                "levelname": "ERROR",
+                "msg": "Exception in ASGI application",
+                "exc_info": (raised.type, raised.value, raised.tb),
+            }
+        )
+    )
+    assert "added_later" in traceback and "(the row's values are left out" in traceback
+    assert hcp not in traceback and not any(hcp in str(line) for line in handler.lines)
+
+
 def test_an_unhandled_error_is_answered_as_json_with_the_request_id() -> None:
     """A bug's 500 carries X-Request-ID like every answer (the framework's own was
     plain text without it), and the error still reaches the server's log."""

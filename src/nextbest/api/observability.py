@@ -298,8 +298,30 @@ def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+# What PostgreSQL says of the row a statement failed on: its values (an HCP id, a
+# feedback reason), whatever the engines' hide_parameters. In a DETAIL line of the
+# driver's message, up to what follows that message in SQLAlchemy's text or in a
+# traceback, so that a value holding line breaks is left out whole.
+_ROW_VALUES = re.compile(
+    r"^(DETAIL:\s+)(?:Failing row contains|Key \().*?"
+    r"(?=\n\[SQL: |\n\nThe above exception|\n\nDuring handling of the above|\n?\Z)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def without_row_values(text: str) -> str:
+    """``text`` without the values of the row a PostgreSQL error names (a failing
+    row, a key's values), the line saying they were left out."""
+    if "DETAIL:" not in text:
+        return text
+    return _ROW_VALUES.sub(r"\1(the row's values are left out of the log)", text)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields.
+
+    A PostgreSQL error's message (logged, or in a traceback) holds the values of the
+    row it failed on: they are left out (:func:`without_row_values`)."""
 
     # uvicorn adds ``color_message``, its message again with terminal colour codes:
     # noise in a JSON line, which already has the message.
@@ -315,7 +337,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,  # which worker process
-            "message": record.getMessage(),
+            "message": without_row_values(record.getMessage()),
         }
         out.update({k: v for k, v in record.__dict__.items() if k not in self._skip})
         if "request_id" not in out and (request_id := _CURRENT_REQUEST_ID.get()) is not None:
@@ -323,7 +345,7 @@ class JsonFormatter(logging.Formatter):
             # the line names it, as the request's access line does.
             out["request_id"] = request_id
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = without_row_values(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
