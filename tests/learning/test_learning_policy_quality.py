@@ -143,6 +143,34 @@ def test_observational_history_falls_back_and_mixed_history_compares_only_chance
     assert len(left_out) == 1, result.notes
 
 
+def test_qini_curves_compare_with_the_controls_the_uplift_model_fitted_on(
+    learned: LearnedWorld,
+) -> None:
+    """Untouched decisions nobody randomized (a CRM's: reps left alone whom they
+    chose) are no control for the curves, as they are none for training."""
+    from nextbest.evaluation import offline
+    from nextbest.learning.train import DecisionRows, _subset
+
+    model, rows = learned.result.model, learned.result.eval_rows
+    assert rows is not None
+    crm = _subset(rows, ~rows.treated)  # copies of the slice's untouched decisions
+    crm.holdout[:] = False
+    crm.propensity[:] = np.nan
+    crm.outcome += 50.0  # whom the reps left alone wrote far more anyway
+    both = DecisionRows(
+        **{
+            name: np.concatenate([getattr(rows, name), getattr(crm, name)])
+            for name in DecisionRows.__dataclass_fields__
+        }
+    )
+    plain = offline.evaluate_model(model, rows, seed=3)["metrics"]
+    mixed = offline.evaluate_model(model, both, seed=3)["metrics"]
+    curves = [k for k in plain if k.startswith(("eval_qini_auc.", "eval_auuc.", "eval_uplift_at"))]
+    assert len(curves) >= 3, plain.keys()
+    for key in curves:
+        assert mixed[key] == pytest.approx(plain[key], rel=1e-9, abs=1e-12), key
+
+
 def test_segment_evidence_is_logged_with_intervals(learned: LearnedWorld) -> None:
     table = learned.result.model.metadata["segment_uplift"]
     assert table

@@ -5,8 +5,9 @@ Three questions, each answered on decisions the model never saw:
 1. Does it predict engagement? AUC and log loss, overall and per channel, and
    the calibration table behind the per-channel plot.
 2. Does it rank incremental effect? Qini / cumulative-gain curves per action
-   group (channel), treated rows of the group against no-touch rows, weighted by
-   inverse logged propensity.
+   group (channel), treated rows of the group against the no-touch rows chance
+   chose (holdout or logged with a propensity, the controls the uplift model
+   fitted on), weighted by inverse logged propensity.
 3. Would its choices pay? The off-policy value of the learned policy (top-1
    eligible action by arbitration score, or nothing) from the logged decisions:
    IPS, self-normalised IPS and doubly robust (``nextbest.evaluation.ope``),
@@ -158,8 +159,9 @@ def _curves(
     eligible: np.ndarray,
     out: dict[str, Any],
 ) -> None:
-    """One Qini curve per channel: its treated rows against the no-touch rows."""
-    control = ~rows.treated
+    """One Qini curve per channel: its treated rows against the no-touch rows that
+    chance chose (``DecisionRows.controls``, as the uplift model was fitted on)."""
+    control = rows.controls
     weight = _weights(rows)
     logged_channel = np.where(
         rows.treated, model.action_channel_code[np.maximum(rows.action_rows, 0)], -1

@@ -64,6 +64,18 @@ class DecisionRows:
     action_rows: np.ndarray
     hcp: np.ndarray  # row of the HCP in the data set's hcps table
 
+    @property
+    def controls(self) -> np.ndarray:
+        """Untouched decisions chance chose, shape ``(n,)``: a randomized holdout, or
+        a logging policy whose probabilities were logged.
+
+        Only these measure what a touch adds. Elsewhere (a CRM's history) the reps
+        chose whom to leave alone, and touched against untouched measures that
+        choice. The uplift model fits on these controls and the evaluation's
+        curves compare with them.
+        """
+        return ~self.treated & (self.holdout | np.isfinite(self.propensity))
+
 
 @dataclass
 class TrainResult:
@@ -367,11 +379,8 @@ def _train(
     has_outcome = bool(np.isfinite(fit_rows.outcome).any())
     outcome_known = np.isfinite(fit_rows.outcome)
     untouched = ~fit_rows.treated & outcome_known
-    # Untouched decisions measure what a touch adds only where chance chose them:
-    # a randomized holdout, or a logging policy whose probabilities were logged.
-    # Elsewhere (a CRM's history) the reps chose whom to leave alone, and touched
-    # against untouched measures that choice.
-    observational = untouched & ~fit_rows.holdout & ~np.isfinite(fit_rows.propensity)
+    # Untouched decisions reps chose (not chance) measure whom they left alone.
+    observational = untouched & ~fit_rows.controls
     n_control = int((untouched & ~observational).sum())
     n_treated = int((fit_rows.treated & outcome_known).sum())
     uplift_model: EngagementStratifiedUplift | None = None
