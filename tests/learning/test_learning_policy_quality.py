@@ -171,6 +171,24 @@ def test_qini_curves_compare_with_the_controls_the_uplift_model_fitted_on(
         assert mixed[key] == pytest.approx(plain[key], rel=1e-9, abs=1e-12), key
 
 
+def test_policy_value_intervals_count_hcps_not_decisions(learned: LearnedWorld) -> None:
+    """Every decision logged twice over (same HCP, same outcome) is no new evidence:
+    the intervals are cluster-robust by HCP, so they do not narrow."""
+    from nextbest.evaluation import offline
+    from nextbest.learning.train import _subset
+
+    model, rows = learned.result.model, learned.result.eval_rows
+    assert rows is not None
+    twice = _subset(rows, np.repeat(np.arange(len(rows.X)), 2))
+    once = offline.evaluate_model(model, rows, seed=3)["metrics"]
+    doubled = offline.evaluate_model(model, twice, seed=3)["metrics"]
+    for name in ("ips", "snips", "dr"):
+        for part in ("policy_value", "ci_low", "ci_high"):
+            key = f"ope_{name}_{part}"
+            assert doubled[key] == pytest.approx(once[key], rel=1e-9, abs=1e-12), key
+        assert once[f"ope_{name}_ci_low"] < once[f"ope_{name}_ci_high"]
+
+
 def test_segment_evidence_is_logged_with_intervals(learned: LearnedWorld) -> None:
     table = learned.result.model.metadata["segment_uplift"]
     assert table

@@ -11,7 +11,8 @@ Three questions, each answered on decisions the model never saw:
 3. Would its choices pay? The off-policy value of the learned policy (top-1
    eligible action by arbitration score, or nothing) from the logged decisions:
    IPS, self-normalised IPS and doubly robust (``nextbest.evaluation.ope``),
-   next to the logging policy's own average and the "never act" policy.
+   next to the logging policy's own average and the "never act" policy. The
+   intervals are cluster-robust by HCP: one HCP's decisions are not independent.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def _policy_value(
     eligible: np.ndarray,
     out: dict[str, Any],
 ) -> None:
-    """IPS / SNIPS / DR value per decision (outcome - cost) of the learned policy."""
+    """IPS / SNIPS / DR value per decision (outcome - cost) of the learned policy,
+    with intervals cluster-robust by HCP (an HCP's decisions share the HCP)."""
     ok = np.isfinite(rows.propensity) & (rows.propensity > 0)
     if ok.sum() < MIN_GROUP_ROWS:
         return
@@ -210,11 +212,13 @@ def _policy_value(
     q_target = np.where(target >= 0, q[np.arange(n), np.maximum(target, 0)], baseline)
     q_logged = np.where(logged >= 0, q[np.arange(n), np.maximum(logged, 0)], baseline)
     a, r, p, t = logged[ok], reward[ok], rows.propensity[ok], target[ok]
+    hcp = rows.hcp[ok]
     metrics = out["metrics"]
     estimates = {
-        "ips": ope.ips(a, r, p, t),
-        "snips": ope.snips(a, r, p, t),
-        "dr": ope.doubly_robust(a, r, p, t, q_target[ok], q_logged[ok]),
+        name: ope.estimate(
+            name, a, r, p, t, q_target=q_target[ok], q_logged=q_logged[ok], groups=hcp
+        )
+        for name in ope.ESTIMATORS
     }
     for name, value in estimates.items():
         metrics[f"ope_{name}_policy_value"] = value.value
