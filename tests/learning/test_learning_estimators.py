@@ -137,6 +137,49 @@ def test_heterogeneity_is_calibrated_on_held_out_rows(heterogeneous: bool) -> No
         assert abs(centred.mean()) < 0.1 * abs(means[code]) + 0.05
 
 
+def test_heterogeneity_is_calibrated_only_on_rows_no_model_fitted_on() -> None:
+    """Engagement falls from 80% to 10% late in the history: the newest 15% of treated
+    rows are then mostly unengaged, more than the unengaged stage held out, and
+    calibrating on rows a noise-learning stage fitted would keep its noise."""
+    X, y, treated, engaged, _ = _action_data(20_000, heterogeneous=False)
+    rng = np.random.default_rng(1)
+    late = np.arange(len(y)) >= 0.7 * len(y)
+    engaged = (treated & (rng.random(len(y)) < np.where(late, 0.1, 0.8))).astype(int)
+    y = rng.poisson(1.0 + engaged * np.nan_to_num(X[:, 3] + 1) * 0.5).astype(np.float64)
+    learner = EngagementStratifiedUplift(
+        n_control_features=3,
+        action_column=3,
+        n_estimators=300,
+        min_child_samples=20,
+        num_leaves=31,
+        learning_rate=0.1,
+        early_stopping_rounds=0,  # every stage grows all 300 trees; the newest rows stay out
+    ).fit(X, y, treated=treated, engaged=engaged)
+    assert learner.stratified_
+    # Big trees without early stopping learned noise: on rows they never saw it shows
+    # (0.3 to 0.5 over seeds: mu0's errors sit in target and prediction alike); the
+    # newest 15% of treated rows, half of them fitted on, kept all of it (1.0).
+    assert learner.heterogeneity_ < 0.7
+    # The calibration rows are the newest treated rows, and no model boosted on any.
+    n_cal = learner.n_calibration_rows_
+    assert n_cal >= 500
+    et = engaged[treated]
+    seen = np.zeros(len(et), dtype=bool)
+    seen[learner.engagement_.boosted_rows()] = True
+    for e, stage in ((1, learner.effect_engaged_), (0, learner.effect_unengaged_)):
+        seen[np.flatnonzero(et == e)[stage.boosted_rows()]] = True
+    assert not seen[-n_cal:].any()
+    assert seen[-n_cal - 1]  # and they are all there are
+
+
+def test_heterogeneity_is_kept_when_too_few_rows_are_held_out() -> None:
+    X, y, treated, engaged, _ = _action_data(3000, heterogeneous=False)
+    learner = EngagementStratifiedUplift(n_control_features=3, action_column=3, n_estimators=30)
+    learner.fit(X, y, treated=treated, engaged=engaged)
+    assert 0 < learner.n_calibration_rows_ < 500
+    assert learner.heterogeneity_ == 1.0 and learner.action_mean_uplift_ is None
+
+
 def test_calibration_can_be_turned_off() -> None:
     X, y, treated, engaged, _ = _action_data(6000, heterogeneous=False)
     learner = EngagementStratifiedUplift(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from nextbest.contract import Dataset
+from nextbest.contract import Dataset, load_dataset
 from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, Scores
 from nextbest.learning.train import train
+from nextbest.simulate import simulate_world
 from nextbest.simulate.world import best_or_none
 
 from .conftest import QUICK, LearnedWorld, scores_on_truth
@@ -57,6 +59,10 @@ def test_run_reports_evaluation_metrics_and_figures(learned: LearnedWorld) -> No
     low, high = metrics["ope_dr_ci_low"], metrics["ope_dr_ci_high"]
     assert low <= metrics["ope_dr_policy_value"] <= high
     assert any(k.startswith("eval_qini_auc.") for k in metrics)
+    # Enough of the newest treated decisions were left out of every model to
+    # calibrate the differences between HCPs on.
+    assert result.params["uplift.calibration_rows"] >= 500
+    assert not any("not calibrated" in note for note in result.notes)
     figures = training_figures(result)
     assert set(figures) == {"calibration_by_channel", "qini_by_channel"}
 
@@ -187,6 +193,19 @@ def test_policy_value_intervals_count_hcps_not_decisions(learned: LearnedWorld) 
             key = f"ope_{name}_{part}"
             assert doubled[key] == pytest.approx(once[key], rel=1e-9, abs=1e-12), key
         assert once[f"ope_{name}_ci_low"] < once[f"ope_{name}_ci_high"]
+
+
+def test_a_run_says_when_too_few_decisions_calibrate_heterogeneity(tmp_path: Path) -> None:
+    """400 HCPs x 8 weeks: a stratum too small to hold rows out of boosting fits on
+    its newest rows too, so no decision is left to calibrate on, and the run says so."""
+    world = simulate_world(n_hcps=400, periods=8, seed=5)
+    world.write(tmp_path, fmt="parquet")
+    result = train(load_dataset(tmp_path), config=QUICK, as_of=world.decision_time)
+    assert result.model.uplift_source == UPLIFT_MODEL
+    assert result.params["uplift.calibration_rows"] < 500
+    assert result.params["uplift.heterogeneity"] == 1.0
+    note = next(n for n in result.notes if "differences between HCPs are not calibrated" in n)
+    assert "(need 500); each HCP keeps the uplift the model learned" in note
 
 
 def test_segment_evidence_is_logged_with_intervals(learned: LearnedWorld) -> None:

@@ -27,6 +27,14 @@ def rows_in_order(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
     return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 
+def boosted_positions(n_rows: int, max_rows: int | None, seed: int, n_boosted: int) -> np.ndarray:
+    """Positions, among ``n_rows`` rows given to a fit, that boosting fitted on: the
+    oldest ``n_boosted`` of those :func:`rows_in_order` kept (the newer kept rows were
+    held out, the rest never seen), sorted."""
+    kept = rows_in_order(n_rows, max_rows, seed)
+    return (np.arange(n_rows) if kept is None else kept)[:n_boosted]
+
+
 class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """LightGBM classifier whose probabilities are calibrated on a later time slice.
 
@@ -70,6 +78,7 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
                 f"calibration_fraction must be in [0, 1), got {self.calibration_fraction}"
             )
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float32)
+        self.n_rows_ = len(y)
         kept = rows_in_order(len(y), self.max_rows, self.random_state)
         if kept is not None:
             X, y = X[kept], y[kept]
@@ -121,8 +130,16 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4)
             self.calibrator_.fit(raw, target[n_fit:])
         self.n_calibration_rows_ = n_cal
+        self.n_boosted_ = n_fit
         self.attribution_ = PathAttribution(self.booster_.booster_, num_iteration=self.n_trees_)
         return self
+
+    def boosted_rows(self) -> np.ndarray:
+        """Positions of the rows given to ``fit`` that boosting fitted on, sorted; the
+        others calibrated the probabilities, chose the number of trees or were left
+        out by ``max_rows``."""
+        check_is_fitted(self, "n_boosted_")
+        return boosted_positions(self.n_rows_, self.max_rows, self.random_state, self.n_boosted_)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

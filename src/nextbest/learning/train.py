@@ -27,7 +27,7 @@ from nextbest.learning.scoring import (
     ScoringModel,
     listed,
 )
-from nextbest.learning.uplift import EngagementStratifiedUplift
+from nextbest.learning.uplift import MIN_CALIBRATION_ROWS, EngagementStratifiedUplift
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -415,6 +415,13 @@ def _train(
                 "too few engaged or unengaged touches to split the uplift model by engagement; "
                 "one treated-side stage was fitted"
             )
+        unseen = uplift_model.n_calibration_rows_
+        if uplift_model.calibrate_heterogeneity and unseen < MIN_CALIBRATION_ROWS:
+            notes.append(
+                f"differences between HCPs are not calibrated: {unseen:,} treated decision(s) "
+                "are newer than every row the uplift and engagement models fitted on (need "
+                f"{MIN_CALIBRATION_ROWS}); each HCP keeps the uplift the model learned"
+            )
     else:
         step("models (engagement)")
         fitted_engagement = engagement.fit(fit_rows.X[treated], fit_rows.engaged[treated])
@@ -517,6 +524,7 @@ def _train(
         params["uplift.learner"] = "engagement-stratified X-learner"
         params["uplift.stratified"] = uplift_model.stratified_
         params["uplift.heterogeneity"] = uplift_model.heterogeneity_
+        params["uplift.calibration_rows"] = uplift_model.n_calibration_rows_
         for stage in ("control_", "effect_engaged_", "effect_unengaged_"):
             params[f"uplift.{stage.strip('_')}.trees"] = getattr(uplift_model, stage).n_trees_
     return TrainResult(

@@ -23,10 +23,11 @@ policy rarely left alone (high deciles) still count in ``mu0``, and rarely chose
 actions still count in ``g``. The randomized holdout is part of the control rows
 and guarantees every HCP type has some.
 
-Heterogeneity is calibrated on held-out rows: the predicted differences between
-HCPs for one action are shrunk towards the action's mean by the slope of the
-held-out imputed effects on them (see ``_calibrate``), so a model that learned
-noise does not personalise on it.
+Heterogeneity is calibrated on held-out rows, the newest treated rows that no
+model of ``tau`` boosted on: the predicted differences between HCPs for one
+action are shrunk towards the action's mean by the slope of the held-out imputed
+effects on them (see ``_calibrate``), so a model that learned noise does not
+personalise on it.
 
 Why not a DR- or R-learner (Kennedy, 2023, EJS 17(2); Nie & Wager, 2021,
 Biometrika 108(2)): their pseudo-outcomes divide residuals by propensities that
@@ -46,7 +47,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nextbest.learning.attribution import JoinedPaths, PathAttribution, predict_threads
 from nextbest.learning.boosting import Validation, fit_boosted
-from nextbest.learning.preference import CalibratedEngagementClassifier, rows_in_order
+from nextbest.learning.preference import (
+    CalibratedEngagementClassifier,
+    boosted_positions,
+    rows_in_order,
+)
 
 # Fewer rows than this in an engagement stratum and the split is not worth it.
 MIN_STRATUM_ROWS = 200
@@ -108,6 +113,7 @@ class BoostedStage:
     def fit(
         self, X: np.ndarray, y: np.ndarray, weight: np.ndarray, categorical: list[int]
     ) -> BoostedStage:
+        self.n_rows_ = len(y)
         kept = rows_in_order(len(y), self.max_rows, int(self.params["random_state"]))
         if kept is not None:
             X, y, weight = X[kept], y[kept], weight[kept]
@@ -129,9 +135,16 @@ class BoostedStage:
             categorical=categorical,
             early_stopping_rounds=self.early_stopping_rounds,
         )
+        self.n_boosted_ = n_fit if stopping else len(y)
         self.booster_ = model.booster_
         self.attribution_ = PathAttribution(self.booster_, num_iteration=self.n_trees_)
         return self
+
+    def boosted_rows(self) -> np.ndarray:
+        """Positions of the rows given to ``fit`` that boosting fitted on, sorted; the
+        others only chose the number of trees or were left out by ``max_rows``."""
+        seed = int(self.params["random_state"])
+        return boosted_positions(self.n_rows_, self.max_rows, seed, self.n_boosted_)
 
     def predict(self, X: np.ndarray, paths: np.ndarray | None = None) -> np.ndarray:
         """Predictions for rows ``X``; from their leaves if given ``attribution_.paths(X)``."""
@@ -288,9 +301,37 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             self.effect_engaged_ = self.effect_unengaged_ = shared
         self.heterogeneity_ = 1.0
         self.action_mean_uplift_: np.ndarray | None = None
-        if self.calibrate_heterogeneity:
-            self._calibrate(Xt, imputed, wt)
+        self.n_calibration_rows_ = 0
+        if self.calibrate_heterogeneity and self.action_column is not None:
+            start = self._newest_unseen(et, used, int(treated.sum()))
+            self.n_calibration_rows_ = len(imputed) - start
+            self._calibrate(Xt[start:], imputed[start:], wt[start:])
         return self
+
+    def _newest_unseen(self, engaged: np.ndarray, used: np.ndarray | None, n_treated: int) -> int:
+        """Where the newest treated rows that no model of ``tau`` boosted on begin.
+
+        ``engaged`` ``(m,)`` are the rows the outcome stages were given (in time
+        order; ``used`` their positions among the ``n_treated`` treated rows, None
+        for all). Each stage held out its own newest rows: under drift (engagement
+        falling, say) the newest unengaged rows reach back less far than the newest
+        engaged ones, and the newest rows overall include some a stage fitted on.
+        Only rows after the last row any of them fitted on are clean. An engagement
+        model without ``boosted_rows`` is taken to have boosted on none of them.
+        """
+        seen = np.zeros(len(engaged), dtype=bool)
+        if self.stratified_:
+            for e, stage in ((1, self.effect_engaged_), (0, self.effect_unengaged_)):
+                seen[np.flatnonzero(engaged == e)[stage.boosted_rows()]] = True
+        else:
+            seen[self.effect_engaged_.boosted_rows()] = True
+        boosted_rows = getattr(self.engagement_, "boosted_rows", None)
+        if boosted_rows is not None:
+            by_engagement = np.zeros(n_treated, dtype=bool)
+            by_engagement[boosted_rows()] = True
+            seen |= by_engagement if used is None else by_engagement[used]
+        hits = np.flatnonzero(seen)
+        return int(hits[-1]) + 1 if len(hits) else 0
 
     def _treated_rows_used(self, engaged: np.ndarray) -> np.ndarray | None:
         """Treated row positions the stages fit on (in time order), None for all.
@@ -310,25 +351,25 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             return None
         return np.sort(np.concatenate(picked))
 
-    def _calibrate(self, Xt: np.ndarray, imputed: np.ndarray, weight: np.ndarray) -> None:
+    def _calibrate(self, X: np.ndarray, z: np.ndarray, w: np.ndarray) -> None:
         """How much of the predicted difference between HCPs for one action is real.
 
-        On the newest ``validation_fraction`` of treated rows (kept out of every
-        stage's boosting: they only chose the number of trees), regress the
-        imputed effect ``y - mu0`` on the predicted uplift, both centred within
-        each action. The slope ``heterogeneity_`` (clipped to [0, 1]) says how far
-        the per-HCP deviations from an action's mean are to be trusted: 1 keeps
-        them, 0 gives every HCP its action's average effect. Differences between
-        actions are untouched. The slope errs towards 1 (keeping differences):
-        an error of ``mu0`` sits in both the target and the prediction and looks
-        like real heterogeneity, so this shrinks only what is clearly noise.
+        On the newest treated rows no model of ``tau`` boosted on (given here in
+        time order: ``X`` ``(m, n_features)``, imputed effects ``z`` ``(m,)``, their
+        weights ``w`` ``(m,)``; these rows only chose numbers of trees or calibrated
+        the engagement probability), regress the imputed effect ``y - mu0`` on the
+        predicted uplift, both centred within each action. The slope
+        ``heterogeneity_`` (clipped to [0, 1]) says how far the per-HCP deviations
+        from an action's mean are to be trusted: 1 keeps them, 0 gives every HCP
+        its action's average effect. Differences between actions are untouched.
+        The slope errs towards 1 (keeping differences): an error of ``mu0`` sits in
+        both the target and the prediction and looks like real heterogeneity, so
+        this shrinks only what is clearly noise. Below ``MIN_CALIBRATION_ROWS``
+        rows nothing is calibrated: ``heterogeneity_`` stays 1 and every HCP keeps
+        the uplift the stages learned.
         """
-        if self.action_column is None:
+        if self.action_column is None or len(z) < MIN_CALIBRATION_ROWS:
             return
-        n_valid = int(len(imputed) * self.validation_fraction)
-        if n_valid < MIN_CALIBRATION_ROWS:
-            return
-        X, z, w = Xt[-n_valid:], imputed[-n_valid:], weight[-n_valid:]
         codes = X[:, self.action_column]
         if np.isnan(codes).any():
             return
