@@ -814,3 +814,60 @@ def test_a_plan_for_a_rep_id_longer_than_the_log_keeps_is_refused(client: TestCl
     fits = client.get(f"/v1/reps/{long[:128]}/suggestions", params={"territory_id": keys.territory})
     assert fits.status_code == 200, fits.text
     assert fits.json()["rep_id"] == long[:128]
+
+
+def test_a_dismissal_naming_its_plan_answer_but_no_action_holds_that_action_back(
+    client: TestClient, keys
+) -> None:
+    """A CRM that sends a rep's dismissal to /v1/feedback with the plan answer's
+    recommendation_id but no action_id: the event was stored (200, accepted) and
+    suppressed nothing, suppression being kept per HCP and action, so the HCP
+    topped the next plan with the very visit just dismissed. A plan answer serves
+    one item: the decision is about it. One that cannot be told (a recommendation
+    of several items) is stored and said to suppress nothing."""
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    first = _plan(client, keys, capacity=3).suggestions[0]
+    dismissal = {
+        "event_id": "crm-dismissal-1",
+        "event_type": "dismissed",
+        "hcp_id": first.hcp_id,
+        "recommendation_id": first.recommendation_id,
+        "reason": "not_relevant",
+    }
+    sent = client.post("/v1/feedback", json=dismissal, headers=keys.rep)
+    assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+    assert sent.json()["uncounted"] == []
+    with client.app.state.runtime.sessions() as session:
+        stored = session.execute(
+            select(FeedbackEvent.action_id, FeedbackEvent.channel).where(
+                FeedbackEvent.event_id == "crm-dismissal-1"
+            )
+        ).one()
+    assert tuple(stored) == (first.action_id, first.channel)
+    again = _plan(client, keys, capacity=30)
+    suggested = {(s.hcp_id, s.action_id) for s in again.suggestions}
+    assert (first.hcp_id, first.action_id) not in suggested
+    # Sent again, the same event: a duplicate.
+    resent = client.post("/v1/feedback", json=dismissal, headers=keys.rep)
+    assert resent.json()["duplicates"] == 1, resent.text
+    # A recommendation of several items: which one is meant cannot be told.
+    answer = client.post(
+        "/v1/recommendations", json={"hcp_id": again.suggestions[0].hcp_id, "k": 3}
+    ).json()
+    assert len(answer["items"]) >= 2, answer
+    snooze = {
+        "event_id": "crm-snooze-1",
+        "event_type": "snoozed",
+        "hcp_id": answer["hcp_id"],
+        "recommendation_id": answer["recommendation_id"],
+    }
+    told = client.post("/v1/feedback", json=snooze)
+    assert told.status_code == 200 and told.json()["accepted"] == 1, told.text
+    [said] = told.json()["uncounted"]
+    assert said["message"].startswith(
+        "stored, but suppresses nothing: a snoozed event holds back the action it names, and "
+        f"recommendation '{answer['recommendation_id']}' served {len(answer['items'])} actions"
+    ), said

@@ -870,6 +870,49 @@ def _outside_channels(
     return None
 
 
+def _decided_item(
+    event: FeedbackRecord, recommendation: _ServedRecommendation | None
+) -> tuple[FeedbackRecord, str | None, str | None]:
+    """(event, the channel its action was served on, why it suppresses nothing) of a
+    decision (accepted, dismissed, snoozed) that names no action.
+
+    Suppression is kept per HCP and action, so such a dismissal or snooze would be
+    stored and the item offered again at once. It is about the item of its
+    recommendation when that served exactly one (a rep plan's answer always does)
+    and ``channel``, if stated, is that item's: the event is returned naming it.
+    Otherwise it is returned as sent, and, a dismissal or a snooze, with why it
+    suppresses nothing (an acceptance still counts as its recommendation's
+    engagement).
+    """
+    items = {} if recommendation is None else recommendation.channel_by_action
+    if len(items) == 1:
+        ((action_id, served_on),) = items.items()
+        if event.channel is None or channel_spelling(event.channel) == served_on:
+            return dataclasses.replace(event, action_id=action_id), served_on, None
+    if event.event_type not in DISMISSAL_EVENT_TYPES:
+        return event, None, None
+    if recommendation is None:
+        why = "it names no action_id, nor a recommendation_id that served one item"
+    elif not items:
+        why = f"recommendation '{event.recommendation_id}' served nothing"
+    elif len(items) == 1:
+        why = (
+            f"channel '{event.channel}' is not that of the action recommendation "
+            f"'{event.recommendation_id}' served ({', '.join(items)})"
+        )
+    else:
+        why = (
+            f"recommendation '{event.recommendation_id}' served {len(items)} actions "
+            f"({', '.join(sorted(items))}): name the one {event.event_type} in action_id"
+        )
+    return (
+        event,
+        None,
+        f"stored, but suppresses nothing: a {event.event_type} event holds back the action "
+        f"it names, and {why}",
+    )
+
+
 def _contact_item(
     event: FeedbackRecord, recommendation: _ServedRecommendation | None, channel: str | None
 ) -> tuple[str | None, str | None, str | None]:
@@ -1194,6 +1237,11 @@ def _record_feedback(
                 message = early
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
+        decision_note = None  # why a dismissal or a snooze suppresses nothing
+        if message is None and event.event_type in _DECISIONS_ON_ITEMS and event.action_id is None:
+            event, served_channel, decision_note = _decided_item(
+                event, served.get(event.recommendation_id or "")
+            )
         action_id = event.action_id
         if (
             event.event_type in CONSENT_EVENT_TYPES
@@ -1205,7 +1253,7 @@ def _record_feedback(
             event = dataclasses.replace(event, channel=channel)
         if message is None:
             message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
-        uncounted = None
+        uncounted = decision_note
         if message is None and action_id is None and event.event_type in CONTACT_EVENT_TYPES:
             # Filled in alike whether or not the channel is stated, so that a resend
             # with the channel the first send got filled in is the same event.
