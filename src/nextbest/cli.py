@@ -2113,7 +2113,8 @@ def feedback(
             f"[yellow]note:[/yellow] {len(done.uncounted):,} stored "
             f"event{'' if one else 's'} {'was' if one else 'were'} not taken as sent (a "
             "contact that binds no channel's cap, a consent event read otherwise or for an "
-            "HCP the model does not know yet):",
+            "HCP the model does not know yet, a dismissal or snooze naming no action it "
+            "holds back):",
         )
         for row, event_id, why in done.uncounted[:5]:
             console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
