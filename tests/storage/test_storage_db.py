@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -235,6 +236,55 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
             assert new is not None and new.rep_id == "msl-t001"
     finally:
         engine.dispose()
+
+
+def test_downgrade_from_the_command_line_keeps_the_log_and_its_feedback(
+    database_url: str,
+) -> None:
+    """docs/operations.md's downgrade (alembic's command line: env.py opens its own
+    connection). On SQLite, dropping a column rebuilds the table: with foreign keys
+    enforced, dropping the old ``recommendations`` failed on the feedback naming an
+    answer, half done (a leftover copy of the table), and would have deleted every
+    item (ON DELETE CASCADE) when no feedback named one."""
+    at = "'2024-03-04 09:00:00.000000'"
+    _logged_under(
+        database_url,
+        "0010",
+        "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+        "requester, purpose, channel_filter, model_version, holdout, policy, "
+        "epsilon, holdout_rate, decided_for, n_candidates) VALUES "
+        f"('old-1', {at}, 'h1', 'crm', 'promotional', NULL, '3', false, "
+        f"'epsilon_greedy', 0.3, 0.1, {at}, 12), "
+        f"('old-2', {at}, 'h2', 'crm', 'promotional', NULL, '3', false, "
+        f"'epsilon_greedy', 0.3, 0.1, {at}, 12)",
+        "INSERT INTO recommendation_items (recommendation_id, rank, action_id, "
+        "channel, content_id, score, expected_uplift, p_engage, propensity, "
+        "explored) VALUES ('old-1', 1, 'a1', 'email', 'c1', 0.5, 0.2, 0.3, 0.8, "
+        "false), ('old-2', 1, 'a2', 'email', 'c2', 0.5, 0.2, 0.3, 0.8, false)",
+        "INSERT INTO feedback_events (event_id, event_type, occurred_at, "
+        "received_at, recommendation_id, hcp_id, value) VALUES "
+        f"('e-1', 'outcome', {at}, {at}, 'old-1', 'h1', 2.0)",
+    )
+    config = alembic_config()
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.downgrade(config, "0003")  # rebuilds recommendations four times on SQLite
+
+    assert _current_revision(database_url) == "0003"
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            counts = {
+                table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                for table in ("recommendations", "recommendation_items", "feedback_events")
+            }
+            tables = set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+    assert counts == {"recommendations": 2, "recommendation_items": 2, "feedback_events": 1}
+    assert not {name for name in tables if name.startswith("_alembic_tmp")}
+    assert "maintenance_runs" not in tables  # 0008 undone
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert migrate(database_url) == ("0003", head)  # and back up, as `db upgrade` does
 
 
 def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(

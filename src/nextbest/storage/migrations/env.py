@@ -69,6 +69,9 @@ def run_migrations_online() -> None:
     engine = make_engine(_database_url())
     try:
         with engine.connect() as own_connection:
+            if own_connection.dialect.name == "sqlite":
+                _run_on_sqlite(own_connection)
+                return
             # A downgrade's DROP COLUMN waits for the table like an upgrade's ALTER:
             # bounded the same way. The SET opens the transaction the migrations run
             # in (alembic then leaves it to us), committed only if they all succeed.
@@ -77,6 +80,31 @@ def run_migrations_online() -> None:
             own_connection.commit()
     finally:
         engine.dispose()
+
+
+def _run_on_sqlite(connection: Connection) -> None:
+    """Run the migrations in one transaction with foreign keys unenforced.
+
+    SQLite drops a column by rebuilding the table (batch mode: copy, drop the old
+    one, rename the copy). With foreign keys enforced, as make_engine sets them,
+    dropping ``recommendations`` would delete every item (ON DELETE CASCADE) or fail
+    on the feedback naming an answer; SQLite's own procedure for such changes turns
+    enforcement off first, which it allows only outside a transaction. And pysqlite
+    runs DDL outside any transaction: a failed run would leave half its work behind.
+    """
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        _run(connection)
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"the migration broke foreign keys (table, row, parent): {broken}")
+    except BaseException:
+        connection.exec_driver_sql("ROLLBACK")
+        raise
+    connection.exec_driver_sql("COMMIT")
+    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():
