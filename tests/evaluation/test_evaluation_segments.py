@@ -25,6 +25,7 @@ def test_segment_effects_recover_the_truth_under_biased_assignment() -> None:
         channels=("webinar",),
         outcome=y,
         propensity=propensity,
+        hcp=np.arange(n),
     )
     onc, low, high_ci = table["oncology|webinar"]
     assert onc == pytest.approx(0.6, abs=0.1)
@@ -40,5 +41,59 @@ def test_small_cells_are_left_out() -> None:
         channels=("email",),
         outcome=np.ones(50),
         propensity=np.full(50, 0.5),
+        hcp=np.arange(50),
     )
     assert table == {}
+
+
+def _weekly_world(rng: np.random.Generator, n_hcps: int, weeks: int) -> dict[str, np.ndarray]:
+    """Decisions about each HCP every week, no effect anywhere; an HCP's outcomes
+    share its habits, and a coin per HCP decides whether it is touched (at the
+    logged probability 0.5) or held out for the whole period."""
+    hcp = np.repeat(np.arange(n_hcps), weeks)
+    touched = np.repeat(rng.random(n_hcps) < 0.5, weeks)
+    habit = np.repeat(rng.normal(scale=2.0, size=n_hcps), weeks)
+    return {
+        "segment": np.repeat(rng.choice(["oncology", "cardiology"], size=n_hcps), weeks),
+        "channel": np.where(touched, 0, -1),
+        "outcome": habit + rng.normal(size=len(hcp)),
+        "propensity": np.full(len(hcp), 0.5),
+        "hcp": hcp,
+    }
+
+
+def test_decisions_logged_twice_do_not_narrow_the_intervals() -> None:
+    """The same decisions twice over (same HCP, same outcome) are no new evidence."""
+    world = _weekly_world(np.random.default_rng(1), n_hcps=400, weeks=6)
+    twice = {name: np.repeat(values, 2) for name, values in world.items()}
+    once = segment_uplift(channels=("webinar",), **world)
+    doubled = segment_uplift(channels=("webinar",), **twice)
+    assert once.keys() == doubled.keys() == {"oncology|webinar", "cardiology|webinar"}
+    for key, (effect, low, high) in once.items():
+        assert low < effect < high
+        assert doubled[key] == pytest.approx((effect, low, high), rel=1e-9, abs=1e-12), key
+
+
+def test_intervals_keep_their_coverage_when_hcps_are_decided_on_weekly() -> None:
+    """No effect anywhere: a 95% interval must cover 0 about 95% of the time. Counted
+    as independent rows, an HCP's 8 decisions sharing its habits made it cover 0
+    only about half the time."""
+    rng = np.random.default_rng(2)
+    covered = []
+    for _ in range(200):
+        table = segment_uplift(channels=("webinar",), **_weekly_world(rng, n_hcps=200, weeks=8))
+        covered += [low < 0 < high for _effect, low, high in table.values()]
+    assert len(covered) == 400
+    assert np.mean(covered) > 0.91
+
+
+def test_hcp_of_another_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="hcp has 3 rows, outcome has 4"):
+        segment_uplift(
+            segment=np.array(["a"] * 4),
+            channel=np.array([0, -1, 0, -1]),
+            channels=("email",),
+            outcome=np.ones(4),
+            propensity=np.full(4, 0.5),
+            hcp=np.arange(3),
+        )

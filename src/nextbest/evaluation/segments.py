@@ -5,6 +5,13 @@ and logged with the run. Each side is a self-normalised inverse-propensity mean
 (Hajek), so the traditional policy's habit of touching some HCPs more than
 others does not pass for an effect; the randomized holdout guarantees no-touch
 rows in every segment.
+
+The interval of an effect is cluster-robust by HCP
+(:func:`nextbest.evaluation.ope.standard_error`): one HCP's decisions share its
+habits, so an HCP decided on weekly is not that many independent outcomes; and
+since the same HCP can be on both sides of a cell, the treated and no-touch
+means are linearised together, as :func:`nextbest.evaluation.ope.difference`
+pairs two policies, rather than given two separate standard errors.
 """
 
 from __future__ import annotations
@@ -12,17 +19,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbest.evaluation.ope import Z_95
+from nextbest.evaluation.ope import Z_95, standard_error
 
 MIN_ROWS = 100
 MAX_WEIGHT = 50.0
 
 
-def _hajek(y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """Weighted mean and its standard error (linearisation)."""
+def _hajek(y: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
+    """Weighted mean of ``y`` (n,) and each row's share of its error, ``(n,)``: the
+    mean moves by about the sum of these (linearisation; they sum to 0)."""
     mean = float((w * y).sum() / w.sum())
-    se = float(np.sqrt(((w * (y - mean)) ** 2).sum()) / w.sum())
-    return mean, se
+    return mean, w * (y - mean) / w.sum()
 
 
 def segment_uplift(
@@ -32,6 +39,7 @@ def segment_uplift(
     channels: tuple[str, ...],
     outcome: np.ndarray,
     propensity: np.ndarray,
+    hcp: np.ndarray,
 ) -> dict[str, tuple[float, float, float]]:
     """Effect of each channel versus no touch per segment.
 
@@ -41,6 +49,7 @@ def segment_uplift(
         channels: channel names by code.
         outcome: ``(n,)`` outcome (NaN rows are skipped).
         propensity: ``(n,)`` logged probability of what was done (NaN: weight 1).
+        hcp: ``(n,)`` the HCP of each decision; the intervals cluster by it.
 
     Returns:
         ``{"<segment>|<channel>": (effect, ci_low, ci_high)}`` for cells with at
@@ -51,19 +60,28 @@ def segment_uplift(
     usable = np.isfinite(p) & (p > 0)
     weight = np.where(usable, np.minimum(1.0 / np.where(usable, p, 1.0), MAX_WEIGHT), 1.0)
     labels = pd.Series(np.asarray(segment).astype(str))
+    hcp = np.asarray(hcp)
+    if len(hcp) != len(outcome):
+        raise ValueError(f"hcp has {len(hcp)} rows, outcome has {len(outcome)}")
     out: dict[str, tuple[float, float, float]] = {}
     for name in labels[ok].unique():
         in_segment = ok & (labels == name).to_numpy()
         control = in_segment & (channel < 0)
         if control.sum() < MIN_ROWS:
             continue
-        mean_c, se_c = _hajek(outcome[control], weight[control])
+        mean_c, share_c = _hajek(outcome[control], weight[control])
         for code, channel_name in enumerate(channels):
             treated = in_segment & (channel == code)
             if treated.sum() < MIN_ROWS:
                 continue
-            mean_t, se_t = _hajek(outcome[treated], weight[treated])
+            mean_t, share_t = _hajek(outcome[treated], weight[treated])
             effect = mean_t - mean_c
-            half = Z_95 * float(np.hypot(se_t, se_c))
+            cell = treated | control
+            share = np.zeros(len(outcome))
+            share[treated] = share_t
+            share[control] = -share_c
+            # standard_error takes per-row terms of a mean: n times each row's share.
+            n = int(cell.sum())
+            half = Z_95 * standard_error(n * share[cell], hcp[cell])
             out[f"{name}|{channel_name}"] = (effect, effect - half, effect + half)
     return out

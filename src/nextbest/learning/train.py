@@ -599,6 +599,7 @@ def _segment_evidence(
         channels=space.channels,
         outcome=residual,
         propensity=rows.propensity,
+        hcp=rows.hcp,
     )
     return {"segment_column": column, "segment_uplift": table} if table else {}
 
