@@ -87,6 +87,14 @@ def test_intervals_keep_their_coverage_when_hcps_are_decided_on_weekly() -> None
     assert np.mean(covered) > 0.91
 
 
+def test_cells_of_few_hcps_are_left_out() -> None:
+    """Hundreds of decisions, but from 16 HCPs: too few independent units."""
+    world = _weekly_world(np.random.default_rng(3), n_hcps=16, weeks=30)
+    world["segment"][:] = "nephrology"
+    assert (world["channel"] == 0).sum() >= 100 and (world["channel"] < 0).sum() >= 100
+    assert segment_uplift(channels=("webinar",), **world) == {}
+
+
 def test_hcp_of_another_length_is_refused() -> None:
     with pytest.raises(ValueError, match="hcp has 3 rows, outcome has 4"):
         segment_uplift(
