@@ -195,6 +195,37 @@ def test_policy_value_intervals_count_hcps_not_decisions(learned: LearnedWorld) 
         assert once[f"ope_{name}_ci_low"] < once[f"ope_{name}_ci_high"]
 
 
+def test_policy_action_rate_is_of_the_decisions_the_values_are_of(
+    learned: LearnedWorld,
+) -> None:
+    """Decisions without a logged propensity (a CRM's) get no policy value, so they
+    do not enter the share of decisions the valued policy acts on either."""
+    from nextbest.evaluation import offline
+    from nextbest.learning.train import DecisionRows, _subset
+
+    model, rows = learned.result.model, learned.result.eval_rows
+    assert rows is not None
+    _, net, _ = offline._candidate_scores(model, rows)
+    acts = (np.where(offline.eligible_at(model, rows), net, -np.inf).max(axis=1) > 0) & (
+        np.isfinite(rows.outcome)
+    )
+    crm = _subset(rows, ~acts)  # copies of decisions the policy leaves alone
+    crm.propensity[:] = np.nan
+    crm.holdout[:] = False
+    both = DecisionRows(
+        **{
+            name: np.concatenate([getattr(rows, name), getattr(crm, name)])
+            for name in DecisionRows.__dataclass_fields__
+        }
+    )
+    assert np.isfinite(both.outcome).sum() <= offline.MAX_POLICY_DECISIONS  # no sampling
+    plain = offline.evaluate_model(model, rows, seed=3)["metrics"]
+    mixed = offline.evaluate_model(model, both, seed=3)["metrics"]
+    assert 0 < plain["policy_action_rate"] < 1
+    assert mixed["policy_action_rate"] == pytest.approx(plain["policy_action_rate"], abs=1e-12)
+    assert mixed["ope_dr_policy_value"] == pytest.approx(plain["ope_dr_policy_value"], rel=1e-9)
+
+
 def test_a_run_says_when_too_few_decisions_calibrate_heterogeneity(tmp_path: Path) -> None:
     """400 HCPs x 8 weeks: a stratum too small to hold rows out of boosting fits on
     its newest rows too, so no decision is left to calibrate on, and the run says so."""

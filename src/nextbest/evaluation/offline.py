@@ -227,5 +227,6 @@ def _policy_value(
     nothing = np.full(len(a), -1)
     metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, nothing).value
     metrics["logging_policy_value"] = float(r.mean())
-    metrics["policy_action_rate"] = float((target >= 0).mean())
+    # On the decisions the values are computed on, so the two describe one policy.
+    metrics["policy_action_rate"] = float((t >= 0).mean())
     out["policy"] = {name: value.as_dict() for name, value in estimates.items()}
