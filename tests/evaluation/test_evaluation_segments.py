@@ -26,6 +26,7 @@ def test_segment_effects_recover_the_truth_under_biased_assignment() -> None:
         outcome=y,
         propensity=propensity,
         hcp=np.arange(n),
+        controls=~touched,
     )
     onc, low, high_ci = table["oncology|webinar"]
     assert onc == pytest.approx(0.6, abs=0.1)
@@ -42,6 +43,7 @@ def test_small_cells_are_left_out() -> None:
         outcome=np.ones(50),
         propensity=np.full(50, 0.5),
         hcp=np.arange(50),
+        controls=np.array([False, True] * 25),
     )
     assert table == {}
 
@@ -59,6 +61,7 @@ def _weekly_world(rng: np.random.Generator, n_hcps: int, weeks: int) -> dict[str
         "outcome": habit + rng.normal(size=len(hcp)),
         "propensity": np.full(len(hcp), 0.5),
         "hcp": hcp,
+        "controls": ~touched,
     }
 
 
@@ -95,13 +98,40 @@ def test_cells_of_few_hcps_are_left_out() -> None:
     assert segment_uplift(channels=("webinar",), **world) == {}
 
 
-def test_hcp_of_another_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="hcp has 3 rows, outcome has 4"):
-        segment_uplift(
-            segment=np.array(["a"] * 4),
-            channel=np.array([0, -1, 0, -1]),
-            channels=("email",),
-            outcome=np.ones(4),
-            propensity=np.full(4, 0.5),
-            hcp=np.arange(3),
-        )
+def test_untouched_decisions_chance_did_not_choose_are_no_control() -> None:
+    """A CRM's history: the reps left alone HCPs who wrote little anyway (no propensity
+    logged). Those decisions would pass the reps' choice off as the touch's effect."""
+    rng = np.random.default_rng(4)
+    world = _weekly_world(rng, n_hcps=400, weeks=6)
+    chosen = segment_uplift(channels=("webinar",), **world)
+    n = 3000
+    crm = {
+        "segment": rng.choice(["oncology", "cardiology"], size=n),
+        "channel": np.full(n, -1),
+        "outcome": rng.normal(loc=-3.0, size=n),
+        "propensity": np.full(n, np.nan),
+        "hcp": np.arange(400, 400 + n),
+        "controls": np.zeros(n, dtype=bool),
+    }
+    both = {name: np.concatenate([world[name], crm[name]]) for name in world}
+    assert segment_uplift(channels=("webinar",), **both) == chosen
+    for _effect, low, high in chosen.values():
+        assert low < 0 < high
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [("hcp", "hcp has 3 rows, outcome has 4"), ("controls", "controls has 3 rows, outcome has 4")],
+)
+def test_arrays_of_another_length_are_refused(arg: str, message: str) -> None:
+    given = {
+        "segment": np.array(["a"] * 4),
+        "channel": np.array([0, -1, 0, -1]),
+        "outcome": np.ones(4),
+        "propensity": np.full(4, 0.5),
+        "hcp": np.arange(4),
+        "controls": np.array([False, True] * 2),
+    }
+    given[arg] = given[arg][:3]
+    with pytest.raises(ValueError, match=message):
+        segment_uplift(channels=("email",), **given)

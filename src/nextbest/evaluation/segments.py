@@ -3,8 +3,10 @@
 Used as evidence in reasons ("among cardiology HCPs, webinars measured +0.31")
 and logged with the run. Each side is a self-normalised inverse-propensity mean
 (Hajek), so the traditional policy's habit of touching some HCPs more than
-others does not pass for an effect; the randomized holdout guarantees no-touch
-rows in every segment.
+others does not pass for an effect. The no-touch side holds only the untouched
+decisions chance chose (a randomized holdout, or a logging policy whose
+probabilities were logged), as the uplift model's controls do: in a CRM's history
+the reps chose whom to leave alone, and those decisions would measure that choice.
 
 The interval of an effect is cluster-robust by HCP
 (:func:`nextbest.evaluation.ope.standard_error`): one HCP's decisions share its
@@ -44,6 +46,7 @@ def segment_uplift(
     outcome: np.ndarray,
     propensity: np.ndarray,
     hcp: np.ndarray,
+    controls: np.ndarray,
 ) -> dict[str, tuple[float, float, float]]:
     """Effect of each channel versus no touch per segment.
 
@@ -54,6 +57,8 @@ def segment_uplift(
         outcome: ``(n,)`` outcome (NaN rows are skipped).
         propensity: ``(n,)`` logged probability of what was done (NaN: weight 1).
         hcp: ``(n,)`` the HCP of each decision; the intervals cluster by it.
+        controls: ``(n,)`` the untouched decisions chance chose
+            (``DecisionRows.controls``); other untouched decisions are left out.
 
     Returns:
         ``{"<segment>|<channel>": (effect, ci_low, ci_high)}`` for cells with at
@@ -66,12 +71,14 @@ def segment_uplift(
     weight = np.where(usable, np.minimum(1.0 / np.where(usable, p, 1.0), MAX_WEIGHT), 1.0)
     labels = pd.Series(np.asarray(segment).astype(str))
     hcp = np.asarray(hcp)
-    if len(hcp) != len(outcome):
-        raise ValueError(f"hcp has {len(hcp)} rows, outcome has {len(outcome)}")
+    controls = np.asarray(controls, dtype=bool)
+    for arg, values in (("hcp", hcp), ("controls", controls)):
+        if len(values) != len(outcome):
+            raise ValueError(f"{arg} has {len(values)} rows, outcome has {len(outcome)}")
     out: dict[str, tuple[float, float, float]] = {}
     for name in labels[ok].unique():
         in_segment = ok & (labels == name).to_numpy()
-        control = in_segment & (channel < 0)
+        control = in_segment & (channel < 0) & controls
         if control.sum() < MIN_ROWS or len(np.unique(hcp[control])) < MIN_HCPS:
             continue
         mean_c, share_c = _hajek(outcome[control], weight[control])

@@ -600,6 +600,7 @@ def _segment_evidence(
         outcome=residual,
         propensity=rows.propensity,
         hcp=rows.hcp,
+        controls=rows.controls,
     )
     return {"segment_column": column, "segment_uplift": table} if table else {}
 
