@@ -226,6 +226,29 @@ def test_policy_action_rate_is_of_the_decisions_the_values_are_of(
     assert mixed["ope_dr_policy_value"] == pytest.approx(plain["ope_dr_policy_value"], rel=1e-9)
 
 
+def test_policy_value_without_untouched_decisions_of_known_propensity(
+    learned: LearnedWorld,
+) -> None:
+    """A history whose propensities are logged on touches only (the holdout flagged,
+    with none): the uplift model fits on the holdout, and the evaluation stopped the
+    run after every model was fitted, the "never act" SNIPS value being undefined
+    (no decision of known propensity did nothing). It is left out; the rest stays."""
+    from nextbest.evaluation import offline
+    from nextbest.learning.train import _subset
+
+    model, rows = learned.result.model, learned.result.eval_rows
+    assert rows is not None
+    touches_only = _subset(rows, np.arange(len(rows.X)))
+    touches_only.propensity[~touches_only.treated] = np.nan
+    assert touches_only.controls.any()  # the holdout: controls all the same
+    metrics = offline.evaluate_model(model, touches_only, seed=3)["metrics"]
+    assert "ope_snips_no_action_value" not in metrics
+    for name in ("ips", "dr"):
+        assert np.isfinite(metrics[f"ope_{name}_policy_value"]), name
+    assert np.isfinite(metrics["logging_policy_value"])
+    assert "ope_snips_no_action_value" in offline.evaluate_model(model, rows, seed=3)["metrics"]
+
+
 def test_a_run_says_when_too_few_decisions_calibrate_heterogeneity(tmp_path: Path) -> None:
     """400 HCPs x 8 weeks: a stratum too small to hold rows out of boosting fits on
     its newest rows too, so no decision is left to calibrate on, and the run says so."""

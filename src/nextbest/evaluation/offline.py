@@ -214,18 +214,21 @@ def _policy_value(
     a, r, p, t = logged[ok], reward[ok], rows.propensity[ok], target[ok]
     hcp = rows.hcp[ok]
     metrics = out["metrics"]
+    # SNIPS is undefined for a policy no logged decision of known propensity agrees
+    # with: left out, not a failed run after every model was fitted.
     estimates = {
         name: ope.estimate(
             name, a, r, p, t, q_target=q_target[ok], q_logged=q_logged[ok], groups=hcp
         )
         for name in ope.ESTIMATORS
+        if name != "snips" or (a == t).any()
     }
     for name, value in estimates.items():
         metrics[f"ope_{name}_policy_value"] = value.value
         metrics[f"ope_{name}_ci_low"] = value.ci_low
         metrics[f"ope_{name}_ci_high"] = value.ci_high
-    nothing = np.full(len(a), -1)
-    metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, nothing).value
+    if (a < 0).any():  # else no decision of known propensity did nothing (touches only)
+        metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, np.full(len(a), -1)).value
     metrics["logging_policy_value"] = float(r.mean())
     # On the decisions the values are computed on, so the two describe one policy.
     metrics["policy_action_rate"] = float((t >= 0).mean())
