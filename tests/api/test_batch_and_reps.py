@@ -871,3 +871,41 @@ def test_a_dismissal_naming_its_plan_answer_but_no_action_holds_that_action_back
         "stored, but suppresses nothing: a snoozed event holds back the action it names, and "
         f"recommendation '{answer['recommendation_id']}' served {len(answer['items'])} actions"
     ), said
+
+
+def test_a_decision_an_earlier_release_stored_without_its_action_is_a_duplicate_when_resent(
+    client: TestClient, keys
+) -> None:
+    """0.2.0 stored a dismissal naming no action as sent (no action_id, no channel).
+    Resent after the upgrade, the same event now gets its recommendation's item
+    filled in: it is that stored event again, not another one reusing its id."""
+    from sqlalchemy import update
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    first = _plan(client, keys, capacity=3).suggestions[0]
+    dismissal = {
+        "event_id": "crm-dismissal-before-upgrade",
+        "event_type": "dismissed",
+        "hcp_id": first.hcp_id,
+        "recommendation_id": first.recommendation_id,
+        "reason": "not_relevant",
+    }
+    sent = client.post("/v1/feedback", json=dismissal, headers=keys.rep)
+    assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+    with client.app.state.runtime.sessions() as session:  # as the earlier release stored it
+        session.execute(
+            update(FeedbackEvent)
+            .where(FeedbackEvent.event_id == dismissal["event_id"])
+            .values(action_id=None, channel=None)
+        )
+        session.commit()
+    resent = client.post("/v1/feedback", json=dismissal, headers=keys.rep)
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["duplicates"] == 1 and resent.json()["rejected"] == [], resent.text
+    # Another event under that id is still refused: the stored one names no action.
+    other = {**dismissal, "action_id": first.action_id}
+    refused = client.post("/v1/feedback", json=other, headers=keys.rep)
+    assert refused.json()["duplicates"] == 0, refused.text
+    [rejected] = refused.json()["rejected"]
+    assert "already stored for another event" in rejected["message"], rejected

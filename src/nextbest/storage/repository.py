@@ -1170,6 +1170,9 @@ def _record_feedback(
     # Valid but for their reason (reason_problem): rejected unless already stored.
     refused_reasons: list[tuple[int, str, _Identity, str]] = []
     uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
+    # index -> what a decision whose item was filled in says as sent, as a release
+    # before the filling in stored it: its resend is that event, not another.
+    as_sent: dict[int, _Identity] = {}
     opt_outs: dict[int, dict[str, Any]] = {}  # index -> row, of each valid opt-out
     for index, event in enumerate(events):
         taken_as = None  # how an opt-out was read to be kept, said back
@@ -1238,10 +1241,12 @@ def _record_feedback(
             elif event.action_id is not None:
                 served_channel = recommendation.channel_by_action.get(event.action_id)
         decision_note = None  # why a dismissal or a snooze suppresses nothing
+        item_filled_in = False
         if message is None and event.event_type in _DECISIONS_ON_ITEMS and event.action_id is None:
             event, served_channel, decision_note = _decided_item(
                 event, served.get(event.recommendation_id or "")
             )
+            item_filled_in = event.action_id is not None
         action_id = event.action_id
         if (
             event.event_type in CONSENT_EVENT_TYPES
@@ -1346,6 +1351,10 @@ def _record_feedback(
             "value": None if event.value is None else float(event.value),
             "requester": requester,
         }
+        if item_filled_in:
+            as_sent[index] = _identity(
+                {**row, "action_id": None, "channel": row["channel"] if event.channel else None}
+            )
         if reason_refused is not None:
             refused_reasons.append((index, event.event_id, _identity(row), reason_refused))
             continue
@@ -1405,12 +1414,15 @@ def _record_feedback(
             stored[event_id] = identity  # a repeat later in the batch is a duplicate
             continue
         conflict = _conflict(event_id, stored[event_id], identity, private=private)
-        if conflict is None:
+        if conflict is None or stored[event_id] == as_sent.get(index):
             result.duplicates.append(event_id)
         else:
             result.rejected.append((index, event_id, conflict))
     for index, event_id, identity, refused in refused_reasons:
-        if event_id in stored and _conflict(event_id, stored[event_id], identity) is None:
+        if event_id in stored and (
+            _conflict(event_id, stored[event_id], identity) is None
+            or stored[event_id] == as_sent.get(index)
+        ):
             result.duplicates.append(event_id)  # stored before the rule: sent again
         else:
             result.rejected.append((index, event_id, refused))
