@@ -234,6 +234,8 @@ def test_costs_count_against_the_action_taken() -> None:
         ("estimator: [\n", "not valid YAML"),
         ('min_decisions: "500"\n', "min_decisions: Input should be a valid integer"),
         ("margin: 1%\n", "margin: Input should be a valid number"),
+        ("margin: .inf\n", "margin: Input should be a finite number"),
+        ("min_effective_n: .inf\n", "min_effective_n: Input should be a finite number"),
     ],
 )
 def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:

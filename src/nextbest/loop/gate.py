@@ -97,7 +97,8 @@ class GateConfig(BaseModel):
     """When a challenger may replace the champion (``training/gate.yaml``)."""
 
     # Strict, as the training config is: "500" in quotes is a mistake, not a number.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # And finite: a margin or an effective n of .inf is a gate that never passes.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     estimator: Literal["ips", "snips", "dr"] = "dr"
     criterion: Literal["lower_bound", "margin"] = "lower_bound"
