@@ -433,6 +433,22 @@ def _cluster(
 HEARTBEAT_S = 60.0
 
 
+@contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner saying ``what`` on a terminal; elsewhere (a cron job's log, CI) a
+    line when the work starts and one when it is done, as :class:`_Steps` says its
+    steps: a spinner is not drawn there, and a long evaluation showed nothing."""
+    if console.is_terminal:
+        with console.status(what):
+            yield
+        return
+    started = time.monotonic()
+    console.print(f"{what} ...", highlight=False)
+    yield
+    took = timedelta(seconds=round(time.monotonic() - started))
+    console.print(f"{what}: done ({took})", highlight=False)
+
+
 class _Steps(Progress):
     """Rich's bar on a terminal; elsewhere (output to a log file, CI) a line per step
     and per tenth of the work, so that a long run is seen moving (a bar that is not
@@ -542,7 +558,7 @@ def simulate(
 
     if fmt not in ("csv", "parquet"):
         raise _fail(f"--format must be csv or parquet, got '{fmt}'")
-    with console.status(f"simulating {hcps:,} HCPs x {periods} periods"):
+    with _working(f"simulating {hcps:,} HCPs x {periods} periods"):
         world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
         try:
             world.write(out, fmt="csv" if fmt == "csv" else "parquet")
@@ -1963,7 +1979,7 @@ def uplift_report(
     except OSError as exc:
         raise _fail(f"--out: {exc}") from None
     try:
-        with console.status("building the uplift report"):
+        with _working("building the uplift report"):
             report = build(
                 settings,
                 out_dir=out,
@@ -2674,7 +2690,7 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
 
     gate = _gate_config(config)
     try:
-        with console.status("evaluating challenger vs champion"):
+        with _working("evaluating challenger vs champion"):
             evaluation = run_evaluate(_settings(), config=gate, since=_parse_date(since, "--since"))
     except GateError as exc:
         raise _fail(str(exc)) from None
@@ -2726,7 +2742,7 @@ def promote(
         )
         return True
     try:
-        with console.status("evaluating challenger vs champion"):
+        with _working("evaluating challenger vs champion"):
             evaluation = run_promote(
                 settings,
                 config=gate,

@@ -862,6 +862,20 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
     assert result.exit_code == 0 and made.exists(), result.output
 
 
+def test_work_without_a_bar_is_said_off_a_terminal(env_settings: Path, tmp_path: Path) -> None:
+    """Off a terminal (a cron job's log) a spinner is not drawn: the work says when it
+    starts and when it is done, so a long evaluation is seen at work."""
+    said = run_ok("simulate", "--out", str(tmp_path / "world"), "--hcps", "20", "--periods", "2")
+    lines = said.splitlines()
+    started = lines.index("simulating 20 HCPs x 2 periods ...")
+    done = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("simulating 20 HCPs x 2 periods: done (")
+    ]
+    assert done and done[0] > started, said
+
+
 def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
     env_settings: Path, tmp_path: Path
 ) -> None:
