@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -15,10 +17,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, inspect, text
+from sqlalchemy.engine import Engine
 
 from nextbest.limits import STORED_LENGTHS
 from nextbest.storage import (
+    FeedbackRecord,
     RecommendationRecord,
+    db,
     get_recommendation,
     log_recommendations,
     logged_decisions,
@@ -26,8 +31,10 @@ from nextbest.storage import (
     make_session_factory,
     migrate,
     ping,
+    record_feedback,
 )
 from nextbest.storage.db import (
+    MIGRATIONS_DIR,
     PG_MIGRATION_LOCK_TIMEOUT_S,
     MigrationLockTimeoutError,
     SchemaBehindError,
@@ -36,6 +43,7 @@ from nextbest.storage.db import (
     store_session,
 )
 from nextbest.storage.tables import Base
+from nextbest.storage.testing import T0, recommendation_record, served_item
 
 
 def _current_revision(url: str) -> str | None:
@@ -285,6 +293,151 @@ def test_downgrade_from_the_command_line_keeps_the_log_and_its_feedback(
     assert "maintenance_runs" not in tables  # 0008 undone
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert migrate(database_url) == ("0003", head)  # and back up, as `db upgrade` does
+
+
+def _seeded_sqlite(path: Path) -> str:
+    """A SQLite file at head holding answers (one a holdout, without items), their
+    items and feedback naming them, written by the repository's own functions."""
+    url = f"sqlite:///{path}"
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            log_recommendations(
+                session,
+                records=[
+                    recommendation_record(
+                        "r1", "h1", items=(served_item(1, "a1"), served_item(2, "a2"))
+                    ),
+                    recommendation_record("r2", "h2", items=(served_item(1, "a3"),)),
+                    recommendation_record("r3", "h3", holdout=True),
+                ],
+            )
+            session.commit()
+            result = record_feedback(
+                session,
+                events=[
+                    FeedbackRecord("e1", "delivered", T0 + timedelta(hours=1), "h1", "r1", "a1"),
+                    FeedbackRecord("e2", "outcome", T0 + timedelta(days=2), "h2", "r2", value=3.0),
+                ],
+            )
+            assert len(result.accepted) == 2, result
+    finally:
+        engine.dispose()
+    return url
+
+
+_STORED = {"recommendations": 3, "recommendation_items": 3, "feedback_events": 2}
+
+
+def _stored_rows(engine: Engine) -> tuple[dict[str, int], list[Any], int]:
+    """Rows per table, foreign keys left pointing at nothing, and whether a
+    connection from ``engine``'s pool (the one migrate used) enforces foreign keys."""
+    with engine.connect() as connection:
+        counts = {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in _STORED
+        }
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        enforced = connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one()
+    return counts, broken, enforced
+
+
+def _migrations_with(tmp_path: Path, body: str) -> Path:
+    """This release's migrations plus one more after its head, whose upgrade runs
+    ``body`` (indented Python using ``op``)."""
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    (directory / "versions" / "9001_next.py").write_text(
+        "from alembic import op\n\n"
+        f"revision = '9001'\ndown_revision = '{head}'\nbranch_labels = None\n"
+        "depends_on = None\n\n\ndef upgrade() -> None:\n"
+        f"{body}\n\n\ndef downgrade() -> None:\n    pass\n"
+    )
+    return directory
+
+
+def test_a_migration_rebuilding_the_answers_keeps_their_items_and_feedback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve` and `db upgrade` migrate SQLite through migrate(), on a connection of
+    the engine the service then writes with. A later migration that rebuilds
+    ``recommendations`` (alembic's batch mode: copy, drop the old table, rename)
+    must not take the items with it (ON DELETE CASCADE) nor fail on the feedback
+    naming an answer; and foreign keys are enforced again on the pooled connection."""
+    url = _seeded_sqlite(tmp_path / "nextbest.db")
+    monkeypatch.setattr(
+        db,
+        "MIGRATIONS_DIR",
+        _migrations_with(
+            tmp_path,
+            "    for table in ('recommendations', 'recommendation_items'):\n"
+            "        with op.batch_alter_table(table, recreate='always'):\n"
+            "            pass",
+        ),
+    )
+    engine = make_engine(url)
+    try:
+        assert migrate(engine)[1] == "9001"
+        assert _stored_rows(engine) == (_STORED, [], 1)
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_migration_leaving_rows_pointing_at_nothing_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With foreign keys unenforced during a migration, a deleted answer would leave
+    its items and feedback behind: the keys are checked before the commit, the
+    migration rolls back whole, and the pooled connection enforces them again."""
+    url = _seeded_sqlite(tmp_path / "nextbest.db")
+    monkeypatch.setattr(
+        db,
+        "MIGRATIONS_DIR",
+        _migrations_with(
+            tmp_path, "    op.execute(\"DELETE FROM recommendations WHERE hcp_id = 'h1'\")"
+        ),
+    )
+    engine = make_engine(url)
+    try:
+        with pytest.raises(RuntimeError, match=r"rows pointing at nothing.*recommendation_items"):
+            migrate(engine)
+        assert _stored_rows(engine) == (_STORED, [], 1)
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() != "9001"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "revision",
+    [  # every revision but the head
+        script.revision
+        for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+        if script.nextrev
+    ],
+)
+def test_every_sqlite_upgrade_step_keeps_the_log_and_its_feedback(
+    tmp_path: Path, revision: str
+) -> None:
+    """A store with answers, items and feedback, taken down to ``revision`` by the
+    command line (as docs/operations.md rolls back) and up again by migrate() (as
+    `serve` and `db upgrade` do): every step either way, on SQLite where a step may
+    rebuild a table, keeps every row and leaves no foreign key pointing at nothing."""
+    url = _seeded_sqlite(tmp_path / "nextbest.db")
+    config = alembic_config()
+    config.set_main_option("sqlalchemy.url", url)
+    command.downgrade(config, revision)
+    assert _current_revision(url) == revision
+    engine = make_engine(url)
+    try:
+        assert _stored_rows(engine) == (_STORED, [], 1)
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert migrate(engine) == (revision, head)
+        assert _stored_rows(engine) == (_STORED, [], 1)
+    finally:
+        engine.dispose()
 
 
 def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(

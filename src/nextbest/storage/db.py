@@ -446,31 +446,66 @@ def set_migration_lock_timeout(connection: Connection) -> None:
 
 
 def _lock_for_migration(connection: Connection) -> None:
-    """Open the migration transaction holding a lock that serializes migrators.
+    """Open the PostgreSQL migration transaction holding a lock that serializes
+    migrators (SQLite's is :func:`sqlite_migration_transaction`).
 
     Several API workers call ``migrate`` at start-up. Without a lock two of them
     would both see an empty database and both try to create the tables. The second
     one now waits, then finds the schema at head and does nothing.
     """
-    if connection.dialect.name == "sqlite":
-        # Let SQLite itself manage the transaction (pysqlite would otherwise only
-        # BEGIN before DML, leaving DDL unprotected), then take the write lock up
-        # front; concurrent migrators wait up to busy_timeout for it.
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+    # A serving worker's session gives up on a lock after its lock_timeout
+    # (make_engine); one waiting for another worker's migration must not.
+    connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    # Released automatically at commit or rollback; PostgreSQL DDL is
+    # transactional, so the whole upgrade commits or nothing does.
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
+    # Only after the advisory lock: a worker waiting for another's migration
+    # must keep waiting.
+    set_migration_lock_timeout(connection)
+
+
+@contextmanager
+def sqlite_migration_transaction(connection: Connection) -> Iterator[None]:
+    """Run the body (a migration) in one SQLite transaction, foreign keys unenforced,
+    checked before it commits; on any error it rolls back whole.
+
+    SQLite drops or retypes a column by rebuilding the table (alembic's batch mode:
+    copy, drop the old one, rename the copy). With foreign keys enforced, as
+    make_engine sets them, dropping ``recommendations`` would delete every item (ON
+    DELETE CASCADE) or fail on the feedback naming an answer. SQLite's own procedure
+    for such changes turns enforcement off first, which it allows only outside a
+    transaction, and runs ``PRAGMA foreign_key_check`` before committing: a row
+    left pointing at nothing raises RuntimeError and the migration rolls back.
+
+    The transaction is SQLite's own, begun IMMEDIATE: pysqlite would only BEGIN
+    before DML, leaving DDL unprotected, and taking the write lock up front makes
+    concurrent migrators wait for it (busy_timeout), then find the work done.
+    Enforcement is set back as it was on the way out, error or not: the connection
+    goes back to its engine's pool, shared with the service's writes.
+    """
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    enforced = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    elif connection.dialect.name == "postgresql":
-        # A serving worker's session gives up on a lock after its lock_timeout
-        # (make_engine); one waiting for another worker's migration must not.
-        connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
-        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-        # Released automatically at commit or rollback; PostgreSQL DDL is
-        # transactional, so the whole upgrade commits or nothing does.
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
-        )
-        # Only after the advisory lock: a worker waiting for another's migration
-        # must keep waiting.
-        set_migration_lock_timeout(connection)
+        try:
+            yield
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(
+                    "the migration would leave rows pointing at nothing (table, row, "
+                    f"parent table): {[tuple(row)[:3] for row in broken]}; rolled back"
+                )
+            connection.exec_driver_sql("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (some errors end the transaction).
+            if connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+    finally:
+        # A no-op inside a transaction: only reached once it has ended.
+        connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
 
 
 class SchemaTooNewError(RuntimeError):
@@ -600,39 +635,44 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     return found, head
 
 
+def _upgrade_in_transaction(
+    connection: Connection, revision: str, *, upgrade: bool
+) -> tuple[str | None, str | None]:
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
+    before = MigrationContext.configure(connection).get_current_revision()
+    if before is not None:
+        try:
+            script.get_revision(before)
+        except CommandError:
+            raise SchemaTooNewError(before, script.get_current_head()) from None
+        if not upgrade and before != script.get_current_head():
+            raise SchemaBehindError(before, script.get_current_head())
+    # env.py runs on this connection, inside the locked transaction.
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+    after = MigrationContext.configure(connection).get_current_revision()
+    return before, after
+
+
 def _upgrade_locked(
     engine: Engine, revision: str, *, upgrade: bool = True
 ) -> tuple[str | None, str | None]:
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            with sqlite_migration_transaction(connection):
+                return _upgrade_in_transaction(connection, revision, upgrade=upgrade)
         _lock_for_migration(connection)
         try:
-            config = alembic_config()
-            script = ScriptDirectory.from_config(config)
-            before = MigrationContext.configure(connection).get_current_revision()
-            if before is not None:
-                try:
-                    script.get_revision(before)
-                except CommandError:
-                    raise SchemaTooNewError(before, script.get_current_head()) from None
-                if not upgrade and before != script.get_current_head():
-                    raise SchemaBehindError(before, script.get_current_head())
-            # env.py runs on this connection, inside the locked transaction.
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-            after = MigrationContext.configure(connection).get_current_revision()
+            revisions = _upgrade_in_transaction(connection, revision, upgrade=upgrade)
         except BaseException as exc:
-            if connection.dialect.name == "sqlite":
-                connection.exec_driver_sql("ROLLBACK")
-            else:
-                connection.rollback()
+            connection.rollback()
             if _is_lock_timeout(exc):
                 tables = _tables_named(getattr(exc, "statement", None))
                 raise MigrationLockTimeoutError(tables, _lock_holders(connection, tables)) from None
             raise
-        if connection.dialect.name == "sqlite":
-            connection.exec_driver_sql("COMMIT")
         connection.commit()
-    return before, after
+    return revisions
 
 
 def migrate(

@@ -83,28 +83,13 @@ def run_migrations_online() -> None:
 
 
 def _run_on_sqlite(connection: Connection) -> None:
-    """Run the migrations in one transaction with foreign keys unenforced.
+    """Run the migrations as ``migrate`` does: in one transaction, foreign keys
+    unenforced and checked before it commits (a rebuilt ``recommendations`` would
+    otherwise take its items with it; see sqlite_migration_transaction)."""
+    from nextbest.storage.db import sqlite_migration_transaction
 
-    SQLite drops a column by rebuilding the table (batch mode: copy, drop the old
-    one, rename the copy). With foreign keys enforced, as make_engine sets them,
-    dropping ``recommendations`` would delete every item (ON DELETE CASCADE) or fail
-    on the feedback naming an answer; SQLite's own procedure for such changes turns
-    enforcement off first, which it allows only outside a transaction. And pysqlite
-    runs DDL outside any transaction: a failed run would leave half its work behind.
-    """
-    connection.execution_options(isolation_level="AUTOCOMMIT")
-    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-    try:
+    with sqlite_migration_transaction(connection):
         _run(connection)
-        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-        if broken:
-            raise RuntimeError(f"the migration broke foreign keys (table, row, parent): {broken}")
-    except BaseException:
-        connection.exec_driver_sql("ROLLBACK")
-        raise
-    connection.exec_driver_sql("COMMIT")
-    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():
