@@ -11,7 +11,15 @@ import pytest
 
 from nextbest.features.history import SMOOTHING
 from nextbest.learning import reasons as reasons_module
-from nextbest.learning.reasons import _number, _record, _Row, _sentence, _span, explain
+from nextbest.learning.reasons import (
+    _number,
+    _record,
+    _Row,
+    _sentence,
+    _span,
+    explain,
+    segment_sentence,
+)
 from nextbest.learning.scoring import ScoringModel
 
 from .conftest import LearnedWorld
@@ -22,7 +30,9 @@ RECENCY = re.compile(
     r"^(no .+ in \d+ (day|days|week|weeks)|last contacted .+ ago|never .+ before)$"
 )
 TOPIC_RECORD = re.compile(r"(pieces? on .+|has not seen .+ content yet)$")
-CHANNEL_EFFECT = re.compile(r"(work for HCPs like this one|measured .+ versus the holdout)")
+CHANNEL_EFFECT = re.compile(
+    r"(work for HCPs like this one|measured .+ versus HCPs left untouched at random)"
+)
 COUNTS = re.compile(r"\b(\d+) of (\d+)\b")
 
 
@@ -61,6 +71,27 @@ def every_feature_pushes_up(
     for _ in range(3):
         said += _items(model, 100)[2]
     return said
+
+
+def test_the_segment_evidence_says_what_it_was_measured_against(
+    learned: LearnedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison group is every untouched decision chance chose: the holdout's,
+    and no-touch decisions logged with a propensity. "versus the holdout" told a rep
+    of a narrower group than the one measured."""
+    model = learned.result.model
+    segment = str(model.hcp_text("specialty")[0])
+    channel = str(model.action_channel_name[0])
+    monkeypatch.setitem(model.metadata, "segment_column", "specialty")
+    monkeypatch.setitem(
+        model.metadata, "segment_uplift", {f"{segment}|{channel}": (0.31, 0.12, 0.5)}
+    )
+    said = segment_sentence(model, 0, 0)
+    assert said is not None
+    assert said.endswith(
+        "measured +0.31 outcome versus HCPs left untouched at random (95% CI +0.12 to +0.50)"
+    ), said
+    assert "holdout" not in said
 
 
 def _assert_each_fact_once(items: list[list[str]]) -> None:

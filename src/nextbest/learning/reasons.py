@@ -22,8 +22,8 @@ An HCP attribute is quoted only with a value many HCPs share
 
 Every item carries at least one reason: the first states the expected value and
 where it comes from (measured uplift, or the preference x value fallback),
-followed, when the training data measured a positive one, by the holdout effect
-of the channel in the HCP's segment.
+followed, when the training data measured a positive one, by the effect of the
+channel in the HCP's segment against HCPs left untouched at random.
 
 The model's history features are as of its training cut-off; a reason speaks as
 of the decision (:class:`Lapse`): gaps count the days since the cut-off too
@@ -412,8 +412,9 @@ def _trait(sentence: str) -> str:
 
 
 def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | None:
-    """The holdout-measured effect of the action's channel in the HCP's segment, when
-    it is a reason to act (its 95% interval lies above 0)."""
+    """The effect of the action's channel in the HCP's segment, measured against the
+    untouched decisions chance chose (the holdout, and no-touch decisions logged with
+    a propensity), when it is a reason to act (its 95% interval lies above 0)."""
     table = model.metadata.get("segment_uplift")
     column = model.metadata.get("segment_column")
     if not table or not column:
@@ -430,7 +431,7 @@ def segment_sentence(model: ScoringModel, hcp_row: int, action: int) -> str | No
         return None
     return (
         f"among {_pretty(segment)} HCPs, {_words(channel).many} measured {effect:+.2f} outcome "
-        f"versus the holdout (95% CI {low:+.2f} to {high:+.2f})"
+        f"versus HCPs left untouched at random (95% CI {low:+.2f} to {high:+.2f})"
     )
 
 

@@ -574,7 +574,8 @@ def _segment_evidence(
     catalog: pd.DataFrame,
     uplift_model: EngagementStratifiedUplift | None,
 ) -> dict[str, Any]:
-    """Holdout-measured uplift per (segment, channel) for reasons; segment = specialty.
+    """Uplift per (segment, channel) for reasons, against the untouched decisions chance
+    chose (``rows.controls``); segment = specialty.
 
     Outcomes are compared net of the no-touch baseline model's prediction: the
     logging policy touches high prescribers most, and clipped propensity weights
