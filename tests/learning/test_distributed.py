@@ -58,6 +58,17 @@ def test_features_on_the_cluster_are_exactly_the_plain_ones(
     for name in DecisionRows.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(rows, name), getattr(expected, name), err_msg=name)
 
+    # Rows for some decisions only (max_training_rows), each from the HCP's whole past.
+    some = np.random.default_rng(0).random(len(interactions)) < 0.3
+    expected = decision_rows(plain, interactions, data.hcps, data.catalog, decisions=some)
+    parts_some = PartitionedHistory(
+        client, interactions, data.hcps, data.catalog, partitions=7, decisions=some
+    )
+    rows = parts_some.decision_rows(space)
+    for name in DecisionRows.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(rows, name), getattr(expected, name), err_msg=name)
+    assert len(rows.X) == some.sum()
+
     nothing = PartitionedHistory(client, interactions.iloc[:0], data.hcps, data.catalog)
     assert nothing.decision_rows(space).X.shape == (0, expected.X.shape[1])
 

@@ -68,7 +68,10 @@ class TrainConfig(BaseModel):
         default=0.1, ge=0, lt=1, description="Newest share of decisions held out for evaluation."
     )
     max_training_rows: int | None = Field(
-        default=None, ge=1000, description="Sample at most this many decision rows (newest kept)."
+        default=None,
+        ge=1000,
+        description="Build model rows for at most this many decisions (the newest); their "
+        "features and the served snapshot still use all history.",
     )
     max_rows_per_model: int | None = Field(
         default=1_000_000,

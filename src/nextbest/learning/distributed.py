@@ -53,6 +53,8 @@ class ClusterUnavailableError(RuntimeError):
 
 
 POSITION = "_nextbest_position"
+# Whether a row of the history is a decision to build a model row for.
+DECISION = "_nextbest_decision"
 
 
 @contextmanager
@@ -255,6 +257,8 @@ class PartitionedHistory:
     """The interactions on a cluster, one partition per group of whole HCP histories.
 
     Each method runs one task per partition and brings back only its result.
+    ``decisions`` (bool, one per interaction; default all) picks the decisions
+    :meth:`decision_rows` builds rows for; every interaction is history.
     """
 
     def __init__(
@@ -265,11 +269,19 @@ class PartitionedHistory:
         catalog: pd.DataFrame,
         *,
         partitions: int | None = None,
+        decisions: np.ndarray | None = None,
     ) -> None:
         import dask.dataframe as dd
 
         n = partitions or 4 * max(worker_count(client), 1)
-        frame = interactions.assign(**{POSITION: np.arange(len(interactions), dtype=np.int64)})
+        frame = interactions.assign(
+            **{
+                POSITION: np.arange(len(interactions), dtype=np.int64),
+                DECISION: np.ones(len(interactions), dtype=bool)
+                if decisions is None
+                else np.asarray(decisions, dtype=bool),
+            }
+        )
         # The rows go to the workers as data, not inside the task graph.
         bounds = np.linspace(0, len(frame), n + 1).astype(int)
         chunks = client.scatter([frame.iloc[a:b] for a, b in itertools.pairwise(bounds)])
@@ -332,10 +344,12 @@ def _decision_rows(
 ) -> tuple[np.ndarray, DecisionRows | None]:
     from nextbest.learning.train import decision_rows
 
-    if part.empty:
+    decisions = part[DECISION].to_numpy(dtype=bool)
+    if not decisions.any():
         return np.zeros(0, np.int64), None
-    position = part[POSITION].to_numpy()
-    return position, decision_rows(space, part.drop(columns=POSITION), hcps, catalog)
+    position = part[POSITION].to_numpy()[decisions]
+    history = part.drop(columns=[POSITION, DECISION])
+    return position, decision_rows(space, history, hcps, catalog, decisions=decisions)
 
 
 def _snapshot(

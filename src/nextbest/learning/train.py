@@ -9,12 +9,13 @@ store.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from nextbest.features.history import EventLog
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.boosting import on_cluster
 from nextbest.learning.config import TrainConfig
@@ -98,15 +99,24 @@ def decision_rows(
     interactions: pd.DataFrame,
     hcps: pd.DataFrame,
     catalog: pd.DataFrame,
+    *,
+    decisions: np.ndarray | None = None,
 ) -> DecisionRows:
     """Point-in-time model rows, one per decision in ``interactions``.
 
     Each row's history block is computed from the HCP's decisions strictly
     before its own timestamp. No-touch rows get NaN action features.
+    ``decisions`` (bool, ``(len(interactions),)``; default all) picks the
+    decisions that get a row; every row of ``interactions`` is history either way.
     """
     assert space.history is not None
-    log = space.log(interactions, hcps, catalog)
-    history = space.history.transform(log, log.hcp, log.seconds)
+    full_log = space.log(interactions, hcps, catalog)
+    if decisions is not None:
+        interactions = interactions[decisions]
+        log = EventLog(**{f.name: getattr(full_log, f.name)[decisions] for f in fields(EventLog)})
+    else:
+        log = full_log
+    history = space.history.transform(full_log, log.hcp, log.seconds)
     hcp_attrs = space.hcp_block(hcps)[log.hcp]
     action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])
     treated = action_rows >= 0
@@ -294,10 +304,15 @@ def _train(
                 f"interaction ({newest:%Y-%m-%d}): the served snapshot counts recency from as_of"
             )
     interactions = interactions[interactions["timestamp"] < as_of]
+    # The decisions that become model rows: all, or the newest max_training_rows. Every
+    # decision before as_of stays history: a row's features (and the served snapshot)
+    # are those of the HCP's whole past, not of the part that happens to be kept, else
+    # an HCP last contacted before the kept decisions is served as never contacted.
+    kept: np.ndarray | None = None
     if config.max_training_rows and len(interactions) > config.max_training_rows:
-        interactions = interactions.nlargest(config.max_training_rows, "timestamp").sort_values(
-            ["hcp_id", "timestamp"], kind="stable"
-        )
+        newest = interactions.nlargest(config.max_training_rows, "timestamp").index
+        kept = interactions.index.isin(newest)
+    decisions = interactions if kept is None else interactions[kept]
 
     step("features")
     space = FeatureSpace()
@@ -310,12 +325,12 @@ def _train(
     if client is None:
         full_log = space.log(interactions, hcps, catalog)
         history.fit(full_log)
-        rows = decision_rows(space, interactions, hcps, catalog)
+        rows = decision_rows(space, interactions, hcps, catalog, decisions=kept)
 
         def snapshot() -> np.ndarray:
             return history.transform(full_log, np.arange(len(hcps)), snapshot_seconds)
     else:
-        partitioned = PartitionedHistory(client, interactions, hcps, catalog)
+        partitioned = PartitionedHistory(client, interactions, hcps, catalog, decisions=kept)
         history.fit_counts(partitioned.engagement_counts(space))
         rows = partitioned.decision_rows(space)
 
@@ -426,7 +441,7 @@ def _train(
         step("models (engagement)")
         fitted_engagement = engagement.fit(fit_rows.X[treated], fit_rows.engaged[treated])
         uplift_source = PREFERENCE_X_VALUE
-        has_column = "outcome" in interactions and bool(interactions["outcome"].notna().any())
+        has_column = "outcome" in decisions and bool(decisions["outcome"].notna().any())
         if not has_column:
             why = "no outcome column"
         elif not has_outcome:
@@ -471,8 +486,8 @@ def _train(
         as_of=pd.Timestamp(as_of),
         metadata={
             "data_fingerprint": dataset.fingerprint(),
-            "n_decisions": len(interactions),
-            "decision_period_days": _decision_period_days(interactions),
+            "n_decisions": len(decisions),
+            "decision_period_days": _decision_period_days(decisions),
             "notes": notes,
             **_segment_evidence(
                 space, _subset(fit_rows, ~observational), hcps, catalog, uplift_model
@@ -494,7 +509,7 @@ def _train(
         "uplift_source": uplift_source,
         "n_hcps": len(hcps),
         "n_actions": len(catalog),
-        "n_decisions": len(interactions),
+        "n_decisions": len(decisions),
         "n_features": len(space.feature_names),
         "eval_fraction": config.eval_fraction,
         "calibration_fraction": config.calibration_fraction,
