@@ -186,6 +186,51 @@ def test_an_erasure_run_again_deletes_what_came_since_and_keeps_its_suppression(
     ]
 
 
+def test_feedback_from_before_an_erasure_sent_after_it_is_not_stored_again(
+    session: Session,
+) -> None:
+    """An e-mail system's opens of last week's send, reported after the HCP was
+    erased, are what the erasure deleted: stored, they would undo it until the
+    next run. What occurred after it (consent given again) is stored as ever."""
+    from datetime import UTC, datetime
+
+    _fill(session)
+    erase_hcps(session, hcp_ids=[ERASED], requester="nextbest erase (dpo)")
+    erased_at = erased_already(session, hcp_ids=[ERASED])[ERASED]
+    late = [
+        _event("late-open", ERASED),
+        _event("late-outcome", ERASED, event_type="outcome", value=3.0),
+        _event("late-opt-out", ERASED, event_type="opted_out", channel="email"),
+        FeedbackRecord("at-erasure", "delivered", erased_at, ERASED, channel="email"),
+        _event("other-hcp", KEPT),
+    ]
+    result = record_feedback(session, events=late)
+    assert result.accepted == ["other-hcp"]
+    assert [(i, e) for i, e, _ in result.rejected] == [
+        (0, "late-open"),
+        (1, "late-outcome"),
+        (2, "late-opt-out"),
+        (3, "at-erasure"),
+    ]
+    assert all(
+        why.startswith(f"HCP '{ERASED}' was erased on {erased_at:%Y-%m-%d %H:%M:%S} UTC")
+        for *_, why in result.rejected
+    )
+    assert _rows_naming(session, ERASED)["feedback_events"] == [erasure_event_id(ERASED)]
+    assert count_hcp_rows(session, hcp_ids=[ERASED]) == RowCounts()
+
+    # Consent given again after the erasure, and what follows it, are new.
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    again = record_feedback(
+        session,
+        events=[
+            FeedbackRecord("opt-in", "opted_in", after, ERASED, channel="email"),
+            FeedbackRecord("open-after", "opened", after, ERASED, channel="email"),
+        ],
+    )
+    assert again.accepted == ["opt-in", "open-after"] and not again.rejected
+
+
 def test_an_hcp_with_no_rows_gets_its_suppression(session: Session) -> None:
     done = erase_hcps(session, hcp_ids=["never-served", "never-served"], requester="x")
     assert done.suppressed == ("never-served",) and done.deleted == RowCounts()

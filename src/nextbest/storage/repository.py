@@ -1106,7 +1106,13 @@ def record_feedback(
 
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
-    per 10,000 distinct recommendation ids and one INSERT for the batch.
+    per 10,000 distinct recommendation ids, one (by primary key) per chunk of
+    distinct HCP ids for their erasures, and one INSERT for the batch.
+
+    An event about an HCP erased by :func:`erase_hcps` that occurred at or before
+    the erasure (a delivery or an open of a send made before it, reported late) is
+    rejected: it is what the erasure deleted, and stored it would undo it until the
+    next run. What occurred after the erasure (consent given again) is stored.
 
     A recommendation the batch names may be deleted (``prune``, ``erase``) between
     its lookup and the INSERT, which then fails on the foreign key: the batch is
@@ -1163,6 +1169,20 @@ def _record_feedback(
         ],
     )
     received_at = datetime.now(UTC)
+    # When each HCP of the batch was erased, if it was: an event dated before then is
+    # what that erasure deleted, and stored now it would undo it.
+    erased = (
+        {}
+        if erasure
+        else erased_already(
+            session,
+            hcp_ids=[
+                e.hcp_id
+                for e in events
+                if isinstance(e.hcp_id, str) and e.hcp_id and "\x00" not in e.hcp_id
+            ],
+        )
+    )
     catalog_channels = frozenset(action_channels.values()) if action_channels else frozenset()
     rows: dict[str, dict[str, Any]] = {}
     # Batch order of the valid events: (index, id, what the event says), once per occurrence.
@@ -1206,6 +1226,17 @@ def _record_feedback(
             message = (
                 f"event_id '{event.event_id}' starts with '{ERASURE_EVENT_PREFIX}', which marks "
                 "the records nextbest erase keeps: choose another event_id"
+            )
+        if (
+            message is None
+            and (erased_at := erased.get(event.hcp_id)) is not None
+            and _as_utc(event.occurred_at) <= erased_at
+        ):
+            message = (
+                f"HCP '{event.hcp_id}' was erased on {erased_at:%Y-%m-%d %H:%M:%S} UTC: an "
+                "event that occurred before then is what the erasure deleted, and is not "
+                "stored again (the erasure keeps the HCP opted out of every channel); take "
+                "the HCP out of what you send"
             )
         # Said only of an event not stored already: an older nextbest stored events
         # this rule refuses, and their resend is a duplicate, not a rejection.
