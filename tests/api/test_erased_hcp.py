@@ -32,3 +32,21 @@ def test_an_erased_hcp_known_to_the_model_gets_no_items(
     batch = client.post("/v1/recommendations/batch", json={"hcp_ids": [hcp_id], "k": 5})
     assert batch.status_code == 200, batch.text
     assert batch.json()["results"][0]["items"] == []
+
+
+def test_feedback_from_before_an_erasure_is_refused_by_the_api(
+    client: TestClient, api_settings: Settings
+) -> None:
+    hcp_id = str(client.app.state.runtime.recommender.hcp_ids[0])
+    sent = _ask(client, hcp_id)
+    client.app.state.runtime.reclog.flush()
+    erase(api_settings, [hcp_id])
+
+    late = {"event_id": "late-open", "event_type": "opened", "hcp_id": hcp_id}
+    answer = client.post(
+        "/v1/feedback", json={**late, "occurred_at": sent["created_at"], "channel": "email"}
+    )
+    assert answer.status_code == 422, answer.text
+    (rejected,) = answer.json()["rejected"]
+    assert rejected["message"].startswith(f"HCP '{hcp_id}' was erased on ")
+    assert "take the HCP out of what you send" in rejected["message"]
