@@ -266,6 +266,8 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
     """What an erasure or a prune left of the deleted rows, and where: on SQLite a
     write-ahead log a server kept from being emptied (``rerun``: what to run again
     then), on PostgreSQL what VACUUM did."""
+    from nextbest.service.erasure import VACUUM
+
     if cleanup.backend != "postgresql":
         if not cleanup.log_emptied:
             console.print(
@@ -294,7 +296,14 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
         console.print(
             f"[yellow]note:[/yellow] {table} could not be vacuumed ({why}): the deleted rows "
             f"stay on disk as dead rows until it is; have the table's owner run "
-            f"VACUUM (INDEX_CLEANUP ON) {table}",
+            f"{VACUUM} {table}",
+            highlight=False,
+        )
+    for table, why in cleanup.not_analyzed.items():
+        console.print(
+            f"[yellow]note:[/yellow] the planner's statistics of {table} could not be "
+            f"refreshed ({why}): they may still hold values sampled from the deleted rows "
+            f"(pg_stats) until it is analyzed; have the table's owner run ANALYZE {table}",
             highlight=False,
         )
     for table, n in cleanup.dead_left.items():
@@ -302,7 +311,7 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
             console.print(
                 f"[yellow]note:[/yellow] {n:,} dead rows of {table} could not be removed yet: "
                 "another session's open transaction (a BI tool's, a backup) may still see "
-                f"them; run VACUUM (INDEX_CLEANUP ON) {table} in {store} once it has ended",
+                f"them; run {VACUUM} {table} in {store} once it has ended",
                 highlight=False,
             )
 

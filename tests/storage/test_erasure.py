@@ -373,3 +373,41 @@ def test_dead_rows_another_transaction_still_sees_are_reported(
         assert not cleanup.complete and cleanup.dead_left["feedback_events"] > 0, cleanup
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_erasure_on_postgres_leaves_no_id_in_the_planner_statistics(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """ANALYZE (autovacuum runs it as tables grow) keeps sampled values of each
+    column, the HCP ids among them (pg_stats: most common values, histogram
+    bounds); VACUUM alone leaves them there after the rows are gone."""
+    from nextbest.service.erasure import erase
+    from nextbest.settings import Settings
+    from nextbest.storage.db import make_engine, make_session_factory, migrate
+
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+
+    def sampled_hcp_ids() -> str:
+        with engine.connect() as connection:
+            return " ".join(
+                str(row)
+                for row in connection.exec_driver_sql(
+                    "SELECT most_common_vals, histogram_bounds FROM pg_stats "
+                    "WHERE tablename = 'recommendations' AND attname = 'hcp_id'"
+                )
+            )
+
+    try:
+        with make_session_factory(engine)() as session:
+            _fill(session)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("ANALYZE recommendations")
+        assert ERASED in sampled_hcp_ids()
+        settings = Settings(models_dir=tmp_path / "models", database_url=postgres_url)
+        _, cleanup = erase(settings, [ERASED])
+        assert "recommendations" in cleanup.vacuumed
+        assert KEPT in sampled_hcp_ids() and ERASED not in sampled_hcp_ids()
+    finally:
+        engine.dispose()

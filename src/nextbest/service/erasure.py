@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from nextbest.policy.rules import ServingRules
 
 __all__ = [
+    "VACUUM",
     "Cleanup",
     "CutoffError",
     "Erasure",
@@ -127,7 +128,9 @@ class Cleanup:
     SQLite: ``log_emptied`` False when the write-ahead log could not be emptied (a
     server's connection was reading): it still holds them. PostgreSQL: the tables
     ``VACUUM`` ran on, those it could not (table -> why), and per table the dead rows
-    it could not remove yet (another session's open transaction may still see them).
+    it could not remove yet (another session's open transaction may still see them),
+    and the tables whose planner statistics could not be refreshed (table -> why:
+    they may hold values sampled from the deleted rows).
     """
 
     backend: str
@@ -135,11 +138,17 @@ class Cleanup:
     vacuumed: tuple[str, ...] = ()
     not_vacuumed: dict[str, str] = field(default_factory=dict)
     dead_left: dict[str, int] = field(default_factory=dict)
+    not_analyzed: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         """Nothing of the deleted rows is left that this command could have cleared."""
-        return self.log_emptied and not self.not_vacuumed and not any(self.dead_left.values())
+        return (
+            self.log_emptied
+            and not self.not_vacuumed
+            and not any(self.dead_left.values())
+            and not self.not_analyzed
+        )
 
 
 def erase(settings: Settings, hcp_ids: Sequence[str]) -> tuple[Erasure, Cleanup]:
@@ -392,12 +401,20 @@ def runs(settings: Settings, *, limit: int) -> tuple[list[MaintenanceRecord], in
         return maintenance_runs(session, limit=limit)
 
 
+# What an erasure or a prune runs on each table it deleted from (see :func:`vacuum`).
+VACUUM = "VACUUM (INDEX_CLEANUP ON, ANALYZE)"
+
+
 def vacuum(engine: Engine, tables: Sequence[str]) -> Cleanup:
-    """``VACUUM (INDEX_CLEANUP ON)`` each of ``tables`` on PostgreSQL, outside any
-    transaction, and read how many dead rows each still has.
+    """``VACUUM (INDEX_CLEANUP ON)``, then ``ANALYZE``, each of ``tables`` on
+    PostgreSQL, outside any transaction, reading how many dead rows each still has
+    between the two (:data:`VACUUM` says both in one statement, for a person to run).
 
     ``INDEX_CLEANUP ON``: by default VACUUM may skip the indexes when few pages have
-    dead rows, and index entries hold the deleted HCP ids too. A table the role may
+    dead rows, and index entries hold the deleted HCP ids too. ``ANALYZE``: the
+    planner's statistics (``pg_stats``: most common values, histogram bounds) keep
+    values sampled from the rows when the table was last analyzed, HCP ids among
+    them, until it is analyzed again. A table the role may
     not vacuum (only its owner may, or from PostgreSQL 17 a role granted
     ``MAINTAIN``) is skipped by the server with a warning, reported here; so is a
     failed VACUUM, the erasure being committed already.
@@ -405,6 +422,7 @@ def vacuum(engine: Engine, tables: Sequence[str]) -> Cleanup:
     vacuumed: list[str] = []
     not_vacuumed: dict[str, str] = {}
     dead_left: dict[str, int] = {}
+    not_analyzed: dict[str, str] = {}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         notices: list[str] = []
         driver: Any = connection.connection.driver_connection
@@ -415,18 +433,13 @@ def vacuum(engine: Engine, tables: Sequence[str]) -> Cleanup:
         driver.add_notice_handler(heard)
         try:
             for table in tables:
-                notices.clear()
-                try:
-                    connection.exec_driver_sql(f"VACUUM (INDEX_CLEANUP ON) {table}")
-                except DBAPIError as exc:
-                    not_vacuumed[table] = describe_database_error(exc)
-                    continue
-                skipped = [n for n in notices if n.startswith("skipping")]
-                if skipped:
-                    not_vacuumed[table] = skipped[0]
+                why = _run_skippable(connection, notices, f"VACUUM (INDEX_CLEANUP ON) {table}")
+                if why is not None:
+                    not_vacuumed[table] = why
                     continue
                 vacuumed.append(table)
-                # VACUUM records the dead rows it had to leave as it ends.
+                # VACUUM records the dead rows it had to leave as it ends (read before
+                # ANALYZE, which records its own estimate).
                 connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
                 dead_left[table] = int(
                     connection.exec_driver_sql(
@@ -434,6 +447,22 @@ def vacuum(engine: Engine, tables: Sequence[str]) -> Cleanup:
                         {"t": table},
                     ).scalar_one()
                 )
+                why = _run_skippable(connection, notices, f"ANALYZE {table}")
+                if why is not None:
+                    not_analyzed[table] = why
         finally:
             driver.remove_notice_handler(heard)
-    return Cleanup("postgresql", True, tuple(vacuumed), not_vacuumed, dead_left)
+    return Cleanup("postgresql", True, tuple(vacuumed), not_vacuumed, dead_left, not_analyzed)
+
+
+def _run_skippable(connection: Any, notices: list[str], statement: str) -> str | None:
+    """Run a VACUUM or ANALYZE; why it did nothing (an error, or the server's warning
+    that it skipped the table: "skipping ..." up to PostgreSQL 15, "permission
+    denied to vacuum ..., skipping it" from 16), else None."""
+    notices.clear()
+    try:
+        connection.exec_driver_sql(statement)
+    except DBAPIError as exc:
+        return describe_database_error(exc)
+    skipped = [n for n in notices if "skipping" in n]
+    return skipped[0] if skipped else None
