@@ -124,30 +124,6 @@ def test_a_caller_that_may_block_returns_once_its_answers_are_committed(model, l
     assert len(_logged_ids(log_store)) == 20
 
 
-def test_an_answer_queued_while_its_hcp_is_erased_is_not_logged_after(model, log_store) -> None:
-    """`nextbest erase` commits while a server's answer to that HCP waits in the
-    log's queue: written after, it named the HCP again (with its scores and items)
-    until erase was run once more. Answers made after the erasure are logged."""
-    from nextbest.storage.repository import erase_hcps, hcps_with_rows
-
-    log = RecommendationLog(log_store, flush_ms=300)
-    recommender = _greedy(model)
-    erased, kept = (str(h) for h in recommender.hcp_ids[:2])
-    before, _ = recommender.recommend_many(hcp_ids=[erased, kept], k=2)
-    log.write(before, recommender=recommender, requester="crm")
-    with log_store() as session:  # committed while the answers are still queued
-        erase_hcps(session, hcp_ids=[erased], requester="nextbest erase (dpo)")
-    assert log.flush(timeout=10)
-    assert _logged_ids(log_store) == {before[1].recommendation_id}
-    after, _ = recommender.recommend_many(hcp_ids=[erased], k=2)
-    log.write(after, recommender=recommender, requester="crm")
-    log.close()
-    assert after[0].recommendation_id in _logged_ids(log_store)
-    with log_store() as session:
-        assert hcps_with_rows(session, hcp_ids=[erased]) == {erased}  # its suppression
-    assert log.written == 2 and log.dropped == 0
-
-
 def _wait_until(condition, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

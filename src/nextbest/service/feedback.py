@@ -15,7 +15,6 @@ from nextbest.storage.repository import (
     FeedbackResult,
     RecommendationRecord,
     ServedItem,
-    erased_already,
     get_recommendation,
     log_recommendations,
     record_feedback,
@@ -33,22 +32,8 @@ def log_served(
     recommendations: Sequence[Recommendation],
     recommender: Recommender,
     requester: str,
-) -> int:
-    """Log what was served, with propensities and holdout flags, and commit;
-    returns how many answers were logged.
-
-    Left out: an answer made before its HCP's erasure was stored (queued while
-    ``nextbest erase`` ran), which that erasure would have deleted had it been
-    logged; answers made after it are logged (an erased HCP's are empty). One
-    query by primary key for the erasures, then the inserts.
-    """
-    erased = erased_already(session, hcp_ids=[rec.hcp_id for rec in recommendations])
-    if erased:
-        recommendations = [
-            rec
-            for rec in recommendations
-            if rec.hcp_id not in erased or rec.created_at > erased[rec.hcp_id]
-        ]
+) -> None:
+    """Log what was served, with propensities and holdout flags, and commit."""
     exploration = recommender.exploration
     records = [
         RecommendationRecord(
@@ -76,7 +61,6 @@ def log_served(
     ]
     log_recommendations(session, records=records)
     session.commit()
-    return len(records)
 
 
 def ingest_feedback(

@@ -315,12 +315,13 @@ class RecommendationLog:
             if len(entries) > 1:
                 try:
                     with self.sessions() as session:
-                        self.written += log_served(
+                        log_served(
                             session,
                             recommendations=recs,
                             recommender=recommender,
                             requester=requester,
                         )
+                    self.written += len(recs)
                     continue
                 except Exception as exc:
                     if isinstance(exc, UNAVAILABLE_ERRORS) or refuses_writes(exc):
@@ -347,9 +348,10 @@ class RecommendationLog:
         for (_, requester), (recommender, recs, entries) in groups.items():
             try:
                 with self.sessions() as session:
-                    self.written += log_served(
+                    log_served(
                         session, recommendations=recs, recommender=recommender, requester=requester
                     )
+                self.written += len(recs)
             except Exception as exc:
                 if self._thread is None:
                     raise
