@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -1302,7 +1303,7 @@ def picks(
         # --log: the file is written (beside --out) before any answer is logged, and
         # takes --out's name once they are: an interrupted run logs no answer that
         # no file holds, and leaves no file whose answers are not logged.
-        partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+        partial = _partial_beside(out)
 
         def write_partial(frame: Any) -> None:
             try:
@@ -1313,7 +1314,7 @@ def picks(
         def publish() -> None:
             """Give the logged file its name; from then on the run is done, and a
             late Ctrl-C or SIGTERM (held until now) must not make it look failed."""
-            partial.replace(out)
+            _replace_keeping_mode(partial, out)
             _ignore_signals_from_now_on()
 
         try:
@@ -1362,15 +1363,17 @@ def picks(
     if logged is None:
         # Written beside --out and renamed once complete: a write that fails (a full
         # disk, a quota, Ctrl-C) leaves an earlier file of that name as it was, not
-        # cut short where a send system would take it for the whole list.
-        try:
-            write_table(frame, partial)
-            partial.replace(out)
-        except BaseException as exc:
-            partial.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise _fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
-            raise
+        # cut short where a send system would take it for the whole list. A
+        # scheduler's SIGTERM during the write removes the partial file too.
+        with _interruptible_as_ctrl_c():
+            try:
+                write_table(frame, partial)
+                publish()
+            except BaseException as exc:
+                partial.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise _fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+                raise
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
     # What was written and logged on stdout (--out is required: the picks never are).
@@ -1438,6 +1441,23 @@ def _ignore_signals_from_now_on() -> None:
     _DONE = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _partial_beside(out: Path) -> Path:
+    """Where a run writes its file before giving it ``out``'s name: hidden, beside
+    the file ``out`` names (through a symlink, which keeps pointing at it), and this
+    run's own, so that two runs writing to one name never write into one file."""
+    target = Path(os.path.realpath(out))
+    return target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
+
+
+def _replace_keeping_mode(partial: Path, out: Path) -> None:
+    """Give ``partial`` the name of the file ``out`` names, with that file's
+    permissions when it exists (a file a send system's group may read stays so)."""
+    target = Path(os.path.realpath(out))
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copymode(target, partial)
+    partial.replace(target)
 
 
 @contextmanager
@@ -1562,7 +1582,6 @@ def _json_logs(level: str) -> Iterator[None]:
 
 
 def _serve(*, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
-    import shutil
     import tempfile
 
     get_settings.cache_clear()

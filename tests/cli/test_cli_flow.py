@@ -719,7 +719,6 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
     models = tmp_path / "models"
     shutil.copytree(trained.settings.resolved_models_dir, models)
     out = tmp_path / "send.csv"
-    partial = tmp_path / ".send.partial.csv"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
     env |= {"NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_HOLDOUT_RATE": "0.1"}
     args = ["picks", "--data", str(trained.data_dir), "--out", str(out), "--log"]
@@ -731,6 +730,7 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
         stderr=subprocess.PIPE,
         text=True,
     )
+    partial = tmp_path / f".send.{run.pid}.partial.csv"  # the run's own
     deadline = time.monotonic() + 120
     while not (partial.exists() or out.exists()) and run.poll() is None:
         assert time.monotonic() < deadline, "picks --log wrote no file"
@@ -741,7 +741,7 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
     with engine.connect() as connection:
         logged = pd.read_sql("SELECT recommendation_id FROM recommendations", connection)
     engine.dispose()
-    assert not partial.exists(), err[-2000:]
+    assert not partial.exists() and not list(tmp_path.glob(".send.*")), err[-2000:]
     if out.exists():  # done before the signal took effect: every HCP answered and logged
         assert run.returncode == 0, err[-2000:]
         hcps = pd.read_csv(trained.data_dir / "hcps.csv")
@@ -750,6 +750,56 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
     else:
         assert run.returncode == 128 + signum, (run.returncode, err[-2000:])
         assert logged.empty, err[-2000:]
+
+
+def test_picks_write_through_a_symlinked_out_keep_its_mode_and_clean_up_on_sigterm(
+    trained, tmp_path: Path, monkeypatch
+) -> None:
+    """--out as a symlink (a send system's fixed path pointing at the day's file): the
+    file it points at gets the picks and the link stays a link, where the rename
+    replaced the link with a plain file. A file the operator made group-readable
+    keeps its mode, where it took the default. A scheduler's SIGTERM while a plain
+    run writes removes the partial file (exit 143) and leaves the earlier file as
+    it was, where it left a hidden .NAME.partial.csv behind."""
+    import shutil
+    import stat
+
+    from nextbest.contract import files
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    sends = tmp_path / "sends"
+    sends.mkdir()
+    target = sends / "today.csv"
+    target.write_text("hcp_id\n")
+    target.chmod(0o640)
+    link = tmp_path / "send.csv"
+    link.symlink_to(target)
+    args = ["picks", "--data", str(trained.data_dir), "--out", str(link), "--k", "2"]
+
+    run_ok(*args)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    written = pd.read_csv(target)
+    assert len(written) > 0 and {"hcp_id", "action_id"} <= set(written.columns)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in sends.iterdir()) == ["today.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    earlier = target.read_bytes()
+    write_table = files.write_table
+
+    def stopped_part_way(frame: pd.DataFrame, path: Path | str) -> None:
+        write_table(frame.head(3), path)  # some rows on disk, then the scheduler
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr("nextbest.contract.write_table", stopped_part_way)
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 143, stopped.output
+    assert target.read_bytes() == earlier
+    assert sorted(p.name for p in sends.iterdir()) == ["today.csv"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back after the run
 
 
 def test_picks_that_cannot_write_their_whole_file_leave_the_earlier_one_as_it_was(
