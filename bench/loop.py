@@ -249,7 +249,8 @@ def true_per_hcp(world: SimulatedWorld, model: ScoringModel) -> float:
     decisions = pd.DataFrame(
         {
             "hcp_id": world.hcps["hcp_id"],
-            "timestamp": pd.Timestamp.now(),
+            # naive UTC, as the served answers' timestamps (not the machine's zone)
+            "timestamp": pd.Timestamp.now(tz="UTC").tz_localize(None),
             "purpose": SERVED_PURPOSE,
             "channel_filter": None,
         }
