@@ -78,6 +78,30 @@ def test_readyz_and_requests_are_503_when_the_database_is_down(
     runtime.close()
 
 
+def test_an_outage_log_names_the_route_template_not_the_path_with_a_rep_id(
+    api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rep route's path holds the rep's user id: the outage's first line and its
+    summaries name the route as /metrics labels it, never the path as sent."""
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1")
+    runtime = ServingRuntime(api_settings, engine, make_session_factory(engine))
+    runtime.reload()
+    rep_id = "jane.doe-4711"
+    plan = f"/v1/reps/{rep_id}/suggestions?territory_id={keys.territory}"
+    with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
+        client.app.state.database_outage.SUMMARY_EVERY_S = 0.0  # every refusal summarised
+        with caplog.at_level(logging.ERROR, logger="nextbest.api.observability"):
+            for _ in range(2):
+                answer = client.get(plan)
+                assert answer.status_code == 503, answer.text
+    said = [r.getMessage() for r in caplog.records if r.name == "nextbest.api.observability"]
+    assert len(said) == 2, said
+    assert "database unavailable during GET /v1/reps/{rep_id}/suggestions:" in said[0]
+    assert "during GET /v1/reps/{rep_id}/suggestions)" in said[1]
+    assert rep_id not in caplog.text
+    runtime.close()
+
+
 def test_a_worker_started_with_another_holdout_rate_than_the_log_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -285,7 +285,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The driver's message names the server, never the SQL's parameters.
         request.app.state.database_outage.refused_request(
-            request.method, request.url.path, describe_database_error(exc)
+            request.scope, describe_database_error(exc)
         )
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -302,7 +302,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         if not refuses_writes(exc):
             raise exc
         request.app.state.database_outage.refused_request(
-            request.method, request.url.path, describe_database_error(exc)
+            request.scope, describe_database_error(exc)
         )
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -452,7 +452,10 @@ class DatabaseOutage:
         self.refused = 0
         self._summary_at = 0.0
 
-    def refused_request(self, method: str, path: str, error: str) -> None:
+    def refused_request(self, scope: Scope, error: str) -> None:
+        """Log (or count) a request refused for the database (``error``), named by its
+        method and route template: its path may hold a rep's id or another's."""
+        method, route = scope["method"], _template(scope)
         now = time.monotonic()
         if self.since is None:
             self.since, self.refused, self._summary_at = now, 1, now
@@ -460,7 +463,7 @@ class DatabaseOutage:
                 "database unavailable during %s %s: %s; requests meanwhile are refused "
                 "(503) and counted, and its return is logged",
                 method,
-                path,
+                route,
                 error,
             )
             return
@@ -474,7 +477,7 @@ class DatabaseOutage:
                 self.refused,
                 error,
                 method,
-                path,
+                route,
             )
 
     def answered(self) -> None:
