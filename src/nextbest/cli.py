@@ -204,17 +204,36 @@ def _path_error(exc: OSError) -> str:
     said = f"{what}: {exc.filename}"
     if exc.filename2:
         said += f" -> {exc.filename2}"
+    path = Path(str(exc.filename))
+    metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics and Path(metrics) in (path, *path.parents):
+        return _metrics_dir_error(metrics) or f"{said} (PROMETHEUS_MULTIPROC_DIR is {metrics})"
     try:
         settings = get_settings()
     except Exception:  # an invalid setting is said where it is read
         return said
-    path, models = Path(str(exc.filename)), settings.resolved_models_dir
+    models = settings.resolved_models_dir
     database = settings.resolved_database_url.removeprefix("sqlite:///")
     if path == models or models in path.parents or path in models.parents:
         said += " (NEXTBEST_MODELS_DIR is " + str(models) + ")"
     elif settings.database_url and (str(path) == database or path in Path(database).parents):
         said += f" (NEXTBEST_DATABASE_URL is {without_password(settings.database_url)})"
     return said
+
+
+def _metrics_dir_error(setting: str) -> str | None:
+    """What is wrong with ``PROMETHEUS_MULTIPROC_DIR`` (``setting``) if it is no
+    directory; None if it is one. prometheus_client writes each process's metrics
+    there from the moment the service's modules are imported."""
+    directory = Path(setting)
+    if directory.is_dir():
+        return None
+    what = "a file, not a directory" if directory.exists() else "which does not exist"
+    return (
+        f"PROMETHEUS_MULTIPROC_DIR is {setting}, {what}: make it an empty directory "
+        "before the server starts (each process writes its metrics there), or unset it "
+        "(`nextbest serve` with several workers then makes one of its own)"
+    )
 
 
 def _alias_given_by_training(settings: Any, alias: str | None) -> None:

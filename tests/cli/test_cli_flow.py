@@ -704,6 +704,38 @@ def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_
         assert name != "train" or "features" not in said, said
 
 
+def test_serve_with_a_metrics_directory_that_is_no_directory_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """An operator's PROMETHEUS_MULTIPROC_DIR that does not exist (or is a file) is
+    named, with what to do, not left to a metrics file's name under it (exit 2)."""
+    import subprocess
+    import sys
+
+    from nextbest.api.process import free_port
+
+    a_file = tmp_path / "metrics.txt"
+    a_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env["NEXTBEST_MODELS_DIR"] = str(tmp_path / "models")
+    env["NEXTBEST_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.db'}"
+    for metrics, what in ((tmp_path / "no-such-dir", "which does not exist"), (a_file, "a file")):
+        run = subprocess.run(
+            [sys.executable, "-m", "nextbest", "serve", "--port", str(free_port())],
+            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
+        )
+        said = " ".join(run.stderr.split())
+        assert run.returncode == 2, run.stderr[-3000:]
+        assert "Traceback" not in run.stderr, run.stderr[-3000:]
+        assert f"PROMETHEUS_MULTIPROC_DIR is {metrics}, {what}" in said, said
+        assert "make it an empty directory" in said, said
+        assert not (tmp_path / "no-such-dir").exists()  # not made: the operator's to make
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
     trained, tmp_path: Path, signum: int
