@@ -85,12 +85,16 @@ class _Notes(logging.Handler):
     """What the package logs as a warning, said on the console as a command's own note
     (an error as an error); other libraries' warnings as they are. Without it Python
     printed them bare, and a command that also said so printed it twice. ``nextbest
-    serve`` replaces it with JSON lines (its logging config sets the root's handlers)."""
+    serve`` replaces it with JSON lines (its logging config sets the root's handlers).
+    A PostgreSQL error's row values are left out, as from those JSON lines: a
+    command's console is often a scheduler's log."""
 
     def emit(self, record: logging.LogRecord) -> None:
         from rich.markup import escape
 
-        said = escape(record.getMessage())
+        from nextbest.storage.db import without_row_values
+
+        said = escape(without_row_values(record.getMessage()))
         if not record.name.startswith("nextbest"):
             console.print(f"{record.levelname.lower()}: {record.name}: {said}", highlight=False)
         elif record.levelno >= logging.ERROR:

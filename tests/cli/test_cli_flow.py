@@ -736,6 +736,70 @@ def test_serve_with_a_metrics_directory_that_is_no_directory_says_so_in_one_line
         assert not (tmp_path / "no-such-dir").exists()  # not made: the operator's to make
 
 
+@pytest.mark.postgres
+def test_a_postgresql_error_on_a_commands_console_leaves_out_the_rows_values(
+    trained, tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL names the values of the row a statement failed on (``DETAIL:
+    Failing row contains (...)``): HCP ids. A command's console (often a scheduler's
+    log) says the error's first line (`picks --log` on a schema a newer release
+    added a NOT NULL column to), and a line the package logs leaves the values out
+    as the server's JSON lines do."""
+    import shutil
+    import subprocess
+    import sys
+
+    from sqlalchemy.exc import IntegrityError
+
+    from nextbest.cli import _Notes
+    from nextbest.storage import log_recommendations, migrate
+    from nextbest.storage.db import make_session_factory
+    from nextbest.storage.testing import recommendation_record
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE recommendations ADD added_later text NOT NULL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env |= {"NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_DATABASE_URL": postgres_url}
+    args = ["picks", "--data", str(trained.data_dir), "--out", str(tmp_path / "send.csv")]
+    run = subprocess.run(
+        [sys.executable, "-m", "nextbest", *args, "--log"],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert 'null value in column "added_later"' in run.stderr, run.stderr[-3000:]
+    hcps = pd.read_csv(trained.data_dir / "hcps.csv")["hcp_id"].astype(str)
+    assert "DETAIL" not in run.stderr and not any(h in run.stderr for h in hcps)
+    # The same error, logged by the package (as the recommendation log does).
+    try:
+        with make_session_factory(engine)() as session:
+            log_recommendations(session, records=[recommendation_record("r-1", "H-4711")])
+            session.commit()
+    except IntegrityError as exc:
+        failed = exc
+    engine.dispose()
+    assert "DETAIL:  Failing row contains" in str(failed) and "H-4711" in str(failed)
+    logging.getLogger("nextbest.service.reclog").addHandler(notes := _Notes(logging.WARNING))
+    try:
+        capsys.readouterr()
+        logging.getLogger("nextbest.service.reclog").error(
+            "recommendation log write failed, %d answers not logged: %s", 1, failed
+        )
+    finally:
+        logging.getLogger("nextbest.service.reclog").removeHandler(notes)
+    said = capsys.readouterr().err
+    assert "error: recommendation log write failed" in said, said
+    assert "DETAIL:  (the row's values are left out of the log)" in said, said
+    assert "H-4711" not in said
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
     trained, tmp_path: Path, signum: int

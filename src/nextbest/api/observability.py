@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nextbest.service.apikeys import KEY_PREFIX
 from nextbest.service.recommend import Recommendation
+from nextbest.storage.db import without_row_values
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("nextbest.access")
@@ -296,25 +297,6 @@ def metrics_payload() -> tuple[bytes, str]:
         registry.register(_WorkerProcesses(live))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
-
-
-# What PostgreSQL says of the row a statement failed on: its values (an HCP id, a
-# feedback reason), whatever the engines' hide_parameters. In a DETAIL line of the
-# driver's message, up to what follows that message in SQLAlchemy's text or in a
-# traceback, so that a value holding line breaks is left out whole.
-_ROW_VALUES = re.compile(
-    r"^(DETAIL:\s+)(?:Failing row contains|Key \().*?"
-    r"(?=\n\[SQL: |\n\nThe above exception|\n\nDuring handling of the above|\n?\Z)",
-    re.MULTILINE | re.DOTALL,
-)
-
-
-def without_row_values(text: str) -> str:
-    """``text`` without the values of the row a PostgreSQL error names (a failing
-    row, a key's values), the line saying they were left out."""
-    if "DETAIL:" not in text:
-        return text
-    return _ROW_VALUES.sub(r"\1(the row's values are left out of the log)", text)
 
 
 class JsonFormatter(logging.Formatter):

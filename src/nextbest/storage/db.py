@@ -108,6 +108,25 @@ def describe_database_error(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {first_line}"
 
 
+# What PostgreSQL says of the row a statement failed on: its values (an HCP id, a
+# feedback reason), whatever the engines' hide_parameters. In a DETAIL line of the
+# driver's message, up to what follows that message in SQLAlchemy's text or in a
+# traceback, so that a value holding line breaks is left out whole.
+_ROW_VALUES = re.compile(
+    r"^(DETAIL:\s+)(?:Failing row contains|Key \().*?"
+    r"(?=\n\[SQL: |\n\nThe above exception|\n\nDuring handling of the above|\n?\Z)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def without_row_values(text: str) -> str:
+    """``text`` without the values of the row a PostgreSQL error names (a failing
+    row, a key's values), the line saying they were left out."""
+    if "DETAIL:" not in text:
+        return text
+    return _ROW_VALUES.sub(r"\1(the row's values are left out of the log)", text)
+
+
 def _sqlite_file(url: URL) -> Path | None:
     """The database file of a SQLite URL, or None for in-memory / URI databases."""
     database = url.database
