@@ -336,6 +336,36 @@ def test_a_request_id_that_is_a_key_the_server_holds_is_not_logged(
     assert logged == [a.headers["X-Request-ID"] for a in answers.values()]
 
 
+def test_a_request_id_that_is_the_requests_own_credential_is_not_logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that copies the credential it sends into X-Request-ID: a key this
+    server does not hold (another environment's, one revoked, a gateway's token) is
+    a secret all the same, and was written into the 401's log line."""
+    foreign = "prod-key-7Hq2Lw9xVb3Kt8Mz"
+    with caplog.at_level(logging.DEBUG):
+        answers = [
+            client.post(
+                "/v1/recommendations",
+                json={"hcp_id": "H1"},
+                headers={"Authorization": f"Bearer {foreign}", "X-Request-ID": foreign},
+            ),
+            client.post(
+                "/v1/recommendations",
+                json={"hcp_id": "H1"},
+                headers={"Authorization": "", "X-API-Key": foreign, "X-Request-ID": foreign},
+            ),
+        ]
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.headers["X-Request-ID"] != foreign
+        assert len(answer.headers["X-Request-ID"]) == 32  # one made for it
+    assert foreign not in caplog.text
+    # An id that merely resembles the key is the caller's own, and kept.
+    kept = client.get("/healthz", headers={"X-Request-ID": foreign[:-1]})
+    assert kept.headers["X-Request-ID"] == foreign[:-1]
+
+
 def test_a_served_answers_log_line_names_its_recommendation_id(
     client: TestClient, keys, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,7 +19,8 @@ Logs: one JSON line per request with route, status, duration, the requester's
 key name and the request id. No HCP identifiers, bodies or keys are logged.
 
 Request ids: a caller's ``X-Request-ID`` (up to 128 letters, digits, ``-``, ``_``,
-``.`` or ``:``, not starting ``nb_`` as keys do) is kept, else one is made; the
+``.`` or ``:``, not starting ``nb_`` as keys do, nor a key: the server's, or the
+one the request sends) is kept, else one is made; the
 answer carries it back in ``X-Request-ID`` and the request's log line names it,
 and so does every line logged while the request is handled (a database error, a
 traceback), so a client's failed call can be found in the server's logs.
@@ -399,17 +400,29 @@ def _request_id(scope: Scope) -> bytes:
     """The caller's X-Request-ID when it is a plausible id, else a new one; never an
     API key: a client that sent its key there would have it written in every log
     line of the request. Refused: any value shaped like the keys nextbest makes
-    (``nb_...``), and any key the server holds (a key file's or NEXTBEST_API_KEYS'
-    may be any text of 16 characters or more)."""
+    (``nb_...``), any key the server holds (a key file's or NEXTBEST_API_KEYS'
+    may be any text of 16 characters or more), and the credential the request
+    itself presents (a key of another environment, one revoked, a token)."""
     for name, value in scope["headers"]:
         if (
             name == b"x-request-id"
             and _REQUEST_ID.fullmatch(value)
             and not value.startswith(_KEY_PREFIX)
             and not _a_key_held(scope, value)
+            and not _presented(scope, value)
         ):
             return bytes(value)
     return uuid.uuid4().hex.encode()
+
+
+_CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+
+
+def _presented(scope: Scope, value: bytes) -> bool:
+    """Whether ``value`` is a word of the request's Authorization or X-API-Key header."""
+    return any(
+        name in _CREDENTIAL_HEADERS and value in header.split() for name, header in scope["headers"]
+    )
 
 
 def _a_key_held(scope: Scope, value: bytes) -> bool:
