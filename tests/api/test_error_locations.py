@@ -130,3 +130,17 @@ def test_a_bad_feedback_body_is_reported_against_its_own_shape(
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert [error["loc"] for error in detail] == [loc], detail
+
+
+@pytest.mark.parametrize("events", [[], [{"event_id": "a-1", "event_type": "opened"}]])
+def test_a_bare_array_of_events_is_told_how_a_batch_is_sent(
+    client: TestClient, events: list
+) -> None:
+    """A channel system posting its events as a JSON array was answered that one
+    event "should be a valid dictionary", which did not say what to send."""
+    response = client.post("/v1/feedback", json=events)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "batch"], error
+    assert error["msg"].startswith('a batch is sent as an object, {"events": [...]}'), error
+    assert "not as a bare JSON array" in error["msg"], error

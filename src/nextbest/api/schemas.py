@@ -349,6 +349,19 @@ class ReloadPublic(BaseModel):
 class FeedbackBatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_of_events(cls, data: Any) -> Any:
+        # A bare array of events read as one event that was no object ("Input should
+        # be a valid dictionary"), which did not say how a batch is sent.
+        if isinstance(data, list):
+            raise ValueError(
+                'a batch is sent as an object, {"events": [...]} (up to '
+                f"{MAX_FEEDBACK_BATCH:,} events), not as a bare JSON array: wrap the array "
+                'in {"events": ...}'
+            )
+        return data
+
     # Each item is a FeedbackEventCreate or, when it is not a valid event, a
     # MalformedEvent (the schema documents the valid shape).
     events: list[Annotated[FeedbackEventCreate, WrapValidator(event_or_malformed)]] = Field(
@@ -357,9 +370,12 @@ class FeedbackBatchCreate(BaseModel):
 
 
 def _feedback_shape(body: Any) -> str:
-    """A body with ``events`` is a batch, any other one event."""
+    """A body with ``events`` is a batch, and so is an array (to be told how one is
+    sent), any other one event."""
     if isinstance(body, dict):
         return "batch" if "events" in body else "event"
+    if isinstance(body, list):
+        return "batch"
     return "batch" if isinstance(body, FeedbackBatchCreate) else "event"
 
 
