@@ -166,26 +166,29 @@ def test_the_report_warns_when_held_out_hcps_were_contacted(tmp_path: Path) -> N
         decisions = logged_decisions(session, details=True)
         assert decisions["contacted"].eq(0).all()
         held_out = decisions[decisions["holdout"]]
-        # An e-mail system that sent to every HCP, held out or not.
+        # An e-mail system that sent to every HCP, held out or not: 25 deliveries
+        # reported, and 10 sends that only their opens or clicks tell of.
         contacts = [
             FeedbackRecord(
                 event_id=f"sent-{rid}",
-                event_type="delivered",
+                event_type="delivered" if i < 25 else ("opened", "clicked")[i % 2],
                 occurred_at=T0 + timedelta(days=1),
                 hcp_id=hcp_id,
                 recommendation_id=rid,
                 channel="email",
             )
-            for rid, hcp_id in zip(held_out["recommendation_id"], held_out["hcp_id"], strict=True)
-        ][:25]
+            for i, (rid, hcp_id) in enumerate(
+                zip(held_out["recommendation_id"], held_out["hcp_id"], strict=True)
+            )
+        ][:35]
         assert not record_feedback(session, events=contacts).rejected
         again = logged_decisions(session, details=True).set_index("recommendation_id")
     engine.dispose()
     assert again.loc[[c.recommendation_id for c in contacts], "contacted"].eq(1).all()
-    assert int(again["contacted"].sum()) == 25
+    assert int(again["contacted"].sum()) == 35
     report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
-    assert report.holdout_contacted == 25
-    warning = f"Warning: 25 of {report.overall.n_holdout:,} holdout requests got a contact event"
+    assert report.holdout_contacted == 35
+    warning = f"Warning: 35 of {report.overall.n_holdout:,} holdout requests got a contact event"
     assert warning in report.conclusion
     assert warning in (tmp_path / "report" / "uplift_report.html").read_text()
     # Without contacts on held-out HCPs, and one request per HCP, no warning.

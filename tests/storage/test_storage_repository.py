@@ -789,10 +789,13 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:
     """A sender that ignored holdout: true learns it from the answer, not weeks later
-    from the uplift report; an open or an outcome of the held-out HCP is not a contact."""
+    from the uplift report, whether it reports the delivery or only the open (which
+    only a contact brings); an outcome of the held-out HCP is no contact."""
     after = T0 + timedelta(minutes=10)
     batch = [
         delivered("sent-anyway", "h3", recommendation_id="rec-3", channel="email",
+                  occurred_at=after),
+        delivered("opened-anyway", "h3", recommendation_id="rec-3", event_type="opened",
                   occurred_at=after),
         delivered("its-nrx", "h3", recommendation_id="rec-3", event_type="outcome", value=1.0,
                   occurred_at=after),
@@ -800,12 +803,14 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
                   occurred_at=after),
     ]  # fmt: skip
     result = record_feedback(session, events=batch)
-    assert result.accepted == ["sent-anyway", "its-nrx", "served"] and not result.rejected
+    assert result.accepted == ["sent-anyway", "opened-anyway", "its-nrx", "served"]
+    assert not result.rejected
     said = {event_id: message for _, event_id, message in result.uncounted}
-    assert set(said) == {"sent-anyway"}, said
-    assert said["sent-anyway"].startswith(
-        "stored, but recommendation 'rec-3' held this HCP out (holdout: true"
-    ), said
+    assert set(said) == {"sent-anyway", "opened-anyway"}, said
+    for event_id in said:
+        assert said[event_id].startswith(
+            "stored, but recommendation 'rec-3' held this HCP out (holdout: true"
+        ), said
     # Without a channel, both things to know, in one message saying "stored" once.
     again = record_feedback(
         session,
@@ -814,7 +819,13 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     [(_, _, message)] = again.uncounted
     assert message.count("stored") == 1 and "counts in the all-channel budget only" in message
     assert "held this HCP out" in message, message
-    assert set(stored_events(session_factory)) == {"sent-anyway", "its-nrx", "served", "no-channel"}
+    assert set(stored_events(session_factory)) == {
+        "sent-anyway",
+        "opened-anyway",
+        "its-nrx",
+        "served",
+        "no-channel",
+    }
 
 
 def test_a_recommendation_deleted_while_its_feedback_is_stored_is_then_unknown(

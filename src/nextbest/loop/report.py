@@ -80,8 +80,9 @@ class UpliftReport:
     conclusion: str
     since: datetime | None
     n_decisions: int
-    # Holdout requests of the report with a contact event (delivered, completed):
-    # the caller contacted an HCP it was told to leave alone.
+    # Holdout requests of the report with a contact event (delivered, completed) or
+    # an engagement only a contact brings (opened, clicked, attended): the caller
+    # contacted an HCP it was told to leave alone.
     holdout_contacted: int = 0
     # Holdout requests of the report whose HCP was served an item through another
     # request in the outcome window after it (the next holdout period had begun, or
@@ -526,7 +527,8 @@ def conclusion(
     if holdout_contacted:
         said += (
             f" Warning: {holdout_contacted:,} of {overall.n_holdout:,} holdout requests got a "
-            "contact event (delivered or completed): held-out HCPs were contacted anyway, "
+            "contact event (delivered or completed) or an open, click or attendance: "
+            "held-out HCPs were contacted anyway, "
             "which pulls the holdout's outcomes toward the served ones and the measured "
             "uplift toward zero; check that every caller honours holdout: true."
         )

@@ -64,6 +64,10 @@ FeedbackEventType = Literal[
 FEEDBACK_EVENT_TYPES: tuple[str, ...] = get_args(FeedbackEventType)
 # A contact that counts against frequency caps and cool-downs as soon as it is reported.
 CONTACT_EVENT_TYPES: tuple[str, ...] = ("delivered", "completed")
+# Events that show an answer's HCP was reached: a contact, or what only a contact can
+# bring (an open, a click, an attendance). One naming a holdout answer means a
+# held-out HCP was contacted (the feedback answer says so, the uplift report warns).
+REACHED_EVENT_TYPES: tuple[str, ...] = (*CONTACT_EVENT_TYPES, "opened", "clicked", "attended")
 # Events that make a logged decision count as engaged (``engaged = 1``) for retraining.
 ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "accepted", "completed")
 # An ``outcome`` event without a recommendation_id (a weekly NRx feed knows HCPs,
@@ -1358,9 +1362,10 @@ def _record_feedback(
         if taken_as is not None:
             uncounted = taken_as if uncounted is None else f"{taken_as}; {uncounted}"
         held_out = served.get(event.recommendation_id or "")
-        if event.event_type in CONTACT_EVENT_TYPES and held_out is not None and held_out.holdout:
+        if event.event_type in REACHED_EVENT_TYPES and held_out is not None and held_out.holdout:
             # Said at once to the sender that ignored holdout: true, not weeks later in
-            # the uplift report's warning.
+            # the uplift report's warning; an open of a holdout answer as well as its
+            # delivery (a sender may report engagement only).
             contacted = (
                 f"recommendation '{event.recommendation_id}' held this HCP out (holdout: "
                 "true, the randomized control: nothing was to be sent); contacting held-out "
@@ -2764,7 +2769,8 @@ def logged_decisions(
 
     ``model_version`` keeps only the answers served by that version; ``details`` adds
     ``LOGGED_DECISION_DETAIL_COLUMNS`` (``contacted``: int 0/1, any
-    ``CONTACT_EVENT_TYPES`` event for it, which a holdout answer should never get;
+    ``REACHED_EVENT_TYPES`` event for it, a contact or an open, click or attendance,
+    which a holdout answer should never get;
     requester: the API key's name or ``nextbest picks``; purpose, channel filter,
     number of eligible candidates, epsilon and holdout rate of the serving policy,
     the decision time, ``p_no_action``: the probability the serving policy had
@@ -2808,7 +2814,7 @@ def logged_decisions(
                 sa.case((FeedbackEvent.event_type.in_(ENGAGEMENT_EVENT_TYPES), 1), else_=0)
             ).label("engaged"),
             sa.func.max(
-                sa.case((FeedbackEvent.event_type.in_(CONTACT_EVENT_TYPES), 1), else_=0)
+                sa.case((FeedbackEvent.event_type.in_(REACHED_EVENT_TYPES), 1), else_=0)
             ).label("contacted"),
             sa.func.sum(
                 sa.case((FeedbackEvent.event_type == "outcome", FeedbackEvent.value))
