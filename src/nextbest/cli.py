@@ -2179,9 +2179,9 @@ def feedback(
         console.print(
             f"[yellow]note:[/yellow] {len(done.uncounted):,} stored "
             f"event{'' if one else 's'} {'was' if one else 'were'} not taken as sent (a "
-            "contact that binds no channel's cap, a consent event read otherwise or for an "
-            "HCP the model does not know yet, a dismissal or snooze naming no action it "
-            "holds back):",
+            "contact that binds no channel's cap or reached a held-out HCP, a consent event "
+            "read otherwise or for an HCP the model does not know yet, a dismissal or snooze "
+            "naming no action it holds back, a value on an event other than an outcome):",
         )
         for row, event_id, why in done.uncounted[:5]:
             console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)

@@ -828,6 +828,34 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     }
 
 
+def test_a_value_on_an_event_other_than_an_outcome_is_said_to_count_nowhere(
+    session: Session, logged: list[RecommendationRecord]
+) -> None:
+    """Only outcomes' values are summed (the uplift report, retraining): a click sent
+    with its order value is stored, and the sender told that the value counts nowhere."""
+    after = T0 + timedelta(minutes=10)
+    batch = [
+        delivered("click-12", "h1", recommendation_id="rec-1", action_id="a-email",
+                  event_type="clicked", value=12.5, occurred_at=after),
+        delivered("nrx-2", "h1", recommendation_id="rec-1", event_type="outcome", value=2.0,
+                  occurred_at=after),
+        delivered("held-open", "h3", recommendation_id="rec-3", event_type="opened",
+                  value=1.0, occurred_at=after),
+    ]  # fmt: skip
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["click-12", "nrx-2", "held-open"] and not result.rejected
+    said = {event_id: message for _, event_id, message in result.uncounted}
+    assert set(said) == {"click-12", "held-open"}, said
+    assert said["click-12"] == (
+        "stored, but its value 12.5 counts nowhere: only outcome events' values are "
+        "measured (send it as an outcome event of its own)"
+    )
+    # Both things to know, in one message saying "stored" once.
+    assert said["held-open"].count("stored") == 1, said
+    assert "held this HCP out" in said["held-open"], said
+    assert "its value 1 counts nowhere" in said["held-open"], said
+
+
 def test_a_recommendation_deleted_while_its_feedback_is_stored_is_then_unknown(
     session: Session,
     session_factory: sessionmaker[Session],

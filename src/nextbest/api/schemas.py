@@ -417,10 +417,12 @@ class FeedbackResultPublic(BaseModel):
         "its message: contacts (delivered, completed) counted in the all-channel budget "
         "only, against no channel's cap (they name no channel and none could be filled in "
         "from their action or their recommendation's items, or they name a channel the "
-        "served catalog does not have); contacts of an HCP their recommendation held out "
-        "(holdout: true); opt-outs read otherwise than sent (their channel, recommendation "
-        "or time) or stored under a derived event_id (theirs was another event's); and consent "
-        "events stored for an HCP the served model does not know yet.",
+        "served catalog does not have); contacts, opens, clicks and attendances of an HCP "
+        "their recommendation held out (holdout: true); events other than outcomes sent "
+        "with a value, which counts nowhere; opt-outs read otherwise than sent (their "
+        "channel, recommendation or time) or stored under a derived event_id (theirs was "
+        "another event's); and consent events stored for an HCP the served model does not "
+        "know yet.",
     )
 
 

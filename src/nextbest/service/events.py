@@ -115,7 +115,9 @@ class FeedbackEventCreate(BaseModel):
         json_schema_extra=NOT_EMPTY,
     )
     value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(
-        default=None, description="Outcome value (required for 'outcome')."
+        default=None,
+        description="Outcome value (required for 'outcome'; on other events it is stored "
+        "but counts nowhere, and the answer says so under uncounted).",
     )
 
     def record(self, received_at: datetime) -> FeedbackRecord:

@@ -1374,6 +1374,14 @@ def _record_feedback(
             uncounted = (
                 f"stored, but {contacted}" if uncounted is None else f"{uncounted}; {contacted}"
             )
+        if event.value is not None and event.event_type != "outcome":
+            # Stored as sent, but only an outcome's value is summed anywhere: a click
+            # sent with its order value was counted as a click alone, without a word.
+            ignored = (
+                f"its value {event.value:g} counts nowhere: only outcome events' values "
+                "are measured (send it as an outcome event of its own)"
+            )
+            uncounted = f"stored, but {ignored}" if uncounted is None else f"{uncounted}; {ignored}"
         row = {
             "event_id": event.event_id,
             "event_type": event.event_type,
