@@ -21,11 +21,13 @@ from nextbest.learning.train import TrainResult
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.loop.report import (
+    UpliftReport,
     build_rows,
     compare,
     conclusion,
     served_elsewhere,
     uplift_report,
+    write_report,
 )
 from nextbest.loop.retrain import missing_engagement, retrain
 from nextbest.settings import Settings, get_settings
@@ -944,6 +946,35 @@ def test_with_no_hcp_in_both_arms_the_interval_is_each_arms_clustered_error_comb
         standard_error(held["outcome"].to_numpy(), held["hcp_id"].to_numpy()),
     )
     assert overall.ci_high - overall.uplift == pytest.approx(Z_95 * se)
+
+
+def test_each_plot_lists_its_groups_top_down_in_the_tables_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader goes from the table's rows to the plot's: the first group on top in
+    both (the plot drew the first at the bottom, every group in reverse)."""
+    from matplotlib.figure import Figure
+
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": [f"H{i}" for i in range(12)],
+            "outcome": [1.0, 2.0, 0.0, 3.0] * 3,
+            "holdout": [True, False] * 6,
+        }
+    )
+    labels = pd.Series(["email", "email", "email", "email", "rep_visit", "rep_visit"] * 2)
+    labels.iloc[8:] = "webinar"
+    _, rows = build_rows(decisions, {"channel": labels}, min_per_arm=2)
+    drawn: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *_, **__: drawn.append(figure))
+    write_report(UpliftReport(rows=rows, overall=rows[0], conclusion="", since=None,
+                              n_decisions=12), tmp_path)  # fmt: skip
+    [figure] = drawn
+    ax = figure.axes[0]
+    # Top down: by where each tick is drawn on the figure, highest first.
+    ticks = sorted(ax.get_yticklabels(), key=lambda t: -ax.transData.transform(t.get_position())[1])
+    assert [t.get_text().split(" ")[0] for t in ticks] == [r.group for r in rows]
+    assert [r.group for r in rows] == ["email", "rep_visit", "webinar"]
 
 
 def test_served_elsewhere_reads_the_weeks_plans_were_logged_for() -> None:

@@ -609,6 +609,7 @@ def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
         fig.legend(loc="lower center", ncol=2, fontsize="small", frameon=False)
     ax.axvline(0.0, color="grey", linewidth=1)
     ax.set_yticks(y, [f"{r.group} (n={r.n_served}/{r.n_holdout})" for r in chosen])
+    ax.invert_yaxis()  # the first group on top, as the page's table lists them
     ax.set_xlabel("served - holdout mean outcome (95% CI)")
     ax.set_title(f"Uplift by {dimension}")
     fig.tight_layout(rect=(0, 0.35 / height if legend else 0, 1, 1))
