@@ -25,6 +25,7 @@ from nextbest.loop.report import (
     build_rows,
     compare,
     conclusion,
+    coverage_differs,
     served_elsewhere,
     uplift_report,
     write_report,
@@ -795,6 +796,26 @@ def test_the_report_warns_when_the_arms_reported_outcomes_in_different_shares(
     full = uplift_report(whole, out_dir=tmp_path / "r2", log=False)
     assert full.outcome_coverage == {"served": 1.0, "holdout": 1.0}
     assert "came back" not in full.conclusion
+
+
+def test_arms_reported_apart_are_told_though_a_feed_leaves_whole_hcps_out() -> None:
+    """A feed that leaves out whole HCPs (half of them report a fifth of their requests)
+    leaves them out of both arms alike, and the holdout's requests are reported 15
+    points less besides: a gap of 8 points that the randomization does not explain.
+    Each arm's error taken alone kept the HCPs' differences in it (3 standard errors:
+    13 points, against 7 clustered across both arms) and said nothing."""
+    rng = np.random.default_rng(2)
+    hcp = np.repeat(np.arange(200), 10)
+    held = rng.random(len(hcp)) < 0.3
+    share = np.where(np.arange(200) < 100, 0.2, 1.0)[hcp]
+    got = rng.random(len(hcp)) < share * np.where(held, 0.85, 1.0)
+    every = pd.DataFrame({"hcp_id": hcp, "holdout": held})
+    gap = got[~held].mean() - got[held].mean()
+    assert 0.07 < gap < 0.11, gap
+    assert coverage_differs(every, got)
+    # HCPs left out alike in both arms, and nothing more: no warning.
+    fair = rng.random(len(hcp)) < share
+    assert not coverage_differs(every, fair)
 
 
 def _hcp_feed_store(settings: Settings, *, seed: int, holdout_reported: bool = True) -> None:

@@ -472,21 +472,20 @@ def coverage_differs(every: pd.DataFrame, got: np.ndarray) -> bool:
     different shares of their logged requests (``every``): more than
     ``COVERAGE_GAP`` apart and more than 3 standard errors of the difference.
 
-    The standard error is clustered by HCP, as the report's intervals are: whether
-    outcomes come back is decided per HCP as often as per request (a feed that
-    leaves an HCP out leaves out all its requests), so an HCP's requests are not
-    independent draws."""
+    The standard error is clustered by HCP across both arms, as the report's
+    intervals are (:func:`difference_error`): whether outcomes come back is decided
+    per HCP as often as per request (a feed that leaves an HCP out leaves out all its
+    requests), so an HCP's requests are not independent draws, and an HCP in both
+    arms is left out of both alike, which cancels from the difference."""
     held_out = every["holdout"].to_numpy(dtype=bool)
     if held_out.all() or not held_out.any():
         return False
     values = got.astype(np.float64)
     hcp = pd.factorize(every["hcp_id"])[0]
+    if min(len(np.unique(hcp[held_out])), len(np.unique(hcp[~held_out]))) < 2:
+        return False  # fewer than two HCPs in an arm: too few to tell
     p_s, p_h = values[~held_out].mean(), values[held_out].mean()
-    # Infinite with fewer than two HCPs in an arm: too few to tell.
-    se = math.hypot(
-        standard_error(values[~held_out], hcp[~held_out]),
-        standard_error(values[held_out], hcp[held_out]),
-    )
+    se = difference_error(values, held_out, hcp)
     return bool(abs(p_s - p_h) > max(COVERAGE_GAP, 3 * se))
 
 
