@@ -237,6 +237,54 @@ def test_an_arm_without_outcomes_reads_n_a_not_nan(tmp_path: Path) -> None:
     assert saved["overall"]["mean_holdout"] is None and saved["overall"]["n_holdout"] == 0
 
 
+def test_without_outcomes_the_report_says_what_is_missing(tmp_path: Path) -> None:
+    """Nothing logged, requests logged without any outcome, and outcomes of one arm
+    only each get their own sentence: all three read "0 served and 0 holdout requests
+    have an outcome ... before any difference means anything" or the like."""
+    settings = Settings(models_dir=tmp_path / "models")
+    empty = uplift_report(settings, out_dir=tmp_path / "empty", log=False)
+    assert empty.conclusion == (
+        "Nothing to conclude yet: no request is logged in the report's period."
+    )
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    item = ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False)
+    records = [
+        recommendation_record(
+            f"r{i}", f"H{i:03d}", holdout=i % 4 == 0, items=() if i % 4 == 0 else (item,)
+        )
+        for i in range(80)
+    ]
+    with make_session_factory(engine)() as session:
+        log_recommendations(session, records=records)
+        session.commit()
+        unreported = uplift_report(settings, out_dir=tmp_path / "none", log=False)
+        assert unreported.conclusion.startswith(
+            "Nothing to conclude yet: none of the 80 requests logged in the report's period "
+            "has an outcome. Outcomes come as outcome feedback events"
+        ), unreported.conclusion
+        # Outcomes of the served requests only.
+        served = [
+            FeedbackRecord(
+                event_id=f"e{i}",
+                event_type="outcome",
+                occurred_at=T0 + timedelta(days=1),
+                hcp_id=f"H{i:03d}",
+                recommendation_id=f"r{i}",
+                value=1.0,
+            )
+            for i in range(80)
+            if i % 4
+        ]
+        assert not record_feedback(session, events=served).rejected
+    engine.dispose()
+    one_arm = uplift_report(settings, out_dir=tmp_path / "served", log=False)
+    assert one_arm.conclusion.startswith(
+        "Not enough data to conclude yet: 60 served requests have an outcome but no holdout "
+        "request does, and there is nothing to compare them with (is a holdout drawn"
+    ), one_arm.conclusion
+
+
 def test_compare_is_welch_difference_of_means() -> None:
     outcome = np.array([3.0, 5.0, 4.0, 1.0, 2.0, 0.0])
     holdout = np.array([False, False, False, True, True, True])
@@ -655,7 +703,7 @@ def test_cli_walkthrough(
             app, ["uplift-report", "--since", since, "--out", str(tmp_path / "rep")]
         )
         assert result.exit_code == 0, result.output
-        assert "Not enough data to conclude yet" in result.output
+        assert "no request is logged in the report's period" in " ".join(result.output.split())
         future = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
         result = runner.invoke(app, ["uplift-report", "--since", future])
         assert result.exit_code == 2

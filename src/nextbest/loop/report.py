@@ -250,7 +250,8 @@ def uplift_report(
     """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
-        every = load_decisions(session, since=since, with_outcome=False) if len(decisions) else None
+        logged = load_decisions(session, since=since, with_outcome=False)
+        every = logged if len(decisions) else None
         by_hcp_events = hcp_outcomes(session, since=since) if every is not None else None
     groups: dict[str, pd.Series] = {}
     if len(decisions):
@@ -293,6 +294,7 @@ def uplift_report(
     said = conclusion(
         overall,
         min_per_arm=min_per_arm,
+        n_logged=len(logged),
         holdout_contacted=contacted,
         holdout_served_elsewhere=elsewhere,
         coverage=coverage,
@@ -497,13 +499,15 @@ def conclusion(
     holdout_served_elsewhere: int = 0,
     coverage: dict[str, float] | None = None,
     coverage_apart: bool = False,
+    n_logged: int | None = None,
 ) -> str:
     """One plain sentence on what the data allow to conclude, and a warning when
     held-out HCPs were contacted anyway (the comparison then understates uplift) or
     the arms' outcomes came back in different shares (``coverage``, when
     ``coverage_apart``, as :func:`coverage_differs` finds them: it is then not
-    randomized)."""
-    said = _verdict_sentence(overall, min_per_arm=min_per_arm)
+    randomized). ``n_logged``: the requests logged in the report's period, with an
+    outcome or not (None: not known), to tell no outcome from no request."""
+    said = _verdict_sentence(overall, min_per_arm=min_per_arm, n_logged=n_logged)
     if coverage and coverage_apart:
         said += (
             f" Warning: outcomes came back for {coverage['served']:.0%} of served requests "
@@ -534,7 +538,33 @@ def conclusion(
     return said
 
 
-def _verdict_sentence(overall: ArmComparison, *, min_per_arm: int) -> str:
+def _verdict_sentence(
+    overall: ArmComparison, *, min_per_arm: int, n_logged: int | None = None
+) -> str:
+    if overall.n_served + overall.n_holdout == 0 and n_logged is not None:
+        # "0 served and 0 holdout requests have an outcome" said neither whether
+        # anything was logged nor what is missing.
+        if n_logged == 0:
+            return "Nothing to conclude yet: no request is logged in the report's period."
+        return (
+            f"Nothing to conclude yet: none of the {n_logged:,} requests logged in the "
+            "report's period has an outcome. Outcomes come as outcome feedback events, "
+            "naming the recommendation_id or only the HCP (an NRx feed by HCP: nextbest "
+            "feedback FILE)."
+        )
+    if overall.verdict.startswith(TOO_FEW) and min(overall.n_served, overall.n_holdout) == 0:
+        have, lack = ("served", "holdout") if overall.n_served else ("holdout", "served")
+        why = (
+            "is a holdout drawn (NEXTBEST_HOLDOUT_RATE), and are the held-out HCPs' "
+            "outcomes sent too?"
+            if lack == "holdout"
+            else "are the served requests' outcomes sent?"
+        )
+        n_have = max(overall.n_served, overall.n_holdout)
+        return (
+            f"Not enough data to conclude yet: {n_have:,} {have} requests have an outcome "
+            f"but no {lack} request does, and there is nothing to compare them with ({why})"
+        )
     if overall.verdict.startswith(TOO_FEW):
         return (
             f"Not enough data to conclude yet: {overall.n_served} served and "
