@@ -841,9 +841,12 @@ def test_a_value_on_an_event_other_than_an_outcome_is_said_to_count_nowhere(
                   occurred_at=after),
         delivered("held-open", "h3", recommendation_id="rec-3", event_type="opened",
                   value=1.0, occurred_at=after),
+        delivered("open-0", "h1", recommendation_id="rec-1", action_id="a-email",
+                  event_type="opened", value=0.0, occurred_at=after),  # an export's filler
     ]  # fmt: skip
     result = record_feedback(session, events=batch)
-    assert result.accepted == ["click-12", "nrx-2", "held-open"] and not result.rejected
+    assert result.accepted == ["click-12", "nrx-2", "held-open", "open-0"]
+    assert not result.rejected
     said = {event_id: message for _, event_id, message in result.uncounted}
     assert set(said) == {"click-12", "held-open"}, said
     assert said["click-12"] == (

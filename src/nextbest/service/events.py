@@ -117,7 +117,7 @@ class FeedbackEventCreate(BaseModel):
     value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(
         default=None,
         description="Outcome value (required for 'outcome'; on other events it is stored "
-        "but counts nowhere, and the answer says so under uncounted).",
+        "but counts nowhere, and the answer says so under uncounted unless it is 0).",
     )
 
     def record(self, received_at: datetime) -> FeedbackRecord:

@@ -1374,9 +1374,10 @@ def _record_feedback(
             uncounted = (
                 f"stored, but {contacted}" if uncounted is None else f"{uncounted}; {contacted}"
             )
-        if event.value is not None and event.event_type != "outcome":
+        if event.value and event.event_type != "outcome":
             # Stored as sent, but only an outcome's value is summed anywhere: a click
             # sent with its order value was counted as a click alone, without a word.
+            # A 0 (an export's filler) loses nothing, and is not said.
             ignored = (
                 f"its value {event.value:g} counts nowhere: only outcome events' values "
                 "are measured (send it as an outcome event of its own)"
