@@ -226,6 +226,39 @@ def test_policy_action_rate_is_of_the_decisions_the_values_are_of(
     assert mixed["ope_dr_policy_value"] == pytest.approx(plain["ope_dr_policy_value"], rel=1e-9)
 
 
+def test_policy_value_keeps_its_decisions_when_a_history_without_propensities_is_sampled(
+    learned: LearnedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retrain's slice: the logged decisions among many more of a history without
+    propensities. Past the sampling cap, one sample of all decisions left the policy
+    value only the logged decisions that sample happened to draw (a few hundred of
+    thousands); the policy value now samples the decisions it can use."""
+    from nextbest.evaluation import offline
+    from nextbest.learning.train import DecisionRows, _subset
+
+    model, rows = learned.result.model, learned.result.eval_rows
+    assert rows is not None
+    usable = np.isfinite(rows.outcome) & np.isfinite(rows.propensity) & (rows.propensity > 0)
+    crm = _subset(rows, np.tile(np.flatnonzero(np.isfinite(rows.outcome)), 3))
+    crm.propensity[:] = np.nan
+    crm.holdout[:] = False
+    both = DecisionRows(
+        **{
+            name: np.concatenate([getattr(rows, name), getattr(crm, name)])
+            for name in DecisionRows.__dataclass_fields__
+        }
+    )
+    monkeypatch.setattr(offline, "MAX_POLICY_DECISIONS", int(usable.sum()))
+    plain = offline.evaluate_model(model, rows, seed=3)["metrics"]
+    mixed = offline.evaluate_model(model, both, seed=3)["metrics"]
+    for name in ("ips", "snips", "dr"):
+        for part in ("policy_value", "ci_low", "ci_high"):
+            key = f"ope_{name}_{part}"
+            assert mixed[key] == pytest.approx(plain[key], rel=1e-9, abs=1e-12), key
+    assert mixed["policy_action_rate"] == pytest.approx(plain["policy_action_rate"], abs=1e-12)
+    assert any(k.startswith("eval_qini_auc.") for k in mixed), mixed.keys()
+
+
 def test_policy_value_without_untouched_decisions_of_known_propensity(
     learned: LearnedWorld,
 ) -> None:

@@ -82,18 +82,38 @@ def evaluate_model(model: ScoringModel, rows: DecisionRows, *, seed: int = 0) ->
     known = np.isfinite(rows.outcome)
     if model.uplift_model is None or not known.any():
         return out
-    sample = np.flatnonzero(known)
-    if len(sample) > MAX_POLICY_DECISIONS:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(sample, MAX_POLICY_DECISIONS, replace=False))
     from nextbest.learning.train import _subset
 
-    sub = _subset(rows, np.isin(np.arange(len(rows.X)), sample))
+    # Two samples, scored together: the curves' from every decision with an outcome,
+    # the policy value's from those of known propensity, the only ones it can use.
+    # One sample for both left the policy value a few hundred decisions where a
+    # history without propensities surrounds the logged ones (a retrain's slice).
+    rng = np.random.default_rng(seed)
+    for_curves = _at_most(np.flatnonzero(known), MAX_POLICY_DECISIONS, rng)
+    of_known_propensity = np.flatnonzero(
+        known & np.isfinite(rows.propensity) & (rows.propensity > 0)
+    )
+    for_policy = np.intersect1d(for_curves, of_known_propensity)
+    wanted = min(MAX_POLICY_DECISIONS, len(of_known_propensity))
+    if len(for_policy) < wanted:  # topped up at random: a uniform sample still
+        rest = np.setdiff1d(of_known_propensity, for_policy)
+        for_policy = np.union1d(for_policy, _at_most(rest, wanted - len(for_policy), rng))
+    scored = np.union1d(for_curves, for_policy)
+    sub = _subset(rows, scored)
     uplift, net, baseline = _candidate_scores(model, sub)
     eligible = eligible_at(model, sub)
-    _curves(model, sub, uplift, eligible, out)
-    _policy_value(model, sub, baseline, uplift, net, eligible, out)
+    c = np.isin(scored, for_curves)
+    _curves(model, _subset(sub, c), uplift[c], eligible[c], out)
+    p = np.isin(scored, for_policy)
+    _policy_value(model, _subset(sub, p), baseline[p], uplift[p], net[p], eligible[p], out)
     return out
+
+
+def _at_most(positions: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``positions``, or a seeded sample of ``n`` of them, in order."""
+    if len(positions) <= n:
+        return positions
+    return np.sort(rng.choice(positions, n, replace=False))
 
 
 def _candidate_scores(
