@@ -241,6 +241,7 @@ def test_simulate_train_picks(
     assert result.exit_code == 1, result.output
     assert f"stored {len(events) - 3} of {len(events)} events" in said, said
     assert "row 2 (event_id" in said and "event_type: Input should be" in said
+    assert "(did you mean 'opened'?)" in said, said
     # The outcome on stdout (what was stored, which rows were rejected), progress on stderr.
     out = " ".join(result.stdout.split())
     assert out.startswith(f"stored {len(events) - 3} of {len(events)} events"), out

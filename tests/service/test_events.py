@@ -42,3 +42,23 @@ def test_an_event_type_is_read_whatever_its_case(sent: str, read: str) -> None:
     assert isinstance(event, FeedbackEventCreate) and event.event_type == read
     wrong = parse_event({**OUTCOME, "event_type": "Openned"})
     assert isinstance(wrong, MalformedEvent) and wrong.message.startswith("event_type: ")
+
+
+@pytest.mark.parametrize(
+    ("sent", "near"),
+    [("open", "opened"), ("Clicks", "clicked"), ("opt_out", "opted_out"), ("attend", "attended")],
+)
+def test_an_event_type_near_one_of_the_contracts_is_named(sent: str, near: str) -> None:
+    # An e-mail platform's own names: the answer says which type was meant.
+    wrong = parse_event({**OUTCOME, "event_type": sent})
+    assert isinstance(wrong, MalformedEvent), wrong
+    assert wrong.message.startswith("event_type: Input should be one of 'delivered', "), wrong
+    assert wrong.message.endswith(f"(did you mean '{near}'?)"), wrong.message
+
+
+@pytest.mark.parametrize("sent", ["bounce", "unsubscribed", "spam"])
+def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> None:
+    # A bounce is no outcome, however many letters they share.
+    wrong = parse_event({**OUTCOME, "event_type": sent})
+    assert isinstance(wrong, MalformedEvent), wrong
+    assert "did you mean" not in wrong.message and "'opted_in'" in wrong.message, wrong

@@ -6,6 +6,7 @@ the same schema and reject a bad one on its own, by what is wrong with it.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +25,11 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.limits import STORED_LENGTHS
-from nextbest.storage.repository import FeedbackEventType, FeedbackRecord
+from nextbest.storage.repository import FEEDBACK_EVENT_TYPES, FeedbackEventType, FeedbackRecord
 
 MAX_FEEDBACK_BATCH = 5000
 
@@ -50,8 +52,21 @@ _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 def _lower_case(value: object) -> object:
     """An event type as e-mail platforms export it (``Opened``, ``DELIVERED``): the
-    types differ in more than case, so reading it in lower case can mistake none."""
-    return value.strip().lower() if isinstance(value, str) else value
+    types differ in more than case, so reading it in lower case can mistake none.
+    A type near one of the contract's (``open``, ``click``) is refused naming it."""
+    if not isinstance(value, str):
+        return value
+    value = value.strip().lower()
+    if value not in FEEDBACK_EVENT_TYPES and (
+        near := difflib.get_close_matches(value, FEEDBACK_EVENT_TYPES, n=1, cutoff=0.75)
+    ):
+        listed = ", ".join(f"'{t}'" for t in FEEDBACK_EVENT_TYPES)
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be one of {listed} (did you mean '{near}'?)",
+            {"near": near[0], "listed": listed},
+        )
+    return value
 
 
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
