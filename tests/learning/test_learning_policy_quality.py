@@ -12,7 +12,7 @@ import pytest
 from nextbest.contract import Dataset, load_dataset
 from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, Scores
-from nextbest.learning.train import train
+from nextbest.learning.train import DecisionRows, _subset, train
 from nextbest.simulate import simulate_world
 from nextbest.simulate.world import best_or_none
 
@@ -149,13 +149,22 @@ def test_observational_history_falls_back_and_mixed_history_compares_only_chance
     assert len(left_out) == 1, result.notes
 
 
+def _followed_by(rows: DecisionRows, more: DecisionRows) -> DecisionRows:
+    """``rows`` with ``more`` after them, as one slice."""
+    return DecisionRows(
+        **{
+            name: np.concatenate([getattr(rows, name), getattr(more, name)])
+            for name in DecisionRows.__dataclass_fields__
+        }
+    )
+
+
 def test_qini_curves_compare_with_the_controls_the_uplift_model_fitted_on(
     learned: LearnedWorld,
 ) -> None:
     """Untouched decisions nobody randomized (a CRM's: reps left alone whom they
     chose) are no control for the curves, as they are none for training."""
     from nextbest.evaluation import offline
-    from nextbest.learning.train import DecisionRows, _subset
 
     model, rows = learned.result.model, learned.result.eval_rows
     assert rows is not None
@@ -163,12 +172,7 @@ def test_qini_curves_compare_with_the_controls_the_uplift_model_fitted_on(
     crm.holdout[:] = False
     crm.propensity[:] = np.nan
     crm.outcome += 50.0  # whom the reps left alone wrote far more anyway
-    both = DecisionRows(
-        **{
-            name: np.concatenate([getattr(rows, name), getattr(crm, name)])
-            for name in DecisionRows.__dataclass_fields__
-        }
-    )
+    both = _followed_by(rows, crm)
     plain = offline.evaluate_model(model, rows, seed=3)["metrics"]
     mixed = offline.evaluate_model(model, both, seed=3)["metrics"]
     curves = [k for k in plain if k.startswith(("eval_qini_auc.", "eval_auuc.", "eval_uplift_at"))]
@@ -181,7 +185,6 @@ def test_policy_value_intervals_count_hcps_not_decisions(learned: LearnedWorld) 
     """Every decision logged twice over (same HCP, same outcome) is no new evidence:
     the intervals are cluster-robust by HCP, so they do not narrow."""
     from nextbest.evaluation import offline
-    from nextbest.learning.train import _subset
 
     model, rows = learned.result.model, learned.result.eval_rows
     assert rows is not None
@@ -201,7 +204,6 @@ def test_policy_action_rate_is_of_the_decisions_the_values_are_of(
     """Decisions without a logged propensity (a CRM's) get no policy value, so they
     do not enter the share of decisions the valued policy acts on either."""
     from nextbest.evaluation import offline
-    from nextbest.learning.train import DecisionRows, _subset
 
     model, rows = learned.result.model, learned.result.eval_rows
     assert rows is not None
@@ -212,12 +214,7 @@ def test_policy_action_rate_is_of_the_decisions_the_values_are_of(
     crm = _subset(rows, ~acts)  # copies of decisions the policy leaves alone
     crm.propensity[:] = np.nan
     crm.holdout[:] = False
-    both = DecisionRows(
-        **{
-            name: np.concatenate([getattr(rows, name), getattr(crm, name)])
-            for name in DecisionRows.__dataclass_fields__
-        }
-    )
+    both = _followed_by(rows, crm)
     assert np.isfinite(both.outcome).sum() <= offline.MAX_POLICY_DECISIONS  # no sampling
     plain = offline.evaluate_model(model, rows, seed=3)["metrics"]
     mixed = offline.evaluate_model(model, both, seed=3)["metrics"]
@@ -234,7 +231,6 @@ def test_policy_value_keeps_its_decisions_when_a_history_without_propensities_is
     value only the logged decisions that sample happened to draw (a few hundred of
     thousands); the policy value now samples the decisions it can use."""
     from nextbest.evaluation import offline
-    from nextbest.learning.train import DecisionRows, _subset
 
     model, rows = learned.result.model, learned.result.eval_rows
     assert rows is not None
@@ -242,12 +238,7 @@ def test_policy_value_keeps_its_decisions_when_a_history_without_propensities_is
     crm = _subset(rows, np.tile(np.flatnonzero(np.isfinite(rows.outcome)), 3))
     crm.propensity[:] = np.nan
     crm.holdout[:] = False
-    both = DecisionRows(
-        **{
-            name: np.concatenate([getattr(rows, name), getattr(crm, name)])
-            for name in DecisionRows.__dataclass_fields__
-        }
-    )
+    both = _followed_by(rows, crm)
     monkeypatch.setattr(offline, "MAX_POLICY_DECISIONS", int(usable.sum()))
     plain = offline.evaluate_model(model, rows, seed=3)["metrics"]
     mixed = offline.evaluate_model(model, both, seed=3)["metrics"]
@@ -267,7 +258,6 @@ def test_policy_value_without_untouched_decisions_of_known_propensity(
     run after every model was fitted, the "never act" SNIPS value being undefined
     (no decision of known propensity did nothing). It is left out; the rest stays."""
     from nextbest.evaluation import offline
-    from nextbest.learning.train import _subset
 
     model, rows = learned.result.model, learned.result.eval_rows
     assert rows is not None
