@@ -105,6 +105,7 @@ class _Notes(logging.Handler):
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -119,6 +120,13 @@ def _main(
     root = logging.getLogger()
     if not any(isinstance(handler, _Notes) for handler in root.handlers):
         root.addHandler(_Notes(logging.WARNING))
+    if _OWN_PROCESS and ctx.invoked_subcommand != "serve":
+        # Run beside a server (its shell or container), a command would write its
+        # own metrics files into the server's directory: each run's counters, kept
+        # for good, summed into the server's /metrics as if a worker had counted
+        # them. Only the server's workers count; prometheus_client is not imported
+        # yet, so it keeps each counter in this process alone.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 DataOpt = Annotated[

@@ -737,6 +737,37 @@ def test_serve_with_a_metrics_directory_that_is_no_directory_says_so_in_one_line
         assert not (tmp_path / "no-such-dir").exists()  # not made: the operator's to make
 
 
+def test_a_command_run_beside_a_server_writes_no_metrics_files_into_its_directory(
+    tmp_path: Path,
+) -> None:
+    """A command run in the server's environment (its container, a cron job beside it)
+    keeps its counters to itself: files it left in PROMETHEUS_MULTIPROC_DIR stayed
+    there for good, one set per run, and the server's /metrics summed them in."""
+    import subprocess
+    import sys
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,hcp_id,event_type,occurred_at\nE1,H1,opted_out,2026-01-05T10:00:00Z\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env["NEXTBEST_MODELS_DIR"] = str(tmp_path / "models")
+    env["NEXTBEST_DATABASE_URL"] = f"sqlite:///{tmp_path / 'feedback.db'}"
+    run = subprocess.run(
+        [sys.executable, "-m", "nextbest", "feedback", str(events)],
+        env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "stored 1 of 1 events" in " ".join(run.stdout.split()), run.stdout
+    assert sorted(path.name for path in metrics.iterdir()) == []
+
+
 @pytest.mark.postgres
 def test_a_postgresql_error_on_a_commands_console_leaves_out_the_rows_values(
     trained, tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
