@@ -801,16 +801,23 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
                   occurred_at=after),
         delivered("served", "h1", recommendation_id="rec-1", action_id="a-email",
                   occurred_at=after),
+        # A CRM that offered the held-out HCP to its rep, who accepted the visit.
+        delivered("accepted-anyway", "h3", recommendation_id="rec-3", event_type="accepted",
+                  channel=None, occurred_at=after),
     ]  # fmt: skip
     result = record_feedback(session, events=batch)
-    assert result.accepted == ["sent-anyway", "opened-anyway", "its-nrx", "served"]
+    assert result.accepted == [
+        "sent-anyway", "opened-anyway", "its-nrx", "served", "accepted-anyway"
+    ]  # fmt: skip
     assert not result.rejected
     said = {event_id: message for _, event_id, message in result.uncounted}
-    assert set(said) == {"sent-anyway", "opened-anyway"}, said
+    assert set(said) == {"sent-anyway", "opened-anyway", "accepted-anyway"}, said
     for event_id in said:
         assert said[event_id].startswith(
             "stored, but recommendation 'rec-3' held this HCP out (holdout: true"
         ), said
+    assert "nothing was to be sent or accepted)" in said["accepted-anyway"], said
+    assert "or accepted" not in said["opened-anyway"], said
     # Without a channel, both things to know, in one message saying "stored" once.
     again = record_feedback(
         session,
@@ -824,6 +831,7 @@ def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
         "opened-anyway",
         "its-nrx",
         "served",
+        "accepted-anyway",
         "no-channel",
     }
 

@@ -1362,14 +1362,20 @@ def _record_feedback(
         if taken_as is not None:
             uncounted = taken_as if uncounted is None else f"{taken_as}; {uncounted}"
         held_out = served.get(event.recommendation_id or "")
-        if event.event_type in REACHED_EVENT_TYPES and held_out is not None and held_out.holdout:
+        if (
+            event.event_type in (*REACHED_EVENT_TYPES, "accepted")
+            and held_out is not None
+            and held_out.holdout
+        ):
             # Said at once to the sender that ignored holdout: true, not weeks later in
             # the uplift report's warning; an open of a holdout answer as well as its
-            # delivery (a sender may report engagement only).
+            # delivery (a sender may report engagement only), and a rep's acceptance
+            # of one (a CRM offering held-out HCPs: the visit follows).
             contacted = (
                 f"recommendation '{event.recommendation_id}' held this HCP out (holdout: "
-                "true, the randomized control: nothing was to be sent); contacting held-out "
-                "HCPs pulls the measured uplift toward zero"
+                "true, the randomized control: nothing was to be sent"
+                + (" or accepted" if event.event_type == "accepted" else "")
+                + "); contacting held-out HCPs pulls the measured uplift toward zero"
             )
             uncounted = (
                 f"stored, but {contacted}" if uncounted is None else f"{uncounted}; {contacted}"
