@@ -66,6 +66,23 @@ def test_x_api_key_header_works(client: TestClient, keys) -> None:
     assert response.status_code == 200
 
 
+def test_a_bearer_key_is_checked_before_x_api_key_and_another_scheme_is_passed_over(
+    client: TestClient, keys
+) -> None:
+    """As docs/serving.md ("Auth") says: with both headers the bearer key decides; an
+    Authorization header of another scheme (a proxy's Basic) leaves X-API-Key to decide."""
+    client.headers.clear()
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    valid, unknown = keys.channel_key, "nb_not-a-key-0123456789abcdef"
+
+    def status_with(headers: dict[str, str]) -> int:
+        return client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=headers).status_code
+
+    assert status_with({"Authorization": f"Bearer {unknown}", "X-API-Key": valid}) == 401
+    assert status_with({"Authorization": f"Bearer {valid}", "X-API-Key": unknown}) == 200
+    assert status_with({"Authorization": "Basic dXNlcjpwYXNz", "X-API-Key": valid}) == 200
+
+
 def test_operations_routes_need_no_key(client: TestClient) -> None:
     client.headers.clear()
     assert client.get("/healthz").status_code == 200
