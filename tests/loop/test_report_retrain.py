@@ -342,6 +342,29 @@ def test_report_on_a_served_log_groups_by_channel_and_segment(
     assert all(p.exists() for p in report.files.values())
     run = registry.client(honest_loop.settings).get_run(report.run_id)
     assert run.data.metrics["n_decisions"] == honest_loop.n_outcomes
+    assert not report.overall.verdict.startswith("not enough data")
+    assert run.data.metrics["uplift_ci_low"] == pytest.approx(report.overall.ci_low)
+    assert run.data.tags["verdict"] == report.overall.verdict
+
+
+def test_a_thin_reports_run_logs_no_interval(honest_loop: ServedStore, tmp_path: Path) -> None:
+    """Outcomes from too few HCPs in an arm: the MLflow run holds the counts and the
+    difference, but no interval to chart beside conclusive runs', and says why."""
+    from dataclasses import replace
+
+    from nextbest.loop.report import _log_report
+
+    outcome = np.array([1.0, 0.0, 2.0, 0.0, 1.0, 0.0])
+    holdout = np.array([False, False, False, True, True, True])
+    thin = compare(outcome, holdout, dimension="overall", group="all", min_per_arm=30)
+    assert np.isfinite(thin.ci_low)  # an interval exists, from 3 HCPs per arm
+    report = uplift_report(honest_loop.settings, out_dir=tmp_path / "r", log=False)
+    run_id = _log_report(honest_loop.settings, replace(report, overall=thin), tmp_path / "r")
+    run = registry.client(honest_loop.settings).get_run(run_id)
+    assert run.data.metrics["hcps_holdout"] == 3
+    assert run.data.metrics["uplift"] == pytest.approx(thin.uplift)
+    assert "uplift_ci_low" not in run.data.metrics and "uplift_ci_high" not in run.data.metrics
+    assert run.data.tags["verdict"] == "not enough data (need outcomes from 30 HCPs per arm)"
 
 
 def test_report_refuses_a_segment_the_hcps_lack(honest_loop: ServedStore, tmp_path: Path) -> None:

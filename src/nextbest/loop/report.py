@@ -753,11 +753,14 @@ def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
             "holdout_contacted": report.holdout_contacted,
             "holdout_served_elsewhere": report.holdout_served_elsewhere,
             "uplift": report.overall.uplift,
-            "uplift_ci_low": report.overall.ci_low,
-            "uplift_ci_high": report.overall.ci_high,
         }
+        if not report.overall.verdict.startswith(TOO_FEW):
+            # An interval from a handful of HCPs is no evidence: charted beside other
+            # runs' (MLflow's compare view), it read as one. The page says why it has none.
+            metrics["uplift_ci_low"] = report.overall.ci_low
+            metrics["uplift_ci_high"] = report.overall.ci_high
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(float(v))})
-        mlflow.set_tag("conclusion", report.conclusion[:4000])
+        mlflow.set_tags({"verdict": report.overall.verdict, "conclusion": report.conclusion[:4000]})
         for path in report.files.values():
             mlflow.log_artifact(str(path), artifact_path="uplift_report")
         return str(run.info.run_id)
