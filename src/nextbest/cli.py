@@ -2888,6 +2888,15 @@ def lookup(
             min=1, max=1000, help="With --hcp: at most this many of each; --maintenance: runs."
         ),
     ] = 20,
+    with_models: Annotated[
+        bool,
+        typer.Option(
+            "--models",
+            help="With --hcp: also the registered model versions whose served snapshot "
+            "holds the HCP's attributes and history features (an access request; each "
+            "version is loaded, seconds apiece).",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the record as JSON instead of text.")
     ] = False,
@@ -2925,6 +2934,8 @@ def lookup(
             "name a RECOMMENDATION_ID, --hcp HCP_ID, --maintenance or --rules FINGERPRINT "
             "(one of them)"
         )
+    if with_models and hcp is None:
+        raise _fail("--models goes with --hcp HCP_ID: the versions that hold that HCP")
     settings = _settings()
     url = settings.resolved_database_url
     try:
@@ -2967,8 +2978,23 @@ def lookup(
             erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
             totals = hcp_row_counts(session, hcp_id=hcp)
             pruned = furthest_prune(session)
+        holding = None
+        if with_models:
+            from nextbest.registry import versions_holding
+
+            with _working("reading each registered version"):
+                holding = versions_holding(settings, [hcp])
         return _print_hcp_log(
-            hcp, answers, about, erased, pruned, totals=totals, limit=limit, as_json=as_json
+            hcp,
+            answers,
+            about,
+            erased,
+            pruned,
+            totals=totals,
+            limit=limit,
+            as_json=as_json,
+            holding=holding,
+            model_name=settings.model_name,
         )
     assert recommendation_id is not None
     with store_session(url) as session:
@@ -3289,15 +3315,18 @@ def _print_hcp_log(
     totals: tuple[int, int],
     limit: int,
     as_json: bool,
+    holding: list[Any] | None = None,
+    model_name: str = "",
 ) -> dict[str, Any]:
     """``lookup --hcp``: the HCP's newest answers and feedback events (at most
     ``limit`` of each), its erasure, and the prune that reached furthest back
     (``pruned``, None: no prune recorded); ``totals``: how many of each the store
-    holds."""
+    holds; ``holding``: the registered versions holding the HCP, or those that could
+    not be read (``--models``; None: not asked)."""
     import json
     from dataclasses import asdict
 
-    found = {
+    found: dict[str, Any] = {
         "hcp_id": hcp,
         "erased_at": erased,
         "n_recommendations": totals[0],
@@ -3306,6 +3335,12 @@ def _print_hcp_log(
         "feedback": events,
         "pruned": None if pruned is None else asdict(pruned),
     }
+    if holding is not None:
+        found["model_versions"] = [
+            {"version": v.version, "aliases": list(v.aliases), "run_id": v.run_id}
+            | ({"unreadable": v.unreadable} if v.unreadable else {})
+            for v in holding
+        ]
     if as_json:
         typer.echo(json.dumps(found, indent=1, default=_iso))
         return found
@@ -3374,6 +3409,17 @@ def _print_hcp_log(
             f"event {event['event_id']})",
             highlight=False,
         )
+    if holding is not None:
+        stdout.print(
+            f"  registered versions of model '{model_name}' holding its attributes and "
+            "history features (their served snapshot):" + ("" if holding else " none"),
+            highlight=False,
+        )
+        for v in holding:
+            aliases = f" ({', '.join(v.aliases)})" if v.aliases else ""
+            run = f" (run {v.run_id})" if v.run_id else ""
+            why = f": could not be read, check it: {v.unreadable}" if v.unreadable else ""
+            stdout.print(f"    v{v.version}{aliases}{run}{why}", highlight=False)
     if answers:
         stdout.print(
             f"  `nextbest lookup ID` shows one answer's scores and propensities; `nextbest "

@@ -229,3 +229,35 @@ def test_erase_exits_1_naming_a_version_whose_artifacts_cannot_be_read(
         f"HCPs (v{gone}: artifacts not readable, see above) and may still hold them: "
         "restore the artifacts and run `nextbest erase` with the same ids again"
     ) in said, said
+
+
+def test_lookup_of_an_hcp_with_models_names_the_versions_that_hold_it(
+    served_store: str, trained
+) -> None:
+    """An access request asks for everything held about an HCP: the served snapshot
+    of each registered version is part of it, as erase says after the fact."""
+    import json
+
+    from nextbest.contract import load_dataset
+
+    known = str(load_dataset(trained.data_dir).hcps["hcp_id"].iloc[0])
+    _log_rows(served_store, known)
+    result = runner.invoke(app, ["lookup", "--hcp", known, "--models"])
+    said = _said(result)
+    assert result.exit_code == 0, result.output
+    assert "2 logged answers" in said, said
+    assert (
+        f"registered versions of model 'nextbest' holding its attributes and history "
+        f"features (their served snapshot): v{trained.version} (champion) (run "
+    ) in said, said
+    found = json.loads(runner.invoke(app, ["lookup", "--hcp", known, "--models", "--json"]).stdout)
+    assert [(v["version"], v["aliases"]) for v in found["model_versions"]] == [
+        (str(trained.version), ["champion"])
+    ]
+    # An id no version holds; without --models, no version is read or named.
+    unknown = runner.invoke(app, ["lookup", "--hcp", "not-an-hcp", "--models"])
+    assert "(their served snapshot): none" in _said(unknown), unknown.output
+    plain = runner.invoke(app, ["lookup", "--hcp", known, "--json"])
+    assert "model_versions" not in json.loads(plain.stdout)
+    alone = runner.invoke(app, ["lookup", "--maintenance", "--models"])
+    assert alone.exit_code == 2 and "--models goes with --hcp HCP_ID" in _said(alone)
