@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from nextbest.contract import (
@@ -76,6 +78,38 @@ def corrupt_parquet(path: Path) -> None:
 
 def empty_file(path: Path) -> None:
     (path / "hcps.csv").write_bytes(b"")
+
+
+def as_parquet(table: str, **columns: Any) -> Case:
+    """Write ``table`` as Parquet instead of CSV, with ``columns`` set to the given
+    values (Arrow arrays or lists, typed as written)."""
+
+    def files(path: Path) -> None:
+        frame = pd.read_csv(path / f"{table}.csv", dtype=str, keep_default_na=False)
+        (path / f"{table}.csv").unlink()
+        written = pa.Table.from_pandas(frame, preserve_index=False)
+        for name, values in columns.items():
+            array = values if isinstance(values, pa.Array) else pa.array(values)
+            at = written.schema.get_field_index(name)
+            if at < 0:
+                written = written.append_column(name, array)
+            else:
+                written = written.set_column(at, name, array)
+        pq.write_table(written, path / f"{table}.parquet")
+
+    return Case(files=files)
+
+
+def in_parts(table: str) -> Callable[[Path], None]:
+    """Move ``table``.parquet into a directory of parts, as Spark writes one."""
+
+    def files(path: Path) -> None:
+        single = path / f"{table}.parquet"
+        single.rename(path / "part-0.parquet")
+        single.mkdir()
+        (path / "part-0.parquet").rename(single / "part-0.parquet")
+
+    return files
 
 
 def load_xlsx(path: Path) -> object:
@@ -341,6 +375,41 @@ BAD_INPUTS = [
         Case(files=corrupt_parquet),
         at("catalog.parquet", None, None, "cannot read PARQUET file"),
         id="corrupt-parquet",
+    ),
+    pytest.param(
+        as_parquet("catalog", specialties=[["Oncology"], [], ["oncology"]]),
+        at(
+            "catalog.parquet",
+            None,
+            "specialties",
+            "holds lists (list<element: string>), not one value per cell: write one number, "
+            "text, boolean or time per cell (a list of specialties as one text joined by "
+            "';'), or drop the column",
+        ),
+        id="parquet-list-column",
+    ),
+    pytest.param(
+        as_parquet("hcps", region=[{"name": "north"}, {"name": "south"}, {"name": "north"}]),
+        at("hcps.parquet", None, "region", "holds structs (struct<name: string>), not one"),
+        id="parquet-struct-column",
+    ),
+    pytest.param(
+        as_parquet(
+            "interactions",
+            tags=pa.array([[("k", "v")]] * 5, type=pa.map_(pa.string(), pa.string())),
+        ),
+        at("interactions.parquet", None, "tags", "holds maps (map<string, string"),
+        id="parquet-map-column",
+    ),
+    pytest.param(
+        Case(
+            files=lambda path: (
+                as_parquet("interactions", outcome=[[1.0]] * 5).files(path),
+                in_parts("interactions")(path),
+            )
+        ),
+        at("interactions.parquet", None, "outcome", "holds lists (list<element: double>)"),
+        id="parquet-parts-list-column",
     ),
     pytest.param(
         Case(load=load_xlsx),

@@ -78,6 +78,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         # work per distinct value, and millions of str objects are never built twice.
         schema = pq.read_schema(path)
         _refuse_repeated_names(path, schema.names)
+        _refuse_nested(path, schema)
         strings = [field.name for field in schema if _is_text(field.type)]
         return pq.read_table(path, read_dictionary=strings, partitioning=None).to_pandas()
     except pd.errors.EmptyDataError:
@@ -112,6 +113,46 @@ def _parquet_parts(directory: Path) -> list[Path]:
         and part.suffix.lower() == ".parquet"
         and not part.name.startswith(("_", "."))
     )
+
+
+def _refuse_nested(path: Path, schema: pa.Schema) -> None:
+    """Columns holding lists, structs or maps: every column of the contract holds one
+    value per cell, and pandas gives such cells as arrays or dicts that no check can
+    read (a ``TypeError`` deep in parsing, not a word on the column)."""
+    nested = [
+        Problem(
+            path.name,
+            None,
+            field.name,
+            f"holds {_nested_kind(field.type)} ({field.type}), not one value per cell: "
+            "write one number, text, boolean or time per cell (a list of specialties as "
+            "one text joined by ';'), or drop the column",
+        )
+        for field in schema
+        if _nested_kind(field.type)
+    ]
+    if nested:
+        raise ContractError(nested)
+
+
+def _nested_kind(kind: pa.DataType) -> str:
+    """'lists', 'structs' or 'maps' for a nested type (dictionary-encoded included),
+    else ''."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_map(kind):
+        return "maps"
+    if (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    ):
+        return "lists"
+    if pa.types.is_struct(kind) or pa.types.is_union(kind):
+        return "structs"
+    return ""
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -168,6 +209,7 @@ def _read_parts(directory: Path, parts: list[Path]) -> pa.Table:
     target = pa.schema(
         [pa.field(name, _part_type(directory, parts, schemas, name)) for name in names]
     )
+    _refuse_nested(directory, target)
     strings = [field.name for field in target if _is_text(field.type)]
     tables = []
     for part, values in zip(parts, keys, strict=True):
