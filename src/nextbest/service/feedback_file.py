@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from nextbest.contract import parse
 from nextbest.contract.errors import ContractError, Problem, ProblemLog
 from nextbest.contract.files import read_table
 from nextbest.contract.validate import without_unnamed_columns
@@ -31,6 +32,8 @@ from nextbest.storage.repository import FeedbackRecord
 
 COLUMNS = tuple(FeedbackEventCreate.model_fields)
 REQUIRED = ("event_id", "event_type", "hcp_id")
+# The fields an event takes as text: ids, names and codes.
+TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in ("occurred_at", "value"))
 # The columns ``nextbest feedback --rejected`` adds: a fixed rejected file is sent as is.
 REJECTED_COLUMNS = ("row", "rejected_because")
 
@@ -89,7 +92,9 @@ def read_events(path: Path) -> pd.DataFrame:
     """The file's rows, its columns checked: ContractError naming the file otherwise.
 
     The columns a ``--rejected`` file adds (``row``, ``rejected_because``) are
-    dropped, so that file, fixed, can be sent again as it is.
+    dropped, so that file, fixed, can be sent again as it is. Ids in a column typed
+    as numbers (a Parquet ``hcp_id`` of integers, or of floats for its nulls) are
+    read as the text they stand for (``7``, not ``7.0``), as a CSV file gives them.
     """
     frame = read_table(path)
     log = ProblemLog(path.name)
@@ -106,6 +111,9 @@ def read_events(path: Path) -> pd.DataFrame:
     ] + [Problem(path.name, None, c, "missing required column") for c in missing]
     if problems:
         raise ContractError(problems)
+    for column in TEXT_COLUMNS:
+        if column in frame.columns and pd.api.types.is_numeric_dtype(frame[column].dtype):
+            frame[column] = parse.text(frame[column]).to_numpy()
     return frame
 
 

@@ -1,0 +1,60 @@
+"""Feedback files (CSV or Parquet) read as the endpoint reads a batch, into a real store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nextbest.service.feedback_file import ingest_events, read_events
+from nextbest.settings import Settings
+from nextbest.storage.db import make_engine, migrate
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    migrate(url)
+    return Settings(database_url=url)
+
+
+def _stored(settings: Settings) -> pd.DataFrame:
+    engine = make_engine(settings.resolved_database_url)
+    with engine.connect() as connection:
+        stored = pd.read_sql(
+            "SELECT event_id, hcp_id, action_id FROM feedback_events ORDER BY event_id",
+            connection,
+        )
+    engine.dispose()
+    return stored
+
+
+def test_integer_ids_in_a_parquet_file_are_read_as_the_text_they_stand_for(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A warehouse export types numeric ids as integers (floats where one is null):
+    every row was rejected with 'Input should be a valid string'. They are the ids a
+    CSV file gives as text, so the same file in either format stores the same events."""
+    events = pd.DataFrame(
+        {
+            "event_id": [101, 102, 103],
+            "event_type": ["opened", "clicked", "opened"],
+            "hcp_id": [7, 8, 9],
+            "action_id": [12.0, None, 13.0],
+            "occurred_at": pd.to_datetime(["2026-06-01T08:00:00"] * 3),
+        }
+    )
+    typed = tmp_path / "events.parquet"
+    events.to_parquet(typed, index=False)
+    done = ingest_events(settings, read_events(typed), model=None)
+    assert (done.accepted, done.rejected) == (3, [])
+    stored = _stored(settings)
+    assert stored["event_id"].tolist() == ["101", "102", "103"]
+    assert stored["hcp_id"].tolist() == ["7", "8", "9"]
+    assert stored["action_id"].tolist() == ["12", None, "13"]
+    # The same events as CSV name the same ids: already stored, nothing twice.
+    text = tmp_path / "events.csv"
+    events.assign(action_id=["12", "", "13"]).to_csv(text, index=False)
+    again = ingest_events(settings, read_events(text), model=None)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 3, [])
