@@ -251,6 +251,33 @@ BAD_INPUTS = [
         id="ambiguous-timestamp",
     ),
     pytest.param(
+        cell("interactions", 2, "timestamp", "2024"),
+        at(
+            "interactions.csv",
+            2,
+            "timestamp",
+            "'2024' is a year alone, not a date: it would be read as the first day of the "
+            "year; write the full date, as 2026-11-30 or 2026-11-30T08:00:00+00:00",
+        ),
+        id="year-alone-timestamp",
+    ),
+    pytest.param(
+        cell("catalog", 2, "approved_until", "2025-12"),
+        at(
+            "catalog.csv",
+            2,
+            "approved_until",
+            "'2025-12' is a year and month, not a date: it would be read as the first day "
+            "of the month",
+        ),
+        id="year-and-month-approved-until",
+    ),
+    pytest.param(
+        as_parquet("catalog", approved_until=pa.array([None, 2025, None], pa.int64())),
+        at("catalog.parquet", 2, "approved_until", "2025 is a year alone, not a date"),
+        id="parquet-integer-year-approved-until",
+    ),
+    pytest.param(
         cell("interactions", 1, "engaged", "2"),
         at("interactions.csv", 1, "engaged", "2 is not 0 or 1"),
         id="engaged-2",

@@ -235,7 +235,8 @@ def timestamps(values: pd.Series) -> Parsed:
 
     Offsets ('Z', '+02:00') and tz-aware columns are converted to UTC and the zone
     dropped; naive values are taken as UTC already. Non-ISO spellings such as
-    '01/02/2024' are rejected rather than guessed (day-first or month-first?).
+    '01/02/2024' are rejected rather than guessed (day-first or month-first?), and
+    so are dates without a day ('2024', '2024-03': see :func:`partial_date`).
     """
     if is_datetime64_any_dtype(values.dtype):
         stamps = values
@@ -269,6 +270,26 @@ def _iso_utc(text: pd.Series) -> pd.Series:
     return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
 
 
+# A year alone ("2024") or a year and month ("2024-03", "2024-3"): ISO 8601 allows
+# them, and pandas reads them as the first day of the period, silently.
+_PARTIAL_DATE = re.compile(r"[+-]?(\d{4})(?:-(\d{1,2}))?")
+
+
+def partial_date(value: object) -> str:
+    """'a year alone' or 'a year and month' for a cell that names no day (``'2024'``,
+    ``'2024-03'``, a number 2024 of a typed column), else ''."""
+    if isinstance(value, bool | np.bool_):
+        return ""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        value = int(value)  # an integer column with nulls, read as floats
+    if not isinstance(value, str | int | np.integer):
+        return ""
+    found = _PARTIAL_DATE.fullmatch(str(value).strip())
+    if found is None:
+        return ""
+    return "a year and month" if found.group(2) else "a year alone"
+
+
 def _timestamps_from_text(values: pd.Series) -> Parsed:
     cells = codes(values)
     empty = cells.uniques == ""
@@ -284,6 +305,8 @@ def _timestamps_from_text(values: pd.Series) -> Parsed:
     else:
         stamps = _iso_utc(text)
     per_unique = stamps.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    partial = np.array([bool(partial_date(u)) for u in cells.uniques], dtype=bool)
+    per_unique[partial] = np.datetime64("NaT")
     bad = np.isnat(per_unique) & ~empty
     return Parsed(
         pd.Series(cells.broadcast(per_unique), dtype="datetime64[ns]"),

@@ -803,10 +803,17 @@ _PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?")
 
 
 def _not_a_time(values: pd.Series, position: int) -> str:
+    value = values.iat[position]
+    partial = parse.partial_date(value)
+    if partial:
+        return (
+            f"{parse.shown(values, position)} is {partial}, not a date: it would be read as "
+            f"the first day of the {'month' if 'month' in partial else 'year'}; write the "
+            f"full date, as {_TIME_EXAMPLES}"
+        )
     said = (
         f"{parse.shown(values, position)} is not an ISO 8601 date or date-time (within 1677-2262)"
     )
-    value = values.iat[position]
     if is_null_word(value):
         return f"{said} ({NULL_HINT})"
     if _serial_day(value):
