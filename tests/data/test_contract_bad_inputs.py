@@ -348,6 +348,27 @@ BAD_INPUTS = [
         id="content-id-mismatch",
     ),
     pytest.param(
+        cell("hcps", 2, "decile", "inf"),
+        at(
+            "hcps.csv",
+            2,
+            "decile",
+            "inf is not a finite number: write a number, or leave the cell empty for a "
+            "missing value",
+        ),
+        id="inf-in-a-feature",
+    ),
+    pytest.param(
+        as_parquet("interactions", score=[1.0, 2.0, -np.inf, 0.5, 3.0]),
+        at("interactions.parquet", 3, "score", "-inf is not a finite number"),
+        id="parquet-minus-inf-in-a-feature",
+    ),
+    pytest.param(
+        as_parquet("interactions", outcome=pa.array([2.5, 0, 1, None, np.inf], pa.float32())),
+        at("interactions.parquet", 5, "outcome", "inf is not finite"),
+        id="parquet-float32-inf-outcome",
+    ),
+    pytest.param(
         cell("interactions", 2, "outcome", "lots"),
         at("interactions.csv", 2, "outcome", "'lots' is not a number"),
         id="non-numeric-outcome",
@@ -476,6 +497,24 @@ def test_typed_parquet_values_are_checked_too(
         "interactions.parquet, row 5, column 'engaged': 2 is not 0 or 1",
         "interactions.parquet, row 4, column 'propensity': 1.5 is not in (0, 1]",
     ]
+
+
+def test_float32_parquet_numbers_are_read_as_written(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """A float32 0.1 became 0.10000000149011612 (a plain cast): not the number the
+    file was written with, nor what the same data as CSV gives."""
+    tables["interactions"]["propensity"] = np.array([0.5, 0.3, 0.3, 0.1, 0.3], dtype="float32")
+    tables["interactions"]["outcome"] = np.array([2.5, 0, 1.1, np.nan, 3], dtype="float32")
+    tables["catalog"]["cost"] = np.array([0, 150.5, 0.7], dtype="float32")
+    tables["hcps"]["decile"] = np.array([0.3, 7, 1e-7], dtype="float32")
+    typed = load_dataset(write_tables(tables, fmt="parquet"))
+    written = load_dataset(write_tables(tables, name="text"))
+    assert typed.catalog["cost"].tolist() == [0.0, 150.5, 0.7]
+    assert typed.hcps["decile"].tolist() == [0.3, 7.0, 1e-7]
+    for column in ("propensity", "outcome"):
+        assert typed.interactions[column].equals(written.interactions[column]), column
+    assert typed.interactions["propensity"].tolist() == [0.3, 0.3, 0.3, 0.5, 0.1]
 
 
 def test_problems_are_collected_and_capped(

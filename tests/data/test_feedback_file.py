@@ -58,3 +58,33 @@ def test_integer_ids_in_a_parquet_file_are_read_as_the_text_they_stand_for(
     events.assign(action_id=["12", "", "13"]).to_csv(text, index=False)
     again = ingest_events(settings, read_events(text), model=None)
     assert (again.accepted, again.duplicates, again.rejected) == (0, 3, [])
+
+
+def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A float32 value 0.1 was stored as 0.10000000149011612; 'inf' in a CSV is
+    rejected by its row, the file's other rows stored."""
+    typed = tmp_path / "outcomes.parquet"
+    pd.DataFrame(
+        {
+            "event_id": ["o1", "o2"],
+            "event_type": "outcome",
+            "hcp_id": ["H1", "H2"],
+            "value": pd.array([0.1, 2.7], dtype="float32"),
+        }
+    ).to_parquet(typed, index=False)
+    done = ingest_events(settings, read_events(typed), model=None)
+    assert (done.accepted, done.rejected) == (2, [])
+    text = tmp_path / "outcomes.csv"
+    text.write_text("event_id,event_type,hcp_id,value\no3,outcome,H1,inf\no4,outcome,H2,1.5\n")
+    done = ingest_events(settings, read_events(text), model=None)
+    assert done.accepted == 1
+    assert done.rejected == [(1, "o3", "value must be a finite number, got inf")]
+    engine = make_engine(settings.resolved_database_url)
+    with engine.connect() as connection:
+        values = dict(
+            connection.exec_driver_sql("SELECT event_id, value FROM feedback_events").all()
+        )
+    engine.dispose()
+    assert values == {"o1": 0.1, "o2": 2.7, "o4": 1.5}

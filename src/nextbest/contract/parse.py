@@ -170,11 +170,23 @@ def _numeric(values: pd.Series) -> bool:
     return is_numeric_dtype(values.dtype) and not is_bool_dtype(values.dtype)
 
 
+def as_float64(values: pd.Series) -> npt.NDArray[np.float64]:
+    """A numeric column as float64, shape (n,), NaN for null. A float32 (or float16)
+    value becomes the float64 of the decimal it was written as, the shortest that
+    reads back to it: 0.1 stored as float32 is 0.1, not 0.10000000149011612, which a
+    plain cast gives (and a CSV of the same data does not)."""
+    if is_float_dtype(values.dtype) and str(values.dtype).lower() in ("float32", "float16"):
+        narrow = values.to_numpy(dtype="float32", na_value=np.nan)
+        return narrow.astype(str).astype("float64")
+    return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
 def floats(values: pd.Series) -> Parsed:
-    """Parse numbers to float64. Only an empty cell is missing ('NA', 'nan' are bad)."""
+    """Parse numbers to float64. Only an empty cell is missing ('NA', 'nan' are bad).
+    Typed float32 values are read as written (see :func:`as_float64`)."""
     n = len(values)
     if _numeric(values) or (is_bool_dtype(values.dtype) and not values.hasnans):
-        result = pd.Series(values.to_numpy(dtype="float64", na_value=np.nan), copy=False)
+        result = pd.Series(as_float64(values), copy=False)
         return Parsed(result, result.isna().to_numpy(), np.zeros(n, dtype=bool))
     cells = codes(values)
     empty = cells.uniques == ""
@@ -333,7 +345,7 @@ def feature(values: pd.Series, *, identifier: bool = False) -> pd.Series:
     if _numeric(values):
         if is_integer_dtype(values.dtype) and not values.hasnans:
             return pd.Series(values.to_numpy(dtype="int64"))
-        return pd.Series(values.to_numpy(dtype="float64", na_value=np.nan))
+        return pd.Series(as_float64(values))
     cells = codes(values)
     empty = cells.uniques == ""
     if _identifier_like(cells.uniques).any():

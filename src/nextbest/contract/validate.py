@@ -100,7 +100,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         if is_personal_column(column, sample):
             personal.append(column)  # not read: no feature, nothing stored
             continue
-        feature = _extra(raw, column)
+        feature = _extra(raw, column, log)
         # Read as numbers, uniqueness is no sign of an identifier (patients per week
         # are nearly unique too); as text it is, whatever the text looks like.
         text = not pd.api.types.is_numeric_dtype(feature)
@@ -300,7 +300,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         "cost": cost,
     }
     for column in _others(raw, (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)):
-        out[column] = _extra(raw, column)
+        out[column] = _extra(raw, column, log)
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, out)
@@ -425,7 +425,7 @@ def validate_interactions(
         holdout = pd.Series(np.zeros(n, dtype=bool))
 
     extras = {
-        column: _extra(raw, column)
+        column: _extra(raw, column, log)
         for column in _others(raw, (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS))
     }
     log.raise_if_any()
@@ -869,9 +869,22 @@ def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
     return pd.Series(np.where(ok, values, 0).astype(np.int8))
 
 
-def _extra(raw: pd.DataFrame, column: str) -> pd.Series:
-    """An extra column as a feature; one named like an id or code stays text."""
-    return parse.feature(raw[column], identifier=is_identifier_column(column))
+def _extra(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
+    """An extra column as a feature; one named like an id or code stays text. An
+    infinite number ('inf' in a CSV, a float column's inf) is logged with its row: no
+    model learns from it, and an empty cell is the missing value."""
+    feature = parse.feature(raw[column], identifier=is_identifier_column(column))
+    if pd.api.types.is_float_dtype(feature.dtype):
+        values = feature.to_numpy()
+        log.add_rows(
+            np.isinf(values),
+            column,
+            lambda i: (
+                f"{parse.number(values[i])} is not a finite number: write a number, or "
+                "leave the cell empty for a missing value"
+            ),
+        )
+    return feature
 
 
 def _dotted_thousands(raw: pd.DataFrame, read: Mapping[str, pd.Series]) -> dict[str, list[str]]:

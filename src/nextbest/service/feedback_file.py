@@ -94,7 +94,8 @@ def read_events(path: Path) -> pd.DataFrame:
     The columns a ``--rejected`` file adds (``row``, ``rejected_because``) are
     dropped, so that file, fixed, can be sent again as it is. Ids in a column typed
     as numbers (a Parquet ``hcp_id`` of integers, or of floats for its nulls) are
-    read as the text they stand for (``7``, not ``7.0``), as a CSV file gives them.
+    read as the text they stand for (``7``, not ``7.0``), as a CSV file gives them;
+    a float32 ``value`` as the decimal written (0.1, not 0.10000000149011612).
     """
     frame = read_table(path)
     log = ProblemLog(path.name)
@@ -114,6 +115,8 @@ def read_events(path: Path) -> pd.DataFrame:
     for column in TEXT_COLUMNS:
         if column in frame.columns and pd.api.types.is_numeric_dtype(frame[column].dtype):
             frame[column] = parse.text(frame[column]).to_numpy()
+    if "value" in frame.columns and pd.api.types.is_float_dtype(frame["value"].dtype):
+        frame["value"] = parse.as_float64(frame["value"])  # float32 read as written
     return frame
 
 
