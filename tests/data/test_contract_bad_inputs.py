@@ -112,6 +112,15 @@ def in_parts(table: str) -> Callable[[Path], None]:
     return files
 
 
+def rewrite(file: str, edit: Callable[[bytes], bytes]) -> Case:
+    """Edit the bytes of a written file."""
+
+    def files(path: Path) -> None:
+        (path / file).write_bytes(edit((path / file).read_bytes()))
+
+    return Case(files=files)
+
+
 def load_xlsx(path: Path) -> object:
     (path / "hcps.xlsx").write_bytes(b"not a spreadsheet")
     return load_hcps(path / "hcps.xlsx")
@@ -458,6 +467,32 @@ BAD_INPUTS = [
         ),
         at("interactions.parquet", None, "outcome", "holds lists (list<element: double>)"),
         id="parquet-parts-list-column",
+    ),
+    pytest.param(
+        rewrite("hcps.csv", lambda data: data.replace(b"H2,", b"H\x002,")),
+        at(
+            "hcps.csv",
+            2,
+            "hcp_id",
+            "holds a NUL byte (0x00), which no text has: a corrupt or binary export? the "
+            "value would be cut short there; remove it and check the value",
+        ),
+        id="nul-byte-in-a-cell",
+    ),
+    pytest.param(
+        rewrite("interactions.csv", lambda data: data + b"\x00" * 64),
+        at("interactions.csv", 6, "hcp_id", "holds a NUL byte (0x00)"),
+        id="nul-bytes-after-the-last-row",
+    ),
+    pytest.param(
+        rewrite("catalog.csv", lambda data: data.decode().encode("utf-16-le")),
+        at(
+            "catalog.csv",
+            None,
+            None,
+            "the file is UTF-16 text, not UTF-8: save it as UTF-8 (in Excel: 'CSV UTF-8')",
+        ),
+        id="utf-16-without-byte-order-mark",
     ),
     pytest.param(
         Case(load=load_xlsx),

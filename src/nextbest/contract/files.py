@@ -59,6 +59,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"file not found: {path}")
     try:
         if fmt == "csv":
+            _refuse_nul_bytes(path)
             _refuse_repeated_names(path, _header(path))
             frame = _read_csv(path)
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
@@ -381,10 +382,13 @@ def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
         )
 
 
+_SAVE_AS_UTF8 = "save it as UTF-8 (in Excel: 'CSV UTF-8')"
+
+
 def _not_utf8(path: Path) -> Problem:
     """Where a CSV file stops being UTF-8, and what it most likely is instead."""
     data = path.read_bytes()
-    advice = "save it as UTF-8 (in Excel: 'CSV UTF-8')"
+    advice = _SAVE_AS_UTF8
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return Problem(path.name, None, None, f"the file is UTF-16 text, not UTF-8: {advice}")
     try:
@@ -412,6 +416,60 @@ def _not_utf8(path: Path) -> Problem:
             f"not UTF-8 text (byte 0x{byte:02x}{seen}): {advice}",
         )
     return Problem(path.name, None, None, f"not UTF-8 text: {advice}")
+
+
+_CHUNK = 1 << 24
+
+
+def _refuse_nul_bytes(path: Path) -> None:
+    """A NUL byte (0x00) in a CSV file: the C parser ends the value there, silently
+    ('H\\x002' read as 'H'), and a UTF-16 file without a byte-order mark (every
+    other byte NUL) was taken for rows of one field. Refused, naming the row and
+    column of the first, or the encoding."""
+    with path.open("rb") as file:
+        head = file.read(4096)
+        at = head.find(b"\x00")
+        offset = len(head)
+        while at < 0:
+            chunk = file.read(_CHUNK)
+            if not chunk:
+                return
+            found = chunk.find(b"\x00")
+            at = offset + found if found >= 0 else -1
+            offset += len(chunk)
+    utf16 = (
+        head[:2] in (b"\xff\xfe", b"\xfe\xff")
+        or (
+            head.count(0) * 3 >= len(head)  # ASCII as UTF-16: every other byte NUL
+            and max(head[0::2].count(0), head[1::2].count(0)) * 4 >= len(head)
+        )
+    )
+    if utf16:
+        raise ContractError(
+            [
+                Problem(
+                    path.name,
+                    None,
+                    None,
+                    f"the file is UTF-16 text, not UTF-8: {_SAVE_AS_UTF8}",
+                )
+            ]
+        )
+    with path.open("rb") as file:
+        before = file.read(at)
+    # The NUL stands in for a byte decoding cannot fail on: only its place is wanted.
+    row, field, header = _where_byte(before + b" ", at)
+    said = (
+        "holds a NUL byte (0x00), which no text has: a corrupt or binary export? the "
+        "value would be cut short there; remove it and check the value"
+    )
+    if not row:
+        raise ContractError(
+            [Problem(path.name, None, None, f"the header's column {field + 1} {said}")]
+        )
+    raise ContractError(
+        [Problem(path.name, row, header[field] if field < len(header) else None, said)]
+    )
 
 
 def _where_byte(data: bytes, at: int) -> tuple[int, int, list[str]]:
