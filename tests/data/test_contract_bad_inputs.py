@@ -495,6 +495,35 @@ BAD_INPUTS = [
         id="utf-16-without-byte-order-mark",
     ),
     pytest.param(
+        rewrite("hcps.csv", lambda data: data.replace(b"H2,cardiology", b'H2,"cardiology')),
+        at(
+            "hcps.csv",
+            2,
+            "specialty",
+            "a double quote opens this value on line 3 and is never closed, so the rest of "
+            "the file (lines 3 to 4) would be read as one value: close the quote, or double "
+            'it ("") where it is part of the value',
+        ),
+        id="unclosed-quote",
+    ),
+    pytest.param(
+        # Blank lines are no rows, a quoted value over two lines one row: line 8 is row 3.
+        rewrite(
+            "interactions.csv",
+            lambda data: data.replace(b"H1,2024-03-01,A2", b'\n\nH1,"2024-03-01\n",A2').replace(
+                b"H3,2024-03-05,A3,EMAIL", b'H3,2024-03-05,A3,"EMAIL'
+            ),
+        ),
+        at(
+            "interactions.csv",
+            4,
+            "channel",
+            "a double quote opens this value on line 8 and is never closed, so the rest of "
+            "the file (lines 8 to 9) would be read",
+        ),
+        id="unclosed-quote-after-blank-lines-and-a-quoted-line-break",
+    ),
+    pytest.param(
         Case(load=load_xlsx),
         at("hcps.xlsx", None, None, "unsupported file type '.xlsx'"),
         id="unsupported-extension",

@@ -99,6 +99,8 @@ def read_table(path: Path | str) -> pd.DataFrame:
             raise ContractError(
                 [_misfit_problem(path, *misfit) for misfit in misfits], total=total
             ) from err
+        if "EOF inside string" in str(err):
+            raise ContractError([_unclosed_quote(path)]) from err
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
@@ -380,6 +382,34 @@ def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
                 )
             ]
         )
+
+
+def _unclosed_quote(path: Path) -> Problem:
+    """Where the double quote that the file ends inside of opened: the parser read
+    everything after it as one value, up to the end of the file. Rows are counted as
+    pandas counts them (blank lines skipped), lines as an editor does."""
+    sep = _separator(path)
+    row = line = end = 0
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        reader = csv.reader(file, delimiter=sep)
+        records = 0  # with a field, the header included
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if record:
+                row, line, records = records, start, records + 1
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        opening = next(itertools.islice(file, line - 1, None), "")
+    field = len(next(csv.reader([opening], delimiter=sep), [""])) - 1
+    header = _header(path)
+    lines = f"line {line:,}" if end == line else f"lines {line:,} to {end:,}"
+    return Problem(
+        path.name,
+        row or None,
+        header[field].strip() if row and field < len(header) else None,
+        f"a double quote opens this value on line {line:,} and is never closed, so the "
+        f"rest of the file ({lines}) would be read as one value: close the quote, or "
+        'double it ("") where it is part of the value',
+    )
 
 
 _SAVE_AS_UTF8 = "save it as UTF-8 (in Excel: 'CSV UTF-8')"
