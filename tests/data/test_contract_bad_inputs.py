@@ -524,6 +524,41 @@ BAD_INPUTS = [
         id="unclosed-quote-after-blank-lines-and-a-quoted-line-break",
     ),
     pytest.param(
+        rewrite("hcps.csv", lambda data: b"HCP export 2026-06-01\n\n" + data),
+        at(
+            "hcps.csv",
+            None,
+            None,
+            "the header is not on line 1 (line 1 holds 'HCP export 2026-06-01'); it seems "
+            "to be on line 3: 'hcp_id,specialty,territory_id,region,decile,consent_email,"
+            "consent_rep_visit'; remove the lines above it (an export's title, blank "
+            "lines): the header is the first line",
+        ),
+        id="title-line-above-the-header",
+    ),
+    pytest.param(
+        rewrite("catalog.csv", lambda data: b"Catalog;;;;;;;;\n;;;;;;;;\n" + data),
+        at(
+            "catalog.csv",
+            None,
+            None,
+            "the header is not on line 1 (line 1 holds 'Catalog;;;;;;;;'); it seems to be "
+            "on line 3: 'action_id,channel,",
+        ),
+        id="title-line-padded-with-separators",
+    ),
+    pytest.param(
+        rewrite("interactions.csv", lambda data: b"\r\n\r\n" + data),
+        at(
+            "interactions.csv",
+            None,
+            None,
+            "the header is not on line 1 (line 1 is blank); it seems to be on line 3: "
+            "'hcp_id,timestamp,",
+        ),
+        id="blank-lines-above-the-header",
+    ),
+    pytest.param(
         Case(load=load_xlsx),
         at("hcps.xlsx", None, None, "unsupported file type '.xlsx'"),
         id="unsupported-extension",

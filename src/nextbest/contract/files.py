@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pandas.api.types import is_datetime64_any_dtype
 
 from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import FORMATS
 
 SEPARATORS = (",", ";", "\t")
@@ -60,6 +61,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
     try:
         if fmt == "csv":
             _refuse_nul_bytes(path)
+            _refuse_lines_above_header(path)
             _refuse_repeated_names(path, _header(path))
             frame = _read_csv(path)
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
@@ -518,6 +520,47 @@ def _where_byte(data: bytes, at: int) -> tuple[int, int, list[str]]:
     # The header came before the bad byte: UTF-8 throughout.
     header = [name.encode("latin-1").decode("utf-8").strip() for name in records[0]]
     return len(records) - 1, len(records[-1]) - 1, header
+
+
+def _refuse_lines_above_header(path: Path) -> None:
+    """Lines above the header, as exports write a title ('HCP export 2026-06-01') or
+    leave blank lines: the title was read as a header of one column, and every row
+    refused as a misfit; a blank first line failed with an IndexError. Line 1 is
+    taken as no header when it is blank, or names at most one column while a line
+    below names several (a file of one column, such as an erasure list, keeps its
+    one-name header)."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        sample = list(itertools.islice(file, SEPARATOR_SAMPLE_LINES))
+    if not sample or all(not line.strip() for line in sample):
+        return  # empty: said as such when read
+
+    def named(at: int) -> int:
+        line = sample[at]
+        fields = next(csv.reader([line], delimiter=_sample_separator(sample[at:])), [])
+        return sum(bool(field.strip()) for field in fields)
+
+    blank = not sample[0].strip()
+    if not blank and named(0) > 1:
+        return
+    below = next((at for at in range(1, len(sample)) if named(at) > 1), None)
+    if below is None and blank:
+        below = next(at for at in range(1, len(sample)) if sample[at].strip())
+    if below is None:
+        return
+    first = "is blank" if blank else f"holds {quoted(sample[0].strip(), at_most=QUOTED_AT_MOST)}"
+    raise ContractError(
+        [
+            Problem(
+                path.name,
+                None,
+                None,
+                f"the header is not on line 1 (line 1 {first}); it seems to be on line "
+                f"{below + 1}: {quoted(sample[below].strip(), at_most=80)}; remove the "
+                "lines above it (an export's title, blank lines): the header is the first "
+                "line",
+            )
+        ]
+    )
 
 
 def _header(path: Path) -> list[str]:
