@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -119,6 +121,17 @@ def rewrite(file: str, edit: Callable[[bytes], bytes]) -> Case:
         (path / file).write_bytes(edit((path / file).read_bytes()))
 
     return Case(files=files)
+
+
+def link_to_a_deleted_file(path: Path) -> None:
+    (path / "catalog.csv").rename(path / "catalog-2026-06.csv")
+    (path / "catalog.csv").symlink_to(path / "catalog-2026-06.csv")
+    (path / "catalog-2026-06.csv").unlink()
+
+
+def part_linked_to_a_deleted_file(path: Path) -> None:
+    in_parts("interactions")(path)
+    (path / "interactions.parquet" / "part-1.parquet").symlink_to(path / "gone.parquet")
 
 
 def load_xlsx(path: Path) -> object:
@@ -559,6 +572,32 @@ BAD_INPUTS = [
         id="blank-lines-above-the-header",
     ),
     pytest.param(
+        Case(files=link_to_a_deleted_file),
+        at(
+            "catalog.csv",
+            None,
+            None,
+            "is a symbolic link to {path}/catalog-2026-06.csv, which does not exist (moved "
+            "or deleted?): point the link at the file, or put the file in its place",
+        ),
+        id="table-linked-to-a-deleted-file",
+    ),
+    pytest.param(
+        Case(
+            files=lambda path: (
+                as_parquet("interactions").files(path),
+                part_linked_to_a_deleted_file(path),
+            )
+        ),
+        at(
+            "interactions.parquet",
+            None,
+            None,
+            "part part-1.parquet is a symbolic link to {path}/gone.parquet, which does not exist",
+        ),
+        id="part-linked-to-a-deleted-file",
+    ),
+    pytest.param(
         Case(load=load_xlsx),
         at("hcps.xlsx", None, None, "unsupported file type '.xlsx'"),
         id="unsupported-extension",
@@ -573,8 +612,59 @@ def test_bad_input_is_named(
     case.edit(tables)
     path = write_tables(tables)
     case.files(path)
-    with pytest.raises(ContractError, match=expected):
+    with pytest.raises(ContractError, match=expected.replace("\\{path\\}", re.escape(str(path)))):
         case.load(path)
+
+
+_AS_ROOT = pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root reads whatever the permissions: run as another user to check this",
+)
+_DENIED = (
+    "cannot be read: permission denied to the user running nextbest (uid {uid}); give that "
+    "user read access to the {kind} (chmod, chown), or run as one who has it"
+)
+
+
+@_AS_ROOT
+def test_a_file_or_directory_that_cannot_be_read_is_named(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """A table (or data directory) the user cannot read was a PermissionError
+    traceback, and a part under a subdirectory it cannot list was skipped, its rows
+    missing without a word."""
+    path = write_tables(tables, fmt="parquet")
+    in_parts("interactions")(path)
+    hidden = path / "interactions.parquet" / "late"
+    hidden.mkdir()
+    shutil.copy(path / "interactions.parquet" / "part-0.parquet", hidden / "part-1.parquet")
+    said = {"uid": os.getuid()}
+    try:
+        hidden.chmod(0)
+        with pytest.raises(
+            ContractError,
+            match=at(
+                "interactions.parquet",
+                None,
+                None,
+                "part late " + _DENIED.format(kind="directory", **said),
+            ),
+        ):
+            load_dataset(path)
+        hidden.chmod(0o755)
+        (path / "hcps.parquet").chmod(0)
+        with pytest.raises(
+            ContractError, match=at("hcps.parquet", None, None, _DENIED.format(kind="file", **said))
+        ):
+            load_dataset(path)
+        path.chmod(0)
+        with pytest.raises(
+            ContractError, match=at(str(path), None, None, _DENIED.format(kind="directory", **said))
+        ):
+            load_dataset(path)
+    finally:
+        path.chmod(0o755)
+        hidden.chmod(0o755)
 
 
 def test_the_valid_fixture_is_valid(tables: Tables, write_tables: Callable[..., Path]) -> None:

@@ -12,7 +12,7 @@ from typing import Literal
 import pandas as pd
 
 from nextbest.contract.errors import ContractError, Problem
-from nextbest.contract.files import EMPTY_ROWS, read_table, write_table
+from nextbest.contract.files import EMPTY_ROWS, read_table, unreadable, write_table
 from nextbest.contract.schema import (
     CATALOG,
     CONSENT_PREFIX,
@@ -356,6 +356,8 @@ def _near_miss(data_dir: Path, name: str) -> str:
     """What in ``data_dir`` is most likely the table ``name`` under another file name
     ('Interactions.CSV', 'interactions.csv.gz'), and what to do, or ''."""
     wanted = {f"{name}.{fmt}" for fmt in FORMATS}
+    if unreadable(data_dir):
+        return ""  # its files can be opened, not listed: nothing to point at
     if (data_dir / name).is_dir():
         return (
             f"; found a directory {name}/: a table written in Parquet parts is read from "
@@ -406,16 +408,19 @@ def _find_tables(data_dir: Path, tables: tuple[str, ...] = TABLES) -> dict[str, 
             else "data directory not found"
         )
         raise ContractError([Problem(str(data_dir), None, None, problem)])
+    if why := unreadable(data_dir, listed=False):
+        raise ContractError([Problem(str(data_dir), None, None, why)])
     found: dict[str, Path] = {}
     problems: list[Problem] = []
     for name in tables:
         pattern = f"{name}.{{{','.join(FORMATS)}}}"  # e.g. hcps.{csv,parquet}
         candidates = [data_dir / f"{name}.{fmt}" for fmt in FORMATS]
         # A .parquet directory is a dataset written in parts (Spark, Dask, pyarrow).
+        # A link to a deleted file is there all the same: reading it names the link.
         present = [
             path
             for path in candidates
-            if path.is_file() or (path.suffix == ".parquet" and path.is_dir())
+            if path.is_file() or (path.suffix == ".parquet" and path.is_dir()) or path.is_symlink()
         ]
         if not present:
             problems.append(

@@ -6,6 +6,7 @@ import codecs
 import csv
 import io
 import itertools
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def read_table(path: Path | str) -> pd.DataFrame:
 
     if not fmt:
         raise fail(f"unsupported file type {path.suffix!r} (expected .csv or .parquet)")
+    if why := unreadable(path):
+        raise fail(why)
     parts = _parquet_parts(path) if fmt == "parquet" and path.is_dir() else None
     if parts == []:
         raise fail(f"the directory {path} holds no Parquet file (part files ending .parquet)")
@@ -108,16 +111,59 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
 
 
+def unreadable(path: Path, *, listed: bool = True) -> str:
+    """Why this process cannot read ``path`` (a file, or a directory to list; to
+    open files in only, without ``listed``), said for a message after its name, or
+    '' when it can (or it does not exist: said otherwise). ``os.access`` answers for
+    the real user; root can read anything."""
+    try:
+        if path.is_symlink() and not path.exists():
+            return (
+                f"is a symbolic link to {os.readlink(path)}, which does not exist (moved or "
+                "deleted?): point the link at the file, or put the file in its place"
+            )
+        if not path.exists():
+            return ""
+        # A directory is searched (x) to open its files, and read (r) to list them.
+        listing = os.R_OK if listed else 0
+        need = os.X_OK | listing if path.is_dir() else os.R_OK
+        if os.access(path, need):
+            return ""
+    except OSError as err:  # a directory on the way that cannot be searched
+        return f"cannot be reached: {err.strerror}"
+    kind = "directory" if path.is_dir() else "file"
+    return (
+        f"cannot be read: permission denied to the user running nextbest (uid "
+        f"{os.getuid()}); give that user read access to the {kind} (chmod, chown), or run "
+        "as one who has it"
+    )
+
+
 def _parquet_parts(directory: Path) -> list[Path]:
     """The Parquet files of a dataset directory, in path order, subdirectories
-    included; bookkeeping files (``_SUCCESS``, ``_metadata``, ``.crc``) left out."""
-    return sorted(
-        part
-        for part in directory.rglob("*")
-        if part.is_file()
-        and part.suffix.lower() == ".parquet"
-        and not part.name.startswith(("_", "."))
-    )
+    included; bookkeeping files (``_SUCCESS``, ``_metadata``, ``.crc``) left out.
+    A part or subdirectory that cannot be read (a link to a deleted file, no
+    permission) is a :class:`ContractError` naming it: skipped, its rows would be
+    missing from the table without a word."""
+    parts: list[Path] = []
+
+    def refuse(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else directory
+        raise _part_problem(directory, where, unreadable(where) or f"cannot be read: {error}")
+
+    for folder, subfolders, files in os.walk(directory, onerror=refuse):
+        for name in sorted(subfolders):
+            if why := unreadable(Path(folder) / name):
+                raise _part_problem(directory, Path(folder) / name, why)
+        for name in files:
+            part = Path(folder) / name
+            if part.suffix.lower() != ".parquet" or name.startswith(("_", ".")):
+                continue
+            if why := unreadable(part):
+                raise _part_problem(directory, part, why)
+            if part.is_file():
+                parts.append(part)
+    return sorted(parts)
 
 
 def _refuse_nested(path: Path, schema: pa.Schema) -> None:
