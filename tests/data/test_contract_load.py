@@ -782,6 +782,52 @@ def test_a_parquet_directory_of_parts_loads_as_its_table(
         load_dataset(parted)
 
 
+@pytest.mark.parametrize("parted", [False, True], ids=["file", "parts"])
+def test_an_index_pandas_saved_in_parquet_is_no_column(
+    tables: Tables, write_tables: WriteTables, parted: bool
+) -> None:
+    """``df.to_parquet(path)`` without ``index=False`` saves the index: an unnamed one
+    as ``__index_level_0__``, a named one under its name. Neither is a column of the
+    table (in parts they were read as one: a feature of every HCP, an unknown column
+    of a feedback file); an index named for a column of the contract (``hcp_id`` set
+    as the index) is that column, in a file as in parts."""
+    whole = load_dataset(write_tables(tables, fmt="parquet", name="whole"))
+    saved = write_tables(tables, fmt="parquet", name="saved")
+    writes = {
+        "hcps": tables["hcps"].set_index("hcp_id"),
+        "catalog": tables["catalog"].set_axis([10, 11, 12]),  # __index_level_0__
+        "interactions": tables["interactions"].set_axis([5, 6, 7, 8, 9]).rename_axis("row"),
+    }
+    for name, frame in writes.items():
+        path = saved / f"{name}.parquet"
+        path.unlink()
+        if parted:
+            path.mkdir()
+            frame.iloc[:2].to_parquet(path / "part-0.parquet")
+            frame.iloc[2:].to_parquet(path / "part-1.parquet")
+        else:
+            frame.to_parquet(path)
+    catalog = saved / "catalog.parquet"
+    assert (
+        "__index_level_0__"
+        in pq.read_schema(catalog / "part-0.parquet" if parted else catalog).names
+    )
+    loaded = load_dataset(saved)
+    for name in ("hcps", "catalog", "interactions"):
+        pd.testing.assert_frame_equal(getattr(loaded, name), getattr(whole, name), obj=name)
+
+    from nextbest.service.feedback_file import read_events
+
+    events = pd.DataFrame({"event_id": ["e1", "e2"], "event_type": "opened", "hcp_id": "H1"})
+    feed = saved / "feed.parquet"
+    if parted:
+        feed.mkdir()
+        events.set_axis([3, 4]).to_parquet(feed / "part-0.parquet")
+    else:
+        events.set_axis([3, 4]).rename_axis("n").to_parquet(feed)
+    assert read_events(feed).columns.tolist() == ["event_id", "event_type", "hcp_id"]
+
+
 def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     """A name under a neutral header ('doctor') was a feature, and the model stored
     every name; a per-HCP code teaches nothing that carries to another HCP either."""

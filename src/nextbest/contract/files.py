@@ -8,6 +8,7 @@ import io
 import itertools
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -79,7 +80,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
             _refuse_repeated_header(path, frame)
             return frame
         if parts:
-            return _read_parts(path, parts).to_pandas()
+            return _with_pandas_index(_read_parts(path, parts).to_pandas(), parts[0])
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
         schema = pq.read_schema(path)
@@ -137,6 +138,35 @@ def unreadable(path: Path, *, listed: bool = True) -> str:
         f"{os.getuid()}); give that user read access to the {kind} (chmod, chown), or run "
         "as one who has it"
     )
+
+
+def _with_pandas_index(frame: pd.DataFrame, part: Path) -> pd.DataFrame:
+    """``frame`` read from parts with the columns pandas wrote from a frame's index
+    (``__index_level_0__``, or the index's name) made its index again, as reading a
+    single file does: joining the parts loses the metadata that says which they are,
+    and they were read as columns of the table (see :func:`index_as_columns`)."""
+    meta = pq.read_schema(part).pandas_metadata or {}
+    stored = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    stored = [c for c in stored if c in frame.columns]
+    if not stored:
+        return frame
+    names = {c.get("field_name"): c.get("name") for c in meta.get("columns", [])}
+    frame = frame.set_index(stored)
+    frame.index.names = [names.get(c) for c in stored]
+    return frame
+
+
+def index_as_columns(frame: pd.DataFrame, known: Collection[str]) -> pd.DataFrame:
+    """``frame`` (as :func:`read_table` gives it) with the levels of its index named
+    for a column of ``known`` made columns (an ``hcp_id`` written as the index,
+    ``df.set_index("hcp_id").to_parquet(...)``), the other levels left in the index,
+    which no reader takes for a column: pandas' ``__index_level_0__``, a row number."""
+    levels = [
+        name
+        for name in frame.index.names
+        if name is not None and str(name) in known and name not in frame.columns
+    ]
+    return frame.reset_index(level=levels) if levels else frame
 
 
 def _parquet_parts(directory: Path) -> list[Path]:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from nextbest.contract import parse
 from nextbest.contract.errors import ProblemLog
+from nextbest.contract.files import index_as_columns
 from nextbest.contract.parse import Codes, Mask
 from nextbest.contract.schema import (
     CONTENT_TYPES,
@@ -511,9 +512,12 @@ def _start(
     would be read as an extra column while its field falls back to its default
     (``specialties`` empty: content for one specialty shown to every specialty).
     """
+    required = tuple(required)
+    known = (*required, *optional)
     # A shallow copy: renaming or re-indexing in place must not touch the caller's
-    # frame, and a deep copy costs seconds at millions of rows.
-    raw = raw.copy(deep=False)
+    # frame, and a deep copy costs seconds at millions of rows. An index pandas wrote
+    # to Parquet is no column, unless it is named for one (hcp_id as the index).
+    raw = index_as_columns(raw.copy(deep=False), known)
     raw.columns = pd.Index([str(name).strip() for name in raw.columns], dtype=object)
     raw.index = pd.RangeIndex(len(raw))
     raw = without_unnamed_columns(raw, log)
@@ -522,8 +526,6 @@ def _start(
         if name in seen:
             log.add("duplicate column", column=name)
         seen.add(name)
-    required = tuple(required)
-    known = (*required, *optional)
     # 'HCP_ID', 'Territory ID', 'territory-id': the column meant, spelled otherwise.
     meant_by = {column_spelling(column): column for column in known}
     otherwise: dict[str, list[str]] = {}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from nextbest.contract import parse
 from nextbest.contract.errors import ContractError, Problem, ProblemLog
-from nextbest.contract.files import read_table
+from nextbest.contract.files import index_as_columns, read_table
 from nextbest.contract.validate import without_unnamed_columns
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
@@ -97,7 +97,7 @@ def read_events(path: Path) -> pd.DataFrame:
     read as the text they stand for (``7``, not ``7.0``), as a CSV file gives them;
     a float32 ``value`` as the decimal written (0.1, not 0.10000000149011612).
     """
-    frame = read_table(path)
+    frame = index_as_columns(read_table(path), COLUMNS)
     log = ProblemLog(path.name)
     frame = without_unnamed_columns(frame, log)  # a trailing separator's empty column
     log.raise_if_any()
