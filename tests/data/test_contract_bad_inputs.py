@@ -537,6 +537,24 @@ BAD_INPUTS = [
         id="unclosed-quote-after-blank-lines-and-a-quoted-line-break",
     ),
     pytest.param(
+        # The rest of the file is past the csv module's field size limit (128 KiB).
+        rewrite(
+            "hcps.csv",
+            lambda data: (
+                data.replace(b"H3,oncology", b'H3,"oncology')
+                + b"".join(b"H%d,oncology,T1,north,3,true,yes\n" % i for i in range(20_000))
+            ),
+        ),
+        at(
+            "hcps.csv",
+            3,
+            "specialty",
+            "a double quote opens this value on line 4 and is never closed, so the rest of "
+            "the file (lines 4 to 20,004) would be read",
+        ),
+        id="unclosed-quote-before-a-long-rest-of-the-file",
+    ),
+    pytest.param(
         rewrite("hcps.csv", lambda data: b"HCP export 2026-06-01\n\n" + data),
         at(
             "hcps.csv",

@@ -471,10 +471,16 @@ def _unclosed_quote(path: Path) -> Problem:
     with path.open(encoding="utf-8-sig", newline="") as file:
         reader = csv.reader(file, delimiter=sep)
         records = 0  # with a field, the header included
-        for record in reader:
-            start, end = end + 1, reader.line_num
-            if record:
-                row, line, records = records, start, records + 1
+        try:
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if record:
+                    row, line, records = records, start, records + 1
+        except csv.Error:
+            # The open value outgrew the csv module's field size limit: it is the
+            # record being read, and the lines left are the rest of it.
+            row, line = records, end + 1
+            end = reader.line_num + sum(1 for _ in file)
     with path.open(encoding="utf-8-sig", newline="") as file:
         opening = next(itertools.islice(file, line - 1, None), "")
     field = len(next(csv.reader([opening], delimiter=sep), [""])) - 1
