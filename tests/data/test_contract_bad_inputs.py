@@ -381,8 +381,8 @@ BAD_INPUTS = [
         id="inf-in-a-feature",
     ),
     pytest.param(
-        as_parquet("interactions", score=[1.0, 2.0, -np.inf, 0.5, 3.0]),
-        at("interactions.parquet", 3, "score", "-inf is not a finite number"),
+        as_parquet("hcps", score=[1.0, -np.inf, 0.5]),
+        at("hcps.parquet", 2, "score", "-inf is not a finite number"),
         id="parquet-minus-inf-in-a-feature",
     ),
     pytest.param(

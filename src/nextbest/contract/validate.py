@@ -301,7 +301,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         "cost": cost,
     }
     for column in _others(raw, (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)):
-        out[column] = _extra(raw, column, log)
+        out[column] = _extra(raw, column)
     log.raise_if_any()
     frame = pd.DataFrame(out)
     frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, out)
@@ -426,7 +426,7 @@ def validate_interactions(
         holdout = pd.Series(np.zeros(n, dtype=bool))
 
     extras = {
-        column: _extra(raw, column, log)
+        column: _extra(raw, column)
         for column in _others(raw, (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS))
     }
     log.raise_if_any()
@@ -871,12 +871,13 @@ def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
     return pd.Series(np.where(ok, values, 0).astype(np.int8))
 
 
-def _extra(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
-    """An extra column as a feature; one named like an id or code stays text. An
-    infinite number ('inf' in a CSV, a float column's inf) is logged with its row: no
-    model learns from it, and an empty cell is the missing value."""
+def _extra(raw: pd.DataFrame, column: str, log: ProblemLog | None = None) -> pd.Series:
+    """An extra column as a feature; one named like an id or code stays text. With
+    ``log`` (a column the model reads: an hcps attribute), an infinite number ('inf'
+    in a CSV, a float column's inf) is logged with its row: no model learns from it,
+    and an empty cell is the missing value."""
     feature = parse.feature(raw[column], identifier=is_identifier_column(column))
-    if pd.api.types.is_float_dtype(feature.dtype):
+    if log is not None and pd.api.types.is_float_dtype(feature.dtype):
         values = feature.to_numpy()
         log.add_rows(
             np.isinf(values),
