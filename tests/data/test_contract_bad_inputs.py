@@ -1035,3 +1035,25 @@ def test_a_send_list_or_an_erasure_list_refuses_an_id_longer_than_the_store_keep
     for load in (partial(load_send_list, catalog=catalog), read_ids):
         with pytest.raises(ContractError, match=at("send.csv", 2, "hcp_id", said)):
             load(path)
+
+
+def test_a_file_of_one_column_keeps_its_one_name_header(tmp_path: Path) -> None:
+    """A line below naming several columns is no sign of lines above the header when
+    most lines hold one field: a value with a comma in an id list is said as such."""
+    path = tmp_path / "erase.csv"
+    path.write_text("hcp_id\nH1\nH,2\nH3\n")
+    with pytest.raises(
+        ContractError, match=at("erase.csv", 2, None, "2 fields where the header has 1")
+    ):
+        read_ids(path)
+    path.write_text("\nhcp_id\nH1\n")
+    with pytest.raises(
+        ContractError,
+        match=at(
+            "erase.csv",
+            None,
+            None,
+            "the header is not on line 1 (line 1 is blank); it seems to be on line 2: 'hcp_id'",
+        ),
+    ):
+        read_ids(path)

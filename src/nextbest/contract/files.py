@@ -616,14 +616,21 @@ def _refuse_lines_above_header(path: Path) -> None:
     if not sample or all(not line.strip() for line in sample):
         return  # empty: said as such when read
 
+    def fields(at: int) -> list[str]:
+        return next(csv.reader([sample[at]], delimiter=_sample_separator(sample[at:])), [])
+
     def named(at: int) -> int:
-        line = sample[at]
-        fields = next(csv.reader([line], delimiter=_sample_separator(sample[at:])), [])
-        return sum(bool(field.strip()) for field in fields)
+        return sum(bool(field.strip()) for field in fields(at))
 
     blank = not sample[0].strip()
-    if not blank and named(0) > 1:
-        return
+    if not blank:
+        if named(0) > 1:
+            return
+        # A title, when most lines below hold several fields: not a file of one
+        # column with a stray separator in a value.
+        rest = [len(fields(at)) > 1 for at in range(1, len(sample)) if sample[at].strip()]
+        if 2 * sum(rest) <= len(rest):
+            return
     below = next((at for at in range(1, len(sample)) if named(at) > 1), None)
     if below is None and blank:
         below = next(at for at in range(1, len(sample)) if sample[at].strip())
