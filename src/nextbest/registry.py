@@ -69,6 +69,12 @@ class RegistryError(RuntimeError):
     """The registry could not answer (no such model, alias or version)."""
 
 
+class RegistryUnreadableError(RegistryError):
+    """The registry's store cannot be read (a SQLite file that is no database or is
+    locked, a database server that is down): nothing is known of its aliases and
+    versions, which is not the same as a missing alias."""
+
+
 class ArtifactsUnreadableError(RegistryError):
     """A registered version's artifacts are missing or unreadable where the registry says."""
 
@@ -452,16 +458,53 @@ def _figures(result: TrainResult) -> dict[str, Any]:
 
 def alias_version(settings: Settings, alias: str) -> str | None:
     """The version an alias points at, or None when the model or alias does not exist
-    (nor the registry: asking does not create it)."""
+    (nor the registry: asking does not create it).
+
+    Raises:
+        RegistryUnreadableError: the store cannot be read (a file that is no database
+            or stays locked, a server that is down): naming the store and the error,
+            where answering None sent an operator looking for a missing promotion.
+    """
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     store = _store_file(settings)
     if store is not None and not store.exists():
         return None  # MLflow would create it (every poll of a serving worker goes here)
     try:
         return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # No such model (RESOURCE_DOES_NOT_EXIST) or alias (INVALID_PARAMETER_VALUE);
+        # anything else is the store failing (MLflow wraps its database's errors).
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise _unreadable(settings, alias, exc) from exc
+    except (SQLAlchemyError, sqlite3.Error) as exc:  # raised while MLflow opens the store
+        raise _unreadable(settings, alias, exc) from exc
+
+
+def _unreadable(settings: Settings, alias: str, exc: Exception) -> RegistryUnreadableError:
+    """The error of a store that could not be asked for ``alias``, in one line."""
+    from nextbest.storage.db import describe_database_error
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return RegistryUnreadableError(
+        f"the MLflow registry {without_password(settings.resolved_registry_uri)} cannot be "
+        f"read, so alias '{alias}' of model '{settings.model_name}' is unknown: "
+        f"{describe_database_error(cause)}"
+    )
+
+
+def no_alias_said(settings: Settings, alias: str) -> str:
+    """That model ``settings.model_name`` has no ``alias``, naming the registry (and
+    saying so when its SQLite file does not exist: none was made here yet, or the
+    models directory moved away)."""
+    store = _store_file(settings)
+    missing = ", a file that does not exist" if store is not None and not store.exists() else ""
+    return (
+        f"model '{settings.model_name}' has no alias '{alias}' in "
+        f"{without_password(settings.resolved_registry_uri)}{missing}"
+    )
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,8 @@ def test_a_worker_waiting_for_its_first_model_says_why_once(
             said = [r for r in caplog.records if r.levelno >= logging.WARNING]
             assert [r.getMessage() for r in said] == [
                 "model reload failed, nothing served yet; tried again every 10 s: "
-                "model 'nextbest' has no alias 'champion'"
+                "model 'nextbest' has no alias 'champion' in "
+                f"sqlite:///{tmp_path / 'models' / 'mlflow.db'}, a file that does not exist"
             ]
             assert said[0].exc_info is None
             caplog.clear()
@@ -323,7 +324,8 @@ def test_readyz_is_503_without_a_model(api_settings, keys, tmp_path: Path) -> No
         assert client.get("/healthz").json().get("model_version") is None
         asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
         assert asking.status_code == 503 and asking.headers["Retry-After"] == "10"
-        assert "has no alias 'champion'; train one with `nextbest train`" in asking.text
+        assert "has no alias 'champion' in sqlite:///" in asking.text
+        assert "a file that does not exist; train one with `nextbest train`" in asking.text
         # A rep's feedback waits for a model: its territory cannot be checked without one.
         rep_event = {"event_id": "r-1", "event_type": "dismissed", "hcp_id": "H000001"}
         refused = client.post("/v1/feedback", json=rep_event, headers=keys.rep)
@@ -1141,6 +1143,88 @@ def test_a_runtime_without_a_model_retries_and_says_why(own_registry, keys, tmp_
         registry.set_alias(own_registry, "champion", "1")  # a version that loads
         assert _wait_for(lambda: client.get("/healthz").json().get("model_version") == "1", 60)
         assert client.post("/v1/recommendations", json={"hcp_id": "H000001"}).status_code == 200
+
+
+def test_a_registry_that_cannot_be_read_is_said_as_such_and_the_model_serves_on(
+    own_registry, keys
+) -> None:
+    """A store that cannot be read is not a missing alias: "no alias 'champion'" sent
+    the operator looking for a promotion that never went missing. The reload names
+    the store and its error, the served model serves on; a worker started on it
+    says the registry, not "train one"."""
+    store = own_registry.resolved_models_dir / "mlflow.db"
+    good = store.read_bytes()
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+        store.write_bytes(b"not a database" * 1000)
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        detail = answer.json()["detail"]
+        assert detail.startswith("reload failed, still serving version 1: "), detail
+        assert f"the MLflow registry sqlite:///{store} cannot be read" in detail, detail
+        assert "DatabaseError: file is not a database" in detail and "no alias" not in detail
+        assert "\n" not in detail  # the driver's message, not the SQL below it
+        served = client.post("/v1/recommendations", json={"hcp_id": hcp})
+        assert served.status_code == 200 and served.json()["model_version"] == "1"
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready", ready
+        assert "sqlite:///mlflow.db cannot be read" in ready["last_reload_error"], ready
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "no model loaded: model registry unreadable"
+        refused = client.post("/v1/recommendations", json={"hcp_id": hcp})
+        assert refused.status_code == 503, refused.text
+        detail = refused.json()["detail"]
+        assert "cannot be read" in detail and "train one" not in detail, detail
+        store.write_bytes(good)  # restored: loaded at the next try
+        assert client.post("/v1/admin/reload").status_code == 200
+        assert client.get("/readyz").json()["status"] in ("ready", "warming")
+
+
+def test_a_registry_file_gone_is_named_with_the_alias_it_lacks(own_registry, keys) -> None:
+    """The models directory moved away under a running server: the alias is missing
+    from a file that does not exist, which the reload says, naming it."""
+    store = own_registry.resolved_models_dir / "mlflow.db"
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        store.rename(store.with_suffix(".moved"))
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["detail"] == (
+            "reload failed, still serving version 1: RegistryError: model 'nextbest' has "
+            f"no alias 'champion' in sqlite:///{store}, a file that does not exist"
+        )
+        assert client.get("/readyz").json()["model_version"] == "1"
+
+
+@pytest.mark.postgres
+def test_a_registry_on_a_postgresql_server_that_is_down_is_said_as_such(
+    own_registry, keys, proxied_database
+) -> None:
+    """The MLflow store on a PostgreSQL server that goes down: the reload names the
+    store (without its password) and the driver's error, not a missing alias, and
+    the model loaded before serves on."""
+    from nextbest.learning.train import TrainResult
+    from nextbest.settings import without_password
+
+    proxy, through = proxied_database
+    proxy.start()
+    model = registry.load_version(own_registry, "1")
+    settings = own_registry.model_copy(update={"tracking_uri": through})
+    result = TrainResult(model=model, metrics={}, params={"variant": "test"})
+    assert registry.log_training_run(result, settings).version == "1"
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+        proxy.stop()
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        detail = answer.json()["detail"]
+        assert f"the MLflow registry {without_password(through)} cannot be read" in detail
+        assert "OperationalError: " in detail and "no alias" not in detail, detail
+        served = client.post("/v1/recommendations", json={"hcp_id": hcp})
+        assert served.status_code == 200 and served.json()["model_version"] == "1"
+        proxy.start()
+        assert client.post("/v1/admin/reload").json()["version"] == "1"
 
 
 def _wait_for(predicate, seconds: float = 15.0) -> bool:

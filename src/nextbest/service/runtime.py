@@ -270,6 +270,9 @@ class ServingRuntime:
         # The last reload failed on the rules or territories file (what a 'no model'
         # 503 explains).
         self._file_failed = False
+        # The last reload could not read the registry's store: no alias is known to
+        # be missing, and no training is called for.
+        self._registry_failed = False
         # Set when the start-up migration could not reach the database; the watcher
         # retries it until it does.
         self.migration_pending = False
@@ -474,6 +477,8 @@ class ServingRuntime:
             return f"{served} cannot be served: {self.last_reload_error}; fix the file"
         if self._failed_version is not None:
             return f"no model is loaded: {served} failed to load{retried}: {self.last_reload_error}"
+        if self._registry_failed:
+            return f"no model is loaded: {self.last_reload_error}{retried}"
         if self.last_reload_error is not None:
             return (
                 f"no model is loaded: {self.last_reload_error}; train one with "
@@ -496,6 +501,8 @@ class ServingRuntime:
                 if error.startswith("TerritoriesError")
                 else "serving rules file invalid"
             )
+        if self._registry_failed:
+            return "no model loaded: model registry unreadable"
         return "no model loaded"
 
     @property
@@ -570,7 +577,7 @@ class ServingRuntime:
                 version = registry.alias_version(settings, settings.serve_alias)
                 if version is None:
                     raise registry.RegistryError(
-                        f"model '{settings.model_name}' has no alias '{settings.serve_alias}'"
+                        registry.no_alias_said(settings, settings.serve_alias)
                     )
                 if (
                     previous == version
@@ -620,6 +627,7 @@ class ServingRuntime:
                 )
                 self._failed_version = loading
                 self._file_failed = isinstance(exc, RulesError | TerritoriesError)
+                self._registry_failed = isinstance(exc, registry.RegistryUnreadableError)
                 # A poll or retry failing as the last reload did is the same failure,
                 # neither said nor counted again: a server waiting for its first model
                 # logged the same two lines every 10 s until one was trained, and an
@@ -653,6 +661,7 @@ class ServingRuntime:
                     )
             self._failed_version = None
             self._file_failed = False
+            self._registry_failed = False
             if rules_changed:
                 self.rules = rules
                 logger.info("serving rules re-read from %s", rules.source)
