@@ -825,6 +825,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "territories_changed": False,
         "territory_notes": [],
         "key_notes": [],
+        "signal_error": None,
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
     for h in hcps:
@@ -845,6 +846,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "territories_changed": False,
         "territory_notes": [],
         "key_notes": [],
+        "signal_error": None,
     }
     hits, misses = _cache_counts(reloading)
     served = reloading.post("/v1/recommendations", json={"hcp_id": hcps[0]}).json()
@@ -852,6 +854,56 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
     hits_after, misses_after = _cache_counts(reloading)
     assert misses_after == misses and hits_after > hits
     assert (own_registry.resolved_models_dir / "reload.signal").read_text() == new
+
+
+def test_a_reload_that_cannot_signal_the_other_workers_says_so_in_its_answer(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """The signal file cannot be written (here a directory in its place): the other
+    workers serve on unchanged, which the caller of the reload is told, in the answer
+    and in a failed reload's detail, instead of only in a warning of the log."""
+    signal_file = own_registry.resolved_models_dir / "reload.signal"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((Path(__file__).parents[2] / "training" / "rules.yaml").read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        signal_file.mkdir()
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 200, answer.text
+        said = answer.json()["signal_error"]
+        assert said == (
+            "the other workers were not signalled: IsADirectoryError: Is a directory: "
+            f"{signal_file}; they do not reload (NEXTBEST_RELOAD_INTERVAL_S=0: no alias "
+            "poll) until the file can be written and a reload is asked for again"
+        )
+        rules.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
+        failed = client.post("/v1/admin/reload")
+        assert failed.status_code == 500, failed.text
+        detail = failed.json()["detail"]
+        assert "channels.email.max_contacts" in detail and detail.endswith(f"; {said}"), detail
+        signal_file.rmdir()
+        rules.write_text((Path(__file__).parents[2] / "training" / "rules.yaml").read_text())
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 200 and answer.json()["signal_error"] is None, answer.text
+
+
+def test_a_sighup_that_finds_nothing_new_says_so(
+    own_registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator who sent SIGHUP and sees nothing change reads why in the log: the
+    alias names the version served and the files are as read (no line at all before)."""
+    runtime = ServingRuntime.start(own_registry)
+    try:
+        runtime.start_watcher()
+        with caplog.at_level(logging.INFO, logger="nextbest.service.runtime"):
+            runtime.ask_reload()
+            assert _wait_for(lambda: "SIGHUP reload: nothing changed" in caplog.text), caplog.text
+        assert (
+            "SIGHUP reload: nothing changed, still serving model nextbest version 1 (alias "
+            "'champion'); the rules and territory files are as read before"
+        ) in caplog.messages
+    finally:
+        runtime.close()
 
 
 def test_reload_applies_an_edited_rules_file_and_refuses_an_invalid_one(

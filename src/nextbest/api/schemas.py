@@ -344,6 +344,12 @@ class ReloadPublic(BaseModel):
         "content is not in the catalog yet. Not an error: such a key gets no recommendation "
         "of that channel until one is. Empty when every bound channel is served.",
     )
+    signal_error: str | None = Field(
+        default=None,
+        description="Why the other worker processes were not signalled to reload (the "
+        "signal file in the models directory could not be written): they serve on what "
+        "they served. Null when they were.",
+    )
 
 
 class FeedbackBatchCreate(BaseModel):

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -193,6 +193,9 @@ class ReloadResult:
     # The territory alignment file (NEXTBEST_TERRITORIES_FILE) changed since the last
     # (re)load, or was read for the first time.
     territories_changed: bool = False
+    # Why a broadcast reload could not signal the other workers (None: signalled, or
+    # not broadcast): they go on serving what they served.
+    signal_error: str | None = None
 
 
 class ServingRuntime:
@@ -264,6 +267,9 @@ class ServingRuntime:
         self._upgrade_schema = True
         self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
+        # Why the last broadcast reload could not signal the other workers (None:
+        # it did, or none was broadcast yet).
+        self.signal_error: str | None = None
         # The version the last reload failed to load (None: it failed before, e.g.
         # no version has the served alias): what a 'no model' 503 explains.
         self._failed_version: str | None = None
@@ -703,7 +709,7 @@ class ServingRuntime:
                 )
                 warn_if_stale(settings.model_name, version, self.recommender.model.as_of)
         if broadcast:
-            self._signal(force=force)
+            result = replace(result, signal_error=self._signal(force=force))
         return result
 
     def _read_alignment(self, *, unless_unchanged: bool) -> TerritoryAlignment | None:
@@ -792,14 +798,31 @@ class ServingRuntime:
             ) from exc
         return recommender
 
-    def _signal(self, *, force: bool) -> None:
-        """Write the served version (and ``force``, when forced) to the signal file."""
+    def _signal(self, *, force: bool) -> str | None:
+        """Write the served version (and ``force``, when forced) to the signal file;
+        why it could not be written (also logged and kept in ``signal_error``), else
+        None. The caller of a reload is told: it did, and nothing else says that the
+        other workers serve on unchanged."""
         try:
             self.signal_path.parent.mkdir(parents=True, exist_ok=True)
             self.signal_path.write_text((self.model_version or "") + (" force" if force else ""))
             self._signal_seen = self.signal_path.stat().st_mtime
-        except OSError as exc:  # other workers will still pick it up by polling, if on
-            logger.warning("could not signal other workers to reload: %s", exc)
+        except OSError as exc:
+            interval = self.settings.reload_interval_s
+            follow = (
+                f"they reload at their next alias poll (NEXTBEST_RELOAD_INTERVAL_S={interval:g})"
+                if interval > 0
+                else "they do not reload (NEXTBEST_RELOAD_INTERVAL_S=0: no alias poll) "
+                "until the file can be written and a reload is asked for again"
+            )
+            self.signal_error = (
+                f"the other workers were not signalled: {type(exc).__name__}: "
+                f"{exc.strerror or exc}: {exc.filename or self.signal_path}; {follow}"
+            )
+            logger.warning("%s", self.signal_error)
+            return self.signal_error
+        self.signal_error = None
+        return None
 
     def start_watcher(self) -> None:
         """Background thread: follow reload signals and, if set, poll the alias."""
@@ -851,12 +874,23 @@ class ServingRuntime:
             self._signal_seen = mtime
             since_poll = 0.0
             try:
-                self.reload(
+                result = self.reload(
                     force=signalled and self._signal_forced(), polled=not (signalled or asked)
                 )
             except Exception:  # the old model keeps serving; reload() said why
                 if self.last_reload_error is None:  # failed after its swap: a fault
                     logger.exception("background reload failed")
+                continue
+            if asked and not (result.changed or result.rules_changed or result.territories_changed):
+                # A swap and re-read files are logged as they happen; without this, a
+                # SIGHUP that found nothing new left no line at all.
+                logger.info(
+                    "SIGHUP reload: nothing changed, still serving model %s version %s "
+                    "(alias '%s'); the rules and territory files are as read before",
+                    self.settings.model_name,
+                    result.version,
+                    self.settings.serve_alias,
+                )
 
     def _signal_forced(self) -> bool:
         try:

@@ -35,16 +35,19 @@ async def reload(
 
     Other worker processes sharing the models directory follow within a second.
     If loading fails (or the rules or territories file is invalid), the old model,
-    rules and territories keep serving and this answers 500 with the error.
+    rules and territories keep serving and this answers 500 with the error. Other
+    workers that could not be signalled are said in ``signal_error`` (in the 500's
+    detail on a failure).
     """
     try:
         # In a thread: loading takes seconds and must not stall other requests.
         result = await asyncio.to_thread(runtime.reload, force=force, broadcast=True)
     except Exception as exc:
+        signalled = f"; {runtime.signal_error}" if runtime.signal_error else ""
         raise HTTPException(
             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
             detail=f"reload failed, still serving version {runtime.model_version}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {exc}{signalled}",
         ) from None
     served = runtime.recommender  # once: its rules and their notes belong together
     territory_notes = await asyncio.to_thread(runtime.territory_notes, examples=5)
@@ -60,4 +63,5 @@ async def reload(
         territories_changed=result.territories_changed,
         territory_notes=territory_notes,
         key_notes=key_notes,
+        signal_error=result.signal_error,
     )
