@@ -967,7 +967,12 @@ def test_strict_rules_with_a_misspelt_channel_fail_the_reload(
         answer = client.post("/v1/admin/reload")
         assert answer.status_code == 500, answer.text
         said = answer.json()["detail"]
-        assert "strict: true, and the rules do not fit the served catalog" in said, said
+        # Names the version and alias refused, not only the rules.
+        assert said.startswith(
+            "reload failed, still serving version 1: RulesError: model 'nextbest' version 1 "
+            f"(alias 'champion'): {rules}: strict: true, and the rules do not fit the served "
+            "catalog: "
+        ), said
         assert "did you mean 'email' for 'emial'?" in said, said
         after = client.get("/readyz").json()
         assert after["status"] == "ready", after  # the rules before it serve on
@@ -978,8 +983,13 @@ def test_strict_rules_with_a_misspelt_channel_fail_the_reload(
         ready = client.get("/readyz")
         assert ready.status_code == 503, ready.text
         assert ready.json()["status"] == "serving rules file invalid", ready.text
+        said = ready.json()["last_reload_error"]
+        assert said.startswith(
+            "RulesError: model 'nextbest' version 1 (alias 'champion'): rules.yaml: strict"
+        ), said
         asking = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
         assert asking.status_code == 503 and "fix the file" in asking.json()["detail"]
+        assert "model 'nextbest' version 1 (alias 'champion')" in asking.json()["detail"]
 
 
 def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(

@@ -2038,9 +2038,9 @@ def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
 
     said = refused("--log")
     assert (
-        f"error: the served version {trained.version} of model 'nextbest' (alias "
-        f"'champion') cannot be served: RulesError: {misspelt}: strict: true, and the "
-        "rules do not fit the served catalog: " in said
+        f"error: not serving: RulesError: model 'nextbest' version {trained.version} "
+        f"(alias 'champion'): {misspelt}: strict: true, and the rules do not fit the "
+        "served catalog: " in said
     ), said
     assert said.endswith("; fix the file"), said
     said = refused()

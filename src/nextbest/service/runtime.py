@@ -477,10 +477,8 @@ class ServingRuntime:
             f"'{self.settings.model_name}' (alias '{self.settings.serve_alias}')"
         )
         if self._file_failed:  # the file, not the version, is at fault
-            if self.retries or self._failed_version is None:
-                return f"not serving: {self.last_reload_error}; fix the file{retried}"
-            # A one-shot command's only line on it: names the version the file stopped.
-            return f"{served} cannot be served: {self.last_reload_error}; fix the file"
+            # Rules refused for a catalog name its version (see _refused_by_rules).
+            return f"not serving: {self.last_reload_error}; fix the file{retried}"
         if self._failed_version is not None:
             return f"no model is loaded: {served} failed to load{retried}: {self.last_reload_error}"
         if self._registry_failed:
@@ -597,7 +595,10 @@ class ServingRuntime:
                     # scored, so the scores and reasons already cached stay valid.
                     recommender = self._recommender
                     if rules_changed:
-                        recommender = recommender.with_rules(rules)
+                        try:
+                            recommender = recommender.with_rules(rules)
+                        except RulesError as exc:  # strict, and they do not fit its catalog
+                            raise self._refused_by_rules(version, exc) from None
                     if territories_changed:
                         recommender = recommender.with_alignment(alignment)
                     self._recommender = recommender
@@ -789,14 +790,25 @@ class ServingRuntime:
             # A model that loads but cannot score (e.g. pickled by an
             # incompatible code version) must fail here, not on every request.
             recommender.self_check()
-        except (registry.RegistryError, RulesError):
-            raise  # names the version, the alias and what to do; or the rules file
+        except registry.RegistryError:
+            raise  # names the version, the alias and what to do
+        except RulesError as exc:  # strict, and they do not fit its catalog
+            raise self._refused_by_rules(version, exc) from None
         except Exception as exc:
             raise registry.RegistryError(
                 f"model '{settings.model_name}' version {version} (alias "
                 f"'{settings.serve_alias}') failed to load: {type(exc).__name__}: {exc}"
             ) from exc
         return recommender
+
+    def _refused_by_rules(self, version: str, exc: RulesError) -> RulesError:
+        """``exc`` (strict rules that do not fit a catalog) naming the version and
+        alias whose catalog they do not fit, as ``nextbest picks`` says it."""
+        settings = self.settings
+        return RulesError(
+            f"model '{settings.model_name}' version {version} (alias "
+            f"'{settings.serve_alias}'): {exc}"
+        )
 
     def _signal(self, *, force: bool) -> str | None:
         """Write the served version (and ``force``, when forced) to the signal file;
