@@ -867,6 +867,7 @@ def test_a_reload_that_cannot_signal_the_other_workers_says_so_in_its_answer(
     rules.write_text((Path(__file__).parents[2] / "training" / "rules.yaml").read_text())
     settings = own_registry.model_copy(update={"rules_file": rules})
     with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        signal_file.unlink(missing_ok=True)  # the copied store's, if a test reloaded it
         signal_file.mkdir()
         answer = client.post("/v1/admin/reload")
         assert answer.status_code == 200, answer.text
