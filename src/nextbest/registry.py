@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import re
 import sqlite3
 import subprocess
@@ -740,16 +739,16 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
     found = client(settings).get_model_version(settings.model_name, version)
     tags = found.tags or {}
     written = tags.get(FORMAT_TAG)
-    by = tags.get(CODE_TAG, "an older nextbest")
+    by = f"nextbest {tags[CODE_TAG]}" if tags.get(CODE_TAG) else "an older nextbest"
     retrain = "register a new version with `nextbest retrain` or `nextbest train`"
     named = f"model '{settings.model_name}' version {version}" + (
         f" (alias '{alias}')" if alias else ""
     )
     if written is not None and written != str(ARTIFACT_FORMAT):
         raise RegistryError(
-            f"{named} was written by nextbest {by} "
-            f"in artifact format {written}; this nextbest ({_code_version()}) reads format "
-            f"{ARTIFACT_FORMAT}: {retrain}"
+            f"{named} was written by {by} in artifact format {written} (its artifacts at "
+            f"{_artifact_place(settings, found)[0]}); this nextbest ({_code_version()}) "
+            f"reads format {ARTIFACT_FORMAT}: {retrain}"
         )
     # Each file is read once: hashed, and the scoring model unpickled from the same
     # bytes (MLflow's pyfunc loader would read them again, and unpickle a wrapper
@@ -764,8 +763,7 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
         here = _moved_here(settings, where) if moved else None
         if here is None:
             raise ArtifactsUnreadableError(
-                f"{named}: its artifacts at {where} cannot be read: "
-                f"{type(exc).__name__}: {exc}" + moved
+                f"{named}: its artifacts at {where} cannot be read: {_one_line(exc)}" + moved
             ) from exc
         # A models directory moved or restored at another path (disaster recovery):
         # the same files are here; serve them, and say so.
@@ -782,18 +780,40 @@ def load_version(settings: Settings, version: str, *, alias: str | None = None) 
         where = here.as_uri()
     _check_digest(settings, version, named, tags.get(DIGEST_TAG), files, where)
     try:
-        return _scoring_model(files)
-    except (AttributeError, ImportError, TypeError, EOFError, pickle.UnpicklingError) as exc:
-        # Versions from before format tags: an incompatible pickle fails here.
-        raise RegistryError(
-            f"{named} (written by {by}) cannot be "
-            f"loaded by nextbest {_code_version()}: {type(exc).__name__}: {exc}; {retrain}"
-        ) from exc
-    except (KeyError, yaml.YAMLError) as exc:
+        path = _scoring_artifact(files)
+    except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise ArtifactsUnreadableError(
             f"{named}: its artifacts at {where} hold no MLflow model with a "
-            f"'{SCORING_ARTIFACT}' artifact ({type(exc).__name__}: {exc}); {retrain}"
+            f"'{SCORING_ARTIFACT}' artifact ({_one_line(exc)}); {retrain}"
         ) from exc
+    artifact = f"{where.rstrip('/')}/{path}"
+    if path not in files:
+        raise ArtifactsUnreadableError(
+            f"{named}: its artifact {artifact} is missing; restore the models directory "
+            f"from a backup (docs/operations.md, 'Backup and restore') or {retrain}"
+        )
+    try:
+        model: ScoringModel = joblib.load(io.BytesIO(files[path]))
+    except (AttributeError, ImportError, TypeError) as exc:
+        # Versions from before format tags: a pickle of incompatible code fails here.
+        raise RegistryError(
+            f"{named} (written by {by}) cannot be loaded by nextbest {_code_version()} "
+            f"from {artifact}: {_one_line(exc)}; {retrain}"
+        ) from exc
+    except Exception as exc:  # EOFError, UnpicklingError, zlib.error...: the bytes
+        raise ArtifactsUnreadableError(
+            f"{named}: its artifact {artifact} is damaged or truncated ({_one_line(exc)}); "
+            f"restore the models directory from a backup (docs/operations.md, 'Backup and "
+            f"restore') or {retrain}"
+        ) from exc
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s class and the first line of its message: what an error this module
+    raises quotes of its cause (a traceback is for the debug log)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 # Versions registered without a digest already warned about, by registry, model and
@@ -834,13 +854,16 @@ def _check_digest(
         )
 
 
-def _scoring_model(files: Mapping[str, bytes]) -> ScoringModel:
-    """The scoring model of an MLflow model directory's ``files`` (see
-    :func:`_read_model_dir`): the artifact its MLmodel file names, unpickled."""
+def _scoring_artifact(files: Mapping[str, bytes]) -> str:
+    """The path of the scoring model's pickle among an MLflow model directory's
+    ``files`` (see :func:`_read_model_dir`): the artifact its MLmodel file names.
+
+    Raises:
+        KeyError, TypeError, yaml.YAMLError: no MLmodel file, or one naming no such
+            artifact.
+    """
     mlmodel = yaml.safe_load(files["MLmodel"])
-    path = mlmodel["flavors"]["python_function"]["artifacts"][SCORING_ARTIFACT]["path"]
-    model: ScoringModel = joblib.load(io.BytesIO(files[path]))
-    return model
+    return str(mlmodel["flavors"]["python_function"]["artifacts"][SCORING_ARTIFACT]["path"])
 
 
 def _moved_here(settings: Settings, where: str) -> Path | None:

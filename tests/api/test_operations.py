@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -1188,6 +1189,72 @@ def test_failed_reload_keeps_the_old_model(reloading: TestClient, own_registry, 
     assert served.status_code == 200 and served.json()["model_version"] == before
     ready = reloading.get("/readyz").json()
     assert ready["status"] == "ready" and ready["last_reload_error"]
+
+
+def _artifact_copy(settings, tmp_path: Path) -> Path:
+    """A copy of version 1's model directory (to register, broken, as a new version)."""
+    from urllib.parse import unquote, urlparse
+
+    found = registry.client(settings).get_model_version(settings.model_name, "1")
+    where = registry._artifact_place(settings, found)[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(unquote(urlparse(where).path), copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        (
+            "truncated",
+            "its artifact {artifact} is damaged or truncated (UnpicklingError: pickle "
+            "exhausted before end of frame); restore the models directory from a backup",
+        ),
+        ("missing", "its artifact {artifact} is missing; restore the models directory"),
+        (
+            "format",
+            "was written by an older nextbest in artifact format 999 (its artifacts at "
+            "{where}); this nextbest",
+        ),
+    ],
+)
+def test_a_version_that_cannot_be_loaded_is_one_line_naming_version_path_and_cause(
+    own_registry, keys, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str, said: str
+) -> None:
+    """A corrupt, missing or foreign-format artifact: the reload's answer and its log
+    line name the version, where and what, in one line; the traceback (an ERROR of
+    many lines, taken for a crash) is at the debug level only."""
+    copy = _artifact_copy(own_registry, tmp_path)
+    artifact = copy / "artifacts" / "scoring_model.joblib"
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        if case == "truncated":
+            artifact.write_bytes(artifact.read_bytes()[:500])
+        elif case == "missing":
+            artifact.unlink()
+        broken = _new_version(own_registry, source=copy.as_uri())
+        if case == "format":
+            registry.client(own_registry).set_model_version_tag(
+                own_registry.model_name, broken, registry.FORMAT_TAG, "999"
+            )
+        registry.set_alias(own_registry, "champion", broken)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="nextbest.service.runtime"):
+            answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        detail = answer.json()["detail"]
+        expected = said.format(artifact=artifact.as_uri(), where=copy.as_uri())
+        error = "RegistryError" if case == "format" else "ArtifactsUnreadableError"
+        assert detail.startswith(
+            f"reload failed, still serving version 1: {error}: model 'nextbest' version "
+            f"{broken} (alias 'champion')"
+        ), detail
+        assert expected in detail and "\n" not in detail, detail
+        failed = [r for r in caplog.records if r.getMessage().startswith("model reload failed")]
+        assert len(failed) == 1 and failed[0].levelno == logging.ERROR, caplog.text
+        assert failed[0].exc_info is None and expected in failed[0].getMessage()
+        traced = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
+        assert len(traced) == (0 if case in ("missing", "format") else 1), caplog.text
+        assert client.get("/readyz").json()["model_version"] == "1"
 
 
 def test_a_runtime_without_a_model_retries_and_says_why(own_registry, keys, tmp_path) -> None:

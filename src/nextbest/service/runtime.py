@@ -151,10 +151,11 @@ def warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
 
 
 def _report_failed_reload(exc: Exception, previous: str | None) -> None:
-    """One line saying what failed and what is served meanwhile; the traceback only
-    for a failure nobody anticipated (a model that fails to load or score for a
-    reason of its own, e.g. pickled by another code version), not for a missing
-    alias or an invalid file, whose message says it all."""
+    """One line saying what failed and what is served meanwhile. An error of the
+    registry (a version that fails to load or score names its version, artifact and
+    cause), the rules or the territory file says it all: its cause's traceback goes
+    to the debug level only; a log line of many was taken for a crash. A failure
+    nobody anticipated keeps its traceback."""
     in_a_file = isinstance(exc, RulesError | TerritoriesError)
     anticipated = in_a_file or isinstance(exc, registry.RegistryError)
     # What the watcher tries again every RETRY_INTERVAL_S (see _watch).
@@ -164,8 +165,10 @@ def _report_failed_reload(exc: Exception, previous: str | None) -> None:
         f"keeping version {previous}" if previous else "nothing served yet",
         retried,
         exc,
-        exc_info=None if anticipated and exc.__cause__ is None else exc,
+        exc_info=None if anticipated else exc,
     )
+    if anticipated and exc.__cause__ is not None:
+        logger.debug("what the failed reload's error was raised from", exc_info=exc)
 
 
 def _refreeze() -> None:
@@ -795,9 +798,10 @@ class ServingRuntime:
         except RulesError as exc:  # strict, and they do not fit its catalog
             raise self._refused_by_rules(version, exc) from None
         except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
             raise registry.RegistryError(
                 f"model '{settings.model_name}' version {version} (alias "
-                f"'{settings.serve_alias}') failed to load: {type(exc).__name__}: {exc}"
+                f"'{settings.serve_alias}') failed to load: {type(exc).__name__}: {first}"
             ) from exc
         return recommender
 
