@@ -273,6 +273,26 @@ def test_history_reach_names_the_rule_that_reads_furthest_back(
         ),
         pytest.param({"rep_plan": {"dismiss_reasons": []}}, "dismiss_reasons", id="no-reasons"),
         pytest.param({"dismissal_days": 0}, "dismissal_days", id="zero-dismissal"),
+        # Windows past a century are a typo; far past it, now minus the window left
+        # the calendar (OverflowError while serving).
+        pytest.param(
+            {"channels": {"email": {"max_contacts": 2, "per_days": 1_000_000}}},
+            r"channels\.email\.per_days: must be at most 36500 days \(100 years\), got 1000000$",
+            id="cap-window-past-the-calendar",
+        ),
+        pytest.param(
+            {"channels": {"email": {"cooldown_days": float("inf")}}},
+            r"email\.cooldown_days: must be at most 36500 days \(100 years\), got inf",
+            id="infinite-cooldown",
+        ),
+        pytest.param(
+            {"snooze_days": 100_000}, r"snooze_days: must be at most 36500 days", id="long-snooze"
+        ),
+        pytest.param(
+            {"all_channels": {"max_contacts": 8, "per_days": 36_501}},
+            r"all_channels\.per_days: must be at most 36500 days",
+            id="budget-window",
+        ),
         pytest.param(
             {"snooze_days": "a week"}, "snooze_days: must be a number of days", id="bad-snooze"
         ),
@@ -356,6 +376,22 @@ def test_other_rules_file_errors_name_the_line(tmp_path: Path, text: str, said: 
     with pytest.raises(RulesError) as refused:
         ServingRules.load(path)
     assert str(refused.value).startswith(f"{path}, {said}")
+
+
+def test_a_century_long_window_is_read_back_a_century(tmp_path: Path) -> None:
+    from nextbest.service.serving import _lookbacks
+
+    path = tmp_path / "rules.yaml"
+    path.write_text("channels:\n  email:\n    max_contacts: 2\n    per_days: 36500\n")
+    rules = ServingRules.load(path)
+    windows, starts, _ = _lookbacks(rules, NOW)
+    assert windows == [36500.0] and starts == [NOW - timedelta(days=36500)]
+    path.write_text("dismissal_days: 30\nsnooze_days: 1000000\n")
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == (
+        f"{path}, line 2: snooze_days: must be at most 36500 days (100 years), got 1000000"
+    )
 
 
 def test_channels_are_spelled_as_the_catalog_spells_them() -> None:

@@ -400,11 +400,19 @@ def _count(value: Any, where: Place, *, allow_zero: bool = False) -> int:
     return value
 
 
+# The longest window a rule may have: a century of contact history. Longer is no
+# policy (a typo, an extra zero), and far longer went past the calendar's first
+# year once subtracted from now, an OverflowError at serving time, not a refusal.
+MAX_DAYS = 36_500
+
+
 def _positive(value: Any, where: Place) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise RulesError(f"{where}: must be a number of days > 0, got {value!r}")
+    if not value <= MAX_DAYS:  # infinity (.inf) too
+        raise RulesError(f"{where}: must be at most {MAX_DAYS} days (100 years), got {value!r}")
     return float(value)
 
 
