@@ -198,3 +198,61 @@ def test_a_contact_without_a_channel_counts_in_the_all_channel_budget(tmp_path: 
     assert history.blocked(["H1"], found)[0].tolist() == [True, True]
     why = history.reasons("H1", found)
     assert why[0] == ["contact budget: 2 contacts on all channels in the last 28 days (max 2)"]
+
+
+def test_a_recommended_item_is_one_contact_however_often_it_is_reported(
+    database_url: str,
+) -> None:
+    from nextbest.policy.rules import HistoryRules, ServingRules
+    from nextbest.service.serving import live_history
+    from nextbest.storage import log_recommendations
+    from nextbest.storage.testing import recommendation_record, served_item
+
+    rules = ServingRules.from_mapping(
+        {"channels": {"email": {"max_contacts": 3, "per_days": 28, "cooldown_days": 3}}}
+    )
+    migrate(database_url)
+    engine = make_engine(database_url)
+    day = timedelta(days=1)
+    items = (served_item(1, "A1"), served_item(2, "A2"))
+    with make_session_factory(engine)() as session:
+        log_recommendations(
+            session,
+            records=[recommendation_record("R1", "H1", items=items, created_at=NOW - 6 * day)],
+        )
+        session.commit()
+        delivered = [
+            # A1 reported by the e-mail platform, then again by the CRM two days later
+            # (its own event_id), then completed: one e-mail, one contact, 5 days ago.
+            FeedbackRecord("esp-1", "delivered", NOW - 5 * day, "H1", "R1", "A1", "email"),
+            FeedbackRecord("crm-7", "delivered", NOW - 2 * day, "H1", "R1", "A1", "email"),
+            FeedbackRecord("crm-8", "completed", NOW - 1 * day, "H1", "R1", "A1"),
+            # A2, the answer's other e-mail, sent too: a second contact.
+            FeedbackRecord("esp-2", "delivered", NOW - 4 * day, "H1", "R1", "A2", "email"),
+            # Contacts naming no item are each their own, as before.
+            FeedbackRecord("mail-1", "delivered", NOW - 20 * day, "H2", channel="email"),
+            FeedbackRecord("mail-2", "delivered", NOW - 20 * day, "H2", channel="email"),
+        ]
+        assert not record_feedback(session, events=delivered).rejected
+        windows = [NOW - timedelta(days=d) for d in (28, 3)]
+        reference = contact_history(session, hcp_ids=["H1", "H2"], since=windows[0])
+    assert reference == {("H1", "email"): (2, NOW - 4 * day), ("H2", "email"): (2, NOW - 20 * day)}
+    for hcp_ids in (["H1"], ["H1", "H2"]):  # the one-HCP statement and the batch's
+        with make_session_factory(engine)() as session:
+            found = serving_history(
+                session, hcp_ids=hcp_ids, windows=windows, dismissed_since=None, until=NOW
+            )
+        assert found.counts[0][("H1", "email")] == 2
+        assert ("H1", "email") not in found.counts[1]  # first reported 4 and 5 days ago
+        assert found.last[("H1", "email")] == NOW - 4 * day
+    history = live_history(engine, rules=rules, hcp_ids=["H1", "H2"], now=NOW)
+    engine.dispose()
+    catalog = HistoryRules(
+        rules,
+        channels=np.array(["email", "webinar"], dtype=object),
+        action_ids=np.array(["A1", "A9"], dtype=object),
+    )
+    # Two e-mails in 28 days, the last 4 days ago: under the cap of 3, past the
+    # 3-day cool-down. Counted per report, the CRM's echo made three, 2 days ago.
+    assert catalog.blocked(["H1", "H2"], history).tolist() == [[False, False], [False, False]]
+    assert history.counts[28.0] == {("H1", "email"): 2, ("H2", "email"): 2}

@@ -2151,31 +2151,54 @@ def furthest_prune(session: Session) -> MaintenanceRecord | None:
     return None if row is None else _run_record(row)
 
 
+def _contact_key(c: Any) -> tuple[Any, Any]:
+    """What one contact is, as SQL expressions over the feedback table's columns ``c``:
+    the recommended item its event reports, ``(recommendation_id, action_id)``, when
+    it names both, else the event itself, ``(event_id, NULL)``.
+
+    Caps count contacts, not reports of them: an item reported delivered by the
+    e-mail platform and again by the CRM (each with its own event_id), or delivered
+    then completed, is one contact, at its first report. Several items of one
+    answer each delivered are several contacts.
+    """
+    names_item = sa.and_(c.recommendation_id.is_not(None), c.action_id.is_not(None))
+    return (
+        sa.case((names_item, c.recommendation_id), else_=c.event_id),
+        sa.case((names_item, c.action_id), else_=sa.null()),
+    )
+
+
 def contact_history(
     session: Session, *, hcp_ids: Sequence[str], since: datetime
 ) -> dict[tuple[str, str], tuple[int, datetime]]:
-    """Contacts per (hcp_id, channel) occurring at or after ``since``.
+    """Contacts per (hcp_id, channel) first reported at or after ``since``.
 
-    Counts ``CONTACT_EVENT_TYPES`` events only (what frequency caps count). Returns
-    ``{(hcp_id, channel): (count, last occurred_at in UTC)}``; pairs without contacts
+    Counts ``CONTACT_EVENT_TYPES`` events only (what frequency caps count), one per
+    recommended item however often it is reported (:func:`_contact_key`). Returns
+    ``{(hcp_id, channel): (count, last contact in UTC)}``; pairs without contacts
     are absent. One query per 10,000 HCPs.
     """
+    c = cast(sa.Table, FeedbackEvent.__table__).c
     history: dict[tuple[str, str], tuple[int, datetime]] = {}
     for chunk in _chunks(hcp_ids, _in_chunk_size(session)):
+        contacts = (
+            sa.select(c.hcp_id, c.channel, sa.func.min(c.occurred_at).label("at"))
+            .where(
+                c.hcp_id.in_(chunk),
+                c.event_type.in_(CONTACT_EVENT_TYPES),
+                c.channel.is_not(None),
+                c.occurred_at >= since,
+            )
+            .group_by(c.hcp_id, c.channel, *_contact_key(c))
+            .subquery()
+        )
         rows = session.execute(
             sa.select(
-                FeedbackEvent.hcp_id,
-                FeedbackEvent.channel,
+                contacts.c.hcp_id,
+                contacts.c.channel,
                 sa.func.count(),
-                sa.func.max(FeedbackEvent.occurred_at),
-            )
-            .where(
-                FeedbackEvent.hcp_id.in_(chunk),
-                FeedbackEvent.event_type.in_(CONTACT_EVENT_TYPES),
-                FeedbackEvent.channel.is_not(None),
-                FeedbackEvent.occurred_at >= since,
-            )
-            .group_by(FeedbackEvent.hcp_id, FeedbackEvent.channel)
+                sa.func.max(contacts.c.at),
+            ).group_by(contacts.c.hcp_id, contacts.c.channel)
         )
         for hcp_id, channel, count, last in rows:
             # cast: the query excludes NULL channels.
@@ -2378,20 +2401,9 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
     decision_types = [sa.literal(t) for t in DECISION_EVENT_TYPES]
     parts: list[sa.Select[Any]] = []
     if n_windows:
-        counts = [
-            sa.func.count(sa.case((c.occurred_at >= sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
-            for i in range(n_windows)
-        ]
-        parts.append(
-            sa.select(
-                sa.literal(0).label("kind"),
-                c.hcp_id,
-                c.channel.label("key"),
-                sa.func.max(c.occurred_at).label("at"),
-                sa.cast(sa.null(), sa.String).label("reason"),
-                sa.cast(sa.null(), sa.String).label("event_id"),
-                *counts,
-            )
+        # One contact per recommended item, at its first report (see _contact_key).
+        contacts = (
+            sa.select(c.hcp_id, c.channel, sa.func.min(c.occurred_at).label("at"))
             .where(
                 of_hcps,
                 # A contact without a channel (key NULL) counts in the all-channel
@@ -2400,7 +2412,24 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 c.occurred_at >= sa.bindparam("since_0"),
                 c.occurred_at <= sa.bindparam("until"),
             )
-            .group_by(c.hcp_id, c.channel)
+            .group_by(c.hcp_id, c.channel, *_contact_key(c))
+            .subquery("contacts")
+        )
+        found = contacts.c
+        counts = [
+            sa.func.count(sa.case((found.at >= sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
+            for i in range(n_windows)
+        ]
+        parts.append(
+            sa.select(
+                sa.literal(0).label("kind"),
+                found.hcp_id,
+                found.channel.label("key"),
+                sa.func.max(found.at).label("at"),
+                sa.cast(sa.null(), sa.String).label("reason"),
+                sa.cast(sa.null(), sa.String).label("event_id"),
+                *counts,
+            ).group_by(found.hcp_id, found.channel)
         )
     if dismissals:
         parts.append(
