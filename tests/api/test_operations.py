@@ -951,6 +951,42 @@ def test_reload_applies_an_edited_rules_file_and_refuses_an_invalid_one(
         assert emails(hcp) != []
 
 
+def test_a_rules_file_emptied_under_a_worker_keeps_its_rules_serving(
+    own_registry, keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rules file found empty at a reload (a save that truncated it and has not
+    written it yet, twice read) does not switch every cap off: the rules held keep
+    serving, and the log says so once. A comment-only file serves without them."""
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(shipped.read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        held = client.get("/readyz").json()["rules_fingerprint"]
+        rules.write_text("")
+        with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
+            for _ in range(2):
+                answer = client.post("/v1/admin/reload")
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["rules_changed"] is False
+        kept = [r.getMessage() for r in caplog.records if "is empty" in r.getMessage()]
+        assert kept == [
+            f"{rules} is empty: taken for a save in progress, the rules read before "
+            f"(fingerprint {held}) keep serving; to serve without history rules, leave a "
+            "comment in the file ('# no history rules')"
+        ]
+        runtime = client.app.state.runtime
+        assert client.get("/readyz").json()["rules_fingerprint"] == held
+        assert runtime.recommender.rules.needs_contacts
+        rules.write_text("# no history rules\n")
+        assert client.post("/v1/admin/reload").json()["rules_changed"] is True
+        assert not runtime.recommender.rules.needs_contacts
+        # Held rules of no bytes are not kept over an empty file: nothing to keep.
+        rules.write_text("")
+        assert client.post("/v1/admin/reload").json()["rules_changed"] is True
+        assert client.get("/readyz").json()["rules_fingerprint"] == "e3b0c44298fc"
+
+
 def test_strict_rules_with_a_misspelt_channel_fail_the_reload(
     own_registry, keys, tmp_path: Path
 ) -> None:

@@ -394,6 +394,54 @@ def test_a_century_long_window_is_read_back_a_century(tmp_path: Path) -> None:
     )
 
 
+SAVED = "channels:\n  email:\n    max_contacts: 2\n    per_days: 28\n"
+
+
+@pytest.mark.parametrize(
+    "caught",
+    [
+        pytest.param("", id="truncated-to-nothing"),
+        pytest.param(SAVED[:30], id="cut-mid-key"),  # 'a cap needs both ...'
+        pytest.param("channels:\n  email:\n    max_contacts: 2\n    per_da", id="cut-mid-yaml"),
+    ],
+)
+def test_a_rules_file_caught_mid_save_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caught: str
+) -> None:
+    import nextbest.policy.rules as rules_module
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(caught)
+    pauses: list[str] = []
+
+    def save_finishes() -> None:  # the editor's write lands during the pause
+        pauses.append(path.read_text())
+        path.write_text(SAVED)
+
+    monkeypatch.setattr(rules_module, "_settle", save_finishes)
+    rules = ServingRules.load(path)
+    assert pauses == [caught]
+    assert rules.channels["email"].cap is not None and rules.text == SAVED
+    # Read whole at once: no pause.
+    assert ServingRules.load(path).channels == rules.channels and len(pauses) == 1
+
+
+def test_a_rules_file_invalid_or_empty_twice_is_refused_or_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nextbest.policy.rules as rules_module
+
+    pauses: list[int] = []
+    monkeypatch.setattr(rules_module, "_settle", lambda: pauses.append(1))
+    path = tmp_path / "rules.yaml"
+    path.write_text("dismissal_days: 0\n")
+    with pytest.raises(RulesError, match="line 1: dismissal_days: must be a number of days > 0"):
+        ServingRules.load(path)
+    path.write_text("")
+    assert ServingRules.load(path).fingerprint == EMPTY_FINGERPRINT
+    assert len(pauses) == 2
+
+
 def test_channels_are_spelled_as_the_catalog_spells_them() -> None:
     # As levers and catalogs read them: 'Email' or 'Rep Visit' was a rule for nothing.
     rules = ServingRules.from_mapping(

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -128,13 +129,32 @@ class ServingRules:
 
     @classmethod
     def load(cls, path: Path) -> ServingRules:
-        """Read ``path``; a missing file means no history rules (and says so in ``source``)."""
+        """Read ``path``; a missing file means no history rules (and says so in ``source``).
+
+        A file found empty or invalid may be one caught mid-save (an editor or a
+        deployment truncates it, then writes it): it is read once more after
+        :data:`SAVE_SETTLE_S`, and what it holds then is what counts. An invalid
+        file that reads the same twice is refused; an empty one is empty.
+        """
         if not path.exists():
             return cls(source=f"{path} (missing: no frequency caps, cool-downs or suppression)")
+        raw = _read_rules_file(path)
         try:
-            raw = path.read_bytes()
-        except OSError as exc:  # a directory, no permission: the file's error, not a crash
-            raise RulesError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+            rules = cls._parse(raw, path)
+        except RulesError:
+            again = _read_again(path, raw)
+            if again is None:
+                raise
+            return cls._parse(again, path)
+        if not raw:
+            again = _read_again(path, raw)
+            if again is not None:
+                return cls._parse(again, path)
+        return rules
+
+    @classmethod
+    def _parse(cls, raw: bytes, path: Path) -> ServingRules:
+        """The rules of a file's bytes ``raw``, as read from ``path``."""
         try:
             text = raw.decode("utf-8")
             data, lines = load_yaml_with_lines(text)
@@ -346,6 +366,35 @@ class ServingRules:
         if cooldowns and (not windows or max(cooldowns) > max(windows)):
             windows.add(max(cooldowns))
         return sorted(windows, reverse=True)
+
+
+# How long a rules file found empty or invalid is given to finish being saved
+# before it is read again (writing a few kilobytes takes far less).
+SAVE_SETTLE_S = 0.2
+
+
+def _read_rules_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # a directory, no permission: the file's error, not a crash
+        raise RulesError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _settle() -> None:
+    time.sleep(SAVE_SETTLE_S)
+
+
+def _read_again(path: Path, first: bytes) -> bytes | None:
+    """``path``'s bytes read again after a pause, when they differ from ``first``
+    (the file was being saved); None when they are the same, or the file is gone."""
+    _settle()
+    if not path.exists():
+        return None
+    again = _read_rules_file(path)
+    if again == first:
+        return None
+    logger.info("%s changed while it was read (a save in progress): read again", path)
+    return again
 
 
 def _mapping_fingerprint(data: Mapping[Any, Any]) -> str:

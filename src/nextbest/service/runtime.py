@@ -22,7 +22,7 @@ from nextbest import registry
 from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration, same_holdout_rate
-from nextbest.policy.rules import RulesError, ServingRules
+from nextbest.policy.rules import EMPTY_FINGERPRINT, RulesError, ServingRules
 from nextbest.service.apikeys import ApiKeyError, KeyStore, key_channel_notes
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
@@ -249,6 +249,9 @@ class ServingRuntime:
                 logger.error("serving rules cannot be read, not ready until fixed: %s", exc)
         # Rules read from the file are read again at every reload (given ones stay).
         self._rules_from_file = rules is None
+        # The fingerprint of the rules kept over an empty file, once said (see
+        # _unless_emptied); None: not keeping any.
+        self._kept_over_empty: str | None = None
         # The territory alignment in force (NEXTBEST_TERRITORIES_FILE), read at every
         # reload as the rules are; None: unset, the served model's territories apply.
         self.alignment: TerritoryAlignment | None = None
@@ -565,7 +568,7 @@ class ServingRuntime:
                 # An edited rules file applies from here on; an invalid one fails the
                 # reload, and the old rules and model keep serving.
                 rules = (
-                    ServingRules.configured(settings)
+                    self._unless_emptied(ServingRules.configured(settings))
                     if self._rules_from_file or self.rules is None
                     else self.rules
                 )
@@ -715,6 +718,35 @@ class ServingRuntime:
         if broadcast:
             result = replace(result, signal_error=self._signal(force=force))
         return result
+
+    def _unless_emptied(self, read: ServingRules) -> ServingRules:
+        """``read``, or the rules held when ``read`` is of an empty file and they are not.
+
+        A file emptied under a serving worker is most likely one being saved (truncated,
+        not yet written) that stayed empty past the second read; taken at its word,
+        every cap and cool-down would stop at once. So the rules held keep serving, and
+        a warning says so once; a comment-only file (``# no history rules``) is how
+        to serve without them.
+        """
+        held = self.rules
+        if (
+            held is None
+            or read.fingerprint != EMPTY_FINGERPRINT
+            # Rules that apply nothing (a comment-only file) lose nothing to it.
+            or replace(held, source=read.source, fingerprint=read.fingerprint) == read
+        ):
+            self._kept_over_empty = None
+            return read
+        if self._kept_over_empty != held.fingerprint:
+            self._kept_over_empty = held.fingerprint
+            logger.warning(
+                "%s is empty: taken for a save in progress, the rules read before (fingerprint "
+                "%s) keep serving; to serve without history rules, leave a comment in the "
+                "file ('# no history rules')",
+                read.source,
+                held.fingerprint,
+            )
+        return held
 
     def _read_alignment(self, *, unless_unchanged: bool) -> TerritoryAlignment | None:
         """The territory alignment file's content now (None: the setting is unset);
