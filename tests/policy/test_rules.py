@@ -99,6 +99,23 @@ def test_a_rules_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
         ServingRules.load(path)
 
 
+def test_a_rules_file_over_256_kib_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "hcps.csv"
+    # Valid YAML (a comment line after line): only its size tells it from rules.
+    path.write_text("# hcp_id,specialty,region\n" * 11_000)
+    size = path.stat().st_size
+    assert size > 256 * 1024
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == (
+        f"{path}: {size:,} bytes, more than the 256 KiB a rules file may have: is it the "
+        "rules file? (NEXTBEST_RULES_FILE names it; training/rules.yaml documents every key)"
+    )
+    path.write_text("dismissal_days: 30\n" + "#" * (256 * 1024 - 20) + "\n")
+    assert path.stat().st_size == 256 * 1024
+    assert ServingRules.load(path).dismissal_days == 30
+
+
 def test_a_rules_path_that_cannot_be_read_is_a_rules_error(tmp_path: Path) -> None:
     """A directory (or a file without read permission) is refused as the rules file's
     error, which serving reports and retries, not an OSError that stops a worker."""

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -373,11 +374,25 @@ class ServingRules:
 SAVE_SETTLE_S = 0.2
 
 
+# The shipped rules file is 3 KiB; a rules file a hundred times that is another
+# file named by mistake (a CSV export, a log), refused before it is parsed.
+MAX_FILE_BYTES = 256 * 1024
+
+
 def _read_rules_file(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            raw = b"" if size > MAX_FILE_BYTES else file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:  # a directory, no permission: the file's error, not a crash
         raise RulesError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
+        raise RulesError(
+            f"{path}: {max(size, len(raw)):,} bytes, more than the {MAX_FILE_BYTES // 1024} KiB "
+            "a rules file may have: is it the rules file? (NEXTBEST_RULES_FILE names it; "
+            "training/rules.yaml documents every key)"
+        )
+    return raw
 
 
 def _settle() -> None:
