@@ -14,6 +14,8 @@ from nextbest.yamlfile import (
     keys_at,
     load_yaml_with_lines,
     validation_message,
+    yaml_error_message,
+    yaml_error_where,
 )
 
 DOCUMENT = """\
@@ -96,6 +98,23 @@ def test_a_document_without_entries_has_no_lines(text: str) -> None:
 def test_a_key_given_twice_is_still_refused() -> None:
     with pytest.raises(yaml.YAMLError, match="found the key 'seed' a second time"):
         load_yaml_with_lines("seed: 1\nseed: 2\n")
+
+
+def test_a_yaml_error_says_where_and_what_with_tokens_hidden_unless_asked() -> None:
+    with pytest.raises(yaml.YAMLError) as twice:
+        load_yaml_with_lines("a: 1\nkey: x\nb: 2\nkey: y\n")
+    # Hidden by default: a file of API keys may hold a secret where a key is expected.
+    assert yaml_error_where(twice.value) == (
+        "line 4, column 1: found the key '...' a second time (first on line 2); "
+        "while reading a mapping"
+    )
+    assert yaml_error_message("rules.yaml", twice.value) == (
+        "rules.yaml, line 4, column 1: not valid YAML: found the key 'key' a second time "
+        "(first on line 2); while reading a mapping"
+    )
+    with pytest.raises(yaml.YAMLError) as tab:
+        load_yaml_with_lines("a:\n\tb: 1\n")
+    assert "(YAML indents with spaces, not tabs)" in yaml_error_where(tab.value)
 
 
 def test_a_place_names_the_file_line_and_path() -> None:

@@ -31,21 +31,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
+    seen: dict[Any, int] = {}  # key -> its 0-based line
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
-            again = key in seen
+            first = seen.get(key)
         except TypeError:  # an unhashable key: SafeLoader reports it below
             continue
-        if again:
+        if first is not None:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping",
                 node.start_mark,
-                f"found the key {key!r} a second time",
+                f"found the key {key!r} a second time (first on line {first + 1})",
                 key_node.start_mark,
             )
-        seen.add(key)
+        seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=True)
 
 
@@ -284,21 +284,50 @@ def _one_kind(kind: Any) -> Any:
 _QUOTED_TOKEN = re.compile(r"'(?!<)[^'\s]{3,}'|\"(?!<)[^\"\s]{3,}\"")
 
 
-def yaml_error_where(error: yaml.YAMLError) -> str:
+# What PyYAML says of the usual slips, and what the person who made one would call it.
+_HINTS = (
+    ("found character '\\t' that cannot start any token", "YAML indents with spaces, not tabs"),
+    (
+        "expected <block end>, but found",
+        "is this line indented as the others of its section?",
+    ),
+)
+
+
+def yaml_error_where(error: yaml.YAMLError, *, show_tokens: bool = False) -> str:
     """Where the YAML error is and what is wrong, never the text of the file.
 
     ``str(error)`` quotes the offending line, fine for a rules file but not for
     one that may hold secrets (API keys written in plaintext): this gives
     ``line 3, column 28: mapping values are not allowed here`` instead (1-based),
-    with any token of the text the problem names replaced by ``'...'``.
+    with any token of the text the problem names replaced by ``'...'`` unless
+    ``show_tokens`` (a file without secrets: the key written twice is named), and
+    for a usual slip (a tab, a line indented wrong) what it likely is.
     """
     if isinstance(error, yaml.MarkedYAMLError):
         mark = error.problem_mark or error.context_mark
-        what = "; ".join(str(part) for part in (error.problem, error.context) if part)
-        what = _QUOTED_TOKEN.sub("'...'", what) or "not valid YAML"
+        problem = str(error.problem or "")
+        hints = [hint for said, hint in _HINTS if problem.startswith(said)]
+        if hints:
+            problem = f"{problem} ({hints[0]})"
+        what = "; ".join(part for part in (problem, str(error.context or "")) if part)
+        if not show_tokens:
+            what = _QUOTED_TOKEN.sub("'...'", what)
+        what = what or "not valid YAML"
         if mark is None:
             return what
         return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
     if isinstance(error, yaml.reader.ReaderError):
         return f"character {error.position + 1}: unacceptable character ({error.reason})"
     return type(error).__name__
+
+
+def yaml_error_message(where: str, error: yaml.YAMLError) -> str:
+    """A YAML error as a value found wrong after parsing is said (see :class:`Place`):
+    ``rules.yaml, line 4, column 3: not valid YAML: <problem>``, the tokens it names
+    shown (for files without secrets; see :func:`yaml_error_where`)."""
+    said = yaml_error_where(error, show_tokens=True)
+    if said.startswith(("line ", "character ")):
+        place, _, problem = said.partition(": ")
+        return f"{where}, {place}: not valid YAML: {problem}"
+    return f"{where}: not valid YAML: {said}"

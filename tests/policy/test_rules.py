@@ -473,11 +473,45 @@ def test_channels_are_spelled_as_the_catalog_spells_them() -> None:
     assert rules.unmatched_channels(["email", "rep_visit"]) == []
 
 
-def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        pytest.param(
+            "channels: [unclosed",
+            "line 1, column 20: not valid YAML: expected ',' or ']', but got '<stream end>'; "
+            "while parsing a flow sequence",
+            id="unclosed",
+        ),
+        pytest.param(
+            "channels:\n  email:\n\tmax_contacts: 2\n",
+            "line 3, column 1: not valid YAML: found character '\\t' that cannot start any "
+            "token (YAML indents with spaces, not tabs); while scanning for the next token",
+            id="tab",
+        ),
+        pytest.param(
+            "channels:\n  email:\n    max_contacts: 2\n   per_days: 28\n",
+            "line 4, column 4: not valid YAML: expected <block end>, but found "
+            "'<block mapping start>' (is this line indented as the others of its section?); "
+            "while parsing a block mapping",
+            id="indentation",
+        ),
+        pytest.param(
+            "dismissal_days: 30\nchannels:\n  email:\n    cooldown_days: 3\n    cooldown_days: 5\n",
+            "line 5, column 5: not valid YAML: found the key 'cooldown_days' a second time "
+            "(first on line 4); while reading a mapping",
+            id="duplicate-key",
+        ),
+    ],
+)
+def test_bad_yaml_names_the_file_and_line(tmp_path: Path, text: str, said: str) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text("channels: [unclosed")
-    with pytest.raises(RulesError, match=r"rules\.yaml: not valid YAML"):
+    path.write_text(text)
+    with pytest.raises(RulesError) as refused:
         ServingRules.load(path)
+    assert str(refused.value) == f"{path}, {said}"
+
+
+def test_a_missing_rules_file_loads_as_no_rules(tmp_path: Path) -> None:
     missing = ServingRules.load(tmp_path / "none.yaml")
     assert "missing" in missing.source and not missing.needs_contacts
 

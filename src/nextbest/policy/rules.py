@@ -54,7 +54,7 @@ import numpy as np
 import yaml
 
 from nextbest.contract.schema import consent_column, near_channel, spelled_as_channels
-from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines
+from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_message
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -162,7 +162,7 @@ class ServingRules:
         except UnicodeDecodeError as exc:
             raise RulesError(f"{path}: not UTF-8 text: {exc}") from None
         except yaml.YAMLError as exc:
-            raise RulesError(f"{path}: not valid YAML: {exc}") from None
+            raise RulesError(yaml_error_message(str(path), exc)) from None
         rules = cls.from_mapping(
             data or {}, source=str(path), fingerprint=fingerprint_of(raw), lines=lines
         )
