@@ -100,6 +100,30 @@ def test_a_key_given_twice_is_still_refused() -> None:
         load_yaml_with_lines("seed: 1\nseed: 2\n")
 
 
+MERGED = """\
+email: &capped
+  max_contacts: 3
+  per_days: 28
+webinar:
+  <<: *capped
+  per_days: 14
+"""
+
+
+def test_a_merge_key_merges_with_the_keys_beside_it_taking_precedence() -> None:
+    data, lines = load_yaml_with_lines(MERGED)
+    assert data == {
+        "email": {"max_contacts": 3, "per_days": 28},
+        "webinar": {"max_contacts": 3, "per_days": 14},
+    }
+    # A merged key is at the line it is written on; one written beside the merge, there.
+    assert lines.line_of(("webinar", "max_contacts")) == 2
+    assert lines.line_of(("webinar", "per_days")) == 6
+    # Keys written twice beside a merge are refused as anywhere else.
+    with pytest.raises(yaml.YAMLError, match=r"found the key 'per_days' a second time \(first"):
+        load_yaml_with_lines(MERGED + "  per_days: 7\n")
+
+
 def test_a_yaml_error_says_where_and_what_with_tokens_hidden_unless_asked() -> None:
     with pytest.raises(yaml.YAMLError) as twice:
         load_yaml_with_lines("a: 1\nkey: x\nb: 2\nkey: y\n")

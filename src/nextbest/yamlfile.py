@@ -3,6 +3,8 @@ and a value found wrong after parsing is reported at its line.
 
 PyYAML keeps the last of two equal keys without a word, so a ``seed:`` or a
 ``max_contacts:`` written twice in a long file silently takes the later value.
+A merge key (``<<: *defaults``) works as YAML 1.1 has it: the keys of the mapping
+it names, each overridden by the same key written beside it.
 
 A syntax error carries its line (:func:`yaml_error_where`); a value refused later
 (by pydantic, or a reader's own checks) knows only its key path, which in a long
@@ -26,6 +28,9 @@ if TYPE_CHECKING:  # the API key file is read by commands that import nothing el
     from pydantic import BaseModel, ValidationError
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a mapping with the same key twice."""
 
@@ -33,6 +38,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
     seen: dict[Any, int] = {}  # key -> its 0-based line
     for key_node, _ in node.value:
+        if key_node.tag == MERGE_TAG:
+            # `<<: *defaults`: construct_mapping merges it, the keys written beside it
+            # taking precedence, as YAML has it; only those are checked for twins.
+            continue
         key = loader.construct_object(key_node, deep=True)
         try:
             first = seen.get(key)

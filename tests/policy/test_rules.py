@@ -511,6 +511,30 @@ def test_bad_yaml_names_the_file_and_line(tmp_path: Path, text: str, said: str) 
     assert str(refused.value) == f"{path}, {said}"
 
 
+def test_rules_shared_through_a_merge_key_apply_to_each_channel(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "all_channels: &budget\n  max_contacts: 8\n  per_days: 28\n"
+        "channels:\n"
+        "  email:\n    <<: *budget\n    max_contacts: 3\n    cooldown_days: 3\n"
+        "  webinar:\n    <<: *budget\n    cooldown_days: 7\n"
+        "  sms:\n    <<: *budget\n    max_contacts: -1\n"
+    )
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == (
+        f"{path}, line 14: channels.sms.max_contacts: must be an integer >= 0, got -1"
+    )
+    path.write_text(path.read_text().replace("max_contacts: -1", "consent_required: true"))
+    rules = ServingRules.load(path)
+    assert rules.all_channels is not None and rules.all_channels.max_contacts == 8
+    email, webinar, sms = (rules.channels[c] for c in ("email", "webinar", "sms"))
+    assert email.cap is not None and (email.cap.max_contacts, email.cap.per_days) == (3, 28)
+    assert email.cooldown_days == 3
+    assert webinar.cap is not None and webinar.cap.max_contacts == 8
+    assert webinar.cooldown_days == 7 and sms.consent_required
+
+
 def test_a_missing_rules_file_loads_as_no_rules(tmp_path: Path) -> None:
     missing = ServingRules.load(tmp_path / "none.yaml")
     assert "missing" in missing.source and not missing.needs_contacts
