@@ -15,7 +15,7 @@ from nextbest.policy.exploration import (
     holdout_draw,
     make_exploration,
 )
-from nextbest.policy.ranking import fill_list, head_per_channel, ranked_positive
+from nextbest.policy.ranking import fill_list, head_per_channel, ranked_positive, top_k
 
 # Eight eligible actions on three channels; five are worth serving.
 CHANNEL = np.array([0, 0, 0, 1, 1, 2, 2, 0])
@@ -260,3 +260,22 @@ def test_holdout_draws_are_uniform_and_keyed_by_salt_hcp_and_period() -> None:
     assert holdout_draw("H1", monday, days=7, salt="s") != holdout_draw(
         "H1", monday, days=7, salt="t"
     )
+
+
+def test_tied_actions_are_ranked_in_catalog_order_in_picks_as_in_a_single_answer() -> None:
+    # Ties at the k-th place, more than fit: the first in catalog order, every time.
+    score = np.array(
+        [
+            [0.1, 0.5, 0.2, 0.5, 0.5, 0.3, 0.5, 0.5, 0.9, 0.5, 0.5, 0.5],
+            [0.5] * 12,
+        ]
+    )
+    eligible = np.ones_like(score, dtype=bool)
+    eligible[1, 0] = False
+    picked = top_k(score, eligible, k=3)
+    assert [row.tolist() for row in picked] == [[8, 1, 3], [1, 2, 3]]
+    for row, got in zip(range(2), picked, strict=True):
+        assert got.tolist() == ranked_positive(score[row], eligible[row])[:3].tolist()
+    channels = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1])
+    limited = top_k(score, eligible, k=3, channel_code=channels, max_per_channel=1)
+    assert [row.tolist() for row in limited] == [[8, 3], [1, 2]]

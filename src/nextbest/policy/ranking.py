@@ -19,21 +19,18 @@ def top_k(
     channel_code: np.ndarray | None = None,
     max_per_channel: int | None = None,
 ) -> list[np.ndarray]:
-    """Best-first positive-score eligible actions per row.
+    """Best-first positive-score eligible actions per row (ties: lower index first,
+    as :func:`ranked_positive`).
 
     ``score`` and ``eligible`` have shape ``(n_rows, n_actions)``; returns one
     index array per row with at most ``k`` actions, and at most
     ``max_per_channel`` per channel when given.
     """
     masked = np.where(eligible & (score > 0), score, -np.inf)
-    width = min(masked.shape[1], k if max_per_channel is None else masked.shape[1])
-    if width < masked.shape[1]:
-        part = np.argpartition(-masked, width - 1, axis=1)[:, :width]
-    else:
-        part = np.tile(np.arange(masked.shape[1]), (masked.shape[0], 1))
-    order = np.take_along_axis(
-        part, np.argsort(-np.take_along_axis(masked, part, 1), axis=1, kind="stable"), 1
-    )
+    # One stable sort of every row: a partial sort (argpartition) kept any of the
+    # actions tied at the k-th place, not the first, so a file's picks differed from
+    # the single recommendation's answer for the same HCP (and it saved little).
+    order = np.argsort(-masked, axis=1, kind="stable")
     out = []
     for i in range(masked.shape[0]):
         row = order[i][np.isfinite(masked[i, order[i]])]
