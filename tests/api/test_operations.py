@@ -1068,9 +1068,11 @@ def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(
         hcp = hcps[0]
         excluded = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True})
         said = excluded.json()["excluded"]
-        assert all(
-            "withdrawn by the serving rules (withdrawn_actions)" in said[a] for a in pulled
-        ), said
+        # Named with its line in the file (its name only: no server layout in answers).
+        rows = enumerate(rules.read_text().splitlines(), start=1)
+        line = next(n for n, row in rows if row.startswith("withdrawn_actions"))
+        withdrawn = f"withdrawn by the serving rules (withdrawn_actions, rules.yaml line {line})"
+        assert all(withdrawn in said[a] for a in pulled), said
         plan = client.get(f"/v1/reps/x/suggestions?territory_id={runtime.recommender.territory[0]}")
         assert plan.status_code == 200, plan.text
         assert not {s["action_id"] for s in plan.json()["suggestions"]} & set(pulled)

@@ -47,7 +47,10 @@ def test_caps_cooldowns_and_dismissals_on_postgres(pg_client: TestClient, keys) 
         "/v1/recommendations", json={"hcp_id": hcp, "k": 20, "explain": True}
     ).json()
     assert all(i["channel"] != "email" for i in body["items"])
-    assert any("cool-down" in w for why in body["excluded"].values() for w in why)
+    cooled = {w for why in body["excluded"].values() for w in why if "cool-down" in w}
+    # The rule, its line and when it lifts, read on the engine for an explanation.
+    assert cooled and all("(channels.email.cooldown_days, rules.yaml line " in w for w in cooled)
+    assert all(", lifts " in w for w in cooled), cooled
     # Feedback on a just-served (batched-log) recommendation resolves at once.
     served = next(i for i in body["items"]) if body["items"] else None
     if served is not None:

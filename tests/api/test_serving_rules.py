@@ -116,7 +116,14 @@ def test_frequency_cap_from_contacts_beyond_the_cooldown(client: TestClient) -> 
     body = _ask(client, hcp_id)
     assert all(i["channel"] != "email" for i in body["items"])
     reasons = [w for why in body["excluded"].values() for w in why]
-    assert any("frequency cap: 3 email contacts in the last 28 days (max 3)" in w for w in reasons)
+    capped = (
+        "frequency cap: 3 email contacts in the last 28 days, max 3 (channels.email.max_contacts"
+    )
+    (said,) = {w for w in reasons if w.startswith(capped)}
+    # Named at its line of the served rules file, lifting when the contact of 14 days
+    # ago, the 3rd newest, leaves the 28-day window.
+    assert ", rules.yaml line " in said, said
+    assert f"), lifts {datetime.now(UTC) + timedelta(days=14):%Y-%m-%d} " in said, said
     assert not any("cool-down: last email" in w for w in reasons)
 
 

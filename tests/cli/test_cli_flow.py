@@ -2529,6 +2529,7 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
     reasons and every exclusion, and writes nothing to the recommendation log."""
     import shutil
     import sqlite3
+    from datetime import UTC, datetime, timedelta
 
     from fastapi.testclient import TestClient
 
@@ -2575,6 +2576,21 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
     assert served["excluded"] == said["excluded"]
     with sqlite3.connect(store) as db:  # the API's answer is logged, the command's not
         assert db.execute("SELECT count(*) FROM recommendations").fetchone() == (1,)
+    # An e-mail an hour ago: each e-mail action is left out by the cool-down, named with
+    # its line in the rules file and when it lifts.
+    contact = datetime.now(UTC) - timedelta(hours=1, minutes=5)
+    with TestClient(create_app(get_settings())) as client:
+        delivered = {"event_id": "explain-email", "event_type": "delivered", "hcp_id": hcp}
+        client.post(
+            "/v1/feedback",
+            json={**delivered, "channel": "email", "occurred_at": contact.isoformat()},
+        ).raise_for_status()
+    cooled = " ".join(runner.invoke(app, ["explain", hcp]).stdout.split())
+    assert (
+        "cool-down: last email contact 1 hour ago, minimum gap 3 days "
+        "(channels.email.cooldown_days, rules.yaml line 19), lifts "
+        f"{contact + timedelta(days=3):%Y-%m-%d %H:%M} UTC"
+    ) in cooled, cooled
     unknown = runner.invoke(app, ["explain", "NO-SUCH-HCP"])
     assert unknown.exit_code == 2
     assert "hcp_id 'NO-SUCH-HCP' is not known to the served model" in unknown.output

@@ -137,7 +137,10 @@ def test_cooldown_blocks_only_that_channel_and_that_hcp() -> None:
     assert blocked[0].tolist() == [True, True, False, False]
     assert not blocked[1].any()
     why = _rules().reasons("H1", history)
-    assert why[0][0] == "cool-down: last email contact 1 day ago, minimum gap 3 days"
+    assert why[0][0] == (
+        "cool-down: last email contact 1 day ago, minimum gap 3 days "
+        "(channels.email.cooldown_days), lifts 2026-12-03 12:00 UTC"
+    )
     assert why[2] == []
 
 
@@ -155,15 +158,76 @@ def test_cooldown_blocks_only_that_channel_and_that_hcp() -> None:
 )
 def test_a_cooldown_says_how_long_ago_in_words(days: float, said: str) -> None:
     why = _rules().reasons("H1", _history({("H1", "email"): [days]}))
-    assert why[0][0] == f"cool-down: last email contact {said}, minimum gap 3 days"
+    assert why[0][0].startswith(
+        f"cool-down: last email contact {said}, minimum gap 3 days "
+        "(channels.email.cooldown_days), lifts "
+    )
 
 
 def test_a_cooldown_and_a_cap_binding_together_are_both_said() -> None:
     # The cap outlasts the cool-down: the rep must not read "allowed again tomorrow".
     why = _rules().reasons("H1", _history({("H1", "email"): [1.0, 6.0]}))
     assert why[0][0] == (
-        "cool-down: last email contact 1 day ago, minimum gap 3 days; "
-        "frequency cap: 2 email contacts in the last 28 days (max 2)"
+        "cool-down: last email contact 1 day ago, minimum gap 3 days "
+        "(channels.email.cooldown_days), lifts 2026-12-03 12:00 UTC; "
+        "frequency cap: 2 email contacts in the last 28 days, max 2 "
+        "(channels.email.max_contacts)"
+    )
+
+
+EXPLAINED_RULES = """\
+channels:
+  email:
+    max_contacts: 2
+    per_days: 28
+    cooldown_days: 3
+all_channels:
+  max_contacts: 4
+  per_days: 28
+dismissal_days: 30
+snooze_days: 7
+withdrawn_actions: [A4]
+"""
+
+
+def test_each_reason_names_its_rule_the_line_and_when_it_lifts(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(EXPLAINED_RULES)
+    rules = HistoryRules(ServingRules.load(path), channels=CHANNELS, action_ids=ACTIONS)
+    days = timedelta(days=1)
+    # Three e-mails (one over the cap: sent by another system), the 2nd newest 5 days
+    # ago: the cap lifts when it leaves the 28-day window. A rep visit without a
+    # channel cap counts in the budget too, which then holds 4.
+    emails = (NOW - 1 * days, NOW - 5 * days, NOW - 9 * days)
+    history = LiveHistory(
+        now=NOW,
+        counts={28.0: {("H1", "email"): 3, ("H1", "rep_visit"): 1}},
+        last={("H1", "email"): emails[0], ("H1", "rep_visit"): NOW - 2 * days},
+        dismissed={("H1", "A3"): "not_relevant"},
+        dismissed_at={("H1", "A3"): NOW - 10 * days},
+        contact_times={("H1", "email"): emails, ("H1", "rep_visit"): (NOW - 2 * days,)},
+    )
+    why = rules.reasons("H1", history)
+    assert why[0] == [
+        "cool-down: last email contact 1 day ago, minimum gap 3 days "
+        "(channels.email.cooldown_days, rules.yaml line 5), lifts 2026-12-03 12:00 UTC; "
+        "frequency cap: 3 email contacts in the last 28 days, max 2 "
+        "(channels.email.max_contacts, rules.yaml line 3), lifts 2026-12-24 12:00 UTC",
+        # The 4th newest contact of all, 9 days ago, leaves the budget's window.
+        "contact budget: 4 contacts on all channels in the last 28 days, max 4 "
+        "(all_channels.max_contacts, rules.yaml line 7), lifts 2026-12-20 12:00 UTC",
+    ]
+    assert why[2][-1] == (
+        "dismissed (not_relevant) in the last 30 days (dismissal_days, rules.yaml line 9), "
+        "lifts 2026-12-21 12:00 UTC"
+    )
+    assert rules.ruled_out_why[3] == [
+        "withdrawn by the serving rules (withdrawn_actions, rules.yaml line 11)"
+    ]
+    # Without the contact times (serving reads counts only), a cap's lift is not guessed.
+    counted = LiveHistory(now=NOW, counts=history.counts, last=history.last)
+    assert rules.reasons("H1", counted)[0][0].endswith(
+        "max 2 (channels.email.max_contacts, rules.yaml line 3)"
     )
 
 
@@ -650,7 +714,9 @@ def test_a_cap_of_zero_closes_a_channel_to_every_hcp_contacted_or_not() -> None:
     contacted = _history({("H1", "email"): [2.0]})
     for history in (never, contacted):
         assert closed.blocked(["H1", "H2"], history).tolist() == [[True, True, False, False]] * 2
-    assert closed.reasons("H2", never)[0] == ["frequency cap: email is closed (max_contacts 0)"]
+    assert closed.reasons("H2", never)[0] == [
+        "frequency cap: email is closed, max_contacts 0 (channels.email.max_contacts)"
+    ]
     assert closed.reasons("H2", never)[2] == []
     # A contacted HCP is told once, by the count that blocks it.
     said = closed.reasons("H1", contacted)[0]
@@ -662,6 +728,6 @@ def test_a_cap_of_zero_closes_a_channel_to_every_hcp_contacted_or_not() -> None:
     )
     assert everything.blocked(["H2"], never).all()
     (said,) = everything.reasons("H2", never)[3]
-    assert said.startswith("contact budget:") and "(max 0)" in said
+    assert said.startswith("contact budget:") and "max 0 (all_channels.max_contacts)" in said
     # Without a zero cap nothing is closed in advance.
     assert not _rules().blocked(["H2"], never).any()

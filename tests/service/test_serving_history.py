@@ -197,7 +197,10 @@ def test_a_contact_without_a_channel_counts_in_the_all_channel_budget(tmp_path: 
     # while e-mail's own cap (no e-mail contact) is not.
     assert history.blocked(["H1"], found)[0].tolist() == [True, True]
     why = history.reasons("H1", found)
-    assert why[0] == ["contact budget: 2 contacts on all channels in the last 28 days (max 2)"]
+    assert why[0] == [
+        "contact budget: 2 contacts on all channels in the last 28 days, max 2 "
+        "(all_channels.max_contacts)"
+    ]
 
 
 def test_a_recommended_item_is_one_contact_however_often_it_is_reported(

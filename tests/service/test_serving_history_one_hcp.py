@@ -295,11 +295,15 @@ def test_a_snooze_suppresses_for_its_own_window(database_url: str) -> None:
             both, channels=np.array(["email"] * 5, dtype=object), action_ids=actions
         )
         why = said.reasons("H1", live_history(engine, rules=both, hcp_ids=["H1"], now=NOW))
+
+        def lifts(days: float) -> str:
+            return f", lifts {NOW + timedelta(days=days):%Y-%m-%d %H:%M} UTC"
+
         assert why == [
-            ["dismissed (not_relevant) in the last 30 days"],
+            ["dismissed (not_relevant) in the last 30 days (dismissal_days)" + lifts(20)],
             [],
-            ["snoozed in the last 7 days"],
-            ["dismissed (not_relevant) in the last 30 days"],
+            ["snoozed in the last 7 days (snooze_days)" + lifts(4)],
+            ["dismissed (not_relevant) in the last 30 days (dismissal_days)" + lifts(18)],
             [],
         ]
         # Without snooze_days a snooze lasts as long as a dismissal (as before).

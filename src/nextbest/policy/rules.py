@@ -45,7 +45,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -127,6 +127,9 @@ class ServingRules:
     fingerprint: str = EMPTY_FINGERPRINT
     # The file's text as read (the fingerprint's bytes), kept for the audit table.
     text: str = field(default="", compare=False, repr=False)
+    # Where each key path sits in the file (None: not read from a file), so that a
+    # reason a rule gives names its line.
+    lines: KeyLines | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> ServingRules:
@@ -307,7 +310,18 @@ class ServingRules:
             strict=strict,
             source=source,
             fingerprint=fingerprint,
+            lines=lines,
         )
+
+    def rule_at(self, *path: str) -> str:
+        """A rule as a reason names it: its key path and, read from a file, the file's
+        name and the line it is written on (``channels.email.cooldown_days, rules.yaml
+        line 7``). The file's name only: answers are no place for the server's layout."""
+        named = ".".join(path)
+        line = self.lines.line_of(path) if self.lines is not None else None
+        if line is None:
+            return named
+        return f"{named}, {Path(self.source).name} line {line}"
 
     @property
     def snooze_window(self) -> float | None:
@@ -492,6 +506,10 @@ class LiveHistory:
     latest such event of the pair decides), ``snoozed`` the pairs of a snooze;
     ``consent[(hcp_id, channel)]``: the HCP's latest consent event on ``channel``
     (None: on every channel), when it was and whether it withdrew consent.
+    ``dismissed_at``: when each pair of ``dismissed`` was decided. ``contact_times``
+    (read for an explanation only, else None): per HCP and channel (None: none
+    named), when each contact within the longest window was, newest first, so that
+    a cap's reason can say when it lifts.
     """
 
     now: datetime
@@ -500,6 +518,30 @@ class LiveHistory:
     dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     snoozed: frozenset[tuple[str, str]] = frozenset()
     consent: Mapping[tuple[str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
+    dismissed_at: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
+    contact_times: Mapping[tuple[str, str | None], tuple[datetime, ...]] | None = None
+
+    def cap_lifts(self, hcp_id: str, channel: str | None, cap: ContactCap) -> datetime | None:
+        """When ``cap`` (binding now) lets ``hcp_id`` be contacted again on ``channel``
+        (None: on every channel, the budget): when the ``max_contacts``-th newest
+        contact in its window leaves it. None without ``contact_times``, or for a cap
+        of 0, which nothing but an edit lifts."""
+        if self.contact_times is None or cap.max_contacts == 0:
+            return None
+        start = self.now - timedelta(days=cap.per_days)
+        times = sorted(
+            (
+                at
+                for (hcp, on), ats in self.contact_times.items()
+                if hcp == hcp_id and (channel is None or on == channel)
+                for at in ats
+                if at >= start
+            ),
+            reverse=True,
+        )
+        if len(times) < cap.max_contacts:
+            return None
+        return times[cap.max_contacts - 1] + timedelta(days=cap.per_days)
 
     @property
     def empty(self) -> bool:
@@ -591,7 +633,10 @@ class HistoryRules:
         for name, rule in rules.channels.items():
             if rule.cap is not None and rule.cap.max_contacts == 0:
                 self.closed[self.actions_of_channel.get(name, [])] = True
-                self._closed_why[name] = f"frequency cap: {name} is closed (max_contacts 0)"
+                self._closed_why[name] = (
+                    f"frequency cap: {name} is closed, max_contacts 0 "
+                    f"({rules.rule_at('channels', name, 'max_contacts')})"
+                )
         # Withdrawn content: excluded for every HCP and request whatever the history
         # (applied with the request-level rules, not through ``blocked``).
         self.withdrawn = np.isin(action_ids.astype(str), list(rules.withdrawn_actions))
@@ -615,7 +660,7 @@ class HistoryRules:
             )
         for j in np.flatnonzero(self.withdrawn).tolist():
             self.ruled_out_why.setdefault(j, []).append(
-                "withdrawn by the serving rules (withdrawn_actions)"
+                f"withdrawn by the serving rules ({rules.rule_at('withdrawn_actions')})"
             )
         # What of the rules applies to nothing in this catalog: logged, and said in
         # the answer of the reload that read them (a typo must not pass for a stop).
@@ -704,12 +749,20 @@ class HistoryRules:
         for action_id, reason in history.dismissed_by_hcp.get(hcp_id, {}).items():
             j = self.action_pos.get(action_id)
             if j is not None:
+                rules = self.rules
                 if (hcp_id, action_id) in history.snoozed:
-                    said, days = "snoozed", self.rules.snooze_window
+                    said, days = "snoozed", rules.snooze_window
+                    key = "snooze_days" if rules.snooze_days is not None else "dismissal_days"
                 else:
-                    said, days = "dismissed", self.rules.dismissal_days
+                    said, days = "dismissed", rules.dismissal_days
+                    key = "dismissal_days"
                 code = "" if reason in ("dismissed", "snoozed") else f" ({reason})"
-                out[j].append(f"{said}{code} in the last {days or 0.0:g} days")
+                at = history.dismissed_at.get((hcp_id, action_id))
+                lifts = None if at is None or days is None else at + timedelta(days=days)
+                out[j].append(
+                    f"{said}{code} in the last {days or 0.0:g} days "
+                    f"({rules.rule_at(key)}){_lifting(lifts)}"
+                )
         return out
 
     def _withdrawn(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
@@ -738,17 +791,22 @@ class HistoryRules:
             why = []  # both, when both bind: the cap may outlast the cool-down
             if rule.cooldown_days is not None:
                 since = history.now - last
-                if since < timedelta(days=rule.cooldown_days):
+                gap = timedelta(days=rule.cooldown_days)
+                if since < gap:
                     why.append(
-                        f"cool-down: last {channel} contact {_ago(since)}, "
-                        f"minimum gap {rule.cooldown_days:g} days"
+                        f"cool-down: last {channel} contact {_ago(since)}, minimum gap "
+                        f"{rule.cooldown_days:g} days "
+                        f"({rules.rule_at('channels', channel, 'cooldown_days')})"
+                        f"{_lifting(last + gap)}"
                     )
             if rule.cap is not None:
                 n = history.counts.get(rule.cap.per_days, {}).get((hcp_id, channel), 0)
                 if n >= rule.cap.max_contacts:
                     why.append(
                         f"frequency cap: {n} {channel} contacts in the last "
-                        f"{rule.cap.per_days:g} days (max {rule.cap.max_contacts})"
+                        f"{rule.cap.per_days:g} days, max {rule.cap.max_contacts} "
+                        f"({rules.rule_at('channels', channel, 'max_contacts')})"
+                        f"{_lifting(history.cap_lifts(hcp_id, channel, rule.cap))}"
                     )
             if why:
                 blocks[channel] = "; ".join([*why, *filter(None, [blocks.get(channel)])])
@@ -758,7 +816,9 @@ class HistoryRules:
             if total >= cap.max_contacts:
                 budget = (
                     f"contact budget: {total} contacts on all channels in the last "
-                    f"{cap.per_days:g} days (max {cap.max_contacts})"
+                    f"{cap.per_days:g} days, max {cap.max_contacts} "
+                    f"({rules.rule_at('all_channels', 'max_contacts')})"
+                    f"{_lifting(history.cap_lifts(hcp_id, None, cap))}"
                 )
                 blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
@@ -774,6 +834,11 @@ def _latest_consent(
         return None
     mark, name = max(said)
     return name, mark
+
+
+def _lifting(when: datetime | None) -> str:
+    """``, lifts 2026-12-04 14:05 UTC``: when a rule stops excluding (none: unknown)."""
+    return "" if when is None else f", lifts {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _ago(since: timedelta) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ from nextbest.storage.repository import (
     serving_history,
     serving_history_async,
 )
+from nextbest.storage.repository import contact_times as read_contact_times
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -43,7 +45,12 @@ Database = Session | Connection | Engine
 
 
 def live_history(
-    db: Database, *, rules: ServingRules, hcp_ids: Sequence[str], now: datetime
+    db: Database,
+    *,
+    rules: ServingRules,
+    hcp_ids: Sequence[str],
+    now: datetime,
+    contact_times: bool = False,
 ) -> LiveHistory:
     """Contacts, dismissals and consent events of ``hcp_ids`` the rules need, as of ``now`` (UTC):
     nothing reported as happening after ``now`` counts, but for the clock skew that
@@ -52,7 +59,8 @@ def live_history(
 
     One indexed query for every cap window, the dismissals and the consent events
     together (consent is read whatever the rules: an HCP who opted out of a channel
-    is not contacted on it).
+    is not contacted on it). ``contact_times``: a second query, for an explanation,
+    of when each contact in the longest window was (when a cap lifts).
     """
     windows, starts, dismissed_since = _lookbacks(rules, now)
 
@@ -66,7 +74,19 @@ def live_history(
         )
 
     found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
-    return _live(found, windows, now, rules)
+    live = _live(found, windows, now, rules)
+    if not contact_times or not starts:
+        return live
+
+    def read_times(
+        reader: Session | Connection,
+    ) -> dict[tuple[str, str | None], tuple[datetime, ...]]:
+        return read_contact_times(
+            reader, hcp_ids=list(hcp_ids), since=starts[0], until=now + FUTURE_TOLERANCE
+        )
+
+    times = with_reconnect(db, read_times) if isinstance(db, Engine) else read_times(db)
+    return replace(live, contact_times=times)
 
 
 async def live_history_async(
@@ -130,6 +150,7 @@ def _live(
         dismissed=dismissed,
         snoozed=snoozed,
         consent=found.consent,
+        dismissed_at={pair: found.dismissed_at[pair][0] for pair in dismissed},
     )
 
 
@@ -159,7 +180,13 @@ def recommend_one(
     recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     if db is not None:
         history = (
-            live_history(db, rules=recommender.rules, hcp_ids=[hcp_id], now=history_time(now))
+            live_history(
+                db,
+                rules=recommender.rules,
+                hcp_ids=[hcp_id],
+                now=history_time(now),
+                contact_times=explain_exclusions,  # when a binding cap lifts
+            )
             if recommender.hcp_row(hcp_id) is not None
             else None
         )

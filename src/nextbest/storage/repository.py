@@ -2206,6 +2206,32 @@ def contact_history(
     return history
 
 
+def contact_times(
+    db: Session | Connection, *, hcp_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[tuple[str, str | None], tuple[datetime, ...]]:
+    """When each contact of ``hcp_ids`` between ``since`` and ``until`` was, per HCP
+    and channel (None: none named), newest first: one per recommended item, at its
+    first report, as caps count them (:func:`_contact_key`). For explaining when a
+    cap lifts; serving reads only the counts (:func:`serving_history`)."""
+    c = cast(sa.Table, FeedbackEvent.__table__).c
+    connection = db if isinstance(db, Connection) else db.connection()
+    found: dict[tuple[str, str | None], list[datetime]] = {}
+    for chunk in _chunks(list(dict.fromkeys(hcp_ids)), _in_chunk_size(db)):
+        rows = connection.execute(
+            sa.select(c.hcp_id, c.channel, sa.func.min(c.occurred_at).label("at"))
+            .where(
+                c.hcp_id.in_(chunk),
+                c.event_type.in_(CONTACT_EVENT_TYPES),
+                c.occurred_at >= since,
+                c.occurred_at <= until,
+            )
+            .group_by(c.hcp_id, c.channel, *_contact_key(c))
+        )
+        for hcp_id, channel, at in rows:
+            found.setdefault((hcp_id, channel), []).append(at)
+    return {key: tuple(sorted(ats, reverse=True)) for key, ats in found.items()}
+
+
 @dataclass(frozen=True)
 class ServingHistory:
     """What the serving rules read for some HCPs (see :func:`serving_history`).

@@ -91,7 +91,9 @@ async def recommend(
     db: Database | None = runtime.reader  # an engine: one query on a plain connection
     history = None
     pool = runtime.async_reader
-    if pool is not None and recommender.hcp_row(body.hcp_id) is not None:
+    # An explanation reads when each contact was too (when a cap lifts): a second
+    # query, on the engine, for a support question rather than a send.
+    if pool is not None and not body.explain and recommender.hcp_row(body.hcp_id) is not None:
         # A bad request is refused before any read (422, even with the database down).
         recommender.check_request(k=body.k, channel=body.channel, purpose=purpose, now=now)
         # PostgreSQL: the worker serves other requests while the query travels.
