@@ -231,7 +231,7 @@ def test_costs_count_against_the_action_taken() -> None:
         ("estimator: magic\n", "estimator"),
         ("min_decisions: 0\n", "min_decisions"),
         ("surprise: 1\n", "surprise"),
-        ("estimator: [\n", "not valid YAML"),
+        ("estimator: [\n", r"gate\.yaml, line 2, column 1: not valid YAML: expected the node"),
         ('min_decisions: "500"\n', "min_decisions: Input should be a valid integer"),
         ("margin: 1%\n", "margin: Input should be a valid number"),
         ("margin: .inf\n", "margin: Input should be a finite number"),

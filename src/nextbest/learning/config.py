@@ -11,7 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from nextbest.contract.schema import near_channel, spelled_as_channels
 from nextbest.learning.levers import Levers, load_levers, parse_levers
-from nextbest.yamlfile import at_line, load_yaml_with_lines, validation_message
+from nextbest.yamlfile import (
+    at_line,
+    load_yaml_with_lines,
+    validation_message,
+    yaml_error_message,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,7 +149,7 @@ def load_train_config(path: Path | None) -> TrainConfig:
     except FileNotFoundError:
         raise ValueError(f"training config {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"training config {path} is not valid YAML: {exc}") from None
+        raise ValueError(yaml_error_message(f"training config {path}", exc)) from None
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ValueError(f"training config {path}: expected a mapping of settings at the top")

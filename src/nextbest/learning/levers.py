@@ -24,7 +24,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nextbest.contract.schema import channel_spelling, near_channel, spelled_as_channels
-from nextbest.yamlfile import KeyLines, load_yaml_with_lines, validation_message
+from nextbest.yamlfile import (
+    KeyLines,
+    load_yaml_with_lines,
+    validation_message,
+    yaml_error_message,
+)
 
 SCOPES = ("channel", "topic", "content_id")
 
@@ -157,7 +162,7 @@ def load_levers(path: Path) -> Levers:
     except FileNotFoundError:
         raise ValueError(f"levers file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"levers file {path} is not valid YAML: {exc}") from None
+        raise ValueError(yaml_error_message(f"levers file {path}", exc)) from None
     return parse_levers(raw or {}, source=str(path), lines=lines)
 
 

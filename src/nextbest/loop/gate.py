@@ -63,7 +63,7 @@ from nextbest.loop.evidence import (
 )
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
-from nextbest.yamlfile import load_yaml_with_lines, validation_message
+from nextbest.yamlfile import load_yaml_with_lines, validation_message, yaml_error_message
 
 CHAMPION = registry.CHAMPION_ALIAS
 CHALLENGER = "challenger"
@@ -117,7 +117,7 @@ def load_gate_config(path: Path | None) -> GateConfig:
     except FileNotFoundError:
         raise GateError(f"gate config {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise GateError(f"gate config {path} is not valid YAML: {exc}") from None
+        raise GateError(yaml_error_message(f"gate config {path}", exc)) from None
     try:
         return GateConfig.model_validate(raw or {})
     except ValidationError as exc:
