@@ -47,6 +47,7 @@ next writes the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -55,6 +56,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -786,10 +788,35 @@ def _write_entries(
             f"{path} not changed: a server would refuse the keys it would then hold: {exc}"
         ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(yaml.safe_dump({"keys": entries}, sort_keys=False))
-    staging.chmod(0o600)
-    os.replace(staging, path)
+    text = yaml.safe_dump({"keys": entries}, sort_keys=False)
+    # mkstemp makes the file 0600 from the start: a file written and then chmod'ed
+    # could be opened by anyone in between, and the open descriptor kept.
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())  # a crash after the rename leaves the new file, not nothing
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where directories can be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory: the rename still happened
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
