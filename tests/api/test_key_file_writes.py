@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import signal
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nextbest.service import apikeys
 from nextbest.service.apikeys import KeyStore, add_key_to_file
 
 from .conftest import keys_cli
@@ -74,3 +78,56 @@ def test_the_new_key_file_is_private_and_synced_before_it_replaces_the_old(
     assert staged.startswith(".api_keys.yaml.") and mode == 0o600, synced
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "crm-new" in [p.name for p in KeyStore.load(path=path, env={}).principals]
+
+
+def test_two_changes_at_once_keep_each_others_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command read the file before the other wrote it: the second to write
+    dropped the first one's key, which its client then found refused."""
+    path = _key_file(tmp_path)
+    first_read = threading.Event()
+    go_on = threading.Event()
+    write = apikeys._write_entries
+
+    def write_after_the_other_started(*args: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name == "first":
+            first_read.set()
+            go_on.wait(timeout=2)  # the other command runs meanwhile (or waits)
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(apikeys, "_write_entries", write_after_the_other_started)
+    first = threading.Thread(
+        target=add_key_to_file, args=(path,), kwargs={"name": "crm-a", "role": "channel"}
+    )
+    first.name = "first"
+    first.start()
+    assert first_read.wait(timeout=30)
+    second = threading.Thread(
+        target=apikeys.remove_key_from_file, args=(path,), kwargs={"name": "crm-00"}
+    )
+    second.start()
+    second.join(timeout=1)  # returns at once without a lock; waits for the first with one
+    go_on.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    names = [p.name for p in KeyStore.load(path=path, env={}).principals]
+    assert names == ["crm-01", "crm-02", "crm-a"], names
+
+
+def test_a_change_waits_for_another_then_gives_up_naming_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _key_file(tmp_path)
+    before = path.read_text()
+    monkeypatch.setattr(apikeys, "LOCK_WAIT_S", 0.3)
+    lock = tmp_path / ".api_keys.yaml.lock"
+    with lock.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another command, half way through its change
+        refused = keys_cli("remove", "crm-01", "--file", str(path))
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    assert f"{path} not changed: another `nextbest keys` command has been changing" in said
+    assert f"(it holds {lock})" in said
+    assert path.read_text() == before
+    assert keys_cli("remove", "crm-01", "--file", str(path)).exit_code == 0

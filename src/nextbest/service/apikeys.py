@@ -48,6 +48,7 @@ next writes the file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -58,7 +59,8 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -762,6 +764,42 @@ def _without_expired_retiring_keys(
     return kept
 
 
+# How long a `nextbest keys` command waits for another one changing the same file.
+LOCK_WAIT_S = 30.0
+
+
+@contextlib.contextmanager
+def _changing(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``path``'s changes while the block reads, changes
+    and writes it: two `nextbest keys` commands at once each read the file before
+    the other wrote it, and the second to write dropped the first one's key.
+
+    The lock is ``flock`` on ``.NAME.lock`` beside the file (kept: removing it
+    would let a third command lock a new file while the second holds the old).
+    Raises ApiKeyError naming the lock file after :data:`LOCK_WAIT_S` seconds.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ApiKeyError(
+                        f"{path} not changed: another `nextbest keys` command has been "
+                        f"changing it for {LOCK_WAIT_S:g} s (it holds {lock}); run this one "
+                        "again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _read_entries(path: Path) -> list[dict[str, Any]]:
     """The entries of ``path`` after checking the whole file (missing file: none)."""
     if not path.exists():
@@ -887,6 +925,24 @@ def add_key(
     (parsed,) = _parse([entry], "new key", numbered=False)  # the checks of loading
     if parsed.principal.channels is not None:  # written as servers read them
         entry["channels"] = list(parsed.principal.channels)
+    with _changing(path):
+        return _add_entry(
+            path, entry, key=key, replace=replace, keep_old=keep_old, env=env, now=now
+        )
+
+
+def _add_entry(
+    path: Path,
+    entry: dict[str, Any],
+    *,
+    key: str,
+    replace: bool,
+    keep_old: timedelta | None,
+    env: Mapping[str, str] | None,
+    now: datetime,
+) -> AddedKey:
+    """:func:`add_key`'s change of ``path``: ``entry`` (for ``key``) added or replacing
+    the entry of its name; the caller holds the file's lock."""
     entries = _read_entries(path)
     old = next((e for e in entries if e.get("name") == entry["name"]), None)
     if old is not None and not replace:
@@ -925,12 +981,15 @@ def remove_key_from_file(
     it had none still accepted).
     """
     now = utc_now() if now is None else now
-    entries = _read_entries(path)
-    kept = [e for e in entries if e.get("name") != name]
-    if len(kept) == len(entries):
-        known = ", ".join(str(e.get("name")) for e in entries) or "none"
-        raise ApiKeyError(f"{path}: no key named {name!r} (keys: {known})")
-    (removed,) = _parse([e for e in entries if e.get("name") == name], str(path), numbered=False)
-    _write_entries(path, _without_expired_retiring_keys(kept, now), env=env)
+    with _changing(path):
+        entries = _read_entries(path)
+        kept = [e for e in entries if e.get("name") != name]
+        if len(kept) == len(entries):
+            known = ", ".join(str(e.get("name")) for e in entries) or "none"
+            raise ApiKeyError(f"{path}: no key named {name!r} (keys: {known})")
+        (removed,) = _parse(
+            [e for e in entries if e.get("name") == name], str(path), numbered=False
+        )
+        _write_entries(path, _without_expired_retiring_keys(kept, now), env=env)
     until = removed.previous_until
     return until if until is not None and until > now else None
