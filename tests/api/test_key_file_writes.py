@@ -131,3 +131,23 @@ def test_a_change_waits_for_another_then_gives_up_naming_the_lock(
     assert f"(it holds {lock})" in said
     assert path.read_text() == before
     assert keys_cli("remove", "crm-01", "--file", str(path)).exit_code == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner takes root")
+@pytest.mark.parametrize("command", [["add", "crm-new", "--role", "channel"], ["remove", "crm-01"]])
+def test_a_change_made_as_root_keeps_the_files_owner_and_group(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Under sudo the rewritten file was root's, mode 600: the service user that
+    owned it could no longer read it, and its servers kept the old keys."""
+    path = _key_file(tmp_path)
+    service = (65534, 65533)  # a user and a group other than root's
+    os.chown(path, *service)
+    changed = keys_cli(*command, "--file", str(path))
+    assert changed.exit_code == 0, changed.output
+    owned = path.stat()
+    assert (owned.st_uid, owned.st_gid) == service
+    assert stat.S_IMODE(owned.st_mode) == 0o600
+    # The lock file too, or the service user could not take it for its next change.
+    lock = (tmp_path / ".api_keys.yaml.lock").stat()
+    assert (lock.st_uid, lock.st_gid) == service

@@ -782,6 +782,7 @@ def _changing(path: Path) -> Iterator[None]:
     lock = path.with_name(f".{path.name}.lock")
     fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
+        _keep_owner(fd, path)  # else, made under sudo, it kept the file's owner out
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
@@ -831,6 +832,7 @@ def _write_entries(
     # could be opened by anyone in between, and the open descriptor kept.
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _keep_owner(fd, path)
         with os.fdopen(fd, "w") as file:
             file.write(text)
             file.flush()
@@ -841,6 +843,24 @@ def _write_entries(
             os.unlink(staging)
         raise
     _sync_directory(path.parent)
+
+
+def _keep_owner(fd: int, path: Path) -> None:
+    """Give the file open as ``fd`` the owner and group of ``path``, if it exists.
+
+    Run under sudo, a command's files are root's: a key file of mode 600 rewritten
+    so could no longer be read by the service user that owned it, and the servers
+    kept their old keys, revocations unapplied. Without the right to (not root),
+    the file stays the caller's, who may write the directory and so replace it.
+    """
+    try:
+        owner = path.stat()
+    except OSError:
+        return
+    made = os.fstat(fd)
+    if (made.st_uid, made.st_gid) != (owner.st_uid, owner.st_gid):
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
 def _sync_directory(directory: Path) -> None:
