@@ -974,6 +974,35 @@ def test_a_key_file_others_may_read_or_with_plaintext_keys_is_warned_of(
         assert WEAK not in said
 
 
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [
+        pytest.param(0o777, True, id="anyone-may-write"),
+        pytest.param(0o1777, False, id="sticky-as-tmp"),
+        pytest.param(0o775, False, id="group-may-write"),
+        pytest.param(0o755, False, id="owner-writes"),
+    ],
+)
+def test_a_key_file_in_a_directory_anyone_may_write_is_warned_of(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    """Anyone who may write the directory may rename a file of their own over the
+    key file, with an admin key in it: its mode 600 did not stop that."""
+    directory = tmp_path / "models"
+    path = directory / "api_keys.yaml"
+    add_key_to_file(path, name="ops", role="admin")
+    directory.chmod(mode)
+    said = (
+        f"{directory} (the directory of api_keys.yaml) can be changed by any user "
+        f"(mode {mode:04o}): anyone could replace the key file with one holding a key of "
+        f"their own; `chmod o-w {directory}`"
+    )
+    assert KeyStore.load(path=path, env={}).warnings == ((said,) if warned else ())
+    listed = keys_cli("list", "--file", str(path))
+    assert listed.exit_code == 0, listed.output
+    assert (f"warning: {said}" in " ".join(listed.stderr.split())) is warned, listed.stderr
+
+
 def test_a_running_server_and_keys_list_warn_of_an_unsafe_key_file(
     api_settings, keys, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -393,8 +393,10 @@ def key_channel_notes(principals: Sequence[Principal], served: Collection[str]) 
 def key_file_warnings(path: Path, items: Sequence[Any], *, lines: KeyLines | None) -> list[str]:
     """What makes the valid key file ``path`` (its entries ``items``, where each
     key path sits: ``lines``) unsafe: users other than its owner may read or change
-    it (anyone who may write it may add an admin key), and entries that hold their
-    key in plaintext, named with their line, never the key. [] when neither."""
+    it (anyone who may write it may add an admin key), any user may write its
+    directory (without the sticky bit, which keeps others from replacing a file
+    they do not own), and entries that hold their key in plaintext, named with
+    their line, never the key. [] when none of these."""
     warnings = []
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -407,6 +409,19 @@ def key_file_warnings(path: Path, items: Sequence[Any], *, lines: KeyLines | Non
         warnings.append(
             f"{path} can be {may or 'used'} by users other than its owner (mode {mode:04o}): "
             f"`chmod 600 {path}` (the `nextbest keys` commands write it so)"
+        )
+    directory = path.parent
+    try:
+        folder = stat.S_IMODE(directory.stat().st_mode)
+    except OSError:
+        folder = 0
+    if os.name == "posix" and folder & stat.S_IWOTH and not folder & stat.S_ISVTX:
+        # Whoever may write the directory may rename another file over the key
+        # file, its own admin key in it, whatever the file's mode says.
+        warnings.append(
+            f"{directory} (the directory of {path.name}) can be changed by any user "
+            f"(mode {folder:04o}): anyone could replace the key file with one holding a key "
+            f"of their own; `chmod o-w {directory}`"
         )
     listed_at = Place(str(path), lines).at("keys")
     plain = []
