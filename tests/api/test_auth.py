@@ -440,6 +440,25 @@ def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) ->
         ),
         pytest.param([{"name": "a", "role": "admin"}], "exactly one of", id="no-key"),
         pytest.param([{"name": "a", "role": "admin", "key": "short"}], "16\\+", id="short"),
+        pytest.param([{"name": "a", "role": "admin", "key": ""}], "16\\+", id="empty"),
+        *(
+            pytest.param(
+                [
+                    {"name": "ok", "role": "admin", "key": "k" * 20},
+                    {"name": "crm", "role": "channel", "key": key},
+                ],
+                re.escape(f"NEXTBEST_API_KEYS: keys[1] (crm): 'key' {why} ("),
+                id=f"unsendable-{label}",
+            )
+            for label, key, why in [
+                ("leading-space", " " + "k" * 20, "starts or ends with whitespace"),
+                ("trailing-line-break", "k" * 20 + "\n", "starts or ends with whitespace"),
+                ("line-break-inside", "k" * 10 + "\n" + "k" * 10, "holds a control character"),
+                ("nul", "k" * 10 + "\x00" + "k" * 10, "holds a control character"),
+                ("delete", "k" * 10 + "\x7f" + "k" * 10, "holds a control character"),
+                ("accent", "Schlüssel-0123456789", "holds a character outside ASCII"),
+            ]
+        ),
         pytest.param(
             [{"name": "a", "role": "admin", "key_sha256": "abc"}], "64 hex", id="bad-hash"
         ),
@@ -463,6 +482,37 @@ def test_bad_key_entries_name_the_entry(entries: list, match: str) -> None:
 
     with pytest.raises(ApiKeyError, match=match):
         KeyStore.load(path=None, env={"NEXTBEST_API_KEYS": json.dumps(entries)})
+
+
+def test_a_key_no_client_can_send_is_refused_naming_its_line_never_the_key(
+    tmp_path: Path,
+) -> None:
+    """Such a key was accepted, and every request its client made got 401."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        "keys:\n"
+        f"  - {{name: ops, role: admin, key_sha256: {hash_key('k' * 20)}}}\n"
+        '  - {name: crm, role: channel, key: "crm-Schlüssel-2026-07"}\n'
+    )
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env={})
+    said = str(refused.value)
+    assert said.startswith(f"{path}, line 3: keys[1] (crm): 'key' holds a character outside ")
+    assert "Schlüssel" not in said
+    assert "Schlüssel" not in keys_cli_refused(path, "add", "sms", "--role", "channel")
+
+
+def test_a_key_with_spaces_inside_is_one_a_client_can_send(
+    api_settings, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header keeps the spaces inside its value: such a key is no error."""
+    phrase = "correct horse battery staple"
+    monkeypatch.setenv(
+        "NEXTBEST_API_KEYS", json.dumps([{"name": "p", "role": "admin", "key": phrase}])
+    )
+    with TestClient(create_app(api_settings)) as c:
+        for header in ({"X-API-Key": phrase}, {"Authorization": f"Bearer {phrase}"}):
+            assert c.post("/v1/admin/reload", headers=header).status_code == 200
 
 
 def test_add_key_to_file_stores_only_the_hash(tmp_path: Path) -> None:

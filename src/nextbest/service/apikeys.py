@@ -536,6 +536,15 @@ def _parse(
                     f"{where.pointing_at('key')} ({name}): 'key' must be a string of "
                     f"{MIN_KEY_LENGTH}+ characters"
                 )
+            unsendable = _unsendable_in_a_header(key)
+            if unsendable is not None:
+                # Said by kind, never quoted: the message reaches the log.
+                raise ApiKeyError(
+                    f"{where.pointing_at('key')} ({name}): 'key' {unsendable}: no client can "
+                    "send it as written, so it would match no request; write the key "
+                    "its clients send, or give the entry a new one with `nextbest keys add "
+                    "NAME --role ROLE --replace`"
+                )
             digest = hashlib.sha256(key.encode()).digest()
         else:
             try:
@@ -564,6 +573,28 @@ def _parse(
             )
         )
     return out
+
+
+def _unsendable_in_a_header(key: str) -> str | None:
+    """Why the plaintext ``key`` cannot reach a server in a request header (its
+    value in ``Authorization`` or ``X-API-Key``), or None when it can.
+
+    Spaces and tabs inside a header value arrive as sent; at either end HTTP
+    drops them (and so does the server from a key). Other control characters end
+    or break the header, and a character outside ASCII is sent in the client's
+    encoding (UTF-8, Latin-1) while the server reads the bytes as Latin-1: no key
+    written with one is matched by every client, most match none.
+    """
+    if key != key.strip(" \t\r\n\f\v"):
+        return "starts or ends with whitespace (HTTP drops it from a header)"
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in key):
+        return "holds a control character (a line break ends a header)"
+    if not key.isascii():
+        return (
+            "holds a character outside ASCII (clients send it in encodings the server does "
+            "not read back)"
+        )
+    return None
 
 
 def _retiring_key(
