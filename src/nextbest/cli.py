@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -3805,15 +3805,16 @@ def keys_add(
     )
     print(added.key, flush=True)
     if role == "rep" and territory_id:
-        _note_unserved_territory(territory_id)
+        _note_unserved_territories({territory_id: "this rep's requests are"})
     return added.key
 
 
-def _note_unserved_territory(territory_id: str) -> None:
-    """Warn when the served model has no HCP in a rep key's territory (a typo locks
-    the rep out), as the servers align HCPs to territories: by the territory
-    alignment file when it is set, else by the model's hcps file; nothing to check
-    before a model is served."""
+def _note_unserved_territories(refused: Mapping[str, str]) -> None:
+    """Warn of each territory of ``refused`` (a rep key's territory -> whose requests
+    it would refuse, "this rep's requests are") in which the served model has no
+    HCP (a typo locks the rep out), as the servers align HCPs to territories: by
+    the territory alignment file when it is set, else by the model's hcps file;
+    nothing to check before a model is served."""
     from nextbest import registry
     from nextbest.service.territories import (
         TerritoriesError,
@@ -3844,14 +3845,13 @@ def _note_unserved_territory(territory_id: str) -> None:
     else:
         served = {t for t in alignment.assign(hcp_ids).tolist() if t is not None}
         where = f" in the territory alignment {alignment.source}"
-    if territories_without_hcps([territory_id], served):
+    for territory_id in territories_without_hcps(refused, served):
         # Territories are matched exactly: t001 for T001 locks the rep out too.
         alike = sorted(t for t in served if t.casefold() == territory_id.strip().casefold())
         meant = f" (did you mean {' or '.join(alike)}? territories match exactly)" if alike else ""
-        console.print(
-            f"[yellow]note:[/yellow] the served model (version {version}) has no HCP{where} "
-            f"in territory {territory_id}{meant}: this rep's requests are refused until it does",
-            highlight=False,
+        _note(
+            f"the served model (version {version}) has no HCP{where} in territory "
+            f"{territory_id}{meant}: {refused[territory_id]} refused until it does"
         )
 
 
@@ -3886,6 +3886,17 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
             old = "" if until is None else "expired" if until <= now else _minute(until.isoformat())
             table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
         Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
+        reps: dict[str, list[str]] = {}
+        for p in principals:
+            if p.role == "rep" and p.territory_id:
+                reps.setdefault(p.territory_id, []).append(f"'{p.name}'")
+        if reps:
+            _note_unserved_territories(
+                {
+                    t: f"the requests of rep key{'s' * (len(names) > 1)} {', '.join(names)} are"
+                    for t, names in reps.items()
+                }
+            )
     else:
         where = "no API key file at" if not target.exists() else "no API keys in"
         unkeyed = (

@@ -735,6 +735,43 @@ def test_a_rep_key_outside_the_served_territories_gets_a_note(
     # The key itself stays the last line of stdout, for scripts.
     assert typo.stdout.strip().splitlines()[-1].startswith("nb_")
 
+    # `keys list` notes every rep key so locked out, not only the one just added.
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(api_settings.resolved_models_dir))
+    get_settings.cache_clear()
+    try:
+        listed = keys_cli("list", "--file", path)
+    finally:
+        get_settings.cache_clear()
+    said = " ".join(listed.stderr.split())
+    assert listed.exit_code == 0, listed.output
+    assert "has no HCP in territory T-typo: the requests of rep key 'rep-x' are refused" in said
+    assert (
+        f"in territory {other_case} (did you mean {keys.territory}? territories match exactly): "
+        "the requests of rep key 'rep-z' are refused until it does"
+    ) in said, said
+    assert "'rep-y'" not in said
+
+
+def test_a_server_notes_rep_keys_of_territories_without_hcps_at_start_and_reload(
+    api_settings, keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a territory alignment file, a rep key whose territory the served model
+    has no HCP in was refused everything without a word in the server's log."""
+    path = api_settings.api_keys_file
+    add_key_to_file(path, name="rep-typo", role="rep", territory_id="T-typo")
+    note = (
+        "rep keys of territories T-typo have no HCP of the served model: their requests "
+        "are refused until a model version with some is served (or their territory_id in "
+        "the key file is corrected)"
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"),
+        TestClient(create_app(api_settings), headers=dict(keys.admin)) as client,
+    ):
+        assert f"API keys: {note}" in caplog.text, caplog.text
+        answer = client.post("/v1/admin/reload")
+    assert answer.status_code == 200 and answer.json()["key_notes"] == [note], answer.text
+
 
 ENV_ADMIN = '[{"name": "envk", "role": "admin", "key": "ENV-PLAINTEXT-SECRET-0123456789"}]'
 

@@ -26,7 +26,12 @@ from nextbest.policy.rules import EMPTY_FINGERPRINT, RulesError, ServingRules
 from nextbest.service.apikeys import ApiKeyError, KeyStore, key_channel_notes
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender
-from nextbest.service.territories import TerritoriesError, TerritoryAlignment, alignment_notes
+from nextbest.service.territories import (
+    TerritoriesError,
+    TerritoryAlignment,
+    alignment_notes,
+    empty_territories_note,
+)
 from nextbest.settings import Settings
 from nextbest.storage.db import (
     UNAVAILABLE_ERRORS,
@@ -789,11 +794,14 @@ class ServingRuntime:
 
     def key_notes(self) -> list[str]:
         """The channel-bound API keys (``channels`` in the key file) naming a channel no
-        action of the served catalog uses, one note each; [] when there are none (or
-        auth is off, no model is loaded, or the key file cannot be read: its error is
-        reported where keys are). Not an error: catalogs change, and a key may be
-        bound ahead of its channel's first content. A typo ('SMS ' is read as 'sms',
-        but 'text' is not) leaves the key with nothing to ask for."""
+        action of the served catalog uses, one note each, and, when the served model's
+        territories apply, the rep keys' territories holding none of its HCPs (an
+        alignment file's notes say those, naming it: :meth:`territory_notes`); []
+        when there are none (or auth is off, no model is loaded, or the key file
+        cannot be read: its error is reported where keys are). Not errors: catalogs
+        change, and a key may be bound ahead of its channel's first content. A typo
+        ('SMS ' is read as 'sms', but 'text' is not) leaves the key with nothing to
+        ask for; one in a rep key's territory, refused every HCP."""
         current = self._recommender
         if current is None or not self.settings.auth_enabled:
             return []
@@ -801,7 +809,11 @@ class ServingRuntime:
             principals = KeyStore.load(path=self.settings.resolved_api_keys_file).principals
         except ApiKeyError:
             return []
-        return key_channel_notes(principals, current.channels)
+        notes = key_channel_notes(principals, current.channels)
+        if current.alignment is None:
+            reps = [p.territory_id for p in principals if p.role == "rep" and p.territory_id]
+            notes += empty_territories_note(reps, current.territories)
+        return notes
 
     def _rep_territories(self) -> list[str]:
         """The territories of the rep keys as the key file has them now ([] when auth

@@ -112,6 +112,38 @@ def territories_without_hcps(rep_territories: Iterable[str], served: Collection[
     return sorted({t for t in rep_territories if t not in served})
 
 
+def empty_territories_note(
+    rep_territories: Iterable[str], served: Collection[str], *, source: str | None = None
+) -> list[str]:
+    """One note naming the territories of ``rep_territories`` (rep keys') without an
+    HCP among the ``served`` territories, by the alignment file ``source`` (None: the
+    served model's own territories); [] when every one holds an HCP.
+
+    A rep key of such a territory is refused every HCP: most often a typo in its
+    ``territory_id`` (matched exactly: 't001' is not 'T001') or an alignment that
+    does not list the territory yet.
+    """
+    empty = territories_without_hcps(rep_territories, served)
+    if not empty:
+        return []
+    alike = [
+        f"{t} for {' or '.join(sorted(m for m in served if m.casefold() == t.casefold()))}"
+        for t in empty
+        if any(m.casefold() == t.casefold() for m in served)
+    ]
+    meant = f" ({', '.join(alike)}? territories match exactly)" if alike else ""
+    if source is not None:
+        return [
+            f"rep keys of territories {', '.join(empty)} have no HCP of the served model in "
+            f"{source}{meant}: their requests are refused until it lists some"
+        ]
+    return [
+        f"rep keys of territories {', '.join(empty)} have no HCP of the served model{meant}: "
+        "their requests are refused until a model version with some is served (or "
+        "their territory_id in the key file is corrected)"
+    ]
+
+
 def alignment_notes(
     alignment: TerritoryAlignment,
     *,
@@ -145,10 +177,5 @@ def alignment_notes(
             f"{'are' if many else 'is'} in no territory of {alignment.source}: no rep key "
             f"sees {'them' if many else 'it'} (admin and channel keys do)"
         )
-    empty = territories_without_hcps(rep_territories, served)
-    if empty:
-        notes.append(
-            f"rep keys of territories {', '.join(empty)} have no HCP of the served model in "
-            f"{alignment.source}: their requests are refused until it lists some"
-        )
+    notes += empty_territories_note(rep_territories, served, source=alignment.source)
     return notes
