@@ -1775,7 +1775,7 @@ def _serving_files_error(settings: Settings) -> str | None:
         ServingRules.configured(settings)
         TerritoryAlignment.configured(settings)
         if settings.auth_enabled:
-            KeyStore.load(path=settings.resolved_api_keys_file)
+            KeyStore.configured(settings)
     except (RulesError, TerritoriesError, ApiKeyError) as exc:
         return str(exc)
     return None

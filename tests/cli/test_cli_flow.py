@@ -1164,6 +1164,15 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
             id="bad-rules-file",
         ),
         pytest.param(
+            {"NEXTBEST_API_KEYS_FILE": "{tmp}/missing.yaml"},
+            None,
+            "NEXTBEST_API_KEYS_FILE names {tmp}/missing.yaml, which does not exist: a server "
+            "would hold none of its keys and refuse their callers; correct the setting, or "
+            "create the file with `nextbest keys add NAME --role admin --file "
+            "{tmp}/missing.yaml`",
+            id="named-keys-file-missing",
+        ),
+        pytest.param(
             {"NEXTBEST_API_KEYS_FILE": "{tmp}/file.yaml"},
             "keys: [\n",
             "file.yaml: not valid YAML, line 2, column 1: expected the node content",

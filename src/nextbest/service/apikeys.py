@@ -64,12 +64,15 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from nextbest.limits import STORED_LENGTHS
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
+
+if TYPE_CHECKING:
+    from nextbest.settings import Settings
 
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
@@ -103,6 +106,7 @@ MAX_CHANNELS_TEXT = STORED_LENGTHS["channel_filter"]
 # A key's name is the requester the log and the feedback store keep with each row.
 MAX_NAME_LENGTH = STORED_LENGTHS["requester"]
 ENV_KEYS = "NEXTBEST_API_KEYS"
+KEYS_FILE_SETTING = "NEXTBEST_API_KEYS_FILE"
 MIN_KEY_LENGTH = 16
 # A rep key's name is its rep_id in /v1/reps/{rep_id}/...: one URL path segment,
 # sent as it is written. No '/' (or '%2F', which servers decode to one), no space
@@ -263,6 +267,24 @@ class KeyStore:
         store = cls.from_entries(items, source=str(path), env=env, lines=lines, clock=clock)
         store.warnings = tuple(key_file_warnings(path, items, lines=lines))
         return store
+
+    @classmethod
+    def configured(cls, settings: Settings) -> KeyStore:
+        """The keys a server of ``settings`` starts with: :meth:`load` of its key file.
+
+        A file that ``NEXTBEST_API_KEYS_FILE`` names and that does not exist is an
+        error (a mistyped path served with no key of the file, every caller
+        refused), not a start without it; the default file may be missing (the
+        keys may all be in ``NEXTBEST_API_KEYS``, or none added yet).
+        """
+        path = settings.resolved_api_keys_file
+        if settings.api_keys_file is not None and not path.exists():
+            raise ApiKeyError(
+                f"{KEYS_FILE_SETTING} names {path}, which does not exist: a server would "
+                "hold none of its keys and refuse their callers; correct the setting, or "
+                f"create the file with `nextbest keys add NAME --role admin --file {path}`"
+            )
+        return cls.load(path=path)
 
     @classmethod
     def from_entries(
