@@ -1688,12 +1688,15 @@ def _run_server(
     if n_workers > 1 and balanced_listeners_supported():
         # Each worker accepts on its own socket, so connections spread over all
         # workers (nextbest.api.workers explains why uvicorn's shared one does not).
+        # The workers hold the keys of a key file there at the start; one gone when
+        # a SIGHUP comes would leave their replacements with none.
+        keys_held = settings.auth_enabled and settings.resolved_api_keys_file.exists()
         try:
             run_balanced(
                 uvicorn.Config("nextbest.api.app:create_app", **options),
                 # A SIGHUP replaces every worker: with a file no worker can serve
                 # by, the replacements would take the whole service down.
-                before_restart=lambda: _restart_problem(settings),
+                before_restart=lambda: _restart_problem(settings, keys_held=keys_held),
             )
         except AddressInUseError as exc:
             raise _fail(str(exc)) from None
@@ -1731,15 +1734,16 @@ def _check_serving_files(settings: Settings) -> None:
 RESTART_CHECK_TIMEOUT_S = 120.0
 
 
-def _restart_problem(settings: Settings) -> str | None:
+def _restart_problem(settings: Settings, *, keys_held: bool = False) -> str | None:
     """Why workers started now would serve nothing, or None: the files as
-    :func:`_serving_files_error` reads them, then the rules against the served
-    model's catalog (``nextbest rules check``, in a process of its own, so that
-    the supervisor does not hold a model): an invalid or, under ``strict: true``,
-    unfitting rules file, or a served version that does not load."""
+    :func:`_serving_files_error` reads them (``keys_held``: the workers serving hold
+    keys of the key file, so its absence is one), then the rules against the
+    served model's catalog (``nextbest rules check``, in a process of its own, so
+    that the supervisor does not hold a model): an invalid or, under ``strict:
+    true``, unfitting rules file, or a served version that does not load."""
     import subprocess
 
-    problem = _serving_files_error(settings)
+    problem = _serving_files_error(settings, keys_held=keys_held)
     if problem is not None:
         return problem
     try:
@@ -1764,9 +1768,10 @@ def _restart_problem(settings: Settings) -> str | None:
     return f"`nextbest rules check` refused it: {said}"
 
 
-def _serving_files_error(settings: Settings) -> str | None:
+def _serving_files_error(settings: Settings, *, keys_held: bool = False) -> str | None:
     """What is wrong with the rules, territory alignment or API-key file, read as a
-    worker starting now would read them; None when all three would serve."""
+    worker starting now would read them; None when all three would serve.
+    ``keys_held``: as :meth:`KeyStore.configured`'s ``held``."""
     from nextbest.policy.rules import RulesError, ServingRules
     from nextbest.service.apikeys import ApiKeyError, KeyStore
     from nextbest.service.territories import TerritoriesError, TerritoryAlignment
@@ -1775,7 +1780,7 @@ def _serving_files_error(settings: Settings) -> str | None:
         ServingRules.configured(settings)
         TerritoryAlignment.configured(settings)
         if settings.auth_enabled:
-            KeyStore.configured(settings)
+            KeyStore.configured(settings, held=keys_held)
     except (RulesError, TerritoriesError, ApiKeyError) as exc:
         return str(exc)
     return None

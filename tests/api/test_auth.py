@@ -697,6 +697,10 @@ def test_a_key_file_that_disappears_keeps_the_keys_in_force(
         assert "is gone, keeping the keys" in caplog.text
         gone = client.get("/readyz").json()["keys_error"]
         assert "is gone" in gone and str(path) not in gone
+        # A reload (SIGHUP's, with one worker) keeps them, and its answer says why.
+        reloaded = client.post("/v1/admin/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["key_notes"] == [gone]
 
         # Written again without crm-email: read, and the revocation applies.
         entries = [e for e in yaml.safe_load(text)["keys"] if e["name"] != "crm-email"]

@@ -25,6 +25,7 @@ from nextbest.api.workers import (
     bind_own_socket,
     check_address_free,
 )
+from nextbest.service.apikeys import hash_key
 from nextbest.storage.testing import POSTGRES_URL_ENV, TcpProxy, temporary_postgres_database
 
 pytestmark = pytest.mark.e2e
@@ -263,6 +264,50 @@ def test_sighup_keeps_the_workers_while_the_rules_file_is_broken(trained, tmp_pa
         assert "`nextbest rules check` refused it" in said, said
         assert "strict: true, and the rules do not fit" in said, said
         assert set(_sockets(proc, port, psutil.CONN_LISTEN)) == set(serving)
+    finally:
+        stop_server(proc)
+
+
+@linux_only
+def test_sighup_keeps_the_workers_and_their_keys_while_the_key_file_is_gone(
+    trained, tmp_path: Path
+) -> None:
+    """Deleted (or half way through a delete-then-write), the key file left the
+    workers that replaced the old ones at a SIGHUP without its keys: every caller
+    of the file got 401. The supervisor keeps the workers, which keep their keys."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    keys = models / "api_keys.yaml"
+    key = "file-admin-key-0123456789abcdef"
+    keys.write_text(f"keys:\n  - {{name: ops, role: admin, key_sha256: {hash_key(key)}}}\n")
+    keys.chmod(0o600)
+    port, log = free_port(), models / "server.log"
+    proc = start_server(port=port, env=_env(models), args=["--workers", "2"], log_file=log)
+
+    def status() -> int:
+        url = f"http://127.0.0.1:{port}/v1/recommendations"
+        asked = httpx.post(url, json={"hcp_id": "H-none"}, headers={"X-API-Key": key}, timeout=30)
+        return asked.status_code
+
+    try:
+        before = _wait_listening(proc, port)
+        assert status() != 401
+        text = keys.read_text()
+        keys.unlink()
+        os.kill(proc.pid, signal.SIGHUP)
+        refused = _wait_for_log_event(log, "restart_refused")
+        said = str(refused["message"])
+        assert f"the API key file {keys} is gone (deleted, or being replaced)" in said, said
+        assert set(_sockets(proc, port, psutil.CONN_LISTEN)) == set(before)
+        assert status() != 401  # the keys read before are in force
+
+        keys.write_text(text)
+        os.kill(proc.pid, signal.SIGHUP)
+        _, alive = psutil.wait_procs([psutil.Process(pid) for pid in before], timeout=120)
+        assert not alive, log.read_text()[-3000:]
+        serving = _wait_listening(proc, port)
+        assert not set(serving) & set(before)
+        assert status() != 401
     finally:
         stop_server(proc)
 

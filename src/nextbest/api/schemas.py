@@ -339,10 +339,13 @@ class ReloadPublic(BaseModel):
     )
     key_notes: list[str] = Field(
         default_factory=list,
-        description="Channel API keys bound to channels (channels in the key file) that "
-        "name a channel no action of the served catalog uses: a typo, or a channel whose "
-        "content is not in the catalog yet. Not an error: such a key gets no recommendation "
-        "of that channel until one is. Empty when every bound channel is served.",
+        description="First, when the keys in force are not the key file's, why (the "
+        "file is invalid or gone: the keys read before serve). Then channel API keys bound "
+        "to channels (channels in the key file) that name a channel no action of the served "
+        "catalog uses: a typo, or a channel whose content is not in the catalog yet. Not an "
+        "error: such a key gets no recommendation of that channel until one is. Then, "
+        "without a territory alignment file, rep keys whose territory holds no HCP of the "
+        "served model (with one: territory_notes). Empty when there is none of these.",
     )
     signal_error: str | None = Field(
         default=None,

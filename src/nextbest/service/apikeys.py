@@ -269,15 +269,23 @@ class KeyStore:
         return store
 
     @classmethod
-    def configured(cls, settings: Settings) -> KeyStore:
+    def configured(cls, settings: Settings, *, held: bool = False) -> KeyStore:
         """The keys a server of ``settings`` starts with: :meth:`load` of its key file.
 
         A file that ``NEXTBEST_API_KEYS_FILE`` names and that does not exist is an
         error (a mistyped path served with no key of the file, every caller
         refused), not a start without it; the default file may be missing (the
-        keys may all be in ``NEXTBEST_API_KEYS``, or none added yet).
+        keys may all be in ``NEXTBEST_API_KEYS``, or none added yet), unless
+        ``held``: workers serving hold keys read from it (the check before a
+        SIGHUP replaces them), and their replacements would hold none.
         """
         path = settings.resolved_api_keys_file
+        if held and not path.exists():
+            raise ApiKeyError(
+                f"the API key file {path} is gone (deleted, or being replaced): workers "
+                "started now would hold none of its keys and refuse their callers; write "
+                "it again (to revoke every key of it, leave it with 'keys: []')"
+            )
         if settings.api_keys_file is not None and not path.exists():
             raise ApiKeyError(
                 f"{KEYS_FILE_SETTING} names {path}, which does not exist: a server would "

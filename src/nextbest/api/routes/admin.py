@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from nextbest.api.auth import require_roles
 from nextbest.api.bodies import JSONBodyRoute
@@ -22,6 +22,7 @@ router = APIRouter(
 @router.post("/reload", response_model=ReloadPublic, dependencies=[only_query("force")])
 async def reload(
     runtime: RuntimeDep,
+    request: Request,
     force: bool = Query(
         default=False,
         description="Load the alias's version even when it is the one served "
@@ -31,7 +32,9 @@ async def reload(
     """Load the served alias's current version beside the old one and swap atomically,
     and re-read the serving rules file and the territory alignment file, if set.
     The answer's notes say what in the rules, the alignment and the API keys applies
-    to nothing the served catalog or model holds.
+    to nothing the served catalog or model holds; ``key_notes`` begins with why the
+    keys in force are not the key file's, when they are not (the file is invalid,
+    or gone: the keys read before serve).
 
     Other worker processes sharing the models directory follow within a second.
     If loading fails (or the rules or territories file is invalid), the old model,
@@ -52,6 +55,10 @@ async def reload(
     served = runtime.recommender  # once: its rules and their notes belong together
     territory_notes = await asyncio.to_thread(runtime.territory_notes, examples=5)
     key_notes = await asyncio.to_thread(runtime.key_notes)
+    keys = request.app.state.api_keys
+    keys_error = keys.error if keys is not None else None
+    if keys_error is not None:
+        key_notes = [keys_error, *key_notes]
     return ReloadPublic(
         version=result.version,
         previous=result.previous,
