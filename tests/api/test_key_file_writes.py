@@ -151,3 +151,24 @@ def test_a_change_made_as_root_keeps_the_files_owner_and_group(
     # The lock file too, or the service user could not take it for its next change.
     lock = (tmp_path / ".api_keys.yaml.lock").stat()
     assert (lock.st_uid, lock.st_gid) == service
+
+
+def test_a_key_file_kept_as_a_link_is_changed_where_it_lives(tmp_path: Path) -> None:
+    """A key file linked from a config checkout stays a link: the change reaches its
+    target (a plain file put in the link's place left the target stale), and a
+    command naming the target shares the lock of one naming the link."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    target = _key_file(checkout, n=1)
+    link = tmp_path / "api_keys.yaml"
+    link.symlink_to(target)
+    added = keys_cli("add", "via-link", "--role", "channel", "--file", str(link))
+    assert added.exit_code == 0, added.output
+    assert link.is_symlink() and link.resolve() == target
+    names = {p.name for p in KeyStore.load(path=target, env={}).principals}
+    assert names == {"crm-00", "via-link"}
+    removed = keys_cli("remove", "crm-00", "--file", str(link))
+    assert removed.exit_code == 0, removed.output
+    assert [p.name for p in KeyStore.load(path=target, env={}).principals] == ["via-link"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api_keys.yaml", "checkout"]
+    assert ".api_keys.yaml.lock" in {p.name for p in checkout.iterdir()}

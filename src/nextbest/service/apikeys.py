@@ -855,6 +855,7 @@ def _changing(path: Path) -> Iterator[None]:
     Raises ApiKeyError naming the lock file after :data:`LOCK_WAIT_S` seconds.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    path = _target(path)  # two commands naming the file by a link and by its target
     lock = path.with_name(f".{path.name}.lock")
     fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
@@ -903,6 +904,7 @@ def _write_entries(
             f"{path} not changed: a server would refuse the keys it would then hold: {exc}"
         ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
+    path = _target(path)
     text = yaml.safe_dump({"keys": entries}, sort_keys=False)
     # mkstemp makes the file 0600 from the start: a file written and then chmod'ed
     # could be opened by anyone in between, and the open descriptor kept.
@@ -919,6 +921,13 @@ def _write_entries(
             os.unlink(staging)
         raise
     _sync_directory(path.parent)
+
+
+def _target(path: Path) -> Path:
+    """The file ``path`` names, through symbolic links: a key file kept as a link
+    (into a config-management checkout, say) is changed where it lives, not replaced
+    by a plain file that leaves the link's target stale."""
+    return Path(os.path.realpath(path))
 
 
 def _keep_owner(fd: int, path: Path) -> None:
