@@ -1190,6 +1190,36 @@ def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
         assert ready.json()["rules_fingerprint"] == _fingerprint(shipped)
 
 
+def test_a_worker_started_while_the_named_key_file_is_gone_is_unready_until_it_is_back(
+    own_registry, keys, tmp_path: Path
+) -> None:
+    """A worker uvicorn starts in place of one that died, while the key file a setting
+    names is gone (deleted, being replaced): its siblings keep the keys they read,
+    it holds none, and it answered their callers 401 while /readyz said ready."""
+    key_file = own_registry.resolved_api_keys_file
+    settings = own_registry.model_copy(update={"api_keys_file": key_file})
+    away = tmp_path / "api_keys.yaml.moved"
+    key_file.rename(away)
+    try:
+        with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["status"] == "API key file missing"
+            why = ready.json()["keys_error"]
+            assert "the API key file is gone and this worker started after" in why, why
+            assert client.post("/v1/recommendations", json={"hcp_id": "x"}).status_code == 401
+            away.rename(key_file)
+            ready = client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert "keys_error" not in ready.json()
+            hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+            answer = client.post("/v1/recommendations", json={"hcp_id": hcp})
+            assert answer.status_code == 200, answer.text
+    finally:
+        if away.exists():
+            away.rename(key_file)
+
+
 def test_a_failed_admin_reload_reaches_the_other_workers(own_registry, keys, tmp_path) -> None:
     """Each worker tries the failed reload too and reports it in /readyz; before,
     only the worker that took the call knew."""

@@ -171,7 +171,11 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
             # Not strict: `nextbest serve` refused an invalid file before any worker
             # started; one invalid now was edited since, and this worker replaces one
             # that died: it starts unready rather than failing (see the store).
-            app.state.api_keys = ReloadingKeyStore(path=config.resolved_api_keys_file, strict=False)
+            app.state.api_keys = ReloadingKeyStore(
+                path=config.resolved_api_keys_file,
+                strict=False,
+                required=config.api_keys_file is not None,
+            )
             if not app.state.api_keys.unusable and not len(app.state.api_keys):
                 logger.warning(
                     "auth is on but no API keys are configured (%s, NEXTBEST_API_KEYS): "

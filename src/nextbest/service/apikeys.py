@@ -732,14 +732,18 @@ class ReloadingKeyStore:
         path: Path,
         env: Mapping[str, str] | None = None,
         strict: bool = True,
+        required: bool = False,
         clock: Clock = utc_now,
     ) -> None:
         """``strict``: an invalid file raises. Otherwise (a worker that uvicorn starts
         in place of one that died, after the file was edited) the store holds the
         environment's keys only and :attr:`unusable` is True until a valid file is
         read: the worker refuses the file's callers instead of failing its start,
-        which made uvicorn's supervisor stop every worker. ``clock``: as
-        :class:`KeyStore`'s, for every store read from the file."""
+        which made uvicorn's supervisor stop every worker. ``required`` (a setting
+        names the file, which `nextbest serve` found at its start): a file missing
+        now, when this worker starts, makes it unusable the same way, until the file
+        is back. ``clock``: as :class:`KeyStore`'s, for every store read from the
+        file."""
         self.path = path
         self._env = dict(os.environ if env is None else env)
         self._clock = clock
@@ -747,6 +751,20 @@ class ReloadingKeyStore:
         self._seen = self._status()
         self._error: str | None = None
         self.unusable = False
+        self.unusable_why = "API key file invalid"  # what /readyz says while unusable
+        if required and not strict and self._seen is None:
+            # A replacement worker, started while the file is gone (deleted, or being
+            # replaced): its siblings keep the keys they read, it holds none of them,
+            # and answered their callers 401 while /readyz said ready.
+            self._store = KeyStore.load(path=None, env=self._env, clock=clock)
+            self._error = (
+                "the API key file is gone and this worker started after: no key of the "
+                f"file is in force here until it is back {_SEE_LOG}"
+            )
+            self.unusable = True
+            self.unusable_why = "API key file missing"
+            logger.error("API key file %s missing at start-up, its keys refused", path)
+            return
         try:
             self._store = KeyStore.load(path=path, env=self._env, clock=clock)
             _log_warnings(self._store)

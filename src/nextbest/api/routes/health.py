@@ -47,7 +47,8 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
     serves with the keys read before, as every worker does), but ``keys_error``
     says so: until the file is fixed, its changes, a revoked key among them, are
     not applied. A worker started after such an edit (replacing one that died) has
-    no keys read before: it is unready until the file is fixed.
+    no keys read before: it is unready until the file is fixed, and so is one
+    started while the key file a setting names is gone, until it is back.
 
     ``rules_fingerprint`` names the serving rules this worker applies (and logs with
     its answers): every worker answering with the file's fingerprint has applied
@@ -57,7 +58,7 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
     keys_error = keys.error if keys is not None else None
     problems = []
     if keys is not None and keys.unusable:
-        problems.append("API key file invalid")
+        problems.append(keys.unusable_why)
     if (not_serving := runtime.not_serving) is not None:
         problems.append(not_serving)
     problems.extend(await run_in_threadpool(_database_problems, runtime))
