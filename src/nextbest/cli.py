@@ -1147,7 +1147,10 @@ def train(
                 raise _fail(str(exc)) from None
         result.notes.extend(_data_notes(dataset))
         step("register")
-        info = registry.log_training_run(result, settings, alias=alias)
+        try:
+            info = registry.log_training_run(result, settings, alias=alias)
+        except registry.AliasNotMovedError as exc:
+            raise _fail(str(exc)) from None
         progress.update(task, completed=len(stages))
     for note in result.notes:
         _note(note)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -274,16 +274,18 @@ def log_training_run(
         mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
     if alias is None and alias_version(settings, settings.serve_alias) is None:
         alias = settings.serve_alias
-    previous = alias_version(settings, CHAMPION_ALIAS) if alias == CHAMPION_ALIAS else None
-    if alias is not None:
-        mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
     if alias == CHAMPION_ALIAS:
         # Training sets a model's first champion (promote moves it after): recorded
         # as a decision beside the promotions and rollbacks, so the champion's
-        # timeline starts here.
+        # timeline starts here; recorded first, then the alias moves.
         _log_trained_champion(
-            settings, version, previous=previous, training_run_id=str(info.run_id)
+            settings,
+            version,
+            previous=alias_version(settings, CHAMPION_ALIAS),
+            training_run_id=str(info.run_id),
         )
+    elif alias is not None:
+        mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
     return describe_version(settings, version)
 
 
@@ -300,16 +302,76 @@ def decided_by() -> str:
     return os_user()
 
 
+# Tag of a decision run whose alias move failed after the decision was recorded:
+# "false", and the run ends FAILED (the champion's timeline leaves it out).
+ALIAS_MOVED_TAG = "alias_moved"
+
+
+class AliasNotMovedError(RegistryError):
+    """A decision was recorded as a run, then moving its alias failed: the run is
+    marked (:data:`ALIAS_MOVED_TAG` ``false``, status FAILED) and the alias stays."""
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def move_recorded(
+    settings: Settings, run_id: str, move: Callable[[], None], *, decision: str, stays: str
+) -> None:
+    """Call ``move`` (the alias moves of a decision) inside the decision's run
+    ``run_id``, already written: the alias never names a version whose decision went
+    unrecorded. A process that dies within ``move`` leaves the run RUNNING.
+
+    ``decision`` names the decision in the error (``promotion of version 2``);
+    ``stays``: what the registry still serves when ``move`` fails (``the champion
+    stays version 1``).
+
+    Raises:
+        AliasNotMovedError: ``move`` failed; the run is tagged ``alias_moved`` =
+            ``false`` and ends FAILED when the caller's ``with`` block re-raises.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        move()
+    except (MlflowException, OSError) as exc:
+        marked = True
+        try:
+            client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "false")
+        except (MlflowException, OSError):
+            marked = False
+        said = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+        raise AliasNotMovedError(
+            f"the {decision} was recorded (MLflow run {run_id}) but the registry "
+            f"{without_password(settings.resolved_registry_uri)} refused to move the alias: "
+            f"{type(exc).__name__}: {said}; "
+            + (
+                f"the run is marked failed ({ALIAS_MOVED_TAG} = false, status FAILED) and "
+                "left out of `nextbest models --history`"
+                if marked
+                else "the run could not be marked failed either: it reads as made in "
+                f"`nextbest models --history` (tag it {ALIAS_MOVED_TAG} = false, or delete it)"
+            )
+            + f"; {stays}. Once the registry takes writes again, run the command again",
+            run_id=run_id,
+        ) from exc
+
+
 def _log_trained_champion(
     settings: Settings, version: str, *, previous: str | None, training_run_id: str
 ) -> None:
-    """A run of the decisions experiment: ``version`` became champion by training
-    (``previous``: the champion it replaced, None for the first)."""
+    """Make ``version`` champion by training (``previous``: the champion it replaces,
+    None for the first), recorded first as a run of the decisions experiment.
+
+    Raises:
+        AliasNotMovedError: the alias could not be set (the version stays registered).
+    """
     mlflow = _mlflow(settings)
     with mlflow.start_run(
         experiment_id=experiment_id(settings, DECISIONS_SUFFIX),
         run_name=f"train v{version} as champion",
-    ):
+    ) as run:
         mlflow.log_params(
             {
                 "from_version": previous or "none",
@@ -318,6 +380,16 @@ def _log_trained_champion(
             }
         )
         mlflow.set_tags({"decision": "train", DECIDED_BY_TAG: decided_by()})
+        move_recorded(
+            settings,
+            str(run.info.run_id),
+            lambda: set_alias(settings, CHAMPION_ALIAS, version),
+            decision=f"training of version {version} as champion",
+            stays=(
+                f"version {version} is registered without the alias, and the champion "
+                + (f"stays version {previous}" if previous else "is none yet")
+            ),
+        )
 
 
 def artifact_digest(files: Mapping[str, bytes]) -> str:

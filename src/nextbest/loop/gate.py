@@ -672,9 +672,11 @@ def promote(
                 n_decisions=0,
             ),
         )
-    if evaluation.decision.passed or force:
-        if force and not evaluation.decision.passed:
-            evaluation.decision.reasons.append("promoted anyway: --force")
+    promote_it = evaluation.decision.passed or force
+    if force and not evaluation.decision.passed:
+        evaluation.decision.reasons.append("promoted anyway: --force")
+
+    def move() -> None:
         _set_champion(settings, evaluation.challenger_version, evaluation.champion_version)
         registry.client(settings).set_model_version_tag(
             settings.model_name,
@@ -682,10 +684,19 @@ def promote(
             PROMOTION_TAG,
             "gate passed" if evaluation.decision.passed else "forced",
         )
-        evaluation.promoted = True
-    evaluation.run_id = _log_evaluation(
-        settings, evaluation, config, promoted=evaluation.promoted, reason=reason
-    )
+
+    try:
+        evaluation.run_id = _log_evaluation(
+            settings,
+            evaluation,
+            config,
+            promoted=promote_it,
+            reason=reason,
+            move=move if promote_it else None,
+        )
+    except registry.AliasNotMovedError as exc:
+        raise GateError(str(exc)) from exc
+    evaluation.promoted = promote_it
     return evaluation
 
 
@@ -747,16 +758,20 @@ def champion_history(settings: Settings) -> list[str]:
 
 
 def _set_champion(settings: Settings, new: str, old: str | None) -> None:
+    """Move ``champion`` from ``old`` to ``new``, keeping ``champion_history`` true to
+    the alias should this stop at any step: ``old`` is added before the alias moves
+    (a rollback that finds the champion last takes it off), ``new`` after."""
     client = registry.client(settings)
     history = champion_history(settings)
     if old is not None and (not history or history[-1] != old):
         history.append(old)
+        client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
+    client.set_registered_model_alias(settings.model_name, CHAMPION, new)
     if new != (history[-1] if history else None):
         history.append(new)
-    client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
+        client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
     if old is not None and old != new:
         client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, old)
-    client.set_registered_model_alias(settings.model_name, CHAMPION, new)
     if registry.alias_version(settings, CHALLENGER) == new:
         # Promoted, it is no longer a challenger: the next evaluation waits for a new one
         # rather than comparing the champion with itself.
@@ -776,17 +791,20 @@ class Rollback:
 def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     """Make the previous champion the champion again, recorded as an MLflow run of
     the evaluation experiment (``decision`` = ``rollback``, both versions, ``reason``)
-    beside the promotions: the registered model's tags keep only the state.
+    beside the promotions: the registered model's tags keep only the state. The run
+    is written first, the alias moved last.
 
     Raises:
-        GateError: there is no earlier champion to return to.
+        GateError: there is no earlier champion to return to, or the registry
+            refused the alias move (the run is marked failed).
     """
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, ": nothing to roll back")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     client = registry.client(settings)
     current = registry.alias_version(settings, CHAMPION)
-    history = champion_history(settings)
+    recorded = champion_history(settings)
+    history = list(recorded)
     if current is not None and history and history[-1] == current:
         history.pop()
     if not history and current is None:
@@ -797,30 +815,48 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
             f"(current champion: {current})"
         )
     target = history[-1]
-    client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
-    client.set_registered_model_alias(settings.model_name, CHAMPION, target)
-    if len(history) >= 2:
-        client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, history[-2])
-    else:
-        client.delete_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION)
-    if current is not None:
-        client.set_model_version_tag(
-            settings.model_name, current, "rolled_back_at", datetime.now(UTC).isoformat()
-        )
+
+    def move() -> None:
+        client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
+        try:
+            client.set_registered_model_alias(settings.model_name, CHAMPION, target)
+        except Exception:
+            # The champion did not move: neither does the list rollback walks back.
+            client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(recorded))
+            raise
+        if len(history) >= 2:
+            client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, history[-2])
+        else:
+            client.delete_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION)
+        if current is not None:
+            client.set_model_version_tag(
+                settings.model_name, current, "rolled_back_at", datetime.now(UTC).isoformat()
+            )
+
     mlflow = registry._mlflow(settings)
-    with mlflow.start_run(
-        experiment_id=_evaluation_experiment(settings),
-        run_name=f"rollback v{current or '-'} -> v{target}",
-    ) as run:
-        mlflow.log_params({"from_version": current or "none", "to_version": target})
-        mlflow.set_tags(
-            {
-                "decision": "rollback",
-                "reason": reason or "not given",
-                registry.DECIDED_BY_TAG: registry.decided_by(),
-            }
-        )
-        run_id = str(run.info.run_id)
+    try:
+        with mlflow.start_run(
+            experiment_id=_evaluation_experiment(settings),
+            run_name=f"rollback v{current or '-'} -> v{target}",
+        ) as run:
+            run_id = str(run.info.run_id)
+            mlflow.log_params({"from_version": current or "none", "to_version": target})
+            mlflow.set_tags(
+                {
+                    "decision": "rollback",
+                    "reason": reason or "not given",
+                    registry.DECIDED_BY_TAG: registry.decided_by(),
+                }
+            )
+            registry.move_recorded(
+                settings,
+                run_id,
+                move,
+                decision=f"rollback to version {target}",
+                stays=f"the champion stays version {current or 'none'}",
+            )
+    except registry.AliasNotMovedError as exc:
+        raise GateError(str(exc)) from exc
     return Rollback(from_version=current or "", to_version=target, run_id=run_id)
 
 
@@ -843,8 +879,14 @@ def _log_evaluation(
     *,
     promoted: bool,
     reason: str | None = None,
+    move: Callable[[], None] | None = None,
 ) -> str:
-    """One MLflow run with the decision, the estimates and the gate config."""
+    """One MLflow run with the decision, the estimates and the gate config; then,
+    the decision recorded, ``move`` (a promotion's alias moves) within the run.
+
+    Raises:
+        registry.AliasNotMovedError: ``move`` failed (the run is marked so).
+    """
     mlflow = registry._mlflow(settings)
     decision = evaluation.decision
     with mlflow.start_run(experiment_id=_evaluation_experiment(settings)) as run:
@@ -895,6 +937,14 @@ def _log_evaluation(
                 "plots/gate.png",
             )
         run_id = str(run.info.run_id)
+        if move is not None:
+            registry.move_recorded(
+                settings,
+                run_id,
+                move,
+                decision=f"promotion of version {evaluation.challenger_version}",
+                stays=f"the champion stays version {evaluation.champion_version}",
+            )
     verdict = "passed" if decision.passed else "failed"
     registry.client(settings).set_model_version_tag(
         settings.model_name,

@@ -5,9 +5,12 @@ Read back from the decision runs of the experiment ``<experiment>-evaluation``
 training set first (``decision`` = ``train``), each promotion (``promote``; forced
 when its ``gate_passed`` tag is ``False``) and each rollback. The registry's
 aliases and tags keep only the present state; the runs keep the history. Each
-run's time is when the decision was recorded, just after the alias moved, and
-its ``decided_by`` tag the account that ran the command (by its user id; older
-runs have only MLflow's ``mlflow.user``, the ``LOGNAME`` or ``USER`` variable).
+decision is recorded before its alias moves, which its run does last, so a
+change's time is when the run ended, just after the alias moved (a run whose
+alias move failed ended FAILED, tagged ``alias_moved`` = ``false``, and is left
+out), and its ``decided_by`` tag the account that ran the command (by its user
+id; older runs have only MLflow's ``mlflow.user``, the ``LOGNAME`` or ``USER``
+variable).
 """
 
 from __future__ import annotations
@@ -107,11 +110,11 @@ def _change(run: Any) -> ChampionChange | None:
         version, previous = params.get("to_version"), params.get("from_version")
     else:
         return None  # an evaluation that kept the champion
-    if version is None:
-        return None
+    if version is None or run.info.status == "FAILED" or tags.get(registry.ALIAS_MOVED_TAG):
+        return None  # recorded, but the alias did not move
     reason = tags.get("reason")
     return ChampionChange(
-        at=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+        at=datetime.fromtimestamp((run.info.end_time or run.info.start_time) / 1000, UTC),
         version=str(version),
         decision=decision,
         previous=None if previous in (None, "", "none") else str(previous),

@@ -1,0 +1,139 @@
+"""Train, promote and rollback record their decision before the champion alias moves:
+real SQLite MLflow stores, a move refused by the store itself."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nextbest import registry
+from nextbest.cli import app
+from nextbest.learning.train import TrainResult
+from nextbest.loop import gate
+from nextbest.loop.gate import GateConfig, GateError
+from nextbest.loop.lineage import champion_changes
+from nextbest.settings import Settings, get_settings
+
+runner = CliRunner()
+
+
+def _register(settings: Settings, trained, *, alias: str | None = None) -> str:
+    """The session's model registered again in ``settings``' store (no training)."""
+    model = registry.load_version(trained.settings, trained.version)
+    result = TrainResult(model=model, metrics={}, params={"variant": "moves"})
+    return registry.log_training_run(result, settings, alias=alias).version
+
+
+def _force(settings: Settings, reason: str = "pilot") -> gate.Evaluation:
+    """Promote the challenger without evidence (no outcome is logged in these stores)."""
+    return gate.promote(settings, config=GateConfig(), force=True, reason=reason)
+
+
+@contextmanager
+def _champion_alias_refused(settings: Settings) -> Iterator[None]:
+    """The store refuses to set or move alias ``champion`` (as a locked or failing
+    store would), and takes every other write."""
+    store = registry._store_file(settings)
+    assert store is not None
+    with closing(sqlite3.connect(store)) as db:
+        for op in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER refuse_champion_{op.lower()} BEFORE {op} ON "
+                "registered_model_aliases WHEN NEW.alias = 'champion' "
+                "BEGIN SELECT RAISE(ABORT, 'champion alias refused'); END"
+            )
+        db.commit()
+    try:
+        yield
+    finally:
+        with closing(sqlite3.connect(store)) as db:
+            for op in ("insert", "update"):
+                db.execute(f"DROP TRIGGER refuse_champion_{op}")
+            db.commit()
+
+
+def _decision_runs(settings: Settings, decision: str) -> list:
+    client = registry.client(settings)
+    experiment = client.get_experiment_by_name(settings.experiment + registry.DECISIONS_SUFFIX)
+    runs = client.search_runs([experiment.experiment_id], f"tags.decision = '{decision}'")
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def test_a_promotion_the_store_refuses_is_recorded_as_failed_and_moves_nothing(
+    own_copy: Settings, trained
+) -> None:
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    with (
+        _champion_alias_refused(settings),
+        pytest.raises(GateError) as refused,
+    ):
+        _force(settings)
+    said = str(refused.value)
+    (run,) = _decision_runs(settings, "promote")
+    assert f"promotion of version {challenger} was recorded (MLflow run {run.info.run_id})" in said
+    assert "refused to move the alias" in said and "champion alias refused" in said
+    assert "the run is marked failed" in said and "champion stays version 1" in said
+    assert (run.info.status, run.data.tags[registry.ALIAS_MOVED_TAG]) == ("FAILED", "false")
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == challenger
+    # Nothing a rollback reads says version 2 was champion (it used to be listed, and a
+    # rollback then "returned" to it).
+    assert gate.champion_history(settings) == ["1"]
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [("1", "train")]
+
+    # The store takes writes again: the same command promotes, recorded once more.
+    assert _force(settings).promoted
+    assert registry.alias_version(settings, "champion") == challenger
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
+        ("1", "train"),
+        (challenger, "forced promote"),
+    ]
+
+
+def test_a_rollback_the_store_refuses_leaves_champion_and_history(
+    own_copy: Settings, trained
+) -> None:
+    settings = own_copy
+    _register(settings, trained, alias="challenger")
+    _force(settings)
+    with _champion_alias_refused(settings):
+        result = runner.invoke(app, ["rollback", "--reason", "complaints"], env=_env(settings))
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "rollback to version 1 was recorded" in said, said
+    assert "champion stays version 2" in said, said
+    assert registry.alias_version(settings, "champion") == "2"
+    assert gate.champion_history(settings) == ["1", "2"]
+    (run,) = _decision_runs(settings, "rollback")
+    assert run.info.status == "FAILED"
+    assert [c.decision for c in champion_changes(settings)] == ["train", "forced promote"]
+    assert gate.rollback(settings).to_version == "1"
+    assert [c.decision for c in champion_changes(settings)][-1] == "rollback"
+
+
+def test_a_first_champion_the_store_refuses_stays_registered_without_it(
+    trained, tmp_path: Path
+) -> None:
+    settings = Settings(models_dir=tmp_path / "models", seed=11)
+    _register(settings, trained, alias="challenger")  # makes the store and its tables
+    registry.client(settings).delete_registered_model_alias(settings.model_name, "challenger")
+    with (
+        _champion_alias_refused(settings),
+        pytest.raises(registry.AliasNotMovedError, match="training of version 2 as champion"),
+    ):
+        _register(settings, trained)
+    assert registry.alias_version(settings, "champion") is None
+    (run,) = _decision_runs(settings, "train")
+    assert run.info.status == "FAILED" and run.data.params["to_version"] == "2"
+    assert champion_changes(settings) == []
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    get_settings.cache_clear()
+    return {"NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)}
