@@ -2849,6 +2849,8 @@ def rollback(
         done = run_rollback(_settings(), reason=reason)
     except GateError as exc:
         raise _fail(str(exc)) from None
+    for version, why in done.skipped:
+        _note(f"version {version}, an earlier champion, was passed over: {why}")
     console.print(
         f"champion is version {done.to_version} again (was {done.from_version}); "
         f"servers pick it up on their next reload (recorded: MLflow run {done.run_id})",

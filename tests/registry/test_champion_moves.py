@@ -1,8 +1,10 @@
-"""Train, promote and rollback record their decision before the champion alias moves:
-real SQLite MLflow stores, a move refused by the store itself."""
+"""Train, promote and rollback record their decision before the champion alias moves,
+and a rollback passes over earlier champions that can no longer be served: real
+SQLite MLflow stores, a move refused by the store itself."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -137,3 +139,50 @@ def test_a_first_champion_the_store_refuses_stays_registered_without_it(
 def _env(settings: Settings) -> dict[str, str]:
     get_settings.cache_clear()
     return {"NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)}
+
+
+def _break_deleted(settings: Settings, version: str) -> str:
+    registry.client(settings).delete_model_version(settings.model_name, version)
+    return "deleted from the registry"
+
+
+def _break_artifacts(settings: Settings, version: str) -> str:
+    with registry._model_dir(settings, version) as (root, _):
+        shutil.rmtree(root)
+    return f"version {version}: its artifacts at"
+
+
+@pytest.mark.parametrize("breaks", [_break_deleted, _break_artifacts])
+def test_rollback_passes_over_a_previous_champion_that_cannot_be_served(
+    own_copy: Settings, trained, breaks
+) -> None:
+    settings = own_copy
+    for _ in range(2):
+        _register(settings, trained, alias="challenger")
+        _force(settings)
+    assert gate.champion_history(settings) == ["1", "2", "3"]
+    why = breaks(settings, "2")
+
+    result = runner.invoke(app, ["rollback"], env=_env(settings))
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "version 2, an earlier champion, was passed over" in said and why in said, said
+    assert "champion is version 1 again (was 3)" in said, said
+    assert registry.alias_version(settings, "champion") == "1"
+    assert gate.champion_history(settings) == ["1"]
+    (run,) = _decision_runs(settings, "rollback")
+    assert run.data.params["to_version"] == "1" and why in run.data.tags["skipped"]
+
+
+def test_rollback_with_no_previous_champion_that_loads_moves_nothing(
+    own_copy: Settings, trained
+) -> None:
+    settings = own_copy
+    _register(settings, trained, alias="challenger")
+    _force(settings)
+    _break_deleted(settings, "1")
+    with pytest.raises(GateError, match=r"no previous champion that can be served: version 1: "):
+        gate.rollback(settings)
+    assert registry.alias_version(settings, "champion") == "2"
+    assert gate.champion_history(settings) == ["1", "2"]
+    assert _decision_runs(settings, "rollback") == []

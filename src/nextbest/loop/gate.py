@@ -786,17 +786,23 @@ class Rollback:
     from_version: str
     to_version: str
     run_id: str = ""  # the MLflow run that records it
+    # Earlier champions passed over, newest first: (version, why it cannot be served).
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     """Make the previous champion the champion again, recorded as an MLflow run of
     the evaluation experiment (``decision`` = ``rollback``, both versions, ``reason``)
-    beside the promotions: the registered model's tags keep only the state. The run
-    is written first, the alias moved last.
+    beside the promotions: the registered model's tags keep only the state.
+
+    An earlier champion deleted from the registry, or whose model cannot be loaded
+    (:func:`nextbest.registry.load_version`), is passed over for the one before it
+    (``Rollback.skipped``, and the run's ``skipped`` tag): the alias never names a
+    version the server cannot load. The run is written first, the alias moved last.
 
     Raises:
-        GateError: there is no earlier champion to return to, or the registry
-            refused the alias move (the run is marked failed).
+        GateError: there is no earlier champion to return to (or none that loads),
+            or the registry refused the alias move (the run is marked failed).
     """
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, ": nothing to roll back")
@@ -813,6 +819,16 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         raise GateError(
             f"model '{settings.model_name}' has no previous champion to roll back to "
             f"(current champion: {current})"
+        )
+    skipped: list[tuple[str, str]] = []
+    while history and (why := _unservable(settings, history[-1])) is not None:
+        skipped.append((history.pop(), why))
+    passed_over = "; ".join(f"version {v}: {why}" for v, why in skipped)
+    if not history:
+        raise GateError(
+            f"model '{settings.model_name}' has no previous champion that can be served: "
+            f"{passed_over}. Nothing was rolled back (current champion: {current}); "
+            "register a version with `nextbest retrain` or `nextbest train`, then promote it"
         )
     target = history[-1]
 
@@ -846,6 +862,8 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
                     "decision": "rollback",
                     "reason": reason or "not given",
                     registry.DECIDED_BY_TAG: registry.decided_by(),
+                    # MLflow keeps at most 8000 characters of a tag's value.
+                    **({"skipped": passed_over[:8000]} if skipped else {}),
                 }
             )
             registry.move_recorded(
@@ -857,7 +875,25 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
             )
     except registry.AliasNotMovedError as exc:
         raise GateError(str(exc)) from exc
-    return Rollback(from_version=current or "", to_version=target, run_id=run_id)
+    return Rollback(
+        from_version=current or "", to_version=target, run_id=run_id, skipped=tuple(skipped)
+    )
+
+
+def _unservable(settings: Settings, version: str) -> str | None:
+    """Why ``version`` cannot be served (deleted from the registry, its model not
+    loadable), or None when it loads."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry.load_version(settings, version)
+    except registry.RegistryError as exc:
+        return str(exc)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return "deleted from the registry"
+    return None
 
 
 def _no_champion(settings: Settings, then: str) -> GateError:
