@@ -2637,6 +2637,15 @@ def retrain(
         ),
     ] = None,
     dask: DaskOpt = None,
+    allow_history_only: Annotated[
+        bool,
+        typer.Option(
+            "--allow-history-only",
+            help="Register a version even when the recommendation log holds no decision "
+            "with an outcome (since --since) to learn from: a model of the history alone "
+            "(refused without this, exit code 2).",
+        ),
+    ] = False,
 ) -> str:
     """Train on history + logged recommendations with their feedback; register a challenger.
 
@@ -2681,6 +2690,7 @@ def retrain(
                 progress=step,
                 client=client,
                 data_notes=_data_notes(dataset),
+                allow_history_only=allow_history_only,
             )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None

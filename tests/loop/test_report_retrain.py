@@ -30,7 +30,7 @@ from nextbest.loop.report import (
     uplift_report,
     write_report,
 )
-from nextbest.loop.retrain import missing_engagement, retrain
+from nextbest.loop.retrain import HistoryOnlyError, missing_engagement, retrain
 from nextbest.settings import Settings, get_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import (
@@ -43,7 +43,7 @@ from nextbest.storage.repository import (
 )
 from nextbest.storage.testing import recommendation_record
 
-from .conftest import FAST_CONFIG, LoopWorld, ServedStore
+from .conftest import FAST_CONFIG, LoopWorld, ServedStore, register
 
 pytestmark = pytest.mark.xdist_group("loop")
 
@@ -445,6 +445,48 @@ def test_retrain_refuses_a_since_no_logged_decision_reaches(
             config=FAST_CONFIG,
             since=datetime.now(UTC),
         )
+
+
+def test_retrain_with_nothing_logged_is_refused_unless_history_only_is_allowed(
+    loop_world: LoopWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No decision with an outcome in the log: the challenger would be a model of the
+    history alone, registered as if it had learned from feedback. Refused (exit 2),
+    saying whether nothing was served or no outcome came back, before any training."""
+    settings = Settings(models_dir=tmp_path / "models", seed=1)
+    register(loop_world.honest, settings)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["retrain", "--data", str(loop_world.data_dir)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "holds no logged decision with an outcome: no decision was served" in said, said
+    assert "a model of the history alone" in said and "--allow-history-only" in said, said
+    assert registry.alias_version(settings, "challenger") is None
+
+    # Served, but the outcome feed never came: said as such.
+    hcps = list(loop_world.dataset.hcps["hcp_id"][:3])
+    engine = make_engine(settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        log_recommendations(
+            session, records=[recommendation_record(f"r{i}", h) for i, h in enumerate(hcps)]
+        )
+        session.commit()
+    engine.dispose()
+    with pytest.raises(HistoryOnlyError, match="3 decisions were served, and no outcome came"):
+        retrain(settings, dataset=loop_world.dataset, config=FAST_CONFIG)
+    assert registry.alias_version(settings, "challenger") is None
+
+    outcome = retrain(
+        settings, dataset=loop_world.dataset, config=FAST_CONFIG, allow_history_only=True
+    )
+    assert registry.alias_version(settings, "challenger") == outcome.version
+    assert any(
+        n.startswith("--allow-history-only: the recommendation log") for n in outcome.result.notes
+    ), outcome.result.notes
 
 
 def test_decisions_on_content_retired_from_the_catalog_are_left_out_and_counted(

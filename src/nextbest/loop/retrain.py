@@ -48,8 +48,9 @@ from nextbest.loop.evidence import (
     version_loader,
 )
 from nextbest.loop.gate import SHARE_TAG
-from nextbest.settings import Settings
+from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
+from nextbest.storage.repository import count_logged_decisions
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -188,6 +189,26 @@ def engagement_warning(shortfalls: list[EngagementShortfall]) -> str:
     )
 
 
+class HistoryOnlyError(ValueError):
+    """Nothing logged to learn from: the new version would be a model of the history
+    alone."""
+
+
+def _nothing_logged(settings: Settings, *, since: datetime | None, served: int) -> str:
+    """What the recommendation log lacks, ``served``: the answers it holds (at or
+    after ``since``)."""
+    store = without_password(settings.resolved_database_url)
+    when = f"--since {since.isoformat()}: " if since is not None else ""
+    then = " since then" if since is not None else ""
+    lacks = f"{when}the recommendation log ({store}) holds no logged decision with an outcome{then}"
+    if not served:
+        return f"{lacks}: no decision was served{then}"
+    return (
+        f"{lacks}: {served:,} decision{'s were' if served != 1 else ' was'} served{then}, "
+        "and no outcome came back for any of them"
+    )
+
+
 @dataclass
 class RetrainResult:
     result: TrainResult
@@ -238,6 +259,7 @@ def retrain(
     progress: Progress | None = None,
     client: Client | None = None,
     data_notes: Sequence[str] = (),
+    allow_history_only: bool = False,
 ) -> RetrainResult:
     """Train on history + logged feedback and register the model with ``alias``.
 
@@ -245,6 +267,11 @@ def retrain(
     config's ``evaluation_share``). With a Dask ``client`` the training runs on its
     cluster. ``data_notes``, what was noted of ``dataset`` when it was read, are the
     run's notes too.
+
+    Raises:
+        HistoryOnlyError: the log holds no decision with an outcome (at or after
+            ``since``), so there is nothing but the history to learn from, and
+            ``allow_history_only`` is not set; nothing is trained or registered.
     """
     with store_session(settings.resolved_database_url) as session:
         feedback = read_feedback_rows(
@@ -254,12 +281,24 @@ def retrain(
             reserved_share=reserved_share,
             load_model=version_loader(settings),
         )
-    if since is not None and not feedback.n_logged and not feedback.n_reserved:
-        raise ValueError(
-            f"--since {since.isoformat()}: no logged decision with an outcome since then, "
-            "so the new version would be a model of the history alone; give an earlier "
-            "--since, or leave it out to use all the feedback"
-        )
+    history_only = None
+    if not feedback.n_logged and not feedback.n_reserved:
+        with store_session(settings.resolved_database_url) as session:
+            served = count_logged_decisions(session, since=since)
+        history_only = _nothing_logged(settings, since=since, served=served)
+        if not allow_history_only:
+            raise HistoryOnlyError(
+                f"{history_only}, so the new version would be a model of the history "
+                f"alone, as `nextbest train` makes, registered as '{alias}': "
+                + (
+                    "give an earlier --since, or leave it out to use all the feedback"
+                    if since is not None
+                    else "serve (the API, or `nextbest picks --log`) and send the outcome "
+                    "feedback (`nextbest feedback FILE`, POST /v1/feedback) with each "
+                    "decision's recommendation_id, then retrain"
+                )
+                + "; --allow-history-only registers it anyway"
+            )
     combined = with_feedback(dataset, feedback.interactions)
     history = dataset.interactions["timestamp"]
     # The logged decisions are learned from, all of them: the evaluation slice is the
@@ -269,6 +308,11 @@ def retrain(
     shortfalls = missing_engagement(feedback.interactions, dataset.interactions)
     warnings = [engagement_warning(shortfalls)] if shortfalls else []
     result.notes[:0] = warnings
+    if history_only is not None:
+        result.notes.append(
+            f"--allow-history-only: {history_only}; this version learned from the history "
+            "in the data directory alone"
+        )
     result.notes.append(
         f"{len(feedback.interactions):,} logged decisions with outcomes joined the history "
         f"and were all fitted ({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for "

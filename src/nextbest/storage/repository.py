@@ -2800,6 +2800,15 @@ def hcps_logged_since(
     return {str(hcp) for (hcp,) in db.execute(query)}
 
 
+def count_logged_decisions(session: Session, *, since: datetime | None = None) -> int:
+    """How many answers are logged (created at or after ``since``; all if None),
+    whatever feedback came back for them."""
+    query = sa.select(sa.func.count()).select_from(Recommendation)
+    if since is not None:
+        query = query.where(Recommendation.created_at >= since)
+    return int(session.scalar(query) or 0)
+
+
 def latest_holdout_rate(db: Session | Connection) -> float | None:
     """The holdout rate of the newest logged answer; None when nothing is logged.
 
