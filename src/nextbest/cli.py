@@ -1155,6 +1155,7 @@ def train(
     for note in result.notes:
         _note(note)
     _note_repeat(settings, info.version)
+    _note_serve_alias(settings, info.version, info.aliases)
     table = Table(
         title=f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}"
     )
@@ -2706,6 +2707,25 @@ def retrain(
     for warning in outcome.warnings:
         console.print(f"[bold red]{warning}[/bold red]", highlight=False)
     return outcome.version
+
+
+def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]) -> None:
+    """Say, of a version made champion, which alias the server reads when that is
+    another (NEXTBEST_SERVE_ALIAS): promote and rollback move ``champion`` only."""
+    from nextbest import registry
+
+    served_as = settings.serve_alias
+    if registry.CHAMPION_ALIAS not in aliases or served_as == registry.CHAMPION_ALIAS:
+        return
+    served = version if served_as in aliases else registry.alias_version(settings, served_as)
+    _note(
+        f"version {version} is the champion, and the server reads alias '{served_as}' "
+        f"(NEXTBEST_SERVE_ALIAS), which names version {served}"
+        + (", given it too so that it is served" if served == version else "")
+        + f": `nextbest promote` and `rollback` move '{registry.CHAMPION_ALIAS}' only, so "
+        f"a server reading '{served_as}' keeps version {served} until that alias is moved "
+        f"in the registry (or it reads '{registry.CHAMPION_ALIAS}', the default)"
+    )
 
 
 def _note_repeat(settings: Settings, version: str) -> None:

@@ -218,7 +218,9 @@ def log_training_run(
 
     ``extra_tags`` go on both the run and the version. The version gets ``alias``
     if given; otherwise it becomes ``champion`` when the model has no champion yet
-    (the first model is served straight away).
+    (the first model is served straight away), and the served alias
+    (``settings.serve_alias``) too when that is another and names no version yet:
+    the server reads that one, and the gate, promote and rollback ``champion``.
     """
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
@@ -272,7 +274,10 @@ def log_training_run(
     }
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
-    if alias is None and alias_version(settings, settings.serve_alias) is None:
+    served = alias_version(settings, settings.serve_alias)
+    if alias is None and alias_version(settings, CHAMPION_ALIAS) is None:
+        alias = CHAMPION_ALIAS
+    elif alias is None and served is None:
         alias = settings.serve_alias
     if alias == CHAMPION_ALIAS:
         # Training sets a model's first champion (promote moves it after): recorded
@@ -283,6 +288,8 @@ def log_training_run(
             version,
             previous=alias_version(settings, CHAMPION_ALIAS),
             training_run_id=str(info.run_id),
+            # A server reading another alias would otherwise have nothing to serve.
+            serve_alias=settings.serve_alias if served is None else None,
         )
     elif alias is not None:
         mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
@@ -359,10 +366,16 @@ def move_recorded(
 
 
 def _log_trained_champion(
-    settings: Settings, version: str, *, previous: str | None, training_run_id: str
+    settings: Settings,
+    version: str,
+    *,
+    previous: str | None,
+    training_run_id: str,
+    serve_alias: str | None = None,
 ) -> None:
     """Make ``version`` champion by training (``previous``: the champion it replaces,
-    None for the first), recorded first as a run of the decisions experiment.
+    None for the first), and give it ``serve_alias`` too, if given (the alias the
+    server reads, when another); recorded first as a run of the decisions experiment.
 
     Raises:
         AliasNotMovedError: the alias could not be set (the version stays registered).
@@ -380,10 +393,16 @@ def _log_trained_champion(
             }
         )
         mlflow.set_tags({"decision": "train", DECIDED_BY_TAG: decided_by()})
+
+        def move() -> None:
+            set_alias(settings, CHAMPION_ALIAS, version)
+            if serve_alias is not None and serve_alias != CHAMPION_ALIAS:
+                set_alias(settings, serve_alias, version)
+
         move_recorded(
             settings,
             str(run.info.run_id),
-            lambda: set_alias(settings, CHAMPION_ALIAS, version),
+            move,
             decision=f"training of version {version} as champion",
             stays=(
                 f"version {version} is registered without the alias, and the champion "

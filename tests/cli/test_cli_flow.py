@@ -2346,6 +2346,35 @@ def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
     assert out.getvalue().splitlines() == lines
 
 
+def test_the_first_champion_is_served_under_another_serve_alias_too(
+    env_settings: Path, world_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server reading NEXTBEST_SERVE_ALIAS=production: the first version is the
+    champion the gate starts from (recorded) and has 'production' too, said. It used
+    to get 'production' alone: no champion, and none later train would give."""
+    from nextbest import registry
+    from nextbest.learning.train import TrainResult
+    from nextbest.loop.lineage import champion_changes
+
+    monkeypatch.setenv("NEXTBEST_SERVE_ALIAS", "production")
+    get_settings.cache_clear()
+    said = " ".join(run_ok("train", "--data", str(world_dir), "--config", str(FAST)).split())
+    settings = get_settings()
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "production") == "1"
+    assert registry.load_alias(settings)[1] == "1"  # what the server loads
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [("1", "train")]
+    assert (
+        "version 1 is the champion, and the server reads alias 'production' "
+        "(NEXTBEST_SERVE_ALIAS), which names version 1, given it too so that it is served: "
+        "`nextbest promote` and `rollback` move 'champion' only"
+    ) in said, said
+    # A later version gets neither: it is served once promoted.
+    model = registry.load_version(settings, "1")
+    result = TrainResult(model=model, metrics={}, params={"variant": "later"})
+    assert registry.log_training_run(result, settings).aliases == ()
+
+
 def test_train_may_not_move_the_served_alias_once_a_version_is_served(
     env_settings: Path, tmp_path: Path
 ) -> None:
