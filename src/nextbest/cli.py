@@ -2881,6 +2881,8 @@ def rollback(
         raise _fail(str(exc)) from None
     for version, why in done.skipped:
         _note(f"version {version}, an earlier champion, was passed over: {why}")
+    for said in done.notes:
+        _note(said)
     console.print(
         f"champion is version {done.to_version} again (was {done.from_version}); "
         f"servers pick it up on their next reload (recorded: MLflow run {done.run_id})",

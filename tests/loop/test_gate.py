@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 
 from nextbest import registry
 from nextbest.loop import gate
+from nextbest.loop.evidence import load_decisions, reserved_for_gate
 from nextbest.loop.gate import GateConfig, GateError, LoggedBandit, decide, load_gate_config
+from nextbest.storage.db import store_session
 
 from .conftest import LoopWorld, ServedStore, always_visit, do_nothing, register
 
@@ -358,6 +361,36 @@ def test_gate_uses_only_the_reserved_share(honest_loop: ServedStore) -> None:
     assert 0.2 * honest_loop.n_outcomes < n < 0.4 * honest_loop.n_outcomes
     # Stable: the same decisions every time.
     assert gate.evaluate(settings, config=config, log=False).decision.n_decisions == n
+
+
+def test_a_challenger_without_hcps_the_champion_serves_is_said(
+    honest_loop: ServedStore,
+) -> None:
+    """A challenger retrained on a partial hcps export: the gate values the decisions of
+    the HCPs it lacks as no action, while the server would answer them 404."""
+    settings = honest_loop.settings
+    champion = registry.load_version(settings, honest_loop.champion)
+    narrow = dataclasses.replace(
+        champion,
+        hcps=champion.hcps.iloc[:-60].reset_index(drop=True),
+        hcp_attrs=champion.hcp_attrs[:-60],
+        hcp_history=champion.hcp_history[:-60],
+    )
+    version = register(narrow, settings, alias="challenger")
+    config = GateConfig(evaluation_share=0.3, min_decisions=1)
+    evaluation = gate.evaluate(settings, config=config, log=False)
+    (said,) = [r for r in evaluation.decision.reasons if "does not know" in r]
+    assert said.startswith(
+        f"the challenger, version {version}, does not know 60 of the "
+        f"{len(champion.hcp_index):,} HCPs the champion, version {honest_loop.champion}, knows"
+    ), said
+    missing = set(champion.hcp_index[-60:])
+    with store_session(settings.resolved_database_url) as session:
+        decisions = load_decisions(session)
+    reserved = decisions[reserved_for_gate(decisions["recommendation_id"], 0.3)]
+    evaluated = int(reserved["hcp_id"].isin(missing).sum())
+    assert evaluated > 0
+    assert f"the gate valued their {evaluated:,} evaluated decisions as no action" in said
 
 
 def test_evaluate_without_a_challenger_says_what_to_do(honest_loop: ServedStore) -> None:

@@ -4,6 +4,7 @@ SQLite MLflow stores, a move refused by the store itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -186,3 +187,48 @@ def test_rollback_with_no_previous_champion_that_loads_moves_nothing(
     assert registry.alias_version(settings, "champion") == "2"
     assert gate.champion_history(settings) == ["1", "2"]
     assert _decision_runs(settings, "rollback") == []
+
+
+def _register_narrow(settings: Settings, trained, *, left_out: int) -> str:
+    """The session's model without its last ``left_out`` HCPs (a retrain on a partial
+    hcps export), registered as challenger."""
+    model = registry.load_version(trained.settings, trained.version)
+    narrow = dataclasses.replace(
+        model,
+        hcps=model.hcps.iloc[:-left_out].reset_index(drop=True),
+        hcp_attrs=model.hcp_attrs[:-left_out],
+        hcp_history=model.hcp_history[:-left_out],
+    )
+    result = TrainResult(model=narrow, metrics={}, params={"variant": "narrow"})
+    return registry.log_training_run(result, settings, alias="challenger").version
+
+
+def test_promote_and_rollback_name_hcps_the_new_champion_does_not_know(
+    own_copy: Settings, trained
+) -> None:
+    """HCPs the champion serves that its replacement lacks get a 404 once it is
+    served: said by promote (the gate values their decisions as no action) and by
+    rollback (HCPs added since the older version was trained)."""
+    settings = own_copy
+    known = registry.load_version(settings, "1").hcp_index
+    narrow = _register_narrow(settings, trained, left_out=40)
+    evaluation = _force(settings)
+    (said,) = [r for r in evaluation.decision.reasons if "does not know" in r]
+    assert said.startswith(
+        f"the challenger, version {narrow}, does not know 40 of the {len(known):,} HCPs the "
+        f"champion, version 1, knows ({', '.join(known[-40:-35])} and 35 more)"
+    ), said
+    assert "the API answers 404 (unknown hcp_id) for them" in said
+    decision = registry.client(settings).download_artifacts(evaluation.run_id, "decision.json")
+    assert said in Path(decision).read_text()
+
+    _register(settings, trained, alias="challenger")
+    assert not any("does not know" in r for r in _force(settings).decision.reasons)
+    result = runner.invoke(app, ["rollback"], env=_env(settings))
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert (
+        f"note: version {narrow} does not know 40 of the {len(known):,} HCPs version 3 knows"
+        in (shown)
+    ), shown
+    assert "until a version that knows them is promoted" in shown, shown

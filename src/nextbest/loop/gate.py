@@ -542,6 +542,9 @@ def evaluate(
     )
     if (unlogged := _never_logged_first(challenger_actions, decisions)) is not None:
         decision.reasons.append(unlogged)
+    versions = (champion_version, challenger_version)
+    if (unknown := _unknown_to_challenger(champion, challenger, versions, decisions)) is not None:
+        decision.reasons.append(unknown)
     served_by = decisions["model_version"].astype(str).value_counts().sort_index()
     evaluation = Evaluation(
         champion_version,
@@ -662,12 +665,20 @@ def promote(
             raise
         # An operator's call (a champion that must go now): made, and logged as
         # made without evidence.
+        reasons = [f"no evidence: {exc}"]
+        # Compared when both load: a champion that cannot is a reason to force this.
+        champion, _ = _loaded(settings, exc.champion_version)
+        challenger, _ = _loaded(settings, exc.challenger_version)
+        if champion is not None and challenger is not None:
+            versions = (exc.champion_version, exc.challenger_version)
+            if (unknown := _unknown_to_challenger(champion, challenger, versions)) is not None:
+                reasons.append(unknown)
         evaluation = Evaluation(
             exc.champion_version,
             exc.challenger_version,
             GateDecision(
                 passed=False,
-                reasons=[f"no evidence: {exc}"],
+                reasons=reasons,
                 estimator=config.estimator,
                 n_decisions=0,
             ),
@@ -719,6 +730,52 @@ def _never_logged_first(target: np.ndarray, decisions: pd.DataFrame) -> str | No
         "them (serve them to a share first: a pilot, or exploration by a champion that "
         "scores them)"
     )
+
+
+def unknown_after(current: ScoringModel, replacement: ScoringModel) -> list[str]:
+    """The HCPs ``current`` knows (its ``hcps`` snapshot) that ``replacement`` does
+    not, in ``current``'s order: served by ``replacement``, the API answers 404
+    (unknown ``hcp_id``) for them."""
+    missing = ~current.hcp_index.isin(replacement.hcp_index)
+    return [str(h) for h in current.hcp_index[missing]]
+
+
+def _unknown_hcps_said(missing: list[str], known: int, *, who: str, whose: str) -> str:
+    """``who`` does not know ``missing``, of the ``known`` HCPs ``whose`` knows."""
+    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+    return (
+        f"{who} does not know {len(missing):,} of the {known:,} HCPs {whose} knows "
+        f"({named}): they were not in the hcps it was trained on, and once it is served "
+        "the API answers 404 (unknown hcp_id) for them"
+    )
+
+
+def _unknown_to_challenger(
+    champion: ScoringModel,
+    challenger: ScoringModel,
+    versions: tuple[str, str],
+    decisions: pd.DataFrame | None = None,
+) -> str | None:
+    """Said when the challenger would leave HCPs the champion serves unknown (a retrain
+    on a partial hcps export): the gate values their decisions as no action, the
+    server would refuse them."""
+    missing = unknown_after(champion, challenger)
+    if not missing:
+        return None
+    said = _unknown_hcps_said(
+        missing,
+        len(champion.hcp_index),
+        who=f"the challenger, version {versions[1]},",
+        whose=f"the champion, version {versions[0]},",
+    )
+    if decisions is not None and len(decisions):
+        evaluated = int(decisions["hcp_id"].astype(str).isin(set(missing)).sum())
+        said += (
+            f"; the gate valued their {evaluated:,} evaluated decisions as no action"
+            if evaluated
+            else ""
+        )
+    return said + "; retrain with them in hcps, or promote knowing it"
 
 
 def already_promoted(settings: Settings) -> tuple[str, str] | None:
@@ -788,6 +845,8 @@ class Rollback:
     run_id: str = ""  # the MLflow run that records it
     # Earlier champions passed over, newest first: (version, why it cannot be served).
     skipped: tuple[tuple[str, str], ...] = ()
+    # What the operator should know of the version returned to (HCPs it does not know).
+    notes: tuple[str, ...] = ()
 
 
 def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
@@ -821,8 +880,12 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
             f"(current champion: {current})"
         )
     skipped: list[tuple[str, str]] = []
-    while history and (why := _unservable(settings, history[-1])) is not None:
-        skipped.append((history.pop(), why))
+    returned_to = None
+    while history:
+        returned_to, why = _loaded(settings, history[-1])
+        if returned_to is not None:
+            break
+        skipped.append((history.pop(), why or ""))
     passed_over = "; ".join(f"version {v}: {why}" for v, why in skipped)
     if not history:
         raise GateError(
@@ -831,6 +894,11 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
             "register a version with `nextbest retrain` or `nextbest train`, then promote it"
         )
     target = history[-1]
+    notes = (
+        []
+        if current is None or returned_to is None
+        else _unknown_to_rollback(settings, current, target, returned_to)
+    )
 
     def move() -> None:
         client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
@@ -876,24 +944,43 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     except registry.AliasNotMovedError as exc:
         raise GateError(str(exc)) from exc
     return Rollback(
-        from_version=current or "", to_version=target, run_id=run_id, skipped=tuple(skipped)
+        from_version=current or "",
+        to_version=target,
+        run_id=run_id,
+        skipped=tuple(skipped),
+        notes=tuple(notes),
     )
 
 
-def _unservable(settings: Settings, version: str) -> str | None:
-    """Why ``version`` cannot be served (deleted from the registry, its model not
-    loadable), or None when it loads."""
+def _unknown_to_rollback(
+    settings: Settings, current: str, target: str, model: ScoringModel
+) -> list[str]:
+    """Said when ``target`` (its ``model``), the version rolled back to, does not know
+    HCPs the ``current`` champion serves (added to hcps since it was trained); []
+    when the champion cannot be loaded to compare."""
+    champion, _ = _loaded(settings, current)
+    missing = [] if champion is None else unknown_after(champion, model)
+    if champion is None or not missing:
+        return []
+    said = _unknown_hcps_said(
+        missing, len(champion.hcp_index), who=f"version {target}", whose=f"version {current}"
+    )
+    return [said + ", until a version that knows them is promoted"]
+
+
+def _loaded(settings: Settings, version: str) -> tuple[ScoringModel | None, str | None]:
+    """``(model, None)`` when ``version`` loads, else ``(None, why)``: why it cannot
+    be served (deleted from the registry, its model not loadable)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        registry.load_version(settings, version)
+        return registry.load_version(settings, version), None
     except registry.RegistryError as exc:
-        return str(exc)
+        return None, str(exc)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        return "deleted from the registry"
-    return None
+        return None, "deleted from the registry"
 
 
 def _no_champion(settings: Settings, then: str) -> GateError:
