@@ -153,6 +153,24 @@ def test_a_change_made_as_root_keeps_the_files_owner_and_group(
     assert (lock.st_uid, lock.st_gid) == service
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner takes root")
+def test_a_first_key_file_made_as_root_takes_its_directorys_owner(tmp_path: Path) -> None:
+    """`sudo nextbest keys add` in the service user's models directory made a key file
+    of root's, mode 600, which the server running as that user could not read."""
+    models = tmp_path / "models"
+    models.mkdir()
+    service = (65534, 65533)
+    os.chown(models, *service)
+    path = models / "api_keys.yaml"
+    added = keys_cli("add", "first", "--role", "admin", "--file", str(path))
+    assert added.exit_code == 0, added.output
+    owned = path.stat()
+    assert (owned.st_uid, owned.st_gid) == service
+    assert stat.S_IMODE(owned.st_mode) == 0o600
+    lock = (models / ".api_keys.yaml.lock").stat()
+    assert (lock.st_uid, lock.st_gid) == service
+
+
 def test_a_key_file_kept_as_a_link_is_changed_where_it_lives(tmp_path: Path) -> None:
     """A key file linked from a config checkout stays a link: the change reaches its
     target (a plain file put in the link's place left the target stale), and a

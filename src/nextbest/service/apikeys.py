@@ -949,15 +949,23 @@ def _target(path: Path) -> Path:
 
 
 def _keep_owner(fd: int, path: Path) -> None:
-    """Give the file open as ``fd`` the owner and group of ``path``, if it exists.
+    """Give the file open as ``fd`` the owner and group of ``path``, or of its
+    directory when there is no such file yet.
 
     Run under sudo, a command's files are root's: a key file of mode 600 rewritten
     so could no longer be read by the service user that owned it, and the servers
-    kept their old keys, revocations unapplied. Without the right to (not root),
-    the file stays the caller's, who may write the directory and so replace it.
+    kept their old keys, revocations unapplied; a first key file made so, in the
+    service user's models directory, could not be read at all. Without the right
+    to (not root), the file stays the caller's, who may write the directory and so
+    replace it.
     """
     try:
         owner = path.stat()
+    except FileNotFoundError:
+        try:
+            owner = path.parent.stat()
+        except OSError:
+            return
     except OSError:
         return
     made = os.fstat(fd)
