@@ -5,7 +5,7 @@ Static rules (consent, approval window, specialty, purpose) live in
 to an HCP, from the feedback store: every ``delivered`` / ``completed`` event
 counts at once, whoever sent it and for whichever brand, so each HCP has one
 fatigue budget; the events naming one recommended item are one contact, at the
-first of them (see ``storage.repository._contact_key``).
+first of them (see ``storage.repository._first_report``).
 
 - ``channels.<channel>.max_contacts`` / ``per_days``: frequency cap per HCP and
   channel (at most N contacts within the last D days);

@@ -2151,20 +2151,33 @@ def furthest_prune(session: Session) -> MaintenanceRecord | None:
     return None if row is None else _run_record(row)
 
 
-def _contact_key(c: Any) -> tuple[Any, Any]:
-    """What one contact is, as SQL expressions over the feedback table's columns ``c``:
-    the recommended item its event reports, ``(recommendation_id, action_id)``, when
-    it names both, else the event itself, ``(event_id, NULL)``.
-
-    Caps count contacts, not reports of them: an item reported delivered by the
+def _first_report(table: sa.Table, contact_types: Sequence[Any]) -> Any:
+    """A condition on ``table``'s rows (contact events): the row is a contact, not a
+    repeated report of one. Caps count contacts: an item reported delivered by the
     e-mail platform and again by the CRM (each with its own event_id), or delivered
-    then completed, is one contact, at its first report. Several items of one
-    answer each delivered are several contacts.
+    then completed, is one contact, at its first report (on a tie in time, the
+    lowest event_id). An event naming no item, ``(recommendation_id, action_id)``,
+    is a contact of its own, and so is each item of an answer.
+
+    A NOT EXISTS on the recommendation_id index, tried only for events naming an
+    item: grouping every event by its item cost the single recommendation's history
+    read twice the time where no event names one (an outcome or send feed by HCP).
     """
-    names_item = sa.and_(c.recommendation_id.is_not(None), c.action_id.is_not(None))
-    return (
-        sa.case((names_item, c.recommendation_id), else_=c.event_id),
-        sa.case((names_item, c.action_id), else_=sa.null()),
+    c = table.c
+    earlier = table.alias("earlier")
+    e = earlier.c
+    return sa.or_(
+        c.recommendation_id.is_(None),
+        c.action_id.is_(None),
+        ~sa.exists().where(
+            e.recommendation_id == c.recommendation_id,
+            e.action_id == c.action_id,
+            e.event_type.in_(contact_types),
+            sa.or_(
+                e.occurred_at < c.occurred_at,
+                sa.and_(e.occurred_at == c.occurred_at, e.event_id < c.event_id),
+            ),
+        ),
     )
 
 
@@ -2174,31 +2187,24 @@ def contact_history(
     """Contacts per (hcp_id, channel) first reported at or after ``since``.
 
     Counts ``CONTACT_EVENT_TYPES`` events only (what frequency caps count), one per
-    recommended item however often it is reported (:func:`_contact_key`). Returns
+    recommended item however often it is reported (:func:`_first_report`). Returns
     ``{(hcp_id, channel): (count, last contact in UTC)}``; pairs without contacts
     are absent. One query per 10,000 HCPs.
     """
-    c = cast(sa.Table, FeedbackEvent.__table__).c
+    table = cast(sa.Table, FeedbackEvent.__table__)
+    c = table.c
     history: dict[tuple[str, str], tuple[int, datetime]] = {}
     for chunk in _chunks(hcp_ids, _in_chunk_size(session)):
-        contacts = (
-            sa.select(c.hcp_id, c.channel, sa.func.min(c.occurred_at).label("at"))
+        rows = session.execute(
+            sa.select(c.hcp_id, c.channel, sa.func.count(), sa.func.max(c.occurred_at))
             .where(
                 c.hcp_id.in_(chunk),
                 c.event_type.in_(CONTACT_EVENT_TYPES),
                 c.channel.is_not(None),
                 c.occurred_at >= since,
+                _first_report(table, CONTACT_EVENT_TYPES),
             )
-            .group_by(c.hcp_id, c.channel, *_contact_key(c))
-            .subquery()
-        )
-        rows = session.execute(
-            sa.select(
-                contacts.c.hcp_id,
-                contacts.c.channel,
-                sa.func.count(),
-                sa.func.max(contacts.c.at),
-            ).group_by(contacts.c.hcp_id, contacts.c.channel)
+            .group_by(c.hcp_id, c.channel)
         )
         for hcp_id, channel, count, last in rows:
             # cast: the query excludes NULL channels.
@@ -2211,21 +2217,21 @@ def contact_times(
 ) -> dict[tuple[str, str | None], tuple[datetime, ...]]:
     """When each contact of ``hcp_ids`` between ``since`` and ``until`` was, per HCP
     and channel (None: none named), newest first: one per recommended item, at its
-    first report, as caps count them (:func:`_contact_key`). For explaining when a
+    first report, as caps count them (:func:`_first_report`). For explaining when a
     cap lifts; serving reads only the counts (:func:`serving_history`)."""
-    c = cast(sa.Table, FeedbackEvent.__table__).c
+    table = cast(sa.Table, FeedbackEvent.__table__)
+    c = table.c
     connection = db if isinstance(db, Connection) else db.connection()
     found: dict[tuple[str, str | None], list[datetime]] = {}
     for chunk in _chunks(list(dict.fromkeys(hcp_ids)), _in_chunk_size(db)):
         rows = connection.execute(
-            sa.select(c.hcp_id, c.channel, sa.func.min(c.occurred_at).label("at"))
-            .where(
+            sa.select(c.hcp_id, c.channel, c.occurred_at).where(
                 c.hcp_id.in_(chunk),
                 c.event_type.in_(CONTACT_EVENT_TYPES),
                 c.occurred_at >= since,
                 c.occurred_at <= until,
+                _first_report(table, CONTACT_EVENT_TYPES),
             )
-            .group_by(c.hcp_id, c.channel, *_contact_key(c))
         )
         for hcp_id, channel, at in rows:
             found.setdefault((hcp_id, channel), []).append(at)
@@ -2427,9 +2433,20 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
     decision_types = [sa.literal(t) for t in DECISION_EVENT_TYPES]
     parts: list[sa.Select[Any]] = []
     if n_windows:
-        # One contact per recommended item, at its first report (see _contact_key).
-        contacts = (
-            sa.select(c.hcp_id, c.channel, sa.func.min(c.occurred_at).label("at"))
+        counts = [
+            sa.func.count(sa.case((c.occurred_at >= sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
+            for i in range(n_windows)
+        ]
+        parts.append(
+            sa.select(
+                sa.literal(0).label("kind"),
+                c.hcp_id,
+                c.channel.label("key"),
+                sa.func.max(c.occurred_at).label("at"),
+                sa.cast(sa.null(), sa.String).label("reason"),
+                sa.cast(sa.null(), sa.String).label("event_id"),
+                *counts,
+            )
             .where(
                 of_hcps,
                 # A contact without a channel (key NULL) counts in the all-channel
@@ -2437,25 +2454,10 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 c.event_type.in_(contact_types),
                 c.occurred_at >= sa.bindparam("since_0"),
                 c.occurred_at <= sa.bindparam("until"),
+                # One contact per recommended item, at its first report.
+                _first_report(table, contact_types),
             )
-            .group_by(c.hcp_id, c.channel, *_contact_key(c))
-            .subquery("contacts")
-        )
-        found = contacts.c
-        counts = [
-            sa.func.count(sa.case((found.at >= sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
-            for i in range(n_windows)
-        ]
-        parts.append(
-            sa.select(
-                sa.literal(0).label("kind"),
-                found.hcp_id,
-                found.channel.label("key"),
-                sa.func.max(found.at).label("at"),
-                sa.cast(sa.null(), sa.String).label("reason"),
-                sa.cast(sa.null(), sa.String).label("event_id"),
-                *counts,
-            ).group_by(found.hcp_id, found.channel)
+            .group_by(c.hcp_id, c.channel)
         )
     if dismissals:
         parts.append(
