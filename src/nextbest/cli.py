@@ -2781,7 +2781,7 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
     printed last); `nextbest promote` acts on it and exits 1 when it does not pass.
     2 when it cannot be evaluated (no challenger, no logged outcomes yet, a gate
     config whose evaluation_share exceeds the one retrain left out, a version
-    retrained with evaluation_share 0)."""
+    retrained with evaluation_share 0, a champion that cannot be loaded)."""
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import evaluate as run_evaluate
 
@@ -2803,7 +2803,8 @@ def promote(
         bool,
         typer.Option(
             help="Promote even if the gate does not pass, or cannot be evaluated for want "
-            "of logged outcomes (logged as forced, without evidence); needs --reason."
+            "of logged outcomes or because the champion cannot be loaded (logged as "
+            "forced, without evidence); needs --reason."
         ),
     ] = False,
     reason: Annotated[

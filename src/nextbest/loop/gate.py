@@ -93,6 +93,20 @@ class NoEvidenceError(GateError):
         self.challenger_version = challenger_version
 
 
+class ChampionUnloadableError(GateError):
+    """The champion's model cannot be loaded (its artifacts damaged or missing, written
+    by an incompatible nextbest): the gate cannot value it, and only a forced
+    promotion (or a rollback) replaces it."""
+
+    def __init__(
+        self, message: str, *, champion_version: str, challenger_version: str, why: str
+    ) -> None:
+        super().__init__(message)
+        self.champion_version = champion_version
+        self.challenger_version = challenger_version
+        self.why = why
+
+
 class GateConfig(BaseModel):
     """When a challenger may replace the champion (``training/gate.yaml``)."""
 
@@ -373,6 +387,8 @@ class Evaluation:
     promoted: bool = False
     served_by: dict[str, int] = field(default_factory=dict)
     unresolved_holdout: int = 0
+    # Why the champion could not be loaded, when a forced promotion replaced it unvalued.
+    champion_unloadable: str | None = None
 
 
 def action_space(
@@ -474,6 +490,7 @@ def evaluate(
     share counts, whichever version served it.
 
     Raises:
+        ChampionUnloadableError: the champion's model cannot be loaded (the challenger's can).
         GateError: no champion or challenger, or no logged decision with an outcome.
     """
     champion_version = registry.alias_version(settings, CHAMPION)
@@ -494,7 +511,9 @@ def evaluate(
     check_evaluation_share(
         settings, config, {CHAMPION: champion_version, CHALLENGER: challenger_version}
     )
-    champion = registry.load_version(settings, champion_version)
+    champion, why = _loaded(settings, champion_version)
+    if champion is None:
+        raise _champion_unloadable(settings, champion_version, challenger_version, why or "")
     challenger = registry.load_version(settings, challenger_version)
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
@@ -643,11 +662,14 @@ def promote(
     loses alias ``challenger``. Serving processes pick
     the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
     ``reason`` (why, for the record) is a tag of the decision's run; a forced
-    promotion must give one.
+    promotion must give one. Forced, the challenger replaces a champion without
+    evidence to judge them by, or one whose model cannot be loaded (why is recorded:
+    the run's ``champion_unloadable`` tag and its reasons).
 
     Raises:
-        GateError: ``force`` without a ``reason`` (nothing is evaluated or moved), or
-            the gate cannot be evaluated (without ``force``).
+        GateError: ``force`` without a ``reason`` (nothing is evaluated or moved), the
+            gate cannot be evaluated (without ``force``), or, forced, the challenger
+            cannot be loaded.
     """
     reason = (reason or "").strip() or None
     if force and reason is None:
@@ -660,29 +682,10 @@ def promote(
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     try:
         evaluation = evaluate(settings, config=config, since=since, log=False)
-    except NoEvidenceError as exc:
+    except (NoEvidenceError, ChampionUnloadableError) as exc:
         if not force:
             raise
-        # An operator's call (a champion that must go now): made, and logged as
-        # made without evidence.
-        reasons = [f"no evidence: {exc}"]
-        # Compared when both load: a champion that cannot is a reason to force this.
-        champion, _ = _loaded(settings, exc.champion_version)
-        challenger, _ = _loaded(settings, exc.challenger_version)
-        if champion is not None and challenger is not None:
-            versions = (exc.champion_version, exc.challenger_version)
-            if (unknown := _unknown_to_challenger(champion, challenger, versions)) is not None:
-                reasons.append(unknown)
-        evaluation = Evaluation(
-            exc.champion_version,
-            exc.challenger_version,
-            GateDecision(
-                passed=False,
-                reasons=reasons,
-                estimator=config.estimator,
-                n_decisions=0,
-            ),
-        )
+        evaluation = _unevaluated(settings, config, exc)
     promote_it = evaluation.decision.passed or force
     if force and not evaluation.decision.passed:
         evaluation.decision.reasons.append("promoted anyway: --force")
@@ -709,6 +712,75 @@ def promote(
         raise GateError(str(exc)) from exc
     evaluation.promoted = promote_it
     return evaluation
+
+
+def _unevaluated(
+    settings: Settings, config: GateConfig, exc: NoEvidenceError | ChampionUnloadableError
+) -> Evaluation:
+    """The record of a forced promotion the gate could not evaluate: an operator's call
+    (a champion that must go now, one that cannot even be loaded), made and logged as
+    made without evidence.
+
+    Raises:
+        GateError: the challenger cannot be loaded either: promoted, it would leave
+            the servers nothing to load.
+    """
+    champion_version, challenger_version = exc.champion_version, exc.challenger_version
+    challenger, why_not = _loaded(settings, challenger_version)
+    if challenger is None:
+        raise GateError(
+            f"the challenger, version {challenger_version}, cannot be loaded, so it is not "
+            f"promoted, forced or not (servers could not load it): {why_not}. The champion "
+            f"stays version {champion_version}"
+        )
+    why: str | None
+    reasons: list[str] = []
+    if isinstance(exc, ChampionUnloadableError):
+        champion, why = None, exc.why
+    else:
+        champion, why = _loaded(settings, champion_version)
+        reasons.append(f"no evidence: {exc}")
+    if champion is None:
+        reasons.append(
+            f"the champion, version {champion_version}, could not be evaluated: it cannot "
+            f"be loaded: {why}"
+        )
+    else:  # compared when both load
+        versions = (champion_version, challenger_version)
+        if (unknown := _unknown_to_challenger(champion, challenger, versions)) is not None:
+            reasons.append(unknown)
+    return Evaluation(
+        champion_version,
+        challenger_version,
+        GateDecision(passed=False, reasons=reasons, estimator=config.estimator, n_decisions=0),
+        champion_unloadable=why if champion is None else None,
+    )
+
+
+def _champion_unloadable(
+    settings: Settings, champion_version: str, challenger_version: str, why: str
+) -> GateError:
+    """The gate's error for a champion that cannot be loaded: a
+    :class:`ChampionUnloadableError` saying how to replace it, or, when the challenger
+    cannot be loaded either, a :class:`GateError` saying so (forcing would not help)."""
+    said = (
+        f"the champion, version {champion_version}, cannot be loaded, so the gate cannot value it"
+    )
+    challenger, why_not = _loaded(settings, challenger_version)
+    if challenger is None:
+        return GateError(
+            f"{said}: {why}; and the challenger, version {challenger_version}, cannot be "
+            f"loaded either: {why_not}. `nextbest rollback` returns to an earlier champion "
+            "that loads"
+        )
+    return ChampionUnloadableError(
+        f"{said}: {why}. `nextbest promote --force --reason TEXT` replaces it with the "
+        f"challenger, version {challenger_version}, without the gate (or `nextbest "
+        "rollback` returns to the previous champion)",
+        champion_version=champion_version,
+        challenger_version=challenger_version,
+        why=why,
+    )
 
 
 def _never_logged_first(target: np.ndarray, decisions: pd.DataFrame) -> str | None:
@@ -1047,6 +1119,12 @@ def _log_evaluation(
                 "gate_passed": str(decision.passed),
                 registry.DECIDED_BY_TAG: registry.decided_by(),
                 **({"reason": reason} if reason else {}),
+                # MLflow keeps at most 8000 characters of a tag's value.
+                **(
+                    {"champion_unloadable": evaluation.champion_unloadable[:8000]}
+                    if evaluation.champion_unloadable
+                    else {}
+                ),
             }
         )
         mlflow.log_text(json.dumps(decision.as_dict(), indent=1), "decision.json")
