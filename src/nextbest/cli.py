@@ -2000,6 +2000,17 @@ GateConfigOpt = Annotated[
     ),
 ]
 
+ChallengerVersionOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--version",
+        min=1,
+        help="Judge this registered version as the challenger (one rolled back, an "
+        "earlier one: `nextbest models` lists them) instead of the one alias "
+        "'challenger' names; the aliases but champion's stay as they are.",
+    ),
+]
+
 
 def _gate_config(path: Path | None) -> Any:
     """The gate config ``--config`` / ``--gate`` names (else training/gate.yaml, else
@@ -2774,7 +2785,9 @@ def _print_evaluation(evaluation: Any) -> None:
 
 
 @app.command()
-def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
+def evaluate(
+    since: SinceOpt = None, config: GateConfigOpt = None, version: ChallengerVersionOpt = None
+) -> bool:
     """Estimate challenger and champion off-policy (IPS, SNIPS, DR) and apply the gate.
 
     Changes nothing: exit code 0 whether the gate passes or not (read the verdict
@@ -2788,7 +2801,12 @@ def evaluate(since: SinceOpt = None, config: GateConfigOpt = None) -> bool:
     gate = _gate_config(config)
     try:
         with _working("evaluating challenger vs champion"):
-            evaluation = run_evaluate(_settings(), config=gate, since=_parse_date(since, "--since"))
+            evaluation = run_evaluate(
+                _settings(),
+                config=gate,
+                since=_parse_date(since, "--since"),
+                version=None if version is None else str(version),
+            )
     except GateError as exc:
         raise _fail(str(exc)) from None
     _print_evaluation(evaluation)
@@ -2814,11 +2832,14 @@ def promote(
             "`nextbest models --history`); required with --force."
         ),
     ] = None,
+    version: ChallengerVersionOpt = None,
 ) -> bool:
     """Promote the challenger to champion when the gate passes (exit code 1 when not).
 
     Run again after a promotion (a retried job), it says the champion is already the
-    newest version, promoted, and exits 0.
+    newest version, promoted, and exits 0. With --version N, version N is the
+    challenger: a version rolled back (or any earlier one) promoted again, by the
+    same gate.
     """
     from nextbest import registry
     from nextbest.loop.gate import GateError, already_promoted
@@ -2831,7 +2852,11 @@ def promote(
         )
     gate = _gate_config(config)
     settings = _settings()
-    done = already_promoted(settings) if registry.registry_exists(settings) else None
+    done = (
+        already_promoted(settings)
+        if version is None and registry.registry_exists(settings)
+        else None
+    )
     if done is not None:
         console.print(
             f"nothing to promote: version {done[0]}, the newest, is champion already "
@@ -2847,6 +2872,7 @@ def promote(
                 since=_parse_date(since, "--since"),
                 force=force,
                 reason=reason,
+                version=None if version is None else str(version),
             )
     except GateError as exc:
         raise _fail(str(exc)) from None

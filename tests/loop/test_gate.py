@@ -393,6 +393,24 @@ def test_a_challenger_without_hcps_the_champion_serves_is_said(
     assert f"the gate valued their {evaluated:,} evaluated decisions as no action" in said
 
 
+def test_a_version_named_is_evaluated_as_the_challenger(honest_loop: ServedStore) -> None:
+    """``--version``: a registered version without the challenger alias (one rolled
+    back) is judged on the same evidence, and the aliases stay."""
+    settings = honest_loop.settings
+    version = register(do_nothing(registry.load_version(settings, honest_loop.champion)), settings)
+    aliases = registry.client(settings).get_registered_model(settings.model_name).aliases
+    assert version not in aliases.values()
+    config = GateConfig(evaluation_share=0.3, min_decisions=1)
+    evaluation = gate.evaluate(settings, config=config, log=False, version=version)
+    assert (evaluation.champion_version, evaluation.challenger_version) == (
+        honest_loop.champion,
+        version,
+    )
+    assert 0.2 * honest_loop.n_outcomes < evaluation.decision.n_decisions
+    assert evaluation.decision.agreement < 1.0
+    assert registry.client(settings).get_registered_model(settings.model_name).aliases == aliases
+
+
 def test_evaluate_without_a_challenger_says_what_to_do(honest_loop: ServedStore) -> None:
     settings = honest_loop.settings.model_copy(update={"model_name": "nobody"})
     with pytest.raises(GateError, match=r"no 'champion' version in .*; train one with"):

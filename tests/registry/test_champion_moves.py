@@ -232,3 +232,61 @@ def test_promote_and_rollback_name_hcps_the_new_champion_does_not_know(
         in (shown)
     ), shown
     assert "until a version that knows them is promoted" in shown, shown
+
+
+def test_promote_version_promotes_a_registered_version_again(own_copy: Settings, trained) -> None:
+    """A version rolled back (or any earlier one) is promoted again by name, through the
+    same gate and its --force, without setting the challenger alias by hand."""
+    settings = own_copy
+    _register(settings, trained, alias="challenger")
+    _force(settings)
+    assert registry.alias_version(settings, "champion") == "2"
+    challenger = _register(settings, trained, alias="challenger")
+
+    # The champion is the newest version promoted: still not "nothing to promote".
+    result = runner.invoke(
+        app,
+        ["promote", "--version", "1", "--force", "--reason", "v2 misbehaves"],
+        env=_env(settings),
+    )
+    assert result.exit_code == 0, result.output
+    assert "promoted version 1 to champion (previous champion: 2)" in result.output
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "previous_champion") == "2"
+    assert registry.alias_version(settings, "challenger") == challenger  # left alone
+
+    # The same gate: without evidence and without --force, nothing moves.
+    result = runner.invoke(app, ["promote", "--version", "2"], env=_env(settings))
+    assert result.exit_code == 2, result.output
+    assert "no logged decisions have an outcome yet" in " ".join(result.output.split())
+    assert registry.alias_version(settings, "champion") == "1"
+
+    assert gate.promote(
+        settings, config=GateConfig(), force=True, reason="fixed", version="2"
+    ).promoted
+    assert registry.alias_version(settings, "champion") == "2"
+    assert gate.champion_history(settings) == ["1", "2", "1", "2"]
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
+        ("1", "train"),
+        ("2", "forced promote"),
+        ("1", "forced promote"),
+        ("2", "forced promote"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["evaluate", "--version", "9"], "model 'nextbest' has no version 9 in sqlite:///"),
+        (["promote", "--version", "9", "--force", "--reason", "x"], "has no version 9 in"),
+        (["promote", "--version", "1"], "version 1 of model 'nextbest' is the champion already"),
+        (["evaluate", "--version", "0"], "greater than or equal to 1"),
+    ],
+)
+def test_promote_version_refuses_what_it_cannot_promote(
+    own_copy: Settings, command: list[str], said: str
+) -> None:
+    result = runner.invoke(app, command, env=_env(own_copy))
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.split()), result.output
+    assert registry.alias_version(own_copy, "champion") == "1"

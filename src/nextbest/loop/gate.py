@@ -483,37 +483,53 @@ def evaluate(
     config: GateConfig,
     since: datetime | None = None,
     log: bool = True,
+    version: str | None = None,
 ) -> Evaluation:
     """Evaluate the registry's challenger against its champion on the logged decisions.
 
     Every logged decision with an outcome (at or after ``since``) in the reserved
-    share counts, whichever version served it.
+    share counts, whichever version served it. ``version``: a registered version
+    to evaluate as the challenger instead of the one alias ``challenger`` names (a
+    version rolled back, an earlier one); no alias changes.
 
     Raises:
         ChampionUnloadableError: the champion's model cannot be loaded (the challenger's can).
-        GateError: no champion or challenger, or no logged decision with an outcome.
+        GateError: no champion or challenger (no such version), or no logged decision
+            with an outcome.
     """
     champion_version = registry.alias_version(settings, CHAMPION)
-    challenger_version = registry.alias_version(settings, CHALLENGER)
     if champion_version is None:
         raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
-    if challenger_version is None:
+    aliased = registry.alias_version(settings, CHALLENGER) if version is None else None
+    if version is not None:
+        challenger_version = _registered(settings, version)
+        if challenger_version == champion_version:
+            raise GateError(
+                f"version {challenger_version} of model '{settings.model_name}' is the "
+                "champion already: nothing to compare (`nextbest models` lists the versions)"
+            )
+    elif aliased is None:
         raise GateError(
             f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
-            "train one with `nextbest retrain --data DIR`"
+            "train one with `nextbest retrain --data DIR`, or name a registered version "
+            "with --version (`nextbest models` lists them)"
         )
-    if challenger_version == champion_version:
+    elif aliased == champion_version:
         raise GateError(
             f"the '{CHALLENGER}' alias of model '{settings.model_name}' names the champion "
             f"itself (version {champion_version}): nothing to compare; train a new challenger "
             "with `nextbest retrain --data DIR`"
         )
+    else:
+        challenger_version = aliased
     check_evaluation_share(
         settings, config, {CHAMPION: champion_version, CHALLENGER: challenger_version}
     )
     champion, why = _loaded(settings, champion_version)
     if champion is None:
-        raise _champion_unloadable(settings, champion_version, challenger_version, why or "")
+        raise _champion_unloadable(
+            settings, champion_version, challenger_version, why or "", named=version is not None
+        )
     challenger = registry.load_version(settings, challenger_version)
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
@@ -654,8 +670,13 @@ def promote(
     since: datetime | None = None,
     force: bool = False,
     reason: str | None = None,
+    version: str | None = None,
 ) -> Evaluation:
     """Evaluate, and move ``champion`` to the challenger if the gate passes (or ``force``).
+
+    ``version``: a registered version to judge and promote instead of the one
+    alias ``challenger`` names (a version rolled back, an earlier one), by the same
+    gate; the ``challenger`` alias then stays where it is.
 
     The old champion keeps alias ``previous_champion`` and stays in the
     ``champion_history`` tag, so ``rollback`` can restore it; the promoted version
@@ -681,7 +702,7 @@ def promote(
         raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     try:
-        evaluation = evaluate(settings, config=config, since=since, log=False)
+        evaluation = evaluate(settings, config=config, since=since, log=False, version=version)
     except (NoEvidenceError, ChampionUnloadableError) as exc:
         if not force:
             raise
@@ -757,8 +778,37 @@ def _unevaluated(
     )
 
 
+def _registered(settings: Settings, version: str) -> str:
+    """``version`` when model ``settings.model_name`` has it registered.
+
+    Raises:
+        GateError: it has no such version (deleted, never registered, not a number).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not version.isdigit():
+        raise GateError(f"--version {version}: a version is a number (`nextbest models`)")
+    version = str(int(version))
+    try:
+        registry.client(settings).get_model_version(settings.model_name, version)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise GateError(
+            f"model '{settings.model_name}' has no version {version} in "
+            f"{without_password(settings.resolved_registry_uri)} (deleted, or never "
+            "registered): `nextbest models` lists the versions there are"
+        ) from None
+    return version
+
+
 def _champion_unloadable(
-    settings: Settings, champion_version: str, challenger_version: str, why: str
+    settings: Settings,
+    champion_version: str,
+    challenger_version: str,
+    why: str,
+    *,
+    named: bool = False,
 ) -> GateError:
     """The gate's error for a champion that cannot be loaded: a
     :class:`ChampionUnloadableError` saying how to replace it, or, when the challenger
@@ -774,7 +824,9 @@ def _champion_unloadable(
             "that loads"
         )
     return ChampionUnloadableError(
-        f"{said}: {why}. `nextbest promote --force --reason TEXT` replaces it with the "
+        f"{said}: {why}. `nextbest promote "
+        + (f"--version {challenger_version} " if named else "")
+        + "--force --reason TEXT` replaces it with the "
         f"challenger, version {challenger_version}, without the gate (or `nextbest "
         "rollback` returns to the previous champion)",
         champion_version=champion_version,
