@@ -94,6 +94,26 @@ class ArtifactAlteredError(RegistryError):
         self.found = found
 
 
+# The logger of MLflow's database stores (tracking and registry on SQLite, PostgreSQL).
+MLFLOW_STORE_LOGGER = "mlflow.store.db.utils"
+
+
+class _StoreFailuresAtDebug(logging.Filter):
+    """MLflow's own record of a store failure it then raises (ERROR, "SQLAlchemy
+    database error", a traceback and the SQL statement with its parameters) at DEBUG,
+    shown only when that logger logs DEBUG (``MLFLOW_LOGGING_LEVEL=DEBUG``): nextbest
+    says the failure in one line where it catches it (:class:`RegistryUnreadableError`,
+    a failed reload), and an operator's log showed both, the traceback first, at each
+    read while the store was down or locked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        # The store logger itself is held at WARNING (see _mlflow): MLflow's own level.
+        return logging.getLogger("mlflow").isEnabledFor(logging.DEBUG)
+
+
 def _mlflow(settings: Settings) -> Any:
     """Import MLflow and point it at the configured stores (never done at import time)."""
     import mlflow
@@ -103,7 +123,10 @@ def _mlflow(settings: Settings) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # "Creating initial MLflow database tables...", "Updating database tables": dated
     # INFO lines on a new models directory, amid the command's own progress.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    store_logger = logging.getLogger(MLFLOW_STORE_LOGGER)
+    store_logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _StoreFailuresAtDebug) for f in store_logger.filters):
+        store_logger.addFilter(_StoreFailuresAtDebug())
     settings.ensure_dirs()
     _refuse_unusable_sqlite(settings.resolved_tracking_uri)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)

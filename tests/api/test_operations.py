@@ -1380,6 +1380,38 @@ def test_a_registry_that_cannot_be_read_is_said_as_such_and_the_model_serves_on(
         assert client.get("/readyz").json()["status"] in ("ready", "warming")
 
 
+def _damage_alias_table(store: Path) -> None:
+    """A damaged MLflow store: its alias table lost a column (every read of an alias
+    fails with an OperationalError, as a locked file or a server that is down does)."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(store)) as db:
+        db.execute("ALTER TABLE registered_model_aliases RENAME COLUMN alias TO damaged")
+        db.commit()
+
+
+def test_mlflows_own_traceback_of_a_registry_read_failure_stays_out_of_the_log(
+    own_registry, keys, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """MLflow logs every failed read of its store at ERROR, with a traceback and the SQL
+    statement with its parameters, beside the reload's one line: at DEBUG instead, so
+    that line is what an operator sees."""
+    store = own_registry.resolved_models_dir / "mlflow.db"
+    with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
+        capfd.readouterr()
+        _damage_alias_table(store)
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        detail = answer.json()["detail"]
+        assert f"the MLflow registry sqlite:///{store} cannot be read" in detail, detail
+        assert "OperationalError: no such column" in detail, detail
+        assert client.get("/readyz").json()["model_version"] == "1"
+    err = capfd.readouterr().err
+    assert "SQLAlchemy database error" not in err and "Traceback" not in err, err
+    assert "[SQL: " not in err, err
+
+
 def test_a_registry_file_gone_is_named_with_the_alias_it_lacks(own_registry, keys) -> None:
     """The models directory moved away under a running server: the alias is missing
     from a file that does not exist, which the reload says, naming it."""

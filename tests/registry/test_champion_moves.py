@@ -290,3 +290,38 @@ def test_promote_version_refuses_what_it_cannot_promote(
     assert result.exit_code == 2, result.output
     assert said in " ".join(result.output.split()), result.output
     assert registry.alias_version(own_copy, "champion") == "1"
+
+
+def test_a_command_on_a_damaged_registry_says_one_line_without_mlflows_traceback(
+    own_copy: Settings,
+) -> None:
+    """MLflow logs a failed read of its store at ERROR with a traceback and the SQL
+    statement, beside the command's own one line: a real process, a damaged store."""
+    import subprocess
+    import sys
+
+    store = registry._store_file(own_copy)
+    assert store is not None
+    with closing(sqlite3.connect(store)) as db:
+        db.execute("ALTER TABLE registered_model_aliases RENAME COLUMN alias TO damaged")
+        db.commit()
+    run = subprocess.run(
+        [sys.executable, "-m", "nextbest", "evaluate"],
+        env={**_process_env(), "NEXTBEST_MODELS_DIR": str(own_copy.resolved_models_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    said = " ".join((run.stdout + run.stderr).split())
+    assert f"error: the MLflow registry sqlite:///{store} cannot be read" in said, said
+    assert "OperationalError: no such column" in said, said
+    for noise in ("SQLAlchemy database error", "Traceback", "[SQL: "):
+        assert noise not in run.stderr, run.stderr[-3000:]
+
+
+def _process_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
