@@ -591,19 +591,21 @@ def alias_version(settings: Settings, alias: str) -> str | None:
         # anything else is the store failing (MLflow wraps its database's errors).
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
-        raise _unreadable(settings, alias, exc) from exc
+        raise _unreadable(settings, f"alias '{alias}'", exc) from exc
     except (SQLAlchemyError, sqlite3.Error) as exc:  # raised while MLflow opens the store
-        raise _unreadable(settings, alias, exc) from exc
+        raise _unreadable(settings, f"alias '{alias}'", exc) from exc
 
 
-def _unreadable(settings: Settings, alias: str, exc: Exception) -> RegistryUnreadableError:
-    """The error of a store that could not be asked for ``alias``, in one line."""
+def _unreadable(settings: Settings, what: str, exc: Exception) -> RegistryUnreadableError:
+    """The error of a store that could not be asked for ``what`` of the served model
+    (``alias 'champion'``, ``the versions``), in one line."""
     from nextbest.storage.db import describe_database_error
 
     cause = exc.__cause__ if exc.__cause__ is not None else exc
+    verb = "are" if what.startswith("the ") else "is"
     return RegistryUnreadableError(
         f"the MLflow registry {without_password(settings.resolved_registry_uri)} cannot be "
-        f"read, so alias '{alias}' of model '{settings.model_name}' is unknown: "
+        f"read, so {what} of model '{settings.model_name}' {verb} unknown: "
         f"{describe_database_error(cause)}"
     )
 
@@ -677,15 +679,25 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         f"{without_password(settings.resolved_registry_uri)}; "
         "train one with `nextbest train --data DIR`"
     )
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
     if not registry_exists(settings):
         raise missing
     mlflow_client = client(settings)
-    found = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
-    if not found:
-        raise missing
-    # Versions found by a search do not carry their aliases; the registered model does.
+    try:
+        found = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
+        if not found:
+            raise missing
+        # Versions found by a search do not carry their aliases; the registered model does.
+        named = mlflow_client.get_registered_model(settings.model_name).aliases
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        # A damaged or locked store ended `nextbest models` in MLflow's traceback.
+        if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise missing from None
+        raise _unreadable(settings, "the versions", exc) from exc
     aliases: dict[str, list[str]] = {}
-    for alias, version in mlflow_client.get_registered_model(settings.model_name).aliases.items():
+    for alias, version in named.items():
         aliases.setdefault(str(version), []).append(alias)
     out = []
     for mv in sorted(found, key=lambda v: int(v.version), reverse=True):

@@ -292,8 +292,9 @@ def test_promote_version_refuses_what_it_cannot_promote(
     assert registry.alias_version(own_copy, "champion") == "1"
 
 
+@pytest.mark.parametrize("command", ["evaluate", "models"])
 def test_a_command_on_a_damaged_registry_says_one_line_without_mlflows_traceback(
-    own_copy: Settings,
+    own_copy: Settings, command: str
 ) -> None:
     """MLflow logs a failed read of its store at ERROR with a traceback and the SQL
     statement, beside the command's own one line: a real process, a damaged store."""
@@ -306,7 +307,7 @@ def test_a_command_on_a_damaged_registry_says_one_line_without_mlflows_traceback
         db.execute("ALTER TABLE registered_model_aliases RENAME COLUMN alias TO damaged")
         db.commit()
     run = subprocess.run(
-        [sys.executable, "-m", "nextbest", "evaluate"],
+        [sys.executable, "-m", "nextbest", command],
         env={**_process_env(), "NEXTBEST_MODELS_DIR": str(own_copy.resolved_models_dir)},
         capture_output=True,
         text=True,
