@@ -3011,7 +3011,8 @@ def lookup(
         sqlite_file = _sqlite_file(make_url(url)) if url.startswith("sqlite") else None
     except Exception:  # an unparsable URL: the store's own error says it below
         sqlite_file = None
-    if sqlite_file is not None and not sqlite_file.exists():  # not made by a lookup
+    no_log = sqlite_file is not None and not sqlite_file.exists()  # not made by a lookup
+    if no_log and not with_models:
         raise _fail(
             f"no recommendation log at {sqlite_file} (NEXTBEST_DATABASE_URL): nothing has "
             "been served with these settings"
@@ -3041,12 +3042,15 @@ def lookup(
             typer.echo(kept.content, nl=not kept.content.endswith("\n"))
         return found_rules
     if hcp is not None:
-        with store_session(url) as session:
-            answers = recommendations_of_hcp(session, hcp_id=hcp, limit=limit)
-            about = feedback_for(session, hcp_id=hcp, limit=limit)
-            erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
-            totals = hcp_row_counts(session, hcp_id=hcp)
-            pruned = furthest_prune(session)
+        # Before anything was served, an access request still finds the models.
+        answers, about, erased, totals, pruned = [], [], None, (0, 0), None
+        if not no_log:
+            with store_session(url) as session:
+                answers = recommendations_of_hcp(session, hcp_id=hcp, limit=limit)
+                about = feedback_for(session, hcp_id=hcp, limit=limit)
+                erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
+                totals = hcp_row_counts(session, hcp_id=hcp)
+                pruned = furthest_prune(session)
         holding = None
         if with_models:
             from nextbest.registry import versions_holding

@@ -241,6 +241,13 @@ def test_lookup_of_an_hcp_with_models_names_the_versions_that_hold_it(
     from nextbest.contract import load_dataset
 
     known = str(load_dataset(trained.data_dir).hcps["hcp_id"].iloc[0])
+    # Before anything was served (no recommendation log yet), the models still answer.
+    unserved = runner.invoke(app, ["lookup", "--hcp", known, "--models"])
+    assert unserved.exit_code == 0, unserved.output
+    assert f"snapshot): v{trained.version} (champion)" in _said(unserved), unserved.output
+    assert "no recommendation log" not in _said(unserved)
+    plain_unserved = runner.invoke(app, ["lookup", "--hcp", known])
+    assert plain_unserved.exit_code == 2 and "no recommendation log" in _said(plain_unserved)
     _log_rows(served_store, known)
     result = runner.invoke(app, ["lookup", "--hcp", known, "--models"])
     said = _said(result)
