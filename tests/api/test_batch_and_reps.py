@@ -635,6 +635,45 @@ def test_a_time_beyond_year_9999_or_before_year_1_in_utc_is_refused_alone(
 
 
 @pytest.mark.parametrize(
+    ("at", "said"),
+    [
+        ("2024", "'2024' is a year alone, not a date"),
+        (2024, "2024 is a year alone, not a date"),
+        ("2024-03", "'2024-03' is a year and month, not a date"),
+        (20240301, "20240301 read as seconds since 1970 is 1970-08-23T06:18:21+00:00, before 2000"),
+    ],
+)
+def test_a_time_no_event_can_have_is_refused_as_sent_on_both_feedback_routes(
+    client: TestClient, keys, at: object, said: str
+) -> None:
+    """A year, sent as text or a JSON number, was read as seconds since 1970 and
+    refused as 1970-01-01T00:33:44 ('seconds since 1970?'), and '2024-03' with
+    pydantic's 'input is too short': each is refused naming what was sent."""
+    s = _plan(client, keys, capacity=1).suggestions[0]
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    decision = {
+        "recommendation_id": s.recommendation_id,
+        "hcp_id": s.hcp_id,
+        "action_id": s.action_id,
+        "decision": "accept",
+    }
+    refused = client.post(url, json={**decision, "occurred_at": at}, headers=keys.rep)
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", "occurred_at"] and said in error["msg"], error
+    good = {"event_type": "opened", "hcp_id": s.hcp_id, "channel": "email"}
+    events = [
+        {**good, "event_id": f"dated-{at}"},
+        {**good, "event_id": "no-day", "occurred_at": at},
+    ]
+    batch = client.post("/v1/feedback", json={"events": events})
+    assert batch.status_code == 207, batch.text
+    assert batch.json()["accepted"] == 1
+    [rejected] = batch.json()["rejected"]
+    assert rejected["index"] == 1 and rejected["message"].startswith(f"occurred_at: {said}")
+
+
+@pytest.mark.parametrize(
     "day", ["0001-01-01", "1999-12-31", "2100-01-01", "20261101", "9999-12-31T23:59:59-23:59"]
 )
 def test_a_date_off_the_calendar_is_422_on_every_route(client: TestClient, keys, day: str) -> None:

@@ -88,3 +88,61 @@ def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
         )
     engine.dispose()
     assert values == {"o1": 0.1, "o2": 2.7, "o4": 1.5}
+
+
+def test_a_date_without_a_day_is_refused_by_its_row_as_the_data_contract_refuses_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """'2024' was read as seconds since 1970 and refused as 1970-01-01T00:33:44 (with
+    the advice that it might be seconds since 1970), '2024-03' with pydantic's 'input
+    is too short'. Each gets the interactions file's words; the other rows are stored,
+    an opt-out dated so among them (counted from its arrival, said under uncounted)."""
+    text = tmp_path / "events.csv"
+    text.write_text(
+        "event_id,event_type,hcp_id,channel,occurred_at\n"
+        "y,opened,H1,email,2024\n"
+        "m,opened,H1,email,2024-03\n"
+        "d,opened,H1,email,20240301\n"
+        "out,opted_out,H1,email,2024\n"
+        "ok,opened,H1,email,2026-06-01T08:00:00Z\n"
+    )
+    full = "write the full date, as 2026-11-30 or 2026-11-30T08:00:00+00:00"
+    done = ingest_events(settings, read_events(text), model=None)
+    assert done.rejected == [
+        (
+            1,
+            "y",
+            "occurred_at: '2024' is a year alone, not a date: it would be read as the first "
+            f"day of the year; {full}",
+        ),
+        (
+            2,
+            "m",
+            "occurred_at: '2024-03' is a year and month, not a date: it would be read as the "
+            f"first day of the month; {full}",
+        ),
+        (
+            3,
+            "d",
+            "occurred_at: '20240301' read as seconds since 1970 is 1970-08-23T06:18:21+00:00, "
+            "before 2000-01-01: no event of this service happened then (a date without its "
+            "dashes, a spreadsheet's day number?); send an ISO 8601 time, as "
+            "2026-11-30T08:00:00+00:00",
+        ),
+    ]
+    assert done.accepted == 2 and [row for row, _, _ in done.uncounted] == [4]
+    assert _stored(settings)["event_id"].tolist() == ["ok", "out"]
+    # The same mistake in a typed Parquet column: an integer year.
+    typed = tmp_path / "events.parquet"
+    pd.DataFrame(
+        {"event_id": ["p"], "event_type": ["clicked"], "hcp_id": ["H1"], "occurred_at": [2024]}
+    ).to_parquet(typed, index=False)
+    again = ingest_events(settings, read_events(typed), model=None)
+    assert again.rejected == [
+        (
+            1,
+            "p",
+            "occurred_at: 2024 is a year alone, not a date: it would be read as the first "
+            f"day of the year; {full}",
+        )
+    ]

@@ -62,3 +62,75 @@ def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> No
     wrong = parse_event({**OUTCOME, "event_type": sent})
     assert isinstance(wrong, MalformedEvent), wrong
     assert "did you mean" not in wrong.message and "'opted_in'" in wrong.message, wrong
+
+
+OPENED = {"event_id": "e1", "event_type": "opened", "hcp_id": "H1", "channel": "email"}
+FULL_DATE = "write the full date, as 2026-11-30 or 2026-11-30T08:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        (
+            "2024",
+            "occurred_at: '2024' is a year alone, not a date: it would be read as the first "
+            f"day of the year; {FULL_DATE}",
+        ),
+        (
+            2024,
+            "occurred_at: 2024 is a year alone, not a date: it would be read as the first "
+            f"day of the year; {FULL_DATE}",
+        ),
+        (
+            " 2024-03 ",
+            "occurred_at: '2024-03' is a year and month, not a date: it would be read as the "
+            f"first day of the month; {FULL_DATE}",
+        ),
+        (
+            20240301,
+            "occurred_at: 20240301 read as seconds since 1970 is 1970-08-23T06:18:21+00:00, "
+            "before 2000-01-01: no event of this service happened then (a date without "
+            "its dashes, a spreadsheet's day number?); send an ISO 8601 time, as "
+            "2026-11-30T08:00:00+00:00",
+        ),
+        (
+            "46177.619201",
+            "occurred_at: '46177.619201' read as seconds since 1970 is "
+            "1970-01-01T12:49:37.619201+00:00, before 2000-01-01: no event of this service "
+            "happened then (a date without its dashes, a spreadsheet's day number?); send "
+            "an ISO 8601 time, as 2026-11-30T08:00:00+00:00",
+        ),
+        (
+            -5,
+            "occurred_at: -5 read as seconds since 1970 is 1969-12-31T23:59:55+00:00, before "
+            "2000-01-01: no event of this service happened then (a date without its dashes, "
+            "a spreadsheet's day number?); send an ISO 8601 time, as 2026-11-30T08:00:00+00:00",
+        ),
+    ],
+    ids=["year-text", "year-number", "year-month", "date-without-dashes", "serial-day", "negative"],
+)
+def test_an_occurred_at_that_names_no_time_of_an_event_is_refused_naming_it(
+    sent: object, said: str
+) -> None:
+    """'2024' (text or a JSON number) was read as seconds since 1970, 1970-01-01T00:33:44,
+    and refused as that time; '2024-03' got pydantic's 'input is too short'. A date
+    without a day gets the data contract's message, a number that is no time since
+    2000 says what it was read as."""
+    event = parse_event({**OPENED, "occurred_at": sent})
+    assert isinstance(event, MalformedEvent), event
+    assert event.event_id == "e1" and event.message == said
+
+
+@pytest.mark.parametrize("sent", [1764489600, "1764489600", 1764489600.5, 1764489600000])
+def test_seconds_since_1970_of_a_time_since_2000_are_read(sent: object) -> None:
+    event = parse_event({**OPENED, "occurred_at": sent})
+    assert isinstance(event, FeedbackEventCreate), event
+    assert event.occurred_at is not None
+    assert event.occurred_at.isoformat().startswith("2025-11-30T08:00:00")
+
+
+def test_an_opt_out_dated_a_year_alone_is_still_read_for_the_store_to_keep() -> None:
+    """An opt-out fails safe: the feedback store keeps it, counted from its arrival
+    (a withdrawal is not lost over its form), so it is not refused here."""
+    event = parse_event({**OPENED, "event_type": "opted_out", "occurred_at": "2024"})
+    assert isinstance(event, FeedbackEventCreate), event

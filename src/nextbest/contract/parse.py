@@ -302,6 +302,22 @@ def partial_date(value: object) -> str:
     return "a year and month" if found.group(2) else "a year alone"
 
 
+# Times as a message asks for them, spelled so that day and month cannot be taken for
+# each other.
+TIME_EXAMPLES = "2026-11-30 or 2026-11-30T08:00:00+00:00"
+
+
+def no_day_said(said: str, partial: str) -> str:
+    """Why a cell or field that names no day (``partial``: what :func:`partial_date`
+    says of it, ``said``: the value as a message quotes it) is refused, the same
+    words wherever a time is read (the data files, feedback events)."""
+    period = "month" if "month" in partial else "year"
+    return (
+        f"{said} is {partial}, not a date: it would be read as the first day of the "
+        f"{period}; write the full date, as {TIME_EXAMPLES}"
+    )
+
+
 def _partial_dates(strings: npt.NDArray[np.object_]) -> Mask:
     """Which (stripped) cells are dates without a day (see :func:`partial_date`),
     vectorised in Arrow: a history has about as many distinct times as rows."""

@@ -795,8 +795,6 @@ def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: boo
     return parsed.values
 
 
-# Spelled so that day and month cannot be taken for each other.
-_TIME_EXAMPLES = "2026-11-30 or 2026-11-30T08:00:00+00:00"
 # A spreadsheet stores a date as days since 1899-12-30 and, in a column not formatted
 # as a date, exports that number: 2026-06-04 14:51 is 46177.619201. 20000 to 80000
 # are the years 1954 to 2119, the span of a history or a catalog.
@@ -808,11 +806,7 @@ def _not_a_time(values: pd.Series, position: int) -> str:
     value = values.iat[position]
     partial = parse.partial_date(value)
     if partial:
-        return (
-            f"{parse.shown(values, position)} is {partial}, not a date: it would be read as "
-            f"the first day of the {'month' if 'month' in partial else 'year'}; write the "
-            f"full date, as {_TIME_EXAMPLES}"
-        )
+        return parse.no_day_said(parse.shown(values, position), partial)
     said = (
         f"{parse.shown(values, position)} is not an ISO 8601 date or date-time (within 1677-2262)"
     )
@@ -821,10 +815,10 @@ def _not_a_time(values: pd.Series, position: int) -> str:
     if _serial_day(value):
         return (
             f"{said}: it looks like a spreadsheet's serial day number: format the column as a "
-            f"date before exporting, so that it is written as {_TIME_EXAMPLES}"
+            f"date before exporting, so that it is written as {parse.TIME_EXAMPLES}"
         )
     if isinstance(value, str | int | float | np.number) and not isinstance(value, bool | np.bool_):
-        return f"{said}: write it as {_TIME_EXAMPLES}"
+        return f"{said}: write it as {parse.TIME_EXAMPLES}"
     return said  # a typed timestamp out of range: its spelling is not the problem
 
 

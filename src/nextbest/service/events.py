@@ -7,6 +7,7 @@ the same schema and reject a bad one on its own, by what is wrong with it.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,15 +22,21 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, no_day_said, number, partial_date, quoted
 from nextbest.limits import STORED_LENGTHS
-from nextbest.storage.repository import FEEDBACK_EVENT_TYPES, FeedbackEventType, FeedbackRecord
+from nextbest.storage.repository import (
+    EARLIEST_EVENT,
+    FEEDBACK_EVENT_TYPES,
+    FeedbackEventType,
+    FeedbackRecord,
+)
 
 MAX_FEEDBACK_BATCH = 5000
 
@@ -89,8 +96,62 @@ def in_utc_range(value: datetime) -> datetime:
     return value
 
 
+# Seconds since 1970 as sent: a JSON number, or a file's or a form's text of one.
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d*)?")
+# pydantic reads a number beyond this as milliseconds since 1970, not seconds.
+_MILLISECONDS_FROM = 2e10
+_AS_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def a_time_an_event_can_have(value: object, info: ValidationInfo) -> object:
+    """Refuse what names no time an event of this service happened at, saying it as
+    sent. A date without a day (``'2024'``, ``2024``, ``'2024-03'``) is refused with
+    the data contract's words. A number is seconds since 1970, and one that lands
+    before ``EARLIEST_EVENT`` is no such count but a year, a date without its dashes
+    (``20240301``) or a spreadsheet's day number: read as seconds, 2024 was
+    1970-01-01T00:33:44 and refused as that time. An opt-out is let through: the
+    feedback store keeps it, counted from its arrival (a withdrawal is not lost over
+    its form)."""
+    if info.data.get("event_type") == "opted_out":
+        return value
+    said = _as_sent(value)
+    partial = partial_date(value)
+    if said is not None and partial:
+        raise ValueError(no_day_said(said, partial))
+    if said is None or (isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value.strip())):
+        return value
+    try:
+        read = _AS_DATETIME.validate_python(value.strip() if isinstance(value, str) else value)
+    except ValidationError:
+        return value  # said by the field's own parsing
+    if read >= EARLIEST_EVENT:
+        return value
+    unit = "milliseconds" if abs(float(str(value))) > _MILLISECONDS_FROM else "seconds"
+    raise ValueError(
+        f"{said} read as {unit} since 1970 is {read.isoformat()}, before "
+        f"{EARLIEST_EVENT:%Y-%m-%d}: no event of this service happened then (a date "
+        "without its dashes, a spreadsheet's day number?); send an ISO 8601 time, as "
+        "2026-11-30T08:00:00+00:00"
+    )
+
+
+def _as_sent(value: object) -> str | None:
+    """A text or a number as a message quotes it; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return quoted(value.strip(), at_most=QUOTED_AT_MOST)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return number(value)
+    return None
+
+
 # When an event happened, as every feedback route and file takes it.
-EventTime = Annotated[datetime, AfterValidator(in_utc_range)]
+EventTime = Annotated[
+    datetime, BeforeValidator(a_time_an_event_can_have), AfterValidator(in_utc_range)
+]
 
 
 # Declared in the schema only: the validators refuse an empty string with their own
@@ -119,7 +180,8 @@ class FeedbackEventCreate(BaseModel):
     occurred_at: EventTime | None = Field(
         default=None,
         description="When it happened: an ISO 8601 time (without an offset: UTC) or "
-        "seconds since 1970. Default: when received.",
+        "seconds since 1970, from 2000 on; a date without a day (2024, 2024-03) is "
+        "refused. Default: when received.",
     )
     reason: str | None = Field(
         default=None,
