@@ -828,6 +828,63 @@ def test_an_index_pandas_saved_in_parquet_is_no_column(
     assert read_events(feed).columns.tolist() == ["event_id", "event_type", "hcp_id"]
 
 
+@pytest.mark.parametrize("parted", [False, True], ids=["file", "parts"])
+@pytest.mark.parametrize(
+    "index", [["region"], ["consent_email"], ["region", "decile"]], ids=["one", "consent", "two"]
+)
+def test_an_hcps_attribute_saved_as_the_index_is_refused_naming_it(
+    tables: Tables, write_tables: WriteTables, parted: bool, index: list[str]
+) -> None:
+    """``hcps.set_index("region").to_parquet(path)``: the index is no column, so
+    region was dropped from every HCP without a word (a consent column so dropped
+    gave every HCP the default, consent). Every other column of hcps is read, and an
+    index cannot be told from row numbers saved under a name, so it is refused,
+    naming it and how to write it."""
+    saved = write_tables(tables, fmt="parquet", name="saved")
+    path = saved / "hcps.parquet"
+    path.unlink()
+    frame = tables["hcps"].set_index(index)
+    if parted:
+        path.mkdir()
+        frame.iloc[:2].to_parquet(path / "part-0.parquet")
+        frame.iloc[2:].to_parquet(path / "part-1.parquet")
+    else:
+        frame.to_parquet(path)
+    with pytest.raises(ContractError) as refused:
+        load_dataset(saved)
+    said = [(p.file, p.row, p.column, p.message) for p in refused.value.problems]
+    assert said == [
+        (
+            "hcps.parquet",
+            None,
+            name,
+            "is the table's index as pandas saved it (to_parquet without index=False), "
+            "not a column, and would be lost: write it as a column, "
+            "df.reset_index().to_parquet(path, index=False)",
+        )
+        for name in index
+    ]
+
+
+def test_an_hcps_file_indexed_by_a_contract_column_or_by_row_numbers_loads(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """The index refused above is one that may hold an attribute: a contract column
+    (``specialty``) set as the index is read as it, and pandas' row numbers, named
+    or not, hold no value of the table; nor is one kept as a column too lost."""
+    whole = load_dataset(write_tables(tables, fmt="parquet", name="whole"))
+    saved = write_tables(tables, fmt="parquet", name="saved")
+    for frame in (
+        tables["hcps"].set_index("specialty"),
+        tables["hcps"].rename_axis("row"),
+        tables["hcps"].set_index("region", drop=False),
+    ):
+        frame.to_parquet(saved / "hcps.parquet")
+        hcps = load_dataset(saved).hcps
+        pd.testing.assert_frame_equal(hcps[whole.hcps.columns], whole.hcps)
+        assert sorted(hcps.columns) == sorted(whole.hcps.columns)
+
+
 def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     """A name under a neutral header ('doctor') was a feature, and the model stored
     every name; a per-HCP code teaches nothing that carries to another HCP either."""

@@ -169,6 +169,22 @@ def index_as_columns(frame: pd.DataFrame, known: Collection[str]) -> pd.DataFram
     return frame.reset_index(level=levels) if levels else frame
 
 
+def saved_index_names(frame: pd.DataFrame) -> list[str]:
+    """The names of the levels of ``frame``'s index (as :func:`read_table` gives it)
+    that pandas saved with values under a name and that are no column of it, left in
+    the index by :func:`index_as_columns`: ``region`` of
+    ``df.set_index("region").to_parquet(path)``. Row numbers saved as a range (a
+    ``RangeIndex``, named or not) hold no value of the table, and an unnamed index
+    (``__index_level_0__``) names none: neither is listed."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return []
+    return [
+        str(name)
+        for name in frame.index.names
+        if name is not None and name not in frame.columns  # set_index(drop=False): kept
+    ]
+
+
 def _parquet_parts(directory: Path) -> list[Path]:
     """The Parquet files of a dataset directory, in path order, subdirectories
     included; bookkeeping files (``_SUCCESS``, ``_metadata``, ``.crc``) left out.

@@ -21,7 +21,7 @@ import pandas as pd
 
 from nextbest.contract import parse
 from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import index_as_columns
+from nextbest.contract.files import index_as_columns, saved_index_names
 from nextbest.contract.parse import Codes, Mask
 from nextbest.contract.schema import (
     CONTENT_TYPES,
@@ -79,7 +79,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     ``attrs["identifier_columns"]`` lists them.
     """
     log = ProblemLog(file)
-    raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True)
+    raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True, every_column_read=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
     _check_stored_length(hcp_id, "hcp_id", log)
@@ -503,8 +503,14 @@ def _start(
     *,
     optional: Iterable[str] = (),
     rows_required: bool,
+    every_column_read: bool = False,
 ) -> pd.DataFrame:
     """Strip column names, check required columns and (maybe) that rows exist.
+
+    An index pandas saved with the table is read as the column it names when that is
+    one of ``required`` or ``optional`` (``hcp_id`` set as the index), else left out;
+    with ``every_column_read`` (a table whose other columns are attributes) such an
+    index is refused, naming it, rather than left out.
 
     A header that spells a column of the contract (``required`` or ``optional``)
     otherwise ('HCP_ID', 'Territory ID', 'approvedUntil', 'Specialties') is refused,
@@ -518,6 +524,16 @@ def _start(
     # frame, and a deep copy costs seconds at millions of rows. An index pandas wrote
     # to Parquet is no column, unless it is named for one (hcp_id as the index).
     raw = index_as_columns(raw.copy(deep=False), known)
+    if every_column_read:
+        # Left in the index it is no column, and the table reads every column:
+        # its values would be lost without a word.
+        for name in saved_index_names(raw):
+            log.add(
+                "is the table's index as pandas saved it (to_parquet without index=False), "
+                "not a column, and would be lost: write it as a column, "
+                "df.reset_index().to_parquet(path, index=False)",
+                column=name,
+            )
     raw.columns = pd.Index([str(name).strip() for name in raw.columns], dtype=object)
     raw.index = pd.RangeIndex(len(raw))
     raw = without_unnamed_columns(raw, log)
