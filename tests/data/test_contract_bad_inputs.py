@@ -1057,3 +1057,32 @@ def test_a_file_of_one_column_keeps_its_one_name_header(tmp_path: Path) -> None:
         ),
     ):
         read_ids(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("Export 2026-12-01\nhcp_id\nH1\nH2\n", 2),
+        ("HCP erasure list\n\nhcp_id\nH1\n", 3),
+        ("Export 2026-12-01\nhcp_id;\nH1;\nH2;\n", 2),
+    ],
+    ids=["title", "title-and-blank-line", "title-above-trailing-separators"],
+)
+def test_a_title_above_the_one_name_header_of_a_one_column_file_is_said(
+    tmp_path: Path, tables: Tables, text: str, line: int
+) -> None:
+    """An export's title line above a header of one column (an erasure or send list)
+    was taken for the header, as nothing tells it from one by its fields: the file
+    was refused as missing hcp_id, which it holds. The line below naming a column of
+    the contract where line 1 names none tells the title."""
+    path = tmp_path / "erase.csv"
+    path.write_text(text)
+    title, header = text.splitlines()[0], text.splitlines()[line - 1]
+    said = (
+        f"the header is not on line 1 (line 1 holds '{title}'); it seems to be on line "
+        f"{line}: '{header}'; remove the lines above it"
+    )
+    catalog = validate_catalog(tables["catalog"], file="catalog.csv")
+    for load in (read_ids, partial(load_send_list, catalog=catalog)):
+        with pytest.raises(ContractError, match=at("erase.csv", None, None, said)):
+            load(path)

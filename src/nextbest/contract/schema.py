@@ -32,6 +32,18 @@ OPTIONAL_CATALOG_COLUMNS: Final = ("approved_until", "specialties", "cost")
 REQUIRED_INTERACTION_COLUMNS: Final = ("hcp_id", "timestamp", "action_id", "engaged")
 OPTIONAL_INTERACTION_COLUMNS: Final = ("channel", "content_id", "outcome", "propensity", "holdout")
 
+#: Every column the contract names: a line of a file that names one of them alone is
+#: the header of a file of one column (an erasure or send list of ``hcp_id``).
+CONTRACT_COLUMNS: Final = frozenset(
+    (
+        *REQUIRED_HCP_COLUMNS,
+        *REQUIRED_CATALOG_COLUMNS,
+        *OPTIONAL_CATALOG_COLUMNS,
+        *REQUIRED_INTERACTION_COLUMNS,
+        *OPTIONAL_INTERACTION_COLUMNS,
+    )
+)
+
 CONTENT_TYPES: Final = ("promotional", "medical")
 
 CONSENT_PREFIX: Final = "consent_"
