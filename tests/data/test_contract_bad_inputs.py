@@ -25,6 +25,7 @@ from nextbest.contract import (
     load_dataset,
     load_hcps,
     load_send_list,
+    load_territories,
     validate_catalog,
     write_table,
 )
@@ -1086,3 +1087,36 @@ def test_a_title_above_the_one_name_header_of_a_one_column_file_is_said(
     for load in (read_ids, partial(load_send_list, catalog=catalog)):
         with pytest.raises(ContractError, match=at("erase.csv", None, None, said)):
             load(path)
+
+
+@pytest.mark.parametrize(
+    "title", ["HCP export, 2026-12-01", "HCP export; 2026-12-01", "Export,2026-12-01,by ops"]
+)
+def test_a_title_holding_a_separator_above_the_header_is_said(
+    tables: Tables, write_tables: Callable[..., Path], title: str
+) -> None:
+    """A title with a separator in it names two or three columns, and each row was
+    refused as a misfit ('7 fields where the header has 2: a comma inside a
+    value?'). Line 1 naming no column of the contract above a line that names some,
+    and as many columns or more, is a title."""
+    path = write_tables(tables)
+    hcps = path / "hcps.csv"
+    header = hcps.read_text().splitlines()[0]
+    hcps.write_text(f"{title}\n{hcps.read_text()}")
+    said = (
+        f"the header is not on line 1 (line 1 holds '{title}'); it seems to be on line 2: "
+        f"'{header}'; remove the lines above it"
+    )
+    with pytest.raises(ContractError, match=at("hcps.csv", None, None, said)):
+        load_dataset(path)
+
+
+def test_a_separator_in_the_values_of_every_row_is_still_said_as_such(tmp_path: Path) -> None:
+    """The rule above leaves a header naming a column of the contract alone: rows all
+    one field wider than it are values with a separator in them, not a header."""
+    path = tmp_path / "territories.csv"
+    path.write_text("hcp_id,territory_id\nH1,North, East\nH2,South, West\n")
+    with pytest.raises(
+        ContractError, match=at("territories.csv", 1, None, "3 fields where the header has 2")
+    ):
+        load_territories(path)

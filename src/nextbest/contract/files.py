@@ -626,9 +626,10 @@ def _refuse_lines_above_header(path: Path) -> None:
     refused as a misfit; a blank first line failed with an IndexError. Line 1 is
     taken as no header when it is blank, or names at most one column while a line
     below names several (a file of one column, such as an erasure list, keeps its
-    one-name header), or names one that is no column of the contract while the first
-    line below it names one alone (a title above the ``hcp_id`` of an erasure list,
-    which no count of fields tells from a header)."""
+    one-name header), or names no column of the contract while the first line below
+    it names one, and as many columns or more: a title above the ``hcp_id`` of an
+    erasure list, or one with a separator in it ('HCP export, 2026-12-01'), which no
+    count of fields tells from a header."""
     with path.open(encoding="utf-8-sig", newline="") as file:
         sample = list(itertools.islice(file, SEPARATOR_SAMPLE_LINES))
     if not sample or all(not line.strip() for line in sample):
@@ -640,27 +641,32 @@ def _refuse_lines_above_header(path: Path) -> None:
     def named(at: int) -> int:
         return sum(bool(field.strip()) for field in fields(at))
 
-    def contract_column(at: int) -> bool:
-        names = [field.strip() for field in fields(at) if field.strip()]
-        return len(names) == 1 and "_".join(header_words(names[0])) in CONTRACT_COLUMNS
+    def names_contract_column(at: int) -> bool:
+        return any("_".join(header_words(field)) in CONTRACT_COLUMNS for field in fields(at))
 
     blank = not sample[0].strip()
     next_line = next((at for at in range(1, len(sample)) if sample[at].strip()), None)
-    if not blank and named(0) > 1:
-        return
     below = None
-    if not blank:
+    if blank:
+        below = next((at for at in range(1, len(sample)) if named(at) > 1), next_line)
+    elif named(0) <= 1:
         # A title, when most lines below hold several fields: not a file of one
         # column with a stray separator in a value.
         rest = [len(fields(at)) > 1 for at in range(1, len(sample)) if sample[at].strip()]
         if 2 * sum(rest) > len(rest):
             below = next((at for at in range(1, len(sample)) if named(at) > 1), None)
-        # A file of one column: its header is told by its name alone.
-        one_name_below = next_line is not None and contract_column(next_line)
-        if below is None and one_name_below and not contract_column(0):
-            below = next_line
-    else:
-        below = next((at for at in range(1, len(sample)) if named(at) > 1), next_line)
+    # Told by the names, where the counts tell nothing: a title above the one-name
+    # header of a file of one column, or one with a separator in it (two or three
+    # names). A header names a column of the contract; a row of values does not.
+    if (
+        below is None
+        and not blank
+        and next_line is not None
+        and names_contract_column(next_line)
+        and not names_contract_column(0)
+        and named(next_line) >= named(0)
+    ):
+        below = next_line
     if below is None:
         return
     first = "is blank" if blank else f"holds {quoted(sample[0].strip(), at_most=QUOTED_AT_MOST)}"
