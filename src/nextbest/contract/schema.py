@@ -32,8 +32,8 @@ OPTIONAL_CATALOG_COLUMNS: Final = ("approved_until", "specialties", "cost")
 REQUIRED_INTERACTION_COLUMNS: Final = ("hcp_id", "timestamp", "action_id", "engaged")
 OPTIONAL_INTERACTION_COLUMNS: Final = ("channel", "content_id", "outcome", "propensity", "holdout")
 
-#: Every column the contract names: a line of a file that names one of them alone is
-#: the header of a file of one column (an erasure or send list of ``hcp_id``).
+#: Every column the contract names: a header names one of them, a title line or a
+#: row of values none (see ``files._refuse_lines_above_header``).
 CONTRACT_COLUMNS: Final = frozenset(
     (
         *REQUIRED_HCP_COLUMNS,
