@@ -1162,3 +1162,95 @@ def test_the_report_states_its_times_in_utc(tmp_path: Path) -> None:
     assert "since 2019-12-31 23:30 UTC." in page
     assert f"Made {datetime.fromisoformat(saved['made_at']):%Y-%m-%d %H:%M} UTC." in page
     assert "Weeks run Monday to Sunday, UTC" in page
+
+
+def _per_hcp_store(settings: Settings, *, served: list[float], held: list[float]) -> None:
+    """One logged request per HCP, served (an item) or held out, each with its outcome
+    sent naming the request."""
+    migrate(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    item = ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False)
+    records, events = [], []
+    arms = [(False, v) for v in served] + [(True, v) for v in held]
+    for i, (holdout, value) in enumerate(arms):
+        at = T0 + timedelta(minutes=i)
+        records.append(
+            recommendation_record(
+                f"r{i}",
+                f"H{i:04d}",
+                items=() if holdout else (item,),
+                holdout=holdout,
+                created_at=at,
+            )
+        )
+        events.append(
+            FeedbackRecord(
+                f"e{i}", "outcome", at + timedelta(days=1), f"H{i:04d}", f"r{i}", value=value
+            )
+        )
+    with make_session_factory(engine)() as session:
+        log_recommendations(session, records=records)
+        session.commit()
+        assert not record_feedback(session, events=events).rejected
+    engine.dispose()
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 3.0])
+def test_arms_whose_outcomes_are_all_alike_keep_an_interval(value: float) -> None:
+    """Every outcome of both arms the same (no HCP prescribed, or all did): each arm's
+    clustered error is 0 and the interval was [0, 0], an exact "no effect" from 60
+    yes/no answers. Each arm keeps at least the error of a yes/no outcome seen in none
+    of its 30 HCPs (Agresti & Coull's two successes and two failures added)."""
+    outcome = np.full(60, value)
+    holdout = np.arange(60) < 30
+    row = compare(outcome, holdout, dimension="d", group="g", min_per_arm=30)
+    p = 2 / 34
+    half = Z_95 * math.sqrt(2 * p * (1 - p) / 34)
+    assert (row.uplift, row.ci_low, row.ci_high) == pytest.approx((0.0, -half, half))
+    assert row.ci_high - row.ci_low > 0.15
+    assert row.verdict == "no clear difference yet"
+
+
+def test_no_outcome_in_one_arm_against_a_few_in_the_other_is_no_conclusion(
+    tmp_path: Path,
+) -> None:
+    """30 served HCPs none of whom prescribed, 4 of 30 held-out ones who did: the
+    served arm's error was 0, the interval [-0.257, -0.010] and the verdict "serving
+    hurts", where Fisher's exact test gives p = 0.11. The page, the JSON and the
+    MLflow run now all say no conclusion, with an interval that holds zero."""
+    settings = Settings(models_dir=tmp_path / "models")
+    _per_hcp_store(settings, served=[0.0] * 30, held=[1.0] * 4 + [0.0] * 26)
+    report = uplift_report(settings, out_dir=tmp_path / "report")
+    overall = report.overall
+    assert (overall.hcps_served, overall.hcps_holdout) == (30, 30)
+    assert overall.uplift == pytest.approx(-4 / 30)
+    assert overall.ci_low < overall.uplift < 0 < overall.ci_high
+    assert overall.verdict == "no clear difference yet"
+    assert report.conclusion.startswith("No conclusion yet: the difference is -0.133")
+    saved = json.loads((tmp_path / "report" / "uplift_report.json").read_text())
+    assert saved["overall"]["verdict"] == "no clear difference yet"
+    run = registry.client(settings).get_run(report.run_id)
+    assert run.data.tags["verdict"] == "no clear difference yet"
+    assert run.data.metrics["uplift_ci_high"] == pytest.approx(overall.ci_high)
+
+
+@pytest.mark.parametrize(
+    ("served", "held", "min_per_arm"),
+    [
+        ([1.0], [0.0], 1),  # one HCP per arm: no spread to estimate, no interval
+        ([1.0, 2.0, 3.0], [], 1),  # one arm empty
+        ([], [0.0, 1.0], 1),
+        ([1.0], [0.0, 1.0, 0.0], 1),
+    ],
+)
+def test_an_arm_of_fewer_than_two_hcps_is_never_concluded_on(
+    served: list[float], held: list[float], min_per_arm: int
+) -> None:
+    outcome = np.array(served + held)
+    holdout = np.arange(len(outcome)) >= len(served)
+    row = compare(outcome, holdout, dimension="d", group="g", min_per_arm=min_per_arm)
+    assert math.isnan(row.ci_low) and math.isnan(row.ci_high)
+    assert row.verdict == "not enough data (need outcomes from 2 HCPs per arm)"
+    said = conclusion(row, min_per_arm=min_per_arm)
+    assert said.startswith("Not enough data to conclude yet"), said
+    assert "nan" not in said

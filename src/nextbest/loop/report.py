@@ -19,7 +19,13 @@ independent, and an HCP asked about daily would otherwise count as many
 independent outcomes. It is clustered across both arms (:func:`difference_error`):
 an HCP held out one week and served the next is in both, and its habits, which
 move both means alike, cancel from their difference. With one request per HCP it
-is Welch's standard error. A
+is Welch's standard error. An arm whose outcomes show no spread (every one 0, or
+every one 1) has a clustered error of 0, as if its mean were exact: each arm's
+squared error is at least that of a yes/no outcome seen in none of its HCPs, by the
+adjusted interval of Agresti & Coull ("Approximate is better than 'exact' for
+interval estimation of binomial proportions", The American Statistician 52(2),
+1998: two successes and two failures added), in the outcome's unit
+(:func:`no_spread_variance`). A
 group whose outcomes in either arm come from fewer than ``min_per_arm`` HCPs is
 reported as "not enough data" (the HCPs are the independent units, and the normal
 interval needs enough of them); the page says so plainly at the top when the
@@ -109,9 +115,29 @@ def _arm(values: np.ndarray, cluster: np.ndarray) -> tuple[float, int]:
     return mean, len(np.unique(cluster))
 
 
+def no_spread_variance(n_hcps: int) -> float:
+    """The smallest squared standard error an arm's mean outcome is given: that of a
+    yes/no outcome seen in none (or all) of the arm's ``n_hcps`` HCPs, by Agresti &
+    Coull's adjusted Wald interval (The American Statistician 52(2), 1998: two
+    successes and two failures added, ``p = 2 / (G + 4)``, variance
+    ``p (1 - p) / (G + 4)``), in the outcome's unit (one prescription, one yes).
+
+    An arm whose outcomes are all alike (no HCP of a small segment prescribed) has
+    a clustered error of 0, and its mean looked exact: the interval of two such arms
+    was [0, 0], and against an arm with a few events it read as a difference where
+    Fisher's exact test finds none (0 of 30 against 4 of 30: "serving hurts", p =
+    0.11). The HCPs are the units, as for the clustered error. An arm with a real
+    spread keeps its own error, which is larger except at a handful of HCPs. An
+    outcome in other units (revenue) gets a floor of one of those units.
+    """
+    p = 2.0 / (n_hcps + 4)
+    return p * (1.0 - p) / (n_hcps + 4)
+
+
 def difference_error(outcome: np.ndarray, holdout: np.ndarray, cluster: np.ndarray) -> float:
     """Standard error of the served mean minus the holdout mean, shapes ``(n,)``,
-    clustered by ``cluster`` across both arms (each arm needs two clusters).
+    clustered by ``cluster`` across both arms (each arm needs two clusters), each
+    arm's share at least :func:`no_spread_variance` of its HCPs.
 
     An HCP held out one week and served the next is in both arms, and its habits
     move both means alike: that covariance cancels from their difference. Each
@@ -126,16 +152,21 @@ def difference_error(outcome: np.ndarray, holdout: np.ndarray, cluster: np.ndarr
     negated in the holdout), each arm's scaled by its own small-sample factor
     ``G_arm / (G_arm - 1)`` in place of the helper's over all ``G`` clusters: when
     no HCP is in both arms it is the two arms' clustered errors combined, and with
-    one row per HCP, Welch's.
+    one row per HCP, Welch's. An arm whose own clustered variance falls short of
+    :func:`no_spread_variance` adds the shortfall (its outcomes, nearly all alike,
+    hold no information on how they spread).
     """
     n, g_all = len(outcome), len(np.unique(cluster))
     terms = np.zeros(n, dtype=np.float64)
+    shortfall = 0.0
     for arm, sign in ((~holdout, 1.0), (holdout, -1.0)):
         g_arm = len(np.unique(cluster[arm]))
         scale = math.sqrt(g_arm / (g_arm - 1) * (g_all - 1) / g_all)
         values = outcome[arm]
         terms[arm] = sign * scale * n * (values - values.mean()) / len(values)
-    return standard_error(terms, cluster)
+        own = standard_error(values, cluster[arm]) ** 2
+        shortfall += max(0.0, no_spread_variance(g_arm) - own)
+    return math.sqrt(standard_error(terms, cluster) ** 2 + shortfall)
 
 
 def compare(
@@ -149,17 +180,19 @@ def compare(
 ) -> ArmComparison:
     """Served vs holdout mean outcome with a 95% interval, shapes ``(n,)``; the
     standard error clustered by ``cluster`` (HCP codes; None: each outcome alone,
-    Welch's)."""
+    Welch's), no arm's below :func:`no_spread_variance`. An arm needs two HCPs for
+    an interval, whatever ``min_per_arm``."""
     if cluster is None:
         cluster = np.arange(len(outcome))
+    needed = max(min_per_arm, 2)
     mean_s, g_s = _arm(outcome[~holdout], cluster[~holdout])
     mean_h, g_h = _arm(outcome[holdout], cluster[holdout])
     n_s, n_h = int((~holdout).sum()), int(holdout.sum())
     se = difference_error(outcome, holdout, cluster) if min(g_s, g_h) >= 2 else float("nan")
     uplift = mean_s - mean_h
     low, high = uplift - Z_95 * se, uplift + Z_95 * se
-    if g_s < min_per_arm or g_h < min_per_arm:
-        verdict = f"{TOO_FEW} (need outcomes from {min_per_arm} HCPs per arm)"
+    if g_s < needed or g_h < needed:
+        verdict = f"{TOO_FEW} (need outcomes from {needed} HCPs per arm)"
     elif low > 0:
         verdict = "serving helps"
     elif high < 0:
@@ -570,7 +603,8 @@ def _verdict_sentence(
             f"Not enough data to conclude yet: {overall.n_served} served and "
             f"{overall.n_holdout} holdout requests have an outcome, from "
             f"{overall.hcps_served} and {overall.hcps_holdout} HCPs; outcomes from at least "
-            f"{min_per_arm} HCPs in each arm are needed before any difference means anything."
+            f"{max(min_per_arm, 2)} HCPs in each arm are needed before any difference means "
+            "anything."
         )
     interval = f"[{overall.ci_low:+.3f}, {overall.ci_high:+.3f}]"
     if overall.ci_low > 0:
