@@ -381,6 +381,18 @@ def test_extra_columns_are_kept_as_features(tables: Tables, write_tables: WriteT
     assert dataset.catalog["brand"].tolist() == ["X", "X", "Y"]
 
 
+def test_a_recommendation_id_is_read_as_an_id_and_an_empty_one_as_none(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """The id of the answer a touch was made under (a send the service recommended,
+    exported back from the CRM): a column of the contract, retrain's way to learn that
+    decision once, not an extra column kept unread."""
+    tables["interactions"]["recommendation_id"] = ["4bda03e1", "", "", "00123", ""]
+    dataset = load_dataset(write_tables(tables))
+    got = dataset.interactions["recommendation_id"].tolist()
+    assert got == [None, None, None, "4bda03e1", "00123"]  # rows sorted by HCP and time
+
+
 def test_single_table_loaders(tables: Tables, write_tables: WriteTables) -> None:
     path = write_tables(tables)
     hcps = load_hcps(path / "hcps.csv")

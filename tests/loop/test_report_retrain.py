@@ -1254,3 +1254,129 @@ def test_an_arm_of_fewer_than_two_hcps_is_never_concluded_on(
     said = conclusion(row, min_per_arm=min_per_arm)
     assert said.startswith("Not enough data to conclude yet"), said
     assert "nan" not in said
+
+
+def _reexported(loop_world: LoopWorld, store: ServedStore, out: Path, *, ids: bool) -> int:
+    """A data directory whose interactions are the history plus the service's served
+    decisions as a CRM export lists its sends after the fact (one second after the
+    decision, engaged and outcome as the feedback said), with the recommendation_id
+    each send was made under when ``ids``. Returns how many sends it lists."""
+    engine = make_engine(store.settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        logged = logged_decisions(session)
+    engine.dispose()
+    sent = logged[logged["action_id"].notna() & np.isfinite(logged["outcome"])]
+    crm = pd.DataFrame(
+        {
+            "hcp_id": sent["hcp_id"],
+            "timestamp": pd.to_datetime(sent["timestamp"]) + pd.Timedelta(seconds=1),
+            "action_id": sent["action_id"],
+            "channel": sent["channel"],
+            "content_id": sent["content_id"],
+            "engaged": sent["engaged"].astype("int64"),
+            "outcome": sent["outcome"],
+        }
+    )
+    if ids:
+        crm["recommendation_id"] = sent["recommendation_id"]
+    out.mkdir()
+    for table in ("hcps", "catalog"):
+        shutil.copy(loop_world.data_dir / f"{table}.parquet", out / f"{table}.parquet")
+    history = pd.read_parquet(loop_world.data_dir / "interactions.parquet")
+    pd.concat([history, crm], ignore_index=True).to_parquet(
+        out / "interactions.parquet", index=False
+    )
+    return len(crm)
+
+
+def test_history_rows_naming_a_logged_decision_are_learned_once(
+    loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
+) -> None:
+    """A CRM export refreshed after the service's sends lists them again, each with
+    the recommendation_id it was sent under: those rows are left out of the history
+    (the logged decision, with its propensity, is learned instead, or kept for the
+    gate), counted in the run; before, each was learned twice."""
+    from nextbest.contract import load_dataset
+
+    n_sent = _reexported(loop_world, honest_loop, tmp_path / "data", ids=True)
+    dataset = load_dataset(tmp_path / "data")
+    n_history = len(loop_world.dataset.interactions)
+    assert len(dataset.interactions) == n_history + n_sent
+    outcome = retrain(
+        honest_loop.settings,
+        dataset=dataset,
+        config=FAST_CONFIG,
+        reserved_share=0.3,
+        alias="reexported",
+    )
+    joined = len(outcome.feedback.interactions)
+    assert outcome.result.params["n_decisions"] == n_history + joined
+    said = [n for n in outcome.result.notes if "name the recommendation_id" in n]
+    assert len(said) == 1 and said[0].startswith(f"{n_sent:,} rows of the history"), said
+    assert not any("learned twice" in w for w in outcome.warnings)
+    run = registry.client(honest_loop.settings).get_run(outcome.run_id)
+    assert run.data.params["history_rows_logged"] == str(n_sent)
+
+
+def test_history_repeating_logged_sends_without_their_ids_is_warned(
+    loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
+) -> None:
+    """The same export without recommendation_ids: the sends cannot be told from the
+    CRM's own touches for sure, so they stay, and the run warns with their number."""
+    from nextbest.contract import load_dataset
+
+    n_sent = _reexported(loop_world, honest_loop, tmp_path / "data", ids=False)
+    dataset = load_dataset(tmp_path / "data")
+    outcome = retrain(
+        honest_loop.settings,
+        dataset=dataset,
+        config=FAST_CONFIG,
+        reserved_share=0.3,
+        alias="reexported",
+    )
+    assert outcome.result.params["n_decisions"] == len(dataset.interactions) + len(
+        outcome.feedback.interactions
+    )
+    warned = [w for w in outcome.warnings if "learned twice" in w]
+    assert len(warned) == 1, outcome.warnings
+    assert warned[0].startswith(f"WARNING: {n_sent:,} touches of the history repeat"), warned
+    assert "recommendation_id" in warned[0]
+    assert outcome.result.notes[: len(outcome.warnings)] == outcome.warnings
+    run = registry.client(honest_loop.settings).get_run(outcome.run_id)
+    assert run.data.params["history_rows_logged"] == "0"
+    assert run.data.tags["history_repeats_logged"] == str(n_sent)
+
+
+def test_a_history_touch_repeats_a_logged_send_at_or_after_it_within_the_window() -> None:
+    from nextbest.loop.retrain import history_repeats
+
+    logged = pd.DataFrame(
+        {
+            "recommendation_id": ["r1", "r2"],
+            "hcp_id": ["H1", "H3"],
+            "action_id": ["A1", None],  # a holdout answer sends nothing
+            "at": pd.to_datetime(["2026-11-30 10:00", "2026-11-30 10:00"]),
+        }
+    )
+    cases = [
+        ("H1", "2026-11-30 10:00:01", "A1", True),  # the send, a second after
+        ("H1", "2026-11-30", "A1", True),  # a history giving the day only
+        ("H1", "2026-11-30 09:00", "A1", False),  # before the decision
+        ("H1", "2026-12-07 10:00", "A1", True),  # the window's last moment
+        ("H1", "2026-12-07 10:01", "A1", False),
+        ("H1", "2026-11-30 11:00", "A2", False),  # another action
+        ("H2", "2026-11-30 11:00", "A1", False),  # another HCP
+        ("H1", "2026-11-30 11:00", None, False),  # no touch
+        ("H3", "2026-11-30 11:00", "A1", False),
+    ]
+    history = pd.DataFrame(
+        {
+            "hcp_id": [c[0] for c in cases],
+            "timestamp": pd.to_datetime([c[1] for c in cases], format="ISO8601"),
+            "action_id": [c[2] for c in cases],
+        }
+    )
+    assert history_repeats(history, logged).tolist() == [c[3] for c in cases]
+    # A row that names its recommendation is told by its id, not by this guess.
+    named = history.assign(recommendation_id=["r9"] + [None] * (len(cases) - 1))
+    assert history_repeats(named, logged).tolist() == [False] + [c[3] for c in cases[1:]]

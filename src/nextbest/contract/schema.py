@@ -30,7 +30,17 @@ REQUIRED_CATALOG_COLUMNS: Final = (
 )
 OPTIONAL_CATALOG_COLUMNS: Final = ("approved_until", "specialties", "cost")
 REQUIRED_INTERACTION_COLUMNS: Final = ("hcp_id", "timestamp", "action_id", "engaged")
-OPTIONAL_INTERACTION_COLUMNS: Final = ("channel", "content_id", "outcome", "propensity", "holdout")
+# ``recommendation_id``: the service's id of the answer a touch was made under (a
+# send the service recommended, exported back from the CRM): retrain learns that
+# decision once, from the recommendation log.
+OPTIONAL_INTERACTION_COLUMNS: Final = (
+    "channel",
+    "content_id",
+    "outcome",
+    "propensity",
+    "holdout",
+    "recommendation_id",
+)
 
 #: Every column the contract names: a header names one of them, a title line or a
 #: row of values none (see ``files._refuse_lines_above_header``).

@@ -316,8 +316,10 @@ def validate_interactions(
     Output columns: ``hcp_id`` (str), ``timestamp`` (naive UTC datetime64[ns]),
     ``action_id`` (str, None for a no-touch row), ``channel`` and ``content_id``
     (from the catalog, None for no-touch), ``engaged`` (int8 0/1), ``outcome`` and
-    ``propensity`` (float64, NaN when absent), ``holdout`` (bool), then extra
-    columns as features. Rows are stably sorted by (hcp_id, timestamp), index reset.
+    ``propensity`` (float64, NaN when absent), ``holdout`` (bool),
+    ``recommendation_id`` (str, None when empty; only when the table has the
+    column), then extra columns as features. Rows are stably sorted by (hcp_id,
+    timestamp), index reset.
     An empty table (header only) is valid. ``channel``/``content_id`` given on a row
     with an action must match the catalog (channel case-insensitively); on a no-touch
     row they are not checked and the output holds None.
@@ -450,6 +452,11 @@ def validate_interactions(
         "propensity": ordered(propensity.to_numpy()),
         "holdout": ordered(holdout.to_numpy()),
     }
+    if "recommendation_id" in raw.columns:
+        recommendation = parse.codes(raw["recommendation_id"])
+        recommendation_ids = recommendation.uniques.copy()
+        recommendation_ids[recommendation_ids == ""] = None
+        columns["recommendation_id"] = recommendation_ids.take(ordered(recommendation.codes))
     columns.update((column, ordered(values.to_numpy())) for column, values in extras.items())
     frame = pd.DataFrame(columns, copy=False)
     frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, {"outcome": outcome, **extras})

@@ -14,6 +14,13 @@ the randomized-control flag. Rows for HCPs that are not in the history's ``hcps`
 file are left out and counted, and so is the share of decisions reserved for the
 off-policy gate (``evaluation_share`` in ``training/gate.yaml``).
 
+A history re-exported from the CRM after the service's sends lists them again.
+Those rows that name the ``recommendation_id`` they were sent under are left out of
+the history (:func:`logged_in_history`): the logged decision is learned instead, with
+its propensity (or kept for the gate). Without ids they cannot be told from the CRM's
+own touches for sure; :func:`history_repeats` counts the touches that look like them
+and the run warns.
+
 A feed that sends outcomes but no engagement events (a weekly NRx feed) leaves
 every touched decision at ``engaged`` = 0, which teaches the engagement model that
 nobody engages. :func:`missing_engagement` finds the channels where that happened
@@ -50,7 +57,7 @@ from nextbest.loop.evidence import (
 from nextbest.loop.gate import SHARE_TAG
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
-from nextbest.storage.repository import count_logged_decisions
+from nextbest.storage.repository import OUTCOME_WINDOW, count_logged_decisions, decision_times
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -73,6 +80,9 @@ class FeedbackRows:
     n_reserved: int = 0
     n_holdout_unresolved: int = 0
     n_unknown_action: int = 0  # served an action the catalog no longer lists
+    # Every decision joined or reserved for the gate: ``recommendation_id``, ``hcp_id``,
+    # ``action_id`` (None for no action) and ``at``, when it took effect (naive UTC).
+    logged: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def feedback_interactions(
@@ -113,6 +123,7 @@ def feedback_interactions(
             "outcome": kept["outcome"].astype("float64"),
             "propensity": propensity,
             "holdout": kept["holdout"].astype(bool),
+            "recommendation_id": kept["recommendation_id"].astype(str),
         }
     )
     rows = validate_interactions(
@@ -243,8 +254,104 @@ def read_feedback_rows(
         else (None, int(needs_rescoring(train_rows).sum()))
     )
     rows = feedback_interactions(train_rows, dataset, greedy_empty=greedy_empty)
+    kept = train_rows["recommendation_id"].isin(set(rows.interactions["recommendation_id"]))
+    both = pd.concat([train_rows[kept.to_numpy()], decisions[reserved]], ignore_index=True)
+    decided = both["decided_for"] if "decided_for" in both else both["timestamp"]
+    logged = pd.DataFrame(
+        {
+            "recommendation_id": both["recommendation_id"].astype(str),
+            "hcp_id": both["hcp_id"].astype(str),
+            "action_id": both["action_id"].astype(object),
+            "at": decision_times(both["timestamp"], decided).dt.tz_localize(None),
+        }
+    )
     return dataclasses.replace(
-        rows, n_reserved=int(reserved.sum()), n_holdout_unresolved=unresolved
+        rows, n_reserved=int(reserved.sum()), n_holdout_unresolved=unresolved, logged=logged
+    )
+
+
+def logged_in_history(history: pd.DataFrame, logged: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` bool: the rows of ``history`` (contract ``interactions``) that name, in
+    their ``recommendation_id``, a decision of ``logged`` (:class:`FeedbackRows`): the
+    service's own sends, exported back from the CRM. The log has the decision with
+    the probability it was served with (and keeps the gate's share from training),
+    so the history's copy is the one left out."""
+    if "recommendation_id" not in history or not len(logged):
+        return np.zeros(len(history), dtype=bool)
+    named = history["recommendation_id"]
+    return (named.notna() & named.isin(set(logged["recommendation_id"]))).to_numpy()
+
+
+def history_repeats(history: pd.DataFrame, logged: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` bool: touches of ``history`` without a ``recommendation_id`` that look
+    like a logged decision's send: the same HCP and action as a touched decision of
+    ``logged``, at or after it took effect (on its day, for a history that gives days
+    only) and within the outcome window after it.
+
+    Not proof: the CRM may have touched the HCP with the same content on its own. So
+    these are counted and warned of, never dropped; only an id tells for sure.
+    """
+    out = np.zeros(len(history), dtype=bool)
+    sends = logged[logged["action_id"].notna()] if len(logged) else logged
+    touch = history["action_id"].notna().to_numpy()
+    if "recommendation_id" in history:
+        touch &= history["recommendation_id"].isna().to_numpy()
+    if not len(sends) or not touch.any():
+        return out
+    stamps = pd.to_datetime(history["timestamp"])
+    rows = pd.DataFrame(
+        {
+            "row": np.flatnonzero(touch),
+            "hcp_id": history["hcp_id"].astype(str).to_numpy()[touch],
+            "action_id": history["action_id"].astype(str).to_numpy()[touch],
+            "t": stamps.to_numpy()[touch],
+        }
+    )
+    # A date written without a time (midnight) may be the day of a decision made later
+    # that day: each decision is looked up from the start of its day.
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": sends["hcp_id"].astype(str).to_numpy(),
+            "action_id": sends["action_id"].astype(str).to_numpy(),
+            "t": pd.to_datetime(sends["at"]).dt.normalize().to_numpy(),
+            "at": pd.to_datetime(sends["at"]).to_numpy(),
+        }
+    )
+    found = pd.merge_asof(
+        rows.sort_values("t"),
+        decisions.sort_values("t"),
+        on="t",
+        by=["hcp_id", "action_id"],
+        direction="backward",
+        tolerance=pd.Timedelta(OUTCOME_WINDOW) + pd.Timedelta(days=1),
+    )
+    t = found["t"]
+    at = found["at"]
+    on_its_day = (t == t.dt.normalize()) & (t.dt.normalize() == at.dt.normalize())
+    after = at.notna() & ((t >= at) | on_its_day) & (t <= at + pd.Timedelta(OUTCOME_WINDOW))
+    out[found["row"].to_numpy()] = after.to_numpy()
+    return out
+
+
+def repeats_warning(history: pd.DataFrame, repeats: np.ndarray) -> str:
+    """What a run says of the ``repeats`` (:func:`history_repeats`) in ``history``."""
+    first = history[repeats].head(3)
+    examples = ", ".join(
+        f"{h} {a} at {pd.Timestamp(t):%Y-%m-%d %H:%M}"
+        for h, a, t in zip(first["hcp_id"], first["action_id"], first["timestamp"], strict=True)
+    )
+    if repeats.sum() > len(first):
+        examples += ", ..."
+    days = OUTCOME_WINDOW / pd.Timedelta(days=1)
+    return (
+        f"WARNING: {int(repeats.sum()):,} touches of the history repeat the HCP and action "
+        f"of a logged decision in the {days:g} days after it ({examples}). If the "
+        "history was exported after the service's sends, these are those sends, learned "
+        "twice: once from the log with their propensity, once from the history without "
+        "it. Nothing was dropped: without a recommendation_id the history cannot tell "
+        "them from the CRM's own touches. Export the history with the recommendation_id "
+        "each send was made under (docs/data.md), or as of the first logged decision, "
+        "then retrain"
     )
 
 
@@ -299,6 +406,12 @@ def retrain(
                 )
                 + "; --allow-history-only registers it anyway"
             )
+    # The service's own sends, exported back in the history: learned from the log.
+    twice = logged_in_history(dataset.interactions, feedback.logged)
+    if twice.any():
+        kept = dataset.interactions[~twice].reset_index(drop=True)
+        dataset = Dataset(dataset.hcps, dataset.catalog, kept, source=dataset.source)
+    repeats = history_repeats(dataset.interactions, feedback.logged)
     combined = with_feedback(dataset, feedback.interactions)
     history = dataset.interactions["timestamp"]
     # The logged decisions are learned from, all of them: the evaluation slice is the
@@ -307,6 +420,8 @@ def retrain(
     result = train(combined, config=config, progress=progress, client=client, fit_from=fit_from)
     shortfalls = missing_engagement(feedback.interactions, dataset.interactions)
     warnings = [engagement_warning(shortfalls)] if shortfalls else []
+    if repeats.any():
+        warnings.append(repeats_warning(dataset.interactions, repeats))
     result.notes[:0] = warnings
     if history_only is not None:
         result.notes.append(
@@ -319,6 +434,13 @@ def retrain(
         f"HCPs not in hcps left out; {feedback.n_reserved:,} reserved for the gate); the "
         "evaluation slice is the newest of the history"
     )
+    if twice.any():
+        result.notes.append(
+            f"{int(twice.sum()):,} rows of the history name the recommendation_id of a "
+            "logged decision (the service's own sends, exported back from the CRM) and "
+            "were left out: each is learned once, from the recommendation log, with the "
+            "probability it was served with (or kept for the gate)"
+        )
     if reserved_share == 0:
         result.notes.append(
             "evaluation_share 0 (gate config): every logged decision with an outcome was "
@@ -350,11 +472,14 @@ def retrain(
             "feedback_holdout_rows": feedback.n_holdout,
             "feedback_reserved_for_gate": feedback.n_reserved,
             "feedback_since": str(since) if since else "all",
+            "history_rows_logged": int(twice.sum()),
         },
         extra_tags={
             # What evaluate checks its gate config against (gate.check_evaluation_share).
             SHARE_TAG: f"{reserved_share:g}",
             "feedback_engagement_missing": ",".join(s.channel for s in shortfalls) or "none",
+            # Touches of the history that look like logged sends, kept (no id to tell).
+            "history_repeats_logged": str(int(repeats.sum())),
         },
     )
     return RetrainResult(
