@@ -250,19 +250,20 @@ def _metrics_dir_error(setting: str) -> str | None:
 
 def _alias_given_by_training(settings: Any, alias: str | None) -> None:
     """Refuse, before any work, an alias MLflow would refuse when it is set at the end
-    (``bad alias!``), and an alias only promotion moves: a champion given by
-    ``--alias`` skipped the gate and left no record of who promoted it and why, and
-    ``rollback`` could not tell. The first version of a model may take it (nothing
-    is served yet)."""
+    (``bad alias!``), and an alias that would serve the new version without the gate:
+    a champion given by ``--alias`` skipped the gate and left no record of who
+    promoted it and why, and ``rollback`` could not tell. ``champion`` may go to a
+    model's first version (nothing is served yet)."""
     from nextbest import registry
     from nextbest.loop.gate import CHAMPION, PREVIOUS_CHAMPION
 
     if alias is not None and (problem := registry.alias_problem(alias)) is not None:
         raise _fail(f"--alias: {problem}")
-    if alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
+    if alias is None or alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
         return
     served = registry.alias_version(settings, settings.serve_alias)
-    if alias == PREVIOUS_CHAMPION or served is not None:
+    champion = registry.alias_version(settings, CHAMPION)
+    if alias == PREVIOUS_CHAMPION or served is not None or champion is not None:
         raise _fail(
             f"--alias {alias}: the served version changes only by `nextbest promote`, "
             "which runs the gate (or is forced with --force) and records the decision "
@@ -2664,6 +2665,7 @@ def retrain(
     The share of logged decisions the gate evaluates on (``evaluation_share`` in
     training/gate.yaml) is never trained on.
     """
+    from nextbest import registry
     from nextbest.contract import ContractError
     from nextbest.loop.retrain import retrain as run_retrain
 
@@ -2715,20 +2717,33 @@ def retrain(
         f"(run {outcome.run_id})"
     )
     _note_repeat(settings, outcome.version)
+    registered = registry.describe_version(settings, outcome.version)
+    _note_serve_alias(settings, outcome.version, registered.aliases)
     for warning in outcome.warnings:
         console.print(f"[bold red]{warning}[/bold red]", highlight=False)
     return outcome.version
 
 
 def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]) -> None:
-    """Say, of a version made champion, which alias the server reads when that is
-    another (NEXTBEST_SERVE_ALIAS): promote and rollback move ``champion`` only."""
+    """Say, of a version just registered, which alias the server reads when that is
+    another (NEXTBEST_SERVE_ALIAS): promote and rollback move ``champion`` only, and
+    training gives the served alias to a model's first version only."""
     from nextbest import registry
 
     served_as = settings.serve_alias
-    if registry.CHAMPION_ALIAS not in aliases or served_as == registry.CHAMPION_ALIAS:
+    if served_as == registry.CHAMPION_ALIAS:
         return
     served = version if served_as in aliases else registry.alias_version(settings, served_as)
+    if served is None:
+        _note(
+            f"the server reads alias '{served_as}' (NEXTBEST_SERVE_ALIAS), which names no "
+            f"version: version {version} is not served. Training gives that alias to a "
+            "model's first version only; a later one is served once `nextbest promote` "
+            f"makes it champion and '{served_as}' is moved to it in the registry"
+        )
+        return
+    if registry.CHAMPION_ALIAS not in aliases:
+        return
     _note(
         f"version {version} is the champion, and the server reads alias '{served_as}' "
         f"(NEXTBEST_SERVE_ALIAS), which names version {served}"

@@ -243,7 +243,9 @@ def log_training_run(
     if given; otherwise it becomes ``champion`` when the model has no champion yet
     (the first model is served straight away), and the served alias
     (``settings.serve_alias``) too when that is another and names no version yet:
-    the server reads that one, and the gate, promote and rollback ``champion``.
+    the server reads that one, and the gate, promote and rollback ``champion``. A
+    later version gets no alias, whatever the served alias names: it is served once
+    promoted (an unset served alias given to it served it without the gate).
     """
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
@@ -300,8 +302,6 @@ def log_training_run(
     served = alias_version(settings, settings.serve_alias)
     if alias is None and alias_version(settings, CHAMPION_ALIAS) is None:
         alias = CHAMPION_ALIAS
-    elif alias is None and served is None:
-        alias = settings.serve_alias
     if alias == CHAMPION_ALIAS:
         # Training sets a model's first champion (promote moves it after): recorded
         # as a decision beside the promotions and rollbacks, so the champion's
