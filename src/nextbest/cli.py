@@ -253,7 +253,9 @@ def _alias_given_by_training(settings: Any, alias: str | None) -> None:
     (``bad alias!``), and an alias that would serve the new version without the gate:
     a champion given by ``--alias`` skipped the gate and left no record of who
     promoted it and why, and ``rollback`` could not tell. ``champion`` may go to a
-    model's first version (nothing is served yet)."""
+    model's first version (nothing is served yet); the served alias, when another
+    (NEXTBEST_SERVE_ALIAS), never: training gives it to the first version itself,
+    beside ``champion``, and a later version is served once promoted."""
     from nextbest import registry
     from nextbest.loop.gate import CHAMPION, PREVIOUS_CHAMPION
 
@@ -261,6 +263,12 @@ def _alias_given_by_training(settings: Any, alias: str | None) -> None:
         raise _fail(f"--alias: {problem}")
     if alias is None or alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
         return
+    if alias == settings.serve_alias != CHAMPION:
+        raise _fail(
+            f"--alias {alias}: the server reads alias '{alias}' (NEXTBEST_SERVE_ALIAS), so "
+            "the new version would be served at once, without the gate; register it under "
+            "another alias (--alias NAME), or serve the champion (unset NEXTBEST_SERVE_ALIAS)"
+        )
     served = registry.alias_version(settings, settings.serve_alias)
     champion = registry.alias_version(settings, CHAMPION)
     if alias == PREVIOUS_CHAMPION or served is not None or champion is not None:

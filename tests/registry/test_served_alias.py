@@ -64,7 +64,7 @@ def test_train_says_the_served_alias_names_no_version(
     assert registry.alias_version(own_copy, "champion") == "1"
 
 
-@pytest.mark.parametrize("alias", ["champion"])
+@pytest.mark.parametrize("alias", ["champion", "production"])
 def test_train_may_not_give_the_served_aliases_once_a_champion_exists(
     own_copy: Settings, tmp_path: Path, alias: str
 ) -> None:
@@ -82,3 +82,29 @@ def test_train_may_not_give_the_served_aliases_once_a_champion_exists(
     assert "not-read" not in said  # refused before the data are looked at
     assert [v.version for v in registry.list_versions(own_copy)] == ["1"]
     assert registry.alias_version(own_copy, "production") is None
+
+
+@pytest.mark.parametrize("challenger_before", [False, True])
+def test_retrain_refuses_a_served_alias_of_challenger_before_any_work(
+    own_copy: Settings, trained, tmp_path: Path, challenger_before: bool
+) -> None:
+    """NEXTBEST_SERVE_ALIAS=challenger: every retrain (alias 'challenger') would be
+    served at once, without the gate. With no challenger yet it went through; with
+    one, the refusal told to use --alias challenger, the very alias refused."""
+    if challenger_before:
+        registry.log_training_run(_result(trained), own_copy, alias="challenger")
+    before = [v.version for v in registry.list_versions(own_copy)]
+    result = runner.invoke(
+        app,
+        ["retrain", "--data", str(tmp_path / "not-read"), "--allow-history-only"],
+        env=_env(own_copy, "challenger"),
+    )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert said == (
+        "error: --alias challenger: the server reads alias 'challenger' "
+        "(NEXTBEST_SERVE_ALIAS), so the new version would be served at once, without the "
+        "gate; register it under another alias (--alias NAME), or serve the champion "
+        "(unset NEXTBEST_SERVE_ALIAS)"
+    ), said
+    assert [v.version for v in registry.list_versions(own_copy)] == before
