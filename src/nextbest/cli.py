@@ -3901,22 +3901,33 @@ def keys_add(
     )
     print(added.key, flush=True)
     if role == "rep" and territory_id:
-        _note_unserved_territories({territory_id: "this rep's requests are"})
+        unchecked = _note_unserved_territories({territory_id: "this rep's requests are"})
+        if unchecked is not None:  # the key is added all the same
+            _note(f"territory {territory_id} was not checked against the served model: {unchecked}")
     return added.key
 
 
-def _note_unserved_territories(refused: Mapping[str, str]) -> None:
+def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
     """Warn of each territory of ``refused`` (a rep key's territory -> whose requests
     it would refuse, "this rep's requests are") in which the served model has no
     HCP (a typo locks the rep out), as the servers align HCPs to territories: by
     the territory alignment file when it is set, else by the model's hcps file;
-    nothing to check before a model is served."""
+    nothing to check before a model is served. Loads the served model.
+
+    Returns why the check could not be made (a registry or a served model that
+    cannot be read, in one line naming it), else None."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
     from nextbest import registry
     from nextbest.service.territories import (
         TerritoriesError,
         TerritoryAlignment,
         territories_without_hcps,
     )
+    from nextbest.storage.db import describe_database_error
 
     settings = _settings()
     try:
@@ -3927,13 +3938,22 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> None:
             f"alignment file is fixed: {exc}",
             highlight=False,
         )
-        return
-    if not registry.registry_exists(settings):
-        return  # no model served yet: nothing to check
+        return None
+    store = without_password(settings.resolved_registry_uri)
     try:
-        model, version = registry.load_alias(settings)
-    except registry.RegistryError:
-        return
+        if not registry.registry_exists(settings):
+            return None  # no model served yet: nothing to check
+        version = registry.alias_version(settings, settings.serve_alias)
+        if version is None:
+            return None
+        model = registry.load_version(settings, version, alias=settings.serve_alias)
+    except registry.RegistryError as exc:
+        return str(exc)
+    except OSError as exc:
+        said = _path_error(exc) if exc.filename is not None else str(exc)
+        return f"the MLflow store {store} cannot be used: {said}"
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        return f"the MLflow store {store} cannot be read: {describe_database_error(exc)}"
     hcp_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
     if alignment is None:
         served = set(model.hcps["territory_id"].astype(str))
@@ -3949,17 +3969,29 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> None:
             f"the served model (version {version}) has no HCP{where} in territory "
             f"{territory_id}{meant}: {refused[territory_id]} refused until it does"
         )
+    return None
 
 
 @keys_app.command("list")
-def keys_list(path: KeysFileOpt = None) -> list[Any]:
+def keys_list(
+    path: KeysFileOpt = None,
+    check_territories: Annotated[
+        bool,
+        typer.Option(
+            "--check-territories",
+            help="Also note each rep key whose territory holds no HCP of the served model "
+            "(loads that model from the registry; exit code 2 when it cannot be read).",
+        ),
+    ] = False,
+) -> list[Any]:
     """List the keys: names, roles, territories, purposes, channels (never the keys).
 
     Neither the keys nor their hashes are shown; a key without channels speaks for
     every channel. "old key until": when the old key a rotation kept stops being
     accepted ("expired" once past; the next `keys add` or `keys remove` drops it from
     the file). A file others may read or change, or with keys in plaintext, is
-    warned of."""
+    warned of. Only the key file is read: the registry and the served model only
+    with --check-territories."""
     from rich.markup import escape
 
     from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore, utc_now
@@ -3986,13 +4018,18 @@ def keys_list(path: KeysFileOpt = None) -> list[Any]:
         for p in principals:
             if p.role == "rep" and p.territory_id:
                 reps.setdefault(p.territory_id, []).append(f"'{p.name}'")
-        if reps:
-            _note_unserved_territories(
+        if reps and check_territories:
+            unchecked = _note_unserved_territories(
                 {
                     t: f"the requests of rep key{'s' * (len(names) > 1)} {', '.join(names)} are"
                     for t, names in reps.items()
                 }
             )
+            if unchecked is not None:
+                raise _fail(
+                    "the territories of the rep keys were not checked against the served "
+                    f"model: {unchecked}"
+                )
     else:
         where = "no API key file at" if not target.exists() else "no API keys in"
         unkeyed = (

@@ -739,13 +739,17 @@ def test_a_rep_key_outside_the_served_territories_gets_a_note(
     # The key itself stays the last line of stdout, for scripts.
     assert typo.stdout.strip().splitlines()[-1].startswith("nb_")
 
-    # `keys list` notes every rep key so locked out, not only the one just added.
+    # `keys list --check-territories` notes every rep key so locked out, not only the
+    # one just added; `keys list` alone reads the key file and nothing else.
     monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(api_settings.resolved_models_dir))
     get_settings.cache_clear()
     try:
-        listed = keys_cli("list", "--file", path)
+        plain = keys_cli("list", "--file", path)
+        listed = keys_cli("list", "--file", path, "--check-territories")
     finally:
         get_settings.cache_clear()
+    assert plain.exit_code == 0 and "has no HCP" not in plain.output, plain.output
+    assert "rep-x" in plain.stdout and "T-typo" in plain.stdout
     said = " ".join(listed.stderr.split())
     assert listed.exit_code == 0, listed.output
     assert "has no HCP in territory T-typo: the requests of rep key 'rep-x' are refused" in said
@@ -754,6 +758,46 @@ def test_a_rep_key_outside_the_served_territories_gets_a_note(
         "the requests of rep key 'rep-z' are refused until it does"
     ) in said, said
     assert "'rep-y'" not in said
+
+
+def test_keys_list_needs_no_model_even_with_rep_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing rep keys loaded the served model (seconds, and more for a large one) to
+    check their territories, and failed, after the table, on a registry it could not
+    read: listing keys reads the key file alone. The check is asked for by name, and a
+    registry it cannot read is then said in one line (exit 2), not skipped in silence."""
+    from nextbest.settings import get_settings
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mlflow.db").write_text("not a database\n")  # a damaged registry store
+    path = str(tmp_path / "keys.yaml")
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    try:
+        added = keys_cli("add", "rep-x", "--role", "rep", "--territory-id", "T1", "--file", path)
+        listed = keys_cli("list", "--file", path)
+        checked = keys_cli("list", "--file", path, "--check-territories")
+    finally:
+        get_settings.cache_clear()
+    # The key is added (and printed last, for scripts) whatever the registry's state;
+    # the check it could not make is said, no longer an exit 2 after the key was added.
+    assert added.exit_code == 0, added.output
+    assert added.stdout.strip().splitlines()[-1].startswith("nb_")
+    assert "note: territory T1 was not checked against the served model: " in (
+        " ".join(added.stderr.split())
+    ), added.stderr
+    assert listed.exit_code == 0, listed.output
+    assert "rep-x" in listed.stdout and "T1" in listed.stdout
+    assert listed.stderr == "", listed.stderr
+    assert checked.exit_code == 2, checked.output
+    assert "rep-x" in checked.stdout
+    said = " ".join(checked.stderr.split())
+    assert said.startswith(
+        "error: the territories of the rep keys were not checked against the served model: "
+    ), said
+    assert f"{models / 'mlflow.db'}" in said and "file is not a database" in said, said
 
 
 def test_a_server_notes_rep_keys_of_territories_without_hcps_at_start_and_reload(
