@@ -1157,7 +1157,8 @@ def train(
         result.notes.extend(_data_notes(dataset))
         step("register")
         try:
-            info = registry.log_training_run(result, settings, alias=alias)
+            with _interruptible_as_ctrl_c():  # a first champion's decision run: see promote
+                info = registry.log_training_run(result, settings, alias=alias)
         except registry.AliasNotMovedError as exc:
             raise _fail(str(exc)) from None
         progress.update(task, completed=len(stages))
@@ -2888,7 +2889,9 @@ def promote(
         )
         return True
     try:
-        with _working("evaluating challenger vs champion"):
+        # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
+        # moving the champion ends KILLED, saying whether it moved, not RUNNING.
+        with _interruptible_as_ctrl_c(), _working("evaluating challenger vs champion"):
             evaluation = run_promote(
                 settings,
                 config=gate,
@@ -2926,7 +2929,8 @@ def rollback(
     from nextbest.loop.gate import rollback as run_rollback
 
     try:
-        done = run_rollback(_settings(), reason=reason)
+        with _interruptible_as_ctrl_c():  # see promote
+            done = run_rollback(_settings(), reason=reason)
     except GateError as exc:
         raise _fail(str(exc)) from None
     for version, why in done.skipped:

@@ -332,9 +332,12 @@ def decided_by() -> str:
     return os_user()
 
 
-# Tag of a decision run whose alias move failed after the decision was recorded:
-# "false", and the run ends FAILED (the champion's timeline leaves it out).
+# Tag of a decision run whose alias move failed or was interrupted: "false" when the
+# champion did not move (the champion's timeline leaves the run out), "true" when it
+# did (kept in the timeline, whatever the run's status).
 ALIAS_MOVED_TAG = "alias_moved"
+# Tag of a decision run a signal stopped during its alias moves: "Ctrl-C" or "SIGTERM".
+INTERRUPTED_TAG = "interrupted"
 
 
 class AliasNotMovedError(RegistryError):
@@ -347,19 +350,36 @@ class AliasNotMovedError(RegistryError):
 
 
 def move_recorded(
-    settings: Settings, run_id: str, move: Callable[[], None], *, decision: str, stays: str
+    settings: Settings,
+    run_id: str,
+    move: Callable[[], None],
+    *,
+    champion: str,
+    decision: str,
+    stays: str,
+    then: Callable[[], None] | None = None,
 ) -> None:
-    """Call ``move`` (the alias moves of a decision) inside the decision's run
-    ``run_id``, already written: the alias never names a version whose decision went
-    unrecorded. A process that dies within ``move`` leaves the run RUNNING.
+    """Call ``move`` (which makes version ``champion`` the champion: the decision takes
+    effect there) and then ``then`` (what the decision leaves beside it: other aliases
+    and tags, each step safe to repeat), inside the decision's run ``run_id``, already
+    written: the alias never names a version whose decision went unrecorded.
 
     ``decision`` names the decision in the error (``promotion of version 2``);
-    ``stays``: what the registry still serves when ``move`` fails (``the champion
-    stays version 1``).
+    ``stays``: what the registry still serves when the champion did not move (``the
+    champion stays version 1``).
+
+    Interrupted (Ctrl-C, or a SIGTERM the command turns into ``SystemExit``), the run
+    ends KILLED with what was done: when the champion had moved, ``then`` is run to
+    its end first (the decision is made, and servers may have loaded it already) and
+    the run is tagged ``alias_moved`` = ``true``; else ``false``. The interruption
+    goes on, said in one line (an ERROR log record). A process killed outright
+    (SIGKILL, a power cut) within ``move`` leaves the run RUNNING.
 
     Raises:
         AliasNotMovedError: ``move`` failed; the run is tagged ``alias_moved`` =
             ``false`` and ends FAILED when the caller's ``with`` block re-raises.
+        RegistryError: ``move`` was made but ``then`` failed; the run is tagged
+            ``alias_moved`` = ``true`` (kept in the champion's timeline).
     """
     from mlflow.exceptions import MlflowException
 
@@ -386,6 +406,101 @@ def move_recorded(
             + f"; {stays}. Once the registry takes writes again, run the command again",
             run_id=run_id,
         ) from exc
+    except BaseException as stopped:
+        _record_interrupted(settings, run_id, stopped, champion, decision, stays, then)
+        raise
+    try:
+        if then is not None:
+            then()
+    except (MlflowException, OSError) as exc:
+        with contextlib.suppress(MlflowException, OSError):
+            client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "true")
+        raise RegistryError(
+            f"the {decision} is made and recorded (MLflow run {run_id}): the champion is "
+            f"version {champion}; but the registry "
+            f"{without_password(settings.resolved_registry_uri)} refused what the decision "
+            f"leaves beside it (aliases previous_champion and challenger, version tags): "
+            f"{_one_line(exc)}; `nextbest models` shows what it holds"
+        ) from exc
+    except BaseException as stopped:
+        _record_interrupted(settings, run_id, stopped, champion, decision, stays, then)
+        raise
+
+
+def _record_interrupted(
+    settings: Settings,
+    run_id: str,
+    stopped: BaseException,
+    champion: str,
+    decision: str,
+    stays: str,
+    then: Callable[[], None] | None,
+) -> None:
+    """End the decision run ``run_id`` a signal ``stopped`` within its alias moves
+    (:func:`move_recorded`): KILLED, tagged with whether the champion had moved to
+    ``champion`` (then ``then`` finished first), and say so in one line. Never
+    raises: the interruption goes on."""
+    import signal
+
+    if isinstance(stopped, KeyboardInterrupt):
+        how = "Ctrl-C"
+    elif isinstance(stopped, SystemExit) and stopped.code == 128 + signal.SIGTERM:
+        how = "SIGTERM"
+    else:
+        how = type(stopped).__name__
+    try:
+        moved: bool | None = alias_version(settings, CHAMPION_ALIAS) == champion
+    except Exception:  # the store fails too: whether it moved is unknown
+        moved = None
+    finished = True
+    if moved and then is not None:
+        try:
+            then()
+        except BaseException:  # a second signal, a failing store
+            finished = False
+    recorded = True
+    try:
+        mlflow = _mlflow(settings)
+        tags = {INTERRUPTED_TAG: how}
+        if moved is not None:
+            tags[ALIAS_MOVED_TAG] = str(moved).lower()
+        for key, value in tags.items():
+            client(settings).set_tag(run_id, key, value)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run("KILLED")  # the run's ``with`` would end it FAILED
+        else:
+            client(settings).set_terminated(run_id, "KILLED")
+    except Exception:  # the store fails: said below
+        recorded = False
+    run = f"MLflow run {run_id}"
+    if moved:
+        said = (
+            f"the {decision} was interrupted ({how}) after the champion moved: it is made, "
+            f"and recorded ({run}, marked killed, {ALIAS_MOVED_TAG} = true); the champion is "
+            f"version {champion}"
+            + (
+                ""
+                if finished
+                else "; what it leaves beside the champion (aliases previous_champion and "
+                "challenger, version tags) may be unfinished: `nextbest models` shows them"
+            )
+        )
+    elif moved is None:
+        said = (
+            f"the {decision} was interrupted ({how}) after it was recorded ({run}), and "
+            "the registry cannot be read to say whether the champion moved: `nextbest "
+            "models` says which version is champion"
+        )
+    else:
+        said = (
+            f"the {decision} was interrupted ({how}) after it was recorded ({run}) and "
+            f"before the champion moved: the run is marked killed ({ALIAS_MOVED_TAG} = "
+            f"false) and left out of `nextbest models --history`; {stays}"
+        )
+    if not recorded:
+        said += "; the run could not be marked (it may read RUNNING)"
+    logger.error("%s", said)
 
 
 def _log_trained_champion(
@@ -417,15 +532,16 @@ def _log_trained_champion(
         )
         mlflow.set_tags({"decision": "train", DECIDED_BY_TAG: decided_by()})
 
-        def move() -> None:
-            set_alias(settings, CHAMPION_ALIAS, version)
+        def then() -> None:
             if serve_alias is not None and serve_alias != CHAMPION_ALIAS:
                 set_alias(settings, serve_alias, version)
 
         move_recorded(
             settings,
             str(run.info.run_id),
-            move,
+            lambda: set_alias(settings, CHAMPION_ALIAS, version),
+            then=then,
+            champion=version,
             decision=f"training of version {version} as champion",
             stays=(
                 f"version {version} is registered without the alias, and the champion "

@@ -38,17 +38,17 @@ def _force(settings: Settings, reason: str = "pilot") -> gate.Evaluation:
 
 
 @contextmanager
-def _champion_alias_refused(settings: Settings) -> Iterator[None]:
-    """The store refuses to set or move alias ``champion`` (as a locked or failing
-    store would), and takes every other write."""
+def _champion_alias_refused(settings: Settings, alias: str = "champion") -> Iterator[None]:
+    """The store refuses to set or move ``alias`` (as a locked or failing store
+    would), and takes every other write."""
     store = registry._store_file(settings)
     assert store is not None
     with closing(sqlite3.connect(store)) as db:
         for op in ("INSERT", "UPDATE"):
             db.execute(
                 f"CREATE TRIGGER refuse_champion_{op.lower()} BEFORE {op} ON "
-                "registered_model_aliases WHEN NEW.alias = 'champion' "
-                "BEGIN SELECT RAISE(ABORT, 'champion alias refused'); END"
+                f"registered_model_aliases WHEN NEW.alias = '{alias}' "
+                f"BEGIN SELECT RAISE(ABORT, '{alias} alias refused'); END"
             )
         db.commit()
     try:
@@ -92,6 +92,34 @@ def test_a_promotion_the_store_refuses_is_recorded_as_failed_and_moves_nothing(
 
     # The store takes writes again: the same command promotes, recorded once more.
     assert _force(settings).promoted
+    assert registry.alias_version(settings, "champion") == challenger
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
+        ("1", "train"),
+        (challenger, "forced promote"),
+    ]
+
+
+def test_a_promotion_refused_after_the_champion_moved_says_it_is_made(
+    own_copy: Settings, trained
+) -> None:
+    """The store took the champion's move and refused what follows: the error said
+    the champion stayed version 1, and the run was left out of the timeline, while
+    version 2 was served."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    with (
+        _champion_alias_refused(settings, "previous_champion"),
+        pytest.raises(registry.RegistryError) as refused,
+    ):
+        _force(settings)
+    said = str(refused.value)
+    (run,) = _decision_runs(settings, "promote")
+    assert said.startswith(
+        f"the promotion of version {challenger} is made and recorded (MLflow run "
+        f"{run.info.run_id}): the champion is version {challenger}; but the registry "
+    ), said
+    assert "previous_champion alias refused" in said and "champion stays" not in said
+    assert run.data.tags[registry.ALIAS_MOVED_TAG] == "true"
     assert registry.alias_version(settings, "champion") == challenger
     assert [(c.version, c.decision) for c in champion_changes(settings)] == [
         ("1", "train"),
@@ -326,3 +354,149 @@ def _process_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+
+
+# Runs `nextbest ARGS...` with the first write of alias ALIAS held for two minutes,
+# saying so in MARKER: a promotion or rollback caught half-way by a signal.
+_HELD_AT_ALIAS = """
+import os, sys, time
+from pathlib import Path
+
+from mlflow.tracking.client import MlflowClient
+
+alias_held, marker = sys.argv[1], Path(sys.argv[2])
+original = MlflowClient.set_registered_model_alias
+
+
+def held(self, name, alias, version):
+    if alias == alias_held and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(120)
+    return original(self, name, alias, version)
+
+
+MlflowClient.set_registered_model_alias = held
+sys.argv = ["nextbest", *sys.argv[3:]]
+from nextbest.cli import main
+
+main()
+"""
+
+
+def _interrupted(settings: Settings, tmp_path: Path, alias: str, sig: int, *args: str):
+    """``nextbest *args`` in its own process, sent ``sig`` while its write of ``alias``
+    is held; the finished process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "held"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HELD_AT_ALIAS, alias, str(marker), *args],
+        env={**_process_env(), "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), process.communicate(timeout=5)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=60)
+    assert sig in (signal.SIGINT, signal.SIGTERM)
+    return process.returncode, " ".join((out + err).split())
+
+
+def test_a_promotion_interrupted_before_the_champion_moved_ends_killed_and_moves_nothing(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """A scheduler's SIGTERM while the promotion moves the alias left its run RUNNING
+    for good, read as a promotion by `nextbest models --history`."""
+    import signal
+
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    code, said = _interrupted(
+        settings, tmp_path, "champion", signal.SIGTERM, "promote", "--force", "--reason", "x"
+    )
+    assert code == 128 + signal.SIGTERM, said
+    (run,) = _decision_runs(settings, "promote")
+    assert run.info.status == "KILLED", said
+    assert run.data.tags[registry.ALIAS_MOVED_TAG] == "false"
+    assert (
+        f"error: the promotion of version {challenger} was interrupted (SIGTERM) after it "
+        f"was recorded (MLflow run {run.info.run_id}) and before the champion moved: the run "
+        "is marked killed (alias_moved = false) and left out of `nextbest models --history`;"
+        " the champion stays version 1"
+    ) in said, said
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == challenger
+    assert gate.champion_history(settings) == ["1"]
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [("1", "train")]
+    # Run again, the promotion is made and recorded once.
+    assert _force(settings).promoted
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
+        ("1", "train"),
+        (challenger, "forced promote"),
+    ]
+
+
+def test_a_promotion_interrupted_after_the_champion_moved_is_finished_and_recorded(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """Ctrl-C once the champion alias has moved: the promotion is made (servers may
+    have loaded it already), so what it leaves is written and its run says so."""
+    import signal
+
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    code, said = _interrupted(
+        settings,
+        tmp_path,
+        "previous_champion",
+        signal.SIGINT,
+        "promote",
+        "--force",
+        "--reason",
+        "x",
+    )
+    assert code == 130, said
+    (run,) = _decision_runs(settings, "promote")
+    assert run.info.status == "KILLED", said
+    assert run.data.tags[registry.ALIAS_MOVED_TAG] == "true"
+    assert (
+        f"error: the promotion of version {challenger} was interrupted (Ctrl-C) after the "
+        f"champion moved: it is made, and recorded (MLflow run {run.info.run_id}, marked "
+        f"killed, alias_moved = true); the champion is version {challenger}"
+    ) in said, said
+    assert registry.alias_version(settings, "champion") == challenger
+    assert registry.alias_version(settings, "previous_champion") == "1"
+    assert registry.alias_version(settings, "challenger") is None
+    version = registry.client(settings).get_model_version(settings.model_name, challenger)
+    assert version.tags["promotion"] == "forced" and "promoted_at" in version.tags
+    assert gate.champion_history(settings) == ["1", challenger]
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
+        ("1", "train"),
+        (challenger, "forced promote"),
+    ]
+
+
+def test_a_rollback_interrupted_before_the_champion_moved_leaves_champion_and_history(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    import signal
+
+    settings = own_copy
+    _register(settings, trained, alias="challenger")
+    _force(settings)
+    code, said = _interrupted(settings, tmp_path, "champion", signal.SIGTERM, "rollback")
+    assert code == 128 + signal.SIGTERM, said
+    (run,) = _decision_runs(settings, "rollback")
+    assert (run.info.status, run.data.tags[registry.ALIAS_MOVED_TAG]) == ("KILLED", "false")
+    assert "the champion stays version 2" in said, said
+    assert registry.alias_version(settings, "champion") == "2"
+    assert gate.champion_history(settings) == ["1", "2"]
+    assert [c.decision for c in champion_changes(settings)] == ["train", "forced promote"]

@@ -711,11 +711,13 @@ def promote(
     if force and not evaluation.decision.passed:
         evaluation.decision.reasons.append("promoted anyway: --force")
 
-    def move() -> None:
-        _set_champion(settings, evaluation.challenger_version, evaluation.champion_version)
+    new, old = evaluation.challenger_version, evaluation.champion_version
+
+    def then() -> None:
+        _after_champion_set(settings, new, old)
         registry.client(settings).set_model_version_tag(
             settings.model_name,
-            evaluation.challenger_version,
+            new,
             PROMOTION_TAG,
             "gate passed" if evaluation.decision.passed else "forced",
         )
@@ -727,7 +729,8 @@ def promote(
             config,
             promoted=promote_it,
             reason=reason,
-            move=move if promote_it else None,
+            move=(lambda: _set_champion(settings, new, old)) if promote_it else None,
+            then=then,
         )
     except registry.AliasNotMovedError as exc:
         raise GateError(str(exc)) from exc
@@ -941,13 +944,23 @@ def champion_history(settings: Settings) -> list[str]:
 def _set_champion(settings: Settings, new: str, old: str | None) -> None:
     """Move ``champion`` from ``old`` to ``new``, keeping ``champion_history`` true to
     the alias should this stop at any step: ``old`` is added before the alias moves
-    (a rollback that finds the champion last takes it off), ``new`` after."""
+    (a rollback that finds the champion last takes it off), ``new`` after, by
+    :func:`_after_champion_set`."""
     client = registry.client(settings)
     history = champion_history(settings)
     if old is not None and (not history or history[-1] != old):
         history.append(old)
         client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
     client.set_registered_model_alias(settings.model_name, CHAMPION, new)
+
+
+def _after_champion_set(settings: Settings, new: str, old: str | None) -> None:
+    """What a promotion leaves once ``new`` is champion in place of ``old``: ``new`` last
+    in ``champion_history``, ``previous_champion`` on ``old``, no ``challenger`` alias
+    on ``new``, its ``promoted_at`` tag. Each step is safe to repeat (an interrupted
+    promotion finishes it: :func:`nextbest.registry.move_recorded`)."""
+    client = registry.client(settings)
+    history = champion_history(settings)
     if new != (history[-1] if history else None):
         history.append(new)
         client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
@@ -1028,13 +1041,15 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
         try:
             client.set_registered_model_alias(settings.model_name, CHAMPION, target)
-        except Exception:
+        except BaseException:  # a store's refusal, or a signal (Ctrl-C, SIGTERM)
             # The champion did not move: neither does the list rollback walks back.
             client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(recorded))
             raise
+
+    def then() -> None:  # each step safe to repeat (see registry.move_recorded)
         if len(history) >= 2:
             client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, history[-2])
-        else:
+        elif registry.alias_version(settings, PREVIOUS_CHAMPION) is not None:
             client.delete_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION)
         if current is not None:
             client.set_model_version_tag(
@@ -1062,6 +1077,8 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
                 settings,
                 run_id,
                 move,
+                then=then,
+                champion=target,
                 decision=f"rollback to version {target}",
                 stays=f"the champion stays version {current or 'none'}",
             )
@@ -1127,9 +1144,11 @@ def _log_evaluation(
     promoted: bool,
     reason: str | None = None,
     move: Callable[[], None] | None = None,
+    then: Callable[[], None] | None = None,
 ) -> str:
     """One MLflow run with the decision, the estimates and the gate config; then,
-    the decision recorded, ``move`` (a promotion's alias moves) within the run.
+    the decision recorded, ``move`` (a promotion's move of ``champion``) and ``then``
+    (what it leaves beside) within the run (:func:`nextbest.registry.move_recorded`).
 
     Raises:
         registry.AliasNotMovedError: ``move`` failed (the run is marked so).
@@ -1195,6 +1214,8 @@ def _log_evaluation(
                 settings,
                 run_id,
                 move,
+                then=then,
+                champion=evaluation.challenger_version,
                 decision=f"promotion of version {evaluation.challenger_version}",
                 stays=f"the champion stays version {evaluation.champion_version}",
             )

@@ -8,7 +8,9 @@ aliases and tags keep only the present state; the runs keep the history. Each
 decision is recorded before its alias moves, which its run does last, so a
 change's time is when the run ended, just after the alias moved (a run whose
 alias move failed ended FAILED, tagged ``alias_moved`` = ``false``, and is left
-out), and its ``decided_by`` tag the account that ran the command (by its user
+out; so is one interrupted before the champion moved, KILLED with the same tag,
+while one interrupted after it is kept, ``alias_moved`` = ``true``), and its
+``decided_by`` tag the account that ran the command (by its user
 id; older runs have only MLflow's ``mlflow.user``, the ``LOGNAME`` or ``USER``
 variable).
 """
@@ -110,7 +112,8 @@ def _change(run: Any) -> ChampionChange | None:
         version, previous = params.get("to_version"), params.get("from_version")
     else:
         return None  # an evaluation that kept the champion
-    if version is None or run.info.status == "FAILED" or tags.get(registry.ALIAS_MOVED_TAG):
+    moved = tags.get(registry.ALIAS_MOVED_TAG)
+    if version is None or moved == "false" or (run.info.status == "FAILED" and moved != "true"):
         return None  # recorded, but the alias did not move
     reason = tags.get("reason")
     return ChampionChange(
