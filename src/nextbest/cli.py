@@ -1159,7 +1159,7 @@ def train(
         try:
             with _interruptible_as_ctrl_c():  # a first champion's decision run: see promote
                 info = registry.log_training_run(result, settings, alias=alias)
-        except registry.AliasNotMovedError as exc:
+        except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
             raise _fail(str(exc)) from None
         progress.update(task, completed=len(stages))
     for note in result.notes:

@@ -349,6 +349,12 @@ class AliasNotMovedError(RegistryError):
         self.run_id = run_id
 
 
+class DecisionUnfinishedError(RegistryError):
+    """A decision moved the champion, then the registry refused what it leaves beside
+    (:func:`move_recorded`'s ``then``): the decision is made, its run tagged
+    :data:`ALIAS_MOVED_TAG` ``true``."""
+
+
 def move_recorded(
     settings: Settings,
     run_id: str,
@@ -378,8 +384,8 @@ def move_recorded(
     Raises:
         AliasNotMovedError: ``move`` failed; the run is tagged ``alias_moved`` =
             ``false`` and ends FAILED when the caller's ``with`` block re-raises.
-        RegistryError: ``move`` was made but ``then`` failed; the run is tagged
-            ``alias_moved`` = ``true`` (kept in the champion's timeline).
+        DecisionUnfinishedError: ``move`` was made but ``then`` failed; the run is
+            tagged ``alias_moved`` = ``true`` (kept in the champion's timeline).
     """
     from mlflow.exceptions import MlflowException
 
@@ -415,7 +421,7 @@ def move_recorded(
     except (MlflowException, OSError) as exc:
         with contextlib.suppress(MlflowException, OSError):
             client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "true")
-        raise RegistryError(
+        raise DecisionUnfinishedError(
             f"the {decision} is made and recorded (MLflow run {run_id}): the champion is "
             f"version {champion}; but the registry "
             f"{without_password(settings.resolved_registry_uri)} refused what the decision "
@@ -438,8 +444,8 @@ def _record_interrupted(
 ) -> None:
     """End the decision run ``run_id`` a signal ``stopped`` within its alias moves
     (:func:`move_recorded`): KILLED, tagged with whether the champion had moved to
-    ``champion`` (then ``then`` finished first), and say so in one line. Never
-    raises: the interruption goes on."""
+    ``champion`` (then ``then`` finished first), and say so in one line. Raises
+    nothing of its own (a second signal goes on): the interruption goes on."""
     import signal
 
     if isinstance(stopped, KeyboardInterrupt):

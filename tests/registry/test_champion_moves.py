@@ -109,7 +109,7 @@ def test_a_promotion_refused_after_the_champion_moved_says_it_is_made(
     challenger = _register(settings, trained, alias="challenger")
     with (
         _champion_alias_refused(settings, "previous_champion"),
-        pytest.raises(registry.RegistryError) as refused,
+        pytest.raises(GateError) as refused,
     ):
         _force(settings)
     said = str(refused.value)

@@ -732,7 +732,7 @@ def promote(
             move=(lambda: _set_champion(settings, new, old)) if promote_it else None,
             then=then,
         )
-    except registry.AliasNotMovedError as exc:
+    except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
         raise GateError(str(exc)) from exc
     evaluation.promoted = promote_it
     return evaluation
@@ -1082,7 +1082,7 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
                 decision=f"rollback to version {target}",
                 stays=f"the champion stays version {current or 'none'}",
             )
-    except registry.AliasNotMovedError as exc:
+    except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
         raise GateError(str(exc)) from exc
     return Rollback(
         from_version=current or "",
