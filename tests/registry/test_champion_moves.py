@@ -356,36 +356,42 @@ def _process_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
 
 
-# Runs `nextbest ARGS...` with the first write of alias ALIAS held for two minutes,
-# saying so in MARKER: a promotion or rollback caught half-way by a signal.
+# Runs `nextbest ARGS...` with the first write of alias ALIAS held for two minutes
+# before the store takes it (WHEN "before") or after ("after", the call not returned
+# yet), saying so in MARKER: a promotion or rollback caught half-way by a signal.
 _HELD_AT_ALIAS = """
 import os, sys, time
 from pathlib import Path
 
 from mlflow.tracking.client import MlflowClient
 
-alias_held, marker = sys.argv[1], Path(sys.argv[2])
+alias_held, when, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 original = MlflowClient.set_registered_model_alias
 
 
 def held(self, name, alias, version):
-    if alias == alias_held and not marker.exists():
+    hold = alias == alias_held and not marker.exists()
+    if hold and when == "after":
+        original(self, name, alias, version)
+    if hold:
         marker.write_text(str(os.getpid()))
         time.sleep(120)
     return original(self, name, alias, version)
 
 
 MlflowClient.set_registered_model_alias = held
-sys.argv = ["nextbest", *sys.argv[3:]]
+sys.argv = ["nextbest", *sys.argv[4:]]
 from nextbest.cli import main
 
 main()
 """
 
 
-def _interrupted(settings: Settings, tmp_path: Path, alias: str, sig: int, *args: str):
+def _interrupted(
+    settings: Settings, tmp_path: Path, alias: str, sig: int, *args: str, when: str = "before"
+):
     """``nextbest *args`` in its own process, sent ``sig`` while its write of ``alias``
-    is held; the finished process."""
+    is held (``when``: before or after the store took it); the finished process."""
     import signal
     import subprocess
     import sys
@@ -393,7 +399,7 @@ def _interrupted(settings: Settings, tmp_path: Path, alias: str, sig: int, *args
 
     marker = tmp_path / "held"
     process = subprocess.Popen(
-        [sys.executable, "-c", _HELD_AT_ALIAS, alias, str(marker), *args],
+        [sys.executable, "-c", _HELD_AT_ALIAS, alias, when, str(marker), *args],
         env={**_process_env(), "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -500,3 +506,33 @@ def test_a_rollback_interrupted_before_the_champion_moved_leaves_champion_and_hi
     assert registry.alias_version(settings, "champion") == "2"
     assert gate.champion_history(settings) == ["1", "2"]
     assert [c.decision for c in champion_changes(settings)] == ["train", "forced promote"]
+
+
+def test_a_rollback_interrupted_just_after_the_store_took_the_move_keeps_its_history(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """A signal just after the store took the champion's move, before the call
+    returned: the list rollback walks back was put back as if the champion had not
+    moved, so it named version 2 last while version 1 was champion."""
+    import signal
+
+    settings = own_copy
+    _register(settings, trained, alias="challenger")
+    _force(settings)
+    code, said = _interrupted(
+        settings, tmp_path, "champion", signal.SIGTERM, "rollback", when="after"
+    )
+    assert code == 128 + signal.SIGTERM, said
+    (run,) = _decision_runs(settings, "rollback")
+    assert (run.info.status, run.data.tags[registry.ALIAS_MOVED_TAG]) == ("KILLED", "true")
+    assert "the rollback to version 1 was interrupted (SIGTERM) after the champion moved" in (
+        said
+    ), said
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "previous_champion") is None
+    assert gate.champion_history(settings) == ["1"]
+    assert [c.decision for c in champion_changes(settings)] == [
+        "train",
+        "forced promote",
+        "rollback",
+    ]

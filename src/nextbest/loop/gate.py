@@ -1042,8 +1042,16 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         try:
             client.set_registered_model_alias(settings.model_name, CHAMPION, target)
         except BaseException:  # a store's refusal, or a signal (Ctrl-C, SIGTERM)
-            # The champion did not move: neither does the list rollback walks back.
-            client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(recorded))
+            # The champion did not move: neither does the list rollback walks back. (A
+            # signal may come just after the store took the move: then it did.)
+            try:
+                moved = registry.alias_version(settings, CHAMPION) == target
+            except registry.RegistryError:  # the store fails: it did not take the move
+                moved = False
+            if not moved:
+                client.set_registered_model_tag(
+                    settings.model_name, HISTORY_TAG, ",".join(recorded)
+                )
             raise
 
     def then() -> None:  # each step safe to repeat (see registry.move_recorded)
