@@ -94,18 +94,19 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
 
 
 def test_one_hcp_window_bounds_are_exact_whatever_the_callers_offset(database_url: str) -> None:
-    # Window starts given at UTC+02:00 and events exactly on a start (counted: >=)
-    # or one microsecond before it (not counted); a window on a whole second too,
-    # where a stored timestamp and a naive rendering of it differ in text.
+    # Window starts given at UTC+02:00 and events exactly on a start (not counted:
+    # a contact at t counts until t + N days, exclusive) or one microsecond after it
+    # (counted); a window on a whole second too, where a stored timestamp and a
+    # naive rendering of it differ in text.
     plus_two = timezone(timedelta(hours=2))
     start_7 = (NOW - timedelta(days=7)).astimezone(plus_two)
     start_28 = (NOW - timedelta(days=28, microseconds=250)).astimezone(plus_two)
     tick = timedelta(microseconds=1)
     at = {
         "on_7": start_7,
-        "before_7": start_7 - tick,
+        "after_7": start_7 + tick,
         "on_28": start_28,
-        "before_28": start_28 - tick,
+        "after_28": start_28 + tick,
         "now": NOW,  # counted (<= until)
         "after_now": NOW + tick,  # not counted
     }

@@ -1002,10 +1002,12 @@ def test_contact_history_counts_contact_events_since_a_time(session: Session) ->
     record_feedback(
         session,
         events=[
-            delivered("c1", "h1", channel="email", occurred_at=since),  # at `since`: counted
+            # A second after `since`: counted.
+            delivered("c1", "h1", channel="email", occurred_at=since + timedelta(seconds=1)),
             delivered("c2", "h1", channel="email", occurred_at=since + timedelta(days=2)),
-            # Before `since`: not counted.
-            delivered("c3", "h1", channel="email", occurred_at=since - timedelta(seconds=1)),
+            # At `since` (a window's start is out of it) or before: not counted.
+            delivered("c3", "h1", channel="email", occurred_at=since),
+            delivered("c10", "h1", channel="email", occurred_at=since - timedelta(seconds=1)),
             FeedbackRecord("c4", "completed", since + timedelta(days=1), "h1", channel="visit"),
             # Engagement, not a contact.
             FeedbackRecord("c5", "opened", since + timedelta(days=3), "h1", channel="email"),

@@ -499,6 +499,11 @@ def _positive(value: Any, where: Place) -> float | None:
 class LiveHistory:
     """What the feedback store says about some HCPs at ``now`` (all times UTC).
 
+    Every window is one meaning: a contact or decision at ``t`` is within the last
+    N days until ``t`` + N, exclusive (from ``t`` + N on it binds no more, the
+    time a reason says the rule lifts); a cool-down likewise holds while less than
+    its days have passed since the last contact.
+
     ``counts[window][(hcp_id, channel)]`` is the number of contacts within the
     last ``window`` days; ``last[(hcp_id, channel)]`` the latest contact within
     the longest window; ``dismissed[(hcp_id, action_id)]`` the reason of a
@@ -535,7 +540,7 @@ class LiveHistory:
                 for (hcp, on), ats in self.contact_times.items()
                 if hcp == hcp_id and (channel is None or on == channel)
                 for at in ats
-                if at >= start
+                if at > start
             ),
             reverse=True,
         )
@@ -837,8 +842,17 @@ def _latest_consent(
 
 
 def _lifting(when: datetime | None) -> str:
-    """``, lifts 2026-12-04 14:05 UTC``: when a rule stops excluding (none: unknown)."""
-    return "" if when is None else f", lifts {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    """``, lifts 2026-12-04 14:05 UTC``: when a rule stops excluding (none: unknown).
+
+    Rounded up to the minute: a rule lifting at 14:04:30 still binds at 14:04, and
+    the time said must be one at which the rep finds it lifted."""
+    if when is None:
+        return ""
+    when = when.astimezone(UTC)
+    whole = when.replace(second=0, microsecond=0)
+    if whole < when:
+        whole += timedelta(minutes=1)
+    return f", lifts {whole:%Y-%m-%d %H:%M} UTC"
 
 
 def _ago(since: timedelta) -> str:

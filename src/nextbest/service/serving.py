@@ -134,13 +134,13 @@ def _live(
 ) -> LiveHistory:
     counts = dict(zip(windows, found.counts, strict=True))
     # The store was read back over the longer of the two windows: each dismissal or
-    # snooze suppresses only within its own.
+    # snooze suppresses only within its own, until its time + its days, exclusive.
     windows_of = {False: rules.dismissal_days, True: rules.snooze_window}
     dismissed: dict[tuple[str, str], str] = {}
     for pair, reason in found.dismissed.items():
         at, is_snooze = found.dismissed_at[pair]
         days = windows_of[is_snooze]
-        if days is not None and at >= now - timedelta(days=days):
+        if days is not None and at > now - timedelta(days=days):
             dismissed[pair] = reason
     snoozed = frozenset(pair for pair in dismissed if found.dismissed_at[pair][1])
     return LiveHistory(

@@ -2184,7 +2184,8 @@ def _first_report(table: sa.Table, contact_types: Sequence[Any]) -> Any:
 def contact_history(
     session: Session, *, hcp_ids: Sequence[str], since: datetime
 ) -> dict[tuple[str, str], tuple[int, datetime]]:
-    """Contacts per (hcp_id, channel) first reported at or after ``since``.
+    """Contacts per (hcp_id, channel) first reported after ``since`` (a window's
+    start is not in it: a contact at t counts until t + N days, exclusive).
 
     Counts ``CONTACT_EVENT_TYPES`` events only (what frequency caps count), one per
     recommended item however often it is reported (:func:`_first_report`). Returns
@@ -2201,7 +2202,7 @@ def contact_history(
                 c.hcp_id.in_(chunk),
                 c.event_type.in_(CONTACT_EVENT_TYPES),
                 c.channel.is_not(None),
-                c.occurred_at >= since,
+                c.occurred_at > since,
                 _first_report(table, CONTACT_EVENT_TYPES),
             )
             .group_by(c.hcp_id, c.channel)
@@ -2215,7 +2216,7 @@ def contact_history(
 def contact_times(
     db: Session | Connection, *, hcp_ids: Sequence[str], since: datetime, until: datetime
 ) -> dict[tuple[str, str | None], tuple[datetime, ...]]:
-    """When each contact of ``hcp_ids`` between ``since`` and ``until`` was, per HCP
+    """When each contact of ``hcp_ids`` after ``since``, up to ``until``, was, per HCP
     and channel (None: none named), newest first: one per recommended item, at its
     first report, as caps count them (:func:`_first_report`). For explaining when a
     cap lifts; serving reads only the counts (:func:`serving_history`)."""
@@ -2228,7 +2229,7 @@ def contact_times(
             sa.select(c.hcp_id, c.channel, c.occurred_at).where(
                 c.hcp_id.in_(chunk),
                 c.event_type.in_(CONTACT_EVENT_TYPES),
-                c.occurred_at >= since,
+                c.occurred_at > since,
                 c.occurred_at <= until,
                 _first_report(table, CONTACT_EVENT_TYPES),
             )
@@ -2242,8 +2243,10 @@ def contact_times(
 class ServingHistory:
     """What the serving rules read for some HCPs (see :func:`serving_history`).
 
-    ``counts[i][(hcp_id, channel)]``: contacts since ``windows[i]``; ``last``: the
-    latest contact since the oldest window start; ``dismissed[(hcp_id, action_id)]``:
+    ``counts[i][(hcp_id, channel)]``: contacts after ``windows[i]`` (a window's start
+    is out of it: what happened at t binds until t + N days, exclusive, the time an
+    explanation says the rule lifts); ``last``: the latest contact after the oldest
+    window start; ``dismissed[(hcp_id, action_id)]``:
     the reason (or event type) of the pair's latest decision when that is a
     dismissal or a snooze (not an acceptance), and ``dismissed_at`` for the same
     pairs: when it was, and whether it was a snooze; ``consent[(hcp_id, channel)]``:
@@ -2434,7 +2437,7 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
     parts: list[sa.Select[Any]] = []
     if n_windows:
         counts = [
-            sa.func.count(sa.case((c.occurred_at >= sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
+            sa.func.count(sa.case((c.occurred_at > sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
             for i in range(n_windows)
         ]
         parts.append(
@@ -2452,7 +2455,7 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 # A contact without a channel (key NULL) counts in the all-channel
                 # budget: the HCP was contacted; no channel's own cap counts it.
                 c.event_type.in_(contact_types),
-                c.occurred_at >= sa.bindparam("since_0"),
+                c.occurred_at > sa.bindparam("since_0"),
                 c.occurred_at <= sa.bindparam("until"),
                 # One contact per recommended item, at its first report.
                 _first_report(table, contact_types),
@@ -2479,7 +2482,7 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
                 of_hcps,
                 c.event_type.in_(decision_types),
                 c.action_id.is_not(None),
-                c.occurred_at >= sa.bindparam("dismissed_since"),
+                c.occurred_at > sa.bindparam("dismissed_since"),
                 c.occurred_at <= sa.bindparam("until"),
             )
         )
@@ -2709,7 +2712,7 @@ def last_contacts(
 def dismissals(
     session: Session, *, hcp_ids: Sequence[str], since: datetime
 ) -> dict[tuple[str, str], str]:
-    """Actions an HCP dismissed or snoozed at or after ``since``, and not accepted since.
+    """Actions an HCP dismissed or snoozed after ``since``, and not accepted since.
 
     Returns ``{(hcp_id, action_id): reason}`` from the pair's latest decision
     (dismissed, snoozed or accepted) when that is a dismissal or a snooze; when it
@@ -2729,7 +2732,7 @@ def dismissals(
                 FeedbackEvent.hcp_id.in_(chunk),
                 FeedbackEvent.event_type.in_(DECISION_EVENT_TYPES),
                 FeedbackEvent.action_id.is_not(None),
-                FeedbackEvent.occurred_at >= since,
+                FeedbackEvent.occurred_at > since,
             )
             # Oldest first, so the latest decision is the one kept.
             .order_by(FeedbackEvent.occurred_at, FeedbackEvent.event_id)
