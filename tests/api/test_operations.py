@@ -1071,7 +1071,10 @@ def test_content_withdrawn_in_the_rules_file_is_served_to_nobody_after_a_reload(
         # Named with its line in the file (its name only: no server layout in answers).
         rows = enumerate(rules.read_text().splitlines(), start=1)
         line = next(n for n, row in rows if row.startswith("withdrawn_actions"))
-        withdrawn = f"withdrawn by the serving rules (withdrawn_actions, rules.yaml line {line})"
+        withdrawn = (
+            f"withdrawn by the serving rules (withdrawn_actions, rules.yaml line {line}), "
+            "until the rules change"
+        )
         assert all(withdrawn in said[a] for a in pulled), said
         plan = client.get(f"/v1/reps/x/suggestions?territory_id={runtime.recommender.territory[0]}")
         assert plan.status_code == 200, plan.text

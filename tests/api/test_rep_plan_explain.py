@@ -311,3 +311,48 @@ def test_the_document_describes_explain_and_left_out(client: TestClient) -> None
         "no_rep_action_worth_its_cost",
         "no_rep_action_allowed",
     }
+
+
+@pytest.mark.usefixtures("every_hcp")
+def test_a_cap_that_leaves_an_hcp_out_of_the_plan_says_when_it_lifts(
+    greedy: TestClient, keys
+) -> None:
+    """Each rep channel's cap filled by contacts older than its cool-down: the plan's
+    left_out says when each cap lifts, as the single route's explain does."""
+    recommender = greedy.app.state.runtime.recommender
+    rules = recommender.rules
+    rep_channels = sorted(set(recommender.action_channels[recommender.rep_actions].tolist()))
+    capped = {c: rules.channels[c] for c in rep_channels if rules.channels[c].cap is not None}
+    assert capped, "the shipped rules cap the rep channels"
+    (hcp_id, *_) = (s["hcp_id"] for s in _plan(greedy, keys, capacity=3)["suggestions"])
+    now = datetime.now(UTC)
+    events = []
+    for channel, rule in capped.items():
+        assert rule.cap is not None
+        first = (rule.cooldown_days or 0) + 1  # past the cool-down: only the cap binds
+        for n in range(rule.cap.max_contacts):
+            events.append(
+                {
+                    "event_id": f"cap-{channel}-{n}",
+                    "event_type": "delivered",
+                    "hcp_id": hcp_id,
+                    "channel": channel,
+                    "occurred_at": (now - timedelta(days=first + n)).isoformat(),
+                }
+            )
+    answer = greedy.post("/v1/feedback", json={"events": events})
+    assert answer.status_code == 200 and answer.json()["accepted"] == len(events), answer.text
+    plan = _plan(greedy, keys, capacity=3, explain="true")
+    (entry,) = [e for e in plan["left_out"] if e["hcp_id"] == hcp_id]
+    caps = [w for why in entry["excluded"].values() for w in why if "frequency cap" in w]
+    assert caps, entry
+    for said in caps:
+        # The oldest contact filling the cap leaves the window first: its date.
+        found = re.search(r"frequency cap: \d+ (\w+) contacts", said)
+        assert found, said
+        rule = capped[found.group(1)]
+        assert rule.cap is not None
+        oldest = (rule.cooldown_days or 0) + rule.cap.max_contacts
+        lifts = now + timedelta(days=rule.cap.per_days - oldest)
+        assert f", lifts {lifts:%Y-%m-%d} " in said, said
+    assert entry["excluded"] == _rep_excluded(greedy, hcp_id)

@@ -335,7 +335,10 @@ def test_an_opt_out_closes_its_channel_at_once_and_an_opt_in_reopens_it(
     body = _ask(client, hcp_id)
     assert all(i["channel"] != "email" for i in body["items"])
     said = {w for why in body["excluded"].values() for w in why}
-    assert f"consent: opted out of email on {day:%Y-%m-%d} (UTC)" in said
+    # No date: what lifts it is said instead.
+    assert (
+        f"consent: opted out of email on {day:%Y-%m-%d} (UTC), until the HCP opts in again" in said
+    )
     batch = client.post(
         "/v1/recommendations/batch", json={"hcp_ids": [hcp_id], "channel": "email", "k": 5}
     ).json()

@@ -171,7 +171,7 @@ def test_a_cooldown_and_a_cap_binding_together_are_both_said() -> None:
         "cool-down: last email contact 1 day ago, minimum gap 3 days "
         "(channels.email.cooldown_days), lifts 2026-12-03 12:00 UTC; "
         "frequency cap: 2 email contacts in the last 28 days, max 2 "
-        "(channels.email.max_contacts)"
+        "(channels.email.max_contacts), lifts as these contacts leave the 28-day window"
     )
 
 
@@ -222,12 +222,15 @@ def test_each_reason_names_its_rule_the_line_and_when_it_lifts(tmp_path: Path) -
         "lifts 2026-12-21 12:00 UTC"
     )
     assert rules.ruled_out_why[3] == [
-        "withdrawn by the serving rules (withdrawn_actions, rules.yaml line 11)"
+        "withdrawn by the serving rules (withdrawn_actions, rules.yaml line 11), "
+        "until the rules change"
     ]
-    # Without the contact times (serving reads counts only), a cap's lift is not guessed.
+    # Without the contact times (serving reads counts only), a cap's date is not
+    # guessed: it says what lifts it.
     counted = LiveHistory(now=NOW, counts=history.counts, last=history.last)
     assert rules.reasons("H1", counted)[0][0].endswith(
-        "max 2 (channels.email.max_contacts, rules.yaml line 3)"
+        "max 2 (channels.email.max_contacts, rules.yaml line 3), "
+        "lifts as these contacts leave the 28-day window"
     )
 
 
@@ -714,13 +717,14 @@ def test_a_cap_of_zero_closes_a_channel_to_every_hcp_contacted_or_not() -> None:
     contacted = _history({("H1", "email"): [2.0]})
     for history in (never, contacted):
         assert closed.blocked(["H1", "H2"], history).tolist() == [[True, True, False, False]] * 2
+    # No contact leaving a window reopens it: it says what does.
     assert closed.reasons("H2", never)[0] == [
-        "frequency cap: email is closed, max_contacts 0 (channels.email.max_contacts)"
+        "frequency cap: email is closed, max_contacts 0 (channels.email.max_contacts), "
+        "until the rules change"
     ]
     assert closed.reasons("H2", never)[2] == []
-    # A contacted HCP is told once, by the count that blocks it.
-    said = closed.reasons("H1", contacted)[0]
-    assert len(said) == 1 and said[0].startswith("frequency cap: 1 email contacts")
+    # A contacted HCP is told the same, once: no count and no lift date of its contacts.
+    assert closed.reasons("H1", contacted)[0] == closed.reasons("H2", never)[0]
     everything = HistoryRules(
         ServingRules.from_mapping({"all_channels": {"max_contacts": 0, "per_days": 7}}),
         channels=CHANNELS,
@@ -728,6 +732,65 @@ def test_a_cap_of_zero_closes_a_channel_to_every_hcp_contacted_or_not() -> None:
     )
     assert everything.blocked(["H2"], never).all()
     (said,) = everything.reasons("H2", never)[3]
-    assert said.startswith("contact budget:") and "max 0 (all_channels.max_contacts)" in said
+    assert said == (
+        "contact budget: every channel is closed, max_contacts 0 "
+        "(all_channels.max_contacts), until the rules change"
+    )
+    assert everything.reasons("H1", contacted)[3] == [said]
     # Without a zero cap nothing is closed in advance.
     assert not _rules().blocked(["H2"], never).any()
+
+
+def test_a_closed_channel_is_said_closed_while_a_budget_that_lifts_binds_too() -> None:
+    """The budget lifts on a date, the closed channel does not: a rep reading only the
+    budget's date would expect e-mail back then."""
+    rules = HistoryRules(
+        ServingRules.from_mapping(
+            {
+                "channels": {"email": {"max_contacts": 0, "per_days": 28}},
+                "all_channels": {"max_contacts": 1, "per_days": 28},
+            }
+        ),
+        channels=CHANNELS,
+        action_ids=ACTIONS,
+    )
+    history = _history({("H1", "webinar"): [2.0]})
+    said = rules.reasons("H1", history)
+    assert said[0][0] == (
+        "frequency cap: email is closed, max_contacts 0 (channels.email.max_contacts), "
+        "until the rules change"
+    )
+    assert said[0][1].startswith("contact budget: 1 contacts on all channels")
+    assert said[3] == [said[0][1]]
+
+
+def test_every_rule_without_a_date_says_what_lifts_it(tmp_path: Path) -> None:
+    """Each reason a rule gives says when it lifts, or in words what lifts it."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("channels:\n  sms: {consent_required: true}\nwithdrawn_actions: [A4]\n")
+    rules = HistoryRules(
+        ServingRules.load(path),
+        channels=np.array([*CHANNELS, "sms"], dtype=object),
+        action_ids=np.array([*ACTIONS, "A5"], dtype=object),
+    )
+    assert rules.ruled_out_why[3] == [
+        "withdrawn by the serving rules (withdrawn_actions, rules.yaml line 3), "
+        "until the rules change"
+    ]
+    assert rules.ruled_out_why[4] == [
+        "consent: sms needs consent on file (consent_required) and the hcps file has no "
+        "consent_sms column, until a model trained with that column is served"
+    ]
+    opted = LiveHistory(
+        now=NOW,
+        consent={
+            ("H1", "email"): (NOW - timedelta(days=3), True),
+            ("H2", None): (NOW - timedelta(days=1), True),
+        },
+    )
+    assert rules.reasons("H1", opted)[0] == [
+        "consent: opted out of email on 2026-11-28 (UTC), until the HCP opts in again"
+    ]
+    assert rules.reasons("H2", opted)[2] == [
+        "consent: opted out of every channel on 2026-11-30 (UTC), until the HCP opts in again"
+    ]

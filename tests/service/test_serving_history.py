@@ -199,7 +199,7 @@ def test_a_contact_without_a_channel_counts_in_the_all_channel_budget(tmp_path: 
     why = history.reasons("H1", found)
     assert why[0] == [
         "contact budget: 2 contacts on all channels in the last 28 days, max 2 "
-        "(all_channels.max_contacts)"
+        "(all_channels.max_contacts), lifts as these contacts leave the 28-day window"
     ]
 
 

@@ -537,8 +537,8 @@ class LiveHistory:
         times = sorted(
             (
                 at
-                for (hcp, on), ats in self.contact_times.items()
-                if hcp == hcp_id and (channel is None or on == channel)
+                for on, ats in self.contact_times_by_hcp.get(hcp_id, {}).items()
+                if channel is None or on == channel
                 for at in ats
                 if at > start
             ),
@@ -574,6 +574,15 @@ class LiveHistory:
         found: dict[str, dict[str, datetime]] = {}
         for (hcp_id, channel), at in self.last.items():
             found.setdefault(hcp_id, {})[channel] = at
+        return found
+
+    @cached_property
+    def contact_times_by_hcp(self) -> dict[str, dict[str | None, tuple[datetime, ...]]]:
+        """``contact_times`` per HCP: channel (None: none named) -> its contact times.
+        A rep plan's explanation asks about up to a hundred HCPs of a territory."""
+        found: dict[str, dict[str | None, tuple[datetime, ...]]] = {}
+        for (hcp_id, channel), ats in (self.contact_times or {}).items():
+            found.setdefault(hcp_id, {})[channel] = ats
         return found
 
     @cached_property
@@ -640,7 +649,7 @@ class HistoryRules:
                 self.closed[self.actions_of_channel.get(name, [])] = True
                 self._closed_why[name] = (
                     f"frequency cap: {name} is closed, max_contacts 0 "
-                    f"({rules.rule_at('channels', name, 'max_contacts')})"
+                    f"({rules.rule_at('channels', name, 'max_contacts')}){UNTIL_EDITED}"
                 )
         # Withdrawn content: excluded for every HCP and request whatever the history
         # (applied with the request-level rules, not through ``blocked``).
@@ -661,11 +670,13 @@ class HistoryRules:
         for j in np.flatnonzero(self.unconsented).tolist():
             self.ruled_out_why.setdefault(j, []).append(
                 f"consent: {channels[j]} needs consent on file (consent_required) and the "
-                f"hcps file has no {consent_column(str(channels[j]))} column"
+                f"hcps file has no {consent_column(str(channels[j]))} column, until a model "
+                "trained with that column is served"
             )
         for j in np.flatnonzero(self.withdrawn).tolist():
             self.ruled_out_why.setdefault(j, []).append(
                 f"withdrawn by the serving rules ({rules.rule_at('withdrawn_actions')})"
+                f"{UNTIL_EDITED}"
             )
         # What of the rules applies to nothing in this catalog: logged, and said in
         # the answer of the reload that read them (a typo must not pass for a stop).
@@ -736,10 +747,11 @@ class HistoryRules:
         """For one HCP, the history rules that exclude each action (empty = none)."""
         out: list[list[str]] = [[] for _ in self.action_ids]
         blocks = self._channel_blocks(hcp_id, history)
+        # Said whatever else binds: a budget's or a cool-down's date is not when a
+        # closed channel opens again.
         for col in np.flatnonzero(self.closed).tolist():
-            channel = str(self.channels[col])
-            why = self._closed_why.get(channel)
-            if why and not (blocks.get(channel) or blocks.get("*")):  # else said below
+            why = self._closed_why.get(str(self.channels[col]))
+            if why:
                 out[col].append(why)
         for channel, why in blocks.items():
             if not why:
@@ -781,7 +793,10 @@ class HistoryRules:
             found = _latest_consent(events.get(channel), events.get(None))
             if found is not None and found[1][1]:
                 name = channel if found[0] == "own" else "every channel"
-                out[channel] = f"consent: opted out of {name} on {found[1][0]:%Y-%m-%d} (UTC)"
+                out[channel] = (
+                    f"consent: opted out of {name} on {found[1][0]:%Y-%m-%d} (UTC), "
+                    "until the HCP opts in again"
+                )
         return out
 
     def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
@@ -804,26 +819,37 @@ class HistoryRules:
                         f"({rules.rule_at('channels', channel, 'cooldown_days')})"
                         f"{_lifting(last + gap)}"
                     )
-            if rule.cap is not None:
+            if rule.cap is not None and rule.cap.max_contacts > 0:  # 0: closed, said apart
                 n = history.counts.get(rule.cap.per_days, {}).get((hcp_id, channel), 0)
                 if n >= rule.cap.max_contacts:
                     why.append(
                         f"frequency cap: {n} {channel} contacts in the last "
                         f"{rule.cap.per_days:g} days, max {rule.cap.max_contacts} "
                         f"({rules.rule_at('channels', channel, 'max_contacts')})"
-                        f"{_lifting(history.cap_lifts(hcp_id, channel, rule.cap))}"
+                        f"{_cap_lifting(history, hcp_id, channel, rule.cap)}"
                     )
             if why:
                 blocks[channel] = "; ".join([*why, *filter(None, [blocks.get(channel)])])
         cap = rules.all_channels
-        if cap is not None:
+        if cap is not None and cap.max_contacts == 0:
+            blocks["*"] = "; ".join(
+                filter(
+                    None,
+                    [
+                        blocks.get("*"),
+                        "contact budget: every channel is closed, max_contacts 0 "
+                        f"({rules.rule_at('all_channels', 'max_contacts')}){UNTIL_EDITED}",
+                    ],
+                )
+            )
+        elif cap is not None:
             total = history.contacts_by_hcp.get(cap.per_days, {}).get(hcp_id, 0)
             if total >= cap.max_contacts:
                 budget = (
                     f"contact budget: {total} contacts on all channels in the last "
                     f"{cap.per_days:g} days, max {cap.max_contacts} "
                     f"({rules.rule_at('all_channels', 'max_contacts')})"
-                    f"{_lifting(history.cap_lifts(hcp_id, None, cap))}"
+                    f"{_cap_lifting(history, hcp_id, None, cap)}"
                 )
                 blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
@@ -839,6 +865,21 @@ def _latest_consent(
         return None
     mark, name = max(said)
     return name, mark
+
+
+# What a rule with no end of its own says instead of a date: a cap of 0, a withdrawn
+# action. Only an edit of the rules file (and a reload) lifts it.
+UNTIL_EDITED = ", until the rules change"
+
+
+def _cap_lifting(history: LiveHistory, hcp_id: str, channel: str | None, cap: ContactCap) -> str:
+    """When a binding cap (``max_contacts`` > 0) lifts: its date, read from the
+    contact times of an explanation; without them (or with fewer than it counted:
+    erased since) what lifts it, in words."""
+    when = history.cap_lifts(hcp_id, channel, cap)
+    if when is None:
+        return f", lifts as these contacts leave the {cap.per_days:g}-day window"
+    return _lifting(when)
 
 
 def _lifting(when: datetime | None) -> str:

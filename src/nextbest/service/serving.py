@@ -263,7 +263,10 @@ def rep_call_plan(
     check_day(now, recommender.as_of, location="query")  # before the history is read
     rows = recommender.territories.get(territory_id)
     ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
-    history = live_history(db, rules=recommender.rules, hcp_ids=ids, now=history_time(now))
+    # With explain, when each contact was too: left_out says when a binding cap lifts.
+    history = live_history(
+        db, rules=recommender.rules, hcp_ids=ids, now=history_time(now), contact_times=explain
+    )
     plan = recommender.rep_plan(
         rep_id=rep_id,
         territory_id=territory_id,
