@@ -948,3 +948,87 @@ def test_a_decision_an_earlier_release_stored_without_its_action_is_a_duplicate_
     assert refused.json()["duplicates"] == 0, refused.text
     [rejected] = refused.json()["rejected"]
     assert "already stored for another event" in rejected["message"], rejected
+
+
+def test_an_hcp_wide_reason_keeps_the_hcp_out_of_rep_plans_for_its_days(
+    api_settings, keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A suggestion dismissed with a reason code of rep_plan.hcp_wide_reasons (the
+    shipped file: hcp_unavailable) holds back every rep action of the HCP, so the next
+    plan does not suggest the HCP through another one; other codes hold back the one
+    action dismissed, and e-mail is the e-mail system's to decide."""
+    from nextbest.api.app import create_app
+    from nextbest.service import recommend
+
+    monkeypatch.setattr(recommend, "MAX_LEFT_OUT", 1000)  # every HCP of the territory said
+    settings = api_settings.model_copy(update={"epsilon": 0.0, "holdout_rate": 0.0})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        recommender = client.app.state.runtime.recommender
+        assert recommender.rules.hcp_wide_reasons == ("hcp_unavailable",)
+        rep = set(recommender.action_ids[recommender.rep_actions].tolist())
+        url = f"/v1/reps/{keys.rep_name}/feedback"
+
+        def rep_items(hcp_id: str) -> list[str]:
+            answer = client.post("/v1/recommendations", json={"hcp_id": hcp_id, "k": 50}).json()
+            return [i["action_id"] for i in answer["items"] if i["action_id"] in rep]
+
+        def dismiss(s, reason: str) -> None:
+            body = {
+                "recommendation_id": s.recommendation_id,
+                "hcp_id": s.hcp_id,
+                "action_id": s.action_id,
+                "decision": "dismiss",
+                "reason": reason,
+            }
+            answer = client.post(url, json=body, headers=keys.rep)
+            assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+
+        plan = _plan(client, keys, capacity=30)
+        # Two HCPs with another rep action worth a visit, each suggested once.
+        both = [s for s in plan.suggestions if len(rep_items(s.hcp_id)) >= 2][:2]
+        assert len(both) == 2, "the test territory has HCPs with two rep actions to offer"
+        per_action, hcp_wide = both
+        dismiss(per_action, "not_relevant")
+        dismiss(hcp_wide, "hcp_unavailable")
+        again = {s.hcp_id: s for s in _plan(client, keys, capacity=30).suggestions}
+        # Not relevant: that content, not the visit; the HCP is suggested with another.
+        assert again[per_action.hcp_id].action_id != per_action.action_id
+        # Unavailable: no rep action of the HCP, in any plan or answer, for 30 days.
+        assert hcp_wide.hcp_id not in again
+        assert rep_items(hcp_wide.hcp_id) == []
+        explained = client.post(
+            "/v1/recommendations", json={"hcp_id": hcp_wide.hcp_id, "k": 50, "explain": True}
+        ).json()
+        assert not any(i["channel"].startswith("rep_") for i in explained["items"])
+        lifts = (datetime.now(UTC) + timedelta(days=30)).date()
+        for action_id in rep - {hcp_wide.action_id}:
+            (said,) = [w for w in explained["excluded"][action_id] if "hcp_unavailable" in w]
+            assert said.startswith(
+                f"dismissed (hcp_unavailable) on {hcp_wide.action_id} in the last 30 days, "
+                "which holds every rep action of this HCP (rep_plan.hcp_wide_reasons, "
+                "rules.yaml line "
+            ), said
+            assert f", lifts {lifts:%Y-%m-%d} " in said, said
+        # The rep plan's explain says it too.
+        left_out = client.get(
+            f"/v1/reps/{keys.rep_name}/suggestions",
+            params={"capacity": 30, "explain": "true"},
+            headers=keys.rep,
+        ).json()["left_out"]
+        (entry,) = [e for e in left_out if e["hcp_id"] == hcp_wide.hcp_id]
+        assert entry["why"] == "no_rep_action_allowed"
+        assert set(entry["excluded"]) == rep
+        assert all(any("hcp_unavailable" in w for w in why) for why in entry["excluded"].values())
+        # Accepting the dismissed suggestion after all lifts it, as for any dismissal.
+        accepted = client.post(
+            url,
+            json={
+                "recommendation_id": hcp_wide.recommendation_id,
+                "hcp_id": hcp_wide.hcp_id,
+                "action_id": hcp_wide.action_id,
+                "decision": "accept",
+            },
+            headers=keys.rep,
+        )
+        assert accepted.status_code == 200, accepted.text
+        assert len(rep_items(hcp_wide.hcp_id)) >= 2

@@ -794,3 +794,109 @@ def test_every_rule_without_a_date_says_what_lifts_it(tmp_path: Path) -> None:
     assert rules.reasons("H2", opted)[2] == [
         "consent: opted out of every channel on 2026-11-30 (UTC), until the HCP opts in again"
     ]
+
+
+HCP_WIDE_YAML = """\
+dismissal_days: 30
+snooze_days: 7
+rep_plan:
+  dismiss_reasons: [not_relevant, hcp_unavailable, other]
+  hcp_wide_reasons: {wide}
+"""
+
+
+@pytest.mark.parametrize(
+    ("wide", "said"),
+    [
+        pytest.param(
+            "[hcp_unavailble]",
+            "line 5: rep_plan.hcp_wide_reasons[0]: 'hcp_unavailble' is not a reason code of "
+            "rep_plan.dismiss_reasons ['not_relevant', 'hcp_unavailable', 'other'] "
+            "(did you mean 'hcp_unavailable'?)",
+            id="misspelt",
+        ),
+        pytest.param(
+            "\n    - other\n    - on_leave",
+            "line 7: rep_plan.hcp_wide_reasons[1]: 'on_leave' is not a reason code of "
+            "rep_plan.dismiss_reasons ['not_relevant', 'hcp_unavailable', 'other']",
+            id="unknown-at-its-own-line",
+        ),
+        pytest.param(
+            "hcp_unavailable",
+            "line 5: rep_plan.hcp_wide_reasons: must be a list of reason codes of "
+            "rep_plan.dismiss_reasons (e.g. [hcp_unavailable]), got 'hcp_unavailable'",
+            id="not-a-list",
+        ),
+        pytest.param(
+            "[3]",
+            "line 5: rep_plan.hcp_wide_reasons[0]: 3 is not a reason code of "
+            "rep_plan.dismiss_reasons ['not_relevant', 'hcp_unavailable', 'other']",
+            id="a-number",
+        ),
+    ],
+)
+def test_hcp_wide_reasons_must_be_dismissal_reason_codes(
+    tmp_path: Path, wide: str, said: str
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(HCP_WIDE_YAML.format(wide=wide))
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == f"{path}, {said}"
+
+
+def test_an_hcp_wide_dismissal_holds_back_every_rep_action_of_that_hcp(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(HCP_WIDE_YAML.format(wide="[hcp_unavailable]"))
+    rules = ServingRules.load(path)
+    assert rules.hcp_wide_reasons == ("hcp_unavailable",)
+    assert ServingRules.from_mapping({}).hcp_wide_reasons == ()  # none unless configured
+    shipped = ServingRules.load(Path(__file__).parents[2] / "training" / "rules.yaml")
+    assert shipped.hcp_wide_reasons == ("hcp_unavailable",)
+    catalog = HistoryRules(
+        rules,
+        channels=np.array(["email", "rep_visit", "rep_phone", "rep_visit"], dtype=object),
+        action_ids=ACTIONS,
+    )
+    history = LiveHistory(
+        now=NOW,
+        dismissed={
+            ("H1", "A2"): "hcp_unavailable",
+            ("H2", "A2"): "not_relevant",
+            ("H3", "A3"): "hcp_unavailable",  # snoozed: for snooze_days
+            # A dismissal of an action the catalog no longer has still speaks for the HCP.
+            ("H4", "A9"): "hcp_unavailable",
+        },
+        snoozed=frozenset({("H3", "A3")}),
+        dismissed_at={
+            ("H1", "A2"): NOW - timedelta(days=2),
+            ("H2", "A2"): NOW - timedelta(days=2),
+            ("H3", "A3"): NOW - timedelta(days=1),
+            ("H4", "A9"): NOW - timedelta(days=5),
+        },
+    )
+    blocked = catalog.blocked(["H1", "H2", "H3", "H4", "H5"], history)
+    assert blocked.tolist() == [
+        [False, True, True, True],  # every rep action; e-mail is not the rep's to stop
+        [False, True, False, False],  # not relevant: that action only
+        [False, True, True, True],
+        [False, True, True, True],
+        [False, False, False, False],
+    ]
+    why = catalog.reasons("H1", history)
+    assert why[0] == []
+    assert why[1] == [
+        "dismissed (hcp_unavailable) in the last 30 days (dismissal_days, rules.yaml line 1), "
+        "lifts 2026-12-29 12:00 UTC"
+    ]
+    assert why[3] == why[2]
+    assert why[2] == [
+        "dismissed (hcp_unavailable) on A2 in the last 30 days, which holds every rep action "
+        "of this HCP (rep_plan.hcp_wide_reasons, rules.yaml line 5; dismissal_days, "
+        "rules.yaml line 1), lifts 2026-12-29 12:00 UTC"
+    ]
+    assert catalog.reasons("H3", history)[1] == [
+        "snoozed (hcp_unavailable) on A3 in the last 7 days, which holds every rep action "
+        "of this HCP (rep_plan.hcp_wide_reasons, rules.yaml line 5; snooze_days, "
+        "rules.yaml line 2), lifts 2026-12-07 12:00 UTC"
+    ]

@@ -21,8 +21,10 @@ first of them (see ``storage.repository._first_report``).
 - ``snooze_days``: the same for a snoozed action ("not now"), for its own,
   usually shorter, number of days (default: ``dismissal_days``);
 - ``max_items_per_channel``: at most N items of one channel in one list;
-- ``rep_plan``: default and maximum daily capacity of a rep call plan, and the
-  accepted dismissal reason codes;
+- ``rep_plan``: default and maximum daily capacity of a rep call plan, the
+  accepted dismissal reason codes, and those of them that speak for the HCP rather
+  than the action (``hcp_wide_reasons``: a dismissal or snooze with one holds back
+  every rep action of the HCP, for its window);
 - ``withdrawn_actions``: action_ids served to nobody (content withdrawn between
   trainings).
 
@@ -38,6 +40,7 @@ all serve without history rules and share the fingerprint of no bytes,
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -53,7 +56,12 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import yaml
 
-from nextbest.contract.schema import consent_column, near_channel, spelled_as_channels
+from nextbest.contract.schema import (
+    consent_column,
+    is_rep_channel,
+    near_channel,
+    spelled_as_channels,
+)
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_message
 
 if TYPE_CHECKING:
@@ -115,6 +123,10 @@ class ServingRules:
     rep_default_capacity: int = 8
     rep_max_capacity: int = 50
     dismiss_reasons: tuple[str, ...] = DEFAULT_DISMISS_REASONS
+    # Reason codes (of dismiss_reasons) that say something of the HCP, not of the
+    # content (hcp_unavailable): a decision with one holds back every rep action of
+    # the HCP for its window, so a plan does not offer the HCP again through another.
+    hcp_wide_reasons: tuple[str, ...] = ()
     # Actions served to nobody from the next reload on: content withdrawn between
     # trainings (a recalled claim, an approval pulled early), without a retrain.
     withdrawn_actions: tuple[str, ...] = ()
@@ -274,6 +286,7 @@ class ServingRules:
             or not all(isinstance(r, str) and r for r in reasons)
         ):
             raise RulesError(f"{rep_plan.at('dismiss_reasons')} must be a non-empty list of codes")
+        hcp_wide = _hcp_wide_reasons(rep.get("hcp_wide_reasons"), reasons, rep_plan)
         withdrawn = data.get("withdrawn_actions") or []
         if not isinstance(withdrawn, list):
             raise RulesError(
@@ -306,6 +319,7 @@ class ServingRules:
             rep_default_capacity=default_capacity,
             rep_max_capacity=max_capacity,
             dismiss_reasons=tuple(reasons),
+            hcp_wide_reasons=hcp_wide,
             withdrawn_actions=tuple(dict.fromkeys(str(a).strip() for a in withdrawn)),
             strict=strict,
             source=source,
@@ -449,7 +463,29 @@ TOP_FIELDS = (
 )
 CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days", "consent_required")
 ALL_CHANNELS_FIELDS = ("max_contacts", "per_days")
-REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons")
+REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons", "hcp_wide_reasons")
+
+
+def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[str, ...]:
+    """``rep_plan.hcp_wide_reasons``: codes of ``codes`` (``dismiss_reasons``); a code
+    that is none of them would hold back nothing, so it is refused at its line."""
+    where = rep_plan.at("hcp_wide_reasons")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RulesError(
+            f"{where}: must be a list of reason codes of rep_plan.dismiss_reasons "
+            f"(e.g. [hcp_unavailable]), got {value!r}"
+        )
+    for n, code in enumerate(value):
+        if not isinstance(code, str) or code not in codes:
+            near = difflib.get_close_matches(code, codes, n=1) if isinstance(code, str) else []
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise RulesError(
+                f"{where.item(n)}: {code!r} is not a reason code of "
+                f"rep_plan.dismiss_reasons {codes}{hint}"
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def _known_fields(raw: Mapping[Any, Any], known: tuple[str, ...], where: Place) -> None:
@@ -637,6 +673,9 @@ class HistoryRules:
             str(c): np.flatnonzero(channels == c) for c in np.unique(channels)
         }
         self.action_pos = {str(a): j for j, a in enumerate(action_ids)}
+        # What an HCP-wide dismissal holds back (rep_plan.hcp_wide_reasons): a rep's
+        # decision speaks for the rep channels, never for e-mail or webinars.
+        self.rep_cols = np.flatnonzero([is_rep_channel(str(c)) for c in channels])
         # A cap of 0 closes its channel (or, over all channels, every one) to every
         # HCP, contacted or not: what a compliance stop of a channel looks like. (The
         # all-channel budget's reason is given for every HCP by _channel_blocks.)
@@ -737,10 +776,16 @@ class HistoryRules:
                         out[i, self.actions_of_channel[channel]] = True
         if history.dismissed:
             row = {h: i for i, h in enumerate(hcp_ids)}
-            for (hcp_id, action_id), _ in history.dismissed.items():
-                j = self.action_pos.get(action_id)
-                if j is not None and hcp_id in row:
-                    out[row[hcp_id], j] = True
+            wide = self.rules.hcp_wide_reasons
+            for (hcp_id, action_id), reason in history.dismissed.items():
+                at_row = row.get(hcp_id)
+                if at_row is None:
+                    continue
+                if reason in wide:
+                    out[at_row, self.rep_cols] = True
+                pos = self.action_pos.get(action_id)
+                if pos is not None:
+                    out[at_row, pos] = True
         return out
 
     def reasons(self, hcp_id: str, history: LiveHistory) -> list[list[str]]:
@@ -763,24 +808,49 @@ class HistoryRules:
             )
             for j in cols:
                 out[int(j)].append(why)
+        rules = self.rules
+        # The HCP-wide decision that lifts last is the one that holds the HCP back.
+        widest: tuple[datetime, str, str] | None = None
         for action_id, reason in history.dismissed_by_hcp.get(hcp_id, {}).items():
-            j = self.action_pos.get(action_id)
-            if j is not None:
-                rules = self.rules
-                if (hcp_id, action_id) in history.snoozed:
-                    said, days = "snoozed", rules.snooze_window
-                    key = "snooze_days" if rules.snooze_days is not None else "dismissal_days"
-                else:
-                    said, days = "dismissed", rules.dismissal_days
-                    key = "dismissal_days"
-                code = "" if reason in ("dismissed", "snoozed") else f" ({reason})"
-                at = history.dismissed_at.get((hcp_id, action_id))
-                lifts = None if at is None or days is None else at + timedelta(days=days)
-                out[j].append(
-                    f"{said}{code} in the last {days or 0.0:g} days "
-                    f"({rules.rule_at(key)}){_lifting(lifts)}"
+            said, days, window, lifts = self._decision(hcp_id, action_id, reason, history)
+            pos = self.action_pos.get(action_id)
+            if pos is not None:
+                out[pos].append(f"{said} in the last {days} ({window}){_lifting(lifts)}")
+            if (
+                reason in rules.hcp_wide_reasons
+                and lifts is not None
+                and (widest is None or lifts > widest[0])
+            ):
+                widest = (
+                    lifts,
+                    action_id,
+                    f"{said} on {action_id} in the last {days}, which holds every rep action "
+                    f"of this HCP ({rules.rule_at('rep_plan', 'hcp_wide_reasons')}; {window})"
+                    f"{_lifting(lifts)}",
                 )
+        if widest is not None:
+            for rep_col in self.rep_cols.tolist():
+                if str(self.action_ids[rep_col]) != widest[1]:
+                    out[rep_col].append(widest[2])
         return out
+
+    def _decision(
+        self, hcp_id: str, action_id: str, reason: str, history: LiveHistory
+    ) -> tuple[str, str, str, datetime | None]:
+        """A dismissal or snooze in force, as a reason says it: what it was (``dismissed
+        (not_relevant)``), its window (``30 days``), the rule that sets it as named
+        (``dismissal_days, rules.yaml line 41``), and when it lifts."""
+        rules = self.rules
+        if (hcp_id, action_id) in history.snoozed:
+            kind, days = "snoozed", rules.snooze_window
+            key = "snooze_days" if rules.snooze_days is not None else "dismissal_days"
+        else:
+            kind, days = "dismissed", rules.dismissal_days
+            key = "dismissal_days"
+        code = "" if reason in ("dismissed", "snoozed") else f" ({reason})"
+        at = history.dismissed_at.get((hcp_id, action_id))
+        lifts = None if at is None or days is None else at + timedelta(days=days)
+        return f"{kind}{code}", f"{days or 0.0:g} days", rules.rule_at(key), lifts
 
     def _withdrawn(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
         """Catalog channel -> why ``hcp_id`` may not be contacted on it: the later of
