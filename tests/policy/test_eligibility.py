@@ -113,3 +113,37 @@ def test_an_approval_given_until_a_date_includes_that_whole_day() -> None:
     assert index.action_mask(on=evening, purpose="promotional").tolist() == [True, False]
     after = pd.Timestamp("2025-07-01 00:00:00")
     assert index.action_mask(on=after, purpose="promotional").tolist() == [False, False]
+
+
+def test_an_action_outside_its_approval_window_says_when_it_opens_or_what_opens_it() -> None:
+    """A window that opens later gives its time, as a history rule's reason does; one
+    that has closed, and consent the hcps file does not give, say what lifts them."""
+    hcps = pd.DataFrame(
+        {"hcp_id": ["H1"], "specialty": ["gp"], "territory_id": ["T1"], "consent_email": [False]}
+    )
+    catalog = pd.DataFrame(
+        {
+            "action_id": ["A1", "A2", "A3", "A4"],
+            "channel": ["webinar", "webinar", "webinar", "email"],
+            "content_type": ["promotional"] * 4,
+            "approved_from": pd.to_datetime(
+                ["2027-01-10", "2026-12-04 15:30", "2025-01-01", "2025-01-01"], format="ISO8601"
+            ),
+            "approved_until": pd.to_datetime(["", "", "2026-11-15", ""], format="ISO8601"),
+            "specialties": ["", "", "", ""],
+        }
+    )
+    index = EligibilityIndex._from_frames(hcps, catalog)
+    on = datetime(2026, 12, 4, 9, tzinfo=UTC)
+    assert index.reasons_excluded(0, on=on, purpose="promotional") == [
+        ["outside its approval window (approved_from 2027-01-10), lifts 2027-01-10 00:00 UTC"],
+        [
+            "outside its approval window (approved_from 2026-12-04 15:30 UTC), "
+            "lifts 2026-12-04 15:30 UTC"
+        ],
+        [
+            "outside its approval window (approved_until 2026-11-15), "
+            "until the catalog approves it again"
+        ],
+        ["no consent for email (consent_email in the hcps file), until the hcps file gives it"],
+    ]

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nextbest.contract.schema import CONSENT_PREFIX, allowed_specialties, consent_column
 from nextbest.learning.scoring import ScoringModel
+from nextbest.policy.rules import lifting
 
 Purpose = Literal["promotional", "medical"]
 PURPOSES: tuple[str, ...] = ("promotional", "medical")
@@ -210,15 +211,52 @@ class EligibilityIndex:
             if self.content_type[j] != purpose:
                 why.append(f"{self.content_type[j]} content is not served to a {purpose} request")
             if not approved[j]:
-                why.append("outside its approval window")
+                why.append(self._outside_approval(j, on))
             if not self.consent[hcp_row, j]:
-                why.append(f"no consent for {self.channel[j]}")
+                why.append(
+                    f"no consent for {self.channel[j]} ({consent_column(str(self.channel[j]))} "
+                    "in the hcps file), until the hcps file gives it"
+                )
             if not self.specialty_ok[hcp_row, j]:
                 why.append("not approved for this HCP's specialty")
             if self.unscored is not None and self.unscored[j]:
                 why.append(self.unscored_why[j])
             out.append(why)
         return out
+
+    def _outside_approval(self, j: int, on: datetime | date) -> str:
+        """Why action ``j`` is outside its approval window at ``on``: when it opens (a
+        window to come), or what opens it (one that has closed; one the catalog read
+        for this decision does not list)."""
+        opens = self.approved_from[j]
+        if np.isnat(opens):
+            return (
+                "outside its approval window (not listed in the catalog given, as the model "
+                "knows it), until the catalog lists it"
+            )
+        if opens > np.datetime64(_ns(on), "ns"):
+            at = _utc(opens)
+            return f"outside its approval window (approved_from {_moment(at)}){lifting(at)}"
+        closed = _utc(self.approved_until[j])
+        return (
+            f"outside its approval window (approved_until {_moment(closed)}), "
+            "until the catalog approves it again"
+        )
+
+
+def _utc(moment: np.datetime64) -> datetime:
+    """A catalog time (naive UTC, datetime64[ns]) as an aware datetime."""
+    return pd.Timestamp(moment).floor("us").to_pydatetime().replace(tzinfo=UTC)
+
+
+def _moment(at: datetime) -> str:
+    """A catalog time as its file gives it: a date alone for a whole day (its start, or
+    the last moment of ``approved_until``), else the date and UTC time."""
+    if (at.hour, at.minute, at.second) in ((0, 0, 0), (23, 59, 59)) and (
+        at.microsecond in (0, 999_999)
+    ):
+        return f"{at:%Y-%m-%d}"
+    return f"{at:%Y-%m-%d %H:%M} UTC"
 
 
 def _through_the_day(until: np.ndarray) -> np.ndarray:

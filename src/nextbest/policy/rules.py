@@ -815,7 +815,7 @@ class HistoryRules:
             said, days, window, lifts = self._decision(hcp_id, action_id, reason, history)
             pos = self.action_pos.get(action_id)
             if pos is not None:
-                out[pos].append(f"{said} in the last {days} ({window}){_lifting(lifts)}")
+                out[pos].append(f"{said} in the last {days} ({window}){lifting(lifts)}")
             if (
                 reason in rules.hcp_wide_reasons
                 and lifts is not None
@@ -826,7 +826,7 @@ class HistoryRules:
                     action_id,
                     f"{said} on {action_id} in the last {days}, which holds every rep action "
                     f"of this HCP ({rules.rule_at('rep_plan', 'hcp_wide_reasons')}; {window})"
-                    f"{_lifting(lifts)}",
+                    f"{lifting(lifts)}",
                 )
         if widest is not None:
             for rep_col in self.rep_cols.tolist():
@@ -887,7 +887,7 @@ class HistoryRules:
                         f"cool-down: last {channel} contact {_ago(since)}, minimum gap "
                         f"{rule.cooldown_days:g} days "
                         f"({rules.rule_at('channels', channel, 'cooldown_days')})"
-                        f"{_lifting(last + gap)}"
+                        f"{lifting(last + gap)}"
                     )
             if rule.cap is not None and rule.cap.max_contacts > 0:  # 0: closed, said apart
                 n = history.counts.get(rule.cap.per_days, {}).get((hcp_id, channel), 0)
@@ -949,10 +949,10 @@ def _cap_lifting(history: LiveHistory, hcp_id: str, channel: str | None, cap: Co
     when = history.cap_lifts(hcp_id, channel, cap)
     if when is None:
         return f", lifts as these contacts leave the {cap.per_days:g}-day window"
-    return _lifting(when)
+    return lifting(when)
 
 
-def _lifting(when: datetime | None) -> str:
+def lifting(when: datetime | None) -> str:
     """``, lifts 2026-12-04 14:05 UTC``: when a rule stops excluding (none: unknown).
 
     Rounded up to the minute: a rule lifting at 14:04:30 still binds at 14:04, and
