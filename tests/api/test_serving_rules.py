@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
@@ -346,6 +347,58 @@ def test_an_opt_out_closes_its_channel_at_once_and_an_opt_in_reopens_it(
 
     _consent(client, hcp_id, "opted_in", 1, channel="email")  # the latest event decides
     assert _ask(client, hcp_id, channel="email")["items"]
+
+
+@pytest.mark.parametrize(
+    ("at", "said"),
+    [
+        ("2024-03", "occurred_at '2024-03' is a year and month, not a date: it would be read"),
+        ("2024", "occurred_at '2024' is a year alone, not a date: it would be read"),
+        (
+            "31/12/2024",
+            "occurred_at '31/12/2024' is no time: Input should be a valid datetime or date",
+        ),
+        ("9999-12-31T23:59:59-23:59", "occurred_at 9999-12-31T23:59:59-23:59 is outside"),
+    ],
+    ids=["year-month", "year", "day-first", "beyond-9999"],
+)
+def test_an_opt_out_whose_time_reads_as_none_is_kept_from_its_arrival(
+    client: TestClient, keys, at: str, said: str
+) -> None:
+    """An opt-out dated '2024-03' (or by any time that reads as none) was refused: alone
+    with 422, in a batch rejected while the batch's other events were stored. The
+    withdrawal was lost; it is kept, counted from its arrival, and said back under
+    uncounted, sent alone or in a batch. An open dated so is still refused."""
+    model = client.app.state.runtime.recommender
+    served = (h for h in map(str, model.hcp_ids[:200]) if _ask(client, h, channel="email")["items"])
+    alone, batched = next(served), next(served)
+    out = {"event_type": "opted_out", "channel": "email", "occurred_at": at}
+    day = datetime.now(UTC)
+    single = client.post(
+        "/v1/feedback", json={**out, "event_id": "out-alone", "hcp_id": alone}, headers=keys.channel
+    )
+    assert single.status_code == 200, single.text
+    assert single.json()["accepted"] == 1
+    [note] = single.json()["uncounted"]
+    assert note["message"].startswith(f"opt-out stored: {said}"), note
+    assert note["message"].endswith("; counted from its arrival"), note
+    opened = {"event_type": "opened", "channel": "email", "occurred_at": at}
+    events = [
+        {**opened, "event_id": "open-undated", "hcp_id": batched},
+        {**out, "event_id": "out-batched", "hcp_id": batched},
+    ]
+    batch = client.post("/v1/feedback", json={"events": events}, headers=keys.channel)
+    assert batch.status_code == 207, batch.text
+    assert batch.json()["accepted"] == 1
+    [rejected] = batch.json()["rejected"]
+    assert rejected["index"] == 0 and rejected["message"].startswith("occurred_at: "), rejected
+    [note] = batch.json()["uncounted"]
+    assert note["index"] == 1 and note["message"].startswith(f"opt-out stored: {said}"), note
+    for hcp_id in (alone, batched):
+        body = _ask(client, hcp_id)
+        assert all(i["channel"] != "email" for i in body["items"]), body
+        withdrawn = {w for why in body["excluded"].values() for w in why}
+        assert f"consent: opted out of email on {day:%Y-%m-%d} (UTC)" in withdrawn, withdrawn
 
 
 def test_an_opt_out_of_every_channel_leaves_nothing_to_do(client: TestClient) -> None:

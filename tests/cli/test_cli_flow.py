@@ -310,6 +310,19 @@ def test_simulate_train_picks(
         ).one()
     engine.dispose()
     assert sender.startswith("nextbest feedback (") and sender.endswith(")"), sender
+    # An opt-out dated by a year and month is kept, counted from the run, and said by
+    # its row; an open dated so is rejected.
+    feed.write_text(
+        "event_id,event_type,hcp_id,channel,occurred_at\n"
+        f"o-1,opened,{hcp},email,2024-03\no-2,opted_out,{hcp},email,2024-03\n"
+    )
+    result = runner.invoke(app, ["feedback", str(feed)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "stored 1 of 2 events" in said, said
+    assert "row 1 (event_id 'o-1'): occurred_at: '2024-03' is a year and month" in said, said
+    assert (
+        "row 2 (event_id 'o-2'): opt-out stored: occurred_at '2024-03' is a year and month"
+    ) in said, said
     # A rep's decisions synced as a file follow the rep route's rule: a dismissal
     # says why, an acceptance does not; each bad row rejected alone, by its number.
     sent = picks.iloc[0]

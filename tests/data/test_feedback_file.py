@@ -146,3 +146,40 @@ def test_a_date_without_a_day_is_refused_by_its_row_as_the_data_contract_refuses
             f"day of the year; {full}",
         )
     ]
+
+
+def test_an_opt_out_whose_time_reads_as_none_is_kept_by_its_row(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An opt-out row dated '2024-03' or by a time that reads as none was rejected with
+    the file's other rows stored: the withdrawal was lost. It is stored, counted from
+    the run, and said by its row; an open dated so is still rejected."""
+    text = tmp_path / "events.csv"
+    text.write_text(
+        "event_id,event_type,hcp_id,channel,occurred_at\n"
+        "m,opened,H1,email,2024-03\n"
+        "out-m,opted_out,H1,email,2024-03\n"
+        "out-y,Opted_Out,H2,,2024\n"
+        "out-d,opted_out,H3,email,31/12/2024\n"
+        "out-n,opted_out,H4,email,20240301\n"
+    )
+    done = ingest_events(settings, read_events(text), model=None)
+    assert [(row, event_id) for row, event_id, _ in done.rejected] == [(1, "m")]
+    assert done.accepted == 4
+    said = {row: message for row, _, message in done.uncounted}
+    assert sorted(said) == [2, 3, 4, 5]
+    assert said[2].startswith("opt-out stored: occurred_at '2024-03' is a year and month"), said
+    assert said[3].startswith("opt-out stored: occurred_at '2024' is a year alone"), said
+    assert said[4].startswith("opt-out stored: occurred_at '31/12/2024' is no time: "), said
+    assert said[5].startswith(
+        "opt-out stored: occurred_at '20240301' read as seconds since 1970 is "
+    ), said
+    assert all(m.endswith("; counted from its arrival") for m in said.values()), said
+    engine = make_engine(settings.resolved_database_url)
+    with engine.connect() as connection:
+        kept = pd.read_sql(
+            "SELECT event_id, occurred_at FROM feedback_events ORDER BY event_id", connection
+        )
+    engine.dispose()
+    assert kept["event_id"].tolist() == ["out-d", "out-m", "out-n", "out-y"]
+    assert (pd.to_datetime(kept["occurred_at"]).dt.year >= 2026).all(), kept

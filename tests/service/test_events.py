@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from nextbest.service.events import FeedbackEventCreate, MalformedEvent, parse_event
@@ -134,3 +136,53 @@ def test_an_opt_out_dated_a_year_alone_is_still_read_for_the_store_to_keep() -> 
     (a withdrawal is not lost over its form), so it is not refused here."""
     event = parse_event({**OPENED, "event_type": "opted_out", "occurred_at": "2024"})
     assert isinstance(event, FeedbackEventCreate), event
+
+
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        (
+            "2024-03",
+            "occurred_at '2024-03' is a year and month, not a date: it would be read as the "
+            f"first day of the month; {FULL_DATE}",
+        ),
+        ("2024", "occurred_at '2024' is a year alone, not a date: it would be read as the"),
+        (
+            "31/12/2024",
+            "occurred_at '31/12/2024' is no time: Input should be a valid datetime or date, "
+            "invalid character in year",
+        ),
+        ("", "occurred_at '' is no time: Input should be a valid datetime or date"),
+        (True, "occurred_at true is no time: Input should be a valid datetime"),
+        (
+            "9999-12-31T23:59:59-23:59",
+            "occurred_at 9999-12-31T23:59:59-23:59 is outside the years 1 to 9999",
+        ),
+    ],
+    ids=["year-month", "year", "day-first", "empty", "boolean", "beyond-9999"],
+)
+def test_an_opt_out_whose_time_reads_as_none_is_read_from_its_arrival(
+    sent: object, said: str
+) -> None:
+    """An opt-out dated so was a malformed event, rejected: the withdrawal was lost over
+    the form of its time. It is read without it (the store counts it from its
+    arrival), saying why; any other event dated so is still refused."""
+    event = parse_event({**OPENED, "event_type": " Opted_Out", "occurred_at": sent})
+    assert isinstance(event, FeedbackEventCreate), event
+    arrived = datetime(2026, 12, 4, 17, tzinfo=UTC)
+    record = event.record(arrived)
+    assert record.occurred_at == arrived
+    assert record.occurred_at_unread is not None and record.occurred_at_unread.startswith(said)
+    refused = parse_event({**OPENED, "occurred_at": sent})
+    assert isinstance(refused, MalformedEvent), refused
+    assert refused.message.startswith("occurred_at: "), refused
+
+
+def test_an_opt_out_with_another_field_wrong_is_refused_naming_every_field() -> None:
+    """Only its time is read past: another problem still rejects it, saying each one."""
+    event = parse_event(
+        {**OPENED, "event_type": "opted_out", "occurred_at": "2024-03", "value": "3,5"}
+    )
+    assert isinstance(event, MalformedEvent), event
+    assert event.message.startswith("occurred_at: '2024-03' is a year and month"), event
+    assert "; value: '3,5' is not a number" in event.message, event

@@ -785,6 +785,26 @@ def test_an_opt_out_dated_where_it_cannot_have_happened_counts_from_its_arrival(
         assert before <= kept <= datetime.now(UTC), (event_id, kept)
 
 
+def test_an_opt_out_whose_sent_time_was_not_read_is_kept_saying_why(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """The events schema reads an opt-out past a time that reads as none ('2024-03'),
+    giving why: the store counts it from its arrival and says so; any other event
+    carrying such a note is refused with it."""
+    why = "occurred_at '2024-03' is a year and month, not a date"
+    arrived = datetime.now(UTC)
+    batch = [
+        delivered("out", "h1", event_type="opted_out", occurred_at=arrived, occurred_at_unread=why),
+        delivered("open", "h1", event_type="opened", occurred_at=arrived, occurred_at_unread=why),
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == ["out"]
+    assert result.rejected == [(1, "open", why)]
+    assert result.uncounted == [(0, "out", f"opt-out stored: {why}; counted from its arrival")]
+    kept = stored_events(session_factory)["out"].occurred_at.replace(tzinfo=UTC)
+    assert abs(kept - arrived) < timedelta(seconds=1), kept
+
+
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

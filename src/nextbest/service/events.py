@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -19,12 +19,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
+    model_validator,
 )
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
@@ -103,17 +105,14 @@ _MILLISECONDS_FROM = 2e10
 _AS_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
-def a_time_an_event_can_have(value: object, info: ValidationInfo) -> object:
+def a_time_an_event_can_have(value: object) -> object:
     """Refuse what names no time an event of this service happened at, saying it as
     sent. A date without a day (``'2024'``, ``2024``, ``'2024-03'``) is refused with
     the data contract's words. A number is seconds since 1970, and one that lands
     before ``EARLIEST_EVENT`` is no such count but a year, a date without its dashes
     (``20240301``) or a spreadsheet's day number: read as seconds, 2024 was
-    1970-01-01T00:33:44 and refused as that time. An opt-out is let through: the
-    feedback store keeps it, counted from its arrival (a withdrawal is not lost over
-    its form)."""
-    if info.data.get("event_type") == "opted_out":
-        return value
+    1970-01-01T00:33:44 and refused as that time. An opt-out dated so is read
+    without its time (:meth:`FeedbackEventCreate._an_opt_out_whatever_its_time`)."""
     said = _as_sent(value)
     partial = partial_date(value)
     if said is not None and partial:
@@ -181,7 +180,8 @@ class FeedbackEventCreate(BaseModel):
         default=None,
         description="When it happened: an ISO 8601 time (without an offset: UTC) or "
         "seconds since 1970, from 2000 on; a date without a day (2024, 2024-03) is "
-        "refused. Default: when received.",
+        "refused. Default: when received. An opt-out's that cannot be read is not "
+        "refused: it counts from its arrival, said under uncounted.",
     )
     reason: str | None = Field(
         default=None,
@@ -197,8 +197,32 @@ class FeedbackEventCreate(BaseModel):
         "but counts nowhere, and the answer says so under uncounted unless it is 0).",
     )
 
+    # Why the occurred_at sent was not read (an opt-out's; see below), None otherwise.
+    _occurred_at_unread: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _an_opt_out_whatever_its_time(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self]
+    ) -> Self:
+        """An opt-out is read without an ``occurred_at`` that names no time it can have
+        happened at (``2024-03``, ``31/12/2024``, ``2024``): refused, the withdrawal of
+        consent would be lost over the form of its time. The store counts it from its
+        arrival and says why (:attr:`FeedbackRecord.occurred_at_unread`). Any other
+        event, or an opt-out with another field wrong, is refused as sent."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            unread = _opt_out_time_unread(data, exc)
+            if unread is None:
+                raise
+            event = handler({k: v for k, v in data.items() if k != "occurred_at"})
+            event._occurred_at_unread = unread
+            return event
+
     def record(self, received_at: datetime) -> FeedbackRecord:
-        """The event as the feedback store takes it (no ``occurred_at``: ``received_at``)."""
+        """The event as the feedback store takes it (no ``occurred_at``, or an opt-out's
+        that could not be read: ``received_at``)."""
         return FeedbackRecord(
             event_id=self.event_id,
             event_type=self.event_type,
@@ -209,7 +233,32 @@ class FeedbackEventCreate(BaseModel):
             channel=self.channel,
             reason=self.reason,
             value=self.value,
+            occurred_at_unread=self._occurred_at_unread,
         )
+
+
+def _opt_out_time_unread(data: Any, exc: ValidationError) -> str | None:
+    """Why an opt-out's ``occurred_at`` was refused, when that is all that is wrong
+    with the event (``data``, as sent); None for any other event or problem."""
+    if not isinstance(data, dict) or "occurred_at" not in data:
+        return None
+    event_type = data.get("event_type")
+    if not isinstance(event_type, str) or event_type.strip().lower() != "opted_out":
+        return None
+    errors = exc.errors(include_url=False)
+    if any(tuple(error["loc"]) != ("occurred_at",) for error in errors):
+        return None
+    sent = data["occurred_at"]
+    said = _as_sent(sent)
+    if said is None:
+        said = str(sent).lower() if isinstance(sent, bool) else f"a {type(sent).__name__}"
+    return "; ".join(
+        # Our validators' sentences quote what was sent; pydantic's do not.
+        f"occurred_at {error['msg'].removeprefix('Value error, ')}"
+        if error["type"] == "value_error"
+        else f"occurred_at {said} is no time: {error['msg']}"
+        for error in errors
+    )
 
 
 @dataclass(frozen=True)

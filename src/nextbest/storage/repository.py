@@ -224,6 +224,8 @@ class FeedbackRecord:
 
     ``value`` is the business value of an ``outcome`` event (required there);
     ``reason`` explains a dismissal or snooze. Naive ``occurred_at`` is taken as UTC.
+    ``occurred_at_unread``: why the time sent was not read (``occurred_at`` is then
+    the arrival): an opt-out is kept so and it is said back, any other event refused.
     """
 
     event_id: str
@@ -235,6 +237,7 @@ class FeedbackRecord:
     channel: str | None = None
     reason: str | None = None
     value: float | None = None
+    occurred_at_unread: str | None = None
 
 
 @dataclass(frozen=True)
@@ -551,6 +554,8 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             return NUL_REFUSED.format(name=name)
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
+    if event.occurred_at_unread is not None and event.event_type != "opted_out":
+        return event.occurred_at_unread
     impossible = _impossible_time(event, received_at)
     if impossible is not None:
         return impossible
@@ -742,14 +747,17 @@ def _opt_out_as_kept(
     unsubscribe link, a forwarded mail) is left out, and the channel is the action's
     when it is known, else every channel. A time it cannot have happened at (ahead
     of its arrival: a local time sent without its offset; before 2000) counts from
-    its arrival.
+    its arrival, and so does one whose time sent could not be read (``2024-03``:
+    ``occurred_at_unread``).
     """
     said: list[str] = []
     changes: dict[str, Any] = {}
     impossible = (
         _impossible_time(event, received_at) if isinstance(event.occurred_at, datetime) else None
     )
-    if impossible is not None:
+    if event.occurred_at_unread is not None:
+        said.append(f"{event.occurred_at_unread}; counted from its arrival")
+    elif impossible is not None:
         changes["occurred_at"] = received_at
         said.append(f"{impossible}; counted from its arrival")
     recommendation = served.get(event.recommendation_id) if event.recommendation_id else None
