@@ -152,6 +152,15 @@ def test_simulate_train_picks(
     result = runner.invoke(app, ["picks", "--hcps", str(send), "--out", str(noted)])
     assert result.exit_code == 0, result.output
     assert "'Cardio[/] [bold]' (1 HCP" in " ".join(result.stderr.split()), result.stderr
+    # A send list's consent saved as its Parquet index is the list's consent: dropped,
+    # its HCPs who opted out were e-mailed on the model's consent.
+    listed = tmp_path / "send.parquet"
+    ids = pd.read_csv(world / "hcps.csv")["hcp_id"][:20]
+    for consent, any_picked in ((True, True), (False, False)):
+        opted = pd.DataFrame({"hcp_id": ids, "consent_email": consent})
+        opted.set_index("consent_email").to_parquet(listed)
+        run_ok("picks", "--hcps", str(listed), "--out", str(noted), "--channel", "email")
+        assert (len(pd.read_csv(noted)) > 0) is any_picked, consent
 
     # A file that will be sent: each HCP served and logged as the batch endpoint
     # does, so the sends' feedback joins the loop.

@@ -897,6 +897,54 @@ def test_an_hcps_file_indexed_by_a_contract_column_or_by_row_numbers_loads(
         assert sorted(hcps.columns) == sorted(whole.hcps.columns)
 
 
+@pytest.mark.parametrize("parted", [False, True], ids=["file", "parts"])
+def test_a_send_lists_column_saved_as_the_index_is_read_as_the_column(
+    tables: Tables, write_tables: WriteTables, tmp_path: Path, parted: bool
+) -> None:
+    """``send.set_index("consent_email").to_parquet(path)``: the index is no column,
+    so the list's consent was dropped without a word and its HCPs took the model's
+    (who opted out on the list was e-mailed). A send list reads only ``hcp_id``,
+    ``specialty`` and consent columns, each by its header, so an index saved under
+    a name is read as the column it was: consent read, a header the list refuses
+    refused, any other left out as its columns are."""
+    from nextbest.contract import load_send_list
+
+    catalog = load_dataset(write_tables(tables)).catalog
+    path = tmp_path / "send.parquet"
+
+    def saved(frame: pd.DataFrame) -> Path:
+        if parted:
+            path.mkdir(exist_ok=True)
+            for part in path.iterdir():
+                part.unlink()
+            frame.iloc[:1].to_parquet(path / "part-0.parquet")
+            frame.iloc[1:].to_parquet(path / "part-1.parquet")
+        else:
+            frame.to_parquet(path)
+        return path
+
+    send = pd.DataFrame(
+        {
+            "hcp_id": ["H1", "H2", "H3"],
+            "consent_email": [False, True, False],
+            "region": ["n", "s", "n"],
+        }
+    )
+    for index in (["consent_email"], ["hcp_id", "consent_email"], ["region", "consent_email"]):
+        read = load_send_list(saved(send.set_index(index)), catalog=catalog)
+        assert read.columns.tolist() == ["hcp_id", "consent_email"], index
+        assert read["hcp_id"].tolist() == ["H1", "H2", "H3"], index
+        assert read["consent_email"].tolist() == [False, True, False], index
+    # As a column, 'Email Consent' is refused, naming the header to use: so as the index.
+    other = send.rename(columns={"consent_email": "Email Consent"}).set_index("Email Consent")
+    with pytest.raises(ContractError, match="column 'Email Consent': reads as consent for"):
+        load_send_list(saved(other), catalog=catalog)
+    # Row numbers pandas saved, named or not, are no column of the list.
+    for frame in (send.rename_axis("row"), send.set_axis([7, 8, 9]).rename_axis("row")):
+        read = load_send_list(saved(frame), catalog=catalog)
+        assert read.columns.tolist() == ["hcp_id", "consent_email"]
+
+
 def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     """A name under a neutral header ('doctor') was a feature, and the model stored
     every name; a per-HCP code teaches nothing that carries to another HCP either."""

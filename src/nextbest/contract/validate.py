@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -79,7 +79,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     ``attrs["identifier_columns"]`` lists them.
     """
     log = ProblemLog(file)
-    raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True, every_column_read=True)
+    raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True, saved_index="refused")
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
     _check_stored_length(hcp_id, "hcp_id", log)
@@ -176,10 +176,15 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     Only ``hcp_id`` is required. Output columns: ``hcp_id``, ``specialty`` when the
     file has one (str, '' where a cell is empty: the served model's applies), and
     its ``consent_<channel>`` columns read as :func:`validate_hcps` reads them;
-    other columns are left out.
+    other columns are left out. An index pandas saved under a name is read as the
+    column it was (see :func:`_start`).
     """
     log = ProblemLog(file)
-    raw = _start(raw, ("hcp_id",), log, optional=("specialty",), rows_required=True)
+    # Its consent saved as the index (set_index("consent_email")) would be lost, and
+    # its HCPs would take the model's: read as the column it was.
+    raw = _start(
+        raw, ("hcp_id",), log, optional=("specialty",), rows_required=True, saved_index="read"
+    )
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
     _check_stored_length(hcp_id, "hcp_id", log)
@@ -510,14 +515,19 @@ def _start(
     *,
     optional: Iterable[str] = (),
     rows_required: bool,
-    every_column_read: bool = False,
+    saved_index: Literal["left_out", "refused", "read"] = "left_out",
 ) -> pd.DataFrame:
     """Strip column names, check required columns and (maybe) that rows exist.
 
     An index pandas saved with the table is read as the column it names when that is
-    one of ``required`` or ``optional`` (``hcp_id`` set as the index), else left out;
-    with ``every_column_read`` (a table whose other columns are attributes) such an
-    index is refused, naming it, rather than left out.
+    one of ``required`` or ``optional`` (``hcp_id`` set as the index). One under
+    another name is, as ``saved_index`` says: ``left_out``; ``refused``, naming it,
+    in a table whose every other column is an attribute (hcps: left out, its values
+    would be lost, and read, row numbers saved under a name would be taken for one);
+    ``read`` as the column it was in a table that reads its other columns by their
+    header only (a send list's consent columns: the others are left out all the
+    same, row numbers among them). Row numbers saved as a range are no column in
+    any case (:func:`~nextbest.contract.files.saved_index_names`).
 
     A header that spells a column of the contract (``required`` or ``optional``)
     otherwise ('HCP_ID', 'Territory ID', 'approvedUntil', 'Specialties') is refused,
@@ -530,8 +540,11 @@ def _start(
     # A shallow copy: renaming or re-indexing in place must not touch the caller's
     # frame, and a deep copy costs seconds at millions of rows. An index pandas wrote
     # to Parquet is no column, unless it is named for one (hcp_id as the index).
-    raw = index_as_columns(raw.copy(deep=False), known)
-    if every_column_read:
+    raw = raw.copy(deep=False)
+    raw = index_as_columns(
+        raw, (*known, *saved_index_names(raw)) if saved_index == "read" else known
+    )
+    if saved_index == "refused":
         # Left in the index it is no column, and the table reads every column:
         # its values would be lost without a word.
         for name in saved_index_names(raw):
