@@ -12,9 +12,16 @@ import yaml
 from fastapi.testclient import TestClient
 
 from nextbest.api.app import create_app
-from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, hash_key, new_key
+from nextbest.service.apikeys import (
+    ApiKeyError,
+    KeyStore,
+    ReloadingKeyStore,
+    add_key_to_file,
+    hash_key,
+    new_key,
+)
 
-from .conftest import keys_cli, keys_cli_refused
+from .conftest import CHANNEL_KEY, keys_cli, keys_cli_refused
 
 
 def _hcp(client: TestClient, *, inside: bool, territory: str) -> str:
@@ -708,6 +715,44 @@ def test_a_key_file_that_disappears_keeps_the_keys_in_force(
         assert "keys_error" not in client.get("/readyz").json()
         revoked = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.channel)
         assert revoked.status_code == 401
+
+
+def test_a_reread_asked_for_says_each_time_what_is_wrong_with_the_key_file(
+    api_settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a single worker's SIGHUP asks of its keys: the file read at once (not at
+    the next request), and a file gone or invalid said at each signal, not only at
+    the check that first found it; a file back is read and said."""
+    path = api_settings.api_keys_file
+    store = ReloadingKeyStore(path=path, env={})
+    text = path.read_text()
+
+    def said() -> list[str]:  # the errors, and the file read again (not its warnings)
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.ERROR or "re-read" in r.getMessage()
+        ]
+
+    gone = f"API key file {path} is gone, keeping the keys"
+    path.unlink()
+    with caplog.at_level(logging.INFO, logger="nextbest.service.apikeys"):
+        store.reread()
+        assert said() == [gone]
+        assert store.error is not None  # a request's check: said already, not again
+        store.reread()
+        assert said() == [gone, gone]
+        path.write_text("keys: [{name: half-written")
+        store.reread()
+        store.reread()
+        invalid = said()[2:]
+        assert len(invalid) == 2 and invalid[0] == invalid[1], invalid
+        assert invalid[0].startswith("API key file changed but is invalid, keeping the keys: ")
+        path.write_text(text)
+        store.reread()
+        store.reread()  # nothing wrong: nothing to say
+        assert said()[4:] == [f"API keys re-read from {path}: 3 keys"], said()
+    assert store.identify(CHANNEL_KEY) is not None
 
 
 def test_a_rep_key_outside_the_served_territories_gets_a_note(

@@ -289,6 +289,42 @@ def test_sighup_reloads_a_single_worker_in_place(trained, tmp_path: Path) -> Non
     assert proc.returncode == -signal.SIGTERM  # the stop's, re-raised by uvicorn (docs/cli.md)
 
 
+def test_sighup_to_a_single_worker_says_at_once_that_the_key_file_is_gone(
+    trained, tmp_path: Path
+) -> None:
+    """Several workers' supervisor says at the signal that the key file is gone and
+    keeps the workers; a single worker kept its keys without a word until a request
+    checked one. It says so at the signal, and at each one while the file stays gone."""
+    from nextbest.service.apikeys import hash_key
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    keys = models / "api_keys.yaml"
+    keys.write_text(f"keys:\n  - {{name: ops, role: admin, key_sha256: {hash_key(KEY)}}}\n")
+    keys.chmod(0o600)
+    log = models / "server.log"
+    env = {**os.environ, "NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_RELOAD_INTERVAL_S": "0"}
+    proc = start_server(port=free_port(), env=env, log_file=log)
+    said = f"API key file {keys} is gone"
+
+    def lines_saying_it(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while log.read_text().count(said) < n:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+
+    try:
+        keys.unlink()  # no request reads the keys from here on
+        os.kill(proc.pid, signal.SIGHUP)
+        lines_saying_it(1)
+        os.kill(proc.pid, signal.SIGHUP)
+        lines_saying_it(2)
+        assert "keeping the keys" in log.read_text()
+    finally:
+        stop_server(proc)
+
+
 def test_sighup_ends_a_server_started_in_a_terminal(trained, tmp_path: Path) -> None:
     """Closing a terminal sends SIGHUP: a server started there ends with it, as it
     always did; only one whose log goes elsewhere (a service) takes it as a reload."""

@@ -137,10 +137,10 @@ def _flush_recommendation_log(request: Request) -> None:
     request.app.state.runtime.reclog.flush(while_failing=False)
 
 
-def _reload_on_sighup(runtime: ServingRuntime) -> bool:
-    """Make SIGHUP reload this worker (as ``POST /v1/admin/reload`` does), when it
-    runs the event loop in its main thread (uvicorn's; a test client's does not)
-    and writes to no terminal.
+def _reload_on_sighup(runtime: ServingRuntime, keys: ReloadingKeyStore | None) -> bool:
+    """Make SIGHUP reload this worker (as ``POST /v1/admin/reload`` does) and check
+    its API key file (``keys``), when it runs the event loop in its main thread
+    (uvicorn's; a test client's does not) and writes to no terminal.
 
     Left alone, SIGHUP ended a single-worker `nextbest serve` without a word, and
     a service manager's reload (``kill -HUP $MAINPID``) stopped the service. With
@@ -152,7 +152,15 @@ def _reload_on_sighup(runtime: ServingRuntime) -> bool:
         return False
     if os.isatty(2):
         return False
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.ask_reload)
+
+    def hangup() -> None:
+        runtime.ask_reload()
+        if keys is not None:
+            # Otherwise read at the next request's key check only: a file gone or
+            # invalid is said at the signal, as several workers' supervisor says it.
+            keys.reread()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
     return True
 
 
@@ -188,7 +196,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         app.state.runtime = runtime or ServingRuntime.start(config)
         app.state.runtime.start_watcher()
         await app.state.runtime.open_async_reader()
-        hangup = _reload_on_sighup(app.state.runtime)
+        hangup = _reload_on_sighup(app.state.runtime, app.state.api_keys)
         try:
             yield
         finally:

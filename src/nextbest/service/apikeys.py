@@ -750,6 +750,9 @@ class ReloadingKeyStore:
         self._lock = threading.Lock()
         self._seen = self._status()
         self._error: str | None = None
+        # The line logged when the keys in force stopped being the file's, for
+        # reread to say again; None while they are the file's.
+        self._said: str | None = None
         self.unusable = False
         self.unusable_why = "API key file invalid"  # what /readyz says while unusable
         if required and not strict and self._seen is None:
@@ -763,7 +766,8 @@ class ReloadingKeyStore:
             )
             self.unusable = True
             self.unusable_why = "API key file missing"
-            logger.error("API key file %s missing at start-up, its keys refused", path)
+            self._said = f"API key file {path} missing at start-up, its keys refused"
+            logger.error(self._said)
             return
         try:
             self._store = KeyStore.load(path=path, env=self._env, clock=clock)
@@ -777,7 +781,8 @@ class ReloadingKeyStore:
                 f"no key of the file is in force here until it is fixed {_SEE_LOG}"
             )
             self.unusable = True
-            logger.error("API key file invalid at start-up, its keys refused: %s", exc)
+            self._said = f"API key file invalid at start-up, its keys refused: {exc}"
+            logger.error(self._said)
 
     def __len__(self) -> int:
         return len(self._current())
@@ -805,11 +810,12 @@ class ReloadingKeyStore:
                         "the API key file is gone; the keys read from it before are in force "
                         "(to revoke them all, leave the file with 'keys: []')"
                     )
-                    logger.error("API key file %s is gone, keeping the keys", self.path)
+                    self._said = f"API key file {self.path} is gone, keeping the keys"
+                    logger.error(self._said)
                     return self._store
                 try:
                     self._store = KeyStore.load(path=self.path, env=self._env, clock=self._clock)
-                    self._error = None
+                    self._error = self._said = None
                     self.unusable = False
                     logger.info("API keys re-read from %s: %d keys", self.path, len(self._store))
                     _log_warnings(self._store)
@@ -818,8 +824,20 @@ class ReloadingKeyStore:
                         "the API key file changed but is invalid; the keys read before are in "
                         f"force (changes to the file, revocations included, are not) {_SEE_LOG}"
                     )
-                    logger.error("API key file changed but is invalid, keeping the keys: %s", exc)
+                    self._said = f"API key file changed but is invalid, keeping the keys: {exc}"
+                    logger.error(self._said)
         return self._store
+
+    def reread(self) -> None:
+        """Check the file now, as a request's key check does, and say what is wrong
+        with it even when that was said before: a reload asked for (SIGHUP to a
+        single worker) is answered in the log at the signal, as the supervisor of
+        several workers answers it, not at the next request."""
+        seen = self._seen
+        self._current()  # a change is read, and said, here
+        said = self._said
+        if said is not None and self._seen == seen:
+            logger.error(said)
 
     @property
     def error(self) -> str | None:
