@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as student_t
 from typer.testing import CliRunner
 
 from nextbest import registry
@@ -285,14 +286,72 @@ def test_without_outcomes_the_report_says_what_is_missing(tmp_path: Path) -> Non
     ), one_arm.conclusion
 
 
-def test_compare_is_welch_difference_of_means() -> None:
+def test_compare_is_welchs_t_test_with_one_outcome_per_hcp() -> None:
+    """One outcome per HCP, no HCP in both arms: the interval is Welch's t-test's
+    (unequal variances, Welch-Satterthwaite degrees of freedom), not the normal one,
+    which with 3 HCPs per arm was 0.7 shorter on each side."""
+    from scipy.stats import ttest_ind
+
     outcome = np.array([3.0, 5.0, 4.0, 1.0, 2.0, 0.0])
     holdout = np.array([False, False, False, True, True, True])
     row = compare(outcome, holdout, dimension="d", group="g", min_per_arm=2)
     assert row.uplift == pytest.approx(3.0)
-    se = np.sqrt(1.0 / 3 + 1.0 / 3)
-    assert row.ci_low == pytest.approx(3.0 - 1.959963984540054 * se)
+    welch = ttest_ind(outcome[~holdout], outcome[holdout], equal_var=False)
+    assert (row.ci_low, row.ci_high) == pytest.approx(tuple(welch.confidence_interval(0.95)))
+    assert row.ci_low < 3.0 - Z_95 * np.sqrt(1.0 / 3 + 1.0 / 3) - 0.5
     assert conclusion(row, min_per_arm=2).startswith("Serving recommendations raised")
+    # Unequal arms, spreads and sizes: still Welch's.
+    rng = np.random.default_rng(4)
+    served, held = rng.normal(1.0, 2.0, 5), rng.normal(0.0, 0.5, 12)
+    row = compare(
+        np.concatenate([served, held]),
+        np.arange(17) >= 5,
+        dimension="d",
+        group="g",
+        min_per_arm=2,
+    )
+    welch = ttest_ind(served, held, equal_var=False)
+    assert (row.ci_low, row.ci_high) == pytest.approx(tuple(welch.confidence_interval(0.95)))
+
+
+def test_every_hcp_once_in_each_arm_is_the_paired_t_test() -> None:
+    """Each HCP once served and once held out (a weekly holdout over two weeks): its
+    habits cancel from the difference, and the interval is the paired t-test's, on
+    G - 1 degrees of freedom for G HCPs."""
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(5)
+    habit = rng.normal(0.0, 2.0, 6)
+    served, held = habit + rng.normal(0.8, 0.5, 6), habit + rng.normal(0.0, 0.5, 6)
+    decisions = pd.DataFrame(
+        {
+            "hcp_id": np.tile(np.arange(6), 2),
+            "holdout": np.repeat([False, True], 6),
+            "outcome": np.concatenate([served, held]),
+        }
+    )
+    overall, _ = build_rows(decisions, {}, min_per_arm=2)
+    paired = ttest_rel(served, held)
+    assert (overall.ci_low, overall.ci_high) == pytest.approx(
+        tuple(paired.confidence_interval(0.95))
+    )
+
+
+def test_intervals_of_hundreds_of_hcps_barely_move_from_the_normal() -> None:
+    """With 300 HCPs per arm, Student's t critical value is 0.2% above the
+    normal's: the intervals of a realistic report are as they were."""
+    rng = np.random.default_rng(6)
+    hcp = np.repeat(np.arange(600), rng.integers(1, 6, 600))
+    decisions = pd.DataFrame(
+        {"hcp_id": hcp, "holdout": hcp >= 300, "outcome": rng.poisson(2.0, len(hcp))}
+    )
+    overall, _ = build_rows(decisions, {}, min_per_arm=30)
+    served, held = decisions[~decisions["holdout"]], decisions[decisions["holdout"]]
+    se = math.hypot(
+        standard_error(served["outcome"].to_numpy(float), served["hcp_id"].to_numpy()),
+        standard_error(held["outcome"].to_numpy(float), held["hcp_id"].to_numpy()),
+    )
+    assert 1.0 < (overall.ci_high - overall.uplift) / (Z_95 * se) < 1.003
 
 
 def test_groups_split_both_arms() -> None:
@@ -1065,6 +1124,29 @@ def test_intervals_under_a_weekly_holdout_let_an_hcps_habits_cancel_between_the_
     assert found[0.1] / trials > 0.4, found
 
 
+@pytest.mark.parametrize("hcps", [2, 3])
+def test_the_fewest_hcps_the_cli_allows_keep_the_error_rate(hcps: int) -> None:
+    """No effect, 2 or 3 HCPs per arm (--min-per-arm 2 allows them), each asked about
+    1-5 times, Poisson outcomes around its own habit: the normal interval read
+    "helps" or "hurts" in 19% (2 HCPs) and 13% (3) of 400 seeded reports; Student's
+    t on the HCPs' degrees of freedom in 3.8% and 2.5%, so the minimum need not rise."""
+    rng = np.random.default_rng(hcps)
+    trials, wrong = 400, 0
+    for _ in range(trials):
+        hcp = np.repeat(np.arange(2 * hcps), rng.integers(1, 6, 2 * hcps))
+        habit = 2.0 * np.exp(rng.normal(0.0, 0.5, 2 * hcps))
+        row = compare(
+            rng.poisson(habit[hcp]).astype(np.float64),
+            hcp >= hcps,
+            dimension="overall",
+            group="all",
+            min_per_arm=2,
+            cluster=hcp,
+        )
+        wrong += row.verdict in ("serving helps", "serving hurts")
+    assert wrong / trials < 0.075, wrong  # 0.05 + 2.5 sd
+
+
 def test_with_no_hcp_in_both_arms_the_interval_is_each_arms_clustered_error_combined() -> None:
     decisions = pd.DataFrame(
         {
@@ -1075,11 +1157,14 @@ def test_with_no_hcp_in_both_arms_the_interval_is_each_arms_clustered_error_comb
     )
     overall, _ = build_rows(decisions, {}, min_per_arm=2)
     served, held = decisions[~decisions["holdout"]], decisions[decisions["holdout"]]
-    se = math.hypot(
-        standard_error(served["outcome"].to_numpy(), served["hcp_id"].to_numpy()),
-        standard_error(held["outcome"].to_numpy(), held["hcp_id"].to_numpy()),
-    )
-    assert overall.ci_high - overall.uplift == pytest.approx(Z_95 * se)
+    v_s = standard_error(served["outcome"].to_numpy(), served["hcp_id"].to_numpy()) ** 2
+    v_h = standard_error(held["outcome"].to_numpy(), held["hcp_id"].to_numpy()) ** 2
+    # Each arm's variance rests on its 3 HCPs (2 degrees of freedom each), combined
+    # by Welch-Satterthwaite: between 2 (one arm's alone) and 4 (equal variances).
+    dof = (v_s + v_h) ** 2 / (v_s**2 / 2 + v_h**2 / 2)
+    assert 2 < dof < 4
+    critical = student_t.isf(0.025, dof)
+    assert overall.ci_high - overall.uplift == pytest.approx(critical * math.sqrt(v_s + v_h))
 
 
 def test_each_plot_lists_its_groups_top_down_in_the_tables_order(
@@ -1200,12 +1285,13 @@ def test_arms_whose_outcomes_are_all_alike_keep_an_interval(value: float) -> Non
     """Every outcome of both arms the same (no HCP prescribed, or all did): each arm's
     clustered error is 0 and the interval was [0, 0], an exact "no effect" from 60
     yes/no answers. Each arm keeps at least the error of a yes/no outcome seen in none
-    of its 30 HCPs (Agresti & Coull's two successes and two failures added)."""
+    of its 30 HCPs (Agresti & Coull's two successes and two failures added); the two
+    equal errors on 29 degrees of freedom each give Student's t on 58."""
     outcome = np.full(60, value)
     holdout = np.arange(60) < 30
     row = compare(outcome, holdout, dimension="d", group="g", min_per_arm=30)
     p = 2 / 34
-    half = Z_95 * math.sqrt(2 * p * (1 - p) / 34)
+    half = student_t.isf(0.025, 58) * math.sqrt(2 * p * (1 - p) / 34)
     assert (row.uplift, row.ci_low, row.ci_high) == pytest.approx((0.0, -half, half))
     assert row.ci_high - row.ci_low > 0.15
     assert row.verdict == "no clear difference yet"
@@ -1232,6 +1318,39 @@ def test_no_outcome_in_one_arm_against_a_few_in_the_other_is_no_conclusion(
     run = registry.client(settings).get_run(report.run_id)
     assert run.data.tags["verdict"] == "no clear difference yet"
     assert run.data.metrics["uplift_ci_high"] == pytest.approx(overall.ci_high)
+
+
+def test_two_hcps_per_arm_all_alike_are_no_conclusion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --min-per-arm 2 (the lowest the CLI takes), 2 of 2 served HCPs prescribed
+    and 0 of 2 held out: the normal interval was [+0.467, +1.533] and every output said
+    "serving helps", where Fisher's exact test gives p = 0.33 (Barnard's 0.125). The
+    interval's critical value is Student's t with the degrees of freedom 4 HCPs carry
+    (Welch-Satterthwaite over the arms: 2), so the page, the JSON, the MLflow run's
+    tag and its logged interval all say no conclusion."""
+    settings = Settings(models_dir=tmp_path / "models")
+    _per_hcp_store(settings, served=[1.0, 1.0], held=[0.0, 0.0])
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "report"
+        result = CliRunner().invoke(app, ["uplift-report", "--min-per-arm", "2", "--out", str(out)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "uplift_report.json").read_text())
+    overall = saved["overall"]
+    assert (overall["hcps_served"], overall["hcps_holdout"]) == (2, 2)
+    assert overall["uplift"] == pytest.approx(1.0)
+    assert overall["ci_low"] < 0 < 1 < overall["ci_high"]
+    assert overall["verdict"] == "no clear difference yet"
+    assert saved["conclusion"].startswith("No conclusion yet: the difference is +1.000")
+    assert "no clear difference yet" in (out / "uplift_report.html").read_text()
+    [run] = registry.client(settings).search_runs([registry.experiment_id(settings, "-reports")])
+    assert run.data.tags["verdict"] == "no clear difference yet"
+    assert run.data.metrics["uplift_ci_low"] == pytest.approx(overall["ci_low"])
+    assert run.data.metrics["uplift_ci_high"] == pytest.approx(overall["ci_high"])
 
 
 @pytest.mark.parametrize(

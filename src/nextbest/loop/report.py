@@ -11,8 +11,8 @@ an HCP segment (an ``hcps`` attribute, default ``specialty``), the requester
 model version that served (each against the holdout drawn while it served) and
 the week of the decision (its Monday, UTC: the week its holdout was drawn for).
 
-Interval: the difference of two means with a normal 95% interval whose standard
-error is clustered by HCP (Cameron & Miller, "A Practitioner's Guide to
+Interval: the difference of two means with a 95% interval whose standard error is
+clustered by HCP (Cameron & Miller, "A Practitioner's Guide to
 Cluster-Robust Inference", J. Human Resources 50(2), 2015): the requests about
 one HCP share its holdout week and its prescribing habits, so they are not
 independent, and an HCP asked about daily would otherwise count as many
@@ -25,11 +25,14 @@ squared error is at least that of a yes/no outcome seen in none of its HCPs, by 
 adjusted interval of Agresti & Coull ("Approximate is better than 'exact' for
 interval estimation of binomial proportions", The American Statistician 52(2),
 1998: two successes and two failures added), in the outcome's unit
-(:func:`no_spread_variance`). A
-group whose outcomes in either arm come from fewer than ``min_per_arm`` HCPs is
-reported as "not enough data" (the HCPs are the independent units, and the normal
-interval needs enough of them); the page says so plainly at the top when the
-whole comparison is not yet conclusive.
+(:func:`no_spread_variance`). The critical value is Student's t, not the normal's,
+with the degrees of freedom the HCPs carry (Welch-Satterthwaite over the two arms,
+at most one fewer than the HCPs: :func:`difference_error`): an error estimated from
+a few HCPs is itself uncertain, and 2 of 2 served HCPs against 0 of 2 held out read
+"serving helps" with the normal's 1.96. A group whose outcomes in either arm come
+from fewer than ``min_per_arm`` HCPs is reported as "not enough data" (the HCPs are
+the independent units); the page says so plainly at the top when the whole
+comparison is not yet conclusive.
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from nextbest import registry
 from nextbest.errors import InvalidRequestError
-from nextbest.evaluation.ope import Z_95, standard_error
+from nextbest.evaluation.ope import standard_error
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
@@ -134,10 +138,13 @@ def no_spread_variance(n_hcps: int) -> float:
     return p * (1.0 - p) / (n_hcps + 4)
 
 
-def difference_error(outcome: np.ndarray, holdout: np.ndarray, cluster: np.ndarray) -> float:
+def difference_error(
+    outcome: np.ndarray, holdout: np.ndarray, cluster: np.ndarray
+) -> tuple[float, float]:
     """Standard error of the served mean minus the holdout mean, shapes ``(n,)``,
     clustered by ``cluster`` across both arms (each arm needs two clusters), each
-    arm's share at least :func:`no_spread_variance` of its HCPs.
+    arm's share at least :func:`no_spread_variance` of its HCPs; and the degrees of
+    freedom of Student's t its intervals take (:func:`critical_value`).
 
     An HCP held out one week and served the next is in both arms, and its habits
     move both means alike: that covariance cancels from their difference. Each
@@ -155,18 +162,41 @@ def difference_error(outcome: np.ndarray, holdout: np.ndarray, cluster: np.ndarr
     one row per HCP, Welch's. An arm whose own clustered variance falls short of
     :func:`no_spread_variance` adds the shortfall (its outcomes, nearly all alike,
     hold no information on how they spread).
+
+    Degrees of freedom: an error estimated from a few HCPs is itself uncertain, and
+    the normal critical value then gives intervals too short (Cameron & Miller,
+    "A Practitioner's Guide to Cluster-Robust Inference", J. Human Resources 50(2),
+    2015, section VI: few clusters). Each arm's squared error (floored) rests on
+    ``G_arm - 1`` degrees of freedom, combined by the approximation of Satterthwaite
+    (Biometrics Bulletin 2(6), 1946) and Welch (Biometrika 34, 1947):
+    ``(v_s + v_h)^2 / (v_s^2 / (G_s - 1) + v_h^2 / (G_h - 1))``, so the arm whose
+    error dominates, often the one with fewer HCPs, sets them; and at most ``G - 1``
+    for the ``G`` HCPs of both arms, the clusters the error is taken over. With one
+    row per HCP and no HCP in both arms the interval is Welch's t-test's; with
+    every HCP once in each arm, the paired t-test's.
     """
     n, g_all = len(outcome), len(np.unique(cluster))
     terms = np.zeros(n, dtype=np.float64)
     shortfall = 0.0
+    arms: list[tuple[float, int]] = []  # each arm's squared error and its G_arm - 1
     for arm, sign in ((~holdout, 1.0), (holdout, -1.0)):
         g_arm = len(np.unique(cluster[arm]))
         scale = math.sqrt(g_arm / (g_arm - 1) * (g_all - 1) / g_all)
         values = outcome[arm]
         terms[arm] = sign * scale * n * (values - values.mean()) / len(values)
         own = standard_error(values, cluster[arm]) ** 2
-        shortfall += max(0.0, no_spread_variance(g_arm) - own)
-    return math.sqrt(standard_error(terms, cluster) ** 2 + shortfall)
+        floor = no_spread_variance(g_arm)
+        shortfall += max(0.0, floor - own)
+        arms.append((max(own, floor), g_arm - 1))
+    welch = sum(v for v, _ in arms) ** 2 / sum(v**2 / dof for v, dof in arms)
+    return math.sqrt(standard_error(terms, cluster) ** 2 + shortfall), min(welch, g_all - 1.0)
+
+
+def critical_value(dof: float, tail: float = 0.025) -> float:
+    """Student's t quantile leaving ``tail`` above it with ``dof`` degrees of freedom
+    (:func:`difference_error`): 2.00 for 58, 4.30 for 2, 1.96 (the normal's) in the
+    limit. ``tail`` 0.025: the two-sided 95% interval."""
+    return float(student_t.isf(tail, dof))
 
 
 def compare(
@@ -180,17 +210,21 @@ def compare(
 ) -> ArmComparison:
     """Served vs holdout mean outcome with a 95% interval, shapes ``(n,)``; the
     standard error clustered by ``cluster`` (HCP codes; None: each outcome alone,
-    Welch's), no arm's below :func:`no_spread_variance`. An arm needs two HCPs for
-    an interval, whatever ``min_per_arm``."""
+    Welch's), no arm's below :func:`no_spread_variance`, times Student's t with the
+    degrees of freedom of :func:`difference_error`. An arm needs two HCPs for an
+    interval, whatever ``min_per_arm``."""
     if cluster is None:
         cluster = np.arange(len(outcome))
     needed = max(min_per_arm, 2)
     mean_s, g_s = _arm(outcome[~holdout], cluster[~holdout])
     mean_h, g_h = _arm(outcome[holdout], cluster[holdout])
     n_s, n_h = int((~holdout).sum()), int(holdout.sum())
-    se = difference_error(outcome, holdout, cluster) if min(g_s, g_h) >= 2 else float("nan")
+    half = float("nan")
+    if min(g_s, g_h) >= 2:
+        se, dof = difference_error(outcome, holdout, cluster)
+        half = critical_value(dof) * se
     uplift = mean_s - mean_h
-    low, high = uplift - Z_95 * se, uplift + Z_95 * se
+    low, high = uplift - half, uplift + half
     if g_s < needed or g_h < needed:
         verdict = f"{TOO_FEW} (need outcomes from {needed} HCPs per arm)"
     elif low > 0:
@@ -520,7 +554,7 @@ def coverage_differs(every: pd.DataFrame, got: np.ndarray) -> bool:
     if min(len(np.unique(hcp[held_out])), len(np.unique(hcp[~held_out]))) < 2:
         return False  # fewer than two HCPs in an arm: too few to tell
     p_s, p_h = values[~held_out].mean(), values[held_out].mean()
-    se = difference_error(values, held_out, hcp)
+    se, _ = difference_error(values, held_out, hcp)
     return bool(abs(p_s - p_h) > max(COVERAGE_GAP, 3 * se))
 
 
