@@ -3,13 +3,16 @@ content on a known channel and topic is scored from them and says so."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from nextbest.contract import Dataset
+from nextbest.learning import scoring
 from nextbest.learning.reasons import NEW_CONTENT
-from nextbest.learning.scoring import MIN_TOUCHES_TO_SCORE, ActionEvidence
+from nextbest.learning.scoring import MIN_TOUCHES_TO_SCORE, ActionEvidence, Scores, ScoringModel
 from nextbest.learning.train import TrainResult, fitted_decisions, train
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.exploration import EpsilonGreedy
@@ -208,3 +211,79 @@ def test_unscored_actions_are_never_served_and_explain_why(
     could = eligible_at(model, result.eval_rows)
     assert not could[:, rows[1:]].any() and could[:, rows[0]].any()
     assert new in served  # cheap e-mail content on a known topic: worth sending to some
+
+
+def _scored_rows(model: ScoringModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records how many rows each ``score_rows`` call of ``model`` is given (LightGBM's work)."""
+    seen: list[int] = []
+    score_rows = model.score_rows
+
+    def recording(X: np.ndarray, action_rows: np.ndarray, **kwargs: Any) -> Scores:
+        seen.append(len(X))
+        return score_rows(X, action_rows, **kwargs)
+
+    monkeypatch.setattr(model, "score_rows", recording)
+    return seen
+
+
+def test_a_copy_of_content_is_scored_once_with_its_original(
+    launched: tuple[TrainResult, list[str]],
+    learned: LearnedWorld,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy's model rows are its original's for every HCP (it borrows the original's
+    identity and has its channel, topic, purpose and cost): one request's candidates
+    hold the pair once for LightGBM, and each gets the very same scores and leaves."""
+    result, (copy, _, _) = launched
+    model = result.model
+    sent = learned.dataset.interactions["action_id"].value_counts()
+    emails = learned.dataset.catalog[learned.dataset.catalog["channel"] == "email"]
+    original = model.action_index.get_loc(
+        emails.loc[emails["action_id"].map(sent).idxmax()].action_id
+    )
+    twin = model.action_index.get_loc(copy)
+    assert model.action_twin[twin] == original
+    assert (model.action_twin == np.arange(model.n_actions)).sum() == model.n_actions - 1
+
+    actions = np.arange(model.n_actions)
+    for h in (0, 7):
+        hcps = np.full(model.n_actions, h)
+        expected = model.score_rows(model.rows(hcps, actions), actions)
+        seen = _scored_rows(model, monkeypatch)
+        got = model.score(hcps, actions)
+        monkeypatch.undo()
+        assert seen == [model.n_actions - 1]  # the copy rides on its original's row
+        _assert_same_scores(got, expected)
+    assert got.uplift[twin] == got.uplift[original]
+
+
+def test_scoring_twins_once_keeps_the_scores_of_a_block_bit_for_bit(
+    launched: tuple[TrainResult, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many HCPs at once, where LightGBM's predictions are used rather than the leaves
+    (more than PATH_CELLS leaves): scoring the twins once must not switch a block to
+    the other way of summing the trees, whose last bits differ."""
+    model = launched[0].model
+    assert model.uplift_model is not None
+    n_hcps = 40
+    hcps = np.repeat(np.arange(n_hcps), model.n_actions)
+    actions = np.tile(np.arange(model.n_actions), n_hcps)
+    # The whole block is over the limit, the block without the copy's pairs under it.
+    cells = model.uplift_model.n_path_trees * (len(hcps) - n_hcps)
+    monkeypatch.setattr(scoring, "PATH_CELLS", cells)
+    expected = model.score_rows(model.rows(hcps, actions), actions)
+    assert expected.paths is None
+    got = model.score(hcps, actions)
+    _assert_same_scores(got, expected)
+
+
+def _assert_same_scores(got: Scores, expected: Scores) -> None:
+    np.testing.assert_array_equal(got.p_engage, expected.p_engage)
+    np.testing.assert_array_equal(got.uplift, expected.uplift)
+    assert got.gains is not None and expected.gains is not None
+    for ours, theirs in zip(got.gains, expected.gains, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert (got.paths is None) == (expected.paths is None)
+    if got.paths is not None and expected.paths is not None:
+        for ours, theirs in zip(got.paths, expected.paths, strict=True):
+            np.testing.assert_array_equal(ours, theirs)

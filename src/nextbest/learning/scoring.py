@@ -158,6 +158,15 @@ def _stand_ins(catalog: pd.DataFrame, counts: np.ndarray, new: np.ndarray) -> np
     return stand_in
 
 
+def _first_alike(*blocks: np.ndarray) -> np.ndarray:
+    """For each row (an action), the first row whose values in every block are byte for
+    byte its own (NaN alike), shape ``(n_rows,)`` int64; itself when none comes before."""
+    first: dict[bytes, int] = {}
+    parts = [np.ascontiguousarray(block).reshape(len(block), -1) for block in blocks]
+    keys = (b"".join(part[j].tobytes() for part in parts) for j in range(len(parts[0])))
+    return np.array([first.setdefault(key, j) for j, key in enumerate(keys)], dtype=np.int64)
+
+
 def listed(names: list[str], shown: int = 5) -> str:
     """The first ``shown`` of ``names``, then how many more: ``A1, A2 and 3 more``."""
     more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
@@ -215,6 +224,11 @@ class ScoringModel:
         # Cost and offset are per action only, so they fold into one term.
         self.lever_charge = self.action_cost * cost_weight - offset
         self.lever_text = self.levers.per_action_text(self.catalog)
+        # Actions whose model rows are the same for every HCP (new content scored with
+        # its stand-in's identity, of its channel, topic, purpose and cost): each one's
+        # first such action. A block of pairs scores each HCP's once (see score).
+        self.action_twin = _first_alike(self.action_attrs, self.cross_cols, self.action_value)
+        self.has_twins = bool((self.action_twin != np.arange(self.n_actions)).any())
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -229,6 +243,8 @@ class ScoringModel:
             "lever_weight",
             "lever_charge",
             "lever_text",
+            "action_twin",
+            "has_twins",
             "evidence",
             "action_channel_name",
             "action_topic_name",
@@ -300,9 +316,31 @@ class ScoringModel:
         )
 
     def score(self, hcp_rows: np.ndarray, action_rows: np.ndarray) -> Scores:
-        """Calibrated P(engaged) and expected uplift (outcome units) of each pair."""
+        """Calibrated P(engaged) and expected uplift (outcome units) of each pair.
+
+        Pairs of an HCP with actions the model cannot tell apart (``action_twin``) are
+        one row for LightGBM: each gets that row's scores and leaves, bit for bit the
+        ones it would get alone (a catalog's copies of content cost nothing to score).
+        """
+        # Whether the leaves are kept is decided on the whole block, as score_rows would:
+        # the two ways of summing the trees differ in the last bits.
+        keep_paths = self._keeps_paths(len(action_rows))
+        if self.has_twins and len(action_rows) > 1:
+            pair = np.asarray(hcp_rows, dtype=np.int64) * self.n_actions
+            _, first, inverse = np.unique(
+                pair + self.action_twin[action_rows], return_index=True, return_inverse=True
+            )
+            if len(first) < len(action_rows):
+                X = self.rows(hcp_rows[first], action_rows[first])
+                scores = self.score_rows(X, action_rows[first], keep_paths=keep_paths)
+                return scores.take(inverse.reshape(-1))
         X = self.rows(hcp_rows, action_rows)
-        return self.score_rows(X, action_rows)
+        return self.score_rows(X, action_rows, keep_paths=keep_paths)
+
+    def _keeps_paths(self, n_rows: int) -> bool:
+        """Whether scoring ``n_rows`` rows keeps their leaves (see :meth:`score_rows`)."""
+        uplift_model = self.uplift_model
+        return uplift_model is not None and n_rows * uplift_model.n_path_trees <= PATH_CELLS
 
     def net_value(self, uplift: np.ndarray, action_rows: np.ndarray) -> np.ndarray:
         """Arbitration score of each pair: expected incremental value minus cost, with levers.
@@ -332,7 +370,7 @@ class ScoringModel:
         # training builds it), else P(engaged) must come from our model's predict.
         shared = self.engagement is uplift_model.engagement_
         if keep_paths is None:
-            keep_paths = len(X) * uplift_model.n_path_trees <= PATH_CELLS
+            keep_paths = self._keeps_paths(len(X))
         paths = uplift_model.paths(X) if keep_paths and shared else None
         p_engage = self.engagement.engage_probability(
             X, None if paths is None else paths.engagement
