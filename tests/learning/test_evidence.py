@@ -287,3 +287,30 @@ def _assert_same_scores(got: Scores, expected: Scores) -> None:
     if got.paths is not None and expected.paths is not None:
         for ours, theirs in zip(got.paths, expected.paths, strict=True):
             np.testing.assert_array_equal(ours, theirs)
+
+
+def test_recommendations_are_the_same_with_the_copies_scored_once(
+    launched: tuple[TrainResult, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items, scores, propensities and reasons as when every pair is its own row."""
+    result, (copy, _, _) = launched
+    model = result.model
+    on = model.as_of.to_pydatetime()
+    hcp_ids = [str(h) for h in model.hcps["hcp_id"][:300]]
+
+    def answers() -> list[list[tuple[Any, ...]]]:
+        recommender = Recommender(
+            model=model, version="t", exploration=EpsilonGreedy(epsilon=0.3, holdout_rate=0, seed=3)
+        )
+        return [
+            [
+                (i.action_id, i.score, i.expected_uplift, i.p_engage, i.propensity, i.reasons)
+                for i in recommender.recommend(hcp_id=h, k=5, on=on).items
+            ]
+            for h in hcp_ids
+        ]
+
+    once = answers()
+    assert any(item[0] == copy for items in once for item in items)
+    monkeypatch.setattr(model, "has_twins", False)
+    assert answers() == once
