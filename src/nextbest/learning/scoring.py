@@ -326,7 +326,8 @@ class ScoringModel:
         # the two ways of summing the trees differ in the last bits.
         keep_paths = self._keeps_paths(len(action_rows))
         if self.has_twins and len(action_rows) > 1:
-            pair = np.asarray(hcp_rows, dtype=np.int64) * self.n_actions
+            hcp_rows, action_rows = np.asarray(hcp_rows), np.asarray(action_rows)
+            pair = hcp_rows.astype(np.int64) * self.n_actions
             _, first, inverse = np.unique(
                 pair + self.action_twin[action_rows], return_index=True, return_inverse=True
             )
