@@ -398,7 +398,135 @@ def test_an_opt_out_whose_time_reads_as_none_is_kept_from_its_arrival(
         body = _ask(client, hcp_id)
         assert all(i["channel"] != "email" for i in body["items"]), body
         withdrawn = {w for why in body["excluded"].values() for w in why}
-        assert f"consent: opted out of email on {day:%Y-%m-%d} (UTC)" in withdrawn, withdrawn
+        assert (
+            f"consent: opted out of email on {day:%Y-%m-%d} (UTC), until the HCP opts in again"
+            in withdrawn
+        ), withdrawn
+
+
+UNSUBSCRIBE_LINK = "https://mail.example.com/unsubscribe?list=hcp&token=" + "t" * 300
+
+
+@pytest.mark.parametrize(
+    ("sent", "withdrawn", "said"),
+    [
+        (
+            {"reason": UNSUBSCRIBE_LINK},
+            "email",
+            f"opt-out stored: reason cut to its first 256 of {len(UNSUBSCRIBE_LINK)} "
+            "characters, the most stored",
+        ),
+        (
+            {"reason": 451},
+            "email",
+            "opt-out stored: reason 451 left out (Input should be a valid string)",
+        ),
+        ({"reason": ""}, "email", None),
+        ({"value": "n/a"}, "email", "opt-out stored: value 'n/a' left out: an opt-out takes none"),
+        ({"value": 3}, "email", "opt-out stored: value 3 left out: an opt-out takes none"),
+        (
+            {"channel": "email; sms; rep visit; webinar; print; direct mail; fax; phone; post"},
+            "every channel",
+            "opt-out stored: channel 'email; sms; rep visit; webinar; print; d'... (68 "
+            "characters) left out (String should have at most 64 characters), as if none "
+            "was named",
+        ),
+        (
+            {"channel": ["email"]},
+            "every channel",
+            "opt-out stored: channel a list left out (Input should be a valid string), as if "
+            "none was named",
+        ),
+        (
+            {"list_id": "hcp-newsletter"},
+            "email",
+            "opt-out stored: list_id left out: not a field of an event",
+        ),
+        (
+            {"recommendation_id": "r" * 65},
+            "email",
+            f"opt-out stored: recommendation_id '{'r' * 40}'... (65 characters) left out "
+            "(String should have at most 64 characters)",
+        ),
+        (
+            {"action_id": 12},
+            "email",
+            "opt-out stored: action_id 12 left out (Input should be a valid string)",
+        ),
+    ],
+    ids=[
+        "long-reason",
+        "reason-number",
+        "empty-reason",
+        "value-text",
+        "value-number",
+        "long-channel",
+        "channel-list",
+        "unknown-field",
+        "long-recommendation",
+        "action-number",
+    ],
+)
+def test_an_opt_out_is_kept_whatever_the_form_of_a_field_but_its_ids(
+    client: TestClient, keys, sent: dict, withdrawn: str, said: str | None
+) -> None:
+    """An opt-out with an unsubscribe link over the 256 characters a reason is stored
+    in, a value, a channel that cannot be read, a field no event has or an id of its
+    send that cannot be one was refused, alone with 422, in a batch while the batch's
+    other events were stored: the HCP kept being contacted. It is kept, sent alone or
+    in a batch, with the field cut, left out or read as no channel (every channel
+    withdrawn), said under uncounted; an open so sent is still refused."""
+    model = client.app.state.runtime.recommender
+    served = (h for h in map(str, model.hcp_ids[:200]) if _ask(client, h, channel="email")["items"])
+    alone, batched = next(served), next(served)
+    out = {"event_type": "opted_out", "channel": "email", **sent}
+    day = datetime.now(UTC)
+    single = client.post(
+        "/v1/feedback", json={**out, "event_id": "out-alone", "hcp_id": alone}, headers=keys.channel
+    )
+    assert single.status_code == 200, single.text
+    assert single.json()["accepted"] == 1
+    assert [n["message"] for n in single.json()["uncounted"]] == ([said] if said else [])
+    events = [
+        {**out, "event_type": "opened", "event_id": "open-too", "hcp_id": batched},
+        {**out, "event_id": "out-batched", "hcp_id": batched},
+    ]
+    batch = client.post("/v1/feedback", json={"events": events}, headers=keys.channel)
+    # An open keeps its value (stored, said to count nowhere): the one it does not refuse.
+    opened = sent != {"value": 3}
+    assert batch.status_code == (207 if opened else 200), batch.text
+    assert [r["index"] for r in batch.json()["rejected"]] == ([0] if opened else []), batch.text
+    assert [(n["message"]) for n in batch.json()["uncounted"] if n["index"] == 1] == (
+        [said] if said else []
+    )
+    for hcp_id in (alone, batched):
+        body = _ask(client, hcp_id)
+        reasons = {w for why in body["excluded"].values() for w in why}
+        assert (
+            f"consent: opted out of {withdrawn} on {day:%Y-%m-%d} (UTC), until the HCP opts in "
+            "again" in reasons
+        ), reasons
+        if withdrawn == "every channel":
+            assert not body["items"], body
+        assert all(i["channel"] != "email" for i in body["items"]), body
+
+
+def test_an_opt_out_whose_hcp_or_event_id_cannot_be_read_is_refused_naming_them(
+    client: TestClient,
+) -> None:
+    """Nothing can be kept without whom it is about or its idempotency key: refused,
+    saying which, alone (422, naming the field) and in a batch (by its index)."""
+    out = {"event_type": "opted_out", "channel": "email", "reason": UNSUBSCRIBE_LINK}
+    alone = client.post("/v1/feedback", json={**out, "event_id": "x", "hcp_id": "h" * 129})
+    assert alone.status_code == 422, alone.text
+    assert [e["loc"] for e in alone.json()["detail"]] == [
+        ["body", "event", "hcp_id"],
+        ["body", "event", "reason"],
+    ], alone.text
+    batch = client.post("/v1/feedback", json={"events": [{**out, "hcp_id": "H1"}]})
+    assert batch.status_code == 422, batch.text
+    [rejected] = batch.json()["rejected"]
+    assert rejected["message"].startswith("event_id: Field required; reason: "), rejected
 
 
 def test_an_opt_out_of_every_channel_leaves_nothing_to_do(client: TestClient) -> None:

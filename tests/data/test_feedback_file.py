@@ -183,3 +183,58 @@ def test_an_opt_out_whose_time_reads_as_none_is_kept_by_its_row(
     engine.dispose()
     assert kept["event_id"].tolist() == ["out-d", "out-m", "out-n", "out-y"]
     assert (pd.to_datetime(kept["occurred_at"]).dt.year >= 2026).all(), kept
+
+
+def test_an_opt_out_row_is_kept_whatever_the_form_of_a_field_but_its_ids(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An opt-out row with an unsubscribe link longer than the 256 characters a reason
+    is stored in, a value (a number or not), a channel longer than any, or channel
+    'all' with no model served (stored as a channel no action has: nothing withdrawn)
+    was rejected by its row, or kept withdrawing nothing, the file's other rows stored.
+    Each is kept, read as the endpoint reads it, and said by its row; an open with
+    such a reason, or an opt-out without its HCP, is still rejected."""
+    link = "https://mail.example.com/unsubscribe?token=" + "x" * 300
+    text = tmp_path / "events.csv"
+    text.write_text(
+        "event_id,event_type,hcp_id,channel,reason,value\n"
+        f"open-1,opened,H1,email,{link},\n"
+        f"out-link,opted_out,H1,email,{link},\n"
+        "out-na,opted_out,H2,email,,n/a\n"
+        "out-3,opted_out,H3,email,,3\n"
+        f"out-long,opted_out,H4,{'e' * 65},,\n"
+        "out-all,opted_out,H5,All,,\n"
+        "out-nobody,opted_out,,email,,\n"
+    )
+    done = ingest_events(settings, read_events(text), model=None)
+    assert [(row, event_id) for row, event_id, _ in done.rejected] == [
+        (1, "open-1"),
+        (7, "out-nobody"),
+    ], done.rejected
+    assert done.rejected[0][2] == "reason: String should have at most 256 characters"
+    assert done.rejected[1][2].startswith("hcp_id: "), done.rejected
+    assert done.accepted == 5
+    assert done.uncounted == [
+        (2, "out-link", "opt-out stored: reason cut to its first 256 of 343 characters, the "
+         "most stored"),
+        (3, "out-na", "opt-out stored: value 'n/a' left out: an opt-out takes none"),
+        (4, "out-3", "opt-out stored: value 3 left out: an opt-out takes none"),
+        (5, "out-long", f"opt-out stored: channel '{'e' * 40}'... (65 characters) left out "
+         "(String should have at most 64 characters), as if none was named"),
+    ]  # fmt: skip
+    engine = make_engine(settings.resolved_database_url)
+    with engine.connect() as connection:
+        kept = pd.read_sql(
+            "SELECT event_id, channel, reason, value FROM feedback_events ORDER BY event_id",
+            connection,
+        ).set_index("event_id")
+    engine.dispose()
+    assert kept.loc["out-link", "reason"] == link[:256]
+    assert kept["value"].isna().all(), kept
+    assert kept["channel"].to_dict() == {
+        "out-3": "email",
+        "out-all": None,
+        "out-link": "email",
+        "out-long": None,
+        "out-na": "email",
+    }

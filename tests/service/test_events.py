@@ -172,17 +172,125 @@ def test_an_opt_out_whose_time_reads_as_none_is_read_from_its_arrival(
     arrived = datetime(2026, 12, 4, 17, tzinfo=UTC)
     record = event.record(arrived)
     assert record.occurred_at == arrived
-    assert record.occurred_at_unread is not None and record.occurred_at_unread.startswith(said)
+    assert record.unread is not None and record.unread.startswith(said)
     refused = parse_event({**OPENED, "occurred_at": sent})
     assert isinstance(refused, MalformedEvent), refused
     assert refused.message.startswith("occurred_at: "), refused
 
 
-def test_an_opt_out_with_another_field_wrong_is_refused_naming_every_field() -> None:
-    """Only its time is read past: another problem still rejects it, saying each one."""
+LONG_LINK = "https://mail.example.com/unsubscribe?token=" + "x" * 300
+
+
+@pytest.mark.parametrize(
+    ("sent", "read", "said"),
+    [
+        (
+            {"reason": LONG_LINK},
+            {"reason": LONG_LINK[:256]},
+            "reason cut to its first 256 of 343 characters, the most stored",
+        ),
+        ({"reason": 42}, {"reason": None}, "reason 42 left out (Input should be a valid string)"),
+        (
+            {"channel": "e" * 70},
+            {"channel": None},
+            f"channel '{'e' * 40}'... (70 characters) left out (String should have at most 64 "
+            "characters), as if none was named",
+        ),
+        (
+            {"channel": 5},
+            {"channel": None},
+            "channel 5 left out (Input should be a valid string), as if none was named",
+        ),
+        ({"value": "3,5"}, {"value": None}, "value '3,5' left out: an opt-out takes none"),
+        ({"value": True}, {"value": None}, "value true left out: an opt-out takes none"),
+        ({"value": "n/a"}, {"value": None}, "value 'n/a' left out: an opt-out takes none"),
+        (
+            {"recommendation_id": "r" * 70},
+            {"recommendation_id": None},
+            f"recommendation_id '{'r' * 40}'... (70 characters) left out (String should have "
+            "at most 64 characters)",
+        ),
+        (
+            {"action_id": ["a1"]},
+            {"action_id": None},
+            "action_id a list left out (Input should be a valid string)",
+        ),
+        (
+            {"email": "dr.who@example.com"},
+            {},
+            "email left out: not a field of an event",
+        ),
+    ],
+    ids=[
+        "long-reason",
+        "reason-number",
+        "long-channel",
+        "channel-number",
+        "value-decimal-comma",
+        "value-boolean",
+        "value-text",
+        "long-recommendation",
+        "action-list",
+        "unknown-field",
+    ],
+)
+def test_an_opt_out_is_read_past_any_field_but_its_ids_saying_how(
+    sent: dict[str, object], read: dict[str, object], said: str
+) -> None:
+    """An opt-out with a reason over its stored length (an unsubscribe link), a channel,
+    value, recommendation or action that cannot be read, or a field no event has, was
+    a malformed event, rejected with the withdrawal. It is read without (or, a reason,
+    cut to) what could not be read, saying so; any other event is still refused."""
+    event = parse_event({**OPENED, "event_type": "Opted_Out", **sent})
+    assert isinstance(event, FeedbackEventCreate), event
+    record = event.record(datetime(2026, 12, 4, 17, tzinfo=UTC))
+    assert (record.event_id, record.hcp_id, record.event_type) == ("e1", "H1", "opted_out")
+    for field, value in read.items():
+        assert getattr(record, field) == value, (field, record)
+    assert record.unread == said
+    refused = parse_event({**OPENED, **sent})
+    assert isinstance(refused, MalformedEvent), refused
+
+
+def test_an_opt_out_read_past_several_fields_says_each_in_the_fields_order() -> None:
     event = parse_event(
-        {**OPENED, "event_type": "opted_out", "occurred_at": "2024-03", "value": "3,5"}
+        {
+            **OPENED,
+            "event_type": "opted_out",
+            "occurred_at": "2024-03",
+            "value": "3,5",
+            "reason": LONG_LINK,
+        }
     )
+    assert isinstance(event, FeedbackEventCreate), event
+    record = event.record(datetime(2026, 12, 4, 17, tzinfo=UTC))
+    assert record.channel == "email" and record.reason == LONG_LINK[:256]
+    assert record.unread is not None
+    said = record.unread.split("; ")
+    assert said[0].startswith("occurred_at '2024-03' is a year and month"), said
+    assert said[-3:] == [
+        "counted from its arrival",
+        "reason cut to its first 256 of 343 characters, the most stored",
+        "value '3,5' left out: an opt-out takes none",
+    ], said
+
+
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        ({"hcp_id": "h" * 200}, "hcp_id: String should have at most 128 characters"),
+        ({"hcp_id": None}, "hcp_id: Input should be a valid string"),
+        ({"event_id": ""}, "event_id: String should have at least 1 character"),
+        ({"event_id": 7}, "event_id: Input should be a valid string"),
+    ],
+    ids=["long-hcp", "no-hcp", "empty-id", "id-number"],
+)
+def test_an_opt_out_without_a_readable_hcp_or_event_id_is_refused_naming_each_field(
+    sent: dict[str, object], said: str
+) -> None:
+    """Whom it is about and its idempotency key cannot be read past: such an opt-out is
+    refused, naming them and every other field that was wrong."""
+    event = parse_event({**OPENED, "event_type": "opted_out", "reason": LONG_LINK, **sent})
     assert isinstance(event, MalformedEvent), event
-    assert event.message.startswith("occurred_at: '2024-03' is a year and month"), event
-    assert "; value: '3,5' is not a number" in event.message, event
+    assert event.message.startswith(said), event
+    assert "reason: String should have at most 256 characters" in event.message, event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import threading
@@ -785,24 +786,64 @@ def test_an_opt_out_dated_where_it_cannot_have_happened_counts_from_its_arrival(
         assert before <= kept <= datetime.now(UTC), (event_id, kept)
 
 
-def test_an_opt_out_whose_sent_time_was_not_read_is_kept_saying_why(
+def test_an_opt_out_read_otherwise_than_sent_is_kept_saying_how(
     session: Session, session_factory: sessionmaker[Session]
 ) -> None:
-    """The events schema reads an opt-out past a time that reads as none ('2024-03'),
-    giving why: the store counts it from its arrival and says so; any other event
-    carrying such a note is refused with it."""
-    why = "occurred_at '2024-03' is a year and month, not a date"
+    """The events schema reads an opt-out past fields that cannot be read (a time that
+    reads as none, '2024-03'), saying how: the store keeps it and says so; any other
+    event carrying such a note is refused with it."""
+    why = "occurred_at '2024-03' is a year and month, not a date; counted from its arrival"
     arrived = datetime.now(UTC)
     batch = [
-        delivered("out", "h1", event_type="opted_out", occurred_at=arrived, occurred_at_unread=why),
-        delivered("open", "h1", event_type="opened", occurred_at=arrived, occurred_at_unread=why),
+        delivered("out", "h1", event_type="opted_out", occurred_at=arrived, unread=why),
+        delivered("open", "h1", event_type="opened", occurred_at=arrived, unread=why),
     ]
     result = record_feedback(session, events=batch)
     assert result.accepted == ["out"]
-    assert result.rejected == [(1, "open", why)]
-    assert result.uncounted == [(0, "out", f"opt-out stored: {why}; counted from its arrival")]
+    assert result.rejected == [(1, "open", f"only an opt-out is read otherwise than sent: {why}")]
+    assert result.uncounted == [(0, "out", f"opt-out stored: {why}")]
     kept = stored_events(session_factory)["out"].occurred_at.replace(tzinfo=UTC)
     assert abs(kept - arrived) < timedelta(seconds=1), kept
+
+
+def test_an_opt_out_is_kept_whatever_the_form_of_its_value_reason_or_channel(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """An opt-out with a value ('an opted_out event takes no value'), an empty reason or
+    one holding a NUL character ('reason must be a non-empty string'), or a channel of
+    'all' or '' sent while no catalog is at hand (stored as a channel 'all' that no
+    action has, or refused as empty) was rejected or withdrew nothing. Each is kept:
+    the value left out, the reason without what cannot be stored, the channel as
+    every channel; an opt-in or an open so sent is still refused."""
+    opt_out = functools.partial(delivered, event_type="opted_out", channel="email")
+    batch = [
+        opt_out("out-value", "h1", value=3.5),
+        opt_out("out-zero", "h2", value=0.0),
+        opt_out("out-blank", "h3", reason=""),
+        opt_out("out-nul", "h4", reason="https://x.example/u?t=1\x00"),
+        opt_out("out-all", "h5", channel="All"),
+        opt_out("out-empty", "h6", channel=""),
+        delivered("in-value", "h1", event_type="opted_in", value=3.5),
+        delivered("open-blank", "h1", event_type="opened", reason=""),
+    ]
+    result = record_feedback(session, events=batch)
+    assert [event_id for _, event_id, _ in result.rejected] == ["in-value", "open-blank"]
+    assert result.accepted == [e.event_id for e in batch[:6]]
+    said = {event_id: message for _, event_id, message in result.uncounted}
+    assert said == {
+        "out-value": "opt-out stored: value 3.5 left out: an opt-out takes none",
+        "out-nul": "opt-out stored: reason's NUL characters (\\u0000) left out: the store "
+        "cannot hold them",
+    }, said
+    stored = stored_events(session_factory)
+    assert [stored[e.event_id].value for e in batch[:2]] == [None, None]
+    assert stored["out-blank"].reason is None
+    assert stored["out-nul"].reason == "https://x.example/u?t=1"
+    assert [stored[e].channel for e in ("out-value", "out-all", "out-empty")] == [
+        "email",
+        None,
+        None,
+    ]
 
 
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from nextbest.contract.parse import QUOTED_AT_MOST, no_day_said, number, partial_date, quoted
 from nextbest.limits import STORED_LENGTHS
@@ -112,7 +112,7 @@ def a_time_an_event_can_have(value: object) -> object:
     before ``EARLIEST_EVENT`` is no such count but a year, a date without its dashes
     (``20240301``) or a spreadsheet's day number: read as seconds, 2024 was
     1970-01-01T00:33:44 and refused as that time. An opt-out dated so is read
-    without its time (:meth:`FeedbackEventCreate._an_opt_out_whatever_its_time`)."""
+    without its time (:meth:`FeedbackEventCreate._an_opt_out_whatever_its_form`)."""
     said = _as_sent(value)
     partial = partial_date(value)
     if said is not None and partial:
@@ -181,7 +181,8 @@ class FeedbackEventCreate(BaseModel):
         description="When it happened: an ISO 8601 time (without an offset: UTC) or "
         "seconds since 1970, from 2000 on; a date without a day (2024, 2024-03) is "
         "refused. Default: when received. An opt-out's that cannot be read is not "
-        "refused: it counts from its arrival, said under uncounted.",
+        "refused: it counts from its arrival, said under uncounted (as every field of "
+        "an opt-out but event_id and hcp_id: docs/api.md, Feedback).",
     )
     reason: str | None = Field(
         default=None,
@@ -199,30 +200,28 @@ class FeedbackEventCreate(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _an_opt_out_whatever_its_time(
+    def _an_opt_out_whatever_its_form(
         cls, data: Any, handler: ModelWrapValidatorHandler[Self]
     ) -> FeedbackEventCreate:
-        """An opt-out is read without an ``occurred_at`` that names no time it can have
-        happened at (``2024-03``, ``31/12/2024``, ``2024``): refused, the withdrawal of
-        consent would be lost over the form of its time. The store counts it from its
-        arrival and says why (:attr:`FeedbackRecord.occurred_at_unread`). Any other
-        event, or an opt-out with another field wrong, is refused as sent."""
+        """An opt-out is read past every field but its ids that it cannot be read with
+        (:func:`_opt_out_as_read`): refused, the withdrawal of consent would be lost
+        over the form of a field that does not change what it withdraws. The store
+        says what was not read (:attr:`FeedbackRecord.unread`). Any other event, or
+        an opt-out without a readable ``event_id`` or ``hcp_id``, is refused as sent."""
         try:
             return handler(data)
         except ValidationError as exc:
-            unread = _opt_out_time_unread(data, exc)
-            if unread is None:
+            read = _opt_out_as_read(data, exc)
+            if read is None:
                 raise
-            event = _OptOutOfUnreadTime.model_validate(
-                {k: v for k, v in data.items() if k != "occurred_at"}
-            )
-            event._unread = unread
+            event = _OptOutReadOtherwise.model_validate(read[0])
+            event._unread = read[1]
             return event
 
     @property
-    def occurred_at_unread(self) -> str | None:
-        """Why the ``occurred_at`` sent was not read (an opt-out's, see above); None
-        when it was, or none was sent."""
+    def unread(self) -> str | None:
+        """What of the event as sent was not read, and how it was read instead (an
+        opt-out's, see above); None when it was read as sent."""
         return None
 
     def record(self, received_at: datetime) -> FeedbackRecord:
@@ -238,41 +237,91 @@ class FeedbackEventCreate(BaseModel):
             channel=self.channel,
             reason=self.reason,
             value=self.value,
-            occurred_at_unread=self.occurred_at_unread,
+            unread=self.unread,
         )
 
 
-class _OptOutOfUnreadTime(FeedbackEventCreate):
-    """An opt-out read without the ``occurred_at`` it was sent with. Apart, as a
-    private attribute on every event made reading a batch twice as slow."""
+class _OptOutReadOtherwise(FeedbackEventCreate):
+    """An opt-out read otherwise than sent. Apart, as a private attribute on every
+    event made reading a batch twice as slow."""
 
     _unread: str = PrivateAttr(default="")
 
     @property
-    def occurred_at_unread(self) -> str | None:
+    def unread(self) -> str | None:
         return self._unread
 
 
-def _opt_out_time_unread(data: Any, exc: ValidationError) -> str | None:
-    """Why an opt-out's ``occurred_at`` was refused, when that is all that is wrong
-    with the event (``data``, as sent); None for any other event or problem."""
-    if not isinstance(data, dict) or "occurred_at" not in data:
+# What an opt-out can have no withdrawal without: who withdraws (hcp_id), and the key
+# that makes a resend a duplicate (event_id). Any other field is read past.
+_OPT_OUT_NEEDS = frozenset({"event_id", "event_type", "hcp_id"})
+
+
+def _opt_out_as_read(data: Any, exc: ValidationError) -> tuple[dict[str, Any], str] | None:
+    """An opt-out (``data``, as sent) as it can be read past what ``exc`` refused, and
+    what was read otherwise, field by field (in the fields' order, '; '-joined); None
+    for any other event, or an opt-out whose ``event_id`` or ``hcp_id`` cannot be read.
+
+    A time that reads as none is left out (counted from its arrival); a reason longer
+    than the store keeps is cut to it (an unsubscribe link's tail), any other that is
+    no text left out; a value that is no number left out (an opt-out's counts
+    nowhere); a channel that cannot be one left out, as if none was named (every
+    channel, or the one a key of one channel speaks for); a recommendation or action
+    that cannot be one left out (what it withdraws is then read from the channel); a
+    field no event has left out.
+    """
+    if not isinstance(data, dict):
         return None
     event_type = data.get("event_type")
     if not isinstance(event_type, str) or event_type.strip().lower() != "opted_out":
         return None
-    errors = exc.errors(include_url=False)
-    if any(tuple(error["loc"]) != ("occurred_at",) for error in errors):
-        return None
-    sent = data["occurred_at"]
+    refused: dict[str, list[ErrorDetails]] = {}
+    for error in exc.errors(include_url=False):
+        field = error["loc"][0] if error["loc"] else None
+        if not isinstance(field, str) or field in _OPT_OUT_NEEDS or field not in data:
+            return None
+        refused.setdefault(field, []).append(error)
+    read = {k: v for k, v in data.items() if k not in refused}
+    said: list[str] = []
+    for field, errors in refused.items():
+        sent = data[field]
+        if field == "occurred_at":
+            said.append(f"{_time_unread(sent, errors)}; counted from its arrival")
+        elif field not in FeedbackEventCreate.model_fields:
+            said.append(f"{field} left out: not a field of an event")
+        elif field == "value":
+            said.append(f"value {_said(sent)} left out: an opt-out takes none")
+        elif field == "reason" and isinstance(sent, str):
+            # Too long is all a text can be here: an unsubscribe link's tail is cut.
+            reason = sent.strip()
+            read["reason"] = reason[: STORED_LENGTHS["reason"]]
+            said.append(
+                f"reason cut to its first {STORED_LENGTHS['reason']} of {len(reason):,} "
+                "characters, the most stored"
+            )
+        else:
+            why = "; ".join(error["msg"] for error in errors)
+            as_none = ", as if none was named" if field == "channel" else ""
+            said.append(f"{field} {_said(sent)} left out ({why}){as_none}")
+    return read, "; ".join(said)
+
+
+def _said(sent: object) -> str:
+    """A field's value as sent, as a message quotes it: a text or a number as is
+    (a long text cut), anything else by its kind."""
     said = _as_sent(sent)
-    if said is None:
-        said = str(sent).lower() if isinstance(sent, bool) else f"a {type(sent).__name__}"
+    if said is not None:
+        return said
+    return str(sent).lower() if isinstance(sent, bool) else f"a {type(sent).__name__}"
+
+
+def _time_unread(sent: object, errors: list[ErrorDetails]) -> str:
+    """Why an ``occurred_at`` (``sent``) was refused, from ``errors``, its errors."""
     return "; ".join(
         # Our validators' sentences quote what was sent; pydantic's do not.
         f"occurred_at {error['msg'].removeprefix('Value error, ')}"
         if error["type"] == "value_error"
-        else f"occurred_at {said} is no time: {error['msg']}"
+        else f"occurred_at {_said(sent)} is no time: {error['msg']}"
         for error in errors
     )
 

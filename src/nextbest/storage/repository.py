@@ -224,8 +224,10 @@ class FeedbackRecord:
 
     ``value`` is the business value of an ``outcome`` event (required there);
     ``reason`` explains a dismissal or snooze. Naive ``occurred_at`` is taken as UTC.
-    ``occurred_at_unread``: why the time sent was not read (``occurred_at`` is then
-    the arrival): an opt-out is kept so and it is said back, any other event refused.
+    ``unread``: what of the event as sent was not read, and how it was read instead
+    (an opt-out's whose time could not be read has its arrival as ``occurred_at``;
+    ``service.events`` reads an opt-out so): it is kept so and it is said back, any
+    other event refused with it.
     """
 
     event_id: str
@@ -237,7 +239,7 @@ class FeedbackRecord:
     channel: str | None = None
     reason: str | None = None
     value: float | None = None
-    occurred_at_unread: str | None = None
+    unread: str | None = None
 
 
 @dataclass(frozen=True)
@@ -554,8 +556,8 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             return NUL_REFUSED.format(name=name)
     if not isinstance(event.occurred_at, datetime):
         return f"occurred_at must be a datetime, got {type(event.occurred_at).__name__}"
-    if event.occurred_at_unread is not None and event.event_type != "opted_out":
-        return event.occurred_at_unread
+    if event.unread is not None and event.event_type != "opted_out":
+        return f"only an opt-out is read otherwise than sent: {event.unread}"
     impossible = _impossible_time(event, received_at)
     if impossible is not None:
         return impossible
@@ -740,26 +742,37 @@ def _opt_out_as_kept(
 
     A withdrawal is never lost over its form: a channel spelled otherwise is read as
     the catalog channel it most likely means ("e-mail"), one for "all" or none at all
-    as every channel, and one nextbest cannot tell as every channel, to be safe; one
+    (empty) as every channel, with or without a catalog, and one nextbest cannot tell
+    as every channel, to be safe; one
     naming only its send (a ``recommendation_id``) as the channel the send served,
     or every channel when it served none or several; a
     recommendation or action the service does not know (a retired content's
     unsubscribe link, a forwarded mail) is left out, and the channel is the action's
     when it is known, else every channel. A time it cannot have happened at (ahead
     of its arrival: a local time sent without its offset; before 2000) counts from
-    its arrival, and so does one whose time sent could not be read (``2024-03``:
-    ``occurred_at_unread``).
+    its arrival. A value is left out (an opt-out's counts nowhere; said unless 0, an
+    export's filler), an empty reason read as none, and a reason's NUL characters
+    left out. What ``service.events`` could not read is said first (``unread``).
     """
     said: list[str] = []
     changes: dict[str, Any] = {}
+    if event.unread is not None:
+        said.append(event.unread)
     impossible = (
         _impossible_time(event, received_at) if isinstance(event.occurred_at, datetime) else None
     )
-    if event.occurred_at_unread is not None:
-        said.append(f"{event.occurred_at_unread}; counted from its arrival")
-    elif impossible is not None:
+    if impossible is not None:
         changes["occurred_at"] = received_at
         said.append(f"{impossible}; counted from its arrival")
+    if event.value is not None:
+        changes["value"] = None
+        if event.value != 0:
+            said.append(f"value {event.value:g} left out: an opt-out takes none")
+    if isinstance(event.reason, str) and not event.reason.replace("\x00", "").strip():
+        changes["reason"] = None
+    elif isinstance(event.reason, str) and "\x00" in event.reason:
+        changes["reason"] = event.reason.replace("\x00", "")
+        said.append("reason's NUL characters (\\u0000) left out: the store cannot hold them")
     recommendation = served.get(event.recommendation_id) if event.recommendation_id else None
     if event.recommendation_id is not None and (
         recommendation is None or recommendation.hcp_id != event.hcp_id
@@ -791,11 +804,11 @@ def _opt_out_as_kept(
                 + ("none" if not sent else "several channels")
                 + ": every channel withdrawn"
             )
-    if event.channel is not None and catalog_channels:
+    if event.channel is not None:
         spelled = channel_spelling(event.channel)
         if spelled in _EVERY_CHANNEL:
             changes["channel"] = None
-        elif spelled not in catalog_channels:
+        elif catalog_channels and spelled not in catalog_channels:
             near = near_channel(event.channel, catalog_channels)
             changes["channel"] = near
             said.append(
