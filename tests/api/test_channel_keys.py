@@ -339,6 +339,43 @@ def test_an_opt_out_without_channel_from_a_one_channel_key_withdraws_that_channe
     assert _stored(client)["stop-2"] == ("email", "mail-gw")
 
 
+@pytest.mark.parametrize(
+    ("channel", "said"),
+    [
+        ("fax", "channel 'fax' is no catalog channel"),
+        (
+            "e" * 65,
+            f"channel '{'e' * 40}'... (65 characters) left out (String should have at most 64 "
+            "characters), as if none was named",
+        ),
+    ],
+    ids=["unknown", "too-long"],
+)
+def test_an_opt_out_of_no_catalog_channel_from_a_one_channel_key_withdraws_that_channel(
+    client: TestClient, api_settings: Settings, channel: str, said: str
+) -> None:
+    """A one-channel key's opt-out naming a channel the catalog does not have ('fax')
+    was read as every channel, which the key does not speak for: refused with 403,
+    the withdrawal lost. It withdraws the key's channel, as one naming none does."""
+    mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+    hcp, _ = _email_hcp(client)
+    out = {"event_id": "stop-1", "event_type": "opted_out", "hcp_id": hcp, "channel": channel}
+    answer = client.post("/v1/feedback", json=out, headers=mail)
+    assert answer.status_code == 200, answer.text
+    (note,) = answer.json()["uncounted"]
+    assert note["message"].startswith(
+        "opt-out stored for channel 'email', the one API key 'mail-gw' speaks for"
+    ), note
+    assert said in note["message"], note
+    assert _stored(client)["stop-1"] == ("email", "mail-gw")
+    after = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+    assert after["items"] and all(i["channel"] != "email" for i in after["items"])
+    # A catalog channel other than its own is still not the key's to withdraw.
+    other = {**out, "event_id": "stop-2", "channel": "webinar"}
+    refused = client.post("/v1/feedback", json=other, headers=mail)
+    assert refused.status_code == 403, refused.text
+
+
 def test_a_contact_without_channel_from_a_one_channel_key_counts_for_that_channel(
     client: TestClient, api_settings: Settings
 ) -> None:

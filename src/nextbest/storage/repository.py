@@ -822,6 +822,14 @@ def _opt_out_as_kept(
     return kept, ("opt-out stored: " + "; ".join(said)) if said else None
 
 
+def _no_catalog_channel(channel: str, catalog_channels: frozenset[str]) -> bool:
+    """Whether an opt-out's ``channel`` is one nextbest cannot tell (``fax``): neither a
+    catalog channel, however spelled, nor a near miss of one. False without a catalog."""
+    if not catalog_channels or channel_spelling(channel) in catalog_channels:
+        return False
+    return near_channel(channel, catalog_channels) is None
+
+
 def _channel_of(
     event: FeedbackRecord,
     served_channel: str | None,
@@ -1091,8 +1099,9 @@ def record_feedback(
     that served items on other channels only (the requester did not send it; one
     that served nothing, a holdout's, may be named). A consent event must name a
     channel (an opt-in or opt-out of every channel is refused), except that an
-    opt-out naming no channel and no action, from a requester of one channel, is
-    read as withdrawing that channel (said in ``uncounted``), and a contact
+    opt-out naming no channel (or one nextbest cannot tell, ``fax``) and no action,
+    from a requester of one channel, is read as withdrawing that channel (said in
+    ``uncounted``), and a contact
     (``delivered``, ``completed``) naming none is that channel's. Other events
     naming no channel, none to fill in, are stored as from any requester.
 
@@ -1227,15 +1236,24 @@ def _record_feedback(
             and channels is not None
             and len(channels) == 1
             and event.action_id is None
-            and (event.channel is None or channel_spelling(event.channel) in _EVERY_CHANNEL)
+            and (
+                event.channel is None
+                or channel_spelling(event.channel) in _EVERY_CHANNEL
+                or _no_catalog_channel(event.channel, catalog_channels)
+            )
         ):
             # An SMS gateway's "stop" withdraws SMS, not every channel (which it
-            # does not speak for).
-            event = dataclasses.replace(event, channel=channels[0])
+            # does not speak for); so does one naming a channel nextbest cannot tell,
+            # which would be read as every channel, and refused.
+            unknown = event.channel is not None and _no_catalog_channel(
+                event.channel, catalog_channels
+            )
             bound_as = (
                 f"opt-out stored for channel '{channels[0]}', the one API key "
                 f"'{requester}' speaks for"
+                + (f" (channel '{event.channel}' is no catalog channel)" if unknown else "")
             )
+            event = dataclasses.replace(event, channel=channels[0])
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(
                 event, served, action_channels, catalog_channels, received_at

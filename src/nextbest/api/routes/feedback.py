@@ -54,7 +54,8 @@ def post_feedback(
     A channel key bound to channels (``channels: [sms]`` in the key file) speaks for
     them only: an event about another channel (stated, or its action's), or naming
     a recommendation served on other channels only, is refused (status 403); an
-    opt-out naming no channel from a key of one channel withdraws that channel; an
+    opt-out naming no channel (or one the catalog lacks) from a key of one channel
+    withdraws that channel; an
     opt-in or opt-out that would apply to every channel is refused.
     """
     sent: list[object] = list(body.events) if isinstance(body, FeedbackBatchCreate) else [body]
