@@ -945,6 +945,58 @@ def test_a_send_lists_column_saved_as_the_index_is_read_as_the_column(
         assert read.columns.tolist() == ["hcp_id", "consent_email"]
 
 
+@pytest.mark.parametrize("parted", [False, True], ids=["file", "parts"])
+def test_a_catalog_column_saved_as_the_index_is_read_as_the_column(
+    tables: Tables, write_tables: WriteTables, parted: bool
+) -> None:
+    """``catalog.set_index("priority").to_parquet(path)``: the index is no column, so
+    priority was dropped without a word (as a column, validate and train name it
+    among the catalog's columns not read), and a contract column spelled otherwise
+    (``Specialties``) was dropped too, leaving content for one specialty open to
+    every specialty where, as a column, it is refused. The catalog reads its columns
+    by their header, so an index saved under a name is read as the column it was."""
+    from nextbest.cli import _unread_column_notes
+
+    whole = load_dataset(write_tables(tables, fmt="parquet", name="whole"))
+    saved = write_tables(tables, fmt="parquet", name="saved")
+    path = saved / "catalog.parquet"
+
+    def save(frame: pd.DataFrame) -> None:
+        if path.is_file():
+            path.unlink()
+        if parted:  # the same two parts rewritten
+            path.mkdir(exist_ok=True)
+            frame.iloc[:2].to_parquet(path / "part-0.parquet")
+            frame.iloc[2:].to_parquet(path / "part-1.parquet")
+        else:
+            frame.to_parquet(path)
+
+    catalog = tables["catalog"].assign(priority=["1", "2", "3"])
+    for index in (["priority"], ["action_id", "priority"]):
+        save(catalog.set_index(index))
+        loaded = load_dataset(saved)
+        pd.testing.assert_frame_equal(loaded.catalog[whole.catalog.columns], whole.catalog)
+        assert loaded.catalog["priority"].tolist() == [1, 2, 3], index
+        assert _unread_column_notes(loaded) == [
+            "catalog column not read: priority; only the data contract's columns of "
+            "catalog are used (docs/data.md)"
+        ]
+    # As a column, 'Specialties' is refused, naming the column meant: so as the index.
+    save(tables["catalog"].rename(columns={"specialties": "Specialties"}).set_index("Specialties"))
+    with pytest.raises(ContractError) as refused:
+        load_dataset(saved)
+    said = [(p.file, p.column, p.message) for p in refused.value.problems]
+    assert said == [
+        (
+            "catalog.parquet",
+            "specialties",
+            "optional column written otherwise: it would be read as an extra column and "
+            "specialties left at its default (there is 'Specialties': column names are "
+            "lower-case, words joined by '_'; rename it to 'specialties')",
+        )
+    ]
+
+
 def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     """A name under a neutral header ('doctor') was a feature, and the model stored
     every name; a per-HCP code teaches nothing that carries to another HCP either."""

@@ -243,11 +243,20 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     ``topic``, ``content_type`` (one of CONTENT_TYPES), ``approved_from``,
     ``approved_until`` (naive UTC datetime64[ns]; NaT = open-ended),
     ``specialties`` (normalised ``;``-list, '' = everyone), ``cost`` (float64 >= 0,
-    empty or absent = 0), then extra columns as features.
+    empty or absent = 0), then extra columns, which training does not read. An
+    index pandas saved under a name is read as the column it was (see :func:`_start`).
     """
     log = ProblemLog(file)
+    # Its columns are read by their header: a column saved as the index
+    # (set_index("Specialties")) is checked as that column would be, not dropped so
+    # that content for one specialty went to every specialty.
     raw = _start(
-        raw, REQUIRED_CATALOG_COLUMNS, log, optional=OPTIONAL_CATALOG_COLUMNS, rows_required=True
+        raw,
+        REQUIRED_CATALOG_COLUMNS,
+        log,
+        optional=OPTIONAL_CATALOG_COLUMNS,
+        rows_required=True,
+        saved_index="read",
     )
     n = len(raw)
     action_id = _required_text(raw, "action_id", log)
@@ -524,10 +533,12 @@ def _start(
     another name is, as ``saved_index`` says: ``left_out``; ``refused``, naming it,
     in a table whose every other column is an attribute (hcps: left out, its values
     would be lost, and read, row numbers saved under a name would be taken for one);
-    ``read`` as the column it was in a table that reads its other columns by their
+    ``read`` as the column it was in a table that reads its columns by their
     header only (a send list's consent columns: the others are left out all the
-    same, row numbers among them). Row numbers saved as a range are no column in
-    any case (:func:`~nextbest.contract.files.saved_index_names`).
+    same, row numbers among them; the catalog's: a contract column spelled
+    otherwise is refused, the others named as not read). Row numbers saved as a
+    range are no column in any case
+    (:func:`~nextbest.contract.files.saved_index_names`).
 
     A header that spells a column of the contract (``required`` or ``optional``)
     otherwise ('HCP_ID', 'Territory ID', 'approvedUntil', 'Specialties') is refused,
