@@ -3641,6 +3641,14 @@ def models(
             f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"
             if v.feedback_engagement_missing
             else None,
+            f"{v.history_rows_logged:,} history rows naming the recommendation_id of a logged "
+            "decision left out (learned from the recommendation log)"
+            if v.history_rows_logged
+            else None,
+            f"{v.history_repeats_logged:,} history touches look like logged sends without a "
+            "recommendation_id (kept: maybe learned twice)"
+            if v.history_repeats_logged
+            else None,
         ]
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
     if (caution := _not_comparable(versions)) is not None:

@@ -766,6 +766,11 @@ class VersionSummary:
     # Channels whose feedback came back without engagement events when it was retrained
     # (empty: none; None: not retrained on feedback).
     feedback_engagement_missing: list[str] | None = None
+    # When it was retrained (None: not retrained, or by a nextbest that did not record
+    # them): history rows naming the recommendation_id of a logged decision, left out
+    # (learned from the log), and touches without one that look like logged sends, kept.
+    history_rows_logged: int | None = None
+    history_repeats_logged: int | None = None
     # The held-out slice the figures above are measured on: the newest share of the
     # version's own history, and its decisions.
     eval_fraction: float | None = None
@@ -855,6 +860,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 feedback_engagement_missing=_channel_list(
                     mv.tags.get("feedback_engagement_missing")
                 ),
+                history_rows_logged=_int_or_none(params.get("history_rows_logged")),
+                history_repeats_logged=_int_or_none(mv.tags.get("history_repeats_logged")),
                 eval_fraction=_float_or_none(params.get("eval_fraction")),
                 eval_from=params.get("eval_from"),
                 eval_until=params.get("eval_until"),

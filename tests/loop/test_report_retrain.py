@@ -1429,8 +1429,33 @@ def _reexported(loop_world: LoopWorld, store: ServedStore, out: Path, *, ids: bo
     return len(crm)
 
 
+def _models_say(
+    settings: Settings, version: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, object]]:
+    """What ``nextbest models`` says of ``version``: its two lines, whitespace
+    collapsed, and its row of ``--json``."""
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        listed = runner.invoke(app, ["models"])
+        as_json = runner.invoke(app, ["models", "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert listed.exit_code == 0, listed.output
+    assert as_json.exit_code == 0, as_json.output
+    lines = listed.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"v{version} "))
+    said = " ".join(" ".join(lines[start : start + 2]).split())
+    (row,) = [v for v in json.loads(as_json.stdout)["versions"] if v["version"] == version]
+    return said, row
+
+
 def test_history_rows_naming_a_logged_decision_are_learned_once(
-    loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A CRM export refreshed after the service's sends lists them again, each with
     the recommendation_id it was sent under: those rows are left out of the history
@@ -1456,10 +1481,21 @@ def test_history_rows_naming_a_logged_decision_are_learned_once(
     assert not any("learned twice" in w for w in outcome.warnings)
     run = registry.client(honest_loop.settings).get_run(outcome.run_id)
     assert run.data.params["history_rows_logged"] == str(n_sent)
+    # Where a data scientist looks at the version: its line and its JSON.
+    said, row = _models_say(honest_loop.settings, outcome.version, monkeypatch)
+    assert (
+        f"{n_sent:,} history rows naming the recommendation_id of a logged decision left "
+        "out (learned from the recommendation log)" in said
+    ), said
+    assert "look like logged sends" not in said, said
+    assert (row["history_rows_logged"], row["history_repeats_logged"]) == (n_sent, 0)
 
 
 def test_history_repeating_logged_sends_without_their_ids_is_warned(
-    loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same export without recommendation_ids: the sends cannot be told from the
     CRM's own touches for sure, so they stay, and the run warns with their number."""
@@ -1485,6 +1521,17 @@ def test_history_repeating_logged_sends_without_their_ids_is_warned(
     run = registry.client(honest_loop.settings).get_run(outcome.run_id)
     assert run.data.params["history_rows_logged"] == "0"
     assert run.data.tags["history_repeats_logged"] == str(n_sent)
+    said, row = _models_say(honest_loop.settings, outcome.version, monkeypatch)
+    assert (
+        f"{n_sent:,} history touches look like logged sends without a recommendation_id "
+        "(kept: maybe learned twice)" in said
+    ), said
+    assert "left out (learned from" not in said, said
+    assert (row["history_rows_logged"], row["history_repeats_logged"]) == (0, n_sent)
+    # A version trained, not retrained, records neither.
+    said, row = _models_say(honest_loop.settings, honest_loop.champion, monkeypatch)
+    assert "history rows" not in said and "history touches" not in said, said
+    assert (row["history_rows_logged"], row["history_repeats_logged"]) == (None, None)
 
 
 def test_a_history_touch_repeats_a_logged_send_at_or_after_it_within_the_window() -> None:
