@@ -999,7 +999,8 @@ def _evidence_notes(dataset: Any, eval_fraction: float) -> list[str]:
 def _what_training_gets(
     interactions: Any, eval_fraction: float = 0.1, catalog: Any = None
 ) -> list[str]:
-    """What the interactions give the learners: time span, touches, outcomes, propensities."""
+    """What the interactions give the learners: time span, touches, outcomes,
+    propensities, and the rows naming a ``recommendation_id`` (when the column is there)."""
     from nextbest.learning.train import MIN_ROWS_PER_ARM
 
     n = len(interactions)
@@ -1061,6 +1062,13 @@ def _what_training_gets(
             "logging policy's bias there)"
         )
     lines.append(f"propensities on {share(logged)}{unweighted}")
+    if "recommendation_id" in interactions:
+        # The service's own sends exported back: retrain learns them from the log.
+        named = int(interactions["recommendation_id"].notna().sum())
+        lines.append(
+            f"recommendation_id on {share(named)}: retrain leaves out those naming a "
+            "decision it learns from the recommendation log (docs/loop.md, Retraining)"
+        )
     return lines
 
 

@@ -1631,6 +1631,44 @@ def test_validate_counts_outcomes_as_training_will() -> None:
     assert "too few for the uplift model (it needs" in said and "falls back" not in said, said
 
 
+def test_validate_counts_the_history_rows_that_carry_a_recommendation_id(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """A history with a recommendation_id column: validate says how many rows name
+    one, the rows retrain may leave out as the service's own sends, as it says how
+    many carry a propensity; without the column it says nothing of it."""
+    from nextbest.cli import _what_training_gets
+
+    n = 1000
+    frame = pd.DataFrame(
+        {
+            "hcp_id": "H1",
+            "timestamp": pd.date_range("2026-01-01", periods=n, freq="h"),
+            "action_id": "A1",
+            "engaged": np.arange(n) % 2,
+            "outcome": np.nan,
+            "propensity": np.nan,
+            "holdout": False,
+        }
+    )
+    assert not any("recommendation_id" in line for line in _what_training_gets(frame))
+    frame["recommendation_id"] = [f"r{i}" if i % 4 == 0 else None for i in range(n)]
+    said = [line for line in _what_training_gets(frame) if "recommendation_id" in line]
+    assert said == [
+        "recommendation_id on 250 (25%): retrain leaves out those naming a decision it "
+        "learns from the recommendation log (docs/loop.md, Retraining)"
+    ], said
+    # As `nextbest validate` prints it for a history whose CRM export carries the ids.
+    data = _foreign_dataset(tmp_path / "ids", with_outcome=True)
+    history = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    assert "recommendation_id" not in " ".join(run_ok("validate", "--data", str(data)).split())
+    history["recommendation_id"] = ""
+    history.loc[history.index[:30], "recommendation_id"] = [f"r{i}" for i in range(30)]
+    history.to_csv(data / "interactions.csv", index=False)
+    said = " ".join(run_ok("validate", "--data", str(data)).split())
+    assert f"recommendation_id on 30 ({30 / len(history):.0%}): retrain leaves out" in said, said
+
+
 def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_path: Path) -> None:
     data = _foreign_dataset(tmp_path / "doubled", with_outcome=True)
     frame = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
