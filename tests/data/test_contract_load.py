@@ -997,6 +997,56 @@ def test_a_catalog_column_saved_as_the_index_is_read_as_the_column(
     ]
 
 
+@pytest.mark.parametrize("parted", [False, True], ids=["file", "parts"])
+@pytest.mark.parametrize(
+    ("index", "column", "said"),
+    [
+        (
+            "Outcome",
+            "outcome",
+            "optional column written otherwise: it would be read as an extra column and "
+            "outcome left at its default",
+        ),
+        ("HCP ID", "hcp_id", "missing required column"),
+    ],
+    ids=["optional", "required"],
+)
+def test_an_interactions_column_spelled_otherwise_and_saved_as_the_index_is_refused(
+    tables: Tables,
+    write_tables: WriteTables,
+    parted: bool,
+    index: str,
+    column: str,
+    said: str,
+) -> None:
+    """``interactions.set_index("Outcome").to_parquet(path)``: an index under a name
+    the contract does not read is left out, as such a column is not read, but this
+    one spells a contract column otherwise, and was dropped with every outcome
+    (the uplift model then fell back without a word) where, as a column, it is
+    refused naming the column meant. So it is as the index too."""
+    saved = write_tables(tables, fmt="parquet", name="saved")
+    path = saved / "interactions.parquet"
+    path.unlink()
+    frame = tables["interactions"].rename(columns={column: index}).set_index(index)
+    if parted:
+        path.mkdir()
+        frame.iloc[:2].to_parquet(path / "part-0.parquet")
+        frame.iloc[2:].to_parquet(path / "part-1.parquet")
+    else:
+        frame.to_parquet(path)
+    with pytest.raises(ContractError) as refused:
+        load_dataset(saved)
+    problems = [(p.file, p.column, p.message) for p in refused.value.problems]
+    assert problems == [
+        (
+            "interactions.parquet",
+            column,
+            f"{said} (there is '{index}': column names are lower-case, words joined by "
+            f"'_'; rename it to '{column}')",
+        )
+    ], problems
+
+
 def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     """A name under a neutral header ('doctor') was a feature, and the model stored
     every name; a per-HCP code teaches nothing that carries to another HCP either."""

@@ -529,7 +529,8 @@ def _start(
     """Strip column names, check required columns and (maybe) that rows exist.
 
     An index pandas saved with the table is read as the column it names when that is
-    one of ``required`` or ``optional`` (``hcp_id`` set as the index). One under
+    one of ``required`` or ``optional`` (``hcp_id`` set as the index), or spells one
+    otherwise (``Outcome``: then refused as that header is, below). One under
     another name is, as ``saved_index`` says: ``left_out``; ``refused``, naming it,
     in a table whose every other column is an attribute (hcps: left out, its values
     would be lost, and read, row numbers saved under a name would be taken for one);
@@ -552,9 +553,12 @@ def _start(
     # frame, and a deep copy costs seconds at millions of rows. An index pandas wrote
     # to Parquet is no column, unless it is named for one (hcp_id as the index).
     raw = raw.copy(deep=False)
-    raw = index_as_columns(
-        raw, (*known, *saved_index_names(raw)) if saved_index == "read" else known
-    )
+    saved = saved_index_names(raw)
+    # One spelling a column of the contract otherwise ('Outcome') is read, to be
+    # refused below as that header is: left out, its field took the default unsaid.
+    spellings = {column_spelling(column) for column in known}
+    misspelt = [name for name in saved if column_spelling(name) in spellings]
+    raw = index_as_columns(raw, (*known, *(saved if saved_index == "read" else misspelt)))
     if saved_index == "refused":
         # Left in the index it is no column, and the table reads every column:
         # its values would be lost without a word.
