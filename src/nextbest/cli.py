@@ -3553,7 +3553,8 @@ def models(
             help="Print JSON instead: the versions, champion_history (the champions "
             "`rollback` returns through, the current one last; a rollback takes its "
             "version off) and champion_changes (every change of champion, oldest first, "
-            "rollbacks included: the audit trail that --history prints).",
+            "rollbacks included: the audit trail that --history prints) and "
+            "decisions_interrupted (decisions stopped before the champion moved: not made).",
         ),
     ] = False,
     history_table: Annotated[
@@ -3561,7 +3562,8 @@ def models(
         typer.Option(
             "--history",
             help="Print every change of champion instead: when, which version, by which "
-            "decision (train, promote, forced promote, rollback), who and why.",
+            "decision (train, promote, forced promote, rollback), who and why; then the "
+            "decisions interrupted before the champion moved (not made).",
         ),
     ] = False,
     champion_at: Annotated[
@@ -3588,7 +3590,7 @@ def models(
 
     from nextbest import registry
     from nextbest.loop.gate import champion_history
-    from nextbest.loop.lineage import champion_changes
+    from nextbest.loop.lineage import ChampionTimeline, champion_timeline
 
     settings = _settings()
     when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
@@ -3597,11 +3599,13 @@ def models(
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     # The timeline is read from every decision run: only when it is shown.
-    changes = champion_changes(settings) if when or history_table or as_json else []
+    shown = when is not None or history_table or as_json
+    timeline = champion_timeline(settings) if shown else ChampionTimeline([], [])
+    changes = timeline.changes
     if when is not None:
         return _print_champion_at(changes, when, as_json=as_json)
     if history_table and not as_json:
-        _print_champion_changes(changes)
+        _print_champion_changes(timeline)
         return changes
     history = champion_history(settings)
     # The first champion got its alias at training, before any promotion wrote the history.
@@ -3616,6 +3620,7 @@ def models(
                     "model": settings.model_name,
                     "champion_history": history,
                     "champion_changes": [c.as_dict() for c in changes],
+                    "decisions_interrupted": [d.as_dict() for d in timeline.interrupted],
                     "versions": rows,
                 },
                 indent=1,
@@ -3682,30 +3687,64 @@ def _parse_time(value: str, option: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def _print_champion_changes(changes: list[Any]) -> None:
-    """The champion's timeline as a table, oldest first."""
+def _print_champion_changes(timeline: Any) -> None:
+    """The champion's timeline (a :class:`~nextbest.loop.lineage.ChampionTimeline`)
+    as a table, oldest first, then the decisions interrupted before the champion moved."""
     from rich.markup import escape
 
+    from nextbest.loop.lineage import NOT_ENDED
+
+    changes = timeline.changes
     if not changes:
         stdout.print("no champion yet: `nextbest train --data DIR` sets the first")
-        return
-    table = Table(title="champion changes, oldest first (times in UTC)")
-    for column in ("time", "version", "decision", "replaced", "by", "reason"):
-        table.add_column(column)
-    for c in changes:
-        table.add_row(
-            f"{c.at:%Y-%m-%d %H:%M:%S}",
-            c.version,
-            c.decision if c.run_id is not None else f"{c.decision}*",
-            c.previous or "-",
-            escape(c.by or "-"),
-            escape(c.reason or "-"),
-        )
-    stdout.print(table)
+    else:
+        table = Table(title="champion changes, oldest first (times in UTC)")
+        for column in ("time", "version", "decision", "replaced", "by", "reason"):
+            table.add_column(column)
+        for c in changes:
+            decision = c.decision if c.run_id is not None else f"{c.decision}*"
+            table.add_row(
+                f"{c.at:%Y-%m-%d %H:%M:%S}",
+                c.version,
+                f"{decision}, interrupted" if c.interrupted else decision,
+                c.previous or "-",
+                escape(c.by or "-"),
+                escape(c.reason or "-"),
+            )
+        stdout.print(table)
     if any(c.run_id is None for c in changes):
         stdout.print(
             "* not recorded as a decision (trained as the first champion by a nextbest "
             "that did not record it): the time is the version's registration"
+        )
+    for c in changes:
+        if c.interrupted == NOT_ENDED:
+            stdout.print(
+                f"interrupted after the champion moved: {c.decision} of version {c.version} "
+                f"(MLflow run {c.run_id}): its run never ended (the process was killed "
+                "outright, or is still at work) and is counted as made because the champion "
+                "moved to it; the time is when the run started",
+                highlight=False,
+            )
+        elif c.interrupted:
+            stdout.print(
+                f"interrupted after the champion moved: {c.decision} of version {c.version} "
+                f"(MLflow run {c.run_id}, {escape(c.interrupted)}): made; the time is when "
+                "the run was marked killed",
+                highlight=False,
+            )
+    for d in timeline.interrupted:
+        why = (
+            "its run never ended and the champion is not version "
+            f"{d.version} after it (the process was killed outright, or is still at work)"
+            if d.run_status == "RUNNING"
+            else "its run was marked killed before the champion moved"
+        )
+        stdout.print(
+            f"interrupted before the champion moved, not made: {d.decision} of version "
+            f"{d.version} (replacing {d.previous or 'none'}; MLflow run {d.run_id}, started "
+            f"{d.started:%Y-%m-%d %H:%M:%S} UTC by {escape(d.by or '-')}): {why}",
+            highlight=False,
         )
 
 

@@ -156,6 +156,12 @@ def client(settings: Settings) -> Any:
     )
 
 
+def active_run_id(settings: Settings) -> str | None:
+    """The id of the MLflow run this process has open (a decision at work), or None."""
+    run = _mlflow(settings).active_run()
+    return None if run is None else str(run.info.run_id)
+
+
 def experiment_id(settings: Settings, suffix: str = "") -> str:
     """The id of the experiment ``settings.experiment + suffix`` (made if missing, its
     artifacts under the models directory), for a run about to be logged.

@@ -5,10 +5,12 @@ SQLite MLflow stores, a move refused by the store itself."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -412,7 +414,7 @@ def _interrupted(
     assert marker.exists(), process.communicate(timeout=5)
     process.send_signal(sig)
     out, err = process.communicate(timeout=60)
-    assert sig in (signal.SIGINT, signal.SIGTERM)
+    assert sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
     return process.returncode, " ".join((out + err).split())
 
 
@@ -536,3 +538,133 @@ def test_a_rollback_interrupted_just_after_the_store_took_the_move_keeps_its_his
         "forced promote",
         "rollback",
     ]
+
+
+def _killed(settings: Settings, tmp_path: Path, alias: str, *args: str, when: str = "before"):
+    """``nextbest *args`` killed outright (SIGKILL: nothing of it runs after) while its
+    write of ``alias`` is held: its decision run is left RUNNING."""
+    import signal
+
+    code, said = _interrupted(settings, tmp_path, alias, signal.SIGKILL, *args, when=when)
+    assert code == -signal.SIGKILL, said
+    return said
+
+
+def _history(settings: Settings) -> str:
+    result = runner.invoke(app, ["models", "--history"], env=_env(settings), terminal_width=240)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def test_a_promotion_killed_before_the_champion_moved_is_not_in_the_timeline(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGKILL (or a power cut) before the champion moved leaves the run RUNNING: the
+    timeline read it as made, so `--history` and `--champion-at` named version 2 the
+    champion while version 1 was served."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    _killed(settings, tmp_path, "champion", "promote", "--force", "--reason", "x")
+    (run,) = _decision_runs(settings, "promote")
+    assert run.info.status == "RUNNING"
+    assert registry.alias_version(settings, "champion") == "1"
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [("1", "train")]
+    shown = _history(settings)
+    assert (
+        f"interrupted before the champion moved, not made: forced promote of version "
+        f"{challenger} (replacing 1; MLflow run {run.info.run_id}, started "
+    ) in shown, shown
+    assert "its run never ended and the champion is not version" in shown, shown
+    listed = json.loads(runner.invoke(app, ["models", "--json"], env=_env(settings)).output)
+    assert [c["version"] for c in listed["champion_changes"]] == ["1"]
+    (said,) = listed["decisions_interrupted"]
+    assert (said["version"], said["run_id"], said["run_status"]) == (
+        challenger,
+        run.info.run_id,
+        "RUNNING",
+    )
+    # Nothing is marked by reading: the run is judged again at each read.
+    assert registry.client(settings).get_run(run.info.run_id).info.status == "RUNNING"
+
+    # Promoted once the process is gone, the same version: the killed run stays out.
+    assert _force(settings).promoted
+    changes = champion_changes(settings)
+    assert [(c.version, c.decision, c.interrupted) for c in changes] == [
+        ("1", "train", None),
+        (challenger, "forced promote", None),
+    ]
+    assert changes[1].run_id != run.info.run_id
+
+
+def test_a_promotion_killed_after_the_champion_moved_is_made_and_flagged(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGKILL once the champion moved: the decision is made (servers load it), and
+    the timeline says its run never ended."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    _killed(settings, tmp_path, "previous_champion", "promote", "--force", "--reason", "x")
+    (killed,) = _decision_runs(settings, "promote")
+    assert killed.info.status == "RUNNING"
+    assert registry.alias_version(settings, "champion") == challenger
+    changes = champion_changes(settings)
+    assert [(c.version, c.decision, c.interrupted) for c in changes] == [
+        ("1", "train", None),
+        (challenger, "forced promote", "run not ended"),
+    ]
+    shown = _history(settings)
+    assert "forced promote, interrupted" in shown, shown
+    assert "interrupted before the champion moved" not in shown, shown
+
+    # A later rollback: the killed promotion is still judged made, by the champion
+    # the rollback replaced.
+    assert gate.rollback(settings).to_version == "1"
+    assert [(c.version, c.decision, c.interrupted) for c in champion_changes(settings)] == [
+        ("1", "train", None),
+        (challenger, "forced promote", "run not ended"),
+        ("1", "rollback", None),
+    ]
+
+
+def test_a_rollback_killed_before_the_champion_moved_is_not_in_the_timeline(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    settings = own_copy
+    _register(settings, trained, alias="challenger")
+    _force(settings)
+    _killed(settings, tmp_path, "champion", "rollback", "--reason", "complaints")
+    (run,) = _decision_runs(settings, "rollback")
+    assert run.info.status == "RUNNING"
+    assert registry.alias_version(settings, "champion") == "2"
+    assert [c.decision for c in champion_changes(settings)] == ["train", "forced promote"]
+    when = datetime.fromtimestamp(run.info.start_time / 1000, UTC) + timedelta(seconds=1)
+    result = runner.invoke(app, ["models", "--champion-at", when.isoformat()], env=_env(settings))
+    assert "the champion was version 2: forced promote" in result.output, result.output
+    assert "interrupted before the champion moved, not made: rollback of version 1" in (
+        _history(settings)
+    )
+    # Run again, the rollback is made: the killed run does not stand for it.
+    assert gate.rollback(settings).to_version == "1"
+    changes = champion_changes(settings)
+    assert [c.decision for c in changes] == ["train", "forced promote", "rollback"]
+    assert changes[-1].run_id != run.info.run_id
+
+
+def test_a_first_champion_training_killed_before_the_move_names_no_champion(
+    trained, tmp_path: Path
+) -> None:
+    """`nextbest train` killed while it sets the first champion: the version is
+    registered without it, and the timeline used to name it champion since then."""
+    settings = Settings(models_dir=tmp_path / "models", seed=11)
+    fast = Path(__file__).parents[1] / "cli" / "fast_train.yaml"
+    data = str(trained.data_dir)
+    _killed(settings, tmp_path, "champion", "train", "--data", data, "--config", str(fast))
+    (run,) = _decision_runs(settings, "train")
+    assert (run.info.status, run.data.params["to_version"]) == ("RUNNING", "1")
+    assert registry.alias_version(settings, "champion") is None
+    assert champion_changes(settings) == []
+    shown = _history(settings)
+    assert "no champion yet" in shown, shown
+    assert "interrupted before the champion moved, not made: train of version 1 (replacing " in (
+        shown
+    ), shown

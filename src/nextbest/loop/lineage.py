@@ -13,11 +13,18 @@ while one interrupted after it is kept, ``alias_moved`` = ``true``), and its
 ``decided_by`` tag the account that ran the command (by its user
 id; older runs have only MLflow's ``mlflow.user``, the ``LOGNAME`` or ``USER``
 variable).
+
+A run that says neither (RUNNING: its process was killed outright, by SIGKILL or a
+power cut, or is still at work; or KILLED by a process that could not read the
+store to tell) is judged at each read by what came after it: the decision is made
+when the champion just after it (the version the next made decision replaced, or
+the champion now when none followed) is its version. Nothing is written to the run
+by reading it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -43,6 +50,9 @@ class ChampionChange:
     by: str | None  # the user who ran the command, as MLflow recorded it
     reason: str | None
     run_id: str | None
+    # How the decision was interrupted once the champion had moved: its run's
+    # ``interrupted`` tag (Ctrl-C, SIGTERM), or NOT_ENDED; None when it was not.
+    interrupted: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,24 +63,87 @@ class ChampionChange:
             "by": self.by,
             "reason": self.reason,
             "run_id": self.run_id,
+            "interrupted": self.interrupted,
         }
+
+
+# ``ChampionChange.interrupted`` of a decision whose run reads RUNNING, judged made.
+NOT_ENDED = "run not ended"
+
+
+@dataclass(frozen=True)
+class InterruptedDecision:
+    """A decision to make ``version`` champion in place of ``previous``, recorded as
+    run ``run_id`` (started at ``started``, UTC) and interrupted before the champion
+    moved: not made. ``run_status``: KILLED (its process said so, ``alias_moved`` =
+    ``false``) or RUNNING (it never ended, and the champion did not move to it)."""
+
+    started: datetime
+    version: str
+    decision: Decision
+    previous: str | None
+    by: str | None
+    reason: str | None
+    run_id: str
+    run_status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "started": self.started.isoformat(),
+            "version": self.version,
+            "decision": self.decision,
+            "previous": self.previous,
+            "by": self.by,
+            "reason": self.reason,
+            "run_id": self.run_id,
+            "run_status": self.run_status,
+        }
+
+
+@dataclass(frozen=True)
+class ChampionTimeline:
+    """Every change of champion, oldest first, and the decisions interrupted before
+    the champion moved (left out of ``changes``), oldest first."""
+
+    changes: list[ChampionChange]
+    interrupted: list[InterruptedDecision]
 
 
 def champion_changes(settings: Settings) -> list[ChampionChange]:
     """Every change of champion, oldest first; [] when nothing is registered."""
+    return champion_timeline(settings).changes
+
+
+def champion_timeline(settings: Settings) -> ChampionTimeline:
+    """Every change of champion and every decision interrupted before the champion
+    moved, each oldest first; both empty when nothing is registered."""
     if not registry.registry_exists(settings):
-        return []
+        return ChampionTimeline([], [])
     client = registry.client(settings)
     experiment = client.get_experiment_by_name(settings.experiment + registry.DECISIONS_SUFFIX)
-    changes = []
+    recorded = []
     if experiment is not None:
-        changes = [
-            change
+        recorded = [
+            (run, change)
             for run in _all_runs(client, experiment.experiment_id)
             if (change := _change(run)) is not None
         ]
+    changes: list[ChampionChange] = []
+    interrupted: list[InterruptedDecision] = []
+    # Newest first, so each unsaid run is judged by the champion just after it.
+    after = registry.alias_version(settings, registry.CHAMPION_ALIAS)
+    # This process's own decision run is at work, not interrupted.
+    own = registry.active_run_id(settings)
+    for run, change in reversed(recorded):
+        if _moved(run, change.version, champion_after=after):
+            changes.append(replace(change, interrupted=None) if run.info.run_id == own else change)
+            after = change.previous
+        elif run.info.status in ("RUNNING", "KILLED") and run.info.run_id != own:
+            interrupted.append(_interrupted(run, change))
+    changes.reverse()
+    interrupted.reverse()
     first = _first_champion_unrecorded(settings, changes)
-    return ([first] if first is not None else []) + changes
+    return ChampionTimeline(([first] if first is not None else []) + changes, interrupted)
 
 
 def champion_at(changes: list[ChampionChange], when: datetime) -> ChampionChange | None:
@@ -112,11 +185,12 @@ def _change(run: Any) -> ChampionChange | None:
         version, previous = params.get("to_version"), params.get("from_version")
     else:
         return None  # an evaluation that kept the champion
-    moved = tags.get(registry.ALIAS_MOVED_TAG)
-    if version is None or moved == "false" or (run.info.status == "FAILED" and moved != "true"):
-        return None  # recorded, but the alias did not move
+    if version is None:
+        return None
     reason = tags.get("reason")
+    interrupted = tags.get(registry.INTERRUPTED_TAG)
     return ChampionChange(
+        # A run that never ended: when it started, moments before the alias moved.
         at=datetime.fromtimestamp((run.info.end_time or run.info.start_time) / 1000, UTC),
         version=str(version),
         decision=decision,
@@ -125,6 +199,34 @@ def _change(run: Any) -> ChampionChange | None:
         by=tags.get(registry.DECIDED_BY_TAG) or tags.get("mlflow.user"),
         reason=None if reason in (None, "", _NO_REASON) else reason,
         run_id=str(run.info.run_id),
+        interrupted=interrupted or (NOT_ENDED if run.info.status == "RUNNING" else None),
+    )
+
+
+def _moved(run: Any, version: str, *, champion_after: str | None) -> bool:
+    """Whether the decision recorded by ``run`` (making ``version`` champion) moved the
+    champion: what its run says
+    (``alias_moved``; FAILED without it: refused; FINISHED: made), else, for a run
+    that never said (RUNNING, or KILLED by a process that could not read the store),
+    whether ``champion_after``, the champion just after it, is its version."""
+    said = run.data.tags.get(registry.ALIAS_MOVED_TAG)
+    if said is not None:
+        return said == "true"
+    if run.info.status in ("FINISHED", "FAILED"):
+        return run.info.status == "FINISHED"
+    return version == champion_after
+
+
+def _interrupted(run: Any, change: ChampionChange) -> InterruptedDecision:
+    return InterruptedDecision(
+        started=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+        version=change.version,
+        decision=change.decision,
+        previous=change.previous,
+        by=change.by,
+        reason=change.reason,
+        run_id=str(run.info.run_id),
+        run_status=str(run.info.status),
     )
 
 
