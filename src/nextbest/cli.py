@@ -3738,7 +3738,7 @@ def _print_champion_changes(timeline: Any) -> None:
             "its run never ended and the champion is not version "
             f"{d.version} after it (the process was killed outright, or is still at work)"
             if d.run_status == "RUNNING"
-            else "its run was marked killed before the champion moved"
+            else "its run was marked killed and the champion did not move to it"
         )
         stdout.print(
             f"interrupted before the champion moved, not made: {d.decision} of version "

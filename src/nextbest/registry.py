@@ -385,7 +385,8 @@ def move_recorded(
     its end first (the decision is made, and servers may have loaded it already) and
     the run is tagged ``alias_moved`` = ``true``; else ``false``. The interruption
     goes on, said in one line (an ERROR log record). A process killed outright
-    (SIGKILL, a power cut) within ``move`` leaves the run RUNNING.
+    (SIGKILL, a power cut) within ``move`` leaves the run RUNNING: the champion's
+    timeline judges it by whether the champion moved (:mod:`nextbest.loop.lineage`).
 
     Raises:
         AliasNotMovedError: ``move`` failed; the run is tagged ``alias_moved`` =

@@ -486,10 +486,15 @@ def test_a_promotion_interrupted_after_the_champion_moved_is_finished_and_record
     version = registry.client(settings).get_model_version(settings.model_name, challenger)
     assert version.tags["promotion"] == "forced" and "promoted_at" in version.tags
     assert gate.champion_history(settings) == ["1", challenger]
-    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
-        ("1", "train"),
-        (challenger, "forced promote"),
+    assert [(c.version, c.decision, c.interrupted) for c in champion_changes(settings)] == [
+        ("1", "train", None),
+        (challenger, "forced promote", "Ctrl-C"),
     ]
+    shown = _history(settings)
+    assert (
+        f"interrupted after the champion moved: forced promote of version {challenger} "
+        f"(MLflow run {run.info.run_id}, Ctrl-C): made"
+    ) in shown, shown
 
 
 def test_a_rollback_interrupted_before_the_champion_moved_leaves_champion_and_history(

@@ -205,10 +205,10 @@ def _change(run: Any) -> ChampionChange | None:
 
 def _moved(run: Any, version: str, *, champion_after: str | None) -> bool:
     """Whether the decision recorded by ``run`` (making ``version`` champion) moved the
-    champion: what its run says
-    (``alias_moved``; FAILED without it: refused; FINISHED: made), else, for a run
-    that never said (RUNNING, or KILLED by a process that could not read the store),
-    whether ``champion_after``, the champion just after it, is its version."""
+    champion: what its run says (``alias_moved``; FAILED without it: refused;
+    FINISHED: made), else, for a run that never said (RUNNING, or KILLED by a process
+    that could not read the store), whether ``champion_after``, the champion just
+    after it, is its version."""
     said = run.data.tags.get(registry.ALIAS_MOVED_TAG)
     if said is not None:
         return said == "true"
