@@ -699,3 +699,35 @@ def test_a_net_value_below_zero_never_reads_as_zero() -> None:
 
     shown = [f"{v:+.{_decimals_for(v)}f}" for v in (-0.27, -0.004, -0.0004, 0.0)]
     assert shown == ["-0.27", "-0.004", "-0.0004", "+0.0000"]
+
+
+def test_an_opt_out_sent_before_any_model_withdraws_its_channel_in_any_case(
+    api_settings, keys, tmp_path
+) -> None:
+    """A server started before any model stored an opt-out of ' Email ' as 'Email', and
+    consent was matched on the channel exactly: once a model was served, the HCP was
+    offered e-mail all the same. Stored as catalogs spell channels, it withdraws e-mail."""
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        hcp_id = _email_hcp(client)
+    empty = api_settings.model_copy(update={"models_dir": tmp_path / "empty"})
+    with TestClient(create_app(empty), headers=dict(keys.admin)) as early:
+        assert early.get("/healthz").json().get("model_version") is None
+        out = {"event_id": "unsub-early", "event_type": "opted_out", "hcp_id": hcp_id}
+        answer = early.post("/v1/feedback", json={**out, "channel": " Email "})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"] == 1 and answer.json()["uncounted"] == [], answer.text
+        # Sent again as the catalog spells it: the same event, not a conflict.
+        again = early.post("/v1/feedback", json={**out, "channel": "email"})
+        assert again.json()["duplicates"] == 1, again.text
+        with early.app.state.runtime.sessions() as session:
+            stored = session.scalar(
+                select(FeedbackEvent.channel).where(FeedbackEvent.event_id == "unsub-early")
+            )
+        assert stored == "email"
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        assert not _ask(client, hcp_id, channel="email")["items"]
+        assert all(i["channel"] != "email" for i in _ask(client, hcp_id)["items"])

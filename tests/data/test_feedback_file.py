@@ -238,3 +238,41 @@ def test_an_opt_out_row_is_kept_whatever_the_form_of_a_field_but_its_ids(
         "out-long": None,
         "out-na": "email",
     }
+
+
+def test_nextbest_feedback_without_a_model_stores_consent_as_catalogs_spell_channels(
+    env_settings: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nextbest feedback FILE` with no model served stored an opt-out of 'Email' as
+    sent, which consent, matched on the channel, read as no catalog's channel: e-mail
+    stayed open. Stored as catalogs spell channels; the file sent again stores nothing."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    migrate(database_url)
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    feed = tmp_path / "consent.csv"
+    feed.write_text(
+        "event_id,event_type,hcp_id,channel\n"
+        "out-case,opted_out,H1,Email\n"
+        "out-spaces,opted_out,H2, Rep Visit \n"
+        "in-case,opted_in,H3,SMS\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["feedback", str(feed)])
+    assert result.exit_code == 0, result.output
+    assert "no served model" in result.output, result.output
+    assert "stored 3 of 3 events" in " ".join(result.stdout.split()), result.stdout
+    again = runner.invoke(app, ["feedback", str(feed)])
+    assert again.exit_code == 0, again.output
+    assert "stored 0 of 3 events" in " ".join(again.stdout.split()), again.stdout
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        stored = pd.read_sql("SELECT event_id, channel FROM feedback_events", connection)
+    engine.dispose()
+    assert dict(zip(stored["event_id"], stored["channel"], strict=True)) == {
+        "out-case": "email",
+        "out-spaces": "rep_visit",
+        "in-case": "sms",
+    }

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,7 +33,11 @@ from nextbest.storage import (
     record_feedback,
     repository,
 )
-from nextbest.storage.repository import LOGGED_DECISION_COLUMNS, LOGGED_DECISION_DETAIL_COLUMNS
+from nextbest.storage.repository import (
+    LOGGED_DECISION_COLUMNS,
+    LOGGED_DECISION_DETAIL_COLUMNS,
+    serving_history,
+)
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
 
 # The time every logged test decision is made at, unless a test says otherwise.
@@ -844,6 +848,65 @@ def test_an_opt_out_is_kept_whatever_the_form_of_its_value_reason_or_channel(
         None,
         None,
     ]
+
+
+def test_a_consent_event_without_a_catalog_is_stored_and_read_as_catalogs_spell_its_channel(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """With no model served (no catalog), an opt-out of 'Email' or ' Rep Visit' was
+    stored as sent, and consent was matched on the channel exactly: it withdrew
+    nothing from 'email'. Stored now as catalogs spell channels, as with a model; and
+    consent events stored so before are read the same way."""
+    consent = functools.partial(delivered, event_type="opted_out")
+    batch = [
+        consent("out-case", "h1", channel="Email"),
+        consent("out-spaces", "h2", channel=" Rep Visit "),
+        consent("out-fax", "h3", channel="fax"),
+        consent("in-case", "h4", event_type="opted_in", channel="SMS"),
+    ]
+    result = record_feedback(session, events=batch)
+    assert result.accepted == [e.event_id for e in batch], result
+    stored = stored_events(session_factory)
+    assert {e.event_id: stored[e.event_id].channel for e in batch} == {
+        "out-case": "email",
+        "out-spaces": "rep_visit",
+        "out-fax": "fax",
+        "in-case": "sms",
+    }
+    # Rows an earlier nextbest stored as sent: no migration, read as catalogs spell them.
+    later = T0 + timedelta(hours=2)
+    old = [
+        ("old-out", "opted_out", "h5", "Email", T0),
+        ("old-in", "opted_in", "h1", "EMAIL", later),
+    ]
+    for event_id, event_type, hcp_id, channel, at in old:
+        session.execute(
+            insert(FeedbackEvent).values(
+                event_id=event_id,
+                event_type=event_type,
+                hcp_id=hcp_id,
+                channel=channel,
+                occurred_at=at,
+                received_at=at,
+            )
+        )
+    session.commit()
+    history = serving_history(
+        session,
+        hcp_ids=["h1", "h2", "h3", "h4", "h5"],
+        windows=[],
+        dismissed_since=None,
+        until=T0 + timedelta(days=1),
+    )
+    withdrawn = {key: out for key, (_, out) in history.consent.items()}
+    assert withdrawn == {
+        # h1's opt-out of 'Email' (T0 + 1h) is lifted by the opt-in of 'EMAIL' after it.
+        ("h1", "email"): False,
+        ("h2", "rep_visit"): True,
+        ("h3", "fax"): True,
+        ("h4", "sms"): False,
+        ("h5", "email"): True,
+    }, withdrawn
 
 
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(

@@ -1325,9 +1325,10 @@ def _record_feedback(
         if (
             event.event_type in CONSENT_EVENT_TYPES
             and channel is not None
-            and channel_spelling(channel) in catalog_channels
+            and (not catalog_channels or channel_spelling(channel) in catalog_channels)
         ):
-            # "Email" for email: a withdrawal is not refused over its spelling.
+            # "Email" for email: a withdrawal is not refused over its spelling, nor,
+            # with no catalog to check it against, stored as no catalog spells it.
             channel = channel_spelling(channel)
             event = dataclasses.replace(event, channel=channel)
         if message is None:
@@ -2699,6 +2700,9 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
         elif kind >= 4:
+            # As catalogs spell channels: an earlier nextbest stored a consent event
+            # sent with no model served as sent ('Email'), which matched no channel.
+            key = None if key is None else channel_spelling(key)
             # The latest decides; at the same time a withdrawal beats a consent.
             mark = (_as_utc(at), kind == 4)
             before = consent.get((hcp_id, key))
