@@ -731,3 +731,40 @@ def test_an_opt_out_sent_before_any_model_withdraws_its_channel_in_any_case(
     with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
         assert not _ask(client, hcp_id, channel="email")["items"]
         assert all(i["channel"] != "email" for i in _ask(client, hcp_id)["items"])
+
+
+def test_an_opt_out_whose_event_id_is_over_long_is_kept_once(client: TestClient) -> None:
+    """An opt-out whose event_id was longer than the 128 characters stored (a consent
+    system's token) was refused with 422, the withdrawal lost. It is kept under an id
+    derived from its own, said under uncounted; sent again, it is a duplicate."""
+    from sqlalchemy import func, select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    hcp_id = _email_hcp(client)
+    long_id = "unsub-" + "t" * 194
+    out = {"event_id": long_id, "event_type": "opted_out", "hcp_id": hcp_id, "channel": "email"}
+    answer = client.post("/v1/feedback", json=out)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 1, answer.text
+    ((note),) = answer.json()["uncounted"]
+    derived = note["event_id"]
+    assert derived.startswith("opted_out-"), note
+    assert note["message"] == (
+        f"opt-out stored: event_id '{long_id[:40]}'... (200 characters) is longer than the "
+        f"128 characters stored: stored under event_id '{derived}', derived from it (the "
+        "same for every resend)"
+    ), note
+    again = client.post("/v1/feedback", json={"events": [out]})
+    assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+    assert not _ask(client, hcp_id, channel="email")["items"]
+    with client.app.state.runtime.sessions() as session:
+        kept = session.scalar(
+            select(func.count()).where(FeedbackEvent.hcp_id == hcp_id).select_from(FeedbackEvent)
+        )
+    assert kept == 1
+    # Any other event with such an id is still refused, naming the field.
+    opened = {**out, "event_type": "opened"}
+    refused = client.post("/v1/feedback", json={"events": [opened]})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["rejected"][0]["message"].startswith("event_id: String should have")

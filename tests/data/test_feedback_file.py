@@ -276,3 +276,40 @@ def test_nextbest_feedback_without_a_model_stores_consent_as_catalogs_spell_chan
         "out-spaces": "rep_visit",
         "in-case": "sms",
     }
+
+
+def test_nextbest_feedback_keeps_an_opt_out_whose_event_id_is_over_long_once(
+    env_settings: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An opt-out row whose event_id was longer than the 128 characters stored was
+    rejected by its row, the withdrawal lost. It is kept under an id derived from its
+    own, said by its row; the file sent again stores nothing twice."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    migrate(database_url)
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    long_id = "unsub-" + "t" * 144
+    feed = tmp_path / "consent.csv"
+    feed.write_text(
+        f"event_id,event_type,hcp_id,channel\n{long_id},opted_out,H1,email\n{long_id},opened,H1,\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["feedback", str(feed)])
+    said = " ".join(result.stdout.split())
+    assert result.exit_code == 1, result.output
+    assert "stored 1 of 2 events" in said, said
+    # Notes on stderr, the row's event_id the one stored.
+    note = " ".join(result.stderr.split())
+    assert "row 1 (event_id 'opted_out-" in note, note
+    assert "is longer than the 128 characters stored: stored under event_id 'opted_out-" in note
+    assert "row 2 (event_id" in said and "event_id: String should have at most 128" in said
+    again = runner.invoke(app, ["feedback", str(feed)])
+    assert "stored 0 of 2 events" in " ".join(again.stdout.split()), again.stdout
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        stored = pd.read_sql("SELECT event_id, hcp_id, channel FROM feedback_events", connection)
+    engine.dispose()
+    assert len(stored) == 1 and stored["event_id"].iat[0].startswith("opted_out-"), stored
+    assert stored[["hcp_id", "channel"]].values.tolist() == [["H1", "email"]]

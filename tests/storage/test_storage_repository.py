@@ -909,6 +909,40 @@ def test_a_consent_event_without_a_catalog_is_stored_and_read_as_catalogs_spell_
     }, withdrawn
 
 
+def test_an_opt_out_whose_event_id_is_longer_than_stored_is_kept_under_one_derived_from_it(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """An opt-out whose event_id is over the 128 characters stored (a consent system's
+    token) was refused, the withdrawal lost. It is kept under an id derived from its
+    own, the same for its resends (stored once), and said; any other event with such
+    an id is still refused."""
+    long_id = "unsub-" + "t" * 294
+    out = delivered(long_id, "h1", event_type="opted_out", channel="email")
+    first = record_feedback(session, events=[out, delivered(long_id, "h1")])
+    ((index, derived, said),) = first.uncounted
+    assert (index, first.accepted) == (0, [derived]), first
+    assert derived.startswith("opted_out-") and len(derived) <= 128, derived
+    assert said == (
+        f"opt-out stored: event_id '{long_id[:40]}'... (300 characters) is longer than the "
+        f"128 characters stored: stored under event_id '{derived}', derived from it (the "
+        "same for every resend)"
+    ), said
+    assert [(i, m) for i, _, m in first.rejected] == [
+        (1, "event_id must be a non-empty string of at most 128 characters")
+    ], first.rejected
+    again = record_feedback(session, events=[out])
+    assert (again.accepted, again.duplicates) == ([], [derived]), again
+    # Another opt-out under the same id is kept too, under an id of its own.
+    other = record_feedback(session, events=[dataclasses.replace(out, channel="sms")])
+    assert len(other.accepted) == 1 and other.accepted[0] != derived, other
+    stored = stored_events(session_factory)
+    assert sorted((e.hcp_id, e.channel) for e in stored.values()) == [
+        ("h1", "email"),
+        ("h1", "sms"),
+    ]
+    assert stored[derived].channel == "email"
+
+
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

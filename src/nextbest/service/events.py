@@ -207,7 +207,8 @@ class FeedbackEventCreate(BaseModel):
         (:func:`_opt_out_as_read`): refused, the withdrawal of consent would be lost
         over the form of a field that does not change what it withdraws. The store
         says what was not read (:attr:`FeedbackRecord.unread`). Any other event, or
-        an opt-out without a readable ``event_id`` or ``hcp_id``, is refused as sent."""
+        an opt-out without a readable ``event_id`` or ``hcp_id``, is refused as sent;
+        an ``event_id`` too long to store is read, and stored under one derived from it."""
         try:
             return handler(data)
         except ValidationError as exc:
@@ -245,11 +246,14 @@ class _OptOutReadOtherwise(FeedbackEventCreate):
     """An opt-out read otherwise than sent. Apart, as a private attribute on every
     event made reading a batch twice as slow."""
 
+    # Longer than the store keeps, it is kept under an id derived from it (the store's
+    # _opt_out_as_kept), the same for every resend, so that the withdrawal is not lost.
+    event_id: str = Field(min_length=1)
     _unread: str = PrivateAttr(default="")
 
     @property
     def unread(self) -> str | None:
-        return self._unread
+        return self._unread or None
 
 
 # What an opt-out can have no withdrawal without: who withdraws (hcp_id), and the key
@@ -260,7 +264,9 @@ _OPT_OUT_NEEDS = frozenset({"event_id", "event_type", "hcp_id"})
 def _opt_out_as_read(data: Any, exc: ValidationError) -> tuple[dict[str, Any], str] | None:
     """An opt-out (``data``, as sent) as it can be read past what ``exc`` refused, and
     what was read otherwise, field by field (in the fields' order, '; '-joined); None
-    for any other event, or an opt-out whose ``event_id`` or ``hcp_id`` cannot be read.
+    for any other event, or an opt-out whose ``event_id`` or ``hcp_id`` cannot be read
+    (an ``event_id`` longer than stored is read as sent: the store keeps the opt-out
+    under an id derived from it).
 
     A time that reads as none is left out (counted from its arrival); a reason longer
     than the store keeps is cut to it (an unsubscribe link's tail), any other that is
@@ -278,6 +284,8 @@ def _opt_out_as_read(data: Any, exc: ValidationError) -> tuple[dict[str, Any], s
     refused: dict[str, list[ErrorDetails]] = {}
     for error in exc.errors(include_url=False):
         field = error["loc"][0] if error["loc"] else None
+        if field == "event_id" and error["type"] == "string_too_long":
+            continue  # kept as sent: the store derives the id it is stored under
         if not isinstance(field, str) or field in _OPT_OUT_NEEDS or field not in data:
             return None
         refused.setdefault(field, []).append(error)

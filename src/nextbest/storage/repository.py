@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
     REP_CHANNEL_PREFIX,
     channel_spelling,
@@ -752,10 +753,21 @@ def _opt_out_as_kept(
     of its arrival: a local time sent without its offset; before 2000) counts from
     its arrival. A value is left out (an opt-out's counts nowhere; said unless 0, an
     export's filler), an empty reason read as none, and a reason's NUL characters
-    left out. What ``service.events`` could not read is said first (``unread``).
+    left out. An ``event_id`` longer than the store keeps (a consent system's token)
+    is replaced by one derived from it (:func:`_opt_out_id`), the same for every
+    resend, so that a resend is still a duplicate; said first. What
+    ``service.events`` could not read is said next (``unread``).
     """
     said: list[str] = []
     changes: dict[str, Any] = {}
+    limit = MAX_LENGTHS["event_id"]
+    if isinstance(event.event_id, str) and len(event.event_id) > limit:
+        changes["event_id"] = derived = _opt_out_id(event.event_id, ())
+        said.append(
+            f"event_id {quoted(event.event_id, at_most=QUOTED_AT_MOST)} is longer than the "
+            f"{limit} characters stored: stored under event_id '{derived}', derived from it "
+            "(the same for every resend)"
+        )
     if event.unread is not None:
         said.append(event.unread)
     impossible = (
@@ -1558,7 +1570,8 @@ def _keep_opt_outs_under_derived_ids(
 
 def _opt_out_id(event_id: str, identity: _Identity, salt: str = "") -> str:
     """The id an opt-out is kept under when its own is another event's: the same for
-    its resends (from the id and what the opt-out says)."""
+    its resends (from the id and what the opt-out says); or, ``identity`` empty, when
+    its own is too long to store (from the id alone)."""
     said = json.dumps([event_id, *identity, salt], default=str)
     return "opted_out-" + hashlib.sha256(said.encode()).hexdigest()[:32]
 
