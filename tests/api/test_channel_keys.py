@@ -455,3 +455,43 @@ def test_the_reload_answer_names_keys_bound_to_channels_the_catalog_lacks(
         {"hcp_id": [hcp], "timestamp": [pd.Timestamp.now(tz="UTC")], "channel_filter": ["sms"]}
     )
     assert greedy_actions(runtime.recommender.model, decisions).tolist() == [None]
+
+
+def test_an_opt_out_from_a_key_of_a_channel_the_catalog_lacks_is_kept_for_it(
+    client: TestClient, api_settings: Settings
+) -> None:
+    """An SMS gateway's key bound to sms, before the catalog has SMS: its 'stop',
+    naming sms or no channel, was read as every channel and refused with 403 ('would
+    withdraw consent for every channel'), the withdrawal lost. It is kept for sms and
+    said; an e-mail recommendation is not held back by it."""
+    sms = _bound_key(client, api_settings, "sms-gw", ["sms"])
+    hcp, _ = _email_hcp(client)
+    channels = ", ".join(sorted(client.app.state.runtime.recommender.channels))
+    stop = {"event_type": "opted_out", "hcp_id": hcp}
+    answer = client.post(
+        "/v1/feedback",
+        json={
+            "events": [
+                {**stop, "event_id": "stop-1"},
+                {**stop, "event_id": "stop-2", "channel": "SMS"},
+            ]
+        },
+        headers=sms,
+    )
+    assert answer.status_code == 200, answer.text
+    lacks = (
+        f"opt-out of channel 'sms', which the served catalog does not have (known: {channels}): "
+        "it withdraws nothing the catalog serves today; kept, it applies once a served "
+        "catalog has sms"
+    )
+    assert [(n["event_id"], n["message"]) for n in answer.json()["uncounted"]] == [
+        (
+            "stop-1",
+            f"opt-out stored for channel 'sms', the one API key 'sms-gw' speaks for; {lacks}",
+        ),
+        ("stop-2", lacks),
+    ]
+    stored = _stored(client)
+    assert (stored["stop-1"], stored["stop-2"]) == (("sms", "sms-gw"), ("sms", "sms-gw"))
+    email = client.post("/v1/recommendations", json={"hcp_id": hcp, "channel": "email"}).json()
+    assert email["items"], email

@@ -313,3 +313,53 @@ def test_nextbest_feedback_keeps_an_opt_out_whose_event_id_is_over_long_once(
     engine.dispose()
     assert len(stored) == 1 and stored["event_id"].iat[0].startswith("opted_out-"), stored
     assert stored[["hcp_id", "channel"]].values.tolist() == [["H1", "email"]]
+
+
+def test_nextbest_feedback_keeps_an_opt_out_of_a_send_on_a_channel_the_catalog_dropped(
+    trained, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unsubscribe link of an SMS send, the catalog served since without SMS: the
+    opt-out row was rejected ("channel 'sms' is not a channel of the served catalog"),
+    the withdrawal lost. It is kept for sms, said by its row."""
+    from datetime import UTC, datetime, timedelta
+
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+    from nextbest.contract import load_dataset
+    from nextbest.settings import get_settings
+    from nextbest.storage import log_recommendations, make_session_factory
+    from nextbest.storage.testing import recommendation_record, served_item
+
+    migrate(database_url)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(trained.settings.resolved_models_dir))
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    hcp = str(load_dataset(trained.data_dir).hcps["hcp_id"].iat[0])
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as session:
+        sent = recommendation_record(
+            "rec-sms",
+            hcp,
+            created_at=datetime.now(UTC) - timedelta(days=1),
+            items=(served_item(1, "sms-reminder", "sms"),),
+        )
+        log_recommendations(session, records=[sent])
+        session.commit()
+    feed = tmp_path / "unsubscribed.csv"
+    feed.write_text(
+        f"event_id,event_type,hcp_id,recommendation_id\nstop-1,opted_out,{hcp},rec-sms\n"
+    )
+    try:
+        result = CliRunner().invoke(app, ["feedback", str(feed)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "checking HCPs and actions against model version" in result.output, result.output
+    note = " ".join(result.stderr.split())
+    assert "row 1 (event_id 'stop-1'): opt-out stored: channel read as 'sms'" in note, note
+    assert "it withdraws nothing the catalog serves today; kept" in note, note
+    with engine.connect() as connection:
+        stored = pd.read_sql("SELECT event_id, channel FROM feedback_events", connection)
+    engine.dispose()
+    assert stored.values.tolist() == [["stop-1", "sms"]]

@@ -943,6 +943,64 @@ def test_an_opt_out_whose_event_id_is_longer_than_stored_is_kept_under_one_deriv
     assert stored[derived].channel == "email"
 
 
+def test_an_opt_out_of_a_channel_the_served_catalog_lacks_is_kept_saying_so(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    make_recommendation: MakeRecommendation,
+    make_served_item: MakeItem,
+) -> None:
+    """An opt-out whose channel is certain but not one the served catalog has (an SMS
+    gateway's key bound to sms, before the catalog has SMS; the unsubscribe link of a
+    send on a channel since dropped) was refused, the withdrawal lost, as one 'without
+    a channel' for the key's. It is kept for that channel, said under uncounted; an
+    opt-in of such a channel is still refused."""
+    now = datetime.now(UTC)
+    sent = make_served_item(1, "a-sms", "sms")
+    log_recommendations(
+        session,
+        records=[
+            make_recommendation("rec-1", "h1", created_at=now - timedelta(hours=1), items=(sent,))
+        ],
+    )
+    session.commit()
+    catalog = {"a-email": "email", "a-visit": "rep_visit"}
+    out = functools.partial(delivered, event_type="opted_out", occurred_at=now)
+    from_key = [out("gw-none", "h1"), out("gw-sms", "h2", channel="SMS")]
+    bound = record_feedback(
+        session, events=from_key, action_channels=catalog, channels=["sms"], requester="sms-gw"
+    )
+    assert (bound.rejected, bound.accepted) == ([], ["gw-none", "gw-sms"]), bound
+    lacks = (
+        "opt-out of channel 'sms', which the served catalog does not have (known: email, "
+        "rep_visit): it withdraws nothing the catalog serves today; kept, it applies once "
+        "a served catalog has sms"
+    )
+    assert bound.uncounted == [
+        (0, "gw-none", "opt-out stored for channel 'sms', the one API key 'sms-gw' speaks "
+         f"for; {lacks}"),
+        (1, "gw-sms", lacks),
+    ]  # fmt: skip
+    linked = [
+        out("link-action", "h1", recommendation_id="rec-1", action_id="a-sms"),
+        out("link-send", "h1", recommendation_id="rec-1"),
+        delivered("in-sms", "h1", event_type="opted_in", channel="sms", occurred_at=now),
+    ]
+    result = record_feedback(session, events=linked, action_channels=catalog)
+    assert result.accepted == ["link-action", "link-send"], result
+    assert [(i, m) for i, _, m in result.uncounted] == [
+        (0, lacks),
+        (1, f"opt-out stored: channel read as 'sms', the one its send served; {lacks}"),
+    ], result.uncounted
+    assert [i for i, _, _ in result.rejected] == [2], result.rejected
+    stored = stored_events(session_factory)
+    assert {e: stored[e].channel for e in ("gw-none", "gw-sms", "link-action", "link-send")} == {
+        "gw-none": "sms",
+        "gw-sms": "sms",
+        "link-action": "sms",
+        "link-send": "sms",
+    }
+
+
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

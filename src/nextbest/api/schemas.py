@@ -429,8 +429,9 @@ class FeedbackResultPublic(BaseModel):
         "served catalog does not have); contacts, opens, clicks and attendances of an HCP "
         "their recommendation held out (holdout: true); events other than outcomes sent "
         "with a value, which counts nowhere; opt-outs read otherwise than sent (their "
-        "channel, recommendation or time) or stored under a derived event_id (theirs was "
-        "another event's); and consent events stored for an HCP the served model does not "
+        "channel, recommendation or time), of a channel the served catalog does not have, "
+        "or stored under a derived event_id (theirs was another event's, or too long to "
+        "store); and consent events stored for an HCP the served model does not "
         "know yet.",
     )
 

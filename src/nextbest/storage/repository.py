@@ -738,13 +738,16 @@ def _opt_out_as_kept(
     action_channels: Mapping[str, str] | None,
     catalog_channels: frozenset[str],
     received_at: datetime,
+    own: Collection[str] = (),
 ) -> tuple[FeedbackRecord, str | None]:
     """An opt-out as it can be kept, and what was changed to keep it (None: nothing).
 
     A withdrawal is never lost over its form: a channel spelled otherwise is read as
     the catalog channel it most likely means ("e-mail"), one for "all" or none at all
     (empty) as every channel, with or without a catalog, and one nextbest cannot tell
-    as every channel, to be safe; one
+    as every channel, to be safe, unless it is one of ``own``, the channels its
+    requester speaks for (an SMS gateway's sms, before the catalog has SMS): kept as
+    named, the store says it withdraws nothing served today; one
     naming only its send (a ``recommendation_id``) as the channel the send served,
     or every channel when it served none or several; a
     recommendation or action the service does not know (a retired content's
@@ -820,6 +823,8 @@ def _opt_out_as_kept(
         spelled = channel_spelling(event.channel)
         if spelled in _EVERY_CHANNEL:
             changes["channel"] = None
+        elif spelled in own:
+            changes["channel"] = spelled
         elif catalog_channels and spelled not in catalog_channels:
             near = near_channel(event.channel, catalog_channels)
             changes["channel"] = near
@@ -1113,7 +1118,9 @@ def record_feedback(
     channel (an opt-in or opt-out of every channel is refused), except that an
     opt-out naming no channel (or one nextbest cannot tell, ``fax``) and no action,
     from a requester of one channel, is read as withdrawing that channel (said in
-    ``uncounted``), and a contact
+    ``uncounted``), an opt-out naming one of the requester's channels is kept for it
+    even where the catalog lacks it (said, as every opt-out of a channel the catalog
+    lacks that it names for certain: a send's), and a contact
     (``delivered``, ``completed``) naming none is that channel's. Other events
     naming no channel, none to fill in, are stored as from any requester.
 
@@ -1251,7 +1258,10 @@ def _record_feedback(
             and (
                 event.channel is None
                 or channel_spelling(event.channel) in _EVERY_CHANNEL
-                or _no_catalog_channel(event.channel, catalog_channels)
+                or (
+                    channel_spelling(event.channel) not in channels
+                    and _no_catalog_channel(event.channel, catalog_channels)
+                )
             )
         ):
             # An SMS gateway's "stop" withdraws SMS, not every channel (which it
@@ -1268,7 +1278,7 @@ def _record_feedback(
             event = dataclasses.replace(event, channel=channels[0])
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(
-                event, served, action_channels, catalog_channels, received_at
+                event, served, action_channels, catalog_channels, received_at, channels or ()
             )
         if bound_as is not None:
             taken_as = bound_as if taken_as is None else f"{bound_as}; {taken_as}"
@@ -1390,10 +1400,21 @@ def _record_feedback(
             and catalog_channels
             and channel not in catalog_channels
         ):
-            message = (
-                f"channel '{channel}' is not a channel of the served catalog (known: "
-                f"{', '.join(sorted(catalog_channels))}); leave it out for every channel"
-            )
+            known = ", ".join(sorted(catalog_channels))
+            if event.event_type == "opted_out":
+                # Its channel is certain here (a key's own, its send's): refused, the
+                # withdrawal was lost, and the channel may come back to the catalog.
+                lacks = (
+                    f"opt-out of channel '{channel}', which the served catalog does not "
+                    f"have (known: {known}): it withdraws nothing the catalog serves "
+                    f"today; kept, it applies once a served catalog has {channel}"
+                )
+                uncounted = lacks if uncounted is None else f"{uncounted}; {lacks}"
+            else:
+                message = (
+                    f"channel '{channel}' is not a channel of the served catalog (known: "
+                    f"{known}); leave it out for every channel"
+                )
         # A consent event for an HCP no model knows yet is kept: it applies as soon
         # as one does (refused, an opt-out sent before the hcps file caught up was lost).
         if message is None and hcp_exists is not None:
@@ -1404,10 +1425,11 @@ def _record_feedback(
             elif event.event_type not in CONSENT_EVENT_TYPES:
                 message = f"unknown hcp_id '{event.hcp_id}'"
             else:
-                uncounted = (
+                unknown_hcp = (
                     f"stored, but no HCP of the served model has the id '{event.hcp_id}' yet: "
                     "it applies once one does (ids are compared exactly: check the spelling)"
                 )
+                uncounted = unknown_hcp if uncounted is None else f"{uncounted}; {unknown_hcp}"
         if message is not None:
             result.rejected.append((index, str(event.event_id), message))
             continue
