@@ -129,9 +129,56 @@ def _mlflow(settings: Settings) -> Any:
         store_logger.addFilter(_StoreFailuresAtDebug())
     settings.ensure_dirs()
     _refuse_unusable_sqlite(settings.resolved_tracking_uri)
+    for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
+        _refuse_unreachable_server(uri)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_registry_uri)
     return mlflow
+
+
+# MLflow's stores on a database server: its SQLAlchemy backends other than SQLite.
+_SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mssql"})
+# Stores on a server that answered _refuse_unreachable_server in this process. MLflow
+# keeps a pool of connections to each store from when it first opened it, and one
+# that goes down later fails the pool's check of a connection at once, without tries.
+_SERVERS_ANSWERED: set[str] = set()
+
+
+def _refuse_unreachable_server(uri: str) -> None:
+    """A store on a database server that does not answer: SQLAlchemy's OperationalError
+    (the driver's error: connection refused, timeout expired) after one try, where
+    MLflow opening it tried ten times over about 101 s, each with a WARNING of several
+    lines, a constant of MLflow's that no setting changes. A PostgreSQL server gets
+    libpq's ``connect_timeout`` (``PG_CONNECT_TIMEOUT_S``) unless the URI sets its own,
+    which MLflow's tries lacked: on a network that drops packets each waited for the
+    system's TCP timeout. Once per process and store, until it answers (about 10 ms).
+    """
+    if uri in _SERVERS_ANSWERED:
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.pool import NullPool
+
+    from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
+
+    try:
+        url = make_url(uri)
+    except (ArgumentError, ValueError):  # not a database (databricks, ...): MLflow's
+        return
+    backend = url.get_backend_name()
+    if backend not in _SERVER_BACKENDS:
+        return
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql" and "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+    _SERVERS_ANSWERED.add(uri)
 
 
 def _refuse_unusable_sqlite(uri: str, *, read: bool = False) -> None:

@@ -509,6 +509,123 @@ def test_serve_stops_at_once_when_the_database_is_unreachable(tmp_path: Path) ->
     assert "Started server process" not in output  # no worker was started
 
 
+def _answering_healthz(
+    models: Path, store: str, *, within_s: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`nextbest serve` started with its MLflow store at ``store``, once its /healthz
+    answers (failing the test unless within ``within_s`` seconds of the start): the
+    process and its port."""
+    port = free_port()
+    env = {**_env(models), "NEXTBEST_TRACKING_URI": store}
+    with (models.parent / "server.log").open("ab") as log:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nextbest.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    while True:
+        took = time.monotonic() - started
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or took > within_s:
+            stop_server(proc, sig=signal.SIGKILL)
+            log_text = (models.parent / "server.log").read_text()[-3000:]
+            pytest.fail(f"/healthz did not answer in {took:.0f} s:\n{log_text}")
+        time.sleep(0.2)
+
+
+# MLflow's ten tries to open a store on a server that is down took 101 s; the
+# start-up of a server process on this machine, a few seconds.
+STORE_DOWN_WITHIN_S = 30.0
+
+
+def test_serve_on_an_mlflow_store_whose_server_is_down_answers_within_seconds(
+    tmp_path: Path,
+) -> None:
+    """The store's server refuses: the worker listens within seconds, not ready, and
+    says why in one line naming the store (not its password) and the driver's error;
+    its watcher tries again every 10 s without holding anything up."""
+    closed = free_port()  # nothing listens there
+    store = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/mlflow"
+    proc, port = _answering_healthz(tmp_path / "models", store, within_s=STORE_DOWN_WITHIN_S)
+    try:
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        assert body["status"] == "no model loaded: model registry unreadable", body
+        said = body["last_reload_error"]
+        assert said.startswith(
+            "RegistryUnreadableError: the MLflow registry postgresql+psycopg://nextbest:***@"
+            f"127.0.0.1:{closed}/mlflow cannot be read, so alias 'champion' of model "
+            "'nextbest' is unknown: OperationalError: connection failed: "
+        ), said
+        time.sleep(12)  # a retry of the watcher's passes: the worker answers meanwhile
+        started = time.monotonic()
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 503
+        assert time.monotonic() - started < 2
+        assert proc.poll() is None
+    finally:
+        stop_server(proc)
+    log = (tmp_path / "server.log").read_text()
+    assert "s3cret-pw" not in log and "will be retried" not in log, log[-3000:]
+
+
+@pytest.mark.postgres
+def test_serve_on_an_mlflow_store_that_comes_back_serves_at_the_next_retry(
+    trained, tmp_path: Path
+) -> None:
+    """Started while the store's PostgreSQL server is down: /healthz answers within
+    seconds, and the served model loads at the watcher's next retry once it is back."""
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    from nextbest import registry
+    from nextbest.learning.train import TrainResult
+    from nextbest.service.runtime import RETRY_INTERVAL_S
+
+    models = tmp_path / "models"
+    with temporary_postgres_database(server_url) as url:
+        proxy, through = TcpProxy.to_database(url, port=free_port())
+        proxy.start()
+        settings = trained.settings.model_copy(
+            update={"models_dir": models, "tracking_uri": through}
+        )
+        model = registry.load_version(trained.settings, trained.version)
+        result = TrainResult(model=model, metrics={}, params={"variant": "store-down"})
+        assert registry.log_training_run(result, settings).version == "1"
+        proxy.stop()  # the store's server goes down
+        proc, port = _answering_healthz(models, through, within_s=STORE_DOWN_WITHIN_S)
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["status"] == "no model loaded: model registry unreadable"
+            proxy.start()
+            back = time.monotonic()
+            while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code != 200:
+                waited = time.monotonic() - back
+                assert waited < RETRY_INTERVAL_S + STORE_DOWN_WITHIN_S, (
+                    f"not ready {waited:.0f} s after the store came back:\n"
+                    + (tmp_path / "server.log").read_text()[-3000:]
+                )
+                time.sleep(0.2)
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/v1/recommendations",
+                json={"hcp_id": "H000002", "k": 3},
+                headers={"Authorization": "Bearer e2e-admin-key-0123456789abcdef"},
+                timeout=10,
+            )
+            assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+        finally:
+            stop_server(proc)
+            proxy.stop()
+
+
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:

@@ -66,6 +66,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.accepted = 0  # connections passed on to the server since the proxy was made
 
     @classmethod
     def to_database(cls, url: str, *, port: int) -> tuple[TcpProxy, str]:
@@ -114,6 +115,7 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._open.update((client, upstream))
+                self.accepted += 1
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 

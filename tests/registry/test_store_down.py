@@ -1,0 +1,134 @@
+"""An MLflow store on a database server that is down or does not answer: a command
+says so within seconds, in one line, where MLflow tried ten times over about 101 s
+(a WARNING of several lines at each). Real processes and sockets; the real
+PostgreSQL where the store must answer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nextbest import registry
+from nextbest.api.process import free_port
+from nextbest.learning.train import TrainResult
+from nextbest.settings import Settings
+from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
+from nextbest.storage.testing import TcpProxy
+
+# MLflow's ten tries took 101 s and more: any bound well below tells them apart.
+WITHIN_S = 20.0
+
+
+def _models(tmp_path: Path, tracking_uri: str) -> tuple[str, int, float]:
+    """``nextbest models`` run on ``tracking_uri``: its output (one line per message),
+    exit code and seconds taken."""
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(tmp_path / "models"),
+        "NEXTBEST_TRACKING_URI": tracking_uri,
+        "COLUMNS": "100000",  # the console wraps long lines
+    }
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "nextbest.cli", "models"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WITHIN_S + PG_CONNECT_TIMEOUT_S + 60,
+    )
+    return run.stdout + run.stderr, run.returncode, time.monotonic() - started
+
+
+@contextmanager
+def _silent_server() -> Iterator[int]:
+    """A port where connections are accepted (by the kernel) and never answered, as
+    behind a firewall that drops packets or a server that hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
+def test_a_command_on_a_store_whose_server_refuses_stops_within_seconds(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there: refused at once
+    store = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/mlflow"
+    output, code, took = _models(tmp_path, store)
+    assert code == 2, output
+    assert took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
+    assert output.startswith(
+        "error: a database cannot be used: OperationalError: connection failed: "
+    ), output[-3000:]
+    assert "Connection refused" in output
+    assert f"the MLflow store postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow" in output
+    assert len(output.strip().splitlines()) == 1, output[-3000:]  # no WARNING per try
+    assert "s3cret-pw" not in output
+
+
+def test_a_command_on_a_store_that_never_answers_stops_at_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    """Without a connect_timeout in the URI, MLflow's tries each waited for the system's
+    TCP timeout (or for ever, on a server that accepts and hangs)."""
+    with _silent_server() as port:
+        output, code, took = _models(tmp_path, f"postgresql+psycopg://nextbest@127.0.0.1:{port}/m")
+    assert code == 2, output
+    assert took < PG_CONNECT_TIMEOUT_S + WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
+    assert output.startswith(
+        "error: a database cannot be used: ConnectionTimeout: connection timeout expired "
+    ), output[-3000:]
+    assert len(output.strip().splitlines()) == 1, output[-3000:]
+
+
+def test_a_connect_timeout_in_the_store_uri_is_kept(tmp_path: Path) -> None:
+    """The reader of the served alias (each poll and retry of a serving worker) on a
+    store that never answers: the URI's own connect_timeout bounds the wait, not
+    nextbest's default, and the error names the store and the driver's error."""
+    with _silent_server() as port:
+        store = f"postgresql+psycopg://nextbest@127.0.0.1:{port}/mlflow?connect_timeout=1"
+        settings = Settings(models_dir=tmp_path / "models", tracking_uri=store)
+        started = time.monotonic()
+        with pytest.raises(registry.RegistryUnreadableError) as refused:
+            registry.alias_version(settings, "champion")
+        took = time.monotonic() - started
+    assert took < PG_CONNECT_TIMEOUT_S - 3, f"{took:.1f} s: the URI says 1 s"
+    assert str(refused.value).startswith(
+        f"the MLflow registry {store} cannot be read, so alias 'champion' of model "
+        "'nextbest' is unknown: ConnectionTimeout: connection timeout expired"
+    ), refused.value
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.postgres
+def test_a_store_that_answers_is_probed_once_per_process(
+    trained, postgres_url: str, tmp_path: Path
+) -> None:
+    """The check before MLflow opens a store costs one connection per process: after
+    it, MLflow's own pool answers (and a store gone down fails its check at once)."""
+    proxy, through = TcpProxy.to_database(postgres_url, port=free_port())
+    proxy.start()
+    try:
+        settings = trained.settings.model_copy(
+            update={"models_dir": tmp_path / "models", "tracking_uri": through}
+        )
+        model = registry.load_version(trained.settings, trained.version)
+        result = TrainResult(model=model, metrics={}, params={"variant": "store-down"})
+        assert registry.log_training_run(result, settings).version == "1"
+        opened = proxy.accepted
+        for _ in range(5):
+            assert registry.alias_version(settings, "champion") == "1"
+        assert proxy.accepted == opened, "no connection beyond MLflow's pool"
+        proxy.stop()
+        started = time.monotonic()
+        with pytest.raises(registry.RegistryUnreadableError, match="OperationalError: "):
+            registry.alias_version(settings, "champion")
+        assert time.monotonic() - started < WITHIN_S
+    finally:
+        proxy.stop()
