@@ -202,10 +202,13 @@ def _stores() -> str:
         settings = get_settings()
     except Exception:
         return "NEXTBEST_DATABASE_URL"
-    return (
+    said = (
         f"NEXTBEST_DATABASE_URL is {without_password(settings.resolved_database_url)}, the "
         f"MLflow store {without_password(settings.resolved_tracking_uri)}"
     )
+    if settings.resolved_registry_uri != settings.resolved_tracking_uri:
+        said += f", the MLflow registry {without_password(settings.resolved_registry_uri)}"
+    return said
 
 
 def _path_error(exc: OSError) -> str:

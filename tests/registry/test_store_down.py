@@ -27,13 +27,16 @@ from nextbest.storage.testing import TcpProxy
 WITHIN_S = 20.0
 
 
-def _models(tmp_path: Path, tracking_uri: str) -> tuple[str, int, float]:
-    """``nextbest models`` run on ``tracking_uri``: its output (one line per message),
-    exit code and seconds taken."""
+def _models(
+    tmp_path: Path, tracking_uri: str | None, registry_uri: str | None = None
+) -> tuple[str, int, float]:
+    """``nextbest models`` run on ``tracking_uri`` (None: the local store) and
+    ``registry_uri``: its output (one line per message), exit code and seconds taken."""
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(tmp_path / "models"),
-        "NEXTBEST_TRACKING_URI": tracking_uri,
+        "NEXTBEST_TRACKING_URI": tracking_uri or "",
+        "NEXTBEST_REGISTRY_URI": registry_uri or "",
         "COLUMNS": "100000",  # the console wraps long lines
     }
     started = time.monotonic()
@@ -69,6 +72,21 @@ def test_a_command_on_a_store_whose_server_refuses_stops_within_seconds(tmp_path
     assert "Connection refused" in output
     assert f"the MLflow store postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow" in output
     assert len(output.strip().splitlines()) == 1, output[-3000:]  # no WARNING per try
+    assert "s3cret-pw" not in output
+
+
+def test_a_registry_of_its_own_that_is_down_is_the_store_named(tmp_path: Path) -> None:
+    """NEXTBEST_REGISTRY_URI on a server that refuses, the tracking store local: the
+    line names the registry too, not only the tracking store, which is fine."""
+    closed = free_port()
+    store = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/registry"
+    output, code, took = _models(tmp_path, None, store)
+    assert code == 2 and took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
+    assert "error: a database cannot be used: OperationalError: connection failed: " in output
+    assert output.rstrip().endswith(
+        f", the MLflow store sqlite:///{tmp_path / 'models' / 'mlflow.db'}, the MLflow "
+        f"registry postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/registry)"
+    ), output[-3000:]
     assert "s3cret-pw" not in output
 
 
