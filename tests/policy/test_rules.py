@@ -234,6 +234,60 @@ def test_each_reason_names_its_rule_the_line_and_when_it_lifts(tmp_path: Path) -
     )
 
 
+def test_blocked_decides_as_the_reasons_do_without_wording_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving asks only which actions are blocked: every rule (cool-down, cap,
+    budget, consent, dismissal) decides as its reason would, but no sentence is
+    composed (wording names the rule's line and when it lifts, most of the time
+    ``blocked`` took)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(EXPLAINED_RULES)
+    rules = HistoryRules(ServingRules.load(path), channels=CHANNELS, action_ids=ACTIONS)
+    days = timedelta(days=1)
+    hcps = ["cooled", "capped", "budget", "opted", "dismissed", "free"]
+    history = LiveHistory(
+        now=NOW,
+        counts={
+            28.0: {
+                ("cooled", "email"): 1,
+                ("capped", "email"): 2,
+                ("budget", "rep_visit"): 3,
+                ("budget", "webinar"): 1,
+                ("free", "email"): 1,
+            }
+        },
+        last={
+            ("cooled", "email"): NOW - 1 * days,
+            ("capped", "email"): NOW - 5 * days,
+            ("budget", "rep_visit"): NOW - 2 * days,
+            ("budget", "webinar"): NOW - 4 * days,
+            ("free", "email"): NOW - 6 * days,
+        },
+        consent={("opted", "rep_visit"): (NOW - days, True)},
+        dismissed={("dismissed", "A2"): "not_relevant"},
+        dismissed_at={("dismissed", "A2"): NOW - 2 * days},
+    )
+    said = [[bool(why) for why in rules.reasons(hcp, history)] for hcp in hcps]
+
+    def worded(*_: object) -> str:
+        raise AssertionError("blocked composed a reason")
+
+    monkeypatch.setattr(ServingRules, "rule_at", worded)
+    monkeypatch.setattr("nextbest.policy.rules.lifting", worded)
+    monkeypatch.setattr("nextbest.policy.rules._ago", worded)
+    blocked = rules.blocked(hcps, history)
+    assert blocked.tolist() == said
+    assert said == [
+        [True, True, False, False],
+        [True, True, False, False],
+        [True, True, True, True],
+        [False, False, True, False],
+        [False, True, False, False],
+        [False, False, False, False],
+    ]
+
+
 def test_cooldown_over_lets_the_channel_back() -> None:
     blocked = _rules().blocked(["H1"], _history({("H1", "email"): [3.5]}))
     assert not blocked.any()

@@ -768,12 +768,11 @@ class HistoryRules:
         if history.empty:
             return out
         for i, hcp_id in enumerate(hcp_ids):
-            for channel, why in self._channel_blocks(hcp_id, history).items():
-                if why:
-                    if channel == "*":
-                        out[i, :] = True
-                    elif channel in self.actions_of_channel:
-                        out[i, self.actions_of_channel[channel]] = True
+            for channel in self._channel_blocks(hcp_id, history, say=False):
+                if channel == "*":
+                    out[i, :] = True
+                elif channel in self.actions_of_channel:
+                    out[i, self.actions_of_channel[channel]] = True
         if history.dismissed:
             row = {h: i for i, h in enumerate(hcp_ids)}
             wide = self.rules.hcp_wide_reasons
@@ -852,9 +851,10 @@ class HistoryRules:
         lifts = None if at is None or days is None else at + timedelta(days=days)
         return f"{kind}{code}", f"{days or 0.0:g} days", rules.rule_at(key), lifts
 
-    def _withdrawn(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
+    def _withdrawn(self, hcp_id: str, history: LiveHistory, *, say: bool) -> dict[str, str]:
         """Catalog channel -> why ``hcp_id`` may not be contacted on it: the later of
-        its own and the every-channel consent event withdrew consent."""
+        its own and the every-channel consent event withdrew consent (unsaid, "",
+        without ``say``)."""
         events = history.consent_by_hcp.get(hcp_id)
         if not events:
             return {}
@@ -866,14 +866,22 @@ class HistoryRules:
                 out[channel] = (
                     f"consent: opted out of {name} on {found[1][0]:%Y-%m-%d} (UTC), "
                     "until the HCP opts in again"
+                    if say
+                    else ""
                 )
         return out
 
-    def _channel_blocks(self, hcp_id: str, history: LiveHistory) -> dict[str, str]:
-        """Channel ('*' = every channel) -> why it is blocked for ``hcp_id``."""
+    def _channel_blocks(
+        self, hcp_id: str, history: LiveHistory, *, say: bool = True
+    ) -> dict[str, str]:
+        """Channel ('*' = every channel) -> why it is blocked for ``hcp_id``.
+
+        Without ``say``, the same channels with their reasons unsaid (""): what
+        ``blocked`` asks for every request, where wording them (the rule's line, when
+        it lifts) took most of its time."""
         rules = self.rules
         blocks: dict[str, str] = {}
-        blocks.update(self._withdrawn(hcp_id, history))
+        blocks.update(self._withdrawn(hcp_id, history, say=say))
         for channel, last in history.last_by_hcp.get(hcp_id, {}).items():
             rule = rules.channels.get(channel)
             if rule is None:
@@ -888,6 +896,8 @@ class HistoryRules:
                         f"{rule.cooldown_days:g} days "
                         f"({rules.rule_at('channels', channel, 'cooldown_days')})"
                         f"{lifting(last + gap)}"
+                        if say
+                        else ""
                     )
             if rule.cap is not None and rule.cap.max_contacts > 0:  # 0: closed, said apart
                 n = history.counts.get(rule.cap.per_days, {}).get((hcp_id, channel), 0)
@@ -897,6 +907,8 @@ class HistoryRules:
                         f"{rule.cap.per_days:g} days, max {rule.cap.max_contacts} "
                         f"({rules.rule_at('channels', channel, 'max_contacts')})"
                         f"{_cap_lifting(history, hcp_id, channel, rule.cap)}"
+                        if say
+                        else ""
                     )
             if why:
                 blocks[channel] = "; ".join([*why, *filter(None, [blocks.get(channel)])])
@@ -908,7 +920,9 @@ class HistoryRules:
                     [
                         blocks.get("*"),
                         "contact budget: every channel is closed, max_contacts 0 "
-                        f"({rules.rule_at('all_channels', 'max_contacts')}){UNTIL_EDITED}",
+                        f"({rules.rule_at('all_channels', 'max_contacts')}){UNTIL_EDITED}"
+                        if say
+                        else "",
                     ],
                 )
             )
@@ -920,6 +934,8 @@ class HistoryRules:
                     f"{cap.per_days:g} days, max {cap.max_contacts} "
                     f"({rules.rule_at('all_channels', 'max_contacts')})"
                     f"{_cap_lifting(history, hcp_id, None, cap)}"
+                    if say
+                    else ""
                 )
                 blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
