@@ -1568,13 +1568,14 @@ def test_requests_get_503_while_the_log_store_is_too_far_behind(own_registry, ke
 
     settings = own_registry.model_copy(update={"log_max_backlog": 1, "log_flush_ms": 1.0})
     runtime = ServingRuntime.start(settings)
-    sessions, gate = runtime.reclog.sessions, threading.Event()
+    store, gate = runtime.reclog.store, threading.Event()
 
-    def stalled():  # the store does not answer until the gate opens
-        gate.wait(timeout=30)
-        return sessions()
+    class Stalled:  # the store does not answer until the gate opens
+        def connect(self):
+            gate.wait(timeout=30)
+            return store.connect()
 
-    runtime.reclog.sessions = stalled  # type: ignore[assignment]
+    runtime.reclog.store = Stalled()  # type: ignore[assignment]
     with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
         hcp = str(runtime.recommender.hcp_ids[0])
         assert client.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from nextbest.learning.scoring import ScoringModel
@@ -27,13 +28,14 @@ LOG_COMMIT_ALLOWANCE_S = 2.0
 
 
 def log_served(
-    session: Session,
+    db: Session | Connection,
     *,
     recommendations: Sequence[Recommendation],
     recommender: Recommender,
     requester: str,
 ) -> None:
-    """Log what was served, with propensities and holdout flags, and commit."""
+    """Log what was served, with propensities and holdout flags, and commit ``db``'s
+    transaction (a connection's, begun by the insert, as a session's)."""
     exploration = recommender.exploration
     records = [
         RecommendationRecord(
@@ -59,8 +61,8 @@ def log_served(
         )
         for rec in recommendations
     ]
-    log_recommendations(session, records=records)
-    session.commit()
+    log_recommendations(db, records=records)
+    db.commit()
 
 
 def ingest_feedback(

@@ -264,7 +264,7 @@ class ServingRuntime:
         # every few seconds does not parse an unchanged file of 100,000 HCPs again.
         self._alignment_read: tuple[tuple[str, int, int], TerritoryAlignment] | None = None
         self.reclog = RecommendationLog(
-            sessions,
+            engine,
             flush_ms=settings.log_flush_ms,
             max_backlog=settings.log_max_backlog,
             max_wait_s=settings.log_max_wait_s,

@@ -283,15 +283,18 @@ def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:
         yield unique[start : start + size]
 
 
-def log_recommendations(session: Session, *, records: Sequence[RecommendationRecord]) -> None:
-    """Insert served recommendations and their items, one statement per table.
+def log_recommendations(
+    db: Session | Connection, *, records: Sequence[RecommendationRecord]
+) -> None:
+    """Insert served recommendations and their items, one statement per table, on a
+    session or a plain connection (the recommendation log's writer).
 
     The caller commits (so the log can share a transaction with other writes).
     """
     if not records:
         return
     _bulk_insert(
-        session,
+        db,
         _RECOMMENDATIONS,
         [
             {
@@ -335,7 +338,7 @@ def log_recommendations(session: Session, *, records: Sequence[RecommendationRec
         for item in record.items
     ]
     if items:
-        _bulk_insert(session, _ITEMS, items)
+        _bulk_insert(db, _ITEMS, items)
 
 
 def get_recommendation(session: Session, *, recommendation_id: str) -> RecommendationRecord | None:
@@ -674,7 +677,7 @@ def _unnest_values(table: sa.Table, rows: list[dict[str, Any]]) -> dict[str, lis
     return {f"{c.name}_values": [row[c.name] for row in rows] for c in table.columns}
 
 
-def _bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+def _bulk_insert(db: Session | Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts holding every column) in one round-trip.
 
     The statement is compiled once per table and columns and run on the driver's
@@ -683,9 +686,17 @@ def _bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) 
     insert itself. SQLite runs the row insert with ``executemany``; PostgreSQL the
     one ``unnest`` statement of :func:`_postgres_unnest_statement`.
     """
-    dialect = session.get_bind().dialect
     if not rows:
         return
+    if isinstance(db, Connection):
+        connection = db
+        # The driver's cursor bypasses the connection's own begin: without one, the
+        # rows would be rolled back when it returns to the pool, whatever the commit.
+        if not connection.in_transaction():
+            connection.begin()
+    else:
+        connection = db.connection()
+    dialect = connection.dialect
     columns = tuple(rows[0])
     key = (dialect.name, table.name, columns)
     query = _DRIVER_INSERTS.get(key)
@@ -694,14 +705,14 @@ def _bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) 
             statement = _postgres_unnest_statement(table)
             names = [f"{c.name}_values" for c in table.columns]
             query = _DRIVER_INSERTS[key] = _DriverQuery.compile(statement, dialect, names)
-        query.execute(session.connection(), _unnest_values(table, rows))
+        query.execute(connection, _unnest_values(table, rows))
     elif dialect.name == "sqlite":
         if query is None:
             query = _DriverQuery.compile(sa.insert(table), dialect, columns, column_keys=columns)
             _DRIVER_INSERTS[key] = query
-        query.execute_many(session.connection(), rows)
+        query.execute_many(connection, rows)
     else:
-        session.execute(sa.insert(table), rows)
+        connection.execute(sa.insert(table), rows)
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> set[str]:
