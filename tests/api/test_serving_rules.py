@@ -768,3 +768,35 @@ def test_an_opt_out_whose_event_id_is_over_long_is_kept_once(client: TestClient)
     refused = client.post("/v1/feedback", json={"events": [opened]})
     assert refused.status_code == 422, refused.text
     assert refused.json()["rejected"][0]["message"].startswith("event_id: String should have")
+
+
+def test_an_opt_out_of_all_an_earlier_version_stored_withdraws_every_channel(
+    client: TestClient,
+) -> None:
+    """An earlier server with no model served stored an opt-out of 'All' as sent, and
+    consent read it as a channel named 'all': once a model was served, the HCP was
+    offered every channel all the same. Read as every channel, as one stored now."""
+    from sqlalchemy import insert
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    hcp_id = _email_hcp(client)
+    at = datetime.now(UTC) - timedelta(days=3)
+    with client.app.state.runtime.sessions() as session:
+        session.execute(
+            insert(FeedbackEvent).values(
+                event_id="unsub-all-early",
+                event_type="opted_out",
+                hcp_id=hcp_id,
+                channel="All",
+                occurred_at=at,
+                received_at=at,
+            )
+        )
+        session.commit()
+    body = _ask(client, hcp_id)
+    assert not body["items"], body["items"]
+    reasons = {w for why in body["excluded"].values() for w in why}
+    assert f"consent: opted out of every channel on {at:%Y-%m-%d} (UTC)" in " ".join(reasons), (
+        reasons
+    )

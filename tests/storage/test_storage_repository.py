@@ -1001,6 +1001,79 @@ def test_an_opt_out_of_a_channel_the_served_catalog_lacks_is_kept_saying_so(
     }
 
 
+def _stored_by_an_earlier_version(
+    session: Session, rows: list[tuple[str, str, str, str, datetime]]
+) -> None:
+    """(event_id, event_type, hcp_id, channel, occurred_at) rows inserted as an earlier
+    nextbest stored them, with no model served (channels as sent): no migration."""
+    for event_id, event_type, hcp_id, channel, at in rows:
+        session.execute(
+            insert(FeedbackEvent).values(
+                event_id=event_id,
+                event_type=event_type,
+                hcp_id=hcp_id,
+                channel=channel,
+                occurred_at=at,
+                received_at=at,
+            )
+        )
+    session.commit()
+
+
+def test_an_opt_out_of_all_an_earlier_version_stored_is_read_as_every_channel(
+    session: Session,
+) -> None:
+    """With no model served, an earlier nextbest stored an opt-out of 'all' as sent,
+    and consent read it as a channel named 'all': it withdrew nothing. An opt-out of
+    every channel is stored with no channel (NULL) now; one of 'all' stored before is
+    read the same way, and the two are one HCP's consent on every channel."""
+    later = T0 + timedelta(hours=2)
+    _stored_by_an_earlier_version(
+        session,
+        [
+            ("old-all", "opted_out", "h1", "all", T0),
+            ("old-All", "opted_out", "h2", "All", T0),
+            ("old-every", "opted_out", "h3", "Every Channel", T0),
+            ("old-star", "opted_out", "h4", "*", T0),
+            # Back in to e-mail since: e-mail only, as after an opt-out stored now.
+            ("old-in-email", "opted_in", "h2", "email", later),
+            # An opted_in names a catalog channel or none ('all' is refused with a
+            # model): one stored of 'all' grants no channel, as it never did.
+            ("old-out-email", "opted_out", "h6", "email", T0),
+            ("old-in-all", "opted_in", "h6", "all", later),
+        ],
+    )
+    consent = functools.partial(delivered, event_type="opted_out")
+    result = record_feedback(
+        session,
+        events=[
+            consent("new-all", "h5", channel="all"),
+            # The HCP of the old opt-out of 'all' opts back in to every channel now:
+            # the later of the two decides, as between two opt-outs stored now.
+            consent("new-in", "h1", event_type="opted_in", occurred_at=later),
+        ],
+    )
+    assert result.accepted == ["new-all", "new-in"], result
+    history = serving_history(
+        session,
+        hcp_ids=["h1", "h2", "h3", "h4", "h5", "h6"],
+        windows=[],
+        dismissed_since=None,
+        until=T0 + timedelta(days=1),
+    )
+    withdrawn = {key: out for key, (_, out) in history.consent.items()}
+    assert withdrawn == {
+        ("h1", None): False,
+        ("h2", None): True,
+        ("h2", "email"): False,
+        ("h3", None): True,
+        ("h4", None): True,
+        ("h5", None): True,
+        ("h6", "email"): True,
+        ("h6", "all"): False,
+    }, withdrawn
+
+
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

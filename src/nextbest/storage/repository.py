@@ -743,6 +743,20 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
 _EVERY_CHANNEL = frozenset({"", "all", "any", "every", "*", "all_channels", "every_channel"})
 
 
+def _consent_channel(event_type: str, channel: str | None) -> str | None:
+    """A stored consent event's channel as it is stored now: as catalogs spell it, and
+    an opt-out's of "all" (:data:`_EVERY_CHANNEL`) None, every channel.
+
+    An earlier nextbest with no model served stored both as sent ('Email', 'All'):
+    read so, they withdrew nothing, and their resend looked like another event. An
+    ``opted_in`` of 'all' is no channel to grant (refused with a catalog) and stays
+    as stored."""
+    if channel is None:
+        return None
+    spelled = channel_spelling(channel)
+    return None if event_type == "opted_out" and spelled in _EVERY_CHANNEL else spelled
+
+
 def _opt_out_as_kept(
     event: FeedbackRecord,
     served: Mapping[str, _ServedRecommendation],
@@ -2746,9 +2760,8 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
         elif kind >= 4:
-            # As catalogs spell channels: an earlier nextbest stored a consent event
-            # sent with no model served as sent ('Email'), which matched no channel.
-            key = None if key is None else channel_spelling(key)
+            # As stored now, also a row an earlier nextbest stored as sent.
+            key = _consent_channel("opted_out" if kind == 4 else "opted_in", key)
             # The latest decides; at the same time a withdrawal beats a consent.
             mark = (_as_utc(at), kind == 4)
             before = consent.get((hcp_id, key))
