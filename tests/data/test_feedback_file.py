@@ -363,3 +363,53 @@ def test_nextbest_feedback_keeps_an_opt_out_of_a_send_on_a_channel_the_catalog_d
         stored = pd.read_sql("SELECT event_id, channel FROM feedback_events", connection)
     engine.dispose()
     assert stored.values.tolist() == [["stop-1", "sms"]]
+
+
+def test_a_consent_file_an_earlier_version_stored_is_stored_again_as_nothing_new(
+    env_settings: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier `nextbest feedback` with no model served stored consent channels as
+    sent ('Email', 'All'). The same file fed again now, its channels stored as catalogs
+    spell them, had its opt-in rejected as another event under its id and its opt-outs
+    stored a second time under derived ids. It stores nothing: every row is stored."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+    from nextbest.storage.tables import FeedbackEvent
+
+    migrate(database_url)
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    rows = [
+        ("out-case", "opted_out", "H1", "Email"),
+        ("out-all", "opted_out", "H2", "All"),
+        ("in-case", "opted_in", "H3", "SMS"),
+    ]
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        for event_id, event_type, hcp_id, channel in rows:
+            connection.execute(
+                insert(FeedbackEvent).values(
+                    event_id=event_id,
+                    event_type=event_type,
+                    hcp_id=hcp_id,
+                    channel=channel,
+                    occurred_at=at,
+                    received_at=at,
+                )
+            )
+    feed = tmp_path / "consent.csv"
+    feed.write_text(
+        "event_id,event_type,hcp_id,channel,occurred_at\n"
+        + "".join(f"{e},{t},{h},{c},{at.isoformat()}\n" for e, t, h, c in rows)
+    )
+    result = CliRunner().invoke(app, ["feedback", str(feed)])
+    assert result.exit_code == 0, result.output
+    assert "stored 0 of 3 events" in " ".join(result.stdout.split()), result.stdout
+    with engine.connect() as connection:
+        stored = pd.read_sql("SELECT event_id FROM feedback_events", connection)
+    engine.dispose()
+    assert sorted(stored["event_id"]) == ["in-case", "out-all", "out-case"]

@@ -1074,6 +1074,51 @@ def test_an_opt_out_of_all_an_earlier_version_stored_is_read_as_every_channel(
     }, withdrawn
 
 
+def test_a_consent_event_an_earlier_version_stored_as_sent_is_a_duplicate_when_sent_again(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """With no model served, an earlier nextbest stored consent events' channels as
+    sent ('Email', 'All'); they are stored as catalogs spell them now ('email', none).
+    Sent again, an opted_in was refused as another event under its id ("channel
+    'Email' (this one: 'email')") and an opt-out stored a second time under a derived
+    id. Compared as catalogs spell channels, each is the duplicate it is, with a model
+    served or not; an event saying otherwise under such an id is still refused."""
+    later = T0 + timedelta(hours=2)
+    _stored_by_an_earlier_version(
+        session,
+        [
+            ("old-out", "opted_out", "h1", "Email", T0),
+            ("old-in", "opted_in", "h1", "Email", later),
+            ("old-all", "opted_out", "h2", "All", T0),
+            ("old-visit", "opted_out", "h3", "Rep Visit", T0),
+        ],
+    )
+    consent = functools.partial(delivered, event_type="opted_out")
+    again = [
+        consent("old-out", "h1", channel="Email"),
+        consent("old-in", "h1", event_type="opted_in", channel="email", occurred_at=later),
+        consent("old-all", "h2", channel="all"),
+        consent("old-visit", "h3", channel="rep-visit"),
+    ]
+    catalog = {"a-email": "email", "a-visit": "rep_visit"}
+    for action_channels in (None, catalog):
+        result = record_feedback(session, events=again, action_channels=action_channels)
+        assert result.duplicates == [e.event_id for e in again], result
+        assert not (result.accepted or result.rejected or result.uncounted), result
+    assert sorted(stored_events(session_factory)) == [
+        "old-all",
+        "old-in",
+        "old-out",
+        "old-visit",
+    ]
+    other = record_feedback(
+        session, events=[consent("old-in", "h1", event_type="opted_in", channel="sms")]
+    )
+    ((index, event_id, message),) = other.rejected
+    assert (index, event_id) == (0, "old-in"), other
+    assert "channel 'email' (this one: 'sms')" in message, message
+
+
 def test_a_contact_of_a_held_out_hcp_is_stored_and_said_back(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

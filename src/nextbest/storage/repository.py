@@ -1630,6 +1630,8 @@ def _opt_out_id(event_id: str, identity: _Identity, salt: str = "") -> str:
 # may differ between sends.
 _IDENTITY_FIELDS = ("event_type", "hcp_id", "recommendation_id", "action_id", "channel", "value")
 _Identity = tuple[Any, ...]
+_TYPE_AT = _IDENTITY_FIELDS.index("event_type")
+_CHANNEL_AT = _IDENTITY_FIELDS.index("channel")
 
 
 def _identity(row: Mapping[str, Any]) -> _Identity:
@@ -1637,7 +1639,9 @@ def _identity(row: Mapping[str, Any]) -> _Identity:
 
 
 def _stored_identities(session: Session, event_ids: Sequence[str]) -> dict[str, _Identity]:
-    """What the stored events of these ids say (one query per chunk; none for no ids)."""
+    """What the stored events of these ids say (one query per chunk; none for no ids),
+    a consent event's channel as it is stored now (:func:`_consent_channel`): one an
+    earlier nextbest stored as sent ('Email', 'All') is what its resend says."""
     columns = [getattr(FeedbackEvent, name) for name in _IDENTITY_FIELDS]
     found: dict[str, _Identity] = {}
     for chunk in _chunks(event_ids, _in_chunk_size(session)):
@@ -1645,6 +1649,8 @@ def _stored_identities(session: Session, event_ids: Sequence[str]) -> dict[str, 
             sa.select(FeedbackEvent.event_id, *columns).where(FeedbackEvent.event_id.in_(chunk))
         )
         for event_id, *values in rows:
+            if values[_TYPE_AT] in CONSENT_EVENT_TYPES:
+                values[_CHANNEL_AT] = _consent_channel(values[_TYPE_AT], values[_CHANNEL_AT])
             found[event_id] = tuple(values)
     return found
 
