@@ -343,6 +343,9 @@ def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) ->
         pytest.raises(typer.Exit) as stopped,
         _cluster(cluster.scheduler_address, lambda: None) as (_, c),
     ):
+        # Both workers registered, and the client's view of them current: on a loaded
+        # machine the client connected before they had, and named no worker to kill.
+        c.wait_for_workers(2, timeout=120)
         parts = PartitionedHistory(c, data.interactions, data.hcps, data.catalog)
         victim = sorted(c.scheduler_info()["workers"])[0]
         with contextlib.suppress(Exception):  # the worker dies before it answers
