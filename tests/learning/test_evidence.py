@@ -16,6 +16,7 @@ from nextbest.learning.scoring import MIN_TOUCHES_TO_SCORE, ActionEvidence, Scor
 from nextbest.learning.train import TrainResult, fitted_decisions, train
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.exploration import EpsilonGreedy
+from nextbest.service.picks import picks_frame
 from nextbest.service.recommend import Recommender
 
 from .conftest import QUICK, LearnedWorld
@@ -314,3 +315,24 @@ def test_recommendations_are_the_same_with_the_copies_scored_once(
     assert any(item[0] == copy for items in once for item in items)
     monkeypatch.setattr(model, "has_twins", False)
     assert answers() == once
+
+
+def test_picks_score_the_copies_once_and_pick_as_when_every_pair_is_scored(
+    launched: tuple[TrainResult, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nextbest picks` and the batch route: the copy's pairs ride on its original's
+    rows, and the picks (scores, reasons and all) are those of scoring every pair."""
+    result, (copy, _, _) = launched
+    model = result.model
+    on = model.as_of.to_pydatetime()
+    hcp_ids = [str(h) for h in model.hcps["hcp_id"][:300]]
+    seen = _scored_rows(model, monkeypatch)
+    once = picks_frame(model, hcp_ids=hcp_ids, k=5, on=on)
+    monkeypatch.setattr(model, "has_twins", False)
+    every = picks_frame(model, hcp_ids=hcp_ids, k=5, on=on)
+    assert (once["action_id"] == copy).any()
+    # One row per HCP and candidate, but for the copy's (its candidates: the promotional
+    # actions approved on the day).
+    scored_once, scored_every = seen
+    assert scored_once == scored_every - len(hcp_ids)
+    pd.testing.assert_frame_equal(once, every)

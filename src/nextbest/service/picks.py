@@ -152,8 +152,8 @@ def _block_picks(
     n_h, n_a = len(hcp_rows), len(actions)
     pair_hcp = np.repeat(hcp_rows, n_a)
     pair_action = np.tile(actions, n_h)
-    X = model.rows(pair_hcp, pair_action)
-    scores = model.score_rows(X, pair_action)
+    # Copies of content ride on their original's model row (ScoringModel.score).
+    scores = model.score(pair_hcp, pair_action)
     score = model.net_value(scores.uplift, pair_action).reshape(n_h, n_a)
     allowed = (
         eligibility.consent[hcp_rows][:, actions] & eligibility.specialty_ok[hcp_rows][:, actions]
@@ -178,7 +178,9 @@ def _block_picks(
     item = scores.take(pair)
     uplift, p_engage = item.uplift, item.p_engage
     item_lapse = None if lapse is None else [lapse[i] for i in local_h.tolist()]
-    said = explain(model, X[pair], action_rows, hcp_rows[local_h], item, item_lapse)
+    # Model rows for the reasons of the picks only: k per HCP, not one per candidate.
+    X = model.rows(hcp_rows[local_h], action_rows)
+    said = explain(model, X, action_rows, hcp_rows[local_h], item, item_lapse)
     reason = ["; ".join(r) for r in said]
     c = model.catalog
     return pd.DataFrame(
