@@ -1008,8 +1008,14 @@ def test_a_catalog_column_saved_as_the_index_is_read_as_the_column(
             "outcome left at its default",
         ),
         ("HCP ID", "hcp_id", "missing required column"),
+        (
+            "recommendationId",
+            "recommendation_id",
+            "optional column written otherwise: it would be read as an extra column and "
+            "recommendation_id left at its default",
+        ),
     ],
-    ids=["optional", "required"],
+    ids=["optional", "required", "recommendation_id"],
 )
 def test_an_interactions_column_spelled_otherwise_and_saved_as_the_index_is_refused(
     tables: Tables,
@@ -1027,7 +1033,8 @@ def test_an_interactions_column_spelled_otherwise_and_saved_as_the_index_is_refu
     saved = write_tables(tables, fmt="parquet", name="saved")
     path = saved / "interactions.parquet"
     path.unlink()
-    frame = tables["interactions"].rename(columns={column: index}).set_index(index)
+    history = tables["interactions"].assign(recommendation_id=["r1", "r2", "", "r4", "r5"])
+    frame = history.rename(columns={column: index}).set_index(index)
     if parted:
         path.mkdir()
         frame.iloc[:2].to_parquet(path / "part-0.parquet")
@@ -1045,6 +1052,48 @@ def test_an_interactions_column_spelled_otherwise_and_saved_as_the_index_is_refu
             f"'_'; rename it to '{column}')",
         )
     ], problems
+
+
+@pytest.mark.parametrize("parted", [False, True], ids=["file", "parts"])
+@pytest.mark.parametrize(
+    "index",
+    [["hcp_id"], ["timestamp"], ["recommendation_id"], ["hcp_id", "timestamp"]],
+    ids=["hcp_id", "timestamp", "recommendation_id", "two"],
+)
+def test_an_interactions_column_saved_as_the_index_is_read_as_the_column(
+    tables: Tables, write_tables: WriteTables, parted: bool, index: list[str]
+) -> None:
+    """``interactions.set_index("hcp_id").to_parquet(path)`` (a history exported from
+    a frame indexed by HCP, by time, or by the recommendation a touch was made under):
+    the index is read as the contract column it is named for, so the history loads as
+    it does with the column written as one, typed times included; row numbers pandas
+    saved, named or not, are no column."""
+    history = tables["interactions"].assign(recommendation_id=["r1", "r2", "", "r4", "r5"])
+    history["timestamp"] = pd.to_datetime(history["timestamp"], utc=True, format="ISO8601")
+    whole = write_tables({**tables, "interactions": history}, fmt="parquet", name="whole")
+    expected = load_dataset(whole).interactions
+    assert expected["recommendation_id"].tolist() == ["r2", "r5", None, "r1", "r4"]
+    saved = write_tables(tables, fmt="parquet", name="saved")
+    path = saved / "interactions.parquet"
+
+    def save(frame: pd.DataFrame) -> None:
+        if path.is_file():
+            path.unlink()
+        if parted:
+            path.mkdir(exist_ok=True)
+            frame.iloc[:2].to_parquet(path / "part-0.parquet")
+            frame.iloc[2:].to_parquet(path / "part-1.parquet")
+        else:
+            frame.to_parquet(path)
+
+    for frame in (
+        history.set_index(index),
+        history.set_axis([5, 6, 7, 8, 9]),  # unnamed: __index_level_0__
+        history.rename_axis("row"),  # a named range
+    ):
+        save(frame)
+        loaded = load_dataset(saved).interactions
+        pd.testing.assert_frame_equal(loaded, expected, obj=str(frame.index.names))
 
 
 def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
