@@ -1026,6 +1026,39 @@ def test_an_id_longer_than_the_store_keeps_is_refused_naming_file_row_column_and
     assert len(validate_catalog(catalog, file="catalog.csv")["channel"][1]) == 64
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_history_recommendation_id_longer_than_the_log_keeps_is_refused_naming_row_and_limit(
+    tables: Tables, write_tables: Callable[..., Path], fmt: str
+) -> None:
+    """The recommendation log keeps 64 characters of a recommendation_id, and no id the
+    service answers with is longer: a longer one in the history names no logged
+    decision (another system's id in the column, ids run together), and retrain would
+    keep the row as the CRM's own touch while no repeat of a logged send was looked
+    for either. Refused, as the feedback file refuses such an event: file, row, column
+    and limit; one of exactly 64 is read."""
+    history = tables["interactions"]
+    history["recommendation_id"] = ["r1", "x" * 65, "", " " + "y" * 64 + " ", "z" * 200]
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, fmt=fmt))
+    said = [str(problem) for problem in caught.value.problems]
+    why = (
+        "characters, all the recommendation log keeps, and no recommendation the service "
+        "answers with is longer: it names no logged decision; give the id the touch was "
+        "made under as the service answered it, or leave the cell empty for a touch made "
+        "under none"
+    )
+    file = f"interactions.{fmt}"
+    assert said == [
+        f"{file}, row 2, column 'recommendation_id': '{'x' * 40}'... (65 characters) is too "
+        f"long: at most 64 {why}",
+        f"{file}, row 5, column 'recommendation_id': '{'z' * 40}'... (200 characters) is too "
+        f"long: at most 64 {why}",
+    ], said
+    history.loc[[1, 4], "recommendation_id"] = ["x" * 64, ""]
+    read = load_dataset(write_tables(tables, fmt=fmt, name="fits")).interactions
+    assert {"x" * 64, "y" * 64} <= set(read["recommendation_id"])
+
+
 def test_a_send_list_or_an_erasure_list_refuses_an_id_longer_than_the_store_keeps(
     tables: Tables, tmp_path: Path
 ) -> None:

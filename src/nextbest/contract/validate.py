@@ -332,7 +332,8 @@ def validate_interactions(
     (from the catalog, None for no-touch), ``engaged`` (int8 0/1), ``outcome`` and
     ``propensity`` (float64, NaN when absent), ``holdout`` (bool),
     ``recommendation_id`` (str, None when empty; only when the table has the
-    column), then extra columns as features. Rows are stably sorted by (hcp_id,
+    column; one longer than the recommendation log keeps names no logged decision
+    and is refused), then extra columns as features. Rows are stably sorted by (hcp_id,
     timestamp), index reset.
     An empty table (header only) is valid. ``channel``/``content_id`` given on a row
     with an action must match the catalog (channel case-insensitively); on a no-touch
@@ -441,6 +442,13 @@ def validate_interactions(
     else:
         holdout = pd.Series(np.zeros(n, dtype=bool))
 
+    recommendation = None
+    if "recommendation_id" in raw.columns:
+        recommendation = parse.codes(raw["recommendation_id"])
+        _check_stored_length(
+            recommendation, "recommendation_id", log, advice=_NAMES_NO_LOGGED_DECISION
+        )
+
     extras = {
         column: _extra(raw, column)
         for column in _others(raw, (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS))
@@ -466,8 +474,7 @@ def validate_interactions(
         "propensity": ordered(propensity.to_numpy()),
         "holdout": ordered(holdout.to_numpy()),
     }
-    if "recommendation_id" in raw.columns:
-        recommendation = parse.codes(raw["recommendation_id"])
+    if recommendation is not None:
         recommendation_ids = recommendation.uniques.copy()
         recommendation_ids[recommendation_ids == ""] = None
         columns["recommendation_id"] = recommendation_ids.take(ordered(recommendation.codes))
@@ -680,21 +687,37 @@ def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
     log.add_rows(repeated, column, describe)
 
 
-def _check_stored_length(cells: Codes, column: str, log: ProblemLog) -> None:
+# Why a history's recommendation_id longer than the log keeps is refused: the ids are
+# the service's, none of them that long, so shortening it would name nothing either.
+_NAMES_NO_LOGGED_DECISION = (
+    "all the recommendation log keeps, and no recommendation the service answers with is "
+    "longer: it names no logged decision; give the id the touch was made under as the "
+    "service answered it, or leave the cell empty for a touch made under none"
+)
+
+
+def _check_stored_length(
+    cells: Codes,
+    column: str,
+    log: ProblemLog,
+    *,
+    advice: str = (
+        "all the recommendation log and the feedback store keep; shorten it, here and "
+        "wherever it is named"
+    ),
+) -> None:
     """Refuse the values of ``column`` longer than the recommendation log and the
     feedback store keep of it (:data:`~nextbest.limits.STORED_LENGTHS`), quoting each
-    shortened: PostgreSQL refuses to store such a value (answers naming it would be
-    served but not logged) where SQLite stores it whole, and a copy cut short would
-    name nothing (retraining, erasure and the gate join on these ids)."""
+    shortened, then ``advice`` (why the limit, what to do): PostgreSQL refuses to
+    store such a value (answers naming it would be served but not logged) where
+    SQLite stores it whole, and a copy cut short would name nothing (retraining,
+    erasure and the gate join on these ids)."""
     limit = STORED_LENGTHS[column]
     lengths = np.fromiter(map(len, cells.uniques), dtype=np.intp, count=len(cells.uniques))
 
     def describe(i: int) -> str:
         value = parse.quoted(cells.uniques[cells.codes[i]], at_most=parse.QUOTED_AT_MOST)
-        return (
-            f"{value} is too long: at most {limit} characters, all the recommendation log "
-            "and the feedback store keep; shorten it, here and wherever it is named"
-        )
+        return f"{value} is too long: at most {limit} characters, {advice}"
 
     log.add_rows(cells.broadcast(lengths > limit), column, describe)
 
