@@ -915,7 +915,10 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                     mv.tags.get("feedback_engagement_missing")
                 ),
                 history_rows_logged=_int_or_none(params.get("history_rows_logged")),
-                history_repeats_logged=_int_or_none(mv.tags.get("history_repeats_logged")),
+                # A tag of the version where an earlier nextbest recorded it.
+                history_repeats_logged=_int_or_none(
+                    params.get("history_repeats_logged", mv.tags.get("history_repeats_logged"))
+                ),
                 eval_fraction=_float_or_none(params.get("eval_fraction")),
                 eval_from=params.get("eval_from"),
                 eval_until=params.get("eval_until"),

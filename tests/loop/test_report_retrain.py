@@ -1519,8 +1519,10 @@ def test_history_repeating_logged_sends_without_their_ids_is_warned(
     assert "recommendation_id" in warned[0]
     assert outcome.result.notes[: len(outcome.warnings)] == outcome.warnings
     run = registry.client(honest_loop.settings).get_run(outcome.run_id)
+    # Both counts are facts of the run, recorded alike: parameters.
     assert run.data.params["history_rows_logged"] == "0"
-    assert run.data.tags["history_repeats_logged"] == str(n_sent)
+    assert run.data.params["history_repeats_logged"] == str(n_sent)
+    assert "history_repeats_logged" not in run.data.tags
     said, row = _models_say(honest_loop.settings, outcome.version, monkeypatch)
     assert (
         f"{n_sent:,} history touches look like logged sends without a recommendation_id "
@@ -1532,6 +1534,33 @@ def test_history_repeating_logged_sends_without_their_ids_is_warned(
     said, row = _models_say(honest_loop.settings, honest_loop.champion, monkeypatch)
     assert "history rows" not in said and "history touches" not in said, said
     assert (row["history_rows_logged"], row["history_repeats_logged"]) == (None, None)
+
+
+def test_a_version_retrained_by_an_earlier_nextbest_shows_its_history_repeats(
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An earlier nextbest recorded the likely repeats as a tag of the run and of the
+    version, the rows left out as a parameter: `models` reads both still."""
+    settings = honest_loop.settings
+    mlflow = registry.client(settings)
+    current = mlflow.get_model_version(settings.model_name, honest_loop.champion)
+    experiment = mlflow.get_run(current.run_id).info.experiment_id
+    run = mlflow.create_run(experiment, tags={"history_repeats_logged": "7"})
+    mlflow.log_param(run.info.run_id, "history_rows_logged", "3")
+    mlflow.set_terminated(run.info.run_id)
+    earlier = mlflow.create_model_version(
+        settings.model_name, current.source, run_id=run.info.run_id
+    )
+    mlflow.set_model_version_tag(
+        settings.model_name, earlier.version, "history_repeats_logged", "7"
+    )
+    said, row = _models_say(settings, str(earlier.version), monkeypatch)
+    assert (row["history_rows_logged"], row["history_repeats_logged"]) == (3, 7)
+    assert "3 history rows naming the recommendation_id of a logged decision left out" in said
+    assert "7 history touches look like logged sends without a recommendation_id" in said
 
 
 def test_a_history_touch_repeats_a_logged_send_at_or_after_it_within_the_window() -> None:

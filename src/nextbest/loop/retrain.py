@@ -472,14 +472,15 @@ def retrain(
             "feedback_holdout_rows": feedback.n_holdout,
             "feedback_reserved_for_gate": feedback.n_reserved,
             "feedback_since": str(since) if since else "all",
+            # History rows naming a logged decision, left out (learned from the log),
+            # and touches without an id that look like logged sends, kept.
             "history_rows_logged": int(twice.sum()),
+            "history_repeats_logged": int(repeats.sum()),
         },
         extra_tags={
             # What evaluate checks its gate config against (gate.check_evaluation_share).
             SHARE_TAG: f"{reserved_share:g}",
             "feedback_engagement_missing": ",".join(s.channel for s in shortfalls) or "none",
-            # Touches of the history that look like logged sends, kept (no id to tell).
-            "history_repeats_logged": str(int(repeats.sum())),
         },
     )
     return RetrainResult(
