@@ -259,3 +259,64 @@ def test_a_recommended_item_is_one_contact_however_often_it_is_reported(
     # 3-day cool-down. Counted per report, the CRM's echo made three, 2 days ago.
     assert catalog.blocked(["H1", "H2"], history).tolist() == [[False, False], [False, False]]
     assert history.counts[28.0] == {("H1", "email"): 2, ("H2", "email"): 2}
+
+
+def test_an_explanations_contact_times_are_read_by_the_history_query_itself(
+    database_url: str,
+) -> None:
+    """A rep plan or a recommendation with explain reads when each contact was (when a
+    cap lifts): by the one history statement every answer reads, on SQLite and
+    PostgreSQL, not a second query over the territory's HCPs, which took another
+    connection and another snapshot (a reason could give a lift date from contacts
+    other than those that made its cap bind). Counts, latest contacts, dismissals and
+    consent are those read without the times."""
+    import dataclasses
+
+    from sqlalchemy import event
+
+    from nextbest.policy.rules import ServingRules
+    from nextbest.service.serving import live_history
+    from nextbest.storage.repository import CONTACT_EVENT_TYPES
+
+    rules = ServingRules.from_mapping(
+        {
+            "channels": {
+                "email": {"max_contacts": 2, "per_days": 28, "cooldown_days": 3},
+                "rep_visit": {"max_contacts": 1, "per_days": 7},
+            },
+            "dismissal_days": 30,
+        }
+    )
+    engine = make_engine(database_url)
+    migrate(engine)
+    events = _events(seed=2)
+    with make_session_factory(engine)() as session:
+        assert not record_feedback(session, events=events).rejected
+    ids = [f"H{i}" for i in range(14)]  # two without any event
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        plain = live_history(engine, rules=rules, hcp_ids=ids, now=NOW)
+        statements.clear()
+        explained = live_history(engine, rules=rules, hcp_ids=ids, now=NOW, contact_times=True)
+        assert len(statements) == 1, statements
+        one = live_history(engine, rules=rules, hcp_ids=["H3"], now=NOW, contact_times=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        engine.dispose()
+    assert plain.contact_times is None
+    assert dataclasses.replace(explained, contact_times=None) == plain
+    start = NOW - timedelta(days=max(rules.lookbacks()))
+    expected: dict[tuple[str, str | None], list[datetime]] = {}
+    for e in events:
+        if e.event_type in CONTACT_EVENT_TYPES and start < e.occurred_at <= NOW:
+            expected.setdefault((e.hcp_id, e.channel), []).append(e.occurred_at)
+    newest_first = {key: tuple(sorted(ats, reverse=True)) for key, ats in expected.items()}
+    assert explained.contact_times == newest_first
+    assert sum(map(len, newest_first.values())) > len(newest_first)  # several per pair
+    assert one.contact_times == {k: v for k, v in newest_first.items() if k[0] == "H3"}
+    assert one.contact_times

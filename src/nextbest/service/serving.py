@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,6 @@ from nextbest.storage.repository import (
     serving_history,
     serving_history_async,
 )
-from nextbest.storage.repository import contact_times as read_contact_times
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -59,8 +57,9 @@ def live_history(
 
     One indexed query for every cap window, the dismissals and the consent events
     together (consent is read whatever the rules: an HCP who opted out of a channel
-    is not contacted on it). ``contact_times``: a second query, for an explanation,
-    of when each contact in the longest window was (when a cap lifts).
+    is not contacted on it). ``contact_times``, for an explanation: the same query
+    also gives when each contact in the longest window was (when a cap lifts), the
+    very contacts counted, bounded as every read is (the statement timeout).
     """
     windows, starts, dismissed_since = _lookbacks(rules, now)
 
@@ -71,22 +70,11 @@ def live_history(
             windows=starts,
             dismissed_since=dismissed_since,
             until=now + FUTURE_TOLERANCE,
+            contact_times=contact_times,
         )
 
     found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
-    live = _live(found, windows, now, rules)
-    if not contact_times or not starts:
-        return live
-
-    def read_times(
-        reader: Session | Connection,
-    ) -> dict[tuple[str, str | None], tuple[datetime, ...]]:
-        return read_contact_times(
-            reader, hcp_ids=list(hcp_ids), since=starts[0], until=now + FUTURE_TOLERANCE
-        )
-
-    times = with_reconnect(db, read_times) if isinstance(db, Engine) else read_times(db)
-    return replace(live, contact_times=times)
+    return _live(found, windows, now, rules)
 
 
 async def live_history_async(
@@ -151,6 +139,7 @@ def _live(
         snoozed=snoozed,
         consent=found.consent,
         dismissed_at={pair: found.dismissed_at[pair][0] for pair in dismissed},
+        contact_times=found.contact_times,
     )
 
 

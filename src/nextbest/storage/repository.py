@@ -2319,32 +2319,6 @@ def contact_history(
     return history
 
 
-def contact_times(
-    db: Session | Connection, *, hcp_ids: Sequence[str], since: datetime, until: datetime
-) -> dict[tuple[str, str | None], tuple[datetime, ...]]:
-    """When each contact of ``hcp_ids`` after ``since``, up to ``until``, was, per HCP
-    and channel (None: none named), newest first: one per recommended item, at its
-    first report, as caps count them (:func:`_first_report`). For explaining when a
-    cap lifts; serving reads only the counts (:func:`serving_history`)."""
-    table = cast(sa.Table, FeedbackEvent.__table__)
-    c = table.c
-    connection = db if isinstance(db, Connection) else db.connection()
-    found: dict[tuple[str, str | None], list[datetime]] = {}
-    for chunk in _chunks(list(dict.fromkeys(hcp_ids)), _in_chunk_size(db)):
-        rows = connection.execute(
-            sa.select(c.hcp_id, c.channel, c.occurred_at).where(
-                c.hcp_id.in_(chunk),
-                c.event_type.in_(CONTACT_EVENT_TYPES),
-                c.occurred_at > since,
-                c.occurred_at <= until,
-                _first_report(table, CONTACT_EVENT_TYPES),
-            )
-        )
-        for hcp_id, channel, at in rows:
-            found.setdefault((hcp_id, channel), []).append(at)
-    return {key: tuple(sorted(ats, reverse=True)) for key, ats in found.items()}
-
-
 @dataclass(frozen=True)
 class ServingHistory:
     """What the serving rules read for some HCPs (see :func:`serving_history`).
@@ -2368,9 +2342,12 @@ class ServingHistory:
     dismissed: dict[tuple[str, str], str]
     dismissed_at: dict[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
     consent: dict[tuple[str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
+    # Read with ``contact_times`` only: per HCP and channel (None: none named), when
+    # each contact after the oldest window's start was, newest first.
+    contact_times: dict[tuple[str, str | None], tuple[datetime, ...]] | None = None
 
 
-_SERVING_HISTORY_SQL: dict[tuple[int, bool, bool], Any] = {}
+_SERVING_HISTORY_SQL: dict[tuple[int, bool, bool, bool], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -2489,7 +2466,7 @@ class _DriverQuery:
         ]
 
 
-_DRIVER_HISTORY: dict[tuple[str, int, bool], _DriverQuery] = {}
+_DRIVER_HISTORY: dict[tuple[str, int, bool, bool], _DriverQuery] = {}
 _DRIVER_INSERTS: dict[tuple[str, str, tuple[str, ...]], _DriverQuery] = {}
 _POSITIONAL: dict[type, sa.Dialect] = {}
 
@@ -2504,7 +2481,7 @@ def _positional(dialect: sa.Dialect) -> sa.Dialect:
     return twin
 
 
-def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool]) -> _DriverQuery:
+def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool, bool]) -> _DriverQuery:
     """The single-HCP history statement of ``shape``, compiled once per dialect."""
     key = (dialect.name, *shape)
     query = _DRIVER_HISTORY.get(key)
@@ -2517,15 +2494,20 @@ def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool]) -> _DriverQuery
     return query
 
 
-def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: bool) -> Any:
+def _serving_history_statement(
+    n_windows: int, dismissals: bool, per_contact: bool = False, *, one_hcp: bool
+) -> Any:
     """One statement, built once per shape: contacts per window (conditional
     counts over the oldest window) UNION ALL dismissals UNION ALL consent events
     (always: a withdrawn consent applies whatever the rules).
 
-    ``one_hcp`` binds a single ``hcp_id`` (``= :hcp_id``) instead of an expanding
-    ``IN``: a single recommendation then skips re-rendering the SQL per call.
+    ``per_contact``: a row per contact instead of per HCP and channel, each flagging
+    the windows it falls in, for an explanation that says when a cap lifts (the
+    counts are summed from them). ``one_hcp`` binds a single ``hcp_id``
+    (``= :hcp_id``) instead of an expanding ``IN``: a single recommendation then
+    skips re-rendering the SQL per call.
     """
-    key = (n_windows, dismissals, one_hcp)
+    key = (n_windows, dismissals, per_contact, one_hcp)
     statement = _SERVING_HISTORY_SQL.get(key)
     if statement is not None:
         return statement
@@ -2542,32 +2524,33 @@ def _serving_history_statement(n_windows: int, dismissals: bool, *, one_hcp: boo
     decision_types = [sa.literal(t) for t in DECISION_EVENT_TYPES]
     parts: list[sa.Select[Any]] = []
     if n_windows:
-        counts = [
-            sa.func.count(sa.case((c.occurred_at > sa.bindparam(f"since_{i}"), 1))).label(f"n{i}")
-            for i in range(n_windows)
-        ]
-        parts.append(
-            sa.select(
-                sa.literal(0).label("kind"),
-                c.hcp_id,
-                c.channel.label("key"),
-                sa.func.max(c.occurred_at).label("at"),
-                sa.cast(sa.null(), sa.String).label("reason"),
-                sa.cast(sa.null(), sa.String).label("event_id"),
-                *counts,
-            )
-            .where(
-                of_hcps,
-                # A contact without a channel (key NULL) counts in the all-channel
-                # budget: the HCP was contacted; no channel's own cap counts it.
-                c.event_type.in_(contact_types),
-                c.occurred_at > sa.bindparam("since_0"),
-                c.occurred_at <= sa.bindparam("until"),
-                # One contact per recommended item, at its first report.
-                _first_report(table, contact_types),
-            )
-            .group_by(c.hcp_id, c.channel)
+        within = [c.occurred_at > sa.bindparam(f"since_{i}") for i in range(n_windows)]
+        contacts = sa.select(
+            sa.literal(0).label("kind"),
+            c.hcp_id,
+            c.channel.label("key"),
+            (c.occurred_at if per_contact else sa.func.max(c.occurred_at)).label("at"),
+            sa.cast(sa.null(), sa.String).label("reason"),
+            sa.cast(sa.null(), sa.String).label("event_id"),
+            *[
+                (
+                    sa.case((after, 1), else_=0)
+                    if per_contact
+                    else sa.func.count(sa.case((after, 1)))
+                ).label(f"n{i}")
+                for i, after in enumerate(within)
+            ],
+        ).where(
+            of_hcps,
+            # A contact without a channel (key NULL) counts in the all-channel
+            # budget: the HCP was contacted; no channel's own cap counts it.
+            c.event_type.in_(contact_types),
+            c.occurred_at > sa.bindparam("since_0"),
+            c.occurred_at <= sa.bindparam("until"),
+            # One contact per recommended item, at its first report.
+            _first_report(table, contact_types),
         )
+        parts.append(contacts if per_contact else contacts.group_by(c.hcp_id, c.channel))
     if dismissals:
         parts.append(
             sa.select(
@@ -2628,6 +2611,7 @@ def serving_history(
     windows: Sequence[datetime],
     dismissed_since: datetime | None,
     until: datetime,
+    contact_times: bool = False,
 ) -> ServingHistory:
     """Contacts counted over each window and dismissals, for ``hcp_ids``, in ONE query.
 
@@ -2639,14 +2623,17 @@ def serving_history(
     :func:`contact_history` per window plus :func:`dismissals`, for a third of the
     round trips and statement building (the statement is built once and cached),
     which is what a single recommendation pays on its hot path. One query per
-    10,000 HCPs.
+    10,000 HCPs. ``contact_times`` (for an explanation: when a cap lifts): the same
+    query gives each contact's time too (``ServingHistory.contact_times``), one row
+    per contact rather than per HCP and channel, so that the times are those counted.
     """
+    per_contact = contact_times and bool(windows)
     if not hcp_ids:
-        return _fold_history(iter(()), len(windows))
+        return _fold_history(iter(()), len(windows), per_contact)
     params = _history_params(windows, dismissed_since, until)
     connection = db if isinstance(db, Connection) else db.connection()
     unique = list(dict.fromkeys(hcp_ids))
-    shape = (len(windows), dismissed_since is not None)
+    shape = (len(windows), dismissed_since is not None, per_contact)
     rows: Iterator[Any]
     if len(unique) == 1:
         one = {**params, "hcp_id": unique[0]}
@@ -2662,7 +2649,7 @@ def serving_history(
             for chunk in _chunks(unique, _in_chunk_size(db))
             for row in connection.execute(statement, {**params, "ids": chunk})
         )
-    return _fold_history(rows, len(windows))
+    return _fold_history(rows, len(windows), per_contact)
 
 
 async def serving_history_async(
@@ -2681,7 +2668,7 @@ async def serving_history_async(
     back the worker serves other requests. A connection the server dropped is
     discarded and the read runs once more; errors come out as SQLAlchemy's.
     """
-    shape = (len(windows), dismissed_since is not None)
+    shape = (len(windows), dismissed_since is not None, False)
     query = _one_hcp_query(dialect, shape)
     values = query.values({**_history_params(windows, dismissed_since, until), "hcp_id": hcp_id})
     try:
@@ -2752,15 +2739,25 @@ def _history_params(
     return params
 
 
-def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
-    """The rows of :func:`_serving_history_statement` as a :class:`ServingHistory`."""
+def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False) -> ServingHistory:
+    """The rows of :func:`_serving_history_statement` (of ``per_contact``) as a
+    :class:`ServingHistory`."""
     counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
     last: dict[tuple[str, str], datetime] = {}
     decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
     consent: dict[tuple[str, str | None], tuple[datetime, bool]] = {}
+    times: dict[tuple[str, str | None], list[datetime]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
-        if kind == 0:
+        if kind == 0 and per_contact:  # one contact: summed into its pair's counts
+            pair = (hcp_id, key)
+            times.setdefault(pair, []).append(at)
+            if pair not in last or at > last[pair]:
+                last[pair] = at
+            for i, n in enumerate(ns):
+                if n:
+                    counts[i][pair] = counts[i].get(pair, 0) + 1
+        elif kind == 0:
             last[(hcp_id, key)] = at
             for i, n in enumerate(ns):
                 if n:
@@ -2787,6 +2784,11 @@ def _fold_history(rows: Iterator[Any], n_windows: int) -> ServingHistory:
         dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
         dismissed_at={pair: (stamp[0], stamp[3] == 2) for pair, stamp in dismissed.items()},
         consent=consent,
+        contact_times=(
+            {pair: tuple(sorted(ats, reverse=True)) for pair, ats in times.items()}
+            if per_contact
+            else None
+        ),
     )
 
 
