@@ -733,6 +733,26 @@ def test_an_opt_out_sent_before_any_model_withdraws_its_channel_in_any_case(
         assert all(i["channel"] != "email" for i in _ask(client, hcp_id)["items"])
 
 
+def test_an_opt_in_of_all_is_refused_with_or_without_a_model(api_settings, keys, tmp_path) -> None:
+    """An opt-in of 'all' was refused with a model served (no channel 'all' to grant)
+    but stored with none, where it granted nothing: refused alike in both, saying how
+    to give consent again for every channel."""
+    said = (
+        "channel 'All' names no channel: consent is given again channel by channel; name "
+        "the channel (or leave it out to give consent for every channel)"
+    )
+    empty = api_settings.model_copy(update={"models_dir": tmp_path / "empty"})
+    for served, settings in (("none", empty), ("model", api_settings)):
+        with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+            back = {"event_id": f"in-{served}", "event_type": "opted_in", "hcp_id": "h-1"}
+            answer = client.post("/v1/feedback", json={**back, "channel": "All"})
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["rejected"][0]["message"] == said, answer.text
+            # Left out, it gives consent again for every channel, as before.
+            plain = client.post("/v1/feedback", json=back)
+            assert plain.status_code == 200 and plain.json()["accepted"] == 1, plain.text
+
+
 def test_an_opt_out_whose_event_id_is_over_long_is_kept_once(client: TestClient) -> None:
     """An opt-out whose event_id was longer than the 128 characters stored (a consent
     system's token) was refused with 422, the withdrawal lost. It is kept under an id

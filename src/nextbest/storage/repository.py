@@ -576,6 +576,18 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
             "an opted_in event is about an HCP and a channel (none: every channel); it "
             "takes no action_id, recommendation_id, value or reason"
         )
+    if (
+        event.event_type == "opted_in"
+        and isinstance(event.channel, str)
+        and channel_spelling(event.channel) in _EVERY_CHANNEL
+    ):
+        # Refused with or without a model served: a word is not read as consent to
+        # every channel (an export's wildcard, a placeholder), where an opt-out's is
+        # read as withdrawing every channel, to be safe.
+        return (
+            f"channel '{event.channel}' names no channel: consent is given again channel "
+            "by channel; name the channel (or leave it out to give consent for every channel)"
+        )
     if event.event_type in CONSENT_EVENT_TYPES and event.value is not None:
         return f"an {event.event_type} event takes no value"
     if event.value is not None and not (
@@ -749,8 +761,8 @@ def _consent_channel(event_type: str, channel: str | None) -> str | None:
 
     An earlier nextbest with no model served stored both as sent ('Email', 'All'):
     read so, they withdrew nothing, and their resend looked like another event. An
-    ``opted_in`` of 'all' is no channel to grant (refused with a catalog) and stays
-    as stored."""
+    ``opted_in`` of 'all' is no channel to grant (refused now, with or without a
+    catalog) and stays as stored, granting nothing."""
     if channel is None:
         return None
     spelled = channel_spelling(channel)
