@@ -733,6 +733,69 @@ def test_an_opt_out_sent_before_any_model_withdraws_its_channel_in_any_case(
         assert all(i["channel"] != "email" for i in _ask(client, hcp_id)["items"])
 
 
+def _served_on(client: TestClient, channel: str, but: set[str] = frozenset()) -> str:
+    """An HCP (not one of ``but``) who gets items of ``channel`` before any contact."""
+    for hcp_id in client.app.state.runtime.recommender.hcp_ids[:300]:
+        if str(hcp_id) not in but and _ask(client, str(hcp_id), channel=channel)["items"]:
+            return str(hcp_id)
+    raise AssertionError(f"no HCP gets {channel}")
+
+
+def test_an_opt_out_stored_with_no_model_withdraws_once_a_model_is_loaded(
+    api_settings, keys, tmp_path
+) -> None:
+    """With no model served, opt-outs of 'E Mail', 'rep visit' and 'fax' were kept
+    as 'e_mail', 'rep_visit' and 'fax' and compared with the catalog's channels as
+    stored once a model was loaded: the first and the last withdrew nothing. Read
+    against the served catalog, each withdraws what it would have had the model been
+    loaded on arrival: email, rep_visit, and every channel (nextbest cannot tell
+    'fax'), and an explanation says the opt-out."""
+    import shutil
+
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        mail = _served_on(client, "email")
+        visit = _served_on(client, "rep_visit", but={mail})
+        fax = _served_on(client, "email", but={mail, visit})
+    models = tmp_path / "models-later"
+    empty = api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    on = datetime.now(UTC) - timedelta(days=2)
+    with TestClient(create_app(empty), headers=dict(keys.admin)) as client:
+        assert client.get("/healthz").json().get("model_version") is None
+        events = [
+            {"event_id": f"unsub-{hcp_id}", "event_type": "opted_out", "hcp_id": hcp_id}
+            | {"channel": channel, "occurred_at": on.isoformat()}
+            for hcp_id, channel in ((mail, "E Mail"), (visit, "rep visit"), (fax, "fax"))
+        ]
+        answer = client.post("/v1/feedback", json={"events": events})
+        assert answer.status_code == 200 and answer.json()["accepted"] == 3, answer.text
+        # A model is registered and loaded, the same process serving on.
+        shutil.copytree(api_settings.resolved_models_dir, models)
+        reloaded = client.post("/v1/admin/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert client.get("/healthz").json().get("model_version") is not None
+        # Sent again, read now as 'email': the same opt-out, not another under its id.
+        again = client.post("/v1/feedback", json=events[0])
+        assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+        assert again.json()["uncounted"] == [], again.text
+
+        body = _ask(client, mail)
+        assert body["items"] and all(i["channel"] != "email" for i in body["items"]), body
+        reasons = {w for why in body["excluded"].values() for w in why}
+        said = f"consent: opted out of email on {on:%Y-%m-%d} (UTC), until the HCP opts in again"
+        assert said in reasons, reasons
+        assert not _ask(client, mail, channel="email")["items"]
+
+        assert not _ask(client, visit, channel="rep_visit")["items"]
+        assert all(i["channel"] != "rep_visit" for i in _ask(client, visit)["items"])
+
+        body = _ask(client, fax)
+        assert not body["items"], body["items"]
+        reasons = {w for why in body["excluded"].values() for w in why}
+        assert f"consent: opted out of every channel on {on:%Y-%m-%d} (UTC)" in " ".join(reasons), (
+            reasons
+        )
+
+
 def test_an_opt_in_of_all_is_refused_with_or_without_a_model(api_settings, keys, tmp_path) -> None:
     """An opt-in of 'all' was refused with a model served (no channel 'all' to grant)
     but stored with none, where it granted nothing: refused alike in both, saying how

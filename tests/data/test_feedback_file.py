@@ -245,7 +245,9 @@ def test_nextbest_feedback_without_a_model_stores_consent_as_catalogs_spell_chan
 ) -> None:
     """`nextbest feedback FILE` with no model served stored an opt-out of 'Email' as
     sent, which consent, matched on the channel, read as no catalog's channel: e-mail
-    stayed open. Stored as catalogs spell channels; the file sent again stores nothing."""
+    stayed open. Stored as catalogs spell channels; the file sent again stores nothing.
+    Its opt-outs are marked to be read against the catalog once a model serves
+    ('e-mail' as email), its opt-in not (one granting a near miss is refused then)."""
     from typer.testing import CliRunner
 
     from nextbest.cli import app
@@ -258,24 +260,34 @@ def test_nextbest_feedback_without_a_model_stores_consent_as_catalogs_spell_chan
         "out-case,opted_out,H1,Email\n"
         "out-spaces,opted_out,H2, Rep Visit \n"
         "in-case,opted_in,H3,SMS\n"
+        "out-near,opted_out,H4,e-mail\n"
     )
     runner = CliRunner()
     result = runner.invoke(app, ["feedback", str(feed)])
     assert result.exit_code == 0, result.output
     assert "no served model" in result.output, result.output
-    assert "stored 3 of 3 events" in " ".join(result.stdout.split()), result.stdout
+    assert "stored 4 of 4 events" in " ".join(result.stdout.split()), result.stdout
     again = runner.invoke(app, ["feedback", str(feed)])
     assert again.exit_code == 0, again.output
-    assert "stored 0 of 3 events" in " ".join(again.stdout.split()), again.stdout
+    assert "stored 0 of 4 events" in " ".join(again.stdout.split()), again.stdout
     engine = make_engine(database_url)
     with engine.connect() as connection:
-        stored = pd.read_sql("SELECT event_id, channel FROM feedback_events", connection)
+        stored = pd.read_sql(
+            "SELECT event_id, channel, channel_unmatched FROM feedback_events", connection
+        )
     engine.dispose()
     assert dict(zip(stored["event_id"], stored["channel"], strict=True)) == {
         "out-case": "email",
         "out-spaces": "rep_visit",
         "in-case": "sms",
+        "out-near": "e_mail",
     }
+    unmatched = stored.set_index("event_id")["channel_unmatched"]
+    assert {e for e, flag in unmatched.items() if flag == 1} == {
+        "out-case",
+        "out-spaces",
+        "out-near",
+    }, unmatched
 
 
 def test_nextbest_feedback_keeps_an_opt_out_whose_event_id_is_over_long_once(

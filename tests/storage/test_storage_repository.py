@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import event, func, insert, select, text
@@ -902,11 +903,107 @@ def test_a_consent_event_without_a_catalog_is_stored_and_read_as_catalogs_spell_
     assert withdrawn == {
         # h1's opt-out of 'Email' (T0 + 1h) is lifted by the opt-in of 'EMAIL' after it.
         ("h1", "email"): False,
-        ("h2", "rep_visit"): True,
-        ("h3", "fax"): True,
         ("h4", "sms"): False,
         ("h5", "email"): True,
     }, withdrawn
+    # The opt-outs stored now with no catalog, left to be read against the served one.
+    unmatched = {key: out for key, (_, out) in history.consent_unmatched.items()}
+    assert unmatched == {
+        ("h1", "email"): True,
+        ("h2", "rep_visit"): True,
+        ("h3", "fax"): True,
+    }, unmatched
+
+
+def test_an_opt_out_stored_with_no_catalog_withdraws_what_it_would_have_with_one(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """With no model served, an opt-out of 'E Mail' was stored as 'e_mail' and one of
+    'fax' as 'fax', and consent compared them with the catalog's channels as stored
+    once a model served: they withdrew nothing. Served with a model on arrival, the
+    first withdraws email and the second every channel (nextbest cannot tell it):
+    read against the served catalog, they do so now. An SMS gateway's opt-out of its
+    own sms withdraws nothing while the catalog has no sms (as on arrival with a
+    model), and sms once it has; another sender's, every channel until then."""
+    from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+
+    out = functools.partial(delivered, event_type="opted_out")
+    result = record_feedback(
+        session,
+        events=[
+            out("out-mail", "h1", channel="E Mail"),
+            out("out-visit", "h2", channel="rep visit"),
+            out("out-fax", "h3", channel="fax"),
+            # A channel no catalog has yet, from a sender that may speak for any.
+            out("out-sms-any", "h6", channel="Sms"),
+            # Back in to e-mail after its opt-out: the later event decides.
+            out("in-mail", "h4", event_type="opted_in", channel="email"),
+            out("out-mail-4", "h4", channel="e-mail", occurred_at=T0),
+        ],
+    )
+    assert result.rejected == [] and len(result.accepted) == 6, result
+    gateway = record_feedback(
+        session, events=[out("out-sms", "h5", channel="SMS")], requester="sms-gw", channels=["sms"]
+    )
+    assert gateway.accepted == ["out-sms"], gateway
+    flags = {
+        event_id: (row.channel, row.channel_unmatched)
+        for event_id, row in stored_events(session_factory).items()
+    }
+    assert flags == {
+        "out-mail": ("e_mail", True),
+        "out-visit": ("rep_visit", True),
+        "out-fax": ("fax", True),
+        "out-sms-any": ("sms", True),
+        "in-mail": ("email", None),
+        "out-mail-4": ("e_mail", True),
+        # Its sender's own channel, named for certain: read as stored.
+        "out-sms": ("sms", None),
+    }, flags
+    found = serving_history(
+        session,
+        hcp_ids=["h1", "h2", "h3", "h4", "h5", "h6"],
+        windows=[],
+        dismissed_since=None,
+        until=T0 + timedelta(days=1),
+    )
+    history = LiveHistory(
+        now=T0 + timedelta(days=1),
+        consent=found.consent,
+        consent_unmatched=found.consent_unmatched,
+    )
+    rules = ServingRules.from_mapping({})
+
+    def blocked_channels(channels: list[str]) -> dict[str, set[str]]:
+        catalog = HistoryRules(
+            rules,
+            channels=np.array(channels, dtype=object),
+            action_ids=np.array([f"a-{c}" for c in channels], dtype=object),
+        )
+        hcps = ["h1", "h2", "h3", "h4", "h5", "h6"]
+        out = catalog.blocked(hcps, history)
+        return {
+            h: {c for c, no in zip(channels, row, strict=True) if no}
+            for h, row in zip(hcps, out, strict=True)
+        }
+
+    everything = {"email", "rep_visit", "webinar"}
+    assert blocked_channels(["email", "rep_visit", "webinar"]) == {
+        "h1": {"email"},
+        "h2": {"rep_visit"},
+        "h3": everything,
+        "h4": set(),
+        "h5": set(),
+        "h6": everything,
+    }
+    assert blocked_channels(["email", "rep_visit", "webinar", "sms"]) == {
+        "h1": {"email"},
+        "h2": {"rep_visit"},
+        "h3": everything | {"sms"},
+        "h4": set(),
+        "h5": {"sms"},
+        "h6": {"sms"},
+    }
 
 
 def test_an_opt_out_whose_event_id_is_longer_than_stored_is_kept_under_one_derived_from_it(

@@ -335,6 +335,38 @@ def near_channel(name: str, channels: Collection[str]) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
+# What an opt-out of every channel is called, as catalogs spell channels ("All",
+# "*", "Every Channel"); no catalog has a channel of these names.
+EVERY_CHANNEL_NAMES: Final = frozenset(
+    {"", "all", "any", "every", "*", "all_channels", "every_channel"}
+)
+
+
+def withdrawn_channel(
+    name: str, channels: Collection[str], own: Collection[str] = ()
+) -> str | None:
+    """The channel an opt-out naming ``name`` withdraws from ``channels`` (the served
+    catalog's, spelled as catalogs spell them; empty: no model served); None: every
+    channel.
+
+    A name of :data:`EVERY_CHANNEL_NAMES` withdraws every channel; one of ``own``
+    (the channels its sender speaks for) is that channel, whether the catalog has it
+    or not; a catalog channel however spelled, or a near miss of one ("e-mail",
+    "rep visit"), is that channel; with a catalog, one nextbest cannot tell ("fax")
+    withdraws every channel, to be safe. With no catalog, a name is its spelling
+    (``channel_spelling``), to be read against the catalog once one is served.
+
+    The one reading of an opt-out's channel: on arrival with a model served, and at
+    each read of one stored while none was.
+    """
+    spelled = channel_spelling(name)
+    if spelled in EVERY_CHANNEL_NAMES:
+        return None
+    if spelled in own or not channels:
+        return spelled
+    return near_channel(name, channels)
+
+
 def consent_column(channel: str) -> str:
     """Name of the hcps column holding consent for ``channel`` (e.g. ``consent_email``)."""
     return f"{CONSENT_PREFIX}{channel}"

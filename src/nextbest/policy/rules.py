@@ -61,6 +61,7 @@ from nextbest.contract.schema import (
     is_rep_channel,
     near_channel,
     spelled_as_channels,
+    withdrawn_channel,
 )
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_message
 
@@ -546,11 +547,14 @@ class LiveHistory:
     dismissal within ``dismissal_days`` or a snooze within ``snooze_days`` (the
     latest such event of the pair decides), ``snoozed`` the pairs of a snooze;
     ``consent[(hcp_id, channel)]``: the HCP's latest consent event on ``channel``
-    (None: on every channel), when it was and whether it withdrew consent.
-    ``dismissed_at``: when each pair of ``dismissed`` was decided. ``contact_times``
-    (read for an explanation only, else None): per HCP and channel (None: none
-    named), when each contact within the longest window was, newest first, so that
-    a cap's reason can say when it lifts.
+    (None: on every channel), when it was and whether it withdrew consent;
+    ``consent_unmatched[(hcp_id, name)]`` the same of the opt-outs stored naming a
+    channel while no model was served (``name`` as catalogs spell it, not yet read
+    against a catalog: 'e_mail', 'fax'), which :class:`HistoryRules` reads against
+    the served catalog. ``dismissed_at``: when each pair of ``dismissed`` was
+    decided. ``contact_times`` (read for an explanation only, else None): per HCP
+    and channel (None: none named), when each contact within the longest window
+    was, newest first, so that a cap's reason can say when it lifts.
     """
 
     now: datetime
@@ -559,6 +563,7 @@ class LiveHistory:
     dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     snoozed: frozenset[tuple[str, str]] = frozenset()
     consent: Mapping[tuple[str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
+    consent_unmatched: Mapping[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
     dismissed_at: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     contact_times: Mapping[tuple[str, str | None], tuple[datetime, ...]] | None = None
 
@@ -586,7 +591,9 @@ class LiveHistory:
 
     @property
     def empty(self) -> bool:
-        return not self.last and not self.dismissed and not self.consent
+        return (
+            not self.last and not self.dismissed and not self.consent and not self.consent_unmatched
+        )
 
     def reaches(self, moment: datetime) -> bool:
         """Whether this history holds every contact since ``moment`` (it holds the
@@ -627,6 +634,14 @@ class LiveHistory:
         found: dict[str, dict[str | None, tuple[datetime, bool]]] = {}
         for (hcp_id, channel), mark in self.consent.items():
             found.setdefault(hcp_id, {})[channel] = mark
+        return found
+
+    @cached_property
+    def consent_unmatched_by_hcp(self) -> dict[str, dict[str, tuple[datetime, bool]]]:
+        """``consent_unmatched`` per HCP: channel as named -> its latest opt-out."""
+        found: dict[str, dict[str, tuple[datetime, bool]]] = {}
+        for (hcp_id, name), mark in self.consent_unmatched.items():
+            found.setdefault(hcp_id, {})[name] = mark
         return found
 
     @cached_property
@@ -673,6 +688,10 @@ class HistoryRules:
             str(c): np.flatnonzero(channels == c) for c in np.unique(channels)
         }
         self.action_pos = {str(a): j for j, a in enumerate(action_ids)}
+        # The channel of this catalog each opt-out channel named with no catalog served
+        # withdraws (None: every channel), read once per name for the catalog's life,
+        # not per request: the rules run on every request.
+        self._withdrawn_channels: dict[str, str | None] = {}
         # What an HCP-wide dismissal holds back (rep_plan.hcp_wide_reasons): a rep's
         # decision speaks for the rep channels, never for e-mail or webinars.
         self.rep_cols = np.flatnonzero([is_rep_channel(str(c)) for c in channels])
@@ -856,6 +875,9 @@ class HistoryRules:
         its own and the every-channel consent event withdrew consent (unsaid, "",
         without ``say``)."""
         events = history.consent_by_hcp.get(hcp_id)
+        unmatched = history.consent_unmatched_by_hcp.get(hcp_id)
+        if unmatched:
+            events = self._with_unmatched(events or {}, unmatched)
         if not events:
             return {}
         out = {}
@@ -870,6 +892,34 @@ class HistoryRules:
                     else ""
                 )
         return out
+
+    def withdrawn_channel(self, name: str) -> str | None:
+        """The channel of this catalog an opt-out stored naming ``name`` while no
+        model was served withdraws (None: every channel), read as on arrival with a
+        model served (:func:`~nextbest.contract.schema.withdrawn_channel`): 'e_mail'
+        is email, 'fax' every channel, and a channel the catalog gains later is that
+        channel from then on."""
+        try:
+            return self._withdrawn_channels[name]
+        except KeyError:
+            read = withdrawn_channel(name, self.actions_of_channel)
+            self._withdrawn_channels[name] = read
+            return read
+
+    def _with_unmatched(
+        self,
+        events: Mapping[str | None, tuple[datetime, bool]],
+        unmatched: Mapping[str, tuple[datetime, bool]],
+    ) -> dict[str | None, tuple[datetime, bool]]:
+        """An HCP's consent events per channel with its opt-outs stored with no
+        catalog read as this catalog's channels (the latest per channel decides)."""
+        merged = dict(events)
+        for name, mark in unmatched.items():
+            channel = self.withdrawn_channel(name)
+            before = merged.get(channel)
+            if before is None or mark > before:
+                merged[channel] = mark
+        return merged
 
     def _channel_blocks(
         self, hcp_id: str, history: LiveHistory, *, say: bool = True

@@ -138,6 +138,7 @@ def _live(
         dismissed=dismissed,
         snoozed=snoozed,
         consent=found.consent,
+        consent_unmatched=found.consent_unmatched,
         dismissed_at={pair: found.dismissed_at[pair][0] for pair in dismissed},
         contact_times=found.contact_times,
     )

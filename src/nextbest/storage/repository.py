@@ -31,10 +31,12 @@ from sqlalchemy.orm import Session
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
+    EVERY_CHANNEL_NAMES,
     REP_CHANNEL_PREFIX,
     channel_spelling,
     is_rep_channel,
     near_channel,
+    withdrawn_channel,
 )
 from nextbest.limits import STORED_LENGTHS
 from nextbest.storage.tables import (
@@ -579,7 +581,7 @@ def _check_event(event: FeedbackRecord, received_at: datetime) -> str | None:
     if (
         event.event_type == "opted_in"
         and isinstance(event.channel, str)
-        and channel_spelling(event.channel) in _EVERY_CHANNEL
+        and channel_spelling(event.channel) in EVERY_CHANNEL_NAMES
     ):
         # Refused with or without a model served: a word is not read as consent to
         # every channel (an export's wildcard, a placeholder), where an opt-out's is
@@ -752,12 +754,9 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     raise NotImplementedError(f"feedback store not supported on {dialect!r}")
 
 
-_EVERY_CHANNEL = frozenset({"", "all", "any", "every", "*", "all_channels", "every_channel"})
-
-
 def _consent_channel(event_type: str, channel: str | None) -> str | None:
     """A stored consent event's channel as it is stored now: as catalogs spell it, and
-    an opt-out's of "all" (:data:`_EVERY_CHANNEL`) None, every channel.
+    an opt-out's of "all" (:data:`EVERY_CHANNEL_NAMES`) None, every channel.
 
     An earlier nextbest with no model served stored both as sent ('Email', 'All'):
     read so, they withdrew nothing, and their resend looked like another event. An
@@ -766,7 +765,7 @@ def _consent_channel(event_type: str, channel: str | None) -> str | None:
     if channel is None:
         return None
     spelled = channel_spelling(channel)
-    return None if event_type == "opted_out" and spelled in _EVERY_CHANNEL else spelled
+    return None if event_type == "opted_out" and spelled in EVERY_CHANNEL_NAMES else spelled
 
 
 def _opt_out_as_kept(
@@ -858,18 +857,17 @@ def _opt_out_as_kept(
             )
     if event.channel is not None:
         spelled = channel_spelling(event.channel)
-        if spelled in _EVERY_CHANNEL:
-            changes["channel"] = None
+        read = withdrawn_channel(event.channel, catalog_channels, own)
+        if read != spelled:
+            changes["channel"] = read
+            if spelled not in EVERY_CHANNEL_NAMES:
+                said.append(
+                    f"channel '{event.channel}' read as '{read}'"
+                    if read is not None
+                    else f"channel '{event.channel}' is no catalog channel: every channel withdrawn"
+                )
         elif spelled in own:
             changes["channel"] = spelled
-        elif catalog_channels and spelled not in catalog_channels:
-            near = near_channel(event.channel, catalog_channels)
-            changes["channel"] = near
-            said.append(
-                f"channel '{event.channel}' read as '{near}'"
-                if near is not None
-                else f"channel '{event.channel}' is no catalog channel: every channel withdrawn"
-            )
     if not said and not changes:
         return event, None
     kept = dataclasses.replace(event, **changes)
@@ -1194,6 +1192,13 @@ def record_feedback(
     exactly one (or the channel its items share); otherwise it is stored, counts in
     the all-channel budget only, and is listed in ``uncounted``.
 
+    Without ``action_channels`` (no model served), an opt-out's channel as its sender
+    named it (not one of ``channels``) is stored as catalogs spell it and marked
+    ``channel_unmatched``: serving reads it against the catalog then served, as
+    :func:`~nextbest.contract.schema.withdrawn_channel` reads it on arrival with one
+    ('e_mail' as email, 'fax' as every channel); its resend with a model served is
+    the same event.
+
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
     per 10,000 distinct recommendation ids, one (by primary key) per chunk of
@@ -1286,6 +1291,7 @@ def _record_feedback(
     opt_outs: dict[int, dict[str, Any]] = {}  # index -> row, of each valid opt-out
     for index, event in enumerate(events):
         taken_as = None  # how an opt-out was read to be kept, said back
+        named = event.channel  # as sent: an opt-out's with no catalog is read later
         bound_as = None  # the channel an opt-out of a one-channel requester was read as
         if (
             event.event_type == "opted_out"
@@ -1294,7 +1300,7 @@ def _record_feedback(
             and event.action_id is None
             and (
                 event.channel is None
-                or channel_spelling(event.channel) in _EVERY_CHANNEL
+                or channel_spelling(event.channel) in EVERY_CHANNEL_NAMES
                 or (
                     channel_spelling(event.channel) not in channels
                     and _no_catalog_channel(event.channel, catalog_channels)
@@ -1512,6 +1518,17 @@ def _record_feedback(
             "reason": event.reason,
             "value": None if event.value is None else float(event.value),
             "requester": requester,
+            # Named by its sender with no catalog to read it against: read against
+            # the served catalog at each read, as it would have been on arrival.
+            "channel_unmatched": True
+            if (
+                event.event_type == "opted_out"
+                and not catalog_channels
+                and channel is not None
+                and named is not None
+                and channel_spelling(named) not in (channels or ())
+            )
+            else None,
         }
         if item_filled_in:
             as_sent[index] = _identity(
@@ -1541,6 +1558,7 @@ def _record_feedback(
             session,
             [key for key in rows if key not in inserted]
             + [event_id for _, event_id, _, _ in refused_reasons if event_id not in inserted],
+            catalog_channels,
         )
         # An erasure's suppression is known by its id (erasure_event_id): one taken
         # fails the erasure (ErasureError) instead.
@@ -1650,19 +1668,27 @@ def _identity(row: Mapping[str, Any]) -> _Identity:
     return tuple(row[name] for name in _IDENTITY_FIELDS)
 
 
-def _stored_identities(session: Session, event_ids: Sequence[str]) -> dict[str, _Identity]:
+def _stored_identities(
+    session: Session, event_ids: Sequence[str], catalog_channels: Collection[str] = ()
+) -> dict[str, _Identity]:
     """What the stored events of these ids say (one query per chunk; none for no ids),
     a consent event's channel as it is stored now (:func:`_consent_channel`): one an
-    earlier nextbest stored as sent ('Email', 'All') is what its resend says."""
+    earlier nextbest stored as sent ('Email', 'All') is what its resend says; and an
+    opt-out's stored with no catalog ('e_mail') as read against ``catalog_channels``
+    (the served catalog's), as its resend is read now ('email')."""
     columns = [getattr(FeedbackEvent, name) for name in _IDENTITY_FIELDS]
     found: dict[str, _Identity] = {}
     for chunk in _chunks(event_ids, _in_chunk_size(session)):
         rows = session.execute(
-            sa.select(FeedbackEvent.event_id, *columns).where(FeedbackEvent.event_id.in_(chunk))
+            sa.select(FeedbackEvent.event_id, FeedbackEvent.channel_unmatched, *columns).where(
+                FeedbackEvent.event_id.in_(chunk)
+            )
         )
-        for event_id, *values in rows:
+        for event_id, unmatched, *values in rows:
             if values[_TYPE_AT] in CONSENT_EVENT_TYPES:
                 values[_CHANNEL_AT] = _consent_channel(values[_TYPE_AT], values[_CHANNEL_AT])
+            if unmatched and catalog_channels and values[_CHANNEL_AT] is not None:
+                values[_CHANNEL_AT] = withdrawn_channel(values[_CHANNEL_AT], catalog_channels)
             found[event_id] = tuple(values)
     return found
 
@@ -2344,9 +2370,12 @@ class ServingHistory:
     pairs: when it was, and whether it was a snooze; ``consent[(hcp_id, channel)]``:
     the latest consent event of the HCP on ``channel`` (None: on every channel), when
     it was and whether it withdrew consent (an ``opted_out``; on a tie with an
-    ``opted_in``, the withdrawal). Nothing after ``until``, but for consent: read
-    over all time, a withdrawal applies to every decision made after it arrived,
-    whatever day the decision is for.
+    ``opted_in``, the withdrawal). ``consent_unmatched``: the same of the opt-outs
+    stored with their channel as named while no model was served (the channel as
+    catalogs spell it, not yet read against a catalog: 'e_mail', 'fax'), left for
+    the rules to read against the served catalog. Nothing after ``until``, but for
+    consent: read over all time, a withdrawal applies to every decision made after
+    it arrived, whatever day the decision is for.
     """
 
     counts: list[dict[tuple[str, str], int]]
@@ -2357,6 +2386,7 @@ class ServingHistory:
     # Read with ``contact_times`` only: per HCP and channel (None: none named), when
     # each contact after the oldest window's start was, newest first.
     contact_times: dict[tuple[str, str | None], tuple[datetime, ...]] | None = None
+    consent_unmatched: dict[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
 
 
 _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool, bool], Any] = {}
@@ -2589,8 +2619,19 @@ def _serving_history_statement(
         )
     parts.append(
         sa.select(
-            # 4: consent withdrawn, 5: given again (the latest of an HCP and channel decides).
-            sa.case((c.event_type == sa.literal("opted_out"), 4), else_=5).label("kind"),
+            # 4: consent withdrawn, 5: given again (the latest of an HCP and channel
+            # decides), 6: withdrawn, its channel to be read against the catalog.
+            sa.case(
+                (
+                    sa.and_(
+                        c.event_type == sa.literal("opted_out"),
+                        c.channel_unmatched.is_(sa.true()),
+                    ),
+                    6,
+                ),
+                (c.event_type == sa.literal("opted_out"), 4),
+                else_=5,
+            ).label("kind"),
             c.hcp_id,
             c.channel.label("key"),
             # When it happened, but no later than it arrived: an opt-in dated a few
@@ -2759,6 +2800,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
     decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
     consent: dict[tuple[str, str | None], tuple[datetime, bool]] = {}
     times: dict[tuple[str, str | None], list[datetime]] = {}
+    unmatched: dict[tuple[str, str], tuple[datetime, bool]] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0 and per_contact:  # one contact: summed into its pair's counts
@@ -2775,12 +2817,16 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
         elif kind >= 4:
+            withdrawn = kind != 5
             # As stored now, also a row an earlier nextbest stored as sent.
-            key = _consent_channel("opted_out" if kind == 4 else "opted_in", key)
+            key = _consent_channel("opted_out" if withdrawn else "opted_in", key)
             # The latest decides; at the same time a withdrawal beats a consent.
-            mark = (_as_utc(at), kind == 4)
-            before = consent.get((hcp_id, key))
-            if before is None or mark > before:
+            mark = (_as_utc(at), withdrawn)
+            if kind == 6 and key is not None:
+                before = unmatched.get((hcp_id, key))
+                if before is None or mark > before:
+                    unmatched[(hcp_id, key)] = mark
+            elif (before := consent.get((hcp_id, key))) is None or mark > before:
                 consent[(hcp_id, key)] = mark
         else:
             # The latest decision is kept (ties: the larger event id).
@@ -2801,6 +2847,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
             if per_contact
             else None
         ),
+        consent_unmatched=unmatched,
     )
 
 

@@ -179,6 +179,12 @@ class FeedbackEvent(Base):
     # Who sent it: the API key's name, or the command that stored a file's rows (the
     # audit trail of consent changes and decisions; None before migration 0003).
     requester: Mapped[str | None] = mapped_column(_text("requester"))
+    # True: an opt-out whose channel its sender named while no model was served, no
+    # catalog to read it against (kept as catalogs spell it: 'e_mail', 'fax'); it is
+    # read against the served catalog at each read, as it would have been on arrival
+    # (contract.schema.withdrawn_channel). None: read on arrival, or stored before
+    # migration 0011.
+    channel_unmatched: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
 
 
 class MaintenanceRun(Base):
