@@ -6,7 +6,7 @@ Shared vocabulary (as in Open Bandit Pipeline): each logged decision has the
 logged probability of that action). A deterministic target policy is given by
 the action it would take on the same decision, ``target`` (``-1`` = no touch).
 
-Estimators (value per decision, with a normal-approximation confidence interval):
+Estimators (value per decision, with a 95% confidence interval):
 
 - IPS: inverse propensity scoring (Horvitz & Thompson, 1952).
 - SNIPS: self-normalised IPS (Swaminathan & Joachims, NeurIPS 2015).
@@ -23,15 +23,27 @@ interval is then cluster-robust (the variance of per-group sums of the centred
 terms), which is the honest one when the same HCP is decided on several times and
 its decisions are not independent. With one decision per group it equals the
 ordinary interval.
+
+The interval is the estimate plus or minus Student's t critical value
+(:func:`critical_value`) times the standard error, not the normal's 1.96: the
+error is itself estimated, from the decisions (``n - 1`` degrees of freedom) or,
+clustered, from the groups (``G - 1``: Cameron & Miller, "A Practitioner's Guide
+to Cluster-Robust Inference", J. Human Resources 50(2), 2015, section VI on few
+clusters), and with a dozen HCPs the normal's interval is too short (t on 11
+degrees of freedom is 2.20). From 250 HCPs on, the two agree within 0.5%.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+from scipy.stats import t as student_t
 
+# The normal's two-sided 95% quantile: Student's t's in the limit of many degrees of freedom.
 Z_95 = 1.959963984540054
 ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr")
 Estimator = Literal["ips", "snips", "dr"]
@@ -47,6 +59,8 @@ class PolicyValue:
     ci_high: float
     n: int
     effective_n: float
+    # Of Student's t the interval takes: the groups (HCPs) less one, or the decisions.
+    dof: float = math.inf
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {
@@ -56,6 +70,7 @@ class PolicyValue:
             "ci_high": self.ci_high,
             "n": self.n,
             "effective_n": self.effective_n,
+            "dof": self.dof,
         }
 
 
@@ -78,19 +93,52 @@ def standard_error(terms: np.ndarray, groups: np.ndarray | None) -> float:
     Cluster-robust (Liang & Zeger, 1986): ``G / (G - 1) * sum_g (sum_{i in g} (t_i - mean))^2
     / n^2`` over the ``G`` groups; with singleton groups it is ``std(ddof=1) / sqrt(n)``.
     """
+    return clustered_error(terms, groups)[0]
+
+
+def clustered_error(terms: np.ndarray, groups: np.ndarray | None) -> tuple[float, float]:
+    """:func:`standard_error` of ``terms.mean()`` and the degrees of freedom it rests
+    on, for :func:`critical_value`: ``n - 1`` for ``n`` terms, ``G - 1`` for ``G``
+    groups when clustered (the groups are the independent units). Fewer than two
+    terms or groups: an infinite error on 0 degrees of freedom."""
     n = len(terms)
     if n < 2:
-        return float("inf")
+        return float("inf"), 0.0
     if groups is None:
-        return float(terms.std(ddof=1) / np.sqrt(n))
+        return float(terms.std(ddof=1) / np.sqrt(n)), float(n - 1)
     if len(groups) != n:
         raise ValueError(f"groups has {len(groups)} rows, the decisions {n}")
     _, codes = np.unique(np.asarray(groups), return_inverse=True)
     sums = np.bincount(codes.ravel(), weights=terms - terms.mean())
     n_groups = len(sums)
     if n_groups < 2:
-        return float("inf")
-    return float(np.sqrt(n_groups / (n_groups - 1) * (sums**2).sum()) / n)
+        return float("inf"), 0.0
+    se = float(np.sqrt(n_groups / (n_groups - 1) * (sums**2).sum()) / n)
+    return se, float(n_groups - 1)
+
+
+def critical_value(dof: float, tail: float = 0.025) -> float:
+    """Student's t quantile leaving ``tail`` above it with ``dof`` degrees of freedom:
+    2.20 for 11, 2.00 for 58, 4.30 for 2, 1.96 (the normal's) in the limit. ``tail``
+    0.025: the two-sided 95% interval. An error on fewer than one degree of freedom
+    (from one HCP) bounds nothing: infinite."""
+    if dof < 1:
+        return math.inf
+    return float(student_t.isf(tail, dof))
+
+
+def welch_dof(parts: Sequence[tuple[float, float]]) -> float:
+    """Degrees of freedom of a sum of independently estimated squared errors, each
+    ``(variance, its degrees of freedom)``: ``(sum v)^2 / sum (v^2 / dof)``, the
+    approximation of Satterthwaite (Biometrics Bulletin 2(6), 1946) and Welch
+    (Biometrika 34, 1947). The part whose error dominates sets them; all parts 0
+    (nothing varies): infinite, the caller bounds it by its clusters."""
+    total = sum(v for v, _ in parts)
+    if total <= 0:
+        return math.inf
+    if any(dof <= 0 and v > 0 for v, dof in parts):
+        return 0.0
+    return total**2 / sum(v**2 / dof for v, dof in parts if v > 0)
 
 
 def _interval(
@@ -98,9 +146,11 @@ def _interval(
 ) -> PolicyValue:
     n = len(terms)
     value = float(terms.mean())
-    se = standard_error(terms, groups)
+    se, dof = clustered_error(terms, groups)
+    # 0 x an infinite critical value (no spread, from one group) is still no interval.
+    half = math.inf if not math.isfinite(se) or dof < 1 else critical_value(dof) * se
     ess = float(weights.sum() ** 2 / (weights**2).sum()) if (weights**2).sum() > 0 else 0.0
-    return PolicyValue(name, value, value - Z_95 * se, value + Z_95 * se, n, ess)
+    return PolicyValue(name, value, value - half, value + half, n, ess, dof)
 
 
 def ips(
@@ -126,7 +176,7 @@ def snips(
     value = float((w * reward).sum() / w.sum())
     terms = value + w * (reward - value) / mean_w  # influence function of the ratio estimator
     result = _interval("snips", terms, w)
-    return PolicyValue("snips", value, result.ci_low, result.ci_high, result.n, result.effective_n)
+    return replace(result, value=value)
 
 
 def doubly_robust(
@@ -195,10 +245,7 @@ def estimate(
     makes the interval cluster-robust (decisions of one group are not independent).
     """
     value, terms, w = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
-    result = _interval(estimator, terms, w, groups)
-    return PolicyValue(
-        estimator, value, result.ci_low, result.ci_high, result.n, result.effective_n
-    )
+    return replace(_interval(estimator, terms, w, groups), value=value)
 
 
 def difference(
@@ -224,7 +271,8 @@ def difference(
     policies agree), so outcome noise on the decisions they share does not enter.
     ``effective_n`` is that of the decisions where the two policies disagree (only
     those carry information about the difference); ``n`` counts all decisions.
-    ``groups`` makes the interval cluster-robust.
+    ``groups`` makes the interval cluster-robust. Its critical value is Student's t on
+    the pairs less one (the groups less one, clustered): each decision is one pair.
     """
     value_t, terms_t, w_t = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
     value_b, terms_b, w_b = _terms(
@@ -232,11 +280,4 @@ def difference(
     )
     differs = target != baseline
     result = _interval(f"{estimator}_difference", terms_t - terms_b, (w_t + w_b) * differs, groups)
-    return PolicyValue(
-        f"{estimator}_difference",
-        value_t - value_b,
-        result.ci_low,
-        result.ci_high,
-        result.n,
-        result.effective_n,
-    )
+    return replace(result, value=value_t - value_b)

@@ -49,11 +49,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
 
 from nextbest import registry
 from nextbest.errors import InvalidRequestError
-from nextbest.evaluation.ope import standard_error
+from nextbest.evaluation.ope import critical_value, standard_error, welch_dof
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
@@ -189,15 +188,8 @@ def difference_error(
         floor = no_spread_variance(g_arm)
         shortfall += max(0.0, floor - own)
         arms.append((max(own, floor), g_arm - 1))
-    welch = sum(v for v, _ in arms) ** 2 / sum(v**2 / dof for v, dof in arms)
-    return math.sqrt(standard_error(terms, cluster) ** 2 + shortfall), min(welch, g_all - 1.0)
-
-
-def critical_value(dof: float, tail: float = 0.025) -> float:
-    """Student's t quantile leaving ``tail`` above it with ``dof`` degrees of freedom
-    (:func:`difference_error`): 2.00 for 58, 4.30 for 2, 1.96 (the normal's) in the
-    limit. ``tail`` 0.025: the two-sided 95% interval."""
-    return float(student_t.isf(tail, dof))
+    dof = min(welch_dof(arms), g_all - 1.0)
+    return math.sqrt(standard_error(terms, cluster) ** 2 + shortfall), dof
 
 
 def compare(
