@@ -128,6 +128,83 @@ def test_small_true_margin_is_not_promoted_on_too_little_evidence() -> None:
     assert any("would pass 80% of the time" in r for r in decision.reasons), decision.reasons
 
 
+def _twelve_hcp_log(seed: int) -> LoggedBandit:
+    """A small brand's first weeks: 12 HCPs decided on 60 times each, two actions
+    served at random; the challenger's action helps some HCPs and hurts others."""
+    rng = np.random.default_rng(seed)
+    n_hcps, per_hcp = 12, 60
+    hcp = np.repeat(np.arange(n_hcps), per_hcp)
+    action = rng.integers(2, size=len(hcp))
+    habit = rng.normal(2.0, 1.0, n_hcps)
+    gain = rng.normal(0.2, 0.4, n_hcps)
+    outcome = habit[hcp] + gain[hcp] * (action == 1) + rng.normal(0.0, 1.0, len(hcp))
+    return LoggedBandit(
+        action=action,
+        outcome=outcome,
+        pscore=np.full(len(hcp), 0.5),
+        cost=np.zeros(2),
+        group=np.array([f"H{h:03d}" for h in hcp]),
+    )
+
+
+def test_twelve_hcps_do_not_pass_on_the_normal_quantile() -> None:
+    """720 decisions, but from 12 HCPs: the clustered error rests on 11 degrees of
+    freedom, and the interval takes Student's t (2.20), not the normal's 1.96, which
+    put its lower bound above zero and promoted the challenger."""
+    data = _twelve_hcp_log(seed=55)
+    n = len(data.action)
+    decision = decide(
+        data,
+        champion_target=np.zeros(n, dtype=np.int64),
+        challenger_target=np.ones(n, dtype=np.int64),
+        config=GateConfig(),
+    )
+    diff = decision.difference
+    assert diff is not None and diff["dof"] == 11
+    se = (diff["ci_high"] - diff["ci_low"]) / (2 * 2.2009851600916392)  # t_0.975 on 11
+    assert diff["value"] - gate.ope.Z_95 * se > 0  # the normal's bound: it passed
+    assert not decision.passed
+    assert decision.reasons == [
+        "challenger - champion = +0.2179 per decision, 95% CI [-0.0097, +0.4455] "
+        "(Student's t on 11 degrees of freedom, the 12 HCPs less one) does not lie above "
+        "zero (on this evidence a true gain of 0.3181 per decision would pass 80% of the time)"
+    ]
+    # The gain said: (t_0.975 + t_0.8) standard errors on the same 11 degrees of freedom.
+    assert (2.2009851600916392 + 0.8755299780738819) * se == pytest.approx(0.3181, abs=5e-5)
+
+
+def test_decisions_of_one_hcp_bound_nothing() -> None:
+    """An error needs two HCPs: the decisions of one give no interval, and the reason
+    says so rather than a gain of inf or Student's t on 0 degrees of freedom."""
+    data = dataclasses.replace(_twelve_hcp_log(seed=55), group=np.full(720, "H001"))
+    decision = decide(
+        data,
+        champion_target=np.zeros(720, dtype=np.int64),
+        challenger_target=np.ones(720, dtype=np.int64),
+        config=GateConfig(),
+    )
+    assert not decision.passed
+    assert decision.reasons == [
+        "challenger - champion = +0.2179 per decision, 95% CI [-inf, +inf] (no interval: "
+        "every decision is of one HCP, an error needs two): no gain can be confirmed on it"
+    ]
+
+
+def test_a_pass_says_the_critical_value_it_took() -> None:
+    data = _uniform_log(3000, MEANS, seed=0)
+    n = len(data.action)
+    decision = decide(
+        data, champion_target=np.full(n, 1), challenger_target=np.full(n, 2), config=GateConfig()
+    )
+    assert decision.passed
+    assert decision.difference is not None and decision.difference["dof"] == n - 1
+    assert re.search(
+        r"95% CI \[\+0\.\d{4}, \+0\.\d{4}\] \(Student's t on 2,999 degrees of freedom, "
+        r"the 3,000 decisions less one\) lies above zero$",
+        decision.reasons[-1],
+    ), decision.reasons
+
+
 def test_vs_no_action_is_the_incremental_value() -> None:
     """No action (code -1) is logged too: each policy's paired gain over doing nothing
     brackets its known incremental value (net of cost)."""

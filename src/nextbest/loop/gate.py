@@ -11,7 +11,10 @@ action); its value per decision is ``outcome - cost of the action taken``,
 estimated by IPS, self-normalised IPS and doubly robust estimators
 (:mod:`nextbest.evaluation.ope`), with a paired interval for challenger minus
 champion. Intervals are cluster-robust by HCP: one HCP's decisions are not
-independent.
+independent; and their critical value is Student's t on the HCPs less one, not the
+normal's 1.96 (:func:`nextbest.evaluation.ope.critical_value`): with a dozen HCPs
+the error is itself uncertain, and the normal's interval let a challenger pass on
+evidence that does not support it.
 
 Only the share of logged decisions reserved for evaluation (``evaluation_share``,
 by a hash of the recommendation id) is used, and ``retrain`` never trains on it:
@@ -39,7 +42,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -320,18 +322,20 @@ def decide(
     value_ch = challenger[config.estimator].value
     value_c = champion[config.estimator].value
     if config.criterion == "lower_bound":
+        said = (
+            f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
+            f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] ({_critical_said(diff, data)})"
+        )
         if diff.ci_low > 0:
-            decision.reasons.append(
-                f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
-                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] lies above zero"
-            )
+            decision.reasons.append(f"{said} lies above zero")
         else:
             ok = False
+            detectable = _detectable(diff)
             decision.reasons.append(
-                f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
-                f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] does not lie above zero "
-                f"(on this evidence a true gain of {_detectable(diff):.4f} per decision "
-                "would pass 80% of the time)"
+                f"{said} does not lie above zero (on this evidence a true gain of "
+                f"{detectable:.4f} per decision would pass 80% of the time)"
+                if np.isfinite(detectable)
+                else f"{said}: no gain can be confirmed on it"
             )
     else:
         needed = value_c + config.margin * abs(value_c)
@@ -348,14 +352,32 @@ def decide(
     return decision
 
 
+def _critical_said(diff: ope.PolicyValue, data: LoggedBandit) -> str:
+    """Which critical value ``diff``'s interval took, and why: "Student's t on 11
+    degrees of freedom, the 12 HCPs less one"."""
+    units = "decisions" if data.group is None else "HCPs"
+    if diff.dof < 1:  # one unit: its error cannot be estimated
+        return f"no interval: every decision is of one {units[:-1]}, an error needs two"
+    return (
+        f"Student's t on {diff.dof:,.0f} degrees of freedom, "
+        f"the {diff.dof + 1:,.0f} {units} less one"
+    )
+
+
 def _detectable(diff: ope.PolicyValue, power: float = 0.8) -> float:
     """The true difference the lower-bound criterion passes with probability ``power``.
 
-    With standard error ``se`` the estimate passes when it exceeds ``1.96 se``, so a
-    true difference ``(1.96 + z_power) se`` passes with probability ``power``.
+    With standard error ``se`` on ``dof`` degrees of freedom the estimate passes when
+    it exceeds ``t_0.975 se``, so a true difference ``(t_0.975 + t_power) se`` passes
+    with probability about ``power`` (Student's t's quantiles on those degrees of
+    freedom, as the interval's: ``(1.96 + 0.84) se`` with many HCPs, ``(2.20 + 0.88)
+    se`` with 12). Infinite when the interval is (evidence from one HCP).
     """
-    se = (diff.ci_high - diff.ci_low) / (2 * ope.Z_95)
-    return float((ope.Z_95 + NormalDist().inv_cdf(power)) * se)
+    critical = ope.critical_value(diff.dof)
+    if not np.isfinite(critical) or not np.isfinite(diff.ci_high - diff.ci_low):
+        return float("inf")
+    se = (diff.ci_high - diff.ci_low) / (2 * critical)
+    return float((critical + ope.critical_value(diff.dof, 1.0 - power)) * se)
 
 
 def _paired(
@@ -1186,7 +1208,7 @@ def _log_evaluation(
                 for key in ("value", "ci_low", "ci_high", "effective_n"):
                     metrics[f"{role}.{estimator}.{key}"] = float(values[key])
         if decision.difference is not None:
-            for key in ("value", "ci_low", "ci_high", "effective_n"):
+            for key in ("value", "ci_low", "ci_high", "effective_n", "dof"):
                 metrics[f"difference.{key}"] = float(decision.difference[key])
         for role, values in decision.vs_no_action.items():
             for key in ("value", "ci_low", "ci_high"):
