@@ -13,7 +13,11 @@ The interval of an effect is cluster-robust by HCP
 habits, so an HCP decided on weekly is not that many independent outcomes; and
 since the same HCP can be on both sides of a cell, the treated and no-touch
 means are linearised together, as :func:`nextbest.evaluation.ope.difference`
-pairs two policies, rather than given two separate standard errors.
+pairs two policies, rather than given two separate standard errors. Its critical
+value is Student's t, as the uplift report's (:mod:`nextbest.loop.report`), on the
+degrees of freedom of Welch and Satterthwaite over the two sides' HCPs
+(:func:`nextbest.evaluation.ope.welch_dof`), at most the cell's HCPs less one: the
+side whose error dominates, often the one with fewer HCPs, sets them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbest.evaluation.ope import Z_95, standard_error
+from nextbest.evaluation.ope import critical_value, standard_error, welch_dof
 
 MIN_ROWS = 100
 # The HCPs are the independent units: with fewer on a side, the cluster-robust
@@ -63,7 +67,7 @@ def segment_uplift(
     Returns:
         ``{"<segment>|<channel>": (effect, ci_low, ci_high)}`` for cells with at
         least ``MIN_ROWS`` treated and control rows, from at least ``MIN_HCPS``
-        HCPs each.
+        HCPs each; the interval is 95%, Student's t on Welch's degrees of freedom.
     """
     ok = np.isfinite(outcome)
     p = np.asarray(propensity, dtype=np.float64)
@@ -94,6 +98,13 @@ def segment_uplift(
             share[control] = -share_c
             # standard_error takes per-row terms of a mean: n times each row's share.
             n = int(cell.sum())
-            half = Z_95 * standard_error(n * share[cell], hcp[cell])
+            se = standard_error(n * share[cell], hcp[cell])
+            # Each side's own squared error, on its HCPs less one, for Welch's dof.
+            sides = [
+                (standard_error(len(part) * part, hcp[rows]) ** 2, len(np.unique(hcp[rows])) - 1)
+                for part, rows in ((share_t, treated), (share_c, control))
+            ]
+            dof = min(welch_dof(sides), len(np.unique(hcp[cell])) - 1)
+            half = critical_value(dof) * se
             out[f"{name}|{channel_name}"] = (effect, effect - half, effect + half)
     return out
