@@ -88,3 +88,21 @@ def test_unknown_arm_is_named(tmp_path: Path) -> None:
     frame.to_csv(path, index=False)
     with pytest.raises(ContractError, match=r"hillstrom\.csv, row 4, column 'segment': 'SMS'"):
         load_hillstrom(path)
+
+
+def test_a_column_saved_as_the_parquet_index_is_read_as_the_column(tmp_path: Path) -> None:
+    """``df.set_index("segment").to_parquet(...)``: the arm is still read, customer by
+    customer, as from the CSV (it was refused as a missing column)."""
+    frame = pd.read_csv(HILLSTROM, nrows=200)
+    path = tmp_path / "hillstrom.parquet"
+    frame.set_index(["segment", "zip_code"]).to_parquet(path)
+    from_csv = tmp_path / "hillstrom.csv"
+    frame.to_csv(from_csv, index=False)
+    got, expected = load_hillstrom(path), load_hillstrom(from_csv)
+    pd.testing.assert_frame_equal(
+        got.interactions.reset_index(drop=True), expected.interactions.reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(
+        got.hcps.sort_index(axis=1).reset_index(drop=True),
+        expected.hcps.sort_index(axis=1).reset_index(drop=True),
+    )

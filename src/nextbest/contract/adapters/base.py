@@ -11,7 +11,7 @@ import pandas as pd
 from nextbest.contract import parse
 from nextbest.contract.dataset import Dataset
 from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import read_table
+from nextbest.contract.files import index_as_columns, read_table, saved_index_names
 from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
 
 
@@ -19,8 +19,11 @@ def read_columns(
     path: Path, columns: Iterable[str], data_set: str
 ) -> tuple[pd.DataFrame, ProblemLog]:
     """The file's table (headers stripped of spaces) and a problem log for its cells;
-    refused, naming each, when it lacks any of ``columns`` (of the ``data_set``)."""
+    refused, naming each, when it lacks any of ``columns`` (of the ``data_set``).
+    Columns saved as a Parquet index (``df.set_index("segment").to_parquet(...)``)
+    are read as columns, as the contract's own files read theirs."""
     raw = read_table(path)
+    raw = index_as_columns(raw, saved_index_names(raw))
     raw.columns = [str(name).strip() for name in raw.columns]
     log = ProblemLog(path.name)
     for column in columns:
