@@ -2774,6 +2774,21 @@ def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]
     )
 
 
+def _say_finished(finished: Any) -> None:
+    """Say what was written of a decision killed after the champion moved (a
+    :class:`~nextbest.registry.UnfinishedDecision`, its ``unwritten`` now written)."""
+    if finished is None:
+        return
+    end = finished.end
+    console.print(
+        f"[yellow]finished:[/yellow] the {end.named} (replacing {end.replaces or 'none'}; "
+        f"MLflow run {end.run_id}) had moved the champion and stopped before it finished: "
+        + ("; ".join(finished.unwritten) or "nothing but its mark was left")
+        + (" (written now)" if finished.unwritten else " (taken off)"),
+        highlight=False,
+    )
+
+
 def _note_repeat(settings: Settings, version: str) -> None:
     """Say when ``version`` repeats an older one (same data, parameters and code)."""
     from nextbest import registry
@@ -2887,6 +2902,9 @@ def promote(
         )
     gate = _gate_config(config)
     settings = _settings()
+    # A promotion killed after the champion moved, run again (a retried job): finished,
+    # then "nothing to promote" below.
+    _say_finished(registry.finish_unfinished(settings))
     done = (
         already_promoted(settings)
         if version is None and registry.registry_exists(settings)
@@ -2913,6 +2931,7 @@ def promote(
             )
     except GateError as exc:
         raise _fail(str(exc)) from None
+    _say_finished(evaluation.finished)
     _print_evaluation(evaluation)
     if not evaluation.promoted:
         console.print(f"champion stays version {evaluation.champion_version}")
@@ -2935,7 +2954,10 @@ def rollback(
         ),
     ] = None,
 ) -> str:
-    """Make the previous champion the champion again."""
+    """Make the previous champion the champion again.
+
+    Run again after a rollback killed once the champion moved (a retried job), it
+    finishes that rollback and goes no further back."""
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import rollback as run_rollback
 
@@ -2944,6 +2966,15 @@ def rollback(
             done = run_rollback(_settings(), reason=reason)
     except GateError as exc:
         raise _fail(str(exc)) from None
+    _say_finished(done.finished)
+    if done.finished is not None and done.finished.end.kind == "rollback":
+        console.print(
+            f"champion is version {done.to_version} (was {done.from_version}), by that "
+            "rollback; not rolled back further: run `nextbest rollback` again to return to "
+            "the champion before it",
+            highlight=False,
+        )
+        return done.to_version
     for version, why in done.skipped:
         _note(f"version {version}, an earlier champion, was passed over: {why}")
     for said in done.notes:
@@ -3577,6 +3608,16 @@ def models(
             "2026-11-30T12:00; UTC unless it has an offset).",
         ),
     ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Finish a promotion, rollback or training that moved the champion and "
+            "was killed before it wrote what it leaves beside it (previous_champion, "
+            "challenger, champion_history, version tags), as `nextbest models` says; "
+            "then list the versions.",
+        ),
+    ] = False,
 ) -> Any:
     """The registered versions, newest first: aliases, training data, held-out figures, gate.
 
@@ -3597,10 +3638,19 @@ def models(
 
     settings = _settings()
     when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
+    if repair:
+        try:
+            finished = registry.finish_unfinished(settings)
+        except registry.RegistryError as exc:
+            raise _fail(str(exc)) from None
+        if finished is None:
+            console.print("nothing to repair: no decision was left unfinished", highlight=False)
+        _say_finished(finished)
     try:
         versions = registry.list_versions(settings)
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
+    unfinished = registry.unfinished_decision(settings)
     # The timeline is read from every decision run: only when it is shown.
     shown = when is not None or history_table or as_json
     timeline = champion_timeline(settings) if shown else ChampionTimeline([], [])
@@ -3624,6 +3674,14 @@ def models(
                     "champion_history": history,
                     "champion_changes": [c.as_dict() for c in changes],
                     "decisions_interrupted": [d.as_dict() for d in timeline.interrupted],
+                    "decision_unfinished": (
+                        None
+                        if unfinished is None
+                        else {
+                            **asdict(unfinished.end),
+                            "unwritten": list(unfinished.unwritten),
+                        }
+                    ),
                     "versions": rows,
                 },
                 indent=1,
@@ -3674,6 +3732,10 @@ def models(
             f"champions to roll back through, the current one last: {', '.join(history)} "
             "(`nextbest rollback` returns to the one before it; each version's own line "
             "keeps when it was promoted and rolled back)"
+        )
+    if unfinished is not None and unfinished.unwritten:
+        stdout.print(
+            f"[bold red]unfinished:[/bold red] {escape(unfinished.said())}", highlight=False
         )
     return versions
 

@@ -23,8 +23,9 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -404,8 +405,259 @@ class AliasNotMovedError(RegistryError):
 
 class DecisionUnfinishedError(RegistryError):
     """A decision moved the champion, then the registry refused what it leaves beside
-    (:func:`move_recorded`'s ``then``): the decision is made, its run tagged
+    (:func:`move_recorded`'s ``end``): the decision is made, its run tagged
     :data:`ALIAS_MOVED_TAG` ``true``."""
+
+
+# Registered model tag of a decision under way: what it leaves once made (the JSON of
+# a DecisionEnd), written before the champion moves and taken off once all of it is
+# written. Left behind by a process killed outright (SIGKILL, a power cut) after the
+# champion moved, it says what is unfinished (finish_unfinished writes it).
+PENDING_TAG = "decision_pending"
+# Registered model tag: the versions that have been champion, oldest first, which
+# ``rollback`` walks back through (nextbest.loop.gate).
+HISTORY_TAG = "champion_history"
+
+
+@dataclass(frozen=True)
+class DecisionEnd:
+    """What a decision that makes version ``champion`` the champion (in place of
+    ``replaces``) leaves beside it once the alias moved, written by
+    :func:`finish_decision`; each part is checked before it is written, so writing it
+    again changes nothing.
+
+    ``kind``: ``promotion``, ``rollback`` or ``training``; ``history``: the
+    :data:`HISTORY_TAG` it leaves (None: untouched); ``aliases``: aliases it gives a
+    version, or takes off (None); ``released``: aliases taken off the champion where
+    they name it (the promoted challenger); ``version_tags``: version -> tags it
+    sets. ``run_id``, ``at`` (ISO 8601, UTC) and ``by``: its decision run, when it
+    was recorded and by whom (:data:`DECIDED_BY_TAG`), set by :func:`move_recorded`.
+    """
+
+    kind: str
+    champion: str
+    replaces: str | None
+    history: tuple[str, ...] | None = None
+    aliases: Mapping[str, str | None] = field(default_factory=dict)
+    released: tuple[str, ...] = ()
+    version_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    run_id: str = ""
+    at: str = ""
+    by: str = ""
+
+    @property
+    def named(self) -> str:
+        """The decision in a sentence: ``promotion of version 3``."""
+        if self.kind == "rollback":
+            return f"rollback to version {self.champion}"
+        if self.kind == "training":
+            return f"training of version {self.champion} as champion"
+        return f"{self.kind} of version {self.champion}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DecisionEnd:
+        """Raises ValueError (or TypeError, KeyError) for text that is not one."""
+        raw = json.loads(text)
+        history = raw.get("history")
+        return cls(
+            kind=str(raw["kind"]),
+            champion=str(raw["champion"]),
+            replaces=None if raw.get("replaces") is None else str(raw["replaces"]),
+            history=None if history is None else tuple(str(v) for v in history),
+            aliases={str(k): None if v is None else str(v) for k, v in raw["aliases"].items()},
+            released=tuple(str(a) for a in raw["released"]),
+            version_tags={
+                str(v): {str(k): str(t) for k, t in tags.items()}
+                for v, tags in raw["version_tags"].items()
+            },
+            run_id=str(raw.get("run_id", "")),
+            at=str(raw.get("at", "")),
+            by=str(raw.get("by", "")),
+        )
+
+
+@dataclass(frozen=True)
+class UnfinishedDecision:
+    """A decision whose champion moved and whose :class:`DecisionEnd` is not all
+    written (its process killed outright, or still at work): ``unwritten`` says
+    what is missing, one phrase each (``alias previous_champion names version 1,
+    not version 2``); empty when only the tag saying it is under way is left."""
+
+    end: DecisionEnd
+    unwritten: tuple[str, ...]
+
+    def said(self) -> str:
+        """What happened, in one sentence, and the command that finishes it."""
+        end = self.end
+        recorded = f"MLflow run {end.run_id}" + (
+            f", recorded {end.at[:19].replace('T', ' ')} UTC" if end.at else ""
+        )
+        recorded += f" by {end.by}" if end.by else ""
+        return (
+            f"the {end.named} (replacing {end.replaces or 'none'}; {recorded}) moved the "
+            "champion and stopped before it finished (its process was killed outright, or "
+            f"is still at work): {'; '.join(self.unwritten) or 'nothing but its mark'}. "
+            "`nextbest models --repair` finishes it"
+        )
+
+
+def _unwritten(settings: Settings, end: DecisionEnd) -> list[tuple[str, Callable[[], None]]]:
+    """The parts of ``end`` the registry does not hold yet: what is missing and how
+    to write it, in the order the decision writes them."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    name = settings.model_name
+    model = mlflow_client.get_registered_model(name)
+    aliases = {str(a): str(v) for a, v in (model.aliases or {}).items()}
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if end.history is not None:
+        history, now = ",".join(end.history), model.tags.get(HISTORY_TAG, "")
+        if now != history:
+            steps.append(
+                (
+                    f"{HISTORY_TAG} is {now or 'empty'}, not {history}",
+                    partial(mlflow_client.set_registered_model_tag, name, HISTORY_TAG, history),
+                )
+            )
+    for alias, version in end.aliases.items():
+        held = aliases.get(alias)
+        if version is None and held is not None:
+            steps.append(
+                (
+                    f"alias {alias} still names version {held}",
+                    partial(mlflow_client.delete_registered_model_alias, name, alias),
+                )
+            )
+        elif version is not None and held != version:
+            steps.append(
+                (
+                    f"alias {alias} names "
+                    + (f"version {held}" if held else "no version")
+                    + f", not version {version}",
+                    partial(mlflow_client.set_registered_model_alias, name, alias, version),
+                )
+            )
+    for alias in end.released:
+        if aliases.get(alias) == end.champion:
+            steps.append(
+                (
+                    f"alias {alias} still names the champion, version {end.champion}",
+                    partial(mlflow_client.delete_registered_model_alias, name, alias),
+                )
+            )
+    for version, tags in end.version_tags.items():
+        try:
+            found = mlflow_client.get_model_version(name, version).tags or {}
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue  # deleted since: nothing to tag
+            raise
+        missing = {k: v for k, v in tags.items() if found.get(k) != v}
+        if missing:
+            steps.append(
+                (
+                    f"version {version} lacks its tag{'s' if len(missing) > 1 else ''} "
+                    + ", ".join(missing),
+                    partial(_tag_version, mlflow_client, name, version, missing),
+                )
+            )
+    return steps
+
+
+def _tag_version(mlflow_client: Any, name: str, version: str, tags: Mapping[str, str]) -> None:
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+
+
+def finish_decision(settings: Settings, end: DecisionEnd) -> list[str]:
+    """Write what ``end`` leaves that the registry does not hold yet, then take off its
+    :data:`PENDING_TAG` (when it is still this decision's); what was missing, one
+    phrase each. Safe to repeat, and to run beside the decision's own process."""
+    done = []
+    for said, write in _unwritten(settings, end):
+        write()
+        done.append(said)
+    mlflow_client = client(settings)
+    pending = mlflow_client.get_registered_model(settings.model_name).tags.get(PENDING_TAG)
+    if pending is not None and _pending_run(pending) == end.run_id:
+        mlflow_client.delete_registered_model_tag(settings.model_name, PENDING_TAG)
+    return done
+
+
+def _pending_run(text: str) -> str | None:
+    try:
+        return DecisionEnd.from_json(text).run_id
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def unfinished_decision(settings: Settings) -> UnfinishedDecision | None:
+    """The decision the registry marks as under way (:data:`PENDING_TAG`) when the
+    champion moved to its version; None when there is none, or it did not move
+    (not made: its run says so, :mod:`nextbest.loop.lineage`)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not registry_exists(settings):
+        return None
+    try:
+        model = client(settings).get_registered_model(settings.model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise _unreadable(settings, "the decision under way", exc) from exc
+    except (SQLAlchemyError, sqlite3.Error) as exc:  # raised while MLflow opens the store
+        raise _unreadable(settings, "the decision under way", exc) from exc
+    text = model.tags.get(PENDING_TAG)
+    if text is None:
+        return None
+    try:
+        end = DecisionEnd.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        logger.warning(
+            "model '%s' has a %s tag that is not a decision nextbest wrote (%.80s): ignored",
+            settings.model_name,
+            PENDING_TAG,
+            text,
+        )
+        return None
+    if alias_version(settings, CHAMPION_ALIAS) != end.champion:
+        return None
+    return UnfinishedDecision(end, tuple(said for said, _ in _unwritten(settings, end)))
+
+
+def finish_unfinished(settings: Settings) -> UnfinishedDecision | None:
+    """Finish the decision :func:`unfinished_decision` finds (what it lacked, written
+    now); None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    found = unfinished_decision(settings)
+    if found is None:
+        return None
+    try:
+        return UnfinishedDecision(found.end, tuple(finish_decision(settings, found.end)))
+    except (MlflowException, OSError) as exc:
+        raise DecisionUnfinishedError(
+            f"{found.said().removesuffix('. `nextbest models --repair` finishes it')}; and "
+            f"the registry {without_password(settings.resolved_registry_uri)} refused to "
+            f"finish it: {_one_line(exc)}; once it takes writes again, `nextbest models "
+            "--repair` finishes it"
+        ) from exc
+
+
+def _clear_pending(settings: Settings, run_id: str) -> None:
+    """Take off the :data:`PENDING_TAG` of decision run ``run_id``, which did not move
+    the champion; a store that fails leaves it (read as not made: the champion is
+    not its version)."""
+    with contextlib.suppress(Exception):
+        mlflow_client = client(settings)
+        pending = mlflow_client.get_registered_model(settings.model_name).tags.get(PENDING_TAG)
+        if pending is not None and _pending_run(pending) == run_id:
+            mlflow_client.delete_registered_model_tag(settings.model_name, PENDING_TAG)
 
 
 def move_recorded(
@@ -413,24 +665,25 @@ def move_recorded(
     run_id: str,
     move: Callable[[], None],
     *,
-    champion: str,
-    decision: str,
+    end: DecisionEnd,
     stays: str,
-    then: Callable[[], None] | None = None,
 ) -> None:
-    """Call ``move`` (which makes version ``champion`` the champion: the decision takes
-    effect there) and then ``then`` (what the decision leaves beside it: other aliases
-    and tags, each step safe to repeat), inside the decision's run ``run_id``, already
-    written: the alias never names a version whose decision went unrecorded.
+    """Call ``move`` (which makes version ``end.champion`` the champion: the decision
+    takes effect there) and then write what ``end`` leaves beside it
+    (:func:`finish_decision`), inside the decision's run ``run_id``, already written:
+    the alias never names a version whose decision went unrecorded. ``end`` is
+    written first, as the registered model's :data:`PENDING_TAG`, and taken off
+    last, so a process killed outright in between leaves it to say what is
+    unfinished (:func:`unfinished_decision`, ``nextbest models``) and how to finish
+    it (:func:`finish_unfinished`, ``nextbest models --repair``).
 
-    ``decision`` names the decision in the error (``promotion of version 2``);
     ``stays``: what the registry still serves when the champion did not move (``the
     champion stays version 1``).
 
     Interrupted (Ctrl-C, or a SIGTERM the command turns into ``SystemExit``), the run
-    ends KILLED with what was done: when the champion had moved, ``then`` is run to
-    its end first (the decision is made, and servers may have loaded it already) and
-    the run is tagged ``alias_moved`` = ``true``; else ``false``. The interruption
+    ends KILLED with what was done: when the champion had moved, ``end`` is written
+    to its end first (the decision is made, and servers may have loaded it already)
+    and the run is tagged ``alias_moved`` = ``true``; else ``false``. The interruption
     goes on, said in one line (an ERROR log record). A process killed outright
     (SIGKILL, a power cut) within ``move`` leaves the run RUNNING: the champion's
     timeline judges it by whether the champion moved (:mod:`nextbest.loop.lineage`).
@@ -438,14 +691,20 @@ def move_recorded(
     Raises:
         AliasNotMovedError: ``move`` failed; the run is tagged ``alias_moved`` =
             ``false`` and ends FAILED when the caller's ``with`` block re-raises.
-        DecisionUnfinishedError: ``move`` was made but ``then`` failed; the run is
-            tagged ``alias_moved`` = ``true`` (kept in the champion's timeline).
+        DecisionUnfinishedError: ``move`` was made but writing ``end`` failed; the run
+            is tagged ``alias_moved`` = ``true`` (kept in the champion's timeline).
     """
     from mlflow.exceptions import MlflowException
 
+    end = replace(
+        end, run_id=run_id, at=end.at or datetime.now(UTC).isoformat(), by=end.by or decided_by()
+    )
+    decision = end.named
     try:
+        client(settings).set_registered_model_tag(settings.model_name, PENDING_TAG, end.to_json())
         move()
     except (MlflowException, OSError) as exc:
+        _clear_pending(settings, run_id)
         marked = True
         try:
             client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "false")
@@ -467,72 +726,85 @@ def move_recorded(
             run_id=run_id,
         ) from exc
     except BaseException as stopped:
-        _record_interrupted(settings, run_id, stopped, champion, decision, stays, then)
+        _record_interrupted(settings, run_id, stopped, end, stays)
         raise
     try:
-        if then is not None:
-            then()
+        finish_decision(settings, end)
     except (MlflowException, OSError) as exc:
         with contextlib.suppress(MlflowException, OSError):
             client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "true")
         raise DecisionUnfinishedError(
             f"the {decision} is made and recorded (MLflow run {run_id}): the champion is "
-            f"version {champion}; but the registry "
+            f"version {end.champion}; but the registry "
             f"{without_password(settings.resolved_registry_uri)} refused what the decision "
             f"leaves beside it (aliases previous_champion and challenger, version tags): "
-            f"{_one_line(exc)}; `nextbest models` shows what it holds"
+            f"{_one_line(exc)}; once it takes writes again, `nextbest models --repair` "
+            "finishes it"
         ) from exc
     except BaseException as stopped:
-        _record_interrupted(settings, run_id, stopped, champion, decision, stays, then)
+        _record_interrupted(settings, run_id, stopped, end, stays)
         raise
+
+
+def _interruption(stopped: BaseException) -> str:
+    """How a command was interrupted: ``Ctrl-C``, ``SIGTERM`` (a ``SystemExit`` the
+    command raised for it), else the exception's class."""
+    import signal
+
+    if isinstance(stopped, KeyboardInterrupt):
+        return "Ctrl-C"
+    if isinstance(stopped, SystemExit) and stopped.code == 128 + signal.SIGTERM:
+        return "SIGTERM"
+    return type(stopped).__name__
+
+
+def _end_killed(settings: Settings, run_id: str, tags: Mapping[str, str]) -> bool:
+    """End run ``run_id`` KILLED with ``tags`` (the fluent API's active run when it is
+    that one, whose ``with`` block would end it FAILED); False when the store
+    refused (the run may read RUNNING). Raises nothing."""
+    try:
+        mlflow = _mlflow(settings)
+        for key, value in tags.items():
+            client(settings).set_tag(run_id, key, value)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run("KILLED")
+        else:
+            client(settings).set_terminated(run_id, "KILLED")
+    except Exception:
+        return False
+    return True
 
 
 def _record_interrupted(
     settings: Settings,
     run_id: str,
     stopped: BaseException,
-    champion: str,
-    decision: str,
+    end: DecisionEnd,
     stays: str,
-    then: Callable[[], None] | None,
 ) -> None:
     """End the decision run ``run_id`` a signal ``stopped`` within its alias moves
     (:func:`move_recorded`): KILLED, tagged with whether the champion had moved to
-    ``champion`` (then ``then`` finished first), and say so in one line. Raises
+    ``end.champion`` (then ``end`` is written first), and say so in one line. Raises
     nothing of its own (a second signal goes on): the interruption goes on."""
-    import signal
-
-    if isinstance(stopped, KeyboardInterrupt):
-        how = "Ctrl-C"
-    elif isinstance(stopped, SystemExit) and stopped.code == 128 + signal.SIGTERM:
-        how = "SIGTERM"
-    else:
-        how = type(stopped).__name__
+    how = _interruption(stopped)
+    decision, champion = end.named, end.champion
     try:
         moved: bool | None = alias_version(settings, CHAMPION_ALIAS) == champion
     except Exception:  # the store fails too: whether it moved is unknown
         moved = None
     finished = True
-    if moved and then is not None:
+    if moved:
         try:
-            then()
+            finish_decision(settings, end)
         except BaseException:  # a second signal, a failing store
             finished = False
-    recorded = True
-    try:
-        mlflow = _mlflow(settings)
-        tags = {INTERRUPTED_TAG: how}
-        if moved is not None:
-            tags[ALIAS_MOVED_TAG] = str(moved).lower()
-        for key, value in tags.items():
-            client(settings).set_tag(run_id, key, value)
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            mlflow.end_run("KILLED")  # the run's ``with`` would end it FAILED
-        else:
-            client(settings).set_terminated(run_id, "KILLED")
-    except Exception:  # the store fails: said below
-        recorded = False
+    elif moved is False:
+        _clear_pending(settings, run_id)
+    tags = {INTERRUPTED_TAG: how}
+    if moved is not None:
+        tags[ALIAS_MOVED_TAG] = str(moved).lower()
+    recorded = _end_killed(settings, run_id, tags)
     run = f"MLflow run {run_id}"
     if moved:
         said = (
@@ -543,7 +815,8 @@ def _record_interrupted(
                 ""
                 if finished
                 else "; what it leaves beside the champion (aliases previous_champion and "
-                "challenger, version tags) may be unfinished: `nextbest models` shows them"
+                "challenger, version tags) may be unfinished: `nextbest models` says what, "
+                "and `nextbest models --repair` finishes it"
             )
         )
     elif moved is None:
@@ -592,17 +865,17 @@ def _log_trained_champion(
         )
         mlflow.set_tags({"decision": "train", DECIDED_BY_TAG: decided_by()})
 
-        def then() -> None:
-            if serve_alias is not None and serve_alias != CHAMPION_ALIAS:
-                set_alias(settings, serve_alias, version)
-
+        served = serve_alias is not None and serve_alias != CHAMPION_ALIAS
         move_recorded(
             settings,
             str(run.info.run_id),
             lambda: set_alias(settings, CHAMPION_ALIAS, version),
-            then=then,
-            champion=version,
-            decision=f"training of version {version} as champion",
+            end=DecisionEnd(
+                kind="training",
+                champion=version,
+                replaces=previous,
+                aliases={serve_alias: version} if served and serve_alias else {},
+            ),
             stays=(
                 f"version {version} is registered without the alias, and the champion "
                 + (f"stays version {previous}" if previous else "is none yet")

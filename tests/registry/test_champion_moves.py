@@ -443,6 +443,7 @@ def test_a_promotion_interrupted_before_the_champion_moved_ends_killed_and_moves
     assert registry.alias_version(settings, "champion") == "1"
     assert registry.alias_version(settings, "challenger") == challenger
     assert gate.champion_history(settings) == ["1"]
+    assert registry.PENDING_TAG not in _registered_model_tags(settings)
     assert [(c.version, c.decision) for c in champion_changes(settings)] == [("1", "train")]
     # Run again, the promotion is made and recorded once.
     assert _force(settings).promoted
@@ -486,6 +487,7 @@ def test_a_promotion_interrupted_after_the_champion_moved_is_finished_and_record
     version = registry.client(settings).get_model_version(settings.model_name, challenger)
     assert version.tags["promotion"] == "forced" and "promoted_at" in version.tags
     assert gate.champion_history(settings) == ["1", challenger]
+    assert registry.PENDING_TAG not in _registered_model_tags(settings)
     assert [(c.version, c.decision, c.interrupted) for c in champion_changes(settings)] == [
         ("1", "train", None),
         (challenger, "forced promote", "Ctrl-C"),
@@ -677,3 +679,155 @@ def test_a_first_champion_training_killed_before_the_move_names_no_champion(
     assert "interrupted before the champion moved, not made: train of version 1 (replacing " in (
         shown
     ), shown
+
+
+def _models(settings: Settings, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["models", *args], env=_env(settings), terminal_width=240)
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _registered_model_tags(settings: Settings) -> dict[str, str]:
+    return dict(registry.client(settings).get_registered_model(settings.model_name).tags)
+
+
+def test_a_promotion_killed_after_the_champion_moved_is_said_unfinished_and_finished_by_a_rerun(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGKILL between the champion's move and previous_champion: the new champion kept
+    alias challenger, so a retried `nextbest promote` stopped with "the 'challenger'
+    alias names the champion itself" (exit 2), and `nextbest models` did not say that
+    anything was unfinished."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    _killed(settings, tmp_path, "previous_champion", "promote", "--force", "--reason", "x")
+    (killed,) = _decision_runs(settings, "promote")
+    assert registry.alias_version(settings, "champion") == challenger
+    assert registry.alias_version(settings, "challenger") == challenger
+
+    code, shown = _models(settings)
+    assert code == 0, shown
+    assert (
+        f"unfinished: the promotion of version {challenger} (replacing 1; MLflow run "
+        f"{killed.info.run_id}, recorded "
+    ) in shown, shown
+    assert (
+        "moved the champion and stopped before it finished (its process was killed "
+        "outright, or is still at work): alias previous_champion names no version, not "
+        "version 1; alias challenger still names "
+        f"the champion, version {challenger}; version {challenger} lacks its tags "
+        "promoted_at, promotion. `nextbest models --repair` finishes it"
+    ) in shown, shown
+    code, out = _models(settings, "--json")
+    unfinished = json.loads(out)["decision_unfinished"]
+    assert (unfinished["kind"], unfinished["champion"], unfinished["run_id"]) == (
+        "promotion",
+        challenger,
+        killed.info.run_id,
+    )
+    assert len(unfinished["unwritten"]) == 3
+
+    # The retried job: the promotion is finished, and there is nothing more to promote.
+    result = runner.invoke(
+        app, ["promote", "--force", "--reason", "x"], env=_env(settings), terminal_width=240
+    )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert (
+        f"finished: the promotion of version {challenger} (replacing 1; MLflow run "
+        f"{killed.info.run_id}) had moved the champion and stopped before it finished: "
+        "alias previous_champion names no version, not version 1;"
+    ) in said, said
+    assert f"nothing to promote: version {challenger}, the newest, is champion already" in said
+    assert registry.alias_version(settings, "previous_champion") == "1"
+    assert registry.alias_version(settings, "challenger") is None
+    assert gate.champion_history(settings) == ["1", challenger]
+    tags = registry.client(settings).get_model_version(settings.model_name, challenger).tags
+    assert tags["promotion"] == "forced" and "promoted_at" in tags
+    assert registry.PENDING_TAG not in _registered_model_tags(settings)
+    assert "unfinished" not in _models(settings)[1]
+    # Finished, not made again: one promotion in the timeline.
+    assert [(c.version, c.decision) for c in champion_changes(settings)] == [
+        ("1", "train"),
+        (challenger, "forced promote"),
+    ]
+
+
+def test_a_rollback_killed_after_the_champion_moved_is_finished_by_a_rerun_not_made_twice(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGKILL between a rollback's move (3 -> 2) and previous_champion: previous_champion
+    named the champion itself, and a retried `nextbest rollback` went on to version 1."""
+    settings = own_copy
+    for _ in range(2):
+        _register(settings, trained, alias="challenger")
+        _force(settings)
+    assert registry.alias_version(settings, "champion") == "3"
+    _killed(settings, tmp_path, "previous_champion", "rollback", "--reason", "complaints")
+    (killed,) = _decision_runs(settings, "rollback")
+    assert registry.alias_version(settings, "champion") == "2"
+    assert registry.alias_version(settings, "previous_champion") == "2"
+
+    code, shown = _models(settings)
+    assert code == 0, shown
+    assert (
+        f"unfinished: the rollback to version 2 (replacing 3; MLflow run {killed.info.run_id}"
+    ) in shown, shown
+    assert (
+        "alias previous_champion names version 2, not version 1; version 3 lacks its tag "
+        "rolled_back_at. `nextbest models --repair` finishes it"
+    ) in shown, shown
+
+    result = runner.invoke(app, ["rollback"], env=_env(settings), terminal_width=240)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert (
+        f"finished: the rollback to version 2 (replacing 3; MLflow run {killed.info.run_id}) "
+        "had moved the champion and stopped before it finished: alias previous_champion "
+        "names version 2, not version 1; version 3 lacks its tag rolled_back_at (written now)"
+    ) in said, said
+    assert "not rolled back further" in said, said
+    assert registry.alias_version(settings, "champion") == "2"
+    assert registry.alias_version(settings, "previous_champion") == "1"
+    assert gate.champion_history(settings) == ["1", "2"]
+    assert len(_decision_runs(settings, "rollback")) == 1
+    # Run once more, it is a rollback of its own.
+    assert gate.rollback(settings).to_version == "1"
+
+
+def test_models_repair_finishes_a_promotion_the_store_refused_after_the_move(
+    own_copy: Settings, trained
+) -> None:
+    """The store took the champion's move and refused previous_champion: the error
+    said to look at `nextbest models`, which said nothing was amiss, and nothing
+    finished the promotion."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    with (
+        _champion_alias_refused(settings, "previous_champion"),
+        pytest.raises(GateError) as refused,
+    ):
+        _force(settings)
+    assert "once it takes writes again, `nextbest models --repair` finishes it" in str(
+        refused.value
+    )
+    code, shown = _models(settings)
+    assert f"unfinished: the promotion of version {challenger} (replacing 1;" in shown, shown
+    assert "alias previous_champion names no version, not version 1" in shown, shown
+
+    # Refused again, it is said in one line, and stays unfinished.
+    with _champion_alias_refused(settings, "previous_champion"):
+        code, shown = _models(settings, "--repair")
+    assert code == 2, shown
+    assert "refused to finish it: MlflowException:" in shown, shown
+    assert "previous_champion alias refused" in shown, shown
+    assert registry.PENDING_TAG in _registered_model_tags(settings)
+
+    code, shown = _models(settings, "--repair")
+    assert code == 0, shown
+    assert f"finished: the promotion of version {challenger} (replacing 1;" in shown, shown
+    assert "unfinished" not in shown, shown
+    assert registry.alias_version(settings, "previous_champion") == "1"
+    assert registry.alias_version(settings, "challenger") is None
+    assert registry.PENDING_TAG not in _registered_model_tags(settings)
+    code, shown = _models(settings, "--repair")
+    assert "nothing to repair: no decision was left unfinished" in shown, shown

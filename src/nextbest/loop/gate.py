@@ -70,7 +70,7 @@ from nextbest.yamlfile import load_yaml_with_lines, validation_message, yaml_err
 CHAMPION = registry.CHAMPION_ALIAS
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
-HISTORY_TAG = "champion_history"
+HISTORY_TAG = registry.HISTORY_TAG
 # Version tag: the evaluation_share its retrain left out of training (retrain sets it).
 SHARE_TAG = "evaluation_share"
 # Version tag: how it last became champion, "gate passed" or "forced" (promote --force).
@@ -411,6 +411,8 @@ class Evaluation:
     unresolved_holdout: int = 0
     # Why the champion could not be loaded, when a forced promotion replaced it unvalued.
     champion_unloadable: str | None = None
+    # A decision killed after the champion moved, finished before this one was made.
+    finished: registry.UnfinishedDecision | None = None
 
 
 def action_space(
@@ -704,6 +706,8 @@ def promote(
     ``champion_history`` tag, so ``rollback`` can restore it; the promoted version
     loses alias ``challenger``. Serving processes pick
     the new champion up on their next reload (``POST /v1/admin/reload`` or polling).
+    A decision killed after the champion moved is finished first
+    (:func:`nextbest.registry.finish_unfinished`, ``Evaluation.finished``).
     ``reason`` (why, for the record) is a tag of the decision's run; a forced
     promotion must give one. Forced, the challenger replaces a champion without
     evidence to judge them by, or one whose model cannot be loaded (why is recorded:
@@ -723,6 +727,9 @@ def promote(
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
+    # A decision killed after the champion moved is finished first: this one starts
+    # from the registry it left (a promoted challenger no longer named challenger).
+    finished = registry.finish_unfinished(settings)
     try:
         evaluation = evaluate(settings, config=config, since=since, log=False, version=version)
     except (NoEvidenceError, ChampionUnloadableError) as exc:
@@ -733,17 +740,25 @@ def promote(
     if force and not evaluation.decision.passed:
         evaluation.decision.reasons.append("promoted anyway: --force")
 
+    evaluation.finished = finished
     new, old = evaluation.challenger_version, evaluation.champion_version
-
-    def then() -> None:
-        _after_champion_set(settings, new, old)
-        registry.client(settings).set_model_version_tag(
-            settings.model_name,
-            new,
-            PROMOTION_TAG,
-            "gate passed" if evaluation.decision.passed else "forced",
-        )
-
+    before = _history_before(settings, old)
+    end = registry.DecisionEnd(
+        kind="promotion",
+        champion=new,
+        replaces=old,
+        history=tuple(before if before and before[-1] == new else [*before, new]),
+        aliases={PREVIOUS_CHAMPION: old} if old != new else {},
+        # Promoted, it is no longer a challenger: the next evaluation waits for a new one
+        # rather than comparing the champion with itself.
+        released=(CHALLENGER,),
+        version_tags={
+            new: {
+                "promoted_at": datetime.now(UTC).isoformat(),
+                PROMOTION_TAG: "gate passed" if evaluation.decision.passed else "forced",
+            }
+        },
+    )
     try:
         evaluation.run_id = _log_evaluation(
             settings,
@@ -751,8 +766,8 @@ def promote(
             config,
             promoted=promote_it,
             reason=reason,
-            move=(lambda: _set_champion(settings, new, old)) if promote_it else None,
-            then=then,
+            move=(lambda: _set_champion(settings, new, before)) if promote_it else None,
+            end=end,
         )
     except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
         raise GateError(str(exc)) from exc
@@ -963,38 +978,25 @@ def champion_history(settings: Settings) -> list[str]:
     return [v for v in raw.split(",") if v]
 
 
-def _set_champion(settings: Settings, new: str, old: str | None) -> None:
-    """Move ``champion`` from ``old`` to ``new``, keeping ``champion_history`` true to
-    the alias should this stop at any step: ``old`` is added before the alias moves
-    (a rollback that finds the champion last takes it off), ``new`` after, by
-    :func:`_after_champion_set`."""
-    client = registry.client(settings)
+def _history_before(settings: Settings, old: str | None) -> list[str]:
+    """``champion_history`` as a promotion from ``old`` writes it before the alias moves:
+    with ``old`` last."""
     history = champion_history(settings)
     if old is not None and (not history or history[-1] != old):
         history.append(old)
+    return history
+
+
+def _set_champion(settings: Settings, new: str, history: list[str]) -> None:
+    """Move ``champion`` to ``new``, keeping ``champion_history`` true to the alias
+    should this stop at any step: ``history`` (:func:`_history_before`, the champion
+    it replaces last) is written before the alias moves (a rollback that finds the
+    champion last takes it off), ``new`` added after, with the rest of what the
+    promotion leaves (its :class:`~nextbest.registry.DecisionEnd`)."""
+    client = registry.client(settings)
+    if history != champion_history(settings):
         client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
     client.set_registered_model_alias(settings.model_name, CHAMPION, new)
-
-
-def _after_champion_set(settings: Settings, new: str, old: str | None) -> None:
-    """What a promotion leaves once ``new`` is champion in place of ``old``: ``new`` last
-    in ``champion_history``, ``previous_champion`` on ``old``, no ``challenger`` alias
-    on ``new``, its ``promoted_at`` tag. Each step is safe to repeat (an interrupted
-    promotion finishes it: :func:`nextbest.registry.move_recorded`)."""
-    client = registry.client(settings)
-    history = champion_history(settings)
-    if new != (history[-1] if history else None):
-        history.append(new)
-        client.set_registered_model_tag(settings.model_name, HISTORY_TAG, ",".join(history))
-    if old is not None and old != new:
-        client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, old)
-    if registry.alias_version(settings, CHALLENGER) == new:
-        # Promoted, it is no longer a challenger: the next evaluation waits for a new one
-        # rather than comparing the champion with itself.
-        client.delete_registered_model_alias(settings.model_name, CHALLENGER)
-    client.set_model_version_tag(
-        settings.model_name, new, "promoted_at", datetime.now(UTC).isoformat()
-    )
 
 
 @dataclass(frozen=True)
@@ -1006,6 +1008,9 @@ class Rollback:
     skipped: tuple[tuple[str, str], ...] = ()
     # What the operator should know of the version returned to (HCPs it does not know).
     notes: tuple[str, ...] = ()
+    # A decision killed after the champion moved, finished first: when it was a
+    # rollback, this is that rollback, finished, and no other is made.
+    finished: registry.UnfinishedDecision | None = None
 
 
 def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
@@ -1018,6 +1023,10 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     (``Rollback.skipped``, and the run's ``skipped`` tag): the alias never names a
     version the server cannot load. The run is written first, the alias moved last.
 
+    A decision killed after the champion moved is finished first
+    (``Rollback.finished``); when that was a rollback, it is the one returned and
+    no other is made (a retried rollback does not go one champion further back).
+
     Raises:
         GateError: there is no earlier champion to return to (or none that loads),
             or the registry refused the alias move (the run is marked failed).
@@ -1025,6 +1034,16 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, ": nothing to roll back")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
+    finished = registry.finish_unfinished(settings)
+    if finished is not None and finished.end.kind == "rollback":
+        # A rollback killed after the champion moved, run again (a retried job): it is
+        # finished, not made twice, which would go one champion further back.
+        return Rollback(
+            from_version=finished.end.replaces or "",
+            to_version=finished.end.champion,
+            run_id=finished.end.run_id,
+            finished=finished,
+        )
     client = registry.client(settings)
     current = registry.alias_version(settings, CHAMPION)
     recorded = champion_history(settings)
@@ -1076,15 +1095,18 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
                 )
             raise
 
-    def then() -> None:  # each step safe to repeat (see registry.move_recorded)
-        if len(history) >= 2:
-            client.set_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION, history[-2])
-        elif registry.alias_version(settings, PREVIOUS_CHAMPION) is not None:
-            client.delete_registered_model_alias(settings.model_name, PREVIOUS_CHAMPION)
-        if current is not None:
-            client.set_model_version_tag(
-                settings.model_name, current, "rolled_back_at", datetime.now(UTC).isoformat()
-            )
+    end = registry.DecisionEnd(
+        kind="rollback",
+        champion=target,
+        replaces=current,
+        history=tuple(history),
+        aliases={PREVIOUS_CHAMPION: history[-2] if len(history) >= 2 else None},
+        version_tags=(
+            {current: {"rolled_back_at": datetime.now(UTC).isoformat()}}
+            if current is not None
+            else {}
+        ),
+    )
 
     mlflow = registry._mlflow(settings)
     try:
@@ -1107,9 +1129,7 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
                 settings,
                 run_id,
                 move,
-                then=then,
-                champion=target,
-                decision=f"rollback to version {target}",
+                end=end,
                 stays=f"the champion stays version {current or 'none'}",
             )
     except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
@@ -1120,6 +1140,7 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         run_id=run_id,
         skipped=tuple(skipped),
         notes=tuple(notes),
+        finished=finished,
     )
 
 
@@ -1174,10 +1195,10 @@ def _log_evaluation(
     promoted: bool,
     reason: str | None = None,
     move: Callable[[], None] | None = None,
-    then: Callable[[], None] | None = None,
+    end: registry.DecisionEnd | None = None,
 ) -> str:
     """One MLflow run with the decision, the estimates and the gate config; then,
-    the decision recorded, ``move`` (a promotion's move of ``champion``) and ``then``
+    the decision recorded, ``move`` (a promotion's move of ``champion``) and ``end``
     (what it leaves beside) within the run (:func:`nextbest.registry.move_recorded`).
 
     Raises:
@@ -1239,14 +1260,12 @@ def _log_evaluation(
                 "plots/gate.png",
             )
         run_id = str(run.info.run_id)
-        if move is not None:
+        if move is not None and end is not None:
             registry.move_recorded(
                 settings,
                 run_id,
                 move,
-                then=then,
-                champion=evaluation.challenger_version,
-                decision=f"promotion of version {evaluation.challenger_version}",
+                end=end,
                 stays=f"the champion stays version {evaluation.champion_version}",
             )
     verdict = "passed" if decision.passed else "failed"
