@@ -1168,7 +1168,9 @@ def train(
         result.notes.extend(_data_notes(dataset))
         step("register")
         try:
-            with _interruptible_as_ctrl_c():  # a first champion's decision run: see promote
+            # A training run or a first champion's decision run caught by a signal ends
+            # KILLED, saying so (see promote).
+            with _interruptible_as_ctrl_c():
                 info = registry.log_training_run(result, settings, alias=alias)
         except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
             raise _fail(str(exc)) from None
@@ -2714,18 +2716,21 @@ def retrain(
         task, step = _stage_steps(progress, "feedback", len(stages))
 
         try:
-            outcome = run_retrain(
-                settings,
-                dataset=dataset,
-                config=train_config,
-                since=start,
-                alias=alias,
-                reserved_share=gate.evaluation_share,
-                progress=step,
-                client=client,
-                data_notes=_data_notes(dataset),
-                allow_history_only=allow_history_only,
-            )
+            # A scheduler's SIGTERM stops it as Ctrl-C does: a training run caught
+            # logging ends KILLED, saying so, not RUNNING.
+            with _interruptible_as_ctrl_c():
+                outcome = run_retrain(
+                    settings,
+                    dataset=dataset,
+                    config=train_config,
+                    since=start,
+                    alias=alias,
+                    reserved_share=gate.evaluation_share,
+                    progress=step,
+                    client=client,
+                    data_notes=_data_notes(dataset),
+                    allow_history_only=allow_history_only,
+                )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None
         progress.update(task, completed=len(stages))
@@ -3712,6 +3717,7 @@ def models(
             if v.promoted_at
             else None,
             f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
+            _training_run_said(v),
             f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"
             if v.feedback_engagement_missing
             else None,
@@ -3738,6 +3744,24 @@ def models(
             f"[bold red]unfinished:[/bold red] {escape(unfinished.said())}", highlight=False
         )
     return versions
+
+
+def _training_run_said(v: VersionSummary) -> str | None:
+    """Of a version whose training run did not end FINISHED: how it ended, and whether
+    the version was registered in full before (its artifact_sha256 tag, written last)."""
+    if v.training_run_status is None:
+        return None
+    how = (
+        "never ended (its process was killed outright, or is still at work)"
+        if v.training_run_status == "RUNNING"
+        else f"was interrupted ({v.training_interrupted or 'killed'}) and marked killed"
+    )
+    return f"its training run {how}: " + (
+        "the version was registered in full before"
+        if v.artifact_sha256 is not None
+        else "the version was registered without all of its tags (no artifact_sha256: "
+        "loaded unverified); register a new one with `nextbest retrain` or `nextbest train`"
+    )
 
 
 def _parse_time(value: str, option: str) -> datetime:

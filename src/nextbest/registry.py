@@ -304,55 +304,66 @@ def log_training_run(
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
     source = source_commit()
-    with mlflow.start_run(experiment_id=experiment), tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({**result.params, **(extra_params or {})})
-        mlflow.log_metrics(result.metrics)
-        mlflow.set_tags(
-            {
-                "data_fingerprint": result.model.metadata.get("data_fingerprint", ""),
-                "uplift_source": result.model.uplift_source,
-                SOURCE_TAG: source,
-                **_mlflow_source_tags(source),
-                **(extra_tags or {}),
-            }
-        )
-        # The files themselves, not only their values and paths: a path is relative
-        # to a working directory, and the file may be edited after the run.
-        for key in ("config.file", "config.levers"):
-            named = result.params.get(key)
-            if isinstance(named, str) and Path(named).is_file():
-                mlflow.log_artifact(named, "config")
-        mlflow.log_text("\n".join(result.notes) or "no notes", "notes.txt")
-        mlflow.log_text(
-            json.dumps(result.model.space.feature_names, indent=1), "feature_names.json"
-        )
-        for name, figure in _figures(result).items():
-            mlflow.log_figure(figure, f"plots/{name}.png")
-        artifact = Path(tmp) / "scoring_model.joblib"
-        joblib.dump(result.model, artifact, compress=3)
-        with warnings.catch_warnings(), _quiet("mlflow.pyfunc"), _without_registration_lines():
-            warnings.simplefilter("ignore")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=_pyfunc_class()(),
-                artifacts={SCORING_ARTIFACT: str(artifact)},
-                pip_requirements=_requirements(),
-                registered_model_name=settings.model_name,
+    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
+        # A training run interrupted (Ctrl-C, or a SIGTERM the command turns into
+        # SystemExit) ends KILLED, saying so, where MLflow's ``with`` ended it FAILED
+        # (and a SIGTERM not turned into SystemExit left it RUNNING); the version's
+        # tags are written within the run, so a run that ended FINISHED registered it
+        # in full.
+        try:
+            mlflow.log_params({**result.params, **(extra_params or {})})
+            mlflow.log_metrics(result.metrics)
+            mlflow.set_tags(
+                {
+                    "data_fingerprint": result.model.metadata.get("data_fingerprint", ""),
+                    "uplift_source": result.model.uplift_source,
+                    SOURCE_TAG: source,
+                    **_mlflow_source_tags(source),
+                    **(extra_tags or {}),
+                }
             )
-    version = str(info.registered_model_version)
-    mlflow_client = client(settings)
-    with _model_dir(settings, version) as (root, _):
-        digest = artifact_digest(_read_model_dir(root))
-    tags = {
-        "uplift_source": result.model.uplift_source,
-        FORMAT_TAG: str(ARTIFACT_FORMAT),
-        CODE_TAG: _code_version(),
-        SOURCE_TAG: source,
-        DIGEST_TAG: digest,
-        **(extra_tags or {}),
-    }
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
+            # The files themselves, not only their values and paths: a path is relative
+            # to a working directory, and the file may be edited after the run.
+            for key in ("config.file", "config.levers"):
+                named = result.params.get(key)
+                if isinstance(named, str) and Path(named).is_file():
+                    mlflow.log_artifact(named, "config")
+            mlflow.log_text("\n".join(result.notes) or "no notes", "notes.txt")
+            mlflow.log_text(
+                json.dumps(result.model.space.feature_names, indent=1), "feature_names.json"
+            )
+            for name, figure in _figures(result).items():
+                mlflow.log_figure(figure, f"plots/{name}.png")
+            artifact = Path(tmp) / "scoring_model.joblib"
+            joblib.dump(result.model, artifact, compress=3)
+            with warnings.catch_warnings(), _quiet("mlflow.pyfunc"), _without_registration_lines():
+                warnings.simplefilter("ignore")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=_pyfunc_class()(),
+                    artifacts={SCORING_ARTIFACT: str(artifact)},
+                    pip_requirements=_requirements(),
+                    registered_model_name=settings.model_name,
+                )
+            version = str(info.registered_model_version)
+            mlflow_client = client(settings)
+            with _model_dir(settings, version) as (root, _):
+                digest = artifact_digest(_read_model_dir(root))
+            tags = {
+                "uplift_source": result.model.uplift_source,
+                FORMAT_TAG: str(ARTIFACT_FORMAT),
+                CODE_TAG: _code_version(),
+                SOURCE_TAG: source,
+                **(extra_tags or {}),
+                # Last: a version that has it was registered in full (see VersionSummary).
+                DIGEST_TAG: digest,
+            }
+            for key, value in tags.items():
+                mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
+        except BaseException as stopped:
+            if not isinstance(stopped, Exception):
+                _record_training_interrupted(settings, str(run.info.run_id), stopped)
+            raise
     served = alias_version(settings, settings.serve_alias)
     if alias is None and alias_version(settings, CHAMPION_ALIAS) is None:
         alias = CHAMPION_ALIAS
@@ -836,6 +847,35 @@ def _record_interrupted(
     logger.error("%s", said)
 
 
+def _record_training_interrupted(settings: Settings, run_id: str, stopped: BaseException) -> None:
+    """End the training run ``run_id`` a signal ``stopped`` (Ctrl-C, SIGTERM): KILLED,
+    tagged :data:`INTERRUPTED_TAG`, saying in one line what it left (a version
+    registered before the signal, without all of its tags). Raises nothing of its
+    own: the interruption goes on."""
+    how = _interruption(stopped)
+    registered: list[str] | None
+    try:
+        found = client(settings).search_model_versions(f"run_id='{run_id}'")
+        registered = sorted((str(v.version) for v in found), key=int)
+    except Exception:  # the store fails: said as unknown
+        registered = None
+    recorded = _end_killed(settings, run_id, {INTERRUPTED_TAG: how})
+    said = f"training was interrupted ({how}) while it logged MLflow run {run_id}: " + (
+        "the run is marked killed"
+        if recorded
+        else "the run could not be marked killed (it may read RUNNING)"
+    )
+    if registered:
+        said += (
+            f"; version {', '.join(registered)} was registered from it before it stopped, "
+            "maybe without all of its tags (`nextbest models` says so of it): register a "
+            "new version with `nextbest train` or `nextbest retrain`"
+        )
+    elif registered == []:
+        said += "; no version was registered"
+    logger.error("%s", said)
+
+
 def _log_trained_champion(
     settings: Settings,
     version: str,
@@ -1113,6 +1153,12 @@ class VersionSummary:
     # SHA-256 of its model directory when registered (None: registered before it was
     # recorded); every load checks it.
     artifact_sha256: str | None = None
+    # Its training run's status when that did not end FINISHED: KILLED (interrupted:
+    # ``training_interrupted`` says how, Ctrl-C or SIGTERM) or RUNNING (its process
+    # killed outright, or still at work); None when it finished. Judged with
+    # ``artifact_sha256``, written last: with it, the version was registered in full.
+    training_run_status: str | None = None
+    training_interrupted: str | None = None
 
 
 def _channel_list(tag: str | None) -> list[str] | None:
@@ -1158,9 +1204,11 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         params: dict[str, str] = {}
         metrics: dict[str, float] = {}
         run_tags: dict[str, str] = {}
+        status = None
         if mv.run_id:
             run = mlflow_client.get_run(mv.run_id)
             params, metrics, run_tags = run.data.params, run.data.metrics, run.data.tags
+            status = str(run.info.status)
         value, low, high = (
             metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
         )
@@ -1203,6 +1251,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 nextbest_version=mv.tags.get(CODE_TAG),
                 source_commit=mv.tags.get(SOURCE_TAG),
                 artifact_sha256=mv.tags.get(DIGEST_TAG),
+                training_run_status=status if status in ("KILLED", "RUNNING") else None,
+                training_interrupted=run_tags.get(INTERRUPTED_TAG),
             )
         )
     return out

@@ -831,3 +831,120 @@ def test_models_repair_finishes_a_promotion_the_store_refused_after_the_move(
     assert registry.PENDING_TAG not in _registered_model_tags(settings)
     code, shown = _models(settings, "--repair")
     assert "nothing to repair: no decision was left unfinished" in shown, shown
+
+
+# Runs `nextbest ARGS...` with the first write of version tag TAG held for two minutes
+# before the store takes it, saying so in MARKER: training caught by a signal while
+# it logs its run, after the version was registered.
+_HELD_AT_VERSION_TAG = """
+import os, sys, time
+from pathlib import Path
+
+from mlflow.tracking.client import MlflowClient
+
+tag_held, marker = sys.argv[1], Path(sys.argv[2])
+original = MlflowClient.set_model_version_tag
+
+
+def held(self, name, version, key, value):
+    if key == tag_held and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(120)
+    return original(self, name, version, key, value)
+
+
+MlflowClient.set_model_version_tag = held
+sys.argv = ["nextbest", *sys.argv[3:]]
+from nextbest.cli import main
+
+main()
+"""
+
+
+def _retrain_stopped(settings: Settings, trained, tmp_path: Path, sig: int) -> tuple[int, str]:
+    """`nextbest retrain` (a model of the history alone, the fast config) sent ``sig``
+    once it registered its version, while it tags it; the exit code and the output."""
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "held"
+    fast = Path(__file__).parents[1] / "cli" / "fast_train.yaml"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _HELD_AT_VERSION_TAG,
+            registry.DIGEST_TAG,
+            str(marker),
+            "retrain",
+            "--data",
+            str(trained.data_dir),
+            "--config",
+            str(fast),
+            "--allow-history-only",
+        ],
+        env={**_process_env(), "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    deadline = time.monotonic() + 240
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=5)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, " ".join((out + err).split())
+
+
+def test_a_retrain_stopped_by_sigterm_ends_its_training_run_killed_and_says_what_it_left(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """A scheduler's SIGTERM while retrain logged its run ended the process outright:
+    the training run stayed RUNNING in MLflow for good, and `nextbest models` listed
+    the version it had registered, without its digest, as any other."""
+    import signal
+
+    settings = own_copy
+    code, said = _retrain_stopped(settings, trained, tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, said
+    version = registry.client(settings).get_model_version(settings.model_name, "2")
+    run = registry.client(settings).get_run(version.run_id)
+    assert run.info.status == "KILLED", said
+    assert run.data.tags[registry.INTERRUPTED_TAG] == "SIGTERM"
+    assert (
+        f"error: training was interrupted (SIGTERM) while it logged MLflow run "
+        f"{run.info.run_id}: the run is marked killed; version 2 was registered from it "
+        "before it stopped, maybe without all of its tags"
+    ) in said, said
+    code, shown = _models(settings)
+    assert (
+        "its training run was interrupted (SIGTERM) and marked killed: the version was "
+        "registered without all of its tags (no artifact_sha256: loaded unverified)"
+    ) in shown, shown
+    listed = json.loads(_models(settings, "--json")[1])["versions"]
+    assert [(v["version"], v["training_run_status"]) for v in listed] == [
+        ("2", "KILLED"),
+        ("1", None),
+    ]
+
+
+def test_a_retrain_killed_outright_is_judged_by_its_version_at_read(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGKILL while retrain tags its version: the run stays RUNNING (nothing of the
+    process runs after), and `nextbest models` says so of the version."""
+    import signal
+
+    settings = own_copy
+    code, said = _retrain_stopped(settings, trained, tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL, said
+    version = registry.client(settings).get_model_version(settings.model_name, "2")
+    assert registry.client(settings).get_run(version.run_id).info.status == "RUNNING"
+    code, shown = _models(settings)
+    assert (
+        "its training run never ended (its process was killed outright, or is still at "
+        "work): the version was registered without all of its tags"
+    ) in shown, shown
