@@ -132,9 +132,37 @@ def _mlflow(settings: Settings) -> Any:
     _refuse_unusable_sqlite(settings.resolved_tracking_uri)
     for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
         _refuse_unreachable_server(uri)
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    mlflow.set_registry_uri(settings.resolved_registry_uri)
+    mlflow.set_tracking_uri(_mlflow_uri(settings.resolved_tracking_uri))
+    mlflow.set_registry_uri(_mlflow_uri(settings.resolved_registry_uri))
     return mlflow
+
+
+def _mlflow_uri(uri: str) -> str:
+    """``uri``, a tracking or registry store, as MLflow is given it: a PostgreSQL store
+    with libpq's ``connect_timeout`` (``PG_CONNECT_TIMEOUT_S``) unless it sets its own.
+
+    MLflow makes its SQLAlchemy engine from the URI alone (its
+    ``MLFLOW_SQLALCHEMYSTORE_*`` settings size the pool, and none passes connect
+    arguments), and the query of the URI is what the driver is given. Without it,
+    each new connection of MLflow's pool (the reconnect after a store that answered
+    went down: the reload watcher's poll, ``POST /v1/admin/reload``) waited for the
+    system's TCP timeout, or for ever on a server that accepts and hangs. A SQLite
+    store needs nothing: sqlite3 waits at most 5 s for a lock (its busy timeout),
+    then says the store is locked.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
+
+    try:
+        url = make_url(uri)
+    except (ArgumentError, ValueError):  # not a database (databricks, http...): as given
+        return uri
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return uri
+    timed = url.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
+    return timed.render_as_string(hide_password=False)
 
 
 # MLflow's stores on a database server: its SQLAlchemy backends other than SQLite.
@@ -150,7 +178,7 @@ def _refuse_unreachable_server(uri: str) -> None:
     (the driver's error: connection refused, timeout expired) after one try, where
     MLflow opening it tried ten times over about 101 s, each with a WARNING of several
     lines, a constant of MLflow's that no setting changes. A PostgreSQL server gets
-    libpq's ``connect_timeout`` (``PG_CONNECT_TIMEOUT_S``) unless the URI sets its own,
+    libpq's ``connect_timeout`` as MLflow's own connections now do (:func:`_mlflow_uri`),
     which MLflow's tries lacked: on a network that drops packets each waited for the
     system's TCP timeout. Once per process and store, until it answers (about 10 ms).
     """
@@ -161,19 +189,13 @@ def _refuse_unreachable_server(uri: str) -> None:
     from sqlalchemy.exc import ArgumentError
     from sqlalchemy.pool import NullPool
 
-    from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
-
     try:
-        url = make_url(uri)
+        url = make_url(_mlflow_uri(uri))  # with the connect_timeout MLflow's engine gets
     except (ArgumentError, ValueError):  # not a database (databricks, ...): MLflow's
         return
-    backend = url.get_backend_name()
-    if backend not in _SERVER_BACKENDS:
+    if url.get_backend_name() not in _SERVER_BACKENDS:
         return
-    connect_args: dict[str, Any] = {}
-    if backend == "postgresql" and "connect_timeout" not in url.query:
-        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect():
             pass
@@ -200,7 +222,8 @@ def _refuse_unusable_sqlite(uri: str, *, read: bool = False) -> None:
 def client(settings: Settings) -> Any:
     mlflow = _mlflow(settings)
     return mlflow.MlflowClient(
-        tracking_uri=settings.resolved_tracking_uri, registry_uri=settings.resolved_registry_uri
+        tracking_uri=_mlflow_uri(settings.resolved_tracking_uri),
+        registry_uri=_mlflow_uri(settings.resolved_registry_uri),
     )
 
 
@@ -968,8 +991,8 @@ def _model_dir(settings: Settings, version: str) -> Iterator[tuple[Path, str]]:
     _mlflow(settings)
     repo = ModelsArtifactRepository(
         f"models:/{settings.model_name}/{version}",
-        tracking_uri=settings.resolved_tracking_uri,
-        registry_uri=settings.resolved_registry_uri,
+        tracking_uri=_mlflow_uri(settings.resolved_tracking_uri),
+        registry_uri=_mlflow_uri(settings.resolved_registry_uri),
     ).repo
     if isinstance(repo, LocalArtifactRepository):
         yield Path(repo.get_local_path("")), str(repo.artifact_uri)

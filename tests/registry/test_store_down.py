@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,3 +151,44 @@ def test_a_store_that_answers_is_probed_once_per_process(
         assert time.monotonic() - started < WITHIN_S
     finally:
         proxy.stop()
+
+
+@pytest.mark.postgres
+def test_a_store_that_hangs_after_it_answered_is_said_at_the_connect_timeout(
+    trained, postgres_url: str, tmp_path: Path
+) -> None:
+    """A store that answered (MLflow's pool holds a connection) and then hangs, as
+    behind a network that drops packets: the next read (a watcher's poll, a reload
+    asked for) reconnects, and that connection of MLflow's own waits the connect
+    timeout, as the check before MLflow opened the store did, not for ever."""
+    proxy, through = TcpProxy.to_database(postgres_url, port=free_port())
+    proxy.start()
+    try:
+        settings = trained.settings.model_copy(
+            update={"models_dir": tmp_path / "models", "tracking_uri": through}
+        )
+        model = registry.load_version(trained.settings, trained.version)
+        result = TrainResult(model=model, metrics={}, params={"variant": "store-hangs"})
+        assert registry.log_training_run(result, settings).version == "1"
+        assert registry.alias_version(settings, "champion") == "1"
+        proxy.hang()
+        said: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                registry.alias_version(settings, "champion")
+            except BaseException as exc:
+                said.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        started = time.monotonic()
+        reader.start()
+        reader.join(PG_CONNECT_TIMEOUT_S + WITHIN_S)
+        took = time.monotonic() - started
+        assert not reader.is_alive(), f"still waiting after {took:.0f} s"
+        assert proxy.held >= 1, "the read reconnected through the proxy"
+        assert took >= PG_CONNECT_TIMEOUT_S - 1, f"{took:.1f} s: not the connect timeout"
+        assert len(said) == 1 and isinstance(said[0], registry.RegistryUnreadableError), said
+        assert "ConnectionTimeout: connection timeout expired" in str(said[0]), said[0]
+    finally:
+        proxy.stop()  # closes the connections it held too: a reader still waiting ends

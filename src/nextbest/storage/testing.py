@@ -57,7 +57,9 @@ class TcpProxy:
 
     ``stop()`` closes the listening socket and every connection through it (the
     database is unreachable: refused, and dropped mid-session); ``start()``
-    listens again on the same port. Clients connect to ``127.0.0.1:port``.
+    listens again on the same port. ``hang()`` keeps listening but answers nothing,
+    as a server that hangs or a network that drops packets does. Clients connect to
+    ``127.0.0.1:port``.
     """
 
     def __init__(self, target_host: str, target_port: int, *, port: int) -> None:
@@ -66,7 +68,9 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._hanging = False
         self.accepted = 0  # connections passed on to the server since the proxy was made
+        self.held = 0  # connections accepted and left unanswered (hang) since it was made
 
     @classmethod
     def to_database(cls, url: str, *, port: int) -> tuple[TcpProxy, str]:
@@ -77,6 +81,11 @@ class TcpProxy:
         return proxy, through.render_as_string(hide_password=False)
 
     def start(self) -> None:
+        """Listen, passing connections on to the server; after ``hang()``, pass the new
+        ones on again (those it holds stay unanswered, as a packet lost for good)."""
+        self._hanging = False
+        if self._listener is not None:
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -84,12 +93,24 @@ class TcpProxy:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
+    def hang(self) -> None:
+        """Close every connection through the proxy (the server is gone) and, from now
+        on, accept connections and hold them open without a byte of answer, until
+        ``stop()``: a client waits for its own timeout, as behind a firewall that
+        drops packets or on a server that hangs."""
+        self._hanging = True
+        self._close_open()
+
     def stop(self) -> None:
+        self._hanging = False
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+        self._close_open()
+
+    def _close_open(self) -> None:
         with self._lock:
             for sock in self._open:
                 with contextlib.suppress(OSError):
@@ -103,6 +124,14 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:  # stopped
                 return
+            if self._hanging:
+                with self._lock:
+                    if self._listener is not listener:  # stopped meanwhile
+                        client.close()
+                        return
+                    self._open.add(client)
+                    self.held += 1
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
