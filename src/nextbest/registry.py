@@ -70,9 +70,15 @@ class RegistryError(RuntimeError):
 
 
 class RegistryUnreadableError(RegistryError):
-    """The registry's store cannot be read (a SQLite file that is no database or is
-    locked, a database server that is down): nothing is known of its aliases and
-    versions, which is not the same as a missing alias."""
+    """An MLflow store cannot be read (a SQLite file that is no database or is
+    locked, a database server that is down): nothing is known of the registry's
+    aliases and versions, which is not the same as a missing alias. ``store`` says
+    which: ``registry`` (also when it is the tracking store too) or ``tracking
+    store`` (``NEXTBEST_TRACKING_URI``, when the registry is another store)."""
+
+    def __init__(self, message: str, *, store: str = "registry") -> None:
+        super().__init__(message)
+        self.store = store
 
 
 class ArtifactsUnreadableError(RegistryError):
@@ -1096,29 +1102,55 @@ def alias_version(settings: Settings, alias: str) -> str | None:
     store = _store_file(settings)
     if store is not None and not store.exists():
         return None  # MLflow would create it (every poll of a serving worker goes here)
+    what = f"alias '{alias}'"
+    mlflow_client = _reading_client(settings, what)
     try:
-        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
+        return str(mlflow_client.get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException as exc:
         # No such model (RESOURCE_DOES_NOT_EXIST) or alias (INVALID_PARAMETER_VALUE);
         # anything else is the store failing (MLflow wraps its database's errors).
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
-        raise _unreadable(settings, f"alias '{alias}'", exc) from exc
-    except (SQLAlchemyError, sqlite3.Error) as exc:  # raised while MLflow opens the store
-        raise _unreadable(settings, f"alias '{alias}'", exc) from exc
+        raise _unreadable(settings, what, exc) from exc
+    except (SQLAlchemyError, sqlite3.Error) as exc:  # raised while MLflow opens the registry
+        raise _unreadable(settings, what, exc) from exc
 
 
-def _unreadable(settings: Settings, what: str, exc: Exception) -> RegistryUnreadableError:
-    """The error of a store that could not be asked for ``what`` of the served model
-    (``alias 'champion'``, ``the versions``), in one line."""
+def _reading_client(settings: Settings, what: str) -> Any:
+    """:func:`client` for reading ``what`` of the served model: a store that cannot
+    be opened (its server down, its file no database or locked) raises
+    :class:`RegistryUnreadableError` naming that store, the tracking store or the
+    registry, where the error named the registry whichever had failed."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
+        try:
+            _refuse_unreachable_server(uri)
+        except SQLAlchemyError as exc:
+            raise _unreadable(settings, what, exc, uri=uri) from exc
+    try:
+        return client(settings)  # MLflow opens the tracking store with its client
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        raise _unreadable(settings, what, exc, uri=settings.resolved_tracking_uri) from exc
+
+
+def _unreadable(
+    settings: Settings, what: str, exc: Exception, *, uri: str | None = None
+) -> RegistryUnreadableError:
+    """The error of the store at ``uri`` (default: the registry) that could not be
+    asked for ``what`` of the served model (``alias 'champion'``, ``the versions``),
+    in one line, naming that store without its password."""
     from nextbest.storage.db import describe_database_error
 
+    uri = uri or settings.resolved_registry_uri
+    store = "registry" if uri == settings.resolved_registry_uri else "tracking store"
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     verb = "are" if what.startswith("the ") else "is"
     return RegistryUnreadableError(
-        f"the MLflow registry {without_password(settings.resolved_registry_uri)} cannot be "
-        f"read, so {what} of model '{settings.model_name}' {verb} unknown: "
-        f"{describe_database_error(cause)}"
+        f"the MLflow {store} {without_password(uri)} cannot be read, so {what} of model "
+        f"'{settings.model_name}' {verb} unknown: {describe_database_error(cause)}",
+        store=store,
     )
 
 

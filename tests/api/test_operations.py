@@ -19,6 +19,7 @@ from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.api.process import free_port
 from nextbest.service.runtime import ServingRuntime
+from nextbest.settings import Settings
 from nextbest.storage.db import make_engine, make_session_factory
 from nextbest.storage.testing import POSTGRES_URL_ENV, TcpProxy, temporary_postgres_database
 
@@ -1463,6 +1464,61 @@ def test_a_registry_on_a_postgresql_server_that_is_down_is_said_as_such(
         assert served.status_code == 200 and served.json()["model_version"] == "1"
         proxy.start()
         assert client.post("/v1/admin/reload").json()["version"] == "1"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("down", ["tracking store", "registry"])
+def test_of_two_stores_readiness_names_the_one_that_cannot_be_read(
+    own_registry, keys, proxied_database, tmp_path: Path, down: str
+) -> None:
+    """NEXTBEST_TRACKING_URI and NEXTBEST_REGISTRY_URI on two stores, the one on
+    PostgreSQL down when a worker starts: /readyz and the 503 of a recommendation name
+    that store, with its URI without its password, not the other (a tracking store
+    down was said as the registry)."""
+    from sqlalchemy.engine import make_url
+
+    from nextbest.learning.train import TrainResult
+    from nextbest.settings import without_password
+
+    proxy, through = proxied_database
+    server = make_url(through).set(password="s3cret-pw").render_as_string(hide_password=False)
+    local = f"sqlite:///{tmp_path / 'other.db'}"
+
+    def on(store: str) -> Settings:
+        tracking, registry_uri = (store, local) if down == "tracking store" else (local, store)
+        return own_registry.model_copy(
+            update={"tracking_uri": tracking, "registry_uri": registry_uri}
+        )
+
+    proxy.start()
+    model = registry.load_version(own_registry, "1")
+    result = TrainResult(model=model, metrics={}, params={"variant": "two stores"})
+    # Trained through another spelling of the store's URI, as by another process:
+    # the worker below has not opened the store (trust authentication: no password).
+    assert registry.log_training_run(result, on(through)).version == "1"
+    proxy.stop()
+    settings = on(server)
+    said = f"the MLflow {down} {without_password(server)} cannot be read"
+    other = "registry" if down == "tracking store" else "tracking store"
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == (
+            "no model loaded: model registry unreadable"
+            if down == "registry"
+            else "no model loaded: MLflow tracking store unreadable"
+        )
+        assert ready.json()["last_reload_error"].startswith(f"RegistryUnreadableError: {said}"), (
+            ready.json()
+        )
+        refused = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert refused.status_code == 503, refused.text
+        assert said in refused.json()["detail"], refused.json()
+        for answer in (ready, refused):
+            assert f"the MLflow {other}" not in answer.text and "s3cret-pw" not in answer.text
+        proxy.start()
+        assert client.post("/v1/admin/reload").json()["version"] == "1"
+        assert client.get("/readyz").json()["model_version"] == "1"
 
 
 def _wait_for(predicate, seconds: float = 15.0) -> bool:

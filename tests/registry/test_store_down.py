@@ -192,3 +192,30 @@ def test_a_store_that_hangs_after_it_answered_is_said_at_the_connect_timeout(
         assert "ConnectionTimeout: connection timeout expired" in str(said[0]), said[0]
     finally:
         proxy.stop()  # closes the connections it held too: a reader still waiting ends
+
+
+@pytest.mark.parametrize("down", ["tracking store", "registry"])
+def test_of_two_stores_the_one_that_is_down_is_named(tmp_path: Path, down: str) -> None:
+    """NEXTBEST_TRACKING_URI and NEXTBEST_REGISTRY_URI on two stores, one of them on a
+    server that refuses: the reader of the served alias names that one, with its URI
+    without the password; a tracking store down was said as the registry."""
+    closed = free_port()
+    server = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/mlflow"
+    local = tmp_path / "other.db"
+    local.touch()  # a store there: asking about an alias would not create one
+    tracking, registry_uri = (
+        (server, f"sqlite:///{local}")
+        if down == "tracking store"
+        else (f"sqlite:///{local}", server)
+    )
+    settings = Settings(
+        models_dir=tmp_path / "models", tracking_uri=tracking, registry_uri=registry_uri
+    )
+    with pytest.raises(registry.RegistryUnreadableError) as refused:
+        registry.alias_version(settings, "champion")
+    assert refused.value.store == down
+    assert str(refused.value).startswith(
+        f"the MLflow {down} postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow cannot "
+        "be read, so alias 'champion' of model 'nextbest' is unknown: OperationalError: "
+    ), refused.value
+    assert "sqlite" not in str(refused.value) and "s3cret-pw" not in str(refused.value)

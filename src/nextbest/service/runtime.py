@@ -287,9 +287,10 @@ class ServingRuntime:
         # The last reload failed on the rules or territories file (what a 'no model'
         # 503 explains).
         self._file_failed = False
-        # The last reload could not read the registry's store: no alias is known to
-        # be missing, and no training is called for.
-        self._registry_failed = False
+        # The MLflow store the last reload could not read ("registry" or "tracking
+        # store"; None: it read them): no alias is known to be missing, and no
+        # training is called for.
+        self._unreadable_store: str | None = None
         # Set when the start-up migration could not reach the database; the watcher
         # retries it until it does.
         self.migration_pending = False
@@ -492,7 +493,7 @@ class ServingRuntime:
             return f"not serving: {self.last_reload_error}; fix the file{retried}"
         if self._failed_version is not None:
             return f"no model is loaded: {served} failed to load{retried}: {self.last_reload_error}"
-        if self._registry_failed:
+        if self._unreadable_store is not None:
             return f"no model is loaded: {self.last_reload_error}{retried}"
         if self.last_reload_error is not None:
             return (
@@ -516,8 +517,10 @@ class ServingRuntime:
                 if error.startswith("TerritoriesError")
                 else "serving rules file invalid"
             )
-        if self._registry_failed:
+        if self._unreadable_store == "registry":
             return "no model loaded: model registry unreadable"
+        if self._unreadable_store is not None:
+            return f"no model loaded: MLflow {self._unreadable_store} unreadable"
         return "no model loaded"
 
     @property
@@ -645,7 +648,9 @@ class ServingRuntime:
                 )
                 self._failed_version = loading
                 self._file_failed = isinstance(exc, RulesError | TerritoriesError)
-                self._registry_failed = isinstance(exc, registry.RegistryUnreadableError)
+                self._unreadable_store = (
+                    exc.store if isinstance(exc, registry.RegistryUnreadableError) else None
+                )
                 # A poll or retry failing as the last reload did is the same failure,
                 # neither said nor counted again: a server waiting for its first model
                 # logged the same two lines every 10 s until one was trained, and an
@@ -679,7 +684,7 @@ class ServingRuntime:
                     )
             self._failed_version = None
             self._file_failed = False
-            self._registry_failed = False
+            self._unreadable_store = None
             if rules_changed:
                 self.rules = rules
                 logger.info("serving rules re-read from %s", rules.source)
