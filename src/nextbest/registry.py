@@ -179,16 +179,17 @@ _SERVER_BACKENDS = frozenset({"postgresql", "mysql", "mssql"})
 _SERVERS_ANSWERED: set[str] = set()
 
 
-def _refuse_unreachable_server(uri: str) -> None:
+def _refuse_unreachable_server(uri: str, *, again: bool = False) -> None:
     """A store on a database server that does not answer: SQLAlchemy's OperationalError
     (the driver's error: connection refused, timeout expired) after one try, where
     MLflow opening it tried ten times over about 101 s, each with a WARNING of several
     lines, a constant of MLflow's that no setting changes. A PostgreSQL server gets
     libpq's ``connect_timeout`` as MLflow's own connections now do (:func:`_mlflow_uri`),
     which MLflow's tries lacked: on a network that drops packets each waited for the
-    system's TCP timeout. Once per process and store, until it answers (about 10 ms).
+    system's TCP timeout. Once per process and store, until it answers (about 10 ms);
+    ``again``: whether or not it answered before.
     """
-    if uri in _SERVERS_ANSWERED:
+    if uri in _SERVERS_ANSWERED and not again:
         return
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
@@ -1133,6 +1134,25 @@ def _reading_client(settings: Settings, what: str) -> Any:
         return client(settings)  # MLflow opens the tracking store with its client
     except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
         raise _unreadable(settings, what, exc, uri=settings.resolved_tracking_uri) from exc
+
+
+def check_stores(settings: Settings) -> None:
+    """Connect once to each MLflow store on a database server (the tracking store, the
+    registry), whether or not it answered before in this process: at most its connect
+    timeout each (``PG_CONNECT_TIMEOUT_S`` unless its URI sets one), without MLflow.
+    A store in a SQLite file is not checked (a lock is waited for 5 s at most).
+
+    Raises:
+        RegistryUnreadableError: a store did not answer, named as the reader of the
+            served alias names it (:func:`alias_version`).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
+        try:
+            _refuse_unreachable_server(uri, again=True)
+        except SQLAlchemyError as exc:
+            raise _unreadable(settings, f"alias '{settings.serve_alias}'", exc, uri=uri) from exc
 
 
 def _unreadable(

@@ -1521,6 +1521,43 @@ def test_of_two_stores_readiness_names_the_one_that_cannot_be_read(
         assert client.get("/readyz").json()["model_version"] == "1"
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_reload_asked_for_does_not_wait_behind_the_watchers_retry_of_a_hung_store(
+    own_registry, keys, proxied_database
+) -> None:
+    """A worker whose MLflow store hangs (accepts, never answers) retries every 10 s,
+    each try waiting the connect timeout. The store repaired, a reload asked for is
+    answered at once with the model, not after the watcher's try in progress (which
+    held the reload lock for its whole timeout)."""
+    from nextbest.learning.train import TrainResult
+    from nextbest.service.runtime import RETRY_INTERVAL_S
+    from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
+
+    proxy, through = proxied_database
+    settings = own_registry.model_copy(update={"tracking_uri": through})
+    proxy.start()
+    model = registry.load_version(own_registry, "1")
+    result = TrainResult(model=model, metrics={}, params={"variant": "hung store"})
+    assert registry.log_training_run(result, settings).version == "1"
+    proxy.hang()
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "no model loaded: model registry unreadable", ready
+        assert "ConnectionTimeout" in ready["last_reload_error"], ready
+        held = proxy.held
+        # The watcher's retry has begun: its connection waits, unanswered.
+        assert _wait_for(lambda: proxy.held > held, RETRY_INTERVAL_S + 10)
+        proxy.start()  # repaired: new connections answered, the one held stays so
+        started = time.monotonic()
+        answer = client.post("/v1/admin/reload")
+        took = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == "1" and answer.json()["changed"] is True
+        assert took < PG_CONNECT_TIMEOUT_S / 2, f"{took:.1f} s: waited behind the watcher"
+        assert client.get("/readyz").json()["model_version"] == "1"
+
+
 def _wait_for(predicate, seconds: float = 15.0) -> bool:
     import time
 
@@ -1530,6 +1567,28 @@ def _wait_for(predicate, seconds: float = 15.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_reload_asked_for_during_a_polls_load_answers_with_that_load(own_registry) -> None:
+    """A reload asked for while the watcher's poll is loading the alias's new version
+    waits for that load, and answers with it (changed, from the version served when
+    asked), not "unchanged" from a version it never saw serve."""
+    import threading
+
+    runtime = ServingRuntime.start(own_registry)
+    try:
+        assert runtime.model_version == "1"
+        new = _new_version(own_registry)
+        registry.set_alias(own_registry, "champion", new)
+        poll = threading.Thread(target=lambda: runtime.reload(polled=True))
+        poll.start()
+        assert _wait_for(runtime._reload_lock.locked, 10), "the poll is loading"
+        asked = runtime.reload()
+        poll.join()
+        assert asked.version == new and asked.previous == "1" and asked.changed, asked
+        assert runtime.model_version == new
+    finally:
+        runtime.close()
 
 
 def test_polling_and_the_reload_signal_reach_other_runtimes(own_registry) -> None:

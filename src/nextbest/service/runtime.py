@@ -271,6 +271,10 @@ class ServingRuntime:
         )
         self._recommender: Recommender | None = None
         self._reload_lock = threading.Lock()
+        # Reloads begun (under the lock), and the last that swapped a model in: a
+        # reload asked for while another was loading answers with that one's swap.
+        self._reloads_begun = 0
+        self._last_swap: ReloadResult | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._signal_seen: float | None = None
@@ -566,13 +570,33 @@ class ServingRuntime:
         way (forced too, when ``force``). ``polled``: a poll of the alias or a retry,
         not a reload someone asked for, which skips a territory file of unchanged
         modification time and size (an asked reload reads it whatever its stamp).
+
+        A poll or retry after a reload that could not read an MLflow store first checks
+        that the store answers, outside the lock (:func:`registry.check_stores`): a
+        reload asked for meanwhile goes ahead instead of waiting behind the store's
+        connect timeout. A reload asked for while another is loading waits for that
+        load; when it swapped in the alias's version, the answer is that swap
+        (``changed``, and ``previous`` the version served when it was asked).
         """
+        begun = self._reloads_begun
+        unreachable: registry.RegistryUnreadableError | None = None
+        if polled and self._unreadable_store is not None:
+            try:
+                registry.check_stores(self.settings)
+            except registry.RegistryUnreadableError as exc:
+                unreachable = exc
+        asked_with, last_swap = self.model_version, self._last_swap
         with self._reload_lock:
+            self._reloads_begun += 1
             settings = self.settings
             previous = self.model_version
             warm_s = 0.0
             loading: str | None = None
             try:
+                # Still down, and no reload ran while it was checked: this try fails
+                # as the last did. Else the store is read as usual (it may be back).
+                if unreachable is not None and self._reloads_begun == begun + 1:
+                    raise unreachable
                 # An edited rules file applies from here on; an invalid one fails the
                 # reload, and the old rules and model keep serving.
                 rules = (
@@ -709,6 +733,7 @@ class ServingRuntime:
                 for note in self.key_notes():
                     logger.warning("API keys: %s", note)
             if result.changed:
+                self._last_swap = result
                 _mark_served(version, previous)
                 RELOADS.labels("swapped").inc()
                 if self._recommender is not None:
@@ -725,6 +750,23 @@ class ServingRuntime:
                     warm_s,
                 )
                 warn_if_stale(settings.model_name, version, self.recommender.model.as_of)
+            swapped = self._last_swap
+            if (
+                not polled
+                and not result.changed
+                and swapped is not last_swap
+                and swapped is not None
+                and swapped.version == version != asked_with
+            ):
+                # Another reload (a poll, a retry, a signal) swapped the alias's version in
+                # while this one waited for it: that swap is this reload's answer.
+                logger.info(
+                    "reload asked while version %s was being loaded: answered with that load",
+                    version,
+                )
+                result = replace(
+                    result, previous=asked_with, changed=True, warmed_hcps=swapped.warmed_hcps
+                )
         if broadcast:
             result = replace(result, signal_error=self._signal(force=force))
         return result
