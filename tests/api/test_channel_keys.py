@@ -16,7 +16,7 @@ from nextbest.contract.schema import channel_spelling as catalog_spelling
 from nextbest.service.apikeys import ApiKeyError, KeyStore, add_key_to_file, channel_spelling
 from nextbest.settings import Settings
 
-from .conftest import keys_cli, keys_cli_refused
+from .conftest import Keys, keys_cli, keys_cli_refused
 
 CHANNEL = {"name": "sms-gateway", "role": "channel", "key": "s" * 20}
 
@@ -495,3 +495,101 @@ def test_an_opt_out_from_a_key_of_a_channel_the_catalog_lacks_is_kept_for_it(
     assert (stored["stop-1"], stored["stop-2"]) == (("sms", "sms-gw"), ("sms", "sms-gw"))
     email = client.post("/v1/recommendations", json={"hcp_id": hcp, "channel": "email"}).json()
     assert email["items"], email
+
+
+def test_a_one_channel_keys_opt_out_of_a_channel_it_cannot_tell_is_kept_with_no_model(
+    api_settings: Settings, keys: Keys, tmp_path: Path
+) -> None:
+    """With no model served, an e-mail system's key (bound to email) sending a 'stop'
+    naming a channel nextbest cannot tell ('fax', 'e-mail') was refused with 403:
+    'fax' is not one the key speaks for. With a model served the same opt-out is kept
+    for email. Kept alike with none (no catalog tells any channel but the key's own),
+    it withdraws e-mail once a model is loaded, and its resend is the same event; an
+    SMS gateway's 'stop' naming 'all' or 'fax' withdraws sms only, not every channel
+    of a catalog without SMS."""
+    import shutil
+
+    from nextbest.api.app import create_app
+
+    admin = dict(keys.admin)
+    with TestClient(create_app(api_settings), headers=admin) as client:
+        hcp, _ = _email_hcp(client)
+        texted = next(
+            str(h)
+            for h in client.app.state.runtime.recommender.hcp_ids[:200].tolist()
+            if str(h) != hcp
+            and client.post(
+                "/v1/recommendations", json={"hcp_id": str(h), "channel": "email"}
+            ).json()["items"]
+        )
+    models = tmp_path / "models-later"
+    empty = api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    with TestClient(create_app(empty), headers=admin) as client:
+        assert client.get("/healthz").json().get("model_version") is None
+        mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+        sms = _bound_key(client, api_settings, "sms-gw", ["sms"])
+        stop = {"event_type": "opted_out", "hcp_id": hcp}
+        answer = client.post(
+            "/v1/feedback",
+            json={
+                "events": [
+                    {**stop, "event_id": "stop-fax", "channel": "fax"},
+                    {**stop, "event_id": "stop-e-mail", "channel": "e-mail"},
+                ]
+            },
+            headers=mail,
+        )
+        assert answer.status_code == 200, answer.text
+        assert [(n["event_id"], n["message"]) for n in answer.json()["uncounted"]] == [
+            (
+                event_id,
+                "opt-out stored for channel 'email', the one API key 'mail-gw' speaks for "
+                f"(channel '{named}' is not read against a catalog: no model is served)",
+            )
+            for event_id, named in (("stop-fax", "fax"), ("stop-e-mail", "e-mail"))
+        ]
+        texts = {"event_type": "opted_out", "hcp_id": texted}
+        answer = client.post(
+            "/v1/feedback",
+            json={
+                "events": [
+                    {**texts, "event_id": "sms-all", "channel": "all"},
+                    {**texts, "event_id": "sms-fax", "channel": "fax"},
+                ]
+            },
+            headers=sms,
+        )
+        assert answer.status_code == 200 and answer.json()["accepted"] == 2, answer.text
+        stored = _stored(client)
+        assert [stored[e] for e in ("stop-fax", "stop-e-mail", "sms-all", "sms-fax")] == [
+            ("email", "mail-gw"),
+            ("email", "mail-gw"),
+            ("sms", "sms-gw"),
+            ("sms", "sms-gw"),
+        ]
+
+        # A model is registered and loaded, the same process serving on.
+        shutil.copytree(api_settings.resolved_models_dir, models)
+        assert client.post("/v1/admin/reload").status_code == 200
+        assert client.get("/healthz").json().get("model_version") is not None
+        after = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+        assert after["items"] and all(i["channel"] != "email" for i in after["items"]), after
+        # The SMS gateway's stop withdrew sms, which the catalog lacks: e-mail is served.
+        email = client.post(
+            "/v1/recommendations", json={"hcp_id": texted, "channel": "email"}
+        ).json()
+        assert email["items"], email
+
+        # With the model, the resend is the same event, and a new one is kept alike.
+        again = client.post(
+            "/v1/feedback", json={**stop, "event_id": "stop-fax", "channel": "fax"}, headers=mail
+        )
+        assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+        new = client.post(
+            "/v1/feedback", json={**stop, "event_id": "stop-fax-2", "channel": "fax"}, headers=mail
+        )
+        assert new.status_code == 200 and new.json()["accepted"] == 1, new.text
+        assert _stored(client)["stop-fax-2"] == ("email", "mail-gw")
+        # A catalog channel other than its own is not the key's to withdraw.
+        webinar = {**stop, "event_id": "stop-webinar", "channel": "webinar"}
+        assert client.post("/v1/feedback", json=webinar, headers=mail).status_code == 403

@@ -1151,8 +1151,9 @@ def record_feedback(
     that served items on other channels only (the requester did not send it; one
     that served nothing, a holdout's, may be named). A consent event must name a
     channel (an opt-in or opt-out of every channel is refused), except that an
-    opt-out naming no channel (or one nextbest cannot tell, ``fax``) and no action,
-    from a requester of one channel, is read as withdrawing that channel (said in
+    opt-out naming no channel (or one nextbest cannot tell, ``fax``; with no model
+    served, any but its own: no catalog tells another) and no action, from a
+    requester of one channel, is read as withdrawing that channel (said in
     ``uncounted``), an opt-out naming one of the requester's channels is kept for it
     even where the catalog lacks it (said, as every opt-out of a channel the catalog
     lacks that it names for certain: a send's), and a contact
@@ -1193,7 +1194,8 @@ def record_feedback(
     the all-channel budget only, and is listed in ``uncounted``.
 
     Without ``action_channels`` (no model served), an opt-out's channel as its sender
-    named it (not one of ``channels``) is stored as catalogs spell it and marked
+    named it (not one of ``channels``, nor read as the one of a one-channel
+    requester) is stored as catalogs spell it and marked
     ``channel_unmatched``: serving reads it against the catalog then served, as
     :func:`~nextbest.contract.schema.withdrawn_channel` reads it on arrival with one
     ('e_mail' as email, 'fax' as every channel); its resend with a model served is
@@ -1303,20 +1305,33 @@ def _record_feedback(
                 or channel_spelling(event.channel) in EVERY_CHANNEL_NAMES
                 or (
                     channel_spelling(event.channel) not in channels
-                    and _no_catalog_channel(event.channel, catalog_channels)
+                    and (
+                        not catalog_channels or _no_catalog_channel(event.channel, catalog_channels)
+                    )
                 )
             )
         ):
             # An SMS gateway's "stop" withdraws SMS, not every channel (which it
             # does not speak for); so does one naming a channel nextbest cannot tell,
-            # which would be read as every channel, and refused.
-            unknown = event.channel is not None and _no_catalog_channel(
-                event.channel, catalog_channels
-            )
+            # which would be read as every channel, and refused. With no model served
+            # nextbest can tell no channel but the key's own: one naming another is
+            # read so too (refused, the withdrawal was lost, where a model served would
+            # have kept it), never as a channel the key does not speak for.
+            unknown = ""
+            if event.channel is not None and channel_spelling(event.channel) not in (
+                *channels,
+                *EVERY_CHANNEL_NAMES,
+            ):
+                if not catalog_channels:
+                    unknown = (
+                        f" (channel '{event.channel}' is not read against a catalog: "
+                        "no model is served)"
+                    )
+                elif _no_catalog_channel(event.channel, catalog_channels):
+                    unknown = f" (channel '{event.channel}' is no catalog channel)"
             bound_as = (
                 f"opt-out stored for channel '{channels[0]}', the one API key "
-                f"'{requester}' speaks for"
-                + (f" (channel '{event.channel}' is no catalog channel)" if unknown else "")
+                f"'{requester}' speaks for{unknown}"
             )
             event = dataclasses.replace(event, channel=channels[0])
         if event.event_type == "opted_out":
@@ -1526,7 +1541,9 @@ def _record_feedback(
                 and not catalog_channels
                 and channel is not None
                 and named is not None
-                and channel_spelling(named) not in (channels or ())
+                # The sender's own channel (an SMS gateway's "stop" of 'all' or 'fax'
+                # is its sms) is that channel, whatever the catalog: not read again.
+                and channel not in (channels or ())
             )
             else None,
         }
