@@ -3125,6 +3125,7 @@ def lookup(
                 erased = erased_already(session, hcp_ids=[hcp]).get(hcp)
                 totals = hcp_row_counts(session, hcp_id=hcp)
                 pruned = furthest_prune(session)
+        about, read_against = _channels_read(settings, about)
         holding = None
         if with_models:
             from nextbest.registry import versions_holding
@@ -3142,6 +3143,7 @@ def lookup(
             as_json=as_json,
             holding=holding,
             model_name=settings.model_name,
+            read_against=read_against,
         )
     assert recommendation_id is not None
     with store_session(url) as session:
@@ -3168,7 +3170,8 @@ def lookup(
             f"no recommendation '{recommendation_id}' in the recommendation log "
             f"{without_password(url)} (NEXTBEST_DATABASE_URL){hint}"
         )
-    found = {**asdict(record), "feedback": events}
+    events, read_against = _channels_read(settings, events)
+    found = {**asdict(record), "feedback": events, "channels_read_against": read_against}
     if as_json:
         typer.echo(json.dumps(found, indent=1, default=_iso))
         return found
@@ -3222,8 +3225,9 @@ def lookup(
     stdout.print(
         f"  feedback: {len(events)} event{'s' if len(events) != 1 else ''}", highlight=False
     )
+    _say_read_against(read_against)
     for event in events:
-        said = [f"{k} {event[k]}" for k in ("action_id", "channel", "value", "reason") if event[k]]
+        said = _event_fields(event)
         said.append(f"by {event['requester'] or '-'}")
         stdout.print(
             f"    {_iso(event['occurred_at'])} {event['event_type']} ({', '.join(said)}; "
@@ -3231,6 +3235,66 @@ def lookup(
             highlight=False,
         )
     return found
+
+
+def _channels_read(
+    settings: Settings, events: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``events`` (``feedback_for``'s) with the channels of opt-outs stored while no
+    model was served read against the served model's catalog, as serving reads them,
+    and that model ("model 'nextbest' version 3 (alias 'champion')"; None: none read).
+
+    The served version is loaded only when such an opt-out is shown (seconds); with
+    none registered, or one that cannot be read (said), they stay not yet read."""
+    from nextbest.storage.repository import read_against_catalog
+
+    if all(event["channel_read_as"] is None for event in events):
+        return events, None
+    from nextbest import registry
+
+    alias = settings.serve_alias
+    try:
+        version = registry.alias_version(settings, alias)
+        if version is None:
+            return events, None
+        with _working("reading the served model's catalog"):
+            model = registry.load_version(settings, version, alias=alias)
+    except registry.RegistryError as exc:
+        _note(
+            "opt-outs stored while no model was served are shown not yet read against a "
+            f"catalog: the served model cannot be read ({exc})"
+        )
+        return events, None
+    channels = frozenset(str(c) for c in model.catalog["channel"])
+    return read_against_catalog(events, channels), (
+        f"model '{settings.model_name}' version {version} (alias '{alias}')"
+    )
+
+
+def _say_read_against(read_against: str | None) -> None:
+    if read_against is not None:
+        stdout.print(
+            "    (opt-outs stored while no model was served: their channel as stored, read "
+            f"against the catalog of {read_against}, as serving reads it)",
+            highlight=False,
+        )
+
+
+def _event_fields(event: dict[str, Any]) -> list[str]:
+    """A feedback event's fields as a look-up lists them ("channel e_mail (read as
+    email)"), those it has."""
+    from nextbest.storage.repository import NOT_YET_READ
+
+    said = []
+    for name in ("action_id", "channel", "value", "reason"):
+        if not event[name]:
+            continue
+        field = f"{name} {event[name]}"
+        read = event["channel_read_as"] if name == "channel" else None
+        if read is not None:
+            field += f" ({read})" if read == NOT_YET_READ else f" (read as {read})"
+        said.append(field)
+    return said
 
 
 def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
@@ -3464,12 +3528,14 @@ def _print_hcp_log(
     as_json: bool,
     holding: list[Any] | None = None,
     model_name: str = "",
+    read_against: str | None = None,
 ) -> dict[str, Any]:
     """``lookup --hcp``: the HCP's newest answers and feedback events (at most
     ``limit`` of each), its erasure, and the prune that reached furthest back
     (``pruned``, None: no prune recorded); ``totals``: how many of each the store
     holds; ``holding``: the registered versions holding the HCP, or those that could
-    not be read (``--models``; None: not asked)."""
+    not be read (``--models``; None: not asked); ``read_against``: the model whose
+    catalog the events' opt-outs stored with no model were read against (None: none)."""
     import json
     from dataclasses import asdict
 
@@ -3480,6 +3546,7 @@ def _print_hcp_log(
         "n_feedback": totals[1],
         "recommendations": [asdict(a) for a in answers],
         "feedback": events,
+        "channels_read_against": read_against,
         "pruned": None if pruned is None else asdict(pruned),
     }
     if holding is not None:
@@ -3546,8 +3613,9 @@ def _print_hcp_log(
         f"  feedback: {_plural(totals[1], 'event')} ({shown(len(events), totals[1])})",
         highlight=False,
     )
+    _say_read_against(read_against)
     for event in events:
-        said = [f"{k} {event[k]}" for k in ("action_id", "channel", "value", "reason") if event[k]]
+        said = _event_fields(event)
         if event["recommendation_id"]:
             said.append(f"recommendation {event['recommendation_id']}")
         said.append(f"by {event['requester'] or '-'}")

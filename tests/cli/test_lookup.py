@@ -188,3 +188,81 @@ def test_lookup_shows_the_rules_an_answer_names_once_their_text_is_kept(
     assert f"rules {fingerprint} (`nextbest lookup --rules {fingerprint}` shows the file)" in said
     both = runner.invoke(app, ["lookup", "rec-44", "--rules", fingerprint])
     assert both.exit_code == 2 and "(one of them)" in both.output
+
+
+def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
+    trained, tmp_path: Path, monkeypatch
+) -> None:
+    """An opt-out stored while no model was served keeps its channel as named
+    ('e_mail', 'fax') and is read against the served catalog at each read; lookup
+    showed it as stored, which a support question reads as withdrawing nothing. It
+    says what it withdraws under the served model's catalog (email, every channel),
+    in text and JSON, and, with no model registered, that it is not yet read; what
+    is stored is unchanged."""
+    import shutil
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    get_settings.cache_clear()
+    _log_one_with_feedback()
+    with store_session(get_settings().resolved_database_url) as session:
+        result = record_feedback(
+            session,
+            events=[
+                FeedbackRecord(
+                    "out-1", "opted_out", T0 + timedelta(hours=4), "H7", "rec-42", channel="E Mail"
+                ),
+                FeedbackRecord("out-2", "opted_out", T0 + timedelta(hours=5), "H7", channel="fax"),
+            ],
+            requester="consent-hub",
+        )
+    assert result.accepted == ["out-1", "out-2"], result
+
+    def shown(*args: str) -> str:
+        found = runner.invoke(app, ["lookup", *args])
+        assert found.exit_code == 0, found.output
+        return " ".join(found.stdout.split())
+
+    def as_json(*args: str) -> dict[str, dict]:
+        found = json.loads(runner.invoke(app, ["lookup", *args, "--json"]).stdout)
+        return {e["event_id"]: e for e in found["feedback"]}
+
+    not_yet = "not yet read against a catalog"
+    said = shown("--hcp", "H7")
+    assert f"opted_out (channel e_mail ({not_yet}), recommendation rec-42" in said, said
+    assert f"opted_out (channel fax ({not_yet}), by consent-hub" in said, said
+    events = as_json("--hcp", "H7")
+    assert (events["out-1"]["channel"], events["out-1"]["channel_read_as"]) == ("e_mail", not_yet)
+    assert (events["out-2"]["channel"], events["out-2"]["channel_read_as"]) == ("fax", not_yet)
+    assert events["e1"]["channel_read_as"] is None  # read as stored
+
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    get_settings.cache_clear()
+    said = shown("--hcp", "H7")
+    assert "opted_out (channel e_mail (read as email), recommendation rec-42" in said, said
+    assert "opted_out (channel fax (read as every channel), by consent-hub" in said, said
+    assert f"read against the catalog of model 'nextbest' version {trained.version}" in said
+    assert "opted_out (channel e_mail (read as email), by consent-hub" in shown("rec-42")
+    events = as_json("--hcp", "H7")
+    assert (events["out-1"]["channel"], events["out-1"]["channel_read_as"]) == ("e_mail", "email")
+    assert (events["out-2"]["channel"], events["out-2"]["channel_read_as"]) == (
+        "fax",
+        "every channel",
+    )
+    assert as_json("rec-42")["out-1"]["channel_read_as"] == "email"
+    # What is stored is as it was.
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    with store_session(get_settings().resolved_database_url) as session:
+        stored = dict(
+            session.execute(
+                select(FeedbackEvent.event_id, FeedbackEvent.channel).where(
+                    FeedbackEvent.event_type == "opted_out"
+                )
+            ).all()
+        )
+    assert stored == {"out-1": "e_mail", "out-2": "fax"}
+    get_settings.cache_clear()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import pandas as pd
 import psycopg
@@ -415,7 +415,10 @@ def feedback_for(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """The feedback events that name a logged recommendation (oldest first), or those
-    about an HCP (newest first, at most ``limit``), as stored."""
+    about an HCP (newest first, at most ``limit``), as stored; ``channel_read_as`` of
+    an opt-out marked ``channel_unmatched`` (stored while no model was served) is
+    :data:`NOT_YET_READ` until :func:`read_against_catalog` reads it, None for others
+    (read as stored)."""
     if hcp_id is not None:
         query = (
             sa.select(FeedbackEvent)
@@ -443,9 +446,36 @@ def feedback_for(
             "requester": row.requester,
             "recommendation_id": row.recommendation_id,
             "hcp_id": row.hcp_id,
+            "channel_unmatched": row.channel_unmatched,
+            "channel_read_as": (
+                NOT_YET_READ if row.channel_unmatched and row.channel is not None else None
+            ),
         }
         for row in rows
     ]
+
+
+# What a look-up says of an opt-out stored while no model was served when no catalog
+# is there to read its channel against, and of one read as withdrawing every channel.
+NOT_YET_READ: Final = "not yet read against a catalog"
+EVERY_CHANNEL_READ: Final = "every channel"
+
+
+def read_against_catalog(
+    events: Sequence[dict[str, Any]], catalog_channels: Collection[str]
+) -> list[dict[str, Any]]:
+    """``events`` (:func:`feedback_for`'s) with the channel of each opt-out stored while
+    no model was served read against ``catalog_channels`` (the served catalog's) as
+    serving reads it (:func:`~nextbest.contract.schema.withdrawn_channel`), in
+    ``channel_read_as``: the channel it withdraws ('e_mail' as 'email'), or
+    :data:`EVERY_CHANNEL_READ` ('fax'). What is stored is not changed."""
+    out = []
+    for event in events:
+        if event["channel_read_as"] is not None and catalog_channels:
+            read = withdrawn_channel(event["channel"], catalog_channels)
+            event = {**event, "channel_read_as": EVERY_CHANNEL_READ if read is None else read}
+        out.append(event)
+    return out
 
 
 @dataclass
