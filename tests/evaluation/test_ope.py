@@ -222,3 +222,98 @@ def test_few_hcps_do_not_read_a_gain_more_often_than_promised() -> None:
     assert np.mean(above_normal) > 0.04
     # 4000 logs: a rate of 2.5% lands in [0.018, 0.032] with > 99% probability.
     assert 0.018 <= np.mean(above_t) <= 0.032, np.mean(above_t)
+
+
+def _few_differ(n_hcps: int, per_hcp: int, differ: int, seed: int) -> dict[str, np.ndarray]:
+    """A log of ``n_hcps`` HCPs, ``per_hcp`` decisions each, actions 0 / 1 at 0.5, and two
+    policies (``target`` takes 1 on the first ``differ`` HCPs, ``baseline`` never)."""
+    rng = np.random.default_rng(seed)
+    hcp = np.repeat(np.arange(n_hcps), per_hcp)
+    n = len(hcp)
+    action = rng.integers(2, size=n)
+    reward = rng.normal(2.0, 1.0, n_hcps)[hcp] + rng.normal(size=n)
+    return {
+        "action": action,
+        "reward": reward,
+        "pscore": np.full(n, 0.5),
+        "target": np.where(hcp < differ, 1, 0),
+        "baseline": np.zeros(n, dtype=np.int64),
+        "groups": hcp,
+    }
+
+
+def test_a_paired_difference_rests_on_the_hcps_where_the_policies_differ() -> None:
+    """Where two policies agree, IPS's and DR's difference terms are 0 before any outcome
+    is seen: 8 HCPs of 2,000 where they differ give Student's t on 7 degrees of freedom,
+    and the error of the mean over those HCPs' decisions times their share."""
+    log = _few_differ(2000, 3, differ=8, seed=9)
+    n = len(log["action"])
+    q = {"q_target": np.zeros(n), "q_baseline": np.zeros(n), "q_logged": np.zeros(n)}
+    diff = ope.difference("dr", **log, **q)
+    differ = log["target"] != log["baseline"]
+    terms = ((log["action"] == 1).astype(np.float64) - (log["action"] == 0)) / 0.5 * log["reward"]
+    terms = terms * differ
+    kept, hcp = terms[differ], log["groups"][differ]  # 24 decisions of HCPs 0-7
+    sums = np.bincount(hcp, weights=kept - kept.mean())
+    se = float(np.sqrt(8 / 7 * (sums**2).sum()) / n)
+    assert diff.dof == 7
+    assert diff.value == pytest.approx(terms.mean())
+    assert (diff.ci_high - diff.value) / se == pytest.approx(2.3646242515927844)  # t_0.975, 7
+    assert ope.difference("ips", **log).dof == 7
+    # SNIPS's normalisation moves every term: its error takes all the HCPs.
+    assert ope.difference("snips", **log).dof == 1999
+    # Every HCP differs: the error over all of them, as before.
+    everywhere = {**log, "target": np.ones(n, dtype=np.int64)}
+    every = ope.difference("dr", **everywhere, **q)
+    all_terms = ((log["action"] == 1).astype(np.float64) - (log["action"] == 0)) / 0.5
+    se_all, dof_all = ope.clustered_error(all_terms * log["reward"], log["groups"])
+    assert every.dof == dof_all == 1999
+    assert every.ci_high - every.value == pytest.approx(ope.critical_value(1999) * se_all)
+    # Without HCPs each decision is a unit: the 24 where they differ, less one.
+    assert ope.difference("dr", **{**log, "groups": None}, **q).dof == 23
+    # One HCP, or none, where they differ: no error can be estimated, no interval.
+    for differ_on in (1, 0):
+        alone = ope.difference("dr", **_few_differ(2000, 3, differ=differ_on, seed=9), **q)
+        assert alone.dof == 0
+        assert (alone.ci_low, alone.ci_high) == (-np.inf, np.inf)
+
+
+def test_few_disagreeing_hcps_read_a_gain_as_often_as_promised() -> None:
+    """No gain in the population of HCPs; the two policies differ on 8 HCPs of 2,000.
+    The error over all 2,000 (their zeros centred at the mean, counted as evidence of
+    the spread) on t with 1,999 degrees of freedom put the lower bound above zero in
+    1.5% of logs, not the 2.5% promised (and with 3 such HCPs it never can: a sum of
+    3 terms over its root sum of squares is at most sqrt(3) < 1.96); t on 7 with that
+    error, in 0.1%. The error over the 8, on t with 7, keeps the promise: 2.0%."""
+    rng = np.random.default_rng(8)
+    n_hcps, per_hcp = 2000, 3
+    hcp = np.repeat(np.arange(n_hcps), per_hcp)
+    n = len(hcp)
+    target, zero, q = np.where(hcp < 8, 1, 0), np.zeros(n, dtype=np.int64), np.zeros(n)
+    above, above_all_hcps, above_all_hcps_t7 = [], [], []
+    for _ in range(4000):
+        action = rng.integers(2, size=n)
+        gain = rng.normal(0.0, 0.4, n_hcps)[hcp]
+        reward = rng.normal(2.0, 1.0, n_hcps)[hcp] + gain * (action == 1) + rng.normal(size=n)
+        diff = ope.difference(
+            "dr",
+            action,
+            reward,
+            np.full(n, 0.5),
+            target,
+            zero,
+            q_target=q,
+            q_baseline=q,
+            q_logged=q,
+            groups=hcp,
+        )
+        terms = ((action == 1).astype(np.float64) - (action == 0)) / 0.5 * reward * (target == 1)
+        se_all, dof_all = ope.clustered_error(terms, hcp)
+        above.append(diff.ci_low > 0)
+        above_all_hcps.append(diff.value - ope.critical_value(dof_all) * se_all > 0)
+        above_all_hcps_t7.append(diff.value - ope.critical_value(7) * se_all > 0)
+    assert diff.dof == 7
+    assert np.mean(above_all_hcps) < 0.018, np.mean(above_all_hcps)
+    assert np.mean(above_all_hcps_t7) < 0.005, np.mean(above_all_hcps_t7)
+    # 4000 logs: a rate of 2.5% lands in [0.018, 0.032] with > 99% probability.
+    assert 0.018 <= np.mean(above) <= 0.032, np.mean(above)

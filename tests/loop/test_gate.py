@@ -190,6 +190,65 @@ def test_decisions_of_one_hcp_bound_nothing() -> None:
     ]
 
 
+def _few_differ_log(differ: int, seed: int) -> tuple[LoggedBandit, np.ndarray]:
+    """2,000 HCPs, 3 decisions each, and 20 each for the first ``differ``; actions 0 / 1
+    logged at 0.5, action 1 better by 1.0 for every HCP. Returns the log and the
+    challenger's target, which takes action 1 on the first ``differ`` HCPs only (the
+    champion never does)."""
+    rng = np.random.default_rng(seed)
+    hcp = np.concatenate([np.repeat(np.arange(differ), 20), np.repeat(np.arange(differ, 2000), 3)])
+    n = len(hcp)
+    habit = rng.normal(2.0, 1.0, 2000)
+    action = rng.integers(2, size=n)
+    outcome = habit[hcp] + 1.0 * (action == 1) + rng.normal(0.0, 0.3, n)
+    data = LoggedBandit(
+        action=action,
+        outcome=outcome,
+        pscore=np.full(n, 0.5),
+        cost=np.zeros(2),
+        baseline=habit[hcp],
+        group=np.array([f"H{h:04d}" for h in hcp]),
+    )
+    return data, np.where(hcp < differ, 1, 0)
+
+
+def test_three_differing_hcps_can_pass_on_a_clear_gain() -> None:
+    """The challenger differs from the champion on 3 HCPs of 2,000, and gains 1.0 on each
+    of their 60 decisions. Its error rests on those 3 HCPs: Student's t on 2 degrees of
+    freedom. Taken over all 2,000 (t on 1,999), the bound could never lie above zero (3
+    HCPs' sum over its root sum of squares is at most sqrt(3) < 1.96), while the reason
+    said what gain would pass."""
+    data, challenger = _few_differ_log(differ=3, seed=56)
+    champion = np.zeros(len(data.action), dtype=np.int64)
+    decision = decide(
+        data, champion_target=champion, challenger_target=challenger, config=GateConfig()
+    )
+    assert decision.difference is not None and decision.difference["dof"] == 2
+    assert decision.passed, decision.reasons
+    assert re.fullmatch(
+        r"challenger - champion = \+0\.\d{4} per decision, 95% CI \[\+0\.\d{4}, \+0\.\d{4}\] "
+        r"\(Student's t on 2 degrees of freedom, the 3 of 2,000 HCPs where the challenger "
+        r"and the champion choose differently, less one\) lies above zero",
+        decision.reasons[-1],
+    ), decision.reasons
+
+
+def test_one_differing_hcp_bounds_nothing() -> None:
+    data, challenger = _few_differ_log(differ=1, seed=56)
+    champion = np.zeros(len(data.action), dtype=np.int64)
+    decision = decide(
+        data, champion_target=champion, challenger_target=challenger, config=GateConfig()
+    )
+    assert not decision.passed
+    assert decision.difference is not None and decision.difference["dof"] == 0
+    assert re.fullmatch(
+        r"challenger - champion = \+0\.\d{4} per decision, 95% CI \[-inf, \+inf\] \(no "
+        r"interval: the challenger and the champion choose differently on the decisions of "
+        r"one HCP of 2,000 only, an error needs two\): no gain can be confirmed on it",
+        decision.reasons[-1],
+    ), decision.reasons
+
+
 def test_a_pass_says_the_critical_value_it_took() -> None:
     data = _uniform_log(3000, MEANS, seed=0)
     n = len(data.action)

@@ -30,7 +30,9 @@ error is itself estimated, from the decisions (``n - 1`` degrees of freedom) or,
 clustered, from the groups (``G - 1``: Cameron & Miller, "A Practitioner's Guide
 to Cluster-Robust Inference", J. Human Resources 50(2), 2015, section VI on few
 clusters), and with a dozen HCPs the normal's interval is too short (t on 11
-degrees of freedom is 2.20). From 250 HCPs on, the two agree within 0.5%.
+degrees of freedom is 2.20). From 250 HCPs on, the two agree within 0.5%. A paired
+IPS or DR difference rests on the HCPs where the two policies choose differently
+(their terms are 0 elsewhere whatever the outcome): :func:`difference`.
 """
 
 from __future__ import annotations
@@ -96,12 +98,32 @@ def standard_error(terms: np.ndarray, groups: np.ndarray | None) -> float:
     return clustered_error(terms, groups)[0]
 
 
-def clustered_error(terms: np.ndarray, groups: np.ndarray | None) -> tuple[float, float]:
+def clustered_error(
+    terms: np.ndarray, groups: np.ndarray | None, informative: np.ndarray | None = None
+) -> tuple[float, float]:
     """:func:`standard_error` of ``terms.mean()`` and the degrees of freedom it rests
     on, for :func:`critical_value`: ``n - 1`` for ``n`` terms, ``G - 1`` for ``G``
     groups when clustered (the groups are the independent units). Fewer than two
-    terms or groups: an infinite error on 0 degrees of freedom."""
+    terms or groups: an infinite error on 0 degrees of freedom.
+
+    ``informative`` ``(n,)`` bool marks the terms not known to be 0 before any outcome
+    is seen (a paired difference's decisions where the two policies choose
+    differently). The others are left out: the error is that of the mean over the
+    ``m`` informative terms, times their share ``m / n`` (known without error), and
+    rests on the groups (or terms) among them, less one. Those zeros carry no
+    evidence of the spread, and centred at the mean they would be counted as if
+    they did; all informative, it is the error above.
+    """
     n = len(terms)
+    if informative is not None and not np.all(informative):
+        if len(informative) != n:
+            raise ValueError(f"informative has {len(informative)} rows, the decisions {n}")
+        if groups is not None and len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} rows, the decisions {n}")
+        kept = np.flatnonzero(informative)
+        se, dof = clustered_error(terms[kept], None if groups is None else np.asarray(groups)[kept])
+        # None informative or one: no error can be estimated (inf, not 0 x inf).
+        return (se * len(kept) / n if math.isfinite(se) else se), dof
     if n < 2:
         return float("inf"), 0.0
     if groups is None:
@@ -142,11 +164,15 @@ def welch_dof(parts: Sequence[tuple[float, float]]) -> float:
 
 
 def _interval(
-    name: str, terms: np.ndarray, weights: np.ndarray, groups: np.ndarray | None = None
+    name: str,
+    terms: np.ndarray,
+    weights: np.ndarray,
+    groups: np.ndarray | None = None,
+    informative: np.ndarray | None = None,
 ) -> PolicyValue:
     n = len(terms)
     value = float(terms.mean())
-    se, dof = clustered_error(terms, groups)
+    se, dof = clustered_error(terms, groups, informative)
     # 0 x an infinite critical value (no spread, from one group) is still no interval.
     half = math.inf if not math.isfinite(se) or dof < 1 else critical_value(dof) * se
     ess = float(weights.sum() ** 2 / (weights**2).sum()) if (weights**2).sum() > 0 else 0.0
@@ -273,11 +299,22 @@ def difference(
     those carry information about the difference); ``n`` counts all decisions.
     ``groups`` makes the interval cluster-robust. Its critical value is Student's t on
     the pairs less one (the groups less one, clustered): each decision is one pair.
+
+    IPS's and DR's terms are 0 whatever the outcome where the two policies agree, so
+    those decisions (and the groups with no other) say nothing of the error: it is
+    taken over the decisions where they disagree (times their share), on the groups
+    among them less one (:func:`clustered_error`'s ``informative``). Two policies that
+    differ on 8 of 2,000 HCPs are compared on Student's t with 7 degrees of freedom,
+    not 1,999. SNIPS's normalisation moves every term, so its error takes them all.
     """
     value_t, terms_t, w_t = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
     value_b, terms_b, w_b = _terms(
         estimator, action, reward, pscore, baseline, q_baseline, q_logged
     )
     differs = target != baseline
-    result = _interval(f"{estimator}_difference", terms_t - terms_b, (w_t + w_b) * differs, groups)
+    terms = terms_t - terms_b
+    # A term that is not 0 where they agree (a reward model that values one action two
+    # ways) is evidence like any other: only the zeros that are known in advance leave.
+    informative = None if estimator == "snips" else differs | (terms != 0)
+    result = _interval(f"{estimator}_difference", terms, (w_t + w_b) * differs, groups, informative)
     return replace(result, value=value_t - value_b)

@@ -14,7 +14,9 @@ champion. Intervals are cluster-robust by HCP: one HCP's decisions are not
 independent; and their critical value is Student's t on the HCPs less one, not the
 normal's 1.96 (:func:`nextbest.evaluation.ope.critical_value`): with a dozen HCPs
 the error is itself uncertain, and the normal's interval let a challenger pass on
-evidence that does not support it.
+evidence that does not support it. The difference's (IPS, DR) rests on the HCPs
+where the two choose differently, less one: elsewhere its terms are 0 whatever the
+outcome (:func:`nextbest.evaluation.ope.difference`).
 
 Only the share of logged decisions reserved for evaluation (``evaluation_share``,
 by a hash of the recommendation id) is used, and ``retrain`` never trains on it:
@@ -354,10 +356,27 @@ def decide(
 
 def _critical_said(diff: ope.PolicyValue, data: LoggedBandit) -> str:
     """Which critical value ``diff``'s interval took, and why: "Student's t on 11
-    degrees of freedom, the 12 HCPs less one"."""
+    degrees of freedom, the 12 HCPs less one", or, when its error rests on the HCPs
+    where the two policies choose differently (:func:`nextbest.evaluation.ope.difference`),
+    "..., the 8 of 2,000 HCPs where the challenger and the champion choose
+    differently, less one"."""
     units = "decisions" if data.group is None else "HCPs"
+    total = len(data.action) if data.group is None else len(np.unique(data.group))
     if diff.dof < 1:  # one unit: its error cannot be estimated
-        return f"no interval: every decision is of one {units[:-1]}, an error needs two"
+        if total < 2:
+            return f"no interval: every decision is of one {units[:-1]}, an error needs two"
+        # The gate has returned before when they choose differently nowhere.
+        of_one = "on one decision" if data.group is None else "on the decisions of one HCP"
+        return (
+            f"no interval: the challenger and the champion choose differently {of_one} "
+            f"of {total:,} only, an error needs two"
+        )
+    if diff.dof + 1 < total:
+        return (
+            f"Student's t on {diff.dof:,.0f} degrees of freedom, the {diff.dof + 1:,.0f} of "
+            f"{total:,} {units} where the challenger and the champion choose differently, "
+            "less one"
+        )
     return (
         f"Student's t on {diff.dof:,.0f} degrees of freedom, "
         f"the {diff.dof + 1:,.0f} {units} less one"
