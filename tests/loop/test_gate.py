@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -297,7 +298,8 @@ def test_identical_policies_never_pass(config: GateConfig) -> None:
     decision = decide(data, champion_target=same, challenger_target=same, config=config)
     assert not decision.passed
     assert decision.agreement == 1.0
-    assert decision.difference is not None and decision.difference["value"] == 0.0
+    # Their difference is 0 by construction, not an estimate: no zero-width interval.
+    assert decision.difference is None
     assert decision.reasons == [
         "the challenger and the champion choose the same action on every one of the 2,000 "
         "evaluated decisions: there is nothing to compare (a challenger retrained without "
@@ -545,6 +547,29 @@ def test_a_version_named_is_evaluated_as_the_challenger(honest_loop: ServedStore
     assert 0.2 * honest_loop.n_outcomes < evaluation.decision.n_decisions
     assert evaluation.decision.agreement < 1.0
     assert registry.client(settings).get_registered_model(settings.model_name).aliases == aliases
+
+
+def test_a_challenger_choosing_as_the_champion_records_no_difference(
+    honest_loop: ServedStore,
+) -> None:
+    """The champion's model registered again chooses as it does on every decision: the
+    run says so, with no difference and no zero-width interval in its metrics,
+    decision.json or plot (each had [0, 0] on 1,999 degrees of freedom)."""
+    settings = honest_loop.settings
+    same = register(registry.load_version(settings, honest_loop.champion), settings)
+    config = GateConfig(evaluation_share=0.3, min_decisions=1)
+    evaluation = gate.evaluate(settings, config=config, version=same)
+    decision = evaluation.decision
+    assert decision.agreement == 1.0 and not decision.passed
+    assert decision.difference is None
+    said = "the challenger and the champion choose the same action on every one of the "
+    assert any(reason.startswith(said) for reason in decision.reasons), decision.reasons
+    client = registry.client(settings)
+    run = client.get_run(evaluation.run_id)
+    assert not [key for key in run.data.metrics if key.startswith("difference.")]
+    assert run.data.metrics["agreement"] == 1.0
+    recorded = Path(client.download_artifacts(evaluation.run_id, "decision.json"))
+    assert json.loads(recorded.read_text())["difference"] is None
 
 
 def test_evaluate_without_a_challenger_says_what_to_do(honest_loop: ServedStore) -> None:

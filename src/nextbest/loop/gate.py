@@ -295,8 +295,6 @@ def decide(
         )
         return decision
     q = reward_model(data)
-    diff = _paired(config.estimator, data, q, challenger_target, champion_target)
-    decision.difference = diff.as_dict()
     nothing = np.full(n, NO_ACTION, dtype=np.int64)
     for role, target in (("champion", champion_target), ("challenger", challenger_target)):
         try:
@@ -306,13 +304,17 @@ def decide(
         except ValueError:
             continue  # SNIPS without a single no-action decision: reported as missing
     if decision.agreement == 1.0:
-        # Both values and their difference are then the same numbers: no evidence either way.
+        # Both values are then the same numbers and their difference is 0 by
+        # construction, not an estimate: no difference, no interval (decision.json,
+        # the run's metrics and its plot have none), and the reason says why.
         decision.reasons.append(
             f"the challenger and the champion choose the same action on every one of the "
             f"{n:,} evaluated decisions: there is nothing to compare (a challenger retrained "
             "without new feedback repeats the champion)"
         )
         return decision
+    diff = _paired(config.estimator, data, q, challenger_target, champion_target)
+    decision.difference = diff.as_dict()
     ess = challenger[config.estimator].effective_n
     ok = True
     if ess < config.min_effective_n:
