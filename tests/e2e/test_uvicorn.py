@@ -105,11 +105,12 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
             with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
                 i = n
                 while not stop.is_set():
+                    sent_at = time.monotonic()
                     r = http.post(
                         "/v1/recommendations", json={"hcp_id": f"H{1 + i % 300:06d}", "k": 3}
                     )
                     version = r.json().get("model_version") if r.status_code == 200 else None
-                    results.append((time.monotonic(), r.status_code, version))
+                    results.append((sent_at, r.status_code, version))
                     i += 8
 
         threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
@@ -118,14 +119,20 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
         time.sleep(2.0)
         registry.set_alias(settings, "champion", new)
         swap = httpx.post(f"{base}/v1/admin/reload", headers=AUTH, timeout=60)
-        swapped_at = time.monotonic()
-        time.sleep(4.0)  # the other worker follows the reload signal within ~1 s
+        # The other worker follows the reload signal, within ~1 s on an idle machine
+        # (longer beside a full test run): until both report the new version.
+        deadline = time.monotonic() + 60
+        info = _model_info(httpx.get(f"{base}/metrics", timeout=10).text)
+        while sorted(info.get(new, [])) != [1.0, 1.0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            info = _model_info(httpx.get(f"{base}/metrics", timeout=10).text)
+        followed_at = time.monotonic()
+        time.sleep(1.5)
         stop.set()
         for t in threads:
             t.join(timeout=30)
         assert swap.status_code == 200, swap.text
         assert swap.json()["version"] == new
-        info = _model_info(httpx.get(f"{base}/metrics", timeout=10).text)
     # Both workers report the new version, the one that followed the signal too.
     assert sorted(info[new]) == [1.0, 1.0], info
     assert set(info[trained.version]) == {0.0}, info
@@ -133,7 +140,8 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
     assert statuses == {200}, f"failed requests during the swap: {statuses}"
     versions = [v for _, _, v in results]
     assert trained.version in versions and new in versions
-    late = [v for t, _, v in results if t > swapped_at + 2.5]
+    # Every request sent once both workers had swapped is answered by the new version.
+    late = [v for t, _, v in results if t > followed_at]
     assert late and set(late) == {new}, "every worker serves the new version"
     assert len(results) > 50
 
