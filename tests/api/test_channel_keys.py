@@ -414,11 +414,14 @@ def test_consent_for_every_channel_from_a_bound_key_is_refused(
         "event 0: opted_in without a channel would grant consent for every channel: API key "
         "'mail-gw' speaks for email only; name the channel"
     )
-    out = {"event_id": "out-1", "event_type": "opted_out", "hcp_id": hcp}
-    refused = client.post("/v1/feedback", json=out, headers=two)
+    refused = client.post("/v1/feedback", json={**back, "event_id": "in-2"}, headers=two)
     assert refused.status_code == 403, refused.text
-    assert "opted_out without a channel would withdraw consent for every channel" in refused.text
-    assert not {"in-1", "out-1"} & set(_stored(client))
+    assert "opted_in without a channel would grant consent for every channel" in refused.text
+    assert not {"in-1", "in-2"} & set(_stored(client))
+    # An opt-out is kept for the key's channels instead (a withdrawal is not lost).
+    out = {"event_id": "out-1", "event_type": "opted_out", "hcp_id": hcp}
+    assert client.post("/v1/feedback", json=out, headers=two).status_code == 200
+    assert _stored(client)["out-1"] == ("email", "mail-and-webinar")
     # Named, the key's own channel is granted.
     named = client.post("/v1/feedback", json={**back, "channel": "email"}, headers=mail)
     assert named.status_code == 200, named.text
@@ -593,3 +596,158 @@ def test_a_one_channel_keys_opt_out_of_a_channel_it_cannot_tell_is_kept_with_no_
         # A catalog channel other than its own is not the key's to withdraw.
         webinar = {**stop, "event_id": "stop-webinar", "channel": "webinar"}
         assert client.post("/v1/feedback", json=webinar, headers=mail).status_code == 403
+
+
+def _rows_of(client: TestClient, hcp_id: str) -> list[tuple[str, str | None, str | None]]:
+    """(event_id, channel, requester) of each stored opt-out of ``hcp_id``, by channel."""
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    with client.app.state.runtime.sessions() as session:
+        rows = session.execute(
+            select(FeedbackEvent.event_id, FeedbackEvent.channel, FeedbackEvent.requester).where(
+                FeedbackEvent.hcp_id == hcp_id, FeedbackEvent.event_type == "opted_out"
+            )
+        ).all()
+    return sorted(((r.event_id, r.channel, r.requester) for r in rows), key=lambda r: r[1:])
+
+
+@pytest.mark.parametrize(
+    ("named", "said"),
+    [
+        ({}, ""),
+        ({"channel": "all"}, ""),
+        ({"channel": "fax"}, " (channel 'fax' is no catalog channel)"),
+        (
+            {"channel": "fax", "action_id": "retired-1"},
+            "; opt-out stored: action 'retired-1' left out (not in the served catalog); "
+            "channel 'fax' is no catalog channel",
+        ),
+    ],
+    ids=["none", "all", "unknown", "unknown-action"],
+)
+def test_a_several_channel_keys_opt_out_it_cannot_place_withdraws_each_of_its_channels(
+    client: TestClient, api_settings: Settings, named: dict, said: str
+) -> None:
+    """A marketing platform's key bound to email and webinar sending a 'stop' naming
+    no channel, 'all' or one nextbest cannot tell ('fax'; a retired content's link)
+    was refused with 403 (it would withdraw every channel): the withdrawal lost. It
+    withdraws every channel the key speaks for, one row each, and nothing else; a
+    resend is a duplicate."""
+    platform = _bound_key(client, api_settings, "platform", ["email", "webinar"])
+    hcp, _ = _email_hcp(client)
+    before = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+    assert {"email", "webinar"} <= {i["channel"] for i in before["items"]}, before
+    assert {i["channel"] for i in before["items"]} - {"email", "webinar"}, before
+    stop = {"event_id": "stop-1", "event_type": "opted_out", "hcp_id": hcp, **named}
+    answer = client.post("/v1/feedback", json=stop, headers=platform)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 1, answer.text
+    rows = _rows_of(client, hcp)
+    assert [(channel_, requester) for _, channel_, requester in rows] == [
+        ("email", "platform"),
+        ("webinar", "platform"),
+    ]
+    assert rows[0][0] == "stop-1" and rows[1][0].startswith("opted_out-"), rows
+    (note,) = answer.json()["uncounted"]
+    assert note["message"] == (
+        "opt-out stored for channels email, webinar, every channel API key 'platform' "
+        f"speaks for{said}; each other channel a row of its own: webinar under "
+        f"event_id '{rows[1][0]}'"
+    ), note
+    after = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+    served = {i["channel"] for i in after["items"]}
+    assert served and not served & {"email", "webinar"}, after
+
+    # Sent again, alone or in a batch: a duplicate, nothing more stored or said.
+    for body in (stop, {"events": [stop, stop]}):
+        again = client.post("/v1/feedback", json=body, headers=platform)
+        assert again.status_code == 200, again.text
+        assert (again.json()["accepted"], again.json()["uncounted"]) == (0, []), again.text
+    assert _rows_of(client, hcp) == rows
+
+    # A catalog channel it does not speak for is still not the key's to withdraw.
+    other = {**stop, "event_id": "stop-2", "channel": "rep_visit"}
+    refused = client.post("/v1/feedback", json=other, headers=platform)
+    assert refused.status_code == 403, refused.text
+
+
+def test_an_opt_out_stored_for_one_channel_sent_again_by_a_key_of_several_adds_the_rest(
+    client: TestClient, api_settings: Settings
+) -> None:
+    """The e-mail system's 'stop' forwarded by the platform too: the same event, for
+    e-mail a duplicate, and the platform's other channel withdrawn as well, said."""
+    mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+    platform = _bound_key(client, api_settings, "platform", ["email", "webinar"])
+    hcp, _ = _email_hcp(client)
+    stop = {"event_id": "stop-1", "event_type": "opted_out", "hcp_id": hcp}
+    assert client.post("/v1/feedback", json=stop, headers=mail).status_code == 200
+    again = client.post("/v1/feedback", json={"events": [stop]}, headers=platform)
+    assert again.status_code == 200, again.text
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 1), again.text
+    rows = _rows_of(client, hcp)
+    assert [(c, r) for _, c, r in rows] == [("email", "mail-gw"), ("webinar", "platform")]
+    (note,) = again.json()["uncounted"]
+    assert note["message"].endswith(f"webinar under event_id '{rows[1][0]}'"), note
+
+
+def test_a_several_channel_keys_opt_out_is_kept_for_each_of_its_channels_with_no_model(
+    api_settings: Settings, keys: Keys, tmp_path: Path
+) -> None:
+    """With no model served, a marketing platform's key bound to email and sms sending
+    a 'stop' naming 'fax', 'all' or no channel was refused with 403. Kept for email
+    and sms, it withdraws e-mail once a model is loaded (sms: once a catalog has it),
+    and its resend with the model is the same event."""
+    import shutil
+
+    from nextbest.api.app import create_app
+
+    admin = dict(keys.admin)
+    with TestClient(create_app(api_settings), headers=admin) as client:
+        hcp, _ = _email_hcp(client)
+    models = tmp_path / "models-later"
+    empty = api_settings.model_copy(update={"models_dir": models, "tracking_uri": None})
+    with TestClient(create_app(empty), headers=admin) as client:
+        assert client.get("/healthz").json().get("model_version") is None
+        platform = _bound_key(client, api_settings, "platform", ["email", "sms"])
+        stop = {"event_type": "opted_out", "hcp_id": hcp}
+        sent = [
+            {**stop, "event_id": "stop-fax", "channel": "fax"},
+            {**stop, "event_id": "stop-all", "channel": "all"},
+            {**stop, "event_id": "stop-none"},
+        ]
+        answer = client.post("/v1/feedback", json={"events": sent}, headers=platform)
+        assert answer.status_code == 200 and answer.json()["accepted"] == 3, answer.text
+        rows = _rows_of(client, hcp)
+        assert [(c, r) for _, c, r in rows] == [("email", "platform")] * 3 + [
+            ("sms", "platform")
+        ] * 3
+        assert {e for e, _, _ in rows[:3]} == {"stop-fax", "stop-all", "stop-none"}
+        notes = {n["event_id"]: n["message"] for n in answer.json()["uncounted"]}
+        assert notes["stop-fax"].startswith(
+            "opt-out stored for channels email, sms, every channel API key 'platform' speaks "
+            "for (channel 'fax' is not read against a catalog: no model is served); each "
+            "other channel a row of its own: sms under event_id 'opted_out-"
+        ), notes
+        assert notes["stop-none"].startswith(
+            "opt-out stored for channels email, sms, every channel API key 'platform' speaks "
+            "for; each other channel a row of its own: sms under event_id 'opted_out-"
+        ), notes
+
+        shutil.copytree(api_settings.resolved_models_dir, models)
+        assert client.post("/v1/admin/reload").status_code == 200
+        assert client.get("/healthz").json().get("model_version") is not None
+        after = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 20}).json()
+        assert after["items"] and all(i["channel"] != "email" for i in after["items"]), after
+
+        again = client.post("/v1/feedback", json={"events": sent}, headers=platform)
+        assert again.status_code == 200, again.text
+        assert (again.json()["duplicates"], again.json()["uncounted"]) == (3, []), again.text
+        assert _rows_of(client, hcp) == rows
+        # With the model, a new one is kept alike, sms said to be no catalog channel.
+        new = client.post("/v1/feedback", json={**stop, "event_id": "stop-new"}, headers=platform)
+        assert new.status_code == 200 and new.json()["accepted"] == 1, new.text
+        assert new.json()["uncounted"][0]["message"].endswith(
+            " (no channel of the served catalog: it applies once one has it)"
+        ), new.text

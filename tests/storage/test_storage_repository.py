@@ -1802,3 +1802,45 @@ def test_an_opt_out_whose_id_another_event_holds_is_stored_under_a_derived_id(
     again = record_feedback(session, events=[withdrawal], requester="consent")
     assert again.accepted == [] and again.duplicates == [derived]
     assert len(stored_events(session_factory)) == 2
+
+
+def test_an_opt_out_of_a_requester_of_several_channels_is_one_row_per_channel(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """A marketing platform bound to email and sms: its opt-out naming no channel,
+    'all' or 'fax' withdraws both, one row per channel; sent again (in the same batch,
+    or later with no model served) it is a duplicate, nothing stored twice."""
+    out = functools.partial(delivered, event_type="opted_out")
+    sent = [
+        out("none", "h1"),
+        out("all", "h2", channel="all"),
+        out("fax", "h3", channel="fax"),
+        out("fax", "h3", channel="fax"),  # its repeat in the batch
+    ]
+    bound = functools.partial(
+        record_feedback, session, events=sent, channels=["email", "sms"], requester="platform"
+    )
+    result = bound(action_channels={"a-email": "email", "a-visit": "rep_visit"})
+    assert result.rejected == [], result
+    assert (result.accepted, result.duplicates) == (["none", "all", "fax"], ["fax"]), result
+    assert [i for i, _, _ in result.uncounted] == [0, 1, 2], result.uncounted
+    said = result.uncounted[0][2]
+    assert said.startswith(
+        "opt-out stored for channels email, sms, every channel API key 'platform' speaks "
+        "for; each other channel a row of its own: sms under event_id 'opted_out-"
+    ), said
+    assert said.endswith("(no channel of the served catalog: it applies once one has it)")
+    again = bound(action_channels=None)
+    assert again.accepted == [] and again.uncounted == [], again
+    assert again.duplicates == ["none", "all", "fax", "fax"], again
+    rows = sorted(
+        (row.hcp_id, row.channel, row.requester, row.channel_unmatched)
+        for row in stored_events(session_factory).values()
+    )
+    assert rows == [(h, c, "platform", None) for h in ("h1", "h2", "h3") for c in ("email", "sms")]
+    history = serving_history(
+        session, hcp_ids=["h1", "h2", "h3"], windows=[], dismissed_since=None,
+        until=T0 + timedelta(days=1),
+    )  # fmt: skip
+    withdrawn = {key for key, (_, withdrew) in history.consent.items() if withdrew}
+    assert withdrawn == {(h, c) for h in ("h1", "h2", "h3") for c in ("email", "sms")}

@@ -894,7 +894,8 @@ def _opt_out_as_kept(
                 said.append(
                     f"channel '{event.channel}' read as '{read}'"
                     if read is not None
-                    else f"channel '{event.channel}' is no catalog channel: every channel withdrawn"
+                    else f"channel '{event.channel}' is no catalog channel"
+                    + ("" if own else ": every channel withdrawn")
                 )
         elif spelled in own:
             changes["channel"] = spelled
@@ -902,6 +903,18 @@ def _opt_out_as_kept(
         return event, None
     kept = dataclasses.replace(event, **changes)
     return kept, ("opt-out stored: " + "; ".join(said)) if said else None
+
+
+def _bound_opt_out_note(channels: Sequence[str], requester: str | None, unknown: str) -> str:
+    """What an opt-out read as withdrawing every channel its bound requester speaks
+    for (``channels``) is said to be stored as; ``unknown``: why, when it named one."""
+    who = f"API key '{requester}'" if requester else "its sender"
+    if len(channels) == 1:
+        return f"opt-out stored for channel '{channels[0]}', the one {who} speaks for{unknown}"
+    return (
+        f"opt-out stored for channels {', '.join(channels)}, every channel {who} speaks "
+        f"for{unknown}"
+    )
 
 
 def _no_catalog_channel(channel: str, catalog_channels: frozenset[str]) -> bool:
@@ -1181,13 +1194,16 @@ def record_feedback(
     that served items on other channels only (the requester did not send it; one
     that served nothing, a holdout's, may be named). A consent event must name a
     channel (an opt-in or opt-out of every channel is refused), except that an
-    opt-out naming no channel (or one nextbest cannot tell, ``fax``; with no model
-    served, any but its own: no catalog tells another) and no action, from a
-    requester of one channel, is read as withdrawing that channel (said in
-    ``uncounted``), an opt-out naming one of the requester's channels is kept for it
-    even where the catalog lacks it (said, as every opt-out of a channel the catalog
-    lacks that it names for certain: a send's), and a contact
-    (``delivered``, ``completed``) naming none is that channel's. Other events
+    opt-out naming no channel, "all" or one nextbest cannot tell (``fax``; with no
+    model served, any but its own: no catalog tells another) and no action is read
+    as withdrawing the requester's channels (said in ``uncounted``): one channel's
+    is stored for it; several channels' for the first under the event's id and for
+    each other in a row of its own, under an id derived from the event's and what
+    the row says, so a resend is a duplicate (:func:`_bound_opt_out_rows`). An
+    opt-out naming one of the requester's channels is kept for it even where the
+    catalog lacks it (said, as every opt-out of a channel the catalog lacks that it
+    names for certain: a send's), and a contact (``delivered``, ``completed``)
+    naming none, from a requester of one channel, is that channel's. Other events
     naming no channel, none to fill in, are stored as from any requester.
 
     ``rep`` (a rep's key, or the rep route): every event but an opt-out must be
@@ -1224,7 +1240,7 @@ def record_feedback(
     the all-channel budget only, and is listed in ``uncounted``.
 
     Without ``action_channels`` (no model served), an opt-out's channel as its sender
-    named it (not one of ``channels``, nor read as the one of a one-channel
+    named it (not one of ``channels``, nor read as those of a bound
     requester) is stored as catalogs spell it and marked
     ``channel_unmatched``: serving reads it against the catalog then served, as
     :func:`~nextbest.contract.schema.withdrawn_channel` reads it on arrival with one
@@ -1321,14 +1337,15 @@ def _record_feedback(
     # before the filling in stored it: its resend is that event, not another.
     as_sent: dict[int, _Identity] = {}
     opt_outs: dict[int, dict[str, Any]] = {}  # index -> row, of each valid opt-out
+    # index -> the other channels an opt-out of a requester of several withdraws
+    also_withdrawn: dict[int, Sequence[str]] = {}
     for index, event in enumerate(events):
         taken_as = None  # how an opt-out was read to be kept, said back
         named = event.channel  # as sent: an opt-out's with no catalog is read later
-        bound_as = None  # the channel an opt-out of a one-channel requester was read as
+        bound_as = None  # the channel(s) an opt-out of a bound requester was read as
         if (
             event.event_type == "opted_out"
-            and channels is not None
-            and len(channels) == 1
+            and channels
             and event.action_id is None
             and (
                 event.channel is None
@@ -1346,7 +1363,10 @@ def _record_feedback(
             # which would be read as every channel, and refused. With no model served
             # nextbest can tell no channel but the key's own: one naming another is
             # read so too (refused, the withdrawal was lost, where a model served would
-            # have kept it), never as a channel the key does not speak for.
+            # have kept it), never as a channel the key does not speak for. A key of
+            # several channels (a marketing platform's email and sms) withdraws every
+            # one of them: the first under the event's id, each other one a row of
+            # its own under an id derived from it (_bound_opt_out_rows).
             unknown = ""
             if event.channel is not None and channel_spelling(event.channel) not in (
                 *channels,
@@ -1359,15 +1379,21 @@ def _record_feedback(
                     )
                 elif _no_catalog_channel(event.channel, catalog_channels):
                     unknown = f" (channel '{event.channel}' is no catalog channel)"
-            bound_as = (
-                f"opt-out stored for channel '{channels[0]}', the one API key "
-                f"'{requester}' speaks for{unknown}"
-            )
+            bound_as = _bound_opt_out_note(channels, requester, unknown)
+            if len(channels) > 1:
+                also_withdrawn[index] = channels[1:]
             event = dataclasses.replace(event, channel=channels[0])
         if event.event_type == "opted_out":
             event, taken_as = _opt_out_as_kept(
                 event, served, action_channels, catalog_channels, received_at, channels or ()
             )
+            if channels and bound_as is None and event.channel is None and event.action_id is None:
+                # Read as every channel only once kept: its action left out (a retired
+                # content's unsubscribe link), its channel one nextbest cannot tell.
+                bound_as = _bound_opt_out_note(channels, requester, "")
+                if len(channels) > 1:
+                    also_withdrawn[index] = channels[1:]
+                event = dataclasses.replace(event, channel=channels[0])
         if bound_as is not None:
             taken_as = bound_as if taken_as is None else f"{bound_as}; {taken_as}"
         message = _check_event(event, received_at)
@@ -1616,11 +1642,28 @@ def _record_feedback(
                 session, valid_order, opt_outs, rows, inserted, stored
             )
         )
+        # After the opt-outs themselves, as their ids are: in one order.
+        also_kept = _bound_opt_out_rows(session, valid_order, opt_outs, also_withdrawn)
         if commit:
             session.commit()
     except BaseException:
         session.rollback()
         raise
+    # index -> where the other channels of an opt-out of a requester of several went
+    also_said: dict[int, str] = {}
+    for index, kept_rows in also_kept.items():
+        where = ", ".join(
+            f"{channel} under event_id '{kept_id}'"
+            + (
+                " (no channel of the served catalog: it applies once one has it)"
+                if catalog_channels and channel not in catalog_channels
+                else ""
+            )
+            for channel, kept_id, _ in kept_rows
+        )
+        also_said[index] = f"each other channel a row of its own: {where}"
+        if index in uncounted_at:
+            uncounted_at[index] = f"{uncounted_at[index]}; {also_said[index]}"
     for index, event_id, identity in valid_order:
         if index in rekeyed:
             derived, new = rekeyed[index]
@@ -1643,6 +1686,9 @@ def _record_feedback(
         conflict = _conflict(event_id, stored[event_id], identity, private=private)
         if conflict is None or stored[event_id] == as_sent.get(index):
             result.duplicates.append(event_id)
+            if any(new for _, _, new in also_kept.get(index, ())):
+                # Stored before for fewer channels (another key's): the rest is new.
+                result.uncounted.append((index, event_id, uncounted_at[index]))
         else:
             result.rejected.append((index, event_id, conflict))
     for index, event_id, identity, refused in refused_reasons:
@@ -1689,6 +1735,50 @@ def _keep_opt_outs_under_derived_ids(
             derived = _opt_out_id(event_id, identity, salt=uuid.uuid4().hex)
             _insert_ignoring_duplicates(session, [{**row, "event_id": derived}])
         kept[index] = (derived, True)
+    return kept
+
+
+def _bound_opt_out_rows(
+    session: Session,
+    valid_order: Sequence[tuple[int, str, _Identity]],
+    opt_outs: Mapping[int, dict[str, Any]],
+    also_withdrawn: Mapping[int, Sequence[str]],
+) -> dict[int, list[tuple[str, str, bool]]]:
+    """Store, for each opt-out of a requester of several channels read as withdrawing
+    them all (its row holds the first), one row per other channel; index -> [(channel,
+    id, whether it is new)].
+
+    Each row's id is derived from the event's id and what the row says
+    (:func:`_opt_out_id`): a resend of the event finds them stored, a duplicate, and
+    the event stored before for fewer channels (by a key of one of them) gets the
+    rest. An id taken by another event (planted ahead) gives way to one no sender
+    can guess, as :func:`_keep_opt_outs_under_derived_ids` does.
+    """
+    wanted: list[tuple[int, str, dict[str, Any]]] = []
+    for index, event_id, _ in valid_order:
+        row = opt_outs.get(index)
+        if row is None or not also_withdrawn.get(index):
+            continue
+        for channel in also_withdrawn[index]:
+            other = {**row, "channel": channel, "channel_unmatched": None}
+            other["event_id"] = _opt_out_id(event_id, _identity(other))
+            wanted.append((index, channel, other))
+    if not wanted:
+        return {}
+    by_id = {other["event_id"]: other for _, _, other in wanted}
+    # Sorted by key so concurrent batches lock rows in the same order (PostgreSQL).
+    inserted = _insert_ignoring_duplicates(session, [by_id[key] for key in sorted(by_id)])
+    stored = _stored_identities(session, [key for key in by_id if key not in inserted])
+    kept: dict[int, list[tuple[str, str, bool]]] = {}
+    for index, channel, other in wanted:
+        kept_id, new = other["event_id"], other["event_id"] in inserted
+        if not new and stored.get(kept_id) != _identity(other):
+            kept_id = _opt_out_id(kept_id, _identity(other), salt=uuid.uuid4().hex)
+            _insert_ignoring_duplicates(session, [{**other, "event_id": kept_id}])
+            new = True
+        kept.setdefault(index, []).append((channel, kept_id, new))
+        inserted.discard(other["event_id"])  # a repeat later in the batch: a resend
+        stored[other["event_id"]] = _identity(other)
     return kept
 
 
