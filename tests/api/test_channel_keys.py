@@ -751,3 +751,23 @@ def test_a_several_channel_keys_opt_out_is_kept_for_each_of_its_channels_with_no
         assert new.json()["uncounted"][0]["message"].endswith(
             " (no channel of the served catalog: it applies once one has it)"
         ), new.text
+
+
+def test_a_one_channel_keys_opt_out_naming_an_action_no_catalog_knows_withdraws_its_channel(
+    client: TestClient, api_settings: Settings
+) -> None:
+    """A retired content's unsubscribe link through the e-mail system's key: the action
+    is left out, and the opt-out was then read as every channel, refused with 403 and
+    lost. It withdraws the key's channel."""
+    mail = _bound_key(client, api_settings, "mail-gw", ["email"])
+    hcp, _ = _email_hcp(client)
+    stop = {"event_id": "stop-1", "event_type": "opted_out", "hcp_id": hcp, "action_id": "gone"}
+    answer = client.post("/v1/feedback", json=stop, headers=mail)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["uncounted"][0]["message"] == (
+        "opt-out stored for channel 'email', the one API key 'mail-gw' speaks for; opt-out "
+        "stored: action 'gone' left out (not in the served catalog)"
+    ), answer.text
+    assert _stored(client)["stop-1"] == ("email", "mail-gw")
+    again = client.post("/v1/feedback", json=stop, headers=mail)
+    assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
