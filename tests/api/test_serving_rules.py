@@ -666,6 +666,37 @@ def test_an_opt_out_is_never_lost_over_its_form(client: TestClient) -> None:
         assert not _ask(client, hcp_id, channel="email")["items"], extra
 
 
+@pytest.mark.parametrize("named", ["fax", "All"])
+def test_an_opt_out_of_a_channel_it_cannot_tell_withdraws_every_channel_with_its_action(
+    client: TestClient, named: str
+) -> None:
+    """'fax' (or 'All') beside an e-mail action: the answer said every channel was
+    withdrawn, but the row was stored for the action's channel, e-mail, and the rep
+    still visited."""
+    model = client.app.state.runtime.recommender
+    hcp_id = next(
+        str(h)
+        for h in model.hcp_ids[:300]
+        if {"email"} < {i["channel"] for i in _ask(client, str(h))["items"]}
+    )
+    email_action = _ask(client, hcp_id, channel="email")["items"][0]["action_id"]
+    event = {
+        "event_id": f"out-{named}-action",
+        "event_type": "opted_out",
+        "hcp_id": hcp_id,
+        "channel": named,
+        "action_id": email_action,
+    }
+    answer = client.post("/v1/feedback", json=event)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    said = [u["message"] for u in answer.json()["uncounted"]]
+    if named == "fax":
+        assert "channel 'fax' is no catalog channel: every channel withdrawn" in said[0], said
+    assert not _ask(client, hcp_id)["items"], "every channel withdrawn, as said"
+    again = client.post("/v1/feedback", json=event)
+    assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+
+
 def test_an_unsubscribe_naming_only_its_send_withdraws_the_sends_channel(
     client: TestClient,
 ) -> None:

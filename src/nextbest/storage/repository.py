@@ -1383,10 +1383,15 @@ def _record_feedback(
             if len(channels) > 1:
                 also_withdrawn[index] = channels[1:]
             event = dataclasses.replace(event, channel=channels[0])
+        # An opt-out naming a channel it was read as every channel for ('fax'): stored
+        # so, not as the channel of an action it names too (which it was said not to be).
+        every_channel = False
         if event.event_type == "opted_out":
+            named = event.channel
             event, taken_as = _opt_out_as_kept(
                 event, served, action_channels, catalog_channels, received_at, channels or ()
             )
+            every_channel = named is not None and event.channel is None and not channels
             if channels and bound_as is None and event.channel is None and event.action_id is None:
                 # Read as every channel only once kept: its action left out (a retired
                 # content's unsubscribe link), its channel one nextbest cannot tell.
@@ -1469,6 +1474,8 @@ def _record_feedback(
             event = dataclasses.replace(event, channel=channel)
         if message is None:
             message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
+            if every_channel:
+                channel = None
         uncounted = decision_note
         if message is None and action_id is None and event.event_type in CONTACT_EVENT_TYPES:
             # Filled in alike whether or not the channel is stated, so that a resend
