@@ -250,6 +250,111 @@ def test_one_differing_hcp_bounds_nothing() -> None:
     ), decision.reasons
 
 
+def _skewed_log(per_hcp: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """2,000 HCPs, the challenger differing from the champion on the first 8, which have
+    ``per_hcp`` decisions each (the others 3). The challenger's action 1 is explored on
+    5% of decisions, the champion's 0 served on the rest; no gain in the population (each
+    HCP's gain from action 1 drawn around 0), and a reward model overrating action 1 by
+    0.3 NRx: DR is still unbiased, but its corrections come rarely and large."""
+    hcp = np.concatenate([np.repeat(np.arange(8), per_hcp), np.repeat(np.arange(8, 2000), 3)])
+    n = len(hcp)
+    action = (rng.random(n) < 0.05).astype(np.int64)
+    habit = rng.normal(2.0, 1.0, 2000)[hcp]
+    gain = rng.normal(0.0, 0.4, 2000)[hcp]
+    reward = habit + gain * (action == 1) + rng.normal(size=n)
+    challenger, champion = np.where(hcp < 8, 1, 0), np.zeros(n, dtype=np.int64)
+
+    def q(a: np.ndarray) -> np.ndarray:
+        return habit + 0.3 * (a == 1)
+
+    return {
+        "action": action,
+        "reward": reward,
+        "pscore": np.where(action == 1, 0.05, 0.95),
+        "target": challenger,
+        "baseline": champion,
+        "q_target": q(challenger),
+        "q_baseline": q(champion),
+        "q_logged": q(action),
+        "groups": hcp,
+    }
+
+
+def test_a_skewed_reward_model_on_few_differing_decisions_does_not_pass_more_than_promised() -> (
+    None
+):
+    """No gain; the challenger differs on 8 HCPs of 2,000 with 3 decisions each (about one
+    of their 24 decisions tried its choice). Its own effective sample size is large (it
+    agrees elsewhere), and the paired DR difference's lower bound lay above zero in
+    8.3% of 4,000 seeded logs where 2.5% is promised. The gate's default min_differing_effective_n
+    holds every one of them back: a handful of tries is not evidence a t interval can
+    bound."""
+    rng = np.random.default_rng(41)
+    needed = GateConfig().min_differing_effective_n
+    above, guarded, tried = [], [], []
+    for _ in range(4000):
+        log = _skewed_log(3, rng)
+        diff = gate.ope.difference("dr", **log)
+        differing = gate.ope.disagreement(
+            log["action"], log["pscore"], log["target"], log["baseline"], log["groups"]
+        )
+        assert (differing.decisions, differing.groups) == (24, 8)
+        above.append(diff.ci_low > 0)
+        guarded.append(diff.ci_low > 0 and differing.effective_n >= needed)
+        tried.append(differing.target_effective_n)
+    assert np.mean(above) > 0.05, np.mean(above)
+    assert np.mean(guarded) <= 0.025, np.mean(guarded)
+    assert max(tried) < needed <= 24
+
+
+def test_a_few_differing_decisions_hold_the_challenger_back_and_say_so() -> None:
+    """The challenger differs from the champion on 6 decisions of 4 HCPs (of 300), with a
+    gain large enough that its lower bound lies above zero: the gate does not pass it on
+    that evidence, and the reason says how little there is and what the gate needs."""
+    rng = np.random.default_rng(57)
+    hcp = np.concatenate([[0, 0, 1, 1, 2, 3], np.repeat(np.arange(4, 300), 2)])
+    n = len(hcp)
+    action = rng.integers(2, size=n)
+    outcome = 2.0 + 3.0 * (action == 1) + rng.normal(0.0, 0.1, n)
+    data = LoggedBandit(
+        action=action,
+        outcome=outcome,
+        pscore=np.full(n, 0.5),
+        cost=np.zeros(2),
+        group=np.array([f"H{h:03d}" for h in hcp]),
+    )
+    challenger = np.where(np.arange(n) < 6, 1, 0)
+    champion = np.zeros(n, dtype=np.int64)
+    tried = int((action[:6] == 1).sum())  # equal weights: the effective n is the count
+    decision = decide(
+        data, champion_target=champion, challenger_target=challenger, config=GateConfig()
+    )
+    assert not decision.passed
+    assert decision.reasons[0] == (
+        "the challenger differs from the champion on only 6 decisions of 4 HCPs, where the "
+        f"logged exploration tried the challenger's choice with an effective sample size of "
+        f"{tried} and the champion's with {6 - tried}: the gate needs at least 20 of each "
+        "(min_differing_effective_n)"
+    )
+    assert decision.difference is not None and decision.difference["ci_low"] > 0
+    assert decision.reasons[1].endswith("lies above zero")
+    # Without the guard the same evidence would have passed; without HCPs, decisions alone.
+    unguarded = GateConfig(min_differing_effective_n=0)
+    assert decide(
+        data, champion_target=champion, challenger_target=challenger, config=unguarded
+    ).passed
+    alone = decide(
+        dataclasses.replace(data, group=None),
+        champion_target=champion,
+        challenger_target=challenger,
+        config=GateConfig(),
+    )
+    assert not alone.passed
+    assert alone.reasons[0].startswith(
+        "the challenger differs from the champion on only 6 decisions, where"
+    )
+
+
 def test_a_pass_says_the_critical_value_it_took() -> None:
     data = _uniform_log(3000, MEANS, seed=0)
     n = len(data.action)
@@ -333,6 +438,12 @@ def test_margin_reason_names_the_threshold(margin: float, reason: str) -> None:
         (GateConfig(min_decisions=5000), 1000, "not enough evidence: 1000 logged decisions"),
         (GateConfig(min_effective_n=5000), 3000, "effective sample size"),
         (
+            GateConfig(min_differing_effective_n=5000),
+            3000,
+            r"tried the challenger's choice with an effective sample size of 1\d{3} and the "
+            r"champion's with 1\d{3}: the gate needs at least 5000 of each",
+        ),
+        (
             GateConfig(criterion="margin", margin=2.0),
             3000,
             r"challenger .* < champion .* \+ margin 2 x \|champion\| = ",
@@ -377,6 +488,11 @@ def test_costs_count_against_the_action_taken() -> None:
         ("margin: 1%\n", "margin: Input should be a valid number"),
         ("margin: .inf\n", "margin: Input should be a finite number"),
         ("min_effective_n: .inf\n", "min_effective_n: Input should be a finite number"),
+        (
+            "min_differing_effective_n: .inf\n",
+            "min_differing_effective_n: Input should be a finite number",
+        ),
+        ('min_differing_effective_n: "20"\n', "min_differing_effective_n: Input should be a"),
     ],
 )
 def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:
@@ -398,6 +514,17 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
             "estimator: dr\n\nmin_decisons: 500\n",
             "line 3: min_decisons: Extra inputs are not permitted (did you mean 'min_decisions'?)",
             id="unknown-key",
+        ),
+        pytest.param(
+            "estimator: dr\nmin_differing_effective_n: -1\n",
+            "line 2: min_differing_effective_n: Input should be greater than or equal to 0",
+            id="negative-differing-effective-n",
+        ),
+        pytest.param(
+            "min_diferring_effective_n: 20\n",
+            "line 1: min_diferring_effective_n: Extra inputs are not permitted "
+            "(did you mean 'min_differing_effective_n'?)",
+            id="misspelt-differing-effective-n",
         ),
         pytest.param(
             "estimator: dr\nsafety: high\n",

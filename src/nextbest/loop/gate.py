@@ -123,6 +123,10 @@ class GateConfig(BaseModel):
     margin: float = Field(default=0.0, ge=0.0)
     min_decisions: int = Field(default=500, ge=1)
     min_effective_n: float = Field(default=100.0, ge=0.0)
+    # Where the two differ, the decisions that tried each one's choice: a challenger that
+    # mostly agrees has a large effective n of its own while its difference from the
+    # champion rests on a few large weighted corrections, whose t interval is too short.
+    min_differing_effective_n: float = Field(default=20.0, ge=0.0)
     evaluation_share: float = Field(default=0.3, ge=0.0, lt=1.0)
 
 
@@ -323,6 +327,12 @@ def decide(
             f"challenger's effective sample size {ess:.0f} is below {config.min_effective_n:.0f}: "
             "the logged exploration covers too little of what it would do"
         )
+    differing = ope.disagreement(
+        data.action, data.pscore, challenger_target, champion_target, data.group
+    )
+    if differing.effective_n < config.min_differing_effective_n:
+        ok = False
+        decision.reasons.append(_differing_said(differing, data, config))
     value_ch = challenger[config.estimator].value
     value_c = champion[config.estimator].value
     if config.criterion == "lower_bound":
@@ -354,6 +364,20 @@ def decide(
         )
     decision.passed = ok
     return decision
+
+
+def _differing_said(differing: ope.Disagreement, data: LoggedBandit, config: GateConfig) -> str:
+    """Why the decisions where the two differ are too few to judge the difference on."""
+    where = f"{differing.decisions:,} decision{'s' if differing.decisions != 1 else ''}"
+    if data.group is not None:
+        where += f" of {differing.groups:,} HCP{'s' if differing.groups != 1 else ''}"
+    return (
+        f"the challenger differs from the champion on only {where}, where the logged "
+        f"exploration tried the challenger's choice with an effective sample size of "
+        f"{differing.target_effective_n:.0f} and the champion's with "
+        f"{differing.baseline_effective_n:.0f}: the gate needs at least "
+        f"{config.min_differing_effective_n:g} of each (min_differing_effective_n)"
+    )
 
 
 def _critical_said(diff: ope.PolicyValue, data: LoggedBandit) -> str:
