@@ -715,7 +715,7 @@ def test_a_promotion_killed_after_the_champion_moved_is_said_unfinished_and_fini
         "outright, or is still at work): alias previous_champion names no version, not "
         "version 1; alias challenger still names "
         f"the champion, version {challenger}; version {challenger} lacks its tags "
-        "promoted_at, promotion. `nextbest models --repair` finishes it"
+        "gate, promoted_at, promotion. `nextbest models --repair` finishes it"
     ) in shown, shown
     code, out = _models(settings, "--json")
     unfinished = json.loads(out)["decision_unfinished"]
@@ -743,6 +743,8 @@ def test_a_promotion_killed_after_the_champion_moved_is_said_unfinished_and_fini
     assert gate.champion_history(settings) == ["1", challenger]
     tags = registry.client(settings).get_model_version(settings.model_name, challenger).tags
     assert tags["promotion"] == "forced" and "promoted_at" in tags
+    # The gate's verdict, written after the run ended, was lost with the process.
+    assert tags["gate"] == f"failed vs v1 (run {killed.info.run_id})"
     assert registry.PENDING_TAG not in _registered_model_tags(settings)
     assert "unfinished" not in _models(settings)[1]
     # Finished, not made again: one promotion in the timeline.
@@ -948,3 +950,28 @@ def test_a_retrain_killed_outright_is_judged_by_its_version_at_read(
         "its training run never ended (its process was killed outright, or is still at "
         "work): the version was registered without all of its tags"
     ) in shown, shown
+
+
+def test_a_promotion_killed_after_the_move_leaves_its_gate_verdict_to_repair(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """The challenger's gate tag was written after the decision run ended, outside what
+    the promotion records it leaves: a kill after the move lost it, and `--repair`
+    finished the promotion without it."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    _killed(settings, tmp_path, "previous_champion", "promote", "--force", "--reason", "x")
+    (killed,) = _decision_runs(settings, "promote")
+    tags = registry.client(settings).get_model_version(settings.model_name, challenger).tags
+    assert "gate" not in tags
+    unwritten = json.loads(_models(settings, "--json")[1])["decision_unfinished"]["unwritten"]
+    assert f"version {challenger} lacks its tags gate, promoted_at, promotion" in unwritten
+
+    code, shown = _models(settings, "--repair")
+    assert code == 0, shown
+    assert f"version {challenger} lacks its tags gate, promoted_at, promotion (written now)" in (
+        shown
+    ), shown
+    tags = registry.client(settings).get_model_version(settings.model_name, challenger).tags
+    assert tags["gate"] == f"failed vs v1 (run {killed.info.run_id})"
+    assert "gate failed vs v1; promoted by --force" in shown, shown

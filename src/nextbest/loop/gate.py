@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -1305,19 +1305,23 @@ def _log_evaluation(
                 "plots/gate.png",
             )
         run_id = str(run.info.run_id)
+        verdict = "passed" if decision.passed else "failed"
+        # The challenger's gate tag is written within the run: a promotion's with what
+        # it leaves once the champion moved (so `nextbest models --repair` finishes it
+        # after a kill), any other's before the run ends.
+        gate_tag = {"gate": f"{verdict} vs v{evaluation.champion_version} (run {run_id})"}
+        challenger = evaluation.challenger_version
         if move is not None and end is not None:
+            tags = {**end.version_tags.get(challenger, {}), **gate_tag}
             registry.move_recorded(
                 settings,
                 run_id,
                 move,
-                end=end,
+                end=replace(end, version_tags={**end.version_tags, challenger: tags}),
                 stays=f"the champion stays version {evaluation.champion_version}",
             )
-    verdict = "passed" if decision.passed else "failed"
-    registry.client(settings).set_model_version_tag(
-        settings.model_name,
-        evaluation.challenger_version,
-        "gate",
-        f"{verdict} vs v{evaluation.champion_version} (run {run_id})",
-    )
+        else:
+            registry.client(settings).set_model_version_tag(
+                settings.model_name, challenger, "gate", gate_tag["gate"]
+            )
     return run_id
