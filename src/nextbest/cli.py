@@ -3687,8 +3687,9 @@ def models(
             "--repair",
             help="Finish a promotion, rollback or training that moved the champion and "
             "was killed before it wrote what it leaves beside it (previous_champion, "
-            "challenger, champion_history, version tags), as `nextbest models` says; "
-            "then list the versions.",
+            "challenger, champion_history, version tags, the gate's verdict), as `nextbest "
+            "models` says; take off the mark of one killed before the champion moved (not "
+            "made); then list the versions.",
         ),
     ] = False,
 ) -> Any:
@@ -3714,11 +3715,19 @@ def models(
     if repair:
         try:
             finished = registry.finish_unfinished(settings)
+            not_made = registry.take_off_not_made(settings)
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
-        if finished is None:
+        if finished is None and not_made is None:
             console.print("nothing to repair: no decision was left unfinished", highlight=False)
         _say_finished(finished)
+        if not_made is not None:
+            console.print(
+                f"[yellow]taken off:[/yellow] the mark ({registry.PENDING_TAG}) of the "
+                f"{not_made.named} (MLflow run {not_made.run_id}), killed before the champion "
+                "moved: it was not made",
+                highlight=False,
+            )
     try:
         versions = registry.list_versions(settings)
     except registry.RegistryError as exc:

@@ -690,6 +690,54 @@ def finish_unfinished(settings: Settings) -> UnfinishedDecision | None:
         ) from exc
 
 
+def take_off_not_made(settings: Settings) -> DecisionEnd | None:
+    """Take off a :data:`PENDING_TAG` left by a decision killed outright before the
+    champion moved (the champion is not its version: it was not made, and its run
+    says so, :mod:`nextbest.loop.lineage`); the decision it named, None when there
+    was none. The next decision would replace it; ``nextbest models --repair``, a
+    promotion and a rollback take it off first.
+
+    Raises:
+        RegistryError: the registry refused to take it off.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not registry_exists(settings):
+        return None
+    mlflow_client = client(settings)
+    try:
+        text = mlflow_client.get_registered_model(settings.model_name).tags.get(PENDING_TAG)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if text is None:
+        return None
+    try:
+        end = DecisionEnd.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # not nextbest's: unfinished_decision warns of it, and it is left
+    if alias_version(settings, CHAMPION_ALIAS) == end.champion:
+        return None  # moved: finish_unfinished finishes it
+    try:
+        mlflow_client.delete_registered_model_tag(settings.model_name, PENDING_TAG)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(
+            f"the {end.named} (MLflow run {end.run_id}) was killed before the champion "
+            f"moved (not made), and the registry "
+            f"{without_password(settings.resolved_registry_uri)} refused to take off its "
+            f"{PENDING_TAG} tag: {_one_line(exc)}"
+        ) from exc
+    logger.info(
+        "the %s (MLflow run %s) was killed before the champion moved: not made; "
+        "its %s tag is taken off",
+        end.named,
+        end.run_id,
+        PENDING_TAG,
+    )
+    return end
+
+
 def _clear_pending(settings: Settings, run_id: str) -> None:
     """Take off the :data:`PENDING_TAG` of decision run ``run_id``, which did not move
     the champion; a store that fails leaves it (read as not made: the champion is

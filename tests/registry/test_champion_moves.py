@@ -975,3 +975,41 @@ def test_a_promotion_killed_after_the_move_leaves_its_gate_verdict_to_repair(
     tags = registry.client(settings).get_model_version(settings.model_name, challenger).tags
     assert tags["gate"] == f"failed vs v1 (run {killed.info.run_id})"
     assert "gate failed vs v1; promoted by --force" in shown, shown
+
+
+@pytest.mark.parametrize("then", ["repair", "promote"])
+def test_a_decision_killed_before_the_champion_moved_leaves_no_mark_once_repaired(
+    own_copy: Settings, trained, tmp_path: Path, then: str
+) -> None:
+    """SIGKILL between writing decision_pending and moving the champion: the mark stayed
+    until a promotion replaced it, `--repair` said there was nothing to repair and
+    left it, and a promotion the gate refused left it too."""
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    _killed(settings, tmp_path, "champion", "promote", "--force", "--reason", "x")
+    (killed,) = _decision_runs(settings, "promote")
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.PENDING_TAG in _registered_model_tags(settings)
+    # Read, it is not said: the promotion was not made.
+    code, shown = _models(settings)
+    assert code == 0 and "unfinished" not in shown, shown
+    assert json.loads(_models(settings, "--json")[1])["decision_unfinished"] is None
+
+    if then == "repair":
+        code, shown = _models(settings, "--repair")
+        assert code == 0, shown
+        assert (
+            f"taken off: the mark (decision_pending) of the promotion of version {challenger} "
+            f"(MLflow run {killed.info.run_id}), killed before the champion moved: it was "
+            "not made"
+        ) in shown, shown
+        assert "nothing to repair" not in shown, shown
+    else:
+        # No evidence, no --force: nothing is promoted, and the stale mark goes.
+        result = runner.invoke(app, ["promote"], env=_env(settings))
+        assert result.exit_code == 2, result.output
+    assert registry.PENDING_TAG not in _registered_model_tags(settings)
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == challenger
+    code, shown = _models(settings, "--repair")
+    assert "nothing to repair: no decision was left unfinished" in shown, shown

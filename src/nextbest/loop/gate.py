@@ -39,6 +39,7 @@ every rollback, and the champion training set first (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -775,6 +776,10 @@ def promote(
     # A decision killed after the champion moved is finished first: this one starts
     # from the registry it left (a promoted challenger no longer named challenger).
     finished = registry.finish_unfinished(settings)
+    # A mark left by a decision killed before the champion moved goes (one the store
+    # refuses to take off stays, read as not made: the champion is not its version).
+    with contextlib.suppress(registry.RegistryError):
+        registry.take_off_not_made(settings)
     try:
         evaluation = evaluate(settings, config=config, since=since, log=False, version=version)
     except (NoEvidenceError, ChampionUnloadableError) as exc:
@@ -1080,6 +1085,10 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
         raise _no_champion(settings, ": nothing to roll back")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     finished = registry.finish_unfinished(settings)
+    # A mark left by a decision killed before the champion moved goes (one the store
+    # refuses to take off stays, read as not made: the champion is not its version).
+    with contextlib.suppress(registry.RegistryError):
+        registry.take_off_not_made(settings)
     if finished is not None and finished.end.kind == "rollback":
         # A rollback killed after the champion moved, run again (a retried job): it is
         # finished, not made twice, which would go one champion further back.
