@@ -2854,10 +2854,13 @@ def evaluate(
     from nextbest.loop.gate import evaluate as run_evaluate
 
     gate = _gate_config(config)
+    settings = _settings()
+    if version is None:
+        _note_challenger_unset(settings)
     try:
         with _working("evaluating challenger vs champion"):
             evaluation = run_evaluate(
-                _settings(),
+                settings,
                 config=gate,
                 since=_parse_date(since, "--since"),
                 version=None if version is None else str(version),
@@ -2866,6 +2869,29 @@ def evaluate(
         raise _fail(str(exc)) from None
     _print_evaluation(evaluation)
     return bool(evaluation.decision.passed)
+
+
+def _note_challenger_unset(settings: Settings) -> None:
+    """Say, before the challenger is judged, that a newer version was registered in
+    full as challenger by a training run stopped before it set the alias: the gate
+    would judge an older challenger, or find none."""
+    from nextbest import registry
+
+    if not registry.registry_exists(settings):
+        return
+    try:
+        versions = registry.list_versions(settings)
+    except registry.RegistryError:
+        return  # the command itself says what is wrong with the registry
+    for v in versions:
+        if v.alias_unset == "challenger":
+            held = next((w.version for w in versions if "challenger" in w.aliases), None)
+            _note(
+                f"version {v.version} was registered in full as challenger by a training run "
+                "stopped before it set the alias, so the challenger here is "
+                + (f"version {held}" if held else "none")
+                + f": `nextbest models --repair` makes version {v.version} the challenger"
+            )
 
 
 @app.command()
@@ -2922,6 +2948,8 @@ def promote(
             highlight=False,
         )
         return True
+    if version is None:
+        _note_challenger_unset(settings)
     try:
         # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
         # moving the champion ends KILLED, saying whether it moved, not RUNNING.
@@ -3689,7 +3717,8 @@ def models(
             "was killed before it wrote what it leaves beside it (previous_champion, "
             "challenger, champion_history, version tags, the gate's verdict), as `nextbest "
             "models` says; take off the mark of one killed before the champion moved (not "
-            "made); then list the versions.",
+            "made); give a version that train or retrain registered in full, then was "
+            "killed before it set its alias (challenger), that alias; then list the versions.",
         ),
     ] = False,
 ) -> Any:
@@ -3716,10 +3745,13 @@ def models(
         try:
             finished = registry.finish_unfinished(settings)
             not_made = registry.take_off_not_made(settings)
+            named = registry.name_unnamed(settings) if registry.registry_exists(settings) else []
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
-        if finished is None and not_made is None:
-            console.print("nothing to repair: no decision was left unfinished", highlight=False)
+        if finished is None and not_made is None and not named:
+            console.print(
+                "nothing to repair: no decision or training was left unfinished", highlight=False
+            )
         _say_finished(finished)
         if not_made is not None:
             console.print(
@@ -3728,6 +3760,8 @@ def models(
                 "moved: it was not made",
                 highlight=False,
             )
+        for done in named:
+            console.print(f"[yellow]finished:[/yellow] {done.said()}", highlight=False)
     try:
         versions = registry.list_versions(settings)
     except registry.RegistryError as exc:
@@ -3833,6 +3867,12 @@ def _training_run_said(v: VersionSummary) -> str | None:
         if v.training_run_status == "RUNNING"
         else f"was interrupted ({v.training_interrupted or 'killed'}) and marked killed"
     )
+    if v.alias_unset is not None:
+        return (
+            f"its training run {how}: the version was registered in full before, but it "
+            f"is not the {v.alias_unset} it was registered as (the run stopped before it "
+            f"set the alias): `nextbest models --repair` makes it {v.alias_unset}"
+        )
     return f"its training run {how}: " + (
         "the version was registered in full before"
         if v.artifact_sha256 is not None

@@ -48,6 +48,10 @@ SOURCE_TAG = "source_commit"
 # SHA-256 over every file of the version's model directory (see artifact_digest),
 # taken when it was registered and checked at every load.
 DIGEST_TAG = "artifact_sha256"
+# The alias (other than champion) a training asked for its version, e.g. challenger
+# (retrain): a version registered in full whose training run never finished and that
+# the alias does not name is said by `nextbest models` and named by `--repair`.
+REGISTERED_AS_TAG = "registered_as"
 CHAMPION_ALIAS = "champion"
 # Written into a model directory by MLflow itself when it is loaded by a models:/
 # URI (which name and version it was loaded as): not part of what was registered.
@@ -324,8 +328,10 @@ def log_training_run(
     """Log ``result`` as an MLflow run, register it as a new version of the model.
 
     ``extra_tags`` go on both the run and the version. The version gets ``alias``
-    if given; otherwise it becomes ``champion`` when the model has no champion yet
-    (the first model is served straight away), and the served alias
+    if given (other than champion: set within the training run, once the version is
+    registered in full, and recorded as its :data:`REGISTERED_AS_TAG`); otherwise it
+    becomes ``champion`` when the model has no champion yet (the first model is
+    served straight away), and the served alias
     (``settings.serve_alias``) too when that is another and names no version yet:
     the server reads that one, and the gate, promote and rollback ``champion``. A
     later version gets no alias, whatever the served alias names: it is served once
@@ -334,6 +340,9 @@ def log_training_run(
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
     source = source_commit()
+    # An alias other than champion is set within the training run; champion is a
+    # decision of its own, recorded in the decisions experiment after it.
+    sets_alias = alias is not None and alias != CHAMPION_ALIAS
     with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
         # A training run interrupted (Ctrl-C, or a SIGTERM the command turns into
         # SystemExit) ends KILLED, saying so, where MLflow's ``with`` ended it FAILED
@@ -385,14 +394,23 @@ def log_training_run(
                 CODE_TAG: _code_version(),
                 SOURCE_TAG: source,
                 **(extra_tags or {}),
+                # The alias the version is registered for (challenger), set below:
+                # without it, `nextbest models` says so and `--repair` sets it.
+                **({REGISTERED_AS_TAG: alias} if sets_alias and alias else {}),
                 # Last: a version that has it was registered in full (see VersionSummary).
                 DIGEST_TAG: digest,
             }
             for key, value in tags.items():
                 mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
+            if sets_alias and alias is not None:
+                # Within the run, once registered in full: a run that ended FINISHED
+                # left its version with the alias, and one interrupted says so.
+                mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
         except BaseException as stopped:
             if not isinstance(stopped, Exception):
-                _record_training_interrupted(settings, str(run.info.run_id), stopped)
+                _record_training_interrupted(
+                    settings, str(run.info.run_id), stopped, alias=alias if sets_alias else None
+                )
             raise
     served = alias_version(settings, settings.serve_alias)
     if alias is None and alias_version(settings, CHAMPION_ALIAS) is None:
@@ -409,8 +427,6 @@ def log_training_run(
             # A server reading another alias would otherwise have nothing to serve.
             serve_alias=settings.serve_alias if served is None else None,
         )
-    elif alias is not None:
-        mlflow_client.set_registered_model_alias(settings.model_name, alias, version)
     return describe_version(settings, version)
 
 
@@ -925,31 +941,49 @@ def _record_interrupted(
     logger.error("%s", said)
 
 
-def _record_training_interrupted(settings: Settings, run_id: str, stopped: BaseException) -> None:
+def _record_training_interrupted(
+    settings: Settings, run_id: str, stopped: BaseException, *, alias: str | None = None
+) -> None:
     """End the training run ``run_id`` a signal ``stopped`` (Ctrl-C, SIGTERM): KILLED,
     tagged :data:`INTERRUPTED_TAG`, saying in one line what it left (a version
-    registered before the signal, without all of its tags). Raises nothing of its
-    own: the interruption goes on."""
+    registered before the signal, without all of its tags, or in full but without
+    ``alias``, the alias it was to get). Raises nothing of its own: the interruption
+    goes on."""
     how = _interruption(stopped)
-    registered: list[str] | None
+    found: list[Any] | None
     try:
-        found = client(settings).search_model_versions(f"run_id='{run_id}'")
-        registered = sorted((str(v.version) for v in found), key=int)
+        mlflow_client = client(settings)
+        found = sorted(
+            mlflow_client.search_model_versions(f"run_id='{run_id}'"), key=lambda v: int(v.version)
+        )
+        held = alias_version(settings, alias) if alias is not None and found else None
     except Exception:  # the store fails: said as unknown
-        registered = None
+        found, held = None, None
     recorded = _end_killed(settings, run_id, {INTERRUPTED_TAG: how})
     said = f"training was interrupted ({how}) while it logged MLflow run {run_id}: " + (
         "the run is marked killed"
         if recorded
         else "the run could not be marked killed (it may read RUNNING)"
     )
-    if registered:
+    whole = [str(v.version) for v in found or [] if DIGEST_TAG in (v.tags or {})]
+    if found and len(whole) == len(found) and alias is not None and held not in whole:
         said += (
-            f"; version {', '.join(registered)} was registered from it before it stopped, "
-            "maybe without all of its tags (`nextbest models` says so of it): register a "
-            "new version with `nextbest train` or `nextbest retrain`"
+            f"; version {', '.join(whole)} was registered from it in full before it "
+            f"stopped, but not given alias {alias} (which names "
+            + (f"version {held}" if held else "no version")
+            + f"): `nextbest models --repair` makes it {alias}"
         )
-    elif registered == []:
+    elif found and len(whole) == len(found):
+        said += f"; version {', '.join(whole)} was registered from it in full before it stopped" + (
+            f", as {alias}" if alias is not None else ""
+        )
+    elif found:
+        said += (
+            f"; version {', '.join(str(v.version) for v in found)} was registered from it "
+            "before it stopped, without all of its tags (`nextbest models` says so of it): "
+            "register a new version with `nextbest train` or `nextbest retrain`"
+        )
+    elif found == []:
         said += "; no version was registered"
     logger.error("%s", said)
 
@@ -1282,6 +1316,12 @@ class VersionSummary:
     # ``artifact_sha256``, written last: with it, the version was registered in full.
     training_run_status: str | None = None
     training_interrupted: str | None = None
+    # The alias its training gave it, other than champion (:data:`REGISTERED_AS_TAG`).
+    registered_as: str | None = None
+    # That alias, when the version does not have it though it was registered in full by
+    # a training run that did not finish (killed before it set it) and is the newest
+    # registered as it, never promoted: :func:`name_unnamed` sets it.
+    alias_unset: str | None = None
 
 
 def _channel_list(tag: str | None) -> list[str] | None:
@@ -1376,9 +1416,85 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 artifact_sha256=mv.tags.get(DIGEST_TAG),
                 training_run_status=status if status in ("KILLED", "RUNNING") else None,
                 training_interrupted=run_tags.get(INTERRUPTED_TAG),
+                registered_as=mv.tags.get(REGISTERED_AS_TAG),
             )
         )
+    return _with_alias_unset(out, {str(a): str(v) for a, v in named.items()})
+
+
+def _with_alias_unset(
+    versions: list[VersionSummary], aliases: Mapping[str, str]
+) -> list[VersionSummary]:
+    """``versions`` (newest first), the one left without the alias its training gave
+    it marked (``alias_unset``): the newest registered as that alias, in full, by a
+    training run that did not finish, never promoted, while the alias names an
+    older version or none. A run that finished set the alias, so one missing since
+    was taken off by hand, and a newer version registered as it, or a promotion
+    (which takes challenger off), leaves it where it is."""
+    out = list(versions)
+    seen: set[str] = set()
+    for i, v in enumerate(out):
+        alias = v.registered_as
+        if alias is None or alias in seen:
+            continue
+        seen.add(alias)
+        held = aliases.get(alias)
+        if (
+            held != v.version
+            and (held is None or int(held) < int(v.version))
+            and v.training_run_status is not None
+            and v.artifact_sha256 is not None
+            and v.promoted_at is None
+            and CHAMPION_ALIAS not in v.aliases
+        ):
+            out[i] = replace(v, alias_unset=alias)
     return out
+
+
+@dataclass(frozen=True)
+class AliasNamed:
+    """An alias :func:`name_unnamed` set on ``version``; ``before``: the version it
+    named until then (None: none)."""
+
+    alias: str
+    version: str
+    before: str | None
+
+    def said(self) -> str:
+        return (
+            f"version {self.version}, registered in full by a training run stopped before it "
+            f"gave it alias {self.alias}, is {self.alias} now (was "
+            + (f"version {self.before}" if self.before else "no version")
+            + ")"
+        )
+
+
+def name_unnamed(settings: Settings) -> list[AliasNamed]:
+    """Set each alias a training run stopped before it set (``alias_unset`` of
+    :func:`list_versions`) on its version; what was set, one per alias.
+
+    Raises:
+        RegistryError: the registry refused to set one.
+    """
+    from mlflow.exceptions import MlflowException
+
+    done = []
+    for v in list_versions(settings):
+        if v.alias_unset is None:
+            continue
+        before = alias_version(settings, v.alias_unset)
+        try:
+            set_alias(settings, v.alias_unset, v.version)
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(
+                f"version {v.version} was registered in full by a training run stopped "
+                f"before it gave it alias {v.alias_unset}, and the registry "
+                f"{without_password(settings.resolved_registry_uri)} refused to give it: "
+                f"{_one_line(exc)}; once it takes writes again, `nextbest models --repair` "
+                "gives it"
+            ) from exc
+        done.append(AliasNamed(v.alias_unset, v.version, before))
+    return done
 
 
 def same_training(settings: Settings, version: str) -> list[str]:

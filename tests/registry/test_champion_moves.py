@@ -408,7 +408,8 @@ def _interrupted(
         text=True,
         cwd=Path(__file__).parents[2],
     )
-    deadline = time.monotonic() + 120
+    # A retrain fits its models before it sets its alias: minutes on a loaded machine.
+    deadline = time.monotonic() + 240
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), process.communicate(timeout=5)
@@ -832,7 +833,7 @@ def test_models_repair_finishes_a_promotion_the_store_refused_after_the_move(
     assert registry.alias_version(settings, "challenger") is None
     assert registry.PENDING_TAG not in _registered_model_tags(settings)
     code, shown = _models(settings, "--repair")
-    assert "nothing to repair: no decision was left unfinished" in shown, shown
+    assert "nothing to repair: no decision or training was left unfinished" in shown, shown
 
 
 # Runs `nextbest ARGS...` with the first write of version tag TAG held for two minutes
@@ -919,7 +920,7 @@ def test_a_retrain_stopped_by_sigterm_ends_its_training_run_killed_and_says_what
     assert (
         f"error: training was interrupted (SIGTERM) while it logged MLflow run "
         f"{run.info.run_id}: the run is marked killed; version 2 was registered from it "
-        "before it stopped, maybe without all of its tags"
+        "before it stopped, without all of its tags"
     ) in said, said
     code, shown = _models(settings)
     assert (
@@ -1012,4 +1013,95 @@ def test_a_decision_killed_before_the_champion_moved_leaves_no_mark_once_repaire
     assert registry.alias_version(settings, "champion") == "1"
     assert registry.alias_version(settings, "challenger") == challenger
     code, shown = _models(settings, "--repair")
-    assert "nothing to repair: no decision was left unfinished" in shown, shown
+    assert "nothing to repair: no decision or training was left unfinished" in shown, shown
+
+
+def _retrain_args(trained) -> list[str]:
+    fast = Path(__file__).parents[1] / "cli" / "fast_train.yaml"
+    return [
+        "retrain",
+        "--data",
+        str(trained.data_dir),
+        "--config",
+        str(fast),
+        "--allow-history-only",
+    ]
+
+
+def test_a_retrain_stopped_by_sigterm_before_it_set_the_challenger_says_so(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGTERM once the training run ended, before the challenger alias was set: the
+    version stayed registered without it and nothing said so; `evaluate` and
+    `promote` then judged the older challenger."""
+    import signal
+
+    settings = own_copy
+    older = _register(settings, trained, alias="challenger")
+    code, said = _interrupted(
+        settings, tmp_path, "challenger", signal.SIGTERM, *_retrain_args(trained)
+    )
+    assert code == 128 + signal.SIGTERM, said
+    new = str(int(older) + 1)
+    version = registry.client(settings).get_model_version(settings.model_name, new)
+    run = registry.client(settings).get_run(version.run_id)
+    assert (run.info.status, run.data.tags[registry.INTERRUPTED_TAG]) == ("KILLED", "SIGTERM")
+    assert (
+        f"version {new} was registered from it in full before it stopped, but not given "
+        f"alias challenger (which names version {older}): `nextbest models --repair` makes "
+        "it challenger"
+    ) in said, said
+    assert registry.alias_version(settings, "challenger") == older
+
+
+def test_a_retrain_killed_before_it_set_the_challenger_is_said_and_repaired(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """SIGKILL once the version was registered in full, before the challenger alias:
+    `nextbest models` listed it as any other, and the older challenger stayed the one
+    `evaluate` and `promote` judge."""
+    settings = own_copy
+    older = _register(settings, trained, alias="challenger")
+    _killed(settings, tmp_path, "challenger", *_retrain_args(trained))
+    new = str(int(older) + 1)
+    assert registry.alias_version(settings, "challenger") == older
+
+    code, shown = _models(settings)
+    assert code == 0, shown
+    assert (
+        f"v{new} trained " in shown
+        and "its training run never ended (its process was killed outright, or is still at "
+        "work): the version was registered in full before, but it is not the challenger it "
+        "was registered as (the run stopped before it set the alias): `nextbest models "
+        "--repair` makes it challenger"
+    ) in shown, shown
+    # evaluate (and promote) say whose challenger they judge, before they judge it.
+    result = runner.invoke(app, ["evaluate"], env=_env(settings), terminal_width=240)
+    said = " ".join(result.output.split())
+    assert (
+        f"note: version {new} was registered in full as challenger by a training run stopped "
+        f"before it set the alias, so the challenger here is version {older}: `nextbest "
+        f"models --repair` makes version {new} the challenger"
+    ) in said, said
+    listed = json.loads(_models(settings, "--json")[1])["versions"]
+    assert [(v["version"], v["registered_as"], v["alias_unset"]) for v in listed] == [
+        (new, "challenger", "challenger"),
+        (older, "challenger", None),
+        ("1", None, None),
+    ]
+
+    code, shown = _models(settings, "--repair")
+    assert code == 0, shown
+    assert (
+        f"finished: version {new}, registered in full by a training run stopped before it "
+        f"gave it alias challenger, is challenger now (was version {older})"
+    ) in shown, shown
+    assert registry.alias_version(settings, "challenger") == new
+    assert "is not the challenger" not in _models(settings)[1]
+    code, shown = _models(settings, "--repair")
+    assert "nothing to repair" in shown, shown
+
+    # Promoted, it is no longer challenger, and that is not said as missing either.
+    _force(settings)
+    assert registry.alias_version(settings, "champion") == new
+    assert "is not the challenger" not in _models(settings)[1]
