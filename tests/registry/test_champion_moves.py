@@ -394,14 +394,26 @@ def _interrupted(
 ):
     """``nextbest *args`` in its own process, sent ``sig`` while its write of ``alias``
     is held (``when``: before or after the store took it); the finished process."""
+    return _signalled_once_held(
+        settings, tmp_path, sig, _HELD_AT_ALIAS, alias, when, str(tmp_path / "held"), *args
+    )
+
+
+def _signalled_once_held(
+    settings: Settings, tmp_path: Path, sig: int, script: str, *argv: str
+) -> tuple[int, str]:
+    """``python -c script *argv`` (a nextbest command held at a write, which creates
+    ``tmp_path / "held"`` when it is) in its own process, sent ``sig`` once held; its
+    exit code and its output, whitespace folded."""
     import signal
     import subprocess
     import sys
     import time
 
+    assert sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
     marker = tmp_path / "held"
     process = subprocess.Popen(
-        [sys.executable, "-c", _HELD_AT_ALIAS, alias, when, str(marker), *args],
+        [sys.executable, "-c", script, *argv],
         env={**_process_env(), "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -415,7 +427,6 @@ def _interrupted(
     assert marker.exists(), process.communicate(timeout=5)
     process.send_signal(sig)
     out, err = process.communicate(timeout=60)
-    assert sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
     return process.returncode, " ".join((out + err).split())
 
 
@@ -867,39 +878,15 @@ main()
 def _retrain_stopped(settings: Settings, trained, tmp_path: Path, sig: int) -> tuple[int, str]:
     """`nextbest retrain` (a model of the history alone, the fast config) sent ``sig``
     once it registered its version, while it tags it; the exit code and the output."""
-    import subprocess
-    import sys
-    import time
-
-    marker = tmp_path / "held"
-    fast = Path(__file__).parents[1] / "cli" / "fast_train.yaml"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _HELD_AT_VERSION_TAG,
-            registry.DIGEST_TAG,
-            str(marker),
-            "retrain",
-            "--data",
-            str(trained.data_dir),
-            "--config",
-            str(fast),
-            "--allow-history-only",
-        ],
-        env={**_process_env(), "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parents[2],
+    return _signalled_once_held(
+        settings,
+        tmp_path,
+        sig,
+        _HELD_AT_VERSION_TAG,
+        registry.DIGEST_TAG,
+        str(tmp_path / "held"),
+        *_retrain_args(trained),
     )
-    deadline = time.monotonic() + 240
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), process.communicate(timeout=5)
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=60)
-    return process.returncode, " ".join((out + err).split())
 
 
 def test_a_retrain_stopped_by_sigterm_ends_its_training_run_killed_and_says_what_it_left(
