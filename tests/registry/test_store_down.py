@@ -125,6 +125,18 @@ def test_a_connect_timeout_in_the_store_uri_is_kept(tmp_path: Path) -> None:
     assert "\n" not in str(refused.value)
 
 
+def _first_version_through(trained, tracking_uri: str, tmp_path: Path, variant: str) -> Settings:
+    """Settings whose tracking store is ``tracking_uri`` (a proxy to PostgreSQL), with
+    the trained model registered there as version 1, the champion."""
+    settings = trained.settings.model_copy(
+        update={"models_dir": tmp_path / "models", "tracking_uri": tracking_uri}
+    )
+    model = registry.load_version(trained.settings, trained.version)
+    result = TrainResult(model=model, metrics={}, params={"variant": variant})
+    assert registry.log_training_run(result, settings).version == "1"
+    return settings
+
+
 @pytest.mark.postgres
 def test_a_store_that_answers_is_probed_once_per_process(
     trained, postgres_url: str, tmp_path: Path
@@ -134,12 +146,7 @@ def test_a_store_that_answers_is_probed_once_per_process(
     proxy, through = TcpProxy.to_database(postgres_url, port=free_port())
     proxy.start()
     try:
-        settings = trained.settings.model_copy(
-            update={"models_dir": tmp_path / "models", "tracking_uri": through}
-        )
-        model = registry.load_version(trained.settings, trained.version)
-        result = TrainResult(model=model, metrics={}, params={"variant": "store-down"})
-        assert registry.log_training_run(result, settings).version == "1"
+        settings = _first_version_through(trained, through, tmp_path, "store-down")
         opened = proxy.accepted
         for _ in range(5):
             assert registry.alias_version(settings, "champion") == "1"
@@ -164,12 +171,7 @@ def test_a_store_that_hangs_after_it_answered_is_said_at_the_connect_timeout(
     proxy, through = TcpProxy.to_database(postgres_url, port=free_port())
     proxy.start()
     try:
-        settings = trained.settings.model_copy(
-            update={"models_dir": tmp_path / "models", "tracking_uri": through}
-        )
-        model = registry.load_version(trained.settings, trained.version)
-        result = TrainResult(model=model, metrics={}, params={"variant": "store-hangs"})
-        assert registry.log_training_run(result, settings).version == "1"
+        settings = _first_version_through(trained, through, tmp_path, "store-hangs")
         assert registry.alias_version(settings, "champion") == "1"
         proxy.hang()
         said: list[BaseException] = []

@@ -880,18 +880,7 @@ def test_a_consent_event_without_a_catalog_is_stored_and_read_as_catalogs_spell_
         ("old-out", "opted_out", "h5", "Email", T0),
         ("old-in", "opted_in", "h1", "EMAIL", later),
     ]
-    for event_id, event_type, hcp_id, channel, at in old:
-        session.execute(
-            insert(FeedbackEvent).values(
-                event_id=event_id,
-                event_type=event_type,
-                hcp_id=hcp_id,
-                channel=channel,
-                occurred_at=at,
-                received_at=at,
-            )
-        )
-    session.commit()
+    _stored_by_an_earlier_version(session, old)
     history = serving_history(
         session,
         hcp_ids=["h1", "h2", "h3", "h4", "h5"],
