@@ -3268,11 +3268,12 @@ def lookup(
 def _channels_read(
     settings: Settings, events: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """``events`` (``feedback_for``'s) with the channels of opt-outs stored while no
-    model was served read against the served model's catalog, as serving reads them,
-    and that model ("model 'nextbest' version 3 (alias 'champion')"; None: none read).
+    """``events`` (``feedback_for``'s) with the channels of consent events stored while
+    no model was served read against the served model's catalog, as serving reads
+    them, and that model ("model 'nextbest' version 3 (alias 'champion')"; None: none
+    read).
 
-    The served version is loaded only when such an opt-out is shown (seconds); with
+    The served version is loaded only when such an event is shown (seconds); with
     none registered, or one that cannot be read (said), they stay not yet read."""
     from nextbest.storage.repository import read_against_catalog
 
@@ -3289,7 +3290,7 @@ def _channels_read(
             model = registry.load_version(settings, version, alias=alias)
     except registry.RegistryError as exc:
         _note(
-            "opt-outs stored while no model was served are shown not yet read against a "
+            "consent events stored while no model was served are shown not yet read against a "
             f"catalog: the served model cannot be read ({exc})"
         )
         return events, None
@@ -3302,7 +3303,7 @@ def _channels_read(
 def _say_read_against(read_against: str | None) -> None:
     if read_against is not None:
         stdout.print(
-            "    (opt-outs stored while no model was served: their channel as stored, read "
+            "    (consent events stored while no model was served: their channel as stored, read "
             f"against the catalog of {read_against}, as serving reads it)",
             highlight=False,
         )

@@ -827,6 +827,84 @@ def test_an_opt_out_stored_with_no_model_withdraws_once_a_model_is_loaded(
         )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def consent_store(request, api_settings):
+    """``api_settings`` on SQLite, then on a throw-away PostgreSQL database (skipped
+    without NEXTBEST_TEST_POSTGRES_URL)."""
+    if request.param == "sqlite":
+        yield api_settings
+        return
+    import os
+
+    from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
+
+    if not os.environ.get(POSTGRES_URL_ENV):
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
+        yield api_settings.model_copy(update={"database_url": url})
+
+
+def test_an_opt_in_stored_with_no_model_is_read_against_the_catalog_as_its_opt_out(
+    consent_store, keys, tmp_path
+) -> None:
+    """With no model served, an opt-in of 'E Mail' was kept as 'e_mail' and, once a
+    model was loaded, granted nothing, while the opt-out it answered was read as
+    email: an HCP who opted out of 'E Mail' (or 'email') and back in with 'E Mail'
+    stayed withdrawn. Read against the served catalog as an opt-out is, it gives
+    e-mail back; the later of the two still decides, and a channel nextbest cannot
+    tell ('fax') grants nothing."""
+    with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
+        both_near = _served_on(client, "email")
+        exact_out = _served_on(client, "email", but={both_near})
+        fax_in = _served_on(client, "email", but={both_near, exact_out})
+        out_later = _served_on(client, "email", but={both_near, exact_out, fax_in})
+    empty = consent_store.model_copy(
+        update={"models_dir": tmp_path / "models-later", "tracking_uri": None}
+    )
+    earlier = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    later = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    sent = [
+        (both_near, "opted_out", "E Mail", earlier),
+        (both_near, "opted_in", "E Mail", later),
+        (exact_out, "opted_out", "email", earlier),
+        (exact_out, "opted_in", "E Mail", later),
+        (fax_in, "opted_out", "email", earlier),
+        (fax_in, "opted_in", "fax", later),
+        (out_later, "opted_in", "E Mail", earlier),
+        (out_later, "opted_out", "email", later),
+    ]
+    events = [
+        {"event_id": f"{kind}-{hcp_id}", "event_type": kind, "hcp_id": hcp_id}
+        | {"channel": channel, "occurred_at": at}
+        for hcp_id, kind, channel, at in sent
+    ]
+    with TestClient(create_app(empty), headers=dict(keys.admin)) as early:
+        assert early.get("/healthz").json().get("model_version") is None
+        answer = early.post("/v1/feedback", json={"events": events})
+        assert answer.status_code == 200 and answer.json()["accepted"] == len(events), answer.text
+    with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
+        assert _ask(client, both_near, channel="email")["items"]
+        assert _ask(client, exact_out, channel="email")["items"]
+        body = _ask(client, fax_in, channel="email")
+        assert not body["items"], body["items"]
+        assert not _ask(client, out_later, channel="email")["items"]
+        # An opt-in of a channel nextbest cannot tell lifts no opt-out of every channel.
+        client.post(
+            "/v1/feedback",
+            json={"event_id": "out-all", "event_type": "opted_out", "hcp_id": both_near}
+            | {"occurred_at": (datetime.now(UTC) - timedelta(days=1)).isoformat()},
+        ).raise_for_status()
+    with TestClient(create_app(empty), headers=dict(keys.admin)) as early:
+        answer = early.post(
+            "/v1/feedback",
+            json={"event_id": "in-fax", "event_type": "opted_in", "hcp_id": both_near}
+            | {"channel": "fax"},
+        )
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
+        assert not _ask(client, both_near)["items"]
+
+
 def test_an_opt_in_of_all_is_refused_with_or_without_a_model(api_settings, keys, tmp_path) -> None:
     """An opt-in of 'all' was refused with a model served (no channel 'all' to grant)
     but stored with none, where it granted nothing: refused alike in both, saying how

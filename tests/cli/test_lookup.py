@@ -198,7 +198,8 @@ def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
     showed it as stored, which a support question reads as withdrawing nothing. It
     says what it withdraws under the served model's catalog (email, every channel),
     in text and JSON, and, with no model registered, that it is not yet read; what
-    is stored is unchanged."""
+    is stored is unchanged. An opt-in stored so is read so too: 'E Mail' as email,
+    and 'fax' as granting nothing."""
     import shutil
 
     models = tmp_path / "models"
@@ -214,10 +215,12 @@ def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
                     "out-1", "opted_out", T0 + timedelta(hours=4), "H7", "rec-42", channel="E Mail"
                 ),
                 FeedbackRecord("out-2", "opted_out", T0 + timedelta(hours=5), "H7", channel="fax"),
+                FeedbackRecord("in-1", "opted_in", T0 + timedelta(hours=6), "H7", channel="E Mail"),
+                FeedbackRecord("in-2", "opted_in", T0 + timedelta(hours=7), "H7", channel="fax"),
             ],
             requester="consent-hub",
         )
-    assert result.accepted == ["out-1", "out-2"], result
+    assert result.accepted == ["out-1", "out-2", "in-1", "in-2"], result
 
     def shown(*args: str) -> str:
         found = runner.invoke(app, ["lookup", *args])
@@ -232,7 +235,9 @@ def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
     said = shown("--hcp", "H7")
     assert f"opted_out (channel e_mail ({not_yet}), recommendation rec-42" in said, said
     assert f"opted_out (channel fax ({not_yet}), by consent-hub" in said, said
+    assert f"opted_in (channel e_mail ({not_yet}), by consent-hub" in said, said
     events = as_json("--hcp", "H7")
+    assert (events["in-2"]["channel"], events["in-2"]["channel_read_as"]) == ("fax", not_yet)
     assert (events["out-1"]["channel"], events["out-1"]["channel_read_as"]) == ("e_mail", not_yet)
     assert (events["out-2"]["channel"], events["out-2"]["channel_read_as"]) == ("fax", not_yet)
     assert events["e1"]["channel_read_as"] is None  # read as stored
@@ -242,6 +247,9 @@ def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
     said = shown("--hcp", "H7")
     assert "opted_out (channel e_mail (read as email), recommendation rec-42" in said, said
     assert "opted_out (channel fax (read as every channel), by consent-hub" in said, said
+    assert "opted_in (channel e_mail (read as email), by consent-hub" in said, said
+    granted = "opted_in (channel fax (read as no channel of the catalog: grants nothing)"
+    assert granted in said, said
     assert f"read against the catalog of model 'nextbest' version {trained.version}" in said
     assert "opted_out (channel e_mail (read as email), by consent-hub" in shown("rec-42")
     events = as_json("--hcp", "H7")
@@ -251,6 +259,7 @@ def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
         "every channel",
     )
     assert as_json("rec-42")["out-1"]["channel_read_as"] == "email"
+    assert events["in-1"]["channel_read_as"] == "email"
     # What is stored is as it was.
     from sqlalchemy import select
 

@@ -246,8 +246,9 @@ def test_nextbest_feedback_without_a_model_stores_consent_as_catalogs_spell_chan
     """`nextbest feedback FILE` with no model served stored an opt-out of 'Email' as
     sent, which consent, matched on the channel, read as no catalog's channel: e-mail
     stayed open. Stored as catalogs spell channels; the file sent again stores nothing.
-    Its opt-outs are marked to be read against the catalog once a model serves
-    ('e-mail' as email), its opt-in not (one granting a near miss is refused then)."""
+    Its consent events are marked to be read against the catalog once a model
+    serves ('e-mail' as email), its opt-in as its opt-outs: read as stored, an
+    opt-in of 'e-mail' could never lift the opt-out of 'e-mail' it answers."""
     from typer.testing import CliRunner
 
     from nextbest.cli import app
@@ -286,6 +287,7 @@ def test_nextbest_feedback_without_a_model_stores_consent_as_catalogs_spell_chan
     assert {e for e, flag in unmatched.items() if flag == 1} == {
         "out-case",
         "out-spaces",
+        "in-case",
         "out-near",
     }, unmatched
 

@@ -77,13 +77,21 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
             assert one.last == {k: t for k, t in many.last.items() if k[0] == hcp}
             assert one.dismissed == {k: r for k, r in many.dismissed.items() if k[0] == hcp}
             assert one.consent == {k: c for k, c in many.consent.items() if k[0] == hcp}
+            assert one.consent_unmatched == {
+                k: at for k, at in many.consent_unmatched.items() if k[0] == hcp
+            }
             seen_dismissal = seen_dismissal or bool(one.dismissed)
         assert seen_dismissal and many.counts[0] and many.counts[1]
-        # Consent is read whatever its time: events after NOW count, per channel and for
-        # every channel (None), and both kinds are among the latest.
+        # Consent is read whatever its time: events after NOW count, for every channel
+        # (None) and per channel (stored with no catalog: to be read against one), and
+        # both kinds are among the latest.
         assert max(at for at, _ in many.consent.values()) > NOW
-        assert {channel for _, channel in many.consent} == {"email", "rep_visit", None}
+        assert max(many.consent_unmatched.values()) > NOW
+        assert {channel for _, channel in many.consent} == {None}
         assert {out for _, out in many.consent.values()} == {True, False}
+        assert {(c, out) for _, c, out in many.consent_unmatched} == {
+            (c, out) for c in ("email", "rep_visit") for out in (True, False)
+        }
         with engine.connect() as connection:
             nothing = serving_history(
                 connection, hcp_ids=["H5"], windows=windows, dismissed_since=since, until=NOW

@@ -892,16 +892,16 @@ def test_a_consent_event_without_a_catalog_is_stored_and_read_as_catalogs_spell_
     assert withdrawn == {
         # h1's opt-out of 'Email' (T0 + 1h) is lifted by the opt-in of 'EMAIL' after it.
         ("h1", "email"): False,
-        ("h4", "sms"): False,
         ("h5", "email"): True,
     }, withdrawn
-    # The opt-outs stored now with no catalog, left to be read against the served one.
-    unmatched = {key: out for key, (_, out) in history.consent_unmatched.items()}
-    assert unmatched == {
-        ("h1", "email"): True,
-        ("h2", "rep_visit"): True,
-        ("h3", "fax"): True,
-    }, unmatched
+    # The consent events stored now with no catalog, left to be read against the
+    # served one: the latest opt-out and the latest opt-in of each HCP and name.
+    assert set(history.consent_unmatched) == {
+        ("h1", "email", True),
+        ("h2", "rep_visit", True),
+        ("h3", "fax", True),
+        ("h4", "sms", False),
+    }, history.consent_unmatched
 
 
 def test_an_opt_out_stored_with_no_catalog_withdraws_what_it_would_have_with_one(
@@ -944,7 +944,7 @@ def test_an_opt_out_stored_with_no_catalog_withdraws_what_it_would_have_with_one
         "out-visit": ("rep_visit", True),
         "out-fax": ("fax", True),
         "out-sms-any": ("sms", True),
-        "in-mail": ("email", None),
+        "in-mail": ("email", True),
         "out-mail-4": ("e_mail", True),
         # Its sender's own channel, named for certain: read as stored.
         "out-sms": ("sms", None),
@@ -993,6 +993,77 @@ def test_an_opt_out_stored_with_no_catalog_withdraws_what_it_would_have_with_one
         "h5": {"sms"},
         "h6": {"sms"},
     }
+
+
+def test_an_opt_in_stored_with_no_catalog_is_read_against_one_as_an_opt_out_is(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """With no model served, an opt-in of 'E Mail' was stored as 'e_mail', unmarked,
+    and granted nothing once a catalog was served, while the opt-out of 'E Mail' it
+    answered was read as email. Marked as the opt-out is and read against the served
+    catalog, it gives email back; one of a channel nextbest cannot tell ('fax')
+    grants nothing, and does not hide the opt-out of 'fax' before it (read as every
+    channel) until the catalog has fax; at the same time, the opt-out still wins."""
+    from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+
+    consent = functools.partial(delivered, event_type="opted_out")
+    later = T0 + timedelta(hours=2)
+    result = record_feedback(
+        session,
+        events=[
+            consent("out-near", "h1", channel="E Mail"),
+            consent("in-near", "h1", event_type="opted_in", channel="E Mail", occurred_at=later),
+            consent("out-fax", "h2", channel="fax"),
+            consent("in-fax", "h2", event_type="opted_in", channel="fax", occurred_at=later),
+            consent("out-all", "h3"),
+            consent("in-near-3", "h3", event_type="opted_in", channel="e-mail", occurred_at=later),
+            consent("in-tie", "h4", event_type="opted_in", channel="E Mail"),
+            consent("out-tie", "h4", channel="email"),
+        ],
+    )
+    assert result.rejected == [] and len(result.accepted) == 8, result
+    marked = {e: row.channel_unmatched for e, row in stored_events(session_factory).items()}
+    assert marked == {**dict.fromkeys(marked, True), "out-all": None}, marked
+    found = serving_history(
+        session,
+        hcp_ids=["h1", "h2", "h3", "h4"],
+        windows=[],
+        dismissed_since=None,
+        until=T0 + timedelta(days=1),
+    )
+    history = LiveHistory(
+        now=T0 + timedelta(days=1),
+        consent=found.consent,
+        consent_unmatched=found.consent_unmatched,
+    )
+
+    def blocked_channels(channels: list[str]) -> dict[str, set[str]]:
+        catalog = HistoryRules(
+            ServingRules.from_mapping({}),
+            channels=np.array(channels, dtype=object),
+            action_ids=np.array([f"a-{c}" for c in channels], dtype=object),
+        )
+        hcps = ["h1", "h2", "h3", "h4"]
+        out = catalog.blocked(hcps, history)
+        return {
+            h: {c for c, no in zip(channels, row, strict=True) if no}
+            for h, row in zip(hcps, out, strict=True)
+        }
+
+    assert blocked_channels(["email", "rep_visit"]) == {
+        "h1": set(),
+        "h2": {"email", "rep_visit"},
+        "h3": {"rep_visit"},
+        "h4": {"email"},
+    }
+    assert blocked_channels(["email", "rep_visit", "fax"])["h2"] == set()
+    # Resent once a model serves, naming the channel it is read as: the same event.
+    again = record_feedback(
+        session,
+        events=[consent("in-near", "h1", event_type="opted_in", channel="email")],
+        action_channels={"a-email": "email", "a-visit": "rep_visit"},
+    )
+    assert again.duplicates == ["in-near"], again
 
 
 def test_an_opt_out_whose_event_id_is_longer_than_stored_is_kept_under_one_derived_from_it(

@@ -548,10 +548,11 @@ class LiveHistory:
     latest such event of the pair decides), ``snoozed`` the pairs of a snooze;
     ``consent[(hcp_id, channel)]``: the HCP's latest consent event on ``channel``
     (None: on every channel), when it was and whether it withdrew consent;
-    ``consent_unmatched[(hcp_id, name)]`` the same of the opt-outs stored naming a
-    channel while no model was served (``name`` as catalogs spell it, not yet read
-    against a catalog: 'e_mail', 'fax'), which :class:`HistoryRules` reads against
-    the served catalog. ``dismissed_at``: when each pair of ``dismissed`` was
+    ``consent_unmatched[(hcp_id, name, withdrawn)]``: when the HCP's latest opt-out
+    (``withdrawn`` True) and latest opt-in (False) stored naming a channel while no
+    model was served happened (``name`` as catalogs spell it, not yet read against a
+    catalog: 'e_mail', 'fax'), which :class:`HistoryRules` reads against the served
+    catalog. ``dismissed_at``: when each pair of ``dismissed`` was
     decided. ``contact_times`` (read for an explanation only, else None): per HCP
     and channel (None: none named), when each contact within the longest window
     was, newest first, so that a cap's reason can say when it lifts.
@@ -563,7 +564,7 @@ class LiveHistory:
     dismissed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     snoozed: frozenset[tuple[str, str]] = frozenset()
     consent: Mapping[tuple[str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
-    consent_unmatched: Mapping[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
+    consent_unmatched: Mapping[tuple[str, str, bool], datetime] = field(default_factory=dict)
     dismissed_at: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     contact_times: Mapping[tuple[str, str | None], tuple[datetime, ...]] | None = None
 
@@ -637,11 +638,12 @@ class LiveHistory:
         return found
 
     @cached_property
-    def consent_unmatched_by_hcp(self) -> dict[str, dict[str, tuple[datetime, bool]]]:
-        """``consent_unmatched`` per HCP: channel as named -> its latest opt-out."""
-        found: dict[str, dict[str, tuple[datetime, bool]]] = {}
-        for (hcp_id, name), mark in self.consent_unmatched.items():
-            found.setdefault(hcp_id, {})[name] = mark
+    def consent_unmatched_by_hcp(self) -> dict[str, list[tuple[str, tuple[datetime, bool]]]]:
+        """``consent_unmatched`` per HCP: (channel as named, (when, withdrawn)) of its
+        latest opt-out and latest opt-in of each name."""
+        found: dict[str, list[tuple[str, tuple[datetime, bool]]]] = {}
+        for (hcp_id, name, withdrawn), at in self.consent_unmatched.items():
+            found.setdefault(hcp_id, []).append((name, (at, withdrawn)))
         return found
 
     @cached_property
@@ -898,7 +900,8 @@ class HistoryRules:
         model was served withdraws (None: every channel), read as on arrival with a
         model served (:func:`~nextbest.contract.schema.withdrawn_channel`): 'e_mail'
         is email, 'fax' every channel, and a channel the catalog gains later is that
-        channel from then on."""
+        channel from then on. An opt-in so stored grants the same channel, and
+        nothing where an opt-out is read as every channel."""
         try:
             return self._withdrawn_channels[name]
         except KeyError:
@@ -909,13 +912,17 @@ class HistoryRules:
     def _with_unmatched(
         self,
         events: Mapping[str | None, tuple[datetime, bool]],
-        unmatched: Mapping[str, tuple[datetime, bool]],
+        unmatched: Iterable[tuple[str, tuple[datetime, bool]]],
     ) -> dict[str | None, tuple[datetime, bool]]:
-        """An HCP's consent events per channel with its opt-outs stored with no
-        catalog read as this catalog's channels (the latest per channel decides)."""
+        """An HCP's consent events per channel with those stored with no catalog
+        read as this catalog's channels (the latest per channel decides)."""
         merged = dict(events)
-        for name, mark in unmatched.items():
+        for name, mark in unmatched:
             channel = self.withdrawn_channel(name)
+            if channel is None and not mark[1]:
+                # A channel nextbest cannot tell ('fax'): refused with a model served,
+                # such an opt-in grants nothing, where such an opt-out withdraws all.
+                continue
             before = merged.get(channel)
             if before is None or mark > before:
                 merged[channel] = mark

@@ -416,9 +416,9 @@ def feedback_for(
 ) -> list[dict[str, Any]]:
     """The feedback events that name a logged recommendation (oldest first), or those
     about an HCP (newest first, at most ``limit``), as stored; ``channel_read_as`` of
-    an opt-out marked ``channel_unmatched`` (stored while no model was served) is
-    :data:`NOT_YET_READ` until :func:`read_against_catalog` reads it, None for others
-    (read as stored)."""
+    a consent event marked ``channel_unmatched`` (stored while no model was served)
+    is :data:`NOT_YET_READ` until :func:`read_against_catalog` reads it, None for
+    others (read as stored)."""
     if hcp_id is not None:
         query = (
             sa.select(FeedbackEvent)
@@ -455,25 +455,44 @@ def feedback_for(
     ]
 
 
-# What a look-up says of an opt-out stored while no model was served when no catalog
-# is there to read its channel against, and of one read as withdrawing every channel.
+# What a look-up says of a consent event stored while no model was served when no
+# catalog is there to read its channel against, of an opt-out read as withdrawing
+# every channel, and of an opt-in read as granting none.
 NOT_YET_READ: Final = "not yet read against a catalog"
 EVERY_CHANNEL_READ: Final = "every channel"
+NO_CHANNEL_READ: Final = "no channel of the catalog: grants nothing"
+
+
+def consent_channel_read(
+    event_type: str, name: str, catalog_channels: Collection[str]
+) -> str | None:
+    """The channel of ``catalog_channels`` (the served catalog's) a consent event
+    stored naming ``name`` while no model was served (marked ``channel_unmatched``)
+    is about, read as serving reads it (:func:`~nextbest.contract.schema.withdrawn_channel`):
+    'e_mail' is email for an opt-out and an opt-in alike; a channel nextbest cannot
+    tell ('fax') is every channel (None) for an opt-out, and ``name`` as stored for an
+    opt-in, which grants nothing so (with a model served it would have been refused)."""
+    read = withdrawn_channel(name, catalog_channels)
+    return name if read is None and event_type == "opted_in" else read
 
 
 def read_against_catalog(
     events: Sequence[dict[str, Any]], catalog_channels: Collection[str]
 ) -> list[dict[str, Any]]:
-    """``events`` (:func:`feedback_for`'s) with the channel of each opt-out stored while
-    no model was served read against ``catalog_channels`` (the served catalog's) as
-    serving reads it (:func:`~nextbest.contract.schema.withdrawn_channel`), in
-    ``channel_read_as``: the channel it withdraws ('e_mail' as 'email'), or
-    :data:`EVERY_CHANNEL_READ` ('fax'). What is stored is not changed."""
+    """``events`` (:func:`feedback_for`'s) with the channel of each consent event
+    stored while no model was served read against ``catalog_channels`` (the served
+    catalog's) as serving reads it (:func:`consent_channel_read`), in
+    ``channel_read_as``: the channel it withdraws or grants ('e_mail' as 'email'),
+    :data:`EVERY_CHANNEL_READ` for an opt-out of one nextbest cannot tell ('fax'), or
+    :data:`NO_CHANNEL_READ` for an opt-in of one. What is stored is not changed."""
     out = []
     for event in events:
         if event["channel_read_as"] is not None and catalog_channels:
             read = withdrawn_channel(event["channel"], catalog_channels)
-            event = {**event, "channel_read_as": EVERY_CHANNEL_READ if read is None else read}
+            said = read or (
+                NO_CHANNEL_READ if event["event_type"] == "opted_in" else EVERY_CHANNEL_READ
+            )
+            event = {**event, "channel_read_as": said}
         out.append(event)
     return out
 
@@ -1239,13 +1258,14 @@ def record_feedback(
     exactly one (or the channel its items share); otherwise it is stored, counts in
     the all-channel budget only, and is listed in ``uncounted``.
 
-    Without ``action_channels`` (no model served), an opt-out's channel as its sender
-    named it (not one of ``channels``, nor read as those of a bound
+    Without ``action_channels`` (no model served), a consent event's channel as its
+    sender named it (not one of ``channels``, nor read as those of a bound
     requester) is stored as catalogs spell it and marked
     ``channel_unmatched``: serving reads it against the catalog then served, as
-    :func:`~nextbest.contract.schema.withdrawn_channel` reads it on arrival with one
-    ('e_mail' as email, 'fax' as every channel); its resend with a model served is
-    the same event.
+    :func:`~nextbest.contract.schema.withdrawn_channel` reads an opt-out's on arrival
+    with one ('e_mail' as email, 'fax' as every channel; an opt-in's 'e_mail' as
+    email too, and 'fax' as granting nothing: :func:`consent_channel_read`); its
+    resend with a model served naming the channel it is read as is the same event.
 
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
@@ -1597,10 +1617,12 @@ def _record_feedback(
             "value": None if event.value is None else float(event.value),
             "requester": requester,
             # Named by its sender with no catalog to read it against: read against
-            # the served catalog at each read, as it would have been on arrival.
+            # the served catalog at each read, as it would have been on arrival. An
+            # opt-in so too: read as stored, one of 'E Mail' could never lift the
+            # opt-out of 'E Mail' it answers, which is read as email.
             "channel_unmatched": True
             if (
-                event.event_type == "opted_out"
+                event.event_type in CONSENT_EVENT_TYPES
                 and not catalog_channels
                 and channel is not None
                 and named is not None
@@ -1817,9 +1839,10 @@ def _stored_identities(
 ) -> dict[str, _Identity]:
     """What the stored events of these ids say (one query per chunk; none for no ids),
     a consent event's channel as it is stored now (:func:`_consent_channel`): one an
-    earlier nextbest stored as sent ('Email', 'All') is what its resend says; and an
-    opt-out's stored with no catalog ('e_mail') as read against ``catalog_channels``
-    (the served catalog's), as its resend is read now ('email')."""
+    earlier nextbest stored as sent ('Email', 'All') is what its resend says; and a
+    consent event's stored with no catalog ('e_mail') as read against
+    ``catalog_channels`` (the served catalog's), as its resend is read now ('email';
+    :func:`consent_channel_read`)."""
     columns = [getattr(FeedbackEvent, name) for name in _IDENTITY_FIELDS]
     found: dict[str, _Identity] = {}
     for chunk in _chunks(event_ids, _in_chunk_size(session)):
@@ -1832,7 +1855,9 @@ def _stored_identities(
             if values[_TYPE_AT] in CONSENT_EVENT_TYPES:
                 values[_CHANNEL_AT] = _consent_channel(values[_TYPE_AT], values[_CHANNEL_AT])
             if unmatched and catalog_channels and values[_CHANNEL_AT] is not None:
-                values[_CHANNEL_AT] = withdrawn_channel(values[_CHANNEL_AT], catalog_channels)
+                values[_CHANNEL_AT] = consent_channel_read(
+                    values[_TYPE_AT], values[_CHANNEL_AT], catalog_channels
+                )
             found[event_id] = tuple(values)
     return found
 
@@ -2514,10 +2539,11 @@ class ServingHistory:
     pairs: when it was, and whether it was a snooze; ``consent[(hcp_id, channel)]``:
     the latest consent event of the HCP on ``channel`` (None: on every channel), when
     it was and whether it withdrew consent (an ``opted_out``; on a tie with an
-    ``opted_in``, the withdrawal). ``consent_unmatched``: the same of the opt-outs
-    stored with their channel as named while no model was served (the channel as
-    catalogs spell it, not yet read against a catalog: 'e_mail', 'fax'), left for
-    the rules to read against the served catalog. Nothing after ``until``, but for
+    ``opted_in``, the withdrawal). ``consent_unmatched[(hcp_id, name, withdrawn)]``:
+    when the latest opt-out (``withdrawn`` True) and the latest opt-in (False) stored
+    with their channel as named while no model was served happened (``name`` as
+    catalogs spell it, not yet read against a catalog: 'e_mail', 'fax'), left for the
+    rules to read against the served catalog. Nothing after ``until``, but for
     consent: read over all time, a withdrawal applies to every decision made after
     it arrived, whatever day the decision is for.
     """
@@ -2530,7 +2556,7 @@ class ServingHistory:
     # Read with ``contact_times`` only: per HCP and channel (None: none named), when
     # each contact after the oldest window's start was, newest first.
     contact_times: dict[tuple[str, str | None], tuple[datetime, ...]] | None = None
-    consent_unmatched: dict[tuple[str, str], tuple[datetime, bool]] = field(default_factory=dict)
+    consent_unmatched: dict[tuple[str, str, bool], datetime] = field(default_factory=dict)
 
 
 _SERVING_HISTORY_SQL: dict[tuple[int, bool, bool, bool], Any] = {}
@@ -2764,7 +2790,7 @@ def _serving_history_statement(
     parts.append(
         sa.select(
             # 4: consent withdrawn, 5: given again (the latest of an HCP and channel
-            # decides), 6: withdrawn, its channel to be read against the catalog.
+            # decides); 6 and 7: the same, their channel to be read against the catalog.
             sa.case(
                 (
                     sa.and_(
@@ -2774,6 +2800,7 @@ def _serving_history_statement(
                     6,
                 ),
                 (c.event_type == sa.literal("opted_out"), 4),
+                (c.channel_unmatched.is_(sa.true()), 7),
                 else_=5,
             ).label("kind"),
             c.hcp_id,
@@ -2944,7 +2971,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
     decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
     consent: dict[tuple[str, str | None], tuple[datetime, bool]] = {}
     times: dict[tuple[str, str | None], list[datetime]] = {}
-    unmatched: dict[tuple[str, str], tuple[datetime, bool]] = {}
+    unmatched: dict[tuple[str, str, bool], datetime] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, *ns = row
         if kind == 0 and per_contact:  # one contact: summed into its pair's counts
@@ -2961,15 +2988,18 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
         elif kind >= 4:
-            withdrawn = kind != 5
+            withdrawn = kind in (4, 6)
             # As stored now, also a row an earlier nextbest stored as sent.
             key = _consent_channel("opted_out" if withdrawn else "opted_in", key)
             # The latest decides; at the same time a withdrawal beats a consent.
             mark = (_as_utc(at), withdrawn)
-            if kind == 6 and key is not None:
-                before = unmatched.get((hcp_id, key))
-                if before is None or mark > before:
-                    unmatched[(hcp_id, key)] = mark
+            if kind in (6, 7) and key is not None:
+                # The latest of each kind: read against a catalog, an opt-out of 'fax'
+                # withdraws every channel and an opt-in of 'fax' grants nothing, so a
+                # later opt-in of the same name may not hide the opt-out.
+                before_at = unmatched.get((hcp_id, key, withdrawn))
+                if before_at is None or mark[0] > before_at:
+                    unmatched[(hcp_id, key, withdrawn)] = mark[0]
             elif (before := consent.get((hcp_id, key))) is None or mark > before:
                 consent[(hcp_id, key)] = mark
         else:
