@@ -3093,6 +3093,7 @@ def lookup(
         feedback_for,
         furthest_prune,
         get_recommendation,
+        hcp_of_event,
         hcp_row_counts,
         maintenance_runs,
         recommendations_of_hcp,
@@ -3186,14 +3187,28 @@ def lookup(
             recommendations_of_hcp(session, hcp_id=recommendation_id, limit=1)
             or feedback_for(session, hcp_id=recommendation_id, limit=1)
         )
-    if record is None:
-        hint = (
-            f"; '{recommendation_id}' is an HCP id: `nextbest lookup --hcp {recommendation_id}` "
-            "lists its answers and feedback"
-            if is_hcp
-            else " (an answer erased or pruned is not there either, nor one served in the "
-            "last milliseconds before a server was killed: NEXTBEST_LOG_FLUSH_MS)"
+        event_of = (
+            hcp_of_event(session, event_id=recommendation_id)
+            if record is None and not is_hcp
+            else None
         )
+    if record is None:
+        if is_hcp:
+            hint = (
+                f"; '{recommendation_id}' is an HCP id: `nextbest lookup --hcp "
+                f"{recommendation_id}` lists its answers and feedback"
+            )
+        elif event_of is not None:
+            hint = (
+                f"; '{recommendation_id}' is the event_id of a feedback event about HCP "
+                f"{event_of}: `nextbest lookup --hcp {event_of}` lists it (and the rows an "
+                f"opt-out of several channels was kept in, each 'from event {recommendation_id}')"
+            )
+        else:
+            hint = (
+                " (an answer erased or pruned is not there either, nor one served in the "
+                "last milliseconds before a server was killed: NEXTBEST_LOG_FLUSH_MS)"
+            )
         raise _fail(
             f"no recommendation '{recommendation_id}' in the recommendation log "
             f"{without_password(url)} (NEXTBEST_DATABASE_URL){hint}"
@@ -3259,7 +3274,7 @@ def lookup(
         said.append(f"by {event['requester'] or '-'}")
         stdout.print(
             f"    {_iso(event['occurred_at'])} {event['event_type']} ({', '.join(said)}; "
-            f"event {event['event_id']})",
+            f"{_event_id_said(event)})",
             highlight=False,
         )
     return found
@@ -3307,6 +3322,15 @@ def _say_read_against(read_against: str | None) -> None:
             f"against the catalog of {read_against}, as serving reads it)",
             highlight=False,
         )
+
+
+def _event_id_said(event: dict[str, Any]) -> str:
+    """A feedback event's id as a look-up lists it, with the event id it was derived
+    from (an opt-out of several channels kept in a row per channel)."""
+    derived_from = event["derived_from"]
+    return f"event {event['event_id']}" + (
+        f", from event {derived_from}" if derived_from is not None else ""
+    )
 
 
 def _event_fields(event: dict[str, Any]) -> list[str]:
@@ -3650,7 +3674,7 @@ def _print_hcp_log(
         said.append(f"by {event['requester'] or '-'}")
         stdout.print(
             f"    {_iso(event['occurred_at'])} {event['event_type']} ({', '.join(said)}; "
-            f"event {event['event_id']})",
+            f"{_event_id_said(event)})",
             highlight=False,
         )
     if holding is not None:

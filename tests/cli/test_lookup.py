@@ -275,3 +275,67 @@ def test_lookup_shows_how_an_opt_out_stored_with_no_model_is_read(
         )
     assert stored == {"out-1": "e_mail", "out-2": "fax"}
     get_settings.cache_clear()
+
+
+def test_lookup_links_the_rows_an_opt_out_of_several_channels_was_kept_in_to_its_event(
+    env_settings: Path,
+) -> None:
+    """An opt-out naming no channel from a key of several channels is kept in a row per
+    channel, each but the first under an id derived from the event's
+    (``opted_out-<hex>``): lookup listed those rows with nothing to tell an operator
+    asked about the event that they came from it. Each says the event it came from,
+    in text and JSON, by --hcp and by the answer it names; a row a sender named so
+    itself is not linked, and the event's id given for a recommendation's says which
+    HCP's look-up lists it."""
+    _log_one_with_feedback()
+    with store_session(get_settings().resolved_database_url) as session:
+        result = record_feedback(
+            session,
+            events=[
+                FeedbackRecord("stop-9", "opted_out", T0 + timedelta(hours=4), "H7", "rec-42"),
+                FeedbackRecord("stop-10", "opted_out", T0 + timedelta(hours=5), "H7"),
+            ],
+            requester="platform",
+            channels=["email", "sms", "webinar"],
+        )
+        # An id of that form a sender chose: derived from no event here.
+        own = record_feedback(
+            session,
+            events=[
+                FeedbackRecord("opted_out-0123", "opted_out", T0, "H7", channel="email"),
+            ],
+            requester="consent-hub",
+        )
+    assert result.accepted == ["stop-9", "stop-10"] and own.accepted, (result, own)
+
+    def as_json(*args: str) -> dict[str, dict]:
+        found = runner.invoke(app, ["lookup", *args, "--json"])
+        assert found.exit_code == 0, found.output
+        return {e["event_id"]: e for e in json.loads(found.stdout)["feedback"]}
+
+    events = as_json("--hcp", "H7")
+    derived = {e: row["derived_from"] for e, row in events.items() if row["derived_from"]}
+    assert sorted(derived.values()) == ["stop-10", "stop-10", "stop-9", "stop-9"], events
+    assert {events[e]["channel"] for e, of in derived.items() if of == "stop-9"} == {
+        "sms",
+        "webinar",
+    }
+    assert all(e.startswith("opted_out-") for e in derived) and "opted_out-0123" not in derived
+    assert events["stop-9"]["derived_from"] is None
+    said = " ".join(runner.invoke(app, ["lookup", "--hcp", "H7"]).stdout.split())
+    for event_id, of in derived.items():
+        assert f"event {event_id}, from event {of})" in said, said
+    assert "event opted_out-0123)" in said, said
+    on_answer = as_json("rec-42")
+    assert {on_answer[e]["derived_from"] for e in on_answer if e.startswith("opted_out-")} == {
+        "stop-9"
+    }
+    said = " ".join(runner.invoke(app, ["lookup", "rec-42"]).stdout.split())
+    assert said.count(", from event stop-9)") == 2, said
+    # The event's own id where a recommendation id goes: the look-up that lists it.
+    wrong = runner.invoke(app, ["lookup", "stop-9"])
+    assert wrong.exit_code == 2
+    assert (
+        "'stop-9' is the event_id of a feedback event about HCP H7: `nextbest lookup --hcp H7`"
+        in " ".join(wrong.output.split())
+    ), wrong.output

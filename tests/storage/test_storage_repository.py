@@ -37,6 +37,7 @@ from nextbest.storage import (
 from nextbest.storage.repository import (
     LOGGED_DECISION_COLUMNS,
     LOGGED_DECISION_DETAIL_COLUMNS,
+    feedback_for,
     serving_history,
 )
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
@@ -1904,3 +1905,9 @@ def test_an_opt_out_of_a_requester_of_several_channels_is_one_row_per_channel(
     )  # fmt: skip
     withdrawn = {key for key, (_, withdrew) in history.consent.items() if withdrew}
     assert withdrawn == {(h, c) for h in ("h1", "h2", "h3") for c in ("email", "sms")}
+    # A look-up of the HCP links each row under a derived id to the event it came from.
+    listed = feedback_for(session, hcp_id="h3")
+    assert sorted((e["channel"], e["derived_from"]) for e in listed) == [
+        ("email", None),
+        ("sms", "fax"),
+    ], listed

@@ -393,6 +393,11 @@ def recommendations_of_hcp(
     return [record for record in found if record is not None]
 
 
+def hcp_of_event(session: Session, *, event_id: str) -> str | None:
+    """The HCP of the feedback event stored under ``event_id``; None: none is."""
+    return session.scalar(sa.select(FeedbackEvent.hcp_id).where(FeedbackEvent.event_id == event_id))
+
+
 def hcp_row_counts(session: Session, *, hcp_id: str) -> tuple[int, int]:
     """How many logged answers and feedback events name ``hcp_id`` (each through its
     index on ``hcp_id``)."""
@@ -418,7 +423,8 @@ def feedback_for(
     about an HCP (newest first, at most ``limit``), as stored; ``channel_read_as`` of
     a consent event marked ``channel_unmatched`` (stored while no model was served)
     is :data:`NOT_YET_READ` until :func:`read_against_catalog` reads it, None for
-    others (read as stored)."""
+    others (read as stored); ``derived_from``: the event id its sender gave an
+    opt-out kept under an id derived from it (:func:`_derived_from`), else None."""
     if hcp_id is not None:
         query = (
             sa.select(FeedbackEvent)
@@ -432,7 +438,8 @@ def feedback_for(
             .where(FeedbackEvent.recommendation_id == recommendation_id)
             .order_by(FeedbackEvent.occurred_at, FeedbackEvent.event_id)
         )
-    rows = session.execute(query).scalars()
+    rows = list(session.execute(query).scalars())
+    derived_from = _derived_from(session, rows)
     return [
         {
             "event_id": row.event_id,
@@ -450,9 +457,43 @@ def feedback_for(
             "channel_read_as": (
                 NOT_YET_READ if row.channel_unmatched and row.channel is not None else None
             ),
+            "derived_from": derived_from.get(row.event_id),
         }
         for row in rows
     ]
+
+
+def _derived_from(session: Session, rows: Sequence[FeedbackEvent]) -> dict[str, str]:
+    """Derived id -> the event id it was derived from, for each of ``rows`` stored
+    under an id :func:`_opt_out_id` derived from an opt-out of the same HCP that
+    is stored under its own id: the rows of a key of several channels
+    (:func:`_bound_opt_out_rows`), each but the first; one query for their HCPs.
+
+    Found by deriving the id again from each such opt-out, so an id a sender chose in
+    that form is linked to nothing. Not found: a row kept under a derived id because
+    its own was another event's (that event is not this one), or too long to store,
+    and one derived with a random salt (its id was taken)."""
+    derived = [
+        row
+        for row in rows
+        if row.event_type == "opted_out" and row.event_id.startswith(_DERIVED_PREFIX)
+    ]
+    if not derived:
+        return {}
+    sent = session.execute(
+        sa.select(FeedbackEvent.hcp_id, FeedbackEvent.event_id).where(
+            FeedbackEvent.hcp_id.in_({row.hcp_id for row in derived}),
+            FeedbackEvent.event_type == "opted_out",
+        )
+    ).all()
+    found: dict[str, str] = {}
+    for row in derived:
+        identity = _identity({name: getattr(row, name) for name in _IDENTITY_FIELDS})
+        for hcp_id, event_id in sent:
+            if hcp_id == row.hcp_id and _opt_out_id(event_id, identity) == row.event_id:
+                found[row.event_id] = event_id
+                break
+    return found
 
 
 # What a look-up says of a consent event stored while no model was served when no
@@ -1811,12 +1852,16 @@ def _bound_opt_out_rows(
     return kept
 
 
+# What an id derived from an opt-out's own starts with.
+_DERIVED_PREFIX: Final = "opted_out-"
+
+
 def _opt_out_id(event_id: str, identity: _Identity, salt: str = "") -> str:
     """The id an opt-out is kept under when its own is another event's: the same for
     its resends (from the id and what the opt-out says); or, ``identity`` empty, when
     its own is too long to store (from the id alone)."""
     said = json.dumps([event_id, *identity, salt], default=str)
-    return "opted_out-" + hashlib.sha256(said.encode()).hexdigest()[:32]
+    return _DERIVED_PREFIX + hashlib.sha256(said.encode()).hexdigest()[:32]
 
 
 # What an event says, as stored, as far as its id must always say the same: a
