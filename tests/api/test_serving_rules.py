@@ -885,6 +885,14 @@ def test_an_opt_in_stored_with_no_model_is_read_against_the_catalog_as_its_opt_o
     with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
         assert _ask(client, both_near, channel="email")["items"]
         assert _ask(client, exact_out, channel="email")["items"]
+        # Sent again once a model serves, as sent or as read: the same event, which a
+        # 422 would have said was not stored. A new one so named is refused, as before.
+        for channel in ("E Mail", "email"):
+            again = client.post("/v1/feedback", json={**events[1], "channel": channel})
+            assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+        new = client.post("/v1/feedback", json={**events[1], "event_id": "in-new"})
+        assert new.status_code == 422, new.text
+        assert "did you mean 'email'?" in new.json()["rejected"][0]["message"], new.text
         body = _ask(client, fax_in, channel="email")
         assert not body["items"], body["items"]
         assert not _ask(client, out_later, channel="email")["items"]

@@ -1058,13 +1058,20 @@ def test_an_opt_in_stored_with_no_catalog_is_read_against_one_as_an_opt_out_is(
         "h4": {"email"},
     }
     assert blocked_channels(["email", "rep_visit", "fax"])["h2"] == set()
-    # Resent once a model serves, naming the channel it is read as: the same event.
+    # Resent once a model serves, as sent or as read: the same event. A new one so
+    # named is refused, saying the channel it means.
     again = record_feedback(
         session,
-        events=[consent("in-near", "h1", event_type="opted_in", channel="email")],
+        events=[
+            consent("in-near", "h1", event_type="opted_in", channel=channel)
+            for channel in ("email", "E Mail")
+        ]
+        + [consent("in-near-new", "h1", event_type="opted_in", channel="E Mail")],
         action_channels={"a-email": "email", "a-visit": "rep_visit"},
     )
-    assert again.duplicates == ["in-near"], again
+    assert again.duplicates == ["in-near", "in-near"], again
+    ((_, refused_id, message),) = again.rejected
+    assert refused_id == "in-near-new" and "did you mean 'email'?" in message, again
 
 
 def test_an_opt_out_whose_event_id_is_longer_than_stored_is_kept_under_one_derived_from_it(

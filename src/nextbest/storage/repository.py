@@ -1306,7 +1306,8 @@ def record_feedback(
     :func:`~nextbest.contract.schema.withdrawn_channel` reads an opt-out's on arrival
     with one ('e_mail' as email, 'fax' as every channel; an opt-in's 'e_mail' as
     email too, and 'fax' as granting nothing: :func:`consent_channel_read`); its
-    resend with a model served naming the channel it is read as is the same event.
+    resend with a model served is the same event, naming the channel it is read as
+    or as sent (an opt-in's near miss, refused in a new event, is not in its resend).
 
     The session is committed before returning, so a caller that acknowledges the
     batch after this call only acknowledges durably stored events. Cost: one query
@@ -1391,7 +1392,8 @@ def _record_feedback(
     rows: dict[str, dict[str, Any]] = {}
     # Batch order of the valid events: (index, id, what the event says), once per occurrence.
     valid_order: list[tuple[int, str, _Identity]] = []
-    # Valid but for their reason (reason_problem): rejected unless already stored.
+    # Valid but for their reason (reason_problem), or an opt-in's channel that is a near
+    # miss of the catalog's: rejected unless already stored.
     refused_reasons: list[tuple[int, str, _Identity, str]] = []
     uncounted_at: dict[int, str] = {}  # index -> why a contact counts in the budget only
     # index -> what a decision whose item was filled in says as sent, as a release
@@ -1533,10 +1535,15 @@ def _record_feedback(
             # with no catalog to check it against, stored as no catalog spells it.
             channel = channel_spelling(channel)
             event = dataclasses.replace(event, channel=channel)
+        # An opt-in's channel, a near miss of the catalog's ('E Mail'), as the one it
+        # means: refused, unless stored so with no model served, read as that channel.
+        near_miss: str | None = None
         if message is None:
             message, channel = _channel_of(event, served_channel, action_channels, catalog_channels)
             if every_channel:
                 channel = None
+            if message is not None and event.event_type == "opted_in" and event.channel:
+                near_miss = near_channel(event.channel, catalog_channels)
         uncounted = decision_note
         if message is None and action_id is None and event.event_type in CONTACT_EVENT_TYPES:
             # Filled in alike whether or not the channel is stated, so that a resend
@@ -1612,6 +1619,11 @@ def _record_feedback(
                     "it applies once one does (ids are compared exactly: check the spelling)"
                 )
                 uncounted = unknown_hcp if uncounted is None else f"{uncounted}; {unknown_hcp}"
+        if message is not None and near_miss is not None:
+            # Its resend is the event stored, in force: a duplicate, not a refusal.
+            as_read = {**dataclasses.asdict(event), "action_id": None, "channel": near_miss}
+            refused_reasons.append((index, event.event_id, _identity(as_read), message))
+            continue
         if message is not None:
             result.rejected.append((index, str(event.event_id), message))
             continue
