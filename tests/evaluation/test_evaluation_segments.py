@@ -164,3 +164,56 @@ def test_arrays_of_another_length_are_refused(arg: str, message: str) -> None:
     given[arg] = given[arg][:3]
     with pytest.raises(ValueError, match=message):
         segment_uplift(channels=("email",), **given)
+
+
+def _yes_no_cell(*, touched_yes: int, held_yes: int) -> dict[str, np.ndarray]:
+    """30 touched and 30 held-out HCPs, 4 decisions each, a yes/no outcome: yes on
+    every decision of the first ``touched_yes`` (``held_yes``) HCPs of each side."""
+    hcp = np.repeat(np.arange(60), 4)
+    channel = np.where(hcp < 30, 0, -1)
+    yes = (hcp < touched_yes) | ((hcp >= 30) & (hcp < 30 + held_yes))
+    return {
+        "segment": np.full(len(hcp), "nephrology"),
+        "channel": channel,
+        "outcome": yes.astype(np.float64),
+        "propensity": np.full(len(hcp), 0.5),
+        "hcp": hcp,
+        "controls": channel < 0,
+    }
+
+
+def test_no_outcome_on_one_side_against_a_few_on_the_other_is_no_reason() -> None:
+    """4 of 30 touched HCPs said yes, none of 30 held out: the no-touch side's error
+    was 0, its mean as if exact, and the interval [+0.005, +0.261] lay above 0, a
+    served reason ("webinars measured +0.13") where Fisher's exact test on the HCPs
+    gives p = 0.11. Each side's error is at least that of a yes/no outcome seen in
+    none of its 30 HCPs, as in the uplift report."""
+    cell = _yes_no_cell(touched_yes=4, held_yes=0)
+    effect, low, high = segment_uplift(channels=("webinar",), **cell)["nephrology|webinar"]
+    assert stats.fisher_exact([[4, 26], [0, 30]]).pvalue > 0.1
+    assert effect == pytest.approx(4 / 30)
+    assert low < 0 < effect < high
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_sides_whose_outcomes_are_all_alike_keep_an_interval(value: float) -> None:
+    """Every outcome of the cell the same: the interval was [0, 0], an exact "no
+    effect" from 60 HCPs. It is now that of two sides of 30 HCPs each with a yes/no
+    outcome seen in none of them: Agresti & Coull's ``p = 2 / 34``, variance
+    ``p (1 - p) / 34`` per side, on Student's t with 58 degrees of freedom."""
+    cell = _yes_no_cell(touched_yes=0, held_yes=0)
+    cell["outcome"][:] = value
+    effect, low, high = segment_uplift(channels=("webinar",), **cell)["nephrology|webinar"]
+    p = 2 / 34
+    half = stats.t.isf(0.025, 58) * np.sqrt(2 * p * (1 - p) / 34)
+    assert (effect, low, high) == pytest.approx((0.0, -half, half))
+
+
+def test_enough_outcomes_on_one_side_against_none_is_still_a_reason() -> None:
+    """10 of 30 touched HCPs said yes against none held out (Fisher's p = 0.0006): the
+    floor widens the interval but leaves it above 0."""
+    cell = _yes_no_cell(touched_yes=10, held_yes=0)
+    assert stats.fisher_exact([[10, 20], [0, 30]]).pvalue < 0.001
+    effect, low, _high = segment_uplift(channels=("webinar",), **cell)["nephrology|webinar"]
+    assert effect == pytest.approx(10 / 30)
+    assert low > 0

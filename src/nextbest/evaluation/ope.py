@@ -164,6 +164,27 @@ def welch_dof(parts: Sequence[tuple[float, float]]) -> float:
     return total**2 / sum(v**2 / dof for v, dof in parts if v > 0)
 
 
+def no_spread_variance(n_hcps: int) -> float:
+    """The smallest squared standard error a mean outcome over ``n_hcps`` HCPs is
+    given (an arm of the uplift report, :func:`nextbest.loop.report.difference_error`;
+    a side of a segment's effect, :func:`nextbest.evaluation.segments.segment_uplift`):
+    that of a yes/no outcome seen in none (or all) of them, by Agresti &
+    Coull's adjusted Wald interval (The American Statistician 52(2), 1998: two
+    successes and two failures added, ``p = 2 / (G + 4)``, variance
+    ``p (1 - p) / (G + 4)``), in the outcome's unit (one prescription, one yes).
+
+    An arm whose outcomes are all alike (no HCP of a small segment prescribed) has
+    a clustered error of 0, and its mean looked exact: the interval of two such arms
+    was [0, 0], and against an arm with a few events it read as a difference where
+    Fisher's exact test finds none (0 of 30 against 4 of 30: "serving hurts", p =
+    0.11). The HCPs are the units, as for the clustered error. An arm with a real
+    spread keeps its own error, which is larger except at a handful of HCPs. An
+    outcome in other units (revenue) gets a floor of one of those units.
+    """
+    p = 2.0 / (n_hcps + 4)
+    return p * (1.0 - p) / (n_hcps + 4)
+
+
 def _interval(
     name: str,
     terms: np.ndarray,

@@ -17,7 +17,13 @@ pairs two policies, rather than given two separate standard errors. Its critical
 value is Student's t, as the uplift report's (:mod:`nextbest.loop.report`), on the
 degrees of freedom of Welch and Satterthwaite over the two sides' HCPs
 (:func:`nextbest.evaluation.ope.welch_dof`), at most the cell's HCPs less one: the
-side whose error dominates, often the one with fewer HCPs, sets them.
+side whose error dominates, often the one with fewer HCPs, sets them. A side whose
+outcomes show no spread (no held-out HCP of the segment prescribed) has a clustered
+error of 0, as if its mean were exact, and against a few outcomes on the other side
+the interval lay above 0, a served reason Fisher's exact test does not support (4 of
+30 touched HCPs against 0 of 30 held out: p = 0.11). Each side's squared error is at
+least that of a yes/no outcome seen in none of its HCPs, as each arm's in the uplift
+report (:func:`nextbest.evaluation.ope.no_spread_variance`, Agresti & Coull).
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbest.evaluation.ope import critical_value, standard_error, welch_dof
+from nextbest.evaluation.ope import (
+    critical_value,
+    no_spread_variance,
+    standard_error,
+    welch_dof,
+)
 
 MIN_ROWS = 100
 # The HCPs are the independent units: with fewer on a side, the cluster-robust
@@ -98,13 +109,17 @@ def segment_uplift(
             share[control] = -share_c
             # standard_error takes per-row terms of a mean: n times each row's share.
             n = int(cell.sum())
-            se = standard_error(n * share[cell], hcp[cell])
-            # Each side's own squared error, on its HCPs less one, for Welch's dof.
-            sides = [
-                (standard_error(len(part) * part, hcp[rows]) ** 2, len(np.unique(hcp[rows])) - 1)
-                for part, rows in ((share_t, treated), (share_c, control))
-            ]
+            variance = standard_error(n * share[cell], hcp[cell]) ** 2
+            # Each side's own squared error, at least the floor of its HCPs (the
+            # shortfall added), on its HCPs less one, for Welch's dof.
+            sides = []
+            for part, rows in ((share_t, treated), (share_c, control)):
+                own = standard_error(len(part) * part, hcp[rows]) ** 2
+                g_side = len(np.unique(hcp[rows]))
+                floor = no_spread_variance(g_side)
+                variance += max(0.0, floor - own)
+                sides.append((max(own, floor), g_side - 1))
             dof = min(welch_dof(sides), len(np.unique(hcp[cell])) - 1)
-            half = critical_value(dof) * se
+            half = critical_value(dof) * float(np.sqrt(variance))
             out[f"{name}|{channel_name}"] = (effect, effect - half, effect + half)
     return out

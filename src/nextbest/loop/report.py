@@ -52,7 +52,12 @@ import pandas as pd
 
 from nextbest import registry
 from nextbest.errors import InvalidRequestError
-from nextbest.evaluation.ope import critical_value, standard_error, welch_dof
+from nextbest.evaluation.ope import (
+    critical_value,
+    no_spread_variance,
+    standard_error,
+    welch_dof,
+)
 from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
@@ -117,25 +122,6 @@ def _arm(values: np.ndarray, cluster: np.ndarray) -> tuple[float, int]:
     """The mean of ``values`` (NaN when empty) and the number of clusters behind it."""
     mean = float(values.mean()) if len(values) else float("nan")
     return mean, len(np.unique(cluster))
-
-
-def no_spread_variance(n_hcps: int) -> float:
-    """The smallest squared standard error an arm's mean outcome is given: that of a
-    yes/no outcome seen in none (or all) of the arm's ``n_hcps`` HCPs, by Agresti &
-    Coull's adjusted Wald interval (The American Statistician 52(2), 1998: two
-    successes and two failures added, ``p = 2 / (G + 4)``, variance
-    ``p (1 - p) / (G + 4)``), in the outcome's unit (one prescription, one yes).
-
-    An arm whose outcomes are all alike (no HCP of a small segment prescribed) has
-    a clustered error of 0, and its mean looked exact: the interval of two such arms
-    was [0, 0], and against an arm with a few events it read as a difference where
-    Fisher's exact test finds none (0 of 30 against 4 of 30: "serving hurts", p =
-    0.11). The HCPs are the units, as for the clustered error. An arm with a real
-    spread keeps its own error, which is larger except at a handful of HCPs. An
-    outcome in other units (revenue) gets a floor of one of those units.
-    """
-    p = 2.0 / (n_hcps + 4)
-    return p * (1.0 - p) / (n_hcps + 4)
 
 
 def difference_error(
