@@ -317,3 +317,39 @@ def test_few_disagreeing_hcps_read_a_gain_as_often_as_promised() -> None:
     assert np.mean(above_all_hcps_t7) < 0.005, np.mean(above_all_hcps_t7)
     # 4000 logs: a rate of 2.5% lands in [0.018, 0.032] with > 99% probability.
     assert 0.018 <= np.mean(above) <= 0.032, np.mean(above)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "reward_value"),
+    [("ips", 0.0), ("snips", 0.0), ("dr", 0.0), ("snips", 1.0), ("dr", 1.0)],
+)
+def test_rewards_all_alike_keep_an_interval(estimator: str, reward_value: float) -> None:
+    """Every reward the same (no HCP prescribed, or every one did): the terms had no
+    spread and each interval was a point, "+0.000 [+0.000, +0.000]". A policy's value
+    keeps the error of a yes/no outcome seen in none (or all) of the HCPs its choices
+    were tried on; a paired difference, that of each policy's tries where the two
+    differ, times the differing decisions' share. (IPS's terms with every reward 1 are
+    the importance weights, which vary: the floor adds to their spread.)"""
+    rng = np.random.default_rng(10)
+    hcp = np.repeat(np.arange(300), 2)
+    n = len(hcp)
+    action = rng.integers(2, size=n)
+    reward, pscore = np.full(n, reward_value), np.full(n, 0.5)
+    one, zero = np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    q = {"q_target": reward, "q_logged": reward}
+    value = ope.estimate(estimator, action, reward, pscore, one, groups=hcp, **q)
+    tried = len(np.unique(hcp[action == 1]))
+    half = ope.critical_value(299) * np.sqrt(ope.no_spread_variance(tried))
+    assert (value.value, value.ci_low, value.ci_high) == pytest.approx(
+        (reward_value, reward_value - half, reward_value + half)
+    )
+    target = np.where(hcp < 60, 1, 0)  # differs from "always 0" on 60 HCPs' 120 decisions
+    diff = ope.difference(
+        estimator, action, reward, pscore, target, zero, q_baseline=reward, groups=hcp, **q
+    )
+    sides = [len(np.unique(hcp[(hcp < 60) & (action == a)])) for a in (1, 0)]
+    floor = sum(ope.no_spread_variance(g) for g in sides) * (120 / n) ** 2
+    # SNIPS's error takes every HCP (its normalisation moves every term).
+    assert diff.dof == (299 if estimator == "snips" else 59)
+    half = ope.critical_value(diff.dof) * np.sqrt(floor)
+    assert (diff.value, diff.ci_low, diff.ci_high) == pytest.approx((0.0, -half, half))

@@ -34,6 +34,12 @@ degrees of freedom is 2.20). From 250 HCPs on, the two agree within 0.5%. A pair
 IPS or DR difference rests on the HCPs where the two policies choose differently
 (their terms are 0 elsewhere whatever the outcome): :func:`difference`, and on
 those HCPs' decisions that tried either one's choice: :func:`disagreement`.
+
+Outcomes with no spread (a rare prescription seen on none of the decisions that
+tried a policy's choice) would leave only the importance weights' spread, or none,
+in the terms: each side of a value or difference keeps at least the error of a
+yes/no outcome seen in none of its HCPs (:func:`no_spread_shortfall`, the uplift
+report's floor, :func:`no_spread_variance`).
 """
 
 from __future__ import annotations
@@ -185,16 +191,52 @@ def no_spread_variance(n_hcps: int) -> float:
     return p * (1.0 - p) / (n_hcps + 4)
 
 
+def no_spread_shortfall(
+    reward: np.ndarray,
+    sides: Sequence[np.ndarray],
+    groups: np.ndarray | None,
+    share: float = 1.0,
+) -> float:
+    """What a policy value's squared standard error lacks when the outcomes it rests on
+    show no spread: each side, ``(n,)`` bool (the decisions that tried a policy's
+    choice, where it is valued), adds how far the squared error of its mean
+    ``reward`` (clustered over ``groups``; the decisions when None) falls short of
+    :func:`no_spread_variance` of its groups, times ``share`` squared (the decisions
+    whose mean the sides measure, over all ``n``: the differing ones of a paired
+    difference). A side of fewer than two groups has no error of its own.
+
+    A rare outcome (a prescription after 2% of visits) is often seen on none of the
+    few decisions that tried one policy's choice: every one of their rewards is then
+    minus the action's cost, the estimator's terms vary only with the importance
+    weights, and its interval read the cost saved by not visiting as a certain gain
+    (the gate passed it in 45% of seeded logs where the visits' prescriptions were
+    worth their cost, :func:`difference`). The outcomes' spread, not the weights',
+    is what such a side's error lacks; with a real spread it adds nothing.
+    """
+    total = 0.0
+    for tried in sides:
+        kept = np.flatnonzero(tried)
+        units = kept if groups is None else np.asarray(groups)[kept]
+        own, _ = clustered_error(np.asarray(reward, dtype=np.float64)[kept], units)
+        floor = no_spread_variance(len(np.unique(units)))
+        total += max(0.0, floor - (own**2 if math.isfinite(own) else 0.0))
+    return share**2 * total
+
+
 def _interval(
     name: str,
     terms: np.ndarray,
     weights: np.ndarray,
     groups: np.ndarray | None = None,
     informative: np.ndarray | None = None,
+    shortfall: float = 0.0,
 ) -> PolicyValue:
+    """The value ``terms.mean()`` and its interval, the squared error raised by
+    ``shortfall`` (:func:`no_spread_shortfall`) when it can be estimated at all."""
     n = len(terms)
     value = float(terms.mean())
     se, dof = clustered_error(terms, groups, informative)
+    se = math.sqrt(se**2 + shortfall) if math.isfinite(se) else se
     # 0 x an infinite critical value (no spread, from one group) is still no interval.
     half = math.inf if not math.isfinite(se) or dof < 1 else critical_value(dof) * se
     ess = float(weights.sum() ** 2 / (weights**2).sum()) if (weights**2).sum() > 0 else 0.0
@@ -207,7 +249,7 @@ def ips(
     """Inverse propensity score estimate; shapes ``(n,)``."""
     _check(action, reward, pscore, target)
     w = (action == target) / pscore
-    return _interval("ips", w * reward, w)
+    return _interval("ips", w * reward, w, shortfall=no_spread_shortfall(reward, [w > 0], None))
 
 
 def snips(
@@ -223,7 +265,7 @@ def snips(
         )
     value = float((w * reward).sum() / w.sum())
     terms = value + w * (reward - value) / mean_w  # influence function of the ratio estimator
-    result = _interval("snips", terms, w)
+    result = _interval("snips", terms, w, shortfall=no_spread_shortfall(reward, [w > 0], None))
     return replace(result, value=value)
 
 
@@ -238,7 +280,8 @@ def doubly_robust(
     """Doubly robust estimate: ``q_target + 1[a = target] / pscore * (reward - q_logged)``."""
     _check(action, reward, pscore, target)
     w = (action == target) / pscore
-    return _interval("dr", q_target + w * (reward - q_logged), w)
+    shortfall = no_spread_shortfall(reward, [w > 0], None)
+    return _interval("dr", q_target + w * (reward - q_logged), w, shortfall=shortfall)
 
 
 def _terms(
@@ -291,9 +334,12 @@ def estimate(
 
     Shapes ``(n,)``; ``q_target`` / ``q_logged`` are needed for ``dr`` only; ``groups``
     makes the interval cluster-robust (decisions of one group are not independent).
+    The decisions that tried the target's choices keep at least the error of a yes/no
+    outcome seen in none of their groups (:func:`no_spread_shortfall`).
     """
     value, terms, w = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
-    return replace(_interval(estimator, terms, w, groups), value=value)
+    shortfall = no_spread_shortfall(reward, [w > 0], groups)
+    return replace(_interval(estimator, terms, w, groups, shortfall=shortfall), value=value)
 
 
 @dataclass(frozen=True)
@@ -384,6 +430,11 @@ def difference(
     among them less one (:func:`clustered_error`'s ``informative``). Two policies that
     differ on 8 of 2,000 HCPs are compared on Student's t with 7 degrees of freedom,
     not 1,999. SNIPS's normalisation moves every term, so its error takes them all.
+
+    Each policy's outcomes where the two differ are seen on the decisions that tried
+    its choice: a side whose rewards there show less spread than a yes/no outcome seen
+    in none of its HCPs adds the shortfall (:func:`no_spread_shortfall`), times the
+    differing decisions' share squared.
     """
     value_t, terms_t, w_t = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
     value_b, terms_b, w_b = _terms(
@@ -394,5 +445,15 @@ def difference(
     # A term that is not 0 where they agree (a reward model that values one action two
     # ways) is evidence like any other: only the zeros that are known in advance leave.
     informative = None if estimator == "snips" else differs | (terms != 0)
-    result = _interval(f"{estimator}_difference", terms, (w_t + w_b) * differs, groups, informative)
+    # Each policy's outcomes where they differ are seen on the decisions that tried its choice.
+    sides = [differs & (action == target), differs & (action == baseline)]
+    shortfall = no_spread_shortfall(reward, sides, groups, share=float(differs.mean()))
+    result = _interval(
+        f"{estimator}_difference",
+        terms,
+        (w_t + w_b) * differs,
+        groups,
+        informative,
+        shortfall=shortfall,
+    )
     return replace(result, value=value_t - value_b)
