@@ -43,6 +43,28 @@ if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.registry import VersionSummary
     from nextbest.storage.repository import RowCounts
 
+
+def _help_shows_no_value_for_flags() -> None:
+    """Typer's Rich help (0.29) puts a flag's type in the column of the value an
+    option takes, `--yes <bool>`, as if the flag wanted one; its plain help and
+    click's show nothing there. Typer has no setting for it, so the option class
+    is told: a flag (`--help` included) takes no value and shows none."""
+    option = typer.core.TyperOption
+    show_type = option.display_type_rich
+    if getattr(show_type, "flags_show_none", False):
+        return
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return show_type(self, ctx)
+
+    display_type_rich.flags_show_none = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_help_shows_no_value_for_flags()
+
 app = typer.Typer(
     help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
     no_args_is_help=True,
@@ -2684,7 +2706,7 @@ def retrain(
 ) -> str:
     """Train on history + logged recommendations with their feedback; register a challenger.
 
-    The share of logged decisions the gate evaluates on (``evaluation_share`` in
+    The share of logged decisions the gate evaluates on (`evaluation_share` in
     training/gate.yaml) is never trained on.
     """
     from nextbest import registry
@@ -2901,9 +2923,10 @@ def promote(
     force: Annotated[
         bool,
         typer.Option(
+            "--force",
             help="Promote even if the gate does not pass, or cannot be evaluated for want "
             "of logged outcomes or because the champion cannot be loaded (logged as "
-            "forced, without evidence); needs --reason."
+            "forced, without evidence); needs --reason.",
         ),
     ] = False,
     reason: Annotated[

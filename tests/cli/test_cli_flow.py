@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -2225,11 +2227,35 @@ def test_help_says_what_an_option_left_out_means(command: list[str], said: list[
         assert words in text, (words, text)
 
 
+def _every_command() -> list[list[str]]:
+    import typer.main
+
+    def walk(group: typing.Any, prefix: list[str]) -> list[list[str]]:
+        found = [prefix]
+        for name, command in getattr(group, "commands", {}).items():
+            found += walk(command, [*prefix, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_help_shows_a_flag_as_taking_no_value(command: list[str]) -> None:
+    """A flag takes no value: Typer's Rich help put `<bool>` where an option's value
+    goes (`--yes <bool>`, `--help <bool>`), and `promote --force` had a `--no-force`
+    twin the docs never name. Nor does RST markup (``name``) reach the help."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output, result.output
+    assert "--no-" not in result.output, result.output
+    assert "``" not in result.output, result.output
+    if command == ["promote"]:  # a value-taking option keeps its type beside it
+        assert re.search(r"--since +<str>", result.output), result.output
+
+
 def test_every_command_has_a_one_line_summary() -> None:
     """`nextbest --help` lists each command by its help's first paragraph: one line,
     or the list reads as paragraphs (lookup and explain read that way)."""
-    import typing
-
     import typer.main
 
     def commands(group: typing.Any, prefix: str) -> list[tuple[str, str]]:
@@ -2268,8 +2294,6 @@ def test_a_misspelt_setting_is_warned_of_with_the_name_meant(
 def test_every_nextbest_variable_the_code_names_is_known_to_the_warning() -> None:
     # A variable read outside Settings but missing from OTHER_ENVIRONMENT would be
     # called misspelt on every command.
-    import re
-
     from nextbest.settings import ENV_PREFIX, OTHER_ENVIRONMENT, Settings
 
     source = Path(__file__).parents[2] / "src" / "nextbest"
