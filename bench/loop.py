@@ -436,7 +436,10 @@ def main() -> int:
     keys = settings.resolved_api_keys_file
     keys.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    keys.write_text(f"keys:\n  - name: bench-loop\n    role: admin\n    key_sha256: {digest}\n")
+    # Mode 600 from its creation, as `nextbest keys` writes it: a server started on
+    # this directory (the README's loop demo) warns of a key file others may read.
+    with os.fdopen(os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(f"keys:\n  - name: bench-loop\n    role: admin\n    key_sha256: {digest}\n")
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(settings.models_dir),
