@@ -51,6 +51,31 @@ def test_the_shipped_rules_file_is_valid() -> None:
     assert "not_relevant" in rules.dismiss_reasons
 
 
+def test_the_docs_cite_each_rule_at_the_line_of_the_shipped_file() -> None:
+    """The README and docs quote answers served under training/rules.yaml (`minimum
+    gap 3 days (channels.email.cooldown_days, rules.yaml line 20)`): each line they
+    cite is the one serving names. A line added above them once left every example
+    a line short."""
+    import re
+
+    root = Path(__file__).parents[2]
+    shipped = ServingRules.load(root / "training" / "rules.yaml")
+    cited = [
+        (doc.name, key, int(line))
+        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for key, line in re.findall(
+            r"([a-z_.]+), rules\.yaml line (\d+)\)", doc.read_text(encoding="utf-8")
+        )
+    ]
+    assert len(cited) >= 5, cited
+    wrong = [
+        (doc, key, line)
+        for doc, key, line in cited
+        if shipped.rule_at(*key.split(".")) != f"{key}, rules.yaml line {line}"
+    ]
+    assert not wrong, [(doc, shipped.rule_at(*key.split("."))) for doc, key, _ in wrong]
+
+
 def test_the_rules_fingerprint_is_the_files_sha256_prefix(tmp_path: Path) -> None:
     import hashlib
 

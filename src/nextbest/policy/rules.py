@@ -859,7 +859,7 @@ class HistoryRules:
     ) -> tuple[str, str, str, datetime | None]:
         """A dismissal or snooze in force, as a reason says it: what it was (``dismissed
         (not_relevant)``), its window (``30 days``), the rule that sets it as named
-        (``dismissal_days, rules.yaml line 41``), and when it lifts."""
+        (``dismissal_days, rules.yaml line 42``), and when it lifts."""
         rules = self.rules
         if (hcp_id, action_id) in history.snoozed:
             kind, days = "snoozed", rules.snooze_window
