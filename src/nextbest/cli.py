@@ -3443,7 +3443,7 @@ def explain(
     from dataclasses import asdict
 
     from nextbest import registry
-    from nextbest.errors import NextbestError
+    from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.service.recommend import decision_time
     from nextbest.service.runtime import make_recommender
     from nextbest.service.serving import recommend_one
@@ -3474,6 +3474,8 @@ def explain(
                 on=now,
                 explain_exclusions=True,
             )
+    except InvalidRequestError as exc:  # a request's field here is an option
+        raise _fail(f"--{exc.field}: {exc.message}") from None
     except NextbestError as exc:
         raise _fail(str(exc)) from None
     answer = {

@@ -2572,6 +2572,30 @@ def test_explain_asks_the_version_or_alias_named_by_model(
     assert "--model 7: model 'nextbest' has no version 7 (its versions: 1;" in unknown.output
 
 
+def test_explain_names_the_option_a_bad_value_was_given_to(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `picks` does: `--purpose: ...`, not the request field's bare `purpose: ...`."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    for name, value in {
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+    for args, says in (
+        (["--purpose", "Medical"], "error: --purpose: must be one of promotional, medical"),
+        (["--channel", "Email"], "--channel: unknown channel 'Email'; did you mean 'email'?"),
+    ):
+        result = runner.invoke(app, ["explain", hcp, *args])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and says in said, (args, said)
+
+
 def test_rules_check_says_what_a_reload_would_make_of_a_file(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
