@@ -2312,6 +2312,7 @@ def erase(
         list[Path] | None,
         typer.Option(
             "--file",
+            metavar="FILE",  # one file per --file: not Typer's `<list[Path]>`
             help="CSV or Parquet with an hcp_id column: more ids to erase (other columns "
             "are ignored); give it once per file.",
         ),
@@ -4132,6 +4133,7 @@ def keys_add(
         list[str] | None,
         typer.Option(
             "--channel",
+            metavar="CHANNEL",  # one channel per --channel: not Typer's `<list[str]>`
             help="Bind a channel key to a channel, e.g. --channel sms (repeat for more): it "
             "may then send feedback and consent for, and get recommendations of, those "
             "channels only. Default: every channel.",

@@ -2243,12 +2243,15 @@ def _every_command() -> list[list[str]]:
 def test_help_shows_a_flag_as_taking_no_value(command: list[str]) -> None:
     """A flag takes no value: Typer's Rich help put `<bool>` where an option's value
     goes (`--yes <bool>`, `--help <bool>`), and `promote --force` had a `--no-force`
-    twin the docs never name. Nor does RST markup (``name``) reach the help."""
+    twin the docs never name; a repeatable option is given one value at a time, not
+    `--channel <list[str]>`. Nor does RST markup (``name``) reach the help."""
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output, result.output
     assert "--no-" not in result.output, result.output
     assert "``" not in result.output, result.output
+    # A repeatable option takes one value each time, not a list.
+    assert not re.search(r"--[a-z-]+ +<list\[", result.output), result.output
     if command == ["promote"]:  # a value-taking option keeps its type beside it
         assert re.search(r"--since +<str>", result.output), result.output
 
