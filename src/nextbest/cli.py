@@ -50,9 +50,9 @@ def _help_shows_no_value_for_flags() -> None:
     click's show nothing there. Typer has no setting for it, so the option class
     is told: a flag (`--help` included) takes no value and shows none."""
     option = typer.core.TyperOption
-    show_type = option.display_type_rich
-    if getattr(show_type, "flags_show_none", False):
-        return
+    show_type = getattr(option, "display_type_rich", None)
+    if show_type is None or getattr(show_type, "flags_show_none", False):
+        return  # another Typer: its help as it is
 
     def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
         if self.is_flag and not self.count:
