@@ -3792,11 +3792,16 @@ def models(
 
     settings = _settings()
     when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
+    try:
+        # Nothing registered: said once, as without --repair, before repair says anything.
+        versions = registry.list_versions(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
     if repair:
         try:
             finished = registry.finish_unfinished(settings)
             not_made = registry.take_off_not_made(settings)
-            named = registry.name_unnamed(settings) if registry.registry_exists(settings) else []
+            named = registry.name_unnamed(settings)
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
         if finished is None and not_made is None and not named:
@@ -3813,10 +3818,8 @@ def models(
             )
         for done in named:
             console.print(f"[yellow]finished:[/yellow] {done.said()}", highlight=False)
-    try:
-        versions = registry.list_versions(settings)
-    except registry.RegistryError as exc:
-        raise _fail(str(exc)) from None
+        if named or finished is not None:
+            versions = registry.list_versions(settings)  # as repaired
     unfinished = registry.unfinished_decision(settings)
     # The timeline is read from every decision run: only when it is shown.
     shown = when is not None or history_table or as_json

@@ -1092,3 +1092,13 @@ def test_a_retrain_killed_before_it_set_the_challenger_is_said_and_repaired(
     _force(settings)
     assert registry.alias_version(settings, "champion") == new
     assert "is not the challenger" not in _models(settings)[1]
+
+
+def test_models_repair_on_an_empty_registry_says_one_thing(tmp_path: Path) -> None:
+    """`--repair` said "nothing to repair", then that no version was registered."""
+    settings = Settings(models_dir=tmp_path / "models", seed=11)
+    code, plain = _models(settings)
+    code_repair, shown = _models(settings, "--repair")
+    assert (code_repair, code) == (2, 2), shown
+    assert shown == plain, shown
+    assert "has no registered version in" in shown and "nothing to repair" not in shown
