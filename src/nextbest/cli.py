@@ -3769,7 +3769,8 @@ def models(
             "challenger, champion_history, version tags, the gate's verdict), as `nextbest "
             "models` says; take off the mark of one killed before the champion moved (not "
             "made); give a version that train or retrain registered in full, then was "
-            "killed before it set its alias (challenger), that alias; then list the versions.",
+            "killed before it set its alias (challenger, or the first champion), that alias; "
+            "then list the versions.",
         ),
     ] = False,
 ) -> Any:
@@ -3913,7 +3914,14 @@ def models(
 
 def _training_run_said(v: VersionSummary) -> str | None:
     """Of a version whose training run did not end FINISHED: how it ended, and whether
-    the version was registered in full before (its artifact_sha256 tag, written last)."""
+    the version was registered in full before (its artifact_sha256 tag, written last);
+    of a first champion whose training stopped before it set the alias, that."""
+    if v.alias_unset == "champion" and v.training_run_status is None:
+        return (
+            "registered in full as the first champion, but no version is champion (its "
+            "training stopped before it set the alias): `nextbest models --repair` makes it "
+            "champion"
+        )
     if v.training_run_status is None:
         return None
     how = (

@@ -48,9 +48,10 @@ SOURCE_TAG = "source_commit"
 # SHA-256 over every file of the version's model directory (see artifact_digest),
 # taken when it was registered and checked at every load.
 DIGEST_TAG = "artifact_sha256"
-# The alias (other than champion) a training asked for its version, e.g. challenger
-# (retrain): a version registered in full whose training run never finished and that
-# the alias does not name is said by `nextbest models` and named by `--repair`.
+# The alias a training asked for its version, e.g. challenger (retrain), or champion
+# (the first `train` of a model, which makes it champion after its training run): a
+# version registered in full whose training stopped before it set the alias is said
+# by `nextbest models` and given it by `--repair` (see _with_alias_unset).
 REGISTERED_AS_TAG = "registered_as"
 CHAMPION_ALIAS = "champion"
 # Written into a model directory by MLflow itself when it is loaded by a models:/
@@ -343,6 +344,16 @@ def log_training_run(
     # An alias other than champion is set within the training run; champion is a
     # decision of its own, recorded in the decisions experiment after it.
     sets_alias = alias is not None and alias != CHAMPION_ALIAS
+    # The first champion too is recorded as the alias the version is registered for: a
+    # training stopped before that decision leaves a model serving nothing, and this
+    # says what it was to do (`nextbest models --repair` makes it champion).
+    registered_as = (
+        alias
+        if alias is not None
+        else CHAMPION_ALIAS
+        if alias_version(settings, CHAMPION_ALIAS) is None
+        else None
+    )
     with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
         # A training run interrupted (Ctrl-C, or a SIGTERM the command turns into
         # SystemExit) ends KILLED, saying so, where MLflow's ``with`` ended it FAILED
@@ -394,9 +405,10 @@ def log_training_run(
                 CODE_TAG: _code_version(),
                 SOURCE_TAG: source,
                 **(extra_tags or {}),
-                # The alias the version is registered for (challenger), set below:
-                # without it, `nextbest models` says so and `--repair` sets it.
-                **({REGISTERED_AS_TAG: alias} if sets_alias and alias else {}),
+                # The alias the version is registered for (challenger, set below;
+                # champion, by the decision after the run): without it, `nextbest
+                # models` says so and `--repair` sets it.
+                **({REGISTERED_AS_TAG: registered_as} if registered_as else {}),
                 # Last: a version that has it was registered in full (see VersionSummary).
                 DIGEST_TAG: digest,
             }
@@ -995,10 +1007,12 @@ def _log_trained_champion(
     previous: str | None,
     training_run_id: str,
     serve_alias: str | None = None,
+    reason: str | None = None,
 ) -> None:
     """Make ``version`` champion by training (``previous``: the champion it replaces,
     None for the first), and give it ``serve_alias`` too, if given (the alias the
-    server reads, when another); recorded first as a run of the decisions experiment.
+    server reads, when another); recorded first as a run of the decisions experiment
+    (``reason``: why, when not the training itself).
 
     Raises:
         AliasNotMovedError: the alias could not be set (the version stays registered).
@@ -1015,7 +1029,13 @@ def _log_trained_champion(
                 "training_run_id": training_run_id,
             }
         )
-        mlflow.set_tags({"decision": "train", DECIDED_BY_TAG: decided_by()})
+        mlflow.set_tags(
+            {
+                "decision": "train",
+                DECIDED_BY_TAG: decided_by(),
+                **({"reason": reason} if reason else {}),
+            }
+        )
 
         served = serve_alias is not None and serve_alias != CHAMPION_ALIAS
         move_recorded(
@@ -1353,7 +1373,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         if not found:
             raise missing
         # Versions found by a search do not carry their aliases; the registered model does.
-        named = mlflow_client.get_registered_model(settings.model_name).aliases
+        model = mlflow_client.get_registered_model(settings.model_name)
+        named = model.aliases
     except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
         # A damaged or locked store ended `nextbest models` in MLflow's traceback.
         if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
@@ -1419,18 +1440,27 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 registered_as=mv.tags.get(REGISTERED_AS_TAG),
             )
         )
-    return _with_alias_unset(out, {str(a): str(v) for a, v in named.items()})
+    return _with_alias_unset(
+        out,
+        {str(a): str(v) for a, v in named.items()},
+        champions_before=bool((model.tags or {}).get(HISTORY_TAG)),
+    )
 
 
 def _with_alias_unset(
-    versions: list[VersionSummary], aliases: Mapping[str, str]
+    versions: list[VersionSummary], aliases: Mapping[str, str], *, champions_before: bool
 ) -> list[VersionSummary]:
     """``versions`` (newest first), the one left without the alias its training gave
-    it marked (``alias_unset``): the newest registered as that alias, in full, by a
-    training run that did not finish, never promoted, while the alias names an
-    older version or none. A run that finished set the alias, so one missing since
+    it marked (``alias_unset``): the newest registered as that alias, in full, never
+    promoted, while the alias names an older version or none, by a training run
+    that did not finish. A run that finished set the alias, so one missing since
     was taken off by hand, and a newer version registered as it, or a promotion
-    (which takes challenger off), leaves it where it is."""
+    (which takes challenger off), leaves it where it is.
+
+    The first champion is set by a decision after the training run ends: the newest
+    version registered in full as champion is marked while no version is champion
+    and none was before (``champions_before``: a promotion or rollback wrote the
+    history of champions; a champion deleted since is not this)."""
     out = list(versions)
     seen: set[str] = set()
     for i, v in enumerate(out):
@@ -1439,10 +1469,15 @@ def _with_alias_unset(
             continue
         seen.add(alias)
         held = aliases.get(alias)
+        stopped = (
+            held is None and not champions_before
+            if alias == CHAMPION_ALIAS
+            else v.training_run_status is not None
+        )
         if (
-            held != v.version
+            stopped
+            and held != v.version
             and (held is None or int(held) < int(v.version))
-            and v.training_run_status is not None
             and v.artifact_sha256 is not None
             and v.promoted_at is None
             and CHAMPION_ALIAS not in v.aliases
@@ -1461,17 +1496,22 @@ class AliasNamed:
     before: str | None
 
     def said(self) -> str:
+        was = f"version {self.before}" if self.before else "no version"
+        if self.alias == CHAMPION_ALIAS:
+            return (
+                f"version {self.version}, registered in full as the first champion by a "
+                f"training stopped before it set the alias, is champion now (was {was})"
+            )
         return (
             f"version {self.version}, registered in full by a training run stopped before it "
-            f"gave it alias {self.alias}, is {self.alias} now (was "
-            + (f"version {self.before}" if self.before else "no version")
-            + ")"
+            f"gave it alias {self.alias}, is {self.alias} now (was {was})"
         )
 
 
 def name_unnamed(settings: Settings) -> list[AliasNamed]:
     """Set each alias a training run stopped before it set (``alias_unset`` of
-    :func:`list_versions`) on its version; what was set, one per alias.
+    :func:`list_versions`) on its version; what was set, one per alias. The first
+    champion is made as training makes it, recorded as a decision.
 
     Raises:
         RegistryError: the registry refused to set one.
@@ -1484,7 +1524,22 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
             continue
         before = alias_version(settings, v.alias_unset)
         try:
-            set_alias(settings, v.alias_unset, v.version)
+            if v.alias_unset == CHAMPION_ALIAS:
+                _log_trained_champion(
+                    settings,
+                    v.version,
+                    previous=None,
+                    training_run_id=v.run_id or "",
+                    serve_alias=(
+                        settings.serve_alias
+                        if alias_version(settings, settings.serve_alias) is None
+                        else None
+                    ),
+                    reason="made the first champion by `nextbest models --repair`: the "
+                    "training that registered it stopped before it set the alias",
+                )
+            else:
+                set_alias(settings, v.alias_unset, v.version)
         except (MlflowException, OSError) as exc:
             raise RegistryError(
                 f"version {v.version} was registered in full by a training run stopped "

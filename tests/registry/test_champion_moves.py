@@ -165,6 +165,10 @@ def test_a_first_champion_the_store_refuses_stays_registered_without_it(
     (run,) = _decision_runs(settings, "train")
     assert run.info.status == "FAILED" and run.data.params["to_version"] == "2"
     assert champion_changes(settings) == []
+    # Once the store takes the move, --repair makes the first champion.
+    code, shown = _models(settings, "--repair")
+    assert code == 0 and "is champion now (was no version)" in shown, shown
+    assert registry.alias_version(settings, "champion") == "2"
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -691,6 +695,31 @@ def test_a_first_champion_training_killed_before_the_move_names_no_champion(
     assert "interrupted before the champion moved, not made: train of version 1 (replacing " in (
         shown
     ), shown
+    # What it was to do is known: version 1 is the first champion, which --repair makes.
+    code, shown = _models(settings)
+    assert code == 0, shown
+    assert (
+        "v1 trained " in shown
+        and "registered in full as the first champion, but no version is champion (its "
+        "training stopped before it set the alias): `nextbest models --repair` makes it "
+        "champion"
+        in shown
+    ), shown
+    assert json.loads(_models(settings, "--json")[1])["versions"][0]["alias_unset"] == "champion"
+    code, shown = _models(settings, "--repair")
+    assert code == 0, shown
+    assert (
+        "taken off: the mark (decision_pending) of the training of version 1 as champion" in shown
+    ), shown
+    assert (
+        "finished: version 1, registered in full as the first champion by a training stopped "
+        "before it set the alias, is champion now (was no version)"
+    ) in shown, shown
+    assert registry.alias_version(settings, "champion") == "1"
+    (made,) = champion_changes(settings)
+    assert (made.version, made.decision, made.previous) == ("1", "train", None)
+    assert made.run_id != run.info.run_id and "--repair" in (made.reason or ""), made
+    assert "nothing to repair" in _models(settings, "--repair")[1]
 
 
 def _models(settings: Settings, *args: str) -> tuple[int, str]:
@@ -1074,7 +1103,7 @@ def test_a_retrain_killed_before_it_set_the_challenger_is_said_and_repaired(
     assert [(v["version"], v["registered_as"], v["alias_unset"]) for v in listed] == [
         (new, "challenger", "challenger"),
         (older, "challenger", None),
-        ("1", None, None),
+        ("1", "champion", None),  # the first train's, champion as registered
     ]
 
     code, shown = _models(settings, "--repair")
