@@ -2958,8 +2958,11 @@ def promote(
     gate = _gate_config(config)
     settings = _settings()
     # A promotion killed after the champion moved, run again (a retried job): finished,
-    # then "nothing to promote" below.
-    _say_finished(registry.finish_unfinished(settings))
+    # then "nothing to promote" below. One another process is at work on: refused.
+    try:
+        _say_finished(registry.finish_unfinished(settings))
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
     done = (
         already_promoted(settings)
         if version is None and registry.registry_exists(settings)
@@ -3770,7 +3773,8 @@ def models(
             "models` says; take off the mark of one killed before the champion moved (not "
             "made); give a version that train or retrain registered in full, then was "
             "killed before it set its alias (challenger, or the first champion), that alias; "
-            "then list the versions.",
+            "then list the versions. A decision whose process still runs on this host is in "
+            "progress, and left alone.",
         ),
     ] = False,
 ) -> Any:
@@ -3799,13 +3803,18 @@ def models(
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     if repair:
+        left_alone = False
         try:
-            finished = registry.finish_unfinished(settings)
+            try:
+                finished = registry.finish_unfinished(settings)
+            except registry.DecisionInProgressError:
+                # Left alone: said with the versions below.
+                finished, left_alone = None, True
             not_made = registry.take_off_not_made(settings)
             named = registry.name_unnamed(settings)
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
-        if finished is None and not_made is None and not named:
+        if finished is None and not_made is None and not named and not left_alone:
             console.print(
                 "nothing to repair: no decision or training was left unfinished", highlight=False
             )
@@ -3822,6 +3831,9 @@ def models(
         if named or finished is not None:
             versions = registry.list_versions(settings)  # as repaired
     unfinished = registry.unfinished_decision(settings)
+    in_progress = unfinished if unfinished is not None and unfinished.in_progress else None
+    if in_progress is not None:
+        unfinished = None
     # The timeline is read from every decision run: only when it is shown.
     shown = when is not None or history_table or as_json
     timeline = champion_timeline(settings) if shown else ChampionTimeline([], [])
@@ -3852,6 +3864,9 @@ def models(
                             **asdict(unfinished.end),
                             "unwritten": list(unfinished.unwritten),
                         }
+                    ),
+                    "decision_in_progress": (
+                        None if in_progress is None else asdict(in_progress.end)
                     ),
                     "versions": rows,
                 },
@@ -3909,6 +3924,8 @@ def models(
         stdout.print(
             f"[bold red]unfinished:[/bold red] {escape(unfinished.said())}", highlight=False
         )
+    if in_progress is not None:
+        stdout.print(escape(in_progress.said()), highlight=False)
     return versions
 
 

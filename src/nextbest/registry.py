@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -478,11 +479,98 @@ class DecisionUnfinishedError(RegistryError):
     :data:`ALIAS_MOVED_TAG` ``true``."""
 
 
+class DecisionInProgressError(RegistryError):
+    """Another process on this host is at work on a decision (its mark names it, and it
+    runs): nothing is finished or decided beside it. ``found``: that decision."""
+
+    def __init__(self, found: UnfinishedDecision) -> None:
+        super().__init__(
+            f"{found.said().split('; it is left alone')[0]}; nothing was decided "
+            "beside it: run the command again once it has ended"
+        )
+        self.found = found
+
+
 # Registered model tag of a decision under way: what it leaves once made (the JSON of
 # a DecisionEnd), written before the champion moves and taken off once all of it is
 # written. Left behind by a process killed outright (SIGKILL, a power cut) after the
-# champion moved, it says what is unfinished (finish_unfinished writes it).
+# champion moved, it says what is unfinished (finish_unfinished writes it); while the
+# process that wrote it runs, the decision is in progress and left alone.
 PENDING_TAG = "decision_pending"
+
+# The decision runs this process is at work on (within move_recorded): a mark naming
+# this process is in progress only while its decision is, not as long as the process
+# runs (a command that goes on after a decision failed, a test's threads).
+_DECIDING: set[str] = set()
+_DECIDING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _deciding(run_id: str) -> Iterator[None]:
+    with _DECIDING_LOCK:
+        _DECIDING.add(run_id)
+    try:
+        yield
+    finally:
+        with _DECIDING_LOCK:
+            _DECIDING.discard(run_id)
+
+
+@dataclass(frozen=True)
+class DecidingProcess:
+    """The process that wrote a decision's mark: its ``host`` (name), ``pid`` and
+    ``started``, a token of when it started (on Linux the boot's id and the start
+    time in clock ticks, from ``/proc``: a later process given the same pid has
+    another; empty where there is no ``/proc``, and the pid alone is checked)."""
+
+    host: str
+    pid: int
+    started: str = ""
+
+    @classmethod
+    def of(cls, pid: int) -> DecidingProcess:
+        return cls(host=socket.gethostname(), pid=pid, started=_process_started(pid))
+
+    @classmethod
+    def this(cls) -> DecidingProcess:
+        return cls.of(os.getpid())
+
+    def alive(self, *, run_id: str | None = None) -> bool:
+        """Whether this process runs (on this host: of another host's processes nothing
+        is known, and they are taken as ended); this very process only while it is at
+        work on decision run ``run_id``."""
+        if self.host != socket.gethostname():
+            return False
+        if self.pid == os.getpid() and self.started == _process_started(self.pid):
+            with _DECIDING_LOCK:
+                return run_id is not None and run_id in _DECIDING
+        if self.started:
+            return _process_started(self.pid) == self.started
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another account's process runs with that pid
+            return True
+        return True
+
+    def said(self) -> str:
+        return f"process {self.pid} on host {self.host}"
+
+
+def _process_started(pid: int) -> str:
+    """When process ``pid`` started, as ``<boot id>/<clock ticks since boot>`` (Linux's
+    ``/proc``); "" where that cannot be read (no such process, no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+    # Field 22, starttime; the command's name (field 2) may hold spaces and parentheses.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{boot}/{fields[19]}" if len(fields) > 19 else ""
+
+
 # Registered model tag: the versions that have been champion, oldest first, which
 # ``rollback`` walks back through (nextbest.loop.gate).
 HISTORY_TAG = "champion_history"
@@ -499,8 +587,9 @@ class DecisionEnd:
     :data:`HISTORY_TAG` it leaves (None: untouched); ``aliases``: aliases it gives a
     version, or takes off (None); ``released``: aliases taken off the champion where
     they name it (the promoted challenger); ``version_tags``: version -> tags it
-    sets. ``run_id``, ``at`` (ISO 8601, UTC) and ``by``: its decision run, when it
-    was recorded and by whom (:data:`DECIDED_BY_TAG`), set by :func:`move_recorded`.
+    sets. ``run_id``, ``at`` (ISO 8601, UTC), ``by`` and ``process``: its decision
+    run, when it was recorded, by whom (:data:`DECIDED_BY_TAG`) and which process
+    (None: written by a nextbest that did not record it), set by :func:`move_recorded`.
     """
 
     kind: str
@@ -513,6 +602,7 @@ class DecisionEnd:
     run_id: str = ""
     at: str = ""
     by: str = ""
+    process: DecidingProcess | None = None
 
     @property
     def named(self) -> str:
@@ -531,6 +621,7 @@ class DecisionEnd:
         """Raises ValueError (or TypeError, KeyError) for text that is not one."""
         raw = json.loads(text)
         history = raw.get("history")
+        process = raw.get("process")
         return cls(
             kind=str(raw["kind"]),
             champion=str(raw["champion"]),
@@ -545,18 +636,32 @@ class DecisionEnd:
             run_id=str(raw.get("run_id", "")),
             at=str(raw.get("at", "")),
             by=str(raw.get("by", "")),
+            process=None
+            if process is None
+            else DecidingProcess(
+                host=str(process["host"]),
+                pid=int(process["pid"]),
+                started=str(process.get("started", "")),
+            ),
         )
+
+    def in_progress(self) -> bool:
+        """Whether the process that wrote this decision's mark is still at work on it."""
+        return self.process is not None and self.process.alive(run_id=self.run_id)
 
 
 @dataclass(frozen=True)
 class UnfinishedDecision:
     """A decision whose champion moved and whose :class:`DecisionEnd` is not all
-    written (its process killed outright, or still at work): ``unwritten`` says
-    what is missing, one phrase each (``alias previous_champion names version 1,
-    not version 2``); empty when only the tag saying it is under way is left."""
+    written (its process killed outright, or at work on another host): ``unwritten``
+    says what is missing, one phrase each (``alias previous_champion names version 1,
+    not version 2``); empty when only the tag saying it is under way is left.
+    ``in_progress``: its process still runs on this host (the champion moved or
+    not): it is at work, and nothing is said missing."""
 
     end: DecisionEnd
     unwritten: tuple[str, ...]
+    in_progress: bool = False
 
     def said(self) -> str:
         """What happened, in one sentence, and the command that finishes it."""
@@ -565,6 +670,13 @@ class UnfinishedDecision:
             f", recorded {end.at[:19].replace('T', ' ')} UTC" if end.at else ""
         )
         recorded += f" by {end.by}" if end.by else ""
+        if self.in_progress and end.process is not None:
+            return (
+                f"the {end.named} (replacing {end.replaces or 'none'}; {recorded}) is in "
+                f"progress: {end.process.said()} is at work on it; it is left alone by "
+                "`nextbest models --repair`, and promote and rollback refuse to decide until "
+                "it has ended"
+            )
         return (
             f"the {end.named} (replacing {end.replaces or 'none'}; {recorded}) moved the "
             "champion and stopped before it finished (its process was killed outright, or "
@@ -666,8 +778,9 @@ def _pending_run(text: str) -> str | None:
 
 def unfinished_decision(settings: Settings) -> UnfinishedDecision | None:
     """The decision the registry marks as under way (:data:`PENDING_TAG`) when the
-    champion moved to its version; None when there is none, or it did not move
-    (not made: its run says so, :mod:`nextbest.loop.lineage`)."""
+    champion moved to its version, or when the process that marked it is still at
+    work on it (``in_progress``); None when there is none, or it did not move and
+    its process is gone (not made: its run says so, :mod:`nextbest.loop.lineage`)."""
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -694,6 +807,8 @@ def unfinished_decision(settings: Settings) -> UnfinishedDecision | None:
             text,
         )
         return None
+    if end.in_progress():
+        return UnfinishedDecision(end, (), in_progress=True)
     if alias_version(settings, CHAMPION_ALIAS) != end.champion:
         return None
     return UnfinishedDecision(end, tuple(said for said, _ in _unwritten(settings, end)))
@@ -701,12 +816,20 @@ def unfinished_decision(settings: Settings) -> UnfinishedDecision | None:
 
 def finish_unfinished(settings: Settings) -> UnfinishedDecision | None:
     """Finish the decision :func:`unfinished_decision` finds (what it lacked, written
-    now); None when there is none."""
+    now); None when there is none.
+
+    Raises:
+        DecisionInProgressError: its process is still at work on it (this host): it is
+            left to finish, and nothing should be decided beside it.
+        DecisionUnfinishedError: the registry refused to finish it.
+    """
     from mlflow.exceptions import MlflowException
 
     found = unfinished_decision(settings)
     if found is None:
         return None
+    if found.in_progress:
+        raise DecisionInProgressError(found)
     try:
         return UnfinishedDecision(found.end, tuple(finish_decision(settings, found.end)))
     except (MlflowException, OSError) as exc:
@@ -722,8 +845,8 @@ def take_off_not_made(settings: Settings) -> DecisionEnd | None:
     """Take off a :data:`PENDING_TAG` left by a decision killed outright before the
     champion moved (the champion is not its version: it was not made, and its run
     says so, :mod:`nextbest.loop.lineage`); the decision it named, None when there
-    was none. The next decision would replace it; ``nextbest models --repair``, a
-    promotion and a rollback take it off first.
+    was none, or its process is still at work on it. The next decision would replace
+    it; ``nextbest models --repair``, a promotion and a rollback take it off first.
 
     Raises:
         RegistryError: the registry refused to take it off.
@@ -745,6 +868,8 @@ def take_off_not_made(settings: Settings) -> DecisionEnd | None:
         end = DecisionEnd.from_json(text)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None  # not nextbest's: unfinished_decision warns of it, and it is left
+    if end.in_progress():
+        return None  # at work on it, about to move the champion
     if alias_version(settings, CHAMPION_ALIAS) == end.champion:
         return None  # moved: finish_unfinished finishes it
     try:
@@ -792,7 +917,9 @@ def move_recorded(
     written first, as the registered model's :data:`PENDING_TAG`, and taken off
     last, so a process killed outright in between leaves it to say what is
     unfinished (:func:`unfinished_decision`, ``nextbest models``) and how to finish
-    it (:func:`finish_unfinished`, ``nextbest models --repair``).
+    it (:func:`finish_unfinished`, ``nextbest models --repair``). The mark names
+    this process (:class:`DecidingProcess`): while it is at work on the decision,
+    those read it as in progress and leave it alone.
 
     ``stays``: what the registry still serves when the champion did not move (``the
     champion stays version 1``).
@@ -811,11 +938,25 @@ def move_recorded(
         DecisionUnfinishedError: ``move`` was made but writing ``end`` failed; the run
             is tagged ``alias_moved`` = ``true`` (kept in the champion's timeline).
     """
+    end = replace(
+        end,
+        run_id=run_id,
+        at=end.at or datetime.now(UTC).isoformat(),
+        by=end.by or decided_by(),
+        process=DecidingProcess.this(),
+    )
+    # While it is at work here, its mark reads as in progress (unfinished_decision),
+    # and `nextbest models --repair` or another decision leaves it alone.
+    with _deciding(run_id):
+        _move_and_finish(settings, run_id, move, end, stays)
+
+
+def _move_and_finish(
+    settings: Settings, run_id: str, move: Callable[[], None], end: DecisionEnd, stays: str
+) -> None:
+    """:func:`move_recorded`'s work, ``end`` complete."""
     from mlflow.exceptions import MlflowException
 
-    end = replace(
-        end, run_id=run_id, at=end.at or datetime.now(UTC).isoformat(), by=end.by or decided_by()
-    )
     decision = end.named
     try:
         client(settings).set_registered_model_tag(settings.model_name, PENDING_TAG, end.to_json())
@@ -1511,7 +1652,8 @@ class AliasNamed:
 def name_unnamed(settings: Settings) -> list[AliasNamed]:
     """Set each alias a training run stopped before it set (``alias_unset`` of
     :func:`list_versions`) on its version; what was set, one per alias. The first
-    champion is made as training makes it, recorded as a decision.
+    champion is made as training makes it, recorded as a decision; not while another
+    decision is in progress (:func:`unfinished_decision`).
 
     Raises:
         RegistryError: the registry refused to set one.
@@ -1525,6 +1667,9 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
         before = alias_version(settings, v.alias_unset)
         try:
             if v.alias_unset == CHAMPION_ALIAS:
+                under_way = unfinished_decision(settings)
+                if under_way is not None and under_way.in_progress:
+                    continue
                 _log_trained_champion(
                     settings,
                     v.version,

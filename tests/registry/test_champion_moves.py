@@ -410,11 +410,23 @@ def _signalled_once_held(
     ``tmp_path / "held"`` when it is) in its own process, sent ``sig`` once held; its
     exit code and its output, whitespace folded."""
     import signal
+
+    assert sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+    with _held(settings, tmp_path, script, *argv) as process:
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+    return process.returncode, " ".join((out + err).split())
+
+
+@contextmanager
+def _held(settings: Settings, tmp_path: Path, script: str, *argv: str) -> Iterator:
+    """``python -c script *argv`` in its own process (a nextbest command held at a
+    write, which creates ``tmp_path / "held"`` when it is), yielded once held; killed
+    on exit if it still runs."""
     import subprocess
     import sys
     import time
 
-    assert sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
     marker = tmp_path / "held"
     process = subprocess.Popen(
         [sys.executable, "-c", script, *argv],
@@ -424,14 +436,17 @@ def _signalled_once_held(
         text=True,
         cwd=Path(__file__).parents[2],
     )
-    # A retrain fits its models before it sets its alias: minutes on a loaded machine.
-    deadline = time.monotonic() + 240
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), process.communicate(timeout=5)
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=60)
-    return process.returncode, " ".join((out + err).split())
+    try:
+        # A retrain fits its models before it sets its alias: minutes on a loaded machine.
+        deadline = time.monotonic() + 240
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), process.communicate(timeout=5)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=60)
 
 
 def test_a_promotion_interrupted_before_the_champion_moved_ends_killed_and_moves_nothing(
@@ -695,6 +710,7 @@ def test_a_first_champion_training_killed_before_the_move_names_no_champion(
     assert "interrupted before the champion moved, not made: train of version 1 (replacing " in (
         shown
     ), shown
+
     # What it was to do is known: version 1 is the first champion, which --repair makes.
     code, shown = _models(settings)
     assert code == 0, shown
@@ -1121,6 +1137,134 @@ def test_a_retrain_killed_before_it_set_the_challenger_is_said_and_repaired(
     _force(settings)
     assert registry.alias_version(settings, "champion") == new
     assert "is not the challenger" not in _models(settings)[1]
+
+
+def _tags_now(settings: Settings) -> dict[str, str]:
+    return _registered_model_tags(settings)
+
+
+@pytest.mark.parametrize("held_at", ["before the move", "after the move"])
+def test_repair_leaves_a_decision_at_work_in_this_process_alone(
+    own_copy: Settings, trained, monkeypatch: pytest.MonkeyPatch, held_at: str
+) -> None:
+    """`nextbest models --repair` while a promotion was under way took its mark off
+    (held between its mark and its move: a kill after the move then went unsaid) or
+    finished it under it (held after the move); a rollback went ahead beside it."""
+    import threading
+
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    held, go = threading.Event(), threading.Event()
+    promoting: list[threading.Thread] = []
+
+    def holding(original):
+        def hold(*args, **kwargs):
+            if threading.current_thread() in promoting and not held.is_set():
+                held.set()
+                assert go.wait(120)
+            return original(*args, **kwargs)
+
+        return hold
+
+    if held_at == "before the move":
+        monkeypatch.setattr(gate, "_set_champion", holding(gate._set_champion))
+    else:
+        monkeypatch.setattr(registry, "finish_decision", holding(registry.finish_decision))
+    outcome: list[object] = []
+    promoting.append(threading.Thread(target=lambda: outcome.append(_force(settings)), daemon=True))
+    promoting[0].start()
+    try:
+        assert held.wait(120)
+        mark = _tags_now(settings)[registry.PENDING_TAG]
+        code, shown = _models(settings, "--repair")
+        assert code == 0, shown
+        assert f"the promotion of version {challenger} (replacing 1; MLflow run " in shown, shown
+        assert "is in progress: process " in shown, shown
+        assert "is at work on it; it is left alone by `nextbest models --repair`" in shown, shown
+        assert "unfinished" not in shown and "taken off" not in shown, shown
+        assert "finished:" not in shown, shown
+        assert _tags_now(settings)[registry.PENDING_TAG] == mark
+        code, out = _models(settings, "--json")
+        listed = json.loads(out)
+        assert listed["decision_unfinished"] is None
+        assert listed["decision_in_progress"]["champion"] == challenger
+        # The next decision waits for it rather than deciding beside it.
+        with pytest.raises(GateError, match=r"is in progress: process \d+ on host .* is at work"):
+            gate.rollback(settings)
+    finally:
+        go.set()
+        promoting[0].join(120)
+    (evaluation,) = outcome
+    assert evaluation.promoted  # type: ignore[attr-defined]
+    assert registry.alias_version(settings, "champion") == challenger
+    assert registry.alias_version(settings, "previous_champion") == "1"
+    assert registry.alias_version(settings, "challenger") is None
+    assert registry.PENDING_TAG not in _tags_now(settings)
+    assert _decision_runs(settings, "rollback") == []
+    code, shown = _models(settings, "--repair")
+    assert "nothing to repair" in shown, shown
+
+
+def test_repair_leaves_a_decision_at_work_in_another_process_alone_until_it_is_killed(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """A scheduled `nextbest promote` held between its mark and its move: `--repair`
+    in another terminal took the mark off. Killed once `--repair` left it, the
+    decision is read as killed, and its mark is taken off."""
+    import signal
+
+    settings = own_copy
+    challenger = _register(settings, trained, alias="challenger")
+    args = ("champion", "before", str(tmp_path / "held"), "promote", "--force", "--reason", "x")
+    with _held(settings, tmp_path, _HELD_AT_ALIAS, *args) as process:
+        code, shown = _models(settings)
+        assert code == 0, shown
+        assert f"the promotion of version {challenger} (replacing 1; MLflow run " in shown, shown
+        assert f"is in progress: process {process.pid} on host " in shown, shown
+        code, shown = _models(settings, "--repair")
+        assert code == 0 and "taken off" not in shown and "is in progress" in shown, shown
+        assert registry.PENDING_TAG in _tags_now(settings)
+        result = runner.invoke(app, ["rollback"], env=_env(settings), terminal_width=240)
+        assert result.exit_code == 2, result.output
+        assert f"process {process.pid} on host" in " ".join(result.output.split())
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    code, shown = _models(settings)
+    assert "is in progress" not in shown, shown
+    code, shown = _models(settings, "--repair")
+    assert f"taken off: the mark (decision_pending) of the promotion of version {challenger}" in (
+        shown
+    ), shown
+    assert registry.PENDING_TAG not in _tags_now(settings)
+    assert registry.alias_version(settings, "champion") == "1"
+
+
+def test_a_mark_is_at_work_only_while_its_own_process_runs_on_this_host() -> None:
+    """The pid alone would read a later process that took it over (or one on another
+    host) as the decision at work, for ever."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    here = registry.DecidingProcess.this()
+    assert (here.host, here.pid) == (socket.gethostname(), os.getpid())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = registry.DecidingProcess.of(other.pid)
+        assert running.alive()
+        assert not dataclasses.replace(running, started=running.started + "0").alive()
+        assert not dataclasses.replace(running, host=running.host + "-elsewhere").alive()
+    finally:
+        other.kill()
+        other.wait(30)
+    assert not running.alive()
+    # This process: at work only within its own decision (a thread may be at one).
+    assert not here.alive(run_id="0123")
+    with registry._deciding("0123"):
+        assert here.alive(run_id="0123")
+        assert not here.alive(run_id="4567")
+    assert not here.alive(run_id="0123")
 
 
 def test_models_repair_on_an_empty_registry_says_one_thing(tmp_path: Path) -> None:

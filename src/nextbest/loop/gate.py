@@ -762,7 +762,8 @@ def promote(
     Raises:
         GateError: ``force`` without a ``reason`` (nothing is evaluated or moved), the
             gate cannot be evaluated (without ``force``), or, forced, the challenger
-            cannot be loaded.
+            cannot be loaded; or another process on this host is at work on a
+            decision (nothing is evaluated or moved).
     """
     reason = (reason or "").strip() or None
     if force and reason is None:
@@ -775,7 +776,7 @@ def promote(
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     # A decision killed after the champion moved is finished first: this one starts
     # from the registry it left (a promoted challenger no longer named challenger).
-    finished = registry.finish_unfinished(settings)
+    finished = _finish_unfinished(settings)
     # A mark left by a decision killed before the champion moved goes (one the store
     # refuses to take off stays, read as not made: the champion is not its version).
     with contextlib.suppress(registry.RegistryError):
@@ -1079,12 +1080,13 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
 
     Raises:
         GateError: there is no earlier champion to return to (or none that loads),
-            or the registry refused the alias move (the run is marked failed).
+            the registry refused the alias move (the run is marked failed), or another
+            process on this host is at work on a decision (nothing is moved).
     """
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, ": nothing to roll back")
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
-    finished = registry.finish_unfinished(settings)
+    finished = _finish_unfinished(settings)
     # A mark left by a decision killed before the champion moved goes (one the store
     # refuses to take off stays, read as not made: the champion is not its version).
     with contextlib.suppress(registry.RegistryError):
@@ -1227,6 +1229,16 @@ def _loaded(settings: Settings, version: str) -> tuple[ScoringModel | None, str 
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         return None, "deleted from the registry"
+
+
+def _finish_unfinished(settings: Settings) -> registry.UnfinishedDecision | None:
+    """:func:`nextbest.registry.finish_unfinished`, a decision another process is at
+    work on refused: two decisions at once would each move the champion and write
+    what it leaves over the other's."""
+    try:
+        return registry.finish_unfinished(settings)
+    except registry.DecisionInProgressError as exc:
+        raise GateError(str(exc)) from exc
 
 
 def _no_champion(settings: Settings, then: str) -> GateError:
