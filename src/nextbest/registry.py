@@ -784,16 +784,18 @@ def unfinished_decision(settings: Settings) -> UnfinishedDecision | None:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    if not registry_exists(settings):
+    what = "the decision under way"
+    if not _registry_exists_readable(settings, what):
         return None
+    mlflow_client = _reading_client(settings, what)
     try:
-        model = client(settings).get_registered_model(settings.model_name)
+        model = mlflow_client.get_registered_model(settings.model_name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        raise _unreadable(settings, "the decision under way", exc) from exc
-    except (SQLAlchemyError, sqlite3.Error) as exc:  # raised while MLflow opens the store
-        raise _unreadable(settings, "the decision under way", exc) from exc
+        raise _unreadable(settings, what, exc) from exc
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise _unreadable(settings, what, exc) from exc
     text = model.tags.get(PENDING_TAG)
     if text is None:
         return None
@@ -1409,7 +1411,7 @@ def _unreadable(
     uri = uri or settings.resolved_registry_uri
     store = "registry" if uri == settings.resolved_registry_uri else "tracking store"
     cause = exc.__cause__ if exc.__cause__ is not None else exc
-    verb = "are" if what.startswith("the ") else "is"
+    verb = "are" if what.endswith("s") else "is"  # "the versions", "the decision under way"
     return RegistryUnreadableError(
         f"the MLflow {store} {without_password(uri)} cannot be read, so {what} of model "
         f"'{settings.model_name}' {verb} unknown: {describe_database_error(cause)}",
@@ -1506,9 +1508,10 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    if not registry_exists(settings):
+    what = "the versions"
+    if not _registry_exists_readable(settings, what):
         raise missing
-    mlflow_client = client(settings)
+    mlflow_client = _reading_client(settings, what)
     try:
         found = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
         if not found:
@@ -1520,7 +1523,7 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         # A damaged or locked store ended `nextbest models` in MLflow's traceback.
         if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise missing from None
-        raise _unreadable(settings, "the versions", exc) from exc
+        raise _unreadable(settings, what, exc) from exc
     aliases: dict[str, list[str]] = {}
     for alias, version in named.items():
         aliases.setdefault(str(version), []).append(alias)
@@ -1740,6 +1743,16 @@ def registry_exists(settings: Settings) -> bool:
     refuse_unusable_place(path)  # a models directory under a file is no empty registry
     _refuse_unusable_sqlite(settings.resolved_registry_uri, read=True)
     return path.exists()
+
+
+def _registry_exists_readable(settings: Settings, what: str) -> bool:
+    """:func:`registry_exists`, for a reader of ``what`` of the served model: a registry
+    file that is no database raises :class:`RegistryUnreadableError` naming it, as a
+    store that cannot be opened does (:func:`_reading_client`)."""
+    try:
+        return registry_exists(settings)
+    except sqlite3.Error as exc:
+        raise _unreadable(settings, what, exc) from exc
 
 
 def _utc_iso(text: str | None) -> str | None:

@@ -1577,6 +1577,62 @@ def test_models_before_any_training_says_so_and_creates_nothing(env_settings: Pa
     assert not (env_settings / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        ([], "the versions of model 'nextbest' are"),
+        (["--repair"], "the decision under way of model 'nextbest' is"),  # read first
+    ],
+    ids=["list", "repair"],
+)
+@pytest.mark.parametrize("down", ["tracking store", "registry"])
+@pytest.mark.parametrize("how", ["server refuses", "file is no database"])
+def test_models_on_two_stores_names_the_one_that_cannot_be_read(
+    trained,
+    env_settings: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    down: str,
+    how: str,
+    args: list[str],
+    what: str,
+) -> None:
+    """NEXTBEST_TRACKING_URI and NEXTBEST_REGISTRY_URI on two stores, one of them down:
+    one line naming that store (its URI without the password) and the error, exit 2, no
+    traceback. It ended in the driver's error (exit 1 here, a line naming every store from
+    `nextbest`'s main), whichever store failed."""
+    import shutil
+
+    from nextbest.api.process import free_port
+
+    shutil.copytree(trained.settings.resolved_models_dir, env_settings)
+    answering = f"sqlite:///{env_settings / 'mlflow.db'}"  # holds the trained version
+    if how == "server refuses":
+        failing = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{free_port()}/mlflow"
+        said_uri = failing.replace("s3cret-pw", "***")
+        error = "OperationalError: connection failed: "
+    else:
+        damaged = tmp_path / "damaged.db"
+        damaged.write_bytes(b"not a database" * 1000)
+        failing = said_uri = f"sqlite:///{damaged}"
+        error = "DatabaseError: file is not a database"
+    tracking, registry_uri = (
+        (failing, answering) if down == "tracking store" else (answering, failing)
+    )
+    monkeypatch.setenv("NEXTBEST_TRACKING_URI", tracking)
+    monkeypatch.setenv("NEXTBEST_REGISTRY_URI", registry_uri)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["models", *args])
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert said.startswith(
+        f"error: the MLflow {down} {said_uri} cannot be read, so {what} unknown: {error}"
+    ), said
+    other = "registry" if down == "tracking store" else "tracking store"
+    assert f"the MLflow {other}" not in said and "s3cret-pw" not in said, said
+
+
 def test_validate_counts_outcomes_as_training_will() -> None:
     # 250 untouched rows with an outcome, 60 of them among the newest 10% of
     # decisions: training has 190 before its evaluation slice and falls back.

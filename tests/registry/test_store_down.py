@@ -11,8 +11,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -68,26 +69,29 @@ def test_a_command_on_a_store_whose_server_refuses_stops_within_seconds(tmp_path
     assert code == 2, output
     assert took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
     assert output.startswith(
-        "error: a database cannot be used: OperationalError: connection failed: "
+        f"error: the MLflow registry postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow "
+        "cannot be read, so the versions of model 'nextbest' are unknown: OperationalError: "
+        "connection failed: "
     ), output[-3000:]
     assert "Connection refused" in output
-    assert f"the MLflow store postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow" in output
     assert len(output.strip().splitlines()) == 1, output[-3000:]  # no WARNING per try
     assert "s3cret-pw" not in output
 
 
 def test_a_registry_of_its_own_that_is_down_is_the_store_named(tmp_path: Path) -> None:
     """NEXTBEST_REGISTRY_URI on a server that refuses, the tracking store local: the
-    line names the registry too, not only the tracking store, which is fine."""
+    line names the registry, not the tracking store that answered (it named every
+    store, the failed one among them)."""
     closed = free_port()
     store = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/registry"
     output, code, took = _models(tmp_path, None, store)
     assert code == 2 and took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
-    assert "error: a database cannot be used: OperationalError: connection failed: " in output
-    assert output.rstrip().endswith(
-        f", the MLflow store sqlite:///{tmp_path / 'models' / 'mlflow.db'}, the MLflow "
-        f"registry postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/registry)"
+    assert output.startswith(
+        f"error: the MLflow registry postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/"
+        "registry cannot be read, so the versions of model 'nextbest' are unknown: "
+        "OperationalError: connection failed: "
     ), output[-3000:]
+    assert "tracking store" not in output and "mlflow.db" not in output, output[-3000:]
     assert "s3cret-pw" not in output
 
 
@@ -97,11 +101,13 @@ def test_a_command_on_a_store_that_never_answers_stops_at_the_connect_timeout(
     """Without a connect_timeout in the URI, MLflow's tries each waited for the system's
     TCP timeout (or for ever, on a server that accepts and hangs)."""
     with _silent_server() as port:
-        output, code, took = _models(tmp_path, f"postgresql+psycopg://nextbest@127.0.0.1:{port}/m")
+        store = f"postgresql+psycopg://nextbest@127.0.0.1:{port}/m"
+        output, code, took = _models(tmp_path, store)
     assert code == 2, output
     assert took < PG_CONNECT_TIMEOUT_S + WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
     assert output.startswith(
-        "error: a database cannot be used: ConnectionTimeout: connection timeout expired "
+        f"error: the MLflow registry {store} cannot be read, so the versions of model "
+        "'nextbest' are unknown: ConnectionTimeout: connection timeout expired"
     ), output[-3000:]
     assert len(output.strip().splitlines()) == 1, output[-3000:]
 
@@ -196,11 +202,27 @@ def test_a_store_that_hangs_after_it_answered_is_said_at_the_connect_timeout(
         proxy.stop()  # closes the connections it held too: a reader still waiting ends
 
 
+@pytest.mark.parametrize(
+    ("read", "what"),
+    [
+        (
+            partial(registry.alias_version, alias="champion"),
+            "alias 'champion' of model 'nextbest' is",
+        ),
+        (registry.list_versions, "the versions of model 'nextbest' are"),  # `nextbest models`
+        # What promote and `models --repair` read first.
+        (registry.unfinished_decision, "the decision under way of model 'nextbest' is"),
+    ],
+    ids=["alias", "versions", "decision"],
+)
 @pytest.mark.parametrize("down", ["tracking store", "registry"])
-def test_of_two_stores_the_one_that_is_down_is_named(tmp_path: Path, down: str) -> None:
+def test_of_two_stores_the_one_that_is_down_is_named(
+    tmp_path: Path, down: str, read: Callable[[Settings], object], what: str
+) -> None:
     """NEXTBEST_TRACKING_URI and NEXTBEST_REGISTRY_URI on two stores, one of them on a
-    server that refuses: the reader of the served alias names that one, with its URI
-    without the password; a tracking store down was said as the registry."""
+    server that refuses: the readers of the registry name that one, with its URI
+    without the password; a tracking store down was said as the registry (by the
+    reader of the decision under way), or as the driver's error (of the versions)."""
     closed = free_port()
     server = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/mlflow"
     local = tmp_path / "other.db"
@@ -214,10 +236,10 @@ def test_of_two_stores_the_one_that_is_down_is_named(tmp_path: Path, down: str) 
         models_dir=tmp_path / "models", tracking_uri=tracking, registry_uri=registry_uri
     )
     with pytest.raises(registry.RegistryUnreadableError) as refused:
-        registry.alias_version(settings, "champion")
+        read(settings)
     assert refused.value.store == down
     assert str(refused.value).startswith(
         f"the MLflow {down} postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow cannot "
-        "be read, so alias 'champion' of model 'nextbest' is unknown: OperationalError: "
+        f"be read, so {what} unknown: OperationalError: "
     ), refused.value
     assert "sqlite" not in str(refused.value) and "s3cret-pw" not in str(refused.value)
