@@ -4135,6 +4135,15 @@ def _keys_file(path: Path | None) -> Path:
     return target
 
 
+# The key entry's fields as `keys add` takes them: its refusals name these.
+KEY_OPTIONS = {
+    "role": "--role",
+    "territory_id": "--territory-id",
+    "purpose": "--purpose",
+    "channels": "--channel",
+}
+
+
 @keys_app.command("add")
 def keys_add(
     name: Annotated[
@@ -4217,6 +4226,7 @@ def keys_add(
             channels=channels or None,
             replace=replace,
             keep_old=overlap,
+            given_as=KEY_OPTIONS,
         )
     except (ApiKeyError, OSError) as exc:
         raise _fail(str(exc)) from None

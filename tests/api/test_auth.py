@@ -596,10 +596,34 @@ def test_keys_from_the_cli_apply_to_a_running_server(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        # Named as the command takes them, and the role given quoted: a key file's
+        # messages name the field and quote no value (a line may hold a key).
         pytest.param(
-            ["add", "x", "--role", "rep"], "needs 'territory_id'", id="rep-without-territory"
+            ["add", "x", "--role", "rep"],
+            "new key (x): a rep key needs --territory-id",
+            id="rep-without-territory",
         ),
-        pytest.param(["add", "x", "--role", "boss"], "admin, channel, rep", id="unknown-role"),
+        pytest.param(
+            ["add", "x", "--role", "boss"],
+            "new key (x): --role must be one of admin, channel, rep, not 'boss'",
+            id="unknown-role",
+        ),
+        pytest.param(
+            ["add", "x", "--role", "Rep"],
+            "new key (x): --role must be one of admin, channel, rep, not 'Rep' (lower case)",
+            id="role-not-lower-case",
+        ),
+        pytest.param(
+            ["add", "x", "--role", "nb_" + "k" * 30],  # a key pasted after the wrong option
+            "--role must be one of admin, channel, rep, not <33 characters>",
+            id="role-as-long-as-a-key",
+        ),
+        pytest.param(
+            ["add", "x", "--role", "rep", "--territory-id", "T001", "--channel", "sms"],
+            "new key (x): --channel binds a channel key to the channels it speaks for; a key "
+            "of role rep takes none",
+            id="channel-of-a-rep-key",
+        ),
         pytest.param(["remove", "nobody"], "no key named 'nobody'", id="unknown-name"),
         pytest.param(
             ["add", "rep t001/x", "--role", "rep", "--territory-id", "T001"],
@@ -613,7 +637,9 @@ def test_keys_cli_refuses_bad_input_and_leaves_the_file(
 ) -> None:
     path = tmp_path / "keys.yaml"
     add_key_to_file(path, name="ops", role="admin")
-    assert message in keys_cli_refused(path, *args)
+    said = " ".join(keys_cli_refused(path, *args).split())
+    assert message in said, said
+    assert "k" * 30 not in said
 
 
 def test_a_rep_name_that_is_no_path_segment_is_refused_in_the_key_file(tmp_path: Path) -> None:

@@ -222,4 +222,6 @@ def test_keys_add_binds_a_purpose_that_a_running_server_applies(
     row = next(line for line in listed.stdout.splitlines() if "medinfo-2" in line)
     assert "medical" in row
     bad = keys_cli("add", "x-3", "--role", "channel", "--purpose", "msl", "--file", path)
-    assert bad.exit_code == 2 and "'purpose' must be one of" in " ".join(bad.output.split())
+    said = " ".join(bad.output.split())
+    assert bad.exit_code == 2, said
+    assert "new key (x-3): --purpose must be one of promotional, medical, not 'msl' (or" in said

@@ -493,10 +493,21 @@ def _file_items(path: Path) -> tuple[list[Any], KeyLines]:
 
 
 def _parse(
-    items: list[Any], source: str, *, numbered: bool = True, lines: KeyLines | None = None
+    items: list[Any],
+    source: str,
+    *,
+    numbered: bool = True,
+    lines: KeyLines | None = None,
+    given_as: Mapping[str, str] | None = None,
 ) -> list[_Entry]:
     """The entries ``items`` listed under ``keys`` in ``source``, checked; ``lines``:
-    where each key path sits in ``source``. Messages name the line, never a value."""
+    where each key path sits in ``source``. Messages name the line, never a value.
+
+    ``given_as``: the command-line option each field came in (``role`` -> ``--role``),
+    named in its place; a role or purpose given there is quoted too (a line of a file
+    may hold a key where a field goes, a command line's ``--role`` is what was typed).
+    """
+    named = _field_names(given_as)
     out = []
     for i, item in enumerate(items):
         where = Place(source, lines).at("keys").item(i) if numbered else Place(source)
@@ -523,7 +534,8 @@ def _parse(
         role = item.get("role")
         if role not in ROLES:
             raise ApiKeyError(
-                f"{where.pointing_at('role')} ({name}): 'role' must be one of {', '.join(ROLES)}"
+                f"{where.pointing_at('role')} ({name}): {named('role')} must be one of "
+                f"{', '.join(ROLES)}" + _given(role, ROLES, given_as)
             )
         territory = item.get("territory_id")
         if territory is not None and not isinstance(territory, str):
@@ -536,7 +548,8 @@ def _parse(
         territory = territory.strip() if territory else None
         if role == "rep" and not territory:
             raise ApiKeyError(
-                f"{where.pointing_at('territory_id')} ({name}): a rep key needs 'territory_id'"
+                f"{where.pointing_at('territory_id')} ({name}): a rep key needs "
+                f"{named('territory_id')}"
             )
         if role == "rep" and not REP_NAME.fullmatch(name.strip()):
             raise ApiKeyError(
@@ -547,16 +560,16 @@ def _parse(
         purpose = item.get("purpose")
         if purpose is not None and purpose not in PURPOSES:
             raise ApiKeyError(
-                f"{where.pointing_at('purpose')} ({name}): 'purpose' must be one of "
-                f"{', '.join(PURPOSES)} (or left out: promotional for a rep key, the "
-                "request's own for others)"
+                f"{where.pointing_at('purpose')} ({name}): {named('purpose')} must be one of "
+                f"{', '.join(PURPOSES)}{_given(purpose, PURPOSES, given_as)} (or left out: "
+                "promotional for a rep key, the request's own for others)"
             )
         if role == "rep" and purpose is None:
             # A rep key is a field force's: commercial unless the file says it is an
             # MSL's. Medical content must not reach a sales rep because nobody
             # thought to bind the key.
             purpose = "promotional"
-        channels = _channels(item, where, name=name, role=str(role))
+        channels = _channels(item, where, name=name, role=str(role), named=named)
         key, hashed = item.get("key"), item.get("key_sha256")
         if (key is None) == (hashed is None):
             raise ApiKeyError(f"{where} ({name}): give exactly one of 'key' or 'key_sha256'")
@@ -672,18 +685,38 @@ def _retiring_key(
     return digest, moment.astimezone(UTC)
 
 
+def _field_names(given_as: Mapping[str, str] | None) -> Callable[[str], str]:
+    """How messages name a key entry's field: the option it came in (``given_as``),
+    or the field itself, quoted, as a key file spells it."""
+    return lambda field: (given_as or {}).get(field, f"'{field}'")
+
+
+def _given(value: Any, allowed: tuple[str, ...], given_as: Mapping[str, str] | None) -> str:
+    """What a message adds of a refused ``value`` of one of ``allowed``: nothing for a
+    key file's (see :func:`_parse`); the value given on a command line, unless it is
+    as long as a key (one typed in the wrong place is not shown)."""
+    if given_as is None:
+        return ""
+    text = str(value)
+    shown = repr(text) if len(text) < MIN_KEY_LENGTH else f"<{len(text)} characters>"
+    case = " (lower case)" if text.lower() in allowed else ""
+    return f", not {shown}{case}"
+
+
 def _channels(
-    item: Mapping[str, Any], where: Place, *, name: str, role: str
+    item: Mapping[str, Any], where: Place, *, name: str, role: str, named: Callable[[str], str]
 ) -> tuple[str, ...] | None:
     """The ``channels`` of the key entry ``item`` at ``where``, spelled as catalogs
-    spell them, in file order without repeats; None when it lists none."""
+    spell them, in file order without repeats; None when it lists none. ``named``:
+    how a message names a field (see :func:`_field_names`)."""
     if "channels" not in item:
         return None
     listed = item["channels"]
     at = where.pointing_at("channels")
     if role != "channel":
         raise ApiKeyError(
-            f"{at} ({name}): 'channels' binds a channel key to the channels it speaks for; "
+            f"{at} ({name}): {named('channels')} binds a channel key to the channels it "
+            "speaks for; "
             f"a key of role {role} takes none"
         )
     if (
@@ -1037,11 +1070,13 @@ def add_key(
     keep_old: timedelta | None = None,
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    given_as: Mapping[str, str] | None = None,
 ) -> AddedKey:
     """Create a key, store only its SHA-256 in ``path`` (created or appended).
 
     ``channels`` (a channel key's): the channels it alone speaks for, stored as
-    catalogs spell them; None: every channel.
+    catalogs spell them; None: every channel. ``given_as``: the command-line option
+    each field came in (``territory_id`` -> ``--territory-id``), named by a refusal.
 
     A key of the same ``name`` is an error unless ``replace`` (rotation: the old
     key stops working); so is a name ``env`` (default: this process's) also gives
@@ -1071,7 +1106,8 @@ def add_key(
         entry["purpose"] = purpose
     if channels is not None:
         entry["channels"] = list(channels)
-    (parsed,) = _parse([entry], "new key", numbered=False)  # the checks of loading
+    # The checks of loading, said of what the caller gave.
+    (parsed,) = _parse([entry], "new key", numbered=False, given_as=given_as)
     if parsed.principal.channels is not None:  # written as servers read them
         entry["channels"] = list(parsed.principal.channels)
     with _changing(path):
