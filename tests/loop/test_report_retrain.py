@@ -31,7 +31,13 @@ from nextbest.loop.report import (
     uplift_report,
     write_report,
 )
-from nextbest.loop.retrain import HistoryOnlyError, missing_engagement, retrain
+from nextbest.loop.retrain import (
+    FeedbackRows,
+    HistoryOnlyError,
+    feedback_note,
+    missing_engagement,
+    retrain,
+)
 from nextbest.settings import Settings, get_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import (
@@ -691,6 +697,77 @@ def test_missing_engagement_compares_with_the_history_rate(engaged: int, flagged
     assert missing_engagement(feedback.iloc[:0], history) == []  # no feedback: history only
 
 
+@pytest.mark.parametrize(
+    ("joined", "holdout", "reserved", "unknown_hcp", "said"),
+    [
+        (
+            2_900,
+            290,
+            2_391,
+            5,
+            "2,900 logged decisions with outcomes joined the history and were all fitted, 290 "
+            "of them from the holdout; 2,391 more were reserved for the gate and 5 for HCPs "
+            "not in the hcps file were left out; the evaluation slice is the newest of the "
+            "history",
+        ),
+        (
+            290,
+            29,
+            120,
+            0,
+            "290 logged decisions with outcomes joined the history and were all fitted, 29 of "
+            "them from the holdout; 120 more were reserved for the gate; the evaluation slice "
+            "is the newest of the history",
+        ),
+        (
+            40,
+            0,
+            0,
+            3,
+            "40 logged decisions with outcomes joined the history and were all fitted; 3 for "
+            "HCPs not in the hcps file were left out; the evaluation slice is the newest of "
+            "the history",
+        ),
+        (
+            1,
+            0,
+            1,
+            1,
+            "1 logged decision with outcomes joined the history and was fitted; 1 more was "
+            "reserved for the gate and 1 for HCPs not in the hcps file was left out; the "
+            "evaluation slice is the newest of the history",
+        ),
+        (
+            0,
+            0,
+            0,
+            0,
+            "no logged decision with an outcome joined the history; the evaluation slice is "
+            "the newest of the history",
+        ),
+        (
+            0,
+            0,
+            30,
+            0,
+            "no logged decision with an outcome joined the history; 30 were reserved for the "
+            "gate; the evaluation slice is the newest of the history",
+        ),
+    ],
+)
+def test_retrain_says_what_became_of_the_logged_decisions_leaving_out_counts_of_none(
+    joined: int, holdout: int, reserved: int, unknown_hcp: int, said: str
+) -> None:
+    rows = FeedbackRows(
+        interactions=pd.DataFrame({"hcp_id": ["h"] * joined}),
+        n_logged=joined + unknown_hcp,
+        n_unknown_hcp=unknown_hcp,
+        n_holdout=holdout,
+        n_reserved=reserved,
+    )
+    assert feedback_note(rows) == said
+
+
 def test_cli_walkthrough(
     loop_world: LoopWorld,
     honest_loop: ServedStore,
@@ -721,6 +798,10 @@ def test_cli_walkthrough(
         # Off a terminal (a cron job's log) each step is a line.
         for stage in ("feedback: 0/6", "models: 2/6", "register: 5/6"):
             assert stage in result.output, result.output
+        # What became of the logged decisions, a count of none left unsaid.
+        assert "logged decisions with outcomes joined the history and were all fitted" in said
+        assert "more were reserved for the gate; the evaluation slice is" in said, said
+        assert "0 for HCPs" not in said and "0 holdout" not in said, said
         # Outcome-only feedback: said last, where it is read.
         last = result.output.strip().splitlines()[-1]
         assert last.startswith("WARNING: the feedback carries outcomes but hardly any"), last

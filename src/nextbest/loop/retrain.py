@@ -85,6 +85,35 @@ class FeedbackRows:
     logged: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
+def feedback_note(feedback: FeedbackRows) -> str:
+    """What retrain says of the logged decisions it used: those that joined the
+    history, those kept apart; a count of none is left unsaid."""
+    n = len(feedback.interactions)
+    if n:
+        joined = (
+            f"{n:,} logged {_plural(n, 'decision', 'decisions')} with outcomes joined the "
+            f"history and {_plural(n, 'was fitted', 'were all fitted')}"
+        )
+    else:
+        joined = "no logged decision with an outcome joined the history"
+    if feedback.n_holdout:
+        joined += f", {feedback.n_holdout:,} of them from the holdout"
+    apart = []
+    if feedback.n_reserved:
+        more = " more" if n else ""
+        were = _plural(feedback.n_reserved, "was", "were")
+        apart.append(f"{feedback.n_reserved:,}{more} {were} reserved for the gate")
+    if feedback.n_unknown_hcp:
+        were = _plural(feedback.n_unknown_hcp, "was", "were")
+        apart.append(f"{feedback.n_unknown_hcp:,} for HCPs not in the hcps file {were} left out")
+    said = [joined, " and ".join(apart)] if apart else [joined]
+    return "; ".join([*said, "the evaluation slice is the newest of the history"])
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
 def feedback_interactions(
     decisions: pd.DataFrame, dataset: Dataset, *, greedy_empty: np.ndarray | None = None
 ) -> FeedbackRows:
@@ -428,12 +457,7 @@ def retrain(
             f"--allow-history-only: {history_only}; this version learned from the history "
             "in the data directory alone"
         )
-    result.notes.append(
-        f"{len(feedback.interactions):,} logged decisions with outcomes joined the history "
-        f"and were all fitted ({feedback.n_holdout:,} holdout; {feedback.n_unknown_hcp:,} for "
-        f"HCPs not in hcps left out; {feedback.n_reserved:,} reserved for the gate); the "
-        "evaluation slice is the newest of the history"
-    )
+    result.notes.append(feedback_note(feedback))
     if twice.any():
         result.notes.append(
             f"{int(twice.sum()):,} rows of the history name the recommendation_id of a "
