@@ -605,10 +605,12 @@ def _steps(total: int) -> Progress:
 
 def _stage_steps(
     progress: Progress, first: str, total: int
-) -> tuple[TaskID, Callable[[str], None]]:
-    """A task of ``total`` steps starting at stage ``first``, and what moves it as
-    training says what it is doing: a stage's name counts one step, "stage (detail)"
-    within it is shown without counting (see :data:`nextbest.learning.train.Progress`)."""
+) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """What moves a task of ``total`` steps starting at stage ``first`` as training
+    says what it is doing (a stage's name counts one step, "stage (detail)" within it
+    is shown without counting: see :data:`nextbest.learning.train.Progress`), and what
+    completes it, named "done": a log's last line naming the last stage again
+    ("register: 6/6") read as that stage still at work."""
     task = progress.add_task(first, total=total)
     stage = [first]
 
@@ -617,7 +619,10 @@ def _stage_steps(
         progress.update(task, advance=int(name != stage[0]), description=said)
         stage[0] = name
 
-    return task, step
+    def done() -> None:
+        progress.update(task, completed=total, description="done")
+
+    return step, done
 
 
 @app.command()
@@ -1168,7 +1173,7 @@ def train(
         "register",
     ]
     with _steps(len(stages)) as progress:
-        task, step = _stage_steps(progress, "load", len(stages))
+        step, steps_done = _stage_steps(progress, "load", len(stages))
 
         def load() -> Any:
             # Once the options are checked (a typo creates nothing), and here, not at
@@ -1196,7 +1201,7 @@ def train(
                 info = registry.log_training_run(result, settings, alias=alias)
         except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
             raise _fail(str(exc)) from None
-        progress.update(task, completed=len(stages))
+        steps_done()
     for note in result.notes:
         _note(note)
     _note_repeat(settings, info.version)
@@ -2736,7 +2741,7 @@ def retrain(
         _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client),
         _steps(len(stages)) as progress,
     ):
-        task, step = _stage_steps(progress, "feedback", len(stages))
+        step, steps_done = _stage_steps(progress, "feedback", len(stages))
 
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does: a training run caught
@@ -2756,7 +2761,7 @@ def retrain(
                 )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None
-        progress.update(task, completed=len(stages))
+        steps_done()
     for note in outcome.result.notes:
         if note not in outcome.warnings:  # printed last, where they are read
             _note(note)

@@ -795,9 +795,11 @@ def test_cli_walkthrough(
         assert "hcps columns email look like personal data" in said, said
         challenger = registry.alias_version(settings, "challenger")
         assert "as 'challenger'" in result.output
-        # Off a terminal (a cron job's log) each step is a line.
-        for stage in ("feedback: 0/6", "models: 2/6", "register: 5/6"):
+        # Off a terminal (a cron job's log) each step is a line, and the last says the
+        # run is done, not the last step's name again.
+        for stage in ("feedback: 0/6", "models: 2/6", "register: 5/6", "done: 6/6"):
             assert stage in result.output, result.output
+        assert "register: 6/6" not in result.output, result.output
         # What became of the logged decisions, a count of none left unsaid.
         assert "logged decisions with outcomes joined the history and were all fitted" in said
         assert "more were reserved for the gate; the evaluation slice is" in said, said
