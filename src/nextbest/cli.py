@@ -2837,16 +2837,46 @@ def _note_repeat(settings: Settings, version: str) -> None:
         )
 
 
-def _print_evaluation(evaluation: Any) -> None:
+def _judged(settings: Settings, version: int | None) -> str | None:
+    """The version evaluate and promote judge as the challenger, named, when it is
+    not the one alias 'challenger' names (``version``: --version's); None when it is
+    that one ("challenger" then says which)."""
+    from nextbest import registry
+    from nextbest.loop.gate import CHALLENGER
+
+    if version is None:
+        return None
+    try:
+        aliased = registry.alias_version(settings, CHALLENGER)
+    except registry.RegistryError:
+        aliased = None  # the command itself says what is wrong with the registry
+    return None if aliased == str(version) else f"version {version}"
+
+
+def _judging(judged: str | None) -> str:
+    """What evaluate and promote say while the gate works (``judged``: :func:`_judged`)."""
+    if judged:
+        return f"evaluating {judged} against the champion"
+    return "evaluating challenger vs champion"
+
+
+def _print_evaluation(evaluation: Any, judged: str | None = None) -> None:
+    """``evaluation``'s table and verdict; ``judged``: see :func:`_judged`."""
     decision = evaluation.decision
     if not decision.n_decisions:  # forced without evidence: the reasons say so
         for reason in decision.reasons:
             console.print(f"- {reason}")
         return
+    # The table's columns and the reasons say "challenger" of a version --version
+    # named, which the title says is judged as one.
+    versus = (
+        f"{judged} (judged as the challenger)"
+        if judged
+        else f"challenger v{evaluation.challenger_version}"
+    )
     table = Table(
-        title=f"champion v{evaluation.champion_version} vs challenger "
-        f"v{evaluation.challenger_version} on {decision.n_decisions:,} logged decisions "
-        "reserved for the gate"
+        title=f"champion v{evaluation.champion_version} vs {versus} on "
+        f"{decision.n_decisions:,} logged decisions reserved for the gate"
     )
     for column in ("estimator", "champion", "challenger", "challenger ESS"):
         table.add_column(column, justify="right")
@@ -2885,8 +2915,9 @@ def evaluate(
     settings = _settings()
     if version is None:
         _note_challenger_unset(settings)
+    judged = _judged(settings, version)
     try:
-        with _working("evaluating challenger vs champion"):
+        with _working(_judging(judged)):
             evaluation = run_evaluate(
                 settings,
                 config=gate,
@@ -2895,7 +2926,7 @@ def evaluate(
             )
     except GateError as exc:
         raise _fail(str(exc)) from None
-    _print_evaluation(evaluation)
+    _print_evaluation(evaluation, judged)
     return bool(evaluation.decision.passed)
 
 
@@ -2982,10 +3013,11 @@ def promote(
         return True
     if version is None:
         _note_challenger_unset(settings)
+    judged = _judged(settings, version)
     try:
         # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
         # moving the champion ends KILLED, saying whether it moved, not RUNNING.
-        with _interruptible_as_ctrl_c(), _working("evaluating challenger vs champion"):
+        with _interruptible_as_ctrl_c(), _working(_judging(judged)):
             evaluation = run_promote(
                 settings,
                 config=gate,
@@ -2997,7 +3029,7 @@ def promote(
     except GateError as exc:
         raise _fail(str(exc)) from None
     _say_finished(evaluation.finished)
-    _print_evaluation(evaluation)
+    _print_evaluation(evaluation, judged)
     if not evaluation.promoted:
         console.print(f"champion stays version {evaluation.champion_version}")
         raise typer.Exit(code=1)

@@ -810,10 +810,17 @@ def test_cli_walkthrough(
 
         assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
 
-        result = runner.invoke(app, ["evaluate"])
+        result = runner.invoke(app, ["evaluate"], terminal_width=240)
         assert result.exit_code == 0, result.output
         assert "gate (dr)" in result.output
         assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+        first = registry.alias_version(settings, "champion")
+        assert "evaluating challenger vs champion ..." in result.output
+        assert f"champion v{first} vs challenger v{challenger} on " in result.output
+        # --version naming the alias's version: the challenger, said as without it.
+        result = runner.invoke(app, ["evaluate", "--version", challenger], terminal_width=240)
+        assert result.exit_code == 0, result.output
+        assert f"champion v{first} vs challenger v{challenger} on " in result.output
         # What the challenger would answer one HCP, beside the champion's answer.
         hcp = str(loop_world.dataset.hcps["hcp_id"].iat[0])
         for asked, version in (
@@ -904,6 +911,16 @@ def test_cli_walkthrough(
             said,
         ), said
         assert f"v{champion} champion trained" in said
+
+        # A version --version names that no alias calls challenger (rolled back) is
+        # named by its number, judged as the challenger against the champion.
+        result = runner.invoke(app, ["evaluate", "--version", challenger], terminal_width=240)
+        assert result.exit_code == 0, result.output
+        assert f"evaluating version {challenger} against the champion ..." in result.output
+        assert (
+            f"champion v{champion} vs version {challenger} (judged as the challenger) on "
+        ) in result.output, result.output
+        assert "challenger vs champion" not in result.output
 
         since = datetime.now(UTC).isoformat()  # after every logged request
         result = runner.invoke(
