@@ -881,6 +881,8 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal, also when the suite runs in the background (SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     partial = tmp_path / f".send.{run.pid}.partial.csv"  # the run's own
     deadline = time.monotonic() + 120
