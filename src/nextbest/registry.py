@@ -546,6 +546,8 @@ class DecidingProcess:
                 return run_id is not None and run_id in _DECIDING
         if self.started:
             return _process_started(self.pid) == self.started
+        if os.name != "posix":  # Windows' os.kill(pid, 0) would end that process
+            return False
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
