@@ -539,9 +539,9 @@ class DecidingProcess:
         """Whether this process runs (on this host: of another host's processes nothing
         is known, and they are taken as ended); this very process only while it is at
         work on decision run ``run_id``."""
-        if self.host != socket.gethostname():
+        if not self.on_this_host:
             return False
-        if self.pid == os.getpid() and self.started == _process_started(self.pid):
+        if self.is_this_one:
             with _DECIDING_LOCK:
                 return run_id is not None and run_id in _DECIDING
         if self.started:
@@ -558,6 +558,19 @@ class DecidingProcess:
 
     def said(self) -> str:
         return f"process {self.pid} on host {self.host}"
+
+    @property
+    def on_this_host(self) -> bool:
+        return self.host == socket.gethostname()
+
+    @property
+    def is_this_one(self) -> bool:
+        """This very process (a later one given its pid has another ``started``)."""
+        return (
+            self.on_this_host
+            and self.pid == os.getpid()
+            and self.started == _process_started(self.pid)
+        )
 
 
 def _process_started(pid: int) -> str:
@@ -668,22 +681,48 @@ class UnfinishedDecision:
     def said(self) -> str:
         """What happened, in one sentence, and the command that finishes it."""
         end = self.end
-        recorded = f"MLflow run {end.run_id}" + (
-            f", recorded {end.at[:19].replace('T', ' ')} UTC" if end.at else ""
-        )
-        recorded += f" by {end.by}" if end.by else ""
         if self.in_progress and end.process is not None:
             return (
-                f"the {end.named} (replacing {end.replaces or 'none'}; {recorded}) is in "
-                f"progress: {end.process.said()} is at work on it; it is left alone by "
-                "`nextbest models --repair`, and promote and rollback refuse to decide until "
-                "it has ended"
+                f"the {end.named} ({self._recorded()}) is in progress: {end.process.said()} "
+                "is at work on it; it is left alone by `nextbest models --repair`, and "
+                "promote and rollback refuse to decide until it has ended"
             )
+        elsewhere = end.process is not None and not end.process.on_this_host
+        return f"{self.what()}. `nextbest models --repair` finishes it" + (
+            " once it is not" if elsewhere else ""
+        )
+
+    def what(self) -> str:
+        """What happened, without the command that finishes it: what is known of its
+        process (whether it runs is known on its own host only), then what is missing."""
+        end, process = self.end, self.end.process
+        if process is None:  # a mark written before nextbest recorded its process
+            stopped = (
+                "stopped before it finished (its process was killed outright, or is still at work)"
+            )
+        elif not process.on_this_host:
+            stopped = (
+                f"has not finished (it was made on host {process.host}, by process "
+                f"{process.pid}, where it may still be at work)"
+            )
+        elif process.is_this_one:  # a decision that failed, and the caller went on
+            stopped = (
+                f"stopped before it finished (this process, {process.pid} on host "
+                f"{process.host}, is no longer at work on it)"
+            )
+        else:
+            stopped = f"stopped before it finished (its {process.said()} has ended)"
         return (
-            f"the {end.named} (replacing {end.replaces or 'none'}; {recorded}) moved the "
-            "champion and stopped before it finished (its process was killed outright, or "
-            f"is still at work): {'; '.join(self.unwritten) or 'nothing but its mark'}. "
-            "`nextbest models --repair` finishes it"
+            f"the {end.named} ({self._recorded()}) moved the champion and {stopped}: "
+            f"{'; '.join(self.unwritten) or 'nothing but its mark'}"
+        )
+
+    def _recorded(self) -> str:
+        end = self.end
+        return (
+            f"replacing {end.replaces or 'none'}; MLflow run {end.run_id}"
+            + (f", recorded {end.at[:19].replace('T', ' ')} UTC" if end.at else "")
+            + (f" by {end.by}" if end.by else "")
         )
 
 
@@ -838,7 +877,7 @@ def finish_unfinished(settings: Settings) -> UnfinishedDecision | None:
         return UnfinishedDecision(found.end, tuple(finish_decision(settings, found.end)))
     except (MlflowException, OSError) as exc:
         raise DecisionUnfinishedError(
-            f"{found.said().removesuffix('. `nextbest models --repair` finishes it')}; and "
+            f"{found.what()}; and "
             f"the registry {without_password(settings.resolved_registry_uri)} refused to "
             f"finish it: {_one_line(exc)}; once it takes writes again, `nextbest models "
             "--repair` finishes it"

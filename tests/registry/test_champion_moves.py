@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -771,9 +772,10 @@ def test_a_promotion_killed_after_the_champion_moved_is_said_unfinished_and_fini
         f"unfinished: the promotion of version {challenger} (replacing 1; MLflow run "
         f"{killed.info.run_id}, recorded "
     ) in shown, shown
+    pid = (tmp_path / "held").read_text()
     assert (
-        "moved the champion and stopped before it finished (its process was killed "
-        "outright, or is still at work): alias previous_champion names no version, not "
+        f"moved the champion and stopped before it finished (its process {pid} on host "
+        f"{socket.gethostname()} has ended): alias previous_champion names no version, not "
         "version 1; alias challenger still names "
         f"the champion, version {challenger}; version {challenger} lacks its tags "
         "gate, promoted_at, promotion. `nextbest models --repair` finishes it"
@@ -1247,7 +1249,6 @@ def test_a_mark_is_at_work_only_while_its_own_process_runs_on_this_host() -> Non
     """The pid alone would read a later process that took it over (or one on another
     host) as the decision at work, for ever."""
     import os
-    import socket
     import subprocess
     import sys
 
@@ -1279,3 +1280,45 @@ def test_models_repair_on_an_empty_registry_says_one_thing(tmp_path: Path) -> No
     assert (code_repair, code) == (2, 2), shown
     assert shown == plain, shown
     assert "has no registered version in" in shown and "nothing to repair" not in shown
+
+
+def _unfinished_of(process: registry.DecidingProcess | None) -> registry.UnfinishedDecision:
+    end = registry.DecisionEnd(
+        kind="promotion", champion="3", replaces="2", run_id="2bcc8de1", process=process
+    )
+    return registry.UnfinishedDecision(end, ("alias previous_champion names version 1",))
+
+
+def test_an_unfinished_decision_says_what_is_known_of_its_process() -> None:
+    """It said "killed outright, or is still at work" of a process known to have
+    ended on this host, and of one on another host alike."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "pass"])
+    other.wait(30)
+    ended = registry.DecidingProcess.of(other.pid)
+    said = _unfinished_of(ended).said()
+    assert (
+        "moved the champion and stopped before it finished (its process "
+        f"{other.pid} on host {ended.host} has ended): alias previous_champion names "
+        "version 1. `nextbest models --repair` finishes it"
+    ) in said, said
+
+    elsewhere = registry.DecidingProcess(host="batch-2", pid=4242, started="b/1")
+    said = _unfinished_of(elsewhere).said()
+    assert (
+        "moved the champion and has not finished (it was made on host batch-2, by process "
+        "4242, where it may still be at work): alias previous_champion names version 1. "
+        "`nextbest models --repair` finishes it once it is not"
+    ) in said, said
+
+    said = _unfinished_of(None).said()
+    assert (
+        "stopped before it finished (its process was killed outright, or is still at work)"
+    ) in said, said
+
+    # This very process, no longer at work on it (a decision that failed, and the
+    # command or notebook goes on): not said to have ended.
+    said = _unfinished_of(registry.DecidingProcess.this()).said()
+    assert "(this process, " in said and "is no longer at work on it)" in said, said
