@@ -1199,7 +1199,11 @@ def train(
             # KILLED, saying so (see promote).
             with _interruptible_as_ctrl_c():
                 info = registry.log_training_run(result, settings, alias=alias)
-        except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
+        except (
+            registry.AliasNotMovedError,
+            registry.DecisionUnfinishedError,
+            registry.DecisionInProgressError,
+        ) as exc:
             raise _fail(str(exc)) from None
         steps_done()
     for note in result.notes:

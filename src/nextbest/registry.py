@@ -426,7 +426,13 @@ def log_training_run(
                 )
             raise
     served = alias_version(settings, settings.serve_alias)
-    if alias is None and alias_version(settings, CHAMPION_ALIAS) is None:
+    # A decision in progress (another training's first champion, between its mark and
+    # its move) makes the champion: this version is a later one, and gets no alias.
+    if (
+        alias is None
+        and alias_version(settings, CHAMPION_ALIAS) is None
+        and decision_in_progress(settings) is None
+    ):
         alias = CHAMPION_ALIAS
     if alias == CHAMPION_ALIAS:
         # Training sets a model's first champion (promote moves it after): recorded
@@ -481,12 +487,14 @@ class DecisionUnfinishedError(RegistryError):
 
 class DecisionInProgressError(RegistryError):
     """Another process on this host is at work on a decision (its mark names it, and it
-    runs): nothing is finished or decided beside it. ``found``: that decision."""
+    runs): nothing is finished or decided beside it. ``found``: that decision;
+    ``then``: what to do once it has ended."""
 
-    def __init__(self, found: UnfinishedDecision) -> None:
+    def __init__(
+        self, found: UnfinishedDecision, *, then: str = "run the command again once it has ended"
+    ) -> None:
         super().__init__(
-            f"{found.said().split('; it is left alone')[0]}; nothing was decided "
-            "beside it: run the command again once it has ended"
+            f"{found.said().split('; it is left alone')[0]}; nothing was decided beside it: {then}"
         )
         self.found = found
 
@@ -857,6 +865,13 @@ def unfinished_decision(settings: Settings) -> UnfinishedDecision | None:
     return UnfinishedDecision(end, tuple(said for said, _ in _unwritten(settings, end)))
 
 
+def decision_in_progress(settings: Settings) -> UnfinishedDecision | None:
+    """The decision another process on this host is at work on (its mark names it, and
+    it runs), None when there is none: nothing should be decided beside it."""
+    found = unfinished_decision(settings)
+    return found if found is not None and found.in_progress else None
+
+
 def finish_unfinished(settings: Settings) -> UnfinishedDecision | None:
     """Finish the decision :func:`unfinished_decision` finds (what it lacked, written
     now); None when there is none.
@@ -1200,7 +1215,16 @@ def _log_trained_champion(
 
     Raises:
         AliasNotMovedError: the alias could not be set (the version stays registered).
+        DecisionInProgressError: another decision is at work (this host): nothing is
+            recorded or moved beside it, which would write its mark over that one's.
     """
+    under_way = decision_in_progress(settings)
+    if under_way is not None:
+        raise DecisionInProgressError(
+            under_way,
+            then=f"version {version} is registered without alias {CHAMPION_ALIAS}; once "
+            f"it has ended, `nextbest promote --version {version}` puts it to the gate",
+        )
     mlflow = _mlflow(settings)
     with mlflow.start_run(
         experiment_id=experiment_id(settings, DECISIONS_SUFFIX),
@@ -1711,8 +1735,7 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
         before = alias_version(settings, v.alias_unset)
         try:
             if v.alias_unset == CHAMPION_ALIAS:
-                under_way = unfinished_decision(settings)
-                if under_way is not None and under_way.in_progress:
+                if decision_in_progress(settings) is not None:
                     continue
                 _log_trained_champion(
                     settings,

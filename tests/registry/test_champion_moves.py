@@ -1322,3 +1322,61 @@ def test_an_unfinished_decision_says_what_is_known_of_its_process() -> None:
     # command or notebook goes on): not said to have ended.
     said = _unfinished_of(registry.DecidingProcess.this()).said()
     assert "(this process, " in said and "is no longer at work on it)" in said, said
+
+
+def test_a_train_beside_a_first_champion_in_progress_leaves_it_the_champion(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two trainings on a registry with no champion: the second, ending while the first
+    was between its mark and its move, wrote its own mark over the first's and made
+    its version champion too (both recorded as replacing none), and the first then
+    moved the champion back to the older version."""
+    import threading
+
+    settings = Settings(models_dir=tmp_path / "models", seed=11)
+    _register(settings, trained, alias="challenger")  # makes the store and its tables
+    registry.client(settings).delete_registered_model_alias(settings.model_name, "challenger")
+    held, go = threading.Event(), threading.Event()
+    first: list[threading.Thread] = []
+    original = registry.set_alias
+
+    def hold(settings_: Settings, alias: str, version: str) -> None:
+        if threading.current_thread() in first and alias == "champion" and not held.is_set():
+            held.set()
+            assert go.wait(120)
+        original(settings_, alias, version)
+
+    monkeypatch.setattr(registry, "set_alias", hold)
+    outcome: list[str] = []
+    first.append(
+        threading.Thread(target=lambda: outcome.append(_register(settings, trained)), daemon=True)
+    )
+    first[0].start()
+    try:
+        assert held.wait(120)
+        mark = _tags_now(settings)[registry.PENDING_TAG]
+        second = _register(settings, trained)
+        assert _tags_now(settings)[registry.PENDING_TAG] == mark
+        # Asked for champion (a model's first version), it refuses rather than decide
+        # beside it.
+        with pytest.raises(
+            registry.DecisionInProgressError,
+            match=r"is in progress: process \d+ on host .*; nothing was decided beside it: "
+            r"version 4 is registered without alias champion; once it has ended, `nextbest "
+            r"promote --version 4` puts it to the gate",
+        ):
+            _register(settings, trained, alias="champion")
+        assert _tags_now(settings)[registry.PENDING_TAG] == mark
+    finally:
+        go.set()
+        first[0].join(120)
+    (made,) = outcome
+    assert int(second) > int(made)
+    assert registry.alias_version(settings, "champion") == made
+    assert registry.alias_version(settings, "challenger") is None
+    assert [(c.version, c.decision, c.previous) for c in champion_changes(settings)] == [
+        (made, "train", None)
+    ]
+    assert registry.PENDING_TAG not in _tags_now(settings)
+    code, shown = _models(settings, "--repair")
+    assert code == 0 and "nothing to repair" in shown, shown
