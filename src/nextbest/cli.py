@@ -3838,9 +3838,16 @@ def models(
 
     settings = _settings()
     when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
+    runs_missing: registry.TrainingRunsMissingError | None = None
     try:
         # Nothing registered: said once, as without --repair, before repair says anything.
         versions = registry.list_versions(settings)
+    except registry.TrainingRunsMissingError as exc:
+        # Listed with what the registry holds, then said (exit 2). Not repaired, nor
+        # the timeline read: both are in the tracking store, and this one is not it.
+        if repair or history_table or when is not None:
+            raise _fail(str(exc)) from None
+        versions, runs_missing = exc.versions, exc
     except registry.RegistryError as exc:
         raise _fail(str(exc)) from None
     if repair:
@@ -3914,6 +3921,8 @@ def models(
                 indent=1,
             )
         )
+        if runs_missing is not None:
+            raise _fail(str(runs_missing))
         return versions
     # Two lines per version, not a table: readable at any terminal width.
     stdout.print(
@@ -3930,6 +3939,9 @@ def models(
             f"up to {(v.data_as_of or '-')[:10]}"
         )
         figures = [
+            f"training run {v.run_id} not in the tracking store: its figures are unknown"
+            if runs_missing is not None and v.run_id in runs_missing.run_ids
+            else None,
             "no uplift model: scores are P(engaged) x value (no outcomes to learn from)"
             if v.uplift_source == "preference_x_value"
             else None,
@@ -3967,6 +3979,8 @@ def models(
         )
     if in_progress is not None:
         stdout.print(escape(in_progress.said()), highlight=False)
+    if runs_missing is not None:
+        raise _fail(str(runs_missing))
     return versions
 
 

@@ -87,6 +87,19 @@ class RegistryUnreadableError(RegistryError):
         self.store = store
 
 
+class TrainingRunsMissingError(RegistryError):
+    """The registry's versions name training runs the tracking store does not have
+    (``NEXTBEST_TRACKING_URI`` pointed at another store than they were trained in, or
+    their runs deleted): what was read of them without those runs is in ``versions``."""
+
+    def __init__(
+        self, message: str, *, versions: list[VersionSummary], run_ids: Sequence[str]
+    ) -> None:
+        super().__init__(message)
+        self.versions = versions
+        self.run_ids = frozenset(run_ids)
+
+
 class ArtifactsUnreadableError(RegistryError):
     """A registered version's artifacts are missing or unreadable where the registry says."""
 
@@ -1593,15 +1606,23 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     for alias, version in named.items():
         aliases.setdefault(str(version), []).append(alias)
     out = []
+    runs_missing: list[Any] = []
     for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
         params: dict[str, str] = {}
         metrics: dict[str, float] = {}
         run_tags: dict[str, str] = {}
         status = None
         if mv.run_id:
-            run = mlflow_client.get_run(mv.run_id)
-            params, metrics, run_tags = run.data.params, run.data.metrics, run.data.tags
-            status = str(run.info.status)
+            try:
+                run = mlflow_client.get_run(mv.run_id)
+            except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+                if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                    tracking = settings.resolved_tracking_uri
+                    raise _unreadable(settings, what, exc, uri=tracking) from exc
+                runs_missing.append(mv)
+            else:
+                params, metrics, run_tags = run.data.params, run.data.metrics, run.data.tags
+                status = str(run.info.status)
         value, low, high = (
             metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
         )
@@ -1649,11 +1670,41 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 registered_as=mv.tags.get(REGISTERED_AS_TAG),
             )
         )
-    return _with_alias_unset(
+    versions = _with_alias_unset(
         out,
         {str(a): str(v) for a, v in named.items()},
         champions_before=bool((model.tags or {}).get(HISTORY_TAG)),
     )
+    if runs_missing:
+        # A traceback ("Run with id=... not found") named neither store.
+        raise TrainingRunsMissingError(
+            _runs_missing_said(settings, runs_missing),
+            versions=versions,
+            run_ids=[mv.run_id for mv in runs_missing],
+        )
+    return versions
+
+
+def _runs_missing_said(settings: Settings, missing: Sequence[Any]) -> str:
+    """That the registry's versions ``missing`` (newest first) name training runs the
+    tracking store does not have, and the likely cause: another tracking store than the
+    one they were trained in when the registry is a store of its own."""
+    tracking = without_password(settings.resolved_tracking_uri)
+    numbers = ", ".join(str(mv.version) for mv in missing)
+    said = (
+        f"the MLflow registry {without_password(settings.resolved_registry_uri)} has "
+        f"versions of model '{settings.model_name}' ({numbers}) whose training runs the "
+        f"tracking store {tracking} does not have (run {missing[0].run_id}"
+        + (", ..." if len(missing) > 1 else "")
+        + "): "
+    )
+    if settings.resolved_tracking_uri != settings.resolved_registry_uri:
+        return said + (
+            "it is probably not the tracking store they were trained in; set "
+            "NEXTBEST_TRACKING_URI to that store (their figures, lineage and decisions "
+            "are recorded there)"
+        )
+    return said + "their runs were deleted from it; restore the store from a backup"
 
 
 def _with_alias_unset(

@@ -1636,6 +1636,41 @@ def test_models_on_two_stores_names_the_one_that_cannot_be_read(
     assert f"the MLflow {other}" not in said and "s3cret-pw" not in said, said
 
 
+@pytest.mark.parametrize(
+    ("args", "listed"),
+    [([], True), (["--json"], True), (["--repair"], False), (["--history"], False)],
+    ids=["list", "json", "repair", "history"],
+)
+def test_models_on_a_tracking_store_without_the_versions_runs_says_so(
+    trained, env_settings: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args, listed
+) -> None:
+    """NEXTBEST_TRACKING_URI pointed at a new, empty store while the registry is the
+    one the versions were trained with: the versions listed with what the registry
+    holds, then one line naming both stores and the likely cause, exit 2. It ended in
+    MLflow's traceback, `Run with id=... not found`, exit 1. Repair and the champion's
+    timeline, both read from the tracking store, are refused before anything is done."""
+    import shutil
+
+    shutil.copytree(trained.settings.resolved_models_dir, env_settings)
+    empty = tmp_path / "new-tracking.db"
+    monkeypatch.setenv("NEXTBEST_TRACKING_URI", f"sqlite:///{empty}")
+    monkeypatch.setenv("NEXTBEST_REGISTRY_URI", f"sqlite:///{env_settings / 'mlflow.db'}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["models", *args])
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert (
+        f"error: the MLflow registry sqlite:///{env_settings / 'mlflow.db'} has versions of "
+        f"model 'nextbest' (1) whose training runs the tracking store sqlite:///{empty} does "
+        "not have (run "
+    ) in said, said
+    assert "it is probably not the tracking store they were trained in" in said, said
+    assert ('"version": "1"' in said or "v1 champion" in said) is listed, said
+    if not args:
+        assert "training run " in said and "not in the tracking store" in said, said
+
+
 def test_validate_counts_outcomes_as_training_will() -> None:
     # 250 untouched rows with an outcome, 60 of them among the newest 10% of
     # decisions: training has 190 before its evaluation slice and falls back.
