@@ -154,8 +154,8 @@ def _mlflow(settings: Settings) -> Any:
     if not any(isinstance(f, _StoreFailuresAtDebug) for f in store_logger.filters):
         store_logger.addFilter(_StoreFailuresAtDebug())
     settings.ensure_dirs()
-    _refuse_unusable_sqlite(settings.resolved_tracking_uri)
     for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
+        _refuse_unusable_sqlite(uri)
         _refuse_unreachable_server(uri)
     mlflow.set_tracking_uri(_mlflow_uri(settings.resolved_tracking_uri))
     mlflow.set_registry_uri(_mlflow_uri(settings.resolved_registry_uri))
@@ -232,7 +232,8 @@ def _refuse_unreachable_server(uri: str, *, again: bool = False) -> None:
 
 def _refuse_unusable_sqlite(uri: str, *, read: bool = False) -> None:
     """A SQLite store that is a directory: said now (IsADirectoryError naming it),
-    where MLflow retried opening it for nearly two minutes before a traceback. With
+    where MLflow retried opening it for nearly two minutes before a traceback (the
+    tracking store and a registry of its own alike). With
     ``read`` (once, where a command starts, not at every registry call), a file that
     is no database too (sqlite3.DatabaseError)."""
     if not uri.startswith("sqlite:///"):
@@ -1442,7 +1443,7 @@ def alias_version(settings: Settings, alias: str) -> str | None:
 
 def _reading_client(settings: Settings, what: str) -> Any:
     """:func:`client` for reading ``what`` of the served model: a store that cannot
-    be opened (its server down, its file no database or locked) raises
+    be opened (its server down, its file no database, locked or a directory) raises
     :class:`RegistryUnreadableError` naming that store, the tracking store or the
     registry, where the error named the registry whichever had failed."""
     from mlflow.exceptions import MlflowException
@@ -1450,8 +1451,9 @@ def _reading_client(settings: Settings, what: str) -> Any:
 
     for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
         try:
+            _refuse_unusable_sqlite(uri)
             _refuse_unreachable_server(uri)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, IsADirectoryError) as exc:
             raise _unreadable(settings, what, exc, uri=uri) from exc
     try:
         return client(settings)  # MLflow opens the tracking store with its client
@@ -1866,7 +1868,7 @@ def _registry_exists_readable(settings: Settings, what: str) -> bool:
     store that cannot be opened does (:func:`_reading_client`)."""
     try:
         return registry_exists(settings)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, IsADirectoryError) as exc:
         raise _unreadable(settings, what, exc) from exc
 
 

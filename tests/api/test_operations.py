@@ -1525,6 +1525,44 @@ def test_of_two_stores_readiness_names_the_one_that_cannot_be_read(
         )
 
 
+@pytest.mark.parametrize("directory", ["tracking store", "registry"])
+def test_a_store_that_is_a_directory_is_said_unreadable_not_modelless(
+    own_registry, keys, tmp_path: Path, directory: str
+) -> None:
+    """A worker whose MLflow store in SQLite is a directory (a volume mounted at the
+    file's path): /readyz and a recommendation's 503 name that store as unreadable.
+    The IsADirectoryError was taken for a missing model: "train one with `nextbest
+    train`", which would not have helped; a registry of its own that is a directory
+    kept each reload in MLflow's ten tries, about 107 s."""
+    place = tmp_path / "mounted.db"
+    place.mkdir()
+    answering = f"sqlite:///{own_registry.resolved_models_dir / 'mlflow.db'}"
+    tracking, registry_uri = (
+        (f"sqlite:///{place}", answering)
+        if directory == "tracking store"
+        else (answering, f"sqlite:///{place}")
+    )
+    settings = own_registry.model_copy(
+        update={"tracking_uri": tracking, "registry_uri": registry_uri}
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == (
+            "no model loaded: model registry unreadable"
+            if directory == "registry"
+            else "no model loaded: MLflow tracking store unreadable"
+        ), ready.json()
+        # /readyz, which anyone may ask, names the file alone; the 503 gives its path.
+        said = f"the MLflow {directory} sqlite:///mounted.db cannot be read"
+        assert ready.json()["last_reload_error"].startswith(f"RegistryUnreadableError: {said}")
+        refused = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
+        assert refused.status_code == 503, refused.text
+        said = f"the MLflow {directory} sqlite:///{place} cannot be read"
+        assert said in refused.json()["detail"], refused.json()
+        assert "nextbest train" not in refused.text, refused.json()
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_reload_asked_for_does_not_wait_behind_the_watchers_retry_of_a_hung_store(

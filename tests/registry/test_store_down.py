@@ -243,3 +243,46 @@ def test_of_two_stores_the_one_that_is_down_is_named(
         f"be read, so {what} unknown: OperationalError: "
     ), refused.value
     assert "sqlite" not in str(refused.value) and "s3cret-pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("read", "what"),
+    [
+        (
+            partial(registry.alias_version, alias="champion"),
+            "alias 'champion' of model 'nextbest' is",
+        ),
+        (registry.list_versions, "the versions of model 'nextbest' are"),
+        (registry.unfinished_decision, "the decision under way of model 'nextbest' is"),
+    ],
+    ids=["alias", "versions", "decision"],
+)
+@pytest.mark.parametrize("directory", ["the one store", "tracking store", "registry"])
+def test_a_store_that_is_a_directory_is_named_as_unreadable_at_once(
+    tmp_path: Path, directory: str, read: Callable[[Settings], object], what: str
+) -> None:
+    """A SQLite store whose path is a directory: the readers of the registry say so
+    as of a store that cannot be read, naming it, at once. It was an IsADirectoryError
+    (a worker's 503 then said to train a model), and a registry of its own that is a
+    directory was opened by MLflow, ten tries over about 107 s."""
+    place = tmp_path / "store.db"
+    place.mkdir()
+    other = tmp_path / "other.db"
+    other.touch()
+    uris = {
+        "the one store": (f"sqlite:///{place}", None),
+        "tracking store": (f"sqlite:///{place}", f"sqlite:///{other}"),
+        "registry": (f"sqlite:///{other}", f"sqlite:///{place}"),
+    }[directory]
+    settings = Settings(models_dir=tmp_path / "models", tracking_uri=uris[0], registry_uri=uris[1])
+    started = time.monotonic()
+    with pytest.raises(registry.RegistryUnreadableError) as refused:
+        read(settings)
+    assert time.monotonic() - started < WITHIN_S
+    store = "tracking store" if directory == "tracking store" else "registry"
+    assert refused.value.store == store
+    assert str(refused.value).startswith(
+        f"the MLflow {store} sqlite:///{place} cannot be read, so {what} unknown: "
+        "IsADirectoryError: "
+    ), refused.value
+    assert "other.db" not in str(refused.value)
