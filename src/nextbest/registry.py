@@ -267,11 +267,21 @@ def experiment_id(settings: Settings, suffix: str = "") -> str:
     Raises :class:`RegistryError` when the experiment's artifacts live at a path
     that is gone, outside the models directory whose store records them: the
     directory was moved or restored elsewhere, and the run's artifacts would be
-    written under the old path, apart from the rest.
+    written under the old path, apart from the rest. :class:`RegistryUnreadableError`
+    when a store cannot be opened, naming it (the first MLflow read of ``train``,
+    ``promote``, ``rollback``: they said "a database cannot be used", naming every store).
     """
-    mlflow = _mlflow(settings)
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
     name = settings.experiment + suffix
-    experiment = mlflow.get_experiment_by_name(name)
+    what = f"the experiment '{name}'"
+    _reading_client(settings, what)
+    mlflow = _mlflow(settings)
+    try:
+        experiment = mlflow.get_experiment_by_name(name)
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        raise _unreadable(settings, what, exc, uri=settings.resolved_tracking_uri) from exc
     if experiment is None:
         return str(mlflow.create_experiment(name, artifact_location=settings.artifact_location))
     old = _moved_from(settings, str(experiment.artifact_location))

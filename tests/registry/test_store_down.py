@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -30,10 +30,15 @@ WITHIN_S = 20.0
 
 
 def _models(
-    tmp_path: Path, tracking_uri: str | None, registry_uri: str | None = None
+    tmp_path: Path,
+    tracking_uri: str | None,
+    registry_uri: str | None = None,
+    *,
+    command: Sequence[str] = ("models",),
 ) -> tuple[str, int, float]:
-    """``nextbest models`` run on ``tracking_uri`` (None: the local store) and
-    ``registry_uri``: its output (one line per message), exit code and seconds taken."""
+    """``nextbest models`` (or ``command``) run on ``tracking_uri`` (None: the local
+    store) and ``registry_uri``: its output (one line per message), exit code and
+    seconds taken."""
     env = {
         **os.environ,
         "NEXTBEST_MODELS_DIR": str(tmp_path / "models"),
@@ -43,7 +48,7 @@ def _models(
     }
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "nextbest.cli", "models"],
+        [sys.executable, "-m", "nextbest.cli", *command],
         env=env,
         capture_output=True,
         text=True,
@@ -92,6 +97,33 @@ def test_a_registry_of_its_own_that_is_down_is_the_store_named(tmp_path: Path) -
         "OperationalError: connection failed: "
     ), output[-3000:]
     assert "tracking store" not in output and "mlflow.db" not in output, output[-3000:]
+    assert "s3cret-pw" not in output
+
+
+@pytest.mark.parametrize("command", ["rollback", "train"])
+@pytest.mark.parametrize("down", ["tracking store", "registry"])
+def test_rollback_and_train_on_a_store_down_name_it(
+    tmp_path: Path, world_dir: Path, down: str, command: str
+) -> None:
+    """`nextbest rollback` and `train` first open the experiment their run is logged
+    in: they said "a database cannot be used", naming every store, where `models`
+    names the one that failed (the other store here a SQLite file that answers)."""
+    closed = free_port()
+    server = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/mlflow"
+    local = tmp_path / "other.db"
+    local.touch()
+    stores = (server, f"sqlite:///{local}")
+    tracking, registry_uri = stores if down == "tracking store" else stores[::-1]
+    args = ["rollback"] if command == "rollback" else ["train", "--data", str(world_dir)]
+    output, code, took = _models(tmp_path, tracking, registry_uri, command=args)
+    assert code == 2 and took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
+    said = " ".join(output.split())  # the console wraps long lines
+    assert (
+        f"error: the MLflow {down} postgresql+psycopg://nextbest:***@127.0.0.1:{closed}/mlflow "
+        "cannot be read, so the experiment 'nextbest"
+    ) in said, said
+    assert "OperationalError: connection failed: " in said, said
+    assert "a database cannot be used" not in said and "sqlite" not in said, said
     assert "s3cret-pw" not in output
 
 
