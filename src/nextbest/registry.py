@@ -1832,6 +1832,8 @@ def same_training(settings: Settings, version: str) -> list[str]:
     and code (commit) as ``version``: a job run twice registers the same model twice,
     said rather than silent. Oldest first; empty when none (or the version's run is
     not recorded)."""
+    from mlflow.exceptions import MlflowException
+
     mlflow_client = client(settings)
     mine = mlflow_client.get_model_version(settings.model_name, version)
     if not mine.run_id:
@@ -1846,7 +1848,13 @@ def same_training(settings: Settings, version: str) -> list[str]:
             continue
         if int(other.version) > int(mine.version):
             continue
-        data = mlflow_client.get_run(other.run_id).data
+        try:
+            data = mlflow_client.get_run(other.run_id).data
+        except MlflowException as exc:
+            # Its run is not in this tracking store (another than it was trained in).
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
+            raise
         if (
             data.tags.get("data_fingerprint") == fingerprint
             and data.params == run.data.params

@@ -49,3 +49,23 @@ def test_the_same_data_and_parameters_on_other_code_is_another_model(
         train(load_dataset(trained.data_dir), config=FAST), settings
     ).version
     assert registry.same_training(settings, again) == []
+
+
+def test_an_older_version_whose_run_the_tracking_store_lacks_is_not_compared(
+    trained, own_copy, monkeypatch, tmp_path
+) -> None:
+    """Trained with NEXTBEST_TRACKING_URI on a new store while the registry is the old
+    one: the older versions' runs are not there. `nextbest train` registered the
+    version, then ended in MLflow's traceback (`Run with id=... not found`) where it
+    looks for a repeat; an older version it cannot read is no repeat it can name."""
+    _as_the_fixture_code(own_copy, trained.version, monkeypatch)
+    settings = own_copy.model_copy(
+        update={
+            "tracking_uri": f"sqlite:///{tmp_path / 'new-tracking.db'}",
+            "registry_uri": f"sqlite:///{own_copy.resolved_models_dir / 'mlflow.db'}",
+        }
+    )
+    data = load_dataset(trained.data_dir)
+    again = registry.log_training_run(train(data, config=FAST), settings).version
+    assert again == "2"
+    assert registry.same_training(settings, again) == []
