@@ -717,7 +717,8 @@ class UnfinishedDecision:
             return (
                 f"the {end.named} ({self._recorded()}) is in progress: {end.process.said()} "
                 "is at work on it; it is left alone by `nextbest models --repair`, and "
-                "promote and rollback refuse to decide until it has ended"
+                "promote and rollback refuse to decide, and train makes no first champion, "
+                "until it has ended"
             )
         elsewhere = end.process is not None and not end.process.on_this_host
         return f"{self.what()}. `nextbest models --repair` finishes it" + (
