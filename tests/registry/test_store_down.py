@@ -100,21 +100,25 @@ def test_a_registry_of_its_own_that_is_down_is_the_store_named(tmp_path: Path) -
     assert "s3cret-pw" not in output
 
 
-@pytest.mark.parametrize("command", ["rollback", "train"])
+@pytest.mark.parametrize("command", ["rollback", "train", "uplift-report"])
 @pytest.mark.parametrize("down", ["tracking store", "registry"])
-def test_rollback_and_train_on_a_store_down_name_it(
+def test_rollback_train_and_uplift_report_on_a_store_down_name_it(
     tmp_path: Path, world_dir: Path, down: str, command: str
 ) -> None:
-    """`nextbest rollback` and `train` first open the experiment their run is logged
-    in: they said "a database cannot be used", naming every store, where `models`
-    names the one that failed (the other store here a SQLite file that answers)."""
+    """`nextbest rollback`, `train` and `uplift-report` first open the experiment their
+    run is logged in: they said "a database cannot be used", naming every store, where
+    `models` names the one that failed (the other store here a SQLite file that answers)."""
     closed = free_port()
     server = f"postgresql+psycopg://nextbest:s3cret-pw@127.0.0.1:{closed}/mlflow"
     local = tmp_path / "other.db"
     local.touch()
     stores = (server, f"sqlite:///{local}")
     tracking, registry_uri = stores if down == "tracking store" else stores[::-1]
-    args = ["rollback"] if command == "rollback" else ["train", "--data", str(world_dir)]
+    args = {
+        "rollback": ["rollback"],
+        "train": ["train", "--data", str(world_dir)],
+        "uplift-report": ["uplift-report", "--out", str(tmp_path / "report")],
+    }[command]
     output, code, took = _models(tmp_path, tracking, registry_uri, command=args)
     assert code == 2 and took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
     said = " ".join(output.split())  # the console wraps long lines

@@ -795,8 +795,10 @@ def _utc_text(moment: datetime) -> str:
 
 
 def _log_report(settings: Settings, report: UpliftReport, out_dir: Path) -> str:
-    mlflow = registry._mlflow(settings)
+    # The experiment first: it names the store that cannot be read, where opening
+    # MLflow before it said "a database cannot be used", naming every store.
     experiment_id = registry.experiment_id(settings, "-reports")
+    mlflow = registry._mlflow(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name="uplift-report") as run:
         metrics: dict[str, Any] = {
             "n_decisions": report.n_decisions,
