@@ -135,6 +135,36 @@ def test_keys_add_refuses_channels_for_other_roles(tmp_path: Path) -> None:
     assert "new key (x): --channel binds a channel key" in said
 
 
+@pytest.mark.parametrize(
+    ("channels", "match"),
+    [
+        pytest.param(
+            [""],
+            "new key (x): --channel must name a channel (e.g. --channel sms, repeated for "
+            "more); leave it out for a key of every channel",
+            id="empty",
+        ),
+        pytest.param([" ", "sms"], "new key (x): --channel must name a channel", id="blank"),
+        pytest.param(
+            [f"channel-{i:03d}" for i in range(8)],
+            "new key (x): --channel values joined with ',' must fit in",
+            id="too-long",
+        ),
+    ],
+)
+def test_keys_add_refuses_bad_channels_naming_the_option(
+    tmp_path: Path, channels: list[str], match: str
+) -> None:
+    """A refused --channel is said as the command line gave it, not as the key file's
+    field (`'channels' must be a non-empty list ... [sms]`, a list nobody typed)."""
+    path = tmp_path / "keys.yaml"
+    add_key_to_file(path, name="ops", role="admin")
+    options = [part for channel in channels for part in ("--channel", channel)]
+    said = " ".join(keys_cli_refused(path, "add", "x", "--role", "channel", *options).split())
+    assert match in said, said
+    assert "'channels'" not in said and "[sms]" not in said, said
+
+
 def _bound_key(client: TestClient, api_settings: Settings, name: str, channels: list[str]) -> dict:
     """A channel key bound to ``channels``, added to the running server's key file."""
     key = add_key_to_file(api_settings.api_keys_file, name=name, role="channel", channels=channels)

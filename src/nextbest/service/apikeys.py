@@ -713,9 +713,13 @@ def _channels(
         return None
     listed = item["channels"]
     at = where.pointing_at("channels")
+    field = named("channels")
+    # A key file lists the channels, a command line repeats its option: each is told
+    # of what it wrote, not in the other's syntax.
+    in_file = field == "'channels'"
     if role != "channel":
         raise ApiKeyError(
-            f"{at} ({name}): {named('channels')} binds a channel key to the channels it "
+            f"{at} ({name}): {field} binds a channel key to the channels it "
             "speaks for; "
             f"a key of role {role} takes none"
         )
@@ -724,14 +728,17 @@ def _channels(
         or not listed
         or not all(isinstance(c, str) and c.strip() for c in listed)
     ):
-        raise ApiKeyError(
-            f"{at} ({name}): 'channels' must be a non-empty list of channel names "
-            "(e.g. [sms] or [email, sms]); leave it out for a key of every channel"
+        said = (
+            f"{field} must be a non-empty list of channel names (e.g. [sms] or [email, sms])"
+            if in_file
+            else f"{field} must name a channel (e.g. {field} sms, repeated for more)"
         )
+        raise ApiKeyError(f"{at} ({name}): {said}; leave it out for a key of every channel")
     channels = tuple(dict.fromkeys(channel_spelling(c) for c in listed))
     if len(",".join(channels)) > MAX_CHANNELS_TEXT:
+        values = field if in_file else f"{field} values"
         raise ApiKeyError(
-            f"{at} ({name}): 'channels' joined with ',' must fit in {MAX_CHANNELS_TEXT} "
+            f"{at} ({name}): {values} joined with ',' must fit in {MAX_CHANNELS_TEXT} "
             "characters (answers are logged with the channels they were limited to)"
         )
     return channels
