@@ -3165,6 +3165,7 @@ def lookup(
         hcp_row_counts,
         maintenance_runs,
         recommendations_of_hcp,
+        rows_derived_from,
         stored_rules,
     )
 
@@ -3260,6 +3261,11 @@ def lookup(
             if record is None and not is_hcp
             else None
         )
+        derived = (
+            rows_derived_from(session, event_id=recommendation_id, hcp_id=event_of)
+            if event_of is not None
+            else []
+        )
     if record is None:
         if is_hcp:
             hint = (
@@ -3267,10 +3273,16 @@ def lookup(
                 f"{recommendation_id}` lists its answers and feedback"
             )
         elif event_of is not None:
+            # Only an opt-out of several channels was kept in more rows than its own.
+            kept_in = (
+                f" (and the {_plural(len(derived), 'row')} an opt-out of several channels "
+                f"was kept in, each 'from event {recommendation_id}')"
+                if derived
+                else ""
+            )
             hint = (
                 f"; '{recommendation_id}' is the event_id of a feedback event about HCP "
-                f"{event_of}: `nextbest lookup --hcp {event_of}` lists it (and the rows an "
-                f"opt-out of several channels was kept in, each 'from event {recommendation_id}')"
+                f"{event_of}: `nextbest lookup --hcp {event_of}` lists it{kept_in}"
             )
         else:
             hint = (

@@ -337,5 +337,26 @@ def test_lookup_links_the_rows_an_opt_out_of_several_channels_was_kept_in_to_its
     assert wrong.exit_code == 2
     assert (
         "'stop-9' is the event_id of a feedback event about HCP H7: `nextbest lookup --hcp H7`"
-        in " ".join(wrong.output.split())
+        " lists it (and the 2 rows an opt-out of several channels was kept in, each "
+        "'from event stop-9')" in " ".join(wrong.output.split())
     ), wrong.output
+    # An opt-out of one channel, its id in the derived form a sender chose: no rows.
+    single = " ".join(runner.invoke(app, ["lookup", "opted_out-0123"]).output.split())
+    assert single.endswith("`nextbest lookup --hcp H7` lists it"), single
+
+
+def test_lookup_of_an_event_id_names_its_hcp_and_no_rows_it_has_none_of(
+    env_settings: Path,
+) -> None:
+    """An event's id where a recommendation id goes: the hint names the HCP whose
+    look-up lists it, and spoke of the rows an opt-out of several channels was kept in
+    for any event (an 'opened' has none)."""
+    _log_one_with_feedback()
+    wrong = runner.invoke(app, ["lookup", "e1"])
+    assert wrong.exit_code == 2, wrong.output
+    said = " ".join(wrong.output.split())
+    assert (
+        "'e1' is the event_id of a feedback event about HCP H7: `nextbest lookup --hcp H7` "
+        "lists it" in said
+    ), said
+    assert "opt-out" not in said and "from event" not in said, said

@@ -38,6 +38,7 @@ from nextbest.storage.repository import (
     LOGGED_DECISION_COLUMNS,
     LOGGED_DECISION_DETAIL_COLUMNS,
     feedback_for,
+    rows_derived_from,
     serving_history,
 )
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
@@ -1918,3 +1919,8 @@ def test_an_opt_out_of_a_requester_of_several_channels_is_one_row_per_channel(
         ("email", None),
         ("sms", "fax"),
     ], listed
+    # And the event's id finds them (a look-up given it for a recommendation's).
+    [sms] = [e["event_id"] for e in listed if e["channel"] == "sms"]
+    assert rows_derived_from(session, event_id="fax", hcp_id="h3") == [sms]
+    assert rows_derived_from(session, event_id="none", hcp_id="h3") == []
+    assert rows_derived_from(session, event_id=sms, hcp_id="h3") == []

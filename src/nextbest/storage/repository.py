@@ -398,6 +398,20 @@ def hcp_of_event(session: Session, *, event_id: str) -> str | None:
     return session.scalar(sa.select(FeedbackEvent.hcp_id).where(FeedbackEvent.event_id == event_id))
 
 
+def rows_derived_from(session: Session, *, event_id: str, hcp_id: str) -> list[str]:
+    """The ids of the rows an opt-out of several channels, the event ``event_id``
+    about ``hcp_id``, was kept in besides its own (:func:`_derived_from`), sorted;
+    empty for any other event."""
+    candidates = session.execute(
+        sa.select(FeedbackEvent).where(
+            FeedbackEvent.hcp_id == hcp_id,
+            FeedbackEvent.event_type == "opted_out",
+            FeedbackEvent.event_id.startswith(_DERIVED_PREFIX, autoescape=True),
+        )
+    ).scalars()
+    return sorted(d for d, of in _derived_from(session, list(candidates)).items() if of == event_id)
+
+
 def hcp_row_counts(session: Session, *, hcp_id: str) -> tuple[int, int]:
     """How many logged answers and feedback events name ``hcp_id`` (each through its
     index on ``hcp_id``)."""
