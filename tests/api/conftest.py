@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,17 @@ class Keys:
     rep_name: str
     territory: str
     channel_key: str = CHANNEL_KEY
+
+
+def assert_lifts_between(said: str, earliest: datetime, latest: datetime) -> None:
+    """The ``, lifts YYYY-MM-DD HH:MM UTC`` a reason says lies between ``earliest`` and
+    ``latest`` (the rule's end bracketed by clock readings around the request that set
+    it), the said time being rounded up to the minute: a date computed from a second
+    clock reading alone is a day off whenever the two straddle midnight."""
+    found = re.search(r", lifts (\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC", said)
+    assert found, f"no lift time in {said!r}"
+    lifts = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert earliest <= lifts < latest + timedelta(minutes=1), (earliest, said, latest)
 
 
 def write_keys(path: Path, territory: str) -> None:
