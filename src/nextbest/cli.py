@@ -2054,6 +2054,18 @@ GateConfigOpt = Annotated[
     ),
 ]
 
+RunsDeletedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--runs-deleted",
+        help="Record the decision in this tracking store though it does not have the "
+        "training runs of the versions it moves between, deleted from it on purpose "
+        "(`mlflow gc`). Without it, a tracking store other than the registry that lacks "
+        "them is refused: it is probably not the one they were trained in, where the "
+        "decisions before are recorded.",
+    ),
+]
+
 ChallengerVersionOpt = Annotated[
     int | None,
     typer.Option(
@@ -2978,6 +2990,7 @@ def promote(
         ),
     ] = None,
     version: ChallengerVersionOpt = None,
+    runs_deleted: RunsDeletedOpt = False,
 ) -> bool:
     """Promote the challenger to champion when the gate passes (exit code 1 when not).
 
@@ -2987,7 +3000,7 @@ def promote(
     same gate.
     """
     from nextbest import registry
-    from nextbest.loop.gate import GateError, already_promoted
+    from nextbest.loop.gate import GateError, already_promoted, check_tracking_store
     from nextbest.loop.gate import promote as run_promote
 
     if force and not (reason or "").strip():
@@ -2997,6 +3010,16 @@ def promote(
         )
     gate = _gate_config(config)
     settings = _settings()
+    # Before a decision killed earlier is finished below: nothing written on refusal.
+    try:
+        check_tracking_store(
+            settings,
+            "promotion",
+            version=None if version is None else str(version),
+            runs_deleted=runs_deleted,
+        )
+    except (GateError, registry.RegistryError) as exc:
+        raise _fail(str(exc)) from None
     # A promotion killed after the champion moved, run again (a retried job): finished,
     # then "nothing to promote" below. One another process is at work on: refused.
     try:
@@ -3029,6 +3052,7 @@ def promote(
                 force=force,
                 reason=reason,
                 version=None if version is None else str(version),
+                runs_deleted=runs_deleted,
             )
     except GateError as exc:
         raise _fail(str(exc)) from None
@@ -3054,6 +3078,7 @@ def rollback(
             "experiment, shown by `nextbest models --history`)."
         ),
     ] = None,
+    runs_deleted: RunsDeletedOpt = False,
 ) -> str:
     """Make the previous champion the champion again.
 
@@ -3064,7 +3089,7 @@ def rollback(
 
     try:
         with _interruptible_as_ctrl_c():  # see promote
-            done = run_rollback(_settings(), reason=reason)
+            done = run_rollback(_settings(), reason=reason, runs_deleted=runs_deleted)
     except GateError as exc:
         raise _fail(str(exc)) from None
     _say_finished(done.finished)

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -1626,12 +1626,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         run_tags: dict[str, str] = {}
         status = None
         if mv.run_id:
-            try:
-                run = mlflow_client.get_run(mv.run_id)
-            except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
-                if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
-                    tracking = settings.resolved_tracking_uri
-                    raise _unreadable(settings, what, exc, uri=tracking) from exc
+            run = _training_run(settings, mlflow_client, mv.run_id, what)
+            if run is None:
                 runs_missing.append(mv)
             else:
                 params, metrics, run_tags = run.data.params, run.data.metrics, run.data.tags
@@ -1698,10 +1694,106 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     return versions
 
 
-def _runs_missing_said(settings: Settings, missing: Sequence[Any]) -> str:
+def _training_run(settings: Settings, mlflow_client: Any, run_id: str, what: str) -> Any | None:
+    """The run ``run_id`` (a version's training run) from the tracking store, None when
+    the store does not have it (another store than it was trained in, or collected
+    since: a run deleted but not collected is found). A store that fails raises
+    :class:`RegistryUnreadableError` naming the tracking store, and ``what`` of the
+    model that is unknown for it."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return mlflow_client.get_run(run_id)
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+            tracking = settings.resolved_tracking_uri
+            raise _unreadable(settings, what, exc, uri=tracking) from exc
+        return None
+
+
+class DecisionStoreError(RegistryError):
+    """A decision on the champion (a promotion, a rollback) refused before anything was
+    written: the tracking store it would be recorded in is not the one the versions
+    it moves between were trained in, where the decisions before it are recorded."""
+
+
+# What a refused decision says it did not do.
+_NOT_MADE = {"promotion": "nothing was promoted", "rollback": "nothing was rolled back"}
+
+
+def check_decision_store(
+    settings: Settings,
+    *,
+    decision: str,
+    versions: Callable[[], Iterable[str | None]],
+    runs_deleted: bool = False,
+) -> None:
+    """Refuse to record ``decision`` (``promotion`` or ``rollback``) in a tracking store
+    that does not have the training runs of the ``versions`` it moves between (the
+    champion, the version made champion; None: no such version), when the tracking
+    store is not the registry: the decision run would be written apart from the
+    versions' runs and the decisions before it, and `nextbest models --history`, and
+    the champion a rollback returns to, would each read half of the trail.
+
+    One store holding both (the default) is never refused: the decision is recorded
+    beside the registry, whichever runs it keeps. ``runs_deleted``: the user's word
+    that the versions' runs were collected from this tracking store on purpose
+    (``mlflow gc``; a run deleted but not collected is still found): not refused.
+    ``versions`` is called once the tracking store is known to exist, as every read
+    of the registry through MLflow opens the tracking store too, which would make a
+    SQLite file that does not exist, with an experiment in it.
+
+    Raises:
+        DecisionStoreError: naming both stores, the versions whose runs are missing,
+            and the way out; nothing was read from or written to the tracking store
+            when it is a SQLite file that does not exist.
+        RegistryUnreadableError: a store cannot be opened or read (named).
+    """
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    tracking, registry_uri = settings.resolved_tracking_uri, settings.resolved_registry_uri
+    what = f"the experiment '{settings.experiment + DECISIONS_SUFFIX}'"
+    if tracking == registry_uri or not _registry_exists_readable(settings, what):
+        return  # no registry: nothing to decide, as the decision says (no store made)
+    not_made = _NOT_MADE[decision]
+    path = Path(tracking.removeprefix("sqlite:///")) if tracking.startswith("sqlite:///") else None
+    if path is not None and not path.exists():
+        raise DecisionStoreError(
+            f"the MLflow tracking store {without_password(tracking)} is a file that does not "
+            f"exist, so it has none of the training runs of the versions of model "
+            f"'{settings.model_name}' in the registry {without_password(registry_uri)}: it "
+            "is not the tracking store they were trained in, where the decisions on the "
+            f"champion are recorded, and the {decision} would be recorded apart from them: "
+            f"{not_made}. Set NEXTBEST_TRACKING_URI to the store they were trained in"
+        )
+    # Opened as the decision's own run would open them: a store that fails is named.
+    mlflow_client = _reading_client(settings, what)
+    missing = []
+    for version in dict.fromkeys(v for v in versions() if v is not None):
+        try:
+            mv = mlflow_client.get_model_version(settings.model_name, version)
+        except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                continue  # not registered: the decision itself says so
+            raise _unreadable(settings, what, exc) from exc
+        if mv.run_id and _training_run(settings, mlflow_client, mv.run_id, what) is None:
+            missing.append(mv)
+    if not missing or runs_deleted:
+        return
+    missing.sort(key=lambda mv: int(mv.version), reverse=True)
+    raise DecisionStoreError(_runs_missing_said(settings, missing, decision=decision))
+
+
+def _runs_missing_said(
+    settings: Settings, missing: Sequence[Any], *, decision: str | None = None
+) -> str:
     """That the registry's versions ``missing`` (newest first) name training runs the
     tracking store does not have, and the likely cause: another tracking store than the
-    one they were trained in when the registry is a store of its own."""
+    one they were trained in when the registry is a store of its own. With
+    ``decision`` (``promotion``, ``rollback``), that it was refused for it
+    (:func:`check_decision_store`)."""
     tracking = without_password(settings.resolved_tracking_uri)
     numbers = ", ".join(str(mv.version) for mv in missing)
     said = (
@@ -1711,6 +1803,14 @@ def _runs_missing_said(settings: Settings, missing: Sequence[Any]) -> str:
         + (", ..." if len(missing) > 1 else "")
         + "): "
     )
+    if decision is not None:
+        return said + (
+            "it is probably not the tracking store they were trained in, where the "
+            f"decisions on the champion are recorded, and the {decision} would be recorded "
+            f"apart from them: {_NOT_MADE[decision]}. Set NEXTBEST_TRACKING_URI to the "
+            "store they were trained in; if their runs were deleted from this one on "
+            f"purpose, run again with --runs-deleted to record the {decision} here"
+        )
     if settings.resolved_tracking_uri != settings.resolved_registry_uri:
         return said + (
             "it is probably not the tracking store they were trained in; set "

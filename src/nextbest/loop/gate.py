@@ -741,6 +741,7 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     version: str | None = None,
+    runs_deleted: bool = False,
 ) -> Evaluation:
     """Evaluate, and move ``champion`` to the challenger if the gate passes (or ``force``).
 
@@ -757,13 +758,16 @@ def promote(
     ``reason`` (why, for the record) is a tag of the decision's run; a forced
     promotion must give one. Forced, the challenger replaces a champion without
     evidence to judge them by, or one whose model cannot be loaded (why is recorded:
-    the run's ``champion_unloadable`` tag and its reasons).
+    the run's ``champion_unloadable`` tag and its reasons). Forced or not, it is
+    not recorded in a tracking store other than the one the champion and the
+    challenger were trained in (:func:`check_tracking_store`; ``runs_deleted``).
 
     Raises:
         GateError: ``force`` without a ``reason`` (nothing is evaluated or moved), the
             gate cannot be evaluated (without ``force``), or, forced, the challenger
             cannot be loaded; or another process on this host is at work on a
-            decision (nothing is evaluated or moved).
+            decision (nothing is evaluated or moved), or the tracking store is not
+            the one the versions were trained in (nothing is written).
     """
     reason = (reason or "").strip() or None
     if force and reason is None:
@@ -773,6 +777,7 @@ def promote(
         )
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
+    check_tracking_store(settings, "promotion", version=version, runs_deleted=runs_deleted)
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     # A decision killed after the champion moved is finished first: this one starts
     # from the registry it left (a promoted challenger no longer named challenger).
@@ -1064,7 +1069,9 @@ class Rollback:
     finished: registry.UnfinishedDecision | None = None
 
 
-def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
+def rollback(
+    settings: Settings, *, reason: str | None = None, runs_deleted: bool = False
+) -> Rollback:
     """Make the previous champion the champion again, recorded as an MLflow run of
     the evaluation experiment (``decision`` = ``rollback``, both versions, ``reason``)
     beside the promotions: the registered model's tags keep only the state.
@@ -1077,14 +1084,19 @@ def rollback(settings: Settings, *, reason: str | None = None) -> Rollback:
     A decision killed after the champion moved is finished first
     (``Rollback.finished``); when that was a rollback, it is the one returned and
     no other is made (a retried rollback does not go one champion further back).
+    Nor is it recorded in a tracking store other than the one the champion and the
+    previous champion were trained in (:func:`check_tracking_store`; ``runs_deleted``).
 
     Raises:
         GateError: there is no earlier champion to return to (or none that loads),
-            the registry refused the alias move (the run is marked failed), or another
-            process on this host is at work on a decision (nothing is moved).
+            the registry refused the alias move (the run is marked failed), another
+            process on this host is at work on a decision (nothing is moved), or the
+            tracking store is not the one the versions were trained in (nothing is
+            written).
     """
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made
         raise _no_champion(settings, ": nothing to roll back")
+    check_tracking_store(settings, "rollback", runs_deleted=runs_deleted)
     _evaluation_experiment(settings)  # a decision that cannot be logged is not made
     finished = _finish_unfinished(settings)
     # A mark left by a decision killed before the champion moved goes (one the store
@@ -1229,6 +1241,42 @@ def _loaded(settings: Settings, version: str) -> tuple[ScoringModel | None, str 
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         return None, "deleted from the registry"
+
+
+def check_tracking_store(
+    settings: Settings,
+    decision: Literal["promotion", "rollback"],
+    *,
+    version: str | None = None,
+    runs_deleted: bool = False,
+) -> None:
+    """Refuse a ``decision`` the tracking store would record apart from the decisions
+    before it: one that does not have the training runs of the versions it moves
+    between, the champion and the challenger (``version`` instead, when given) or,
+    for a rollback, the previous champion. Before anything is written, a decision
+    killed earlier finished included; ``runs_deleted``: those runs were collected
+    from this store on purpose (:func:`nextbest.registry.check_decision_store`).
+
+    Raises:
+        GateError: naming both stores, the versions and what to do.
+    """
+
+    def involved() -> list[str | None]:
+        champion = registry.alias_version(settings, CHAMPION)
+        if decision == "rollback":  # the one it returns to, as rollback finds it
+            history = champion_history(settings)
+            if history and history[-1] == champion:
+                history.pop()
+            return [champion, history[-1] if history else None]
+        made = version if version is not None else registry.alias_version(settings, CHALLENGER)
+        return [champion, made]
+
+    try:
+        registry.check_decision_store(
+            settings, decision=decision, versions=involved, runs_deleted=runs_deleted
+        )
+    except registry.DecisionStoreError as exc:
+        raise GateError(str(exc)) from exc
 
 
 def _finish_unfinished(settings: Settings) -> registry.UnfinishedDecision | None:
