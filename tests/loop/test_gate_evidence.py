@@ -50,7 +50,10 @@ def two_versions(
     )
     first = register(loop_world.honest, settings, alias="champion")
     n_first = serve_rounds(settings, loop_world.world, rounds=1, seed=3)
-    second = register(do_nothing(loop_world.honest), settings, alias="champion")
+    # Made champion as the served version moves, by promote (training gives it to a
+    # model's first version only).
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    assert gate.promote(settings, config=GateConfig(), force=True, reason="round 2").promoted
     n_second = serve_rounds(settings, loop_world.world, rounds=1, seed=4)
     return TwoVersionStore(settings, first, second, n_first, n_second)
 
