@@ -1199,11 +1199,7 @@ def train(
             # KILLED, saying so (see promote).
             with _interruptible_as_ctrl_c():
                 info = registry.log_training_run(result, settings, alias=alias)
-        except (
-            registry.AliasNotMovedError,
-            registry.DecisionUnfinishedError,
-            registry.DecisionInProgressError,
-        ) as exc:
+        except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
             raise _fail(str(exc)) from None
         steps_done()
     for note in result.notes:
@@ -1221,7 +1217,23 @@ def train(
     console.print(
         f"tracking: {without_password(settings.resolved_tracking_uri)}  run: {info.run_id}"
     )
+    _say_not_champion(info.not_champion)
     return info.version
+
+
+def _say_not_champion(why: str | None) -> None:
+    """Say, last, why the version ``--alias champion`` was asked for did not become
+    champion (``why``, None when it did), and exit 1: it is registered in full, and a
+    script that goes on as if it were served must not."""
+    from rich.markup import escape
+
+    if why is None:
+        return
+    console.print(
+        f"[bold red]--alias champion not given:[/bold red] {escape(why)}",
+        highlight=False,
+    )
+    raise typer.Exit(code=1)
 
 
 def _unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> str:
@@ -2781,15 +2793,16 @@ def retrain(
     for note in outcome.result.notes:
         if note not in outcome.warnings:  # printed last, where they are read
             _note(note)
+    given = "" if outcome.not_champion else f" as '{alias}'"
     console.print(
-        f"registered {settings.model_name} version {outcome.version} as '{alias}' "
-        f"(run {outcome.run_id})"
+        f"registered {settings.model_name} version {outcome.version}{given} (run {outcome.run_id})"
     )
     _note_repeat(settings, outcome.version)
     registered = registry.describe_version(settings, outcome.version)
     _note_serve_alias(settings, outcome.version, registered.aliases)
     for warning in outcome.warnings:
         console.print(f"[bold red]{warning}[/bold red]", highlight=False)
+    _say_not_champion(outcome.not_champion)
     return outcome.version
 
 

@@ -50,9 +50,10 @@ SOURCE_TAG = "source_commit"
 # taken when it was registered and checked at every load.
 DIGEST_TAG = "artifact_sha256"
 # The alias a training asked for its version, e.g. challenger (retrain), or champion
-# (the first `train` of a model, which makes it champion after its training run): a
-# version registered in full whose training stopped before it set the alias is said
-# by `nextbest models` and given it by `--repair` (see _with_alias_unset).
+# (the first `train` of a model, which makes it champion after its training run; taken
+# off when another version became champion first): a version registered in full whose
+# training stopped before it set the alias is said by `nextbest models` and given it
+# by `--repair` (see _with_alias_unset).
 REGISTERED_AS_TAG = "registered_as"
 CHAMPION_ALIAS = "champion"
 # Written into a model directory by MLflow itself when it is loaded by a models:/
@@ -69,6 +70,9 @@ class ModelVersionInfo:
     version: str
     run_id: str | None
     aliases: tuple[str, ...]
+    # Of a version a training was asked to make champion (``--alias champion``) and
+    # did not: why, naming the champion now, and what to do (:func:`log_training_run`).
+    not_champion: str | None = None
 
 
 class RegistryError(RuntimeError):
@@ -362,6 +366,13 @@ def log_training_run(
     the server reads that one, and the gate, promote and rollback ``champion``. A
     later version gets no alias, whatever the served alias names: it is served once
     promoted (an unset served alias given to it served it without the gate).
+
+    A version ``alias`` champion is asked for (checked before training: the model had
+    no champion) becomes champion only as the first version does: when, once it is
+    registered, no version is champion and no decision is in progress. Otherwise it
+    keeps no alias and the returned ``not_champion`` says why, naming the champion
+    or the decision, and what to do; its :data:`REGISTERED_AS_TAG` is taken off, as
+    it is of a first version another training's champion overtook.
     """
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
@@ -450,27 +461,46 @@ def log_training_run(
                 )
             raise
     served = alias_version(settings, settings.serve_alias)
-    # A decision in progress (another training's first champion, between its mark and
-    # its move) makes the champion: this version is a later one, and gets no alias.
-    if (
-        alias is None
-        and alias_version(settings, CHAMPION_ALIAS) is None
-        and decision_in_progress(settings) is None
-    ):
-        alias = CHAMPION_ALIAS
-    if alias == CHAMPION_ALIAS:
-        # Training sets a model's first champion (promote moves it after): recorded
-        # as a decision beside the promotions and rollbacks, so the champion's
-        # timeline starts here; recorded first, then the alias moves.
-        _log_trained_champion(
-            settings,
-            version,
-            previous=alias_version(settings, CHAMPION_ALIAS),
-            training_run_id=str(info.run_id),
-            # A server reading another alias would otherwise have nothing to serve.
-            serve_alias=settings.serve_alias if served is None else None,
-        )
-    return describe_version(settings, version)
+    # The first champion goes to the training that ends first. Another version made
+    # champion while this one trained, or a decision in progress (another training's
+    # first champion, between its mark and its move), leaves this one a later version
+    # with no alias, asked for champion or not: the champion then moves only by
+    # promote, which runs the gate (the check before training cannot see it coming).
+    not_champion = None
+    made = False
+    if alias in (None, CHAMPION_ALIAS):
+        champion = alias_version(settings, CHAMPION_ALIAS)
+        try:
+            if champion is None:
+                # Training sets a model's first champion (promote moves it after):
+                # recorded as a decision beside the promotions and rollbacks, so the
+                # champion's timeline starts here; recorded first, then the alias moves.
+                _log_trained_champion(
+                    settings,
+                    version,
+                    previous=None,
+                    training_run_id=str(info.run_id),
+                    # A server reading another alias would otherwise have nothing to serve.
+                    serve_alias=settings.serve_alias if served is None else None,
+                )
+                made = True
+            else:
+                not_champion = (
+                    f"version {version} is registered in full without alias "
+                    f"{CHAMPION_ALIAS}: version {champion} became champion while it trained, "
+                    "and the champion changes only by `nextbest promote`, which runs the "
+                    f"gate; `nextbest evaluate --version {version}` compares the two, and "
+                    f"`nextbest promote --version {version}` makes it champion if the gate "
+                    "passes"
+                )
+        except DecisionInProgressError as exc:
+            not_champion = str(exc)
+    if registered_as == CHAMPION_ALIAS and not made:
+        # Registered for a champion it did not become: `nextbest models --repair` would
+        # make it one once no version is champion (see _with_alias_unset).
+        client(settings).delete_model_version_tag(settings.model_name, version, REGISTERED_AS_TAG)
+    registered = describe_version(settings, version)
+    return replace(registered, not_champion=not_champion if alias == CHAMPION_ALIAS else None)
 
 
 # Who made a decision run (train, promote, keep, rollback): the operating-system

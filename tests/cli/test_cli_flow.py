@@ -2582,6 +2582,51 @@ def test_train_may_not_move_the_served_alias_once_a_version_is_served(
     assert [v.version for v in registry.list_versions(settings)] == ["1"]
 
 
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_alias_champion_leaves_a_champion_made_while_it_trained(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """`--alias champion` is checked before training, on a model with no champion yet;
+    another training that ended first made its version champion meanwhile, and this
+    one then replaced it at the end, without the gate."""
+    from nextbest import registry
+    from nextbest.learning import train as learning
+    from nextbest.learning.train import TrainResult
+    from nextbest.loop import retrain as loop_retrain
+    from nextbest.loop.lineage import champion_changes
+
+    data = _foreign_dataset(tmp_path / "world", with_outcome=True)
+    real = learning.train
+    others: list[str] = []
+
+    def and_another_ends_first(*args: typing.Any, **kwargs: typing.Any) -> TrainResult:
+        result = real(*args, **kwargs)
+        other = TrainResult(model=result.model, metrics={}, params={"variant": "other job"})
+        others.append(registry.log_training_run(other, get_settings()).version)
+        return result
+
+    monkeypatch.setattr(learning, "train", and_another_ends_first)
+    monkeypatch.setattr(loop_retrain, "train", and_another_ends_first)
+    args = [command, "--data", str(data), "--config", str(FAST), "--alias", "champion"]
+    if command == "retrain":
+        args.append("--allow-history-only")  # a new model: nothing logged to learn from
+    result = runner.invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    settings = get_settings()
+    assert others == ["1"] and registry.alias_version(settings, "champion") == "1"
+    assert registry.describe_version(settings, "2").aliases == ()
+    assert [(c.version, c.previous) for c in champion_changes(settings)] == [("1", None)]
+    assert said.endswith(
+        "--alias champion not given: version 2 is registered in full without alias "
+        "champion: version 1 became champion while it trained, and the champion changes "
+        "only by `nextbest promote`, which runs the gate; `nextbest evaluate --version 2` "
+        "compares the two, and `nextbest promote --version 2` makes it champion if the "
+        "gate passes"
+    ), said
+    assert "as 'champion'" not in said and "Traceback" not in said
+
+
 @pytest.mark.parametrize(
     ("alias", "said"),
     [

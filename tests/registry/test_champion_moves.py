@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import socket
 import sqlite3
@@ -1358,15 +1359,23 @@ def test_a_train_beside_a_first_champion_in_progress_leaves_it_the_champion(
         mark = _tags_now(settings)[registry.PENDING_TAG]
         second = _register(settings, trained)
         assert _tags_now(settings)[registry.PENDING_TAG] == mark
-        # Asked for champion (a model's first version), it refuses rather than decide
-        # beside it.
-        with pytest.raises(
-            registry.DecisionInProgressError,
-            match=r"is in progress: process \d+ on host .*; nothing was decided beside it: "
+        # Asked for champion (a model's first version), it does not decide beside it:
+        # registered without the alias, saying why.
+        model = registry.load_version(trained.settings, trained.version)
+        asked = registry.log_training_run(
+            TrainResult(model=model, metrics={}, params={"variant": "moves"}),
+            settings,
+            alias="champion",
+        )
+        assert (asked.version, asked.aliases) == ("4", ())
+        assert asked.not_champion is not None and re.search(
+            r"is in progress: process \d+ on host .*; nothing was decided beside it: "
             r"version 4 is registered without alias champion; once it has ended, `nextbest "
             r"promote --version 4` puts it to the gate",
-        ):
-            _register(settings, trained, alias="champion")
+            asked.not_champion,
+        ), asked.not_champion
+        tags = registry.client(settings).get_model_version(settings.model_name, "4").tags
+        assert registry.REGISTERED_AS_TAG not in tags
         assert _tags_now(settings)[registry.PENDING_TAG] == mark
     finally:
         go.set()
@@ -1381,3 +1390,55 @@ def test_a_train_beside_a_first_champion_in_progress_leaves_it_the_champion(
     assert registry.PENDING_TAG not in _tags_now(settings)
     code, shown = _models(settings, "--repair")
     assert code == 0 and "nothing to repair" in shown, shown
+
+
+@pytest.mark.parametrize("asked", ["champion", None])
+def test_a_training_another_made_champion_meanwhile_leaves_that_one_champion(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: str | None
+) -> None:
+    """`--alias champion` is checked before training, on a model with no champion; a
+    second training that ended first, while this one logged its run, made its own
+    version champion, and this one then replaced it without the gate (recorded as
+    replacing it). Without an alias it took no alias, but its `registered_as` tag
+    still claimed champion, which `nextbest models --repair` acts on."""
+    import threading
+
+    settings = Settings(models_dir=tmp_path / "models", seed=11)
+    other: list[str] = []
+    original = registry.artifact_digest
+
+    def meanwhile(files: dict[str, bytes]) -> str:
+        # Within this training's run, its version registered: the other one ends.
+        if threading.current_thread() is threading.main_thread() and not other:
+            ended = threading.Thread(target=lambda: other.append(_register(settings, trained)))
+            ended.start()
+            ended.join(300)
+            assert other, "the other training did not register"
+        return original(files)
+
+    model = registry.load_version(trained.settings, trained.version)
+    result = TrainResult(model=model, metrics={}, params={"variant": "raced"})
+    monkeypatch.setattr(registry, "artifact_digest", meanwhile)
+    info = registry.log_training_run(result, settings, alias=asked)
+    (champion,) = other
+    assert champion != info.version
+    assert registry.alias_version(settings, "champion") == champion
+    assert info.aliases == () and registry.describe_version(settings, info.version).aliases == ()
+    tags = registry.client(settings).get_model_version(settings.model_name, info.version).tags
+    assert registry.REGISTERED_AS_TAG not in tags and registry.DIGEST_TAG in tags
+    assert [(c.version, c.decision, c.previous) for c in champion_changes(settings)] == [
+        (champion, "train", None)
+    ]
+    if asked == "champion":
+        assert info.not_champion == (
+            f"version {info.version} is registered in full without alias champion: version "
+            f"{champion} became champion while it trained, and the champion changes only by "
+            "`nextbest promote`, which runs the gate; `nextbest evaluate --version "
+            f"{info.version}` compares the two, and `nextbest promote --version "
+            f"{info.version}` makes it champion if the gate passes"
+        )
+    else:  # not asked for, nothing to say: a later version, as documented
+        assert info.not_champion is None
+    code, shown = _models(settings, "--repair")
+    assert code == 0 and "nothing to repair" in shown, shown
+    assert registry.alias_version(settings, "champion") == champion

@@ -256,6 +256,8 @@ class RetrainResult:
     version: str
     run_id: str | None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # Asked for alias champion and not given it: why (ModelVersionInfo.not_champion).
+    not_champion: str | None = None
 
 
 def read_feedback_rows(
@@ -513,4 +515,5 @@ def retrain(
         version=info.version,
         run_id=info.run_id,
         warnings=warnings,
+        not_champion=info.not_champion,
     )
