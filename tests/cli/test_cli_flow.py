@@ -2893,3 +2893,27 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
     assert runner.invoke(app, ["erase", hcp, "--yes"]).exit_code == 0
     erased = runner.invoke(app, ["explain", hcp]).stdout
     assert "no item: no action is allowed (below)" in erased, erased
+
+
+def test_retrain_allowed_history_only_says_once_that_no_feedback_joined(
+    trained, env_settings: Path
+) -> None:
+    """Nothing in the recommendation log: the note of --allow-history-only says what the
+    log lacks and what the version learned from; a second note saying again that no
+    logged decision joined the history repeated it."""
+    import shutil
+
+    shutil.copytree(trained.settings.resolved_models_dir, env_settings)
+    args = ["--data", str(trained.data_dir), "--config", str(FAST), "--allow-history-only"]
+    result = runner.invoke(app, ["retrain", *args])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert said.count("holds no logged decision with an outcome") == 1, said
+    assert "no logged decision with an outcome joined the history" not in said, said
+    assert said.count("evaluation slice is the newest of") == 1, said
+    assert (
+        "note: --allow-history-only: the recommendation log "
+        f"(sqlite:///{env_settings / 'nextbest.db'}) holds no logged decision with an "
+        "outcome: no decision was served; this version learned from the history in the "
+        "data directory alone, and its evaluation slice is the newest of that history"
+    ) in said, said

@@ -455,11 +455,14 @@ def retrain(
         warnings.append(repeats_warning(dataset.interactions, repeats))
     result.notes[:0] = warnings
     if history_only is not None:
+        # One note: feedback_note would only say again that no logged decision joined.
         result.notes.append(
             f"--allow-history-only: {history_only}; this version learned from the history "
-            "in the data directory alone"
+            "in the data directory alone, and its evaluation slice is the newest of that "
+            "history"
         )
-    result.notes.append(feedback_note(feedback))
+    else:
+        result.notes.append(feedback_note(feedback))
     if twice.any():
         result.notes.append(
             f"{int(twice.sum()):,} rows of the history name the recommendation_id of a "
