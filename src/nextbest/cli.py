@@ -3851,7 +3851,9 @@ def models(
         typer.Option(
             "--champion-at",
             help="Print which version was champion at this time (ISO 8601, e.g. "
-            "2026-11-30T12:00; UTC unless it has an offset).",
+            "2026-11-30T12:00; UTC unless it has an offset); before the first champion, "
+            "that none was and when the first came (exit code 0). With --json: at, "
+            "champion (null before the first) and first_champion.",
         ),
     ] = None,
     repair: Annotated[
@@ -4138,24 +4140,27 @@ def _print_champion_changes(timeline: Any) -> None:
         )
 
 
-def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> str:
-    """Which version was champion at ``when``; stops (exit 2) before the first."""
+def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> str | None:
+    """Which version was champion at ``when``; None before the first, said as a plain
+    answer naming the first champion and when it came (the history answers that too)."""
     import json
 
     from nextbest.loop.lineage import champion_at
 
     change = champion_at(changes, when)
-    if change is None:
-        first = (
-            f"the first, version {changes[0].version}, became champion at "
-            f"{changes[0].at.isoformat()}"
-            if changes
-            else "no version has been champion yet"
-        )
-        raise _fail(f"--champion-at {when.isoformat()}: no version was champion then: {first}")
+    first = changes[0] if changes else None
     if as_json:
-        typer.echo(json.dumps({"at": when.isoformat(), "champion": change.as_dict()}, indent=1))
-    else:
+        typer.echo(
+            json.dumps(
+                {
+                    "at": when.isoformat(),
+                    "champion": None if change is None else change.as_dict(),
+                    "first_champion": None if first is None else first.as_dict(),
+                },
+                indent=1,
+            )
+        )
+    elif change is not None:
         by = f" by {change.by}" if change.by else ""
         why = f" ({change.reason})" if change.reason else ""
         stdout.print(
@@ -4163,7 +4168,21 @@ def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> 
             f"{change.decision} at {change.at.isoformat()}{by}{why}",
             highlight=False,
         )
-    return change.version
+    elif first is not None:
+        by = f" by {first.by}" if first.by else ""
+        stdout.print(
+            f"at {when.isoformat()} no version was champion yet: the first, version "
+            f"{first.version}, became champion later, at {first.at.isoformat()} "
+            f"({first.decision}{by})",
+            highlight=False,
+        )
+    else:
+        stdout.print(
+            f"at {when.isoformat()} no version was champion: none has been yet "
+            "(`nextbest train --data DIR` sets the first)",
+            highlight=False,
+        )
+    return None if change is None else change.version
 
 
 def _count(n: int | None) -> str:

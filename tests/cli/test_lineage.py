@@ -102,9 +102,18 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     answer = json.loads(run_ok("models", "--champion-at", changes[1].at.isoformat(), "--json"))
     assert answer["champion"]["version"] == "2"
 
+    # Before the first champion is a plain answer, not an error: the history answers it
+    # (README's example time, before a demo trained today, ended in exit 2).
     early = runner.invoke(app, ["models", "--champion-at", "2020-01-01T00:00"])
-    assert early.exit_code == 2, early.output
-    assert "no version was champion then: the first, version 1, became champion" in early.output
+    assert early.exit_code == 0, early.output
+    assert " ".join(early.stdout.split()) == (
+        "at 2020-01-01T00:00:00+00:00 no version was champion yet: the first, version 1, "
+        f"became champion later, at {changes[0].at.isoformat()} (train by {changes[0].by})"
+    ), early.stdout
+    early_json = json.loads(run_ok("models", "--champion-at", "2020-01-01T00:00", "--json"))
+    assert early_json["champion"] is None, early_json
+    assert early_json["first_champion"] == changes[0].as_dict(), early_json
+    assert answer["first_champion"] == changes[0].as_dict(), answer
     bad = runner.invoke(app, ["models", "--champion-at", "30/11/2026 12:00"])
     assert bad.exit_code == 2, bad.output
     assert "--champion-at '30/11/2026 12:00' is not a time" in bad.output

@@ -716,6 +716,18 @@ def test_a_first_champion_training_killed_before_the_move_names_no_champion(
     assert "interrupted before the champion moved, not made: train of version 1 (replacing " in (
         shown
     ), shown
+    code, shown = _models(settings, "--champion-at", "2026-11-30T12:00")
+    assert (code, shown) == (
+        0,
+        "at 2026-11-30T12:00:00+00:00 no version was champion: none has been yet "
+        "(`nextbest train --data DIR` sets the first)",
+    )
+    code, shown = _models(settings, "--champion-at", "2026-11-30T12:00", "--json")
+    assert code == 0 and json.loads(shown) == {
+        "at": "2026-11-30T12:00:00+00:00",
+        "champion": None,
+        "first_champion": None,
+    }, shown
 
     # What it was to do is known: version 1 is the first champion, which --repair makes.
     code, shown = _models(settings)
