@@ -3985,14 +3985,19 @@ def models(
         fed_back = (
             "" if v.feedback_rows is None else f" ({v.feedback_rows:,} from the recommendation log)"
         )
+        run_missing = runs_missing is not None and v.run_id in runs_missing.run_ids
+        # Without its training run, what the registry alone holds: no row of dashes.
         stdout.print(
-            f"v{v.version}{aliases}  trained {v.registered_at:%Y-%m-%d %H:%M} UTC on "
+            f"v{v.version}{aliases}  registered {v.registered_at:%Y-%m-%d %H:%M} UTC"
+            if run_missing
+            else f"v{v.version}{aliases}  trained {v.registered_at:%Y-%m-%d %H:%M} UTC on "
             f"{_count(v.n_decisions)} decisions{fed_back} of {_count(v.n_hcps)} HCPs "
             f"up to {(v.data_as_of or '-')[:10]}"
         )
         figures = [
-            f"training run {v.run_id} not in the tracking store: its figures are unknown"
-            if runs_missing is not None and v.run_id in runs_missing.run_ids
+            f"training run {v.run_id} is not in this tracking store: the version's training "
+            "data and held-out figures are unknown"
+            if run_missing
             else None,
             "no uplift model: scores are P(engaged) x value (no outcomes to learn from)"
             if v.uplift_source == "preference_x_value"
@@ -4019,7 +4024,13 @@ def models(
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
     if (caution := _not_comparable(versions)) is not None:
         stdout.print(caution)
-    if history:
+    if len(history) == 1:
+        stdout.print(
+            f"no earlier champion to roll back to: version {history[0]} is the only one in "
+            "the champion history (`nextbest rollback` has one to return to once another "
+            "version is promoted)"
+        )
+    elif history:
         stdout.print(
             f"champions to roll back through, the current one last: {', '.join(history)} "
             "(`nextbest rollback` returns to the one before it; each version's own line "
@@ -4038,7 +4049,7 @@ def models(
 
 def _training_run_said(v: VersionSummary) -> str | None:
     """Of a version whose training run did not end FINISHED: how it ended, and whether
-    the version was registered in full before (its artifact_sha256 tag, written last);
+    the version is registered in full (its artifact_sha256 tag, written last);
     of a first champion whose training stopped before it set the alias, that."""
     if v.alias_unset == "champion" and v.training_run_status is None:
         return (
@@ -4055,12 +4066,12 @@ def _training_run_said(v: VersionSummary) -> str | None:
     )
     if v.alias_unset is not None:
         return (
-            f"its training run {how}: the version was registered in full before, but it "
+            f"its training run {how}: the version is registered in full, but it "
             f"is not the {v.alias_unset} it was registered as (the run stopped before it "
             f"set the alias): `nextbest models --repair` makes it {v.alias_unset}"
         )
     return f"its training run {how}: " + (
-        "the version was registered in full before"
+        "the version is registered in full"
         if v.artifact_sha256 is not None
         else "the version was registered without all of its tags (no artifact_sha256: "
         "loaded unverified); register a new one with `nextbest retrain` or `nextbest train`"

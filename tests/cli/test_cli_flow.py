@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from nextbest import registry
 from nextbest.cli import app
 from nextbest.settings import get_settings
 from nextbest.storage.db import make_engine
@@ -1668,7 +1669,32 @@ def test_models_on_a_tracking_store_without_the_versions_runs_says_so(
     assert "it is probably not the tracking store they were trained in" in said, said
     assert ('"version": "1"' in said or "v1 champion" in said) is listed, said
     if not args:
-        assert "training run " in said and "not in the tracking store" in said, said
+        # What the registry alone holds, without dashes for the training data it lacks.
+        run_id = registry.client(trained.settings).get_model_version("nextbest", "1").run_id
+        assert re.search(r"v1 champion registered \d{4}-\d\d-\d\d \d\d:\d\d UTC ", said), said
+        assert "decisions of - HCPs" not in said, said
+        assert (
+            f"training run {run_id} is not in this tracking store: the version's training "
+            "data and held-out figures are unknown"
+        ) in said, said
+
+
+def test_models_with_one_champion_says_there_is_none_to_roll_back_to(
+    trained, env_settings: Path
+) -> None:
+    """A first champion alone: the line on rollback said `nextbest rollback` returns to
+    the one before it, where rollback refuses for want of one."""
+    import shutil
+
+    shutil.copytree(trained.settings.resolved_models_dir, env_settings)
+    said = " ".join(run_ok("models").split())
+    assert (
+        "no earlier champion to roll back to: version 1 is the only one in the champion "
+        "history (`nextbest rollback` has one to return to once another version is promoted)"
+    ) in said, said
+    assert "returns to the one before it" not in said, said
+    refused = runner.invoke(app, ["rollback"])
+    assert refused.exit_code == 2 and "has no previous champion" in refused.output
 
 
 def test_validate_counts_outcomes_as_training_will() -> None:
@@ -2533,7 +2559,6 @@ def test_the_first_champion_is_served_under_another_serve_alias_too(
     """A server reading NEXTBEST_SERVE_ALIAS=production: the first version is the
     champion the gate starts from (recorded) and has 'production' too, said. It used
     to get 'production' alone: no champion, and none later train would give."""
-    from nextbest import registry
     from nextbest.learning.train import TrainResult
     from nextbest.loop.lineage import champion_changes
 

@@ -1122,7 +1122,7 @@ def test_a_retrain_killed_before_it_set_the_challenger_is_said_and_repaired(
     assert (
         f"v{new} trained " in shown
         and "its training run never ended (its process was killed outright, or is still at "
-        "work): the version was registered in full before, but it is not the challenger it "
+        "work): the version is registered in full, but it is not the challenger it "
         "was registered as (the run stopped before it set the alias): `nextbest models "
         "--repair` makes it challenger"
     ) in shown, shown
