@@ -2870,16 +2870,10 @@ def _judged(settings: Settings, version: int | None) -> str | None:
     """The version evaluate and promote judge as the challenger, named, when it is
     not the one alias 'challenger' names (``version``: --version's); None when it is
     that one ("challenger" then says which)."""
-    from nextbest import registry
-    from nextbest.loop.gate import CHALLENGER
+    from nextbest.loop.gate import CHALLENGER, judged_as
 
-    if version is None:
-        return None
-    try:
-        aliased = registry.alias_version(settings, CHALLENGER)
-    except registry.RegistryError:
-        aliased = None  # the command itself says what is wrong with the registry
-    return None if aliased == str(version) else f"version {version}"
+    judged = judged_as(settings, None if version is None else str(version))
+    return None if judged == CHALLENGER else judged
 
 
 def _judging(judged: str | None) -> str:
@@ -2889,25 +2883,22 @@ def _judging(judged: str | None) -> str:
     return "evaluating challenger vs champion"
 
 
-def _print_evaluation(evaluation: Any, judged: str | None = None) -> None:
-    """``evaluation``'s table and verdict; ``judged``: see :func:`_judged`."""
+def _print_evaluation(evaluation: Any) -> None:
+    """``evaluation``'s table and verdict: the challenger named as the gate's reasons
+    name it (``evaluation.judged``: "challenger", or "version 3" for one --version
+    named that the alias does not)."""
     decision = evaluation.decision
     if not decision.n_decisions:  # forced without evidence: the reasons say so
         for reason in decision.reasons:
             console.print(f"- {reason}")
         return
-    # The table's columns and the reasons say "challenger" of a version --version
-    # named, which the title says is judged as one.
-    versus = (
-        f"{judged} (judged as the challenger)"
-        if judged
-        else f"challenger v{evaluation.challenger_version}"
-    )
+    judged = evaluation.judged
+    versus = f"challenger v{evaluation.challenger_version}" if judged == "challenger" else judged
     table = Table(
         title=f"champion v{evaluation.champion_version} vs {versus} on "
         f"{decision.n_decisions:,} logged decisions reserved for the gate"
     )
-    for column in ("estimator", "champion", "challenger", "challenger ESS"):
+    for column in ("estimator", "champion", judged, f"{judged} ESS"):
         table.add_column(column, justify="right")
     for name in ("ips", "snips", "dr"):
         c, ch = decision.champion.get(name), decision.challenger.get(name)
@@ -2955,7 +2946,7 @@ def evaluate(
             )
     except GateError as exc:
         raise _fail(str(exc)) from None
-    _print_evaluation(evaluation, judged)
+    _print_evaluation(evaluation)
     return bool(evaluation.decision.passed)
 
 
@@ -3070,7 +3061,7 @@ def promote(
     except GateError as exc:
         raise _fail(str(exc)) from None
     _say_finished(evaluation.finished)
-    _print_evaluation(evaluation, judged)
+    _print_evaluation(evaluation)
     if not evaluation.promoted:
         console.print(f"champion stays version {evaluation.champion_version}")
         raise typer.Exit(code=1)

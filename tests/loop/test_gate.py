@@ -677,6 +677,43 @@ def test_a_version_named_is_evaluated_as_the_challenger(honest_loop: ServedStore
     assert 0.2 * honest_loop.n_outcomes < evaluation.decision.n_decisions
     assert evaluation.decision.agreement < 1.0
     assert registry.client(settings).get_registered_model(settings.model_name).aliases == aliases
+    # Its reasons name it by its number: "challenger" is the alias of another version, or
+    # of none. The recorded keys keep their names.
+    reasons = evaluation.decision.reasons
+    assert any(r.startswith(f"version {version} - champion = ") for r in reasons), reasons
+    assert not [r for r in reasons if "challenger" in r], reasons
+    assert evaluation.decision.as_dict()["challenger"].keys() == {"ips", "snips", "dr"}
+
+
+def test_evaluate_names_a_version_without_the_alias_by_its_number(
+    honest_loop: ServedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nextbest evaluate --version N`: the table's columns and the gate's reasons said
+    "challenger" of version N, which the alias challenger does not name."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+    from nextbest.settings import get_settings
+
+    settings = honest_loop.settings
+    version = register(do_nothing(registry.load_version(settings, honest_loop.champion)), settings)
+    assert registry.alias_version(settings, "challenger") != version
+    config = tmp_path / "gate.yaml"
+    config.write_text("evaluation_share: 0.3\nmin_decisions: 1\n")
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app, ["evaluate", "--version", version, "--config", str(config)], terminal_width=240
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    said = result.output
+    columns = rf"┃ estimator ┃ +champion ┃ +version {version} ┃ version {version} ESS ┃"
+    assert re.search(columns, said), said
+    assert f"- version {version} - champion = " in said, said
+    assert "challenger" not in said, said
 
 
 def test_a_challenger_choosing_as_the_champion_records_no_difference(
@@ -692,8 +729,10 @@ def test_a_challenger_choosing_as_the_champion_records_no_difference(
     decision = evaluation.decision
     assert decision.agreement == 1.0 and not decision.passed
     assert decision.difference is None
-    said = "the challenger and the champion choose the same action on every one of the "
+    # Named by its number: the alias challenger does not name it.
+    said = f"version {same} and the champion choose the same action on every one of the "
     assert any(reason.startswith(said) for reason in decision.reasons), decision.reasons
+    assert "(a version trained on the champion's data repeats it)" in decision.reasons[0]
     client = registry.client(settings)
     run = client.get_run(evaluation.run_id)
     assert not [key for key in run.data.metrics if key.startswith("difference.")]

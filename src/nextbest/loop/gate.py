@@ -273,8 +273,15 @@ def decide(
     champion_target: np.ndarray,
     challenger_target: np.ndarray,
     config: GateConfig,
+    judged: str = CHALLENGER,
 ) -> GateDecision:
-    """Apply the gate to the challenger and champion target actions ``(n,)``."""
+    """Apply the gate to the challenger and champion target actions ``(n,)``.
+
+    ``judged``: what the reasons call the challenger (:func:`judged_as`), "challenger"
+    or "version 3" for one ``--version`` named that the alias does not; the verdict's
+    keys keep the name ``challenger``.
+    """
+    the = _the(judged)
     n = len(data.action)
     champion = policy_estimates(data, champion_target)
     challenger = policy_estimates(data, challenger_target)
@@ -312,10 +319,14 @@ def decide(
         # Both values are then the same numbers and their difference is 0 by
         # construction, not an estimate: no difference, no interval (decision.json,
         # the run's metrics and its plot have none), and the reason says why.
+        why = (
+            "a challenger retrained without new feedback repeats the champion"
+            if judged == CHALLENGER
+            else "a version trained on the champion's data repeats it"
+        )
         decision.reasons.append(
-            f"the challenger and the champion choose the same action on every one of the "
-            f"{n:,} evaluated decisions: there is nothing to compare (a challenger retrained "
-            "without new feedback repeats the champion)"
+            f"{the} and the champion choose the same action on every one of the "
+            f"{n:,} evaluated decisions: there is nothing to compare ({why})"
         )
         return decision
     diff = _paired(config.estimator, data, q, challenger_target, champion_target)
@@ -325,7 +336,7 @@ def decide(
     if ess < config.min_effective_n:
         ok = False
         decision.reasons.append(
-            f"challenger's effective sample size {ess:.0f} is below {config.min_effective_n:.0f}: "
+            f"{judged}'s effective sample size {ess:.0f} is below {config.min_effective_n:.0f}: "
             "the logged exploration covers too little of what it would do"
         )
     differing = ope.disagreement(
@@ -333,13 +344,13 @@ def decide(
     )
     if differing.effective_n < config.min_differing_effective_n:
         ok = False
-        decision.reasons.append(_differing_said(differing, data, config))
+        decision.reasons.append(_differing_said(differing, data, config, judged))
     value_ch = challenger[config.estimator].value
     value_c = champion[config.estimator].value
     if config.criterion == "lower_bound":
         said = (
-            f"challenger - champion = {diff.value:+.4f} per decision, 95% CI "
-            f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] ({_critical_said(diff, data)})"
+            f"{judged} - champion = {diff.value:+.4f} per decision, 95% CI "
+            f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] ({_critical_said(diff, data, judged)})"
         )
         if diff.ci_low > 0:
             decision.reasons.append(f"{said} lies above zero")
@@ -361,27 +372,48 @@ def decide(
             else f"champion {value_c:.4f} (margin 0)"
         )
         decision.reasons.append(
-            f"challenger {value_ch:.4f} {'>=' if value_ch >= needed else '<'} {threshold}"
+            f"{judged} {value_ch:.4f} {'>=' if value_ch >= needed else '<'} {threshold}"
         )
     decision.passed = ok
     return decision
 
 
-def _differing_said(differing: ope.Disagreement, data: LoggedBandit, config: GateConfig) -> str:
+def _the(judged: str) -> str:
+    """``judged`` (:func:`judged_as`) as a sentence's subject: "the challenger", "version 3"."""
+    return f"the {judged}" if judged == CHALLENGER else judged
+
+
+def judged_as(settings: Settings, version: str | None) -> str:
+    """What the gate calls the version it judges against the champion: "challenger"
+    when it is the one alias ``challenger`` names (``version`` None: that one), else
+    "version N" (``--version`` naming one the alias does not: one rolled back)."""
+    if version is None:
+        return CHALLENGER
+    try:
+        aliased = registry.alias_version(settings, CHALLENGER)
+    except registry.RegistryError:
+        aliased = None  # the gate itself says what is wrong with the registry
+    return CHALLENGER if aliased == str(version) else f"version {version}"
+
+
+def _differing_said(
+    differing: ope.Disagreement, data: LoggedBandit, config: GateConfig, judged: str = CHALLENGER
+) -> str:
     """Why the decisions where the two differ are too few to judge the difference on."""
+    the = _the(judged)
     where = f"{differing.decisions:,} decision{'s' if differing.decisions != 1 else ''}"
     if data.group is not None:
         where += f" of {differing.groups:,} HCP{'s' if differing.groups != 1 else ''}"
     return (
-        f"the challenger differs from the champion on only {where}, where the logged "
-        f"exploration tried the challenger's choice with an effective sample size of "
+        f"{the} differs from the champion on only {where}, where the logged "
+        f"exploration tried {the}'s choice with an effective sample size of "
         f"{differing.target_effective_n:.0f} and the champion's with "
         f"{differing.baseline_effective_n:.0f}: the gate needs at least "
         f"{config.min_differing_effective_n:g} of each (min_differing_effective_n)"
     )
 
 
-def _critical_said(diff: ope.PolicyValue, data: LoggedBandit) -> str:
+def _critical_said(diff: ope.PolicyValue, data: LoggedBandit, judged: str = CHALLENGER) -> str:
     """Which critical value ``diff``'s interval took, and why: "Student's t on 11
     degrees of freedom, the 12 HCPs less one", or, when its error rests on the HCPs
     where the two policies choose differently (:func:`nextbest.evaluation.ope.difference`),
@@ -395,13 +427,13 @@ def _critical_said(diff: ope.PolicyValue, data: LoggedBandit) -> str:
         # The gate has returned before when they choose differently nowhere.
         of_one = "on one decision" if data.group is None else "on the decisions of one HCP"
         return (
-            f"no interval: the challenger and the champion choose differently {of_one} "
+            f"no interval: {_the(judged)} and the champion choose differently {of_one} "
             f"of {total:,} only, an error needs two"
         )
     if diff.dof + 1 < total:
         return (
             f"Student's t on {diff.dof:,.0f} degrees of freedom, the {diff.dof + 1:,.0f} of "
-            f"{total:,} {units} where the challenger and the champion choose differently, "
+            f"{total:,} {units} where {_the(judged)} and the champion choose differently, "
             "less one"
         )
     return (
@@ -459,6 +491,9 @@ class Evaluation:
     champion_unloadable: str | None = None
     # A decision killed after the champion moved, finished before this one was made.
     finished: registry.UnfinishedDecision | None = None
+    # What the reasons call the challenger (:func:`judged_as`): "version 3" for one
+    # --version named that alias challenger does not.
+    judged: str = CHALLENGER
 
 
 def action_space(
@@ -592,6 +627,7 @@ def evaluate(
         )
     else:
         challenger_version = aliased
+    judged = judged_as(settings, None if version is None else challenger_version)
     check_evaluation_share(
         settings, config, {CHAMPION: champion_version, CHALLENGER: challenger_version}
     )
@@ -644,11 +680,13 @@ def evaluate(
         champion_target=action_codes(champion_actions, vocabulary),
         challenger_target=action_codes(challenger_actions, vocabulary),
         config=config,
+        judged=judged,
     )
-    if (unlogged := _never_logged_first(challenger_actions, decisions)) is not None:
+    if (unlogged := _never_logged_first(challenger_actions, decisions, judged)) is not None:
         decision.reasons.append(unlogged)
     versions = (champion_version, challenger_version)
-    if (unknown := _unknown_to_challenger(champion, challenger, versions, decisions)) is not None:
+    unknown = _unknown_to_challenger(champion, challenger, versions, decisions, judged=judged)
+    if unknown is not None:
         decision.reasons.append(unknown)
     served_by = decisions["model_version"].astype(str).value_counts().sort_index()
     evaluation = Evaluation(
@@ -657,6 +695,7 @@ def evaluate(
         decision,
         served_by={str(k): int(v) for k, v in served_by.items()},
         unresolved_holdout=unresolved,
+        judged=judged,
     )
     if unresolved:
         decision.reasons.append(
@@ -791,7 +830,7 @@ def promote(
     except (NoEvidenceError, ChampionUnloadableError) as exc:
         if not force:
             raise
-        evaluation = _unevaluated(settings, config, exc)
+        evaluation = _unevaluated(settings, config, exc, named=version is not None)
     promote_it = evaluation.decision.passed or force
     if force and not evaluation.decision.passed:
         evaluation.decision.reasons.append("promoted anyway: --force")
@@ -832,7 +871,11 @@ def promote(
 
 
 def _unevaluated(
-    settings: Settings, config: GateConfig, exc: NoEvidenceError | ChampionUnloadableError
+    settings: Settings,
+    config: GateConfig,
+    exc: NoEvidenceError | ChampionUnloadableError,
+    *,
+    named: bool = False,
 ) -> Evaluation:
     """The record of a forced promotion the gate could not evaluate: an operator's call
     (a champion that must go now, one that cannot even be loaded), made and logged as
@@ -843,6 +886,7 @@ def _unevaluated(
             the servers nothing to load.
     """
     champion_version, challenger_version = exc.champion_version, exc.challenger_version
+    judged = judged_as(settings, challenger_version if named else None)
     challenger, why_not = _loaded(settings, challenger_version)
     if challenger is None:
         raise GateError(
@@ -864,13 +908,15 @@ def _unevaluated(
         )
     else:  # compared when both load
         versions = (champion_version, challenger_version)
-        if (unknown := _unknown_to_challenger(champion, challenger, versions)) is not None:
+        unknown = _unknown_to_challenger(champion, challenger, versions, judged=judged)
+        if unknown is not None:
             reasons.append(unknown)
     return Evaluation(
         champion_version,
         challenger_version,
         GateDecision(passed=False, reasons=reasons, estimator=config.estimator, n_decisions=0),
         champion_unloadable=why if champion is None else None,
+        judged=judged,
     )
 
 
@@ -931,7 +977,9 @@ def _champion_unloadable(
     )
 
 
-def _never_logged_first(target: np.ndarray, decisions: pd.DataFrame) -> str | None:
+def _never_logged_first(
+    target: np.ndarray, decisions: pd.DataFrame, judged: str = CHALLENGER
+) -> str | None:
     """Said when the challenger would serve first an action no evaluated decision
     served first (a channel the champion could not score, content new since): how
     often, and which. Those decisions are valued by the reward model alone."""
@@ -944,7 +992,7 @@ def _never_logged_first(target: np.ndarray, decisions: pd.DataFrame) -> str | No
     more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
     return (
         f"on {len(unseen):,} of the {len(target):,} evaluated decisions "
-        f"({len(unseen) / len(target):.0%}) the challenger would serve first an action no "
+        f"({len(unseen) / len(target):.0%}) {_the(judged)} would serve first an action no "
         f"logged decision served first: {named}{more}; IPS and SNIPS give them no weight "
         "and DR values them by its reward model alone, so the estimates say little about "
         "them (serve them to a share first: a pilot, or exploration by a champion that "
@@ -975,6 +1023,8 @@ def _unknown_to_challenger(
     challenger: ScoringModel,
     versions: tuple[str, str],
     decisions: pd.DataFrame | None = None,
+    *,
+    judged: str = CHALLENGER,
 ) -> str | None:
     """Said when the challenger would leave HCPs the champion serves unknown (a retrain
     on a partial hcps export): the gate values their decisions as no action, the
@@ -985,7 +1035,7 @@ def _unknown_to_challenger(
     said = _unknown_hcps_said(
         missing,
         len(champion.hcp_index),
-        who=f"the challenger, version {versions[1]},",
+        who=f"the challenger, version {versions[1]}," if judged == CHALLENGER else judged,
         whose=f"the champion, version {versions[0]},",
     )
     if decisions is not None and len(decisions):
