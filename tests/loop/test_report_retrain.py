@@ -35,6 +35,7 @@ from nextbest.loop.retrain import (
     FeedbackRows,
     HistoryOnlyError,
     feedback_note,
+    history_repeats,
     missing_engagement,
     retrain,
 )
@@ -1635,6 +1636,36 @@ def test_history_repeating_logged_sends_without_their_ids_is_warned(
     said, row = _models_say(honest_loop.settings, honest_loop.champion, monkeypatch)
     assert "history rows" not in said and "history touches" not in said, said
     assert (row["history_rows_logged"], row["history_repeats_logged"]) == (None, None)
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_send_is_matched_to_the_decision_made_before_it_of_two_on_one_day(
+    newest_first: bool,
+) -> None:
+    """An HCP served the same action twice in a day: the CRM's export of each send (a
+    second after its decision) repeats a logged send, whatever order the log lists the
+    two in; a touch that day before either is the CRM's own, and a date without a
+    time is a send of that day's decisions."""
+    logged = pd.DataFrame(
+        {
+            "hcp_id": ["H1", "H1"],
+            "action_id": ["A1", "A1"],
+            "at": pd.to_datetime(["2026-12-01 10:00:00", "2026-12-01 14:00:00"], utc=True),
+        }
+    )
+    if newest_first:
+        logged = logged.iloc[::-1].reset_index(drop=True)
+    stamps = ["10:00:01", "14:00:01", "00:00:00", "09:00:00"]
+    history = pd.DataFrame(
+        {
+            "hcp_id": ["H1"] * 5,
+            "action_id": ["A1"] * 5,
+            "timestamp": pd.to_datetime(
+                [f"2026-12-01 {t}" for t in stamps] + ["2026-11-30 00:00:00"], utc=True
+            ),
+        }
+    )
+    assert history_repeats(history, logged).tolist() == [True, True, True, False, False]
 
 
 def test_a_version_retrained_by_an_earlier_nextbest_shows_its_history_repeats(

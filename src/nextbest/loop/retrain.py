@@ -329,29 +329,35 @@ def history_repeats(history: pd.DataFrame, logged: pd.DataFrame) -> np.ndarray:
         touch &= history["recommendation_id"].isna().to_numpy()
     if not len(sends) or not touch.any():
         return out
-    stamps = pd.to_datetime(history["timestamp"])
+    stamps = pd.to_datetime(history["timestamp"])[touch]
+    # A date written without a time (midnight) may be the day of a decision made later
+    # that day: it is looked up as of the end of its day. A touch with a time is looked
+    # up as of that time, so of the same HCP and action's decisions it finds the latest
+    # made by then (looked up by day, two decisions on one day were a tie that the
+    # sort's order broke, and a send after the earlier one could find the later).
+    dated = stamps == stamps.dt.normalize()
+    end_of_day = stamps.dt.normalize() + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
     rows = pd.DataFrame(
         {
             "row": np.flatnonzero(touch),
             "hcp_id": history["hcp_id"].astype(str).to_numpy()[touch],
             "action_id": history["action_id"].astype(str).to_numpy()[touch],
-            "t": stamps.to_numpy()[touch],
+            "t": stamps.to_numpy(),
+            "key": stamps.where(~dated, end_of_day).to_numpy(),
         }
     )
-    # A date written without a time (midnight) may be the day of a decision made later
-    # that day: each decision is looked up from the start of its day.
     decisions = pd.DataFrame(
         {
             "hcp_id": sends["hcp_id"].astype(str).to_numpy(),
             "action_id": sends["action_id"].astype(str).to_numpy(),
-            "t": pd.to_datetime(sends["at"]).dt.normalize().to_numpy(),
-            "at": pd.to_datetime(sends["at"]).to_numpy(),
+            "key": pd.to_datetime(sends["at"]).to_numpy(),
         }
     )
+    decisions["at"] = decisions["key"]
     found = pd.merge_asof(
-        rows.sort_values("t"),
-        decisions.sort_values("t"),
-        on="t",
+        rows.sort_values("key", kind="stable"),
+        decisions.sort_values("key", kind="stable"),
+        on="key",
         by=["hcp_id", "action_id"],
         direction="backward",
         tolerance=pd.Timedelta(OUTCOME_WINDOW) + pd.Timedelta(days=1),
