@@ -3024,42 +3024,48 @@ def promote(
         )
     except (GateError, registry.RegistryError) as exc:
         raise _fail(str(exc)) from None
-    # A promotion killed after the champion moved, run again (a retried job): finished,
-    # then "nothing to promote" below. One another process is at work on: refused.
-    try:
-        _say_finished(registry.finish_unfinished(settings))
-    except registry.RegistryError as exc:
-        raise _fail(str(exc)) from None
-    done = (
-        already_promoted(settings)
-        if version is None and registry.registry_exists(settings)
-        else None
-    )
-    if done is not None:
-        console.print(
-            f"nothing to promote: version {done[0]}, the newest, is champion already "
-            f"(promoted {done[1]}); train a new challenger with `nextbest retrain`",
-            highlight=False,
+    with contextlib.ExitStack() as alone:
+        # One decision at a time, from these checks on: a promotion that waited for
+        # another one to end reads the registry it left ("nothing to promote" below
+        # when that one promoted the same challenger).
+        try:
+            alone.enter_context(registry.deciding_alone(settings, "promotion"))
+            # A promotion killed after the champion moved, run again (a retried job):
+            # finished, then "nothing to promote" below. One another process is at work
+            # on: refused.
+            _say_finished(registry.finish_unfinished(settings))
+        except registry.RegistryError as exc:
+            raise _fail(str(exc)) from None
+        done = (
+            already_promoted(settings)
+            if version is None and registry.registry_exists(settings)
+            else None
         )
-        return True
-    if version is None:
-        _note_challenger_unset(settings)
-    judged = _judged(settings, version)
-    try:
-        # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
-        # moving the champion ends KILLED, saying whether it moved, not RUNNING.
-        with _interruptible_as_ctrl_c(), _working(_judging(judged)):
-            evaluation = run_promote(
-                settings,
-                config=gate,
-                since=_parse_date(since, "--since"),
-                force=force,
-                reason=reason,
-                version=None if version is None else str(version),
-                runs_deleted=runs_deleted,
+        if done is not None:
+            console.print(
+                f"nothing to promote: version {done[0]}, the newest, is champion already "
+                f"(promoted {done[1]}); train a new challenger with `nextbest retrain`",
+                highlight=False,
             )
-    except GateError as exc:
-        raise _fail(str(exc)) from None
+            return True
+        if version is None:
+            _note_challenger_unset(settings)
+        judged = _judged(settings, version)
+        try:
+            # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
+            # moving the champion ends KILLED, saying whether it moved, not RUNNING.
+            with _interruptible_as_ctrl_c(), _working(_judging(judged)):
+                evaluation = run_promote(
+                    settings,
+                    config=gate,
+                    since=_parse_date(since, "--since"),
+                    force=force,
+                    reason=reason,
+                    version=None if version is None else str(version),
+                    runs_deleted=runs_deleted,
+                )
+        except GateError as exc:
+            raise _fail(str(exc)) from None
     _say_finished(evaluation.finished)
     _print_evaluation(evaluation)
     if not evaluation.promoted:

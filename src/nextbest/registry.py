@@ -469,22 +469,22 @@ def log_training_run(
     not_champion = None
     made = False
     if alias in (None, CHAMPION_ALIAS):
-        champion = alias_version(settings, CHAMPION_ALIAS)
         try:
-            if champion is None:
-                # Training sets a model's first champion (promote moves it after):
-                # recorded as a decision beside the promotions and rollbacks, so the
-                # champion's timeline starts here; recorded first, then the alias moves.
-                _log_trained_champion(
-                    settings,
-                    version,
-                    previous=None,
-                    training_run_id=str(info.run_id),
-                    # A server reading another alias would otherwise have nothing to serve.
-                    serve_alias=settings.serve_alias if served is None else None,
-                )
-                made = True
-            else:
+            # Training sets a model's first champion (promote moves it after): recorded
+            # as a decision beside the promotions and rollbacks, so the champion's
+            # timeline starts here; recorded first, then the alias moves. Checked again
+            # under the decision lock: a champion made meanwhile by another leaves this
+            # version without the alias.
+            made = alias_version(settings, CHAMPION_ALIAS) is None and _log_trained_champion(
+                settings,
+                version,
+                previous=None,
+                training_run_id=str(info.run_id),
+                # A server reading another alias would otherwise have nothing to serve.
+                serve_alias=settings.serve_alias if served is None else None,
+            )
+            if not made:
+                champion = alias_version(settings, CHAMPION_ALIAS)
                 not_champion = (
                     f"version {version} is registered in full without alias "
                     f"{CHAMPION_ALIAS}: version {champion} became champion while it trained, "
@@ -493,7 +493,7 @@ def log_training_run(
                     f"`nextbest promote --version {version}` makes it champion if the gate "
                     "passes"
                 )
-        except DecisionInProgressError as exc:
+        except (DecisionInProgressError, DecisionLockedError) as exc:
             not_champion = str(exc)
     if registered_as == CHAMPION_ALIAS and not made:
         # Registered for a champion it did not become: `nextbest models --repair` would
@@ -1004,6 +1004,293 @@ def take_off_not_made(settings: Settings) -> DecisionEnd | None:
     return end
 
 
+class DecisionLockedError(RegistryError):
+    """Another process held the model's decision lock (:func:`deciding_alone`) for as
+    long as this decision would wait (``NEXTBEST_DECISION_WAIT_S``): nothing was
+    recorded or moved. ``holder``: who held it, None when that is not known."""
+
+    def __init__(self, message: str, *, holder: DecisionHolder | None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class DecisionHolder:
+    """Who holds a model's decision lock: the ``decision`` (``promotion``,
+    ``rollback``, ``first champion of a training``), its ``process``, and ``since``
+    (ISO 8601, UTC; "" when not known)."""
+
+    decision: str
+    process: DecidingProcess
+    since: str = ""
+
+    def said(self) -> str:
+        return f"the {self.decision} by {self.process.said()}" + (
+            f" (deciding since {self.since[:19].replace('T', ' ')} UTC)" if self.since else ""
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self.process), "decision": self.decision, "since": self.since})
+
+    @classmethod
+    def from_json(cls, text: str) -> DecisionHolder | None:
+        """None for text that is not one (an empty lock file: no holder written yet)."""
+        try:
+            raw = json.loads(text)
+            process = DecidingProcess(
+                host=str(raw["host"]), pid=int(raw["pid"]), started=str(raw.get("started", ""))
+            )
+            return cls(str(raw["decision"]), process, str(raw.get("since", "")))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+class _FileLock:
+    """A decision lock that is ``flock`` on a file beside a registry on this machine's
+    file system (a SQLite file, a ``./mlruns`` directory), as ``nextbest keys`` locks
+    the key file. The holder writes who it is into the file; the operating system
+    releases the lock when its process ends, however it ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.key = str(path)
+        self.where = f"it holds {path}"
+        self.path = path
+        self._fd: int | None = None
+        self._writable = True
+
+    def open(self, settings: Settings, holder: DecisionHolder) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            # Made by another account: locked all the same, without saying who holds it.
+            with contextlib.suppress(OSError):
+                self._fd, self._writable = os.open(self.path, os.O_RDONLY), False
+        if self._fd is None:
+            raise RegistryError(
+                f"the decision lock {self.path} of model '{settings.model_name}' cannot be "
+                f"opened or made: nothing was decided. Give this account the right to write "
+                f"in {self.path.parent}, as it has for the registry there"
+            )
+
+    def try_take(self, holder: DecisionHolder) -> bool:
+        import fcntl
+
+        assert self._fd is not None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if self._writable:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                taken = replace(holder, since=datetime.now(UTC).isoformat())
+                os.pwrite(self._fd, taken.to_json().encode(), 0)
+        return True
+
+    def holder(self) -> DecisionHolder | None:
+        try:
+            return DecisionHolder.from_json(self.path.read_text())
+        except OSError:
+            return None
+
+    def close(self, *, taken: bool) -> None:
+        if self._fd is None:
+            return
+        if taken and self._writable:
+            with contextlib.suppress(OSError):  # a waiter reads no holder that has gone
+                os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # releases the lock
+        self._fd = None
+
+
+class _AdvisoryLock:
+    """A decision lock that is a PostgreSQL session-level advisory lock, held on a
+    connection of its own to the registry's database for the whole decision: the
+    server releases it when that connection ends (the process ended, the network
+    dropped). The connection's ``application_name`` names the holder, which
+    ``pg_stat_activity`` shows the others."""
+
+    _NAME = re.compile(r"^nextbest (\d+)@(\S+) (.+)$")
+
+    def __init__(self, url: Any, model_name: str) -> None:
+        digest = hashlib.sha256(f"nextbest decision {model_name}".encode()).digest()
+        self.lock_id = int.from_bytes(digest[:8], "big", signed=True)
+        self.key = f"{url.render_as_string(hide_password=True)}#{self.lock_id}"
+        self.where = f"it holds PostgreSQL advisory lock {self.lock_id} in database {url.database}"
+        self.url = url
+        self._engine: Any = None
+        self._connection: Any = None
+
+    def open(self, settings: Settings, holder: DecisionHolder) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.pool import NullPool
+
+        name = f"nextbest {holder.process.pid}@{holder.process.host} {holder.decision}"
+        self._engine = create_engine(
+            self.url,
+            poolclass=NullPool,
+            # No transaction left open for minutes while the gate evaluates: the
+            # session's lock outlives transactions.
+            isolation_level="AUTOCOMMIT",
+            connect_args={"application_name": name[:63]},  # PostgreSQL keeps 63 bytes
+        )
+        try:
+            self._connection = self._engine.connect()
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise _unreadable(settings, "the decisions under way", exc) from exc
+
+    def try_take(self, holder: DecisionHolder) -> bool:
+        from sqlalchemy import text
+
+        query = text("SELECT pg_try_advisory_lock(:id)")
+        return bool(self._connection.execute(query, {"id": self.lock_id}).scalar())
+
+    def holder(self) -> DecisionHolder | None:
+        from sqlalchemy import text
+
+        # A bigint key is held as two oids: its high and its low 32 bits.
+        unsigned = self.lock_id & 0xFFFFFFFFFFFFFFFF
+        row = self._connection.execute(
+            text(
+                "SELECT a.application_name, a.query_start FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+                "current_database()) AND l.classid = CAST(:high AS oid) "
+                "AND l.objid = CAST(:low AS oid)"
+            ),
+            {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+        ).first()
+        found = self._NAME.match(row[0] or "") if row is not None else None
+        if row is None or found is None:
+            return None
+        process = DecidingProcess(host=found[2], pid=int(found[1]))
+        # Its last statement took the lock: another account's is not shown (None).
+        since = row[1].astimezone(UTC).isoformat() if row[1] is not None else ""
+        return DecisionHolder(found[3], process, since)
+
+    def close(self, *, taken: bool) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if self._connection is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._connection.close()  # ends the session, and its lock with it
+        if self._engine is not None:
+            self._engine.dispose()
+        self._connection = self._engine = None
+
+
+def _decision_lock(settings: Settings) -> _FileLock | _AdvisoryLock | None:
+    """The lock one decision on model ``settings.model_name`` holds at a time: a file
+    beside a SQLite or file-system registry, an advisory lock in a PostgreSQL one.
+    None for a registry that does not exist yet (nothing to decide on), and for any
+    other (an MLflow server over HTTP, MySQL): there decisions are not kept apart."""
+    from urllib.parse import unquote, urlparse
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    uri = settings.resolved_registry_uri
+    store = _store_file(settings)
+    if store is None and not uri.startswith("sqlite:"):
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            store = Path(unquote(parsed.path))
+    if store is not None:
+        if not store.exists():
+            return None
+        store = Path(os.path.realpath(store))  # one lock, however the store is named
+        name = settings.model_name
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        if safe != name:  # two names alike once made safe keep two locks
+            safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        return _FileLock(store.with_name(f".{store.name}.{safe}.decision.lock"))
+    try:
+        url = make_url(_mlflow_uri(uri))
+    except (ArgumentError, ValueError):
+        return None
+    if url.get_backend_name() != "postgresql":
+        return None
+    return _AdvisoryLock(url, settings.model_name)
+
+
+# The decision locks this thread holds (by lock): a command holding one calls code
+# that takes it again (`nextbest promote`, then the gate's promote), and a second
+# take on the same file or database by the same thread would wait for itself.
+_HELD_HERE = threading.local()
+
+
+@contextmanager
+def deciding_alone(
+    settings: Settings, decision: str, *, then: str = "run the command again once it has ended"
+) -> Iterator[None]:
+    """Hold the decision lock of model ``settings.model_name`` while the block
+    decides: from the check that no other decision is under way, through what it
+    evaluates, to the champion's move and what it leaves beside. Two decisions
+    started at once (a scheduled promote and a manual one, two rollbacks) each passed
+    that check before either wrote its mark, and both moved the champion.
+
+    ``decision`` names this one to the others (``promotion``). Finding the lock held,
+    it says who holds it (a log warning) and waits for it up to
+    ``settings.decision_wait_s`` seconds, then decides on what that one left; past
+    that (0: at once) it raises :class:`DecisionLockedError` naming the holder, when
+    known, and ``then`` (what to do). Taken again by the thread that holds it, it is
+    held already. A registry with no lock (:func:`_decision_lock`) holds none.
+
+    Raises:
+        DecisionLockedError: another process held it all that time.
+        RegistryError: the lock file cannot be opened or made (naming its directory);
+            :class:`RegistryUnreadableError`, the PostgreSQL registry cannot be reached.
+    """
+    import time
+
+    lock = _decision_lock(settings)
+    held: set[str] = _HELD_HERE.__dict__.setdefault("locks", set())
+    if lock is None or lock.key in held:
+        yield
+        return
+    me = DecisionHolder(decision, DecidingProcess.this())
+    lock.open(settings, me)
+    taken = False
+    try:
+        wait = settings.decision_wait_s
+        deadline, said = time.monotonic() + wait, False
+        while not (taken := lock.try_take(me)):
+            other = lock.holder()
+            who = other.said() if other is not None else "another process"
+            if time.monotonic() >= deadline:
+                waited = (
+                    f"waited {wait:g} s for it to end (NEXTBEST_DECISION_WAIT_S)"
+                    if wait
+                    else "did not wait for it (NEXTBEST_DECISION_WAIT_S is 0)"
+                )
+                raise DecisionLockedError(
+                    f"{who} is deciding on model '{settings.model_name}' ({lock.where}); "
+                    f"this {decision} {waited} and decided nothing: {then}",
+                    holder=other,
+                )
+            if not said:
+                logger.warning(
+                    "%s is deciding on model '%s': this %s waits for it to end, up to %g s "
+                    "(NEXTBEST_DECISION_WAIT_S), then decides on what it left",
+                    who,
+                    settings.model_name,
+                    decision,
+                    wait,
+                )
+                said = True
+            time.sleep(0.1)
+        held.add(lock.key)
+        try:
+            yield
+        finally:
+            held.discard(lock.key)
+    finally:
+        lock.close(taken=taken)
+
+
 def _clear_pending(settings: Settings, run_id: str) -> None:
     """Take off the :data:`PENDING_TAG` of decision run ``run_id``, which did not move
     the champion; a store that fails leaves it (read as not made: the champion is
@@ -1262,24 +1549,53 @@ def _log_trained_champion(
     training_run_id: str,
     serve_alias: str | None = None,
     reason: str | None = None,
-) -> None:
+) -> bool:
     """Make ``version`` champion by training (``previous``: the champion it replaces,
     None for the first), and give it ``serve_alias`` too, if given (the alias the
     server reads, when another); recorded first as a run of the decisions experiment
-    (``reason``: why, when not the training itself).
+    (``reason``: why, when not the training itself). It holds the decision lock
+    (:func:`deciding_alone`) from its check to the move: when the champion is no
+    longer ``previous`` (another decision moved it meanwhile) nothing is recorded or
+    moved, and the version keeps no alias. Whether it made it.
 
     Raises:
         AliasNotMovedError: the alias could not be set (the version stays registered).
         DecisionInProgressError: another decision is at work (this host): nothing is
-            recorded or moved beside it, which would write its mark over that one's.
+            recorded or moved beside it, which would write its mark over that one's;
+            :class:`DecisionLockedError`: another held the lock as long as it waits.
     """
-    under_way = decision_in_progress(settings)
-    if under_way is not None:
-        raise DecisionInProgressError(
-            under_way,
-            then=f"version {version} is registered without alias {CHAMPION_ALIAS}; once "
-            f"it has ended, `nextbest promote --version {version}` puts it to the gate",
+    then = (
+        f"version {version} is registered without alias {CHAMPION_ALIAS}; once it has "
+        f"ended, `nextbest promote --version {version}` puts it to the gate"
+    )
+    with deciding_alone(settings, "champion decision of a training", then=then):
+        under_way = decision_in_progress(settings)
+        if under_way is not None:
+            raise DecisionInProgressError(under_way, then=then)
+        if alias_version(settings, CHAMPION_ALIAS) != previous:
+            return False
+        _record_trained_champion(
+            settings,
+            version,
+            previous=previous,
+            training_run_id=training_run_id,
+            serve_alias=serve_alias,
+            reason=reason,
         )
+    return True
+
+
+def _record_trained_champion(
+    settings: Settings,
+    version: str,
+    *,
+    previous: str | None,
+    training_run_id: str,
+    serve_alias: str | None,
+    reason: str | None,
+) -> None:
+    """:func:`_log_trained_champion`'s decision, once it holds the lock and the
+    champion is still ``previous``."""
     mlflow = _mlflow(settings)
     with mlflow.start_run(
         experiment_id=experiment_id(settings, DECISIONS_SUFFIX),
@@ -1931,7 +2247,7 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
             if v.alias_unset == CHAMPION_ALIAS:
                 if decision_in_progress(settings) is not None:
                     continue
-                _log_trained_champion(
+                made = _log_trained_champion(
                     settings,
                     v.version,
                     previous=None,
@@ -1944,6 +2260,8 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
                     reason="made the first champion by `nextbest models --repair`: the "
                     "training that registered it stopped before it set the alias",
                 )
+                if not made:
+                    continue
             else:
                 set_alias(settings, v.alias_unset, v.version)
         except (MlflowException, OSError) as exc:

@@ -135,6 +135,14 @@ class Settings(BaseSettings):
         "up to this many (HCP, action) pairs (33 bytes each: 66 MB at the default); 0 keeps "
         "none. A model's scores depend only on its snapshot, so cached answers are identical.",
     )
+    decision_wait_s: float = Field(
+        default=120.0,
+        ge=0.0,
+        description="A champion decision (promote, rollback, the first champion a train "
+        "sets) that finds another one at work on the same model waits up to N seconds for "
+        "it to end, then decides on what it left; past that it decides nothing and exits "
+        "with code 2, naming the other; 0: refuse at once.",
+    )
     reload_warm_s: float = Field(
         default=30.0,
         ge=0.0,

@@ -40,12 +40,13 @@ every rollback, and the champion training set first (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,10 @@ REWARD_PRIOR_WEIGHT = 20.0
 BASELINE_FEATURE = "all__outcome_mean"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 class GateError(RuntimeError):
     """The gate cannot be evaluated (no challenger, no logged evidence, bad config)."""
 
@@ -110,6 +115,32 @@ class ChampionUnloadableError(GateError):
         self.champion_version = champion_version
         self.challenger_version = challenger_version
         self.why = why
+
+
+def _one_at_a_time(
+    decision: str,
+) -> Callable[[Callable[Concatenate[Settings, P], R]], Callable[Concatenate[Settings, P], R]]:
+    """The decorated decision (``promotion``, ``rollback``; the settings its first
+    argument) runs holding the model's decision lock
+    (:func:`nextbest.registry.deciding_alone`), from its first check to the end of
+    the champion's move: a second one started meanwhile waits for it, or is refused
+    with a :class:`GateError` naming it, and writes nothing."""
+
+    def decorate(
+        decide: Callable[Concatenate[Settings, P], R],
+    ) -> Callable[Concatenate[Settings, P], R]:
+        @functools.wraps(decide)
+        def alone(settings: Settings, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            with contextlib.ExitStack() as held:
+                try:
+                    held.enter_context(registry.deciding_alone(settings, decision))
+                except registry.RegistryError as exc:  # held by another, or unusable
+                    raise GateError(str(exc)) from exc
+                return decide(settings, *args, **kwargs)
+
+        return alone
+
+    return decorate
 
 
 class GateConfig(BaseModel):
@@ -772,6 +803,7 @@ def check_evaluation_share(
         )
 
 
+@_one_at_a_time("promotion")
 def promote(
     settings: Settings,
     *,
@@ -805,8 +837,10 @@ def promote(
         GateError: ``force`` without a ``reason`` (nothing is evaluated or moved), the
             gate cannot be evaluated (without ``force``), or, forced, the challenger
             cannot be loaded; or another process on this host is at work on a
-            decision (nothing is evaluated or moved), or the tracking store is not
-            the one the versions were trained in (nothing is written).
+            decision, or held the decision lock as long as this one waits
+            (``NEXTBEST_DECISION_WAIT_S``): nothing is evaluated or moved; or the
+            tracking store is not the one the versions were trained in (nothing is
+            written).
     """
     reason = (reason or "").strip() or None
     if force and reason is None:
@@ -1119,6 +1153,7 @@ class Rollback:
     finished: registry.UnfinishedDecision | None = None
 
 
+@_one_at_a_time("rollback")
 def rollback(
     settings: Settings, *, reason: str | None = None, runs_deleted: bool = False
 ) -> Rollback:
@@ -1139,9 +1174,10 @@ def rollback(
 
     Raises:
         GateError: there is no earlier champion to return to (or none that loads),
-            the registry refused the alias move (the run is marked failed), another
-            process on this host is at work on a decision (nothing is moved), or the
-            tracking store is not the one the versions were trained in (nothing is
+            the registry refused the alias move (the run is marked failed), or another
+            process on this host is at work on a decision, or held the decision lock as
+            long as this one waits (``NEXTBEST_DECISION_WAIT_S``): nothing is moved; or
+            the tracking store is not the one the versions were trained in (nothing is
             written).
     """
     if not registry.registry_exists(settings):  # nothing to decide; no empty store made

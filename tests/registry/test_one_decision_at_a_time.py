@@ -1,0 +1,370 @@
+"""Two champion decisions started at once (a scheduled promote and a manual one, two
+rollbacks, two trainings making a first champion): one decides, the other waits for
+it and then decides on what it left, or is refused naming it, writing nothing. Real
+processes on real SQLite and PostgreSQL registries, threads with their own files and
+connections."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nextbest import registry
+from nextbest.learning.train import TrainResult
+from nextbest.loop import gate
+from nextbest.loop.lineage import champion_changes
+from nextbest.settings import Settings
+
+REPO = Path(__file__).parents[2]
+
+# Runs `nextbest ARGS...` with MODULE:NAME held at its call until the file GO exists,
+# saying so in MARKER (its pid): a decision caught between its checks and its mark.
+_HELD_AT_CALL = """
+import importlib, os, sys, time
+from pathlib import Path
+
+target, marker, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+module_name, name = target.split(":")
+module = importlib.import_module(module_name)
+original = getattr(module, name)
+
+
+def held(*args, **kwargs):
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 240
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return original(*args, **kwargs)
+
+
+setattr(module, name, held)
+sys.argv = ["nextbest", *sys.argv[4:]]
+from nextbest.cli import main
+
+main()
+"""
+
+
+def _register(settings: Settings, trained, *, alias: str | None = None) -> str:
+    """The session's model registered again in ``settings``' store (no training)."""
+    model = registry.load_version(trained.settings, trained.version)
+    result = TrainResult(model=model, metrics={}, params={"variant": "alone"})
+    return registry.log_training_run(result, settings, alias=alias).version
+
+
+def _env(settings: Settings, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env["NEXTBEST_MODELS_DIR"] = str(settings.resolved_models_dir)
+    env["COLUMNS"] = "400"  # no long path folded mid-word by the console
+    if settings.tracking_uri:
+        env["NEXTBEST_TRACKING_URI"] = settings.tracking_uri
+    return {**env, **more}
+
+
+def _nextbest(settings: Settings, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nextbest", *args],
+        env=_env(settings, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+
+
+@contextmanager
+def _held(settings: Settings, tmp_path: Path, target: str, *args: str) -> Iterator:
+    """``nextbest *args`` in its own process, held at its call of ``target`` until the
+    block lets it go (``go()``); yielded once held as ``(process, go)``."""
+    marker, go = tmp_path / "held", tmp_path / "go"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HELD_AT_CALL, target, str(marker), str(go), *args],
+        env=_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), process.communicate(timeout=5)
+        yield process, go.touch
+    finally:
+        go.touch()
+        if process.poll() is None:
+            process.communicate(timeout=240)
+
+
+def _said(process: subprocess.Popen[str]) -> tuple[int, str]:
+    out, _ = process.communicate(timeout=240)
+    return process.returncode, " ".join(out.split())
+
+
+def _pending(settings: Settings) -> str | None:
+    tags = registry.client(settings).get_registered_model(settings.model_name).tags
+    return tags.get(registry.PENDING_TAG)
+
+
+def _two_promotions_meet(settings: Settings, tmp_path: Path) -> None:
+    """A forced promotion of version 2 held after its checks (at the record of its
+    evaluation), and one of version 3 started meanwhile: the second waits, then
+    promotes version 3 over version 2, the champion the first left."""
+    promote = ("promote", "--force", "--reason")
+    with _held(
+        settings,
+        tmp_path,
+        "nextbest.loop.gate:_log_evaluation",
+        *promote,
+        "scheduled",
+        "--version",
+        "2",
+    ) as (first, go):
+        second = _nextbest(settings, *promote, "manual", "--version", "3")
+        # Long enough for a promotion without the lock to run through (its start-up
+        # and its forced promotion: seconds).
+        time.sleep(20)
+        assert second.poll() is None, _said(second)
+        assert registry.alias_version(settings, "champion") == "1"
+        assert _pending(settings) is None
+        go()
+        code, said = _said(first)
+        assert code == 0, said
+        code, said_second = _said(second)
+    assert code == 0, said_second
+    assert (
+        f"note: the promotion by process {first.pid} on host {socket.gethostname()}"
+    ) in said_second, said_second
+    assert (
+        "is deciding on model 'nextbest': this promotion waits for it to end, up to 120 s "
+        "(NEXTBEST_DECISION_WAIT_S), then decides on what it left"
+    ) in said_second, said_second
+    assert "promoted version 3 to champion (previous champion: 2)" in said_second, said_second
+    changes = [(c.version, c.decision, c.previous) for c in champion_changes(settings)]
+    assert changes == [
+        ("1", "train", None),
+        ("2", "forced promote", "1"),
+        ("3", "forced promote", "2"),
+    ]
+    assert registry.alias_version(settings, "champion") == "3"
+    assert registry.alias_version(settings, "previous_champion") == "2"
+    assert gate.champion_history(settings) == ["1", "2", "3"]
+    assert _pending(settings) is None
+
+
+def test_a_promotion_started_beside_another_waits_and_promotes_over_its_champion(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """Both passed the check before either wrote its mark, and both moved the champion:
+    the last won, and both were recorded as replacing version 1 (the timeline said
+    1 -> 3, then 2 replacing 1; champion_history lost version 3)."""
+    settings = own_copy
+    assert _register(settings, trained, alias="challenger") == "2"
+    assert _register(settings, trained) == "3"
+    _two_promotions_meet(settings, tmp_path)
+
+
+def test_a_promotion_that_waited_for_the_same_one_says_nothing_to_promote(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """A retried job started while the first promotion was still evaluating: it waits,
+    then finds the promotion made (exit 0), as it would have run after it."""
+    settings = own_copy
+    assert _register(settings, trained, alias="challenger") == "2"
+    with _held(
+        settings,
+        tmp_path,
+        "nextbest.loop.gate:_log_evaluation",
+        *("promote", "--force", "--reason", "scheduled"),
+    ) as (first, go):
+        second = _nextbest(settings, "promote", "--force", "--reason", "retried")
+        time.sleep(20)
+        assert second.poll() is None, _said(second)
+        go()
+        code, said = _said(first)
+        assert code == 0, said
+        code, said_second = _said(second)
+    assert code == 0, said_second
+    assert "nothing to promote: version 2, the newest, is champion already" in said_second
+    assert [c.version for c in champion_changes(settings)] == ["1", "2"]
+    assert registry.alias_version(settings, "previous_champion") == "1"
+
+
+def test_a_rollback_beside_another_past_its_wait_is_refused_naming_it_and_writes_nothing(
+    own_copy: Settings, trained, tmp_path: Path
+) -> None:
+    """Two rollbacks at once each rolled 3 back to 2, two runs recording the same step;
+    now the second, with NEXTBEST_DECISION_WAIT_S=1, stops (exit 2) naming the first."""
+    settings = own_copy
+    for reason in ("pilot", "wider"):
+        _register(settings, trained, alias="challenger")
+        gate.promote(settings, config=gate.GateConfig(), force=True, reason=reason)
+    assert registry.alias_version(settings, "champion") == "3"
+    with _held(
+        settings, tmp_path, "nextbest.registry:move_recorded", "rollback", "--reason", "first"
+    ) as (first, go):
+        code, said = _said(
+            _nextbest(settings, "rollback", "--reason", "second", NEXTBEST_DECISION_WAIT_S="1")
+        )
+        assert code == 2, said
+        assert (
+            f"error: the rollback by process {first.pid} on host {socket.gethostname()} "
+            "(deciding since "
+        ) in said, said
+        lock = settings.resolved_models_dir / ".mlflow.db.nextbest.decision.lock"
+        assert (
+            f"is deciding on model 'nextbest' (it holds {lock}); this rollback waited 1 s "
+            "for it to end (NEXTBEST_DECISION_WAIT_S) and decided nothing: run the command "
+            "again once it has ended"
+        ) in said, said
+        go()
+        code, said = _said(first)
+        assert code == 0, said
+    rollbacks = [c for c in champion_changes(settings) if c.decision == "rollback"]
+    assert [(c.version, c.previous, c.reason) for c in rollbacks] == [("2", "3", "first")]
+    assert registry.alias_version(settings, "champion") == "2"
+    assert gate.champion_history(settings) == ["1", "2"]
+    assert lock.read_text() == ""  # no holder left named
+
+
+@pytest.mark.parametrize("asked", [None, "champion"], ids=["first-version", "alias-champion"])
+def test_two_trainings_on_an_empty_registry_make_one_first_champion(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: str | None
+) -> None:
+    """Both found no champion and no mark, and each made its version the first
+    champion (two train decisions replacing none; the older version won). Now the
+    second waits, finds the champion made, and registers its version without the
+    alias: said (exit 2 in the command) when it asked for champion with --alias."""
+    settings = Settings(models_dir=tmp_path / "models", seed=11)
+    _register(settings, trained, alias="challenger")  # makes the store and its tables
+    registry.client(settings).delete_registered_model_alias(settings.model_name, "challenger")
+    held, go = threading.Event(), threading.Event()
+    first: list[threading.Thread] = []
+    original = registry.experiment_id
+
+    def hold(settings_: Settings, suffix: str = "") -> str:
+        # The first training, past its check, opening its decision run.
+        at_decision = suffix == registry.DECISIONS_SUFFIX
+        if threading.current_thread() in first and at_decision and not held.is_set():
+            held.set()
+            assert go.wait(120)
+        return original(settings_, suffix)
+
+    monkeypatch.setattr(registry, "experiment_id", hold)
+    made: list[str] = []
+    second: list[object] = []
+
+    def register_second() -> None:
+        try:
+            second.append(_register(settings, trained, alias=asked))
+        except registry.RegistryError as exc:
+            second.append(exc)
+
+    first.append(threading.Thread(target=lambda: made.append(_register(settings, trained))))
+    first[0].start()
+    try:
+        assert held.wait(120)
+        other = threading.Thread(target=register_second)
+        other.start()
+        other.join(20)
+        assert other.is_alive(), second  # waiting for the first's decision
+    finally:
+        go.set()
+        first[0].join(120)
+    other.join(120)
+    (champion,) = made
+    assert registry.alias_version(settings, "champion") == champion
+    assert [(c.version, c.decision, c.previous) for c in champion_changes(settings)] == [
+        (champion, "train", None)
+    ]
+    (outcome,) = second
+    later = str(int(champion) + 1)
+    if asked is None:
+        assert outcome == later
+    else:
+        assert isinstance(outcome, registry.ChampionMovedError), outcome
+        assert str(outcome) == (
+            f"version {later} is registered without alias champion: version {champion} "
+            "became champion meanwhile, where this training was to replace no champion "
+            f"(`nextbest models --history` says by which decision); `nextbest promote "
+            f"--version {later}` puts it to the gate"
+        )
+    described = registry.describe_version(settings, later)
+    assert described.aliases == ()
+    assert _pending(settings) is None
+
+
+@pytest.mark.postgres
+def test_two_promotions_on_a_postgresql_registry_wait_for_each_other(
+    trained, postgres_url: str, tmp_path: Path
+) -> None:
+    """The same meeting on a registry in PostgreSQL: an advisory lock keeps them apart,
+    and the one waiting names the other by its connection's application name."""
+    settings = trained.settings.model_copy(
+        update={"models_dir": tmp_path / "models", "tracking_uri": postgres_url}
+    )
+    assert _register(settings, trained) == "1"
+    assert registry.alias_version(settings, "champion") == "1"
+    assert _register(settings, trained, alias="challenger") == "2"
+    assert _register(settings, trained) == "3"
+    assert not list(tmp_path.glob("models/.*.lock"))  # no lock file beside a server's store
+    _two_promotions_meet(settings, tmp_path)
+
+
+@pytest.mark.postgres
+def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
+    trained, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two threads, each on its own connection: the second, told not to wait, is
+    refused naming the first; once the first has ended, it takes the lock."""
+    settings = trained.settings.model_copy(
+        update={"models_dir": tmp_path / "models", "tracking_uri": postgres_url}
+    )
+    no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
+    taken, go = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with registry.deciding_alone(settings, "promotion"):
+            taken.set()
+            assert go.wait(60)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    try:
+        assert taken.wait(60)
+        with (
+            pytest.raises(registry.DecisionLockedError) as refused,
+            registry.deciding_alone(no_wait, "rollback"),
+        ):
+            pass
+    finally:
+        go.set()
+        holder.join(60)
+    here = registry.DecidingProcess.this()
+    assert refused.value.holder is not None
+    assert (refused.value.holder.decision, refused.value.holder.process.pid) == (
+        "promotion",
+        here.pid,
+    )
+    said = str(refused.value)
+    assert said.startswith(
+        f"the promotion by process {here.pid} on host {here.host} (deciding since "
+    ), said
+    assert "is deciding on model 'nextbest' (it holds PostgreSQL advisory lock " in said
+    assert (
+        "; this rollback did not wait for it (NEXTBEST_DECISION_WAIT_S is 0) and decided "
+        "nothing: run the command again once it has ended"
+    ) in said
+    with registry.deciding_alone(no_wait, "rollback"):
+        pass
