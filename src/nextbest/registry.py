@@ -1139,7 +1139,7 @@ class _AdvisoryLock:
             self._connection = self._engine.connect()
         except SQLAlchemyError as exc:
             self._engine.dispose()
-            raise _unreadable(settings, "the decisions under way", exc) from exc
+            raise _unreadable(settings, "the decision under way", exc) from exc
 
     def try_take(self, holder: DecisionHolder) -> bool:
         from sqlalchemy import text

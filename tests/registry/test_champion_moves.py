@@ -1208,9 +1208,15 @@ def test_repair_leaves_a_decision_at_work_in_this_process_alone(
         listed = json.loads(out)
         assert listed["decision_unfinished"] is None
         assert listed["decision_in_progress"]["champion"] == challenger
-        # The next decision waits for it rather than deciding beside it.
-        with pytest.raises(GateError, match=r"is in progress: process \d+ on host .* is at work"):
-            gate.rollback(settings)
+        # The next decision waits for it rather than deciding beside it; told not to
+        # wait, it is refused at once, naming it.
+        no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
+        with pytest.raises(
+            GateError,
+            match=r"^the promotion by process \d+ on host .* is deciding on model 'nextbest' "
+            r".*; this rollback did not wait for it .* and decided nothing",
+        ):
+            gate.rollback(no_wait)
     finally:
         go.set()
         promoting[0].join(120)
@@ -1244,9 +1250,14 @@ def test_repair_leaves_a_decision_at_work_in_another_process_alone_until_it_is_k
         code, shown = _models(settings, "--repair")
         assert code == 0 and "taken off" not in shown and "is in progress" in shown, shown
         assert registry.PENDING_TAG in _tags_now(settings)
-        result = runner.invoke(app, ["rollback"], env=_env(settings), terminal_width=240)
+        result = runner.invoke(
+            app,
+            ["rollback"],
+            env={**_env(settings), "NEXTBEST_DECISION_WAIT_S": "0"},
+            terminal_width=240,
+        )
         assert result.exit_code == 2, result.output
-        assert f"process {process.pid} on host" in " ".join(result.output.split())
+        assert f"the promotion by process {process.pid} on host" in " ".join(result.output.split())
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
     code, shown = _models(settings)
@@ -1371,19 +1382,20 @@ def test_a_train_beside_a_first_champion_in_progress_leaves_it_the_champion(
         mark = _tags_now(settings)[registry.PENDING_TAG]
         second = _register(settings, trained)
         assert _tags_now(settings)[registry.PENDING_TAG] == mark
-        # Asked for champion (a model's first version), it does not decide beside it:
-        # registered without the alias, saying why.
+        # Asked for champion (a model's first version), it waits for it rather than
+        # decide beside it; told not to wait, it is registered without the alias at
+        # once, saying why.
         model = registry.load_version(trained.settings, trained.version)
         asked = registry.log_training_run(
             TrainResult(model=model, metrics={}, params={"variant": "moves"}),
-            settings,
+            settings.model_copy(update={"decision_wait_s": 0.0}),
             alias="champion",
         )
         assert (asked.version, asked.aliases) == ("4", ())
         assert asked.not_champion is not None and re.search(
-            r"is in progress: process \d+ on host .*; nothing was decided beside it: "
-            r"version 4 is registered without alias champion; once it has ended, `nextbest "
-            r"promote --version 4` puts it to the gate",
+            r"^the champion decision of a training by process \d+ on host .* and "
+            r"decided nothing: version 4 is registered without alias champion; once it has "
+            r"ended, `nextbest promote --version 4` puts it to the gate",
             asked.not_champion,
         ), asked.not_champion
         tags = registry.client(settings).get_model_version(settings.model_name, "4").tags
