@@ -368,3 +368,56 @@ def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
     ) in said
     with registry.deciding_alone(no_wait, "rollback"):
         pass
+
+
+@pytest.mark.parametrize(
+    ("registry_uri", "lock_file"),
+    [
+        pytest.param(
+            "sqlite:///{tmp}/store/mlflow.db",
+            "store/.mlflow.db.nextbest.decision.lock",
+            id="sqlite",
+        ),
+        pytest.param("{tmp}/mlruns", ".mlruns.nextbest.decision.lock", id="file-store"),
+        pytest.param("file://{tmp}/mlruns", ".mlruns.nextbest.decision.lock", id="file-uri"),
+        pytest.param("http://127.0.0.1:5000", None, id="tracking-server"),
+    ],
+)
+def test_which_registries_keep_two_decisions_apart(
+    tmp_path: Path, registry_uri: str, lock_file: str | None
+) -> None:
+    """A SQLite file or a file store (by path or file: URI) is locked with a file beside
+    it, across threads of one process too; an MLflow server over HTTP is not locked."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "mlflow.db").touch()
+    (tmp_path / "mlruns").mkdir()
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        registry_uri=registry_uri.format(tmp=tmp_path),
+        decision_wait_s=0.0,
+    )
+    taken, go = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with registry.deciding_alone(settings, "promotion"):
+            taken.set()
+            assert go.wait(60)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    try:
+        assert taken.wait(60)
+        if lock_file is not None:
+            with (
+                pytest.raises(registry.DecisionLockedError, match="did not wait"),
+                registry.deciding_alone(settings, "rollback"),
+            ):
+                pass
+        else:
+            with registry.deciding_alone(settings, "rollback"):
+                pass
+    finally:
+        go.set()
+        holder.join(60)
+    made = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.decision.lock")]
+    assert made == ([lock_file] if lock_file else [])
