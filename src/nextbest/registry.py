@@ -1017,7 +1017,7 @@ class DecisionLockedError(RegistryError):
 @dataclass(frozen=True)
 class DecisionHolder:
     """Who holds a model's decision lock: the ``decision`` (``promotion``,
-    ``rollback``, ``first champion of a training``), its ``process``, and ``since``
+    ``rollback``, ``champion decision of a training``), its ``process``, and ``since``
     (ISO 8601, UTC; "" when not known)."""
 
     decision: str
@@ -1061,16 +1061,17 @@ class _FileLock:
     def open(self, settings: Settings, holder: DecisionHolder) -> None:
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except PermissionError:
+        except OSError as exc:
             # Made by another account: locked all the same, without saying who holds it.
-            with contextlib.suppress(OSError):
+            try:
                 self._fd, self._writable = os.open(self.path, os.O_RDONLY), False
-        if self._fd is None:
-            raise RegistryError(
-                f"the decision lock {self.path} of model '{settings.model_name}' cannot be "
-                f"opened or made: nothing was decided. Give this account the right to write "
-                f"in {self.path.parent}, as it has for the registry there"
-            )
+            except OSError:
+                raise RegistryError(
+                    f"the decision lock {self.path} of model '{settings.model_name}' cannot "
+                    f"be opened or made ({_one_line(exc)}): nothing was decided. Give this "
+                    f"account the right to write in {self.path.parent}, as it has for the "
+                    "registry there"
+                ) from exc
 
     def try_take(self, holder: DecisionHolder) -> bool:
         import fcntl

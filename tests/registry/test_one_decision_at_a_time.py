@@ -421,3 +421,25 @@ def test_which_registries_keep_two_decisions_apart(
         holder.join(60)
     made = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.decision.lock")]
     assert made == ([lock_file] if lock_file else [])
+
+
+def test_a_lock_file_that_cannot_be_opened_stops_the_decision_naming_it(tmp_path: Path) -> None:
+    """Left as a link to a place that is gone (a models directory moved by hand): the
+    decision stops, naming the file and why, and what to do; it is not made unlocked."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "mlflow.db").touch()
+    lock = store / ".mlflow.db.nextbest.decision.lock"
+    lock.symlink_to(tmp_path / "gone" / "decision.lock")
+    settings = Settings(models_dir=tmp_path / "models", registry_uri=f"sqlite:///{store}/mlflow.db")
+    with (
+        pytest.raises(registry.RegistryError) as refused,
+        registry.deciding_alone(settings, "promotion"),
+    ):
+        pytest.fail("decided without the lock")
+    assert str(refused.value) == (
+        f"the decision lock {lock} of model 'nextbest' cannot be opened or made "
+        f"(FileNotFoundError: [Errno 2] No such file or directory: '{lock}'): nothing was "
+        f"decided. Give this account the right to write in {store}, as it has for the "
+        "registry there"
+    )
