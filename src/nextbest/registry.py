@@ -474,14 +474,19 @@ def log_training_run(
             # as a decision beside the promotions and rollbacks, so the champion's
             # timeline starts here; recorded first, then the alias moves. Checked again
             # under the decision lock: a champion made meanwhile by another leaves this
-            # version without the alias.
-            made = alias_version(settings, CHAMPION_ALIAS) is None and _log_trained_champion(
-                settings,
-                version,
-                previous=None,
-                training_run_id=str(info.run_id),
-                # A server reading another alias would otherwise have nothing to serve.
-                serve_alias=settings.serve_alias if served is None else None,
+            # version without the alias. Not asked for champion, it does not wait for a
+            # decision in progress (another training's first champion): a later version.
+            made = (
+                alias_version(settings, CHAMPION_ALIAS) is None
+                and (alias == CHAMPION_ALIAS or decision_in_progress(settings) is None)
+                and _log_trained_champion(
+                    settings,
+                    version,
+                    previous=None,
+                    training_run_id=str(info.run_id),
+                    # A server reading another alias would otherwise have nothing to serve.
+                    serve_alias=settings.serve_alias if served is None else None,
+                )
             )
             if not made:
                 champion = alias_version(settings, CHAMPION_ALIAS)

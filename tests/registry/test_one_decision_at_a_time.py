@@ -245,7 +245,7 @@ def test_two_trainings_on_an_empty_registry_make_one_first_champion(
     """Both found no champion and no mark, and each made its version the first
     champion (two train decisions replacing none; the older version won). Now the
     second waits, finds the champion made, and registers its version without the
-    alias: said (exit 2 in the command) when it asked for champion with --alias."""
+    alias: said (exit 1 in the command) when it asked for champion with --alias."""
     settings = Settings(models_dir=tmp_path / "models", seed=11)
     _register(settings, trained, alias="challenger")  # makes the store and its tables
     registry.client(settings).delete_registered_model_alias(settings.model_name, "challenger")
@@ -266,8 +266,10 @@ def test_two_trainings_on_an_empty_registry_make_one_first_champion(
     second: list[object] = []
 
     def register_second() -> None:
+        model = registry.load_version(trained.settings, trained.version)
+        result = TrainResult(model=model, metrics={}, params={"variant": "alone"})
         try:
-            second.append(_register(settings, trained, alias=asked))
+            second.append(registry.log_training_run(result, settings, alias=asked))
         except registry.RegistryError as exc:
             second.append(exc)
 
@@ -290,15 +292,17 @@ def test_two_trainings_on_an_empty_registry_make_one_first_champion(
     ]
     (outcome,) = second
     later = str(int(champion) + 1)
+    assert isinstance(outcome, registry.ModelVersionInfo), outcome
+    assert outcome.version == later
     if asked is None:
-        assert outcome == later
+        assert outcome.not_champion is None
     else:
-        assert isinstance(outcome, registry.ChampionMovedError), outcome
-        assert str(outcome) == (
-            f"version {later} is registered without alias champion: version {champion} "
-            "became champion meanwhile, where this training was to replace no champion "
-            f"(`nextbest models --history` says by which decision); `nextbest promote "
-            f"--version {later}` puts it to the gate"
+        assert outcome.not_champion == (
+            f"version {later} is registered in full without alias champion: version "
+            f"{champion} became champion while it trained, and the champion changes only "
+            f"by `nextbest promote`, which runs the gate; `nextbest evaluate --version "
+            f"{later}` compares the two, and `nextbest promote --version {later}` makes it "
+            "champion if the gate passes"
         )
     described = registry.describe_version(settings, later)
     assert described.aliases == ()
