@@ -1733,6 +1733,7 @@ def _run_server(
     import uvicorn
 
     from nextbest.api.observability import logging_config
+    from nextbest.api.protocol import PROTOCOL
     from nextbest.api.workers import (
         AddressInUseError,
         balanced_listeners_supported,
@@ -1753,6 +1754,8 @@ def _run_server(
         workers=n_workers,
         log_config=logging_config(log_level.upper()),
         access_log=False,
+        # Each answer's head and body in one send (nextbest.api.protocol).
+        http=PROTOCOL,
         **extra,
     )
     if n_workers > 1 and balanced_listeners_supported():
