@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -301,6 +302,15 @@ def test_requester_is_the_key_name_and_keys_are_never_logged(
     assert keys.channel_key not in text and hash_key(keys.channel_key) not in text
     assert hcp not in text, "request logs carry no HCP identifiers"
     assert any(getattr(r, "requester", None) == "crm-email" for r in caplog.records)
+
+
+def test_a_request_id_made_by_the_server_is_a_new_uuid4_each_time(client: TestClient) -> None:
+    made = [client.get("/healthz").headers["X-Request-ID"] for _ in range(50)]
+    assert len(set(made)) == len(made)
+    for request_id in made:
+        parsed = uuid.UUID(request_id)
+        assert parsed.hex == request_id and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_each_answer_carries_a_request_id_its_log_line_names(

@@ -34,7 +34,6 @@ import os
 import re
 import struct
 import time
-import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -412,7 +411,18 @@ def _request_id(scope: Scope) -> bytes:
             and not _presented(scope, value)
         ):
             return bytes(value)
-    return uuid.uuid4().hex.encode()
+    return new_request_id()
+
+
+# A UUIDv4's version and variant bits, and the mask that clears them.
+_UUID4_BITS = (0x4 << 76) | (0x2 << 62)
+_UUID4_RANDOM = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
+
+
+def new_request_id() -> bytes:
+    """A random UUIDv4 as 32 hex digits, what ``uuid.uuid4().hex`` gives, written
+    without building a UUID object: half the time, on every request without an id."""
+    return b"%032x" % (int.from_bytes(os.urandom(16)) & _UUID4_RANDOM | _UUID4_BITS)
 
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
