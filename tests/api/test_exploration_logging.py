@@ -370,8 +370,13 @@ def test_no_action_answers_are_logged_with_the_probability_the_policy_had(
 
 
 def _counted(client: TestClient) -> dict[str, float]:
-    """The answer, holdout and explored-item counters of /metrics, by sample."""
-    names = ("nextbest_answers_total{", "nextbest_holdout_total ", "nextbest_explored_items_total{")
+    """The answer, holdout, explored-item and served-item counters of /metrics, by sample."""
+    names = (
+        "nextbest_answers_total{",
+        "nextbest_holdout_total ",
+        "nextbest_explored_items_total{",
+        "nextbest_recommendations_total{",
+    )
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in client.get("/metrics").text.splitlines()
@@ -405,3 +410,11 @@ def test_metrics_count_answers_holdouts_and_explored_items(exploring: TestClient
         for name, n in counted.items()
         if name.startswith("nextbest_explored_items_total") and n
     } == explored
+    served: dict[str, int] = {}
+    for item in (i for r in results for i in r["items"]):
+        served[item["channel"]] = served.get(item["channel"], 0) + 1
+    assert {
+        name.split('"')[1]: n
+        for name, n in counted.items()
+        if name.startswith("nextbest_recommendations_total") and n
+    } == served
