@@ -35,6 +35,8 @@ async def _app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         return
     body = BIG if scope["path"] == "/big" else b'{"hcp_id":"H1","items":[]}'
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if scope["path"] == "/last":  # as ConnectionRecycler answers a connection's Nth request
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -113,6 +115,47 @@ def test_the_wire_carries_the_same_bytes_as_uvicorns_own_protocol() -> None:
     assert ours == theirs
     assert ours.count(b"HTTP/1.1 200 OK") == len(PATHS)
     assert b"first," in ours and b"second" in ours and BIG in ours
+
+
+async def _raw(protocol: type[HttpToolsProtocol], request: bytes) -> bytes:
+    """Everything a real uvicorn server with ``protocol`` sends for ``request``, read
+    until it closes the connection."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        _app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="critical"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        received = await asyncio.wait_for(reader.read(-1), timeout=10)
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
+    return re.sub(rb"date: [^\r]*\r\n", b"", received)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /last HTTP/1.1\r\nHost: test\r\n\r\n",  # the app's Connection: close
+        b"GET /one HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",  # the client's
+        b"GET /one HTTP/1.0\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",  # uvicorn's own 400, then its close
+    ],
+)
+def test_an_answer_before_a_close_is_sent_whole(request_bytes: bytes) -> None:
+    ours = asyncio.run(_raw(JoinedWritesHttpProtocol, request_bytes))
+    theirs = asyncio.run(_raw(HttpToolsProtocol, request_bytes))
+    assert ours == theirs
+    assert ours.startswith(b"HTTP/1.1 ")
+    assert ours.endswith((b"}", b"Invalid HTTP request received."))
 
 
 def test_a_large_body_is_sent_as_it_is_after_its_head() -> None:
