@@ -1200,7 +1200,10 @@ def test_repair_leaves_a_decision_at_work_in_this_process_alone(
         assert f"the promotion of version {challenger} (replacing 1; MLflow run " in shown, shown
         assert "is in progress: process " in shown, shown
         assert "is at work on it; it is left alone by `nextbest models --repair`" in shown, shown
-        assert "and train makes no first champion, until it has ended" in shown, shown
+        assert (
+            "promote and rollback wait for it to end before they decide, and train makes "
+            "no first champion beside it"
+        ) in shown, shown
         assert "unfinished" not in shown and "taken off" not in shown, shown
         assert "finished:" not in shown, shown
         assert _tags_now(settings)[registry.PENDING_TAG] == mark
