@@ -1954,6 +1954,12 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     what = "the versions"
     if not _registry_exists_readable(settings, what):
         raise missing
+    if (said := _tracking_file_missing(settings)) is not None:
+        # Listing the versions through MLflow would make the file: said, and none made.
+        raise RegistryError(
+            f"{said}; set NEXTBEST_TRACKING_URI to that store (their figures, lineage and "
+            "decisions are recorded there): nothing was made at the path given"
+        )
     mlflow_client = _reading_client(settings, what)
     try:
         found = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
@@ -2110,15 +2116,11 @@ def check_decision_store(
     if tracking == registry_uri or not _registry_exists_readable(settings, what):
         return  # no registry: nothing to decide, as the decision says (no store made)
     not_made = _NOT_MADE[decision]
-    path = Path(tracking.removeprefix("sqlite:///")) if tracking.startswith("sqlite:///") else None
-    if path is not None and not path.exists():
+    if (said := _tracking_file_missing(settings)) is not None:
         raise DecisionStoreError(
-            f"the MLflow tracking store {without_password(tracking)} is a file that does not "
-            f"exist, so it has none of the training runs of the versions of model "
-            f"'{settings.model_name}' in the registry {without_password(registry_uri)}: it "
-            "is not the tracking store they were trained in, where the decisions on the "
-            f"champion are recorded, and the {decision} would be recorded apart from them: "
-            f"{not_made}. Set NEXTBEST_TRACKING_URI to the store they were trained in"
+            f"{said}, where the decisions on the champion are recorded, and the {decision} "
+            f"would be recorded apart from them: {not_made}. Set NEXTBEST_TRACKING_URI to "
+            "the store they were trained in"
         )
     # Opened as the decision's own run would open them: a store that fails is named.
     mlflow_client = _reading_client(settings, what)
@@ -2136,6 +2138,25 @@ def check_decision_store(
         return
     missing.sort(key=lambda mv: int(mv.version), reverse=True)
     raise DecisionStoreError(_runs_missing_said(settings, missing, decision=decision))
+
+
+def _tracking_file_missing(settings: Settings) -> str | None:
+    """When the tracking store is a SQLite file of its own (not the registry) that does
+    not exist: the start of a sentence saying so, naming both stores; else None. Every
+    read of the registry through MLflow opens the tracking store too, and would make
+    that file, with an experiment in it: a read (``nextbest models``) or a refused
+    decision must not leave one behind."""
+    tracking, registry_uri = settings.resolved_tracking_uri, settings.resolved_registry_uri
+    if tracking == registry_uri or not tracking.startswith("sqlite:///"):
+        return None
+    if Path(tracking.removeprefix("sqlite:///")).exists():
+        return None
+    return (
+        f"the MLflow tracking store {without_password(tracking)} is a file that does not "
+        f"exist, so it has none of the training runs of the versions of model "
+        f"'{settings.model_name}' in the registry {without_password(registry_uri)}: it "
+        "is not the tracking store they were trained in"
+    )
 
 
 def _runs_missing_said(

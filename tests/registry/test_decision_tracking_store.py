@@ -141,6 +141,33 @@ def test_a_decision_on_another_projects_tracking_store_is_refused_writing_nothin
     assert [c.decision for c in champion_changes(settings)] == ["train", "forced promote"]
 
 
+@pytest.mark.parametrize("args", [["models"], ["models", "--json"]], ids=" ".join)
+def test_models_on_a_tracking_store_file_that_does_not_exist_makes_none(
+    two_stores: Settings, tmp_path: Path, args: list[str]
+) -> None:
+    """`nextbest models` only reads, yet listing the versions through MLflow made the
+    tracking store's file (with its tables and a Default experiment) at a mistyped
+    path: now it says what the path is, and makes nothing there."""
+    settings = two_stores
+    missing = tmp_path / "typo" / "mlflow.db"
+    missing.parent.mkdir()
+    before = _registry_state(settings)
+
+    code, said = _invoke(settings, f"sqlite:///{missing}", args)
+    assert code == 2, said
+    assert (
+        f"error: the MLflow tracking store sqlite:///{missing} is a file that does not exist, "
+        "so it has none of the training runs of the versions of model 'nextbest' in the "
+        f"registry {settings.resolved_registry_uri}: it is not the tracking store they were "
+        "trained in; set NEXTBEST_TRACKING_URI to that store"
+    ) in said, said
+    assert not missing.exists() and list(missing.parent.iterdir()) == []
+    assert _registry_state(settings) == before
+    # The stores it was trained in: listed as ever.
+    code, said = _invoke(settings, settings.resolved_tracking_uri, args)
+    assert code == 0, said
+
+
 @pytest.mark.parametrize("args", [PROMOTE, ROLLBACK], ids=lambda a: a[0])
 def test_a_decision_on_a_tracking_store_file_that_does_not_exist_is_refused_unmade(
     two_stores: Settings, tmp_path: Path, args: list[str]
