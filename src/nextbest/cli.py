@@ -3489,11 +3489,16 @@ def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
             )
         return registry.load_alias(settings, alias)
     asked = str(int(name))
-    known = (
-        [v.version for v in registry.list_versions(settings)]
-        if registry.registry_exists(settings)
-        else []
-    )
+    try:
+        known = (
+            [v.version for v in registry.list_versions(settings)]
+            if registry.registry_exists(settings)
+            else []
+        )
+    except registry.TrainingRunsMissingError as exc:
+        known = [v.version for v in exc.versions]  # the registry's, read all the same
+    except registry.RegistryError as exc:
+        raise _fail(f"--model {name}: {exc}") from None
     if asked not in known:
         raise _fail(
             f"--model {name}: model '{settings.model_name}' has no version {asked} "

@@ -1652,8 +1652,14 @@ def test_models_on_a_tracking_store_without_the_versions_runs_says_so(
     timeline, both read from the tracking store, are refused before anything is done."""
     import shutil
 
+    import mlflow
+
     shutil.copytree(trained.settings.resolved_models_dir, env_settings)
     empty = tmp_path / "new-tracking.db"
+    # A store that exists, with no runs (one that does not exist is said as such, and
+    # not made: tests/registry/test_decision_tracking_store.py).
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{empty}").search_experiments()
+    assert empty.exists()
     monkeypatch.setenv("NEXTBEST_TRACKING_URI", f"sqlite:///{empty}")
     monkeypatch.setenv("NEXTBEST_REGISTRY_URI", f"sqlite:///{env_settings / 'mlflow.db'}")
     get_settings.cache_clear()
