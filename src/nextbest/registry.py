@@ -1804,12 +1804,11 @@ def alias_version(settings: Settings, alias: str) -> str | None:
         raise _unreadable(settings, what, exc) from exc
 
 
-def _reading_client(settings: Settings, what: str) -> Any:
-    """:func:`client` for reading ``what`` of the served model: a store that cannot
-    be opened (its server down, its file no database, locked or a directory) raises
-    :class:`RegistryUnreadableError` naming that store, the tracking store or the
-    registry, where the error named the registry whichever had failed."""
-    from mlflow.exceptions import MlflowException
+def _stores_usable(settings: Settings, what: str) -> None:
+    """Raise :class:`RegistryUnreadableError` naming the MLflow store (tracking store
+    or registry) that cannot be opened for reading ``what``: a server that does not
+    answer, a SQLite path that is a directory or no database. Opens nothing through
+    MLflow, so a SQLite file that does not exist is not made."""
     from sqlalchemy.exc import SQLAlchemyError
 
     for uri in dict.fromkeys((settings.resolved_tracking_uri, settings.resolved_registry_uri)):
@@ -1818,6 +1817,17 @@ def _reading_client(settings: Settings, what: str) -> Any:
             _refuse_unreachable_server(uri)
         except (SQLAlchemyError, IsADirectoryError) as exc:
             raise _unreadable(settings, what, exc, uri=uri) from exc
+
+
+def _reading_client(settings: Settings, what: str) -> Any:
+    """:func:`client` for reading ``what`` of the served model: a store that cannot
+    be opened (its server down, its file no database, locked or a directory) raises
+    :class:`RegistryUnreadableError` naming that store, the tracking store or the
+    registry, where the error named the registry whichever had failed."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    _stores_usable(settings, what)
     try:
         return client(settings)  # MLflow opens the tracking store with its client
     except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
@@ -1954,6 +1964,7 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
     what = "the versions"
     if not _registry_exists_readable(settings, what):
         raise missing
+    _stores_usable(settings, what)  # a registry down is said first, as ever
     if (said := _tracking_file_missing(settings)) is not None:
         # Listing the versions through MLflow would make the file: said, and none made.
         raise RegistryError(
