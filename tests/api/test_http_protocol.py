@@ -4,9 +4,10 @@ bytes on the wire the same as uvicorn's own protocol sends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -64,21 +65,31 @@ class _Sends:
         return Recorded
 
 
-async def _exchange(protocol: type[HttpToolsProtocol], paths: list[str]) -> bytes:
-    """The bytes a real uvicorn server with ``protocol`` answers the GETs of ``paths``
-    with, on one keep-alive connection, each read until the next can be sent."""
+@contextlib.asynccontextmanager
+async def _server(protocol: type[HttpToolsProtocol], log_level: str) -> AsyncIterator[int]:
+    """A real uvicorn server of ``_app`` with ``protocol`` while the block runs: its port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = uvicorn.Config(
-        _app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="warning"
+        _app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level=log_level
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
-    received = b""
     try:
+        yield port
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def _exchange(protocol: type[HttpToolsProtocol], paths: list[str]) -> bytes:
+    """The bytes a real uvicorn server with ``protocol`` answers the GETs of ``paths``
+    with, on one keep-alive connection, each read until the next can be sent."""
+    received = b""
+    async with _server(protocol, "warning") as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for path in paths:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
@@ -90,9 +101,6 @@ async def _exchange(protocol: type[HttpToolsProtocol], paths: list[str]) -> byte
                 body = await reader.readexactly(length)
             received += head + body
         writer.close()
-    finally:
-        server.should_exit = True
-        await serving
     # The date header differs from second to second.
     return re.sub(rb"date: [^\r]*\r\n", b"", received)
 
@@ -120,24 +128,11 @@ def test_the_wire_carries_the_same_bytes_as_uvicorns_own_protocol() -> None:
 async def _raw(protocol: type[HttpToolsProtocol], request: bytes) -> bytes:
     """Everything a real uvicorn server with ``protocol`` sends for ``request``, read
     until it closes the connection."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        _app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="critical"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    async with _server(protocol, "critical") as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request)
         received = await asyncio.wait_for(reader.read(-1), timeout=10)
         writer.close()
-    finally:
-        server.should_exit = True
-        await serving
     return re.sub(rb"date: [^\r]*\r\n", b"", received)
 
 

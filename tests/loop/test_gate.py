@@ -983,7 +983,6 @@ def test_outcomes_seen_on_both_sides_keep_their_own_interval() -> None:
             floor = floor_p * (1 - floor_p) / (tried + 4)
             share = float((challenger != champion).mean())
             assert ratio == pytest.approx(np.sqrt(1 + share**2 * floor / se**2), rel=1e-9)
-            assert 1.02 < ratio < 1.05, ratio  # a few per cent wider, as the docstring says
         value = gate.ope.estimate("ips", a, r, p, champion, groups=hcp)
         own, dof = gate.ope.clustered_error((a == champion) / p * r, hcp)
         assert value.ci_high - value.value == pytest.approx(gate.ope.critical_value(dof) * own)

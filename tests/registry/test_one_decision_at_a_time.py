@@ -117,6 +117,27 @@ def _pending(settings: Settings) -> str | None:
     return tags.get(registry.PENDING_TAG)
 
 
+@contextmanager
+def _promotion_in_another_thread(settings: Settings) -> Iterator[None]:
+    """The decision lock held by a promotion in another thread of this process while
+    the block runs."""
+    taken, go = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with registry.deciding_alone(settings, "promotion"):
+            taken.set()
+            assert go.wait(60)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    try:
+        assert taken.wait(60)
+        yield
+    finally:
+        go.set()
+        holder.join(60)
+
+
 def _two_promotions_meet(settings: Settings, tmp_path: Path) -> None:
     """A forced promotion of version 2 held after its checks (at the record of its
     evaluation), and one of version 3 started meanwhile: the second waits, then
@@ -336,25 +357,12 @@ def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
         update={"models_dir": tmp_path / "models", "tracking_uri": postgres_url}
     )
     no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
-    taken, go = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with registry.deciding_alone(settings, "promotion"):
-            taken.set()
-            assert go.wait(60)
-
-    holder = threading.Thread(target=first)
-    holder.start()
-    try:
-        assert taken.wait(60)
-        with (
-            pytest.raises(registry.DecisionLockedError) as refused,
-            registry.deciding_alone(no_wait, "rollback"),
-        ):
-            pass
-    finally:
-        go.set()
-        holder.join(60)
+    with (
+        _promotion_in_another_thread(settings),
+        pytest.raises(registry.DecisionLockedError) as refused,
+        registry.deciding_alone(no_wait, "rollback"),
+    ):
+        pass
     here = registry.DecidingProcess.this()
     assert refused.value.holder is not None
     assert (refused.value.holder.decision, refused.value.holder.process.pid) == (
@@ -400,17 +408,7 @@ def test_which_registries_keep_two_decisions_apart(
         registry_uri=registry_uri.format(tmp=tmp_path),
         decision_wait_s=0.0,
     )
-    taken, go = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with registry.deciding_alone(settings, "promotion"):
-            taken.set()
-            assert go.wait(60)
-
-    holder = threading.Thread(target=first)
-    holder.start()
-    try:
-        assert taken.wait(60)
+    with _promotion_in_another_thread(settings):
         if lock_file is not None:
             with (
                 pytest.raises(registry.DecisionLockedError, match="did not wait"),
@@ -420,9 +418,6 @@ def test_which_registries_keep_two_decisions_apart(
         else:
             with registry.deciding_alone(settings, "rollback"):
                 pass
-    finally:
-        go.set()
-        holder.join(60)
     made = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.decision.lock")]
     assert made == ([lock_file] if lock_file else [])
 
