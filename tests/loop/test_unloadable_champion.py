@@ -113,3 +113,54 @@ def test_a_forced_promotion_refuses_a_challenger_that_cannot_be_loaded_either(
     with pytest.raises(GateError, match=rf"the challenger, version {challenger}, cannot be loaded"):
         gate.promote(settings, config=GateConfig(), force=True, reason="both lost")
     assert registry.alias_version(settings, "champion") == champion
+
+
+def test_a_version_named_without_the_alias_is_called_by_its_number(
+    loop_world: LoopWorld, broken_champion: tuple[Settings, str, str]
+) -> None:
+    """`--version N` naming a version the alias challenger does not: the gate's errors
+    called it "the challenger, version N," (the challenger is another version), and
+    told to retrain, which makes another version, or to promote without --version."""
+    settings, champion, challenger = broken_champion
+    named = register(do_nothing(loop_world.honest), settings)
+    assert named != challenger
+    client = registry.client(settings)
+    with pytest.raises(gate.ChampionUnloadableError) as unloadable:
+        gate.evaluate(settings, config=GateConfig(), log=False, version=named)
+    client.set_model_version_tag(settings.model_name, named, gate.SHARE_TAG, "0.2")
+    with pytest.raises(GateError) as wider:
+        gate.evaluate(settings, config=GateConfig(evaluation_share=0.3), version=named)
+    client.set_model_version_tag(settings.model_name, named, gate.SHARE_TAG, "0")
+    with pytest.raises(gate.NoEvidenceError) as none_left:
+        gate.evaluate(settings, config=GateConfig(), version=named)
+    _damage(settings, named)
+    with pytest.raises(GateError) as forced:  # no evidence: forced, found unloadable
+        gate.promote(settings, config=GateConfig(), force=True, reason="r", version=named)
+    client.delete_model_version_tag(settings.model_name, named, gate.SHARE_TAG)
+    with pytest.raises(GateError) as both:
+        gate.evaluate(settings, config=GateConfig(), version=named)
+
+    assert str(unloadable.value).endswith(
+        f"`nextbest promote --version {named} --force --reason TEXT` replaces it with "
+        f"version {named} without the gate (or `nextbest rollback` returns to the previous "
+        "champion)"
+    ), unloadable.value
+    assert str(wider.value) == (
+        f"the gate config's evaluation_share is 0.3 but version {named} was retrained with "
+        "evaluation_share 0.2: it was trained on about 33% of the decisions it would be "
+        "evaluated on. Evaluate with evaluation_share 0.2 (or less) in the gate config "
+        "(--config)"
+    )
+    assert str(none_left.value) == (
+        f"version {named} was retrained with evaluation_share 0: it was trained on every "
+        "logged decision with an outcome, so none is left to judge it by: promote "
+        f"--version {named} --force --reason TEXT (it skips the gate)"
+    )
+    assert str(forced.value).startswith(
+        f"version {named} cannot be loaded, so it is not promoted, forced or not"
+    ), forced.value
+    assert f"; and version {named} cannot be loaded either: " in str(both.value), both.value
+    for raised in (unloadable, wider, none_left, forced, both):
+        assert "challenger" not in str(raised.value), raised.value
+    assert registry.alias_version(settings, "champion") == champion
+    assert registry.alias_version(settings, "challenger") == challenger

@@ -414,6 +414,13 @@ def _the(judged: str) -> str:
     return f"the {judged}" if judged == CHALLENGER else judged
 
 
+def _the_version(judged: str, version: str) -> str:
+    """The version judged (``judged``: :func:`judged_as`) named with its number, as a
+    sentence's subject: "the challenger, version 3," when the alias names it, else
+    "version 3" (one ``--version`` named that the alias does not)."""
+    return f"the {CHALLENGER}, version {version}," if judged == CHALLENGER else judged
+
+
 def judged_as(settings: Settings, version: str | None) -> str:
     """What the gate calls the version it judges against the champion: "challenger"
     when it is the one alias ``challenger`` names (``version`` None: that one), else
@@ -660,12 +667,15 @@ def evaluate(
         challenger_version = aliased
     judged = judged_as(settings, None if version is None else challenger_version)
     check_evaluation_share(
-        settings, config, {CHAMPION: champion_version, CHALLENGER: challenger_version}
+        settings,
+        config,
+        {CHAMPION: champion_version, CHALLENGER: challenger_version},
+        judged=judged,
     )
     champion, why = _loaded(settings, champion_version)
     if champion is None:
         raise _champion_unloadable(
-            settings, champion_version, challenger_version, why or "", named=version is not None
+            settings, champion_version, challenger_version, why or "", judged=judged
         )
     challenger = registry.load_version(settings, challenger_version)
     with store_session(settings.resolved_database_url) as session:
@@ -748,7 +758,7 @@ def _moment(when: datetime) -> str:
 
 
 def check_evaluation_share(
-    settings: Settings, config: GateConfig, versions: dict[str, str]
+    settings: Settings, config: GateConfig, versions: dict[str, str], *, judged: str = CHALLENGER
 ) -> None:
     """Refuse evidence a version was trained on: ``config.evaluation_share`` must not
     reach past the share each retrained version left out of its training.
@@ -759,7 +769,7 @@ def check_evaluation_share(
     in decisions the version learned from. A version retrained with share 0 learned
     from every logged decision: no share leaves it any evidence. Versions without
     the tag (from ``nextbest train``, or retrained before it was recorded) are not
-    checked.
+    checked. ``judged``: what the errors call the challenger (:func:`judged_as`).
 
     Raises:
         NoEvidenceError: a version was retrained with share 0 (``promote --force``
@@ -768,25 +778,34 @@ def check_evaluation_share(
     """
     client = registry.client(settings)
     wanted = config.evaluation_share
+    named = judged != CHALLENGER  # --version N: a retrain makes another version
     for role, version in versions.items():
         recorded = client.get_model_version(settings.model_name, version).tags.get(SHARE_TAG)
         if recorded is None:
             continue
         used = float(recorded)
+        who = (
+            _the_version(judged, version)
+            if role == CHALLENGER
+            else f"the {role}, version {version},"
+        )
+        retrained = role == CHALLENGER and not named  # a new challenger is the way out
         if used == 0:
             # Evaluated with share 0 too, it used to pass this check and be judged on
             # the very outcomes it was fitted to.
             raise NoEvidenceError(
-                f"the {role}, version {version}, was retrained with evaluation_share 0: it "
+                f"{who} was retrained with evaluation_share 0: it "
                 "was trained on every logged decision with an outcome, so none is left to "
                 "judge it by: "
                 + (
                     "retrain with --gate naming a gate config whose evaluation_share is "
                     "above 0, or "
-                    if role == CHALLENGER
+                    if retrained
                     else ""
                 )
-                + "promote --force --reason TEXT (it skips the gate)",
+                + "promote "
+                + (f"--version {versions[CHALLENGER]} " if named else "")
+                + "--force --reason TEXT (it skips the gate)",
                 champion_version=versions.get(CHAMPION, ""),
                 challenger_version=versions.get(CHALLENGER, ""),
             )
@@ -795,11 +814,11 @@ def check_evaluation_share(
         evidence = wanted if wanted > 0 else 1.0  # 0: every logged decision
         trained_on = (evidence - used) / evidence
         raise GateError(
-            f"the gate config's evaluation_share is {wanted:g} but the {role}, version "
-            f"{version}, was retrained with evaluation_share {used:g}: it was trained on "
-            f"about {trained_on:.0%} of the decisions it would be evaluated on. Evaluate "
-            f"with evaluation_share {used:g} (or less) in the gate config (--config)"
-            + (", or retrain with --gate naming this one" if role == "challenger" else "")
+            f"the gate config's evaluation_share is {wanted:g} but {who} was retrained with "
+            f"evaluation_share {used:g}: it was trained on about {trained_on:.0%} of the "
+            f"decisions it would be evaluated on. Evaluate with evaluation_share {used:g} "
+            "(or less) in the gate config (--config)"
+            + (", or retrain with --gate naming this one" if retrained else "")
         )
 
 
@@ -924,7 +943,7 @@ def _unevaluated(
     challenger, why_not = _loaded(settings, challenger_version)
     if challenger is None:
         raise GateError(
-            f"the challenger, version {challenger_version}, cannot be loaded, so it is not "
+            f"{_the_version(judged, challenger_version)} cannot be loaded, so it is not "
             f"promoted, forced or not (servers could not load it): {why_not}. The champion "
             f"stays version {champion_version}"
         )
@@ -984,26 +1003,26 @@ def _champion_unloadable(
     challenger_version: str,
     why: str,
     *,
-    named: bool = False,
+    judged: str = CHALLENGER,
 ) -> GateError:
     """The gate's error for a champion that cannot be loaded: a
     :class:`ChampionUnloadableError` saying how to replace it, or, when the challenger
-    cannot be loaded either, a :class:`GateError` saying so (forcing would not help)."""
+    cannot be loaded either, a :class:`GateError` saying so (forcing would not help).
+    ``judged``: what it calls the challenger (:func:`judged_as`)."""
     said = (
         f"the champion, version {champion_version}, cannot be loaded, so the gate cannot value it"
     )
+    who = _the_version(judged, challenger_version)
     challenger, why_not = _loaded(settings, challenger_version)
     if challenger is None:
         return GateError(
-            f"{said}: {why}; and the challenger, version {challenger_version}, cannot be "
-            f"loaded either: {why_not}. `nextbest rollback` returns to an earlier champion "
-            "that loads"
+            f"{said}: {why}; and {who} cannot be loaded either: {why_not}. `nextbest "
+            "rollback` returns to an earlier champion that loads"
         )
     return ChampionUnloadableError(
         f"{said}: {why}. `nextbest promote "
-        + (f"--version {challenger_version} " if named else "")
-        + "--force --reason TEXT` replaces it with the "
-        f"challenger, version {challenger_version}, without the gate (or `nextbest "
+        + (f"--version {challenger_version} " if judged != CHALLENGER else "")
+        + f"--force --reason TEXT` replaces it with {who} without the gate (or `nextbest "
         "rollback` returns to the previous champion)",
         champion_version=champion_version,
         challenger_version=challenger_version,
@@ -1069,7 +1088,7 @@ def _unknown_to_challenger(
     said = _unknown_hcps_said(
         missing,
         len(champion.hcp_index),
-        who=f"the challenger, version {versions[1]}," if judged == CHALLENGER else judged,
+        who=_the_version(judged, versions[1]),
         whose=f"the champion, version {versions[0]},",
     )
     if decisions is not None and len(decisions):
