@@ -249,3 +249,38 @@ def _hard_delete(settings: Settings, run_id: str) -> None:
     store._hard_delete_run(run_id)
     with pytest.raises(mlflow.exceptions.MlflowException, match="not found"):
         registry.client(settings).get_run(run_id)
+
+
+def test_a_rollback_checks_the_version_it_returns_to_past_one_that_cannot_be_served(
+    two_stores: Settings,
+) -> None:
+    """Rollback passes over an earlier champion that cannot be loaded for the one before
+    it, but the check read the first earlier champion's run: version 1's missing run
+    went unseen, and the rollback to it was recorded apart from it."""
+    settings = two_stores
+    gate.promote(settings, config=GateConfig(), force=True, reason="wider")
+    assert gate.champion_history(settings) == ["1", "2", "3"]
+    with registry._model_dir(settings, "2") as (root, _):  # a disk error, a bad restore
+        (artifact,) = root.rglob("scoring_model.joblib")
+        artifact.write_bytes(b"not a model")
+    first = registry.client(settings).get_model_version(settings.model_name, "1").run_id
+    registry.client(settings).delete_run(first)
+    _hard_delete(settings, first)
+    runs_here = _runs(settings.resolved_tracking_uri)
+    before = _registry_state(settings)
+
+    code, said = _invoke(settings, settings.resolved_tracking_uri, ROLLBACK)
+    assert code == 2, said
+    assert (
+        f"error: the MLflow registry {settings.resolved_registry_uri} has versions of model "
+        f"'nextbest' (1) whose training runs the tracking store "
+        f"{settings.resolved_tracking_uri} does not have (run {first}): "
+    ) in said, said
+    assert "the rollback would be recorded apart from them: nothing was rolled back" in said
+    assert _registry_state(settings) == before
+    assert _runs(settings.resolved_tracking_uri) == runs_here
+    # Collected on purpose: rolled back to version 1, version 2 passed over.
+    code, said = _invoke(settings, settings.resolved_tracking_uri, [*ROLLBACK, "--runs-deleted"])
+    assert code == 0, said
+    assert "version 2, an earlier champion, was passed over" in said, said
+    assert registry.alias_version(settings, "champion") == "1"

@@ -1220,9 +1220,7 @@ def rollback(
     client = registry.client(settings)
     current = registry.alias_version(settings, CHAMPION)
     recorded = champion_history(settings)
-    history = list(recorded)
-    if current is not None and history and history[-1] == current:
-        history.pop()
+    history = _earlier_champions(recorded, current)
     if not history and current is None:
         raise _no_champion(settings, ": nothing to roll back")
     if not history:
@@ -1230,13 +1228,7 @@ def rollback(
             f"model '{settings.model_name}' has no previous champion to roll back to "
             f"(current champion: {current})"
         )
-    skipped: list[tuple[str, str]] = []
-    returned_to = None
-    while history:
-        returned_to, why = _loaded(settings, history[-1])
-        if returned_to is not None:
-            break
-        skipped.append((history.pop(), why or ""))
+    returned_to, skipped = _walk_back(settings, history)
     passed_over = "; ".join(f"version {v}: {why}" for v, why in skipped)
     if not history:
         raise GateError(
@@ -1317,6 +1309,31 @@ def rollback(
     )
 
 
+def _earlier_champions(history: Sequence[str], current: str | None) -> list[str]:
+    """The champions a rollback returns through, oldest first: ``history`` (the
+    ``champion_history`` tag) without ``current``, the champion, when it is last."""
+    earlier = list(history)
+    if current is not None and earlier and earlier[-1] == current:
+        earlier.pop()
+    return earlier
+
+
+def _walk_back(
+    settings: Settings, history: list[str]
+) -> tuple[ScoringModel | None, list[tuple[str, str]]]:
+    """Take off the end of ``history`` (:func:`_earlier_champions`) the champions that
+    cannot be served (deleted, their model not loadable), until the last is one that
+    loads: the version a rollback returns to. ``(its model, those passed over)``,
+    newest first, each ``(version, why)``; ``(None, all of them)`` when none loads."""
+    skipped: list[tuple[str, str]] = []
+    while history:
+        model, why = _loaded(settings, history[-1])
+        if model is not None:
+            return model, skipped
+        skipped.append((history.pop(), why or ""))
+    return None, skipped
+
+
 def _unknown_to_rollback(
     settings: Settings, current: str, target: str, model: ScoringModel
 ) -> list[str]:
@@ -1358,7 +1375,9 @@ def check_tracking_store(
     """Refuse a ``decision`` the tracking store would record apart from the decisions
     before it: one that does not have the training runs of the versions it moves
     between, the champion and the challenger (``version`` instead, when given) or,
-    for a rollback, the previous champion. Before anything is written, a decision
+    for a rollback, the earlier champion it returns to (the newest that loads, as
+    :func:`rollback` finds it: each one passed over is loaded, only when the tracking
+    store is not the registry). Before anything is written, a decision
     killed earlier finished included; ``runs_deleted``: those runs were collected
     from this store on purpose (:func:`nextbest.registry.check_decision_store`).
 
@@ -1369,9 +1388,8 @@ def check_tracking_store(
     def involved() -> list[str | None]:
         champion = registry.alias_version(settings, CHAMPION)
         if decision == "rollback":  # the one it returns to, as rollback finds it
-            history = champion_history(settings)
-            if history and history[-1] == champion:
-                history.pop()
+            history = _earlier_champions(champion_history(settings), champion)
+            _walk_back(settings, history)
             return [champion, history[-1] if history else None]
         made = version if version is not None else registry.alias_version(settings, CHALLENGER)
         return [champion, made]
