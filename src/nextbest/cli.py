@@ -2093,19 +2093,27 @@ ChallengerVersionOpt = Annotated[
 ]
 
 
-def _gate_config(path: Path | None) -> Any:
+def _gate_config(path: Path | None, *, said: bool = True) -> Any:
     """The gate config ``--config`` / ``--gate`` names (else training/gate.yaml, else
-    the defaults), saying which: retrain and evaluate must agree on its share."""
+    the defaults), saying which (:func:`_say_gate_config`) unless not ``said``:
+    evaluate and promote say it once the gate runs, not before a refusal found first."""
     from nextbest.loop.gate import GateError, load_gate_config
 
     config = _config(load_gate_config, path, GATE_CONFIG, GateError)
+    if said:
+        _say_gate_config(config, path)
+    return config
+
+
+def _say_gate_config(config: Any, path: Path | None) -> None:
+    """Which gate config ``config`` was read from (``path``, as :func:`_gate_config`
+    took it): retrain and evaluate must agree on its share."""
     source = path or (Path(GATE_CONFIG) if Path(GATE_CONFIG).exists() else None)
     console.print(
         f"gate config: {source or f'built-in defaults (no {GATE_CONFIG} here)'} "
         f"(evaluation_share {config.evaluation_share:g})",
         highlight=False,
     )
-    return config
 
 
 @app.command("uplift-report")
@@ -3015,7 +3023,7 @@ def promote(
             "--force needs --reason TEXT: a forced promotion skips the gate, and its "
             "record must say why; nothing was promoted"
         )
-    gate = _gate_config(config)
+    gate = _gate_config(config, said=False)  # said once the gate runs, below
     settings = _settings()
     # Before a decision killed earlier is finished below: nothing written on refusal.
     try:
@@ -3054,6 +3062,7 @@ def promote(
         if version is None:
             _note_challenger_unset(settings)
         judged = _judged(settings, version)
+        _say_gate_config(gate, config)
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
             # moving the champion ends KILLED, saying whether it moved, not RUNNING.
