@@ -13,6 +13,7 @@ session-wide ``trained`` champion other suites rely on):
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -178,3 +179,12 @@ def visit_loop(loop_world: LoopWorld, tmp_path_factory: pytest.TempPathFactory) 
     version = register(always_visit(loop_world.honest), settings)
     n = serve_rounds(settings, loop_world.world, rounds=2, seed=1)
     return ServedStore(settings=settings, champion=version, n_outcomes=n)
+
+
+@pytest.fixture
+def honest_copy(honest_loop: ServedStore, tmp_path: Path) -> Settings:
+    """A copy of ``honest_loop``'s store (its registry and recommendation log), so what
+    a test registers, tags or records stays in it."""
+    models = tmp_path / "models"
+    shutil.copytree(honest_loop.settings.resolved_models_dir, models)
+    return honest_loop.settings.model_copy(update={"models_dir": models})

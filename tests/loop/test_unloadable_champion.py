@@ -4,7 +4,6 @@ it. Real stores: a copy of a served SQLite store and its MLflow registry."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig, GateError
 from nextbest.settings import Settings, get_settings
 
-from .conftest import LoopWorld, ServedStore, do_nothing, register
+from .conftest import LoopWorld, do_nothing, register
 
 pytestmark = pytest.mark.xdist_group("loop")
 
@@ -24,14 +23,10 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def broken_champion(
-    loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
-) -> tuple[Settings, str, str]:
+def broken_champion(loop_world: LoopWorld, honest_copy: Settings) -> tuple[Settings, str, str]:
     """A copy of the served store whose champion's artifacts are gone, and a challenger:
     ``(settings, champion, challenger)``."""
-    models = tmp_path / "models"
-    shutil.copytree(honest_loop.settings.resolved_models_dir, models)
-    settings = honest_loop.settings.model_copy(update={"models_dir": models})
+    settings = honest_copy
     # A champion of this copy's own (its artifacts are not the shared store's).
     champion = register(loop_world.honest, settings)
     registry.set_alias(settings, "champion", champion)
