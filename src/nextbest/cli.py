@@ -2930,30 +2930,45 @@ def _print_evaluation(evaluation: Any) -> None:
 
 @app.command()
 def evaluate(
-    since: SinceOpt = None, config: GateConfigOpt = None, version: ChallengerVersionOpt = None
+    since: SinceOpt = None,
+    config: GateConfigOpt = None,
+    version: ChallengerVersionOpt = None,
+    runs_deleted: RunsDeletedOpt = False,
 ) -> bool:
     """Estimate challenger and champion off-policy (IPS, SNIPS, DR) and apply the gate.
 
-    Changes nothing: exit code 0 whether the gate passes or not (read the verdict
-    printed last); `nextbest promote` acts on it and exits 1 when it does not pass.
-    2 when it cannot be evaluated (no challenger, no logged outcomes yet, a gate
-    config whose evaluation_share exceeds the one retrain left out, a version
-    retrained with evaluation_share 0, a champion that cannot be loaded)."""
-    from nextbest.loop.gate import GateError
+    Moves no alias: the verdict is recorded (an MLflow run, the challenger's gate
+    tag), exit code 0 whether the gate passes or not (read the verdict printed
+    last); `nextbest promote` acts on it and exits 1 when it does not pass. 2 when
+    it cannot be evaluated (no challenger, no logged outcomes yet, a gate config
+    whose evaluation_share exceeds the one retrain left out, a version retrained
+    with evaluation_share 0, a champion that cannot be loaded) or recorded (a
+    tracking store without the versions' training runs, a decision that moved the
+    champion meanwhile)."""
+    from nextbest import registry
+    from nextbest.loop.gate import GateError, check_tracking_store
     from nextbest.loop.gate import evaluate as run_evaluate
 
-    gate = _gate_config(config)
+    gate = _gate_config(config, said=False)
     settings = _settings()
+    named = None if version is None else str(version)
+    try:
+        # Before any line of a gate that would not run.
+        check_tracking_store(settings, "evaluation", version=named, runs_deleted=runs_deleted)
+    except (GateError, registry.RegistryError) as exc:
+        raise _fail(str(exc)) from None
     if version is None:
         _note_challenger_unset(settings)
     judged = _judged(settings, version)
+    _say_gate_config(gate, config)
     try:
         with _working(_judging(judged)):
             evaluation = run_evaluate(
                 settings,
                 config=gate,
                 since=_parse_date(since, "--since"),
-                version=None if version is None else str(version),
+                version=named,
+                runs_deleted=runs_deleted,
             )
     except GateError as exc:
         raise _fail(str(exc)) from None

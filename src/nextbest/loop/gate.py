@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,25 +117,33 @@ class ChampionUnloadableError(GateError):
         self.why = why
 
 
+@contextlib.contextmanager
+def _deciding_alone(settings: Settings, decision: str) -> Iterator[None]:
+    """:func:`nextbest.registry.deciding_alone` for ``decision``, a lock held by another
+    (past its wait) or unusable refused with a :class:`GateError` naming it."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(registry.deciding_alone(settings, decision))
+        except registry.RegistryError as exc:  # held by another, or unusable
+            raise GateError(str(exc)) from exc
+        yield
+
+
 def _one_at_a_time(
     decision: str,
 ) -> Callable[[Callable[Concatenate[Settings, P], R]], Callable[Concatenate[Settings, P], R]]:
     """The decorated decision (``promotion``, ``rollback``; the settings its first
-    argument) runs holding the model's decision lock
-    (:func:`nextbest.registry.deciding_alone`), from its first check to the end of
-    the champion's move: a second one started meanwhile waits for it, or is refused
-    with a :class:`GateError` naming it, and writes nothing."""
+    argument) runs holding the model's decision lock (:func:`_deciding_alone`), from
+    its first check to the end of the champion's move: a second one started
+    meanwhile waits for it, or is refused with a :class:`GateError` naming it, and
+    writes nothing."""
 
     def decorate(
         decide: Callable[Concatenate[Settings, P], R],
     ) -> Callable[Concatenate[Settings, P], R]:
         @functools.wraps(decide)
         def alone(settings: Settings, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            with contextlib.ExitStack() as held:
-                try:
-                    held.enter_context(registry.deciding_alone(settings, decision))
-                except registry.RegistryError as exc:  # held by another, or unusable
-                    raise GateError(str(exc)) from exc
+            with _deciding_alone(settings, decision):
                 return decide(settings, *args, **kwargs)
 
         return alone
@@ -627,6 +635,7 @@ def evaluate(
     since: datetime | None = None,
     log: bool = True,
     version: str | None = None,
+    runs_deleted: bool = False,
 ) -> Evaluation:
     """Evaluate the registry's challenger against its champion on the logged decisions.
 
@@ -635,11 +644,23 @@ def evaluate(
     to evaluate as the challenger instead of the one alias ``challenger`` names (a
     version rolled back, an earlier one); no alias changes.
 
+    ``log``: record the verdict (an MLflow run of the evaluation experiment and the
+    challenger's ``gate`` tag) as a promotion records its own: not in a tracking
+    store other than the one the two were trained in (:func:`check_tracking_store`,
+    checked first; ``runs_deleted``), and holding the decision lock while it writes
+    (not while it evaluates), once the champion is seen still the one it judged
+    against. Without it, nothing is written, and neither is needed.
+
     Raises:
         ChampionUnloadableError: the champion's model cannot be loaded (the challenger's can).
         GateError: no champion or challenger (no such version), or no logged decision
-            with an outcome.
+            with an outcome; with ``log``, the tracking store is not the one the
+            versions were trained in, another process held the decision lock as long
+            as this one waits (``NEXTBEST_DECISION_WAIT_S``), or another decision
+            moved the champion while it evaluated: nothing is written.
     """
+    if log:  # before the registry is read through MLflow: that opens the tracking store
+        check_tracking_store(settings, "evaluation", version=version, runs_deleted=runs_deleted)
     champion_version = registry.alias_version(settings, CHAMPION)
     if champion_version is None:
         raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
@@ -746,7 +767,18 @@ def evaluate(
             "bound)"
         )
     if log:
-        evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
+        with _deciding_alone(settings, "evaluation"):
+            # Judged against a champion a decision replaced meanwhile, the verdict would
+            # be recorded against the new one (and tag a version promoted meanwhile).
+            now = registry.alias_version(settings, CHAMPION)
+            if now != champion_version:
+                raise GateError(
+                    f"the champion of model '{settings.model_name}' moved from version "
+                    f"{champion_version} to {'version ' + now if now else 'none'} while the "
+                    f"gate judged {_the(judged)} against it (a promotion or rollback "
+                    "decided meanwhile): this verdict was not recorded; evaluate again"
+                )
+            evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
     return evaluation
 
 
@@ -1367,7 +1399,7 @@ def _loaded(settings: Settings, version: str) -> tuple[ScoringModel | None, str 
 
 def check_tracking_store(
     settings: Settings,
-    decision: Literal["promotion", "rollback"],
+    decision: Literal["promotion", "rollback", "evaluation"],
     *,
     version: str | None = None,
     runs_deleted: bool = False,
@@ -1380,6 +1412,8 @@ def check_tracking_store(
     store is not the registry). Before anything is written, a decision
     killed earlier finished included; ``runs_deleted``: those runs were collected
     from this store on purpose (:func:`nextbest.registry.check_decision_store`).
+    An ``evaluation`` records its verdict (:func:`evaluate` with ``log``) beside the
+    decisions, and is checked as a promotion of the same versions is.
 
     Raises:
         GateError: naming both stores, the versions and what to do.
@@ -1396,9 +1430,17 @@ def check_tracking_store(
 
     try:
         registry.check_decision_store(
-            settings, decision=decision, versions=involved, runs_deleted=runs_deleted
+            settings,
+            decision="promotion" if decision == "evaluation" else decision,
+            versions=involved,
+            runs_deleted=runs_deleted,
         )
     except registry.DecisionStoreError as exc:
+        if decision == "evaluation":
+            raise GateError(
+                "evaluate records the gate's verdict beside the decisions on the champion, "
+                f"and is refused where a promotion would be; nothing was written: {exc}"
+            ) from exc
         raise GateError(str(exc)) from exc
 
 

@@ -1,0 +1,191 @@
+"""Where and when `evaluate` records the gate's verdict (an MLflow run of the
+evaluation experiment, the challenger's ``gate`` tag): in the tracking store the
+versions were trained in, as a promotion records its decision, and holding the
+decision lock while it writes, against the champion it judged. Real SQLite stores: a
+copy of a served store and its registry; the CLI in-process, threads for a decision
+made beside it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.entities import ViewType
+from typer.testing import CliRunner
+
+from nextbest import registry
+from nextbest.cli import app
+from nextbest.loop import gate
+from nextbest.loop.gate import GateConfig, GateError
+from nextbest.settings import Settings, get_settings
+
+from .conftest import LoopWorld, ServedStore, do_nothing, register
+
+pytestmark = pytest.mark.xdist_group("loop")
+
+CONFIG = GateConfig(evaluation_share=0.3, min_decisions=1)
+
+
+def _runs(tracking_uri: str) -> set[str]:
+    """The ids of every run (deleted ones too) in the tracking store ``tracking_uri``."""
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    return {
+        run.info.run_id
+        for e in client.search_experiments(view_type=ViewType.ALL)
+        for run in client.search_runs([e.experiment_id], run_view_type=ViewType.ALL)
+    }
+
+
+def _tags(settings: Settings, version: str) -> dict[str, str]:
+    return dict(registry.client(settings).get_model_version(settings.model_name, version).tags)
+
+
+def test_evaluate_records_nothing_in_a_tracking_store_without_the_versions_runs(
+    loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
+) -> None:
+    """The registry in a store of its own, NEXTBEST_TRACKING_URI pointed at another
+    project's: evaluate wrote its run there, apart from the versions' runs and the
+    decisions, and tagged the challenger with a run the registry's store does not
+    have; promote was refused there. Now evaluate is refused as promote is, first."""
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        tracking_uri=f"sqlite:///{tmp_path / 'tracking.db'}",
+        registry_uri=f"sqlite:///{tmp_path / 'registry.db'}",
+        database_url=honest_loop.settings.resolved_database_url,  # the served log, read
+    )
+    assert register(loop_world.honest, settings) == "1"  # the first champion
+    challenger = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    other = Settings(models_dir=tmp_path / "other")
+    register(loop_world.honest, other)
+    elsewhere = other.resolved_tracking_uri
+    runs_here, runs_there = _runs(settings.resolved_tracking_uri), _runs(elsewhere)
+    tags = _tags(settings, challenger)
+    (tmp_path / "gate.yaml").write_text("evaluation_share: 0.3\nmin_decisions: 1\n")
+
+    def evaluate(tracking_uri: str) -> tuple[int, str]:
+        env = {
+            "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir),
+            "NEXTBEST_TRACKING_URI": tracking_uri,
+            "NEXTBEST_REGISTRY_URI": settings.resolved_registry_uri,
+            "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
+        }
+        get_settings.cache_clear()
+        try:
+            args = ["evaluate", "--config", str(tmp_path / "gate.yaml")]
+            result = CliRunner().invoke(app, args, env=env)
+        finally:
+            get_settings.cache_clear()
+        assert isinstance(result.exception, SystemExit | None), result.exception
+        return result.exit_code, " ".join(result.output.split())
+
+    code, said = evaluate(elsewhere)
+    assert code == 2, said
+    assert said.startswith(
+        "error: evaluate records the gate's verdict beside the decisions on the champion, "
+        "and is refused where a promotion would be; nothing was written: the MLflow "
+        f"registry {settings.resolved_registry_uri} has versions of model 'nextbest' "
+        f"({challenger}, 1) whose training runs the tracking store {elsewhere} does not "
+        "have (run "
+    ), said
+    assert "gate config" not in said and "evaluating" not in said, said  # it did not run
+    assert _runs(elsewhere) == runs_there
+    assert _runs(settings.resolved_tracking_uri) == runs_here
+    assert _tags(settings, challenger) == tags
+    # In the store they were trained in: recorded there.
+    code, said = evaluate(settings.resolved_tracking_uri)
+    assert code == 0, said
+    (recorded,) = _runs(settings.resolved_tracking_uri) - runs_here
+    assert f"evaluation run: {recorded}" in said, said
+    assert _tags(settings, challenger)["gate"].endswith(f"vs v1 (run {recorded})")
+
+
+def _evaluation_runs(settings: Settings) -> list[str]:
+    client = registry.client(settings)
+    experiment = client.get_experiment_by_name(settings.experiment + "-evaluation")
+    if experiment is None:
+        return []
+    return [r.info.run_id for r in client.search_runs([experiment.experiment_id])]
+
+
+def test_evaluate_waits_for_a_decision_and_records_nothing_once_it_moved_the_champion(
+    loop_world: LoopWorld, honest_copy: Settings
+) -> None:
+    """A promotion made while evaluate judged the challenger against the old champion:
+    evaluate wrote, without the decision lock, a `keep` verdict against version 1 in
+    the midst of the promotion's decision, and tagged the version just promoted
+    `failed vs v1`. Now it waits for the decision to end, then finds the champion
+    moved and records nothing."""
+    settings = honest_copy
+    champion = registry.alias_version(settings, "champion")
+    challenger = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    other = register(do_nothing(loop_world.honest), settings)
+    runs, tags = _evaluation_runs(settings), _tags(settings, challenger)
+    waiting = threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "this evaluation waits for it to end" in record.getMessage():
+                waiting.set()
+
+    def promotion() -> None:
+        with registry.deciding_alone(settings, "promotion"):
+            assert waiting.wait(120)  # evaluate has judged, and waits to record
+            gate.promote(settings, config=CONFIG, force=True, reason="r", version=other)
+
+    handler = Waiting()
+    logging.getLogger("nextbest.registry").addHandler(handler)
+    promoting = threading.Thread(target=promotion)
+    try:
+        promoting.start()
+        with pytest.raises(GateError) as refused:
+            gate.evaluate(settings, config=CONFIG)
+    finally:
+        waiting.set()
+        promoting.join(120)
+        logging.getLogger("nextbest.registry").removeHandler(handler)
+    assert str(refused.value) == (
+        f"the champion of model 'nextbest' moved from version {champion} to version {other} "
+        "while the gate judged the challenger against it (a promotion or rollback decided "
+        "meanwhile): this verdict was not recorded; evaluate again"
+    )
+    assert registry.alias_version(settings, "champion") == other
+    (promoted,) = set(_evaluation_runs(settings)) - set(runs)  # the promotion's own
+    assert registry.client(settings).get_run(promoted).data.tags["decision"] == "promote"
+    assert _tags(settings, challenger) == tags
+
+
+def test_evaluate_refused_by_a_decision_lock_held_past_its_wait_writes_nothing(
+    loop_world: LoopWorld, honest_copy: Settings
+) -> None:
+    settings = honest_copy.model_copy(update={"decision_wait_s": 0.0})
+    challenger = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    runs, tags = _evaluation_runs(settings), _tags(settings, challenger)
+    taken, go = threading.Event(), threading.Event()
+
+    def rollback() -> None:
+        with registry.deciding_alone(settings, "rollback"):
+            taken.set()
+            assert go.wait(120)
+
+    rolling_back = threading.Thread(target=rollback)
+    rolling_back.start()
+    try:
+        assert taken.wait(120)
+        with pytest.raises(GateError) as refused:
+            gate.evaluate(settings, config=CONFIG)
+        # Without its record, it writes nothing and needs no lock.
+        assert gate.evaluate(settings, config=CONFIG, log=False).run_id is None
+    finally:
+        go.set()
+        rolling_back.join(120)
+    said = str(refused.value)
+    assert said.startswith("the rollback by process "), said
+    assert said.endswith(
+        "; this evaluation did not wait for it (NEXTBEST_DECISION_WAIT_S is 0) and decided "
+        "nothing: run the command again once it has ended"
+    ), said
+    assert _evaluation_runs(settings) == runs
+    assert _tags(settings, challenger) == tags
