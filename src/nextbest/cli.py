@@ -2944,7 +2944,7 @@ def evaluate(
     whose evaluation_share exceeds the one retrain left out, a version retrained
     with evaluation_share 0, a champion that cannot be loaded) or recorded (a
     tracking store without the versions' training runs, a decision that moved the
-    champion meanwhile)."""
+    champion meanwhile or held the decision lock past NEXTBEST_DECISION_WAIT_S)."""
     from nextbest import registry
     from nextbest.loop.gate import GateError, check_tracking_store
     from nextbest.loop.gate import evaluate as run_evaluate
