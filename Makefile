@@ -50,6 +50,7 @@ bench-quality: $(STAMP) ## policy value on the simulator and on the Hillstrom e-
 
 bench-serve: $(STAMP) ## latency, throughput and overhead of a real uvicorn server
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/plots.py bench/results/serve.json
 
 bench-loop: $(STAMP) ## the closed loop, simulated: serve, feedback, retrain, gate, promote
 	$(BIN)/python bench/loop.py

@@ -218,6 +218,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
     print(f"wrote {args.out}")
+    from plots import draw  # bench/plots.py: the figure, beside the JSON
+
+    draw(args.out)
     return 0
 
 

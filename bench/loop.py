@@ -645,6 +645,9 @@ def main() -> int:
     args.out.write_text(json.dumps(payload, indent=1, default=str))
     log(json.dumps(summary, indent=1))
     log(f"wrote {args.out}")
+    from plots import draw  # bench/plots.py: the figure, beside the JSON
+
+    draw(args.out, say=log)
     return 0
 
 

@@ -859,6 +859,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out == RESULTS:
         _write_readme(results)
     print(_table(results))
+    from plots import draw  # bench/plots.py: the figure, beside the JSON
+
+    draw(args.out)
     return results
 
 

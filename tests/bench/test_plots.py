@@ -1,0 +1,216 @@
+"""bench/plots.py: each benchmark's figure, from the committed JSON and from partial runs."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+
+
+def _load_plots() -> ModuleType:
+    # bench/ is scripts, not a package: load the module from its file.
+    spec = importlib.util.spec_from_file_location("bench_plots", ROOT / "bench" / "plots.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+plots = _load_plots()
+
+
+def _committed(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _draw(tmp_path: Path, name: str, data: dict[str, Any]) -> tuple[Path, str]:
+    """Write ``data`` as ``name``.json in tmp_path, draw it; the PNG and what was said."""
+    said: list[str] = []
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    png = plots.draw(path, say=said.append)
+    assert png == tmp_path / f"{name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(said) == 1
+    return png, said[0]
+
+
+def _line(ax: Any, label: str) -> tuple[list[float], list[float]]:
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    return list(line.get_xdata()), list(line.get_ydata())
+
+
+def test_loop_figure_draws_each_rounds_true_values_and_the_gates_estimates() -> None:
+    data = _committed("loop")
+    rounds = data["rounds"][1:]
+    drawing = plots.loop_figure(data)
+    top, bottom = drawing.figure.axes
+    numbers = [r["round"] for r in rounds]
+    assert _line(top, "served (champion)") == (
+        numbers,
+        [r["served_ratio_to_oracle"] for r in rounds],
+    )
+    assert _line(top, "challenger") == (numbers, [r["challenger_ratio_to_oracle"] for r in rounds])
+    assert _line(top, "promoted") == ([4], [rounds[3]["challenger_ratio_to_oracle"]])
+    bayes = data["summary"]["bayes_optimal_ratio_to_oracle"]
+    assert _line(top, "Bayes-optimal, history (0.53)")[1] == [bayes["history_only"]["ratio"]] * 2
+    assert _line(top, "logging policy (-0.40)")[1] == [data["rounds"][0]["ratio_to_oracle"]] * 2
+    assert _line(bottom, "true gain") == (
+        numbers,
+        [r["true_difference_per_decision"] for r in rounds],
+    )
+    (estimate,) = [c for c in bottom.containers if c.get_label() == "DR estimate (95% CI)"]
+    assert list(estimate.lines[0].get_ydata()) == [r["difference"]["value"] for r in rounds]
+    assert drawing.skipped == []
+    assert "2026-12-04 21:53 UTC" in drawing.figure.texts[0].get_text()
+
+
+def test_quality_figure_draws_the_simulators_values_per_hcp() -> None:
+    data = _committed("quality")
+    left, right = plots.quality_figure(data).figure.axes
+    per_hcp = data["simulator"]["per_hcp"]
+    widths = [round(p.get_width(), 6) for p in left.patches]
+    assert widths[:2] == [round(per_hcp["policy_value"], 6), round(per_hcp["oracle_value"], 6)]
+    bayes = data["simulator"]["bayes_ceiling"]["value_per_hcp"]
+    assert round(bayes, 6) in widths
+    policies = data["hillstrom"]["policies"]
+    (free, budget) = right.containers
+    assert list(free.lines[0].get_xdata()) == [p["ips_value"]["mean"] for p in policies.values()]
+    assert list(budget.lines[0].get_xdata()) == [
+        p["ips_value_budget_30"]["mean"] for p in policies.values()
+    ]
+    assert [t.get_text() for t in right.get_yticklabels()][:2] == ["nextbest", "causalml t learner"]
+
+
+def test_serve_figure_draws_each_scenarios_p99_against_the_target() -> None:
+    data = _committed("serve")
+    left, right = plots.serve_figure(data).figure.axes
+    # Drawn per series: cache warm's p99 then p50, then cache off's.
+    heights = [p.get_height() for p in left.patches]
+    assert heights[:3] == [
+        data["single_idle"]["p99_ms"],
+        data["single_fixed_rate"]["p99_ms"],
+        data["single_closed_loop"]["p99_ms"],
+    ]
+    assert heights[6] == data["score_cache_off"]["single_idle"]["p99_ms"]
+    assert _line(left, "target p99 at 1,000/s (20 ms)")[1] == [20.0, 20.0]
+    assert [p.get_height() for p in right.patches][1] == data["single_fixed_rate"]["requests_per_s"]
+
+
+@pytest.mark.parametrize("name", ["loop", "quality", "serve", "feedback"])
+def test_committed_results_draw_whole(tmp_path: Path, name: str) -> None:
+    png, said = _draw(tmp_path, name, _committed(name))
+    assert said == f"wrote {png}"
+    # Small enough to commit beside the JSON.
+    assert png.stat().st_size < 100_000
+
+
+def _loop_without_gate_and_ceiling(data: dict[str, Any]) -> None:
+    data["summary"].pop("bayes_optimal_ratio_to_oracle")
+    for r in data["rounds"]:
+        r.pop("difference", None)
+
+
+def _quality_without_simulator(data: dict[str, Any]) -> None:
+    data.pop("simulator")
+    data["hillstrom"] = {"error": "/data/hillstrom.csv not found"}
+
+
+def _serve_without_cache_off(data: dict[str, Any]) -> None:
+    data.pop("score_cache_off")
+    data.pop("single_closed_loop")
+
+
+def _feedback_without_postgresql(data: dict[str, Any]) -> None:
+    data["results"] = data["results"][:1]
+
+
+@pytest.mark.parametrize(
+    ("name", "remove", "skipped"),
+    [
+        (
+            "loop",
+            _loop_without_gate_and_ceiling,
+            "Bayes-optimal ceiling (summary.bayes_optimal_ratio_to_oracle); "
+            "the gate's estimate of the gain (rounds[].difference)",
+        ),
+        ("quality", _quality_without_simulator, "simulator; Hillstrom"),
+        (
+            "serve",
+            _serve_without_cache_off,
+            "flat out, 32 connections, cache warm; idle, 1 connection, cache off; "
+            "1,000 req/s offered, cache off; flat out, 32 connections, cache off",
+        ),
+        ("feedback", _feedback_without_postgresql, "postgresql (not measured)"),
+    ],
+)
+def test_a_partial_run_draws_what_it_has_and_names_what_it_skipped(
+    tmp_path: Path, name: str, remove: Any, skipped: str
+) -> None:
+    data = copy.deepcopy(_committed(name))
+    remove(data)
+    png, said = _draw(tmp_path, name, data)
+    assert said == f"wrote {png}; skipped, not in the JSON: {skipped}"
+
+
+def test_the_hillstrom_error_shows_in_the_figure() -> None:
+    data = {
+        "measured_at": "2026-12-04 02:29 UTC",
+        "hillstrom": {"error": "hillstrom.csv not found"},
+    }
+    drawing = plots.quality_figure(data)
+    texts = [t.get_text() for ax in drawing.figure.axes for t in ax.texts]
+    assert texts == [
+        "not in this run:\nsimulator (--skip-simulator?)",
+        "not in this run:\nHillstrom (hillstrom.csv not found)",
+    ]
+
+
+def test_unreadable_or_unknown_results_are_reported_not_drawn(tmp_path: Path) -> None:
+    said: list[str] = []
+    broken = tmp_path / "loop.json"
+    broken.write_text('{"benchmark": "loop", "rounds": [')  # a run killed mid-write
+    assert plots.draw(broken, say=said.append) is None
+    other = tmp_path / "latency.json"
+    other.write_text("{}")
+    assert plots.draw(other, say=said.append) is None
+    assert said[0].startswith(f"{broken}: not drawn, cannot read it as JSON (")
+    assert said[1] == (
+        f"{other}: not drawn, no figure for benchmark 'latency'"
+        " (known: loop, quality, serve, feedback)"
+    )
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_benchmark_run_draws_its_figure_beside_its_json(tmp_path: Path) -> None:
+    # The real script, as `make bench-quality` runs it but with everything skipped.
+    out = tmp_path / "quality.json"
+    run = subprocess.run(
+        [sys.executable, "bench/quality.py", "--skip-simulator", "--skip-hillstrom", "--out", out],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"wrote {tmp_path / 'quality.png'}; skipped, not in the JSON: simulator; Hillstrom" in (
+        run.stdout
+    )
+    assert (tmp_path / "quality.png").stat().st_size > 0
+
+
+def test_the_command_draws_every_result_in_a_directory(tmp_path: Path) -> None:
+    for name in ("loop_softmax", "feedback"):
+        (tmp_path / f"{name}.json").write_text((RESULTS / f"{name}.json").read_text())
+    assert plots.main(["--results", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["feedback.png", "loop_softmax.png"]
