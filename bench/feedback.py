@@ -185,6 +185,13 @@ def main() -> int:
     parser.add_argument("--postgres", default=os.environ.get(POSTGRES_URL_ENV))
     parser.add_argument("--out", type=Path, default=RESULTS / "feedback.json")
     args = parser.parse_args()
+    if args.events < BATCH * CLIENTS:
+        # Each client posts whole batches: fewer events than one batch per client
+        # would post none and measure nothing.
+        parser.error(
+            f"--events {args.events}: at least {BATCH * CLIENTS:,} ({CLIENTS} clients each "
+            f"posting whole batches of {BATCH:,} events)"
+        )
     work = Path(tempfile.mkdtemp(prefix="nextbest-feedback-"))
     world = simulate_world(n_hcps=500, periods=8, seed=0)
     world.write(work / "world", fmt="parquet")
