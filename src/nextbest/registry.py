@@ -36,6 +36,7 @@ import yaml
 
 from nextbest.learning.scoring import ARTIFACT_FORMAT, ScoringModel
 from nextbest.learning.train import TrainResult
+from nextbest.locking import take_within, try_flock
 from nextbest.settings import Settings, refuse_unusable_place, without_password
 
 logger = logging.getLogger(__name__)
@@ -1079,12 +1080,8 @@ class _FileLock:
                 ) from exc
 
     def try_take(self, holder: DecisionHolder) -> bool:
-        import fcntl
-
         assert self._fd is not None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_flock(self._fd):
             return False
         if self._writable:
             with contextlib.suppress(OSError):
@@ -1250,8 +1247,6 @@ def deciding_alone(
         RegistryError: the lock file cannot be opened or made (naming its directory);
             :class:`RegistryUnreadableError`, the PostgreSQL registry cannot be reached.
     """
-    import time
-
     lock = _decision_lock(settings)
     held: set[str] = _HELD_HERE.__dict__.setdefault("locks", set())
     if lock is None or lock.key in held:
@@ -1260,34 +1255,34 @@ def deciding_alone(
     me = DecisionHolder(decision, DecidingProcess.this())
     lock.open(settings, me)
     taken = False
+    wait = settings.decision_wait_s
+
+    def waiting() -> None:
+        other = lock.holder()
+        logger.warning(
+            "%s is deciding on model '%s': this %s waits for it to end, up to %g s "
+            "(NEXTBEST_DECISION_WAIT_S), then decides on what it left",
+            other.said() if other is not None else "another process",
+            settings.model_name,
+            decision,
+            wait,
+        )
+
     try:
-        wait = settings.decision_wait_s
-        deadline, said = time.monotonic() + wait, False
-        while not (taken := lock.try_take(me)):
+        taken = take_within(partial(lock.try_take, me), wait, every_s=0.1, waiting=waiting)
+        if not taken:
             other = lock.holder()
-            who = other.said() if other is not None else "another process"
-            if time.monotonic() >= deadline:
-                waited = (
-                    f"waited {wait:g} s for it to end (NEXTBEST_DECISION_WAIT_S)"
-                    if wait
-                    else "did not wait for it (NEXTBEST_DECISION_WAIT_S is 0)"
-                )
-                raise DecisionLockedError(
-                    f"{who} is deciding on model '{settings.model_name}' ({lock.where}); "
-                    f"this {decision} {waited} and decided nothing: {then}",
-                    holder=other,
-                )
-            if not said:
-                logger.warning(
-                    "%s is deciding on model '%s': this %s waits for it to end, up to %g s "
-                    "(NEXTBEST_DECISION_WAIT_S), then decides on what it left",
-                    who,
-                    settings.model_name,
-                    decision,
-                    wait,
-                )
-                said = True
-            time.sleep(0.1)
+            waited = (
+                f"waited {wait:g} s for it to end (NEXTBEST_DECISION_WAIT_S)"
+                if wait
+                else "did not wait for it (NEXTBEST_DECISION_WAIT_S is 0)"
+            )
+            raise DecisionLockedError(
+                f"{other.said() if other is not None else 'another process'} is deciding on "
+                f"model '{settings.model_name}' ({lock.where}); this {decision} {waited} "
+                f"and decided nothing: {then}",
+                holder=other,
+            )
         held.add(lock.key)
         try:
             yield

@@ -48,7 +48,6 @@ next writes the file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -59,16 +58,17 @@ import secrets
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from nextbest.limits import STORED_LENGTHS
+from nextbest.locking import take_within, try_flock
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
 
 if TYPE_CHECKING:
@@ -936,19 +936,12 @@ def _changing(path: Path) -> Iterator[None]:
     fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
         _keep_owner(fd, path)  # else, made under sudo, it kept the file's owner out
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ApiKeyError(
-                        f"{path} not changed: another `nextbest keys` command has been "
-                        f"changing it for {LOCK_WAIT_S:g} s (it holds {lock}); run this one "
-                        "again when it has finished"
-                    ) from None
-                time.sleep(0.05)
+        if not take_within(partial(try_flock, fd), LOCK_WAIT_S, every_s=0.05):
+            raise ApiKeyError(
+                f"{path} not changed: another `nextbest keys` command has been "
+                f"changing it for {LOCK_WAIT_S:g} s (it holds {lock}); run this one "
+                "again when it has finished"
+            )
         yield
     finally:
         os.close(fd)  # releases the lock
