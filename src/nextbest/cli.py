@@ -3934,13 +3934,22 @@ def models(
     if repair:
         left_alone = False
         try:
-            try:
-                finished = registry.finish_unfinished(settings)
-            except registry.DecisionInProgressError:
-                # Left alone: said with the versions below.
-                finished, left_alone = None, True
-            not_made = registry.take_off_not_made(settings)
-            named = registry.name_unnamed(settings)
+            # It moves aliases and writes tags as a decision does: not beside one at work
+            # (it waits for it, then repairs what it left).
+            with registry.deciding_alone(
+                settings,
+                "repair",
+                then="run `nextbest models --repair` again once it has ended",
+                afterwards="repairs what it left",
+                nothing="repaired nothing",
+            ):
+                try:
+                    finished = registry.finish_unfinished(settings)
+                except registry.DecisionInProgressError:
+                    # Left alone (a registry with no lock): said with the versions below.
+                    finished, left_alone = None, True
+                not_made = registry.take_off_not_made(settings)
+                named = registry.name_unnamed(settings)
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
         if finished is None and not_made is None and not named and not left_alone:

@@ -1023,7 +1023,8 @@ class DecisionLockedError(RegistryError):
 @dataclass(frozen=True)
 class DecisionHolder:
     """Who holds a model's decision lock: the ``decision`` (``promotion``,
-    ``rollback``, ``champion decision of a training``), its ``process``, and ``since``
+    ``rollback``, ``champion decision of a training``, ``repair``: what the others
+    call it), its ``process``, and ``since``
     (ISO 8601, UTC; "" when not known)."""
 
     decision: str
@@ -1227,7 +1228,12 @@ _HELD_HERE = threading.local()
 
 @contextmanager
 def deciding_alone(
-    settings: Settings, decision: str, *, then: str = "run the command again once it has ended"
+    settings: Settings,
+    decision: str,
+    *,
+    then: str = "run the command again once it has ended",
+    afterwards: str = "decides on what it left",
+    nothing: str = "decided nothing",
 ) -> Iterator[None]:
     """Hold the decision lock of model ``settings.model_name`` while the block
     decides: from the check that no other decision is under way, through what it
@@ -1236,11 +1242,12 @@ def deciding_alone(
     that check before either wrote its mark, and both moved the champion.
 
     ``decision`` names this one to the others (``promotion``). Finding the lock held,
-    it says who holds it (a log warning) and waits for it up to
-    ``settings.decision_wait_s`` seconds, then decides on what that one left; past
-    that (0: at once) it raises :class:`DecisionLockedError` naming the holder, when
-    known, and ``then`` (what to do). Taken again by the thread that holds it, it is
-    held already. A registry with no lock (:func:`_decision_lock`) holds none.
+    it says who holds it (a log warning: this one waits, then ``afterwards``) and
+    waits for it up to ``settings.decision_wait_s`` seconds; past that (0: at once)
+    it raises :class:`DecisionLockedError` naming the holder, when known, saying it
+    did ``nothing`` and ``then`` (what to do). Taken again by the thread that holds
+    it, it is held already. A registry with no lock (:func:`_decision_lock`) holds
+    none.
 
     Raises:
         DecisionLockedError: another process held it all that time.
@@ -1261,11 +1268,12 @@ def deciding_alone(
         other = lock.holder()
         logger.warning(
             "%s is deciding on model '%s': this %s waits for it to end, up to %g s "
-            "(NEXTBEST_DECISION_WAIT_S), then decides on what it left",
+            "(NEXTBEST_DECISION_WAIT_S), then %s",
             other.said() if other is not None else "another process",
             settings.model_name,
             decision,
             wait,
+            afterwards,
         )
 
     try:
@@ -1280,7 +1288,7 @@ def deciding_alone(
             raise DecisionLockedError(
                 f"{other.said() if other is not None else 'another process'} is deciding on "
                 f"model '{settings.model_name}' ({lock.where}); this {decision} {waited} "
-                f"and decided nothing: {then}",
+                f"and {nothing}: {then}",
                 holder=other,
             )
         held.add(lock.key)

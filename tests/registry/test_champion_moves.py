@@ -756,8 +756,10 @@ def test_a_first_champion_training_killed_before_the_move_names_no_champion(
     assert "nothing to repair" in _models(settings, "--repair")[1]
 
 
-def _models(settings: Settings, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["models", *args], env=_env(settings), terminal_width=240)
+def _models(settings: Settings, *args: str, **env: str) -> tuple[int, str]:
+    result = runner.invoke(
+        app, ["models", *args], env={**_env(settings), **env}, terminal_width=240
+    )
     return result.exit_code, " ".join(result.output.split())
 
 
@@ -1168,7 +1170,9 @@ def test_repair_leaves_a_decision_at_work_in_this_process_alone(
 ) -> None:
     """`nextbest models --repair` while a promotion was under way took its mark off
     (held between its mark and its move: a kill after the move then went unsaid) or
-    finished it under it (held after the move); a rollback went ahead beside it."""
+    finished it under it (held after the move); a rollback went ahead beside it. Now
+    `nextbest models` says it is in progress, and --repair waits for its lock (here
+    told not to: refused, exit 2)."""
     import threading
 
     settings = own_copy
@@ -1195,7 +1199,16 @@ def test_repair_leaves_a_decision_at_work_in_this_process_alone(
     try:
         assert held.wait(120)
         mark = _tags_now(settings)[registry.PENDING_TAG]
-        code, shown = _models(settings, "--repair")
+        code, shown = _models(settings, "--repair", NEXTBEST_DECISION_WAIT_S="0")
+        assert code == 2, shown
+        assert (
+            "is deciding on model 'nextbest' (it holds "
+            f"{settings.resolved_models_dir / '.mlflow.db.nextbest.decision.lock'}); this "
+            "repair did not wait for it (NEXTBEST_DECISION_WAIT_S is 0) and repaired "
+            "nothing: run `nextbest models --repair` again once it has ended"
+        ) in shown, shown
+        assert _tags_now(settings)[registry.PENDING_TAG] == mark
+        code, shown = _models(settings)
         assert code == 0, shown
         assert f"the promotion of version {challenger} (replacing 1; MLflow run " in shown, shown
         assert "is in progress: process " in shown, shown
@@ -1250,8 +1263,10 @@ def test_repair_leaves_a_decision_at_work_in_another_process_alone_until_it_is_k
         assert code == 0, shown
         assert f"the promotion of version {challenger} (replacing 1; MLflow run " in shown, shown
         assert f"is in progress: process {process.pid} on host " in shown, shown
-        code, shown = _models(settings, "--repair")
-        assert code == 0 and "taken off" not in shown and "is in progress" in shown, shown
+        code, shown = _models(settings, "--repair", NEXTBEST_DECISION_WAIT_S="0")
+        assert code == 2 and "taken off" not in shown, shown
+        assert f"the promotion by process {process.pid} on host" in shown, shown
+        assert "this repair did not wait for it" in shown, shown
         assert registry.PENDING_TAG in _tags_now(settings)
         result = runner.invoke(
             app,

@@ -442,3 +442,83 @@ def test_a_lock_file_that_cannot_be_opened_stops_the_decision_naming_it(tmp_path
         f"decided. Give this account the right to write in {store}, as it has for the "
         "registry there"
     )
+
+
+def _unfinished_promotion(settings: Settings, trained) -> str:
+    """A promotion of a new version killed outright after the champion moved: its mark
+    (by a process that has ended) names what it did not write (previous_champion,
+    challenger taken off). The version."""
+    version = _register(settings, trained, alias="challenger")
+    ended = registry.DecidingProcess(socket.gethostname(), os.getpid(), started="ended")
+    end = registry.DecisionEnd(
+        kind="promotion",
+        champion=version,
+        replaces="1",
+        aliases={"previous_champion": "1"},
+        released=("challenger",),
+        run_id="0" * 32,
+        process=ended,
+    )
+    mlflow_client = registry.client(settings)
+    mlflow_client.set_registered_model_tag(settings.model_name, registry.PENDING_TAG, end.to_json())
+    registry.set_alias(settings, "champion", version)
+    return version
+
+
+def test_repair_beside_a_decision_past_its_wait_is_refused_naming_it_and_writes_nothing(
+    own_copy: Settings, trained
+) -> None:
+    """`nextbest models --repair` finished a killed promotion, moving aliases, while
+    another decision held the lock (and was about to finish it, or decide over it):
+    now it waits for it like a decision, and past NEXTBEST_DECISION_WAIT_S stops
+    (exit 2) naming it, having written nothing."""
+    settings = own_copy
+    version = _unfinished_promotion(settings, trained)
+    mark = _pending(settings)
+    with _promotion_in_another_thread(settings):
+        code, said = _said(_nextbest(settings, "models", "--repair", NEXTBEST_DECISION_WAIT_S="1"))
+        assert code == 2, said
+        lock = settings.resolved_models_dir / ".mlflow.db.nextbest.decision.lock"
+        here = registry.DecidingProcess.this()
+        assert (
+            f"error: the promotion by process {here.pid} on host {here.host} (deciding since "
+        ) in said, said
+        assert (
+            f"is deciding on model 'nextbest' (it holds {lock}); this repair waited 1 s for it "
+            "to end (NEXTBEST_DECISION_WAIT_S) and repaired nothing: run `nextbest models "
+            "--repair` again once it has ended"
+        ) in said, said
+        assert _pending(settings) == mark
+        assert registry.alias_version(settings, "previous_champion") is None
+        assert registry.alias_version(settings, "challenger") == version
+
+
+def test_repair_waits_for_a_decision_at_work_then_repairs_what_it_left(
+    own_copy: Settings, trained
+) -> None:
+    """The repair says whom it waits for, and once that decision has ended, finishes
+    the killed promotion."""
+    settings = own_copy
+    version = _unfinished_promotion(settings, trained)
+    with _promotion_in_another_thread(settings):
+        repair = _nextbest(settings, "models", "--repair")
+        assert repair.stdout is not None
+        before = []
+        for line in repair.stdout:  # until it waits (its start-up takes seconds)
+            before.append(line)
+            if "is deciding on model" in line:
+                break
+        waiting = " ".join("".join(before).split())
+        here = registry.DecidingProcess.this()
+        assert f"note: the promotion by process {here.pid} on host {here.host}" in waiting, waiting
+        assert (
+            "is deciding on model 'nextbest': this repair waits for it to end, up to 120 s "
+            "(NEXTBEST_DECISION_WAIT_S), then repairs what it left"
+        ) in waiting, waiting
+        assert registry.alias_version(settings, "previous_champion") is None
+    code, said = _said(repair)
+    assert code == 0, said
+    assert f"finished: the promotion of version {version} (replacing 1; MLflow run " in said, said
+    assert registry.alias_version(settings, "previous_champion") == "1"
+    assert registry.alias_version(settings, "challenger") is None
+    assert _pending(settings) is None
