@@ -1060,6 +1060,7 @@ class _FileLock:
 
     def __init__(self, path: Path) -> None:
         self.key = str(path)
+        self.named = str(path)
         self.where = f"it holds {path}"
         self.path = path
         self._fd: int | None = None
@@ -1097,6 +1098,10 @@ class _FileLock:
         except OSError:
             return None
 
+    def lost(self) -> str | None:
+        """Held from its take to its close: its descriptor, open all that time, holds it."""
+        return None
+
     def close(self, *, taken: bool) -> None:
         if self._fd is None:
             return
@@ -1115,12 +1120,19 @@ class _AdvisoryLock:
     ``pg_stat_activity`` shows the others."""
 
     _NAME = re.compile(r"^nextbest (\d+)@(\S+) (.+)$")
+    # This lock, granted: a bigint key is held as two oids, its high and its low 32 bits.
+    _GRANTED = (
+        "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = CAST(:high AS oid) AND l.objid = CAST(:low AS oid)"
+    )
 
     def __init__(self, url: Any, model_name: str) -> None:
         digest = hashlib.sha256(f"nextbest decision {model_name}".encode()).digest()
         self.lock_id = int.from_bytes(digest[:8], "big", signed=True)
         self.key = f"{url.render_as_string(hide_password=True)}#{self.lock_id}"
-        self.where = f"it holds PostgreSQL advisory lock {self.lock_id} in database {url.database}"
+        self.named = f"PostgreSQL advisory lock {self.lock_id} in database {url.database}"
+        self.where = f"it holds {self.named}"
         self.url = url
         self._engine: Any = None
         self._connection: Any = None
@@ -1145,6 +1157,10 @@ class _AdvisoryLock:
             self._engine.dispose()
             raise _unreadable(settings, "the decision under way", exc) from exc
 
+    def _key(self) -> dict[str, int]:
+        unsigned = self.lock_id & 0xFFFFFFFFFFFFFFFF
+        return {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}
+
     def try_take(self, holder: DecisionHolder) -> bool:
         from sqlalchemy import text
 
@@ -1154,18 +1170,12 @@ class _AdvisoryLock:
     def holder(self) -> DecisionHolder | None:
         from sqlalchemy import text
 
-        # A bigint key is held as two oids: its high and its low 32 bits.
-        unsigned = self.lock_id & 0xFFFFFFFFFFFFFFFF
         row = self._connection.execute(
             text(
                 "SELECT a.application_name, a.query_start FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                "AND l.database = (SELECT oid FROM pg_database WHERE datname = "
-                "current_database()) AND l.classid = CAST(:high AS oid) "
-                "AND l.objid = CAST(:low AS oid)"
+                f"JOIN pg_stat_activity a ON a.pid = l.pid WHERE {self._GRANTED}"
             ),
-            {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+            self._key(),
         ).first()
         found = self._NAME.match(row[0] or "") if row is not None else None
         if row is None or found is None:
@@ -1174,6 +1184,27 @@ class _AdvisoryLock:
         # Its last statement took the lock: another account's is not shown (None).
         since = row[1].astimezone(UTC).isoformat() if row[1] is not None else ""
         return DecisionHolder(found[3], process, since)
+
+    def lost(self) -> str | None:
+        """How this session lost the lock since it took it, None while it holds it: the
+        server released it with the session, which ended (``pg_terminate_backend``, a
+        server restart, a dropped network), and another decision may hold it now."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            held = self._connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_backend_pid() "
+                    f"AND {self._GRANTED})"
+                ),
+                self._key(),
+            ).scalar()
+        except SQLAlchemyError as exc:
+            return f"its connection to the database ended ({_one_line(exc)})"
+        if not held:
+            return "its connection to the database was made again, without the lock"
+        return None
 
     def close(self, *, taken: bool) -> None:
         from sqlalchemy.exc import SQLAlchemyError
@@ -1220,10 +1251,15 @@ def _decision_lock(settings: Settings) -> _FileLock | _AdvisoryLock | None:
     return _AdvisoryLock(url, settings.model_name)
 
 
-# The decision locks this thread holds (by lock): a command holding one calls code
+# The decision locks this thread holds (by key): a command holding one calls code
 # that takes it again (`nextbest promote`, then the gate's promote), and a second
 # take on the same file or database by the same thread would wait for itself.
 _HELD_HERE = threading.local()
+
+
+def _held_here() -> dict[str, _FileLock | _AdvisoryLock]:
+    held: dict[str, _FileLock | _AdvisoryLock] = _HELD_HERE.__dict__.setdefault("locks", {})
+    return held
 
 
 @contextmanager
@@ -1247,7 +1283,8 @@ def deciding_alone(
     it raises :class:`DecisionLockedError` naming the holder, when known, saying it
     did ``nothing`` and ``then`` (what to do). Taken again by the thread that holds
     it, it is held already. A registry with no lock (:func:`_decision_lock`) holds
-    none.
+    none. :func:`move_recorded` checks the lock is still held before the champion
+    moves.
 
     Raises:
         DecisionLockedError: another process held it all that time.
@@ -1255,7 +1292,7 @@ def deciding_alone(
             :class:`RegistryUnreadableError`, the PostgreSQL registry cannot be reached.
     """
     lock = _decision_lock(settings)
-    held: set[str] = _HELD_HERE.__dict__.setdefault("locks", set())
+    held = _held_here()
     if lock is None or lock.key in held:
         yield
         return
@@ -1291,13 +1328,32 @@ def deciding_alone(
                 f"and {nothing}: {then}",
                 holder=other,
             )
-        held.add(lock.key)
+        held[lock.key] = lock
         try:
             yield
         finally:
-            held.discard(lock.key)
+            del held[lock.key]
     finally:
         lock.close(taken=taken)
+
+
+class DecisionLockLostError(AliasNotMovedError):
+    """The decision lock this decision held (:func:`deciding_alone`) was lost before
+    the champion moved (its PostgreSQL session ended): another decision may have
+    taken it, so nothing moved, and the run is marked as for an alias not moved."""
+
+
+def _lock_lost(settings: Settings) -> str | None:
+    """How the decision lock this thread holds on ``settings``' model was lost, naming
+    it; None while it holds it, or holds none (a registry with no lock)."""
+    lock = _decision_lock(settings)
+    held = None if lock is None else _held_here().get(lock.key)
+    if held is None:
+        return None
+    how = held.lost()
+    if how is None:
+        return None
+    return f"its decision lock on model '{settings.model_name}' ({held.named}) was lost: {how}"
 
 
 def _clear_pending(settings: Settings, run_id: str) -> None:
@@ -1344,6 +1400,9 @@ def move_recorded(
     Raises:
         AliasNotMovedError: ``move`` failed; the run is tagged ``alias_moved`` =
             ``false`` and ends FAILED when the caller's ``with`` block re-raises.
+        DecisionLockLostError: the decision lock this thread holds
+            (:func:`deciding_alone`) was lost before the move (its PostgreSQL session
+            ended): nothing is moved, and the run is marked as above.
         DecisionUnfinishedError: ``move`` was made but writing ``end`` failed; the run
             is tagged ``alias_moved`` = ``true`` (kept in the champion's timeline).
     """
@@ -1367,34 +1426,36 @@ def _move_and_finish(
     from mlflow.exceptions import MlflowException
 
     decision = end.named
+    lost: str | None = None
     try:
-        client(settings).set_registered_model_tag(settings.model_name, PENDING_TAG, end.to_json())
-        move()
+        # The point of no return: a decision whose lock was lost since it checked the
+        # registry may have another deciding beside it.
+        lost = _lock_lost(settings)
+        if lost is None:
+            client(settings).set_registered_model_tag(
+                settings.model_name, PENDING_TAG, end.to_json()
+            )
+            move()
     except (MlflowException, OSError) as exc:
-        _clear_pending(settings, run_id)
-        marked = True
-        try:
-            client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "false")
-        except (MlflowException, OSError):
-            marked = False
         said = str(getattr(exc, "message", exc)).strip().splitlines()[0]
         raise AliasNotMovedError(
             f"the {decision} was recorded (MLflow run {run_id}) but the registry "
             f"{without_password(settings.resolved_registry_uri)} refused to move the alias: "
-            f"{type(exc).__name__}: {said}; "
-            + (
-                f"the run is marked failed ({ALIAS_MOVED_TAG} = false, status FAILED) and "
-                "left out of `nextbest models --history`"
-                if marked
-                else "the run could not be marked failed either: it reads as made in "
-                f"`nextbest models --history` (tag it {ALIAS_MOVED_TAG} = false, or delete it)"
-            )
-            + f"; {stays}. Once the registry takes writes again, run the command again",
+            f"{type(exc).__name__}: {said}; {_marked_not_moved(settings, run_id)}; {stays}. "
+            "Once the registry takes writes again, run the command again",
             run_id=run_id,
         ) from exc
     except BaseException as stopped:
         _record_interrupted(settings, run_id, stopped, end, stays)
         raise
+    if lost is not None:
+        raise DecisionLockLostError(
+            f"the {decision} was recorded (MLflow run {run_id}) but {lost}, and another "
+            "decision may have been made beside it since: the champion was not moved; "
+            f"{_marked_not_moved(settings, run_id)}; {stays}. Run the command again: it "
+            "decides on what the registry holds now",
+            run_id=run_id,
+        )
     try:
         finish_decision(settings, end)
     except (MlflowException, OSError) as exc:
@@ -1411,6 +1472,26 @@ def _move_and_finish(
     except BaseException as stopped:
         _record_interrupted(settings, run_id, stopped, end, stays)
         raise
+
+
+def _marked_not_moved(settings: Settings, run_id: str) -> str:
+    """Mark decision run ``run_id``, whose champion did not move, as such (its
+    :data:`PENDING_TAG` taken off, :data:`ALIAS_MOVED_TAG` ``false``); what was done,
+    as a clause of the error that says so."""
+    from mlflow.exceptions import MlflowException
+
+    _clear_pending(settings, run_id)
+    try:
+        client(settings).set_tag(run_id, ALIAS_MOVED_TAG, "false")
+    except (MlflowException, OSError):
+        return (
+            "the run could not be marked failed either: it reads as made in `nextbest "
+            f"models --history` (tag it {ALIAS_MOVED_TAG} = false, or delete it)"
+        )
+    return (
+        f"the run is marked failed ({ALIAS_MOVED_TAG} = false, status FAILED) and left out "
+        "of `nextbest models --history`"
+    )
 
 
 def _interruption(stopped: BaseException) -> str:

@@ -522,3 +522,55 @@ def test_repair_waits_for_a_decision_at_work_then_repairs_what_it_left(
     assert registry.alias_version(settings, "previous_champion") == "1"
     assert registry.alias_version(settings, "challenger") is None
     assert _pending(settings) is None
+
+
+@pytest.mark.postgres
+def test_a_decision_whose_postgresql_lock_was_lost_does_not_move_the_champion(
+    trained, postgres_url: str, tmp_path: Path
+) -> None:
+    """The server ended the lock's session (pg_terminate_backend: an administrator, a
+    restart, a dropped network) while a promotion evaluated: the lock went with it, and
+    another decision could take it, yet the promotion went on to move the champion.
+    Now it checks the lock before the move, and stops (exit 2) saying so."""
+    from sqlalchemy import create_engine, text
+
+    settings = trained.settings.model_copy(
+        update={"models_dir": tmp_path / "models", "tracking_uri": postgres_url}
+    )
+    assert _register(settings, trained) == "1"
+    assert _register(settings, trained, alias="challenger") == "2"
+    with _held(
+        settings,
+        tmp_path,
+        "nextbest.registry:move_recorded",
+        *("promote", "--force", "--reason", "lost"),
+    ) as (first, go):
+        engine = create_engine(postgres_url)
+        try:
+            with engine.connect() as connection:
+                ended = connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": f"nextbest {first.pid}@{socket.gethostname()} promotion"},
+                ).all()
+        finally:
+            engine.dispose()
+        assert ended == [(True,)]
+        go()
+        code, said = _said(first)
+    assert code == 2, said
+    assert "error: the promotion of version 2 was recorded (MLflow run " in said, said
+    assert "but its decision lock on model 'nextbest' (PostgreSQL advisory lock " in said, said
+    assert ") was lost: its connection to the database ended (OperationalError: " in said, said
+    assert (
+        "and another decision may have been made beside it since: the champion was not "
+        "moved; the run is marked failed (alias_moved = false, status FAILED) and left out "
+        "of `nextbest models --history`; the champion stays version 1. Run the command "
+        "again: it decides on what the registry holds now"
+    ) in said, said
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == "2"
+    assert _pending(settings) is None
+    assert [c.version for c in champion_changes(settings)] == ["1"]
