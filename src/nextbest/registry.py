@@ -1142,20 +1142,29 @@ class _AdvisoryLock:
         from sqlalchemy.exc import SQLAlchemyError
         from sqlalchemy.pool import NullPool
 
-        name = f"nextbest {holder.process.pid}@{holder.process.host} {holder.decision}"
         self._engine = create_engine(
             self.url,
             poolclass=NullPool,
             # No transaction left open for minutes while the gate evaluates: the
             # session's lock outlives transactions.
             isolation_level="AUTOCOMMIT",
-            connect_args={"application_name": name[:63]},  # PostgreSQL keeps 63 bytes
+            connect_args={"application_name": self._application_name(holder)},
         )
         try:
             self._connection = self._engine.connect()
         except SQLAlchemyError as exc:
             self._engine.dispose()
             raise _unreadable(settings, "the decision under way", exc) from exc
+
+    @staticmethod
+    def _application_name(holder: DecisionHolder) -> str:
+        """``nextbest PID@HOST DECISION`` in the 63 bytes PostgreSQL keeps of it: a long
+        host name is cut short (ending in ``~``), not the decision the others name."""
+        head, tail = f"nextbest {holder.process.pid}@", f" {holder.decision}"
+        host, room = holder.process.host, 63 - len(head) - len(tail)
+        if len(host) > room:
+            host = host[: max(room - 1, 0)] + "~"
+        return (head + host + tail)[:63]
 
     def _key(self) -> dict[str, int]:
         unsigned = self.lock_id & 0xFFFFFFFFFFFFFFFF

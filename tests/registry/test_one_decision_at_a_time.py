@@ -574,3 +574,33 @@ def test_a_decision_whose_postgresql_lock_was_lost_does_not_move_the_champion(
     assert registry.alias_version(settings, "challenger") == "2"
     assert _pending(settings) is None
     assert [c.version for c in champion_changes(settings)] == ["1"]
+
+
+@pytest.mark.postgres
+def test_a_long_host_name_leaves_the_decision_named_whole_in_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL keeps 63 bytes of a connection's application_name: on a host with a
+    long name (a cloud machine's) the holder's decision was cut (`the champion
+    decision of a trai by ...`). Now the host name is cut short instead."""
+    from sqlalchemy.engine import make_url
+
+    settings = Settings(models_dir=tmp_path / "models", tracking_uri=postgres_url)
+    url = make_url(postgres_url)
+    host = "ip-10-20-30-40.eu-central-1.compute.internal"
+    holder = registry.DecisionHolder(
+        "champion decision of a training", registry.DecidingProcess(host, 4242)
+    )
+    taking, reading = (registry._AdvisoryLock(url, "nextbest") for _ in range(2))
+    taking.open(settings, holder)
+    reading.open(settings, holder)
+    try:
+        assert taking.try_take(holder)
+        found = reading.holder()
+    finally:
+        reading.close(taken=False)
+        taking.close(taken=True)
+    assert found is not None
+    assert found.decision == "champion decision of a training"
+    assert found.process.pid == 4242
+    assert found.process.host == "ip-10-20-30-40.e~"
