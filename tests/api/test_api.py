@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from nextbest import registry
+from nextbest.api.app import create_app
 from nextbest.storage.tables import FeedbackEvent, Recommendation
 
 
@@ -317,3 +318,28 @@ def test_the_reasons_an_item_was_shown_with_are_logged_with_it(client: TestClien
     assert [list(item.reasons) for item in logged.items] == [
         item["reasons"] for item in answer["items"]
     ]
+
+
+def test_single_recommendations_read_history_on_one_kept_connection(api_settings, keys) -> None:
+    """On SQLite the single route's history reads reuse one connection instead of
+    checking one out of the pool per request (a fifth of the read's CPU)."""
+    import threading
+
+    from sqlalchemy import event
+
+    settings = api_settings.model_copy(update={"log_flush_ms": 5})  # writes: another thread
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as c:
+        runtime = c.app.state.runtime  # type: ignore[attr-defined]
+        hcps = [str(h) for h in runtime.recommender.hcp_ids[:8]]
+        loop = c.portal.call(threading.get_ident)  # type: ignore[union-attr]
+        on_loop: list[object] = []
+        event.listen(
+            runtime.engine,
+            "checkout",
+            lambda dbapi, _r, _p: on_loop.append(dbapi) if threading.get_ident() == loop else None,
+        )
+        for hcp in hcps:
+            assert c.post("/v1/recommendations", json={"hcp_id": hcp, "k": 3}).status_code == 200
+        assert len(on_loop) == 1  # opened at the first read, then kept
+        assert c.post("/v1/recommendations", json={"hcp_id": hcps[0], "explain": True}).is_success
+        assert len(on_loop) == 1

@@ -325,3 +325,75 @@ def test_a_snooze_suppresses_for_its_own_window(database_url: str) -> None:
         assert history is not None and set(history.dismissed) == {("H1", "A3")}
     finally:
         engine.dispose()
+
+
+def test_a_held_reader_keeps_one_connection_sees_later_commits_and_outlives_its_loss(
+    tmp_path,
+) -> None:
+    import threading
+
+    from sqlalchemy import event
+
+    from nextbest.policy.rules import ServingRules
+    from nextbest.service.serving import live_history
+    from nextbest.storage.db import HeldReader
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'nextbest.db'}")
+    migrate(engine)
+    checked_out: list[tuple[int, object]] = []  # (thread, DBAPI connection) per checkout
+    event.listen(
+        engine,
+        "checkout",
+        lambda dbapi, _record, _proxy: checked_out.append((threading.get_ident(), dbapi)),
+    )
+    rules = ServingRules.from_mapping({"channels": {"email": {"max_contacts": 9, "per_days": 28}}})
+    sessions = make_session_factory(engine)
+    held = HeldReader(engine)
+
+    def deliver(n: int) -> None:
+        with sessions() as session:
+            events = [
+                FeedbackRecord(
+                    event_id=f"d{n}",
+                    event_type="delivered",
+                    occurred_at=NOW - timedelta(days=1, minutes=n),
+                    hcp_id="H",
+                    channel="email",
+                )
+            ]
+            assert not record_feedback(session, events=events).rejected
+
+    reads: list[object] = []  # the connections the reads checked out
+
+    def contacts() -> int:
+        before = len(checked_out)
+        history = live_history(held, rules=rules, hcp_ids=["H"], now=NOW)
+        reads.extend(dbapi for _, dbapi in checked_out[before:])
+        return history.counts[28].get(("H", "email"), 0)
+
+    try:
+        for n in range(3):
+            assert contacts() == n  # each read sees what was committed before it
+            deliver(n)
+        assert len(reads) == 1  # one connection kept for the three reads, not one each
+
+        # Read from another thread: through the pool, the kept connection left alone.
+        found: list[int] = []
+        other = threading.Thread(target=lambda: found.append(contacts()))
+        other.start()
+        other.join()
+        assert found == [3]
+        assert [thread for thread, _ in checked_out].count(other.ident) == 1
+        del reads[1:]
+
+        # The kept connection dies under it: the read runs again on a new one.
+        reads[0].close()  # type: ignore[attr-defined]
+        assert contacts() == 3
+        assert len(reads) == 2 and reads[1] is not reads[0]
+        assert contacts() == 3 and len(reads) == 2
+        assert engine.pool.checkedout() == 1
+        held.close()
+        assert engine.pool.checkedout() == 0
+    finally:
+        held.close()
+        engine.dispose()

@@ -35,6 +35,7 @@ from nextbest.service.territories import (
 from nextbest.settings import Settings
 from nextbest.storage.db import (
     UNAVAILABLE_ERRORS,
+    HeldReader,
     describe_database_error,
     make_async_reader,
     make_engine,
@@ -241,6 +242,9 @@ class ServingRuntime:
         self.reader = make_reader(engine)
         # The single route's read on the event loop (PostgreSQL): opened by the app.
         self.async_reader: AsyncConnectionPool | None = None
+        # The same on SQLite: a connection kept for it rather than one from the pool
+        # per request.
+        self.loop_reader = HeldReader(engine) if engine.dialect.name == "sqlite" else None
         self.sessions = sessions
         # The rules in force; None while the rules file cannot be read. A worker
         # started (by uvicorn, replacing one that died) after an invalid edit then
@@ -1023,6 +1027,8 @@ class ServingRuntime:
             self._watcher.join(timeout=5)
         self.wait_warm(timeout=30)
         self.reclog.close()
+        if self.loop_reader is not None:
+            self.loop_reader.close()
         if self.reader is not self.engine:
             self.reader.dispose()
         self.engine.dispose()

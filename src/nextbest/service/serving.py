@@ -5,8 +5,10 @@ logged as ``requester``; never the key) and returns plain dataclasses. The
 database is an ORM session, a Core connection, or an engine: with an engine the
 history read checks a plain connection out for that one query and back in at
 once (no ORM session per request, and no transaction left open while the
-model scores). On PostgreSQL the single-recommendation route awaits its read
-(:func:`live_history_async`) and hands the result to :func:`recommend_one`.
+model scores). On SQLite the single-recommendation route reads through a
+connection it keeps (:class:`~nextbest.storage.db.HeldReader`); on PostgreSQL it
+awaits its read (:func:`live_history_async`) and hands the result to
+:func:`recommend_one`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from nextbest.service.recommend import (
     check_day,
     decision_time,
 )
-from nextbest.storage.db import with_reconnect
+from nextbest.storage.db import HeldReader, with_reconnect
 from nextbest.storage.repository import (
     FUTURE_TOLERANCE,
     ServingHistory,
@@ -39,7 +41,7 @@ from nextbest.storage.repository import (
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
-Database = Session | Connection | Engine
+Database = Session | Connection | Engine | HeldReader
 
 
 def live_history(
@@ -73,7 +75,10 @@ def live_history(
             contact_times=contact_times,
         )
 
-    found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
+    if isinstance(db, HeldReader):
+        found = db.run(read)
+    else:
+        found = with_reconnect(db, read) if isinstance(db, Engine) else read(db)
     return _live(found, windows, now, rules)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -400,6 +401,61 @@ def with_reconnect(engine: Engine, read: Callable[[Connection], T]) -> T:
         engine.dispose()  # the other pooled connections went with it
     with engine.connect() as connection:
         return read(connection)
+
+
+class HeldReader:
+    """A connection of a SQLite ``engine`` kept open for the reads of one thread: the
+    single-recommendation route's history reads, on the event loop.
+
+    Checking a connection out of the pool and back in for each read, with SQLAlchemy's
+    ``Connection`` made and closed around it, was about a fifth of the CPU of that
+    read (docs/serving.md). Reads only, and none leaves a transaction open, so each
+    sees every commit made before it, as a connection from the pool would. The
+    thread that reads first keeps it; a read from any other thread goes through the
+    pool (:func:`with_reconnect`). A read that finds the connection dead drops it
+    and runs once more on a new one, as :func:`with_reconnect` does.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+        self._owner: int | None = None
+        self._lock = threading.Lock()  # only against a close() from another thread
+
+    def run(self, read: Callable[[Connection], T]) -> T:
+        """``read`` on the held connection (opened at the first read)."""
+        if self._owner is None:
+            self._owner = threading.get_ident()
+        elif self._owner != threading.get_ident():
+            return with_reconnect(self.engine, read)
+        with self._lock:
+            try:
+                return self._read(read)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                self._drop()
+            return self._read(read)
+
+    def _read(self, read: Callable[[Connection], T]) -> T:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self.engine.connect()
+        try:
+            return read(connection)
+        finally:
+            if connection.in_transaction():  # a read through SQLAlchemy began one
+                connection.rollback()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def close(self) -> None:
+        """Give the connection back to the engine's pool (the next read opens another)."""
+        with self._lock:
+            self._drop()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -2694,8 +2694,10 @@ class _DriverQuery:
         the pool handle both paths alike."""
         dialect = connection.dialect
         raw = connection.connection.dbapi_connection
-        cursor = raw.cursor()  # type: ignore[union-attr]
+        cursor = None
         try:
+            # Inside: a connection closed under the pool fails here already.
+            cursor = raw.cursor()  # type: ignore[union-attr]
             yield cursor
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, raw, cursor)
@@ -2711,8 +2713,9 @@ class _DriverQuery:
                 dialect=dialect,
             ) from exc
         finally:
-            with suppress(dialect.loaded_dbapi.Error):  # its connection may be gone
-                cursor.close()
+            if cursor is not None:
+                with suppress(dialect.loaded_dbapi.Error):  # its connection may be gone
+                    cursor.close()
 
     def values(self, params: dict[str, Any]) -> list[Any]:
         """The positional parameters of one execution, converted as the dialect does."""

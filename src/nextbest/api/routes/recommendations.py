@@ -88,7 +88,9 @@ async def recommend(
     purpose = request_purpose(caller, body.purpose)
     channels = request_channels(caller, body.channel)
     now = decision_time(body.date)
-    db: Database | None = runtime.reader  # an engine: one query on a plain connection
+    # SQLite: the connection kept for this route's reads; else an engine (one query on
+    # a plain connection).
+    db: Database | None = runtime.loop_reader or runtime.reader
     history = None
     pool = runtime.async_reader
     # An explanation reads when each contact was too (when a cap lifts): a second
