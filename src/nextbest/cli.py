@@ -2073,8 +2073,8 @@ RunsDeletedOpt = Annotated[
     bool,
     typer.Option(
         "--runs-deleted",
-        help="Record the decision in this tracking store though it does not have the "
-        "training runs of the versions it moves between, deleted from it on purpose "
+        help="Record the decision (evaluate: its verdict) in this tracking store though it "
+        "does not have the training runs of the versions it is about, deleted from it on purpose "
         "(`mlflow gc`). Without it, a tracking store other than the registry that lacks "
         "them is refused: it is probably not the one they were trained in, where the "
         "decisions before are recorded.",

@@ -2181,7 +2181,11 @@ class DecisionStoreError(RegistryError):
 
 
 # What a refused decision says it did not do.
-_NOT_MADE = {"promotion": "nothing was promoted", "rollback": "nothing was rolled back"}
+_NOT_MADE = {
+    "promotion": "nothing was promoted",
+    "rollback": "nothing was rolled back",
+    "evaluation": "nothing was written",  # evaluate's verdict, recorded beside them
+}
 
 
 def check_decision_store(
@@ -2191,7 +2195,8 @@ def check_decision_store(
     versions: Callable[[], Iterable[str | None]],
     runs_deleted: bool = False,
 ) -> None:
-    """Refuse to record ``decision`` (``promotion`` or ``rollback``) in a tracking store
+    """Refuse to record ``decision`` (``promotion``, ``rollback``, or evaluate's
+    ``evaluation``) in a tracking store
     that does not have the training runs of the ``versions`` it moves between (the
     champion, the version made champion; None: no such version), when the tracking
     store is not the registry: the decision run would be written apart from the

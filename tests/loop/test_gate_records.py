@@ -84,12 +84,16 @@ def test_evaluate_records_nothing_in_a_tracking_store_without_the_versions_runs(
     code, said = evaluate(elsewhere)
     assert code == 2, said
     assert said.startswith(
-        "error: evaluate records the gate's verdict beside the decisions on the champion, "
-        "and is refused where a promotion would be; nothing was written: the MLflow "
-        f"registry {settings.resolved_registry_uri} has versions of model 'nextbest' "
-        f"({challenger}, 1) whose training runs the tracking store {elsewhere} does not "
-        "have (run "
+        f"error: the MLflow registry {settings.resolved_registry_uri} has versions of "
+        f"model 'nextbest' ({challenger}, 1) whose training runs the tracking store "
+        f"{elsewhere} does not have (run "
     ), said
+    assert (
+        "the evaluation would be recorded apart from them: nothing was written. Set "
+        "NEXTBEST_TRACKING_URI to the store they were trained in; if their runs were "
+        "deleted from this one on purpose, run again with --runs-deleted to record the "
+        "evaluation here"
+    ) in said, said
     assert "gate config" not in said and "evaluating" not in said, said  # it did not run
     assert _runs(elsewhere) == runs_there
     assert _runs(settings.resolved_tracking_uri) == runs_here

@@ -1431,16 +1431,11 @@ def check_tracking_store(
     try:
         registry.check_decision_store(
             settings,
-            decision="promotion" if decision == "evaluation" else decision,
+            decision=decision,
             versions=involved,
             runs_deleted=runs_deleted,
         )
     except registry.DecisionStoreError as exc:
-        if decision == "evaluation":
-            raise GateError(
-                "evaluate records the gate's verdict beside the decisions on the champion, "
-                f"and is refused where a promotion would be; nothing was written: {exc}"
-            ) from exc
         raise GateError(str(exc)) from exc
 
 
