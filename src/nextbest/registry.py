@@ -752,9 +752,10 @@ class UnfinishedDecision:
         if self.in_progress and end.process is not None:
             return (
                 f"the {end.named} ({self._recorded()}) is in progress: {end.process.said()} "
-                "is at work on it; it is left alone by `nextbest models --repair`, promote "
-                "and rollback wait for it to end before they decide, and train makes no "
-                "first champion beside it"
+                "is at work on it; `nextbest models --repair`, promote and rollback wait "
+                "for it to end before they act (where no decision lock keeps it, a "
+                "registry over HTTP: repair leaves it alone and they refuse), and train "
+                "makes no first champion beside it"
             )
         elsewhere = end.process is not None and not end.process.on_this_host
         return f"{self.what()}. `nextbest models --repair` finishes it" + (

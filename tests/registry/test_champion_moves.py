@@ -1212,10 +1212,11 @@ def test_repair_leaves_a_decision_at_work_in_this_process_alone(
         assert code == 0, shown
         assert f"the promotion of version {challenger} (replacing 1; MLflow run " in shown, shown
         assert "is in progress: process " in shown, shown
-        assert "is at work on it; it is left alone by `nextbest models --repair`" in shown, shown
         assert (
-            "promote and rollback wait for it to end before they decide, and train makes "
-            "no first champion beside it"
+            "is at work on it; `nextbest models --repair`, promote and rollback wait for it "
+            "to end before they act (where no decision lock keeps it, a registry over HTTP: "
+            "repair leaves it alone and they refuse), and train makes no first champion "
+            "beside it"
         ) in shown, shown
         assert "unfinished" not in shown and "taken off" not in shown, shown
         assert "finished:" not in shown, shown
