@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nextbest.learning.config import load_train_config
+from nextbest.learning.levers import load_levers
+from nextbest.loop.gate import GateError, load_gate_config
 from nextbest.yamlfile import (
     KeyLines,
     Place,
@@ -233,3 +238,45 @@ def test_an_unknown_key_near_a_valid_one_says_which() -> None:
         "config n.yaml: sections.east.rates: Extra inputs are not permitted (did you mean "
         "'rate'?); steps.1.rte: Extra inputs are not permitted (did you mean 'rate'?)"
     )
+
+
+# The settings files read through read_settings_file, each with its own error type.
+SETTINGS_FILES = [
+    pytest.param(load_train_config, "training config", ValueError, id="train"),
+    pytest.param(load_levers, "levers file", ValueError, id="levers"),
+    pytest.param(load_gate_config, "gate config", GateError, id="gate"),
+]
+
+
+@pytest.mark.parametrize(("load", "what", "error"), SETTINGS_FILES)
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        # Saved from a Windows editor: read as UTF-8, the é had said nothing of the file.
+        pytest.param(
+            "seed: 3  # réglé\n".encode("latin-1"),
+            ": not UTF-8 text (byte 0xe9 at offset 12): save it as UTF-8",
+            id="latin-1",
+        ),
+        pytest.param(None, " cannot be read: Is a directory", id="a-directory"),
+        pytest.param(
+            b"- seed: 3\n", ": expected a mapping of settings at the top", id="a-list-at-the-top"
+        ),
+    ],
+)
+def test_every_settings_file_says_what_is_wrong_with_it(
+    tmp_path: Path,
+    load: Callable[[Path], object],
+    what: str,
+    error: type[Exception],
+    content: bytes | None,
+    said: str,
+) -> None:
+    path = tmp_path / "settings.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(error) as refused:
+        load(path)
+    assert str(refused.value) == f"{what} {path}{said}"

@@ -18,9 +18,10 @@ from __future__ import annotations
 import difflib
 import re
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # the API key file is read by commands that import nothing el
 
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+
+Model = TypeVar("Model", bound="BaseModel")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -238,6 +241,49 @@ def validation_message(
     said = "; ".join(text if line is None else f"line {line}: {text}" for line, text in problems)
     first_line = problems[0][0] if problems else None
     return f"{where}, {said}" if first_line is not None else f"{where}: {said}"
+
+
+def read_settings_file(
+    path: Path, where: str, error: Callable[[str], Exception]
+) -> tuple[dict[Any, Any], KeyLines]:
+    """The mapping of settings in the YAML file ``path`` (empty for an empty file) and
+    where each of its key paths sits; anything else raises ``error(message)``, the
+    message starting with ``where`` (``training config train.yaml``): the file missing
+    or unreadable, not UTF-8, not valid YAML, or no mapping at the top."""
+    try:
+        raw, lines = load_yaml_with_lines(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{where} does not exist") from None
+    except OSError as exc:  # a directory, no permission
+        raise error(f"{where} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise error(yaml_error_message(where, exc)) from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise error(f"{where}: expected a mapping of settings at the top")
+    return raw, lines
+
+
+def validated(
+    model: type[Model],
+    raw: Any,
+    where: str,
+    lines: KeyLines | None,
+    error: Callable[[str], Exception],
+) -> Model:
+    """``model`` validating ``raw``; its problems raise ``error`` with
+    :func:`validation_message`'s message (``where, line 7: seed: ...``)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(validation_message(where, exc, lines, model=model)) from None
 
 
 def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:

@@ -6,17 +6,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from nextbest.contract.schema import near_channel, spelled_as_channels
 from nextbest.learning.levers import Levers, load_levers, parse_levers
-from nextbest.yamlfile import (
-    at_line,
-    load_yaml_with_lines,
-    validation_message,
-    yaml_error_message,
-)
+from nextbest.yamlfile import at_line, read_settings_file, validated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,15 +138,7 @@ def load_train_config(path: Path | None) -> TrainConfig:
     """Read and validate a training config; ``None`` gives the defaults."""
     if path is None:
         return TrainConfig()
-    try:
-        raw, lines = load_yaml_with_lines(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"training config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(yaml_error_message(f"training config {path}", exc)) from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"training config {path}: expected a mapping of settings at the top")
+    raw, lines = read_settings_file(path, f"training config {path}", ValueError)
     levers = raw.pop("levers", None)
     # A section left without entries (each one commented out, the file's defaults
     # kept for reference) is its defaults, as an empty `levers:` is and as the rules
@@ -160,12 +146,7 @@ def load_train_config(path: Path | None) -> TrainConfig:
     for section in SECTIONS:
         if section in raw and raw[section] is None:
             del raw[section]
-    try:
-        config = TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(
-            validation_message(f"training config {path}", exc, lines, model=TrainConfig)
-        ) from None
+    config = validated(TrainConfig, raw, f"training config {path}", lines, ValueError)
     if isinstance(levers, str):
         # A file name is read next to the config (a copied config takes its levers along).
         where = Path(path).parent / levers

@@ -20,16 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nextbest.contract.schema import channel_spelling, near_channel, spelled_as_channels
-from nextbest.yamlfile import (
-    KeyLines,
-    load_yaml_with_lines,
-    validation_message,
-    yaml_error_message,
-)
+from nextbest.yamlfile import KeyLines, read_settings_file, validated
 
 SCOPES = ("channel", "topic", "content_id")
 
@@ -157,21 +151,11 @@ def _near_value(key: str, known: set[str]) -> str | None:
 
 def load_levers(path: Path) -> Levers:
     """Read and validate a levers file; errors name the file and the entry."""
-    try:
-        raw, lines = load_yaml_with_lines(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"levers file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(yaml_error_message(f"levers file {path}", exc)) from None
-    return parse_levers(raw or {}, source=str(path), lines=lines)
+    raw, lines = read_settings_file(path, f"levers file {path}", ValueError)
+    return parse_levers(raw, source=str(path), lines=lines)
 
 
 def parse_levers(raw: Any, *, source: str, lines: KeyLines | None = None) -> Levers:
     """Validate levers given as a mapping; ``source`` names where they came from and
     ``lines`` (when read from a file) where each of their key paths sits in it."""
-    try:
-        return Levers.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(
-            validation_message(f"levers in {source}", exc, lines, model=Levers)
-        ) from None
+    return validated(Levers, raw, f"levers in {source}", lines, ValueError)

@@ -50,8 +50,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from nextbest import registry
 from nextbest.evaluation import ope
@@ -69,7 +68,7 @@ from nextbest.loop.evidence import (
 )
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
-from nextbest.yamlfile import load_yaml_with_lines, validation_message, yaml_error_message
+from nextbest.yamlfile import read_settings_file, validated
 
 CHAMPION = registry.CHAMPION_ALIAS
 CHALLENGER = "challenger"
@@ -174,18 +173,8 @@ def load_gate_config(path: Path | None) -> GateConfig:
     """Read and validate a gate config; None (or a missing default file) gives defaults."""
     if path is None:
         return GateConfig()
-    try:
-        raw, lines = load_yaml_with_lines(Path(path).read_text())
-    except FileNotFoundError:
-        raise GateError(f"gate config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise GateError(yaml_error_message(f"gate config {path}", exc)) from None
-    try:
-        return GateConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        raise GateError(
-            validation_message(f"gate config {path}", exc, lines, model=GateConfig)
-        ) from None
+    raw, lines = read_settings_file(path, f"gate config {path}", GateError)
+    return validated(GateConfig, raw, f"gate config {path}", lines, GateError)
 
 
 @dataclass(frozen=True)
