@@ -181,12 +181,9 @@ class HistoryFeaturizer:
         col = 0
         for c in range(len(self.channels)):
             group = _group(log.channel == c, log)
-            lo = np.searchsorted(group.keys, start_keys, side="left")
-            hi = np.searchsorted(group.keys, query_keys, side="left")
-            touches = hi - lo
-            engaged = group.engaged_cum[hi] - group.engaged_cum[lo]
-            out[:, col] = touches
-            out[:, col + 1] = (engaged + SMOOTHING * self.channel_prior_[c]) / (touches + SMOOTHING)
+            lo, hi = _before(group, start_keys, query_keys)
+            out[:, col] = hi - lo
+            out[:, col + 1] = _smoothed_rate(group, lo, hi, self.channel_prior_[c])
             out[:, col + 2] = _days_since(group, lo, hi, seconds)
             for j, days in enumerate(FATIGUE_WINDOWS_DAYS):
                 window_keys = _key(hcp, np.maximum(seconds - days * DAY, 0))
@@ -195,12 +192,9 @@ class HistoryFeaturizer:
             col += len(self.PER_CHANNEL)
         for t in range(len(self.topics)):
             group = _group(log.topic == t, log)
-            lo = np.searchsorted(group.keys, start_keys, side="left")
-            hi = np.searchsorted(group.keys, query_keys, side="left")
-            touches = hi - lo
-            engaged = group.engaged_cum[hi] - group.engaged_cum[lo]
-            out[:, col] = touches
-            out[:, col + 1] = (engaged + SMOOTHING * self.topic_prior_[t]) / (touches + SMOOTHING)
+            lo, hi = _before(group, start_keys, query_keys)
+            out[:, col] = hi - lo
+            out[:, col + 1] = _smoothed_rate(group, lo, hi, self.topic_prior_[t])
             col += len(self.PER_TOPIC)
         out[:, col : col + len(self.OVERALL)] = self._overall(log, hcp, seconds)
         return out
@@ -211,14 +205,11 @@ class HistoryFeaturizer:
         start_keys = _key(hcp, np.zeros(n, dtype=np.int64))
         query_keys = _key(hcp, seconds)
 
-        every = _group(np.ones(len(log.hcp), dtype=bool), log)
-        lo = np.searchsorted(every.keys, start_keys, side="left")
-        hi = np.searchsorted(every.keys, query_keys, side="left")
+        lo, hi = _before(_group(np.ones(len(log.hcp), dtype=bool), log), start_keys, query_keys)
         res[:, 0] = hi - lo
 
         touched = _group(log.channel >= 0, log)
-        lo_t = np.searchsorted(touched.keys, start_keys, side="left")
-        hi_t = np.searchsorted(touched.keys, query_keys, side="left")
+        lo_t, hi_t = _before(touched, start_keys, query_keys)
         res[:, 1] = hi_t - lo_t
         res[:, 2] = _days_since(touched, lo_t, hi_t, seconds)
 
@@ -229,7 +220,7 @@ class HistoryFeaturizer:
         # what the channels touched would give an average HCP (each touch's prior).
         engaged = touched.engaged_cum[hi_t] - touched.engaged_cum[lo_t]
         touches = hi_t - lo_t
-        res[:, 5] = (engaged + SMOOTHING * self.overall_prior_) / (touches + SMOOTHING)
+        res[:, 5] = _smoothed_rate(touched, lo_t, hi_t, self.overall_prior_)
         prior = (
             self.channel_prior_[log.channel[log.channel >= 0]] if len(self.channel_prior_) else 0
         )
@@ -239,6 +230,25 @@ class HistoryFeaturizer:
         # more periods than the untouched ones alone.
         res[:, 7] = _mean_outcome(log.engaged == 0, log, start_keys, query_keys)
         return res
+
+
+def _before(
+    group: _SortedGroup, start_keys: np.ndarray, query_keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``, each ``(n_queries,)``: the events of ``group`` from each query's
+    HCP strictly before its time are ``group``'s positions ``lo`` to ``hi - 1``."""
+    return (
+        np.searchsorted(group.keys, start_keys, side="left"),
+        np.searchsorted(group.keys, query_keys, side="left"),
+    )
+
+
+def _smoothed_rate(group: _SortedGroup, lo: np.ndarray, hi: np.ndarray, prior: float) -> np.ndarray:
+    """Engagements per touch of the events ``lo`` to ``hi - 1`` of ``group``, pulled
+    towards ``prior`` by :data:`SMOOTHING` pseudo-touches (the prior with no touch)."""
+    return (group.engaged_cum[hi] - group.engaged_cum[lo] + SMOOTHING * prior) / (
+        hi - lo + SMOOTHING
+    )
 
 
 def _cumulative(mask: np.ndarray, log: EventLog, values: np.ndarray) -> np.ndarray:
