@@ -426,18 +426,10 @@ def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     served = effective(every[~every["holdout"].astype(bool) & every["action_id"].notna()])
     if not len(held) or not len(served):
         return 0
-    served["served_at"] = served["at"]
-    later = pd.merge_asof(
-        held.sort_values("at"),
-        served.sort_values("at"),
-        on="at",
-        by="hcp_id",
-        direction="forward",
-        # Within the outcome window: one served exactly a window later takes the
-        # outcomes from then on (the latest decision does), not this holdout's.
-        tolerance=pd.Timedelta(OUTCOME_WINDOW) - pd.Timedelta(1, "us"),
-    )
-    return int(later["served_at"].notna().sum())
+    # Within the outcome window: one served exactly a window later takes the
+    # outcomes from then on (the latest decision does), not this holdout's.
+    window = pd.Timedelta(OUTCOME_WINDOW) - pd.Timedelta(1, "us")
+    return int(_followed_within(held, served, window).sum())
 
 
 def _effective(decisions: pd.DataFrame) -> pd.Series:
@@ -470,7 +462,6 @@ def reported(
         return got
     requests = pd.DataFrame(
         {
-            "row": np.arange(len(every)),
             "hcp_id": every["hcp_id"].astype(str),
             "at": _effective(every).astype("datetime64[ns, UTC]"),
         }
@@ -481,20 +472,28 @@ def reported(
             "at": by_hcp["at"].astype("datetime64[ns, UTC]"),
         }
     )
-    events["outcome_at"] = events["at"]
     # The first outcome of the HCP at or after the request takes effect, within the
     # window an outcome by HCP is matched over (both ends in, as it is matched).
+    return got | _followed_within(requests, events, pd.Timedelta(OUTCOME_WINDOW))
+
+
+def _followed_within(
+    earlier: pd.DataFrame, later: pd.DataFrame, tolerance: pd.Timedelta
+) -> np.ndarray:
+    """``(len(earlier),)`` bool: whether a row of ``later`` for the same HCP is at or
+    after each row of ``earlier`` and at most ``tolerance`` after it. Both frames have
+    ``hcp_id`` and ``at`` (UTC timestamps, of one dtype in both)."""
     first = pd.merge_asof(
-        requests.sort_values("at"),
-        events.sort_values("at"),
+        earlier[["hcp_id", "at"]].assign(row=np.arange(len(earlier))).sort_values("at"),
+        later[["hcp_id", "at"]].assign(later_at=later["at"]).sort_values("at"),
         on="at",
         by="hcp_id",
         direction="forward",
-        tolerance=pd.Timedelta(OUTCOME_WINDOW),
+        tolerance=tolerance,
     )
-    in_window = np.zeros(len(every), dtype=bool)
-    in_window[first["row"].to_numpy()] = first["outcome_at"].notna().to_numpy()
-    return got | in_window
+    found = np.zeros(len(earlier), dtype=bool)
+    found[first["row"].to_numpy()] = first["later_at"].notna().to_numpy()
+    return found
 
 
 def outcome_coverage(every: pd.DataFrame, got: np.ndarray) -> dict[str, float]:
