@@ -336,12 +336,11 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
 
     if cleanup.backend != "postgresql":
         if not cleanup.log_emptied:
-            console.print(
-                "[yellow]note:[/yellow] the database's write-ahead log could not be emptied "
+            _note(
+                "the database's write-ahead log could not be emptied "
                 f"({store}-wal: a server was reading): the deleted rows stay readable in that "
                 "file until every server using the database stops or the log is next "
-                f"emptied{rerun}",
-                highlight=False,
+                f"emptied{rerun}"
             )
         return
     kept = {table for table, n in cleanup.dead_left.items() if n}
@@ -358,28 +357,29 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
             "replay the deletes (docs/operations.md, 'Erasure and retention')",
             highlight=False,
         )
-    for table, why in cleanup.not_vacuumed.items():
-        console.print(
-            f"[yellow]note:[/yellow] {table} could not be vacuumed ({why}): the deleted rows "
-            f"stay on disk as dead rows until it is; have the table's owner run "
-            f"{VACUUM} {table}",
-            highlight=False,
-        )
-    for table, why in cleanup.not_analyzed.items():
-        console.print(
-            f"[yellow]note:[/yellow] the planner's statistics of {table} could not be "
-            f"refreshed ({why}): they may still hold values sampled from the deleted rows "
-            f"(pg_stats) until it is analyzed; have the table's owner run ANALYZE {table}",
-            highlight=False,
-        )
-    for table, n in cleanup.dead_left.items():
-        if n:
-            console.print(
-                f"[yellow]note:[/yellow] {n:,} dead rows of {table} could not be removed yet: "
-                "another session's open transaction (a BI tool's, a backup) may still see "
-                f"them; run {VACUUM} {table} in {store} once it has ended",
-                highlight=False,
-            )
+    # One note per table and what is left of it; the reasons are the server's words.
+    notes = [
+        *(
+            f"{table} could not be vacuumed ({why}): the deleted rows stay on disk as dead "
+            f"rows until it is; have the table's owner run {VACUUM} {table}"
+            for table, why in cleanup.not_vacuumed.items()
+        ),
+        *(
+            f"the planner's statistics of {table} could not be refreshed ({why}): they may "
+            "still hold values sampled from the deleted rows (pg_stats) until it is "
+            f"analyzed; have the table's owner run ANALYZE {table}"
+            for table, why in cleanup.not_analyzed.items()
+        ),
+        *(
+            f"{n:,} dead rows of {table} could not be removed yet: "
+            "another session's open transaction (a BI tool's, a backup) may still see "
+            f"them; run {VACUUM} {table} in {store} once it has ended"
+            for table, n in cleanup.dead_left.items()
+            if n
+        ),
+    ]
+    for note in notes:
+        _note(note)
 
 
 def _fail(message: str) -> typer.Exit:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from nextbest.cli import app
+from nextbest.service.erasure import Cleanup
 from nextbest.settings import get_settings
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
 from nextbest.storage.db import store_session
@@ -201,6 +202,46 @@ def test_what_an_erasure_on_postgresql_left_is_said_without_contradiction(
     out = capsys.readouterr()
     said = " ".join((out.out + out.err).split())
     assert "gone from the tables' live data;" in said and "dead rows" not in said
+
+
+@pytest.mark.parametrize(
+    ("cleanup", "store", "said"),
+    [
+        pytest.param(
+            Cleanup("sqlite", log_emptied=False),
+            "/data/[bold]/nextbest.db",
+            "(/data/[bold]/nextbest.db-wal: a server was reading)",
+            id="sqlite-path",
+        ),
+        pytest.param(
+            Cleanup("postgresql", not_vacuumed={"recommendations": "denied to [bi] role"}),
+            "db",
+            "recommendations could not be vacuumed (denied to [bi] role)",
+            id="vacuum-refused",
+        ),
+        pytest.param(
+            Cleanup("postgresql", not_analyzed={"recommendations": "denied to [bi] role"}),
+            "db",
+            "statistics of recommendations could not be refreshed (denied to [bi] role)",
+            id="analyze-refused",
+        ),
+        pytest.param(
+            Cleanup("postgresql", dead_left={"feedback_events": 2}),
+            "[db]",
+            "run VACUUM (INDEX_CLEANUP ON, ANALYZE) feedback_events in [db] once",
+            id="dead-rows",
+        ),
+    ],
+)
+def test_what_a_cleanup_left_quotes_paths_and_reasons_as_written(
+    capsys: pytest.CaptureFixture[str], cleanup: Cleanup, store: str, said: str
+) -> None:
+    """A store path or a server's reason with brackets in it is text, not markup."""
+    from nextbest.cli import _print_cleanup
+
+    _print_cleanup(cleanup, store)
+    out = capsys.readouterr()
+    assert said in " ".join((out.out + out.err).split())
 
 
 def test_erase_exits_1_naming_a_version_whose_artifacts_cannot_be_read(
