@@ -217,7 +217,11 @@ class _Row:
     """One item's feature values by name, with the priors to read rates back as counts."""
 
     def __init__(
-        self, model: ScoringModel, x: np.ndarray, action: int, lapse: Lapse = AT_CUTOFF
+        self,
+        model: ScoringModel,
+        x: np.ndarray | Sequence[float],
+        action: int,
+        lapse: Lapse = AT_CUTOFF,
     ) -> None:
         self.model = model
         self.x = x
@@ -329,18 +333,19 @@ def _can_speak(feature: str) -> bool:
 @functools.lru_cache(maxsize=16)
 def _roles(
     names: tuple[str, ...], attributes: frozenset[str], categorical: frozenset[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, tuple[bool, ...], tuple[bool, ...]]:
     """Per feature of a model: its rank group for reasons (0: the item's own action,
     channel or topic; 1: what describes the HCP; 2: never a reason), whether it is an
     HCP attribute (its value quoted), and whether a categorical one (stored as a
-    code, shown by name)."""
+    code, shown by name). The flags are Python bools: the loop over an item's
+    features reads them one at a time, where a NumPy element costs more."""
     group = [
         2 if not _can_speak(f) else 0 if f.startswith(("this_", "action__")) else 1 for f in names
     ]
     return (
         np.array(group, dtype=np.int64),
-        np.array([f in attributes for f in names]),
-        np.array([f in categorical for f in names]),
+        tuple(f in attributes for f in names),
+        tuple(f in categorical for f in names),
     )
 
 
@@ -482,6 +487,9 @@ def explain(
     rank_group = np.where(contrib > 0, group[None, :], 2)
     order = np.lexsort((-contrib, rank_group), axis=1)
     n_candidates = (rank_group < 2).sum(axis=1).tolist()
+    # The items' feature values as Python floats, read one at a time below (the same
+    # values: a NumPy element converted one by one costs several times more).
+    values = np.asarray(X).tolist()
     out: list[list[str]] = []
     for i, a in enumerate(np.asarray(action_rows)):
         a = int(a)
@@ -507,7 +515,7 @@ def explain(
         if segment:
             reasons.append(segment)
             stated.update(("channel_effect", segment_column))
-        row = _Row(model, X[i], a, AT_CUTOFF if lapses is None else lapses[i])
+        row = _Row(model, values[i], a, AT_CUTOFF if lapses is None else lapses[i])
         budget = len(reasons) + MAX_REASONS
         traits: list[str] = []  # HCP attributes, said together where the first one falls
         like_at = 0
@@ -517,7 +525,7 @@ def explain(
             feature = names[j]
             if attribute[j] and model.hcp_sharing(feature)[h] < MIN_QUOTED_HCPS:
                 continue  # a value few HCPs hold could point at this one: not quoted
-            value = str(model.hcp_text(feature)[h]) if categorical[j] else float(X[i, j])
+            value = str(model.hcp_text(feature)[h]) if categorical[j] else values[i][j]
             said = _sentence(feature, row, value)
             if said is None:
                 continue
