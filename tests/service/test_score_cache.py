@@ -10,6 +10,7 @@ import pytest
 
 from nextbest import registry
 from nextbest.learning import scoring
+from nextbest.learning.reasons import explain
 from nextbest.learning.scoring import Scores, ScoringModel
 from nextbest.policy.exploration import EpsilonGreedy
 from nextbest.service import score_cache
@@ -99,6 +100,31 @@ def test_a_new_hcp_costs_one_lightgbm_call(model: ScoringModel, monkeypatch) -> 
         answer = _recommender(model, cache_hcps).recommend(hcp_id=str(model.hcps.hcp_id[3]), k=5)
         assert len(answer.items) >= 2 and all(item.reasons for item in answer.items)
         assert calls == [True]
+
+
+def test_a_new_hcp_s_model_rows_are_built_once(model: ScoringModel, monkeypatch) -> None:
+    """The served items' reasons read the rows their scores were computed from, and say
+    what reasons from rows built afresh say."""
+    built: list[int] = []
+    rows = ScoringModel.rows
+
+    def counting(self: ScoringModel, hcp_rows: np.ndarray, action_rows: np.ndarray) -> np.ndarray:
+        built.append(len(action_rows))
+        return rows(self, hcp_rows, action_rows)
+
+    monkeypatch.setattr(ScoringModel, "rows", counting)
+    for cache_hcps in (0, 10):  # cache off, and a cache that has not seen the HCP
+        built.clear()
+        rec = _recommender(model, cache_hcps)
+        # At the cut-off: reasons speak of the snapshot as it is.
+        answer = rec.recommend(hcp_id=str(model.hcps.hcp_id[3]), k=5, on=rec.as_of)
+        assert len(answer.items) >= 2
+        assert built == [answer.n_candidates]
+        h = np.full(len(answer.items), 3)
+        a = model.action_index.get_indexer([i.action_id for i in answer.items])
+        scores = model.score(h, a)
+        again = explain(model, rows(model, h, a), a, h, scores)
+        assert [i.reasons for i in answer.items] == again
 
 
 def test_small_blocks_keep_their_leaves_and_score_as_lightgbm_does(

@@ -51,13 +51,21 @@ class Scores:
     # The leaves the pairs reached in the uplift model's trees, kept (for blocks
     # of at most PATH_CELLS leaves) so reasons need not ask LightGBM for them again.
     paths: Paths | None = None
+    # The pairs' model rows (n_pairs, n_features), kept with the leaves so the
+    # reasons of the served items need not build them again.
+    rows: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> Scores:
         """The scores of the pairs at ``index``."""
         gains = None if self.gains is None else (self.gains[0][index], self.gains[1][index])
         paths = None if self.paths is None else self.paths.take(index)
+        rows = None if self.rows is None else self.rows[index]
         return Scores(
-            p_engage=self.p_engage[index], uplift=self.uplift[index], gains=gains, paths=paths
+            p_engage=self.p_engage[index],
+            uplift=self.uplift[index],
+            gains=gains,
+            paths=paths,
+            rows=rows,
         )
 
 
@@ -377,4 +385,5 @@ class ScoringModel:
             X, None if paths is None else paths.engagement
         )
         uplift, gains = uplift_model.uplift_and_gains(X, p_engage, paths)
-        return Scores(p_engage=p_engage, uplift=uplift, gains=gains, paths=paths)
+        rows = None if paths is None else X
+        return Scores(p_engage=p_engage, uplift=uplift, gains=gains, paths=paths, rows=rows)

@@ -129,9 +129,10 @@ class PairCache:
         if len(miss):
             h, a = hcp_rows[miss], action_rows[miss]
             missed = miss.tolist()
-            fresh = explain(
-                model, model.rows(h, a), a, h, scores.take(miss), [lapses[i] for i in missed]
-            )
+            item = scores.take(miss)
+            # Fresh scores (the cache off, or every pair new) keep the rows they scored.
+            X = model.rows(h, a) if item.rows is None else item.rows
+            fresh = explain(model, X, a, h, item, [lapses[i] for i in missed])
             with self._lock:
                 for i, why in zip(missed, fresh, strict=True):
                     found[i] = why
