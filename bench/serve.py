@@ -875,7 +875,16 @@ def main() -> dict[str, Any]:
             warm_up["start_warm_seconds_after_ready"] = start_warm_s
             print(f"  warm-up: {warm_up}")
             warm = single_scenarios(port, single, server.pid, args.seconds, args.rate)
-            batch = drive_counting(port, batches, connections=args.workers, seconds=args.seconds)
+            # Four connections a worker: a connection stays with the worker the kernel
+            # gave it, and with one each, both on one worker (one run in two) halved
+            # the figure (8,200 against 17,600-18,100 HCPs/s in runs of one morning).
+            batch = drive_counting(
+                port,
+                batches,
+                connections=4 * args.workers,
+                seconds=args.seconds,
+                server_pid=server.pid,
+            )
             print(f"  batch of 1,000 HCPs: {batch}")
             reload = after_reload(port, models, single)
             print(f"  after a model reload: {reload}")
