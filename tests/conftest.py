@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 # Two xdist workers share the machine's cores: LightGBM's OpenMP threads (one per
 # core by default) in both workers at once spin against each other, and a fit took
@@ -12,7 +13,8 @@ import os
 # load, which read it once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +146,36 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
     with temporary_postgres_database(server_url) as url:
         yield url
+
+
+@contextmanager
+def _decision_in_another_thread(settings: Settings, decision: str) -> Iterator[None]:
+    taken, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        from nextbest import registry
+
+        with registry.deciding_alone(settings, decision):
+            taken.set()
+            assert go.wait(120)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(120)
+        yield
+    finally:
+        go.set()
+        holder.join(120)
+
+
+@pytest.fixture
+def decision_elsewhere() -> Callable[..., AbstractContextManager[None]]:
+    """``decision_elsewhere(settings, decision="promotion")``: a context manager in
+    which a ``decision`` (``rollback``, ...) holds model ``settings.model_name``'s
+    decision lock in another thread of this process."""
+
+    def held(settings: Settings, decision: str = "promotion") -> AbstractContextManager[None]:
+        return _decision_in_another_thread(settings, decision)
+
+    return held

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import mlflow
@@ -162,29 +164,18 @@ def test_evaluate_waits_for_a_decision_and_records_nothing_once_it_moved_the_cha
 
 
 def test_evaluate_refused_by_a_decision_lock_held_past_its_wait_writes_nothing(
-    loop_world: LoopWorld, honest_copy: Settings
+    loop_world: LoopWorld,
+    honest_copy: Settings,
+    decision_elsewhere: Callable[..., AbstractContextManager[None]],
 ) -> None:
     settings = honest_copy.model_copy(update={"decision_wait_s": 0.0})
     challenger = register(do_nothing(loop_world.honest), settings, alias="challenger")
     runs, tags = _evaluation_runs(settings), _tags(settings, challenger)
-    taken, go = threading.Event(), threading.Event()
-
-    def rollback() -> None:
-        with registry.deciding_alone(settings, "rollback"):
-            taken.set()
-            assert go.wait(120)
-
-    rolling_back = threading.Thread(target=rollback)
-    rolling_back.start()
-    try:
-        assert taken.wait(120)
+    with decision_elsewhere(settings, "rollback"):
         with pytest.raises(GateError) as refused:
             gate.evaluate(settings, config=CONFIG)
         # Without its record, it writes nothing and needs no lock.
         assert gate.evaluate(settings, config=CONFIG, log=False).run_id is None
-    finally:
-        go.set()
-        rolling_back.join(120)
     said = str(refused.value)
     assert said.startswith("the rollback by process "), said
     assert said.endswith(

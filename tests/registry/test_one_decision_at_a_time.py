@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,27 +115,6 @@ def _said(process: subprocess.Popen[str]) -> tuple[int, str]:
 def _pending(settings: Settings) -> str | None:
     tags = registry.client(settings).get_registered_model(settings.model_name).tags
     return tags.get(registry.PENDING_TAG)
-
-
-@contextmanager
-def _promotion_in_another_thread(settings: Settings) -> Iterator[None]:
-    """The decision lock held by a promotion in another thread of this process while
-    the block runs."""
-    taken, go = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with registry.deciding_alone(settings, "promotion"):
-            taken.set()
-            assert go.wait(60)
-
-    holder = threading.Thread(target=first)
-    holder.start()
-    try:
-        assert taken.wait(60)
-        yield
-    finally:
-        go.set()
-        holder.join(60)
 
 
 def _two_promotions_meet(settings: Settings, tmp_path: Path) -> None:
@@ -349,7 +328,10 @@ def test_two_promotions_on_a_postgresql_registry_wait_for_each_other(
 
 @pytest.mark.postgres
 def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
-    trained, postgres_url: str, tmp_path: Path
+    trained,
+    postgres_url: str,
+    tmp_path: Path,
+    decision_elsewhere: Callable[..., AbstractContextManager[None]],
 ) -> None:
     """Two threads, each on its own connection: the second, told not to wait, is
     refused naming the first; once the first has ended, it takes the lock."""
@@ -358,7 +340,7 @@ def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
     )
     no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
     with (
-        _promotion_in_another_thread(settings),
+        decision_elsewhere(settings),
         pytest.raises(registry.DecisionLockedError) as refused,
         registry.deciding_alone(no_wait, "rollback"),
     ):
@@ -396,7 +378,10 @@ def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
     ],
 )
 def test_which_registries_keep_two_decisions_apart(
-    tmp_path: Path, registry_uri: str, lock_file: str | None
+    tmp_path: Path,
+    registry_uri: str,
+    lock_file: str | None,
+    decision_elsewhere: Callable[..., AbstractContextManager[None]],
 ) -> None:
     """A SQLite file or a file store (by path or file: URI) is locked with a file beside
     it, across threads of one process too; an MLflow server over HTTP is not locked."""
@@ -408,7 +393,7 @@ def test_which_registries_keep_two_decisions_apart(
         registry_uri=registry_uri.format(tmp=tmp_path),
         decision_wait_s=0.0,
     )
-    with _promotion_in_another_thread(settings):
+    with decision_elsewhere(settings):
         if lock_file is not None:
             with (
                 pytest.raises(registry.DecisionLockedError, match="did not wait"),
@@ -466,7 +451,7 @@ def _unfinished_promotion(settings: Settings, trained) -> str:
 
 
 def test_repair_beside_a_decision_past_its_wait_is_refused_naming_it_and_writes_nothing(
-    own_copy: Settings, trained
+    own_copy: Settings, trained, decision_elsewhere: Callable[..., AbstractContextManager[None]]
 ) -> None:
     """`nextbest models --repair` finished a killed promotion, moving aliases, while
     another decision held the lock (and was about to finish it, or decide over it):
@@ -475,7 +460,7 @@ def test_repair_beside_a_decision_past_its_wait_is_refused_naming_it_and_writes_
     settings = own_copy
     version = _unfinished_promotion(settings, trained)
     mark = _pending(settings)
-    with _promotion_in_another_thread(settings):
+    with decision_elsewhere(settings):
         code, said = _said(_nextbest(settings, "models", "--repair", NEXTBEST_DECISION_WAIT_S="1"))
         assert code == 2, said
         lock = settings.resolved_models_dir / ".mlflow.db.nextbest.decision.lock"
@@ -494,13 +479,13 @@ def test_repair_beside_a_decision_past_its_wait_is_refused_naming_it_and_writes_
 
 
 def test_repair_waits_for_a_decision_at_work_then_repairs_what_it_left(
-    own_copy: Settings, trained
+    own_copy: Settings, trained, decision_elsewhere: Callable[..., AbstractContextManager[None]]
 ) -> None:
     """The repair says whom it waits for, and once that decision has ended, finishes
     the killed promotion."""
     settings = own_copy
     version = _unfinished_promotion(settings, trained)
-    with _promotion_in_another_thread(settings):
+    with decision_elsewhere(settings):
         repair = _nextbest(settings, "models", "--repair")
         assert repair.stdout is not None
         before = []
