@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nextbest.learning.config import load_train_config
 from nextbest.learning.levers import load_levers
 from nextbest.loop.gate import GateError, load_gate_config
+from nextbest.policy.rules import RulesError, ServingRules
 from nextbest.yamlfile import (
     KeyLines,
     Place,
@@ -240,15 +241,18 @@ def test_an_unknown_key_near_a_valid_one_says_which() -> None:
     )
 
 
-# The settings files read through read_settings_file, each with its own error type.
+# The settings files read through read_settings_file, each with its own error type and
+# its own way of naming the file ({} is its path): the serving rules file by its path
+# alone, as every rules message names it (``rules.yaml, line 4: channels.email``).
 SETTINGS_FILES = [
-    pytest.param(load_train_config, "training config", ValueError, id="train"),
-    pytest.param(load_levers, "levers file", ValueError, id="levers"),
-    pytest.param(load_gate_config, "gate config", GateError, id="gate"),
+    pytest.param(load_train_config, "training config {}", ValueError, id="train"),
+    pytest.param(load_levers, "levers file {}", ValueError, id="levers"),
+    pytest.param(load_gate_config, "gate config {}", GateError, id="gate"),
+    pytest.param(ServingRules.load, "{}", RulesError, id="rules"),
 ]
 
 
-@pytest.mark.parametrize(("load", "what", "error"), SETTINGS_FILES)
+@pytest.mark.parametrize(("load", "where", "error"), SETTINGS_FILES)
 @pytest.mark.parametrize(
     ("content", "said"),
     [
@@ -267,7 +271,7 @@ SETTINGS_FILES = [
 def test_every_settings_file_says_what_is_wrong_with_it(
     tmp_path: Path,
     load: Callable[[Path], object],
-    what: str,
+    where: str,
     error: type[Exception],
     content: bytes | None,
     said: str,
@@ -279,4 +283,4 @@ def test_every_settings_file_says_what_is_wrong_with_it(
         path.write_bytes(content)
     with pytest.raises(error) as refused:
         load(path)
-    assert str(refused.value) == f"{what} {path}{said}"
+    assert str(refused.value) == f"{where.format(path)}{said}"

@@ -250,12 +250,34 @@ def read_settings_file(
     where each of its key paths sits; anything else raises ``error(message)``, the
     message starting with ``where`` (``training config train.yaml``): the file missing
     or unreadable, not UTF-8, not valid YAML, or no mapping at the top."""
+    return settings_in(settings_file_bytes(path, where, error), where, error)
+
+
+def settings_file_bytes(
+    path: Path, where: str, error: Callable[[str], Exception], *, max_bytes: int | None = None
+) -> bytes:
+    """The bytes of the settings file ``path``, for a reader that keeps them (the
+    serving rules hash theirs); at most ``max_bytes`` + 1 of them, so that a file over
+    a reader's limit is told without reading it whole. The file missing or unreadable
+    (a directory, no permission) raises ``error(message)`` as
+    :func:`read_settings_file` does."""
     try:
-        raw, lines = load_yaml_with_lines(Path(path).read_text(encoding="utf-8"))
+        with Path(path).open("rb") as file:
+            return file.read() if max_bytes is None else file.read(max_bytes + 1)
     except FileNotFoundError:
         raise error(f"{where} does not exist") from None
     except OSError as exc:  # a directory, no permission
         raise error(f"{where} cannot be read: {exc.strerror or exc}") from None
+
+
+def settings_in(
+    raw: bytes, where: str, error: Callable[[str], Exception]
+) -> tuple[dict[Any, Any], KeyLines]:
+    """:func:`read_settings_file` of a settings file's bytes ``raw``, as read (by
+    :func:`settings_file_bytes`): not UTF-8, not valid YAML or no mapping at the top
+    raises ``error(message)``, the message starting with ``where``."""
+    try:
+        parsed, lines = load_yaml_with_lines(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise error(
             f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
@@ -263,10 +285,10 @@ def read_settings_file(
         ) from None
     except yaml.YAMLError as exc:
         raise error(yaml_error_message(where, exc)) from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
+    parsed = parsed or {}
+    if not isinstance(parsed, dict):
         raise error(f"{where}: expected a mapping of settings at the top")
-    return raw, lines
+    return parsed, lines
 
 
 def validated(

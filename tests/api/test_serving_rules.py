@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -1004,3 +1005,42 @@ def test_an_opt_out_of_all_an_earlier_version_stored_withdraws_every_channel(
     assert f"consent: opted out of every channel on {at:%Y-%m-%d} (UTC)" in " ".join(reasons), (
         reasons
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        pytest.param(
+            "dismissal_days: 30  # réglé\n".encode("latin-1"),
+            ": not UTF-8 text (byte 0xe9 at offset 23): save it as UTF-8",
+            id="latin-1",
+        ),
+        pytest.param(None, " cannot be read: Is a directory", id="a-directory"),
+        pytest.param(
+            b"- dismissal_days: 30\n",
+            ": expected a mapping of settings at the top",
+            id="a-list-at-the-top",
+        ),
+    ],
+)
+def test_a_reload_refuses_a_bad_rules_file_as_every_settings_file_is_refused(
+    own_registry, keys, tmp_path: Path, content: bytes | None, said: str
+) -> None:
+    """Read by the loader of the training config, levers and gate config: a rules file
+    saved as Latin-1, replaced by a directory or written as a list is refused naming
+    the file in their words (tests/test_yamlfile.py), and the rules held keep serving."""
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(shipped.read_text())
+    settings = own_registry.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        held = client.get("/readyz").json()["rules_fingerprint"]
+        rules.unlink()
+        if content is None:
+            rules.mkdir()
+        else:
+            rules.write_bytes(content)
+        answer = client.post("/v1/admin/reload")
+        assert answer.status_code == 500, answer.text
+        assert f"{rules}{said}" in answer.json()["detail"], answer.text
+        assert client.get("/readyz").json()["rules_fingerprint"] == held

@@ -40,11 +40,11 @@ all serve without history rules and share the fingerprint of no bytes,
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import yaml
 
 from nextbest.contract.schema import (
     consent_column,
@@ -63,7 +62,7 @@ from nextbest.contract.schema import (
     spelled_as_channels,
     withdrawn_channel,
 )
-from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_message
+from nextbest.yamlfile import KeyLines, Place, settings_file_bytes, settings_in
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -171,18 +170,14 @@ class ServingRules:
 
     @classmethod
     def _parse(cls, raw: bytes, path: Path) -> ServingRules:
-        """The rules of a file's bytes ``raw``, as read from ``path``."""
-        try:
-            text = raw.decode("utf-8")
-            data, lines = load_yaml_with_lines(text)
-        except UnicodeDecodeError as exc:
-            raise RulesError(f"{path}: not UTF-8 text: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise RulesError(yaml_error_message(str(path), exc)) from None
+        """The rules of a file's bytes ``raw``, as read from ``path``: read as the
+        training config, levers and gate config are (:func:`~nextbest.yamlfile.settings_in`),
+        so the same bad file is refused in the same words."""
+        data, lines = settings_in(raw, str(path), RulesError)
         rules = cls.from_mapping(
-            data or {}, source=str(path), fingerprint=fingerprint_of(raw), lines=lines
+            data, source=str(path), fingerprint=fingerprint_of(raw), lines=lines
         )
-        return replace(rules, text=text)
+        return replace(rules, text=raw.decode("utf-8"))
 
     @property
     def text_known(self) -> bool:
@@ -226,7 +221,7 @@ class ServingRules:
         :data:`EMPTY_FINGERPRINT`); ``lines``, where each key path sits in that file,
         so that an error names its line."""
         if not isinstance(data, Mapping):
-            raise RulesError(f"{source}: expected a mapping at the top level")
+            raise RulesError(f"{source}: expected a mapping of settings at the top")
         top = Place(source, lines)
         _known_fields(data, TOP_FIELDS, top)
         channels: dict[str, ChannelRule] = {}
@@ -409,15 +404,15 @@ MAX_FILE_BYTES = 256 * 1024
 
 
 def _read_rules_file(path: Path) -> bytes:
-    try:
-        with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            raw = b"" if size > MAX_FILE_BYTES else file.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:  # a directory, no permission: the file's error, not a crash
-        raise RulesError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    if size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
+    # A directory, no permission: the file's error (which serving reports and retries),
+    # not an OSError that stops a worker.
+    raw = settings_file_bytes(path, str(path), RulesError, max_bytes=MAX_FILE_BYTES)
+    if len(raw) > MAX_FILE_BYTES:
+        size = len(raw)
+        with contextlib.suppress(OSError):  # its whole size, not the part read
+            size = max(size, path.stat().st_size)
         raise RulesError(
-            f"{path}: {max(size, len(raw)):,} bytes, more than the {MAX_FILE_BYTES // 1024} KiB "
+            f"{path}: {size:,} bytes, more than the {MAX_FILE_BYTES // 1024} KiB "
             "a rules file may have: is it the rules file? (NEXTBEST_RULES_FILE names it; "
             "training/rules.yaml documents every key)"
         )
