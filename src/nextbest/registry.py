@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -1053,6 +1054,19 @@ class DecisionHolder:
             return None
 
 
+# A decision writes who it is into the lock file just after it takes the flock: a
+# waiter reading the file in between finds it empty (or, mid-write, cut short), and
+# would name no one. It reads it again for up to this long (seconds); a holder that
+# cannot write the file (another account's) leaves it empty, and a waiter then says
+# "another process" this much later.
+HOLDER_WRITTEN_WITHIN_S = 0.05
+_HOLDER_READ_EVERY_S = 0.005
+
+
+def _holder_pause() -> None:
+    time.sleep(_HOLDER_READ_EVERY_S)
+
+
 class _FileLock:
     """A decision lock that is ``flock`` on a file beside a registry on this machine's
     file system (a SQLite file, a ``./mlruns`` directory), as ``nextbest keys`` locks
@@ -1094,10 +1108,18 @@ class _FileLock:
         return True
 
     def holder(self) -> DecisionHolder | None:
-        try:
-            return DecisionHolder.from_json(self.path.read_text())
-        except OSError:
-            return None
+        """Who holds the lock, as written into the file; None when no holder is written
+        there within :data:`HOLDER_WRITTEN_WITHIN_S` (or the file cannot be read)."""
+        deadline = time.monotonic() + HOLDER_WRITTEN_WITHIN_S
+        while True:
+            try:
+                # Bytes no holder writes (it writes JSON, ASCII) are no holder, not a crash.
+                found = DecisionHolder.from_json(self.path.read_bytes().decode(errors="replace"))
+            except OSError:
+                return None
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            _holder_pause()
 
     def lost(self) -> str | None:
         """Held from its take to its close: its descriptor, open all that time, holds it."""

@@ -589,3 +589,110 @@ def test_a_long_host_name_leaves_the_decision_named_whole_in_postgresql(
     assert found.decision == "champion decision of a training"
     assert found.process.pid == 4242
     assert found.process.host == "ip-10-20-30-40.e~"
+
+
+def _file_locked_registry(tmp_path: Path) -> tuple[Settings, Path]:
+    """Settings of a SQLite registry that decide at once (no wait), and its lock file."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "mlflow.db").touch()
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        registry_uri=f"sqlite:///{store}/mlflow.db",
+        decision_wait_s=0,
+    )
+    return settings, store / ".mlflow.db.nextbest.decision.lock"
+
+
+def _refused_in_a_thread(settings: Settings) -> tuple[threading.Thread, list[BaseException]]:
+    """A rollback started in a thread of its own, which the lock must refuse; what it
+    raised lands in the list once the thread ends."""
+    raised: list[BaseException] = []
+
+    def decide() -> None:
+        try:
+            with registry.deciding_alone(settings, "rollback"):
+                pass
+        except BaseException as exc:
+            raised.append(exc)
+
+    return threading.Thread(target=decide), raised
+
+
+def test_a_waiter_names_a_holder_that_writes_itself_just_after_taking_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision takes the lock file's flock, then writes who it is into the file: a
+    decision refused between the two read an empty file and said "another process is
+    deciding". It reads the holder again for a moment, and names the one written."""
+    from nextbest.locking import try_flock
+
+    settings, lock = _file_locked_registry(tmp_path)
+    read_unwritten = threading.Event()
+    pause = getattr(registry, "_holder_pause", None)
+
+    def noticed() -> None:  # the waiter found no holder written yet
+        read_unwritten.set()
+        if pause is not None:
+            pause()
+
+    monkeypatch.setattr(registry, "_holder_pause", noticed, raising=False)
+    # Written here at once, far within it: the test does not hang on a slow machine.
+    monkeypatch.setattr(registry, "HOLDER_WRITTEN_WITHIN_S", 60.0, raising=False)
+    holder = registry.DecisionHolder(
+        "promotion", registry.DecidingProcess("host-b", 4242), since="2026-12-05T06:00:00+00:00"
+    )
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        assert try_flock(fd)  # taken, as try_take takes it, the holder not written yet
+        waiter, raised = _refused_in_a_thread(settings)
+        waiter.start()
+        read_unwritten.wait(5)
+        os.pwrite(fd, holder.to_json().encode(), 0)
+        waiter.join(60)
+    finally:
+        os.close(fd)
+    assert not waiter.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], registry.DecisionLockedError), raised
+    assert str(raised[0]) == (
+        "the promotion by process 4242 on host host-b (deciding since 2026-12-05 06:00:00 "
+        f"UTC) is deciding on model 'nextbest' (it holds {lock}); this rollback did not wait "
+        "for it (NEXTBEST_DECISION_WAIT_S is 0) and decided nothing: run the command again "
+        "once it has ended"
+    )
+    assert raised[0].holder == holder
+    assert read_unwritten.is_set()  # it did read the file before the holder was in it
+
+
+@pytest.mark.parametrize(
+    "written",
+    [b"", b'{"host": "host-b", "pid": 42', b"\xff\xfe"],
+    ids=["empty", "cut", "not-text"],
+)
+def test_a_holder_never_written_is_another_process_said_at_once(
+    tmp_path: Path, written: bytes
+) -> None:
+    """A lock file that stays empty (its holder could not write it: another account's
+    file) or holds no holder: the waiter says "another process", after a moment, not
+    after its wait."""
+    from nextbest.locking import try_flock
+
+    settings, lock = _file_locked_registry(tmp_path)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        assert try_flock(fd)
+        os.pwrite(fd, written, 0)
+        waiter, raised = _refused_in_a_thread(settings)
+        started = time.monotonic()
+        waiter.start()
+        waiter.join(60)
+        took = time.monotonic() - started
+    finally:
+        os.close(fd)
+    assert len(raised) == 1 and isinstance(raised[0], registry.DecisionLockedError), raised
+    assert str(raised[0]).startswith(
+        f"another process is deciding on model 'nextbest' (it holds {lock}); this rollback "
+        "did not wait for it"
+    )
+    assert raised[0].holder is None
+    assert took < 1.0, took
