@@ -777,7 +777,9 @@ def test_an_answer_is_logged_with_the_time_it_was_decided_for(client: TestClient
     from nextbest.storage.tables import Recommendation
 
     hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    # A day ahead of any clock the test may run at: "tomorrow" read before midnight is
+    # today after it, and today's decision is for now, not for the day's start.
+    tomorrow = date_type(2030, 1, 7)
     asked = client.post("/v1/recommendations", json={"hcp_id": hcp, "date": tomorrow.isoformat()})
     now = client.post("/v1/recommendations", json={"hcp_id": hcp})
     runtime = client.app.state.runtime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -1689,15 +1690,24 @@ def test_health_reports_the_history_cut_off_and_an_old_one_is_warned_about(
     expected = (as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of).isoformat()
     for route in ("/healthz", "/readyz"):
         assert client.get(route).json()["features_as_of"] == expected
+
     # The same model is served "later": how old its history is decides the warning.
-    age_days = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(expected)).days
+    def age_days() -> int:
+        return (pd.Timestamp.now(tz="UTC") - pd.Timestamp(expected)).days
+
+    before = age_days()
     with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
-        monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", age_days + 1)
+        # Two days over: not warned, even should the age read grow a day meanwhile.
+        monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", before + 2)
         served.reload(force=True)
         assert "retrain to refresh" not in caplog.text
-        monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", max(age_days - 1, 0))
+        monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", max(before - 1, 0))
         served.reload(force=True)
-    assert f"history up to {expected[:10]} ({age_days} days ago)" in caplog.text
+    # The age the server read: one more day if its clock passed the cut-off's time of
+    # day since the test read it.
+    said = re.search(rf"history up to {expected[:10]} \((\d+) days ago\)", caplog.text)
+    assert said, caplog.text
+    assert before <= int(said.group(1)) <= age_days(), (before, said.group(0))
 
 
 def test_a_serving_process_freezes_its_long_lived_heap(own_registry) -> None:

@@ -309,6 +309,22 @@ def test_explain_names_what_the_channel_limit_cut_after_an_explored_first_item(
         assert explored > 10
 
 
+def _stored_day(client: TestClient, event_id: str) -> str:
+    """The UTC day of the ``occurred_at`` the store kept for ``event_id``: for an event
+    counted from its arrival, the server's clock, which a clock reading of the test
+    taken before the request misses by a day whenever the two straddle midnight."""
+    from sqlalchemy import select
+
+    from nextbest.storage.tables import FeedbackEvent
+
+    with client.app.state.runtime.sessions() as session:
+        at = session.scalar(
+            select(FeedbackEvent.occurred_at).where(FeedbackEvent.event_id == event_id)
+        )
+    assert at is not None, f"no event {event_id!r} stored"
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date().isoformat()
+
+
 def _consent(client: TestClient, hcp_id: str, event_type: str, n: int, **extra) -> dict:
     response = client.post(
         "/v1/feedback",
@@ -378,7 +394,6 @@ def test_an_opt_out_whose_time_reads_as_none_is_kept_from_its_arrival(
     served = (h for h in map(str, model.hcp_ids[:200]) if _ask(client, h, channel="email")["items"])
     alone, batched = next(served), next(served)
     out = {"event_type": "opted_out", "channel": "email", "occurred_at": at}
-    day = datetime.now(UTC)
     single = client.post(
         "/v1/feedback", json={**out, "event_id": "out-alone", "hcp_id": alone}, headers=keys.channel
     )
@@ -399,13 +414,13 @@ def test_an_opt_out_whose_time_reads_as_none_is_kept_from_its_arrival(
     assert rejected["index"] == 0 and rejected["message"].startswith("occurred_at: "), rejected
     [note] = batch.json()["uncounted"]
     assert note["index"] == 1 and note["message"].startswith(f"opt-out stored: {said}"), note
-    for hcp_id in (alone, batched):
+    for hcp_id, event_id in ((alone, "out-alone"), (batched, "out-batched")):
         body = _ask(client, hcp_id)
         assert all(i["channel"] != "email" for i in body["items"]), body
         withdrawn = {w for why in body["excluded"].values() for w in why}
+        day = _stored_day(client, event_id)  # its arrival
         assert (
-            f"consent: opted out of email on {day:%Y-%m-%d} (UTC), until the HCP opts in again"
-            in withdrawn
+            f"consent: opted out of email on {day} (UTC), until the HCP opts in again" in withdrawn
         ), withdrawn
 
 
@@ -485,7 +500,6 @@ def test_an_opt_out_is_kept_whatever_the_form_of_a_field_but_its_ids(
     served = (h for h in map(str, model.hcp_ids[:200]) if _ask(client, h, channel="email")["items"])
     alone, batched = next(served), next(served)
     out = {"event_type": "opted_out", "channel": "email", **sent}
-    day = datetime.now(UTC)
     single = client.post(
         "/v1/feedback", json={**out, "event_id": "out-alone", "hcp_id": alone}, headers=keys.channel
     )
@@ -504,12 +518,13 @@ def test_an_opt_out_is_kept_whatever_the_form_of_a_field_but_its_ids(
     assert [(n["message"]) for n in batch.json()["uncounted"] if n["index"] == 1] == (
         [said] if said else []
     )
-    for hcp_id in (alone, batched):
+    for hcp_id, event_id in ((alone, "out-alone"), (batched, "out-batched")):
         body = _ask(client, hcp_id)
         reasons = {w for why in body["excluded"].values() for w in why}
+        day = _stored_day(client, event_id)  # sent undated: its arrival
         assert (
-            f"consent: opted out of {withdrawn} on {day:%Y-%m-%d} (UTC), until the HCP opts in "
-            "again" in reasons
+            f"consent: opted out of {withdrawn} on {day} (UTC), until the HCP opts in again"
+            in reasons
         ), reasons
         if withdrawn == "every channel":
             assert not body["items"], body
