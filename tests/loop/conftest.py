@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,9 @@ class LoopWorld:
         decisions = pd.DataFrame(
             {
                 "hcp_id": self.world.hcps["hcp_id"],
-                "timestamp": pd.Timestamp.now(),
+                # The moment the truth is of, not the clock's: a session running past
+                # midnight must not move the policy's day off the truth's.
+                "timestamp": self.world.decision_time,
                 "purpose": "promotional",
                 "channel_filter": None,
             }
@@ -135,8 +137,9 @@ def serve_rounds(settings: Settings, world: SimulatedWorld, *, rounds: int, seed
 
 @pytest.fixture(scope="session")
 def loop_world(tmp_path_factory: pytest.TempPathFactory) -> LoopWorld:
-    # History ends today, so the logged decisions continue it without a time gap.
-    start = date.today() - timedelta(days=7 * PERIODS)
+    # History ends today (UTC, the log's days), so the logged decisions continue it
+    # without a time gap.
+    start = datetime.now(UTC).date() - timedelta(days=7 * PERIODS)
     world = simulate_world(n_hcps=N_HCPS, periods=PERIODS, seed=5, start=start)
     out = tmp_path_factory.mktemp("loop_world")
     world.write(out, fmt="parquet")
@@ -163,22 +166,27 @@ class ServedStore:
     settings: Settings
     champion: str
     n_outcomes: int
+    # Clock readings before and after the rounds were served: when its log was made.
+    served_from: datetime
+    served_until: datetime
 
 
 @pytest.fixture(scope="session")
 def honest_loop(loop_world: LoopWorld, tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
     settings = _settings(tmp_path_factory, "honest_loop")
     version = register(loop_world.honest, settings)
+    served_from = datetime.now(UTC)
     n = serve_rounds(settings, loop_world.world, rounds=2, seed=0)
-    return ServedStore(settings=settings, champion=version, n_outcomes=n)
+    return ServedStore(settings, version, n, served_from, datetime.now(UTC))
 
 
 @pytest.fixture(scope="session")
 def visit_loop(loop_world: LoopWorld, tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
     settings = _settings(tmp_path_factory, "visit_loop")
     version = register(always_visit(loop_world.honest), settings)
+    served_from = datetime.now(UTC)
     n = serve_rounds(settings, loop_world.world, rounds=2, seed=1)
-    return ServedStore(settings=settings, champion=version, n_outcomes=n)
+    return ServedStore(settings, version, n, served_from, datetime.now(UTC))
 
 
 @pytest.fixture

@@ -402,10 +402,15 @@ def test_report_on_a_served_log_groups_by_channel_and_segment(
     assert by_version == [(honest_loop.champion, report.n_decisions)]  # one version served
     weeks = [r for r in report.rows if r.dimension == "week"]
     assert sum(r.n_served + r.n_holdout for r in weeks) == report.n_decisions
-    # Each label is the Monday of its week; the fixture served within the last week.
+    # Each label is the Monday of its week; the newest, that of the week the fixture
+    # served in (the Monday of either clock reading around it, should a week turn).
     latest = date.fromisoformat(weeks[-1].group)
     assert latest.weekday() == 0
-    assert timedelta(0) <= datetime.now(UTC).date() - latest < timedelta(days=7)
+
+    def monday(at: datetime) -> date:
+        return at.date() - timedelta(days=at.weekday())
+
+    assert monday(honest_loop.served_from) <= latest <= monday(honest_loop.served_until)
     assert all(p.exists() for p in report.files.values())
     run = registry.client(honest_loop.settings).get_run(report.run_id)
     assert run.data.metrics["n_decisions"] == honest_loop.n_outcomes
@@ -930,7 +935,8 @@ def test_cli_walkthrough(
         )
         assert result.exit_code == 0, result.output
         assert "no request is logged in the report's period" in " ".join(result.output.split())
-        future = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+        # Two days ahead: tomorrow read before midnight is today after it, not future.
+        future = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
         result = runner.invoke(app, ["uplift-report", "--since", future])
         assert result.exit_code == 2
         assert "is in the future: no request is logged that late" in result.output
