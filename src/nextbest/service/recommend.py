@@ -205,13 +205,21 @@ def check_decision_date(on: datetime | date) -> datetime | date:
     return on
 
 
-def decision_time(on: datetime | date | None) -> datetime:
+def utc_now() -> datetime:
+    """The clock decisions are made by: now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def decision_time(on: datetime | date | None, *, now: datetime | None = None) -> datetime:
     """A timezone-aware UTC decision time (naive input is taken as UTC).
 
     A date alone is the start of that day (00:00 UTC), except today's, which is
     now: a plan or a pick asked for today counts the contacts made earlier today.
+    ``now`` is the clock's reading to decide by (None: :func:`utc_now`). A date is
+    today's or not by one reading: resolve it once per decision, as a date read
+    again after midnight is yesterday's, the start of a day already gone.
     """
-    now = datetime.now(UTC)
+    now = utc_now() if now is None else now
     if on is None:
         return now
     if not isinstance(on, datetime):
@@ -278,8 +286,11 @@ class Recommender:
         max_per_channel: int | None = None,
         cache_pairs: int = 0,
         alignment: TerritoryAlignment | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.model = model
+        # What "now" is for a request without a date, and when an answer is served.
+        self.clock = clock
         # Scores and reasons of recently asked HCPs (0: none kept); see score_cache.
         self.cache = PairCache(model, cache_pairs)
         self.version = version
@@ -414,7 +425,7 @@ class Recommender:
         deadline = time.perf_counter() + seconds
         known = [r for r in (self._hcp_pos.get(h) for h in hcp_ids) if r is not None]
         rows = np.asarray(known[: self.cache.capacity], dtype=np.int64)[::-1]
-        now = decision_time(None)
+        now = self.clock()
         scored = self.allowed(rows, purpose="promotional", channel=None, now=now, history=None)
         scored |= self.allowed(rows, purpose="medical", channel=None, now=now, history=None)
         explained: list[list[int]] = [[] for _ in range(len(rows))]
@@ -439,7 +450,7 @@ class Recommender:
         The filled HCPs end up in the cache's order of recency as in ``hcps``
         (the last one the most recent)."""
         done = len(hcps)
-        lapse = self._lapse_without_contacts(decision_time(None))
+        lapse = self._lapse_without_contacts(self.clock())
         for end in range(len(hcps), 0, -block):
             start = max(0, end - block)
             self.cache.fill(hcps[start:end], scored[start:end], explained[start:end], lapse)
@@ -519,7 +530,7 @@ class Recommender:
         :class:`NotFoundError` for an HCP the model does not know and
         :class:`InvalidRequestError` for a bad ``k``, ``channel`` or ``purpose``.
         """
-        now = decision_time(on)
+        now = decision_time(on, now=self.clock())
         self.check_request(k=k, channel=channel, purpose=purpose, now=now)
         row = self._hcp_pos.get(hcp_id)
         if row is None:
@@ -711,7 +722,7 @@ class Recommender:
     ) -> tuple[list[Recommendation], list[str]]:
         """Recommendations for many HCPs (one scoring call), and the unknown ``hcp_ids``;
         ``channels`` as :meth:`recommend` takes them."""
-        now = decision_time(on)
+        now = decision_time(on, now=self.clock())
         self.check_request(k=k, channel=channel, purpose=purpose, now=now)
         if len(hcp_ids) > MAX_BATCH:
             raise InvalidRequestError(
@@ -775,7 +786,7 @@ class Recommender:
             raise InvalidRequestError(
                 "purpose", f"must be one of {', '.join(PURPOSES)}", location="query"
             )
-        now = decision_time(on)
+        now = decision_time(on, now=self.clock())
         check_day(now, self.as_of, location="query")
         rows = self.territories.get(territory_id)
         if rows is None:
@@ -988,8 +999,11 @@ class Recommender:
         hcp_ids = self.hcp_ids[rows].tolist()
         # The holdout's week: the decision's, or this one for a decision dated in the
         # past (its contact can only happen now), so that no date sent by a caller
-        # serves an HCP held out this week, today.
-        day = max(now, datetime.now(UTC)).astimezone(UTC).date()
+        # serves an HCP held out this week, today. One clock reading for both: the
+        # week is that of when the answer takes effect as logged (the later of its
+        # date and when it was served), even when a Monday 00:00 UTC falls in between.
+        served_at = self.clock()
+        day = max(now, served_at).astimezone(UTC).date()
         served = []
         for i in range(n_h):
             eligible = np.flatnonzero(allowed[i])
@@ -1023,7 +1037,6 @@ class Recommender:
             item_p = item.p_engage.tolist()
             item_score = score[item_h, item_a].tolist()
         out: list[Recommendation] = []
-        served_at = datetime.now(UTC)
         cursor = 0
         n_allowed = allowed.sum(axis=1).tolist()
         for i, s in enumerate(served):

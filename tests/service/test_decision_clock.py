@@ -1,0 +1,79 @@
+"""One decision, one clock reading: answers that straddle midnight UTC (a Monday's
+for the weekly holdout) stay consistent with what the log says of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from nextbest import registry
+from nextbest.policy.exploration import HOLDOUT_SALT, EpsilonGreedy, holdout_draw
+from nextbest.service.recommend import Recommender, decision_time
+
+SUNDAY = date(2030, 1, 13)
+# Two tenths of a second before the week turns.
+SUNDAY_NIGHT = datetime(2030, 1, 13, 23, 59, 59, 800_000, tzinfo=UTC)
+
+
+class SteppingClock:
+    """A clock that moves ``step`` on each time it is read, from ``start``."""
+
+    def __init__(self, start: datetime, step: timedelta) -> None:
+        self.next = start
+        self.step = step
+
+    def __call__(self) -> datetime:
+        now, self.next = self.next, self.next + self.step
+        return now
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return registry.load_alias(trained.settings)[0]
+
+
+@pytest.mark.parametrize(
+    ("on", "decided"),
+    [
+        (None, SUNDAY_NIGHT),
+        (SUNDAY, SUNDAY_NIGHT),  # today's date: now
+        (date(2030, 1, 12), datetime(2030, 1, 12, tzinfo=UTC)),  # another day: its start
+        (datetime(2030, 1, 12, 9, 30), datetime(2030, 1, 12, 9, 30, tzinfo=UTC)),  # naive: UTC
+    ],
+    ids=["none", "today", "yesterday", "naive-time"],
+)
+def test_a_decision_time_is_read_against_the_clock_reading_given(
+    on: datetime | date | None, decided: datetime
+) -> None:
+    assert decision_time(on, now=SUNDAY_NIGHT) == decided
+
+
+def test_an_answer_served_as_the_week_turns_is_held_out_by_the_week_the_log_gives_it(
+    model,
+) -> None:
+    """The holdout's week and the time an answer is logged as served came from two
+    clock readings: served as a Monday began, an answer was drawn by the past week's
+    holdout and logged in the new week, whose draw the report and the gate read it
+    by. One reading: each answer's holdout is the draw of the week it takes effect
+    in, as logged (the later of its date and when it was served)."""
+    rate = 0.5
+    recommender = Recommender(
+        model=model,
+        version="1",
+        exploration=EpsilonGreedy(epsilon=0.0, holdout_rate=rate, holdout_days=7),
+        clock=SteppingClock(SUNDAY_NIGHT, timedelta(milliseconds=100)),
+    )
+    ids = [str(h) for h in model.hcps["hcp_id"][:200]]
+    sunday, _ = recommender.recommend_many(hcp_ids=ids, k=1)
+    monday, _ = recommender.recommend_many(hcp_ids=ids, k=1)
+    for answer in (*sunday, *monday):
+        effect = max(answer.decided_for, answer.created_at).date()
+        drawn = holdout_draw(answer.hcp_id, effect, days=7, salt=HOLDOUT_SALT) < rate
+        assert answer.holdout == drawn, (answer.hcp_id, answer.decided_for, answer.created_at)
+    # One answer on each side of midnight.
+    assert {r.created_at.date() for r in sunday} == {SUNDAY}
+    assert {r.created_at.date() for r in monday} == {SUNDAY + timedelta(days=1)}
+    # The two weeks draw apart: the check above could tell one week from the other.
+    assert {r.hcp_id for r in sunday if r.holdout} != {r.hcp_id for r in monday if r.holdout}
+
