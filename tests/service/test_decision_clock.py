@@ -77,3 +77,38 @@ def test_an_answer_served_as_the_week_turns_is_held_out_by_the_week_the_log_give
     # The two weeks draw apart: the check above could tell one week from the other.
     assert {r.hcp_id for r in sunday if r.holdout} != {r.hcp_id for r in monday if r.holdout}
 
+
+def test_a_send_for_today_is_decided_for_one_moment_across_midnight(
+    trained, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """picks --log for today, its blocks served as midnight passed: the blocks served
+    after it read today's date as a day gone and were logged as decided for its
+    start, 24 hours before the blocks served before it. The date is read once: the
+    whole send is logged as decided for one moment of that day."""
+    from sqlalchemy import select
+
+    from nextbest.service import picks, recommend
+    from nextbest.service.picks import logged_picks
+    from nextbest.storage.db import make_engine, make_session_factory
+    from nextbest.storage.tables import Recommendation
+
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}"}
+    )
+    ids = [str(h) for h in registry.load_alias(settings)[0].hcps["hcp_id"][:120]]
+    monkeypatch.setattr(picks, "MAX_BATCH", 30)  # four blocks
+    # Each reading a minute on: the third block is served on Monday.
+    start = datetime(2030, 1, 13, 23, 58, tzinfo=UTC)
+    monkeypatch.setattr(recommend, "utc_now", SteppingClock(start, timedelta(minutes=1)))
+    done = logged_picks(settings, hcp_ids=ids, on=SUNDAY)
+    assert done.n_logged == len(ids)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            decided = set(session.scalars(select(Recommendation.decided_for)).all())
+    finally:
+        engine.dispose()
+    assert len(decided) == 1, sorted(decided)
+    (moment,) = decided
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    assert moment.date() == SUNDAY and moment >= start, moment

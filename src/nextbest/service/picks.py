@@ -341,16 +341,17 @@ def file_picks(
 
     rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
+    # Read once: today's date read again after midnight is a day gone, its start.
+    decided = decision_time(on)
     with store_session(settings.resolved_database_url) as session:
-        at = history_time(decision_time(on))
-        history = live_history(session, rules=rules, hcp_ids=known, now=at)
+        history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided))
     return picks_frame(
         model,
         hcp_ids=known,
         k=k,
         channel=channel,
         purpose=purpose,
-        on=on,
+        on=decided,
         eligibility=EligibilityIndex.build(model, hcps=hcps, catalog=catalog),
         progress=progress,
         skip_unknown=True,
@@ -450,6 +451,10 @@ def logged_picks(
         held_out: set[str] = set()
         answered: list[str] = []
         started = datetime.now(UTC)
+        # A date is resolved once for the whole send: today's, read again by a block
+        # served after midnight, would be a day gone, and that block logged as decided
+        # for its start. (No date: each block is decided when it is served.)
+        decided = decision_time(on) if on is not None else None
         runtime.reclog.hold()
         for start in range(0, len(hcp_ids), MAX_BATCH):
             block = hcp_ids[start : start + MAX_BATCH]
@@ -462,7 +467,7 @@ def logged_picks(
                 k=k,
                 channel=channel,
                 purpose=purpose,
-                on=on,
+                on=decided,
             )
             n_logged += len(recs)
             held_out.update(rec.hcp_id for rec in recs if rec.holdout)
