@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import lightgbm as lgb
 import numpy as np
@@ -23,12 +24,19 @@ def model(trained) -> ScoringModel:
     return loaded
 
 
+# Every answer compared is decided at this moment. On the clock, the days since the
+# cut-off its reasons count ("no e-mail in 19 weeks") go up by one once a day, and
+# answers compared across that instant would differ.
+DECIDED = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+
+
 def _recommender(model: ScoringModel, cache_hcps: int) -> Recommender:
     return Recommender(
         model=model,
         version="1",
         exploration=EpsilonGreedy(epsilon=0.0, holdout_rate=0.0, seed=0),
         cache_pairs=cache_hcps * model.n_actions,
+        clock=lambda: DECIDED,
     )
 
 
