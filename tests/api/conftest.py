@@ -46,6 +46,25 @@ def assert_lifts_between(said: str, earliest: datetime, latest: datetime) -> Non
     assert earliest <= lifts < latest + timedelta(minutes=1), (earliest, said, latest)
 
 
+def held_out_this_week_or_next(client: TestClient, hcp_id: str) -> bool:
+    """Whether the served weekly holdout holds ``hcp_id`` out this week or the next.
+
+    A test that picks an HCP for the items it is served and asks about it again
+    finds it held out, with no items, when a Monday 00:00 UTC comes between and the
+    new week's draw holds it out: such HCPs are passed over."""
+    from nextbest.policy.exploration import HOLDOUT_SALT, holdout_draw
+
+    exploration = client.app.state.runtime.recommender.exploration
+    days, rate = exploration.holdout_days, exploration.holdout_rate
+    if not days or not rate:
+        return False
+    today = datetime.now(UTC).date()
+    return any(
+        holdout_draw(hcp_id, today + timedelta(days=n), days=days, salt=HOLDOUT_SALT) < rate
+        for n in (0, days)
+    )
+
+
 def write_keys(path: Path, territory: str) -> None:
     path.write_text(
         yaml.safe_dump(
