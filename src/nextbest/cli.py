@@ -6,7 +6,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -651,41 +650,41 @@ def simulate(
     return out
 
 
-# What validate says of a header-only interactions file (train then has nothing to fit).
-NO_INTERACTIONS = "no interactions: nothing to learn from"
-
-
 @app.command()
 def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     """Check a data directory against the data contract."""
+    from nextbest.contract.notes import consent_blank_notes, data_notes
+    from nextbest.learning.readiness import (
+        evidence_notes,
+        interaction_notes,
+        what_training_gets,
+        why_training_stops,
+    )
+
     # What training will get is counted with the config `train` would read.
     train_config = _train_config(config)
     dataset = _load(data)
     # The files keep the contract, but a pipeline gating on validate must not pass
     # data train refuses: the same exit code as a broken contract, said last (where
     # it is read) and not announced as "ok" first.
-    stops = _why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
+    stops = why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
     said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
         f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
         f"{_plural(len(dataset.interactions), 'interaction')}"
     )
-    for line in _what_training_gets(
+    for line in what_training_gets(
         dataset.interactions, train_config.eval_fraction, dataset.catalog
     ):
         stdout.print(f"  {line}", highlight=False)
     # What `train --data` records as the version's data_fingerprint (`nextbest models
     # --json`): archived files are shown to be a version's without training again.
     stdout.print(f"  data fingerprint {dataset.fingerprint()}", highlight=False)
-    blanks = dataset.hcps.attrs.get("consent_blanks", {})
     notes = [
-        *(
-            f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
-            for column, n in blanks.items()
-        ),
-        *_data_notes(dataset),
-        *_evidence_notes(dataset, train_config.eval_fraction),
-        *_interaction_notes(dataset.interactions, dataset.catalog),
+        *consent_blank_notes(dataset),
+        *data_notes(dataset),
+        *evidence_notes(dataset, train_config.eval_fraction),
+        *interaction_notes(dataset.interactions, dataset.catalog),
         *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
         *filter(None, [train_config.unvalued_note(dataset.catalog)]),
     ]
@@ -693,413 +692,6 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         _note(line, out=stdout, indent="  ")
     if stops is not None:
         raise _fail(f"train would stop on these data: {stops}")
-
-
-def _data_notes(dataset: Any) -> list[str]:
-    """What validate notes about the data that train and retrain say too, and keep in
-    the run (notes.txt in MLflow)."""
-    from nextbest.contract import consent_notes, empty_row_notes, territory_notes
-
-    return [
-        *empty_row_notes(dataset),
-        *_personal_notes(dataset),
-        *consent_notes(dataset.hcps, dataset.catalog),
-        *territory_notes(dataset.hcps),
-        *_catalog_notes(dataset),
-        *_text_number_notes(dataset),
-    ]
-
-
-def _why_training_stops(interactions: Any, eval_fraction: float, catalog: Any) -> str | None:
-    """Why ``train`` would refuse these interactions before fitting anything, counted
-    as training counts them, or None."""
-    from nextbest.learning.train import engagement_problem
-
-    if len(interactions) == 0:
-        return NO_INTERACTIONS
-    before, _ = _fitted(interactions, eval_fraction, catalog)
-    fitted = interactions["action_id"].notna() & before
-    return engagement_problem(interactions.loc[fitted, "engaged"].to_numpy(), eval_fraction)
-
-
-# At most this many cells that are no number in a column of numbers are taken for
-# mistakes (a '-' typed for a missing value) and noted; more are a column of text.
-STRAY_CELLS = 3
-
-
-def _text_number_notes(dataset: Any) -> list[str]:
-    """Extra columns read as text whose values are numbers: written with thousands
-    separators ("4,512,345", "1.234,56", "1 234 567"), with a decimal comma ("0,5"), or
-    numbers but for cells a database wrote as its missing value ('NULL', '\\N', 'NaN').
-    The model then treats each value as a category of its own. Thousands are decided
-    by the whole column, as schema decides it is numbers (half its cells shaped as
-    one): "1,234" is a thousand if another cell has thousands ("4,512,345"), a decimal
-    comma otherwise. And columns read as decimals whose text looks like thousands
-    written with '.' ("1.234", "2.500" beside "980": see
-    :func:`~nextbest.contract.schema.reads_as_dotted_thousands`), extra or not (an
-    ``outcome``, a ``cost``): each such value is read a thousand times too small."""
-    import numpy as np
-    import pandas as pd
-
-    from nextbest.contract.parse import number, quoted
-    from nextbest.contract.schema import (
-        GROUPED_NUMBER,
-        NULL_WORDS,
-        NUMBER_SHAPED,
-        OPTIONAL_CATALOG_COLUMNS,
-        OPTIONAL_INTERACTION_COLUMNS,
-        REQUIRED_CATALOG_COLUMNS,
-        REQUIRED_HCP_COLUMNS,
-        REQUIRED_INTERACTION_COLUMNS,
-        is_identifier_column,
-        ungrouped,
-    )
-    from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS
-
-    contract = {
-        "hcps": set(REQUIRED_HCP_COLUMNS),
-        "catalog": {*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS},
-        "interactions": {*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS},
-    }
-    notes = []
-    for table, known in contract.items():
-        frame = getattr(dataset, table)
-        for column, cells in frame.attrs.get(DOTTED_THOUSANDS, {}).items():
-            *dotted, plain = cells
-            read = ", ".join(f"{quoted(c, at_most=20)} as {number(float(c))}" for c in dotted)
-            whole = dotted[0].replace(".", "")
-            notes.append(
-                f"{table} column '{column}' is read as decimals ({read}), but looks like "
-                f"whole numbers written with '.' between thousands (3 digits after every "
-                f"'.', and {quoted(plain, at_most=20)} without one): if so, export them "
-                f"without thousands separators ('{whole}'), for {whole} to be read; if they "
-                "are decimals, nothing to do"
-            )
-        for column in frame.columns:
-            if column in known or frame[column].dtype != object:
-                continue
-            # Each distinct cell once, in the file's order, with how many cells hold it
-            # (millions of rows in interactions, a few distinct values in most columns).
-            codes, uniques = pd.factorize(frame[column])
-            counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-            values = pd.Series(uniques, dtype=object).astype(str).str.strip()
-            written = (values != "").to_numpy()
-            values, counts = values[written], counts[written]
-            total = int(counts.sum())
-            if not total:
-                continue
-            share = counts / total  # of the column's cells, per distinct cell
-            # "1.234" alone is a decimal or a thousand: another cell has to say which.
-            grouped = values.str.fullmatch(GROUPED_NUMBER) & ~values.str.fullmatch(
-                r"-?\d{1,3}[.,]\d{3}"
-            )
-            if grouped.any() and share[values.str.fullmatch(NUMBER_SHAPED).to_numpy()].sum() >= 0.5:
-                example = values[grouped].iloc[0]
-                plain = ungrouped(example)
-                notes.append(
-                    f"{table} column '{column}' is read as text: its values are numbers "
-                    f"written with thousands separators (e.g. '{example}'); write them "
-                    f"without, and decimals with '.' ('{plain}'), for it to be a number"
-                )
-                continue
-            if share[values.str.fullmatch(DECIMAL_COMMA).to_numpy()].sum() >= 0.5:
-                notes.append(
-                    f"{table} column '{column}' is read as text: its values are numbers "
-                    f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
-                    "with '.' for it to be a number"
-                )
-                continue
-            # Numbers but for a few cells: a database's missing value ('NULL'), or a
-            # spreadsheet's ('-', 'n.a.'), or one number written otherwise ('12,5').
-            stray = pd.to_numeric(values, errors="coerce").isna()
-            n = int(counts[stray.to_numpy()].sum())
-            if (
-                not n
-                or n == total
-                or is_identifier_column(str(column))
-                or not (values[stray].str.lower().isin(NULL_WORDS).all() or n <= STRAY_CELLS)
-            ):
-                continue
-            words = ", ".join(f"'{word}'" for word in values[stray].tolist()[:3])
-            notes.append(
-                f"{table} column '{column}' is read as text: its values are numbers but for "
-                f"{n:,} cell{'s' if n > 1 else ''} written {words}, which make every value "
-                "a category of its own; write a missing value as an empty cell (and decimals "
-                "with '.') for it to be a number"
-            )
-    return notes
-
-
-def _interaction_notes(interactions: Any, catalog: Any = None) -> list[str]:
-    """Rows that repeat another exactly (a file exported twice, or appended to itself,
-    counts each touch twice in every feature, record and reason), and touches made
-    outside their content's approval window (a catalog's dates gone wrong, or
-    content sent when it should not have been)."""
-    notes = []
-    if catalog is not None and len(interactions):
-        window = catalog.set_index("action_id")[["approved_from", "approved_until"]]
-        touched = interactions[interactions["action_id"].notna()]
-        dates = window.reindex(touched["action_id"].to_numpy())
-        at = touched["timestamp"].to_numpy()
-        outside = (at < dates["approved_from"].to_numpy()) | (
-            at > dates["approved_until"].to_numpy()
-        )
-        if outside.any():
-            example = touched[outside].iloc[0]
-            notes.append(
-                f"{int(outside.sum()):,} touches fall outside their action's approval window "
-                f"(e.g. action {example['action_id']} on {example['timestamp']:%Y-%m-%d}): "
-                "learned from as they are; check the catalog's approved_from / approved_until"
-            )
-    if len(interactions):
-        from nextbest.learning.train import FUTURE_SLACK
-
-        now = datetime.now(UTC).replace(tzinfo=None)
-        future = interactions[interactions["timestamp"] > now + FUTURE_SLACK]
-        if len(future):
-            example = future.iloc[0]
-            notes.append(
-                f"{len(future):,} interaction{'s are' if len(future) > 1 else ' is'} dated "
-                f"after now (e.g. HCP "
-                f"{example['hcp_id']} on {example['timestamp']:%Y-%m-%d}; a mistyped year?): "
-                "training leaves them out and learns from history up to now"
-            )
-    repeated = interactions.duplicated(keep="first")
-    notes.extend(_shared_outcome_notes(interactions[~repeated]))
-    if not repeated.any():
-        return notes
-    first = interactions[repeated].iloc[0]
-    action = "no touch" if first["action_id"] is None else f"action {first['action_id']}"
-    notes.append(
-        f"{int(repeated.sum()):,} interactions repeat another row exactly (same HCP, time, "
-        f"action and values; e.g. HCP {first['hcp_id']} at {first['timestamp']}, {action}): "
-        "each counts as a decision of its own; drop them if the export doubled them"
-    )
-    return notes
-
-
-def _shared_outcome_notes(interactions: Any) -> list[str]:
-    """Decisions of one HCP at one time that all carry the same outcome: monthly data
-    (several touches dated the 1st, the month's NRx on each) credits every touch with
-    the whole of the HCP's outcome, and the uplift model counts it once per row."""
-    # Zero shared by chance is common in counts, and counting it twice adds nothing.
-    known = interactions[interactions["outcome"].notna() & (interactions["outcome"] != 0)]
-    if known.empty:
-        return []
-    same = known.groupby(["hcp_id", "timestamp"], sort=False)["outcome"].agg(["size", "nunique"])
-    shared = same[(same["size"] > 1) & (same["nunique"] == 1)]
-    if shared.empty:
-        return []
-    (hcp_id, at), rows = shared.index[0], int(shared["size"].iloc[0])
-    return [
-        f"{len(shared):,} (HCP, time) pair{'s' if len(shared) > 1 else ''} with several "
-        f"decisions that all carry the same outcome (e.g. HCP {hcp_id} at {at}: {rows} "
-        "rows): if that is the HCP's total for "
-        "the period (e.g. a month's NRx), each decision is credited with all of it and "
-        "the uplift model counts it once per row; give it to one row (the others empty) or "
-        "split it between them"
-    ]
-
-
-def _personal_notes(dataset: Any) -> list[str]:
-    """The hcps columns left unread as personal data (a name, e-mail, phone, address)."""
-    personal = dataset.hcps.attrs.get("personal_columns", [])
-    identifiers = dataset.hcps.attrs.get("identifier_columns", [])
-    notes = []
-    if personal:
-        notes.append(
-            f"hcps columns {', '.join(personal)} look like personal data (a name, e-mail, "
-            "phone or address): not read, neither features nor stored in models"
-        )
-    if identifiers:
-        notes.append(
-            f"hcps columns {', '.join(identifiers)} identify an HCP (a code of a person or "
-            "licence such as an NPI by its header, or text different for nearly every HCP: "
-            "a name, a date, an address or a code, not a trait HCPs share): not read, "
-            "neither features (nothing to learn that carries to another HCP) nor stored "
-            "in models"
-        )
-    return notes
-
-
-def _catalog_notes(dataset: Any) -> list[str]:
-    """Catalog values that are valid but can never match: a specialty no HCP has (a
-    typo such as 'cardiolgy' leaves its action ineligible for everyone, silently)."""
-    from nextbest.contract import allowed_specialties
-    from nextbest.contract.schema import REP_CHANNEL_PREFIX, is_rep_channel, specialty_spelling
-
-    have = {specialty_spelling(str(s)) for s in dataset.hcps["specialty"]}
-    notes = []
-    for action_id, cell in zip(
-        dataset.catalog["action_id"], dataset.catalog["specialties"], strict=True
-    ):
-        wanted = allowed_specialties("" if cell is None else str(cell))
-        unknown = sorted(wanted - have)
-        if not unknown:
-            continue
-        if len(unknown) == len(wanted):
-            what = "no HCP has any of them: the action is never eligible"
-        else:
-            what = "no HCP has them"
-        notes.append(f"catalog action '{action_id}': specialties {', '.join(unknown)}: {what}")
-    notes += _unread_column_notes(dataset)
-    for channel in sorted(set(dataset.catalog["channel"])):
-        words = set(re.split(r"[^a-z0-9]+", str(channel).lower()))
-        if not is_rep_channel(str(channel)) and words & _FIELD_FORCE_WORDS:
-            notes.append(
-                f"catalog channel '{channel}' reads like one reps deliver, but only channels "
-                f"named {REP_CHANNEL_PREFIX}... are rep channels (rep call plans, rep keys): "
-                f"name it {REP_CHANNEL_PREFIX}{channel} if reps deliver it"
-            )
-    return notes
-
-
-def _unread_column_notes(dataset: Any) -> list[str]:
-    """Columns of the catalog and the interactions beyond the contract's: kept, but no
-    feature is made of them (unlike the hcps file's), so a field renamed in an export
-    (``unit_cost`` for ``cost``) leaves its default in force, unsaid."""
-    import difflib
-
-    from nextbest.contract.schema import (
-        OPTIONAL_CATALOG_COLUMNS,
-        OPTIONAL_INTERACTION_COLUMNS,
-        REQUIRED_CATALOG_COLUMNS,
-        REQUIRED_INTERACTION_COLUMNS,
-    )
-
-    notes = []
-    for table, contract in (
-        ("catalog", (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)),
-        ("interactions", (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS)),
-    ):
-        unread = [str(c) for c in getattr(dataset, table).columns if c not in contract]
-        if not unread:
-            continue
-        named = []
-        for column in unread:
-            # Among all of them: a missing optional column is there, at its default.
-            near = difflib.get_close_matches(column.lower(), contract, n=1, cutoff=0.6)
-            named.append(f"{column} (did you mean {near[0]}?)" if near else column)
-        notes.append(
-            f"{table} column{'s' if len(unread) > 1 else ''} not read: {', '.join(named)}; "
-            f"only the data contract's columns of {table} are used (docs/data.md)"
-        )
-    return notes
-
-
-# Words of a channel's name that say a sales force delivers it ('f2f', 'field_visit').
-_FIELD_FORCE_WORDS = frozenset({"f2f", "visit", "visits", "detail", "detailing", "rep", "reps"})
-
-
-def _fitted(interactions: Any, eval_fraction: float, catalog: Any = None) -> tuple[Any, Any]:
-    """Which interactions training fits, decided as training decides it (whole
-    seconds; by position when time cannot tell; with ``catalog``, a thin channel's
-    pilot in the evaluation slice fitted, see ``fitted_decisions``), and each one's
-    catalog row (-1: no touch, or no ``catalog``)."""
-    import numpy as np
-    import pandas as pd
-
-    from nextbest.learning.train import before_evaluation_slice, fitted_decisions
-
-    seconds = interactions["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
-    order = np.argsort(seconds, kind="stable")
-    if catalog is None:
-        action_rows = np.full(len(interactions), -1, dtype=np.int64)
-        in_fit, _, _ = before_evaluation_slice(seconds[order], eval_fraction)
-    else:
-        action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])
-        in_fit, _, _ = fitted_decisions(seconds[order], action_rows[order], catalog, eval_fraction)
-    fitted = np.empty(len(interactions), dtype=bool)
-    fitted[order] = in_fit
-    return pd.Series(fitted, index=interactions.index), action_rows
-
-
-def _evidence_notes(dataset: Any, eval_fraction: float) -> list[str]:
-    """The catalog's actions training will not score, and its new content (the notes
-    ``train`` prints), from the decisions training will fit."""
-    from nextbest.learning.scoring import ActionEvidence
-    from nextbest.learning.train import touches_per_action
-
-    catalog = dataset.catalog
-    fitted, action_rows = _fitted(dataset.interactions, eval_fraction, catalog)
-    touches = touches_per_action(action_rows[fitted.to_numpy()], len(catalog))
-    return ActionEvidence.of(catalog, touches).notes(catalog)
-
-
-def _what_training_gets(
-    interactions: Any, eval_fraction: float = 0.1, catalog: Any = None
-) -> list[str]:
-    """What the interactions give the learners: time span, touches, outcomes,
-    propensities, and the rows naming a ``recommendation_id`` (when the column is there)."""
-    from nextbest.learning.train import MIN_ROWS_PER_ARM
-
-    n = len(interactions)
-    if n == 0:
-        return [NO_INTERACTIONS]
-
-    def share(k: int) -> str:
-        return f"{k:,} ({k / n:.0%})"
-
-    touched = interactions["action_id"].notna()
-    n_touched = int(touched.sum())
-    engaged = int(interactions.loc[touched, "engaged"].sum())
-    lines = [
-        f"from {interactions['timestamp'].min():%Y-%m-%d} to "
-        f"{interactions['timestamp'].max():%Y-%m-%d}; touched {share(n_touched)}, engaged on "
-        f"{engaged:,} of them; holdout {share(int(interactions['holdout'].sum()))}"
-    ]
-    known = interactions["outcome"].notna()
-    untouched_known, touched_known = int((known & ~touched).sum()), int((known & touched).sum())
-    fraction = eval_fraction
-    before, _ = _fitted(interactions, fraction, catalog)
-    fit_seen = interactions.loc[touched & before, "engaged"].unique().tolist()
-    stops = len(fit_seen) == 1
-    if stops:
-        lines.append(
-            f"every touched interaction before the evaluation slice has engaged = "
-            f"{fit_seen[0]}: training stops, engagement is learned from both 0s and 1s"
-        )
-    # As training counts them: an untouched row compares only when chance chose it.
-    chance = interactions["holdout"] | interactions["propensity"].notna()
-    fit_untouched = int((known & ~touched & before & chance).sum())
-    fit_observational = int((known & ~touched & before & ~chance).sum())
-    fit_touched = int((known & touched & before).sum())
-    if fit_untouched >= MIN_ROWS_PER_ARM and fit_touched >= MIN_ROWS_PER_ARM:
-        verdict = "enough for the uplift model"
-    elif stops:  # said above: there is no training to fall back
-        verdict = "too few for the uplift model"
-    else:
-        verdict = "too few for the uplift model: training falls back to preference x value"
-    observational = (
-        f"; {fit_observational:,} more untouched ones are neither holdout nor logged with a "
-        "propensity, so they cannot measure what a touch adds and are not counted"
-        if fit_observational
-        else ""
-    )
-    lines.append(
-        f"outcomes on {untouched_known:,} untouched and {touched_known:,} touched "
-        f"interactions; before the evaluation slice (the newest {fraction:.0%}), "
-        f"{fit_untouched:,} untouched (holdout or logged with a propensity) and "
-        f"{fit_touched:,} touched{observational}: {verdict} (it needs {MIN_ROWS_PER_ARM} of "
-        "each there)"
-    )
-    logged = int(interactions["propensity"].notna().sum())
-    if logged == n or not logged:
-        unweighted = ""  # none at all: the controls line above already says what follows
-    else:
-        unweighted = (
-            "; the uplift model leaves rows without one unweighted (no correction for the "
-            "logging policy's bias there)"
-        )
-    lines.append(f"propensities on {share(logged)}{unweighted}")
-    if "recommendation_id" in interactions:
-        # The service's own sends exported back: retrain learns them from the log.
-        named = int(interactions["recommendation_id"].notna().sum())
-        lines.append(
-            f"recommendation_id on {share(named)}: retrain leaves out those naming a "
-            "decision it learns from the recommendation log (docs/loop.md, Retraining)"
-        )
-    return lines
 
 
 TrainConfigOpt = Annotated[
@@ -1158,6 +750,7 @@ def train(
     import pandas as pd
 
     from nextbest import registry
+    from nextbest.contract.notes import data_notes
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
@@ -1192,7 +785,7 @@ def train(
                 )
             except ValueError as exc:
                 raise _fail(str(exc)) from None
-        result.notes.extend(_data_notes(dataset))
+        result.notes.extend(data_notes(dataset))
         step("register")
         try:
             # A training run or a first champion's decision run caught by a signal ends
@@ -2756,6 +2349,7 @@ def retrain(
     """
     from nextbest import registry
     from nextbest.contract import ContractError
+    from nextbest.contract.notes import data_notes
     from nextbest.loop.retrain import retrain as run_retrain
 
     settings = _settings()
@@ -2795,7 +2389,7 @@ def retrain(
                     reserved_share=gate.evaluation_share,
                     progress=step,
                     client=client,
-                    data_notes=_data_notes(dataset),
+                    data_notes=data_notes(dataset),
                     allow_history_only=allow_history_only,
                 )
         except (ValueError, ContractError) as exc:

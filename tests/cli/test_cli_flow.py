@@ -1706,7 +1706,7 @@ def test_models_with_one_champion_says_there_is_none_to_roll_back_to(
 def test_validate_counts_outcomes_as_training_will() -> None:
     # 250 untouched rows with an outcome, 60 of them among the newest 10% of
     # decisions: training has 190 before its evaluation slice and falls back.
-    from nextbest.cli import _what_training_gets
+    from nextbest.learning.readiness import what_training_gets
 
     n = 1000
     stamps = pd.date_range("2026-01-01", periods=n, freq="h")
@@ -1724,36 +1724,36 @@ def test_validate_counts_outcomes_as_training_will() -> None:
             "holdout": untouched,
         }
     )
-    said = " ".join(_what_training_gets(frame))
+    said = " ".join(what_training_gets(frame))
     assert "250 untouched and 750 touched interactions;" in said
     assert "(the newest 10%), 190 untouched (holdout or logged with a propensity) and 710" in said
     assert "too few for the uplift model" in said
     frame.loc[300:320, "action_id"] = None  # 21 more untouched, early
     frame.loc[300:320, "holdout"] = True
-    assert "enough for the uplift model" in " ".join(_what_training_gets(frame))
+    assert "enough for the uplift model" in " ".join(what_training_gets(frame))
     # With the slice at 2% (a train.yaml that says so), the newest 60 are not all in it.
-    said = " ".join(_what_training_gets(frame, 0.02))
+    said = " ".join(what_training_gets(frame, 0.02))
     assert "(the newest 2%), 2" in said and "211 untouched" not in said, said
     # Training counts in whole seconds: a row 0.3 s before the cut's second is in it.
     frame.loc[899, "timestamp"] = frame.loc[900, "timestamp"] + pd.Timedelta(milliseconds=600)
     frame.loc[898, "timestamp"] = frame.loc[900, "timestamp"] + pd.Timedelta(milliseconds=300)
     frame.loc[898, ["action_id", "holdout"]] = [None, True]
-    said = " ".join(_what_training_gets(frame))
+    said = " ".join(what_training_gets(frame))
     assert "272 untouched" in said and ", 211 untouched (holdout" in said, said
     # One timestamp for all (a one-day randomized test): the last rows are the slice.
     frame["timestamp"] = pd.Timestamp("2026-10-01 09:00")
-    said = " ".join(_what_training_gets(frame))
+    said = " ".join(what_training_gets(frame))
     assert "before the evaluation slice" in said and ", 0 untouched (holdout" not in said
     # Untouched rows nobody randomized (a CRM's history) cannot measure a touch's effect.
     frame["holdout"] = False
-    said = " ".join(_what_training_gets(frame))
+    said = " ".join(what_training_gets(frame))
     assert ", 0 untouched (holdout or logged with a propensity)" in said, said
     assert "more untouched ones are neither holdout nor logged with a propensity" in said
     assert "too few for the uplift model" in said
     assert "propensities on 0 (0%)" in said and "unweighted" not in said
     # A touched history that always engaged: validate says what train will refuse.
     frame["engaged"] = 1
-    said = " ".join(_what_training_gets(frame))
+    said = " ".join(what_training_gets(frame))
     assert "every touched interaction before the evaluation slice has engaged = 1" in said
     # ... and not, in the same report, that training falls back (it does not train).
     assert "too few for the uplift model (it needs" in said and "falls back" not in said, said
@@ -1765,7 +1765,7 @@ def test_validate_counts_the_history_rows_that_carry_a_recommendation_id(
     """A history with a recommendation_id column: validate says how many rows name
     one, the rows retrain may leave out as the service's own sends, as it says how
     many carry a propensity; without the column it says nothing of it."""
-    from nextbest.cli import _what_training_gets
+    from nextbest.learning.readiness import what_training_gets
 
     n = 1000
     frame = pd.DataFrame(
@@ -1779,9 +1779,9 @@ def test_validate_counts_the_history_rows_that_carry_a_recommendation_id(
             "holdout": False,
         }
     )
-    assert not any("recommendation_id" in line for line in _what_training_gets(frame))
+    assert not any("recommendation_id" in line for line in what_training_gets(frame))
     frame["recommendation_id"] = [f"r{i}" if i % 4 == 0 else None for i in range(n)]
-    said = [line for line in _what_training_gets(frame) if "recommendation_id" in line]
+    said = [line for line in what_training_gets(frame) if "recommendation_id" in line]
     assert said == [
         "recommendation_id on 250 (25%): retrain leaves out those naming a decision it "
         "learns from the recommendation log (docs/loop.md, Retraining)"
@@ -1809,7 +1809,7 @@ def test_validate_notes_interactions_that_repeat_a_row(env_settings: Path, tmp_p
 
 def test_validate_notes_decisions_at_one_time_sharing_one_outcome() -> None:
     """Monthly data: a visit and a sample dated the 1st, the month's NRx on both."""
-    from nextbest.cli import _interaction_notes
+    from nextbest.learning.readiness import interaction_notes
 
     at = pd.Timestamp("2026-03-01")
     frame = pd.DataFrame(
@@ -1821,14 +1821,14 @@ def test_validate_notes_decisions_at_one_time_sharing_one_outcome() -> None:
             "outcome": [12.0, 12.0, 3.0, 5.0, 7.0, None],
         }
     )
-    said = " ".join(_interaction_notes(frame))
+    said = " ".join(interaction_notes(frame))
     assert "1 (HCP, time) pair with several decisions that all carry the same outcome" in said
     assert "e.g. HCP H1 at 2026-03-01 00:00:00: 2 rows" in said
     # Different outcomes (H2), or one of them without (H3): each its own, no note; nor
     # for a zero on both (common by chance in counts, and nothing counted twice).
-    assert "same outcome" not in " ".join(_interaction_notes(frame.iloc[2:]))
+    assert "same outcome" not in " ".join(interaction_notes(frame.iloc[2:]))
     zeros = frame.assign(outcome=[0.0, 0.0, 3.0, 5.0, 7.0, None])
-    assert "same outcome" not in " ".join(_interaction_notes(zeros))
+    assert "same outcome" not in " ".join(interaction_notes(zeros))
 
 
 def test_validate_notes_numbers_written_with_a_decimal_comma(
@@ -1929,7 +1929,7 @@ def test_validate_notes_numbers_written_with_thousands_separators(
     the docs promised validate says how to make it numbers."""
     from types import SimpleNamespace
 
-    from nextbest.cli import _text_number_notes
+    from nextbest.contract.notes import text_number_notes
     from nextbest.contract.validate import validate_hcps
 
     n = len(values)
@@ -1946,7 +1946,7 @@ def test_validate_notes_numbers_written_with_thousands_separators(
     )
     assert "umsatz" in hcps.columns  # read (not an identifier), if maybe as text
     empty = pd.DataFrame()
-    notes = _text_number_notes(SimpleNamespace(hcps=hcps, catalog=empty, interactions=empty))
+    notes = text_number_notes(SimpleNamespace(hcps=hcps, catalog=empty, interactions=empty))
     if said is None:
         assert notes == []
     else:

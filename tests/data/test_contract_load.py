@@ -955,7 +955,7 @@ def test_a_catalog_column_saved_as_the_index_is_read_as_the_column(
     (``Specialties``) was dropped too, leaving content for one specialty open to
     every specialty where, as a column, it is refused. The catalog reads its columns
     by their header, so an index saved under a name is read as the column it was."""
-    from nextbest.cli import _unread_column_notes
+    from nextbest.contract.notes import unread_column_notes
 
     whole = load_dataset(write_tables(tables, fmt="parquet", name="whole"))
     saved = write_tables(tables, fmt="parquet", name="saved")
@@ -977,7 +977,7 @@ def test_a_catalog_column_saved_as_the_index_is_read_as_the_column(
         loaded = load_dataset(saved)
         pd.testing.assert_frame_equal(loaded.catalog[whole.catalog.columns], whole.catalog)
         assert loaded.catalog["priority"].tolist() == [1, 2, 3], index
-        assert _unread_column_notes(loaded) == [
+        assert unread_column_notes(loaded) == [
             "catalog column not read: priority; only the data contract's columns of "
             "catalog are used (docs/data.md)"
         ]
@@ -1118,9 +1118,9 @@ def test_text_different_for_nearly_every_hcp_is_not_read() -> None:
     assert {"practice", "panel_size"} <= set(hcps.columns)
     from types import SimpleNamespace
 
-    from nextbest.cli import _personal_notes  # what validate and train say
+    from nextbest.contract.notes import personal_notes  # what validate and train say
 
-    said = " ".join(_personal_notes(SimpleNamespace(hcps=hcps)))
+    said = " ".join(personal_notes(SimpleNamespace(hcps=hcps)))
     assert "hcps columns doctor identify an HCP" in said
     # Too few HCPs to tell a unique column from a coincidence: read as before.
     few = validate_hcps(raw.head(20), file="hcps.csv")
@@ -1134,7 +1134,7 @@ def test_text_unique_per_hcp_is_not_read_whatever_its_shape(tmp_path: Path) -> N
     by its values alone."""
     from types import SimpleNamespace
 
-    from nextbest.cli import _personal_notes
+    from nextbest.contract.notes import personal_notes
     from nextbest.contract.validate import validate_hcps
 
     n = 120
@@ -1174,7 +1174,7 @@ def test_text_unique_per_hcp_is_not_read_whatever_its_shape(tmp_path: Path) -> N
         assert read.attrs["identifier_columns"] == unique
         assert not set(unique) & set(read.columns)
         assert set(kept) <= set(read.columns)
-    said = " ".join(_personal_notes(SimpleNamespace(hcps=read)))
+    said = " ".join(personal_notes(SimpleNamespace(hcps=read)))
     assert f"hcps columns {', '.join(unique)} identify an HCP" in said, said
     assert "a name, a date, an address or a code" in said, said
 
@@ -1400,7 +1400,7 @@ def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) ->
     model stored, with no note; prefixed with a letter the same codes were dropped."""
     from types import SimpleNamespace
 
-    from nextbest.cli import _personal_notes
+    from nextbest.contract.notes import personal_notes
     from nextbest.contract.validate import validate_hcps
 
     n = 120
@@ -1427,7 +1427,7 @@ def test_codes_that_identify_a_person_or_licence_are_not_read(tmp_path: Path) ->
     assert not {"npi", "license_no", "customer_code"} & set(hcps.columns)
     assert {"patients_per_month", "panel_size", "region_code", "npi_type"} <= set(hcps.columns)
     assert hcps["territory_id"].tolist() == raw["territory_id"].tolist()
-    said = " ".join(_personal_notes(SimpleNamespace(hcps=hcps)))  # validate and train say so
+    said = " ".join(personal_notes(SimpleNamespace(hcps=hcps)))  # validate and train say so
     assert "hcps columns npi, license_no, customer_code identify an HCP" in said, said
 
     # A person's or licence's code is one by its header, in any spelling and however

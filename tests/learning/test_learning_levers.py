@@ -373,8 +373,8 @@ def test_a_run_names_its_config_files_and_says_what_zero_fractions_switch_off(
 
 def test_interactions_dated_after_now_are_left_out_and_said(tmp_path: Path) -> None:
     # One mistyped year made 2099 the model's cut-off: every request before then refused.
-    from nextbest.cli import _interaction_notes
     from nextbest.contract import load_dataset
+    from nextbest.learning.readiness import interaction_notes
     from nextbest.learning.train import train
     from nextbest.simulate import simulate_world
 
@@ -387,7 +387,7 @@ def test_interactions_dated_after_now_are_left_out_and_said(tmp_path: Path) -> N
     path.write_text("\n".join([*lines, ",".join(last)]) + "\n")
     dataset = load_dataset(tmp_path / "world")
     assert any(
-        "1 interaction is dated after now" in n for n in _interaction_notes(dataset.interactions)
+        "1 interaction is dated after now" in n for n in interaction_notes(dataset.interactions)
     )
     config = TrainConfig(
         engagement=EngagementParams(n_estimators=30), uplift=UpliftParams(n_estimators=40)

@@ -1,0 +1,227 @@
+"""What a data set's files say beyond keeping the contract: columns left unread, numbers
+read as text, personal data, catalog values no HCP matches. Each function returns notes,
+one line of text each, for ``validate`` and ``train`` to print (and a run to keep in its
+notes.txt); none of them refuses the data."""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+import numpy as np
+import pandas as pd
+
+from nextbest.contract.dataset import (
+    Dataset,
+    consent_notes,
+    empty_row_notes,
+    territory_notes,
+)
+from nextbest.contract.parse import number, quoted
+from nextbest.contract.schema import (
+    GROUPED_NUMBER,
+    NULL_WORDS,
+    NUMBER_SHAPED,
+    OPTIONAL_CATALOG_COLUMNS,
+    OPTIONAL_INTERACTION_COLUMNS,
+    REP_CHANNEL_PREFIX,
+    REQUIRED_CATALOG_COLUMNS,
+    REQUIRED_HCP_COLUMNS,
+    REQUIRED_INTERACTION_COLUMNS,
+    allowed_specialties,
+    is_identifier_column,
+    is_rep_channel,
+    specialty_spelling,
+    ungrouped,
+)
+from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS
+
+
+def consent_blank_notes(dataset: Dataset) -> list[str]:
+    """One note per hcps consent column with empty cells, how many: each is read as
+    no consent."""
+    blanks = dataset.hcps.attrs.get("consent_blanks", {})
+    return [
+        f"{column}: {n:,} empty cells, read as no consent (consent not known is not given)"
+        for column, n in blanks.items()
+    ]
+
+
+def data_notes(dataset: Dataset) -> list[str]:
+    """What validate notes about the data that train and retrain say too, and keep in
+    the run (notes.txt in MLflow)."""
+    return [
+        *empty_row_notes(dataset),
+        *personal_notes(dataset),
+        *consent_notes(dataset.hcps, dataset.catalog),
+        *territory_notes(dataset.hcps),
+        *catalog_notes(dataset),
+        *text_number_notes(dataset),
+    ]
+
+
+# mistakes (a '-' typed for a missing value) and noted; more are a column of text.
+STRAY_CELLS = 3
+
+
+def text_number_notes(dataset: Dataset) -> list[str]:
+    """Extra columns read as text whose values are numbers: written with thousands
+    separators ("4,512,345", "1.234,56", "1 234 567"), with a decimal comma ("0,5"), or
+    numbers but for cells a database wrote as its missing value ('NULL', '\\N', 'NaN').
+    The model then treats each value as a category of its own. Thousands are decided
+    by the whole column, as schema decides it is numbers (half its cells shaped as
+    one): "1,234" is a thousand if another cell has thousands ("4,512,345"), a decimal
+    comma otherwise. And columns read as decimals whose text looks like thousands
+    written with '.' ("1.234", "2.500" beside "980": see
+    :func:`~nextbest.contract.schema.reads_as_dotted_thousands`), extra or not (an
+    ``outcome``, a ``cost``): each such value is read a thousand times too small."""
+    contract = {
+        "hcps": set(REQUIRED_HCP_COLUMNS),
+        "catalog": {*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS},
+        "interactions": {*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS},
+    }
+    notes = []
+    for table, known in contract.items():
+        frame = getattr(dataset, table)
+        for column, cells in frame.attrs.get(DOTTED_THOUSANDS, {}).items():
+            *dotted, plain = cells
+            read = ", ".join(f"{quoted(c, at_most=20)} as {number(float(c))}" for c in dotted)
+            whole = dotted[0].replace(".", "")
+            notes.append(
+                f"{table} column '{column}' is read as decimals ({read}), but looks like "
+                f"whole numbers written with '.' between thousands (3 digits after every "
+                f"'.', and {quoted(plain, at_most=20)} without one): if so, export them "
+                f"without thousands separators ('{whole}'), for {whole} to be read; if they "
+                "are decimals, nothing to do"
+            )
+        for column in frame.columns:
+            if column in known or frame[column].dtype != object:
+                continue
+            # Each distinct cell once, in the file's order, with how many cells hold it
+            # (millions of rows in interactions, a few distinct values in most columns).
+            codes, uniques = pd.factorize(frame[column])
+            counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+            values = pd.Series(uniques, dtype=object).astype(str).str.strip()
+            written = (values != "").to_numpy()
+            values, counts = values[written], counts[written]
+            total = int(counts.sum())
+            if not total:
+                continue
+            share = counts / total  # of the column's cells, per distinct cell
+            # "1.234" alone is a decimal or a thousand: another cell has to say which.
+            grouped = values.str.fullmatch(GROUPED_NUMBER) & ~values.str.fullmatch(
+                r"-?\d{1,3}[.,]\d{3}"
+            )
+            if grouped.any() and share[values.str.fullmatch(NUMBER_SHAPED).to_numpy()].sum() >= 0.5:
+                example = values[grouped].iloc[0]
+                plain = ungrouped(example)
+                notes.append(
+                    f"{table} column '{column}' is read as text: its values are numbers "
+                    f"written with thousands separators (e.g. '{example}'); write them "
+                    f"without, and decimals with '.' ('{plain}'), for it to be a number"
+                )
+                continue
+            if share[values.str.fullmatch(DECIMAL_COMMA).to_numpy()].sum() >= 0.5:
+                notes.append(
+                    f"{table} column '{column}' is read as text: its values are numbers "
+                    f"written with a decimal comma (e.g. '{values.iloc[0]}'); write decimals "
+                    "with '.' for it to be a number"
+                )
+                continue
+            # Numbers but for a few cells: a database's missing value ('NULL'), or a
+            # spreadsheet's ('-', 'n.a.'), or one number written otherwise ('12,5').
+            stray = pd.to_numeric(values, errors="coerce").isna()
+            n = int(counts[stray.to_numpy()].sum())
+            if (
+                not n
+                or n == total
+                or is_identifier_column(str(column))
+                or not (values[stray].str.lower().isin(NULL_WORDS).all() or n <= STRAY_CELLS)
+            ):
+                continue
+            words = ", ".join(f"'{word}'" for word in values[stray].tolist()[:3])
+            notes.append(
+                f"{table} column '{column}' is read as text: its values are numbers but for "
+                f"{n:,} cell{'s' if n > 1 else ''} written {words}, which make every value "
+                "a category of its own; write a missing value as an empty cell (and decimals "
+                "with '.') for it to be a number"
+            )
+    return notes
+
+
+def personal_notes(dataset: Dataset) -> list[str]:
+    """The hcps columns left unread as personal data (a name, e-mail, phone, address)."""
+    personal = dataset.hcps.attrs.get("personal_columns", [])
+    identifiers = dataset.hcps.attrs.get("identifier_columns", [])
+    notes = []
+    if personal:
+        notes.append(
+            f"hcps columns {', '.join(personal)} look like personal data (a name, e-mail, "
+            "phone or address): not read, neither features nor stored in models"
+        )
+    if identifiers:
+        notes.append(
+            f"hcps columns {', '.join(identifiers)} identify an HCP (a code of a person or "
+            "licence such as an NPI by its header, or text different for nearly every HCP: "
+            "a name, a date, an address or a code, not a trait HCPs share): not read, "
+            "neither features (nothing to learn that carries to another HCP) nor stored "
+            "in models"
+        )
+    return notes
+
+
+def catalog_notes(dataset: Dataset) -> list[str]:
+    """Catalog values that are valid but can never match: a specialty no HCP has (a
+    typo such as 'cardiolgy' leaves its action ineligible for everyone, silently)."""
+    have = {specialty_spelling(str(s)) for s in dataset.hcps["specialty"]}
+    notes = []
+    for action_id, cell in zip(
+        dataset.catalog["action_id"], dataset.catalog["specialties"], strict=True
+    ):
+        wanted = allowed_specialties("" if cell is None else str(cell))
+        unknown = sorted(wanted - have)
+        if not unknown:
+            continue
+        if len(unknown) == len(wanted):
+            what = "no HCP has any of them: the action is never eligible"
+        else:
+            what = "no HCP has them"
+        notes.append(f"catalog action '{action_id}': specialties {', '.join(unknown)}: {what}")
+    notes += unread_column_notes(dataset)
+    for channel in sorted(set(dataset.catalog["channel"])):
+        words = set(re.split(r"[^a-z0-9]+", str(channel).lower()))
+        if not is_rep_channel(str(channel)) and words & _FIELD_FORCE_WORDS:
+            notes.append(
+                f"catalog channel '{channel}' reads like one reps deliver, but only channels "
+                f"named {REP_CHANNEL_PREFIX}... are rep channels (rep call plans, rep keys): "
+                f"name it {REP_CHANNEL_PREFIX}{channel} if reps deliver it"
+            )
+    return notes
+
+
+def unread_column_notes(dataset: Dataset) -> list[str]:
+    """Columns of the catalog and the interactions beyond the contract's: kept, but no
+    feature is made of them (unlike the hcps file's), so a field renamed in an export
+    (``unit_cost`` for ``cost``) leaves its default in force, unsaid."""
+    notes = []
+    for table, contract in (
+        ("catalog", (*REQUIRED_CATALOG_COLUMNS, *OPTIONAL_CATALOG_COLUMNS)),
+        ("interactions", (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS)),
+    ):
+        unread = [str(c) for c in getattr(dataset, table).columns if c not in contract]
+        if not unread:
+            continue
+        named = []
+        for column in unread:
+            # Among all of them: a missing optional column is there, at its default.
+            near = difflib.get_close_matches(column.lower(), contract, n=1, cutoff=0.6)
+            named.append(f"{column} (did you mean {near[0]}?)" if near else column)
+        notes.append(
+            f"{table} column{'s' if len(unread) > 1 else ''} not read: {', '.join(named)}; "
+            f"only the data contract's columns of {table} are used (docs/data.md)"
+        )
+    return notes
+
+
+# Words of a channel's name that say a sales force delivers it ('f2f', 'field_visit').
+_FIELD_FORCE_WORDS = frozenset({"f2f", "visit", "visits", "detail", "detailing", "rep", "reps"})
