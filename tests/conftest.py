@@ -44,12 +44,12 @@ def _signal_handlers_put_back() -> Iterator[None]:
     0 where SIGTERM gives 143."""
     import signal
 
-    import nextbest.cli as cli
+    from nextbest.cli import process
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    own = cli._OWN_PROCESS
+    own = process._OWN_PROCESS
     yield
-    cli._OWN_PROCESS, cli._DONE = own, False
+    process._OWN_PROCESS, process._DONE = own, False
     for sig, handler in before.items():
         if signal.getsignal(sig) is not handler:
             signal.signal(sig, handler)

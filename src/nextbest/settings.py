@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     """Service configuration. Every field can be set as ``NEXTBEST_<FIELD>``."""
 
     # The commands report an invalid value themselves, its password hidden
-    # (``nextbest.cli._settings``); a traceback elsewhere must not print it either.
+    # (``nextbest.cli.options._settings``); a traceback elsewhere must not print it either.
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=None, extra="ignore", hide_input_in_errors=True
     )
@@ -368,7 +368,7 @@ def drop_environment_settings(
 
 # Variables of the prefix read elsewhere than in Settings: the API keys given inline
 # (service/apikeys.py), a worker's supervisor (api/workers.py), the Dask scheduler
-# of `train --dask` (cli.py), and the test suite's PostgreSQL server and real data.
+# of `train --dask` (cli/options.py), and the test suite's PostgreSQL server and real data.
 OTHER_ENVIRONMENT: frozenset[str] = frozenset(
     {
         "NEXTBEST_API_KEYS",

@@ -808,7 +808,7 @@ def test_a_postgresql_error_on_a_commands_console_leaves_out_the_rows_values(
 
     from sqlalchemy.exc import IntegrityError
 
-    from nextbest.cli import _Notes
+    from nextbest.cli.output import _Notes
     from nextbest.storage import log_recommendations, migrate
     from nextbest.storage.db import make_session_factory
     from nextbest.storage.testing import recommendation_record
@@ -2405,9 +2405,9 @@ def test_a_misspelt_setting_is_warned_of_with_the_name_meant(
     env_settings: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """NEXTBEST_EPSLION=0.1 was ignored without a word: the default applied."""
-    import nextbest.cli as cli
+    from nextbest.cli import options
 
-    monkeypatch.setattr(cli, "_UNKNOWN_SAID", False)
+    monkeypatch.setattr(options, "_UNKNOWN_SAID", False)
     monkeypatch.setenv("NEXTBEST_EPSLION", "0.1")
     monkeypatch.setenv("NEXTBEST_SOMETHING_ELSE", "1")
     monkeypatch.setenv("NEXTBEST_API_KEYS", "")  # read, though not a field of Settings
@@ -2540,12 +2540,12 @@ def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
 
     from rich.console import Console
 
-    from nextbest import cli
+    from nextbest.cli import output
 
     out = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=out, force_terminal=False, width=200))
-    monkeypatch.setattr(cli, "HEARTBEAT_S", 0.2)
-    with cli._steps(3) as progress:
+    monkeypatch.setattr(output, "console", Console(file=out, force_terminal=False, width=200))
+    monkeypatch.setattr(output, "HEARTBEAT_S", 0.2)
+    with output._steps(3) as progress:
         task = progress.add_task("load", total=3)
         progress.update(task, advance=1, description="models")
         time.sleep(0.7)
@@ -2829,7 +2829,7 @@ def test_rules_check_before_any_model_checks_the_file_alone(
     assert "has no version with alias 'champion'" in " ".join(asked.output.split())
     # A multi-worker server's SIGHUP runs the same check: nothing served yet, nothing
     # to lose, so the restart goes ahead (it was refused until a model existed).
-    from nextbest.cli import _restart_problem
+    from nextbest.cli.serve import _restart_problem
 
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(shipped))
     monkeypatch.setenv("NEXTBEST_AUTH_ENABLED", "false")

@@ -331,7 +331,7 @@ def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) ->
 
     import typer
 
-    from nextbest.cli import _cluster
+    from nextbest.cli.options import _cluster
     from nextbest.learning.distributed import PartitionedHistory, cluster_failure
 
     data = learned.dataset

@@ -171,8 +171,8 @@ class GateConfig(BaseModel):
 
 def load_gate_config(path: Path | None) -> GateConfig:
     """Read and validate a gate config; None gives the defaults (the CLI passes None for
-    a default file that does not exist: ``cli._config``). A named file that does not exist
-    is refused."""
+    a default file that does not exist: ``cli.options._config``). A named file that does
+    not exist is refused."""
     if path is None:
         return GateConfig()
     raw, lines = read_settings_file(path, f"gate config {path}", GateError)

@@ -1,0 +1,191 @@
+"""The ``nextbest`` command line. Each command calls the service and returns its result.
+
+The commands live one module per workload (:mod:`~nextbest.cli.data`,
+:mod:`~nextbest.cli.train`, :mod:`~nextbest.cli.picks`, :mod:`~nextbest.cli.serve`,
+:mod:`~nextbest.cli.feedback`, :mod:`~nextbest.cli.privacy`,
+:mod:`~nextbest.cli.decisions`, :mod:`~nextbest.cli.lookup`, :mod:`~nextbest.cli.keys`);
+this module makes them one ``app``, in the order ``nextbest --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from nextbest.cli import (
+    data,
+    decisions,
+    feedback,
+    keys,
+    lookup,
+    picks,
+    privacy,
+    process,
+    serve,
+    train,
+)
+from nextbest.cli.options import _path_error, _stores
+from nextbest.cli.output import _Notes, console, stdout
+
+
+def _help_shows_no_value_for_flags() -> None:
+    """Typer's Rich help (0.29) puts a flag's type in the column of the value an
+    option takes, `--yes <bool>`, as if the flag wanted one; its plain help and
+    click's show nothing there. Typer has no setting for it, so the option class
+    is told: a flag (`--help` included) takes no value and shows none."""
+    option = typer.core.TyperOption
+    show_type = getattr(option, "display_type_rich", None)
+    if show_type is None or getattr(show_type, "flags_show_none", False):
+        return  # another Typer: its help as it is
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return show_type(self, ctx)
+
+    display_type_rich.flags_show_none = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_help_shows_no_value_for_flags()
+
+app = typer.Typer(
+    help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from alembic.script import ScriptDirectory
+
+        from nextbest import __version__
+        from nextbest.storage.db import alembic_config
+
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        stdout.print(f"nextbest {__version__} (database schema revision {head})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Show the release and its database schema revision, and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Next-best-action service for HCP engagement: simulate, train, serve, pick."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, _Notes) for handler in root.handlers):
+        root.addHandler(_Notes(logging.WARNING))
+    if process._OWN_PROCESS and ctx.invoked_subcommand != "serve":
+        # Run beside a server (its shell or container), a command would write its
+        # own metrics files into the server's directory: each run's counters, kept
+        # for good, summed into the server's /metrics as if a worker had counted
+        # them. Only the server's workers count; prometheus_client is not imported
+        # yet, so it keeps each counter in this process alone.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def main() -> None:
+    """The ``nextbest`` command: :data:`app`, with a database a newer release migrated
+    refused in one line (exit 2) by every command that opens it, not a traceback.
+
+    So is a file or directory the command cannot use (a models directory or
+    database path under a file, a full disk, no permission): exit code 1 means
+    something else to a script (``promote``: the gate kept the champion;
+    ``feedback``: rows were rejected), and a traceback buries the path at fault.
+    """
+    import sqlite3
+
+    from sqlalchemy.exc import DatabaseError, InterfaceError
+
+    from nextbest.storage.db import (
+        MigrationLockTimeoutError,
+        SchemaBehindError,
+        SchemaTooNewError,
+        describe_database_error,
+    )
+
+    process._OWN_PROCESS = True  # read by the commands through the module
+    try:
+        app()
+    except (SchemaTooNewError, SchemaBehindError, MigrationLockTimeoutError) as exc:
+        console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}", highlight=False)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        if exc.filename is None:  # not about a path (a socket, say): the traceback helps
+            raise
+        console.print(f"[red]error:[/red] {_path_error(exc)}", highlight=False)
+        raise SystemExit(2) from None
+    except (DatabaseError, InterfaceError, sqlite3.DatabaseError) as exc:
+        # A store that cannot be opened or read (a path that is a directory, a file
+        # that is no database, a server that is down): which one, in one line.
+        console.print(
+            f"[red]error:[/red] a database cannot be used: {describe_database_error(exc)} "
+            f"({_stores()})",
+            highlight=False,
+        )
+        raise SystemExit(2) from None
+    except Exception as exc:
+        # A registry that cannot serve the command (a models directory moved away from
+        # its artifacts, a version that cannot be read), wherever it was found out.
+        registry = sys.modules.get("nextbest.registry")  # loaded if it raised
+        if registry is None or not isinstance(exc, registry.RegistryError):
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+# The commands in the order `nextbest --help` lists them, then the groups.
+app.command()(data.simulate)
+app.command()(data.validate)
+app.command()(train.train)
+app.command()(picks.picks)
+app.command()(serve.serve)
+app.command("uplift-report")(feedback.uplift_report)
+app.command()(feedback.feedback)
+app.command()(privacy.erase)
+app.command()(privacy.prune)
+app.command()(train.retrain)
+app.command()(decisions.evaluate)
+app.command()(decisions.promote)
+app.command()(decisions.rollback)
+app.command()(lookup.lookup)
+app.command()(lookup.explain)
+app.command()(decisions.models)
+
+rules_app = typer.Typer(
+    help="The serving rules file: check it against a model's catalog before a reload.",
+    no_args_is_help=True,
+)
+rules_app.command("check")(serve.rules_check)
+app.add_typer(rules_app, name="rules")
+
+db_app = typer.Typer(
+    help="The database's schema: status (its revision and this release's), upgrade.",
+    no_args_is_help=True,
+)
+db_app.command("status")(serve.db_status)
+db_app.command("upgrade")(serve.db_upgrade)
+app.add_typer(db_app, name="db")
+
+keys_app = typer.Typer(
+    help="API keys of the server: add (the key is printed once), list, remove.",
+    no_args_is_help=True,
+)
+keys_app.command("add")(keys.keys_add)
+keys_app.command("list")(keys.keys_list)
+keys_app.command("remove")(keys.keys_remove)
+app.add_typer(keys_app, name="keys")

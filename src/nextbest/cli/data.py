@@ -1,0 +1,80 @@
+"""``simulate`` and ``validate``: a synthetic world, and a data directory checked against
+the data contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nextbest.cli.options import DataOpt, TrainConfigOpt, _load, _train_config
+from nextbest.cli.output import _fail, _note, _plural, _working, stdout
+
+
+def simulate(
+    out: Annotated[Path, typer.Option(help="Directory to write the world into.")],
+    hcps: Annotated[int, typer.Option(min=1, help="Number of HCPs.")] = 2000,
+    periods: Annotated[int, typer.Option(min=1, help="Weekly decision periods.")] = 26,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed (same seed, same files).")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> Path:
+    """Build a synthetic HCP world with known ground truth."""
+    from nextbest.simulate import simulate_world
+
+    if fmt not in ("csv", "parquet"):
+        raise _fail(f"--format must be csv or parquet, got '{fmt}'")
+    with _working(f"simulating {hcps:,} HCPs x {periods} periods"):
+        world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
+        try:
+            world.write(out, fmt="csv" if fmt == "csv" else "parquet")
+        except OSError as exc:  # a clash of formats, or a directory that cannot be written
+            raise _fail(f"--out: {exc}") from None
+    stdout.print(
+        f"wrote {_plural(len(world.hcps), 'HCP')}, {_plural(len(world.catalog), 'action')}, "
+        f"{len(world.interactions):,} decisions and the ground truth to {out}"
+    )
+    return out
+
+
+def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
+    """Check a data directory against the data contract."""
+    from nextbest.contract.notes import consent_blank_notes, data_notes
+    from nextbest.learning.readiness import (
+        evidence_notes,
+        interaction_notes,
+        what_training_gets,
+        why_training_stops,
+    )
+
+    # What training will get is counted with the config `train` would read.
+    train_config = _train_config(config)
+    dataset = _load(data)
+    # The files keep the contract, but a pipeline gating on validate must not pass
+    # data train refuses: the same exit code as a broken contract, said last (where
+    # it is read) and not announced as "ok" first.
+    stops = why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
+    said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
+    stdout.print(
+        f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
+        f"{_plural(len(dataset.interactions), 'interaction')}"
+    )
+    for line in what_training_gets(
+        dataset.interactions, train_config.eval_fraction, dataset.catalog
+    ):
+        stdout.print(f"  {line}", highlight=False)
+    # What `train --data` records as the version's data_fingerprint (`nextbest models
+    # --json`): archived files are shown to be a version's without training again.
+    stdout.print(f"  data fingerprint {dataset.fingerprint()}", highlight=False)
+    notes = [
+        *consent_blank_notes(dataset),
+        *data_notes(dataset),
+        *evidence_notes(dataset, train_config.eval_fraction),
+        *interaction_notes(dataset.interactions, dataset.catalog),
+        *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
+        *filter(None, [train_config.unvalued_note(dataset.catalog)]),
+    ]
+    for line in notes:
+        _note(line, out=stdout, indent="  ")
+    if stops is not None:
+        raise _fail(f"train would stop on these data: {stops}")

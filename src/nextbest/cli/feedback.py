@@ -1,0 +1,218 @@
+"""``feedback`` and ``uplift-report``: outcomes stored from a file, and served against
+holdout outcomes reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nextbest.cli.options import SinceOpt, _parse_date, _settings
+from nextbest.cli.output import _fail, _steps, _working, console, stdout
+from nextbest.settings import without_password
+
+
+def uplift_report(
+    since: SinceOpt = None,
+    out: Annotated[Path, typer.Option(help="Directory for the HTML page and PNGs.")] = Path(
+        "reports/uplift"
+    ),
+    segment: Annotated[str, typer.Option(help="HCP attribute to segment by.")] = "specialty",
+    min_per_arm: Annotated[
+        int,
+        typer.Option(
+            "--min-per-arm", min=2, help="HCPs with an outcome in each arm before concluding."
+        ),
+    ] = 30,
+) -> Path:
+    """Outcomes of served vs holdout requests per channel, action group and segment."""
+    from nextbest.errors import InvalidRequestError
+    from nextbest.loop import report as report_cells
+    from nextbest.loop.report import uplift_report as build
+
+    settings = _settings()
+    start = _parse_date(since, "--since")
+    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
+        raise _fail(
+            f"--since {since} is in the future: no request is logged that late (--since is "
+            "when requests were logged, not the week a plan was asked for)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"--out: {exc}") from None
+    try:
+        with _working("building the uplift report"):
+            report = build(
+                settings,
+                out_dir=out,
+                since=start,
+                segment=segment,
+                min_per_arm=min_per_arm,
+            )
+    except InvalidRequestError as exc:
+        raise _fail(f"--{exc.field}: {exc.message}") from None
+    table = Table(title="served vs holdout")
+    for column in (
+        "dimension",
+        "group",
+        "served (HCPs)",
+        "holdout (HCPs)",
+        "uplift",
+        "95% CI",
+        "verdict",
+    ):
+        table.add_column(column)
+    for row in [report.overall, *report.rows]:
+        table.add_row(
+            row.dimension,
+            row.group,
+            report_cells.counted(row.n_served, row.hcps_served),
+            report_cells.counted(row.n_holdout, row.hcps_holdout),
+            report_cells.figure(row.uplift),
+            report_cells.interval(row),
+            row.verdict,
+        )
+    console.print(table)
+    console.print(report.conclusion)
+    console.print(f"report: {report.files['html']}  run: {report.run_id}")
+    return report.files["html"]
+
+
+def feedback(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or Parquet, one event per row, with the fields of POST /v1/feedback: "
+            "event_id, event_type, hcp_id and optionally recommendation_id, action_id, "
+            "channel, occurred_at, reason, value."
+        ),
+    ],
+    rejected: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejected",
+            help="Write the rejected rows here (.csv or .parquet) with their row number "
+            "and why, to fix and send again as is (written, header only, when none was "
+            "rejected).",
+        ),
+    ] = None,
+) -> None:
+    """Store feedback events from a file (outcome feeds, e-mail platform exports).
+
+    Idempotent by event_id, as the API: a file sent again stores nothing twice.
+    Exit code 1 when rows were rejected (the others are stored); 2 when the file,
+    an option or a setting is invalid (nothing is stored) or the --rejected file
+    cannot be written.
+    """
+    from nextbest import registry
+    from nextbest.contract import ContractError, write_table
+    from nextbest.service.feedback_file import ingest_events, read_events
+
+    if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
+        raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
+    if rejected is not None:
+        try:  # before any event is stored: a place that cannot be written stops here
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _fail(f"--rejected: cannot write in {rejected.parent}: {exc.strerror}") from None
+        if rejected.is_dir():
+            raise _fail(f"--rejected: {rejected} is a directory; name the file to write")
+    try:
+        frame = read_events(file)
+    except ContractError as exc:
+        if rejected is not None and rejected.exists() and rejected.resolve() != file.resolve():
+            rejected.unlink()  # an earlier run's rejects must not be taken for this one's
+            console.print(f"removed {rejected}: it held an earlier run's rejected rows")
+        raise _fail(str(exc)) from None
+    settings = _settings()
+    model = None
+    if (
+        registry.registry_exists(settings)
+        and registry.alias_version(settings, settings.serve_alias) is not None
+    ):
+        model, version = registry.load_alias(settings)
+        console.print(f"checking HCPs and actions against model version {version}")
+    else:
+        console.print(
+            "[yellow]note:[/yellow] no served model: HCPs and actions are not checked "
+            "(the API does the same before a model is loaded)"
+        )
+    from nextbest.policy.rules import RulesError, ServingRules
+
+    try:
+        codes: tuple[str, ...] | None = ServingRules.configured(settings).dismiss_reasons
+    except RulesError as exc:
+        codes = None
+        console.print(
+            f"[yellow]note:[/yellow] dismissal reason codes are not checked: {exc}",
+            highlight=False,
+        )
+    with _steps(len(frame)) as progress:
+        task = progress.add_task("storing events", total=len(frame))
+        done = ingest_events(
+            settings,
+            frame,
+            model=model,
+            progress=lambda n: progress.advance(task, n),
+            dismiss_reasons=codes,
+        )
+    # The outcome (what was stored, which rows were rejected) on stdout, notes on stderr.
+    stdout.print(
+        f"stored {done.accepted:,} of {done.rows:,} events in "
+        f"{without_password(settings.resolved_database_url)}; {done.duplicates:,} already stored; "
+        f"{len(done.rejected):,} rejected",
+        highlight=False,
+    )
+    for row, event_id, why in done.rejected[:10]:
+        stdout.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
+    if len(done.rejected) > 10:
+        stdout.print(f"  ... and {len(done.rejected) - 10:,} more", highlight=False)
+    import pandas as pd
+
+    timed = frame["occurred_at"] if "occurred_at" in frame.columns else None
+    undated = (
+        pd.Series(True, index=frame.index)
+        if timed is None
+        else timed.isna() | (timed.astype(str).str.strip() == "")
+    )
+    undated.iloc[[row - 1 for row, _, _ in done.rejected]] = False  # only rows kept count
+    untimed = int(undated.sum())
+    if untimed:
+        console.print(
+            f"[yellow]note:[/yellow] {untimed:,} row{'s' if untimed != 1 else ''} not "
+            "rejected had no occurred_at: stored with the time of the run that first stored "
+            "them (UTC), which caps, cool-downs and the uplift report then use; send when "
+            "each event happened"
+        )
+    if done.uncounted:
+        one = len(done.uncounted) == 1
+        console.print(
+            f"[yellow]note:[/yellow] {len(done.uncounted):,} stored "
+            f"event{'' if one else 's'} {'was' if one else 'were'} not taken as sent (a "
+            "contact that binds no channel's cap or reached a held-out HCP, a consent event "
+            "read otherwise or for an HCP the model does not know yet, a dismissal or snooze "
+            "naming no action it holds back, a value on an event other than an outcome):",
+        )
+        for row, event_id, why in done.uncounted[:5]:
+            console.print(f"  row {row} (event_id '{event_id}'): {why}", highlight=False)
+    if rejected is not None:
+        # Written even when empty: a job that sends what the last run rejected must
+        # not find the rows of an earlier run there.
+        numbers = [row for row, _, _ in done.rejected]
+        bad = frame.iloc[[n - 1 for n in numbers]].copy()
+        bad.insert(0, "row", numbers)
+        bad["rejected_because"] = [why for _, _, why in done.rejected]
+        try:
+            write_table(bad, rejected)
+        except OSError as exc:
+            raise _fail(f"--rejected: {exc}") from None
+        stdout.print(
+            f"wrote {len(numbers):,} rejected row{'' if len(numbers) == 1 else 's'} to {rejected}",
+            highlight=False,
+        )
+    if done.rejected:
+        raise typer.Exit(code=1)

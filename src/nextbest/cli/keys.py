@@ -1,0 +1,326 @@
+"""``keys add`` / ``list`` / ``remove``: the API keys file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nextbest.cli.options import _path_error, _settings
+from nextbest.cli.output import _fail, _minute, _note, _width, console, stdout
+from nextbest.settings import without_password
+
+KeysFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        help="Key file (default: NEXTBEST_API_KEYS_FILE, else $NEXTBEST_MODELS_DIR/api_keys.yaml).",
+    ),
+]
+
+
+def _keys_file(path: Path | None) -> Path:
+    """The key file ``--file`` or the settings name; one under a file stops here (a
+    key list read there was empty, and a removal said the key was unknown)."""
+    from nextbest.settings import refuse_unusable_place
+
+    target = path if path is not None else _settings().resolved_api_keys_file
+    refuse_unusable_place(target)
+    if target.is_dir():
+        raise _fail(f"the API key file {target} is a directory")
+    return target
+
+
+# The key entry's fields as `keys add` takes them: its refusals name these.
+KEY_OPTIONS = {
+    "role": "--role",
+    "territory_id": "--territory-id",
+    "purpose": "--purpose",
+    "channels": "--channel",
+}
+
+
+def keys_add(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Logged as the requester, e.g. rep-t001; a rep's is its rep_id in URLs "
+            "(letters, digits, '.', '_', '-', '@')."
+        ),
+    ],
+    role: Annotated[str, typer.Option("--role", help="admin | channel | rep")],
+    territory_id: Annotated[
+        str | None, typer.Option("--territory-id", help="The rep's territory (rep keys).")
+    ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(
+            "--purpose",
+            help="promotional | medical: bind the key to it (its requests default to it, and "
+            "asking for the other is refused). Default: promotional for a rep key (an MSL's "
+            "says medical); other keys unbound, each request says.",
+        ),
+    ] = None,
+    channels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--channel",
+            metavar="CHANNEL",  # one channel per --channel: not Typer's `<list[str]>`
+            help="Bind a channel key to a channel, e.g. --channel sms (repeat for more): it "
+            "may then send feedback and consent for, and get recommendations of, those "
+            "channels only. Default: every channel.",
+        ),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace", help="Rotate: a new key replaces the one of NAME (stopped at once)."
+        ),
+    ] = False,
+    keep_old: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-old",
+            metavar="DURATION",
+            help="With --replace: keep accepting the old key as NAME for this long (90m, "
+            "24h, 7d; at most 30d) while its clients move to the new one. Only one old key "
+            "is kept: one still accepted from an earlier rotation stops at once.",
+        ),
+    ] = None,
+    path: KeysFileOpt = None,
+) -> str:
+    """Create a key; only its SHA-256 is stored. Running servers accept it at once."""
+    from nextbest.service.apikeys import (
+        ApiKeyError,
+        add_key,
+        channel_spelling,
+        keep_old_duration,
+        utc_text,
+    )
+
+    overlap = None
+    if keep_old is not None:
+        if not replace:
+            raise _fail(
+                "--keep-old keeps the old key of a rotation: give it with --replace "
+                f"(`nextbest keys add {name} --role {role} --replace --keep-old {keep_old}`)"
+            )
+        try:
+            overlap = keep_old_duration(keep_old)
+        except ValueError as exc:
+            raise _fail(f"--keep-old {exc}") from None
+    _settings()  # an invalid setting stops here, before the key is written
+    target = _keys_file(path)
+    try:
+        added = add_key(
+            target,
+            name=name,
+            role=role,
+            territory_id=territory_id,
+            purpose=purpose,
+            channels=channels or None,
+            replace=replace,
+            keep_old=overlap,
+            given_as=KEY_OPTIONS,
+        )
+    except (ApiKeyError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    scope = f" for territory {territory_id}" if territory_id else ""
+    scope += f", {purpose} requests only" if purpose else ""
+    if channels:
+        bound = ", ".join(dict.fromkeys(channel_spelling(c) for c in channels))
+        scope += f", channels {bound} only"
+    if added.ended_until is not None:
+        console.print(
+            f"the old key '{name}' kept from an earlier rotation (accepted until "
+            f"{utc_text(added.ended_until)}) stops working now: an entry keeps one old key",
+            highlight=False,
+        )
+    if added.old_until is not None:
+        console.print(
+            f"the replaced key of '{name}' is accepted until {utc_text(added.old_until)} "
+            f"({keep_old}), then refused; `nextbest_retiring_key_requests_total` counts its "
+            "use, `nextbest keys list` shows the time",
+            highlight=False,
+        )
+    elif overlap is not None:
+        console.print(f"there was no key '{name}' to keep: nothing replaced", highlight=False)
+    console.print(
+        f"key '{name}' (role {role}{scope}) {'replaced' if added.replaced else 'added'} in "
+        f"{target}; it is shown only now, store it where its user keeps secrets:"
+    )
+    print(added.key, flush=True)
+    if role == "rep" and territory_id:
+        unchecked = _note_unserved_territories({territory_id: "this rep's requests are"})
+        if unchecked is not None:  # the key is added all the same
+            _note(f"territory {territory_id} was not checked against the served model: {unchecked}")
+    return added.key
+
+
+def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
+    """Warn of each territory of ``refused`` (a rep key's territory -> whose requests
+    it would refuse, "this rep's requests are") in which the served model has no
+    HCP (a typo locks the rep out), as the servers align HCPs to territories: by
+    the territory alignment file when it is set, else by the model's hcps file;
+    nothing to check before a model is served. Loads the served model.
+
+    Returns why the check could not be made (a registry or a served model that
+    cannot be read, in one line naming it), else None."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nextbest import registry
+    from nextbest.service.territories import (
+        TerritoriesError,
+        TerritoryAlignment,
+        territories_without_hcps,
+    )
+    from nextbest.storage.db import describe_database_error
+
+    settings = _settings()
+    try:
+        alignment = TerritoryAlignment.configured(settings)
+    except TerritoriesError as exc:
+        console.print(
+            f"[yellow]note:[/yellow] the servers refuse every reload until the territory "
+            f"alignment file is fixed: {exc}",
+            highlight=False,
+        )
+        return None
+    store = without_password(settings.resolved_registry_uri)
+    try:
+        if not registry.registry_exists(settings):
+            return None  # no model served yet: nothing to check
+        version = registry.alias_version(settings, settings.serve_alias)
+        if version is None:
+            return None
+        model = registry.load_version(settings, version, alias=settings.serve_alias)
+    except registry.RegistryError as exc:
+        return str(exc)
+    except OSError as exc:
+        said = _path_error(exc) if exc.filename is not None else str(exc)
+        return f"the MLflow store {store} cannot be used: {said}"
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        return f"the MLflow store {store} cannot be read: {describe_database_error(exc)}"
+    hcp_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
+    if alignment is None:
+        served = set(model.hcps["territory_id"].astype(str))
+        where = ""
+    else:
+        served = {t for t in alignment.assign(hcp_ids).tolist() if t is not None}
+        where = f" in the territory alignment {alignment.source}"
+    for territory_id in territories_without_hcps(refused, served):
+        # Territories are matched exactly: t001 for T001 locks the rep out too.
+        alike = sorted(t for t in served if t.casefold() == territory_id.strip().casefold())
+        meant = f" (did you mean {' or '.join(alike)}? territories match exactly)" if alike else ""
+        _note(
+            f"the served model (version {version}) has no HCP{where} in territory "
+            f"{territory_id}{meant}: {refused[territory_id]} refused until it does"
+        )
+    return None
+
+
+def keys_list(
+    path: KeysFileOpt = None,
+    check_territories: Annotated[
+        bool,
+        typer.Option(
+            "--check-territories",
+            help="Also note each rep key whose territory holds no HCP of the served model "
+            "(loads that model from the registry; exit code 2 when it cannot be read).",
+        ),
+    ] = False,
+) -> list[Any]:
+    """List the keys: names, roles, territories, purposes, channels (never the keys).
+
+    Neither the keys nor their hashes are shown; a key without channels speaks for
+    every channel. "old key until": when the old key a rotation kept stops being
+    accepted ("expired" once past; the next `keys add` or `keys remove` drops it from
+    the file). A file others may read or change, or with keys in plaintext, is
+    warned of. Only the key file is read: the registry and the served model only
+    with --check-territories."""
+    from rich.markup import escape
+
+    from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore, utc_now
+
+    target = _keys_file(path)
+    try:
+        store = KeyStore.load(path=target, env={})
+    except ApiKeyError as exc:
+        raise _fail(str(exc)) from None
+    for warning in store.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    principals, retiring, now = store.principals, store.retiring, utc_now()
+    if principals:
+        table = Table(title=f"API keys in {target}")
+        for column in ("name", "role", "territory_id", "purpose", "channels", "old key until"):
+            table.add_column(column)
+        for p in principals:
+            channels = ", ".join(p.channels) if p.channels is not None else ""
+            until = retiring.get(p.name)
+            old = "" if until is None else "expired" if until <= now else _minute(until.isoformat())
+            table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
+        Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
+        reps: dict[str, list[str]] = {}
+        for p in principals:
+            if p.role == "rep" and p.territory_id:
+                reps.setdefault(p.territory_id, []).append(f"'{p.name}'")
+        if reps and check_territories:
+            unchecked = _note_unserved_territories(
+                {
+                    t: f"the requests of rep key{'s' * (len(names) > 1)} {', '.join(names)} are"
+                    for t, names in reps.items()
+                }
+            )
+            if unchecked is not None:
+                raise _fail(
+                    "the territories of the rep keys were not checked against the served "
+                    f"model: {unchecked}"
+                )
+    else:
+        where = "no API key file at" if not target.exists() else "no API keys in"
+        unkeyed = (
+            ""
+            if os.environ.get(ENV_KEYS)
+            else " (with auth on, the default, a server with no key answers every /v1 request 401)"
+        )
+        stdout.print(
+            f"{where} {target}{unkeyed}: `nextbest keys add NAME --role admin|channel|rep` "
+            "adds one",
+            highlight=False,
+        )
+    if os.environ.get(ENV_KEYS):
+        console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
+        try:  # the file alone is valid; with the variable, as a server reads them?
+            KeyStore.load(path=target)
+        except ApiKeyError as exc:
+            raise _fail(f"a server would refuse these keys: {exc}") from None
+    return principals
+
+
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="The key's name, as `nextbest keys list` shows it.")],
+    path: KeysFileOpt = None,
+) -> None:
+    """Delete a key, and the old key a rotation kept for it.
+
+    Running servers refuse them from their next request on."""
+    from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
+
+    _settings()  # an invalid setting stops here, before the file is changed
+
+    target = _keys_file(path)
+    try:
+        retiring = remove_key_from_file(target, name=name)
+    except (ApiKeyError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    old = " with the old key a rotation kept" if retiring is not None else ""
+    console.print(f"key '{name}' removed from {target}{old}")

@@ -1,0 +1,347 @@
+"""What the commands share: option types, the settings, dates, the training and gate
+config files, the data directory and a Dask cluster to read it with, the serving rules
+file, the model ``--model`` names, and paths and stores named in an error."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+
+from nextbest.cli.output import _fail, console
+from nextbest.settings import Settings, get_settings, unknown_environment_settings, without_password
+
+if TYPE_CHECKING:  # imported where used: the CLI starts fast
+    from nextbest.policy.rules import ServingRules
+
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Directory with hcps, catalog, interactions.")
+]
+
+
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        envvar="NEXTBEST_DASK_SCHEDULER",
+        help="Train on a Dask cluster: 'local' (a worker per core of this machine) "
+        "or a scheduler's address (tcp://host:8786). Default: in this process.",
+    ),
+]
+
+
+def _stores() -> str:
+    """The stores a command may have opened, named by their settings."""
+    try:
+        settings = get_settings()
+    except Exception:
+        return "NEXTBEST_DATABASE_URL"
+    said = (
+        f"NEXTBEST_DATABASE_URL is {without_password(settings.resolved_database_url)}, the "
+        f"MLflow store {without_password(settings.resolved_tracking_uri)}"
+    )
+    if settings.resolved_registry_uri != settings.resolved_tracking_uri:
+        said += f", the MLflow registry {without_password(settings.resolved_registry_uri)}"
+    return said
+
+
+def _path_error(exc: OSError) -> str:
+    """``exc`` as one line naming its path, and the setting that names it, if one does."""
+    what = exc.strerror or type(exc).__name__
+    if isinstance(exc, FileExistsError) and Path(str(exc.filename)).is_file():
+        what = "Not a directory"  # a directory was to be made where a file is
+    said = f"{what}: {exc.filename}"
+    if exc.filename2:
+        said += f" -> {exc.filename2}"
+    path = Path(str(exc.filename))
+    metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics and Path(metrics) in (path, *path.parents):
+        return _metrics_dir_error(metrics) or f"{said} (PROMETHEUS_MULTIPROC_DIR is {metrics})"
+    try:
+        settings = get_settings()
+    except Exception:  # an invalid setting is said where it is read
+        return said
+    models = settings.resolved_models_dir
+    database = settings.resolved_database_url.removeprefix("sqlite:///")
+    if path == models or models in path.parents or path in models.parents:
+        said += " (NEXTBEST_MODELS_DIR is " + str(models) + ")"
+    elif settings.database_url and (str(path) == database or path in Path(database).parents):
+        said += f" (NEXTBEST_DATABASE_URL is {without_password(settings.database_url)})"
+    return said
+
+
+def _metrics_dir_error(setting: str) -> str | None:
+    """What is wrong with ``PROMETHEUS_MULTIPROC_DIR`` (``setting``) if it is no
+    directory; None if it is one. prometheus_client writes each process's metrics
+    there from the moment the service's modules are imported."""
+    directory = Path(setting)
+    if directory.is_dir():
+        return None
+    what = "a file, not a directory" if directory.exists() else "which does not exist"
+    return (
+        f"PROMETHEUS_MULTIPROC_DIR is {setting}, {what}: make it an empty directory "
+        "before the server starts (each process writes its metrics there), or unset it "
+        "(`nextbest serve` with several workers then makes one of its own)"
+    )
+
+
+def _settings() -> Settings:
+    """The ``NEXTBEST_*`` settings; an invalid one stops the command, naming the variable."""
+    from pydantic import ValidationError
+
+    global _UNKNOWN_SAID
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"NEXTBEST_{'_'.join(str(part) for part in error['loc']).upper()}"
+            f"={_shown_input(error.get('input'))!r}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise _fail(f"invalid setting: {problems}") from None
+    if not _UNKNOWN_SAID:
+        _UNKNOWN_SAID = True
+        for said in unknown_environment_settings():
+            console.print(f"[yellow]warning:[/yellow] {said}", highlight=False)
+    return settings
+
+
+_UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process
+
+
+def _shown_input(value: Any) -> Any:
+    """A setting's value as the error may show it: a URL's password hidden."""
+    return without_password(value) if isinstance(value, str) else value
+
+
+def _parse_date(value: str | None, option: str) -> datetime | None:
+    from nextbest.service.recommend import EARLIEST_DECISION, LATEST_DECISION, check_decision_date
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"{option} '{value}' is not a date (use YYYY-MM-DD, or an ISO 8601 time)"
+        ) from None
+    try:
+        return cast(datetime, check_decision_date(when))
+    except ValueError:
+        raise _fail(
+            f"{option} '{value}' is not a decision date: use one from {EARLIEST_DECISION} "
+            f"to {LATEST_DECISION}"
+        ) from None
+
+
+def _load(data: Path) -> Any:
+    from nextbest.contract import ContractError, load_dataset
+
+    try:
+        return load_dataset(data)
+    except ContractError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _dask_given_as(context: typer.Context) -> str:
+    """How the scheduler was asked for, as its errors name it: ``--dask``, or
+    NEXTBEST_DASK_SCHEDULER when the value came from there."""
+    source = context.get_parameter_source("dask")
+    return "NEXTBEST_DASK_SCHEDULER" if source and source.name == "ENVIRONMENT" else "--dask"
+
+
+@contextmanager
+def _cluster(
+    scheduler: str | None, first: Callable[[], Any], *, given_as: str = "--dask"
+) -> Iterator[tuple[Any, Any]]:
+    """What ``first()`` returns (reading the data) and a Dask client for ``--dask``
+    (None without it), closed when the block ends; its errors name ``given_as``.
+
+    A running scheduler is reached before ``first``: a wrong address is said at once,
+    not after minutes of reading. A cluster of this machine starts after it: a data
+    error does not wait for one to start and stop.
+    """
+    if scheduler is None:
+        yield first(), None
+        return
+    try:
+        import dask.dataframe  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise _fail(
+            f"{given_as}: training on a Dask cluster needs {exc.name or 'distributed'}, "
+            "not installed here: pip install 'dask[dataframe,distributed]'"
+        ) from None
+    from nextbest.learning.distributed import (
+        LOCAL,
+        ClusterUnavailableError,
+        cluster_failure,
+        connect,
+    )
+
+    ready = first() if scheduler == LOCAL else None
+    try:
+        with connect(scheduler) as client:
+            yield (ready if scheduler == LOCAL else first()), client
+    except ClusterUnavailableError as exc:
+        raise _fail(f"{given_as}: {exc}") from None
+    except Exception as exc:
+        said = cluster_failure(exc)
+        if said is None:
+            raise
+        raise _fail(f"{given_as}: {said}") from None
+
+
+TrainConfigOpt = Annotated[
+    Path | None,
+    typer.Option(help="Training config YAML (default: training/train.yaml when present)."),
+]
+
+
+TRAIN_CONFIG = "training/train.yaml"
+
+
+def _config(
+    load: Callable[[Path | None], Any], path: Path | None, default: str, error: type[Exception]
+) -> Any:
+    """``load`` of the named file (which must exist); without one, of ``default`` in the
+    working directory if there is one, else of None (the built-in defaults). ``error``
+    (an invalid or missing file) stops the command with its message."""
+    fallback = Path(default)
+    try:
+        return load(path if path is not None else (fallback if fallback.exists() else None))
+    except error as exc:
+        raise _fail(str(exc)) from None
+
+
+def _train_config(path: Path | None) -> Any:
+    """The training config ``--config`` names (else training/train.yaml, else the
+    defaults), saying which and where its levers came from."""
+    from nextbest.learning.config import load_train_config
+
+    config = _config(load_train_config, path, TRAIN_CONFIG, ValueError)
+    source = config.source
+    if source == "built-in defaults":
+        source += f" (no {TRAIN_CONFIG} here)"
+    console.print(f"train config: {source} (levers: {config.levers_source})", highlight=False)
+    return config
+
+
+def _check_rules_file(settings: Settings) -> ServingRules:
+    """Read the serving rules before any work: an invalid or missing named file stops."""
+    from nextbest.policy.rules import RulesError, ServingRules
+
+    try:
+        return ServingRules.configured(settings)
+    except RulesError as exc:
+        raise _fail(str(exc)) from None
+
+
+GATE_CONFIG = "training/gate.yaml"
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only decisions logged at or after this date (YYYY-MM-DD) or time "
+        "(ISO 8601, e.g. 2026-11-01T09:00:00+00:00).",
+    ),
+]
+GateConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Gate config YAML (default: training/gate.yaml if there is one here, else the "
+        "built-in defaults). Its evaluation_share must not exceed the one retrain used.",
+    ),
+]
+
+RunsDeletedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--runs-deleted",
+        help="Record the decision (evaluate: its verdict) in this tracking store though it "
+        "does not have the training runs of the versions it is about, deleted from it on purpose "
+        "(`mlflow gc`). Without it, a tracking store other than the registry that lacks "
+        "them is refused: it is probably not the one they were trained in, where the "
+        "decisions before are recorded.",
+    ),
+]
+
+ChallengerVersionOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--version",
+        min=1,
+        help="Judge this registered version as the challenger (one rolled back, an "
+        "earlier one: `nextbest models` lists them) instead of the one alias "
+        "'challenger' names; the aliases but champion's stay as they are.",
+    ),
+]
+
+
+def _gate_config(path: Path | None, *, said: bool = True) -> Any:
+    """The gate config ``--config`` / ``--gate`` names (else training/gate.yaml, else
+    the defaults), saying which (:func:`_say_gate_config`) unless not ``said``:
+    evaluate and promote say it once the gate runs, not before a refusal found first."""
+    from nextbest.loop.gate import GateError, load_gate_config
+
+    config = _config(load_gate_config, path, GATE_CONFIG, GateError)
+    if said:
+        _say_gate_config(config, path)
+    return config
+
+
+def _say_gate_config(config: Any, path: Path | None) -> None:
+    """Which gate config ``config`` was read from (``path``, as :func:`_gate_config`
+    took it): retrain and evaluate must agree on its share."""
+    source = path or (Path(GATE_CONFIG) if Path(GATE_CONFIG).exists() else None)
+    console.print(
+        f"gate config: {source or f'built-in defaults (no {GATE_CONFIG} here)'} "
+        f"(evaluation_share {config.evaluation_share:g})",
+        highlight=False,
+    )
+
+
+def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
+    """The model ``explain --model`` names: a version number, an alias, or (None)
+    the served alias; a version the registry does not hold is named with those it does."""
+    from nextbest import registry
+
+    if name is None:
+        return registry.load_alias(settings)
+    if not name.strip().isdigit():
+        alias = name.strip()
+        if registry.alias_version(settings, alias) is None:
+            if not registry.registry_exists(settings) or alias == settings.serve_alias:
+                raise _fail(
+                    f"--model {name}: model '{settings.model_name}' has no version with "
+                    f"alias '{alias}' yet; train one with `nextbest train --data DIR`"
+                )
+            raise _fail(  # a name that is none of the aliases set
+                f"--model {name}: model '{settings.model_name}' has no alias '{alias}' "
+                "(`nextbest models` lists the versions and their aliases)"
+            )
+        return registry.load_alias(settings, alias)
+    asked = str(int(name))
+    try:
+        known = (
+            [v.version for v in registry.list_versions(settings)]
+            if registry.registry_exists(settings)
+            else []
+        )
+    except registry.TrainingRunsMissingError as exc:
+        known = [v.version for v in exc.versions]  # the registry's, read all the same
+    except registry.RegistryError as exc:
+        raise _fail(f"--model {name}: {exc}") from None
+    if asked not in known:
+        raise _fail(
+            f"--model {name}: model '{settings.model_name}' has no version {asked} "
+            f"(its versions: {', '.join(known) or 'none yet'}; `nextbest models` lists them)"
+        )
+    return registry.load_version(settings, asked), asked

@@ -1,0 +1,212 @@
+"""What a command says and shows: the consoles (results to stdout, the rest to stderr),
+notes and errors, progress on a terminal and in a log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+def _width(stream: Any) -> int | None:
+    """The terminal's width on a terminal (None: Rich finds it) or as COLUMNS says;
+    elsewhere (a log file, a pipe) wide enough that a table's cells stay whole:
+    at Rich's 80 columns an interval split as '1.9821 [1.8178,' / '2.1464]'."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return None if terminal or os.environ.get("COLUMNS") else 160
+
+
+# soft_wrap: paths and URLs stay on one line when output goes to a file or pipe.
+# Progress, notes and errors go to stderr; a command's result (validate's report,
+# models, what simulate, erase, feedback and picks did) to stdout, so
+# `nextbest validate --data D > report.txt` keeps it.
+console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
+stdout = Console(soft_wrap=True, width=_width(sys.stdout))
+
+
+class _Notes(logging.Handler):
+    """What the package logs as a warning, said on the console as a command's own note
+    (an error as an error); other libraries' warnings as they are. Without it Python
+    printed them bare, and a command that also said so printed it twice. ``nextbest
+    serve`` replaces it with JSON lines (its logging config sets the root's handlers).
+    A PostgreSQL error's row values are left out, as from those JSON lines: a
+    command's console is often a scheduler's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        from nextbest.storage.db import without_row_values
+
+        said = escape(without_row_values(record.getMessage()))
+        if not record.name.startswith("nextbest"):
+            console.print(f"{record.levelname.lower()}: {record.name}: {said}", highlight=False)
+        elif record.levelno >= logging.ERROR:
+            console.print(f"[red]error:[/red] {said}", highlight=False)
+        else:
+            console.print(f"[yellow]note:[/yellow] {said}", highlight=False)
+
+
+def _fail(message: str) -> typer.Exit:
+    from rich.markup import escape
+
+    # Messages quote files and ids ('[bold]', 'Cardio[/]'): text, never markup.
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code=2)
+
+
+def _note(text: str, *, out: Console = console, indent: str = "") -> None:
+    """Say ``text`` as a note; what it quotes from files and ids is not read as markup."""
+    from rich.markup import escape
+
+    out.print(f"{indent}[yellow]note:[/yellow] {escape(text)}", highlight=False)
+
+
+# Off a terminal, a step that has said nothing for this long says it is still at work.
+HEARTBEAT_S = 60.0
+
+
+@contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner saying ``what`` on a terminal; elsewhere (a cron job's log, CI) a
+    line when the work starts and one when it is done, as :class:`_Steps` says its
+    steps: a spinner is not drawn there, and a long evaluation showed nothing."""
+    if console.is_terminal:
+        with console.status(what):
+            yield
+        return
+    started = time.monotonic()
+    console.print(f"{what} ...", highlight=False)
+    yield
+    took = timedelta(seconds=round(time.monotonic() - started))
+    console.print(f"{what}: done ({took})", highlight=False)
+
+
+class _Steps(Progress):
+    """Rich's bar on a terminal; elsewhere (output to a log file, CI) a line per step
+    and per tenth of the work, so that a long run is seen moving (a bar that is not
+    drawn showed nothing for 11 minutes of training), and one every ``HEARTBEAT_S``
+    seconds a step says nothing (fitting the models of a large catalog took 7
+    minutes without a line)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            # Not drawn elsewhere: the lines below say it, and a bar drawn once at the
+            # end came after (so read as) the error that stopped the work.
+            disable=not console.is_terminal,
+        )
+        self._said: dict[TaskID, tuple[str, int]] = {}
+        self._quiet = threading.Event()  # set: the heartbeat stops
+        self._last_said = time.monotonic()
+
+    def start(self) -> None:
+        super().start()
+        if not self.console.is_terminal:
+            self._quiet.clear()
+            threading.Thread(target=self._heartbeat, name="progress", daemon=True).start()
+
+    def stop(self) -> None:
+        self._quiet.set()
+        super().stop()
+
+    def _heartbeat(self) -> None:
+        while not self._quiet.wait(HEARTBEAT_S / 4):
+            if time.monotonic() - self._last_said < HEARTBEAT_S:
+                continue
+            with self._lock:
+                for task in self.tasks:
+                    if not task.finished:
+                        self._print(task, "still at work")
+
+    def _say(self, task_id: TaskID) -> None:
+        if self.console.is_terminal:
+            return
+        task = self._tasks[task_id]
+        tenth = int(10 * task.completed / task.total) if task.total else 0
+        if self._said.get(task_id) == (task.description, tenth):
+            return
+        self._said[task_id] = (task.description, tenth)
+        self._print(task)
+
+    def _print(self, task: Task, more: str = "") -> None:
+        total = f"{task.total:,.0f}" if task.total is not None else "?"
+        elapsed = timedelta(seconds=round(task.elapsed or 0))
+        self.console.print(
+            f"{task.description}: {task.completed:,.0f}/{total} ({elapsed})"
+            + (f", {more}" if more else ""),
+            highlight=False,
+        )
+        self._last_said = time.monotonic()
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._say(task_id)
+        return task_id
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._say(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._say(task_id)
+
+
+def _steps(total: int) -> Progress:
+    return _Steps()
+
+
+def _stage_steps(
+    progress: Progress, first: str, total: int
+) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """What moves a task of ``total`` steps starting at stage ``first`` as training
+    says what it is doing (a stage's name counts one step, "stage (detail)" within it
+    is shown without counting: see :data:`nextbest.learning.train.Progress`), and what
+    completes it, named "done": a log's last line naming the last stage again
+    ("register: 6/6") read as that stage still at work."""
+    task = progress.add_task(first, total=total)
+    stage = [first]
+
+    def step(said: str) -> None:
+        name = said.split(" (", 1)[0]
+        progress.update(task, advance=int(name != stage[0]), description=said)
+        stage[0] = name
+
+    def done() -> None:
+        progress.update(task, completed=total, description="done")
+
+    return step, done
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _minute(iso: str) -> str:
+    """'2026-12-01T10:44:51.71+00:00' -> '2026-12-01 10:44 UTC' (as the tags store it)."""
+    return iso[:16].replace("T", " ") + " UTC"

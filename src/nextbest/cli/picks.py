@@ -1,0 +1,367 @@
+"""``picks``: the best actions for every HCP of a file, written as a file, optionally
+logged as served."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nextbest.cli.options import _check_rules_file, _parse_date, _settings
+from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
+from nextbest.cli.process import _ignore_signals_from_now_on, _interruptible_as_ctrl_c
+from nextbest.settings import Settings, without_password
+
+
+def _unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> str:
+    """The first few ``unknown`` of ``ids`` in their order, each with the known id it
+    differs from only in case, leading zeros or a trailing '.0' (the data contract's
+    look-alikes): ``h000010 (H000010?)``."""
+    import pandas as pd
+
+    from nextbest.contract.validate import LookAlikes
+    from nextbest.learning.scoring import listed
+
+    twins = LookAlikes(pd.Index(list(known)))
+    named = []
+    for hcp in dict.fromkeys(h for h in ids if h in unknown):
+        near = twins.of(str(hcp))
+        named.append(f"{hcp} ({near}?)" if near is not None else str(hcp))
+    return listed(named)
+
+
+def picks(
+    out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Directory with hcps and catalog (interactions are not read): picks for "
+            "every HCP.",
+        ),
+    ] = None,
+    hcps: Annotated[
+        Path | None,
+        typer.Option(
+            "--hcps",
+            help="Instead of --data: a send list (.csv or .parquet) with an hcp_id column "
+            "and, optionally, specialty and consent_<channel> columns; picks for its HCPs.",
+        ),
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
+    k: Annotated[int, typer.Option(min=1, max=50, help="Actions per HCP.")] = 1,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Decision date (default: today).")
+    ] = None,
+    purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log",
+            help="For a file that will be sent: serve each HCP as the batch endpoint "
+            "does (exploration, holdout) and log it; adds recommendation_id, "
+            "propensity and explored.",
+        ),
+    ] = False,
+    new_holdout_rate: Annotated[
+        bool,
+        typer.Option(
+            "--new-holdout-rate",
+            help="With --log: the holdout rate (NEXTBEST_HOLDOUT_RATE) was changed on "
+            "purpose; log at it although the newest logged answers used another.",
+        ),
+    ] = False,
+) -> Path:
+    """Write the best actions for every HCP in the data's hcps file, or in a send list.
+
+    Ranked by the served version (alias NEXTBEST_SERVE_ALIAS) under the serving rules
+    (NEXTBEST_RULES_FILE, else training/rules.yaml in the working directory, which
+    must exist; an empty file applies none) and the logged contact history, as the
+    API ranks. Without --log nothing is logged. Exit code 2 when nothing was written
+    (a bad option, file or setting; with --log, another holdout rate than the log's)."""
+    from nextbest import registry
+    from nextbest.contract import (
+        ContractError,
+        consent_notes,
+        load_hcps_and_catalog,
+        load_send_list,
+        write_table,
+    )
+    from nextbest.errors import InvalidRequestError, NextbestError
+    from nextbest.policy.rules import RulesError
+    from nextbest.service.picks import (
+        catalog_notes,
+        check_picks,
+        file_picks,
+        logged_picks,
+        specialty_notes,
+    )
+
+    if (data is None) == (hcps is None):
+        raise _fail("give --data DIR (every HCP of its hcps file) or --hcps FILE (a send list)")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
+    if out.is_dir():
+        raise _fail(f"--out: {out} is a directory; name the file to write")
+    try:  # before any scoring: an unwritable place must not cost the whole run
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"--out: {exc}") from None
+    when = _parse_date(as_of, "--as-of")
+    on: datetime | date | None = when
+    if when is not None and as_of is not None and len(as_of.strip()) == 10:
+        on = when.date()  # a day alone: its start, or now when it is today (decision_time)
+    settings = _settings()
+    if new_holdout_rate and not log:
+        raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
+    if log:  # before reading the data: a refused run costs nothing
+        _check_holdout_rate(settings, changed=new_holdout_rate)
+    # The day's HCPs and actions only: the history is not needed to pick (the model
+    # knows it to its as-of, the log since), and reading it took longer than the picks.
+    given: tuple[Any, Any] | None = None
+    if data is not None:
+        try:
+            given = load_hcps_and_catalog(data)
+        except ContractError as exc:
+            raise _fail(str(exc)) from None
+    _check_rules_file(settings)
+    try:
+        model, version = registry.load_alias(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
+    # The files' consent, specialties and approval windows apply, not only the model's.
+    if given is not None:
+        given_hcps, given_catalog = given
+    else:
+        assert hcps is not None
+        try:
+            given_hcps, given_catalog = load_send_list(hcps, catalog=model.catalog), None
+        except ContractError as exc:
+            raise _fail(f"--hcps: {exc}") from None
+    try:
+        check_picks(model, k=k, channel=channel, purpose=purpose, on=on, check_on=True)
+    except InvalidRequestError as exc:
+        raise _fail(f"--{exc.field}: {exc.message}") from None
+    # Rules for channels the catalog lacks are noted when the rules are applied (the
+    # package's warnings are the command's notes, see _Notes).
+    hcp_ids = list(given_hcps["hcp_id"])
+    unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
+    if unknown:
+        one = len(unknown) == 1
+        _note(
+            f"{len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
+            f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks: "
+            f"{_unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
+            "exactly, case included (HCPs new since the model was trained get picks once a "
+            "retrained version is served)"
+        )
+    noted = model.evidence.notes(model.catalog)
+    if given is None:  # a send list's specialties: a typo loses specialty-bound actions
+        noted += specialty_notes(model, version, hcps=given_hcps)
+    if given_catalog is not None:
+        noted += [
+            *consent_notes(given_hcps, given_catalog),
+            *catalog_notes(model, version, catalog=given_catalog),
+        ]
+    for note in noted:
+        _note(note)
+    if log:
+        _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])
+    with (
+        _steps(len(hcp_ids)) as progress,  # the HCPs scored: the unknown are skipped
+        _interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
+    ):
+        task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        logged = None
+        # --log: the file is written (beside --out) before any answer is logged, and
+        # takes --out's name once they are: an interrupted run logs no answer that
+        # no file holds, and leaves no file whose answers are not logged.
+        partial = _partial_beside(out)
+
+        def write_partial(frame: Any) -> None:
+            try:
+                write_table(frame, partial)
+            except OSError as exc:
+                raise _fail(f"--out: {exc}") from None
+
+        def publish() -> None:
+            """Give the logged file its name; from then on the run is done, and a
+            late Ctrl-C or SIGTERM (held until now) must not make it look failed."""
+            _replace_keeping_mode(partial, out)
+            _ignore_signals_from_now_on()
+
+        try:
+            # Serving rules and live contact history apply, as for the API.
+            if log:
+                known = [h for h in hcp_ids if h not in unknown]
+                try:
+                    logged = logged_picks(
+                        settings,
+                        hcp_ids=known,
+                        k=k,
+                        channel=channel,
+                        purpose=purpose,
+                        on=on,
+                        progress=advance,
+                        hcps=given_hcps,
+                        catalog=given_catalog,
+                        before_logging=write_partial,
+                        after_logging=publish,
+                    )
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
+                frame = logged.frame
+            else:
+                frame = file_picks(
+                    settings,
+                    model,
+                    version=version,
+                    hcp_ids=hcp_ids,
+                    k=k,
+                    channel=channel,
+                    purpose=purpose,
+                    on=on,
+                    progress=advance,
+                    hcps=given_hcps,
+                    catalog=given_catalog,
+                )
+        except RulesError as exc:  # strict rules that do not fit this version's catalog
+            raise _fail(
+                f"model '{settings.model_name}' version {version} (alias "
+                f"'{settings.serve_alias}'): {exc}"
+            ) from None
+        except NextbestError as exc:  # --log names the served version itself
+            raise _fail(str(exc)) from None
+    if logged is None:
+        # Written beside --out and renamed once complete: a write that fails (a full
+        # disk, a quota, Ctrl-C) leaves an earlier file of that name as it was, not
+        # cut short where a send system would take it for the whole list. A
+        # scheduler's SIGTERM during the write removes the partial file too.
+        with _interruptible_as_ctrl_c():
+            try:
+                write_table(frame, partial)
+                publish()
+            except BaseException as exc:
+                partial.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise _fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+                raise
+    if logged is not None:
+        version = logged.model_version  # the champion when the answers were served
+    # What was written and logged on stdout (--out is required: the picks never are).
+    stdout.print(
+        f"wrote {_plural(len(frame), 'pick')} for {frame['hcp_id'].nunique():,} of "
+        f"{_plural(len(hcp_ids), 'HCP')} "
+        f"to {out} (model version {version})",
+        highlight=False,
+    )
+    if logged is not None:
+        stdout.print(
+            f"logged {logged.n_logged:,} answers as served ({logged.n_holdout:,} held out: "
+            "no pick); send each pick's recommendation_id with its feedback so it joins "
+            "the loop",
+            highlight=False,
+        )
+        if logged.erased:
+            console.print(
+                f"[yellow]note:[/yellow] {_plural(len(logged.erased), 'HCP')} erased while "
+                "the picks were made: left out of the file and the log",
+                highlight=False,
+            )
+    else:
+        console.print(
+            "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
+            "use --log for a file that will be sent[/dim]"
+        )
+    return out
+
+
+def _note_logged_today(settings: Settings, hcp_ids: list[str]) -> None:
+    """Say when HCPs of this ``picks --log`` run already got logged picks today: each
+    logged answer counts as served, so of two files for them only one may be sent
+    (the uplift report and the gate take the other's answers as sends)."""
+    from nextbest.storage.db import store_session
+    from nextbest.storage.repository import hcps_logged_since
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with store_session(settings.resolved_database_url) as session:
+        earlier = hcps_logged_since(session, since=today, requester_prefix="nextbest picks (")
+    again = len(earlier.intersection(hcp_ids))
+    if again:
+        console.print(
+            f"[yellow]note:[/yellow] {again:,} of these HCPs already have answers logged "
+            "today by `nextbest picks --log` (an earlier run?): every logged answer counts "
+            "as served, so send one file for them, not both",
+            highlight=False,
+        )
+
+
+def _partial_beside(out: Path) -> Path:
+    """Where a run writes its file before giving it ``out``'s name: hidden, beside
+    the file ``out`` names (through a symlink, which keeps pointing at it), and this
+    run's own, so that two runs writing to one name never write into one file."""
+    target = Path(os.path.realpath(out))
+    return target.with_name(f".{target.stem}.{os.getpid()}.partial{target.suffix}")
+
+
+def _replace_keeping_mode(partial: Path, out: Path) -> None:
+    """Give ``partial`` the name of the file ``out`` names, with that file's
+    permissions when it exists (a file a send system's group may read stays so)."""
+    target = Path(os.path.realpath(out))
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copymode(target, partial)
+    partial.replace(target)
+
+
+def _check_holdout_rate(settings: Settings, *, changed: bool = False) -> None:
+    """Stop ``picks --log`` when its holdout rate is not the recommendation log's.
+
+    The holdout draw compares one hash per HCP and week with the rate, so a run
+    with another rate than the server's holds out other HCPs: it would send picks
+    to HCPs the server keeps in its control group, and log answers under a second
+    rate. The newest logged answer stands for the deployment's rate; with nothing
+    logged yet, any rate goes.
+    """
+    from nextbest.policy.exploration import same_holdout_rate
+    from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, store_session
+    from nextbest.storage.repository import latest_holdout_rate
+
+    url = settings.resolved_database_url
+    try:
+        with store_session(url) as session:
+            logged = latest_holdout_rate(session)
+    except ValueError as exc:  # a backend other than SQLite or PostgreSQL
+        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+    except UNAVAILABLE_ERRORS as exc:
+        raise _fail(
+            f"cannot reach the database {without_password(url)} (NEXTBEST_DATABASE_URL): "
+            f"{describe_database_error(exc)}"
+        ) from None
+    rate = settings.holdout_rate
+    if logged is not None and not same_holdout_rate(rate, logged) and changed:
+        console.print(
+            f"holdout rate changed on purpose (--new-holdout-rate): logging at {rate:g}, "
+            f"where the newest logged answer was served at {logged:g}",
+            highlight=False,
+        )
+    elif logged is not None and not same_holdout_rate(rate, logged):
+        raise _fail(
+            f"the holdout rate here is {rate:g} (NEXTBEST_HOLDOUT_RATE) but the newest "
+            f"answers logged in {without_password(url)} were served with holdout rate "
+            f"{logged:g}: this run would hold out other HCPs than the server does (sending "
+            "picks to HCPs of its control group) and mix two rates in the log. Run with "
+            f"NEXTBEST_HOLDOUT_RATE={logged:g}, the rate of the newest logged answer (give "
+            "servers and picks runs one rate), or, if the rate was changed on purpose "
+            "(servers too), add --new-holdout-rate"
+        )

@@ -1,0 +1,419 @@
+"""``serve``, ``rules check`` and ``db status`` / ``db upgrade``: the HTTP server and
+the files and schema it needs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nextbest.cli.options import _check_rules_file, _model_asked, _settings
+from nextbest.cli.output import _fail, stdout
+from nextbest.settings import Settings, get_settings, without_password
+
+
+def _setting_default(name: str) -> str:
+    """What an option left out falls back to: the setting's default and its variable."""
+    return f"NEXTBEST_{name.upper()}, else {Settings.model_fields[name].default}"
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address.", show_default=_setting_default("host"))
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port.", show_default=_setting_default("port")),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes.", show_default=_setting_default("workers")),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info (one JSON line per request), warning, error.")
+    ] = "info",
+) -> None:
+    """Serve the champion model over HTTP (OpenAPI docs at /docs), logging JSON lines.
+
+    The version with alias NEXTBEST_SERVE_ALIAS (champion unless set) in
+    NEXTBEST_MODELS_DIR. The rules, territory alignment and API key files are read
+    first: an invalid one stops it (exit code 2), as does a port in use. Every
+    setting: README, 'Configuration'. SIGTERM or Ctrl-C stops it gracefully."""
+    # Served processes freeze their long-lived heap after loading a model
+    # (Settings.gc_freeze): full garbage collections no longer stall requests.
+    os.environ.setdefault("NEXTBEST_GC_FREEZE", "true")
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise _fail(f"--log-level: '{log_level}' is not one of debug, info, warning, error")
+    with _json_logs(level):
+        _serve(host=host, port=port, workers=workers, log_level=log_level)
+
+
+@contextlib.contextmanager
+def _json_logs(level: str) -> Iterator[None]:
+    """What ``serve`` logs before its workers start (a migration, a rules note) as the
+    JSON lines the workers write, not console notes: a log shipper reads one format.
+    Errors that stop it at once stay plain text. The console notes come back after."""
+    from nextbest.api.observability import JsonFormatter, ServeLogFilter
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(ServeLogFilter())
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = [handler]
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+
+
+def _serve(*, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
+    import tempfile
+
+    get_settings.cache_clear()
+    settings = _settings()
+    models_dir = settings.resolved_models_dir
+    had_models_dir = models_dir.exists()
+    _check_serving_files(settings)
+    # Made before the database (by default inside it), so that a missing models
+    # directory is warned about once, below, not also as the database's directory.
+    settings.ensure_dirs()
+    _migrate_before_serving(settings)
+    if not had_models_dir:
+        # Most likely a mistyped setting: the server would wait for a model forever,
+        # its /readyz saying only that the alias is missing.
+        logging.getLogger("nextbest.serve").warning(
+            "the models directory %s (NEXTBEST_MODELS_DIR) did not exist and was created "
+            "empty: nothing is served until a model is trained into it (`nextbest train`); "
+            "check the setting if one was trained",
+            models_dir,
+            extra={"event": "models_dir_created"},
+        )
+    n_workers = workers or settings.workers
+    # One OpenMP thread per worker: requests score small blocks, and the workers
+    # already use every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    metrics_dir = None
+    if n_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics then sums the counters of every worker process.
+        metrics_dir = tempfile.mkdtemp(prefix="nextbest-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if n_workers > 1:  # each worker stops when this process dies (die_with_supervisor)
+        from nextbest.api.workers import SUPERVISOR_ENV
+
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    try:
+        _run_server(settings, host=host, port=port, n_workers=n_workers, log_level=log_level)
+    finally:
+        if metrics_dir is not None:  # ours: gone with the server (stopped or failed)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_server(
+    settings: Settings, *, host: str | None, port: int | None, n_workers: int, log_level: str
+) -> None:
+    """Run uvicorn's workers until the server stops."""
+    import inspect
+
+    import uvicorn
+
+    from nextbest.api.observability import logging_config
+    from nextbest.api.protocol import PROTOCOL
+    from nextbest.api.workers import (
+        AddressInUseError,
+        balanced_listeners_supported,
+        check_address_free,
+        run_balanced,
+    )
+
+    extra: dict[str, int] = {}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn kills a worker that does not answer its health ping within 5 s;
+        # one still importing and loading its model on a busy machine takes longer
+        # and was killed and restarted over and over, leaving fewer workers serving.
+        extra["timeout_worker_healthcheck"] = 60
+    options: dict[str, Any] = dict(
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=n_workers,
+        log_config=logging_config(log_level.upper()),
+        access_log=False,
+        # Each answer's head and body in one send (nextbest.api.protocol).
+        http=PROTOCOL,
+        **extra,
+    )
+    if n_workers > 1 and balanced_listeners_supported():
+        # Each worker accepts on its own socket, so connections spread over all
+        # workers (nextbest.api.workers explains why uvicorn's shared one does not).
+        # The workers hold the keys of a key file there at the start; one gone when
+        # a SIGHUP comes would leave their replacements with none.
+        keys_held = settings.auth_enabled and settings.resolved_api_keys_file.exists()
+        try:
+            run_balanced(
+                uvicorn.Config("nextbest.api.app:create_app", **options),
+                # A SIGHUP replaces every worker: with a file no worker can serve
+                # by, the replacements would take the whole service down.
+                before_restart=lambda: _restart_problem(settings, keys_held=keys_held),
+            )
+        except AddressInUseError as exc:
+            raise _fail(str(exc)) from None
+    else:
+        try:  # refused here, before the model loads, not by uvicorn after it
+            check_address_free(options["host"], options["port"])
+        except AddressInUseError as exc:
+            raise _fail(str(exc)) from None
+        uvicorn.run("nextbest.api.app:create_app", **options)
+
+
+def _check_serving_files(settings: Settings) -> None:
+    """Read the rules, territory alignment and API-key files as the workers will: an
+    invalid one stops ``serve`` here with its message, not each worker at start-up in
+    a traceback."""
+    from nextbest.registry import registry_exists
+
+    problem = _serving_files_error(settings)
+    if problem is not None:
+        raise _fail(problem)
+    registry_exists(settings)  # a local MLflow store that cannot be used stops here
+
+
+# How long the check before a SIGHUP restart may take (it loads the served model).
+RESTART_CHECK_TIMEOUT_S = 120.0
+
+
+def _restart_problem(settings: Settings, *, keys_held: bool = False) -> str | None:
+    """Why workers started now would serve nothing, or None: the files as
+    :func:`_serving_files_error` reads them (``keys_held``: the workers serving hold
+    keys of the key file, so its absence is one), then the rules against the
+    served model's catalog (``nextbest rules check``, in a process of its own, so
+    that the supervisor does not hold a model): an invalid or, under ``strict:
+    true``, unfitting rules file, or a served version that does not load."""
+    import subprocess
+
+    problem = _serving_files_error(settings, keys_held=keys_held)
+    if problem is not None:
+        return problem
+    try:
+        checked = subprocess.run(
+            [sys.executable, "-m", "nextbest.cli", "rules", "check"],
+            capture_output=True,
+            text=True,
+            timeout=RESTART_CHECK_TIMEOUT_S,
+            check=False,
+            env={**os.environ, "COLUMNS": "100000"},  # one line per message
+        )
+    except subprocess.TimeoutExpired:
+        return f"`nextbest rules check` did not finish in {RESTART_CHECK_TIMEOUT_S:g} s"
+    if checked.returncode in (0, 1):  # it fits, or fits with notes: as a reload would
+        return None
+    errors = [
+        line.removeprefix("error: ").strip()
+        for line in checked.stderr.splitlines()
+        if line.startswith("error: ")
+    ]
+    said = "; ".join(errors) or f"exit code {checked.returncode}"
+    return f"`nextbest rules check` refused it: {said}"
+
+
+def _serving_files_error(settings: Settings, *, keys_held: bool = False) -> str | None:
+    """What is wrong with the rules, territory alignment or API-key file, read as a
+    worker starting now would read them; None when all three would serve.
+    ``keys_held``: as :meth:`KeyStore.configured`'s ``held``."""
+    from nextbest.policy.rules import RulesError, ServingRules
+    from nextbest.service.apikeys import ApiKeyError, KeyStore
+    from nextbest.service.territories import TerritoriesError, TerritoryAlignment
+
+    try:
+        ServingRules.configured(settings)
+        TerritoryAlignment.configured(settings)
+        if settings.auth_enabled:
+            KeyStore.configured(settings, held=keys_held)
+    except (RulesError, TerritoriesError, ApiKeyError) as exc:
+        return str(exc)
+    return None
+
+
+def _migrate_before_serving(settings: Settings) -> None:
+    """Migrate the database once, before any worker starts; an unreachable one stops here.
+
+    Left to the workers, an unreachable database failed each one's start-up and
+    uvicorn's supervisor gave up a minute later with exit code 0, so a service
+    manager restarting on failure never restarted it. Workers still migrate (a
+    no-op now); one started during a later outage waits for the database instead.
+    A damaged SQLite file (a backup restored beside a later state's -wal) stops
+    here too, before anything is served from it.
+    """
+    before, after = _upgrade_schema(settings)
+    if before != after:  # said once, here: the workers find nothing left to do
+        logging.getLogger("nextbest.serve").info(
+            "database schema migrated from revision %s to %s", before or "(none)", after
+        )
+
+
+def _upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
+    """Upgrade the database's schema to this release's (``serve``, ``db upgrade``); any
+    reason it cannot be stops the command in one line. The revisions before and after."""
+    from sqlalchemy.engine import make_url
+
+    from nextbest.storage.db import (
+        UNAVAILABLE_ERRORS,
+        MigrationLockTimeoutError,
+        SchemaTooNewError,
+        describe_database_error,
+        migrate,
+        sqlite_damage,
+    )
+
+    url = settings.resolved_database_url
+    damage = sqlite_damage(url)
+    if damage is not None:
+        raise _fail(
+            f"the database file {make_url(url).database} is damaged (SQLite's quick_check: "
+            f"{damage}): serving would acknowledge answers and feedback it may not keep. "
+            "Restore it from a backup, removing any -wal and -shm files beside it that "
+            "are not the backup's own (docs/operations.md, 'Backup and restore')"
+        )
+    try:
+        return migrate(url)
+    except ValueError as exc:  # a backend other than SQLite or PostgreSQL
+        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+    except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
+        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+    except UNAVAILABLE_ERRORS as exc:
+        shown = without_password(url)
+        raise _fail(
+            f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
+            f"{describe_database_error(exc)}"
+        ) from None
+
+
+def rules_check(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The rules file to check (default: NEXTBEST_RULES_FILE, else training/rules.yaml)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Check against this version's catalog, or an alias's (default: the served "
+            "alias, NEXTBEST_SERVE_ALIAS).",
+        ),
+    ] = None,
+) -> None:
+    """Check a rules file against a model's catalog as a reload would, serving nothing.
+
+    Prints its fingerprint and what of it fits nothing in the catalog (a misspelt
+    channel, a channel no rule caps). Exit code 0: a reload would take it as it is;
+    1: it would, with the notes printed; 2: a reload would fail (an invalid file, or
+    `strict: true` and notes)."""
+    from nextbest import registry
+    from nextbest.policy.eligibility import EligibilityIndex
+    from nextbest.policy.rules import HistoryRules, RulesError
+
+    settings = _settings()
+    if path is not None:
+        if not path.is_file():
+            raise _fail(f"{path}: no such file")
+        settings = settings.model_copy(update={"rules_file": path})
+    rules = _check_rules_file(settings)  # an invalid file stops here, naming the field
+    if model is None and registry.alias_version(settings, settings.serve_alias) is None:
+        # No model serves yet: a reload would take the file (and still serve nothing),
+        # so it passes; what of it fits the catalog is checked once a model is served.
+        stdout.print(
+            f"{rules.source} (rules {rules.fingerprint}) is valid; model "
+            f"'{settings.model_name}' has no version with alias '{settings.serve_alias}' yet, "
+            "so its fit to a catalog was not checked (`--model VERSION` checks it against one)",
+            highlight=False,
+        )
+        return
+    loaded, version = _model_asked(settings, model)
+    catalog = loaded.catalog
+    try:
+        fitted = HistoryRules(  # its notes are printed as it logs them
+            rules,
+            channels=catalog["channel"].astype(str).to_numpy(dtype=object),
+            action_ids=catalog["action_id"].astype(str).to_numpy(dtype=object),
+            consent_on_file=EligibilityIndex.build(loaded).consent_on_file,
+        )
+    except RulesError as exc:
+        raise _fail(str(exc)) from None
+    channels = sorted(set(catalog["channel"].astype(str)))
+    said = (
+        f"{len(fitted.notes)} note(s) above; a reload would take it (`strict: true` would "
+        "refuse it)"
+        if fitted.notes
+        else "fits it"
+    )
+    stdout.print(
+        f"{rules.source} (rules {rules.fingerprint}) against the catalog of model "
+        f"'{settings.model_name}' version {version} ({len(catalog):,} actions on "
+        f"{', '.join(channels)}): {said}",
+        highlight=False,
+    )
+    if fitted.notes:
+        raise typer.Exit(code=1)
+
+
+def db_status() -> None:
+    """Say the database's schema revision and this release's.
+
+    Exit code 0 when they match (or there is no schema yet), 1 when the database is
+    behind, 2 when it is newer than this release or cannot be reached."""
+    from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, schema_revisions
+
+    settings = _settings()
+    url = settings.resolved_database_url
+    shown = without_password(url)
+    try:
+        found, head = schema_revisions(url)
+    except UNAVAILABLE_ERRORS as exc:
+        raise _fail(
+            f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
+            f"{describe_database_error(exc)}"
+        ) from None
+    if found is None:
+        said = f"no schema yet; the first command that uses it creates revision {head}"
+    elif found == head:
+        said = f"schema revision {found}, this release's"
+    else:
+        said = (
+            f"schema revision {found}, behind this release's {head}: `nextbest db upgrade` "
+            "upgrades it (once the servers sharing it run this release)"
+        )
+    stdout.print(f"{shown}: {said}", highlight=False)
+    if found is not None and found != head:
+        raise typer.Exit(code=1)
+
+
+def db_upgrade() -> None:
+    """Upgrade the database's schema to this release's, as `nextbest serve` does at start.
+
+    Every other command refuses a database whose schema is behind: run this
+    once the servers sharing the database run this release (a worker of an older
+    release cannot start on a newer schema)."""
+    settings = _settings()
+    before, after = _upgrade_schema(settings)
+    shown = without_password(settings.resolved_database_url)
+    if before == after:
+        stdout.print(
+            f"{shown}: schema revision {after}, this release's: nothing to do", highlight=False
+        )
+    else:
+        stdout.print(
+            f"{shown}: schema upgraded from revision {before or '(none)'} to {after}",
+            highlight=False,
+        )

@@ -1,0 +1,322 @@
+"""``train`` and ``retrain``: register a version trained on a data directory, or on it
+with the logged decisions and their feedback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nextbest.cli.options import (
+    DaskOpt,
+    DataOpt,
+    SinceOpt,
+    TrainConfigOpt,
+    _cluster,
+    _dask_given_as,
+    _gate_config,
+    _load,
+    _parse_date,
+    _settings,
+    _train_config,
+)
+from nextbest.cli.output import _fail, _note, _stage_steps, _steps, console
+from nextbest.cli.process import _interruptible_as_ctrl_c
+from nextbest.settings import Settings, without_password
+
+
+def _alias_given_by_training(settings: Any, alias: str | None) -> None:
+    """Refuse, before any work, an alias MLflow would refuse when it is set at the end
+    (``bad alias!``), and an alias that would serve the new version without the gate:
+    a champion given by ``--alias`` skipped the gate and left no record of who
+    promoted it and why, and ``rollback`` could not tell. ``champion`` may go to a
+    model's first version (nothing is served yet); the served alias, when another
+    (NEXTBEST_SERVE_ALIAS), never: training gives it to the first version itself,
+    beside ``champion``, and a later version is served once promoted."""
+    from nextbest import registry
+    from nextbest.loop.gate import CHAMPION, PREVIOUS_CHAMPION
+
+    if alias is not None and (problem := registry.alias_problem(alias)) is not None:
+        raise _fail(f"--alias: {problem}")
+    if alias is None or alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
+        return
+    if alias == settings.serve_alias != CHAMPION:
+        raise _fail(
+            f"--alias {alias}: the server reads alias '{alias}' (NEXTBEST_SERVE_ALIAS), so "
+            "the new version would be served at once, without the gate; register it under "
+            "another alias (--alias NAME), or serve the champion (unset NEXTBEST_SERVE_ALIAS)"
+        )
+    served = registry.alias_version(settings, settings.serve_alias)
+    champion = registry.alias_version(settings, CHAMPION)
+    if alias == PREVIOUS_CHAMPION or served is not None or champion is not None:
+        raise _fail(
+            f"--alias {alias}: the served version changes only by `nextbest promote`, "
+            "which runs the gate (or is forced with --force) and records the decision "
+            "for rollback; train with --alias challenger, then evaluate and promote"
+        )
+
+
+def _models_dir_usable(settings: Settings) -> None:
+    """Create the models directory now, or stop naming it: commands that end by
+    writing there (a registered model) must not find out after their work."""
+    import tempfile
+
+    from nextbest import registry
+
+    models = settings.resolved_models_dir
+    try:
+        settings.ensure_dirs()
+        # Writable for this user, as the registration at the end writes: a directory
+        # made read-only (a read-only mount, `chattr +i`) passes os.access as root.
+        for place in (models, models / "artifacts"):
+            if place.is_dir():
+                with tempfile.TemporaryFile(dir=place):
+                    pass
+    except OSError as exc:
+        raise _fail(f"NEXTBEST_MODELS_DIR: cannot use {models}: {exc.strerror or exc}") from None
+    try:  # a store moved away from its artifacts' recorded path
+        registry.experiment_id(settings)
+    except registry.RegistryError as exc:
+        raise _fail(str(exc)) from None
+
+
+def train(
+    context: typer.Context,
+    data: DataOpt,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Learn from history before this date.")
+    ] = None,
+    config: TrainConfigOpt = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Give the new version this alias, e.g. challenger (champion only to a "
+            "model's first version: the served one moves by `nextbest promote`)."
+        ),
+    ] = None,
+    dask: DaskOpt = None,
+) -> str:
+    """Train preference and uplift models, log the run to MLflow and register a version."""
+    import pandas as pd
+
+    from nextbest import registry
+    from nextbest.contract.notes import data_notes
+    from nextbest.learning.train import train as train_models
+
+    settings = _settings()
+    _alias_given_by_training(settings, alias)
+    cutoff = _parse_date(as_of, "--as-of")
+    train_config = _train_config(config)
+    stages = [
+        "load",
+        "features",
+        "models",
+        "snapshot",
+        "evaluation",
+        "register",
+    ]
+    with _steps(len(stages)) as progress:
+        step, steps_done = _stage_steps(progress, "load", len(stages))
+
+        def load() -> Any:
+            # Once the options are checked (a typo creates nothing), and here, not at
+            # the last step after all the work.
+            _models_dir_usable(settings)
+            return _load(data)
+
+        with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
+            try:
+                result = train_models(
+                    dataset,
+                    config=train_config,
+                    as_of=pd.Timestamp(cutoff) if cutoff else None,
+                    progress=step,
+                    client=client,
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+        result.notes.extend(data_notes(dataset))
+        step("register")
+        try:
+            # A training run or a first champion's decision run caught by a signal ends
+            # KILLED, saying so (see promote).
+            with _interruptible_as_ctrl_c():
+                info = registry.log_training_run(result, settings, alias=alias)
+        except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
+            raise _fail(str(exc)) from None
+        steps_done()
+    for note in result.notes:
+        _note(note)
+    _note_repeat(settings, info.version)
+    _note_serve_alias(settings, info.version, info.aliases)
+    table = Table(
+        title=f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(result.metrics.items()):
+        table.add_row(key, f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4f}")
+    console.print(table)
+    console.print(
+        f"tracking: {without_password(settings.resolved_tracking_uri)}  run: {info.run_id}"
+    )
+    _say_not_champion(info.not_champion)
+    return info.version
+
+
+def _say_not_champion(why: str | None) -> None:
+    """Say, last, why the version ``--alias champion`` was asked for did not become
+    champion (``why``, None when it did), and exit 1: it is registered in full, and a
+    script that goes on as if it were served must not."""
+    from rich.markup import escape
+
+    if why is None:
+        return
+    console.print(
+        f"[bold red]--alias champion not given:[/bold red] {escape(why)}",
+        highlight=False,
+    )
+    raise typer.Exit(code=1)
+
+
+def retrain(
+    context: typer.Context,
+    data: DataOpt,
+    since: SinceOpt = None,
+    config: TrainConfigOpt = None,
+    alias: Annotated[str, typer.Option(help="Alias for the new version.")] = "challenger",
+    gate_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--gate",
+            help="Gate config whose evaluation_share is left out of training (default: "
+            "training/gate.yaml if there is one here, else the built-in defaults); evaluate "
+            "and promote must use the same share.",
+        ),
+    ] = None,
+    dask: DaskOpt = None,
+    allow_history_only: Annotated[
+        bool,
+        typer.Option(
+            "--allow-history-only",
+            help="Register a version even when the recommendation log holds no decision "
+            "with an outcome (since --since) to learn from: a model of the history alone "
+            "(refused without this, exit code 2).",
+        ),
+    ] = False,
+) -> str:
+    """Train on history + logged recommendations with their feedback; register a challenger.
+
+    The share of logged decisions the gate evaluates on (`evaluation_share` in
+    training/gate.yaml) is never trained on.
+    """
+    from nextbest import registry
+    from nextbest.contract import ContractError
+    from nextbest.contract.notes import data_notes
+    from nextbest.loop.retrain import retrain as run_retrain
+
+    settings = _settings()
+    _alias_given_by_training(settings, alias)
+    train_config = _train_config(config)
+    gate = _gate_config(gate_config)
+    start = _parse_date(since, "--since")
+    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
+        raise _fail(
+            f"--since {since} is in the future: no logged decision is that new, and the "
+            f"'{alias}' alias would go to a model of the history alone; leave it out to "
+            "use all the feedback"
+        )
+
+    def load() -> Any:
+        _models_dir_usable(settings)  # once the options are checked: a typo creates nothing
+        return _load(data)
+
+    # The logged decisions and their feedback are read first, then training's steps.
+    stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]
+    with (
+        _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client),
+        _steps(len(stages)) as progress,
+    ):
+        step, steps_done = _stage_steps(progress, "feedback", len(stages))
+
+        try:
+            # A scheduler's SIGTERM stops it as Ctrl-C does: a training run caught
+            # logging ends KILLED, saying so, not RUNNING.
+            with _interruptible_as_ctrl_c():
+                outcome = run_retrain(
+                    settings,
+                    dataset=dataset,
+                    config=train_config,
+                    since=start,
+                    alias=alias,
+                    reserved_share=gate.evaluation_share,
+                    progress=step,
+                    client=client,
+                    data_notes=data_notes(dataset),
+                    allow_history_only=allow_history_only,
+                )
+        except (ValueError, ContractError) as exc:
+            raise _fail(str(exc)) from None
+        steps_done()
+    for note in outcome.result.notes:
+        if note not in outcome.warnings:  # printed last, where they are read
+            _note(note)
+    given = "" if outcome.not_champion else f" as '{alias}'"
+    console.print(
+        f"registered {settings.model_name} version {outcome.version}{given} (run {outcome.run_id})"
+    )
+    _note_repeat(settings, outcome.version)
+    registered = registry.describe_version(settings, outcome.version)
+    _note_serve_alias(settings, outcome.version, registered.aliases)
+    for warning in outcome.warnings:
+        console.print(f"[bold red]{warning}[/bold red]", highlight=False)
+    _say_not_champion(outcome.not_champion)
+    return outcome.version
+
+
+def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]) -> None:
+    """Say, of a version just registered, which alias the server reads when that is
+    another (NEXTBEST_SERVE_ALIAS): promote and rollback move ``champion`` only, and
+    training gives the served alias to a model's first version only."""
+    from nextbest import registry
+
+    served_as = settings.serve_alias
+    if served_as == registry.CHAMPION_ALIAS:
+        return
+    served = version if served_as in aliases else registry.alias_version(settings, served_as)
+    if served is None:
+        _note(
+            f"the server reads alias '{served_as}' (NEXTBEST_SERVE_ALIAS), which names no "
+            f"version: version {version} is not served. Training gives that alias to a "
+            "model's first version only; a later one is served once `nextbest promote` "
+            f"makes it champion and '{served_as}' is moved to it in the registry"
+        )
+        return
+    if registry.CHAMPION_ALIAS not in aliases:
+        return
+    _note(
+        f"version {version} is the champion, and the server reads alias '{served_as}' "
+        f"(NEXTBEST_SERVE_ALIAS), which names version {served}"
+        + (", given it too so that it is served" if served == version else "")
+        + f": `nextbest promote` and `rollback` move '{registry.CHAMPION_ALIAS}' only, so "
+        f"a server reading '{served_as}' keeps version {served} until that alias is moved "
+        f"in the registry (or it reads '{registry.CHAMPION_ALIAS}', the default)"
+    )
+
+
+def _note_repeat(settings: Settings, version: str) -> None:
+    """Say when ``version`` repeats an older one (same data, parameters and code)."""
+    from nextbest import registry
+
+    same = registry.same_training(settings, version)
+    if same:
+        listed = ", ".join(same)
+        console.print(
+            f"[yellow]note:[/yellow] version {version} was trained on the same data with the "
+            f"same parameters and code as version{'s' if len(same) > 1 else ''} {listed} (a "
+            "job run twice?): the same model, registered again",
+            highlight=False,
+        )
