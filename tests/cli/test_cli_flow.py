@@ -2824,6 +2824,12 @@ def test_rules_check_before_any_model_checks_the_file_alone(
     invalid.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
     refused = runner.invoke(app, ["rules", "check", str(invalid)])
     assert refused.exit_code == 2 and "channels.email.max_contacts" in refused.output
+    # A directory is refused as serve and a reload refuse it, not as a missing file.
+    folder = tmp_path / "rules.d"
+    folder.mkdir()
+    not_a_file = runner.invoke(app, ["rules", "check", str(folder)])
+    said = " ".join(not_a_file.output.split())
+    assert not_a_file.exit_code == 2 and "rules.d cannot be read: Is a directory" in said, said
     asked = runner.invoke(app, ["rules", "check", str(shipped), "--model", "champion"])
     assert asked.exit_code == 2, asked.output  # asked for a catalog there is none of
     assert "has no version with alias 'champion'" in " ".join(asked.output.split())

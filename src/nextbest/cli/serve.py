@@ -326,7 +326,7 @@ def rules_check(
 
     settings = _settings()
     if path is not None:
-        if not path.is_file():
+        if not path.exists():  # anything else there (a directory...) the loader names
             raise _fail(f"{path}: no such file")
         settings = settings.model_copy(update={"rules_file": path})
     rules = _check_rules_file(settings)  # an invalid file stops here, naming the field
