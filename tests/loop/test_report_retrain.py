@@ -859,6 +859,8 @@ def test_cli_walkthrough(
         assert registry.alias_version(settings, "challenger") is None
         result = runner.invoke(app, ["evaluate"])
         assert result.exit_code == 2 and "has no 'challenger' version" in result.output
+        # The refusal is all it says: no line of a gate that did not run.
+        assert "gate config" not in result.output and "evaluating" not in result.output
         # A retried promote job: done already, said, exit 0, nothing logged or moved.
         result = runner.invoke(app, ["promote", "--force", "--reason", "pilot of the new model"])
         said = " ".join(result.output.split())
@@ -873,6 +875,12 @@ def test_cli_walkthrough(
         assert recorded, result.output
         run = registry.client(settings).get_run(recorded.group(1))
         assert run.data.tags["reason"] == "odd picks in the field"
+        # Rolled back, there is no challenger to promote: refused first, nothing else said.
+        result = runner.invoke(app, ["promote"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        assert said.startswith("error: model 'nextbest' has no 'challenger' version"), said
+        assert "gate config" not in said and "evaluating" not in said, said
 
         # What happened, as `nextbest models` lists it.
         result = runner.invoke(app, ["models", "--json"])

@@ -46,10 +46,18 @@ def _say_finished(finished: Any) -> None:
 def _judged(settings: Settings, version: int | None) -> str | None:
     """The version evaluate and promote judge as the challenger, named, when it is
     not the one alias 'challenger' names (``version``: --version's); None when it is
-    that one ("challenger" then says which)."""
-    from nextbest.loop.gate import CHALLENGER, judged_as
+    that one ("challenger" then says which). With nothing to judge (no champion, no
+    challenger, the challenger is the champion) it stops here, before any line of a
+    gate that would not run."""
+    from nextbest import registry
+    from nextbest.loop.gate import CHALLENGER, GateError, judged_as, versions_judged
 
-    judged = judged_as(settings, None if version is None else str(version))
+    named = None if version is None else str(version)
+    try:
+        versions_judged(settings, named)
+    except (GateError, registry.RegistryError) as exc:
+        raise _fail(str(exc)) from None
+    judged = judged_as(settings, named)
     return None if judged == CHALLENGER else judged
 
 
@@ -115,6 +123,7 @@ def evaluate(
     from nextbest.loop.gate import evaluate as run_evaluate
 
     gate = _gate_config(config, said=False)
+    since_at = _parse_date(since, "--since")  # a bad option is refused before all else
     settings = _settings()
     named = None if version is None else str(version)
     try:
@@ -131,7 +140,7 @@ def evaluate(
             evaluation = run_evaluate(
                 settings,
                 config=gate,
-                since=_parse_date(since, "--since"),
+                since=since_at,
                 version=named,
                 runs_deleted=runs_deleted,
             )
@@ -203,6 +212,7 @@ def promote(
             "record must say why; nothing was promoted"
         )
     gate = _gate_config(config, said=False)  # said once the gate runs, below
+    since_at = _parse_date(since, "--since")  # a bad option is refused before all else
     settings = _settings()
     # Before a decision killed earlier is finished below: nothing written on refusal.
     try:
@@ -249,7 +259,7 @@ def promote(
                 evaluation = run_promote(
                     settings,
                     config=gate,
-                    since=_parse_date(since, "--since"),
+                    since=since_at,
                     force=force,
                     reason=reason,
                     version=None if version is None else str(version),

@@ -619,6 +619,42 @@ def history_baseline(model: ScoringModel, hcp_ids: pd.Series) -> np.ndarray | No
     return np.where(rows >= 0, values, np.nan).astype(np.float64)
 
 
+def versions_judged(settings: Settings, version: str | None = None) -> tuple[str, str]:
+    """The champion's version and the one the gate judges against it: the challenger
+    alias's, or ``version`` (``--version``), as (champion, challenger).
+
+    Raises:
+        GateError: no champion, no challenger (or no such version), or the challenger
+            is the champion itself: nothing to compare.
+    """
+    champion_version = registry.alias_version(settings, CHAMPION)
+    if champion_version is None:
+        raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
+    aliased = registry.alias_version(settings, CHALLENGER) if version is None else None
+    if version is not None:
+        challenger_version = _registered(settings, version)
+        if challenger_version == champion_version:
+            raise GateError(
+                f"version {challenger_version} of model '{settings.model_name}' is the "
+                "champion already: nothing to compare (`nextbest models` lists the versions)"
+            )
+    elif aliased is None:
+        raise GateError(
+            f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
+            "train one with `nextbest retrain --data DIR`, or name a registered version "
+            "with --version (`nextbest models` lists them)"
+        )
+    elif aliased == champion_version:
+        raise GateError(
+            f"the '{CHALLENGER}' alias of model '{settings.model_name}' names the champion "
+            f"itself (version {champion_version}): nothing to compare; train a new challenger "
+            "with `nextbest retrain --data DIR`"
+        )
+    else:
+        challenger_version = aliased
+    return champion_version, challenger_version
+
+
 def evaluate(
     settings: Settings,
     *,
@@ -652,31 +688,7 @@ def evaluate(
     """
     if log:  # before the registry is read through MLflow: that opens the tracking store
         check_tracking_store(settings, "evaluation", version=version, runs_deleted=runs_deleted)
-    champion_version = registry.alias_version(settings, CHAMPION)
-    if champion_version is None:
-        raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
-    aliased = registry.alias_version(settings, CHALLENGER) if version is None else None
-    if version is not None:
-        challenger_version = _registered(settings, version)
-        if challenger_version == champion_version:
-            raise GateError(
-                f"version {challenger_version} of model '{settings.model_name}' is the "
-                "champion already: nothing to compare (`nextbest models` lists the versions)"
-            )
-    elif aliased is None:
-        raise GateError(
-            f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
-            "train one with `nextbest retrain --data DIR`, or name a registered version "
-            "with --version (`nextbest models` lists them)"
-        )
-    elif aliased == champion_version:
-        raise GateError(
-            f"the '{CHALLENGER}' alias of model '{settings.model_name}' names the champion "
-            f"itself (version {champion_version}): nothing to compare; train a new challenger "
-            "with `nextbest retrain --data DIR`"
-        )
-    else:
-        challenger_version = aliased
+    champion_version, challenger_version = versions_judged(settings, version)
     judged = judged_as(settings, None if version is None else challenger_version)
     check_evaluation_share(
         settings,
