@@ -805,3 +805,42 @@ def test_a_one_channel_keys_opt_out_naming_an_action_no_catalog_knows_withdraws_
     assert _stored(client)["stop-1"] == ("email", "mail-gw")
     again = client.post("/v1/feedback", json=stop, headers=mail)
     assert again.status_code == 200 and again.json()["duplicates"] == 1, again.text
+
+
+def test_keys_add_notes_a_channel_the_served_catalog_lacks(
+    own_registry: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel key bound to a channel no served action is on would be answered with
+    nothing to do, every time (an SMS gateway set up before the SMS content is in the
+    catalog): the key is added, and the operator told."""
+    from nextbest.settings import get_settings
+
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(own_registry.resolved_models_dir))
+    path = tmp_path / "keys.yaml"
+
+    def add(name: str, *channels: str) -> str:
+        get_settings.cache_clear()
+        try:
+            bound = [arg for channel in channels for arg in ("--channel", channel)]
+            added = keys_cli("add", name, "--role", "channel", *bound, "--file", str(path))
+        finally:
+            get_settings.cache_clear()
+        assert added.exit_code == 0, added.output
+        return " ".join(added.stderr.split())
+
+    only_sms = add("sms-gw", "SMS")
+    assert "has no action on channel(s) sms (its channels: email," in only_sms, only_sms
+    assert "answered with nothing to do until it does" in only_sms, only_sms
+    both = add("gw", "sms", "email")
+    assert "has no action on channel(s) sms (" in both and "get none of those" in both, both
+    assert "has no action" not in add("mailer", "Email")
+    # Spelt otherwise than the catalog, a channel is another channel: said, with the near one.
+    misspelt = add("mailer-2", "e-mail")
+    assert "no action on channel(s) e_mail (" in misspelt, misspelt
+    assert "did you mean 'email' for 'e_mail'?" in misspelt, misspelt
+    assert [e["name"] for e in yaml.safe_load(path.read_text())["keys"]] == [
+        "sms-gw",
+        "gw",
+        "mailer",
+        "mailer-2",
+    ]

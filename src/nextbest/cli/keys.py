@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Mapping
@@ -160,7 +161,74 @@ def keys_add(
         unchecked = _note_unserved_territories({territory_id: "this rep's requests are"})
         if unchecked is not None:  # the key is added all the same
             _note(f"territory {territory_id} was not checked against the served model: {unchecked}")
+    if channels:
+        spelt = tuple(dict.fromkeys(channel_spelling(c) for c in channels))
+        unchecked = _note_unserved_channels(spelt)
+        if unchecked is not None:
+            said = ", ".join(spelt)
+            _note(f"channels {said} were not checked against the served model: {unchecked}")
     return added.key
+
+
+def _served_model() -> tuple[Any, str] | str | None:
+    """The served model and its version, to check a key against; None before a model
+    is served (nothing to check), or why it could not be read (one line naming the
+    store)."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nextbest import registry
+    from nextbest.storage.db import describe_database_error
+
+    settings = _settings()
+    store = without_password(settings.resolved_registry_uri)
+    try:
+        if not registry.registry_exists(settings):
+            return None
+        version = registry.alias_version(settings, settings.serve_alias)
+        if version is None:
+            return None
+        return registry.load_version(settings, version, alias=settings.serve_alias), version
+    except registry.RegistryError as exc:
+        return str(exc)
+    except OSError as exc:
+        said = _path_error(exc) if exc.filename is not None else str(exc)
+        return f"the MLflow store {store} cannot be used: {said}"
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
+        return f"the MLflow store {store} cannot be read: {describe_database_error(exc)}"
+
+
+def _note_unserved_channels(bound: tuple[str, ...]) -> str | None:
+    """Warn of each channel of a channel key (``bound``, as catalogs spell them) that
+    the served model's catalog has no action on: a key bound to no channel it has is
+    answered with nothing to do, every time. Returns why the check could not be made,
+    else None."""
+    served = _served_model()
+    if not isinstance(served, tuple):
+        return served
+    model, version = served
+    catalog: set[str] = set(model.catalog["channel"].astype(str))
+    missing = [c for c in bound if c not in catalog]
+    if missing:
+        none = len(missing) == len(bound)
+        meant = [
+            f"'{near[0]}' for '{c}'"
+            for c in missing
+            if (near := difflib.get_close_matches(c, catalog, n=1, cutoff=0.75))
+        ]
+        hint = f"; did you mean {', '.join(meant)}?" if meant else ""
+        _note(
+            f"the served model (version {version}) has no action on channel(s) "
+            f"{', '.join(missing)} (its channels: {', '.join(sorted(catalog))}{hint}): "
+            + (
+                "this key's requests are answered with nothing to do until it does"
+                if none
+                else "this key's requests get none of those until it does"
+            )
+        )
+    return None
 
 
 def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
@@ -172,18 +240,11 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
 
     Returns why the check could not be made (a registry or a served model that
     cannot be read, in one line naming it), else None."""
-    import sqlite3
-
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from nextbest import registry
     from nextbest.service.territories import (
         TerritoriesError,
         TerritoryAlignment,
         territories_without_hcps,
     )
-    from nextbest.storage.db import describe_database_error
 
     settings = _settings()
     try:
@@ -195,21 +256,10 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
             highlight=False,
         )
         return None
-    store = without_password(settings.resolved_registry_uri)
-    try:
-        if not registry.registry_exists(settings):
-            return None  # no model served yet: nothing to check
-        version = registry.alias_version(settings, settings.serve_alias)
-        if version is None:
-            return None
-        model = registry.load_version(settings, version, alias=settings.serve_alias)
-    except registry.RegistryError as exc:
-        return str(exc)
-    except OSError as exc:
-        said = _path_error(exc) if exc.filename is not None else str(exc)
-        return f"the MLflow store {store} cannot be used: {said}"
-    except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
-        return f"the MLflow store {store} cannot be read: {describe_database_error(exc)}"
+    loaded = _served_model()
+    if not isinstance(loaded, tuple):
+        return loaded  # None: no model served yet, nothing to check
+    model, version = loaded
     hcp_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
     if alignment is None:
         served = set(model.hcps["territory_id"].astype(str))
