@@ -299,7 +299,8 @@ def keys_list(
     with --check-territories."""
     from rich.markup import escape
 
-    from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore, utc_now
+    from nextbest.clock import utc_now
+    from nextbest.service.apikeys import ENV_KEYS, ApiKeyError, KeyStore
 
     target = _keys_file(path)
     try:

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from nextbest.clock import Clock, utc_now
 from nextbest.limits import STORED_LENGTHS
 from nextbest.locking import take_within, try_flock
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
@@ -164,14 +165,6 @@ class KeyMatch:
 
     principal: Principal
     retiring_until: datetime | None = None
-
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC: the clock a key store uses by default."""
-    return datetime.now(UTC)
 
 
 def utc_text(moment: datetime) -> str:

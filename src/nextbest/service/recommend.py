@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from nextbest.clock import Clock, utc_now
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
     REP_CHANNELS_FILTER,
@@ -205,11 +206,6 @@ def check_decision_date(on: datetime | date) -> datetime | date:
     return on
 
 
-def utc_now() -> datetime:
-    """The clock decisions are made by: now, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
 def decision_time(on: datetime | date | None, *, now: datetime | None = None) -> datetime:
     """A timezone-aware UTC decision time (naive input is taken as UTC).
 
@@ -286,7 +282,7 @@ class Recommender:
         max_per_channel: int | None = None,
         cache_pairs: int = 0,
         alignment: TerritoryAlignment | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self.model = model
         # What "now" is for a request without a date, and when an answer is served.
