@@ -43,7 +43,9 @@ def test_promotion_and_rollback_reach_the_running_server(
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{port}",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=30,
+        # A bound against a hung server, not a speed target: a reload loads two models,
+        # which took over 30 s on a machine loaded several times over.
+        timeout=120,
     )
     try:
         hcps = loop_world.world.hcps["hcp_id"].tolist()[:300]
