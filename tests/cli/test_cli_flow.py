@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 
 from nextbest import registry
 from nextbest.cli import app
+from nextbest.policy.exploration import HOLDOUT_SALT, holdout_draw
 from nextbest.settings import get_settings
 from nextbest.storage.db import make_engine
+from nextbest.storage.repository import decision_times
 
 from .conftest import FAST, run_ok, runner
 
@@ -214,21 +216,38 @@ def test_simulate_train_picks(
     monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.2")
     get_settings.cache_clear()
     said = " ".join(run_ok("picks", "--data", str(world), "--out", str(again), "--log").split())
-    # The same HCPs twice in a day: said, since only one of the files may be sent.
-    assert "300 of these HCPs already have answers logged today" in said, said
     engine = make_engine(get_settings().resolved_database_url)
     with engine.connect() as connection:
         rates = connection.exec_driver_sql(
             "SELECT DISTINCT holdout_rate FROM recommendations"
         ).all()
-        held_again = pd.read_sql(
-            "SELECT hcp_id FROM recommendations WHERE holdout AND recommendation_id NOT IN "
-            f"({','.join(repr(r) for r in logged['recommendation_id'])})",
+        served = pd.read_sql(
+            "SELECT recommendation_id, hcp_id, holdout, created_at, decided_for "
+            "FROM recommendations WHERE requester LIKE 'nextbest picks (%)'",
             connection,
         )
     engine.dispose()
     assert rates == [(0.2,)]
-    assert set(held_again["hcp_id"]) == set(held_out["hcp_id"])
+    first = served["recommendation_id"].isin(logged["recommendation_id"])
+    assert first.sum() == (~first).sum() == 300
+    # The same HCPs twice in a day: said, since only one of the files may be sent. The
+    # note counts from 00:00 UTC, read between the first run's answers and the second's:
+    # said whenever the two were logged on one day (a midnight between may part them).
+    logged_at = pd.to_datetime(served["created_at"], utc=True)
+    if logged_at[first].max().date() == logged_at[~first].min().date():
+        assert "300 of these HCPs already have answers logged today" in said, said
+    # Each answer is held out by the weekly draw of when it takes effect as logged,
+    # so the second run holds out the same HCPs unless a Monday 00:00 UTC came between.
+    days = get_settings().holdout_days
+    effective = decision_times(served["created_at"], served["decided_for"]).dt.date
+    drawn = [
+        holdout_draw(hcp, day, days=days, salt=HOLDOUT_SALT) < 0.2
+        for hcp, day in zip(served["hcp_id"], effective, strict=True)
+    ]
+    assert served["holdout"].astype(bool).tolist() == drawn
+    held_again = served[~first & served["holdout"].astype(bool)]
+    if len({day.isocalendar()[:2] for day in effective}) == 1:
+        assert set(held_again["hcp_id"]) == set(held_out["hcp_id"])
 
     # The sends' feedback comes back as a file (an e-mail platform's export):
     # stored by row, idempotent, bad rows rejected alone with their row number.
