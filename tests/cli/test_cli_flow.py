@@ -235,7 +235,7 @@ def test_simulate_train_picks(
     # said whenever the two were logged on one day (a midnight between may part them).
     logged_at = pd.to_datetime(served["created_at"], utc=True)
     if logged_at[first].max().date() == logged_at[~first].min().date():
-        assert "300 of these HCPs already have answers logged today" in said, said
+        assert "300 of these HCPs already have answers logged today (since 00:00 UTC)" in said, said
     # Each answer is held out by the weekly draw of when it takes effect as logged,
     # so the second run holds out the same HCPs unless a Monday 00:00 UTC came between.
     days = get_settings().holdout_days

@@ -288,12 +288,15 @@ def picks(
 
 
 def _note_logged_today(settings: Settings, hcp_ids: list[str]) -> None:
-    """Say when HCPs of this ``picks --log`` run already got logged picks today: each
-    logged answer counts as served, so of two files for them only one may be sent
-    (the uplift report and the gate take the other's answers as sends)."""
+    """Say when HCPs of this ``picks --log`` run already got logged picks today (UTC):
+    each logged answer counts as served, so of two files for them only one may be
+    sent (the uplift report and the gate take the other's answers as sends)."""
     from nextbest.storage.db import store_session
     from nextbest.storage.repository import hcps_logged_since
 
+    # The UTC day, as every date the command decides for; not the last 24 hours,
+    # which would tell a daily send job every day (yesterday's answers, logged
+    # minutes after yesterday's start, are less than a day old at today's start).
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with store_session(settings.resolved_database_url) as session:
         earlier = hcps_logged_since(session, since=today, requester_prefix="nextbest picks (")
@@ -301,8 +304,8 @@ def _note_logged_today(settings: Settings, hcp_ids: list[str]) -> None:
     if again:
         console.print(
             f"[yellow]note:[/yellow] {again:,} of these HCPs already have answers logged "
-            "today by `nextbest picks --log` (an earlier run?): every logged answer counts "
-            "as served, so send one file for them, not both",
+            "today (since 00:00 UTC) by `nextbest picks --log` (an earlier run?): every "
+            "logged answer counts as served, so send one file for them, not both",
             highlight=False,
         )
 
