@@ -2207,16 +2207,24 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
     run_ok("train", "--data", str(data), "--config", str(FAST))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     last = pd.read_csv(data / "interactions.csv")["timestamp"].max()
-    age_days = (pd.Timestamp.now(tz="UTC") - pd.Timestamp(last, tz="UTC")).days
+
+    def age_days() -> int:
+        return (pd.Timestamp.now(tz="UTC") - pd.Timestamp(last, tz="UTC")).days
+
     # The same model picked from "later": how old its history is decides the warning.
-    monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", max(age_days - 1, 0))
+    before = age_days()
+    monkeypatch.setattr(runtime_module, "STALE_FEATURES_DAYS", max(before - 1, 0))
     for extra in ([], ["--log"]):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
             run_ok("picks", "--data", str(data), "--out", str(tmp_path / "p.csv"), *extra)
         warned = [r.getMessage() for r in caplog.records if "retrain to refresh" in r.getMessage()]
         assert len(warned) == 1, (extra, warned)
-        assert f"history up to {last[:10]} ({age_days} days ago)" in warned[0]
+        # The age the command read: one more day if its clock passed the cut-off's time
+        # of day since the test read it.
+        said = re.search(rf"history up to {last[:10]} \((\d+) days ago\)", warned[0])
+        assert said, warned[0]
+        assert before <= int(said.group(1)) <= age_days(), (before, said.group(0))
 
 
 def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
