@@ -2901,7 +2901,12 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
-    result = runner.invoke(app, ["explain", hcp, "--json"])
+    # Each answer compared is decided for one moment, the day after the history ends:
+    # on the clock, gaps in the reasons ("no rep visit in 9 weeks") count on at the
+    # cut-off's time of day and approval windows close at midnight, between two asks.
+    last = pd.read_csv(trained.data_dir / "interactions.csv")["timestamp"].max()
+    on = f"{(pd.Timestamp(last) + pd.Timedelta(days=1)):%Y-%m-%d}T12:00:00"
+    result = runner.invoke(app, ["explain", hcp, "--json", "--date", on])
     assert result.exit_code == 0, result.output
     said = json.loads(result.stdout)
     assert said["logged"] is False and said["hcp_id"] == hcp
@@ -2909,20 +2914,21 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
     assert said["excluded"], "a catalog of 40 actions leaves some out"
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT count(*) FROM recommendations").fetchone() == (0,)
-    text = runner.invoke(app, ["explain", hcp])
+    text = runner.invoke(app, ["explain", hcp, "--date", on])
     assert text.exit_code == 0 and "nothing is logged" in text.stdout, text.output
     # The ranking, whatever the exploration rate: no random pick from run to run.
     monkeypatch.setenv("NEXTBEST_EPSILON", "1")
     get_settings.cache_clear()
     for _ in range(3):
-        again = json.loads(runner.invoke(app, ["explain", hcp, "--json"]).stdout)
+        again = json.loads(runner.invoke(app, ["explain", hcp, "--json", "--date", on]).stdout)
         assert again["items"] == said["items"] and not any(i["explored"] for i in again["items"])
-    assert "without exploration" in runner.invoke(app, ["explain", hcp]).stdout
+    assert "without exploration" in runner.invoke(app, ["explain", hcp, "--date", on]).stdout
     monkeypatch.setenv("NEXTBEST_EPSILON", "0")
     get_settings.cache_clear()
     assert f"1. {said['items'][0]['action_id']} " in text.stdout
     with TestClient(create_app(get_settings())) as client:
-        served = client.post("/v1/recommendations", json={"hcp_id": hcp, "explain": True}).json()
+        asked = {"hcp_id": hcp, "explain": True, "date": on}
+        served = client.post("/v1/recommendations", json=asked).json()
     assert [i["action_id"] for i in served["items"]] == [i["action_id"] for i in said["items"]]
     assert [i["reasons"] for i in served["items"]] == [i["reasons"] for i in said["items"]]
     assert served["excluded"] == said["excluded"]
