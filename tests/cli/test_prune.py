@@ -25,7 +25,6 @@ from nextbest.storage.tables import FeedbackEvent, Recommendation, Recommendatio
 from nextbest.storage.testing import T0, recommendation_record, served_item
 
 runner = CliRunner()
-RECENT = datetime.now(UTC) - timedelta(days=1)
 
 
 def _said(result) -> str:
@@ -38,6 +37,7 @@ def store(
 ) -> str:
     """A store (SQLite, PostgreSQL) with answers and events from T0 (2024) and from
     yesterday, and serving rules that read 30 days back."""
+    recent = datetime.now(UTC) - timedelta(days=1)
     rules = tmp_path / "rules.yaml"
     rules.write_text("dismissal_days: 30\nsnooze_days: 7\n")
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(rules))
@@ -50,7 +50,7 @@ def store(
             records=[
                 recommendation_record("old", "H1", items=(served_item(1, "A1"),), created_at=T0),
                 recommendation_record(
-                    "recent", "H1", items=(served_item(1, "A1"),), created_at=RECENT
+                    "recent", "H1", items=(served_item(1, "A1"),), created_at=recent
                 ),
             ],
         )
@@ -63,7 +63,7 @@ def store(
                 FeedbackRecord("nrx-old", "outcome", T0, "H1", value=2.0),
                 FeedbackRecord("out-old", "opted_out", T0, "H1", channel="email"),
                 FeedbackRecord(erasure_event_id("H2"), "opted_out", T0, "H2"),
-                FeedbackRecord("open-recent", "opened", RECENT, "H1", "recent", "A1"),
+                FeedbackRecord("open-recent", "opened", recent, "H1", "recent", "A1"),
             ],
         )
         assert not result.rejected, result.rejected
