@@ -2772,6 +2772,42 @@ def test_explain_asks_the_version_or_alias_named_by_model(
     assert "--model 7: model 'nextbest' has no version 7 (its versions: 1;" in unknown.output
 
 
+def test_explain_for_todays_date_decides_for_now_as_the_api_does(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--date` with today's date answers for now (contacts made earlier today count),
+    as the API's `"date"` and `picks --as-of` do; another day alone is its start, and a
+    time is that time. Today's date was read as 00:00 today."""
+    import shutil
+    from datetime import UTC, datetime
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    for name, value in {
+        "NEXTBEST_MODELS_DIR": str(models),
+        "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "NEXTBEST_AUTH_ENABLED": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+
+    def decided_for(on: str) -> datetime:
+        result = runner.invoke(app, ["explain", hcp, "--json", "--date", on])
+        assert result.exit_code == 0, result.output
+        return datetime.fromisoformat(json.loads(result.stdout)["decided_for"])
+
+    for _ in range(2):  # asked again only when midnight UTC fell within the ask
+        before = datetime.now(UTC)
+        said = decided_for(f"{before:%Y-%m-%d}")
+        after = datetime.now(UTC)
+        if before.date() == after.date():
+            break
+    assert before <= said <= after, (before, said, after)
+    assert decided_for("2030-01-07") == datetime(2030, 1, 7, tzinfo=UTC)
+    assert decided_for("2030-01-07T09:30:00") == datetime(2030, 1, 7, 9, 30, tzinfo=UTC)
+
+
 def test_explain_names_the_option_a_bad_value_was_given_to(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from nextbest.cli.options import _check_rules_file, _model_asked, _parse_date, _settings
+from nextbest.cli.options import (
+    _check_rules_file,
+    _model_asked,
+    _parse_decision_date,
+    _settings,
+)
 from nextbest.cli.output import _fail, _note, _plural, _working, stdout
 from nextbest.settings import Settings, without_password
 
@@ -361,7 +366,11 @@ def explain(
     purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
     on: Annotated[
         str | None,
-        typer.Option("--date", help="Decide for this date or time (UTC without an offset)."),
+        typer.Option(
+            "--date",
+            help="Decide for this date or time (UTC without an offset); a date alone is "
+            "its start, or now when it is today, as for the API's date.",
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the answer as JSON instead of text.")
@@ -405,7 +414,7 @@ def explain(
     # sometimes a random pick; the holdout, drawn per HCP and period, stays).
     greedy = settings.model_copy(update={"exploration": "epsilon_greedy", "epsilon": 0.0})
     recommender = make_recommender(greedy, model, version, rules)
-    now = decision_time(_parse_date(on, "--date"))
+    now = decision_time(_parse_decision_date(on, "--date"))  # today's date: now, as the API
     try:
         with store_session(settings.resolved_database_url) as session:
             rec = recommend_one(

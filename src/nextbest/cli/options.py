@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -138,6 +138,16 @@ def _parse_date(value: str | None, option: str) -> datetime | None:
             f"{option} '{value}' is not a decision date: use one from {EARLIEST_DECISION} "
             f"to {LATEST_DECISION}"
         ) from None
+
+
+def _parse_decision_date(value: str | None, option: str) -> datetime | date | None:
+    """``--as-of`` / ``--date`` of a decision, as a request's ``date`` is read: a day
+    alone (``2026-12-05``) is that day, which :func:`decision_time` takes as its start,
+    or as now when it is today (contacts made earlier today count); a time is that time."""
+    when = _parse_date(value, option)
+    if when is not None and value is not None and len(value.strip()) == 10:
+        return when.date()
+    return when
 
 
 def _load(data: Path) -> Any:

@@ -7,13 +7,13 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from nextbest.cli.options import _check_rules_file, _parse_date, _settings
+from nextbest.cli.options import _check_rules_file, _parse_decision_date, _settings
 from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
 from nextbest.cli.process import _ignore_signals_from_now_on, _interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
@@ -113,10 +113,7 @@ def picks(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(f"--out: {exc}") from None
-    when = _parse_date(as_of, "--as-of")
-    on: datetime | date | None = when
-    if when is not None and as_of is not None and len(as_of.strip()) == 10:
-        on = when.date()  # a day alone: its start, or now when it is today (decision_time)
+    on = _parse_decision_date(as_of, "--as-of")
     settings = _settings()
     if new_holdout_rate and not log:
         raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
