@@ -2440,8 +2440,6 @@ def same_training(settings: Settings, version: str) -> list[str]:
     and code (commit) as ``version``: a job run twice registers the same model twice,
     said rather than silent. Oldest first; empty when none (or the version's run is
     not recorded)."""
-    from mlflow.exceptions import MlflowException
-
     mlflow_client = client(settings)
     mine = mlflow_client.get_model_version(settings.model_name, version)
     if not mine.run_id:
@@ -2450,26 +2448,92 @@ def same_training(settings: Settings, version: str) -> list[str]:
     fingerprint = run.data.tags.get("data_fingerprint")
     if not fingerprint:
         return []
-    same = []
+
+    def same(_other: Any, data: Any) -> bool:
+        same_code = data.tags.get(SOURCE_TAG) == run.data.tags.get(SOURCE_TAG)
+        return same_code and data.params == run.data.params
+
+    return _versions_trained_on(settings, fingerprint, same, older_than=int(mine.version))
+
+
+def trained_as(settings: Settings, *, fingerprint: str, asked: Mapping[str, Any]) -> list[str]:
+    """Versions a training about to run would register again: trained on data of
+    ``fingerprint``, asked for the params ``asked`` (what
+    :func:`nextbest.learning.train.asked_params` says it will log; a run's
+    :data:`~nextbest.learning.train.DERIVED_PARAMS` follow from them) by this code,
+    and registered in full. Oldest first; empty when none, when nothing is registered,
+    or when this code is not named (:func:`code_unnamed`)."""
+    from nextbest.learning.train import DERIVED_PARAMS
+
+    code = _code_named(source_commit(), _code_version())
+    if code is None or not registry_exists(settings):
+        return []
+    # As MLflow keeps them: log_params writes str(value).
+    wanted = {key: str(value) for key, value in asked.items()}
+
+    def same(other: Any, data: Any) -> bool:
+        logged = {k: v for k, v in data.params.items() if k not in DERIVED_PARAMS}
+        return (
+            DIGEST_TAG in other.tags  # registered in full, see VersionSummary
+            and logged == wanted
+            and _code_named(data.tags.get(SOURCE_TAG, ""), other.tags.get(CODE_TAG, "")) == code
+        )
+
+    return _versions_trained_on(settings, fingerprint, same)
+
+
+def code_unnamed() -> str | None:
+    """Why the code running now cannot be told from other code by what a run records
+    of it, or None: a checkout with uncommitted changes (its commit does not say
+    which), or neither a checkout nor a known release."""
+    source = source_commit()
+    if _code_named(source, _code_version()) is not None:
+        return None
+    if source.endswith("+modified"):
+        commit = source.removesuffix("+modified")[:12]
+        return f"the code has uncommitted changes (to commit {commit}), which no run records"
+    return "the code is neither a git checkout nor an installed nextbest release"
+
+
+def _code_named(source: str, release: str) -> str | None:
+    """What names the code a run trained with (``source``: its :data:`SOURCE_TAG`,
+    ``release``: its :data:`CODE_TAG`): the commit of a clean checkout, else the
+    release of an installed package; None when neither names it (uncommitted edits
+    differ from run to run under one ``+modified`` commit)."""
+    if source.endswith("+modified"):
+        return None
+    if source and source != "unknown":
+        return source
+    return f"release {release}" if release and release != "unknown" else None
+
+
+def _versions_trained_on(
+    settings: Settings,
+    fingerprint: str,
+    same: Callable[[Any, Any], bool],
+    *,
+    older_than: int | None = None,
+) -> list[str]:
+    """The versions (oldest first; only those numbered below ``older_than`` if given)
+    whose training run logged data ``fingerprint`` and that ``same(version, run_data)``
+    accepts; a version whose run is not in this tracking store (another than it was
+    trained in) is none of them."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    found = []
     for other in mlflow_client.search_model_versions(f"name='{settings.model_name}'"):
-        if other.version == mine.version or not other.run_id:
-            continue
-        if int(other.version) > int(mine.version):
+        if not other.run_id or (older_than is not None and int(other.version) >= older_than):
             continue
         try:
             data = mlflow_client.get_run(other.run_id).data
         except MlflowException as exc:
-            # Its run is not in this tracking store (another than it was trained in).
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 continue
             raise
-        if (
-            data.tags.get("data_fingerprint") == fingerprint
-            and data.params == run.data.params
-            and data.tags.get(SOURCE_TAG) == run.data.tags.get(SOURCE_TAG)
-        ):
-            same.append(str(other.version))
-    return sorted(same, key=int)
+        if data.tags.get("data_fingerprint") == fingerprint and same(other, data):
+            found.append(str(other.version))
+    return sorted(found, key=int)
 
 
 def _store_file(settings: Settings) -> Path | None:

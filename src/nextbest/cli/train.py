@@ -98,6 +98,14 @@ def train(
         ),
     ] = None,
     dask: DaskOpt = None,
+    skip_if_trained: Annotated[
+        bool,
+        typer.Option(
+            "--skip-if-trained",
+            help="Train and register nothing when a registered version was trained on "
+            "this data with these parameters and code (a job run again): name it, exit 0.",
+        ),
+    ] = False,
 ) -> str:
     """Train preference and uplift models, log the run to MLflow and register a version."""
     import pandas as pd
@@ -118,36 +126,48 @@ def train(
         "evaluation",
         "register",
     ]
-    with _steps(len(stages)) as progress:
-        step, steps_done = _stage_steps(progress, "load", len(stages))
+    unnamed = registry.code_unnamed() if skip_if_trained else None
+    try:
+        with _steps(len(stages)) as progress:
+            step, steps_done = _stage_steps(progress, "load", len(stages))
 
-        def load() -> Any:
-            # Once the options are checked (a typo creates nothing), and here, not at
-            # the last step after all the work.
-            _models_dir_usable(settings)
-            return _load(data)
+            def load() -> Any:
+                # Once the options are checked (a typo creates nothing), and here, not at
+                # the last step after all the work.
+                _models_dir_usable(settings)
+                return _load(data)
 
-        with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
+            with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
+                as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
+                if skip_if_trained and unnamed is None:
+                    _stop_if_trained(settings, dataset, train_config, as_of_stamp, client)
+                try:
+                    result = train_models(
+                        dataset,
+                        config=train_config,
+                        as_of=as_of_stamp,
+                        progress=step,
+                        client=client,
+                    )
+                except ValueError as exc:
+                    raise _fail(str(exc)) from None
+            result.notes.extend(data_notes(dataset))
+            step("register")
             try:
-                result = train_models(
-                    dataset,
-                    config=train_config,
-                    as_of=pd.Timestamp(cutoff) if cutoff else None,
-                    progress=step,
-                    client=client,
-                )
-            except ValueError as exc:
+                # A training run or a first champion's decision run caught by a signal
+                # ends KILLED, saying so (see promote).
+                with _interruptible_as_ctrl_c():
+                    info = registry.log_training_run(result, settings, alias=alias)
+            except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
                 raise _fail(str(exc)) from None
-        result.notes.extend(data_notes(dataset))
-        step("register")
-        try:
-            # A training run or a first champion's decision run caught by a signal ends
-            # KILLED, saying so (see promote).
-            with _interruptible_as_ctrl_c():
-                info = registry.log_training_run(result, settings, alias=alias)
-        except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
-            raise _fail(str(exc)) from None
-        steps_done()
+            steps_done()
+    except _AlreadyTrainedError as before:
+        return _say_trained_before(settings, before.versions, alias)
+    if unnamed is not None:
+        result.notes.append(
+            f"--skip-if-trained: {unnamed}, so no version is known to be trained by this "
+            "code: trained"
+        )
     for note in result.notes:
         _note(note)
     _note_repeat(settings, info.version)
@@ -165,6 +185,56 @@ def train(
     )
     _say_not_champion(info.not_champion)
     return info.version
+
+
+class _AlreadyTrainedError(Exception):
+    """Raised out of training's steps: ``versions`` were trained as this run would be."""
+
+    def __init__(self, versions: list[str]) -> None:
+        super().__init__(versions)
+        self.versions = versions
+
+
+def _stop_if_trained(
+    settings: Settings,
+    dataset: Any,
+    config: Any,
+    as_of: Any,
+    client: Any,
+) -> None:
+    """Raise :class:`_AlreadyTrainedError` when a registered version was trained on
+    ``dataset`` with the params this run would log (``config``, ``as_of``, the Dask
+    workers of ``client``) by this code: a job run again would register it again."""
+    from nextbest import registry
+    from nextbest.learning.train import asked_params
+
+    try:
+        asked = asked_params(dataset, config=config, as_of=as_of, client=client)
+    except ValueError as exc:  # an --as-of before the data: said as training says it
+        raise _fail(str(exc)) from None
+    same = registry.trained_as(settings, fingerprint=dataset.fingerprint(), asked=asked)
+    if same:
+        raise _AlreadyTrainedError(same)
+
+
+def _say_trained_before(settings: Settings, versions: list[str], alias: str | None) -> str:
+    """Say which versions (with their aliases) a skipped training would have repeated;
+    the newest of them."""
+    from nextbest import registry
+
+    named = []
+    for version in versions:
+        aliases = registry.describe_version(settings, version).aliases
+        named.append(f"{version} ({', '.join(sorted(aliases))})" if aliases else version)
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    console.print(
+        f"{'version' if len(named) == 1 else 'versions'} {listed} "
+        f"{'was' if len(named) == 1 else 'were'} trained on this data with these "
+        "parameters and code: nothing trained"
+        + (f"; --alias {alias} given to no version" if alias is not None else ""),
+        highlight=False,
+    )
+    return versions[-1]
 
 
 def _say_not_champion(why: str | None) -> None:

@@ -226,6 +226,107 @@ def engagement_problem(engaged: np.ndarray, eval_fraction: float) -> str | None:
     return None
 
 
+# Params a run derives from its data, config and code (the data's sizes, its evaluation
+# slice, the trees early stopping kept, the uplift learner's shape): the others are
+# what it was asked for (asked_params), and runs asked for the same on the same data
+# with the same code derive the same.
+DERIVED_PARAMS = frozenset(
+    {
+        "uplift_source",
+        "n_hcps",
+        "n_actions",
+        "n_decisions",
+        "n_features",
+        "eval_from",
+        "eval_until",
+        "engagement.trees",
+        "uplift.learner",
+        "uplift.stratified",
+        "uplift.heterogeneity",
+        "uplift.calibration_rows",
+        "uplift.control.trees",
+        "uplift.effect_engaged.trees",
+        "uplift.effect_unengaged.trees",
+    }
+)
+
+
+def asked_params(
+    dataset: Dataset,
+    *,
+    config: TrainConfig | None = None,
+    as_of: pd.Timestamp | None = None,
+    client: Client | None = None,
+) -> dict[str, Any]:
+    """The params ``train(dataset, config=config, as_of=as_of, client=client)`` will
+    log other than :data:`DERIVED_PARAMS`, known before it runs: its cut-off, its
+    config's values and the files they came from, its Dask workers.
+
+    Raises ValueError where train would: an ``as_of`` before every interaction.
+    """
+    cutoff, _ = _cutoff(dataset.interactions, as_of)
+    return _asked_params(cutoff, config or TrainConfig(), client)
+
+
+def _asked_params(
+    as_of: pd.Timestamp, config: TrainConfig, client: Client | None
+) -> dict[str, Any]:
+    return {
+        "as_of": str(as_of),
+        "eval_fraction": config.eval_fraction,
+        "calibration_fraction": config.calibration_fraction,
+        "max_rows_per_model": config.max_rows_per_model,
+        "max_training_rows": config.max_training_rows,
+        "seed": config.seed,
+        **{f"value_per_engagement.{k}": v for k, v in config.value_per_engagement.items()},
+        **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
+        **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
+        **config.levers.as_params(),
+        "config.file": config.source,
+        "config.levers": config.levers_source,
+        **({"dask.workers": worker_count(client)} if client is not None else {}),
+    }
+
+
+def _cutoff(
+    interactions: pd.DataFrame, as_of: pd.Timestamp | None
+) -> tuple[pd.Timestamp, list[str]]:
+    """The cut-off a run learns before (naive UTC, as the history) and notes for people:
+    ``as_of`` at its UTC instant, else just after the newest interaction, else now."""
+    notes: list[str] = []
+    if as_of is not None and as_of.tzinfo is not None:
+        as_of = as_of.tz_convert("UTC").tz_localize(None)  # history is naive UTC
+    if as_of is None:
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        as_of = (
+            interactions["timestamp"].max() + pd.Timedelta(seconds=1) if len(interactions) else now
+        )
+        future = int((interactions["timestamp"] > now + FUTURE_SLACK).sum())
+        if future:
+            # A mistyped year (2099) made as_of the model's cut-off: it then refused
+            # every request until that day. History up to now is what can be learned.
+            as_of = now
+            notes.append(
+                f"{future:,} interaction(s) dated after now (the latest "
+                f"{interactions['timestamp'].max():%Y-%m-%d}; a mistyped year?) are left "
+                f"out: training learns from history up to now ({now:%Y-%m-%d %H:%M} UTC)"
+            )
+    if len(interactions):
+        first, newest = interactions["timestamp"].min(), interactions["timestamp"].max()
+        if as_of <= first:
+            raise ValueError(
+                f"no interactions before as_of {pd.Timestamp(as_of):%Y-%m-%d %H:%M}: the "
+                f"data run from {first:%Y-%m-%d} to {newest:%Y-%m-%d}"
+            )
+        gap = (pd.Timestamp(as_of) - newest) / pd.Timedelta(days=1)
+        if gap > STALE_AS_OF_DAYS:
+            notes.append(
+                f"as_of {pd.Timestamp(as_of):%Y-%m-%d} is {gap:,.0f} days after the newest "
+                f"interaction ({newest:%Y-%m-%d}): the served snapshot counts recency from as_of"
+            )
+    return pd.Timestamp(as_of), notes
+
+
 def train(
     dataset: Dataset,
     *,
@@ -272,37 +373,7 @@ def _train(
     step = progress or (lambda _msg: None)
     hcps, catalog = dataset.hcps, dataset.catalog
     interactions = dataset.interactions
-    notes: list[str] = []
-    if as_of is not None and as_of.tzinfo is not None:
-        as_of = as_of.tz_convert("UTC").tz_localize(None)  # history is naive UTC
-    if as_of is None:
-        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-        as_of = (
-            interactions["timestamp"].max() + pd.Timedelta(seconds=1) if len(interactions) else now
-        )
-        future = int((interactions["timestamp"] > now + FUTURE_SLACK).sum())
-        if future:
-            # A mistyped year (2099) made as_of the model's cut-off: it then refused
-            # every request until that day. History up to now is what can be learned.
-            as_of = now
-            notes.append(
-                f"{future:,} interaction(s) dated after now (the latest "
-                f"{interactions['timestamp'].max():%Y-%m-%d}; a mistyped year?) are left "
-                f"out: training learns from history up to now ({now:%Y-%m-%d %H:%M} UTC)"
-            )
-    if len(interactions):
-        first, newest = interactions["timestamp"].min(), interactions["timestamp"].max()
-        if as_of <= first:
-            raise ValueError(
-                f"no interactions before as_of {pd.Timestamp(as_of):%Y-%m-%d %H:%M}: the "
-                f"data run from {first:%Y-%m-%d} to {newest:%Y-%m-%d}"
-            )
-        gap = (pd.Timestamp(as_of) - newest) / pd.Timedelta(days=1)
-        if gap > STALE_AS_OF_DAYS:
-            notes.append(
-                f"as_of {pd.Timestamp(as_of):%Y-%m-%d} is {gap:,.0f} days after the newest "
-                f"interaction ({newest:%Y-%m-%d}): the served snapshot counts recency from as_of"
-            )
+    as_of, notes = _cutoff(interactions, as_of)
     interactions = interactions[interactions["timestamp"] < as_of]
     # The decisions that become model rows: all, or the newest max_training_rows. Every
     # decision before as_of stays history: a row's features (and the served snapshot)
@@ -505,23 +576,12 @@ def _train(
     metrics.update(evaluation.pop("metrics", {}))
     notes.extend(_evaluation_notes(metrics, eval_rows, uplift_model is not None))
     params = {
-        "as_of": str(as_of),
+        **_asked_params(as_of, config, client),
         "uplift_source": uplift_source,
         "n_hcps": len(hcps),
         "n_actions": len(catalog),
         "n_decisions": len(decisions),
         "n_features": len(space.feature_names),
-        "eval_fraction": config.eval_fraction,
-        "calibration_fraction": config.calibration_fraction,
-        "max_rows_per_model": config.max_rows_per_model,
-        "max_training_rows": config.max_training_rows,
-        "seed": config.seed,
-        **{f"value_per_engagement.{k}": v for k, v in config.value_per_engagement.items()},
-        **{f"engagement.{k}": v for k, v in config.engagement.model_dump().items()},
-        **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
-        **config.levers.as_params(),
-        "config.file": config.source,
-        "config.levers": config.levers_source,
     }
     if eval_rows is not None:
         # Which decisions the held-out figures are on: versions whose slices match
@@ -531,8 +591,6 @@ def _train(
             ("eval_until", eval_rows.seconds.max()),
         ):
             params[key] = pd.Timestamp(int(at), unit="s", tz="UTC").isoformat()
-    if client is not None:
-        params["dask.workers"] = worker_count(client)
     # The trees kept by early stopping: engagement.n_estimators is only an upper bound.
     params["engagement.trees"] = fitted_engagement.n_trees_
     if uplift_model is not None:
