@@ -1,0 +1,170 @@
+"""`nextbest train --skip-if-trained`: a job run again (a scheduler's retry, a second
+`make demo`) trains and registers nothing when a version was trained on the same data
+with the same parameters and code, and trains when any of them changed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from nextbest import registry
+from nextbest.settings import get_settings
+
+from .conftest import FAST, run_ok
+
+COMMIT = "c0ffee" * 6 + "c0ff"  # a clean checkout's commit, the same for every run
+SAID = "trained on this data with these parameters and code: nothing trained"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    run_ok("simulate", "--out", str(out), "--hcps", "120", "--periods", "6", "--seed", "2")
+    return out
+
+
+@pytest.fixture
+def one_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code every run in the test trains with: the suite may run from a checkout
+    with uncommitted changes, which no run can be told apart by."""
+    monkeypatch.setattr(registry, "source_commit", lambda: COMMIT)
+
+
+def _versions() -> list[str]:
+    settings = get_settings()
+    found = registry.client(settings).search_model_versions(f"name='{settings.model_name}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+def _training_runs() -> int:
+    mlflow.set_tracking_uri(get_settings().resolved_tracking_uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return len([r for r in runs if "decision" not in r.data.tags])  # not champion records
+
+
+def _train(data: Path, *more: str) -> str:
+    """The output of ``train --skip-if-trained`` (the fast config unless ``more`` names
+    another), its lines joined as Rich wrapped them."""
+    output = run_ok("train", "--data", str(data), "--config", str(FAST), "--skip-if-trained", *more)
+    return " ".join(output.split())
+
+
+def test_a_job_run_again_trains_and_registers_nothing_and_names_the_version(
+    env_settings: Path, world: Path, one_commit: None, tmp_path: Path
+) -> None:
+    first = _train(world)  # an empty registry: trained
+    assert "version 1 aliases: champion" in first and SAID not in first
+    assert _versions() == ["1"] and _training_runs() == 1
+
+    again = _train(world)
+    assert f"version 1 (champion) was {SAID}" in again, again
+    assert _versions() == ["1"] and _training_runs() == 1
+    # The simulator is deterministic: a world simulated again (as `make demo` does) is
+    # the same data.
+    copy = tmp_path / "again"
+    run_ok("simulate", "--out", str(copy), "--hcps", "120", "--periods", "6", "--seed", "2")
+    assert f"version 1 (champion) was {SAID}" in _train(copy)
+    # An alias asked for goes to no version: nothing is registered.
+    skipped = _train(world, "--alias", "challenger")
+    assert "--alias challenger given to no version" in skipped, skipped
+    assert registry.alias_version(get_settings(), "challenger") is None
+    assert _versions() == ["1"] and _training_runs() == 1
+
+    # Without the option, as before: trained again, and the repeat said after.
+    plain = " ".join(run_ok("train", "--data", str(world), "--config", str(FAST)).split())
+    assert (
+        "version 2 was trained on the same data with the same parameters and code as version 1"
+        in plain
+    )
+    assert _versions() == ["1", "2"]
+    assert f"versions 1 (champion) and 2 were {SAID}" in _train(world)
+    assert _versions() == ["1", "2"]
+
+
+def test_other_config_data_cut_off_or_code_is_trained(
+    env_settings: Path,
+    world: Path,
+    one_commit: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _train(world)
+    assert _versions() == ["1"]
+
+    config = tmp_path / "smaller.yaml"
+    config.write_text(FAST.read_text().replace("n_estimators: 30", "n_estimators: 20"))
+    assert config.read_text() != FAST.read_text()
+    changed = _train(world, "--config", str(config))
+    assert SAID not in changed and "version 2 aliases: -" in changed
+    assert _versions() == ["1", "2"]
+
+    # One HCP's attribute: the interactions (and so the cut-off) are those of version 1.
+    other = tmp_path / "other"
+    shutil.copytree(world, other)
+    hcps = pd.read_csv(other / "hcps.csv", dtype=str, keep_default_na=False)
+    hcps.loc[0, "years_in_practice"] = str(int(hcps.loc[0, "years_in_practice"]) + 1)
+    hcps.to_csv(other / "hcps.csv", index=False)
+    assert SAID not in _train(other)
+    assert _versions() == ["1", "2", "3"]
+
+    assert SAID not in _train(world, "--as-of", "2026-07-01")
+    assert _versions() == ["1", "2", "3", "4"]
+
+    with monkeypatch.context() as later:
+        later.setattr(registry, "source_commit", lambda: "d" * 40)
+        assert SAID not in _train(world)
+    assert _versions() == ["1", "2", "3", "4", "5"]
+
+    # Each of them, asked again, is found.
+    assert f"version 2 was {SAID}" in _train(world, "--config", str(config))
+    assert f"version 3 was {SAID}" in _train(other)
+    assert f"version 4 was {SAID}" in _train(world, "--as-of", "2026-07-01")
+    assert f"version 1 (champion) was {SAID}" in _train(world)
+    assert _training_runs() == 5
+
+
+def test_a_version_not_registered_in_full_is_trained_again(
+    env_settings: Path, world: Path, one_commit: None
+) -> None:
+    """A training stopped after MLflow registered its version, before the digest its
+    loading checks was written: that version is no model to keep serving."""
+    _train(world)
+    settings = get_settings()
+    registry.client(settings).delete_model_version_tag(
+        settings.model_name, "1", registry.DIGEST_TAG
+    )
+    assert SAID not in _train(world)
+    assert _versions() == ["1", "2"]
+
+
+def test_code_with_uncommitted_changes_is_trained_saying_why(
+    env_settings: Path, world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two checkouts edited differently share one "+modified" commit: no version is
+    known to be of this code."""
+    monkeypatch.setattr(registry, "source_commit", lambda: COMMIT + "+modified")
+    _train(world)
+    again = _train(world)
+    assert SAID not in again
+    assert (
+        f"--skip-if-trained: the code has uncommitted changes (to commit {COMMIT[:12]}), "
+        "which no run records, so no version is known to be trained by this code: trained"
+    ) in again
+    assert _versions() == ["1", "2"]
+
+
+def test_an_installed_release_is_known_by_its_version(
+    env_settings: Path, world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed from a wheel, no git checkout: the release names the code."""
+    monkeypatch.setattr(registry, "source_commit", lambda: "unknown")
+    monkeypatch.setattr(registry, "_code_version", lambda: "9.9.9")
+    _train(world)
+    assert f"version 1 (champion) was {SAID}" in _train(world)
+    monkeypatch.setattr(registry, "_code_version", lambda: "9.9.10")
+    assert SAID not in _train(world)
+    assert _versions() == ["1", "2"]
