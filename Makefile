@@ -26,7 +26,8 @@ install: $(STAMP) ## create .venv and install nextbest with its dev tools
 
 demo: $(STAMP) ## simulate a world, train, register and serve on 127.0.0.1:$(PORT)
 	$(BIN)/nextbest simulate --out $(DEMO_DIR)/world --hcps $(DEMO_HCPS) --periods 26 --seed 7
-	$(BIN)/nextbest train --data $(DEMO_DIR)/world
+	@# Run again, the same world (seed 7) is simulated: the version trained on it is kept.
+	$(BIN)/nextbest train --data $(DEMO_DIR)/world --skip-if-trained
 	$(BIN)/python -m nextbest.demo --port $(PORT)
 	$(BIN)/nextbest serve --host 127.0.0.1 --port $(PORT)
 
