@@ -2731,15 +2731,10 @@ def test_train_checks_its_options_before_it_creates_the_registry(
     assert not env_settings.exists(), result.output
 
 
-def test_explain_asks_the_version_or_alias_named_by_model(
-    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A data scientist asks what the challenger (or a version rolled back from)
-    would answer before promoting it; a version or alias the registry does not hold
-    is named, with the versions it does."""
+def _explained_on_a_copy(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Settings for `nextbest explain` on a copy of the trained registry (a test may
+    move its aliases) with a database of its own; an HCP of the trained world."""
     import shutil
-
-    from nextbest import registry
 
     models = tmp_path / "models"
     shutil.copytree(trained.settings.models_dir, models)
@@ -2750,8 +2745,19 @@ def test_explain_asks_the_version_or_alias_named_by_model(
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
+    return str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+
+
+def test_explain_asks_the_version_or_alias_named_by_model(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data scientist asks what the challenger (or a version rolled back from)
+    would answer before promoting it; a version or alias the registry does not hold
+    is named, with the versions it does."""
+    from nextbest import registry
+
+    hcp = _explained_on_a_copy(trained, tmp_path, monkeypatch)
     settings = get_settings()
-    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
     served = runner.invoke(app, ["explain", hcp])
     assert served.exit_code == 0 and "version 1 (served) answers" in served.stdout, served.output
     missing = runner.invoke(app, ["explain", hcp, "--model", "challenger"])
@@ -2778,19 +2784,9 @@ def test_explain_for_todays_date_decides_for_now_as_the_api_does(
     """`--date` with today's date answers for now (contacts made earlier today count),
     as the API's `"date"` and `picks --as-of` do; another day alone is its start, and a
     time is that time. Today's date was read as 00:00 today."""
-    import shutil
     from datetime import UTC, datetime
 
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.models_dir, models)
-    for name, value in {
-        "NEXTBEST_MODELS_DIR": str(models),
-        "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
-        "NEXTBEST_AUTH_ENABLED": "false",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+    hcp = _explained_on_a_copy(trained, tmp_path, monkeypatch)
 
     def decided_for(on: str) -> datetime:
         result = runner.invoke(app, ["explain", hcp, "--json", "--date", on])
