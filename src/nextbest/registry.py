@@ -2437,9 +2437,10 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
 
 def same_training(settings: Settings, version: str) -> list[str]:
     """Older versions trained on the same data (fingerprint) with the same parameters
-    and code (commit) as ``version``: a job run twice registers the same model twice,
-    said rather than silent. Oldest first; empty when none (or the version's run is
-    not recorded)."""
+    and code (commit, or release: :func:`_code_named`) as ``version``: a job run twice
+    registers the same model twice, said rather than silent. Oldest first; empty when
+    none, when the version's run is not recorded, or when its code is not named (an
+    edited checkout)."""
     mlflow_client = client(settings)
     mine = mlflow_client.get_model_version(settings.model_name, version)
     if not mine.run_id:
@@ -2449,9 +2450,15 @@ def same_training(settings: Settings, version: str) -> list[str]:
     if not fingerprint:
         return []
 
-    def same(_other: Any, data: Any) -> bool:
-        same_code = data.tags.get(SOURCE_TAG) == run.data.tags.get(SOURCE_TAG)
-        return same_code and data.params == run.data.params
+    # Code a run names (a clean commit, a release): an edited checkout's runs are no
+    # repeat of each other, whatever their edits.
+    code = _code_named(run.data.tags.get(SOURCE_TAG, ""), mine.tags.get(CODE_TAG, ""))
+    if code is None:
+        return []
+
+    def same(other: Any, data: Any) -> bool:
+        same_code = _code_named(data.tags.get(SOURCE_TAG, ""), other.tags.get(CODE_TAG, ""))
+        return same_code == code and data.params == run.data.params
 
     return _versions_trained_on(settings, fingerprint, same, older_than=int(mine.version))
 

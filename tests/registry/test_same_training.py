@@ -28,9 +28,14 @@ def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
     settings = own_copy
     _as_the_fixture_code(settings, trained.version, monkeypatch)
     data = load_dataset(trained.data_dir)
+    if registry.code_unnamed() is not None:  # the fixture trained an edited checkout
+        monkeypatch.setattr(registry, "source_commit", lambda: "c" * 40)
+        first = registry.log_training_run(train(data, config=FAST), settings).version
+    else:
+        first = trained.version
     again = registry.log_training_run(train(data, config=FAST), settings).version
-    assert registry.same_training(settings, again) == [trained.version]
-    assert registry.same_training(settings, trained.version) == []  # nothing older
+    assert registry.same_training(settings, again) == [first]
+    assert registry.same_training(settings, first) == []  # nothing older
     # Other parameters (a smaller model): another model, nothing said.
     other = TrainConfig(
         engagement=EngagementParams(n_estimators=20, num_leaves=15),
@@ -38,6 +43,19 @@ def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
     )
     changed = registry.log_training_run(train(data, config=other), settings).version
     assert registry.same_training(settings, changed) == []
+
+
+def test_two_runs_of_an_edited_checkout_are_not_said_to_be_one_model(
+    trained, own_copy, monkeypatch
+) -> None:
+    """Uncommitted edits differ from run to run under one `+modified` commit: two such
+    runs are not named a job run twice (they were, while the edits changed the model)."""
+    settings = own_copy
+    monkeypatch.setattr(registry, "source_commit", lambda: "e" * 40 + "+modified")
+    data = load_dataset(trained.data_dir)
+    first = registry.log_training_run(train(data, config=FAST), settings).version
+    again = registry.log_training_run(train(data, config=FAST), settings).version
+    assert registry.same_training(settings, again) == [], (first, again)
 
 
 def test_the_same_data_and_parameters_on_other_code_is_another_model(
