@@ -2227,6 +2227,38 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
         assert before <= int(said.group(1)) <= age_days(), (before, said.group(0))
 
 
+def test_picks_for_another_day_measure_the_models_staleness_at_that_day(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Picks --as-of a past day warned of a stale model by its age today: picks for a
+    day five days after the model's history ends (a file made again, a replay) were
+    told to retrain, which would make that day one before the cut-off, refused. Its
+    age at the decision date decides, with or without --log; forty days on, warned
+    as so many days before that date."""
+    data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
+    run_ok("train", "--data", str(data), "--config", str(FAST))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    last = pd.Timestamp(pd.read_csv(data / "interactions.csv")["timestamp"].max())
+    assert pd.Timestamp.now() - last > pd.Timedelta(days=60)  # stale today
+    out = tmp_path / "p.csv"
+    for extra in ([], ["--log"]):
+        for days, warned in ((5, False), (40, True)):
+            day = (last + pd.Timedelta(days=days)).date().isoformat()
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
+                run_ok("picks", "--data", str(data), "--out", str(out), "--as-of", day, *extra)
+            said = [
+                r.getMessage() for r in caplog.records if "retrain to refresh" in r.getMessage()
+            ]
+            assert len(said) == warned, (extra, day, said)
+            if warned:
+                age = re.search(rf"\((\d+) days before the decision date {day}\)", said[0])
+                assert age and int(age.group(1)) in (days - 1, days), said[0]
+
+
 def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,7 +87,7 @@ def test_a_send_for_today_is_decided_for_one_moment_across_midnight(
     whole send is logged as decided for one moment of that day."""
     from sqlalchemy import select
 
-    from nextbest.service import picks, recommend
+    from nextbest.service import picks
     from nextbest.service.picks import logged_picks
     from nextbest.storage.db import make_engine, make_session_factory
     from nextbest.storage.tables import Recommendation
@@ -99,8 +99,9 @@ def test_a_send_for_today_is_decided_for_one_moment_across_midnight(
     monkeypatch.setattr(picks, "MAX_BATCH", 30)  # four blocks
     # Each reading a minute on: the third block is served on Monday.
     start = datetime(2030, 1, 13, 23, 58, tzinfo=UTC)
-    monkeypatch.setattr(recommend, "utc_now", SteppingClock(start, timedelta(minutes=1)))
-    done = logged_picks(settings, hcp_ids=ids, on=SUNDAY)
+    done = logged_picks(
+        settings, hcp_ids=ids, on=SUNDAY, clock=SteppingClock(start, timedelta(minutes=1))
+    )
     assert done.n_logged == len(ids)
     engine = make_engine(settings.resolved_database_url)
     try:
@@ -112,3 +113,36 @@ def test_a_send_for_today_is_decided_for_one_moment_across_midnight(
     (moment,) = decided
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     assert moment.date() == SUNDAY and moment >= start, moment
+
+
+def _runtime_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "retrain to refresh" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("days", "warned"), [(3, False), (100, True)])
+def test_a_served_model_is_stale_or_not_by_the_clock_it_serves_by(
+    trained, tmp_path, caplog: pytest.LogCaptureFixture, days: int, warned: bool
+) -> None:
+    """The warning of a stale model at load measured its age from the machine's
+    date, whatever clock the runtime's recommenders decide by: a model served by a
+    clock three days after its cut-off was warned about as months old. By that clock:
+    warned at 100 days, not at three."""
+    import logging
+
+    from nextbest.service.recommend import cutoff
+    from nextbest.service.runtime import ServingRuntime
+
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}"}
+    )
+    at = cutoff(registry.load_alias(settings)[0]) + timedelta(days=days)
+    with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
+        runtime = ServingRuntime.start(settings, check_holdout_rate=False, clock=lambda: at)
+    try:
+        assert runtime.recommender.clock() == at  # the recommender decides by it too
+    finally:
+        runtime.close()
+    said = _runtime_warnings(caplog)
+    assert len(said) == warned, said
+    if warned:
+        assert f"({days} days ago)" in said[0], said[0]

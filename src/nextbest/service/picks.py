@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nextbest.clock import Clock, utc_now
 from nextbest.contract.schema import (
     REP_CHANNELS_FILTER,
     allowed_specialties,
@@ -331,18 +332,20 @@ def file_picks(
     ``catalog``, the send's own contract frames, make the model's consent,
     specialty and approval rules stricter (see :meth:`EligibilityIndex.build`).
     ``version`` is ``model``'s, named in the warning about a stale model that
-    serving logs too.
+    serving logs too: here measured at the picks' decision date, not at today (see
+    :func:`~nextbest.service.runtime.warn_if_stale`).
     """
     from nextbest.service.runtime import warn_if_stale
     from nextbest.service.serving import history_time, live_history
     from nextbest.storage.db import store_session
 
-    warn_if_stale(settings.model_name, version, model.as_of)
+    # Read once: today's date read again after midnight is a day gone, its start.
+    now = utc_now()
+    decided = decision_time(on, now=now)
+    warn_if_stale(settings.model_name, version, model.as_of, now=now, decided=decided)
 
     rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
-    # Read once: today's date read again after midnight is a day gone, its start.
-    decided = decision_time(on)
     with store_session(settings.resolved_database_url) as session:
         history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided))
     return picks_frame(
@@ -398,14 +401,16 @@ def logged_picks(
     catalog: pd.DataFrame | None = None,
     before_logging: Callable[[pd.DataFrame], None] | None = None,
     after_logging: Callable[[], None] | None = None,
+    clock: Clock = utc_now,
 ) -> LoggedPicks:
     """Picks for a file that will be sent, served exactly as the batch endpoint serves.
 
     Each known HCP gets its own answer with its exploration and holdout draw, logged
     to the recommendation log with its propensities under a ``recommendation_id``
     (in the returned rows), so the sends' feedback and outcomes join the loop:
-    uplift report, retraining and the off-policy gate (loading the model for serving
-    warns when it is stale, as :func:`file_picks` does). HCPs drawn into the holdout
+    uplift report, retraining and the off-policy gate (a stale model is warned about
+    at the decision date, as :func:`file_picks` warns). ``clock``: what the answers
+    are decided and served by. HCPs drawn into the holdout
     get no row. Blocks of ``MAX_BATCH`` HCPs, each scored; the answers are logged
     at the end, all in one transaction, after ``before_logging`` (the caller writing
     its file) returns: an interrupted run, or one whose file cannot be written,
@@ -416,7 +421,7 @@ def logged_picks(
     running it (:func:`~nextbest.service.feedback_file.file_requester`).
     """
     from nextbest.service.feedback_file import file_requester
-    from nextbest.service.runtime import ServingRuntime
+    from nextbest.service.runtime import ServingRuntime, warn_if_stale
     from nextbest.service.serving import recommend_batch
 
     requester = requester or file_requester("picks")
@@ -433,9 +438,23 @@ def logged_picks(
         check_holdout_rate=False,
         upgrade_schema=False,
         retries=False,
+        warn_stale=False,  # at the decision date, below
+        clock=clock,
     )
     try:
         recommender = copy.copy(runtime.recommender)
+        now = recommender.clock()
+        # A date is resolved once for the whole send: today's, read again by a block
+        # served after midnight, would be a day gone, and that block logged as decided
+        # for its start. (No date: each block is decided when it is served.)
+        decided = decision_time(on, now=now) if on is not None else None
+        warn_if_stale(
+            settings.model_name,
+            recommender.version,
+            recommender.model.as_of,
+            now=now,
+            decided=decided,
+        )
         # The send's files, not only the model's snapshot, decide who may be sent what.
         recommender.eligibility = EligibilityIndex.build(
             recommender.model, hcps=hcps, catalog=catalog
@@ -451,10 +470,6 @@ def logged_picks(
         held_out: set[str] = set()
         answered: list[str] = []
         started = datetime.now(UTC)
-        # A date is resolved once for the whole send: today's, read again by a block
-        # served after midnight, would be a day gone, and that block logged as decided
-        # for its start. (No date: each block is decided when it is served.)
-        decided = decision_time(on) if on is not None else None
         runtime.reclog.hold()
         for start in range(0, len(hcp_ids), MAX_BATCH):
             block = hcp_ids[start : start + MAX_BATCH]

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest import registry
+from nextbest.clock import Clock, utc_now
 from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration, same_holdout_rate
@@ -119,10 +121,13 @@ def make_recommender(
     version: str,
     rules: ServingRules,
     alignment: TerritoryAlignment | None = None,
+    *,
+    clock: Clock = utc_now,
 ) -> Recommender:
     """The recommender a worker serves ``model`` (registered ``version``) with: the
     exploration, holdout and score cache ``settings`` configure, under ``rules`` and
-    the territory ``alignment`` (None: the model's own territories)."""
+    the territory ``alignment`` (None: the model's own territories), deciding by
+    ``clock``."""
     return Recommender(
         model=model,
         version=version,
@@ -137,22 +142,46 @@ def make_recommender(
         rules=rules,
         cache_pairs=settings.score_cache_pairs,
         alignment=alignment,
+        clock=clock,
     )
 
 
-def warn_if_stale(name: str, version: str, as_of: pd.Timestamp) -> None:
+def warn_if_stale(
+    name: str,
+    version: str,
+    as_of: pd.Timestamp,
+    *,
+    now: datetime,
+    decided: datetime | None = None,
+) -> None:
     """Log a warning when model ``name`` ``version``'s HCP history (``as_of``, its
-    training cut-off) is older than ``STALE_FEATURES_DAYS``: at every load for
-    serving, and by each way of picking for a file."""
-    age = pd.Timestamp.now(tz="UTC") - _utc(as_of)
+    training cut-off) is older than ``STALE_FEATURES_DAYS`` at the time it decides for:
+    at every load for serving (``now``, the reading of the clock it serves by), and
+    by each way of picking for a file, at the picks' decision time ``decided`` (None:
+    ``now``; both timezone-aware).
+
+    Picks for another day than today are measured at that day, not at today: picks
+    for a past day (yesterday's file made again, a replay) are made as of that day,
+    their reasons counting gaps to it, so the model is as stale as it was then; one
+    retrained since could not pick for that day at all (a day before its cut-off is
+    refused).
+    """
+    at = now if decided is None else decided
+    age = pd.Timestamp(at).tz_convert("UTC") - _utc(as_of)
+    day = pd.Timestamp(at).tz_convert("UTC").date().isoformat()
     if age > pd.Timedelta(days=STALE_FEATURES_DAYS):
+        since = (
+            f"{age.days} days ago"
+            if at == now
+            else f"{age.days} days before the decision date {day}"
+        )
         logger.warning(
-            "model %s version %s knows its HCPs' history up to %s (%d days ago): recency, "
+            "model %s version %s knows its HCPs' history up to %s (%s): recency, "
             "fatigue and engagement rates in its scores are that old; retrain to refresh them",
             name,
             version,
             _utc(as_of).date().isoformat(),
-            age.days,
+            since,
         )
 
 
@@ -224,8 +253,12 @@ class ServingRuntime:
         rules: ServingRules | None = None,
         predict_threads: int | None = 1,
         retries: bool = True,
+        clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
+        # What the recommenders it loads decide and serve by, and what a loaded
+        # model's staleness is measured at.
+        self.clock = clock
         # A server's watcher tries a failed load again every RETRY_INTERVAL_S, and its
         # words say so. A one-shot command (``picks --log``) loads once: its failure
         # is said once, by the command, from ``recommender``'s error; no retry.
@@ -284,6 +317,9 @@ class ServingRuntime:
         self._signal_seen: float | None = None
         self._asked = threading.Event()  # a reload asked by SIGHUP, for the watcher
         self._upgrade_schema = True
+        # Warn at each load of a model whose history is stale (off for ``picks --log``,
+        # which warns at its decision date itself).
+        self._warn_stale = True
         self._warmer: threading.Thread | None = None
         self.last_reload_error: str | None = None
         # Why the last broadcast reload could not signal the other workers (None:
@@ -315,6 +351,8 @@ class ServingRuntime:
         check_holdout_rate: bool = True,
         upgrade_schema: bool = True,
         retries: bool = True,
+        warn_stale: bool = True,
+        clock: Clock = utc_now,
     ) -> ServingRuntime:
         """Open the database (migrating it), read the rules and load the served model.
 
@@ -329,6 +367,9 @@ class ServingRuntime:
         does; ``picks --log`` refuses it, as other commands do, see ``migrate``).
         ``retries``: a watcher will try a failed load again (off for ``picks --log``:
         a failed load is not logged, and using ``recommender`` raises why, once).
+        ``warn_stale``: each load warns of a model whose history is stale by ``clock``
+        (:func:`warn_if_stale`; off for ``picks --log``, which warns as of its decision
+        date itself). ``clock``: what the served recommenders decide and serve by.
         """
         if predict_threads == 1:
             # Each worker process scores small blocks; one OpenMP thread per process
@@ -345,8 +386,10 @@ class ServingRuntime:
             make_session_factory(engine),
             predict_threads=predict_threads,
             retries=retries,
+            clock=clock,
         )
         runtime._upgrade_schema = upgrade_schema
+        runtime._warn_stale = warn_stale
         if runtime._migrate() and check_holdout_rate:
             runtime._warn_of_another_holdout_rate()
         if load_model:
@@ -753,7 +796,13 @@ class ServingRuntime:
                     result.warmed_hcps,
                     warm_s,
                 )
-                warn_if_stale(settings.model_name, version, self.recommender.model.as_of)
+                if self._warn_stale:
+                    warn_if_stale(
+                        settings.model_name,
+                        version,
+                        self.recommender.model.as_of,
+                        now=self.recommender.clock(),
+                    )
             swapped = self._last_swap
             if (
                 not polled
@@ -884,7 +933,9 @@ class ServingRuntime:
         settings = self.settings
         try:
             model = registry.load_version(settings, version, alias=settings.serve_alias)
-            recommender = make_recommender(settings, model, version, rules, alignment)
+            recommender = make_recommender(
+                settings, model, version, rules, alignment, clock=self.clock
+            )
             # A model that loads but cannot score (e.g. pickled by an
             # incompatible code version) must fail here, not on every request.
             recommender.self_check()
