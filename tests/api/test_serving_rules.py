@@ -1080,3 +1080,53 @@ def test_a_reload_refuses_a_bad_rules_file_as_every_settings_file_is_refused(
         assert answer.status_code == 500, answer.text
         assert f"{rules}{said}" in answer.json()["detail"], answer.text
         assert client.get("/readyz").json()["rules_fingerprint"] == held
+
+
+def test_a_recommendation_is_decided_by_the_servers_clock_not_the_machines(
+    api_settings, keys
+) -> None:
+    """The single route decided for the machine's date, whatever clock the served
+    recommender decides by: a server whose clock read months ago counted an e-mail
+    delivered an hour ago by the machine's date (after that clock's now) and missed
+    one delivered an hour before its own now. By its clock: the other way round."""
+    from nextbest.service.recommend import cutoff
+    from nextbest.service.runtime import ServingRuntime
+
+    settings = api_settings.model_copy(update={"holdout_rate": 0.0, "epsilon": 0.0})
+    runtime = ServingRuntime.start(settings)
+    at = cutoff(runtime.recommender.model) + timedelta(days=10, hours=12)
+    runtime.close()
+    assert at < datetime.now(UTC) - timedelta(days=3)  # the rules' cool-down: 3 days
+    runtime = ServingRuntime.start(settings, clock=lambda: at)
+    with TestClient(create_app(settings, runtime), headers=dict(keys.admin)) as client:
+        recommender = runtime.recommender
+        emailed = [
+            h
+            for h in recommender.hcp_ids[:100].tolist()
+            if recommender.recommend(hcp_id=h, k=1, channel="email").items
+        ]
+        before, after = emailed[:2]
+        for event_id, hcp_id, when in (
+            ("before-its-now", before, at - timedelta(hours=1)),
+            ("after-its-now", after, datetime.now(UTC) - timedelta(hours=1)),
+        ):
+            response = client.post(
+                "/v1/feedback",
+                json={
+                    "event_id": event_id,
+                    "event_type": "delivered",
+                    "hcp_id": hcp_id,
+                    "channel": "email",
+                    "occurred_at": when.isoformat(),
+                },
+            )
+            assert response.status_code == 200, response.text
+        served = {}
+        for hcp_id in (before, after):
+            answer = client.post(
+                "/v1/recommendations", json={"hcp_id": hcp_id, "k": 1, "channel": "email"}
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["created_at"] == at.isoformat()
+            served[hcp_id] = bool(answer.json()["items"])
+    assert served == {before: False, after: True}, served

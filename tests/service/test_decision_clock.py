@@ -146,3 +146,122 @@ def test_a_served_model_is_stale_or_not_by_the_clock_it_serves_by(
     assert len(said) == warned, said
     if warned:
         assert f"({days} days ago)" in said[0], said[0]
+
+
+# A moment after the trained world's history ends (its simulated catalog's approvals
+# run on after it), and before the machine's date.
+def _served_at(model) -> datetime:
+    from nextbest.service.recommend import cutoff
+
+    return cutoff(model) + timedelta(days=10, hours=12)
+
+
+@pytest.mark.parametrize("serve", ["one", "batch"])
+def test_serving_reads_the_contact_history_up_to_the_recommenders_clock(
+    model, tmp_path, serve: str
+) -> None:
+    """Serving decided for the machine's date and read the contact history up to it,
+    whatever the recommender's clock: an answer decided by a clock months ago missed
+    the e-mail delivered an hour before that clock's now (its cool-down long over by
+    the machine's date). Up to that clock's reading: the contact an hour before it
+    counts, the one two days after does not, and the answer is decided for that
+    reading (or, for a day gone, acted on at it)."""
+    from nextbest.policy.rules import ServingRules
+    from nextbest.service.reclog import RecommendationLog
+    from nextbest.service.serving import recommend_batch, recommend_one
+    from nextbest.storage.db import make_engine, make_session_factory, migrate
+    from nextbest.storage.repository import FeedbackRecord, record_feedback
+
+    at = _served_at(model)
+    assert at < datetime.now(UTC) - timedelta(days=3)
+    recommender = Recommender(
+        model=model,
+        version="1",
+        exploration=EpsilonGreedy(epsilon=0.0, holdout_rate=0.0),
+        rules=ServingRules.from_mapping({"channels": {"email": {"cooldown_days": 3}}}),
+        clock=lambda: at,
+    )
+    # Two HCPs an e-mail is served to when no contact is known.
+    plain, _ = recommender.recommend_many(
+        hcp_ids=[str(h) for h in model.hcps["hcp_id"][:100]], k=1, channel="email"
+    )
+    before, after = [r.hcp_id for r in plain if r.items][:2]
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        stored = record_feedback(
+            session,
+            events=[
+                FeedbackRecord("e1", "delivered", at - timedelta(hours=1), before, channel="email"),
+                FeedbackRecord("e2", "delivered", at + timedelta(days=2), after, channel="email"),
+            ],
+        )
+        assert not stored.rejected
+    log = RecommendationLog(engine, flush_ms=0)
+    try:
+        for on in (None, at.date() - timedelta(days=1)):  # now; a day gone, acted on now
+            if serve == "one":
+                recs = [
+                    recommend_one(
+                        recommender,
+                        engine,
+                        log,
+                        requester="test",
+                        hcp_id=h,
+                        k=1,
+                        channel="email",
+                        on=on,
+                    )
+                    for h in (before, after)
+                ]
+            else:
+                recs, _, _ = recommend_batch(
+                    recommender,
+                    engine,
+                    log,
+                    requester="test",
+                    hcp_ids=[before, after],
+                    channel="email",
+                    on=on,
+                )
+            served = {r.hcp_id: bool(r.items) for r in recs}
+            assert served == {before: False, after: True}, (on, served)
+            decided = at if on is None else datetime(on.year, on.month, on.day, tzinfo=UTC)
+            assert {r.decided_for for r in recs} == {decided}, on
+    finally:
+        log.close()
+        engine.dispose()
+
+
+def test_a_rep_plan_is_for_the_day_of_the_recommenders_clock(model, tmp_path) -> None:
+    """A plan asked for without a date was the machine's day's, whatever the
+    recommender's clock; now that clock's day."""
+    from nextbest.service.reclog import RecommendationLog
+    from nextbest.service.serving import rep_call_plan
+    from nextbest.storage.db import make_engine, migrate
+
+    at = _served_at(model)
+    recommender = Recommender(
+        model=model,
+        version="1",
+        exploration=EpsilonGreedy(epsilon=0.0, holdout_rate=0.0),
+        clock=lambda: at,
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    log = RecommendationLog(engine, flush_ms=0)
+    try:
+        plan = rep_call_plan(
+            recommender,
+            engine,
+            log,
+            requester="test",
+            rep_id="rep-1",
+            territory_id=str(model.hcps["territory_id"].iat[0]),
+        )
+    finally:
+        log.close()
+        engine.dispose()
+    assert plan.date == at.date() != datetime.now(UTC).date()
+    assert plan.suggestions and {r.decided_for for r in plan.suggestions} == {at}

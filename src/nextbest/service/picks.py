@@ -347,7 +347,7 @@ def file_picks(
     rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
     with store_session(settings.resolved_database_url) as session:
-        history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided))
+        history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided, now))
     return picks_frame(
         model,
         hcp_ids=known,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -102,13 +102,15 @@ async def live_history_async(
     return _live(found, windows, now, rules)
 
 
-def history_time(decided: datetime) -> datetime:
-    """When the contact history is read for a decision at ``decided``: then, or now
-    if that is later. A decision dated in the past (a send file for yesterday,
-    made after midnight) is acted on now, so the contacts reported since count
-    against its caps and cool-downs, as its holdout week and consent are today's:
-    read as of its date, an e-mail delivered this morning would not stop a second."""
-    return max(decided, datetime.now(UTC))
+def history_time(decided: datetime, now: datetime) -> datetime:
+    """When the contact history is read for a decision at ``decided``: then, or
+    ``now`` (the reading of the clock the decision is served by, which
+    :func:`decision_time` resolved it with) if that is later. A decision dated in the
+    past (a send file for yesterday, made after midnight) is acted on now, so the
+    contacts reported since count against its caps and cool-downs, as its holdout
+    week and consent are today's: read as of its date, an e-mail delivered this
+    morning would not stop a second."""
+    return max(decided, now)
 
 
 def _lookbacks(
@@ -169,9 +171,11 @@ def recommend_one(
 
     ``db`` is only read (the live history); the log writes through ``log`` (None:
     nothing is logged, for ``nextbest explain``). With ``db`` None, ``history`` is
-    the HCP's live history, already read (as of ``on``).
+    the HCP's live history, already read (as of ``on``). "Now" is the recommender's
+    clock.
     """
-    now = decision_time(on)
+    reading = recommender.clock()
+    now = decision_time(on, now=reading)
     recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     if db is not None:
         history = (
@@ -179,7 +183,7 @@ def recommend_one(
                 db,
                 rules=recommender.rules,
                 hcp_ids=[hcp_id],
-                now=history_time(now),
+                now=history_time(now, reading),
                 contact_times=explain_exclusions,  # when a binding cap lifts
             )
             if recommender.hcp_row(hcp_id) is not None
@@ -216,14 +220,17 @@ def recommend_batch(
     """Recommendations for up to 1,000 HCPs, each logged; also the unknown ids, and
     the ids listed more than once (each HCP gets one answer: an e-mail system that
     sent an id twice must not send two e-mails). ``channels`` as :func:`recommend_one`."""
-    now = decision_time(on)
+    reading = recommender.clock()
+    now = decision_time(on, now=reading)
     recommender.check_request(k=k, channel=channel, purpose=purpose, now=now)
     unique = list(dict.fromkeys(hcp_ids))
     repeated = (
         [h for h, n in Counter(hcp_ids).items() if n > 1] if len(unique) < len(hcp_ids) else []
     )
     known = [h for h in unique if recommender.hcp_row(h) is not None]
-    history = live_history(db, rules=recommender.rules, hcp_ids=known, now=history_time(now))
+    history = live_history(
+        db, rules=recommender.rules, hcp_ids=known, now=history_time(now, reading)
+    )
     recs, unknown = recommender.recommend_many(
         hcp_ids=unique,
         k=k,
@@ -254,13 +261,18 @@ def rep_call_plan(
     """A rep's (or, medical, an MSL's) ranked call plan; suggestions and holdout
     draws are logged. With ``explain`` the plan also says why the territory's other
     HCPs are left out (``RepPlan.left_out``); that adds nothing to the log."""
-    now = decision_time(on) if on is not None else decision_time(None)
+    reading = recommender.clock()
+    now = decision_time(on, now=reading)
     check_day(now, recommender.as_of, location="query")  # before the history is read
     rows = recommender.territories.get(territory_id)
     ids = recommender.hcp_ids[rows].tolist() if rows is not None else []
     # With explain, when each contact was too: left_out says when a binding cap lifts.
     history = live_history(
-        db, rules=recommender.rules, hcp_ids=ids, now=history_time(now), contact_times=explain
+        db,
+        rules=recommender.rules,
+        hcp_ids=ids,
+        now=history_time(now, reading),
+        contact_times=explain,
     )
     plan = recommender.rep_plan(
         rep_id=rep_id,

@@ -92,7 +92,10 @@ async def recommend(
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
     purpose = request_purpose(caller, body.purpose)
     channels = request_channels(caller, body.channel)
-    now = decision_time(body.date)
+    # One reading of the recommender's clock: the decision time and, after a past
+    # date, when the history is read.
+    reading = recommender.clock()
+    now = decision_time(body.date, now=reading)
     # SQLite: the connection kept for this route's reads; else an engine (one query on
     # a plain connection).
     db: Database | None = runtime.loop_reader or runtime.reader
@@ -109,7 +112,7 @@ async def recommend(
             runtime.reader.dialect,
             rules=recommender.rules,
             hcp_id=body.hcp_id,
-            now=history_time(now),
+            now=history_time(now, reading),
         )
         db = None
     rec = recommend_one(
