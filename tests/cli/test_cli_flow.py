@@ -1352,8 +1352,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
-        assert migrate(engine) == (None, "0011")
-        assert migrate(engine) == ("0011", "0011")
+        assert migrate(engine) == (None, "0012")
+        assert migrate(engine) == ("0012", "0012")
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     finally:
@@ -1363,7 +1363,7 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
-    assert "(its newest is 0011)" in said and "Traceback" not in result.output
+    assert "(its newest is 0012)" in said and "Traceback" not in result.output
     assert not started
     # Every other command that opens the database says the same, in one line.
     import sys
@@ -1467,19 +1467,19 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
         main()
     assert stopped.value.code == 2
     said = " ".join(capsys.readouterr().err.split())
-    assert "schema is at revision 0008, older than this release's 0011" in said, said
+    assert "schema is at revision 0008, older than this release's 0012" in said, said
     assert "`nextbest db upgrade`" in said and said.count("error:") == 1, said
     assert schema_revisions(url)[0] == "0008"  # nothing changed
 
     status = runner.invoke(app, ["db", "status"])
     assert status.exit_code == 1, status.output
-    assert "schema revision 0008, behind this release's 0011" in " ".join(status.output.split())
+    assert "schema revision 0008, behind this release's 0012" in " ".join(status.output.split())
     upgraded = runner.invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "schema upgraded from revision 0008 to 0011" in upgraded.output
-    assert schema_revisions(url)[0] == "0011"
+    assert "schema upgraded from revision 0008 to 0012" in upgraded.output
+    assert schema_revisions(url)[0] == "0012"
     status = runner.invoke(app, ["db", "status"])
-    assert status.exit_code == 0 and "schema revision 0011, this release's" in status.output
+    assert status.exit_code == 0 and "schema revision 0012, this release's" in status.output
     again = runner.invoke(app, ["db", "upgrade"])
     assert again.exit_code == 0 and "nothing to do" in again.output
     # Asked about a database file not made yet (a new machine, a mistyped path), it
@@ -1560,7 +1560,7 @@ def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table
             assert "lock on recommendations" in " ".join(capsys.readouterr().err.split())
     finally:
         bi.dispose()
-    assert migrate(postgres_url) == ("0005", "0011")
+    assert migrate(postgres_url) == ("0005", "0012")
 
 
 @pytest.mark.parametrize(

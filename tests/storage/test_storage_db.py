@@ -74,7 +74,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0011"
+    assert head == "0012"
 
     migrate(database_url)
     migrate(database_url)
@@ -179,7 +179,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
         "received_at, recommendation_id, hcp_id, value) VALUES "
         f"('e-1', 'outcome', {at}, {at}, 'old-1', 'h1', 2.0)",
     )
-    assert migrate(database_url) == ("0003", "0011")
+    assert migrate(database_url) == ("0003", "0012")
 
     engine = make_engine(database_url)
     try:
@@ -233,7 +233,7 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
     )
     engine = make_engine(database_url)
     try:
-        assert migrate(database_url) == ("0004", "0011")
+        assert migrate(database_url) == ("0004", "0012")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
@@ -257,7 +257,7 @@ def test_downgrade_from_the_command_line_keeps_the_log_and_its_feedback(
     at = "'2024-03-04 09:00:00.000000'"
     _logged_under(
         database_url,
-        "0011",
+        "0012",
         "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
         "requester, purpose, channel_filter, model_version, holdout, policy, "
         "epsilon, holdout_rate, decided_for, n_candidates) VALUES "
@@ -460,7 +460,7 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
     )
     engine = make_engine(database_url)
     try:
-        assert migrate(database_url) == ("0005", "0011")
+        assert migrate(database_url) == ("0005", "0012")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rules_fingerprint is None
@@ -510,7 +510,7 @@ def test_upgrade_to_0008_keeps_the_log_and_records_the_next_prune(
     engine = make_engine(database_url)
     try:
         assert "maintenance_runs" not in inspect(engine).get_table_names()
-        assert migrate(database_url) == ("0007", "0011")
+        assert migrate(database_url) == ("0007", "0012")
         assert "maintenance_runs" in inspect(engine).get_table_names()
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
@@ -553,7 +553,7 @@ def test_upgrade_to_0011_reads_opt_outs_stored_before_as_stored(database_url: st
     )
     engine = make_engine(database_url)
     try:
-        assert migrate(database_url) == ("0010", "0011")
+        assert migrate(database_url) == ("0010", "0012")
         with make_session_factory(engine)() as session:
             new = FeedbackRecord(
                 event_id="new-fax",
@@ -620,7 +620,7 @@ def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
     finally:
         bi.dispose()
     # The session gone, the same migration goes through.
-    assert migrate(postgres_url) == ("0002", "0011")
+    assert migrate(postgres_url) == ("0002", "0012")
 
 
 def _migrate_at(url: str, start: float) -> str:
@@ -642,7 +642,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0011"
+    assert _current_revision(database_url) == "0012"
 
 
 def _connect_at(url: str, start: float) -> str:

@@ -93,8 +93,9 @@ class Recommendation(Base):
     epsilon: Mapped[float] = mapped_column(sa.Float)
     holdout_rate: Mapped[float] = mapped_column(sa.Float)
     # The decision time the answer was made for (a request's date: a plan for
-    # tomorrow is served today); None before migration 0003.
-    decided_for: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # tomorrow is served today); None before migration 0003. Indexed since 0012:
+    # `picks --log` looks up the answers decided for its day.
+    decided_for: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     n_candidates: Mapped[int] = mapped_column(sa.Integer)
     # The probability the serving policy had of answering this request with no
     # action, holdout included, as it computed it when answering (the live rules
