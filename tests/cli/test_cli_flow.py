@@ -176,7 +176,7 @@ def test_simulate_train_picks(
     get_settings.cache_clear()
     sent = tmp_path / "sent.csv"
     said = " ".join(run_ok("picks", "--data", str(world), "--out", str(sent), "--log").split())
-    assert "already have answers logged today" not in said, said
+    assert "already have answers logged" not in said, said
     picks = pd.read_csv(sent)
     assert list(picks.columns[-3:]) == ["recommendation_id", "propensity", "explored"]
     assert picks["propensity"].between(0, 1, inclusive="right").all()
@@ -230,12 +230,16 @@ def test_simulate_train_picks(
     assert rates == [(0.2,)]
     first = served["recommendation_id"].isin(logged["recommendation_id"])
     assert first.sum() == (~first).sum() == 300
-    # The same HCPs twice in a day: said, since only one of the files may be sent. The
-    # note counts from 00:00 UTC, read between the first run's answers and the second's:
-    # said whenever the two were logged on one day (a midnight between may part them).
-    logged_at = pd.to_datetime(served["created_at"], utc=True)
-    if logged_at[first].max().date() == logged_at[~first].min().date():
-        assert "300 of these HCPs already have answers logged today (since 00:00 UTC)" in said, said
+    # The same HCPs twice for one day: said, since only one of the files may be sent.
+    # Without --as-of each run decides for the day it runs on, read between the first
+    # run's answers and the second's: said whenever both were decided for one day (a
+    # midnight between may part them).
+    decided_on = pd.to_datetime(served["decided_for"], utc=True).dt.date
+    if decided_on[first].min() == decided_on[~first].min():
+        assert (
+            f"300 of these HCPs already have answers logged for {decided_on[first].min()} (UTC) "
+            "by an earlier send"
+        ) in said, said
     # Each answer is held out by the weekly draw of when it takes effect as logged,
     # so the second run holds out the same HCPs unless a Monday 00:00 UTC came between.
     days = get_settings().holdout_days
@@ -2193,6 +2197,69 @@ def test_picks_for_a_data_directory_do_not_read_its_history(
     assert f"of {len(hcps) - 1:,} HCPs to {out}" in said, said
     picked = pd.read_csv(out)
     assert len(picked) > 0 and gone not in set(picked["hcp_id"])
+
+
+def test_picks_log_names_a_repeat_by_the_day_decided_for_across_midnight(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send logged at 23:50 UTC for day D and run again at 00:10 for D is a repeat:
+    said, although the earlier answers were logged the day before (the note counted
+    answers logged since 00:00 UTC). A send for D + 1 is not one: D's answers logged
+    minutes before do not count against it."""
+    import shutil
+    from datetime import UTC, datetime, timedelta
+
+    from nextbest.service import recommend
+    from nextbest.storage import log_recommendations
+    from nextbest.storage.db import store_session
+    from nextbest.storage.testing import recommendation_record
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    get_settings.cache_clear()
+    as_of = registry.load_alias(get_settings())[0].as_of
+    day = (as_of + pd.Timedelta(days=2)).date()  # a day the model may decide for
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    ids = list(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"][:40])
+    send = tmp_path / "send.csv"
+    pd.DataFrame({"hcp_id": ids}).to_csv(send, index=False)
+    # The 23:50 send, for its day (today then), logged for 10 of the list's HCPs.
+    late = midnight - timedelta(minutes=10)
+    with store_session(get_settings().resolved_database_url) as session:
+        earlier = [
+            recommendation_record(
+                f"late-{hcp}",
+                hcp,
+                created_at=late,
+                decided_for=late,
+                requester="nextbest picks (jdoe)",
+                holdout_rate=get_settings().holdout_rate,
+            )
+            for hcp in ids[:10]
+        ]
+        log_recommendations(session, records=earlier)
+        session.commit()
+    monkeypatch.setattr(recommend, "utc_now", lambda: midnight + timedelta(minutes=10))
+
+    def sent(as_of: str, out: str) -> str:
+        said = run_ok("picks", "--hcps", str(send), "--out", str(tmp_path / out), "--log",
+                      "--as-of", as_of)  # fmt: skip
+        return " ".join(said.split())
+
+    said = sent(day.isoformat(), "again.csv")
+    assert (
+        f"10 of these HCPs already have answers logged for {day.isoformat()} (UTC) by an "
+        "earlier send (`nextbest picks --log`)"
+    ) in said, said
+    # The next day's send (today at 00:10): the 40 answers just logged were for D.
+    tomorrow = (day + timedelta(days=1)).isoformat()
+    said = sent(tomorrow, "next.csv")
+    assert "already have answers logged" not in said, said
+    # Its own rerun is a repeat, for the day both decide for.
+    said = sent(tomorrow, "next-again.csv")
+    assert f"40 of these HCPs already have answers logged for {tomorrow} (UTC)" in said, said
 
 
 def test_picks_warn_once_of_a_stale_model_with_and_without_log(

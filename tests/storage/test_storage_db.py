@@ -576,6 +576,56 @@ def test_upgrade_to_0011_reads_opt_outs_stored_before_as_stored(database_url: st
     assert set(found.consent_unmatched) == {("h2", "fax", True)}
 
 
+def test_upgrade_to_0012_indexes_the_day_each_logged_answer_was_decided_for(
+    database_url: str,
+) -> None:
+    """Answers logged under 0011 keep their decision time; 0012 indexes it, so the
+    answers of the day a `picks --log` send decides for are read without walking the
+    log, those logged before the upgrade included. A downgrade drops the index only."""
+    from nextbest.storage.repository import hcps_logged_for_day
+
+    late, next_day = "'2024-03-04 23:50:00.000000'", "'2024-03-05 00:10:00.000000'"
+    _logged_under(
+        database_url,
+        "0011",
+        "INSERT INTO recommendations (recommendation_id, created_at, hcp_id, "
+        "requester, purpose, channel_filter, model_version, holdout, policy, "
+        "epsilon, holdout_rate, decided_for, n_candidates) VALUES "
+        f"('old-1', {late}, 'h1', 'nextbest picks (jdoe)', 'promotional', NULL, '3', "
+        f"false, 'epsilon_greedy', 0.3, 0.1, {late}, 12), "
+        f"('old-2', {next_day}, 'h2', 'nextbest picks (jdoe)', 'promotional', NULL, '3', "
+        f"false, 'epsilon_greedy', 0.3, 0.1, {next_day}, 12)",
+    )
+
+    def indexed(engine: Engine) -> bool:
+        found = inspect(engine).get_indexes("recommendations")
+        return {"name": "ix_recommendations_decided_for", "columns": ["decided_for"]} in [
+            {"name": index["name"], "columns": index["column_names"]} for index in found
+        ]
+
+    engine = make_engine(database_url)
+    try:
+        assert not indexed(engine)
+        assert migrate(database_url) == ("0011", "0012")
+        assert indexed(engine)
+        with make_session_factory(engine)() as session:
+            days = [
+                hcps_logged_for_day(session, day=day, requester_prefix="nextbest picks (")
+                for day in (T0.date(), T0.date() + timedelta(days=1))
+            ]
+        assert days == [{"h1"}, {"h2"}]
+        engine.dispose()
+        config = alembic_config()
+        config.set_main_option("sqlalchemy.url", database_url)
+        command.downgrade(config, "0011")
+        assert not indexed(engine)
+        with engine.connect() as connection:
+            count = connection.execute(text("SELECT count(*) FROM recommendations")).scalar()
+        assert count == 2
+    finally:
+        engine.dispose()
+
+
 def test_migrate_accepts_an_engine_and_leaves_it_usable(database_url: str) -> None:
     engine = make_engine(database_url)
     try:

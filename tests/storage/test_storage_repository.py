@@ -169,6 +169,68 @@ def test_latest_holdout_rate_is_the_newest_answers_and_none_before_any(
     assert len(statements) == 1
 
 
+def test_hcps_logged_for_a_day_are_those_decided_for_it_whenever_logged(
+    session: Session, engine: Engine, make_recommendation: MakeRecommendation
+) -> None:
+    """`picks --log` asks which HCPs an earlier send already got answers for, decided
+    for the day it decides for: a send logged at 23:50 and rerun at 00:10 for the same
+    day is a repeat; a file for yesterday logged today, or for tomorrow logged
+    yesterday, counts for its own day, not the day it was logged on."""
+    day = T0.date()
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    picks, api = "nextbest picks (jdoe)", "crm-eu"
+    logged = [
+        # (hcp_id, created_at, decided_for, requester)
+        ("late", midnight - timedelta(minutes=10), midnight - timedelta(minutes=10), picks),
+        ("rerun", midnight + timedelta(minutes=10), midnight - timedelta(days=1), picks),
+        ("ahead", midnight - timedelta(days=3), midnight + timedelta(days=1, hours=9), picks),
+        ("past", midnight + timedelta(hours=9), midnight - timedelta(days=2), picks),
+        ("today", midnight + timedelta(hours=23, minutes=59), midnight, picks),
+        ("served", midnight + timedelta(hours=9), midnight + timedelta(hours=9), api),
+        ("pattern", midnight + timedelta(hours=1), midnight, "nextbest picks _jdoe)"),
+    ]
+    log_recommendations(
+        session,
+        records=[
+            make_recommendation(f"rec-{hcp}", hcp, created_at=at, decided_for=decided, requester=by)
+            for hcp, at, decided, by in logged
+        ],
+    )
+    session.commit()
+
+    def for_day(offset: int) -> set[str]:
+        return repository.hcps_logged_for_day(
+            session, day=day + timedelta(days=offset), requester_prefix="nextbest picks ("
+        )
+
+    assert for_day(-1) == {"late", "rerun"}
+    assert for_day(0) == {"today"}
+    assert for_day(1) == {"ahead"}
+    assert for_day(-2) == {"past"}
+    assert for_day(-3) == for_day(2) == set()
+    if engine.dialect.name == "sqlite":
+        # The day's answers through the index, not a walk of the whole log: the plan
+        # of the statement the query sends.
+        sent: list[tuple[str, Any]] = []
+
+        def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            sent.append((statement, parameters))
+
+        with engine.connect() as connection:
+            event.listen(engine, "before_cursor_execute", keep)
+            try:
+                repository.hcps_logged_for_day(connection, day=day, requester_prefix="x")
+            finally:
+                event.remove(engine, "before_cursor_execute", keep)
+            [(statement, parameters)] = sent
+            plan = " ".join(
+                str(row[-1])
+                for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+        assert "ix_recommendations_decided_for" in plan, plan
+        assert "SCAN recommendations" not in plan, plan
+
+
 def test_log_recommendations_is_one_statement_per_table(
     engine: Engine,
     session: Session,

@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -169,7 +169,7 @@ def picks(
     for note in noted:
         _note(note)
     if log:
-        _note_logged_today(settings, [h for h in hcp_ids if h not in unknown])
+        _note_logged_for_day(settings, [h for h in hcp_ids if h not in unknown], on=on)
     with (
         _steps(len(hcp_ids)) as progress,  # the HCPs scored: the unknown are skipped
         _interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
@@ -284,25 +284,31 @@ def picks(
     return out
 
 
-def _note_logged_today(settings: Settings, hcp_ids: list[str]) -> None:
-    """Say when HCPs of this ``picks --log`` run already got logged picks today (UTC):
-    each logged answer counts as served, so of two files for them only one may be
-    sent (the uplift report and the gate take the other's answers as sends)."""
+def _note_logged_for_day(
+    settings: Settings, hcp_ids: list[str], *, on: datetime | date | None
+) -> None:
+    """Say when HCPs of this ``picks --log`` run already got answers logged by an
+    earlier ``picks --log`` decided for the day this run decides for (``on``, today
+    without it; UTC): each logged answer counts as served, so of two files for them
+    only one may be sent (the uplift report and the gate take the other's answers as
+    sends)."""
+    from nextbest.service.recommend import decision_time
     from nextbest.storage.db import store_session
-    from nextbest.storage.repository import hcps_logged_since
+    from nextbest.storage.repository import hcps_logged_for_day
 
-    # The UTC day, as every date the command decides for; not the last 24 hours,
-    # which would tell a daily send job every day (yesterday's answers, logged
-    # minutes after yesterday's start, are less than a day old at today's start).
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # The day decided for, not the day logged on: a send rerun just after midnight
+    # for the same day is a repeat, and a file for yesterday written today is not
+    # one of today's send. Not the last 24 hours either, which would tell a daily
+    # send job every day.
+    day = decision_time(on).date()
     with store_session(settings.resolved_database_url) as session:
-        earlier = hcps_logged_since(session, since=today, requester_prefix="nextbest picks (")
+        earlier = hcps_logged_for_day(session, day=day, requester_prefix="nextbest picks (")
     again = len(earlier.intersection(hcp_ids))
     if again:
         console.print(
             f"[yellow]note:[/yellow] {again:,} of these HCPs already have answers logged "
-            "today (since 00:00 UTC) by `nextbest picks --log` (an earlier run?): every "
-            "logged answer counts as served, so send one file for them, not both",
+            f"for {day.isoformat()} (UTC) by an earlier send (`nextbest picks --log`): "
+            "every logged answer counts as served, so send one file for them, not both",
             highlight=False,
         )
 

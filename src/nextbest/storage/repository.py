@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import pandas as pd
@@ -3208,14 +3208,18 @@ def recently_asked_hcps(db: Session | Connection, *, limit: int) -> list[str]:
     return list(distinct)[:limit]
 
 
-def hcps_logged_since(
-    db: Session | Connection, *, since: datetime, requester_prefix: str
-) -> set[str]:
-    """HCPs with an answer logged at or after ``since`` for a requester whose name
-    starts with ``requester_prefix`` (``nextbest picks``: any user's send files)."""
+def hcps_logged_for_day(db: Session | Connection, *, day: date, requester_prefix: str) -> set[str]:
+    """HCPs with an answer decided for the UTC ``day`` (its ``decided_for``, whenever it
+    was logged) for a requester whose name starts with ``requester_prefix`` (``nextbest
+    picks (``: any user's send files, each logged with its date since revision 0003).
+
+    Reads the ``decided_for`` index: the day's answers only, however long the log.
+    """
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     query = (
         sa.select(Recommendation.hcp_id)
-        .where(Recommendation.created_at >= since)
+        .where(Recommendation.decided_for >= start)
+        .where(Recommendation.decided_for < start + timedelta(days=1))
         .where(Recommendation.requester.startswith(requester_prefix, autoescape=True))
         .distinct()
     )
