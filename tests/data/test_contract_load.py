@@ -17,18 +17,16 @@ from nextbest.contract import (
     Dataset,
     allowed_specialties,
     consent_column,
-    consent_notes,
-    empty_row_notes,
     is_rep_channel,
     load_catalog,
     load_dataset,
     load_hcps,
     load_interactions,
-    territory_notes,
     write_dataset,
 )
 from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.files import read_table
+from nextbest.contract.notes import consent_notes, empty_row_notes, territory_notes
 
 Tables = dict[str, pd.DataFrame]
 WriteTables = Callable[..., Path]

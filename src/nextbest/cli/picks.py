@@ -88,11 +88,11 @@ def picks(
     from nextbest import registry
     from nextbest.contract import (
         ContractError,
-        consent_notes,
         load_hcps_and_catalog,
         load_send_list,
         write_table,
     )
+    from nextbest.contract.notes import consent_notes
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
     from nextbest.service.picks import (

@@ -6,8 +6,6 @@ Load a directory with :func:`load_dataset`; every rule violation is reported as 
 
 from nextbest.contract.dataset import (
     Dataset,
-    consent_notes,
-    empty_row_notes,
     load_catalog,
     load_dataset,
     load_hcps,
@@ -15,7 +13,6 @@ from nextbest.contract.dataset import (
     load_interactions,
     load_send_list,
     load_territories,
-    territory_notes,
     write_dataset,
 )
 from nextbest.contract.errors import MAX_PROBLEMS_PER_FILE, ContractError, Problem
@@ -47,8 +44,6 @@ __all__ = [
     "Problem",
     "allowed_specialties",
     "consent_column",
-    "consent_notes",
-    "empty_row_notes",
     "is_rep_channel",
     "load_catalog",
     "load_dataset",
@@ -58,7 +53,6 @@ __all__ = [
     "load_send_list",
     "load_territories",
     "read_table",
-    "territory_notes",
     "validate_catalog",
     "validate_hcps",
     "validate_interactions",

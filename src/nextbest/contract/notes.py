@@ -1,5 +1,6 @@
 """What a data set's files say beyond keeping the contract: columns left unread, numbers
-read as text, personal data, catalog values no HCP matches. Each function returns notes,
+read as text, personal data, catalog values no HCP matches, channels without consent
+columns, territories spelled two ways, empty rows skipped. Each function returns notes,
 one line of text each, for ``validate`` and ``train`` to print (and a run to keep in its
 notes.txt); none of them refuses the data."""
 
@@ -11,14 +12,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from nextbest.contract.dataset import (
-    Dataset,
-    consent_notes,
-    empty_row_notes,
-    territory_notes,
-)
+from nextbest.contract.dataset import Dataset
+from nextbest.contract.files import EMPTY_ROWS
 from nextbest.contract.parse import number, quoted
 from nextbest.contract.schema import (
+    CONSENT_PREFIX,
     GROUPED_NUMBER,
     NULL_WORDS,
     NUMBER_SHAPED,
@@ -28,7 +26,9 @@ from nextbest.contract.schema import (
     REQUIRED_CATALOG_COLUMNS,
     REQUIRED_HCP_COLUMNS,
     REQUIRED_INTERACTION_COLUMNS,
+    TABLES,
     allowed_specialties,
+    consent_column,
     is_identifier_column,
     is_rep_channel,
     specialty_spelling,
@@ -60,6 +60,85 @@ def data_notes(dataset: Dataset) -> list[str]:
     ]
 
 
+def consent_notes(hcps: pd.DataFrame, catalog: pd.DataFrame) -> list[str]:
+    """One note per catalog channel the hcps file has no ``consent_<channel>`` column
+    for while it has one for another channel: every HCP then counts as consenting to
+    it (the contract's default), which for a channel added to the catalog after the
+    consent columns were set up (SMS) means contacting everyone. Nothing when the
+    file has no consent column at all: the default is then plainly relied on."""
+    given = sorted(
+        str(column)[len(CONSENT_PREFIX) :]
+        for column in hcps.columns
+        if str(column).startswith(CONSENT_PREFIX)
+    )
+    if not given:
+        return []
+    notes = []
+    for channel, actions in catalog.groupby("channel", sort=True)["action_id"]:
+        if channel in given:
+            continue
+        ids = [str(action) for action in actions]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5:,} more" if len(ids) > 5 else "")
+        column = consent_column(str(channel))
+        notes.append(
+            f"hcps: no {column} column, so every HCP counts as consenting to {channel} "
+            f"(catalog action{'s' if len(ids) > 1 else ''} {shown}), while the file has "
+            f"consent columns for {', '.join(given)}: add {column} if {channel} needs consent"
+        )
+    return notes
+
+
+def empty_row_notes(dataset: Dataset) -> list[str]:
+    """One note per table whose file ended in rows with every cell empty (a
+    spreadsheet's blank rows, saved as ',,,,'), which were skipped."""
+    notes = []
+    for name in TABLES:
+        rows = getattr(dataset, name).attrs.get(EMPTY_ROWS)
+        if rows is not None:
+            first, last = rows
+            n = last - first + 1
+            notes.append(
+                f"{name}: skipped {n:,} empty row{'s' if n > 1 else ''} at the end of the file "
+                f"({f'rows {first:,}-{last:,}' if n > 1 else f'row {first:,}'}: every cell "
+                "empty, as a spreadsheet saves blank rows)"
+            )
+    return notes
+
+
+def territory_notes(hcps: pd.DataFrame) -> list[str]:
+    """Notes on ``territory_id`` spellings that look like one territory written two
+    ways (``T005`` and ``t005``, ``T 001`` and ``T001``) or like several territories in
+    one cell (``T001;T002``). Territories are matched exactly: each such spelling is a
+    territory of its own, and its HCPs are in no rep's plan but a key naming it."""
+    counts = hcps["territory_id"].astype(str).value_counts()
+    alike: dict[str, list[str]] = {}
+    for territory in counts.index:
+        alike.setdefault(re.sub(r"[\s_.\-]", "", territory).casefold(), []).append(territory)
+    groups = [spellings for spellings in alike.values() if len(spellings) > 1]
+    notes = []
+    if groups:
+        shown = "; ".join(
+            " and ".join(f"{t!r} ({counts[t]:,} HCP{'s' if counts[t] > 1 else ''})" for t in g)
+            for g in groups[:5]
+        ) + (f"; and {len(groups) - 5:,} more" if len(groups) > 5 else "")
+        notes.append(
+            f"hcps: territory_id spellings that differ only in case, spaces or punctuation: "
+            f"{shown}. Territories are matched exactly, so each is a territory of its own "
+            "and a rep key names only one: write each territory one way"
+        )
+    listed = [t for t in counts.index if re.search(r"[;,|]", t)]
+    if listed:
+        shown = ", ".join(map(repr, listed[:5])) + (
+            f" and {len(listed) - 5:,} more" if len(listed) > 5 else ""
+        )
+        notes.append(
+            f"hcps: territory_id {shown} hold{'s' if len(listed) == 1 else ''} a ';', ',' or "
+            "'|': an HCP is in one territory, and such a value is a territory of its own"
+        )
+    return notes
+
+
+# At most this many cells that are no number in a column of numbers are taken for
 # mistakes (a '-' typed for a missing value) and noted; more are a column of text.
 STRAY_CELLS = 3
 
