@@ -250,7 +250,8 @@ def read_settings_file(
     where each of its key paths sits; anything else raises ``error(message)``, the
     message starting with ``where`` (``training config train.yaml``): the file missing
     or unreadable, not UTF-8, not valid YAML, or no mapping at the top."""
-    return settings_in(settings_file_bytes(path, where, error), where, error)
+    text = settings_text(settings_file_bytes(path, where, error), where, error)
+    return settings_in(text, where, error)
 
 
 def settings_file_bytes(
@@ -270,19 +271,28 @@ def settings_file_bytes(
         raise error(f"{where} cannot be read: {exc.strerror or exc}") from None
 
 
-def settings_in(
-    raw: bytes, where: str, error: Callable[[str], Exception]
-) -> tuple[dict[Any, Any], KeyLines]:
-    """:func:`read_settings_file` of a settings file's bytes ``raw``, as read (by
-    :func:`settings_file_bytes`): not UTF-8, not valid YAML or no mapping at the top
-    raises ``error(message)``, the message starting with ``where``."""
+def settings_text(raw: bytes, where: str, error: Callable[[str], Exception]) -> str:
+    """The text of a settings file's bytes ``raw``, as read (by
+    :func:`settings_file_bytes`), for :func:`settings_in` and a reader that keeps it
+    (the serving rules store theirs); not UTF-8 raises ``error(message)``, the message
+    starting with ``where``."""
     try:
-        parsed, lines = load_yaml_with_lines(raw.decode("utf-8"))
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
             f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
             f"{exc.start}): save it as UTF-8"
         ) from None
+
+
+def settings_in(
+    text: str, where: str, error: Callable[[str], Exception]
+) -> tuple[dict[Any, Any], KeyLines]:
+    """:func:`read_settings_file` of a settings file's text (from
+    :func:`settings_text`): not valid YAML or no mapping at the top raises
+    ``error(message)``, the message starting with ``where``."""
+    try:
+        parsed, lines = load_yaml_with_lines(text)
     except yaml.YAMLError as exc:
         raise error(yaml_error_message(where, exc)) from None
     parsed = parsed or {}

@@ -62,7 +62,7 @@ from nextbest.contract.schema import (
     spelled_as_channels,
     withdrawn_channel,
 )
-from nextbest.yamlfile import KeyLines, Place, settings_file_bytes, settings_in
+from nextbest.yamlfile import KeyLines, Place, settings_file_bytes, settings_in, settings_text
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -173,11 +173,12 @@ class ServingRules:
         """The rules of a file's bytes ``raw``, as read from ``path``: read as the
         training config, levers and gate config are (:func:`~nextbest.yamlfile.settings_in`),
         so the same bad file is refused in the same words."""
-        data, lines = settings_in(raw, str(path), RulesError)
+        text = settings_text(raw, str(path), RulesError)
+        data, lines = settings_in(text, str(path), RulesError)
         rules = cls.from_mapping(
             data, source=str(path), fingerprint=fingerprint_of(raw), lines=lines
         )
-        return replace(rules, text=raw.decode("utf-8"))
+        return replace(rules, text=text)
 
     @property
     def text_known(self) -> bool:
