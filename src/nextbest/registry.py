@@ -625,6 +625,12 @@ class DecidingProcess:
             return True
         return True
 
+    def ended(self) -> bool:
+        """Whether this process is known to have ended: one of this host that no longer
+        runs (a later process given its pid has another ``started``). Of another host's
+        processes nothing is known, and this very process runs."""
+        return self.on_this_host and not self.is_this_one and not self.alive()
+
     def said(self) -> str:
         return f"process {self.pid} on host {self.host}"
 
@@ -1055,10 +1061,11 @@ class DecisionHolder:
 
 
 # A decision writes who it is into the lock file just after it takes the flock: a
-# waiter reading the file in between finds it empty (or, mid-write, cut short), and
-# would name no one. It reads it again for up to this long (seconds); a holder that
-# cannot write the file (another account's) leaves it empty, and a waiter then says
-# "another process" this much later.
+# waiter reading the file in between finds it empty (or, mid-write, cut short, or
+# still naming a decision killed outright, which never emptied it), and would name no
+# one (or that ended process). It reads it again for up to this long (seconds); a
+# holder that cannot write the file (another account's) leaves it as it was, and a
+# waiter then says "another process" this much later.
 HOLDER_WRITTEN_WITHIN_S = 0.05
 _HOLDER_READ_EVERY_S = 0.005
 
@@ -1109,7 +1116,9 @@ class _FileLock:
 
     def holder(self) -> DecisionHolder | None:
         """Who holds the lock, as written into the file; None when no holder is written
-        there within :data:`HOLDER_WRITTEN_WITHIN_S` (or the file cannot be read)."""
+        there within :data:`HOLDER_WRITTEN_WITHIN_S` (or the file cannot be read). A
+        process of this host that has ended is no holder: a decision killed outright
+        leaves who it was in the file, the lock released by the system."""
         deadline = time.monotonic() + HOLDER_WRITTEN_WITHIN_S
         while True:
             try:
@@ -1117,6 +1126,8 @@ class _FileLock:
                 found = DecisionHolder.from_json(self.path.read_bytes().decode(errors="replace"))
             except OSError:
                 return None
+            if found is not None and found.process.ended():
+                found = None
             if found is not None or time.monotonic() >= deadline:
                 return found
             _holder_pause()

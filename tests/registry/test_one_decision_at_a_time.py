@@ -696,3 +696,33 @@ def test_a_holder_never_written_is_another_process_said_at_once(
     )
     assert raised[0].holder is None
     assert took < 1.0, took
+
+
+@pytest.mark.parametrize("gone", [True, False], ids=["ended", "this-process"])
+def test_a_holder_left_in_the_file_by_a_process_that_ended_is_not_named(
+    tmp_path: Path, gone: bool
+) -> None:
+    """A decision killed outright (SIGKILL, the OOM killer) leaves who it was in the
+    lock file: the system releases its lock, nothing empties the file. The next taker
+    writes itself over it, or, when it cannot write the file (another account's), never
+    does: a waiter named the ended process as deciding. A process of this host that has
+    ended is no holder; one that runs (this one, from another thread) is named."""
+    from nextbest.locking import try_flock
+
+    settings, lock = _file_locked_registry(tmp_path)
+    here = registry.DecidingProcess.this()
+    process = registry.DecidingProcess(here.host, here.pid, started="ended") if gone else here
+    left = registry.DecisionHolder("promotion", process, since="2026-12-05T06:00:00+00:00")
+    lock.write_text(left.to_json())
+    fd = os.open(lock, os.O_RDONLY)  # a taker that cannot write the file
+    try:
+        assert try_flock(fd)
+        waiter, raised = _refused_in_a_thread(settings)
+        waiter.start()
+        waiter.join(60)
+    finally:
+        os.close(fd)
+    assert len(raised) == 1 and isinstance(raised[0], registry.DecisionLockedError), raised
+    named = "another process" if gone else f"the promotion by process {here.pid} on host"
+    assert str(raised[0]).startswith(f"{named} "), raised[0]
+    assert raised[0].holder == (None if gone else left)
