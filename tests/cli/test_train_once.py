@@ -168,3 +168,53 @@ def test_an_installed_release_is_known_by_its_version(
     monkeypatch.setattr(registry, "_code_version", lambda: "9.9.10")
     assert SAID not in _train(world)
     assert _versions() == ["1", "2"]
+
+
+def test_the_data_is_fingerprinted_once(
+    env_settings: Path, world: Path, one_commit: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before training and the training itself hash the same data: once (a
+    large history takes seconds to hash)."""
+    from nextbest.contract.dataset import Dataset
+
+    hashed: list[Dataset] = []
+    fingerprint = Dataset.fingerprint
+
+    def counted(dataset: Dataset) -> str:
+        hashed.append(dataset)
+        return fingerprint(dataset)
+
+    monkeypatch.setattr(Dataset, "fingerprint", counted)
+    _train(world)  # checked, then trained
+    assert len(hashed) == 1 and _versions() == ["1"]
+    hashed.clear()
+    assert f"version 1 (champion) was {SAID}" in _train(world)
+    assert len(hashed) == 1
+    # The one taken is the one kept with the version, which the check compares with.
+    settings = get_settings()
+    run = registry.client(settings).get_run(registry.describe_version(settings, "1").run_id)
+    assert run.data.tags["data_fingerprint"] == fingerprint(hashed[0])
+
+
+def test_a_local_dask_run_skipped_starts_no_cluster(
+    env_settings: Path, world: Path, one_commit: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local cluster's workers (one per core) are known before it starts: a run
+    skipped does not pay for starting one."""
+    import distributed
+
+    started: list[int] = []
+
+    class Counted(distributed.LocalCluster):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", Counted)
+    first = _train(world, "--dask", "local")
+    assert SAID not in first and len(started) == 1
+    assert f"version 1 (champion) was {SAID}" in _train(world, "--dask", "local")
+    assert len(started) == 1
+    # Another number of workers is other params: trained, on a cluster.
+    assert SAID not in _train(world)
+    assert _versions() == ["1", "2"] and len(started) == 1

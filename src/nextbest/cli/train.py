@@ -112,6 +112,7 @@ def train(
 
     from nextbest import registry
     from nextbest.contract.notes import data_notes
+    from nextbest.learning.distributed import LOCAL, local_workers, worker_count
     from nextbest.learning.train import train as train_models
 
     settings = _settings()
@@ -127,6 +128,22 @@ def train(
         "register",
     ]
     unnamed = registry.code_unnamed() if skip_if_trained else None
+    as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
+    # Taken once: by the check of --skip-if-trained, then kept by the training.
+    fingerprint: str | None = None
+
+    def look(dataset: Any, workers: int | None) -> None:
+        nonlocal fingerprint
+        fingerprint = dataset.fingerprint()
+        _stop_if_trained(
+            settings,
+            dataset,
+            fingerprint=fingerprint,
+            config=train_config,
+            as_of=as_of_stamp,
+            workers=workers,
+        )
+
     try:
         with _steps(len(stages)) as progress:
             step, steps_done = _stage_steps(progress, "load", len(stages))
@@ -135,12 +152,17 @@ def train(
                 # Once the options are checked (a typo creates nothing), and here, not at
                 # the last step after all the work.
                 _models_dir_usable(settings)
-                return _load(data)
+                dataset = _load(data)
+                if skip_if_trained and unnamed is None and dask in (None, LOCAL):
+                    # A cluster of this machine has a worker per core (connect): known
+                    # before it starts, so a run skipped does not start one.
+                    look(dataset, None if dask is None else local_workers())
+                return dataset
 
             with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
-                as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
-                if skip_if_trained and unnamed is None:
-                    _stop_if_trained(settings, dataset, train_config, as_of_stamp, client)
+                if skip_if_trained and unnamed is None and dask not in (None, LOCAL):
+                    # A running cluster's workers are known once it is reached.
+                    look(dataset, worker_count(client))
                 try:
                     result = train_models(
                         dataset,
@@ -148,6 +170,7 @@ def train(
                         as_of=as_of_stamp,
                         progress=step,
                         client=client,
+                        fingerprint=fingerprint,
                     )
                 except ValueError as exc:
                     raise _fail(str(exc)) from None
@@ -198,21 +221,24 @@ class _AlreadyTrainedError(Exception):
 def _stop_if_trained(
     settings: Settings,
     dataset: Any,
+    *,
+    fingerprint: str,
     config: Any,
     as_of: Any,
-    client: Any,
+    workers: int | None,
 ) -> None:
     """Raise :class:`_AlreadyTrainedError` when a registered version was trained on
-    ``dataset`` with the params this run would log (``config``, ``as_of``, the Dask
-    workers of ``client``) by this code: a job run again would register it again."""
+    ``dataset`` (its ``fingerprint``) with the params this run would log (``config``,
+    ``as_of``, ``workers``: its Dask workers, None without a cluster) by this code: a
+    job run again would register it again."""
     from nextbest import registry
     from nextbest.learning.train import asked_params
 
     try:
-        asked = asked_params(dataset, config=config, as_of=as_of, client=client)
+        asked = asked_params(dataset, config=config, as_of=as_of, workers=workers)
     except ValueError as exc:  # an --as-of before the data: said as training says it
         raise _fail(str(exc)) from None
-    same = registry.trained_as(settings, fingerprint=dataset.fingerprint(), asked=asked)
+    same = registry.trained_as(settings, fingerprint=fingerprint, asked=asked)
     if same:
         raise _AlreadyTrainedError(same)
 

@@ -57,11 +57,17 @@ POSITION = "_nextbest_position"
 DECISION = "_nextbest_decision"
 
 
+def local_workers() -> int:
+    """How many workers ``connect("local")`` starts: one per core this process may run on."""
+    return max(len(os.sched_getaffinity(0)), 1)
+
+
 @contextmanager
 def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
     """A client of ``scheduler``: ``"local"`` starts a cluster on this machine for the
-    block, of ``workers`` single-threaded worker processes (default: one per core);
-    any other value is the address of a running scheduler (``tcp://host:8786``)."""
+    block, of ``workers`` single-threaded worker processes (default:
+    :func:`local_workers`); any other value is the address of a running scheduler
+    (``tcp://host:8786``)."""
     from distributed import Client, LocalCluster
 
     if scheduler != LOCAL:
@@ -82,7 +88,7 @@ def connect(scheduler: str, *, workers: int | None = None) -> Iterator[Client]:
     logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     # On this machine only: a training run opened the dashboard on every interface.
     cluster = LocalCluster(
-        n_workers=workers or max(len(os.sched_getaffinity(0)), 1),
+        n_workers=workers or local_workers(),
         threads_per_worker=1,
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",

@@ -256,21 +256,21 @@ def asked_params(
     *,
     config: TrainConfig | None = None,
     as_of: pd.Timestamp | None = None,
-    client: Client | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """The params ``train(dataset, config=config, as_of=as_of, client=client)`` will
     log other than :data:`DERIVED_PARAMS`, known before it runs: its cut-off, its
-    config's values and the files they came from, its Dask workers.
+    config's values and the files they came from, its Dask workers (``workers``: how
+    many the cluster of ``client`` has, None without one; a cluster of this machine
+    has :func:`~nextbest.learning.distributed.local_workers` before it starts).
 
     Raises ValueError where train would: an ``as_of`` before every interaction.
     """
     cutoff, _ = _cutoff(dataset.interactions, as_of)
-    return _asked_params(cutoff, config or TrainConfig(), client)
+    return _asked_params(cutoff, config or TrainConfig(), workers)
 
 
-def _asked_params(
-    as_of: pd.Timestamp, config: TrainConfig, client: Client | None
-) -> dict[str, Any]:
+def _asked_params(as_of: pd.Timestamp, config: TrainConfig, workers: int | None) -> dict[str, Any]:
     return {
         "as_of": str(as_of),
         "eval_fraction": config.eval_fraction,
@@ -284,7 +284,7 @@ def _asked_params(
         **config.levers.as_params(),
         "config.file": config.source,
         "config.levers": config.levers_source,
-        **({"dask.workers": worker_count(client)} if client is not None else {}),
+        **({"dask.workers": workers} if workers is not None else {}),
     }
 
 
@@ -335,6 +335,7 @@ def train(
     progress: Progress | None = None,
     client: Client | None = None,
     fit_from: pd.Timestamp | None = None,
+    fingerprint: str | None = None,
 ) -> TrainResult:
     """Learn preference and uplift from ``dataset`` as it was at ``as_of``.
 
@@ -347,7 +348,9 @@ def train(
     decisions before it (retraining: the logged feedback, newer than the history,
     is learned from, and the slice is the history's, as the champion's was). With
     a Dask ``client`` the features are built and the models boosted on its cluster
-    (:mod:`nextbest.learning.distributed`).
+    (:mod:`nextbest.learning.distributed`). ``fingerprint``: ``dataset.fingerprint()``
+    when the caller has taken it already (hashing a large history takes seconds), kept
+    in the model's metadata.
     """
     with on_cluster(client):
         return _train(
@@ -357,6 +360,7 @@ def train(
             progress=progress,
             client=client,
             fit_from=fit_from,
+            fingerprint=fingerprint,
         )
 
 
@@ -368,6 +372,7 @@ def _train(
     progress: Progress | None,
     client: Client | None,
     fit_from: pd.Timestamp | None = None,
+    fingerprint: str | None = None,
 ) -> TrainResult:
     config = config or TrainConfig()
     step = progress or (lambda _msg: None)
@@ -556,7 +561,7 @@ def _train(
         hcp_history=hcp_history,
         as_of=pd.Timestamp(as_of),
         metadata={
-            "data_fingerprint": dataset.fingerprint(),
+            "data_fingerprint": fingerprint or dataset.fingerprint(),
             "n_decisions": len(decisions),
             "decision_period_days": _decision_period_days(decisions),
             "notes": notes,
@@ -576,7 +581,7 @@ def _train(
     metrics.update(evaluation.pop("metrics", {}))
     notes.extend(_evaluation_notes(metrics, eval_rows, uplift_model is not None))
     params = {
-        **_asked_params(as_of, config, client),
+        **_asked_params(as_of, config, None if client is None else worker_count(client)),
         "uplift_source": uplift_source,
         "n_hcps": len(hcps),
         "n_actions": len(catalog),
