@@ -170,6 +170,77 @@ def test_an_installed_release_is_known_by_its_version(
     assert _versions() == ["1", "2"]
 
 
+# `nextbest ARGS...` run with the code named COMMIT (as the in-process runs here, see
+# one_commit), killed outright (SIGKILL) when it sets alias champion: a first training
+# stopped after it registered its version in full, before it made it champion.
+_KILLED_AT_CHAMPION = """
+import os, signal, sys
+
+from mlflow.tracking.client import MlflowClient
+
+from nextbest import registry
+
+commit = sys.argv[1]
+registry.source_commit = lambda: commit
+original = MlflowClient.set_registered_model_alias
+
+
+def killed(self, name, alias, version):
+    if alias == "champion":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, name, alias, version)
+
+
+MlflowClient.set_registered_model_alias = killed
+sys.argv = ["nextbest", *sys.argv[2:]]
+from nextbest.cli import main
+
+main()
+"""
+
+
+def test_a_first_training_killed_before_it_made_its_version_champion_is_trained_again(
+    env_settings: Path, world: Path, one_commit: None
+) -> None:
+    """A scheduler's retry of a first training killed before it set the champion: the
+    version is registered in full, and skipping left nothing served (exit 0, saying
+    only "nothing trained"). A training with no champion makes its version champion,
+    which skipping does not, so it trains; and says what `models --repair` does."""
+    import signal
+    import subprocess
+    import sys
+
+    train = ["train", "--data", str(world), "--config", str(FAST), "--skip-if-trained"]
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_CHAMPION, COMMIT, *train],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        timeout=600,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    settings = get_settings()
+    assert _versions() == ["1"] and registry.alias_version(settings, "champion") is None
+    (listed,) = registry.list_versions(settings)
+    assert listed.alias_unset == "champion"  # what `nextbest models --repair` would set
+
+    again = _train(world)
+    assert SAID not in again, again
+    assert (
+        "--skip-if-trained: version 1 was trained on this data with these parameters and "
+        "code, but no version is champion, so none is served: trained, for a first champion;"
+        " version 1 was registered in full as the first champion by a training stopped "
+        "before it set the alias: `nextbest models --repair` makes such a version champion "
+        "without training"
+    ) in again, again
+    assert "version 2 aliases: champion" in again, again
+    assert _versions() == ["1", "2"] and registry.alias_version(settings, "champion") == "2"
+    # Run again, now that one is served: nothing trained.
+    assert f"versions 1 and 2 (champion) were {SAID}" in _train(world)
+    assert _versions() == ["1", "2"]
+
+
 def test_the_data_is_fingerprinted_once(
     env_settings: Path, world: Path, one_commit: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

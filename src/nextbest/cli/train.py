@@ -103,7 +103,11 @@ def train(
         typer.Option(
             "--skip-if-trained",
             help="Train and register nothing when a registered version was trained on "
-            "this data with these parameters and code (a job run again): name it, exit 0.",
+            "this data with these parameters and code (a job run again): name it, exit 0. "
+            "With no champion it trains all the same, for the first champion: a first "
+            "training killed before it made its version champion left nothing served, "
+            "which a retry must mend (`nextbest models --repair` makes such a version "
+            "champion without training).",
         ),
     ] = False,
 ) -> str:
@@ -131,18 +135,22 @@ def train(
     as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
     # Taken once: by the check of --skip-if-trained, then kept by the training.
     fingerprint: str | None = None
+    skip_notes: list[str] = []  # what --skip-if-trained says of a run it trains
 
     def look(dataset: Any, workers: int | None) -> None:
         nonlocal fingerprint
         fingerprint = dataset.fingerprint()
-        _stop_if_trained(
+        why = _stop_if_trained(
             settings,
             dataset,
             fingerprint=fingerprint,
             config=train_config,
             as_of=as_of_stamp,
             workers=workers,
+            alias=alias,
         )
+        if why is not None:
+            skip_notes.append(why)
 
     try:
         with _steps(len(stages)) as progress:
@@ -187,10 +195,11 @@ def train(
     except _AlreadyTrainedError as before:
         return _say_trained_before(settings, before.versions, alias)
     if unnamed is not None:
-        result.notes.append(
+        skip_notes.append(
             f"--skip-if-trained: {unnamed}, so no version is known to be trained by this "
             "code: trained"
         )
+    result.notes.extend(skip_notes)
     for note in result.notes:
         _note(note)
     _note_repeat(settings, info.version)
@@ -226,11 +235,15 @@ def _stop_if_trained(
     config: Any,
     as_of: Any,
     workers: int | None,
-) -> None:
+    alias: str | None,
+) -> str | None:
     """Raise :class:`_AlreadyTrainedError` when a registered version was trained on
     ``dataset`` (its ``fingerprint``) with the params this run would log (``config``,
     ``as_of``, ``workers``: its Dask workers, None without a cluster) by this code: a
-    job run again would register it again."""
+    job run again would register it again. Unless no version is champion and this
+    run's would be made the first (``alias`` none or champion): a first training
+    killed before it made its version champion left nothing served, and its retry
+    serves one. Then what to say of the run: why it trains all the same."""
     from nextbest import registry
     from nextbest.learning.train import asked_params
 
@@ -239,8 +252,42 @@ def _stop_if_trained(
     except ValueError as exc:  # an --as-of before the data: said as training says it
         raise _fail(str(exc)) from None
     same = registry.trained_as(settings, fingerprint=fingerprint, asked=asked)
-    if same:
+    if not same:
+        return None
+    if alias not in (None, registry.CHAMPION_ALIAS) or registry.alias_version(
+        settings, registry.CHAMPION_ALIAS
+    ):
         raise _AlreadyTrainedError(same)
+    said = (
+        f"--skip-if-trained: {_versions_said(same)} trained on this data with these "
+        "parameters and code, but no version is champion, so none is served: trained, "
+        "for a first champion"
+    )
+    try:
+        stopped = [
+            v.version
+            for v in registry.list_versions(settings)
+            if v.version in same and v.alias_unset == registry.CHAMPION_ALIAS
+        ]
+    except registry.RegistryError:  # what `nextbest models` would say: not this run's
+        stopped = []
+    if stopped:
+        said += (
+            f"; version {stopped[0]} was registered in full as the first champion by a "
+            "training stopped before it set the alias: `nextbest models --repair` makes "
+            "such a version champion without training"
+        )
+    return said
+
+
+def _versions_said(versions: list[str]) -> str:
+    """``version 1 was``, ``versions 1 and 2 were``: the versions (each a string)."""
+    listed = (
+        versions[0] if len(versions) == 1 else ", ".join(versions[:-1]) + " and " + versions[-1]
+    )
+    return f"{'version' if len(versions) == 1 else 'versions'} {listed} " + (
+        "was" if len(versions) == 1 else "were"
+    )
 
 
 def _say_trained_before(settings: Settings, versions: list[str], alias: str | None) -> str:
@@ -252,12 +299,9 @@ def _say_trained_before(settings: Settings, versions: list[str], alias: str | No
     for version in versions:
         aliases = registry.describe_version(settings, version).aliases
         named.append(f"{version} ({', '.join(sorted(aliases))})" if aliases else version)
-    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
     console.print(
-        f"{'version' if len(named) == 1 else 'versions'} {listed} "
-        f"{'was' if len(named) == 1 else 'were'} trained on this data with these "
-        "parameters and code: nothing trained"
-        + (f"; --alias {alias} given to no version" if alias is not None else ""),
+        f"{_versions_said(named)} trained on this data with these parameters and code: "
+        "nothing trained" + (f"; --alias {alias} given to no version" if alias is not None else ""),
         highlight=False,
     )
     return versions[-1]
