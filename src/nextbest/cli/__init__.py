@@ -3,7 +3,8 @@
 The commands live one module per workload (:mod:`~nextbest.cli.data`,
 :mod:`~nextbest.cli.train`, :mod:`~nextbest.cli.picks`, :mod:`~nextbest.cli.serve`,
 :mod:`~nextbest.cli.feedback`, :mod:`~nextbest.cli.privacy`,
-:mod:`~nextbest.cli.decisions`, :mod:`~nextbest.cli.lookup`, :mod:`~nextbest.cli.keys`);
+:mod:`~nextbest.cli.decisions`, :mod:`~nextbest.cli.lookup`, :mod:`~nextbest.cli.models`,
+:mod:`~nextbest.cli.keys`);
 this module makes them one ``app``, in the order ``nextbest --help`` lists them.
 """
 
@@ -22,6 +23,7 @@ from nextbest.cli import (
     feedback,
     keys,
     lookup,
+    models,
     picks,
     privacy,
     process,
@@ -164,7 +166,7 @@ app.command()(decisions.promote)
 app.command()(decisions.rollback)
 app.command()(lookup.lookup)
 app.command()(lookup.explain)
-app.command()(decisions.models)
+app.command()(models.models)
 
 rules_app = typer.Typer(
     help="The serving rules file: check it against a model's catalog before a reload.",
