@@ -2685,6 +2685,27 @@ def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
     assert out.getvalue().splitlines() == lines
 
 
+def test_a_note_is_said_on_the_console_the_output_module_holds_when_it_is_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The console replaced as above: a note is said there, as an error is, not on
+    # the console there was when the module was imported.
+    import io
+
+    from rich.console import Console
+
+    from nextbest.cli import output
+
+    out = io.StringIO()
+    monkeypatch.setattr(output, "console", Console(file=out, force_terminal=False, width=200))
+    output._note("catalog.csv names a channel '[bold]'", indent="  ")
+    output._fail("interactions.csv row 3: no hcp_id")
+    assert out.getvalue().splitlines() == [
+        "  note: catalog.csv names a channel '[bold]'",
+        "error: interactions.csv row 3: no hcp_id",
+    ]
+
+
 def test_the_first_champion_is_served_under_another_serve_alias_too(
     env_settings: Path, world_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,11 +75,14 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _note(text: str, *, out: Console = console, indent: str = "") -> None:
-    """Say ``text`` as a note; what it quotes from files and ids is not read as markup."""
+def _note(text: str, *, out: Console | None = None, indent: str = "") -> None:
+    """Say ``text`` as a note on ``out`` (None: :data:`console`, as it is when the note
+    is said); what it quotes from files and ids is not read as markup."""
     from rich.markup import escape
 
-    out.print(f"{indent}[yellow]note:[/yellow] {escape(text)}", highlight=False)
+    (console if out is None else out).print(
+        f"{indent}[yellow]note:[/yellow] {escape(text)}", highlight=False
+    )
 
 
 # Off a terminal, a step that has said nothing for this long says it is still at work.
