@@ -1000,7 +1000,7 @@ def test_intervals_are_clustered_by_hcp() -> None:
 def test_models_cautions_that_figures_on_different_histories_do_not_rank_versions() -> None:
     from dataclasses import replace
 
-    from nextbest.cli.models import _held_out_figures, _not_comparable
+    from nextbest.cli.versions import _held_out_figures, _not_comparable
     from nextbest.registry import VersionSummary
 
     v1 = VersionSummary(

@@ -3,7 +3,7 @@
 The commands live one module per workload (:mod:`~nextbest.cli.data`,
 :mod:`~nextbest.cli.train`, :mod:`~nextbest.cli.picks`, :mod:`~nextbest.cli.serve`,
 :mod:`~nextbest.cli.feedback`, :mod:`~nextbest.cli.privacy`,
-:mod:`~nextbest.cli.decisions`, :mod:`~nextbest.cli.lookup`, :mod:`~nextbest.cli.models`,
+:mod:`~nextbest.cli.decisions`, :mod:`~nextbest.cli.lookup`, :mod:`~nextbest.cli.versions`,
 :mod:`~nextbest.cli.keys`);
 this module makes them one ``app``, in the order ``nextbest --help`` lists them.
 """
@@ -23,12 +23,12 @@ from nextbest.cli import (
     feedback,
     keys,
     lookup,
-    models,
     picks,
     privacy,
     process,
     serve,
     train,
+    versions,
 )
 from nextbest.cli.options import _path_error, _stores
 from nextbest.cli.output import _Notes, console, stdout
@@ -166,7 +166,7 @@ app.command()(decisions.promote)
 app.command()(decisions.rollback)
 app.command()(lookup.lookup)
 app.command()(lookup.explain)
-app.command()(models.models)
+app.command()(versions.models)
 
 rules_app = typer.Typer(
     help="The serving rules file: check it against a model's catalog before a reload.",

@@ -1,4 +1,5 @@
-"""``models``: the registered versions listed with their figures, the champion's
+"""``models`` (a module named for what it lists: a bare ``models`` could mean ML models,
+tables or artifacts): the registered versions listed with their figures, the champion's
 timeline, and (``--repair``) what a decision or training killed midway left unfinished."""
 
 from __future__ import annotations
