@@ -103,6 +103,39 @@ def trained(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Traine
     return TrainedWorld(data_dir=world_dir, settings=settings, version=info.version)
 
 
+@dataclass(frozen=True)
+class GitCheckout:
+    """A git repository with one commit of a package ``pkg`` (``module``, ``pkg/module.py``:
+    the file whose checkout :func:`nextbest.registry.source_commit` names)."""
+
+    root: Path
+    module: Path
+
+    def git(self, *args: str) -> str:
+        import subprocess
+
+        done = subprocess.run(
+            ["git", "-C", str(self.root), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+
+@pytest.fixture
+def git_checkout(tmp_path: Path) -> GitCheckout:
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = tmp_path / "checkout"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "module.py").write_text("x = 1\n")
+    checkout = GitCheckout(root, root / "pkg" / "module.py")
+    checkout.git("init", "-q")
+    checkout.git("add", ".")
+    checkout.git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "one")
+    return checkout
+
+
 @pytest.fixture
 def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """Point the process settings (what the CLI reads) at a fresh models directory."""

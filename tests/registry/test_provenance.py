@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,31 +12,9 @@ from nextbest.learning.config import load_train_config
 from nextbest.learning.train import train
 
 
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    repo = tmp_path / "checkout"
-    (repo / "pkg").mkdir(parents=True)
-    (repo / "pkg" / "module.py").write_text("x = 1\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "one")
-    return repo
-
-
-def test_source_commit_names_the_checkout_and_says_when_it_was_modified(
-    checkout: Path,
-) -> None:
-    module = checkout / "pkg" / "module.py"
-    head = _git(checkout, "rev-parse", "HEAD")
+def test_source_commit_names_the_checkout_and_says_when_it_was_modified(git_checkout) -> None:
+    checkout, module = git_checkout.root, git_checkout.module
+    head = git_checkout.git("rev-parse", "HEAD")
     assert registry.source_commit(module) == head
     (checkout / "notes.txt").write_text("untracked files change no code\n")
     assert registry.source_commit(module) == head
@@ -46,7 +22,8 @@ def test_source_commit_names_the_checkout_and_says_when_it_was_modified(
     assert registry.source_commit(module) == f"{head}+modified"
 
 
-def test_an_untracked_module_has_no_commit(checkout: Path) -> None:
+def test_an_untracked_module_has_no_commit(git_checkout) -> None:
+    checkout = git_checkout.root
     # A virtual environment inside a checkout: its files are not the checkout's code.
     installed = checkout / ".venv" / "site-packages" / "module.py"
     installed.parent.mkdir(parents=True)
