@@ -48,6 +48,9 @@ CODE_TAG = "nextbest_version"
 # The git commit of the checkout the code ran from ("+modified": with uncommitted
 # changes to its tracked files); "unknown" for an installed package.
 SOURCE_TAG = "source_commit"
+# Of a "+modified" checkout: SHA-256 naming its edits (see source_edits), so that two
+# runs of the same edits are known to be of the same code.
+EDITS_TAG = "source_edits_sha256"
 # SHA-256 over every file of the version's model directory (see artifact_digest),
 # taken when it was registered and checked at every load.
 DIGEST_TAG = "artifact_sha256"
@@ -378,7 +381,7 @@ def log_training_run(
     """
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
-    source = source_commit()
+    source, edits = _running_code()
     # An alias other than champion is set within the training run; champion is a
     # decision of its own, recorded in the decisions experiment after it.
     sets_alias = alias is not None and alias != CHAMPION_ALIAS
@@ -406,6 +409,7 @@ def log_training_run(
                     "data_fingerprint": result.model.metadata.get("data_fingerprint", ""),
                     "uplift_source": result.model.uplift_source,
                     SOURCE_TAG: source,
+                    **({EDITS_TAG: edits} if edits else {}),
                     **_mlflow_source_tags(source),
                     **(extra_tags or {}),
                 }
@@ -442,6 +446,7 @@ def log_training_run(
                 FORMAT_TAG: str(ARTIFACT_FORMAT),
                 CODE_TAG: _code_version(),
                 SOURCE_TAG: source,
+                **({EDITS_TAG: edits} if edits else {}),
                 **(extra_tags or {}),
                 # The alias the version is registered for (challenger, set below;
                 # champion, by the decision after the run): without it, `nextbest
@@ -1776,7 +1781,16 @@ def artifact_digest(files: Mapping[str, bytes]) -> str:
     in the directory: ``find . -type f ! -path ./registered_model_meta -printf
     '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum``.
     """
-    manifest = "".join(f"{hashlib.sha256(files[p]).hexdigest()}  {p}\n" for p in sorted(files))
+    return _manifest_digest(files)
+
+
+def _manifest_digest(files: Mapping[str, bytes | None]) -> str:
+    """SHA-256 of the lines ``<SHA-256 of the file>  <path>`` (newline-ended, in path
+    order), ``deleted`` in place of the file's SHA-256 when ``files`` maps it to None."""
+    manifest = "".join(
+        f"{'deleted' if (data := files[p]) is None else hashlib.sha256(data).hexdigest()}  {p}\n"
+        for p in sorted(files)
+    )
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
@@ -2050,6 +2064,7 @@ class VersionSummary:
     data_fingerprint: str | None = None
     nextbest_version: str | None = None
     source_commit: str | None = None
+    source_edits_sha256: str | None = None  # of a "+modified" commit (EDITS_TAG)
     # SHA-256 of its model directory when registered (None: registered before it was
     # recorded); every load checks it.
     artifact_sha256: str | None = None
@@ -2169,6 +2184,7 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 data_fingerprint=run_tags.get("data_fingerprint") or None,
                 nextbest_version=mv.tags.get(CODE_TAG),
                 source_commit=mv.tags.get(SOURCE_TAG),
+                source_edits_sha256=mv.tags.get(EDITS_TAG),
                 artifact_sha256=mv.tags.get(DIGEST_TAG),
                 training_run_status=status if status in ("KILLED", "RUNNING") else None,
                 training_interrupted=run_tags.get(INTERRUPTED_TAG),
@@ -2448,10 +2464,10 @@ def name_unnamed(settings: Settings) -> list[AliasNamed]:
 
 def same_training(settings: Settings, version: str) -> list[str]:
     """Older versions trained on the same data (fingerprint) with the same parameters
-    and code (commit, or release: :func:`_code_named`) as ``version``: a job run twice
-    registers the same model twice, said rather than silent. Oldest first; empty when
-    none, when the version's run is not recorded, or when its code is not named (an
-    edited checkout)."""
+    and code (commit, with its edits, or release: :func:`_code_named`) as ``version``:
+    a job run twice registers the same model twice, said rather than silent. Oldest
+    first; empty when none, when the version's run is not recorded, or when its code
+    is not named (an edited checkout whose edits were not recorded)."""
     mlflow_client = client(settings)
     mine = mlflow_client.get_model_version(settings.model_name, version)
     if not mine.run_id:
@@ -2461,15 +2477,14 @@ def same_training(settings: Settings, version: str) -> list[str]:
     if not fingerprint:
         return []
 
-    # Code a run names (a clean commit, a release): an edited checkout's runs are no
-    # repeat of each other, whatever their edits.
-    code = _code_named(run.data.tags.get(SOURCE_TAG, ""), mine.tags.get(CODE_TAG, ""))
+    # Code a run names (a clean commit, an edited one with its edits, a release): an
+    # edited checkout's runs whose edits were not recorded are no repeat of each other.
+    code = _code_of_run(run.data.tags, mine.tags)
     if code is None:
         return []
 
     def same(other: Any, data: Any) -> bool:
-        same_code = _code_named(data.tags.get(SOURCE_TAG, ""), other.tags.get(CODE_TAG, ""))
-        return same_code == code and data.params == run.data.params
+        return _code_of_run(data.tags, other.tags) == code and data.params == run.data.params
 
     return _versions_trained_on(settings, fingerprint, same, older_than=int(mine.version))
 
@@ -2483,7 +2498,7 @@ def trained_as(settings: Settings, *, fingerprint: str, asked: Mapping[str, Any]
     or when this code is not named (:func:`code_unnamed`)."""
     from nextbest.learning.train import DERIVED_PARAMS
 
-    code = _code_named(source_commit(), _code_version())
+    code = _code_named(*_running_code(), release=_code_version())
     if code is None or not registry_exists(settings):
         return []
     # As MLflow keeps them: log_params writes str(value).
@@ -2494,7 +2509,7 @@ def trained_as(settings: Settings, *, fingerprint: str, asked: Mapping[str, Any]
         return (
             DIGEST_TAG in other.tags  # registered in full, see VersionSummary
             and logged == wanted
-            and _code_named(data.tags.get(SOURCE_TAG, ""), other.tags.get(CODE_TAG, "")) == code
+            and _code_of_run(data.tags, other.tags) == code
         )
 
     return _versions_trained_on(settings, fingerprint, same)
@@ -2503,23 +2518,43 @@ def trained_as(settings: Settings, *, fingerprint: str, asked: Mapping[str, Any]
 def code_unnamed() -> str | None:
     """Why the code running now cannot be told from other code by what a run records
     of it, or None: a checkout with uncommitted changes (its commit does not say
-    which), or neither a checkout nor a known release."""
-    source = source_commit()
-    if _code_named(source, _code_version()) is not None:
+    which, and :func:`source_edits` could not read them), or neither a checkout nor a
+    known release."""
+    source, edits = _running_code()
+    if _code_named(source, edits, release=_code_version()) is not None:
         return None
     if source.endswith("+modified"):
         commit = source.removesuffix("+modified")[:12]
-        return f"the code has uncommitted changes (to commit {commit}), which no run records"
+        return f"the code has uncommitted changes (to commit {commit}) that git could not read"
     return "the code is neither a git checkout nor an installed nextbest release"
 
 
-def _code_named(source: str, release: str) -> str | None:
+def _running_code() -> tuple[str, str | None]:
+    """The :data:`SOURCE_TAG` and :data:`EDITS_TAG` of the code running now (the edits
+    read only of a ``+modified`` checkout)."""
+    source = source_commit()
+    return source, source_edits() if source.endswith("+modified") else None
+
+
+def _code_of_run(run_tags: Mapping[str, str], version_tags: Mapping[str, str]) -> str | None:
+    """:func:`_code_named` of the code a training run trained with, by its tags and its
+    version's."""
+    return _code_named(
+        run_tags.get(SOURCE_TAG, ""),
+        run_tags.get(EDITS_TAG),
+        release=version_tags.get(CODE_TAG, ""),
+    )
+
+
+def _code_named(source: str, edits: str | None, *, release: str) -> str | None:
     """What names the code a run trained with (``source``: its :data:`SOURCE_TAG`,
-    ``release``: its :data:`CODE_TAG`): the commit of a clean checkout, else the
-    release of an installed package; None when neither names it (uncommitted edits
-    differ from run to run under one ``+modified`` commit)."""
+    ``edits``: its :data:`EDITS_TAG`, ``release``: its :data:`CODE_TAG`): the commit of
+    a clean checkout, the commit and the edits of an edited one, else the release of
+    an installed package; None when none names it (an edited checkout whose edits were
+    not read, or a run from before they were recorded: they differ from run to run
+    under one ``+modified`` commit)."""
     if source.endswith("+modified"):
-        return None
+        return f"{source} {edits}" if edits else None
     if source and source != "unknown":
         return source
     return f"release {release}" if release and release != "unknown" else None
@@ -2827,18 +2862,9 @@ def source_commit(module_file: Path | None = None) -> str:
     """The git commit of the checkout this package (``module_file``: this module) runs
     from, with "+modified" when its tracked files differ from that commit; "unknown"
     when the file is not tracked in a git checkout (an installed wheel) or git is
-    not there."""
+    not there. :func:`source_edits` names the edits of a "+modified" one."""
     here = (module_file or Path(__file__)).resolve()
-
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", "-C", str(here.parent), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-
+    git = partial(_git, here.parent)
     try:
         # This very file tracked: a virtual environment inside some other checkout
         # would otherwise lend the package that checkout's commit.
@@ -2850,8 +2876,54 @@ def source_commit(module_file: Path | None = None) -> str:
         status = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    commit = head.stdout.strip()
+    commit = head.stdout.decode().strip()
     return f"{commit}+modified" if status.returncode != 0 or status.stdout.strip() else commit
+
+
+def source_edits(module_file: Path | None = None) -> str | None:
+    """SHA-256 naming the uncommitted edits of the git checkout this package
+    (``module_file``: this module) runs from, or None when it has none or they cannot
+    be read (not a checkout, git not there, a changed path that is no file: a
+    submodule, a broken link).
+
+    The edits are every tracked file of the checkout whose content differs from its
+    commit (staged or not; a deleted one as deleted) and every untracked file of the
+    package's directory but those git ignores (a new module the edits import): the
+    digest is :func:`_manifest_digest` of their paths in the checkout and their
+    contents, so the same edits to the same commit give the same digest wherever and
+    whenever they are made. Untracked files elsewhere (notes, data) are not code.
+    """
+    here = (module_file or Path(__file__)).resolve().parent
+    try:
+        top = _git(here, "rev-parse", "--show-toplevel")
+        if top.returncode != 0:
+            return None
+        root = Path(os.fsdecode(top.stdout.strip()))
+        # From the top, whatever diff.relative says: every path is the checkout's.
+        changed = _git(root, "diff", "HEAD", "--name-only", "--no-renames", "-z")
+        new = _git(here, "ls-files", "--others", "--exclude-standard", "--full-name", "-z")
+        if changed.returncode != 0 or new.returncode != 0:
+            return None
+        files: dict[str, bytes | None] = {}
+        names = {os.fsdecode(n) for out in (changed, new) for n in out.stdout.split(b"\0") if n}
+        for name in names:
+            path = root / name
+            if path.is_file():  # a link to one too: its content, as sha256sum reads it
+                files[name] = path.read_bytes()
+            elif not os.path.lexists(path):
+                files[name] = None
+            else:
+                return None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _manifest_digest(files) if files else None
+
+
+def _git(where: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``git -C where ARGS``, its output kept (bytes: paths need not be UTF-8)."""
+    return subprocess.run(
+        ["git", "-C", str(where), *args], capture_output=True, timeout=10, check=False
+    )
 
 
 def _mlflow_source_tags(source: str) -> dict[str, str]:

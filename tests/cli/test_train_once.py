@@ -5,6 +5,7 @@ with the same parameters and code, and trains when any of them changed."""
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -141,18 +142,48 @@ def test_a_version_not_registered_in_full_is_trained_again(
     assert _versions() == ["1", "2"]
 
 
-def test_code_with_uncommitted_changes_is_trained_saying_why(
+def test_a_checkout_with_the_same_uncommitted_edits_is_the_same_code(
+    env_settings: Path, world: Path, git_checkout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two checkouts edited differently share one "+modified" commit: the edits
+    themselves (their digest) tell them apart. The code running here is named as that
+    of a real git checkout, edited between the runs."""
+    module = git_checkout.module
+    monkeypatch.setattr(registry, "source_commit", partial(registry.source_commit, module))
+    monkeypatch.setattr(registry, "source_edits", partial(registry.source_edits, module))
+    module.write_text("x = 2\n")
+    first = _train(world)
+    assert SAID not in first and "uncommitted" not in first and _versions() == ["1"]
+    assert f"version 1 (champion) was {SAID}" in _train(world)
+    assert _versions() == ["1"] and _training_runs() == 1
+
+    module.write_text("x = 3\n")  # another edit: other code
+    assert SAID not in _train(world)
+    assert _versions() == ["1", "2"]
+    module.write_text("x = 2\n")  # the first edit made again
+    assert f"version 1 (champion) was {SAID}" in _train(world)
+
+    # A new module the edits may import, not yet committed: an edit too.
+    (module.parent / "helper.py").write_text("y = 1\n")
+    assert SAID not in _train(world)
+    assert _versions() == ["1", "2", "3"]
+    assert f"version 3 was {SAID}" in _train(world)
+    assert _training_runs() == 3
+
+
+def test_code_with_uncommitted_changes_it_cannot_read_is_trained_saying_why(
     env_settings: Path, world: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two checkouts edited differently share one "+modified" commit: no version is
-    known to be of this code."""
+    """Edits git could not list or read (:func:`registry.source_edits` None): no
+    version is known to be of this code."""
     monkeypatch.setattr(registry, "source_commit", lambda: COMMIT + "+modified")
+    monkeypatch.setattr(registry, "source_edits", lambda: None)
     _train(world)
     again = _train(world)
     assert SAID not in again
     assert (
-        f"--skip-if-trained: the code has uncommitted changes (to commit {COMMIT[:12]}), "
-        "which no run records, so no version is known to be trained by this code: trained"
+        f"--skip-if-trained: the code has uncommitted changes (to commit {COMMIT[:12]}) "
+        "that git could not read, so no version is known to be trained by this code: trained"
     ) in again
     assert _versions() == ["1", "2"]
 

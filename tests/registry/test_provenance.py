@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,37 @@ def test_source_commit_names_the_checkout_and_says_when_it_was_modified(git_chec
     assert registry.source_commit(module) == head
     module.write_text("x = 2\n")
     assert registry.source_commit(module) == f"{head}+modified"
+
+
+def test_source_edits_name_the_edits_whenever_they_are_made(git_checkout) -> None:
+    """The same edits give the same digest, other edits another; a new module of the
+    package is an edit, a file outside it or one git ignores is not."""
+    checkout, module = git_checkout.root, git_checkout.module
+    edits = partial(registry.source_edits, module)
+    (checkout / "notes.txt").write_text("not code\n")
+    assert edits() is None  # no edit
+    module.write_text("x = 2\n")
+    first = edits()
+    assert first is not None and len(first) == 64
+    (checkout / "more-notes.txt").write_text("not code either\n")
+    git_checkout.git("add", "pkg/module.py")  # staged or not: the same edit
+    assert edits() == first
+    module.write_text("x = 3\n")
+    assert edits() not in (None, first)
+    module.write_text("x = 2\n")
+    assert edits() == first  # made again
+    (checkout / ".gitignore").write_text("*.log\n")
+    (checkout / "pkg" / "run.log").write_text("ignored\n")
+    assert edits() == first
+    (checkout / "pkg" / "helper.py").write_text("y = 1\n")
+    with_new = edits()
+    assert with_new not in (None, first)
+    (checkout / "pkg" / "helper.py").write_text("y = 2\n")
+    assert edits() not in (None, first, with_new)
+    (checkout / "pkg" / "helper.py").unlink()
+    module.unlink()
+    assert edits() not in (None, first, with_new)  # a deleted file is an edit too
+    assert registry.source_edits(Path("/nonexistent/module.py")) is None
 
 
 def test_an_untracked_module_has_no_commit(git_checkout) -> None:

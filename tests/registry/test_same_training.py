@@ -20,6 +20,7 @@ def _as_the_fixture_code(settings, version: str, monkeypatch) -> None:
     client = registry.client(settings)
     run = client.get_run(client.get_model_version(settings.model_name, version).run_id)
     monkeypatch.setattr(registry, "source_commit", lambda: run.data.tags[registry.SOURCE_TAG])
+    monkeypatch.setattr(registry, "source_edits", lambda: run.data.tags.get(registry.EDITS_TAG))
 
 
 def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
@@ -45,17 +46,34 @@ def test_a_version_trained_again_on_the_same_data_and_parameters_is_named(
     assert registry.same_training(settings, changed) == []
 
 
-def test_two_runs_of_an_edited_checkout_are_not_said_to_be_one_model(
+def test_two_runs_of_an_edited_checkout_are_one_model_when_their_edits_are(
     trained, own_copy, monkeypatch
 ) -> None:
-    """Uncommitted edits differ from run to run under one `+modified` commit: two such
-    runs are not named a job run twice (they were, while the edits changed the model)."""
+    """Uncommitted edits differ from run to run under one `+modified` commit: runs are
+    named a job run twice when their edits are the same (their digest, EDITS_TAG), and
+    not when the edits differ or were not recorded (a run from before they were, or
+    edits git could not read): they were, while the edits changed the model."""
     settings = own_copy
     monkeypatch.setattr(registry, "source_commit", lambda: "e" * 40 + "+modified")
     data = load_dataset(trained.data_dir)
-    first = registry.log_training_run(train(data, config=FAST), settings).version
+    monkeypatch.setattr(registry, "source_edits", lambda: None)
+    unrecorded = registry.log_training_run(train(data, config=FAST), settings).version
     again = registry.log_training_run(train(data, config=FAST), settings).version
-    assert registry.same_training(settings, again) == [], (first, again)
+    assert registry.same_training(settings, again) == [], (unrecorded, again)
+
+    monkeypatch.setattr(registry, "source_edits", lambda: "1" * 64)
+    first = registry.log_training_run(train(data, config=FAST), settings).version
+    assert registry.same_training(settings, first) == []
+    (listed,) = [v for v in registry.list_versions(settings) if v.version == first]
+    assert listed.source_edits_sha256 == "1" * 64  # `nextbest models --json` says it
+    run = registry.client(settings).get_run(listed.run_id)
+    assert run.data.tags[registry.EDITS_TAG] == "1" * 64
+    same = registry.log_training_run(train(data, config=FAST), settings).version
+    assert registry.same_training(settings, same) == [first]
+
+    monkeypatch.setattr(registry, "source_edits", lambda: "2" * 64)
+    other = registry.log_training_run(train(data, config=FAST), settings).version
+    assert registry.same_training(settings, other) == []
 
 
 def test_the_same_data_and_parameters_on_other_code_is_another_model(
