@@ -144,3 +144,48 @@ def test_a_bare_array_of_events_is_told_how_a_batch_is_sent(
     assert error["loc"] == ["body", "batch"], error
     assert error["msg"].startswith('a batch is sent as an object, {"events": [...]}'), error
     assert "not as a bare JSON array" in error["msg"], error
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "body"),
+    [
+        ("/v1/recommendations", {"k": 3, "channel": "email"}, {"hcp_id": "{hcp}"}),
+        ("/v1/recommendations/batch", {"k": 2}, {"hcp_ids": ["{hcp}"]}),
+        (
+            "/v1/feedback",
+            {"dry_run": "true"},
+            {"event_id": "q-1", "event_type": "opened", "hcp_id": "{hcp}"},
+        ),
+        ("/v1/reps/{rep}/feedback", {"decision": "accept"}, _rep_feedback({})),
+    ],
+    ids=["recommendation", "batch", "feedback", "rep-decision"],
+)
+def test_a_query_parameter_beside_a_body_is_refused_not_ignored(
+    client: TestClient, keys, url: str, params: dict, body: dict
+) -> None:
+    """The body routes read no query parameter: ``?k=3&channel=email`` was ignored (five
+    actions of every channel served) and ``?dry_run=true`` stored the events all the
+    same. The first one sent is named, before anything is served or stored; a caller
+    without a key learns nothing of it (401)."""
+    recommender = client.app.state.runtime.recommender
+    hcp = next(
+        str(h) for h in recommender.hcp_ids if recommender.territory_of(str(h)) == keys.territory
+    )
+    headers = keys.rep if "{rep}" in url else keys.admin
+    url = url.replace("{rep}", keys.rep_name)
+    sent = {
+        key: [hcp] if value == ["{hcp}"] else hcp if value == "{hcp}" else value
+        for key, value in body.items()
+    }
+    response = client.post(url, params=params, json=sent, headers=headers)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", next(iter(params))], error
+    assert error["msg"] == (
+        "this route takes no query parameters: send its fields in the JSON body"
+    ), error
+    unkeyed = client.post(url, params=params, json=sent, headers={"Authorization": ""})
+    assert unkeyed.status_code == 401, unkeyed.text
+    if url == "/v1/feedback":  # nothing was stored: the event is new when sent right
+        stored = client.post(url, json=sent)
+        assert stored.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncounted": []}

@@ -17,7 +17,10 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   to read (thousands of digits), an object of more than ``MAX_OBJECT_MEMBERS``
   members or a lone UTF-16
   surrogate escape (``"\\ud800"``: no character, and no answer could quote it) is
-  refused as invalid JSON (422 ``json_invalid``), saying where.
+  refused as invalid JSON (422 ``json_invalid``), saying where;
+- a query parameter sent to a route that declares none (``POST
+  /v1/recommendations?k=3``) is refused with 422 at ``["query", name]``: its
+  fields are read from the body alone, so it was ignored.
 
 A caller without a valid key is answered 401 before any of its body is read.
 Every refusal goes through the app's handlers, which answer a caller without a
@@ -36,10 +39,12 @@ from typing import Any, cast, get_type_hints
 
 import fastapi.routing
 from fastapi import HTTPException, Request, Response, status
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from nextbest.api.auth import refused_before_validation
+from nextbest.api.deps import check_query
 
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
 # at the fields' longest is 4.9 MB in ASCII; written as JSON encoders write text
@@ -287,9 +292,15 @@ class JSONBodyRoute(APIRoute):
         handler = super().get_route_handler()
         path, limit = self.path, body_limit(self.path)  # once per route, not per request
         direct = _direct_body(self)
+        reads_query = _declares_query(self.dependant)
 
         async def read_body_as_json(request: Request) -> Response:
             request = JSONBodyRequest(request.scope, request.receive, path=path, limit=limit)
+            if not reads_query and request.scope["query_string"]:
+                # A caller without a valid key learns nothing of what a route expects.
+                if (refused := refused_before_validation(request)) is not None:
+                    raise refused
+                check_query(request.query_params, ())
             if direct is not None:
                 endpoint, request_name, body_name, model = direct
                 # A body refused as it is read (401, 413, 415) raises here as it
@@ -307,6 +318,11 @@ class JSONBodyRoute(APIRoute):
             return await handler(request)
 
         return read_body_as_json
+
+
+def _declares_query(dependant: Dependant) -> bool:
+    """Whether ``dependant`` or one of its dependencies reads a query parameter."""
+    return bool(dependant.query_params) or any(map(_declares_query, dependant.dependencies))
 
 
 def _direct_body(

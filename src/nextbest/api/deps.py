@@ -8,11 +8,12 @@ than what these do (they never block).
 from __future__ import annotations
 
 import difflib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.datastructures import QueryParams
 
 from nextbest.errors import InvalidRequestError
 from nextbest.service.runtime import ServingRuntime
@@ -36,23 +37,36 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def only_query(*names: str) -> Any:
-    """A dependency refusing query parameters other than ``names`` (422 naming the
-    one sent): ``?capcity=5`` would otherwise be ignored and the default served;
-    and any given twice (``?date=...&date=...``: which one was meant?)."""
+    """A dependency refusing query parameters other than ``names`` (see
+    :func:`check_query`): ``?capcity=5`` would otherwise be ignored and the default
+    served."""
 
     async def check(request: Request) -> None:
-        for sent in request.query_params:
-            if len(request.query_params.getlist(sent)) > 1:
-                raise InvalidRequestError(
-                    sent, "given more than once; give it once", location="query"
-                )
-            if sent not in names:
-                near = difflib.get_close_matches(sent, names, n=1)
-                hint = f"did you mean '{near[0]}'? " if near else ""
-                raise InvalidRequestError(
-                    sent,
-                    f"unknown query parameter ({hint}known: {', '.join(names)})",
-                    location="query",
-                )
+        check_query(request.query_params, names)
 
     return Depends(check)
+
+
+def check_query(sent: QueryParams, names: Sequence[str]) -> None:
+    """Refuse (422 naming it) a query parameter of ``sent`` other than ``names``, and
+    any given twice (``?date=...&date=...``: which one was meant?). A route that
+    takes none (``names`` empty) reads its fields from its JSON body only: a
+    ``?k=3`` or ``?dry_run=true`` beside the body was ignored, the default served
+    or the events stored."""
+    for name in sent:
+        if not names:
+            raise InvalidRequestError(
+                name,
+                "this route takes no query parameters: send its fields in the JSON body",
+                location="query",
+            )
+        if len(sent.getlist(name)) > 1:
+            raise InvalidRequestError(name, "given more than once; give it once", location="query")
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise InvalidRequestError(
+                name,
+                f"unknown query parameter ({hint}known: {', '.join(names)})",
+                location="query",
+            )
