@@ -170,7 +170,9 @@ def test_an_opt_out_whose_time_reads_as_none_is_kept_by_its_row(
     assert sorted(said) == [2, 3, 4, 5]
     assert said[2].startswith("opt-out stored: occurred_at '2024-03' is a year and month"), said
     assert said[3].startswith("opt-out stored: occurred_at '2024' is a year alone"), said
-    assert said[4].startswith("opt-out stored: occurred_at '31/12/2024' is no time: "), said
+    assert said[4].startswith(
+        "opt-out stored: occurred_at '31/12/2024' is not an ISO 8601 date or date-time: "
+    ), said
     assert said[5].startswith(
         "opt-out stored: occurred_at '20240301' read as seconds since 1970 is "
     ), said

@@ -68,6 +68,7 @@ def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> No
 
 OPENED = {"event_id": "e1", "event_type": "opened", "hcp_id": "H1", "channel": "email"}
 FULL_DATE = "write the full date, as 2026-11-30 or 2026-11-30T08:00:00+00:00"
+WRITE_IT = "write it as 2026-11-30 or 2026-11-30T08:00:00+00:00"
 
 
 @pytest.mark.parametrize(
@@ -108,8 +109,27 @@ FULL_DATE = "write the full date, as 2026-11-30 or 2026-11-30T08:00:00+00:00"
             "2000-01-01: no event of this service happened then (a date without its dashes, "
             "a spreadsheet's day number?); send an ISO 8601 time, as 2026-11-30T08:00:00+00:00",
         ),
+        (
+            "31/12/2024",
+            f"occurred_at: '31/12/2024' is not an ISO 8601 date or date-time: {WRITE_IT}",
+        ),
+        ("yesterday", f"occurred_at: 'yesterday' is not an ISO 8601 date or date-time: {WRITE_IT}"),
+        (
+            "2026-13-01",
+            f"occurred_at: '2026-13-01' is not an ISO 8601 date or date-time: {WRITE_IT}",
+        ),
     ],
-    ids=["year-text", "year-number", "year-month", "date-without-dashes", "serial-day", "negative"],
+    ids=[
+        "year-text",
+        "year-number",
+        "year-month",
+        "date-without-dashes",
+        "serial-day",
+        "negative",
+        "day-first",
+        "a-word",
+        "month-13",
+    ],
 )
 def test_an_occurred_at_that_names_no_time_of_an_event_is_refused_naming_it(
     sent: object, said: str
@@ -117,7 +137,9 @@ def test_an_occurred_at_that_names_no_time_of_an_event_is_refused_naming_it(
     """'2024' (text or a JSON number) was read as seconds since 1970, 1970-01-01T00:33:44,
     and refused as that time; '2024-03' got pydantic's 'input is too short'. A date
     without a day gets the data contract's message, a number that is no time since
-    2000 says what it was read as."""
+    2000 says what it was read as. A text that is no time got pydantic's words, which
+    did not say what to send ('31/12/2024': "invalid character in year", 'yesterday':
+    "input is too short"): the data contract's."""
     event = parse_event({**OPENED, "occurred_at": sent})
     assert isinstance(event, MalformedEvent), event
     assert event.event_id == "e1" and event.message == said
@@ -149,10 +171,9 @@ def test_an_opt_out_dated_a_year_alone_is_still_read_for_the_store_to_keep() -> 
         ("2024", "occurred_at '2024' is a year alone, not a date: it would be read as the"),
         (
             "31/12/2024",
-            "occurred_at '31/12/2024' is no time: Input should be a valid datetime or date, "
-            "invalid character in year",
+            f"occurred_at '31/12/2024' is not an ISO 8601 date or date-time: {WRITE_IT}",
         ),
-        ("", "occurred_at '' is no time: Input should be a valid datetime or date"),
+        ("", f"occurred_at '' is not an ISO 8601 date or date-time: {WRITE_IT}"),
         (True, "occurred_at true is no time: Input should be a valid datetime"),
         (
             "9999-12-31T23:59:59-23:59",

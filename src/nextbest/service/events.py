@@ -31,7 +31,14 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from nextbest.contract.parse import QUOTED_AT_MOST, no_day_said, number, partial_date, quoted
+from nextbest.contract.parse import (
+    QUOTED_AT_MOST,
+    TIME_EXAMPLES,
+    no_day_said,
+    number,
+    partial_date,
+    quoted,
+)
 from nextbest.limits import STORED_LENGTHS
 from nextbest.storage.repository import (
     EARLIEST_EVENT,
@@ -108,7 +115,8 @@ _AS_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 def a_time_an_event_can_have(value: object) -> object:
     """Refuse what names no time an event of this service happened at, saying it as
     sent. A date without a day (``'2024'``, ``2024``, ``'2024-03'``) is refused with
-    the data contract's words. A number is seconds since 1970, and one that lands
+    the data contract's words, and so is a text that is no ISO 8601 time
+    (``'31/12/2024'``, ``'yesterday'``). A number is seconds since 1970, and one that lands
     before ``EARLIEST_EVENT`` is no such count but a year, a date without its dashes
     (``20240301``) or a spreadsheet's day number: read as seconds, 2024 was
     1970-01-01T00:33:44 and refused as that time. An opt-out dated so is read
@@ -117,8 +125,17 @@ def a_time_an_event_can_have(value: object) -> object:
     partial = partial_date(value)
     if said is not None and partial:
         raise ValueError(no_day_said(said, partial))
-    if said is None or (isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value.strip())):
+    if said is None:
         return value
+    if isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value.strip()):
+        try:
+            return _AS_DATETIME.validate_python(value.strip())
+        except ValidationError:
+            # pydantic's words for '31/12/2024' ("invalid character in year") and
+            # 'yesterday' ("input is too short") did not say what to send.
+            raise ValueError(
+                f"{said} is not an ISO 8601 date or date-time: write it as {TIME_EXAMPLES}"
+            ) from None
     try:
         read = _AS_DATETIME.validate_python(value.strip() if isinstance(value, str) else value)
     except ValidationError:
