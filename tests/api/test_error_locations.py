@@ -189,3 +189,23 @@ def test_a_query_parameter_beside_a_body_is_refused_not_ignored(
     if url == "/v1/feedback":  # nothing was stored: the event is new when sent right
         stored = client.post(url, json=sent)
         assert stored.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "uncounted": []}
+
+
+@pytest.mark.parametrize(
+    ("sent", "near"), [("dismissed", "dismiss"), ("accepted", "accept"), ("Snooze", "snooze")]
+)
+def test_a_rep_decision_near_one_is_named(client: TestClient, keys, sent: str, near: str) -> None:
+    """A CRM sending the decision as the event it is stored as (``dismissed``) got
+    "Input should be 'accept', 'dismiss' or 'snooze'", as for any word: the answer
+    says which decision was meant, as for an event type near one."""
+    response = client.post(
+        f"/v1/reps/{keys.rep_name}/feedback",
+        json={**_rep_feedback({"reason": "not_relevant"}), "decision": sent},
+        headers=keys.rep,
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "decision"], error
+    assert error["msg"] == (
+        f"Input should be one of 'accept', 'dismiss', 'snooze' (did you mean '{near}'?)"
+    ), error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,7 @@ from nextbest.service.events import (
     HcpId,
     event_or_malformed,
     not_a_boolean,
+    refuse_a_near_miss,
 )
 from nextbest.service.recommend import MAX_BATCH, MAX_LEFT_OUT, LeftOutWhy, check_decision_date
 
@@ -256,6 +257,17 @@ class RepPlanPublic(BaseModel):
     )
 
 
+RepDecision = Literal["accept", "dismiss", "snooze"]
+
+
+def _a_decision(value: object) -> object:
+    """A decision sent as the event it is stored as (``dismissed``) or in another case
+    (``Accept``) is refused naming the one it likely means."""
+    if isinstance(value, str):
+        refuse_a_near_miss(value.strip(), get_args(RepDecision))
+    return value
+
+
 class RepFeedbackCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -276,7 +288,7 @@ class RepFeedbackCreate(BaseModel):
     action_id: str = Field(
         min_length=1, max_length=STORED_LENGTHS["action_id"], description="The suggested action."
     )
-    decision: Literal["accept", "dismiss", "snooze"]
+    decision: Annotated[RepDecision, BeforeValidator(_a_decision)]
     reason: str | None = Field(
         default=None,
         max_length=64,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Self
@@ -73,16 +74,22 @@ def _lower_case(value: object) -> object:
     if not isinstance(value, str):
         return value
     value = value.strip().lower()
-    if value not in FEEDBACK_EVENT_TYPES and (
-        near := difflib.get_close_matches(value, FEEDBACK_EVENT_TYPES, n=1, cutoff=0.75)
+    refuse_a_near_miss(value, FEEDBACK_EVENT_TYPES)
+    return value
+
+
+def refuse_a_near_miss(value: str, choices: Sequence[str]) -> None:
+    """Refuse ``value`` when it is not one of ``choices`` but near one, naming it (a
+    literal's error, with "did you mean"); a value near none is left to the literal."""
+    if value not in choices and (
+        near := difflib.get_close_matches(value, choices, n=1, cutoff=0.75)
     ):
-        listed = ", ".join(f"'{t}'" for t in FEEDBACK_EVENT_TYPES)
+        listed = ", ".join(f"'{c}'" for c in choices)
         raise PydanticCustomError(
             "literal_error",
             "Input should be one of {listed} (did you mean '{near}'?)",
             {"near": near[0], "listed": listed},
         )
-    return value
 
 
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
