@@ -209,3 +209,41 @@ def test_a_rep_decision_near_one_is_named(client: TestClient, keys, sent: str, n
     assert error["msg"] == (
         f"Input should be one of 'accept', 'dismiss', 'snooze' (did you mean '{near}'?)"
     ), error
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "said"),
+    [
+        ("POST", "/v1/admin/reload", {"force": True}, "(force)"),
+        (
+            "GET",
+            "/v1/reps/{rep}/suggestions",
+            {"capacity": 5},
+            "(date, capacity, territory_id, purpose, explain)",
+        ),
+    ],
+    ids=["reload", "rep-plan"],
+)
+def test_a_body_sent_to_a_route_that_reads_none_is_refused_not_ignored(
+    client: TestClient, keys, method: str, url: str, body: dict, said: str
+) -> None:
+    """``{"force": true}`` posted to the reload was ignored: the served version was not
+    loaded again, and the answer did not say so. A body naming nothing (none, ``{}``,
+    ``null``, as client libraries send by default) is still read as none."""
+    url = url.replace("{rep}", keys.rep_name)
+    headers = keys.rep if "/reps/" in url else keys.admin
+    response = client.request(method, url, json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body"], error
+    assert error["msg"] == (
+        f"this route reads no body: send its parameters in the query string {said}"
+    ), error
+    for nothing in (None, {}, "null"):
+        sent = {"content": nothing} if isinstance(nothing, str) else {"json": nothing}
+        answer = client.request(
+            method, url, headers={**headers, "Content-Type": "application/json"}, **sent
+        )
+        assert answer.status_code == 200, answer.text
+    unkeyed = client.request(method, url, json=body, headers={"Authorization": ""})
+    assert unkeyed.status_code == 401, unkeyed.text

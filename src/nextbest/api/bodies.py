@@ -20,7 +20,9 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   refused as invalid JSON (422 ``json_invalid``), saying where;
 - a query parameter sent to a route that declares none (``POST
   /v1/recommendations?k=3``) is refused with 422 at ``["query", name]``: its
-  fields are read from the body alone, so it was ignored.
+  fields are read from the body alone, so it was ignored; and a body sent to a
+  route that reads none (``{"force": true}`` to the reload) is refused with 422 at
+  ``["body"]``, naming the query parameters to send instead.
 
 A caller without a valid key is answered 401 before any of its body is read.
 Every refusal goes through the app's handlers, which answer a caller without a
@@ -40,6 +42,7 @@ from typing import Any, cast, get_type_hints
 import fastapi.routing
 from fastapi import HTTPException, Request, Response, status
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
@@ -292,15 +295,27 @@ class JSONBodyRoute(APIRoute):
         handler = super().get_route_handler()
         path, limit = self.path, body_limit(self.path)  # once per route, not per request
         direct = _direct_body(self)
-        reads_query = _declares_query(self.dependant)
+        query = _query_names(self.dependant)
+        reads_body = self.body_field is not None
 
         async def read_body_as_json(request: Request) -> Response:
             request = JSONBodyRequest(request.scope, request.receive, path=path, limit=limit)
-            if not reads_query and request.scope["query_string"]:
+            if not query and request.scope["query_string"]:
                 # A caller without a valid key learns nothing of what a route expects.
                 if (refused := refused_before_validation(request)) is not None:
                     raise refused
                 check_query(request.query_params, ())
+            if not reads_body and (await request.body()).strip() not in _NAMES_NOTHING:
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "value_error",
+                            "loc": ("body",),
+                            "msg": "this route reads no body: send its parameters in the "
+                            f"query string ({', '.join(query) or 'it takes none'})",
+                        }
+                    ]
+                )
             if direct is not None:
                 endpoint, request_name, body_name, model = direct
                 # A body refused as it is read (401, 413, 415) raises here as it
@@ -320,9 +335,15 @@ class JSONBodyRoute(APIRoute):
         return read_body_as_json
 
 
-def _declares_query(dependant: Dependant) -> bool:
-    """Whether ``dependant`` or one of its dependencies reads a query parameter."""
-    return bool(dependant.query_params) or any(map(_declares_query, dependant.dependencies))
+# A body a client library sends by default (none, an empty object, JSON's null) asks
+# nothing of a route that reads none.
+_NAMES_NOTHING = (b"", b"{}", b"null")
+
+
+def _query_names(dependant: Dependant) -> list[str]:
+    """The query parameters ``dependant`` and its dependencies read, by name."""
+    own = [param.alias for param in dependant.query_params]
+    return own + [name for sub in dependant.dependencies for name in _query_names(sub)]
 
 
 def _direct_body(
