@@ -1067,7 +1067,10 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
     a_dir.mkdir()
     for args, says in (
         (["picks", "--data", "x", "--out", str(a_dir)], "is a directory; name the file"),
-        (["picks", "--data", "x", "--out", str(a_file / "p.csv")], "error: --out:"),
+        (
+            ["picks", "--data", "x", "--out", str(a_file / "p.csv")],
+            f"error: --out: Not a directory: {a_file}",
+        ),
         (["uplift-report", "--out", str(a_file / "report")], "error: --out:"),
     ):
         result = runner.invoke(app, args)

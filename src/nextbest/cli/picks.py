@@ -13,7 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-from nextbest.cli.options import _check_rules_file, _parse_decision_date, _settings
+from nextbest.cli.options import (
+    _check_rules_file,
+    _parse_decision_date,
+    _path_error,
+    _settings,
+)
 from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
 from nextbest.cli.process import _ignore_signals_from_now_on, _interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
@@ -111,8 +116,8 @@ def picks(
         raise _fail(f"--out: {out} is a directory; name the file to write")
     try:  # before any scoring: an unwritable place must not cost the whole run
         out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _fail(f"--out: {exc}") from None
+    except OSError as exc:  # a file where a directory of --out is to be: named so
+        raise _fail(f"--out: {_path_error(exc)}") from None
     on = _parse_decision_date(as_of, "--as-of")
     settings = _settings()
     if new_holdout_rate and not log:
