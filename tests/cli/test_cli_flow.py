@@ -930,6 +930,47 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
         assert logged.empty, err[-2000:]
 
 
+def test_picks_log_refuses_to_write_a_file_another_run_is_writing(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send job started twice at once wrote one file twice: both runs logged their
+    answers as served, and the later file replaced the other, so half the logged
+    answers were in no file sent. The second run is refused before any work, naming
+    the run that writes the file; once that one has ended, a run goes through."""
+    import shutil
+
+    from nextbest.locking import try_flock
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    out = tmp_path / "sends" / "send.csv"
+    out.parent.mkdir()
+    lock = out.with_name(".send.csv.lock")
+    args = ["picks", "--data", str(trained.data_dir), "--out", str(out), "--log"]
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)  # the first run's, as it writes
+    try:
+        assert try_flock(fd)
+        os.write(fd, b"4242\n")
+        result = runner.invoke(app, args)
+    finally:
+        os.close(fd)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said[-2000:]
+    assert (
+        f"error: --out: another `nextbest picks` run (process 4242) is writing {out}"
+    ) in said, said
+    engine = make_engine(f"sqlite:///{models / 'nextbest.db'}")
+    with engine.connect() as connection:
+        logged = pd.read_sql("SELECT recommendation_id FROM recommendations", connection)
+    engine.dispose()
+    assert logged.empty and not out.exists(), said
+    # The first run has ended: a run writes the file, and leaves no lock file behind.
+    said = run_ok(*args)
+    assert out.exists() and sorted(p.name for p in out.parent.iterdir()) == ["send.csv"], said
+
+
 def test_picks_write_through_a_symlinked_out_keep_its_mode_and_clean_up_on_sigterm(
     trained, tmp_path: Path, monkeypatch
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +42,7 @@ def _unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> 
 
 
 def picks(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
     data: Annotated[
         Path | None,
@@ -89,7 +90,8 @@ def picks(
     (NEXTBEST_RULES_FILE, else training/rules.yaml in the working directory, which
     must exist; an empty file applies none) and the logged contact history, as the
     API ranks. Without --log nothing is logged. Exit code 2 when nothing was written
-    (a bad option, file or setting; with --log, another holdout rate than the log's)."""
+    (a bad option, file or setting; another run writing --out; with --log, another
+    holdout rate than the log's)."""
     from nextbest import registry
     from nextbest.contract import (
         ContractError,
@@ -124,6 +126,9 @@ def picks(
         raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
     if log:  # before reading the data: a refused run costs nothing
         _check_holdout_rate(settings, changed=new_holdout_rate)
+    # Held until the command ends, before a note on earlier sends is said: a run
+    # started while another writes the same file would see none of its answers.
+    ctx.with_resource(_writing_alone(out))
     # The day's HCPs and actions only: the history is not needed to pick (the model
     # knows it to its as-of, the log since), and reading it took longer than the picks.
     given: tuple[Any, Any] | None = None
@@ -316,6 +321,49 @@ def _note_logged_for_day(
             "every logged answer counts as served, so send one file for them, not both",
             highlight=False,
         )
+
+
+@contextlib.contextmanager
+def _writing_alone(out: Path) -> Iterator[None]:
+    """Hold the lock of the file ``out`` names while this run makes and writes it.
+
+    Two runs writing one file at once (a send job started twice) each logged its
+    answers as served, with only the later run's file left to send: half the
+    answers logged, sent to nobody. The lock is ``flock`` on ``.NAME.lock`` beside
+    the file, holding the holder's process id; a second run is refused, naming it.
+    The lock file is removed as the run ends; a run that locked it just as it was
+    removed tries the new one, so two runs never hold two files of one name."""
+    from nextbest.locking import try_flock
+
+    target = Path(os.path.realpath(out))
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _fail(f"--out: {_path_error(exc)}") from None
+        if not try_flock(fd):
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise _fail(
+                f"--out: another `nextbest picks` run "
+                f"{f'(process {holder}) ' if holder.isdigit() else ''}is writing {out} "
+                f"(it holds {lock}): of two runs writing one file only the later's is "
+                "kept, while with --log both log their answers as served; run this one "
+                "again when it has ended, or give another --out"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            now, held = os.stat(lock), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                break
+        os.close(fd)  # removed by a run that ended meanwhile: lock the file now there
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
 def _partial_beside(out: Path) -> Path:
