@@ -57,3 +57,33 @@ def test_the_package_runs_as_a_module() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Usage: python -m nextbest.cli" in done.stdout and "uplift-report" in done.stdout
+
+
+def test_ctrl_c_while_the_command_loads_ends_it_without_a_traceback() -> None:
+    """Ctrl-C in the second or so ``main`` loads the storage modules, before the
+    command runs (a wrong option seen just after Enter), ended it with a Python
+    traceback and SIGINT's own exit status; it ends with 130, as during the command.
+    The SIGINT is real, sent as that import starts."""
+    import signal
+
+    probe = (
+        "import os, signal, sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'nextbest.storage.db':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "from nextbest.cli import main\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['nextbest', 'picks', '--help']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        # Ctrl-C as at a terminal, also when the suite runs in the background (SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and done.stdout == "", done.stderr[-2000:]

@@ -108,7 +108,17 @@ def main() -> None:
     database path under a file, a full disk, no permission): exit code 1 means
     something else to a script (``promote``: the gate kept the champion;
     ``feedback``: rows were rejected), and a traceback buries the path at fault.
+    Ctrl-C ends it with exit code 130 and no traceback, as Typer ends a command,
+    also while the modules below load (a second or more, before the command runs).
     """
+    try:
+        _run_app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _run_app() -> None:
+    """:func:`main` but for Ctrl-C."""
     import sqlite3
 
     from sqlalchemy.exc import DatabaseError, InterfaceError
