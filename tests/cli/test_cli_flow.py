@@ -151,6 +151,13 @@ def test_simulate_train_picks(
     assert result.stdout.startswith(
         f"wrote {picked} pick{'' if picked == 1 else 's'} for {min(picked, 1)} of 1 HCP to "
     ), result.stdout
+    # Columns a send list does not read are named: a content column given to choose
+    # each HCP's e-mail changed no pick, without a word.
+    send.write_text(f"hcp_id,content_id,specialty\n{first},C001,\n")
+    result = runner.invoke(app, ["picks", "--hcps", str(send), "--out", str(noted)])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output
+    assert "note: send list: column not read: content_id; a send list gives" in said, said
     # What a note or error quotes from a file is text, not markup ('[/]' stopped the
     # command with a MarkupError traceback; '[bold]' vanished).
     send.write_text(f"hcp_id,specialty\n{first},Cardio[/] [bold]\n")

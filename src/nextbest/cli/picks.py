@@ -108,6 +108,7 @@ def picks(
         file_picks,
         logged_picks,
         specialty_notes,
+        unread_column_notes,
     )
 
     if (data is None) == (hcps is None):
@@ -170,7 +171,10 @@ def picks(
         )
     noted = model.evidence.notes(model.catalog)
     if given is None:  # a send list's specialties: a typo loses specialty-bound actions
-        noted += specialty_notes(model, version, hcps=given_hcps)
+        noted += [
+            *unread_column_notes(given_hcps),
+            *specialty_notes(model, version, hcps=given_hcps),
+        ]
     if given_catalog is not None:
         noted += [
             *consent_notes(given_hcps, given_catalog),

@@ -267,6 +267,22 @@ def catalog_notes(model: ScoringModel, version: str, *, catalog: pd.DataFrame) -
     ]
 
 
+def unread_column_notes(hcps: pd.DataFrame) -> list[str]:
+    """A note naming the send list's columns that are not read (``attrs`` of
+    :func:`~nextbest.contract.validate.validate_send_list`): a ``content_id`` or
+    ``channel`` column given to choose each HCP's e-mail changed no pick, silently."""
+    ignored = [str(c) for c in hcps.attrs.get("ignored_columns", [])]
+    if not ignored:
+        return []
+    one = len(ignored) == 1
+    return [
+        f"send list: {'column' if one else 'columns'} not read: {listed(ignored, shown=10)}; "
+        "a send list gives each HCP's hcp_id, specialty and consent_<channel> only, and "
+        "picks are ranked among every action the catalog and rules allow (--channel "
+        "keeps one channel's)"
+    ]
+
+
 def specialty_notes(model: ScoringModel, version: str, *, hcps: pd.DataFrame) -> list[str]:
     """A note on the send list's ``specialty`` values that no catalog action names and
     no HCP of the model has (a typo such as 'Onkology'); none when the catalog has no
