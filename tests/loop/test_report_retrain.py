@@ -251,10 +251,13 @@ def test_without_outcomes_the_report_says_what_is_missing(tmp_path: Path) -> Non
     have an outcome ... before any difference means anything" or the like."""
     settings = Settings(models_dir=tmp_path / "models")
     empty = uplift_report(settings, out_dir=tmp_path / "empty", log=False)
-    assert empty.conclusion == (
-        "Nothing to conclude yet: no request is logged in the report's period."
-    )
     url = settings.resolved_database_url
+    # Named: a misspelt NEXTBEST_MODELS_DIR reads a new, empty log, and said nothing else.
+    assert empty.conclusion == (
+        f"Nothing to conclude yet: no request is logged in the report's period in {url} "
+        "(the recommendation log NEXTBEST_MODELS_DIR or NEXTBEST_DATABASE_URL names: is it "
+        "the one the service logs to?)."
+    )
     engine = make_engine(url)
     item = ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False)
     records = [

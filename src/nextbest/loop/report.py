@@ -59,7 +59,7 @@ from nextbest.evaluation.ope import (
     welch_dof,
 )
 from nextbest.loop.evidence import greedy_actions, load_decisions
-from nextbest.settings import Settings
+from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
 
@@ -341,6 +341,7 @@ def uplift_report(
         overall,
         min_per_arm=min_per_arm,
         n_logged=len(logged),
+        log_url=without_password(settings.resolved_database_url),
         holdout_contacted=contacted,
         holdout_served_elsewhere=elsewhere,
         coverage=coverage,
@@ -553,14 +554,16 @@ def conclusion(
     coverage: dict[str, float] | None = None,
     coverage_apart: bool = False,
     n_logged: int | None = None,
+    log_url: str | None = None,
 ) -> str:
     """One plain sentence on what the data allow to conclude, and a warning when
     held-out HCPs were contacted anyway (the comparison then understates uplift) or
     the arms' outcomes came back in different shares (``coverage``, when
     ``coverage_apart``, as :func:`coverage_differs` finds them: it is then not
     randomized). ``n_logged``: the requests logged in the report's period, with an
-    outcome or not (None: not known), to tell no outcome from no request."""
-    said = _verdict_sentence(overall, min_per_arm=min_per_arm, n_logged=n_logged)
+    outcome or not (None: not known), to tell no outcome from no request; ``log_url``:
+    the recommendation log read, named when it holds no request."""
+    said = _verdict_sentence(overall, min_per_arm=min_per_arm, n_logged=n_logged, log_url=log_url)
     if coverage and coverage_apart:
         said += (
             f" Warning: outcomes came back for {coverage['served']:.0%} of served requests "
@@ -592,11 +595,23 @@ def conclusion(
 
 
 def _verdict_sentence(
-    overall: ArmComparison, *, min_per_arm: int, n_logged: int | None = None
+    overall: ArmComparison,
+    *,
+    min_per_arm: int,
+    n_logged: int | None = None,
+    log_url: str | None = None,
 ) -> str:
     if overall.n_served + overall.n_holdout == 0 and n_logged is not None:
         # "0 served and 0 holdout requests have an outcome" said neither whether
         # anything was logged nor what is missing.
+        if n_logged == 0 and log_url is not None:
+            # Named: a shell without the NEXTBEST_MODELS_DIR of the service reads
+            # another log (the demo's, an empty one) and said nothing of it.
+            return (
+                f"Nothing to conclude yet: no request is logged in the report's period in "
+                f"{log_url} (the recommendation log NEXTBEST_MODELS_DIR or "
+                "NEXTBEST_DATABASE_URL names: is it the one the service logs to?)."
+            )
         if n_logged == 0:
             return "Nothing to conclude yet: no request is logged in the report's period."
         return (
