@@ -1120,6 +1120,9 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
             f"error: --out: Not a directory: {a_file}",
         ),
         (["uplift-report", "--out", str(a_file / "report")], "error: --out:"),
+        # A file where the directory goes: said as such, not as "[Errno 17] File exists".
+        (["uplift-report", "--out", str(a_file)], f"error: --out: Not a directory: {a_file}"),
+        (["simulate", "--out", str(a_file)], f"error: --out: Not a directory: {a_file}"),
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output

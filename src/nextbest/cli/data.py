@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nextbest.cli.options import DataOpt, TrainConfigOpt, _load, _train_config
+from nextbest.cli.options import DataOpt, TrainConfigOpt, _load, _path_error, _train_config
 from nextbest.cli.output import _fail, _note, _plural, _working, stdout
 
 
@@ -29,7 +29,8 @@ def simulate(
         try:
             world.write(out, fmt="csv" if fmt == "csv" else "parquet")
         except OSError as exc:  # a clash of formats, or a directory that cannot be written
-            raise _fail(f"--out: {exc}") from None
+            said = _path_error(exc) if exc.filename is not None else str(exc)
+            raise _fail(f"--out: {said}") from None
     stdout.print(
         f"wrote {_plural(len(world.hcps), 'HCP')}, {_plural(len(world.catalog), 'action')}, "
         f"{len(world.interactions):,} decisions and the ground truth to {out}"

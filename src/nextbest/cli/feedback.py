@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nextbest.cli.options import SinceOpt, _parse_date, _settings
+from nextbest.cli.options import SinceOpt, _parse_date, _path_error, _settings
 from nextbest.cli.output import _fail, _steps, _working, console, stdout
 from nextbest.settings import without_password
 
@@ -43,7 +43,7 @@ def uplift_report(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _fail(f"--out: {exc}") from None
+        raise _fail(f"--out: {_path_error(exc)}") from None
     try:
         with _working("building the uplift report"):
             report = build(
