@@ -609,8 +609,16 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert recorded.data.params == {"from_version": version, "to_version": visit_loop.champion}
     assert registry.alias_version(settings, "champion") == visit_loop.champion
     assert registry.alias_version(settings, "previous_champion") is None
-    with pytest.raises(GateError, match="no previous champion"):
+    # Rolling back again does not return to the version rolled back: the refusal says
+    # what does, instead of leaving "roll back to 2 again" to be guessed.
+    with pytest.raises(GateError) as refused:
         gate.rollback(settings)
+    said = str(refused.value)
+    assert said.startswith(
+        f"model '{settings.model_name}' has no previous champion to roll back to "
+        f"(current champion: {visit_loop.champion}); version {version}, rolled back "
+    ), said
+    assert f"is served again by `nextbest promote --version {version}`" in said, said
     # Rolled back, the champion is no longer the newest version: promote has work to
     # refuse (no challenger), not a promotion already done.
     assert gate.already_promoted(settings) is None

@@ -1261,7 +1261,7 @@ def rollback(
     if not history:
         raise GateError(
             f"model '{settings.model_name}' has no previous champion to roll back to "
-            f"(current champion: {current})"
+            f"(current champion: {current}){_rolled_back_said(client, settings, current)}"
         )
     returned_to, skipped = _walk_back(settings, history)
     passed_over = "; ".join(f"version {v}: {why}" for v, why in skipped)
@@ -1341,6 +1341,26 @@ def rollback(
         skipped=tuple(skipped),
         notes=tuple(notes),
         finished=finished,
+    )
+
+
+def _rolled_back_said(mlflow_client: Any, settings: Settings, current: str | None) -> str:
+    """How the version rolled back last (``rolled_back_at``), other than ``current``, is
+    served again, for a refused rollback: a second rollback does not return to it, it
+    goes further back. "" when no version was rolled back."""
+    rolled = [
+        v
+        for v in mlflow_client.search_model_versions(f"name='{settings.model_name}'")
+        if v.tags.get("rolled_back_at") and str(v.version) != current
+    ]
+    if not rolled:
+        return ""
+    last = max(rolled, key=lambda v: str(v.tags["rolled_back_at"]))
+    at = str(last.tags["rolled_back_at"])[:16].replace("T", " ") + " UTC"
+    return (
+        f"; version {last.version}, rolled back {at}, "
+        f"is served again by `nextbest promote --version {last.version}` (through the gate, "
+        "or with --force --reason TEXT)"
     )
 
 
