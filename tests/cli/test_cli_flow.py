@@ -2147,6 +2147,28 @@ def test_feedback_names_the_store_without_its_password(
     assert password is None or str(password) not in said
 
 
+def test_a_feed_path_without_an_extension_is_said_missing_or_a_directory(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """A typo'd or missing path, and a data directory named instead of the feed, read
+    "unsupported file type ''" before: the extension was checked first."""
+    (tmp_path / "world").mkdir()
+    for path, says in (
+        (tmp_path / "outcomes", f"file not found: {tmp_path / 'outcomes'}"),
+        (
+            tmp_path / "world",
+            f"{tmp_path / 'world'} is a directory: name a .csv or .parquet file",
+        ),
+    ):
+        result = runner.invoke(app, ["feedback", str(path)])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, said
+        assert says in said and "unsupported file type" not in said, said
+    (tmp_path / "events.xlsx").write_bytes(b"PK")
+    result = runner.invoke(app, ["feedback", str(tmp_path / "events.xlsx")])
+    assert "unsupported file type '.xlsx' (expected .csv or .parquet)" in result.output
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

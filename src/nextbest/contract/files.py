@@ -53,6 +53,13 @@ def read_table(path: Path | str) -> pd.DataFrame:
     def fail(message: str) -> ContractError:
         return ContractError([Problem(path.name, None, None, message)])
 
+    if not fmt and path.is_dir():  # a data directory named where its file goes
+        raise fail(
+            f"{path} is a directory: name a .csv or .parquet file (a directory of "
+            "Parquet parts is named with .parquet at its end)"
+        )
+    if not fmt and not path.exists() and not path.is_symlink():  # a typo, not a type
+        raise fail(f"file not found: {path} (expected a .csv or .parquet file)")
     if not fmt:
         raise fail(f"unsupported file type {path.suffix!r} (expected .csv or .parquet)")
     if why := unreadable(path):
