@@ -455,9 +455,14 @@ def test_a_second_server_on_a_taken_port_is_refused(tmp_path: Path, workers: str
             text=True,
             timeout=120,
         )
-    # Refused by nextbest itself (exit 2, one line), before any model is loaded.
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in run.stdout + run.stderr
+    # Refused by nextbest itself (exit 2, one line), before any model is loaded,
+    # saying what to do (the README's loop walk-through meets `make demo`'s server).
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 2, said
+    assert (
+        f"error: cannot listen on 127.0.0.1:{port}: the address is in use (another server "
+        "on this port?): stop it, or serve on another port (--port, NEXTBEST_PORT)"
+    ) in said, said
 
 
 def test_serve_refuses_a_damaged_sqlite_file_before_any_worker_starts(tmp_path: Path) -> None:

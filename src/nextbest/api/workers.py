@@ -18,6 +18,7 @@ worker's own.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
@@ -78,9 +79,13 @@ def check_address_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise AddressInUseError(
-                exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
-            ) from None
+            what = (
+                "the address is in use (another server on this port?): stop it, or serve "
+                "on another port (--port, NEXTBEST_PORT)"
+                if exc.errno == errno.EADDRINUSE
+                else exc.strerror
+            )
+            raise AddressInUseError(exc.errno, f"cannot listen on {host}:{port}: {what}") from None
 
 
 def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None = None) -> None:

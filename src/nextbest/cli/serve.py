@@ -166,13 +166,13 @@ def _run_server(
                 # by, the replacements would take the whole service down.
                 before_restart=lambda: _restart_problem(settings, keys_held=keys_held),
             )
-        except AddressInUseError as exc:
-            raise _fail(str(exc)) from None
+        except AddressInUseError as exc:  # its message, without "[Errno 98]"
+            raise _fail(exc.strerror or str(exc)) from None
     else:
         try:  # refused here, before the model loads, not by uvicorn after it
             check_address_free(options["host"], options["port"])
-        except AddressInUseError as exc:
-            raise _fail(str(exc)) from None
+        except AddressInUseError as exc:  # its message, without "[Errno 98]"
+            raise _fail(exc.strerror or str(exc)) from None
         uvicorn.run("nextbest.api.app:create_app", **options)
 
 
