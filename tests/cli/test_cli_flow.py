@@ -1550,6 +1550,71 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     assert not missing.parent.exists()
 
 
+def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
+    env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollback of docs/operations.md: the newer release downgrades the schema
+    (before: alembic's command line, from a checkout only, ending in a traceback
+    when it could not), keeping the answers logged; a target this release does not
+    know, or not below the database's, is refused in one line, nothing changed."""
+    from nextbest.storage.db import make_session_factory, migrate, schema_revisions
+    from nextbest.storage.repository import log_recommendations
+    from nextbest.storage.testing import recommendation_record, served_item
+
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    assert migrate(database_url) == (None, "0012")
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            log_recommendations(
+                session, records=[recommendation_record("r1", "h1", items=(served_item(1, "a1"),))]
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+
+    for target, refused in [
+        ("0099", "there is no schema revision '0099': this release knows 0001 to 0012"),
+        ("head", "there is no schema revision 'head'"),
+    ]:
+        result = runner.invoke(app, ["db", "downgrade", target])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and said.count("error:") == 1, said
+        assert f"error: db downgrade {target}: {refused}" in said, said
+        assert "nothing was changed" in said and "Traceback" not in said, said
+    assert schema_revisions(database_url)[0] == "0012"
+
+    result = runner.invoke(app, ["db", "downgrade", "0011"])
+    assert result.exit_code == 0, result.output
+    assert "schema downgraded from revision 0012 to 0011" in result.output, result.output
+    assert schema_revisions(database_url)[0] == "0011"
+    again = runner.invoke(app, ["db", "downgrade", "0011"])
+    assert again.exit_code == 0 and "schema revision 0011 already: nothing to do" in again.output
+    above = runner.invoke(app, ["db", "downgrade", "0012"])
+    said = " ".join(above.output.split())
+    assert above.exit_code == 2, said
+    assert "the database's schema is at revision 0011, below 0012" in said, said
+    # A database file not made yet (a mistyped path) is said so, and not made.
+    missing = env_settings.parent / "not" / "yet.db"
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{missing}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["db", "downgrade", "0011"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert f"there is no database file {missing}: nothing to downgrade" in said, said
+    assert not missing.parent.exists()
+    # The answers logged are kept, and an upgrade brings the index back.
+    assert migrate(database_url) == ("0011", "0012")
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            count = connection.exec_driver_sql("SELECT count(*) FROM recommendation_items")
+            assert count.scalar() == 1
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("driver", ["psycopg2", "asyncpg", "pg8000"])
 def test_db_status_refuses_a_database_driver_that_is_not_installed(
     env_settings: Path, monkeypatch: pytest.MonkeyPatch, driver: str

@@ -186,11 +186,12 @@ rules_app.command("check")(serve.rules_check)
 app.add_typer(rules_app, name="rules")
 
 db_app = typer.Typer(
-    help="The database's schema: status (its revision and this release's), upgrade.",
+    help="The database's schema: status (its revision and this release's), upgrade, downgrade.",
     no_args_is_help=True,
 )
 db_app.command("status")(serve.db_status)
 db_app.command("upgrade")(serve.db_upgrade)
+db_app.command("downgrade")(serve.db_downgrade)
 app.add_typer(db_app, name="db")
 
 keys_app = typer.Typer(

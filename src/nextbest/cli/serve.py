@@ -1,5 +1,5 @@
-"""``serve``, ``rules check`` and ``db status`` / ``db upgrade``: the HTTP server and
-the files and schema it needs."""
+"""``serve``, ``rules check`` and ``db status`` / ``upgrade`` / ``downgrade``: the HTTP
+server and the files and schema it needs."""
 
 from __future__ import annotations
 
@@ -254,23 +254,28 @@ def _migrate_before_serving(settings: Settings) -> None:
     A damaged SQLite file (a backup restored beside a later state's -wal) stops
     here too, before anything is served from it.
     """
-    before, after = _upgrade_schema(settings)
+    before, after = _migrate_schema(settings)
     if before != after:  # said once, here: the workers find nothing left to do
         logging.getLogger("nextbest.serve").info(
             "database schema migrated from revision %s to %s", before or "(none)", after
         )
 
 
-def _upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
-    """Upgrade the database's schema to this release's (``serve``, ``db upgrade``); any
-    reason it cannot be stops the command in one line. The revisions before and after."""
+def _migrate_schema(
+    settings: Settings, *, downgrade_to: str | None = None
+) -> tuple[str | None, str | None]:
+    """Upgrade the database's schema to this release's (``serve``, ``db upgrade``), or
+    downgrade it to ``downgrade_to`` (``db downgrade``); any reason it cannot be
+    stops the command in one line. The revisions before and after."""
     from sqlalchemy.engine import make_url
 
     from nextbest.storage.db import (
         UNAVAILABLE_ERRORS,
+        DowngradeTargetError,
         MigrationLockTimeoutError,
         SchemaTooNewError,
         describe_database_error,
+        downgrade,
         migrate,
         sqlite_damage,
     )
@@ -285,7 +290,9 @@ def _upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
             "are not the backup's own (docs/operations.md, 'Backup and restore')"
         )
     try:
-        return migrate(url)
+        return migrate(url) if downgrade_to is None else downgrade(url, downgrade_to)
+    except DowngradeTargetError as exc:
+        raise _fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
@@ -406,7 +413,7 @@ def db_upgrade() -> None:
     once the servers sharing the database run this release (a worker of an older
     release cannot start on a newer schema)."""
     settings = _settings()
-    before, after = _upgrade_schema(settings)
+    before, after = _migrate_schema(settings)
     shown = without_password(settings.resolved_database_url)
     if before == after:
         stdout.print(
@@ -417,3 +424,28 @@ def db_upgrade() -> None:
             f"{shown}: schema upgraded from revision {before or '(none)'} to {after}",
             highlight=False,
         )
+
+
+def db_downgrade(
+    revision: Annotated[
+        str,
+        typer.Argument(
+            help="The schema revision to go down to (0011): the newest of the release "
+            "being rolled back to (its `nextbest --version`)."
+        ),
+    ],
+) -> None:
+    """Downgrade the database's schema to an older revision, to roll the code back.
+
+    Run it with the newer release, which knows the way down, before starting the
+    older one. What the migrations undone added is deleted, with its data: back the
+    database up first (docs/operations.md, 'Upgrading and rolling back'). One
+    transaction: a failure leaves the schema as it was."""
+    settings = _settings()
+    before, after = _migrate_schema(settings, downgrade_to=revision)
+    shown = without_password(settings.resolved_database_url)
+    if before == after:
+        said = f"schema revision {after} already: nothing to do"
+    else:
+        said = f"schema downgraded from revision {before} to {after}"
+    stdout.print(f"{shown}: {said}", highlight=False)

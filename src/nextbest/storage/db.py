@@ -684,6 +684,14 @@ def _lock_holders(connection: Connection, tables: list[str]) -> list[str]:
     return said
 
 
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (connecting would make it and
+    its directory), else None."""
+    parsed = make_url(url)
+    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    return path if path is not None and not path.exists() else None
+
+
 def schema_revisions(url: str) -> tuple[str | None, str | None]:
     """The database's schema revision (None: no schema yet) and this release's newest.
 
@@ -692,9 +700,7 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     """
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
-    parsed = make_url(url)
-    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
-    if path is not None and not path.exists():
+    if _missing_sqlite_file(url) is not None:
         return None, head  # connecting would create the file (and its directory)
     engine = make_engine(url)
     try:
@@ -710,8 +716,8 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     return found, head
 
 
-def _upgrade_in_transaction(
-    connection: Connection, revision: str, *, upgrade: bool
+def _migrate_in_transaction(
+    connection: Connection, revision: str, *, upgrade: bool, down: bool = False
 ) -> tuple[str | None, str | None]:
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
@@ -723,23 +729,51 @@ def _upgrade_in_transaction(
             raise SchemaTooNewError(before, script.get_current_head()) from None
         if not upgrade and before != script.get_current_head():
             raise SchemaBehindError(before, script.get_current_head())
+    if down:
+        _check_downgrade(script, before, revision)
+        if revision == before:
+            return before, before
     # env.py runs on this connection, inside the locked transaction.
     config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    (command.downgrade if down else command.upgrade)(config, revision)
     after = MigrationContext.configure(connection).get_current_revision()
     return before, after
 
 
-def _upgrade_locked(
-    engine: Engine, revision: str, *, upgrade: bool = True
+class DowngradeTargetError(ValueError):
+    """A downgrade asked for a revision this release does not know, or not below the
+    database's; nothing was changed."""
+
+
+def _check_downgrade(script: ScriptDirectory, before: str | None, revision: str) -> None:
+    """Refuse, naming both revisions, a downgrade target this release does not know or
+    that is not at or below the database's revision (alembic's own words for these
+    are a traceback from its command line)."""
+    known = [step.revision for step in script.walk_revisions()]  # newest first
+    if revision not in known:
+        raise DowngradeTargetError(
+            f"there is no schema revision {revision!r}: this release knows {known[-1]} to "
+            f"{known[0]} (`nextbest --version` names its newest)"
+        )
+    if before is None:
+        raise DowngradeTargetError("the database has no schema yet: there is nothing to downgrade")
+    if revision not in known[known.index(before) :]:
+        raise DowngradeTargetError(
+            f"the database's schema is at revision {before}, below {revision}: a downgrade "
+            "goes to an older revision (`nextbest db upgrade` upgrades)"
+        )
+
+
+def _migrate_locked(
+    engine: Engine, revision: str, *, upgrade: bool = True, down: bool = False
 ) -> tuple[str | None, str | None]:
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             with sqlite_migration_transaction(connection):
-                return _upgrade_in_transaction(connection, revision, upgrade=upgrade)
+                return _migrate_in_transaction(connection, revision, upgrade=upgrade, down=down)
         _lock_for_migration(connection)
         try:
-            revisions = _upgrade_in_transaction(connection, revision, upgrade=upgrade)
+            revisions = _migrate_in_transaction(connection, revision, upgrade=upgrade, down=down)
         except BaseException as exc:
             connection.rollback()
             if _is_lock_timeout(exc):
@@ -770,9 +804,31 @@ def migrate(
     migration rolled back).
     """
     if isinstance(url_or_engine, Engine):
-        return _upgrade_locked(url_or_engine, revision, upgrade=upgrade)
+        return _migrate_locked(url_or_engine, revision, upgrade=upgrade)
     engine = make_engine(url_or_engine)
     try:
-        return _upgrade_locked(engine, revision, upgrade=upgrade)
+        return _migrate_locked(engine, revision, upgrade=upgrade)
+    finally:
+        engine.dispose()
+
+
+def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
+    """Downgrade the database schema at ``url`` to ``revision`` (an older one), to roll
+    the code back past a migration; returns the revision before and after.
+
+    Run as upgrades are: one transaction under the migration lock, foreign keys
+    checked on SQLite before it commits, and on PostgreSQL each statement waits at
+    most ``PG_MIGRATION_LOCK_TIMEOUT_S`` for a table (:class:`MigrationLockTimeoutError`,
+    nothing changed). What the migrations undone added is deleted, with its data.
+    Raises :class:`DowngradeTargetError` naming the revisions for a target this
+    release does not know or that is not at or below the database's, and
+    :class:`SchemaTooNewError` for a database a newer release migrated (downgrade it
+    with that release)."""
+    missing = _missing_sqlite_file(url)
+    if missing is not None:
+        raise DowngradeTargetError(f"there is no database file {missing}: nothing to downgrade")
+    engine = make_engine(url)
+    try:
+        return _migrate_locked(engine, revision, down=True)
     finally:
         engine.dispose()
