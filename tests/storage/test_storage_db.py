@@ -39,6 +39,7 @@ from nextbest.storage.db import (
     MigrationLockTimeoutError,
     SchemaBehindError,
     alembic_config,
+    downgrade,
     schema_revisions,
     store_session,
 )
@@ -671,6 +672,31 @@ def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
         bi.dispose()
     # The session gone, the same migration goes through.
     assert migrate(postgres_url) == ("0002", "0012")
+
+
+@pytest.mark.postgres
+def test_a_downgrade_behind_an_open_transaction_names_the_table_and_who_holds_it(
+    postgres_url: str,
+) -> None:
+    """Dropping 0012's index needs ``recommendations`` to itself, as an ALTER TABLE
+    does, but its statement names only the index: the refusal said "a lock on a
+    table" and named no session, so the operator could not tell whom to stop."""
+    assert migrate(postgres_url) == (None, "0012")
+    bi = make_engine(postgres_url)
+    try:
+        with bi.connect() as holding:
+            holding.exec_driver_sql("SET application_name = 'tableau'")
+            holding.execute(text("SELECT count(*) FROM recommendations")).scalar()
+            with pytest.raises(MigrationLockTimeoutError) as refused:
+                downgrade(postgres_url, "0011")
+            holding.rollback()
+    finally:
+        bi.dispose()
+    said = str(refused.value)
+    assert f"waited {PG_MIGRATION_LOCK_TIMEOUT_S} s for a lock on recommendations," in said, said
+    assert "application 'tableau'" in said, said
+    assert _current_revision(postgres_url) == "0012"
+    assert downgrade(postgres_url, "0011") == ("0012", "0011")  # the session gone
 
 
 def _migrate_at(url: str, start: float) -> str:

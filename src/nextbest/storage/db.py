@@ -648,11 +648,20 @@ def _is_lock_timeout(exc: BaseException) -> bool:
 
 
 def _tables_named(statement: str | None) -> list[str]:
-    """The storage tables a SQL statement names, in schema order."""
+    """The storage tables a SQL statement names, itself or by one of its indexes (a
+    ``DROP INDEX`` names no table), in schema order."""
     from nextbest.storage.tables import Base
 
-    names = [*Base.metadata.tables, "alembic_version"]
-    return [name for name in names if re.search(rf"\b{name}\b", statement or "")]
+    names = {
+        name: [name, *(index.name for index in table.indexes)]
+        for name, table in Base.metadata.tables.items()
+    }
+    names["alembic_version"] = ["alembic_version"]
+    return [
+        table
+        for table, spelt in names.items()
+        if any(re.search(rf"\b{name}\b", statement or "") for name in spelt)
+    ]
 
 
 def _lock_holders(connection: Connection, tables: list[str]) -> list[str]:
