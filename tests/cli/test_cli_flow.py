@@ -1422,6 +1422,7 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
     assert "(its newest is 0012)" in said and "Traceback" not in result.output
+    assert "downgrade the schema with it first (`nextbest db downgrade 0012`" in said, said
     assert not started
     # Every other command that opens the database says the same, in one line.
     import sys

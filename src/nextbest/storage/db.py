@@ -590,7 +590,8 @@ class SchemaTooNewError(RuntimeError):
         super().__init__(
             f"the database's schema is at revision {found}, which this release does not "
             f"know (its newest is {head}): a newer nextbest migrated it. Run that release, "
-            "or downgrade the schema first (docs/operations.md, 'Upgrading and rolling back')"
+            f"or downgrade the schema with it first (`nextbest db downgrade {head}`; "
+            "docs/operations.md, 'Upgrading and rolling back')"
         )
         self.found = found
         self.head = head
