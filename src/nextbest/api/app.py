@@ -15,10 +15,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
@@ -32,6 +34,7 @@ from nextbest.api.observability import (
 )
 from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
+from nextbest.api.unmatched import methods_taken, unknown_path, wrong_method
 from nextbest.api.workers import SUPERVISOR_ENV, die_with_supervisor
 from nextbest.errors import (
     InvalidRequestError,
@@ -216,6 +219,8 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
         description="Next-best-action recommendations for HCP engagement, with feedback. "
         "Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
         lifespan=lifespan,
+        # A trailing slash is answered by _unmatched below, not with an empty redirect.
+        redirect_slashes=False,
     )
     document(app)
     # What this worker logs of a database it cannot reach (refusals counted, its return said).
@@ -253,6 +258,18 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": _without_long_inputs(exc.errors())},
         )
+
+    # A request no route takes: what to call instead (api/unmatched.py). A route's
+    # own refusals (401, 403, ...) keep FastAPI's answer.
+    @app.exception_handler(StarletteHTTPException)
+    async def _unmatched(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (status.HTTP_404_NOT_FOUND, status.HTTP_405_METHOD_NOT_ALLOWED):
+            taken = methods_taken(request, request.scope["path"])
+            if not taken:
+                return unknown_path(request)
+            if request.method not in taken:
+                return wrong_method(request, taken)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(BodyRefused)
     async def _body_refused(request: Request, exc: BodyRefused) -> JSONResponse:

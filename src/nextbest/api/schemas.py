@@ -449,7 +449,7 @@ class FeedbackResultPublic(BaseModel):
 
 
 class ErrorPublic(BaseModel):
-    """A refusal that is not about one field of the request (401, 403, 404, 500, 503)."""
+    """A refusal that is not about one field of the request (401, 403, 404, 405, 500, 503)."""
 
     detail: str = Field(description="What is wrong, in a sentence.")
 
