@@ -521,7 +521,8 @@ BAD_INPUTS = [
         id="unclosed-quote",
     ),
     pytest.param(
-        # Blank lines are no rows, a quoted value over two lines one row: line 8 is row 3.
+        # Rows are numbered as the file's lines, blank ones and a quoted value's second
+        # line counted: line 8 is row 7.
         rewrite(
             "interactions.csv",
             lambda data: data.replace(b"H1,2024-03-01,A2", b'\n\nH1,"2024-03-01\n",A2').replace(
@@ -530,7 +531,7 @@ BAD_INPUTS = [
         ),
         at(
             "interactions.csv",
-            4,
+            7,
             "channel",
             "a double quote opens this value on line 8 and is never closed, so the rest of "
             "the file (lines 8 to 9) would be read",

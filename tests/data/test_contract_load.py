@@ -22,10 +22,12 @@ from nextbest.contract import (
     load_dataset,
     load_hcps,
     load_interactions,
+    load_territories,
     write_dataset,
+    write_table,
 )
 from nextbest.contract.errors import ContractError, Problem
-from nextbest.contract.files import read_table
+from nextbest.contract.files import EMPTY_ROWS, ROW_NUMBERS, read_table, row_numbers
 from nextbest.contract.notes import consent_notes, empty_row_notes, territory_notes
 
 Tables = dict[str, pd.DataFrame]
@@ -207,7 +209,7 @@ def test_spreadsheet_exports_load_as_the_comma_csv(
 def test_a_row_with_too_few_fields_names_the_row(tmp_path: Path) -> None:
     # "...,2025-08-13,,0.616" for "...,2025-08-13,,,0.616": the cost would land in
     # specialties and the row load without a word. Quoted values, blank lines and a
-    # value over two lines do not count as short.
+    # value over two lines do not count as short; the blank line counts as a line.
     path = tmp_path / "catalog.csv"
     path.write_text(
         'action_id,specialties,cost\nA1,"gp,oncology",0.5\n\nA2,0.616\nA3,"two\nlines",1\nA4,,\n'
@@ -215,12 +217,206 @@ def test_a_row_with_too_few_fields_names_the_row(tmp_path: Path) -> None:
     with pytest.raises(ContractError) as caught:
         read_table(path)
     assert str(caught.value).splitlines()[1:] == [
-        "  catalog.csv, row 2: 2 fields where the header has 3: every row needs every "
+        "  catalog.csv, row 3: 2 fields where the header has 3: every row needs every "
         "separator, empty cells included (the values after a missing one would land in "
         "the wrong columns)"
     ]
     path.write_text('action_id,specialties,cost\nA1,"gp,oncology",0.5\nA4,,\n')
     assert read_table(path)["cost"].tolist() == ["0.5", ""]
+
+
+# A CSV file with one bad row, for each way a row is refused: (name, header, the row
+# before it, the bad row, the row after it, how it is read, the column named, the
+# message's start). "NOTE" is a free-text value, "@" a byte that is not UTF-8, "#" a
+# NUL byte.
+_HCPS = "hcp_id,specialty,territory_id,consent_email,note"
+_CATALOG = "action_id,channel,content_id,topic,content_type,approved_from,cost,note"
+ROW_KINDS = [
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        "H2,oncology,T1,maybe,x",
+        "H3,oncology,T1,no,x",
+        load_hcps,
+        "consent_email",
+        "'maybe' is not a boolean",
+        id="a-bad-value",
+    ),
+    pytest.param(
+        "catalog.csv",
+        _CATALOG,
+        "A1,email,C1,dosing,medical,2024-01-01,0,NOTE",
+        "A2,email,C2,dosing,medical,2024-01-01,cheap,x",
+        "A3,email,C3,dosing,medical,2024-01-01,1,x",
+        load_catalog,
+        "cost",
+        "'cheap' is not a number",
+        id="a-wrong-type",
+    ),
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        'H2,"oncology,T1,true,x',
+        "H3,oncology,T1,no,x",
+        read_table,
+        "specialty",
+        "a double quote opens this value on line",
+        id="an-unclosed-quote",
+    ),
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        "H2,K@ln,T1,true,x",
+        "H3,oncology,T1,no,x",
+        read_table,
+        "specialty",
+        "not UTF-8 text (byte 0xf6",
+        id="a-byte-not-utf8",
+    ),
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        "H2,onc#ology,T1,true,x",
+        "H3,oncology,T1,no,x",
+        read_table,
+        "specialty",
+        "holds a NUL byte (0x00)",
+        id="a-nul-byte",
+    ),
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        "H2,oncology,T1,true,x,y",
+        "H3,oncology,T1,no,x",
+        read_table,
+        None,
+        "6 fields where the header has 5",
+        id="a-row-too-long",
+    ),
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        "H2,oncology,T1,x",
+        "H3,oncology,T1,no,x",
+        read_table,
+        None,
+        "4 fields where the header has 5",
+        id="a-row-too-short",
+    ),
+    pytest.param(
+        "hcps.csv",
+        _HCPS,
+        "H1,oncology,T1,true,NOTE",
+        _HCPS,
+        "H3,oncology,T1,no,x",
+        read_table,
+        None,
+        "row",  # "row N repeats the header line": N checked below
+        id="a-repeated-header",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("blank", "endings", "note"),
+    [
+        pytest.param(False, "\n", "a note", id="no-blank-line"),
+        pytest.param(True, "\n", "a note", id="blank-lines"),
+        pytest.param(True, "\r\n", '"a note\nover two lines"', id="blank-lines-crlf-bom-quoted"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("name", "header", "before", "bad", "after", "read", "column", "message"), ROW_KINDS
+)
+def test_a_bad_row_is_named_by_the_line_an_editor_shows(
+    tmp_path: Path,
+    blank: bool,
+    endings: str,
+    note: str,
+    name: str,
+    header: str,
+    before: str,
+    bad: str,
+    after: str,
+    read: Callable[[Path], object],
+    column: str | None,
+    message: str,
+) -> None:
+    # Row N is on line N + 1, the header being line 1, as an editor and `sed -n` count:
+    # blank lines (a spreadsheet's, or a CRLF file's), the byte-order mark and a
+    # value's second line do not shift the rows below them.
+    gap = [""] if blank else []
+    lines = [header, *gap, before.replace("NOTE", note), *gap, *gap, bad, after]
+    text = "\n".join(lines) + "\n"
+    line = text[: text.index(f"\n{bad}\n")].count("\n") + 2
+    data = text.replace("\n", endings).encode()
+    if endings == "\r\n":
+        data = b"\xef\xbb\xbf" + data
+    path = tmp_path / name
+    path.write_bytes(data.replace(b"@", b"\xf6").replace(b"#", b"\x00"))
+    with pytest.raises(ContractError) as caught:
+        read(path)
+    problem = caught.value.problems[0]
+    assert (problem.row, problem.column) == (line - 1, column), str(caught.value)
+    assert problem.message.startswith(message), problem.message
+    if not blank:
+        assert line == 3  # the second data row, numbered as it always was
+    if bad == header:
+        assert problem.message.startswith(f"row {line - 1} repeats the header line")
+
+
+def test_rows_named_in_messages_and_notes_count_blank_lines_too(tmp_path: Path) -> None:
+    # The row a duplicate was first seen in, and the empty rows skipped at the end,
+    # are numbered as the file's lines too. A double quote inside an unquoted value
+    # (12" screen) is text, and opens no value over several lines.
+    path = tmp_path / "hcps.csv"
+    path.write_text(
+        "hcp_id,specialty,territory_id,device\n"
+        'H1,oncology,T1,12" screen\n'
+        "\n"
+        "H2,oncology,T1,tablet\n"
+        "\n"
+        "H1,oncology,T1,phone\n"
+    )
+    with pytest.raises(ContractError) as caught:
+        load_hcps(path)
+    assert caught.value.problems == [
+        Problem("hcps.csv", 5, "hcp_id", "duplicate hcp_id 'H1' (first in row 1)")
+    ]
+    territories = tmp_path / "territories.csv"
+    territories.write_bytes(b"hcp_id,territory_id\r\rH1,T1\r\rH1,T2\r")  # old Mac endings
+    with pytest.raises(ContractError) as caught:
+        load_territories(territories)
+    assert [(p.row, p.message) for p in caught.value.problems] == [
+        (4, "its HCP is in territory 'T2' here but in 'T1' in row 2: an HCP is in one territory")
+    ]
+    path.write_text("hcp_id,specialty,territory_id\nH1,oncology,T1\n\n,,\n\n,,\n")
+    hcps = load_hcps(path)
+    assert len(hcps) == 1 and hcps.attrs[EMPTY_ROWS] == (3, 5)
+
+
+def test_how_a_csv_file_numbered_its_rows_is_not_taken_for_a_parquet_files(
+    tmp_path: Path,
+) -> None:
+    # pandas writes a frame's attrs into a Parquet file, and pyarrow reads them back:
+    # a file written from a CSV file's table would have its rows numbered as that
+    # CSV file's lines (and empty rows noted that it never had).
+    path = tmp_path / "hcps.csv"
+    path.write_text("hcp_id,specialty,territory_id\n\n\nH1,oncology,T1\n,,\n")
+    frame = read_table(path)
+    assert set(frame.attrs) == {EMPTY_ROWS, ROW_NUMBERS} and row_numbers(frame)(0) == 3
+    written = tmp_path / "hcps.parquet"
+    frame.to_parquet(written)
+    assert row_numbers(read_table(written))(0) == 1
+    assert read_table(written).attrs == {}
+    write_table(frame, tmp_path / "again.parquet")
+    assert pq.read_schema(tmp_path / "again.parquet").metadata.get(b"PANDAS_ATTRS") is None
 
 
 def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> None:
@@ -684,8 +880,9 @@ def test_a_file_not_in_utf8_names_the_row_and_what_to_do(tmp_path: Path) -> None
         "  hcps.csv, row 2, column 'city': not UTF-8 text (byte 0xf6, 'ö' in Latin-1 or "
         "Windows-1252?): save it as UTF-8 (in Excel: 'CSV UTF-8')"
     ]
-    # Rows as the contract counts them (a value over two lines is one row, a blank
-    # line none), the column among ';'-separated ones, after a UTF-8 header.
+    # Rows as the file's lines number them (H2 on line 5 is row 4, after a value over
+    # two lines and a blank line), the column among ';'-separated ones, after a UTF-8
+    # header.
     header = "\ufeffhcp_id;spécialité;territory_id\n".encode()
     path.write_bytes(header + 'H1;"two\nlines";T1\n\nH2;Pédiatrie;T2\n'.encode("cp1252"))
     with pytest.raises(ContractError) as caught:
@@ -693,7 +890,7 @@ def test_a_file_not_in_utf8_names_the_row_and_what_to_do(tmp_path: Path) -> None
     assert caught.value.problems == [
         Problem(
             "hcps.csv",
-            2,
+            4,
             "spécialité",
             "not UTF-8 text (byte 0xe9, 'é' in Latin-1 or Windows-1252?): save it as UTF-8 "
             "(in Excel: 'CSV UTF-8')",

@@ -20,9 +20,11 @@ class Problem:
 
     Attributes:
         file: file name as the user knows it (e.g. ``interactions.csv``).
-        row: 1-based *data* row in the file as read (the header is not counted, so
-            row 1 is the first line after the header), or ``None`` for a whole-file
-            or whole-column problem.
+        row: 1-based *data* row in the file (the header is not counted, so row 1 is
+            the first line after the header): in a CSV file row ``n`` is the one that
+            starts on line ``n + 1``, blank lines and the lines of a value written
+            over several lines counted (see :class:`RowNumbers`); ``None`` for a
+            whole-file or whole-column problem.
         column: column name, or ``None`` when the problem is not about one column.
         message: what is wrong, showing the offending value.
     """
@@ -46,7 +48,8 @@ class ContractError(ValueError):
 
     ``problems`` lists what was found, at most ``MAX_PROBLEMS_PER_FILE`` per file;
     ``total`` counts every problem found, including those not listed. Each
-    problem's ``row`` is the 1-based data row (header not counted). ``hints`` say
+    problem's ``row`` is the 1-based data row (header not counted; see
+    :attr:`Problem.row`). ``hints`` say
     once, after the problems, what to do about a kind of problem that may fill
     many rows (they are not counted in ``total``).
     """
@@ -93,19 +96,61 @@ def _rebuild_contract_error(
     return ContractError(problems, total=total, hints=hints or ())
 
 
+class RowNumbers:
+    """The row of its file (1-based, header not counted) of each row of a table read
+    from one, by 0-based position: ``position + 1``, unless lines of the file hold no
+    row (a CSV file's blank lines, the further lines of a value written over several),
+    which are counted all the same: row ``n`` starts on line ``n + 1`` of the file, as
+    an editor numbers lines, the header being line 1.
+
+    ``rows`` gives, when a number is first asked for (a problem to report), the
+    number of every position (shape (n_rows,), ascending), or None where each is
+    ``position + 1``: a clean file costs nothing more to read. A table's numbers are
+    :func:`~nextbest.contract.files.row_numbers`.
+    """
+
+    def __init__(self, rows: Callable[[], npt.NDArray[np.int64] | None] | None = None) -> None:
+        self._source = rows
+        self._rows: npt.NDArray[np.int64] | None = None
+
+    def _numbers(self) -> npt.NDArray[np.int64] | None:
+        if self._source is not None:
+            self._rows, self._source = self._source(), None
+        return self._rows
+
+    def __call__(self, position: int) -> int:
+        """The row of the file at 0-based ``position``."""
+        rows = self._numbers()
+        return position + 1 if rows is None else int(rows[position])
+
+    def position(self, row: int) -> int:
+        """The 0-based position of ``row``, a row of the file this numbered."""
+        rows = self._numbers()
+        return row - 1 if rows is None else int(np.searchsorted(rows, row))
+
+
 class ProblemLog:
     """Collects the problems of one file, keeping the first ``limit`` of them, and
-    the hints that say once what to do about a kind of them."""
+    the hints that say once what to do about a kind of them. ``rows`` numbers the
+    rows of the table checked as its file does (see :class:`RowNumbers`)."""
 
-    def __init__(self, file: str, *, limit: int = MAX_PROBLEMS_PER_FILE) -> None:
+    def __init__(
+        self,
+        file: str,
+        *,
+        limit: int = MAX_PROBLEMS_PER_FILE,
+        rows: RowNumbers | None = None,
+    ) -> None:
         self.file = file
         self.limit = limit
+        self.rows = rows or RowNumbers()
         self.problems: list[Problem] = []
         self.hints: list[Problem] = []
         self.total = 0
 
     def add(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
-        """Record one problem; ``row`` is 1-based."""
+        """Record one problem; ``row`` is 1-based, as the file numbers it
+        (``self.rows`` gives it from a position)."""
         self.total += 1
         if len(self.problems) < self.limit:
             self.problems.append(Problem(self.file, row, column, message))
@@ -126,7 +171,7 @@ class ProblemLog:
         room = self.limit - len(self.problems)
         for position in positions[: max(room, 0)]:
             self.problems.append(
-                Problem(self.file, int(position) + 1, column, describe(int(position)))
+                Problem(self.file, self.rows(int(position)), column, describe(int(position)))
             )
 
     def hint(self, message: str, *, column: str | None = None) -> None:

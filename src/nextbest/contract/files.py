@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 from collections.abc import Collection
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -21,13 +22,18 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pandas.api.types import is_datetime64_any_dtype
 
-from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.errors import ContractError, Problem, RowNumbers
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import CONTRACT_COLUMNS, FORMATS, header_words
 
 SEPARATORS = (",", ";", "\t")
 # attrs key of a CSV frame read without the empty rows at its end: see _without_empty_tail.
 EMPTY_ROWS = "empty_rows"
+# attrs key of a CSV frame saying how to number its rows as the file's lines: see row_numbers.
+ROW_NUMBERS = "row_numbers"
+# What reading a CSV file says of that file only: never written with a table, nor
+# taken from a Parquet file's metadata, where pandas stores a frame's attrs.
+_OF_THE_FILE_READ = (EMPTY_ROWS, ROW_NUMBERS)
 SEPARATOR_SAMPLE_LINES = 50
 
 
@@ -42,7 +48,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
 
     CSV cells are all ``str`` with '' for empty (nothing is guessed as NA); rows at the
     end of a CSV file with every cell empty are skipped, ``attrs[EMPTY_ROWS]`` saying
-    which (first, last; 1-based data rows). Parquet columns keep their stored types.
+    which (first, last; 1-based data rows). A CSV file's rows are numbered as its
+    lines are, blank lines counted (:class:`RowNumbers`), here and, through
+    :func:`row_numbers`, in every problem found later. Parquet columns keep their
+    stored types.
     A ``.parquet`` path may be a directory of Parquet parts (as Spark, Dask or pyarrow
     write a dataset), read as one table in the order of its files. Any failure to read
     becomes a :class:`ContractError` naming the file.
@@ -87,14 +96,16 @@ def read_table(path: Path | str) -> pd.DataFrame:
             _refuse_repeated_header(path, frame)
             return frame
         if parts:
-            return _with_pandas_index(_read_parts(path, parts).to_pandas(), parts[0])
+            frame = _with_pandas_index(_read_parts(path, parts).to_pandas(), parts[0])
+            return _without_attrs(frame, _OF_THE_FILE_READ)
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
         schema = pq.read_schema(path)
         _refuse_repeated_names(path, schema.names)
         _refuse_nested(path, schema)
         strings = [field.name for field in schema if _is_text(field.type)]
-        return pq.read_table(path, read_dictionary=strings, partitioning=None).to_pandas()
+        frame = pq.read_table(path, read_dictionary=strings, partitioning=None).to_pandas()
+        return _without_attrs(frame, _OF_THE_FILE_READ)
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
     except UnicodeDecodeError as err:
@@ -414,20 +425,96 @@ def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
     """All cells as ``str``; with ``drop_trailing_field`` rows may carry one field
     beyond the header's, which is dropped (the caller checked it is empty)."""
     # utf-8-sig drops the byte-order mark spreadsheet programs put first.
+    sep = _separator(path)
     options: dict[str, Any] = {
         "dtype": str,
         "keep_default_na": False,
         "encoding": "utf-8-sig",
-        "sep": _separator(path),
+        "sep": sep,
     }
     if not drop_trailing_field:
-        return _without_empty_tail(pd.read_csv(path, **options))
-    columns = pd.read_csv(path, nrows=0, **options).columns  # as pandas names them
-    width = len(columns) + 1
-    frame = pd.read_csv(path, header=None, skiprows=1, names=list(range(width)), **options)
-    frame = frame.iloc[:, :-1]
-    frame.columns = columns
+        frame = pd.read_csv(path, **options)
+    else:
+        columns = pd.read_csv(path, nrows=0, **options).columns  # as pandas names them
+        width = len(columns) + 1
+        frame = pd.read_csv(path, header=None, skiprows=1, names=list(range(width)), **options)
+        frame = frame.iloc[:, :-1]
+        frame.columns = columns
+    # pandas skips blank lines (empty, or spaces and tabs only): counted once a
+    # problem is to be reported, not at every read. attrs must stay JSON (to_parquet
+    # writes them), and cheap to copy (pandas copies them at every step).
+    frame.attrs[ROW_NUMBERS] = {"file": str(path), "separator": sep, "rows": len(frame)}
     return _without_empty_tail(frame)
+
+
+def row_numbers(frame: pd.DataFrame) -> RowNumbers:
+    """How the rows of ``frame``, as :func:`read_table` gave it (or with rows
+    neither dropped nor reordered), are numbered in its file: a CSV file's as its
+    lines are, blank lines counted; ``position + 1`` for any other table."""
+    said = frame.attrs.get(ROW_NUMBERS)
+    if not isinstance(said, dict):
+        return RowNumbers()
+    return RowNumbers(partial(_file_rows, Path(said["file"]), said["separator"], said["rows"]))
+
+
+def _file_rows(
+    path: Path, sep: str, rows: int, *, spaces: bool = True
+) -> npt.NDArray[np.int64] | None:
+    """The row of CSV file ``path`` (its line - 1, the header being line 1) each of
+    its ``rows`` data rows starts on, as a reader that skips blank lines (empty, and
+    with ``spaces`` those of spaces and tabs only, as pandas does) found them; None
+    when they are the lines after the header, or when the scan finds another count
+    of rows than the reader (then counted as read, blank lines skipped)."""
+    try:
+        data = path.read_bytes()
+    except OSError:  # moved or deleted since it was read: counted as read
+        return None
+    # A double quote inside an unquoted value ('12" screen') is text, not a quote
+    # that opens one: the quotes' parity is then wrong, and every line break a row's.
+    for quotes in (True, False):
+        lines, _ = _record_starts(data, sep, quotes=quotes, spaces=spaces)
+        if len(lines) == rows + 1:
+            numbers = lines[1:] - 1
+            return None if rows == 0 or numbers[-1] == rows else numbers
+    return None
+
+
+_LF, _CR, _QUOTE = ord("\n"), ord("\r"), ord('"')
+
+
+def _record_starts(
+    data: bytes, sep: str, *, quotes: bool = True, spaces: bool = True
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(1-based line, byte offset) of the start of each record of CSV ``data``, the
+    header's first; shapes (n_records,). A line ends at '\\n', '\\r\\n' or a lone
+    '\\r'. Every line starts a record, but a line in a quoted value (with ``quotes``:
+    after an odd number of double quotes, '""' counting two) and a blank one: empty,
+    or with ``spaces`` holding only spaces and tabs (the separator aside). Vectorised
+    over the bytes: blank lines are looked at one by one only when they hold spaces."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    size = len(raw)
+    cr = np.flatnonzero(raw == _CR)
+    after_cr = raw[np.minimum(cr + 1, max(size - 1, 0))]
+    lone_cr = cr[(cr + 1 >= size) | (after_cr != _LF)]
+    breaks = np.flatnonzero(raw == _LF)
+    if len(lone_cr):
+        breaks = np.sort(np.concatenate([breaks, lone_cr]))
+    starts = np.concatenate([[0], breaks + 1]).astype(np.int64)
+    stops = np.concatenate([breaks, [size]]).astype(np.int64)  # each line's text ends
+    crlf = (stops > 0) & (stops < size)
+    crlf[crlf] = (raw[stops[crlf]] == _LF) & (raw[stops[crlf] - 1] == _CR)
+    stops[crlf] -= 1
+    lines = np.arange(1, len(starts) + 1, dtype=np.int64)
+    record = (starts < size) & (stops > starts)
+    if quotes:
+        marks = np.flatnonzero(raw == _QUOTE)
+        record &= np.searchsorted(marks, starts) % 2 == 0
+    if spaces:
+        blank = b" " if sep == "\t" else b" \t"
+        first = raw[np.minimum(starts, max(size - 1, 0))]
+        for at in np.flatnonzero(record & np.isin(first, list(blank))):
+            record[at] = bool(data[starts[at] : stops[at]].strip(blank))
+    return lines[record], starts[record]
 
 
 def _without_empty_tail(frame: pd.DataFrame) -> pd.DataFrame:
@@ -435,13 +522,14 @@ def _without_empty_tail(frame: pd.DataFrame) -> pd.DataFrame:
     a spreadsheet saves rows it once formatted, or cleared, as ',,,,' lines. Only at
     the end: a row dropped further up would shift the row numbers problems name, and
     a row with any cell filled is checked as any other. ``attrs[EMPTY_ROWS]`` holds
-    the (first, last) 1-based data rows dropped."""
+    the (first, last) data rows dropped, as the file numbers them."""
     if frame.empty or frame.shape[1] == 0 or _filled(frame.iloc[-1:]).all():
         return frame  # the common case, decided on the last row alone
     filled = _filled(frame)
     kept = int(len(filled) - np.argmax(filled[::-1])) if filled.any() else 0
     out = frame.iloc[:kept]
-    out.attrs[EMPTY_ROWS] = (kept + 1, len(frame))
+    numbers = row_numbers(frame)
+    out.attrs[EMPTY_ROWS] = (numbers(kept), numbers(len(frame) - 1))
     return out
 
 
@@ -472,13 +560,14 @@ def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
     rows = candidates.index[repeats]
     if len(rows):
         more = f" ({len(rows):,} rows do)" if len(rows) > 1 else ""
+        row = row_numbers(frame)(int(rows[0]))
         raise ContractError(
             [
                 Problem(
                     path.name,
-                    int(rows[0]) + 1,
+                    row,
                     None,
-                    f"row {int(rows[0]) + 1} repeats the header line{more}: files "
+                    f"row {row} repeats the header line{more}: files "
                     "concatenated with their headers? keep the first header line only",
                 )
             ]
@@ -487,23 +576,23 @@ def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
 
 def _unclosed_quote(path: Path) -> Problem:
     """Where the double quote that the file ends inside of opened: the parser read
-    everything after it as one value, up to the end of the file. Rows are counted as
-    pandas counts them (blank lines skipped), lines as an editor does."""
+    everything after it as one value, up to the end of the file. Lines are counted as
+    an editor does, and the row is the one starting on that line (line - 1)."""
     sep = _separator(path)
-    row = line = end = 0
+    line = end = 0
     with path.open(encoding="utf-8-sig", newline="") as file:
         reader = csv.reader(file, delimiter=sep)
-        records = 0  # with a field, the header included
         try:
             for record in reader:
                 start, end = end + 1, reader.line_num
                 if record:
-                    row, line, records = records, start, records + 1
+                    line = start
         except csv.Error:
             # The open value outgrew the csv module's field size limit: it is the
             # record being read, and the lines left are the rest of it.
-            row, line = records, end + 1
+            line = end + 1
             end = reader.line_num + sum(1 for _ in file)
+    row = max(line - 1, 0)
     with path.open(encoding="utf-8-sig", newline="") as file:
         opening = next(itertools.islice(file, line - 1, None), "")
     field = len(next(csv.reader([opening], delimiter=sep), [""])) - 1
@@ -610,21 +699,27 @@ def _refuse_nul_bytes(path: Path) -> None:
 
 
 def _where_byte(data: bytes, at: int) -> tuple[int, int, list[str]]:
-    """(data row, 0 for the header; 0-based field; the header's names) of the byte at
-    offset ``at`` of CSV ``data`` that is UTF-8 up to there, counted as pandas counts
-    rows: blank lines skipped, a quoted value over several lines one row."""
+    """(row of the file, 0 for the header; 0-based field; the header's names) of the
+    byte at offset ``at`` of CSV ``data`` that is UTF-8 up to there: the row that
+    starts on the line the byte's record starts on, less one (see :class:`RowNumbers`)."""
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     # Latin-1 gives every byte a character of its own: nothing fails, and the bad
     # byte ends the text.
-    text = data[start : at + 1].decode("latin-1")
-    sample = text.splitlines(keepends=True)[:SEPARATOR_SAMPLE_LINES]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sample_separator(sample))
-    records = [record for record in reader if record]
-    if len(records) < 2:
-        return 0, len(records[0]) - 1 if records else 0, []
+    head = data[start : start + (1 << 16)].decode("latin-1")
+    sep = _sample_separator(head.splitlines(keepends=True)[:SEPARATOR_SAMPLE_LINES])
+    # The byte's own line holds more than spaces: it starts a record unless quoted.
+    lines, offsets = _record_starts(data[: at + 1], sep, spaces=False)
+
+    def fields(begin: int, end: int) -> list[str]:
+        text = data[max(begin, start) : end].decode("latin-1")
+        return next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])
+
+    field = len(fields(int(offsets[-1]), at + 1)) - 1
+    if len(lines) < 2:
+        return 0, field, []
     # The header came before the bad byte: UTF-8 throughout.
-    header = [name.encode("latin-1").decode("utf-8").strip() for name in records[0]]
-    return len(records) - 1, len(records[-1]) - 1, header
+    header = fields(start, int(offsets[1]))
+    return int(lines[-1]) - 1, field, [n.encode("latin-1").decode("utf-8").strip() for n in header]
 
 
 def _refuse_lines_above_header(path: Path) -> None:
@@ -728,7 +823,8 @@ def _misfit_rows(
 ) -> tuple[list[tuple[int, int, int, bool]], int, bool]:
     """(row, fields expected, fields seen, whether the fields beyond the header's are
     all empty) of the first ``limit`` rows whose number of
-    fields differs from the header's. pandas stops at the first row with too many,
+    fields differs from the header's, rows numbered as the file's lines are (see
+    :class:`RowNumbers`). pandas stops at the first row with too many,
     and pads a row with too few with empty cells, so a value left out in the middle
     shifts the rest one column to the left, silently. A second parse by Arrow's CSV
     reader, converting one column only, finds them all; the second value counts them.
@@ -744,7 +840,8 @@ def _misfit_rows(
     seen = [0, 0]  # misfits, rows ending with a separator the header lacks
 
     def keep(row: pa_csv.InvalidRow) -> str:
-        # Arrow counts records from 1 with the header, blank lines skipped as pandas does.
+        # Arrow counts records from 1 with the header, empty lines skipped (not those
+        # of spaces, which pandas skips too): renumbered below, once.
         number = -1 if row.number is None else row.number - 1
         extra = row.actual_columns - row.expected_columns
         empty_tail = extra > 0 and (row.text or "").rstrip("\r\n").endswith(sep * extra)
@@ -764,9 +861,14 @@ def _misfit_rows(
         fitting = _arrow_parse(path, sep, names, keep)
     except pa.ArrowException:
         return [], 0, False  # a file Arrow parses otherwise than pandas: pandas' reading stands
+    numbers = RowNumbers(partial(_file_rows, path, sep, fitting + sum(seen), spaces=False))
     if seen[1] and fitting:
         found = sorted(found + ending)[:limit]
         seen[0] += seen[1]
+    found = [
+        (numbers(row - 1) if row > 0 else row, expected, actual, empty_tail)
+        for row, expected, actual, empty_tail in found
+    ]
     return found, seen[0], not found and seen[1] > 0
 
 
@@ -851,10 +953,10 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
     """
     path = Path(path)
     fmt = file_format(path)
+    out = _without_attrs(df.copy(deep=False), _OF_THE_FILE_READ)
     if fmt == "parquet":
-        df.to_parquet(path, engine="pyarrow", index=False)
+        out.to_parquet(path, engine="pyarrow", index=False)
     elif fmt == "csv":
-        out = df.copy(deep=False)
         for column in out.columns:
             if is_datetime64_any_dtype(out[column].dtype):
                 out[column] = _iso_strings(out[column])
@@ -864,6 +966,12 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
             f"cannot write {path.name}: unsupported extension {path.suffix!r} "
             "(use .csv or .parquet)"
         )
+
+
+def _without_attrs(frame: pd.DataFrame, keys: Collection[str]) -> pd.DataFrame:
+    """``frame`` with ``attrs`` but ``keys`` (the frame itself, changed)."""
+    frame.attrs = {key: value for key, value in frame.attrs.items() if key not in keys}
+    return frame
 
 
 def _iso_strings(stamps: pd.Series) -> pd.Series:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from nextbest.contract import parse
 from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import index_as_columns, saved_index_names
+from nextbest.contract.files import index_as_columns, row_numbers, saved_index_names
 from nextbest.contract.parse import Codes, Mask
 from nextbest.contract.schema import (
     CONTENT_TYPES,
@@ -78,7 +78,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     number (:func:`~nextbest.contract.schema.is_unique_code_column`);
     ``attrs["identifier_columns"]`` lists them.
     """
-    log = ProblemLog(file)
+    log = ProblemLog(file, rows=row_numbers(raw))
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True, saved_index="refused")
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_unique(hcp_id, "hcp_id", log)
@@ -128,7 +128,7 @@ def validate_id_list(raw: pd.DataFrame, *, file: str) -> list[str]:
     the ``hcps`` file reads its ids (stripped); in input order, each once. Other
     columns are ignored; a missing column, no rows or an empty cell is a
     :class:`ContractError` naming the file (and the row)."""
-    log = ProblemLog(file)
+    log = ProblemLog(file, rows=row_numbers(raw))
     raw = _start(raw, ("hcp_id",), log, rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     _check_stored_length(hcp_id, "hcp_id", log)
@@ -147,7 +147,7 @@ def validate_territories(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     reaches logs and the unauthenticated /readyz), as are a missing column, no rows
     and an empty cell.
     """
-    log = ProblemLog(file)
+    log = ProblemLog(file, rows=row_numbers(raw))
     raw = _start(raw, ("hcp_id", "territory_id"), log, rows_required=True)
     hcp_id = _required_text(raw, "hcp_id", log)
     territory = _required_text(raw, "territory_id", log)
@@ -161,7 +161,7 @@ def validate_territories(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         here = territory.uniques[territory.codes[i]]
         return (
             f"its HCP is in territory {parse.quoted(here)} here but in "
-            f"{parse.quoted(there)} in row {first + 1}: an HCP is in one territory"
+            f"{parse.quoted(there)} in row {log.rows(first)}: an HCP is in one territory"
         )
 
     log.add_rows(again & ~same_pair & ~hcp_id.empty & ~territory.empty, "territory_id", describe)
@@ -179,7 +179,7 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     other columns are left out. An index pandas saved under a name is read as the
     column it was (see :func:`_start`).
     """
-    log = ProblemLog(file)
+    log = ProblemLog(file, rows=row_numbers(raw))
     # Its consent saved as the index (set_index("consent_email")) would be lost, and
     # its HCPs would take the model's: read as the column it was.
     raw = _start(
@@ -246,7 +246,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     empty or absent = 0), then extra columns, which training does not read. An
     index pandas saved under a name is read as the column it was (see :func:`_start`).
     """
-    log = ProblemLog(file)
+    log = ProblemLog(file, rows=row_numbers(raw))
     # Its columns are read by their header: a column saved as the index
     # (set_index("Specialties")) is checked as that column would be, not dropped so
     # that content for one specialty went to every specialty.
@@ -339,7 +339,7 @@ def validate_interactions(
     with an action must match the catalog (channel case-insensitively); on a no-touch
     row they are not checked and the output holds None.
     """
-    log = ProblemLog(file)
+    log = ProblemLog(file, rows=row_numbers(raw))
     raw = _start(
         raw,
         REQUIRED_INTERACTION_COLUMNS,
@@ -679,7 +679,7 @@ def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
     scientific = _scientific(cells, repeated, column, log)
 
     def describe(i: int) -> str:
-        first = int(np.argmax(cells.codes == cells.codes[i])) + 1
+        first = log.rows(int(np.argmax(cells.codes == cells.codes[i])))
         value = parse.quoted(cells.uniques[cells.codes[i]])
         said = f"duplicate {column} {value} (first in row {first})"
         return f"{said}, {_SCIENTIFIC_SAID}" if scientific[i] else said

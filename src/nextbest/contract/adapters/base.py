@@ -11,7 +11,7 @@ import pandas as pd
 from nextbest.contract import parse
 from nextbest.contract.dataset import Dataset
 from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import index_as_columns, read_table, saved_index_names
+from nextbest.contract.files import index_as_columns, read_table, row_numbers, saved_index_names
 from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
 
 
@@ -25,7 +25,7 @@ def read_columns(
     raw = read_table(path)
     raw = index_as_columns(raw, saved_index_names(raw))
     raw.columns = [str(name).strip() for name in raw.columns]
-    log = ProblemLog(path.name)
+    log = ProblemLog(path.name, rows=row_numbers(raw))
     for column in columns:
         if column not in raw.columns:
             log.add(f"missing column of the {data_set} data set", column=column)

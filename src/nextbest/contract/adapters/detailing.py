@@ -144,8 +144,10 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
         .map(frame.loc[first_row].set_index("physician")["psych"])
         .to_numpy(dtype="float64")
     )
-    first_at = frame["physician"].map(
-        pd.Series(np.flatnonzero(first_row) + 1, index=frame.loc[first_row, "physician"])
+    first_at = (
+        frame["physician"]
+        .map(pd.Series(np.flatnonzero(first_row), index=frame.loc[first_row, "physician"]))
+        .to_numpy(dtype="int64")
     )
     changed = psych_values != first_psych
     log.add_rows(
@@ -153,8 +155,8 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
         "Psych",
         lambda i: (
             f"{parse.number(psych_values[i])} but {parse.number(first_psych[i])} in row "
-            f"{first_at.iat[i]} for physician {physician[i]}: Psych must not change over "
-            "time (it sets the specialty)"
+            f"{log.rows(int(first_at[i]))} for physician {physician[i]}: Psych must not "
+            "change over time (it sets the specialty)"
         ),
     )
     log.raise_if_any()
