@@ -429,3 +429,39 @@ def test_a_consent_file_an_earlier_version_stored_is_stored_again_as_nothing_new
         stored = pd.read_sql("SELECT event_id FROM feedback_events", connection)
     engine.dispose()
     assert sorted(stored["event_id"]) == ["in-case", "out-all", "out-case"]
+
+
+def test_nextbest_feedback_names_and_writes_rejected_rows_by_the_files_lines(
+    env_settings: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blank lines in a feedback file count, as an editor counts lines: row N is on line
+    N + 1. They were skipped, so every row named after one was the line above the one
+    meant; the --rejected file still holds the rejected rows themselves."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    migrate(database_url)
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    feed = tmp_path / "events.csv"
+    feed.write_text(
+        "event_id,event_type,hcp_id,channel\n"
+        "ok-1,opened,H1,email\n"
+        "\n"
+        "bad-1,nonsense,H1,email\n"  # line 4
+        "\n"
+        "\n"
+        "ok-2,opened,H2,email\n"
+        "bad-2,opened,,email\n"  # line 8
+    )
+    bad = tmp_path / "rejected.parquet"
+    result = CliRunner().invoke(app, ["feedback", str(feed), "--rejected", str(bad)])
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.stdout.split())
+    assert "stored 2 of 4 events" in out, out
+    assert "row 3 (event_id 'bad-1')" in out and "row 7 (event_id 'bad-2')" in out, out
+    rejected = pd.read_parquet(bad)
+    assert rejected["row"].tolist() == [3, 7]
+    assert rejected["event_id"].tolist() == ["bad-1", "bad-2"]
+    # How the CSV file's rows were numbered is no part of what was written from it.
+    assert rejected.attrs == {}, rejected.attrs

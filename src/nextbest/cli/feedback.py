@@ -110,6 +110,7 @@ def feedback(
     """
     from nextbest import registry
     from nextbest.contract import ContractError, write_table
+    from nextbest.contract.files import row_numbers
     from nextbest.service.feedback_file import ingest_events, read_events
 
     if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
@@ -179,7 +180,8 @@ def feedback(
         if timed is None
         else timed.isna() | (timed.astype(str).str.strip() == "")
     )
-    undated.iloc[[row - 1 for row, _, _ in done.rejected]] = False  # only rows kept count
+    numbers = row_numbers(frame)  # rows as the file numbers them, blank lines counted
+    undated.iloc[[numbers.position(row) for row, _, _ in done.rejected]] = False  # kept count
     untimed = int(undated.sum())
     if untimed:
         console.print(
@@ -202,16 +204,16 @@ def feedback(
     if rejected is not None:
         # Written even when empty: a job that sends what the last run rejected must
         # not find the rows of an earlier run there.
-        numbers = [row for row, _, _ in done.rejected]
-        bad = frame.iloc[[n - 1 for n in numbers]].copy()
-        bad.insert(0, "row", numbers)
+        rows = [row for row, _, _ in done.rejected]
+        bad = frame.iloc[[numbers.position(row) for row in rows]].copy()
+        bad.insert(0, "row", rows)
         bad["rejected_because"] = [why for _, _, why in done.rejected]
         try:
             write_table(bad, rejected)
         except OSError as exc:
             raise _fail(f"--rejected: {exc}") from None
         stdout.print(
-            f"wrote {len(numbers):,} rejected row{'' if len(numbers) == 1 else 's'} to {rejected}",
+            f"wrote {len(rows):,} rejected row{'' if len(rows) == 1 else 's'} to {rejected}",
             highlight=False,
         )
     if done.rejected:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from nextbest.contract import parse
 from nextbest.contract.errors import ContractError, Problem, ProblemLog
-from nextbest.contract.files import index_as_columns, read_table
+from nextbest.contract.files import index_as_columns, read_table, row_numbers
 from nextbest.contract.validate import without_unnamed_columns
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
@@ -40,7 +40,8 @@ REJECTED_COLUMNS = ("row", "rejected_because")
 
 @dataclass
 class FileFeedback:
-    """What became of a file's events; rows are numbered from 1 after the header."""
+    """What became of a file's events; rows are numbered from 1 after the header, as
+    the file numbers them (see :func:`~nextbest.contract.files.row_numbers`)."""
 
     rows: int = 0
     accepted: int = 0
@@ -98,7 +99,7 @@ def read_events(path: Path) -> pd.DataFrame:
     a float32 ``value`` as the decimal written (0.1, not 0.10000000149011612).
     """
     frame = index_as_columns(read_table(path), COLUMNS)
-    log = ProblemLog(path.name)
+    log = ProblemLog(path.name, rows=row_numbers(frame))
     frame = without_unnamed_columns(frame, log)  # a trailing separator's empty column
     log.raise_if_any()
     frame = frame.drop(columns=[c for c in REJECTED_COLUMNS if c in frame.columns])
@@ -157,20 +158,20 @@ def ingest_events(
     out = FileFeedback(rows=len(frame))
     received_at = datetime.now(UTC)
     rows = frame.to_dict(orient="records")
+    numbers = row_numbers(frame)
     with store_session(settings.resolved_database_url) as session:
         for start in range(0, len(rows), MAX_FEEDBACK_BATCH):
             records: list[FeedbackRecord] = []
-            row_of: list[int] = []  # row number of each record
+            position_of: list[int] = []  # 0-based position of each record in the frame
             for offset, raw in enumerate(rows[start : start + MAX_FEEDBACK_BATCH]):
-                number = start + offset + 1
                 event = parse_event(
                     {str(k): cell for k, v in raw.items() if (cell := _cell(v)) is not None}
                 )
                 if isinstance(event, FeedbackEventCreate):
                     records.append(event.record(received_at))
-                    row_of.append(number)
+                    position_of.append(start + offset)
                 else:
-                    out.rejected.append((number, event.event_id, event.message))
+                    out.rejected.append((numbers(start + offset), event.event_id, event.message))
             if records:
                 result = ingest_feedback(
                     session,
@@ -181,8 +182,12 @@ def ingest_events(
                 )
                 out.accepted += len(result.accepted)
                 out.duplicates += len(result.duplicates)
-                out.rejected += [(row_of[i], eid, why) for i, eid, why in result.rejected]
-                out.uncounted += [(row_of[i], eid, why) for i, eid, why in result.uncounted]
+                out.rejected += [
+                    (numbers(position_of[i]), eid, why) for i, eid, why in result.rejected
+                ]
+                out.uncounted += [
+                    (numbers(position_of[i]), eid, why) for i, eid, why in result.uncounted
+                ]
             if progress is not None:
                 progress(min(MAX_FEEDBACK_BATCH, len(rows) - start))
     out.rejected.sort()
