@@ -1709,6 +1709,7 @@ def test_model_commands_before_any_training_say_what_is_missing(
     """No registry yet: one line naming what is missing, exit 2, no traceback, and
     no empty MLflow store left behind (promote and rollback made one, with MLflow's
     "Creating initial database tables" lines, before finding no champion)."""
+    env_settings.mkdir()  # made, empty: nothing trained into it yet
     result = runner.invoke(app, [command])
     assert result.exit_code == 2, result.output
     assert "error: model 'nextbest' has no 'champion' version" in result.output
@@ -1717,10 +1718,79 @@ def test_model_commands_before_any_training_say_what_is_missing(
 
 
 def test_models_before_any_training_says_so_and_creates_nothing(env_settings: Path) -> None:
+    env_settings.mkdir()  # made, empty: nothing trained into it yet
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 2, result.output
     assert "error: model 'nextbest' has no registered version" in result.output
     assert not (env_settings / "mlflow.db").exists()
+
+
+READING_COMMANDS = {
+    "models": ["models"],
+    "evaluate": ["evaluate"],
+    "promote": ["promote"],
+    "rollback": ["rollback"],
+    "retrain": ["retrain", "--data", "no-such-data"],
+    "picks": ["picks", "--data", "no-such-data", "--out", "picks.csv"],
+    "explain": ["explain", "H000001"],
+    "lookup": ["lookup", "rec-1"],
+    "uplift-report": ["uplift-report", "--out", "report"],
+    "prune": ["prune", "--older-than", "800", "--yes"],
+}
+
+
+@pytest.mark.parametrize("args", READING_COMMANDS.values(), ids=READING_COMMANDS.keys())
+def test_a_command_that_only_reads_refuses_a_models_dir_that_does_not_exist(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """A misspelt NEXTBEST_MODELS_DIR: these commands made it, with an empty registry
+    or log, and answered "no champion" (or an empty report) as if nothing were trained."""
+    rules = Path(__file__).parents[2] / "training" / "rules.yaml"
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(rules))  # for explain and prune
+    get_settings.cache_clear()
+    monkeypatch.chdir(tmp_path)  # where picks and uplift-report write
+    result = runner.invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert (
+        f"error: the models directory {env_settings} does not exist (NEXTBEST_MODELS_DIR "
+        f"is {env_settings}): this command works on the "
+    ) in said, said
+    assert "check the setting's spelling, or make one with `make demo` or `nextbest train" in said
+    assert not env_settings.exists()
+
+
+def test_the_default_models_dir_that_does_not_exist_is_said_as_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NEXTBEST_MODELS_DIR unset (or misspelt, as NEXTBEST_MODEL_DIR) means ./models."""
+    monkeypatch.delenv("NEXTBEST_MODELS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["models"])
+    finally:
+        get_settings.cache_clear()
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert (
+        f"the models directory {tmp_path / 'models'} does not exist (NEXTBEST_MODELS_DIR is "
+        "not set: the default, models in the working directory): this command works on the "
+        "model registry kept there"
+    ) in said, said
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_store_set_elsewhere_needs_no_models_dir(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log in NEXTBEST_DATABASE_URL: lookup reads it, whatever the models directory."""
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["lookup", "rec-1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "no recommendation log at" in said, said
+    assert "models directory" not in said, said
 
 
 @pytest.mark.parametrize(
@@ -3130,7 +3200,9 @@ def test_rules_check_before_any_model_checks_the_file_alone(
     """Before the first model is trained (a service set up first, or a SIGHUP to one
     serving nothing yet) a valid file passes and says its catalog fit was not checked;
     an invalid one is still refused, and no registry is created by the check."""
-    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(tmp_path / "models"))
+    models = tmp_path / "models"
+    models.mkdir()  # made, empty: nothing trained into it yet
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
     get_settings.cache_clear()
     shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
     fits = runner.invoke(app, ["rules", "check", str(shipped)])
@@ -3140,7 +3212,7 @@ def test_rules_check_before_any_model_checks_the_file_alone(
     assert "fit to a catalog was not checked" in said, said
     evaluated = runner.invoke(app, ["evaluate"])  # asks the registry the same way
     assert evaluated.exit_code == 2 and "has no 'champion' version" in evaluated.output
-    assert not (tmp_path / "models").exists()  # asking made no registry
+    assert not any(models.iterdir())  # asking made no registry
     invalid = tmp_path / "rules.yaml"
     invalid.write_text("channels:\n  email: {max_contacts: -1, per_days: 28}\n")
     refused = runner.invoke(app, ["rules", "check", str(invalid)])

@@ -101,6 +101,7 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
 
 
 def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path) -> None:
+    env_settings.mkdir()  # made, empty: nothing served into it yet
     database = Path(get_settings().resolved_database_url.removeprefix("sqlite:///"))
     result = runner.invoke(app, ["lookup", "rec-42"])
     assert result.exit_code == 2, result.output

@@ -1319,6 +1319,7 @@ def test_a_mark_is_at_work_only_while_its_own_process_runs_on_this_host() -> Non
 def test_models_repair_on_an_empty_registry_says_one_thing(tmp_path: Path) -> None:
     """`--repair` said "nothing to repair", then that no version was registered."""
     settings = Settings(models_dir=tmp_path / "models", seed=11)
+    settings.ensure_dirs()  # made, empty: nothing trained into it yet
     code, plain = _models(settings)
     code_repair, shown = _models(settings, "--repair")
     assert (code_repair, code) == (2, 2), shown

@@ -15,6 +15,7 @@ from nextbest.cli.options import (
     SinceOpt,
     _gate_config,
     _parse_date,
+    _refuse_missing_models_dir,
     _say_gate_config,
     _settings,
 )
@@ -120,6 +121,7 @@ def evaluate(
     gate = _gate_config(config, said=False)
     since_at = _parse_date(since, "--since")  # a bad option is refused before all else
     settings = _settings()
+    _refuse_missing_models_dir(settings, "registry")
     named = None if version is None else str(version)
     try:
         # Before any line of a gate that would not run.
@@ -209,6 +211,7 @@ def promote(
     gate = _gate_config(config, said=False)  # said once the gate runs, below
     since_at = _parse_date(since, "--since")  # a bad option is refused before all else
     settings = _settings()
+    _refuse_missing_models_dir(settings, "registry")
     # Before a decision killed earlier is finished below: nothing written on refusal.
     try:
         check_tracking_store(
@@ -292,9 +295,11 @@ def rollback(
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import rollback as run_rollback
 
+    settings = _settings()
+    _refuse_missing_models_dir(settings, "registry")
     try:
         with _interruptible_as_ctrl_c():  # see promote
-            done = run_rollback(_settings(), reason=reason, runs_deleted=runs_deleted)
+            done = run_rollback(settings, reason=reason, runs_deleted=runs_deleted)
     except GateError as exc:
         raise _fail(str(exc)) from None
     _say_finished(done.finished)

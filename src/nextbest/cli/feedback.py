@@ -10,7 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nextbest.cli.options import SinceOpt, _parse_date, _path_error, _settings
+from nextbest.cli.options import (
+    SinceOpt,
+    _parse_date,
+    _path_error,
+    _refuse_missing_models_dir,
+    _settings,
+)
 from nextbest.cli.output import _fail, _steps, _working, console, stdout
 from nextbest.settings import without_password
 
@@ -40,6 +46,7 @@ def uplift_report(
             f"--since {since} is in the future: no request is logged that late (--since is "
             "when requests were logged, not the week a plan was asked for)"
         )
+    _refuse_missing_models_dir(settings, "log")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

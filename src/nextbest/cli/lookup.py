@@ -12,6 +12,7 @@ from nextbest.cli.options import (
     _check_rules_file,
     _model_asked,
     _parse_decision_date,
+    _refuse_missing_models_dir,
     _settings,
 )
 from nextbest.cli.output import _fail, _note, _plural, _working, stdout
@@ -107,6 +108,7 @@ def lookup(
     if with_models and hcp is None:
         raise _fail("--models goes with --hcp HCP_ID: the versions that hold that HCP")
     settings = _settings()
+    _refuse_missing_models_dir(settings, "log", *(("registry",) if with_models else ()))
     url = settings.resolved_database_url
     try:
         sqlite_file = _sqlite_file(make_url(url)) if url.startswith("sqlite") else None
@@ -406,6 +408,7 @@ def explain(
 
     settings = _settings()
     rules = _check_rules_file(settings)
+    _refuse_missing_models_dir(settings, "registry")
     try:
         model, version = _model_asked(settings, model_name)
     except registry.RegistryError as exc:

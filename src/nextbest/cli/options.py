@@ -9,12 +9,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 
 from nextbest.cli.output import _fail, console
-from nextbest.settings import Settings, get_settings, unknown_environment_settings, without_password
+from nextbest.settings import (
+    Settings,
+    get_settings,
+    refuse_unusable_place,
+    unknown_environment_settings,
+    without_password,
+)
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.policy.rules import ServingRules
@@ -91,6 +97,10 @@ def _metrics_dir_error(setting: str) -> str | None:
     )
 
 
+Store = Literal["registry", "log"]
+STORE_NAMES: dict[Store, str] = {"registry": "model registry", "log": "recommendation log"}
+
+
 def _settings() -> Settings:
     """The ``NEXTBEST_*`` settings; an invalid one stops the command, naming the variable."""
     from pydantic import ValidationError
@@ -110,6 +120,35 @@ def _settings() -> Settings:
         for said in unknown_environment_settings():
             console.print(f"[yellow]warning:[/yellow] {said}", highlight=False)
     return settings
+
+
+def _refuse_missing_models_dir(settings: Settings, *reads: Store) -> None:
+    """Stop (exit 2) a command that works only on what its stores hold when a store it
+    ``reads`` (``registry``: the MLflow registry; ``log``: the recommendation log) is
+    kept in the models directory (its own setting unset) and that directory does not
+    exist: most likely ``NEXTBEST_MODELS_DIR`` is mistyped, and the command would make
+    empty stores there and answer as if nothing had been trained or logged (``no
+    champion``). Called once the command's options are checked."""
+    models = settings.resolved_models_dir
+    kept_there = {
+        "registry": settings.registry_uri is None and settings.tracking_uri is None,
+        "log": settings.database_url is None,
+    }
+    there = [STORE_NAMES[store] for store in reads if kept_there[store]]
+    if not there or models.exists():
+        return
+    refuse_unusable_place(models)  # under a file: that is said, not a missing directory
+    given = (
+        f"NEXTBEST_MODELS_DIR is {settings.models_dir}"
+        if "models_dir" in settings.model_fields_set
+        else f"NEXTBEST_MODELS_DIR is not set: the default, {settings.models_dir} in the "
+        "working directory"
+    )
+    raise _fail(
+        f"the models directory {models} does not exist ({given}): this command works on "
+        f"the {' and '.join(there)} kept there and makes none; check the setting's "
+        "spelling, or make one with `make demo` or `nextbest train --data DIR`"
+    )
 
 
 _UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process

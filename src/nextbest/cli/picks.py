@@ -17,6 +17,7 @@ from nextbest.cli.options import (
     _check_rules_file,
     _parse_decision_date,
     _path_error,
+    _refuse_missing_models_dir,
     _settings,
 )
 from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
@@ -125,6 +126,7 @@ def picks(
     settings = _settings()
     if new_holdout_rate and not log:
         raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
+    _refuse_missing_models_dir(settings, "registry")
     if log:  # before reading the data: a refused run costs nothing
         _check_holdout_rate(settings, changed=new_holdout_rate)
     # Held until the command ends, before a note on earlier sends is said: a run

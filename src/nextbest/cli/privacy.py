@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from nextbest.cli.options import _check_rules_file, _parse_date, _settings
+from nextbest.cli.options import (
+    _check_rules_file,
+    _parse_date,
+    _refuse_missing_models_dir,
+    _settings,
+)
 from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
 from nextbest.settings import Settings, without_password
 
@@ -374,6 +379,7 @@ def prune(
                 f"(--older-than {math.ceil(exc.days)} or more)"
             )
         raise _fail(f"{given} ({shown}) {exc}{latest}; nothing was deleted") from None
+    _refuse_missing_models_dir(settings, "log")
     store = without_password(settings.resolved_database_url)
     rows, kept = rows_before(settings, cutoff)
     stdout.print(f"rows from before {shown} in {store}:", highlight=False)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from nextbest.cli.decisions import _say_finished
-from nextbest.cli.options import _settings
+from nextbest.cli.options import _refuse_missing_models_dir, _settings
 from nextbest.cli.output import _fail, _minute, console, stdout
 from nextbest.settings import without_password
 
@@ -84,6 +84,7 @@ def models(
 
     settings = _settings()
     when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
+    _refuse_missing_models_dir(settings, "registry")
     runs_missing: registry.TrainingRunsMissingError | None = None
     try:
         # Nothing registered: said once, as without --repair, before repair says anything.
