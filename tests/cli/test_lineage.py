@@ -67,6 +67,13 @@ def test_history_lists_train_promote_rollback_with_who_and_why(
     # Not the same list: champion_history is what `rollback` returns through, and the
     # rollback took version 2 off it. The help says which is which.
     assert printed["champion_history"] == ["1"]
+    # Said so in the plain listing too: not as if version 1 had always been the only one.
+    listed_plain = " ".join(run_ok("models").split())
+    assert (
+        "no earlier champion to roll back to: version 1 is the only one left in the "
+        "champion history (version 2 was rolled back, which takes a version off it; "
+        "`nextbest rollback` has one to return to once another version is promoted)"
+    ) in listed_plain, listed_plain
     shown = " ".join(run_ok("models", "--help").split()).replace("│ ", "")
     assert "champion_history (the champions `rollback` returns through" in shown, shown
     assert "champion_changes (every change of champion, oldest first" in shown, shown

@@ -213,3 +213,13 @@ def _plural(n: int, word: str) -> str:
 def _minute(iso: str) -> str:
     """'2026-12-01T10:44:51.71+00:00' -> '2026-12-01 10:44 UTC' (as the tags store it)."""
     return iso[:16].replace("T", " ") + " UTC"
+
+
+def _versions_said(versions: list[str]) -> str:
+    """``version 1 was``, ``versions 1 and 2 were``: the versions (each a string)."""
+    listed = (
+        versions[0] if len(versions) == 1 else ", ".join(versions[:-1]) + " and " + versions[-1]
+    )
+    return f"{'version' if len(versions) == 1 else 'versions'} {listed} " + (
+        "was" if len(versions) == 1 else "were"
+    )

@@ -24,7 +24,7 @@ from nextbest.cli.options import (
     _settings,
     _train_config,
 )
-from nextbest.cli.output import _fail, _note, _stage_steps, _steps, console
+from nextbest.cli.output import _fail, _note, _stage_steps, _steps, _versions_said, console
 from nextbest.cli.process import _interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
 
@@ -279,16 +279,6 @@ def _stop_if_trained(
             "such a version champion without training"
         )
     return said
-
-
-def _versions_said(versions: list[str]) -> str:
-    """``version 1 was``, ``versions 1 and 2 were``: the versions (each a string)."""
-    listed = (
-        versions[0] if len(versions) == 1 else ", ".join(versions[:-1]) + " and " + versions[-1]
-    )
-    return f"{'version' if len(versions) == 1 else 'versions'} {listed} " + (
-        "was" if len(versions) == 1 else "were"
-    )
 
 
 def _say_trained_before(settings: Settings, versions: list[str], alias: str | None) -> str:

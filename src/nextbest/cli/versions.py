@@ -12,7 +12,7 @@ from rich.table import Table
 
 from nextbest.cli.decisions import _say_finished
 from nextbest.cli.options import _refuse_missing_models_dir, _settings
-from nextbest.cli.output import _fail, _minute, console, stdout
+from nextbest.cli.output import _fail, _minute, _versions_said, console, stdout
 from nextbest.settings import without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
@@ -229,10 +229,20 @@ def models(
     if (caution := _not_comparable(versions)) is not None:
         stdout.print(caution)
     if len(history) == 1:
+        # Rolled back since: listed above as promoted, then rolled back, and no longer in it.
+        gone = [
+            v.version for v in reversed(versions) if v.rolled_back_at and v.version not in history
+        ]
+        taken_off = (
+            f" left in the champion history ({_versions_said(gone)} rolled back, which "
+            "takes a version off it; "
+            if gone
+            else " in the champion history ("
+        )
         stdout.print(
-            f"no earlier champion to roll back to: version {history[0]} is the only one in "
-            "the champion history (`nextbest rollback` has one to return to once another "
-            "version is promoted)"
+            f"no earlier champion to roll back to: version {history[0]} is the only one"
+            f"{taken_off}`nextbest rollback` has one to return to once another version is "
+            "promoted)"
         )
     elif history:
         stdout.print(
