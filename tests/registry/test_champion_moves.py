@@ -816,6 +816,8 @@ def test_a_promotion_killed_after_the_champion_moved_is_said_unfinished_and_fini
         "alias previous_champion names no version, not version 1;"
     ) in said, said
     assert f"nothing to promote: version {challenger}, the newest, is champion already" in said
+    # When, as `nextbest models` says it: not the tag's raw ISO time with microseconds.
+    assert re.search(r"already \(promoted \d{4}-\d\d-\d\d \d\d:\d\d UTC\)", said), said
     assert registry.alias_version(settings, "previous_champion") == "1"
     assert registry.alias_version(settings, "challenger") is None
     assert gate.champion_history(settings) == ["1", challenger]

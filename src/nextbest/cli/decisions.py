@@ -19,7 +19,7 @@ from nextbest.cli.options import (
     _say_gate_config,
     _settings,
 )
-from nextbest.cli.output import _fail, _note, _working, console
+from nextbest.cli.output import _fail, _minute, _note, _working, console
 from nextbest.cli.process import _interruptible_as_ctrl_c
 from nextbest.settings import Settings
 
@@ -242,7 +242,7 @@ def promote(
         if done is not None:
             console.print(
                 f"nothing to promote: version {done[0]}, the newest, is champion already "
-                f"(promoted {done[1]}); train a new challenger with `nextbest retrain`",
+                f"(promoted {_minute(done[1])}); train a new challenger with `nextbest retrain`",
                 highlight=False,
             )
             return True
