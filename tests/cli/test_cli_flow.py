@@ -617,6 +617,17 @@ def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: P
             id="bad-out",
         ),
         pytest.param(["train", "--data", "x", "--as-of", "soon"], "not a date", id="bad-as-of"),
+        # A decision date is --as-of or --date (the API's name) to picks and explain alike.
+        pytest.param(
+            ["picks", "--data", "x", "--out", "p.csv", "--date", "soon"],
+            "--as-of/--date 'soon' is not a date",
+            id="picks-date",
+        ),
+        pytest.param(
+            ["explain", "H000001", "--as-of", "soon"],
+            "--as-of/--date 'soon' is not a date",
+            id="explain-as-of",
+        ),
         pytest.param(
             ["train", "--data", "x", "--config", "no-such.yaml"],
             "training config no-such.yaml does not exist",
@@ -3282,6 +3293,9 @@ def test_explain_answers_as_the_api_would_and_logs_nothing(
         assert db.execute("SELECT count(*) FROM recommendations").fetchone() == (0,)
     text = runner.invoke(app, ["explain", hcp, "--date", on])
     assert text.exit_code == 0 and "nothing is logged" in text.stdout, text.output
+    # --as-of, as picks names its decision date, is the same option.
+    as_of = runner.invoke(app, ["explain", hcp, "--json", "--as-of", on])
+    assert as_of.exit_code == 0 and json.loads(as_of.stdout) == said, as_of.output
     # The ranking, whatever the exploration rate: no random pick from run to run.
     monkeypatch.setenv("NEXTBEST_EPSILON", "1")
     get_settings.cache_clear()

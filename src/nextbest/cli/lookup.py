@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from nextbest.cli.options import (
+    DECISION_DATE,
+    DecisionDateOpt,
     _check_rules_file,
     _model_asked,
     _parse_decision_date,
@@ -366,14 +368,7 @@ def explain(
     k: Annotated[int, typer.Option(min=1, max=50, help="Items, as a request's k.")] = 5,
     channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
     purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
-    on: Annotated[
-        str | None,
-        typer.Option(
-            "--date",
-            help="Decide for this date or time (UTC without an offset); a date alone is "
-            "its start, or now when it is today, as for the API's date.",
-        ),
-    ] = None,
+    on: DecisionDateOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the answer as JSON instead of text.")
     ] = False,
@@ -406,6 +401,7 @@ def explain(
     from nextbest.service.serving import recommend_one
     from nextbest.storage.db import store_session
 
+    asked_for = _parse_decision_date(on, DECISION_DATE)  # a bad option before the model loads
     settings = _settings()
     rules = _check_rules_file(settings)
     _refuse_missing_models_dir(settings, "registry")
@@ -417,7 +413,7 @@ def explain(
     # sometimes a random pick; the holdout, drawn per HCP and period, stays).
     greedy = settings.model_copy(update={"exploration": "epsilon_greedy", "epsilon": 0.0})
     recommender = make_recommender(greedy, model, version, rules)
-    now = decision_time(_parse_decision_date(on, "--date"))  # today's date: now, as the API
+    now = decision_time(asked_for)  # today's date: now, as the API
     try:
         with store_session(settings.resolved_database_url) as session:
             rec = recommend_one(

@@ -31,6 +31,20 @@ DataOpt = Annotated[
 ]
 
 
+# picks and explain decide as a request does for its date: one option, named as
+# `train --as-of` and as the API's `date` (explain's first name), so neither is a typo.
+DecisionDateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        "--date",
+        help="Decide for this date or time (UTC without an offset; default: today); a date "
+        "alone is its start, or now when it is today, as for the API's date.",
+    ),
+]
+DECISION_DATE = "--as-of/--date"  # how an error names it, given either way
+
+
 DaskOpt = Annotated[
     str | None,
     typer.Option(

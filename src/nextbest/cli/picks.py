@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from nextbest.cli.options import (
+    DECISION_DATE,
+    DecisionDateOpt,
     _check_rules_file,
     _parse_decision_date,
     _path_error,
@@ -63,9 +65,7 @@ def picks(
     ] = None,
     channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
     k: Annotated[int, typer.Option(min=1, max=50, help="Actions per HCP.")] = 1,
-    as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Decision date (default: today).")
-    ] = None,
+    as_of: DecisionDateOpt = None,
     purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
     log: Annotated[
         bool,
@@ -122,7 +122,7 @@ def picks(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file where a directory of --out is to be: named so
         raise _fail(f"--out: {_path_error(exc)}") from None
-    on = _parse_decision_date(as_of, "--as-of")
+    on = _parse_decision_date(as_of, DECISION_DATE)
     settings = _settings()
     if new_holdout_rate and not log:
         raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
