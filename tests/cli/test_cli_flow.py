@@ -617,6 +617,12 @@ def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: P
             id="bad-out",
         ),
         pytest.param(["train", "--data", "x", "--as-of", "soon"], "not a date", id="bad-as-of"),
+        # A --data path that is no directory is a path error, not a contract break.
+        pytest.param(
+            ["train", "--data", "no-such-dir"],
+            "error: --data: No such file or directory: no-such-dir\n",
+            id="missing-data",
+        ),
         # A decision date is --as-of or --date (the API's name) to picks and explain alike.
         pytest.param(
             ["picks", "--data", "x", "--out", "p.csv", "--date", "soon"],
@@ -644,7 +650,7 @@ def test_bad_data_stops_with_file_row_and_column(env_settings: Path, tmp_path: P
         # What an error quotes is text, not markup: '[/]' was a MarkupError traceback.
         pytest.param(
             ["validate", "--data", "no[/]where [bold]"],
-            "no[/]where [bold]: data directory not found",
+            "--data: No such file or directory: no[/]where [bold]",
             id="error-quoting-markup",
         ),
     ],
@@ -653,6 +659,26 @@ def test_cli_rejects_bad_options(env_settings: Path, args: list[str], message: s
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize("command", ["validate", "train", "picks"])
+def test_a_data_path_that_is_no_directory_is_a_path_error(
+    env_settings: Path, tmp_path: Path, command: str
+) -> None:
+    """A typo in --data, or a table's file given for its directory: named as a path,
+    not as "input data break the contract (1 problem)"."""
+    env_settings.mkdir()  # picks reads the data once its models directory is there
+    table = tmp_path / "hcps.csv"
+    table.write_text("hcp_id\nH000001\n")
+    out = ["--out", str(tmp_path / "picks.csv")] if command == "picks" else []
+    for data, said in (
+        (tmp_path / "no-such-dir", "No such file or directory"),
+        (table, "Not a directory"),
+    ):
+        result = runner.invoke(app, [command, "--data", str(data), *out])
+        assert result.exit_code == 2, result.output
+        assert result.output.endswith(f"error: --data: {said}: {data}\n"), result.output
+        assert "contract" not in result.output, result.output
 
 
 def test_picks_log_refuses_another_holdout_rate_than_the_log_before_any_work(

@@ -4,6 +4,7 @@ file, the model ``--model`` names, and paths and stores named in an error."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,9 +204,20 @@ def _parse_decision_date(value: str | None, option: str) -> datetime | date | No
     return when
 
 
+def _data_dir(data: Path) -> Path:
+    """``--data``, once it is a directory: a path that is none (a typo, a table's file
+    given) is a path error naming it, as other paths are, not a break of the data
+    contract."""
+    if data.is_dir():
+        return data
+    code = errno.ENOTDIR if data.exists() else errno.ENOENT
+    raise _fail(f"--data: {_path_error(OSError(code, os.strerror(code), str(data)))}")
+
+
 def _load(data: Path) -> Any:
     from nextbest.contract import ContractError, load_dataset
 
+    _data_dir(data)
     try:
         return load_dataset(data)
     except ContractError as exc:

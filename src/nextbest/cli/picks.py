@@ -17,6 +17,7 @@ from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
     _check_rules_file,
+    _data_dir,
     _parse_decision_date,
     _path_error,
     _refuse_missing_models_dir,
@@ -137,7 +138,7 @@ def picks(
     given: tuple[Any, Any] | None = None
     if data is not None:
         try:
-            given = load_hcps_and_catalog(data)
+            given = load_hcps_and_catalog(_data_dir(data))
         except ContractError as exc:
             raise _fail(str(exc)) from None
     _check_rules_file(settings)
