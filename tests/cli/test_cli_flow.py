@@ -1767,7 +1767,6 @@ READING_COMMANDS = {
     "evaluate": ["evaluate"],
     "promote": ["promote"],
     "rollback": ["rollback"],
-    "retrain": ["retrain", "--data", "no-such-data"],
     "picks": ["picks", "--data", "no-such-data", "--out", "picks.csv"],
     "explain": ["explain", "H000001"],
     "lookup": ["lookup", "rec-1"],

@@ -46,11 +46,11 @@ def uplift_report(
             f"--since {since} is in the future: no request is logged that late (--since is "
             "when requests were logged, not the week a plan was asked for)"
         )
-    _refuse_missing_models_dir(settings, "log")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _fail(f"--out: {_path_error(exc)}") from None
+    _refuse_missing_models_dir(settings, "log")  # after the options: --out named first
     try:
         with _working("building the uplift report"):
             report = build(

@@ -20,7 +20,6 @@ from nextbest.cli.options import (
     _gate_config,
     _load,
     _parse_date,
-    _refuse_missing_models_dir,
     _settings,
     _train_config,
 )
@@ -362,9 +361,7 @@ def retrain(
         )
 
     def load() -> Any:
-        # Once the options are checked: a typo creates nothing.
-        _refuse_missing_models_dir(settings, "registry")  # a champion to retrain is read
-        _models_dir_usable(settings)
+        _models_dir_usable(settings)  # once the options are checked: a typo creates nothing
         return _load(data)
 
     # The logged decisions and their feedback are read first, then training's steps.
