@@ -1796,6 +1796,21 @@ def test_a_command_that_only_reads_refuses_a_models_dir_that_does_not_exist(
     assert not env_settings.exists()
 
 
+def test_erase_refuses_a_models_dir_that_does_not_exist(env_settings: Path) -> None:
+    """A misspelt NEXTBEST_MODELS_DIR in an erasure job: the suppressions went to a new
+    log there, "erased" was said, and the served log kept contacting the HCP."""
+    result = runner.invoke(app, ["erase", "H000001", "--yes"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert (
+        f"error: the models directory {env_settings} does not exist (NEXTBEST_MODELS_DIR is "
+        f"{env_settings}): the suppressions would be recorded in a new recommendation log "
+        "there that no server reads"
+    ) in said, said
+    assert "`nextbest db upgrade`" in said, said
+    assert not env_settings.exists()
+
+
 def test_the_default_models_dir_that_does_not_exist_is_said_as_the_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

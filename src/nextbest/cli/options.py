@@ -137,13 +137,18 @@ def _settings() -> Settings:
     return settings
 
 
-def _refuse_missing_models_dir(settings: Settings, *reads: Store) -> None:
+def _refuse_missing_models_dir(
+    settings: Settings, *reads: Store, writes_for_others: str | None = None
+) -> None:
     """Stop (exit 2) a command that works only on what its stores hold when a store it
     ``reads`` (``registry``: the MLflow registry; ``log``: the recommendation log) is
     kept in the models directory (its own setting unset) and that directory does not
     exist: most likely ``NEXTBEST_MODELS_DIR`` is mistyped, and the command would make
     empty stores there and answer as if nothing had been trained or logged (``no
-    champion``). Called once the command's options are checked."""
+    champion``). Called once the command's options are checked.
+
+    ``writes_for_others``: what a command that writes there (``erase``) would leave
+    where no server reads it; said instead, with the command that makes the store."""
     models = settings.resolved_models_dir
     kept_there = {
         "registry": settings.registry_uri is None and settings.tracking_uri is None,
@@ -159,6 +164,11 @@ def _refuse_missing_models_dir(settings: Settings, *reads: Store) -> None:
         else f"NEXTBEST_MODELS_DIR is not set: the default, {settings.models_dir} in the "
         "working directory"
     )
+    if writes_for_others is not None:
+        raise _fail(
+            f"the models directory {models} does not exist ({given}): {writes_for_others}; "
+            "check the setting's spelling, or make its stores first with `nextbest db upgrade`"
+        )
     raise _fail(
         f"the models directory {models} does not exist ({given}): this command works on "
         f"the {' and '.join(there)} kept there and makes none; check the setting's "

@@ -154,6 +154,12 @@ def erase(
         ids = check_ids(given)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    _refuse_missing_models_dir(
+        settings,
+        "log",
+        writes_for_others="the suppressions would be recorded in a new recommendation log "
+        "there that no server reads, and these HCPs would still be contacted",
+    )
     registry_exists(settings)  # an MLflow store that cannot be read stops here, before any work
     store = without_password(settings.resolved_database_url)
     rows, erased, named = rows_naming(settings, ids)
