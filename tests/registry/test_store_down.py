@@ -121,6 +121,9 @@ def test_rollback_train_and_uplift_report_on_a_store_down_name_it(
         "train": ["train", "--data", str(world_dir)],
         "uplift-report": ["uplift-report", "--out", str(tmp_path / "report")],
     }[command]
+    # The models directory exists, as a deployment's does: uplift-report's log is kept
+    # there, and one that does not exist is refused before any store is opened.
+    (tmp_path / "models").mkdir()
     output, code, took = _models(tmp_path, tracking, registry_uri, command=args)
     assert code == 2 and took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
     said = " ".join(output.split())  # the console wraps long lines
