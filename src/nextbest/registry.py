@@ -382,6 +382,7 @@ def log_training_run(
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
     source, edits = _running_code()
+    patch, patch_note = _patch_of(source, edits)
     # An alias other than champion is set within the training run; champion is a
     # decision of its own, recorded in the decisions experiment after it.
     sets_alias = alias is not None and alias != CHAMPION_ALIAS
@@ -411,16 +412,25 @@ def log_training_run(
                     SOURCE_TAG: source,
                     **({EDITS_TAG: edits} if edits else {}),
                     **_mlflow_source_tags(source),
+                    **({PATCH_TAG: PATCH_ARTIFACT} if patch is not None else {}),
+                    # MLflow keeps tag values of up to 5,000 characters.
+                    **({PATCH_NOTE_TAG: patch_note[:4000]} if patch_note else {}),
                     **(extra_tags or {}),
                 }
             )
+            if patch is not None:
+                # Bytes as git wrote them: an edited file need not be UTF-8.
+                written = Path(tmp) / Path(PATCH_ARTIFACT).name
+                written.write_bytes(patch)
+                mlflow.log_artifact(str(written), str(Path(PATCH_ARTIFACT).parent))
             # The files themselves, not only their values and paths: a path is relative
             # to a working directory, and the file may be edited after the run.
             for key in ("config.file", "config.levers"):
                 named = result.params.get(key)
                 if isinstance(named, str) and Path(named).is_file():
                     mlflow.log_artifact(named, "config")
-            mlflow.log_text("\n".join(result.notes) or "no notes", "notes.txt")
+            notes = [*result.notes, *([f"source patch: {patch_note}"] if patch_note else [])]
+            mlflow.log_text("\n".join(notes) or "no notes", "notes.txt")
             mlflow.log_text(
                 json.dumps(result.model.space.feature_names, indent=1), "feature_names.json"
             )
@@ -2065,6 +2075,11 @@ class VersionSummary:
     nextbest_version: str | None = None
     source_commit: str | None = None
     source_edits_sha256: str | None = None  # of a "+modified" commit (EDITS_TAG)
+    # Of a "+modified" commit: where its training run keeps the patch of the edits
+    # (the artifact's URI, see PATCH_ARTIFACT), and why it has none or what a patch
+    # cut at PATCH_LIMIT_BYTES leaves out (PATCH_NOTE_TAG).
+    source_patch: str | None = None
+    source_patch_note: str | None = None
     # SHA-256 of its model directory when registered (None: registered before it was
     # recorded); every load checks it.
     artifact_sha256: str | None = None
@@ -2136,6 +2151,7 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         metrics: dict[str, float] = {}
         run_tags: dict[str, str] = {}
         status = None
+        patch = None
         if mv.run_id:
             run = _training_run(settings, mlflow_client, mv.run_id, what)
             if run is None:
@@ -2143,6 +2159,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
             else:
                 params, metrics, run_tags = run.data.params, run.data.metrics, run.data.tags
                 status = str(run.info.status)
+                if PATCH_TAG in run_tags:
+                    patch = f"{str(run.info.artifact_uri).rstrip('/')}/{run_tags[PATCH_TAG]}"
         value, low, high = (
             metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
         )
@@ -2185,6 +2203,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 nextbest_version=mv.tags.get(CODE_TAG),
                 source_commit=mv.tags.get(SOURCE_TAG),
                 source_edits_sha256=mv.tags.get(EDITS_TAG),
+                source_patch=patch,
+                source_patch_note=run_tags.get(PATCH_NOTE_TAG),
                 artifact_sha256=mv.tags.get(DIGEST_TAG),
                 training_run_status=status if status in ("KILLED", "RUNNING") else None,
                 training_interrupted=run_tags.get(INTERRUPTED_TAG),
@@ -2527,6 +2547,31 @@ def code_unnamed() -> str | None:
         commit = source.removesuffix("+modified")[:12]
         return f"the code has uncommitted changes (to commit {commit}) that git could not read"
     return "the code is neither a git checkout nor an installed nextbest release"
+
+
+def _patch_of(source: str, edits: str | None) -> tuple[bytes | None, str | None]:
+    """What a training run logs of the edits of the code running now (``source`` and
+    ``edits``: its :data:`SOURCE_TAG` and :data:`EDITS_TAG`): their patch
+    (:func:`source_patch`) when the checkout is ``+modified``, and a note saying why
+    there is none, or what a cut one leaves out. A clean checkout has neither."""
+    if source == "unknown":
+        return None, (
+            "none: the code is not a file git tracks in a checkout (an installed package, "
+            "a copy without .git, or git not there), so its edits, if any, cannot be read"
+        )
+    if not source.endswith("+modified"):
+        return None, None
+    if edits is None:
+        return None, "none: git could not read the uncommitted edits (no source_edits_sha256)"
+    patch = source_patch()
+    if patch.content is None:
+        return None, f"none: {patch.note}" if patch.note else "none: no edited file was found"
+    if patch.edits_sha256 != edits:
+        return None, (
+            "none: the checkout's files changed between reading their digest "
+            f"(source_edits_sha256 {edits}) and writing their patch"
+        )
+    return patch.content, patch.note
 
 
 def _running_code() -> tuple[str, str | None]:
@@ -2892,31 +2937,158 @@ def source_edits(module_file: Path | None = None) -> str | None:
     digest is :func:`_manifest_digest` of their paths in the checkout and their
     contents, so the same edits to the same commit give the same digest wherever and
     whenever they are made. Untracked files elsewhere (notes, data) are not code.
+    :func:`source_patch` writes the same edits as a patch.
+    """
+    try:
+        read = _edits_read((module_file or Path(__file__)).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _manifest_digest(read.files) if read is not None and read.files else None
+
+
+@dataclass(frozen=True)
+class _EditsRead:
+    """The edits :func:`source_edits` names, as read: the checkout's top directory,
+    every edited file's content by its path in the checkout (None: deleted), and which
+    of them git does not track (new files)."""
+
+    root: Path
+    files: dict[str, bytes | None]
+    untracked: frozenset[str]
+
+
+def _edits_read(here: Path) -> _EditsRead | None:
+    """The edits of the checkout holding directory ``here`` (see :func:`source_edits`);
+    None when they cannot be read.
+
+    Raises:
+        OSError, subprocess.SubprocessError: git could not be run, or a file read.
+    """
+    top = _git(here, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return None
+    root = Path(os.fsdecode(top.stdout.strip()))
+    # From the top, whatever diff.relative says: every path is the checkout's.
+    changed = _git(root, "diff", "HEAD", "--name-only", "--no-renames", "-z")
+    new = _git(here, "ls-files", "--others", "--exclude-standard", "--full-name", "-z")
+    if changed.returncode != 0 or new.returncode != 0:
+        return None
+    files: dict[str, bytes | None] = {}
+    untracked = frozenset(os.fsdecode(n) for n in new.stdout.split(b"\0") if n)
+    names = untracked | {os.fsdecode(n) for n in changed.stdout.split(b"\0") if n}
+    for name in names:
+        path = root / name
+        if path.is_file():  # a link to one too: its content, as sha256sum reads it
+            files[name] = path.read_bytes()
+        elif not os.path.lexists(path):
+            files[name] = None
+        else:
+            return None
+    return _EditsRead(root, files, untracked & files.keys())
+
+
+# Where a training run keeps the patch of its checkout's uncommitted edits, and the cap
+# on its size: a run is a record, not a copy of a working tree full of data files.
+PATCH_ARTIFACT = "source/edits.patch"
+PATCH_LIMIT_BYTES = 5 * 1024 * 1024
+# Run tags: the patch's artifact path when one was logged; why none was, or what a cut
+# one leaves out.
+PATCH_TAG = "source_edits_patch"
+PATCH_NOTE_TAG = "source_edits_patch_note"
+# Every diff written the same whatever the user's git configuration says (prefixes,
+# colour, an external diff tool, text conversion), binary files included.
+_PATCH_DIFF = (
+    "--binary",
+    "--full-index",
+    "--no-renames",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
+
+
+@dataclass(frozen=True)
+class SourcePatch:
+    """The uncommitted edits of a checkout as a patch of its commit.
+
+    ``content``: what ``git apply`` takes in a clean checkout of the commit to make the
+    edited files again, byte for byte (a text header first, which ``git apply`` skips);
+    None when none was made. ``edits_sha256``: :func:`source_edits` of the files it was
+    made from, so a run's :data:`EDITS_TAG` and its patch are known to be the same
+    edits. ``note``: why no patch was made, or which files a cut one leaves out.
+    """
+
+    content: bytes | None
+    edits_sha256: str | None
+    note: str | None
+
+
+def source_patch(
+    module_file: Path | None = None, *, limit_bytes: int = PATCH_LIMIT_BYTES
+) -> SourcePatch:
+    """The edits :func:`source_edits` names, as a patch of the checkout's commit:
+    ``git diff HEAD`` of each edited tracked file (a deleted one as deleted) and each
+    untracked file of the package's directory as a new file, binary files as git's
+    binary patches; the files read again after and compared, so the patch and the
+    digest are of the same edits. Whole files only, in path order, while the patch
+    stays within ``limit_bytes``: those that do not fit are left out and named in
+    ``note`` and in the patch's header. Never raises: a checkout git cannot read, or
+    git not there, gives no patch and says why in ``note``.
     """
     here = (module_file or Path(__file__)).resolve().parent
     try:
-        top = _git(here, "rev-parse", "--show-toplevel")
-        if top.returncode != 0:
-            return None
-        root = Path(os.fsdecode(top.stdout.strip()))
-        # From the top, whatever diff.relative says: every path is the checkout's.
-        changed = _git(root, "diff", "HEAD", "--name-only", "--no-renames", "-z")
-        new = _git(here, "ls-files", "--others", "--exclude-standard", "--full-name", "-z")
-        if changed.returncode != 0 or new.returncode != 0:
-            return None
-        files: dict[str, bytes | None] = {}
-        names = {os.fsdecode(n) for out in (changed, new) for n in out.stdout.split(b"\0") if n}
-        for name in names:
-            path = root / name
-            if path.is_file():  # a link to one too: its content, as sha256sum reads it
-                files[name] = path.read_bytes()
-            elif not os.path.lexists(path):
-                files[name] = None
+        read = _edits_read(here)
+        if read is None:
+            unread = f"git could not read the edits of the checkout at {here}"
+            return SourcePatch(None, None, unread)
+        if not read.files:
+            return SourcePatch(None, None, None)
+        commit = _git(read.root, "rev-parse", "HEAD").stdout.decode().strip()
+        diffs: dict[str, bytes] = {}
+        for name in sorted(read.files):
+            if name in read.untracked:
+                # Exit code 1: the file differs from nothing, as a new file does.
+                made = _git(read.root, "diff", "--no-index", *_PATCH_DIFF, "--", os.devnull, name)
+                failed = made.returncode not in (0, 1)
             else:
-                return None
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return _manifest_digest(files) if files else None
+                made = _git(read.root, "diff", "HEAD", *_PATCH_DIFF, "--", f":(literal){name}")
+                failed = made.returncode != 0
+            if failed:
+                said = made.stderr.decode(errors="replace").strip()
+                said = said or f"exit code {made.returncode}"
+                return SourcePatch(None, None, f"git could not write the patch of {name}: {said}")
+            diffs[name] = made.stdout
+        again = _edits_read(here)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return SourcePatch(None, None, f"git could not be run to write the edits as a patch: {exc}")
+    digest = _manifest_digest(read.files)
+    if again is None or not again.files or _manifest_digest(again.files) != digest:
+        return SourcePatch(
+            None, None, "the checkout's files changed while the patch was written: none kept"
+        )
+    kept, left_out, size = [], [], 0
+    for name, diff in diffs.items():
+        if size + len(diff) <= limit_bytes:
+            kept.append(diff)
+            size += len(diff)
+        else:
+            left_out.append(f"{name} ({len(diff):,} bytes)")
+    note = (
+        f"cut at {limit_bytes:,} bytes: the patch leaves out {', '.join(left_out)}"
+        if left_out
+        else None
+    )
+    # Text before the first "diff --git" line, which git apply passes over.
+    header = (
+        f"The uncommitted edits (source_edits_sha256 {digest}) of the nextbest checkout "
+        f"of commit {commit} that trained this run.\n"
+        f"Rebuild that code: git checkout {commit}, then git apply edits.patch in it.\n"
+        + (f"Not whole: {note}.\n" if note else "")
+        + "\n"
+    )
+    return SourcePatch(header.encode() + b"".join(kept), digest, note)
 
 
 def _git(where: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -177,3 +177,81 @@ def test_registration_hides_mlflows_version_lines_and_nothing_else(
         )
     eprint("Created version '4' of model 'nextbest'.")  # outside the block: as MLflow says it
     assert capsys.readouterr().err == "Created version '4' of model 'nextbest'.\n"
+
+
+def _edited(checkout) -> dict[str, bytes]:
+    """Edits of every kind to ``checkout`` (its pkg/module.py committed): a tracked file
+    changed (not UTF-8), one deleted, a binary one changed, a new module and a new
+    binary file; the files of pkg/ as they are then, by name."""
+    pkg = checkout.root / "pkg"
+    (pkg / "gone.py").write_text("z = 0\n")
+    (pkg / "table.bin").write_bytes(bytes(range(256)) * 4)
+    checkout.git("add", ".")
+    checkout.git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "two")
+    (pkg / "module.py").write_bytes("x = 2  # caf\u00e9\n".encode("latin-1"))
+    (pkg / "gone.py").unlink()
+    (pkg / "table.bin").write_bytes(bytes(range(255, -1, -1)) * 4 + b"\0")
+    (pkg / "helper.py").write_text("y = 1\n")
+    (pkg / "weights.npy").write_bytes(b"\x93NUMPY\0\1\xff" * 40)
+    (checkout.root / "notes.txt").write_text("not code: in no patch\n")
+    return {p.name: p.read_bytes() for p in pkg.iterdir()}
+
+
+def _applied(checkout, patch: bytes, where: Path) -> Path:
+    """A clone of ``checkout``'s commit with ``patch`` applied by ``git apply``."""
+    import subprocess
+
+    subprocess.run(["git", "clone", "-q", str(checkout.root), str(where)], check=True)
+    (where / "edits.patch").write_bytes(patch)
+    subprocess.run(["git", "-C", str(where), "apply", "edits.patch"], check=True)
+    (where / "edits.patch").unlink()
+    return where
+
+
+def test_the_patch_of_the_edits_rebuilds_the_edited_files_byte_for_byte(
+    git_checkout, tmp_path: Path
+) -> None:
+    checkout, module = git_checkout, git_checkout.module
+    edited = _edited(checkout)
+    patch = registry.source_patch(module)
+    assert patch.content is not None and patch.note is None
+    assert patch.edits_sha256 == registry.source_edits(module)  # the same edits
+    rebuilt = _applied(checkout, patch.content, tmp_path / "rebuilt")
+    assert {p.name: p.read_bytes() for p in (rebuilt / "pkg").iterdir()} == edited
+    assert not (rebuilt / "notes.txt").exists()  # untracked outside the package
+    assert checkout.git("rev-parse", "HEAD") in patch.content.decode("latin-1").split("\n")[0]
+
+
+def test_a_patch_over_the_cap_leaves_out_whole_files_and_says_which(
+    git_checkout, tmp_path: Path
+) -> None:
+    checkout, module = git_checkout, git_checkout.module
+    edited = _edited(checkout)
+    (module.parent / "big.py").write_text("b = 1\n" * 2000)
+    patch = registry.source_patch(module, limit_bytes=3000)
+    assert patch.content is not None and len(patch.content) < 3000 + 1000  # the header
+    assert patch.note is not None
+    assert patch.note.startswith("cut at 3,000 bytes: the patch leaves out pkg/big.py (")
+    assert patch.note.encode() in patch.content
+    rebuilt = _applied(checkout, patch.content, tmp_path / "rebuilt")
+    assert not (rebuilt / "pkg" / "big.py").exists()
+    assert (rebuilt / "pkg" / "helper.py").read_bytes() == edited["helper.py"]
+
+
+def test_no_patch_of_a_clean_checkout_nor_without_git(
+    git_checkout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = git_checkout.module
+    (git_checkout.root / "notes.txt").write_text("not code\n")
+    assert registry.source_patch(module) == registry.SourcePatch(None, None, None)
+    module.write_text("x = 2\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    without_git = registry.source_patch(module)
+    assert without_git.content is None and without_git.edits_sha256 is None
+    assert (without_git.note or "").startswith("git could not be run to write the edits")
+    plain = tmp_path / "copy" / "module.py"  # a copy of the code without .git
+    plain.parent.mkdir()
+    plain.write_text("x = 2\n")
+    monkeypatch.undo()
+    said = registry.source_patch(plain).note
+    assert said == f"git could not read the edits of the checkout at {plain.parent}"
