@@ -213,6 +213,7 @@ def models(
             else None,
             f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
             _training_run_said(v),
+            _edits_said(v),
             f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"
             if v.feedback_engagement_missing
             else None,
@@ -289,6 +290,31 @@ def _training_run_said(v: VersionSummary) -> str | None:
         if v.artifact_sha256 is not None
         else "the version was registered without all of its tags (no artifact_sha256: "
         "loaded unverified); register a new one with `nextbest retrain` or `nextbest train`"
+    )
+
+
+def _edits_said(v: VersionSummary) -> str | None:
+    """Of a version trained from a checkout with uncommitted edits: where the patch of
+    those edits is (a local path, else its URI), or why there is none."""
+    if not (v.source_commit or "").endswith("+modified"):
+        return None
+    commit = v.source_commit.removesuffix("+modified") if v.source_commit else ""
+    edited = f"trained from commit {commit[:12]} with uncommitted edits"
+    if v.source_patch is None:
+        why = (v.source_patch_note or "").removeprefix("none: ") or (
+            "its training run logged none (nextbest logs one since 2026-12-05)"
+        )
+        return f"{edited}; no patch of them: {why}"
+    where = v.source_patch
+    if where.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        where = url2pathname(urlparse(where).path)
+    cut = f" ({v.source_patch_note})" if v.source_patch_note else ""
+    return (
+        f"{edited}: their patch{cut} is {where}; `git apply` it in a checkout of {commit[:12]} "
+        "to rebuild that code"
     )
 
 
