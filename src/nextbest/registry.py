@@ -2161,6 +2161,9 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 status = str(run.info.status)
                 if PATCH_TAG in run_tags:
                     patch = f"{str(run.info.artifact_uri).rstrip('/')}/{run_tags[PATCH_TAG]}"
+                    # Recorded under a models directory since moved here: where it is now.
+                    moved = _moved_here(settings, patch)
+                    patch = patch if moved is None else moved.as_uri()
         value, low, high = (
             metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
         )

@@ -15,6 +15,8 @@ from nextbest.settings import get_settings
 
 from .conftest import FAST, run_ok
 
+SOURCE_PATCH = registry.source_patch  # as defined, whatever a test sets in its place
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -86,6 +88,24 @@ def test_an_edited_checkout_trains_a_version_whose_patch_rebuilds_its_code(
     logged = registry.client(get_settings()).list_artifacts(clean.run_id)
     assert "source" not in {a.path for a in logged}
     assert " ".join(run_ok("models").split()).count("with uncommitted edits") == 1  # v1's
+
+    # Edits over the cap: the patch leaves whole files out, and says which.
+    module.write_text("x = 4\n" * 100)
+    small = partial(SOURCE_PATCH, module, limit_bytes=100)
+    monkeypatch.setattr(registry, "source_patch", small)
+    run_ok("train", "--data", str(world), "--config", str(FAST))
+    cut = _listed("3").source_patch_note or ""
+    assert cut.startswith("cut at 100 bytes: the patch leaves out pkg/module.py ("), cut
+    assert f"their patch ({cut}) is " in " ".join(run_ok("models").split())
+
+    # The models directory moved (restored at another path): the patch is where it is now.
+    moved = env_settings.parent / "restored"
+    env_settings.rename(moved)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(moved))
+    get_settings.cache_clear()
+    now = _listed("1").source_patch
+    assert now is not None and now.startswith(moved.resolve().as_uri()), now
+    assert Path(now.removeprefix("file://")).read_bytes() == patch
 
 
 def test_code_outside_a_git_checkout_trains_and_its_run_says_why_there_is_no_patch(
