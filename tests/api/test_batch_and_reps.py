@@ -1037,3 +1037,40 @@ def test_an_hcp_wide_reason_keeps_the_hcp_out_of_rep_plans_for_its_days(
         )
         assert accepted.status_code == 200, accepted.text
         assert len(rep_items(hcp_wide.hcp_id)) >= 2
+
+
+def test_an_empty_plan_says_it_was_served_by_the_servers_clock(
+    api_settings, keys, tmp_path
+) -> None:
+    """A plan with nothing to suggest said it was served at the machine's now, where
+    the plan was decided (its date, the history read) by the served recommender's
+    clock; a plan with suggestions gave that clock's reading. Both give it now."""
+    import yaml
+
+    from nextbest.api.app import create_app
+    from nextbest.service.recommend import cutoff
+    from nextbest.service.runtime import ServingRuntime
+
+    runtime = ServingRuntime.start(api_settings)
+    model = runtime.recommender.model
+    at = cutoff(model) + timedelta(days=2, hours=3)
+    rep_channels = sorted({c for c in model.catalog["channel"] if c.startswith("rep_")})
+    runtime.close()
+    assert at < datetime.now(UTC) - timedelta(days=1) and rep_channels
+    # Rep channels closed to every HCP (a compliance stop): the plan is empty.
+    rules = tmp_path / "closed.yaml"
+    rules.write_text(
+        yaml.safe_dump({"channels": {c: {"max_contacts": 0, "per_days": 28} for c in rep_channels}})
+    )
+    settings = api_settings.model_copy(update={"rules_file": rules})
+    runtime = ServingRuntime.start(settings, clock=lambda: at)
+    try:
+        with TestClient(create_app(settings, runtime), headers=dict(keys.rep)) as client:
+            response = client.get(f"/v1/reps/{keys.rep_name}/suggestions")
+    finally:
+        runtime.close()
+    assert response.status_code == 200, response.text
+    plan = response.json()
+    assert plan["suggestions"] == [] and plan["n_candidates"] == 0, plan
+    assert plan["date"] == at.date().isoformat()
+    assert datetime.fromisoformat(plan["created_at"]) == at

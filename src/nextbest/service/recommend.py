@@ -128,6 +128,8 @@ class RepPlan:
     ``left_out`` (asked for, else None) says why each other HCP of the territory
     is not suggested, at most ``MAX_LEFT_OUT`` of them; ``n_left_out`` (asked for,
     else None) counts them all, listed or not: ``n_hcps`` minus the suggestions.
+    ``created_at`` is when it was served (UTC): the one clock reading its answers are
+    logged with, an empty plan's too.
     """
 
     rep_id: str
@@ -139,6 +141,7 @@ class RepPlan:
     n_candidates: int
     suggestions: list[Recommendation]
     held_out: list[Recommendation]
+    created_at: datetime
     purpose: str = "promotional"
     left_out: list[LeftOut] | None = None
     n_left_out: int | None = None
@@ -754,6 +757,7 @@ class Recommender:
         purpose: str = "promotional",
         history: LiveHistory | None = None,
         explain_left_out: bool = False,
+        served_at: datetime | None = None,
     ) -> RepPlan:
         """The HCPs of ``territory_id`` ranked by best expected net value of a rep channel.
 
@@ -769,6 +773,8 @@ class Recommender:
 
         With ``explain_left_out``, ``left_out`` says why each HCP not suggested is
         left out (see :meth:`_left_out_of_plan`); without it no more work is done.
+        ``served_at`` is the clock's reading the plan is decided and served at (None:
+        read it now); every answer, and the plan, says it was served then.
         """
         rules = self.rules
         capacity = rules.rep_default_capacity if capacity is None else capacity
@@ -782,7 +788,8 @@ class Recommender:
             raise InvalidRequestError(
                 "purpose", f"must be one of {', '.join(PURPOSES)}", location="query"
             )
-        now = decision_time(on, now=self.clock())
+        served_at = self.clock() if served_at is None else served_at
+        now = decision_time(on, now=served_at)
         check_day(now, self.as_of, location="query")
         rows = self.territories.get(territory_id)
         if rows is None:
@@ -792,7 +799,14 @@ class Recommender:
                 known_to=None if self.alignment is None else "the territory alignment file",
             )
         ranked, value = self._decide(
-            rows, k=1, channel=None, purpose=purpose, now=now, history=history, rep_only=True
+            rows,
+            k=1,
+            channel=None,
+            purpose=purpose,
+            now=now,
+            history=history,
+            rep_only=True,
+            served_at=served_at,
         )
         # Each HCP's greedy first item's net value (-inf: nothing worth its cost).
         greedy_value = np.where(value > 0, value, -np.inf).max(axis=1, initial=-np.inf)
@@ -839,6 +853,7 @@ class Recommender:
             n_candidates=sum(1 for r in ranked if r.n_candidates),
             suggestions=suggestions,
             held_out=held_out,
+            created_at=served_at,
             purpose=purpose,
             left_out=left_out,
             n_left_out=None if left_out is None else len(rows) - len(suggestions),
@@ -961,10 +976,12 @@ class Recommender:
         history: LiveHistory | None,
         rep_only: bool = False,
         channels: Collection[str] | None = None,
+        served_at: datetime | None = None,
     ) -> tuple[list[Recommendation], np.ndarray]:
         """The answers for snapshot rows ``rows``, and, for ``rep_only`` (else empty),
         ``(len(rows), n_actions)`` the net value of each allowed pair (``-inf`` for the
-        others), which no exploration or holdout draw changes."""
+        others), which no exploration or holdout draw changes. ``served_at``: the
+        clock's reading the answers are served at (None: read it now)."""
         model = self.model
         allowed = self.allowed(
             rows,
@@ -998,7 +1015,7 @@ class Recommender:
         # serves an HCP held out this week, today. One clock reading for both: the
         # week is that of when the answer takes effect as logged (the later of its
         # date and when it was served), even when a Monday 00:00 UTC falls in between.
-        served_at = self.clock()
+        served_at = self.clock() if served_at is None else served_at
         day = max(now, served_at).astimezone(UTC).date()
         served = []
         for i in range(n_h):

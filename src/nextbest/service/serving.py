@@ -282,6 +282,7 @@ def rep_call_plan(
         purpose=purpose,
         history=history,
         explain_left_out=explain,
+        served_at=reading,
     )
     log.write(
         [*plan.suggestions, *plan.held_out],

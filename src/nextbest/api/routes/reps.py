@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
@@ -202,8 +202,9 @@ def suggestions(
         date=plan.date,
         capacity=plan.capacity,
         model_version=plan.model_version,
-        # Its answers' time as logged (an empty plan logs none: now).
-        created_at=min((a.created_at for a in answers), default=datetime.now(UTC)),
+        # The clock reading the plan was decided at, its answers' time as logged (an
+        # empty plan logs none: the same reading all the same).
+        created_at=plan.created_at,
         n_hcps=plan.n_hcps,
         n_candidates=plan.n_candidates,
         suggestions=[
