@@ -32,6 +32,11 @@ def _served(client: TestClient) -> int:
         ("GET", "/v1/reps/rep-1/suggestion", "GET /v1/reps/{rep_id}/suggestions"),
         ("POST", "/v1/admin/reloads", "POST /v1/admin/reload"),
         ("GET", "/heathz", "GET or HEAD /healthz"),
+        # Routes left out of the OpenAPI document are served all the same: named too.
+        ("GET", "/metric", "GET /metrics"),
+        ("GET", "/Metrics", "GET /metrics"),
+        ("GET", "/doc", "GET or HEAD /docs"),
+        ("GET", "/openapi", "GET or HEAD /openapi.json"),
     ],
 )
 def test_an_unknown_path_names_the_nearest_route(
@@ -43,6 +48,24 @@ def test_an_unknown_path_names_the_nearest_route(
     assert detail.startswith(f"no route at '{path}'"), detail
     assert named in detail, detail
     assert "/docs" in detail, detail
+
+
+def test_every_route_served_is_named_for_a_path_one_letter_from_it(client: TestClient) -> None:
+    """The hints came from the OpenAPI document alone: a route left out of it
+    (``/metrics``, the docs' pages) was never named, though served to anyone."""
+    served = {}
+    for route in client.app.routes:  # the docs' pages: not in the document either
+        if getattr(route, "path", None) in ("/docs", "/redoc", "/openapi.json"):
+            served[route.path] = "GET or HEAD"
+    served["/metrics"] = "GET"
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        served[path] = " or ".join(m.upper() for m in operations)
+    assert {"/metrics", "/docs", "/redoc", "/openapi.json", "/v1/feedback"} <= set(served)
+    for template, methods in served.items():
+        misspelt = template.replace("{rep_id}", "rep-1")[:-1]
+        response = client.get(misspelt)
+        assert response.status_code == 404, (misspelt, response.text)
+        assert f"{methods} {template}" in _detail(response), (misspelt, _detail(response))
 
 
 def test_a_path_near_no_route_points_at_the_docs_only(client: TestClient) -> None:
@@ -163,8 +186,9 @@ def test_a_wrong_method_names_the_methods_the_route_takes(
 def test_a_caller_without_a_key_gets_the_hint_but_no_more_than_the_docs_tell(
     client: TestClient,
 ) -> None:
-    """The hints name routes of the OpenAPI document, which is served without a key;
-    a route that exists still refuses such a caller (401) before anything else."""
+    """The hints name routes anyone learns of without a key (those of the OpenAPI
+    document, /metrics, the docs' pages); a route that exists still refuses such a
+    caller (401) before anything else."""
     client.headers.clear()
     documented = client.get("/openapi.json").json()["paths"]
     response = client.post("/v1/recommendation", json={"hcp_id": "H000001"})

@@ -5,8 +5,9 @@ Starlette's own were ``404 {"detail": "Not Found"}`` for a misspelt path, ``405
 trailing slash, which curl without ``-L`` shows as no output, and which many
 clients do not follow with a POST (its body lost, or sent again). Here:
 
-- an unknown path is a 404 naming the nearest routes of the OpenAPI document
-  (``/v1/recommendation``: ``POST /v1/recommendations``) and pointing at the docs;
+- an unknown path is a 404 naming the nearest routes the app serves, those left out
+  of the OpenAPI document included (``/v1/recommendation``: ``POST
+  /v1/recommendations``; ``/metric``: ``GET /metrics``) and pointing at the docs;
 - a trailing slash on a route's path is a 404 naming the path without it and the
   methods it takes, except a GET or HEAD of a route that takes it: redirected (307)
   as before, which loses nothing (no body) and keeps a probe configured with the
@@ -15,19 +16,22 @@ clients do not follow with a POST (its body lost, or sent again). Here:
   ``Allow`` header (that of a path of two routes, ``GET`` and ``HEAD``, named the
   first one's alone).
 
-No key is checked first: these answers name only the routes the OpenAPI document
-lists (served without a key) and echo the caller's own path.
+No key is checked first: these answers name only routes anyone can learn of without
+a key (those the OpenAPI document lists, and ``/metrics`` and the docs' own pages,
+which answer without one) and echo the caller's own path.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from starlette.datastructures import URL
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 
@@ -98,23 +102,47 @@ def unknown_path(request: Request) -> JSONResponse:
 
 
 def nearest_routes(app: FastAPI, path: str) -> list[str]:
-    """The routes of ``app``'s OpenAPI document whose paths are most like ``path``
-    (case aside), nearest first, each as its methods and template:
-    ``GET /v1/reps/{rep_id}/suggestions``. A template is compared with its
-    parameters as ``path`` gives them (``/v1/reps/rep-1/suggestion`` is one letter
-    from the plan's route)."""
+    """The routes ``app`` serves whose paths are most like ``path`` (case aside),
+    nearest first, each as its methods and template: ``GET
+    /v1/reps/{rep_id}/suggestions``. Every route counts, those left out of the OpenAPI
+    document too (``/metrics``, ``/docs``). A template is compared with its parameters
+    as ``path`` gives them (``/v1/reps/rep-1/suggestion`` is one letter from the
+    plan's route)."""
     sent = path.lower().split("/")
     filled: dict[str, str] = {}
-    for template, operations in app.openapi()["paths"].items():
+    for template, methods in served_routes(app).items():
         parts = template.split("/")
         like = "/".join(
             sent[n] if part.startswith("{") and n < len(sent) else part.lower()
             for n, part in enumerate(parts)
         )
-        methods = [m.upper() for m in operations if m.upper() in METHODS]
         filled.setdefault(like, f"{' or '.join(methods)} {template}")
     near = difflib.get_close_matches(path.lower(), filled, n=NEAREST, cutoff=NEAR_ENOUGH)
     return [filled[like] for like in near]
+
+
+def served_routes(app: FastAPI) -> dict[str, list[str]]:
+    """Every path template ``app`` serves, in the order its routes are tried, with the
+    methods it takes there (in :data:`METHODS` order, those of every route of that
+    template: ``/healthz`` has one route for GET and one for HEAD)."""
+    taken: dict[str, set[str]] = {}
+    for route in _each_route(app.router.routes):
+        template = getattr(route, "path_format", None)
+        methods = getattr(route, "methods", None)
+        if isinstance(template, str) and methods:  # a mount or a websocket: neither
+            taken.setdefault(template, set()).update(m.upper() for m in methods)
+    return {
+        template: [m for m in METHODS if m in methods]
+        for template, methods in taken.items()
+        if any(m in METHODS for m in methods)
+    }
+
+
+def _each_route(routes: Iterable[BaseRoute]) -> Iterator[Any]:
+    # FastAPI 0.16x keeps an included router as one entry of app.routes, its routes
+    # inside it; iter_route_contexts yields each of them. Before, app.routes was flat.
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    yield from routes if flatten is None else flatten(list(routes))
 
 
 def _not_found(detail: str) -> JSONResponse:
