@@ -304,6 +304,24 @@ def test_a_plan_date_that_is_no_day_says_so_alike(client: TestClient, keys) -> N
         assert f"'{bad}' is not a day" in response.json()["detail"][0]["msg"], response.text
 
 
+def test_a_plan_date_with_spaces_around_it_is_that_day(client: TestClient, keys) -> None:
+    """A date checked without its spaces was then parsed with them and refused in
+    pydantic's words (`invalid character in year`); a '+' in a query string, as a
+    form encoder writes a space, is one."""
+    today = datetime.now(UTC).date().isoformat()
+    for sent in (f" {today}", f"{today} ", f"\t{today}"):
+        response = client.get(
+            "/v1/reps/anyone/suggestions",
+            params={"territory_id": keys.territory, "date": sent, "capacity": 1},
+        )
+        assert response.status_code == 200, (sent, response.text)
+        assert response.json()["date"] == today
+    plus = client.get(
+        f"/v1/reps/anyone/suggestions?territory_id={keys.territory}&capacity=1&date=+{today}"
+    )
+    assert plus.status_code == 200, plus.text
+
+
 def test_rep_decisions_are_feedback_and_dismissals_suppress(client: TestClient, keys) -> None:
     plan = _plan(client, keys, capacity=3)
     assert len(plan.suggestions) >= 2

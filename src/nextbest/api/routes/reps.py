@@ -56,16 +56,19 @@ RepId = Annotated[
 
 def _day_only(value: object) -> object:
     """A plan is for a day: 'YYYY-MM-DD', not a time (a midnight time would be read as
-    its date, its offset dropped)."""
+    its date, its offset dropped). Spaces around it are dropped (a '+' in a query
+    string is one): it was checked without them, then parsed with them and refused."""
     if isinstance(value, str):
+        day = value.strip()
         try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
                 raise ValueError("not YYYY-MM-DD")
-            date.fromisoformat(value.strip())
+            date.fromisoformat(day)
         except ValueError as exc:
             raise ValueError(
                 f"'{value}' is not a day ({exc}): a plan's date is YYYY-MM-DD"
             ) from None
+        return day
     return value
 
 
