@@ -10,9 +10,18 @@ class NextbestError(Exception):
 class NotFoundError(NextbestError):
     """A named thing (HCP, recommendation, rep) does not exist."""
 
-    def __init__(self, kind: str, identifier: str, *, known_to: str | None = None) -> None:
-        # known_to: what decides instead of the served model (a territory alignment).
-        super().__init__(f"{kind} '{identifier}' is not known to {known_to or 'the served model'}")
+    def __init__(
+        self,
+        kind: str,
+        identifier: str,
+        *,
+        known_to: str | None = None,
+        advice: str | None = None,
+    ) -> None:
+        # known_to: what decides instead of the served model (a territory alignment);
+        # advice: what to check or do, after the message.
+        message = f"{kind} '{identifier}' is not known to {known_to or 'the served model'}"
+        super().__init__(message if advice is None else f"{message}: {advice}")
         self.kind = kind
         self.identifier = identifier
 

@@ -295,6 +295,27 @@ def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) ->
     assert f"plans territory {keys.territory} (its API key), not T999" in other.text
 
 
+def test_a_territory_no_hcp_is_in_is_404_saying_what_to_check(
+    client: TestClient, keys, api_settings
+) -> None:
+    """A plan for a territory of no HCP (a key's mistyped territory, a rep whose
+    HCPs are not in the model yet) said only that it is not known: the CRM and its
+    operator were not told what to check."""
+    misspelt = keys.territory.lower()
+    assert misspelt != keys.territory
+    response = client.get("/v1/reps/anyone/suggestions", params={"territory_id": misspelt})
+    assert response.status_code == 404, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(f"territory_id '{misspelt}' is not known to the served model: ")
+    assert f"did you mean {keys.territory}?" in detail, detail
+    assert "nextbest keys list --check-territories" in detail, detail
+    # A territory near none: no guess, the same advice.
+    far = client.get("/v1/reps/anyone/suggestions", params={"territory_id": "zz-nowhere"})
+    assert far.status_code == 404
+    assert "did you mean" not in far.json()["detail"]
+    assert "--check-territories" in far.json()["detail"]
+
+
 def test_a_plan_date_that_is_no_day_says_so_alike(client: TestClient, keys) -> None:
     for bad in ("2026-13-01", "tomorrow", "2026-12-01T10:00:00+00:00"):
         response = client.get(

@@ -287,8 +287,9 @@ def test_keys_add_checks_a_territory_against_the_file(
 def test_a_territory_the_file_does_not_hold_is_named_as_the_files(client: TestClient, keys) -> None:
     plan = client.get("/v1/reps/ops-view/suggestions", params={"territory_id": "T-NOPE"})
     assert plan.status_code == 404
-    assert plan.json()["detail"] == (
-        "territory_id 'T-NOPE' is not known to the territory alignment file"
+    assert plan.json()["detail"].startswith(
+        "territory_id 'T-NOPE' is not known to the territory alignment file: none of its "
+        "HCPs is in that territory"
     )
 
 

@@ -10,6 +10,7 @@ request: catalog columns are copied to plain arrays when a model is loaded.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -797,6 +798,7 @@ class Recommender:
                 "territory_id",
                 territory_id,
                 known_to=None if self.alignment is None else "the territory alignment file",
+                advice=self._unknown_territory_advice(territory_id),
             )
         ranked, value = self._decide(
             rows,
@@ -857,6 +859,19 @@ class Recommender:
             purpose=purpose,
             left_out=left_out,
             n_left_out=None if left_out is None else len(rows) - len(suggestions),
+        )
+
+    def _unknown_territory_advice(self, territory_id: str) -> str:
+        """What to check of a territory no HCP is in: its spelling (the nearest known,
+        case aside), and the rep keys for it, every request of which is refused."""
+        known = {str(t).lower(): str(t) for t in self.territories}
+        sent = territory_id.strip().lower()
+        near = [sent] if sent in known else difflib.get_close_matches(sent, known, n=3)
+        spelling = f"; did you mean {' or '.join(known[t] for t in near)}?" if near else ""
+        return (
+            f"none of its HCPs is in that territory (ids match exactly, case included"
+            f"{spelling}); a rep key for it is refused until one is: "
+            "`nextbest keys list --check-territories` lists such keys"
         )
 
     def _left_out_of_plan(
