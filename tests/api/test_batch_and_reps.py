@@ -266,6 +266,37 @@ def test_rep_plan_bad_parameters_are_422(client: TestClient, keys, params, field
     assert field in str(response.json()["detail"])
 
 
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        ("2.5", "'2.5' is not a whole number: capacity is how many HCPs to suggest, from 1"),
+        ("ten", "'ten' is not a whole number: capacity is how many HCPs to suggest, from 1"),
+        ("", "'' is not a whole number: capacity is how many HCPs to suggest, from 1"),
+        ("0", "must be between 1 and 30 (rep_plan.max_capacity of the serving rules), got 0"),
+        ("-3", "must be between 1 and 30 (rep_plan.max_capacity of the serving rules), got -3"),
+        ("31", "must be between 1 and 30 (rep_plan.max_capacity of the serving rules), got 31"),
+    ],
+)
+def test_a_capacity_that_is_no_count_of_hcps_says_what_to_send(
+    client: TestClient, keys, sent: str, said: str
+) -> None:
+    """A capacity that was no integer was refused in pydantic's words (`unable to
+    parse string as an integer`), one out of range without saying where its bound
+    is set."""
+    assert client.app.state.runtime.recommender.rules.rep_max_capacity == 30
+    response = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions", params={"capacity": sent}, headers=keys.rep
+    )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", "capacity"]
+    assert error["msg"].startswith(said), error["msg"]
+    spaced = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions", params={"capacity": " 2 "}, headers=keys.rep
+    )
+    assert spaced.status_code == 200 and spaced.json()["capacity"] == 2, spaced.text
+
+
 def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) -> None:
     unnamed = client.get("/v1/reps/anyone/suggestions")
     assert unnamed.status_code == 422

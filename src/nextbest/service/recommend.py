@@ -782,7 +782,8 @@ class Recommender:
         if not 1 <= capacity <= rules.rep_max_capacity:
             raise InvalidRequestError(
                 "capacity",
-                f"must be between 1 and {rules.rep_max_capacity}, got {capacity}",
+                f"must be between 1 and {rules.rep_max_capacity} (rep_plan.max_capacity of "
+                f"the serving rules), got {capacity}",
                 location="query",
             )
         if purpose not in PURPOSES:

@@ -27,6 +27,7 @@ from nextbest.api.schemas import (
     RepPlanPublic,
     RepSuggestionPublic,
 )
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.errors import InvalidRequestError
 from nextbest.limits import STORED_LENGTHS
 from nextbest.policy.eligibility import Purpose
@@ -69,6 +70,18 @@ def _day_only(value: object) -> object:
                 f"'{value}' is not a day ({exc}): a plan's date is YYYY-MM-DD"
             ) from None
         return day
+    return value
+
+
+def _whole_number(value: object) -> object:
+    """A capacity is a count of HCPs: '2.5' or 'ten' is refused saying so, not in
+    pydantic's words (`unable to parse string as an integer`)."""
+    if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        raise ValueError(
+            f"{quoted(value, at_most=QUOTED_AT_MOST)} is not a whole number: capacity is "
+            "how many HCPs to suggest, from 1 (leave it out for the serving rules' "
+            "rep_plan.default_capacity)"
+        )
     return value
 
 
@@ -117,7 +130,7 @@ def suggestions(
         description="Day of the plan (default: today). Contacts and decisions are counted as "
         "of its start (00:00 UTC); today's plan, or a past day's, counts them up to now.",
     ),
-    capacity: int | None = Query(
+    capacity: Annotated[int, BeforeValidator(_whole_number)] | None = Query(
         default=None,
         description="HCPs to suggest (default and maximum: see rules file).",
         json_schema_extra={"minimum": 1},
