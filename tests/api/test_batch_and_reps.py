@@ -675,6 +675,33 @@ def test_a_batch_sent_to_the_rep_route_is_told_where_batches_go(client: TestClie
     assert "POST /v1/feedback" in error["msg"], error
 
 
+def test_a_list_of_decisions_sent_to_the_rep_route_is_told_where_lists_go(
+    client: TestClient, keys
+) -> None:
+    """A JSON array of decisions was refused in pydantic's words (`Input should be a
+    valid dictionary or object to extract fields from`), with the whole list echoed."""
+    plan = _plan(client, keys, capacity=1)
+    (first,) = plan.suggestions
+    decision = {
+        "recommendation_id": first.recommendation_id,
+        "hcp_id": first.hcp_id,
+        "action_id": first.action_id,
+        "decision": "accept",
+    }
+    url = f"/v1/reps/{keys.rep_name}/feedback"
+    sent = client.post(url, json=[decision], headers=keys.rep)
+    assert sent.status_code == 422, sent.text
+    [error] = sent.json()["detail"]
+    assert error["loc"] == ["body"], error
+    assert error["msg"].startswith(
+        "this route takes one decision per request, a JSON object, not a list"
+    ), error
+    assert 'POST /v1/feedback as {"events": [...]}' in error["msg"], error
+    # Nothing was stored: the decision sent alone is new.
+    alone = client.post(url, json=decision, headers=keys.rep)
+    assert alone.status_code == 200 and alone.json()["accepted"] == 1, alone.text
+
+
 @pytest.mark.parametrize("at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+14:00"])
 def test_a_time_beyond_year_9999_or_before_year_1_in_utc_is_refused_alone(
     client: TestClient, keys, at: str

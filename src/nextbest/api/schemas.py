@@ -281,6 +281,13 @@ class RepFeedbackCreate(BaseModel):
                 "this route takes one decision per request, not a batch of events: send "
                 "each decision on its own, or the events to POST /v1/feedback"
             )
+        # A list of decisions read as "Input should be a valid dictionary".
+        if isinstance(data, list):
+            raise ValueError(
+                "this route takes one decision per request, a JSON object, not a list: "
+                "send each decision on its own, or the events to POST /v1/feedback as "
+                '{"events": [...]}'
+            )
         return data
 
     recommendation_id: str = Field(min_length=1, max_length=STORED_LENGTHS["recommendation_id"])
