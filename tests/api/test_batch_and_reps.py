@@ -1171,3 +1171,15 @@ def test_an_empty_plan_says_it_was_served_by_the_servers_clock(
     assert plan["suggestions"] == [] and plan["n_candidates"] == 0, plan
     assert plan["date"] == at.date().isoformat()
     assert datetime.fromisoformat(plan["created_at"]) == at
+
+
+def test_the_openapi_document_says_a_plan_date_is_a_utc_day_and_where_capacity_is_bound(
+    client: TestClient,
+) -> None:
+    """A CRM reading /docs learned neither that `date` is a day of UTC (a rep in Tokyo
+    asking at 08:00 got yesterday's plan) nor where capacity's bounds are set."""
+    operation = client.get("/openapi.json").json()["paths"]["/v1/reps/{rep_id}/suggestions"]
+    said = {p["name"]: p["description"] for p in operation["get"]["parameters"]}
+    assert "YYYY-MM-DD, a day of UTC" in said["date"], said["date"]
+    assert "the rep's own date" in said["date"], said["date"]
+    assert "rep_plan.max_capacity" in said["capacity"], said["capacity"]

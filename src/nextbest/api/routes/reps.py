@@ -127,12 +127,15 @@ def suggestions(
     date: Annotated[date, BeforeValidator(_day_only), AfterValidator(check_decision_date)]
     | None = Query(
         default=None,
-        description="Day of the plan (default: today). Contacts and decisions are counted as "
-        "of its start (00:00 UTC); today's plan, or a past day's, counts them up to now.",
+        description="Day of the plan, YYYY-MM-DD, a day of UTC (default: today's, UTC: a "
+        "CRM whose reps work far from UTC sends the rep's own date). Contacts and "
+        "decisions are counted as of its start (00:00 UTC); today's plan, or a past day's, "
+        "counts them up to now.",
     ),
     capacity: Annotated[int, BeforeValidator(_whole_number)] | None = Query(
         default=None,
-        description="HCPs to suggest (default and maximum: see rules file).",
+        description="HCPs to suggest, a whole number from 1 to the serving rules' "
+        "rep_plan.max_capacity (default: rep_plan.default_capacity).",
         json_schema_extra={"minimum": 1},
     ),
     territory_id: str | None = Query(
