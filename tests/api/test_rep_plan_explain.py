@@ -165,6 +165,22 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
         assert plan["n_left_out"] == plan["n_hcps"] - len(plan["suggestions"])
 
 
+def test_a_rep_keys_left_out_holds_as_many_hcps_as_an_admins(api_settings, keys) -> None:
+    """The held-out HCPs among the first MAX_LEFT_OUT were taken out of a rep key's
+    list after it was cut: the rep got fewer than MAX_LEFT_OUT HCPs, though more
+    were left out (n_left_out), and the list stopped short of HCPs ranked after."""
+    settings = api_settings.model_copy(
+        update={"epsilon": 0.0, "holdout_rate": 0.3, "seed": 4, "holdout_days": 0}
+    )
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        told_rep = _plan(client, keys, capacity=10, explain="true")
+        admin = _plan(client, keys, as_admin=True, capacity=10, explain="true")
+    assert any(e["why"] == "held_out" for e in admin["left_out"][:MAX_LEFT_OUT])
+    assert told_rep["n_left_out"] > MAX_LEFT_OUT, told_rep["n_left_out"]
+    assert all(e["why"] != "held_out" for e in told_rep["left_out"])
+    assert len(told_rep["left_out"]) == MAX_LEFT_OUT == len(admin["left_out"])
+
+
 @pytest.mark.usefixtures("every_hcp")
 def test_hcps_with_no_rep_action_worth_its_cost_say_each_actions_net_value(
     greedy: TestClient, keys

@@ -759,6 +759,7 @@ class Recommender:
         history: LiveHistory | None = None,
         explain_left_out: bool = False,
         served_at: datetime | None = None,
+        list_held_out: bool = True,
     ) -> RepPlan:
         """The HCPs of ``territory_id`` ranked by best expected net value of a rep channel.
 
@@ -775,7 +776,10 @@ class Recommender:
         With ``explain_left_out``, ``left_out`` says why each HCP not suggested is
         left out (see :meth:`_left_out_of_plan`); without it no more work is done.
         ``served_at`` is the clock's reading the plan is decided and served at (None:
-        read it now); every answer, and the plan, says it was served then.
+        read it now); every answer, and the plan, says it was served then. Without
+        ``list_held_out`` (a rep's own answer: the control stays blind to the field),
+        ``left_out`` neither lists nor counts the held-out HCPs, and holds as many
+        others in their place.
         """
         rules = self.rules
         capacity = rules.rep_default_capacity if capacity is None else capacity
@@ -845,6 +849,7 @@ class Recommender:
                 purpose=purpose,
                 now=now,
                 history=history,
+                list_held_out=list_held_out,
             )
         return RepPlan(
             rep_id=rep_id,
@@ -859,7 +864,9 @@ class Recommender:
             created_at=served_at,
             purpose=purpose,
             left_out=left_out,
-            n_left_out=None if left_out is None else len(rows) - len(suggestions),
+            n_left_out=None
+            if left_out is None
+            else len(rows) - len(suggestions) - (0 if list_held_out else len(held_out)),
         )
 
     def _unknown_territory_advice(self, territory_id: str) -> str:
@@ -886,9 +893,11 @@ class Recommender:
         purpose: str,
         now: datetime,
         history: LiveHistory | None,
+        list_held_out: bool = True,
     ) -> list[LeftOut]:
         """Why each HCP of a plan's territory (snapshot rows ``rows``) is not suggested,
-        at most ``MAX_LEFT_OUT`` of them, the best ranked first.
+        at most ``MAX_LEFT_OUT`` of them, the best ranked first; the held-out ones
+        left out of it without ``list_held_out``.
 
         ``value`` is each allowed rep pair's net value (``-inf``: not allowed) and
         ``ranking`` the positions of ``rows`` the plan ranks, best first. First come
@@ -904,7 +913,7 @@ class Recommender:
         hcp_ids = self.hcp_ids[rows].tolist()
         out: list[LeftOut] = []
         for place, n in enumerate(ranking.tolist(), start=1):
-            if hcp_ids[n] in suggested:
+            if hcp_ids[n] in suggested or (hcp_ids[n] in holdout_of and not list_held_out):
                 continue
             out.append(
                 LeftOut(

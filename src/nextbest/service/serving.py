@@ -257,10 +257,12 @@ def rep_call_plan(
     on: date | None = None,
     purpose: str = "promotional",
     explain: bool = False,
+    list_held_out: bool = True,
 ) -> RepPlan:
     """A rep's (or, medical, an MSL's) ranked call plan; suggestions and holdout
     draws are logged. With ``explain`` the plan also says why the territory's other
-    HCPs are left out (``RepPlan.left_out``); that adds nothing to the log."""
+    HCPs are left out (``RepPlan.left_out``; the held-out ones only with
+    ``list_held_out``); that adds nothing to the log."""
     reading = recommender.clock()
     now = decision_time(on, now=reading)
     check_day(now, recommender.as_of, location="query")  # before the history is read
@@ -283,6 +285,7 @@ def rep_call_plan(
         history=history,
         explain_left_out=explain,
         served_at=reading,
+        list_held_out=list_held_out,
     )
     log.write(
         [*plan.suggestions, *plan.held_out],

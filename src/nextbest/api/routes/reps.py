@@ -208,12 +208,11 @@ def suggestions(
         on=date,
         purpose=request_purpose(caller, asked),
         explain=explain,
+        # The randomized control stays blind to the field: a rep told an HCP is held
+        # out could visit it all the same, or make a point of not doing so.
+        list_held_out=caller.role != "rep",
     )
-    answers = [*plan.suggestions, *plan.held_out]
-    record_served(answers)
-    # The randomized control stays blind to the field: a rep told an HCP is held out
-    # could visit it all the same, or make a point of not doing so.
-    blind = caller.role == "rep"
+    record_served([*plan.suggestions, *plan.held_out])
     return RepPlanPublic(
         rep_id=plan.rep_id,
         territory_id=plan.territory_id,
@@ -249,14 +248,8 @@ def suggestions(
         ],
         left_out=None
         if plan.left_out is None
-        else [
-            LeftOutPublic.model_validate(asdict(why))
-            for why in plan.left_out
-            if why.why != "held_out" or not blind
-        ],
-        n_left_out=None
-        if plan.n_left_out is None
-        else plan.n_left_out - (len(plan.held_out) if blind else 0),
+        else [LeftOutPublic.model_validate(asdict(why)) for why in plan.left_out],
+        n_left_out=plan.n_left_out,
     )
 
 
