@@ -326,6 +326,25 @@ def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) ->
     assert f"plans territory {keys.territory} (its API key), not T999" in other.text
 
 
+def test_a_territory_id_with_spaces_around_it_is_that_territory(client: TestClient, keys) -> None:
+    """Ids are read with the spaces around them dropped, as the hcps file's are: a
+    rep key's own territory sent with a space after it was refused as outside it
+    (`territory T001  is outside it`), an admin's naming no rep key was a 404."""
+    spaced = f" {keys.territory} "
+    admin = client.get(
+        "/v1/reps/anyone/suggestions", params={"territory_id": spaced, "capacity": 1}
+    )
+    assert admin.status_code == 200, admin.text
+    assert admin.json()["territory_id"] == keys.territory
+    rep = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions",
+        params={"territory_id": spaced, "capacity": 1},
+        headers=keys.rep,
+    )
+    assert rep.status_code == 200, rep.text
+    assert rep.json()["territory_id"] == keys.territory
+
+
 def test_a_territory_no_hcp_is_in_is_404_saying_what_to_check(
     client: TestClient, keys, api_settings
 ) -> None:

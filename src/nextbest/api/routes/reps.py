@@ -176,6 +176,10 @@ def suggestions(
             "is empty: name a territory, or leave the parameter out",
             location="query",
         )
+    if territory_id is not None:
+        # As the hcps file's ids are read: spaces around it dropped (a rep key's own
+        # territory with a space after it was refused as outside it).
+        territory_id = territory_id.strip()
     asked: str | None = purpose
     runtime.recommender.check_territories()  # a plan is a territory's
     if caller.role == "rep":
