@@ -297,6 +297,29 @@ def test_a_capacity_that_is_no_count_of_hcps_says_what_to_send(
     assert spaced.status_code == 200 and spaced.json()["capacity"] == 2, spaced.text
 
 
+@pytest.mark.parametrize(
+    ("field", "sent", "said"),
+    [
+        ("capacity", "9" * 5000, "far more HCPs than a plan holds: capacity is"),
+        ("date", "9" * 5000, "is not a day (not YYYY-MM-DD): a plan's date is YYYY-MM-DD"),
+    ],
+)
+def test_a_plan_parameter_of_thousands_of_characters_is_refused_in_a_short_answer(
+    client: TestClient, keys, field: str, sent: str, said: str
+) -> None:
+    """A date of 5,000 characters was sent back whole in the message refusing it; a
+    capacity of 5,000 digits was refused in pydantic's words (`exceeded maximum
+    size`)."""
+    response = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions", params={field: sent}, headers=keys.rep
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert len(response.content) < 1000, len(response.content)
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", field]
+    assert said in error["msg"] and "(5,000 characters)" in error["msg"], error["msg"]
+
+
 def test_admin_plans_any_territory_but_must_name_it(client: TestClient, keys) -> None:
     unnamed = client.get("/v1/reps/anyone/suggestions")
     assert unnamed.status_code == 422

@@ -67,7 +67,8 @@ def _day_only(value: object) -> object:
             date.fromisoformat(day)
         except ValueError as exc:
             raise ValueError(
-                f"'{value}' is not a day ({exc}): a plan's date is YYYY-MM-DD"
+                f"{quoted(value, at_most=QUOTED_AT_MOST)} is not a day ({exc}): a plan's "
+                "date is YYYY-MM-DD"
             ) from None
         return day
     return value
@@ -75,12 +76,15 @@ def _day_only(value: object) -> object:
 
 def _whole_number(value: object) -> object:
     """A capacity is a count of HCPs: '2.5' or 'ten' is refused saying so, not in
-    pydantic's words (`unable to parse string as an integer`)."""
-    if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+    pydantic's words (`unable to parse string as an integer`), and so is a number of
+    thousands of digits (pydantic's `exceeded maximum size`)."""
+    if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d{1,20}\s*", value):
+        whole = re.fullmatch(r"\s*[+-]?\d+\s*", value) is not None
         raise ValueError(
-            f"{quoted(value, at_most=QUOTED_AT_MOST)} is not a whole number: capacity is "
-            "how many HCPs to suggest, from 1 (leave it out for the serving rules' "
-            "rep_plan.default_capacity)"
+            f"{quoted(value, at_most=QUOTED_AT_MOST)} is "
+            + ("far more HCPs than a plan holds" if whole else "not a whole number")
+            + ": capacity is how many HCPs to suggest, from 1 to the serving rules' "
+            "rep_plan.max_capacity (leave it out for their rep_plan.default_capacity)"
         )
     return value
 
