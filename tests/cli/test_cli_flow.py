@@ -1175,7 +1175,9 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
         result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
         said = " ".join(result.output.split())
         assert result.exit_code == 2 and says in said and "stored" not in said, said
-    # A directory that does not exist yet is made, as --out's are.
+    # A directory that does not exist yet is made, as --out's are (the models
+    # directory must exist: feedback makes none).
+    env_settings.mkdir()
     made = tmp_path / "new" / "dir" / "bad.csv"
     result = runner.invoke(app, ["feedback", str(events), "--rejected", str(made)])
     assert result.exit_code == 0 and made.exists(), result.output
@@ -1796,18 +1798,33 @@ def test_a_command_that_only_reads_refuses_a_models_dir_that_does_not_exist(
     assert not env_settings.exists()
 
 
-def test_erase_refuses_a_models_dir_that_does_not_exist(env_settings: Path) -> None:
-    """A misspelt NEXTBEST_MODELS_DIR in an erasure job: the suppressions went to a new
-    log there, "erased" was said, and the served log kept contacting the HCP."""
-    result = runner.invoke(app, ["erase", "H000001", "--yes"])
+@pytest.mark.parametrize(
+    ("command", "lost"),
+    [
+        # An erasure job: the suppressions went to a new log there, "erased" was said,
+        # and the served log kept contacting the HCP.
+        (["erase", "H000001", "--yes"], "the suppressions would be recorded in a new "),
+        # An outcome feed: the events, opt-outs too, went to a new log that no server
+        # or retrain reads, and "stored" was said.
+        (["feedback", "{events}"], "these events, opt-outs included, would be stored in a new "),
+    ],
+    ids=["erase", "feedback"],
+)
+def test_a_command_that_writes_the_log_refuses_a_models_dir_that_does_not_exist(
+    env_settings: Path, tmp_path: Path, command: list[str], lost: str
+) -> None:
+    """A misspelt NEXTBEST_MODELS_DIR in a job that writes the log: refused, nothing made."""
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id,channel\ne-1,opted_out,H000001,email\n")
+    result = runner.invoke(app, [arg.format(events=events) for arg in command])
     said = " ".join(result.output.split())
     assert result.exit_code == 2, said
     assert (
         f"error: the models directory {env_settings} does not exist (NEXTBEST_MODELS_DIR is "
-        f"{env_settings}): the suppressions would be recorded in a new recommendation log "
-        "there that no server reads"
+        f"{env_settings}): {lost}recommendation log there that no server"
     ) in said, said
     assert "`nextbest db upgrade`" in said, said
+    assert "stored 1 of 1 events" not in said, said
     assert not env_settings.exists()
 
 

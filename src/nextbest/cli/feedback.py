@@ -137,6 +137,12 @@ def feedback(
             console.print(f"removed {rejected}: it held an earlier run's rejected rows")
         raise _fail(str(exc)) from None
     settings = _settings()
+    _refuse_missing_models_dir(
+        settings,
+        "log",
+        writes_for_others="these events, opt-outs included, would be stored in a new "
+        "recommendation log there that no server or retrain reads",
+    )
     model = None
     if (
         registry.registry_exists(settings)
