@@ -1567,6 +1567,8 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     said = " ".join(capsys.readouterr().err.split())
     assert "schema is at revision 0008, older than this release's 0012" in said, said
     assert "`nextbest db upgrade`" in said and said.count("error:") == 1, said
+    # Refused before any work is shown: no "storing events: 0/1" read as started.
+    assert "storing events" not in said and "no served model" not in said, said
     assert schema_revisions(url)[0] == "0008"  # nothing changed
 
     status = runner.invoke(app, ["db", "status"])

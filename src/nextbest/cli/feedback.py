@@ -119,6 +119,7 @@ def feedback(
     from nextbest.contract import ContractError, write_table
     from nextbest.contract.files import row_numbers
     from nextbest.service.feedback_file import ingest_events, read_events
+    from nextbest.storage.db import migrate
 
     if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
@@ -143,6 +144,9 @@ def feedback(
         writes_for_others="these events, opt-outs included, would be stored in a new "
         "recommendation log there that no server or retrain reads",
     )
+    # The store first: a schema to upgrade is refused before the model is read and
+    # a "storing events: 0/N" is shown, read as the work begun.
+    migrate(settings.resolved_database_url, upgrade=False)
     model = None
     if (
         registry.registry_exists(settings)
