@@ -793,7 +793,7 @@ def test_a_models_dir_or_database_path_that_cannot_be_used_is_one_line_and_exit_
             "NEXTBEST_DATABASE_URL" if name in ("feedback", "erase") else "NEXTBEST_MODELS_DIR"
         )
         assert setting in said, (name, said)
-        # train stops before loading anything: no step of the work was started
+        # train stops once the data are read: no step of the work after it was started
         assert name != "train" or "features" not in said, said
 
 
@@ -1432,6 +1432,37 @@ def test_train_on_dask_without_distributed_says_what_to_install(
     assert "error: --dask: training on a Dask cluster needs distributed" in said, said
     assert "pip install 'dask[dataframe,distributed]'" in said
     assert "data directory not found" not in said and not env_settings.exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ("none", "error: --data: No such file or directory: {data}"),
+        ("a-file", "error: --data: Not a directory: {data}"),
+        # A directory without the contract's tables: read and refused first too.
+        (
+            "empty-dir",
+            "error: input data break the contract (3 problems): hcps.{{csv,parquet}}: "
+            "not found in {data}",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_train_with_data_it_cannot_read_makes_no_models_directory(
+    env_settings: Path, tmp_path: Path, command: str, data: str, said: str
+) -> None:
+    """A mistyped or invalid --data: the empty models directory train made first was
+    left behind, read later as a place something had been trained."""
+    path = tmp_path / data
+    if data == "a-file":
+        path.write_text("hcp_id\n")
+    elif data == "empty-dir":
+        path.mkdir()
+    result = runner.invoke(app, [command, "--data", str(path)])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2, out
+    assert said.format(data=path) in out, out
+    assert not env_settings.exists(), out
 
 
 def test_serve_refuses_a_database_a_newer_release_migrated(

@@ -157,10 +157,10 @@ def train(
             step, steps_done = _stage_steps(progress, "load", len(stages))
 
             def load() -> Any:
-                # Once the options are checked (a typo creates nothing), and here, not at
-                # the last step after all the work.
-                _models_dir_usable(settings)
+                # Once the options and the data are checked (a typo in either creates
+                # nothing), and here, not at the last step after all the work.
                 dataset = _load(data)
+                _models_dir_usable(settings)
                 if skip_if_trained and unnamed is None and dask in (None, LOCAL):
                     # A cluster of this machine has a worker per core (connect): known
                     # before it starts, so a run skipped does not start one.
@@ -361,8 +361,9 @@ def retrain(
         )
 
     def load() -> Any:
-        _models_dir_usable(settings)  # once the options are checked: a typo creates nothing
-        return _load(data)
+        dataset = _load(data)
+        _models_dir_usable(settings)  # once the options and data are checked: a typo makes nothing
+        return dataset
 
     # The logged decisions and their feedback are read first, then training's steps.
     stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]
