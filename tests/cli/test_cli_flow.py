@@ -1894,6 +1894,40 @@ def test_a_store_set_elsewhere_needs_no_models_dir(
     assert "models directory" not in said, said
 
 
+LOG_READING_COMMANDS = {
+    "uplift-report": ["uplift-report", "--out", "report"],
+    "lookup": ["lookup", "rec-1"],
+    "lookup --hcp": ["lookup", "--hcp", "H000001"],
+    "lookup --maintenance": ["lookup", "--maintenance"],
+    "prune": ["prune", "--older-than", "800", "--yes"],
+}
+
+
+@pytest.mark.parametrize("args", LOG_READING_COMMANDS.values(), ids=LOG_READING_COMMANDS.keys())
+def test_a_command_that_only_reads_the_log_refuses_a_sqlite_file_that_does_not_exist(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """A mistyped NEXTBEST_DATABASE_URL: these commands made the file and its directory
+    and answered from an empty log (an uplift report of nothing, no contacts counted)."""
+    env_settings.mkdir()  # the models directory is right: the log set elsewhere is not
+    typo = tmp_path / "some" / "typo" / "dir" / "x.db"
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{typo}")
+    monkeypatch.setenv(
+        "NEXTBEST_RULES_FILE", str(Path(__file__).parents[2] / "training" / "rules.yaml")
+    )
+    get_settings.cache_clear()
+    monkeypatch.chdir(tmp_path)  # where uplift-report writes
+    result = runner.invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert (
+        f"error: no recommendation log at {typo} (NEXTBEST_DATABASE_URL is sqlite:///{typo}): "
+        "this command reads the log kept there and makes none"
+    ) in said, said
+    assert "check its spelling, or make the database with `nextbest db upgrade`" in said, said
+    assert not (tmp_path / "some").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "what"),
     [

@@ -110,7 +110,9 @@ def lookup(
     if with_models and hcp is None:
         raise _fail("--models goes with --hcp HCP_ID: the versions that hold that HCP")
     settings = _settings()
-    _refuse_missing_models_dir(settings, "log", *(("registry",) if with_models else ()))
+    _refuse_missing_models_dir(
+        settings, "log", *(("registry",) if with_models else ()), log_optional=with_models
+    )
     url = settings.resolved_database_url
     try:
         sqlite_file = _sqlite_file(make_url(url)) if url.startswith("sqlite") else None

@@ -138,7 +138,10 @@ def _settings() -> Settings:
 
 
 def _refuse_missing_models_dir(
-    settings: Settings, *reads: Store, writes_for_others: str | None = None
+    settings: Settings,
+    *reads: Store,
+    writes_for_others: str | None = None,
+    log_optional: bool = False,
 ) -> None:
     """Stop (exit 2) a command that works only on what its stores hold when a store it
     ``reads`` (``registry``: the MLflow registry; ``log``: the recommendation log) is
@@ -148,7 +151,14 @@ def _refuse_missing_models_dir(
     champion``). Called once the command's options are checked.
 
     ``writes_for_others``: what a command that writes there (``erase``) would leave
-    where no server reads it; said instead, with the command that makes the store."""
+    where no server reads it; said instead, with the command that makes the store.
+
+    A command that only reads the log (no ``writes_for_others``) is stopped as well
+    when ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
+    :func:`_refuse_missing_log_file`), unless it also answers before anything was
+    served (``log_optional``: ``lookup --hcp ID --models``)."""
+    if "log" in reads and writes_for_others is None and not log_optional:
+        _refuse_missing_log_file(settings)
     models = settings.resolved_models_dir
     kept_there = {
         "registry": settings.registry_uri is None and settings.tracking_uri is None,
@@ -174,6 +184,28 @@ def _refuse_missing_models_dir(
         f"the {' and '.join(there)} kept there and makes none; check the setting's "
         "spelling, or make one with `make demo` or `nextbest train --data DIR`"
     )
+
+
+def _refuse_missing_log_file(settings: Settings) -> None:
+    """Stop (exit 2) when ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not
+    exist: a server or a command that writes the log makes it, so most likely the
+    setting is mistyped, and connecting would make the file (and its directory) and
+    answer from an empty log (an uplift report of nothing, no contacts for caps)."""
+    if settings.database_url is None:  # kept in the models directory: checked there
+        return
+    from nextbest.storage.db import missing_sqlite_file
+
+    try:
+        missing = missing_sqlite_file(settings.database_url)
+    except Exception:  # an unparsable URL: the store's own error says it when opened
+        return
+    if missing is not None:
+        raise _fail(
+            f"no recommendation log at {missing} (NEXTBEST_DATABASE_URL is "
+            f"{without_password(settings.database_url)}): this command reads the log kept "
+            "there and makes none, and nothing has been served or stored with this setting; "
+            "check its spelling, or make the database with `nextbest db upgrade`"
+        )
 
 
 _UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process

@@ -694,7 +694,7 @@ def _lock_holders(connection: Connection, tables: list[str]) -> list[str]:
     return said
 
 
-def _missing_sqlite_file(url: str) -> Path | None:
+def missing_sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL when it does not exist (connecting would make it and
     its directory), else None."""
     parsed = make_url(url)
@@ -710,7 +710,7 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     """
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
-    if _missing_sqlite_file(url) is not None:
+    if missing_sqlite_file(url) is not None:
         return None, head  # connecting would create the file (and its directory)
     engine = make_engine(url)
     try:
@@ -834,7 +834,7 @@ def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
     release does not know or that is not at or below the database's, and
     :class:`SchemaTooNewError` for a database a newer release migrated (downgrade it
     with that release)."""
-    missing = _missing_sqlite_file(url)
+    missing = missing_sqlite_file(url)
     if missing is not None:
         raise DowngradeTargetError(f"there is no database file {missing}: nothing to downgrade")
     engine = make_engine(url)
