@@ -1658,10 +1658,37 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
         assert "nothing was changed" in said and "Traceback" not in said, said
     assert schema_revisions(database_url)[0] == "0012"
 
+    # What it drops is listed, and asked about: off a terminal, refused without --yes.
+    undoes = (
+        "downgrading from revision 0012 to 0011 undoes: 0012 recommendations: an index of "
+        "the time each answer was decided for drops index ix_recommendations_decided_for "
+        "on recommendations"
+    )
     result = runner.invoke(app, ["db", "downgrade", "0011"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and undoes in said, said
+    assert "error: not on a terminal: pass --yes to downgrade" in said, said
+    assert "(nothing was changed)" in said, said
+    assert schema_revisions(database_url)[0] == "0012"
+    monkeypatch.setattr("nextbest.cli.serve._on_a_terminal", lambda: True)
+    for answer in ("n\n", ""):  # a no, or no answer (the input ended)
+        declined = runner.invoke(app, ["db", "downgrade", "0011"], input=answer)
+        said = " ".join(declined.output.split())
+        assert declined.exit_code == 2 and "Drop these, with the data they hold?" in said, said
+        assert "error: not confirmed: nothing was changed" in said, said
+        assert schema_revisions(database_url)[0] == "0012"
+    confirmed = runner.invoke(app, ["db", "downgrade", "0011"], input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "schema downgraded from revision 0012 to 0011" in confirmed.output
+    assert migrate(database_url) == ("0011", "0012")
+    monkeypatch.setattr("nextbest.cli.serve._on_a_terminal", lambda: False)
+
+    result = runner.invoke(app, ["db", "downgrade", "0011", "--yes"])
     assert result.exit_code == 0, result.output
+    assert undoes in " ".join(result.output.split()), result.output
     assert "schema downgraded from revision 0012 to 0011" in result.output, result.output
     assert schema_revisions(database_url)[0] == "0011"
+    # At the target already: nothing to drop, nothing asked.
     again = runner.invoke(app, ["db", "downgrade", "0011"])
     assert again.exit_code == 0 and "schema revision 0011 already: nothing to do" in again.output
     above = runner.invoke(app, ["db", "downgrade", "0012"])

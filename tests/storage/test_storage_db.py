@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import shutil
 import socket
@@ -36,10 +37,12 @@ from nextbest.storage import (
 from nextbest.storage.db import (
     MIGRATIONS_DIR,
     PG_MIGRATION_LOCK_TIMEOUT_S,
+    DowngradeTargetError,
     MigrationLockTimeoutError,
     SchemaBehindError,
     alembic_config,
     downgrade,
+    downgrade_plan,
     schema_revisions,
     store_session,
 )
@@ -697,6 +700,53 @@ def test_a_downgrade_behind_an_open_transaction_names_the_table_and_who_holds_it
     assert "application 'tableau'" in said, said
     assert _current_revision(postgres_url) == "0012"
     assert downgrade(postgres_url, "0011") == ("0012", "0011")  # the session gone
+
+
+def _schema_parts(url: str) -> set[str]:
+    """The tables, columns and indexes of the database at ``url``, named as
+    :func:`downgrade_plan` names what a downgrade drops."""
+    engine = make_engine(url)
+    try:
+        found = inspect(engine)
+        parts: set[str] = set()
+        for table in found.get_table_names():
+            if table == "alembic_version":
+                continue
+            parts.add(f"table {table}")
+            parts |= {f"column {table}.{c['name']}" for c in found.get_columns(table)}
+            parts |= {f"index {i['name']} on {table}" for i in found.get_indexes(table)}
+    finally:
+        engine.dispose()
+    return parts
+
+
+def test_a_downgrade_plan_names_what_each_step_down_drops(database_url: str) -> None:
+    """`nextbest db downgrade` asks before dropping data (below 0008, the trail of
+    every prune and erasure): what it names must be what each step removes, read
+    from the migrations themselves, so a new migration is named without a list kept
+    by hand. Only reads: the schema stays where it is until the downgrade."""
+    assert migrate(database_url) == (None, "0012")
+    script = ScriptDirectory.from_config(alembic_config())
+    steps = [step.revision for step in script.walk_revisions()]  # newest first
+    assert downgrade_plan(database_url, "0012") == ("0012", [])
+    before, undone = downgrade_plan(database_url, "0007")
+    assert before == "0012" and [step.revision for step in undone] == steps[:5]
+    assert undone[4].description == "maintenance_runs: the trail of every prune and erasure"
+    assert "table maintenance_runs" in undone[4].drops
+    assert _current_revision(database_url) == "0012"
+    for above, below in itertools.pairwise(steps):
+        (step,) = downgrade_plan(database_url, below)[1]
+        assert step.revision == above and step.drops, step
+        had = _schema_parts(database_url)
+        downgrade(database_url, below)
+        gone = had - _schema_parts(database_url)
+        # Each named part is gone (a table's columns and indexes go with it).
+        assert set(step.drops) <= gone, (above, step.drops, gone)
+        tables = {part.removeprefix("table ") for part in step.drops if part.startswith("table ")}
+        unnamed = {p for p in gone - set(step.drops) if p.split()[-1].split(".")[0] not in tables}
+        assert not unnamed, (above, unnamed)
+    with pytest.raises(DowngradeTargetError, match="below 0012"):
+        downgrade_plan(database_url, "0012")
 
 
 def _migrate_at(url: str, start: float) -> str:

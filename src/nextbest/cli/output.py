@@ -223,3 +223,22 @@ def _versions_said(versions: list[str]) -> str:
     return f"{'version' if len(versions) == 1 else 'versions'} {listed} " + (
         "was" if len(versions) == 1 else "were"
     )
+
+
+def _on_a_terminal() -> bool:
+    """Whether someone can answer a question here (stdin is a terminal)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _confirmed(question: str) -> bool:
+    """The answer to ``question`` on the terminal. No answer (the input ended, Ctrl-C
+    or Ctrl-D at the prompt) is a no: the prompt's abort exited 1, which ``erase``
+    uses for "erased, but the versions that hold the HCPs are not all known"."""
+    try:
+        return typer.confirm(question, err=True)
+    except typer.Abort:
+        console.print()  # the prompt's line ends before the error is said
+        return False

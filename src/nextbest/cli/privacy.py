@@ -4,7 +4,6 @@ deleted."""
 from __future__ import annotations
 
 import math
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -17,7 +16,16 @@ from nextbest.cli.options import (
     _refuse_missing_models_dir,
     _settings,
 )
-from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
+from nextbest.cli.output import (
+    _confirmed,
+    _fail,
+    _note,
+    _on_a_terminal,
+    _plural,
+    _steps,
+    console,
+    stdout,
+)
 from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
@@ -76,25 +84,6 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
     ]
     for note in notes:
         _note(note)
-
-
-def _on_a_terminal() -> bool:
-    """Whether someone can answer a question here (stdin is a terminal)."""
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _confirmed(question: str) -> bool:
-    """The answer to ``question`` on the terminal. No answer (the input ended, Ctrl-C
-    or Ctrl-D at the prompt) is a no: the prompt's abort exited 1, which ``erase``
-    uses for "erased, but the versions that hold the HCPs are not all known"."""
-    try:
-        return typer.confirm(question, err=True)
-    except typer.Abort:
-        console.print()  # the prompt's line ends before the error is said
-        return False
 
 
 def erase(

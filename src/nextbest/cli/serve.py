@@ -8,15 +8,18 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nextbest.cli.options import _check_rules_file, _model_asked, _settings
-from nextbest.cli.output import _fail, stdout
+from nextbest.cli.output import _confirmed, _fail, _on_a_terminal, stdout
 from nextbest.settings import Settings, get_settings, without_password
+
+if TYPE_CHECKING:  # imported where used: the CLI starts fast
+    from nextbest.storage.db import UndoneMigration
 
 
 def _setting_default(name: str) -> str:
@@ -262,11 +265,15 @@ def _migrate_before_serving(settings: Settings) -> None:
 
 
 def _migrate_schema(
-    settings: Settings, *, downgrade_to: str | None = None
+    settings: Settings,
+    *,
+    downgrade_to: str | None = None,
+    confirm: Callable[[str | None, list[UndoneMigration]], None] | None = None,
 ) -> tuple[str | None, str | None]:
     """Upgrade the database's schema to this release's (``serve``, ``db upgrade``), or
-    downgrade it to ``downgrade_to`` (``db downgrade``); any reason it cannot be
-    stops the command in one line. The revisions before and after."""
+    downgrade it to ``downgrade_to`` (``db downgrade``), once ``confirm`` was given the
+    revision and the migrations undone and returned; any reason it cannot be stops the
+    command in one line. The revisions before and after."""
     from sqlalchemy.engine import make_url
 
     from nextbest.storage.db import (
@@ -276,6 +283,7 @@ def _migrate_schema(
         SchemaTooNewError,
         describe_database_error,
         downgrade,
+        downgrade_plan,
         migrate,
         sqlite_damage,
     )
@@ -290,7 +298,11 @@ def _migrate_schema(
             "are not the backup's own (docs/operations.md, 'Backup and restore')"
         )
     try:
-        return migrate(url) if downgrade_to is None else downgrade(url, downgrade_to)
+        if downgrade_to is None:
+            return migrate(url)
+        if confirm is not None:
+            confirm(*downgrade_plan(url, downgrade_to))
+        return downgrade(url, downgrade_to)
     except DowngradeTargetError as exc:
         raise _fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
@@ -434,16 +446,50 @@ def db_downgrade(
             "being rolled back to (its `nextbest --version`)."
         ),
     ],
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Downgrade without asking (a script, a deployment job); what it drops "
+            "is listed all the same. Without it, off a terminal, nothing is changed.",
+        ),
+    ] = False,
 ) -> None:
     """Downgrade the database's schema to an older revision, to roll the code back.
 
     Run it with the newer release, which knows the way down, before starting the
-    older one. What the migrations undone added is deleted, with its data: back the
-    database up first (docs/operations.md, 'Upgrading and rolling back'). One
-    transaction: a failure leaves the schema as it was."""
+    older one. What the migrations undone added is deleted, with its data: they are
+    listed with the tables, columns and indexes they drop, and asked about first
+    (--yes: not); back the database up first (docs/operations.md, 'Upgrading and
+    rolling back'). One transaction: a failure leaves the schema as it was. Exit
+    code 2 when nothing was changed (a target refused, no --yes off a terminal, not
+    confirmed)."""
     settings = _settings()
-    before, after = _migrate_schema(settings, downgrade_to=revision)
     shown = without_password(settings.resolved_database_url)
+
+    def confirm(found: str | None, undone: list[UndoneMigration]) -> None:
+        if not undone:  # at the target already: nothing to drop
+            return
+        stdout.print(
+            f"{shown}: downgrading from revision {found} to {revision} undoes:", highlight=False
+        )
+        for step in undone:
+            stdout.print(f"  {step.revision} {step.description}", highlight=False)
+            if step.drops:
+                stdout.print(f"       drops {', '.join(step.drops)}", highlight=False)
+        if yes:
+            return
+        if not _on_a_terminal():
+            raise _fail(
+                "not on a terminal: pass --yes to downgrade, dropping the above with their "
+                "data (nothing was changed)"
+            )
+        if not _confirmed(
+            "Drop these, with the data they hold? This cannot be undone (a backup can restore it)"
+        ):
+            raise _fail("not confirmed: nothing was changed")
+
+    before, after = _migrate_schema(settings, downgrade_to=revision, confirm=confirm)
     if before == after:
         said = f"schema revision {after} already: nothing to do"
     else:

@@ -6,6 +6,7 @@ PostgreSQL (production, shared by many API worker processes).
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import sqlite3
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -842,3 +844,110 @@ def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
         return _migrate_locked(engine, revision, down=True)
     finally:
         engine.dispose()
+
+
+@dataclass(frozen=True)
+class UndoneMigration:
+    """A migration a downgrade undoes: its ``revision``, its ``description`` (the
+    first line of its docstring) and what its downgrade drops, with the data in it
+    (``table maintenance_runs``, ``column recommendations.temperature``, ``index
+    ix_recommendations_decided_for on recommendations``)."""
+
+    revision: str
+    description: str
+    drops: tuple[str, ...]
+
+
+def downgrade_plan(url: str, revision: str) -> tuple[str | None, list[UndoneMigration]]:
+    """The database's schema revision and the migrations a downgrade of it to
+    ``revision`` would undo, newest first (none: it is at ``revision`` already), for
+    an operator to confirm before :func:`downgrade`. Only reads; raises as
+    :func:`downgrade` does for a target it would refuse."""
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise DowngradeTargetError(f"there is no database file {missing}: nothing to downgrade")
+    before, _ = schema_revisions(url)
+    script = ScriptDirectory.from_config(alembic_config())
+    _check_downgrade(script, before, revision)
+    undone: list[UndoneMigration] = []
+    for step in script.walk_revisions():  # newest first
+        if step.revision == revision:
+            break
+        if undone or step.revision == before:
+            undone.append(UndoneMigration(step.revision, step.doc, _dropped_by(Path(step.path))))
+    return before, undone
+
+
+def _dropped_by(migration: Path) -> tuple[str, ...]:
+    """What the ``downgrade()`` of the migration file ``migration`` drops, read from its
+    source: ``op.drop_table``, ``op.drop_index`` and ``drop_column`` (on ``op`` or in
+    ``op.batch_alter_table``). The migrations are written by hand in these forms;
+    another statement is not named (the migration's description still is)."""
+    tree = ast.parse(migration.read_text(encoding="utf-8"))
+    body = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "downgrade"), None
+    )
+    if body is None:
+        return ()
+    drops: list[str] = []
+    _collect_drops(body.body, {}, drops)
+    return tuple(drops)
+
+
+def _collect_drops(statements: list[ast.stmt], batches: dict[str, str], drops: list[str]) -> None:
+    """Append to ``drops`` what ``statements`` drop; ``batches`` maps the name of each
+    ``with op.batch_alter_table("t") as batch`` they are in to its table."""
+    for statement in statements:
+        if isinstance(statement, ast.With):
+            inner = dict(batches)
+            for item in statement.items:
+                call, name = item.context_expr, item.optional_vars
+                if (
+                    isinstance(call, ast.Call)
+                    and _called(call) == "batch_alter_table"
+                    and isinstance(name, ast.Name)
+                    and call.args
+                ):
+                    inner[name.id] = _text(call.args[0])
+            _collect_drops(statement.body, inner, drops)
+            continue
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Call):
+                dropped = _dropped(node, batches)
+                if dropped is not None:
+                    drops.append(dropped)
+
+
+def _dropped(call: ast.Call, batches: dict[str, str]) -> str | None:
+    """What ``call`` drops (``table t``, ``column t.c``, ``index i on t``), if it drops."""
+    called, args = _called(call), [_text(arg) for arg in call.args]
+    table = next((_text(k.value) for k in call.keywords if k.arg == "table_name"), None)
+    if not args:
+        return None
+    if called == "drop_table":
+        return f"table {args[0]}"
+    if called == "drop_index":
+        return f"index {args[0]}" + (f" on {table}" if table else "")
+    if called == "drop_column" and isinstance(call.func, ast.Attribute):
+        owner = call.func.value
+        if isinstance(owner, ast.Name) and owner.id in batches:
+            return f"column {batches[owner.id]}.{args[0]}"
+        if len(args) >= 2:
+            return f"column {args[0]}.{args[1]}"
+    return None
+
+
+def _called(call: ast.Call) -> str | None:
+    """The name of the method or function ``call`` calls (``drop_table`` of
+    ``op.drop_table(...)``)."""
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+
+
+def _text(node: ast.expr) -> str:
+    """A string argument's value, ``op.f("name")``'s too; else its source."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Call) and _called(node) == "f" and node.args:
+        return _text(node.args[0])
+    return ast.unparse(node)
