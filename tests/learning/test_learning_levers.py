@@ -251,6 +251,27 @@ def test_train_config_takes_no_number_in_disguise(tmp_path: Path, text: str, mes
     assert load_train_config(tmp_path / "train.yaml").engagement.learning_rate == 1.0
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # Taken as 1.0 and 1.5 without a word, where train.yaml refuses the same values.
+        ("channel:\n  email: {cost_weight: true}\n", "line 2: channel.email.cost_weight"),
+        ("topic:\n  dosing:\n    weight: '1.5'\n", "line 3: topic.dosing.weight"),
+        ("content_id:\n  c1: {offset: '-1'}\n", "line 2: content_id.c1.offset"),
+    ],
+)
+def test_levers_take_no_number_in_disguise(tmp_path: Path, text: str, said: str) -> None:
+    path = tmp_path / "levers.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as refused:
+        load_levers(path)
+    said = f"levers in {path}, {said}: Input should be a valid number"
+    assert str(refused.value).startswith(said)
+    # Integers are numbers.
+    path.write_text("channel:\n  email: {weight: 2, cost_weight: 1, offset: -1}\n")
+    assert load_levers(path).channel["email"].weight == 2.0
+
+
 def test_channel_keys_are_spelled_as_catalog_channels(tmp_path: Path) -> None:
     # 'Email' was no catalog channel: its lever and value were ignored with a note.
     (tmp_path / "train.yaml").write_text(

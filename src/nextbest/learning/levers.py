@@ -29,9 +29,13 @@ SCOPES = ("channel", "topic", "content_id")
 
 
 class Lever(BaseModel):
-    """One lever entry; every field is optional."""
+    """One lever entry; every field is optional.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict, as train.yaml is: a quoted number (``weight: '1.5'``) or a boolean
+    (``cost_weight: true``) is an error naming the key, not a silent 1.5 or 1.0.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     # Finite only: an infinite offset made scores of Infinity (not JSON) and NaN
     # silently closed the channel.
