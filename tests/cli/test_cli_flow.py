@@ -521,20 +521,26 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
     assert "catalog action 'visit-a': specialties oncology: no HCP has them" in said
     assert "'mail-a'" not in said
     assert "levers name values" not in said
-    # Levers naming nothing in the catalog are noted before training, as training notes them.
+    # Levers and value_per_engagement channels naming nothing in the catalog stop
+    # validate as they stop train, before any work, at their line (they were notes,
+    # and the version was registered without the levers asked for).
     config = tmp_path / "typo_train.yaml"
     config.write_text(
         FAST.read_text()
         + "levers: {channel: {emial: {offset: -1}}}\nvalue_per_engagement: {rep_vist: 2.0}\n"
     )
-    said = " ".join(run_ok("validate", "--data", str(data), "--config", str(config)).split())
-    assert "note: levers name values not in the catalog (ignored): channel.emial" in said
-    # So are value_per_engagement's channels (validate said nothing of them), with the
-    # channel meant.
-    assert (
-        "note: value_per_engagement names channels not in the catalog (ignored): rep_vist "
-        "(did you mean 'rep_visit'?)" in said
-    ), said
+    for command in ("validate", "train"):
+        refused = runner.invoke(app, [command, "--data", str(data), "--config", str(config)])
+        assert refused.exit_code == 2, refused.output
+        said = " ".join(refused.output.split())
+        assert (
+            f"levers in training config {config} (levers), line 3: channel.emial: no channel "
+            "of the catalog is 'emial' (did you mean 'email'?); "
+            f"training config {config}, line 4: value_per_engagement.rep_vist: no channel of "
+            "the catalog is 'rep_vist' (did you mean 'rep_visit'?) (the catalog's channels: "
+            "email, rep_visit): a key naming nothing in the catalog changes no score" in said
+        ), said
+    assert "registered" not in said
     # Training says so too, and the run's notes keep it.
     trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained

@@ -40,27 +40,52 @@ def test_levers_multiply_and_add_per_scope() -> None:
     assert levers.as_params()["levers.channel.rep_visit.weight"] == 2.0
 
 
-def test_keys_matching_nothing_are_noted_with_the_catalog_value_meant() -> None:
-    # 'Dosing' never applied to the catalog's 'dosing': noted, but without the value
-    # meant, so the note read like a topic the catalog lacked.
-    levers = Levers.model_validate(
-        {
-            "channel": {"emial": {}},
-            "topic": {"Dosing": {"weight": 2}, "Safety Data": {}, "launch": {}},
-            "content_id": {"C3": {}},
-        }
+def test_keys_matching_nothing_are_refused_at_their_line_with_the_catalog_value_meant(
+    tmp_path: Path,
+) -> None:
+    """'Dosing' never applied to the catalog's 'dosing', and a lever for a channel the
+    catalog lacks changed nothing: each was a note after the training, and the version
+    was registered without the levers the brand asked for."""
+    (tmp_path / "levers.yaml").write_text(
+        "channel:\n  emial: {}\n  sms: {offset: 0.1}\n"
+        "topic:\n  Dosing: {weight: 2}\n  Safety Data: {}\n"
+        "content_id:\n  C3: {}\n"
     )
+    (tmp_path / "train.yaml").write_text(
+        "seed: 1\nvalue_per_engagement:\n  email: 1.0\n  Rep Vist: 2.0\nlevers: levers.yaml\n"
+    )
+    config = load_train_config(tmp_path / "train.yaml")
     catalog = CATALOG.assign(topic=["dosing", "dosing", "safety_data"])
-    weight, _, _ = levers.per_action(catalog)
+    weight, _, _ = config.levers.per_action(catalog)
     np.testing.assert_allclose(weight, [1.0, 1.0, 1.0])  # matched as written, as before
-    assert levers.unknown_note(catalog) == (
-        "levers name values not in the catalog (ignored): channel.emial (did you mean "
-        "'email'?), topic.Dosing (the catalog has 'dosing': a topic is matched exactly as the "
-        "catalog writes it), topic.Safety Data (the catalog has 'safety_data': a topic is "
-        "matched exactly as the catalog writes it), topic.launch, content_id.C3 (the catalog "
-        "has 'c3': a content_id is matched exactly as the catalog writes it)"
+    levers, train = tmp_path / "levers.yaml", tmp_path / "train.yaml"
+    assert config.catalog_mismatch(catalog) == (
+        f"levers in {levers}, line 2: channel.emial: no channel of the catalog is 'emial' "
+        f"(did you mean 'email'?); levers in {levers}, line 3: channel.sms: no channel of "
+        f"the catalog is 'sms'; levers in {levers}, line 5: topic.Dosing: no topic of the "
+        "catalog is 'Dosing' (the catalog has 'dosing': a topic is matched exactly as the "
+        f"catalog writes it); levers in {levers}, line 6: topic.Safety Data: no topic of the "
+        "catalog is 'Safety Data' (the catalog has 'safety_data': a topic is matched exactly "
+        f"as the catalog writes it); levers in {levers}, line 8: content_id.C3: no content_id "
+        "of the catalog is 'C3' (the catalog has 'c3': a content_id is matched exactly as the "
+        f"catalog writes it); training config {train}, line 4: value_per_engagement.rep_vist: "
+        "no channel of the catalog is 'rep_vist' (did you mean 'rep_visit'?) (the catalog's "
+        "channels: email, rep_visit; topics: dosing, safety_data; content_ids: c1, c2, c3): "
+        "a key naming nothing in the catalog changes no score; write it as the catalog does, "
+        "or take it out"
     )
-    assert Levers().unknown_note(catalog) is None
+    # Inline levers are named at their lines of train.yaml.
+    train.write_text("seed: 1\nlevers:\n  topic:\n    launch: {weight: 2}\n")
+    said = load_train_config(train).catalog_mismatch(CATALOG)
+    assert said is not None
+    assert said.startswith(
+        f"levers in training config {train} (levers), line 4: topic.launch: no topic of the "
+        "catalog is 'launch' (the catalog's topics: dosing, safety): "
+    )
+    # Keys the catalog has, channels in any spelling, are no mismatch.
+    train.write_text("levers: {channel: {Rep Visit: {offset: -0.2}}, topic: {dosing: {}}}\n")
+    assert load_train_config(train).catalog_mismatch(CATALOG) is None
+    assert TrainConfig().catalog_mismatch(CATALOG) is None
 
 
 @pytest.mark.parametrize(

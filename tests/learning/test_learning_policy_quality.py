@@ -100,14 +100,16 @@ def test_fallback_without_outcomes_says_so(learned: LearnedWorld) -> None:
     interactions = data.interactions.copy()
     interactions["outcome"] = np.nan
     blind = Dataset(data.hcps, data.catalog, interactions, source=None)
-    # A channel value_per_engagement names but the catalog lacks is ignored, and said.
+    # A channel value_per_engagement names but the catalog lacks is refused before any
+    # work (it was ignored, with a note after the training).
     config = QUICK.model_copy(update={"value_per_engagement": {"fax": 2.0}})
-    result = train(blind, config=config, as_of=learned.world.decision_time)
+    with pytest.raises(ValueError, match=r"value_per_engagement\.fax: no channel of the catalog"):
+        train(blind, config=config, as_of=learned.world.decision_time)
+    result = train(blind, config=QUICK, as_of=learned.world.decision_time)
     model = result.model
     assert model.uplift_source == PREFERENCE_X_VALUE
     assert model.uplift_model is None
     assert any("falls back to preference x value" in note for note in result.notes)
-    assert "value_per_engagement names channels not in the catalog (ignored): fax" in (result.notes)
     X = model.rows(np.zeros(4, dtype=np.int64), np.arange(4))
     scores = model.score_rows(X, np.arange(4))
     np.testing.assert_allclose(scores.uplift, scores.p_engage)  # value 1.0 per engagement

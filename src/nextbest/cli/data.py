@@ -54,7 +54,9 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     # The files keep the contract, but a pipeline gating on validate must not pass
     # data train refuses: the same exit code as a broken contract, said last (where
     # it is read) and not announced as "ok" first.
-    stops = why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
+    stops = why_training_stops(
+        dataset.interactions, train_config.eval_fraction, dataset.catalog
+    ) or train_config.catalog_mismatch(dataset.catalog)
     said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
         f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
@@ -72,8 +74,6 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         *data_notes(dataset),
         *evidence_notes(dataset, train_config.eval_fraction),
         *interaction_notes(dataset.interactions, dataset.catalog),
-        *filter(None, [train_config.levers.unknown_note(dataset.catalog)]),
-        *filter(None, [train_config.unvalued_note(dataset.catalog)]),
     ]
     for line in notes:
         _note(line, out=stdout, indent="  ")

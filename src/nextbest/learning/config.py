@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from nextbest.contract.schema import near_channel, spelled_as_channels
-from nextbest.learning.levers import Levers, load_levers, parse_levers
-from nextbest.yamlfile import at_line, read_settings_file, validated
+from nextbest.contract.schema import channel_spelling, near_channel, spelled_as_channels
+from nextbest.learning.levers import SCOPES, Levers, listed, parse_levers, read_levers
+from nextbest.yamlfile import KeyLines, at_line, read_settings_file, validated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +95,9 @@ class TrainConfig(BaseModel):
     # Where it was read from, logged with the run (``config.file``, ``config.levers``).
     _source: str = PrivateAttr(default="built-in defaults")
     _levers_source: str = PrivateAttr(default="none")
+    # ("levers", scope, key) and ("value_per_engagement", channel), keys as validated
+    # (channels spelled as the catalog's) -> "<file>, line N", for catalog_mismatch.
+    _places: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -106,19 +109,45 @@ class TrainConfig(BaseModel):
         """The levers file read, "inline", or "none"."""
         return self._levers_source
 
-    def unvalued_note(self, catalog: pd.DataFrame) -> str | None:
-        """The note a run (and ``validate``) gives for ``value_per_engagement`` channels
-        the catalog lacks (ignored: those channels stay at 1.0), each with the channel
-        it most likely misspells; None when every one is a catalog channel."""
+    def catalog_mismatch(self, catalog: pd.DataFrame) -> str | None:
+        """Why the config cannot train on ``catalog``: the lever keys and
+        ``value_per_engagement`` channels naming nothing in it, each at its file and
+        line, with the value it most likely means and what the catalog has; None when
+        every key names a catalog value.
+
+        Such a key changes no score, so the levers a brand asked for would be
+        registered with the version without acting: refused before any work, as
+        ``validate`` refuses it, rather than said in a note after the training.
+        """
+        problems = [
+            f"{self._place('levers', scope, key)}: {scope}.{key}: {problem}"
+            for scope, key, problem in self.levers.unmatched(catalog)
+        ]
+        scopes = [scope for scope, _, _ in self.levers.unmatched(catalog)]
         channels = set(catalog["channel"].astype(str))
-        said = []
-        for name in sorted(set(self.value_per_engagement) - channels):
-            near = near_channel(name, channels)
-            said.append(f"{name} (did you mean '{near}'?)" if near else name)
-        if not said:
+        for key in sorted(set(self.value_per_engagement) - channels):
+            near = near_channel(key, channels)
+            hint = f" (did you mean '{near}'?)" if near else ""
+            problems.append(
+                f"{self._place('value_per_engagement', key)}: value_per_engagement.{key}: "
+                f"no channel of the catalog is '{key}'{hint}"
+            )
+            scopes.append("channel")
+        if not problems:
             return None
-        return "value_per_engagement names channels not in the catalog (ignored): " + ", ".join(
-            said
+        has = "; ".join(
+            listed(scope, set(catalog[scope].astype(str))) for scope in SCOPES if scope in scopes
+        )
+        return (
+            "; ".join(problems) + f" (the catalog's {has}): a key naming nothing in the "
+            "catalog changes no score; write it as the catalog does, or take it out"
+        )
+
+    def _place(self, *key: str) -> str:
+        """The file and line a key of :meth:`catalog_mismatch` was read at."""
+        built_in = self._source == TrainConfig().source
+        return self._places.get(
+            key, "the training config" if built_in else f"training config {self._source}"
         )
 
     @field_validator("value_per_engagement")
@@ -147,6 +176,7 @@ def load_train_config(path: Path | None) -> TrainConfig:
         if section in raw and raw[section] is None:
             del raw[section]
     config = validated(TrainConfig, raw, f"training config {path}", lines, ValueError)
+    config._places = _places(f"training config {path}", lines, ("value_per_engagement",))
     if isinstance(levers, str):
         # A file name is read next to the config (a copied config takes its levers along).
         where = Path(path).parent / levers
@@ -157,13 +187,31 @@ def load_train_config(path: Path | None) -> TrainConfig:
                 "name is read next to the config file: copy it there, give a path from "
                 "the config's directory, or write the levers inline)"
             )
-        config.levers = load_levers(where)
+        config.levers, levers_lines = read_levers(where)
+        config._places |= _places(f"levers in {where}", levers_lines, SCOPES)
         config._levers_source = str(where)
     elif levers is not None:
         # Their errors name the lines of train.yaml they are written on.
+        source = f"levers in training config {path} (levers)"
         config.levers = parse_levers(
             levers, source=f"training config {path} (levers)", lines=lines.within(("levers",))
         )
+        config._places |= _places(source, lines.within(("levers",)), SCOPES)
         config._levers_source = "inline"
     config._source = str(path)
     return config
+
+
+def _places(source: str, lines: KeyLines, sections: tuple[str, ...]) -> dict[tuple[str, ...], str]:
+    """``(section, key) -> "<source>, line N"`` for every key written under one of
+    ``sections`` (channels spelled as the catalog's, as validation spells them); a
+    levers scope's keys under ``("levers", scope, key)``."""
+    out: dict[tuple[str, ...], str] = {}
+    for path, line in lines.lines.items():
+        if len(path) != 2 or path[0] not in sections:
+            continue
+        section, key = path[0], str(path[1])
+        said = channel_spelling(key) if section in ("channel", "value_per_engagement") else key
+        prefix = () if section == "value_per_engagement" else ("levers",)
+        out[(*prefix, section, said)] = at_line(source, line)
+    return out

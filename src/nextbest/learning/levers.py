@@ -97,24 +97,24 @@ class Levers(BaseModel):
             out.append(", ".join(parts))
         return out
 
-    def unknown_note(self, catalog: pd.DataFrame) -> str | None:
-        """The note a run (and ``validate``) gives for lever keys matching nothing, each
-        with the catalog value it most likely means (see :func:`_near_value`)."""
+    def unmatched(self, catalog: pd.DataFrame) -> list[tuple[str, str, str]]:
+        """``(scope, key, problem)`` of each lever key matching nothing in the catalog,
+        the problem naming the catalog value it most likely means (see
+        :func:`_near_value`)."""
         said = []
         for scope, key, known in self._unknown(catalog):
             near = _near_value(key, known)
             if near is None:
-                said.append(f"{scope}.{key}")
+                hint = ""
             elif scope == "channel":  # spelled as the catalog's already: a typo
-                said.append(f"{scope}.{key} (did you mean '{near}'?)")
+                hint = f" (did you mean '{near}'?)"
             else:
-                said.append(
-                    f"{scope}.{key} (the catalog has '{near}': a {scope} is matched "
-                    "exactly as the catalog writes it)"
+                hint = (
+                    f" (the catalog has '{near}': a {scope} is matched exactly as the "
+                    "catalog writes it)"
                 )
-        if not said:
-            return None
-        return f"levers name values not in the catalog (ignored): {', '.join(said)}"
+            said.append((scope, key, f"no {scope} of the catalog is '{key}'{hint}"))
+        return said
 
     def unknown_keys(self, catalog: pd.DataFrame) -> list[str]:
         """Lever keys that match no catalog row, as ``scope.key`` (likely typos)."""
@@ -141,6 +141,15 @@ class Levers(BaseModel):
         return out
 
 
+def listed(scope: str, known: set[str], most: int = 12) -> str:
+    """``channels: email, rep_visit``: what a key of ``scope`` may name (the first
+    ``most``, then how many more)."""
+    values = sorted(known)
+    shown = ", ".join(values[:most])
+    more = f" and {len(values) - most:,} more" if len(values) > most else ""
+    return f"{scope}s: {shown or 'none'}{more}"
+
+
 def _near_value(key: str, known: set[str]) -> str | None:
     """The catalog value a lever key matching none most likely means, found as a
     misspelt channel is (:func:`~nextbest.contract.schema.near_channel`): the same
@@ -155,8 +164,14 @@ def _near_value(key: str, known: set[str]) -> str | None:
 
 def load_levers(path: Path) -> Levers:
     """Read and validate a levers file; errors name the file and the entry."""
+    return read_levers(path)[0]
+
+
+def read_levers(path: Path) -> tuple[Levers, KeyLines]:
+    """:func:`load_levers`, and where each key path of the file sits (for problems
+    found later, against the catalog)."""
     raw, lines = read_settings_file(path, f"levers file {path}", ValueError)
-    return parse_levers(raw, source=str(path), lines=lines)
+    return parse_levers(raw, source=str(path), lines=lines), lines
 
 
 def parse_levers(raw: Any, *, source: str, lines: KeyLines | None = None) -> Levers:

@@ -377,6 +377,8 @@ def _train(
     config = config or TrainConfig()
     step = progress or (lambda _msg: None)
     hcps, catalog = dataset.hcps, dataset.catalog
+    if (mismatch := config.catalog_mismatch(catalog)) is not None:
+        raise ValueError(mismatch)
     interactions = dataset.interactions
     as_of, notes = _cutoff(interactions, as_of)
     interactions = interactions[interactions["timestamp"] < as_of]
@@ -539,10 +541,6 @@ def _train(
             f"uplift falls back to preference x value per engagement: {why}; "
             "scores rank by expected engagement value, not measured incremental effect"
         )
-    if (unmatched := config.levers.unknown_note(catalog)) is not None:
-        notes.append(unmatched)
-    if (unvalued := config.unvalued_note(catalog)) is not None:
-        notes.append(unvalued)
 
     action_touches = touches_per_action(fit_rows.action_rows, len(catalog))
     notes.extend(ActionEvidence.of(catalog, action_touches).notes(catalog))
