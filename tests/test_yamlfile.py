@@ -230,7 +230,7 @@ def test_an_unknown_key_near_a_valid_one_says_which() -> None:
         _Config.model_validate(data)
     assert validation_message("config c.yaml", refused.value, lines, model=_Config) == (
         "config c.yaml, line 4: second.rat: Extra inputs are not permitted (did you mean "
-        "'rate'?); line 5: second.speed: Extra inputs are not permitted; "
+        "'rate'?); line 5: second.speed: Extra inputs are not permitted (allowed here: rate); "
         "line 1: frist: Extra inputs are not permitted (did you mean 'first'?)"
     )
     with pytest.raises(ValidationError) as refused:

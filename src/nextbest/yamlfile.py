@@ -224,7 +224,9 @@ def validation_message(
     to 1``; further problems follow as ``; line 9: seed: ...``. ``lines`` None
     (data not read from a file): no lines. With ``model``, the class validated, an
     unknown key close to a valid one at its place says which: ``uplift.num_leafs:
-    Extra inputs are not permitted (did you mean 'num_leaves'?)``.
+    Extra inputs are not permitted (did you mean 'num_leaves'?)``; one close to none
+    lists the keys that place takes: ``engagement.early_stopping_rounds: Extra inputs
+    are not permitted (allowed here: n_estimators, learning_rate, ...)``.
     """
     problems: list[tuple[int | None, str]] = []
     for problem in error.errors():
@@ -234,9 +236,12 @@ def validation_message(
         # has no path: ": : Input should be ..." named nothing.
         said = f"{'.'.join(str(p) for p in loc)}: {problem['msg']}" if loc else problem["msg"]
         if problem["type"] == "extra_forbidden" and model is not None and loc:
-            near = difflib.get_close_matches(str(loc[-1]), keys_at(model, loc[:-1]), n=1)
+            allowed = keys_at(model, loc[:-1])
+            near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             if near:
                 said += f" (did you mean '{near[0]}'?)"
+            elif allowed:  # nothing near: what may be written there
+                said += f" (allowed here: {', '.join(allowed)})"
         problems.append((line, said))
     said = "; ".join(text if line is None else f"line {line}: {text}" for line, text in problems)
     first_line = problems[0][0] if problems else None

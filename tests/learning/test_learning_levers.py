@@ -153,7 +153,8 @@ uplift:
         pytest.param(
             "0.03",
             "levers:\n  channel:\n    email: {weight: 2}\n  segment: {}\n  chanel: {}\n",
-            "line 11: segment: Extra inputs are not permitted; "
+            "line 11: segment: Extra inputs are not permitted (allowed here: channel, topic, "
+            "content_id); "
             "line 12: chanel: Extra inputs are not permitted (did you mean 'channel'?)",
             id="inline-levers-unknown-scope",
         ),
@@ -163,6 +164,15 @@ uplift:
             "line 7: uplift.learning_rate: Input should be greater than 0; "
             "line 8: eval_fraction: Input should be less than 1",
             id="each-problem-its-line",
+        ),
+        # Not a train.yaml key (docs/learning.md, section 2), and near none: the keys
+        # the section takes are named.
+        pytest.param(
+            "0.03",
+            "  early_stopping_rounds: 50\n",
+            "line 8: uplift.early_stopping_rounds: Extra inputs are not permitted (allowed "
+            "here: n_estimators, learning_rate, num_leaves, min_child_samples)",
+            id="unknown-key-near-none",
         ),
         # LightGBM stops at more leaves than this, once the features are built.
         pytest.param(

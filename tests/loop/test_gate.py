@@ -531,7 +531,9 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
         ),
         pytest.param(
             "estimator: dr\nsafety: high\n",
-            "line 2: safety: Extra inputs are not permitted",
+            "line 2: safety: Extra inputs are not permitted (allowed here: estimator, "
+            "criterion, margin, min_decisions, min_effective_n, min_differing_effective_n, "
+            "evaluation_share)",
             id="unknown-key-like-none",
         ),
     ],
