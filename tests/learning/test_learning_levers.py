@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams, load_train_config
-from nextbest.learning.levers import Levers, load_levers
+from nextbest.learning.levers import Lever, Levers, load_levers
 
 CATALOG = pd.DataFrame(
     {
@@ -254,6 +254,39 @@ def test_a_section_whose_entries_are_all_commented_out_is_its_defaults(tmp_path:
     path.write_text("seed: 4\nengagement: 200\n")
     with pytest.raises(ValueError, match=r"line 2: engagement: Input should be a valid dict"):
         load_train_config(path)
+
+
+def test_a_levers_section_or_entry_whose_settings_are_all_commented_out_is_neutral(
+    tmp_path: Path,
+) -> None:
+    """As levers.yaml is edited: its examples are commented out under a section's
+    name, which YAML reads as null; it was refused ("Input should be a valid
+    dictionary"), where train.yaml reads such a section as its defaults."""
+    path = tmp_path / "levers.yaml"
+    path.write_text(
+        "channel:\n#  rep_visit: {cost_weight: 1.2}\ntopic:\n  dosing:\n#    weight: 1.3\n"
+    )
+    levers = load_levers(path)
+    assert levers.channel == {}
+    assert levers.topic == {"dosing": Lever()}
+    np.testing.assert_allclose(levers.per_action(CATALOG), [[1, 1, 1], [1, 1, 1], [0, 0, 0]])
+    # What is no mapping is said in the file's terms, at its line.
+    path.write_text("channel:\n  email: {offset: 1}\n  rep_visit: 2\n")
+    with pytest.raises(ValueError) as refused:
+        load_levers(path)
+    assert str(refused.value) == (
+        f"levers in {path}, line 3: channel.rep_visit: Value error, a lever is a mapping of "
+        "weight, cost_weight and offset, such as {offset: -0.01}, not 2"
+    )
+    config = tmp_path / "train.yaml"
+    config.write_text("seed: 1\nlevers: [email]\n")
+    with pytest.raises(ValueError) as refused:
+        load_train_config(config)
+    assert str(refused.value) == (
+        f"levers in training config {config} (levers), line 2: Value error, levers are a "
+        "mapping of up to three sections, channel, topic and content_id, each naming "
+        "catalog values; not ['email']"
+    )
 
 
 def test_a_negative_seed_is_refused_at_its_line(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nextbest.contract.schema import channel_spelling, near_channel, spelled_as_channels
 from nextbest.yamlfile import KeyLines, read_settings_file, validated
@@ -49,6 +49,22 @@ class Lever(BaseModel):
         default=0.0, allow_inf_nan=False, description="Added to the score, outcome units."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        """An entry whose settings are all commented out (YAML reads it as null) is a
+        neutral lever, as an empty section of train.yaml is its defaults; anything
+        else that is no mapping is said in the file's terms, not as "instance of
+        Lever"."""
+        if data is None:
+            return {}
+        if not isinstance(data, dict | Lever):
+            raise ValueError(
+                f"a lever is a mapping of weight, cost_weight and offset, such as "
+                f"{{offset: -0.01}}, not {data!r}"
+            )
+        return data
+
 
 class Levers(BaseModel):
     """Levers by scope; keys are channel names, topics and content ids of the catalog."""
@@ -58,6 +74,23 @@ class Levers(BaseModel):
     channel: dict[str, Lever] = Field(default_factory=dict)
     topic: dict[str, Lever] = Field(default_factory=dict)
     content_id: dict[str, Lever] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_left_empty_are_none(cls, data: Any) -> Any:
+        """A scope whose entries are all commented out (``channel:`` over the file's
+        examples) is YAML's null: no levers of that scope, as an empty section of
+        train.yaml is its defaults (it was refused as "not a valid dictionary")."""
+        if isinstance(data, dict):
+            return {
+                key: {} if key in SCOPES and value is None else value for key, value in data.items()
+            }
+        if data is not None and not isinstance(data, Levers):
+            raise ValueError(
+                "levers are a mapping of up to three sections, channel, topic and "
+                f"content_id, each naming catalog values; not {data!r}"
+            )
+        return data
 
     @field_validator("channel")
     @classmethod
