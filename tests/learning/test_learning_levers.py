@@ -357,6 +357,29 @@ def test_project_configs_are_valid() -> None:
     assert isinstance(config.levers, Levers)
 
 
+def test_the_levers_files_examples_uncommented_train_on_the_simulated_world(
+    tmp_path: Path,
+) -> None:
+    """Its content_id example named C0007, which no simulated catalog has (C007): it
+    changed nothing, and is now refused; each example must name what `nextbest
+    simulate` writes, so that a data scientist trying them sees them act."""
+    from nextbest.simulate import simulate_world
+
+    shipped = (Path(__file__).resolve().parents[2] / "training" / "levers.yaml").read_text()
+    examples = shipped[shipped.index("# Examples") :].splitlines()[1:]
+    uncommented = [line[2:] for line in examples if line.startswith("# ")]
+    (tmp_path / "levers.yaml").write_text("\n".join(uncommented) + "\n")
+    (tmp_path / "train.yaml").write_text("levers: levers.yaml\n")
+    config = load_train_config(tmp_path / "train.yaml")
+    assert set(config.levers.as_params()) >= {
+        "levers.channel.rep_visit.cost_weight",
+        "levers.topic.new_indication.weight",
+    }
+    assert config.levers.content_id, "the examples name a content_id"
+    catalog = simulate_world(n_hcps=50, periods=2, seed=0).catalog
+    assert config.catalog_mismatch(catalog) is None
+
+
 def test_levers_change_the_served_score(learned) -> None:  # type: ignore[no-untyped-def]
     model = learned.result.model
     actions = np.arange(model.n_actions)
