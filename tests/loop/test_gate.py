@@ -529,6 +529,19 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
             "(did you mean 'min_differing_effective_n'?)",
             id="misspelt-differing-effective-n",
         ),
+        # Read and ignored: the gate applied was not the one asked for.
+        pytest.param(
+            "criterion: lower_bound\nmargin: 0.02\n",
+            "line 2: margin: Value error, margin 0.02 applies only with criterion: margin, "
+            "and the criterion is lower_bound: write criterion: margin, or margin: 0",
+            id="margin-without-its-criterion",
+        ),
+        pytest.param(
+            "margin: 0.05\n",
+            "line 1: margin: Value error, margin 0.05 applies only with criterion: margin, "
+            "and the criterion is lower_bound: write criterion: margin, or margin: 0",
+            id="margin-under-the-default-criterion",
+        ),
         pytest.param(
             "estimator: dr\nsafety: high\n",
             "line 2: safety: Extra inputs are not permitted (allowed here: estimator, "

@@ -50,7 +50,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from nextbest import registry
 from nextbest.evaluation import ope
@@ -167,6 +167,19 @@ class GateConfig(BaseModel):
     # champion rests on a few large weighted corrections, whose t interval is too short.
     min_differing_effective_n: float = Field(default=20.0, ge=0.0)
     evaluation_share: float = Field(default=0.3, ge=0.0, lt=1.0)
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_of_the_margin_criterion(cls, value: float, info: ValidationInfo) -> float:
+        """A margin under ``criterion: lower_bound`` was read and ignored: the gate a
+        data scientist asked for (at least 2% better) was not the one applied."""
+        criterion = info.data.get("criterion")  # None: refused itself
+        if value != 0 and criterion not in (None, "margin"):
+            raise ValueError(
+                f"margin {value:g} applies only with criterion: margin, and the criterion "
+                f"is {criterion}: write criterion: margin, or margin: 0"
+            )
+        return value
 
 
 def load_gate_config(path: Path | None) -> GateConfig:
