@@ -533,6 +533,8 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
         refused = runner.invoke(app, [command, "--data", str(data), "--config", str(config)])
         assert refused.exit_code == 2, refused.output
         said = " ".join(refused.output.split())
+        if command == "validate":
+            assert "error: train would stop on this config and catalog: levers in" in said
         assert (
             f"levers in training config {config} (levers), line 3: channel.emial: no channel "
             "of the catalog is 'emial' (did you mean 'email'?); "

@@ -54,9 +54,11 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     # The files keep the contract, but a pipeline gating on validate must not pass
     # data train refuses: the same exit code as a broken contract, said last (where
     # it is read) and not announced as "ok" first.
-    stops = why_training_stops(
-        dataset.interactions, train_config.eval_fraction, dataset.catalog
-    ) or train_config.catalog_mismatch(dataset.catalog)
+    stops = why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
+    if stops is not None:
+        stops = f"train would stop on these data: {stops}"
+    elif (mismatch := train_config.catalog_mismatch(dataset.catalog)) is not None:
+        stops = f"train would stop on this config and catalog: {mismatch}"
     said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
         f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
@@ -78,4 +80,4 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     for line in notes:
         _note(line, out=stdout, indent="  ")
     if stops is not None:
-        raise _fail(f"train would stop on these data: {stops}")
+        raise _fail(stops)
