@@ -68,7 +68,29 @@ def test_batch_over_1000_is_422_with_a_message(client: TestClient) -> None:
     assert len(response.content) < 1000
     empty = client.post("/v1/recommendations/batch", json={"hcp_ids": []})
     assert empty.status_code == 422
-    assert empty.json()["detail"][0]["input"] == []  # a short input is still echoed
+    (detail,) = empty.json()["detail"]
+    assert detail["loc"] == ["body", "hcp_ids"]
+    assert detail["msg"] == "no HCP ids: send 1 to 1000 per call"
+    assert detail["input"] == []  # a short input is still echoed
+
+
+@pytest.mark.parametrize("explain", [True, False])
+def test_a_batch_asking_for_explanations_is_told_where_to_ask(
+    client: TestClient, explain: bool
+) -> None:
+    """The batch explains nothing: the refusal names the route that does, not just
+    "extra inputs are not permitted"."""
+    response = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": ["H000001"], "explain": explain}
+    )
+    assert response.status_code == 422
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "explain"] and detail["input"] is explain
+    assert detail["msg"].startswith("the batch route takes no explain: ask POST ")
+    assert '/v1/recommendations with "explain": true' in detail["msg"]
+    assert "nextbest explain HCP_ID" in detail["msg"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "explain" not in schema["RecommendationBatchCreate"]["properties"]
 
 
 def test_an_oversized_feedback_batch_is_refused_without_echoing_it(client: TestClient) -> None:
@@ -77,8 +99,23 @@ def test_an_oversized_feedback_batch_is_refused_without_echoing_it(client: TestC
     assert response.status_code == 422
     (detail,) = response.json()["detail"]
     assert detail["loc"] == ["body", "batch", "events"]
-    assert "at most 5000" in detail["msg"] and "input" not in detail
+    assert detail["msg"] == (
+        "at most 5000 events per call, got 5001: split the batch, or send a file of "
+        "them with `nextbest feedback FILE`"
+    )
+    assert "input" not in detail
     assert len(response.content) < 1000
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    events = schema["FeedbackBatchCreate"]["properties"]["events"]
+    assert (events["minItems"], events["maxItems"]) == (1, 5000)
+
+
+def test_an_empty_feedback_batch_says_how_many_events_to_send(client: TestClient) -> None:
+    response = client.post("/v1/feedback", json={"events": []})
+    assert response.status_code == 422
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "batch", "events"]
+    assert detail["msg"] == "no events: send 1 to 5000 in events, or one event alone"
 
 
 GZIP_JSON = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -103,7 +140,7 @@ MILLION_ZEROS = ",".join(["0"] * 1_000_000)
             "rep",
             '{"events": [' + ",".join(["{}"] * 1_000_000) + "]}",
             ["body", "batch", "events"],
-            "at most 5000 items after validation, not 1000000",
+            "at most 5000 events per call, got 1000000: split the batch",
             id="a-million-empty-events",
         ),
     ],

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.limits import STORED_LENGTHS
@@ -146,6 +147,10 @@ class RecommendationBatchCreate(BaseModel):
     purpose: Purpose | None = Field(default=None, description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
 
+    # Refused with its own message: the batch explains nothing (an explanation reads
+    # every action's rules and each contact's time, per HCP: a support question).
+    explain: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+
     # Before the ids are read: a list of a million bad ids was checked id by id,
     # a million errors, before its length was.
     @field_validator("hcp_ids", mode="before")
@@ -156,7 +161,18 @@ class RecommendationBatchCreate(BaseModel):
                 f"at most {MAX_BATCH} HCPs per call, got {len(value)}: split the list, "
                 "or use `nextbest picks` for whole files"
             )
+        if isinstance(value, list) and not value:
+            raise ValueError(f"no HCP ids: send 1 to {MAX_BATCH} per call")
         return value
+
+    @field_validator("explain", mode="before")
+    @classmethod
+    def _no_explanations(cls, value: Any) -> Any:
+        raise ValueError(
+            "the batch route takes no explain: ask POST /v1/recommendations with "
+            '"explain": true for the HCP in question (or run `nextbest explain HCP_ID` '
+            "where the service runs), and leave explain out of the batch"
+        )
 
 
 class BatchResultPublic(BaseModel):
@@ -393,8 +409,25 @@ class FeedbackBatchCreate(BaseModel):
     # Each item is a FeedbackEventCreate or, when it is not a valid event, a
     # MalformedEvent (the schema documents the valid shape).
     events: list[Annotated[FeedbackEventCreate, WrapValidator(event_or_malformed)]] = Field(
-        min_length=1, max_length=MAX_FEEDBACK_BATCH
+        # Declared only: the validator below says how to send more, or fewer.
+        json_schema_extra={"minItems": 1, "maxItems": MAX_FEEDBACK_BATCH}
     )
+
+    # Before the events are read: a list over the limit was read event by event, and
+    # then refused in words that did not say what to do.
+    @field_validator("events", mode="before")
+    @classmethod
+    def _one_to_max_feedback_batch(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_FEEDBACK_BATCH:
+            raise ValueError(
+                f"at most {MAX_FEEDBACK_BATCH} events per call, got {len(value)}: split "
+                "the batch, or send a file of them with `nextbest feedback FILE`"
+            )
+        if isinstance(value, list) and not value:
+            raise ValueError(
+                f"no events: send 1 to {MAX_FEEDBACK_BATCH} in events, or one event alone"
+            )
+        return value
 
 
 def _feedback_shape(body: Any) -> str:
