@@ -343,3 +343,33 @@ def test_single_recommendations_read_history_on_one_kept_connection(api_settings
         assert len(on_loop) == 1  # opened at the first read, then kept
         assert c.post("/v1/recommendations", json={"hcp_id": hcps[0], "explain": True}).is_success
         assert len(on_loop) == 1
+
+
+def test_an_email_platforms_unsubscribe_and_bounce_are_told_what_to_send(
+    client: TestClient, trained
+) -> None:
+    """An export's `unsubscribed` and `bounced` rows are rejected alone, each saying what
+    the contract takes instead; sent alone, the 422 says the same at its field."""
+    hcp_id, _ = _hcp_with_actions(client, trained)
+    events = [
+        {"event_id": "p-1", "event_type": "delivered", "hcp_id": hcp_id, "channel": "email"},
+        {"event_id": "p-2", "event_type": "Unsubscribed", "hcp_id": hcp_id, "channel": "email"},
+        {"event_id": "p-3", "event_type": "bounced", "hcp_id": hcp_id, "channel": "email"},
+    ]
+    response = client.post("/v1/feedback", json={"events": events})
+    assert response.status_code == 207, response.text
+    result = response.json()
+    assert result["accepted"] == 1
+    said = {r["event_id"]: r["message"] for r in result["rejected"]}
+    assert said["p-2"].endswith(
+        "(an unsubscribe is 'opted_out', consent withdrawn: send it so, with the channel "
+        "it withdraws)"
+    )
+    assert said["p-3"].endswith(
+        "(a bounced e-mail reached nobody: send no event for it (a contact is 'delivered'))"
+    )
+    alone = client.post("/v1/feedback", json=events[1])
+    assert alone.status_code == 422
+    (detail,) = alone.json()["detail"]
+    assert detail["loc"] == ["body", "event", "event_type"]
+    assert "an unsubscribe is 'opted_out'" in detail["msg"]

@@ -66,6 +66,27 @@ def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> No
     assert "did you mean" not in wrong.message and "'opted_in'" in wrong.message, wrong
 
 
+@pytest.mark.parametrize(
+    ("sent", "instead"),
+    [
+        ("unsubscribed", "an unsubscribe is 'opted_out', consent withdrawn: send it so"),
+        ("Unsubscribe", "an unsubscribe is 'opted_out', consent withdrawn: send it so"),
+        ("bounced", "a bounced e-mail reached nobody: send no event for it"),
+        ("Hard Bounce", "a bounced e-mail reached nobody: send no event for it"),
+        ("soft-bounced", "a bounced e-mail reached nobody: send no event for it"),
+    ],
+)
+def test_an_email_platforms_word_for_another_event_says_what_to_send(
+    sent: str, instead: str
+) -> None:
+    # An e-mail platform's export names unsubscribes and bounces, which the contract
+    # calls otherwise (opted_out) or does not count (a bounce is no contact).
+    wrong = parse_event({**OUTCOME, "event_type": sent})
+    assert isinstance(wrong, MalformedEvent), wrong
+    assert wrong.message.startswith("event_type: Input should be 'delivered', "), wrong
+    assert "'opted_out' or 'opted_in' (" + instead in wrong.message, wrong.message
+
+
 OPENED = {"event_id": "e1", "event_type": "opened", "hcp_id": "H1", "channel": "email"}
 FULL_DATE = "write the full date, as 2026-11-30 or 2026-11-30T08:00:00+00:00"
 WRITE_IT = "write it as 2026-11-30 or 2026-11-30T08:00:00+00:00"

@@ -67,14 +67,40 @@ def not_a_boolean(value: object) -> object:
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
+# E-mail platforms' words for what the contract has no type of, or another name for:
+# spelled alike by none of the types, so no "did you mean" would come.
+_PLATFORM_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"unsub(scribe[sd]?)?"),
+        "an unsubscribe is 'opted_out', consent withdrawn: send it so, with the channel "
+        "it withdraws",
+    ),
+    (
+        re.compile(r"((hard|soft)_?)?bounce[sd]?"),
+        "a bounced e-mail reached nobody: send no event for it (a contact is 'delivered')",
+    ),
+)
+
+
 def _lower_case(value: object) -> object:
     """An event type as e-mail platforms export it (``Opened``, ``DELIVERED``): the
     types differ in more than case, so reading it in lower case can mistake none.
-    A type near one of the contract's (``open``, ``click``) is refused naming it."""
+    A type near one of the contract's (``open``, ``click``) is refused naming it, and
+    an e-mail platform's word for something else (``unsubscribed``, ``bounced``)
+    saying what to send instead."""
     if not isinstance(value, str):
         return value
     value = value.strip().lower()
     refuse_a_near_miss(value, FEEDBACK_EVENT_TYPES)
+    word = re.sub(r"[\s-]+", "_", value)
+    for pattern, instead in _PLATFORM_WORDS:
+        if pattern.fullmatch(word):
+            quoted = [f"'{t}'" for t in FEEDBACK_EVENT_TYPES]
+            raise PydanticCustomError(
+                "literal_error",
+                "Input should be {listed} ({instead})",
+                {"listed": f"{', '.join(quoted[:-1])} or {quoted[-1]}", "instead": instead},
+            )
     return value
 
 
