@@ -269,6 +269,24 @@ def test_a_bound_key_asking_for_another_channel_is_403(
         assert len(refused.content) < 1000
 
 
+@pytest.mark.parametrize("route", ["/v1/recommendations", "/v1/recommendations/batch"])
+def test_a_bound_key_misspelling_a_channel_is_told_the_channel_it_means(
+    client: TestClient, api_settings: Settings, route: str
+) -> None:
+    """A channel no action has is a typo, from a bound key too: a 422 naming the
+    channel meant, not a 403 saying the key may not ask for it."""
+    webinar = _bound_key(client, api_settings, "webinar-gw", ["webinar"])
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    body = {"hcp_id": hcp} if route == "/v1/recommendations" else {"hcp_ids": [hcp]}
+    refused = client.post(route, json={**body, "channel": "webinr"}, headers=webinar)
+    assert refused.status_code == 422, refused.text
+    (detail,) = refused.json()["detail"]
+    assert detail["loc"] == ["body", "channel"]
+    assert detail["msg"].startswith("unknown channel 'webinr'; did you mean 'webinar'? (known: ")
+    # A channel of the catalog that the key does not speak for is still its own 403.
+    assert client.post(route, json={**body, "channel": "email"}, headers=webinar).status_code == 403
+
+
 def _email_hcp(client: TestClient) -> tuple[str, str]:
     """An HCP who gets e-mail items, and the id of a recommendation serving only e-mail."""
     for hcp_id in client.app.state.runtime.recommender.hcp_ids[:200].tolist():

@@ -24,7 +24,8 @@ from nextbest.api.schemas import (
     RecommendationCreate,
     RecommendationPublic,
 )
-from nextbest.service.recommend import Recommendation, decision_time
+from nextbest.service.apikeys import Principal
+from nextbest.service.recommend import Recommendation, Recommender, decision_time
 from nextbest.service.runtime import ServingRuntime
 from nextbest.service.serving import (
     Database,
@@ -55,6 +56,19 @@ def _recommendation(rec: Recommendation, *, with_excluded: bool) -> dict[str, An
         "items": rec.items,
         "excluded": rec.excluded if with_excluded else None,
     }
+
+
+def _channels_of(
+    caller: Principal, recommender: Recommender, channel: str | None, *, k: int, purpose: str
+) -> tuple[str, ...] | None:
+    """The channels a channel-bound key's answer may hold (:func:`request_channels`).
+
+    A channel no action of the catalog has (``emial``) is refused as the typo it is
+    (422 at ``channel``, naming the channel meant), before the key's binding is: a
+    403 naming only the key's channels did not say that the channel does not exist."""
+    if channel is not None and caller.channels is not None:
+        recommender.check_request(k=k, channel=channel, purpose=purpose)
+    return request_channels(caller, channel)
 
 
 # The answers are serialized straight to JSON bytes by pydantic-core: the declared
@@ -91,7 +105,7 @@ async def recommend(
         recommender.check_territories()
         forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
     purpose = request_purpose(caller, body.purpose)
-    channels = request_channels(caller, body.channel)
+    channels = _channels_of(caller, recommender, body.channel, k=body.k, purpose=purpose)
     # One reading of the recommender's clock: the decision time and, after a past
     # date, when the history is read.
     reading = recommender.clock()
@@ -152,6 +166,7 @@ def recommend_many(
     another ``channel`` is refused (403).
     """
     recommender = runtime.recommender
+    purpose = request_purpose(caller, body.purpose)
     recs, unknown, repeated = recommend_batch(
         recommender,
         runtime.reader,
@@ -160,9 +175,9 @@ def recommend_many(
         hcp_ids=body.hcp_ids,
         k=body.k,
         channel=body.channel,
-        purpose=request_purpose(caller, body.purpose),
+        purpose=purpose,
         on=body.date,
-        channels=request_channels(caller, body.channel),
+        channels=_channels_of(caller, recommender, body.channel, k=body.k, purpose=purpose),
     )
     record_served(recs)
     return _json(
