@@ -1262,3 +1262,28 @@ def test_the_openapi_document_says_a_plan_date_is_a_utc_day_and_where_capacity_i
     assert "YYYY-MM-DD, a day of UTC" in said["date"], said["date"]
     assert "the rep's own date" in said["date"], said["date"]
     assert "rep_plan.max_capacity" in said["capacity"], said["capacity"]
+
+
+def test_an_hcp_id_sent_as_a_number_is_refused_saying_to_quote_it(client: TestClient) -> None:
+    """A system keyed by numbers sends 12345 for the hcps file's "12345": each route
+    names the item and says to send it as text."""
+    ids = [f"H{i:06d}" for i in range(1000)]
+    ids[517] = 12345  # type: ignore[call-overload]
+    batch = client.post("/v1/recommendations/batch", json={"hcp_ids": ids})
+    assert batch.status_code == 422
+    (detail,) = batch.json()["detail"]
+    assert detail["loc"] == ["body", "hcp_ids", 517] and detail["input"] == 12345
+    said = 'an HCP id is text, not a number: send it quoted ("12345"), as the hcps file writes it'
+    assert detail["msg"] == said
+    one = client.post("/v1/recommendations", json={"hcp_id": 12345})
+    assert one.status_code == 422
+    assert one.json()["detail"][0]["loc"] == ["body", "hcp_id"]
+    assert one.json()["detail"][0]["msg"] == said
+    event = {"event_id": "n-1", "event_type": "opened", "hcp_id": 12345}
+    fed = client.post("/v1/feedback", json={"events": [event]})
+    assert fed.status_code == 422
+    assert fed.json()["rejected"][0]["message"] == f"hcp_id: {said}"
+    # Other things that are no text keep pydantic's words.
+    ids[517] = None  # type: ignore[call-overload]
+    nothing = client.post("/v1/recommendations/batch", json={"hcp_ids": ids})
+    assert nothing.json()["detail"][0]["msg"] == "Input should be a valid string"

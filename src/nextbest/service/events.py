@@ -120,7 +120,25 @@ def refuse_a_near_miss(value: str, choices: Sequence[str]) -> None:
 
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
 # id or one longer than any data file's could name no HCP, and would be echoed back.
-HcpId = Annotated[str, StringConstraints(min_length=1, max_length=STORED_LENGTHS["hcp_id"])]
+def _an_id_is_text(value: object) -> object:
+    """Refuse a number sent as an HCP id saying to quote it: a system keyed by numbers
+    sends ``12345`` for the hcps file's ``12345`` (and ``123`` for its ``00123``)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        quoted_id = f' ("{value}")' if abs(value) < 1e40 else ""
+        raise PydanticCustomError(
+            "string_type",
+            "an HCP id is text, not a number: send it quoted{quoted_id}, as the hcps file "
+            "writes it",
+            {"quoted_id": quoted_id},
+        )
+    return value
+
+
+HcpId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=STORED_LENGTHS["hcp_id"]),
+    BeforeValidator(_an_id_is_text),
+]
 
 
 def in_utc_range(value: datetime) -> datetime:
