@@ -124,12 +124,12 @@ def _an_id_is_text(value: object) -> object:
     """Refuse a number sent as an HCP id saying to quote it: a system keyed by numbers
     sends ``12345`` for the hcps file's ``12345`` (and ``123`` for its ``00123``)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        # Formatted here (a number holds no braces): no context to echo in the answer.
         quoted_id = f' ("{value}")' if abs(value) < 1e40 else ""
         raise PydanticCustomError(
             "string_type",
-            "an HCP id is text, not a number: send it quoted{quoted_id}, as the hcps file "
+            f"an HCP id is text, not a number: send it quoted{quoted_id}, as the hcps file "
             "writes it",
-            {"quoted_id": quoted_id},
         )
     return value
 
