@@ -373,3 +373,35 @@ def test_an_email_platforms_unsubscribe_and_bounce_are_told_what_to_send(
     (detail,) = alone.json()["detail"]
     assert detail["loc"] == ["body", "event", "event_type"]
     assert "an unsubscribe is 'opted_out'" in detail["msg"]
+
+
+def test_an_event_naming_an_action_its_answer_did_not_serve_is_stored_and_said(
+    client: TestClient, trained
+) -> None:
+    """An e-mail system that joined its sends to the wrong answer hears of it: the
+    delivery is stored as what was done instead, and said under uncounted."""
+    hcp_id, body = _hcp_with_actions(client, trained)
+    served = {i["action_id"] for i in body["items"]}
+    model, _ = registry.load_alias(trained.settings)
+    other = next(a for a in model.catalog["action_id"] if a not in served)
+    sent = {
+        "event_id": "instead-1",
+        "event_type": "opened",
+        "hcp_id": hcp_id,
+        "recommendation_id": body["recommendation_id"],
+        "action_id": other,
+    }
+    response = client.post("/v1/feedback", json={"events": [sent]})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 1
+    (note,) = result["uncounted"]
+    assert note["index"] == 0 and note["event_id"] == "instead-1"
+    assert note["message"] == (
+        f"stored, but recommendation '{body['recommendation_id']}' did not serve action "
+        f"'{other}' (it served {', '.join(sorted(served))}): counted as done instead of "
+        "what was served; if it was not, send the action_id of that answer's item"
+    )
+    # Naming a served item says nothing.
+    item = {**sent, "event_id": "served-1", "action_id": body["items"][0]["action_id"]}
+    assert client.post("/v1/feedback", json=item).json()["uncounted"] == []

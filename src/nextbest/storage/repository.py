@@ -1662,6 +1662,22 @@ def _record_feedback(
             uncounted = (
                 f"stored, but {contacted}" if uncounted is None else f"{uncounted}; {contacted}"
             )
+        if (
+            event.event_type in _EFFECTS_OF_AN_ANSWER - _DECISIONS_ON_ITEMS
+            and held_out is not None
+            and held_out.channel_by_action
+            and action_id is not None
+            and action_id not in held_out.channel_by_action
+        ):
+            # Stored as what was done instead (a visit instead of the e-mail), but said:
+            # a sender that joined its sends to the wrong answer would not know.
+            instead = (
+                f"recommendation '{event.recommendation_id}' did not serve action "
+                f"'{action_id}' (it served {', '.join(sorted(held_out.channel_by_action))}): "
+                "counted as done instead of what was served; if it was not, send the "
+                "action_id of that answer's item"
+            )
+            uncounted = f"stored, but {instead}" if uncounted is None else f"{uncounted}; {instead}"
         if event.value and event.event_type != "outcome":
             # Stored as sent, but only an outcome's value is summed anywhere: a click
             # sent with its order value was counted as a click alone, without a word.
