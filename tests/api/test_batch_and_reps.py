@@ -1287,3 +1287,16 @@ def test_an_hcp_id_sent_as_a_number_is_refused_saying_to_quote_it(client: TestCl
     ids[517] = None  # type: ignore[call-overload]
     nothing = client.post("/v1/recommendations/batch", json={"hcp_ids": ids})
     assert nothing.json()["detail"][0]["msg"] == "Input should be a valid string"
+
+
+def test_batch_ids_are_read_without_surrounding_spaces_and_with_their_case(
+    client: TestClient,
+) -> None:
+    """As docs/api.md says: padded ids are the hcps file's id, answered once and
+    listed as repeated under that spelling; another case is another (unknown) id."""
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    sent = [f" {hcp}", f"{hcp} ", hcp.lower() if hcp.lower() != hcp else f"x{hcp}"]
+    body = client.post("/v1/recommendations/batch", json={"hcp_ids": sent}).json()
+    assert [r["hcp_id"] for r in body["results"]] == [hcp]
+    assert body["repeated_hcp_ids"] == [hcp]
+    assert body["unknown_hcp_ids"] == [sent[2]]
