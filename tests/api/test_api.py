@@ -345,11 +345,11 @@ def test_single_recommendations_read_history_on_one_kept_connection(api_settings
         assert len(on_loop) == 1
 
 
-def test_an_email_platforms_unsubscribe_and_bounce_are_told_what_to_send(
+def test_an_email_platforms_unsubscribe_withdraws_and_its_bounce_is_told_to_send_nothing(
     client: TestClient, trained
 ) -> None:
-    """An export's `unsubscribed` and `bounced` rows are rejected alone, each saying what
-    the contract takes instead; sent alone, the 422 says the same at its field."""
+    """An export's `unsubscribed` row is the opt-out it is (stored, in force at once,
+    said under uncounted); its `bounced` row is rejected alone, saying to send nothing."""
     hcp_id, _ = _hcp_with_actions(client, trained)
     events = [
         {"event_id": "p-1", "event_type": "delivered", "hcp_id": hcp_id, "channel": "email"},
@@ -359,20 +359,29 @@ def test_an_email_platforms_unsubscribe_and_bounce_are_told_what_to_send(
     response = client.post("/v1/feedback", json={"events": events})
     assert response.status_code == 207, response.text
     result = response.json()
-    assert result["accepted"] == 1
-    said = {r["event_id"]: r["message"] for r in result["rejected"]}
-    assert said["p-2"].endswith(
-        "(an unsubscribe is 'opted_out', consent withdrawn: send it so, with the channel "
-        "it withdraws)"
-    )
-    assert said["p-3"].endswith(
+    assert result["accepted"] == 2
+    (rejected,) = result["rejected"]
+    assert rejected["event_id"] == "p-3"
+    assert rejected["message"].endswith(
         "(a bounced e-mail reached nobody: send no event for it (a contact is 'delivered'))"
     )
-    alone = client.post("/v1/feedback", json=events[1])
-    assert alone.status_code == 422
-    (detail,) = alone.json()["detail"]
-    assert detail["loc"] == ["body", "event", "event_type"]
-    assert "an unsubscribe is 'opted_out'" in detail["msg"]
+    (note,) = result["uncounted"]
+    assert note["event_id"] == "p-2"
+    assert "event_type 'Unsubscribed' read as 'opted_out'" in note["message"]
+    explained = client.post(
+        "/v1/recommendations", json={"hcp_id": hcp_id, "channel": "email", "explain": True}
+    ).json()
+    assert explained["items"] == []
+    assert any(
+        "consent: opted out of email on " in why
+        for reasons in explained["excluded"].values()
+        for why in reasons
+    )
+    # Its resend, as sent or as read, is the same event.
+    again = client.post("/v1/feedback", json=events[1]).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 1)
+    read = {**events[1], "event_type": "opted_out"}
+    assert client.post("/v1/feedback", json=read).json()["duplicates"] == 1
 
 
 def test_an_event_naming_an_action_its_answer_did_not_serve_is_stored_and_said(

@@ -58,7 +58,7 @@ def test_an_event_type_near_one_of_the_contracts_is_named(sent: str, near: str) 
     assert wrong.message.endswith(f"(did you mean '{near}'?)"), wrong.message
 
 
-@pytest.mark.parametrize("sent", ["bounce", "unsubscribed", "spam"])
+@pytest.mark.parametrize("sent", ["bounce", "complained", "spam"])
 def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> None:
     # A bounce is no outcome, however many letters they share.
     wrong = parse_event({**OUTCOME, "event_type": sent})
@@ -69,8 +69,6 @@ def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> No
 @pytest.mark.parametrize(
     ("sent", "instead"),
     [
-        ("unsubscribed", "an unsubscribe is 'opted_out', consent withdrawn: send it so"),
-        ("Unsubscribe", "an unsubscribe is 'opted_out', consent withdrawn: send it so"),
         ("bounced", "a bounced e-mail reached nobody: send no event for it"),
         ("Hard Bounce", "a bounced e-mail reached nobody: send no event for it"),
         ("soft-bounced", "a bounced e-mail reached nobody: send no event for it"),
@@ -79,12 +77,28 @@ def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> No
 def test_an_email_platforms_word_for_another_event_says_what_to_send(
     sent: str, instead: str
 ) -> None:
-    # An e-mail platform's export names unsubscribes and bounces, which the contract
-    # calls otherwise (opted_out) or does not count (a bounce is no contact).
+    # An e-mail platform's export names bounces, which the contract does not count
+    # (a bounce is no contact).
     wrong = parse_event({**OUTCOME, "event_type": sent})
     assert isinstance(wrong, MalformedEvent), wrong
     assert wrong.message.startswith("event_type: Input should be 'delivered', "), wrong
     assert "'opted_out' or 'opted_in' (" + instead in wrong.message, wrong.message
+
+
+@pytest.mark.parametrize("sent", ["unsubscribed", "Unsubscribe", " UNSUBSCRIBES ", "unsub"])
+def test_an_email_platforms_unsubscribe_is_read_as_the_opt_out_it_is(sent: str) -> None:
+    # Refused, the withdrawal of consent was lost when its sender did not read the answer.
+    event = parse_event({**OUTCOME, "event_type": sent, "channel": "email"})
+    assert isinstance(event, FeedbackEventCreate), event
+    assert (event.event_type, event.channel) == ("opted_out", "email")
+    assert event.unread == f"event_type '{sent.strip()}' read as 'opted_out'"
+    # Read past what it cannot be read with, as any opt-out is; its ids are still needed.
+    late = parse_event({**OUTCOME, "event_type": sent, "occurred_at": "yesterday"})
+    assert isinstance(late, FeedbackEventCreate) and late.event_type == "opted_out"
+    assert late.unread is not None
+    assert late.unread.startswith(f"event_type '{sent.strip()}' read as 'opted_out'; occurred_at")
+    nobody = parse_event({"event_id": "e1", "event_type": sent})
+    assert isinstance(nobody, MalformedEvent) and nobody.message == "hcp_id: Field required"
 
 
 OPENED = {"event_id": "e1", "event_type": "opened", "hcp_id": "H1", "channel": "email"}

@@ -67,26 +67,35 @@ def not_a_boolean(value: object) -> object:
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
-# E-mail platforms' words for what the contract has no type of, or another name for:
-# spelled alike by none of the types, so no "did you mean" would come.
+# E-mail platforms' words for what the contract has no type of, spelled alike by none
+# of the types, so no "did you mean" would come. (Their unsubscribe is an opt-out:
+# read as one, _an_unsubscribe.)
 _PLATFORM_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"unsub(scribe[sd]?)?"),
-        "an unsubscribe is 'opted_out', consent withdrawn: send it so, with the channel "
-        "it withdraws",
-    ),
     (
         re.compile(r"((hard|soft)_?)?bounce[sd]?"),
         "a bounced e-mail reached nobody: send no event for it (a contact is 'delivered')",
     ),
 )
+_UNSUBSCRIBE = re.compile(r"unsub(scribe[sd]?)?")
+
+
+def _an_unsubscribe(data: Any) -> str | None:
+    """What to say of an event whose type is an e-mail platform's unsubscribe
+    (``unsubscribed``, ``Unsubscribe``), read as the opt-out it is; None for any
+    other event. Refused, the withdrawal of consent was lost if its sender did not
+    read the refusal."""
+    if not isinstance(data, dict) or not isinstance(sent := data.get("event_type"), str):
+        return None
+    if not _UNSUBSCRIBE.fullmatch(re.sub(r"[\s-]+", "_", sent.strip().lower())):
+        return None
+    return f"event_type {quoted(sent.strip(), at_most=QUOTED_AT_MOST)} read as 'opted_out'"
 
 
 def _lower_case(value: object) -> object:
     """An event type as e-mail platforms export it (``Opened``, ``DELIVERED``): the
     types differ in more than case, so reading it in lower case can mistake none.
     A type near one of the contract's (``open``, ``click``) is refused naming it, and
-    an e-mail platform's word for something else (``unsubscribed``, ``bounced``)
+    an e-mail platform's word for what the contract does not count (``bounced``)
     saying what to send instead."""
     if not isinstance(value, str):
         return value
@@ -276,16 +285,25 @@ class FeedbackEventCreate(BaseModel):
         over the form of a field that does not change what it withdraws. The store
         says what was not read (:attr:`FeedbackRecord.unread`). Any other event, or
         an opt-out without a readable ``event_id`` or ``hcp_id``, is refused as sent;
-        an ``event_id`` too long to store is read, and stored under one derived from it."""
+        an ``event_id`` too long to store is read, and stored under one derived from it.
+        An e-mail platform's unsubscribe (``unsubscribed``) is such an opt-out, said so."""
+        unsubscribe = _an_unsubscribe(data)
+        if unsubscribe is not None:
+            data = {**data, "event_type": "opted_out"}
         try:
-            return handler(data)
+            read_as_sent = handler(data)
         except ValidationError as exc:
             read = _opt_out_as_read(data, exc)
             if read is None:
                 raise
             event = _OptOutReadOtherwise.model_validate(read[0])
-            event._unread = read[1]
+            event._unread = "; ".join(said for said in (unsubscribe, read[1]) if said)
             return event
+        if unsubscribe is None:
+            return read_as_sent
+        event = _OptOutReadOtherwise.model_validate(data)
+        event._unread = unsubscribe
+        return event
 
     @property
     def unread(self) -> str | None:
