@@ -78,6 +78,12 @@ class ModelVersionInfo:
     # Of a version a training was asked to make champion (``--alias champion``) and
     # did not: why, naming the champion now, and what to do (:func:`log_training_run`).
     not_champion: str | None = None
+    # Of a version just trained (:func:`log_training_run`): the code that trained it, as
+    # VersionSummary says it (its SOURCE_TAG, where its run keeps the patch of a
+    # "+modified" checkout's edits, and why it has none or what a cut one leaves out).
+    source_commit: str | None = None
+    source_patch: str | None = None
+    source_patch_note: str | None = None
 
 
 class RegistryError(RuntimeError):
@@ -378,11 +384,20 @@ def log_training_run(
     keeps no alias and the returned ``not_champion`` says why, naming the champion
     or the decision, and what to do; its :data:`REGISTERED_AS_TAG` is taken off, as
     it is of a first version another training's champion overtook.
+
+    The code recorded (:data:`SOURCE_TAG`, :data:`EDITS_TAG`, the patch) is
+    ``result.code``, read when training began (:func:`training_code`), else read now.
+    A checkout whose code changed since that reading (edited or committed while it
+    trained) is said in a note of ``result`` and of the run and in its
+    :data:`SOURCE_CHANGED_TAG`: the record stays the code that trained.
     """
     mlflow = _mlflow(settings)
     experiment = experiment_id(settings)
-    source, edits = _running_code()
-    patch, patch_note = _patch_of(source, edits)
+    code = result.code if result.code is not None else training_code()
+    source, edits, patch, patch_note = code.source, code.edits, code.patch, code.patch_note
+    changed = code.changed_since()
+    if changed is not None:
+        result.notes.append(changed)
     # An alias other than champion is set within the training run; champion is a
     # decision of its own, recorded in the decisions experiment after it.
     sets_alias = alias is not None and alias != CHAMPION_ALIAS
@@ -415,6 +430,7 @@ def log_training_run(
                     **({PATCH_TAG: PATCH_ARTIFACT} if patch is not None else {}),
                     # MLflow keeps tag values of up to 5,000 characters.
                     **({PATCH_NOTE_TAG: patch_note[:4000]} if patch_note else {}),
+                    **({SOURCE_CHANGED_TAG: changed[:4000]} if changed else {}),
                     **(extra_tags or {}),
                 }
             )
@@ -522,7 +538,14 @@ def log_training_run(
         # make it one once no version is champion (see _with_alias_unset).
         client(settings).delete_model_version_tag(settings.model_name, version, REGISTERED_AS_TAG)
     registered = describe_version(settings, version)
-    return replace(registered, not_champion=not_champion if alias == CHAMPION_ALIAS else None)
+    run_artifacts = str(run.info.artifact_uri)
+    return replace(
+        registered,
+        not_champion=not_champion if alias == CHAMPION_ALIAS else None,
+        source_commit=source,
+        source_patch=None if patch is None else f"{run_artifacts.rstrip('/')}/{PATCH_ARTIFACT}",
+        source_patch_note=patch_note,
+    )
 
 
 # Who made a decision run (train, promote, keep, rollback): the operating-system
@@ -2512,17 +2535,25 @@ def same_training(settings: Settings, version: str) -> list[str]:
     return _versions_trained_on(settings, fingerprint, same, older_than=int(mine.version))
 
 
-def trained_as(settings: Settings, *, fingerprint: str, asked: Mapping[str, Any]) -> list[str]:
+def trained_as(
+    settings: Settings,
+    *,
+    fingerprint: str,
+    asked: Mapping[str, Any],
+    code: TrainingCode | None = None,
+) -> list[str]:
     """Versions a training about to run would register again: trained on data of
     ``fingerprint``, asked for the params ``asked`` (what
     :func:`nextbest.learning.train.asked_params` says it will log; a run's
-    :data:`~nextbest.learning.train.DERIVED_PARAMS` follow from them) by this code,
-    and registered in full. Oldest first; empty when none, when nothing is registered,
-    or when this code is not named (:func:`code_unnamed`)."""
+    :data:`~nextbest.learning.train.DERIVED_PARAMS` follow from them) by this code
+    (``code``: as the training read it when it began, else read now), and registered
+    in full. Oldest first; empty when none, when nothing is registered, or when this
+    code is not named (:func:`code_unnamed`)."""
     from nextbest.learning.train import DERIVED_PARAMS
 
-    code = _code_named(*_running_code(), release=_code_version())
-    if code is None or not registry_exists(settings):
+    code = code or training_code(patch=False)
+    named = _code_named(code.source, code.edits, release=_code_version())
+    if named is None or not registry_exists(settings):
         return []
     # As MLflow keeps them: log_params writes str(value).
     wanted = {key: str(value) for key, value in asked.items()}
@@ -2532,22 +2563,23 @@ def trained_as(settings: Settings, *, fingerprint: str, asked: Mapping[str, Any]
         return (
             DIGEST_TAG in other.tags  # registered in full, see VersionSummary
             and logged == wanted
-            and _code_of_run(data.tags, other.tags) == code
+            and _code_of_run(data.tags, other.tags) == named
         )
 
     return _versions_trained_on(settings, fingerprint, same)
 
 
-def code_unnamed() -> str | None:
-    """Why the code running now cannot be told from other code by what a run records
-    of it, or None: a checkout with uncommitted changes (its commit does not say
-    which, and :func:`source_edits` could not read them), or neither a checkout nor a
-    known release."""
-    source, edits = _running_code()
-    if _code_named(source, edits, release=_code_version()) is not None:
+def code_unnamed(code: TrainingCode | None = None) -> str | None:
+    """Why the code running now (``code``: as a training read it when it began, else
+    read now) cannot be told from other code by what a run records of it, or None: a
+    checkout with uncommitted changes (its commit does not say which, and
+    :func:`source_edits` could not read them), or neither a checkout nor a known
+    release."""
+    code = code or training_code(patch=False)
+    if _code_named(code.source, code.edits, release=_code_version()) is not None:
         return None
-    if source.endswith("+modified"):
-        commit = source.removesuffix("+modified")[:12]
+    if code.source.endswith("+modified"):
+        commit = code.source.removesuffix("+modified")[:12]
         return f"the code has uncommitted changes (to commit {commit}) that git could not read"
     return "the code is neither a git checkout nor an installed nextbest release"
 
@@ -2575,6 +2607,62 @@ def _patch_of(source: str, edits: str | None) -> tuple[bytes | None, str | None]
             f"(source_edits_sha256 {edits}) and writing their patch"
         )
     return patch.content, patch.note
+
+
+# Run tag of a training whose checkout changed while it trained (edited, committed):
+# what it was when training began, the code recorded, and what it was at the end.
+SOURCE_CHANGED_TAG = "source_changed_while_training"
+
+
+@dataclass(frozen=True)
+class TrainingCode:
+    """The code a training runs, read once when it begins: the process has imported
+    its modules by then, so a file edited while it trains is not the code that
+    trained. ``source`` and ``edits``: its :data:`SOURCE_TAG` and :data:`EDITS_TAG`;
+    ``patch`` and ``patch_note``: what its run keeps of a ``+modified`` checkout's
+    edits (:func:`_patch_of`). Read by :func:`training_code`; logged by
+    :func:`log_training_run`."""
+
+    source: str
+    edits: str | None
+    patch: bytes | None = None
+    patch_note: str | None = None
+
+    def changed_since(self) -> str | None:
+        """What to note of a run when the checkout's code is not this one now (its
+        files edited, or committed, since this was read), or None when it is."""
+        source, edits = _running_code()
+        if (source, edits) == (self.source, self.edits):
+            return None
+        return (
+            f"the checkout's code changed while this run trained: it was {_code_said(self)} "
+            f"when training began, and is {_code_said(TrainingCode(source, edits))} now; "
+            "the run records the code as it was when training began, the code that trained "
+            "(the later edits are not in its source_edits_sha256 or source/edits.patch: "
+            "train again to record a model of them)"
+        )
+
+
+def training_code(*, patch: bool = True) -> TrainingCode:
+    """The code running now, as a training records it (:class:`TrainingCode`): read
+    when a training begins. ``patch``: write the patch of a ``+modified`` checkout's
+    edits too (False: only what names the code, for a check before training)."""
+    source, edits = _running_code()
+    if not patch:
+        return TrainingCode(source, edits)
+    return TrainingCode(source, edits, *_patch_of(source, edits))
+
+
+def _code_said(code: TrainingCode) -> str:
+    """``code`` in a few words: its commit, and the digest of its edits."""
+    if code.source == "unknown":
+        return "no git checkout"
+    commit = code.source.removesuffix("+modified")[:12]
+    if not code.source.endswith("+modified"):
+        return f"commit {commit}"
+    if code.edits is None:
+        return f"commit {commit} with edits git could not read"
+    return f"commit {commit} with edits source_edits_sha256 {code.edits[:12]}"
 
 
 def _running_code() -> tuple[str, str | None]:

@@ -564,6 +564,42 @@ def test_retrain_with_nothing_logged_is_refused_unless_history_only_is_allowed(
     ), outcome.result.notes
 
 
+def test_retrain_records_the_code_as_it_was_when_it_began(
+    loop_world: LoopWorld, git_checkout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout edited while a retraining runs: the challenger's run records the
+    edits as they were when the retraining began, and says the checkout changed."""
+    from functools import partial
+
+    module = git_checkout.module
+    for name in ("source_commit", "source_edits", "source_patch"):
+        monkeypatch.setattr(registry, name, partial(getattr(registry, name), module))
+    settings = Settings(models_dir=tmp_path / "models", seed=1)
+    register(loop_world.honest, settings)
+    module.write_text("x = 2\n")
+    began = registry.source_edits()
+
+    def edit_while_training(stage: str) -> None:
+        if stage == "features":
+            module.write_text("x = 3\n")
+
+    outcome = retrain(
+        settings,
+        dataset=loop_world.dataset,
+        config=FAST_CONFIG,
+        allow_history_only=True,
+        progress=edit_while_training,
+    )
+    assert registry.source_edits() not in (None, began)
+    assert outcome.run_id is not None
+    tags = registry.client(settings).get_run(outcome.run_id).data.tags
+    assert began is not None and tags[registry.EDITS_TAG] == began
+    assert tags[registry.SOURCE_CHANGED_TAG] in outcome.result.notes
+    assert outcome.registered is not None and outcome.registered.source_patch is not None
+    patch = Path(outcome.registered.source_patch.removeprefix("file://")).read_text()
+    assert "+x = 2" in patch and "+x = 3" not in patch
+
+
 def test_decisions_on_content_retired_from_the_catalog_are_left_out_and_counted(
     loop_world: LoopWorld, honest_loop: ServedStore
 ) -> None:

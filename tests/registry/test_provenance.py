@@ -255,3 +255,60 @@ def test_no_patch_of_a_clean_checkout_nor_without_git(
     monkeypatch.undo()
     said = registry.source_patch(plain).note
     assert said == f"git could not read the edits of the checkout at {plain.parent}"
+
+
+def test_a_checkout_edited_while_it_trains_records_the_code_as_training_began(
+    git_checkout, world_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process trains with the code it had imported when training began: a file of
+    its checkout edited while it trains (here as the models stage starts) is not the
+    code that trained. The run and its version keep the digest and the patch of the
+    edits as they were then, and the run says the checkout changed while it trained."""
+    from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
+    from nextbest.settings import Settings
+
+    module = git_checkout.module
+    for name in ("source_commit", "source_edits", "source_patch"):
+        monkeypatch.setattr(registry, name, partial(getattr(registry, name), module))
+    fast = TrainConfig(
+        engagement=EngagementParams(n_estimators=20, num_leaves=7),
+        uplift=UpliftParams(n_estimators=30, learning_rate=0.1),
+    )
+    dataset = load_dataset(world_dir)
+    module.write_text("x = 2  # the code that trains\n")
+    began = registry.source_edits()
+    assert began is not None
+
+    def edit_while_training(stage: str) -> None:
+        if stage == "models":
+            module.write_text("x = 3  # edited while it trained\n")
+
+    result = train(dataset, config=fast, progress=edit_while_training)
+    now = registry.source_edits()
+    assert now not in (None, began)  # the checkout did change while it trained
+    settings = Settings(models_dir=tmp_path / "models")
+    info = registry.log_training_run(result, settings)
+
+    client = registry.client(settings)
+    assert info.run_id is not None
+    tags = client.get_run(info.run_id).data.tags
+    assert tags[registry.EDITS_TAG] == began
+    (listed,) = registry.list_versions(settings)
+    assert listed.source_edits_sha256 == began
+    assert listed.source_commit == f"{git_checkout.git('rev-parse', 'HEAD')}+modified"
+    patch = Path(client.download_artifacts(info.run_id, registry.PATCH_ARTIFACT, str(tmp_path)))
+    text = patch.read_text()
+    assert "+x = 2  # the code that trains" in text and "edited while it trained" not in text
+    assert began in text and now not in text
+    changed = tags[registry.SOURCE_CHANGED_TAG]
+    assert changed.startswith("the checkout's code changed while this run trained"), changed
+    assert began[:12] in changed and now[:12] in changed
+    notes = Path(client.download_artifacts(info.run_id, "notes.txt", str(tmp_path))).read_text()
+    assert changed in notes
+    assert changed in result.notes  # what the command prints
+
+    # Nothing edited while it trains: nothing said.
+    again = registry.log_training_run(train(dataset, config=fast), settings)
+    assert again.run_id is not None
+    quiet = client.get_run(again.run_id).data.tags
+    assert quiet[registry.EDITS_TAG] == now and registry.SOURCE_CHANGED_TAG not in quiet

@@ -131,7 +131,10 @@ def train(
         "evaluation",
         "register",
     ]
-    unnamed = registry.code_unnamed() if skip_if_trained else None
+    # The code that trains, read once as it begins: checked by --skip-if-trained and
+    # recorded by the run, whatever is edited in the checkout while it trains.
+    code = registry.training_code()
+    unnamed = registry.code_unnamed(code) if skip_if_trained else None
     as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
     # Taken once: by the check of --skip-if-trained, then kept by the training.
     fingerprint: str | None = None
@@ -148,6 +151,7 @@ def train(
             as_of=as_of_stamp,
             workers=workers,
             alias=alias,
+            code=code,
         )
         if why is not None:
             skip_notes.append(why)
@@ -179,6 +183,7 @@ def train(
                         progress=step,
                         client=client,
                         fingerprint=fingerprint,
+                        code=code,
                     )
                 except ValueError as exc:
                     raise _fail(str(exc)) from None
@@ -236,10 +241,12 @@ def _stop_if_trained(
     as_of: Any,
     workers: int | None,
     alias: str | None,
+    code: Any,
 ) -> str | None:
     """Raise :class:`_AlreadyTrainedError` when a registered version was trained on
     ``dataset`` (its ``fingerprint``) with the params this run would log (``config``,
-    ``as_of``, ``workers``: its Dask workers, None without a cluster) by this code: a
+    ``as_of``, ``workers``: its Dask workers, None without a cluster) by this code
+    (``code``: :func:`nextbest.registry.training_code`, read as the training began): a
     job run again would register it again. Unless no version is champion and this
     run's would be made the first (``alias`` none or champion): a first training
     killed before it made its version champion left nothing served, and its retry
@@ -251,7 +258,7 @@ def _stop_if_trained(
         asked = asked_params(dataset, config=config, as_of=as_of, workers=workers)
     except ValueError as exc:  # an --as-of before the data: said as training says it
         raise _fail(str(exc)) from None
-    same = registry.trained_as(settings, fingerprint=fingerprint, asked=asked)
+    same = registry.trained_as(settings, fingerprint=fingerprint, asked=asked, code=code)
     if not same:
         return None
     if alias not in (None, registry.CHAMPION_ALIAS) or registry.alias_version(
@@ -360,6 +367,8 @@ def retrain(
             "use all the feedback"
         )
 
+    code = registry.training_code()  # the code that trains, read once as it begins
+
     def load() -> Any:
         dataset = _load(data)
         _models_dir_usable(settings)  # once the options and data are checked: a typo makes nothing
@@ -388,6 +397,7 @@ def retrain(
                     client=client,
                     data_notes=data_notes(dataset),
                     allow_history_only=allow_history_only,
+                    code=code,
                 )
         except (ValueError, ContractError) as exc:
             raise _fail(str(exc)) from None

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from nextbest.contract import Dataset
+    from nextbest.registry import TrainingCode
 
 # Told each stage's name as it starts ("features", "models", ...) and, within a
 # stage that can take minutes, "stage (what it is doing)" ("models (engagement)"): a
@@ -92,6 +93,8 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     eval_rows: DecisionRows | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # The code that trained, read when training began (what the registry records).
+    code: TrainingCode | None = None
 
 
 def decision_rows(
@@ -336,6 +339,7 @@ def train(
     client: Client | None = None,
     fit_from: pd.Timestamp | None = None,
     fingerprint: str | None = None,
+    code: TrainingCode | None = None,
 ) -> TrainResult:
     """Learn preference and uplift from ``dataset`` as it was at ``as_of``.
 
@@ -350,10 +354,17 @@ def train(
     a Dask ``client`` the features are built and the models boosted on its cluster
     (:mod:`nextbest.learning.distributed`). ``fingerprint``: ``dataset.fingerprint()``
     when the caller has taken it already (hashing a large history takes seconds), kept
-    in the model's metadata.
+    in the model's metadata. ``code``: the code that trains, as the caller read it
+    when its work began (:func:`nextbest.registry.training_code`); read here, before
+    any training, when not given. Kept in the result for the registry to record: a
+    file edited while the training runs is not the code that trained.
     """
+    if code is None:
+        from nextbest.registry import training_code
+
+        code = training_code()
     with on_cluster(client):
-        return _train(
+        result = _train(
             dataset,
             config=config,
             as_of=as_of,
@@ -362,6 +373,8 @@ def train(
             fit_from=fit_from,
             fingerprint=fingerprint,
         )
+    result.code = code
+    return result
 
 
 def _train(

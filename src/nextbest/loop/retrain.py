@@ -55,6 +55,7 @@ from nextbest.loop.evidence import (
     version_loader,
 )
 from nextbest.loop.gate import SHARE_TAG
+from nextbest.registry import ModelVersionInfo, TrainingCode
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, count_logged_decisions, decision_times
@@ -258,6 +259,8 @@ class RetrainResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     # Asked for alias champion and not given it: why (ModelVersionInfo.not_champion).
     not_champion: str | None = None
+    # What registering it said (the code that trained it, where its source patch is).
+    registered: ModelVersionInfo | None = None
 
 
 def read_feedback_rows(
@@ -404,19 +407,22 @@ def retrain(
     client: Client | None = None,
     data_notes: Sequence[str] = (),
     allow_history_only: bool = False,
+    code: TrainingCode | None = None,
 ) -> RetrainResult:
     """Train on history + logged feedback and register the model with ``alias``.
 
     ``reserved_share`` of the logged decisions is left for the gate (pass the gate
     config's ``evaluation_share``). With a Dask ``client`` the training runs on its
     cluster. ``data_notes``, what was noted of ``dataset`` when it was read, are the
-    run's notes too.
+    run's notes too. ``code``: the code that trains, as the caller read it when its
+    work began (:func:`registry.training_code`); read here, first, when not given.
 
     Raises:
         HistoryOnlyError: the log holds no decision with an outcome (at or after
             ``since``), so there is nothing but the history to learn from, and
             ``allow_history_only`` is not set; nothing is trained or registered.
     """
+    code = code or registry.training_code()
     with store_session(settings.resolved_database_url) as session:
         feedback = read_feedback_rows(
             session,
@@ -454,7 +460,9 @@ def retrain(
     # The logged decisions are learned from, all of them: the evaluation slice is the
     # history's newest, as the champion's was (the gate judges on the reserved share).
     fit_from = history.max() + pd.Timedelta(seconds=1) if len(history) else None
-    result = train(combined, config=config, progress=progress, client=client, fit_from=fit_from)
+    result = train(
+        combined, config=config, progress=progress, client=client, fit_from=fit_from, code=code
+    )
     shortfalls = missing_engagement(feedback.interactions, dataset.interactions)
     warnings = [engagement_warning(shortfalls)] if shortfalls else []
     if repeats.any():
@@ -525,4 +533,5 @@ def retrain(
         run_id=info.run_id,
         warnings=warnings,
         not_champion=info.not_champion,
+        registered=info,
     )
