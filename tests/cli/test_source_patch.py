@@ -56,7 +56,7 @@ def test_an_edited_checkout_trains_a_version_whose_patch_rebuilds_its_code(
     (pkg / "gone.py").unlink()
     (pkg / "helper.py").write_bytes(b"y = b'\\xff'\n\xff\n")
     edited = {p.name: p.read_bytes() for p in pkg.iterdir()}
-    run_ok("train", "--data", str(world), "--config", str(FAST))
+    trained = " ".join(run_ok("train", "--data", str(world), "--config", str(FAST)).split())
 
     listed = _listed("1")
     assert listed.source_commit == f"{commit}+modified"
@@ -64,10 +64,13 @@ def test_an_edited_checkout_trains_a_version_whose_patch_rebuilds_its_code(
     where = Path(listed.source_patch.removeprefix("file://"))
     assert where.is_file() and where.as_posix().endswith(registry.PATCH_ARTIFACT)
     said = " ".join(run_ok("models").split())
-    assert (
+    where_said = (
         f"trained from commit {commit[:12]} with uncommitted edits: their patch is {where}; "
         f"`git apply` it in a checkout of {commit[:12]} to rebuild that code"
-    ) in said, said
+    )
+    assert where_said in said, said
+    assert f"source: {where_said}" in trained, trained  # train names it too
+    assert "changed while this run trained" not in trained
 
     patch = _run_file(listed.run_id, registry.PATCH_ARTIFACT, tmp_path)
     assert patch == where.read_bytes()
@@ -80,7 +83,8 @@ def test_an_edited_checkout_trains_a_version_whose_patch_rebuilds_its_code(
     # The same checkout committed and clean: no patch, nothing said of one.
     checkout.git("add", "-A")
     checkout.git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "3")
-    run_ok("train", "--data", str(world), "--config", str(FAST))
+    trained = run_ok("train", "--data", str(world), "--config", str(FAST))
+    assert "source:" not in trained and "uncommitted edits" not in trained, trained
     clean = _listed("2")
     assert clean.source_commit == checkout.git("rev-parse", "HEAD")
     assert clean.source_patch is None and clean.source_patch_note is None
@@ -129,11 +133,13 @@ def test_edits_git_cannot_read_train_and_the_version_says_why_it_has_no_patch(
 ) -> None:
     monkeypatch.setattr(registry, "source_commit", lambda: "c0ffee" * 6 + "c0ff+modified")
     monkeypatch.setattr(registry, "source_edits", lambda: None)
-    run_ok("train", "--data", str(world), "--config", str(FAST))
+    trained = " ".join(run_ok("train", "--data", str(world), "--config", str(FAST)).split())
     listed = _listed("1")
     assert listed.source_patch is None
     said = " ".join(run_ok("models").split())
-    assert (
+    why = (
         "trained from commit c0ffeec0ffee with uncommitted edits; no patch of them: git "
         "could not read the uncommitted edits (no source_edits_sha256)"
-    ) in said, said
+    )
+    assert why in said, said
+    assert f"source: {why}" in trained, trained

@@ -220,6 +220,7 @@ def train(
     console.print(
         f"tracking: {without_password(settings.resolved_tracking_uri)}  run: {info.run_id}"
     )
+    _say_source_patch(info)
     _say_not_champion(info.not_champion)
     return info.version
 
@@ -302,6 +303,16 @@ def _say_trained_before(settings: Settings, versions: list[str], alias: str | No
         highlight=False,
     )
     return versions[-1]
+
+
+def _say_source_patch(info: Any) -> None:
+    """Of a version trained from a checkout with uncommitted edits (``info``: what
+    registering it returned), say where its run keeps their patch, or why it has none."""
+    from nextbest.cli.versions import _edits_said
+
+    said = _edits_said(info)
+    if said is not None:
+        console.print(f"source: {said}", highlight=False)
 
 
 def _say_not_champion(why: str | None) -> None:
@@ -412,6 +423,8 @@ def retrain(
     _note_repeat(settings, outcome.version)
     registered = registry.describe_version(settings, outcome.version)
     _note_serve_alias(settings, outcome.version, registered.aliases)
+    if outcome.registered is not None:
+        _say_source_patch(outcome.registered)
     for warning in outcome.warnings:
         console.print(f"[bold red]{warning}[/bold red]", highlight=False)
     _say_not_champion(outcome.not_champion)

@@ -16,7 +16,7 @@ from nextbest.cli.output import _fail, _minute, _versions_said, console, stdout
 from nextbest.settings import without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
-    from nextbest.registry import VersionSummary
+    from nextbest.registry import ModelVersionInfo, VersionSummary
 
 
 def models(
@@ -293,9 +293,10 @@ def _training_run_said(v: VersionSummary) -> str | None:
     )
 
 
-def _edits_said(v: VersionSummary) -> str | None:
-    """Of a version trained from a checkout with uncommitted edits: where the patch of
-    those edits is (a local path, else its URI), or why there is none."""
+def _edits_said(v: VersionSummary | ModelVersionInfo) -> str | None:
+    """Of a version trained from a checkout with uncommitted edits (as listed, or as
+    its training registered it): where the patch of those edits is (a local path, else
+    its URI), or why there is none."""
     if not (v.source_commit or "").endswith("+modified"):
         return None
     commit = v.source_commit.removesuffix("+modified") if v.source_commit else ""
