@@ -599,6 +599,28 @@ def test_retrain_records_the_code_as_it_was_when_it_began(
     patch = Path(outcome.registered.source_patch.removeprefix("file://")).read_text()
     assert "+x = 2" in patch and "+x = 3" not in patch
 
+    # The command says where the patch of a retraining's edits is kept.
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["retrain", "--data", str(loop_world.data_dir), "--allow-history-only"],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    (run_id,) = re.findall(r"\(run (\w+)\)", said)
+    where = Path(
+        registry.client(settings).get_run(run_id).info.artifact_uri.removeprefix("file://")
+    )
+    commit = git_checkout.git("rev-parse", "HEAD")[:12]
+    assert (
+        f"source: trained from commit {commit} with uncommitted edits: their patch is "
+        f"{where / registry.PATCH_ARTIFACT};"
+    ) in said, said
+
 
 def test_decisions_on_content_retired_from_the_catalog_are_left_out_and_counted(
     loop_world: LoopWorld, honest_loop: ServedStore
