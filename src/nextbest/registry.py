@@ -2616,12 +2616,12 @@ SOURCE_CHANGED_TAG = "source_changed_while_training"
 
 @dataclass(frozen=True)
 class TrainingCode:
-    """The code a training runs, read once when it begins: the process has imported
-    its modules by then, so a file edited while it trains is not the code that
-    trained. ``source`` and ``edits``: its :data:`SOURCE_TAG` and :data:`EDITS_TAG`;
-    ``patch`` and ``patch_note``: what its run keeps of a ``+modified`` checkout's
-    edits (:func:`_patch_of`). Read by :func:`training_code`; logged by
-    :func:`log_training_run`."""
+    """The code a training runs, read once when it begins: the process has loaded
+    its modules by then (but for one it imports later), so a file edited while it
+    trains is not the code that trained. ``source`` and ``edits``: its
+    :data:`SOURCE_TAG` and :data:`EDITS_TAG`; ``patch`` and ``patch_note``: what its
+    run keeps of a ``+modified`` checkout's edits (:func:`_patch_of`). Read by
+    :func:`training_code`; logged by :func:`log_training_run`."""
 
     source: str
     edits: str | None
