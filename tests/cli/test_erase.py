@@ -14,7 +14,7 @@ from nextbest.cli import app
 from nextbest.service.erasure import Cleanup
 from nextbest.settings import get_settings
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
-from nextbest.storage.db import store_session
+from nextbest.storage.db import migrate, store_session
 from nextbest.storage.repository import erasure_event_id
 from nextbest.storage.tables import FeedbackEvent, Recommendation
 from nextbest.storage.testing import T0, recommendation_record, served_item
@@ -258,6 +258,7 @@ def test_erase_exits_1_naming_a_version_whose_artifacts_cannot_be_read(
     gone = client.create_model_version(
         settings.model_name, (tmp_path / "no-such-artifact").as_uri(), run_id=current.run_id
     ).version
+    migrate(served_store)  # a log that exists: erase makes none (a mistyped setting)
     result = runner.invoke(app, ["erase", known, "--yes"])
     said = _said(result)
     assert result.exit_code == 1, result.output

@@ -13,6 +13,7 @@ from nextbest.cli.options import (
     DecisionDateOpt,
     _check_rules_file,
     _model_asked,
+    _note_missing_log,
     _parse_decision_date,
     _refuse_missing_models_dir,
     _settings,
@@ -391,8 +392,9 @@ def explain(
     other action is left out. Nothing is logged: a support question, not a send (an
     API request with explain=true is logged as a served answer, and feedback without
     a recommendation_id may then be counted for it). The serving rules are read as
-    `picks` reads them (NEXTBEST_RULES_FILE, else training/rules.yaml here). Exit
-    code 2 for an HCP the model does not know."""
+    `picks` reads them (NEXTBEST_RULES_FILE, else training/rules.yaml here). A
+    recommendation log not made yet (nothing served) is read as empty, not made, and
+    said. Exit code 2 for an HCP the model does not know."""
     import json
     from dataclasses import asdict
 
@@ -401,7 +403,7 @@ def explain(
     from nextbest.service.recommend import decision_time
     from nextbest.service.runtime import make_recommender
     from nextbest.service.serving import recommend_one
-    from nextbest.storage.db import store_session
+    from nextbest.storage.db import history_session
 
     asked_for = _parse_decision_date(on, DECISION_DATE)  # a bad option before the model loads
     settings = _settings()
@@ -417,7 +419,9 @@ def explain(
     recommender = make_recommender(greedy, model, version, rules)
     now = decision_time(asked_for)  # today's date: now, as the API
     try:
-        with store_session(settings.resolved_database_url) as session:
+        # Explaining before anything is served is a use: a log not made yet is read
+        # as empty (said below), not made where a mistyped setting points.
+        with history_session(settings.resolved_database_url) as session:
             rec = recommend_one(
                 recommender,
                 session,
@@ -434,6 +438,7 @@ def explain(
         raise _fail(f"--{exc.field}: {exc.message}") from None
     except NextbestError as exc:
         raise _fail(str(exc)) from None
+    _note_missing_log(settings)
     answer = {
         "hcp_id": rec.hcp_id,
         "decided_for": now.isoformat(),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 
-from nextbest.cli.output import _fail, console
+from nextbest.cli.output import _fail, _note, console
 from nextbest.settings import (
     Settings,
     get_settings,
@@ -153,12 +153,12 @@ def _refuse_missing_models_dir(
     ``writes_for_others``: what a command that writes there (``erase``) would leave
     where no server reads it; said instead, with the command that makes the store.
 
-    A command that only reads the log (no ``writes_for_others``) is stopped as well
-    when ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
+    A command that reads or writes the log is stopped as well when
+    ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
     :func:`_refuse_missing_log_file`), unless it also answers before anything was
     served (``log_optional``: ``lookup --hcp ID --models``)."""
-    if "log" in reads and writes_for_others is None and not log_optional:
-        _refuse_missing_log_file(settings)
+    if "log" in reads and not log_optional:
+        _refuse_missing_log_file(settings, writes_for_others=writes_for_others)
     models = settings.resolved_models_dir
     kept_there = {
         "registry": settings.registry_uri is None and settings.tracking_uri is None,
@@ -186,26 +186,63 @@ def _refuse_missing_models_dir(
     )
 
 
-def _refuse_missing_log_file(settings: Settings) -> None:
+def _refuse_missing_log_file(settings: Settings, *, writes_for_others: str | None = None) -> None:
     """Stop (exit 2) when ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not
-    exist: a server or a command that writes the log makes it, so most likely the
-    setting is mistyped, and connecting would make the file (and its directory) and
-    answer from an empty log (an uplift report of nothing, no contacts for caps)."""
-    if settings.database_url is None:  # kept in the models directory: checked there
+    exist: a server or ``nextbest db upgrade`` makes it, so most likely the setting is
+    mistyped, and connecting would make the file (and its directory) and answer from
+    an empty log (an uplift report of nothing, no contacts for caps), or write where
+    no server reads. ``writes_for_others``: what a command that writes the log would
+    leave there (as for :func:`_refuse_missing_models_dir`)."""
+    if not settings.database_url:  # kept in the models directory: checked there
         return
+    missing = _missing_log_file(settings)
+    if missing is None:
+        return
+    url = without_password(settings.database_url)
+    given = f"no recommendation log at {missing} (NEXTBEST_DATABASE_URL is {url})"
+    if writes_for_others is not None:
+        raise _fail(
+            f"{given}: {writes_for_others}; check its spelling, or make the database with "
+            "`nextbest db upgrade`"
+        )
+    raise _fail(
+        f"{given}: this command reads the log kept there and makes none, and nothing has "
+        "been served or stored with this setting; check its spelling, or make the database "
+        "with `nextbest db upgrade`"
+    )
+
+
+def _missing_log_file(settings: Settings) -> Path | None:
+    """The recommendation log's SQLite file (named by ``NEXTBEST_DATABASE_URL``, else
+    in the models directory) when it does not exist; None when it does, and for
+    another database."""
     from nextbest.storage.db import missing_sqlite_file
 
     try:
-        missing = missing_sqlite_file(settings.database_url)
+        return missing_sqlite_file(settings.resolved_database_url)
     except Exception:  # an unparsable URL: the store's own error says it when opened
+        return None
+
+
+def _note_missing_log(settings: Settings) -> None:
+    """For a command that reads the contact history and writes no log (``explain``,
+    ``picks`` without ``--log``; see :func:`~nextbest.storage.db.history_session`):
+    say that the log's SQLite file does not exist, so it was read as empty (and not
+    made) and caps, cool-downs and dismissals saw no contacts. Before the first
+    answer is served that is so; otherwise the setting is most likely mistyped."""
+    missing = _missing_log_file(settings)
+    if missing is None:
         return
-    if missing is not None:
-        raise _fail(
-            f"no recommendation log at {missing} (NEXTBEST_DATABASE_URL is "
-            f"{without_password(settings.database_url)}): this command reads the log kept "
-            "there and makes none, and nothing has been served or stored with this setting; "
-            "check its spelling, or make the database with `nextbest db upgrade`"
-        )
+    given = (
+        f"NEXTBEST_DATABASE_URL is {without_password(settings.database_url)}"
+        if settings.database_url
+        else "NEXTBEST_DATABASE_URL is not set: kept in the models directory"
+    )
+    _note(
+        f"no recommendation log at {missing} ({given}): read as empty and not made, so "
+        "caps, cool-downs and dismissals counted no contacts; as it should be before "
+        "anything is served, else check the setting's spelling"
+    )
 
 
 _UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process

@@ -18,8 +18,10 @@ from nextbest.cli.options import (
     DecisionDateOpt,
     _check_rules_file,
     _data_dir,
+    _note_missing_log,
     _parse_decision_date,
     _path_error,
+    _refuse_missing_log_file,
     _refuse_missing_models_dir,
     _settings,
 )
@@ -91,9 +93,10 @@ def picks(
     Ranked by the served version (alias NEXTBEST_SERVE_ALIAS) under the serving rules
     (NEXTBEST_RULES_FILE, else training/rules.yaml in the working directory, which
     must exist; an empty file applies none) and the logged contact history, as the
-    API ranks. Without --log nothing is logged. Exit code 2 when nothing was written
-    (a bad option, file or setting; another run writing --out; with --log, another
-    holdout rate than the log's)."""
+    API ranks. Without --log nothing is logged (a log not made yet is read as empty,
+    and said). Exit code 2 when nothing was written (a bad option, file or setting;
+    another run writing --out; with --log, another holdout rate than the log's, or a
+    NEXTBEST_DATABASE_URL file that does not exist)."""
     from nextbest import registry
     from nextbest.contract import (
         ContractError,
@@ -129,6 +132,11 @@ def picks(
         raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
     _refuse_missing_models_dir(settings, "registry")
     if log:  # before reading the data: a refused run costs nothing
+        _refuse_missing_log_file(
+            settings,
+            writes_for_others="these answers would be logged as served in a new "
+            "recommendation log there that no server, uplift report or retrain reads",
+        )
         _check_holdout_rate(settings, changed=new_holdout_rate)
     # Held until the command ends, before a note on earlier sends is said: a run
     # started while another writes the same file would see none of its answers.
@@ -294,6 +302,7 @@ def picks(
                 highlight=False,
             )
     else:
+        _note_missing_log(settings)  # read as an empty contact history, not made
         console.print(
             "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
             "use --log for a file that will be sent[/dim]"

@@ -343,17 +343,19 @@ def file_picks(
     """Picks for a whole file of HCPs under the serving rules and live contact history.
 
     Reads the rules file and the feedback store named by ``settings`` (one query
-    per 10,000 HCPs and cap window), so e-mail picks honour the same caps,
-    cool-downs and dismissals as the API. Unknown HCPs are skipped. ``hcps`` and
-    ``catalog``, the send's own contract frames, make the model's consent,
-    specialty and approval rules stricter (see :meth:`EligibilityIndex.build`).
+    per 10,000 HCPs and cap window; a SQLite file not made yet is read as an empty
+    log, not made: see :func:`~nextbest.storage.db.history_session`), so e-mail
+    picks honour the same caps, cool-downs and dismissals as the API. Unknown HCPs
+    are skipped. ``hcps`` and ``catalog``, the send's own contract frames, make the
+    model's consent, specialty and approval rules stricter (see
+    :meth:`EligibilityIndex.build`).
     ``version`` is ``model``'s, named in the warning about a stale model that
     serving logs too: here measured at the picks' decision date, not at today (see
     :func:`~nextbest.service.runtime.warn_if_stale`).
     """
     from nextbest.service.runtime import warn_if_stale
     from nextbest.service.serving import history_time, live_history
-    from nextbest.storage.db import store_session
+    from nextbest.storage.db import history_session
 
     # Read once: today's date read again after midnight is a day gone, its start.
     now = utc_now()
@@ -362,7 +364,7 @@ def file_picks(
 
     rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
-    with store_session(settings.resolved_database_url) as session:
+    with history_session(settings.resolved_database_url) as session:  # a log not made: empty
         history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided, now))
     return picks_frame(
         model,

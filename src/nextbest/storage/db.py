@@ -487,6 +487,22 @@ def store_session(url: str, *, upgrade: bool = False) -> Iterator[Session]:
         engine.dispose()
 
 
+# An empty store of this release's schema, in memory and gone with its engine.
+_EMPTY_STORE_URL = "sqlite://"
+
+
+@contextmanager
+def history_session(url: str) -> Iterator[Session]:
+    """A session to read the contact history at ``url`` from, for a command that
+    writes no log (``explain``, ``picks`` without ``--log``): a SQLite file that does
+    not exist is read as an empty log (a store in memory), not made with its
+    directory, where :func:`store_session` would make it (a mistyped path then
+    becomes a new database that nothing else reads). See :func:`missing_sqlite_file`
+    to say so."""
+    with store_session(url if missing_sqlite_file(url) is None else _EMPTY_STORE_URL) as session:
+        yield session
+
+
 def ping(engine: Engine) -> bool:
     """True if the database answers ``SELECT 1``; False on any error (never raises)."""
     try:

@@ -1,0 +1,143 @@
+"""A recommendation log that does not exist: a mistyped NEXTBEST_DATABASE_URL never
+makes a new one. Commands that only read the contact history (explain, picks) read it
+as empty and say so; those that write the log (picks --log, erase, feedback) refuse."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import Result
+
+from nextbest.cli import app
+from nextbest.settings import get_settings
+
+from .conftest import runner
+
+RULES = Path(__file__).parents[2] / "training" / "rules.yaml"
+
+
+def _said(result: Result) -> str:
+    return " ".join(result.output.split())
+
+
+def _typo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """NEXTBEST_DATABASE_URL set to a SQLite file (in directories) that does not exist."""
+    typo = tmp_path / "some" / "typo" / "x.db"
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", f"sqlite:///{typo}")
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(RULES))
+    get_settings.cache_clear()
+    return typo
+
+
+def _served_copy(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The trained registry copied to a models directory of this test; an HCP it knows."""
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(RULES))
+    get_settings.cache_clear()
+    return str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+
+
+def test_explain_reads_a_log_not_made_yet_as_empty_and_makes_none(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Explaining before the first serve is a use; a mistyped NEXTBEST_DATABASE_URL
+    made the file and its directory and decided with no contacts, caps unsaid."""
+    hcp = _served_copy(trained, tmp_path, monkeypatch)
+    typo = _typo(tmp_path, monkeypatch)
+    for args in ([], ["--json"]):
+        result = runner.invoke(app, ["explain", hcp, *args])
+        said = " ".join(result.stderr.split())
+        assert result.exit_code == 0, result.output
+        assert (
+            f"note: no recommendation log at {typo} (NEXTBEST_DATABASE_URL is sqlite:///{typo}):"
+            " read as empty and not made, so caps, cool-downs and dismissals counted no contacts"
+        ) in said, said
+        assert not (tmp_path / "some").exists()
+    # The default log in the models directory, before anything is served: the same.
+    monkeypatch.delenv("NEXTBEST_DATABASE_URL")
+    get_settings.cache_clear()
+    default = tmp_path / "models" / "nextbest.db"
+    assert not default.exists()
+    result = runner.invoke(app, ["explain", hcp])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0, result.output
+    assert (
+        f"no recommendation log at {default} (NEXTBEST_DATABASE_URL is not set: kept in the "
+        "models directory): read as empty and not made"
+    ) in said, said
+    assert not default.exists()
+
+
+def test_explain_of_a_log_that_exists_says_no_note(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hcp = _served_copy(trained, tmp_path, monkeypatch)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["explain", hcp])
+    assert result.exit_code == 0, result.output
+    assert "no recommendation log" not in result.output, result.output
+
+
+def test_picks_without_log_reads_a_log_not_made_as_empty_and_with_log_refuses_it(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain picks decide as explain does; picks --log writes the answers as served, and
+    a mistyped setting logged them in a new log that no server or report reads."""
+    _served_copy(trained, tmp_path, monkeypatch)
+    typo = _typo(tmp_path, monkeypatch)
+    out = tmp_path / "picks.csv"
+    data = ["--data", str(trained.data_dir), "--out", str(out)]
+    plain = runner.invoke(app, ["picks", *data])
+    said = " ".join(plain.stderr.split())
+    assert plain.exit_code == 0, plain.output
+    assert f"note: no recommendation log at {typo} (NEXTBEST_DATABASE_URL is " in said, said
+    assert "caps, cool-downs and dismissals counted no contacts" in said, said
+    assert out.exists() and not (tmp_path / "some").exists()
+    out.unlink()
+    logged = runner.invoke(app, ["picks", *data, "--log"])
+    said = _said(logged)
+    assert logged.exit_code == 2, said
+    assert (
+        f"error: no recommendation log at {typo} (NEXTBEST_DATABASE_URL is sqlite:///{typo}): "
+        "these answers would be logged as served in a new recommendation log there that no "
+        "server, uplift report or retrain reads; check its spelling, or make the database "
+        "with `nextbest db upgrade`"
+    ) in said, said
+    assert not out.exists() and not (tmp_path / "some").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "lost"),
+    [
+        (["erase", "H000001", "--yes"], "the suppressions would be recorded in a new "),
+        (["feedback", "{events}"], "these events, opt-outs included, would be stored in a new "),
+    ],
+    ids=["erase", "feedback"],
+)
+def test_a_command_that_writes_the_log_refuses_a_sqlite_file_that_does_not_exist(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    lost: str,
+) -> None:
+    """Erasures and feeds went to a new log at a mistyped NEXTBEST_DATABASE_URL that no
+    server reads, and "erased" / "stored" was said."""
+    env_settings.mkdir()  # the models directory is right: the log set elsewhere is not
+    typo = _typo(tmp_path, monkeypatch)
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id,channel\ne-1,opted_out,H000001,email\n")
+    result = runner.invoke(app, [arg.format(events=events) for arg in command])
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert (
+        f"error: no recommendation log at {typo} (NEXTBEST_DATABASE_URL is sqlite:///{typo}): "
+        f"{lost}recommendation log there that no server"
+    ) in said, said
+    assert "check its spelling, or make the database with `nextbest db upgrade`" in said, said
+    assert not (tmp_path / "some").exists()
