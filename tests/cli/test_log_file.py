@@ -141,3 +141,29 @@ def test_a_command_that_writes_the_log_refuses_a_sqlite_file_that_does_not_exist
     ) in said, said
     assert "check its spelling, or make the database with `nextbest db upgrade`" in said, said
     assert not (tmp_path / "some").exists()
+
+
+def test_a_refused_feedback_run_leaves_no_earlier_rejected_file(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that sends what the last run rejected took an earlier run's rejects for
+    this run's when the run was refused for anything but the feed file itself."""
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id\ne-1,opened,H000001\n")
+    rejected = tmp_path / "rejected.csv"
+    for refused in ("models directory", "log file"):
+        rejected.write_text("row,event_id,rejected_because\n2,old-1,an earlier run's\n")
+        if refused == "log file":
+            env_settings.mkdir()
+            _typo(tmp_path, monkeypatch)
+        result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
+        said = _said(result)
+        assert result.exit_code == 2, said
+        assert not rejected.exists(), said
+        assert (
+            f"removed {rejected}: this run ended without writing its rejected rows there, "
+            "and an earlier run's must not be taken for them"
+        ) in said, said
+    # The feed given as --rejected (its rows sent again) is the input: kept.
+    result = runner.invoke(app, ["feedback", str(events), "--rejected", str(events)])
+    assert result.exit_code == 2 and events.exists(), _said(result)

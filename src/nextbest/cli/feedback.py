@@ -3,6 +3,7 @@ holdout outcomes reported."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -113,14 +114,9 @@ def feedback(
     Idempotent by event_id, as the API: a file sent again stores nothing twice.
     Exit code 1 when rows were rejected (the others are stored); 2 when the file,
     an option or a setting is invalid (nothing is stored) or the --rejected file
-    cannot be written.
+    cannot be written. A run that ends before writing --rejected (refused, failed,
+    interrupted) removes the file an earlier run left there, saying so.
     """
-    from nextbest import registry
-    from nextbest.contract import ContractError, write_table
-    from nextbest.contract.files import row_numbers
-    from nextbest.service.feedback_file import ingest_events, read_events
-    from nextbest.storage.db import migrate
-
     if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
     if rejected is not None:
@@ -131,11 +127,36 @@ def feedback(
         if rejected.is_dir():
             raise _fail(f"--rejected: {rejected} is a directory; name the file to write")
     try:
+        n_rejected = _store_events(file, rejected)
+    except BaseException:
+        # A job that sends what the last run rejected must not find an earlier
+        # run's rows there and take them for this run's (the feed itself, given as
+        # --rejected to send its rows again, is kept).
+        if rejected is not None and rejected.is_file() and rejected.resolve() != file.resolve():
+            with contextlib.suppress(OSError):
+                rejected.unlink()
+                console.print(
+                    f"removed {rejected}: this run ended without writing its rejected rows "
+                    "there, and an earlier run's must not be taken for them",
+                    highlight=False,
+                )
+        raise
+    if n_rejected:
+        raise typer.Exit(code=1)
+
+
+def _store_events(file: Path, rejected: Path | None) -> int:
+    """``feedback``'s run once its options are checked: the events of ``file``
+    stored, what was rejected written to ``rejected``; how many rows were rejected."""
+    from nextbest import registry
+    from nextbest.contract import ContractError, write_table
+    from nextbest.contract.files import row_numbers
+    from nextbest.service.feedback_file import ingest_events, read_events
+    from nextbest.storage.db import migrate
+
+    try:
         frame = read_events(file)
     except ContractError as exc:
-        if rejected is not None and rejected.exists() and rejected.resolve() != file.resolve():
-            rejected.unlink()  # an earlier run's rejects must not be taken for this one's
-            console.print(f"removed {rejected}: it held an earlier run's rejected rows")
         raise _fail(str(exc)) from None
     settings = _settings()
     _refuse_missing_models_dir(
@@ -233,5 +254,4 @@ def feedback(
             f"wrote {len(rows):,} rejected row{'' if len(rows) == 1 else 's'} to {rejected}",
             highlight=False,
         )
-    if done.rejected:
-        raise typer.Exit(code=1)
+    return len(done.rejected)
