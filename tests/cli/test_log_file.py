@@ -167,3 +167,25 @@ def test_a_refused_feedback_run_leaves_no_earlier_rejected_file(
     # The feed given as --rejected (its rows sent again) is the input: kept.
     result = runner.invoke(app, ["feedback", str(events), "--rejected", str(events)])
     assert result.exit_code == 2 and events.exists(), _said(result)
+
+
+def test_a_refused_uplift_report_makes_no_out_dir(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out was made before the stores were checked: an empty report directory was
+    left behind a refused run."""
+    out = tmp_path / "reports" / "uplift"
+    result = runner.invoke(app, ["uplift-report", "--out", str(out)])  # no models directory
+    assert result.exit_code == 2 and "models directory" in _said(result), _said(result)
+    assert not (tmp_path / "reports").exists()
+    env_settings.mkdir()
+    _typo(tmp_path, monkeypatch)
+    result = runner.invoke(app, ["uplift-report", "--out", str(out)])
+    assert result.exit_code == 2 and "no recommendation log at" in _said(result), _said(result)
+    assert not (tmp_path / "reports").exists()
+    # Still checked first: a path under a file, named.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = runner.invoke(app, ["uplift-report", "--out", str(a_file / "uplift")])
+    assert result.exit_code == 2, _said(result)
+    assert f"error: --out: Not a directory: {a_file}" in _said(result), _said(result)

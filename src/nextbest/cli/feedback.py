@@ -13,8 +13,8 @@ from rich.table import Table
 
 from nextbest.cli.options import (
     SinceOpt,
+    _check_dir_to_write,
     _parse_date,
-    _path_error,
     _refuse_missing_models_dir,
     _settings,
 )
@@ -47,10 +47,7 @@ def uplift_report(
             f"--since {since} is in the future: no request is logged that late (--since is "
             "when requests were logged, not the week a plan was asked for)"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _fail(f"--out: {_path_error(exc)}") from None
+    _check_dir_to_write(out, "--out")  # made once the report is written
     _refuse_missing_models_dir(settings, "log")  # after the options: --out named first
     try:
         with _working("building the uplift report"):

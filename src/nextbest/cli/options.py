@@ -97,6 +97,23 @@ def _path_error(exc: OSError) -> str:
     return said
 
 
+def _check_dir_to_write(directory: Path, option: str) -> None:
+    """Stop (exit 2, naming ``option`` and the path) unless files can be written in
+    ``directory``, or it can be made where it is: checked without making it, so that
+    a run refused later (a store that does not exist) leaves no empty directory
+    behind. The command makes it once it writes."""
+    place = directory
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    code = None
+    if not place.is_dir():  # the directory itself, or a path under a file
+        code = errno.ENOTDIR
+    elif not os.access(place, os.W_OK | os.X_OK):
+        code = errno.EACCES
+    if code is not None:
+        raise _fail(f"{option}: {_path_error(OSError(code, os.strerror(code), str(place)))}")
+
+
 def _metrics_dir_error(setting: str) -> str | None:
     """What is wrong with ``PROMETHEUS_MULTIPROC_DIR`` (``setting``) if it is no
     directory; None if it is one. prometheus_client writes each process's metrics
