@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import Result
 
+from nextbest import registry
 from nextbest.cli import app
 from nextbest.settings import get_settings
 
@@ -81,6 +82,22 @@ def test_explain_of_a_log_that_exists_says_no_note(
     result = runner.invoke(app, ["explain", hcp])
     assert result.exit_code == 0, result.output
     assert "no recommendation log" not in result.output, result.output
+
+
+def test_explain_with_model_names_that_model_for_an_hcp_it_does_not_know(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--model challenger` was answered "not known to the served model"."""
+    _served_copy(trained, tmp_path, monkeypatch)
+    registry.set_alias(get_settings(), "challenger", "1")
+    asked = runner.invoke(app, ["explain", "NO-SUCH-HCP", "--model", "challenger"])
+    said = _said(asked)
+    assert asked.exit_code == 2, said
+    assert (
+        "error: hcp_id 'NO-SUCH-HCP' is not known to model version 1 (--model challenger)"
+    ) in said, said
+    served = runner.invoke(app, ["explain", "NO-SUCH-HCP"])
+    assert "hcp_id 'NO-SUCH-HCP' is not known to the served model" in _said(served)
 
 
 def test_picks_without_log_reads_a_log_not_made_as_empty_and_with_log_refuses_it(

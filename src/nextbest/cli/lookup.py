@@ -399,7 +399,7 @@ def explain(
     from dataclasses import asdict
 
     from nextbest import registry
-    from nextbest.errors import InvalidRequestError, NextbestError
+    from nextbest.errors import InvalidRequestError, NextbestError, NotFoundError
     from nextbest.service.recommend import decision_time
     from nextbest.service.runtime import make_recommender
     from nextbest.service.serving import recommend_one
@@ -436,6 +436,12 @@ def explain(
             )
     except InvalidRequestError as exc:  # a request's field here is an option
         raise _fail(f"--{exc.field}: {exc.message}") from None
+    except NotFoundError as exc:  # the model asked for, not the served one, lacks it
+        if model_name is not None:
+            exc = NotFoundError(
+                exc.kind, exc.identifier, known_to=f"model version {version} (--model {model_name})"
+            )
+        raise _fail(str(exc)) from None
     except NextbestError as exc:
         raise _fail(str(exc)) from None
     _note_missing_log(settings)
