@@ -206,3 +206,22 @@ def test_a_refused_uplift_report_makes_no_out_dir(
     result = runner.invoke(app, ["uplift-report", "--out", str(a_file / "uplift")])
     assert result.exit_code == 2, _said(result)
     assert f"error: --out: Not a directory: {a_file}" in _said(result), _said(result)
+
+
+def test_a_refused_picks_run_makes_no_out_dir(
+    trained, env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directories of --out were made before the stores were checked."""
+    out = tmp_path / "sends" / "2026-12" / "picks.csv"
+    data = ["--data", str(trained.data_dir), "--out", str(out)]
+    result = runner.invoke(app, ["picks", *data])  # no models directory
+    assert result.exit_code == 2 and "models directory" in _said(result), _said(result)
+    assert not (tmp_path / "sends").exists()
+    _served_copy(trained, tmp_path, monkeypatch)
+    _typo(tmp_path, monkeypatch)
+    result = runner.invoke(app, ["picks", *data, "--log"])
+    assert result.exit_code == 2 and "no recommendation log at" in _said(result), _said(result)
+    assert not (tmp_path / "sends").exists()
+    monkeypatch.delenv("NEXTBEST_DATABASE_URL")
+    get_settings.cache_clear()
+    assert runner.invoke(app, ["picks", *data]).exit_code == 0 and out.exists()

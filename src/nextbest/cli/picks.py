@@ -16,6 +16,7 @@ import typer
 from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
+    _check_dir_to_write,
     _check_rules_file,
     _data_dir,
     _note_missing_log,
@@ -122,10 +123,9 @@ def picks(
         raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
     if out.is_dir():
         raise _fail(f"--out: {out} is a directory; name the file to write")
-    try:  # before any scoring: an unwritable place must not cost the whole run
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file where a directory of --out is to be: named so
-        raise _fail(f"--out: {_path_error(exc)}") from None
+    # Before any scoring: an unwritable place must not cost the whole run. Made
+    # once the stores are checked: a refused run leaves no directory behind.
+    _check_dir_to_write(out.parent, "--out")
     on = _parse_decision_date(as_of, DECISION_DATE)
     settings = _settings()
     if new_holdout_rate and not log:
@@ -138,6 +138,10 @@ def picks(
             "recommendation log there that no server, uplift report or retrain reads",
         )
         _check_holdout_rate(settings, changed=new_holdout_rate)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # made meanwhile where a directory of --out is to be
+        raise _fail(f"--out: {_path_error(exc)}") from None
     # Held until the command ends, before a note on earlier sends is said: a run
     # started while another writes the same file would see none of its answers.
     ctx.with_resource(_writing_alone(out))
