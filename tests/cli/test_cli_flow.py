@@ -1178,7 +1178,7 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
     events = tmp_path / "events.csv"
     events.write_text("event_id,event_type,hcp_id\ne1,opened,H1\n")
     for rejected, says in (
-        (a_file / "bad.csv", "error: --rejected: cannot write in"),
+        (a_file / "bad.csv", f"error: --rejected: Not a directory: {a_file}"),
         (a_dir, "is a directory; name the file"),
     ):
         result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])

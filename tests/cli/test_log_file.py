@@ -225,3 +225,19 @@ def test_a_refused_picks_run_makes_no_out_dir(
     monkeypatch.delenv("NEXTBEST_DATABASE_URL")
     get_settings.cache_clear()
     assert runner.invoke(app, ["picks", *data]).exit_code == 0 and out.exists()
+
+
+def test_a_refused_feedback_run_makes_no_rejected_dir(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directories of --rejected were made before the stores were checked."""
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id\ne-1,opened,H000001\n")
+    rejected = tmp_path / "feeds" / "2026-12" / "rejected.csv"
+    result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
+    assert result.exit_code == 2 and "models directory" in _said(result), _said(result)
+    assert not (tmp_path / "feeds").exists()
+    env_settings.mkdir()
+    result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
+    assert result.exit_code == 0, _said(result)
+    assert rejected.read_text().splitlines()[0].startswith("row,event_id")  # header only

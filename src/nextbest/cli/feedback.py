@@ -117,10 +117,9 @@ def feedback(
     if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
         raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
     if rejected is not None:
-        try:  # before any event is stored: a place that cannot be written stops here
-            rejected.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _fail(f"--rejected: cannot write in {rejected.parent}: {exc.strerror}") from None
+        # Before any event is stored: a place that cannot be written stops here. Made
+        # as the file is written: a refused run leaves no directory behind.
+        _check_dir_to_write(rejected.parent, "--rejected")
         if rejected.is_dir():
             raise _fail(f"--rejected: {rejected} is a directory; name the file to write")
     try:
@@ -244,6 +243,7 @@ def _store_events(file: Path, rejected: Path | None) -> int:
         bad.insert(0, "row", rows)
         bad["rejected_because"] = [why for _, _, why in done.rejected]
         try:
+            rejected.parent.mkdir(parents=True, exist_ok=True)
             write_table(bad, rejected)
         except OSError as exc:
             raise _fail(f"--rejected: {exc}") from None
