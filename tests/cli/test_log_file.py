@@ -241,3 +241,20 @@ def test_a_refused_feedback_run_makes_no_rejected_dir(
     result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
     assert result.exit_code == 0, _said(result)
     assert rejected.read_text().splitlines()[0].startswith("row,event_id")  # header only
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["promote"]])
+def test_the_gate_refuses_a_log_that_does_not_exist(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """The gate's evidence is the log's exploration: with a mistyped
+    NEXTBEST_DATABASE_URL, evaluate and promote made an empty log there and judged the
+    challenger on no evidence."""
+    env_settings.mkdir()
+    typo = _typo(tmp_path, monkeypatch)
+    result = runner.invoke(app, command)
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert f"error: no recommendation log at {typo}" in said, said
+    assert "this command reads the log kept there and makes none" in said, said
+    assert not (tmp_path / "some").exists()

@@ -121,7 +121,8 @@ def evaluate(
     gate = _gate_config(config, said=False)
     since_at = _parse_date(since, "--since")  # a bad option is refused before all else
     settings = _settings()
-    _refuse_missing_models_dir(settings, "registry")
+    # The gate's evidence is the log's exploration: a mistyped log is refused, not made.
+    _refuse_missing_models_dir(settings, "registry", "log")
     named = None if version is None else str(version)
     try:
         # Before any line of a gate that would not run.
@@ -211,7 +212,8 @@ def promote(
     gate = _gate_config(config, said=False)  # said once the gate runs, below
     since_at = _parse_date(since, "--since")  # a bad option is refused before all else
     settings = _settings()
-    _refuse_missing_models_dir(settings, "registry")
+    # The gate reads the log's exploration (a forced promotion reads none).
+    _refuse_missing_models_dir(settings, "registry", *(() if force else ("log",)))
     # Before a decision killed earlier is finished below: nothing written on refusal.
     try:
         check_tracking_store(
