@@ -211,3 +211,16 @@ def test_a_route_s_own_refusals_are_answered_as_before(client: TestClient, keys)
     assert not _detail(unknown).startswith("no route")
     for path in ("/healthz", "/metrics", "/docs", "/openapi.json"):
         assert client.get(path).status_code == 200, path
+
+
+def test_routes_named_for_an_unknown_path_are_told_apart(client: TestClient) -> None:
+    """Two routes were named as "did you mean GET or HEAD /docs or GET or HEAD
+    /redoc?", one list of methods and paths: a comma parts the routes."""
+    detail = _detail(client.get("/redocs"))
+    assert detail == (
+        "no route at '/redocs': did you mean GET or HEAD /redoc, or GET or HEAD /docs? "
+        "(the routes are listed at /docs)"
+    ), detail
+    two = _detail(client.post("/v1/recommendationz/batch", json={}))
+    assert "did you mean POST /v1/recommendations/batch, or POST " in two, two
+    assert two.count(", or ") == 1, two

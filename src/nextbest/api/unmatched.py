@@ -97,7 +97,7 @@ def unknown_path(request: Request) -> JSONResponse:
             )
     near = nearest_routes(app, path)
     if near:
-        return _not_found(f"{head}: did you mean {' or '.join(near)}? ({_docs(request)})")
+        return _not_found(f"{head}: did you mean {_any_of(near)}? ({_docs(request)})")
     return _not_found(f"{head}: {_docs(request)}")
 
 
@@ -143,6 +143,13 @@ def _each_route(routes: Iterable[BaseRoute]) -> Iterator[Any]:
     # inside it; iter_route_contexts yields each of them. Before, app.routes was flat.
     flatten = getattr(fastapi.routing, "iter_route_contexts", None)
     yield from routes if flatten is None else flatten(list(routes))
+
+
+def _any_of(routes: list[str]) -> str:
+    """Routes named as alternatives, a comma before the "or" between two of them: a
+    route's own methods are joined by "or" too, and "GET or HEAD /docs or GET or HEAD
+    /redoc" read as one list of methods and paths."""
+    return routes[0] if len(routes) == 1 else f"{', '.join(routes[:-1])}, or {routes[-1]}"
 
 
 def _not_found(detail: str) -> JSONResponse:
