@@ -1524,7 +1524,13 @@ def _record_feedback(
                 served_actions = ", ".join(sorted(recommendation.channel_by_action)) or "none"
                 message = (
                     f"action_id '{event.action_id}' was not served in recommendation "
-                    f"'{event.recommendation_id}' (served: {served_actions})"
+                    f"'{event.recommendation_id}'"
+                    + (
+                        ": it was held out (a randomized control: nothing was served, by "
+                        "design), so there is nothing to decide on; send no decision for it"
+                        if recommendation.holdout
+                        else f" (served: {served_actions})"
+                    )
                 )
             elif event.event_type in _EFFECTS_OF_AN_ANSWER and (
                 early := _check_event_time(event, recommendation)

@@ -199,10 +199,17 @@ def suggestions(
         if rep is not None and rep.role == "rep":
             asked = request_purpose(rep, purpose, whose="rep")
     if territory is None:
+        keys = request.app.state.api_keys
+        other = keys.named(rep_id) if keys is not None else None
         raise InvalidRequestError(
             "territory_id",
-            f"no rep key is named '{rep_id}', so an admin names the territory to plan: "
-            "?territory_id=",
+            (
+                f"'{rep_id}' is {'an' if other.role == 'admin' else 'a'} {other.role} key, "
+                "not a rep key: it has no territory"
+                if other is not None
+                else f"no rep key is named '{rep_id}'"
+            )
+            + ", so an admin names the territory to plan: ?territory_id=",
             location="query",
         )
     plan = rep_call_plan(

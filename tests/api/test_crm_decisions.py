@@ -1,0 +1,95 @@
+"""Rep decisions and feedback as a CRM sends them: picklist capitals, no
+``occurred_at``, retries without an ``event_id``, and refusals in the caller's words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from nextbest.api.app import create_app
+from nextbest.api.schemas import RepPlanPublic
+from nextbest.settings import Settings
+from nextbest.storage.tables import FeedbackEvent
+
+
+def _plan(client: TestClient, keys, **params: Any) -> RepPlanPublic:
+    response = client.get(f"/v1/reps/{keys.rep_name}/suggestions", params=params, headers=keys.rep)
+    assert response.status_code == 200, response.text
+    return RepPlanPublic.model_validate(response.json())
+
+
+def _stored(client: TestClient, event_id: str) -> tuple[Any, ...]:
+    with client.app.state.runtime.sessions() as session:
+        row = session.execute(
+            select(FeedbackEvent.event_type, FeedbackEvent.reason, FeedbackEvent.occurred_at).where(
+                FeedbackEvent.event_id == event_id
+            )
+        ).one()
+    return tuple(row)
+
+
+def _decide(client: TestClient, keys, suggestion, decision: str, **more: Any) -> dict:
+    body = {
+        "recommendation_id": suggestion.recommendation_id,
+        "hcp_id": suggestion.hcp_id,
+        "action_id": suggestion.action_id,
+        "decision": decision,
+        **more,
+    }
+    answer = client.post(f"/v1/reps/{keys.rep_name}/feedback", json=body, headers=keys.rep)
+    return {"status": answer.status_code, **answer.json()}
+
+
+def test_an_admin_planning_under_a_channel_or_admin_keys_name_is_told_whose_it_is(
+    client: TestClient,
+) -> None:
+    """An admin asking for /v1/reps/crm-email/suggestions was told "no rep key is
+    named 'crm-email'", as if no key had that name: it is a channel key's."""
+    for name, role in (("crm-email", "a channel key"), ("ops-admin", "an admin key")):
+        plan = client.get(f"/v1/reps/{name}/suggestions")
+        assert plan.status_code == 422, plan.text
+        (error,) = plan.json()["detail"]
+        assert error["msg"] == (
+            f"'{name}' is {role}, not a rep key: it has no territory, so an admin names "
+            "the territory to plan: ?territory_id="
+        ), error
+
+
+@pytest.fixture
+def holdout_client(api_settings: Settings, keys):
+    settings = api_settings.model_copy(update={"holdout_rate": 0.5})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        yield client
+
+
+def test_a_decision_on_a_held_out_answer_says_it_was_held_out(holdout_client, keys) -> None:
+    """Deciding on an answer that held the HCP out said "action_id 'A016' was not
+    served in recommendation ... (served: none)", as if the answer had lost an item:
+    it says the HCP was held out, nothing served by design."""
+    client = holdout_client
+    plan = client.get(
+        f"/v1/reps/{keys.rep_name}/suggestions", params={"explain": "true", "capacity": 30}
+    ).json()
+    held = [why for why in plan["left_out"] if why["why"] == "held_out"]
+    assert held, plan["left_out"]
+    answer = held[0]
+    refused = client.post(
+        f"/v1/reps/{keys.rep_name}/feedback",
+        json={
+            "recommendation_id": answer["recommendation_id"],
+            "hcp_id": answer["hcp_id"],
+            "action_id": answer["action_id"],
+            "decision": "accept",
+        },
+        headers=keys.rep,
+    )
+    assert refused.status_code == 422, refused.text
+    [said] = refused.json()["rejected"]
+    assert said["message"] == (
+        f"action_id '{answer['action_id']}' was not served in recommendation "
+        f"'{answer['recommendation_id']}': it was held out (a randomized control: nothing "
+        "was served, by design), so there is nothing to decide on; send no decision for it"
+    ), said
