@@ -43,6 +43,74 @@ def _decide(client: TestClient, keys, suggestion, decision: str, **more: Any) ->
     return {"status": answer.status_code, **answer.json()}
 
 
+def test_a_crm_picklists_capitals_are_read_as_the_words_they_spell(
+    client: TestClient, keys
+) -> None:
+    """`decision: "Accept"` was refused with "did you mean 'accept'", a reason code
+    `Not_Relevant` as unknown and `purpose: "Medical"` as no purpose, while
+    /v1/feedback read `Opened` as `opened`: each closed set of words a caller sends
+    is read in any case, spaces around it dropped."""
+    first, second, third = _plan(client, keys, capacity=3).suggestions[:3]
+    accepted = _decide(client, keys, first, "Accept", event_id="crm-accept-1")
+    assert (accepted["status"], accepted["accepted"]) == (200, 1), accepted
+    assert _stored(client, "crm-accept-1")[:2] == ("accepted", None)
+    dismissed = _decide(
+        client, keys, second, " DISMISS ", reason="Not_Relevant", event_id="crm-dismiss-1"
+    )
+    assert (dismissed["status"], dismissed["accepted"]) == (200, 1), dismissed
+    # Stored as the rules file spells the code: it suppresses as that code does.
+    assert _stored(client, "crm-dismiss-1")[:2] == ("dismissed", "not_relevant")
+    again = client.post(
+        "/v1/recommendations", json={"hcp_id": second.hcp_id, "k": 50, "explain": True}
+    ).json()
+    assert any("not_relevant" in why for why in again["excluded"][second.action_id]), again
+    snoozed = _decide(client, keys, third, "Snooze", reason="Wrong_Content")
+    assert (snoozed["status"], snoozed["accepted"]) == (200, 1), snoozed
+    # /v1/feedback reads a reason code in any case too.
+    event = {
+        "event_id": "crm-fb-dismiss-1",
+        "event_type": "Dismissed",
+        "hcp_id": third.hcp_id,
+        "recommendation_id": third.recommendation_id,
+        "action_id": third.action_id,
+        "reason": "TOO_FREQUENT",
+    }
+    fed = client.post("/v1/feedback", json=event)
+    assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
+    assert _stored(client, "crm-fb-dismiss-1")[:2] == ("dismissed", "too_frequent")
+    # A near miss is still refused naming the word meant; a word near none as before.
+    near = _decide(client, keys, first, "Dismissed", reason="not_relevant")
+    assert near["status"] == 422 and "did you mean 'dismiss'?" in str(near), near
+    # The purpose, on every route that takes one.
+    one = client.post("/v1/recommendations", json={"hcp_id": first.hcp_id, "purpose": "Medical"})
+    assert one.status_code == 200, one.text
+    assert {i["content_type"] for i in one.json()["items"]} <= {"medical"}, one.json()
+    batch = client.post(
+        "/v1/recommendations/batch", json={"hcp_ids": [first.hcp_id], "purpose": " Promotional"}
+    )
+    assert batch.status_code == 200, batch.text
+    plan = client.get(
+        "/v1/reps/msl-1/suggestions",
+        params={"territory_id": keys.territory, "purpose": "MEDICAL", "capacity": 2},
+    )
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["purpose"] == "medical"
+
+
+def test_a_reason_code_refused_on_the_rep_route_names_the_decision_sent(
+    client: TestClient, keys
+) -> None:
+    """A reason code refused on a snooze said "for a snoozed event" where the CRM had
+    sent `snooze`: said in the words the caller sent."""
+    s = _plan(client, keys, capacity=1).suggestions[0]
+    for decision in ("snooze", "dismiss"):
+        refused = _decide(client, keys, s, decision, reason="bored")
+        assert refused["status"] == 422, refused
+        said = str(refused["detail"])
+        assert f"unknown reason code 'bored' for decision '{decision}'" in said, said
+        assert "event" not in said, said
+
+
 def test_an_admin_planning_under_a_channel_or_admin_keys_name_is_told_whose_it_is(
     client: TestClient,
 ) -> None:

@@ -192,7 +192,7 @@ def test_a_query_parameter_beside_a_body_is_refused_not_ignored(
 
 
 @pytest.mark.parametrize(
-    ("sent", "near"), [("dismissed", "dismiss"), ("accepted", "accept"), ("Snooze", "snooze")]
+    ("sent", "near"), [("dismissed", "dismiss"), ("accepted", "accept"), ("Snoozed", "snooze")]
 )
 def test_a_rep_decision_near_one_is_named(client: TestClient, keys, sent: str, near: str) -> None:
     """A CRM sending the decision as the event it is stored as (``dismissed``) got

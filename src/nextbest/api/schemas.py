@@ -32,8 +32,8 @@ from nextbest.service.events import (
     FeedbackEventCreate,
     HcpId,
     event_or_malformed,
+    in_any_case,
     not_a_boolean,
-    refuse_a_near_miss,
 )
 from nextbest.service.recommend import MAX_BATCH, MAX_LEFT_OUT, LeftOutWhy, check_decision_date
 
@@ -66,6 +66,15 @@ DecisionDate = Annotated[
 # How many actions: true / false are not counts (lax validation reads true as 1).
 Count = Annotated[int, BeforeValidator(not_a_boolean)]
 
+
+def _a_purpose(value: object) -> object:
+    """A purpose as a CRM's picklist sends it (``Medical``): read in any case."""
+    return in_any_case(value, get_args(Purpose))
+
+
+# Who is asking, as every route takes it: in any case, spaces around it dropped.
+RequestPurpose = Annotated[Purpose, BeforeValidator(_a_purpose)]
+
 PURPOSE_HELP = (
     "Who is asking: a commercial requester never gets medical content, a medical one "
     "never gets promotional content. Default: the API key's purpose if the key file "
@@ -85,7 +94,7 @@ class RecommendationCreate(BaseModel):
     hcp_id: HcpId = Field(examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
-    purpose: Purpose | None = Field(default=None, description=PURPOSE_HELP)
+    purpose: RequestPurpose | None = Field(default=None, description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
     explain: bool = Field(
         default=False, description="Also say why each excluded action was left out."
@@ -144,7 +153,7 @@ class RecommendationBatchCreate(BaseModel):
     )
     k: Count = Field(default=1, ge=1, le=50, description="Actions per HCP at most.")
     channel: str | None = Field(default=None, description="Only actions on this channel.")
-    purpose: Purpose | None = Field(default=None, description=PURPOSE_HELP)
+    purpose: RequestPurpose | None = Field(default=None, description=PURPOSE_HELP)
     date: DecisionDate | None = Field(default=None, description=DECISION_DATE_HELP)
 
     # Refused with its own message: the batch explains nothing (an explanation reads
@@ -277,11 +286,9 @@ RepDecision = Literal["accept", "dismiss", "snooze"]
 
 
 def _a_decision(value: object) -> object:
-    """A decision sent as the event it is stored as (``dismissed``) or in another case
-    (``Accept``) is refused naming the one it likely means."""
-    if isinstance(value, str):
-        refuse_a_near_miss(value.strip(), get_args(RepDecision))
-    return value
+    """A decision in any case (``Accept``, from a CRM's picklist); one sent as the
+    event it is stored as (``dismissed``) is refused naming the one it likely means."""
+    return in_any_case(value, get_args(RepDecision))
 
 
 class RepFeedbackCreate(BaseModel):
@@ -311,11 +318,14 @@ class RepFeedbackCreate(BaseModel):
     action_id: str = Field(
         min_length=1, max_length=STORED_LENGTHS["action_id"], description="The suggested action."
     )
-    decision: Annotated[RepDecision, BeforeValidator(_a_decision)]
+    decision: Annotated[RepDecision, BeforeValidator(_a_decision)] = Field(
+        description="accept, dismiss or snooze, in any case (Accept)."
+    )
     reason: str | None = Field(
         default=None,
         max_length=64,
-        description="Reason code: required to dismiss, optional to snooze, none to accept.",
+        description="Reason code: required to dismiss, optional to snooze, none to accept; "
+        "in any case (Not_Relevant is stored as the rules file spells it).",
         json_schema_extra=NOT_EMPTY,
     )
     event_id: str | None = Field(

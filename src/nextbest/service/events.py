@@ -91,16 +91,27 @@ def _an_unsubscribe(data: Any) -> str | None:
     return f"event_type {quoted(sent.strip(), at_most=QUOTED_AT_MOST)} read as 'opted_out'"
 
 
-def _lower_case(value: object) -> object:
-    """An event type as e-mail platforms export it (``Opened``, ``DELIVERED``): the
-    types differ in more than case, so reading it in lower case can mistake none.
-    A type near one of the contract's (``open``, ``click``) is refused naming it, and
-    an e-mail platform's word for what the contract does not count (``bounced``)
-    saying what to send instead."""
+def in_any_case(value: object, choices: Sequence[str]) -> object:
+    """A word of a closed set of lower-case words (``choices``) as a caller's system
+    sends it: ``Accept`` from a CRM's picklist, ``Opened`` as e-mail platforms export
+    it, spaces around it dropped. The words of each such set differ in more than case,
+    so reading them in lower case can mistake none. A word near one of them
+    (``open``, ``dismissed`` for ``dismiss``) is refused naming it; anything else is
+    left to the field's own validation."""
     if not isinstance(value, str):
         return value
     value = value.strip().lower()
-    refuse_a_near_miss(value, FEEDBACK_EVENT_TYPES)
+    refuse_a_near_miss(value, choices)
+    return value
+
+
+def _lower_case(value: object) -> object:
+    """An event type in any case (:func:`in_any_case`); an e-mail platform's word for
+    what the contract does not count (``bounced``) is refused saying what to send
+    instead."""
+    value = in_any_case(value, FEEDBACK_EVENT_TYPES)
+    if not isinstance(value, str):
+        return value
     word = re.sub(r"[\s-]+", "_", value)
     for pattern, instead in _PLATFORM_WORDS:
         if pattern.fullmatch(word):
@@ -264,8 +275,9 @@ class FeedbackEventCreate(BaseModel):
     reason: str | None = Field(
         default=None,
         max_length=STORED_LENGTHS["reason"],
-        description="A code of the rules file's rep_plan.dismiss_reasons: required for "
-        "dismissed, optional for snoozed; refused for accepted (as on the rep route); "
+        description="A code of the rules file's rep_plan.dismiss_reasons, in any case: "
+        "required for dismissed, optional for snoozed; refused for accepted (as on the "
+        "rep route); "
         "free text, stored as sent, on other event types (an opt-out's unsubscribe link).",
         json_schema_extra=NOT_EMPTY,
     )

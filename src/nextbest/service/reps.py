@@ -17,6 +17,7 @@ from nextbest.storage.repository import (
     FeedbackResult,
     latest_decision,
     off_rep_channel_problem,
+    reason_code,
     reason_problem,
 )
 
@@ -107,7 +108,8 @@ def record_rep_decision(
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
     dismissed actions are then suppressed for ``dismissal_days``, snoozed ones for
     ``snooze_days``, counted from ``occurred_at`` (default: now; a time in the future
-    is rejected as any feedback event's is).
+    is rejected as any feedback event's is). A reason code in another case than the
+    rules file's is read as the code (:func:`reason_code`).
     ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
 
     Without an ``event_id``, one is derived so that a resend is a duplicate: from the
@@ -136,9 +138,11 @@ def record_rep_decision(
         raise InvalidRequestError("action_id", off_channel)
     # The check POST /v1/feedback and nextbest feedback make, here before an event id
     # is derived from the reason.
-    problem = reason_problem(event_type, reason, recommender.rules.dismiss_reasons)
+    codes = recommender.rules.dismiss_reasons
+    problem = reason_problem(event_type, reason, codes, decision=decision)
     if problem is not None:
         raise InvalidRequestError("reason", problem)
+    reason = reason_code(event_type, reason, codes)
     if event_id is None:
         event_id = _derived_id(
             session, rep_id, recommendation_id, hcp_id, action_id, event_type, reason, occurred_at

@@ -1202,17 +1202,43 @@ def _off_rep_channels(
     )
 
 
-def reason_problem(
+def reason_code(
     event_type: str, reason: str | None, dismiss_reasons: Collection[str] | None
+) -> str | None:
+    """A dismissal's or a snooze's ``reason`` as the rules file spells the code it
+    names in another case (``Not_Relevant``, from a CRM's picklist, is
+    ``not_relevant``); any other reason as sent. Codes are matched in any case only
+    where one code alone matches: two codes of the rules file that differ in case
+    alone are each read as spelt."""
+    if (
+        reason is None
+        or dismiss_reasons is None
+        or event_type not in DISMISSAL_EVENT_TYPES
+        or reason in dismiss_reasons
+    ):
+        return reason
+    folded = reason.strip().casefold()
+    matches = [code for code in dismiss_reasons if code.casefold() == folded]
+    return matches[0] if len(matches) == 1 else reason
+
+
+def reason_problem(
+    event_type: str,
+    reason: str | None,
+    dismiss_reasons: Collection[str] | None,
+    *,
+    decision: str | None = None,
 ) -> str | None:
     """What is wrong with an event's ``reason``, or None: the one check of the rep
     route, ``POST /v1/feedback`` and ``nextbest feedback``. A dismissal must say why,
     in a code of the rules file's ``rep_plan.dismiss_reasons``; a snooze ("not now")
     may, in such a code; an acceptance takes none; other events' reasons (an
-    opt-out's unsubscribe link) are stored as sent.
+    opt-out's unsubscribe link) are stored as sent. A code in another case is read
+    first (:func:`reason_code`).
 
     ``dismiss_reasons``: the rules file's codes; None (no rules at hand) checks that
     a dismissal has a reason and an acceptance none, but not which code it is.
+    ``decision``: the rep route's word for the event (``dismiss``), said in its place.
     """
     known = f": {', '.join(dismiss_reasons)}" if dismiss_reasons is not None else ""
     if event_type == "dismissed" and reason is None:
@@ -1220,8 +1246,10 @@ def reason_problem(
     if reason is None:
         return None
     if event_type in DISMISSAL_EVENT_TYPES:
-        if dismiss_reasons is not None and reason not in dismiss_reasons:
-            return f"unknown reason code '{reason}' for a {event_type} event; known{known}"
+        code = reason_code(event_type, reason, dismiss_reasons)
+        if dismiss_reasons is not None and code not in dismiss_reasons:
+            what = f"decision '{decision}'" if decision else f"a {event_type} event"
+            return f"unknown reason code '{reason}' for {what}; known{known}"
         return None
     if event_type == "accepted":
         return "an acceptance takes no reason code"
@@ -1417,6 +1445,11 @@ def _record_feedback(
     # index -> the other channels an opt-out of a requester of several withdraws
     also_withdrawn: dict[int, Sequence[str]] = {}
     for index, event in enumerate(events):
+        # A reason code in another case than the rules file's: stored as the code,
+        # so that it suppresses as that code does and its resend is the same event.
+        code = reason_code(event.event_type, event.reason, dismiss_reasons)
+        if code != event.reason:
+            event = dataclasses.replace(event, reason=code)
         taken_as = None  # how an opt-out was read to be kept, said back
         named = event.channel  # as sent: an opt-out's with no catalog is read later
         bound_as = None  # the channel(s) an opt-out of a bound requester was read as

@@ -26,11 +26,11 @@ from nextbest.api.schemas import (
     RepFeedbackCreate,
     RepPlanPublic,
     RepSuggestionPublic,
+    RequestPurpose,
 )
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.errors import InvalidRequestError
 from nextbest.limits import STORED_LENGTHS
-from nextbest.policy.eligibility import Purpose
 from nextbest.service.recommend import MAX_LEFT_OUT, check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
@@ -150,10 +150,10 @@ def suggestions(
         description="Admin only: the territory to plan (a rep key has its own); by default "
         "the territory of the rep key named rep_id.",
     ),
-    purpose: Purpose | None = Query(
+    purpose: RequestPurpose | None = Query(
         default=None,
         description="promotional (a sales rep's plan) or medical (an MSL's: medical "
-        "content only). Default: the key's purpose if the key file binds it to one "
+        "content only), in any case. Default: the key's purpose if the key file binds it to one "
         "(asking for the other is a 403), else promotional.",
     ),
     explain: bool = Query(
