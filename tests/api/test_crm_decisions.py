@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from nextbest.api.app import create_app
 from nextbest.api.schemas import RepPlanPublic
+from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings
 from nextbest.storage.tables import FeedbackEvent
 
@@ -95,6 +97,66 @@ def test_a_crm_picklists_capitals_are_read_as_the_words_they_spell(
     )
     assert plan.status_code == 200, plan.text
     assert plan.json()["purpose"] == "medical"
+
+
+def test_decisions_and_events_without_a_time_are_dated_by_the_servers_clock(
+    api_settings: Settings, keys
+) -> None:
+    """Plans and recommendations are decided by the served recommender's clock, but
+    a rep decision or a /v1/feedback event sent without occurred_at was stored at the
+    machine's now: a server whose clock read a month ago dated a dismissal a month
+    after the plan it was made on. Both are dated by the clock plans are decided by."""
+    from nextbest.service.recommend import cutoff
+
+    runtime = ServingRuntime.start(api_settings)
+    at = cutoff(runtime.recommender.model) + timedelta(days=2, hours=3)
+    runtime.close()
+    assert at < datetime.now(UTC) - timedelta(days=1)
+    runtime = ServingRuntime.start(api_settings, clock=lambda: at)
+    try:
+        with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
+            first, second = _plan(client, keys, capacity=2).suggestions[:2]
+            decided = _decide(client, keys, first, "snooze", event_id="clock-snooze")
+            assert decided["accepted"] == 1, decided
+            event = {
+                "event_id": "clock-completed",
+                "event_type": "completed",
+                "hcp_id": second.hcp_id,
+                "recommendation_id": second.recommendation_id,
+                "action_id": second.action_id,
+            }
+            fed = client.post("/v1/feedback", json=event)
+            assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
+            stored = {
+                event_id: _stored(client, event_id)[2].replace(tzinfo=UTC)
+                for event_id in ("clock-snooze", "clock-completed")
+            }
+    finally:
+        runtime.close()
+    assert stored == {"clock-snooze": at, "clock-completed": at}, stored
+
+
+def test_a_refused_decision_without_an_event_id_shows_one_id_on_every_retry(
+    client: TestClient, keys
+) -> None:
+    """A decision that changed the item's current one got an id with the time it was
+    received in it: each retry of the same refused decision showed another id in
+    `rejected`. Derived from what it says, its day and the decision it replaces, a
+    retry is recognisable, and once valid a duplicate."""
+    s = _plan(client, keys, capacity=3).suggestions[0]
+    assert _decide(client, keys, s, "accept")["accepted"] == 1
+    wrong = type(s)(**{**s.model_dump(), "recommendation_id": "no-such-recommendation"})
+    refused = [_decide(client, keys, wrong, "dismiss", reason="not_relevant") for _ in range(2)]
+    assert all(r["status"] == 422 for r in refused), refused
+    ids = {r["rejected"][0]["event_id"] for r in refused}
+    assert len(ids) == 1, ids
+    # Valid, sent twice: one event.
+    sent = [_decide(client, keys, s, "dismiss", reason="not_relevant") for _ in range(2)]
+    assert [(r["accepted"], r["duplicates"]) for r in sent] == [(1, 0), (0, 1)], sent
+    # A rep changing their mind again the same day is still a new decision each time.
+    for decision, reason in (("accept", None), ("dismiss", "not_relevant"), ("accept", None)):
+        more = {} if reason is None else {"reason": reason}
+        assert _decide(client, keys, s, decision, **more)["accepted"] == 1, decision
 
 
 def test_a_reason_code_refused_on_the_rep_route_names_the_decision_sent(

@@ -334,12 +334,14 @@ class RepFeedbackCreate(BaseModel):
         json_schema_extra=NOT_EMPTY,
         description="Idempotency key (default: derived from the rep, recommendation, "
         "action, decision and reason, so the same decision sent again is a duplicate; "
-        "with the decision's time added when it differs from the item's current "
-        "decision (a rep changing their mind) or occurred_at is given).",
+        "with occurred_at added when it is given, and the day and the decision it "
+        "replaces when it differs from the item's current decision (a rep changing "
+        "their mind), so that its retries have one id).",
     )
     occurred_at: EventTime | None = Field(
         default=None,
-        description="When the rep decided (default: when received), e.g. a decision taken "
+        description="When the rep decided (default: when received, by the clock plans are "
+        "decided by), e.g. a decision taken "
         "offline and synced later; suppression windows count from it.",
     )
 

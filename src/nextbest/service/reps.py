@@ -44,17 +44,22 @@ def _decision_id(
     event_type: str,
     reason: str | None,
     at: datetime | None = None,
+    replacing: str | None = None,
 ) -> str:
     """The event id of a rep's decision on one item: the same decision sent again is a
     duplicate; a decision on another item of the same recommendation, or a dismissal
     with another reason code (a rep correcting it), is not. ``at``: the decision's
-    time, for a decision that is not a resend of the one stored (see
-    :func:`record_rep_decision`)."""
+    time (an offline decision's ``occurred_at``, or with ``replacing`` the day it was
+    received); ``replacing``: the event id of the item's current decision, which this
+    one changes (see :func:`record_rep_decision`)."""
     readable = f"rep:{rep_id}:{recommendation_id}:{action_id}:{event_type}"
     if reason is not None:
         readable += f":{reason}"
     if at is not None:  # a time without an offset is UTC, as occurred_at's is
-        readable += f":{(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()}"
+        at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+        readable += f":{at.date().isoformat() if replacing is not None else at.isoformat()}"
+    if replacing is not None:
+        readable += f":after-{hashlib.sha256(replacing.encode()).hexdigest()[:12]}"
     if len(readable) <= MAX_LENGTHS["event_id"]:
         return readable
     return "rep:" + hashlib.sha256(readable.encode()).hexdigest()
@@ -69,8 +74,10 @@ def _derived_id(
     event_type: str,
     reason: str | None,
     occurred_at: datetime | None,
+    now: datetime,
 ) -> str:
-    """The event id of a decision sent without one (see :func:`record_rep_decision`)."""
+    """The event id of a decision sent without one (see :func:`record_rep_decision`);
+    ``now``: the served recommender's clock reading it was received at."""
     if occurred_at is not None:  # an offline decision is known by when it was taken
         return _decision_id(rep_id, recommendation_id, action_id, event_type, reason, occurred_at)
     latest = latest_decision(session, hcp_id, action_id)
@@ -82,8 +89,12 @@ def _derived_id(
         recommendation_id,
     ):
         return latest.event_id  # the current decision sent again: a duplicate of it
-    # Not the current decision: a new one, even when it repeats an earlier one.
-    return _decision_id(rep_id, recommendation_id, action_id, event_type, reason, datetime.now(UTC))
+    # Not the current decision: a new one, even when it repeats an earlier one; known by
+    # what it says, its day and the decision it changes, so that a retry (of one
+    # refused, or stored with its answer lost) is the same event.
+    return _decision_id(
+        rep_id, recommendation_id, action_id, event_type, reason, now, replacing=latest.event_id
+    )
 
 
 def record_rep_decision(
@@ -107,16 +118,19 @@ def record_rep_decision(
     Only an action on a rep channel may be decided on (:func:`off_rep_channel`).
     A dismissal needs a reason code from the rules file's ``rep_plan.dismiss_reasons``;
     dismissed actions are then suppressed for ``dismissal_days``, snoozed ones for
-    ``snooze_days``, counted from ``occurred_at`` (default: now; a time in the future
-    is rejected as any feedback event's is). A reason code in another case than the
-    rules file's is read as the code (:func:`reason_code`).
+    ``snooze_days``, counted from ``occurred_at`` (default: now by the served
+    recommender's clock, which plans are decided by; a time in the future is rejected
+    as any feedback event's is). A reason code in another case than the rules file's
+    is read as the code (:func:`reason_code`).
     ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
 
     Without an ``event_id``, one is derived so that a resend is a duplicate: from the
     rep, recommendation, action, decision and reason, and from ``occurred_at`` when
     given (an offline decision is known by when it was taken). Without
     ``occurred_at``, a decision that differs from the pair's latest one is new even
-    when it repeats an earlier one: dismiss, accept, dismiss again suppresses again.
+    when it repeats an earlier one (dismiss, accept, dismiss again suppresses again):
+    its id adds the day and the latest decision's id, so that its retries are one
+    event, refused alike or, once stored, duplicates.
     """
     # Before any query: PostgreSQL refuses a NUL in a text parameter, and looking up
     # the pair's latest decision with one answered 500.
@@ -143,14 +157,23 @@ def record_rep_decision(
     if problem is not None:
         raise InvalidRequestError("reason", problem)
     reason = reason_code(event_type, reason, codes)
+    now = recommender.clock()
     if event_id is None:
         event_id = _derived_id(
-            session, rep_id, recommendation_id, hcp_id, action_id, event_type, reason, occurred_at
+            session,
+            rep_id,
+            recommendation_id,
+            hcp_id,
+            action_id,
+            event_type,
+            reason,
+            occurred_at,
+            now,
         )
     event = FeedbackRecord(
         event_id=event_id,
         event_type=event_type,
-        occurred_at=occurred_at or datetime.now(UTC),
+        occurred_at=occurred_at or now,
         hcp_id=hcp_id,
         recommendation_id=recommendation_id,
         action_id=action_id,

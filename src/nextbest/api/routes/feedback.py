@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Request, Response, status
 
 from nextbest.api.bodies import JSONBodyRoute
@@ -59,7 +57,9 @@ def post_feedback(
     opt-in or opt-out that would apply to every channel is refused.
     """
     sent: list[object] = list(body.events) if isinstance(body, FeedbackBatchCreate) else [body]
-    now = datetime.now(UTC)
+    # An event without occurred_at happened when received, by the clock the served
+    # recommender decides by (that of the runtime, which loads it).
+    now = runtime.clock()
     valid: list[int] = []  # index in the batch of each record below
     records: list[FeedbackRecord] = []
     rejected: list[tuple[int, str, str]] = []
