@@ -223,3 +223,28 @@ def test_a_decision_on_a_held_out_answer_says_it_was_held_out(holdout_client, ke
         f"'{answer['recommendation_id']}': it was held out (a randomized control: nothing "
         "was served, by design), so there is nothing to decide on; send no decision for it"
     ), said
+
+
+def test_an_accepted_suggestion_is_suggested_until_it_is_completed(
+    api_settings: Settings, keys
+) -> None:
+    """As docs/api.md says: an accept is not a contact, so the next plan, the same
+    day's, suggests the HCP again; a completed visit counts against the channel's
+    cool-down, and the plan leaves the HCP's actions of that channel out."""
+    settings = api_settings.model_copy(update={"holdout_rate": 0.0, "epsilon": 0.0})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        s = _plan(client, keys, capacity=5).suggestions[0]
+        assert _decide(client, keys, s, "accept")["accepted"] == 1
+        again = _plan(client, keys, capacity=5)
+        assert (s.hcp_id, s.action_id) in {(x.hcp_id, x.action_id) for x in again.suggestions}
+        done = {
+            "event_id": "visit-done-1",
+            "event_type": "completed",
+            "hcp_id": s.hcp_id,
+            "recommendation_id": s.recommendation_id,
+            "action_id": s.action_id,
+        }
+        fed = client.post("/v1/feedback", json=done, headers=keys.rep)
+        assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
+        after = _plan(client, keys, capacity=5)
+        assert (s.hcp_id, s.channel) not in {(x.hcp_id, x.channel) for x in after.suggestions}
