@@ -176,12 +176,12 @@ def test_a_validation_message_names_the_line_of_each_problem() -> None:
     with pytest.raises(ValidationError) as refused:
         _Config.model_validate(data)
     assert validation_message("config c.yaml", refused.value, lines) == (
-        "config c.yaml, line 4: second.rate: Input should be less than or equal to 1; "
-        "line 5: second.speed: Extra inputs are not permitted"
+        "config c.yaml, line 4: second.rate: Input should be less than or equal to 1 (read 2, "
+        "a whole number); line 5: second.speed: Extra inputs are not permitted"
     )
     assert validation_message("config c.yaml", refused.value, None) == (
-        "config c.yaml: second.rate: Input should be less than or equal to 1; "
-        "second.speed: Extra inputs are not permitted"
+        "config c.yaml: second.rate: Input should be less than or equal to 1 (read 2, a "
+        "whole number); second.speed: Extra inputs are not permitted"
     )
 
 
@@ -189,14 +189,15 @@ def test_a_problem_with_the_whole_mapping_has_no_empty_path() -> None:
     with pytest.raises(ValidationError) as refused:
         _Config.model_validate([1])
     assert validation_message("config c.yaml", refused.value, None) == (
-        "config c.yaml: Input should be a valid dictionary or instance of _Config"
+        "config c.yaml: Input should be a valid dictionary or instance of _Config (read a list)"
     )
     # Inline levers of a train.yaml written as a number: the line naming them.
     data, lines = load_yaml_with_lines("seed: 1\nfirst: 3\n")
     with pytest.raises(ValidationError) as refused:
         _Section.model_validate(data["first"])
     assert validation_message("first in c.yaml", refused.value, lines.within(("first",))) == (
-        "first in c.yaml, line 2: Input should be a valid dictionary or instance of _Section"
+        "first in c.yaml, line 2: Input should be a valid dictionary or instance of _Section "
+        "(read 3, a whole number)"
     )
 
 
@@ -284,3 +285,144 @@ def test_every_settings_file_says_what_is_wrong_with_it(
     with pytest.raises(error) as refused:
         load(path)
     assert str(refused.value) == f"{where.format(path)}{said}"
+
+
+# A value of the wrong kind, as each settings file reads it: what YAML made of what was
+# written, beside pydantic's message or, for a number YAML 1.1 reads as text, instead of
+# it with what to write ({} is the file's path).
+@pytest.mark.parametrize(
+    ("load", "error", "text", "said"),
+    [
+        pytest.param(
+            load_train_config,
+            ValueError,
+            "seed: 1\nmax_training_rows: 5e6\n",
+            "training config {}, line 2: max_training_rows: 5e6 was read as text ('5e6'): "
+            "write a whole number, e.g. 5000000",
+            id="train-exponent-without-a-dot",
+        ),
+        pytest.param(
+            load_train_config,
+            ValueError,
+            "max_training_rows: 5.0e+6\n",
+            "training config {}, line 1: max_training_rows: 5000000.0 was read as a decimal "
+            "number: write a whole number, 5000000",
+            id="train-a-whole-decimal",
+        ),
+        pytest.param(
+            load_train_config,
+            ValueError,
+            "uplift:\n  learning_rate: 1e-3\n",
+            "training config {}, line 2: uplift.learning_rate: 1e-3 was read as text ('1e-3'): "
+            "write 1.0e-3 (YAML reads an exponent after a dot and with a sign) or 0.001",
+            id="train-a-rate-as-text",
+        ),
+        pytest.param(
+            load_train_config,
+            ValueError,
+            "seed: true\n",
+            "training config {}, line 1: seed: Input should be a valid integer (read true, "
+            "true/false)",
+            id="train-a-boolean",
+        ),
+        pytest.param(
+            load_train_config,
+            ValueError,
+            "seed: 2026-01-01\n",
+            "training config {}, line 1: seed: Input should be a valid integer (read "
+            "2026-01-01, a date)",
+            id="train-a-date",
+        ),
+        pytest.param(
+            load_train_config,
+            ValueError,
+            "engagement:\n  learning_rate: [0.1]\n",
+            "training config {}, line 2: engagement.learning_rate: Input should be a valid "
+            "number (read a list)",
+            id="train-a-list",
+        ),
+        pytest.param(
+            load_levers,
+            ValueError,
+            "channel:\n  email: {weight: heavy}\n",
+            "levers in {}, line 2: channel.email.weight: Input should be a valid number (read "
+            "'heavy', text)",
+            id="levers-a-word",
+        ),
+        pytest.param(
+            load_levers,
+            ValueError,
+            "topic:\n  no: {weight: 2}\n",
+            "levers in {}, line 2: topic.false.[key]: Input should be a valid string (read "
+            "false, true/false: quote it if it is text)",
+            id="levers-yes-no-on-off",
+        ),
+        pytest.param(
+            load_gate_config,
+            GateError,
+            "min_decisions: 5e2\n",
+            "gate config {}, line 1: min_decisions: 5e2 was read as text ('5e2'): write a "
+            "whole number, e.g. 500",
+            id="gate-exponent",
+        ),
+        pytest.param(
+            load_gate_config,
+            GateError,
+            "margin: 2%\n",
+            "gate config {}, line 1: margin: Input should be a valid number (read '2%', text)",
+            id="gate-a-percentage",
+        ),
+        pytest.param(
+            load_gate_config,
+            GateError,
+            "min_decisions:\n",
+            "gate config {}, line 1: min_decisions: Input should be a valid integer (read "
+            "null: no value)",
+            id="gate-no-value",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_shown_as_read(
+    tmp_path: Path,
+    load: Callable[[Path], object],
+    error: type[Exception],
+    text: str,
+    said: str,
+) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    with pytest.raises(error) as refused:
+        load(path)
+    assert str(refused.value) == said.format(path)
+
+
+def test_long_text_read_is_shown_cut() -> None:
+    data, lines = load_yaml_with_lines(f"second:\n  rate: {'x' * 100}\n")
+    with pytest.raises(ValidationError) as refused:
+        _Config.model_validate(data)
+    assert validation_message("c.yaml", refused.value, lines) == (
+        "c.yaml, line 2: second.rate: Input should be a valid number, unable to parse string "
+        f"as a number (read '{'x' * 37}...', text)"
+    )
+
+
+def test_an_api_key_files_errors_show_no_value_read(tmp_path: Path) -> None:
+    """Key files hold secrets: a value of the wrong kind is named by its field, never
+    shown, unlike in the other settings files."""
+    from nextbest.service.apikeys import ApiKeyError, KeyStore
+
+    secret = "s3cr3t-k3y-0123456789"
+    path = tmp_path / "api_keys.yaml"
+    for entry, field in [
+        (f"{{name: crm, role: {secret}, key: {secret}}}", "role"),
+        (f"{{name: crm, role: admin, key: [{secret}]}}", "key"),
+        ("{name: crm, role: admin, key: 12345678901234567890}", "key"),
+        (f"{{name: crm, role: rep, territory_id: 5.0e+6, key: {secret}}}", "territory_id"),
+    ]:
+        path.write_text(f"keys:\n  - {entry}\n")
+        with pytest.raises(ApiKeyError) as refused:
+            KeyStore.load(path=path, env={})
+        said = str(refused.value)
+        assert f"'{field}'" in said, said
+        for shown in (secret, "12345678901234567890", "5000000", "(read "):
+            assert shown not in said, said

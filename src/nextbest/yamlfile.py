@@ -16,10 +16,12 @@ line of every key path, and messages name it as ``<file>, line 7: <path>: <probl
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -232,9 +234,19 @@ def validation_message(
     for problem in error.errors():
         loc = problem["loc"]
         line = lines.line_of(loc) if lines is not None else None
+        if len(loc) >= 2 and loc[-1] == "[key]" and not isinstance(problem["input"], str):
+            # A key of the wrong kind, as YAML read it: pydantic's loc has `no:` as 0.
+            loc = (*loc[:-2], _shown(problem["input"]), loc[-1])
+        named = ".".join(str(p) for p in loc)
         # A problem with the whole mapping (a list or a number where settings belong)
         # has no path: ": : Input should be ..." named nothing.
-        said = f"{'.'.join(str(p) for p in loc)}: {problem['msg']}" if loc else problem["msg"]
+        read = _as_read(problem)
+        if read is None:
+            said = f"{named}: {problem['msg']}" if loc else problem["msg"]
+        elif read.startswith(" "):  # what was read, beside pydantic's message
+            said = f"{named}: {problem['msg']}{read}" if loc else f"{problem['msg']}{read}"
+        else:  # what was read and what to write instead of it
+            said = f"{named}: {read}" if loc else read
         if problem["type"] == "extra_forbidden" and model is not None and loc:
             allowed = keys_at(model, loc[:-1])
             near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -246,6 +258,107 @@ def validation_message(
     said = "; ".join(text if line is None else f"line {line}: {text}" for line, text in problems)
     first_line = problems[0][0] if problems else None
     return f"{where}, {said}" if first_line is not None else f"{where}: {said}"
+
+
+# Problems whose message says all there is (a key missing, one not taken, a check of
+# the config's own that names the value), or whose input is not the value written.
+_SAID_WITHOUT_INPUT = frozenset({"missing", "extra_forbidden", "value_error", "assertion_error"})
+# Longer text read is shown cut, as a message names a value, not quotes a file.
+_SHOWN_CHARACTERS = 40
+
+
+def _as_read(problem: Mapping[str, Any]) -> str | None:
+    """What a settings file gave where pydantic found ``problem``: ``" (read -1, a
+    whole number)"`` to add to its message (starting with a space), or, for a number
+    YAML read as text, what was read and what to write instead of pydantic's message
+    (``5e6 was read as text ('5e6'): write a whole number, e.g. 5000000``). None when
+    the value is not what the problem is about (a key missing or not taken).
+
+    YAML 1.1, which PyYAML reads, takes an exponent only after a dot and with a sign
+    (``5.0e+6``): ``5e6`` and ``1e-3`` are text, and a quoted number is text too.
+    """
+    kind = str(problem.get("type", ""))
+    if kind in _SAID_WITHOUT_INPUT or "input" not in problem:
+        return None
+    value = problem["input"]
+    wants_int, wants_float = kind.startswith("int_"), kind.startswith("float_")
+    if isinstance(value, str) and (wants_int or wants_float):
+        instead = _number_in_text(value, whole=wants_int)
+        if instead is not None:
+            return instead
+    if wants_int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return f"{value!r} was read as a decimal number: write a whole number, {int(value)}"
+    if value is None:
+        return " (read null: no value)"
+    if isinstance(value, Mapping | list):
+        return f" (read a {'mapping' if isinstance(value, Mapping) else 'list'})"
+    said = f" (read {_shown(value)}, {_yaml_kind(value)}"
+    if kind == "string_type" and isinstance(value, bool | int | float | date):
+        # YAML 1.1 reads yes, no, on and off as true/false too.
+        said += ": quote it if it is text"
+    return said + ")"
+
+
+def _number_in_text(text: str, *, whole: bool) -> str | None:
+    """What was read and what to write for the number ``text`` YAML read as text (for
+    a whole number if ``whole``); None when ``text`` is no number."""
+    written = text.strip()
+    try:
+        unquoted = yaml.safe_load(written)
+    except yaml.YAMLError:
+        unquoted = None
+    if isinstance(unquoted, int | float) and not isinstance(unquoted, bool):
+        if whole and not isinstance(unquoted, int):
+            return None  # "2.5" for a whole number: quoted or not, it is refused
+        return f"{_shown(text)} was read as text (it is quoted): write {written} without quotes"
+    if not re.fullmatch(r"[-+]?[\d_]*\.?[\d_]*[eE][-+]?\d+", written):
+        return None
+    try:
+        number = float(written.replace("_", ""))
+    except ValueError:
+        return None
+    said = f"{written} was read as text ({_shown(text)}): "
+    if whole:
+        if not (math.isfinite(number) and number.is_integer() and abs(number) < 2**53):
+            return None
+        return f"{said}write a whole number, e.g. {int(number)}"
+    mantissa, _, exponent = written.lower().partition("e")
+    mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
+    exponent = exponent if exponent[:1] in ("+", "-") else f"+{exponent}"
+    return (
+        f"{said}write {mantissa}e{exponent} (YAML reads an exponent after a dot and with "
+        f"a sign) or {number!r}"
+    )
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message shows it: text quoted (cut when long), the rest as YAML
+    writes it (true, 2026-01-01)."""
+    if isinstance(value, str):
+        long = len(value) > _SHOWN_CHARACTERS
+        return repr(value[: _SHOWN_CHARACTERS - 3] + "..." if long else value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    return repr(value)
+
+
+def _yaml_kind(value: Any) -> str:
+    """What YAML read ``value`` as, in a person's words."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, datetime):
+        return "a date and time"
+    if isinstance(value, date):
+        return "a date"
+    return type(value).__name__
 
 
 def read_settings_file(

@@ -487,7 +487,10 @@ def test_costs_count_against_the_action_taken() -> None:
         ("min_decisions: 0\n", "min_decisions"),
         ("surprise: 1\n", "surprise"),
         ("estimator: [\n", r"gate\.yaml, line 2, column 1: not valid YAML: expected the node"),
-        ('min_decisions: "500"\n', "min_decisions: Input should be a valid integer"),
+        (
+            'min_decisions: "500"\n',
+            r"min_decisions: '500' was read as text \(it is quoted\): write 500 without quotes",
+        ),
         ("margin: 1%\n", "margin: Input should be a valid number"),
         ("margin: .inf\n", "margin: Input should be a finite number"),
         ("min_effective_n: .inf\n", "min_effective_n: Input should be a finite number"),
@@ -495,7 +498,7 @@ def test_costs_count_against_the_action_taken() -> None:
             "min_differing_effective_n: .inf\n",
             "min_differing_effective_n: Input should be a finite number",
         ),
-        ('min_differing_effective_n: "20"\n', "min_differing_effective_n: Input should be a"),
+        ('min_differing_effective_n: "20"\n', "min_differing_effective_n: '20' was read as text"),
     ],
 )
 def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str) -> None:
@@ -510,7 +513,8 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
     [
         pytest.param(
             "# the gate\nestimator: dr\nmin_decisions: 0\n",
-            "line 3: min_decisions: Input should be greater than or equal to 1",
+            "line 3: min_decisions: Input should be greater than or equal to 1 (read 0, a whole "
+            "number)",
             id="bad-value",
         ),
         pytest.param(
@@ -520,7 +524,8 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
         ),
         pytest.param(
             "estimator: dr\nmin_differing_effective_n: -1\n",
-            "line 2: min_differing_effective_n: Input should be greater than or equal to 0",
+            "line 2: min_differing_effective_n: Input should be greater than or equal to 0 "
+            "(read -1, a whole number)",
             id="negative-differing-effective-n",
         ),
         pytest.param(
