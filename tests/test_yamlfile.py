@@ -20,6 +20,7 @@ from nextbest.yamlfile import (
     keys_at,
     load_yaml_with_lines,
     validation_message,
+    word_of,
     yaml_error_message,
     yaml_error_where,
 )
@@ -426,3 +427,19 @@ def test_an_api_key_files_errors_show_no_value_read(tmp_path: Path) -> None:
         assert f"'{field}'" in said, said
         for shown in (secret, "12345678901234567890", "5000000", "(read "):
             assert shown not in said, said
+
+
+def test_a_word_of_a_closed_set_is_read_in_any_case() -> None:
+    read = word_of(("ips", "snips", "dr"))
+    assert [read(v) for v in ("DR", " Snips ", "ips", "d r", "doubly robust", 3, None)] == [
+        "dr",
+        "snips",
+        "ips",
+        "d r",
+        "doubly robust",
+        3,
+        None,
+    ]
+    # Words differing only in case: which one was meant cannot be told.
+    read = word_of(("Low", "low", "high"))
+    assert [read(v) for v in ("LOW", "low", "Low", "HIGH")] == ["LOW", "low", "Low", "high"]

@@ -436,6 +436,25 @@ def validated(
         raise error(validation_message(where, exc, lines, model=model)) from None
 
 
+def word_of(words: Sequence[str]) -> Callable[[Any], Any]:
+    """For a setting that is one of ``words`` (a ``Literal``): a reading of a value
+    that takes it in any case and without the spaces around it (``DR `` is ``dr``);
+    anything else is left as it is, for the field to refuse. Used as pydantic's
+    ``BeforeValidator(word_of(...))``. Words that differ only in case are not read
+    in any case: which one was meant could not be told."""
+    folded: dict[str, list[str]] = {}
+    for word in words:
+        folded.setdefault(word.casefold(), []).append(word)
+
+    def read(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found = folded.get(value.strip().casefold(), [])
+        return found[0] if len(found) == 1 else value
+
+    return read
+
+
 def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
     """The keys ``model`` takes in the mapping at ``path`` (a pydantic ``loc``), found
     by walking the field types: a nested model's fields, a dict's values (the path

@@ -484,6 +484,7 @@ def test_costs_count_against_the_action_taken() -> None:
     ("text", "match"),
     [
         ("estimator: magic\n", "estimator"),
+        ("estimator: d r\n", r"estimator: Input should be 'ips', 'snips' or 'dr' \(read 'd r'"),
         ("min_decisions: 0\n", "min_decisions"),
         ("surprise: 1\n", "surprise"),
         ("estimator: [\n", r"gate\.yaml, line 2, column 1: not valid YAML: expected the node"),
@@ -506,6 +507,24 @@ def test_bad_gate_config_names_the_problem(tmp_path: Path, text: str, match: str
     path.write_text(text)
     with pytest.raises(GateError, match=match):
         load_gate_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "estimator", "criterion"),
+    [
+        ("estimator: DR\n", "dr", "lower_bound"),
+        ("estimator: ' SNIPS '\ncriterion: Margin\nmargin: 0.02\n", "snips", "margin"),
+        ("estimator: Ips\ncriterion: LOWER_BOUND\n", "ips", "lower_bound"),
+    ],
+)
+def test_the_gates_words_are_read_in_any_case(
+    tmp_path: Path, text: str, estimator: str, criterion: str
+) -> None:
+    """`estimator: DR`, as the estimator is named in print, was refused."""
+    path = tmp_path / "gate.yaml"
+    path.write_text(text)
+    config = load_gate_config(path)
+    assert (config.estimator, config.criterion) == (estimator, criterion)
 
 
 @pytest.mark.parametrize(

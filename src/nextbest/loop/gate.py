@@ -46,14 +46,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from nextbest import registry
 from nextbest.evaluation import ope
+from nextbest.evaluation.ope import Estimator
 from nextbest.evaluation.plots import gate_figure
 from nextbest.learning.scoring import ScoringModel
 from nextbest.loop.evidence import (
@@ -68,7 +76,7 @@ from nextbest.loop.evidence import (
 )
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
-from nextbest.yamlfile import read_settings_file, validated
+from nextbest.yamlfile import read_settings_file, validated, word_of
 
 CHAMPION = registry.CHAMPION_ALIAS
 CHALLENGER = "challenger"
@@ -150,6 +158,9 @@ def _one_at_a_time(
     return decorate
 
 
+Criterion = Literal["lower_bound", "margin"]
+
+
 class GateConfig(BaseModel):
     """When a challenger may replace the champion (``training/gate.yaml``)."""
 
@@ -157,8 +168,9 @@ class GateConfig(BaseModel):
     # And finite: a margin or an effective n of .inf is a gate that never passes.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    estimator: Literal["ips", "snips", "dr"] = "dr"
-    criterion: Literal["lower_bound", "margin"] = "lower_bound"
+    # Read in any case, as written by hand: `estimator: DR`.
+    estimator: Annotated[Estimator, BeforeValidator(word_of(get_args(Estimator)))] = "dr"
+    criterion: Annotated[Criterion, BeforeValidator(word_of(get_args(Criterion)))] = "lower_bound"
     margin: float = Field(default=0.0, ge=0.0)
     min_decisions: int = Field(default=500, ge=1)
     min_effective_n: float = Field(default=100.0, ge=0.0)
