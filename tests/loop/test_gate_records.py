@@ -184,3 +184,34 @@ def test_evaluate_refused_by_a_decision_lock_held_past_its_wait_writes_nothing(
     ), said
     assert _evaluation_runs(settings) == runs
     assert _tags(settings, challenger) == tags
+
+
+def test_evaluate_keeps_the_gate_config_it_read_and_logs_its_counts_whole(
+    loop_world: LoopWorld, honest_copy: Settings, tmp_path: Path
+) -> None:
+    """The evaluation run had the gate's values but not its file (training runs keep
+    theirs under config/), and logged min_differing_effective_n: 20 as 20.0."""
+    settings = honest_copy
+    register(do_nothing(loop_world.honest), settings, alias="challenger")
+    path = tmp_path / "gate.yaml"
+    text = "# the brand's gate\nestimator: DR\nmin_decisions: 1\nmin_differing_effective_n: 20\n"
+    path.write_text(text)
+    evaluation = gate.evaluate(settings, config=gate.load_gate_config(path))
+    assert evaluation.run_id is not None
+    client = registry.client(settings)
+    params = client.get_run(evaluation.run_id).data.params
+    assert params["gate.estimator"] == "dr"
+    assert params["gate.min_differing_effective_n"] == "20"
+    assert params["gate.min_effective_n"] == "100"
+    assert params["gate.evaluation_share"] == "0.3"
+    assert params["gate.file"] == str(path)
+    kept = [a.path for a in client.list_artifacts(evaluation.run_id, "config")]
+    assert kept == ["config/gate.yaml"]
+    path.write_text("estimator: ips\n")  # edited after the run: the run keeps what it read
+    copy = client.download_artifacts(evaluation.run_id, "config/gate.yaml", str(tmp_path))
+    assert Path(copy).read_text() == text
+    # The built-in defaults: no file to keep, and said so.
+    evaluation = gate.evaluate(settings, config=GateConfig(min_decisions=1))
+    assert evaluation.run_id is not None
+    assert client.get_run(evaluation.run_id).data.params["gate.file"] == "built-in defaults"
+    assert client.list_artifacts(evaluation.run_id, "config") == []

@@ -55,6 +55,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
 )
@@ -179,6 +180,27 @@ class GateConfig(BaseModel):
     # champion rests on a few large weighted corrections, whose t interval is too short.
     min_differing_effective_n: float = Field(default=20.0, ge=0.0)
     evaluation_share: float = Field(default=0.3, ge=0.0, lt=1.0)
+    # The file it was read from, kept with the runs that read it (``config/``).
+    _source: str = PrivateAttr(default="built-in defaults")
+
+    @property
+    def source(self) -> str:
+        """The gate config file read, or "built-in defaults"."""
+        return self._source
+
+    def as_params(self) -> dict[str, Any]:
+        """The settings as MLflow run parameters, ``gate.<key>``, and ``gate.file``
+        naming the file read. A count or share written whole is logged whole
+        (``gate.min_differing_effective_n: 20``), as the integer settings are."""
+        return {
+            **{
+                f"gate.{key}": int(value)
+                if isinstance(value, float) and value.is_integer()
+                else value
+                for key, value in self.model_dump().items()
+            },
+            "gate.file": self.source,
+        }
 
     @field_validator("margin")
     @classmethod
@@ -201,7 +223,9 @@ def load_gate_config(path: Path | None) -> GateConfig:
     if path is None:
         return GateConfig()
     raw, lines = read_settings_file(path, f"gate config {path}", GateError)
-    return validated(GateConfig, raw, f"gate config {path}", lines, GateError)
+    config = validated(GateConfig, raw, f"gate config {path}", lines, GateError)
+    config._source = str(path)
+    return config
 
 
 @dataclass(frozen=True)
@@ -1534,9 +1558,11 @@ def _log_evaluation(
                 "champion_version": evaluation.champion_version,
                 "challenger_version": evaluation.challenger_version,
                 "evidence_served_by": json.dumps(evaluation.served_by),
-                **{f"gate.{k}": v for k, v in config.model_dump().items()},
+                **config.as_params(),
             }
         )
+        if Path(config.source).is_file():  # kept as read: it may be edited after the run
+            mlflow.log_artifact(config.source, "config")
         metrics: dict[str, float] = {
             "n_decisions": float(decision.n_decisions),
             "agreement": decision.agreement,
