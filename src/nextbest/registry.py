@@ -441,10 +441,16 @@ def log_training_run(
                 mlflow.log_artifact(str(written), str(Path(PATCH_ARTIFACT).parent))
             # The files themselves, not only their values and paths: a path is relative
             # to a working directory, and the file may be edited after the run.
-            for key in ("config.file", "config.levers"):
-                named = result.params.get(key)
+            params = {**result.params, **(extra_params or {})}
+            kept: set[str] = set()
+            for key in ("config.file", "config.levers", "gate.file"):
+                named = params.get(key)
                 if isinstance(named, str) and Path(named).is_file():
-                    mlflow.log_artifact(named, "config")
+                    # A second file of the same name (a gate config named as the
+                    # training config) goes in a folder of its own, not over the first.
+                    name = Path(named).name
+                    mlflow.log_artifact(named, "config" if name not in kept else f"config/{key}")
+                    kept.add(name)
             notes = [*result.notes, *([f"source patch: {patch_note}"] if patch_note else [])]
             mlflow.log_text("\n".join(notes) or "no notes", "notes.txt")
             mlflow.log_text(

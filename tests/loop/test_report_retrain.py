@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from nextbest import registry
 from nextbest.cli import app
 from nextbest.evaluation.ope import Z_95, standard_error
+from nextbest.learning.config import load_train_config
 from nextbest.learning.train import TrainResult
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
@@ -508,6 +509,50 @@ def test_retrain_joins_history_and_feedback(
     assert version.tags["evaluation_share"] == "0.3"
 
 
+def test_retrain_keeps_a_gate_config_named_as_its_training_config_apart(
+    loop_world: LoopWorld, honest_copy: Settings, tmp_path: Path
+) -> None:
+    """Both kept under config/ by their names: the second would have replaced the first."""
+    train_yaml, gate_yaml = tmp_path / "train" / "config.yaml", tmp_path / "gate" / "config.yaml"
+    for path, text in (
+        (
+            train_yaml,
+            "engagement: {n_estimators: 40, num_leaves: 15}\nuplift: {n_estimators: 60}\n",
+        ),
+        (gate_yaml, "evaluation_share: 0.25\nmin_differing_effective_n: 20\n"),
+    ):
+        path.parent.mkdir()
+        path.write_text(text)
+    outcome = retrain(
+        honest_copy,
+        dataset=loop_world.dataset,
+        config=load_train_config(train_yaml),
+        gate=gate.load_gate_config(gate_yaml),
+    )
+    assert outcome.feedback.n_reserved > 0
+    client = registry.client(honest_copy)
+    kept = {a.path for a in client.list_artifacts(outcome.run_id, "config")}
+    assert kept == {"config/config.yaml", "config/gate.file"}, kept
+    copy = client.download_artifacts(outcome.run_id, "config/gate.file/config.yaml", str(tmp_path))
+    assert Path(copy).read_text() == gate_yaml.read_text()
+    params = client.get_run(outcome.run_id).data.params
+    assert (params["gate.file"], params["gate.evaluation_share"]) == (str(gate_yaml), "0.25")
+    assert params["gate.min_differing_effective_n"] == "20"
+    version = client.get_model_version(honest_copy.model_name, outcome.version)
+    assert version.tags["evaluation_share"] == "0.25"
+    # A share given beside a gate config must be its own.
+    with pytest.raises(
+        ValueError, match=re.escape("reserved_share 0.3 is not the evaluation_share 0.25")
+    ):
+        retrain(
+            honest_copy,
+            dataset=loop_world.dataset,
+            config=FAST_CONFIG,
+            gate=gate.load_gate_config(gate_yaml),
+            reserved_share=0.3,
+        )
+
+
 def test_retrain_refuses_a_since_no_logged_decision_reaches(
     loop_world: LoopWorld, honest_loop: ServedStore
 ) -> None:
@@ -836,6 +881,12 @@ def test_retrain_says_what_became_of_the_logged_decisions_leaving_out_counts_of_
     assert feedback_note(rows) == said
 
 
+def _gate_run(settings: Settings, version: str) -> str:
+    """The run of the last gate verdict on ``version`` (its ``gate`` tag names it)."""
+    tag = registry.client(settings).get_model_version(settings.model_name, version).tags["gate"]
+    return tag.rsplit("(run ", 1)[1].rstrip(")")
+
+
 def test_cli_walkthrough(
     loop_world: LoopWorld,
     honest_loop: ServedStore,
@@ -877,11 +928,30 @@ def test_cli_walkthrough(
         assert last.startswith("WARNING: the feedback carries outcomes but hardly any"), last
 
         assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+        # The run keeps the gate config it read beside its training config, as read.
+        client = registry.client(settings)
+        gate_yaml = Path("training/gate.yaml").read_text()
+        run_id = client.get_model_version(settings.model_name, challenger).run_id
+        kept = {a.path for a in client.list_artifacts(run_id, "config")}
+        assert kept == {"config/train.yaml", "config/gate.yaml"}, kept
+        (tmp_path / "run").mkdir()
+        copy = client.download_artifacts(run_id, "config/gate.yaml", str(tmp_path / "run"))
+        assert Path(copy).read_text() == gate_yaml
+        params = client.get_run(run_id).data.params
+        assert params["gate.file"] == "training/gate.yaml"
+        assert params["gate.evaluation_share"] == "0.3"
 
         result = runner.invoke(app, ["evaluate"], terminal_width=240)
         assert result.exit_code == 0, result.output
         assert "gate (dr)" in result.output
         assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+        # So does the evaluation that applied it.
+        evaluated = _gate_run(settings, challenger)
+        kept = {a.path for a in client.list_artifacts(evaluated, "config")}
+        assert kept == {"config/gate.yaml"}, kept
+        (tmp_path / "eval").mkdir()
+        copy = client.download_artifacts(evaluated, "config/gate.yaml", str(tmp_path / "eval"))
+        assert Path(copy).read_text() == gate_yaml
         first = registry.alias_version(settings, "champion")
         assert "evaluating challenger vs champion ..." in result.output
         assert f"champion v{first} vs challenger v{challenger} on " in result.output

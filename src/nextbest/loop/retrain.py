@@ -54,7 +54,7 @@ from nextbest.loop.evidence import (
     serving_greedy_empty,
     version_loader,
 )
-from nextbest.loop.gate import SHARE_TAG
+from nextbest.loop.gate import SHARE_TAG, GateConfig
 from nextbest.registry import ModelVersionInfo, TrainingCode
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
@@ -402,7 +402,8 @@ def retrain(
     config: TrainConfig,
     since: datetime | None = None,
     alias: str = "challenger",
-    reserved_share: float = 0.3,
+    reserved_share: float | None = None,
+    gate: GateConfig | None = None,
     progress: Progress | None = None,
     client: Client | None = None,
     data_notes: Sequence[str] = (),
@@ -411,8 +412,10 @@ def retrain(
 ) -> RetrainResult:
     """Train on history + logged feedback and register the model with ``alias``.
 
-    ``reserved_share`` of the logged decisions is left for the gate (pass the gate
-    config's ``evaluation_share``). With a Dask ``client`` the training runs on its
+    ``reserved_share`` of the logged decisions is left for the gate (default 0.3): the
+    ``evaluation_share`` of ``gate``, the gate config evaluate is to read, when given,
+    whose file the run keeps under ``config/`` and whose settings are its ``gate.*``
+    parameters. With a Dask ``client`` the training runs on its
     cluster. ``data_notes``, what was noted of ``dataset`` when it was read, are the
     run's notes too. ``code``: the code that trains, as the caller read it when its
     work began (:func:`registry.training_code`); read here, first, when not given.
@@ -422,6 +425,14 @@ def retrain(
             ``since``), so there is nothing but the history to learn from, and
             ``allow_history_only`` is not set; nothing is trained or registered.
     """
+    if gate is None:
+        gate = GateConfig(evaluation_share=0.3 if reserved_share is None else reserved_share)
+    elif reserved_share is not None and reserved_share != gate.evaluation_share:
+        raise ValueError(
+            f"reserved_share {reserved_share:g} is not the evaluation_share "
+            f"{gate.evaluation_share:g} of gate config {gate.source}: give one of them"
+        )
+    reserved_share = gate.evaluation_share
     code = code or registry.training_code()
     with store_session(settings.resolved_database_url) as session:
         feedback = read_feedback_rows(
@@ -519,6 +530,8 @@ def retrain(
             # and touches without an id that look like logged sends, kept.
             "history_rows_logged": int(twice.sum()),
             "history_repeats_logged": int(repeats.sum()),
+            # The gate config the share was read from (its file kept under config/).
+            **gate.as_params(),
         },
         extra_tags={
             # What evaluate checks its gate config against (gate.check_evaluation_share).
