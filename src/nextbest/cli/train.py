@@ -403,7 +403,7 @@ def retrain(
                     config=train_config,
                     since=start,
                     alias=alias,
-                    reserved_share=gate.evaluation_share,
+                    gate=gate,
                     progress=step,
                     client=client,
                     data_notes=data_notes(dataset),
