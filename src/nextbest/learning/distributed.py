@@ -125,6 +125,17 @@ def _handshake(scheduler: str) -> None:
 
     from distributed.comm.core import connect as open_comm
 
+    # Nothing listening, or no such host, is said at once: Dask's connect retries a
+    # refused connection for its whole time limit (CONNECT_TIMEOUT_S) and then says it
+    # timed out. A port that accepts, however slow its scheduler, gets that time. (A
+    # scheduler logs the probe, closed unused, at INFO: "closed before handshake".)
+    why = _why_unreachable(scheduler)
+    if why is not None:
+        raise ClusterUnavailableError(
+            f"cannot reach a Dask scheduler at {scheduler!r} ('local' starts one on this "
+            f"machine): {why}"
+        )
+
     async def greet() -> None:
         comm = await open_comm(scheduler, timeout=CONNECT_TIMEOUT_S)
         await comm.close()
@@ -154,16 +165,18 @@ def _handshake(scheduler: str) -> None:
         ) from None
 
 
-# How long the second look at an address Dask could not reach may take.
+# How long the plain TCP connect that looks at an address before Dask's may take: a
+# host that does not answer (a firewall, a host down) costs this much more.
 PROBE_TIMEOUT_S = 2
 
 
 def _why_unreachable(scheduler: str) -> str | None:
-    """Why Dask's connect to a TCP address failed, where one more try tells: nothing
-    listens there, or its host name is unknown. Dask retries a refused connection for
-    its whole time limit and then says it timed out, which reads as a slow network,
-    not a scheduler that is not running. None when the try tells nothing more (no
-    answer: a firewall, a host down; an address that is not TCP)."""
+    """Why Dask's connect to a TCP address would fail, or failed, where a plain TCP
+    connect tells: nothing listens there, or its host name is unknown. Dask retries a
+    refused connection for its whole time limit and then says it timed out, which
+    reads as a slow network, not a scheduler that is not running. None when the try
+    tells nothing (it connected; no answer: a firewall, a host down; an address that
+    is not TCP)."""
     import socket
 
     from distributed.comm.addressing import parse_address, parse_host_port
