@@ -353,6 +353,14 @@ def test_every_settings_file_says_what_is_wrong_with_it(
         pytest.param(
             load_levers,
             ValueError,
+            "channel:\n  email: {offset: 1e-7}\n",
+            "levers in {}, line 2: channel.email.offset: 1e-7 was read as text ('1e-7'): "
+            "write 1.0e-7 (YAML reads an exponent after a dot and with a sign)",
+            id="levers-a-small-exponent",  # 1e-07, Python's way, would be text again
+        ),
+        pytest.param(
+            load_levers,
+            ValueError,
             "topic:\n  no: {weight: 2}\n",
             "levers in {}, line 2: topic.false.[key]: Input should be a valid string (read "
             "false, true/false: quote it if it is text)",

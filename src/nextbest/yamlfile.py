@@ -234,7 +234,7 @@ def validation_message(
     for problem in error.errors():
         loc = problem["loc"]
         line = lines.line_of(loc) if lines is not None else None
-        if len(loc) >= 2 and loc[-1] == "[key]" and not isinstance(problem["input"], str):
+        if len(loc) >= 2 and loc[-1] == "[key]" and not isinstance(problem.get("input"), str):
             # A key of the wrong kind, as YAML read it: pydantic's loc has `no:` as 0.
             loc = (*loc[:-2], _shown(problem["input"]), loc[-1])
         named = ".".join(str(p) for p in loc)
@@ -325,9 +325,10 @@ def _number_in_text(text: str, *, whole: bool) -> str | None:
     mantissa, _, exponent = written.lower().partition("e")
     mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
     exponent = exponent if exponent[:1] in ("+", "-") else f"+{exponent}"
+    plain = repr(number)  # 0.001; 1e-07 would be text again
     return (
         f"{said}write {mantissa}e{exponent} (YAML reads an exponent after a dot and with "
-        f"a sign) or {number!r}"
+        f"a sign)" + ("" if "e" in plain else f" or {plain}")
     )
 
 
