@@ -495,7 +495,7 @@ def main() -> int:
                     settings,
                     dataset=dataset,
                     config=config,
-                    reserved_share=gate_config.evaluation_share,
+                    gate=gate_config,  # its evaluation_share left out, its file kept
                 )
                 t2 = time.perf_counter()
                 challenger_true = true_per_hcp(world, trained.result.model)
