@@ -415,6 +415,18 @@ def test_long_text_read_is_shown_cut() -> None:
     )
 
 
+def test_an_infinite_number_is_shown_as_yaml_writes_it() -> None:
+    """``.inf`` and ``.nan``, which is what a person wrote, not Python's inf and nan."""
+    data, lines = load_yaml_with_lines("first:\n  rate: .inf\nsecond:\n  rate: .nan\n")
+    with pytest.raises(ValidationError) as refused:
+        _Config.model_validate(data)
+    assert validation_message("c.yaml", refused.value, lines) == (
+        "c.yaml, line 2: first.rate: Input should be less than or equal to 1 (read .inf, a "
+        "decimal number); line 4: second.rate: Input should be less than or equal to 1 "
+        "(read .nan, a decimal number)"
+    )
+
+
 def test_an_api_key_files_errors_show_no_value_read(tmp_path: Path) -> None:
     """Key files hold secrets: a value of the wrong kind is named by its field, never
     shown, unlike in the other settings files."""

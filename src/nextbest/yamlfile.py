@@ -236,7 +236,7 @@ def validation_message(
         line = lines.line_of(loc) if lines is not None else None
         if len(loc) >= 2 and loc[-1] == "[key]" and not isinstance(problem.get("input"), str):
             # A key of the wrong kind, as YAML read it: pydantic's loc has `no:` as 0.
-            loc = (*loc[:-2], _shown(problem["input"]), loc[-1])
+            loc = (*loc[:-2], shown(problem["input"]), loc[-1])
         named = ".".join(str(p) for p in loc)
         # A problem with the whole mapping (a list or a number where settings belong)
         # has no path: ": : Input should be ..." named nothing.
@@ -268,32 +268,42 @@ _SHOWN_CHARACTERS = 40
 
 
 def _as_read(problem: Mapping[str, Any]) -> str | None:
-    """What a settings file gave where pydantic found ``problem``: ``" (read -1, a
-    whole number)"`` to add to its message (starting with a space), or, for a number
-    YAML read as text, what was read and what to write instead of pydantic's message
-    (``5e6 was read as text ('5e6'): write a whole number, e.g. 5000000``). None when
-    the value is not what the problem is about (a key missing or not taken).
+    """What a settings file gave where pydantic found ``problem`` (:func:`as_read`), to
+    add to its message or, for a number YAML read as text, instead of it. None when the
+    value is not what the problem is about (a key missing or not taken)."""
+    kind = str(problem.get("type", ""))
+    if kind in _SAID_WITHOUT_INPUT or "input" not in problem:
+        return None
+    number = (
+        "whole" if kind.startswith("int_") else "decimal" if kind.startswith("float_") else None
+    )
+    return as_read(problem["input"], number=number, text_wanted=kind == "string_type")
+
+
+def as_read(value: Any, *, number: str | None = None, text_wanted: bool = False) -> str:
+    """What YAML read for a value found wrong, as every settings file's message says it:
+    ``" (read -1, a whole number)"`` to add to the message (starting with a space), or,
+    for a number YAML read as text where ``number`` (``"whole"`` or ``"decimal"``) is
+    wanted, what was read and what to write instead (``5e6 was read as text ('5e6'):
+    write a whole number, e.g. 5000000``). ``text_wanted``: the value should have been
+    text, so a number or true/false is told to be quoted.
 
     YAML 1.1, which PyYAML reads, takes an exponent only after a dot and with a sign
     (``5.0e+6``): ``5e6`` and ``1e-3`` are text, and a quoted number is text too.
     """
-    kind = str(problem.get("type", ""))
-    if kind in _SAID_WITHOUT_INPUT or "input" not in problem:
-        return None
-    value = problem["input"]
-    wants_int, wants_float = kind.startswith("int_"), kind.startswith("float_")
+    wants_int, wants_float = number == "whole", number == "decimal"
     if isinstance(value, str) and (wants_int or wants_float):
         instead = _number_in_text(value, whole=wants_int)
         if instead is not None:
             return instead
     if wants_int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return f"{value!r} was read as a decimal number: write a whole number, {int(value)}"
+        return f"{shown(value)} was read as a decimal number: write a whole number, {int(value)}"
     if value is None:
         return " (read null: no value)"
     if isinstance(value, Mapping | list):
         return f" (read a {'mapping' if isinstance(value, Mapping) else 'list'})"
-    said = f" (read {_shown(value)}, {_yaml_kind(value)}"
-    if kind == "string_type" and isinstance(value, bool | int | float | date):
+    said = f" (read {shown(value)}, {_yaml_kind(value)}"
+    if text_wanted and isinstance(value, bool | int | float | date):
         # YAML 1.1 reads yes, no, on and off as true/false too.
         said += ": quote it if it is text"
     return said + ")"
@@ -310,14 +320,14 @@ def _number_in_text(text: str, *, whole: bool) -> str | None:
     if isinstance(unquoted, int | float) and not isinstance(unquoted, bool):
         if whole and not isinstance(unquoted, int):
             return None  # "2.5" for a whole number: quoted or not, it is refused
-        return f"{_shown(text)} was read as text (it is quoted): write {written} without quotes"
+        return f"{shown(text)} was read as text (it is quoted): write {written} without quotes"
     if not re.fullmatch(r"[-+]?[\d_]*\.?[\d_]*[eE][-+]?\d+", written):
         return None
     try:
         number = float(written.replace("_", ""))
     except ValueError:
         return None
-    said = f"{written} was read as text ({_shown(text)}): "
+    said = f"{written} was read as text ({shown(text)}): "
     if whole:
         if not (math.isfinite(number) and number.is_integer() and abs(number) < 2**53):
             return None
@@ -332,9 +342,9 @@ def _number_in_text(text: str, *, whole: bool) -> str | None:
     )
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """``value`` as a message shows it: text quoted (cut when long), the rest as YAML
-    writes it (true, 2026-01-01)."""
+    writes it (true, 2026-01-01, .inf)."""
     if isinstance(value, str):
         long = len(value) > _SHOWN_CHARACTERS
         return repr(value[: _SHOWN_CHARACTERS - 3] + "..." if long else value)
@@ -342,6 +352,8 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
     return repr(value)
 
 

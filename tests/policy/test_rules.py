@@ -447,12 +447,13 @@ def test_history_reach_names_the_rule_that_reads_furthest_back(
         # the calendar (OverflowError while serving).
         pytest.param(
             {"channels": {"email": {"max_contacts": 2, "per_days": 1_000_000}}},
-            r"channels\.email\.per_days: must be at most 36500 days \(100 years\), got 1000000$",
+            r"channels\.email\.per_days: must be at most 36500 days, 100 years \(read 1000000, "
+            r"a whole number\)$",
             id="cap-window-past-the-calendar",
         ),
         pytest.param(
             {"channels": {"email": {"cooldown_days": float("inf")}}},
-            r"email\.cooldown_days: must be at most 36500 days \(100 years\), got inf",
+            r"email\.cooldown_days: must be at most 36500 days, 100 years \(read \.inf, a decimal",
             id="infinite-cooldown",
         ),
         pytest.param(
@@ -499,7 +500,8 @@ dismissal_days: 30
     [
         pytest.param(
             "    max_contacts: -1\n    per_days: 28",
-            "line 6: channels.rep_visit.max_contacts: must be an integer >= 0, got -1",
+            "line 6: channels.rep_visit.max_contacts: must be an integer >= 0 (read -1, a whole "
+            "number)",
             id="bad-value",
         ),
         pytest.param(
@@ -560,7 +562,8 @@ def test_a_century_long_window_is_read_back_a_century(tmp_path: Path) -> None:
     with pytest.raises(RulesError) as refused:
         ServingRules.load(path)
     assert str(refused.value) == (
-        f"{path}, line 2: snooze_days: must be at most 36500 days (100 years), got 1000000"
+        f"{path}, line 2: snooze_days: must be at most 36500 days, 100 years (read 1000000, "
+        "a whole number)"
     )
 
 
@@ -676,7 +679,8 @@ def test_rules_shared_through_a_merge_key_apply_to_each_channel(tmp_path: Path) 
     with pytest.raises(RulesError) as refused:
         ServingRules.load(path)
     assert str(refused.value) == (
-        f"{path}, line 14: channels.sms.max_contacts: must be an integer >= 0, got -1"
+        f"{path}, line 14: channels.sms.max_contacts: must be an integer >= 0 (read -1, a "
+        "whole number)"
     )
     path.write_text(path.read_text().replace("max_contacts: -1", "consent_required: true"))
     rules = ServingRules.load(path)
@@ -779,7 +783,7 @@ def test_strict_rules_that_do_not_fit_the_catalog_fail_instead_of_being_noted() 
     assert said.startswith("rules.yaml: strict: true, and the rules do not fit"), said
     assert "rules for channel(s) ['emial'] apply to nothing" in said
     assert "did you mean 'email' for 'emial'?" in said
-    with pytest.raises(RulesError, match=r"strict.*must be true or false, got 'yes'"):
+    with pytest.raises(RulesError, match=r"strict: must be true or false \(read 'yes', text\)$"):
         ServingRules.from_mapping({"strict": "yes"}, source="rules.yaml")
 
 
@@ -910,7 +914,7 @@ rep_plan:
         pytest.param(
             "hcp_unavailable",
             "line 5: rep_plan.hcp_wide_reasons: must be a list of reason codes of "
-            "rep_plan.dismiss_reasons (e.g. [hcp_unavailable]), got 'hcp_unavailable'",
+            "rep_plan.dismiss_reasons, e.g. [hcp_unavailable] (read 'hcp_unavailable', text)",
             id="not-a-list",
         ),
         pytest.param(
@@ -986,3 +990,76 @@ def test_an_hcp_wide_dismissal_holds_back_every_rep_action_of_that_hcp(tmp_path:
         "of this HCP (rep_plan.hcp_wide_reasons, rules.yaml line 5; snooze_days, "
         "rules.yaml line 2), lifts 2026-12-07 12:00 UTC"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        pytest.param(
+            "channels:\n  email: {max_contacts: true, per_days: 28}\n",
+            "line 2: channels.email.max_contacts: must be an integer >= 0 (read true, true/false)",
+            id="true-for-a-count",
+        ),
+        pytest.param(
+            "strict: 1\n",
+            "line 1: strict: must be true or false (read 1, a whole number)",
+            id="a-number-for-true-or-false",
+        ),
+        pytest.param(
+            "channels:\n  sms: {consent_required: 'yes'}\n",
+            "line 2: channels.sms.consent_required: must be true or false (read 'yes', text)",
+            id="quoted-yes",
+        ),
+        pytest.param(
+            "snooze_days: .inf\n",
+            "line 1: snooze_days: must be at most 36500 days, 100 years (read .inf, a decimal "
+            "number)",
+            id="infinity-as-yaml-writes-it",
+        ),
+        pytest.param(
+            "dismissal_days: 1e3\n",
+            "line 1: dismissal_days: must be a number of days > 0; 1e3 was read as text "
+            "('1e3'): write 1.0e+3 (YAML reads an exponent after a dot and with a sign) or "
+            "1000.0",
+            id="an-exponent-read-as-text",
+        ),
+        pytest.param(
+            "max_items_per_channel: 2.0\n",
+            "line 1: max_items_per_channel: must be an integer >= 1; 2.0 was read as a "
+            "decimal number: write a whole number, 2",
+            id="a-decimal-for-a-count",
+        ),
+        pytest.param(
+            "rep_plan:\n  max_capacity: 0.0\n",
+            "line 2: rep_plan.max_capacity: must be an integer >= 1 (read 0.0, a decimal number)",
+            id="a-decimal-below-the-floor-is-not-told-to-be-written-whole",
+        ),
+        pytest.param(
+            "channels:\n  email: 3\n",
+            "line 2: channels.email: expected a mapping (read 3, a whole number)",
+            id="a-number-for-a-channel",
+        ),
+        pytest.param(
+            "withdrawn_actions: [A027, yes]\n",
+            "line 1: withdrawn_actions[1]: true is not an action_id as text; write ids as "
+            "the catalog does, in quotes if they are digits ('031')",
+            id="yes-for-an-action",
+        ),
+        pytest.param(
+            "rep_plan:\n  dismiss_reasons:\n    - not_relevant\n    - 3\n",
+            "line 4: rep_plan.dismiss_reasons[1]: a reason code must be text, e.g. "
+            "not_relevant (read 3, a whole number: quote it if it is text)",
+            id="a-number-for-a-reason",
+        ),
+    ],
+)
+def test_rules_file_values_are_shown_as_yaml_read_them(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    """As the training config, levers and gate config say them (true, not Python's
+    True; .inf, not inf), and a number YAML read as text with what to write."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == f"{path}, {said}"

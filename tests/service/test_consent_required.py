@@ -89,7 +89,9 @@ def test_consent_on_file_is_served_as_the_file_says(model) -> None:
 def test_consent_required_must_be_true_or_false() -> None:
     from nextbest.policy.rules import RulesError
 
-    with pytest.raises(RulesError, match=r"consent_required: must be true or false, got 'yes'"):
+    with pytest.raises(
+        RulesError, match=r"consent_required: must be true or false \(read 'yes', text\)"
+    ):
         ServingRules.from_mapping(
             {"channels": {"sms": {"consent_required": "yes"}}}, source="rules.yaml"
         )

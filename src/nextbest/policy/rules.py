@@ -62,7 +62,15 @@ from nextbest.contract.schema import (
     spelled_as_channels,
     withdrawn_channel,
 )
-from nextbest.yamlfile import KeyLines, Place, settings_file_bytes, settings_in, settings_text
+from nextbest.yamlfile import (
+    KeyLines,
+    Place,
+    as_read,
+    settings_file_bytes,
+    settings_in,
+    settings_text,
+    shown,
+)
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -230,18 +238,19 @@ class ServingRules:
         if not isinstance(raw_channels, Mapping):
             raise RulesError(
                 f"{top.at('channels').file}: 'channels' must be a mapping of channel -> rule"
+                f"{as_read(raw_channels)}"
             )
         for name, rule in raw_channels.items():
             where = top.at("channels").at(name)
             if not isinstance(rule, Mapping):
-                raise RulesError(f"{where}: expected a mapping")
+                raise RulesError(f"{where}: expected a mapping{as_read(rule)}")
             _known_fields(rule, CHANNEL_FIELDS, where)
             cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
             cooldown = _positive(rule.get("cooldown_days"), where.at("cooldown_days"))
             required = rule.get("consent_required", False)
             if not isinstance(required, bool):
                 raise RulesError(
-                    f"{where.at('consent_required')}: must be true or false, got {required!r}"
+                    f"{where.at('consent_required')}: must be true or false{as_read(required)}"
                 )
             channels[str(name)] = ChannelRule(
                 cap=cap, cooldown_days=cooldown, consent_required=required
@@ -255,7 +264,7 @@ class ServingRules:
             raw = data["all_channels"]
             where = top.at("all_channels")
             if not isinstance(raw, Mapping):
-                raise RulesError(f"{where} must be a mapping")
+                raise RulesError(f"{where} must be a mapping{as_read(raw)}")
             if "cooldown_days" in raw:  # read as a gap between any two contacts, it was ignored
                 raise RulesError(
                     f"{where.at('cooldown_days')}: a cool-down is set per channel "
@@ -267,7 +276,7 @@ class ServingRules:
         rep = data.get("rep_plan") or {}
         rep_plan = top.at("rep_plan")
         if not isinstance(rep, Mapping):
-            raise RulesError(f"{rep_plan} must be a mapping")
+            raise RulesError(f"{rep_plan} must be a mapping{as_read(rep)}")
         _known_fields(rep, REP_PLAN_FIELDS, rep_plan)
         default_capacity = _count(rep.get("default_capacity", 8), rep_plan.at("default_capacity"))
         max_capacity = _count(rep.get("max_capacity", 50), rep_plan.at("max_capacity"))
@@ -276,33 +285,29 @@ class ServingRules:
                 f"{rep_plan.at('default_capacity')} ({default_capacity}) exceeds "
                 f"max_capacity ({max_capacity})"
             )
-        reasons = rep.get("dismiss_reasons", list(DEFAULT_DISMISS_REASONS))
-        if (
-            not isinstance(reasons, list)
-            or not reasons
-            or not all(isinstance(r, str) and r for r in reasons)
-        ):
-            raise RulesError(f"{rep_plan.at('dismiss_reasons')} must be a non-empty list of codes")
+        reasons = _dismiss_reasons(
+            rep.get("dismiss_reasons", list(DEFAULT_DISMISS_REASONS)), rep_plan
+        )
         hcp_wide = _hcp_wide_reasons(rep.get("hcp_wide_reasons"), reasons, rep_plan)
         withdrawn = data.get("withdrawn_actions") or []
         if not isinstance(withdrawn, list):
             raise RulesError(
-                f"{top.at('withdrawn_actions')} must be a list of catalog action_ids "
-                "(e.g. [A027, A031])"
+                f"{top.at('withdrawn_actions')} must be a list of catalog action_ids, "
+                f"e.g. [A027, A031]{as_read(withdrawn)}"
             )
         for n, action in enumerate(withdrawn):
             if not isinstance(action, str) or not action.strip():
                 # YAML reads 031 as the number 25 and 1e3 as 1000.0: an id written as
                 # a number may not be the id meant, so it is refused, not guessed.
                 raise RulesError(
-                    f"{top.at('withdrawn_actions').item(n)}: {action!r} is not an action_id "
+                    f"{top.at('withdrawn_actions').item(n)}: {shown(action)} is not an action_id "
                     "as text; write ids as the catalog does, in quotes if they are digits "
                     "('031')"
                 )
         max_items = data.get("max_items_per_channel")
         strict = data.get("strict", False)
         if not isinstance(strict, bool):
-            raise RulesError(f"{top.at('strict')}: must be true or false, got {strict!r}")
+            raise RulesError(f"{top.at('strict')}: must be true or false{as_read(strict)}")
         if fingerprint is None:
             fingerprint = _mapping_fingerprint(data)
         return cls(
@@ -463,6 +468,23 @@ ALL_CHANNELS_FIELDS = ("max_contacts", "per_days")
 REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons", "hcp_wide_reasons")
 
 
+def _dismiss_reasons(value: Any, rep_plan: Place) -> list[str]:
+    """``rep_plan.dismiss_reasons``: a non-empty list of codes as text."""
+    where = rep_plan.at("dismiss_reasons")
+    if not isinstance(value, list) or not value:
+        said = "" if isinstance(value, list) else as_read(value)
+        raise RulesError(
+            f"{where} must be a non-empty list of codes, e.g. [not_relevant, other]{said}"
+        )
+    for n, code in enumerate(value):
+        if not isinstance(code, str) or not code.strip():
+            raise RulesError(
+                f"{where.item(n)}: a reason code must be text, e.g. not_relevant"
+                f"{as_read(code, text_wanted=True)}"
+            )
+    return value
+
+
 def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[str, ...]:
     """``rep_plan.hcp_wide_reasons``: codes of ``codes`` (``dismiss_reasons``); a code
     that is none of them would hold back nothing, so it is refused at its line."""
@@ -471,15 +493,15 @@ def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[st
         return ()
     if not isinstance(value, list):
         raise RulesError(
-            f"{where}: must be a list of reason codes of rep_plan.dismiss_reasons "
-            f"(e.g. [hcp_unavailable]), got {value!r}"
+            f"{where}: must be a list of reason codes of rep_plan.dismiss_reasons, "
+            f"e.g. [hcp_unavailable]{as_read(value)}"
         )
     for n, code in enumerate(value):
         if not isinstance(code, str) or code not in codes:
             near = difflib.get_close_matches(code, codes, n=1) if isinstance(code, str) else []
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise RulesError(
-                f"{where.item(n)}: {code!r} is not a reason code of "
+                f"{where.item(n)}: {shown(code)} is not a reason code of "
                 f"rep_plan.dismiss_reasons {codes}{hint}"
             )
     return tuple(dict.fromkeys(value))
@@ -506,10 +528,22 @@ def _cap(raw: Mapping[str, Any], where: Place) -> ContactCap:
 
 
 def _count(value: Any, where: Place, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        floor = 0 if allow_zero else 1
-        raise RulesError(f"{where}: must be an integer >= {floor}, got {value!r}")
+    floor = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < floor:
+        # 3.0 is told to be written 3, but not 0.0 where 0 would be refused too.
+        whole = None if isinstance(value, float) and value < floor else "whole"
+        raise _refused(where, f"must be an integer >= {floor}", value, number=whole)
     return value
+
+
+def _refused(where: Place, must: str, value: Any, *, number: str | None = None) -> RulesError:
+    """``where: <must> (read -1, a whole number)``: what a value must be, and what
+    YAML read, as the training config says it (:func:`~nextbest.yamlfile.as_read`);
+    ``number`` (``"whole"``, ``"decimal"``) tells a number read as text how to write it."""
+    said = as_read(value, number=number)
+    return RulesError(
+        f"{where}: {must}{said}" if said.startswith(" ") else f"{where}: {must}; {said}"
+    )
 
 
 # The longest window a rule may have: a century of contact history. Longer is no
@@ -522,9 +556,9 @@ def _positive(value: Any, where: Place) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise RulesError(f"{where}: must be a number of days > 0, got {value!r}")
+        raise _refused(where, "must be a number of days > 0", value, number="decimal")
     if not value <= MAX_DAYS:  # infinity (.inf) too
-        raise RulesError(f"{where}: must be at most {MAX_DAYS} days (100 years), got {value!r}")
+        raise _refused(where, f"must be at most {MAX_DAYS} days, 100 years", value)
     return float(value)
 
 
