@@ -12,12 +12,28 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nextbest.yamlfile import word_of
+
 ENV_PREFIX = "NEXTBEST_"
+
+Exploration = Literal["epsilon_greedy", "softmax"]
+# Closed-choice settings are read in any case and without the spaces around them
+# (NEXTBEST_EXPLORATION=Softmax), as the training configs read theirs; a value that is
+# none of the choices keeps the field's own error.
+
+
+def _stripped(value: object) -> object:
+    """A true/false setting without the spaces around it (``"true "`` from a
+    deployment template): pydantic reads the word in any case, but not with them."""
+    return value.strip() if isinstance(value, str) else value
+
+
+Switch = Annotated[bool, BeforeValidator(_stripped)]
 
 
 class Settings(BaseSettings):
@@ -59,7 +75,7 @@ class Settings(BaseSettings):
         default=None,
         description="YAML file of API keys and roles; default: api_keys.yaml in models_dir.",
     )
-    auth_enabled: bool = Field(default=True, description="Require an API key on /v1 routes.")
+    auth_enabled: Switch = Field(default=True, description="Require an API key on /v1 routes.")
     holdout_rate: float = Field(
         default=0.05, ge=0.0, lt=1.0, description="Share of requests answered with no action."
     )
@@ -73,7 +89,7 @@ class Settings(BaseSettings):
     epsilon: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Exploration rate (epsilon-greedy)."
     )
-    exploration: Literal["epsilon_greedy", "softmax"] = Field(
+    exploration: Annotated[Exploration, BeforeValidator(word_of(get_args(Exploration)))] = Field(
         default="epsilon_greedy",
         description="How the first item is explored: epsilon_greedy (NEXTBEST_EPSILON) or "
         "softmax (NEXTBEST_TEMPERATURE).",
@@ -157,7 +173,7 @@ class Settings(BaseSettings):
         "the newest logged recommendations (every pair a request could ask), so a restarted "
         "worker does not score every HCP on its first request; 0 starts with an empty cache.",
     )
-    gc_freeze: bool = Field(
+    gc_freeze: Switch = Field(
         default=False,
         description="After each model load, move every object alive (modules, the model) out "
         "of reach of Python's cyclic garbage collector, so a full collection walks only what "

@@ -1,0 +1,73 @@
+"""The NEXTBEST_* settings as an operator writes them: closed choices in any case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from nextbest.cli import app
+from nextbest.settings import Settings, get_settings
+
+SHIPPED_RULES = Path(__file__).parents[1] / "training" / "rules.yaml"
+
+
+@pytest.mark.parametrize(
+    ("variable", "written", "read"),
+    [
+        ("NEXTBEST_EXPLORATION", "Softmax", ("exploration", "softmax")),
+        ("NEXTBEST_EXPLORATION", " SOFTMAX\n", ("exploration", "softmax")),
+        ("NEXTBEST_EXPLORATION", "Epsilon_Greedy ", ("exploration", "epsilon_greedy")),
+        ("NEXTBEST_AUTH_ENABLED", " false ", ("auth_enabled", False)),
+        ("NEXTBEST_AUTH_ENABLED", "FALSE", ("auth_enabled", False)),
+        ("NEXTBEST_GC_FREEZE", "True\n", ("gc_freeze", True)),
+    ],
+)
+def test_closed_choice_settings_are_read_in_any_case_without_spaces_around(
+    monkeypatch: pytest.MonkeyPatch, variable: str, written: str, read: tuple[str, object]
+) -> None:
+    monkeypatch.setenv(variable, written)
+    field, value = read
+    assert getattr(Settings(), field) == value
+
+
+@pytest.mark.parametrize(
+    ("variable", "written", "said"),
+    [
+        ("NEXTBEST_EXPLORATION", "soft", "Input should be 'epsilon_greedy' or 'softmax'"),
+        ("NEXTBEST_EXPLORATION", "epsilon greedy", "Input should be 'epsilon_greedy' or"),
+        ("NEXTBEST_GC_FREEZE", "sometimes", "Input should be a valid boolean"),
+    ],
+)
+def test_a_value_that_is_none_of_the_choices_keeps_its_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, written: str, said: str
+) -> None:
+    monkeypatch.setenv(variable, written)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert said in str(refused.value)
+
+
+def test_a_command_takes_a_capitalised_exploration_and_refuses_another_word(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``NEXTBEST_EXPLORATION=Softmax`` stopped every command as an invalid setting."""
+    runner = CliRunner()
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(SHIPPED_RULES))
+    monkeypatch.setenv("NEXTBEST_EXPLORATION", "Softmax")
+    get_settings.cache_clear()
+    taken = runner.invoke(app, ["rules", "check"])
+    assert taken.exit_code == 0, taken.output
+    assert "is valid" in taken.output
+    assert get_settings().exploration == "softmax"
+    monkeypatch.setenv("NEXTBEST_EXPLORATION", "soft")
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["rules", "check"])
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "invalid setting: NEXTBEST_EXPLORATION='soft': Input should be 'epsilon_greedy' or "
+        "'softmax'" in " ".join(refused.output.split())
+    )
