@@ -1063,3 +1063,61 @@ def test_rules_file_values_are_shown_as_yaml_read_them(
     with pytest.raises(RulesError) as refused:
         ServingRules.load(path)
     assert str(refused.value) == f"{path}, {said}"
+
+
+@pytest.mark.parametrize(
+    ("rep_plan", "said"),
+    [
+        pytest.param(
+            "  dismiss_reasons:\n    - not_relevant\n    - other\n    - Not_Relevant\n",
+            "line 6: rep_plan.dismiss_reasons[2]: 'Not_Relevant' and 'not_relevant' "
+            "(rep_plan.dismiss_reasons[0], line 4) differ only in case, and reason codes are "
+            "read in any case: keep one of them",
+            id="dismiss-reasons",
+        ),
+        pytest.param(
+            "  dismiss_reasons: [not_relevant, hcp_unavailable]\n"
+            "  hcp_wide_reasons: [hcp_unavailable, HCP_unavailable]\n",
+            "line 4: rep_plan.hcp_wide_reasons[1]: 'HCP_unavailable' and 'hcp_unavailable' "
+            "(rep_plan.hcp_wide_reasons[0], line 4) differ only in case, and reason codes are "
+            "read in any case: keep one of them",
+            id="hcp-wide-reasons",
+        ),
+    ],
+)
+def test_reason_codes_that_differ_only_in_case_are_refused_naming_both(
+    tmp_path: Path, rep_plan: str, said: str
+) -> None:
+    """A reason sent as ``Not_Relevant`` is read in any case: with two codes that
+    differ only in case, which one it is could not be told."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"dismissal_days: 30\nrep_plan:\n{rep_plan}")
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == f"{path}, {said}"
+
+
+def test_hcp_wide_reasons_are_read_in_any_case_as_dismiss_reasons_spell_them(
+    tmp_path: Path,
+) -> None:
+    """``HCP_Unavailable`` in hcp_wide_reasons is the code ``hcp_unavailable``, which
+    a dismissal sent as ``Hcp_Unavailable`` is stored as: it holds the HCP back."""
+    from nextbest.storage.repository import reason_code
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(HCP_WIDE_YAML.format(wide="[HCP_Unavailable]"))
+    rules = ServingRules.load(path)
+    assert rules.hcp_wide_reasons == ("hcp_unavailable",)
+    stored = reason_code("dismissed", "Hcp_Unavailable", rules.dismiss_reasons)
+    assert stored == "hcp_unavailable"
+    catalog = HistoryRules(
+        rules,
+        channels=np.array(["email", "rep_visit", "rep_phone", "rep_visit"], dtype=object),
+        action_ids=ACTIONS,
+    )
+    history = LiveHistory(
+        now=NOW,
+        dismissed={("H1", "A2"): stored},
+        dismissed_at={("H1", "A2"): NOW - timedelta(days=2)},
+    )
+    assert catalog.blocked(["H1"], history).tolist() == [[False, True, True, True]]

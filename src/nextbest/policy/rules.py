@@ -46,7 +46,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -469,7 +469,8 @@ REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons", "hcp_w
 
 
 def _dismiss_reasons(value: Any, rep_plan: Place) -> list[str]:
-    """``rep_plan.dismiss_reasons``: a non-empty list of codes as text."""
+    """``rep_plan.dismiss_reasons``: a non-empty list of codes as text, no two of which
+    differ only in case (a reason is read in any case: see :func:`code_in_any_case`)."""
     where = rep_plan.at("dismiss_reasons")
     if not isinstance(value, list) or not value:
         said = "" if isinstance(value, list) else as_read(value)
@@ -482,12 +483,43 @@ def _dismiss_reasons(value: Any, rep_plan: Place) -> list[str]:
                 f"{where.item(n)}: a reason code must be text, e.g. not_relevant"
                 f"{as_read(code, text_wanted=True)}"
             )
+    _refuse_case_twins(value, where)
     return value
 
 
+def _refuse_case_twins(codes: list[str], where: Place) -> None:
+    """Refuse two codes of one list that differ only in case, at the second, naming
+    both: a reason sent in any case (``Not_Relevant`` from a CRM's picklist) could not
+    be told to be one rather than the other. The same code twice is harmless."""
+    first_of: dict[str, int] = {}
+    for n, code in enumerate(codes):
+        first = first_of.setdefault(code.casefold(), n)
+        if codes[first] != code:
+            twin = where.item(first)
+            at = f", line {twin.line}" if twin.line is not None else ""
+            raise RulesError(
+                f"{where.item(n)}: {shown(code)} and {shown(codes[first])} "
+                f"({twin.named}{at}) differ only in case, and reason codes are read in any "
+                "case: keep one of them"
+            )
+
+
+def code_in_any_case(code: str, codes: Collection[str]) -> str | None:
+    """``code`` as ``codes`` spell it: itself when it is one of them, else the one code
+    equal to it in any case and without the spaces around it (``Not_Relevant`` is
+    ``not_relevant``); None when none or more than one is. The rule by which a reason
+    sent with a dismissal is read (``storage.repository.reason_code``)."""
+    if code in codes:
+        return code
+    folded = code.strip().casefold()
+    matches = [known for known in codes if known.casefold() == folded]
+    return matches[0] if len(matches) == 1 else None
+
+
 def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[str, ...]:
-    """``rep_plan.hcp_wide_reasons``: codes of ``codes`` (``dismiss_reasons``); a code
-    that is none of them would hold back nothing, so it is refused at its line."""
+    """``rep_plan.hcp_wide_reasons``: codes of ``codes`` (``dismiss_reasons``), in any
+    case (spelt as ``codes`` spell them); a code that is none of them would hold back
+    nothing, so it is refused at its line."""
     where = rep_plan.at("hcp_wide_reasons")
     if value is None:
         return ()
@@ -496,15 +528,19 @@ def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[st
             f"{where}: must be a list of reason codes of rep_plan.dismiss_reasons, "
             f"e.g. [hcp_unavailable]{as_read(value)}"
         )
+    spelt = []
     for n, code in enumerate(value):
-        if not isinstance(code, str) or code not in codes:
+        known = code_in_any_case(code, codes) if isinstance(code, str) else None
+        if known is None:
             near = difflib.get_close_matches(code, codes, n=1) if isinstance(code, str) else []
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise RulesError(
                 f"{where.item(n)}: {shown(code)} is not a reason code of "
                 f"rep_plan.dismiss_reasons {codes}{hint}"
             )
-    return tuple(dict.fromkeys(value))
+        spelt.append(known)
+    _refuse_case_twins(value, where)
+    return tuple(dict.fromkeys(spelt))
 
 
 def _known_fields(raw: Mapping[Any, Any], known: tuple[str, ...], where: Place) -> None:
