@@ -136,6 +136,42 @@ def test_decisions_and_events_without_a_time_are_dated_by_the_servers_clock(
     assert stored == {"clock-snooze": at, "clock-completed": at}, stored
 
 
+def test_a_decision_resent_under_its_event_id_with_another_reason_is_refused(
+    client: TestClient, keys
+) -> None:
+    """A CRM that resent a dismissal under its own event_id with the reason code the rep
+    corrected was told "duplicate", and the first code stayed stored (and held back
+    what it holds back) without a word. Refused as another event under a taken id, on
+    the rep route and on /v1/feedback; the code in another case is still the same."""
+    first = _plan(client, keys, capacity=1).suggestions[0]
+    sent = _decide(client, keys, first, "dismiss", reason="not_relevant", event_id="crm-d-9")
+    assert (sent["status"], sent["accepted"]) == (200, 1), sent
+    same = _decide(client, keys, first, "Dismiss", reason="Not_Relevant", event_id="crm-d-9")
+    assert (same["status"], same["duplicates"], same["rejected"]) == (200, 1, []), same
+    corrected = _decide(
+        client, keys, first, "dismiss", reason="hcp_unavailable", event_id="crm-d-9"
+    )
+    assert (corrected["status"], corrected["duplicates"]) == (422, 0), corrected
+    assert [r["message"] for r in corrected["rejected"]] == [
+        "event_id 'crm-d-9' is already stored for another event: an event_id names one "
+        "event, so this one was not stored (give each event an id of its own)"
+    ]
+    event = {
+        "event_id": "crm-d-9",
+        "event_type": "dismissed",
+        "hcp_id": first.hcp_id,
+        "recommendation_id": first.recommendation_id,
+        "action_id": first.action_id,
+        "reason": "wrong_content",
+    }
+    # An admin key is told what differs; a rep key is not.
+    by_admin = client.post("/v1/feedback", json=event).json()
+    assert "with reason 'not_relevant' (this one: 'wrong_content')" in str(by_admin), by_admin
+    by_rep = client.post("/v1/feedback", json=event, headers=keys.rep)
+    assert by_rep.status_code == 422 and "not_relevant" not in by_rep.text, by_rep.text
+    assert _stored(client, "crm-d-9")[:2] == ("dismissed", "not_relevant")
+
+
 def test_a_refused_decision_without_an_event_id_shows_one_id_on_every_retry(
     client: TestClient, keys
 ) -> None:

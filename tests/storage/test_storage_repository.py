@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import re
 import threading
@@ -518,10 +520,14 @@ def test_a_new_event_repeated_in_its_batch_with_a_refused_reason_is_accepted_onc
     )
 
     assert result.accepted == ["dis-1"]
-    assert result.duplicates == ["dis-1"]  # the same event again, its reason aside
-    # Another action under the id is another event: refused for its reason code.
-    assert [(i, e) for i, e, _ in result.rejected] == [(2, "dis-1")]
-    assert result.rejected[0][2].startswith("unknown reason code 'no_such_code'")
+    # Another reason code or another action under the id is another decision, not
+    # the one stored: refused for its reason code, which is what the sender can fix.
+    assert result.duplicates == []
+    assert [(i, e) for i, e, _ in result.rejected] == [
+        (0 if bad_first else 1, "dis-1"),
+        (2, "dis-1"),
+    ]
+    assert all(m.startswith("unknown reason code 'no_such_code'") for _, _, m in result.rejected)
     stored = stored_events(session_factory)
     assert list(stored) == ["dis-1"]
     assert (stored["dis-1"].action_id, stored["dis-1"].reason) == ("a-email", "not_relevant")
@@ -550,9 +556,11 @@ def test_an_id_reused_for_another_event_is_rejected_naming_what_differs(
     ]
     assert record_feedback(session, events=first).accepted == ["ev-1", "ev-2", "ev-3"]
     again = [
-        # Resends: another time (set on receipt), reason or a filled channel is no change.
+        # Resends: another time (set on receipt) or a filled channel is no change.
         delivered("ev-1", "h1", recommendation_id="rec-1", action_id="a-email", channel="email"),
-        FeedbackRecord("ev-3", "dismissed", T0, "h1", action_id="a-visit", reason="not_relevant"),
+        FeedbackRecord(
+            "ev-3", "dismissed", T0 + timedelta(hours=2), "h1", action_id="a-visit", reason="other"
+        ),
         # Another event under a stored id: a CRM counter that started again.
         delivered("ev-2", "h2", recommendation_id="rec-2"),
         FeedbackRecord("ev-2", "outcome", T0, "h2", recommendation_id="rec-2", value=4.0),
@@ -583,6 +591,119 @@ def test_an_id_reused_for_another_event_is_rejected_naming_what_differs(
         2.5,
         "h1",
     )
+
+
+CODES = ("not_relevant", "wrong_content", "hcp_unavailable")
+
+
+def test_a_decision_resent_under_its_id_with_another_reason_code_is_refused(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """A dismissal resent under its event_id with a corrected reason code was answered
+    "duplicate" and the correction silently not stored: the rep's CRM showed it taken
+    while the stored code (and what it holds back) stayed the first one. It is another
+    decision: refused, naming the reason to a key that may read it; a code resent in
+    another case is the same decision, a duplicate."""
+    first = [
+        FeedbackRecord("d-1", "dismissed", T0, "h1", action_id="a-visit", reason="not_relevant"),
+        FeedbackRecord("s-1", "snoozed", T0, "h1", action_id="a-phone"),
+    ]
+    assert record_feedback(session, events=first, dismiss_reasons=CODES).accepted == ["d-1", "s-1"]
+    again = [
+        FeedbackRecord("d-1", "dismissed", T0, "h1", action_id="a-visit", reason="hcp_unavailable"),
+        FeedbackRecord("d-1", "dismissed", T0, "h1", action_id="a-visit", reason="Not_Relevant"),
+        FeedbackRecord("s-1", "snoozed", T0, "h1", action_id="a-phone", reason="wrong_content"),
+    ]
+    result = record_feedback(session, events=again, dismiss_reasons=CODES)
+    assert (result.accepted, result.duplicates) == ([], ["d-1"])
+    assert result.rejected == [
+        (
+            0,
+            "d-1",
+            "event_id 'd-1' is already stored for another event, with reason 'not_relevant' "
+            "(this one: 'hcp_unavailable'): an event_id names one event, so this one was not "
+            "stored",
+        ),
+        (
+            2,
+            "s-1",
+            "event_id 's-1' is already stored for another event, with reason None (this one: "
+            "'wrong_content'): an event_id names one event, so this one was not stored",
+        ),
+    ]
+    # A rep's key is told the id is taken, not what the stored event says.
+    private = record_feedback(session, events=again[:1], dismiss_reasons=CODES, private=True)
+    assert [message for _, _, message in private.rejected] == [
+        "event_id 'd-1' is already stored for another event: an event_id names one event, "
+        "so this one was not stored (give each event an id of its own)"
+    ]
+    stored = stored_events(session_factory)
+    assert (stored["d-1"].reason, stored["s-1"].reason) == ("not_relevant", None)
+
+
+def test_a_reason_code_an_earlier_version_stored_as_sent_is_the_code_its_resend_names(
+    session: Session,
+) -> None:
+    """Before codes were read in any case, 'Not_Relevant' was stored as sent: its
+    resend, read now as the rules file's 'not_relevant', is the same decision."""
+    session.add(
+        FeedbackEvent(
+            event_id="old-d",
+            event_type="dismissed",
+            occurred_at=T0,
+            received_at=T0,
+            hcp_id="h1",
+            action_id="a1",
+            reason="Not_Relevant",
+            requester="an older nextbest",
+        )
+    )
+    session.commit()
+    resend = [
+        FeedbackRecord("old-d", "dismissed", T0, "h1", action_id="a1", reason=reason)
+        for reason in ("not_relevant", "NOT_RELEVANT", "Not_Relevant", "wrong_content")
+    ]
+    result = record_feedback(session, events=resend, dismiss_reasons=CODES)
+    assert result.duplicates == ["old-d"] * 3
+    assert [(i, e) for i, e, _ in result.rejected] == [(3, "old-d")]
+    assert "reason 'not_relevant' (this one: 'wrong_content')" in result.rejected[0][2]
+
+
+def test_a_reason_that_decides_nothing_may_differ_between_sends(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """An opt-out's or an open's reason (free text) counts nowhere: a resend with
+    another (a nightly export after the webhook) is a duplicate, not a second
+    withdrawal kept under a derived id."""
+    first = [
+        FeedbackRecord("o-1", "opted_out", T0, "h1", channel="email", reason="unsubscribe link"),
+        FeedbackRecord("op-1", "opened", T0, "h1", channel="email", reason="pixel"),
+    ]
+    assert record_feedback(session, events=first).accepted == ["o-1", "op-1"]
+    again = [
+        FeedbackRecord("o-1", "opted_out", T0, "h1", channel="email", reason="List-Unsubscribe"),
+        FeedbackRecord("op-1", "opened", T0, "h1", channel="email"),
+    ]
+    result = record_feedback(session, events=again)
+    assert (result.accepted, result.duplicates, result.rejected) == ([], ["o-1", "op-1"], [])
+    assert result.uncounted == []
+    assert sorted(stored_events(session_factory)) == ["o-1", "op-1"]
+
+
+def test_an_opt_out_under_a_taken_id_keeps_the_derived_id_earlier_versions_gave_it(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """Identities now hold a decision's reason code; an opt-out's derived id, which
+    hashes what it says, is the one an earlier version kept it under, so its resend
+    after an upgrade is a duplicate, not a second row."""
+    taken = FeedbackRecord("x-1", "dismissed", T0, "h1", action_id="a1", reason="not_relevant")
+    assert record_feedback(session, events=[taken]).accepted == ["x-1"]
+    opt_out = FeedbackRecord("x-1", "opted_out", T0, "h1", channel="email")
+    said = json.dumps(["x-1", "opted_out", "h1", None, None, "email", None, ""])
+    earlier = "opted_out-" + hashlib.sha256(said.encode()).hexdigest()[:32]
+    assert record_feedback(session, events=[opt_out]).accepted == [earlier]
+    assert record_feedback(session, events=[opt_out]).duplicates == [earlier]
+    assert sorted(stored_events(session_factory)) == sorted(["x-1", earlier])
 
 
 def test_the_catalog_names_unknown_actions_and_fills_channels(

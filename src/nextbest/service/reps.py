@@ -184,6 +184,9 @@ def record_rep_decision(
         events=[event],
         model=recommender.model,
         log_flush_ms=log_flush_ms,
+        # Checked above; given so that a stored code an earlier nextbest kept as sent
+        # ('Not_Relevant') is read as its resend is, and the resend is a duplicate.
+        dismiss_reasons=codes,
         private=True,
         requester=requester,
         rep=True,

@@ -1331,9 +1331,11 @@ def record_feedback(
     catalog's ("Email", "emial"; see :func:`_channel_of`). Valid events are stored with
     ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: a retried batch or a concurrent
     duplicate is reported in ``duplicates``, never raised; an event whose id is stored
-    for a different event (another type, HCP, recommendation, action, channel or value)
-    is rejected, naming what differs, except an opt-out, stored under an id derived
-    from its own and said in ``uncounted`` (:func:`_keep_opt_outs_under_derived_ids`).
+    for a different event (another type, HCP, recommendation, action, channel or value,
+    or a dismissal's or a snooze's other reason code, compared as the rules file spells
+    it: a corrected code is a new decision) is rejected, naming what differs, except
+    an opt-out, stored under an id derived from its own and said in ``uncounted``
+    (:func:`_keep_opt_outs_under_derived_ids`).
     An event naming an ``action_id`` but no
     ``channel`` gets the channel that action was served on (or, not served, its channel
     in ``action_channels``), so frequency caps count it; a contact (``delivered``,
@@ -1783,6 +1785,7 @@ def _record_feedback(
             [key for key in rows if key not in inserted]
             + [event_id for _, event_id, _, _ in refused_reasons if event_id not in inserted],
             catalog_channels,
+            dismiss_reasons,
         )
         # An erasure's suppression is known by its id (erasure_event_id): one taken
         # fails the erasure (ErasureError) instead.
@@ -1941,6 +1944,10 @@ def _opt_out_id(event_id: str, identity: _Identity, salt: str = "") -> str:
     """The id an opt-out is kept under when its own is another event's: the same for
     its resends (from the id and what the opt-out says); or, ``identity`` empty, when
     its own is too long to store (from the id alone)."""
+    if identity[_REASON_AT:] == (None,):
+        # No reason compared (an opt-out's never is): the id it was derived as before
+        # identities held one, so that a resend of one kept then is still a duplicate.
+        identity = identity[:_REASON_AT]
     said = json.dumps([event_id, *identity, salt], default=str)
     return _DERIVED_PREFIX + hashlib.sha256(said.encode()).hexdigest()[:32]
 
@@ -1948,27 +1955,51 @@ def _opt_out_id(event_id: str, identity: _Identity, salt: str = "") -> str:
 # What an event says, as stored, as far as its id must always say the same: a
 # resent event is a duplicate only if these agree (a channel or action filled in
 # from the action or the recommendation is filled in alike on every send). Its time
-# (set on receipt when not sent) and reason (a rep's second thought on a dismissal)
-# may differ between sends.
-_IDENTITY_FIELDS = ("event_type", "hcp_id", "recommendation_id", "action_id", "channel", "value")
+# (set on receipt when not sent) may differ between sends. A dismissal's or a
+# snooze's reason code is what it decides (an HCP-wide code holds back every rep
+# action of the HCP): a resend with another code is a corrected decision, not the
+# one stored, and is refused rather than answered "duplicate" with the correction
+# lost. Codes are compared as the rules file spells them (reason_code), so one
+# resent in another case is the same event. Other events' reasons (an opt-out's
+# unsubscribe link) count nowhere, and are not compared.
+_IDENTITY_FIELDS = (
+    "event_type",
+    "hcp_id",
+    "recommendation_id",
+    "action_id",
+    "channel",
+    "value",
+    "reason",
+)
 _Identity = tuple[Any, ...]
 _TYPE_AT = _IDENTITY_FIELDS.index("event_type")
 _CHANNEL_AT = _IDENTITY_FIELDS.index("channel")
+# Last, so that an identity without a reason derives the ids it did before it held one.
+_REASON_AT = _IDENTITY_FIELDS.index("reason")
 
 
 def _identity(row: Mapping[str, Any]) -> _Identity:
-    return tuple(row[name] for name in _IDENTITY_FIELDS)
+    values = [row[name] for name in _IDENTITY_FIELDS]
+    if values[_TYPE_AT] not in DISMISSAL_EVENT_TYPES:
+        values[_REASON_AT] = None
+    return tuple(values)
 
 
 def _stored_identities(
-    session: Session, event_ids: Sequence[str], catalog_channels: Collection[str] = ()
+    session: Session,
+    event_ids: Sequence[str],
+    catalog_channels: Collection[str] = (),
+    dismiss_reasons: Collection[str] | None = None,
 ) -> dict[str, _Identity]:
     """What the stored events of these ids say (one query per chunk; none for no ids),
     a consent event's channel as it is stored now (:func:`_consent_channel`): one an
     earlier nextbest stored as sent ('Email', 'All') is what its resend says; and a
     consent event's stored with no catalog ('e_mail') as read against
     ``catalog_channels`` (the served catalog's), as its resend is read now ('email';
-    :func:`consent_channel_read`)."""
+    :func:`consent_channel_read`). A dismissal's or a snooze's reason as
+    ``dismiss_reasons`` (the rules file's codes) spell it, as its resend's is read
+    (:func:`reason_code`): one an earlier nextbest stored as sent ('Not_Relevant')
+    is the code its resend names."""
     columns = [getattr(FeedbackEvent, name) for name in _IDENTITY_FIELDS]
     found: dict[str, _Identity] = {}
     for chunk in _chunks(event_ids, _in_chunk_size(session)):
@@ -1984,7 +2015,12 @@ def _stored_identities(
                 values[_CHANNEL_AT] = consent_channel_read(
                     values[_TYPE_AT], values[_CHANNEL_AT], catalog_channels
                 )
-            found[event_id] = tuple(values)
+            found[event_id] = _identity(
+                {
+                    **dict(zip(_IDENTITY_FIELDS, values, strict=True)),
+                    "reason": reason_code(values[_TYPE_AT], values[_REASON_AT], dismiss_reasons),
+                }
+            )
     return found
 
 
