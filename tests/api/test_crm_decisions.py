@@ -136,6 +136,38 @@ def test_decisions_and_events_without_a_time_are_dated_by_the_servers_clock(
     assert stored == {"clock-snooze": at, "clock-completed": at}, stored
 
 
+def test_a_server_clock_ahead_of_the_machine_accepts_what_it_dated(
+    api_settings: Settings, keys
+) -> None:
+    """An event without occurred_at is dated by the served recommender's clock, but the
+    store judged "in the future" by the machine's: a server whose clock read two days
+    ahead refused its own dating of every decision and event sent without a time
+    ("occurred_at ... is in the future"). Judged by the clock it was dated by."""
+    at = datetime.now(UTC) + timedelta(days=2)
+    runtime = ServingRuntime.start(api_settings, clock=lambda: at)
+    try:
+        with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
+            first, second = _plan(client, keys, capacity=2).suggestions[:2]
+            decided = _decide(client, keys, first, "snooze", event_id="ahead-snooze")
+            assert (decided["status"], decided["accepted"]) == (200, 1), decided
+            event = {
+                "event_id": "ahead-completed",
+                "event_type": "completed",
+                "hcp_id": second.hcp_id,
+                "recommendation_id": second.recommendation_id,
+                "action_id": second.action_id,
+            }
+            fed = client.post("/v1/feedback", json=event)
+            assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
+            stored = {
+                event_id: _stored(client, event_id)[2].replace(tzinfo=UTC)
+                for event_id in ("ahead-snooze", "ahead-completed")
+            }
+    finally:
+        runtime.close()
+    assert stored == {"ahead-snooze": at, "ahead-completed": at}, stored
+
+
 def test_a_decision_resent_under_its_event_id_with_another_reason_is_refused(
     client: TestClient, keys
 ) -> None:

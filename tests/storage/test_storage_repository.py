@@ -706,6 +706,28 @@ def test_an_opt_out_under_a_taken_id_keeps_the_derived_id_earlier_versions_gave_
     assert sorted(stored_events(session_factory)) == sorted(["x-1", earlier])
 
 
+def test_events_are_judged_ahead_by_the_clock_reading_the_caller_dated_them_by(
+    session: Session, session_factory: sessionmaker[Session]
+) -> None:
+    """The API dates an event sent without occurred_at by the served recommender's
+    clock; the store judged "in the future" by the machine's, so a server whose clock
+    reads ahead of the machine's (a decision date set ahead) refused its own dating.
+    Judged, and stored as received, by the reading the caller passes."""
+    ahead = datetime.now(UTC) + timedelta(days=2)
+    event = FeedbackRecord("ahead-1", "dismissed", ahead, "h1", action_id="a1", reason="other")
+    by_machine = record_feedback(session, events=[event])
+    assert [(e, m.split(" (")[0]) for _, e, m in by_machine.rejected] == [
+        ("ahead-1", f"occurred_at {ahead.isoformat()} is in the future")
+    ]
+    by_caller = record_feedback(session, events=[event], received_at=ahead)
+    assert (by_caller.accepted, by_caller.rejected) == (["ahead-1"], [])
+    stored = stored_events(session_factory)["ahead-1"]
+    assert stored.received_at.replace(tzinfo=UTC) == ahead
+    # Ahead of the caller's reading too, by more than the skew allowed: refused.
+    later = dataclasses.replace(event, event_id="ahead-2", occurred_at=ahead + timedelta(hours=1))
+    assert record_feedback(session, events=[later], received_at=ahead).rejected[0][1] == "ahead-2"
+
+
 def test_the_catalog_names_unknown_actions_and_fills_channels(
     session: Session, session_factory: sessionmaker[Session], logged: list[RecommendationRecord]
 ) -> None:

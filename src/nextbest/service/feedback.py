@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
 from functools import partial
 
 from sqlalchemy.engine import Connection
@@ -76,12 +77,14 @@ def ingest_feedback(
     requester: str | None = None,
     channels: Sequence[str] | None = None,
     rep: bool = False,
+    received_at: datetime | None = None,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
     rejected (None: no model loaded, nothing to check them against); with
     ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
-    ``private``, ``requester``, ``channels`` (a channel-bound key's) and ``rep`` (a
-    rep's events: rep channels and opt-outs only) as
+    ``private``, ``requester``, ``channels`` (a channel-bound key's), ``rep`` (a
+    rep's events: rep channels and opt-outs only) and ``received_at`` (the clock
+    reading that dated events sent without ``occurred_at``; None: the machine's) as
     :func:`~nextbest.storage.repository.record_feedback` takes them.
 
     Returns after the valid events are committed, so the caller may acknowledge.
@@ -109,6 +112,7 @@ def ingest_feedback(
         requester=requester,
         channels=channels,
         rep=rep,
+        received_at=received_at,
     )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:

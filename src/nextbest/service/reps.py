@@ -190,4 +190,5 @@ def record_rep_decision(
         private=True,
         requester=requester,
         rep=True,
+        received_at=now,  # "in the future" by the clock the decision was dated by
     )

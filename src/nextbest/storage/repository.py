@@ -1271,8 +1271,14 @@ def record_feedback(
     erasure: bool = False,
     channels: Sequence[str] | None = None,
     rep: bool = False,
+    received_at: datetime | None = None,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
+
+    ``received_at`` (timezone-aware) is the clock reading the batch was received at,
+    stored with each event: the caller's that dated the events sent without an
+    ``occurred_at`` (the served recommender's), so that "in the future" is judged by
+    the clock those were dated by; None: the machine's, read now.
 
     ``requester`` (the API key's name, or the command storing a file) is stored with
     each event: who sent it. A resend by another requester is still a duplicate.
@@ -1382,6 +1388,7 @@ def record_feedback(
         erasure=erasure,
         channels=channels,
         rep=rep,
+        received_at=datetime.now(UTC) if received_at is None else _as_utc(received_at),
     )
     try:
         return record()
@@ -1404,6 +1411,7 @@ def _record_feedback(
     erasure: bool,
     channels: Sequence[str] | None = None,
     rep: bool = False,
+    received_at: datetime,
 ) -> FeedbackResult:
     """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
@@ -1417,7 +1425,6 @@ def _record_feedback(
             if isinstance(e.recommendation_id, str) and "\x00" not in e.recommendation_id
         ],
     )
-    received_at = datetime.now(UTC)
     # When each HCP of the batch was erased, if it was: an event dated before then is
     # what that erasure deleted, and stored now it would undo it.
     erased = (

@@ -94,6 +94,7 @@ def post_feedback(
             requester=request.state.principal.name,
             channels=request.state.principal.channels,
             rep=rep,  # rep channels and opt-outs only (off_rep_channel_problem)
+            received_at=now,  # "in the future" by the clock the events were dated by
         )
     forbidden = {valid[i] for i in result.forbidden}
     rejected += [
