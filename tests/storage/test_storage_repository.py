@@ -712,7 +712,8 @@ def test_events_are_judged_ahead_by_the_clock_reading_the_caller_dated_them_by(
     """The API dates an event sent without occurred_at by the served recommender's
     clock; the store judged "in the future" by the machine's, so a server whose clock
     reads ahead of the machine's (a decision date set ahead) refused its own dating.
-    Judged, and stored as received, by the reading the caller passes."""
+    Stored as received at the reading the caller passes, and judged by the later of
+    it and the machine's clock."""
     ahead = datetime.now(UTC) + timedelta(days=2)
     event = FeedbackRecord("ahead-1", "dismissed", ahead, "h1", action_id="a1", reason="other")
     by_machine = record_feedback(session, events=[event])
@@ -726,6 +727,10 @@ def test_events_are_judged_ahead_by_the_clock_reading_the_caller_dated_them_by(
     # Ahead of the caller's reading too, by more than the skew allowed: refused.
     later = dataclasses.replace(event, event_id="ahead-2", occurred_at=ahead + timedelta(hours=1))
     assert record_feedback(session, events=[later], received_at=ahead).rejected[0][1] == "ahead-2"
+    # A caller's clock set back does not refuse what a sender dated by the real time.
+    behind = datetime.now(UTC) - timedelta(days=30)
+    now = dataclasses.replace(event, event_id="real-time", occurred_at=datetime.now(UTC))
+    assert record_feedback(session, events=[now], received_at=behind).accepted == ["real-time"]
 
 
 def test_the_catalog_names_unknown_actions_and_fills_channels(

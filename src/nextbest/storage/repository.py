@@ -879,6 +879,8 @@ def _opt_out_as_kept(
     catalog_channels: frozenset[str],
     received_at: datetime,
     own: Collection[str] = (),
+    *,
+    ahead_of: datetime | None = None,
 ) -> tuple[FeedbackRecord, str | None]:
     """An opt-out as it can be kept, and what was changed to keep it (None: nothing).
 
@@ -899,7 +901,8 @@ def _opt_out_as_kept(
     left out. An ``event_id`` longer than the store keeps (a consent system's token)
     is replaced by one derived from it (:func:`_opt_out_id`), the same for every
     resend, so that a resend is still a duplicate; said first. What
-    ``service.events`` could not read is said next (``unread``).
+    ``service.events`` could not read is said next (``unread``). ``ahead_of``: the
+    reading a time is judged ahead by (None: ``received_at``).
     """
     said: list[str] = []
     changes: dict[str, Any] = {}
@@ -914,7 +917,9 @@ def _opt_out_as_kept(
     if event.unread is not None:
         said.append(event.unread)
     impossible = (
-        _impossible_time(event, received_at) if isinstance(event.occurred_at, datetime) else None
+        _impossible_time(event, ahead_of or received_at)
+        if isinstance(event.occurred_at, datetime)
+        else None
     )
     if impossible is not None:
         changes["occurred_at"] = received_at
@@ -1277,8 +1282,10 @@ def record_feedback(
 
     ``received_at`` (timezone-aware) is the clock reading the batch was received at,
     stored with each event: the caller's that dated the events sent without an
-    ``occurred_at`` (the served recommender's), so that "in the future" is judged by
-    the clock those were dated by; None: the machine's, read now.
+    ``occurred_at`` (the served recommender's); None: the machine's, read now. An
+    event is in the future when it is ahead of both that reading and the machine's
+    clock: one a server dated by its clock set ahead is not refused, nor one a
+    sender dated by the real time when the server's clock is set back.
 
     ``requester`` (the API key's name, or the command storing a file) is stored with
     each event: who sent it. A resend by another requester is still a duplicate.
@@ -1415,6 +1422,8 @@ def _record_feedback(
 ) -> FeedbackResult:
     """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
+    # What "in the future" is judged by: the caller's clock or the machine's, the later.
+    ahead_of = max(received_at, datetime.now(UTC))
     known_hcps: dict[str, bool] = {}
     served = _served_recommendations(
         session,
@@ -1508,7 +1517,13 @@ def _record_feedback(
         if event.event_type == "opted_out":
             named = event.channel
             event, taken_as = _opt_out_as_kept(
-                event, served, action_channels, catalog_channels, received_at, channels or ()
+                event,
+                served,
+                action_channels,
+                catalog_channels,
+                received_at,
+                channels or (),
+                ahead_of=ahead_of,
             )
             every_channel = named is not None and event.channel is None and not channels
             if channels and bound_as is None and event.channel is None and event.action_id is None:
@@ -1520,7 +1535,7 @@ def _record_feedback(
                 event = dataclasses.replace(event, channel=channels[0])
         if bound_as is not None:
             taken_as = bound_as if taken_as is None else f"{bound_as}; {taken_as}"
-        message = _check_event(event, received_at)
+        message = _check_event(event, ahead_of)
         if (
             message is None
             and not erasure
