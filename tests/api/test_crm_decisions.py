@@ -99,6 +99,32 @@ def test_a_crm_picklists_capitals_are_read_as_the_words_they_spell(
     assert plan.json()["purpose"] == "medical"
 
 
+def _dated_by_the_server(api_settings: Settings, keys, at: datetime) -> dict[str, datetime]:
+    """A snooze on the rep route and a completion on /v1/feedback, both sent without
+    occurred_at to a server whose clock reads ``at``: when each was stored as happening."""
+    runtime = ServingRuntime.start(api_settings, clock=lambda: at)
+    try:
+        with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
+            first, second = _plan(client, keys, capacity=2).suggestions[:2]
+            decided = _decide(client, keys, first, "snooze", event_id="dated-snooze")
+            assert (decided["status"], decided["accepted"]) == (200, 1), decided
+            event = {
+                "event_id": "dated-completed",
+                "event_type": "completed",
+                "hcp_id": second.hcp_id,
+                "recommendation_id": second.recommendation_id,
+                "action_id": second.action_id,
+            }
+            fed = client.post("/v1/feedback", json=event)
+            assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
+            return {
+                event_id: _stored(client, event_id)[2].replace(tzinfo=UTC)
+                for event_id in ("dated-snooze", "dated-completed")
+            }
+    finally:
+        runtime.close()
+
+
 def test_decisions_and_events_without_a_time_are_dated_by_the_servers_clock(
     api_settings: Settings, keys
 ) -> None:
@@ -112,28 +138,8 @@ def test_decisions_and_events_without_a_time_are_dated_by_the_servers_clock(
     at = cutoff(runtime.recommender.model) + timedelta(days=2, hours=3)
     runtime.close()
     assert at < datetime.now(UTC) - timedelta(days=1)
-    runtime = ServingRuntime.start(api_settings, clock=lambda: at)
-    try:
-        with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
-            first, second = _plan(client, keys, capacity=2).suggestions[:2]
-            decided = _decide(client, keys, first, "snooze", event_id="clock-snooze")
-            assert decided["accepted"] == 1, decided
-            event = {
-                "event_id": "clock-completed",
-                "event_type": "completed",
-                "hcp_id": second.hcp_id,
-                "recommendation_id": second.recommendation_id,
-                "action_id": second.action_id,
-            }
-            fed = client.post("/v1/feedback", json=event)
-            assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
-            stored = {
-                event_id: _stored(client, event_id)[2].replace(tzinfo=UTC)
-                for event_id in ("clock-snooze", "clock-completed")
-            }
-    finally:
-        runtime.close()
-    assert stored == {"clock-snooze": at, "clock-completed": at}, stored
+    stored = _dated_by_the_server(api_settings, keys, at)
+    assert stored == {"dated-snooze": at, "dated-completed": at}, stored
 
 
 def test_a_server_clock_ahead_of_the_machine_accepts_what_it_dated(
@@ -144,28 +150,8 @@ def test_a_server_clock_ahead_of_the_machine_accepts_what_it_dated(
     ahead refused its own dating of every decision and event sent without a time
     ("occurred_at ... is in the future"). Judged by the clock it was dated by."""
     at = datetime.now(UTC) + timedelta(days=2)
-    runtime = ServingRuntime.start(api_settings, clock=lambda: at)
-    try:
-        with TestClient(create_app(api_settings, runtime), headers=dict(keys.admin)) as client:
-            first, second = _plan(client, keys, capacity=2).suggestions[:2]
-            decided = _decide(client, keys, first, "snooze", event_id="ahead-snooze")
-            assert (decided["status"], decided["accepted"]) == (200, 1), decided
-            event = {
-                "event_id": "ahead-completed",
-                "event_type": "completed",
-                "hcp_id": second.hcp_id,
-                "recommendation_id": second.recommendation_id,
-                "action_id": second.action_id,
-            }
-            fed = client.post("/v1/feedback", json=event)
-            assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
-            stored = {
-                event_id: _stored(client, event_id)[2].replace(tzinfo=UTC)
-                for event_id in ("ahead-snooze", "ahead-completed")
-            }
-    finally:
-        runtime.close()
-    assert stored == {"ahead-snooze": at, "ahead-completed": at}, stored
+    stored = _dated_by_the_server(api_settings, keys, at)
+    assert stored == {"dated-snooze": at, "dated-completed": at}, stored
 
 
 def test_a_decision_resent_under_its_event_id_with_another_reason_is_refused(
