@@ -543,6 +543,7 @@ def test_validate_notes_specialties_no_hcp_has(env_settings: Path, tmp_path: Pat
             "email, rep_visit): a key naming nothing in the catalog changes no score" in said
         ), said
     assert "registered" not in said
+    assert not env_settings.exists()  # refused before the models directory was made
     # Training says so too, and the run's notes keep it.
     trained = " ".join(run_ok("train", "--data", str(data), "--config", str(FAST)).split())
     assert "catalog action 'mail-b': specialties cardiolgy: no HCP has any of them" in trained

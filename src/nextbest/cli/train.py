@@ -59,6 +59,14 @@ def _alias_given_by_training(settings: Any, alias: str | None) -> None:
         )
 
 
+def _refuse_catalog_mismatch(train_config: Any, dataset: Any) -> None:
+    """Stop (exit 2) on levers or values naming nothing in the data's catalog, as
+    training would, but before the models directory and its stores are made."""
+    mismatch = train_config.catalog_mismatch(dataset.catalog)
+    if mismatch is not None:
+        raise _fail(mismatch)
+
+
 def _models_dir_usable(settings: Settings) -> None:
     """Create the models directory now, or stop naming it: commands that end by
     writing there (a registered model) must not find out after their work."""
@@ -164,6 +172,7 @@ def train(
                 # Once the options and the data are checked (a typo in either creates
                 # nothing), and here, not at the last step after all the work.
                 dataset = _load(data)
+                _refuse_catalog_mismatch(train_config, dataset)
                 _models_dir_usable(settings)
                 if skip_if_trained and unnamed is None and dask in (None, LOCAL):
                     # A cluster of this machine has a worker per core (connect): known
@@ -382,6 +391,7 @@ def retrain(
 
     def load() -> Any:
         dataset = _load(data)
+        _refuse_catalog_mismatch(train_config, dataset)
         _models_dir_usable(settings)  # once the options and data are checked: a typo makes nothing
         return dataset
 
