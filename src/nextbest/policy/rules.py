@@ -508,7 +508,7 @@ def code_in_any_case(code: str, codes: Collection[str]) -> str | None:
     """``code`` as ``codes`` spell it: itself when it is one of them, else the one code
     equal to it in any case and without the spaces around it (``Not_Relevant`` is
     ``not_relevant``); None when none or more than one is. The rule by which a reason
-    sent with a dismissal is read (``storage.repository.reason_code``)."""
+    sent with a dismissal is read too (``storage.repository.reason_code`` calls it)."""
     if code in codes:
         return code
     folded = code.strip().casefold()

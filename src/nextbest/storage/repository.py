@@ -39,6 +39,7 @@ from nextbest.contract.schema import (
     withdrawn_channel,
 )
 from nextbest.limits import STORED_LENGTHS
+from nextbest.policy.rules import code_in_any_case
 from nextbest.storage.tables import (
     CONSENT_ROWS,
     FeedbackEvent,
@@ -1222,9 +1223,7 @@ def reason_code(
         or reason in dismiss_reasons
     ):
         return reason
-    folded = reason.strip().casefold()
-    matches = [code for code in dismiss_reasons if code.casefold() == folded]
-    return matches[0] if len(matches) == 1 else reason
+    return code_in_any_case(reason, dismiss_reasons) or reason
 
 
 def reason_problem(
