@@ -24,7 +24,7 @@ from nextbest.settings import get_settings
 from nextbest.storage.db import make_engine, migrate
 from nextbest.storage.repository import decision_times
 
-from .conftest import FAST, run_ok, runner
+from .conftest import FAST, LOG_WRITERS, run_ok, runner
 
 
 def test_simulate_train_picks(
@@ -1868,18 +1868,7 @@ def test_a_command_that_only_reads_refuses_a_models_dir_that_does_not_exist(
     assert not env_settings.exists()
 
 
-@pytest.mark.parametrize(
-    ("command", "lost"),
-    [
-        # An erasure job: the suppressions went to a new log there, "erased" was said,
-        # and the served log kept contacting the HCP.
-        (["erase", "H000001", "--yes"], "the suppressions would be recorded in a new "),
-        # An outcome feed: the events, opt-outs too, went to a new log that no server
-        # or retrain reads, and "stored" was said.
-        (["feedback", "{events}"], "these events, opt-outs included, would be stored in a new "),
-    ],
-    ids=["erase", "feedback"],
-)
+@pytest.mark.parametrize(("command", "lost"), LOG_WRITERS, ids=["erase", "feedback"])
 def test_a_command_that_writes_the_log_refuses_a_models_dir_that_does_not_exist(
     env_settings: Path, tmp_path: Path, command: list[str], lost: str
 ) -> None:

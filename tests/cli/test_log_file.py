@@ -15,7 +15,7 @@ from nextbest import registry
 from nextbest.cli import app
 from nextbest.settings import get_settings
 
-from .conftest import runner
+from .conftest import LOG_WRITERS, runner
 
 RULES = Path(__file__).parents[2] / "training" / "rules.yaml"
 
@@ -128,14 +128,7 @@ def test_picks_without_log_reads_a_log_not_made_as_empty_and_with_log_refuses_it
     assert not out.exists() and not (tmp_path / "some").exists()
 
 
-@pytest.mark.parametrize(
-    ("command", "lost"),
-    [
-        (["erase", "H000001", "--yes"], "the suppressions would be recorded in a new "),
-        (["feedback", "{events}"], "these events, opt-outs included, would be stored in a new "),
-    ],
-    ids=["erase", "feedback"],
-)
+@pytest.mark.parametrize(("command", "lost"), LOG_WRITERS, ids=["erase", "feedback"])
 def test_a_command_that_writes_the_log_refuses_a_sqlite_file_that_does_not_exist(
     env_settings: Path,
     tmp_path: Path,
