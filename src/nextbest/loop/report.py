@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -62,6 +62,9 @@ from nextbest.loop.evidence import greedy_actions, load_decisions
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -658,15 +661,17 @@ def _verdict_sentence(
     )
 
 
-def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
+def uplift_figure(rows: list[ArmComparison], dimension: str) -> Figure:
+    """One dimension's groups top down, as the table lists them: served - holdout mean
+    outcome per request with its 95% interval, groups with too few outcomes pale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     chosen = [r for r in rows if r.dimension == dimension]
-    height = 0.45 * max(len(chosen), 2) + 1.2
-    fig, ax = plt.subplots(figsize=(7, height))
+    height = 0.45 * max(len(chosen), 2) + 1.5
+    fig, ax = plt.subplots(figsize=(8, height))
     y = np.arange(len(chosen))
     values = np.array([r.uplift for r in chosen], dtype=np.float64)
     low = np.array([r.ci_low for r in chosen], dtype=np.float64)
@@ -674,8 +679,9 @@ def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
     finite = np.isfinite(low) & np.isfinite(high)
     # Groups with too few outcomes in an arm are drawn pale, so the eye goes to the
     # estimates that mean something; an estimate without an interval (an arm of one
-    # outcome) is a hollow marker, none at all (an empty arm) no marker.
+    # outcome) is a hollow marker, none at all (an empty arm) says so in words.
     enough = np.array([not r.verdict.startswith(TOO_FEW) for r in chosen], dtype=bool)
+    shown = _shown_range(values, low, high, enough & finite)
     for keep, colour, label in (
         (enough, "tab:blue", "enough outcomes"),
         (~enough, "silver", "too few outcomes to conclude"),
@@ -702,17 +708,74 @@ def _plot(rows: list[ArmComparison], dimension: str, path: Path) -> None:
                 color=colour,
                 label="_" if unlabelled else label,
             )
+        if shown is not None:  # an arrow at the edge an interval runs past
+            for side, ends, marker in ((0, low, "<"), (1, high, ">")):
+                past = keep & finite & ((ends < shown[0]) if side == 0 else (ends > shown[1]))
+                if not past.any():
+                    continue
+                ax.plot(
+                    [shown[side]] * int(past.sum()),
+                    y[past],
+                    marker,
+                    color=colour,
+                    ms=7,
+                    clip_on=False,
+                )
+    for i, r in enumerate(chosen):
+        if not np.isfinite(values[i]):
+            missing = " and ".join(
+                arm for arm, n in (("served", r.n_served), ("holdout", r.n_holdout)) if n == 0
+            )
+            ax.text(
+                0.5,
+                i,
+                f"not enough data: no {missing} outcome",
+                transform=ax.get_yaxis_transform(),
+                ha="center",
+                va="center",
+                color="dimgrey",
+                fontsize="small",
+            )
     legend = not enough.all() and bool(ax.get_legend_handles_labels()[0])
     if legend:  # what pale markers mean; under the figure, never over an interval
         fig.legend(loc="lower center", ncol=2, fontsize="small", frameon=False)
     ax.axvline(0.0, color="grey", linewidth=1)
-    ax.set_yticks(y, [f"{r.group} (n={r.n_served}/{r.n_holdout})" for r in chosen])
-    ax.invert_yaxis()  # the first group on top, as the page's table lists them
-    ax.set_xlabel("served - holdout mean outcome (95% CI)")
+    if shown is not None:
+        ax.set_xlim(*shown)
+    ax.set_yticks(
+        y, [f"{r.group} ({r.n_served:,} served, {r.n_holdout:,} holdout)" for r in chosen]
+    )
+    ax.set_ylim(len(chosen) - 0.5, -0.5)  # the first group on top, as the page's table
+    xlabel = "served - holdout mean outcome per request (95% CI)"
+    if shown is not None:
+        xlabel += "\n< >: the interval runs past the edge (the table gives it)"
+    ax.set_xlabel(xlabel)
     ax.set_title(f"Uplift by {dimension}")
     fig.tight_layout(rect=(0, 0.35 / height if legend else 0, 1, 1))
-    fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
+
+
+def _shown_range(
+    values: np.ndarray, low: np.ndarray, high: np.ndarray, trusted: np.ndarray
+) -> tuple[float, float] | None:
+    """The x range to draw when some interval is far wider than those of the groups
+    with enough outcomes (an arm of 2 HCPs: +-12 beside +-0.4), or None for all of it.
+
+    Drawn whole, one such interval shrank every estimate that means something to a
+    dot; the range kept covers zero, every point estimate and the trusted intervals.
+    """
+    if not trusted.any():
+        return None
+    points = values[np.isfinite(values)]
+    lo = float(min(low[trusted].min(), points.min(), 0.0))
+    hi = float(max(high[trusted].max(), points.max(), 0.0))
+    pad = 0.08 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    ends = np.concatenate([low[np.isfinite(low)], high[np.isfinite(high)]])
+    if ends.min() >= lo - (hi - lo) and ends.max() <= hi + (hi - lo):
+        return None  # no wider than the kept range on either side: drawn whole
+    return lo, hi
 
 
 def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
@@ -722,7 +785,7 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
     dimensions = list(dict.fromkeys(r.dimension for r in report.rows))
     for dimension in dimensions:
         path = out_dir / f"uplift_{dimension.replace(' ', '_')}.png"
-        _plot(report.rows, dimension, path)
+        uplift_figure(report.rows, dimension).savefig(path, dpi=100)
         files[dimension] = path
     table = "\n".join(
         "<tr>"

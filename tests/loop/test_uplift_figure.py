@@ -1,0 +1,92 @@
+"""The uplift report's figure per dimension, read as a brand manager would read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nextbest.loop.report import ArmComparison, compare, uplift_figure
+
+
+def _group(group: str, served: list[float], held: list[float], *, min_per_arm: int = 2) -> Any:
+    outcome = np.array([*served, *held], dtype=np.float64)
+    holdout = np.array([False] * len(served) + [True] * len(held))
+    return compare(outcome, holdout, dimension="channel", group=group, min_per_arm=min_per_arm)
+
+
+def _rows() -> list[ArmComparison]:
+    rng = np.random.default_rng(0)
+    return [
+        # Many outcomes in both arms: a narrow interval that means something.
+        _group("email", list(rng.normal(2.5, 1.0, 400)), list(rng.normal(2.0, 1.0, 300))),
+        # Two holdout outcomes far apart: an interval tens of times as wide.
+        _group("rep_visit", list(rng.normal(1.3, 1.0, 70)), [0.0, 4.0], min_per_arm=30),
+        # Served only: nothing to compare with.
+        _group("webinar", [1.0, 2.0, 3.0], []),
+    ]
+
+
+def _texts(figure: Any) -> list[str]:
+    return [t.get_text() for ax in figure.axes for t in ax.texts]
+
+
+def test_a_group_without_an_estimate_says_not_enough_data_on_its_row() -> None:
+    rows = _rows()
+    assert np.isnan(rows[2].uplift)
+    ax = uplift_figure(rows, "channel").axes[0]
+    [said] = ax.texts
+    assert said.get_text() == "not enough data: no holdout outcome"
+    assert said.get_position()[1] == 2  # on webinar's row
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [
+        f"email ({rows[0].n_served} served, {rows[0].n_holdout} holdout)",
+        "rep_visit (70 served, 2 holdout)",
+        "webinar (3 served, 0 holdout)",
+    ]
+
+
+def test_one_huge_interval_does_not_shrink_the_others_to_dots() -> None:
+    """rep_visit's two holdout outcomes give an interval tens of times as wide as
+    email's: drawn whole, email's estimate and interval were a dot beside zero."""
+    email, rep_visit, _ = rows = _rows()
+    assert rep_visit.ci_high - rep_visit.ci_low > 10 * (email.ci_high - email.ci_low)
+    ax = uplift_figure(rows, "channel").axes[0]
+    low, high = ax.get_xlim()
+    assert low <= min(email.ci_low, 0.0) and high >= email.ci_high
+    assert high - low < (rep_visit.ci_high - rep_visit.ci_low) / 3
+    # The cut interval is marked at the edge it runs past, and the axis says so.
+    edges = [ln for ln in ax.get_lines() if ln.get_marker() in ("<", ">")]
+    assert {ln.get_marker() for ln in edges} == {"<", ">"}
+    assert all(list(ln.get_ydata()) == [1] for ln in edges)
+    assert "runs past the edge" in ax.get_xlabel()
+    assert ax.get_xlabel().startswith("served - holdout mean outcome per request (95% CI)")
+
+
+def test_intervals_of_a_like_width_are_drawn_whole() -> None:
+    email, *_ = _rows()
+    ax = uplift_figure([email], "channel").axes[0]
+    low, high = ax.get_xlim()
+    assert low < email.ci_low and high > email.ci_high
+    assert not [ln for ln in ax.get_lines() if ln.get_marker() in ("<", ">")]
+    assert "edge" not in ax.get_xlabel()
+    assert not _texts(uplift_figure([email], "channel"))
+
+
+def test_counts_are_written_with_thousands_separators() -> None:
+    many = ArmComparison(
+        dimension="week",
+        group="2026-11-30",
+        n_served=3806,
+        n_holdout=194,
+        mean_served=2.2,
+        mean_holdout=2.0,
+        uplift=0.2,
+        ci_low=-0.1,
+        ci_high=0.5,
+        verdict="no clear difference yet",
+    )
+    ax = uplift_figure([many], "week").axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "2026-11-30 (3,806 served, 194 holdout)"
+    ]
