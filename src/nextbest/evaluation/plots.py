@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from nextbest.learning.train import TrainResult
 
 
@@ -12,44 +15,92 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     """Calibration of P(engaged) per channel and Qini curves per action group.
 
     Both come from the time-based held-out slice (``result.evaluation``); a run
-    without one (eval_fraction 0) has no figures.
+    without one (eval_fraction 0) has no figures, and one without an uplift model
+    no Qini curves. A channel of the model with too few held-out decisions for a
+    line is named on the figure ("not enough data"), never silently left out.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nextbest.evaluation.offline import MIN_GROUP_ROWS
+
     figures: dict[str, Any] = {}
+    if not result.evaluation:
+        return figures
+    channels = list(result.model.space.channels)
+    n_eval = result.metrics.get("eval_decisions")
+    on = f"the {n_eval:,.0f} newest decisions" if n_eval else "the newest decisions"
     calibration = result.evaluation.get("calibration", {})
-    if calibration:
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
-        for name, (mean_p, mean_y) in calibration.items():
-            ax.plot(mean_p, mean_y, marker="o", label=name)
-        ax.set_xlabel("predicted P(engaged)")
-        ax.set_ylabel("observed engagement rate")
-        ax.set_title("Calibration on the newest decisions, by channel")
-        ax.legend()
-        fig.tight_layout()
-        plt.close(fig)
-        figures["calibration_by_channel"] = fig
+    fig, ax = plt.subplots(figsize=(5.5, 5.3))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for name, (mean_p, mean_y) in calibration.items():
+        ax.plot(mean_p, mean_y, marker="o", label=name)
+    ax.set_xlabel("predicted P(engaged) (a point: a tenth of the channel's contacts)")
+    ax.set_ylabel("observed engagement rate")
+    ax.set_title(f"Calibration on {on}, by channel", fontsize="medium")
+    ax.legend(loc="upper left", fontsize="small")
+    _not_enough(
+        fig,
+        ax,
+        [c for c in channels if c not in calibration],
+        f"fewer than {MIN_GROUP_ROWS} held-out contacts, or all engaged alike",
+        drawn=bool(calibration),
+    )
+    plt.close(fig)
+    figures["calibration_by_channel"] = fig
+    if result.model.uplift_model is None:
+        return figures
     curves = result.evaluation.get("curves", {})
+    fig, ax = plt.subplots(figsize=(6, 5.3))
+    for name, curve in curves.items():
+        (line,) = ax.plot(curve.phi, curve.qini, label=f"{name} (Qini AUC {curve.qini_auc:+.3f})")
+        ax.plot([0, 1], [0, curve.qini[-1]], color=line.get_color(), linestyle=":")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("share of decisions targeted, highest predicted uplift first")
+    ax.set_ylabel("incremental outcome per decision, cumulative")
+    ax.set_title(f"Qini curves on {on}\n(dotted: random targeting)", fontsize="medium")
     if curves:
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for name, curve in curves.items():
-            (line,) = ax.plot(
-                curve.phi, curve.qini, label=f"{name} (Qini AUC {curve.qini_auc:+.3f})"
-            )
-            ax.plot([0, 1], [0, curve.qini[-1]], color=line.get_color(), linestyle=":")
-        ax.axhline(0, color="grey", linewidth=0.5)
-        ax.set_xlabel("share of HCPs targeted, best predicted uplift first")
-        ax.set_ylabel("incremental outcome per HCP")
-        ax.set_title("Qini curves on the newest decisions (dotted: random targeting)")
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        plt.close(fig)
-        figures["qini_by_channel"] = fig
+    _not_enough(
+        fig,
+        ax,
+        [c for c in channels if c not in curves],
+        f"fewer than {MIN_GROUP_ROWS} held-out contacts or chance-chosen no-touch "
+        "decisions with an outcome",
+        drawn=bool(curves),
+    )
+    plt.close(fig)
+    figures["qini_by_channel"] = fig
     return figures
+
+
+def _not_enough(fig: Figure, ax: Axes, missing: list[str], why: str, *, drawn: bool) -> None:
+    """Name the channels without a line under the axes; with no line ``drawn``, in them."""
+    import textwrap
+
+    if not drawn:
+        ax.set_axis_off()
+        ax.text(
+            0.5,
+            0.5,
+            "not enough data for any channel:\n" + textwrap.fill(why, 45, break_on_hyphens=False),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
+        fig.tight_layout()
+        return
+    if not missing:
+        fig.tight_layout()
+        return
+    said = textwrap.fill(
+        f"not enough data for {', '.join(missing)}: {why}", 80, break_on_hyphens=False
+    )
+    fig.text(0.02, 0.02, said, fontsize="small", va="bottom")
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, (0.2 * (said.count("\n") + 1) + 0.1) / height, 1, 1))
 
 
 def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> Any:
