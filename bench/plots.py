@@ -30,11 +30,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DPI = 100
 # The gate_figure colours (src/nextbest/evaluation/plots.py): champion blue, challenger orange.
 CHAMPION, CHALLENGER = "tab:blue", "tab:orange"
+# Counts on an axis as the labels beside them write them: 25,000, not 25000.
+THOUSANDS = StrMethodFormatter("{x:,.0f}")
 
 
 @dataclass
@@ -346,10 +349,12 @@ def serve_figure(data: dict[str, Any]) -> Drawing:
         label=f"target p99 at 1,000/s ({target:g} ms)",
     )
     left.set_yscale("log")
+    left.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))  # 1, 10, 100: not 10^0
     left.set_ylabel("latency, ms (log scale)")
     left.set_title("Single recommendation: p50 (solid) and p99 (light)")
     left.legend(fontsize="small")
     right.set_ylabel("requests/s answered")
+    right.yaxis.set_major_formatter(THOUSANDS)
     right.set_title("Throughput")
     right.legend(fontsize="small")
     for ax in (left, right):
@@ -382,12 +387,14 @@ def feedback_figure(data: dict[str, Any]) -> Drawing:
         target = results[0].get("target_events_per_s", 5000)
         ax.axhline(target, color="tab:red", linestyle="--", label=f"target ({target:,}/s)")
         ax.set_ylabel("events/s through the API")
+        ax.yaxis.set_major_formatter(THOUSANDS)
         ax.margins(y=0.12)
-        ax.legend(fontsize="small", loc="lower right")
+        # Under the axes: inside, it covered the foot of a bar.
+        fig.legend(loc="lower center", fontsize="small", frameon=False)
     else:
         _missing(ax, "any backend's results")
     ax.set_title(f"Feedback ingest (make bench-feedback): {_when(data)}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     plt.close(fig)
     return Drawing(fig, skipped)
 

@@ -215,3 +215,26 @@ def test_the_command_draws_every_result_in_a_directory(tmp_path: Path) -> None:
         (tmp_path / f"{name}.json").write_text((RESULTS / f"{name}.json").read_text())
     assert plots.main(["--results", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["feedback.png", "loop_softmax.png"]
+
+
+def _tick_labels(figure: Any, ax: Any) -> list[str]:
+    figure.canvas.draw()  # tick labels are formatted when drawn
+    return [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+
+
+def test_feedback_figure_keeps_its_legend_off_the_bars_and_writes_thousands() -> None:
+    """The target's legend sat inside the axes, over the foot of the second bar;
+    the axis read 25000 beside annotations reading 26,101/s."""
+    figure = plots.feedback_figure(_committed("feedback")).figure
+    [ax] = figure.axes
+    assert ax.get_legend() is None
+    [legend] = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["target (5,000/s)"]
+    assert "25,000" in _tick_labels(figure, ax)
+
+
+def test_serve_figure_writes_latency_and_throughput_as_plain_numbers() -> None:
+    figure = plots.serve_figure(_committed("serve")).figure
+    left, right = figure.axes
+    assert {"1", "10", "100"} <= set(_tick_labels(figure, left))
+    assert "2,000" in _tick_labels(figure, right)
