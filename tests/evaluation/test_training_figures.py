@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from nextbest.contract import load_dataset
-from nextbest.evaluation.plots import training_figures
+from nextbest.evaluation.plots import training_figures, wilson_interval
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.train import TrainResult, train
 from nextbest.simulate import simulate_world
@@ -60,7 +61,7 @@ def test_a_channel_without_held_out_decisions_is_named_not_left_out(
     assert "webinar" in said and "email" not in said.split(":")[0]
     # Units and what the slice is, on the axes and in the title.
     assert ax.get_xlabel().startswith("predicted P(engaged)")
-    assert ax.get_ylabel() == "observed engagement rate"
+    assert ax.get_ylabel() == "observed engagement rate (95% CI)"
     n_eval = int(result.metrics["eval_decisions"])
     assert f"{n_eval:,} newest decisions" in ax.get_title()
     qini = figures["qini_by_channel"]
@@ -79,3 +80,55 @@ def test_with_no_channel_to_draw_the_figure_says_so(tmp_path: Path) -> None:
     [said] = _texts(qini)
     assert said.startswith("not enough data for any channel:")
     assert not qini.axes[0].axison  # no empty axes under it
+
+
+def test_each_calibration_point_carries_the_interval_of_its_decisions(
+    without_webinars: TrainResult,
+) -> None:
+    """Tied predictions can leave a decile a few decisions, whose observed rate of 0
+    or 1 looked as sure as a decile of hundreds."""
+    calibration = without_webinars.evaluation["calibration"]
+    [ax] = training_figures(without_webinars)["calibration_by_channel"].axes
+    assert [c.get_label() for c in ax.containers] == list(calibration)
+    for container, (_, rate, n) in zip(ax.containers, calibration.values(), strict=True):
+        assert n.sum() >= 50
+        low, high = wilson_interval(rate, n)
+        [bars] = container.lines[2]
+        ends = np.array([segment[:, 1] for segment in bars.get_segments()])
+        np.testing.assert_allclose(ends, np.column_stack([low, high]))
+    assert ax.get_ylabel() == "observed engagement rate (95% CI)"
+
+
+def test_wilson_interval_stays_in_zero_to_one_and_is_wide_on_few_decisions() -> None:
+    low, high = wilson_interval(np.array([0.0, 1.0, 0.5]), np.array([10, 1, 400]))
+    np.testing.assert_allclose(low[:2], [0.0, 0.2065], atol=1e-4)
+    np.testing.assert_allclose(high[:2], [0.2775, 1.0], atol=1e-4)
+    assert high[2] - low[2] == pytest.approx(2 * 1.96 * 0.5 / 20, rel=0.01)
+
+
+def test_a_decile_where_all_or_none_engaged_is_drawn(without_webinars: TrainResult) -> None:
+    """Wilson's bound at a rate of 0 or 1 is the rate give or take rounding: an error
+    bar of -1e-17 stopped `nextbest train` with "'yerr' must not contain negative
+    values" after the models were fitted."""
+    from dataclasses import replace
+
+    p = np.array([0.05, 0.3, 0.9])
+    rate = np.array([0.0, 0.3, 1.0])
+    for n in range(1, 400):
+        low, high = wilson_interval(rate, np.full(3, n))
+        if low[0] > rate[0] or high[2] < rate[2]:
+            break
+    else:
+        pytest.fail("no n where rounding puts a bound past the rate: nothing to check")
+    result = replace(
+        without_webinars,
+        evaluation={
+            **without_webinars.evaluation,
+            "calibration": {"email": (p, rate, np.full(3, n))},
+        },
+    )
+    [ax] = training_figures(result)["calibration_by_channel"].axes
+    [container] = ax.containers
+    [bars] = container.lines[2]
+    ends = np.array([segment[:, 1] for segment in bars.get_segments()])
+    assert ends[0, 0] == 0.0 and ends[2, 1] == 1.0

@@ -75,7 +75,8 @@ def evaluate_model(model: ScoringModel, rows: DecisionRows, *, seed: int = 0) ->
     """Metrics (flat, for MLflow) and the arrays behind the figures, as a dict.
 
     Keys: ``metrics`` (name -> float), ``curves`` (group -> UpliftCurve),
-    ``calibration`` (channel -> (mean predicted, observed) per decile).
+    ``calibration`` (channel -> (mean predicted, observed, decisions) per decile:
+    tied predictions can leave a decile a handful of decisions).
     """
     out: dict[str, Any] = {"metrics": {}, "curves": {}, "calibration": {}}
     _engagement(model, rows, out)
@@ -164,6 +165,7 @@ def _engagement(model: ScoringModel, rows: DecisionRows, out: dict[str, Any]) ->
             out["calibration"][name] = (
                 np.array([p[mask][which == b].mean() for b in bins]),
                 np.array([y[mask][which == b].mean() for b in bins]),
+                np.array([(which == b).sum() for b in bins]),
             )
 
 

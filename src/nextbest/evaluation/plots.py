@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from nextbest.evaluation.ope import Z_95
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -35,10 +39,15 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     calibration = result.evaluation.get("calibration", {})
     fig, ax = plt.subplots(figsize=(5.5, 5.3))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
-    for name, (mean_p, mean_y) in calibration.items():
-        ax.plot(mean_p, mean_y, marker="o", label=name)
+    for name, (mean_p, mean_y, n) in calibration.items():
+        # A decile of a few tied predictions reads 0 or 1: its interval says how little
+        # that weighs beside the deciles of many decisions.
+        low, high = wilson_interval(mean_y, n)
+        # At a rate of 0 or 1 the bound is the rate itself, give or take rounding.
+        below, above = np.maximum(mean_y - low, 0.0), np.maximum(high - mean_y, 0.0)
+        ax.errorbar(mean_p, mean_y, yerr=[below, above], marker="o", capsize=2, label=name)
     ax.set_xlabel("predicted P(engaged) (a point: a tenth of the channel's contacts)")
-    ax.set_ylabel("observed engagement rate")
+    ax.set_ylabel("observed engagement rate (95% CI)")
     ax.set_title(f"Calibration on {on}, by channel", fontsize="medium")
     ax.legend(loc="upper left", fontsize="small")
     _not_enough(
@@ -74,6 +83,15 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     plt.close(fig)
     figures["qini_by_channel"] = fig
     return figures
+
+
+def wilson_interval(rate: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of binomial proportions ``rate`` out of ``n``, shapes
+    ``(k,)``: within [0, 1] and not empty at 0 or 1 (Wilson, 1927, JASA 22:209)."""
+    z2 = Z_95**2
+    centre = (rate + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * np.sqrt(rate * (1 - rate) / n + z2 / (4 * n**2)) / (1 + z2 / n)
+    return centre - half, centre + half
 
 
 def _not_enough(fig: Figure, ax: Axes, missing: list[str], why: str, *, drawn: bool) -> None:
