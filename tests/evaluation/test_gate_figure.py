@@ -33,6 +33,10 @@ def test_gate_figure_shows_each_estimate_and_the_paired_differences() -> None:
     points = [len(c.lines[0].get_xdata()) for c in left.containers]
     assert points == [3, 2]
     assert [t.get_text() for t in left.get_yticklabels()] == ["ips", "snips", "dr"]
+    # The gate's estimator (dr) in bold, and the unit of every value on the axes.
+    assert [t.get_fontweight() for t in left.get_yticklabels()] == ["normal", "normal", "bold"]
+    assert left.get_xlabel() == "net value per decision: outcome - cost (95% CI)"
+    assert right.get_xlabel() == "paired difference in net value per decision (95% CI)"
     labels = [t.get_text() for t in right.get_yticklabels()]
     assert labels == [
         "challenger - champion (dr)",

@@ -151,8 +151,11 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
         ]
         left.errorbar(value, y, xerr=err, fmt="o", capsize=3, color=color, label=label)
     left.set_yticks(range(len(estimators)), estimators)
+    for tick in left.get_yticklabels():  # the estimate the gate decides on stands out
+        if tick.get_text() == decision["estimator"]:
+            tick.set_fontweight("bold")
     left.invert_yaxis()
-    left.set_xlabel("value per decision (95% CI)")
+    left.set_xlabel("net value per decision: outcome - cost (95% CI)")
     left.set_title(f"Estimates on {decision['n_decisions']:,} logged decisions")
     # Below the axes: inside, "best" still lands on an interval when they span it.
     left.legend(
@@ -178,7 +181,7 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
     right.axvline(0.0, color="grey", linewidth=1)
     right.set_yticks(range(len(bars)), [label for label, _, _ in bars])
     right.invert_yaxis()
-    right.set_xlabel("paired difference per decision (95% CI)")
+    right.set_xlabel("paired difference in net value per decision (95% CI)")
     verdict = "passed" if decision["passed"] else "not passed"
     right.set_title(f"Gate ({gate}): {verdict}")
     fig.tight_layout()
