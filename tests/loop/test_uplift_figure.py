@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nextbest.loop.report import ArmComparison, compare, uplift_figure
+from nextbest.loop.report import (
+    ArmComparison,
+    UpliftReport,
+    compare,
+    uplift_figure,
+    write_report,
+)
 
 
 def _group(group: str, served: list[float], held: list[float], *, min_per_arm: int = 2) -> Any:
@@ -90,3 +98,28 @@ def test_counts_are_written_with_thousands_separators() -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == [
         "2026-11-30 (3,806 served, 194 holdout)"
     ]
+
+
+def test_the_page_reads_offline_and_shows_every_figure_written_beside_it(tmp_path: Path) -> None:
+    """Opened from a shared drive or an e-mail attachment: no script, style or image
+    fetched from the network, and every image one of the PNGs next to the page."""
+    rows = _rows()
+    report = UpliftReport(
+        rows=rows,
+        overall=rows[0],
+        conclusion="Not enough data to conclude yet.",
+        since=None,
+        n_decisions=sum(r.n_served + r.n_holdout for r in rows),
+    )
+    files = write_report(report, tmp_path)
+    page = files["html"].read_text()
+    assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", page, re.IGNORECASE)
+    assert not re.search(r"<script|<link|@import|url\(", page, re.IGNORECASE)
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert images == ["uplift_channel.png"]
+    assert (tmp_path / images[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '<p class="conclusion">Not enough data to conclude yet.</p>' in page
+    # Numbers as the table writes them: three decimals, never 0.30000000000000004.
+    cells = re.findall(r"<td>([^<]*)</td>", page)
+    numbers = [c for c in cells if re.fullmatch(r"[+-]?\d+\.\d+", c)]
+    assert numbers and all(re.fullmatch(r"[+-]?\d+\.\d{3}", c) for c in numbers)
