@@ -64,6 +64,11 @@ def _missing(ax: Axes, what: str) -> None:
     ax.set_axis_off()
 
 
+def _absent(ax: Axes, series: str) -> None:
+    """A legend entry for a series this run did not record (an older run's JSON)."""
+    ax.plot([], [], linestyle="none", label=f"{series}: not in this run")
+
+
 def _get(data: dict[str, Any], *keys: str) -> Any:
     """data[k1][k2]... or None where any level is missing (or not a mapping)."""
     for key in keys:
@@ -96,10 +101,12 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
     if served:
         top.plot(*zip(*served, strict=True), marker="o", color=CHAMPION, label="served (champion)")
     else:
+        _absent(top, "served (champion)")
         skipped.append("served value per round (rounds[].served_ratio_to_oracle)")
     if challenger:
         top.plot(*zip(*challenger, strict=True), marker="s", color=CHALLENGER, label="challenger")
     else:
+        _absent(top, "challenger")
         skipped.append("challenger value per round (rounds[].challenger_ratio_to_oracle)")
     promoted = [
         (n, v) for n, v in challenger if any(r["round"] == n and r.get("promoted") for r in rounds)
@@ -127,9 +134,15 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
         ratio = bayes[key]["ratio"]
         top.axhline(ratio, color="grey", linestyle=style, label=f"{label} ({ratio:.2f})")
     if not ceilings:
+        _absent(top, "Bayes-optimal ceiling")
         skipped.append("Bayes-optimal ceiling (summary.bayes_optimal_ratio_to_oracle)")
     logging_ratio = next(
-        (r["ratio_to_oracle"] for r in data.get("rounds", []) if r.get("round") == 0), None
+        (
+            r["ratio_to_oracle"]
+            for r in data.get("rounds", [])
+            if r.get("round") == 0 and "ratio_to_oracle" in r
+        ),
+        None,
     )
     if logging_ratio is not None:
         top.axhline(
@@ -139,6 +152,7 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
             label=f"logging policy ({logging_ratio:.2f})",
         )
     else:
+        _absent(top, "logging policy")
         skipped.append("logging policy (rounds[0].ratio_to_oracle)")
     top.set_ylabel("true value, ratio to oracle")
     top.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -179,9 +193,10 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
                 label="true gain",
             )
         else:
+            _absent(bottom, "true gain")
             skipped.append("true gain per round (rounds[].true_difference_per_decision)")
         bottom.axhline(0.0, color="grey", linewidth=1)
-        bottom.set_ylabel("challenger - champion\nper decision")
+        bottom.set_ylabel("challenger - champion,\nnet NRx per decision")
         bottom.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         bottom.set_title("The gate's evidence: estimated and true gain of the challenger")
     else:

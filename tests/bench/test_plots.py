@@ -74,6 +74,7 @@ def test_loop_figure_draws_each_rounds_true_values_and_the_gates_estimates() -> 
     assert list(estimate.lines[0].get_ydata()) == [r["difference"]["value"] for r in rounds]
     assert drawing.skipped == []
     assert "2026-12-04 21:53 UTC" in drawing.figure.texts[0].get_text()
+    assert bottom.get_ylabel() == "challenger - champion,\nnet NRx per decision"
 
 
 def test_quality_figure_draws_the_simulators_values_per_hcp() -> None:
@@ -238,3 +239,16 @@ def test_serve_figure_writes_latency_and_throughput_as_plain_numbers() -> None:
     left, right = figure.axes
     assert {"1", "10", "100"} <= set(_tick_labels(figure, left))
     assert "2,000" in _tick_labels(figure, right)
+
+
+def test_a_series_an_older_loop_run_lacks_is_named_in_the_legend() -> None:
+    """The figure, not only the console, says what the run did not record: a reader
+    of loop_softmax.png could not tell "no ceiling recorded" from "no ceiling"."""
+    data = copy.deepcopy(_committed("loop"))
+    _loop_without_gate_and_ceiling(data)
+    data["rounds"][0].pop("ratio_to_oracle")
+    top, _ = plots.loop_figure(data).figure.axes
+    legend = [t.get_text() for t in top.get_legend().get_texts()]
+    assert "Bayes-optimal ceiling: not in this run" in legend
+    assert "logging policy: not in this run" in legend
+    assert "served (champion)" in legend
