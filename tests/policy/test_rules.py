@@ -433,7 +433,8 @@ def test_history_reach_names_the_rule_that_reads_furthest_back(
         pytest.param({"max_items_per_channel": 0}, "max_items_per_channel", id="zero-items"),
         pytest.param(
             {"channels": {"Email": {"cooldown_days": 1}, "email": {"cooldown_days": 2}}},
-            r"rules\.yaml: channels: 'email' names channel 'email' a second time",
+            r"rules\.yaml: channels\.email: names channel 'email' a second time \(first: "
+            r"channels\.Email\): keep one of them$",
             id="one-channel-twice",
         ),
         pytest.param(
@@ -1083,18 +1084,51 @@ def test_rules_file_values_are_shown_as_yaml_read_them(
             "read in any case: keep one of them",
             id="hcp-wide-reasons",
         ),
+        pytest.param(
+            "  dismiss_reasons:\n    - not_relevant\n    - other\n    - not_relevant\n",
+            "line 6: rep_plan.dismiss_reasons[2]: 'not_relevant' is listed a second time "
+            "(first: rep_plan.dismiss_reasons[0], line 4): keep one of them",
+            id="dismiss-reason-twice",
+        ),
+        pytest.param(
+            "  dismiss_reasons: [not_relevant, hcp_unavailable]\n"
+            "  hcp_wide_reasons:\n    - hcp_unavailable\n    - hcp_unavailable\n",
+            "line 6: rep_plan.hcp_wide_reasons[1]: 'hcp_unavailable' is listed a second time "
+            "(first: rep_plan.hcp_wide_reasons[0], line 5): keep one of them",
+            id="hcp-wide-reason-twice",
+        ),
     ],
 )
 def test_reason_codes_that_differ_only_in_case_are_refused_naming_both(
     tmp_path: Path, rep_plan: str, said: str
 ) -> None:
     """A reason sent as ``Not_Relevant`` is read in any case: with two codes that
-    differ only in case, which one it is could not be told."""
+    differ only in case, which one it is could not be told. The same code twice is
+    refused as well, at the second, naming the first: a slip that may hide the code
+    meant (and was listed twice wherever the codes are)."""
     path = tmp_path / "rules.yaml"
     path.write_text(f"dismissal_days: 30\nrep_plan:\n{rep_plan}")
     with pytest.raises(RulesError) as refused:
         ServingRules.load(path)
     assert str(refused.value) == f"{path}, {said}"
+
+
+def test_a_channel_capped_twice_is_refused_at_the_second_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    """``rep_visit`` and ``Rep Visit`` are one channel as the catalog spells it: which of
+    their caps holds could not be told, so the file is refused where each is."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "channels:\n  rep_visit:\n    cooldown_days: 1\n  webinar:\n    cooldown_days: 7\n"
+        "  Rep Visit:\n    cooldown_days: 3\n"
+    )
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == (
+        f"{path}, line 6: channels.Rep Visit: names channel 'rep_visit' a second time "
+        "(first: channels.rep_visit, line 2): keep one of them"
+    )
 
 
 def test_hcp_wide_reasons_are_read_in_any_case_as_dismiss_reasons_spell_them(

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from nextbest.contract.schema import (
+    channel_spelling,
     consent_column,
     is_rep_channel,
     near_channel,
@@ -240,8 +241,17 @@ class ServingRules:
                 f"{top.at('channels').file}: 'channels' must be a mapping of channel -> rule"
                 f"{as_read(raw_channels)}"
             )
+        first_named: dict[str, Place] = {}  # a channel as catalogs spell it -> its key
         for name, rule in raw_channels.items():
             where = top.at("channels").at(name)
+            # 'Email' and 'email' cap one channel: which cap holds could not be told.
+            first = first_named.setdefault(channel_spelling(str(name)), where)
+            if first is not where:
+                at = f", line {first.line}" if first.line is not None else ""
+                raise RulesError(
+                    f"{where}: names channel {channel_spelling(str(name))!r} a second time "
+                    f"(first: {first.named}{at}): keep one of them"
+                )
             if not isinstance(rule, Mapping):
                 raise RulesError(f"{where}: expected a mapping{as_read(rule)}")
             _known_fields(rule, CHANNEL_FIELDS, where)
@@ -255,10 +265,8 @@ class ServingRules:
             channels[str(name)] = ChannelRule(
                 cap=cap, cooldown_days=cooldown, consent_required=required
             )
-        try:  # spelled as the catalog spells channels ('Email', 'Rep Visit'), as levers are
-            channels = spelled_as_channels(channels)
-        except ValueError as exc:
-            raise RulesError(f"{top.at('channels')}: {exc}") from None
+        # Spelled as the catalog spells channels ('Email', 'Rep Visit'), as levers are.
+        channels = spelled_as_channels(channels)
         all_channels = None
         if data.get("all_channels") is not None:
             raw = data["all_channels"]
@@ -469,8 +477,9 @@ REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons", "hcp_w
 
 
 def _dismiss_reasons(value: Any, rep_plan: Place) -> list[str]:
-    """``rep_plan.dismiss_reasons``: a non-empty list of codes as text, no two of which
-    differ only in case (a reason is read in any case: see :func:`code_in_any_case`)."""
+    """``rep_plan.dismiss_reasons``: a non-empty list of codes as text, each once, no
+    two of which differ only in case (a reason is read in any case: see
+    :func:`code_in_any_case`)."""
     where = rep_plan.at("dismiss_reasons")
     if not isinstance(value, list) or not value:
         said = "" if isinstance(value, list) else as_read(value)
@@ -483,25 +492,33 @@ def _dismiss_reasons(value: Any, rep_plan: Place) -> list[str]:
                 f"{where.item(n)}: a reason code must be text, e.g. not_relevant"
                 f"{as_read(code, text_wanted=True)}"
             )
-    _refuse_case_twins(value, where)
+    _refuse_twins(value, where)
     return value
 
 
-def _refuse_case_twins(codes: list[str], where: Place) -> None:
-    """Refuse two codes of one list that differ only in case, at the second, naming
-    both: a reason sent in any case (``Not_Relevant`` from a CRM's picklist) could not
-    be told to be one rather than the other. The same code twice is harmless."""
+def _refuse_twins(codes: list[str], where: Place) -> None:
+    """Refuse a code listed twice in one list, or two that differ only in case, at
+    the second, naming both: a reason sent in any case (``Not_Relevant`` from a CRM's
+    picklist) could not be told to be one rather than the other, and the same code
+    twice is a slip that may hide the code meant (listed twice, it was also shown
+    twice wherever the codes are listed)."""
     first_of: dict[str, int] = {}
     for n, code in enumerate(codes):
         first = first_of.setdefault(code.casefold(), n)
-        if codes[first] != code:
-            twin = where.item(first)
-            at = f", line {twin.line}" if twin.line is not None else ""
+        if first == n:
+            continue
+        twin = where.item(first)
+        at = f", line {twin.line}" if twin.line is not None else ""
+        if codes[first] == code:
             raise RulesError(
-                f"{where.item(n)}: {shown(code)} and {shown(codes[first])} "
-                f"({twin.named}{at}) differ only in case, and reason codes are read in any "
-                "case: keep one of them"
+                f"{where.item(n)}: {shown(code)} is listed a second time (first: "
+                f"{twin.named}{at}): keep one of them"
             )
+        raise RulesError(
+            f"{where.item(n)}: {shown(code)} and {shown(codes[first])} "
+            f"({twin.named}{at}) differ only in case, and reason codes are read in any "
+            "case: keep one of them"
+        )
 
 
 def code_in_any_case(code: str, codes: Collection[str]) -> str | None:
@@ -539,7 +556,7 @@ def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[st
                 f"rep_plan.dismiss_reasons {codes}{hint}"
             )
         spelt.append(known)
-    _refuse_case_twins(value, where)
+    _refuse_twins(value, where)
     return tuple(dict.fromkeys(spelt))
 
 
