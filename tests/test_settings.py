@@ -37,7 +37,12 @@ def test_closed_choice_settings_are_read_in_any_case_without_spaces_around(
     ("variable", "written", "said"),
     [
         ("NEXTBEST_EXPLORATION", "soft", "Input should be 'epsilon_greedy' or 'softmax'"),
-        ("NEXTBEST_EXPLORATION", "epsilon greedy", "Input should be 'epsilon_greedy' or"),
+        ("NEXTBEST_EXPLORATION", "epsilon greedy", "(did you mean 'epsilon_greedy'?)"),
+        (
+            "NEXTBEST_EXPLORATION",
+            "Sofmax",
+            "Input should be one of 'epsilon_greedy', 'softmax' (did you mean 'softmax'?)",
+        ),
         ("NEXTBEST_GC_FREEZE", "sometimes", "Input should be a valid boolean"),
     ],
 )
@@ -70,4 +75,12 @@ def test_a_command_takes_a_capitalised_exploration_and_refuses_another_word(
     assert (
         "invalid setting: NEXTBEST_EXPLORATION='soft': Input should be 'epsilon_greedy' or "
         "'softmax'" in " ".join(refused.output.split())
+    )
+    monkeypatch.setenv("NEXTBEST_EXPLORATION", "sofmax")
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["rules", "check"])
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "invalid setting: NEXTBEST_EXPLORATION='sofmax': Input should be one of "
+        "'epsilon_greedy', 'softmax' (did you mean 'softmax'?)" in " ".join(refused.output.split())
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from nextbest.learning.config import load_train_config
 from nextbest.learning.levers import load_levers
@@ -451,15 +452,21 @@ def test_an_api_key_files_errors_show_no_value_read(tmp_path: Path) -> None:
 
 def test_a_word_of_a_closed_set_is_read_in_any_case() -> None:
     read = word_of(("ips", "snips", "dr"))
-    assert [read(v) for v in ("DR", " Snips ", "ips", "d r", "doubly robust", 3, None)] == [
+    assert [read(v) for v in ("DR", " Snips ", "ips", "doubly robust", 3, None)] == [
         "dr",
         "snips",
         "ips",
-        "d r",
         "doubly robust",
         3,
         None,
     ]
+    # A near miss is refused naming the word meant; the field refuses the rest.
+    for typo, meant in (("SNISP", "snips"), ("d r", "dr")):
+        with pytest.raises(PydanticCustomError) as refused:
+            read(typo)
+        assert str(refused.value) == (
+            f"Input should be one of 'ips', 'snips', 'dr' (did you mean '{meant}'?)"
+        )
     # Words differing only in case: which one was meant cannot be told.
     read = word_of(("Low", "low", "high"))
     assert [read(v) for v in ("LOW", "low", "Low", "HIGH")] == ["LOW", "low", "Low", "high"]

@@ -452,6 +452,7 @@ def validated(
 def word_of(words: Sequence[str]) -> Callable[[Any], Any]:
     """For a setting that is one of ``words`` (a ``Literal``): a reading of a value
     that takes it in any case and without the spaces around it (``DR `` is ``dr``);
+    a value near one word (``snisp``) is refused naming it (:func:`refuse_a_near_miss`),
     anything else is left as it is, for the field to refuse. Used as pydantic's
     ``BeforeValidator(word_of(...))``. Words that differ only in case are not read
     in any case: which one was meant could not be told."""
@@ -463,9 +464,28 @@ def word_of(words: Sequence[str]) -> Callable[[Any], Any]:
         if not isinstance(value, str):
             return value
         found = folded.get(value.strip().casefold(), [])
+        if not found:
+            refuse_a_near_miss(value.strip().casefold(), list(words))
         return found[0] if len(found) == 1 else value
 
     return read
+
+
+def refuse_a_near_miss(value: str, choices: Sequence[str]) -> None:
+    """Refuse ``value`` when it is not one of ``choices`` but near one, naming it (a
+    literal's error, with "did you mean"); a value near none is left to the literal.
+    For pydantic validators: every closed set of words a request or a setting takes."""
+    from pydantic_core import PydanticCustomError
+
+    if value not in choices and (
+        near := difflib.get_close_matches(value, choices, n=1, cutoff=0.75)
+    ):
+        listed = ", ".join(f"'{c}'" for c in choices)
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be one of {listed} (did you mean '{near}'?)",
+            {"near": near[0], "listed": listed},
+        )
 
 
 def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:

@@ -484,7 +484,17 @@ def test_costs_count_against_the_action_taken() -> None:
     ("text", "match"),
     [
         ("estimator: magic\n", "estimator"),
-        ("estimator: d r\n", r"estimator: Input should be 'ips', 'snips' or 'dr' \(read 'd r'"),
+        ("estimator: ipw\n", r"estimator: Input should be 'ips', 'snips' or 'dr' \(read 'ipw'"),
+        (  # a typo of a word: the word meant, in any case
+            "margin: 0.0\nestimator: SNISP\n",
+            r"gate\.yaml, line 2: estimator: Input should be one of 'ips', 'snips', 'dr' "
+            r"\(did you mean 'snips'\?\) \(read 'SNISP', text\)$",
+        ),
+        (
+            "criterion: lowerbound\n",
+            r"line 1: criterion: Input should be one of 'lower_bound', 'margin' "
+            r"\(did you mean 'lower_bound'\?\) \(read 'lowerbound', text\)$",
+        ),
         ("min_decisions: 0\n", "min_decisions"),
         ("surprise: 1\n", "surprise"),
         ("estimator: [\n", r"gate\.yaml, line 2, column 1: not valid YAML: expected the node"),

@@ -6,7 +6,6 @@ the same schema and reject a bad one on its own, by what is wrong with it.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from nextbest.storage.repository import (
     FeedbackEventType,
     FeedbackRecord,
 )
+from nextbest.yamlfile import refuse_a_near_miss
 
 MAX_FEEDBACK_BATCH = 5000
 
@@ -122,20 +122,6 @@ def _lower_case(value: object) -> object:
                 {"listed": f"{', '.join(quoted[:-1])} or {quoted[-1]}", "instead": instead},
             )
     return value
-
-
-def refuse_a_near_miss(value: str, choices: Sequence[str]) -> None:
-    """Refuse ``value`` when it is not one of ``choices`` but near one, naming it (a
-    literal's error, with "did you mean"); a value near none is left to the literal."""
-    if value not in choices and (
-        near := difflib.get_close_matches(value, choices, n=1, cutoff=0.75)
-    ):
-        listed = ", ".join(f"'{c}'" for c in choices)
-        raise PydanticCustomError(
-            "literal_error",
-            "Input should be one of {listed} (did you mean '{near}'?)",
-            {"near": near[0], "listed": listed},
-        )
 
 
 # An HCP id as every route takes it (recommendations, batches, feedback): an empty
