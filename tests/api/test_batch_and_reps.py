@@ -1283,10 +1283,36 @@ def test_an_hcp_id_sent_as_a_number_is_refused_saying_to_quote_it(client: TestCl
     fed = client.post("/v1/feedback", json={"events": [event]})
     assert fed.status_code == 422
     assert fed.json()["rejected"][0]["message"] == f"hcp_id: {said}"
-    # Other things that are no text keep pydantic's words.
-    ids[517] = None  # type: ignore[call-overload]
-    nothing = client.post("/v1/recommendations/batch", json={"hcp_ids": ids})
-    assert nothing.json()["detail"][0]["msg"] == "Input should be a valid string"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kind"),
+    [(None, "null"), ({"id": "H000001"}, "an object"), (["H000001"], "a list"), (True, "true")],
+)
+def test_an_hcp_id_that_is_no_text_is_refused_naming_the_item(
+    client: TestClient, sent: object, kind: str
+) -> None:
+    """A null, an object or true among the ids got pydantic's "Input should be a valid
+    string": each route names the item and says what an HCP id is, as for a number."""
+    said = f"an HCP id is text, not {kind}: send the id, as the hcps file writes it"
+    batch = client.post("/v1/recommendations/batch", json={"hcp_ids": ["H000001", sent, "H3"]})
+    assert batch.status_code == 422
+    (detail,) = batch.json()["detail"]
+    assert detail["loc"] == ["body", "hcp_ids", 1] and detail["msg"] == said, detail
+    one = client.post("/v1/recommendations", json={"hcp_id": sent})
+    assert one.status_code == 422
+    assert one.json()["detail"][0]["msg"] == said
+    events = [
+        {"event_id": "n-1", "event_type": "opened", "hcp_id": sent},
+        {"event_id": sent, "event_type": "opened", "hcp_id": "H000001"},
+    ]
+    fed = client.post("/v1/feedback", json={"events": events})
+    assert fed.status_code == 422
+    assert [r["message"] for r in fed.json()["rejected"]] == [
+        f"hcp_id: {said}",
+        f"event_id: an event_id is text, not {kind}: send the id, the same on every resend "
+        "of the event",
+    ]
 
 
 def test_batch_ids_are_read_without_surrounding_spaces_and_with_their_case(

@@ -335,9 +335,9 @@ def test_an_opt_out_read_past_several_fields_says_each_in_the_fields_order() -> 
     ("sent", "said"),
     [
         ({"hcp_id": "h" * 200}, "hcp_id: String should have at most 128 characters"),
-        ({"hcp_id": None}, "hcp_id: Input should be a valid string"),
+        ({"hcp_id": None}, "hcp_id: an HCP id is text, not null: send the id, as the hcps "),
         ({"event_id": ""}, "event_id: String should have at least 1 character"),
-        ({"event_id": 7}, "event_id: Input should be a valid string"),
+        ({"event_id": 7}, 'event_id: an event_id is text, not a number: send it quoted ("7")'),
     ],
     ids=["long-hcp", "no-hcp", "empty-id", "id-number"],
 )

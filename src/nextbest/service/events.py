@@ -128,14 +128,33 @@ def _lower_case(value: object) -> object:
 # id or one longer than any data file's could name no HCP, and would be echoed back.
 def _an_id_is_text(value: object) -> object:
     """Refuse a number sent as an HCP id saying to quote it: a system keyed by numbers
-    sends ``12345`` for the hcps file's ``12345`` (and ``123`` for its ``00123``)."""
+    sends ``12345`` for the hcps file's ``12345`` (and ``123`` for its ``00123``); and
+    anything else that is no text (null, an object) saying an HCP id is text."""
+    return _id_as_text(value, "an HCP id", "as the hcps file writes it")
+
+
+def _an_event_id_is_text(value: object) -> object:
+    """:func:`_an_id_is_text` for an event's idempotency key."""
+    return _id_as_text(value, "an event_id", "the same on every resend of the event")
+
+
+def _id_as_text(value: object, what: str, sent_as: str) -> object:
+    """``value`` as it is when it is text, for the field to check; an id sent as
+    anything else is refused in a ``string_type`` error saying ``what`` it is (``an
+    HCP id``) is text, and to send it quoted (a number) or send the id (null, true,
+    an object, a list), ``sent_as`` (``as the hcps file writes it``)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         # Formatted here (a number holds no braces): no context to echo in the answer.
         quoted_id = f' ("{value}")' if abs(value) < 1e40 else ""
+        said = f"{what} is text, not a number: send it quoted{quoted_id}, {sent_as}"
+        raise PydanticCustomError("string_type", said)
+    if value is None or isinstance(value, bool | dict | list):
+        if isinstance(value, bool):
+            kind = "true" if value else "false"
+        else:
+            kind = "null" if value is None else "an object" if isinstance(value, dict) else "a list"
         raise PydanticCustomError(
-            "string_type",
-            f"an HCP id is text, not a number: send it quoted{quoted_id}, as the hcps file "
-            "writes it",
+            "string_type", f"{what} is text, not {kind}: send the id, {sent_as}"
         )
     return value
 
@@ -236,7 +255,7 @@ class FeedbackEventCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    event_id: str = Field(
+    event_id: Annotated[str, BeforeValidator(_an_event_id_is_text)] = Field(
         min_length=1, max_length=STORED_LENGTHS["event_id"], description="Idempotency key."
     )
     event_type: Annotated[FeedbackEventType, BeforeValidator(_lower_case)]
