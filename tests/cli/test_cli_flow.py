@@ -1633,6 +1633,37 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     assert not missing.parent.exists()
 
 
+def test_db_downgrade_refuses_to_run_when_the_schema_moved_while_it_asked(
+    env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is run is what was shown: a second operator downgrading the database
+    while the first is asked, the first one's confirmed run is refused naming both
+    revisions, and the database stays where the second left it."""
+    from nextbest.storage.db import downgrade, migrate, schema_revisions
+
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    assert migrate(database_url) == (None, "0012")
+
+    def another_operator_first(question: str) -> bool:
+        assert downgrade(database_url, "0011") == ("0012", "0011")
+        return True
+
+    monkeypatch.setattr("nextbest.cli.serve._on_a_terminal", lambda: True)
+    monkeypatch.setattr("nextbest.cli.serve._confirmed", another_operator_first)
+    result = runner.invoke(app, ["db", "downgrade", "0010"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert "downgrading from revision 0012 to 0010 undoes: 0012" in said, said
+    assert (
+        "error: db downgrade 0010: the database's schema moved from revision 0012, which "
+        "the downgrade was planned from, to 0011 since (another operator, or a server "
+        "upgrading it at start): run the downgrade again to see what it undoes now; "
+        "nothing was changed"
+    ) in said, said
+    assert schema_revisions(database_url)[0] == "0011"
+
+
 def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
     env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -749,6 +749,29 @@ def test_a_downgrade_plan_names_what_each_step_down_drops(database_url: str) -> 
         downgrade_plan(database_url, "0012")
 
 
+def test_a_downgrade_is_refused_when_the_schema_moved_since_it_was_planned(
+    database_url: str,
+) -> None:
+    """`nextbest db downgrade` shows what it drops, asks, then downgrades: a server
+    upgrading the database at start in between made it drop what 0012 added, which
+    was never shown. Read again under the migration lock, a moved revision refuses
+    the run, naming both, and nothing changes."""
+    assert migrate(database_url, revision="0011") == (None, "0011")
+    planned_from, undone = downgrade_plan(database_url, "0010")
+    assert planned_from == "0011" and [step.revision for step in undone] == ["0011"]
+    assert migrate(database_url) == ("0011", "0012")  # a server starting meanwhile
+    with pytest.raises(DowngradeTargetError) as refused:
+        downgrade(database_url, "0010", planned_from=planned_from)
+    assert str(refused.value) == (
+        "the database's schema moved from revision 0011, which the downgrade was planned "
+        "from, to 0012 since (another operator, or a server upgrading it at start): run "
+        "the downgrade again to see what it undoes now"
+    )
+    assert _current_revision(database_url) == "0012"
+    # Planned from where it is, it runs.
+    assert downgrade(database_url, "0010", planned_from="0012") == ("0012", "0010")
+
+
 def _migrate_at(url: str, start: float) -> str:
     """Run in a worker process: wait for the common start time, then migrate."""
     while time.time() < start:

@@ -300,9 +300,12 @@ def _migrate_schema(
     try:
         if downgrade_to is None:
             return migrate(url)
-        if confirm is not None:
-            confirm(*downgrade_plan(url, downgrade_to))
-        return downgrade(url, downgrade_to)
+        if confirm is None:
+            return downgrade(url, downgrade_to)
+        planned_from, undone = downgrade_plan(url, downgrade_to)
+        confirm(planned_from, undone)
+        # Run only from the revision confirmed: the database may have moved meanwhile.
+        return downgrade(url, downgrade_to, planned_from=planned_from)
     except DowngradeTargetError as exc:
         raise _fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
@@ -461,9 +464,10 @@ def db_downgrade(
     older one. What the migrations undone added is deleted, with its data: they are
     listed with the tables, columns and indexes they drop, and asked about first
     (--yes: not); back the database up first (docs/operations.md, 'Upgrading and
-    rolling back'). One transaction: a failure leaves the schema as it was. Exit
-    code 2 when nothing was changed (a target refused, no --yes off a terminal, not
-    confirmed)."""
+    rolling back'). One transaction: a failure leaves the schema as it was, and so
+    does a database moved to another revision since the list was read. Exit code 2
+    when nothing was changed (a target refused, no --yes off a terminal, not
+    confirmed, the revision moved)."""
     settings = _settings()
     shown = without_password(settings.resolved_database_url)
 

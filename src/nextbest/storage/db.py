@@ -745,11 +745,24 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
 
 
 def _migrate_in_transaction(
-    connection: Connection, revision: str, *, upgrade: bool, down: bool = False
+    connection: Connection,
+    revision: str,
+    *,
+    upgrade: bool,
+    down: bool = False,
+    planned_from: str | None = None,
 ) -> tuple[str | None, str | None]:
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
     before = MigrationContext.configure(connection).get_current_revision()
+    if planned_from is not None and before != planned_from:
+        # Read under the lock: what the operator was shown is what is run, or nothing.
+        raise DowngradeTargetError(
+            f"the database's schema moved from revision {planned_from}, which the "
+            f"downgrade was planned from, to {before} since (another operator, or a "
+            "server upgrading it at start): run the downgrade again to see what it "
+            "undoes now"
+        )
     if before is not None:
         try:
             script.get_revision(before)
@@ -770,7 +783,8 @@ def _migrate_in_transaction(
 
 class DowngradeTargetError(ValueError):
     """A downgrade asked for a revision this release does not know, or not below the
-    database's; nothing was changed."""
+    database's, or planned from a revision the database has left since; nothing was
+    changed."""
 
 
 def _check_downgrade(script: ScriptDirectory, before: str | None, revision: str) -> None:
@@ -793,15 +807,25 @@ def _check_downgrade(script: ScriptDirectory, before: str | None, revision: str)
 
 
 def _migrate_locked(
-    engine: Engine, revision: str, *, upgrade: bool = True, down: bool = False
+    engine: Engine,
+    revision: str,
+    *,
+    upgrade: bool = True,
+    down: bool = False,
+    planned_from: str | None = None,
 ) -> tuple[str | None, str | None]:
+    def migrating(connection: Connection) -> tuple[str | None, str | None]:
+        return _migrate_in_transaction(
+            connection, revision, upgrade=upgrade, down=down, planned_from=planned_from
+        )
+
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             with sqlite_migration_transaction(connection):
-                return _migrate_in_transaction(connection, revision, upgrade=upgrade, down=down)
+                return migrating(connection)
         _lock_for_migration(connection)
         try:
-            revisions = _migrate_in_transaction(connection, revision, upgrade=upgrade, down=down)
+            revisions = migrating(connection)
         except BaseException as exc:
             connection.rollback()
             if _is_lock_timeout(exc):
@@ -840,9 +864,14 @@ def migrate(
         engine.dispose()
 
 
-def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
+def downgrade(
+    url: str, revision: str, *, planned_from: str | None = None
+) -> tuple[str | None, str | None]:
     """Downgrade the database schema at ``url`` to ``revision`` (an older one), to roll
     the code back past a migration; returns the revision before and after.
+    ``planned_from``: the revision :func:`downgrade_plan` found, whose undoing an
+    operator confirmed; a database at another one by the time the migration lock is
+    held is refused (:class:`DowngradeTargetError` naming both, nothing changed).
 
     Run as upgrades are: one transaction under the migration lock, foreign keys
     checked on SQLite before it commits, and on PostgreSQL each statement waits at
@@ -857,7 +886,7 @@ def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
         raise DowngradeTargetError(f"there is no database file {missing}: nothing to downgrade")
     engine = make_engine(url)
     try:
-        return _migrate_locked(engine, revision, down=True)
+        return _migrate_locked(engine, revision, down=True, planned_from=planned_from)
     finally:
         engine.dispose()
 
