@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -215,3 +216,50 @@ def test_evaluate_keeps_the_gate_config_it_read_and_logs_its_counts_whole(
     assert evaluation.run_id is not None
     assert client.get_run(evaluation.run_id).data.params["gate.file"] == "built-in defaults"
     assert client.list_artifacts(evaluation.run_id, "config") == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "promote"])
+def test_evaluate_and_promote_read_each_alias_once_for_the_versions_they_judge(
+    loop_world: LoopWorld,
+    honest_copy: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """The command read the champion and challenger aliases to say what it judges,
+    and the gate read them again to judge: with a remote registry, a round trip
+    each, and an alias moved in between made it judge another version than it said.
+    Counted on the real MLflow client of a real store: both are read once for the
+    judging; evaluate reads the champion again under the decision lock (the verdict
+    is recorded only against the champion it judged), promote the challenger first
+    (none: a retried promotion may have promoted it already)."""
+    settings = honest_copy
+    challenger = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    (tmp_path / "gate.yaml").write_text("evaluation_share: 0.3\nmin_decisions: 1\n")
+    read: list[str] = []
+    by_alias = mlflow.MlflowClient.get_model_version_by_alias
+
+    def counted(client: mlflow.MlflowClient, name: str, alias: str) -> Any:
+        read.append(alias)
+        return by_alias(client, name, alias)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", counted)
+    env = {
+        "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir),
+        "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
+    }
+    get_settings.cache_clear()
+    try:
+        args = [command, "--config", str(tmp_path / "gate.yaml")]
+        result = CliRunner().invoke(app, args, env=env)
+    finally:
+        get_settings.cache_clear()
+    said = " ".join(result.output.split())
+    assert isinstance(result.exception, SystemExit | None), result.exception
+    assert result.exit_code in (0, 1), said  # judged, whichever the verdict
+    assert f"challenger v{challenger}" in said, said
+    judging = ["champion", "challenger"]
+    if command == "evaluate":
+        assert read == [*judging, "champion"], read
+    else:
+        assert read == ["challenger", *judging], read

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,6 +23,9 @@ from nextbest.cli.output import _fail, _minute, _note, _working, console
 from nextbest.cli.process import _interruptible_as_ctrl_c
 from nextbest.settings import Settings
 
+if TYPE_CHECKING:  # the gate is imported by the commands that run it
+    from nextbest.loop.gate import Judging
+
 
 def _say_finished(finished: Any) -> None:
     """Say what was written of a decision killed after the champion moved (a
@@ -39,28 +42,27 @@ def _say_finished(finished: Any) -> None:
     )
 
 
-def _judged(settings: Settings, version: int | None) -> str | None:
-    """The version evaluate and promote judge as the challenger, named, when it is
-    not the one alias 'challenger' names (``version``: --version's); None when it is
-    that one ("challenger" then says which). With nothing to judge (no champion, no
-    challenger, the challenger is the champion) it stops here, before any line of a
-    gate that would not run."""
+def _judged(settings: Settings, version: int | None) -> Judging:
+    """The versions evaluate and promote compare, read once and passed to the gate
+    (``version``: --version's): what they say they judge is what is judged. With
+    nothing to judge (no champion, no challenger, the challenger is the champion) it
+    stops here, before any line of a gate that would not run."""
     from nextbest import registry
-    from nextbest.loop.gate import CHALLENGER, GateError, judged_as, versions_judged
+    from nextbest.loop.gate import GateError, versions_judged
 
-    named = None if version is None else str(version)
     try:
-        versions_judged(settings, named)
+        return versions_judged(settings, None if version is None else str(version))
     except (GateError, registry.RegistryError) as exc:
         raise _fail(str(exc)) from None
-    judged = judged_as(settings, named)
-    return None if judged == CHALLENGER else judged
 
 
-def _judging(judged: str | None) -> str:
-    """What evaluate and promote say while the gate works (``judged``: :func:`_judged`)."""
-    if judged:
-        return f"evaluating {judged} against the champion"
+def _judging(judging: Judging) -> str:
+    """What evaluate and promote say while the gate works (``judging``: :func:`_judged`):
+    the version judged named when it is not the one alias 'challenger' names."""
+    from nextbest.loop.gate import CHALLENGER
+
+    if judging.judged != CHALLENGER:
+        return f"evaluating {judging.judged} against the champion"
     return "evaluating challenger vs champion"
 
 
@@ -131,16 +133,17 @@ def evaluate(
         raise _fail(str(exc)) from None
     if version is None:
         _note_challenger_unset(settings)
-    judged = _judged(settings, version)
+    judging = _judged(settings, version)
     _say_gate_config(gate, config)
     try:
-        with _working(_judging(judged)):
+        with _working(_judging(judging)):
             evaluation = run_evaluate(
                 settings,
                 config=gate,
                 since=since_at,
                 version=named,
                 runs_deleted=runs_deleted,
+                judging=judging,
             )
     except GateError as exc:
         raise _fail(str(exc)) from None
@@ -250,12 +253,12 @@ def promote(
             return True
         if version is None:
             _note_challenger_unset(settings)
-        judged = _judged(settings, version)
+        judging = _judged(settings, version)
         _say_gate_config(gate, config)
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
             # moving the champion ends KILLED, saying whether it moved, not RUNNING.
-            with _interruptible_as_ctrl_c(), _working(_judging(judged)):
+            with _interruptible_as_ctrl_c(), _working(_judging(judging)):
                 evaluation = run_promote(
                     settings,
                     config=gate,
@@ -264,6 +267,7 @@ def promote(
                     reason=reason,
                     version=None if version is None else str(version),
                     runs_deleted=runs_deleted,
+                    judging=judging,
                 )
         except GateError as exc:
             raise _fail(str(exc)) from None

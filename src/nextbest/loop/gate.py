@@ -479,7 +479,12 @@ def judged_as(settings: Settings, version: str | None) -> str:
         aliased = registry.alias_version(settings, CHALLENGER)
     except registry.RegistryError:
         aliased = None  # the gate itself says what is wrong with the registry
-    return CHALLENGER if aliased == str(version) else f"version {version}"
+    return _called(str(version), aliased)
+
+
+def _called(version: str, aliased: str | None) -> str:
+    """:func:`judged_as` of ``version``, the challenger alias naming ``aliased``."""
+    return CHALLENGER if aliased == version else f"version {version}"
 
 
 def _differing_said(
@@ -668,9 +673,21 @@ def history_baseline(model: ScoringModel, hcp_ids: pd.Series) -> np.ndarray | No
     return np.where(rows >= 0, values, np.nan).astype(np.float64)
 
 
-def versions_judged(settings: Settings, version: str | None = None) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Judging:
+    """The versions a gate compares, as the registry's aliases named them when read
+    (:func:`versions_judged`): read once per command and passed on, so that what it
+    says it judges is what it judges, and a remote registry is asked once."""
+
+    champion: str
+    challenger: str
+    # What the gate calls the challenger (:func:`judged_as`).
+    judged: str = CHALLENGER
+
+
+def versions_judged(settings: Settings, version: str | None = None) -> Judging:
     """The champion's version and the one the gate judges against it: the challenger
-    alias's, or ``version`` (``--version``), as (champion, challenger).
+    alias's, or ``version`` (``--version``), and what the gate calls that one.
 
     Raises:
         GateError: no champion, no challenger (or no such version), or the challenger
@@ -679,7 +696,7 @@ def versions_judged(settings: Settings, version: str | None = None) -> tuple[str
     champion_version = registry.alias_version(settings, CHAMPION)
     if champion_version is None:
         raise _no_champion(settings, "; train one with `nextbest train --data DIR`")
-    aliased = registry.alias_version(settings, CHALLENGER) if version is None else None
+    aliased = registry.alias_version(settings, CHALLENGER)
     if version is not None:
         challenger_version = _registered(settings, version)
         if challenger_version == champion_version:
@@ -687,7 +704,8 @@ def versions_judged(settings: Settings, version: str | None = None) -> tuple[str
                 f"version {challenger_version} of model '{settings.model_name}' is the "
                 "champion already: nothing to compare (`nextbest models` lists the versions)"
             )
-    elif aliased is None:
+        return Judging(champion_version, challenger_version, _called(challenger_version, aliased))
+    if aliased is None:
         raise GateError(
             f"model '{settings.model_name}' has no '{CHALLENGER}' version; "
             "train one with `nextbest retrain --data DIR`, or name a registered version "
@@ -699,9 +717,7 @@ def versions_judged(settings: Settings, version: str | None = None) -> tuple[str
             f"itself (version {champion_version}): nothing to compare; train a new challenger "
             "with `nextbest retrain --data DIR`"
         )
-    else:
-        challenger_version = aliased
-    return champion_version, challenger_version
+    return Judging(champion_version, aliased)
 
 
 def evaluate(
@@ -712,13 +728,16 @@ def evaluate(
     log: bool = True,
     version: str | None = None,
     runs_deleted: bool = False,
+    judging: Judging | None = None,
 ) -> Evaluation:
     """Evaluate the registry's challenger against its champion on the logged decisions.
 
     Every logged decision with an outcome (at or after ``since``) in the reserved
     share counts, whichever version served it. ``version``: a registered version
     to evaluate as the challenger instead of the one alias ``challenger`` names (a
-    version rolled back, an earlier one); no alias changes.
+    version rolled back, an earlier one); no alias changes. ``judging``: the two
+    versions as the caller read them (:func:`versions_judged` of ``version``), to
+    judge those rather than read the aliases again; None: read here.
 
     ``log``: record the verdict (an MLflow run of the evaluation experiment and the
     challenger's ``gate`` tag) as a promotion records its own: not in a tracking
@@ -737,8 +756,10 @@ def evaluate(
     """
     if log:  # before the registry is read through MLflow: that opens the tracking store
         check_tracking_store(settings, "evaluation", version=version, runs_deleted=runs_deleted)
-    champion_version, challenger_version = versions_judged(settings, version)
-    judged = judged_as(settings, None if version is None else challenger_version)
+    if judging is None:
+        judging = versions_judged(settings, version)
+    champion_version, challenger_version = judging.champion, judging.challenger
+    judged = judging.judged
     check_evaluation_share(
         settings,
         config,
@@ -916,12 +937,16 @@ def promote(
     reason: str | None = None,
     version: str | None = None,
     runs_deleted: bool = False,
+    judging: Judging | None = None,
 ) -> Evaluation:
     """Evaluate, and move ``champion`` to the challenger if the gate passes (or ``force``).
 
     ``version``: a registered version to judge and promote instead of the one
     alias ``challenger`` names (a version rolled back, an earlier one), by the same
-    gate; the ``challenger`` alias then stays where it is.
+    gate; the ``challenger`` alias then stays where it is. ``judging``: the versions
+    as the caller read them (:func:`versions_judged`), holding the decision lock
+    (:func:`nextbest.registry.deciding_alone`) after any unfinished decision was
+    finished, as this would read them; None: read here.
 
     The old champion keeps alias ``previous_champion`` and stays in the
     ``champion_history`` tag, so ``rollback`` can restore it; the promoted version
@@ -963,7 +988,9 @@ def promote(
     with contextlib.suppress(registry.RegistryError):
         registry.take_off_not_made(settings)
     try:
-        evaluation = evaluate(settings, config=config, since=since, log=False, version=version)
+        evaluation = evaluate(
+            settings, config=config, since=since, log=False, version=version, judging=judging
+        )
     except (NoEvidenceError, ChampionUnloadableError) as exc:
         if not force:
             raise
