@@ -177,6 +177,29 @@ BAD_INPUTS = [
         id="interactions-missing-column",
     ),
     pytest.param(
+        Case(files=lambda path: shutil.copy(path / "catalog.csv", path / "hcps.csv")),
+        at(
+            "hcps.csv",
+            None,
+            None,
+            "has every required column of a catalog file (action_id, channel, content_id, "
+            "topic, content_type, approved_from) and not those of an hcps file: is it the "
+            "catalog file, written or copied under this file's name?",
+        ),
+        id="catalog-given-as-hcps",
+    ),
+    pytest.param(
+        Case(files=lambda path: shutil.copy(path / "hcps.csv", path / "interactions.csv")),
+        at(
+            "interactions.csv",
+            None,
+            None,
+            "has every required column of an hcps file (hcp_id, specialty, territory_id) "
+            "and not those of an interactions file: is it the hcps file,",
+        ),
+        id="hcps-given-as-interactions",
+    ),
+    pytest.param(
         cell("hcps", 3, "hcp_id", "H1"),
         at("hcps.csv", 3, "hcp_id", "duplicate hcp_id 'H1' (first in row 1)"),
         id="duplicate-hcp-id",

@@ -42,6 +42,14 @@ OPTIONAL_INTERACTION_COLUMNS: Final = (
     "recommendation_id",
 )
 
+#: The columns each table of a data set needs, by table: a file lacking its own but
+#: holding another's is that table under the wrong name (see ``validate._start``).
+REQUIRED_COLUMNS: Final = {
+    HCPS: REQUIRED_HCP_COLUMNS,
+    CATALOG: REQUIRED_CATALOG_COLUMNS,
+    INTERACTIONS: REQUIRED_INTERACTION_COLUMNS,
+}
+
 #: Every column the contract names: a header names one of them, a title line or a
 #: row of values none (see ``files._refuse_lines_above_header``).
 CONTRACT_COLUMNS: Final = frozenset(

@@ -30,6 +30,7 @@ from nextbest.contract.schema import (
     OPTIONAL_INTERACTION_COLUMNS,
     REFUSED_NULL_WORDS,
     REQUIRED_CATALOG_COLUMNS,
+    REQUIRED_COLUMNS,
     REQUIRED_HCP_COLUMNS,
     REQUIRED_INTERACTION_COLUMNS,
     channel_spelling,
@@ -584,6 +585,17 @@ def _start(
         if name in seen:
             log.add("duplicate column", column=name)
         seen.add(name)
+    if any(column not in seen for column in required):
+        # The wrong file given (the catalog saved as hcps.csv): said as such, not only
+        # as each of this table's columns missing.
+        for table, columns in REQUIRED_COLUMNS.items():
+            if set(columns) != set(required) and seen.issuperset(columns):
+                log.add(
+                    f"has every required column of {_a_file(table)} "
+                    f"({', '.join(columns)}) and not those of {_table_said(required)}: is "
+                    f"it the {table} file, written or copied under this file's name? Give "
+                    "each table its own file (docs/data.md)"
+                )
     # 'HCP_ID', 'Territory ID', 'territory-id': the column meant, spelled otherwise.
     meant_by = {column_spelling(column): column for column in known}
     otherwise: dict[str, list[str]] = {}
@@ -614,6 +626,20 @@ def _start(
     # Without its columns nothing else can be checked meaningfully.
     log.raise_if_any()
     return raw
+
+
+def _table_said(required: tuple[str, ...]) -> str:
+    """'an hcps file' for the columns a table of :data:`REQUIRED_COLUMNS` requires, else
+    what else needs them ('a file of hcp_id, territory_id': a territory alignment)."""
+    for table, columns in REQUIRED_COLUMNS.items():
+        if set(columns) == set(required):
+            return _a_file(table)
+    return f"a file of {', '.join(required)}"
+
+
+def _a_file(table: str) -> str:
+    """'an hcps file', 'a catalog file', 'an interactions file'."""
+    return f"{'an' if table[0] in 'aeiouh' else 'a'} {table} file"
 
 
 def column_spelling(name: str) -> str:
