@@ -1207,6 +1207,27 @@ def test_work_without_a_bar_is_said_off_a_terminal(env_settings: Path, tmp_path:
     assert done and done[0] > started, said
 
 
+def test_validate_says_it_is_reading_the_files_while_it_does(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """Checking a history of millions of rows takes a minute or more: off a terminal
+    validate says when it starts reading the files and when it is done, as the other
+    long steps do, not nothing until the report."""
+    world = tmp_path / "world"
+    run_ok("simulate", "--out", str(world), "--hcps", "100", "--periods", "8")
+    result = runner.invoke(app, ["validate", "--data", str(world)])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    started = lines.index(f"reading and checking the files in {world} ...")
+    done = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith(f"reading and checking the files in {world}: done (")
+    ]
+    assert done and done[0] > started, result.stderr
+    assert result.stdout.startswith("ok: 100 HCPs"), result.stdout
+
+
 def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
     env_settings: Path, tmp_path: Path
 ) -> None:

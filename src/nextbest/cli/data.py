@@ -50,7 +50,9 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
 
     # What training will get is counted with the config `train` would read.
     train_config = _train_config(config)
-    dataset = _load(data)
+    # A history of millions of rows takes a minute or more to read and check.
+    with _working(f"reading and checking the files in {data}"):
+        dataset = _load(data)
     # The files keep the contract, but a pipeline gating on validate must not pass
     # data train refuses: the same exit code as a broken contract, said last (where
     # it is read) and not announced as "ok" first.
