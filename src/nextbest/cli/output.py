@@ -93,16 +93,19 @@ HEARTBEAT_S = 60.0
 def _working(what: str) -> Iterator[None]:
     """A spinner saying ``what`` on a terminal; elsewhere (a cron job's log, CI) a
     line when the work starts and one when it is done, as :class:`_Steps` says its
-    steps: a spinner is not drawn there, and a long evaluation showed nothing."""
+    steps: a spinner is not drawn there, and a long evaluation showed nothing.
+    ``what`` is text, not markup: it may quote a path (``data[1]``)."""
+    from rich.markup import escape
+
     if console.is_terminal:
-        with console.status(what):
+        with console.status(escape(what)):
             yield
         return
     started = time.monotonic()
-    console.print(f"{what} ...", highlight=False)
+    console.print(f"{what} ...", highlight=False, markup=False)
     yield
     took = timedelta(seconds=round(time.monotonic() - started))
-    console.print(f"{what}: done ({took})", highlight=False)
+    console.print(f"{what}: done ({took})", highlight=False, markup=False)
 
 
 class _Steps(Progress):
