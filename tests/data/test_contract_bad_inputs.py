@@ -823,6 +823,9 @@ def test_ids_a_spreadsheet_wrote_in_scientific_notation_are_said_to_be(
             ("hcps.csv", "hcp_id", "1.2E+05"),
             ("catalog.csv", "action_id", "1,23457E+11"),
         )
+    ] + [
+        "interactions.csv: its hcp_id and action_id are checked against the hcps and "
+        "catalog files once those are valid"
     ]
     # Rewritten in the interactions only: unknown ids, said the same way (and not taken
     # for catalog rows deleted).
@@ -863,6 +866,36 @@ def test_hcps_and_catalog_problems_are_reported_together(
         load_dataset(write_tables(tables))
     assert {p.file for p in caught.value.problems} == {"hcps.csv", "catalog.csv"}
     assert caught.value.total == 2
+
+
+def test_interactions_cells_are_checked_while_hcps_or_catalog_are_refused(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """An export from one locale breaks every file the same way (a decimal comma in
+    the catalog's cost and in the interactions' outcome): one run names both, so the
+    files are fixed in one pass, not the catalog first and the history a run later.
+    Only what needs the other files (an hcp_id or action_id they list, a channel
+    matching the catalog's) waits for them to be valid: an unknown id is not said."""
+    tables["catalog"].loc[1, "cost"] = "150,5"
+    tables["interactions"].loc[0, "outcome"] = "2,5"
+    tables["interactions"].loc[1, "hcp_id"] = "H9"  # unknown: not checked yet
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert [str(problem) for problem in caught.value.problems] == [
+        "catalog.csv, row 2, column 'cost': '150,5' is not a number (write decimals with '.')",
+        "interactions.csv, row 1, column 'outcome': '2,5' is not a number (write decimals "
+        "with '.')",
+    ]
+    assert [str(hint) for hint in caught.value.hints] == [
+        "interactions.csv: its hcp_id and action_id are checked against the hcps and "
+        "catalog files once those are valid"
+    ]
+    # Interactions without a problem of their own add nothing: the hint says what waits.
+    tables["interactions"].loc[0, "outcome"] = "2.5"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, name="history_fine"))
+    assert [problem.file for problem in caught.value.problems] == ["catalog.csv"]
+    assert len(caught.value.hints) == 1
 
 
 def test_problem_and_error_render_and_pickle() -> None:

@@ -23,6 +23,7 @@ from nextbest.contract.schema import (
     consent_column,
 )
 from nextbest.contract.validate import (
+    check_interactions_alone,
     validate_catalog,
     validate_hcps,
     validate_id_list,
@@ -154,12 +155,31 @@ def load_dataset(data_dir: Path | str) -> Dataset:
 
     Each table is ``<name>.csv`` or ``<name>.parquet`` (exactly one of them). Raises
     :class:`ContractError` listing every problem found: missing or ambiguous files
-    first, then problems in hcps and catalog together, then in interactions (whose
-    references can only be checked once the other two are valid).
+    first, then problems in hcps and catalog together, then in interactions: its
+    own cells even while the other two are refused, its references (ids the other
+    files list, channels the catalog gives) once they are valid.
     """
     data_dir = Path(data_dir)
     paths = _find_tables(data_dir)
-    hcps, catalog = _hcps_and_catalog(paths)
+    try:
+        hcps, catalog = _hcps_and_catalog(paths)
+    except ContractError as refused:
+        # The history's own problems are said in the same run (one locale's export
+        # breaks every file alike); what it names in the other files waits for them.
+        errors = [refused]
+        try:
+            check_interactions_alone(read_table(paths[INTERACTIONS]), file=paths[INTERACTIONS].name)
+        except ContractError as err:
+            errors.append(err)
+        waits = Problem(
+            paths[INTERACTIONS].name,
+            None,
+            None,
+            "its hcp_id and action_id are checked against the hcps and catalog files once "
+            "those are valid",
+        )
+        errors.append(ContractError([], hints=[waits]))
+        raise ContractError.combine(errors) from None
     interactions = load_interactions(paths[INTERACTIONS], hcps=hcps, catalog=catalog)
     return Dataset(hcps, catalog, interactions, source=data_dir)
 

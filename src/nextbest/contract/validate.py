@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -323,6 +324,15 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     return frame
 
 
+def check_interactions_alone(raw: pd.DataFrame, *, file: str) -> None:
+    """Raise :class:`ContractError` for what is wrong in an interactions table that
+    no other file is needed to see (a column missing, a time or number that does
+    not read), while the hcps or catalog file is refused: the problems of every
+    file are said in one run. Its ids are not looked up, its channels not matched:
+    :func:`validate_interactions` does that with the valid files."""
+    _interactions(raw, file=file, hcps=None, catalog=None)
+
+
 def validate_interactions(
     raw: pd.DataFrame, *, file: str, hcps: pd.DataFrame, catalog: pd.DataFrame
 ) -> pd.DataFrame:
@@ -340,6 +350,16 @@ def validate_interactions(
     with an action must match the catalog (channel case-insensitively); on a no-touch
     row they are not checked and the output holds None.
     """
+    frame = _interactions(raw, file=file, hcps=hcps, catalog=catalog)
+    assert frame is not None  # with both files, a table or an error
+    return frame
+
+
+def _interactions(
+    raw: pd.DataFrame, *, file: str, hcps: pd.DataFrame | None, catalog: pd.DataFrame | None
+) -> pd.DataFrame | None:
+    """:func:`validate_interactions`; without ``hcps`` or ``catalog`` (refused), only
+    the checks that need neither, and no table (see :func:`check_interactions_alone`)."""
     log = ProblemLog(file, rows=row_numbers(raw))
     raw = _start(
         raw,
@@ -348,9 +368,14 @@ def validate_interactions(
         optional=OPTIONAL_INTERACTION_COLUMNS,
         rows_required=False,
     )
-    n = len(raw)
 
     hcp_id = _required_text(raw, "hcp_id", log)
+    if hcps is None or catalog is None:
+        action = parse.codes(raw["action_id"])
+        _timestamp(raw, "timestamp", log, required=True)
+        _cells_of_their_own(raw, action, log)
+        log.raise_if_any()
+        return None
     hcp_index = pd.Index(hcps["hcp_id"])
     # Look-ups run on distinct values (few) and are broadcast to rows (many).
     hcp_position = hcp_id.broadcast(hcp_index.get_indexer(hcp_id.uniques))
@@ -416,6 +441,61 @@ def validate_interactions(
         # Position -1 (no-touch) picks the appended None.
         filled[column] = np.concatenate([in_catalog, np.array([None], dtype=object)])
 
+    own = _cells_of_their_own(raw, action, log)
+    engaged, outcome, propensity, holdout = own.engaged, own.outcome, own.propensity, own.holdout
+    recommendation, extras = own.recommendation, own.extras
+    log.raise_if_any()
+
+    order = _sort_order(hcp_index, hcp_position, timestamp.to_numpy().view("int64"))
+
+    def ordered(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return values if order is None else values.take(order)
+
+    # Reorder the cheap representation (codes, numbers) before materialising strings;
+    # taking whole object columns afterwards costs seconds at 5 million rows.
+    catalog_row = ordered(action_position)
+    columns: dict[str, npt.NDArray[Any]] = {
+        "hcp_id": hcp_id.uniques.take(ordered(hcp_id.codes)),
+        "timestamp": ordered(timestamp.to_numpy()),
+        "action_id": action_ids.take(ordered(action.codes)),
+        "channel": filled["channel"].take(catalog_row),
+        "content_id": filled["content_id"].take(catalog_row),
+        "engaged": ordered(engaged.to_numpy()),
+        "outcome": ordered(outcome.to_numpy()),
+        "propensity": ordered(propensity.to_numpy()),
+        "holdout": ordered(holdout.to_numpy()),
+    }
+    if recommendation is not None:
+        recommendation_ids = recommendation.uniques.copy()
+        recommendation_ids[recommendation_ids == ""] = None
+        columns["recommendation_id"] = recommendation_ids.take(ordered(recommendation.codes))
+    columns.update((column, ordered(values.to_numpy())) for column, values in extras.items())
+    frame = pd.DataFrame(columns, copy=False)
+    frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, {"outcome": outcome, **extras})
+    return frame
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _OwnCells:
+    """The interactions columns read without the other files; each shape (n_rows,)."""
+
+    engaged: pd.Series
+    outcome: pd.Series
+    propensity: pd.Series
+    holdout: pd.Series
+    recommendation: Codes | None
+    extras: dict[str, pd.Series]
+
+
+def _cells_of_their_own(raw: pd.DataFrame, action: Codes, log: ProblemLog) -> _OwnCells:
+    """Read and check the interactions columns that need neither the hcps nor the
+    catalog (``engaged`` to the extra columns), problems to ``log``; ``action`` is
+    the ``action_id`` column (empty: a no-touch row)."""
+    n = len(raw)
+    no_touch = action.empty
     engaged = _engaged(raw, no_touch, log)
     outcome = _float(raw, "outcome", log) if "outcome" in raw.columns else _nan(n)
     log.add_rows(
@@ -454,38 +534,7 @@ def validate_interactions(
         column: _extra(raw, column)
         for column in _others(raw, (*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS))
     }
-    log.raise_if_any()
-
-    order = _sort_order(hcp_index, hcp_position, timestamp.to_numpy().view("int64"))
-
-    def ordered(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        return values if order is None else values.take(order)
-
-    # Reorder the cheap representation (codes, numbers) before materialising strings;
-    # taking whole object columns afterwards costs seconds at 5 million rows.
-    catalog_row = ordered(action_position)
-    columns: dict[str, npt.NDArray[Any]] = {
-        "hcp_id": hcp_id.uniques.take(ordered(hcp_id.codes)),
-        "timestamp": ordered(timestamp.to_numpy()),
-        "action_id": action_ids.take(ordered(action.codes)),
-        "channel": filled["channel"].take(catalog_row),
-        "content_id": filled["content_id"].take(catalog_row),
-        "engaged": ordered(engaged.to_numpy()),
-        "outcome": ordered(outcome.to_numpy()),
-        "propensity": ordered(propensity.to_numpy()),
-        "holdout": ordered(holdout.to_numpy()),
-    }
-    if recommendation is not None:
-        recommendation_ids = recommendation.uniques.copy()
-        recommendation_ids[recommendation_ids == ""] = None
-        columns["recommendation_id"] = recommendation_ids.take(ordered(recommendation.codes))
-    columns.update((column, ordered(values.to_numpy())) for column, values in extras.items())
-    frame = pd.DataFrame(columns, copy=False)
-    frame.attrs[DOTTED_THOUSANDS] = _dotted_thousands(raw, {"outcome": outcome, **extras})
-    return frame
-
-
-# -- helpers ---------------------------------------------------------------------------
+    return _OwnCells(engaged, outcome, propensity, holdout, recommendation, extras)
 
 
 def _mismatch_message(
