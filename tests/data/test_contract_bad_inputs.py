@@ -886,16 +886,42 @@ def test_interactions_cells_are_checked_while_hcps_or_catalog_are_refused(
         "interactions.csv, row 1, column 'outcome': '2,5' is not a number (write decimals "
         "with '.')",
     ]
-    assert [str(hint) for hint in caught.value.hints] == [
+    waits = (
         "interactions.csv: its hcp_id and action_id are checked against the hcps and "
         "catalog files once those are valid"
-    ]
+    )
+    assert [str(hint) for hint in caught.value.hints][-1] == waits
     # Interactions without a problem of their own add nothing: the hint says what waits.
     tables["interactions"].loc[0, "outcome"] = "2.5"
     with pytest.raises(ContractError) as caught:
         load_dataset(write_tables(tables, name="history_fine"))
     assert [problem.file for problem in caught.value.problems] == ["catalog.csv"]
-    assert len(caught.value.hints) == 1
+    assert [hint.file for hint in caught.value.hints] == ["catalog.csv", "interactions.csv"]
+    assert str(caught.value.hints[-1]) == waits
+
+
+def test_a_column_of_decimal_commas_is_said_once_even_past_the_problems_shown(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """A European-locale export writes every decimal with ','. The first 20 problems
+    of the file are all outcome's: the hint names each column so written (propensity
+    too, whose rows are not shown), with how to export it, so one pass fixes all."""
+    history = pd.concat([tables["interactions"]] * 5, ignore_index=True)
+    history["outcome"] = "2,5"
+    history["propensity"] = "0,25"
+    history.loc[3, "propensity"] = "half"  # not a decimal comma: not counted
+    tables["interactions"] = history
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    shown = {problem.column for problem in caught.value.problems}
+    assert shown == {"outcome"} and caught.value.total == 50
+    assert [str(hint) for hint in caught.value.hints] == [
+        f"interactions.csv, column '{column}': {count} cells written with a decimal comma "
+        f"({example}): export the file with '.' as the decimal mark (a spreadsheet set to a "
+        "locale that writes ',' also separates the columns with ';'), or replace ',' by '.' "
+        "in this column"
+        for column, count, example in (("outcome", 25, "'2,5'"), ("propensity", 24, "'0,25'"))
+    ]
 
 
 def test_problem_and_error_render_and_pickle() -> None:

@@ -854,7 +854,29 @@ def _null_hint(values: pd.Series, position: int) -> str:
 def _float(raw: pd.DataFrame, column: str, log: ProblemLog) -> pd.Series:
     parsed = parse.floats(raw[column])
     log.add_rows(parsed.bad, column, lambda i: _not_a_number(raw[column], i))
+    if parsed.bad.any():
+        _decimal_comma_hint(raw[column], parsed.bad, column, log)
     return parsed.values
+
+
+def _decimal_comma_hint(values: pd.Series, bad: Mask, column: str, log: ProblemLog) -> None:
+    """Say once per column how many of its ``bad`` cells are decimals written with a
+    comma, and how to export them: a locale's export writes every number so, and
+    the problems shown (the first of the file) may all be another column's."""
+    cells = parse.codes(values)
+    comma = cells.where(
+        lambda uniques: np.array([bool(DECIMAL_COMMA.fullmatch(u)) for u in uniques], dtype=bool)
+    )
+    found = bad & comma
+    if found.any():
+        example = parse.quoted(cells.uniques[cells.codes[found][0]])
+        log.hint(
+            f"{int(found.sum()):,} cells written with a decimal comma ({example}): export "
+            "the file with '.' as the decimal mark (a spreadsheet set to a locale that "
+            "writes ',' also separates the columns with ';'), or replace ',' by '.' in "
+            "this column",
+            column=column,
+        )
 
 
 class LookAlikes:
