@@ -212,3 +212,47 @@ def test_the_panel_validates_and_trains_saying_its_uplift_cannot_be_measured(
     assert "uplift falls back to preference x value" in said
     assert "observational history" in said, said
     assert "nextbest version 1 aliases: champion" in said, said
+
+
+@needs_file
+def test_the_documented_commands_take_the_raw_file_to_a_data_directory(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """docs/data.md's commands for a file of another shape, run as written beside
+    the file (``detailing.csv``): the adapter's directory validates. They were
+    named, not written: a data engineer had to find the functions' arguments."""
+    import re
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    doc = (Path(__file__).parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
+    section = doc.split("## Data in other shapes", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "no bash block under 'Data in other shapes'"
+    lines = block.group(1).splitlines()
+    writes = [line for line in lines if line.startswith("python -c ") and "detailing" in line]
+    assert len(writes) == 1, lines
+    (tmp_path / "detailing.csv").symlink_to(DETAILING)
+    command = writes[0].removeprefix("python -c ").strip()
+    assert command[0] == command[-1] == '"', command
+    import nextbest
+
+    # The package this test runs, wherever the shell's python would find it.
+    package = str(Path(nextbest.__file__).parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", command[1:-1]],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": package},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nextbest validate --data data/detailing" in lines
+    checked = CliRunner().invoke(app, ["validate", "--data", str(tmp_path / "data/detailing")])
+    assert checked.exit_code == 0, checked.output
+    assert "ok: 183 HCPs, 1 action, 4,392 interactions" in checked.output
