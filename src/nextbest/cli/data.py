@@ -50,35 +50,37 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
 
     # What training will get is counted with the config `train` would read.
     train_config = _train_config(config)
-    # A history of millions of rows takes a minute or more to read and check.
+    # A history of millions of rows takes a minute or more to read, check and count
+    # (5 million: 50 s to read a CSV, half a minute to count): said while it is done.
     with _working(f"reading and checking the files in {data}"):
         dataset = _load(data)
-    # The files keep the contract, but a pipeline gating on validate must not pass
-    # data train refuses: the same exit code as a broken contract, said last (where
-    # it is read) and not announced as "ok" first.
-    stops = why_training_stops(dataset.interactions, train_config.eval_fraction, dataset.catalog)
-    if stops is not None:
-        stops = f"train would stop on these data: {stops}"
-    elif (mismatch := train_config.catalog_mismatch(dataset.catalog)) is not None:
-        stops = f"train would stop on this config and catalog: {mismatch}"
+        # The files keep the contract, but a pipeline gating on validate must not pass
+        # data train refuses: the same exit code as a broken contract, said last (where
+        # it is read) and not announced as "ok" first.
+        eval_fraction = train_config.eval_fraction
+        stops = why_training_stops(dataset.interactions, eval_fraction, dataset.catalog)
+        if stops is not None:
+            stops = f"train would stop on these data: {stops}"
+        elif (mismatch := train_config.catalog_mismatch(dataset.catalog)) is not None:
+            stops = f"train would stop on this config and catalog: {mismatch}"
+        gets = what_training_gets(dataset.interactions, eval_fraction, dataset.catalog)
+        # What `train --data` records as the version's data_fingerprint (`nextbest
+        # models --json`): archived files are shown to be a version's without training.
+        fingerprint = dataset.fingerprint()
+        notes = [
+            *consent_blank_notes(dataset),
+            *data_notes(dataset),
+            *evidence_notes(dataset, eval_fraction),
+            *interaction_notes(dataset.interactions, dataset.catalog),
+        ]
     said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
         f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
         f"{_plural(len(dataset.interactions), 'interaction')}"
     )
-    for line in what_training_gets(
-        dataset.interactions, train_config.eval_fraction, dataset.catalog
-    ):
+    for line in gets:
         stdout.print(f"  {line}", highlight=False)
-    # What `train --data` records as the version's data_fingerprint (`nextbest models
-    # --json`): archived files are shown to be a version's without training again.
-    stdout.print(f"  data fingerprint {dataset.fingerprint()}", highlight=False)
-    notes = [
-        *consent_blank_notes(dataset),
-        *data_notes(dataset),
-        *evidence_notes(dataset, train_config.eval_fraction),
-        *interaction_notes(dataset.interactions, dataset.catalog),
-    ]
+    stdout.print(f"  data fingerprint {fingerprint}", highlight=False)
     for line in notes:
         _note(line, out=stdout, indent="  ")
     if stops is not None:
