@@ -183,8 +183,8 @@ BAD_INPUTS = [
             None,
             None,
             "has every required column of a catalog file (action_id, channel, content_id, "
-            "topic, content_type, approved_from) and not those of an hcps file: is it the "
-            "catalog file, written or copied under this file's name?",
+            "topic, content_type, approved_from) and not those of an hcps file: the catalog "
+            "given in its place? Give each table its own file",
         ),
         id="catalog-given-as-hcps",
     ),
@@ -195,9 +195,21 @@ BAD_INPUTS = [
             None,
             None,
             "has every required column of an hcps file (hcp_id, specialty, territory_id) "
-            "and not those of an interactions file: is it the hcps file,",
+            "and not those of an interactions file: the hcps given in its place?",
         ),
         id="hcps-given-as-interactions",
+    ),
+    pytest.param(
+        Case(load=lambda path: load_territories(path / "catalog.csv")),
+        at(
+            "catalog.csv",
+            None,
+            None,
+            "has every required column of a catalog file (action_id, channel, content_id, "
+            "topic, content_type, approved_from) and not those of a file of hcp_id, "
+            "territory_id: the catalog given in its place?",
+        ),
+        id="catalog-given-as-territories",
     ),
     pytest.param(
         cell("hcps", 3, "hcp_id", "H1"),

@@ -641,9 +641,9 @@ def _start(
             if set(columns) != set(required) and seen.issuperset(columns):
                 log.add(
                     f"has every required column of {_a_file(table)} "
-                    f"({', '.join(columns)}) and not those of {_table_said(required)}: is "
-                    f"it the {table} file, written or copied under this file's name? Give "
-                    "each table its own file (docs/data.md)"
+                    f"({', '.join(columns)}) and not those of {_table_said(required)}: "
+                    f"the {table} given in its place? Give each table its own file "
+                    "(docs/data.md)"
                 )
     # 'HCP_ID', 'Territory ID', 'territory-id': the column meant, spelled otherwise.
     meant_by = {column_spelling(column): column for column in known}
