@@ -70,11 +70,14 @@ def interaction_notes(interactions: pd.DataFrame, catalog: pd.DataFrame | None =
                 f"{example['hcp_id']} on {example['timestamp']:%Y-%m-%d}; a mistyped year?): "
                 "training leaves them out and learns from history up to now"
             )
-    repeated = interactions.duplicated(keep="first")
-    notes.extend(shared_outcome_notes(interactions[~repeated]))
+    # Both notes are about rows sharing an HCP and a time with another: the few such
+    # rows are compared whole, not every row of a history of millions (seconds each).
+    sharing = interactions[interactions.duplicated(["hcp_id", "timestamp"], keep=False)]
+    repeated = sharing.duplicated(keep="first")
+    notes.extend(shared_outcome_notes(sharing[~repeated]))
     if not repeated.any():
         return notes
-    first = interactions[repeated].iloc[0]
+    first = sharing[repeated].iloc[0]
     action = "no touch" if first["action_id"] is None else f"action {first['action_id']}"
     notes.append(
         f"{int(repeated.sum()):,} interactions repeat another row exactly (same HCP, time, "
