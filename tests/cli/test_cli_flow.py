@@ -1226,6 +1226,10 @@ def test_validate_says_it_is_reading_the_files_while_it_does(
     ]
     assert done and done[0] > started, result.stderr
     assert result.stdout.startswith("ok: 100 HCPs"), result.stdout
+    # A --data that is no directory is said at once, without announcing a reading.
+    result = runner.invoke(app, ["validate", "--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "No such file or directory" in result.output
+    assert "reading" not in result.output, result.output
 
 
 def test_simulate_refuses_to_mix_formats_or_write_under_a_file(

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from nextbest.cli.options import DataOpt, TrainConfigOpt, _load, _path_error, _train_config
+from nextbest.cli.options import (
+    DataOpt,
+    TrainConfigOpt,
+    _data_dir,
+    _load,
+    _path_error,
+    _train_config,
+)
 from nextbest.cli.output import _fail, _note, _plural, _working, stdout
 
 
@@ -52,6 +59,7 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     train_config = _train_config(config)
     # A history of millions of rows takes a minute or more to read, check and count
     # (5 million: 50 s to read a CSV, half a minute to count): said while it is done.
+    _data_dir(data)  # a typo is said before any reading is announced
     with _working(f"reading and checking the files in {data}"):
         dataset = _load(data)
         # The files keep the contract, but a pipeline gating on validate must not pass
