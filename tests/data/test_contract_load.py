@@ -28,7 +28,12 @@ from nextbest.contract import (
 )
 from nextbest.contract.errors import ContractError, Problem
 from nextbest.contract.files import EMPTY_ROWS, ROW_NUMBERS, read_table, row_numbers
-from nextbest.contract.notes import consent_notes, empty_row_notes, territory_notes
+from nextbest.contract.notes import (
+    consent_notes,
+    data_notes,
+    empty_row_notes,
+    territory_notes,
+)
 
 Tables = dict[str, pd.DataFrame]
 WriteTables = Callable[..., Path]
@@ -1891,3 +1896,31 @@ def test_empty_rows_a_spreadsheet_saves_at_the_end_are_skipped_and_noted(
         with pytest.raises(ContractError) as caught:
             load_dataset(data)
         assert "hcps.csv, row 4, column 'hcp_id': empty value" in str(caught.value)
+
+
+def test_ids_written_two_ways_in_hcps_or_catalog_are_noted(
+    tables: dict[str, pd.DataFrame], write_tables: Callable[..., Path]
+) -> None:
+    """Two HCPs whose ids differ only in case, leading zeros or a trailing '.0' (one
+    physician exported twice by two systems, one of them a spreadsheet) are two HCPs
+    to every check, since ids are compared exactly: valid, but said, as an unknown
+    id so spelt is. Ids that merely look alike otherwise are not."""
+    tables["hcps"].loc[1, "hcp_id"] = "h1"  # beside H1
+    tables["hcps"].loc[2, "hcp_id"] = "007"
+    extra = tables["hcps"].iloc[[2]].assign(hcp_id="7.0")
+    tables["hcps"] = pd.concat([tables["hcps"], extra], ignore_index=True)
+    interactions = tables["interactions"]
+    interactions["hcp_id"] = interactions["hcp_id"].replace({"H2": "h1", "H3": "007"})
+    dataset = load_dataset(write_tables(tables))
+    notes = [note for note in data_notes(dataset) if "differ only in case" in note]
+    assert notes == [
+        "hcps: hcp_id values that differ only in case, leading zeros or a trailing '.0': "
+        "'H1' and 'h1'; '007' and '7.0'. Ids are compared "
+        "exactly, so each is an HCP of its own: if they are one, write its id one way in "
+        "every file"
+    ]
+    tables["hcps"].loc[3, "hcp_id"] = "H4"
+    tables["hcps"].loc[1, "hcp_id"] = "H2"
+    interactions["hcp_id"] = interactions["hcp_id"].replace({"h1": "H2"})
+    dataset = load_dataset(write_tables(tables, name="distinct"))
+    assert not [note for note in data_notes(dataset) if "differ only in case" in note]

@@ -34,7 +34,7 @@ from nextbest.contract.schema import (
     specialty_spelling,
     ungrouped,
 )
-from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS
+from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS, LookAlikes
 
 
 def consent_blank_notes(dataset: Dataset) -> list[str]:
@@ -55,6 +55,7 @@ def data_notes(dataset: Dataset) -> list[str]:
         *personal_notes(dataset),
         *consent_notes(dataset.hcps, dataset.catalog),
         *territory_notes(dataset.hcps),
+        *look_alike_id_notes(dataset),
         *catalog_notes(dataset),
         *text_number_notes(dataset),
     ]
@@ -134,6 +135,33 @@ def territory_notes(hcps: pd.DataFrame) -> list[str]:
         notes.append(
             f"hcps: territory_id {shown} hold{'s' if len(listed) == 1 else ''} a ';', ',' or "
             "'|': an HCP is in one territory, and such a value is a territory of its own"
+        )
+    return notes
+
+
+def look_alike_id_notes(dataset: Dataset) -> list[str]:
+    """Notes on ids of the hcps or catalog file that differ only in case, leading
+    zeros or a trailing '.0' (``H1`` and ``h1``, ``007`` and ``7.0``), as two systems
+    or a spreadsheet write one id: compared exactly, each is an HCP (an action) of
+    its own, its history split between them."""
+    notes = []
+    for table, frame, column, kind in (
+        ("hcps", dataset.hcps, "hcp_id", "an HCP"),
+        ("catalog", dataset.catalog, "action_id", "an action"),
+    ):
+        alike: dict[str, list[str]] = {}
+        for value in map(str, frame[column]):
+            alike.setdefault(LookAlikes.form(value), []).append(value)
+        groups = [ids for ids in alike.values() if len(ids) > 1]
+        if not groups:
+            continue
+        shown = "; ".join(" and ".join(map(quoted, ids)) for ids in groups[:5]) + (
+            f"; and {len(groups) - 5:,} more" if len(groups) > 5 else ""
+        )
+        notes.append(
+            f"{table}: {column} values that differ only in case, leading zeros or a "
+            f"trailing '.0': {shown}. Ids are compared exactly, so each is {kind} of its "
+            "own: if they are one, write its id one way in every file"
         )
     return notes
 
