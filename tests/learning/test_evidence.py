@@ -258,6 +258,32 @@ def test_a_copy_of_content_is_scored_once_with_its_original(
     assert got.uplift[twin] == got.uplift[original]
 
 
+def test_the_leaves_and_rows_of_copies_are_held_once_until_taken(
+    launched: tuple[TrainResult, list[str]],
+) -> None:
+    """One request's candidates keep the leaves and model rows of their distinct rows
+    only, not one copy per candidate (most are never served): reading them, or taking
+    the served pairs, gives each pair its own, as when every pair is scored alone."""
+    result, (copy, _, _) = launched
+    model = result.model
+    twin = model.action_index.get_loc(copy)
+    original = int(model.action_twin[twin])
+    actions = np.arange(model.n_actions)
+    hcps = np.full(model.n_actions, 3)
+    expected = model.score_rows(model.rows(hcps, actions), actions)
+    got = model.score(hcps, actions)
+    assert got.row_of is not None
+    assert got.row_of[twin] == got.row_of[original]
+    assert len(np.unique(got.row_of)) == model.n_actions - 1
+    _assert_same_scores(got, expected)
+    np.testing.assert_array_equal(got.rows, expected.rows)
+    served = np.array([twin, original, 0, model.n_actions - 1])
+    taken = got.take(served)
+    assert taken.row_of is None
+    _assert_same_scores(taken, expected.take(served))
+    np.testing.assert_array_equal(taken.rows, expected.take(served).rows)
+
+
 def test_scoring_twins_once_keeps_the_scores_of_a_block_bit_for_bit(
     launched: tuple[TrainResult, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,32 +40,84 @@ UPLIFT_MODEL = "uplift_model"
 PREFERENCE_X_VALUE = "preference_x_value"
 
 
-@dataclass
 class Scores:
-    """Per-pair model outputs, each of shape ``(n_pairs,)``."""
+    """Per-pair model outputs, each of shape ``(n_pairs,)``.
 
-    p_engage: np.ndarray
-    uplift: np.ndarray
-    # The uplift model's (g_1, g_0), kept so reasons need not predict them again.
-    gains: tuple[np.ndarray, np.ndarray] | None = None
-    # The leaves the pairs reached in the uplift model's trees, kept (for blocks
-    # of at most PATH_CELLS leaves) so reasons need not ask LightGBM for them again.
-    paths: Paths | None = None
-    # The pairs' model rows (n_pairs, n_features), kept with the leaves so the
-    # reasons of the served items need not build them again.
-    rows: np.ndarray | None = None
+    ``gains``: the uplift model's (g_1, g_0), kept so reasons need not predict them
+    again. ``paths``: the leaves the pairs reached in the uplift model's trees, kept
+    (for blocks of at most PATH_CELLS leaves) so reasons need not ask LightGBM for
+    them again. ``rows``: the pairs' model rows ``(n_pairs, n_features)``, kept with
+    the leaves so the reasons of the served items need not build them again.
+
+    ``row_of`` (n_pairs,): which of ``paths``' and ``rows``' entries each pair's are,
+    when pairs share a model row (copies of content, :meth:`ScoringModel.score`);
+    None: one entry per pair, in order. Reading :attr:`paths` or :attr:`rows` gives
+    one entry per pair either way; the shared entries are copied out per pair only
+    when read or taken, which for one request is its few served items rather than
+    its hundred candidates.
+    """
+
+    __slots__ = ("_paths", "_row_of", "_rows", "gains", "p_engage", "uplift")
+
+    def __init__(
+        self,
+        p_engage: np.ndarray,
+        uplift: np.ndarray,
+        gains: tuple[np.ndarray, np.ndarray] | None = None,
+        paths: Paths | None = None,
+        rows: np.ndarray | None = None,
+        *,
+        row_of: np.ndarray | None = None,
+    ) -> None:
+        self.p_engage = p_engage
+        self.uplift = uplift
+        self.gains = gains
+        self._paths = paths
+        self._rows = rows
+        self._row_of = row_of
+
+    @property
+    def row_of(self) -> np.ndarray | None:
+        """Per pair, its entry in the shared leaves and rows (None: its own, in order)."""
+        return self._row_of
+
+    @property
+    def paths(self) -> Paths | None:
+        if self._paths is None or self._row_of is None:
+            return self._paths
+        return self._paths.take(self._row_of)
+
+    @property
+    def rows(self) -> np.ndarray | None:
+        if self._rows is None or self._row_of is None:
+            return self._rows
+        return self._rows[self._row_of]
 
     def take(self, index: np.ndarray) -> Scores:
         """The scores of the pairs at ``index``."""
         gains = None if self.gains is None else (self.gains[0][index], self.gains[1][index])
-        paths = None if self.paths is None else self.paths.take(index)
-        rows = None if self.rows is None else self.rows[index]
+        at = index if self._row_of is None else self._row_of[index]
         return Scores(
             p_engage=self.p_engage[index],
             uplift=self.uplift[index],
             gains=gains,
-            paths=paths,
-            rows=rows,
+            paths=None if self._paths is None else self._paths.take(at),
+            rows=None if self._rows is None else self._rows[at],
+        )
+
+    def spread(self, row_of: np.ndarray) -> Scores:
+        """The scores of pairs that share these rows' outputs: pair ``i`` gets row
+        ``row_of[i]``'s. The leaves and model rows stay shared (see ``row_of``)."""
+        if self._row_of is not None:
+            row_of = self._row_of[row_of]
+        gains = None if self.gains is None else (self.gains[0][row_of], self.gains[1][row_of])
+        return Scores(
+            p_engage=self.p_engage[row_of],
+            uplift=self.uplift[row_of],
+            gains=gains,
+            paths=self._paths,
+            rows=self._rows,
+            row_of=row_of,
         )
 
 
@@ -342,7 +394,7 @@ class ScoringModel:
             if len(first) < len(action_rows):
                 X = self.rows(hcp_rows[first], action_rows[first])
                 scores = self.score_rows(X, action_rows[first], keep_paths=keep_paths)
-                return scores.take(inverse.reshape(-1))
+                return scores.spread(inverse.reshape(-1))
         X = self.rows(hcp_rows, action_rows)
         return self.score_rows(X, action_rows, keep_paths=keep_paths)
 
