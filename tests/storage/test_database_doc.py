@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -304,26 +304,79 @@ def doc_queries(text: str) -> list[tuple[str, str]]:
     ]
 
 
+def _runs_on(info: str, dialect: str) -> bool:
+    """Whether a block fenced ```` ```{info} ```` is meant to run on ``dialect``."""
+    return info == "sql" or info == f"sql {dialect}"
+
+
+# The query of last week's answers, whenever it runs: one per backend, checked apart.
+LAST_WEEK = "AS last_week"
+
+
 def test_every_query_of_the_doc_has_its_answer_checked() -> None:
     queries = doc_queries(DOC.read_text(encoding="utf-8"))
-    unchecked = [sql for _, sql in queries if sum(key in sql for key in EXPECTED) != 1]
-    assert len(queries) == len(EXPECTED)
+    unchecked = [
+        sql for _, sql in queries if sum(key in sql for key in [*EXPECTED, LAST_WEEK]) != 1
+    ]
     assert not unchecked
-    assert {info for info, _ in queries} <= {"sql", "sql postgresql"}
+    assert {key for key in EXPECTED if any(key in sql for _, sql in queries)} == set(EXPECTED)
+    assert {info for info, _ in queries} <= {"sql", "sql postgresql", "sql sqlite"}
+    for dialect in ("sqlite", "postgresql"):
+        last_week = [sql for info, sql in queries if _runs_on(info, dialect) and LAST_WEEK in sql]
+        assert len(last_week) == 1, dialect
 
 
 def test_the_doc_queries_answer_what_was_logged(engine: Engine) -> None:
     _fill(engine)
     dialect = engine.dialect.name
-    checked = []
+    checked = set()
     with engine.connect() as connection:
         if dialect == "postgresql":
             connection.exec_driver_sql("SET TIME ZONE 'UTC'")
         for info, sql in doc_queries(DOC.read_text(encoding="utf-8")):
-            if info == "sql postgresql" and dialect != "postgresql":
+            if not _runs_on(info, dialect) or LAST_WEEK in sql:
                 continue
             rows = [tuple(row) for row in connection.exec_driver_sql(sql)]
-            (check,) = [check for key, check in EXPECTED.items() if key in sql]
+            ((key, check),) = [(key, check) for key, check in EXPECTED.items() if key in sql]
             assert check(rows), f"{sql}\nanswered on {dialect}: {rows}"
-            checked.append(sql)
-    assert len(checked) == len(EXPECTED) - (dialect != "postgresql")
+            checked.add(key)
+    # Every query but the uplift report's (PostgreSQL only) runs on SQLite.
+    assert checked == set(EXPECTED) - ({"AS mean_outcome"} if dialect == "sqlite" else set())
+
+
+def _this_monday() -> datetime:
+    today = datetime.now(UTC).date()
+    return datetime.combine(today - timedelta(days=today.weekday()), time(), tzinfo=UTC)
+
+
+def test_the_doc_query_of_last_week_counts_the_answers_of_last_week(engine: Engine) -> None:
+    """Last week's query of each backend counts the answers from last week's Monday,
+    00:00 UTC included, to this week's Monday, excluded."""
+    monday = _this_monday()
+    tick = timedelta(microseconds=1)
+    times = {
+        "first": monday - timedelta(days=7),
+        "last": monday - tick,
+        "this week": monday,
+        "before": monday - timedelta(days=7) - tick,
+    }
+    with Session(engine) as session:
+        log_recommendations(
+            session,
+            records=[
+                recommendation_record(name, "H1", created_at=at) for name, at in times.items()
+            ],
+        )
+        session.commit()
+    dialect = engine.dialect.name
+    (sql,) = [
+        sql
+        for info, sql in doc_queries(DOC.read_text(encoding="utf-8"))
+        if _runs_on(info, dialect) and LAST_WEEK in sql
+    ]
+    with engine.connect() as connection:
+        if dialect == "postgresql":
+            connection.exec_driver_sql("SET TIME ZONE 'UTC'")
+        rows = [tuple(row) for row in connection.exec_driver_sql(sql)]
+    if _this_monday() == monday:  # not run across midnight from Sunday to Monday
+        assert rows == [(2,)], f"{sql}\nanswered on {dialect}: {rows}"
