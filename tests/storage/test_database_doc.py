@@ -117,6 +117,31 @@ def schema_differences(
     return found
 
 
+NAME = re.compile(r"`((?:pk|fk|ix|ck)_\w+|alembic_version_pkc)`")
+
+
+def real_names(engine: Engine) -> set[str]:
+    """The names of every constraint and index of the database (SQLite's own
+    ``sqlite_autoindex_*`` aside)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            return set(
+                connection.execute(
+                    sa.text(
+                        "SELECT conname FROM pg_constraint c JOIN pg_namespace n "
+                        "ON n.oid = c.connamespace WHERE n.nspname = 'public' "
+                        "UNION SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+                    )
+                ).scalars()
+            )
+        rows = connection.exec_driver_sql("SELECT type, name, sql FROM sqlite_master").all()
+    names = {name for type_, name, _ in rows if type_ == "index" and name.startswith("ix_")}
+    for type_, _, sql in rows:
+        if type_ == "table":
+            names |= set(re.findall(r"CONSTRAINT (\w+)", sql))
+    return names
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     migrate(database_url)
@@ -128,6 +153,13 @@ def engine(database_url: str) -> Iterator[Engine]:
 def test_every_table_and_column_of_the_doc_is_the_migrated_schema(engine: Engine) -> None:
     documented = doc_columns(DOC.read_text(encoding="utf-8"))
     assert schema_differences(documented, real_columns(engine), engine.dialect.name) == []
+
+
+def test_every_constraint_and_index_is_named_in_the_doc(engine: Engine) -> None:
+    """The doc names each constraint and index by the name it has on both backends."""
+    documented = set(NAME.findall(DOC.read_text(encoding="utf-8")))
+    assert real_names(engine) - documented == set()
+    assert documented - real_names(engine) == set()
 
 
 def test_a_doc_that_says_otherwise_than_the_schema_is_found(engine: Engine) -> None:
