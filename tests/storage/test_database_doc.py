@@ -1,10 +1,11 @@
 """docs/database.md against the real database, on SQLite and on PostgreSQL.
 
 Its column tables are compared with the schema the migrations make (names, order,
-types, nullability), and every query it shows is run on a database filled with
-known answers and feedback, its answer checked against what was logged. A query
-in a ```` ```sql ```` block must run on both backends; one in ```` ```sql
-postgresql ```` is run on PostgreSQL alone.
+types, nullability), the constraint and index names it gives with the database's,
+and every query it shows is run on a database filled with known answers and
+feedback, its answer checked against what was logged. A query in a ```` ```sql ````
+block must run on both backends; one in ```` ```sql postgresql ```` or ```` ```sql
+sqlite ```` is run on that backend alone.
 """
 
 from __future__ import annotations
