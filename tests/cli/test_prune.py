@@ -102,9 +102,25 @@ PRUNED = (["recent"], 1, sorted(["out-old", erasure_event_id("H2"), "open-recent
             "is inside the history serving reads: dismissal_days is 30 days in ",
         ),
         (["--older-than", "29", "--dry-run"], "(--older-than 30 or more); nothing was deleted"),
-        (["--older-than", "0"], "Invalid value for '--older-than'"),
+        (["--older-than", "0"], "error: --older-than 0: give 1 to 36,500 days"),
+        (
+            ["--older-than", "2y", "--yes"],
+            "error: --older-than '2y' is not a number of days: give whole days, such as "
+            "--older-than 730 for two years",
+        ),
+        (["--older-than", "17520h", "--yes"], "error: --older-than '17520h' is not a number of"),
     ],
-    ids=["no-cutoff", "both", "not-a-date", "future", "inside-rules", "inside-dry-run", "zero"],
+    ids=[
+        "no-cutoff",
+        "both",
+        "not-a-date",
+        "future",
+        "inside-rules",
+        "inside-dry-run",
+        "zero",
+        "years",
+        "hours",
+    ],
 )
 def test_prune_refuses_a_bad_cutoff_with_exit_2_and_deletes_nothing(
     store: str, args: list[str], said: str
@@ -193,10 +209,11 @@ def test_prune_counts_asks_and_deletes_what_is_older_than_the_cutoff(
     assert _rows(store) == PRUNED
 
 
-def test_prune_older_than_days_from_a_job(store: str) -> None:
+@pytest.mark.parametrize("days", ["730", "730d", " 730D "])
+def test_prune_older_than_days_from_a_job(store: str, days: str) -> None:
     """What cron runs: --older-than and --yes, off a terminal; a line per tenth of the
-    work instead of a bar."""
-    result = runner.invoke(app, ["prune", "--older-than", "730", "--yes"])
+    work instead of a bar. The days may carry their unit, as --keep-old's do."""
+    result = runner.invoke(app, ["prune", "--older-than", days, "--yes"])
     assert result.exit_code == 0, result.output
     said = _said(result)
     assert "deleted 1 recommendation, 1 recommendation item and 2 feedback events" in said, said

@@ -4,6 +4,7 @@ deleted."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -291,6 +292,26 @@ def _erasure_reminder() -> None:
     )
 
 
+MAX_RETENTION_DAYS = 36_500
+_RETENTION_DAYS = re.compile(r"(\d+)\s*d?", re.IGNORECASE)
+
+
+def _retention_days(text: str) -> int:
+    """The days of ``--older-than`` (``730``, or ``730d`` as ``--keep-old`` spells days)."""
+    matched = _RETENTION_DAYS.fullmatch(text.strip())
+    if matched is None:
+        # 2y, 24m or 17520h: a year or a month is no fixed number of days, and
+        # a retention period is set in days by those who set it.
+        raise _fail(
+            f"--older-than {text!r} is not a number of days: give whole days, such as "
+            "--older-than 730 for two years"
+        )
+    days = int(matched[1])
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise _fail(f"--older-than {days}: give 1 to {MAX_RETENTION_DAYS:,} days")
+    return days
+
+
 def prune(
     before: Annotated[
         str | None,
@@ -302,12 +323,11 @@ def prune(
         ),
     ] = None,
     older_than: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--older-than",
-            min=1,
-            max=36_500,
-            help="Delete what is older than this many days (e.g. 730), counted from now.",
+            metavar="DAYS",
+            help="Delete what is older than this many days (730 or 730d), counted from now.",
             show_default=False,
         ),
     ] = None,
@@ -360,8 +380,9 @@ def prune(
         cutoff = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
         given = f"--before {before}"
     else:
-        cutoff = now - timedelta(days=cast(int, older_than))
-        given = f"--older-than {older_than}"
+        days = _retention_days(cast(str, older_than))
+        cutoff = now - timedelta(days=days)
+        given = f"--older-than {days}"
     shown = f"{cutoff:%Y-%m-%d %H:%M:%S} UTC"
     rules = _check_rules_file(settings)
     try:
