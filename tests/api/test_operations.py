@@ -648,6 +648,24 @@ def test_documentation_routes_are_labelled_by_their_path(client: TestClient) -> 
     assert 'route="unmatched",status="200"' not in text
 
 
+def test_every_nextbest_metric_is_listed_where_operations_md_lists_them(
+    client: TestClient,
+) -> None:
+    """docs/operations.md's `GET /metrics` item is where an operator looks for what to
+    alert on; a series the server exports but that list leaves out (a failed reload, a
+    log store refusing writes) is one nobody alerts on."""
+    doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    listed = doc.split("- **`GET /metrics`**", 1)[1].split("\n- ", 1)[0]
+    text = client.get("/metrics").text
+    # A counter's TYPE line names it without _total; its _created series is the
+    # client library's own, beside every counter.
+    exported = {
+        n for n in re.findall(r"^# TYPE (nextbest_\w+) ", text, re.M) if not n.endswith("_created")
+    }
+    assert exported, "no nextbest_ series exported"
+    assert sorted(name for name in exported if f"`{name}" not in listed) == []
+
+
 def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     import json
 
