@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from nextbest import registry
@@ -1777,6 +1778,50 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
         with engine.connect() as connection:
             count = connection.exec_driver_sql("SELECT count(*) FROM recommendation_items")
             assert count.scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_database_with_nextbests_tables_but_no_revision_is_refused_naming_them(
+    env_settings: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A restore that left alembic_version out (`pg_restore -t`, a copy of some
+    tables), or another application's database with a table of the same name:
+    `db status` said "no schema yet", and `db upgrade`, a server's start or any
+    command stopped on the driver's DuplicateTable, naming nothing to do."""
+    import sys
+
+    from sqlalchemy import text
+
+    from nextbest.cli import main
+
+    migrate(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE alembic_version"))
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    for command in (["db", "status"], ["db", "upgrade"], ["lookup", "--maintenance"]):
+        monkeypatch.setattr(sys, "argv", ["nextbest", *command])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            main()
+        assert stopped.value.code == 2, command
+        said = " ".join(capsys.readouterr().err.split())
+        assert said.count("error:") == 1, said
+        assert "holds tables of nextbest's (feedback_events, maintenance_runs, " in said, said
+        assert "but no schema revision (no alembic_version table)" in said, said
+        assert "'Backup and restore'" in said and "DuplicateTable" not in said, said
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert "alembic_version" not in inspect(connection).get_table_names()
     finally:
         engine.dispose()
 

@@ -127,13 +127,19 @@ def _run_app() -> None:
         MigrationLockTimeoutError,
         SchemaBehindError,
         SchemaTooNewError,
+        UnversionedSchemaError,
         describe_database_error,
     )
 
     process._OWN_PROCESS = True  # read by the commands through the module
     try:
         app()
-    except (SchemaTooNewError, SchemaBehindError, MigrationLockTimeoutError) as exc:
+    except (
+        SchemaTooNewError,
+        SchemaBehindError,
+        MigrationLockTimeoutError,
+        UnversionedSchemaError,
+    ) as exc:
         console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}", highlight=False)
         raise SystemExit(2) from None
     except OSError as exc:

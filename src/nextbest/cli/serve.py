@@ -281,6 +281,7 @@ def _migrate_schema(
         DowngradeTargetError,
         MigrationLockTimeoutError,
         SchemaTooNewError,
+        UnversionedSchemaError,
         describe_database_error,
         downgrade,
         downgrade_plan,
@@ -310,7 +311,7 @@ def _migrate_schema(
         raise _fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
-    except (SchemaTooNewError, MigrationLockTimeoutError) as exc:
+    except (SchemaTooNewError, MigrationLockTimeoutError, UnversionedSchemaError) as exc:
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
         shown = without_password(url)

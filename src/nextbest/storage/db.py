@@ -615,6 +615,30 @@ class SchemaTooNewError(RuntimeError):
         self.head = head
 
 
+class UnversionedSchemaError(RuntimeError):
+    """The database holds tables named as nextbest's but no schema revision, so
+    migrating it would stop on the first table it creates."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(
+            f"the database holds tables of nextbest's ({', '.join(tables)}) but no schema "
+            "revision (no alembic_version table): a restore that left that table out, or "
+            "another application's database. Restore the whole backup into an empty "
+            "database (docs/operations.md, 'Backup and restore'), or name an empty one; "
+            "nothing was changed"
+        )
+        self.tables = tables
+
+
+def _unversioned_tables(connection: Connection) -> list[str]:
+    """nextbest's tables the database holds, read when it has no schema revision."""
+    from sqlalchemy import inspect
+
+    from nextbest.storage.tables import Base
+
+    return sorted(set(Base.metadata.tables) & set(inspect(connection).get_table_names()))
+
+
 # What lists the sessions holding a lock on a table, for an operator to run.
 HOLDERS_SQL = (
     "SELECT a.pid, a.usename, a.application_name, a.state, a.xact_start, a.query "
@@ -724,7 +748,8 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     """The database's schema revision (None: no schema yet) and this release's newest.
 
     Only reads: nothing is created or migrated. Raises :class:`SchemaTooNewError`
-    for a revision this release does not know.
+    for a revision this release does not know, :class:`UnversionedSchemaError` for
+    nextbest's tables without a revision.
     """
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
@@ -734,6 +759,8 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     try:
         with engine.connect() as connection:
             found = MigrationContext.configure(connection).get_current_revision()
+            if found is None and (tables := _unversioned_tables(connection)):
+                raise UnversionedSchemaError(tables)
     finally:
         engine.dispose()
     if found is not None:
@@ -763,6 +790,8 @@ def _migrate_in_transaction(
             "server upgrading it at start): run the downgrade again to see what it "
             "undoes now"
         )
+    if before is None and (tables := _unversioned_tables(connection)):
+        raise UnversionedSchemaError(tables)
     if before is not None:
         try:
             script.get_revision(before)
