@@ -510,6 +510,7 @@ def test_serve_stops_at_once_when_the_database_is_unreachable(tmp_path: Path) ->
         output
     )
     assert "OperationalError: connection failed" in output or "refused" in output, output
+    assert "check that the database server is running and that the setting names it" in output
     assert "s3cret-pw" not in output
     assert "Started server process" not in output  # no worker was started
 

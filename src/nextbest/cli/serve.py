@@ -314,11 +314,16 @@ def _migrate_schema(
     except (SchemaTooNewError, MigrationLockTimeoutError, UnversionedSchemaError) as exc:
         raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
-        shown = without_password(url)
-        raise _fail(
-            f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
-            f"{describe_database_error(exc)}"
-        ) from None
+        raise _fail(_unreachable(url, describe_database_error(exc))) from None
+
+
+def _unreachable(url: str, error: str) -> str:
+    """What ``serve`` and ``db`` say of a database they cannot connect to."""
+    return (
+        f"cannot reach the database {without_password(url)} (NEXTBEST_DATABASE_URL): "
+        f"{error}; check that the database server is running and that the setting names "
+        "it (host, port, database, user), then run the command again"
+    )
 
 
 def rules_check(
@@ -404,10 +409,7 @@ def db_status() -> None:
     try:
         found, head = schema_revisions(url)
     except UNAVAILABLE_ERRORS as exc:
-        raise _fail(
-            f"cannot reach the database {shown} (NEXTBEST_DATABASE_URL): "
-            f"{describe_database_error(exc)}"
-        ) from None
+        raise _fail(_unreachable(url, describe_database_error(exc))) from None
     if found is None:
         said = f"no schema yet; the first command that uses it creates revision {head}"
     elif found == head:
