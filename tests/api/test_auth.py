@@ -1306,3 +1306,35 @@ def test_a_running_server_warns_when_only_the_key_files_mode_changes(
         assert client.post("/v1/admin/reload").status_code == 200
     readable = f"{path} can be read by users other than its owner (mode 0644)"
     assert readable in caplog.text, caplog.text
+
+
+def test_a_key_hashed_by_hand_as_operations_md_says_is_accepted(
+    client: TestClient, api_settings
+) -> None:
+    """The command docs/operations.md gives for a key's SHA-256, run by a shell, makes
+    an entry a running server accepts (`echo` would hash a newline too: 401)."""
+    import os
+    import subprocess
+
+    doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    found = re.search(r"`(printf '%s' \"\$KEY\" \| sha256sum[^`]*)`", doc)
+    assert found, "docs/operations.md gives no command for a key's SHA-256"
+    key = "nb_by-hand-0123456789abcdef"
+    digest = subprocess.run(
+        ["bash", "-c", found[1]],
+        env={**os.environ, "KEY": key},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    keys = api_settings.api_keys_file
+    entries = yaml.safe_load(keys.read_text())
+    entries["keys"].append({"name": "by-hand", "role": "channel", "key_sha256": digest})
+    keys.write_text(yaml.safe_dump(entries))
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    asked = client.post(
+        "/v1/recommendations",
+        json={"hcp_id": hcp},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert asked.status_code == 200, asked.text
