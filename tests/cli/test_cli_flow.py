@@ -1187,8 +1187,9 @@ def test_outputs_that_cannot_be_written_stop_before_any_work(
         said = " ".join(result.output.split())
         assert result.exit_code == 2 and says in said and "stored" not in said, said
     # A directory that does not exist yet is made, as --out's are (the models
-    # directory must exist: feedback makes none).
+    # directory and its log must exist: feedback makes neither).
     env_settings.mkdir()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     made = tmp_path / "new" / "dir" / "bad.csv"
     result = runner.invoke(app, ["feedback", str(events), "--rejected", str(made)])
     assert result.exit_code == 0 and made.exists(), result.output

@@ -153,6 +153,40 @@ def test_a_command_that_writes_the_log_refuses_a_sqlite_file_that_does_not_exist
     assert not (tmp_path / "some").exists()
 
 
+@pytest.mark.parametrize(("command", "lost"), LOG_WRITERS, ids=["erase", "feedback"])
+def test_a_command_that_writes_the_log_run_without_the_setting_refuses_a_log_not_made(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    lost: str,
+) -> None:
+    """A PostgreSQL deployment's erasure job run without NEXTBEST_DATABASE_URL (cron's
+    environment, `sudo`): the suppressions went to a new SQLite log in the models
+    directory, "erased" was said with exit code 0, and the servers, reading
+    PostgreSQL, kept contacting the HCP."""
+    env_settings.mkdir()  # the models directory the servers use, without nextbest.db
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(RULES))
+    get_settings.cache_clear()
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,event_type,hcp_id,channel\ne-1,opted_out,H000001,email\n")
+    result = runner.invoke(app, [arg.format(events=events) for arg in command])
+    said = _said(result)
+    assert result.exit_code == 2, said
+    log = env_settings / "nextbest.db"
+    assert (
+        f"error: no recommendation log at {log} (NEXTBEST_DATABASE_URL is not set: kept in "
+        f"the models directory): {lost}recommendation log there that no server"
+    ) in said, said
+    assert "set NEXTBEST_DATABASE_URL as they have it" in said, said
+    assert "make the log with `nextbest db upgrade`" in said, said
+    assert not log.exists()
+    # Made as said, the same command runs.
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    again = runner.invoke(app, [arg.format(events=events) for arg in command])
+    assert again.exit_code == 0, _said(again)
+
+
 def test_a_refused_feedback_run_leaves_no_earlier_rejected_file(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,6 +265,7 @@ def test_a_refused_feedback_run_makes_no_rejected_dir(
     assert result.exit_code == 2 and "models directory" in _said(result), _said(result)
     assert not (tmp_path / "feeds").exists()
     env_settings.mkdir()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0  # the log feedback is for
     result = runner.invoke(app, ["feedback", str(events), "--rejected", str(rejected)])
     assert result.exit_code == 0, _said(result)
     assert rejected.read_text().splitlines()[0].startswith("row,event_id")  # header only

@@ -173,7 +173,9 @@ def _refuse_missing_models_dir(
     A command that reads or writes the log is stopped as well when
     ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
     :func:`_refuse_missing_log_file`), unless it also answers before anything was
-    served (``log_optional``: ``lookup --hcp ID --models``)."""
+    served (``log_optional``: ``lookup --hcp ID --models``); and one that writes for
+    others when the setting is unset and the models directory holds no log yet
+    (:func:`_refuse_missing_default_log_file`)."""
     if "log" in reads and not log_optional:
         _refuse_missing_log_file(settings, writes_for_others=writes_for_others)
     models = settings.resolved_models_dir
@@ -182,7 +184,11 @@ def _refuse_missing_models_dir(
         "log": settings.database_url is None,
     }
     there = [STORE_NAMES[store] for store in reads if kept_there[store]]
-    if not there or models.exists():
+    if not there:
+        return
+    if models.exists():
+        if "log" in reads and kept_there["log"] and writes_for_others is not None:
+            _refuse_missing_default_log_file(settings, writes_for_others)
         return
     refuse_unusable_place(models)  # under a file: that is said, not a missing directory
     given = (
@@ -226,6 +232,23 @@ def _refuse_missing_log_file(settings: Settings, *, writes_for_others: str | Non
         f"{given}: this command reads the log kept there and makes none, and nothing has "
         "been served or stored with this setting; check its spelling, or make the database "
         "with `nextbest db upgrade`"
+    )
+
+
+def _refuse_missing_default_log_file(settings: Settings, writes_for_others: str) -> None:
+    """Stop (exit 2) ``erase`` or ``feedback`` when ``NEXTBEST_DATABASE_URL`` is
+    unset and the models directory holds no log yet: most likely a job of a
+    deployment whose servers log to PostgreSQL, run without the variable (cron's
+    environment, ``sudo``), which would write where no server reads. (``picks
+    --log`` makes it: an e-mail deployment's first run has no server before it.)"""
+    missing = _missing_log_file(settings)
+    if missing is None:
+        return
+    raise _fail(
+        f"no recommendation log at {missing} (NEXTBEST_DATABASE_URL is not set: kept in "
+        f"the models directory): {writes_for_others}; if the servers use another database "
+        "(PostgreSQL), set NEXTBEST_DATABASE_URL as they have it; before anything is "
+        "served from this directory, make the log with `nextbest db upgrade`"
     )
 
 
