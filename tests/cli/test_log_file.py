@@ -187,6 +187,36 @@ def test_a_command_that_writes_the_log_run_without_the_setting_refuses_a_log_not
     assert again.exit_code == 0, _said(again)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["prune", "--older-than", "730", "--yes"],
+        ["lookup", "--hcp", "H000001"],
+        ["lookup", "--maintenance"],
+    ],
+    ids=["prune", "lookup-hcp", "lookup-maintenance"],
+)
+def test_a_command_answering_from_the_log_run_without_the_setting_refuses_a_log_not_made(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """The same job without NEXTBEST_DATABASE_URL: a weekly prune made an empty SQLite
+    log, pruned nothing there and said so with exit code 0, every week; a lookup for
+    an access request answered "nothing logged about this id"."""
+    env_settings.mkdir()
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(RULES))
+    get_settings.cache_clear()
+    result = runner.invoke(app, command)
+    said = _said(result)
+    assert result.exit_code == 2, said
+    log = env_settings / "nextbest.db"
+    assert (
+        f"error: no recommendation log at {log} (NEXTBEST_DATABASE_URL is not set: kept in "
+        "the models directory): this command reads the log kept there and makes none"
+    ) in said, said
+    assert "set NEXTBEST_DATABASE_URL as they have it" in said, said
+    assert not log.exists()
+
+
 def test_a_refused_feedback_run_leaves_no_earlier_rejected_file(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -112,7 +112,11 @@ def lookup(
         raise _fail("--models goes with --hcp HCP_ID: the versions that hold that HCP")
     settings = _settings()
     _refuse_missing_models_dir(
-        settings, "log", *(("registry",) if with_models else ()), log_optional=with_models
+        settings,
+        "log",
+        *(("registry",) if with_models else ()),
+        log_optional=with_models,
+        answers_from_log=not with_models,
     )
     url = settings.resolved_database_url
     try:

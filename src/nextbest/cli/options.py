@@ -159,6 +159,7 @@ def _refuse_missing_models_dir(
     *reads: Store,
     writes_for_others: str | None = None,
     log_optional: bool = False,
+    answers_from_log: bool = False,
 ) -> None:
     """Stop (exit 2) a command that works only on what its stores hold when a store it
     ``reads`` (``registry``: the MLflow registry; ``log``: the recommendation log) is
@@ -174,8 +175,9 @@ def _refuse_missing_models_dir(
     ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
     :func:`_refuse_missing_log_file`), unless it also answers before anything was
     served (``log_optional``: ``lookup --hcp ID --models``); and one that writes for
-    others when the setting is unset and the models directory holds no log yet
-    (:func:`_refuse_missing_default_log_file`)."""
+    others, or whose answer is what the log holds (``answers_from_log``: ``lookup``,
+    ``prune``), when the setting is unset and the models directory
+    holds no log yet (:func:`_refuse_missing_default_log_file`)."""
     if "log" in reads and not log_optional:
         _refuse_missing_log_file(settings, writes_for_others=writes_for_others)
     models = settings.resolved_models_dir
@@ -187,7 +189,7 @@ def _refuse_missing_models_dir(
     if not there:
         return
     if models.exists():
-        if "log" in reads and kept_there["log"] and writes_for_others is not None:
+        if kept_there["log"] and (writes_for_others is not None or answers_from_log):
             _refuse_missing_default_log_file(settings, writes_for_others)
         return
     refuse_unusable_place(models)  # under a file: that is said, not a missing directory
@@ -235,20 +237,32 @@ def _refuse_missing_log_file(settings: Settings, *, writes_for_others: str | Non
     )
 
 
-def _refuse_missing_default_log_file(settings: Settings, writes_for_others: str) -> None:
-    """Stop (exit 2) ``erase`` or ``feedback`` when ``NEXTBEST_DATABASE_URL`` is
-    unset and the models directory holds no log yet: most likely a job of a
-    deployment whose servers log to PostgreSQL, run without the variable (cron's
-    environment, ``sudo``), which would write where no server reads. (``picks
-    --log`` makes it: an e-mail deployment's first run has no server before it.)"""
+def _refuse_missing_default_log_file(settings: Settings, writes_for_others: str | None) -> None:
+    """Stop (exit 2) a command that reads the log, or writes it for others (``erase``,
+    ``feedback``: ``writes_for_others``), when ``NEXTBEST_DATABASE_URL`` is unset and
+    the models directory holds no log yet: nothing was served or stored with it, so
+    most likely a job of a deployment whose servers log to PostgreSQL, run without
+    the variable (cron's environment, ``sudo``). A prune would prune nothing there
+    every week, a lookup answer an access request with "nothing logged", an erasure
+    store its suppressions where no server reads them. (``picks --log`` makes it: an
+    e-mail deployment's first run has no server before it.)"""
     missing = _missing_log_file(settings)
     if missing is None:
         return
-    raise _fail(
+    given = (
         f"no recommendation log at {missing} (NEXTBEST_DATABASE_URL is not set: kept in "
-        f"the models directory): {writes_for_others}; if the servers use another database "
-        "(PostgreSQL), set NEXTBEST_DATABASE_URL as they have it; before anything is "
-        "served from this directory, make the log with `nextbest db upgrade`"
+        "the models directory)"
+    )
+    if writes_for_others is not None:
+        raise _fail(
+            f"{given}: {writes_for_others}; if the servers use another database "
+            "(PostgreSQL), set NEXTBEST_DATABASE_URL as they have it; before anything is "
+            "served from this directory, make the log with `nextbest db upgrade`"
+        )
+    raise _fail(
+        f"{given}: this command reads the log kept there and makes none, and nothing has "
+        "been served or stored with this directory; if the servers use another database "
+        "(PostgreSQL), set NEXTBEST_DATABASE_URL as they have it"
     )
 
 

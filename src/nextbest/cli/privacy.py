@@ -395,7 +395,7 @@ def prune(
                 f"(--older-than {math.ceil(exc.days)} or more)"
             )
         raise _fail(f"{given} ({shown}) {exc}{latest}; nothing was deleted") from None
-    _refuse_missing_models_dir(settings, "log")
+    _refuse_missing_models_dir(settings, "log", answers_from_log=True)
     store = without_password(settings.resolved_database_url)
     rows, kept = rows_before(settings, cutoff)
     stdout.print(f"rows from before {shown} in {store}:", highlight=False)
