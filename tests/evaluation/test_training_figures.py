@@ -1,7 +1,9 @@
-"""The figures a training run logs: a channel without enough held-out data is named."""
+"""The figures a training run logs: a channel without enough held-out data is named,
+and the learned policy's value is drawn from the run's own metrics."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 
 from nextbest.contract import load_dataset
-from nextbest.evaluation.plots import training_figures, wilson_interval
+from nextbest.evaluation.plots import policy_value_figure, training_figures, wilson_interval
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.train import TrainResult, train
 from nextbest.simulate import simulate_world
@@ -21,11 +23,24 @@ QUICK = TrainConfig(
 )
 
 
-def _trained(out: Path, *, n_hcps: int, drop_newest_webinars: bool) -> TrainResult:
+def _trained(
+    out: Path,
+    *,
+    n_hcps: int,
+    drop_newest_webinars: bool,
+    without_outcomes: bool = False,
+    newest_unlogged: bool = False,
+) -> TrainResult:
     world = simulate_world(n_hcps=n_hcps, periods=8, seed=3)
     world.write(out, fmt="parquet")
+    interactions = pd.read_parquet(out / "interactions.parquet")
+    if without_outcomes:  # engagement only: the preference x value fallback
+        interactions.drop(columns="outcome").to_parquet(out / "interactions.parquet")
+    if newest_unlogged:  # the held-out slice from a CRM: no propensity logged
+        newest = interactions["timestamp"] >= interactions["timestamp"].quantile(0.7)
+        interactions.loc[newest, "propensity"] = np.nan
+        interactions.to_parquet(out / "interactions.parquet")
     if drop_newest_webinars:  # webinars stopped: none in the held-out (newest) slice
-        interactions = pd.read_parquet(out / "interactions.parquet")
         catalog = pd.read_parquet(out / "catalog.parquet")
         webinar = catalog.loc[catalog["channel"] == "webinar", "action_id"]
         newest = interactions["timestamp"] >= interactions["timestamp"].quantile(0.7)
@@ -132,3 +147,123 @@ def test_a_decile_where_all_or_none_engaged_is_drawn(without_webinars: TrainResu
     [bars] = container.lines[2]
     ends = np.array([segment[:, 1] for segment in bars.get_segments()])
     assert ends[0, 0] == 0.0 and ends[2, 1] == 1.0
+
+
+def _policy_value_texts(figure: Any) -> tuple[str, list[str], str]:
+    [ax] = figure.axes
+    return ax.get_title(), [t.get_text() for t in ax.get_yticklabels()], "\n".join(_texts(figure))
+
+
+def test_the_learned_policy_value_is_drawn_from_the_run_metrics(
+    without_webinars: TrainResult,
+) -> None:
+    """The IPS / SNIPS / DR values were numbers in the run only; the figure draws the
+    same numbers, with their intervals, beside the logged policy and doing nothing."""
+    metrics = without_webinars.metrics
+    figure = training_figures(without_webinars)["policy_value_by_estimator"]
+    [ax] = figure.axes
+    title, ticks, under = _policy_value_texts(figure)
+    n = int(metrics["ope_decisions"])
+    assert n == without_webinars.evaluation["policy"]["dr"]["n"] >= 50
+    assert f"on {n:,} held-out decisions" in title
+    assert ax.get_xlabel() == "net value per decision: outcome - cost (95% CI)"
+    [learned] = ax.containers
+    estimators = [name for name in ("ips", "snips", "dr") if f"ope_{name}_policy_value" in metrics]
+    assert "ips" in estimators and "dr" in estimators
+    np.testing.assert_array_equal(
+        learned.lines[0].get_xdata(), [metrics[f"ope_{e}_policy_value"] for e in estimators]
+    )
+    [bars] = learned.lines[2]
+    np.testing.assert_allclose(
+        [segment[:, 0] for segment in bars.get_segments()],
+        [[metrics[f"ope_{e}_ci_low"], metrics[f"ope_{e}_ci_high"]] for e in estimators],
+        rtol=1e-12,
+    )
+    for e in estimators:  # each tick names the estimator and says its interval
+        [tick] = [t for t in ticks if t.startswith(f"learned policy, {e.upper()}\n")]
+        said = re.fullmatch(r"\S+ [^\n]+\n([-+][\d.]+) \(([-+][\d.]+) to ([-+][\d.]+)\)", tick)
+        assert said, tick
+        decimals = len(said[1].split(".")[-1])
+        np.testing.assert_allclose(
+            [float(x) for x in said.groups()],
+            [metrics[f"ope_{e}{key}"] for key in ("_policy_value", "_ci_low", "_ci_high")],
+            atol=0.5 * 10**-decimals,
+        )
+    references = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
+    assert references["logged policy (its average)"] == metrics["logging_policy_value"]
+    assert references["no action (SNIPS)"] == metrics["ope_snips_no_action_value"]
+    overlaps = all(
+        metrics[f"ope_{e}_ci_low"] <= metrics["logging_policy_value"] <= metrics[f"ope_{e}_ci_high"]
+        for e in estimators
+    )
+    said = f"not distinguishable from the logged policy on {n:,} decisions"
+    assert (said in under) == overlaps, under
+
+
+def test_the_policy_value_figure_says_when_the_logged_policy_is_within_the_intervals() -> None:
+    metrics = {
+        "ope_decisions": 1234.0,
+        "logging_policy_value": 2.0,
+        "ope_ips_policy_value": 2.2,
+        "ope_ips_ci_low": 1.9,
+        "ope_ips_ci_high": 2.5,
+        "ope_dr_policy_value": 2.4,
+        "ope_dr_ci_low": 2.1,
+        "ope_dr_ci_high": 2.7,
+    }
+    # SNIPS undefined (no logged decision agrees with the policy), no no-touch decision.
+    _, ticks, under = _policy_value_texts(policy_value_figure(metrics, why_none="-"))
+    assert ticks == [
+        "learned policy, IPS\n+2.20 (+1.90 to +2.50)",
+        "learned policy, SNIPS\nundefined: no logged decision chose as it would",
+        "learned policy, DR\n+2.40 (+2.10 to +2.70)",
+        "logged policy (its average)\n+2.00",
+    ]
+    assert under == "not distinguishable from the logged policy on 1,234 decisions by IPS"
+    apart = policy_value_figure({**metrics, "ope_ips_ci_low": 2.05}, why_none="-")
+    assert _texts(apart) == []  # both intervals above the logged policy: nothing to say
+    within = {**metrics, "ope_dr_ci_low": 1.5, "ope_snips_no_action_value": 1.0}
+    assert _policy_value_texts(policy_value_figure(within, why_none="-"))[2] == (
+        "not distinguishable from the logged policy on 1,234 decisions"
+    )
+
+
+def test_without_an_uplift_model_the_policy_value_figure_says_so(tmp_path: Path) -> None:
+    result = _trained(tmp_path, n_hcps=300, drop_newest_webinars=False, without_outcomes=True)
+    assert result.model.uplift_model is None
+    assert not any(key.startswith("ope_") for key in result.metrics)
+    figure = training_figures(result)["policy_value_by_estimator"]
+    [said] = _texts(figure)
+    assert said.startswith("no policy value:\nthis run has no uplift model")
+    assert "preference x value" in said
+    assert not figure.axes[0].axison
+
+
+def test_with_too_few_logged_held_out_decisions_the_policy_value_figure_says_so(
+    tmp_path: Path,
+) -> None:
+    result = _trained(tmp_path, n_hcps=300, drop_newest_webinars=False, newest_unlogged=True)
+    assert result.model.uplift_model is not None
+    assert "ope_dr_policy_value" not in result.metrics
+    figure = training_figures(result)["policy_value_by_estimator"]
+    [said] = _texts(figure)
+    assert said.startswith("no policy value:\n0 held-out decisions with an outcome carry")
+    assert "(need 50)" in said
+    assert not figure.axes[0].axison
+
+
+def test_the_policy_value_plot_is_logged_with_the_run_beside_the_others(trained: Any) -> None:
+    from nextbest import registry
+
+    (listed,) = [
+        v for v in registry.list_versions(trained.settings) if v.version == trained.version
+    ]
+    client = registry.client(trained.settings)
+    stored = {Path(a.path).name for a in client.list_artifacts(listed.run_id, "plots")}
+    assert stored == {
+        "calibration_by_channel.png",
+        "policy_value_by_estimator.png",
+        "qini_by_channel.png",
+    }
+    metrics = client.get_run(listed.run_id).data.metrics
+    assert metrics["ope_decisions"] >= 50 and "ope_dr_policy_value" in metrics

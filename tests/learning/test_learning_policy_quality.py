@@ -64,7 +64,11 @@ def test_run_reports_evaluation_metrics_and_figures(learned: LearnedWorld) -> No
     assert result.params["uplift.calibration_rows"] >= 500
     assert not any("not calibrated" in note for note in result.notes)
     figures = training_figures(result)
-    assert set(figures) == {"calibration_by_channel", "qini_by_channel"}
+    assert set(figures) == {
+        "calibration_by_channel",
+        "policy_value_by_estimator",
+        "qini_by_channel",
+    }
 
 
 def test_every_item_gets_readable_reasons(learned: LearnedWorld) -> None:

@@ -252,6 +252,7 @@ def _policy_value(
     if (a < 0).any():  # else no decision of known propensity did nothing (touches only)
         metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, np.full(len(a), -1)).value
     metrics["logging_policy_value"] = float(r.mean())
+    metrics["ope_decisions"] = float(len(a))  # what every value above rests on
     # On the decisions the values are computed on, so the two describe one policy.
     metrics["policy_action_rate"] = float((t >= 0).mean())
     out["policy"] = {name: value.as_dict() for name, value in estimates.items()}

@@ -16,12 +16,14 @@ if TYPE_CHECKING:
 
 
 def training_figures(result: TrainResult) -> dict[str, Any]:
-    """Calibration of P(engaged) per channel and Qini curves per action group.
+    """Calibration of P(engaged) per channel, the learned policy's off-policy value
+    and Qini curves per action group.
 
-    Both come from the time-based held-out slice (``result.evaluation``); a run
+    All come from the time-based held-out slice (``result.evaluation``); a run
     without one (eval_fraction 0) has no figures, and one without an uplift model
-    no Qini curves. A channel of the model with too few held-out decisions for a
-    line is named on the figure ("not enough data"), never silently left out.
+    no Qini curves (its policy value figure says why it has no value). A channel of
+    the model with too few held-out decisions for a line is named on the figure ("not
+    enough data"), never silently left out.
     """
     import matplotlib
 
@@ -60,6 +62,22 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     plt.close(fig)
     figures["calibration_by_channel"] = fig
     if result.model.uplift_model is None:
+        why = (
+            "this run has no uplift model: it ranks by preference x value, expected "
+            "engagement rather than outcome - cost (notes.txt says why)"
+        )
+    else:
+        rows = result.eval_rows
+        logged = 0
+        if rows is not None:
+            known = np.isfinite(rows.outcome) & np.isfinite(rows.propensity)
+            logged = int((known & (rows.propensity > 0)).sum())
+        why = (
+            f"{logged:,} held-out decisions with an outcome carry a logged propensity "
+            f"(need {MIN_GROUP_ROWS})"
+        )
+    figures["policy_value_by_estimator"] = policy_value_figure(result.metrics, why_none=why)
+    if result.model.uplift_model is None:
         return figures
     curves = result.evaluation.get("curves", {})
     fig, ax = plt.subplots(figsize=(6, 5.3))
@@ -85,6 +103,104 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     return figures
 
 
+# The estimators as the policy value figure names them, in the gate's order.
+ESTIMATOR_NAMES = {"ips": "IPS", "snips": "SNIPS", "dr": "DR"}
+
+
+def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
+    """The learned policy's off-policy value per decision by estimator, from a run's
+    ``metrics`` (``ope_<estimator>_policy_value``, ``_ci_low``, ``_ci_high``,
+    ``ope_decisions``), with 95% intervals, beside the logging policy's average
+    (``logging_policy_value``) and doing nothing (``ope_snips_no_action_value``, when
+    some logged decision did nothing). Under the axes, a line when the intervals hold
+    the logged policy's value (or doing nothing's). Without a value, ``why_none`` is
+    said in place of the axes.
+    """
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if "ope_decisions" not in metrics:
+        ax.set_title("Learned policy's value per decision", fontsize="medium")
+        _in_place_of_axes(
+            fig, ax, "no policy value:\n" + textwrap.fill(why_none, 50, break_on_hyphens=False)
+        )
+        plt.close(fig)
+        return fig
+    n = int(metrics["ope_decisions"])
+    logged = metrics["logging_policy_value"]
+    nothing = metrics.get("ope_snips_no_action_value")
+    intervals = {
+        name: (
+            metrics[f"ope_{key}_policy_value"],
+            metrics[f"ope_{key}_ci_low"],
+            metrics[f"ope_{key}_ci_high"],
+        )
+        for key, name in ESTIMATOR_NAMES.items()
+        if f"ope_{key}_policy_value" in metrics
+    }
+    digits = _digits([high - low for _, low, high in intervals.values()])
+    labels = []
+    for name in ESTIMATOR_NAMES.values():
+        if name in intervals:
+            value, low, high = intervals[name]
+            said = f"{value:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f})"
+        else:  # SNIPS: no logged decision chose what the learned policy would
+            said = "undefined: no logged decision chose as it would"
+        labels.append(f"learned policy, {name}\n{said}")
+    y = [i for i, name in enumerate(ESTIMATOR_NAMES.values()) if name in intervals]
+    values, lows, highs = (np.array(column) for column in zip(*intervals.values(), strict=True))
+    ax.errorbar(
+        values,
+        y,
+        xerr=[values - lows, highs - values],
+        fmt="o",
+        capsize=3,
+        color="tab:orange",
+        label="learned policy",
+    )
+    references = [("logged policy (its average)", logged, "black", "D", "--")]
+    if nothing is not None:
+        references.append(("no action (SNIPS)", nothing, "grey", "s", ":"))
+    for i, (label, at, color, marker, line) in enumerate(references, start=len(labels)):
+        ax.plot([at], [i], marker=marker, color=color, linestyle="none", label=label)
+        ax.axvline(at, color=color, linestyle=line, linewidth=0.8)
+        labels.append(f"{label}\n{at:+.{digits}f}")
+    ax.set_yticks(range(len(labels)), labels, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("net value per decision: outcome - cost (95% CI)")
+    ax.set_title(
+        f"Learned policy's value on {n:,} held-out decisions\n"
+        "(top-1 eligible action or nothing; intervals cluster-robust by HCP)",
+        fontsize="medium",
+    )
+    lines = []
+    for what, reference in (("the logged policy", logged), ("doing nothing", nothing)):
+        holding = [
+            name
+            for name, (_, low, high) in intervals.items()
+            if reference is not None and low <= reference <= high
+        ]
+        if holding:
+            by = "" if len(holding) == len(intervals) else f" by {' and '.join(holding)}"
+            lines.append(f"not distinguishable from {what} on {n:,} decisions{by}")
+    _under_axes(fig, lines)
+    plt.close(fig)
+    return fig
+
+
+def _digits(widths: list[float]) -> int:
+    """Decimals that show the narrowest finite interval width to two digits (0 to 6)."""
+    finite = [w for w in widths if np.isfinite(w) and w > 0]
+    if not finite:
+        return 3
+    return int(np.clip(1 - np.floor(np.log10(min(finite))), 0, 6))
+
+
 def wilson_interval(rate: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """95% Wilson score interval of binomial proportions ``rate`` out of ``n``, shapes
     ``(k,)``: within [0, 1] and not empty at 0 or 1 (Wilson, 1927, JASA 22:209)."""
@@ -99,23 +215,30 @@ def _not_enough(fig: Figure, ax: Axes, missing: list[str], why: str, *, drawn: b
     import textwrap
 
     if not drawn:
-        ax.set_axis_off()
-        ax.text(
-            0.5,
-            0.5,
+        _in_place_of_axes(
+            fig,
+            ax,
             "not enough data for any channel:\n" + textwrap.fill(why, 45, break_on_hyphens=False),
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
         )
+        return
+    _under_axes(fig, [f"not enough data for {', '.join(missing)}: {why}"] if missing else [])
+
+
+def _in_place_of_axes(fig: Figure, ax: Axes, said: str) -> None:
+    """Why a figure has nothing to draw, where its axes would be (no empty axes)."""
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, said, transform=ax.transAxes, ha="center", va="center")
+    fig.tight_layout()
+
+
+def _under_axes(fig: Figure, lines: list[str]) -> None:
+    """Plain sentences under the axes, each wrapped, with room made for them."""
+    import textwrap
+
+    if not lines:
         fig.tight_layout()
         return
-    if not missing:
-        fig.tight_layout()
-        return
-    said = textwrap.fill(
-        f"not enough data for {', '.join(missing)}: {why}", 80, break_on_hyphens=False
-    )
+    said = "\n".join(textwrap.fill(line, 80, break_on_hyphens=False) for line in lines)
     fig.text(0.02, 0.02, said, fontsize="small", va="bottom")
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, (0.2 * (said.count("\n") + 1) + 0.1) / height, 1, 1))
