@@ -166,6 +166,7 @@ def test_the_learned_policy_value_is_drawn_from_the_run_metrics(
     n = int(metrics["ope_decisions"])
     assert n == without_webinars.evaluation["policy"]["dr"]["n"] >= 50
     assert f"on {n:,} held-out decisions" in title
+    assert f"it acts on {metrics['policy_action_rate']:.0%} of them" in title
     assert ax.get_xlabel() == "net value per decision: outcome - cost (95% CI)"
     [learned] = ax.containers
     estimators = [name for name in ("ips", "snips", "dr") if f"ope_{name}_policy_value" in metrics]
@@ -215,7 +216,7 @@ def test_the_policy_value_figure_says_when_the_logged_policy_is_within_the_inter
     _, ticks, under = _policy_value_texts(policy_value_figure(metrics, why_none="-"))
     assert ticks == [
         "learned policy, IPS\n+2.20 (+1.90 to +2.50)",
-        "learned policy, SNIPS\nundefined: no logged decision chose as it would",
+        "learned policy, SNIPS\nundefined: no logged decision\nchose as it would",
         "learned policy, DR\n+2.40 (+2.10 to +2.70)",
         "logged policy (its average)\n+2.00",
     ]

@@ -112,7 +112,8 @@ def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
     ``metrics`` (``ope_<estimator>_policy_value``, ``_ci_low``, ``_ci_high``,
     ``ope_decisions``), with 95% intervals, beside the logging policy's average
     (``logging_policy_value``) and doing nothing (``ope_snips_no_action_value``, when
-    some logged decision did nothing). Under the axes, a line when the intervals hold
+    some logged decision did nothing); the title says the share of decisions it acts
+    on (``policy_action_rate``). Under the axes, a line when the intervals hold
     the logged policy's value (or doing nothing's). Without a value, ``why_none`` is
     said in place of the axes.
     """
@@ -150,7 +151,7 @@ def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
             value, low, high = intervals[name]
             said = f"{value:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f})"
         else:  # SNIPS: no logged decision chose what the learned policy would
-            said = "undefined: no logged decision chose as it would"
+            said = "undefined: no logged decision\nchose as it would"
         labels.append(f"learned policy, {name}\n{said}")
     y = [i for i, name in enumerate(ESTIMATOR_NAMES.values()) if name in intervals]
     values, lows, highs = (np.array(column) for column in zip(*intervals.values(), strict=True))
@@ -173,9 +174,11 @@ def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
     ax.set_yticks(range(len(labels)), labels, fontsize="small")
     ax.invert_yaxis()
     ax.set_xlabel("net value per decision: outcome - cost (95% CI)")
+    acts = metrics.get("policy_action_rate")
+    on = "" if acts is None else f"it acts on {acts:.0%} of them; "
     ax.set_title(
         f"Learned policy's value on {n:,} held-out decisions\n"
-        "(top-1 eligible action or nothing; intervals cluster-robust by HCP)",
+        f"({on}intervals cluster-robust by HCP)",
         fontsize="medium",
     )
     lines = []
