@@ -6,7 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nextbest.evaluation.ope import Z_95
+from nextbest.evaluation.ope import ESTIMATORS, Z_95
+
+# The unit of every off-policy value drawn (the gate's figure and the training run's).
+NET_VALUE = "net value per decision: outcome - cost (95% CI)"
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -103,10 +106,6 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     return figures
 
 
-# The estimators as the policy value figure names them, in the gate's order.
-ESTIMATOR_NAMES = {"ips": "IPS", "snips": "SNIPS", "dr": "DR"}
-
-
 def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
     """The learned policy's off-policy value per decision by estimator, from a run's
     ``metrics`` (``ope_<estimator>_policy_value``, ``_ci_low``, ``_ci_high``,
@@ -135,25 +134,26 @@ def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
     n = int(metrics["ope_decisions"])
     logged = metrics["logging_policy_value"]
     nothing = metrics.get("ope_snips_no_action_value")
+    names = [key.upper() for key in ESTIMATORS]
     intervals = {
-        name: (
+        key.upper(): (
             metrics[f"ope_{key}_policy_value"],
             metrics[f"ope_{key}_ci_low"],
             metrics[f"ope_{key}_ci_high"],
         )
-        for key, name in ESTIMATOR_NAMES.items()
+        for key in ESTIMATORS
         if f"ope_{key}_policy_value" in metrics
     }
     digits = _digits([high - low for _, low, high in intervals.values()])
     labels = []
-    for name in ESTIMATOR_NAMES.values():
+    for name in names:
         if name in intervals:
             value, low, high = intervals[name]
             said = f"{value:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f})"
         else:  # SNIPS: no logged decision chose what the learned policy would
             said = "undefined: no logged decision\nchose as it would"
         labels.append(f"learned policy, {name}\n{said}")
-    y = [i for i, name in enumerate(ESTIMATOR_NAMES.values()) if name in intervals]
+    y = [i for i, name in enumerate(names) if name in intervals]
     values, lows, highs = (np.array(column) for column in zip(*intervals.values(), strict=True))
     ax.errorbar(
         values,
@@ -173,7 +173,7 @@ def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
         labels.append(f"{label}\n{at:+.{digits}f}")
     ax.set_yticks(range(len(labels)), labels, fontsize="small")
     ax.invert_yaxis()
-    ax.set_xlabel("net value per decision: outcome - cost (95% CI)")
+    ax.set_xlabel(NET_VALUE)
     acts = metrics.get("policy_action_rate")
     on = "" if acts is None else f"it acts on {acts:.0%} of them; "
     ax.set_title(
@@ -261,7 +261,7 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    estimators = [e for e in ("ips", "snips", "dr") if e in decision["champion"]]
+    estimators = [e for e in ESTIMATORS if e in decision["champion"]]
     for offset, (role, label, color) in enumerate(
         (
             ("champion", f"champion v{champion}", "tab:blue"),
@@ -281,7 +281,7 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
         if tick.get_text() == decision["estimator"]:
             tick.set_fontweight("bold")
     left.invert_yaxis()
-    left.set_xlabel("net value per decision: outcome - cost (95% CI)")
+    left.set_xlabel(NET_VALUE)
     left.set_title(f"Estimates on {decision['n_decisions']:,} logged decisions")
     # Below the axes: inside, "best" still lands on an interval when they span it.
     left.legend(
