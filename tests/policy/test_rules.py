@@ -788,6 +788,41 @@ def test_strict_rules_that_do_not_fit_the_catalog_fail_instead_of_being_noted() 
         ServingRules.from_mapping({"strict": "yes"}, source="rules.yaml")
 
 
+def test_rules_without_a_channels_section_say_every_catalog_channel_is_uncapped(
+    tmp_path: Path,
+) -> None:
+    """A file whose channels section was deleted caps no channel of its own: said as
+    for one channel the rules never name, and refused under `strict: true`, not taken
+    as a fit. A file setting no rule at all (empty, comments) still says nothing."""
+    budget_only = {"all_channels": {"max_contacts": 8, "per_days": 28}, "dismissal_days": 30}
+    lax = HistoryRules(
+        ServingRules.from_mapping(budget_only, source="rules.yaml"),
+        channels=CHANNELS,
+        action_ids=ACTIONS,
+    )
+    assert lax.notes == [
+        "no rules for channel(s) ['email', 'rep_visit', 'webinar'] of the catalog: only "
+        "the all_channels budget caps them"
+    ]
+    strict = ServingRules.from_mapping({"strict": True, **budget_only}, source="rules.yaml")
+    with pytest.raises(RulesError, match=r"^rules.yaml: strict: true, .*no rules for channel"):
+        HistoryRules(strict, channels=CHANNELS, action_ids=ACTIONS)
+    with pytest.raises(RulesError, match="nothing caps them"):
+        HistoryRules(
+            ServingRules.from_mapping({"strict": True}), channels=CHANNELS, action_ids=ACTIONS
+        )
+    dismissals_only = ServingRules.from_mapping({"dismissal_days": 30})
+    assert (
+        "nothing caps them"
+        in HistoryRules(dismissals_only, channels=CHANNELS, action_ids=ACTIONS).notes[0]
+    )
+    comments = tmp_path / "rules.yaml"
+    comments.write_text("# no history rules\n")
+    for nothing in (ServingRules(), ServingRules.from_mapping({}), ServingRules.load(comments)):
+        assert nothing.sets_nothing
+        assert not HistoryRules(nothing, channels=CHANNELS, action_ids=ACTIONS).notes
+
+
 def test_a_snooze_lasts_as_long_as_a_dismissal_unless_configured() -> None:
     assert RULES.snooze_window == 30 and RULES.suppresses
     short = ServingRules.from_mapping({"dismissal_days": 30, "snooze_days": 7})

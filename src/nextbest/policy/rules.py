@@ -100,6 +100,9 @@ def fingerprint_of(raw: bytes) -> str:
 EMPTY_FINGERPRINT = fingerprint_of(b"")
 
 
+NO_SOURCE = "built-in defaults"
+
+
 class RulesError(ValueError):
     """The rules file is invalid; the message names the file and the field."""
 
@@ -142,7 +145,7 @@ class ServingRules:
     # Rules that do not fit the served catalog (a misspelt channel, a channel no rule
     # caps, a withdrawn id it lacks) fail the load instead of being noted.
     strict: bool = False
-    source: str = "built-in defaults"
+    source: str = NO_SOURCE
     # Which rules these are: see fingerprint_of (the file's bytes as read, so that
     # the hash and the rules come from one read even while the file is edited).
     fingerprint: str = EMPTY_FINGERPRINT
@@ -346,6 +349,12 @@ class ServingRules:
         if line is None:
             return named
         return f"{named}, {Path(self.source).name} line {line}"
+
+    @property
+    def sets_nothing(self) -> bool:
+        """True for rules that set no rule: an empty or comment-only file, a missing one,
+        the built-in defaults (serving without history rules, on purpose)."""
+        return replace(self, source=NO_SOURCE, fingerprint=EMPTY_FINGERPRINT) == ServingRules()
 
     @property
     def snooze_window(self) -> float | None:
@@ -851,7 +860,9 @@ class HistoryRules:
                 f"{', '.join(consent_column(c) for c in self.unconsented_channels)} column: "
                 "served to nobody until a model trained with one is"
             )
-        if unruled and rules.channels:
+        # Said too of a file that names no channel (its channels section deleted, say):
+        # silent only for one that sets no rule at all, serving without them on purpose.
+        if unruled and not rules.sets_nothing:
             budget = (
                 "only the all_channels budget caps them"
                 if rules.all_channels is not None
