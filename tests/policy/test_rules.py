@@ -1190,3 +1190,22 @@ def test_hcp_wide_reasons_are_read_in_any_case_as_dismiss_reasons_spell_them(
         dismissed_at={("H1", "A2"): NOW - timedelta(days=2)},
     )
     assert catalog.blocked(["H1"], history).tolist() == [[False, True, True, True]]
+
+
+def test_a_withdrawn_id_in_another_case_names_the_catalog_id_it_missed() -> None:
+    """`a1` for `A1` withdraws nothing and A1 is served on: the note a reload answers
+    with (rules_notes) names the id meant, not only "check the spelling"."""
+    actions = np.array(["A1", "A2", "031", "A4"], dtype=object)
+    rules = ServingRules.from_mapping({"withdrawn_actions": ["a1", "31", "A9"]})
+    history_rules = HistoryRules(rules, channels=CHANNELS, action_ids=actions)
+    assert not history_rules.withdrawn.any()
+    assert history_rules.notes[0] == (
+        "withdrawn_actions ['31', 'A9', 'a1'] are not in the served model's catalog "
+        "(nothing to withdraw; ids are compared exactly, case included: did you mean "
+        "'031' for '31', 'A1' for 'a1'?)"
+    )
+    unrelated = ServingRules.from_mapping({"withdrawn_actions": ["A9"]})
+    assert HistoryRules(unrelated, channels=CHANNELS, action_ids=actions).notes[0] == (
+        "withdrawn_actions ['A9'] are not in the served model's catalog "
+        "(nothing to withdraw; check the spelling)"
+    )

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import pandas as pd
 
 from nextbest.contract.schema import (
     channel_spelling,
@@ -63,6 +64,7 @@ from nextbest.contract.schema import (
     spelled_as_channels,
     withdrawn_channel,
 )
+from nextbest.contract.validate import LookAlikes
 from nextbest.yamlfile import (
     KeyLines,
     Place,
@@ -835,9 +837,22 @@ class HistoryRules:
         self.notes: list[str] = []
         unknown = sorted(set(rules.withdrawn_actions) - set(self.action_pos))
         if unknown:
+            # An id typed in another case or without its leading zeros ('a027', '31' for '031')
+            # withdraws nothing, and the content meant is served on: name that one.
+            twins = LookAlikes(pd.Index(list(self.action_pos)))
+            misspelt = ", ".join(
+                f"'{twin}' for '{action}'"
+                for action in unknown
+                if (twin := twins.of(action)) is not None
+            )
+            hint = (
+                f"ids are compared exactly, case included: did you mean {misspelt}?"
+                if misspelt
+                else "check the spelling"
+            )
             self.notes.append(
                 f"withdrawn_actions {unknown} are not in the served model's catalog "
-                "(nothing to withdraw; check the spelling)"
+                f"(nothing to withdraw; {hint})"
             )
         unmatched = rules.unmatched_channels(self.actions_of_channel)
         # A channel the catalog gained (rep_sample, say) that the rules never name
