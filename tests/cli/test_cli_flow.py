@@ -138,6 +138,9 @@ def test_simulate_train_picks(
     assert "not logged as served" in result.stderr  # advice, not the outcome
     # What was written on stdout, for a script to keep; notes and progress on stderr.
     assert result.stdout.startswith(f"wrote {len(pd.read_csv(noted)):,} picks for "), result.stdout
+    # A file is not logged: the line names the rules it was picked under, for an audit.
+    misspelt_rules = hashlib.sha256(misspelt.read_bytes()).hexdigest()[:12]
+    assert f"rules {misspelt_rules} of misspelt.yaml)" in said, said
     assert "note:" not in result.stdout and "scoring HCPs" not in result.stdout, result.stdout
     assert "wrote" not in result.stderr and "apply to nothing" in result.stderr, result.stderr
     # A send list's specialty nothing knows (a typo) is said, on stderr, not left silent.
@@ -201,6 +204,7 @@ def test_simulate_train_picks(
     rules_file = get_settings().resolved_rules_file
     fingerprint = hashlib.sha256(rules_file.read_bytes()).hexdigest()[:12]
     assert set(logged["rules_fingerprint"]) == {fingerprint}
+    assert f"(model version 1, rules {fingerprint} of {rules_file.name})" in said, said
     held_out = logged[logged["holdout"].astype(bool)]
     assert 20 < len(held_out) < 100  # 60 expected of 300
     assert f"logged 300 answers as served ({len(held_out)} held out" in said, said

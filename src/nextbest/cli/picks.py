@@ -153,7 +153,7 @@ def picks(
             given = load_hcps_and_catalog(_data_dir(data))
         except ContractError as exc:
             raise _fail(str(exc)) from None
-    _check_rules_file(settings)
+    rules = _check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
@@ -261,6 +261,7 @@ def picks(
                     progress=advance,
                     hcps=given_hcps,
                     catalog=given_catalog,
+                    rules=rules,
                 )
         except RulesError as exc:  # strict rules that do not fit this version's catalog
             raise _fail(
@@ -283,13 +284,17 @@ def picks(
                 if isinstance(exc, OSError):
                     raise _fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
                 raise
+    fingerprint = rules.fingerprint
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
-    # What was written and logged on stdout (--out is required: the picks never are).
+        fingerprint = logged.rules_fingerprint  # and the rules they were made under
+    # What was written and logged on stdout (--out is required: the picks never are),
+    # with the rules applied: a file is not logged, and an audit asks which rules made it.
     stdout.print(
         f"wrote {_plural(len(frame), 'pick')} for {frame['hcp_id'].nunique():,} of "
         f"{_plural(len(hcp_ids), 'HCP')} "
-        f"to {out} (model version {version})",
+        f"to {out} (model version {version}, rules {fingerprint} of "
+        f"{Path(rules.source).name})",
         highlight=False,
     )
     if logged is not None:

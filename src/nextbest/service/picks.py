@@ -339,6 +339,7 @@ def file_picks(
     progress: Callable[[int], None] | None = None,
     hcps: pd.DataFrame | None = None,
     catalog: pd.DataFrame | None = None,
+    rules: ServingRules | None = None,
 ) -> pd.DataFrame:
     """Picks for a whole file of HCPs under the serving rules and live contact history.
 
@@ -348,7 +349,8 @@ def file_picks(
     picks honour the same caps, cool-downs and dismissals as the API. Unknown HCPs
     are skipped. ``hcps`` and ``catalog``, the send's own contract frames, make the
     model's consent, specialty and approval rules stricter (see
-    :meth:`EligibilityIndex.build`).
+    :meth:`EligibilityIndex.build`). ``rules``: the serving rules as the caller read
+    them (None: read here), so that the rules it names are those applied.
     ``version`` is ``model``'s, named in the warning about a stale model that
     serving logs too: here measured at the picks' decision date, not at today (see
     :func:`~nextbest.service.runtime.warn_if_stale`).
@@ -362,7 +364,8 @@ def file_picks(
     decided = decision_time(on, now=now)
     warn_if_stale(settings.model_name, version, model.as_of, now=now, decided=decided)
 
-    rules = ServingRules.configured(settings)
+    if rules is None:
+        rules = ServingRules.configured(settings)
     known = [h for h in hcp_ids if h in model.hcp_index]
     with history_session(settings.resolved_database_url) as session:  # a log not made: empty
         history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided, now))
@@ -394,6 +397,8 @@ class LoggedPicks:
     n_holdout: int  # of them, drawn into the randomized holdout (no row in ``frame``)
     # HCPs erased while the picks were made: left out of ``frame`` and the log.
     erased: tuple[str, ...] = ()
+    # The serving rules the answers were made under (their logged rules_fingerprint).
+    rules_fingerprint: str = ""
 
 
 def _erased_since(runtime: Any, hcp_ids: Sequence[str], since: datetime) -> set[str]:
@@ -548,6 +553,7 @@ def logged_picks(
             n_logged=n_logged - len(erased),
             n_holdout=len(held_out - erased),
             erased=tuple(sorted(erased)),
+            rules_fingerprint=recommender.rules.fingerprint,
         )
     finally:
         runtime.close()
