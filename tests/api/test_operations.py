@@ -984,22 +984,26 @@ def test_a_rules_file_emptied_under_a_worker_keeps_its_rules_serving(
     with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
         held = client.get("/readyz").json()["rules_fingerprint"]
         rules.write_text("")
+        said = (
+            f"{rules} is empty: taken for a save in progress, the rules read before "
+            f"(fingerprint {held}) keep serving; to serve without history rules, leave a "
+            "comment in the file ('# no history rules')"
+        )
         with caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"):
             for _ in range(2):
                 answer = client.post("/v1/admin/reload")
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["rules_changed"] is False
+                # The reload's answer says it too, each time: not only the log, once.
+                assert answer.json()["rules_notes"] == [said], answer.text
         kept = [r.getMessage() for r in caplog.records if "is empty" in r.getMessage()]
-        assert kept == [
-            f"{rules} is empty: taken for a save in progress, the rules read before "
-            f"(fingerprint {held}) keep serving; to serve without history rules, leave a "
-            "comment in the file ('# no history rules')"
-        ]
+        assert kept == [said]
         runtime = client.app.state.runtime
         assert client.get("/readyz").json()["rules_fingerprint"] == held
         assert runtime.recommender.rules.needs_contacts
         rules.write_text("# no history rules\n")
-        assert client.post("/v1/admin/reload").json()["rules_changed"] is True
+        answer = client.post("/v1/admin/reload").json()
+        assert answer["rules_changed"] is True and answer["rules_notes"] == [], answer
         assert not runtime.recommender.rules.needs_contacts
         # Held rules of no bytes are not kept over an empty file: nothing to keep.
         rules.write_text("")

@@ -370,7 +370,8 @@ class ReloadPublic(BaseModel):
         default_factory=list,
         description="Rules that apply to nothing in the served catalog: withdrawn_actions "
         "it does not list, rules for channels it does not have (a typo stops nothing, "
-        "with the channel it likely meant); and the catalog's channels no rule names.",
+        "with the channel it likely meant); and the catalog's channels no rule names. "
+        "First, when the rules file was found empty: the rules held keep serving.",
     )
     territories_changed: bool = Field(
         default=False,

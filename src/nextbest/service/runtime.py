@@ -294,6 +294,9 @@ class ServingRuntime:
         # The fingerprint of the rules kept over an empty file, once said (see
         # _unless_emptied); None: not keeping any.
         self._kept_over_empty: str | None = None
+        # Said by the reload's answer (rules_notes) while the rules held are kept over
+        # an empty file: the reload that read it must not pass for one that applied it.
+        self.emptied_rules_note: str | None = None
         # The territory alignment in force (NEXTBEST_TERRITORIES_FILE), read at every
         # reload as the rules are; None: unset, the served model's territories apply.
         self.alignment: TerritoryAlignment | None = None
@@ -841,16 +844,16 @@ class ServingRuntime:
             or replace(held, source=read.source, fingerprint=read.fingerprint) == read
         ):
             self._kept_over_empty = None
+            self.emptied_rules_note = None
             return read
+        self.emptied_rules_note = (
+            f"{read.source} is empty: taken for a save in progress, the rules read before "
+            f"(fingerprint {held.fingerprint}) keep serving; to serve without history rules, "
+            "leave a comment in the file ('# no history rules')"
+        )
         if self._kept_over_empty != held.fingerprint:
             self._kept_over_empty = held.fingerprint
-            logger.warning(
-                "%s is empty: taken for a save in progress, the rules read before (fingerprint "
-                "%s) keep serving; to serve without history rules, leave a comment in the "
-                "file ('# no history rules')",
-                read.source,
-                held.fingerprint,
-            )
+            logger.warning("%s", self.emptied_rules_note)
         return held
 
     def _read_alignment(self, *, unless_unchanged: bool) -> TerritoryAlignment | None:

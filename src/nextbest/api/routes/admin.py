@@ -59,6 +59,9 @@ async def reload(
     keys_error = keys.error if keys is not None else None
     if keys_error is not None:
         key_notes = [keys_error, *key_notes]
+    rules_notes = served.history_rules.notes
+    if runtime.emptied_rules_note is not None:
+        rules_notes = [runtime.emptied_rules_note, *rules_notes]
     return ReloadPublic(
         version=result.version,
         previous=result.previous,
@@ -66,7 +69,7 @@ async def reload(
         warmed_hcps=result.warmed_hcps,
         rules_changed=result.rules_changed,
         rules_fingerprint=served.rules.fingerprint,
-        rules_notes=served.history_rules.notes,
+        rules_notes=rules_notes,
         territories_changed=result.territories_changed,
         territory_notes=territory_notes,
         key_notes=key_notes,
