@@ -1060,6 +1060,24 @@ def test_an_hcp_wide_dismissal_holds_back_every_rep_action_of_that_hcp(tmp_path:
             id="an-exponent-read-as-text",
         ),
         pytest.param(
+            "channels:\n  email: {cooldown_days: 7 days}\n",
+            "line 2: channels.email.cooldown_days: must be a number of days > 0 (read "
+            "'7 days', text): write 7 (a number of days, without a unit)",
+            id="days-with-their-unit",
+        ),
+        pytest.param(
+            "dismissal_days: 30d\nsnooze_days: 1w\n",
+            "line 1: dismissal_days: must be a number of days > 0 (read '30d', text): write 30 "
+            "(a number of days, without a unit)",
+            id="days-with-a-short-unit",
+        ),
+        pytest.param(
+            "snooze_days: 2 Weeks\n",
+            "line 1: snooze_days: must be a number of days > 0 (read '2 Weeks', text): write 14 "
+            "(a number of days, without a unit)",
+            id="weeks-for-days",
+        ),
+        pytest.param(
             "max_items_per_channel: 2.0\n",
             "line 1: max_items_per_channel: must be an integer >= 1; 2.0 was read as a "
             "decimal number: write a whole number, 2",

@@ -45,6 +45,7 @@ import difflib
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -616,11 +617,20 @@ def _refused(where: Place, must: str, value: Any, *, number: str | None = None) 
 MAX_DAYS = 36_500
 
 
+# A number of days written with its unit ('7 days', '30d', '2 weeks'): read as text.
+_WITH_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s*(d|days?|w|wks?|weeks?)", re.IGNORECASE)
+
+
 def _positive(value: Any, where: Place) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise _refused(where, "must be a number of days > 0", value, number="decimal")
+        refused = _refused(where, "must be a number of days > 0", value, number="decimal")
+        unit = _WITH_UNIT.fullmatch(value.strip()) if isinstance(value, str) else None
+        if unit is not None:
+            days = float(unit[1]) * (7 if unit[2][0] in "wW" else 1)
+            raise RulesError(f"{refused}: write {days:g} (a number of days, without a unit)")
+        raise refused
     if not value <= MAX_DAYS:  # infinity (.inf) too
         raise _refused(where, f"must be at most {MAX_DAYS} days, 100 years", value)
     return float(value)
