@@ -886,7 +886,7 @@ def test_a_closed_channel_is_said_closed_while_a_budget_that_lifts_binds_too() -
         "frequency cap: email is closed, max_contacts 0 (channels.email.max_contacts), "
         "until the rules change"
     )
-    assert said[0][1].startswith("contact budget: 1 contacts on all channels")
+    assert said[0][1].startswith("contact budget: 1 contact on all channels")
     assert said[3] == [said[0][1]]
 
 

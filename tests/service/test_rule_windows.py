@@ -31,7 +31,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], float, str]] = {
         {"channels": {"email": {"max_contacts": 1, "per_days": 5}}},
         {"event_type": "delivered", "channel": "email"},
         5,
-        "frequency cap: 1 email contacts in the last 5 days, max 1",
+        "frequency cap: 1 email contact in the last 5 days, max 1",
     ),
     "cool-down": (
         {"channels": {"email": {"cooldown_days": 3}}},
@@ -43,7 +43,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], float, str]] = {
         {"all_channels": {"max_contacts": 1, "per_days": 10}},
         {"event_type": "delivered", "channel": "webinar"},
         10,
-        "contact budget: 1 contacts on all channels in the last 10 days, max 1",
+        "contact budget: 1 contact on all channels in the last 10 days, max 1",
     ),
     "dismissal": (
         {"dismissal_days": 30},

@@ -1079,7 +1079,7 @@ class HistoryRules:
                 n = history.counts.get(rule.cap.per_days, {}).get((hcp_id, channel), 0)
                 if n >= rule.cap.max_contacts:
                     why.append(
-                        f"frequency cap: {n} {channel} contacts in the last "
+                        f"frequency cap: {n} {channel} {_contacts(n)} in the last "
                         f"{rule.cap.per_days:g} days, max {rule.cap.max_contacts} "
                         f"({rules.rule_at('channels', channel, 'max_contacts')})"
                         f"{_cap_lifting(history, hcp_id, channel, rule.cap)}"
@@ -1106,7 +1106,7 @@ class HistoryRules:
             total = history.contacts_by_hcp.get(cap.per_days, {}).get(hcp_id, 0)
             if total >= cap.max_contacts:
                 budget = (
-                    f"contact budget: {total} contacts on all channels in the last "
+                    f"contact budget: {total} {_contacts(total)} on all channels in the last "
                     f"{cap.per_days:g} days, max {cap.max_contacts} "
                     f"({rules.rule_at('all_channels', 'max_contacts')})"
                     f"{_cap_lifting(history, hcp_id, None, cap)}"
@@ -1115,6 +1115,11 @@ class HistoryRules:
                 )
                 blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
+
+
+def _contacts(n: int) -> str:
+    """'contact' or 'contacts', as a cap's reason counts ``n`` (a cap of 1 binds at 1)."""
+    return "contact" if n == 1 else "contacts"
 
 
 def _latest_consent(
