@@ -580,3 +580,24 @@ def test_logged_picks_say_each_rules_note_once(trained, tmp_path, caplog) -> Non
         logged_picks(settings, hcp_ids=ids, hcps=pd.DataFrame({"hcp_id": ids}))
     notes = [r for r in caplog.records if "no rules for channel(s)" in r.getMessage()]
     assert len(notes) == 1, [r.getMessage() for r in notes]
+
+
+def test_a_misspelt_specialty_in_a_given_catalog_is_noted_with_the_one_meant(model) -> None:
+    """`picks --data`: a catalog specialty no HCP has ('cardiolgy') narrows its action
+    silently (the file's and the model's specialties must both fit): said, naming the
+    specialty it likely meant."""
+    from nextbest.service.picks import catalog_notes
+
+    catalog = model.catalog.copy()
+    specialty = str(sorted(set(model.hcps["specialty"]))[0])
+    typo = specialty[:-2] + specialty[-1]  # one letter dropped
+    first, second = catalog["action_id"].iloc[0], catalog["action_id"].iloc[1]
+    catalog.loc[catalog.index[0], "specialties"] = typo
+    catalog.loc[catalog.index[1], "specialties"] = f"{typo};{specialty}"
+    assert catalog_notes(model, "1", catalog=model.catalog) == []
+    assert catalog_notes(model, "1", catalog=catalog) == [
+        f"action {first}: specialties '{typo}' (did you mean '{specialty}'?) of the catalog "
+        "given: no HCP of model version 1 has them, so no HCP gets it",
+        f"action {second}: specialties '{typo}' (did you mean '{specialty}'?) of the catalog "
+        "given: no HCP of model version 1 has them, so only HCPs of the others do",
+    ]

@@ -260,11 +260,30 @@ def catalog_notes(model: ScoringModel, version: str, *, catalog: pd.DataFrame) -
             f"on another channel or content type than when version {version} was trained",
         ),
     )
-    return [
+    notes = [
         f"{len(ids):,} action(s) get no picks, {why}: {listed(sorted(ids))}"
         for ids, why in differences
         if ids
     ]
+    # A specialty no HCP has (a typo: 'cardiolgy') narrows its action to the others
+    # named, or to nobody, with nothing else to say so.
+    have = sorted({specialty_spelling(str(s)) for s in model.hcps["specialty"]})
+    cells = catalog["specialties"] if "specialties" in catalog.columns else ()
+    for action_id, cell in zip(catalog["action_id"], cells, strict=True):
+        wanted = allowed_specialties("" if pd.isna(cell) else str(cell))
+        unknown = sorted(wanted - set(have))
+        if not unknown:
+            continue
+        said = []
+        for name in unknown:
+            near = difflib.get_close_matches(name, have, n=1, cutoff=0.75)
+            said.append(f"'{name}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        whom = "no HCP gets it" if len(unknown) == len(wanted) else "only HCPs of the others do"
+        notes.append(
+            f"action {action_id}: specialties {', '.join(said)} of the catalog given: no HCP "
+            f"of model version {version} has them, so {whom}"
+        )
+    return notes
 
 
 def unread_column_notes(hcps: pd.DataFrame) -> list[str]:
