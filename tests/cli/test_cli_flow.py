@@ -1270,6 +1270,13 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
             id="bad-setting",
         ),
         pytest.param(
+            {"NEXTBEST_HOLDOUT_RATE": "10"},
+            None,
+            "invalid setting: NEXTBEST_HOLDOUT_RATE='10': Input should be less than 1; the "
+            "setting: share of requests answered with no action; for 10%, write 0.1",
+            id="share-given-as-a-percentage",
+        ),
+        pytest.param(
             {"NEXTBEST_DATABASE_URL": "notaurl"},
             None,
             "invalid setting: NEXTBEST_DATABASE_URL='notaurl': not a database URL; use "

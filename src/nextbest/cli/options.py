@@ -144,6 +144,7 @@ def _settings() -> Settings:
         problems = "; ".join(
             f"NEXTBEST_{'_'.join(str(part) for part in error['loc']).upper()}"
             f"={_shown_input(error.get('input'))!r}: {error['msg'].removeprefix('Value error, ')}"
+            f"{_bound_hint(error)}"
             for error in exc.errors()
         )
         raise _fail(f"invalid setting: {problems}") from None
@@ -300,6 +301,29 @@ def _note_missing_log(settings: Settings) -> None:
 
 
 _UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process
+
+
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _bound_hint(error: Any) -> str:
+    """For a setting out of its bounds, what the setting is (its description), and for
+    a share given as a percentage (``NEXTBEST_HOLDOUT_RATE=10``) the share to write."""
+    if error["type"] not in _BOUND_ERRORS or not error["loc"]:
+        return ""
+    field = Settings.model_fields.get(str(error["loc"][0]))
+    if field is None or not field.description:
+        return ""
+    said = field.description.rstrip(".")
+    hint = f"; the setting: {said[:1].lower()}{said[1:]}"
+    limit = error.get("ctx", {}).get("lt", error.get("ctx", {}).get("le"))
+    try:
+        given = float(error.get("input"))
+    except (TypeError, ValueError):
+        return hint
+    if limit == 1 and 1 < given <= 100:
+        hint += f"; for {given:g}%, write {given / 100:g}"
+    return hint
 
 
 def _shown_input(value: Any) -> Any:
