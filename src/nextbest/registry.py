@@ -3215,9 +3215,15 @@ class VersionHolding:
     unreadable: str | None = None
 
 
-def versions_holding(settings: Settings, hcp_ids: Sequence[str]) -> list[VersionHolding]:
+def versions_holding(
+    settings: Settings, hcp_ids: Sequence[str], *, spelled_alike: set[str] | None = None
+) -> list[VersionHolding]:
     """Every registered version of the served model that holds one of ``hcp_ids``
     or cannot be read, newest first; [] when nothing is registered.
+
+    ``spelled_alike``, when given, gets the ids some readable version holds that
+    differ from one of ``hcp_ids`` it does not hold only in case, leading zeros or a
+    trailing '.0' (a mistyped erasure request names the id it meant).
 
     Each version's artifact is loaded as the runtime loads it (seconds per version).
     """
@@ -3240,6 +3246,13 @@ def versions_holding(settings: Settings, hcp_ids: Sequence[str]) -> list[Version
             out.append(VersionHolding(version, tags, (), mv.run_id, unreadable=str(exc)))
             continue
         held = tuple(h for h in wanted if h in model.hcp_index)
+        if spelled_alike is not None and len(held) < len(wanted):
+            from nextbest.contract.validate import LookAlikes
+
+            twins, kept = LookAlikes(model.hcp_index), set(held)
+            spelled_alike.update(
+                twin for h in wanted if h not in kept and (twin := twins.of(h)) is not None
+            )
         if held:
             out.append(VersionHolding(version, tags, held, mv.run_id))
     return out

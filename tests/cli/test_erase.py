@@ -153,6 +153,49 @@ def test_erase_takes_ids_from_arguments_and_files(env_settings: Path, tmp_path: 
     assert b"r1-H3" not in database.read_bytes()
 
 
+def test_erase_names_the_logged_id_a_mistyped_one_meant_and_does_not_erase_it(
+    env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id nextbest never saw that differs from a logged one only in case or
+    leading zeros is the request's id mistyped: the logged one is named, left as it
+    is (erasure erases exactly what it is given), and the exit code says so."""
+    url = database_url
+    migrate(url)
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", url)
+    get_settings.cache_clear()
+    _log_rows(url, "H000002")
+    _log_rows(url, "123")
+    result = runner.invoke(app, ["erase", "h000002", "00123", "H9", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 1, result.output
+    assert "stored 3 suppressions" in said, said
+    assert (
+        "error: 2 ids nextbest never saw differ only in case or leading zeros from one it "
+        "knows: h000002 (H000002?), 00123 (123?); those HCPs were NOT erased" in said
+    ), said
+    assert "`nextbest erase H000002 123`" in said, said
+    assert _answers(url) == ["123", "123", "H000002", "H000002"]
+
+
+def test_erase_names_the_registered_id_a_mistyped_one_meant(served_store: str, trained) -> None:
+    from nextbest.contract import load_dataset
+
+    known = str(load_dataset(trained.data_dir).hcps["hcp_id"].iloc[0])
+    typed = known.swapcase()
+    assert typed != known
+    migrate(served_store)
+    result = runner.invoke(app, ["erase", typed, "--yes"])
+    said = _said(result)
+    assert result.exit_code == 1, result.output
+    assert f"from one it knows: {typed} ({known}?); that HCP was NOT erased" in said, said
+    assert f"`nextbest erase {known}`" in said, said
+
+    # Both spellings asked: the known one is erased, nothing is left to name.
+    both = runner.invoke(app, ["erase", typed, known, "--yes"])
+    assert both.exit_code == 0, both.output
+    assert "NOT erased" not in _said(both)
+
+
 @pytest.mark.parametrize(
     ("args", "content", "said"),
     [

@@ -120,7 +120,8 @@ def erase(
     goes, the suppression stays as it was. Exit code 2 when nothing was erased (no
     id, a bad file, no --yes off a terminal, not confirmed); 1 when erased but the
     model registry, or one registered version's artifacts, could not be read (the
-    versions that may still hold the HCPs are not all known).
+    versions that may still hold the HCPs are not all known), or when an id it never
+    saw differs only in case or leading zeros from one it knows (named, not erased).
     """
     from nextbest.contract import ContractError
     from nextbest.registry import registry_exists
@@ -208,8 +209,9 @@ def erase(
             rerun="; run `nextbest erase` with the same ids again when the servers are idle "
             "or stopped",
         )
+    alike: set[str] = set()
     try:
-        holding = versions_holding(settings, ids)
+        holding = versions_holding(settings, ids, spelled_alike=alike)
     except Exception as exc:  # erased all the same: say what is left to check
         console.print(
             f"[red]error:[/red] the model registry "
@@ -236,7 +238,24 @@ def erase(
             f"logged answer or feedback, {where}): {shown}; check them "
             "for typos (a suppression was stored for each all the same)"
         )
+        meant = _meant_instead(settings, ids, never, alike)
+    else:
+        meant = {}
     _erasure_reminder()
+    if meant:
+        # Erasing the id nextbest knows is the operator's call: erasure names exactly
+        # what it erases. A job must still see that the request may not be done.
+        from nextbest.cli.picks import _unknown_ids
+
+        console.print(
+            f"[red]error:[/red] {_plural(len(meant), 'id')} nextbest never saw "
+            f"{'differs' if len(meant) == 1 else 'differ'} only in case or leading zeros "
+            f"from one it knows: {_unknown_ids(list(meant), set(meant), known=alike)}; "
+            f"{'that HCP was' if len(meant) == 1 else 'those HCPs were'} NOT erased: if "
+            "it is the one asked for, erase it as nextbest spells it: `nextbest erase "
+            f"{' '.join(list(meant.values())[:5])}{' ...' if len(meant) > 5 else ''}`",
+            highlight=False,
+        )
     if unchecked:
         # Erased all the same; a GDPR job must still see that the versions are not all known.
         shown = ", ".join(f"v{v.version}" for v in unchecked)
@@ -249,6 +268,26 @@ def erase(
             highlight=False,
         )
         raise typer.Exit(code=1)
+    if meant:
+        raise typer.Exit(code=1)
+
+
+def _meant_instead(
+    settings: Settings, ids: list[str], never: list[str], alike: set[str]
+) -> dict[str, str]:
+    """The ids of ``never`` that differ only in case or leading zeros from an id
+    nextbest knows and was not asked to erase (of ``ids``): one of ``alike`` (held by
+    a registered version), or one the store's rows name. ``alike`` is left holding
+    those known ids. Each such id -> the known id."""
+    import pandas as pd
+
+    from nextbest.contract.validate import LookAlikes
+    from nextbest.service.erasure import spelled_alike
+
+    alike |= spelled_alike(settings, never)
+    alike -= set(ids)
+    twins = LookAlikes(pd.Index(sorted(alike)))
+    return {h: twin for h in never if (twin := twins.of(h)) is not None}
 
 
 def _print_versions_holding(settings: Settings, holding: list[Any], n_ids: int) -> None:

@@ -46,6 +46,7 @@ from nextbest.storage.repository import (
     end_run,
     erase_hcps,
     erased_already,
+    hcps_spelled_alike,
     hcps_with_rows,
     insert_run,
     maintenance_runs,
@@ -77,6 +78,7 @@ __all__ = [
     "rows_before",
     "rows_naming",
     "runs",
+    "spelled_alike",
     "versions_holding",
 ]
 
@@ -119,6 +121,14 @@ def rows_naming(
             erased_already(session, hcp_ids=hcp_ids),
             hcps_with_rows(session, hcp_ids=hcp_ids),
         )
+
+
+def spelled_alike(settings: Settings, hcp_ids: Sequence[str]) -> set[str]:
+    """The HCP ids the store's rows name that differ from one of ``hcp_ids`` only in
+    case or leading zeros (``hcp_ids`` themselves included when named): what a
+    mistyped erasure request meant."""
+    with store_session(settings.resolved_database_url) as session:
+        return hcps_spelled_alike(session, hcp_ids=hcp_ids)
 
 
 @dataclass(frozen=True)

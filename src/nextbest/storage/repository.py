@@ -2178,6 +2178,23 @@ def hcps_with_rows(session: Session, *, hcp_ids: Sequence[str]) -> set[str]:
     return found
 
 
+def hcps_spelled_alike(session: Session, *, hcp_ids: Sequence[str]) -> set[str]:
+    """The HCP ids some logged recommendation or feedback event names that are spelled
+    as one of ``hcp_ids`` but for case and leading zeros (``H000002`` for ``h000002``,
+    or ``00123`` for ``123``), the ids themselves included when named."""
+    forms = list(dict.fromkeys(h.strip().lower().lstrip("0") for h in hcp_ids))
+    found: set[str] = set()
+    for chunk in _chunks(forms, _in_chunk_size(session)):
+        for table in (_RECOMMENDATIONS, _FEEDBACK):
+            spelled = sa.func.lower(sa.func.ltrim(table.c.hcp_id, "0"))
+            found.update(
+                session.execute(
+                    sa.select(table.c.hcp_id).where(spelled.in_(chunk)).distinct()
+                ).scalars()
+            )
+    return found
+
+
 def erased_already(session: Session, *, hcp_ids: Sequence[str]) -> dict[str, datetime]:
     """The HCPs of ``hcp_ids`` whose erasure suppression is stored, with when it was."""
     by_event = {erasure_event_id(hcp): hcp for hcp in dict.fromkeys(hcp_ids)}
