@@ -33,6 +33,42 @@ def test_closed_choice_settings_are_read_in_any_case_without_spaces_around(
     assert getattr(Settings(), field) == value
 
 
+SWITCHES = sorted(name for name, f in Settings.model_fields.items() if f.annotation is bool)
+# As docs/operations.md, "Configuration", lists them.
+TRUE_WORDS, FALSE_WORDS = (
+    ("true", "1", "yes", "on", "t", "y"),
+    ("false", "0", "no", "off", "f", "n"),
+)
+
+
+@pytest.mark.parametrize("field", SWITCHES)
+def test_every_true_or_false_setting_reads_the_words_the_docs_list(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    variable = f"NEXTBEST_{field.upper()}"
+    for words, value in ((TRUE_WORDS, True), (FALSE_WORDS, False)):
+        for word in words:
+            for written in (word, f" {word.upper()} "):
+                monkeypatch.setenv(variable, written)
+                assert getattr(Settings(), field) is value, (variable, written)
+    for word in ("2", "enabled"):
+        monkeypatch.setenv(variable, word)
+        with pytest.raises(ValidationError, match="Input should be a valid boolean"):
+            Settings()
+
+
+def test_the_docs_name_every_true_or_false_setting_and_its_words() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
+    said = " ".join(docs.split("the true-or-false\nsettings", 1)[1].split("\n\n")[0].split())
+    assert SWITCHES, Settings.model_fields
+    for field in SWITCHES:
+        assert f"`NEXTBEST_{field.upper()}`" in said.split(")", 1)[0], (field, said)
+    words = ", ".join(f"`{w}`" for w in TRUE_WORDS[:-1]) + f" or `{TRUE_WORDS[-1]}` as true"
+    assert words in said, said
+    words = ", ".join(f"`{w}`" for w in FALSE_WORDS[:-1]) + f" or `{FALSE_WORDS[-1]}` as false"
+    assert words in said, said
+
+
 @pytest.mark.parametrize(
     ("variable", "written", "said"),
     [
