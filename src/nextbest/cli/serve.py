@@ -156,6 +156,7 @@ def _run_server(
         http=PROTOCOL,
         **extra,
     )
+    _warn_if_open(settings, options["host"], options["port"])
     if n_workers > 1 and balanced_listeners_supported():
         # Each worker accepts on its own socket, so connections spread over all
         # workers (nextbest.api.workers explains why uvicorn's shared one does not).
@@ -177,6 +178,37 @@ def _run_server(
         except AddressInUseError as exc:  # its message, without "[Errno 98]"
             raise _fail(exc.strerror or str(exc)) from None
         uvicorn.run("nextbest.api.app:create_app", **options)
+
+
+def _warn_if_open(settings: Settings, host: str, port: int) -> None:
+    """With auth off, say at start when the address is reachable from elsewhere:
+    every caller is then an admin (reload, promote, API keys aside)."""
+    if settings.auth_enabled or _loopback_only(host):
+        return
+    logging.getLogger("nextbest.serve").warning(
+        "auth is OFF (NEXTBEST_AUTH_ENABLED=false) and the server listens on %s:%d, not "
+        "on loopback: the API, admin routes included, is open to anyone who can reach "
+        "that address; serve on 127.0.0.1, or turn auth on with API keys "
+        "(docs/operations.md, 'Keys and roles')",
+        host,
+        port,
+        extra={"event": "auth_off_open"},
+    )
+
+
+def _loopback_only(host: str) -> bool:
+    """Whether every address ``host`` (an address or a name) stands for is loopback;
+    False when it cannot be resolved."""
+    import ipaddress
+    import socket
+
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(
+        ipaddress.ip_address(str(address[4][0]).split("%")[0]).is_loopback for address in found
+    )
 
 
 def _check_serving_files(settings: Settings) -> None:
