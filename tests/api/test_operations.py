@@ -1840,3 +1840,16 @@ def test_readyz_says_while_the_start_up_warming_runs(own_registry, keys) -> None
         assert runtime.wait_warm(timeout=10)
         assert "warming" not in client.get("/readyz").json()
     runtime.close()
+
+
+def test_the_operations_guide_says_what_each_readyz_field_means() -> None:
+    """An operator reads /readyz's fields in docs/operations.md: `warming` was
+    answered but not described there (nor whether a load balancer waits for it)."""
+    from nextbest.api.schemas import HealthPublic
+
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    readyz = docs.split("**`GET /readyz`**", 1)[1].split("\n- ", 1)[0]
+    for field in HealthPublic.model_fields:
+        if field != "status":
+            assert f"`{field}`" in readyz or f'"{field}"' in readyz, field
+    assert "load balancer should not wait for it" in readyz
