@@ -428,7 +428,9 @@ def test_reloads_swapped_counts_each_model_swapped_in_as_its_help_says(own_regis
         assert client.post("/v1/admin/reload").json()["changed"] is False
         assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == before + 1
         forced = client.post("/v1/admin/reload", params={"force": "true"}).json()
-        assert forced["changed"] is True and forced["version"] == version, forced
+        # Swapped in, but the served model is no other version: `changed` says that.
+        assert (forced["version"], forced["previous"]) == (version, version), forced
+        assert forced["changed"] is False and forced["forced"] is True, forced
         assert _metric(REGISTRY, "nextbest_reloads_total", result="swapped") == before + 2
         text = client.get("/metrics").text
     help_line = next(
@@ -839,6 +841,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "version": before,
         "previous": before,
         "changed": False,
+        "forced": False,
         "warmed_hcps": 0,
         "rules_changed": False,
         "rules_fingerprint": rules,
@@ -860,6 +863,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "version": new,
         "previous": before,
         "changed": True,
+        "forced": False,
         "warmed_hcps": 3,
         "rules_changed": False,
         "rules_fingerprint": rules,

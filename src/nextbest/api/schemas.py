@@ -350,8 +350,14 @@ class ReloadPublic(BaseModel):
     version: str = Field(description="The version served from now on.")
     previous: str | None = Field(description="The version served before the call.")
     changed: bool = Field(
-        description="A model was loaded and swapped in: the alias had moved, or force "
-        "reloaded the same version."
+        description="The version served from now on is another one than before the call "
+        "(the alias had moved, or the first model was loaded): version differs from "
+        "previous."
+    )
+    forced: bool = Field(
+        default=False,
+        description="force=true loaded the version already served again (its artifacts as "
+        "they are now) and swapped it in; changed stays false, the version being the same.",
     )
     warmed_hcps: int = Field(
         description="HCPs whose scores and reasons the new model computed before the swap "

@@ -65,7 +65,9 @@ async def reload(
     return ReloadPublic(
         version=result.version,
         previous=result.previous,
-        changed=result.changed,
+        # result.changed is a swap: a forced one of the same version is no new model.
+        changed=result.changed and result.version != result.previous,
+        forced=force and result.changed and result.version == result.previous,
         warmed_hcps=result.warmed_hcps,
         rules_changed=result.rules_changed,
         rules_fingerprint=served.rules.fingerprint,
