@@ -1188,6 +1188,33 @@ def test_every_logged_answer_names_the_rules_it_was_made_under(
         assert kept[first].source == str(rules) and len(kept[first].sha256) == 64
 
 
+def test_the_rules_file_is_kept_under_its_absolute_path_and_the_same_fingerprint(
+    own_registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NEXTBEST_RULES_FILE=training/rules.yaml was kept as written, relative to
+    wherever the server was started: an auditor could not tell which file it was."""
+    from nextbest.storage.repository import stored_rules
+
+    shipped = Path(__file__).parents[2] / "training" / "rules.yaml"
+    started_in = tmp_path / "deploy"
+    (started_in / "training").mkdir(parents=True)
+    rules = started_in / "training" / "rules.yaml"
+    rules.write_text(shipped.read_text())
+    monkeypatch.chdir(started_in)
+    settings = own_registry.model_copy(update={"rules_file": Path("training/rules.yaml")})
+    runtime = ServingRuntime.start(settings)
+    try:
+        # What answers and /readyz name, and what an auditor compares with the file.
+        assert runtime.rules_fingerprint == _fingerprint(rules)
+        with runtime.sessions() as session:
+            kept = stored_rules(session, _fingerprint(rules))
+        assert kept is not None and kept.source == str(rules), kept
+        assert kept.sha256 == hashlib.sha256(rules.read_bytes()).hexdigest()
+        assert runtime.rules is not None and runtime.rules.source == "training/rules.yaml"
+    finally:
+        runtime.close()
+
+
 def test_a_worker_started_after_invalid_edits_is_unready_until_they_are_fixed(
     own_registry, keys, tmp_path: Path
 ) -> None:

@@ -463,9 +463,14 @@ class ServingRuntime:
             return
         if self.migration_pending:
             return  # the watcher stores it once the database is migrated
+        # The path as read may be relative to wherever the server was started: an
+        # auditor reading the row later could not tell which file it was. A serving
+        # process does not change its working directory, so anchored here it is the
+        # file the rules were loaded from. Rows stored before keep what they hold.
+        source = str(Path(rules.source).absolute())
         try:
             with self.sessions() as session:
-                store_rules(session, content=rules.text, source=rules.source)
+                store_rules(session, content=rules.text, source=source)
         except Exception as exc:
             logger.warning(
                 "could not store the text of serving rules %s (tried again every %g s): %s",
