@@ -353,3 +353,117 @@ def test_rewards_all_alike_keep_an_interval(estimator: str, reward_value: float)
     assert diff.dof == (299 if estimator == "snips" else 59)
     half = ope.critical_value(diff.dof) * np.sqrt(floor)
     assert (diff.value, diff.ci_low, diff.ci_high) == pytest.approx((0.0, -half, half))
+
+
+def _with_hcps(
+    n_hcps: int, per_hcp: int, mu: np.ndarray, logger: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(HCP, context, action, reward, propensity) logged by epsilon-greedy (0.3) on
+    ``logger``, each HCP one context decided ``per_hcp`` times, with an HCP effect on
+    every reward no reward model knows."""
+    context, action, reward, pscore = _epsilon_greedy_log(n_hcps * per_hcp, mu, logger, 0.3, rng)
+    hcp = np.repeat(np.arange(n_hcps), per_hcp)
+    context = rng.integers(N_CONTEXTS, size=n_hcps)[hcp]
+    action = np.where(rng.random(len(hcp)) < 0.3, rng.integers(K, size=len(hcp)), logger[context])
+    pscore = 0.3 / K + 0.7 * (action == logger[context])
+    effect = rng.normal(0.0, 0.5, n_hcps)[hcp]
+    reward = rng.poisson(mu[context, action]).astype(np.float64) + effect
+    return hcp, context, action, reward, pscore
+
+
+@pytest.mark.parametrize("estimator", ["ips", "snips", "dr"])
+def test_gain_over_the_logged_policy_is_paired_and_covers_the_truth(estimator: str) -> None:
+    """The learned policy's gain over the logging policy (epsilon-greedy on the
+    champion: its value is the mean observed reward) shares the decisions and the
+    outcomes: paired, its interval is narrower than the two values' own errors
+    combined, and it covers the true gain as often as promised."""
+    mu, champion, challenger = _world(seed=0)
+    rows = np.arange(N_CONTEXTS)
+    logged_truth = 0.7 * mu[rows, champion] + 0.3 * mu.mean(axis=1)
+    truth = float((mu[rows, challenger] - logged_truth).mean())
+    rng = np.random.default_rng(11)
+    covered, narrower = [], []
+    for _ in range(200):
+        hcp, context, action, reward, pscore = _with_hcps(300, 5, mu, champion, rng)
+        q = _per_action_model(action, reward)
+        target = challenger[context]
+        kwargs = {"q_target": q[target], "q_logged": q[action], "groups": hcp}
+        gain = ope.difference(estimator, action, reward, pscore, target, None, **kwargs)
+        learned = ope.estimate(estimator, action, reward, pscore, target, **kwargs)
+        assert gain.value == pytest.approx(learned.value - reward.mean())
+        covered.append(gain.ci_low <= truth <= gain.ci_high)
+        own = (learned.ci_high - learned.ci_low) / (2 * ope.critical_value(learned.dof))
+        logged_se = ope.standard_error(reward, hcp)
+        unpaired = 2 * ope.critical_value(gain.dof) * np.hypot(own, logged_se)
+        narrower.append(gain.ci_high - gain.ci_low < unpaired)
+    coverage = float(np.mean(covered))
+    # 200 replications: a true 95% interval lands in [0.9, 0.99] with > 99% probability.
+    assert 0.9 <= coverage <= 0.99, coverage
+    assert all(narrower)
+
+
+@pytest.mark.parametrize("estimator", ["ips", "snips", "dr"])
+def test_a_policy_that_does_what_the_logger_did_gains_exactly_nothing(estimator: str) -> None:
+    """A deterministic logging policy (every propensity 1) and a target that chooses as
+    it did: the gain over the logged policy is 0, and so is its interval (IPS and DR
+    had no informative decision and read an infinite one)."""
+    rng = np.random.default_rng(12)
+    hcp = np.repeat(np.arange(200), 3)
+    n = len(hcp)
+    action = rng.integers(-1, K, size=n)
+    reward = rng.poisson(2.0, n).astype(np.float64)
+    q = rng.normal(2.0, 0.3, n)
+    gain = ope.difference(
+        estimator,
+        action,
+        reward,
+        np.ones(n),
+        action.copy(),
+        None,
+        q_target=q,
+        q_logged=q,
+        groups=hcp,
+    )
+    assert gain.value == pytest.approx(0.0, abs=1e-12)
+    assert gain.ci_high - gain.ci_low == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_logged_policy_is_valued_by_its_rewards_not_a_reward_model() -> None:
+    n = 10
+    one = np.ones(n)
+    with pytest.raises(ValueError, match="pass no q_baseline"):
+        ope.difference("dr", np.zeros(n), one, one, np.zeros(n), None, q_baseline=one)
+
+
+def test_an_hcps_decisions_repeated_do_not_narrow_the_gain_over_the_logged_policy() -> None:
+    """Each HCP's decisions written five times are no new evidence: clustered by HCP the
+    interval of the gain over the logged policy stays as it was, where counted as
+    independent decisions it would narrow by sqrt(5)."""
+    mu, champion, challenger = _world(seed=0)
+    hcp, context, action, reward, pscore = _with_hcps(
+        300, 4, mu, champion, np.random.default_rng(13)
+    )
+    q = _per_action_model(action, reward)
+    target = challenger[context]
+
+    def gain(times: int, clustered: bool) -> ope.PolicyValue:
+        def again(x: np.ndarray) -> np.ndarray:
+            return np.tile(x, times)
+
+        return ope.difference(
+            "dr",
+            again(action),
+            again(reward),
+            again(pscore),
+            again(target),
+            None,
+            q_target=again(q[target]),
+            q_logged=again(q[action]),
+            groups=again(hcp) if clustered else None,
+        )
+
+    once, five = gain(1, clustered=True), gain(5, clustered=True)
+    assert five.value == pytest.approx(once.value)
+    assert five.ci_high - five.ci_low == pytest.approx(once.ci_high - once.ci_low, rel=1e-9)
+    independent = gain(5, clustered=False)
+    assert independent.ci_high - independent.ci_low < 0.5 * (once.ci_high - once.ci_low)

@@ -12,7 +12,12 @@ import pandas as pd
 import pytest
 
 from nextbest.contract import load_dataset
-from nextbest.evaluation.plots import policy_value_figure, training_figures, wilson_interval
+from nextbest.evaluation.plots import (
+    gate_estimator,
+    policy_value_figure,
+    training_figures,
+    wilson_interval,
+)
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.train import TrainResult, train
 from nextbest.simulate import simulate_world
@@ -193,15 +198,42 @@ def test_the_learned_policy_value_is_drawn_from_the_run_metrics(
     references = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
     assert references["logged policy (its average)"] == metrics["logging_policy_value"]
     assert references["no action (SNIPS)"] == metrics["ope_snips_no_action_value"]
-    overlaps = all(
-        metrics[f"ope_{e}_ci_low"] <= metrics["logging_policy_value"] <= metrics[f"ope_{e}_ci_high"]
-        for e in estimators
+    # Under the axes: the gate's estimator's paired gains, the same numbers as the metrics.
+    assert gate_estimator() == "dr"
+    for over, what in (("logged", "the logged policy"), ("nothing", "doing nothing")):
+        key = f"ope_dr_gain_over_{over}"
+        gain = [metrics[f"{key}{end}"] for end in ("", "_ci_low", "_ci_high")]
+        for e in estimators:  # every estimator's gain is a metric, paired on the same decisions
+            assert (
+                metrics[f"ope_{e}_gain_over_{over}_ci_low"] <= metrics[f"ope_{e}_gain_over_{over}"]
+            )
+        # One sentence per reference, each ending ", by DR" (wrapped at 80 characters).
+        sentences = " ".join(under.split()).split(", by DR")
+        [line] = [sentence for sentence in sentences if what in sentence]
+        said = re.search(r"([-+][\d.]+) \(([-+][\d.]+) to ([-+][\d.]+)\) per decision", line)
+        assert said, line
+        decimals = len(said[1].split(".")[-1])
+        np.testing.assert_allclose(
+            [float(x) for x in said.groups()], gain, atol=0.5 * 10**-decimals
+        )
+        verdict = "adds" if gain[1] > 0 else "falls short" if gain[2] < 0 else "not distinguishable"
+        assert verdict in line, line
+    # Paired: the difference of the two values, not of two separately estimated ones.
+    assert metrics["ope_dr_gain_over_logged"] == pytest.approx(
+        metrics["ope_dr_policy_value"] - metrics["logging_policy_value"]
     )
-    said = f"not distinguishable from the logged policy on {n:,} decisions"
-    assert (said in under) == overlaps, under
 
 
-def test_the_policy_value_figure_says_when_the_logged_policy_is_within_the_intervals() -> None:
+def _gain(over: str, value: float, low: float, high: float, by: str = "dr") -> dict[str, float]:
+    key = f"ope_{by}_gain_over_{over}"
+    return {key: value, f"{key}_ci_low": low, f"{key}_ci_high": high}
+
+
+def test_the_policy_value_figure_says_the_paired_gain_over_the_logged_policy() -> None:
+    """The line under the plot compared each interval with the logged policy's value,
+    a point with noise of its own on the same decisions: a DR interval of 2.1 to 2.7
+    beside a logged 2.0 read as a gain the paired difference (-0.05 to +0.35) does
+    not show. It says the paired gain by the gate's estimator."""
     metrics = {
         "ope_decisions": 1234.0,
         "logging_policy_value": 2.0,
@@ -211,6 +243,8 @@ def test_the_policy_value_figure_says_when_the_logged_policy_is_within_the_inter
         "ope_dr_policy_value": 2.4,
         "ope_dr_ci_low": 2.1,
         "ope_dr_ci_high": 2.7,
+        **_gain("logged", 0.15, -0.05, 0.35),
+        **_gain("logged", 0.2, 0.01, 0.39, by="ips"),
     }
     # SNIPS undefined (no logged decision agrees with the policy), no no-touch decision.
     _, ticks, under = _policy_value_texts(policy_value_figure(metrics, why_none="-"))
@@ -220,12 +254,27 @@ def test_the_policy_value_figure_says_when_the_logged_policy_is_within_the_inter
         "learned policy, DR\n+2.40 (+2.10 to +2.70)",
         "logged policy (its average)\n+2.00",
     ]
-    assert under == "not distinguishable from the logged policy on 1,234 decisions by IPS"
-    apart = policy_value_figure({**metrics, "ope_ips_ci_low": 2.05}, why_none="-")
-    assert _texts(apart) == []  # both intervals above the logged policy: nothing to say
-    within = {**metrics, "ope_dr_ci_low": 1.5, "ope_snips_no_action_value": 1.0}
-    assert _policy_value_texts(policy_value_figure(within, why_none="-"))[2] == (
-        "not distinguishable from the logged policy on 1,234 decisions"
+    said = " ".join(under.split())  # wrapped at 80 characters
+    assert said == (
+        "not distinguishable from the logged policy: +0.15 (-0.05 to +0.35) per decision, by DR"
+    )
+    gains = {
+        **metrics,
+        **_gain("logged", 0.12, 0.03, 0.21),
+        **_gain("nothing", -0.3, -0.52, -0.08),
+        "ope_snips_no_action_value": 2.7,
+    }
+    said = " ".join(_policy_value_texts(policy_value_figure(gains, why_none="-"))[2].split())
+    assert said == (
+        "the learned policy adds +0.12 (+0.03 to +0.21) per decision over the logged "
+        "policy, by DR the learned policy falls short of doing nothing: -0.30 (-0.52 to "
+        "-0.08) per decision, by DR"
+    )
+    by_ips = " ".join(
+        _texts(policy_value_figure(metrics, why_none="-", estimator="ips"))[0].split()
+    )
+    assert by_ips == (
+        "the learned policy adds +0.20 (+0.01 to +0.39) per decision over the logged policy, by IPS"
     )
 
 

@@ -11,8 +11,9 @@ Three questions, each answered on decisions the model never saw:
 3. Would its choices pay? The off-policy value of the learned policy (top-1
    eligible action by arbitration score, or nothing) from the logged decisions:
    IPS, self-normalised IPS and doubly robust (``nextbest.evaluation.ope``),
-   next to the logging policy's own average and the "never act" policy. The
-   intervals are cluster-robust by HCP: one HCP's decisions are not independent.
+   next to the logging policy's own average and the "never act" policy, and its
+   gain over each, paired on the same decisions. The intervals are cluster-robust
+   by HCP: one HCP's decisions are not independent.
 """
 
 from __future__ import annotations
@@ -219,7 +220,9 @@ def _policy_value(
     out: dict[str, Any],
 ) -> None:
     """IPS / SNIPS / DR value per decision (outcome - cost) of the learned policy,
-    with intervals cluster-robust by HCP (an HCP's decisions share the HCP)."""
+    with intervals cluster-robust by HCP (an HCP's decisions share the HCP), and its
+    gain over the logging policy and over doing nothing by each, paired on the same
+    decisions (:func:`nextbest.evaluation.ope.difference`)."""
     ok = np.isfinite(rows.propensity) & (rows.propensity > 0)
     if ok.sum() < MIN_GROUP_ROWS:
         return
@@ -249,8 +252,30 @@ def _policy_value(
         metrics[f"ope_{name}_policy_value"] = value.value
         metrics[f"ope_{name}_ci_low"] = value.ci_low
         metrics[f"ope_{name}_ci_high"] = value.ci_high
+    # Paired against the logging policy (its observed rewards) and against doing
+    # nothing, on the same decisions: not the learned interval beside a point.
+    nothing = np.full(len(a), -1)
+    references: dict[str, np.ndarray | None] = {"logged": None}
     if (a < 0).any():  # else no decision of known propensity did nothing (touches only)
-        metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, np.full(len(a), -1)).value
+        metrics["ope_snips_no_action_value"] = ope.snips(a, r, p, nothing).value
+        references["nothing"] = nothing
+    for name in estimates:
+        for over, reference in references.items():
+            gain = ope.difference(
+                name,
+                a,
+                r,
+                p,
+                t,
+                reference,
+                q_target=q_target[ok],
+                q_baseline=None if reference is None else baseline[ok],
+                q_logged=q_logged[ok],
+                groups=hcp,
+            )
+            metrics[f"ope_{name}_gain_over_{over}"] = gain.value
+            metrics[f"ope_{name}_gain_over_{over}_ci_low"] = gain.ci_low
+            metrics[f"ope_{name}_gain_over_{over}_ci_high"] = gain.ci_high
     metrics["logging_policy_value"] = float(r.mean())
     metrics["ope_decisions"] = float(len(a))  # what every value above rests on
     # On the decisions the values are computed on, so the two describe one policy.

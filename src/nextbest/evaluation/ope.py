@@ -14,7 +14,8 @@ Estimators (value per decision, with a 95% confidence interval):
   prediction of the target action ``q_target`` and of the logged action ``q_logged``.
 
 ``estimate`` picks an estimator by name; ``difference`` estimates the value of one
-target policy minus another's on the same decisions, with a paired interval (the
+target policy minus another's (or the logging policy's own) on the same decisions,
+with a paired interval (the
 per-decision terms are subtracted before the variance is taken, so two policies
 that mostly agree are compared far more precisely than two separate intervals allow).
 
@@ -404,7 +405,7 @@ def difference(
     reward: np.ndarray,
     pscore: np.ndarray,
     target: np.ndarray,
-    baseline: np.ndarray,
+    baseline: np.ndarray | None,
     *,
     q_target: np.ndarray | None = None,
     q_baseline: np.ndarray | None = None,
@@ -435,18 +436,44 @@ def difference(
     its choice: a side whose rewards there show less spread than a yes/no outcome seen
     in none of its HCPs adds the shortfall (:func:`no_spread_shortfall`), times the
     differing decisions' share squared.
+
+    ``baseline`` None is the logging policy itself: its value is the mean observed
+    ``reward`` (no estimator needed, and no ``q_baseline``), each decision's term is
+    its reward, and the two can choose differently wherever the logged action was not
+    the target's for certain (``pscore`` 1). The target's terms and the outcomes move
+    together on the decisions that tried its choice, so the paired interval is
+    narrower than one from the two values' own errors.
+
+    A target that takes the logged action on every decision the logging policy took
+    for certain (IPS and DR: no term can be other than 0) gains exactly 0, and its
+    interval is 0 too. (Two target policies that agree everywhere keep no interval:
+    no error can be estimated, and the gate reports no difference for them.)
     """
+    if baseline is None and q_baseline is not None:
+        raise ValueError(
+            "q_baseline is for a baseline policy's actions: the logging policy "
+            "(baseline None) is valued by its observed rewards, pass no q_baseline"
+        )
     value_t, terms_t, w_t = _terms(estimator, action, reward, pscore, target, q_target, q_logged)
-    value_b, terms_b, w_b = _terms(
-        estimator, action, reward, pscore, baseline, q_baseline, q_logged
-    )
-    differs = target != baseline
+    if baseline is None:  # the logging policy: on its own decisions, its outcomes
+        value_b, terms_b, w_b = float(reward.mean()), reward, np.ones(len(reward))
+        differs = (action != target) | (pscore < 1)
+        tried_baseline = differs
+    else:
+        value_b, terms_b, w_b = _terms(
+            estimator, action, reward, pscore, baseline, q_baseline, q_logged
+        )
+        differs = target != baseline
+        tried_baseline = differs & (action == baseline)
     terms = terms_t - terms_b
     # A term that is not 0 where they agree (a reward model that values one action two
     # ways) is evidence like any other: only the zeros that are known in advance leave.
     informative = None if estimator == "snips" else differs | (terms != 0)
+    if baseline is None and informative is not None and not informative.any():
+        zero = _interval(f"{estimator}_difference", terms, np.zeros(len(terms)), groups)
+        return replace(zero, value=0.0, ci_low=0.0, ci_high=0.0)
     # Each policy's outcomes where they differ are seen on the decisions that tried its choice.
-    sides = [differs & (action == target), differs & (action == baseline)]
+    sides = [differs & (action == target), tried_baseline]
     shortfall = no_spread_shortfall(reward, sides, groups, share=float(differs.mean()))
     result = _interval(
         f"{estimator}_difference",

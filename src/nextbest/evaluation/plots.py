@@ -106,15 +106,20 @@ def training_figures(result: TrainResult) -> dict[str, Any]:
     return figures
 
 
-def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
+def policy_value_figure(
+    metrics: dict[str, float], *, why_none: str, estimator: str | None = None
+) -> Figure:
     """The learned policy's off-policy value per decision by estimator, from a run's
     ``metrics`` (``ope_<estimator>_policy_value``, ``_ci_low``, ``_ci_high``,
     ``ope_decisions``), with 95% intervals, beside the logging policy's average
     (``logging_policy_value``) and doing nothing (``ope_snips_no_action_value``, when
     some logged decision did nothing); the title says the share of decisions it acts
-    on (``policy_action_rate``). Under the axes, a line when the intervals hold
-    the logged policy's value (or doing nothing's). Without a value, ``why_none`` is
-    said in place of the axes.
+    on (``policy_action_rate``). Under the axes, by ``estimator`` (the gate's default
+    when None), what the learned policy adds over the logged policy and over doing
+    nothing, from the paired differences (``ope_<estimator>_gain_over_logged``,
+    ``_over_nothing``, each with ``_ci_low`` and ``_ci_high``): the two values share
+    their decisions, so their own intervals side by side say less. Without a value,
+    ``why_none`` is said in place of the axes.
     """
     import textwrap
 
@@ -181,19 +186,40 @@ def policy_value_figure(metrics: dict[str, float], *, why_none: str) -> Figure:
         f"({on}intervals cluster-robust by HCP)",
         fontsize="medium",
     )
-    lines = []
-    for what, reference in (("the logged policy", logged), ("doing nothing", nothing)):
-        holding = [
-            name
-            for name, (_, low, high) in intervals.items()
-            if reference is not None and low <= reference <= high
-        ]
-        if holding:
-            by = "" if len(holding) == len(intervals) else f" by {' and '.join(holding)}"
-            lines.append(f"not distinguishable from {what} on {n:,} decisions{by}")
-    _under_axes(fig, lines)
+    _under_axes(fig, _gains_said(metrics, estimator or gate_estimator()))
     plt.close(fig)
     return fig
+
+
+def gate_estimator() -> str:
+    """The estimator the off-policy gate decides on when ``training/gate.yaml`` does
+    not say (:class:`nextbest.loop.gate.GateConfig`)."""
+    from nextbest.loop.gate import GateConfig
+
+    return str(GateConfig.model_fields["estimator"].default)
+
+
+def _gains_said(metrics: dict[str, float], estimator: str) -> list[str]:
+    """One line per reference (the logged policy, doing nothing) of what the learned
+    policy adds over it per decision by ``estimator``, from the paired difference's
+    metrics: "adds" or "falls short" when its interval leaves out 0, else "not
+    distinguishable". Nothing for a reference without them."""
+    lines = []
+    for over, what in (("logged", "the logged policy"), ("nothing", "doing nothing")):
+        key = f"ope_{estimator}_gain_over_{over}"
+        if key not in metrics:
+            continue
+        value, low, high = (metrics[key], metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"])
+        digits = _digits([high - low])
+        said = f"{value:+.{digits}f} ({low:+.{digits}f} to {high:+.{digits}f}) per decision"
+        by = f"by {estimator.upper()}"
+        if low > 0:
+            lines.append(f"the learned policy adds {said} over {what}, {by}")
+        elif high < 0:
+            lines.append(f"the learned policy falls short of {what}: {said}, {by}")
+        else:
+            lines.append(f"not distinguishable from {what}: {said}, {by}")
+    return lines
 
 
 def _digits(widths: list[float]) -> int:
