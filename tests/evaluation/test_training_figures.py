@@ -207,7 +207,7 @@ def test_the_learned_policy_value_is_drawn_from_the_run_metrics(
             assert (
                 metrics[f"ope_{e}_gain_over_{over}_ci_low"] <= metrics[f"ope_{e}_gain_over_{over}"]
             )
-        # One sentence per reference, each ending ", by DR" (wrapped at 80 characters).
+        # One sentence per reference, each ending ", by DR" (wrapped at 100 characters).
         sentences = " ".join(under.split()).split(", by DR")
         [line] = [sentence for sentence in sentences if what in sentence]
         said = re.search(r"([-+][\d.]+) \(([-+][\d.]+) to ([-+][\d.]+)\) per decision", line)
@@ -254,7 +254,8 @@ def test_the_policy_value_figure_says_the_paired_gain_over_the_logged_policy() -
         "learned policy, DR\n+2.40 (+2.10 to +2.70)",
         "logged policy (its average)\n+2.00",
     ]
-    said = " ".join(under.split())  # wrapped at 80 characters
+    assert "\n" not in under  # a sentence a line: "by DR" alone on a second read as a heading
+    said = " ".join(under.split())
     assert said == (
         "not distinguishable from the logged policy: +0.15 (-0.05 to +0.35) per decision, by DR"
     )

@@ -186,7 +186,8 @@ def policy_value_figure(
         f"({on}intervals cluster-robust by HCP)",
         fontsize="medium",
     )
-    _under_axes(fig, _gains_said(metrics, estimator or gate_estimator()))
+    # A sentence a line: 100 characters of the small font fit the figure's width.
+    _under_axes(fig, _gains_said(metrics, estimator or gate_estimator()), width=100)
     plt.close(fig)
     return fig
 
@@ -260,14 +261,15 @@ def _in_place_of_axes(fig: Figure, ax: Axes, said: str) -> None:
     fig.tight_layout()
 
 
-def _under_axes(fig: Figure, lines: list[str]) -> None:
-    """Plain sentences under the axes, each wrapped, with room made for them."""
+def _under_axes(fig: Figure, lines: list[str], width: int = 80) -> None:
+    """Plain sentences under the axes, each wrapped at ``width`` characters, with room
+    made for them."""
     import textwrap
 
     if not lines:
         fig.tight_layout()
         return
-    said = "\n".join(textwrap.fill(line, 80, break_on_hyphens=False) for line in lines)
+    said = "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in lines)
     fig.text(0.02, 0.02, said, fontsize="small", va="bottom")
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, (0.2 * (said.count("\n") + 1) + 0.1) / height, 1, 1))
