@@ -361,7 +361,6 @@ def _with_hcps(
     """(HCP, context, action, reward, propensity) logged by epsilon-greedy (0.3) on
     ``logger``, each HCP one context decided ``per_hcp`` times, with an HCP effect on
     every reward no reward model knows."""
-    context, action, reward, pscore = _epsilon_greedy_log(n_hcps * per_hcp, mu, logger, 0.3, rng)
     hcp = np.repeat(np.arange(n_hcps), per_hcp)
     context = rng.integers(N_CONTEXTS, size=n_hcps)[hcp]
     action = np.where(rng.random(len(hcp)) < 0.3, rng.integers(K, size=len(hcp)), logger[context])
