@@ -592,6 +592,29 @@ BAD_INPUTS = [
         id="unclosed-quote-before-a-long-rest-of-the-file",
     ),
     pytest.param(
+        # Opened in the last field of the file: Arrow's CSV reader takes the rest of the
+        # file for the value and reads the file, pandas refuses it (files.py reads it so).
+        rewrite("hcps.csv", lambda data: data.replace(b"0,Y\n", b'0,"Y\n')),
+        at(
+            "hcps.csv",
+            3,
+            "consent_rep_visit",
+            "a double quote opens this value on line 4 and is never closed, so the rest of "
+            "the file (line 4) would be read",
+        ),
+        id="unclosed-quote-in-the-last-field",
+    ),
+    pytest.param(
+        rewrite("hcps.csv", lambda data: data.replace(b"0,Y\n", b'0,"Y')),
+        at(
+            "hcps.csv",
+            3,
+            "consent_rep_visit",
+            "a double quote opens this value on line 4 and is never closed",
+        ),
+        id="unclosed-quote-in-the-last-field-without-a-line-break-after-it",
+    ),
+    pytest.param(
         rewrite("hcps.csv", lambda data: b"HCP export 2026-06-01\n\n" + data),
         at(
             "hcps.csv",

@@ -424,6 +424,21 @@ def test_how_a_csv_file_numbered_its_rows_is_not_taken_for_a_parquet_files(
     assert pq.read_schema(tmp_path / "again.parquet").metadata.get(b"PANDAS_ATTRS") is None
 
 
+def test_text_read_from_a_csv_file_is_written_back_as_text(tmp_path: Path) -> None:
+    # Repeated text is read dictionary-encoded (categoricals); a table written from
+    # it (the rows `feedback --rejected` writes) holds the values, which a user reads
+    # back with pandas as text to fix, not as categories that refuse a new value.
+    path = tmp_path / "events.csv"
+    path.write_text("event_id,event_type\n" + "".join(f"e{i},opend\n" for i in range(50)))
+    frame = read_table(path)
+    assert frame["event_type"].tolist() == ["opend"] * 50
+    write_table(frame, tmp_path / "rejected.parquet")
+    again = pd.read_parquet(tmp_path / "rejected.parquet")
+    assert again["event_type"].dtype == object
+    again.loc[0, "event_type"] = "opened"
+    assert again["event_type"].tolist() == ["opened"] + ["opend"] * 49
+
+
 def test_a_separator_inside_an_unquoted_value_names_the_row(tmp_path: Path) -> None:
     # A spreadsheet's semicolon export of "cardiology;oncology" without quotes.
     path = tmp_path / "catalog.csv"

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pandas.api.types import is_datetime64_any_dtype
@@ -46,7 +47,8 @@ def file_format(path: Path) -> str:
 def read_table(path: Path | str) -> pd.DataFrame:
     """Read a table without interpreting it; shape (rows, columns).
 
-    CSV cells are all ``str`` with '' for empty (nothing is guessed as NA); rows at the
+    CSV cells are all text, ``str`` or a categorical of ``str`` (see
+    :func:`_read_csv_arrow`), with '' for empty (nothing is guessed as NA); rows at the
     end of a CSV file with every cell empty are skipped, ``attrs[EMPTY_ROWS]`` saying
     which (first, last; 1-based data rows). A CSV file's rows are numbered as its
     lines are, blank lines counted (:class:`RowNumbers`), here and, through
@@ -83,6 +85,10 @@ def read_table(path: Path | str) -> pd.DataFrame:
             _refuse_nul_bytes(path)
             _refuse_lines_above_header(path)
             _refuse_repeated_names(path, _header(path))
+            fast = _read_csv_arrow(path)
+            if fast is not None:  # every row fits the header: no misfit to look for
+                _refuse_repeated_header(path, fast)
+                return fast
             frame = _read_csv(path)
             misfits, total, trailing = _misfit_rows(path, _separator(path), _header_width(path))
             if trailing:
@@ -421,6 +427,85 @@ def _conform(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
     return column if column.type == kind else column.cast(kind)
 
 
+def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
+    """The CSV file as :func:`_read_csv` reads it, but each column text
+    dictionary-encoded (a categorical of ``str``, '' for empty), as a Parquet file's
+    text is read, and parsed by Arrow's CSV reader: a few distinct values stored once
+    each, not millions of ``str``, and the validators work per distinct value (5
+    million interactions: a third of the time, half of the memory).
+
+    None when Arrow might read the file otherwise than pandas; :func:`_read_csv` reads
+    it then, as before, problems and all: a row whose fields are not the header's
+    (a misfit, a trailing separator, a line of spaces, which pandas skips), text
+    that is not UTF-8, a header of one column (a line of spaces is a value to
+    Arrow there), a header with a quote or a line break inside it, a quote left open
+    in the last field (Arrow takes the rest of the file for its value), a header
+    pandas splits otherwise than the csv module.
+    """
+    sep = _separator(path)
+    with path.open("rb") as file:
+        head = file.read(1 << 16)
+    ends = [at for at in (head.find(b"\n"), head.find(b"\r")) if at >= 0]
+    if not ends or b'"' in head[: min(ends)]:
+        return None
+    options: dict[str, Any] = {"keep_default_na": False, "encoding": "utf-8-sig", "sep": sep}
+    columns = pd.read_csv(path, nrows=0, dtype=str, **options).columns  # as pandas names them
+    if len(columns) < 2 or len(columns) != _header_width(path):
+        return None
+    names = [f"c{i}" for i in range(len(columns))]
+    try:
+        table = pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(skip_rows=1, column_names=names),
+            # No invalid_row_handler: a row that does not fit is an error, and pandas reads.
+            parse_options=pa_csv.ParseOptions(delimiter=sep, newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowException:
+        return None
+    if table.num_rows and _open_quote_at_end(path, table.column(names[-1])[-1].as_py()):
+        return None
+    cells: dict[int, Any] = {}
+    for position in range(len(names)):  # each column's Arrow memory freed once converted
+        cells[position] = _as_text(table.column(0))
+        table = table.remove_column(0)
+    frame = pd.DataFrame(cells, copy=False)
+    frame.columns = columns
+    frame.attrs[ROW_NUMBERS] = {"file": str(path), "separator": sep, "rows": len(frame)}
+    return _without_empty_tail(frame)
+
+
+# Of the values of a column's first block read, the share of distinct ones above
+# which it is read as plain ``str``: a timestamp or a propensity per row gains
+# nothing from a dictionary, and building one for millions of values costs memory.
+_DISTINCT_FOR_PLAIN = 0.5
+
+
+def _as_text(column: pa.ChunkedArray) -> pd.Series:
+    """A text column of Arrow as pandas: a categorical of ``str`` when its first block
+    repeats values (ids, channels, flags), else ``str`` (object)."""
+    first = column.chunk(0) if column.num_chunks else pa.array([], pa.string())
+    if not len(first) or pc.count_distinct(first).as_py() > _DISTINCT_FOR_PLAIN * len(first):
+        return column.to_pandas(deduplicate_objects=False)
+    return column.combine_chunks().dictionary_encode().to_pandas()
+
+
+def _open_quote_at_end(path: Path, last: str) -> bool:
+    """Whether ``last``, the last field Arrow read of CSV file ``path``, may be a value
+    whose double quote is never closed: Arrow reads the rest of the file into it, line
+    break included (pandas refuses such a file: see :func:`_unclosed_quote`). Also
+    True for a closed value ending in a line break, or ending the file as ``"..."``
+    would unclosed: rare, and :func:`_read_csv` reads those as well."""
+    if last.endswith(("\n", "\r")):
+        return True
+    written = ('"' + last.replace('"', '""')).encode()
+    with path.open("rb") as file:
+        file.seek(max(path.stat().st_size - len(written), 0))
+        return file.read() == written
+
+
 def _read_csv(path: Path, *, drop_trailing_field: bool = False) -> pd.DataFrame:
     """All cells as ``str``; with ``drop_trailing_field`` rows may carry one field
     beyond the header's, which is dropped (the caller checked it is empty)."""
@@ -534,7 +619,7 @@ def _without_empty_tail(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _filled(frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
-    """Per row of a CSV frame (cells ``str``), whether any cell holds more than spaces."""
+    """Per row of a CSV frame (cells text), whether any cell holds more than spaces."""
     filled = np.zeros(len(frame), dtype=bool)
     for position in range(frame.shape[1]):
         filled |= frame.iloc[:, position].str.strip().ne("").to_numpy()
@@ -948,12 +1033,18 @@ def write_table(df: pd.DataFrame, path: Path | str) -> None:
 
     CSV: no index, datetimes as ISO 8601 ('2024-01-05' or '2024-01-05T10:30:00',
     as precise as needed, empty for NaT), floats at full precision, so that reading
-    back through the contract gives the same values. Raises ``ValueError`` for any
+    back through the contract gives the same values. Categorical columns (text read
+    from a file, see :func:`read_table`) are written as their values: a Parquet file
+    of them read by pandas gives text a user can edit (rows rejected, fixed and sent
+    again), not categories that refuse a new value. Raises ``ValueError`` for any
     other extension.
     """
     path = Path(path)
     fmt = file_format(path)
     out = _without_attrs(df.copy(deep=False), _OF_THE_FILE_READ)
+    for position in range(out.shape[1]):
+        if isinstance(out.dtypes.iloc[position], pd.CategoricalDtype):
+            out.isetitem(position, np.asarray(out.iloc[:, position]))
     if fmt == "parquet":
         out.to_parquet(path, engine="pyarrow", index=False)
     elif fmt == "csv":

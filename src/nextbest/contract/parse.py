@@ -1,11 +1,11 @@
 """Column parsers shared by the validators.
 
 A column arrives in one of two shapes: from CSV every cell is a ``str`` ('' when
-empty); from Parquet (or an adapter) cells have native types with nulls, and
-strings may come as categoricals. Each parser accepts either and returns the
-normalised values plus boolean masks (numpy arrays over 0-based positions) of
-cells that were empty or unparseable, so the validators can report row numbers
-without looping over rows.
+empty), most often as a categorical of them; from Parquet (or an adapter) cells
+have native types with nulls, and strings may come as categoricals. Each parser
+accepts either and returns the normalised values plus boolean masks (numpy arrays
+over 0-based positions) of cells that were empty or unparseable, so the validators
+can report row numbers without looping over rows.
 
 Text is handled as :class:`Codes` (distinct values + one code per row): columns
 such as ``hcp_id`` or ``engaged`` have far fewer distinct values than rows, so
