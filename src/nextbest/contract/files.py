@@ -428,11 +428,12 @@ def _conform(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
 
 
 def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
-    """The CSV file as :func:`_read_csv` reads it, but each column text
-    dictionary-encoded (a categorical of ``str``, '' for empty), as a Parquet file's
-    text is read, and parsed by Arrow's CSV reader: a few distinct values stored once
-    each, not millions of ``str``, and the validators work per distinct value (5
-    million interactions: a third of the time, half of the memory).
+    """The CSV file as :func:`_read_csv` reads it, parsed by Arrow's CSV reader (one
+    parse, where pandas' reading took two: see :func:`_misfit_rows`), a column whose
+    values repeat dictionary-encoded (a categorical of ``str``, '' for empty) as a
+    Parquet file's text is read (see :func:`_as_text`): a few distinct values stored
+    once each, not millions of ``str``, and the validators work per distinct value
+    (docs/data.md has the time and memory it saves).
 
     None when Arrow might read the file otherwise than pandas; :func:`_read_csv` reads
     it then, as before, problems and all: a row whose fields are not the header's
