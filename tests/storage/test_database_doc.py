@@ -11,17 +11,16 @@ sqlite ```` is run on that backend alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from nextbest.storage import FeedbackRecord, make_engine, migrate
+from nextbest.storage import FeedbackRecord
 from nextbest.storage.repository import (
     insert_run,
     log_recommendations,
@@ -141,14 +140,6 @@ def real_names(engine: Engine) -> set[str]:
         if type_ == "table":
             names |= set(re.findall(r"CONSTRAINT (\w+)", sql))
     return names
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def test_every_table_and_column_of_the_doc_is_the_migrated_schema(engine: Engine) -> None:
