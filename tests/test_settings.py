@@ -72,7 +72,13 @@ def test_the_docs_name_every_true_or_false_setting_and_its_words() -> None:
 @pytest.mark.parametrize(
     ("variable", "written", "said"),
     [
-        ("NEXTBEST_EXPLORATION", "soft", "Input should be 'epsilon_greedy' or 'softmax'"),
+        ("NEXTBEST_EXPLORATION", "thompson", "Input should be 'epsilon_greedy' or 'softmax'"),
+        # The start of one word only: the word it shortens.
+        (
+            "NEXTBEST_EXPLORATION",
+            "soft",
+            "Input should be one of 'epsilon_greedy', 'softmax' (did you mean 'softmax'?)",
+        ),
         ("NEXTBEST_EXPLORATION", "epsilon greedy", "(did you mean 'epsilon_greedy'?)"),
         (
             "NEXTBEST_EXPLORATION",
@@ -104,12 +110,12 @@ def test_a_command_takes_a_capitalised_exploration_and_refuses_another_word(
     assert taken.exit_code == 0, taken.output
     assert "is valid" in taken.output
     assert get_settings().exploration == "softmax"
-    monkeypatch.setenv("NEXTBEST_EXPLORATION", "soft")
+    monkeypatch.setenv("NEXTBEST_EXPLORATION", "thompson")
     get_settings.cache_clear()
     refused = runner.invoke(app, ["rules", "check"])
     assert refused.exit_code == 2, refused.output
     assert (
-        "invalid setting: NEXTBEST_EXPLORATION='soft': Input should be 'epsilon_greedy' or "
+        "invalid setting: NEXTBEST_EXPLORATION='thompson': Input should be 'epsilon_greedy' or "
         "'softmax'" in " ".join(refused.output.split())
     )
     monkeypatch.setenv("NEXTBEST_EXPLORATION", "sofmax")

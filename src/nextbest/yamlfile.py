@@ -477,15 +477,26 @@ def refuse_a_near_miss(value: str, choices: Sequence[str]) -> None:
     For pydantic validators: every closed set of words a request or a setting takes."""
     from pydantic_core import PydanticCustomError
 
-    if value not in choices and (
-        near := difflib.get_close_matches(value, choices, n=1, cutoff=0.75)
-    ):
+    if value not in choices and (near := near_word(value, choices)) is not None:
         listed = ", ".join(f"'{c}'" for c in choices)
         raise PydanticCustomError(
             "literal_error",
             "Input should be one of {listed} (did you mean '{near}'?)",
-            {"near": near[0], "listed": listed},
+            {"near": near, "listed": listed},
         )
+
+
+def near_word(value: str, choices: Sequence[str]) -> str | None:
+    """The word of ``choices`` that ``value`` most likely misspells (``snisp`` for
+    snips) or shortens (``promo`` for promotional: three letters or more that begin
+    one word only), or None when it is near none. Give ``value`` as the words are
+    written (lower case for lower-case words). For every "did you mean" about a
+    closed set of words: settings, requests and the data files' columns alike."""
+    near = difflib.get_close_matches(value, choices, n=1, cutoff=0.75)
+    if near:
+        return near[0]
+    begun = [c for c in choices if len(value) >= 3 and c.startswith(value)]
+    return begun[0] if len(begun) == 1 else None
 
 
 def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:

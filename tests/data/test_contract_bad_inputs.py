@@ -242,6 +242,26 @@ BAD_INPUTS = [
         id="bad-content-type",
     ),
     pytest.param(
+        cell("catalog", 1, "content_type", "Promo"),
+        at(
+            "catalog.csv",
+            1,
+            "content_type",
+            "'Promo' is not one of promotional, medical (did you mean 'promotional'?)",
+        ),
+        id="content-type-shortened",
+    ),
+    pytest.param(
+        cell("catalog", 2, "content_type", "Medicla "),
+        at(
+            "catalog.csv",
+            2,
+            "content_type",
+            "'Medicla' is not one of promotional, medical (did you mean 'medical'?)",
+        ),
+        id="content-type-misspelt",
+    ),
+    pytest.param(
         cell("catalog", 3, "approved_from", "next week"),
         at("catalog.csv", 3, "approved_from", "'next week' is not an ISO 8601 date"),
         id="unparseable-approved-from",

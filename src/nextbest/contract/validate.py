@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from nextbest.contract.schema import (
     reads_as_dotted_thousands,
 )
 from nextbest.limits import STORED_LENGTHS
+from nextbest.yamlfile import near_word
 
 # consent_<channel> in any case, with '_', '-', '.' or a space after "consent".
 _CONSENT_HEADER = re.compile(r"consent[_\-. ]+", re.IGNORECASE)
@@ -272,7 +273,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     log.add_rows(
         content_type.where(lambda u: (u != "") & ~np.isin(u, CONTENT_TYPES)),
         "content_type",
-        lambda i: f"{parse.shown(raw['content_type'], i)} is not one of {', '.join(CONTENT_TYPES)}",
+        lambda i: _not_one_of(parse.shown(raw["content_type"], i), content_type, i, CONTENT_TYPES),
     )
 
     approved_from = _timestamp(raw, "approved_from", log, required=True)
@@ -747,6 +748,15 @@ def _required_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> Codes:
 
 
 _REFUSED = np.array(sorted(REFUSED_NULL_WORDS))
+
+
+def _not_one_of(shown: str, cells: Codes, i: int, words: Sequence[str]) -> str:
+    """``'Promo' is not one of promotional, medical (did you mean 'promotional'?)``:
+    row ``i`` of ``cells`` (read as the column reads it) refused from a closed set of
+    ``words``, naming the word it is near, if any (:func:`near_word`)."""
+    said = f"{shown} is not one of {', '.join(words)}"
+    near = near_word(str(cells.uniques[cells.codes[i]]), words)
+    return f"{said} (did you mean '{near}'?)" if near is not None else said
 
 
 def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
