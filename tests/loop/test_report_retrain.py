@@ -1460,7 +1460,7 @@ def test_each_plot_lists_its_groups_top_down_in_the_tables_order(
     ax = figure.axes[0]
     # Top down: by where each tick is drawn on the figure, highest first.
     ticks = sorted(ax.get_yticklabels(), key=lambda t: -ax.transData.transform(t.get_position())[1])
-    assert [t.get_text().split(" ")[0] for t in ticks] == [r.group for r in rows]
+    assert [t.get_text().split(":")[0] for t in ticks] == [r.group for r in rows]
     assert [r.group for r in rows] == ["email", "rep_visit", "webinar"]
 
 

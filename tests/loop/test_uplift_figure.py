@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from nextbest.loop.report import (
+    NOTHING,
+    UNKNOWN,
     ArmComparison,
     UpliftReport,
     compare,
@@ -48,9 +50,25 @@ def test_a_group_without_an_estimate_says_not_enough_data_on_its_row() -> None:
     assert said.get_position()[1] == 2  # on webinar's row
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == [
-        f"email ({rows[0].n_served} served, {rows[0].n_holdout} holdout)",
-        "rep_visit (70 served, 2 holdout)",
-        "webinar (3 served, 0 holdout)",
+        f"email: {rows[0].n_served} served, {rows[0].n_holdout} holdout",
+        "rep_visit: 70 served, 2 holdout",
+        "webinar: 3 served, 0 holdout",
+    ]
+
+
+def test_the_groups_without_a_name_are_labelled_in_plain_words() -> None:
+    """The table's placeholders "(no action)" and "(unknown)" read "(no action) (429
+    served, 19 holdout)" under the figure's brackets of counts."""
+    rows = [
+        _group(NOTHING, [1.0, 2.0, 3.0], [1.0, 2.0]),
+        _group(UNKNOWN, [1.0, 2.0], [2.0, 3.0]),
+        _group("email", [1.0, 2.0], [2.0, 3.0]),
+    ]
+    labels = [t.get_text() for t in uplift_figure(rows, "channel").axes[0].get_yticklabels()]
+    assert labels == [
+        "no action: 3 served, 2 holdout",
+        "unknown: 2 served, 2 holdout",
+        "email: 2 served, 2 holdout",
     ]
 
 
@@ -95,9 +113,7 @@ def test_counts_are_written_with_thousands_separators() -> None:
         verdict="no clear difference yet",
     )
     ax = uplift_figure([many], "week").axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == [
-        "2026-11-30 (3,806 served, 194 holdout)"
-    ]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["2026-11-30: 3,806 served, 194 holdout"]
 
 
 def test_the_page_reads_offline_and_shows_every_figure_written_beside_it(tmp_path: Path) -> None:

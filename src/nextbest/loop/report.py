@@ -743,7 +743,7 @@ def uplift_figure(rows: list[ArmComparison], dimension: str) -> Figure:
     if shown is not None:
         ax.set_xlim(*shown)
     ax.set_yticks(
-        y, [f"{r.group} ({r.n_served:,} served, {r.n_holdout:,} holdout)" for r in chosen]
+        y, [f"{_named(r.group)}: {r.n_served:,} served, {r.n_holdout:,} holdout" for r in chosen]
     )
     ax.set_ylim(len(chosen) - 0.5, -0.5)  # the first group on top, as the page's table
     xlabel = "served - holdout mean outcome per request (95% CI)"
@@ -754,6 +754,12 @@ def uplift_figure(rows: list[ArmComparison], dimension: str) -> Figure:
     fig.tight_layout(rect=(0, 0.35 / height if legend else 0, 1, 1))
     plt.close(fig)
     return fig
+
+
+def _named(group: str) -> str:
+    """A group as a figure's label names it: ``no action``, not ``(no action)``
+    (the brackets keep the table's placeholders apart from a channel's name)."""
+    return {UNKNOWN: "unknown", NOTHING: "no action"}.get(group, group)
 
 
 def _shown_range(
