@@ -139,3 +139,37 @@ def test_the_page_reads_offline_and_shows_every_figure_written_beside_it(tmp_pat
     cells = re.findall(r"<td>([^<]*)</td>", page)
     numbers = [c for c in cells if re.fullmatch(r"[+-]?\d+\.\d+", c)]
     assert numbers and all(re.fullmatch(r"[+-]?\d+\.\d{3}", c) for c in numbers)
+
+
+def _page_said(rows: list[ArmComparison], out: Path, *, min_per_arm: int = 30) -> str:
+    overall = _group("all", [1.0, 2.0], [1.0])
+    report = UpliftReport(
+        rows=rows,
+        overall=overall,
+        conclusion="Not enough data to conclude yet.",
+        since=None,
+        n_decisions=sum(r.n_served + r.n_holdout for r in rows),
+        min_per_arm=min_per_arm,
+    )
+    page = write_report(report, out)["html"].read_text()
+    return " ".join(re.sub(r"<[^>]+>", " ", page).split())
+
+
+def test_a_report_without_a_group_to_compare_says_what_makes_one(tmp_path: Path) -> None:
+    """It said "0 group rows are compared, and among 20 groups ... by chance": no
+    group had the outcomes, and the page did not say what one needs."""
+    for rows, out in (([], "none"), ([_rows()[2]], "too-few")):
+        said = _page_said(rows, tmp_path / out, min_per_arm=25)
+        assert "group rows are compared" not in said and "among 20 groups" not in said
+        assert (
+            "No group has outcomes from enough HCPs in both arms to compare yet: a group is "
+            "compared once outcomes from 25 served HCPs and 25 held-out HCPs came back for "
+            "it (--min-per-arm)." in said
+        ), said
+
+
+def test_the_page_counts_the_groups_compared_not_those_without_a_verdict(
+    tmp_path: Path,
+) -> None:
+    said = _page_said(_rows(), tmp_path)  # email only: rep_visit and webinar have too few
+    assert "1 group row is compared, and among 20 groups where serving changes nothing" in said

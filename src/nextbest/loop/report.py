@@ -106,6 +106,8 @@ class UpliftReport:
     # request in the outcome window after it (the next holdout period had begun, or
     # the holdout is drawn per request).
     holdout_served_elsewhere: int = 0
+    # Outcomes from how many HCPs each arm of a row needs for a verdict (--min-per-arm).
+    min_per_arm: int = 30
     # Share of the logged requests of each arm whose outcome came back (named for the
     # request, or sent for its HCP within its outcome window: :func:`reported`).
     outcome_coverage: dict[str, float] = field(default_factory=dict)
@@ -367,6 +369,7 @@ def uplift_report(
         holdout_contacted=contacted,
         holdout_served_elsewhere=elsewhere,
         outcome_coverage=coverage,
+        min_per_arm=min_per_arm,
     )
     report.files = write_report(report, out_dir)
     if log:
@@ -831,10 +834,7 @@ td:nth-child(-n+2){{text-align:left}}.conclusion{{font-size:1.2em;font-weight:bo
 <p>{report.n_decisions:,} logged requests with an outcome since {html.escape(since)}.
 Groups are what the serving model would have put first, so holdout requests are
 grouped the same way as served ones. Outcome in the business unit of the feedback
-(e.g. NRx); intervals are 95%, clustered by HCP, each on its own: {len(report.rows)} group
-rows are compared, and among 20 groups where serving changes nothing about one
-would still read "serving helps" or "serving hurts" by chance. Trust the overall
-row first, and a group's verdict when it recurs in later reports.{weeks}
+(e.g. NRx); intervals are 95%, clustered by HCP, each on its own. {_groups_compared(report)}{weeks}
 Made {_utc_text(made_at)}.</p>
 <table><tr><th>dimension</th><th>group</th><th>served (HCPs)</th><th>holdout (HCPs)</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
@@ -866,6 +866,25 @@ Made {_utc_text(made_at)}.</p>
         )
     )
     return files
+
+
+def _groups_compared(report: UpliftReport) -> str:
+    """The page's sentence on the group rows: how many are compared, and what chance
+    makes of that many; when none is, what a group needs to be."""
+    compared = sum(not r.verdict.startswith(TOO_FEW) for r in report.rows)
+    needed = max(report.min_per_arm, 2)
+    if not compared:
+        return (
+            "No group has outcomes from enough HCPs in both arms to compare yet: a group "
+            f"is compared once outcomes from {needed} served HCPs and {needed} held-out "
+            "HCPs came back for it (--min-per-arm)."
+        )
+    rows = f"{compared} group row{' is' if compared == 1 else 's are'}"
+    return (
+        f"{rows} compared, and among 20 groups where serving changes nothing about one "
+        'would still read "serving helps" or "serving hurts" by chance. Trust the overall '
+        "row first, and a group's verdict when it recurs in later reports."
+    )
 
 
 def _as_utc(moment: datetime) -> datetime:
