@@ -19,27 +19,12 @@ from nextbest.cli.options import (
     _say_gate_config,
     _settings,
 )
-from nextbest.cli.output import _fail, _minute, _note, _working, console
+from nextbest.cli.output import _fail, _minute, _note, _working, console, say_finished
 from nextbest.cli.process import _interruptible_as_ctrl_c
 from nextbest.settings import Settings
 
 if TYPE_CHECKING:  # the gate is imported by the commands that run it
     from nextbest.loop.gate import Judging
-
-
-def _say_finished(finished: Any) -> None:
-    """Say what was written of a decision killed after the champion moved (a
-    :class:`~nextbest.registry.UnfinishedDecision`, its ``unwritten`` now written)."""
-    if finished is None:
-        return
-    end = finished.end
-    console.print(
-        f"[yellow]finished:[/yellow] the {end.named} (replacing {end.replaces or 'none'}; "
-        f"MLflow run {end.run_id}) had moved the champion and stopped before it finished: "
-        + ("; ".join(finished.unwritten) or "nothing but its mark was left")
-        + (" (written now)" if finished.unwritten else " (taken off)"),
-        highlight=False,
-    )
 
 
 def _judged(settings: Settings, version: int | None) -> Judging:
@@ -236,7 +221,7 @@ def promote(
             # A promotion killed after the champion moved, run again (a retried job):
             # finished, then "nothing to promote" below. One another process is at work
             # on: refused.
-            _say_finished(registry.finish_unfinished(settings))
+            say_finished(registry.finish_unfinished(settings))
         except registry.RegistryError as exc:
             raise _fail(str(exc)) from None
         done = (
@@ -271,7 +256,7 @@ def promote(
                 )
         except GateError as exc:
             raise _fail(str(exc)) from None
-    _say_finished(evaluation.finished)
+    say_finished(evaluation.finished)
     _print_evaluation(evaluation)
     if not evaluation.promoted:
         console.print(f"champion stays version {evaluation.champion_version}")
@@ -308,7 +293,7 @@ def rollback(
             done = run_rollback(settings, reason=reason, runs_deleted=runs_deleted)
     except GateError as exc:
         raise _fail(str(exc)) from None
-    _say_finished(done.finished)
+    say_finished(done.finished)
     if done.finished is not None and done.finished.end.kind == "rollback":
         console.print(
             f"champion is version {done.to_version} (was {done.from_version}), by that "

@@ -8,10 +8,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+if TYPE_CHECKING:  # imported where used: the CLI starts fast
+    from nextbest.registry import ModelVersionInfo, VersionSummary
 
 
 def _width(stream: Any) -> int | None:
@@ -245,3 +248,61 @@ def _confirmed(question: str) -> bool:
     except typer.Abort:
         console.print()  # the prompt's line ends before the error is said
         return False
+
+
+def unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> str:
+    """The first few ``unknown`` of ``ids`` in their order, each with the known id it
+    differs from only in case, leading zeros or a trailing '.0' (the data contract's
+    look-alikes): ``h000010 (H000010?)``."""
+    import pandas as pd
+
+    from nextbest.contract.validate import LookAlikes
+    from nextbest.learning.scoring import listed
+
+    twins = LookAlikes(pd.Index(list(known)))
+    named = []
+    for hcp in dict.fromkeys(h for h in ids if h in unknown):
+        near = twins.of(str(hcp))
+        named.append(f"{hcp} ({near}?)" if near is not None else str(hcp))
+    return listed(named)
+
+
+def say_finished(finished: Any) -> None:
+    """Say what was written of a decision killed after the champion moved (a
+    :class:`~nextbest.registry.UnfinishedDecision`, its ``unwritten`` now written)."""
+    if finished is None:
+        return
+    end = finished.end
+    console.print(
+        f"[yellow]finished:[/yellow] the {end.named} (replacing {end.replaces or 'none'}; "
+        f"MLflow run {end.run_id}) had moved the champion and stopped before it finished: "
+        + ("; ".join(finished.unwritten) or "nothing but its mark was left")
+        + (" (written now)" if finished.unwritten else " (taken off)"),
+        highlight=False,
+    )
+
+
+def edits_said(v: VersionSummary | ModelVersionInfo) -> str | None:
+    """Of a version trained from a checkout with uncommitted edits (as listed, or as
+    its training registered it): where the patch of those edits is (a local path, else
+    its URI), or why there is none."""
+    if not (v.source_commit or "").endswith("+modified"):
+        return None
+    commit = v.source_commit.removesuffix("+modified") if v.source_commit else ""
+    edited = f"trained from commit {commit[:12]} with uncommitted edits"
+    if v.source_patch is None:
+        why = (v.source_patch_note or "").removeprefix("none: ") or (
+            "its training run logged none (nextbest logs one since 2026-12-05)"
+        )
+        return f"{edited}; no patch of them: {why}"
+    where = v.source_patch
+    if where.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        where = url2pathname(urlparse(where).path)
+    cut = f" ({v.source_patch_note})" if v.source_patch_note else ""
+    return (
+        f"{edited}: their patch{cut} is {where}; `git apply` it in a checkout of {commit[:12]} "
+        "to rebuild that code"
+    )

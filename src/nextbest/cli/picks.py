@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,26 +26,9 @@ from nextbest.cli.options import (
     _refuse_missing_models_dir,
     _settings,
 )
-from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout
+from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout, unknown_ids
 from nextbest.cli.process import _ignore_signals_from_now_on, _interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
-
-
-def _unknown_ids(ids: list[str], unknown: set[str], *, known: Iterable[str]) -> str:
-    """The first few ``unknown`` of ``ids`` in their order, each with the known id it
-    differs from only in case, leading zeros or a trailing '.0' (the data contract's
-    look-alikes): ``h000010 (H000010?)``."""
-    import pandas as pd
-
-    from nextbest.contract.validate import LookAlikes
-    from nextbest.learning.scoring import listed
-
-    twins = LookAlikes(pd.Index(list(known)))
-    named = []
-    for hcp in dict.fromkeys(h for h in ids if h in unknown):
-        near = twins.of(str(hcp))
-        named.append(f"{hcp} ({near}?)" if near is not None else str(hcp))
-    return listed(named)
 
 
 def picks(
@@ -180,7 +163,7 @@ def picks(
         _note(
             f"{len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
             f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks: "
-            f"{_unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
+            f"{unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
             "exactly, case included (HCPs new since the model was trained get picks once a "
             "retrained version is served)"
         )

@@ -26,6 +26,7 @@ from nextbest.cli.output import (
     _steps,
     console,
     stdout,
+    unknown_ids,
 )
 from nextbest.settings import Settings, without_password
 
@@ -245,12 +246,10 @@ def erase(
     if meant:
         # Erasing the id nextbest knows is the operator's call: erasure names exactly
         # what it erases. A job must still see that the request may not be done.
-        from nextbest.cli.picks import _unknown_ids
-
         console.print(
             f"[red]error:[/red] {_plural(len(meant), 'id')} nextbest never saw "
             f"{'differs' if len(meant) == 1 else 'differ'} only in case or leading zeros "
-            f"from one it knows: {_unknown_ids(list(meant), set(meant), known=alike)}; "
+            f"from one it knows: {unknown_ids(list(meant), set(meant), known=alike)}; "
             f"{'that HCP was' if len(meant) == 1 else 'those HCPs were'} NOT erased: if "
             "it is the one asked for, erase it as nextbest spells it: `nextbest erase "
             f"{' '.join(list(meant.values())[:5])}{' ...' if len(meant) > 5 else ''}`",

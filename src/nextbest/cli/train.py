@@ -23,7 +23,15 @@ from nextbest.cli.options import (
     _settings,
     _train_config,
 )
-from nextbest.cli.output import _fail, _note, _stage_steps, _steps, _versions_said, console
+from nextbest.cli.output import (
+    _fail,
+    _note,
+    _stage_steps,
+    _steps,
+    _versions_said,
+    console,
+    edits_said,
+)
 from nextbest.cli.process import _interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
 
@@ -317,9 +325,7 @@ def _say_trained_before(settings: Settings, versions: list[str], alias: str | No
 def _say_source_patch(info: Any) -> None:
     """Of a version trained from a checkout with uncommitted edits (``info``: what
     registering it returned), say where its run keeps their patch, or why it has none."""
-    from nextbest.cli.versions import _edits_said
-
-    said = _edits_said(info)
+    said = edits_said(info)
     if said is not None:
         console.print(f"source: {said}", highlight=False)
 

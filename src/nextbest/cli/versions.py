@@ -10,13 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from nextbest.cli.decisions import _say_finished
 from nextbest.cli.options import _refuse_missing_models_dir, _settings
-from nextbest.cli.output import _fail, _minute, _versions_said, console, stdout
+from nextbest.cli.output import (
+    _fail,
+    _minute,
+    _versions_said,
+    console,
+    edits_said,
+    say_finished,
+    stdout,
+)
 from nextbest.settings import without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
-    from nextbest.registry import ModelVersionInfo, VersionSummary
+    from nextbest.registry import VersionSummary
 
 
 def models(
@@ -122,7 +129,7 @@ def models(
             console.print(
                 "nothing to repair: no decision or training was left unfinished", highlight=False
             )
-        _say_finished(finished)
+        say_finished(finished)
         if not_made is not None:
             console.print(
                 f"[yellow]taken off:[/yellow] the mark ({registry.PENDING_TAG}) of the "
@@ -213,7 +220,7 @@ def models(
             else None,
             f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
             _training_run_said(v),
-            _edits_said(v),
+            edits_said(v),
             f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"
             if v.feedback_engagement_missing
             else None,
@@ -290,32 +297,6 @@ def _training_run_said(v: VersionSummary) -> str | None:
         if v.artifact_sha256 is not None
         else "the version was registered without all of its tags (no artifact_sha256: "
         "loaded unverified); register a new one with `nextbest retrain` or `nextbest train`"
-    )
-
-
-def _edits_said(v: VersionSummary | ModelVersionInfo) -> str | None:
-    """Of a version trained from a checkout with uncommitted edits (as listed, or as
-    its training registered it): where the patch of those edits is (a local path, else
-    its URI), or why there is none."""
-    if not (v.source_commit or "").endswith("+modified"):
-        return None
-    commit = v.source_commit.removesuffix("+modified") if v.source_commit else ""
-    edited = f"trained from commit {commit[:12]} with uncommitted edits"
-    if v.source_patch is None:
-        why = (v.source_patch_note or "").removeprefix("none: ") or (
-            "its training run logged none (nextbest logs one since 2026-12-05)"
-        )
-        return f"{edited}; no patch of them: {why}"
-    where = v.source_patch
-    if where.startswith("file:"):
-        from urllib.parse import urlparse
-        from urllib.request import url2pathname
-
-        where = url2pathname(urlparse(where).path)
-    cut = f" ({v.source_patch_note})" if v.source_patch_note else ""
-    return (
-        f"{edited}: their patch{cut} is {where}; `git apply` it in a checkout of {commit[:12]} "
-        "to rebuild that code"
     )
 
 
