@@ -211,6 +211,25 @@ def test_a_rep_decision_near_one_is_named(client: TestClient, keys, sent: str, n
     ), error
 
 
+@pytest.mark.parametrize(("sent", "near"), [("Promo", "promotional"), ("medicl", "medical")])
+def test_a_purpose_near_one_is_named(client: TestClient, keys, sent: str, near: str) -> None:
+    """A CRM's picklist abbreviation (``Promo``) got "Input should be 'promotional' or
+    'medical'", as for any word: the answer names the purpose it shortens or misspells."""
+    recommender = client.app.state.runtime.recommender
+    hcp = next(
+        str(h) for h in recommender.hcp_ids if recommender.territory_of(str(h)) == keys.territory
+    )
+    response = client.post(
+        "/v1/recommendations", json={"hcp_id": hcp, "purpose": sent}, headers=keys.admin
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "purpose"], error
+    assert error["msg"] == (
+        f"Input should be one of 'promotional', 'medical' (did you mean '{near}'?)"
+    ), error
+
+
 @pytest.mark.parametrize(
     ("method", "url", "body", "said"),
     [

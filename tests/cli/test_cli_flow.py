@@ -112,6 +112,11 @@ def test_simulate_train_picks(
         ("--channel", "e-mail", "unknown channel 'e-mail'; did you mean 'email'? (known:"),
         ("--channel", "emial", "unknown channel 'emial'; did you mean 'email'? (known:"),
         ("--purpose", "sales", "--purpose: must be one of promotional, medical"),
+        (
+            "--purpose",
+            "Promo",
+            "--purpose: must be one of promotional, medical (did you mean 'promotional'?)",
+        ),
         ("--as-of", "2026-06-15", "--as-of: 2026-06-15 (UTC) is before the served model's"),
     ):
         refused = tmp_path / f"refused-{option[2:]}.csv"
@@ -3427,7 +3432,10 @@ def test_explain_names_the_option_a_bad_value_was_given_to(
     get_settings.cache_clear()
     hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
     for args, says in (
-        (["--purpose", "Medical"], "error: --purpose: must be one of promotional, medical"),
+        (
+            ["--purpose", "Medical"],
+            "error: --purpose: must be one of promotional, medical (did you mean 'medical'?)",
+        ),
         (["--channel", "Email"], "--channel: unknown channel 'Email'; did you mean 'email'?"),
     ):
         result = runner.invoke(app, ["explain", hcp, *args])

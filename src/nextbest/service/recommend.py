@@ -37,6 +37,7 @@ from nextbest.policy.ranking import fill_list, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.score_cache import PairCache
 from nextbest.service.territories import TerritoryAlignment, rows_by_territory
+from nextbest.yamlfile import near_word
 
 MAX_K = 50
 MAX_BATCH = 1000
@@ -791,9 +792,7 @@ class Recommender:
                 location="query",
             )
         if purpose not in PURPOSES:
-            raise InvalidRequestError(
-                "purpose", f"must be one of {', '.join(PURPOSES)}", location="query"
-            )
+            raise InvalidRequestError("purpose", _not_a_purpose(purpose), location="query")
         served_at = self.clock() if served_at is None else served_at
         now = decision_time(on, now=served_at)
         check_day(now, self.as_of, location="query")
@@ -1153,7 +1152,15 @@ def check_options(
         said = quoted(channel, at_most=QUOTED_AT_MOST)
         raise InvalidRequestError("channel", f"unknown channel {said}{hint} (known: {known})")
     if purpose not in PURPOSES:
-        raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+        raise InvalidRequestError("purpose", _not_a_purpose(purpose))
+
+
+def _not_a_purpose(purpose: str) -> str:
+    """``must be one of promotional, medical (did you mean 'promotional'?)``."""
+    near = near_word(purpose.strip().lower(), PURPOSES)
+    return f"must be one of {', '.join(PURPOSES)}" + (
+        f" (did you mean '{near}'?)" if near is not None else ""
+    )
 
 
 def check_day(
