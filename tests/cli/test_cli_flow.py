@@ -3433,14 +3433,18 @@ def test_explain_names_the_option_a_bad_value_was_given_to(
     hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
     for args, says in (
         (
-            ["--purpose", "Medical"],
-            "error: --purpose: must be one of promotional, medical (did you mean 'medical'?)",
+            ["--purpose", "Promo"],
+            "error: --purpose: must be one of promotional, medical (did you mean 'promotional'?)",
         ),
         (["--channel", "Email"], "--channel: unknown channel 'Email'; did you mean 'email'?"),
     ):
         result = runner.invoke(app, ["explain", hcp, *args])
         said = " ".join(result.output.split())
         assert result.exit_code == 2 and says in said, (args, said)
+    # A purpose in a CRM's spelling is read as the API reads a request's.
+    medical = runner.invoke(app, ["explain", hcp, "--purpose", " Medical", "--json"])
+    assert medical.exit_code == 0, medical.output
+    assert json.loads(medical.stdout)["hcp_id"] == hcp, medical.stdout
 
 
 def test_rules_check_says_what_a_reload_would_make_of_a_file(

@@ -11,6 +11,7 @@ import typer
 from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
+    PurposeOpt,
     _check_rules_file,
     _model_asked,
     _note_missing_log,
@@ -374,7 +375,7 @@ def explain(
     hcp_id: Annotated[str, typer.Argument(help="The HCP, as the hcps file spells the id.")],
     k: Annotated[int, typer.Option(min=1, max=50, help="Items, as a request's k.")] = 5,
     channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
-    purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
+    purpose: PurposeOpt = "promotional",
     on: DecisionDateOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the answer as JSON instead of text.")

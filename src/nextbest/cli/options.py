@@ -34,6 +34,21 @@ DataOpt = Annotated[
 
 # picks and explain decide as a request does for its date: one option, named as
 # `train --as-of` and as the API's `date` (explain's first name), so neither is a typo.
+def _purpose_read(value: str) -> str:
+    """``--purpose`` as the API reads a request's: ``Medical`` (a CRM's spelling) is
+    ``medical``; anything else is left for the command to refuse, naming the word meant."""
+    from nextbest.policy.eligibility import PURPOSES
+
+    lowered = value.strip().lower()
+    return lowered if lowered in PURPOSES else value
+
+
+PurposeOpt = Annotated[
+    str,
+    typer.Option(
+        help="promotional or medical (in any case).", callback=_purpose_read, show_default=True
+    ),
+]
 DecisionDateOpt = Annotated[
     str | None,
     typer.Option(

@@ -16,6 +16,7 @@ import typer
 from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
+    PurposeOpt,
     _check_dir_to_write,
     _check_rules_file,
     _data_dir,
@@ -53,7 +54,7 @@ def picks(
     channel: Annotated[str | None, typer.Option(help="Only actions on this channel.")] = None,
     k: Annotated[int, typer.Option(min=1, max=50, help="Actions per HCP.")] = 1,
     as_of: DecisionDateOpt = None,
-    purpose: Annotated[str, typer.Option(help="promotional or medical.")] = "promotional",
+    purpose: PurposeOpt = "promotional",
     log: Annotated[
         bool,
         typer.Option(
