@@ -1,5 +1,6 @@
-"""How many characters a stored text value may have: the widths of the text columns
-of the recommendation log and the feedback store, by column name.
+"""What a stored text value may be: how many characters (the widths of the text
+columns of the recommendation log and the feedback store, by column name), and the
+words a content type or a request's purpose is one of.
 
 ``storage/tables.py`` declares those columns with these numbers, and every edge a
 value bound for one comes in by checks it against the same number, so that a value
@@ -37,3 +38,8 @@ STORED_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
         "reason": 256,
     }
 )
+
+#: A catalog action's ``content_type``, and so a request's purpose (the content type it
+#: may be served; logged with each answer): a medical requester never gets promotional
+#: content, a commercial one never medical.
+CONTENT_TYPES: Final[tuple[str, ...]] = ("promotional", "medical")

@@ -11,6 +11,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Final, TypeVar
 
+from nextbest import limits
+
 HCPS: Final = "hcps"
 CATALOG: Final = "catalog"
 INTERACTIONS: Final = "interactions"
@@ -62,7 +64,9 @@ CONTRACT_COLUMNS: Final = frozenset(
     )
 )
 
-CONTENT_TYPES: Final = ("promotional", "medical")
+# Defined with the stored widths: the key file checks a key's purpose without
+# loading this package.
+CONTENT_TYPES: Final = limits.CONTENT_TYPES
 
 CONSENT_PREFIX: Final = "consent_"
 REP_CHANNEL_PREFIX: Final = "rep_"

@@ -20,7 +20,6 @@ SPECIALTIES: tuple[str, ...] = (
 )
 REGIONS: tuple[str, ...] = ("northeast", "south", "midwest", "west")
 PRACTICE_TYPES: tuple[str, ...] = ("hospital", "clinic", "solo")
-CONTENT_TYPES: tuple[str, ...] = ("promotional", "medical")
 
 REP_VISIT, REP_PHONE, EMAIL, WEBINAR = range(len(CHANNELS))
 PRIMARY_CARE = SPECIALTIES.index("primary_care")

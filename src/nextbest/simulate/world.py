@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract.dataset import refuse_format_clash
+from nextbest.contract.schema import CONTENT_TYPES
 from nextbest.simulate.catalog import DAY_NS, ActionCodes, build_catalog, eligibility
 from nextbest.simulate.logging_policy import (
     HOLDOUT_SHARE,
@@ -26,7 +27,7 @@ from nextbest.simulate.response import (
     sigmoid,
     static_logit,
 )
-from nextbest.simulate.vocabulary import CHANNELS, CONTENT_TYPES
+from nextbest.simulate.vocabulary import CHANNELS
 
 NO_ACTION = -1
 # Who asks: a request's purpose is the content type it may be served (CONTENT_TYPES).

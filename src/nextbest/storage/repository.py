@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
+    CONTENT_TYPES,
     EVERY_CHANNEL_NAMES,
     REP_CHANNEL_PREFIX,
     channel_spelling,
@@ -90,7 +91,8 @@ DECISION_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "accepted")
 # given again: the latest such event of an HCP and channel decides, with no window,
 # until the next model's hcps file says the same.
 CONSENT_EVENT_TYPES: tuple[str, ...] = ("opted_out", "opted_in")
-PURPOSES: tuple[str, ...] = ("promotional", "medical")
+# A logged answer's purpose: the content type its request may be served.
+PURPOSES: tuple[str, ...] = CONTENT_TYPES
 
 LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
     "hcp_id",
