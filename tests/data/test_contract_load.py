@@ -650,6 +650,27 @@ def test_a_consent_column_for_no_catalog_channel_is_refused(tables, write_tables
     assert "catalog channels: email, rep_visit" in said
 
 
+def test_a_consent_column_naming_one_word_of_a_channel_is_told_the_channel(
+    tables, write_tables
+) -> None:
+    # Read as a request's channel is (near_channel): one word of a channel's name
+    # ("remote" for remote_detailing) names it.
+    tables["catalog"]["channel"] = tables["catalog"]["channel"].replace(
+        "rep_visit", "remote_detailing"
+    )
+    tables["interactions"]["channel"] = tables["interactions"]["channel"].replace(
+        "rep_visit", "remote_detailing"
+    )
+    tables["hcps"] = tables["hcps"].rename(columns={"consent_rep_visit": "consent_remote"})
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    said = " ".join(str(caught.value).split())
+    assert (
+        "column 'consent_remote': consent for channel 'remote', which the catalog does not "
+        "have, would never apply; did you mean 'consent_remote_detailing'?" in said
+    ), said
+
+
 @pytest.mark.parametrize(
     "header",
     [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from nextbest.contract.schema import (
     INTERACTIONS,
     TABLES,
     consent_column,
+    near_channel,
 )
 from nextbest.contract.validate import (
     check_interactions_alone,
@@ -245,8 +245,8 @@ def _check_consent_channels(hcps: pd.DataFrame, catalog: pd.DataFrame, file: str
         channel = column[len(CONSENT_PREFIX) :]
         if channel in channels:
             continue
-        near = difflib.get_close_matches(channel, channels, n=1, cutoff=0.6)
-        hint = f"did you mean '{consent_column(near[0])}'? " if near else ""
+        near = near_channel(channel, channels)
+        hint = f"did you mean '{consent_column(near)}'? " if near else ""
         problems.append(
             Problem(
                 file,
