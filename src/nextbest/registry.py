@@ -2079,6 +2079,9 @@ class VersionSummary:
     eval_auc: float | None  # engagement AUC on the held-out time slice
     # Off-policy value (doubly robust) of the version's policy on that slice: value, 95% CI.
     policy_value_dr: tuple[float, float, float] | None
+    # Its gain over the logging policy on the same decisions (paired): gain, 95% CI;
+    # None for a version trained before it was recorded.
+    gain_over_logged_dr: tuple[float, float, float] | None
     gate: str | None  # the last gate verdict on it as challenger ("passed vs v1 (run ...)")
     promoted_at: str | None  # ISO 8601 in UTC
     rolled_back_at: str | None
@@ -2196,6 +2199,9 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
         value, low, high = (
             metrics.get(f"ope_dr_{k}") for k in ("policy_value", "ci_low", "ci_high")
         )
+        gain, gain_low, gain_high = (
+            metrics.get(f"ope_dr_gain_over_logged{k}") for k in ("", "_ci_low", "_ci_high")
+        )
         out.append(
             VersionSummary(
                 version=str(mv.version),
@@ -2210,6 +2216,11 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 policy_value_dr=(
                     (value, low, high)
                     if value is not None and low is not None and high is not None
+                    else None
+                ),
+                gain_over_logged_dr=(
+                    (gain, gain_low, gain_high)
+                    if gain is not None and gain_low is not None and gain_high is not None
                     else None
                 ),
                 gate=mv.tags.get("gate"),

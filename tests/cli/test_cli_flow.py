@@ -2195,6 +2195,28 @@ def test_models_with_one_champion_says_there_is_none_to_roll_back_to(
     assert refused.exit_code == 2 and "has no previous champion" in refused.output
 
 
+def test_models_lists_each_versions_gain_over_the_logged_policy(
+    trained, env_settings: Path
+) -> None:
+    """Beside the policy value (DR): the gain over the logging policy that training
+    logged with it, its interval too, in the listing and in --json."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    shutil.copytree(trained.settings.resolved_models_dir, env_settings)
+    (version,) = json.loads(run_ok("models", "--json"))["versions"]
+    metrics = MlflowClient(get_settings().resolved_tracking_uri).get_run(version["run_id"])
+    logged = [
+        metrics.data.metrics[f"ope_dr_gain_over_logged{k}"] for k in ("", "_ci_low", "_ci_high")
+    ]
+    assert version["gain_over_logged_dr"] == logged, version
+    gain, low, high = logged
+    said = " ".join(run_ok("models").split())
+    value = "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*version["policy_value_dr"])
+    assert f"{value} (gain over logged {gain:+.3f} [{low:.3f}, {high:.3f}])" in said, said
+
+
 def test_validate_counts_outcomes_as_training_will() -> None:
     # 250 untouched rows with an outcome, 60 of them among the newest 10% of
     # decisions: training has 190 before its evaluation slice and falls back.

@@ -1145,6 +1145,7 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
         uplift_source="uplift",
         eval_auc=0.711,
         policy_value_dr=(2.05, 1.778, 2.323),
+        gain_over_logged_dr=None,  # trained before it was recorded
         gate=None,
         promoted_at=None,
         rolled_back_at=None,
@@ -1153,7 +1154,13 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
     )
     assert _held_out_figures(v1) == (
         "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
-        "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323]"
+        "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323] (gain over logged -)"
+    )
+    gained = replace(v1, gain_over_logged_dr=(0.31, -0.024, 0.644))
+    assert _held_out_figures(gained) == (
+        "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
+        "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323] (gain over logged +0.310 "
+        "[-0.024, 0.644])"
     )
     same_history = replace(v1, version="2", aliases=(), eval_auc=0.70)
     assert _not_comparable([same_history, v1]) is None

@@ -74,10 +74,11 @@ def models(
 ) -> Any:
     """The registered versions, newest first: aliases, training data, held-out figures, gate.
 
-    AUC and policy value (DR) are each version's own, measured at training on its
-    held-out slice (the newest eval_fraction of the history); the gate's estimates,
-    on the logged decisions reserved for it, are in `nextbest evaluate` and its
-    MLflow run. With --history or --champion-at, the champion's timeline instead,
+    AUC, policy value (DR) and its gain over the logged policy are each version's
+    own, measured at training on its held-out slice (the newest eval_fraction of the
+    history; the gain "-" for a version trained before it was recorded); the gate's
+    estimates, on the logged decisions reserved for it, are in `nextbest evaluate`
+    and its MLflow run. With --history or --champion-at, the champion's timeline instead,
     read from the decision runs of the evaluation experiment.
     """
     import json
@@ -447,10 +448,20 @@ def _not_comparable(versions: list[VersionSummary]) -> str | None:
 
 def _held_out_figures(v: VersionSummary) -> str | None:
     """'on its held-out slice (the newest 10% of its history, 5,200 decisions): AUC
-    0.710, policy value (DR) 2.020 [1.740, 2.299]' for a ``VersionSummary``."""
+    0.710, policy value (DR) 2.020 [1.740, 2.299] (gain over logged +0.310 [0.120,
+    0.500])' for a ``VersionSummary``; the gain '-' for a version trained before it
+    was recorded."""
     figures = [f"AUC {v.eval_auc:.3f}"] if v.eval_auc is not None else []
     if v.policy_value_dr is not None:
-        figures.append("policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr))
+        gain = (
+            "-"
+            if v.gain_over_logged_dr is None
+            else "{:+.3f} [{:.3f}, {:.3f}]".format(*v.gain_over_logged_dr)
+        )
+        figures.append(
+            "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr)
+            + f" (gain over logged {gain})"
+        )
     if not figures:
         return None
     where = [f"the newest {v.eval_fraction:.0%} of its history"] if v.eval_fraction else []
