@@ -499,6 +499,13 @@ def near_word(value: str, choices: Sequence[str]) -> str | None:
     return begun[0] if len(begun) == 1 else None
 
 
+def near_hint(value: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'promotional'?)`` after a refusal of ``value`` from
+    ``choices``, naming the word it is near (:func:`near_word`); '' when near none."""
+    near = near_word(value, choices)
+    return f" (did you mean '{near}'?)" if near is not None else ""
+
+
 def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
     """The keys ``model`` takes in the mapping at ``path`` (a pydantic ``loc``), found
     by walking the field types: a nested model's fields, a dict's values (the path

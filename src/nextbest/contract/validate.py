@@ -47,7 +47,7 @@ from nextbest.contract.schema import (
     reads_as_dotted_thousands,
 )
 from nextbest.limits import STORED_LENGTHS
-from nextbest.yamlfile import near_word
+from nextbest.yamlfile import near_hint
 
 # consent_<channel> in any case, with '_', '-', '.' or a space after "consent".
 _CONSENT_HEADER = re.compile(r"consent[_\-. ]+", re.IGNORECASE)
@@ -754,9 +754,9 @@ def _not_one_of(shown: str, cells: Codes, i: int, words: Sequence[str]) -> str:
     """``'Promo' is not one of promotional, medical (did you mean 'promotional'?)``:
     row ``i`` of ``cells`` (read as the column reads it) refused from a closed set of
     ``words``, naming the word it is near, if any (:func:`near_word`)."""
-    said = f"{shown} is not one of {', '.join(words)}"
-    near = near_word(str(cells.uniques[cells.codes[i]]), words)
-    return f"{said} (did you mean '{near}'?)" if near is not None else said
+    return f"{shown} is not one of {', '.join(words)}" + near_hint(
+        str(cells.uniques[cells.codes[i]]), words
+    )
 
 
 def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:

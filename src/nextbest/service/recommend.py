@@ -37,7 +37,7 @@ from nextbest.policy.ranking import fill_list, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.score_cache import PairCache
 from nextbest.service.territories import TerritoryAlignment, rows_by_territory
-from nextbest.yamlfile import near_word
+from nextbest.yamlfile import near_hint
 
 MAX_K = 50
 MAX_BATCH = 1000
@@ -1157,10 +1157,7 @@ def check_options(
 
 def _not_a_purpose(purpose: str) -> str:
     """``must be one of promotional, medical (did you mean 'promotional'?)``."""
-    near = near_word(purpose.strip().lower(), PURPOSES)
-    return f"must be one of {', '.join(PURPOSES)}" + (
-        f" (did you mean '{near}'?)" if near is not None else ""
-    )
+    return f"must be one of {', '.join(PURPOSES)}" + near_hint(purpose.strip().lower(), PURPOSES)
 
 
 def check_day(
