@@ -20,6 +20,9 @@ from nextbest.yamlfile import (
     Place,
     keys_at,
     load_yaml_with_lines,
+    near_hint,
+    near_word,
+    near_words,
     validation_message,
     word_of,
     yaml_error_message,
@@ -201,6 +204,62 @@ def test_a_problem_with_the_whole_mapping_has_no_empty_path() -> None:
         "first in c.yaml, line 2: Input should be a valid dictionary or instance of _Section "
         "(read 3, a whole number)"
     )
+
+
+CONTRACT = ("action_id", "channel", "content_id", "topic", "content_type", "cost")
+
+
+@pytest.mark.parametrize(
+    ("value", "choices", "keywords", "near"),
+    [
+        pytest.param("emial", ("email", "sms"), {}, ["email"], id="a-slip"),
+        pytest.param("promo", ("promotional", "medical"), {}, ["promotional"], id="a-prefix"),
+        pytest.param("pr", ("promotional", "medical"), {}, [], id="a-prefix-too-short"),
+        pytest.param("rep", ("rep_visit", "rep_phone"), {}, [], id="a-prefix-of-two"),
+        pytest.param("fax", ("email", "rep_visit"), {}, [], id="near-none"),
+        pytest.param(
+            "HCP_Unavailble", ("other", "hcp_unavailable"), {}, [], id="case-counts-by-default"
+        ),
+        pytest.param(
+            "HCP_Unavailble",
+            ("other", "hcp_unavailable"),
+            {"any_case": True},
+            ["hcp_unavailable"],
+            id="any-case",
+        ),
+        pytest.param(
+            "t0O1", ("T001", "T002", "X9"), {"any_case": True, "n": 3}, ["T001"], id="an-id"
+        ),
+        pytest.param(
+            "t001", ("T001", "T002"), {"any_case": True, "n": 3}, ["T001"], id="itself-alone"
+        ),
+        pytest.param("unit_cost", CONTRACT, {}, [], id="words-count-only-when-asked"),
+        pytest.param("unit_cost", CONTRACT, {"words": True}, ["cost"], id="a-choice-in-it"),
+        pytest.param("visit", ("rep_visit", "email"), {"words": True}, ["rep_visit"], id="in-one"),
+        pytest.param(
+            "data", ("safety_data", "trial_data"), {"words": True}, [], id="a-word-of-two-choices"
+        ),
+        pytest.param(
+            "dosing", ("dosing_a", "dosing_b", "dosing_c"), {"n": 2}, ["dosing_c", "dosing_b"]
+        ),
+    ],
+)
+def test_the_near_word_is_found_one_way_for_every_did_you_mean(
+    value: str, choices: tuple[str, ...], keywords: dict, near: list[str]
+) -> None:
+    assert near_words(value, choices, **keywords) == near
+    one = {k: v for k, v in keywords.items() if k != "n"}
+    assert near_word(value, choices, **one) == (near[0] if near else None)
+    assert near_hint(value, choices, **one) == (f" (did you mean '{near[0]}'?)" if near else "")
+
+
+def test_a_word_spelled_two_ways_case_aside_is_not_guessed() -> None:
+    codes = ("Other", "other", "not_relevant")
+    # Both named where several may be (territories), neither where one is.
+    assert near_words("OTHRE", codes, n=3, any_case=True) == ["Other", "other"]
+    assert near_word("OTHRE", codes, any_case=True) is None
+    assert near_hint("OTHRE", codes, any_case=True) == ""
+    assert near_word("NOT_RELEVENT", codes, any_case=True) == "not_relevant"
 
 
 class _Nested(BaseModel):

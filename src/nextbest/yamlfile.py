@@ -19,7 +19,7 @@ import difflib
 import math
 import re
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -249,9 +249,9 @@ def validation_message(
             said = f"{named}: {read}" if loc else read
         if problem["type"] == "extra_forbidden" and model is not None and loc:
             allowed = keys_at(model, loc[:-1])
-            near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            near = near_hint(str(loc[-1]), allowed)
             if near:
-                said += f" (did you mean '{near[0]}'?)"
+                said += near
             elif allowed:  # nothing near: what may be written there
                 said += f" (allowed here: {', '.join(allowed)})"
         problems.append((line, said))
@@ -486,23 +486,80 @@ def refuse_a_near_miss(value: str, choices: Sequence[str]) -> None:
         )
 
 
-def near_word(value: str, choices: Sequence[str]) -> str | None:
-    """The word of ``choices`` that ``value`` most likely misspells (``snisp`` for
+# How alike a misspelling and the word it misspells are, at least (difflib's ratio:
+# twice the letters they share over the letters of both). At 0.75 one slip in a word
+# of four letters or more is near ('emial', 'wieght'), two in a short one are not.
+NEAR_ENOUGH = 0.75
+
+
+def near_words(
+    value: str,
+    choices: Collection[str],
+    *,
+    n: int = 1,
+    any_case: bool = False,
+    words: bool = False,
+) -> list[str]:
+    """The words of ``choices`` that ``value`` most likely misspells (``snisp`` for
     snips) or shortens (``promo`` for promotional: three letters or more that begin
-    one word only), or None when it is near none. Give ``value`` as the words are
-    written (lower case for lower-case words). For every "did you mean" about a
-    closed set of words: settings, requests and the data files' columns alike."""
-    near = difflib.get_close_matches(value, choices, n=1, cutoff=0.75)
+    one word only), nearest first, at most ``n``; [] when it is near none. For every
+    "did you mean" nextbest says: settings, requests, rules, ids and the data files'
+    columns alike.
+
+    Give ``value`` as the words are written (lower case for lower-case words), or
+    ``any_case``: compared case aside (a reason code or a territory the user spells),
+    the words named as ``choices`` write them. ``words``: a name made of words
+    (``rep_visit``, ``unit_cost``) is near a choice too when its words are all words of
+    that choice (``visit`` for rep_visit) or the choice's are all words of it
+    (``unit_cost`` for cost), for one choice only.
+    """
+    if any_case:
+        written: dict[str, list[str]] = {}
+        for choice in choices:
+            written.setdefault(choice.casefold(), []).append(choice)
+        folded = near_words(value.casefold(), list(written), n=n, words=words)
+        return [choice for near in folded for choice in written[near]][:n]
+    listed = list(choices)
+    if value in listed:  # the word itself (a territory in another case): no other
+        return [value]
+    near = difflib.get_close_matches(value, listed, n=n, cutoff=NEAR_ENOUGH)
     if near:
-        return near[0]
-    begun = [c for c in choices if len(value) >= 3 and c.startswith(value)]
-    return begun[0] if len(begun) == 1 else None
+        return near
+    begun = [c for c in listed if len(value) >= 3 and c.startswith(value)]
+    if len(begun) == 1:
+        return begun
+    if words:
+        own = set(_words(value))
+        alike = [c for c in listed if own and (own <= set(_words(c)) or set(_words(c)) <= own)]
+        if len(alike) == 1:
+            return alike
+    return []
 
 
-def near_hint(value: str, choices: Sequence[str]) -> str:
+def _words(name: str) -> list[str]:
+    """The words of a name: its runs of letters and digits."""
+    return [word for word in re.split(r"[\W_]+", name) if word]
+
+
+def near_word(
+    value: str, choices: Collection[str], *, any_case: bool = False, words: bool = False
+) -> str | None:
+    """The word of ``choices`` that ``value`` most likely means, or None when it is
+    near none (:func:`near_words`, whose keywords these are), or, ``any_case``, when
+    the word near is spelled two ways in ``choices`` (``Other`` and ``other``): which
+    one was meant cannot be told."""
+    near = near_words(value, choices, n=2, any_case=any_case, words=words)
+    if not near or (any_case and len(near) > 1 and near[0].casefold() == near[1].casefold()):
+        return None
+    return near[0]
+
+
+def near_hint(
+    value: str, choices: Collection[str], *, any_case: bool = False, words: bool = False
+) -> str:
     """`` (did you mean 'promotional'?)`` after a refusal of ``value`` from
     ``choices``, naming the word it is near (:func:`near_word`); '' when near none."""
-    near = near_word(value, choices)
+    near = near_word(value, choices, any_case=any_case, words=words)
     return f" (did you mean '{near}'?)" if near is not None else ""
 
 
