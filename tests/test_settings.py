@@ -126,3 +126,23 @@ def test_a_command_takes_a_capitalised_exploration_and_refuses_another_word(
         "invalid setting: NEXTBEST_EXPLORATION='sofmax': Input should be one of "
         "'epsilon_greedy', 'softmax' (did you mean 'softmax'?)" in " ".join(refused.output.split())
     )
+
+
+def test_a_setting_named_by_the_start_of_its_name_is_warned_of_with_the_name_meant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NEXTBEST_MAX_REQUESTS=1000 was called no setting with no word of
+    NEXTBEST_MAX_REQUESTS_PER_CONNECTION, which a settings file's key so shortened gets."""
+    from nextbest.settings import unknown_environment_settings
+
+    monkeypatch.setenv("NEXTBEST_MAX_REQUESTS", "1000")
+    monkeypatch.setenv("NEXTBEST_DB_LOCK", "500")
+    said = unknown_environment_settings()
+    assert (
+        "NEXTBEST_DB_LOCK is not a nextbest setting (did you mean "
+        "NEXTBEST_DB_LOCK_TIMEOUT_MS?): it is ignored"
+    ) in said, said
+    assert (
+        "NEXTBEST_MAX_REQUESTS is not a nextbest setting (did you mean "
+        "NEXTBEST_MAX_REQUESTS_PER_CONNECTION?): it is ignored"
+    ) in said, said

@@ -401,15 +401,15 @@ def unknown_environment_settings() -> list[str]:
     """What to say of each ``NEXTBEST_*`` variable set here that nextbest does not read
     (a misspelt setting: its default applies, and nothing said so), with the name
     meant when one is close."""
-    import difflib
+    from nextbest.yamlfile import near_word
 
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_ENVIRONMENT
     # Compared without the prefix, which every name shares.
     suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
     said = []
     for name in sorted(n for n in os.environ if n.startswith(ENV_PREFIX) and n not in known):
-        near = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, cutoff=0.75)
-        hint = f" (did you mean {ENV_PREFIX}{near[0]}?)" if near else ""
+        near = near_word(name.removeprefix(ENV_PREFIX), suffixes)
+        hint = f" (did you mean {ENV_PREFIX}{near}?)" if near is not None else ""
         said.append(f"{name} is not a nextbest setting{hint}: it is ignored")
     return said
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nextbest.contract.errors import ContractError
 from nextbest.service.feedback_file import ingest_events, read_events
 from nextbest.settings import Settings
 from nextbest.storage.db import make_engine, migrate
@@ -465,3 +466,17 @@ def test_nextbest_feedback_names_and_writes_rejected_rows_by_the_files_lines(
     assert rejected["event_id"].tolist() == ["bad-1", "bad-2"]
     # How the CSV file's rows were numbered is no part of what was written from it.
     assert rejected.attrs == {}, rejected.attrs
+
+
+def test_a_column_named_by_the_start_of_its_name_is_told_the_name_meant(tmp_path: Path) -> None:
+    """An export's ``HCP`` or ``Recommend`` column was refused as unknown with no word
+    of ``hcp_id`` or ``recommendation_id``, which the same start of a word gets in a
+    request or a settings file."""
+    path = tmp_path / "feed.csv"
+    path.write_text("event_id,event_type,HCP,Recommend\ne1,opened,H1,r1\n")
+    with pytest.raises(ContractError) as refused:
+        read_events(path)
+    said = str(refused.value)
+    assert "column 'HCP': unknown column (did you mean 'hcp_id'?); known: " in said, said
+    assert "column 'Recommend': unknown column (did you mean 'recommendation_id'?)" in said
+    assert "column 'hcp_id': missing required column" in said, said

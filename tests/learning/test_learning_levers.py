@@ -88,6 +88,27 @@ def test_keys_matching_nothing_are_refused_at_their_line_with_the_catalog_value_
     assert TrainConfig().catalog_mismatch(CATALOG) is None
 
 
+def test_a_key_naming_a_catalog_value_and_more_is_told_the_value_meant() -> None:
+    """A campaign's lever written ``email_newsletter`` or ``Dosing 2026 Q3`` was refused
+    with no word of the catalog's email or dosing, which a request's channel gets."""
+    levers = Levers.model_validate(
+        {"channel": {"email_newsletter": {}}, "topic": {"Dosing 2026 Q3": {"weight": 2}}}
+    )
+    assert levers.unmatched(CATALOG) == [
+        (
+            "channel",
+            "email_newsletter",
+            "no channel of the catalog is 'email_newsletter' (did you mean 'email'?)",
+        ),
+        (
+            "topic",
+            "Dosing 2026 Q3",
+            "no topic of the catalog is 'Dosing 2026 Q3' (the catalog has 'dosing': a topic "
+            "is matched exactly as the catalog writes it)",
+        ),
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -942,6 +942,20 @@ rep_plan:
             id="misspelt",
         ),
         pytest.param(
+            "[NOT_RELEVENT]",
+            "line 5: rep_plan.hcp_wide_reasons[0]: 'NOT_RELEVENT' is not a reason code of "
+            "rep_plan.dismiss_reasons ['not_relevant', 'hcp_unavailable', 'other'] "
+            "(did you mean 'not_relevant'?)",
+            id="misspelt-in-another-case",
+        ),
+        pytest.param(
+            "[hcp]",
+            "line 5: rep_plan.hcp_wide_reasons[0]: 'hcp' is not a reason code of "
+            "rep_plan.dismiss_reasons ['not_relevant', 'hcp_unavailable', 'other'] "
+            "(did you mean 'hcp_unavailable'?)",
+            id="shortened",
+        ),
+        pytest.param(
             "\n    - other\n    - on_leave",
             "line 7: rep_plan.hcp_wide_reasons[1]: 'on_leave' is not a reason code of "
             "rep_plan.dismiss_reasons ['not_relevant', 'hcp_unavailable', 'other']",

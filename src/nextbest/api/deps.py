@@ -7,7 +7,6 @@ than what these do (they never block).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from starlette.datastructures import QueryParams
 
 from nextbest.errors import InvalidRequestError
 from nextbest.service.runtime import ServingRuntime
+from nextbest.yamlfile import near_word
 
 
 async def get_runtime(request: Request) -> ServingRuntime:
@@ -63,8 +63,8 @@ def check_query(sent: QueryParams, names: Sequence[str]) -> None:
         if len(sent.getlist(name)) > 1:
             raise InvalidRequestError(name, "given more than once; give it once", location="query")
         if name not in names:
-            near = difflib.get_close_matches(name, names, n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
+            near = near_word(name, names)
+            hint = f"did you mean '{near}'? " if near is not None else ""
             raise InvalidRequestError(
                 name,
                 f"unknown query parameter ({hint}known: {', '.join(names)})",

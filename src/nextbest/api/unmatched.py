@@ -23,7 +23,6 @@ which answer without one) and echo the caller's own path.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -34,13 +33,12 @@ from starlette.datastructures import URL
 from starlette.routing import BaseRoute, Match
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.yamlfile import near_words
 
 # The methods a path is tried with to tell which ones it takes.
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-# Routes named for an unknown path, at most, and how alike their paths must be
-# (difflib's ratio; its default, as an unknown query parameter's hint uses).
+# Routes named for an unknown path, at most.
 NEAREST = 3
-NEAR_ENOUGH = 0.6
 # Quoted this long at most: a scanner's path of 100 KB is not sent back.
 SHOWN_PATH = 2 * QUOTED_AT_MOST
 
@@ -117,7 +115,7 @@ def nearest_routes(app: FastAPI, path: str) -> list[str]:
             for n, part in enumerate(parts)
         )
         filled.setdefault(like, f"{' or '.join(methods)} {template}")
-    near = difflib.get_close_matches(path.lower(), filled, n=NEAREST, cutoff=NEAR_ENOUGH)
+    near = near_words(path.lower(), list(filled), n=NEAREST)
     return [filled[like] for like in near]
 
 

@@ -6,7 +6,6 @@ notes.txt); none of them refuses the data."""
 
 from __future__ import annotations
 
-import difflib
 import re
 
 import numpy as np
@@ -35,6 +34,7 @@ from nextbest.contract.schema import (
     ungrouped,
 )
 from nextbest.contract.validate import DECIMAL_COMMA, DOTTED_THOUSANDS, LookAlikes
+from nextbest.yamlfile import near_word
 
 
 def consent_blank_notes(dataset: Dataset) -> list[str]:
@@ -321,8 +321,8 @@ def unread_column_notes(dataset: Dataset) -> list[str]:
         named = []
         for column in unread:
             # Among all of them: a missing optional column is there, at its default.
-            near = difflib.get_close_matches(column.lower(), contract, n=1, cutoff=0.6)
-            named.append(f"{column} (did you mean {near[0]}?)" if near else column)
+            near = near_word(column.lower(), contract, words=True)
+            named.append(column if near is None else f"{column} (did you mean {near}?)")
         notes.append(
             f"{table} column{'s' if len(unread) > 1 else ''} not read: {', '.join(named)}; "
             f"only the data contract's columns of {table} are used (docs/data.md)"

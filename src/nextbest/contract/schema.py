@@ -6,12 +6,12 @@ so that a column name is spelled in exactly one place.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Final, TypeVar
 
 from nextbest import limits
+from nextbest.yamlfile import near_word
 
 HCPS: Final = "hcps"
 CATALOG: Final = "catalog"
@@ -339,12 +339,8 @@ def near_channel(name: str, channels: Collection[str]) -> str | None:
     spelled = channel_spelling(name)
     if spelled in channels:
         return spelled
-    near = difflib.get_close_matches(spelled, sorted(channels), n=1, cutoff=0.75)
-    if near:
-        return near[0]
-    # A word of one channel's name only ("visit" for rep_visit, "phone" for rep_phone).
-    named = [c for c in channels if spelled in c.split("_")]
-    return named[0] if len(named) == 1 else None
+    # Words of one channel's name only count too ("visit" for rep_visit).
+    return near_word(spelled, sorted(channels), words=True)
 
 
 # What an opt-out of every channel is called, as catalogs spell channels ("All",

@@ -41,7 +41,6 @@ all serve without history rules and share the fingerprint of no bytes,
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import logging
@@ -70,6 +69,7 @@ from nextbest.yamlfile import (
     KeyLines,
     Place,
     as_read,
+    near_hint,
     settings_file_bytes,
     settings_in,
     settings_text,
@@ -561,8 +561,7 @@ def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[st
     for n, code in enumerate(value):
         known = code_in_any_case(code, codes) if isinstance(code, str) else None
         if known is None:
-            near = difflib.get_close_matches(code, codes, n=1) if isinstance(code, str) else []
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = near_hint(code.strip(), codes, any_case=True) if isinstance(code, str) else ""
             raise RulesError(
                 f"{where.item(n)}: {shown(code)} is not a reason code of "
                 f"rep_plan.dismiss_reasons {codes}{hint}"

@@ -9,7 +9,6 @@ number, while the others are stored.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from nextbest.service.feedback import ingest_feedback
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import FeedbackRecord
+from nextbest.yamlfile import near_hint
 
 COLUMNS = tuple(FeedbackEventCreate.model_fields)
 REQUIRED = ("event_id", "event_type", "hcp_id")
@@ -107,7 +107,10 @@ def read_events(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in frame.columns]
     problems = [
         Problem(
-            path.name, None, c, f"unknown column{_did_you_mean(c)}; known: {', '.join(COLUMNS)}"
+            path.name,
+            None,
+            c,
+            f"unknown column{near_hint(c.strip().lower(), COLUMNS)}; known: {', '.join(COLUMNS)}",
         )
         for c in unknown
     ] + [Problem(path.name, None, c, "missing required column") for c in missing]
@@ -119,11 +122,6 @@ def read_events(path: Path) -> pd.DataFrame:
     if "value" in frame.columns and pd.api.types.is_float_dtype(frame["value"].dtype):
         frame["value"] = parse.as_float64(frame["value"])  # float32 read as written
     return frame
-
-
-def _did_you_mean(column: str) -> str:
-    near = difflib.get_close_matches(column.strip().lower(), COLUMNS, n=1, cutoff=0.75)
-    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 def _cell(value: Any) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ from nextbest.service.recommend import (
     lapses,
 )
 from nextbest.settings import Settings
+from nextbest.yamlfile import near_hint, near_word
 
 PICK_COLUMNS = [
     "hcp_id",
@@ -276,8 +276,7 @@ def catalog_notes(model: ScoringModel, version: str, *, catalog: pd.DataFrame) -
             continue
         said = []
         for name in unknown:
-            near = difflib.get_close_matches(name, have, n=1, cutoff=0.75)
-            said.append(f"'{name}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+            said.append(f"'{name}'" + near_hint(name, have))
         whom = "no HCP gets it" if len(unknown) == len(wanted) else "only HCPs of the others do"
         notes.append(
             f"action {action_id}: specialties {', '.join(said)} of the catalog given: no HCP "
@@ -331,8 +330,8 @@ def specialty_notes(model: ScoringModel, version: str, *, hcps: pd.DataFrame) ->
         return []
     said = []
     for value, n in unknown[:10]:
-        near = difflib.get_close_matches(specialty_spelling(value), known, n=1, cutoff=0.75)
-        meant = f"; did you mean '{near[0]}'?" if near else ""
+        near = near_word(specialty_spelling(value), known)
+        meant = f"; did you mean '{near}'?" if near is not None else ""
         said.append(f"'{value}' ({n:,} HCP{'' if n == 1 else 's'}{meant})")
     more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
     return [
