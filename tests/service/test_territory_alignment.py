@@ -12,6 +12,7 @@ from nextbest.service.territories import (
     TerritoriesError,
     TerritoryAlignment,
     alignment_notes,
+    empty_territories_note,
     rows_by_territory,
     territories_without_hcps,
 )
@@ -137,3 +138,15 @@ def test_the_notes_name_what_needs_a_retrain_a_territory_or_a_key() -> None:
     )
     assert "'H8'" not in logged[0] and len(logged) == 2
     assert territories_without_hcps(["T1", "T1", "T3"], {"T1"}) == ["T3"]
+
+
+def test_a_rep_key_territory_near_a_served_one_is_told_which() -> None:
+    """A key's ``T0O1`` (a letter O for a zero) was said to hold no HCP with no word of
+    T001, which a plan request for it names; a case twin was said without "did you
+    mean"."""
+    assert empty_territories_note(["T0O1", "t002", "Z9"], {"T001", "T002"}) == [
+        "rep keys of territories T0O1, Z9, t002 have no HCP of the served model (did you "
+        "mean T001 for T0O1, T002 for t002? territories match exactly): their requests are "
+        "refused until a model version with some is served (or their territory_id in the "
+        "key file is corrected)"
+    ]

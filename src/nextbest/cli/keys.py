@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Mapping
@@ -205,6 +204,8 @@ def _note_unserved_channels(bound: tuple[str, ...]) -> str | None:
     the served model's catalog has no action on: a key bound to no channel it has is
     answered with nothing to do, every time. Returns why the check could not be made,
     else None."""
+    from nextbest.contract.schema import near_channel
+
     served = _served_model()
     if not isinstance(served, tuple):
         return served
@@ -214,9 +215,7 @@ def _note_unserved_channels(bound: tuple[str, ...]) -> str | None:
     if missing:
         none = len(missing) == len(bound)
         meant = [
-            f"'{near[0]}' for '{c}'"
-            for c in missing
-            if (near := difflib.get_close_matches(c, catalog, n=1, cutoff=0.75))
+            f"'{near}' for '{c}'" for c in missing if (near := near_channel(c, catalog)) is not None
         ]
         hint = f"; did you mean {', '.join(meant)}?" if meant else ""
         _note(
@@ -243,6 +242,7 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
     from nextbest.service.territories import (
         TerritoriesError,
         TerritoryAlignment,
+        near_territories,
         territories_without_hcps,
     )
 
@@ -269,7 +269,7 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
         where = f" in the territory alignment {alignment.source}"
     for territory_id in territories_without_hcps(refused, served):
         # Territories are matched exactly: t001 for T001 locks the rep out too.
-        alike = sorted(t for t in served if t.casefold() == territory_id.strip().casefold())
+        alike = near_territories(territory_id, served)
         meant = f" (did you mean {' or '.join(alike)}? territories match exactly)" if alike else ""
         _note(
             f"the served model (version {version}) has no HCP{where} in territory "

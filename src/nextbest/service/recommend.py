@@ -10,7 +10,6 @@ request: catalog columns are copied to plain arrays when a model is loaded.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -36,7 +35,11 @@ from nextbest.policy.exploration import Exploration
 from nextbest.policy.ranking import fill_list, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.score_cache import PairCache
-from nextbest.service.territories import TerritoryAlignment, rows_by_territory
+from nextbest.service.territories import (
+    TerritoryAlignment,
+    near_territories,
+    rows_by_territory,
+)
 from nextbest.yamlfile import near_hint
 
 MAX_K = 50
@@ -871,10 +874,8 @@ class Recommender:
     def _unknown_territory_advice(self, territory_id: str) -> str:
         """What to check of a territory no HCP is in: its spelling (the nearest known,
         case aside), and the rep keys for it, every request of which is refused."""
-        known = {str(t).lower(): str(t) for t in self.territories}
-        sent = territory_id.strip().lower()
-        near = [sent] if sent in known else difflib.get_close_matches(sent, known, n=3)
-        spelling = f"; did you mean {' or '.join(known[t] for t in near)}?" if near else ""
+        near = near_territories(territory_id, self.territories)
+        spelling = f"; did you mean {' or '.join(near)}?" if near else ""
         return (
             f"none of its HCPs is in that territory (ids match exactly, case included"
             f"{spelling}); a rep key for it is refused until one is: "

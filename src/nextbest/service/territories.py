@@ -22,6 +22,7 @@ import pandas as pd
 
 from nextbest.contract.dataset import load_territories
 from nextbest.contract.errors import ContractError
+from nextbest.yamlfile import near_words
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -112,6 +113,14 @@ def territories_without_hcps(rep_territories: Iterable[str], served: Collection[
     return sorted({t for t in rep_territories if t not in served})
 
 
+def near_territories(territory_id: str, served: Iterable[str]) -> list[str]:
+    """The ``served`` territories that ``territory_id`` (a request's or a rep key's, in
+    none of them) most likely misspells, case aside (``t001`` for T001), nearest first,
+    at most 3 (:func:`~nextbest.yamlfile.near_words`): territories match exactly, so
+    such a typo locks a rep out."""
+    return near_words(territory_id.strip(), sorted(map(str, served)), n=3, any_case=True)
+
+
 def empty_territories_note(
     rep_territories: Iterable[str], served: Collection[str], *, source: str | None = None
 ) -> list[str]:
@@ -126,12 +135,8 @@ def empty_territories_note(
     empty = territories_without_hcps(rep_territories, served)
     if not empty:
         return []
-    alike = [
-        f"{t} for {' or '.join(sorted(m for m in served if m.casefold() == t.casefold()))}"
-        for t in empty
-        if any(m.casefold() == t.casefold() for m in served)
-    ]
-    meant = f" ({', '.join(alike)}? territories match exactly)" if alike else ""
+    alike = [f"{' or '.join(near)} for {t}" for t in empty if (near := near_territories(t, served))]
+    meant = f" (did you mean {', '.join(alike)}? territories match exactly)" if alike else ""
     if source is not None:
         return [
             f"rep keys of territories {', '.join(empty)} have no HCP of the served model in "
