@@ -32,3 +32,22 @@ def test_a_reason_code_matching_two_codes_in_any_case_is_refused_as_sent() -> No
     assert said is not None and said.startswith("unknown reason code 'OTHER' for a dismissed event")
     assert reason_problem("dismissed", "Not_Relevant", CODES) is None
     assert reason_problem("dismissed", "Not_Relevant", None) is None  # no rules at hand
+
+
+@pytest.mark.parametrize(
+    ("sent", "hint"),
+    [
+        ("NOT_RELEVENT", " (did you mean 'not_relevant'?)"),  # a CRM picklist's, misspelt
+        ("wrong", " (did you mean 'Wrong_Content'?)"),  # the start of one code's name
+        ("OTHER", ""),  # Other or other: which one was meant cannot be told
+        ("bored", ""),
+    ],
+)
+def test_an_unknown_reason_code_names_the_code_it_is_near(sent: str, hint: str) -> None:
+    """A dismissal's ``not_relevent`` was refused listing the codes, with none named,
+    while the rules file's hcp_wide_reasons named the code for the same slip."""
+    said = reason_problem("dismissed", sent, CODES, decision="dismiss")
+    assert said == (
+        f"unknown reason code '{sent}' for decision 'dismiss'{hint}; known: not_relevant, "
+        "Wrong_Content, Other, other"
+    )

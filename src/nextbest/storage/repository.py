@@ -49,6 +49,7 @@ from nextbest.storage.tables import (
     RecommendationItem,
     ServingRulesText,
 )
+from nextbest.yamlfile import near_hint
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -1255,7 +1256,8 @@ def reason_problem(
         code = reason_code(event_type, reason, dismiss_reasons)
         if dismiss_reasons is not None and code not in dismiss_reasons:
             what = f"decision '{decision}'" if decision else f"a {event_type} event"
-            return f"unknown reason code '{reason}' for {what}; known{known}"
+            near = near_hint(reason.strip(), list(dismiss_reasons), any_case=True)
+            return f"unknown reason code '{reason}' for {what}{near}; known{known}"
         return None
     if event_type == "accepted":
         return "an acceptance takes no reason code"
