@@ -146,3 +146,26 @@ def test_a_setting_named_by_the_start_of_its_name_is_warned_of_with_the_name_mea
         "NEXTBEST_MAX_REQUESTS is not a nextbest setting (did you mean "
         "NEXTBEST_MAX_REQUESTS_PER_CONNECTION?): it is ignored"
     ) in said, said
+
+
+def test_a_setting_in_another_case_is_read_and_not_warned_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NEXTBEST_epsilon=0.3 is read (as any case is), yet was warned of as no setting,
+    "it is ignored"; a misspelt one in lower case was not warned of at all."""
+    from nextbest.settings import unknown_environment_settings
+
+    monkeypatch.setenv("NEXTBEST_epsilon", "0.3")
+    monkeypatch.setenv("nextbest_epsilion", "0.3")
+    monkeypatch.setenv("NEXTBEST_api_keys", "[]")  # read as written only: not read
+    assert Settings().epsilon == 0.3
+    said = unknown_environment_settings()
+    assert not [s for s in said if s.startswith("NEXTBEST_epsilon ")], said
+    assert (
+        "nextbest_epsilion is not a nextbest setting (did you mean NEXTBEST_EPSILON?): "
+        "it is ignored"
+    ) in said, said
+    assert (
+        "NEXTBEST_api_keys is not a nextbest setting (did you mean NEXTBEST_API_KEYS?): "
+        "it is ignored"
+    ) in said, said

@@ -403,12 +403,18 @@ def unknown_environment_settings() -> list[str]:
     meant when one is close."""
     from nextbest.yamlfile import near_word
 
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_ENVIRONMENT
+    # Settings reads its variables in any case (NEXTBEST_epsilon too); the others are
+    # read as written.
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known = fields | OTHER_ENVIRONMENT
     # Compared without the prefix, which every name shares.
     suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
     said = []
-    for name in sorted(n for n in os.environ if n.startswith(ENV_PREFIX) and n not in known):
-        near = near_word(name.removeprefix(ENV_PREFIX), suffixes)
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in fields or name in OTHER_ENVIRONMENT:
+            continue
+        near = near_word(upper.removeprefix(ENV_PREFIX), suffixes)
         hint = f" (did you mean {ENV_PREFIX}{near}?)" if near is not None else ""
         said.append(f"{name} is not a nextbest setting{hint}: it is ignored")
     return said
