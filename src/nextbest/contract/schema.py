@@ -336,11 +336,8 @@ def near_channel(name: str, channels: Collection[str]) -> str | None:
 
     For every "did you mean" about a channel: requests, picks and feedback alike.
     """
-    spelled = channel_spelling(name)
-    if spelled in channels:
-        return spelled
     # Words of one channel's name only count too ("visit" for rep_visit).
-    return near_word(spelled, sorted(channels), words=True)
+    return near_word(channel_spelling(name), sorted(channels), words=True)
 
 
 # What an opt-out of every channel is called, as catalogs spell channels ("All",
