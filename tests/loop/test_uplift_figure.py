@@ -44,15 +44,16 @@ def _texts(figure: Any) -> list[str]:
 def test_a_group_without_an_estimate_says_not_enough_data_on_its_row() -> None:
     rows = _rows()
     assert np.isnan(rows[2].uplift)
-    ax = uplift_figure(rows, "channel").axes[0]
+    ax = uplift_figure(rows, "channel", min_per_arm=2).axes[0]
     [said] = ax.texts
     assert said.get_text() == "not enough data: no holdout outcome"
     assert said.get_position()[1] == 2  # on webinar's row
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == [
-        f"email: {rows[0].n_served} served, {rows[0].n_holdout} holdout",
-        "rep_visit: 70 served, 2 holdout",
-        "webinar: 3 served, 0 holdout",
+        f"email: {rows[0].n_served} served ({rows[0].n_served} HCPs), "
+        f"{rows[0].n_holdout} holdout ({rows[0].n_holdout} HCPs)",
+        "rep_visit: 70 served (70 HCPs), 2 holdout (2 HCPs)",
+        "webinar: 3 served (3 HCPs), 0 holdout (0 HCPs)",
     ]
 
 
@@ -64,11 +65,14 @@ def test_the_groups_without_a_name_are_labelled_in_plain_words() -> None:
         _group(UNKNOWN, [1.0, 2.0], [2.0, 3.0]),
         _group("email", [1.0, 2.0], [2.0, 3.0]),
     ]
-    labels = [t.get_text() for t in uplift_figure(rows, "channel").axes[0].get_yticklabels()]
+    labels = [
+        t.get_text()
+        for t in uplift_figure(rows, "channel", min_per_arm=2).axes[0].get_yticklabels()
+    ]
     assert labels == [
-        "no action: 3 served, 2 holdout",
-        "unknown: 2 served, 2 holdout",
-        "email: 2 served, 2 holdout",
+        "no action: 3 served (3 HCPs), 2 holdout (2 HCPs)",
+        "unknown: 2 served (2 HCPs), 2 holdout (2 HCPs)",
+        "email: 2 served (2 HCPs), 2 holdout (2 HCPs)",
     ]
 
 
@@ -77,7 +81,7 @@ def test_one_huge_interval_does_not_shrink_the_others_to_dots() -> None:
     email's: drawn whole, email's estimate and interval were a dot beside zero."""
     email, rep_visit, _ = rows = _rows()
     assert rep_visit.ci_high - rep_visit.ci_low > 10 * (email.ci_high - email.ci_low)
-    ax = uplift_figure(rows, "channel").axes[0]
+    ax = uplift_figure(rows, "channel", min_per_arm=2).axes[0]
     low, high = ax.get_xlim()
     assert low <= min(email.ci_low, 0.0) and high >= email.ci_high
     assert high - low < (rep_visit.ci_high - rep_visit.ci_low) / 3
@@ -91,12 +95,12 @@ def test_one_huge_interval_does_not_shrink_the_others_to_dots() -> None:
 
 def test_intervals_of_a_like_width_are_drawn_whole() -> None:
     email, *_ = _rows()
-    ax = uplift_figure([email], "channel").axes[0]
+    ax = uplift_figure([email], "channel", min_per_arm=2).axes[0]
     low, high = ax.get_xlim()
     assert low < email.ci_low and high > email.ci_high
     assert not [ln for ln in ax.get_lines() if ln.get_marker() in ("<", ">")]
     assert "edge" not in ax.get_xlabel()
-    assert not _texts(uplift_figure([email], "channel"))
+    assert not _texts(uplift_figure([email], "channel", min_per_arm=2))
 
 
 def test_counts_are_written_with_thousands_separators() -> None:
@@ -111,9 +115,56 @@ def test_counts_are_written_with_thousands_separators() -> None:
         ci_low=-0.1,
         ci_high=0.5,
         verdict="no clear difference yet",
+        hcps_served=1201,
+        hcps_holdout=188,
     )
-    ax = uplift_figure([many], "week").axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["2026-11-30: 3,806 served, 194 holdout"]
+    ax = uplift_figure([many], "week", min_per_arm=30).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "2026-11-30: 3,806 served (1,201 HCPs), 194 holdout (188 HCPs)"
+    ]
+
+
+def test_a_group_drawn_pale_says_it_lacks_hcps_not_requests(tmp_path: Path) -> None:
+    """The verdict counts HCPs (--min-per-arm), the labels counted requests: "safety:
+    546 served, 30 holdout" drawn pale as "too few outcomes to conclude" beside a
+    --min-per-arm of 30 could not be read. The labels and the legend say HCPs, and
+    the page's table heads say which count is which."""
+    rng = np.random.default_rng(1)
+    served_hcps, held_hcps = np.arange(144), 1000 + np.arange(28)
+    served = served_hcps[np.arange(546) % 144]
+    held = np.concatenate([held_hcps, held_hcps[:2]])  # 30 requests of 28 HCPs
+    outcome = rng.poisson(2.0, len(served) + len(held)).astype(np.float64)
+    holdout = np.array([False] * len(served) + [True] * len(held))
+    row = compare(
+        outcome,
+        holdout,
+        dimension="action group",
+        group="safety",
+        min_per_arm=30,
+        cluster=np.concatenate([served, held]),
+    )
+    assert (row.n_holdout, row.hcps_holdout) == (30, 28)
+    assert row.verdict.startswith("not enough data")
+    figure = uplift_figure([row], "action group", min_per_arm=30)
+    [label] = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert label == "safety: 546 served (144 HCPs), 30 holdout (28 HCPs)"
+    [legend] = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "from fewer than 30 HCPs in an arm: too few to conclude"
+    ]
+    report = UpliftReport(
+        rows=[row], overall=row, conclusion="-", since=None, n_decisions=576, min_per_arm=30
+    )
+    page = write_report(report, tmp_path)["html"].read_text()
+    heads = re.findall(r"<th>([^<]*)</th>", page)
+    assert heads[2:4] == ["served requests (HCPs)", "holdout requests (HCPs)"]
+    cells = re.findall(r"<td>([^<]*)</td>", page)
+    assert cells[2:4] == ["546 (144)", "30 (28)"]
+    said = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+    assert (
+        "Counts are requests with an outcome and, in brackets, the HCPs behind them: a "
+        "verdict needs outcomes from 30 HCPs in each arm (--min-per-arm)." in said
+    )
 
 
 def test_the_page_reads_offline_and_shows_every_figure_written_beside_it(tmp_path: Path) -> None:

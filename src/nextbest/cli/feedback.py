@@ -64,8 +64,7 @@ def uplift_report(
     for column in (
         "dimension",
         "group",
-        "served (HCPs)",
-        "holdout (HCPs)",
+        *report_cells.COUNT_COLUMNS,
         "uplift",
         "95% CI",
         "verdict",

@@ -71,6 +71,9 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "(unknown)"
 NOTHING = "(no action)"
 TOO_FEW = "not enough data"  # the verdict of a group with too few outcomes in an arm
+# The table's count columns (the page's and the terminal's): requests with an outcome,
+# and in brackets the HCPs behind them, the units --min-per-arm counts.
+COUNT_COLUMNS = ("served requests (HCPs)", "holdout requests (HCPs)")
 
 
 @dataclass(frozen=True)
@@ -664,17 +667,31 @@ def _verdict_sentence(
     )
 
 
-def uplift_figure(rows: list[ArmComparison], dimension: str) -> Figure:
+def uplift_figure(rows: list[ArmComparison], dimension: str, *, min_per_arm: int) -> Figure:
     """One dimension's groups top down, as the table lists them: served - holdout mean
-    outcome per request with its 95% interval, groups with too few outcomes pale."""
+    outcome per request with its 95% interval, groups whose outcomes come from fewer
+    than ``min_per_arm`` HCPs in an arm pale.
+
+    Each group is labelled with its requests and the HCPs behind them (``safety: 546
+    served (144 HCPs), 30 holdout (28 HCPs)``): the verdict counts HCPs, and a group
+    labelled with its 30 holdout requests alone, drawn pale as too few beside a
+    ``--min-per-arm`` of 30, could not be read."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     chosen = [r for r in rows if r.dimension == dimension]
+    labels = [
+        f"{_named(r.group)}: {r.n_served:,} served ({r.hcps_served:,} HCPs), "
+        f"{r.n_holdout:,} holdout ({r.hcps_holdout:,} HCPs)"
+        for r in chosen
+    ]
     height = 0.45 * max(len(chosen), 2) + 1.5
-    fig, ax = plt.subplots(figsize=(8, height))
+    # Wide enough for the labels beside axes of about 5 inches (a character of the
+    # default font is about 0.075 inch).
+    width = max(8.0, 5.0 + 0.075 * max((len(label) for label in labels), default=0))
+    fig, ax = plt.subplots(figsize=(width, height))
     y = np.arange(len(chosen))
     values = np.array([r.uplift for r in chosen], dtype=np.float64)
     low = np.array([r.ci_low for r in chosen], dtype=np.float64)
@@ -685,9 +702,10 @@ def uplift_figure(rows: list[ArmComparison], dimension: str) -> Figure:
     # outcome) is a hollow marker, none at all (an empty arm) says so in words.
     enough = np.array([not r.verdict.startswith(TOO_FEW) for r in chosen], dtype=bool)
     shown = _shown_range(values, low, high, enough & finite)
+    needed = max(min_per_arm, 2)
     for keep, colour, label in (
-        (enough, "tab:blue", "enough outcomes"),
-        (~enough, "silver", "too few outcomes to conclude"),
+        (enough, "tab:blue", f"outcomes from {needed:,} HCPs or more in each arm"),
+        (~enough, "silver", f"from fewer than {needed:,} HCPs in an arm: too few to conclude"),
     ):
         bars = keep & finite
         if bars.any():
@@ -741,20 +759,18 @@ def uplift_figure(rows: list[ArmComparison], dimension: str) -> Figure:
             )
     legend = not enough.all() and bool(ax.get_legend_handles_labels()[0])
     if legend:  # what pale markers mean; under the figure, never over an interval
-        fig.legend(loc="lower center", ncol=2, fontsize="small", frameon=False)
+        fig.legend(loc="lower center", ncol=1, fontsize="small", frameon=False)
     ax.axvline(0.0, color="grey", linewidth=1)
     if shown is not None:
         ax.set_xlim(*shown)
-    ax.set_yticks(
-        y, [f"{_named(r.group)}: {r.n_served:,} served, {r.n_holdout:,} holdout" for r in chosen]
-    )
+    ax.set_yticks(y, labels)
     ax.set_ylim(len(chosen) - 0.5, -0.5)  # the first group on top, as the page's table
     xlabel = "served - holdout mean outcome per request (95% CI)"
     if shown is not None:
         xlabel += "\n< >: the interval runs past the edge (the table gives it)"
     ax.set_xlabel(xlabel)
     ax.set_title(f"Uplift by {dimension}")
-    fig.tight_layout(rect=(0, 0.35 / height if legend else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.55 / height if legend else 0, 1, 1))
     plt.close(fig)
     return fig
 
@@ -794,7 +810,7 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
     dimensions = list(dict.fromkeys(r.dimension for r in report.rows))
     for dimension in dimensions:
         path = out_dir / f"uplift_{dimension.replace(' ', '_')}.png"
-        uplift_figure(report.rows, dimension).savefig(path, dpi=100)
+        uplift_figure(report.rows, dimension, min_per_arm=report.min_per_arm).savefig(path, dpi=100)
         files[dimension] = path
     table = "\n".join(
         "<tr>"
@@ -834,9 +850,11 @@ td:nth-child(-n+2){{text-align:left}}.conclusion{{font-size:1.2em;font-weight:bo
 <p>{report.n_decisions:,} logged requests with an outcome since {html.escape(since)}.
 Groups are what the serving model would have put first, so holdout requests are
 grouped the same way as served ones. Outcome in the business unit of the feedback
-(e.g. NRx); intervals are 95%, clustered by HCP, each on its own. {_groups_compared(report)}{weeks}
+(e.g. NRx); intervals are 95%, clustered by HCP, each on its own. Counts are requests
+with an outcome and, in brackets, the HCPs behind them: a verdict needs outcomes from
+{max(report.min_per_arm, 2):,} HCPs in each arm (--min-per-arm). {_groups_compared(report)}{weeks}
 Made {_utc_text(made_at)}.</p>
-<table><tr><th>dimension</th><th>group</th><th>served (HCPs)</th><th>holdout (HCPs)</th>
+<table><tr><th>dimension</th><th>group</th><th>{COUNT_COLUMNS[0]}</th><th>{COUNT_COLUMNS[1]}</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
 {table}
 </table>
