@@ -197,7 +197,7 @@ def test_the_learned_policy_value_is_drawn_from_the_run_metrics(
         )
     references = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
     assert references["logged policy (its average)"] == metrics["logging_policy_value"]
-    assert references["no action (SNIPS)"] == metrics["ope_snips_no_action_value"]
+    assert references["no action (DR)"] == metrics["ope_dr_no_action_value"]
     # Under the axes: the gate's estimator's paired gains, the same numbers as the metrics.
     assert gate_estimator() == "dr"
     for over, what in (("logged", "the logged policy"), ("nothing", "doing nothing")):
@@ -222,6 +222,39 @@ def test_the_learned_policy_value_is_drawn_from_the_run_metrics(
     assert metrics["ope_dr_gain_over_logged"] == pytest.approx(
         metrics["ope_dr_policy_value"] - metrics["logging_policy_value"]
     )
+
+
+def test_the_no_action_reference_is_by_the_estimator_of_the_gain_said_under_it(
+    without_webinars: TrainResult,
+) -> None:
+    """Doing nothing was drawn by SNIPS beside the learned policy's DR value and a
+    gain over doing nothing by DR: on the demo, DR +2.19 beside no action (SNIPS)
+    +1.99 under "+0.18 over doing nothing, by DR", figures that did not add up. Each
+    estimator's no-action value is a metric, the plot draws the one by the estimator
+    of the sentence under it, and value minus reference is that sentence's gain."""
+    metrics = without_webinars.metrics
+    for name in ("ips", "snips", "dr"):
+        assert metrics[f"ope_{name}_policy_value"] - metrics[
+            f"ope_{name}_no_action_value"
+        ] == pytest.approx(metrics[f"ope_{name}_gain_over_nothing"], abs=1e-12)
+    # The figures differ by estimator: a SNIPS reference beside DR's gain would not add up.
+    assert abs(metrics["ope_snips_no_action_value"] - metrics["ope_dr_no_action_value"]) > 1e-3
+    for by in ("dr", "ips"):
+        figure = policy_value_figure(metrics, why_none="-", estimator=by)
+        [ax] = figure.axes
+        references = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
+        assert references[f"no action ({by.upper()})"] == metrics[f"ope_{by}_no_action_value"]
+        assert [label for label in references if label.startswith("no action")] == [
+            f"no action ({by.upper()})"
+        ]
+        # The sentence under the plot gives the gain drawn: value minus the reference.
+        sentences = " ".join(_texts(figure)[0].split()).split(f", by {by.upper()}")
+        [line] = [sentence for sentence in sentences if "doing nothing" in sentence]
+        said = re.search(r"([-+][\d.]+) \(", line)
+        assert said, line
+        decimals = len(said[1].split(".")[-1])
+        drawn = metrics[f"ope_{by}_policy_value"] - references[f"no action ({by.upper()})"]
+        assert float(said[1]) == pytest.approx(drawn, abs=0.5 * 10**-decimals)
 
 
 def _gain(over: str, value: float, low: float, high: float, by: str = "dr") -> dict[str, float]:

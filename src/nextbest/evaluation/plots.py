@@ -112,14 +112,16 @@ def policy_value_figure(
     """The learned policy's off-policy value per decision by estimator, from a run's
     ``metrics`` (``ope_<estimator>_policy_value``, ``_ci_low``, ``_ci_high``,
     ``ope_decisions``), with 95% intervals, beside the logging policy's average
-    (``logging_policy_value``) and doing nothing (``ope_snips_no_action_value``, when
-    some logged decision did nothing); the title says the share of decisions it acts
-    on (``policy_action_rate``). Under the axes, by ``estimator`` (the gate's default
-    when None), what the learned policy adds over the logged policy and over doing
-    nothing, from the paired differences (``ope_<estimator>_gain_over_logged``,
-    ``_over_nothing``, each with ``_ci_low`` and ``_ci_high``): the two values share
-    their decisions, so their own intervals side by side say less. Without a value,
-    ``why_none`` is said in place of the axes.
+    (``logging_policy_value``) and doing nothing by ``estimator`` (the gate's default
+    when None: ``ope_<estimator>_no_action_value``, when some logged decision did
+    nothing); the title says the share of decisions it acts on
+    (``policy_action_rate``). Under the axes, by the same ``estimator``, what the
+    learned policy adds over the logged policy and over doing nothing, from the
+    paired differences (``ope_<estimator>_gain_over_logged``, ``_over_nothing``, each
+    with ``_ci_low`` and ``_ci_high``): the two values share their decisions, so
+    their own intervals side by side say less. The learned policy's value by that
+    estimator minus either reference drawn is the gain said under it. Without a
+    value, ``why_none`` is said in place of the axes.
     """
     import textwrap
 
@@ -137,8 +139,9 @@ def policy_value_figure(
         plt.close(fig)
         return fig
     n = int(metrics["ope_decisions"])
+    by = estimator or gate_estimator()
     logged = metrics["logging_policy_value"]
-    nothing = metrics.get("ope_snips_no_action_value")
+    nothing = metrics.get(f"ope_{by}_no_action_value")
     names = [key.upper() for key in ESTIMATORS]
     intervals = {
         key.upper(): (
@@ -171,7 +174,7 @@ def policy_value_figure(
     )
     references = [("logged policy (its average)", logged, "black", "D", "--")]
     if nothing is not None:
-        references.append(("no action (SNIPS)", nothing, "grey", "s", ":"))
+        references.append((f"no action ({by.upper()})", nothing, "grey", "s", ":"))
     for i, (label, at, color, marker, line) in enumerate(references, start=len(labels)):
         ax.plot([at], [i], marker=marker, color=color, linestyle="none", label=label)
         ax.axvline(at, color=color, linestyle=line, linewidth=0.8)
@@ -187,7 +190,7 @@ def policy_value_figure(
         fontsize="medium",
     )
     # A sentence a line: 100 characters of the small font fit the figure's width.
-    _under_axes(fig, _gains_said(metrics, estimator or gate_estimator()), width=100)
+    _under_axes(fig, _gains_said(metrics, by), width=100)
     plt.close(fig)
     return fig
 
