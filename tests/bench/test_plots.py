@@ -252,3 +252,48 @@ def test_a_series_an_older_loop_run_lacks_is_named_in_the_legend() -> None:
     assert "Bayes-optimal ceiling: not in this run" in legend
     assert "logging policy: not in this run" in legend
     assert "served (champion)" in legend
+
+
+def _covered(figure: Any) -> list[str]:
+    """What each axes' legend covers of its bars, lines and scenario names, drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    covered = []
+    for ax in figure.axes:
+        legend = ax.get_legend().get_window_extent(renderer)
+        for patch in ax.patches:  # a bar from 0 on a log scale runs past the axes: clipped
+            drawn = Bbox.intersection(patch.get_window_extent(renderer), ax.bbox)
+            if drawn is not None and legend.overlaps(drawn):
+                covered.append(f"{ax.get_title()}: a bar of height {patch.get_height():g}")
+        for artist in [*ax.get_lines(), *ax.get_xticklabels()]:
+            if legend.overlaps(artist.get_window_extent(renderer)):
+                covered.append(f"{ax.get_title()}: {artist.get_label() or artist.get_text()}")
+    return covered
+
+
+def test_serve_figure_keeps_its_legends_off_the_bars_whatever_their_heights() -> None:
+    """Placed "best" inside the axes, a legend found a free corner on the committed
+    run by luck: with every scenario's throughput tall (a run that keeps up when
+    idle too), the throughput legend lay over the first bar."""
+    data = _committed("serve")
+    tall = copy.deepcopy(data)
+    for key in ("single_idle", "single_fixed_rate"):
+        tall[key]["requests_per_s"] = 2100.0
+        tall["score_cache_off"][key]["requests_per_s"] = 1900.0
+        tall[key]["p99_ms"] = tall["score_cache_off"][key]["p99_ms"] = 150.0
+    figures = [plots.serve_figure(runs).figure for runs in (data, tall)]
+    assert [_covered(figure) for figure in figures] == [[], []]
+    for figure in figures:  # each series' p99 above its p50, the target last
+        left, right = figure.axes
+        assert [t.get_text() for t in left.get_legend().get_texts()] == [
+            "cache warm: p99",
+            "cache warm: p50",
+            "cache off: p99",
+            "cache off: p50",
+            "target p99 at 1,000/s (20 ms)",
+        ]
+        assert [t.get_text() for t in right.get_legend().get_texts()] == ["cache warm", "cache off"]
