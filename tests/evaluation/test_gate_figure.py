@@ -40,8 +40,8 @@ def test_gate_figure_shows_each_estimate_and_the_paired_differences() -> None:
     labels = [t.get_text() for t in right.get_yticklabels()]
     assert labels == [
         "challenger - champion (dr)",
-        "champion - no action",
-        "challenger - no action",
+        "champion - no action (dr)",
+        "challenger - no action (dr)",
     ]
     assert right.get_title() == "Gate (dr): passed"
     assert [t.get_text() for t in left.get_legend().get_texts()] == [
@@ -56,3 +56,25 @@ def test_gate_figure_without_a_difference_still_draws_the_estimates() -> None:
     assert len(left.containers) == 2
     assert not right.containers
     assert right.get_title() == "Gate (dr): not passed"
+
+
+def test_a_difference_without_an_interval_is_drawn_hollow_and_says_so() -> None:
+    """The challenger and the champion choose differently on one HCP's decisions: the
+    difference has no interval (infinite bounds), and was drawn as a bare dot, which
+    read as an exact difference. Hollow, and a note under it says why."""
+    decision = _decision(with_difference=True)
+    decision["difference"] = {
+        **_value(0.0033),
+        "ci_low": float("-inf"),
+        "ci_high": float("inf"),
+        "dof": 0.0,
+    }
+    decision["passed"] = False
+    _, right = gate_figure(decision, champion="3", challenger="4").axes
+    # The two gains over doing nothing keep their error bars; the difference has none.
+    assert len(right.containers) == 2
+    [dot] = [line for line in right.get_lines() if list(line.get_xdata()) == [0.0033]]
+    assert list(dot.get_ydata()) == [0] and dot.get_markerfacecolor() == "none"
+    [note] = right.texts
+    assert note.get_text() == "no interval: an error needs two HCPs"
+    assert note.get_position()[1] == 0.3  # under the difference's row, the top one

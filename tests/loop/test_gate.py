@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nextbest import registry
+from nextbest.evaluation.plots import gate_figure
 from nextbest.loop import gate
 from nextbest.loop.evidence import load_decisions, reserved_for_gate
 from nextbest.loop.gate import GateConfig, GateError, LoggedBandit, decide, load_gate_config
@@ -280,6 +281,20 @@ def _skewed_log(per_hcp: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     }
 
 
+def test_two_differing_hcps_are_one_degree_of_freedom() -> None:
+    """The reason read "Student's t on 1 degrees of freedom"."""
+    data, challenger = _few_differ_log(differ=2, seed=56)
+    champion = np.zeros(len(data.action), dtype=np.int64)
+    decision = decide(
+        data, champion_target=champion, challenger_target=challenger, config=GateConfig()
+    )
+    assert decision.difference is not None and decision.difference["dof"] == 1
+    assert (
+        "(Student's t on 1 degree of freedom, the 2 of 2,000 HCPs where the challenger and "
+        "the champion choose differently, less one)" in decision.reasons[-1]
+    ), decision.reasons
+
+
 def test_a_skewed_reward_model_on_few_differing_decisions_does_not_pass_more_than_promised() -> (
     None
 ):
@@ -393,6 +408,46 @@ def test_vs_no_action_is_the_incremental_value() -> None:
         estimate = decision.vs_no_action[role]
         assert estimate["ci_low"] <= truth <= estimate["ci_high"], (role, estimate)
         assert estimate["ci_high"] - estimate["ci_low"] < 0.3
+
+
+@pytest.mark.parametrize("estimator", ["ips", "snips", "dr"])
+def test_no_gain_over_doing_nothing_is_given_where_no_decision_did_nothing(
+    estimator: str,
+) -> None:
+    """Every logged decision acted (no holdout, no empty answer): doing nothing has no
+    evidence. IPS valued it at 0, so a champion worth 0.45 per decision over doing
+    nothing read +2.42 [+1.92, +2.92]; the decision gives no such figure (nor its
+    plot a bar), and one no-action decision of known propensity brings it back."""
+    rng = np.random.default_rng(10)
+    n = 8000
+    action = rng.integers(0, 3, size=n)  # actions 0, 1, 2: never nothing
+    lift = np.array([0.2, 0.5, 1.0])
+    outcome = 2.0 + lift[action] + rng.normal(0.0, 1.0, n)
+    data = LoggedBandit(
+        action=action, outcome=outcome, pscore=np.full(n, 1 / 3), cost=np.array([0.05, 0.05, 0.3])
+    )
+    config = GateConfig(estimator=estimator)
+    decision = decide(
+        data, champion_target=np.full(n, 1), challenger_target=np.full(n, 2), config=config
+    )
+    assert decision.vs_no_action == {}
+    figure = gate_figure(decision.as_dict(), champion="1", challenger="2")
+    assert [t.get_text() for t in figure.axes[1].get_yticklabels()] == [
+        f"challenger - champion ({estimator})"
+    ]
+    # Half the decisions did nothing instead, at the same propensity: the figure is back.
+    some_nothing = dataclasses.replace(
+        data,
+        action=np.where(np.arange(n) % 2 == 0, gate.NO_ACTION, action),
+        pscore=np.full(n, 1 / 3),
+    )
+    decision = decide(
+        some_nothing,
+        champion_target=np.full(n, 1),
+        challenger_target=np.full(n, 2),
+        config=config,
+    )
+    assert set(decision.vs_no_action) == {"champion", "challenger"}
 
 
 @pytest.mark.parametrize(

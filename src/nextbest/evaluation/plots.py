@@ -325,8 +325,23 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
         bars.append((f"challenger - champion ({gate})", decision["difference"], "black"))
     for role, color in (("champion", "tab:blue"), ("challenger", "tab:orange")):
         if role in decision.get("vs_no_action", {}):
-            bars.append((f"{role} - no action", decision["vs_no_action"][role], color))
+            bars.append((f"{role} - no action ({gate})", decision["vs_no_action"][role], color))
     for i, (_, v, color) in enumerate(bars):
+        if not np.isfinite(v["ci_high"] - v["ci_low"]):
+            # Its error rests on one HCP (the two choose differently for one only): a
+            # bare dot read as an exact difference. Hollow, and said beside it.
+            right.plot([v["value"]], [i], "o", mfc="none", color=color)
+            right.text(
+                0.5,
+                i + 0.3,  # under its dot (the axis runs top down)
+                "no interval: an error needs two HCPs",
+                transform=right.get_yaxis_transform(),
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="dimgrey",
+            )
+            continue
         right.errorbar(
             [v["value"]],
             [i],
@@ -337,7 +352,8 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
         )
     right.axvline(0.0, color="grey", linewidth=1)
     right.set_yticks(range(len(bars)), [label for label, _, _ in bars])
-    right.invert_yaxis()
+    right.set_ylim(max(len(bars), 1) - 0.5, -0.5)  # top down, room under each row for a note
+    right.locator_params(axis="x", nbins=5)  # small differences have long tick labels
     right.set_xlabel("paired difference in net value per decision (95% CI)")
     verdict = "passed" if decision["passed"] else "not passed"
     right.set_title(f"Gate ({gate}): {verdict}")

@@ -387,7 +387,14 @@ def decide(
         return decision
     q = reward_model(data)
     nothing = np.full(n, NO_ACTION, dtype=np.int64)
+    # Doing nothing is valued on the decisions that did nothing (a holdout, an empty
+    # answer). With none, IPS valued it at 0 and DR at its reward model's guess, with
+    # intervals that hold only the policy's own noise: a champion worth 0.45 over
+    # doing nothing read +2.42 [+1.92, +2.92] by IPS. No evidence, no figure.
+    did_nothing = bool((data.action == NO_ACTION).any())
     for role, target in (("champion", champion_target), ("challenger", challenger_target)):
+        if not did_nothing:
+            break
         try:
             decision.vs_no_action[role] = _paired(
                 config.estimator, data, q, target, nothing
@@ -521,16 +528,14 @@ def _critical_said(diff: ope.PolicyValue, data: LoggedBandit, judged: str = CHAL
             f"no interval: {_the(judged)} and the champion choose differently {of_one} "
             f"of {total:,} only, an error needs two"
         )
+    # "on 1 degree of freedom", as a reader says it.
+    on = f"Student's t on {diff.dof:,.0f} degree{'' if diff.dof == 1 else 's'} of freedom"
     if diff.dof + 1 < total:
         return (
-            f"Student's t on {diff.dof:,.0f} degrees of freedom, the {diff.dof + 1:,.0f} of "
-            f"{total:,} {units} where {_the(judged)} and the champion choose differently, "
-            "less one"
+            f"{on}, the {diff.dof + 1:,.0f} of {total:,} {units} where {_the(judged)} and "
+            "the champion choose differently, less one"
         )
-    return (
-        f"Student's t on {diff.dof:,.0f} degrees of freedom, "
-        f"the {diff.dof + 1:,.0f} {units} less one"
-    )
+    return f"{on}, the {diff.dof + 1:,.0f} {units} less one"
 
 
 def _detectable(diff: ope.PolicyValue, power: float = 0.8) -> float:
