@@ -243,6 +243,14 @@ def test_one_differing_hcp_bounds_nothing() -> None:
     )
     assert not decision.passed
     assert decision.difference is not None and decision.difference["dof"] == 0
+
+    # decision.json: the bounds that do not exist are null, as JSON has no Infinity.
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} in decision.json")
+
+    recorded = json.loads(decision.as_json(), parse_constant=strict)
+    assert recorded["difference"]["ci_low"] is None and recorded["difference"]["ci_high"] is None
+    assert recorded["difference"]["value"] == pytest.approx(decision.difference["value"])
     assert re.fullmatch(
         r"challenger - champion = \+0\.\d{4} per decision, 95% CI \[-inf, \+inf\] \(no "
         r"interval: the challenger and the champion choose differently on the decisions of "

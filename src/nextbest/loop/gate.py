@@ -75,6 +75,7 @@ from nextbest.loop.evidence import (
     serving_greedy_empty,
     version_loader,
 )
+from nextbest.loop.report import json_safe
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.yamlfile import read_settings_file, validated, word_of
@@ -344,6 +345,12 @@ class GateDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_json(self) -> str:
+        """``decision.json``: :meth:`as_dict` with a bound that does not exist (no
+        interval: evidence from one HCP) as null, not ``Infinity``, which is no JSON
+        (a JavaScript or strict reader of the artifact stopped on it)."""
+        return json.dumps(json_safe(self.as_dict()), indent=1, allow_nan=False)
 
 
 def decide(
@@ -1629,7 +1636,7 @@ def _log_evaluation(
                 ),
             }
         )
-        mlflow.log_text(json.dumps(decision.as_dict(), indent=1), "decision.json")
+        mlflow.log_text(decision.as_json(), "decision.json")
         if decision.n_decisions:  # a forced promotion without evidence has no plot
             mlflow.log_figure(
                 gate_figure(

@@ -392,12 +392,12 @@ def counted(n: int, hcps: int) -> str:
     return f"{n:,} ({hcps:,})"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """``value`` with every NaN or infinite float (a missing figure) as None."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -866,7 +866,7 @@ Made {_utc_text(made_at)}.</p>
     files["json"] = out_dir / "uplift_report.json"
     files["json"].write_text(
         json.dumps(
-            _json_safe(
+            json_safe(
                 {
                     "conclusion": report.conclusion,
                     "made_at": made_at.isoformat(timespec="seconds"),
