@@ -297,3 +297,22 @@ def test_serve_figure_keeps_its_legends_off_the_bars_whatever_their_heights() ->
             "target p99 at 1,000/s (20 ms)",
         ]
         assert [t.get_text() for t in right.get_legend().get_texts()] == ["cache warm", "cache off"]
+
+
+def test_quality_figure_keeps_the_hillstrom_legend_under_the_axes() -> None:
+    """Placed "best", the legend took the lower right of the Hillstrom panel, where the
+    last policy's point lands once it scores near the best: under the axes' label now."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = plots.quality_figure(_committed("quality")).figure
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    _, right = figure.axes
+    legend = right.get_legend().get_window_extent(renderer)
+    assert legend.y1 < right.bbox.y0  # wholly under the axes
+    assert not legend.overlaps(right.xaxis.label.get_window_extent(renderer))
+    assert [t.get_text() for t in right.get_legend().get_texts()] == [
+        "free choice",
+        "30% e-mail budget",
+    ]
