@@ -34,6 +34,7 @@ from nextbest.contract.notes import (
     empty_row_notes,
     territory_notes,
 )
+from nextbest.contract.validate import validate_interactions
 
 Tables = dict[str, pd.DataFrame]
 WriteTables = Callable[..., Path]
@@ -1960,3 +1961,137 @@ def test_ids_written_two_ways_in_hcps_or_catalog_are_noted(
     interactions["hcp_id"] = interactions["hcp_id"].replace({"h1": "H2"})
     dataset = load_dataset(write_tables(tables, name="distinct"))
     assert not [note for note in data_notes(dataset) if "differ only in case" in note]
+
+
+def test_a_simulated_history_loads_alike_from_csv_and_its_parquet_twin(tmp_path: Path) -> None:
+    """The simulator's files, written once as CSV and once as Parquet, load to equal
+    frames, dtypes included: the CSV's times read by Arrow, its ids
+    dictionary-encoded, change nothing that validation gives."""
+    from nextbest.simulate import simulate_world
+
+    world = simulate_world(n_hcps=6_000, periods=4, seed=5)
+    world.write(tmp_path / "csv", fmt="csv")
+    world.write(tmp_path / "parquet", fmt="parquet")
+    from_csv = load_dataset(tmp_path / "csv")
+    from_parquet = load_dataset(tmp_path / "parquet")
+    for name in ("hcps", "catalog", "interactions"):
+        pd.testing.assert_frame_equal(getattr(from_parquet, name), getattr(from_csv, name))
+    assert from_parquet.fingerprint() == from_csv.fingerprint()
+    raw = read_table(tmp_path / "csv" / "interactions.csv", times=("timestamp",))
+    assert raw["timestamp"].dtype == "datetime64[ns]"
+
+
+def test_ids_of_a_history_ordered_by_time_are_read_once_each(tmp_path: Path) -> None:
+    """A history ordered by time names each HCP once in its first thousands of rows
+    (a block Arrow reads) and many times in the file: its ids are read as a
+    categorical, each id kept once, not as a str per row; ids written once per row
+    stay ``str``."""
+    n_hcps, periods = 60_000, 3  # a block of Arrow holds some 50,000 of these rows
+    hcp_ids = [f"H{i:06d}" for i in range(n_hcps)] * periods
+    pd.DataFrame(
+        {
+            "hcp_id": hcp_ids,
+            "event_id": [f"E{i:08d}" for i in range(len(hcp_ids))],
+            "engaged": "0",
+        }
+    ).to_csv(tmp_path / "history.csv", index=False)
+    raw = read_table(tmp_path / "history.csv")
+    assert isinstance(raw["hcp_id"].dtype, pd.CategoricalDtype)
+    assert len(raw["hcp_id"].cat.categories) == n_hcps
+    assert raw["hcp_id"].tolist() == hcp_ids
+    assert raw["event_id"].dtype == object
+
+
+def test_a_parquet_column_of_a_value_per_row_is_read_as_plain_text(tmp_path: Path) -> None:
+    """A Parquet text column whose values repeat is read dictionary-encoded (a
+    categorical); one of a distinct value per row (an event id) is not, as the
+    dictionary Arrow builds for it holds nothing twice."""
+    n = 3_000
+    pd.DataFrame(
+        {"hcp_id": [f"H{i % 50}" for i in range(n)], "event_id": [f"E{i}" for i in range(n)]}
+    ).to_parquet(tmp_path / "events.parquet", index=False)
+    raw = read_table(tmp_path / "events.parquet")
+    assert isinstance(raw["hcp_id"].dtype, pd.CategoricalDtype)
+    assert raw["event_id"].dtype == object
+    assert raw["event_id"].tolist() == [f"E{i}" for i in range(n)]
+
+
+# Spellings of a time: those Arrow reads (the column then read as times in its pass)
+# and those it leaves to pandas (the column stays text): validated alike either way.
+_TIME_SPELLINGS = [
+    "2026-06-04 16:18:45",
+    "2026-06-04T16:18:45",
+    "2026-06-04",
+    "2026-06-04 16",
+    "2026-06-04T16:18",
+    "2026-06-04 16:18:45.123456789",
+    "2026-06-04 16:18:45.5",
+    "1677-09-22",
+    "2262-04-11",
+    "2026-06-04 16:18:45Z",
+    "2026-06-04T16:18:45+02:00",
+    "2026-06-04T16:18:45-05:00",
+    "2026-06-04T16:18:45+0200",
+    "2026-06-04T16Z",
+    "2026-06-04 16:18:45.1234567891",
+    "20260604",
+    "2026-6-4",
+    "2026-06-04 161845",
+    "2026-06-04T16:18:45.",
+    " 2026-06-04",
+]
+_REFUSED_TIMES = [
+    "2026-02-30",
+    "2026-06-04 24:00:00",
+    "2026-06-04 23:59:60",
+    "3000-01-01",
+    "2026-06-04Z",
+    "2026-06-04t16:18:45",
+    "2024-03",
+    "NULL",
+]
+
+
+@pytest.mark.parametrize("spelling", _TIME_SPELLINGS + _REFUSED_TIMES)
+def test_times_read_by_arrow_validate_as_the_text_does(
+    tables: Tables, write_tables: WriteTables, spelling: str
+) -> None:
+    """An interactions file whose times are all one spelling (one row empty) loads,
+    or is refused with the same words, as the same cells given as text do."""
+    inter = tables["interactions"]
+    inter["timestamp"] = [spelling, spelling, spelling, spelling, spelling]
+    inter.loc[4, "timestamp"] = ""
+    path = write_tables(tables) / "interactions.csv"
+    hcps = load_hcps(path.parent / "hcps.csv")
+    catalog = load_catalog(path.parent / "catalog.csv")
+    raw = read_table(path, times=("timestamp",))
+    as_text = read_table(path)
+    assert as_text["timestamp"].dtype != "datetime64[ns]"
+    outcomes = []
+    for frame in (raw, as_text):
+        try:
+            outcomes.append(
+                validate_interactions(frame, file=path.name, hcps=hcps, catalog=catalog)
+            )
+        except ContractError as refused:
+            outcomes.append(str(refused))
+    if isinstance(outcomes[1], str):
+        assert outcomes[0] == outcomes[1]
+        assert "row 5" in outcomes[1]  # the empty cell, said in both
+    else:
+        pd.testing.assert_frame_equal(outcomes[0], outcomes[1])
+    if spelling in _TIME_SPELLINGS[:14]:  # what Arrow reads
+        assert raw["timestamp"].dtype == "datetime64[ns]"
+        assert raw["timestamp"].isna().tolist() == [False, False, False, False, True]
+
+
+def test_a_csv_file_with_times_read_by_arrow_drops_its_empty_last_rows(tmp_path: Path) -> None:
+    """Rows at the end with every cell empty are skipped, as when times are text."""
+    path = tmp_path / "interactions.csv"
+    path.write_text("hcp_id,timestamp,engaged\nH1,2024-03-01,1\nH2,2024-03-02T10:00:00,0\n,,\n,,\n")
+    raw = read_table(path, times=("timestamp",))
+    assert raw["timestamp"].tolist() == [
+        pd.Timestamp("2024-03-01"),
+        pd.Timestamp("2024-03-02 10:00"),
+    ]
+    assert raw.attrs[EMPTY_ROWS] == (3, 4)

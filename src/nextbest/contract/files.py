@@ -44,11 +44,15 @@ def file_format(path: Path) -> str:
     return suffix if suffix in FORMATS else ""
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
+def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame:
     """Read a table without interpreting it; shape (rows, columns).
 
     CSV cells are all text, ``str`` or a categorical of ``str`` (see
-    :func:`_read_csv_arrow`), with '' for empty (nothing is guessed as NA); rows at the
+    :func:`_read_csv_arrow`), with '' for empty (nothing is guessed as NA), but the
+    columns named in ``times`` (the contract's times, such as an interactions file's
+    ``timestamp``), read as naive UTC ``datetime64[ns]`` (NaT for empty) in Arrow's
+    pass when every cell is a time the validators would read alike (see
+    :func:`_as_times`), as a Parquet file stores them; rows at the
     end of a CSV file with every cell empty are skipped, ``attrs[EMPTY_ROWS]`` saying
     which (first, last; 1-based data rows). A CSV file's rows are numbered as its
     lines are, blank lines counted (:class:`RowNumbers`), here and, through
@@ -85,7 +89,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
             _refuse_nul_bytes(path)
             _refuse_lines_above_header(path)
             _refuse_repeated_names(path, _header(path))
-            fast = _read_csv_arrow(path)
+            fast = _read_csv_arrow(path, times)
             if fast is not None:  # every row fits the header: no misfit to look for
                 _refuse_repeated_header(path, fast)
                 return fast
@@ -109,7 +113,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
         schema = pq.read_schema(path)
         _refuse_repeated_names(path, schema.names)
         _refuse_nested(path, schema)
-        strings = [field.name for field in schema if _is_text(field.type)]
+        strings = _repeating_text(path, [field.name for field in schema if _is_text(field.type)])
         frame = pq.read_table(path, read_dictionary=strings, partitioning=None).to_pandas()
         return _without_attrs(frame, _OF_THE_FILE_READ)
     except pd.errors.EmptyDataError:
@@ -427,13 +431,15 @@ def _conform(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
     return column if column.type == kind else column.cast(kind)
 
 
-def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
+def _read_csv_arrow(path: Path, times: Collection[str] = ()) -> pd.DataFrame | None:
     """The CSV file as :func:`_read_csv` reads it, parsed by Arrow's CSV reader (one
     parse, where pandas' reading took two: see :func:`_misfit_rows`), a column whose
     values repeat dictionary-encoded (a categorical of ``str``, '' for empty) as a
     Parquet file's text is read (see :func:`_as_text`): a few distinct values stored
-    once each, not millions of ``str``, and the validators work per distinct value
-    (docs/data.md has the time and memory it saves).
+    once each, not millions of ``str``, and the validators work per distinct value;
+    a column named in ``times`` whose cells are all times read as times (see
+    :func:`_as_times`), never held as ``str`` (docs/data.md has the time and memory
+    it saves).
 
     None when Arrow might read the file otherwise than pandas; :func:`_read_csv` reads
     it then, as before, problems and all: a row whose fields are not the header's
@@ -469,8 +475,9 @@ def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
     if table.num_rows and _open_quote_at_end(path, table.column(names[-1])[-1].as_py()):
         return None
     cells: dict[int, Any] = {}
-    for position in range(len(names)):  # each column's Arrow memory freed once converted
-        cells[position] = _as_text(table.column(0))
+    for position, name in enumerate(columns):  # each column's Arrow memory freed once converted
+        stamps = _as_times(table.column(0)) if name in times else None
+        cells[position] = stamps if stamps is not None else _as_text(table.column(0))
         table = table.remove_column(0)
     frame = pd.DataFrame(cells, copy=False)
     frame.columns = columns
@@ -478,19 +485,72 @@ def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
     return _without_empty_tail(frame)
 
 
-# Of the values of a column's first block read, the share of distinct ones above
-# which it is read as plain ``str``: a timestamp or a propensity per row gains
-# nothing from a dictionary, and building one for millions of values costs memory.
+# Of a text column's values, the share of distinct ones above which it is read as
+# plain ``str``: a value per row (an event id) gains nothing from a dictionary, and
+# one of millions of values costs memory.
 _DISTINCT_FOR_PLAIN = 0.5
 
 
+def _repeats(column: pa.ChunkedArray) -> bool:
+    """Whether a text column (plain or dictionary-encoded) holds at most
+    ``_DISTINCT_FOR_PLAIN`` distinct values per row: worth a dictionary. Counted over
+    the whole column, not its first block: a history ordered by time names each HCP
+    once in its first thousands of rows, and a hundred times over in the file."""
+    if not len(column):
+        return False
+    if pa.types.is_dictionary(column.type):
+        distinct = len(
+            pa.table([column], names=["c"]).unify_dictionaries()["c"].chunk(0).dictionary
+        )
+    else:
+        distinct = pc.count_distinct(column).as_py()
+    return distinct <= _DISTINCT_FOR_PLAIN * len(column)
+
+
 def _as_text(column: pa.ChunkedArray) -> pd.Series:
-    """A text column of Arrow as pandas: a categorical of ``str`` when its first block
-    repeats values (ids, channels, flags), else ``str`` (object)."""
-    first = column.chunk(0) if column.num_chunks else pa.array([], pa.string())
-    if not len(first) or pc.count_distinct(first).as_py() > _DISTINCT_FOR_PLAIN * len(first):
-        return column.to_pandas(deduplicate_objects=False)
-    return column.combine_chunks().dictionary_encode().to_pandas()
+    """A text column of Arrow as pandas: a categorical of ``str`` when its values
+    repeat (ids, channels, flags: see :func:`_repeats`), else ``str`` (object)."""
+    if _repeats(column):
+        return column.combine_chunks().dictionary_encode().to_pandas()
+    return column.to_pandas(deduplicate_objects=False)
+
+
+def _repeating_text(path: Path, strings: list[str]) -> list[str]:
+    """Of the text columns ``strings`` of Parquet file ``path``, those whose values
+    repeat in its first row group (see :func:`_repeats`), to be read
+    dictionary-encoded: for a column of a value per row (an event id), Arrow builds
+    a dictionary of millions of values (9 s of CPU at 5 million rows) that holds
+    nothing twice. One row group of a million rows tells, not the first block."""
+    file = pq.ParquetFile(path, read_dictionary=strings)
+    if not strings or file.metadata.num_row_groups == 0:
+        return strings
+    first = file.read_row_group(0, columns=strings)
+    if not first.num_rows:
+        return strings
+    return [name for name in strings if _repeats(first.column(name))]
+
+
+def _as_times(column: pa.ChunkedArray) -> pd.Series | None:
+    """A text column of Arrow as naive UTC ``datetime64[ns]`` (NaT for an empty cell)
+    when Arrow reads every other cell as an ISO 8601 date or date-time, all with a UTC
+    offset or all without; else None, and the column stays text for the validators,
+    which name each cell they refuse (see :func:`nextbest.contract.parse.timestamps`).
+
+    Arrow reads fewer spellings than pandas (no space around a value, no '20260604',
+    no more than nine decimals of a second, no offset beyond the range of times) and
+    those it reads as pandas does (tests/data/test_contract_load.py holds both to the
+    same values): a time is the same whichever reads it, and 5 million of them are
+    never held as ``str``."""
+    empty = pc.equal(column, "")
+    if pc.any(empty).as_py():
+        column = pc.if_else(empty, pa.scalar(None, pa.string()), column)
+    for kind in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):
+        try:
+            stamps = pc.cast(column, kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        return pc.cast(stamps, pa.timestamp("ns")).to_pandas()  # UTC, its zone dropped
+    return None
 
 
 def _open_quote_at_end(path: Path, last: str) -> bool:
@@ -620,10 +680,15 @@ def _without_empty_tail(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _filled(frame: pd.DataFrame) -> npt.NDArray[np.bool_]:
-    """Per row of a CSV frame (cells text), whether any cell holds more than spaces."""
+    """Per row of a CSV frame (cells text, or times read as such: see
+    :func:`_as_times`), whether any cell holds more than spaces."""
     filled = np.zeros(len(frame), dtype=bool)
     for position in range(frame.shape[1]):
-        filled |= frame.iloc[:, position].str.strip().ne("").to_numpy()
+        cells = frame.iloc[:, position]
+        if is_datetime64_any_dtype(cells.dtype):  # NaT where the cell was empty
+            filled |= cells.notna().to_numpy()
+        else:
+            filled |= cells.str.strip().ne("").to_numpy()
     return filled
 
 
@@ -632,6 +697,8 @@ def _refuse_repeated_header(path: Path, frame: pd.DataFrame) -> None:
     header. Said once, with how many, rather than as a bad value in every column."""
     if frame.empty or frame.shape[1] == 0:
         return
+    if any(is_datetime64_any_dtype(kind) for kind in frame.dtypes):
+        return  # a column read as times (see _as_times) holds no header's name in any row
     # In any case: concatenated warehouse unloads may have only the first header
     # lower-cased ('HCP_ID,SPECIALTY,...' further down).
     header = [name.strip().casefold() for name in _header(path)][: frame.shape[1]]
