@@ -26,7 +26,7 @@ from nextbest.contract import (
     write_dataset,
     write_table,
 )
-from nextbest.contract.errors import ContractError, Problem
+from nextbest.contract.errors import ContractError, Problem, ProblemLog
 from nextbest.contract.files import EMPTY_ROWS, ROW_NUMBERS, read_table, row_numbers
 from nextbest.contract.notes import (
     consent_notes,
@@ -34,7 +34,7 @@ from nextbest.contract.notes import (
     empty_row_notes,
     territory_notes,
 )
-from nextbest.contract.validate import validate_interactions
+from nextbest.contract.validate import validate_interactions, without_unnamed_columns
 
 Tables = dict[str, pd.DataFrame]
 WriteTables = Callable[..., Path]
@@ -2095,3 +2095,16 @@ def test_a_csv_file_with_times_read_by_arrow_drops_its_empty_last_rows(tmp_path:
         pd.Timestamp("2024-03-02 10:00"),
     ]
     assert raw.attrs[EMPTY_ROWS] == (3, 4)
+
+
+def test_a_table_without_unnamed_columns_is_passed_on_as_it_is() -> None:
+    """Dropping no column returns the frame itself: ``drop`` copied every column,
+    hundreds of MB for a history of millions of rows."""
+    raw = pd.DataFrame({"hcp_id": ["H1", "H2"], "outcome": [1.0, 2.0]})
+    kept = without_unnamed_columns(raw, ProblemLog("interactions.csv"))
+    assert np.shares_memory(kept["outcome"].to_numpy(), raw["outcome"].to_numpy())
+    raw["Unnamed: 2"] = ["", ""]
+    assert list(without_unnamed_columns(raw, ProblemLog("interactions.csv")).columns) == [
+        "hcp_id",
+        "outcome",
+    ]

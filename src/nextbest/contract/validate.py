@@ -713,7 +713,8 @@ def without_unnamed_columns(raw: pd.DataFrame, log: ProblemLog) -> pd.DataFrame:
             None,
             _unnamed_value(values, int(str(name).split()[-1]) + 1),
         )
-    return raw.drop(columns=unnamed)
+    # Only when there are any: drop() copies every column, hundreds of MB at millions of rows.
+    return raw.drop(columns=unnamed) if unnamed else raw
 
 
 def _unnamed_value(values: pd.Series, number: int) -> Callable[[int], str]:
