@@ -45,15 +45,17 @@ def interaction_notes(interactions: pd.DataFrame, catalog: pd.DataFrame | None =
     them out) and outcomes shared by several decisions (:func:`shared_outcome_notes`)."""
     notes = []
     if catalog is not None and len(interactions):
-        window = catalog.set_index("action_id")[["approved_from", "approved_until"]]
-        touched = interactions[interactions["action_id"].notna()]
-        dates = window.reindex(touched["action_id"].to_numpy())
-        at = touched["timestamp"].to_numpy()
-        outside = (at < dates["approved_from"].to_numpy()) | (
-            at > dates["approved_until"].to_numpy()
+        # Each touch's catalog row by position, its dates taken from two arrays: a
+        # frame reindexed by 5 million ids took seconds.
+        row = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])
+        touched = np.flatnonzero(interactions["action_id"].notna().to_numpy() & (row >= 0))
+        at = interactions["timestamp"].to_numpy()[touched]
+        rows = row[touched]
+        outside = (at < catalog["approved_from"].to_numpy()[rows]) | (
+            at > catalog["approved_until"].to_numpy()[rows]
         )
         if outside.any():
-            example = touched[outside].iloc[0]
+            example = interactions.iloc[touched[np.argmax(outside)]]
             notes.append(
                 f"{int(outside.sum()):,} touches fall outside their action's approval window "
                 f"(e.g. action {example['action_id']} on {example['timestamp']:%Y-%m-%d}): "
