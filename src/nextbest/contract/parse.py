@@ -45,10 +45,11 @@ class Codes:
     """A text column as distinct values plus a code per row.
 
     ``uniques`` (object array of distinct stripped ``str``, '' standing for empty or
-    null) and ``codes`` (intp array, shape (n,), indexes into ``uniques``).
+    null) and ``codes`` (int32 array, shape (n,), indexes into ``uniques``: half
+    the memory of intp, 20 MB less per text column of 5 million rows).
     """
 
-    codes: npt.NDArray[np.intp]
+    codes: npt.NDArray[np.int32]
     uniques: npt.NDArray[np.object_]
 
     def __len__(self) -> int:
@@ -76,16 +77,16 @@ class Codes:
         return _dedupe(self.codes, np.array([func(str(u)) for u in self.uniques], dtype=object))
 
 
-def _dedupe(codes: npt.NDArray[np.intp], uniques: npt.NDArray[np.object_]) -> Codes:
+def _dedupe(codes: npt.NDArray[np.int32], uniques: npt.NDArray[np.object_]) -> Codes:
     """Codes over ``uniques`` that may repeat or go unused -> compact, distinct Codes."""
     merged_codes, merged = pd.factorize(uniques)
-    row_codes = np.asarray(merged_codes, dtype=np.intp).take(codes)
+    row_codes = np.asarray(merged_codes, dtype=np.int32).take(codes)
     merged = np.asarray(merged, dtype=object)
     used = np.zeros(len(merged), dtype=bool)
     used[row_codes] = True
     if not used.all():
         # Unused values (e.g. unused categories) would skew checks made per value.
-        renumber = np.cumsum(used) - 1
+        renumber = (np.cumsum(used) - 1).astype(np.int32)
         row_codes = renumber.take(row_codes)
         merged = merged[used]
     return Codes(row_codes, merged)
@@ -98,18 +99,18 @@ def codes(values: pd.Series) -> Codes:
     as float because it has nulls names the same ids as an integer one.
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        raw_codes = np.asarray(values.cat.codes.to_numpy(), dtype=np.intp)
+        raw_codes = np.array(values.cat.codes.to_numpy(), dtype=np.int32)  # a copy: set below
         distinct: Any = values.cat.categories
     else:
-        raw_codes, distinct = pd.factorize(values, use_na_sentinel=True)
-        raw_codes = np.asarray(raw_codes, dtype=np.intp)
+        factorized, distinct = pd.factorize(values, use_na_sentinel=True)
+        raw_codes = np.asarray(factorized, dtype=np.int32)
     distinct = pd.Series(distinct)
     if is_float_dtype(distinct.dtype) and _whole(distinct.to_numpy(dtype="float64")):
         distinct = distinct.astype("Int64")
     strings = distinct.astype(object).astype("string").str.strip().fillna("")
     # Nulls (code -1) become one extra distinct value, ''.
     uniques = np.append(strings.to_numpy(dtype=object), "").astype(object)
-    raw_codes = np.where(raw_codes < 0, len(uniques) - 1, raw_codes)
+    raw_codes[raw_codes < 0] = len(uniques) - 1
     return _dedupe(raw_codes, uniques)
 
 
