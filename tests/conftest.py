@@ -47,9 +47,9 @@ def _signal_handlers_put_back() -> Iterator[None]:
     from nextbest.cli import process
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    own = process._OWN_PROCESS
+    own = process.OWN_PROCESS
     yield
-    process._OWN_PROCESS, process._DONE = own, False
+    process.OWN_PROCESS, process.DONE = own, False
     for sig, handler in before.items():
         if signal.getsignal(sig) is not handler:
             signal.signal(sig, handler)

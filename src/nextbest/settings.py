@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     """Service configuration. Every field can be set as ``NEXTBEST_<FIELD>``."""
 
     # The commands report an invalid value themselves, its password hidden
-    # (``nextbest.cli.options._settings``); a traceback elsewhere must not print it either.
+    # (``nextbest.cli.options.read_settings``); a traceback elsewhere must not print it either.
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=None, extra="ignore", hide_input_in_errors=True
     )

@@ -895,7 +895,7 @@ def test_a_postgresql_error_on_a_commands_console_leaves_out_the_rows_values(
 
     from sqlalchemy.exc import IntegrityError
 
-    from nextbest.cli.output import _Notes
+    from nextbest.cli.output import Notes
     from nextbest.storage import log_recommendations, migrate
     from nextbest.storage.db import make_session_factory
     from nextbest.storage.testing import recommendation_record
@@ -930,7 +930,7 @@ def test_a_postgresql_error_on_a_commands_console_leaves_out_the_rows_values(
         failed = exc
     engine.dispose()
     assert "DETAIL:  Failing row contains" in str(failed) and "H-4711" in str(failed)
-    logging.getLogger("nextbest.service.reclog").addHandler(notes := _Notes(logging.WARNING))
+    logging.getLogger("nextbest.service.reclog").addHandler(notes := Notes(logging.WARNING))
     try:
         capsys.readouterr()
         logging.getLogger("nextbest.service.reclog").error(
@@ -1692,8 +1692,8 @@ def test_db_downgrade_refuses_to_run_when_the_schema_moved_while_it_asked(
         assert downgrade(database_url, "0011") == ("0012", "0011")
         return True
 
-    monkeypatch.setattr("nextbest.cli.serve._on_a_terminal", lambda: True)
-    monkeypatch.setattr("nextbest.cli.serve._confirmed", another_operator_first)
+    monkeypatch.setattr("nextbest.cli.serve.on_a_terminal", lambda: True)
+    monkeypatch.setattr("nextbest.cli.serve.confirmed", another_operator_first)
     result = runner.invoke(app, ["db", "downgrade", "0010"])
     said = " ".join(result.output.split())
     assert result.exit_code == 2, said
@@ -1754,7 +1754,7 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
     assert "error: not on a terminal: pass --yes to downgrade" in said, said
     assert "(nothing was changed)" in said, said
     assert schema_revisions(database_url)[0] == "0012"
-    monkeypatch.setattr("nextbest.cli.serve._on_a_terminal", lambda: True)
+    monkeypatch.setattr("nextbest.cli.serve.on_a_terminal", lambda: True)
     for answer in ("n\n", ""):  # a no, or no answer (the input ended)
         declined = runner.invoke(app, ["db", "downgrade", "0011"], input=answer)
         said = " ".join(declined.output.split())
@@ -1765,7 +1765,7 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
     assert confirmed.exit_code == 0, confirmed.output
     assert "schema downgraded from revision 0012 to 0011" in confirmed.output
     assert migrate(database_url) == ("0011", "0012")
-    monkeypatch.setattr("nextbest.cli.serve._on_a_terminal", lambda: False)
+    monkeypatch.setattr("nextbest.cli.serve.on_a_terminal", lambda: False)
 
     result = runner.invoke(app, ["db", "downgrade", "0011", "--yes"])
     assert result.exit_code == 0, result.output
@@ -3047,7 +3047,7 @@ def test_a_misspelt_setting_is_warned_of_with_the_name_meant(
     """NEXTBEST_EPSLION=0.1 was ignored without a word: the default applied."""
     from nextbest.cli import options
 
-    monkeypatch.setattr(options, "_UNKNOWN_SAID", False)
+    monkeypatch.setattr(options, "UNKNOWN_SAID", False)
     monkeypatch.setenv("NEXTBEST_EPSLION", "0.1")
     monkeypatch.setenv("NEXTBEST_SOMETHING_ELSE", "1")
     monkeypatch.setenv("NEXTBEST_API_KEYS", "")  # read, though not a field of Settings
@@ -3185,7 +3185,7 @@ def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
     out = io.StringIO()
     monkeypatch.setattr(output, "console", Console(file=out, force_terminal=False, width=200))
     monkeypatch.setattr(output, "HEARTBEAT_S", 0.2)
-    with output._steps(3) as progress:
+    with output.steps(3) as progress:
         task = progress.add_task("load", total=3)
         progress.update(task, advance=1, description="models")
         time.sleep(0.7)
@@ -3212,8 +3212,8 @@ def test_a_note_is_said_on_the_console_the_output_module_holds_when_it_is_said(
 
     out = io.StringIO()
     monkeypatch.setattr(output, "console", Console(file=out, force_terminal=False, width=200))
-    output._note("catalog.csv names a channel '[bold]'", indent="  ")
-    output._fail("interactions.csv row 3: no hcp_id")
+    output.note("catalog.csv names a channel '[bold]'", indent="  ")
+    output.fail("interactions.csv row 3: no hcp_id")
     assert out.getvalue().splitlines() == [
         "  note: catalog.csv names a channel '[bold]'",
         "error: interactions.csv row 3: no hcp_id",
@@ -3537,15 +3537,15 @@ def test_rules_check_before_any_model_checks_the_file_alone(
     assert "has no version with alias 'champion'" in " ".join(asked.output.split())
     # A multi-worker server's SIGHUP runs the same check: nothing served yet, nothing
     # to lose, so the restart goes ahead (it was refused until a model existed).
-    from nextbest.cli.serve import _restart_problem
+    from nextbest.cli.serve import restart_problem
 
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(shipped))
     monkeypatch.setenv("NEXTBEST_AUTH_ENABLED", "false")
     get_settings.cache_clear()
-    assert _restart_problem(get_settings()) is None
+    assert restart_problem(get_settings()) is None
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(invalid))
     get_settings.cache_clear()
-    assert "channels.email.max_contacts" in str(_restart_problem(get_settings()))
+    assert "channels.email.max_contacts" in str(restart_problem(get_settings()))
 
 
 def test_explain_answers_as_the_api_would_and_logs_nothing(

@@ -91,7 +91,7 @@ def test_erase_counts_asks_erases_and_names_the_versions_that_hold_the_hcp(
     assert _event_ids(served_store) == before
 
     # On a terminal: asked, and a no erases nothing.
-    monkeypatch.setattr("nextbest.cli.privacy._on_a_terminal", lambda: True)
+    monkeypatch.setattr("nextbest.cli.privacy.on_a_terminal", lambda: True)
     declined = runner.invoke(app, ["erase", known], input="n\n")
     assert declined.exit_code == 2, declined.output
     assert "not confirmed: nothing was erased" in _said(declined)
@@ -232,16 +232,16 @@ def test_what_an_erasure_on_postgresql_left_is_said_without_contradiction(
 ) -> None:
     """VACUUM ran, but another session's open transaction kept dead rows of one table:
     the summary must not say every deleted row is gone before the note says some stay."""
-    from nextbest.cli.privacy import _print_cleanup
+    from nextbest.cli.privacy import print_cleanup
     from nextbest.service.erasure import Cleanup
 
     tables = ("feedback_events", "recommendation_items", "recommendations")
-    _print_cleanup(Cleanup("postgresql", vacuumed=tables, dead_left={"feedback_events": 3}), "db")
+    print_cleanup(Cleanup("postgresql", vacuumed=tables, dead_left={"feedback_events": 3}), "db")
     out = capsys.readouterr()
     said = " ".join((out.out + out.err).split())
     assert "gone from the tables' live data, except the dead rows noted below" in said
     assert "3 dead rows of feedback_events could not be removed yet" in said
-    _print_cleanup(Cleanup("postgresql", vacuumed=tables, dead_left=dict.fromkeys(tables, 0)), "db")
+    print_cleanup(Cleanup("postgresql", vacuumed=tables, dead_left=dict.fromkeys(tables, 0)), "db")
     out = capsys.readouterr()
     said = " ".join((out.out + out.err).split())
     assert "gone from the tables' live data;" in said and "dead rows" not in said
@@ -280,9 +280,9 @@ def test_what_a_cleanup_left_quotes_paths_and_reasons_as_written(
     capsys: pytest.CaptureFixture[str], cleanup: Cleanup, store: str, said: str
 ) -> None:
     """A store path or a server's reason with brackets in it is text, not markup."""
-    from nextbest.cli.privacy import _print_cleanup
+    from nextbest.cli.privacy import print_cleanup
 
-    _print_cleanup(cleanup, store)
+    print_cleanup(cleanup, store)
     out = capsys.readouterr()
     assert said in " ".join((out.out + out.err).split())
 

@@ -177,7 +177,7 @@ def test_prune_counts_asks_and_deletes_what_is_older_than_the_cutoff(
     assert "error: not on a terminal: pass --yes to prune (nothing was deleted)" in _said(refused)
     assert _rows(store) == ALL
 
-    monkeypatch.setattr("nextbest.cli.privacy._on_a_terminal", lambda: True)
+    monkeypatch.setattr("nextbest.cli.privacy.on_a_terminal", lambda: True)
     declined = runner.invoke(app, before, input="n\n")
     assert declined.exit_code == 2, declined.output
     assert "not confirmed: nothing was deleted" in _said(declined)

@@ -358,7 +358,7 @@ def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) ->
 
     import typer
 
-    from nextbest.cli.options import _cluster
+    from nextbest.cli.options import dask_cluster
     from nextbest.learning.distributed import PartitionedHistory, cluster_failure
 
     data = learned.dataset
@@ -368,7 +368,7 @@ def test_a_worker_lost_during_training_is_said_plainly(learned: LearnedWorld) ->
             n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=50
         ) as cluster,
         pytest.raises(typer.Exit) as stopped,
-        _cluster(cluster.scheduler_address, lambda: None) as (_, c),
+        dask_cluster(cluster.scheduler_address, lambda: None) as (_, c),
     ):
         # Both workers registered, and the client's view of them current: on a loaded
         # machine the client connected before they had, and named no worker to kill.

@@ -1131,7 +1131,7 @@ def test_intervals_are_clustered_by_hcp() -> None:
 def test_models_cautions_that_figures_on_different_histories_do_not_rank_versions() -> None:
     from dataclasses import replace
 
-    from nextbest.cli.versions import _held_out_figures, _not_comparable
+    from nextbest.cli.versions import held_out_figures, not_comparable
     from nextbest.registry import VersionSummary
 
     v1 = VersionSummary(
@@ -1152,34 +1152,34 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
         eval_fraction=0.1,
         eval_decisions=5_200,
     )
-    assert _held_out_figures(v1) == (
+    assert held_out_figures(v1) == (
         "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
         "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323] (gain over logged -)"
     )
     gained = replace(v1, gain_over_logged_dr=(0.31, -0.024, 0.644))
-    assert _held_out_figures(gained) == (
+    assert held_out_figures(gained) == (
         "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
         "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323] (gain over logged +0.310 "
         "[-0.024, 0.644])"
     )
     same_history = replace(v1, version="2", aliases=(), eval_auc=0.70)
-    assert _not_comparable([same_history, v1]) is None
+    assert not_comparable([same_history, v1]) is None
     # Retrained on the same history and logged decisions: the same held-out slice.
     retrained = replace(v1, version="3", aliases=(), n_decisions=57_672, feedback_rows=5_672)
-    assert _not_comparable([retrained, v1]) is None
+    assert not_comparable([retrained, v1]) is None
     other_history = replace(v1, version="5", aliases=(), n_decisions=60_000)
-    caution = _not_comparable([other_history, v1])
+    caution = not_comparable([other_history, v1])
     assert caution is not None and "do not rank them" in caution
     # Recorded with the slice's dates: those decide.
     dated = replace(
         v1, eval_from="2026-11-01T00:00:00+00:00", eval_until="2026-11-28T00:00:00+00:00"
     )
-    assert _not_comparable([replace(dated, version="6"), dated]) is None
+    assert not_comparable([replace(dated, version="6"), dated]) is None
     later = replace(dated, version="7", eval_from="2026-11-08T00:00:00+00:00")
-    assert _not_comparable([later, dated]) is not None
+    assert not_comparable([later, dated]) is not None
     unmeasured = replace(v1, version="4", eval_auc=None, policy_value_dr=None, n_decisions=1)
-    assert _not_comparable([unmeasured, v1]) is None
-    assert _held_out_figures(unmeasured) is None
+    assert not_comparable([unmeasured, v1]) is None
+    assert held_out_figures(unmeasured) is None
 
 
 def test_verdicts_count_hcps_not_requests() -> None:

@@ -141,7 +141,7 @@ def test_a_models_directory_moved_elsewhere_serves_its_versions_and_refuses_new_
     )
     said = " ".join(run.stderr.split())
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
-    # Off a terminal the report says it started (cli.output._working), then the error.
+    # Off a terminal the report says it started (cli.output.working), then the error.
     assert said.startswith("building the uplift report ... error: the MLflow store in"), said
     assert not first.exists()
     shutil.rmtree(moved / "artifacts")

@@ -30,8 +30,8 @@ from nextbest.cli import (
     train,
     versions,
 )
-from nextbest.cli.options import _path_error, _stores
-from nextbest.cli.output import _Notes, console, stdout
+from nextbest.cli.options import path_error, stores
+from nextbest.cli.output import Notes, console, stdout
 
 
 def _help_shows_no_value_for_flags() -> None:
@@ -89,9 +89,9 @@ def _main(
 ) -> None:
     """Next-best-action service for HCP engagement: simulate, train, serve, pick."""
     root = logging.getLogger()
-    if not any(isinstance(handler, _Notes) for handler in root.handlers):
-        root.addHandler(_Notes(logging.WARNING))
-    if process._OWN_PROCESS and ctx.invoked_subcommand != "serve":
+    if not any(isinstance(handler, Notes) for handler in root.handlers):
+        root.addHandler(Notes(logging.WARNING))
+    if process.OWN_PROCESS and ctx.invoked_subcommand != "serve":
         # Run beside a server (its shell or container), a command would write its
         # own metrics files into the server's directory: each run's counters, kept
         # for good, summed into the server's /metrics as if a worker had counted
@@ -131,7 +131,7 @@ def _run_app() -> None:
         describe_database_error,
     )
 
-    process._OWN_PROCESS = True  # read by the commands through the module
+    process.OWN_PROCESS = True  # read by the commands through the module
     try:
         app()
     except (
@@ -145,14 +145,14 @@ def _run_app() -> None:
     except OSError as exc:
         if exc.filename is None:  # not about a path (a socket, say): the traceback helps
             raise
-        console.print(f"[red]error:[/red] {_path_error(exc)}", highlight=False)
+        console.print(f"[red]error:[/red] {path_error(exc)}", highlight=False)
         raise SystemExit(2) from None
     except (DatabaseError, InterfaceError, sqlite3.DatabaseError) as exc:
         # A store that cannot be opened or read (a path that is a directory, a file
         # that is no database, a server that is down): which one, in one line.
         console.print(
             f"[red]error:[/red] a database cannot be used: {describe_database_error(exc)} "
-            f"({_stores()})",
+            f"({stores()})",
             highlight=False,
         )
         raise SystemExit(2) from None

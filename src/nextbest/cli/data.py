@@ -11,12 +11,12 @@ import typer
 from nextbest.cli.options import (
     DataOpt,
     TrainConfigOpt,
-    _data_dir,
-    _load,
-    _path_error,
-    _train_config,
+    data_dir,
+    load_data,
+    path_error,
+    read_train_config,
 )
-from nextbest.cli.output import _fail, _note, _plural, _working, stdout
+from nextbest.cli.output import fail, note, plural, stdout, working
 
 
 def simulate(
@@ -30,16 +30,16 @@ def simulate(
     from nextbest.simulate import simulate_world
 
     if fmt not in ("csv", "parquet"):
-        raise _fail(f"--format must be csv or parquet, got '{fmt}'")
-    with _working(f"simulating {hcps:,} HCPs x {periods} periods"):
+        raise fail(f"--format must be csv or parquet, got '{fmt}'")
+    with working(f"simulating {hcps:,} HCPs x {periods} periods"):
         world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
         try:
             world.write(out, fmt="csv" if fmt == "csv" else "parquet")
         except OSError as exc:  # a clash of formats, or a directory that cannot be written
-            said = _path_error(exc) if exc.filename is not None else str(exc)
-            raise _fail(f"--out: {said}") from None
+            said = path_error(exc) if exc.filename is not None else str(exc)
+            raise fail(f"--out: {said}") from None
     stdout.print(
-        f"wrote {_plural(len(world.hcps), 'HCP')}, {_plural(len(world.catalog), 'action')}, "
+        f"wrote {plural(len(world.hcps), 'HCP')}, {plural(len(world.catalog), 'action')}, "
         f"{len(world.interactions):,} decisions and the ground truth to {out}"
     )
     return out
@@ -56,12 +56,12 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
     )
 
     # What training will get is counted with the config `train` would read.
-    train_config = _train_config(config)
+    train_config = read_train_config(config)
     # A history of millions of rows takes a minute or more to read, check and count
     # (5 million: 50 s to read a CSV, half a minute to count): said while it is done.
-    _data_dir(data)  # a typo is said before any reading is announced
-    with _working(f"reading and checking the files in {data}"):
-        dataset = _load(data)
+    data_dir(data)  # a typo is said before any reading is announced
+    with working(f"reading and checking the files in {data}"):
+        dataset = load_data(data)
         # The files keep the contract, but a pipeline gating on validate must not pass
         # data train refuses: the same exit code as a broken contract, said last (where
         # it is read) and not announced as "ok" first.
@@ -83,13 +83,13 @@ def validate(data: DataOpt, config: TrainConfigOpt = None) -> None:
         ]
     said = "[green]ok[/green]" if stops is None else "the files keep the contract, but"
     stdout.print(
-        f"{said}: {_plural(len(dataset.hcps), 'HCP')}, {_plural(len(dataset.catalog), 'action')}, "
-        f"{_plural(len(dataset.interactions), 'interaction')}"
+        f"{said}: {plural(len(dataset.hcps), 'HCP')}, {plural(len(dataset.catalog), 'action')}, "
+        f"{plural(len(dataset.interactions), 'interaction')}"
     )
     for line in gets:
         stdout.print(f"  {line}", highlight=False)
     stdout.print(f"  data fingerprint {fingerprint}", highlight=False)
     for line in notes:
-        _note(line, out=stdout, indent="  ")
+        note(line, out=stdout, indent="  ")
     if stops is not None:
-        raise _fail(stops)
+        raise fail(stops)

@@ -13,14 +13,14 @@ from nextbest.cli.options import (
     GateConfigOpt,
     RunsDeletedOpt,
     SinceOpt,
-    _gate_config,
-    _parse_date,
-    _refuse_missing_models_dir,
-    _say_gate_config,
-    _settings,
+    parse_date,
+    read_gate_config,
+    read_settings,
+    refuse_missing_models_dir,
+    say_gate_config,
 )
-from nextbest.cli.output import _fail, _minute, _note, _working, console, say_finished
-from nextbest.cli.process import _interruptible_as_ctrl_c
+from nextbest.cli.output import console, fail, minute, note, say_finished, working
+from nextbest.cli.process import interruptible_as_ctrl_c
 from nextbest.settings import Settings
 
 if TYPE_CHECKING:  # the gate is imported by the commands that run it
@@ -38,7 +38,7 @@ def _judged(settings: Settings, version: int | None) -> Judging:
     try:
         return versions_judged(settings, None if version is None else str(version))
     except (GateError, registry.RegistryError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _judging(judging: Judging) -> str:
@@ -105,23 +105,23 @@ def evaluate(
     from nextbest.loop.gate import GateError, check_tracking_store
     from nextbest.loop.gate import evaluate as run_evaluate
 
-    gate = _gate_config(config, said=False)
-    since_at = _parse_date(since, "--since")  # a bad option is refused before all else
-    settings = _settings()
+    gate = read_gate_config(config, said=False)
+    since_at = parse_date(since, "--since")  # a bad option is refused before all else
+    settings = read_settings()
     # The gate's evidence is the log's exploration: a mistyped log is refused, not made.
-    _refuse_missing_models_dir(settings, "registry", "log")
+    refuse_missing_models_dir(settings, "registry", "log")
     named = None if version is None else str(version)
     try:
         # Before any line of a gate that would not run.
         check_tracking_store(settings, "evaluation", version=named, runs_deleted=runs_deleted)
     except (GateError, registry.RegistryError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if version is None:
         _note_challenger_unset(settings)
     judging = _judged(settings, version)
-    _say_gate_config(gate, config)
+    say_gate_config(gate, config)
     try:
-        with _working(_judging(judging)):
+        with working(_judging(judging)):
             evaluation = run_evaluate(
                 settings,
                 config=gate,
@@ -131,7 +131,7 @@ def evaluate(
                 judging=judging,
             )
     except GateError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_evaluation(evaluation)
     return bool(evaluation.decision.passed)
 
@@ -151,7 +151,7 @@ def _note_challenger_unset(settings: Settings) -> None:
     for v in versions:
         if v.alias_unset == "challenger":
             held = next((w.version for w in versions if "challenger" in w.aliases), None)
-            _note(
+            note(
                 f"version {v.version} was registered in full as challenger by a training run "
                 "stopped before it set the alias, so the challenger here is "
                 + (f"version {held}" if held else "none")
@@ -193,15 +193,15 @@ def promote(
     from nextbest.loop.gate import promote as run_promote
 
     if force and not (reason or "").strip():
-        raise _fail(
+        raise fail(
             "--force needs --reason TEXT: a forced promotion skips the gate, and its "
             "record must say why; nothing was promoted"
         )
-    gate = _gate_config(config, said=False)  # said once the gate runs, below
-    since_at = _parse_date(since, "--since")  # a bad option is refused before all else
-    settings = _settings()
+    gate = read_gate_config(config, said=False)  # said once the gate runs, below
+    since_at = parse_date(since, "--since")  # a bad option is refused before all else
+    settings = read_settings()
     # The gate reads the log's exploration (a forced promotion reads none).
-    _refuse_missing_models_dir(settings, "registry", *(() if force else ("log",)))
+    refuse_missing_models_dir(settings, "registry", *(() if force else ("log",)))
     # Before a decision killed earlier is finished below: nothing written on refusal.
     try:
         check_tracking_store(
@@ -211,7 +211,7 @@ def promote(
             runs_deleted=runs_deleted,
         )
     except (GateError, registry.RegistryError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     with contextlib.ExitStack() as alone:
         # One decision at a time, from these checks on: a promotion that waited for
         # another one to end reads the registry it left ("nothing to promote" below
@@ -223,7 +223,7 @@ def promote(
             # on: refused.
             say_finished(registry.finish_unfinished(settings))
         except registry.RegistryError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         done = (
             already_promoted(settings)
             if version is None and registry.registry_exists(settings)
@@ -232,18 +232,18 @@ def promote(
         if done is not None:
             console.print(
                 f"nothing to promote: version {done[0]}, the newest, is champion already "
-                f"(promoted {_minute(done[1])}); train a new challenger with `nextbest retrain`",
+                f"(promoted {minute(done[1])}); train a new challenger with `nextbest retrain`",
                 highlight=False,
             )
             return True
         if version is None:
             _note_challenger_unset(settings)
         judging = _judged(settings, version)
-        _say_gate_config(gate, config)
+        say_gate_config(gate, config)
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
             # moving the champion ends KILLED, saying whether it moved, not RUNNING.
-            with _interruptible_as_ctrl_c(), _working(_judging(judging)):
+            with interruptible_as_ctrl_c(), working(_judging(judging)):
                 evaluation = run_promote(
                     settings,
                     config=gate,
@@ -255,7 +255,7 @@ def promote(
                     judging=judging,
                 )
         except GateError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     say_finished(evaluation.finished)
     _print_evaluation(evaluation)
     if not evaluation.promoted:
@@ -286,13 +286,13 @@ def rollback(
     from nextbest.loop.gate import GateError
     from nextbest.loop.gate import rollback as run_rollback
 
-    settings = _settings()
-    _refuse_missing_models_dir(settings, "registry")
+    settings = read_settings()
+    refuse_missing_models_dir(settings, "registry")
     try:
-        with _interruptible_as_ctrl_c():  # see promote
+        with interruptible_as_ctrl_c():  # see promote
             done = run_rollback(settings, reason=reason, runs_deleted=runs_deleted)
     except GateError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     say_finished(done.finished)
     if done.finished is not None and done.finished.end.kind == "rollback":
         console.print(
@@ -303,9 +303,9 @@ def rollback(
         )
         return done.to_version
     for version, why in done.skipped:
-        _note(f"version {version}, an earlier champion, was passed over: {why}")
+        note(f"version {version}, an earlier champion, was passed over: {why}")
     for said in done.notes:
-        _note(said)
+        note(said)
     console.print(
         f"champion is version {done.to_version} again (was {done.from_version}); "
         f"servers pick it up on their next reload (recorded: MLflow run {done.run_id})",

@@ -13,12 +13,12 @@ from rich.table import Table
 
 from nextbest.cli.options import (
     SinceOpt,
-    _check_dir_to_write,
-    _parse_date,
-    _refuse_missing_models_dir,
-    _settings,
+    check_dir_to_write,
+    parse_date,
+    read_settings,
+    refuse_missing_models_dir,
 )
-from nextbest.cli.output import _fail, _steps, _working, console, stdout
+from nextbest.cli.output import console, fail, stdout, steps, working
 from nextbest.settings import without_password
 
 
@@ -40,17 +40,17 @@ def uplift_report(
     from nextbest.loop import report as report_cells
     from nextbest.loop.report import uplift_report as build
 
-    settings = _settings()
-    start = _parse_date(since, "--since")
+    settings = read_settings()
+    start = parse_date(since, "--since")
     if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
-        raise _fail(
+        raise fail(
             f"--since {since} is in the future: no request is logged that late (--since is "
             "when requests were logged, not the week a plan was asked for)"
         )
-    _check_dir_to_write(out, "--out")  # made once the report is written
-    _refuse_missing_models_dir(settings, "log")  # after the options: --out named first
+    check_dir_to_write(out, "--out")  # made once the report is written
+    refuse_missing_models_dir(settings, "log")  # after the options: --out named first
     try:
-        with _working("building the uplift report"):
+        with working("building the uplift report"):
             report = build(
                 settings,
                 out_dir=out,
@@ -59,7 +59,7 @@ def uplift_report(
                 min_per_arm=min_per_arm,
             )
     except InvalidRequestError as exc:
-        raise _fail(f"--{exc.field}: {exc.message}") from None
+        raise fail(f"--{exc.field}: {exc.message}") from None
     table = Table(title="served vs holdout")
     for column in (
         "dimension",
@@ -114,13 +114,13 @@ def feedback(
     interrupted) removes the file an earlier run left there, saying so.
     """
     if rejected is not None and rejected.suffix.lower() not in (".csv", ".parquet"):
-        raise _fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
+        raise fail(f"--rejected must end in .csv or .parquet, got '{rejected}'")
     if rejected is not None:
         # Before any event is stored: a place that cannot be written stops here. Made
         # as the file is written: a refused run leaves no directory behind.
-        _check_dir_to_write(rejected.parent, "--rejected")
+        check_dir_to_write(rejected.parent, "--rejected")
         if rejected.is_dir():
-            raise _fail(f"--rejected: {rejected} is a directory; name the file to write")
+            raise fail(f"--rejected: {rejected} is a directory; name the file to write")
     try:
         n_rejected = _store_events(file, rejected)
     except BaseException:
@@ -152,9 +152,9 @@ def _store_events(file: Path, rejected: Path | None) -> int:
     try:
         frame = read_events(file)
     except ContractError as exc:
-        raise _fail(str(exc)) from None
-    settings = _settings()
-    _refuse_missing_models_dir(
+        raise fail(str(exc)) from None
+    settings = read_settings()
+    refuse_missing_models_dir(
         settings,
         "log",
         writes_for_others="these events, opt-outs included, would be stored in a new "
@@ -185,7 +185,7 @@ def _store_events(file: Path, rejected: Path | None) -> int:
             f"[yellow]note:[/yellow] dismissal reason codes are not checked: {exc}",
             highlight=False,
         )
-    with _steps(len(frame)) as progress:
+    with steps(len(frame)) as progress:
         task = progress.add_task("storing events", total=len(frame))
         done = ingest_events(
             settings,
@@ -245,7 +245,7 @@ def _store_events(file: Path, rejected: Path | None) -> int:
             rejected.parent.mkdir(parents=True, exist_ok=True)
             write_table(bad, rejected)
         except OSError as exc:
-            raise _fail(f"--rejected: {exc}") from None
+            raise fail(f"--rejected: {exc}") from None
         stdout.print(
             f"wrote {len(rows):,} rejected row{'' if len(rows) == 1 else 's'} to {rejected}",
             highlight=False,

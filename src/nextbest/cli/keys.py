@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nextbest.cli.options import _path_error, _settings
-from nextbest.cli.output import _fail, _minute, _note, _width, console, stdout
+from nextbest.cli.options import path_error, read_settings
+from nextbest.cli.output import console, fail, minute, note, stdout, width
 from nextbest.settings import without_password
 
 KeysFileOpt = Annotated[
@@ -30,10 +30,10 @@ def _keys_file(path: Path | None) -> Path:
     key list read there was empty, and a removal said the key was unknown)."""
     from nextbest.settings import refuse_unusable_place
 
-    target = path if path is not None else _settings().resolved_api_keys_file
+    target = path if path is not None else read_settings().resolved_api_keys_file
     refuse_unusable_place(target)
     if target.is_dir():
-        raise _fail(f"the API key file {target} is a directory")
+        raise fail(f"the API key file {target} is a directory")
     return target
 
 
@@ -107,15 +107,15 @@ def keys_add(
     overlap = None
     if keep_old is not None:
         if not replace:
-            raise _fail(
+            raise fail(
                 "--keep-old keeps the old key of a rotation: give it with --replace "
                 f"(`nextbest keys add {name} --role {role} --replace --keep-old {keep_old}`)"
             )
         try:
             overlap = keep_old_duration(keep_old)
         except ValueError as exc:
-            raise _fail(f"--keep-old {exc}") from None
-    _settings()  # an invalid setting stops here, before the key is written
+            raise fail(f"--keep-old {exc}") from None
+    read_settings()  # an invalid setting stops here, before the key is written
     target = _keys_file(path)
     try:
         added = add_key(
@@ -130,7 +130,7 @@ def keys_add(
             given_as=KEY_OPTIONS,
         )
     except (ApiKeyError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     scope = f" for territory {territory_id}" if territory_id else ""
     scope += f", {purpose} requests only" if purpose else ""
     if channels:
@@ -159,13 +159,13 @@ def keys_add(
     if role == "rep" and territory_id:
         unchecked = _note_unserved_territories({territory_id: "this rep's requests are"})
         if unchecked is not None:  # the key is added all the same
-            _note(f"territory {territory_id} was not checked against the served model: {unchecked}")
+            note(f"territory {territory_id} was not checked against the served model: {unchecked}")
     if channels:
         spelt = tuple(dict.fromkeys(channel_spelling(c) for c in channels))
         unchecked = _note_unserved_channels(spelt)
         if unchecked is not None:
             said = ", ".join(spelt)
-            _note(f"channels {said} were not checked against the served model: {unchecked}")
+            note(f"channels {said} were not checked against the served model: {unchecked}")
     return added.key
 
 
@@ -181,7 +181,7 @@ def _served_model() -> tuple[Any, str] | str | None:
     from nextbest import registry
     from nextbest.storage.db import describe_database_error
 
-    settings = _settings()
+    settings = read_settings()
     store = without_password(settings.resolved_registry_uri)
     try:
         if not registry.registry_exists(settings):
@@ -193,7 +193,7 @@ def _served_model() -> tuple[Any, str] | str | None:
     except registry.RegistryError as exc:
         return str(exc)
     except OSError as exc:
-        said = _path_error(exc) if exc.filename is not None else str(exc)
+        said = path_error(exc) if exc.filename is not None else str(exc)
         return f"the MLflow store {store} cannot be used: {said}"
     except (MlflowException, SQLAlchemyError, sqlite3.Error) as exc:
         return f"the MLflow store {store} cannot be read: {describe_database_error(exc)}"
@@ -218,7 +218,7 @@ def _note_unserved_channels(bound: tuple[str, ...]) -> str | None:
             f"'{near}' for '{c}'" for c in missing if (near := near_channel(c, catalog)) is not None
         ]
         hint = f"; did you mean {', '.join(meant)}?" if meant else ""
-        _note(
+        note(
             f"the served model (version {version}) has no action on channel(s) "
             f"{', '.join(missing)} (its channels: {', '.join(sorted(catalog))}{hint}): "
             + (
@@ -246,7 +246,7 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
         territories_without_hcps,
     )
 
-    settings = _settings()
+    settings = read_settings()
     try:
         alignment = TerritoryAlignment.configured(settings)
     except TerritoriesError as exc:
@@ -271,7 +271,7 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
         # Territories are matched exactly: t001 for T001 locks the rep out too.
         alike = near_territories(territory_id, served)
         meant = f" (did you mean {' or '.join(alike)}? territories match exactly)" if alike else ""
-        _note(
+        note(
             f"the served model (version {version}) has no HCP{where} in territory "
             f"{territory_id}{meant}: {refused[territory_id]} refused until it does"
         )
@@ -306,7 +306,7 @@ def keys_list(
     try:
         store = KeyStore.load(path=target, env={})
     except ApiKeyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for warning in store.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     principals, retiring, now = store.principals, store.retiring, utc_now()
@@ -317,9 +317,9 @@ def keys_list(
         for p in principals:
             channels = ", ".join(p.channels) if p.channels is not None else ""
             until = retiring.get(p.name)
-            old = "" if until is None else "expired" if until <= now else _minute(until.isoformat())
+            old = "" if until is None else "expired" if until <= now else minute(until.isoformat())
             table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
-        Console(soft_wrap=True, width=_width(sys.stdout)).print(table)
+        Console(soft_wrap=True, width=width(sys.stdout)).print(table)
         reps: dict[str, list[str]] = {}
         for p in principals:
             if p.role == "rep" and p.territory_id:
@@ -332,7 +332,7 @@ def keys_list(
                 }
             )
             if unchecked is not None:
-                raise _fail(
+                raise fail(
                     "the territories of the rep keys were not checked against the served "
                     f"model: {unchecked}"
                 )
@@ -353,7 +353,7 @@ def keys_list(
         try:  # the file alone is valid; with the variable, as a server reads them?
             KeyStore.load(path=target)
         except ApiKeyError as exc:
-            raise _fail(f"a server would refuse these keys: {exc}") from None
+            raise fail(f"a server would refuse these keys: {exc}") from None
     return principals
 
 
@@ -366,12 +366,12 @@ def keys_remove(
     Running servers refuse them from their next request on."""
     from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
 
-    _settings()  # an invalid setting stops here, before the file is changed
+    read_settings()  # an invalid setting stops here, before the file is changed
 
     target = _keys_file(path)
     try:
         retiring = remove_key_from_file(target, name=name)
     except (ApiKeyError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     old = " with the old key a rotation kept" if retiring is not None else ""
     console.print(f"key '{name}' removed from {target}{old}")

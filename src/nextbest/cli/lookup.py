@@ -12,14 +12,14 @@ from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
     PurposeOpt,
-    _check_rules_file,
-    _model_asked,
-    _note_missing_log,
-    _parse_decision_date,
-    _refuse_missing_models_dir,
-    _settings,
+    check_rules_file,
+    model_asked,
+    note_missing_log,
+    parse_decision_date,
+    read_settings,
+    refuse_missing_models_dir,
 )
-from nextbest.cli.output import _fail, _note, _plural, _working, stdout
+from nextbest.cli.output import fail, note, plural, stdout, working
 from nextbest.settings import Settings, without_password
 
 
@@ -105,14 +105,14 @@ def lookup(
 
     asked = (recommendation_id is not None) + (hcp is not None) + maintenance + (rules is not None)
     if asked != 1:
-        raise _fail(
+        raise fail(
             "name a RECOMMENDATION_ID, --hcp HCP_ID, --maintenance or --rules FINGERPRINT "
             "(one of them)"
         )
     if with_models and hcp is None:
-        raise _fail("--models goes with --hcp HCP_ID: the versions that hold that HCP")
-    settings = _settings()
-    _refuse_missing_models_dir(
+        raise fail("--models goes with --hcp HCP_ID: the versions that hold that HCP")
+    settings = read_settings()
+    refuse_missing_models_dir(
         settings,
         "log",
         *(("registry",) if with_models else ()),
@@ -126,7 +126,7 @@ def lookup(
         sqlite_file = None
     no_log = sqlite_file is not None and not sqlite_file.exists()  # not made by a lookup
     if no_log and not with_models:
-        raise _fail(
+        raise fail(
             f"no recommendation log at {sqlite_file} (NEXTBEST_DATABASE_URL): nothing has "
             "been served with these settings"
         )
@@ -138,7 +138,7 @@ def lookup(
         with store_session(url) as session:
             kept = stored_rules(session, rules)
         if kept is None:
-            raise _fail(
+            raise fail(
                 f"no serving rules with fingerprint '{rules}' in {without_password(url)}: "
                 "answers logged before schema revision 0009 name rules whose text was not "
                 "kept, and rules given by a program rather than a file are never kept"
@@ -169,7 +169,7 @@ def lookup(
         if with_models:
             from nextbest.registry import versions_holding
 
-            with _working("reading each registered version"):
+            with working("reading each registered version"):
                 holding = versions_holding(settings, [hcp])
         return _print_hcp_log(
             hcp,
@@ -216,7 +216,7 @@ def lookup(
         elif event_of is not None:
             # Only an opt-out of several channels was kept in more rows than its own.
             kept_in = (
-                f" (and the {_plural(len(derived), 'row')} an opt-out of several channels "
+                f" (and the {plural(len(derived), 'row')} an opt-out of several channels "
                 f"was kept in, each 'from event {recommendation_id}')"
                 if derived
                 else ""
@@ -230,7 +230,7 @@ def lookup(
                 " (an answer erased or pruned is not there either, nor one served in the "
                 "last milliseconds before a server was killed: NEXTBEST_LOG_FLUSH_MS)"
             )
-        raise _fail(
+        raise fail(
             f"no recommendation '{recommendation_id}' in the recommendation log "
             f"{without_password(url)} (NEXTBEST_DATABASE_URL){hint}"
         )
@@ -249,7 +249,7 @@ def lookup(
         when += f" for {_iso(record.decided_for)}"
     stdout.print(f"recommendation {record.recommendation_id}: {when}", highlight=False)
     plan = f", rep plan of {record.rep_id}" if record.rep_id else ""
-    k_said = "" if record.k_requested is None else f"; {_plural(record.k_requested, 'item')} asked"
+    k_said = "" if record.k_requested is None else f"; {plural(record.k_requested, 'item')} asked"
     stdout.print(
         f"  HCP {record.hcp_id}; asked by {record.requester}{plan}; purpose {record.purpose}; "
         f"channel {record.channel_filter or 'any'}{k_said}",
@@ -322,10 +322,10 @@ def _channels_read(
         version = registry.alias_version(settings, alias)
         if version is None:
             return events, None
-        with _working("reading the served model's catalog"):
+        with working("reading the served model's catalog"):
             model = registry.load_version(settings, version, alias=alias)
     except registry.RegistryError as exc:
-        _note(
+        note(
             "consent events stored while no model was served are shown not yet read against a "
             f"catalog: the served model cannot be read ({exc})"
         )
@@ -410,14 +410,14 @@ def explain(
     from nextbest.service.serving import recommend_one
     from nextbest.storage.db import history_session
 
-    asked_for = _parse_decision_date(on, DECISION_DATE)  # a bad option before the model loads
-    settings = _settings()
-    rules = _check_rules_file(settings)
-    _refuse_missing_models_dir(settings, "registry")
+    asked_for = parse_decision_date(on, DECISION_DATE)  # a bad option before the model loads
+    settings = read_settings()
+    rules = check_rules_file(settings)
+    refuse_missing_models_dir(settings, "registry")
     try:
-        model, version = _model_asked(settings, model_name)
+        model, version = model_asked(settings, model_name)
     except registry.RegistryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     # The ranking itself: no exploration draw (a served answer's first item is
     # sometimes a random pick; the holdout, drawn per HCP and period, stays).
     greedy = settings.model_copy(update={"exploration": "epsilon_greedy", "epsilon": 0.0})
@@ -440,16 +440,16 @@ def explain(
                 explain_exclusions=True,
             )
     except InvalidRequestError as exc:  # a request's field here is an option
-        raise _fail(f"--{exc.field}: {exc.message}") from None
+        raise fail(f"--{exc.field}: {exc.message}") from None
     except NotFoundError as exc:  # the model asked for, not the served one, lacks it
         if model_name is not None:
             exc = NotFoundError(
                 exc.kind, exc.identifier, known_to=f"model version {version} (--model {model_name})"
             )
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except NextbestError as exc:
-        raise _fail(str(exc)) from None
-    _note_missing_log(settings)
+        raise fail(str(exc)) from None
+    note_missing_log(settings)
     answer = {
         "hcp_id": rec.hcp_id,
         "decided_for": now.isoformat(),
@@ -538,7 +538,7 @@ def _print_runs(runs: list[Any], total: int, store: str, *, as_json: bool) -> di
         )
     for run in runs:
         asked = f", {run.arguments}" if run.arguments else ""
-        asked += f", {_plural(run.hcps, 'HCP')}" if run.hcps is not None else ""
+        asked += f", {plural(run.hcps, 'HCP')}" if run.hcps is not None else ""
         ended = f" {_iso(run.ended_at)}" if run.ended_at is not None else ""
         stdout.print(
             f"  {_iso(run.started_at)} {run.command} by {run.requester}{asked}: "
@@ -547,9 +547,9 @@ def _print_runs(runs: list[Any], total: int, store: str, *, as_json: bool) -> di
         )
         what = f"what was older than {_iso(run.cutoff)}: " if run.cutoff is not None else ""
         stdout.print(
-            f"    {what}deleted {_plural(run.deleted.recommendations, 'recommendation')}, "
-            f"{_plural(run.deleted.recommendation_items, 'recommendation item')} and "
-            f"{_plural(run.deleted.feedback_events, 'feedback event')} (run {run.run_id})",
+            f"    {what}deleted {plural(run.deleted.recommendations, 'recommendation')}, "
+            f"{plural(run.deleted.recommendation_items, 'recommendation item')} and "
+            f"{plural(run.deleted.feedback_events, 'feedback event')} (run {run.run_id})",
             highlight=False,
         )
         if run.outcome == "interrupted":
@@ -614,7 +614,7 @@ def _print_hcp_log(
         return f"{n:,} of {total:,} shown, newest first{more}"
 
     stdout.print(
-        f"HCP {hcp}: {_plural(totals[0], 'logged answer')} ({shown(len(answers), totals[0])})",
+        f"HCP {hcp}: {plural(totals[0], 'logged answer')} ({shown(len(answers), totals[0])})",
         highlight=False,
     )
     prune = None
@@ -660,7 +660,7 @@ def _print_hcp_log(
             highlight=False,
         )
     stdout.print(
-        f"  feedback: {_plural(totals[1], 'event')} ({shown(len(events), totals[1])})",
+        f"  feedback: {plural(totals[1], 'event')} ({shown(len(events), totals[1])})",
         highlight=False,
     )
     _say_read_against(read_against)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 
-from nextbest.cli.output import _fail, _note, console
+from nextbest.cli.output import console, fail, note
 from nextbest.settings import (
     Settings,
     get_settings,
@@ -72,7 +72,7 @@ DaskOpt = Annotated[
 ]
 
 
-def _stores() -> str:
+def stores() -> str:
     """The stores a command may have opened, named by their settings."""
     try:
         settings = get_settings()
@@ -87,7 +87,7 @@ def _stores() -> str:
     return said
 
 
-def _path_error(exc: OSError) -> str:
+def path_error(exc: OSError) -> str:
     """``exc`` as one line naming its path, and the setting that names it, if one does."""
     what = exc.strerror or type(exc).__name__
     if isinstance(exc, FileExistsError) and Path(str(exc.filename)).is_file():
@@ -112,7 +112,7 @@ def _path_error(exc: OSError) -> str:
     return said
 
 
-def _check_dir_to_write(directory: Path, option: str) -> None:
+def check_dir_to_write(directory: Path, option: str) -> None:
     """Stop (exit 2, naming ``option`` and the path) unless files can be written in
     ``directory``, or it can be made where it is: checked without making it, so that
     a run refused later (a store that does not exist) leaves no empty directory
@@ -126,7 +126,7 @@ def _check_dir_to_write(directory: Path, option: str) -> None:
     elif not os.access(place, os.W_OK | os.X_OK):
         code = errno.EACCES
     if code is not None:
-        raise _fail(f"{option}: {_path_error(OSError(code, os.strerror(code), str(place)))}")
+        raise fail(f"{option}: {path_error(OSError(code, os.strerror(code), str(place)))}")
 
 
 def _metrics_dir_error(setting: str) -> str | None:
@@ -148,11 +148,11 @@ Store = Literal["registry", "log"]
 STORE_NAMES: dict[Store, str] = {"registry": "model registry", "log": "recommendation log"}
 
 
-def _settings() -> Settings:
+def read_settings() -> Settings:
     """The ``NEXTBEST_*`` settings; an invalid one stops the command, naming the variable."""
     from pydantic import ValidationError
 
-    global _UNKNOWN_SAID
+    global UNKNOWN_SAID
     try:
         settings = get_settings()
     except ValidationError as exc:
@@ -162,15 +162,15 @@ def _settings() -> Settings:
             f"{_bound_hint(error)}"
             for error in exc.errors()
         )
-        raise _fail(f"invalid setting: {problems}") from None
-    if not _UNKNOWN_SAID:
-        _UNKNOWN_SAID = True
+        raise fail(f"invalid setting: {problems}") from None
+    if not UNKNOWN_SAID:
+        UNKNOWN_SAID = True
         for said in unknown_environment_settings():
             console.print(f"[yellow]warning:[/yellow] {said}", highlight=False)
     return settings
 
 
-def _refuse_missing_models_dir(
+def refuse_missing_models_dir(
     settings: Settings,
     *reads: Store,
     writes_for_others: str | None = None,
@@ -189,13 +189,13 @@ def _refuse_missing_models_dir(
 
     A command that reads or writes the log is stopped as well when
     ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
-    :func:`_refuse_missing_log_file`), unless it also answers before anything was
+    :func:`refuse_missing_log_file`), unless it also answers before anything was
     served (``log_optional``: ``lookup --hcp ID --models``); and one that writes for
     others, or whose answer is what the log holds (``answers_from_log``: ``lookup``,
     ``prune``), when the setting is unset and the models directory
     holds no log yet (:func:`_refuse_missing_default_log_file`)."""
     if "log" in reads and not log_optional:
-        _refuse_missing_log_file(settings, writes_for_others=writes_for_others)
+        refuse_missing_log_file(settings, writes_for_others=writes_for_others)
     models = settings.resolved_models_dir
     kept_there = {
         "registry": settings.registry_uri is None and settings.tracking_uri is None,
@@ -216,24 +216,24 @@ def _refuse_missing_models_dir(
         "working directory"
     )
     if writes_for_others is not None:
-        raise _fail(
+        raise fail(
             f"the models directory {models} does not exist ({given}): {writes_for_others}; "
             "check the setting's spelling, or make its stores first with `nextbest db upgrade`"
         )
-    raise _fail(
+    raise fail(
         f"the models directory {models} does not exist ({given}): this command works on "
         f"the {' and '.join(there)} kept there and makes none; check the setting's "
         "spelling, or make one with `make demo` or `nextbest train --data DIR`"
     )
 
 
-def _refuse_missing_log_file(settings: Settings, *, writes_for_others: str | None = None) -> None:
+def refuse_missing_log_file(settings: Settings, *, writes_for_others: str | None = None) -> None:
     """Stop (exit 2) when ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not
     exist: a server or ``nextbest db upgrade`` makes it, so most likely the setting is
     mistyped, and connecting would make the file (and its directory) and answer from
     an empty log (an uplift report of nothing, no contacts for caps), or write where
     no server reads. ``writes_for_others``: what a command that writes the log would
-    leave there (as for :func:`_refuse_missing_models_dir`)."""
+    leave there (as for :func:`refuse_missing_models_dir`)."""
     if not settings.database_url:  # kept in the models directory: checked there
         return
     missing = _missing_log_file(settings)
@@ -242,11 +242,11 @@ def _refuse_missing_log_file(settings: Settings, *, writes_for_others: str | Non
     url = without_password(settings.database_url)
     given = f"no recommendation log at {missing} (NEXTBEST_DATABASE_URL is {url})"
     if writes_for_others is not None:
-        raise _fail(
+        raise fail(
             f"{given}: {writes_for_others}; check its spelling, or make the database with "
             "`nextbest db upgrade`"
         )
-    raise _fail(
+    raise fail(
         f"{given}: this command reads the log kept there and makes none, and nothing has "
         "been served or stored with this setting; check its spelling, or make the database "
         "with `nextbest db upgrade`"
@@ -270,12 +270,12 @@ def _refuse_missing_default_log_file(settings: Settings, writes_for_others: str 
         "the models directory)"
     )
     if writes_for_others is not None:
-        raise _fail(
+        raise fail(
             f"{given}: {writes_for_others}; if the servers use another database "
             "(PostgreSQL), set NEXTBEST_DATABASE_URL as they have it; before anything is "
             "served from this directory, make the log with `nextbest db upgrade`"
         )
-    raise _fail(
+    raise fail(
         f"{given}: this command reads the log kept there and makes none, and nothing has "
         "been served or stored with this directory; if the servers use another database "
         "(PostgreSQL), set NEXTBEST_DATABASE_URL as they have it"
@@ -294,7 +294,7 @@ def _missing_log_file(settings: Settings) -> Path | None:
         return None
 
 
-def _note_missing_log(settings: Settings) -> None:
+def note_missing_log(settings: Settings) -> None:
     """For a command that reads the contact history and writes no log (``explain``,
     ``picks`` without ``--log``; see :func:`~nextbest.storage.db.history_session`):
     say that the log's SQLite file does not exist, so it was read as empty (and not
@@ -308,14 +308,14 @@ def _note_missing_log(settings: Settings) -> None:
         if settings.database_url
         else "NEXTBEST_DATABASE_URL is not set: kept in the models directory"
     )
-    _note(
+    note(
         f"no recommendation log at {missing} ({given}): read as empty and not made, so "
         "caps, cool-downs and dismissals counted no contacts; as it should be before "
         "anything is served, else check the setting's spelling"
     )
 
 
-_UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process
+UNKNOWN_SAID = False  # misspelt NEXTBEST_* variables are warned of once per process
 
 
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
@@ -346,7 +346,7 @@ def _shown_input(value: Any) -> Any:
     return without_password(value) if isinstance(value, str) else value
 
 
-def _parse_date(value: str | None, option: str) -> datetime | None:
+def parse_date(value: str | None, option: str) -> datetime | None:
     from nextbest.service.recommend import EARLIEST_DECISION, LATEST_DECISION, check_decision_date
 
     if value is None:
@@ -354,49 +354,49 @@ def _parse_date(value: str | None, option: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(
+        raise fail(
             f"{option} '{value}' is not a date (use YYYY-MM-DD, or an ISO 8601 time)"
         ) from None
     try:
         return cast(datetime, check_decision_date(when))
     except ValueError:
-        raise _fail(
+        raise fail(
             f"{option} '{value}' is not a decision date: use one from {EARLIEST_DECISION} "
             f"to {LATEST_DECISION}"
         ) from None
 
 
-def _parse_decision_date(value: str | None, option: str) -> datetime | date | None:
+def parse_decision_date(value: str | None, option: str) -> datetime | date | None:
     """``--as-of`` / ``--date`` of a decision, as a request's ``date`` is read: a day
     alone (``2026-12-05``) is that day, which :func:`decision_time` takes as its start,
     or as now when it is today (contacts made earlier today count); a time is that time."""
-    when = _parse_date(value, option)
+    when = parse_date(value, option)
     if when is not None and value is not None and len(value.strip()) == 10:
         return when.date()
     return when
 
 
-def _data_dir(data: Path) -> Path:
+def data_dir(data: Path) -> Path:
     """``--data``, once it is a directory: a path that is none (a typo, a table's file
     given) is a path error naming it, as other paths are, not a break of the data
     contract."""
     if data.is_dir():
         return data
     code = errno.ENOTDIR if data.exists() else errno.ENOENT
-    raise _fail(f"--data: {_path_error(OSError(code, os.strerror(code), str(data)))}")
+    raise fail(f"--data: {path_error(OSError(code, os.strerror(code), str(data)))}")
 
 
-def _load(data: Path) -> Any:
+def load_data(data: Path) -> Any:
     from nextbest.contract import ContractError, load_dataset
 
-    _data_dir(data)
+    data_dir(data)
     try:
         return load_dataset(data)
     except ContractError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
-def _dask_given_as(context: typer.Context) -> str:
+def dask_given_as(context: typer.Context) -> str:
     """How the scheduler was asked for, as its errors name it: ``--dask``, or
     NEXTBEST_DASK_SCHEDULER when the value came from there."""
     source = context.get_parameter_source("dask")
@@ -404,7 +404,7 @@ def _dask_given_as(context: typer.Context) -> str:
 
 
 @contextmanager
-def _cluster(
+def dask_cluster(
     scheduler: str | None, first: Callable[[], Any], *, given_as: str = "--dask"
 ) -> Iterator[tuple[Any, Any]]:
     """What ``first()`` returns (reading the data) and a Dask client for ``--dask``
@@ -421,7 +421,7 @@ def _cluster(
         import dask.dataframe  # noqa: F401
         import distributed  # noqa: F401
     except ImportError as exc:
-        raise _fail(
+        raise fail(
             f"{given_as}: training on a Dask cluster needs {exc.name or 'distributed'}, "
             "not installed here: pip install 'dask[dataframe,distributed]'"
         ) from None
@@ -437,12 +437,12 @@ def _cluster(
         with connect(scheduler) as client:
             yield (ready if scheduler == LOCAL else first()), client
     except ClusterUnavailableError as exc:
-        raise _fail(f"{given_as}: {exc}") from None
+        raise fail(f"{given_as}: {exc}") from None
     except Exception as exc:
         said = cluster_failure(exc)
         if said is None:
             raise
-        raise _fail(f"{given_as}: {said}") from None
+        raise fail(f"{given_as}: {said}") from None
 
 
 TrainConfigOpt = Annotated[
@@ -464,10 +464,10 @@ def _config(
     try:
         return load(path if path is not None else (fallback if fallback.exists() else None))
     except error as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
-def _train_config(path: Path | None) -> Any:
+def read_train_config(path: Path | None) -> Any:
     """The training config ``--config`` names (else training/train.yaml, else the
     defaults), saying which and where its levers came from."""
     from nextbest.learning.config import load_train_config
@@ -480,14 +480,14 @@ def _train_config(path: Path | None) -> Any:
     return config
 
 
-def _check_rules_file(settings: Settings) -> ServingRules:
+def check_rules_file(settings: Settings) -> ServingRules:
     """Read the serving rules before any work: an invalid or missing named file stops."""
     from nextbest.policy.rules import RulesError, ServingRules
 
     try:
         return ServingRules.configured(settings)
     except RulesError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 GATE_CONFIG = "training/gate.yaml"
@@ -532,20 +532,20 @@ ChallengerVersionOpt = Annotated[
 ]
 
 
-def _gate_config(path: Path | None, *, said: bool = True) -> Any:
+def read_gate_config(path: Path | None, *, said: bool = True) -> Any:
     """The gate config ``--config`` / ``--gate`` names (else training/gate.yaml, else
-    the defaults), saying which (:func:`_say_gate_config`) unless not ``said``:
+    the defaults), saying which (:func:`say_gate_config`) unless not ``said``:
     evaluate and promote say it once the gate runs, not before a refusal found first."""
     from nextbest.loop.gate import GateError, load_gate_config
 
     config = _config(load_gate_config, path, GATE_CONFIG, GateError)
     if said:
-        _say_gate_config(config, path)
+        say_gate_config(config, path)
     return config
 
 
-def _say_gate_config(config: Any, path: Path | None) -> None:
-    """Which gate config ``config`` was read from (``path``, as :func:`_gate_config`
+def say_gate_config(config: Any, path: Path | None) -> None:
+    """Which gate config ``config`` was read from (``path``, as :func:`read_gate_config`
     took it): retrain and evaluate must agree on its share."""
     source = path or (Path(GATE_CONFIG) if Path(GATE_CONFIG).exists() else None)
     console.print(
@@ -555,7 +555,7 @@ def _say_gate_config(config: Any, path: Path | None) -> None:
     )
 
 
-def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
+def model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     """The model ``explain --model`` names: a version number, an alias, or (None)
     the served alias; a version the registry does not hold is named with those it does."""
     from nextbest import registry
@@ -566,11 +566,11 @@ def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
         alias = name.strip()
         if registry.alias_version(settings, alias) is None:
             if not registry.registry_exists(settings) or alias == settings.serve_alias:
-                raise _fail(
+                raise fail(
                     f"--model {name}: model '{settings.model_name}' has no version with "
                     f"alias '{alias}' yet; train one with `nextbest train --data DIR`"
                 )
-            raise _fail(  # a name that is none of the aliases set
+            raise fail(  # a name that is none of the aliases set
                 f"--model {name}: model '{settings.model_name}' has no alias '{alias}' "
                 "(`nextbest models` lists the versions and their aliases)"
             )
@@ -585,9 +585,9 @@ def _model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     except registry.TrainingRunsMissingError as exc:
         known = [v.version for v in exc.versions]  # the registry's, read all the same
     except registry.RegistryError as exc:
-        raise _fail(f"--model {name}: {exc}") from None
+        raise fail(f"--model {name}: {exc}") from None
     if asked not in known:
-        raise _fail(
+        raise fail(
             f"--model {name}: model '{settings.model_name}' has no version {asked} "
             f"(its versions: {', '.join(known) or 'none yet'}; `nextbest models` lists them)"
         )

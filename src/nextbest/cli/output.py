@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.registry import ModelVersionInfo, VersionSummary
 
 
-def _width(stream: Any) -> int | None:
+def width(stream: Any) -> int | None:
     """The terminal's width on a terminal (None: Rich finds it) or as COLUMNS says;
     elsewhere (a log file, a pipe) wide enough that a table's cells stay whole:
     at Rich's 80 columns an interval split as '1.9821 [1.8178,' / '2.1464]'."""
@@ -44,11 +44,11 @@ def _width(stream: Any) -> int | None:
 # Progress, notes and errors go to stderr; a command's result (validate's report,
 # models, what simulate, erase, feedback and picks did) to stdout, so
 # `nextbest validate --data D > report.txt` keeps it.
-console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
-stdout = Console(soft_wrap=True, width=_width(sys.stdout))
+console = Console(stderr=True, soft_wrap=True, width=width(sys.stderr))
+stdout = Console(soft_wrap=True, width=width(sys.stdout))
 
 
-class _Notes(logging.Handler):
+class Notes(logging.Handler):
     """What the package logs as a warning, said on the console as a command's own note
     (an error as an error); other libraries' warnings as they are. Without it Python
     printed them bare, and a command that also said so printed it twice. ``nextbest
@@ -70,7 +70,7 @@ class _Notes(logging.Handler):
             console.print(f"[yellow]note:[/yellow] {said}", highlight=False)
 
 
-def _fail(message: str) -> typer.Exit:
+def fail(message: str) -> typer.Exit:
     from rich.markup import escape
 
     # Messages quote files and ids ('[bold]', 'Cardio[/]'): text, never markup.
@@ -78,7 +78,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _note(text: str, *, out: Console | None = None, indent: str = "") -> None:
+def note(text: str, *, out: Console | None = None, indent: str = "") -> None:
     """Say ``text`` as a note on ``out`` (None: :data:`console`, as it is when the note
     is said); what it quotes from files and ids is not read as markup."""
     from rich.markup import escape
@@ -93,7 +93,7 @@ HEARTBEAT_S = 60.0
 
 
 @contextmanager
-def _working(what: str) -> Iterator[None]:
+def working(what: str) -> Iterator[None]:
     """A spinner saying ``what`` on a terminal; elsewhere (a cron job's log, CI) a
     line when the work starts and one when it is done, as :class:`_Steps` says its
     steps: a spinner is not drawn there, and a long evaluation showed nothing.
@@ -186,11 +186,11 @@ class _Steps(Progress):
         self._say(task_id)
 
 
-def _steps(total: int) -> Progress:
+def steps(total: int) -> Progress:
     return _Steps()
 
 
-def _stage_steps(
+def stage_steps(
     progress: Progress, first: str, total: int
 ) -> tuple[Callable[[str], None], Callable[[], None]]:
     """What moves a task of ``total`` steps starting at stage ``first`` as training
@@ -212,16 +212,16 @@ def _stage_steps(
     return step, done
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def _minute(iso: str) -> str:
+def minute(iso: str) -> str:
     """'2026-12-01T10:44:51.71+00:00' -> '2026-12-01 10:44 UTC' (as the tags store it)."""
     return iso[:16].replace("T", " ") + " UTC"
 
 
-def _versions_said(versions: list[str]) -> str:
+def versions_said(versions: list[str]) -> str:
     """``version 1 was``, ``versions 1 and 2 were``: the versions (each a string)."""
     listed = (
         versions[0] if len(versions) == 1 else ", ".join(versions[:-1]) + " and " + versions[-1]
@@ -231,7 +231,7 @@ def _versions_said(versions: list[str]) -> str:
     )
 
 
-def _on_a_terminal() -> bool:
+def on_a_terminal() -> bool:
     """Whether someone can answer a question here (stdin is a terminal)."""
     try:
         return sys.stdin.isatty()
@@ -239,7 +239,7 @@ def _on_a_terminal() -> bool:
         return False
 
 
-def _confirmed(question: str) -> bool:
+def confirmed(question: str) -> bool:
     """The answer to ``question`` on the terminal. No answer (the input ended, Ctrl-C
     or Ctrl-D at the prompt) is a no: the prompt's abort exited 1, which ``erase``
     uses for "erased, but the versions that hold the HCPs are not all known"."""

@@ -17,18 +17,18 @@ from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
     PurposeOpt,
-    _check_dir_to_write,
-    _check_rules_file,
-    _data_dir,
-    _note_missing_log,
-    _parse_decision_date,
-    _path_error,
-    _refuse_missing_log_file,
-    _refuse_missing_models_dir,
-    _settings,
+    check_dir_to_write,
+    check_rules_file,
+    data_dir,
+    note_missing_log,
+    parse_decision_date,
+    path_error,
+    read_settings,
+    refuse_missing_log_file,
+    refuse_missing_models_dir,
 )
-from nextbest.cli.output import _fail, _note, _plural, _steps, console, stdout, unknown_ids
-from nextbest.cli.process import _ignore_signals_from_now_on, _interruptible_as_ctrl_c
+from nextbest.cli.output import console, fail, note, plural, stdout, steps, unknown_ids
+from nextbest.cli.process import ignore_signals_from_now_on, interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
 
 
@@ -102,21 +102,21 @@ def picks(
     )
 
     if (data is None) == (hcps is None):
-        raise _fail("give --data DIR (every HCP of its hcps file) or --hcps FILE (a send list)")
+        raise fail("give --data DIR (every HCP of its hcps file) or --hcps FILE (a send list)")
     if out.suffix.lower() not in (".csv", ".parquet"):
-        raise _fail(f"--out must end in .csv or .parquet, got '{out.name}'")
+        raise fail(f"--out must end in .csv or .parquet, got '{out.name}'")
     if out.is_dir():
-        raise _fail(f"--out: {out} is a directory; name the file to write")
+        raise fail(f"--out: {out} is a directory; name the file to write")
     # Before any scoring: an unwritable place must not cost the whole run. Made
     # once the stores are checked: a refused run leaves no directory behind.
-    _check_dir_to_write(out.parent, "--out")
-    on = _parse_decision_date(as_of, DECISION_DATE)
-    settings = _settings()
+    check_dir_to_write(out.parent, "--out")
+    on = parse_decision_date(as_of, DECISION_DATE)
+    settings = read_settings()
     if new_holdout_rate and not log:
-        raise _fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
-    _refuse_missing_models_dir(settings, "registry")
+        raise fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
+    refuse_missing_models_dir(settings, "registry")
     if log:  # before reading the data: a refused run costs nothing
-        _refuse_missing_log_file(
+        refuse_missing_log_file(
             settings,
             writes_for_others="these answers would be logged as served in a new "
             "recommendation log there that no server, uplift report or retrain reads",
@@ -125,7 +125,7 @@ def picks(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # made meanwhile where a directory of --out is to be
-        raise _fail(f"--out: {_path_error(exc)}") from None
+        raise fail(f"--out: {path_error(exc)}") from None
     # Held until the command ends, before a note on earlier sends is said: a run
     # started while another writes the same file would see none of its answers.
     ctx.with_resource(_writing_alone(out))
@@ -134,14 +134,14 @@ def picks(
     given: tuple[Any, Any] | None = None
     if data is not None:
         try:
-            given = load_hcps_and_catalog(_data_dir(data))
+            given = load_hcps_and_catalog(data_dir(data))
         except ContractError as exc:
-            raise _fail(str(exc)) from None
-    rules = _check_rules_file(settings)
+            raise fail(str(exc)) from None
+    rules = check_rules_file(settings)
     try:
         model, version = registry.load_alias(settings)
     except registry.RegistryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     # The files' consent, specialties and approval windows apply, not only the model's.
     if given is not None:
         given_hcps, given_catalog = given
@@ -150,18 +150,18 @@ def picks(
         try:
             given_hcps, given_catalog = load_send_list(hcps, catalog=model.catalog), None
         except ContractError as exc:
-            raise _fail(f"--hcps: {exc}") from None
+            raise fail(f"--hcps: {exc}") from None
     try:
         check_picks(model, k=k, channel=channel, purpose=purpose, on=on, check_on=True)
     except InvalidRequestError as exc:
-        raise _fail(f"--{exc.field}: {exc.message}") from None
+        raise fail(f"--{exc.field}: {exc.message}") from None
     # Rules for channels the catalog lacks are noted when the rules are applied (the
-    # package's warnings are the command's notes, see _Notes).
+    # package's warnings are the command's notes, see Notes).
     hcp_ids = list(given_hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     if unknown:
         one = len(unknown) == 1
-        _note(
+        note(
             f"{len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
             f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks: "
             f"{unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
@@ -179,13 +179,13 @@ def picks(
             *consent_notes(given_hcps, given_catalog),
             *catalog_notes(model, version, catalog=given_catalog),
         ]
-    for note in noted:
-        _note(note)
+    for said in noted:
+        note(said)
     if log:
         _note_logged_for_day(settings, [h for h in hcp_ids if h not in unknown], on=on)
     with (
-        _steps(len(hcp_ids)) as progress,  # the HCPs scored: the unknown are skipped
-        _interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
+        steps(len(hcp_ids)) as progress,  # the HCPs scored: the unknown are skipped
+        interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
     ):
         task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))
 
@@ -202,13 +202,13 @@ def picks(
             try:
                 write_table(frame, partial)
             except OSError as exc:
-                raise _fail(f"--out: {exc}") from None
+                raise fail(f"--out: {exc}") from None
 
         def publish() -> None:
             """Give the logged file its name; from then on the run is done, and a
             late Ctrl-C or SIGTERM (held until now) must not make it look failed."""
             _replace_keeping_mode(partial, out)
-            _ignore_signals_from_now_on()
+            ignore_signals_from_now_on()
 
         try:
             # Serving rules and live contact history apply, as for the API.
@@ -248,25 +248,25 @@ def picks(
                     rules=rules,
                 )
         except RulesError as exc:  # strict rules that do not fit this version's catalog
-            raise _fail(
+            raise fail(
                 f"model '{settings.model_name}' version {version} (alias "
                 f"'{settings.serve_alias}'): {exc}"
             ) from None
         except NextbestError as exc:  # --log names the served version itself
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     if logged is None:
         # Written beside --out and renamed once complete: a write that fails (a full
         # disk, a quota, Ctrl-C) leaves an earlier file of that name as it was, not
         # cut short where a send system would take it for the whole list. A
         # scheduler's SIGTERM during the write removes the partial file too.
-        with _interruptible_as_ctrl_c():
+        with interruptible_as_ctrl_c():
             try:
                 write_table(frame, partial)
                 publish()
             except BaseException as exc:
                 partial.unlink(missing_ok=True)
                 if isinstance(exc, OSError):
-                    raise _fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+                    raise fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
                 raise
     fingerprint = rules.fingerprint
     if logged is not None:
@@ -275,8 +275,8 @@ def picks(
     # What was written and logged on stdout (--out is required: the picks never are),
     # with the rules applied: a file is not logged, and an audit asks which rules made it.
     stdout.print(
-        f"wrote {_plural(len(frame), 'pick')} for {frame['hcp_id'].nunique():,} of "
-        f"{_plural(len(hcp_ids), 'HCP')} "
+        f"wrote {plural(len(frame), 'pick')} for {frame['hcp_id'].nunique():,} of "
+        f"{plural(len(hcp_ids), 'HCP')} "
         f"to {out} (model version {version}, rules {fingerprint} of "
         f"{Path(rules.source).name})",
         highlight=False,
@@ -290,12 +290,12 @@ def picks(
         )
         if logged.erased:
             console.print(
-                f"[yellow]note:[/yellow] {_plural(len(logged.erased), 'HCP')} erased while "
+                f"[yellow]note:[/yellow] {plural(len(logged.erased), 'HCP')} erased while "
                 "the picks were made: left out of the file and the log",
                 highlight=False,
             )
     else:
-        _note_missing_log(settings)  # read as an empty contact history, not made
+        note_missing_log(settings)  # read as an empty contact history, not made
         console.print(
             "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
             "use --log for a file that will be sent[/dim]"
@@ -350,11 +350,11 @@ def _writing_alone(out: Path) -> Iterator[None]:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _fail(f"--out: {_path_error(exc)}") from None
+            raise fail(f"--out: {path_error(exc)}") from None
         if not try_flock(fd):
             holder = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
-            raise _fail(
+            raise fail(
                 f"--out: another `nextbest picks` run "
                 f"{f'(process {holder}) ' if holder.isdigit() else ''}is writing {out} "
                 f"(it holds {lock}): of two runs writing one file only the later's is "
@@ -410,9 +410,9 @@ def _check_holdout_rate(settings: Settings, *, changed: bool = False) -> None:
         with store_session(url) as session:
             logged = latest_holdout_rate(session)
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
-        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+        raise fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
-        raise _fail(
+        raise fail(
             f"cannot reach the database {without_password(url)} (NEXTBEST_DATABASE_URL): "
             f"{describe_database_error(exc)}"
         ) from None
@@ -424,7 +424,7 @@ def _check_holdout_rate(settings: Settings, *, changed: bool = False) -> None:
             highlight=False,
         )
     elif logged is not None and not same_holdout_rate(rate, logged):
-        raise _fail(
+        raise fail(
             f"the holdout rate here is {rate:g} (NEXTBEST_HOLDOUT_RATE) but the newest "
             f"answers logged in {without_password(url)} were served with holdout rate "
             f"{logged:g}: this run would hold out other HCPs than the server does (sending "

@@ -12,20 +12,20 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from nextbest.cli.options import (
-    _check_rules_file,
-    _parse_date,
-    _refuse_missing_models_dir,
-    _settings,
+    check_rules_file,
+    parse_date,
+    read_settings,
+    refuse_missing_models_dir,
 )
 from nextbest.cli.output import (
-    _confirmed,
-    _fail,
-    _note,
-    _on_a_terminal,
-    _plural,
-    _steps,
+    confirmed,
     console,
+    fail,
+    note,
+    on_a_terminal,
+    plural,
     stdout,
+    steps,
     unknown_ids,
 )
 from nextbest.settings import Settings, without_password
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.storage.repository import RowCounts
 
 
-def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
+def print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
     """What an erasure or a prune left of the deleted rows, and where: on SQLite a
     write-ahead log a server kept from being emptied (``rerun``: what to run again
     then), on PostgreSQL what VACUUM did."""
@@ -42,7 +42,7 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
 
     if cleanup.backend != "postgresql":
         if not cleanup.log_emptied:
-            _note(
+            note(
                 "the database's write-ahead log could not be emptied "
                 f"({store}-wal: a server was reading): the deleted rows stay readable in that "
                 "file until every server using the database stops or the log is next "
@@ -84,8 +84,8 @@ def _print_cleanup(cleanup: Any, store: str, *, rerun: str = "") -> None:
             if n
         ),
     ]
-    for note in notes:
-        _note(note)
+    for said in notes:
+        note(said)
 
 
 def erase(
@@ -135,18 +135,18 @@ def erase(
     )
     from nextbest.service.erasure import erase as run_erase
 
-    settings = _settings()
+    settings = read_settings()
     given = list(hcp_ids or [])
     for file in files or []:
         try:
             given += read_ids(file)
         except ContractError as exc:
-            raise _fail(f"--file {file}: {exc}") from None
+            raise fail(f"--file {file}: {exc}") from None
     try:
         ids = check_ids(given)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    _refuse_missing_models_dir(
+        raise fail(str(exc)) from None
+    refuse_missing_models_dir(
         settings,
         "log",
         writes_for_others="the suppressions would be recorded in a new recommendation log "
@@ -156,7 +156,7 @@ def erase(
     store = without_password(settings.resolved_database_url)
     rows, erased, named = rows_naming(settings, ids)
     stdout.print(
-        f"{_plural(len(ids), 'HCP')} to erase; rows naming them in {store}:", highlight=False
+        f"{plural(len(ids), 'HCP')} to erase; rows naming them in {store}:", highlight=False
     )
     for table, n in (
         ("recommendations", rows.recommendations),
@@ -179,24 +179,24 @@ def erase(
         )
     else:
         if not yes:
-            if not _on_a_terminal():
-                raise _fail("not on a terminal: pass --yes to erase (nothing was erased)")
-            if not _confirmed(
+            if not on_a_terminal():
+                raise fail("not on a terminal: pass --yes to erase (nothing was erased)")
+            if not confirmed(
                 "Delete these rows and keep one opt-out of every channel per HCP? This "
                 "cannot be undone"
             ):
-                raise _fail("not confirmed: nothing was erased")
+                raise fail("not confirmed: nothing was erased")
         try:
             done, cleanup = run_erase(settings, ids)
         except ErasureError as exc:
-            raise _fail(f"nothing was erased: {exc}") from None
+            raise fail(f"nothing was erased: {exc}") from None
         deleted = done.deleted
         stdout.print(
-            f"erased {_plural(len(ids), 'HCP')} in {store}: deleted "
-            f"{_plural(deleted.recommendations, 'recommendation')}, "
-            f"{_plural(deleted.recommendation_items, 'recommendation item')} and "
-            f"{_plural(deleted.feedback_events, 'feedback event')}; stored "
-            f"{_plural(len(done.suppressed), 'suppression')} (opted_out, every channel)"
+            f"erased {plural(len(ids), 'HCP')} in {store}: deleted "
+            f"{plural(deleted.recommendations, 'recommendation')}, "
+            f"{plural(deleted.recommendation_items, 'recommendation item')} and "
+            f"{plural(deleted.feedback_events, 'feedback event')}; stored "
+            f"{plural(len(done.suppressed), 'suppression')} (opted_out, every channel)"
             + (
                 f", {len(done.already_suppressed):,} kept from before"
                 if done.already_suppressed
@@ -204,7 +204,7 @@ def erase(
             ),
             highlight=False,
         )
-        _print_cleanup(
+        print_cleanup(
             cleanup,
             store,
             rerun="; run `nextbest erase` with the same ids again when the servers are idle "
@@ -234,8 +234,8 @@ def erase(
             if unchecked
             else "in no registered version"
         )
-        _note(
-            f"{_plural(len(never), 'id')} nextbest never saw (no "
+        note(
+            f"{plural(len(never), 'id')} nextbest never saw (no "
             f"logged answer or feedback, {where}): {shown}; check them "
             "for typos (a suppression was stored for each all the same)"
         )
@@ -247,7 +247,7 @@ def erase(
         # Erasing the id nextbest knows is the operator's call: erasure names exactly
         # what it erases. A job must still see that the request may not be done.
         console.print(
-            f"[red]error:[/red] {_plural(len(meant), 'id')} nextbest never saw "
+            f"[red]error:[/red] {plural(len(meant), 'id')} nextbest never saw "
             f"{'differs' if len(meant) == 1 else 'differ'} only in case or leading zeros "
             f"from one it knows: {unknown_ids(list(meant), set(meant), known=alike)}; "
             f"{'that HCP was' if len(meant) == 1 else 'those HCPs were'} NOT erased: if "
@@ -259,7 +259,7 @@ def erase(
         # Erased all the same; a GDPR job must still see that the versions are not all known.
         shown = ", ".join(f"v{v.version}" for v in unchecked)
         console.print(
-            f"[red]error:[/red] {_plural(len(unchecked), 'registered version')} of model "
+            f"[red]error:[/red] {plural(len(unchecked), 'registered version')} of model "
             f"'{settings.model_name}' could not be checked for these HCPs ({shown}: "
             "artifacts not readable, see above) and may still hold them: restore "
             "the artifacts and run `nextbest erase` with the same ids again (nothing is "
@@ -340,13 +340,13 @@ def _retention_days(text: str) -> int:
     if matched is None:
         # 2y, 24m or 17520h: a year or a month is no fixed number of days, and
         # a retention period is set in days by those who set it.
-        raise _fail(
+        raise fail(
             f"--older-than {text!r} is not a number of days: give whole days, such as "
             "--older-than 730 for two years"
         )
     days = int(matched[1])
     if not 1 <= days <= MAX_RETENTION_DAYS:
-        raise _fail(f"--older-than {days}: give 1 to {MAX_RETENTION_DAYS:,} days")
+        raise fail(f"--older-than {days}: give 1 to {MAX_RETENTION_DAYS:,} days")
     return days
 
 
@@ -409,12 +409,12 @@ def prune(
     from nextbest.storage.db import describe_database_error
     from nextbest.storage.repository import RowCounts
 
-    settings = _settings()
+    settings = read_settings()
     if (before is None) == (older_than is None):
-        raise _fail("give the cutoff as --before DATE or --older-than DAYS (exactly one)")
+        raise fail("give the cutoff as --before DATE or --older-than DAYS (exactly one)")
     now = datetime.now(UTC).replace(microsecond=0)
     if before is not None:
-        when = cast(datetime, _parse_date(before, "--before"))
+        when = cast(datetime, parse_date(before, "--before"))
         cutoff = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
         given = f"--before {before}"
     else:
@@ -422,7 +422,7 @@ def prune(
         cutoff = now - timedelta(days=days)
         given = f"--older-than {days}"
     shown = f"{cutoff:%Y-%m-%d %H:%M:%S} UTC"
-    rules = _check_rules_file(settings)
+    rules = check_rules_file(settings)
     try:
         check_cutoff(cutoff, rules, now=now)
     except CutoffError as exc:
@@ -432,8 +432,8 @@ def prune(
                 f"; the latest cutoff allowed is {exc.latest:%Y-%m-%d %H:%M:%S} UTC "
                 f"(--older-than {math.ceil(exc.days)} or more)"
             )
-        raise _fail(f"{given} ({shown}) {exc}{latest}; nothing was deleted") from None
-    _refuse_missing_models_dir(settings, "log", answers_from_log=True)
+        raise fail(f"{given} ({shown}) {exc}{latest}; nothing was deleted") from None
+    refuse_missing_models_dir(settings, "log", answers_from_log=True)
     store = without_password(settings.resolved_database_url)
     rows, kept = rows_before(settings, cutoff)
     stdout.print(f"rows from before {shown} in {store}:", highlight=False)
@@ -444,7 +444,7 @@ def prune(
     ):
         stdout.print(f"  {table:<22}{n:>10,}", highlight=False)
     stdout.print(
-        f"kept: {_plural(kept.consent_events, 'consent event')} (opted_out, opted_in) from "
+        f"kept: {plural(kept.consent_events, 'consent event')} (opted_out, opted_in) from "
         f"before then, {kept.suppressions:,} of them erasure suppressions: they decide whether "
         "an HCP may be contacted at all and are the record of consent; consent events are "
         "never pruned",
@@ -452,7 +452,7 @@ def prune(
     )
     if kept.recommendations:
         stdout.print(
-            f"kept: {_plural(kept.recommendations, 'recommendation')} an opt-out names (the "
+            f"kept: {plural(kept.recommendations, 'recommendation')} an opt-out names (the "
             "send an HCP unsubscribed from) or with feedback from then on (a delivery or a "
             "dismissal the serving rules still count), with their items and feedback",
             highlight=False,
@@ -481,12 +481,12 @@ def prune(
         stdout.print("dry run: nothing was deleted", highlight=False)
         return
     if not yes:
-        if not _on_a_terminal():
-            raise _fail("not on a terminal: pass --yes to prune (nothing was deleted)")
-        if not _confirmed("Delete these rows? This cannot be undone"):
-            raise _fail("not confirmed: nothing was deleted")
+        if not on_a_terminal():
+            raise fail("not on a terminal: pass --yes to prune (nothing was deleted)")
+        if not confirmed("Delete these rows? This cannot be undone"):
+            raise fail("not confirmed: nothing was deleted")
     done = RowCounts()
-    with _steps(1) as progress:
+    with steps(1) as progress:
         task = progress.add_task("pruning rows", total=rows.total)
 
         def advance(batch: RowCounts) -> None:
@@ -505,24 +505,24 @@ def prune(
                 "interrupted and says 'running', with the rows deleted"
             )
             if isinstance(exc.__cause__, SQLAlchemyError):
-                raise _fail(
+                raise fail(
                     "prune stopped by a database error after deleting "
-                    f"{_plural(exc.deleted.total, 'row')} (those batches are committed; "
+                    f"{plural(exc.deleted.total, 'row')} (those batches are committed; "
                     f"{recorded}): {describe_database_error(exc.__cause__)}; run it again "
                     "once the database answers"
                 ) from None
-            raise _fail(f"{exc} ({recorded})") from None
+            raise fail(f"{exc} ({recorded})") from None
         except RunNotRecordedError as exc:
-            raise _fail(
+            raise fail(
                 f"{exc} (the role nextbest connects as needs SELECT, INSERT and UPDATE on "
                 "maintenance_runs: docs/database.md, 'A read-only role for BI')"
             ) from None
     stdout.print(
         f"pruned {store} of what is older than {shown}: deleted "
-        f"{_plural(deleted.recommendations, 'recommendation')}, "
-        f"{_plural(deleted.recommendation_items, 'recommendation item')} and "
-        f"{_plural(deleted.feedback_events, 'feedback event')}; consent events and erasure "
+        f"{plural(deleted.recommendations, 'recommendation')}, "
+        f"{plural(deleted.recommendation_items, 'recommendation item')} and "
+        f"{plural(deleted.feedback_events, 'feedback event')}; consent events and erasure "
         "suppressions kept; recorded in maintenance_runs (`nextbest lookup --maintenance`)",
         highlight=False,
     )
-    _print_cleanup(cleanup, store)
+    print_cleanup(cleanup, store)

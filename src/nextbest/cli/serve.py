@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nextbest.cli.options import _check_rules_file, _model_asked, _settings
-from nextbest.cli.output import _confirmed, _fail, _on_a_terminal, stdout
+from nextbest.cli.options import check_rules_file, model_asked, read_settings
+from nextbest.cli.output import confirmed, fail, on_a_terminal, stdout
 from nextbest.settings import Settings, get_settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
@@ -54,7 +54,7 @@ def serve(
     os.environ.setdefault("NEXTBEST_GC_FREEZE", "true")
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise _fail(f"--log-level: '{log_level}' is not one of debug, info, warning, error")
+        raise fail(f"--log-level: '{log_level}' is not one of debug, info, warning, error")
     with _json_logs(level):
         _serve(host=host, port=port, workers=workers, log_level=log_level)
 
@@ -84,7 +84,7 @@ def _serve(*, host: str | None, port: int | None, workers: int | None, log_level
     import tempfile
 
     get_settings.cache_clear()
-    settings = _settings()
+    settings = read_settings()
     models_dir = settings.resolved_models_dir
     had_models_dir = models_dir.exists()
     _check_serving_files(settings)
@@ -168,15 +168,15 @@ def _run_server(
                 uvicorn.Config("nextbest.api.app:create_app", **options),
                 # A SIGHUP replaces every worker: with a file no worker can serve
                 # by, the replacements would take the whole service down.
-                before_restart=lambda: _restart_problem(settings, keys_held=keys_held),
+                before_restart=lambda: restart_problem(settings, keys_held=keys_held),
             )
         except AddressInUseError as exc:  # its message, without "[Errno 98]"
-            raise _fail(exc.strerror or str(exc)) from None
+            raise fail(exc.strerror or str(exc)) from None
     else:
         try:  # refused here, before the model loads, not by uvicorn after it
             check_address_free(options["host"], options["port"])
         except AddressInUseError as exc:  # its message, without "[Errno 98]"
-            raise _fail(exc.strerror or str(exc)) from None
+            raise fail(exc.strerror or str(exc)) from None
         uvicorn.run("nextbest.api.app:create_app", **options)
 
 
@@ -219,7 +219,7 @@ def _check_serving_files(settings: Settings) -> None:
 
     problem = _serving_files_error(settings)
     if problem is not None:
-        raise _fail(problem)
+        raise fail(problem)
     registry_exists(settings)  # a local MLflow store that cannot be used stops here
 
 
@@ -227,7 +227,7 @@ def _check_serving_files(settings: Settings) -> None:
 RESTART_CHECK_TIMEOUT_S = 120.0
 
 
-def _restart_problem(settings: Settings, *, keys_held: bool = False) -> str | None:
+def restart_problem(settings: Settings, *, keys_held: bool = False) -> str | None:
     """Why workers started now would serve nothing, or None: the files as
     :func:`_serving_files_error` reads them (``keys_held``: the workers serving hold
     keys of the key file, so its absence is one), then the rules against the
@@ -324,7 +324,7 @@ def _migrate_schema(
     url = settings.resolved_database_url
     damage = sqlite_damage(url)
     if damage is not None:
-        raise _fail(
+        raise fail(
             f"the database file {make_url(url).database} is damaged (SQLite's quick_check: "
             f"{damage}): serving would acknowledge answers and feedback it may not keep. "
             "Restore it from a backup, removing any -wal and -shm files beside it that "
@@ -340,13 +340,13 @@ def _migrate_schema(
         # Run only from the revision confirmed: the database may have moved meanwhile.
         return downgrade(url, downgrade_to, planned_from=planned_from)
     except DowngradeTargetError as exc:
-        raise _fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
+        raise fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
-        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+        raise fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except (SchemaTooNewError, MigrationLockTimeoutError, UnversionedSchemaError) as exc:
-        raise _fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
+        raise fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
-        raise _fail(_unreachable(url, describe_database_error(exc))) from None
+        raise fail(_unreachable(url, describe_database_error(exc))) from None
 
 
 def _unreachable(url: str, error: str) -> str:
@@ -384,12 +384,12 @@ def rules_check(
     from nextbest.policy.eligibility import EligibilityIndex
     from nextbest.policy.rules import HistoryRules, RulesError
 
-    settings = _settings()
+    settings = read_settings()
     if path is not None:
         if not path.exists():  # anything else there (a directory...) the loader names
-            raise _fail(f"{path}: no such file")
+            raise fail(f"{path}: no such file")
         settings = settings.model_copy(update={"rules_file": path})
-    rules = _check_rules_file(settings)  # an invalid file stops here, naming the field
+    rules = check_rules_file(settings)  # an invalid file stops here, naming the field
     if model is None and registry.alias_version(settings, settings.serve_alias) is None:
         # No model serves yet: a reload would take the file (and still serve nothing),
         # so it passes; what of it fits the catalog is checked once a model is served.
@@ -400,7 +400,7 @@ def rules_check(
             highlight=False,
         )
         return
-    loaded, version = _model_asked(settings, model)
+    loaded, version = model_asked(settings, model)
     catalog = loaded.catalog
     try:
         fitted = HistoryRules(  # its notes are printed as it logs them
@@ -410,7 +410,7 @@ def rules_check(
             consent_on_file=EligibilityIndex.build(loaded).consent_on_file,
         )
     except RulesError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     channels = sorted(set(catalog["channel"].astype(str)))
     said = (
         f"{len(fitted.notes)} note(s) above; a reload would take it (`strict: true` would "
@@ -435,13 +435,13 @@ def db_status() -> None:
     behind, 2 when it is newer than this release or cannot be reached."""
     from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, schema_revisions
 
-    settings = _settings()
+    settings = read_settings()
     url = settings.resolved_database_url
     shown = without_password(url)
     try:
         found, head = schema_revisions(url)
     except UNAVAILABLE_ERRORS as exc:
-        raise _fail(_unreachable(url, describe_database_error(exc))) from None
+        raise fail(_unreachable(url, describe_database_error(exc))) from None
     if found is None:
         said = f"no schema yet; the first command that uses it creates revision {head}"
     elif found == head:
@@ -462,7 +462,7 @@ def db_upgrade() -> None:
     Every other command refuses a database whose schema is behind: run this
     once the servers sharing the database run this release (a worker of an older
     release cannot start on a newer schema)."""
-    settings = _settings()
+    settings = read_settings()
     before, after = _migrate_schema(settings)
     shown = without_password(settings.resolved_database_url)
     if before == after:
@@ -503,7 +503,7 @@ def db_downgrade(
     does a database moved to another revision since the list was read. Exit code 2
     when nothing was changed (a target refused, no --yes off a terminal, not
     confirmed, the revision moved)."""
-    settings = _settings()
+    settings = read_settings()
     shown = without_password(settings.resolved_database_url)
 
     def confirm(found: str | None, undone: list[UndoneMigration]) -> None:
@@ -518,15 +518,15 @@ def db_downgrade(
                 stdout.print(f"       drops {', '.join(step.drops)}", highlight=False)
         if yes:
             return
-        if not _on_a_terminal():
-            raise _fail(
+        if not on_a_terminal():
+            raise fail(
                 "not on a terminal: pass --yes to downgrade, dropping the above with their "
                 "data (nothing was changed)"
             )
-        if not _confirmed(
+        if not confirmed(
             "Drop these, with the data they hold? This cannot be undone (a backup can restore it)"
         ):
-            raise _fail("not confirmed: nothing was changed")
+            raise fail("not confirmed: nothing was changed")
 
     before, after = _migrate_schema(settings, downgrade_to=revision, confirm=confirm)
     if before == after:

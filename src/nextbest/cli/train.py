@@ -15,24 +15,24 @@ from nextbest.cli.options import (
     DataOpt,
     SinceOpt,
     TrainConfigOpt,
-    _cluster,
-    _dask_given_as,
-    _gate_config,
-    _load,
-    _parse_date,
-    _settings,
-    _train_config,
+    dask_cluster,
+    dask_given_as,
+    load_data,
+    parse_date,
+    read_gate_config,
+    read_settings,
+    read_train_config,
 )
 from nextbest.cli.output import (
-    _fail,
-    _note,
-    _stage_steps,
-    _steps,
-    _versions_said,
     console,
     edits_said,
+    fail,
+    note,
+    stage_steps,
+    steps,
+    versions_said,
 )
-from nextbest.cli.process import _interruptible_as_ctrl_c
+from nextbest.cli.process import interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
 
 
@@ -48,11 +48,11 @@ def _alias_given_by_training(settings: Any, alias: str | None) -> None:
     from nextbest.loop.gate import CHAMPION, PREVIOUS_CHAMPION
 
     if alias is not None and (problem := registry.alias_problem(alias)) is not None:
-        raise _fail(f"--alias: {problem}")
+        raise fail(f"--alias: {problem}")
     if alias is None or alias not in {CHAMPION, PREVIOUS_CHAMPION, settings.serve_alias}:
         return
     if alias == settings.serve_alias != CHAMPION:
-        raise _fail(
+        raise fail(
             f"--alias {alias}: the server reads alias '{alias}' (NEXTBEST_SERVE_ALIAS), so "
             "the new version would be served at once, without the gate; register it under "
             "another alias (--alias NAME), or serve the champion (unset NEXTBEST_SERVE_ALIAS)"
@@ -60,7 +60,7 @@ def _alias_given_by_training(settings: Any, alias: str | None) -> None:
     served = registry.alias_version(settings, settings.serve_alias)
     champion = registry.alias_version(settings, CHAMPION)
     if alias == PREVIOUS_CHAMPION or served is not None or champion is not None:
-        raise _fail(
+        raise fail(
             f"--alias {alias}: the served version changes only by `nextbest promote`, "
             "which runs the gate (or is forced with --force) and records the decision "
             "for rollback; train with --alias challenger, then evaluate and promote"
@@ -72,7 +72,7 @@ def _refuse_catalog_mismatch(train_config: Any, dataset: Any) -> None:
     training would, but before the models directory and its stores are made."""
     mismatch = train_config.catalog_mismatch(dataset.catalog)
     if mismatch is not None:
-        raise _fail(mismatch)
+        raise fail(mismatch)
 
 
 def _models_dir_usable(settings: Settings) -> None:
@@ -92,11 +92,11 @@ def _models_dir_usable(settings: Settings) -> None:
                 with tempfile.TemporaryFile(dir=place):
                     pass
     except OSError as exc:
-        raise _fail(f"NEXTBEST_MODELS_DIR: cannot use {models}: {exc.strerror or exc}") from None
+        raise fail(f"NEXTBEST_MODELS_DIR: cannot use {models}: {exc.strerror or exc}") from None
     try:  # a store moved away from its artifacts' recorded path
         registry.experiment_id(settings)
     except registry.RegistryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def train(
@@ -135,10 +135,10 @@ def train(
     from nextbest.learning.distributed import LOCAL, local_workers, worker_count
     from nextbest.learning.train import train as train_models
 
-    settings = _settings()
+    settings = read_settings()
     _alias_given_by_training(settings, alias)
-    cutoff = _parse_date(as_of, "--as-of")
-    train_config = _train_config(config)
+    cutoff = parse_date(as_of, "--as-of")
+    train_config = read_train_config(config)
     stages = [
         "load",
         "features",
@@ -173,13 +173,13 @@ def train(
             skip_notes.append(why)
 
     try:
-        with _steps(len(stages)) as progress:
-            step, steps_done = _stage_steps(progress, "load", len(stages))
+        with steps(len(stages)) as progress:
+            step, steps_done = stage_steps(progress, "load", len(stages))
 
             def load() -> Any:
                 # Once the options and the data are checked (a typo in either creates
                 # nothing), and here, not at the last step after all the work.
-                dataset = _load(data)
+                dataset = load_data(data)
                 _refuse_catalog_mismatch(train_config, dataset)
                 _models_dir_usable(settings)
                 if skip_if_trained and unnamed is None and dask in (None, LOCAL):
@@ -188,7 +188,7 @@ def train(
                     look(dataset, None if dask is None else local_workers())
                 return dataset
 
-            with _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client):
+            with dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client):
                 if skip_if_trained and unnamed is None and dask not in (None, LOCAL):
                     # A running cluster's workers are known once it is reached.
                     look(dataset, worker_count(client))
@@ -203,16 +203,16 @@ def train(
                         code=code,
                     )
                 except ValueError as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
             result.notes.extend(data_notes(dataset))
             step("register")
             try:
                 # A training run or a first champion's decision run caught by a signal
                 # ends KILLED, saying so (see promote).
-                with _interruptible_as_ctrl_c():
+                with interruptible_as_ctrl_c():
                     info = registry.log_training_run(result, settings, alias=alias)
             except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             steps_done()
     except _AlreadyTrainedError as before:
         return _say_trained_before(settings, before.versions, alias)
@@ -222,8 +222,8 @@ def train(
             "code: trained"
         )
     result.notes.extend(skip_notes)
-    for note in result.notes:
-        _note(note)
+    for said in result.notes:
+        note(said)
     _note_repeat(settings, info.version)
     _note_serve_alias(settings, info.version, info.aliases)
     table = Table(
@@ -275,7 +275,7 @@ def _stop_if_trained(
     try:
         asked = asked_params(dataset, config=config, as_of=as_of, workers=workers)
     except ValueError as exc:  # an --as-of before the data: said as training says it
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     same = registry.trained_as(settings, fingerprint=fingerprint, asked=asked, code=code)
     if not same:
         return None
@@ -284,7 +284,7 @@ def _stop_if_trained(
     ):
         raise _AlreadyTrainedError(same)
     said = (
-        f"--skip-if-trained: {_versions_said(same)} trained on this data with these "
+        f"--skip-if-trained: {versions_said(same)} trained on this data with these "
         "parameters and code, but no version is champion, so none is served: trained, "
         "for a first champion"
     )
@@ -315,7 +315,7 @@ def _say_trained_before(settings: Settings, versions: list[str], alias: str | No
         aliases = registry.describe_version(settings, version).aliases
         named.append(f"{version} ({', '.join(sorted(aliases))})" if aliases else version)
     console.print(
-        f"{_versions_said(named)} trained on this data with these parameters and code: "
+        f"{versions_said(named)} trained on this data with these parameters and code: "
         "nothing trained" + (f"; --alias {alias} given to no version" if alias is not None else ""),
         highlight=False,
     )
@@ -381,13 +381,13 @@ def retrain(
     from nextbest.contract.notes import data_notes
     from nextbest.loop.retrain import retrain as run_retrain
 
-    settings = _settings()
+    settings = read_settings()
     _alias_given_by_training(settings, alias)
-    train_config = _train_config(config)
-    gate = _gate_config(gate_config)
-    start = _parse_date(since, "--since")
+    train_config = read_train_config(config)
+    gate = read_gate_config(gate_config)
+    start = parse_date(since, "--since")
     if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
-        raise _fail(
+        raise fail(
             f"--since {since} is in the future: no logged decision is that new, and the "
             f"'{alias}' alias would go to a model of the history alone; leave it out to "
             "use all the feedback"
@@ -396,7 +396,7 @@ def retrain(
     code = registry.training_code()  # the code that trains, read once as it begins
 
     def load() -> Any:
-        dataset = _load(data)
+        dataset = load_data(data)
         _refuse_catalog_mismatch(train_config, dataset)
         _models_dir_usable(settings)  # once the options and data are checked: a typo makes nothing
         return dataset
@@ -404,15 +404,15 @@ def retrain(
     # The logged decisions and their feedback are read first, then training's steps.
     stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]
     with (
-        _cluster(dask, load, given_as=_dask_given_as(context)) as (dataset, client),
-        _steps(len(stages)) as progress,
+        dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client),
+        steps(len(stages)) as progress,
     ):
-        step, steps_done = _stage_steps(progress, "feedback", len(stages))
+        step, steps_done = stage_steps(progress, "feedback", len(stages))
 
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does: a training run caught
             # logging ends KILLED, saying so, not RUNNING.
-            with _interruptible_as_ctrl_c():
+            with interruptible_as_ctrl_c():
                 outcome = run_retrain(
                     settings,
                     dataset=dataset,
@@ -427,11 +427,11 @@ def retrain(
                     code=code,
                 )
         except (ValueError, ContractError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         steps_done()
-    for note in outcome.result.notes:
-        if note not in outcome.warnings:  # printed last, where they are read
-            _note(note)
+    for said in outcome.result.notes:
+        if said not in outcome.warnings:  # printed last, where they are read
+            note(said)
     given = "" if outcome.not_champion else f" as '{alias}'"
     console.print(
         f"registered {settings.model_name} version {outcome.version}{given} (run {outcome.run_id})"
@@ -458,7 +458,7 @@ def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]
         return
     served = version if served_as in aliases else registry.alias_version(settings, served_as)
     if served is None:
-        _note(
+        note(
             f"the server reads alias '{served_as}' (NEXTBEST_SERVE_ALIAS), which names no "
             f"version: version {version} is not served. Training gives that alias to a "
             "model's first version only; a later one is served once `nextbest promote` "
@@ -467,7 +467,7 @@ def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]
         return
     if registry.CHAMPION_ALIAS not in aliases:
         return
-    _note(
+    note(
         f"version {version} is the champion, and the server reads alias '{served_as}' "
         f"(NEXTBEST_SERVE_ALIAS), which names version {served}"
         + (", given it too so that it is served" if served == version else "")

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from nextbest.cli.options import _refuse_missing_models_dir, _settings
+from nextbest.cli.options import read_settings, refuse_missing_models_dir
 from nextbest.cli.output import (
-    _fail,
-    _minute,
-    _versions_said,
     console,
     edits_said,
+    fail,
+    minute,
     say_finished,
     stdout,
+    versions_said,
 )
 from nextbest.settings import without_password
 
@@ -90,9 +90,9 @@ def models(
     from nextbest.loop.gate import champion_history
     from nextbest.loop.lineage import ChampionTimeline, champion_timeline
 
-    settings = _settings()
+    settings = read_settings()
     when = _parse_time(champion_at, "--champion-at") if champion_at is not None else None
-    _refuse_missing_models_dir(settings, "registry")
+    refuse_missing_models_dir(settings, "registry")
     runs_missing: registry.TrainingRunsMissingError | None = None
     try:
         # Nothing registered: said once, as without --repair, before repair says anything.
@@ -101,10 +101,10 @@ def models(
         # Listed with what the registry holds, then said (exit 2). Not repaired, nor
         # the timeline read: both are in the tracking store, and this one is not it.
         if repair or history_table or when is not None:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         versions, runs_missing = exc.versions, exc
     except registry.RegistryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if repair:
         left_alone = False
         try:
@@ -125,7 +125,7 @@ def models(
                 not_made = registry.take_off_not_made(settings)
                 named = registry.name_unnamed(settings)
         except registry.RegistryError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         if finished is None and not_made is None and not named and not left_alone:
             console.print(
                 "nothing to repair: no decision or training was left unfinished", highlight=False
@@ -186,7 +186,7 @@ def models(
             )
         )
         if runs_missing is not None:
-            raise _fail(str(runs_missing))
+            raise fail(str(runs_missing))
         return versions
     # Two lines per version, not a table: readable at any terminal width.
     stdout.print(
@@ -214,12 +214,12 @@ def models(
             "no uplift model: scores are P(engaged) x value (no outcomes to learn from)"
             if v.uplift_source == "preference_x_value"
             else None,
-            _held_out_figures(v),
+            held_out_figures(v),
             f"gate {v.gate.split(' (run ')[0]}" if v.gate else None,
-            f"promoted{' by --force' if v.promotion == 'forced' else ''} {_minute(v.promoted_at)}"
+            f"promoted{' by --force' if v.promotion == 'forced' else ''} {minute(v.promoted_at)}"
             if v.promoted_at
             else None,
-            f"rolled back {_minute(v.rolled_back_at)}" if v.rolled_back_at else None,
+            f"rolled back {minute(v.rolled_back_at)}" if v.rolled_back_at else None,
             _training_run_said(v),
             edits_said(v),
             f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"
@@ -235,7 +235,7 @@ def models(
             else None,
         ]
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
-    if (caution := _not_comparable(versions)) is not None:
+    if (caution := not_comparable(versions)) is not None:
         stdout.print(caution)
     if len(history) == 1:
         # Rolled back since: listed above as promoted, then rolled back, and no longer in it.
@@ -243,7 +243,7 @@ def models(
             v.version for v in reversed(versions) if v.rolled_back_at and v.version not in history
         ]
         taken_off = (
-            f" left in the champion history ({_versions_said(gone)} rolled back, which "
+            f" left in the champion history ({versions_said(gone)} rolled back, which "
             "takes a version off it; "
             if gone
             else " in the champion history ("
@@ -266,7 +266,7 @@ def models(
     if in_progress is not None:
         stdout.print(escape(in_progress.said()), highlight=False)
     if runs_missing is not None:
-        raise _fail(str(runs_missing))
+        raise fail(str(runs_missing))
     return versions
 
 
@@ -306,7 +306,7 @@ def _parse_time(value: str, option: str) -> datetime:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(
+        raise fail(
             f"{option} '{value}' is not a time: use ISO 8601, e.g. 2026-11-30T12:00 "
             "(UTC unless it has an offset such as +01:00)"
         ) from None
@@ -423,7 +423,7 @@ def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
-def _not_comparable(versions: list[VersionSummary]) -> str | None:
+def not_comparable(versions: list[VersionSummary]) -> str | None:
     """A caution when versions with held-out figures measured them on different
     slices (different histories): then the figures do not rank them. A retrained
     version holds out the history's newest decisions as the champion did, so the two
@@ -446,7 +446,7 @@ def _not_comparable(versions: list[VersionSummary]) -> str | None:
     )
 
 
-def _held_out_figures(v: VersionSummary) -> str | None:
+def held_out_figures(v: VersionSummary) -> str | None:
     """'on its held-out slice (the newest 10% of its history, 5,200 decisions): AUC
     0.710, policy value (DR) 2.020 [1.740, 2.299] (gain over logged +0.310 [0.120,
     0.500])' for a ``VersionSummary``; the gain '-' for a version trained before it
