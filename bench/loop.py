@@ -61,6 +61,7 @@ from nextbest.contract import load_dataset
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import train
+from nextbest.limits import Purpose
 from nextbest.loop import gate
 from nextbest.loop.evidence import action_codes, greedy_actions
 from nextbest.loop.retrain import retrain
@@ -69,7 +70,6 @@ from nextbest.simulate import SimulatedWorld, simulate_world
 from nextbest.simulate.posterior import Responses, posterior_values
 from nextbest.simulate.response import FATIGUE_WINDOW
 from nextbest.simulate.vocabulary import CHANNELS
-from nextbest.simulate.world import Purpose
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN_KEY = "bench-loop-admin-key"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal, get_args
 
 #: Column name -> its width in characters, the same in every table that has it.
 STORED_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
@@ -42,4 +42,6 @@ STORED_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
 #: A catalog action's ``content_type``, and so a request's purpose (the content type it
 #: may be served; logged with each answer): a medical requester never gets promotional
 #: content, a commercial one never medical.
-CONTENT_TYPES: Final[tuple[str, ...]] = ("promotional", "medical")
+Purpose = Literal["promotional", "medical"]
+CONTENT_TYPES: Final[tuple[str, ...]] = get_args(Purpose)
+PURPOSES: Final[tuple[str, ...]] = CONTENT_TYPES

@@ -23,8 +23,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
-from nextbest.limits import STORED_LENGTHS
-from nextbest.policy.eligibility import Purpose
+from nextbest.limits import STORED_LENGTHS, Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
     NOT_EMPTY,

@@ -37,7 +37,7 @@ DataOpt = Annotated[
 def _purpose_read(value: str) -> str:
     """``--purpose`` as the API reads a request's: ``Medical`` (a CRM's spelling) is
     ``medical``; anything else is left for the command to refuse, naming the word meant."""
-    from nextbest.policy.eligibility import PURPOSES
+    from nextbest.limits import PURPOSES
 
     lowered = value.strip().lower()
     return lowered if lowered in PURPOSES else value

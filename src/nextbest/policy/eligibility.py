@@ -11,23 +11,18 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from nextbest.contract.schema import (
     CONSENT_PREFIX,
-    CONTENT_TYPES,
     allowed_specialties,
     consent_column,
 )
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.rules import lifting
 
-Purpose = Literal["promotional", "medical"]
-# A request's purpose is the content type it may be served.
-PURPOSES: tuple[str, ...] = CONTENT_TYPES
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 # The catalog columns eligibility reads (channel and content_type must agree with

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from nextbest.clock import Clock, utc_now
-from nextbest.limits import CONTENT_TYPES, STORED_LENGTHS
+from nextbest.limits import PURPOSES, STORED_LENGTHS
 from nextbest.locking import take_within, try_flock
 from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
 
@@ -77,10 +77,6 @@ if TYPE_CHECKING:
 
 Role = Literal["admin", "channel", "rep"]
 ROLES: tuple[str, ...] = ("admin", "channel", "rep")
-# A request's purpose is the catalog content type it may get (from the light module
-# the contract names them from: the contract package loads pandas, and the key file
-# is read by commands that need nothing else).
-PURPOSES: tuple[str, ...] = CONTENT_TYPES
 FIELDS = (
     "name",
     "role",

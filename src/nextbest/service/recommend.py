@@ -30,7 +30,8 @@ from nextbest.contract.schema import (
 from nextbest.errors import InvalidRequestError, NotFoundError, TerritoriesUnavailableError
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
-from nextbest.policy.eligibility import PURPOSES, EligibilityIndex
+from nextbest.limits import PURPOSES
+from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.exploration import Exploration
 from nextbest.policy.ranking import fill_list, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules

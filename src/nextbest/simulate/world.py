@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract.dataset import refuse_format_clash
-from nextbest.contract.schema import CONTENT_TYPES
+from nextbest.limits import PURPOSES, Purpose
 from nextbest.simulate.catalog import DAY_NS, ActionCodes, build_catalog, eligibility
 from nextbest.simulate.logging_policy import (
     HOLDOUT_SHARE,
@@ -30,8 +30,6 @@ from nextbest.simulate.response import (
 from nextbest.simulate.vocabulary import CHANNELS
 
 NO_ACTION = -1
-# Who asks: a request's purpose is the content type it may be served (CONTENT_TYPES).
-Purpose = Literal["promotional", "medical"]
 SECOND_NS = 10**9
 WORKDAY_START_S, WORKDAY_END_S = 9 * 3600, 17 * 3600
 
@@ -180,9 +178,9 @@ class SimulatedWorld:
         """
         if purpose is None:
             return self.eligible
-        if purpose not in CONTENT_TYPES:
+        if purpose not in PURPOSES:
             raise ValueError(
-                f"purpose must be one of {', '.join(CONTENT_TYPES)} or None, got {purpose!r}"
+                f"purpose must be one of {', '.join(PURPOSES)} or None, got {purpose!r}"
             )
         medical = purpose == "medical"
         return self.eligible & (self.codes.medical == medical)[None, :]

@@ -31,7 +31,6 @@ from sqlalchemy.orm import Session
 
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
-    CONTENT_TYPES,
     EVERY_CHANNEL_NAMES,
     REP_CHANNEL_PREFIX,
     channel_spelling,
@@ -39,7 +38,7 @@ from nextbest.contract.schema import (
     near_channel,
     withdrawn_channel,
 )
-from nextbest.limits import STORED_LENGTHS
+from nextbest.limits import PURPOSES, STORED_LENGTHS
 from nextbest.policy.rules import code_in_any_case
 from nextbest.storage.tables import (
     CONSENT_ROWS,
@@ -92,8 +91,6 @@ DECISION_EVENT_TYPES: tuple[str, ...] = (*DISMISSAL_EVENT_TYPES, "accepted")
 # given again: the latest such event of an HCP and channel decides, with no window,
 # until the next model's hcps file says the same.
 CONSENT_EVENT_TYPES: tuple[str, ...] = ("opted_out", "opted_in")
-# A logged answer's purpose: the content type its request may be served.
-PURPOSES: tuple[str, ...] = CONTENT_TYPES
 
 LOGGED_DECISION_COLUMNS: tuple[str, ...] = (
     "hcp_id",
