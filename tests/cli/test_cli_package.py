@@ -3,14 +3,27 @@ as ``python -m nextbest.cli``, and started without the libraries its commands lo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from nextbest.cli import app
 
 # What the commands import where they use it: `nextbest --help` or a typo answered
 # in a fraction of a second, not after seconds of loading a learning stack.
-HEAVY = ("pandas", "numpy", "sklearn", "lightgbm", "mlflow", "sqlalchemy", "fastapi", "uvicorn")
+HEAVY = (
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "sklearn",
+    "lightgbm",
+    "mlflow",
+    "sqlalchemy",
+    "alembic",
+    "fastapi",
+    "uvicorn",
+)
 
 
 def test_importing_the_command_line_loads_none_of_the_libraries_its_commands_use() -> None:
@@ -59,23 +72,24 @@ def test_the_package_runs_as_a_module() -> None:
     assert "Usage: python -m nextbest.cli" in done.stdout and "uplift-report" in done.stdout
 
 
-def test_ctrl_c_while_the_command_loads_ends_it_without_a_traceback() -> None:
-    """Ctrl-C in the second or so ``main`` loads the storage modules, before the
-    command runs (a wrong option seen just after Enter), ended it with a Python
-    traceback and SIGINT's own exit status; it ends with 130, as during the command.
-    The SIGINT is real, sent as that import starts."""
+def test_ctrl_c_while_the_command_loads_ends_it_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C in the second or so a command loads the libraries it uses (pandas and
+    the contract for `validate`), before its work starts (a wrong option seen just
+    after Enter), ended it with a Python traceback and SIGINT's own exit status; it
+    ends with 130, as during the work. The SIGINT is real, sent as pandas starts to
+    load."""
     import signal
 
     probe = (
         "import os, signal, sys\n"
         "class CtrlC:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'nextbest.storage.db':\n"
+        "        if name == 'pandas':\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "        return None\n"
         "from nextbest.cli import main\n"
         "sys.meta_path.insert(0, CtrlC())\n"
-        "sys.argv = ['nextbest', 'picks', '--help']\n"
+        f"sys.argv = ['nextbest', 'validate', '--data', {str(tmp_path)!r}]\n"
         "main()\n"
     )
     done = subprocess.run(
@@ -87,3 +101,46 @@ def test_ctrl_c_while_the_command_loads_ends_it_without_a_traceback() -> None:
     )
     assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr and done.stdout == "", done.stderr[-2000:]
+
+
+def _loaded_by(*args: str, models: Path) -> set[str]:
+    """The modules ``python -m nextbest *args`` imported, as ``-X importtime`` lists
+    them; the command must succeed."""
+    env = {**os.environ, "NEXTBEST_MODELS_DIR": str(models)}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "nextbest", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def test_light_commands_run_without_the_libraries_the_other_commands_use(tmp_path: Path) -> None:
+    """`nextbest keys list`, `--help` and a command's help loaded pandas, SQLAlchemy and
+    Alembic first (1.3 s of their 1.8 s of CPU): ``main`` imported the storage
+    package to name the database errors it reports. Run as an operator runs them, in
+    a process of their own, with a key in the file."""
+    models = tmp_path / "models"
+    done = subprocess.run(
+        [sys.executable, "-m", "nextbest", "keys", "add", "ops", "--role", "admin"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NEXTBEST_MODELS_DIR": str(models)},
+    )
+    assert done.returncode == 0, done.stderr
+    for args in (
+        ["keys", "list"],
+        ["--help"],
+        ["keys", "add", "--help"],
+        ["db", "status", "--help"],
+    ):
+        loaded = _loaded_by(*args, models=models)
+        assert "nextbest.cli.keys" in loaded, args  # the probe sees the command's modules
+        heavy = sorted(m for m in HEAVY if m in loaded)
+        assert heavy == [], f"`nextbest {' '.join(args)}` imported {', '.join(heavy)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 from typing import Annotated, Any
 
@@ -109,7 +110,8 @@ def main() -> None:
     something else to a script (``promote``: the gate kept the champion;
     ``feedback``: rows were rejected), and a traceback buries the path at fault.
     Ctrl-C ends it with exit code 130 and no traceback, as Typer ends a command,
-    also while the modules below load (a second or more, before the command runs).
+    also while a command loads the libraries it uses (a second or more, before its
+    work starts).
     """
     try:
         _run_app()
@@ -119,51 +121,57 @@ def main() -> None:
 
 def _run_app() -> None:
     """:func:`main` but for Ctrl-C."""
-    import sqlite3
-
-    from sqlalchemy.exc import DatabaseError, InterfaceError
-
-    from nextbest.storage.db import (
-        MigrationLockTimeoutError,
-        SchemaBehindError,
-        SchemaTooNewError,
-        UnversionedSchemaError,
-        describe_database_error,
-    )
-
     process.OWN_PROCESS = True  # read by the commands through the module
     try:
         app()
-    except (
-        SchemaTooNewError,
-        SchemaBehindError,
-        MigrationLockTimeoutError,
-        UnversionedSchemaError,
-    ) as exc:
-        console.print(f"[red]error:[/red] NEXTBEST_DATABASE_URL: {exc}", highlight=False)
-        raise SystemExit(2) from None
-    except OSError as exc:
-        if exc.filename is None:  # not about a path (a socket, say): the traceback helps
+    except Exception as exc:
+        said = _said_of_unusable_store(exc)
+        if said is None:
             raise
-        console.print(f"[red]error:[/red] {path_error(exc)}", highlight=False)
+        console.print(f"[red]error:[/red] {said}", highlight=False)
         raise SystemExit(2) from None
-    except (DatabaseError, InterfaceError, sqlite3.DatabaseError) as exc:
+
+
+def _said_of_unusable_store(exc: Exception) -> str | None:
+    """What :func:`main` says of ``exc`` in one line, if it is a store or path the
+    command could not use; None for anything else (its traceback is printed).
+
+    The classes are looked up in the modules already loaded, as the command that
+    raised one loaded its module: importing them up front (SQLAlchemy, Alembic and,
+    with the storage package, pandas) took most of the start of a command that
+    opens no store (`nextbest keys list`, `--help`)."""
+    db = sys.modules.get("nextbest.storage.db")
+    schema_errors = (
+        ()
+        if db is None
+        else (
+            db.SchemaTooNewError,
+            db.SchemaBehindError,
+            db.MigrationLockTimeoutError,
+            db.UnversionedSchemaError,
+        )
+    )
+    if isinstance(exc, schema_errors):
+        return f"NEXTBEST_DATABASE_URL: {exc}"
+    if isinstance(exc, OSError):
+        # Not about a path (a socket, say): the traceback helps.
+        return None if exc.filename is None else path_error(exc)
+    driver = sys.modules.get("sqlalchemy.exc")
+    database_errors = (sqlite3.DatabaseError,) + (
+        () if driver is None else (driver.DatabaseError, driver.InterfaceError)
+    )
+    if isinstance(exc, database_errors):
+        from nextbest.storage.db import describe_database_error
+
         # A store that cannot be opened or read (a path that is a directory, a file
         # that is no database, a server that is down): which one, in one line.
-        console.print(
-            f"[red]error:[/red] a database cannot be used: {describe_database_error(exc)} "
-            f"({stores()})",
-            highlight=False,
-        )
-        raise SystemExit(2) from None
-    except Exception as exc:
-        # A registry that cannot serve the command (a models directory moved away from
-        # its artifacts, a version that cannot be read), wherever it was found out.
-        registry = sys.modules.get("nextbest.registry")  # loaded if it raised
-        if registry is None or not isinstance(exc, registry.RegistryError):
-            raise
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
+        return f"a database cannot be used: {describe_database_error(exc)} ({stores()})"
+    # A registry that cannot serve the command (a models directory moved away from
+    # its artifacts, a version that cannot be read), wherever it was found out.
+    registry = sys.modules.get("nextbest.registry")
+    if registry is not None and isinstance(exc, registry.RegistryError):
+        return str(exc)
+    return None
 
 
 # The commands in the order `nextbest --help` lists them, then the groups.
