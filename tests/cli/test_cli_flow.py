@@ -190,6 +190,7 @@ def test_simulate_train_picks(
     # Serving sets it for its process; the test's process gets its own back.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     get_settings.cache_clear()
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     sent = tmp_path / "sent.csv"
     said = " ".join(run_ok("picks", "--data", str(world), "--out", str(sent), "--log").split())
     assert "already have answers logged" not in said, said
@@ -958,6 +959,7 @@ def test_picks_log_stopped_by_a_signal_leaves_a_file_and_its_log_or_neither(
 
     models = tmp_path / "models"
     shutil.copytree(trained.settings.resolved_models_dir, models)
+    migrate(f"sqlite:///{models / 'nextbest.db'}")  # the log, made before the first send
     out = tmp_path / "send.csv"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
     env |= {"NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_HOLDOUT_RATE": "0.1"}
@@ -1009,6 +1011,7 @@ def test_picks_log_refuses_to_write_a_file_another_run_is_writing(
     shutil.copytree(trained.settings.resolved_models_dir, models)
     monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
     get_settings.cache_clear()
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     out = tmp_path / "sends" / "send.csv"
     out.parent.mkdir()
     lock = out.with_name(".send.csv.lock")
@@ -2651,6 +2654,7 @@ def test_picks_apply_the_consent_specialties_and_approvals_of_the_files_given(
     a file stricter than the snapshot wins, for plain and for logged picks."""
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
     run_ok("train", "--data", str(data), "--config", str(FAST))
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     before = tmp_path / "before.csv"
     run_ok("picks", "--data", str(data), "--out", str(before), "--k", "3", "--as-of", "2026-07-01")
@@ -2786,6 +2790,7 @@ def test_picks_warn_once_of_a_stale_model_with_and_without_log(
 
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
     run_ok("train", "--data", str(data), "--config", str(FAST))
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     last = pd.read_csv(data / "interactions.csv")["timestamp"].max()
 
@@ -2821,6 +2826,7 @@ def test_picks_for_another_day_measure_the_models_staleness_at_that_day(
     as so many days before that date."""
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
     run_ok("train", "--data", str(data), "--config", str(FAST))
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     last = pd.Timestamp(pd.read_csv(data / "interactions.csv")["timestamp"].max())
     assert pd.Timestamp.now() - last > pd.Timedelta(days=60)  # stale today
@@ -2861,6 +2867,7 @@ def test_picks_whose_served_version_cannot_be_served_say_so_in_one_line(
     monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(misspelt))
     get_settings.cache_clear()
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     out = tmp_path / "sent.csv"
     args = ["picks", "--data", str(trained.data_dir), "--out", str(out)]
 
@@ -2922,6 +2929,7 @@ def test_picks_for_a_send_list_apply_its_consent(
 ) -> None:
     data = _foreign_dataset(tmp_path / "mine", with_outcome=True)
     run_ok("train", "--data", str(data), "--config", str(FAST))
+    run_ok("db", "upgrade")  # the log, made before the first send logged to it
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     hcps = pd.read_csv(data / "hcps.csv")
     listed = hcps[hcps["consent_email"]]["hcp_id"].tolist()[:40]

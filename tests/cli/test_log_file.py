@@ -5,6 +5,7 @@ as empty and say so; those that write the log (picks --log, erase, feedback) ref
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -193,19 +194,22 @@ def test_a_command_that_writes_the_log_run_without_the_setting_refuses_a_log_not
         ["prune", "--older-than", "730", "--yes"],
         ["lookup", "--hcp", "H000001"],
         ["lookup", "--maintenance"],
+        ["uplift-report", "--out", "{report}"],
     ],
-    ids=["prune", "lookup-hcp", "lookup-maintenance"],
+    ids=["prune", "lookup-hcp", "lookup-maintenance", "uplift-report"],
 )
 def test_a_command_answering_from_the_log_run_without_the_setting_refuses_a_log_not_made(
-    env_settings: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
     """The same job without NEXTBEST_DATABASE_URL: a weekly prune made an empty SQLite
     log, pruned nothing there and said so with exit code 0, every week; a lookup for
-    an access request answered "nothing logged about this id"."""
+    an access request answered "nothing logged about this id"; an uplift report made
+    the log and reported no evidence, as if nothing had been served."""
     env_settings.mkdir()
     monkeypatch.setenv("NEXTBEST_RULES_FILE", str(RULES))
     get_settings.cache_clear()
-    result = runner.invoke(app, command)
+    report = tmp_path / "report"
+    result = runner.invoke(app, [arg.format(report=report) for arg in command])
     said = _said(result)
     assert result.exit_code == 2, said
     log = env_settings / "nextbest.db"
@@ -214,7 +218,39 @@ def test_a_command_answering_from_the_log_run_without_the_setting_refuses_a_log_
         "the models directory): this command reads the log kept there and makes none"
     ) in said, said
     assert "set NEXTBEST_DATABASE_URL as they have it" in said, said
-    assert not log.exists()
+    assert not log.exists() and not report.exists()
+
+
+def test_picks_log_run_without_the_setting_refuses_a_log_not_made(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL deployment's send job run without NEXTBEST_DATABASE_URL: picks
+    --log made a new SQLite log in the models directory, logged the answers there with
+    their propensities and holdout (what the uplift report and off-policy evaluation
+    read) and wrote the file to send, exit 0; no server, report or retrain read them.
+    A new SQLite deployment makes the log first with `nextbest db upgrade`."""
+    _served_copy(trained, tmp_path, monkeypatch)
+    out = tmp_path / "send.csv"
+    args = ["picks", "--data", str(trained.data_dir), "--out", str(out), "--log"]
+    log = tmp_path / "models" / "nextbest.db"
+    result = runner.invoke(app, args)
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert (
+        f"error: no recommendation log at {log} (NEXTBEST_DATABASE_URL is not set: kept in "
+        "the models directory): these answers would be logged as served in a new "
+        "recommendation log there that no server, uplift report or retrain reads"
+    ) in said, said
+    assert "set NEXTBEST_DATABASE_URL as they have it" in said, said
+    assert "make the log with `nextbest db upgrade`" in said, said
+    assert not log.exists() and not out.exists()
+    # Made as said, the send is logged.
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    sent = runner.invoke(app, args)
+    assert sent.exit_code == 0, _said(sent)
+    with sqlite3.connect(log) as connection:
+        (logged,) = connection.execute("SELECT count(*) FROM recommendations").fetchone()
+    assert logged == len(pd.read_csv(trained.data_dir / "hcps.csv")), logged
 
 
 def test_a_refused_feedback_run_leaves_no_earlier_rejected_file(

@@ -130,7 +130,10 @@ def test_a_models_directory_moved_elsewhere_serves_its_versions_and_refuses_new_
     import subprocess
     import sys
 
+    from nextbest.storage import migrate
+
     env = {**os.environ, "NEXTBEST_MODELS_DIR": str(moved)}
+    migrate(f"sqlite:///{moved / 'nextbest.db'}")  # a log to report on, as a server makes
     run = subprocess.run(
         [sys.executable, "-m", "nextbest.cli", "uplift-report"],
         env=env,

@@ -22,7 +22,7 @@ from nextbest import registry
 from nextbest.api.process import free_port
 from nextbest.learning.train import TrainResult
 from nextbest.settings import Settings
-from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
+from nextbest.storage.db import PG_CONNECT_TIMEOUT_S, migrate
 from nextbest.storage.testing import TcpProxy
 
 # MLflow's ten tries took 101 s and more: any bound well below tells them apart. A
@@ -121,9 +121,10 @@ def test_rollback_train_and_uplift_report_on_a_store_down_name_it(
         "train": ["train", "--data", str(world_dir)],
         "uplift-report": ["uplift-report", "--out", str(tmp_path / "report")],
     }[command]
-    # The models directory exists, as a deployment's does: uplift-report's log is kept
-    # there, and one that does not exist is refused before any store is opened.
+    # The models directory exists with its log, as a deployment's does: uplift-report's
+    # log is kept there, and one that does not exist is refused before any store is opened.
     (tmp_path / "models").mkdir()
+    migrate(f"sqlite:///{tmp_path / 'models' / 'nextbest.db'}")
     output, code, took = _models(tmp_path, tracking, registry_uri, command=args)
     assert code == 2 and took < WITHIN_S, f"{took:.1f} s: {output[-3000:]}"
     said = " ".join(output.split())  # the console wraps long lines

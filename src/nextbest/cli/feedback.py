@@ -48,7 +48,8 @@ def uplift_report(
             "when requests were logged, not the week a plan was asked for)"
         )
     check_dir_to_write(out, "--out")  # made once the report is written
-    refuse_missing_models_dir(settings, "log")  # after the options: --out named first
+    # After the options: --out named first.
+    refuse_missing_models_dir(settings, "log", answers_from_log=True)
     try:
         with working("building the uplift report"):
             report = build(

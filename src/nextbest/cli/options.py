@@ -184,18 +184,19 @@ def refuse_missing_models_dir(
     empty stores there and answer as if nothing had been trained or logged (``no
     champion``). Called once the command's options are checked.
 
-    ``writes_for_others``: what a command that writes there (``erase``) would leave
-    where no server reads it; said instead, with the command that makes the store.
+    ``writes_for_others``: what a command that writes there (``erase``, ``feedback``,
+    ``picks --log``) would leave where no server reads it; said instead, with the
+    command that makes the store.
 
     A command that reads or writes the log is stopped as well when
     ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not exist (see
-    :func:`refuse_missing_log_file`), unless it also answers before anything was
+    :func:`_refuse_missing_log_file`), unless it also answers before anything was
     served (``log_optional``: ``lookup --hcp ID --models``); and one that writes for
     others, or whose answer is what the log holds (``answers_from_log``: ``lookup``,
-    ``prune``), when the setting is unset and the models directory
+    ``prune``, ``uplift-report``), when the setting is unset and the models directory
     holds no log yet (:func:`_refuse_missing_default_log_file`)."""
     if "log" in reads and not log_optional:
-        refuse_missing_log_file(settings, writes_for_others=writes_for_others)
+        _refuse_missing_log_file(settings, writes_for_others=writes_for_others)
     models = settings.resolved_models_dir
     kept_there = {
         "registry": settings.registry_uri is None and settings.tracking_uri is None,
@@ -227,7 +228,7 @@ def refuse_missing_models_dir(
     )
 
 
-def refuse_missing_log_file(settings: Settings, *, writes_for_others: str | None = None) -> None:
+def _refuse_missing_log_file(settings: Settings, *, writes_for_others: str | None = None) -> None:
     """Stop (exit 2) when ``NEXTBEST_DATABASE_URL`` names a SQLite file that does not
     exist: a server or ``nextbest db upgrade`` makes it, so most likely the setting is
     mistyped, and connecting would make the file (and its directory) and answer from
@@ -255,13 +256,16 @@ def refuse_missing_log_file(settings: Settings, *, writes_for_others: str | None
 
 def _refuse_missing_default_log_file(settings: Settings, writes_for_others: str | None) -> None:
     """Stop (exit 2) a command that reads the log, or writes it for others (``erase``,
-    ``feedback``: ``writes_for_others``), when ``NEXTBEST_DATABASE_URL`` is unset and
-    the models directory holds no log yet: nothing was served or stored with it, so
-    most likely a job of a deployment whose servers log to PostgreSQL, run without
-    the variable (cron's environment, ``sudo``). A prune would prune nothing there
-    every week, a lookup answer an access request with "nothing logged", an erasure
-    store its suppressions where no server reads them. (``picks --log`` makes it: an
-    e-mail deployment's first run has no server before it.)"""
+    ``feedback``, ``picks --log``: ``writes_for_others``), when ``NEXTBEST_DATABASE_URL``
+    is unset and the models directory holds no log yet: nothing was served or stored
+    with it, so most likely a job of a deployment whose servers log to PostgreSQL, run
+    without the variable (cron's environment, ``sudo``). A prune would prune nothing
+    there every week, a lookup answer an access request with "nothing logged", an
+    uplift report say there is no evidence, an erasure store its suppressions and a
+    send its answers (with the propensities off-policy evaluation needs) where no
+    server or retrain reads them. A new SQLite deployment makes the log first with
+    ``nextbest db upgrade``; so does an e-mail one before its first ``picks --log``,
+    with no server run before it."""
     missing = _missing_log_file(settings)
     if missing is None:
         return

@@ -24,7 +24,6 @@ from nextbest.cli.options import (
     parse_decision_date,
     path_error,
     read_settings,
-    refuse_missing_log_file,
     refuse_missing_models_dir,
 )
 from nextbest.cli.output import console, fail, note, plural, stdout, steps, unknown_ids
@@ -116,8 +115,9 @@ def picks(
         raise fail("--new-holdout-rate is for --log runs: plain picks draw no holdout")
     refuse_missing_models_dir(settings, "registry")
     if log:  # before reading the data: a refused run costs nothing
-        refuse_missing_log_file(
+        refuse_missing_models_dir(
             settings,
+            "log",
             writes_for_others="these answers would be logged as served in a new "
             "recommendation log there that no server, uplift report or retrain reads",
         )
