@@ -248,12 +248,7 @@ def validation_message(
         else:  # what was read and what to write instead of it
             said = f"{named}: {read}" if loc else read
         if problem["type"] == "extra_forbidden" and model is not None and loc:
-            allowed = keys_at(model, loc[:-1])
-            near = near_hint(str(loc[-1]), allowed)
-            if near:
-                said += near
-            elif allowed:  # nothing near: what may be written there
-                said += f" (allowed here: {', '.join(allowed)})"
+            said += unknown_key_hint(model, loc)
         problems.append((line, said))
     said = "; ".join(text if line is None else f"line {line}: {text}" for line, text in problems)
     first_line = problems[0][0] if problems else None
@@ -563,11 +558,36 @@ def near_hint(
     return f" (did you mean '{near}'?)" if near is not None else ""
 
 
-def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
+def unknown_key_hint(
+    model: Any, loc: Sequence[Any], *, listed: set[tuple[Any, ...]] | None = None
+) -> str:
+    """What to add to pydantic's "Extra inputs are not permitted" for the key
+    ``loc[-1]`` (``loc`` as pydantic gives it, within ``model``): `` (did you mean
+    'channel'?)`` naming the key of that place it is near (:func:`near_hint`), else
+    `` (allowed here: hcp_id, k, ...)`` listing the keys the place takes
+    (:func:`keys_at`); '' when they are not known. ``listed``: the places whose keys
+    were listed already, added to, so that a message of several unknown keys lists
+    them once."""
+    place = tuple(loc[:-1])
+    allowed = keys_at(model, place)
+    near = near_hint(str(loc[-1]), allowed)
+    if near or not allowed or (listed is not None and place in listed):
+        return near
+    if listed is not None:
+        listed.add(place)
+    return f" (allowed here: {', '.join(allowed)})"
+
+
+def keys_at(model: Any, path: Sequence[Any]) -> list[str]:
     """The keys ``model`` takes in the mapping at ``path`` (a pydantic ``loc``), found
     by walking the field types: a nested model's fields, a dict's values (the path
-    naming one of its keys), a list's items. ``[]`` when the path leads to no model
-    (a plain value, or a union of several kinds)."""
+    naming one of its keys), a list's items, the member of a discriminated union
+    whose ``Tag`` the path names. ``[]`` when the path leads to no model
+    (a plain value, or a union of several kinds). A field no JSON schema shows
+    (``SkipJsonSchema``: one kept only to be refused in words of its own) is not
+    listed."""
+    from pydantic.json_schema import SkipJsonSchema
+
     kind: Any = model
     rest = list(path)
     while True:
@@ -576,7 +596,11 @@ def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
         if fields is not None:
             keys = {info.alias or name: info for name, info in fields.items()}
             if not rest:
-                return list(keys)
+                return [
+                    key
+                    for key, info in keys.items()
+                    if not any(isinstance(m, SkipJsonSchema) for m in info.metadata)
+                ]
             info = keys.get(rest.pop(0))
             if info is None:
                 return []
@@ -585,6 +609,9 @@ def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
         origin, args = get_origin(kind), get_args(kind)
         if not rest or origin is None or not args:
             return []
+        if origin is Union or origin is types.UnionType:
+            kind = _tagged(args, rest.pop(0))
+            continue
         rest.pop(0)  # a dict's key or a list's index
         if isinstance(origin, type) and issubclass(origin, Mapping):
             kind = args[-1]
@@ -592,6 +619,18 @@ def keys_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
             kind = args[0]
         else:
             return []
+
+
+def _tagged(kinds: Sequence[Any], tag: Any) -> Any:
+    """The one of a discriminated union's ``kinds`` whose ``Tag`` is ``tag`` (as
+    pydantic's ``loc`` names it); None (which has no keys) for none."""
+    from pydantic import Tag
+
+    for kind in kinds:
+        marks = get_args(kind)[1:] if get_origin(kind) is Annotated else ()
+        if any(isinstance(mark, Tag) and mark.tag == tag for mark in marks):
+            return kind
+    return None
 
 
 def _one_kind(kind: Any) -> Any:
