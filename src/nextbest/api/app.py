@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
-from nextbest.api.bodies import BodyRefused
+from nextbest.api.bodies import BodyRefused, body_kind, naming_the_field_meant
 from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import (
     DatabaseOutage,
@@ -60,16 +60,17 @@ MAX_LISTED_ERRORS = 20
 GZIP_MIN_BYTES = 4096
 
 
-def _without_long_inputs(errors: Sequence[Any]) -> list[dict[str, Any]]:
+def _without_long_inputs(errors: Sequence[Any], body: Any = None) -> list[dict[str, Any]]:
     """Validation errors as FastAPI reports them, the first ``MAX_LISTED_ERRORS`` of
     them (then one saying how many more there were), minus ``input`` values too long
     to echo or that are no JSON (NaN and Infinity, which Python's parser accepts) or
     a body that could not be read as JSON (there is no input to show), and minus the
     exception our validators raised (``ctx.error``: its text is in ``msg`` already,
-    and it encodes as ``{}``)."""
+    and it encodes as ``{}``). A field the route's ``body`` (api/bodies.py's
+    ``body_kind``) does not take names the field it is near, or those taken there."""
     out = []
     for raw in errors[:MAX_LISTED_ERRORS]:
-        error = _without_raised(raw)
+        error = naming_the_field_meant(_without_raised(raw), body)
         if "input" in error and (
             # FastAPI puts {} there, which reads as if an empty object had been sent.
             error.get("type") == "json_invalid"
@@ -256,7 +257,7 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
             )
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content={"detail": _without_long_inputs(exc.errors())},
+            content={"detail": _without_long_inputs(exc.errors(), body_kind(request))},
         )
 
     # A request no route takes: what to call instead (api/unmatched.py). A route's

@@ -22,7 +22,12 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   /v1/recommendations?k=3``) is refused with 422 at ``["query", name]``: its
   fields are read from the body alone, so it was ignored; and a body sent to a
   route that reads none (``{"force": true}`` to the reload) is refused with 422 at
-  ``["body"]``, naming the query parameters to send instead.
+  ``["body"]``, naming the query parameters to send instead;
+- a field the body's model does not take (``"chanel"``), at the top or nested (an
+  item of a batch), is refused as pydantic refuses it (422 ``extra_forbidden`` at
+  its ``loc``), its message naming the field it is near (``Extra inputs are not
+  permitted (did you mean 'channel'?)``), or, near none, the fields taken there
+  (:func:`naming_the_field_meant`), as a settings file's unknown key is.
 
 A caller without a valid key is answered 401 before any of its body is read.
 Every refusal goes through the app's handlers, which answer a caller without a
@@ -48,6 +53,7 @@ from pydantic import BaseModel
 
 from nextbest.api.auth import refused_before_validation
 from nextbest.api.deps import check_query
+from nextbest.yamlfile import unknown_key_hint
 
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
 # at the fields' longest is 4.9 MB in ASCII; written as JSON encoders write text
@@ -102,6 +108,30 @@ def size_text(n_bytes: int) -> str:
         if n_bytes >= size and n_bytes % size == 0:
             return f"{n_bytes // size} {unit}"
     return f"{n_bytes} bytes"
+
+
+def body_kind(request: Request) -> Any:
+    """What the JSON body of ``request``'s route is read as: the type of its body
+    field (a model, or a union of models told apart by a tag, as the feedback route's
+    one event or batch); None when no route matched or it reads no body. Its
+    ``loc`` in a validation error is ``("body", *where within it)``: a route of
+    several body parameters reads them as one model of them, each at its name."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    return None if field is None else field.field_info.annotation
+
+
+def naming_the_field_meant(error: dict[str, Any], body: Any) -> dict[str, Any]:
+    """``error`` (one of a validation error's, as pydantic gives it), and when it is a
+    field of the body that ``body`` (:func:`body_kind`) does not take, with the field
+    it is near, or those taken there, added to its message
+    (:func:`~nextbest.yamlfile.unknown_key_hint`); its ``type`` and ``loc`` as they
+    were, for clients that read them."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") != "extra_forbidden" or body is None or len(loc) < 2:
+        return error
+    if loc[0] != "body" or not isinstance(error.get("msg"), str):
+        return error
+    return {**error, "msg": error["msg"] + unknown_key_hint(body, loc[1:])}
 
 
 def _too_large(limit: int, path: str, inflated: bool) -> BodyRefused:

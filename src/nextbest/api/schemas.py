@@ -35,6 +35,7 @@ from nextbest.service.events import (
     not_a_boolean,
 )
 from nextbest.service.recommend import MAX_BATCH, MAX_LEFT_OUT, LeftOutWhy, check_decision_date
+from nextbest.yamlfile import near_word
 
 # A decision date or time: the approval windows, and the contacts and decisions the
 # rules count, are as of it. A date alone is that day's start (00:00 UTC), today's
@@ -450,9 +451,16 @@ class FeedbackBatchCreate(BaseModel):
 
 def _feedback_shape(body: Any) -> str:
     """A body with ``events`` is a batch, and so is an array (to be told how one is
-    sent), any other one event."""
+    sent), and an object without ``event_type`` that has a list at a key near
+    ``events`` (``evnts``: refused as a batch's field, naming ``events``; ``"event":
+    "opened"`` is one event's); any other one event."""
     if isinstance(body, dict):
-        return "batch" if "events" in body else "event"
+        if "events" in body:
+            return "batch"
+        if "event_type" in body:
+            return "event"
+        lists = (key for key, value in body.items() if isinstance(value, list))
+        return "batch" if any(near_word(str(key), ("events",)) for key in lists) else "event"
     if isinstance(body, list):
         return "batch"
     return "batch" if isinstance(body, FeedbackBatchCreate) else "event"

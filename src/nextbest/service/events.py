@@ -46,7 +46,7 @@ from nextbest.storage.repository import (
     FeedbackEventType,
     FeedbackRecord,
 )
-from nextbest.yamlfile import refuse_a_near_miss
+from nextbest.yamlfile import refuse_a_near_miss, unknown_key_hint
 
 MAX_FEEDBACK_BATCH = 5000
 
@@ -456,10 +456,17 @@ def event_or_malformed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any
         return handler(value)
     except ValidationError as exc:
         sent = value.get("event_id") if isinstance(value, dict) else None
+        # A field no event has names the one it is near (or, once, those an event has).
+        listed: set[tuple[Any, ...]] = set()
         # Our validators' own sentences, without pydantic's "Value error, " in front.
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'event'}: "
             + error["msg"].removeprefix("Value error, ")
+            + (
+                unknown_key_hint(FeedbackEventCreate, error["loc"], listed=listed)
+                if error["type"] == "extra_forbidden"
+                else ""
+            )
             for error in exc.errors(include_url=False)
         )
         return MalformedEvent(event_id=sent if isinstance(sent, str) else "", message=problems)
