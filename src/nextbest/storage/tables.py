@@ -7,7 +7,7 @@ these models must stay identical to it (a test compares them on both backends).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -25,6 +25,14 @@ NAMING_CONVENTION: dict[str, str] = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def folded_hcp_id(column: Any) -> Any:
+    """``column`` (an ``hcp_id``) as the erasure's near-id check compares ids: lower
+    case, leading zeros dropped. Written with a literal ``'0'``: an index on the
+    expression serves only a query that spells it the same, a bound value included
+    (SQLite compares the two expressions as written)."""
+    return sa.func.lower(sa.func.ltrim(column, sa.literal_column("'0'")))
 
 
 def _text(name: str) -> sa.String:
@@ -186,6 +194,19 @@ class FeedbackEvent(Base):
     # (contract.schema.withdrawn_channel). None: read on arrival, or stored before
     # migration 0011.
     channel_unmatched: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+
+
+# The erasure's near-id check (repository.hcps_spelled_alike) looks up ids spelled
+# alike but for case and leading zeros: by these, not by reading both tables whole
+# (migration 0013).
+sa.Index(
+    "ix_recommendations_hcp_id_folded",
+    folded_hcp_id(cast(sa.Table, Recommendation.__table__).c.hcp_id),
+)
+sa.Index(
+    "ix_feedback_events_hcp_id_folded",
+    folded_hcp_id(cast(sa.Table, FeedbackEvent.__table__).c.hcp_id),
+)
 
 
 class MaintenanceRun(Base):
