@@ -9,7 +9,7 @@ DEMO_HCPS ?= 2000
 PORT ?= 8000
 export NEXTBEST_MODELS_DIR ?= models
 
-.PHONY: install demo test lint format bench bench-quality bench-serve bench-loop bench-feedback clean
+.PHONY: install demo test lint format bench bench-quality bench-serve bench-loop bench-feedback bench-logscale clean
 
 $(STAMP): pyproject.toml
 	@# A venv without a working pip (made where python3-venv was missing) is made again.
@@ -58,6 +58,10 @@ bench-loop: $(STAMP) ## the closed loop, simulated: serve, feedback, retrain, ga
 
 bench-feedback: $(STAMP) ## feedback ingest through the API on SQLite and PostgreSQL, zero loss
 	$(BIN)/python bench/feedback.py
+
+# Not part of `make bench`: filling a year of log takes most of an hour on 2 cores.
+bench-logscale: $(STAMP) ## a year of log (5 M answers): each command and serving read, timed, with plans
+	$(BIN)/python bench/logscale.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

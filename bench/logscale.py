@@ -494,10 +494,16 @@ def run_command(env: dict[str, str], *args: str) -> dict[str, Any]:
     return {"seconds": round(seconds, 2), "exit": done.returncode, "last_line": said[-1:]}
 
 
-def measure(url: str, log: Log, work: Path, label: str) -> dict[str, Any]:
-    """Every figure on the store at ``url`` as it is now: the storage reads in process
+def measure(
+    url: str, log: Log, work: Path, label: str, skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Every figure on the store at ``url`` as it is now but those named in ``skip``
+    (the reads of the whole log, which take minutes): the storage reads in process
     (time and plans), then the commands as processes (time)."""
     from nextbest.storage import repository as r
+
+    def wanted(name: str) -> bool:
+        return name not in skip
 
     engine = make_engine(url)
     session_factory = make_session_factory(engine)
@@ -617,19 +623,21 @@ def measure(url: str, log: Log, work: Path, label: str) -> dict[str, Any]:
                 lambda s: (r.count_rows_before(s, before=cutoff), r.prune_batch(s, before=cutoff))
             ),
         )
-        figures["retrain_log_read"] = timed(
-            engine, in_session(lambda s: load_decisions(s, since=None))
-        )
-        figures["uplift_report_reads"] = timed(
-            engine,
-            in_session(
-                lambda s: (
-                    load_decisions(s, since=None),
-                    load_decisions(s, since=None, with_outcome=False),
-                    r.hcp_outcomes(s, since=None),
-                )
-            ),
-        )
+        if wanted("retrain_log_read"):
+            figures["retrain_log_read"] = timed(
+                engine, in_session(lambda s: load_decisions(s, since=None))
+            )
+        if wanted("uplift_report_reads"):
+            figures["uplift_report_reads"] = timed(
+                engine,
+                in_session(
+                    lambda s: (
+                        load_decisions(s, since=None),
+                        load_decisions(s, since=None, with_outcome=False),
+                        r.hcp_outcomes(s, since=None),
+                    )
+                ),
+            )
     finally:
         engine.dispose()
     for name, figure in figures.items():
@@ -661,13 +669,20 @@ def measure(url: str, log: Log, work: Path, label: str) -> dict[str, Any]:
         "prune_730d": ["prune", "--older-than", "730d", "--yes"],
     }
     for name, args in cases.items():
+        if not wanted(name):
+            continue
         figures[name] = run_command(env, *args)
         print(f"  {label} {name}: {figures[name]['seconds']} s", flush=True)
     return figures
 
 
 def backend(
-    url: str, log: Log, work: Path, fill_revision: str | None, labels: tuple[str, str]
+    url: str,
+    log: Log,
+    work: Path,
+    fill_revision: str | None,
+    labels: tuple[str, str],
+    skip: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Fill at ``fill_revision`` and measure (None: filled and measured by an earlier
     run), migrate to the newest revision, and measure again if that changed the
@@ -683,7 +698,7 @@ def backend(
         out |= {"fill_revision": fill_revision, **fill(url, log)}
         print(f"  filled in {out['fill_s']} s, {out['size_mb']} MB", flush=True)
         out["revision"] = _revision(url)
-        out["before"] = measure(url, log, work, labels[0])
+        out["before"] = measure(url, log, work, labels[0], skip)
     else:
         # Measured before by the run that filled it (another source tree, maybe).
         log.remember()
@@ -693,7 +708,7 @@ def backend(
     out["migration"] = {"revisions": revisions, "seconds": round(time.perf_counter() - begun, 1)}
     print(f"  migrated {revisions} in {out['migration']['seconds']} s", flush=True)
     if revisions[0] != revisions[1]:
-        out["after"] = measure(url, log, work, labels[1])
+        out["after"] = measure(url, log, work, labels[1], skip)
     return out
 
 
@@ -773,6 +788,13 @@ def main() -> int:
         help="The stores a --keep DIR run filled and measured (its --rows, --events, "
         "--hcps and --seed): migrate them to the newest revision and measure again.",
     )
+    parser.add_argument(
+        "--skip",
+        default="",
+        metavar="NAMES",
+        help="Comma-separated figures not to measure (uplift_report, uplift_report_since_90d, "
+        "uplift_report_reads, retrain_log_read: the reads of the whole log, minutes each).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "logscale.json")
     args = parser.parse_args()
@@ -780,6 +802,7 @@ def main() -> int:
     if unknown := set(backends) - {"sqlite", "postgresql"}:
         parser.error(f"--backends: {', '.join(sorted(unknown))} is not sqlite or postgresql")
     store = args.reuse or args.keep
+    skip = frozenset(n.strip() for n in args.skip.split(",") if n.strip())
     if args.reuse is not None:
         setup = json.loads((args.reuse / "log.json").read_text())
         end = datetime.fromisoformat(setup.pop("end"))
@@ -801,13 +824,13 @@ def main() -> int:
     log = Log(**setup, end=end)
     if "sqlite" in backends:
         db = (store or work) / "log.db"
-        results.append(backend(f"sqlite:///{db}", log, work, fill_revision, labels))
+        results.append(backend(f"sqlite:///{db}", log, work, fill_revision, labels, skip))
         print("\n".join(summary(results[-1])), flush=True)
         if store is None:
             db.unlink()
     if "postgresql" in backends and args.postgres:
         with postgres_database(args.postgres, keep=store is not None) as url:
-            results.append(backend(url, log, work, fill_revision, labels))
+            results.append(backend(url, log, work, fill_revision, labels, skip))
             print("\n".join(summary(results[-1])), flush=True)
     elif "postgresql" in backends:
         print(f"PostgreSQL not measured: set {POSTGRES_URL_ENV} or --postgres", flush=True)
