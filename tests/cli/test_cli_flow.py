@@ -1915,7 +1915,7 @@ def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table
             assert "lock on recommendations" in " ".join(capsys.readouterr().err.split())
     finally:
         bi.dispose()
-    assert migrate(postgres_url) == ("0005", "0012")
+    assert migrate(postgres_url) == ("0005", "0013")
 
 
 @pytest.mark.parametrize(
