@@ -352,3 +352,31 @@ def test_the_gate_refuses_a_log_that_does_not_exist(
     assert f"error: no recommendation log at {typo}" in said, said
     assert "this command reads the log kept there and makes none" in said, said
     assert not (tmp_path / "some").exists()
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["promote"]])
+def test_the_gate_run_without_the_setting_refuses_a_log_not_made(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A PostgreSQL deployment's evaluation job run without NEXTBEST_DATABASE_URL:
+    evaluate and promote made an empty SQLite log in the models directory and said
+    "no logged decisions have an outcome yet" of a log the servers fill elsewhere."""
+    from nextbest.learning.train import TrainResult
+
+    _served_copy(trained, tmp_path, monkeypatch)
+    settings = get_settings()
+    model = registry.load_version(trained.settings, trained.version)
+    result = TrainResult(model=model, metrics={}, params={})
+    registry.log_training_run(result, settings, alias="challenger")
+    log = settings.resolved_models_dir / "nextbest.db"
+    assert not log.exists()
+    result = runner.invoke(app, command)
+    said = _said(result)
+    assert result.exit_code == 2, said
+    assert (
+        f"error: no recommendation log at {log} (NEXTBEST_DATABASE_URL is not set: kept in "
+        "the models directory): this command reads the log kept there and makes none"
+    ) in said, said
+    assert "set NEXTBEST_DATABASE_URL as they have it" in said, said
+    assert "evaluating" not in said, said  # refused before any line of the gate
+    assert not log.exists()

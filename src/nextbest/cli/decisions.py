@@ -41,6 +41,15 @@ def _judged(settings: Settings, version: int | None) -> Judging:
         raise fail(str(exc)) from None
 
 
+def _refuse_missing_log(settings: Settings) -> None:
+    """Stop evaluate and promote, once there is something to judge, when
+    ``NEXTBEST_DATABASE_URL`` is unset and the models directory holds no log: the
+    gate's evidence is what the log holds, and it would make an empty one there and
+    find no evidence (a job of a deployment whose servers log to PostgreSQL, run
+    without the variable)."""
+    refuse_missing_models_dir(settings, "log", answers_from_log=True)
+
+
 def _judging(judging: Judging) -> str:
     """What evaluate and promote say while the gate works (``judging``: :func:`_judged`):
     the version judged named when it is not the one alias 'challenger' names."""
@@ -119,6 +128,7 @@ def evaluate(
     if version is None:
         _note_challenger_unset(settings)
     judging = _judged(settings, version)
+    _refuse_missing_log(settings)
     say_gate_config(gate, config)
     try:
         with working(_judging(judging)):
@@ -239,6 +249,8 @@ def promote(
         if version is None:
             _note_challenger_unset(settings)
         judging = _judged(settings, version)
+        if not force:
+            _refuse_missing_log(settings)
         say_gate_config(gate, config)
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
