@@ -2218,7 +2218,11 @@ def test_models_lists_each_versions_gain_over_the_logged_policy(
     gain, low, high = logged
     said = " ".join(run_ok("models").split())
     value = "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*version["policy_value_dr"])
-    assert f"{value} (gain over logged {gain:+.3f} [{low:.3f}, {high:.3f}])" in said, said
+    # Signed, as the gate and the uplift report sign their bounds.
+    assert f"{value} (gain over logged {gain:+.3f} [{low:+.3f}, {high:+.3f}])" in said, said
+    # What the figure is, once under the versions: not the gate's.
+    assert said.count("held-out figures: each version on its own training history's") == 1
+    assert "the gate judges on logged decisions reserved for it (`nextbest evaluate`)" in said
 
 
 def test_validate_counts_outcomes_as_training_will() -> None:

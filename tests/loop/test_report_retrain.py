@@ -1160,7 +1160,7 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
     assert held_out_figures(gained) == (
         "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
         "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323] (gain over logged +0.310 "
-        "[-0.024, 0.644])"
+        "[-0.024, +0.644])"
     )
     same_history = replace(v1, version="2", aliases=(), eval_auc=0.70)
     assert not_comparable([same_history, v1]) is None

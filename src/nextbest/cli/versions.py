@@ -237,6 +237,8 @@ def models(
         stdout.print("    " + escape("; ".join(f for f in figures if f)), highlight=False)
     if (caution := not_comparable(versions)) is not None:
         stdout.print(caution)
+    elif any(v.policy_value_dr for v in versions):
+        stdout.print(HELD_OUT_NOT_THE_GATE)
     if len(history) == 1:
         # Rolled back since: listed above as promoted, then rolled back, and no longer in it.
         gone = [
@@ -423,6 +425,14 @@ def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
+# Under a listing whose figures compare: they are still not the gate's, and may
+# rank two versions the other way round (a different slice of different decisions).
+HELD_OUT_NOT_THE_GATE = (
+    "held-out figures: each version on its own training history's newest decisions; "
+    "the gate judges on logged decisions reserved for it (`nextbest evaluate`)"
+)
+
+
 def not_comparable(versions: list[VersionSummary]) -> str | None:
     """A caution when versions with held-out figures measured them on different
     slices (different histories): then the figures do not rank them. A retrained
@@ -448,15 +458,16 @@ def not_comparable(versions: list[VersionSummary]) -> str | None:
 
 def held_out_figures(v: VersionSummary) -> str | None:
     """'on its held-out slice (the newest 10% of its history, 5,200 decisions): AUC
-    0.710, policy value (DR) 2.020 [1.740, 2.299] (gain over logged +0.310 [0.120,
-    0.500])' for a ``VersionSummary``; the gain '-' for a version trained before it
+    0.710, policy value (DR) 2.020 [1.740, 2.299] (gain over logged +0.310 [+0.120,
+    +0.500])' for a ``VersionSummary``; the gain '-' for a version trained before it
     was recorded."""
     figures = [f"AUC {v.eval_auc:.3f}"] if v.eval_auc is not None else []
     if v.policy_value_dr is not None:
         gain = (
             "-"
             if v.gain_over_logged_dr is None
-            else "{:+.3f} [{:.3f}, {:.3f}]".format(*v.gain_over_logged_dr)
+            # Signed, as the gate and the uplift report sign theirs.
+            else "{:+.3f} [{:+.3f}, {:+.3f}]".format(*v.gain_over_logged_dr)
         )
         figures.append(
             "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(*v.policy_value_dr)
