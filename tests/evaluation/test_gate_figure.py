@@ -78,3 +78,21 @@ def test_a_difference_without_an_interval_is_drawn_hollow_and_says_so() -> None:
     [note] = right.texts
     assert note.get_text() == "no interval: an error needs two HCPs"
     assert note.get_position()[1] == 0.3  # under the difference's row, the top one
+
+
+def test_gate_figure_names_a_version_evaluated_by_number_as_the_cli_does() -> None:
+    """`nextbest evaluate --version 2` judges version 2, which the alias 'challenger'
+    does not name: the figure said "challenger v2" and "challenger - champion" where
+    the command and the gate's reasons say "version 2"."""
+    fig = gate_figure(
+        _decision(with_difference=True), champion="3", challenger="2", judged="version 2"
+    )
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["champion v3", "version 2"]
+    labels = [t.get_text() for t in right.get_yticklabels()]
+    assert labels == [
+        "version 2 - champion (dr)",
+        "champion - no action (dr)",
+        "version 2 - no action (dr)",
+    ]
+    assert not any("challenger" in label for label in labels)

@@ -278,13 +278,17 @@ def _under_axes(fig: Figure, lines: list[str], width: int = 80) -> None:
     fig.tight_layout(rect=(0, (0.2 * (said.count("\n") + 1) + 0.1) / height, 1, 1))
 
 
-def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> Any:
+def gate_figure(
+    decision: dict[str, Any], *, champion: str, challenger: str, judged: str = "challenger"
+) -> Any:
     """The off-policy gate's evidence (``GateDecision.as_dict()``) at a glance.
 
     Left: each estimator's value per decision of the champion and the challenger,
     with 95% intervals. Right, on the scale where the gate decides: the paired
     difference (challenger - champion) and each policy's gain over "no action",
-    with a line at zero.
+    with a line at zero. ``judged``: the challenger's name, as the gate's reasons
+    and the CLI give it ("challenger", or "version 3" for one ``--version`` named
+    that the alias does not).
     """
     import matplotlib
 
@@ -296,7 +300,11 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
     for offset, (role, label, color) in enumerate(
         (
             ("champion", f"champion v{champion}", "tab:blue"),
-            ("challenger", f"challenger v{challenger}", "tab:orange"),
+            (
+                "challenger",
+                f"challenger v{challenger}" if judged == "challenger" else judged,
+                "tab:orange",
+            ),
         )
     ):
         rows = [(i, decision[role][e]) for i, e in enumerate(estimators) if e in decision[role]]
@@ -322,10 +330,13 @@ def gate_figure(decision: dict[str, Any], *, champion: str, challenger: str) -> 
     gate = decision["estimator"]
     bars = []
     if decision.get("difference"):
-        bars.append((f"challenger - champion ({gate})", decision["difference"], "black"))
-    for role, color in (("champion", "tab:blue"), ("challenger", "tab:orange")):
+        bars.append((f"{judged} - champion ({gate})", decision["difference"], "black"))
+    for role, name, color in (
+        ("champion", "champion", "tab:blue"),
+        ("challenger", judged, "tab:orange"),
+    ):
         if role in decision.get("vs_no_action", {}):
-            bars.append((f"{role} - no action ({gate})", decision["vs_no_action"][role], color))
+            bars.append((f"{name} - no action ({gate})", decision["vs_no_action"][role], color))
     for i, (_, v, color) in enumerate(bars):
         if not np.isfinite(v["ci_high"] - v["ci_low"]):
             # Its error rests on one HCP (the two choose differently for one only): a

@@ -1643,6 +1643,7 @@ def _log_evaluation(
                     decision.as_dict(),
                     champion=evaluation.champion_version,
                     challenger=evaluation.challenger_version,
+                    judged=evaluation.judged,
                 ),
                 "plots/gate.png",
             )
