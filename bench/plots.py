@@ -30,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation
 from matplotlib.ticker import StrMethodFormatter
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -316,8 +317,33 @@ def quality_figure(data: dict[str, Any]) -> Drawing:
     _hillstrom_panel(right, data.get("hillstrom"), skipped)
     fig.suptitle(f"Learning quality (make bench-quality): {_when(data)}")
     fig.tight_layout()
+    _widen_for_values(left)
     plt.close(fig)
     return Drawing(fig, skipped)
+
+
+def _widen_for_values(ax: Axes, pad: float = 4.0) -> None:
+    """Move ``ax``'s right limit out until every value written beside a bar (an
+    annotation at a data x, offset in points) ends ``pad`` pixels inside the axes:
+    a margin in data units leaves room for a label in points only by luck. Call
+    once the figure's layout is done (the axes' width in pixels is final)."""
+    annotations = [t for t in ax.texts if isinstance(t, Annotation)]
+    if not annotations:
+        return
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    low, high = ax.get_xlim()
+    width = ax.bbox.width
+    needed = high
+    for text in annotations:
+        anchor = text.xy[0]
+        # The label's reach past its anchor, in pixels: the offset and its width.
+        reach = text.get_window_extent(renderer).x1 - ax.transData.transform((anchor, 0))[0]
+        if reach + pad >= width:
+            continue  # no limit makes room for it: left as drawn
+        # With the right limit at h, the anchor lies (anchor - low) / (h - low) of the
+        # way across: solve for the h that ends the label pad pixels inside.
+        needed = max(needed, low + (anchor - low) * width / (width - reach - pad))
+    ax.set_xlim(low, needed)
 
 
 # (label, key): serve.json's single-recommendation scenarios, each cache warm (top

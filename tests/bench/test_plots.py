@@ -316,3 +316,25 @@ def test_quality_figure_keeps_the_hillstrom_legend_under_the_axes() -> None:
         "free choice",
         "30% e-mail budget",
     ]
+
+
+def test_quality_figure_keeps_every_simulator_value_inside_its_axes() -> None:
+    """The oracle's value, written beside the longest bar, ran past the panel's right
+    edge (``ax.margins`` leaves room in data units, the label's width is in points)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    data = _committed("quality")
+    # A run whose losses are small: the data's span, and so the margin, shrinks.
+    small_losses = copy.deepcopy(data)
+    for key in ("logging_value", "random_value", "engagement_only_value"):
+        small_losses["simulator"][key] = -0.01 * small_losses["simulator"]["n_hcps"]
+    for runs in (data, small_losses):
+        figure = plots.quality_figure(runs).figure
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        left, _ = figure.axes
+        assert len(left.texts) == 8
+        for text in left.texts:
+            drawn = text.get_window_extent(renderer)
+            assert left.bbox.x0 <= drawn.x0 and drawn.x1 <= left.bbox.x1, text.get_text()
