@@ -25,6 +25,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from nextbest.wording import plural as plural  # the commands' counts, said alike
+
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
     from nextbest.registry import ModelVersionInfo, VersionSummary
 
@@ -210,10 +212,6 @@ def stage_steps(
         progress.update(task, completed=total, description="done")
 
     return step, done
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def minute(iso: str) -> str:

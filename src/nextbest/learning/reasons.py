@@ -47,6 +47,7 @@ import numpy as np
 
 from nextbest.features.history import SMOOTHING
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, Scores, ScoringModel
+from nextbest.wording import plural
 
 MAX_REASONS = 3
 # Below this gap a recency says "recently touched", which argues against another touch.
@@ -157,17 +158,12 @@ def _missing(value: float | str) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _plural(count: int, one: str, many: str) -> str:
-    """``count`` with the right noun: "1 day", "3 days"."""
-    return f"{count} {one if count == 1 else many}"
-
-
 def _span(days: float) -> str:
     """A gap in whole days under two weeks, else in whole weeks (rounded down, so
     "no visit in 9 weeks" stays true)."""
     if days < WEEKS_FROM_DAYS:
-        return _plural(int(days), "day", "days")
-    return _plural(int(days // 7), "week", "weeks")
+        return plural(int(days), "day")
+    return plural(int(days // 7), "week")
 
 
 def _period(days: float | None) -> str:

@@ -59,6 +59,7 @@ from nextbest.registry import ModelVersionInfo, TrainingCode
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, count_logged_decisions, decision_times
+from nextbest.wording import plural
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -92,8 +93,8 @@ def feedback_note(feedback: FeedbackRows) -> str:
     n = len(feedback.interactions)
     if n:
         joined = (
-            f"{n:,} logged {_plural(n, 'decision', 'decisions')} with outcomes joined the "
-            f"history and {_plural(n, 'was fitted', 'were all fitted')}"
+            f"{plural(n, 'logged decision')} with outcomes joined the history and "
+            f"{'was fitted' if n == 1 else 'were all fitted'}"
         )
     else:
         joined = "no logged decision with an outcome joined the history"
@@ -102,17 +103,13 @@ def feedback_note(feedback: FeedbackRows) -> str:
     apart = []
     if feedback.n_reserved:
         more = " more" if n else ""
-        were = _plural(feedback.n_reserved, "was", "were")
+        were = "was" if feedback.n_reserved == 1 else "were"
         apart.append(f"{feedback.n_reserved:,}{more} {were} reserved for the gate")
     if feedback.n_unknown_hcp:
-        were = _plural(feedback.n_unknown_hcp, "was", "were")
+        were = "was" if feedback.n_unknown_hcp == 1 else "were"
         apart.append(f"{feedback.n_unknown_hcp:,} for HCPs not in the hcps file {were} left out")
     said = [joined, " and ".join(apart)] if apart else [joined]
     return "; ".join([*said, "the evaluation slice is the newest of the history"])
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return one if n == 1 else many
 
 
 def feedback_interactions(
