@@ -3198,7 +3198,7 @@ def test_progress_off_a_terminal_says_a_long_step_is_still_at_work(
     out = io.StringIO()
     monkeypatch.setattr(output, "console", Console(file=out, force_terminal=False, width=200))
     monkeypatch.setattr(output, "HEARTBEAT_S", 0.2)
-    with output.steps(3) as progress:
+    with output.steps() as progress:
         task = progress.add_task("load", total=3)
         progress.update(task, advance=1, description="models")
         time.sleep(0.7)

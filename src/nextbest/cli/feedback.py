@@ -186,7 +186,7 @@ def _store_events(file: Path, rejected: Path | None) -> int:
             f"[yellow]note:[/yellow] dismissal reason codes are not checked: {exc}",
             highlight=False,
         )
-    with steps(len(frame)) as progress:
+    with steps() as progress:
         task = progress.add_task("storing events", total=len(frame))
         done = ingest_events(
             settings,

@@ -188,7 +188,8 @@ class _Steps(Progress):
         self._say(task_id)
 
 
-def steps(total: int) -> Progress:
+def steps() -> Progress:
+    """Progress for the tasks a command adds (each with its own total): see :class:`_Steps`."""
     return _Steps()
 
 

@@ -184,7 +184,7 @@ def picks(
     if log:
         _note_logged_for_day(settings, [h for h in hcp_ids if h not in unknown], on=on)
     with (
-        steps(len(hcp_ids)) as progress,  # the HCPs scored: the unknown are skipped
+        steps() as progress,  # the HCPs scored: the unknown are skipped
         interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
     ):
         task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))

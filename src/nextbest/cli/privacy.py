@@ -486,7 +486,7 @@ def prune(
         if not confirmed("Delete these rows? This cannot be undone"):
             raise fail("not confirmed: nothing was deleted")
     done = RowCounts()
-    with steps(1) as progress:
+    with steps() as progress:
         task = progress.add_task("pruning rows", total=rows.total)
 
         def advance(batch: RowCounts) -> None:

@@ -173,7 +173,7 @@ def train(
             skip_notes.append(why)
 
     try:
-        with steps(len(stages)) as progress:
+        with steps() as progress:
             step, steps_done = stage_steps(progress, "load", len(stages))
 
             def load() -> Any:
@@ -405,7 +405,7 @@ def retrain(
     stages = ["feedback", "features", "models", "snapshot", "evaluation", "register"]
     with (
         dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client),
-        steps(len(stages)) as progress,
+        steps() as progress,
     ):
         step, steps_done = stage_steps(progress, "feedback", len(stages))
 
