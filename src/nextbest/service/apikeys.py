@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import yaml
 
@@ -75,8 +75,10 @@ from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_
 if TYPE_CHECKING:
     from nextbest.settings import Settings
 
+# What a key may do, written once: the literal the type checker holds keys to, and
+# the words a key file is checked against (as nextbest.limits does for purposes).
 Role = Literal["admin", "channel", "rep"]
-ROLES: tuple[str, ...] = ("admin", "channel", "rep")
+ROLES: Final[tuple[str, ...]] = get_args(Role)
 FIELDS = (
     "name",
     "role",
