@@ -193,8 +193,8 @@ def refuse_missing_models_dir(
     :func:`_refuse_missing_log_file`), unless it also answers before anything was
     served (``log_optional``: ``lookup --hcp ID --models``); and one that writes for
     others, or whose answer is what the log holds (``answers_from_log``: ``lookup``,
-    ``prune``, ``uplift-report``), when the setting is unset and the models directory
-    holds no log yet (:func:`_refuse_missing_default_log_file`)."""
+    ``prune``, ``uplift-report``, ``evaluate`` and ``promote``), when the setting is
+    unset and the models directory holds no log yet (:func:`_refuse_missing_default_log_file`)."""
     if "log" in reads and not log_optional:
         _refuse_missing_log_file(settings, writes_for_others=writes_for_others)
     models = settings.resolved_models_dir
