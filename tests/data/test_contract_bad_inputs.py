@@ -1045,6 +1045,66 @@ def test_a_refused_time_says_how_to_write_it_and_names_a_spreadsheet_serial_day(
     ]
 
 
+_AFTER_THE_LAST = "later than the last time that can be held, 2262-04-11T23:47:16.854775807"
+_BEFORE_THE_FIRST = "earlier than the first time that can be held, 1677-09-21T00:12:43.145224193"
+
+
+@pytest.mark.parametrize(
+    "others",
+    [
+        pytest.param("2024-03-01T00:00:00Z", id="offsets-alone-as-arrow-reads"),
+        pytest.param("2024-03-01", id="spellings-mixed-left-as-text"),
+    ],
+)
+def test_a_time_its_offset_moves_out_of_range_is_refused_not_wrapped_around(
+    tables: Tables, write_tables: Callable[..., Path], others: str
+) -> None:
+    """'2262-04-11T23:47:16-01:00' is 00:47:16 UTC the day after the last time a
+    datetime64[ns] holds; pandas moved it by its offset without checking and read it
+    as 1677-09-21, a history's first event centuries early."""
+    tables["interactions"]["timestamp"] = [
+        others,
+        "2262-04-11T23:47:16-01:00",
+        others,
+        "1677-09-21T00:12:44+01:00",
+        "2262-04-11T23:47:16.854775807Z",  # the last time held: read
+    ]
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"interactions.csv, row 2, column 'timestamp': '2262-04-11T23:47:16-01:00' {_ISO}: "
+        f"in UTC it is 2262-04-12T00:47:16, {_AFTER_THE_LAST}",
+        f"interactions.csv, row 4, column 'timestamp': '1677-09-21T00:12:44+01:00' {_ISO}: "
+        f"in UTC it is 1677-09-20T23:12:44, {_BEFORE_THE_FIRST}",
+    ]
+
+
+def test_a_time_beyond_the_range_without_an_offset_says_so(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    tables["interactions"].loc[0, "timestamp"] = "3000-01-01"
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables))
+    assert str(caught.value.problems[0]) == (
+        f"interactions.csv, row 1, column 'timestamp': '3000-01-01' {_ISO}: it is {_AFTER_THE_LAST}"
+    )
+
+
+def test_a_typed_parquet_time_its_zone_moves_out_of_range_is_refused(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """A Parquet column in microseconds with a zone holds 2262-04-11T23:47:16 at
+    -01:00; in nanoseconds (as validated) it wrapped around to 1677 as the text did."""
+    local = np.array(["2024-03-01"] * 4 + ["2262-04-11T23:47:16"], dtype="datetime64[us]")
+    tables["interactions"]["timestamp"] = pd.Series(local).dt.tz_localize("-01:00")
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, fmt="parquet"))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"interactions.parquet, row 5, column 'timestamp': 2262-04-11 23:47:16-01:00 {_ISO}: "
+        f"in UTC it is 2262-04-12T00:47:16, {_AFTER_THE_LAST}",
+    ]
+
+
 def test_a_serial_day_in_a_typed_parquet_column_is_named_too(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

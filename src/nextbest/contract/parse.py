@@ -280,7 +280,63 @@ def _names_offset(strings: npt.NDArray[np.object_]) -> Mask:
 def _iso_utc(text: pd.Series) -> pd.Series:
     # format="ISO8601" parses each cell on its own, so date-only and date-time cells
     # may mix; inferring one format from the first cell would reject the others.
-    return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    stamps = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    # pandas moves a time by its offset without checking that the result stays in range:
+    # '2262-04-11T23:47:16-01:00' wraps around to 1677-09-21. What wrapped lies within
+    # an offset (under a day) of an end of the range, so only cells that near an end
+    # are read again, one by one, where the move is checked.
+    local = stamps.dt.tz_localize(None)
+    near_end = (local < pd.Timestamp.min + _DAY) | (local > pd.Timestamp.max - _DAY)
+    for position in np.flatnonzero(near_end.to_numpy()).tolist():
+        if utc_instant(str(text.iat[position])) != stamps.iat[position]:
+            stamps.iat[position] = pd.NaT
+    return stamps
+
+
+_DAY = pd.Timedelta(days=1)
+# A date, first of any ISO 8601 spelling (pd.Timestamp reads other shapes too).
+_STARTS_AS_DATE = re.compile(r"\s*[+-]?\d{4}-\d{1,2}-\d{1,2}")
+
+
+def utc_instant(value: object) -> pd.Timestamp | None:
+    """The UTC instant an ISO 8601 date or date-time cell names, at a resolution wide
+    enough for any year (a time without an offset is UTC), or None if it names none.
+    One cell at a time: for the few the column-wide parse cannot hold. A typed cell
+    (a ``pd.Timestamp`` of a Parquet column in microseconds) is taken as it is."""
+    if isinstance(value, pd.Timestamp):
+        stamp = value
+    elif isinstance(value, str) and _STARTS_AS_DATE.match(value) is not None:
+        try:
+            stamp = pd.Timestamp(value.strip())
+        except (ValueError, OverflowError):  # OutOfBoundsDatetime is a ValueError
+            return None
+    else:
+        return None
+    return stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+
+
+def out_of_range(value: object) -> str:
+    """Why a cell that is an ISO 8601 date or date-time is refused when the instant it
+    names in UTC lies outside the times a ``datetime64[ns]`` holds (1677-09-21 to
+    2262-04-11), e.g. 'in UTC it is 2262-04-12T00:47:16, later than ... the last time
+    that can be held'; '' for any other cell."""
+    instant = utc_instant(value)
+    if instant is None:
+        return ""
+    if instant > pd.Timestamp.max.tz_localize("UTC"):
+        bound, side = pd.Timestamp.max, "later than the last"
+    elif instant < pd.Timestamp.min.tz_localize("UTC"):
+        bound, side = pd.Timestamp.min, "earlier than the first"
+    else:
+        return ""
+    end = f"{side} time that can be held, {moment(bound.to_datetime64())}"
+    if isinstance(value, pd.Timestamp):
+        offset = value.tzinfo is not None
+    else:
+        offset = bool(_names_offset(np.array([value], dtype=object))[0])
+    if offset:
+        return f"in UTC it is {moment(instant.tz_localize(None).to_datetime64())}, {end}"
+    return f"it is {end}"
 
 
 # A year alone ("2024") or a year and month ("2024-03", "2024-3"): ISO 8601 allows

@@ -1002,6 +1002,9 @@ def _not_a_time(values: pd.Series, position: int) -> str:
     )
     if is_null_word(value):
         return f"{said} ({NULL_HINT})"
+    beyond = parse.out_of_range(value)
+    if beyond:
+        return f"{said}: {beyond}"
     if _serial_day(value):
         return (
             f"{said}: it looks like a spreadsheet's serial day number: format the column as a "
@@ -1009,7 +1012,7 @@ def _not_a_time(values: pd.Series, position: int) -> str:
         )
     if isinstance(value, str | int | float | np.number) and not isinstance(value, bool | np.bool_):
         return f"{said}: write it as {parse.TIME_EXAMPLES}"
-    return said  # a typed timestamp out of range: its spelling is not the problem
+    return said  # a typed value of another kind: its spelling is not the problem
 
 
 def _serial_day(value: object) -> bool:
