@@ -92,6 +92,62 @@ def test_catalog_is_normalised(dataset: Dataset) -> None:
     assert dataset.channels == ["email", "rep_visit"]
 
 
+# The times of :func:`_shuffled_history`, each with its UTC instant.
+_SHUFFLED_TIMES = {
+    "2024-03-01": pd.Timestamp("2024-03-01"),
+    "2024-03-01T02:00:00+02:00": pd.Timestamp("2024-03-01"),
+    "2024-03-02T09:00:00": pd.Timestamp("2024-03-02 09:00"),
+    "2024-03-03": pd.Timestamp("2024-03-03"),
+}
+
+
+def _shuffled_history(tables: Tables, n: int) -> pd.DataFrame:
+    """``n`` interactions of the fixture's HCPs and actions at a few times (date-only and
+    with offsets), in random order: many rows share an HCP and a time with others."""
+    rng = np.random.default_rng(11)
+    times = list(_SHUFFLED_TIMES)
+    action = rng.choice(["A1", "A2", "A3", ""], n)
+    return pd.DataFrame(
+        {
+            "hcp_id": rng.choice(tables["hcps"]["hcp_id"].to_numpy(), n),
+            "timestamp": rng.choice(times, n),
+            "action_id": action,
+            "engaged": np.where(action == "", "", rng.choice(["0", "1"], n)),
+        }
+    )
+
+
+def test_rows_sharing_an_hcp_and_a_time_keep_their_file_order(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """Sorted by (hcp_id, timestamp) as pandas' stable sort orders them: rows of one HCP
+    at one time (2024-03-01 and 02:00+02:00 are one) stay in the order of the file."""
+    raw = _shuffled_history(tables, 2_000)
+    raw["line"] = np.arange(len(raw))  # an extra column, kept as a feature
+    tables["interactions"] = raw
+    got = load_dataset(write_tables(tables)).interactions
+    expected = raw.assign(timestamp=raw["timestamp"].map(_SHUFFLED_TIMES)).sort_values(
+        ["hcp_id", "timestamp"], kind="stable"
+    )
+    assert got["line"].tolist() == expected["line"].tolist()
+    assert got["timestamp"].tolist() == expected["timestamp"].tolist()
+
+
+def test_repeated_rows_are_counted_wherever_the_file_holds_them(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """Repeats of a row far apart in the file, and rows of other HCPs at the same time,
+    counted as a comparison of every row with every other counts them."""
+    from nextbest.learning.readiness import interaction_notes
+
+    tables["interactions"] = _shuffled_history(tables, 300)
+    got = load_dataset(write_tables(tables)).interactions
+    repeats = int(got.duplicated(keep="first").sum())
+    assert repeats > 100
+    said = [note for note in interaction_notes(got) if "repeat another row" in note]
+    assert said and said[0].startswith(f"{repeats:,} interactions repeat another row exactly")
+
+
 def test_interactions_are_normalised_and_sorted(dataset: Dataset) -> None:
     got = dataset.interactions
     assert list(got.columns) == [

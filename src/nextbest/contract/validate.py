@@ -577,10 +577,24 @@ def _sort_order(
     step = np.diff(rank)
     if bool(np.all((step > 0) | ((step == 0) & (np.diff(nanoseconds) >= 0)))):
         return None  # exports are often sorted already: skip reordering every column
-    # Two stable argsorts (minor key first) give the lexicographic order and keep
-    # same-time rows in file order; measured faster than np.lexsort here.
-    by_time = np.argsort(nanoseconds, kind="stable")
-    return by_time.take(np.argsort(rank.take(by_time), kind="stable"))
+    # One int64 key per row, (hcp rank, rank of its time among the distinct times), sorted
+    # unstably (a stable argsort, timsort, takes twice as long as numpy's quicksort: two
+    # of them took 1.5 s at 5 million rows); rows that tie, the same HCP at the same
+    # time, are then put back in file order. The key stays below (hcps x rows).
+    by_time = np.argsort(nanoseconds)
+    in_time_order = nanoseconds.take(by_time)
+    time_rank = np.empty(len(nanoseconds), dtype=np.int64)
+    new_time = np.insert(in_time_order[1:] != in_time_order[:-1], 0, False)
+    time_rank[by_time] = np.cumsum(new_time)
+    key = rank * (int(time_rank.max()) + 1) + time_rank
+    order = np.argsort(key)
+    in_key_order = key.take(order)
+    tie = in_key_order[1:] == in_key_order[:-1]
+    if tie.any():
+        slots = np.flatnonzero(np.append(tie, False) | np.insert(tie, 0, False))
+        rows = order.take(slots)
+        order[slots] = rows.take(np.lexsort((rows, key.take(rows))))
+    return order
 
 
 def _start(
