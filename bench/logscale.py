@@ -51,7 +51,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from nextbest.loop.evidence import load_decisions
+from nextbest.loop.evidence import load_decisions, with_outcome_only
 from nextbest.policy.rules import ServingRules
 from nextbest.settings import drop_environment_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
@@ -632,8 +632,7 @@ def measure(
                 engine,
                 in_session(
                     lambda s: (
-                        load_decisions(s, since=None),
-                        load_decisions(s, since=None, with_outcome=False),
+                        with_outcome_only(load_decisions(s, since=None, with_outcome=False)),
                         r.hcp_outcomes(s, since=None),
                     )
                 ),

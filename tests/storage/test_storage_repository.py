@@ -1988,6 +1988,116 @@ def test_logged_decisions_details_and_model_version(
     assert logged_decisions(session, model_version="nextbest/99").empty
 
 
+def test_logged_decisions_frame_of_every_kind_of_row(
+    session: Session,
+    make_recommendation: MakeRecommendation,
+    make_served_item: MakeItem,
+    logged: list[RecommendationRecord],
+) -> None:
+    """The whole frame, values, dtypes, order and attrs, on a log with every kind of
+    row: served, explored, holdout and empty answers, one asked for another day, two
+    logged at the same time, feedback of each kind, outcomes named and by HCP, an
+    erased HCP. Its values are what the reads of the log have always given."""
+    more = [
+        # Empty (every candidate filtered out), decided for the next day, with the
+        # serving policy's probability of no action.
+        make_recommendation(
+            "rec-4",
+            "h4",
+            created_at=T0 + timedelta(minutes=9, microseconds=250),
+            decided_for=T0 + timedelta(days=1),
+            p_no_action=0.3,
+            requester="nextbest picks",
+            channel_filter="email",
+            n_candidates=0,
+        ),
+        # Explored: a low-propensity item first, by another version.
+        make_recommendation(
+            "rec-5",
+            "h5",
+            created_at=T0 + timedelta(hours=1),
+            model_version="nextbest/8",
+            purpose="medical",
+            epsilon=0.2,
+            items=(
+                make_served_item(1, "a-webinar", "webinar", propensity=0.05),
+                make_served_item(2, "a-email", "email", propensity=0.5),
+            ),
+        ),
+        make_recommendation(
+            "rec-6", "h6", created_at=T0 + timedelta(hours=2), items=(make_served_item(1, "a-x"),)
+        ),
+    ]
+    log_recommendations(session, records=more)
+    session.commit()
+    at = T0 + timedelta(hours=3)
+    record_feedback(
+        session,
+        events=[
+            delivered("e1", "h1", recommendation_id="rec-1", action_id="a-email"),
+            FeedbackRecord("e2", "opened", at, "h1", recommendation_id="rec-1"),
+            FeedbackRecord("e3", "outcome", at, "h1", recommendation_id="rec-1", value=2.5),
+            delivered("e4", "h2", recommendation_id="rec-2"),  # reached, not engaged
+            FeedbackRecord(
+                "e5",
+                "dismissed",
+                at,
+                "h5",
+                recommendation_id="rec-5",
+                action_id="a-webinar",
+                reason="not relevant",
+            ),
+            FeedbackRecord("e6", "clicked", at, "h5", recommendation_id="rec-5"),
+            FeedbackRecord("e7", "outcome", at, "h5", recommendation_id="rec-5", value=0.0),
+            FeedbackRecord("e8", "outcome", at + timedelta(days=1), "h3", value=1.25),  # by HCP
+            FeedbackRecord("e9", "outcome", at + timedelta(days=2), "h4", value=4.0),  # by HCP
+            FeedbackRecord("e10", "outcome", T0 - timedelta(days=30), "h2", value=9.0),  # none
+            FeedbackRecord("e11", "outcome", at, "h6", recommendation_id="rec-6", value=7.0),
+            FeedbackRecord("e12", "outcome", at, "h6", value=3.0),
+        ],
+    )
+    repository.erase_hcps(session, hcp_ids=["h6"], requester="privacy office")
+
+    frame = logged_decisions(session, details=True)
+
+    nan, none = float("nan"), None
+    served = [T0, T0, T0 + timedelta(minutes=5), more[0].created_at, more[1].created_at]
+    naive = pd.to_datetime(pd.Series(served), utc=True).dt.tz_localize(None)
+    expected = pd.DataFrame(
+        {
+            "hcp_id": ["h1", "h2", "h3", "h4", "h5"],  # h6 erased
+            "timestamp": naive,
+            "action_id": ["a-email", "a-visit", none, none, "a-webinar"],
+            "channel": ["email", "visit", none, none, "webinar"],
+            "content_id": ["content-a-email", "content-a-visit", none, none, "content-a-webinar"],
+            "engaged": np.array([1, 0, 0, 0, 1], dtype="int64"),
+            # rec-3 and rec-4 by HCP (rec-4 from the day it was decided for).
+            "outcome": [2.5, nan, 1.25, 4.0, 0.0],
+            "propensity": [0.9, 0.6, 0.1, nan, 0.05],
+            "holdout": [False, False, True, False, False],
+            "recommendation_id": ["rec-1", "rec-2", "rec-3", "rec-4", "rec-5"],
+            "model_version": ["nextbest/7"] * 4 + ["nextbest/8"],
+            "contacted": np.array([1, 1, 0, 0, 1], dtype="int64"),
+            "requester": ["crm-eu", "crm-eu", "crm-eu", "nextbest picks", "crm-eu"],
+            "purpose": ["promotional"] * 4 + ["medical"],
+            "channel_filter": [none, none, none, "email", none],
+            "n_candidates": np.array([200, 200, 200, 0, 200], dtype="int64"),
+            "epsilon": [0.05, 0.05, 0.05, 0.05, 0.2],
+            "holdout_rate": [0.1] * 5,
+            "decided_for": naive.where(naive.index != 3, pd.Timestamp("2024-03-05 09:00")),
+            "p_no_action": [nan, nan, nan, 0.3, nan],
+            "outcome_named": [True, False, False, False, True],
+        }
+    )
+    expected = expected.astype({"action_id": object, "channel": object, "content_id": object})
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert frame.attrs == {"outcomes_by_hcp": (2, 1)}  # e8 and e9 counted; e10 none
+    # Without details: the same rows, the contract's columns only.
+    plain = logged_decisions(session)
+    pd.testing.assert_frame_equal(plain, expected.loc[:, list(LOGGED_DECISION_COLUMNS)])
+    assert plain.attrs == frame.attrs
+
+
 def test_events_stored_before_the_reason_rule_are_duplicates_when_sent_again(
     session: Session,
 ) -> None:

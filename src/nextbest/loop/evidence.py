@@ -68,12 +68,17 @@ def load_decisions(
     decision whose result never came back says nothing about value.
     """
     frame = logged_decisions(session, since=since, model_version=model_version, details=True)
-    attrs = dict(frame.attrs)
-    if with_outcome:
-        frame = frame[np.isfinite(frame["outcome"].to_numpy(dtype=np.float64))]
-    frame = frame.reset_index(drop=True)
-    frame.attrs.update(attrs)  # outcomes_by_hcp: what the report tells
-    return frame
+    return with_outcome_only(frame) if with_outcome else frame
+
+
+def with_outcome_only(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The decisions of ``decisions`` (a ``load_decisions`` frame) with at least one
+    ``outcome`` event, renumbered from 0, its ``attrs`` kept: what
+    ``load_decisions(with_outcome=True)`` returns, without reading the log again."""
+    kept = decisions[np.isfinite(decisions["outcome"].to_numpy(dtype=np.float64))]
+    kept = kept.reset_index(drop=True)
+    kept.attrs.update(decisions.attrs)  # outcomes_by_hcp: what the report tells
+    return kept
 
 
 def logged_no_action(decisions: pd.DataFrame) -> np.ndarray:

@@ -58,7 +58,7 @@ from nextbest.evaluation.ope import (
     standard_error,
     welch_dof,
 )
-from nextbest.loop.evidence import greedy_actions, load_decisions
+from nextbest.loop.evidence import greedy_actions, load_decisions, with_outcome_only
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
@@ -303,8 +303,9 @@ def uplift_report(
 ) -> UpliftReport:
     """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
     with store_session(settings.resolved_database_url) as session:
-        decisions = load_decisions(session, since=since)
+        # The log is read once: the decisions with an outcome are a part of it.
         logged = load_decisions(session, since=since, with_outcome=False)
+        decisions = with_outcome_only(logged)
         every = logged if len(decisions) else None
         by_hcp_events = hcp_outcomes(session, since=since) if every is not None else None
     groups: dict[str, pd.Series] = {}

@@ -3390,6 +3390,34 @@ def latest_holdout_rate(db: Session | Connection) -> float | None:
     return None if rate is None else float(rate)
 
 
+def _read_frame(
+    session: Session,
+    statement: sa.Executable,
+    columns: list[str],
+    *,
+    times: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The rows of ``statement`` as a frame of ``columns``, as the driver returns them;
+    the ``times`` columns as ``datetime64[ns, UTC]`` (NaT for NULL).
+
+    For the reads of the whole log: the rows skip SQLAlchemy's per-value result
+    processing (ORM rows, a ``datetime`` built and made UTC per timestamp: most of
+    the time of such a read) and are converted a column at a time instead. A
+    timestamp comes as SQLite's naive UTC text or PostgreSQL's aware ``datetime``;
+    both parse to the same instant. Other values come as the driver gives them
+    (SQLite's booleans as 0/1): callers convert the columns they return.
+    """
+    result = session.connection().execute(statement)
+    try:
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    frame = pd.DataFrame.from_records(rows, columns=columns, nrows=len(rows))
+    for name in times:
+        frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
+    return frame
+
+
 def logged_decisions(
     session: Session,
     *,
@@ -3480,9 +3508,10 @@ def logged_decisions(
         decisions = decisions.where(Recommendation.model_version == model_version)
         feedback = feedback.where(Recommendation.model_version == model_version)
 
-    frame = pd.DataFrame(
-        session.execute(decisions).all(),
-        columns=[
+    frame = _read_frame(
+        session,
+        decisions,
+        [
             "recommendation_id",
             "hcp_id",
             "created_at",
@@ -3501,10 +3530,10 @@ def logged_decisions(
             "content_id",
             "item_propensity",
         ],
+        times=("created_at", "decided_for"),
     )
-    outcomes = pd.DataFrame(
-        session.execute(feedback).all(),
-        columns=["recommendation_id", "engaged", "contacted", "outcome"],
+    outcomes = _read_frame(
+        session, feedback, ["recommendation_id", "engaged", "contacted", "outcome"]
     )
     frame = frame.merge(outcomes, on="recommendation_id", how="left")
     frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
@@ -3515,10 +3544,10 @@ def logged_decisions(
         frame["outcome"] = frame["outcome"].add(extra, fill_value=0.0)
 
     holdout = frame["holdout"].astype(bool)
-    frame["timestamp"] = pd.to_datetime(frame["created_at"], utc=True).dt.tz_localize(None)
+    frame["timestamp"] = frame["created_at"].dt.tz_localize(None)
     # The time the answer was decided for: when it was served, unless it was asked for
     # another day (older rows have none).
-    decided = pd.to_datetime(frame["decided_for"], utc=True).dt.tz_localize(None)
+    decided = frame["decided_for"].dt.tz_localize(None)
     frame["decided_for"] = decided.fillna(frame["timestamp"])
     for flag in ("engaged", "contacted"):
         frame[flag] = pd.to_numeric(frame[flag]).fillna(0).astype("int64")
@@ -3561,9 +3590,7 @@ def hcp_outcomes(session: Session, *, since: datetime | None = None) -> pd.DataF
     )
     if since is not None:
         loose = loose.where(FeedbackEvent.occurred_at >= since)
-    events = pd.DataFrame(session.execute(loose).all(), columns=["hcp_id", "at", "value"])
-    events["at"] = pd.to_datetime(events["at"], utc=True)
-    return events
+    return _read_frame(session, loose, ["hcp_id", "at", "value"], times=("at",))
 
 
 def _outcomes_by_hcp(
@@ -3592,7 +3619,7 @@ def _outcomes_by_hcp(
         )
         if since is not None:
             every = every.where(Recommendation.created_at >= since - window)
-        anchors = pd.DataFrame(session.execute(every).all(), columns=columns)
+        anchors = _read_frame(session, every, columns, times=("created_at", "decided_for"))
     # By when each decision takes effect: plans logged ahead for later weeks each
     # take their own week's outcomes, not the last one logged.
     anchors = anchors.assign(
