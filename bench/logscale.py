@@ -55,8 +55,13 @@ from nextbest.loop.evidence import load_decisions, with_outcome_only
 from nextbest.policy.rules import ServingRules
 from nextbest.settings import drop_environment_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
+from nextbest.storage.db import schema_revisions
 from nextbest.storage.tables import Base
-from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
+from nextbest.storage.testing import (
+    POSTGRES_URL_ENV,
+    statements_sent,
+    temporary_postgres_database,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = Path(__file__).resolve().parents[1] / "training" / "rules.yaml"
@@ -408,21 +413,6 @@ def fill(url: str, log: Log) -> dict[str, Any]:
 # -- measuring ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def statements(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
-    """The statements sent on ``engine`` meanwhile, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
-
-
 # A plan step that reads a table whole (SQLite: SCAN, by the table or by one of its
 # indexes; PostgreSQL: a sequential scan).
 SCAN = {
@@ -458,7 +448,7 @@ def timed(
     it sent (``sent_by_driver``: those it sends on the driver's cursor, which
     SQLAlchemy's events do not see), with the log tables any of them reads whole."""
     times = []
-    with statements(engine) as sent:
+    with statements_sent(engine) as sent:
         for _ in range(repeat):
             begun = time.perf_counter()
             call()
@@ -696,12 +686,12 @@ def backend(
         print(f"{name}: filling {log.rows:,} answers and {log.n_events:,} events", flush=True)
         out |= {"fill_revision": fill_revision, **fill(url, log)}
         print(f"  filled in {out['fill_s']} s, {out['size_mb']} MB", flush=True)
-        out["revision"] = _revision(url)
+        out["revision"] = schema_revisions(url)[0]
         out["before"] = measure(url, log, work, labels[0], skip)
     else:
         # Measured before by the run that filled it (another source tree, maybe).
         log.remember()
-        out["revision"] = _revision(url)
+        out["revision"] = schema_revisions(url)[0]
     begun = time.perf_counter()
     revisions = migrate(url)
     out["migration"] = {"revisions": revisions, "seconds": round(time.perf_counter() - begun, 1)}
@@ -709,17 +699,6 @@ def backend(
     if revisions[0] != revisions[1]:
         out["after"] = measure(url, log, work, labels[1], skip)
     return out
-
-
-def _revision(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
 
 
 @contextlib.contextmanager

@@ -10,43 +10,27 @@ plan that still scans a table is one no index can serve.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
 from nextbest.storage.repository import count_hcp_rows, erase_hcps, hcps_spelled_alike
 from nextbest.storage.tables import FeedbackEvent
-from nextbest.storage.testing import T0, recommendation_record, served_item
+from nextbest.storage.testing import T0, recommendation_record, served_item, statements_sent
 
 LOG_TABLES = ("recommendations", "recommendation_items", "feedback_events")
 
 
-@contextmanager
-def _sent(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
-    """The statements sent on ``engine`` meanwhile, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "DELETE")):
-            sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
-
-
 def _plans(engine: Engine, call: Callable[[], Any]) -> list[tuple[str, str]]:
     """(statement, its plan) of each SELECT or DELETE ``call`` sends."""
-    with _sent(engine) as sent:
+    with statements_sent(engine) as all_sent:
         call()
+    sent = [s for s in all_sent if s[0].lstrip().upper().startswith(("SELECT", "DELETE"))]
     assert sent, "no statement was sent"
     sqlite = engine.dialect.name == "sqlite"
     plans = []

@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
 
 from nextbest.storage.repository import RecommendationRecord, ServedItem
 
@@ -205,3 +206,19 @@ def recommendation_record(
     }
     fields.update(overrides)
     return RecommendationRecord(**fields)  # type: ignore[arg-type]
+
+
+@contextmanager
+def statements_sent(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The statements sent on ``engine`` while the block runs, with their parameters:
+    what a read asks the database, to look at its plans (tests, bench/logscale.py)."""
+    sent: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
