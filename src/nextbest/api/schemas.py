@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -70,6 +71,21 @@ Count = Annotated[int, BeforeValidator(not_a_boolean)]
 def _a_purpose(value: object) -> object:
     """A purpose as a CRM's picklist sends it (``Medical``): read in any case."""
     return in_any_case(value, get_args(Purpose))
+
+
+def _one_to(most: int, items: str, *, more: str, none: str) -> Callable[[Any], Any]:
+    """A check, before its items are read, of a batch's list of 1 to ``most``
+    ``items``: more is refused saying how many were sent and what to do instead
+    (``more``), none with ``none``. A value that is no list is left to the field."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > most:
+            raise ValueError(f"at most {most} {items} per call, got {len(value)}: {more}")
+        if isinstance(value, list) and not value:
+            raise ValueError(none)
+        return value
+
+    return check
 
 
 # Who is asking, as every route takes it: in any case, spaces around it dropped.
@@ -162,17 +178,14 @@ class RecommendationBatchCreate(BaseModel):
 
     # Before the ids are read: a list of a million bad ids was checked id by id,
     # a million errors, before its length was.
-    @field_validator("hcp_ids", mode="before")
-    @classmethod
-    def _at_most_max_batch(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) > MAX_BATCH:
-            raise ValueError(
-                f"at most {MAX_BATCH} HCPs per call, got {len(value)}: split the list, "
-                "or use `nextbest picks` for whole files"
-            )
-        if isinstance(value, list) and not value:
-            raise ValueError(f"no HCP ids: send 1 to {MAX_BATCH} per call")
-        return value
+    _at_most_max_batch = field_validator("hcp_ids", mode="before")(
+        _one_to(
+            MAX_BATCH,
+            "HCPs",
+            more="split the list, or use `nextbest picks` for whole files",
+            none=f"no HCP ids: send 1 to {MAX_BATCH} per call",
+        )
+    )
 
     @field_validator("explain", mode="before")
     @classmethod
@@ -434,19 +447,14 @@ class FeedbackBatchCreate(BaseModel):
 
     # Before the events are read: a list over the limit was read event by event, and
     # then refused in words that did not say what to do.
-    @field_validator("events", mode="before")
-    @classmethod
-    def _one_to_max_feedback_batch(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) > MAX_FEEDBACK_BATCH:
-            raise ValueError(
-                f"at most {MAX_FEEDBACK_BATCH} events per call, got {len(value)}: split "
-                "the batch, or send a file of them with `nextbest feedback FILE`"
-            )
-        if isinstance(value, list) and not value:
-            raise ValueError(
-                f"no events: send 1 to {MAX_FEEDBACK_BATCH} in events, or one event alone"
-            )
-        return value
+    _one_to_max_feedback_batch = field_validator("events", mode="before")(
+        _one_to(
+            MAX_FEEDBACK_BATCH,
+            "events",
+            more="split the batch, or send a file of them with `nextbest feedback FILE`",
+            none=f"no events: send 1 to {MAX_FEEDBACK_BATCH} in events, or one event alone",
+        )
+    )
 
 
 def _feedback_shape(body: Any) -> str:
