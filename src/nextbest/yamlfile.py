@@ -563,19 +563,33 @@ def unknown_key_hint(
 ) -> str:
     """What to add to pydantic's "Extra inputs are not permitted" for the key
     ``loc[-1]`` (``loc`` as pydantic gives it, within ``model``): `` (did you mean
-    'channel'?)`` naming the key of that place it is near (:func:`near_hint`), else
-    `` (allowed here: hcp_id, k, ...)`` listing the keys the place takes
-    (:func:`keys_at`); '' when they are not known. ``listed``: the places whose keys
+    'channel'?)`` naming the key of that place it is near, else `` (allowed here:
+    hcp_id, k, ...)`` listing the keys the place takes (:func:`keys_at`), as
+    :func:`unknown_name_hint` says it; '' when they are not known. ``listed``: the places whose keys
     were listed already, added to, so that a message of several unknown keys lists
     them once."""
     place = tuple(loc[:-1])
-    allowed = keys_at(model, place)
-    near = near_hint(str(loc[-1]), allowed)
-    if near or not allowed or (listed is not None and place in listed):
-        return near
-    if listed is not None:
+    list_them = listed is None or place not in listed
+    hint = unknown_name_hint(str(loc[-1]), keys_at(model, place), list_allowed=list_them)
+    if listed is not None and hint.startswith(_ALLOWED_HERE):
         listed.add(place)
-    return f" (allowed here: {', '.join(allowed)})"
+    return hint
+
+
+_ALLOWED_HERE = " (allowed here: "
+
+
+def unknown_name_hint(name: str, allowed: Sequence[str], *, list_allowed: bool = True) -> str:
+    """What to add to the refusal of a name that is not one of ``allowed`` (a key of a
+    settings file, a field of a request body, a query parameter): `` (did you mean
+    'channel'?)`` naming the one it is near (:func:`near_hint`), else `` (allowed
+    here: hcp_id, k, ...)`` listing them, or '' when they are not known (``allowed``
+    empty) or, near none, not to be listed again (``list_allowed`` false). Every
+    unknown name nextbest refuses is said this one way."""
+    near = near_hint(name, allowed)
+    if near or not allowed or not list_allowed:
+        return near
+    return f"{_ALLOWED_HERE}{', '.join(allowed)})"
 
 
 def keys_at(model: Any, path: Sequence[Any]) -> list[str]:

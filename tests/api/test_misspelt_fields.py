@@ -216,3 +216,35 @@ def test_one_event_with_a_word_near_events_is_still_one_event(client: TestClient
     assert response.status_code == 422, response.text
     locs = [error["loc"] for error in response.json()["detail"]]
     assert locs == [["body", "event", "event_type"], ["body", "event", "event"]], locs
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "said"),
+    [
+        ("/v1/reps/{rep}/suggestions", {"capcity": 5}, "(did you mean 'capacity'?)"),
+        ("/v1/admin/reload", {"forse": "true"}, "(did you mean 'force'?)"),
+        # Near nothing: the parameters taken there, as a body's fields are listed.
+        (
+            "/v1/reps/{rep}/suggestions",
+            {"page": 2},
+            "(allowed here: date, capacity, territory_id, purpose, explain)",
+        ),
+    ],
+    ids=["plan", "reload", "near-nothing"],
+)
+def test_a_query_parameter_not_taken_is_said_as_a_field_not_taken(
+    client: TestClient, keys: Keys, url: str, params: dict[str, Any], said: str
+) -> None:
+    """A misspelt query parameter was said "did you mean 'x'? known: ..." where a
+    misspelt body field is said as a settings file's unknown key: both now name the
+    one meant, or, near none, those taken there. The answer keeps its own shape: a
+    ``value_error`` at ``["query", name]``."""
+    headers = keys.rep if "{rep}" in url else keys.admin
+    method = "POST" if "admin" in url else "GET"
+    url = url.replace("{rep}", keys.rep_name)
+    response = client.request(method, url, params=params, headers=headers)
+    assert response.status_code == 422, response.text
+    [name] = params
+    assert response.json()["detail"] == [
+        {"loc": ["query", name], "msg": f"unknown query parameter {said}", "type": "value_error"}
+    ]

@@ -16,7 +16,7 @@ from starlette.datastructures import QueryParams
 
 from nextbest.errors import InvalidRequestError
 from nextbest.service.runtime import ServingRuntime
-from nextbest.yamlfile import near_word
+from nextbest.yamlfile import unknown_name_hint
 
 
 async def get_runtime(request: Request) -> ServingRuntime:
@@ -48,7 +48,8 @@ def only_query(*names: str) -> Any:
 
 
 def check_query(sent: QueryParams, names: Sequence[str]) -> None:
-    """Refuse (422 naming it) a query parameter of ``sent`` other than ``names``, and
+    """Refuse (422 naming it) a query parameter of ``sent`` other than ``names`` (with
+    the one it is near, else ``names``, as a body's unknown field is said), and
     any given twice (``?date=...&date=...``: which one was meant?). A route that
     takes none (``names`` empty) reads its fields from its JSON body only: a
     ``?k=3`` or ``?dry_run=true`` beside the body was ignored, the default served
@@ -63,10 +64,8 @@ def check_query(sent: QueryParams, names: Sequence[str]) -> None:
         if len(sent.getlist(name)) > 1:
             raise InvalidRequestError(name, "given more than once; give it once", location="query")
         if name not in names:
-            near = near_word(name, names)
-            hint = f"did you mean '{near}'? " if near is not None else ""
+            # Worded as a body's unknown field is (api/bodies.py): the parameter it
+            # is near, else those the route takes.
             raise InvalidRequestError(
-                name,
-                f"unknown query parameter ({hint}known: {', '.join(names)})",
-                location="query",
+                name, f"unknown query parameter{unknown_name_hint(name, names)}", location="query"
             )
