@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from nextbest.api.schemas import RecommendationCreate
 from nextbest.learning.config import load_train_config
 from nextbest.learning.levers import load_levers
 from nextbest.loop.gate import GateError, load_gate_config
 from nextbest.policy.rules import RulesError, ServingRules
+from nextbest.service.events import FeedbackEventCreate
+from nextbest.settings import Settings
 from nextbest.yamlfile import (
     KeyLines,
     Place,
@@ -215,7 +218,6 @@ CONTRACT = ("action_id", "channel", "content_id", "topic", "content_type", "cost
         pytest.param("emial", ("email", "sms"), {}, ["email"], id="a-slip"),
         pytest.param("promo", ("promotional", "medical"), {}, ["promotional"], id="a-prefix"),
         pytest.param("pr", ("promotional", "medical"), {}, [], id="a-prefix-too-short"),
-        pytest.param("rep", ("rep_visit", "rep_phone"), {}, [], id="a-prefix-of-two"),
         pytest.param("fax", ("email", "rep_visit"), {}, [], id="near-none"),
         pytest.param(
             "HCP_Unavailble", ("other", "hcp_unavailable"), {}, [], id="case-counts-by-default"
@@ -239,9 +241,6 @@ CONTRACT = ("action_id", "channel", "content_id", "topic", "content_type", "cost
         pytest.param(
             "data", ("safety_data", "trial_data"), {"words": True}, [], id="a-word-of-two-choices"
         ),
-        pytest.param(
-            "dosing", ("dosing_a", "dosing_b", "dosing_c"), {"n": 2}, ["dosing_c", "dosing_b"]
-        ),
     ],
 )
 def test_the_near_word_is_found_one_way_for_every_did_you_mean(
@@ -251,6 +250,58 @@ def test_the_near_word_is_found_one_way_for_every_did_you_mean(
     one = {k: v for k, v in keywords.items() if k != "n"}
     assert near_word(value, choices, **one) == (near[0] if near else None)
     assert near_hint(value, choices, **one) == (f" (did you mean '{near[0]}'?)" if near else "")
+
+
+@pytest.mark.parametrize(
+    ("value", "choices", "near"),
+    [
+        # A feedback event's "event": event_id was named (difflib's ratio prefers the
+        # shorter), where event_type is as likely, and the one an event lacks.
+        pytest.param("event", FeedbackEventCreate, ["event_id", "event_type"], id="event"),
+        pytest.param("holdout", Settings, ["holdout_rate", "holdout_days"], id="settings"),
+        pytest.param(
+            "log", Settings, ["log_flush_ms", "log_max_backlog", "log_max_wait_s"], id="log"
+        ),
+        pytest.param("rep", ("rep_visit", "rep_phone"), ["rep_visit", "rep_phone"], id="rep"),
+        pytest.param(
+            "dosing",
+            ("dosing_a", "dosing_b", "dosing_c"),
+            ["dosing_a", "dosing_b", "dosing_c"],
+            id="dosing",
+        ),
+    ],
+)
+def test_the_first_words_of_several_choices_name_none_of_them(
+    value: str, choices: Any, near: list[str]
+) -> None:
+    """A name that is the first words of several choices shortens each alike: they
+    are its near words as equals, in the order of the choices, and no one of them
+    is guessed for it."""
+    fields = keys_at(choices, ()) if isinstance(choices, type) else list(choices)
+    assert near_words(value, fields, n=3) == near
+    assert near_word(value, fields) is None
+    assert near_hint(value, fields) == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "choices", "near"),
+    [
+        # The first words of one choice only: that one.
+        pytest.param("hcp", RecommendationCreate, "hcp_id", id="hcp"),
+        pytest.param("hcp_ids", RecommendationCreate, "hcp_id", id="hcp-ids"),
+        pytest.param("occurred", FeedbackEventCreate, "occurred_at", id="occurred"),
+        pytest.param("recommendation", FeedbackEventCreate, "recommendation_id", id="rec-id"),
+        pytest.param("tracking", Settings, "tracking_uri", id="tracking"),
+        pytest.param("max_request", Settings, "max_requests_per_connection", id="max-requests"),
+        # A slip of spelling nearer than the shortenings: named.
+        pytest.param("event_tpye", FeedbackEventCreate, "event_type", id="event-type-slip"),
+        pytest.param("event", ("event_id", "event_type", "events"), "events", id="events"),
+        pytest.param("holdout_rat", Settings, "holdout_rate", id="holdout-rate-slip"),
+    ],
+)
+def test_a_name_near_one_choice_still_names_it(value: str, choices: Any, near: str) -> None:
+    fields = keys_at(choices, ()) if isinstance(choices, type) else list(choices)
+    assert near_word(value, fields) == near
 
 
 def test_a_word_spelled_two_ways_case_aside_is_not_guessed() -> None:

@@ -501,6 +501,13 @@ def near_words(
     "did you mean" nextbest says: settings, requests, rules, ids and the data files'
     columns alike.
 
+    A value written as the first words of several choices (``event`` of event_id and
+    event_type, ``holdout`` of holdout_rate and holdout_days) shortens each of them
+    alike: they are its near words, as equals, in the order of ``choices``, which
+    :func:`near_word` does not choose between. (difflib's ratio, which counts the
+    letters not written, named the shortest.) A choice nearer by a slip of spelling
+    (``events`` for ``event``) is still named first.
+
     Give ``value`` as the words are written (lower case for lower-case words), or
     ``any_case``: compared case aside (a reason code or a territory the user spells),
     the words named as ``choices`` write them. ``words``: a name made of words
@@ -518,6 +525,9 @@ def near_words(
     if value in listed:  # the word itself (a territory in another case): no other
         return [value]
     near = difflib.get_close_matches(value, listed, n=n, cutoff=NEAR_ENOUGH)
+    led = [c for c in listed if _leads(value, c)]
+    if len(led) > 1 and (not near or near[0] in led):
+        return led[:n]
     if near:
         return near
     begun = [c for c in listed if len(value) >= 3 and c.startswith(value)]
@@ -531,6 +541,17 @@ def near_words(
     return []
 
 
+def _leads(value: str, choice: str) -> bool:
+    """Whether ``value`` (three letters or more) is the first words of ``choice``, the
+    rest left off: ``event`` of event_id, not of events."""
+    return (
+        len(value) >= 3
+        and len(choice) > len(value)
+        and choice.startswith(value)
+        and not choice[len(value)].isalnum()
+    )
+
+
 def _words(name: str) -> list[str]:
     """The words of a name: its runs of letters and digits."""
     return [word for word in re.split(r"[\W_]+", name) if word]
@@ -540,12 +561,18 @@ def near_word(
     value: str, choices: Collection[str], *, any_case: bool = False, words: bool = False
 ) -> str | None:
     """The word of ``choices`` that ``value`` most likely means, or None when it is
-    near none (:func:`near_words`, whose keywords these are), or, ``any_case``, when
-    the word near is spelled two ways in ``choices`` (``Other`` and ``other``): which
-    one was meant cannot be told."""
+    near none (:func:`near_words`, whose keywords these are), or near several alike
+    (it is the first words of each: ``event`` of event_id and event_type), or,
+    ``any_case``, when the word near is spelled two ways in ``choices`` (``Other``
+    and ``other``): which one was meant cannot be told."""
     near = near_words(value, choices, n=2, any_case=any_case, words=words)
-    if not near or (any_case and len(near) > 1 and near[0].casefold() == near[1].casefold()):
+    if not near:
         return None
+    if len(near) > 1:
+        fold = str.casefold if any_case else str
+        first, second, written = fold(near[0]), fold(near[1]), fold(value)
+        if first == second or (_leads(written, first) and _leads(written, second)):
+            return None
     return near[0]
 
 
