@@ -1180,6 +1180,39 @@ def test_reason_codes_that_differ_only_in_case_are_refused_naming_both(
     assert str(refused.value) == f"{path}, {said}"
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        pytest.param(
+            "withdrawn_actions:\n  - A027\n  - A031\n  - A027\n",
+            "line 4: withdrawn_actions[2]: 'A027' is listed a second time (first: "
+            "withdrawn_actions[0], line 2): keep one of them",
+            id="twice",
+        ),
+        pytest.param(
+            "withdrawn_actions: [A027, ' A027']\n",
+            "line 1: withdrawn_actions[1]: ' A027' and 'A027' (withdrawn_actions[0], line 1) "
+            "differ only in the spaces around them, which are not read: keep one of them",
+            id="spaces-around",
+        ),
+    ],
+)
+def test_an_action_withdrawn_twice_is_refused_at_the_second_naming_the_first(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    """An id listed twice was merged without a word, where a reason code listed
+    twice is refused: either may be a slip for an id meant and not withdrawn
+    (``A027, A027`` for ``A027, A072``). Ids are read as written otherwise: ``a027``
+    beside ``A027`` is another id (which the catalog check names)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as refused:
+        ServingRules.load(path)
+    assert str(refused.value) == f"{path}, {said}"
+    other = ServingRules.from_mapping({"withdrawn_actions": ["A027", "a027", " A031 "]})
+    assert other.withdrawn_actions == ("A027", "a027", "A031")
+
+
 def test_a_channel_capped_twice_is_refused_at_the_second_naming_the_first(
     tmp_path: Path,
 ) -> None:

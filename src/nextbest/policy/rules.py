@@ -46,7 +46,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -318,6 +318,14 @@ class ServingRules:
                     "as text; write ids as the catalog does, in quotes if they are digits "
                     "('031')"
                 )
+        # Listed twice, an id was served to nobody all the same: a slip that may
+        # hide the id meant, refused as a reason code listed twice is.
+        _refuse_twins(
+            withdrawn,
+            top.at("withdrawn_actions"),
+            read=str.strip,
+            alike="differ only in the spaces around them, which are not read",
+        )
         max_items = data.get("max_items_per_channel")
         strict = data.get("strict", False)
         if not isinstance(strict, bool):
@@ -336,7 +344,7 @@ class ServingRules:
             rep_max_capacity=max_capacity,
             dismiss_reasons=tuple(reasons),
             hcp_wide_reasons=hcp_wide,
-            withdrawn_actions=tuple(dict.fromkeys(str(a).strip() for a in withdrawn)),
+            withdrawn_actions=tuple(str(a).strip() for a in withdrawn),
             strict=strict,
             source=source,
             fingerprint=fingerprint,
@@ -508,15 +516,22 @@ def _dismiss_reasons(value: Any, rep_plan: Place) -> list[str]:
     return value
 
 
-def _refuse_twins(codes: list[str], where: Place) -> None:
-    """Refuse a code listed twice in one list, or two that differ only in case, at
-    the second, naming both: a reason sent in any case (``Not_Relevant`` from a CRM's
-    picklist) could not be told to be one rather than the other, and the same code
-    twice is a slip that may hide the code meant (listed twice, it was also shown
-    twice wherever the codes are listed)."""
+def _refuse_twins(
+    codes: list[str],
+    where: Place,
+    *,
+    read: Callable[[str], str] = str.casefold,
+    alike: str = "differ only in case, and reason codes are read in any case",
+) -> None:
+    """Refuse a code listed twice in one list, or two read as one (``read``: reason
+    codes in any case, ids without the spaces around them), at the second, naming
+    both and how they are ``alike``: a reason sent in any case (``Not_Relevant``
+    from a CRM's picklist) could not be told to be one rather than the other, and
+    the same code twice is a slip that may hide the code meant (listed twice, it was
+    also shown twice wherever the codes are listed)."""
     first_of: dict[str, int] = {}
     for n, code in enumerate(codes):
-        first = first_of.setdefault(code.casefold(), n)
+        first = first_of.setdefault(read(code), n)
         if first == n:
             continue
         twin = where.item(first)
@@ -528,8 +543,7 @@ def _refuse_twins(codes: list[str], where: Place) -> None:
             )
         raise RulesError(
             f"{where.item(n)}: {shown(code)} and {shown(codes[first])} "
-            f"({twin.named}{at}) differ only in case, and reason codes are read in any "
-            "case: keep one of them"
+            f"({twin.named}{at}) {alike}: keep one of them"
         )
 
 
