@@ -430,6 +430,24 @@ def test_env_keys_and_auth_off(api_settings, monkeypatch: pytest.MonkeyPatch) ->
         assert c.post("/v1/recommendations", json={"hcp_id": hcp}).status_code == 200
 
 
+def test_auth_off_is_said_by_the_app_unless_its_starter_said_it(
+    api_settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app started by other means (``uvicorn --factory``, a test) says auth is off
+    as it starts; each worker of ``nextbest serve`` (its factory, create_served_app)
+    leaves it to ``serve``, which says it once, with the address (tests/e2e)."""
+    off = api_settings.model_copy(update={"auth_enabled": False})
+    for said in (False, True):
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING, logger="nextbest.api.app"),
+            TestClient(create_app(off, auth_off_said=said)),
+        ):
+            pass
+        warned = [r for r in caplog.records if "auth is OFF" in r.getMessage()]
+        assert len(warned) == (0 if said else 1), caplog.text
+
+
 @pytest.mark.parametrize(
     ("entries", "match"),
     [

@@ -168,8 +168,24 @@ def _reload_on_sighup(runtime: ServingRuntime, keys: ReloadingKeyStore | None) -
     return True
 
 
-def create_app(settings: Settings | None = None, runtime: ServingRuntime | None = None) -> FastAPI:
-    """Build the app; the model, database and API keys are opened at start-up, not here."""
+def create_served_app() -> FastAPI:
+    """The app as each worker of ``nextbest serve`` builds it (its uvicorn factory):
+    :func:`create_app`, without the worker's own word that auth is off, which
+    ``serve`` says once for all its workers, naming the address they listen on."""
+    return create_app(auth_off_said=True)
+
+
+def create_app(
+    settings: Settings | None = None,
+    runtime: ServingRuntime | None = None,
+    *,
+    auth_off_said: bool = False,
+) -> FastAPI:
+    """Build the app; the model, database and API keys are opened at start-up, not here.
+
+    With auth off, the app warns as it starts that anyone can call it as admin,
+    unless ``auth_off_said``: the process that starts it said so already, knowing
+    the address (``nextbest serve``: :func:`create_served_app`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,7 +212,10 @@ def create_app(settings: Settings | None = None, runtime: ServingRuntime | None 
                 )
         else:
             app.state.api_keys = None
-            logger.warning("auth is OFF (NEXTBEST_AUTH_ENABLED=false): anyone can call as admin")
+            if not auth_off_said:
+                logger.warning(
+                    "auth is OFF (NEXTBEST_AUTH_ENABLED=false): anyone can call as admin"
+                )
         app.state.runtime = runtime or ServingRuntime.start(config)
         app.state.runtime.start_watcher()
         await app.state.runtime.open_async_reader()

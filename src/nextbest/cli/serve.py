@@ -156,7 +156,7 @@ def _run_server(
         http=PROTOCOL,
         **extra,
     )
-    _warn_if_open(settings, options["host"], options["port"])
+    _warn_if_auth_off(settings, options["host"], options["port"])
     if n_workers > 1 and balanced_listeners_supported():
         # Each worker accepts on its own socket, so connections spread over all
         # workers (nextbest.api.workers explains why uvicorn's shared one does not).
@@ -165,7 +165,7 @@ def _run_server(
         keys_held = settings.auth_enabled and settings.resolved_api_keys_file.exists()
         try:
             run_balanced(
-                uvicorn.Config("nextbest.api.app:create_app", **options),
+                uvicorn.Config("nextbest.api.app:create_served_app", **options),
                 # A SIGHUP replaces every worker: with a file no worker can serve
                 # by, the replacements would take the whole service down.
                 before_restart=lambda: restart_problem(settings, keys_held=keys_held),
@@ -177,15 +177,27 @@ def _run_server(
             check_address_free(options["host"], options["port"])
         except AddressInUseError as exc:  # its message, without "[Errno 98]"
             raise fail(exc.strerror or str(exc)) from None
-        uvicorn.run("nextbest.api.app:create_app", **options)
+        uvicorn.run("nextbest.api.app:create_served_app", **options)
 
 
-def _warn_if_open(settings: Settings, host: str, port: int) -> None:
-    """With auth off, say at start when the address is reachable from elsewhere:
-    every caller is then an admin (reload, promote, API keys aside)."""
-    if settings.auth_enabled or _loopback_only(host):
+def _warn_if_auth_off(settings: Settings, host: str, port: int) -> None:
+    """With auth off, say so once at start, for every worker (each said it again
+    as it started, not knowing where it listens), and who can call: on loopback,
+    this machine's processes; on an address reachable from elsewhere, anyone who
+    can reach it. Every caller is an admin (reload, promote, API keys aside)."""
+    if settings.auth_enabled:
         return
-    logging.getLogger("nextbest.serve").warning(
+    said = logging.getLogger("nextbest.serve")
+    if _loopback_only(host):
+        said.warning(
+            "auth is OFF (NEXTBEST_AUTH_ENABLED=false): the server listens on %s:%d, "
+            "loopback only, where any process of this machine can call it as admin",
+            host,
+            port,
+            extra={"event": "auth_off"},
+        )
+        return
+    said.warning(
         "auth is OFF (NEXTBEST_AUTH_ENABLED=false) and the server listens on %s:%d, not "
         "on loopback: the API, admin routes included, is open to anyone who can reach "
         "that address; serve on 127.0.0.1, or turn auth on with API keys "
