@@ -65,6 +65,7 @@ def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:
             f"{base}/v1/recommendations", json={"hcp_id": "nobody"}, headers=AUTH, timeout=5
         )
         assert unknown.status_code == 404
+        _misspelt_fields_are_named(base)
         anonymous = httpx.post(f"{base}/v1/recommendations", json={"hcp_id": "H000002"})
         assert anonymous.status_code == 401
         assert "nextbest_request_seconds_bucket" in httpx.get(f"{base}/metrics").text
@@ -82,6 +83,55 @@ def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:
     logged = [json.loads(line) for line in (models / "server.log").read_text().splitlines()]
     migrated = [e for e in logged if e["message"].startswith("database schema migrated")]
     assert len(migrated) == 1 and migrated[0]["logger"] == "nextbest.serve", logged[:5]
+
+
+EXTRA = "Extra inputs are not permitted"
+EVENT_FIELDS = (
+    "event_id, event_type, hcp_id, recommendation_id, action_id, channel, occurred_at, "
+    "reason, value"
+)
+
+
+def _misspelt_fields_are_named(base: str) -> None:
+    """A field a body does not take is answered over HTTP as in-process
+    (tests/api/test_misspelt_fields.py): its 422 keeps pydantic's ``type`` and ``loc``,
+    its message names the field meant or, near none, those taken; an event of a batch
+    is rejected alone, with the same words."""
+    for url, body, loc, said in (
+        (
+            "/v1/recommendations",
+            {"hcp_id": "H000002", "chanel": "email"},
+            ["body", "chanel"],
+            "(did you mean 'channel'?)",
+        ),
+        (
+            "/v1/feedback",
+            {"event_id": "e2e-misspelt-1", "hcp_id": "H000002", "evnt_type": "opened"},
+            ["body", "event", "evnt_type"],
+            "(did you mean 'event_type'?)",
+        ),
+        # "event" begins event_id and event_type alike: neither is guessed.
+        (
+            "/v1/feedback",
+            {"event_id": "e2e-misspelt-2", "hcp_id": "H000002", "event": "opened"},
+            ["body", "event", "event"],
+            f"(allowed here: {EVENT_FIELDS})",
+        ),
+    ):
+        response = httpx.post(f"{base}{url}", json=body, headers=AUTH, timeout=10)
+        assert response.status_code == 422, response.text
+        extra = [e for e in response.json()["detail"] if e["type"] == "extra_forbidden"]
+        assert [(e["loc"], e["msg"]) for e in extra] == [(loc, f"{EXTRA} {said}")], extra
+    event = {"event_id": "e2e-misspelt-3", "event_type": "opened", "hcp_id": "H000002"}
+    batch = httpx.post(
+        f"{base}/v1/feedback",
+        json={"events": [{**event, "chanel": "email"}]},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert batch.status_code == 422, batch.text  # its only event rejected
+    [rejected] = batch.json()["rejected"]
+    assert rejected["message"] == f"chanel: {EXTRA} (did you mean 'channel'?)", rejected
 
 
 @pytest.mark.slow
