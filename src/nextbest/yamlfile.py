@@ -571,7 +571,7 @@ def near_word(
     if len(near) > 1:
         fold = str.casefold if any_case else str
         first, second, written = fold(near[0]), fold(near[1]), fold(value)
-        if first == second or (_leads(written, first) and _leads(written, second)):
+        if (any_case and first == second) or (_leads(written, first) and _leads(written, second)):
             return None
     return near[0]
 
@@ -592,9 +592,9 @@ def unknown_key_hint(
     ``loc[-1]`` (``loc`` as pydantic gives it, within ``model``): `` (did you mean
     'channel'?)`` naming the key of that place it is near, else `` (allowed here:
     hcp_id, k, ...)`` listing the keys the place takes (:func:`keys_at`), as
-    :func:`unknown_name_hint` says it; '' when they are not known. ``listed``: the places whose keys
-    were listed already, added to, so that a message of several unknown keys lists
-    them once."""
+    :func:`unknown_name_hint` says it; '' when they are not known. ``listed``: the
+    places whose keys were listed already, added to, so that a message of several
+    unknown keys lists them once."""
     place = tuple(loc[:-1])
     list_them = listed is None or place not in listed
     hint = unknown_name_hint(str(loc[-1]), keys_at(model, place), list_allowed=list_them)
