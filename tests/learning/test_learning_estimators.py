@@ -278,3 +278,39 @@ def test_scores_from_the_leaves_equal_lightgbms_predictions() -> None:
         rtol=0,
         atol=1e-12,
     )
+
+
+def test_per_action_tables_read_each_rows_action_once_per_call(monkeypatch) -> None:
+    X, y, treated, engaged, _ = _action_data(6000)
+    learner = EngagementStratifiedUplift(n_control_features=3, action_column=3).fit(
+        X, y, treated=treated, engaged=engaged
+    )
+    assert learner.action_scale_ is not None and learner.action_mean_uplift_ is not None
+    learner.heterogeneity_ = 0.5  # as calibration may set it: both tables are used
+    rows = X[treated][:40].copy()
+    # No action, a negative code, codes past either table: each table's "missing" value.
+    rows[:4, 3] = [np.nan, -1.0, len(learner.action_scale_), 1e9]
+    expected_scale = np.array(
+        [
+            learner.action_scale_[int(c)] if 0 <= c < len(learner.action_scale_) else 1.0
+            for c in rows[:, 3]
+        ]
+    )
+    tau, (g1, _) = learner.uplift_and_gains(rows)
+    np.testing.assert_array_equal(g1, learner.effect_engaged_.predict(rows) * expected_scale)
+    means = learner.action_mean_uplift_
+    centre = np.array([means[int(c)] if 0 <= c < len(means) else np.nan for c in rows[:, 3]])
+    raw = learner.engagement_.engage_probability(rows) * g1 + (
+        1.0 - learner.engagement_.engage_probability(rows)
+    ) * learner.effect_unengaged_.predict(rows)
+    lam = learner.heterogeneity_
+    np.testing.assert_allclose(
+        tau, np.where(np.isnan(centre), raw, centre + lam * (raw - centre)), rtol=0, atol=1e-12
+    )
+    # One reading of the rows' actions per call, for every table it looks up.
+    read = []
+    index = learner._action_index
+    monkeypatch.setattr(learner, "_action_index", lambda X: read.append(len(X)) or index(X))
+    _, gains = learner.uplift_and_gains(rows)
+    learner.contributions(rows[:5], None, (gains[0][:5], gains[1][:5]))
+    assert read == [40, 5]

@@ -469,34 +469,49 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             p = p_engage
         else:
             p = self.engagement_.engage_probability(X, None if paths is None else paths.engagement)
-        g1, g0 = self.gains(X, paths)
+        actions = self._action_index(X)
+        g1, g0 = self._gains(X, paths, actions)
         tau = np.asarray(p * g1 + (1.0 - p) * g0)
-        centre = self._action_mean(X)
+        centre = self._action_mean(actions)
         if centre is None:
             return tau, (g1, g0)
         lam = self.heterogeneity_
         return np.where(np.isnan(centre), tau, centre + lam * (tau - centre)), (g1, g0)
 
-    def _action_mean(self, X: np.ndarray) -> np.ndarray | None:
+    def _action_index(self, X: np.ndarray) -> np.ndarray | None:
+        """Each row's action code as an index into the per-action tables (past the end of
+        each: no action), or None without an action column. Read once per scoring call,
+        for every table (:func:`_per_action`)."""
+        if self.action_column is None:
+            return None
+        codes = X[:, self.action_column]
+        return np.where(codes >= 0, codes, _NO_ACTION).astype(np.int64)  # NaN >= 0 is False
+
+    def _action_mean(self, actions: np.ndarray | None) -> np.ndarray | None:
         """Per row, its action's mean uplift to shrink towards (NaN: keep), or None."""
         means = getattr(self, "action_mean_uplift_", None)  # artifacts from before calibration
-        if means is None or self.action_column is None or self.heterogeneity_ >= 1.0:
+        if means is None or actions is None or self.heterogeneity_ >= 1.0:
             return None
-        return _per_action(X[:, self.action_column], means, np.nan)
+        return _per_action(actions, means, np.nan)
 
     def gains(self, X: np.ndarray, paths: Paths | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(g_1, g_0)``: incremental outcome when engaged / not engaged, each ``(n,)``."""
+        return self._gains(X, paths, self._action_index(X))
+
+    def _gains(
+        self, X: np.ndarray, paths: Paths | None, actions: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if paths is None:
             g1 = self.effect_engaged_.predict(X)
-            return g1 * self._scale_of(X), self.effect_unengaged_.predict(X)
+            return g1 * self._scale_of(actions), self.effect_unengaged_.predict(X)
         g1 = self.effect_engaged_.predict(X, paths.engaged)
-        return g1 * self._scale_of(X), self.effect_unengaged_.predict(X, paths.unengaged)
+        return g1 * self._scale_of(actions), self.effect_unengaged_.predict(X, paths.unengaged)
 
-    def _scale_of(self, X: np.ndarray) -> np.ndarray | float:
+    def _scale_of(self, actions: np.ndarray | None) -> np.ndarray | float:
         scale = getattr(self, "action_scale_", None)  # artifacts from before scaling existed
-        if scale is None or self.action_column is None:
+        if scale is None or actions is None:
             return 1.0
-        return _per_action(X[:, self.action_column], scale, 1.0)
+        return _per_action(actions, scale, 1.0)
 
     def baseline(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome without a touch, from the control columns of ``X``."""
@@ -521,8 +536,9 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         if p_engage is None:
             p_engage = self.engagement_.engage_probability(X, paths.engagement)
         p = p_engage
-        g1, g0 = self.gains(X, paths) if gains is None else gains
-        scale = self._scale_of(X)
+        actions = self._action_index(X)
+        g1, g0 = self._gains(X, paths, actions) if gains is None else gains
+        scale = self._scale_of(actions)
         out = (p * scale)[:, None] * self.effect_engaged_.attribution_.contributions(
             X, paths.engaged
         )
@@ -532,18 +548,21 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             )
         slope = (g1 - g0) * p * (1.0 - p)
         out += slope[:, None] * self.engagement_.contributions(X, paths.engagement)
-        centre = self._action_mean(X)
+        centre = self._action_mean(actions)
         if centre is not None:
             # Shrinking towards the action's mean scales every deviation alike.
             out *= np.where(np.isnan(centre), 1.0, self.heterogeneity_)[:, None]
         return np.asarray(out)
 
 
-def _per_action(codes: np.ndarray, table: np.ndarray, missing: float) -> np.ndarray:
-    """``table[code]`` for each row's action code; ``missing`` for NaN or unknown codes."""
-    safe = np.where(np.isnan(codes), -1, codes).astype(np.int64)
-    inside = (safe >= 0) & (safe < len(table))
-    return np.where(inside, table[np.where(inside, safe, 0)], missing)
+# Past the end of every per-action table: the index of a row without an action code.
+_NO_ACTION = float(2**62)
+
+
+def _per_action(actions: np.ndarray, table: np.ndarray, missing: float) -> np.ndarray:
+    """``table[index]`` for each row's action index (:meth:`EngagementStratifiedUplift.
+    _action_index`); ``missing`` for a row without an action or with one past the table."""
+    return np.concatenate((table, (missing,)))[np.minimum(actions, len(table))]
 
 
 def _inverse_propensity(propensity: Any | None, n: int, max_weight: float) -> np.ndarray:
