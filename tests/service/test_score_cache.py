@@ -346,3 +346,31 @@ def test_an_hcp_twice_in_one_batch_is_not_asked_again(model: ScoringModel) -> No
     with cache._lock:
         cache._claim(np.array([3]))  # a later call: asked again
     assert list(cache._protected) == [3]
+
+
+def test_the_pair_counters_are_written_only_when_they_change(
+    model: ScoringModel, monkeypatch
+) -> None:
+    """With several workers each increment writes the worker's metrics file: a request
+    whose pairs are all scored by the model (the cache off) or all found adds nothing
+    to the other counter, and the counts stay right."""
+    written: list[tuple[str, float]] = []
+    for result, child in (("hit", score_cache._HITS), ("miss", score_cache._MISSES)):
+        inc = child.inc
+
+        def spying(amount: float = 1, result: str = result, inc=inc) -> None:
+            written.append((result, amount))
+            inc(amount)
+
+        monkeypatch.setattr(child, "inc", spying)
+    counts = (score_cache._HITS._value.get(), score_cache._MISSES._value.get())
+    h = str(model.hcps.hcp_id[5])
+    off = _recommender(model, 0).recommend(hcp_id=h, k=5)
+    assert written == [("miss", off.n_candidates)]
+    cached = _recommender(model, 10)
+    cached.recommend(hcp_id=h, k=5)
+    written.clear()
+    again = cached.recommend(hcp_id=h, k=5)
+    assert written == [("hit", again.n_candidates)]
+    assert score_cache._HITS._value.get() == counts[0] + again.n_candidates
+    assert score_cache._MISSES._value.get() == counts[1] + 2 * off.n_candidates
