@@ -1679,6 +1679,48 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
     assert not missing.parent.exists()
 
 
+def test_serve_and_db_upgrade_stop_on_a_database_lacking_an_index_of_the_schema(
+    env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded database lacking an index of this release's schema (a SQLite
+    migration rebuilding a table drops its indexes on an expression without a word)
+    stops `db upgrade` and `serve` with exit code 2, naming the index, its table and
+    the statement recreating it; once recreated, both go on."""
+    import uvicorn
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: served.append(a))
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    first = runner.invoke(app, ["db", "upgrade"])
+    assert first.exit_code == 0 and "schema upgraded from revision (none) to 0013" in (
+        first.output
+    ), first.output
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP INDEX ix_recommendations_hcp_id_folded")
+        for command in (["db", "upgrade"], ["serve", "--workers", "1"]):
+            result = runner.invoke(app, command)
+            said = " ".join(result.output.split())
+            assert result.exit_code == 2, (command, said)
+            assert "lacks index ix_recommendations_hcp_id_folded on table recommendations" in (
+                said
+            ), said
+            assert "ON recommendations (lower(ltrim(hcp_id, '0')))" in said, said
+        assert not served
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE INDEX ix_recommendations_hcp_id_folded "
+                "ON recommendations (lower(ltrim(hcp_id, '0')))"
+            )
+    finally:
+        engine.dispose()
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+    assert runner.invoke(app, ["serve", "--workers", "1"]).exit_code == 0 and served
+
+
 def test_db_downgrade_refuses_to_run_when_the_schema_moved_while_it_asked(
     env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -317,15 +317,18 @@ def _migrate_schema(
     """Upgrade the database's schema to this release's (``serve``, ``db upgrade``), or
     downgrade it to ``downgrade_to`` (``db downgrade``), once ``confirm`` was given the
     revision and the migrations undone and returned; any reason it cannot be stops the
-    command in one line. The revisions before and after."""
+    command in one line, as does an upgraded database lacking an index of this
+    release's schema (:func:`check_indexes`). The revisions before and after."""
     from sqlalchemy.engine import make_url
 
     from nextbest.storage.db import (
         UNAVAILABLE_ERRORS,
         DowngradeTargetError,
         MigrationLockTimeoutError,
+        MissingIndexError,
         SchemaTooNewError,
         UnversionedSchemaError,
+        check_indexes,
         describe_database_error,
         downgrade,
         downgrade_plan,
@@ -344,7 +347,10 @@ def _migrate_schema(
         )
     try:
         if downgrade_to is None:
-            return migrate(url)
+            revisions = migrate(url)
+            # At this release's revision, which tables.py spells out index by index.
+            check_indexes(url)
+            return revisions
         if confirm is None:
             return downgrade(url, downgrade_to)
         planned_from, undone = downgrade_plan(url, downgrade_to)
@@ -355,7 +361,12 @@ def _migrate_schema(
         raise fail(f"db downgrade {downgrade_to}: {exc}; nothing was changed") from None
     except ValueError as exc:  # a backend other than SQLite or PostgreSQL
         raise fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
-    except (SchemaTooNewError, MigrationLockTimeoutError, UnversionedSchemaError) as exc:
+    except (
+        SchemaTooNewError,
+        MigrationLockTimeoutError,
+        UnversionedSchemaError,
+        MissingIndexError,
+    ) as exc:
         raise fail(f"NEXTBEST_DATABASE_URL: {exc}") from None
     except UNAVAILABLE_ERRORS as exc:
         raise fail(_unreachable(url, describe_database_error(exc))) from None

@@ -771,6 +771,92 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
     return found, head
 
 
+@dataclass(frozen=True)
+class MissingIndex:
+    """An index of this release's schema that the database lacks: its ``name``, its
+    ``table`` and ``create``, the statement that makes it again, in the database's SQL."""
+
+    name: str
+    table: str
+    create: str
+
+
+def missing_indexes(url: str) -> list[MissingIndex]:
+    """The indexes of this release's schema (``storage.tables``, the newest revision's)
+    that the database at ``url`` lacks, named with their table; [] when it has them all
+    (or is a SQLite file not made yet). For a database at the newest revision.
+
+    Read by name from the database's catalog (``sqlite_master``, ``pg_indexes``), not
+    by SQLAlchemy's reflection, which skips an index on an expression on SQLite. That
+    is also why a SQLite migration rebuilding a table (alembic's batch mode copies what
+    it reflects) would drop 0013's indexes of the folded HCP id without a word, and
+    erasures would read the log whole again. A missing index loses no data: reads that
+    used it scan the table instead.
+    """
+    from sqlalchemy.schema import CreateIndex
+
+    from nextbest.storage.tables import Base
+
+    if missing_sqlite_file(url) is not None:
+        return []
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                found = connection.exec_driver_sql(
+                    "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'"
+                )
+            else:
+                found = connection.exec_driver_sql(
+                    "SELECT indexname, tablename FROM pg_indexes "
+                    "WHERE schemaname = current_schema()"
+                )
+            present = {(str(name), str(table)) for name, table in found}
+        dialect = engine.dialect
+    finally:
+        engine.dispose()
+    return [
+        MissingIndex(
+            str(index.name), table.name, str(CreateIndex(index).compile(dialect=dialect)).strip()
+        )
+        for table in Base.metadata.sorted_tables
+        for index in sorted(table.indexes, key=lambda index: str(index.name))
+        if (str(index.name), table.name) not in present
+    ]
+
+
+class MissingIndexError(RuntimeError):
+    """The database, at this release's schema revision, lacks indexes that revision has."""
+
+    def __init__(self, missing: list[MissingIndex], *, postgresql: bool) -> None:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        named = ", ".join(f"index {index.name} on table {index.table}" for index in missing)
+        statements = "; ".join(
+            index.create.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
+            if postgresql
+            else index.create
+            for index in missing
+        )
+        how = " (CONCURRENTLY: the service's writes go on while it is built)" if postgresql else ""
+        super().__init__(
+            f"the database's schema is at revision {head}, this release's, but lacks {named}, "
+            "which that revision has (dropped by hand, left out of a restore, or by a "
+            "migration rebuilding the table): no row is lost, but the reads that use it "
+            f"read the table whole. Recreate it{how}, then run the command again: "
+            f"{statements} (docs/operations.md, 'Upgrading and rolling back')"
+        )
+        self.missing = missing
+
+
+def check_indexes(url: str) -> None:
+    """Raise :class:`MissingIndexError` naming each index of this release's schema that
+    the database at ``url`` lacks (see :func:`missing_indexes`), with the statements
+    that recreate them; nothing when it has them all."""
+    missing = missing_indexes(url)
+    if missing:
+        raise MissingIndexError(missing, postgresql=make_url(url).get_backend_name() != "sqlite")
+
+
 def _migrate_in_transaction(
     connection: Connection,
     revision: str,
