@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import event, func, insert, make_url, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +34,9 @@ from nextbest.storage import (
     last_contacts,
     log_recommendations,
     logged_decisions,
+    make_engine,
+    make_session_factory,
+    migrate,
     record_feedback,
     repository,
 )
@@ -44,6 +48,7 @@ from nextbest.storage.repository import (
     serving_history,
 )
 from nextbest.storage.tables import FeedbackEvent, Recommendation, RecommendationItem
+from nextbest.storage.testing import recommendation_record, served_item, statements_sent
 
 # The time every logged test decision is made at, unless a test says otherwise.
 T0 = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
@@ -2096,6 +2101,103 @@ def test_logged_decisions_frame_of_every_kind_of_row(
     plain = logged_decisions(session)
     pd.testing.assert_frame_equal(plain, expected.loc[:, list(LOGGED_DECISION_COLUMNS)])
     assert plain.attrs == frame.attrs
+
+
+def test_the_reads_of_the_whole_log_give_equal_frames_on_sqlite_and_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The same rows give the same frames, values and dtypes, on SQLite (timestamps
+    read as text) and PostgreSQL (as microseconds since the epoch, computed by the
+    server, whatever the session's time zone): times given in other zones, with
+    microseconds, either side of 1970, and none (an answer logged before 0003)."""
+    behind = timezone(timedelta(hours=-3, minutes=-30))
+    ahead = timezone(timedelta(hours=5, minutes=45))
+    records = [
+        recommendation_record(
+            "r-1",
+            "h1",
+            created_at=datetime(2024, 3, 4, 5, 30, 0, 123456, tzinfo=behind),
+            decided_for=datetime(2024, 3, 5, tzinfo=ahead),
+            items=(served_item(1, "a1"),),
+        ),
+        recommendation_record(
+            "r-2",
+            "h2",
+            created_at=datetime(2024, 3, 4, 9, 0, 0, 1, tzinfo=UTC),
+            decided_for=datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            holdout=True,
+        ),
+        recommendation_record(
+            "r-3",
+            "h2",
+            created_at=datetime(2024, 3, 11, 23, 59, 59, 999999, tzinfo=ahead),
+            model_version="nextbest/8",
+            items=(served_item(1, "a2"),),
+        ),
+    ]
+    events = [
+        FeedbackRecord(
+            "e-1", "opened", datetime(2024, 3, 4, 12, 0, 0, 7, tzinfo=behind), "h1", "r-1", "a1"
+        ),
+        FeedbackRecord(
+            "e-2", "outcome", datetime(2024, 3, 6, 1, 2, 3, 456789, tzinfo=ahead), "h2", value=2.0
+        ),
+        FeedbackRecord("e-3", "outcome", datetime(2024, 3, 12, tzinfo=UTC), "h2", value=1.5),
+    ]
+    # A session zone other than UTC (half hours, and a daylight-saving change in March).
+    postgres = make_url(postgres_url).update_query_dict({"options": "-c TimeZone=America/St_Johns"})
+    frames: dict[str, list[pd.DataFrame]] = {}
+    sent: dict[str, list[tuple[str, Any]]] = {}
+    for url in (
+        f"sqlite:///{tmp_path / 'log.db'}",
+        postgres.render_as_string(hide_password=False),
+    ):
+        migrate(url)
+        engine = make_engine(url)
+        try:
+            with make_session_factory(engine)() as session:
+                log_recommendations(session, records=records)
+                session.commit()
+                assert not record_feedback(session, events=events).rejected
+                session.execute(  # as an answer logged before revision 0003 is
+                    update(Recommendation)
+                    .where(Recommendation.recommendation_id == "r-3")
+                    .values(decided_for=None)
+                )
+                session.commit()
+                with statements_sent(engine) as sent[engine.dialect.name]:
+                    frames[engine.dialect.name] = [
+                        logged_decisions(session, details=True),
+                        # Reads the answers' times again, for the outcomes by HCP.
+                        logged_decisions(session, model_version="nextbest/8", details=True),
+                        repository.hcp_outcomes(session),
+                    ]
+        finally:
+            engine.dispose()
+    for on_sqlite, on_postgres in zip(frames["sqlite"], frames["postgresql"], strict=True):
+        pd.testing.assert_frame_equal(on_postgres, on_sqlite, check_exact=True)
+        assert on_postgres.attrs == on_sqlite.attrs
+    every, _, outcomes = frames["sqlite"]
+    assert every["timestamp"].tolist() == [
+        pd.Timestamp("2024-03-04 09:00:00.000001"),
+        pd.Timestamp("2024-03-04 09:00:00.123456"),
+        pd.Timestamp("2024-03-11 18:14:59.999999"),
+    ]
+    assert every["decided_for"].tolist() == [
+        pd.Timestamp("1969-12-31 23:59:59.999999"),
+        pd.Timestamp("2024-03-04 18:15"),
+        pd.Timestamp("2024-03-11 18:14:59.999999"),  # none: when it was served
+    ]
+    assert str(outcomes["at"].dtype) == "datetime64[ns, UTC]"
+    assert outcomes["at"].tolist() == [
+        pd.Timestamp("2024-03-05 19:17:03.456789", tz="UTC"),
+        pd.Timestamp("2024-03-12", tz="UTC"),
+    ]
+    # PostgreSQL sends its timestamps as integers, not as datetime objects to convert.
+    reads = [statement for statement, _ in sent["postgresql"] if "created_at" in statement]
+    assert reads and all(
+        "EXTRACT(epoch FROM recommendations.created_at)" in statement for statement in reads
+    ), reads
 
 
 def test_events_stored_before_the_reason_rule_are_duplicates_when_sent_again(

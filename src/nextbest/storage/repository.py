@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
+import numpy as np
 import pandas as pd
 import psycopg
 import sqlalchemy as sa
@@ -3392,7 +3393,7 @@ def latest_holdout_rate(db: Session | Connection) -> float | None:
 
 def _read_frame(
     session: Session,
-    statement: sa.Executable,
+    statement: sa.Select[*tuple[Any, ...]],
     columns: list[str],
     *,
     times: Sequence[str] = (),
@@ -3403,32 +3404,55 @@ def _read_frame(
     For the reads of the whole log: the rows skip SQLAlchemy's per-value result
     processing (ORM rows, a ``datetime`` built and made UTC per timestamp: most of
     the time of such a read) and are converted a column at a time instead. A
-    timestamp comes as SQLite's naive UTC text or PostgreSQL's aware ``datetime``;
-    both parse to the same instant. Other values come as the driver gives them
-    (SQLite's booleans as 0/1): callers convert the columns they return.
+    timestamp comes as SQLite's naive UTC text, parsed a column at a time, or on
+    PostgreSQL as microseconds since the epoch, computed by the server: both give
+    the same instant. Other values come as the driver gives them (SQLite's booleans
+    as 0/1): callers convert the columns they return.
     """
+    sqlite_rows = session.get_bind().dialect.name == "sqlite"
+    at = [columns.index(name) for name in times]
+    if not sqlite_rows and at:
+        # PostgreSQL's timestamps as integers: read as aware datetime objects, each
+        # made UTC, then converted to datetime64 one by one, they took about as much
+        # CPU as the rest of a read of the whole log (bench/README.md, "A year of log").
+        selected = list(statement.selected_columns)
+        statement = statement.with_only_columns(
+            *[_epoch_microseconds(c) if i in at else c for i, c in enumerate(selected)],
+            maintain_column_froms=True,
+        )
     result = session.connection().execute(statement)
     try:
-        # SQLite's rows as its driver gives them (timestamps as text: parsing them one
-        # by one is most of the read); PostgreSQL's as SQLAlchemy gives them, which
-        # measured faster there than psycopg's own.
-        sqlite_rows = session.get_bind().dialect.name == "sqlite"
-        rows = result.cursor.fetchall() if sqlite_rows else list(result.all())
+        # The driver's rows: on PostgreSQL, with no timestamp left to convert, they
+        # took a fifth less CPU than SQLAlchemy's (bench/README.md, "A year of log").
+        rows = result.cursor.fetchall()
     finally:
         result.close()
-    # The timestamps apart, straight to datetime64: a frame built from PostgreSQL's
-    # datetime objects would first try each of them for a date, row by row. Theirs
-    # are put in ``UTC`` first: pandas reads a session zone's (``Etc/UTC``) objects,
-    # NULLs among them, several times slower.
     frame = pd.DataFrame.from_records(rows, columns=columns, exclude=list(times), nrows=len(rows))
-    for name in times:
-        at = columns.index(name)
-        raw = pd.Series(
-            [v.astimezone(UTC) if isinstance(v := row[at], datetime) else v for row in rows],
-            dtype=object,
-        )
-        frame[name] = pd.to_datetime(raw, utc=True, format="ISO8601")
+    for name, i in zip(times, at, strict=True):
+        if sqlite_rows:
+            text = pd.Series([row[i] for row in rows], dtype=object)
+            frame[name] = pd.to_datetime(text, utc=True, format="ISO8601")
+        else:
+            frame[name] = _from_epoch_microseconds([row[i] for row in rows])
     return frame.loc[:, columns]
+
+
+def _epoch_microseconds(column: Any) -> Any:
+    """``column`` (a timestamp) as whole microseconds since 1970-01-01 UTC, a bigint
+    computed by PostgreSQL (``extract(epoch ...)`` is an exact numeric there)."""
+    return sa.cast(sa.extract("epoch", column) * 1_000_000, sa.BigInteger)
+
+
+def _from_epoch_microseconds(values: list[int | None]) -> pd.Series:
+    """``(n,)`` microseconds since the epoch (None: NULL) as ``datetime64[ns, UTC]``,
+    NaT for None."""
+    # The smallest int64 is datetime64's NaT.
+    micros = np.fromiter(
+        (np.iinfo(np.int64).min if v is None else v for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
+    return pd.Series(micros.view("datetime64[us]")).astype("datetime64[ns]").dt.tz_localize(UTC)
 
 
 def logged_decisions(
