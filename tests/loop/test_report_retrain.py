@@ -8,11 +8,13 @@ import re
 import shutil
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import t as student_t
+from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
 from nextbest import registry
@@ -159,7 +161,21 @@ def test_the_report_measures_outcomes_sent_by_hcp(tmp_path: Path) -> None:
         late = FeedbackRecord("late", "outcome", T0 + timedelta(days=20), "H000001", value=9.0)
         assert not record_feedback(session, events=[late]).rejected
     engine.dispose()
-    report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    sent: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    event.listen(Engine, "before_cursor_execute", keep)  # the report makes its own
+    try:
+        report = uplift_report(settings, out_dir=tmp_path / "report", log=False)
+    finally:
+        event.remove(Engine, "before_cursor_execute", keep)
+    # The log, and the outcomes sent by HCP, each read once: the events matched to
+    # decisions are those the report's coverage is told from.
+    by_hcp = [s for s in sent if "feedback_events.recommendation_id IS NULL" in s]
+    log = [s for s in sent if s.startswith("SELECT recommendations.recommendation_id")]
+    assert (len(by_hcp), len(log)) == (1, 1), sent
     assert report.n_decisions == 2000
     assert report.overall.ci_low < 0.5 < report.overall.ci_high
     assert report.overall.ci_low > 0

@@ -61,13 +61,22 @@ def load_decisions(
     since: datetime | None = None,
     model_version: str | None = None,
     with_outcome: bool = True,
+    hcp_outcome_events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Logged decisions with serving details (``logged_decisions(details=True)``).
 
     ``with_outcome`` keeps only decisions with at least one ``outcome`` event: a
     decision whose result never came back says nothing about value.
+    ``hcp_outcome_events``: the outcome events sent by HCP, if the caller read them
+    already (see :func:`~nextbest.storage.repository.logged_decisions`).
     """
-    frame = logged_decisions(session, since=since, model_version=model_version, details=True)
+    frame = logged_decisions(
+        session,
+        since=since,
+        model_version=model_version,
+        details=True,
+        hcp_outcome_events=hcp_outcome_events,
+    )
     return with_outcome_only(frame) if with_outcome else frame
 
 

@@ -303,11 +303,14 @@ def uplift_report(
 ) -> UpliftReport:
     """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
     with store_session(settings.resolved_database_url) as session:
-        # The log is read once: the decisions with an outcome are a part of it.
-        logged = load_decisions(session, since=since, with_outcome=False)
+        # The log is read once: the decisions with an outcome are a part of it, and
+        # the outcomes sent by HCP are those the decisions' outcomes were matched from.
+        by_hcp_events = hcp_outcomes(session, since=since)
+        logged = load_decisions(
+            session, since=since, with_outcome=False, hcp_outcome_events=by_hcp_events
+        )
         decisions = with_outcome_only(logged)
         every = logged if len(decisions) else None
-        by_hcp_events = hcp_outcomes(session, since=since) if every is not None else None
     groups: dict[str, pd.Series] = {}
     if len(decisions):
         would = _would_serve(settings, decisions)

@@ -3462,6 +3462,7 @@ def logged_decisions(
     model_version: str | None = None,
     details: bool = False,
     outcome_window: timedelta = OUTCOME_WINDOW,
+    hcp_outcome_events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Logged recommendations as ``interactions`` rows, for retraining and OPE.
 
@@ -3487,6 +3488,10 @@ def logged_decisions(
     of answering with no action, holdout included, NaN for answers logged before
     migration 0004, and ``outcome_named``: whether an outcome event named this
     recommendation, rather than only its HCP).
+
+    ``hcp_outcome_events``: what :func:`hcp_outcomes` returns for the same ``since``,
+    from a caller that reads those events for itself as well (the uplift report),
+    so that they are read once; None: read here.
     """
     decisions = (
         sa.select(
@@ -3575,7 +3580,11 @@ def logged_decisions(
     frame = frame.merge(outcomes, on="recommendation_id", how="left")
     frame["outcome"] = pd.to_numeric(frame["outcome"], errors="coerce").astype("float64")
     frame["outcome_named"] = frame["outcome"].notna()
-    by_hcp, counts = _outcomes_by_hcp(session, frame, since, model_version, outcome_window)
+    if hcp_outcome_events is None:
+        hcp_outcome_events = hcp_outcomes(session, since=since)
+    by_hcp, counts = _outcomes_by_hcp(
+        session, frame, hcp_outcome_events, since, model_version, outcome_window
+    )
     if len(by_hcp):
         extra = frame["recommendation_id"].map(by_hcp)
         frame["outcome"] = frame["outcome"].add(extra, fill_value=0.0)
@@ -3633,14 +3642,15 @@ def hcp_outcomes(session: Session, *, since: datetime | None = None) -> pd.DataF
 def _outcomes_by_hcp(
     session: Session,
     frame: pd.DataFrame,
+    events: pd.DataFrame,
     since: datetime | None,
     model_version: str | None,
     window: timedelta,
 ) -> tuple[pd.Series, tuple[int, int]]:
     """Outcome values sent without a recommendation_id, summed per recommendation_id
     of the decision they count for (see :func:`logged_decisions`), and ``(events
-    counted, events that matched no decision)``."""
-    events = hcp_outcomes(session, since=since)
+    counted, events that matched no decision)``; ``events`` as :func:`hcp_outcomes`
+    returns them."""
     if events.empty:
         return pd.Series(dtype="float64"), (0, 0)
     columns = ["recommendation_id", "hcp_id", "created_at", "decided_for"]
