@@ -784,7 +784,8 @@ class MissingIndex:
 def missing_indexes(url: str) -> list[MissingIndex]:
     """The indexes of this release's schema (``storage.tables``, the newest revision's)
     that the database at ``url`` lacks, named with their table; [] when it has them all
-    (or is a SQLite file not made yet). For a database at the newest revision.
+    (or is a SQLite file not made yet, or in memory). For a database at the newest
+    revision.
 
     Read by name from the database's catalog (``sqlite_master``, ``pg_indexes``), not
     by SQLAlchemy's reflection, which skips an index on an expression on SQLite. That
@@ -797,8 +798,10 @@ def missing_indexes(url: str) -> list[MissingIndex]:
 
     from nextbest.storage.tables import Base
 
-    if missing_sqlite_file(url) is not None:
-        return []
+    parsed = make_url(url)
+    in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    if in_memory or missing_sqlite_file(url) is not None:
+        return []  # a new connection would see another, empty database; or none at all
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
@@ -837,12 +840,13 @@ class MissingIndexError(RuntimeError):
             else index.create
             for index in missing
         )
-        how = " (CONCURRENTLY: the service's writes go on while it is built)" if postgresql else ""
+        it = "it" if len(missing) == 1 else "them"
+        how = " (CONCURRENTLY: the service's writes go on meanwhile)" if postgresql else ""
         super().__init__(
             f"the database's schema is at revision {head}, this release's, but lacks {named}, "
             "which that revision has (dropped by hand, left out of a restore, or by a "
-            "migration rebuilding the table): no row is lost, but the reads that use it "
-            f"read the table whole. Recreate it{how}, then run the command again: "
+            f"migration rebuilding the table): no row is lost, but the reads that use {it} "
+            f"read the table whole. Recreate {it}{how}, then run the command again: "
             f"{statements} (docs/operations.md, 'Upgrading and rolling back')"
         )
         self.missing = missing
