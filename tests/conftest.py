@@ -24,6 +24,10 @@ from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.settings import Settings, drop_environment_settings, get_settings
 from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
+# A MySQL or MariaDB server where the user may CREATE DATABASE
+# (`mysql+pymysql://root@127.0.0.1:3306/test`): its tests are skipped without it.
+MYSQL_URL_ENV = "NEXTBEST_TEST_MYSQL_URL"
+
 # The suite must never touch a developer's own stores: Settings read NEXTBEST_*
 # from the environment (a NEXTBEST_DATABASE_URL naming a real database included),
 # so every such variable but the test PostgreSQL server's is dropped before any
@@ -31,7 +35,7 @@ from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_databa
 # The real data sets' paths are kept too: the tests that read them take another
 # file from these (they skip, saying so, when the file is absent).
 drop_environment_settings(
-    keep=(POSTGRES_URL_ENV, "NEXTBEST_HILLSTROM_CSV", "NEXTBEST_DETAILING_CSV")
+    keep=(POSTGRES_URL_ENV, MYSQL_URL_ENV, "NEXTBEST_HILLSTROM_CSV", "NEXTBEST_DETAILING_CSV")
 )
 
 
@@ -179,6 +183,32 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
     with temporary_postgres_database(server_url) as url:
         yield url
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """URL of a fresh, empty MySQL (or MariaDB) database, dropped after; skipped,
+    saying so, without ``NEXTBEST_TEST_MYSQL_URL``."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server_url = os.environ.get(MYSQL_URL_ENV)
+    if not server_url:
+        pytest.skip(f"{MYSQL_URL_ENV} is not set: MySQL tests skipped")
+    name = f"nextbest_test_{uuid.uuid4().hex[:12]}"
+    server = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with server.connect() as connection:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+    finally:
+        server.dispose()
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Exclusive locks taken without blocking, tried again until a deadline: the lock of a
-model's champion decisions (:func:`nextbest.registry.deciding_alone`, a file or a
-PostgreSQL advisory lock) and the lock of an API key file's changes
+model's champion decisions (:func:`nextbest.registry.deciding_alone`, a file, a
+PostgreSQL advisory lock or a MySQL named lock) and the lock of an API key file's changes
 (``nextbest.service.apikeys``). A blocking ``flock`` would wait for ever, with
 nothing said; each caller says whom it waits for, and gives up past its deadline
 naming it. Nothing is imported at import time (``fcntl`` exists on POSIX only).

@@ -805,8 +805,8 @@ class UnfinishedDecision:
                 f"the {end.named} ({self._recorded()}) is in progress: {end.process.said()} "
                 "is at work on it; `nextbest models --repair`, promote and rollback wait "
                 "for it to end before they act (where no decision lock keeps it, a "
-                "registry over HTTP: repair leaves it alone and they refuse), and train "
-                "makes no first champion beside it"
+                "registry over HTTP beside a SQLite store: repair leaves it alone and they "
+                "refuse), and train makes no first champion beside it"
             )
         elsewhere = end.process is not None and not end.process.on_this_host
         return f"{self.what()}. `nextbest models --repair` finishes it" + (
@@ -1190,30 +1190,32 @@ class _FileLock:
         self._fd = None
 
 
-class _AdvisoryLock:
-    """A decision lock that is a PostgreSQL session-level advisory lock, held on a
-    connection of its own to the registry's database for the whole decision: the
+class _SessionLock:
+    """A decision lock held by a session of a database server (the registry's, or the
+    deployment's own store's), on a connection of its own for the whole decision: the
     server releases it when that connection ends (the process ended, the network
-    dropped). The connection's ``application_name`` names the holder, which
-    ``pg_stat_activity`` shows the others."""
+    dropped, the session was killed).
+    Subclasses say how the server takes it, names its holder and tells it is held."""
 
-    _NAME = re.compile(r"^nextbest (\d+)@(\S+) (.+)$")
-    # This lock, granted: a bigint key is held as two oids, its high and its low 32 bits.
-    _GRANTED = (
-        "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND l.classid = CAST(:high AS oid) AND l.objid = CAST(:low AS oid)"
-    )
+    named: str
 
-    def __init__(self, url: Any, model_name: str) -> None:
+    def __init__(self, url: Any, model_name: str, *, in_store: bool = False) -> None:
+        """``url``: the registry's database, or (``in_store``) the deployment's own
+        store (``NEXTBEST_DATABASE_URL``), beside a registry that has no lock."""
         digest = hashlib.sha256(f"nextbest decision {model_name}".encode()).digest()
         self.lock_id = int.from_bytes(digest[:8], "big", signed=True)
         self.key = f"{url.render_as_string(hide_password=True)}#{self.lock_id}"
-        self.named = f"PostgreSQL advisory lock {self.lock_id} in database {url.database}"
-        self.where = f"it holds {self.named}"
         self.url = url
+        self.in_store = in_store
         self._engine: Any = None
         self._connection: Any = None
+
+    @property
+    def where(self) -> str:
+        return f"it holds {self.named}" + (" (NEXTBEST_DATABASE_URL)" if self.in_store else "")
+
+    def _connect_args(self, holder: DecisionHolder) -> dict[str, Any]:
+        return {}
 
     def open(self, settings: Settings, holder: DecisionHolder) -> None:
         from sqlalchemy import create_engine
@@ -1226,13 +1228,72 @@ class _AdvisoryLock:
             # No transaction left open for minutes while the gate evaluates: the
             # session's lock outlives transactions.
             isolation_level="AUTOCOMMIT",
-            connect_args={"application_name": self._application_name(holder)},
+            connect_args=self._connect_args(holder),
         )
         try:
             self._connection = self._engine.connect()
         except SQLAlchemyError as exc:
             self._engine.dispose()
-            raise _unreadable(settings, "the decision under way", exc) from exc
+            if not self.in_store:
+                raise _unreadable(settings, "the decision under way", exc) from exc
+            from nextbest.storage.db import describe_database_error
+
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise RegistryError(
+                f"the database {without_password(settings.resolved_database_url)} "
+                "(NEXTBEST_DATABASE_URL), which holds the decision lock of model "
+                f"'{settings.model_name}', cannot be reached, so nothing was decided: "
+                f"{describe_database_error(cause)}"
+            ) from exc
+
+    def _held(self) -> bool:
+        """Whether this session holds the lock, as its server says."""
+        raise NotImplementedError
+
+    def lost(self) -> str | None:
+        """How this session lost the lock since it took it, None while it holds it: the
+        server released it with the session, which ended (killed by an administrator, a
+        server restart, a dropped network), and another decision may hold it now."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            held = self._held()
+        except SQLAlchemyError as exc:
+            return f"its connection to the database ended ({_one_line(exc)})"
+        if not held:
+            return "its connection to the database was made again, without the lock"
+        return None
+
+    def close(self, *, taken: bool) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if self._connection is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._connection.close()  # ends the session, and its lock with it
+        if self._engine is not None:
+            self._engine.dispose()
+        self._connection = self._engine = None
+
+
+class _AdvisoryLock(_SessionLock):
+    """A decision lock that is a PostgreSQL session-level advisory lock. The
+    connection's ``application_name`` names the holder, which ``pg_stat_activity``
+    shows the others."""
+
+    _NAME = re.compile(r"^nextbest (\d+)@(\S+) (.+)$")
+    # This lock, granted: a bigint key is held as two oids, its high and its low 32 bits.
+    _GRANTED = (
+        "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = CAST(:high AS oid) AND l.objid = CAST(:low AS oid)"
+    )
+
+    def __init__(self, url: Any, model_name: str, *, in_store: bool = False) -> None:
+        super().__init__(url, model_name, in_store=in_store)
+        self.named = f"PostgreSQL advisory lock {self.lock_id} in database {url.database}"
+
+    def _connect_args(self, holder: DecisionHolder) -> dict[str, Any]:
+        return {"application_name": self._application_name(holder)}
 
     @staticmethod
     def _application_name(holder: DecisionHolder) -> str:
@@ -1272,43 +1333,119 @@ class _AdvisoryLock:
         since = row[1].astimezone(UTC).isoformat() if row[1] is not None else ""
         return DecisionHolder(found[3], process, since)
 
-    def lost(self) -> str | None:
-        """How this session lost the lock since it took it, None while it holds it: the
-        server released it with the session, which ended (``pg_terminate_backend``, a
-        server restart, a dropped network), and another decision may hold it now."""
+    def _held(self) -> bool:
         from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
 
-        try:
-            held = self._connection.execute(
+        return bool(
+            self._connection.execute(
                 text(
                     "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_backend_pid() "
                     f"AND {self._GRANTED})"
                 ),
                 self._key(),
             ).scalar()
-        except SQLAlchemyError as exc:
-            return f"its connection to the database ended ({_one_line(exc)})"
-        if not held:
-            return "its connection to the database was made again, without the lock"
-        return None
+        )
 
-    def close(self, *, taken: bool) -> None:
+
+# Where a decision holding a MySQL named lock writes who it is, in the registry's
+# database: a server shows no text of an idle session to the others (the connection
+# attributes that would, only with performance_schema, off by default in MariaDB).
+# A row counts only while its connection holds the lock (IS_USED_LOCK): one left by a
+# session that ended names no one.
+_HOLDERS_TABLE = "nextbest_decision_holders"
+
+
+class _NamedLock(_SessionLock):
+    """A decision lock that is a MySQL (or MariaDB) named lock (``GET_LOCK``), held by
+    its session. Named locks belong to the server, not to a database: the name is
+    made from the database's name too, so two deployments on one server keep two.
+    The holder writes who it is into :data:`_HOLDERS_TABLE` beside MLflow's tables."""
+
+    def __init__(self, url: Any, model_name: str) -> None:
+        super().__init__(url, model_name)
+        digest = hashlib.sha256(f"nextbest decision {url.database} {model_name}".encode())
+        # MySQL keeps names of 64 characters at most.
+        self.name = f"nextbest decision {digest.hexdigest()[:40]}"
+        self.named = f"MySQL named lock '{self.name}' for database {url.database}"
+
+    def try_take(self, holder: DecisionHolder) -> bool:
+        from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
-        if self._connection is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                self._connection.close()  # ends the session, and its lock with it
-        if self._engine is not None:
-            self._engine.dispose()
-        self._connection = self._engine = None
+        query = text("SELECT GET_LOCK(:name, 0)")
+        if self._connection.execute(query, {"name": self.name}).scalar() != 1:
+            return False
+        taken = replace(holder, since=datetime.now(UTC).isoformat())
+        # Not written (an account that may not make the table): "another process".
+        with contextlib.suppress(SQLAlchemyError):
+            self._connection.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {_HOLDERS_TABLE} (lock_name VARCHAR(64) "
+                    "PRIMARY KEY, connection_id BIGINT NOT NULL, holder TEXT NOT NULL)"
+                )
+            )
+            self._connection.execute(
+                text(f"REPLACE INTO {_HOLDERS_TABLE} VALUES (:name, CONNECTION_ID(), :holder)"),
+                {"name": self.name, "holder": taken.to_json()},
+            )
+        return True
+
+    def holder(self) -> DecisionHolder | None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        # Written just after the lock is taken: read again for a moment, as a file.
+        deadline = time.monotonic() + HOLDER_WRITTEN_WITHIN_S
+        while True:
+            try:
+                written = self._connection.execute(
+                    text(
+                        f"SELECT holder FROM {_HOLDERS_TABLE} WHERE lock_name = :name "
+                        "AND connection_id = IS_USED_LOCK(:name)"
+                    ),
+                    {"name": self.name},
+                ).scalar()
+            except SQLAlchemyError:  # no table: no holder ever wrote itself
+                return None
+            found = DecisionHolder.from_json(written) if written is not None else None
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            _holder_pause()
+
+    def _held(self) -> bool:
+        from sqlalchemy import text
+
+        query = text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()")
+        return bool(self._connection.execute(query, {"name": self.name}).scalar())
+
+    def close(self, *, taken: bool) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if taken and self._connection is not None:
+            with contextlib.suppress(SQLAlchemyError):  # a waiter reads no holder gone
+                self._connection.execute(
+                    text(
+                        f"DELETE FROM {_HOLDERS_TABLE} WHERE lock_name = :name "
+                        "AND connection_id = CONNECTION_ID()"
+                    ),
+                    {"name": self.name},
+                )
+        super().close(taken=taken)
 
 
-def _decision_lock(settings: Settings) -> _FileLock | _AdvisoryLock | None:
+_DecisionLock = _FileLock | _AdvisoryLock | _NamedLock
+
+
+def _decision_lock(settings: Settings) -> _DecisionLock | None:
     """The lock one decision on model ``settings.model_name`` holds at a time: a file
-    beside a SQLite or file-system registry, an advisory lock in a PostgreSQL one.
-    None for a registry that does not exist yet (nothing to decide on), and for any
-    other (an MLflow server over HTTP, MySQL): there decisions are not kept apart."""
+    beside a SQLite or file-system registry, an advisory lock in a PostgreSQL one, a
+    named lock in a MySQL (or MariaDB) one. Beside any other registry (an MLflow
+    server over HTTP), an advisory lock in the deployment's own store when it is
+    PostgreSQL (``NEXTBEST_DATABASE_URL``: every promotion reads the logged decisions
+    there, so the processes deciding for one deployment share it). None for a
+    registry that does not exist yet (nothing to decide on), and for one beside a
+    SQLite store: there decisions are not kept apart."""
     from urllib.parse import unquote, urlparse
 
     from sqlalchemy.engine import make_url
@@ -1330,12 +1467,17 @@ def _decision_lock(settings: Settings) -> _FileLock | _AdvisoryLock | None:
             safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
         return _FileLock(store.with_name(f".{store.name}.{safe}.decision.lock"))
     try:
-        url = make_url(_mlflow_uri(uri))
-    except (ArgumentError, ValueError):
+        backend = make_url(uri).get_backend_name()
+    except (ArgumentError, ValueError):  # not a database: an MLflow server
+        backend = ""
+    if backend == "postgresql":
+        return _AdvisoryLock(make_url(_mlflow_uri(uri)), settings.model_name)
+    if backend in ("mysql", "mariadb"):
+        return _NamedLock(make_url(uri), settings.model_name)
+    own = settings.resolved_database_url  # SQLite or PostgreSQL, as Settings checked
+    if make_url(own).get_backend_name() != "postgresql":
         return None
-    if url.get_backend_name() != "postgresql":
-        return None
-    return _AdvisoryLock(url, settings.model_name)
+    return _AdvisoryLock(make_url(_mlflow_uri(own)), settings.model_name, in_store=True)
 
 
 # The decision locks this thread holds (by key): a command holding one calls code
@@ -1344,8 +1486,8 @@ def _decision_lock(settings: Settings) -> _FileLock | _AdvisoryLock | None:
 _HELD_HERE = threading.local()
 
 
-def _held_here() -> dict[str, _FileLock | _AdvisoryLock]:
-    held: dict[str, _FileLock | _AdvisoryLock] = _HELD_HERE.__dict__.setdefault("locks", {})
+def _held_here() -> dict[str, _DecisionLock]:
+    held: dict[str, _DecisionLock] = _HELD_HERE.__dict__.setdefault("locks", {})
     return held
 
 
@@ -1376,7 +1518,8 @@ def deciding_alone(
     Raises:
         DecisionLockedError: another process held it all that time.
         RegistryError: the lock file cannot be opened or made (naming its directory);
-            :class:`RegistryUnreadableError`, the PostgreSQL registry cannot be reached.
+            :class:`RegistryUnreadableError`, the PostgreSQL or MySQL registry cannot be
+            reached.
     """
     lock = _decision_lock(settings)
     held = _held_here()
@@ -1426,7 +1569,7 @@ def deciding_alone(
 
 class DecisionLockLostError(AliasNotMovedError):
     """The decision lock this decision held (:func:`deciding_alone`) was lost before
-    the champion moved (its PostgreSQL session ended): another decision may have
+    the champion moved (its PostgreSQL or MySQL session ended): another decision may have
     taken it, so nothing moved, and the run is marked as for an alias not moved."""
 
 

@@ -1216,9 +1216,9 @@ def test_repair_leaves_a_decision_at_work_in_this_process_alone(
         assert "is in progress: process " in shown, shown
         assert (
             "is at work on it; `nextbest models --repair`, promote and rollback wait for it "
-            "to end before they act (where no decision lock keeps it, a registry over HTTP: "
-            "repair leaves it alone and they refuse), and train makes no first champion "
-            "beside it"
+            "to end before they act (where no decision lock keeps it, a registry over HTTP "
+            "beside a SQLite store: repair leaves it alone and they refuse), and train makes "
+            "no first champion beside it"
         ) in shown, shown
         assert "unfinished" not in shown and "taken off" not in shown, shown
         assert "finished:" not in shown, shown

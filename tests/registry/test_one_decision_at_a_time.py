@@ -384,7 +384,8 @@ def test_which_registries_keep_two_decisions_apart(
     decision_elsewhere: Callable[..., AbstractContextManager[None]],
 ) -> None:
     """A SQLite file or a file store (by path or file: URI) is locked with a file beside
-    it, across threads of one process too; an MLflow server over HTTP is not locked."""
+    it, across threads of one process too; an MLflow server over HTTP beside a store in
+    SQLite is not locked."""
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "mlflow.db").touch()
     (tmp_path / "mlruns").mkdir()
@@ -726,3 +727,191 @@ def test_a_holder_left_in_the_file_by_a_process_that_ended_is_not_named(
     named = "another process" if gone else f"the promotion by process {here.pid} on host"
     assert str(raised[0]).startswith(f"{named} "), raised[0]
     assert raised[0].holder == (None if gone else left)
+
+
+def _mysql_registry(trained, mysql_url: str, tmp_path: Path) -> Settings:
+    """The session's model in an MLflow registry on MySQL (or MariaDB): version 1
+    champion, version 2 challenger."""
+    settings = trained.settings.model_copy(
+        update={"models_dir": tmp_path / "models", "tracking_uri": mysql_url}
+    )
+    assert _register(settings, trained) == "1"
+    assert _register(settings, trained, alias="challenger") == "2"
+    return settings
+
+
+@pytest.mark.mysql
+def test_two_promotions_on_a_mysql_registry_wait_for_each_other(
+    trained, mysql_url: str, tmp_path: Path
+) -> None:
+    """The meeting on a registry in MySQL: both moved the champion (no lock was taken
+    there). Now a named lock keeps them apart, and the one waiting names the other."""
+    settings = _mysql_registry(trained, mysql_url, tmp_path)
+    assert _register(settings, trained) == "3"
+    _two_promotions_meet(settings, tmp_path)
+    assert not list(tmp_path.glob("models/.*.lock"))  # no lock file beside a server's store
+
+
+@pytest.mark.mysql
+def test_a_decision_lock_in_mysql_is_refused_naming_its_holder(
+    mysql_url: str,
+    tmp_path: Path,
+    decision_elsewhere: Callable[..., AbstractContextManager[None]],
+) -> None:
+    """Two threads, each on its own connection (a session of its own): the second,
+    told not to wait, is refused naming the first; once the first has ended (its
+    session closed), it takes the lock."""
+    settings = Settings(models_dir=tmp_path / "models", tracking_uri=mysql_url)
+    no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
+    with (
+        decision_elsewhere(settings),
+        pytest.raises(registry.DecisionLockedError) as refused,
+        registry.deciding_alone(no_wait, "rollback"),
+    ):
+        pass
+    here = registry.DecidingProcess.this()
+    assert refused.value.holder is not None
+    assert (refused.value.holder.decision, refused.value.holder.process) == (
+        "promotion",
+        registry.DecidingProcess(here.host, here.pid, here.started),
+    )
+    said = str(refused.value)
+    assert said.startswith(
+        f"the promotion by process {here.pid} on host {here.host} (deciding since "
+    ), said
+    database = mysql_url.rsplit("/", 1)[1]
+    assert (
+        "is deciding on model 'nextbest' (it holds MySQL named lock 'nextbest decision "
+    ) in said, said
+    assert (
+        f"' for database {database}); this rollback did not wait for it "
+        "(NEXTBEST_DECISION_WAIT_S is 0) and decided nothing: run the command again once "
+        "it has ended"
+    ) in said, said
+    with registry.deciding_alone(no_wait, "rollback"):
+        pass
+
+
+@pytest.mark.mysql
+def test_named_locks_of_two_databases_on_one_server_are_two(mysql_url: str, tmp_path: Path) -> None:
+    """A MySQL server's named locks are the server's, not a database's: two
+    deployments on one server (two databases) decide on their models apart."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(mysql_url)
+    holder = registry.DecisionHolder("promotion", registry.DecidingProcess.this())
+    settings = Settings(models_dir=tmp_path / "models", tracking_uri=mysql_url)
+    here, there = (
+        registry._NamedLock(url, "nextbest"),
+        registry._NamedLock(url.set(database="test"), "nextbest"),
+    )
+    again = registry._NamedLock(url, "nextbest")
+    for lock in (here, there, again):
+        lock.open(settings, holder)
+    try:
+        assert here.try_take(holder)
+        assert there.try_take(holder)
+        assert not again.try_take(holder)
+    finally:
+        for lock in (here, there, again):
+            lock.close(taken=lock is not again)
+
+
+@pytest.mark.mysql
+def test_a_decision_whose_mysql_lock_was_lost_does_not_move_the_champion(
+    trained, mysql_url: str, tmp_path: Path
+) -> None:
+    """The server ended the lock's session (KILL: an administrator, a restart, a
+    dropped network) while a promotion evaluated: the lock went with it. The
+    promotion checks it before the move, and stops (exit 2) saying so."""
+    from sqlalchemy import create_engine, text
+
+    settings = _mysql_registry(trained, mysql_url, tmp_path)
+    with _held(
+        settings,
+        tmp_path,
+        "nextbest.registry:move_recorded",
+        *("promote", "--force", "--reason", "lost"),
+    ) as (first, go):
+        engine = create_engine(mysql_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                holding = connection.execute(
+                    text(f"SELECT connection_id, holder FROM {registry._HOLDERS_TABLE}")
+                ).all()
+                assert len(holding) == 1, holding
+                assert f'"pid": {first.pid}' in holding[0][1], holding
+                connection.execute(text(f"KILL {int(holding[0][0])}"))
+        finally:
+            engine.dispose()
+        go()
+        code, said = _said(first)
+    assert code == 2, said
+    assert "error: the promotion of version 2 was recorded (MLflow run " in said, said
+    assert "but its decision lock on model 'nextbest' (MySQL named lock " in said, said
+    assert ") was lost: its connection to the database ended (OperationalError: " in said, said
+    assert "the champion was not moved; " in said, said
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == "2"
+    assert _pending(settings) is None
+    assert [c.version for c in champion_changes(settings)] == ["1"]
+
+
+@pytest.mark.postgres
+def test_decisions_beside_an_mlflow_server_are_kept_apart_in_the_postgresql_store(
+    postgres_url: str,
+    tmp_path: Path,
+    decision_elsewhere: Callable[..., AbstractContextManager[None]],
+) -> None:
+    """An MLflow server over HTTP had no lock: two decisions both moved the champion.
+    The deployment's own store on PostgreSQL, which every promotion reads, holds it
+    now; the lock is taken before the registry is asked (none answers here)."""
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        registry_uri="http://127.0.0.1:9",
+        database_url=postgres_url,
+        decision_wait_s=0.0,
+    )
+    with (
+        decision_elsewhere(settings),
+        pytest.raises(registry.DecisionLockedError) as refused,
+        registry.deciding_alone(settings, "rollback"),
+    ):
+        pass
+    here = registry.DecidingProcess.this()
+    said = str(refused.value)
+    assert said.startswith(
+        f"the promotion by process {here.pid} on host {here.host} (deciding since "
+    ), said
+    database = postgres_url.rsplit("/", 1)[1]
+    assert "is deciding on model 'nextbest' (it holds PostgreSQL advisory lock " in said, said
+    assert (
+        f" in database {database} (NEXTBEST_DATABASE_URL)); this rollback did not wait for it"
+    ) in said, said
+    with registry.deciding_alone(settings, "rollback"):
+        pass
+    assert not list(tmp_path.rglob("*.decision.lock"))
+
+
+def test_a_store_that_holds_the_decision_lock_and_is_down_stops_the_decision_naming_it(
+    tmp_path: Path,
+) -> None:
+    """Beside an MLflow server, a PostgreSQL store that does not answer: the decision
+    is not made unlocked; it stops, naming the store and its variable."""
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        registry_uri="http://127.0.0.1:9",
+        database_url="postgresql+psycopg://nextbest:secret@127.0.0.1:9/nextbest",
+    )
+    with (
+        pytest.raises(registry.RegistryError) as refused,
+        registry.deciding_alone(settings, "promotion"),
+    ):
+        pytest.fail("decided without the lock")
+    said = str(refused.value)
+    assert said.startswith(
+        "the database postgresql+psycopg://nextbest:***@127.0.0.1:9/nextbest "
+        "(NEXTBEST_DATABASE_URL), which holds the decision lock of model 'nextbest', "
+        "cannot be reached, so nothing was decided: OperationalError: "
+    ), said
+    assert "secret" not in said
