@@ -384,13 +384,15 @@ def drop_environment_settings(
 
 # Variables of the prefix read elsewhere than in Settings: the API keys given inline
 # (service/apikeys.py), a worker's supervisor (api/workers.py), the Dask scheduler
-# of `train --dask` (cli/options.py), and the test suite's PostgreSQL server and real data.
+# of `train --dask` (cli/options.py), and the test suite's PostgreSQL and MySQL servers and
+# real data.
 OTHER_ENVIRONMENT: frozenset[str] = frozenset(
     {
         "NEXTBEST_API_KEYS",
         "NEXTBEST_SUPERVISOR_PID",
         "NEXTBEST_DASK_SCHEDULER",
         "NEXTBEST_TEST_POSTGRES_URL",
+        "NEXTBEST_TEST_MYSQL_URL",
         "NEXTBEST_HILLSTROM_CSV",
         "NEXTBEST_DETAILING_CSV",
     }

@@ -3129,6 +3129,17 @@ def test_every_nextbest_variable_the_code_names_is_known_to_the_warning() -> Non
     fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     assert named - fields - OTHER_ENVIRONMENT == set()
     assert len(named) >= 20
+    # The suite's own servers (NEXTBEST_TEST_*_URL) stay in the environment of every
+    # command a test runs: each command would warn of them, and a test reading its
+    # output from the first line fail.
+    tests = Path(__file__).parents[1]
+    servers = {
+        name
+        for path in tests.rglob("*.py")
+        for name in re.findall(r"\bNEXTBEST_TEST_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert servers - OTHER_ENVIRONMENT == set()
+    assert len(servers) >= 2
 
 
 def test_version_names_the_release_and_its_schema_revision() -> None:
