@@ -58,6 +58,61 @@ def test_gate_figure_without_a_difference_still_draws_the_estimates() -> None:
     assert right.get_title() == "Gate (dr): not passed"
 
 
+def test_a_difference_the_gate_did_not_estimate_says_why_in_its_row() -> None:
+    """Too few decisions for the gate: it estimates no difference, and the right panel
+    was an empty frame under "Gate (dr): not passed", with ticks from -0.05 to 0.05,
+    which read as a plot that had failed. The difference's row says why, as the first
+    reason does (its asides in brackets left to the printed reasons), and no scale is
+    drawn that nothing is on."""
+    decision = {
+        **_decision(with_difference=False),
+        "reasons": [
+            "not enough evidence: 90 logged decisions with an outcome in the share "
+            "reserved for the gate (evaluation_share 0.3), the gate needs 500",
+            "promoted anyway: --force",
+        ],
+    }
+    _, right = gate_figure(decision, champion="3", challenger="4").axes
+    assert [t.get_text() for t in right.get_yticklabels()] == ["challenger - champion (dr)"]
+    [note] = right.texts
+    assert " ".join(note.get_text().split()) == (
+        "not enough evidence: 90 logged decisions with an outcome in the share reserved "
+        "for the gate, the gate needs 500"
+    )
+    assert note.get_position()[1] == 0  # on the difference's row
+    assert list(right.get_xticks()) == []
+    assert not right.get_lines()  # no line at a zero no scale shows
+
+
+def test_two_policies_that_always_agree_say_so_beside_their_gains() -> None:
+    """The challenger chooses as the champion on every decision: no difference, but
+    each policy's gain over doing nothing is drawn; the difference's row says why it
+    is empty, above them."""
+    decision = {
+        **_decision(with_difference=True),
+        "passed": False,
+        "difference": None,
+        "reasons": [
+            "the challenger and the champion choose the same action on every one of the "
+            "900 evaluated decisions: there is nothing to compare (a challenger retrained "
+            "without new feedback repeats the champion)"
+        ],
+    }
+    _, right = gate_figure(decision, champion="3", challenger="4").axes
+    assert [t.get_text() for t in right.get_yticklabels()] == [
+        "challenger - champion (dr)",
+        "champion - no action (dr)",
+        "challenger - no action (dr)",
+    ]
+    assert len(right.containers) == 2  # the two gains, on rows 1 and 2
+    [note] = right.texts
+    assert " ".join(note.get_text().split()) == (
+        "the challenger and the champion choose the same action on every one of the 900 "
+        "evaluated decisions: there is nothing to compare"
+    )
+    assert note.get_position()[1] == 0
+
+
 def test_a_difference_without_an_interval_is_drawn_hollow_and_says_so() -> None:
     """The challenger and the champion choose differently on one HCP's decisions: the
     difference has no interval (infinite bounds), and was drawn as a bare dot, which

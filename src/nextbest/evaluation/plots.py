@@ -278,6 +278,20 @@ def _under_axes(fig: Figure, lines: list[str], width: int = 80) -> None:
     fig.tight_layout(rect=(0, (0.2 * (said.count("\n") + 1) + 0.1) / height, 1, 1))
 
 
+def _no_difference(decision: dict[str, Any]) -> str:
+    """What the gate figure says in place of a paired difference the gate did not
+    estimate: the reason it stopped at, which is its first (too few decisions, an
+    estimator a policy leaves undefined, two policies that always agree), without
+    its asides in brackets, in lines that fit the panel (the reasons printed and
+    ``decision.json`` have it whole)."""
+    import re
+    import textwrap
+
+    reasons = decision.get("reasons") or []
+    said = re.sub(r" \([^()]*\)", "", reasons[0]) if reasons else "no difference estimated"
+    return textwrap.fill(said, 46, break_on_hyphens=False)
+
+
 def gate_figure(
     decision: dict[str, Any], *, champion: str, challenger: str, judged: str = "challenger"
 ) -> Any:
@@ -328,9 +342,11 @@ def gate_figure(
     )
 
     gate = decision["estimator"]
-    bars = []
-    if decision.get("difference"):
-        bars.append((f"{judged} - champion ({gate})", decision["difference"], "black"))
+    # The difference's row is there even when the gate estimated none, saying why:
+    # an empty panel under "not passed" read as a plot that had failed.
+    bars: list[tuple[str, dict[str, Any] | None, str]] = [
+        (f"{judged} - champion ({gate})", decision.get("difference") or None, "black")
+    ]
     for role, name, color in (
         ("champion", "champion", "tab:blue"),
         ("challenger", judged, "tab:orange"),
@@ -338,6 +354,18 @@ def gate_figure(
         if role in decision.get("vs_no_action", {}):
             bars.append((f"{name} - no action ({gate})", decision["vs_no_action"][role], color))
     for i, (_, v, color) in enumerate(bars):
+        if v is None:
+            right.text(
+                0.5,
+                i,
+                _no_difference(decision),
+                transform=right.get_yaxis_transform(),
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="dimgrey",
+            )
+            continue
         if not np.isfinite(v["ci_high"] - v["ci_low"]):
             # Its error rests on one HCP (the two choose differently for one only): a
             # bare dot read as an exact difference. Hollow, and said beside it.
@@ -361,7 +389,10 @@ def gate_figure(
             capsize=3,
             color=color,
         )
-    right.axvline(0.0, color="grey", linewidth=1)
+    if any(v is not None for _, v, _ in bars):
+        right.axvline(0.0, color="grey", linewidth=1)
+    else:  # nothing on the scale: no ticks of a range nothing was drawn in
+        right.set_xticks([])
     right.set_yticks(range(len(bars)), [label for label, _, _ in bars])
     right.set_ylim(max(len(bars), 1) - 0.5, -0.5)  # top down, room under each row for a note
     right.locator_params(axis="x", nbins=5)  # small differences have long tick labels
