@@ -2729,6 +2729,40 @@ def trained_as(
     return _versions_trained_on(settings, fingerprint, same)
 
 
+def trained_otherwise(
+    settings: Settings,
+    *,
+    fingerprint: str,
+    asked: Mapping[str, Any],
+    code: TrainingCode | None = None,
+) -> list[tuple[str, list[str]]]:
+    """What kept each version registered in full on data of ``fingerprint`` from being
+    one :func:`trained_as` finds (same arguments): ``(version, differences)``, oldest
+    first, the differences the names of the params logged otherwise than ``asked``
+    (sorted), then ``"code"`` when other code trained it. A version :func:`trained_as`
+    finds has none; empty when nothing is registered."""
+    from nextbest.learning.train import DERIVED_PARAMS
+
+    code = code or training_code(patch=False)
+    named = _code_named(code.source, code.edits, release=_code_version())
+    if not registry_exists(settings):
+        return []
+    wanted = {key: str(value) for key, value in asked.items()}
+    found: dict[str, list[str]] = {}
+
+    def differs(other: Any, data: Any) -> bool:
+        if DIGEST_TAG not in other.tags:  # not registered in full: never repeated
+            return False
+        logged = {k: v for k, v in data.params.items() if k not in DERIVED_PARAMS}
+        said = sorted(k for k in wanted.keys() | logged.keys() if logged.get(k) != wanted.get(k))
+        if named is None or _code_of_run(data.tags, other.tags) != named:
+            said.append("code")
+        found[str(other.version)] = said
+        return True
+
+    return [(v, found[v]) for v in _versions_trained_on(settings, fingerprint, differs)]
+
+
 def code_unnamed(code: TrainingCode | None = None) -> str | None:
     """Why the code running now (``code``: as a training read it when it began, else
     read now) cannot be told from other code by what a run records of it, or None: a

@@ -93,14 +93,23 @@ def test_other_config_data_cut_off_or_code_is_trained(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _train(world)
+    first = _train(world)
     assert _versions() == ["1"]
+    # Each run it trains says why: a job run from another directory (other config
+    # files) or after an edit trained again, and only the runs' params said why.
+    assert (
+        "note: --skip-if-trained: no version was trained on this data with these "
+        "parameters and code: trained (none on this data)"
+    ) in first, first
 
     config = tmp_path / "smaller.yaml"
     config.write_text(FAST.read_text().replace("n_estimators: 30", "n_estimators: 20"))
     assert config.read_text() != FAST.read_text()
     changed = _train(world, "--config", str(config))
     assert SAID not in changed and "version 2 aliases: -" in changed
+    assert (
+        "trained (on this data, version 1: other config.file, engagement.n_estimators)"
+    ) in changed, changed
     assert _versions() == ["1", "2"]
 
     # One HCP's attribute: the interactions (and so the cut-off) are those of version 1.
@@ -117,7 +126,13 @@ def test_other_config_data_cut_off_or_code_is_trained(
 
     with monkeypatch.context() as later:
         later.setattr(registry, "source_commit", lambda: "d" * 40)
-        assert SAID not in _train(world)
+        edited = _train(world)
+    assert SAID not in edited
+    # The newest three on this data, each with what differed (version 3 is of other data).
+    assert (
+        "trained (on this data, version 1: other code; version 2: other config.file, "
+        "engagement.n_estimators, code; version 4: other as_of, code)"
+    ) in edited, edited
     assert _versions() == ["1", "2", "3", "4", "5"]
 
     # Each of them, asked again, is found.
@@ -155,12 +170,14 @@ def test_a_checkout_with_the_same_uncommitted_edits_is_the_same_code(
     module.write_text("x = 2\n")
     first = _train(world)
     # Named by its edits: no note that this code could not be told from other code.
-    assert SAID not in first and "--skip-if-trained:" not in first and _versions() == ["1"]
+    assert SAID not in first and "no version is known to be trained by this code" not in first
+    assert _versions() == ["1"]
     assert f"version 1 (champion) was {SAID}" in _train(world)
     assert _versions() == ["1"] and _training_runs() == 1
 
     module.write_text("x = 3\n")  # another edit: other code
-    assert SAID not in _train(world)
+    edited = _train(world)
+    assert SAID not in edited and "(on this data, version 1: other code)" in edited
     assert _versions() == ["1", "2"]
     module.write_text("x = 2\n")  # the first edit made again
     assert f"version 1 (champion) was {SAID}" in _train(world)

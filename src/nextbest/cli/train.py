@@ -34,6 +34,7 @@ from nextbest.cli.output import (
 )
 from nextbest.cli.process import interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
+from nextbest.wording import plural
 
 
 def _alias_given_by_training(settings: Any, alias: str | None) -> None:
@@ -278,7 +279,9 @@ def _stop_if_trained(
         raise fail(str(exc)) from None
     same = registry.trained_as(settings, fingerprint=fingerprint, asked=asked, code=code)
     if not same:
-        return None
+        return _why_not_skipped(
+            registry.trained_otherwise(settings, fingerprint=fingerprint, asked=asked, code=code)
+        )
     if alias not in (None, registry.CHAMPION_ALIAS) or registry.alias_version(
         settings, registry.CHAMPION_ALIAS
     ):
@@ -303,6 +306,22 @@ def _stop_if_trained(
             "such a version champion without training"
         )
     return said
+
+
+def _why_not_skipped(others: list[tuple[str, list[str]]]) -> str:
+    """What --skip-if-trained says of a run it trains because no version was trained
+    as it would be (``others``: :func:`nextbest.registry.trained_otherwise`): a job run
+    from another directory (other config files, no levers) or after an edit trained
+    again, and only a look into every run's params said why."""
+    said = "--skip-if-trained: no version was trained on this data with these parameters and code"
+    if not others:
+        return f"{said}: trained (none on this data)"
+    differences = "; ".join(
+        f"version {version}: other {', '.join(what)}" for version, what in others[-3:]
+    )
+    if len(others) > 3:
+        differences += f"; {plural(len(others) - 3, 'older version')}"
+    return f"{said}: trained (on this data, {differences})"
 
 
 def _say_trained_before(settings: Settings, versions: list[str], alias: str | None) -> str:
