@@ -48,6 +48,16 @@ def test_simulate_train_picks(
     # The command says the version it registered; MLflow's own lines about it are not
     # repeated ("Successfully registered model", "Created version '1' of model").
     assert "nextbest version 1" in trained, trained
+    # Under sixty rows of metrics, the figures a data scientist looks for first, in one
+    # line: as `nextbest models` gives them, and whether the policy adds anything.
+    [v] = registry.list_versions(get_settings())
+    assert v.eval_auc is not None and v.policy_value_dr is not None
+    held_out = " ".join(trained.split()).split("version 1 on its held-out slice ")[1]
+    assert held_out.startswith(
+        f"({v.eval_decisions:,} decisions): AUC {v.eval_auc:.3f}; policy value (DR) "
+        "{:.3f} [{:.3f}, {:.3f}]; ".format(*v.policy_value_dr)
+    ), held_out
+    assert "the logged policy" in held_out and "doing nothing" in held_out, held_out
     assert "registered model" not in trained.lower() and "Created version" not in trained
     assert "database tables" not in trained  # MLflow's INFO lines on a new models directory
     # Off a terminal a line per step, and per model fitted within the long models step

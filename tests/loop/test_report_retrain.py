@@ -930,6 +930,16 @@ def test_cli_walkthrough(
         assert "hcps columns email look like personal data" in said, said
         challenger = registry.alias_version(settings, "challenger")
         assert "as 'challenger'" in result.output
+        # Its figures on its held-out slice, as `nextbest models` has them, and what the
+        # learned policy adds over the logged one: retrain printed no figure at all.
+        [v] = [v for v in registry.list_versions(settings) if v.version == challenger]
+        assert v.eval_auc is not None and v.policy_value_dr is not None
+        assert (
+            f"version {challenger} on its held-out slice ({v.eval_decisions:,} decisions): "
+            f"AUC {v.eval_auc:.3f}; policy value (DR) "
+            "{:.3f} [{:.3f}, {:.3f}]; ".format(*v.policy_value_dr)
+        ) in said, said
+        assert "the logged policy" in said.split("on its held-out slice")[1], said
         # Off a terminal (a cron job's log) each step is a line, and the last says the
         # run is done, not the last step's name again.
         for stage in ("feedback: 0/6", "models: 2/6", "register: 5/6", "done: 6/6"):

@@ -238,6 +238,7 @@ def train(
     console.print(
         f"tracking: {without_password(settings.resolved_tracking_uri)}  run: {info.run_id}"
     )
+    _say_held_out(info.version, result.metrics)
     _say_source_patch(info)
     _say_not_champion(info.not_champion)
     return info.version
@@ -455,6 +456,7 @@ def retrain(
     console.print(
         f"registered {settings.model_name} version {outcome.version}{given} (run {outcome.run_id})"
     )
+    _say_held_out(outcome.version, outcome.result.metrics)
     _note_repeat(settings, outcome.version)
     registered = registry.describe_version(settings, outcome.version)
     _note_serve_alias(settings, outcome.version, registered.aliases)
@@ -464,6 +466,31 @@ def retrain(
         console.print(f"[bold red]{warning}[/bold red]", highlight=False)
     _say_not_champion(outcome.not_champion)
     return outcome.version
+
+
+def _say_held_out(version: str, metrics: dict[str, float]) -> None:
+    """The figures a data scientist looks for first, in one line under the version
+    registered (``metrics``: its training run's): engagement AUC and the policy
+    value by DR on its held-out slice, and whether the learned policy adds anything
+    over the logged policy and over doing nothing there. train printed them only
+    among sixty rows of metrics, and retrain not at all."""
+    from nextbest.evaluation.plots import gains_said
+
+    said = [f"AUC {metrics['eval_auc']:.3f}"] if "eval_auc" in metrics else []
+    if "ope_dr_policy_value" in metrics:
+        said.append(
+            "policy value (DR) {:.3f} [{:.3f}, {:.3f}]".format(
+                *(metrics[f"ope_dr_{key}"] for key in ("policy_value", "ci_low", "ci_high"))
+            )
+        )
+    said += gains_said(metrics, "dr")
+    if not said:
+        return
+    decisions = metrics.get("eval_decisions")
+    where = f" ({plural(int(decisions), 'decision')})" if decisions else ""
+    console.print(
+        f"version {version} on its held-out slice{where}: {'; '.join(said)}", highlight=False
+    )
 
 
 def _note_serve_alias(settings: Settings, version: str, aliases: tuple[str, ...]) -> None:

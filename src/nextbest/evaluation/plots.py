@@ -190,7 +190,7 @@ def policy_value_figure(
         fontsize="medium",
     )
     # A sentence a line: 100 characters of the small font fit the figure's width.
-    _under_axes(fig, _gains_said(metrics, by), width=100)
+    _under_axes(fig, gains_said(metrics, by), width=100)
     plt.close(fig)
     return fig
 
@@ -203,7 +203,7 @@ def gate_estimator() -> str:
     return str(GateConfig.model_fields["estimator"].default)
 
 
-def _gains_said(metrics: dict[str, float], estimator: str) -> list[str]:
+def gains_said(metrics: dict[str, float], estimator: str) -> list[str]:
     """One line per reference (the logged policy, doing nothing) of what the learned
     policy adds over it per decision by ``estimator``, from the paired difference's
     metrics: "adds" or "falls short" when its interval leaves out 0, else "not
