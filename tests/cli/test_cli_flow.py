@@ -100,7 +100,7 @@ def test_simulate_train_picks(
     assert picks.groupby("hcp_id")["rank"].max().max() <= 2
     assert picks["reason"].str.len().min() > 0
     emails = tmp_path / "email.csv"
-    run_ok(
+    said = run_ok(
         "picks",
         "--data",
         str(world),
@@ -113,6 +113,20 @@ def test_simulate_train_picks(
     )
     email_picks = pd.read_csv(emails)
     assert set(email_picks["channel"]) == {"email"}
+    # The HCPs without a pick are counted, by why, with the explain that shows one.
+    got_none = re.search(
+        r"note: (\d+) of 300 HCPs got no pick: for (\d+) no action is allowed \(.*?\), "
+        r"for (\d+) nothing allowed is worth its cost; `nextbest explain (\S+) --channel "
+        r"email --as-of 2026-12-01` says why for one",
+        " ".join(said.split()),
+    )
+    assert got_none, said
+    none, none_allowed, none_worth = (int(got_none[i]) for i in (1, 2, 3))
+    assert none == none_allowed + none_worth == 300 - email_picks["hcp_id"].nunique()
+    hcps = pd.read_csv(world / "hcps.csv")
+    assert none_allowed >= int((~hcps["consent_email"]).sum()) > 0  # no e-mail consent
+    explained = run_ok("explain", got_none[4], "--channel", "email", "--as-of", "2026-12-01")
+    assert "no item: nothing allowed is worth its cost" in explained, explained
 
     # A channel or purpose the model cannot serve stops before any scoring,
     # naming the option and what it accepts; no file is written.

@@ -601,3 +601,67 @@ def test_a_misspelt_specialty_in_a_given_catalog_is_noted_with_the_one_meant(mod
         f"action {second}: specialties '{typo}' (did you mean '{specialty}'?) of the catalog "
         "given: no HCP of model version 1 has them, so only HCPs of the others do",
     ]
+
+
+def _without_email_consent(model, ids: list[str]) -> set[str]:
+    """The HCPs of ``ids`` the model's snapshot gives no e-mail consent."""
+    hcps = model.hcps.set_index("hcp_id")
+    refused = hcps.index[~hcps["consent_email"].astype(bool)]
+    return set(ids) & {str(h) for h in refused}
+
+
+def test_picks_say_which_hcps_got_none_and_why(model) -> None:
+    """`nextbest picks` wrote 148 picks for 300 HCPs and said nothing of the other
+    152: every HCP without a pick is counted, either every action ruled out (no
+    consent for the channel, a cool-down) or none allowed worth its cost."""
+    from nextbest.service.picks import NoPick
+
+    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
+    on = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    plain = picks_frame(model, hcp_ids=ids, k=1, channel="email", on=on)
+    cooled = list(plain["hcp_id"][:10])
+    now = datetime.now(UTC)
+    history = LiveHistory(
+        now=now,
+        counts={3.0: {(h, "email"): 1 for h in cooled}},
+        last={(h, "email"): now - timedelta(days=1) for h in cooled},
+    )
+    no_pick = NoPick()
+    ruled = picks_frame(
+        model, hcp_ids=ids, k=1, channel="email", on=on, rules=RULES, history=history,
+        no_pick=no_pick,
+    )  # fmt: skip
+    picked, none_allowed, none_worth = (
+        set(ruled["hcp_id"]),
+        set(no_pick.none_allowed),
+        set(no_pick.none_worth),
+    )
+    # Every HCP once: picked, or in one of the two.
+    assert len(no_pick.none_allowed) + len(no_pick.none_worth) + len(picked) == len(ids)
+    assert picked | none_allowed | none_worth == set(ids)
+    # Cooled down on e-mail, or without e-mail consent: nothing allowed.
+    no_consent = _without_email_consent(model, ids)
+    assert no_consent, "the world gives some HCPs no e-mail consent"
+    assert set(cooled) | no_consent <= none_allowed
+    # Allowed but not worth it: the HCPs plain picks gave nothing that are neither.
+    assert none_worth == set(ids) - set(plain["hcp_id"]) - no_consent - none_allowed
+    assert none_worth, "some HCPs have nothing worth an e-mail"
+
+
+def test_logged_picks_say_which_hcps_got_none_and_why(trained, tmp_path) -> None:
+    """picks --log: the answers with no item, the holdout's aside, by why."""
+    from nextbest.service.picks import logged_picks
+
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "holdout_rate": 0.1}
+    )
+    model = registry.load_alias(settings)[0]
+    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
+    done = logged_picks(settings, hcp_ids=ids, channel="email")
+    none_allowed, none_worth = done.no_pick.none_allowed, done.no_pick.none_worth
+    picked = set(done.frame["hcp_id"])
+    assert len(none_allowed) + len(none_worth) + len(picked) + done.n_holdout == len(ids)
+    assert not (set(none_allowed) | set(none_worth)) & picked
+    assert none_allowed and none_worth
+    # Without e-mail consent and not held out: nothing allowed.
+    assert set(none_allowed) <= _without_email_consent(model, ids)

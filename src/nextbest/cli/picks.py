@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,6 +29,9 @@ from nextbest.cli.options import (
 from nextbest.cli.output import console, fail, note, plural, stdout, steps, unknown_ids
 from nextbest.cli.process import ignore_signals_from_now_on, interruptible_as_ctrl_c
 from nextbest.settings import Settings, without_password
+
+if TYPE_CHECKING:  # the service is imported as the command runs
+    from nextbest.service.picks import NoPick
 
 
 def picks(
@@ -92,6 +95,7 @@ def picks(
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
     from nextbest.service.picks import (
+        NoPick,
         catalog_notes,
         check_picks,
         file_picks,
@@ -193,6 +197,7 @@ def picks(
             progress.advance(task, n)
 
         logged = None
+        no_pick = NoPick()  # of plain picks; --log's come with its answers
         # --log: the file is written (beside --out) before any answer is logged, and
         # takes --out's name once they are: an interrupted run logs no answer that
         # no file holds, and leaves no file whose answers are not logged.
@@ -246,6 +251,7 @@ def picks(
                     hcps=given_hcps,
                     catalog=given_catalog,
                     rules=rules,
+                    no_pick=no_pick,
                 )
         except RulesError as exc:  # strict rules that do not fit this version's catalog
             raise fail(
@@ -281,6 +287,12 @@ def picks(
         f"{Path(rules.source).name})",
         highlight=False,
     )
+    _note_no_pick(
+        logged.no_pick if logged is not None else no_pick,
+        of=len(hcp_ids) - len(unknown),
+        explain=_explain_options(channel=channel, purpose=purpose, as_of=as_of),
+        send_list=given is None,
+    )
     if logged is not None:
         stdout.print(
             f"logged {logged.n_logged:,} answers as served ({logged.n_holdout:,} held out: "
@@ -301,6 +313,38 @@ def picks(
             "use --log for a file that will be sent[/dim]"
         )
     return out
+
+
+def _explain_options(*, channel: str | None, purpose: str, as_of: str | None) -> str:
+    """The options of ``nextbest explain`` that ask what a picks run with these asked."""
+    said = f" --channel {channel}" if channel is not None else ""
+    if purpose != "promotional":
+        said += f" --purpose {purpose}"
+    return said + (f" --as-of {as_of}" if as_of is not None else "")
+
+
+def _note_no_pick(no_pick: NoPick, *, of: int, explain: str, send_list: bool) -> None:
+    """Say how many of the ``of`` HCPs scored got no pick (held-out ones aside) and why,
+    with the ``nextbest explain`` (its options: ``explain``) that shows it for one of
+    them: a send of 148 picks for 300 HCPs said nothing of the other 152."""
+    none_allowed, none_worth = no_pick.none_allowed, no_pick.none_worth
+    n = len(none_allowed) + len(none_worth)
+    if not n:
+        return
+    why = []
+    if none_allowed:
+        why.append(
+            f"for {len(none_allowed):,} no action is allowed (consent, specialty, approval, "
+            "purpose, --channel or the serving rules' caps, cool-downs and dismissals)"
+        )
+    if none_worth:
+        why.append(f"for {len(none_worth):,} nothing allowed is worth its cost")
+    example = (none_worth or none_allowed)[0]
+    aside = " (its consent and specialty as the model has them, not as the send list's)"
+    note(
+        f"{n:,} of {plural(of, 'HCP')} got no pick: {', '.join(why)}; "
+        f"`nextbest explain {example}{explain}` says why for one{aside if send_list else ''}"
+    )
 
 
 def _note_logged_for_day(

@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -55,6 +55,17 @@ PICK_COLUMNS = [
 BLOCK_PAIRS = 400_000
 
 
+@dataclass
+class NoPick:
+    """The HCPs a picks run gave no row, by why (filled as the run goes): every action
+    ruled out for them (consent, specialty, approval, purpose, channel, the serving
+    rules), or some allowed and none worth its cost. Held-out and unknown HCPs are in
+    neither."""
+
+    none_allowed: list[str] = field(default_factory=list)
+    none_worth: list[str] = field(default_factory=list)
+
+
 def picks_frame(
     model: ScoringModel,
     *,
@@ -68,6 +79,7 @@ def picks_frame(
     skip_unknown: bool = False,
     rules: ServingRules | None = None,
     history: LiveHistory | None = None,
+    no_pick: NoPick | None = None,
 ) -> pd.DataFrame:
     """Best ``k`` actions per HCP with positive expected net value, one row each.
 
@@ -80,6 +92,7 @@ def picks_frame(
     Unknown ``hcp_ids`` raise :class:`NotFoundError` unless ``skip_unknown``.
     ``rules`` adds the per-list channel limit and, with ``history`` (live
     contacts and dismissals), frequency caps, cool-downs and suppression.
+    ``no_pick``, when given, collects the HCPs that got no row, by why.
     """
     # No day check here: the gate and the report replay past decisions with models
     # whose history ends later (the CLI checks the day a user asks for).
@@ -114,10 +127,12 @@ def picks_frame(
         mask = mask & ~history_rules.ruled_out
     actions = np.flatnonzero(mask)
     frames: list[pd.DataFrame] = []
+    all_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
     if len(actions) == 0:
+        if no_pick is not None:
+            no_pick.none_allowed += all_ids[rows].tolist()
         return pd.DataFrame(columns=PICK_COLUMNS)
     max_per_channel = rules.max_items_per_channel if rules is not None else None
-    all_ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)
     block = max(1, BLOCK_PAIRS // len(actions))
     for start in range(0, len(rows), block):
         hcp_block = rows[start : start + block]
@@ -126,7 +141,7 @@ def picks_frame(
             blocked = history_rules.blocked(all_ids[hcp_block].tolist(), history)[:, actions]
         lapse = lapses(as_of, all_ids[hcp_block].tolist(), now, history)
         picked = _block_picks(
-            model, eligibility, hcp_block, actions, k, blocked, max_per_channel, lapse
+            model, eligibility, hcp_block, actions, k, blocked, max_per_channel, lapse, no_pick
         )
         # A block without a pick is left out: concatenated, its empty object columns
         # made pandas warn on the console (FutureWarning) that they will decide dtypes.
@@ -148,8 +163,10 @@ def _block_picks(
     blocked: np.ndarray | None = None,
     max_per_channel: int | None = None,
     lapse: list[Lapse] | None = None,
+    no_pick: NoPick | None = None,
 ) -> pd.DataFrame:
-    """Picks for one block of HCPs; ``lapse``, one per HCP, as :func:`explain` takes them."""
+    """Picks for one block of HCPs; ``lapse``, one per HCP, as :func:`explain` takes
+    them; ``no_pick`` (:func:`picks_frame`) gets the block's HCPs without a pick."""
     n_h, n_a = len(hcp_rows), len(actions)
     pair_hcp = np.repeat(hcp_rows, n_a)
     pair_action = np.tile(actions, n_h)
@@ -169,6 +186,11 @@ def _block_picks(
         max_per_channel=max_per_channel,
     )
     counts = np.array([len(c) for c in chosen])
+    if no_pick is not None:
+        ids = model.hcps["hcp_id"].astype(str).to_numpy(dtype=object)[hcp_rows]
+        some_allowed = allowed.any(axis=1)
+        no_pick.none_allowed += ids[~some_allowed].tolist()
+        no_pick.none_worth += ids[some_allowed & (counts == 0)].tolist()
     if counts.sum() == 0:
         return pd.DataFrame(columns=PICK_COLUMNS)
     local_h = np.repeat(np.arange(n_h), counts)
@@ -358,6 +380,7 @@ def file_picks(
     hcps: pd.DataFrame | None = None,
     catalog: pd.DataFrame | None = None,
     rules: ServingRules | None = None,
+    no_pick: NoPick | None = None,
 ) -> pd.DataFrame:
     """Picks for a whole file of HCPs under the serving rules and live contact history.
 
@@ -369,6 +392,7 @@ def file_picks(
     model's consent, specialty and approval rules stricter (see
     :meth:`EligibilityIndex.build`). ``rules``: the serving rules as the caller read
     them (None: read here), so that the rules it names are those applied.
+    ``no_pick``: as :func:`picks_frame` takes it.
     ``version`` is ``model``'s, named in the warning about a stale model that
     serving logs too: here measured at the picks' decision date, not at today (see
     :func:`~nextbest.service.runtime.warn_if_stale`).
@@ -399,6 +423,7 @@ def file_picks(
         skip_unknown=True,
         rules=rules,
         history=history,
+        no_pick=no_pick,
     )
 
 
@@ -417,6 +442,8 @@ class LoggedPicks:
     erased: tuple[str, ...] = ()
     # The serving rules the answers were made under (their logged rules_fingerprint).
     rules_fingerprint: str = ""
+    # The HCPs answered with no item (not held out), by why: no_pick of picks_frame.
+    no_pick: NoPick = field(default_factory=NoPick)
 
 
 def _erased_since(runtime: Any, hcp_ids: Sequence[str], since: datetime) -> set[str]:
@@ -510,6 +537,7 @@ def logged_picks(
         n_logged = 0
         held_out: set[str] = set()
         answered: list[str] = []
+        no_pick = NoPick()
         started = datetime.now(UTC)
         runtime.reclog.hold()
         for start in range(0, len(hcp_ids), MAX_BATCH):
@@ -528,6 +556,11 @@ def logged_picks(
             n_logged += len(recs)
             held_out.update(rec.hcp_id for rec in recs if rec.holdout)
             answered += [rec.hcp_id for rec in recs]
+            for rec in recs:
+                if not rec.holdout and not rec.items:
+                    # No candidate at all: every action was ruled out for the HCP.
+                    empty = no_pick.none_allowed if not rec.n_candidates else no_pick.none_worth
+                    empty.append(rec.hcp_id)
             rows += [
                 {
                     "hcp_id": rec.hcp_id,
@@ -572,6 +605,10 @@ def logged_picks(
             n_holdout=len(held_out - erased),
             erased=tuple(sorted(erased)),
             rules_fingerprint=recommender.rules.fingerprint,
+            no_pick=NoPick(
+                none_allowed=[h for h in no_pick.none_allowed if h not in erased],
+                none_worth=[h for h in no_pick.none_worth if h not in erased],
+            ),
         )
     finally:
         runtime.close()
