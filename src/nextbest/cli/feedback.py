@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -20,6 +20,9 @@ from nextbest.cli.options import (
 )
 from nextbest.cli.output import console, fail, stdout, steps, working
 from nextbest.settings import without_password
+
+if TYPE_CHECKING:  # the report is built by the command as it runs
+    from nextbest.loop.report import UpliftReport
 
 
 def uplift_report(
@@ -37,7 +40,6 @@ def uplift_report(
 ) -> Path:
     """Outcomes of served vs holdout requests per channel, action group and segment."""
     from nextbest.errors import InvalidRequestError
-    from nextbest.loop import report as report_cells
     from nextbest.loop.report import uplift_report as build
 
     settings = read_settings()
@@ -61,6 +63,19 @@ def uplift_report(
             )
     except InvalidRequestError as exc:
         raise fail(f"--{exc.field}: {exc.message}") from None
+    console.print(report_table(report))
+    console.print(report.conclusion)
+    console.print(f"report: {report.files['html']}  run: {report.run_id}")
+    return report.files["html"]
+
+
+def report_table(report: UpliftReport) -> Table:
+    """The uplift report's rows as the terminal shows them. A group with too few
+    outcomes says only that, and the caption says once how many HCPs an arm needs:
+    repeated on every row, "not enough data (need outcomes from 30 HCPs per arm)" was
+    the widest column, and wrapped each row of a new deployment's table in two."""
+    from nextbest.loop import report as report_cells
+
     table = Table(title="served vs holdout")
     for column in (
         "dimension",
@@ -71,7 +86,10 @@ def uplift_report(
         "verdict",
     ):
         table.add_column(column)
+    too_few = False
     for row in [report.overall, *report.rows]:
+        short = row.verdict.startswith(report_cells.TOO_FEW)
+        too_few = too_few or short
         table.add_row(
             row.dimension,
             row.group,
@@ -79,12 +97,14 @@ def uplift_report(
             report_cells.counted(row.n_holdout, row.hcps_holdout),
             report_cells.figure(row.uplift),
             report_cells.interval(row),
-            row.verdict,
+            report_cells.TOO_FEW if short else row.verdict,
         )
-    console.print(table)
-    console.print(report.conclusion)
-    console.print(f"report: {report.files['html']}  run: {report.run_id}")
-    return report.files["html"]
+    if too_few:
+        table.caption = (
+            f"{report_cells.TOO_FEW}: outcomes from fewer than "
+            f"{max(report.min_per_arm, 2):,} HCPs in an arm (--min-per-arm)"
+        )
+    return table
 
 
 def feedback(
