@@ -1078,8 +1078,11 @@ def test_cli_walkthrough(
         assert re.search(
             rf"{promoted} \d{{4}}-\d\d-\d\d \d\d:\d\d UTC; rolled back \S+ \S+ UTC", said
         )
+        # The retrained one's slice is cut from its --data history alone: the logged
+        # decisions that joined it are all fitted.
         assert re.search(
-            r"on its held-out slice \(the newest 10% of its history, [\d,]+ decisions\): "
+            rf"v{challenger} .*?\(\d[\d,]* from the recommendation log\).*? on its held-out "
+            r"slice \(the newest 10% of its --data history, [\d,]+ decisions\): "
             r"AUC 0\.\d{3}, policy value \(DR\) -?\d",
             said,
         ), said
@@ -1181,6 +1184,10 @@ def test_models_cautions_that_figures_on_different_histories_do_not_rank_version
     assert held_out_figures(v1) == (
         "on its held-out slice (the newest 10% of its history, 5,200 decisions): "
         "AUC 0.711, policy value (DR) 2.050 [1.778, 2.323] (gain over logged -)"
+    )
+    retrained = replace(v1, n_decisions=57_581, feedback_rows=5_581)
+    assert str(held_out_figures(retrained)).startswith(
+        "on its held-out slice (the newest 10% of its --data history, 5,200 decisions): "
     )
     gained = replace(v1, gain_over_logged_dr=(0.31, -0.024, 0.644))
     assert held_out_figures(gained) == (

@@ -460,7 +460,7 @@ def held_out_figures(v: VersionSummary) -> str | None:
     """'on its held-out slice (the newest 10% of its history, 5,200 decisions): AUC
     0.710, policy value (DR) 2.020 [1.740, 2.299] (gain over logged +0.310 [+0.120,
     +0.500])' for a ``VersionSummary``; the gain '-' for a version trained before it
-    was recorded."""
+    was recorded; 'its --data history' for one that logged decisions joined."""
     figures = [f"AUC {v.eval_auc:.3f}"] if v.eval_auc is not None else []
     if v.policy_value_dr is not None:
         gain = (
@@ -475,7 +475,11 @@ def held_out_figures(v: VersionSummary) -> str | None:
         )
     if not figures:
         return None
-    where = [f"the newest {v.eval_fraction:.0%} of its history"] if v.eval_fraction else []
+    # A retrained version's slice is cut from its --data history alone: the logged
+    # decisions that joined it are all fitted, so "10% of its history, 5,200 decisions"
+    # of 57,581 read as a miscount.
+    history = "--data history" if v.feedback_rows else "history"
+    where = [f"the newest {v.eval_fraction:.0%} of its {history}"] if v.eval_fraction else []
     if v.eval_decisions is not None:
         where.append(f"{v.eval_decisions:,} decisions")
     slice_ = f"on its held-out slice ({', '.join(where)})" if where else "on its held-out slice"
