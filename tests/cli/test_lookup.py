@@ -361,3 +361,22 @@ def test_lookup_of_an_event_id_names_its_hcp_and_no_rows_it_has_none_of(
         "lists it" in said
     ), said
     assert "opt-out" not in said and "from event" not in said, said
+
+
+def test_lookup_gives_every_items_figures_to_the_same_digits(env_settings: Path) -> None:
+    """Two items of one answer read 'score 0.6402' and 'score 0.623': four significant
+    digits, the trailing zero dropped, as if the second were known less precisely."""
+    served = recommendation_record(
+        "rec-7",
+        "H7",
+        items=(
+            served_item(1, "A3", score=0.6402307, expected_uplift=0.6592, propensity=0.9092857),
+            served_item(2, "A9", score=0.6229930, expected_uplift=0.6449931, propensity=0.91),
+        ),
+    )
+    with store_session(get_settings().resolved_database_url) as session:
+        log_recommendations(session, records=[served])
+        session.commit()
+    said = runner.invoke(app, ["lookup", "rec-7"]).stdout
+    assert "score 0.6402, expected uplift 0.6592, P(engaged) 0.300, propensity 0.9093" in said
+    assert "score 0.6230, expected uplift 0.6450, P(engaged) 0.300, propensity 0.9100" in said

@@ -275,10 +275,12 @@ def lookup(
     elif not record.items:
         stdout.print("  no item: nothing was worth its cost or allowed", highlight=False)
     for item in record.items:
+        # '#': four significant digits with their trailing zeros, so that items line
+        # up (score 0.6402 above 0.6230, where 0.623 read as less precise).
         stdout.print(
             f"  {item.rank}. {item.action_id} ({item.channel}, {item.content_id}): score "
-            f"{item.score:.4g}, expected uplift {item.expected_uplift:.4g}, P(engaged) "
-            f"{item.p_engage:.3f}, propensity {item.propensity:.4g}"
+            f"{item.score:#.4g}, expected uplift {item.expected_uplift:#.4g}, P(engaged) "
+            f"{item.p_engage:.3f}, propensity {item.propensity:#.4g}"
             f"{', explored' if item.explored else ''}",
             highlight=False,
         )
@@ -490,8 +492,8 @@ def explain(
     for item in rec.items:
         stdout.print(
             f"  {item.rank}. {item.action_id} ({item.channel}, {item.content_id}): score "
-            f"{item.score:.4g}, expected uplift {item.expected_uplift:.4g}, cost "
-            f"{item.cost:.4g}, P(engaged) {item.p_engage:.3f}",
+            f"{item.score:#.4g}, expected uplift {item.expected_uplift:#.4g}, cost "
+            f"{item.cost:#.4g}, P(engaged) {item.p_engage:.3f}",
             highlight=False,
         )
         for reason in item.reasons:
