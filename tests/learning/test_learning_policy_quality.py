@@ -39,6 +39,21 @@ def test_uplift_ranking_beats_random_by_a_clear_margin(learned: LearnedWorld) ->
     assert np.corrcoef(uplift[eligible], world.uplift[eligible])[0, 1] > 0.3
 
 
+def test_engaged_gain_is_pooled_by_hcp_kind_and_topic(learned: LearnedWorld) -> None:
+    """Training gives the uplift model each categorical HCP column x the action's topic;
+    region does not change what a touch is worth in the simulator, and its factors
+    are shrunk to about one value (the differences between its cells are noise)."""
+    model = learned.result.model
+    uplift = model.uplift_model
+    assert uplift is not None
+    names = model.feature_names
+    pairs = {names[column]: names[group] for column, group, _, _ in uplift.segment_scale_}
+    assert pairs == dict.fromkeys(model.space.categorical_hcp_columns, "action__topic")
+    tables = {names[column]: table for column, _, _, table in uplift.segment_scale_}
+    assert np.ptp(tables["specialty"]) > 0.2
+    assert np.ptp(tables["region"]) < 0.05 * np.ptp(tables["specialty"])
+
+
 def test_learned_policy_beats_engagement_only_ranking(learned: LearnedWorld) -> None:
     world = learned.world
     _, p_engage, net = _scores(learned)

@@ -503,6 +503,7 @@ def _train(
             categorical_feature=space.categorical_features,
             **config.uplift.model_dump(),
             action_column=space.feature_names.index("action__action"),
+            segment_columns=[space.feature_names.index("action__topic")],
             engagement=engagement,
             max_rows_per_stage=config.max_rows_per_model,
             random_state=config.seed,

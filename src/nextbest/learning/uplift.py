@@ -179,6 +179,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         max_weight: float = 20.0,
         variance_weighting: bool = True,
         action_column: int | None = None,
+        segment_columns: list[int] | None = None,
         validation_fraction: float = 0.15,
         early_stopping_rounds: int = 30,
         engagement: CalibratedEngagementClassifier | None = None,
@@ -195,6 +196,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self.max_weight = max_weight
         self.variance_weighting = variance_weighting
         self.action_column = action_column
+        self.segment_columns = segment_columns
         self.validation_fraction = validation_fraction
         self.early_stopping_rounds = early_stopping_rounds
         self.engagement = engagement
@@ -282,12 +284,14 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         stratified = min(int(et.sum()), int((1 - et).sum())) >= MIN_STRATUM_ROWS
         self.stratified_ = stratified
         self.action_scale_: np.ndarray | None = None
+        self.segment_scale_: list[tuple[int, int, int, np.ndarray]] = []
         if stratified:
             on = et == 1
             # Population averages need the full inverse-propensity weights, not the clipped ones.
             scale = self._action_scale(Xt[on], imputed[on], full[on])
             target, stage_weight = imputed[on], wt[on]
             if scale is not None:
+                scale = scale * self._segment_scale(Xt[on], target / scale, stage_weight * scale**2)
                 target = target / scale
                 stage_weight = stage_weight * scale**2  # the scaled target's variance shrinks
             say("uplift, effect of engaged touches")
@@ -422,6 +426,42 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self.action_scale_ = per_action
         return per_action[codes]
 
+    def _segment_scale(self, X: np.ndarray, ratio: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Per-row factor of the engaged gain shared by HCPs of one kind on one kind of action.
+
+        ``ratio`` ``(m,)`` is each engaged row's imputed gain over its action's
+        average gain, ``weight`` ``(m,)`` its precision. For each pair of a
+        categorical HCP column (specialty, say) and an action column of
+        ``segment_columns`` (its topic, its channel), the factor of each cell
+        (cardiologists x dosing) is the weighted least-squares fit of the ratio
+        left by the pairs before it, shrunk towards the pair's average by
+        empirical Bayes (:func:`_shrunk`): a pair whose cells differ no more
+        than their noise (region x topic on data where region does not matter)
+        gets factors of about 1. The factors multiply. The stage then learns
+        what is left: a cell's few hundred noisy rows decide its factor
+        together, where a tree of the stage would need splits on both columns
+        at once to find it. Sets ``segment_scale_``: ``(hcp column,
+        action column, n_action_codes, table)``, the table indexed by
+        ``hcp code * n_action_codes + action code``.
+        """
+        factor = np.ones(len(ratio))
+        hcp_columns = [c for c in self.categorical_feature or [] if c < self.n_control_features]
+        for group in self.segment_columns or []:
+            for column in hcp_columns:
+                known = ~np.isnan(X[:, column]) & ~np.isnan(X[:, group])
+                if not known.any():
+                    continue
+                n_codes = int(X[known, group].max()) + 1
+                n_cells = (int(X[known, column].max()) + 1) * n_codes
+                cell = _cell(X[:, column], X[:, group], n_codes)
+                inside = cell >= 0
+                c = cell[inside]
+                f, w, r = factor[inside], weight[inside], ratio[inside]
+                table = _shrunk(c, n_cells, w * f, f, r)
+                factor[inside] *= table[c]
+                self.segment_scale_.append((column, group, n_codes, table))
+        return factor
+
     def predict(self, X: Any) -> np.ndarray:
         """Expected incremental outcome of each row's action versus no touch, shape ``(n,)``."""
         check_is_fitted(self, "effect_engaged_")
@@ -503,15 +543,23 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
     ) -> tuple[np.ndarray, np.ndarray]:
         if paths is None:
             g1 = self.effect_engaged_.predict(X)
-            return g1 * self._scale_of(actions), self.effect_unengaged_.predict(X)
+            return g1 * self._scale_of(actions, X), self.effect_unengaged_.predict(X)
         g1 = self.effect_engaged_.predict(X, paths.engaged)
-        return g1 * self._scale_of(actions), self.effect_unengaged_.predict(X, paths.unengaged)
+        return g1 * self._scale_of(actions, X), self.effect_unengaged_.predict(X, paths.unengaged)
 
-    def _scale_of(self, actions: np.ndarray | None) -> np.ndarray | float:
+    def _scale_of(self, actions: np.ndarray | None, X: np.ndarray) -> np.ndarray | float:
+        """The engaged gain's scale per row: its action's (``actions`` from
+        :meth:`_action_index`) times its segment factors (``segment_scale_``, read
+        from the rows ``X``)."""
         scale = getattr(self, "action_scale_", None)  # artifacts from before scaling existed
         if scale is None or actions is None:
             return 1.0
-        return _per_action(actions, scale, 1.0)
+        out = _per_action(actions, scale, 1.0)
+        for column, group, n_codes, table in getattr(self, "segment_scale_", ()):
+            cell = _cell(X[:, column], X[:, group], n_codes)
+            inside = (cell >= 0) & (cell < len(table))
+            out = out * np.where(inside, table[np.where(inside, cell, 0)], 1.0)
+        return out
 
     def baseline(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome without a touch, from the control columns of ``X``."""
@@ -538,7 +586,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         p = p_engage
         actions = self._action_index(X)
         g1, g0 = self._gains(X, paths, actions) if gains is None else gains
-        scale = self._scale_of(actions)
+        scale = self._scale_of(actions, X)
         out = (p * scale)[:, None] * self.effect_engaged_.attribution_.contributions(
             X, paths.engaged
         )
@@ -563,6 +611,40 @@ def _per_action(actions: np.ndarray, table: np.ndarray, missing: float) -> np.nd
     """``table[index]`` for each row's action index (:meth:`EngagementStratifiedUplift.
     _action_index`); ``missing`` for a row without an action or with one past the table."""
     return np.concatenate((table, (missing,)))[np.minimum(actions, len(table))]
+
+
+def _cell(hcp_codes: np.ndarray, action_codes: np.ndarray, n_action_codes: int) -> np.ndarray:
+    """Per row ``hcp code * n_action_codes + action code``; -1 where either is NaN or
+    the action code is not below ``n_action_codes``."""
+    known = ~np.isnan(hcp_codes) & ~np.isnan(action_codes)
+    h = np.where(known, hcp_codes, 0).astype(np.int64)
+    a = np.where(known, action_codes, 0).astype(np.int64)
+    return np.where(known & (a < n_action_codes), h * n_action_codes + a, -1)
+
+
+def _shrunk(
+    cell: np.ndarray, n_cells: int, weight: np.ndarray, f: np.ndarray, r: np.ndarray
+) -> np.ndarray:
+    """Per cell, the factor ``b`` of ``r ~ b f`` (weighted least squares), shrunk.
+
+    Each cell's estimate ``b_c`` has a sampling variance ``v_c`` (the sandwich
+    estimate, robust to the counts' unequal noise); the spread of the true
+    factors between cells is what the estimates' spread exceeds the noise by,
+    ``s2 = max(0, var(b) - mean(v))`` (method of moments), and each estimate is
+    pulled towards the cells' mean ``m`` by ``s2 / (s2 + v_c)``. Cells without
+    rows get ``m``. Returns ``(n_cells,)``, clipped to [0.1, 10].
+    """
+    mass = np.bincount(cell, weights=weight * f, minlength=n_cells)
+    fit = np.bincount(cell, weights=weight * r, minlength=n_cells)
+    seen = mass > 0
+    b = np.where(seen, fit / np.where(seen, mass, 1.0), 0.0)
+    residual = weight * (r - b[cell] * f)
+    v = np.bincount(cell, weights=residual**2, minlength=n_cells) / np.where(seen, mass, 1.0) ** 2
+    share = mass[seen] / mass[seen].sum()
+    m = float((share * b[seen]).sum())
+    s2 = max(0.0, float((share * (b[seen] - m) ** 2).sum() - (share * v[seen]).sum()))
+    shrink = np.where(seen, s2 / np.maximum(s2 + v, 1e-300), 0.0)
+    return np.clip(m + shrink * (b - m), 0.1, 10.0)
 
 
 def _inverse_propensity(propensity: Any | None, n: int, max_weight: float) -> np.ndarray:
