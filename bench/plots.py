@@ -479,9 +479,12 @@ def draw(
             f" (known: {', '.join(FIGURES)})"
         )
         return None
-    drawing = FIGURES[kind](data)
     png = json_path.with_suffix(".png")
-    drawing.figure.savefig(png, dpi=DPI)
+    # Matplotlib's own style, whatever another library set on import (causalml, which
+    # `make bench-quality` imports before drawing, sets "fivethirtyeight" for all).
+    with plt.style.context("default"):
+        drawing = FIGURES[kind](data)
+        drawing.figure.savefig(png, dpi=DPI)
     skipped = f"; skipped, not in the JSON: {'; '.join(drawing.skipped)}" if drawing.skipped else ""
     say(f"wrote {png}{skipped}")
     return png

@@ -338,3 +338,19 @@ def test_quality_figure_keeps_every_simulator_value_inside_its_axes() -> None:
         for text in left.texts:
             drawn = text.get_window_extent(renderer)
             assert left.bbox.x0 <= drawn.x0 and drawn.x1 <= left.bbox.x1, text.get_text()
+
+
+def test_a_style_set_by_another_library_does_not_change_the_pictures(tmp_path: Path) -> None:
+    """causalml sets matplotlib's "fivethirtyeight" style on import, and `make
+    bench-quality` imports it before drawing: quality.png came out grey, in larger
+    type, its Hillstrom axis label cut at the right edge ("... sd o")."""
+    import matplotlib.pyplot as plt
+
+    plain, styled = tmp_path / "plain", tmp_path / "styled"
+    for folder in (plain, styled):
+        folder.mkdir()
+        (folder / "quality.json").write_text(json.dumps(_committed("quality")))
+    plots.draw(plain / "quality.json", say=lambda _: None)
+    with plt.style.context("fivethirtyeight"):
+        plots.draw(styled / "quality.json", say=lambda _: None)
+    assert (styled / "quality.png").read_bytes() == (plain / "quality.png").read_bytes()
