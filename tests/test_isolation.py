@@ -47,6 +47,10 @@ def test_dropping_the_environment_keeps_what_is_asked_and_says_the_rest(
 ) -> None:
     from nextbest.settings import drop_environment_settings, get_settings
 
+    # The suite's own servers' variables (NEXTBEST_TEST_*_URL) out of the way while
+    # it runs, and back for the tests after it.
+    for name in [name for name in os.environ if name.startswith("NEXTBEST_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("NEXTBEST_HOLDOUT_RATE", "0.5")
     monkeypatch.setenv("NEXTBEST_TEST_POSTGRES_URL", "postgresql://kept")
     monkeypatch.setenv("OTHER_SETTING", "kept")
