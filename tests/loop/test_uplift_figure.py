@@ -57,6 +57,16 @@ def test_a_group_without_an_estimate_says_not_enough_data_on_its_row() -> None:
     ]
 
 
+def test_one_hcp_is_labelled_in_the_singular() -> None:
+    """A group with one HCP in an arm read "1 served (1 HCPs)"."""
+    rows = [_group("webinar", [1.0], [0.0, 2.0], min_per_arm=1)]
+    [label] = [
+        t.get_text()
+        for t in uplift_figure(rows, "channel", min_per_arm=1).axes[0].get_yticklabels()
+    ]
+    assert label == "webinar: 1 served (1 HCP), 2 holdout (2 HCPs)"
+
+
 def test_the_groups_without_a_name_are_labelled_in_plain_words() -> None:
     """The table's placeholders "(no action)" and "(unknown)" read "(no action) (429
     served, 19 holdout)" under the figure's brackets of counts."""

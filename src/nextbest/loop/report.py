@@ -62,6 +62,7 @@ from nextbest.loop.evidence import greedy_actions, load_decisions, with_outcome_
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
+from nextbest.wording import plural
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -687,8 +688,8 @@ def uplift_figure(rows: list[ArmComparison], dimension: str, *, min_per_arm: int
 
     chosen = [r for r in rows if r.dimension == dimension]
     labels = [
-        f"{_named(r.group)}: {r.n_served:,} served ({r.hcps_served:,} HCPs), "
-        f"{r.n_holdout:,} holdout ({r.hcps_holdout:,} HCPs)"
+        f"{_named(r.group)}: {r.n_served:,} served ({plural(r.hcps_served, 'HCP')}), "
+        f"{r.n_holdout:,} holdout ({plural(r.hcps_holdout, 'HCP')})"
         for r in chosen
     ]
     height = 0.45 * max(len(chosen), 2) + 1.5
