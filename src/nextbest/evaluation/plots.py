@@ -278,6 +278,20 @@ def _under_axes(fig: Figure, lines: list[str], width: int = 80) -> None:
     fig.tight_layout(rect=(0, (0.2 * (said.count("\n") + 1) + 0.1) / height, 1, 1))
 
 
+def _row_note(ax: Axes, y: float, said: str) -> None:
+    """A small grey note across the middle of ``ax`` at row ``y``."""
+    ax.text(
+        0.5,
+        y,
+        said,
+        transform=ax.get_yaxis_transform(),
+        ha="center",
+        va="center",
+        fontsize="small",
+        color="dimgrey",
+    )
+
+
 def _no_difference(decision: dict[str, Any]) -> str:
     """What the gate figure says in place of a paired difference the gate did not
     estimate: the reason it stopped at, which is its first (too few decisions, an
@@ -355,31 +369,14 @@ def gate_figure(
             bars.append((f"{name} - no action ({gate})", decision["vs_no_action"][role], color))
     for i, (_, v, color) in enumerate(bars):
         if v is None:
-            right.text(
-                0.5,
-                i,
-                _no_difference(decision),
-                transform=right.get_yaxis_transform(),
-                ha="center",
-                va="center",
-                fontsize="small",
-                color="dimgrey",
-            )
+            _row_note(right, i, _no_difference(decision))
             continue
         if not np.isfinite(v["ci_high"] - v["ci_low"]):
             # Its error rests on one HCP (the two choose differently for one only): a
             # bare dot read as an exact difference. Hollow, and said beside it.
             right.plot([v["value"]], [i], "o", mfc="none", color=color)
-            right.text(
-                0.5,
-                i + 0.3,  # under its dot (the axis runs top down)
-                "no interval: an error needs two HCPs",
-                transform=right.get_yaxis_transform(),
-                ha="center",
-                va="center",
-                fontsize="small",
-                color="dimgrey",
-            )
+            # Under its dot (the axis runs top down).
+            _row_note(right, i + 0.3, "no interval: an error needs two HCPs")
             continue
         right.errorbar(
             [v["value"]],
