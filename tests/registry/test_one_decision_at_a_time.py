@@ -309,6 +309,69 @@ def test_two_trainings_on_an_empty_registry_make_one_first_champion(
     assert _pending(settings) is None
 
 
+def _refused_at_once(
+    settings: Settings, decision_elsewhere: Callable[..., AbstractContextManager[None]]
+) -> str:
+    """A rollback told not to wait, beside a promotion holding ``settings``' lock in
+    another thread: refused, naming that promotion; once it has ended, the rollback
+    takes the lock. The refusal's words, for what each lock adds to them."""
+    no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
+    with (
+        decision_elsewhere(settings),
+        pytest.raises(registry.DecisionLockedError) as refused,
+        registry.deciding_alone(no_wait, "rollback"),
+    ):
+        pass
+    here = registry.DecidingProcess.this()
+    assert refused.value.holder is not None
+    assert (refused.value.holder.decision, refused.value.holder.process.pid) == (
+        "promotion",
+        here.pid,
+    )
+    said = str(refused.value)
+    assert said.startswith(
+        f"the promotion by process {here.pid} on host {here.host} (deciding since "
+    ), said
+    assert (
+        "; this rollback did not wait for it (NEXTBEST_DECISION_WAIT_S is 0) and decided "
+        "nothing: run the command again once it has ended"
+    ) in said, said
+    with registry.deciding_alone(no_wait, "rollback"):
+        pass
+    return said
+
+
+def _lost_lock_stops_the_move(
+    settings: Settings, tmp_path: Path, end_session: Callable[[int], None]
+) -> str:
+    """A forced promotion of version 2 over champion 1, held just before the move while
+    ``end_session`` (given the command's pid) ends its lock's database session: it stops
+    (exit 2), the champion stays. What it said, for what each lock adds to it."""
+    with _held(
+        settings,
+        tmp_path,
+        "nextbest.registry:move_recorded",
+        *("promote", "--force", "--reason", "lost"),
+    ) as (first, go):
+        end_session(first.pid)
+        go()
+        code, said = _said(first)
+    assert code == 2, said
+    assert "error: the promotion of version 2 was recorded (MLflow run " in said, said
+    assert ") was lost: its connection to the database ended (OperationalError: " in said, said
+    assert (
+        "and another decision may have been made beside it since: the champion was not "
+        "moved; the run is marked failed (alias_moved = false, status FAILED) and left out "
+        "of `nextbest models --history`; the champion stays version 1. Run the command "
+        "again: it decides on what the registry holds now"
+    ) in said, said
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == "2"
+    assert _pending(settings) is None
+    assert [c.version for c in champion_changes(settings)] == ["1"]
+    return said
+
+
 @pytest.mark.postgres
 def test_two_promotions_on_a_postgresql_registry_wait_for_each_other(
     trained, postgres_url: str, tmp_path: Path
@@ -338,30 +401,8 @@ def test_a_decision_lock_in_postgresql_is_refused_at_once_with_no_wait(
     settings = trained.settings.model_copy(
         update={"models_dir": tmp_path / "models", "tracking_uri": postgres_url}
     )
-    no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
-    with (
-        decision_elsewhere(settings),
-        pytest.raises(registry.DecisionLockedError) as refused,
-        registry.deciding_alone(no_wait, "rollback"),
-    ):
-        pass
-    here = registry.DecidingProcess.this()
-    assert refused.value.holder is not None
-    assert (refused.value.holder.decision, refused.value.holder.process.pid) == (
-        "promotion",
-        here.pid,
-    )
-    said = str(refused.value)
-    assert said.startswith(
-        f"the promotion by process {here.pid} on host {here.host} (deciding since "
-    ), said
+    said = _refused_at_once(settings, decision_elsewhere)
     assert "is deciding on model 'nextbest' (it holds PostgreSQL advisory lock " in said
-    assert (
-        "; this rollback did not wait for it (NEXTBEST_DECISION_WAIT_S is 0) and decided "
-        "nothing: run the command again once it has ended"
-    ) in said
-    with registry.deciding_alone(no_wait, "rollback"):
-        pass
 
 
 @pytest.mark.parametrize(
@@ -525,12 +566,8 @@ def test_a_decision_whose_postgresql_lock_was_lost_does_not_move_the_champion(
     )
     assert _register(settings, trained) == "1"
     assert _register(settings, trained, alias="challenger") == "2"
-    with _held(
-        settings,
-        tmp_path,
-        "nextbest.registry:move_recorded",
-        *("promote", "--force", "--reason", "lost"),
-    ) as (first, go):
+
+    def terminate(pid: int) -> None:
         engine = create_engine(postgres_url)
         try:
             with engine.connect() as connection:
@@ -539,27 +576,14 @@ def test_a_decision_whose_postgresql_lock_was_lost_does_not_move_the_champion(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE application_name LIKE :name"
                     ),
-                    {"name": f"nextbest {first.pid}@% promotion"},
+                    {"name": f"nextbest {pid}@% promotion"},
                 ).all()
         finally:
             engine.dispose()
         assert ended == [(True,)]
-        go()
-        code, said = _said(first)
-    assert code == 2, said
-    assert "error: the promotion of version 2 was recorded (MLflow run " in said, said
+
+    said = _lost_lock_stops_the_move(settings, tmp_path, terminate)
     assert "but its decision lock on model 'nextbest' (PostgreSQL advisory lock " in said, said
-    assert ") was lost: its connection to the database ended (OperationalError: " in said, said
-    assert (
-        "and another decision may have been made beside it since: the champion was not "
-        "moved; the run is marked failed (alias_moved = false, status FAILED) and left out "
-        "of `nextbest models --history`; the champion stays version 1. Run the command "
-        "again: it decides on what the registry holds now"
-    ) in said, said
-    assert registry.alias_version(settings, "champion") == "1"
-    assert registry.alias_version(settings, "challenger") == "2"
-    assert _pending(settings) is None
-    assert [c.version for c in champion_changes(settings)] == ["1"]
 
 
 @pytest.mark.postgres
@@ -762,34 +786,12 @@ def test_a_decision_lock_in_mysql_is_refused_naming_its_holder(
     told not to wait, is refused naming the first; once the first has ended (its
     session closed), it takes the lock."""
     settings = Settings(models_dir=tmp_path / "models", tracking_uri=mysql_url)
-    no_wait = settings.model_copy(update={"decision_wait_s": 0.0})
-    with (
-        decision_elsewhere(settings),
-        pytest.raises(registry.DecisionLockedError) as refused,
-        registry.deciding_alone(no_wait, "rollback"),
-    ):
-        pass
-    here = registry.DecidingProcess.this()
-    assert refused.value.holder is not None
-    assert (refused.value.holder.decision, refused.value.holder.process) == (
-        "promotion",
-        registry.DecidingProcess(here.host, here.pid, here.started),
-    )
-    said = str(refused.value)
-    assert said.startswith(
-        f"the promotion by process {here.pid} on host {here.host} (deciding since "
-    ), said
+    said = _refused_at_once(settings, decision_elsewhere)
     database = mysql_url.rsplit("/", 1)[1]
     assert (
         "is deciding on model 'nextbest' (it holds MySQL named lock 'nextbest decision "
     ) in said, said
-    assert (
-        f"' for database {database}); this rollback did not wait for it "
-        "(NEXTBEST_DECISION_WAIT_S is 0) and decided nothing: run the command again once "
-        "it has ended"
-    ) in said, said
-    with registry.deciding_alone(no_wait, "rollback"):
-        pass
+    assert f"' for database {database}); this rollback did not wait for it " in said, said
 
 
 @pytest.mark.mysql
@@ -827,12 +829,8 @@ def test_a_decision_whose_mysql_lock_was_lost_does_not_move_the_champion(
     from sqlalchemy import create_engine, text
 
     settings = _mysql_registry(trained, mysql_url, tmp_path)
-    with _held(
-        settings,
-        tmp_path,
-        "nextbest.registry:move_recorded",
-        *("promote", "--force", "--reason", "lost"),
-    ) as (first, go):
+
+    def kill(pid: int) -> None:
         engine = create_engine(mysql_url, isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as connection:
@@ -840,21 +838,13 @@ def test_a_decision_whose_mysql_lock_was_lost_does_not_move_the_champion(
                     text(f"SELECT connection_id, holder FROM {registry._HOLDERS_TABLE}")
                 ).all()
                 assert len(holding) == 1, holding
-                assert f'"pid": {first.pid}' in holding[0][1], holding
+                assert f'"pid": {pid}' in holding[0][1], holding
                 connection.execute(text(f"KILL {int(holding[0][0])}"))
         finally:
             engine.dispose()
-        go()
-        code, said = _said(first)
-    assert code == 2, said
-    assert "error: the promotion of version 2 was recorded (MLflow run " in said, said
+
+    said = _lost_lock_stops_the_move(settings, tmp_path, kill)
     assert "but its decision lock on model 'nextbest' (MySQL named lock " in said, said
-    assert ") was lost: its connection to the database ended (OperationalError: " in said, said
-    assert "the champion was not moved; " in said, said
-    assert registry.alias_version(settings, "champion") == "1"
-    assert registry.alias_version(settings, "challenger") == "2"
-    assert _pending(settings) is None
-    assert [c.version for c in champion_changes(settings)] == ["1"]
 
 
 @pytest.mark.postgres
@@ -870,26 +860,13 @@ def test_decisions_beside_an_mlflow_server_are_kept_apart_in_the_postgresql_stor
         models_dir=tmp_path / "models",
         registry_uri="http://127.0.0.1:9",
         database_url=postgres_url,
-        decision_wait_s=0.0,
     )
-    with (
-        decision_elsewhere(settings),
-        pytest.raises(registry.DecisionLockedError) as refused,
-        registry.deciding_alone(settings, "rollback"),
-    ):
-        pass
-    here = registry.DecidingProcess.this()
-    said = str(refused.value)
-    assert said.startswith(
-        f"the promotion by process {here.pid} on host {here.host} (deciding since "
-    ), said
+    said = _refused_at_once(settings, decision_elsewhere)
     database = postgres_url.rsplit("/", 1)[1]
     assert "is deciding on model 'nextbest' (it holds PostgreSQL advisory lock " in said, said
     assert (
         f" in database {database} (NEXTBEST_DATABASE_URL)); this rollback did not wait for it"
     ) in said, said
-    with registry.deciding_alone(settings, "rollback"):
-        pass
     assert not list(tmp_path.rglob("*.decision.lock"))
 
 

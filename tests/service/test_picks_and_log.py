@@ -50,17 +50,23 @@ def test_picks_whose_blocks_end_without_a_pick_say_nothing_of_pandas(model, monk
     pd.testing.assert_frame_equal(by_hcp, whole)
 
 
-def test_picks_honour_cooldowns_and_the_channel_limit(model) -> None:
-    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
-    plain = picks_frame(model, hcp_ids=ids, k=1, channel="email")
-    assert len(plain) > 20
-    cooled = list(plain["hcp_id"][:10])
+def _emailed_yesterday(picked: pd.DataFrame) -> tuple[list[str], LiveHistory]:
+    """The first 10 HCPs of ``picked`` and a live history where each was e-mailed a
+    day ago (inside the rules' e-mail cool-down)."""
+    cooled = list(picked["hcp_id"][:10])
     now = datetime.now(UTC)
-    history = LiveHistory(
+    return cooled, LiveHistory(
         now=now,
         counts={3.0: {(h, "email"): 1 for h in cooled}},
         last={(h, "email"): now - timedelta(days=1) for h in cooled},
     )
+
+
+def test_picks_honour_cooldowns_and_the_channel_limit(model) -> None:
+    ids = [str(h) for h in model.hcps["hcp_id"][:150]]
+    plain = picks_frame(model, hcp_ids=ids, k=1, channel="email")
+    assert len(plain) > 20
+    cooled, history = _emailed_yesterday(plain)
     ruled = picks_frame(model, hcp_ids=ids, k=1, channel="email", rules=RULES, history=history)
     assert not set(cooled) & set(ruled["hcp_id"])
     assert set(ruled["hcp_id"]) == set(plain["hcp_id"]) - set(cooled)
@@ -619,13 +625,7 @@ def test_picks_say_which_hcps_got_none_and_why(model) -> None:
     ids = [str(h) for h in model.hcps["hcp_id"][:150]]
     on = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     plain = picks_frame(model, hcp_ids=ids, k=1, channel="email", on=on)
-    cooled = list(plain["hcp_id"][:10])
-    now = datetime.now(UTC)
-    history = LiveHistory(
-        now=now,
-        counts={3.0: {(h, "email"): 1 for h in cooled}},
-        last={(h, "email"): now - timedelta(days=1) for h in cooled},
-    )
+    cooled, history = _emailed_yesterday(plain)
     no_pick = NoPick()
     ruled = picks_frame(
         model, hcp_ids=ids, k=1, channel="email", on=on, rules=RULES, history=history,
