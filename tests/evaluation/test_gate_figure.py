@@ -151,3 +151,36 @@ def test_gate_figure_names_a_version_evaluated_by_number_as_the_cli_does() -> No
         "version 2 - no action (dr)",
     ]
     assert not any("challenger" in label for label in labels)
+
+
+def test_a_difference_below_min_decisions_is_drawn_but_marked_not_decided_on() -> None:
+    """Too few decisions for the gate: its row said why and drew nothing, so the figure
+    did not show how far the evidence was from a decision. The difference and its
+    interval are drawn, grey and hollow, with "not decided on" under them; the gains
+    over doing nothing keep their colours."""
+    decision = {
+        **_decision(with_difference=True),
+        "passed": False,
+        "difference": {**_value(0.05), "ci_low": -0.11, "ci_high": 0.21, "dof": 250.0},
+        "difference_not_decided_on": "below min_decisions: 320 decisions, the gate needs 500",
+        "reasons": ["not enough evidence: 320 logged decisions ..., the gate needs 500"],
+    }
+    _, right = gate_figure(decision, champion="3", challenger="4").axes
+    assert len(right.containers) == 3  # the difference and the two gains
+    difference = right.containers[0]
+    assert list(difference.lines[0].get_xdata()) == [0.05]
+    assert difference.lines[0].get_markerfacecolor() == "none"
+    assert difference.lines[0].get_color() == "grey"
+    assert right.containers[1].lines[0].get_color() == "tab:blue"
+    [note] = right.texts
+    assert note.get_text() == "not decided on: below min_decisions"
+    assert note.get_position()[1] == 0.3  # under the difference's row
+    assert right.get_title() == "Gate (dr): not passed"
+    # Without an interval too, both are said.
+    decision["difference"] = {**_value(0.05), "ci_low": float("-inf"), "ci_high": float("inf")}
+    _, right = gate_figure(decision, champion="3", challenger="4").axes
+    [note] = right.texts
+    assert note.get_text().split("\n") == [
+        "no interval: an error needs two HCPs",
+        "not decided on: below min_decisions",
+    ]

@@ -166,13 +166,100 @@ def test_twelve_hcps_do_not_pass_on_the_normal_quantile() -> None:
     se = (diff["ci_high"] - diff["ci_low"]) / (2 * 2.2009851600916392)  # t_0.975 on 11
     assert diff["value"] - gate.ope.Z_95 * se > 0  # the normal's bound: it passed
     assert not decision.passed
-    assert decision.reasons == [
+    assert decision.reasons[0] == (
         "challenger - champion = +0.2179 per decision, 95% CI [-0.0097, +0.4455] "
         "(Student's t on 11 degrees of freedom, the 12 HCPs less one) does not lie above "
         "zero (on this evidence a true gain of 0.3181 per decision would pass 80% of the time)"
-    ]
+    )
     # The gain said: (t_0.975 + t_0.8) standard errors on the same 11 degrees of freedom.
     assert (2.2009851600916392 + 0.8755299780738819) * se == pytest.approx(0.3181, abs=5e-5)
+
+
+def test_a_difference_not_confirmed_says_how_much_more_evidence_would_confirm_it() -> None:
+    """The interval straddles zero: the reason said what gain this evidence would confirm,
+    not how much evidence would confirm the gain observed. At the same variance per
+    decision the error shrinks as 1 / sqrt(n), so that is n x (detectable / observed)^2:
+    720 x (0.3181 / 0.2179)^2, about 1,500 reserved decisions. Observed below zero, no
+    amount of evidence like this confirms a gain, and it says so."""
+    data = _twelve_hcp_log(seed=55)
+    n = len(data.action)
+    old, new = np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)
+    decision = decide(data, champion_target=old, challenger_target=new, config=GateConfig())
+    assert decision.difference is not None
+    needed = n * (0.3181 / decision.difference["value"]) ** 2
+    assert 1450 < needed < 1550
+    assert decision.reasons[1:] == [
+        "more evidence: a true gain of the observed +0.2179 per decision would pass 80% of "
+        "the time on about 1,500 reserved decisions, 2.1 times the 720 here (about 5,100 "
+        "logged with an outcome, at evaluation_share 0.3), assuming the same variance per "
+        "decision (its error shrinking as 1 / sqrt(decisions), the HCPs growing with them)"
+    ]
+    worse = decide(data, champion_target=new, challenger_target=old, config=GateConfig())
+    assert worse.reasons[1:] == [
+        "more evidence: the observed difference, -0.2179 per decision, is no gain; more "
+        "decisions like these would confirm none"
+    ]
+    # With no interval, or judged by a margin, or confirmed: nothing to add.
+    one_hcp = dataclasses.replace(data, group=np.full(n, "H001"))
+    for log, config in ((one_hcp, GateConfig()), (data, GateConfig(criterion="margin"))):
+        kept = decide(log, champion_target=new, challenger_target=old, config=config)
+        assert not kept.passed
+        assert not any(r.startswith("more evidence") for r in kept.reasons), kept.reasons
+    clear = _uniform_log(3000, MEANS, seed=0)
+    middle, best = np.full(3000, 1), np.full(3000, 2)
+    passed = decide(clear, champion_target=middle, challenger_target=best, config=GateConfig())
+    assert passed.passed and len(passed.reasons) == 1, passed.reasons
+
+
+def test_below_min_decisions_the_difference_is_shown_but_not_decided_on() -> None:
+    """Fewer reserved decisions than min_decisions: the gate kept the champion and gave
+    no difference at all, so nothing said how far the evidence was from a decision. The
+    difference and its interval are estimated and said, marked as not decided on, and
+    the champion is kept whichever side of zero they lie."""
+    data = _uniform_log(1000, MEANS, seed=2)
+    n = len(data.action)
+    config = GateConfig(min_decisions=5000)
+    decision = decide(
+        data, champion_target=np.full(n, 1), challenger_target=np.full(n, 2), config=config
+    )
+    assert not decision.passed
+    diff = decision.difference
+    assert diff is not None and diff["ci_low"] > 0  # a clear gain, yet not decided on
+    assert decision.difference_not_decided_on == (
+        "below min_decisions: 1,000 decisions, the gate needs 5,000"
+    )
+    assert decision.reasons[0].startswith("not enough evidence: 1000 logged decisions")
+    assert decision.reasons[1] == (
+        f"not decided on, below min_decisions: challenger - champion = "
+        f"{diff['value']:+.4f} per decision, 95% CI [{diff['ci_low']:+.4f}, "
+        f"{diff['ci_high']:+.4f}] (Student's t on 999 degrees of freedom, the 1,000 "
+        "decisions less one) lies above zero"
+    )
+    # The same difference as with enough decisions, where it is decided on.
+    decided = decide(
+        data,
+        champion_target=np.full(n, 1),
+        challenger_target=np.full(n, 2),
+        config=GateConfig(min_decisions=1000),
+    )
+    assert decided.passed and decided.difference == diff
+    assert decided.difference_not_decided_on is None
+    assert json.loads(decision.as_json())["difference_not_decided_on"].startswith("below")
+    # Straddling zero below min_decisions: how much more evidence would confirm it.
+    twelve = _twelve_hcp_log(seed=55)
+    m = len(twelve.action)
+    short = decide(
+        twelve,
+        champion_target=np.zeros(m, dtype=np.int64),
+        challenger_target=np.ones(m, dtype=np.int64),
+        config=GateConfig(min_decisions=1000),
+    )
+    assert not short.passed
+    assert short.reasons[1].startswith(
+        "not decided on, below min_decisions: challenger - champion = +0.2179 per decision, "
+        "95% CI [-0.0097, +0.4455]"
+    )
+    assert short.reasons[2].startswith("more evidence: a true gain of the observed +0.2179")
 
 
 def test_decisions_of_one_hcp_bound_nothing() -> None:
@@ -297,9 +384,10 @@ def test_two_differing_hcps_are_one_degree_of_freedom() -> None:
         data, champion_target=champion, challenger_target=challenger, config=GateConfig()
     )
     assert decision.difference is not None and decision.difference["dof"] == 1
-    assert (
+    assert any(
         "(Student's t on 1 degree of freedom, the 2 of 2,000 HCPs where the challenger and "
-        "the champion choose differently, less one)" in decision.reasons[-1]
+        "the champion choose differently, less one)" in reason
+        for reason in decision.reasons
     ), decision.reasons
 
 

@@ -263,3 +263,43 @@ def test_evaluate_and_promote_read_each_alias_once_for_the_versions_they_judge(
         assert read == [*judging, "champion"], read
     else:
         assert read == ["challenger", *judging], read
+
+
+def test_evaluate_below_min_decisions_shows_and_records_the_difference_not_decided_on(
+    loop_world: LoopWorld, honest_copy: Settings, tmp_path: Path
+) -> None:
+    """Fewer reserved decisions than min_decisions: evaluate said so and kept the
+    champion with no paired difference, and its run had no difference.* metrics, so
+    nothing showed how far the evidence was from a decision. It prints the difference
+    and its interval as not decided on, and the run logs them with a tag that says so."""
+    settings = honest_copy
+    register(do_nothing(loop_world.honest), settings, alias="challenger")
+    (tmp_path / "gate.yaml").write_text("evaluation_share: 0.3\nmin_decisions: 1000000\n")
+    env = {
+        "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir),
+        "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
+    }
+    get_settings.cache_clear()
+    try:
+        args = ["evaluate", "--config", str(tmp_path / "gate.yaml")]
+        result = CliRunner().invoke(app, args, env=env)
+    finally:
+        get_settings.cache_clear()
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert "the gate needs 1000000" in said, said
+    assert "- not decided on, below min_decisions: challenger - champion = " in said, said
+    assert "not passed" in said, said
+    runs = _evaluation_runs(settings)
+    run_id = said.split("evaluation run: ")[1].split()[0]
+    assert run_id in runs, said
+    run = registry.client(settings).get_run(run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    assert metrics["passed"] == 0
+    low, value, high = (metrics[f"difference.{key}"] for key in ("ci_low", "value", "ci_high"))
+    assert low < value < high
+    assert f"challenger - champion = {value:+.4f} per decision" in said
+    n = int(metrics["n_decisions"])
+    assert tags["difference_not_decided_on"] == (
+        f"below min_decisions: {n:,} decisions, the gate needs 1,000,000"
+    )

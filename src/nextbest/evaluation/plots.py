@@ -306,6 +306,15 @@ def _no_difference(decision: dict[str, Any]) -> str:
     return textwrap.fill(said, 46, break_on_hyphens=False)
 
 
+def _not_decided_on(decision: dict[str, Any]) -> str:
+    """What the gate figure says under a paired difference it drew but the gate did
+    not decide on (``difference_not_decided_on``: too few decisions), "" when it
+    decided on it: "not decided on: below min_decisions", the counts left to the
+    title (the decisions) and the reasons (the gate's minimum)."""
+    why = decision.get("difference_not_decided_on") or ""
+    return f"not decided on: {why.split(':')[0]}" if why else ""
+
+
 def gate_figure(
     decision: dict[str, Any], *, champion: str, challenger: str, judged: str = "challenger"
 ) -> Any:
@@ -314,7 +323,9 @@ def gate_figure(
     Left: each estimator's value per decision of the champion and the challenger,
     with 95% intervals. Right, on the scale where the gate decides: the paired
     difference (challenger - champion) and each policy's gain over "no action",
-    with a line at zero. ``judged``: the challenger's name, as the gate's reasons
+    with a line at zero; a difference shown below ``min_decisions``, which the gate
+    did not decide on (``difference_not_decided_on``), grey and hollow, said under
+    it. ``judged``: the challenger's name, as the gate's reasons
     and the CLI give it ("challenger", or "version 3" for one ``--version`` named
     that the alias does not).
     """
@@ -371,21 +382,30 @@ def gate_figure(
         if v is None:
             _row_note(right, i, _no_difference(decision))
             continue
+        # Below min_decisions the difference is drawn, to show how far the evidence is
+        # from a decision, but grey and hollow, and said under it: the gate did not
+        # decide on it, whichever side of zero it lies.
+        undecided = i == 0 and _not_decided_on(decision)
+        notes = [undecided] if undecided else []
+        if undecided:
+            color = "grey"
         if not np.isfinite(v["ci_high"] - v["ci_low"]):
             # Its error rests on one HCP (the two choose differently for one only): a
             # bare dot read as an exact difference. Hollow, and said beside it.
             right.plot([v["value"]], [i], "o", mfc="none", color=color)
-            # Under its dot (the axis runs top down).
-            _row_note(right, i + 0.3, "no interval: an error needs two HCPs")
-            continue
-        right.errorbar(
-            [v["value"]],
-            [i],
-            xerr=[[v["value"] - v["ci_low"]], [v["ci_high"] - v["value"]]],
-            fmt="o",
-            capsize=3,
-            color=color,
-        )
+            notes.insert(0, "no interval: an error needs two HCPs")
+        else:
+            right.errorbar(
+                [v["value"]],
+                [i],
+                xerr=[[v["value"] - v["ci_low"]], [v["ci_high"] - v["value"]]],
+                fmt="o",
+                capsize=3,
+                color=color,
+                mfc="none" if undecided else color,
+            )
+        if notes:  # under its dot (the axis runs top down)
+            _row_note(right, i + 0.3, "\n".join(notes))
     if any(v is not None for _, v, _ in bars):
         right.axvline(0.0, color="grey", linewidth=1)
     else:  # nothing on the scale: no ticks of a range nothing was drawn in

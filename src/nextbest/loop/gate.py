@@ -331,6 +331,8 @@ class GateDecision:
     outcome included); ``difference``: challenger - champion by the gate's
     estimator (paired); ``vs_no_action``: each policy minus "no action" on the same
     decisions (paired, the gate's estimator), i.e. its estimated incremental value.
+    Below ``min_decisions`` both are still estimated and shown, and
+    ``difference_not_decided_on`` says why the verdict did not rest on them.
     """
 
     passed: bool
@@ -342,6 +344,9 @@ class GateDecision:
     difference: dict[str, Any] | None = None
     agreement: float = 0.0
     vs_no_action: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Why ``difference`` is shown but was not decided on ("below min_decisions: ..."):
+    # too few decisions for the gate, yet how far the evidence is from a decision.
+    difference_not_decided_on: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -380,13 +385,17 @@ def decide(
         challenger={k: v.as_dict() for k, v in challenger.items()},
         agreement=float((champion_target == challenger_target).mean()) if n else 0.0,
     )
-    if n < config.min_decisions:
+    # Too few decisions keep the champion whatever they show; the difference is still
+    # estimated and said (not decided on), so the user sees how far it is from a decision.
+    enough = n >= config.min_decisions
+    if not enough:
         decision.reasons.append(
             f"not enough evidence: {n} logged decisions with an outcome in the share "
             f"reserved for the gate (evaluation_share {config.evaluation_share:g}), "
             f"the gate needs {config.min_decisions}"
         )
-        return decision
+        if not n:
+            return decision
     if config.estimator not in challenger or config.estimator not in champion:
         decision.reasons.append(
             f"{config.estimator} is undefined: a policy never agrees with the logged actions"
@@ -424,6 +433,16 @@ def decide(
         return decision
     diff = _paired(config.estimator, data, q, challenger_target, champion_target)
     decision.difference = diff.as_dict()
+    if not enough:
+        decision.difference_not_decided_on = (
+            f"below min_decisions: {n:,} decisions, the gate needs {config.min_decisions:,}"
+        )
+        said = _difference_said(diff, data, judged)
+        if config.criterion == "lower_bound":
+            said += _against_zero(diff)
+        decision.reasons.append(f"not decided on, below min_decisions: {said}")
+        _say_more_evidence(decision, diff, config)
+        return decision
     ess = challenger[config.estimator].effective_n
     ok = True
     if ess < config.min_effective_n:
@@ -441,21 +460,9 @@ def decide(
     value_ch = challenger[config.estimator].value
     value_c = champion[config.estimator].value
     if config.criterion == "lower_bound":
-        said = (
-            f"{judged} - champion = {diff.value:+.4f} per decision, 95% CI "
-            f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] ({_critical_said(diff, data, judged)})"
-        )
-        if diff.ci_low > 0:
-            decision.reasons.append(f"{said} lies above zero")
-        else:
-            ok = False
-            detectable = _detectable(diff)
-            decision.reasons.append(
-                f"{said} does not lie above zero (on this evidence a true gain of "
-                f"{detectable:.4f} per decision would pass 80% of the time)"
-                if np.isfinite(detectable)
-                else f"{said}: no gain can be confirmed on it"
-            )
+        ok = ok and bool(diff.ci_low > 0)
+        decision.reasons.append(_difference_said(diff, data, judged) + _against_zero(diff))
+        _say_more_evidence(decision, diff, config)
     else:
         needed = value_c + config.margin * abs(value_c)
         ok = ok and value_ch >= needed
@@ -469,6 +476,76 @@ def decide(
         )
     decision.passed = ok
     return decision
+
+
+def _difference_said(diff: ope.PolicyValue, data: LoggedBandit, judged: str) -> str:
+    """The paired difference and its interval, as the reasons give it: "challenger -
+    champion = +0.2179 per decision, 95% CI [-0.0097, +0.4455] (Student's t ...)"."""
+    return (
+        f"{judged} - champion = {diff.value:+.4f} per decision, 95% CI "
+        f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] ({_critical_said(diff, data, judged)})"
+    )
+
+
+def _against_zero(diff: ope.PolicyValue) -> str:
+    """What the lower-bound criterion reads in :func:`_difference_said`'s interval, to
+    follow it: " lies above zero", or " does not lie above zero (on this evidence a true
+    gain of 0.3181 per decision would pass 80% of the time)"."""
+    if diff.ci_low > 0:
+        return " lies above zero"
+    detectable = _detectable(diff)
+    if not np.isfinite(detectable):
+        return ": no gain can be confirmed on it"
+    return (
+        f" does not lie above zero (on this evidence a true gain of {detectable:.4f} "
+        "per decision would pass 80% of the time)"
+    )
+
+
+def _say_more_evidence(decision: GateDecision, diff: ope.PolicyValue, config: GateConfig) -> None:
+    """Add to ``decision``'s reasons, when the lower-bound criterion does not confirm
+    ``diff``, how many reserved decisions would: ``n x (detectable / observed)^2``
+    (:func:`_detectable`), the decisions at which a true gain equal to the observed
+    difference passes 80% of the time, if each decision varies as much as these (the
+    error shrinks as one over the square root of the decisions, the HCPs growing with
+    them: more decisions of the same few HCPs shrink a clustered error less).
+    Nothing when there is no interval, or the criterion is the margin."""
+    if config.criterion != "lower_bound" or diff.ci_low > 0:
+        return
+    detectable = _detectable(diff)
+    if not np.isfinite(detectable):
+        return
+    n = decision.n_decisions
+    if diff.value <= 0:
+        decision.reasons.append(
+            f"more evidence: the observed difference, {diff.value:+.4f} per decision, is "
+            "no gain; more decisions like these would confirm none"
+        )
+        return
+    needed = max(n * (detectable / diff.value) ** 2, float(config.min_decisions))
+    share = config.evaluation_share
+    logged = (  # share 0: every logged decision is the gate's
+        f" (about {_about(needed / share)} logged with an outcome, at evaluation_share {share:g})"
+        if share > 0
+        else ""
+    )
+    decision.reasons.append(
+        f"more evidence: a true gain of the observed {diff.value:+.4f} per decision would "
+        f"pass 80% of the time on about {_about(needed)} reserved decisions, "
+        f"{_times(needed / n)} the {n:,} here{logged}, assuming the "
+        "same variance per decision (its error shrinking as 1 / sqrt(decisions), the "
+        "HCPs growing with them)"
+    )
+
+
+def _about(count: float) -> str:
+    """``count`` to two significant digits, whole: "370,000", "1,500", "48"."""
+    return f"{float(f'{count:.2g}'):,.0f}"
+
+
+def _times(ratio: float) -> str:
+    """A multiple as said: "1.4 times", "26 times", "1,100 times"."""
+    return f"{ratio:.1f} times" if ratio < 10 else f"{_about(ratio)} times"
 
 
 def _the(judged: str) -> str:
@@ -1628,6 +1705,12 @@ def _log_evaluation(
                 "gate_passed": str(decision.passed),
                 registry.DECIDED_BY_TAG: registry.decided_by(),
                 **({"reason": reason} if reason else {}),
+                # The difference.* metrics logged below min_decisions, not decided on.
+                **(
+                    {"difference_not_decided_on": decision.difference_not_decided_on}
+                    if decision.difference_not_decided_on
+                    else {}
+                ),
                 # MLflow keeps at most 8000 characters of a tag's value.
                 **(
                     {"champion_unloadable": evaluation.champion_unloadable[:8000]}
