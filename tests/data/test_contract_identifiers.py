@@ -173,3 +173,29 @@ def test_an_id_that_differs_only_in_its_unicode_encoding_is_said_so(tables, writ
     said = str(refused.value)
     assert f"unknown hcp_id {unicodedata.normalize('NFD', composed)!r} (not in hcps)" in said
     assert f"it looks like {composed!r} there, but its accented letters are encoded" in said
+
+
+def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_keep_every_digit(
+    tables: Tables, write_tables: WriteTables
+) -> None:
+    """A Parquet file written by Spark or pyarrow (no pandas metadata) stores an
+    ``action_id`` of 18-digit integers with nulls on its no-touch rows: it was read as
+    float64, '123456789012345678' as '1.2345678901234568e+17', and every touch refused
+    as an unknown action in scientific notation, with the advice to export ids as text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    big = {"A1": 123456789012345678, "A2": 123456789012345679, "A3": 123456789012345680}
+    out = write_tables(tables, fmt="parquet")
+    catalog = tables["catalog"].assign(action_id=tables["catalog"]["action_id"].map(big))
+    catalog.to_parquet(out / "catalog.parquet", index=False)
+    history = tables["interactions"]
+    written = pa.Table.from_pandas(history.drop(columns="action_id"), preserve_index=False)
+    action = pa.array([big.get(a) for a in history["action_id"]], type=pa.int64())
+    pq.write_table(
+        written.append_column("action_id", action).replace_schema_metadata(None),
+        out / "interactions.parquet",
+    )
+    dataset = load_dataset(out)
+    assert set(dataset.interactions["action_id"].dropna()) == {str(v) for v in big.values()}
+    assert dataset.interactions["action_id"].isna().sum() == 1  # the no-touch row

@@ -61,6 +61,32 @@ def test_integer_ids_in_a_parquet_file_are_read_as_the_text_they_stand_for(
     assert (again.accepted, again.duplicates, again.rejected) == (0, 3, [])
 
 
+def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_are_stored_as_written(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A Parquet file Spark or pyarrow wrote (no pandas metadata) with an 18-digit
+    ``action_id`` null on some rows: Arrow read it as float64, and the events were
+    stored naming action '1.2345678901234568e+17', which no catalog holds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    typed = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["e1", "e2"],
+                "event_type": ["opened", "opened"],
+                "hcp_id": ["H1", "H2"],
+                "action_id": pa.array([123456789012345678, None], type=pa.int64()),
+            }
+        ),
+        typed,
+    )
+    done = ingest_events(settings, read_events(typed), model=None)
+    assert (done.accepted, done.rejected) == (2, [])
+    assert _stored(settings)["action_id"].tolist() == ["123456789012345678", None]
+
+
 def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -489,11 +489,46 @@ def _read_csv_arrow(path: Path, times: Collection[str] = ()) -> pd.DataFrame | N
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """``table`` as pandas, each column's Arrow memory freed once converted (the
     table is unusable after), and given back to the system (see
-    :func:`_release_arrow_memory`)."""
-    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    :func:`_release_arrow_memory`).
+
+    An integer column with nulls (a warehouse's ``BIGINT`` id beside empty cells, as
+    an interactions file's ``action_id`` on its no-touch rows) is read as pandas'
+    nullable integers, as pandas reads back such a column it wrote itself: Arrow
+    makes it float64 otherwise, which rounds an integer past 2**53
+    (123456789012345678 read as 1.2345678901234568e+17, an id no file holds). Its
+    other integer columns stay int64 (or their width).
+    """
+    with_nulls = {
+        field.type
+        for field, column in zip(table.schema, table.columns, strict=True)
+        if pa.types.is_integer(field.type) and column.null_count
+    }
+    kept = [
+        field.name
+        for field, column in zip(table.schema, table.columns, strict=True)
+        if field.type in with_nulls and not column.null_count
+    ]
+    mapper = {kind: _NULLABLE_INTEGERS[kind] for kind in with_nulls}.get if with_nulls else None
+    frame = table.to_pandas(split_blocks=True, self_destruct=True, types_mapper=mapper)
     del table
+    for name in kept:  # of a type mapped for another column's nulls: plain integers again
+        if name in frame.columns:  # not the index pandas saved (see index_as_columns)
+            frame[name] = frame[name].to_numpy(dtype=frame[name].dtype.numpy_dtype)
     _release_arrow_memory()
     return frame
+
+
+# pandas' nullable integer dtype of each Arrow integer type.
+_NULLABLE_INTEGERS: dict[pa.DataType, pd.api.extensions.ExtensionDtype] = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
 
 
 def _release_arrow_memory() -> None:
