@@ -90,6 +90,20 @@ def test_unknown_arm_is_named(tmp_path: Path) -> None:
         load_hillstrom(path)
 
 
+def test_a_mapped_cell_refused_names_the_row_as_the_file_numbers_it(tmp_path: Path) -> None:
+    """Under a blank line, the adapter's own checks named row 9 and the contract's
+    checks of the mapped tables row 8: those numbered the tables' rows, not the file's."""
+    lines = HILLSTROM.read_text().splitlines()[:21]
+    spend = lines[0].split(",").index("spend")
+    cells = lines[8].split(",")  # data row 8, on line 10 once a blank line is above it
+    cells[spend] = "abc"
+    lines[8] = ",".join(cells)
+    path = tmp_path / "hillstrom.csv"
+    path.write_text("\n".join([lines[0], lines[1], "", *lines[2:]]) + "\n")
+    with pytest.raises(ContractError, match=r"\(as interactions\), row 9, column 'outcome'"):
+        load_hillstrom(path, outcome="spend")
+
+
 def test_a_column_saved_as_the_parquet_index_is_read_as_the_column(tmp_path: Path) -> None:
     """``df.set_index("segment").to_parquet(...)``: the arm is still read, customer by
     customer, as from the CSV (it was refused as a missing column)."""

@@ -11,7 +11,13 @@ import pandas as pd
 from nextbest.contract import parse
 from nextbest.contract.dataset import Dataset
 from nextbest.contract.errors import ProblemLog
-from nextbest.contract.files import index_as_columns, read_table, row_numbers, saved_index_names
+from nextbest.contract.files import (
+    ROW_NUMBERS,
+    index_as_columns,
+    read_table,
+    row_numbers,
+    saved_index_names,
+)
 from nextbest.contract.validate import validate_catalog, validate_hcps, validate_interactions
 
 
@@ -43,6 +49,17 @@ def zero_or_one(raw: pd.DataFrame, column: str, log: ProblemLog) -> np.ndarray:
         lambda i: f"{parse.shown(raw[column], i)} is not 0 or 1",
     )
     return values
+
+
+def numbered_as(table: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """``table``, mapped one row per row of ``raw`` (from :func:`read_columns`) in the
+    same order, with its rows numbered as the file numbers ``raw``'s: a problem the
+    validators find in it names the file's row, blank lines and the further lines of
+    a value written over several counted (see :func:`~nextbest.contract.files.row_numbers`),
+    as the adapter's own checks do."""
+    if ROW_NUMBERS in raw.attrs:
+        table.attrs[ROW_NUMBERS] = raw.attrs[ROW_NUMBERS]
+    return table
 
 
 def validated(

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract import parse
-from nextbest.contract.adapters.base import read_columns, validated, zero_or_one
+from nextbest.contract.adapters.base import numbered_as, read_columns, validated, zero_or_one
 from nextbest.contract.dataset import Dataset
 
 OUTCOMES: Final = ("visit", "conversion", "spend")
@@ -124,4 +124,4 @@ def load_hillstrom(path: Path | str, *, outcome: str = "visit") -> Dataset:
         }
     )
 
-    return validated(path, hcps, catalog, interactions)
+    return validated(path, numbered_as(hcps, raw), catalog, numbered_as(interactions, raw))
