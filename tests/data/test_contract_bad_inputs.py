@@ -520,6 +520,19 @@ BAD_INPUTS = [
         id="parquet-struct-column",
     ),
     pytest.param(
+        # Text stored as bytes (Parquet BINARY without its UTF8 annotation, as Hive or
+        # Impala write it), one value Latin-1: a UnicodeDecodeError from deep in the checks.
+        as_parquet("hcps", region=pa.array([b"north", "s\u00fcd".encode("latin-1"), b"north"])),
+        at(
+            "hcps.parquet",
+            2,
+            "region",
+            "not UTF-8 text (byte 0xfc, '\u00fc' in Latin-1 or Windows-1252?): the column holds "
+            "bytes, read as text; write it as UTF-8 text (a string column), or drop the column",
+        ),
+        id="parquet-bytes-not-utf8",
+    ),
+    pytest.param(
         as_parquet(
             "interactions",
             tags=pa.array([[("k", "v")]] * 5, type=pa.map_(pa.string(), pa.string())),

@@ -87,6 +87,30 @@ def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_are_stored_as_writ
     assert _stored(settings)["action_id"].tolist() == ["123456789012345678", None]
 
 
+def test_text_a_parquet_file_stores_as_bytes_is_read_as_text(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Parquet BINARY columns without their UTF8 annotation (Hive, Impala): every row
+    was rejected, its event_type b'opened' being none of the event types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    typed = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": pa.array([b"e1", b"e2"]),
+                "event_type": pa.array([b"opened", b"clicked"]),
+                "hcp_id": pa.array([b"00123", b"H2"]),
+            }
+        ),
+        typed,
+    )
+    done = ingest_events(settings, read_events(typed), model=None)
+    assert (done.accepted, done.rejected) == (2, [])
+    assert _stored(settings)["hcp_id"].tolist() == ["00123", "H2"]
+
+
 def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -106,7 +106,8 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
             _refuse_repeated_header(path, frame)
             return frame
         if parts:
-            frame = _with_pandas_index(_to_pandas(_read_parts(path, parts)), parts[0])
+            table = _binary_as_text(path, _read_parts(path, parts))
+            frame = _with_pandas_index(_to_pandas(table), parts[0])
             return _without_attrs(frame, _OF_THE_FILE_READ)
         # Reading strings dictionary-encoded gives categoricals: the validators then
         # work per distinct value, and millions of str objects are never built twice.
@@ -114,7 +115,8 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
         _refuse_repeated_names(path, schema.names)
         _refuse_nested(path, schema)
         strings = _repeating_text(path, [field.name for field in schema if _is_text(field.type)])
-        frame = _to_pandas(pq.read_table(path, read_dictionary=strings, partitioning=None))
+        table = pq.read_table(path, read_dictionary=strings, partitioning=None)
+        frame = _to_pandas(_binary_as_text(path, table))
         return _without_attrs(frame, _OF_THE_FILE_READ)
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
@@ -278,6 +280,53 @@ def _nested_kind(kind: pa.DataType) -> str:
     if pa.types.is_struct(kind) or pa.types.is_union(kind):
         return "structs"
     return ""
+
+
+def _binary_as_text(path: Path, table: pa.Table) -> pa.Table:
+    """``table`` with its columns of bytes (Parquet ``BINARY`` without the annotation
+    that says it is text, as Hive, Impala and older Spark write strings) read as the
+    UTF-8 text they hold, as every reader of the contract takes text; a value that is
+    not UTF-8 is refused, naming its row and column, as in a CSV file. Left as bytes,
+    a text column reached the checks as ``b'...'`` values, and one byte that is not
+    UTF-8 stopped them with a ``UnicodeDecodeError``."""
+    for position, field in enumerate(table.schema):
+        if not _is_bytes(field.type):
+            continue
+        try:
+            text = table.column(position).cast(pa.string())
+        except pa.ArrowInvalid:
+            raise ContractError(
+                [_bytes_not_utf8(path, field.name, table.column(position))]
+            ) from None
+        table = table.set_column(position, field.name, text)
+    return table
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+        or pa.types.is_binary_view(kind)
+    )
+
+
+def _bytes_not_utf8(path: Path, name: str, column: pa.ChunkedArray) -> Problem:
+    """The first value of a column of bytes that is not UTF-8 text, by row (1-based)."""
+    for row, value in enumerate(column.to_pylist(), start=1):
+        if value is None:
+            continue
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return Problem(
+                path.name,
+                row,
+                name,
+                f"not UTF-8 text ({_byte_said(value[err.start])}): the column holds bytes, "
+                "read as text; write it as UTF-8 text (a string column), or drop the column",
+            )
+    return Problem(path.name, None, name, "not UTF-8 text: write it as UTF-8 text")
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -827,27 +876,31 @@ def _not_utf8(path: Path) -> Problem:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
         row, field, header = _where_byte(data, err.start)
-        byte = data[err.start]
-        # 0xC0-0xFF are the accented letters of Latin-1 / Windows-1252 (a Western
-        # spreadsheet's export); other bytes say nothing of the encoding (Shift-JIS,
-        # GB 18030, ... use them too), so no guess is offered for them.
-        guess = bytes([byte]).decode("cp1252")
-        seen = f", '{guess}' in Latin-1 or Windows-1252?" if byte >= 0xC0 else ""
+        said = _byte_said(data[err.start])
         if not row:  # the header's own names are what is garbled: said by position
             return Problem(
                 path.name,
                 None,
                 None,
-                f"the header's column {field + 1} is not UTF-8 text (byte 0x{byte:02x}"
-                f"{seen}): {advice}",
+                f"the header's column {field + 1} is not UTF-8 text ({said}): {advice}",
             )
         return Problem(
             path.name,
             row,
             header[field] if field < len(header) else None,
-            f"not UTF-8 text (byte 0x{byte:02x}{seen}): {advice}",
+            f"not UTF-8 text ({said}): {advice}",
         )
     return Problem(path.name, None, None, f"not UTF-8 text: {advice}")
+
+
+def _byte_said(byte: int) -> str:
+    """A byte that is not UTF-8 as a message names it: 'byte 0xe9, 'é' in Latin-1 or
+    Windows-1252?'. 0xC0-0xFF are the accented letters of those (a Western
+    spreadsheet's export); other bytes say nothing of the encoding (Shift-JIS,
+    GB 18030, ... use them too), so no guess is offered for them."""
+    guess = bytes([byte]).decode("cp1252")
+    seen = f", '{guess}' in Latin-1 or Windows-1252?" if byte >= 0xC0 else ""
+    return f"byte 0x{byte:02x}{seen}"
 
 
 _CHUNK = 1 << 24
