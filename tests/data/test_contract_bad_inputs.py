@@ -817,6 +817,17 @@ def test_float32_parquet_numbers_are_read_as_written(
     assert typed.interactions["propensity"].tolist() == [0.3, 0.3, 0.3, 0.5, 0.1]
 
 
+def test_float16_parquet_numbers_are_read_as_written(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """A float16 0.1 was read as 0.099975586, spelled as the float32 it was widened to."""
+    tables["interactions"]["outcome"] = np.array([2.5, 0.1, 1.1, np.nan, 3], dtype="float16")
+    tables["catalog"]["cost"] = np.array([0, 0.1, 0.7], dtype="float16")
+    typed = load_dataset(write_tables(tables, fmt="parquet"))
+    assert typed.catalog["cost"].tolist() == [0.0, 0.1, 0.7]
+    assert sorted(typed.interactions["outcome"].dropna().tolist()) == [0.1, 1.1, 2.5, 3.0]
+
+
 def test_problems_are_collected_and_capped(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

@@ -176,9 +176,10 @@ def as_float64(values: pd.Series) -> npt.NDArray[np.float64]:
     value becomes the float64 of the decimal it was written as, the shortest that
     reads back to it: 0.1 stored as float32 is 0.1, not 0.10000000149011612, which a
     plain cast gives (and a CSV of the same data does not)."""
-    if is_float_dtype(values.dtype) and str(values.dtype).lower() in ("float32", "float16"):
-        narrow = values.to_numpy(dtype="float32", na_value=np.nan)
-        return narrow.astype(str).astype("float64")
+    narrow = str(values.dtype).lower()
+    if is_float_dtype(values.dtype) and narrow in ("float32", "float16"):
+        # Spelled in its own width: a float16 0.1 spelled as a float32 is 0.099975586.
+        return values.to_numpy(dtype=narrow, na_value=np.nan).astype(str).astype("float64")
     return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
