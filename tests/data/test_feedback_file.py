@@ -111,6 +111,36 @@ def test_text_a_parquet_file_stores_as_bytes_is_read_as_text(
     assert _stored(settings)["hcp_id"].tolist() == ["00123", "H2"]
 
 
+def test_an_index_of_times_or_named_for_a_field_otherwise_is_refused(tmp_path: Path) -> None:
+    """Events indexed by their time (``set_index("timestamp")``, as a time series is
+    kept) were stored at their arrival, the index left out without a word; so was
+    an index named for a field otherwise (``Value``). An index named for a field is
+    read as that field."""
+    events = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "event_type": ["opened", "opened"],
+            "hcp_id": ["H1", "H2"],
+            "timestamp": pd.to_datetime(["2026-06-01T08:00:00", "2026-06-02T08:00:00"]),
+        }
+    )
+    by_time = tmp_path / "by_time.parquet"
+    events.set_index("timestamp").to_parquet(by_time)
+    with pytest.raises(ContractError, match=r"by_time.parquet, column 'timestamp': is the index"):
+        read_events(by_time)
+    misspelt = tmp_path / "misspelt.parquet"
+    events.drop(columns="timestamp").assign(Value=[1.5, 2.5]).set_index("Value").to_parquet(
+        misspelt
+    )
+    with pytest.raises(ContractError, match=r"column 'Value': .* \(did you mean 'value'\?\)"):
+        read_events(misspelt)
+    by_field = tmp_path / "by_field.parquet"
+    events.rename(columns={"timestamp": "occurred_at"}).set_index("occurred_at").to_parquet(
+        by_field
+    )
+    assert read_events(by_field)["occurred_at"].tolist() == events["timestamp"].tolist()
+
+
 def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -17,10 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pandas.api.types import is_datetime64_any_dtype
 
 from nextbest.contract import parse
 from nextbest.contract.errors import ContractError, Problem, ProblemLog
-from nextbest.contract.files import index_as_columns, read_table, row_numbers
+from nextbest.contract.files import (
+    index_as_columns,
+    read_table,
+    row_numbers,
+    saved_index_names,
+)
 from nextbest.contract.validate import without_unnamed_columns
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
@@ -93,13 +99,20 @@ def read_events(path: Path) -> pd.DataFrame:
     """The file's rows, its columns checked: ContractError naming the file otherwise.
 
     The columns a ``--rejected`` file adds (``row``, ``rejected_because``) are
-    dropped, so that file, fixed, can be sent again as it is. Ids in a column typed
-    as numbers (a Parquet ``hcp_id`` of integers, or of floats for its nulls) are
-    read as the text they stand for (``7``, not ``7.0``), as a CSV file gives them;
-    a float32 ``value`` as the decimal written (0.1, not 0.10000000149011612).
+    dropped, so that file, fixed, can be sent again as it is. An index pandas saved
+    under a field's name is read as that field; under another name it is row labels
+    and left out, but one of times (``events.set_index("timestamp")``) or named for a
+    field otherwise (``Value``) is refused: left out, the events' times were lost
+    without a word, each stored at its arrival.
+    Ids in a column typed as numbers (a Parquet ``hcp_id`` of integers, or of floats
+    for its nulls) are read as the text they stand for (``7``, not ``7.0``), as a CSV
+    file gives them; a float32 ``value`` as the decimal written (0.1, not
+    0.10000000149011612).
     """
     frame = index_as_columns(read_table(path), COLUMNS)
     log = ProblemLog(path.name, rows=row_numbers(frame))
+    for name in saved_index_names(frame):
+        _refuse_lost_index(frame, name, log)
     frame = without_unnamed_columns(frame, log)  # a trailing separator's empty column
     log.raise_if_any()
     frame = frame.drop(columns=[c for c in REJECTED_COLUMNS if c in frame.columns])
@@ -122,6 +135,27 @@ def read_events(path: Path) -> pd.DataFrame:
     if "value" in frame.columns and pd.api.types.is_float_dtype(frame["value"].dtype):
         frame["value"] = parse.as_float64(frame["value"])  # float32 read as written
     return frame
+
+
+def _refuse_lost_index(frame: pd.DataFrame, name: str, log: ProblemLog) -> None:
+    """Log index level ``name`` of ``frame`` (one pandas saved under a name that is no
+    field) when it holds what an event would lose with it: times, or a field's values
+    under its name spelled otherwise; row labels (``rename_axis("n")``) are left out."""
+    saved = "is the index pandas saved (to_parquet without index=False)"
+    hint = near_hint(name.strip().lower(), COLUMNS)
+    if hint:
+        log.add(
+            f"{saved}, named for a field otherwise{hint}, and would be lost: name it as "
+            "the field, or write it as a column",
+            column=name,
+        )
+    elif is_datetime64_any_dtype(frame.index.get_level_values(name).dtype):
+        log.add(
+            f"{saved}, holding times, and would be lost: if they are when the events "
+            "happened, name it occurred_at (or write it as that column); else write the "
+            "file with index=False",
+            column=name,
+        )
 
 
 def _cell(value: Any) -> Any:
