@@ -79,6 +79,19 @@ def corrupt_parquet(path: Path) -> None:
     (path / "catalog.parquet").write_bytes(b"PAR1 this is not really parquet PAR1")
 
 
+def parquet_named_csv(path: Path) -> None:
+    frame = pd.read_csv(path / "catalog.csv", dtype=str, keep_default_na=False)
+    frame.to_parquet(path / "catalog.csv", index=False)
+
+
+def workbook_named_csv(path: Path) -> None:
+    (path / "hcps.csv").write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)))
+
+
+def csv_named_parquet(path: Path) -> None:
+    (path / "catalog.csv").rename(path / "catalog.parquet")
+
+
 def empty_file(path: Path) -> None:
     (path / "hcps.csv").write_bytes(b"")
 
@@ -496,6 +509,23 @@ BAD_INPUTS = [
         Case(files=empty_file),
         at("hcps.csv", None, None, "the file is empty"),
         id="zero-byte-file",
+    ),
+    pytest.param(
+        # Each was refused for a NUL byte in the header, or Parquet's missing magic
+        # bytes: true, but not what the file is.
+        Case(files=parquet_named_csv),
+        at("catalog.csv", None, None, "is a Parquet file, not CSV: name it catalog.parquet"),
+        id="parquet-named-csv",
+    ),
+    pytest.param(
+        Case(files=workbook_named_csv),
+        at("hcps.csv", None, None, "is a zip archive (an Excel .xlsx workbook?), not CSV: save"),
+        id="workbook-named-csv",
+    ),
+    pytest.param(
+        Case(files=csv_named_parquet),
+        at("catalog.parquet", None, None, "holds text, not Parquet (a CSV file?): name it"),
+        id="csv-named-parquet",
     ),
     pytest.param(
         Case(files=corrupt_parquet),

@@ -84,6 +84,8 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
         raise fail(f"the directory {path} holds no Parquet file (part files ending .parquet)")
     if parts is None and not path.is_file():
         raise fail(f"file not found: {path}")
+    if parts is None and (other := _other_format(path, fmt)):
+        raise fail(other)
     try:
         if fmt == "csv":
             _refuse_nul_bytes(path)
@@ -140,6 +142,43 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
         raise fail(f"cannot parse CSV: {err}") from err
     except (pa.ArrowException, OSError) as err:
         raise fail(f"cannot read {fmt.upper()} file: {err}") from err
+
+
+# The first bytes of files that are often given a .csv name (or a CSV a .parquet
+# one): what each is, and what to do.
+_SIGNATURES = (
+    (b"PAR1", "a Parquet file", "name it {stem}.parquet"),
+    (
+        b"PK\x03\x04",
+        "a zip archive (an Excel .xlsx workbook?)",
+        "save it as CSV UTF-8, or unzip it",
+    ),
+    (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 (.xls) workbook", "save it as CSV UTF-8"),
+    (b"\x1f\x8b", "gzip-compressed", "decompress it (gunzip)"),
+)
+
+
+def _other_format(path: Path, fmt: str) -> str:
+    """Why file ``path`` named for ``fmt`` holds another format ('is a Parquet file,
+    not CSV: name it hcps.parquet'), by its first bytes, or ''. Read as CSV, such a
+    file was refused for a NUL byte in its header, and as Parquet a CSV file for
+    Parquet's missing magic bytes: neither said what the file is."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4)
+    except OSError:
+        return ""  # said when it is read
+    for signature, what, advice in _SIGNATURES:
+        if head.startswith(signature) and not (fmt == "parquet" and signature == b"PAR1"):
+            return f"is {what}, not {fmt.upper()}: {advice.format(stem=path.stem)}"
+    if fmt == "parquet" and head and not head.startswith(b"PAR1"):
+        try:
+            with path.open("rb") as file:  # a character cut at the end of the sample is text
+                codecs.getincrementaldecoder("utf-8")().decode(file.read(1 << 12), final=False)
+        except UnicodeDecodeError:
+            return ""  # a corrupt file, said when it is read
+        return f"holds text, not Parquet (a CSV file?): name it {path.stem}.csv if it is one"
+    return ""
 
 
 def unreadable(path: Path, *, listed: bool = True) -> str:
