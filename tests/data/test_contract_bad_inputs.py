@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -1096,6 +1097,22 @@ def test_a_refused_time_says_how_to_write_it_and_names_a_spreadsheet_serial_day(
         f"interactions.csv, row 2, column 'timestamp': '46177.619201' {_ISO}: {_SERIAL_DAY}",
         f"interactions.csv, row 4, column 'timestamp': '12345' {_ISO}: {_WRITE_IT}",
         f"interactions.csv, row 5, column 'timestamp': '46177' {_ISO}: {_SERIAL_DAY}",
+    ]
+
+
+def test_a_time_in_a_zone_by_name_is_refused_without_a_warning_printed(
+    tables: Tables, write_tables: Callable[..., Path]
+) -> None:
+    """'2026-06-04 10:45:26 CEST': refused, and pandas' FutureWarning about dropping
+    a zone it does not know was printed to the person running validate besides."""
+    tables["interactions"].loc[0, "timestamp"] = "2024-03-02 09:00:00 CEST"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ContractError) as caught:
+            load_dataset(write_tables(tables))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"interactions.csv, row 1, column 'timestamp': '2024-03-02 09:00:00 CEST' {_ISO}: "
+        f"{_WRITE_IT}"
     ]
 
 

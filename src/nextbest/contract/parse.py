@@ -15,6 +15,7 @@ stripping, parsing and look-ups run once per distinct value and are broadcast ba
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -308,8 +309,12 @@ def utc_instant(value: object) -> pd.Timestamp | None:
         stamp = value
     elif isinstance(value, str) and _STARTS_AS_DATE.match(value) is not None:
         try:
-            stamp = pd.Timestamp(value.strip())
-        except (ValueError, OverflowError):  # OutOfBoundsDatetime is a ValueError
+            with warnings.catch_warnings():
+                # A zone pandas does not know ('CEST') is dropped with a FutureWarning,
+                # printed to the person running validate; a later pandas refuses it.
+                warnings.simplefilter("error", FutureWarning)
+                stamp = pd.Timestamp(value.strip())
+        except (ValueError, OverflowError, FutureWarning):  # OutOfBoundsDatetime: a ValueError
             return None
     else:
         return None
