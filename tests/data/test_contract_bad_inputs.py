@@ -551,6 +551,18 @@ BAD_INPUTS = [
         id="parquet-struct-column",
     ),
     pytest.param(
+        # Text padded to a fixed width with NULs, as a CSV file's NUL is refused: an id
+        # no other file or request spells so, trained and served under it.
+        as_parquet("hcps", hcp_id=["H1", "H2\x00\x00", "H3"]),
+        at("hcps.parquet", 2, "hcp_id", "holds a NUL character (0x00), which no text has"),
+        id="parquet-nul-in-text",
+    ),
+    pytest.param(
+        as_parquet("hcps", region=pa.array(["north", "south", "no\x00rth"]).dictionary_encode()),
+        at("hcps.parquet", 3, "region", "holds a NUL character (0x00)"),
+        id="parquet-nul-in-dictionary-text",
+    ),
+    pytest.param(
         # Text stored as bytes (Parquet BINARY without its UTF8 annotation, as Hive or
         # Impala write it), one value Latin-1: a UnicodeDecodeError from deep in the checks.
         as_parquet("hcps", region=pa.array([b"north", "s\u00fcd".encode("latin-1"), b"north"])),

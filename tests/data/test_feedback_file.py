@@ -141,6 +141,34 @@ def test_an_index_of_times_or_named_for_a_field_otherwise_is_refused(tmp_path: P
     assert read_events(by_field)["occurred_at"].tolist() == events["timestamp"].tolist()
 
 
+def test_a_nul_in_a_parquet_files_text_is_each_events_own(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The data files refuse a Parquet text holding a NUL; a feedback file's events
+    are checked one by one, as the endpoint's: that event is rejected alone, and an
+    opt-out is stored with its NULs left out, never refused with the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    typed = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["e1", "e2", "e3"],
+                "event_type": ["opened", "opened", "opted_out"],
+                "hcp_id": ["H1", "H2\x00", "H3"],
+                "channel": ["email", "email", "email"],
+                "reason": [None, None, "https://unsubscribe\x00"],
+            }
+        ),
+        typed,
+    )
+    done = ingest_events(settings, read_events(typed), model=None)
+    assert [(row, event_id) for row, event_id, _ in done.rejected] == [(2, "e2")]
+    assert "NUL" in done.rejected[0][2]
+    assert _stored(settings)["event_id"].tolist() == ["e1", "e3"]
+
+
 def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
     settings: Settings, tmp_path: Path
 ) -> None:

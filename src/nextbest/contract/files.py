@@ -44,7 +44,9 @@ def file_format(path: Path) -> str:
     return suffix if suffix in FORMATS else ""
 
 
-def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame:
+def read_table(
+    path: Path | str, *, times: Collection[str] = (), nul_refused: bool = True
+) -> pd.DataFrame:
     """Read a table without interpreting it; shape (rows, columns).
 
     CSV cells are all text, ``str`` or a categorical of ``str`` (see
@@ -59,8 +61,12 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
     :func:`row_numbers`, in every problem found later. Parquet columns keep their
     stored types.
     A ``.parquet`` path may be a directory of Parquet parts (as Spark, Dask or pyarrow
-    write a dataset), read as one table in the order of its files. Any failure to read
-    becomes a :class:`ContractError` naming the file.
+    write a dataset), read as one table in the order of its files. A text value holding
+    a NUL character is refused, in a Parquet file as in a CSV one, unless
+    ``nul_refused`` is False (for a feedback file, whose events are checked one by
+    one: an opt-out is stored whatever its text holds); a CSV file's NUL is refused
+    always, since no reader gets past it. Any failure to read becomes a
+    :class:`ContractError` naming the file.
     """
     path = Path(path)
     fmt = file_format(path)
@@ -108,7 +114,7 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
             _refuse_repeated_header(path, frame)
             return frame
         if parts:
-            table = _binary_as_text(path, _read_parts(path, parts))
+            table = _checked_text(path, _read_parts(path, parts), nul_refused)
             frame = _with_pandas_index(_to_pandas(table), parts[0])
             return _without_attrs(frame, _OF_THE_FILE_READ)
         # Reading strings dictionary-encoded gives categoricals: the validators then
@@ -118,7 +124,7 @@ def read_table(path: Path | str, *, times: Collection[str] = ()) -> pd.DataFrame
         _refuse_nested(path, schema)
         strings = _repeating_text(path, [field.name for field in schema if _is_text(field.type)])
         table = pq.read_table(path, read_dictionary=strings, partitioning=None)
-        frame = _to_pandas(_binary_as_text(path, table))
+        frame = _to_pandas(_checked_text(path, table, nul_refused))
         return _without_attrs(frame, _OF_THE_FILE_READ)
     except pd.errors.EmptyDataError:
         raise fail("the file is empty (not even a header)") from None
@@ -319,6 +325,49 @@ def _nested_kind(kind: pa.DataType) -> str:
     if pa.types.is_struct(kind) or pa.types.is_union(kind):
         return "structs"
     return ""
+
+
+def _checked_text(path: Path, table: pa.Table, nul_refused: bool) -> pa.Table:
+    """``table`` read from Parquet ``path`` with its bytes read as text (see
+    :func:`_binary_as_text`) and, with ``nul_refused``, its text refused where a value
+    holds a NUL character (see :func:`_refuse_nul_text`), as a CSV file's text is."""
+    table = _binary_as_text(path, table)
+    if nul_refused:
+        _refuse_nul_text(path, table)
+    return table
+
+
+def _refuse_nul_text(path: Path, table: pa.Table) -> None:
+    """A text value holding a NUL character (0x00), as a CSV file's are refused (see
+    :func:`_refuse_nul_bytes`): a corrupt export, or text padded to a fixed width
+    with NULs ('H2\\x00\\x00'), which no other file or request spells so (an id
+    that matches none) and PostgreSQL cannot store. The first, by row and column."""
+    for position, field in enumerate(table.schema):
+        kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if not (_is_text(kind) or pa.types.is_string_view(kind)):
+            continue
+        column = table.column(position)
+        if pa.types.is_dictionary(field.type):
+            chunks = [chunk.dictionary for chunk in column.chunks]
+            if not any(pc.any(pc.match_substring(c, "\x00")).as_py() for c in chunks):
+                continue
+            column = column.cast(kind)
+        found = pc.match_substring(column, "\x00")
+        if not pc.any(found).as_py():
+            continue
+        row = pc.index(found, True).as_py() + 1
+        raise ContractError(
+            [
+                Problem(
+                    path.name,
+                    row,
+                    field.name,
+                    "holds a NUL character (0x00), which no text has: a corrupt export, or "
+                    "text padded to a fixed width? remove it (an id would match none "
+                    "written without it)",
+                )
+            ]
+        )
 
 
 def _binary_as_text(path: Path, table: pa.Table) -> pa.Table:

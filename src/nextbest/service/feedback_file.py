@@ -109,7 +109,9 @@ def read_events(path: Path) -> pd.DataFrame:
     file gives them; a float32 ``value`` as the decimal written (0.1, not
     0.10000000149011612).
     """
-    frame = index_as_columns(read_table(path), COLUMNS)
+    # A NUL in a Parquet text value is each event's to refuse, or an opt-out's to
+    # leave out (see nextbest.service.events), as the endpoint does.
+    frame = index_as_columns(read_table(path, nul_refused=False), COLUMNS)
     log = ProblemLog(path.name, rows=row_numbers(frame))
     for name in saved_index_names(frame):
         _refuse_lost_index(frame, name, log)
