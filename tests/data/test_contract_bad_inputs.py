@@ -456,6 +456,19 @@ BAD_INPUTS = [
         id="parquet-minus-inf-in-a-feature",
     ),
     pytest.param(
+        # A placeholder the feedback endpoint and file refuse as a value: accepted in
+        # the history, it swamped every mean retrain sums it into.
+        cell("interactions", 2, "outcome", "9999999999"),
+        at(
+            "interactions.csv",
+            2,
+            "outcome",
+            "9999999999 is beyond the limit of 1,000,000,000 either way: no outcome of one "
+            "decision is that large",
+        ),
+        id="outcome-beyond-the-limit",
+    ),
+    pytest.param(
         as_parquet("interactions", outcome=pa.array([2.5, 0, 1, None, np.inf], pa.float32())),
         at("interactions.parquet", 5, "outcome", "inf is not finite"),
         id="parquet-float32-inf-outcome",

@@ -44,6 +44,13 @@ OPTIONAL_INTERACTION_COLUMNS: Final = (
     "recommendation_id",
 )
 
+#: The largest magnitude an outcome may have, in a history's ``outcome`` as in a
+#: feedback event's ``value``: outcomes are business units (NRx, units sold,
+#: revenue), and no one decision's is that large; a placeholder (9999999999) or a
+#: wrong unit would swamp every mean it is summed into (1e308 made the uplift
+#: report's means overflow to infinity).
+MAX_OUTCOME: Final = 1e9
+
 #: The columns each table of a data set needs, by table: a file lacking its own but
 #: holding another's is that table under the wrong name (see ``validate._start``).
 REQUIRED_COLUMNS: Final = {

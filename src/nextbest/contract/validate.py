@@ -27,6 +27,7 @@ from nextbest.contract.parse import Codes, Mask
 from nextbest.contract.schema import (
     CONTENT_TYPES,
     DOTTED_THOUSAND,
+    MAX_OUTCOME,
     OPTIONAL_CATALOG_COLUMNS,
     OPTIONAL_INTERACTION_COLUMNS,
     REFUSED_NULL_WORDS,
@@ -511,6 +512,17 @@ def _cells_of_their_own(raw: pd.DataFrame, action: Codes, log: ProblemLog) -> _O
         np.isinf(outcome.to_numpy()),
         "outcome",
         lambda i: f"{parse.number(outcome.to_numpy()[i])} is not finite",
+    )
+    # As a feedback event's value is refused: retrain sums the two into one mean.
+    log.add_rows(
+        np.isfinite(outcome.to_numpy()) & (np.abs(outcome.to_numpy()) > MAX_OUTCOME),
+        "outcome",
+        lambda i: (
+            f"{parse.number(outcome.to_numpy()[i])} is beyond the limit of "
+            f"{MAX_OUTCOME:,.0f} either way: no outcome of one decision is that large in "
+            "any business unit (a wrong unit, or a placeholder?), and summed with others "
+            "it would swamp every mean"
+        ),
     )
     propensity = _float(raw, "propensity", log) if "propensity" in raw.columns else _nan(n)
     p = propensity.to_numpy()

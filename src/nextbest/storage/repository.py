@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.contract.schema import (
     EVERY_CHANNEL_NAMES,
+    MAX_OUTCOME,
     REP_CHANNEL_PREFIX,
     channel_spelling,
     is_rep_channel,
@@ -81,10 +82,9 @@ ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "acc
 # not recommendations) counts for the HCP's latest logged decision at most this
 # long before it.
 OUTCOME_WINDOW = timedelta(days=7)
-# The largest magnitude an event's value may have: outcomes are business units
-# (NRx, units sold, revenue); 1e308 was accepted and made the report's means
-# overflow to infinity.
-MAX_EVENT_VALUE = 1e9
+# The largest magnitude an event's value may have: the data contract's for a
+# history's outcome, the same unit.
+MAX_EVENT_VALUE = MAX_OUTCOME
 DISMISSAL_EVENT_TYPES: tuple[str, ...] = ("dismissed", "snoozed")
 # A rep's decisions on a suggested action: the latest one on an (HCP, action) pair
 # counts, so an acceptance after a dismissal or a snooze lifts it.
