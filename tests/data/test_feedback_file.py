@@ -169,6 +169,22 @@ def test_a_nul_in_a_parquet_files_text_is_each_events_own(
     assert _stored(settings)["event_id"].tolist() == ["e1", "e3"]
 
 
+def test_spaces_around_header_names_are_dropped_as_in_the_data_files(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """'event_id, event_type, hcp_id' (a header written by hand): ' event_type' was
+    refused as an unknown column, where the data files read it as 'event_type'."""
+    text = tmp_path / "events.csv"
+    text.write_text("event_id, event_type, hcp_id\ne1, opened, 00123\n")
+    done = ingest_events(settings, read_events(text), model=None)
+    assert (done.accepted, done.rejected) == (1, [])
+    assert _stored(settings)["hcp_id"].tolist() == ["00123"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("event_id,event_type,hcp_id, hcp_id\ne1,opened,H1,H2\n")
+    with pytest.raises(ContractError, match=r"twice.csv, column 'hcp_id': appears 2 times"):
+        read_events(twice)
+
+
 def test_a_value_is_read_as_written_and_an_infinite_one_is_rejected_alone(
     settings: Settings, tmp_path: Path
 ) -> None:

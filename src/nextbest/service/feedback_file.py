@@ -104,6 +104,7 @@ def read_events(path: Path) -> pd.DataFrame:
     and left out, but one of times (``events.set_index("timestamp")``) or named for a
     field otherwise (``Value``) is refused: left out, the events' times were lost
     without a word, each stored at its arrival.
+    Spaces around a header's names are dropped, as the data files drop them.
     Ids in a column typed as numbers (a Parquet ``hcp_id`` of integers, or of floats
     for its nulls) are read as the text they stand for (``7``, not ``7.0``), as a CSV
     file gives them; a float32 ``value`` as the decimal written (0.1, not
@@ -117,6 +118,10 @@ def read_events(path: Path) -> pd.DataFrame:
         _refuse_lost_index(frame, name, log)
     frame = without_unnamed_columns(frame, log)  # a trailing separator's empty column
     log.raise_if_any()
+    # Spaces around a name (a header written by hand, 'event_id, event_type') are no
+    # part of it, as in the data files: ' event_type' was refused as an unknown column.
+    # (Names alike but for them are refused by read_table, as a name written twice.)
+    frame.columns = pd.Index([str(name).strip() for name in frame.columns], dtype=object)
     frame = frame.drop(columns=[c for c in REJECTED_COLUMNS if c in frame.columns])
     unknown = [c for c in frame.columns if c not in COLUMNS]
     missing = [c for c in REQUIRED if c not in frame.columns]
