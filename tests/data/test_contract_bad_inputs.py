@@ -1125,6 +1125,26 @@ def test_a_refused_time_says_how_to_write_it_and_names_a_spreadsheet_serial_day(
     ]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_time_written_as_seconds_or_milliseconds_since_1970_is_said_to_be_one(
+    tables: Tables, write_tables: Callable[..., Path], fmt: str
+) -> None:
+    """A history from a database or an event stream gives times as epoch numbers:
+    refused as no ISO 8601 time, with nothing said of what they are."""
+    stamps = pd.to_datetime(tables["interactions"]["timestamp"], utc=True, format="ISO8601")
+    seconds = stamps.astype("int64") // 10**9
+    tables["interactions"]["timestamp"] = (
+        [seconds.iat[0], seconds.iat[1] * 1000, *seconds.iloc[2:]]
+        if fmt == "parquet"
+        else [str(seconds.iat[0]), str(seconds.iat[1] * 1000), *seconds.iloc[2:].astype(str)]
+    )
+    with pytest.raises(ContractError) as caught:
+        load_dataset(write_tables(tables, fmt=fmt))
+    said = [str(problem) for problem in caught.value.problems]
+    assert "it looks like seconds since 1970 (2024-03-02T09:00:00): the contract " in said[0]
+    assert "it looks like milliseconds since 1970 (2024-03-01T00:00:00)" in said[1]
+
+
 def test_a_time_in_a_zone_by_name_is_refused_without_a_warning_printed(
     tables: Tables, write_tables: Callable[..., Path]
 ) -> None:

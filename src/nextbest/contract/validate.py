@@ -1016,6 +1016,9 @@ def _timestamp(raw: pd.DataFrame, column: str, log: ProblemLog, *, required: boo
 # are the years 1954 to 2119, the span of a history or a catalog.
 _SERIAL_DAYS = (20_000.0, 80_000.0)
 _PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?")
+# Seconds since 1970 from 2000-01-01 to 2100-01-01: what a database, an event stream
+# or a Parquet column of integers holds for a time (an epoch), or milliseconds so.
+_EPOCH_SECONDS = (946_684_800.0, 4_102_444_800.0)
 
 
 def _not_a_time(values: pd.Series, position: int) -> str:
@@ -1036,6 +1039,11 @@ def _not_a_time(values: pd.Series, position: int) -> str:
             f"{said}: it looks like a spreadsheet's serial day number: format the column as a "
             f"date before exporting, so that it is written as {parse.TIME_EXAMPLES}"
         )
+    if epoch := _since_1970(value):
+        return (
+            f"{said}: it looks like {epoch}: the contract reads a time only as written "
+            f"in ISO 8601, as {parse.TIME_EXAMPLES}"
+        )
     if isinstance(value, str | int | float | np.number) and not isinstance(value, bool | np.bool_):
         return f"{said}: write it as {parse.TIME_EXAMPLES}"
     return said  # a typed value of another kind: its spelling is not the problem
@@ -1043,17 +1051,32 @@ def _not_a_time(values: pd.Series, position: int) -> str:
 
 def _serial_day(value: object) -> bool:
     """Whether a cell is a plain number in the range of a spreadsheet's serial days."""
+    number = _plain_number(value)
+    return number is not None and _SERIAL_DAYS[0] <= number < _SERIAL_DAYS[1]
+
+
+def _since_1970(value: object) -> str:
+    """'seconds since 1970 (2026-06-04T10:45:26)' (or milliseconds) for a cell that is
+    a plain number in the range of such a count from 2000 to 2100, else ''."""
+    number = _plain_number(value)
+    if number is None:
+        return ""
+    for unit, per_second in (("seconds", 1.0), ("milliseconds", 1000.0)):
+        if _EPOCH_SECONDS[0] <= number / per_second < _EPOCH_SECONDS[1]:
+            moment = pd.Timestamp(number / per_second, unit="s").floor("s")
+            return f"{unit} since 1970 ({moment.isoformat()})"
+    return ""
+
+
+def _plain_number(value: object) -> float | None:
+    """A cell that is a plain number (digits, a '.'; or a typed number) as a float."""
     if isinstance(value, str):
-        if not _PLAIN_NUMBER.fullmatch(value.strip()):
-            return False
-        number = float(value)
-    elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        return float(value) if _PLAIN_NUMBER.fullmatch(value.strip()) else None
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     ):
-        number = float(value)
-    else:
-        return False
-    return _SERIAL_DAYS[0] <= number < _SERIAL_DAYS[1]
+        return float(value)
+    return None
 
 
 def _engaged(raw: pd.DataFrame, no_touch: Mask, log: ProblemLog) -> pd.Series:
