@@ -783,6 +783,13 @@ def test_bad_input_is_named(
         case.load(path)
 
 
+def test_a_csv_header_starting_as_parquet_does_is_read_as_csv(tmp_path: Path) -> None:
+    """A Parquet file starts and ends with 'PAR1': a CSV header that starts so is text."""
+    ids = tmp_path / "erase.csv"
+    ids.write_text("PAR1,hcp_id\n2,H1\n")
+    assert read_ids(ids) == ["H1"]
+
+
 _AS_ROOT = pytest.mark.skipif(
     hasattr(os, "geteuid") and os.geteuid() == 0,
     reason="root reads whatever the permissions: run as another user to check this",

@@ -172,10 +172,16 @@ def _other_format(path: Path, fmt: str) -> str:
     try:
         with path.open("rb") as file:
             head = file.read(4)
+            file.seek(max(path.stat().st_size - 4, 0))
+            tail = file.read(4)
     except OSError:
         return ""  # said when it is read
     for signature, what, advice in _SIGNATURES:
-        if head.startswith(signature) and not (fmt == "parquet" and signature == b"PAR1"):
+        if not head.startswith(signature):
+            continue
+        # Parquet ends as it starts: a CSV header 'PAR1,...' is text.
+        parquet = signature == b"PAR1"
+        if not (parquet and (fmt == "parquet" or tail != b"PAR1")):
             return f"is {what}, not {fmt.upper()}: {advice.format(stem=path.stem)}"
     if fmt == "parquet" and head and not head.startswith(b"PAR1"):
         try:
