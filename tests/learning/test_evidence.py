@@ -284,6 +284,32 @@ def test_the_leaves_and_rows_of_copies_are_held_once_until_taken(
     np.testing.assert_array_equal(taken.rows, expected.take(served).rows)
 
 
+def test_copies_score_alike_in_any_order_without_their_original_and_over_hcps(
+    launched: tuple[TrainResult, list[str]],
+) -> None:
+    """The pairs that share a row are found alike for one HCP (a request: by a mark per
+    action) and for many (a batch: by sorting): with the copy asked for but not its
+    original, actions in any order, a copy asked for twice, and HCPs interleaved,
+    every pair gets the scores, leaves and rows of scoring it alone."""
+    result, (copy, _, _) = launched
+    model = result.model
+    twin = model.action_index.get_loc(copy)
+    original = int(model.action_twin[twin])
+    rng = np.random.default_rng(5)
+    others = [a for a in range(model.n_actions) if a not in (twin, original)]
+    blocks = [
+        (np.full(4, 3), np.array([twin, others[0], twin, others[1]])),  # no original
+        (np.full(6, 9), rng.permutation([twin, original, *others[:4]])),
+        (np.array([2, 5, 2, 5, 2]), np.array([twin, twin, original, others[0], others[2]])),
+    ]
+    for hcps, actions in blocks:
+        expected = model.score_rows(model.rows(hcps, actions), actions)
+        got = model.score(hcps, actions)
+        assert got.row_of is not None  # the copy rode on another pair's row
+        _assert_same_scores(got, expected)
+        np.testing.assert_array_equal(got.rows, expected.rows)
+
+
 def test_scoring_twins_once_keeps_the_scores_of_a_block_bit_for_bit(
     launched: tuple[TrainResult, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
