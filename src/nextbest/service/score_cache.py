@@ -119,6 +119,9 @@ class PairCache:
         """Reasons of each item (:func:`~nextbest.learning.reasons.explain`), cached per
         pair for the item's ``lapses`` (default: at the cut-off)."""
         model = self.model
+        if not self.capacity:  # the cache off: nothing to look up or keep
+            rows = model.rows(hcp_rows, action_rows) if scores.rows is None else scores.rows
+            return explain(model, rows, action_rows, hcp_rows, scores, lapses)
         hcps, actions = hcp_rows.tolist(), action_rows.tolist()
         lapses = [AT_CUTOFF] * len(hcps) if lapses is None else lapses
         with self._lock:
