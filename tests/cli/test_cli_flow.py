@@ -379,7 +379,7 @@ def test_simulate_train_picks(
     hcp = str(events["hcp_id"].iloc[0])
     feed.write_text(f"event_id,event_type,hcp_id,channel,\nt-1,opened,{hcp},email,\n")
     said = " ".join(runner.invoke(app, ["feedback", str(feed)]).output.split())
-    assert "stored 1 of 1 events" in said, said
+    assert "stored 1 of 1 event" in said, said
     engine = make_engine(get_settings().resolved_database_url)
     with engine.connect() as connection:
         (sender,) = connection.exec_driver_sql(
@@ -901,7 +901,7 @@ def test_a_command_run_beside_a_server_writes_no_metrics_files_into_its_director
         cwd=Path(__file__).parents[2],
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    assert "stored 1 of 1 events" in " ".join(run.stdout.split()), run.stdout
+    assert "stored 1 of 1 event" in " ".join(run.stdout.split()), run.stdout
     assert sorted(path.name for path in metrics.iterdir()) == []
 
 
@@ -1268,6 +1268,16 @@ def test_validate_says_it_is_reading_the_files_while_it_does(
     result = runner.invoke(app, ["validate", "--data", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "No such file or directory" in result.output
     assert "reading" not in result.output, result.output
+
+
+def test_simulate_of_one_hcp_says_it_in_the_singular(env_settings: Path, tmp_path: Path) -> None:
+    """`simulate --hcps 1 --periods 1` said "simulating 1 HCPs x 1 periods" and
+    "1 decisions"."""
+    said = " ".join(
+        run_ok("simulate", "--out", str(tmp_path / "w"), "--hcps", "1", "--periods", "1").split()
+    )
+    assert "simulating 1 HCP x 1 period" in said, said
+    assert "wrote 1 HCP, 40 actions, 1 decision and the ground truth" in said, said
 
 
 def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
@@ -2071,7 +2081,7 @@ def test_a_command_that_writes_the_log_refuses_a_models_dir_that_does_not_exist(
         f"{env_settings}): {lost}recommendation log there that no server"
     ) in said, said
     assert "`nextbest db upgrade`" in said, said
-    assert "stored 1 of 1 events" not in said, said
+    assert "stored 1 of 1 event" not in said, said
     assert not env_settings.exists()
 
 
@@ -2263,6 +2273,37 @@ def test_models_with_one_champion_says_there_is_none_to_roll_back_to(
     assert "returns to the one before it" not in said, said
     refused = runner.invoke(app, ["rollback"])
     assert refused.exit_code == 2 and "has no previous champion" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        (
+            {"n_decisions": 1, "n_hcps": 1, "eval_decisions": 1},
+            ("on 1 decision of 1 HCP ", ", 1 decision)"),
+        ),
+        ({"n_decisions": None, "n_hcps": None}, ("on - decisions of - HCPs ",)),
+    ],
+    ids=["one", "unknown"],
+)
+def test_models_says_a_count_of_one_in_the_singular(
+    trained, env_settings: Path, monkeypatch: pytest.MonkeyPatch, counts, expected
+) -> None:
+    """A version trained on one HCP's decisions: "of 1 HCPs" it said, and "1 decisions"
+    for its held-out slice; a training run that did not count them still shows dashes."""
+    import dataclasses
+    import shutil
+
+    shutil.copytree(trained.settings.resolved_models_dir, env_settings)
+    listed = registry.list_versions
+    monkeypatch.setattr(
+        registry,
+        "list_versions",
+        lambda settings: [dataclasses.replace(v, **counts) for v in listed(settings)],
+    )
+    said = " ".join(run_ok("models").split())
+    for words in expected:
+        assert words in said, said
 
 
 def test_models_lists_each_versions_gain_over_the_logged_policy(
@@ -2654,7 +2695,7 @@ def test_feedback_names_the_store_without_its_password(
     run_ok("db", "upgrade")  # feedback makes no log (a mistyped setting)
     said = " ".join(run_ok("feedback", str(feed)).split())
     shown = make_url(database_url).render_as_string(hide_password=True)
-    assert f"stored 1 of 1 events in {shown};" in said, said
+    assert f"stored 1 of 1 event in {shown};" in said, said
     password = make_url(database_url).password
     assert password is None or str(password) not in said
 

@@ -112,7 +112,7 @@ def test_erase_counts_asks_erases_and_names_the_versions_that_hold_the_hcp(
         "stored 1 suppression (opted_out, every channel)"
         in said
     ), said
-    assert f"v{trained.version} (champion) (run " in said and "1 of 1 HCPs" in said, said
+    assert f"v{trained.version} (champion) (run " in said and "1 of 1 HCP" in said, said
     assert "delete_model_version('nextbest', version)" in said, said
     assert "remove these HCPs from your own files too" in said, said
     assert _answers(served_store) == [other, other]
@@ -307,7 +307,7 @@ def test_erase_exits_1_naming_a_version_whose_artifacts_cannot_be_read(
     assert result.exit_code == 1, result.output
     assert "stored 1 suppression" in said, said
     assert _event_ids(served_store) == [erasure_event_id(known)]
-    assert f"v{trained.version} (champion) (run " in said and "1 of 1 HCPs" in said, said
+    assert f"v{trained.version} (champion) (run " in said and "1 of 1 HCP" in said, said
     assert f"v{gone} (run {current.run_id}): could not be read, check it: " in said, said
     assert (
         f"error: 1 registered version of model 'nextbest' could not be checked for these "

@@ -31,7 +31,7 @@ def simulate(
 
     if fmt not in ("csv", "parquet"):
         raise fail(f"--format must be csv or parquet, got '{fmt}'")
-    with working(f"simulating {hcps:,} HCPs x {periods} periods"):
+    with working(f"simulating {plural(hcps, 'HCP')} x {plural(periods, 'period')}"):
         world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
         try:
             world.write(out, fmt="csv" if fmt == "csv" else "parquet")
@@ -40,7 +40,7 @@ def simulate(
             raise fail(f"--out: {said}") from None
     stdout.print(
         f"wrote {plural(len(world.hcps), 'HCP')}, {plural(len(world.catalog), 'action')}, "
-        f"{len(world.interactions):,} decisions and the ground truth to {out}"
+        f"{plural(len(world.interactions), 'decision')} and the ground truth to {out}"
     )
     return out
 

@@ -18,7 +18,7 @@ from nextbest.cli.options import (
     read_settings,
     refuse_missing_models_dir,
 )
-from nextbest.cli.output import console, fail, stdout, steps, working
+from nextbest.cli.output import console, fail, plural, stdout, steps, working
 from nextbest.settings import without_password
 
 if TYPE_CHECKING:  # the report is built by the command as it runs
@@ -217,7 +217,7 @@ def _store_events(file: Path, rejected: Path | None) -> int:
         )
     # The outcome (what was stored, which rows were rejected) on stdout, notes on stderr.
     stdout.print(
-        f"stored {done.accepted:,} of {done.rows:,} events in "
+        f"stored {done.accepted:,} of {plural(done.rows, 'event')} in "
         f"{without_password(settings.resolved_database_url)}; {done.duplicates:,} already stored; "
         f"{len(done.rejected):,} rejected",
         highlight=False,

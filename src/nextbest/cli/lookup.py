@@ -512,7 +512,7 @@ def explain(
     for action_id, why in rec.excluded.items():
         by_reasons.setdefault(tuple(why), []).append(action_id)
     if by_reasons:
-        stdout.print(f"  left out ({len(rec.excluded)} actions):", highlight=False)
+        stdout.print(f"  left out ({plural(len(rec.excluded), 'action')}):", highlight=False)
     for said, actions in sorted(by_reasons.items(), key=lambda kv: -len(kv[1])):
         stdout.print(f"    {', '.join(actions)}: {'; '.join(said)}", highlight=False)
     return answer

@@ -295,7 +295,7 @@ def picks(
     )
     if logged is not None:
         stdout.print(
-            f"logged {logged.n_logged:,} answers as served ({logged.n_holdout:,} held out: "
+            f"logged {plural(logged.n_logged, 'answer')} as served ({logged.n_holdout:,} held out: "
             "no pick); send each pick's recommendation_id with its feedback so it joins "
             "the loop",
             highlight=False,

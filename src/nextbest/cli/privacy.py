@@ -307,7 +307,7 @@ def _print_versions_holding(settings: Settings, holding: list[Any], n_ids: int) 
         held = (
             f"could not be read, check it: {v.unreadable}"
             if v.unreadable
-            else f"{len(v.hcp_ids):,} of {n_ids:,} HCPs"
+            else f"{len(v.hcp_ids):,} of {plural(n_ids, 'HCP')}"
         )
         run = f" (run {v.run_id})" if v.run_id else ""
         stdout.print(f"  v{v.version}{aliases}{run}: {held}", highlight=False)

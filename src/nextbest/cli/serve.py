@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nextbest.cli.options import check_rules_file, model_asked, read_settings
-from nextbest.cli.output import confirmed, fail, on_a_terminal, stdout
+from nextbest.cli.output import confirmed, fail, on_a_terminal, plural, stdout
 from nextbest.settings import Settings, get_settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
@@ -443,7 +443,7 @@ def rules_check(
     )
     stdout.print(
         f"{rules.source} (rules {rules.fingerprint}) against the catalog of model "
-        f"'{settings.model_name}' version {version} ({len(catalog):,} actions on "
+        f"'{settings.model_name}' version {version} ({plural(len(catalog), 'action')} on "
         f"{', '.join(channels)}): {said}",
         highlight=False,
     )

@@ -16,6 +16,7 @@ from nextbest.cli.output import (
     edits_said,
     fail,
     minute,
+    plural,
     say_finished,
     stdout,
     versions_said,
@@ -203,7 +204,7 @@ def models(
             f"v{v.version}{aliases}  registered {v.registered_at:%Y-%m-%d %H:%M} UTC"
             if run_missing
             else f"v{v.version}{aliases}  trained {v.registered_at:%Y-%m-%d %H:%M} UTC on "
-            f"{_count(v.n_decisions)} decisions{fed_back} of {_count(v.n_hcps)} HCPs "
+            f"{_count(v.n_decisions, 'decision')}{fed_back} of {_count(v.n_hcps, 'HCP')} "
             f"up to {(v.data_as_of or '-')[:10]}"
         )
         figures = [
@@ -421,8 +422,9 @@ def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> 
     return None if change is None else change.version
 
 
-def _count(n: int | None) -> str:
-    return "-" if n is None else f"{n:,}"
+def _count(n: int | None, one: str) -> str:
+    """``n`` with its noun, "- decisions" when the training run did not say."""
+    return f"- {one}s" if n is None else plural(n, one)
 
 
 # Under a listing whose figures compare: they are still not the gate's, and may
@@ -481,6 +483,6 @@ def held_out_figures(v: VersionSummary) -> str | None:
     history = "--data history" if v.feedback_rows else "history"
     where = [f"the newest {v.eval_fraction:.0%} of its {history}"] if v.eval_fraction else []
     if v.eval_decisions is not None:
-        where.append(f"{v.eval_decisions:,} decisions")
+        where.append(plural(v.eval_decisions, "decision"))
     slice_ = f"on its held-out slice ({', '.join(where)})" if where else "on its held-out slice"
     return f"{slice_}: {', '.join(figures)}"
