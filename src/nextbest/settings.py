@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -204,6 +204,13 @@ class Settings(BaseSettings):
             check_database_url(value)
         return value
 
+    @field_validator("tracking_uri", "registry_uri")
+    @classmethod
+    def _an_mlflow_store(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_mlflow_store_uri(value)
+        return value
+
     @field_validator("model_name", "serve_alias", "experiment")
     @classmethod
     def _not_empty(cls, value: str) -> str:
@@ -301,22 +308,7 @@ def check_database_url(url: str) -> None:
         raise ValueError(
             f"SQLAlchemy has no driver '{parsed.drivername}'; use {DATABASE_URL_FORMS}"
         ) from None
-    # SQLAlchemy knows more drivers than are installed (psycopg2, asyncpg, pg8000):
-    # one that is not would fail at the first connection, with a traceback. Only
-    # imported here, nothing is connected.
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        instead = (
-            "postgresql+psycopg://user:password@host:5432/database (psycopg 3, the "
-            "driver nextbest installs)"
-            if backend == "postgresql"
-            else "sqlite:///relative/path.db or sqlite:////absolute/path.db"
-        )
-        raise ValueError(
-            f"the driver '{exc.name or dialect.driver}' of '{parsed.drivername}' is not "
-            f"installed; write {instead}"
-        ) from None
+    _refuse_missing_driver(parsed, dialect)
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ValueError(
             "an in-memory SQLite database is lost with its process and not shared by "
@@ -328,6 +320,75 @@ def check_database_url(url: str) -> None:
             "a SQLite URL names a file after three slashes: sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db"
         )
+
+
+# What to write instead of a URL whose driver is not installed, by database: the
+# scheme of the driver nextbest installs (MySQL, for MLflow's stores only: its dev
+# extra's), the URL's form, and how that driver gets installed.
+_INSTALLED_DRIVERS = {
+    "postgresql": (
+        "postgresql+psycopg",
+        "postgresql+psycopg://user:password@host:5432/database",
+        "psycopg 3, the driver nextbest installs",
+    ),
+    "mysql": (
+        "mysql+pymysql",
+        "mysql+pymysql://user:password@host:3306/database",
+        "PyMySQL: nextbest's dev extra installs it, or `pip install pymysql`",
+    ),
+    "sqlite": ("sqlite", "sqlite:///relative/path.db or sqlite:////absolute/path.db", ""),
+}
+
+
+def _refuse_missing_driver(parsed: Any, dialect: Any) -> None:
+    """Raise ``ValueError`` naming the driver of URL ``parsed`` (SQLAlchemy's ``URL``)
+    and what to write or install instead when ``dialect`` cannot import it.
+
+    SQLAlchemy knows more drivers than are installed (psycopg2, asyncpg, pg8000;
+    ``mysql://`` means MySQLdb): one that is not would fail at the first connection,
+    with a traceback. Only imported here, nothing is connected.
+    """
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        known = _INSTALLED_DRIVERS.get(parsed.get_backend_name())
+        if known is None:
+            do = "install it"
+        elif parsed.drivername == known[0]:  # the scheme to write: its module is missing
+            do = f"install it ({known[2]})"
+        else:
+            do = f"write {known[1]}" + (f" ({known[2]})" if known[2] else "")
+        raise ValueError(
+            f"the driver '{exc.name or dialect.driver}' of '{parsed.drivername}' is not "
+            f"installed; {do}"
+        ) from None
+
+
+# The databases MLflow keeps a tracking store or registry in (through SQLAlchemy).
+_MLFLOW_DATABASES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+
+
+def check_mlflow_store_uri(uri: str) -> None:
+    """Raise ``ValueError`` when ``uri`` names one of MLflow's database stores through a
+    driver that is not installed (``mysql://`` without MySQLdb): every command that
+    opened it stopped on the driver's ImportError, with a traceback. Any other MLflow
+    URI (a server, a directory, ``databricks``) is left to MLflow. Nothing is
+    connected; the message never repeats the URI (it may carry a password).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(uri)
+    except (ArgumentError, ValueError):  # not a database URL: a path, databricks
+        return
+    if parsed.get_backend_name() not in _MLFLOW_DATABASES:
+        return
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"SQLAlchemy has no driver '{parsed.drivername}'") from None
+    _refuse_missing_driver(parsed, dialect)
 
 
 # user:password@ after a scheme (its colon may be missing: a typo), up to the last

@@ -1923,6 +1923,40 @@ def test_a_database_with_nextbests_tables_but_no_revision_is_refused_naming_them
         engine.dispose()
 
 
+@pytest.mark.parametrize("setting", ["NEXTBEST_REGISTRY_URI", "NEXTBEST_TRACKING_URI"])
+@pytest.mark.parametrize(
+    "command", [["models"], ["rollback", "--reason", "r"], ["serve"]], ids=lambda c: c[0]
+)
+def test_an_mlflow_store_whose_driver_is_not_installed_is_refused_naming_it(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch, setting: str, command: list[str]
+) -> None:
+    """`mysql://` means MySQLdb to SQLAlchemy, which nextbest does not install: the
+    registry or tracking store set so ended every command in MySQLdb's
+    ModuleNotFoundError, a traceback. Now the one-line refusal of the setting, its
+    password hidden, naming the driver and the URL to write (PyMySQL, the dev extra's)."""
+    import importlib.util
+
+    import uvicorn
+
+    if importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("MySQLdb is installed here")
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setenv(setting, "mysql://ops:S3CRETPW@127.0.0.1:9/mlflow")
+    get_settings.cache_clear()
+    result = runner.invoke(app, command)
+    assert not started
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert said.startswith(
+        f"error: invalid setting: {setting}='mysql://ops:***@127.0.0.1:9/mlflow': the driver "
+        "'MySQLdb' of 'mysql' is not installed; write mysql+pymysql://user:password@host:3306/"
+        "database (PyMySQL: nextbest's dev extra installs it, or `pip install pymysql`)"
+    ), said
+    assert "S3CRETPW" not in said, said
+
+
 @pytest.mark.parametrize("driver", ["psycopg2", "asyncpg", "pg8000"])
 def test_db_status_refuses_a_database_driver_that_is_not_installed(
     env_settings: Path, monkeypatch: pytest.MonkeyPatch, driver: str
