@@ -3530,6 +3530,30 @@ def test_train_checks_its_options_before_it_creates_the_registry(
     assert not env_settings.exists(), result.output
 
 
+def test_retrain_shows_a_spinner_on_a_terminal_while_it_loads(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing MLflow and the training code to check the options took seconds with
+    nothing on the screen: a spinner says it on a terminal (off one, a refusal stays
+    the only line)."""
+    import contextlib
+
+    from nextbest.cli import output
+
+    shown: list[str] = []
+    monkeypatch.setattr(output.console, "_force_terminal", True)
+    monkeypatch.setattr(
+        output.console,
+        "status",
+        lambda what, **_: shown.append(str(what)) or contextlib.nullcontext(),
+    )
+    result = runner.invoke(
+        app, ["retrain", "--data", str(tmp_path / "none"), "--since", "2099-01-01"]
+    )
+    assert result.exit_code == 2 and "is in the future" in result.output, result.output
+    assert shown == ["retrain: loading MLflow and the training code"], shown
+
+
 def _explained_on_a_copy(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Settings for `nextbest explain` on a copy of the trained registry (a test may
     move its aliases) with a database of its own; an HCP of the trained world."""

@@ -95,16 +95,21 @@ HEARTBEAT_S = 60.0
 
 
 @contextmanager
-def working(what: str) -> Iterator[None]:
+def working(what: str, *, logged: bool = True) -> Iterator[None]:
     """A spinner saying ``what`` on a terminal; elsewhere (a cron job's log, CI) a
     line when the work starts and one when it is done, as :class:`_Steps` says its
     steps: a spinner is not drawn there, and a long evaluation showed nothing.
-    ``what`` is text, not markup: it may quote a path (``data[1]``)."""
+    ``what`` is text, not markup: it may quote a path (``data[1]``). ``logged``
+    False: the spinner only, for seconds of checks whose refusal is then the only
+    line a log has (the steps that follow say the work)."""
     from rich.markup import escape
 
     if console.is_terminal:
         with console.status(escape(what)):
             yield
+        return
+    if not logged:
+        yield
         return
     started = time.monotonic()
     console.print(f"{what} ...", highlight=False, markup=False)

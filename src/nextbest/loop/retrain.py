@@ -431,6 +431,8 @@ def retrain(
         )
     reserved_share = gate.evaluation_share
     code = code or registry.training_code()
+    if progress is not None:
+        progress("feedback")
     with store_session(settings.resolved_database_url) as session:
         feedback = read_feedback_rows(
             session,
