@@ -234,3 +234,53 @@ def test_the_page_counts_the_groups_compared_not_those_without_a_verdict(
 ) -> None:
     said = _page_said(_rows(), tmp_path)  # email only: rep_visit and webinar have too few
     assert "1 group row is compared, and among 20 groups where serving changes nothing" in said
+
+
+def test_a_hollow_marker_has_its_own_legend_entry() -> None:
+    """A group whose holdout outcomes come from one HCP has an estimate but no interval:
+    drawn as a hollow marker beside pale dots and bars, with no legend entry, a reader
+    could not tell what it meant."""
+    rng = np.random.default_rng(2)
+    rows = [
+        _group("email", list(rng.normal(2.5, 1.0, 400)), list(rng.normal(2.0, 1.0, 300))),
+        _group("rep_visit", list(rng.normal(1.3, 1.0, 70)), [0.0, 1.0, 2.0], min_per_arm=30),
+        _group("phone", list(rng.normal(1.3, 1.0, 40)), [2.0], min_per_arm=30),
+    ]
+    assert np.isfinite(rows[2].uplift) and np.isnan(rows[2].ci_low)
+    figure = uplift_figure(rows, "channel", min_per_arm=30)
+    [legend] = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "outcomes from 30 HCPs or more in each arm",
+        "from fewer than 30 HCPs in an arm: too few to conclude",
+        "from 1 HCP in an arm: no interval, too few to conclude",
+    ]
+    # The entry is drawn as the marker is: hollow, on phone's row.
+    [hollow] = [ln for ln in figure.axes[0].get_lines() if ln.get_markerfacecolor() == "none"]
+    assert list(hollow.get_ydata()) == [2]
+    assert legend.legend_handles[2].get_markerfacecolor() == "none"
+
+
+def test_the_page_says_what_a_verdict_needs_once_under_the_table(tmp_path: Path) -> None:
+    """The terminal's table says "not enough data" on a row and what a verdict needs
+    once, under it; the page repeated "not enough data (need outcomes from 30 HCPs per
+    arm)" on every such row."""
+    email, rep_visit, webinar = _rows()
+    report = UpliftReport(
+        rows=[email, rep_visit, webinar],
+        overall=email,
+        conclusion="-",
+        since=None,
+        n_decisions=800,
+        min_per_arm=30,
+    )
+    page = write_report(report, tmp_path)["html"].read_text()
+    verdicts = [re.findall(r"<td>([^<]*)</td>", row)[-1] for row in page.split("<tr>")[2:]]
+    assert verdicts == [email.verdict, email.verdict, "not enough data", "not enough data"]
+    assert "need outcomes" not in page
+    [caption] = re.findall(r"<caption[^>]*>([^<]*)</caption>", page)
+    assert caption == "not enough data: outcomes from fewer than 30 HCPs in an arm (--min-per-arm)"
+    # Every verdict made: no caption.
+    enough = UpliftReport(
+        rows=[email], overall=email, conclusion="-", since=None, n_decisions=700, min_per_arm=30
+    )
+    assert "<caption" not in write_report(enough, tmp_path / "enough")["html"].read_text()

@@ -86,10 +86,8 @@ def report_table(report: UpliftReport) -> Table:
         "verdict",
     ):
         table.add_column(column)
-    too_few = False
-    for row in [report.overall, *report.rows]:
-        short = row.verdict.startswith(report_cells.TOO_FEW)
-        too_few = too_few or short
+    rows = [report.overall, *report.rows]
+    for row in rows:
         table.add_row(
             row.dimension,
             row.group,
@@ -97,13 +95,9 @@ def report_table(report: UpliftReport) -> Table:
             report_cells.counted(row.n_holdout, row.hcps_holdout),
             report_cells.figure(row.uplift),
             report_cells.interval(row),
-            report_cells.TOO_FEW if short else row.verdict,
+            report_cells.verdict(row),
         )
-    if too_few:
-        table.caption = (
-            f"{report_cells.TOO_FEW}: outcomes from fewer than "
-            f"{max(report.min_per_arm, 2):,} HCPs in an arm (--min-per-arm)"
-        )
+    table.caption = report_cells.too_few_said(rows, report.min_per_arm)
     return table
 
 

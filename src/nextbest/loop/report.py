@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "(unknown)"
 NOTHING = "(no action)"
 TOO_FEW = "not enough data"  # the verdict of a group with too few outcomes in an arm
+# The uplift figure's legend entry of its hollow markers: an arm's outcomes are from
+# one HCP, so the estimate has no interval (clustered by HCP, it needs two).
+NO_INTERVAL = "from 1 HCP in an arm: no interval, too few to conclude"
 # The table's count columns (the page's and the terminal's): requests with an outcome,
 # and in brackets the HCPs behind them, the units --min-per-arm counts.
 COUNT_COLUMNS = ("served requests (HCPs)", "holdout requests (HCPs)")
@@ -416,6 +419,25 @@ def interval(row: ArmComparison) -> str:
     return f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
 
 
+def verdict(row: ArmComparison) -> str:
+    """A table cell for a row's verdict: "not enough data" alone, what a verdict needs
+    said once under the table (:func:`too_few_said`). On every row of a new
+    deployment's report, the whole "not enough data (need outcomes from 30 HCPs per
+    arm)" was the widest cell, repeated."""
+    return TOO_FEW if row.verdict.startswith(TOO_FEW) else row.verdict
+
+
+def too_few_said(rows: list[ArmComparison], min_per_arm: int) -> str | None:
+    """The line under a table of ``rows`` saying what "not enough data" means, or None
+    when no row says it."""
+    if not any(r.verdict.startswith(TOO_FEW) for r in rows):
+        return None
+    return (
+        f"{TOO_FEW}: outcomes from fewer than {max(min_per_arm, 2):,} HCPs in an arm "
+        "(--min-per-arm)"
+    )
+
+
 def served_elsewhere(decisions: pd.DataFrame, every: pd.DataFrame) -> int:
     """How many holdout requests of ``decisions`` have their HCP served an item by
     another logged request (of ``every``) in the outcome window after them.
@@ -703,37 +725,34 @@ def uplift_figure(rows: list[ArmComparison], dimension: str, *, min_per_arm: int
     high = np.array([r.ci_high for r in chosen], dtype=np.float64)
     finite = np.isfinite(low) & np.isfinite(high)
     # Groups with too few outcomes in an arm are drawn pale, so the eye goes to the
-    # estimates that mean something; an estimate without an interval (an arm of one
-    # outcome) is a hollow marker, none at all (an empty arm) says so in words.
+    # estimates that mean something; an estimate without an interval (an arm with
+    # outcomes from one HCP) is a hollow marker with a legend entry of its own (beside
+    # pale dots it read as one whose interval was lost), none at all (an empty arm)
+    # says so in words.
     enough = np.array([not r.verdict.startswith(TOO_FEW) for r in chosen], dtype=bool)
     shown = _shown_range(values, low, high, enough & finite)
     needed = max(min_per_arm, 2)
+    # The legend in the order drawn (matplotlib lists lines before error bars).
+    keys: list[tuple[Any, str]] = []
     for keep, colour, label in (
         (enough, "tab:blue", f"outcomes from {needed:,} HCPs or more in each arm"),
         (~enough, "silver", f"from fewer than {needed:,} HCPs in an arm: too few to conclude"),
     ):
         bars = keep & finite
         if bars.any():
-            ax.errorbar(
+            drawn = ax.errorbar(
                 values[bars],
                 y[bars],
                 xerr=np.vstack([values[bars] - low[bars], high[bars] - values[bars]]),
                 fmt="o",
                 capsize=3,
                 color=colour,
-                label=label,
             )
+            keys.append((drawn, label))
         bare = keep & ~finite & np.isfinite(values)
         if bare.any():
-            unlabelled = bars.any()  # one legend entry per kind of group
-            ax.plot(
-                values[bare],
-                y[bare],
-                "o",
-                mfc="none",
-                color=colour,
-                label="_" if unlabelled else label,
-            )
+            [hollow] = ax.plot(values[bare], y[bare], "o", mfc="none", color=colour)
+            keys.append((hollow, NO_INTERVAL))
         if shown is not None:  # an arrow at the edge an interval runs past
             for side, ends, marker in ((0, low, "<"), (1, high, ">")):
                 past = keep & finite & ((ends < shown[0]) if side == 0 else (ends > shown[1]))
@@ -762,9 +781,16 @@ def uplift_figure(rows: list[ArmComparison], dimension: str, *, min_per_arm: int
                 color="dimgrey",
                 fontsize="small",
             )
-    legend = not enough.all() and bool(ax.get_legend_handles_labels()[0])
+    legend = not enough.all() and bool(keys)
     if legend:  # what pale markers mean; under the figure, never over an interval
-        fig.legend(loc="lower center", ncol=1, fontsize="small", frameon=False)
+        fig.legend(
+            [k for k, _ in keys],
+            [said for _, said in keys],
+            loc="lower center",
+            ncol=1,
+            fontsize="small",
+            frameon=False,
+        )
     ax.axvline(0.0, color="grey", linewidth=1)
     if shown is not None:
         ax.set_xlim(*shown)
@@ -775,7 +801,8 @@ def uplift_figure(rows: list[ArmComparison], dimension: str, *, min_per_arm: int
         xlabel += "\n< >: the interval runs past the edge (the table gives it)"
     ax.set_xlabel(xlabel)
     ax.set_title(f"Uplift by {dimension}")
-    fig.tight_layout(rect=(0, 0.55 / height if legend else 0, 1, 1))
+    # About 0.2 inch a legend entry, under the axis' label.
+    fig.tight_layout(rect=(0, (0.15 + 0.2 * len(keys)) / height if legend else 0, 1, 1))
     plt.close(fig)
     return fig
 
@@ -830,11 +857,17 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
                 figure(r.mean_holdout, signed=False),
                 figure(r.uplift),
                 interval(r),
-                r.verdict,
+                verdict(r),
             )
         )
         + "</tr>"
         for r in [report.overall, *report.rows]
+    )
+    note = too_few_said([report.overall, *report.rows], report.min_per_arm)
+    caption = (
+        ""
+        if note is None
+        else f'<caption style="caption-side:bottom;text-align:left">{html.escape(note)}</caption>\n'
     )
     images = "\n".join(
         f'<h2>By {html.escape(d)}</h2><img src="{files[d].name}" alt="uplift by {html.escape(d)}">'
@@ -859,7 +892,7 @@ grouped the same way as served ones. Outcome in the business unit of the feedbac
 with an outcome and, in brackets, the HCPs behind them: a verdict needs outcomes from
 {max(report.min_per_arm, 2):,} HCPs in each arm (--min-per-arm). {_groups_compared(report)}{weeks}
 Made {_utc_text(made_at)}.</p>
-<table><tr><th>dimension</th><th>group</th><th>{COUNT_COLUMNS[0]}</th><th>{COUNT_COLUMNS[1]}</th>
+<table>{caption}<tr><th>dimension</th><th>group</th><th>{COUNT_COLUMNS[0]}</th><th>{COUNT_COLUMNS[1]}</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
 {table}
 </table>
