@@ -1393,7 +1393,9 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
         pytest.param(
             {"NEXTBEST_RULES_FILE": "{tmp}/file.yaml"},
             "caps: {email: 3}\n",
-            "file.yaml, line 1: unknown field(s) ['caps']",
+            "file.yaml, line 1: unknown field 'caps' (allowed here: all_channels, channels, "
+            "dismissal_days, max_items_per_channel, rep_plan, snooze_days, strict, "
+            "withdrawn_actions)",
             id="bad-rules-file",
         ),
         pytest.param(
