@@ -606,6 +606,22 @@ def unknown_key_hint(
 _ALLOWED_HERE = " (allowed here: "
 
 
+def unknown_names(
+    names: Sequence[Any], allowed: Sequence[str], *, quote: Callable[[str], str] = repr
+) -> str:
+    """``unknown field 'per_day' (did you mean 'per_days'?)``: the refusal of the keys
+    ``names`` of a file's mapping that are not among ``allowed``, each with the field it
+    is near (:func:`unknown_name_hint`) and, near none, the fields taken there said
+    once. ``quote``: how a name is quoted (a name that may be a secret, written where a
+    field goes, is not shown as written)."""
+    said, listed = [], False
+    for name in map(str, names):
+        hint = unknown_name_hint(name, allowed, list_allowed=not listed)
+        listed = listed or hint.startswith(_ALLOWED_HERE)
+        said.append(f"{quote(name)}{hint}")
+    return f"unknown {'field' if len(said) == 1 else 'fields'} {', '.join(said)}"
+
+
 def unknown_name_hint(name: str, allowed: Sequence[str], *, list_allowed: bool = True) -> str:
     """What to add to the refusal of a name that is not one of ``allowed`` (a key of a
     settings file, a field of a request body, a query parameter): `` (did you mean

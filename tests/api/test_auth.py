@@ -1008,7 +1008,7 @@ SECRET = "PLAINTEXT-SECRET-xyz98765432"
         ),
         pytest.param(
             f"keys:\n  - {{name: a, role: admin, {SECRET}}}\n",
-            "keys[0]: unknown field(s) ['<28 characters>']",
+            "keys[0]: unknown field <28 characters> (allowed here: name, role, territory_id,",
             id="key-written-as-a-field",
         ),
     ],
@@ -1035,8 +1035,14 @@ def test_key_file_errors_name_line_and_column_never_the_text(
         ),
         pytest.param(
             "  - name: ops\n    role: admin\n    key: {secret}\n    scope: all\n",
-            "line 8: keys[1]: unknown field(s) ['scope']",
+            "line 8: keys[1]: unknown field 'scope' (allowed here: name, role, territory_id, "
+            "purpose, channels, key, key_sha256, previous_key_sha256, previous_valid_until)",
             id="unknown-key",
+        ),
+        pytest.param(
+            "  - name: ops\n    role: admin\n    key: {secret}\n    purpse: medical\n",
+            "line 8: keys[1]: unknown field 'purpse' (did you mean 'purpose'?)",
+            id="misspelt-key",
         ),
         pytest.param(
             "  - role: admin\n    key: {secret}\n",

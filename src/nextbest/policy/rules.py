@@ -74,7 +74,7 @@ from nextbest.yamlfile import (
     settings_in,
     settings_text,
     shown,
-    unknown_name_hint,
+    unknown_names,
 )
 
 if TYPE_CHECKING:
@@ -588,16 +588,10 @@ def _hcp_wide_reasons(value: Any, codes: list[str], rep_plan: Place) -> tuple[st
 
 def _known_fields(raw: Mapping[Any, Any], known: tuple[str, ...], where: Place) -> None:
     """Refuse keys of ``raw`` not in ``known``, at the line of the first one written,
-    each with the field it is near or, once, the fields taken there, as every settings
-    file says it (:func:`nextbest.yamlfile.unknown_name_hint`)."""
+    as every settings file says it (:func:`nextbest.yamlfile.unknown_names`)."""
     extra = [key for key in raw if key not in known]
     if extra:
-        said, listed = [], False
-        for key in extra:
-            said.append(f"'{key}'{unknown_name_hint(str(key), known, list_allowed=not listed)}")
-            listed = listed or not near_hint(str(key), known)
-        fields = "field" if len(extra) == 1 else "fields"
-        raise RulesError(f"{where.pointing_at(extra[0])}: unknown {fields} {', '.join(said)}")
+        raise RulesError(f"{where.pointing_at(extra[0])}: {unknown_names(extra, known)}")
 
 
 def _cap(raw: Mapping[str, Any], where: Place) -> ContactCap:

@@ -70,7 +70,13 @@ import yaml
 from nextbest.clock import Clock, utc_now
 from nextbest.limits import PURPOSES, STORED_LENGTHS
 from nextbest.locking import take_within, try_flock
-from nextbest.yamlfile import KeyLines, Place, load_yaml_with_lines, yaml_error_where
+from nextbest.yamlfile import (
+    KeyLines,
+    Place,
+    load_yaml_with_lines,
+    unknown_names,
+    yaml_error_where,
+)
 
 if TYPE_CHECKING:
     from nextbest.settings import Settings
@@ -505,11 +511,8 @@ def _parse(
             raise ApiKeyError(f"{where}: expected a mapping with name, role and key or key_sha256")
         unknown = [field for field in item if field not in FIELDS]
         if unknown:
-            # A field as long as a key may be one, written where a field goes
-            # (`{name: a, role: admin, nb_...}`): it is not shown.
-            extra = sorted(map(str, unknown))
-            shown = [f if len(f) < MIN_KEY_LENGTH else f"<{len(f)} characters>" for f in extra]
-            raise ApiKeyError(f"{where.pointing_at(unknown[0])}: unknown field(s) {shown}")
+            said = unknown_names(unknown, FIELDS, quote=_field_shown)
+            raise ApiKeyError(f"{where.pointing_at(unknown[0])}: {said}")
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ApiKeyError(f"{where.pointing_at('name')}: 'name' is required")
@@ -1168,3 +1171,10 @@ def remove_key_from_file(
         _write_entries(path, _without_expired_retiring_keys(kept, now), env=env)
     until = removed.previous_until
     return until if until is not None and until > now else None
+
+
+def _field_shown(name: str) -> str:
+    """A key file's unknown field as its refusal quotes it: one as long as a key may
+    be one, written where a field goes (``{name: a, role: admin, nb_...}``), is not
+    shown."""
+    return repr(name) if len(name) < MIN_KEY_LENGTH else f"<{len(name)} characters>"
