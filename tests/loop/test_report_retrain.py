@@ -262,6 +262,21 @@ def test_an_arm_without_outcomes_reads_n_a_not_nan(tmp_path: Path) -> None:
     assert saved["overall"]["mean_holdout"] is None and saved["overall"]["n_holdout"] == 0
 
 
+def test_one_request_without_an_outcome_is_said_in_the_singular(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    migrate(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    item = ServedItem(1, "A1", "email", "C1", 0.1, 0.2, 0.3, 0.65, False)
+    with make_session_factory(engine)() as session:
+        log_recommendations(session, records=[recommendation_record("r0", "H000", items=(item,))])
+        session.commit()
+    report = uplift_report(settings, out_dir=tmp_path / "one", log=False)
+    assert report.conclusion.startswith(
+        "Nothing to conclude yet: the one request logged in the report's period has no "
+        "outcome. Outcomes come as outcome feedback events"
+    ), report.conclusion
+
+
 def test_without_outcomes_the_report_says_what_is_missing(tmp_path: Path) -> None:
     """Nothing logged, requests logged without any outcome, and outcomes of one arm
     only each get their own sentence: all three read "0 served and 0 holdout requests

@@ -22,6 +22,7 @@ from nextbest.cli.options import (
 from nextbest.cli.output import console, fail, minute, note, say_finished, working
 from nextbest.cli.process import interruptible_as_ctrl_c
 from nextbest.settings import Settings
+from nextbest.wording import plural
 
 if TYPE_CHECKING:  # the gate is imported by the commands that run it
     from nextbest.loop.gate import Judging
@@ -73,7 +74,7 @@ def _print_evaluation(evaluation: Any) -> None:
     versus = f"challenger v{evaluation.challenger_version}" if judged == "challenger" else judged
     table = Table(
         title=f"champion v{evaluation.champion_version} vs {versus} on "
-        f"{decision.n_decisions:,} logged decisions reserved for the gate"
+        f"{plural(decision.n_decisions, 'logged decision')} reserved for the gate"
     )
     for column in ("estimator", "champion", judged, f"{judged} ESS"):
         table.add_column(column, justify="right")

@@ -650,9 +650,13 @@ def _verdict_sentence(
             )
         if n_logged == 0:
             return "Nothing to conclude yet: no request is logged in the report's period."
+        logged = (
+            "the one request logged in the report's period has no outcome"
+            if n_logged == 1
+            else f"none of the {n_logged:,} requests logged in the report's period has an outcome"
+        )
         return (
-            f"Nothing to conclude yet: none of the {n_logged:,} requests logged in the "
-            "report's period has an outcome. Outcomes come as outcome feedback events, "
+            f"Nothing to conclude yet: {logged}. Outcomes come as outcome feedback events, "
             "naming the recommendation_id or only the HCP (an NRx feed by HCP: nextbest "
             "feedback FILE)."
         )

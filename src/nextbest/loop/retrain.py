@@ -489,7 +489,8 @@ def retrain(
         result.notes.append(feedback_note(feedback))
     if twice.any():
         result.notes.append(
-            f"{int(twice.sum()):,} rows of the history name the recommendation_id of a "
+            f"{plural(int(twice.sum()), 'row')} of the history "
+            f"{'names' if twice.sum() == 1 else 'name'} the recommendation_id of a "
             "logged decision (the service's own sends, exported back from the CRM) and "
             "were left out: each is learned once, from the recommendation log, with the "
             "probability it was served with (or kept for the gate)"
