@@ -11,7 +11,7 @@ import pytest
 
 from nextbest.contract import Dataset
 from nextbest.learning import scoring
-from nextbest.learning.reasons import NEW_CONTENT
+from nextbest.learning.reasons import NEW_CONTENT, explain
 from nextbest.learning.scoring import MIN_TOUCHES_TO_SCORE, ActionEvidence, Scores, ScoringModel
 from nextbest.learning.train import TrainResult, fitted_decisions, train
 from nextbest.policy.eligibility import EligibilityIndex
@@ -330,6 +330,43 @@ def test_scoring_twins_once_keeps_the_scores_of_a_block_bit_for_bit(
     _assert_same_scores(got, expected)
 
 
+def test_reasons_read_the_terms_scoring_carried_as_worked_out_afresh(
+    launched: tuple[TrainResult, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served items' reasons weigh their attributions by the gain scale and
+    shrinking centre that scoring worked out for their rows and carried in the scores:
+    spread over copies of content, then taken for a few served items (a copy, its
+    original, a copy twice), they are each item's own, and the contributions and
+    reasons are those of scores without them, worked out again."""
+    result, (copy, _, _) = launched
+    model = result.model
+    uplift_model = model.uplift_model
+    assert uplift_model is not None and uplift_model.action_mean_uplift_ is not None
+    monkeypatch.setattr(uplift_model, "heterogeneity_", 0.5)  # the centres are used
+    twin = model.action_index.get_loc(copy)
+    original = int(model.action_twin[twin])
+    actions = np.arange(model.n_actions)
+    got = model.score(np.full(model.n_actions, 3), actions)
+    assert got.row_of is not None and got.terms is not None
+    served = np.array([twin, 0, original, model.n_actions - 1, twin, 5])
+    hcps = np.full(len(served), 3)
+    item = got.take(served)
+    assert item.terms is not None and item.rows is not None
+    afresh = uplift_model._terms(item.rows)
+    assert isinstance(afresh.scale, np.ndarray) and afresh.centre is not None
+    assert len(np.unique(afresh.scale)) >= 4  # the actions' own scales
+    np.testing.assert_array_equal(item.terms.scale, afresh.scale)
+    np.testing.assert_array_equal(item.terms.centre, afresh.centre)
+    without = Scores(item.p_engage, item.uplift, item.gains, item.paths, item.rows)
+    np.testing.assert_array_equal(
+        uplift_model.contributions(item.rows, item.p_engage, item.gains, item.paths, item.terms),
+        uplift_model.contributions(item.rows, item.p_engage, item.gains, item.paths),
+    )
+    assert explain(model, item.rows, served, hcps, item) == explain(
+        model, model.rows(hcps, served), served, hcps, without
+    )
+
+
 def _assert_same_scores(got: Scores, expected: Scores) -> None:
     np.testing.assert_array_equal(got.p_engage, expected.p_engage)
     np.testing.assert_array_equal(got.uplift, expected.uplift)
@@ -340,6 +377,9 @@ def _assert_same_scores(got: Scores, expected: Scores) -> None:
     if got.paths is not None and expected.paths is not None:
         for ours, theirs in zip(got.paths, expected.paths, strict=True):
             np.testing.assert_array_equal(ours, theirs)
+    assert got.terms is not None and expected.terms is not None
+    for ours, theirs in zip(got.terms, expected.terms, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_recommendations_are_the_same_with_the_copies_scored_once(

@@ -314,6 +314,10 @@ def test_per_action_tables_read_each_rows_action_once_per_call(monkeypatch) -> N
     _, gains = learner.uplift_and_gains(rows)
     learner.contributions(rows[:5], None, (gains[0][:5], gains[1][:5]))
     assert read == [40, 5]
+    # Given the terms scoring worked out, the contributions do not read them again.
+    parts = learner.uplift_parts(rows)
+    learner.contributions(rows[:5], None, None, None, parts.terms.take(np.arange(5)))
+    assert read == [40, 5, 40]
 
 
 # Gain factor per (HCP segment, action topic): rows segments 0-2, columns topics 0-2.
@@ -375,3 +379,52 @@ def test_segment_topic_factors_are_pooled_across_the_cells_rows() -> None:
     scale = pooled._scale_of(pooled._action_index(unseen), unseen)
     action_scale = pooled.action_scale_[unseen[:, 2].astype(int)]
     np.testing.assert_allclose(scale[:3], action_scale[:3], rtol=1e-12)
+
+
+def test_contributions_from_the_terms_scoring_carried_equal_those_worked_out_again() -> None:
+    """The reasons weigh each row's attributions by the gain scale and shrinking
+    centre scoring worked out for it; carried from scoring, they are the ones the
+    contributions would work out themselves: rows of every action, of actions past
+    the tables (new, without a scale or mean of their own), without an action, and
+    of a segment or topic the fit never saw."""
+    X, y, treated, engaged, _ = _segment_data(8000)
+    learner = EngagementStratifiedUplift(
+        n_control_features=2,
+        categorical_feature=[0, 2, 3],
+        action_column=2,
+        segment_columns=[3],
+        random_state=0,
+    ).fit(X, y, treated=treated, engaged=engaged)
+    assert learner.segment_scale_ and learner.action_mean_uplift_ is not None
+    learner.heterogeneity_ = 0.5  # as calibration may set it: the centres are used
+    rows = X[treated][:60].copy()
+    n_scaled = len(learner.action_scale_)
+    rows[:4, 2] = [n_scaled, n_scaled + 3, np.nan, -1.0]
+    rows[4, 0], rows[5, 3] = np.nan, 7
+    paths = learner.paths(rows)
+    parts = learner.uplift_parts(rows, paths=paths)
+    terms = parts.terms
+    assert isinstance(terms.scale, np.ndarray) and terms.centre is not None
+    # Several actions' scales and centres, and none for the rows without one of their own.
+    assert len(np.unique(np.round(terms.scale, 12))) > 6
+    assert np.isnan(terms.centre[:4]).all() and not np.isnan(terms.centre[6:]).any()
+    np.testing.assert_allclose(parts.uplift, learner.uplift(rows), rtol=0, atol=1e-12)
+    again = learner._terms(rows)
+    np.testing.assert_array_equal(terms.scale, again.scale)
+    np.testing.assert_array_equal(terms.centre, again.centre)
+    np.testing.assert_array_equal(
+        learner.contributions(rows, None, parts.gains, paths, terms),
+        learner.contributions(rows, None, None, paths),
+    )
+    # The served few, taken from the candidates' terms.
+    few = np.array([0, 1, 2, 3, 4, 5, 17, 41])
+    np.testing.assert_array_equal(
+        learner.contributions(
+            rows[few],
+            None,
+            (parts.gains[0][few], parts.gains[1][few]),
+            paths.take(few),
+            terms.take(few),
+        ),
+        learner.contributions(rows[few], None, None, paths.take(few)),
+    )

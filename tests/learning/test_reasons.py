@@ -61,7 +61,11 @@ def every_feature_pushes_up(
     rng = np.random.default_rng(0)
 
     def contributions(
-        X: np.ndarray, p_engage: object = None, gains: object = None, paths: object = None
+        X: np.ndarray,
+        p_engage: object = None,
+        gains: object = None,
+        paths: object = None,
+        terms: object = None,
     ) -> np.ndarray:
         return rng.uniform(0.1, 1.0, size=X.shape)
 

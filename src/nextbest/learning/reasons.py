@@ -455,7 +455,8 @@ def explain(
 
     ``action_rows`` and ``hcp_rows`` (n,) say which action and HCP each row is;
     ``scores`` are the items' own (``ScoringModel.score_rows`` of the same rows;
-    the uplift model's gains and leaves in them are reused, not predicted again).
+    the uplift model's gains, leaves and row terms in them are reused, not worked out
+    again).
     ``lapses`` (n,): what each item's snapshot misses at the decision (default: the
     decision is at the cut-off).
     One contributions call covers all items. Returns ``n`` lists of at least one
@@ -467,7 +468,9 @@ def explain(
         return []
     uplift, p_engage = scores.uplift, scores.p_engage
     if model.uplift_model is not None:
-        contrib = model.uplift_model.contributions(X, p_engage, scores.gains, scores.paths)
+        contrib = model.uplift_model.contributions(
+            X, p_engage, scores.gains, scores.paths, scores.terms
+        )
     else:
         contrib = model.engagement.contributions(X)
     names = model.feature_names

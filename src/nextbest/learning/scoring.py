@@ -18,7 +18,7 @@ import pandas as pd
 from nextbest.features.space import ACTION_ID_COLUMN, FeatureSpace
 from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
-from nextbest.learning.uplift import EngagementStratifiedUplift, Paths
+from nextbest.learning.uplift import EngagementStratifiedUplift, Paths, RowTerms
 
 # The layout of a pickled ScoringModel (its fields and those of the learners it
 # holds). Bump it whenever a change makes older pickles unusable, so a registry
@@ -44,10 +44,13 @@ class Scores:
     """Per-pair model outputs, each of shape ``(n_pairs,)``.
 
     ``gains``: the uplift model's (g_1, g_0), kept so reasons need not predict them
-    again. ``paths``: the leaves the pairs reached in the uplift model's trees, kept
-    (for blocks of at most PATH_CELLS leaves) so reasons need not ask LightGBM for
-    them again. ``rows``: the pairs' model rows ``(n_pairs, n_features)``, kept with
-    the leaves so the reasons of the served items need not build them again.
+    again; ``terms``: its per-pair gain scale and shrinking centre
+    (:class:`~nextbest.learning.uplift.RowTerms`), kept so reasons need not work them
+    out again (None: not kept, as in a cache's stored scores). ``paths``: the leaves
+    the pairs reached in the uplift model's trees, kept (for blocks of at most
+    PATH_CELLS leaves) so reasons need not ask LightGBM for them again. ``rows``:
+    the pairs' model rows ``(n_pairs, n_features)``, kept with the leaves so the
+    reasons of the served items need not build them again.
 
     ``row_of`` (n_pairs,): which of ``paths``' and ``rows``' entries each pair's are,
     when pairs share a model row (copies of content, :meth:`ScoringModel.score`);
@@ -57,7 +60,7 @@ class Scores:
     its hundred candidates.
     """
 
-    __slots__ = ("_paths", "_row_of", "_rows", "gains", "p_engage", "uplift")
+    __slots__ = ("_paths", "_row_of", "_rows", "gains", "p_engage", "terms", "uplift")
 
     def __init__(
         self,
@@ -68,10 +71,12 @@ class Scores:
         rows: np.ndarray | None = None,
         *,
         row_of: np.ndarray | None = None,
+        terms: RowTerms | None = None,
     ) -> None:
         self.p_engage = p_engage
         self.uplift = uplift
         self.gains = gains
+        self.terms = terms
         self._paths = paths
         self._rows = rows
         self._row_of = row_of
@@ -103,6 +108,7 @@ class Scores:
             gains=gains,
             paths=None if self._paths is None else self._paths.take(at),
             rows=None if self._rows is None else self._rows[at],
+            terms=None if self.terms is None else self.terms.take(index),
         )
 
     def spread(self, row_of: np.ndarray) -> Scores:
@@ -118,6 +124,7 @@ class Scores:
             paths=self._paths,
             rows=self._rows,
             row_of=row_of,
+            terms=None if self.terms is None else self.terms.take(row_of),
         )
 
 
@@ -462,6 +469,13 @@ class ScoringModel:
         p_engage = self.engagement.engage_probability(
             X, None if paths is None else paths.engagement
         )
-        uplift, gains = uplift_model.uplift_and_gains(X, p_engage, paths)
+        parts = uplift_model.uplift_parts(X, p_engage, paths)
         rows = None if paths is None else X
-        return Scores(p_engage=p_engage, uplift=uplift, gains=gains, paths=paths, rows=rows)
+        return Scores(
+            p_engage=p_engage,
+            uplift=parts.uplift,
+            gains=parts.gains,
+            paths=paths,
+            rows=rows,
+            terms=parts.terms,
+        )

@@ -74,6 +74,35 @@ class Paths(NamedTuple):
         return Paths(*(part[index] for part in self))
 
 
+class RowTerms(NamedTuple):
+    """What the uplift of some rows was weighed by, per row, from their action and
+    segment (:meth:`EngagementStratifiedUplift.uplift_parts`); kept so that
+    :meth:`~EngagementStratifiedUplift.contributions` of the same rows need not
+    work them out again.
+
+    ``scale``: the engaged gain's scale ``(n,)`` (1.0: no scaling); ``centre``: the
+    mean uplift of the row's action it is shrunk towards ``(n,)`` (NaN: not shrunk;
+    None: no row is).
+    """
+
+    scale: np.ndarray | float
+    centre: np.ndarray | None
+
+    def take(self, index: np.ndarray) -> RowTerms:
+        """The terms of the rows at ``index``."""
+        scale = self.scale if np.ndim(self.scale) == 0 else self.scale[index]  # type: ignore[index]
+        return RowTerms(scale, None if self.centre is None else self.centre[index])
+
+
+class UpliftParts(NamedTuple):
+    """:meth:`EngagementStratifiedUplift.uplift_parts`: ``uplift`` ``(n,)``, the gains
+    ``(g_1, g_0)`` and the rows' :class:`RowTerms`."""
+
+    uplift: np.ndarray
+    gains: tuple[np.ndarray, np.ndarray]
+    terms: RowTerms
+
+
 class BoostedStage:
     """One LightGBM regression stage with early stopping on its newest rows.
 
@@ -505,18 +534,31 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self, X: np.ndarray, p_engage: np.ndarray | None = None, paths: Paths | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """``(uplift, (g_1, g_0))``: the gains come back for :meth:`contributions` to reuse."""
+        parts = self.uplift_parts(X, p_engage, paths)
+        return parts.uplift, parts.gains
+
+    def uplift_parts(
+        self, X: np.ndarray, p_engage: np.ndarray | None = None, paths: Paths | None = None
+    ) -> UpliftParts:
+        """The uplift of rows ``X`` with what :meth:`contributions` of the same rows can
+        reuse: the gains and each row's :class:`RowTerms`."""
         if p_engage is not None:
             p = p_engage
         else:
             p = self.engagement_.engage_probability(X, None if paths is None else paths.engagement)
-        actions = self._action_index(X)
-        g1, g0 = self._gains(X, paths, actions)
+        terms = self._terms(X)
+        g1, g0 = self._gains(X, paths, terms.scale)
         tau = np.asarray(p * g1 + (1.0 - p) * g0)
-        centre = self._action_mean(actions)
-        if centre is None:
-            return tau, (g1, g0)
-        lam = self.heterogeneity_
-        return np.where(np.isnan(centre), tau, centre + lam * (tau - centre)), (g1, g0)
+        centre = terms.centre
+        if centre is not None:
+            lam = self.heterogeneity_
+            tau = np.where(np.isnan(centre), tau, centre + lam * (tau - centre))
+        return UpliftParts(tau, (g1, g0), terms)
+
+    def _terms(self, X: np.ndarray) -> RowTerms:
+        """Each row's gain scale and shrinking centre, from one reading of its action."""
+        actions = self._action_index(X)
+        return RowTerms(self._scale_of(actions, X), self._action_mean(actions))
 
     def _action_index(self, X: np.ndarray) -> np.ndarray | None:
         """Each row's action code as an index into the per-action tables (past the end of
@@ -536,16 +578,17 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
 
     def gains(self, X: np.ndarray, paths: Paths | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(g_1, g_0)``: incremental outcome when engaged / not engaged, each ``(n,)``."""
-        return self._gains(X, paths, self._action_index(X))
+        return self._gains(X, paths, self._scale_of(self._action_index(X), X))
 
     def _gains(
-        self, X: np.ndarray, paths: Paths | None, actions: np.ndarray | None
+        self, X: np.ndarray, paths: Paths | None, scale: np.ndarray | float
     ) -> tuple[np.ndarray, np.ndarray]:
+        """The gains of rows ``X``, the engaged one times ``scale`` (:meth:`_scale_of`)."""
         if paths is None:
             g1 = self.effect_engaged_.predict(X)
-            return g1 * self._scale_of(actions, X), self.effect_unengaged_.predict(X)
+            return g1 * scale, self.effect_unengaged_.predict(X)
         g1 = self.effect_engaged_.predict(X, paths.engaged)
-        return g1 * self._scale_of(actions, X), self.effect_unengaged_.predict(X, paths.unengaged)
+        return g1 * scale, self.effect_unengaged_.predict(X, paths.unengaged)
 
     def _scale_of(self, actions: np.ndarray | None, X: np.ndarray) -> np.ndarray | float:
         """The engaged gain's scale per row: its action's (``actions`` from
@@ -571,23 +614,24 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         p_engage: np.ndarray | None = None,
         gains: tuple[np.ndarray, np.ndarray] | None = None,
         paths: Paths | None = None,
+        terms: RowTerms | None = None,
     ) -> np.ndarray:
         """Per-feature contributions to the uplift, shape ``(n_rows, n_features)``.
 
         The outcome stages' path attributions weighted as in ``tau``, plus the
         engagement model's (on the logit scale) times ``d tau / d logit =
         (g_1 - g_0) p (1 - p)``: a first-order split of ``tau`` over features.
-        ``p_engage`` and ``gains`` (from :meth:`uplift_and_gains`) spare predicting
-        again, ``paths`` (:meth:`paths` of ``X``) asking LightGBM for the leaves.
+        ``p_engage``, ``gains`` and ``terms`` (from :meth:`uplift_parts` of the same
+        rows) spare working them out again, ``paths`` (:meth:`paths` of ``X``) asking
+        LightGBM for the leaves.
         """
         paths = self.paths(X) if paths is None else paths
         if p_engage is None:
             p_engage = self.engagement_.engage_probability(X, paths.engagement)
         p = p_engage
-        actions = self._action_index(X)
-        g1, g0 = self._gains(X, paths, actions) if gains is None else gains
-        scale = self._scale_of(actions, X)
-        out = (p * scale)[:, None] * self.effect_engaged_.attribution_.contributions(
+        terms = self._terms(X) if terms is None else terms
+        g1, g0 = self._gains(X, paths, terms.scale) if gains is None else gains
+        out = (p * terms.scale)[:, None] * self.effect_engaged_.attribution_.contributions(
             X, paths.engaged
         )
         if self.effect_unengaged_ is not self.effect_engaged_:
@@ -596,7 +640,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             )
         slope = (g1 - g0) * p * (1.0 - p)
         out += slope[:, None] * self.engagement_.contributions(X, paths.engagement)
-        centre = self._action_mean(actions)
+        centre = terms.centre
         if centre is not None:
             # Shrinking towards the action's mean scales every deviation alike.
             out *= np.where(np.isnan(centre), 1.0, self.heterogeneity_)[:, None]

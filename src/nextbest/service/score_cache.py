@@ -281,5 +281,7 @@ def _stack(scores: Scores) -> np.ndarray:
 
 
 def _unstack(values: np.ndarray) -> Scores:
+    # No row terms (gain scale, shrinking centre) are stored: the reasons of a cached
+    # pair work them out from its row, and a pair costs the cache four numbers, not six.
     gains = (values[2], values[3]) if len(values) == 4 else None
     return Scores(p_engage=values[0], uplift=values[1], gains=gains)
