@@ -46,6 +46,17 @@ def _tags(settings: Settings, version: str) -> dict[str, str]:
     return dict(registry.client(settings).get_model_version(settings.model_name, version).tags)
 
 
+def _gate_command(command: str, config: Path, env: dict[str, str]) -> tuple[Any, str]:
+    """``nextbest COMMAND --config CONFIG`` run in process with ``env`` (settings read
+    afresh before and after), and its output on one line."""
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, [command, "--config", str(config)], env=env)
+    finally:
+        get_settings.cache_clear()
+    return result, " ".join(result.output.split())
+
+
 def test_evaluate_records_nothing_in_a_tracking_store_without_the_versions_runs(
     loop_world: LoopWorld, honest_loop: ServedStore, tmp_path: Path
 ) -> None:
@@ -75,14 +86,9 @@ def test_evaluate_records_nothing_in_a_tracking_store_without_the_versions_runs(
             "NEXTBEST_REGISTRY_URI": settings.resolved_registry_uri,
             "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
         }
-        get_settings.cache_clear()
-        try:
-            args = ["evaluate", "--config", str(tmp_path / "gate.yaml")]
-            result = CliRunner().invoke(app, args, env=env)
-        finally:
-            get_settings.cache_clear()
+        result, said = _gate_command("evaluate", tmp_path / "gate.yaml", env)
         assert isinstance(result.exception, SystemExit | None), result.exception
-        return result.exit_code, " ".join(result.output.split())
+        return result.exit_code, said
 
     code, said = evaluate(elsewhere)
     assert code == 2, said
@@ -248,13 +254,7 @@ def test_evaluate_and_promote_read_each_alias_once_for_the_versions_they_judge(
         "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir),
         "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
     }
-    get_settings.cache_clear()
-    try:
-        args = [command, "--config", str(tmp_path / "gate.yaml")]
-        result = CliRunner().invoke(app, args, env=env)
-    finally:
-        get_settings.cache_clear()
-    said = " ".join(result.output.split())
+    result, said = _gate_command(command, tmp_path / "gate.yaml", env)
     assert isinstance(result.exception, SystemExit | None), result.exception
     assert result.exit_code in (0, 1), said  # judged, whichever the verdict
     assert f"challenger v{challenger}" in said, said
@@ -279,13 +279,7 @@ def test_evaluate_below_min_decisions_shows_and_records_the_difference_not_decid
         "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir),
         "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
     }
-    get_settings.cache_clear()
-    try:
-        args = ["evaluate", "--config", str(tmp_path / "gate.yaml")]
-        result = CliRunner().invoke(app, args, env=env)
-    finally:
-        get_settings.cache_clear()
-    said = " ".join(result.output.split())
+    result, said = _gate_command("evaluate", tmp_path / "gate.yaml", env)
     assert result.exit_code == 0, said
     assert "the gate needs 1000000" in said, said
     assert "- not decided on, below min_decisions: challenger - champion = " in said, said
