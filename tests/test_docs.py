@@ -1,9 +1,12 @@
-"""The README and docs/*.md: every relative link leads to a file and a heading that exist."""
+"""The README and docs/*.md against the code: every relative link leads to a file and a
+heading that exist, every setting is documented with its default, and every command
+and option the docs give exists."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +83,207 @@ def test_a_link_to_a_missing_file_or_heading_is_found(tmp_path: Path) -> None:
         "doc.md:9: other.md#promote-and-rollback (no such heading)",
         "doc.md:9: missing.md (no such file)",
     ]
+
+
+# The settings, as docs/operations.md ("Configuration") and the README list them.
+
+SETTING_ROW = re.compile(r"\| (`(?:NEXTBEST|PROMETHEUS)_[^|]*?) \| ([^|]*?) \|")
+
+
+def setting_rows(text: str) -> dict[str, tuple[str, str]]:
+    """Each row of a settings table, by its variable: (its default cell, its whole
+    line). A row naming several variables (`A` / `B`) is listed under each."""
+    rows: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        match = SETTING_ROW.match(line)
+        if match is None:
+            continue
+        names = re.findall(r"`([A-Z_]+)`", match.group(1))
+        defaults = match.group(2).split(" / ")
+        for index, name in enumerate(names):
+            default = defaults[index] if len(defaults) == len(names) else match.group(2)
+            rows[name] = (default.strip(), line)
+    return rows
+
+
+def documented_default_mismatch(name: str, default: object, cell: str) -> str | None:
+    """What is wrong with the default cell of setting ``name``, or None when it says
+    ``default`` (numbers as numbers, true/false as words, a text or path quoted);
+    a setting without a default (None) is described in words, not checked."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        said = cell.split()[0] if cell else ""
+        return None if said == str(default).lower() else f"{name}: {cell!r} is not {default}"
+    if isinstance(default, int | float):
+        try:
+            return None if float(cell) == float(default) else f"{name}: {cell} != {default}"
+        except ValueError:
+            return f"{name}: {cell!r} is not the number {default}"
+    return None if f"`{default}`" in cell else f"{name}: {cell!r} does not say `{default}`"
+
+
+def test_operations_lists_every_setting_with_its_default() -> None:
+    """Every field of Settings is a row of docs/operations.md's Configuration table,
+    and its default there is the code's; so are the variables read outside Settings
+    that an operator sets."""
+    from nextbest.settings import ENV_PREFIX, Settings
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    rows = setting_rows(text.split("## Configuration", 1)[1])
+    wrong = []
+    for field, info in Settings.model_fields.items():
+        name = ENV_PREFIX + field.upper()
+        if name not in rows:
+            wrong.append(f"{name}: no row")
+            continue
+        said = documented_default_mismatch(name, info.default, rows[name][0])
+        if said is not None:
+            wrong.append(said)
+    for name in ("NEXTBEST_API_KEYS", "NEXTBEST_DASK_SCHEDULER"):
+        if name not in rows:
+            wrong.append(f"{name}: no row")
+    assert not wrong
+
+
+def test_a_setting_left_out_or_with_another_default_is_found() -> None:
+    rows = setting_rows(
+        "| variable | default | meaning |\n|---|---|---|\n"
+        "| `NEXTBEST_EPSILON` / `NEXTBEST_TEMPERATURE` | 0.05 / 0.1 | rates |\n"
+        "| `NEXTBEST_GC_FREEZE` | false (`nextbest serve`: true) | gc |\n"
+        "| `NEXTBEST_MODELS_DIR` | `models` | where |\n"
+    )
+    assert set(rows) == {
+        "NEXTBEST_EPSILON",
+        "NEXTBEST_TEMPERATURE",
+        "NEXTBEST_GC_FREEZE",
+        "NEXTBEST_MODELS_DIR",
+    }
+    assert documented_default_mismatch("E", 0.05, rows["NEXTBEST_EPSILON"][0]) is None
+    assert (
+        documented_default_mismatch("T", 0.01, rows["NEXTBEST_TEMPERATURE"][0]) == "T: 0.1 != 0.01"
+    )
+    assert documented_default_mismatch("G", False, rows["NEXTBEST_GC_FREEZE"][0]) is None
+    assert documented_default_mismatch("G", True, rows["NEXTBEST_GC_FREEZE"][0]) is not None
+    assert documented_default_mismatch("M", Path("models"), rows["NEXTBEST_MODELS_DIR"][0]) is None
+    assert documented_default_mismatch("M", Path("store"), rows["NEXTBEST_MODELS_DIR"][0])
+
+
+def test_the_readme_says_of_each_setting_what_operations_says() -> None:
+    """The README lists the settings met first, operations.md every one: a row the
+    README repeats is the same row, word for word (operations.md said `evaluate`
+    and `promote` did not refuse a log file that does not exist, after they did)."""
+    readme = setting_rows((ROOT / "README.md").read_text(encoding="utf-8"))
+    operations = setting_rows((ROOT / "docs" / "operations.md").read_text(encoding="utf-8"))
+    assert readme
+    differ = [
+        name for name, (_, line) in readme.items() if operations.get(name, ("", ""))[1] != line
+    ]
+    assert not differ
+
+
+def test_every_setting_says_what_it_is_when_refused() -> None:
+    """A setting out of its bounds is refused with its description
+    (`the setting: ...`); NEXTBEST_PORT=0 and NEXTBEST_WORKERS=0 said nothing of what
+    the variable is."""
+    from nextbest.settings import Settings
+
+    assert [name for name, info in Settings.model_fields.items() if not info.description] == []
+
+
+def test_every_variable_nextbest_reads_is_documented() -> None:
+    """Each NEXTBEST_* variable read outside Settings is named in the README or a
+    doc (the test suite's real-data files were named nowhere); but the one a
+    server's supervisor sets for its own workers."""
+    from nextbest.settings import OTHER_ENVIRONMENT
+
+    said = " ".join(doc.read_text(encoding="utf-8") for doc in DOCS)
+    internal = {"NEXTBEST_SUPERVISOR_PID"}
+    assert sorted(name for name in OTHER_ENVIRONMENT - internal if name not in said) == []
+
+
+# The commands and their options, as `nextbest --help` has them.
+
+
+def command_options() -> dict[str, set[str]]:
+    """Every command of `nextbest` ("keys add" for a group's), with its options'
+    names, `--help` included."""
+    import typer.main
+
+    from nextbest.cli import app
+
+    found: dict[str, set[str]] = {}
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+            return
+        names = {"--help"}
+        for param in command.params:
+            if getattr(param, "param_type_name", "") == "option":
+                names.update(param.opts + param.secondary_opts)
+        found[" ".join(path)] = names
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+COMMAND_USE = re.compile(
+    r"nextbest ((?:keys|db|rules) [a-z]+|[a-z][a-z-]+)((?: +(?:--?[a-z][a-z-]*|[^\s`|;)]+))*)"
+)
+
+
+def unknown_options(text: str, commands: dict[str, set[str]]) -> list[str]:
+    """Each `nextbest COMMAND ... --option` of ``text`` whose command has no such
+    option, as 'line: command --option'."""
+    wrong = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for use in COMMAND_USE.finditer(line):
+            command = use.group(1)
+            if command not in commands:
+                continue
+            for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", use.group(2)):
+                if option not in commands[command]:
+                    wrong.append(f"{number}: {command} {option}")
+    return wrong
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(ROOT)))
+def test_every_option_the_docs_give_a_command_is_one_it_has(doc: Path) -> None:
+    assert not unknown_options(doc.read_text(encoding="utf-8"), command_options())
+
+
+def test_an_option_a_command_does_not_have_is_found() -> None:
+    commands = {"train": {"--data", "--help"}, "keys add": {"--role", "--help"}}
+    text = (
+        "run `nextbest train --data x --bogus`\n"
+        "then nextbest keys add N --role rep --nope; nextbest other --any\n"
+    )
+    assert unknown_options(text, commands) == ["1: train --bogus", "2: keys add --nope"]
+
+
+def test_the_readme_command_list_names_every_command_and_option() -> None:
+    """README's "Command line" block names every command with each of its options
+    (`picks --date`, the other name of `--as-of`, was left out)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines: dict[str, str] = {}
+    for line in block.splitlines():
+        said = re.match(r"nextbest ((?:keys|db|rules) [a-z]+|[a-z-]+)(?: \| ([a-z]+))?", line)
+        if said is None:
+            continue
+        first = said.group(1)
+        for command in [first] + ([f"{first.split()[0]} {said.group(2)}"] if said.group(2) else []):
+            lines[command] = lines.get(command, "") + " " + line
+    missing = []
+    for command, options in command_options().items():
+        if command not in lines:
+            missing.append(command)
+            continue
+        missing += [
+            f"{command} {option}"
+            for option in sorted(options - {"--help"})
+            if not re.search(re.escape(option) + r"(?![\w-])", lines[command])
+        ]
+    assert not missing

@@ -180,9 +180,23 @@ class Settings(BaseSettings):
         "requests made since: pauses of a few ms instead of hundreds. `nextbest serve` turns "
         "it on.",
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1)
+    host: str = Field(
+        default="127.0.0.1",
+        description="The address `nextbest serve` listens on (its --host wins); 127.0.0.1 is "
+        "this machine only.",
+    )
+    port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="The TCP port `nextbest serve` listens on, 1 to 65535 (its --port wins).",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="How many worker processes `nextbest serve` starts, at least 1 (its "
+        "--workers wins): one per core for throughput.",
+    )
     max_requests_per_connection: int = Field(
         default=100,
         ge=0,
