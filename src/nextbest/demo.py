@@ -9,9 +9,12 @@ import shlex
 from rich.console import Console
 
 from nextbest import registry
+from nextbest.clock import utc_now
+from nextbest.learning.scoring import ScoringModel
+from nextbest.policy.exploration import HOLDOUT_SALT, holdout_draw
 from nextbest.service.apikeys import add_key_to_file
-from nextbest.service.picks import picks_frame
-from nextbest.settings import get_settings
+from nextbest.service.picks import file_picks
+from nextbest.settings import Settings, get_settings
 
 DEMO_KEY_NAME = "demo-admin"
 
@@ -26,9 +29,7 @@ def main(argv: list[str] | None = None) -> str:
     key = add_key_to_file(
         settings.resolved_api_keys_file, name=DEMO_KEY_NAME, role="admin", replace=True
     )
-    # Show an HCP who has something worth doing, so the first call is not empty.
-    sample = picks_frame(model, hcp_ids=list(model.hcps["hcp_id"][:200]), k=1)
-    hcp_id = str(sample["hcp_id"].iat[0]) if len(sample) else str(model.hcps["hcp_id"].iat[0])
+    hcp_id = sample_hcp(settings, model, version)
     base = f"http://127.0.0.1:{args.port}"
     body = json.dumps({"hcp_id": hcp_id, "k": 3})
     curl = (
@@ -47,6 +48,29 @@ def main(argv: list[str] | None = None) -> str:
     print(curl, flush=True)
     console.print(f"\nOpenAPI docs: {base}/docs    health: {base}/healthz\n")
     return curl
+
+
+def sample_hcp(settings: Settings, model: ScoringModel, version: str, *, among: int = 200) -> str:
+    """An HCP of the model's first ``among`` whose first call gets an item: one that the
+    serving rules and the live contact history leave something worth doing for
+    (a demo run again after the README's opt-out of H000001, or after calls that
+    filled an HCP's caps, names another), and that is not in this period's randomized
+    holdout. The first HCP when none is."""
+    candidates = [str(hcp_id) for hcp_id in model.hcps["hcp_id"][:among]]
+    picks = file_picks(settings, model, version=version, hcp_ids=candidates, k=1)
+    with_pick = set(picks["hcp_id"].astype(str))
+    today = utc_now().date()
+
+    def held_out(hcp_id: str) -> bool:
+        if not settings.holdout_days:  # drawn per request: nothing to avoid
+            return False
+        draw = holdout_draw(hcp_id, today, days=settings.holdout_days, salt=HOLDOUT_SALT)
+        return draw < settings.holdout_rate
+
+    return next(
+        (hcp_id for hcp_id in candidates if hcp_id in with_pick and not held_out(hcp_id)),
+        candidates[0],
+    )
 
 
 if __name__ == "__main__":

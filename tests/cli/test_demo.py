@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -52,3 +53,34 @@ def test_the_demo_prints_a_curl_that_a_server_answers(
         assert again != curl
         refused = client.post("/v1/recommendations", content=body, headers=headers)
         assert refused.status_code == 401, refused.text
+
+
+def test_the_demo_names_an_hcp_the_live_history_leaves_something_for(
+    env_settings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run again after the README's opt-out of the HCP it named (or any contact
+    history that rules its actions out), the demo named the same HCP, chosen by the
+    model alone, and its curl answered `items: []`; nor may it name an HCP in this
+    week's randomized holdout."""
+    world = tmp_path / "world"
+    run_ok("simulate", "--out", str(world), "--hcps", "120", "--periods", "6", "--seed", "2")
+    run_ok("train", "--data", str(world), "--config", str(FAST))
+    capsys.readouterr()
+
+    def call(curl: str, client: TestClient) -> tuple[str, dict[str, Any]]:
+        words = shlex.split(curl)
+        headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
+        body = words[words.index("-d") + 1]
+        answer = client.post("/v1/recommendations", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return headers["Authorization"], answer.json()
+
+    with TestClient(create_app(get_settings())) as client:
+        auth, first = call(demo.main(["--port", "8765"]), client)
+        assert first["items"] and not first["holdout"], first
+        withdrawn = {"event_id": "demo-stop", "event_type": "opted_out", "hcp_id": first["hcp_id"]}
+        stored = client.post("/v1/feedback", json=withdrawn, headers={"Authorization": auth})
+        assert stored.status_code == 200, stored.text
+        _, again = call(demo.main(["--port", "8765"]), client)
+    assert again["hcp_id"] != first["hcp_id"]
+    assert again["items"] and not again["holdout"], again
