@@ -287,3 +287,62 @@ def test_the_readme_command_list_names_every_command_and_option() -> None:
             if not re.search(re.escape(option) + r"(?![\w-])", lines[command])
         ]
     assert not missing
+
+
+# Names of the code the docs point at: `NAME` in `path.py`.
+
+NAMED_IN_FILE = re.compile(r"`([A-Za-z_]\w{3,})` (?:in|of) `([\w/]+\.py)`")
+
+
+def missing_code_names(text: str, root: Path = ROOT) -> list[str]:
+    """Each `NAME` in `path.py` of ``text`` (the path under src/nextbest or the
+    repository) whose file does not define NAME (a function, class or assignment)."""
+    missing = []
+    for name, path in sorted(set(NAMED_IN_FILE.findall(text))):
+        file = next(
+            (f for f in (root / "src" / "nextbest" / path, root / path) if f.is_file()), None
+        )
+        defined = file is not None and re.search(
+            rf"^\s*(?:async def |def |class ){name}\b|^\s*{name}\s*(?::[^=\n]*)?=",
+            file.read_text(encoding="utf-8"),
+            re.MULTILINE,
+        )
+        if not defined:
+            missing.append(f"{name} in {path}")
+    return missing
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(ROOT)))
+def test_every_name_the_docs_point_at_in_the_code_is_there(doc: Path) -> None:
+    assert not missing_code_names(doc.read_text(encoding="utf-8"))
+
+
+def test_a_name_gone_from_its_file_is_found(tmp_path: Path) -> None:
+    (tmp_path / "src" / "nextbest" / "storage").mkdir(parents=True)
+    (tmp_path / "src" / "nextbest" / "storage" / "repository.py").write_text(
+        "OUTCOME_WINDOW = 7\nLIMIT: int = 3\n\ndef reason_problem(x):\n    pass\n", encoding="utf-8"
+    )
+    text = (
+        "`OUTCOME_WINDOW` in `storage/repository.py`, `LIMIT` in `storage/repository.py`, "
+        "`reason_problem` in `storage/repository.py`, `serving_history` in "
+        "`storage/repository.py` and `anything` in `storage/gone.py`"
+    )
+    assert missing_code_names(text, root=tmp_path) == [
+        "anything in storage/gone.py",
+        "serving_history in storage/repository.py",
+    ]
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """A figure or claim the docs back with a test names it (`test_...`): that test
+    is one of the suite's (a renamed test leaves the claim without its evidence)."""
+    cited = set()
+    for doc in DOCS:
+        cited |= set(re.findall(r"`(test_\w+)`", doc.read_text(encoding="utf-8")))
+    suite = " ".join(
+        path.read_text(encoding="utf-8")
+        for folder in (ROOT / "tests", ROOT / "bench")
+        for path in folder.rglob("*.py")
+    )
+    assert cited
+    assert sorted(name for name in cited if not re.search(rf"def {name}\(", suite)) == []
