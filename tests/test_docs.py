@@ -170,15 +170,25 @@ def test_a_setting_left_out_or_with_another_default_is_found() -> None:
 
 
 def test_the_readme_says_of_each_setting_what_operations_says() -> None:
-    """The README lists the settings met first, operations.md every one: a row the
-    README repeats is the same row, word for word (operations.md said `evaluate`
-    and `promote` did not refuse a log file that does not exist, after they did)."""
+    """The README lists the settings met first, operations.md every one in full: a
+    row the README repeats has the same variables and default, and its meaning is
+    the start of operations.md's (operations.md said `evaluate` and `promote` did not
+    refuse a log file that does not exist, after they did and the README said so)."""
     readme = setting_rows((ROOT / "README.md").read_text(encoding="utf-8"))
     operations = setting_rows((ROOT / "docs" / "operations.md").read_text(encoding="utf-8"))
     assert readme
-    differ = [
-        name for name, (_, line) in readme.items() if operations.get(name, ("", ""))[1] != line
-    ]
+    differ = []
+    for name, (default, line) in readme.items():
+        if name not in operations:
+            differ.append(f"{name}: not in operations.md")
+            continue
+        full_default, full_line = operations[name]
+        variables, _, meaning = line.strip(" |").split(" | ", 2)
+        full_variables, _, full_meaning = full_line.strip(" |").split(" | ", 2)
+        if (variables, default) != (full_variables, full_default):
+            differ.append(f"{name}: {variables} {default} != {full_variables} {full_default}")
+        elif not full_meaning.startswith(meaning):
+            differ.append(f"{name}: {meaning[:60]}... is not how operations.md's begins")
     assert not differ
 
 
