@@ -356,3 +356,93 @@ def test_every_test_the_docs_cite_exists() -> None:
     )
     assert cited
     assert sorted(name for name in cited if not re.search(rf"def {name}\(", suite)) == []
+
+
+# The answers the docs show, against the API's response models.
+
+
+def shown_answers(text: str) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects a doc shows as answers, with their line: each ```json
+    block (a fragment of fields, `"left_out": [...]`, read as an object) and each
+    object after `# ` on a line (`curl ...     # {"status": ...}`)."""
+    import json
+
+    found: list[tuple[int, dict[str, Any]]] = []
+    block: list[str] | None = None
+    start = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if block is None and line.strip() == "```json":
+            block, start = [], number
+        elif block is not None and line.startswith("```"):
+            body = "\n".join(block).strip()
+            found.append((start, json.loads(body if body.startswith("{") else "{" + body + "}")))
+            block = None
+        elif block is not None:
+            block.append(line)
+        elif (shown := re.search(r"# (\{.*\})\s*$", line)) is not None:
+            found.append((number, json.loads(shown.group(1))))
+    return found
+
+
+def answer_mismatches(text: str) -> list[str]:
+    """Each answer shown whose fields are not its response model's, as 'line: what'.
+    An answer is known by its fields: a recommendation (`items`, `uplift_source`),
+    a reload (`rules_changed`), `/readyz` (`status`) or a rep plan's `left_out`;
+    health and `left_out` entries show some of their optional fields only."""
+    from nextbest.api import schemas
+
+    def fields(model: Any) -> set[str]:
+        return set(model.model_fields)
+
+    wrong = []
+    for line, shown in shown_answers(text):
+        keys = set(shown)
+        if {"items", "uplift_source", "recommendation_id"} <= keys:
+            if keys != fields(schemas.RecommendationPublic):
+                wrong.append(f"{line}: recommendation {sorted(keys)}")
+            for item in shown["items"]:
+                if set(item) != fields(schemas.RecommendationItemPublic):
+                    wrong.append(f"{line}: item {sorted(item)}")
+        elif "rules_changed" in keys and keys != fields(schemas.ReloadPublic):
+            wrong.append(f"{line}: reload {sorted(keys)}")
+        elif "status" in keys and not keys <= fields(schemas.HealthPublic):
+            wrong.append(f"{line}: readyz {sorted(keys - fields(schemas.HealthPublic))}")
+        for entry in shown.get("left_out", []):
+            if not set(entry) <= fields(schemas.LeftOutPublic):
+                wrong.append(
+                    f"{line}: left_out {sorted(set(entry) - fields(schemas.LeftOutPublic))}"
+                )
+    return wrong
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(ROOT)))
+def test_every_answer_the_docs_show_has_the_fields_the_api_answers(doc: Path) -> None:
+    assert not answer_mismatches(doc.read_text(encoding="utf-8"))
+
+
+def test_an_answer_shown_with_a_field_gone_or_missing_is_found() -> None:
+    item = {
+        "rank": 1, "action_id": "A1", "channel": "email", "content_id": "C1", "topic": "t",
+        "content_type": "promotional", "score": 0.1, "expected_uplift": 0.2, "p_engage": 0.3,
+        "cost": 0.1, "propensity": 0.9, "explored": False, "reasons": [],
+    }  # fmt: skip
+    answer = {
+        "recommendation_id": "r", "hcp_id": "H1", "created_at": "t", "model_version": "1",
+        "uplift_source": "uplift_model", "holdout": False, "items": [item], "excluded": None,
+    }  # fmt: skip
+    import json
+
+    def doc(shown: dict[str, Any]) -> str:
+        return "text\n\n```json\n" + json.dumps(shown, indent=2) + "\n```\n"
+
+    assert answer_mismatches(doc(answer)) == []
+    assert answer_mismatches(doc({**answer, "score": 1})) != []
+    assert answer_mismatches(doc({**answer, "items": [{**item, "why": "x"}]})) == [
+        f"3: item {sorted([*item, 'why'])}"
+    ]
+    assert answer_mismatches('curl -s /readyz   # {"status": "ready", "model": "2"}') == [
+        "1: readyz ['model']"
+    ]
+    assert answer_mismatches('```json\n"left_out": [{"hcp_id": "H1", "reason": "x"}]\n```') == [
+        "1: left_out ['reason']"
+    ]
