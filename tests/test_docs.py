@@ -446,3 +446,38 @@ def test_an_answer_shown_with_a_field_gone_or_missing_is_found() -> None:
     assert answer_mismatches('```json\n"left_out": [{"hcp_id": "H1", "reason": "x"}]\n```') == [
         "1: left_out ['reason']"
     ]
+
+
+# What the docs quote a command saying of an invalid setting.
+
+SETTING_REFUSED = re.compile(
+    r"`(?:error: invalid setting: )?(NEXTBEST_[A-Z_]+)='([^']*)': ([^`]+)`"
+)
+
+
+def test_every_refusal_of_a_setting_the_docs_quote_is_what_a_command_says(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`NEXTBEST_EXPLORATION='soft': Input should be 'epsilon_greedy' or 'softmax'`
+    was quoted after a near word got its own message (`one of ...`, with the word
+    meant)."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+    from nextbest.settings import get_settings
+
+    quoted = set()
+    for doc in DOCS:
+        quoted |= set(SETTING_REFUSED.findall(" ".join(doc.read_text(encoding="utf-8").split())))
+    assert quoted
+    wrong = []
+    for name, value, said in sorted(quoted):
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        result = CliRunner().invoke(app, ["db", "status"])
+        monkeypatch.delenv(name)
+        output = " ".join(result.output.split())
+        if result.exit_code != 2 or f"{name}={value!r}: {said}" not in output:
+            wrong.append(f"{name}={value!r}: {said} -- {output}")
+    get_settings.cache_clear()
+    assert not wrong
