@@ -479,7 +479,9 @@ def test_report_refuses_a_segment_the_hcps_lack(honest_loop: ServedStore, tmp_pa
 
     out = tmp_path / "typo"
     with pytest.raises(
-        InvalidRequestError, match=r"'decil' is not an HCP attribute.*known: .*decile"
+        InvalidRequestError,
+        match=r"'decil' is not an HCP attribute of the served models \(did you mean 'decile'\?\); "
+        r"known: .*decile",
     ):
         uplift_report(honest_loop.settings, out_dir=out, segment="decil", log=False)
     assert not out.exists()  # nothing half-written

@@ -63,6 +63,7 @@ from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
 from nextbest.wording import plural
+from nextbest.yamlfile import near_hint
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -321,10 +322,12 @@ def uplift_report(
         groups = {"channel": would["channel"], "action group": would["action group"]}
         hcps = would.attrs.get("hcps")
         if hcps is not None and segment not in hcps.columns:
-            known = ", ".join(sorted(str(c) for c in hcps.columns if c != "hcp_id"))
+            attributes = sorted(str(c) for c in hcps.columns if c != "hcp_id")
+            near = near_hint(segment, attributes, words=True)
             raise InvalidRequestError(
                 "segment",
-                f"'{segment}' is not an HCP attribute of the served models; known: {known}",
+                f"'{segment}' is not an HCP attribute of the served models{near}; "
+                f"known: {', '.join(attributes)}",
             )
         if hcps is not None:
             lookup = hcps.set_index("hcp_id")[segment]
