@@ -13,7 +13,7 @@ from nextbest.clock import utc_now
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.exploration import HOLDOUT_SALT, holdout_draw
 from nextbest.service.apikeys import add_key_to_file
-from nextbest.service.picks import file_picks
+from nextbest.service.picks import file_picks, picks_frame
 from nextbest.settings import Settings, get_settings
 
 DEMO_KEY_NAME = "demo-admin"
@@ -57,7 +57,13 @@ def sample_hcp(settings: Settings, model: ScoringModel, version: str, *, among: 
     filled an HCP's caps, names another), and that is not in this period's randomized
     holdout. The first HCP when none is."""
     candidates = [str(hcp_id) for hcp_id in model.hcps["hcp_id"][:among]]
-    picks = file_picks(settings, model, version=version, hcp_ids=candidates, k=1)
+    try:
+        picks = file_picks(settings, model, version=version, hcp_ids=candidates, k=1)
+    except Exception:
+        # The rules file or the log cannot be read (a misspelt NEXTBEST_RULES_FILE, a
+        # database that is down): `nextbest serve`, run next, says what is wrong and
+        # stops; the sample falls back to the model's own choice.
+        picks = picks_frame(model, hcp_ids=candidates, k=1)
     with_pick = set(picks["hcp_id"].astype(str))
     today = utc_now().date()
 

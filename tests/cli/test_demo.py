@@ -56,7 +56,10 @@ def test_the_demo_prints_a_curl_that_a_server_answers(
 
 
 def test_the_demo_names_an_hcp_the_live_history_leaves_something_for(
-    env_settings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    env_settings: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Run again after the README's opt-out of the HCP it named (or any contact
     history that rules its actions out), the demo named the same HCP, chosen by the
@@ -84,3 +87,9 @@ def test_the_demo_names_an_hcp_the_live_history_leaves_something_for(
         _, again = call(demo.main(["--port", "8765"]), client)
     assert again["hcp_id"] != first["hcp_id"]
     assert again["items"] and not again["holdout"], again
+
+    # A rules file that cannot be read is `nextbest serve`'s to refuse, next: the
+    # demo still makes its key and curl, naming an HCP by the model alone.
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(tmp_path / "missing.yaml"))
+    get_settings.cache_clear()
+    assert '"hcp_id": "H' in demo.main(["--port", "8765"])
