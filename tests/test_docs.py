@@ -481,3 +481,11 @@ def test_every_refusal_of_a_setting_the_docs_quote_is_what_a_command_says(
             wrong.append(f"{name}={value!r}: {said} -- {output}")
     get_settings.cache_clear()
     assert not wrong
+
+
+def test_the_readme_leads_to_every_doc() -> None:
+    """The README's Documentation table is the way in: each docs/*.md is a row of it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Documentation", 1)[1].split("\n## ", 1)[0]
+    linked = set(re.findall(r"^\| \[docs/([\w.]+\.md)\]\(docs/\1\)", table, re.MULTILINE))
+    assert linked == {doc.name for doc in (ROOT / "docs").glob("*.md")}
