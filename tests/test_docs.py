@@ -489,3 +489,33 @@ def test_the_readme_leads_to_every_doc() -> None:
     table = readme.split("## Documentation", 1)[1].split("\n## ", 1)[0]
     linked = set(re.findall(r"^\| \[docs/([\w.]+\.md)\]\(docs/\1\)", table, re.MULTILINE))
     assert linked == {doc.name for doc in (ROOT / "docs").glob("*.md")}
+
+
+def test_the_readme_rules_example_says_what_the_shipped_rules_file_does() -> None:
+    """The README's rules example is the shipped training/rules.yaml shortened: each
+    value it gives is the file's (a list, some of the file's), so a newcomer reading
+    it knows the caps served."""
+    import yaml
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Rules before ranking", 1)[1]
+    example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    shipped = yaml.safe_load((ROOT / "training" / "rules.yaml").read_text(encoding="utf-8"))
+
+    def differ(shown: Any, real: Any, where: str) -> list[str]:
+        if isinstance(shown, dict) and isinstance(real, dict):
+            return [
+                problem
+                for key, value in shown.items()
+                for problem in (
+                    differ(value, real[key], f"{where}.{key}")
+                    if key in real
+                    else [f"{where}.{key}: not in the file"]
+                )
+            ]
+        if isinstance(shown, list) and isinstance(real, list):
+            return [] if set(shown) <= set(real) else [f"{where}: {shown} not of {real}"]
+        return [] if shown == real else [f"{where}: {shown!r} != {real!r}"]
+
+    assert example
+    assert differ(example, shipped, "rules") == []
