@@ -4,8 +4,11 @@ connection, gives what the many-HCP shape gives through a session, on each backe
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from nextbest.storage.db import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import FeedbackRecord, record_feedback, serving_history
@@ -396,4 +399,101 @@ def test_a_held_reader_keeps_one_connection_sees_later_commits_and_outlives_its_
         assert engine.pool.checkedout() == 0
     finally:
         held.close()
+        engine.dispose()
+
+
+def test_the_one_hcp_read_converts_each_timestamp_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement compares a window's start and the decision time twice each; the
+    read converts each to the database's form once per execution, and the answer
+    is the one the many-HCP query (SQLAlchemy's own execution) gives."""
+    from nextbest.storage import repository
+    from nextbest.storage.tables import UTCDateTime
+
+    converted: list[datetime] = []
+    original = UTCDateTime.process_bind_param
+
+    def counting(self: UTCDateTime, value: datetime | None, dialect: Any) -> Any:
+        if value is not None:
+            converted.append(value)
+        return original(self, value, dialect)
+
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            assert not record_feedback(session, events=_events()).rejected
+        windows = [NOW - timedelta(days=d) for d in (28, 7)]
+        since = NOW - timedelta(days=30)
+        with engine.connect() as connection:
+            many = serving_history(
+                connection, hcp_ids=["H1", "H2"], windows=windows, dismissed_since=since, until=NOW
+            )
+        # Compiled afresh: the conversions are taken from the type when compiled.
+        monkeypatch.setattr(repository, "_DRIVER_HISTORY", {})
+        monkeypatch.setattr(UTCDateTime, "process_bind_param", counting)
+        with engine.connect() as connection:
+            one = serving_history(
+                connection, hcp_ids=["H1"], windows=windows, dismissed_since=since, until=NOW
+            )
+        assert sorted(converted) == sorted([*windows, since, NOW])
+        assert one.counts[0] == {k: n for k, n in many.counts[0].items() if k[0] == "H1"}
+        assert one.counts[1] == {k: n for k, n in many.counts[1].items() if k[0] == "H1"}
+        assert one.last == {k: t for k, t in many.last.items() if k[0] == "H1"}
+        assert one.dismissed_at == {k: t for k, t in many.dismissed_at.items() if k[0] == "H1"}
+        assert one.counts[0] and one.dismissed_at  # the comparison compared something
+    finally:
+        engine.dispose()
+
+
+def test_the_windows_of_rules_are_worked_out_once_and_follow_new_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read takes its windows from the rules it is given: the rules served
+    (the same object until a reload replaces it) are not asked again per request,
+    and rules with other windows read those."""
+    from nextbest.policy.rules import ServingRules
+    from nextbest.service.serving import live_history
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'nextbest.db'}")
+    migrate(engine)
+    events = [
+        FeedbackRecord(
+            event_id=f"d{days}",
+            event_type="delivered",
+            occurred_at=NOW - timedelta(days=days, hours=1),
+            hcp_id="H",
+            channel="email",
+        )
+        for days in (2, 10, 20)
+    ]
+    with make_session_factory(engine)() as session:
+        assert not record_feedback(session, events=events).rejected
+    asked: list[ServingRules] = []
+    lookbacks = ServingRules.lookbacks
+
+    def counted(rules: ServingRules) -> list[float]:
+        asked.append(rules)
+        return lookbacks(rules)
+
+    monkeypatch.setattr(ServingRules, "lookbacks", counted)
+
+    def rules_of(days: int) -> ServingRules:
+        return ServingRules.from_mapping(
+            {"channels": {"email": {"max_contacts": 9, "per_days": days}}}
+        )
+
+    try:
+        served = rules_of(28)
+        for _ in range(3):
+            history = live_history(engine, rules=served, hcp_ids=["H"], now=NOW)
+            assert history.counts == {28: {("H", "email"): 3}}
+        assert asked == [served]
+        reloaded = rules_of(7)
+        history = live_history(engine, rules=reloaded, hcp_ids=["H"], now=NOW)
+        assert history.counts == {7: {("H", "email"): 1}}
+        history = live_history(engine, rules=served, hcp_ids=["H"], now=NOW)
+        assert history.counts == {28: {("H", "email"): 3}}
+    finally:
         engine.dispose()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -113,15 +114,38 @@ def history_time(decided: datetime, now: datetime) -> datetime:
     return max(decided, now)
 
 
+@dataclass(frozen=True)
+class _Spans:
+    """How far back the history read of ``rules`` looks, worked out once per rules
+    object (rules are replaced, never changed, on a reload), not once per request."""
+
+    rules: ServingRules
+    windows: list[float]  # days, longest first
+    back: tuple[timedelta, ...]  # the same as durations
+    dismissals: timedelta | None  # the longer of the dismissal and snooze windows
+
+
+_spans: _Spans | None = None  # of the rules read with last
+
+
 def _lookbacks(
     rules: ServingRules, now: datetime
 ) -> tuple[list[float], list[datetime], datetime | None]:
     """The rules' windows in days (longest first: its latest contact serves every
     cool-down), their starts, and where dismissals start counting."""
-    windows = rules.lookbacks()
-    suppressed = [d for d in (rules.dismissal_days, rules.snooze_window) if d is not None]
-    dismissed_since = now - timedelta(days=max(suppressed)) if suppressed else None
-    return windows, [now - timedelta(days=w) for w in windows], dismissed_since
+    global _spans
+    spans = _spans
+    if spans is None or spans.rules is not rules:
+        windows = rules.lookbacks()
+        suppressed = [d for d in (rules.dismissal_days, rules.snooze_window) if d is not None]
+        spans = _spans = _Spans(
+            rules,
+            windows,
+            tuple(timedelta(days=w) for w in windows),
+            timedelta(days=max(suppressed)) if suppressed else None,
+        )
+    dismissed_since = None if spans.dismissals is None else now - spans.dismissals
+    return spans.windows, [now - back for back in spans.back], dismissed_since
 
 
 def _live(

@@ -15,6 +15,7 @@ import json
 import math
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -2793,10 +2794,15 @@ class _DriverQuery:
     """
 
     sql: str
-    # Per position: (parameter name or None for a literal, literal value, bind processor)
+    # Per position: (parameter name or None for a literal, literal value, bind
+    # processor); None for a parameter of ``repeated``, converted before.
     binds: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
-    # Per result column: its result processor (None: the driver's value as it is)
-    results: tuple[Callable[[Any], Any] | None, ...]
+    # Per result column that the dialect converts: (its position, its result processor)
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # The parameters with a bind processor that the SQL holds more than once (the
+    # history read's window start and end): converted once per execution, not at
+    # each place (a timestamp's conversion to SQLite's text is about 2 us).
+    repeated: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
 
     @classmethod
     def compile(
@@ -2821,11 +2827,20 @@ class _DriverQuery:
             else:
                 value = bind.effective_value
                 binds.append((None, value if process is None else process(value), None))
+        places = Counter(name for name, _, process in binds if process is not None)
+        repeated = {name: process for name, _, process in binds if name and places[name] > 1}
         results = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in getattr(statement, "selected_columns", ())
+            (i, process)
+            for i, column in enumerate(getattr(statement, "selected_columns", ()))
+            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
+            is not None
         )
-        return cls(compiled.string, tuple(binds), results)
+        return cls(
+            compiled.string,
+            tuple((n, v, None if n in repeated else p) for n, v, p in binds),
+            results,
+            tuple(repeated.items()),
+        )
 
     @contextmanager
     def _cursor(self, connection: Connection, values: Any) -> Iterator[Any]:
@@ -2860,6 +2875,8 @@ class _DriverQuery:
 
     def values(self, params: dict[str, Any]) -> list[Any]:
         """The positional parameters of one execution, converted as the dialect does."""
+        if self.repeated:
+            params = {**params, **{name: process(params[name]) for name, process in self.repeated}}
         return [
             value if name is None else params[name] if process is None else process(params[name])
             for name, value, process in self.binds
@@ -2877,20 +2894,24 @@ class _DriverQuery:
         with self._cursor(connection, values) as cursor:
             cursor.executemany(self.sql, values)
 
-    def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def rows(self, connection: Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
         values = self.values(params)
         with self._cursor(connection, values) as cursor:
             fetched = cursor.execute(self.sql, values).fetchall()
         return self.processed(fetched)
 
-    def processed(self, fetched: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The driver's rows with the dialect's result conversions applied."""
-        if not any(self.results):
-            return fetched
-        return [
-            tuple(v if f is None else f(v) for f, v in zip(self.results, row, strict=True))
-            for row in fetched
-        ]
+    def processed(self, fetched: list[tuple[Any, ...]]) -> list[Sequence[Any]]:
+        """The driver's rows with the dialect's result conversions applied, to the
+        columns that have one only (of the history read's, its time)."""
+        if not self.results:
+            return list(fetched)
+        out: list[Sequence[Any]] = []
+        for row in fetched:
+            values = list(row)
+            for i, process in self.results:
+                values[i] = process(values[i])
+            out.append(values)
+        return out
 
 
 _DRIVER_HISTORY: dict[tuple[str, int, bool, bool], _DriverQuery] = {}
