@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from nextbest.api.bodies import MAX_BODY_BYTES, SMALL_BODY_BYTES
 
@@ -382,3 +383,92 @@ def test_large_answers_are_compressed_for_clients_that_accept_gzip(client: TestC
         "/v1/recommendations", json={"hcp_id": hcps[0], "k": 1}, headers={"Accept-Encoding": "gzip"}
     )
     assert "content-encoding" not in small.headers  # a packet or two: not worth it
+
+
+@pytest.mark.parametrize(
+    ("url", "content", "loc"),
+    [
+        (
+            "/v1/recommendations",
+            b'{"hcp_id": "H000001", "k": 1, "hcp_id": "H000002"}',
+            ["body", "hcp_id"],
+        ),
+        (
+            "/v1/recommendations/batch",
+            b'{"hcp_ids": ["H000001"], "hcp_ids": ["H000002"]}',
+            ["body", "hcp_ids"],
+        ),
+        (
+            "/v1/feedback",
+            b'{"event_id": "dup-1", "event_type": "opened", "hcp_id": "H000001", '
+            b'"event_type": "clicked"}',
+            ["body", "event", "event_type"],
+        ),
+        (
+            # The second array's events were stored, the first's dropped without a word.
+            "/v1/feedback",
+            b'{"events": [{"event_id": "dup-2", "event_type": "opened", "hcp_id": "H000001"}], '
+            b'"events": [{"event_id": "dup-3", "event_type": "opened", "hcp_id": "H000001"}]}',
+            ["body", "batch", "events"],
+        ),
+        (
+            "/v1/reps/rep-1/feedback",
+            b'{"recommendation_id": "r", "hcp_id": "H000001", "action_id": "A001", '
+            b'"decision": "accept", "decision": "dismiss", "reason": "other"}',
+            ["body", "decision"],
+        ),
+    ],
+    ids=["recommendation", "batch", "event", "events", "rep-decision"],
+)
+def test_a_field_given_twice_is_refused_at_the_field_not_read_as_its_last_value(
+    client: TestClient, keys, url: str, content: bytes, loc: list[str]
+) -> None:
+    """Python's parser kept the last value of a key given twice: the second HCP was
+    answered, the second event type stored, and a second "events" array replaced the
+    first. Which one was meant cannot be told: refused naming the field, as a query
+    parameter given twice is, with nothing stored."""
+    headers = {**JSON, **(keys.rep if "/reps/" in url else keys.admin)}
+    response = client.post(url, content=content, headers=headers)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["type"] == "repeated_field", error
+    assert error["loc"] == loc, error
+    assert error["msg"] == (
+        f"'{loc[-1]}' is given 2 times in one object: send each field once (which value "
+        "was meant cannot be told)"
+    ), error
+    assert "input" not in error  # the object as read holds the last value alone
+    with client.app.state.runtime.sessions() as session:
+        assert session.execute(text("SELECT COUNT(*) FROM feedback_events")).scalar() == 0
+
+
+def test_an_event_giving_a_field_twice_is_rejected_alone_in_its_batch(client: TestClient) -> None:
+    hcp = _hcp(client)
+    content = (
+        '{"events": ['
+        f'{{"event_id": "twice-0", "event_type": "opened", "hcp_id": "{hcp}", "channel": "email"}},'
+        f'{{"event_id": "twice-1", "event_type": "opened", "hcp_id": "{hcp}", '
+        '"channel": "email", "channel": "webinar", "event_type": "clicked"}'
+        "]}"
+    ).encode()
+    response = client.post("/v1/feedback", content=content, headers=JSON)
+    assert response.status_code == 207, response.text
+    answer = response.json()
+    assert answer["accepted"] == 1
+    [rejected] = answer["rejected"]
+    assert (rejected["index"], rejected["event_id"]) == (1, "twice-1")
+    assert rejected["message"] == (
+        "event: 'event_type' and 'channel' are each given more than once in one object: "
+        "send each field once (which value was meant cannot be told)"
+    )
+
+
+def test_a_utf8_byte_order_mark_before_the_json_is_passed_over(client: TestClient) -> None:
+    """As Windows tools write UTF-8 files (PowerShell 5's Out-File, old Notepad), sent
+    with `curl --data-binary @file`: RFC 8259 lets a parser ignore it. It was a 422
+    saying "Unexpected UTF-8 BOM (decode using utf-8-sig)"."""
+    hcp = _hcp(client)
+    body = b"\xef\xbb\xbf" + json.dumps({"hcp_id": hcp, "k": 1}).encode()
+    response = client.post("/v1/recommendations", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["hcp_id"] == hcp

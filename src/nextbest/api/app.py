@@ -70,7 +70,7 @@ def _without_long_inputs(errors: Sequence[Any], body: Any = None) -> list[dict[s
     ``body_kind``) does not take names the field it is near, or those taken there."""
     out = []
     for raw in errors[:MAX_LISTED_ERRORS]:
-        error = naming_the_field_meant(_without_raised(raw), body)
+        error = naming_the_field_meant(_at_the_repeated_field(_without_raised(raw)), body)
         if "input" in error and (
             # FastAPI puts {} there, which reads as if an empty object had been sent.
             error.get("type") == "json_invalid"
@@ -117,6 +117,16 @@ def _surely_longer_than(value: Any, limit: int) -> bool:
         elif isinstance(part, list | tuple):
             pending.extend(islice(part, limit + 1))
     return size > limit
+
+
+def _at_the_repeated_field(error: dict[str, Any]) -> dict[str, Any]:
+    """A field given twice in one object (api/schemas.py's ``each_key_once``) is refused
+    by the object's check: its ``loc`` names the field too, as any other field's does,
+    and no ``input`` is echoed (the object as read holds the last value alone)."""
+    if error.get("type") != "repeated_field" or not isinstance(error.get("ctx"), dict):
+        return error
+    loc = (*error.get("loc", ()), error["ctx"]["field"])
+    return {key: value for key, value in error.items() if key != "input"} | {"loc": loc}
 
 
 def _without_raised(error: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   naming the ones accepted;
 - a body that is not JSON by its ``Content-Type`` is refused with 415, naming the
   type to send;
+- a body that gives a key twice in one object is read with its keys (each object a
+  :class:`RepeatedKeys`), and refused by the request schemas naming the key (in a
+  feedback batch, that event alone); a UTF-8 byte order mark before it is ignored;
 - a body that is not UTF-8, is nested too deep to read, holds a number too long
   to read (thousands of digits), an object of more than ``MAX_OBJECT_MEMBERS``
   members or a lone UTF-16
@@ -40,6 +43,7 @@ import inspect
 import json
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from email.message import Message
 from typing import Any, cast, get_type_hints
@@ -264,11 +268,11 @@ class JSONBodyRequest(Request):
                     body.decode("utf-8", "replace"),
                     e.start,
                 ) from e
-            # Only a body of that many ':' can hold such an object: the others (every
-            # single request) are read without a call per object.
-            many = _object_of_few_members if body.count(b":") > MAX_OBJECT_MEMBERS else None
+            # A byte order mark, as Windows tools write before UTF-8 text: RFC 8259 lets
+            # a parser ignore it, and Python's refusal spoke of its own codecs.
+            text = text.removeprefix("\ufeff")
             try:
-                parsed = json.loads(text, object_pairs_hook=many)
+                parsed = json.loads(text, object_pairs_hook=_json_object)
             except json.JSONDecodeError:
                 raise
             except _TooManyMembersError as e:
@@ -292,10 +296,28 @@ class _TooManyMembersError(ValueError):
         )
 
 
-def _object_of_few_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class RepeatedKeys(dict[str, Any]):
+    """A JSON object that gives a key more than once, as Python's parser reads it (the
+    last value kept), with the keys given more than once (``repeated``, each with how
+    many times). The request schemas refuse it naming them (api/schemas.py): which of
+    the values was meant cannot be told, and a second ``"events"`` array silently
+    dropped the first one's events."""
+
+    repeated: dict[str, int]
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object as the body's parser builds it: refused past
+    ``MAX_OBJECT_MEMBERS`` members, a :class:`RepeatedKeys` when a key comes twice."""
     if len(pairs) > MAX_OBJECT_MEMBERS:
         raise _TooManyMembersError(pairs)
-    return dict(pairs)
+    built = dict(pairs)
+    if len(built) == len(pairs):
+        return built
+    repeated = RepeatedKeys(built)
+    counted = Counter(key for key, _ in pairs)
+    repeated.repeated = {key: n for key, n in counted.items() if n > 1}
+    return repeated
 
 
 def _refuse_lone_surrogates(parsed: Any, text: str) -> None:

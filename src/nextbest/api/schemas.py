@@ -22,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
+from nextbest.api.bodies import RepeatedKeys
 from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.limits import STORED_LENGTHS, Purpose
 from nextbest.service.events import (
@@ -88,6 +90,27 @@ def _one_to(most: int, items: str, *, more: str, none: str) -> Callable[[Any], A
     return check
 
 
+def each_key_once(data: Any) -> Any:
+    """Refuse a JSON object that gives a field more than once (api/bodies.py's
+    :class:`~nextbest.api.bodies.RepeatedKeys`), naming it: its last value was read
+    and the others dropped without a word (a second ``events`` array, the events of
+    the first). Repeated query parameters are refused alike. The error's ``loc`` is the
+    object's, and the app adds the field (the first repeated, ``ctx.field``)."""
+    if not isinstance(data, RepeatedKeys):
+        return data
+    said = [quoted(key, at_most=QUOTED_AT_MOST) for key in data.repeated]
+    if len(said) == 1:
+        times = next(iter(data.repeated.values()))
+        what = f"{said[0]} is given {times} times"
+    else:
+        what = f"{', '.join(said[:-1])} and {said[-1]} are each given more than once"
+    raise PydanticCustomError(
+        "repeated_field",
+        f"{what} in one object: send each field once (which value was meant cannot be told)",
+        {"field": next(iter(data.repeated))},
+    )
+
+
 # Who is asking, as every route takes it: in any case, spaces around it dropped.
 RequestPurpose = Annotated[Purpose, BeforeValidator(_a_purpose)]
 
@@ -106,6 +129,11 @@ DECISION_DATE_HELP = (
 class RecommendationCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_sent(cls, data: Any) -> Any:
+        return each_key_once(data)
 
     hcp_id: HcpId = Field(examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
@@ -159,6 +187,11 @@ class RecommendationPublic(BaseModel):
 class RecommendationBatchCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_sent(cls, data: Any) -> Any:
+        return each_key_once(data)
 
     hcp_ids: list[HcpId] = Field(
         min_length=1,
@@ -311,6 +344,7 @@ class RepFeedbackCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_decision(cls, data: Any) -> Any:
+        each_key_once(data)
         # A batch sent here read as three "Field required" and an extra "events".
         if isinstance(data, dict) and "events" in data:
             raise ValueError(
@@ -428,6 +462,7 @@ class FeedbackBatchCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _an_object_of_events(cls, data: Any) -> Any:
+        each_key_once(data)
         # A bare array of events read as one event that was no object ("Input should
         # be a valid dictionary"), which did not say how a batch is sent.
         if isinstance(data, list):
@@ -440,7 +475,14 @@ class FeedbackBatchCreate(BaseModel):
 
     # Each item is a FeedbackEventCreate or, when it is not a valid event, a
     # MalformedEvent (the schema documents the valid shape).
-    events: list[Annotated[FeedbackEventCreate, WrapValidator(event_or_malformed)]] = Field(
+    # An event that gives a field twice is rejected alone, as any invalid event is.
+    events: list[
+        Annotated[
+            FeedbackEventCreate,
+            BeforeValidator(each_key_once),
+            WrapValidator(event_or_malformed),
+        ]
+    ] = Field(
         # Declared only: the validator below says how to send more, or fewer.
         json_schema_extra={"minItems": 1, "maxItems": MAX_FEEDBACK_BATCH}
     )
@@ -478,7 +520,8 @@ def _feedback_shape(body: Any) -> str:
 # reported against the shape it was meant to have ("body", "batch", "events", 3,
 # "event_type") and not against both.
 FeedbackCreate = Annotated[
-    Annotated[FeedbackEventCreate, Tag("event")] | Annotated[FeedbackBatchCreate, Tag("batch")],
+    Annotated[FeedbackEventCreate, BeforeValidator(each_key_once), Tag("event")]
+    | Annotated[FeedbackBatchCreate, Tag("batch")],
     Discriminator(_feedback_shape),
 ]
 
