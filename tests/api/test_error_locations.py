@@ -55,6 +55,8 @@ def _rep_feedback(extra: dict) -> dict:
             {"hcp_ids": ["{hcp}"], "date": "20261101"},
             ["body", "date"],
         ),
+        # A list was refused twice, at ["body", "date", "date"] and [..., "datetime"].
+        ("post", "/v1/recommendations", None, {"hcp_id": "{hcp}", "date": []}, ["body", "date"]),
         ("get", "/v1/reps/{rep}/suggestions", {"capacity": 0}, None, ["query", "capacity"]),
         # A misspelt parameter is named, not ignored (the default capacity was served).
         ("get", "/v1/reps/{rep}/suggestions", {"capcity": 5}, None, ["query", "capcity"]),
@@ -101,6 +103,55 @@ def test_each_422_names_body_query_or_path(
     # and msg is our sentence without pydantic's prefix.
     assert "error" not in detail[0].get("ctx", {}), detail
     assert not detail[0]["msg"].startswith("Value error, "), detail
+    assert len(detail) == 1, detail
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        (
+            "/v1/recommendations",
+            {
+                "hcp_id": "{hcp}",
+                "k": None,
+                "channel": None,
+                "purpose": None,
+                "date": None,
+                "explain": None,
+            },
+        ),
+        (
+            "/v1/recommendations/batch",
+            {
+                "hcp_ids": ["{hcp}"],
+                "k": None,
+                "channel": None,
+                "purpose": None,
+                "date": None,
+                "explain": None,
+            },
+        ),
+    ],
+    ids=["recommendation", "batch"],
+)
+def test_a_field_sent_as_null_is_read_as_not_sent(client: TestClient, url: str, body: dict) -> None:
+    """A client that writes every field of its request object, unset ones as null
+    (Jackson's, .NET's and Newtonsoft's default), got a 422 for "k": null and
+    "explain": null, where "channel": null was read as no channel: each is its default."""
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    body = {
+        key: ([hcp] if key == "hcp_ids" else hcp if key == "hcp_id" else value)
+        for key, value in body.items()
+    }
+    response = client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    if url.endswith("/batch"):
+        assert [r["hcp_id"] for r in answer["results"]] == [hcp]
+        assert all(len(r["items"]) <= 1 for r in answer["results"])  # k: 1, the batch's
+    else:
+        assert answer["excluded"] is None  # explain: false
+        assert len(answer["items"]) <= 5  # k: 5
 
 
 @pytest.mark.parametrize(
@@ -258,7 +309,8 @@ def test_a_body_sent_to_a_route_that_reads_none_is_refused_not_ignored(
     assert error["msg"] == (
         f"this route reads no body: send its parameters in the query string {said}"
     ), error
-    for nothing in (None, {}, "null"):
+    # "{ }" and "{\n}": an empty object as pretty printers write it (Jackson's).
+    for nothing in (None, {}, "null", "{ }", "{\n}\n"):
         sent = {"content": nothing} if isinstance(nothing, str) else {"json": nothing}
         answer = client.request(
             method, url, headers={**headers, "Content-Type": "application/json"}, **sent

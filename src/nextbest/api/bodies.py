@@ -357,7 +357,7 @@ class JSONBodyRoute(APIRoute):
                 if (refused := refused_before_validation(request)) is not None:
                     raise refused
                 check_query(request.query_params, ())
-            if not reads_body and (await request.body()).strip() not in _NAMES_NOTHING:
+            if not reads_body and not _names_nothing(await request.body()):
                 raise RequestValidationError(
                     [
                         {
@@ -390,6 +390,13 @@ class JSONBodyRoute(APIRoute):
 # A body a client library sends by default (none, an empty object, JSON's null) asks
 # nothing of a route that reads none.
 _NAMES_NOTHING = (b"", b"{}", b"null")
+_JSON_SPACE = re.compile(rb"[ \t\r\n]+")
+
+
+def _names_nothing(body: bytes) -> bool:
+    """Whether ``body`` is one of :data:`_NAMES_NOTHING`, JSON's white space aside: an
+    empty object as a pretty printer writes it, ``{ }`` (Jackson's) or ``{\\n}``."""
+    return len(body) <= 64 and _JSON_SPACE.sub(b"", body) in _NAMES_NOTHING
 
 
 def _query_names(dependant: Dependant) -> list[str]:

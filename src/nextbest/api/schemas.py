@@ -49,6 +49,14 @@ def _date_or_time(value: object) -> object:
     """'2026-12-01' is a date, '2026-12-01T00:00:00+05:00' that exact time (lax
     validation reads a midnight time as a date and drops its offset); no number
     ('20261101' would be seconds since 1970)."""
+    if isinstance(value, bool | list | dict):
+        # Else a list or an object was refused twice, as no date and as no datetime, at
+        # ["body", "date", "date"] and ["body", "date", "datetime"]; true as a number.
+        if isinstance(value, bool):
+            kind = str(value).lower()
+        else:
+            kind = "a list" if isinstance(value, list) else "an object"
+        raise ValueError(f"a decision date is YYYY-MM-DD or an ISO 8601 time, not {kind}")
     if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
         raise ValueError("a decision date is YYYY-MM-DD or an ISO 8601 time, not a number")
     if isinstance(value, str):
@@ -111,6 +119,15 @@ def each_key_once(data: Any) -> Any:
     )
 
 
+def _nulls_as_unsent(data: Any, fields: tuple[str, ...]) -> Any:
+    """``data`` without the ``fields`` sent as null: a client that writes every field of
+    its request object, unset ones as null (Jackson's, .NET's and Newtonsoft's default),
+    means the default by ``"k": null``, as ``"channel": null`` already does."""
+    if isinstance(data, dict) and any(data.get(name, 0) is None for name in fields):
+        return {key: value for key, value in data.items() if value is not None or key not in fields}
+    return data
+
+
 # Who is asking, as every route takes it: in any case, spaces around it dropped.
 RequestPurpose = Annotated[Purpose, BeforeValidator(_a_purpose)]
 
@@ -133,7 +150,7 @@ class RecommendationCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _as_sent(cls, data: Any) -> Any:
-        return each_key_once(data)
+        return _nulls_as_unsent(each_key_once(data), ("k", "explain"))
 
     hcp_id: HcpId = Field(examples=["H000001"])
     k: Count = Field(default=5, ge=1, le=50, description="How many actions to return at most.")
@@ -191,7 +208,8 @@ class RecommendationBatchCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _as_sent(cls, data: Any) -> Any:
-        return each_key_once(data)
+        # An explain of null asks for nothing: read as not sent, as a null k is.
+        return _nulls_as_unsent(each_key_once(data), ("k", "explain"))
 
     hcp_ids: list[HcpId] = Field(
         min_length=1,
