@@ -23,7 +23,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nextbest import __version__
-from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
+from nextbest.api.auth import (
+    feedback_scope,
+    refused_before_validation,
+    require_roles,
+    said_in_another_case,
+    spelled_alike,
+)
 from nextbest.api.bodies import BodyRefused, body_kind, naming_the_field_meant
 from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import (
@@ -311,8 +317,14 @@ def create_app(
         )
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": str(exc)})
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        detail = str(exc)
+        if exc.kind == "hcp_id":
+            # 'h000001' sent for 'H000001' (a CRM that changed the ids' case): said so.
+            known = request.app.state.runtime.recommender.known_hcps
+            if (meant := spelled_alike(known, exc.identifier)) is not None:
+                detail += said_in_another_case(meant)
+        return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": detail})
 
     @app.exception_handler(InvalidRequestError)
     async def _invalid(_: Request, exc: InvalidRequestError) -> JSONResponse:

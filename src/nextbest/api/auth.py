@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Request, status
 
@@ -28,6 +29,9 @@ from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.errors import ModelNotLoadedError
 from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling, utc_text
 from nextbest.service.events import MAX_FEEDBACK_BATCH
+
+if TYPE_CHECKING:
+    from nextbest.service.recommend import Recommender
 
 ANONYMOUS = Principal(name="anonymous", role="admin")
 
@@ -177,13 +181,17 @@ def request_channels(principal: Principal, asked: str | None) -> tuple[str, ...]
     return None
 
 
-def forbid_outside_territory(principal: Principal, territory_id: str | None, what: str) -> None:
+def forbid_outside_territory(
+    principal: Principal, territory_id: str | None, what: str, *, meant: str | None = None
+) -> None:
     """403 when a rep asks about something outside its own territory.
 
     ``territory_id`` is the served one (the territory alignment file's when
     ``NEXTBEST_TERRITORIES_FILE`` is set, else the model's). None (an HCP the served
     model does not know, or one the alignment puts in no territory) gets the same
     answer, worded for both cases: a rep key learns nothing about other territories.
+    ``meant``: an id of the rep's own territory the one asked about is likely a
+    misspelling of (:func:`forbid_hcp_outside_territory`), named after it.
     """
     if principal.role == "rep" and territory_id != principal.territory_id:
         raise HTTPException(
@@ -191,8 +199,43 @@ def forbid_outside_territory(principal: Principal, territory_id: str | None, wha
             detail=f"rep key '{principal.name}' may only access its territory "
             # The same words for both: which one it is would tell a rep that an
             # HCP exists in another territory.
-            f"{principal.territory_id}; {what} is outside it or not known to the served model",
+            f"{principal.territory_id}; {what} is outside it or not known to the served model"
+            + ("" if meant is None else said_in_another_case(meant)),
         )
+
+
+def spelled_alike(known: Collection[str], hcp_id: str) -> str | None:
+    """The id of ``known`` that ``hcp_id`` is in another case, upper or lower (a CRM or
+    a spreadsheet that changed the case of the ids it holds); None when there is none.
+    Two lookups, no scan: an unknown id costs no more than a known one."""
+    for candidate in (hcp_id.upper(), hcp_id.lower()):
+        if candidate != hcp_id and candidate in known:
+            return candidate
+    return None
+
+
+def said_in_another_case(meant: str) -> str:
+    """What a refusal of an unknown HCP id adds when ``meant`` is the same id in
+    another case (:func:`spelled_alike`)."""
+    return f" (ids are compared exactly, case included: did you mean {quoted(meant)}?)"
+
+
+def forbid_hcp_outside_territory(
+    principal: Principal, recommender: Recommender, hcp_id: str, what: str
+) -> None:
+    """:func:`forbid_outside_territory` for the HCP ``hcp_id``. An id the rep's CRM sent in
+    another case than the served model's (``h000108`` for ``H000108``) was refused as
+    outside the territory; when that other spelling is an HCP of the rep's own
+    territory, the refusal names it: it tells the rep of none but its own HCPs."""
+    if principal.role != "rep":
+        return
+    territory = recommender.territory_of(hcp_id)
+    if territory == principal.territory_id:
+        return
+    meant = spelled_alike(recommender.known_hcps, hcp_id)
+    if meant is not None and recommender.territory_of(meant) != principal.territory_id:
+        meant = None
+    forbid_outside_territory(principal, territory, what, meant=meant)
 
 
 async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
@@ -231,7 +274,7 @@ async def feedback_scope(request: Request, principal: PrincipalDep) -> None:
             continue
         hcp_id = hcp_id.strip()  # as the event schema reads it
         try:
-            forbid_outside_territory(principal, recommender.territory_of(hcp_id), f"HCP {hcp_id}")
+            forbid_hcp_outside_territory(principal, recommender, hcp_id, f"HCP {hcp_id}")
         except HTTPException as refused:
             if batch is None:
                 raise

@@ -10,7 +10,7 @@ from pydantic_core import to_json
 from nextbest.api.auth import (
     PrincipalDep,
     admitted_caller,
-    forbid_outside_territory,
+    forbid_hcp_outside_territory,
     request_channels,
     request_purpose,
     require_roles,
@@ -103,7 +103,7 @@ async def recommend(
     recommender = runtime.recommender
     if caller.role == "rep":
         recommender.check_territories()
-        forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), "this HCP")
+        forbid_hcp_outside_territory(caller, recommender, body.hcp_id, "this HCP")
     purpose = request_purpose(caller, body.purpose)
     channels = _channels_of(caller, recommender, body.channel, k=body.k, purpose=purpose)
     # One reading of the recommender's clock: the decision time and, after a past

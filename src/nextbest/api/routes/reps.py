@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from nextbest.api.auth import (
     PrincipalDep,
+    forbid_hcp_outside_territory,
     forbid_outside_territory,
     request_purpose,
     require_roles,
@@ -281,7 +282,7 @@ def decide(
     _own_rep(caller, rep_id)
     recommender = runtime.recommender
     recommender.check_territories()
-    forbid_outside_territory(caller, recommender.territory_of(body.hcp_id), f"HCP {body.hcp_id}")
+    forbid_hcp_outside_territory(caller, recommender, body.hcp_id, f"HCP {body.hcp_id}")
     runtime.reclog.flush()  # the suggestion must be in the log before feedback refers to it
     result = record_rep_decision(
         session,

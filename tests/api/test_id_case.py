@@ -1,0 +1,54 @@
+"""An HCP id sent in another case than the served model's (a CRM or a spreadsheet that
+changed the case of its ids): refused as before, ids being compared exactly, but the
+refusal names the id meant, to a rep key only when it is of the rep's own territory."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+IN_ANOTHER_CASE = "(ids are compared exactly, case included: did you mean '{}'?)"
+
+
+def _hcps(client: TestClient, keys) -> tuple[str, str]:
+    """An HCP of the rep key's territory and one of another territory."""
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids]
+    own = next(h for h in ids if recommender.territory_of(h) == keys.territory)
+    other = next(h for h in ids if recommender.territory_of(h) != keys.territory)
+    assert own.lower() != own and other.lower() != other  # the fixture's ids have letters
+    return own, other
+
+
+def test_an_unknown_hcp_id_in_another_case_is_named_in_the_404(client: TestClient, keys) -> None:
+    own, _ = _hcps(client, keys)
+    response = client.post("/v1/recommendations", json={"hcp_id": own.lower()})
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"] == (
+        f"hcp_id '{own.lower()}' is not known to the served model " + IN_ANOTHER_CASE.format(own)
+    )
+    unknown = client.post("/v1/recommendations", json={"hcp_id": "H-NO-SUCH-HCP"})
+    assert unknown.json()["detail"] == "hcp_id 'H-NO-SUCH-HCP' is not known to the served model"
+
+
+def test_a_rep_key_is_told_of_an_id_of_its_own_territory_in_another_case(
+    client: TestClient, keys
+) -> None:
+    """Was: "... this HCP is outside it or not known to the served model", which sent the
+    rep's CRM admin looking at territories."""
+    own, other = _hcps(client, keys)
+    asked = client.post("/v1/recommendations", json={"hcp_id": own.lower()}, headers=keys.rep)
+    assert asked.status_code == 403, asked.text
+    assert asked.json()["detail"].endswith(IN_ANOTHER_CASE.format(own)), asked.text
+    event = {"event_id": "case-1", "event_type": "opted_out", "hcp_id": own.lower()}
+    for sent in (event, {"events": [event]}):
+        answer = client.post("/v1/feedback", json=sent, headers=keys.rep)
+        assert answer.status_code == 403, answer.text
+        said = answer.json()
+        said = said["rejected"][0]["message"] if "rejected" in said else said["detail"]
+        assert said.endswith(IN_ANOTHER_CASE.format(own)), said
+    # Of another territory: nothing is said of it, as before.
+    refused = client.post("/v1/recommendations", json={"hcp_id": other.lower()}, headers=keys.rep)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["detail"].endswith(
+        "this HCP is outside it or not known to the served model"
+    ), refused.text
