@@ -1326,3 +1326,31 @@ def test_batch_ids_are_read_without_surrounding_spaces_and_with_their_case(
     assert [r["hcp_id"] for r in body["results"]] == [hcp]
     assert body["repeated_hcp_ids"] == [hcp]
     assert body["unknown_hcp_ids"] == [sent[2]]
+
+
+def test_spaces_around_a_rep_id_in_the_path_are_dropped(client: TestClient, keys) -> None:
+    """As around every id a route takes: a CRM that built the URL from a padded field
+    (``/v1/reps/rep-1%20/suggestions``) was refused as asking for another rep's plan,
+    and an admin's plan was logged under the padded name. A blank one names no rep."""
+    padded = f"%20{keys.rep_name}%20"
+    plan = client.get(f"/v1/reps/{padded}/suggestions?capacity=1", headers=keys.rep)
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["rep_id"] == keys.rep_name
+    admin = client.get(f"/v1/reps/{padded}/suggestions?capacity=1", headers=keys.admin)
+    assert admin.status_code == 200, admin.text
+    assert (admin.json()["rep_id"], admin.json()["territory_id"]) == (
+        keys.rep_name,
+        keys.territory,
+    )
+    [suggestion] = plan.json()["suggestions"]
+    decision = client.post(
+        f"/v1/reps/{padded}/feedback",
+        json={key: suggestion[key] for key in ("recommendation_id", "hcp_id", "action_id")}
+        | {"decision": "accept"},
+        headers=keys.rep,
+    )
+    assert decision.status_code == 200, decision.text
+    assert decision.json()["accepted"] == 1
+    blank = client.get("/v1/reps/%20/suggestions", headers=keys.admin)
+    assert blank.status_code == 422, blank.text
+    assert blank.json()["detail"][0]["loc"] == ["path", "rep_id"]

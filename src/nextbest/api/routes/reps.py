@@ -8,7 +8,7 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
 from nextbest.api.auth import (
     PrincipalDep,
@@ -45,9 +45,12 @@ router = APIRouter(
 
 
 # The rep a plan is for: logged with each of its answers, as many characters as the
-# log keeps (a rep key's name is held to as many in the key file).
+# log keeps (a rep key's name is held to as many in the key file). Spaces around it are
+# dropped, as around every id a route takes (no rep key's name has one): a CRM's
+# 'rep-1 ' was refused as another rep's plan, or planned and logged under that name.
 RepId = Annotated[
     str,
+    StringConstraints(strip_whitespace=True, min_length=1),
     Path(
         max_length=STORED_LENGTHS["rep_id"],
         description="The rep: a rep key's name (a rep key gives its own); at most "
