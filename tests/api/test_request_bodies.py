@@ -148,6 +148,14 @@ def test_a_body_that_cannot_be_read_is_refused_saying_what_to_send(
         (b'{"hcp_id": "ok \\ud83d\\ude00", "k": 1, "channel": "\\udc00"}', "lone UTF-16"),
         (b'{"hcp_id": "H1",}', "Expecting property name enclosed in double quotes"),
         pytest.param(
+            # Python's words were "Extra data", which did not say what.
+            b'{"event_id": "a", "event_type": "opened", "hcp_id": "H1"}\n'
+            b'{"event_id": "b", "event_type": "opened", "hcp_id": "H1"}\n',
+            "the body goes on after its JSON value ends (a second value, as newline-delimited "
+            'JSON has?): send one JSON object; several events go in one, {"events": [...]}',
+            id="newline-delimited-json",
+        ),
+        pytest.param(
             json.dumps({"hcp_id": "H1", **{f"x{i}": 0 for i in range(200_000)}}).encode(),
             'an object has 200,001 members ("hcp_id", "x0", "x1", ...): no request of this '
             "API has more than 100 fields",
@@ -167,6 +175,8 @@ def test_unreadable_json_is_a_422_that_says_why_and_where(
     assert "input" not in error  # FastAPI's {} read as if an empty object had been sent
     if b"\\udc00" in content:  # the lone half, not the pair before it
         assert error["loc"] == ["body", content.index(b"\\udc00")]
+    if b"}\n{" in content:  # where the second value starts
+        assert error["loc"] == ["body", content.index(b"}\n{") + 2]
 
 
 def test_an_event_of_many_members_in_a_batch_is_one_short_refusal(client: TestClient) -> None:

@@ -273,8 +273,22 @@ class JSONBodyRequest(Request):
             text = text.removeprefix("\ufeff")
             try:
                 parsed = json.loads(text, object_pairs_hook=_json_object)
-            except json.JSONDecodeError:
-                raise
+            except json.JSONDecodeError as e:
+                if e.msg != "Extra data":
+                    raise
+                # Python's "Extra data" did not say what: a second value, most often the
+                # next line of newline-delimited JSON (an e-mail platform's export).
+                several = (
+                    '; several events go in one, {"events": [...]}'
+                    if self.route_path == "/v1/feedback"
+                    else " per request"
+                )
+                raise json.JSONDecodeError(
+                    "the body goes on after its JSON value ends (a second value, as "
+                    f"newline-delimited JSON has?): send one JSON object{several}",
+                    text,
+                    e.pos,
+                ) from None
             except _TooManyMembersError as e:
                 raise json.JSONDecodeError(str(e), text, 0) from None
             except RecursionError as e:
