@@ -318,3 +318,28 @@ def test_a_body_sent_to_a_route_that_reads_none_is_refused_not_ignored(
         assert answer.status_code == 200, answer.text
     unkeyed = client.request(method, url, json=body, headers={"Authorization": ""})
     assert unkeyed.status_code == 401, unkeyed.text
+
+
+@pytest.mark.parametrize(
+    ("k", "said"),
+    [
+        ("1e308", "Input should be less than or equal to 50"),
+        ("-1e308", "Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_count_beyond_any_integer_is_refused_by_its_bounds(
+    client: TestClient, k: str, said: str
+) -> None:
+    """Was pydantic's "Unable to parse input string as an integer, exceeded maximum
+    size": no string was sent, and the bounds were not said."""
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    for url, ids in (
+        ("/v1/recommendations", f'"hcp_id": "{hcp}"'),
+        ("/v1/recommendations/batch", f'"hcp_ids": ["{hcp}"]'),
+    ):
+        response = client.post(
+            url, content=f'{{{ids}, "k": {k}}}', headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert (error["loc"], error["msg"]) == (["body", "k"], said), error

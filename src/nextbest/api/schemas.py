@@ -74,8 +74,19 @@ def _date_or_time(value: object) -> object:
 DecisionDate = Annotated[
     date | datetime, BeforeValidator(_date_or_time), AfterValidator(check_decision_date)
 ]
+
+
+def _whole_as_int(value: object) -> object:
+    """A whole number sent as a float (``2.0``, ``1e308``) as the integer it is, so that
+    its bounds are said (``less than or equal to 50``), not pydantic's "unable to parse
+    input string as an integer, exceeded maximum size" for one past 2**63."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 # How many actions: true / false are not counts (lax validation reads true as 1).
-Count = Annotated[int, BeforeValidator(not_a_boolean)]
+Count = Annotated[int, BeforeValidator(_whole_as_int), BeforeValidator(not_a_boolean)]
 
 
 def _a_purpose(value: object) -> object:
