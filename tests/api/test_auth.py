@@ -91,6 +91,43 @@ def test_a_bearer_key_is_checked_before_x_api_key_and_another_scheme_is_passed_o
     assert status_with({"Authorization": "Basic dXNlcjpwYXNz", "X-API-Key": valid}) == 200
 
 
+def test_a_key_header_sent_twice_with_two_keys_is_refused_naming_it(
+    client: TestClient, keys
+) -> None:
+    """A proxy that adds its own key beside the client's sends two Authorization (or
+    X-API-Key) headers: the first was checked, whichever it was, so the same client was
+    served as a rep or as an admin by the order of its headers. Which key was meant
+    cannot be told: 401 saying so. The same key twice is that key."""
+    client.headers.clear()
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    admin, rep = keys.admin["Authorization"], keys.rep["Authorization"]
+    for name, first, second in (
+        ("Authorization", admin, rep),
+        ("Authorization", rep, admin),
+        ("X-API-Key", keys.channel_key, admin.removeprefix("Bearer ")),
+    ):
+        response = client.post(
+            "/v1/recommendations", json={"hcp_id": hcp}, headers=[(name, first), (name, second)]
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["detail"] == (
+            f"{name} is sent 2 times with different keys: send one key, in one {name} header"
+        )
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    same = client.post(
+        "/v1/recommendations",
+        json={"hcp_id": hcp},
+        headers=[("Authorization", admin), ("Authorization", f"{admin} ")],
+    )
+    assert same.status_code == 200, same.text
+    proxy = client.post(  # another scheme beside the bearer key is not a key
+        "/v1/recommendations",
+        json={"hcp_id": hcp},
+        headers=[("Authorization", "Basic dXNlcjpwYXNz"), ("Authorization", admin)],
+    )
+    assert proxy.status_code == 200, proxy.text
+
+
 def test_operations_routes_need_no_key(client: TestClient) -> None:
     client.headers.clear()
     assert client.get("/healthz").status_code == 200

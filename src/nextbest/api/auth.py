@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -43,13 +43,31 @@ _warned_lock = threading.Lock()
 
 
 def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    key = request.headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+    bearer = _one_key(request, "Authorization", _bearer_key)
+    if bearer is not None:
+        return bearer
+    return _one_key(request, "X-API-Key", lambda value: value.strip() or None)
+
+
+def _bearer_key(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _one_key(request: Request, name: str, key_in: Callable[[str], str | None]) -> str | None:
+    """The key the ``name`` header holds (``key_in`` reads it from a header's value).
+    A header sent twice with two keys (a proxy adding its own beside the client's) is
+    refused, 401 saying so: the first was checked, and which one was meant cannot be
+    told."""
+    keys = {key for value in request.headers.getlist(name) if (key := key_in(value))}
+    if len(keys) > 1:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail=f"{name} is sent {len(request.headers.getlist(name))} times with "
+            f"different keys: send one key, in one {name} header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return next(iter(keys), None)
 
 
 def _identify(request: Request) -> Principal:
