@@ -1302,6 +1302,38 @@ def test_simulate_refuses_to_mix_formats_or_write_under_a_file(
     assert not (tmp_path / "w2").exists()
 
 
+def test_simulate_keeps_another_world_in_out_unless_told_to_replace_it(
+    env_settings: Path, tmp_path: Path
+) -> None:
+    """`simulate --out DIR` wrote over the world DIR held without a word. It is kept,
+    the files named with the option that replaces them; the same world simulated
+    again (as `make demo` does on every run) is fine."""
+    world = tmp_path / "world"
+    args = ["simulate", "--out", str(world), "--hcps", "20", "--periods", "2"]
+    run_ok(*args, "--seed", "1")
+    held = {p.name: p.read_bytes() for p in world.iterdir()}
+    assert "wrote 20 HCPs" in run_ok(*args, "--seed", "1")  # the same world: fine
+    assert {p.name: p.read_bytes() for p in world.iterdir()} == held
+
+    refused = runner.invoke(app, [*args, "--seed", "2"])
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert (
+        f"error: --out: {world} holds another world: writing this one would replace "
+        "hcps.csv, catalog.csv, interactions.csv and truth.parquet; give --replace to "
+        "replace them, or another --out"
+    ) in said, said
+    assert "wrote" not in said
+    assert {p.name: p.read_bytes() for p in world.iterdir()} == held  # nothing written
+
+    assert "wrote 20 HCPs" in run_ok(*args, "--seed", "2", "--replace")
+    fresh = tmp_path / "fresh"
+    run_ok("simulate", "--out", str(fresh), "--hcps", "20", "--periods", "2", "--seed", "2")
+    assert {p.name: p.read_bytes() for p in world.iterdir()} == {
+        p.name: p.read_bytes() for p in fresh.iterdir()
+    }
+
+
 @pytest.mark.parametrize(
     ("env", "file_text", "message"),
     [

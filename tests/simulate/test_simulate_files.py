@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nextbest.simulate import SimulatedWorld
+from nextbest.simulate import SimulatedWorld, WorldExistsError, simulate_world
 
 
 def test_write_parquet_round_trips(tiny_world: SimulatedWorld, tmp_path: Path) -> None:
@@ -56,3 +56,34 @@ def test_written_world_loads_through_the_contract(
     assert len(dataset.catalog) == len(tiny_world.catalog)
     assert len(dataset.interactions) == len(tiny_world.interactions)
     assert set(dataset.interactions["hcp_id"]) == set(tiny_world.hcps["hcp_id"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_write_keeps_another_world_unless_told_to_replace_it(
+    tiny_world: SimulatedWorld, tmp_path: Path, fmt: str
+) -> None:
+    """Writing into a directory that held another world replaced its files without a
+    word: they are kept (and named) unless ``replace``; the same world is kept as is."""
+    tiny_world.write(tmp_path, fmt=fmt)  # type: ignore[arg-type]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    tiny_world.write(tmp_path, fmt=fmt)  # type: ignore[arg-type]  # the same world again
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+
+    other = simulate_world(n_hcps=300, periods=8, seed=8)
+    with pytest.raises(WorldExistsError) as refused:
+        other.write(tmp_path, fmt=fmt)  # type: ignore[arg-type]
+    names = [f"hcps.{fmt}", f"catalog.{fmt}", f"interactions.{fmt}", "truth.parquet"]
+    assert refused.value.names == names
+    assert str(refused.value) == (
+        f"{tmp_path} holds another world: writing this one would replace hcps.{fmt}, "
+        f"catalog.{fmt}, interactions.{fmt} and truth.parquet"
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # and no leftovers
+
+    other.write(tmp_path, fmt=fmt, replace=True)  # type: ignore[arg-type]
+    fresh = tmp_path.parent / f"{tmp_path.name}-fresh"
+    other.write(fresh, fmt=fmt)  # type: ignore[arg-type]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+        p.name: p.read_bytes() for p in fresh.iterdir()
+    }

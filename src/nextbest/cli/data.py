@@ -25,16 +25,28 @@ def simulate(
     periods: Annotated[int, typer.Option(min=1, help="Weekly decision periods.")] = 26,
     seed: Annotated[int, typer.Option(min=0, help="Random seed (same seed, same files).")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace the files of another world in --out (without it they are kept "
+            "and nothing is written; the same world simulated again is kept as it is).",
+        ),
+    ] = False,
 ) -> Path:
     """Build a synthetic HCP world with known ground truth."""
-    from nextbest.simulate import simulate_world
+    from nextbest.simulate import WorldExistsError, simulate_world
 
     if fmt not in ("csv", "parquet"):
         raise fail(f"--format must be csv or parquet, got '{fmt}'")
     with working(f"simulating {plural(hcps, 'HCP')} x {plural(periods, 'period')}"):
         world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
         try:
-            world.write(out, fmt="csv" if fmt == "csv" else "parquet")
+            world.write(out, fmt="csv" if fmt == "csv" else "parquet", replace=replace)
+        except WorldExistsError as exc:
+            them = "it" if len(exc.names) == 1 else "them"
+            said = f"{exc}; give --replace to replace {them}, or another --out"
+            raise fail(f"--out: {said}") from None
         except OSError as exc:  # a clash of formats, or a directory that cannot be written
             said = path_error(exc) if exc.filename is not None else str(exc)
             raise fail(f"--out: {said}") from None

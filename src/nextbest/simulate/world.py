@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import filecmp
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -253,28 +257,76 @@ class SimulatedWorld:
         outcome = rng.poisson(mean).astype(np.float64)
         return engaged, outcome
 
-    def write(self, out_dir: str | Path, fmt: Literal["csv", "parquet"] = "csv") -> dict[str, Path]:
+    def write(
+        self,
+        out_dir: str | Path,
+        fmt: Literal["csv", "parquet"] = "csv",
+        *,
+        replace: bool = False,
+    ) -> dict[str, Path]:
         """Write ``hcps``, ``catalog``, ``interactions`` as ``fmt`` and ``truth.parquet``.
 
-        Creates ``out_dir``. Returns the written paths by table name.
+        Creates ``out_dir``. Files of those names there already are kept as they are
+        when they hold what would be written (the same world simulated again), and
+        replaced only with ``replace``: otherwise :class:`WorldExistsError` names them
+        and nothing is written. Returns the paths by table name.
         """
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
         out = Path(out_dir)
         refuse_format_clash(out, fmt)
+        frames = {
+            "hcps": self.hcps,
+            "catalog": self.catalog,
+            "interactions": self.interactions,
+            "truth": self.truth,
+        }
+        paths = {
+            name: out / (f"{name}.{fmt}" if name != "truth" else "truth.parquet") for name in frames
+        }
         out.mkdir(parents=True, exist_ok=True)
-        paths: dict[str, Path] = {}
-        tables = {"hcps": self.hcps, "catalog": self.catalog, "interactions": self.interactions}
-        for name, frame in tables.items():
-            path = out / f"{name}.{fmt}"
-            if fmt == "csv":
-                frame.to_csv(path, index=False)
-            else:
-                frame.to_parquet(path, index=False)
-            paths[name] = path
-        paths["truth"] = out / "truth.parquet"
-        self.truth.to_parquet(paths["truth"], index=False)
+        if not any(path.exists() for path in paths.values()):
+            for name, path in paths.items():
+                _write_table(frames[name], path)
+            return paths
+        # Written beside the files there, compared with them, then moved over them: a
+        # world refused leaves the one there whole.
+        staging = Path(tempfile.mkdtemp(prefix=".simulating-", dir=out))
+        try:
+            staged = {name: staging / path.name for name, path in paths.items()}
+            for name, path in staged.items():
+                _write_table(frames[name], path)
+            other = [
+                name
+                for name, path in paths.items()
+                if path.exists() and not filecmp.cmp(path, staged[name], shallow=False)
+            ]
+            if other and not replace:
+                raise WorldExistsError(out, [paths[name].name for name in other])
+            for name, path in paths.items():
+                if name in other or not path.exists():
+                    os.replace(staged[name], path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return paths
+
+
+class WorldExistsError(FileExistsError):
+    """A directory holds files of a world, other than the one to be written there,
+    that writing it would replace: ``names``, in the order they are written."""
+
+    def __init__(self, out_dir: Path, names: list[str]) -> None:
+        self.out_dir, self.names = out_dir, names
+        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        super().__init__(f"{out_dir} holds another world: writing this one would replace {listed}")
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` at ``path``, as CSV or Parquet by its suffix, without the index."""
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
 
 
 def _check_arguments(n_hcps: Any, periods: Any, seed: Any, start: Any) -> None:
