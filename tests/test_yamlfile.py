@@ -26,6 +26,7 @@ from nextbest.yamlfile import (
     near_hint,
     near_word,
     near_words,
+    unknown_names,
     validation_message,
     word_of,
     yaml_error_message,
@@ -238,9 +239,6 @@ CONTRACT = ("action_id", "channel", "content_id", "topic", "content_type", "cost
         pytest.param("unit_cost", CONTRACT, {}, [], id="words-count-only-when-asked"),
         pytest.param("unit_cost", CONTRACT, {"words": True}, ["cost"], id="a-choice-in-it"),
         pytest.param("visit", ("rep_visit", "email"), {"words": True}, ["rep_visit"], id="in-one"),
-        pytest.param(
-            "data", ("safety_data", "trial_data"), {"words": True}, [], id="a-word-of-two-choices"
-        ),
     ],
 )
 def test_the_near_word_is_found_one_way_for_every_did_you_mean(
@@ -286,6 +284,46 @@ def test_the_first_words_of_several_choices_name_none_of_them(
 @pytest.mark.parametrize(
     ("value", "choices", "near"),
     [
+        # The last words of two fields of the rules file's rep_plan: max_capacity was
+        # named (difflib's ratio prefers the shorter), where default_capacity is as likely.
+        pytest.param(
+            "capacity",
+            ("default_capacity", "max_capacity", "dismiss_reasons", "hcp_wide_reasons"),
+            ["default_capacity", "max_capacity"],
+            id="capacity",
+        ),
+        pytest.param(
+            "reasons",
+            ("dismiss_reasons", "hcp_wide_reasons", "max_capacity"),
+            ["dismiss_reasons", "hcp_wide_reasons"],
+            id="reasons",
+        ),
+        pytest.param(
+            "data", ("safety_data", "trial_data"), ["safety_data", "trial_data"], id="data"
+        ),
+        # One slip from each, alike by difflib's ratio: it named the later in the alphabet.
+        pytest.param("rate", ("rats", "rage"), ["rats", "rage"], id="level-ratio"),
+        pytest.param("rate", ("rage", "rats"), ["rage", "rats"], id="level-ratio-other-order"),
+        pytest.param("per_dayz", ("per_days", "per_dayx"), ["per_days", "per_dayx"], id="slips"),
+    ],
+)
+def test_choices_as_near_as_each_other_name_none_of_them(
+    value: str, choices: tuple[str, ...], near: list[str]
+) -> None:
+    """A name as near two choices (the last words of both, or one slip from each) had
+    one of them guessed for it, picked by how difflib breaks a tie: its near words
+    are those, in the order of the choices, and none is guessed."""
+    assert near_words(value, choices, n=3) == near
+    assert near_word(value, choices) is None
+    assert near_hint(value, choices) == ""
+    assert unknown_names([value], choices) == (
+        f"unknown field '{value}' (allowed here: {', '.join(choices)})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "choices", "near"),
+    [
         # The first words of one choice only: that one.
         pytest.param("hcp", RecommendationCreate, "hcp_id", id="hcp"),
         pytest.param("hcp_ids", RecommendationCreate, "hcp_id", id="hcp-ids"),
@@ -297,6 +335,9 @@ def test_the_first_words_of_several_choices_name_none_of_them(
         pytest.param("event_tpye", FeedbackEventCreate, "event_type", id="event-type-slip"),
         pytest.param("event", ("event_id", "event_type", "events"), "events", id="events"),
         pytest.param("holdout_rat", Settings, "holdout_rate", id="holdout-rate-slip"),
+        # The last words of one choice only, or nearer one by spelling: that one.
+        pytest.param("capacity", ("max_capacity", "dismiss_reasons"), "max_capacity", id="one"),
+        pytest.param("max_capacty", ("default_capacity", "max_capacity"), "max_capacity", id="mc"),
     ],
 )
 def test_a_name_near_one_choice_still_names_it(value: str, choices: Any, near: str) -> None:

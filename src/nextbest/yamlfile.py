@@ -501,12 +501,15 @@ def near_words(
     "did you mean" nextbest says: settings, requests, rules, ids and the data files'
     columns alike.
 
-    A value written as the first words of several choices (``event`` of event_id and
-    event_type, ``holdout`` of holdout_rate and holdout_days) shortens each of them
-    alike: they are its near words, as equals, in the order of ``choices``, which
+    A value written as the first or the last words of several choices (``event`` of
+    event_id and event_type, ``holdout`` of holdout_rate and holdout_days,
+    ``capacity`` of default_capacity and max_capacity) shortens each of them alike:
+    they are its near words, as equals, in the order of ``choices``, which
     :func:`near_word` does not choose between. (difflib's ratio, which counts the
     letters not written, named the shortest.) A choice nearer by a slip of spelling
-    (``events`` for ``event``) is still named first.
+    (``events`` for ``event``) is still named first. Choices as near by difflib's
+    ratio are named in the order of ``choices`` too (difflib puts the later in the
+    alphabet first), and are not chosen between either.
 
     Give ``value`` as the words are written (lower case for lower-case words), or
     ``any_case``: compared case aside (a reason code or a territory the user spells),
@@ -524,8 +527,8 @@ def near_words(
     listed = list(choices)
     if value in listed:  # the word itself (a territory in another case): no other
         return [value]
-    near = difflib.get_close_matches(value, listed, n=n, cutoff=NEAR_ENOUGH)
-    led = [c for c in listed if _leads(value, c)]
+    near = [choice for _, choice in _close(value, listed)][:n]
+    led = [c for c in listed if _shortens(value, c)]
     if len(led) > 1 and (not near or near[0] in led):
         return led[:n]
     if near:
@@ -541,14 +544,42 @@ def near_words(
     return []
 
 
-def _leads(value: str, choice: str) -> bool:
-    """Whether ``value`` (three letters or more) is the first words of ``choice``, the
-    rest left off: ``event`` of event_id, not of events."""
+def _close(value: str, listed: Sequence[str]) -> list[tuple[float, str]]:
+    """The choices of ``listed`` within :data:`NEAR_ENOUGH` of ``value`` by difflib's
+    ratio, with it, nearest first, those as near in the order of ``listed``."""
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(value)
+    scored = []
+    for choice in listed:
+        matcher.set_seq1(choice)
+        if (
+            matcher.real_quick_ratio() >= NEAR_ENOUGH
+            and matcher.quick_ratio() >= NEAR_ENOUGH
+            and (ratio := matcher.ratio()) >= NEAR_ENOUGH
+        ):
+            scored.append((ratio, choice))
+    return sorted(scored, key=lambda scored_choice: -scored_choice[0])  # stable: ties in order
+
+
+def _shortens(value: str, choice: str) -> bool:
+    """Whether ``value`` (three letters or more) is the first or the last words of
+    ``choice``, the rest left off: ``event`` of event_id, not of events; ``capacity``
+    of max_capacity."""
+    if len(value) < 3 or len(choice) <= len(value):
+        return False
+    if choice.startswith(value) and not choice[len(value)].isalnum():
+        return True
+    return choice.endswith(value) and not choice[-len(value) - 1].isalnum()
+
+
+def _as_near(value: str, first: str, second: str) -> bool:
+    """Whether ``value`` is as near ``second`` as ``first`` (see :func:`near_words`):
+    it shortens both, or difflib's ratio puts them level."""
+    if _shortens(value, first) and _shortens(value, second):
+        return True
     return (
-        len(value) >= 3
-        and len(choice) > len(value)
-        and choice.startswith(value)
-        and not choice[len(value)].isalnum()
+        difflib.SequenceMatcher(None, first, value).ratio()
+        == difflib.SequenceMatcher(None, second, value).ratio()
     )
 
 
@@ -562,16 +593,17 @@ def near_word(
 ) -> str | None:
     """The word of ``choices`` that ``value`` most likely means, or None when it is
     near none (:func:`near_words`, whose keywords these are), or near several alike
-    (it is the first words of each: ``event`` of event_id and event_type), or,
-    ``any_case``, when the word near is spelled two ways in ``choices`` (``Other``
-    and ``other``): which one was meant cannot be told."""
+    (it is the first or last words of each: ``event`` of event_id and event_type;
+    or as near each by spelling), or, ``any_case``, when the word near is spelled
+    two ways in ``choices`` (``Other`` and ``other``): which one was meant cannot be
+    told, and one named by chance would send the user the wrong way."""
     near = near_words(value, choices, n=2, any_case=any_case, words=words)
     if not near:
         return None
     if len(near) > 1:
         fold = str.casefold if any_case else str
         first, second, written = fold(near[0]), fold(near[1]), fold(value)
-        if (any_case and first == second) or (_leads(written, first) and _leads(written, second)):
+        if (any_case and first == second) or _as_near(written, first, second):
             return None
     return near[0]
 

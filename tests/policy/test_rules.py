@@ -420,7 +420,9 @@ def test_history_reach_names_the_rule_that_reads_furthest_back(
         ),
         pytest.param(
             {"rep_plan": {"capacity": 2}},
-            r"rep_plan: unknown field 'capacity' \(did you mean 'max_capacity'\?\)$",
+            # The last word of default_capacity and max_capacity alike: neither guessed.
+            r"rep_plan: unknown field 'capacity' \(allowed here: default_capacity, "
+            r"max_capacity, dismiss_reasons, hcp_wide_reasons\)$",
             id="rep-plan-typo",
         ),
         # A gap between any two contacts is not a rule: refused, not read and ignored.
