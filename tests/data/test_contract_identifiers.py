@@ -199,3 +199,42 @@ def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_keep_every_digit(
     dataset = load_dataset(out)
     assert set(dataset.interactions["action_id"].dropna()) == {str(v) for v in big.values()}
     assert dataset.interactions["action_id"].isna().sum() == 1  # the no-touch row
+
+
+@pytest.mark.parametrize(
+    ("kind", "ids", "said"),
+    [
+        # One id past 2**53 alone, not repeated: loaded as '1.2345678901234568e+17',
+        # in the hcps and interactions files alike, matching whatever it was rounded from.
+        pytest.param(
+            "float64",
+            {"H1": 123456789012345678.0, "H2": 2.0, "H3": 3.0},
+            "123456789012345680 is read from a column of floats (float64), which holds no "
+            "whole number from 2**53 (9,007,199,254,740,992) up exactly",
+            id="float64",
+        ),
+        pytest.param(
+            "float32",
+            {"H1": 16777217.0, "H2": 2.0, "H3": 3.0},
+            "16777216 is read from a column of floats (float32), which holds no whole "
+            "number from 2**24 (16,777,216) up exactly",
+            id="float32",
+        ),
+    ],
+)
+def test_ids_a_float_column_holds_rounded_are_refused_by_row(
+    tables: Tables, write_tables: WriteTables, kind: str, ids: dict[str, float], said: str
+) -> None:
+    out = write_tables(tables, fmt="parquet")
+    for name in ("hcps", "interactions"):
+        frame = tables[name].assign(hcp_id=tables[name]["hcp_id"].map(ids).astype(kind))
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    with pytest.raises(ContractError) as refused:
+        load_dataset(out)
+    message = str(refused.value)
+    assert f"hcps.parquet, row 1, column 'hcp_id': {said}" in message, message
+    assert "hint: hcps.parquet, column 'hcp_id': write hcp_id as text or as integers" in message
+    # Every row of the history naming it: rows 2, 3 and 5 are H1's.
+    for row in (2, 3, 5):
+        assert f"interactions.parquet, row {row}, column 'hcp_id': {said}" in message
+    assert "interactions.parquet, row 1," not in message  # H2's id, 2, is held exactly

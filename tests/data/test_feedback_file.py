@@ -87,6 +87,39 @@ def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_are_stored_as_writ
     assert _stored(settings)["action_id"].tolist() == ["123456789012345678", None]
 
 
+@pytest.mark.parametrize(
+    ("column", "values", "said"),
+    [
+        # Stored naming action '1.2345678901234568e+17': written 123456789012345678, or
+        # any of the ids a float rounds to the same number.
+        pytest.param(
+            "action_id",
+            [123456789012345678.0, 12.0],
+            "events.parquet, row 1, column 'action_id': 123456789012345680 is read from a "
+            "column of floats (float64), which holds no whole number from 2**53 "
+            "(9,007,199,254,740,992) up exactly: the digits written may have been others",
+            id="float-past-2**53",
+        ),
+    ],
+)
+def test_ids_a_typed_column_does_not_hold_as_written_refuse_the_file(
+    settings: Settings, tmp_path: Path, column: str, values: object, said: str
+) -> None:
+    """A float id column holding a number no float holds exactly was read as the id
+    '1.2345678901234568e+17', and every event stored naming an action no system
+    wrote. The file is refused, naming the column and the row, and nothing is
+    stored."""
+    events = pd.DataFrame({"event_id": ["e1", "e2"], "event_type": ["opened", "opened"]})
+    events["hcp_id"] = ["H1", "H2"]
+    events[column] = values
+    typed = tmp_path / "events.parquet"
+    events.to_parquet(typed, index=False)
+    with pytest.raises(ContractError) as refused:
+        ingest_events(settings, read_events(typed), model=None)
+    assert said in str(refused.value), str(refused.value)
+    assert _stored(settings).empty
+
+
 def test_text_a_parquet_file_stores_as_bytes_is_read_as_text(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -97,7 +97,10 @@ def codes(values: pd.Series) -> Codes:
     """Read any column as text :class:`Codes`: cells ``str()``-ed and stripped.
 
     Whole floats read as integers ("123", not "123.0"): a numeric id column stored
-    as float because it has nulls names the same ids as an integer one.
+    as float because it has nulls names the same ids as an integer one. (From 2**53
+    up a float holds no id exactly: the data contract refuses those, see
+    :func:`nextbest.contract.validate.refuse_typed_text`; read as written out in full,
+    not in scientific notation, that refusal is what they are said with.)
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
         raw_codes = np.array(values.cat.codes.to_numpy(), dtype=np.int32)  # a copy: set below
@@ -106,8 +109,12 @@ def codes(values: pd.Series) -> Codes:
         factorized, distinct = pd.factorize(values, use_na_sentinel=True)
         raw_codes = np.asarray(factorized, dtype=np.int32)
     distinct = pd.Series(distinct)
-    if is_float_dtype(distinct.dtype) and _whole(distinct.to_numpy(dtype="float64")):
-        distinct = distinct.astype("Int64")
+    if is_float_dtype(distinct.dtype):
+        numbers = distinct.to_numpy(dtype="float64", na_value=np.nan)
+        if _whole(numbers):
+            distinct = distinct.astype("Int64")
+        elif _whole(numbers, exactly=False):  # rounded past 2**53: written out all the same
+            distinct = pd.Series([None if np.isnan(x) else number(x) for x in numbers])
     strings = distinct.astype(object).astype("string").str.strip().fillna("")
     # Nulls (code -1) become one extra distinct value, ''.
     uniques = np.append(strings.to_numpy(dtype=object), "").astype(object)
@@ -453,9 +460,10 @@ def _identifier_like(strings: npt.NDArray[np.object_]) -> Mask:
     return found.to_numpy(dtype=bool, na_value=False)
 
 
-def _whole(numbers: npt.NDArray[np.float64]) -> bool:
-    """Whether every non-NaN value is an integer a float64 holds exactly."""
+def _whole(numbers: npt.NDArray[np.float64], *, exactly: bool = True) -> bool:
+    """Whether every non-NaN value is an integer a float64 holds exactly (not
+    ``exactly``: an integer, from 2**53 up the one the float rounded another to)."""
     present = numbers[~np.isnan(numbers)]
-    return bool(np.all(np.isfinite(present) & (present == np.round(present)))) and bool(
-        np.all(np.abs(present) < 2.0**53)
+    return bool(np.all(np.isfinite(present) & (present == np.round(present)))) and (
+        not exactly or bool(np.all(np.abs(present) < 2.0**53))
     )

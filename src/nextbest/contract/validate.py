@@ -194,7 +194,7 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     _check_stored_length(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {"hcp_id": hcp_id.series()}
     if "specialty" in raw.columns:  # an empty cell: the served model's
-        out["specialty"] = parse.codes(raw["specialty"]).series()
+        out["specialty"] = _text(raw, "specialty", log).series()
     headers: dict[str, str] = {}
     blanks: dict[str, int] = {}
     ignored = [c for c in _others(raw, out) if not _read_consent(raw, c, log, out, headers, blanks)]
@@ -373,7 +373,7 @@ def _interactions(
 
     hcp_id = _required_text(raw, "hcp_id", log)
     if hcps is None or catalog is None:
-        action = parse.codes(raw["action_id"])
+        action = _text(raw, "action_id", log)
         _timestamp(raw, "timestamp", log, required=True)
         _cells_of_their_own(raw, action, log)
         log.raise_if_any()
@@ -394,7 +394,7 @@ def _interactions(
     )
     timestamp = _timestamp(raw, "timestamp", log, required=True)
 
-    action = parse.codes(raw["action_id"])
+    action = _text(raw, "action_id", log)
     no_touch = action.empty
     action_position = action.broadcast(pd.Index(catalog["action_id"]).get_indexer(action.uniques))
     known = action_position >= 0
@@ -427,7 +427,7 @@ def _interactions(
     for column in ("channel", "content_id"):
         in_catalog = catalog[column].to_numpy(dtype=object)
         if column in raw.columns:
-            given = parse.codes(raw[column])
+            given = _text(raw, column, log)
             if column == "channel":
                 given = given.map(channel_spelling)
             # Compare codes, not strings: where does each catalog value sit among
@@ -546,7 +546,7 @@ def _cells_of_their_own(raw: pd.DataFrame, action: Codes, log: ProblemLog) -> _O
 
     recommendation = None
     if "recommendation_id" in raw.columns:
-        recommendation = parse.codes(raw["recommendation_id"])
+        recommendation = _text(raw, "recommendation_id", log)
         _check_stored_length(
             recommendation, "recommendation_id", log, advice=_NAMES_NO_LOGGED_DECISION
         )
@@ -766,8 +766,47 @@ def _others(raw: pd.DataFrame, known: Iterable[str]) -> list[str]:
     return [str(name) for name in raw.columns if name not in skip]
 
 
+def refuse_typed_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> None:
+    """Log what a typed (Parquet) ``column`` of text, ids above all, would be read as
+    otherwise than it was written: whole numbers a column of floats holds rounded (from
+    2**53 up in float64: 123456789012345678 is 123456789012345680 there, an id no
+    system wrote), each by its row. A CSV file's cells are text: nothing to log."""
+    values = raw[column]
+    if not pd.api.types.is_float_dtype(values.dtype):
+        return
+    typed: Any = values.dtype  # Float32 (pandas' nullable floats) is float32 to numpy
+    kind = np.dtype(getattr(typed, "numpy_dtype", typed))
+    exact = int(np.finfo(kind).nmant) + 1  # float64: 53 bits of whole numbers held exactly
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        rounded = ~(np.abs(numbers) < 2.0**exact) & ~np.isnan(numbers)
+    if not rounded.any():
+        return
+    log.add_rows(
+        rounded,
+        column,
+        lambda i: (
+            f"{parse.shown(values, i)} is read from a column of floats ({kind}), which holds "
+            f"no whole number from 2**{exact} ({2**exact:,}) up exactly: the digits written "
+            "may have been others"
+        ),
+    )
+    log.hint(
+        f"write {column} as text or as integers (int64), not as floats: a float column "
+        "rounds long numeric ids, so that they name no HCP or action, or another one",
+        column=column,
+    )
+
+
+def _text(raw: pd.DataFrame, column: str, log: ProblemLog) -> Codes:
+    """The cells of ``column`` as text :class:`Codes`, a typed column that would not be
+    read as written logged (:func:`refuse_typed_text`)."""
+    refuse_typed_text(raw, column, log)
+    return parse.codes(raw[column])
+
+
 def _required_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> Codes:
-    cells = parse.codes(raw[column])
+    cells = _text(raw, column, log)
     log.add_rows(cells.empty, column, lambda _: "empty value")
     # 'NULL', '#N/A': a missing value as a database or a spreadsheet writes one, which
     # read as text made an HCP's specialty or territory '#N/A'.

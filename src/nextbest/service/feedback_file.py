@@ -27,7 +27,7 @@ from nextbest.contract.files import (
     row_numbers,
     saved_index_names,
 )
-from nextbest.contract.validate import without_unnamed_columns
+from nextbest.contract.validate import refuse_typed_text, without_unnamed_columns
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
 from nextbest.service.feedback import ingest_feedback
@@ -108,7 +108,9 @@ def read_events(path: Path) -> pd.DataFrame:
     Ids in a column typed as numbers (a Parquet ``hcp_id`` of integers, or of floats
     for its nulls) are read as the text they stand for (``7``, not ``7.0``), as a CSV
     file gives them; a float32 ``value`` as the decimal written (0.1, not
-    0.10000000149011612).
+    0.10000000149011612). A text column of floats too large to hold a whole number
+    exactly (2**53 and up) is refused with the file
+    (:func:`~nextbest.contract.validate.refuse_typed_text`).
     """
     # A NUL in a Parquet text value is each event's to refuse, or an opt-out's to
     # leave out (see nextbest.service.events), as the endpoint does.
@@ -136,6 +138,12 @@ def read_events(path: Path) -> pd.DataFrame:
     ] + [Problem(path.name, None, c, "missing required column") for c in missing]
     if problems:
         raise ContractError(problems)
+    # A column of floats that rounded long ids: the file's events would name what no
+    # system wrote, so the file is refused, not its rows.
+    for column in TEXT_COLUMNS:
+        if column in frame.columns:
+            refuse_typed_text(frame, column, log)
+    log.raise_if_any()
     for column in TEXT_COLUMNS:
         if column in frame.columns and pd.api.types.is_numeric_dtype(frame[column].dtype):
             frame[column] = parse.text(frame[column]).to_numpy()
