@@ -238,3 +238,19 @@ def test_ids_a_float_column_holds_rounded_are_refused_by_row(
     for row in (2, 3, 5):
         assert f"interactions.parquet, row {row}, column 'hcp_id': {said}" in message
     assert "interactions.parquet, row 1," not in message  # H2's id, 2, is held exactly
+
+
+@pytest.mark.parametrize("column", ["hcp_id", "territory_id"])
+def test_a_boolean_id_column_is_refused(
+    tables: Tables, write_tables: WriteTables, column: str
+) -> None:
+    """A boolean column was read as the ids 'True' and 'False'."""
+    out = write_tables(tables, fmt="parquet")
+    hcps = tables["hcps"].assign(**{column: [True, False, True]})
+    hcps.to_parquet(out / "hcps.parquet", index=False)
+    with pytest.raises(ContractError) as refused:
+        load_dataset(out)
+    assert (
+        f"hcps.parquet, column '{column}': is a column of true/false values (a boolean "
+        "column), which would be read as the text 'True' and 'False'"
+    ) in str(refused.value)

@@ -90,6 +90,27 @@ def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_are_stored_as_writ
 @pytest.mark.parametrize(
     ("column", "values", "said"),
     [
+        # Stored naming HCPs 'True' and 'False'.
+        pytest.param(
+            "hcp_id",
+            [True, False],
+            "events.parquet, column 'hcp_id': is a column of true/false values (a boolean "
+            "column), which would be read as the text 'True' and 'False': write it as a "
+            "column of text (ids as text or integers)",
+            id="boolean",
+        ),
+        pytest.param(
+            "hcp_id",
+            pd.array([True, None], dtype="boolean"),
+            "events.parquet, column 'hcp_id': is a column of true/false values",
+            id="boolean-with-nulls",
+        ),
+        pytest.param(  # read back as Python bools beside None (object)
+            "hcp_id",
+            pd.Series([None, True], dtype=object),
+            "events.parquet, column 'hcp_id': is a column of true/false values",
+            id="bools-and-none",
+        ),
         # Stored naming action '1.2345678901234568e+17': written 123456789012345678, or
         # any of the ids a float rounds to the same number.
         pytest.param(
@@ -105,10 +126,10 @@ def test_integer_ids_with_nulls_from_a_warehouse_parquet_file_are_stored_as_writ
 def test_ids_a_typed_column_does_not_hold_as_written_refuse_the_file(
     settings: Settings, tmp_path: Path, column: str, values: object, said: str
 ) -> None:
-    """A float id column holding a number no float holds exactly was read as the id
-    '1.2345678901234568e+17', and every event stored naming an action no system
-    wrote. The file is refused, naming the column and the row, and nothing is
-    stored."""
+    """A boolean id column, or a float one holding a number no float holds exactly, was
+    read as the ids 'True' and 'False', or '1.2345678901234568e+17', and every event
+    stored naming an HCP or an action no system wrote. The file is refused, naming the
+    column (and the row), and nothing is stored."""
     events = pd.DataFrame({"event_id": ["e1", "e2"], "event_type": ["opened", "opened"]})
     events["hcp_id"] = ["H1", "H2"]
     events[column] = values

@@ -768,10 +768,19 @@ def _others(raw: pd.DataFrame, known: Iterable[str]) -> list[str]:
 
 def refuse_typed_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> None:
     """Log what a typed (Parquet) ``column`` of text, ids above all, would be read as
-    otherwise than it was written: whole numbers a column of floats holds rounded (from
+    otherwise than it was written: true/false values (a boolean column), read as the
+    text 'True' and 'False'; whole numbers a column of floats holds rounded (from
     2**53 up in float64: 123456789012345678 is 123456789012345680 there, an id no
     system wrote), each by its row. A CSV file's cells are text: nothing to log."""
     values = raw[column]
+    if _true_false(values):
+        log.add(
+            "is a column of true/false values (a boolean column), which would be read as "
+            "the text 'True' and 'False': write it as a column of text (ids as text or "
+            "integers)",
+            column=column,
+        )
+        return
     if not pd.api.types.is_float_dtype(values.dtype):
         return
     typed: Any = values.dtype  # Float32 (pandas' nullable floats) is float32 to numpy
@@ -796,6 +805,21 @@ def refuse_typed_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> None:
         "rounds long numeric ids, so that they name no HCP or action, or another one",
         column=column,
     )
+
+
+def _true_false(values: pd.Series) -> bool:
+    """Whether ``values`` are of a boolean column: typed bools (nullable ones are
+    Python bools beside None), or categories of them."""
+    kind = values.dtype
+    if isinstance(kind, pd.CategoricalDtype):
+        categories = kind.categories
+        return len(categories) > 0 and isinstance(categories[0], bool | np.bool_)
+    if pd.api.types.is_bool_dtype(kind):
+        return True
+    if not pd.api.types.is_object_dtype(kind) or values.empty or isinstance(values.iat[0], str):
+        return False  # a CSV file's text: the first cell says so without a scan
+    present = values.notna().to_numpy()
+    return bool(present.any()) and isinstance(values.iat[int(present.argmax())], bool | np.bool_)
 
 
 def _text(raw: pd.DataFrame, column: str, log: ProblemLog) -> Codes:

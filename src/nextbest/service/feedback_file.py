@@ -108,8 +108,8 @@ def read_events(path: Path) -> pd.DataFrame:
     Ids in a column typed as numbers (a Parquet ``hcp_id`` of integers, or of floats
     for its nulls) are read as the text they stand for (``7``, not ``7.0``), as a CSV
     file gives them; a float32 ``value`` as the decimal written (0.1, not
-    0.10000000149011612). A text column of floats too large to hold a whole number
-    exactly (2**53 and up) is refused with the file
+    0.10000000149011612). A text column of true/false values, or of floats too large
+    to hold a whole number exactly (2**53 and up), is refused with the file
     (:func:`~nextbest.contract.validate.refuse_typed_text`).
     """
     # A NUL in a Parquet text value is each event's to refuse, or an opt-out's to
@@ -138,8 +138,8 @@ def read_events(path: Path) -> pd.DataFrame:
     ] + [Problem(path.name, None, c, "missing required column") for c in missing]
     if problems:
         raise ContractError(problems)
-    # A column of floats that rounded long ids: the file's events would name what no
-    # system wrote, so the file is refused, not its rows.
+    # A boolean id column, or one of floats that rounded long ids: every event of the
+    # file would name what no system wrote, so the file is refused, not its rows.
     for column in TEXT_COLUMNS:
         if column in frame.columns:
             refuse_typed_text(frame, column, log)
