@@ -3521,10 +3521,10 @@ def test_alias_champion_leaves_a_champion_made_while_it_trained(
 @pytest.mark.parametrize(
     ("alias", "said"),
     [
-        ("bad alias!", "Names may only contain alphanumerics, underscores (_), and dashes (-)"),
+        ("bad alias!", "may only hold letters, digits, underscores (_) and dashes (-)"),
         ("", "cannot be empty"),
-        ("latest", "'latest' alias name (case insensitive) is reserved"),
-        ("v2", "Version alias name 'v2' is reserved"),
+        ("latest", "'latest' (in any case) is reserved"),
+        ("v2", "'v2' is reserved: MLflow names version 2 so"),
     ],
 )
 @pytest.mark.parametrize("command", ["train", "retrain"])

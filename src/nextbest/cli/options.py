@@ -351,10 +351,10 @@ def _shown_input(value: Any) -> Any:
 
 
 def parse_date(value: str | None, option: str) -> datetime | None:
+    if value is None:  # the serving code (sklearn: a second) is not imported for nothing
+        return None
     from nextbest.service.recommend import EARLIEST_DECISION, LATEST_DECISION, check_decision_date
 
-    if value is None:
-        return None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:

@@ -82,7 +82,7 @@ from nextbest.yamlfile import read_settings_file, validated, word_of
 
 CHAMPION = registry.CHAMPION_ALIAS
 CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous_champion"
+PREVIOUS_CHAMPION = registry.PREVIOUS_CHAMPION_ALIAS
 HISTORY_TAG = registry.HISTORY_TAG
 # Version tag: the evaluation_share its retrain left out of training (retrain sets it).
 SHARE_TAG = "evaluation_share"
