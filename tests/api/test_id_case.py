@@ -52,3 +52,23 @@ def test_a_rep_key_is_told_of_an_id_of_its_own_territory_in_another_case(
     assert refused.json()["detail"].endswith(
         "this HCP is outside it or not known to the served model"
     ), refused.text
+
+
+def test_feedback_naming_an_hcp_in_another_case_names_the_id_meant(
+    client: TestClient, keys
+) -> None:
+    """Was: "unknown hcp_id 'h000001'" alone, from an e-mail system whose ids lost their
+    case on the way; an opt-out for it was kept for an HCP not known yet, silently."""
+    own, _ = _hcps(client, keys)
+    contact = {"event_id": "case-contact", "event_type": "delivered", "hcp_id": own.lower()}
+    refused = client.post("/v1/feedback", json=contact)
+    assert refused.status_code == 422, refused.text
+    assert refused.text.count(IN_ANOTHER_CASE.format(own)) == 1, refused.text
+    opt_out = {"event_id": "case-opt-out", "event_type": "opted_out", "hcp_id": own.lower()}
+    kept = client.post("/v1/feedback", json=opt_out)
+    assert kept.status_code == 200 and kept.json()["accepted"] == 1, kept.text
+    (note,) = kept.json()["uncounted"]
+    assert note["message"].endswith(IN_ANOTHER_CASE.format(own)), note
+    unknown = {"event_id": "no-such", "event_type": "delivered", "hcp_id": "H-NO-SUCH-HCP"}
+    said = client.post("/v1/feedback", json=unknown).text
+    assert "unknown hcp_id 'H-NO-SUCH-HCP'" in said and "did you mean" not in said, said

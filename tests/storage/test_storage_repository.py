@@ -457,8 +457,9 @@ def test_partial_batch_rejects_invalid_events_and_stores_the_rest(
         assert rejected[index][0] == event_id
         assert re.search(pattern, rejected[index][1]), rejected[index]
     assert sorted(stored_events(session_factory)) == ["ok-1", "ok-2", "ok-3"]
-    # Asked once per distinct HCP that reached that check.
-    assert sorted(asked) == ["h-unknown", "h1", "h2"]
+    # Asked once per distinct HCP that reached that check, and an unknown one's id in
+    # upper case (the lower case is its own): the id meant when a system changed the case.
+    assert sorted(asked) == ["H-UNKNOWN", "h-unknown", "h1", "h2"]
 
 
 def test_unknown_recommendation_ids_are_checked_in_one_query(

@@ -23,13 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nextbest import __version__
-from nextbest.api.auth import (
-    feedback_scope,
-    refused_before_validation,
-    require_roles,
-    said_in_another_case,
-    spelled_alike,
-)
+from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
 from nextbest.api.bodies import BodyRefused, body_kind, naming_the_field_meant
 from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import (
@@ -42,6 +36,7 @@ from nextbest.api.openapi import document
 from nextbest.api.routes import admin, feedback, health, recommendations, reps
 from nextbest.api.unmatched import methods_taken, unknown_path, wrong_method
 from nextbest.api.workers import SUPERVISOR_ENV, die_with_supervisor
+from nextbest.contract.parse import said_in_another_case, spelled_alike
 from nextbest.errors import (
     InvalidRequestError,
     LogBacklogFullError,
@@ -322,7 +317,7 @@ def create_app(
         if exc.kind == "hcp_id":
             # 'h000001' sent for 'H000001' (a CRM that changed the ids' case): said so.
             known = request.app.state.runtime.recommender.known_hcps
-            if (meant := spelled_alike(known, exc.identifier)) is not None:
+            if (meant := spelled_alike(exc.identifier, known.__contains__)) is not None:
                 detail += said_in_another_case(meant)
         return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": detail})
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Request, status
 
 from nextbest.api.observability import record_retiring_key
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted, said_in_another_case, spelled_alike
 from nextbest.errors import ModelNotLoadedError
 from nextbest.service.apikeys import Principal, ReloadingKeyStore, channel_spelling, utc_text
 from nextbest.service.events import MAX_FEEDBACK_BATCH
@@ -222,22 +222,6 @@ def forbid_outside_territory(
         )
 
 
-def spelled_alike(known: Collection[str], hcp_id: str) -> str | None:
-    """The id of ``known`` that ``hcp_id`` is in another case, upper or lower (a CRM or
-    a spreadsheet that changed the case of the ids it holds); None when there is none.
-    Two lookups, no scan: an unknown id costs no more than a known one."""
-    for candidate in (hcp_id.upper(), hcp_id.lower()):
-        if candidate != hcp_id and candidate in known:
-            return candidate
-    return None
-
-
-def said_in_another_case(meant: str) -> str:
-    """What a refusal of an unknown HCP id adds when ``meant`` is the same id in
-    another case (:func:`spelled_alike`)."""
-    return f" (ids are compared exactly, case included: did you mean {quoted(meant)}?)"
-
-
 def forbid_hcp_outside_territory(
     principal: Principal, recommender: Recommender, hcp_id: str, what: str
 ) -> None:
@@ -250,7 +234,7 @@ def forbid_hcp_outside_territory(
     territory = recommender.territory_of(hcp_id)
     if territory == principal.territory_id:
         return
-    meant = spelled_alike(recommender.known_hcps, hcp_id)
+    meant = spelled_alike(hcp_id, recommender.known_hcps.__contains__)
     if meant is not None and recommender.territory_of(meant) != principal.territory_id:
         meant = None
     forbid_outside_territory(principal, territory, what, meant=meant)

@@ -155,6 +155,22 @@ def quoted(value: str, *, at_most: int | None = None) -> str:
     return said if shown is value else f"{said}... ({len(value):,} characters)"
 
 
+def spelled_alike(hcp_id: str, is_known: Callable[[str], bool]) -> str | None:
+    """The id ``is_known`` knows that ``hcp_id`` is in another case, upper or lower (a CRM
+    or a spreadsheet that changed the case of the ids it holds); None when there is none.
+    Two lookups, no scan: an unknown id costs no more than a known one."""
+    for candidate in (hcp_id.upper(), hcp_id.lower()):
+        if candidate != hcp_id and is_known(candidate):
+            return candidate
+    return None
+
+
+def said_in_another_case(meant: str) -> str:
+    """What a refusal of an unknown HCP id adds when ``meant`` is the same id in
+    another case (:func:`spelled_alike`)."""
+    return f" (ids are compared exactly, case included: did you mean {quoted(meant)}?)"
+
+
 def shown(values: pd.Series, position: int) -> str:
     """The raw cell at ``position`` as it should appear in a message."""
     value = values.iat[position]

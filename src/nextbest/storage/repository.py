@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted, said_in_another_case, spelled_alike
 from nextbest.contract.schema import (
     EVERY_CHANNEL_NAMES,
     MAX_OUTCOME,
@@ -1428,6 +1428,13 @@ def _record_feedback(
     # What "in the future" is judged by: the caller's clock or the machine's, the later.
     ahead_of = max(received_at, datetime.now(UTC))
     known_hcps: dict[str, bool] = {}
+
+    def hcp_known(hcp_id: str) -> bool:
+        """``hcp_exists``, asked once per id in a batch."""
+        if hcp_id not in known_hcps:
+            known_hcps[hcp_id] = hcp_exists is not None and hcp_exists(hcp_id)
+        return known_hcps[hcp_id]
+
     served = _served_recommendations(
         session,
         # An id with a NUL would fail the lookup on PostgreSQL: _check_event refuses it.
@@ -1686,17 +1693,22 @@ def _record_feedback(
                 )
         # A consent event for an HCP no model knows yet is kept: it applies as soon
         # as one does (refused, an opt-out sent before the hcps file caught up was lost).
-        if message is None and hcp_exists is not None:
-            if event.hcp_id not in known_hcps:
-                known_hcps[event.hcp_id] = hcp_exists(event.hcp_id)
-            if known_hcps[event.hcp_id]:
-                pass
-            elif event.event_type not in CONSENT_EVENT_TYPES:
-                message = f"unknown hcp_id '{event.hcp_id}'"
+        if message is None and hcp_exists is not None and not hcp_known(event.hcp_id):
+            # 'h000001' sent for 'H000001' (a system that changed the ids' case): said so.
+            meant = spelled_alike(event.hcp_id, hcp_known)
+            if event.event_type not in CONSENT_EVENT_TYPES:
+                message = f"unknown hcp_id '{event.hcp_id}'" + (
+                    "" if meant is None else said_in_another_case(meant)
+                )
             else:
                 unknown_hcp = (
-                    f"stored, but no HCP of the served model has the id '{event.hcp_id}' yet: "
-                    "it applies once one does (ids are compared exactly: check the spelling)"
+                    f"stored, but no HCP of the served model has the id '{event.hcp_id}' "
+                    "yet: it applies once one does"
+                    + (
+                        " (ids are compared exactly: check the spelling)"
+                        if meant is None
+                        else said_in_another_case(meant)
+                    )
                 )
                 uncounted = unknown_hcp if uncounted is None else f"{uncounted}; {unknown_hcp}"
         if message is not None and near_miss is not None:
