@@ -36,9 +36,12 @@ def simulate(
 ) -> Path:
     """Build a synthetic HCP world with known ground truth."""
     from nextbest.simulate import WorldExistsError, simulate_world
+    from nextbest.yamlfile import near_hint
 
-    if fmt not in ("csv", "parquet"):
-        raise fail(f"--format must be csv or parquet, got '{fmt}'")
+    if fmt not in (formats := ("csv", "parquet")):
+        raise fail(
+            f"--format must be csv or parquet, got '{fmt}'{near_hint(fmt, formats, any_case=True)}"
+        )
     with working(f"simulating {plural(hcps, 'HCP')} x {plural(periods, 'period')}"):
         world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
         try:

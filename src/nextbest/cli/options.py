@@ -559,6 +559,22 @@ def say_gate_config(config: Any, path: Path | None) -> None:
     )
 
 
+def _alias_hint(settings: Settings, alias: str) -> str:
+    """`` (did you mean 'champion'?)`` naming the alias the registry holds that
+    ``alias`` is near (any case: aliases are lower case as nextbest sets them); ''
+    when near none, or when the registry cannot list them."""
+    from nextbest import registry
+    from nextbest.yamlfile import near_hint
+
+    try:
+        versions = registry.list_versions(settings)
+    except registry.TrainingRunsMissingError as exc:
+        versions = exc.versions
+    except registry.RegistryError:
+        return ""
+    return near_hint(alias, sorted({a for v in versions for a in v.aliases}), any_case=True)
+
+
 def model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     """The model ``explain --model`` names: a version number, an alias, or (None)
     the served alias; a version the registry does not hold is named with those it does."""
@@ -575,7 +591,8 @@ def model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
                     f"alias '{alias}' yet; train one with `nextbest train --data DIR`"
                 )
             raise fail(  # a name that is none of the aliases set
-                f"--model {name}: model '{settings.model_name}' has no alias '{alias}' "
+                f"--model {name}: model '{settings.model_name}' has no alias '{alias}'"
+                f"{_alias_hint(settings, alias)} "
                 "(`nextbest models` lists the versions and their aliases)"
             )
         return registry.load_alias(settings, alias)

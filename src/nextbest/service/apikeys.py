@@ -74,6 +74,7 @@ from nextbest.yamlfile import (
     KeyLines,
     Place,
     load_yaml_with_lines,
+    near_hint,
     unknown_names,
     yaml_error_where,
 )
@@ -685,15 +686,18 @@ def _field_names(given_as: Mapping[str, str] | None) -> Callable[[str], str]:
 
 
 def _given(value: Any, allowed: tuple[str, ...], given_as: Mapping[str, str] | None) -> str:
-    """What a message adds of a refused ``value`` of one of ``allowed``: nothing for a
-    key file's (see :func:`_parse`); the value given on a command line, unless it is
-    as long as a key (one typed in the wrong place is not shown)."""
-    if given_as is None:
-        return ""
+    """What a message adds of a refused ``value`` of one of ``allowed``: the value
+    given on a command line, unless it is as long as a key (one typed in the wrong
+    place is not shown), never a key file's (see :func:`_parse`); then the word it
+    is near (`` (did you mean 'admin'?)``), which a key is near none of."""
     text = str(value)
+    near = near_hint(text, allowed, any_case=True) if len(text) < MIN_KEY_LENGTH else ""
+    if given_as is None:
+        return near
     shown = repr(text) if len(text) < MIN_KEY_LENGTH else f"<{len(text)} characters>"
-    case = " (lower case)" if text.lower() in allowed else ""
-    return f", not {shown}{case}"
+    if text.lower() in allowed:
+        return f", not {shown} (lower case)"
+    return f", not {shown}{near}"
 
 
 def _channels(
