@@ -8,8 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nextbest.contract import ContractError, Dataset
+from nextbest.contract import ContractError, Dataset, load_dataset, write_dataset
 from nextbest.contract.adapters import load_detailing
+from nextbest.contract.notes import unread_column_notes
+from nextbest.contract.schema import OPTIONAL_INTERACTION_COLUMNS, REQUIRED_INTERACTION_COLUMNS
 
 DETAILING = Path(os.environ.get("NEXTBEST_DETAILING_CSV", "/work/shared/data/detailing.csv"))
 
@@ -72,13 +74,12 @@ def test_each_month_maps_to_one_decision(detailing: Dataset, raw: pd.DataFrame) 
     )
     merged = inter.merge(expected, on=["hcp_id", "timestamp"], how="outer", validate="1:1")
     assert len(merged) == len(raw)
-    touched = merged["details_y"] > 0
+    touched = merged["details"] > 0
     assert (merged["action_id"].notna() == touched).all()
     assert (merged.loc[touched, "engaged"] == merged.loc[touched, "took_samples"]).all()
     assert 0.2 < merged.loc[touched, "engaged"].mean() < 0.5  # both 0s and 1s to learn from
     assert (merged.loc[~touched, "engaged"] == 0).all()
     assert (merged["outcome"] == merged["new_rx"]).all()
-    assert (merged["details_x"] == merged["details_y"]).all()
     assert inter["timestamp"].min() == pd.Timestamp("2020-01-01")
     assert inter["timestamp"].max() == pd.Timestamp("2021-12-01")
     assert int(touched.sum()) == 2_925
@@ -118,8 +119,18 @@ def test_a_small_file_maps_with_any_start_month(tmp_path: Path) -> None:
     )
     assert inter["action_id"].tolist() == [None, "detail_visit", "detail_visit", "detail_visit"]
     assert inter["outcome"].tolist() == [10.0, 9.0, 11.0, 12.0]
-    assert inter["samples"].tolist() == [0, 0, 0, 4]
+    assert inter["engaged"].tolist()[1:] == [0.0, 0.0, 1.0]  # samples taken in the last
     assert data.hcps["specialty"].tolist() == ["psychiatry", "other"]
+
+
+def test_written_out_it_holds_only_columns_validate_reads(tmp_path: Path) -> None:
+    """`validate` on the directory written from the panel has no column to call unread
+    (details, samples and competitor_new were written and named so)."""
+    written = write_dataset(load_detailing(_write(tmp_path, GOOD_ROWS)), tmp_path / "data")
+    assert unread_column_notes(load_dataset(written)) == []
+    header = (written / "interactions.csv").read_text().splitlines()[0].split(",")
+    contract = {*REQUIRED_INTERACTION_COLUMNS, *OPTIONAL_INTERACTION_COLUMNS}
+    assert set(header) <= contract, header
 
 
 def test_start_must_open_a_month(tmp_path: Path) -> None:

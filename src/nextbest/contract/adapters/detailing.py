@@ -47,14 +47,10 @@ CHANNEL: Final = "rep_visit"
 TERRITORY: Final = "T001"
 #: Month 1 of the panel unless told otherwise: the file gives month indices, not dates.
 START: Final = pd.Timestamp("2020-01-01")
-#: Monthly counts kept on each interaction as information; training does not read
-#: extra interaction columns (they are measured over the month the decision opens,
-#: so as features at its start they would leak what happened after it).
-KEPT_MONTHLY: Final = {
-    "Details": "details",
-    "Samples": "samples",
-    "CompetitorNew": "competitor_new",
-}
+#: The monthly counts (Details, Samples, CompetitorNew) are not kept beyond what the
+#: contract's columns say of them: no part of nextbest reads another interaction
+#: column (`validate` would name them as not read), and measured over the month the
+#: decision opens, as features at its start they would leak what happened after it.
 
 
 def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Dataset:
@@ -91,14 +87,15 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
       engagement from 0s and 1s); samples accepted are the one response it
       records (about a third of visited months). Several visits in one month are
       one decision: the file does not date them within the month, and one outcome
-      per month could not be shared between them; their number is kept as
-      ``details``.
+      per month could not be shared between them.
       ``outcome`` is ``NewPrescription`` of the *same* month: the decision is
       dated at the month's start, so that month is the window that follows it
       (the contract's outcome), and no month is lost at the end of the panel.
       Effects that carry over into later months are not credited to the visit.
       No ``propensity`` and no ``holdout``: the visits were not randomized (see
-      the module docstring). ``competitor_new`` is kept as information too.
+      the module docstring). The counts of visits, samples and competitors'
+      prescriptions are not kept as columns: the data set holds the contract's
+      columns only, so that `validate` reads all of it once written out.
 
     Args:
         path: the CSV (columns listed in ``COLUMNS``), 4,392 rows for the original.
@@ -125,7 +122,7 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
     month = _counts(raw, "Date", log, least=1)
     details = _counts(raw, "Details", log, least=0)
     samples = _counts(raw, "Samples", log, least=0)
-    competitor = _counts(raw, "CompetitorNew", log, least=0)
+    _counts(raw, "CompetitorNew", log, least=0)  # checked as the panel's; not kept
     prescriptions = _counts(raw, "NewPrescription", log, least=0)
     psych_values = zero_or_one(raw, "Psych", log)
     log.raise_if_any()
@@ -194,10 +191,6 @@ def load_detailing(path: Path | str, *, start: pd.Timestamp | str = START) -> Da
             "outcome": prescriptions.astype("float64"),
         }
     )
-    interactions["details"] = details
-    interactions["samples"] = samples
-    interactions["competitor_new"] = competitor
-
     return validated(path, hcps, catalog, interactions)
 
 
