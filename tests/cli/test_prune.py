@@ -474,3 +474,48 @@ def test_the_recorded_user_is_the_account_not_what_logname_claims(
     assert said.startswith(f"nextbest picks ({account}, LOGNAME says mmm") and said.endswith(
         "m...)"
     )
+
+
+def test_a_prune_stopped_by_sigterm_is_recorded_as_interrupted_and_says_so(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's timeout (SIGTERM) after a batch: the process ended at the signal,
+    its run left 'running' in maintenance_runs for good and nothing said. It stops as
+    Ctrl-C does: exit code 143, the run marked interrupted by SIGTERM with the first
+    batch's counts, and a line saying what was deleted and to run it again."""
+    import signal
+
+    import nextbest.service.erasure as erasure
+
+    real = erasure.prune_batch
+    calls: list[int] = []
+
+    def timed_out(session, *, before, run_id=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) > 1:
+            # Raised only where the command handles it: at the default, the test's own
+            # process would end here.
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, (
+                "SIGTERM would end prune at once, its run left 'running'"
+            )
+            signal.raise_signal(signal.SIGTERM)
+        return real(session, before=before, run_id=run_id)
+
+    monkeypatch.setattr(erasure, "prune_batch", timed_out)
+    result = runner.invoke(app, ["prune", "--older-than", "400", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 143, said
+    assert (
+        "error: prune was interrupted (SIGTERM) after deleting 3 rows: those batches are "
+        "committed and stay deleted, and its run is marked interrupted in maintenance_runs "
+        "(`nextbest lookup --maintenance`); run it again to delete the rest"
+    ) in said, said
+    [run] = _runs(store)
+    assert run.outcome == "interrupted" and run.ended_at is not None
+    assert run.detail == "stopped by SIGTERM", run.detail
+    assert run.deleted == RowCounts(1, 1, 1)
+    assert _rows(store) == (["recent"], 1, sorted([*PRUNED[2], "nrx-old"]))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back after the run
+    monkeypatch.setattr(erasure, "prune_batch", real)
+    assert runner.invoke(app, ["prune", "--older-than", "400", "--yes"]).exit_code == 0
+    assert _rows(store) == PRUNED

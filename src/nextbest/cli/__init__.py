@@ -92,6 +92,13 @@ def _main(
     root = logging.getLogger()
     if not any(isinstance(handler, Notes) for handler in root.handlers):
         root.addHandler(Notes(logging.WARNING))
+    if ctx.invoked_subcommand != "serve":
+        # A scheduler's SIGTERM (a timeout, a deploy) stops a command as Ctrl-C does, so
+        # what it does on an interruption is done: `feedback` removes an earlier run's
+        # --rejected file and says how much it stored, `prune` records its run as
+        # interrupted. Ended by the signal's default, it left both undone (exit 143
+        # either way). `serve` stops on SIGTERM as uvicorn handles it.
+        ctx.with_resource(process.interruptible_as_ctrl_c())
     if process.OWN_PROCESS and ctx.invoked_subcommand != "serve":
         # Run beside a server (its shell or container), a command would write its
         # own metrics files into the server's directory: each run's counters, kept

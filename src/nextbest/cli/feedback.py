@@ -4,6 +4,7 @@ holdout outcomes reported."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,6 +20,7 @@ from nextbest.cli.options import (
     refuse_missing_models_dir,
 )
 from nextbest.cli.output import console, fail, plural, stdout, steps, working
+from nextbest.cli.process import interruption
 from nextbest.settings import without_password
 
 if TYPE_CHECKING:  # the report is built by the command as it runs
@@ -136,9 +138,30 @@ def feedback(
         check_dir_to_write(rejected.parent, "--rejected")
         if rejected.is_dir():
             raise fail(f"--rejected: {rejected} is a directory; name the file to write")
+    done = _Done()
     try:
-        n_rejected = _store_events(file, rejected)
-    except BaseException:
+        n_rejected = _store_events(file, rejected, done)
+    except BaseException as exc:
+        how = interruption(exc)
+        if how is not None and done.rows is not None:
+            from rich.markup import escape
+
+            # What a scheduler's log needs to know of a timeout: the events of the rows
+            # before it are stored, and the file sent again stores the rest.
+            some = done.committed < done.rows
+            console.print(
+                f"[red]error:[/red] feedback was interrupted ({how}) with "
+                f"{'at least ' if some else ''}{done.committed:,} of "
+                f"{plural(done.rows, 'row')} of {escape(str(file))} done: their events are "
+                "stored (each batch is committed as it is done)"
+                + (
+                    "; send the file again to store the rest (an event_id already "
+                    "stored is not stored twice)"
+                    if some
+                    else ""
+                ),
+                highlight=False,
+            )
         # A job that sends what the last run rejected must not find an earlier
         # run's rows there and take them for this run's (the feed itself, given as
         # --rejected to send its rows again, is kept).
@@ -155,9 +178,19 @@ def feedback(
         raise typer.Exit(code=1)
 
 
-def _store_events(file: Path, rejected: Path | None) -> int:
+@dataclass
+class _Done:
+    """How far a ``feedback`` run got: the file's rows once read, and how many of them
+    are done (their events stored, each batch committed; rejected rows counted)."""
+
+    rows: int | None = None
+    committed: int = 0
+
+
+def _store_events(file: Path, rejected: Path | None, done_so_far: _Done) -> int:
     """``feedback``'s run once its options are checked: the events of ``file``
-    stored, what was rejected written to ``rejected``; how many rows were rejected."""
+    stored, what was rejected written to ``rejected``; how many rows were rejected.
+    ``done_so_far`` follows the rows as their batches are committed."""
     from nextbest import registry
     from nextbest.contract import ContractError, write_table
     from nextbest.contract.files import row_numbers
@@ -168,6 +201,7 @@ def _store_events(file: Path, rejected: Path | None) -> int:
         frame = read_events(file)
     except ContractError as exc:
         raise fail(str(exc)) from None
+    done_so_far.rows = len(frame)
     settings = read_settings()
     refuse_missing_models_dir(
         settings,
@@ -202,11 +236,16 @@ def _store_events(file: Path, rejected: Path | None) -> int:
         )
     with steps() as progress:
         task = progress.add_task("storing events", total=len(frame))
+
+        def _advance(n: int) -> None:
+            done_so_far.committed += n
+            progress.advance(task, n)
+
         done = ingest_events(
             settings,
             frame,
             model=model,
-            progress=lambda n: progress.advance(task, n),
+            progress=_advance,
             dismiss_reasons=codes,
         )
     # The outcome (what was stored, which rows were rejected) on stdout, notes on stderr.

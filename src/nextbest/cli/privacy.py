@@ -28,6 +28,7 @@ from nextbest.cli.output import (
     steps,
     unknown_ids,
 )
+from nextbest.cli.process import interruption
 from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
@@ -517,6 +518,17 @@ def prune(
                 f"{exc} (the role nextbest connects as needs SELECT, INSERT and UPDATE on "
                 "maintenance_runs: docs/database.md, 'A read-only role for BI')"
             ) from None
+        except BaseException as exc:
+            how = interruption(exc)
+            if how is not None:  # a scheduler's timeout: what is done, and what to do
+                console.print(
+                    f"[red]error:[/red] prune was interrupted ({how}) after deleting "
+                    f"{plural(done.total, 'row')}: those batches are committed and stay "
+                    "deleted, and its run is marked interrupted in maintenance_runs "
+                    "(`nextbest lookup --maintenance`); run it again to delete the rest",
+                    highlight=False,
+                )
+            raise
     stdout.print(
         f"pruned {store} of what is older than {shown}: deleted "
         f"{plural(deleted.recommendations, 'recommendation')}, "

@@ -5,18 +5,36 @@ ignored once the work is done. This module holds the process's state
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 
+class Terminated(SystemExit):
+    """A scheduler's SIGTERM, raised in the command as Ctrl-C's KeyboardInterrupt is:
+    exit code 143. Said as what it is where a command records why its work stopped
+    (``prune``'s ``maintenance_runs``), where a bare SystemExit read '143'."""
+
+    def __str__(self) -> str:
+        return "stopped by SIGTERM"
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
+
+
+def interruption(stopped: BaseException) -> str | None:
+    """``Ctrl-C`` or ``SIGTERM`` when ``stopped`` is one of them, else None."""
+    if isinstance(stopped, KeyboardInterrupt):
+        return "Ctrl-C"
+    return "SIGTERM" if isinstance(stopped, Terminated) else None
 
 
 # Set by main(): this process is the `nextbest` command, and ends with the command.
 OWN_PROCESS = False
 DONE = False  # the command's work is complete: see ignore_signals_from_now_on
+_DEPTH = 0  # interruptible_as_ctrl_c blocks entered and not left (the command's own, a step's)
 
 
 def ignore_signals_from_now_on() -> None:
@@ -35,14 +53,24 @@ def interruptible_as_ctrl_c() -> Iterator[None]:
     (``picks --log`` removes its partial file; exit code 143). On leaving, the
     handlers before are put back, unless the work is done and this process ends
     with it (in another caller's process, such as a test's, ignored signals would
-    outlive the command and pass to every child it starts)."""
-    global DONE
+    outlive the command and pass to every child it starts). Blocks nest: every
+    command but ``serve`` runs in one (see :func:`nextbest.cli._main`), and a step
+    in its own; the work is done until the outermost is left. Outside the main
+    thread (a command run by a test's thread), where no handler can be set, a
+    no-op."""
+    global DONE, _DEPTH
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _DEPTH += 1
     try:
         yield
     finally:
+        _DEPTH -= 1
         if not (DONE and OWN_PROCESS):
             signal.signal(signal.SIGINT, before[0])
             signal.signal(signal.SIGTERM, before[1])
-        DONE = False
+        if not _DEPTH:
+            DONE = False
