@@ -1162,6 +1162,55 @@ def test_picks_that_cannot_write_their_whole_file_leave_the_earlier_one_as_it_wa
     assert "Traceback" not in run.stderr
 
 
+def test_picks_refuse_an_out_that_names_what_they_read(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out naming the --hcps send list, or a table of --data: the picks replaced the
+    send list, or the data's hcps file, which the next picks or train refused as no
+    HCP file. Refused before any work (exit 2), naming the file, which stays as it
+    was; a file beside them is written."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained.settings.resolved_models_dir, models)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    data = tmp_path / "data"
+    shutil.copytree(trained.data_dir, data)
+    sends = tmp_path / "send list.csv"
+    sends.write_text("hcp_id\nH000001\nH000002\n")
+    link = tmp_path / "today.csv"
+    link.symlink_to(sends)
+    hcps = (data / "hcps.csv").read_bytes()
+    for args, said in [
+        (
+            ["--hcps", str(sends), "--out", str(link)],
+            f"error: --out: {link} is the --hcps file: the picks would replace the send "
+            "list; name another file",
+        ),
+        (
+            ["--data", str(data), "--out", str(data / "hcps.csv")],
+            f"error: --out: {data / 'hcps.csv'} is the hcps table of --data {data}: the "
+            "picks would replace it; name a file elsewhere",
+        ),
+        (
+            ["--data", str(data), "--out", str(data / "catalog.parquet")],
+            f"error: --out: {data / 'catalog.parquet'} is the catalog table of --data "
+            f"{data}: the picks beside its catalog file in the other format would make the "
+            "directory hold two, refused as data; name a file elsewhere",
+        ),
+    ]:
+        result = runner.invoke(app, ["picks", *args])
+        shown = " ".join(result.output.split())
+        assert result.exit_code == 2, shown
+        assert said in shown, shown
+    assert sends.read_text() == "hcp_id\nH000001\nH000002\n"
+    assert (data / "hcps.csv").read_bytes() == hcps
+    assert not (data / "catalog.parquet").exists()
+    run_ok("picks", "--data", str(data), "--out", str(data / "picks.csv"))
+    assert (data / "picks.csv").exists()
+
+
 def test_train_into_a_models_dir_it_cannot_write_stops_before_training(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

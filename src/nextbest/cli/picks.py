@@ -110,6 +110,7 @@ def picks(
         raise fail(f"--out must end in .csv or .parquet, got '{out.name}'")
     if out.is_dir():
         raise fail(f"--out: {out} is a directory; name the file to write")
+    _refuse_out_over_input(out, data=data, hcps=hcps)
     # Before any scoring: an unwritable place must not cost the whole run. Made
     # once the stores are checked: a refused run leaves no directory behind.
     check_dir_to_write(out.parent, "--out")
@@ -417,6 +418,37 @@ def _writing_alone(out: Path) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)  # releases the lock
+
+
+def _refuse_out_over_input(out: Path, *, data: Path | None, hcps: Path | None) -> None:
+    """Refuse an ``out`` that names what the run reads: the ``--hcps`` send list, or a
+    table of the ``--data`` directory (``hcps``, ``catalog``, ``interactions``, as CSV
+    or Parquet). The picks replaced the send list, or the data's hcps file, which the
+    next picks or train then refused as no HCP file (a table written in the other
+    format beside one made the directory hold both, refused too)."""
+    from nextbest.contract.schema import FORMATS, TABLES
+
+    target = os.path.realpath(out)
+    if hcps is not None and target == os.path.realpath(hcps):
+        raise fail(
+            f"--out: {out} is the --hcps file: the picks would replace the send list; "
+            "name another file"
+        )
+    if data is None:
+        return
+    for table in TABLES:
+        for fmt in FORMATS:
+            if target == os.path.realpath(data / f"{table}.{fmt}"):
+                harm = (
+                    "the picks would replace it"
+                    if os.path.lexists(target)
+                    else f"the picks beside its {table} file in the other format would make "
+                    "the directory hold two, refused as data"
+                )
+                raise fail(
+                    f"--out: {out} is the {table} table of --data {data}: {harm}; name a "
+                    "file elsewhere"
+                )
 
 
 def _partial_beside(out: Path) -> Path:
