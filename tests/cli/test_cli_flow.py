@@ -25,7 +25,7 @@ from nextbest.settings import get_settings
 from nextbest.storage.db import make_engine, migrate
 from nextbest.storage.repository import decision_times
 
-from .conftest import FAST, LOG_WRITERS, run_ok, runner
+from .conftest import FAST, LOG_WRITERS, explained_on_a_copy, run_ok, runner
 
 
 def test_simulate_train_picks(
@@ -3637,23 +3637,6 @@ def test_retrain_shows_a_spinner_on_a_terminal_while_it_loads(
     assert shown == ["retrain: loading MLflow and the training code"], shown
 
 
-def _explained_on_a_copy(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Settings for `nextbest explain` on a copy of the trained registry (a test may
-    move its aliases) with a database of its own; an HCP of the trained world."""
-    import shutil
-
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.models_dir, models)
-    for name, value in {
-        "NEXTBEST_MODELS_DIR": str(models),
-        "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
-        "NEXTBEST_AUTH_ENABLED": "false",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    return str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
-
-
 def test_explain_asks_the_version_or_alias_named_by_model(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -3662,7 +3645,7 @@ def test_explain_asks_the_version_or_alias_named_by_model(
     is named, with the versions it does."""
     from nextbest import registry
 
-    hcp = _explained_on_a_copy(trained, tmp_path, monkeypatch)
+    hcp = explained_on_a_copy(trained, tmp_path, monkeypatch)
     settings = get_settings()
     served = runner.invoke(app, ["explain", hcp])
     assert served.exit_code == 0 and "version 1 (served) answers" in served.stdout, served.output
@@ -3692,7 +3675,7 @@ def test_explain_for_todays_date_decides_for_now_as_the_api_does(
     time is that time. Today's date was read as 00:00 today."""
     from datetime import UTC, datetime
 
-    hcp = _explained_on_a_copy(trained, tmp_path, monkeypatch)
+    hcp = explained_on_a_copy(trained, tmp_path, monkeypatch)
 
     def decided_for(on: str) -> datetime:
         result = runner.invoke(app, ["explain", hcp, "--json", "--date", on])

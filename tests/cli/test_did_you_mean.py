@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
-from tests.cli.conftest import runner
+from tests.cli.conftest import explained_on_a_copy, runner
 
 from nextbest.cli import app
 from nextbest.service.apikeys import ApiKeyError, KeyStore
@@ -86,20 +85,9 @@ def test_explain_names_the_alias_meant(
 ) -> None:
     """A mistyped alias is answered with the alias of the registry it is near; one
     near none of them, with none."""
-    import shutil
-
     from nextbest import registry
 
-    models = tmp_path / "models"
-    shutil.copytree(trained.settings.models_dir, models)
-    for name, value in {
-        "NEXTBEST_MODELS_DIR": str(models),
-        "NEXTBEST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
-        "NEXTBEST_AUTH_ENABLED": "false",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    hcp = str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[0])
+    hcp = explained_on_a_copy(trained, tmp_path, monkeypatch)
     registry.set_alias(get_settings(), "challenger", "1")
     for asked, meant in (("champoin", "champion"), ("Challenger", "challenger")):
         said = _refused("explain", hcp, "--model", asked)
