@@ -338,11 +338,13 @@ def test_accept_encoding_is_read_as_http_says(header: bytes, accepted: bool) -> 
     assert accepts_gzip(header) is accepted
 
 
-def test_health_answers_head(client: TestClient) -> None:
-    for path in ("/healthz", "/readyz"):
+def test_the_operations_routes_answer_head(client: TestClient) -> None:
+    """Monitoring probes use HEAD: /metrics answered it with 405, though GET worked."""
+    for path in ("/healthz", "/readyz", "/metrics"):
         response = client.head(path)
         assert response.status_code == 200, path
         assert response.content == b""
+        assert response.headers["content-type"] == client.get(path).headers["content-type"]
 
 
 def test_the_schema_declares_the_body_refusals_and_the_limits(client: TestClient) -> None:

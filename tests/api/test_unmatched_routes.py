@@ -33,8 +33,8 @@ def _served(client: TestClient) -> int:
         ("POST", "/v1/admin/reloads", "POST /v1/admin/reload"),
         ("GET", "/heathz", "GET or HEAD /healthz"),
         # Routes left out of the OpenAPI document are served all the same: named too.
-        ("GET", "/metric", "GET /metrics"),
-        ("GET", "/Metrics", "GET /metrics"),
+        ("GET", "/metric", "GET or HEAD /metrics"),
+        ("GET", "/Metrics", "GET or HEAD /metrics"),
         ("GET", "/doc", "GET or HEAD /docs"),
         ("GET", "/openapi", "GET or HEAD /openapi.json"),
     ],
@@ -57,7 +57,7 @@ def test_every_route_served_is_named_for_a_path_one_letter_from_it(client: TestC
     for route in client.app.routes:  # the docs' pages: not in the document either
         if getattr(route, "path", None) in ("/docs", "/redoc", "/openapi.json"):
             served[route.path] = "GET or HEAD"
-    served["/metrics"] = "GET"
+    served["/metrics"] = "GET or HEAD"
     for path, operations in client.get("/openapi.json").json()["paths"].items():
         served[path] = " or ".join(m.upper() for m in operations)
     assert {"/metrics", "/docs", "/redoc", "/openapi.json", "/v1/feedback"} <= set(served)
@@ -140,8 +140,8 @@ def test_a_head_with_a_trailing_slash_is_redirected_where_the_route_takes_head(
     redirected = client.head("/healthz/", follow_redirects=False)
     assert redirected.status_code == 307
     assert redirected.headers["location"] == "http://testserver/healthz"
-    # /metrics takes GET alone: a redirect would lead to a 405.
-    refused = client.head("/metrics/", follow_redirects=False)
+    # A rep's plan takes GET alone: a redirect would lead to a 405.
+    refused = client.head("/v1/reps/rep-1/suggestions/", follow_redirects=False)
     assert refused.status_code == 404
     assert "location" not in refused.headers
 

@@ -122,6 +122,8 @@ def _database_problems(runtime: ServingRuntime) -> list[str]:
     return [] if locked is None else [f"table {locked} locked by another session"]
 
 
+# HEAD as for the probes above: a monitoring check that probes with it got 405.
+@router.head("/metrics", include_in_schema=False)
 @router.get("/metrics", include_in_schema=False)
 def metrics() -> Response:
     """Prometheus text format."""
