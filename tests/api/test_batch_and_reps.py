@@ -906,7 +906,7 @@ def test_a_day_before_the_models_history_is_422_on_every_route(client: TestClien
     ("hcp_id", "says"),
     [
         ("", "at least 1 character"),
-        ("   ", "at least 1 character"),  # surrounding spaces dropped, as for one HCP
+        ("   ", "an HCP id is blank (3 characters of white space and nothing else)"),
         ("H" * 129, "at most 128 characters"),
     ],
     ids=["empty", "blank", "too-long"],

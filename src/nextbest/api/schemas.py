@@ -25,7 +25,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from nextbest.api.bodies import RepeatedKeys
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted, refuse_no_id
 from nextbest.limits import STORED_LENGTHS, Purpose
 from nextbest.service.events import (
     MAX_FEEDBACK_BATCH,
@@ -366,6 +366,21 @@ def _a_decision(value: object) -> object:
     return in_any_case(value, get_args(RepDecision))
 
 
+def _a_recommendation_id(value: object) -> object:
+    """Refused blank or holding a control character, as an HCP id is."""
+    return refuse_no_id(value, "a recommendation_id")
+
+
+def _an_action_id(value: object) -> object:
+    """Refused blank or holding a control character, as an HCP id is."""
+    return refuse_no_id(value, "an action_id")
+
+
+def _an_event_id(value: object) -> object:
+    """Refused blank or holding a control character, as a feedback event's is."""
+    return refuse_no_id(value, "an event_id")
+
+
 class RepFeedbackCreate(BaseModel):
     # Ids and names as the data files read them: surrounding spaces dropped.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -389,9 +404,11 @@ class RepFeedbackCreate(BaseModel):
             )
         return data
 
-    recommendation_id: str = Field(min_length=1, max_length=STORED_LENGTHS["recommendation_id"])
+    recommendation_id: Annotated[str, BeforeValidator(_a_recommendation_id)] = Field(
+        min_length=1, max_length=STORED_LENGTHS["recommendation_id"]
+    )
     hcp_id: HcpId
-    action_id: str = Field(
+    action_id: Annotated[str, BeforeValidator(_an_action_id)] = Field(
         min_length=1, max_length=STORED_LENGTHS["action_id"], description="The suggested action."
     )
     decision: Annotated[RepDecision, BeforeValidator(_a_decision)] = Field(
@@ -404,7 +421,7 @@ class RepFeedbackCreate(BaseModel):
         "in any case (Not_Relevant is stored as the rules file spells it).",
         json_schema_extra=NOT_EMPTY,
     )
-    event_id: str | None = Field(
+    event_id: Annotated[str, BeforeValidator(_an_event_id)] | None = Field(
         default=None,
         max_length=STORED_LENGTHS["event_id"],
         json_schema_extra=NOT_EMPTY,

@@ -32,6 +32,7 @@ from pandas.api.types import (
     is_integer_dtype,
     is_numeric_dtype,
 )
+from pydantic_core import PydanticCustomError
 
 from nextbest.contract.schema import FALSE_WORDS, TRUE_WORDS
 
@@ -153,6 +154,56 @@ def quoted(value: str, *, at_most: int | None = None) -> str:
     shown = value if at_most is None or len(value) <= at_most else value[:at_most]
     said = f"'{shown}'" if shown.isprintable() else repr(shown)
     return said if shown is value else f"{said}... ({len(value):,} characters)"
+
+
+# Control characters: C0 (a tab, a line break, NUL), DEL and C1. No id a data file or
+# a CRM holds has one inside it: a paste or an export gone wrong, an id matching none.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {
+    "\x00": "a NUL character",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a carriage return",
+}
+
+
+def why_no_id(value: str, what: str) -> str | None:
+    """Why ``value``, an id as sent (``what`` it is: 'an HCP id'), can name nothing;
+    None when it can. Blank (white space alone, dropped around an id: refused in
+    pydantic's words as "at least 1 character", of a value that has some), or
+    holding a control character within it, said with its place (counted from 1 in
+    the value as sent). An empty value is left to the field's own length check."""
+    stripped = value.strip()
+    if value and not stripped:
+        return (
+            f"{what} is blank ({len(value)} character{'s' if len(value) > 1 else ''} of "
+            "white space and nothing else): send the id"
+        )
+    found = _CONTROL_CHARACTER.search(stripped)
+    if found is None:
+        return None
+    character = found.group()
+    position = len(value) - len(value.lstrip()) + found.start() + 1
+    name = _CONTROL_NAMES.get(character, "a control character")
+    return (
+        f"{what} holds {name} (\\u{ord(character):04x}) at character {position} of "
+        f"{quoted(value, at_most=QUOTED_AT_MOST)}: no id has one (a paste or an export "
+        "gone wrong?); remove it"
+    )
+
+
+def refuse_no_id(value: object, what: str) -> object:
+    """``value`` as it is, unless it is text that :func:`why_no_id` refuses: then a
+    pydantic error saying why, as ``string_too_short`` when blank (its ``ctx`` as
+    pydantic's), ``control_character`` when it holds one."""
+    if not isinstance(value, str):
+        return value
+    why = why_no_id(value, what)
+    if why is None:
+        return value
+    if not value.strip():
+        raise PydanticCustomError("string_too_short", why, {"min_length": 1})
+    raise PydanticCustomError("control_character", why)
 
 
 def spelled_alike(hcp_id: str, is_known: Callable[[str], bool]) -> str | None:

@@ -38,6 +38,7 @@ from nextbest.contract.parse import (
     number,
     partial_date,
     quoted,
+    refuse_no_id,
 )
 from nextbest.limits import STORED_LENGTHS
 from nextbest.storage.repository import (
@@ -139,9 +140,10 @@ def _an_event_id_is_text(value: object) -> object:
 
 
 def _id_as_text(value: object, what: str, sent_as: str) -> object:
-    """``value`` as it is when it is text, for the field to check; an id sent as
-    anything else is refused in a ``string_type`` error saying ``what`` it is (``an
-    HCP id``) is text, and to send it quoted (a number) or send the id (null, true,
+    """``value`` as it is when it is text, for the field to check (refused when blank
+    or holding a control character: :func:`~nextbest.contract.parse.why_no_id`); an
+    id sent as anything else is refused in a ``string_type`` error saying ``what``
+    it is (``an HCP id``) is text, and to send it quoted (a number) or send the id (null, true,
     an object, a list), ``sent_as`` (``as the hcps file writes it``)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         # Formatted here (a number holds no braces): no context to echo in the answer.
@@ -156,7 +158,7 @@ def _id_as_text(value: object, what: str, sent_as: str) -> object:
         raise PydanticCustomError(
             "string_type", f"{what} is text, not {kind}: send the id, {sent_as}"
         )
-    return value
+    return refuse_no_id(value, what)  # blank, or a control character within it
 
 
 HcpId = Annotated[
@@ -387,8 +389,10 @@ def _opt_out_as_read(data: Any, exc: ValidationError) -> tuple[dict[str, Any], s
     refused: dict[str, list[ErrorDetails]] = {}
     for error in exc.errors(include_url=False):
         field = error["loc"][0] if error["loc"] else None
-        if field == "event_id" and error["type"] == "string_too_long":
-            continue  # kept as sent: the store derives the id it is stored under
+        if field == "event_id" and error["type"] in ("string_too_long", "control_character"):
+            # Kept as sent: the store derives the id a long one is stored under; one
+            # with a control character names no other event (resent, it is the same).
+            continue
         if not isinstance(field, str) or field in _OPT_OUT_NEEDS or field not in data:
             return None
         refused.setdefault(field, []).append(error)

@@ -29,7 +29,7 @@ from nextbest.api.schemas import (
     RepSuggestionPublic,
     RequestPurpose,
 )
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted, refuse_no_id
 from nextbest.errors import InvalidRequestError
 from nextbest.limits import STORED_LENGTHS
 from nextbest.service.recommend import MAX_LEFT_OUT, check_decision_date
@@ -48,11 +48,19 @@ router = APIRouter(
 # log keeps (a rep key's name is held to as many in the key file). Spaces around it are
 # dropped, as around every id a route takes (no rep key's name has one): a CRM's
 # 'rep-1 ' was refused as another rep's plan, or planned and logged under that name.
+def _a_rep_id(value: object) -> object:
+    """Refused blank or holding a control character, as an HCP id is: its answers are
+    logged with it (PostgreSQL refuses a NUL in text: they were served but dropped
+    from the log), and a line break in it names no rep key."""
+    return refuse_no_id(value, "a rep_id")
+
+
 RepId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=STORED_LENGTHS["rep_id"]),
+    # Outside the constraints: it reads the id as sent, before its spaces are dropped.
+    BeforeValidator(_a_rep_id),
     Path(
-        max_length=STORED_LENGTHS["rep_id"],
         description="The rep: a rep key's name (a rep key gives its own); at most "
         f"{STORED_LENGTHS['rep_id']} characters, all the recommendation log keeps.",
     ),
@@ -169,15 +177,6 @@ def suggestions(
 ) -> RepPlanPublic:
     """HCPs of the rep's territory ranked by best expected net value of a rep channel."""
     _own_rep(caller, rep_id)
-    if "\x00" in rep_id:
-        # The plan's answers are logged with it: PostgreSQL refuses a NUL in text, and
-        # the answers were served but dropped from the log (feedback on them refused).
-        raise InvalidRequestError(
-            "rep_id",
-            "contains a NUL character (\\u0000), which the recommendation log cannot hold "
-            "(PostgreSQL refuses it in text): remove it",
-            location="path",
-        )
     if territory_id is not None and not territory_id.strip():
         raise InvalidRequestError(
             "territory_id",
