@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -94,19 +95,54 @@ def _a_purpose(value: object) -> object:
     return in_any_case(value, get_args(Purpose))
 
 
-def _one_to(most: int, items: str, *, more: str, none: str) -> Callable[[Any], Any]:
+def _one_to(
+    most: int,
+    items: str,
+    *,
+    more: str,
+    none: str,
+    nulls: Callable[[list[Any]], list[Any]] | None = None,
+) -> Callable[[Any], Any]:
     """A check, before its items are read, of a batch's list of 1 to ``most``
     ``items``: more is refused saying how many were sent and what to do instead
-    (``more``), none with ``none``. A value that is no list is left to the field."""
+    (``more``), none with ``none``; a list holding nulls is what ``nulls`` makes of it
+    (:func:`_nulls_named`), else left to the items' own check. A value that is no
+    list is left to the field."""
 
     def check(value: Any) -> Any:
         if isinstance(value, list) and len(value) > most:
             raise ValueError(f"at most {most} {items} per call, got {len(value)}: {more}")
         if isinstance(value, list) and not value:
             raise ValueError(none)
+        if nulls is not None and isinstance(value, list) and None in value:
+            return nulls(value)
         return value
 
     return check
+
+
+@dataclass(frozen=True)
+class _NullItem:
+    """A null at ``index`` of a batch's list, read as an item that says so."""
+
+    index: int
+
+
+def _nulls_named(value: list[Any]) -> list[Any]:
+    """A batch's events with each null one a :class:`_NullItem`, rejected alone naming
+    its place (:func:`_no_null_event`), as any other event that is none is."""
+    return [_NullItem(n) if item is None else item for n, item in enumerate(value)]
+
+
+def _no_null_event(value: Any) -> Any:
+    """Refuse a null in a batch's events, naming its place: it was "Input should be a
+    valid dictionary or object to extract fields from", which did not say null."""
+    if isinstance(value, _NullItem):
+        raise ValueError(
+            f"events[{value.index}] is null, not an event: send each event as an object "
+            "of its fields (no null in the list)"
+        )
+    return value
 
 
 def each_key_once(data: Any) -> Any:
@@ -525,6 +561,7 @@ class FeedbackBatchCreate(BaseModel):
     events: list[
         Annotated[
             FeedbackEventCreate,
+            BeforeValidator(_no_null_event),
             BeforeValidator(each_key_once),
             WrapValidator(event_or_malformed),
         ]
@@ -541,6 +578,7 @@ class FeedbackBatchCreate(BaseModel):
             "events",
             more="split the batch, or send a file of them with `nextbest feedback FILE`",
             none=f"no events: send 1 to {MAX_FEEDBACK_BATCH} in events, or one event alone",
+            nulls=_nulls_named,
         )
     )
 
