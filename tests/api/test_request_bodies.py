@@ -484,3 +484,77 @@ def test_a_utf8_byte_order_mark_before_the_json_is_passed_over(client: TestClien
     response = client.post("/v1/recommendations", content=body, headers=JSON)
     assert response.status_code == 200, response.text
     assert response.json()["hcp_id"] == hcp
+
+
+def _stored_reason(client: TestClient, event_id: str) -> str:
+    runtime = client.app.state.runtime
+    with runtime.engine.connect() as connection:
+        return str(
+            connection.execute(
+                text("SELECT reason FROM feedback_events WHERE event_id = :id"), {"id": event_id}
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoding"),
+    [
+        ("ISO-8859-1", "latin-1"),  # a client library's default, written as it says
+        ("latin-1", "utf-8"),  # labelled Latin-1, written in UTF-8 (JSON's own)
+        ("windows-1252", "cp1252"),
+        ("utf-16", "utf-16"),
+        ('"UTF-8"', "utf-8"),
+    ],
+)
+def test_a_body_is_read_in_the_charset_its_content_type_names(
+    client: TestClient, charset: str, encoding: str
+) -> None:
+    """A Latin-1 body ('Müller', byte 0xfc) was refused as no UTF-8, its charset
+    unread, and a UTF-16 one as no JSON ("Expecting value")."""
+    event_id = f"charset-{charset}-{encoding}".replace('"', "")
+    event = {"event_id": event_id, "event_type": "opened", "hcp_id": _hcp(client),
+             "reason": "Dr. Müller – café"}  # fmt: skip
+    if encoding == "latin-1":
+        event["reason"] = "Dr. Müller, café"  # no dash in Latin-1
+    body = json.dumps(event, ensure_ascii=False).encode(encoding)
+    response = client.post(
+        "/v1/feedback",
+        content=body,
+        headers={"Content-Type": f"application/json; charset={charset}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    assert _stored_reason(client, event_id) == event["reason"]
+
+
+@pytest.mark.parametrize("charset", ["klingon", "unicode_escape", "rot13"])
+def test_a_charset_no_body_is_written_in_is_refused_naming_it(
+    client: TestClient, charset: str
+) -> None:
+    response = client.post(
+        "/v1/recommendations",
+        content=json.dumps({"hcp_id": _hcp(client)}).encode(),
+        headers={"Content-Type": f"application/json; charset={charset}"},
+    )
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"] == (
+        f"the charset '{charset}' of the Content-Type is not one the body can be read in: "
+        "send the body as UTF-8, with 'Content-Type: application/json' (or charset=utf-8)"
+    )
+
+
+def test_a_body_not_in_the_charset_it_names_is_refused_saying_so(client: TestClient) -> None:
+    response = client.post(
+        "/v1/recommendations",
+        content=b'{"hcp_id": "H1"}',  # 16 bytes: UTF-16 of 8 characters, but not JSON
+        headers={"Content-Type": "application/json; charset=utf-16"},
+    )
+    assert response.status_code == 422, response.text
+    response = client.post(
+        "/v1/recommendations",
+        content=b'{"hcp_id": "H\xff"}',
+        headers={"Content-Type": "application/json; charset=ascii"},
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["msg"] == "JSON decode error: the body is not ascii text (byte 0xff)"

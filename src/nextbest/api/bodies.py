@@ -12,14 +12,17 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   compressed stream, is refused with 400; another encoding is refused with 415,
   naming the ones accepted;
 - a body that is not JSON by its ``Content-Type`` is refused with 415, naming the
-  type to send;
+  type to send; one whose ``charset`` names another than UTF-8 is read in it
+  (:func:`body_charset`, :func:`_decoded`: UTF-8 first when the charset is
+  ASCII-based and the body valid UTF-8), and one that names no charset a body is
+  written in is refused with 415, naming it;
 - a body that gives a key twice in one object is read with its keys (each object a
   :class:`RepeatedKeys`), and refused by the request schemas naming the key (in a
   feedback batch, that event alone); a UTF-8 byte order mark before it is ignored;
-- a body that is not UTF-8, is nested too deep to read, holds a number too long
-  to read (thousands of digits), an object of more than ``MAX_OBJECT_MEMBERS``
-  members or a lone UTF-16
-  surrogate escape (``"\\ud800"``: no character, and no answer could quote it) is
+- a body that is not UTF-8 (or in the charset it names), is nested too deep to
+  read, holds a number too long to read (thousands of digits), an object of more
+  than ``MAX_OBJECT_MEMBERS`` members or a lone UTF-16 surrogate escape
+  (``"\\ud800"``: no character, and no answer could quote it) is
   refused as invalid JSON (422 ``json_invalid``), saying where;
 - a query parameter sent to a route that declares none (``POST
   /v1/recommendations?k=3``) is refused with 422 at ``["query", name]``: its
@@ -39,6 +42,7 @@ valid key with 401 first, as for any other malformed request.
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import json
 import re
@@ -57,6 +61,7 @@ from pydantic import BaseModel
 
 from nextbest.api.auth import refused_before_validation
 from nextbest.api.deps import check_query
+from nextbest.contract.parse import QUOTED_AT_MOST, quoted
 from nextbest.yamlfile import unknown_key_hint
 
 # The largest body a route reads, after inflating: a batch of 5,000 feedback events
@@ -195,6 +200,45 @@ def _inflate(body: bytes, encoding: str, limit: int, path: str) -> bytes:
             )
 
 
+# Python codecs that are no charset a body is written in: they read escapes (a JSON
+# body's own \\u escapes among them), or domain names.
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "utf-7", "undefined"}
+)
+# Printable ASCII: a charset that reads it as ASCII reads JSON's syntax as ASCII.
+_PRINTABLE_ASCII = bytes(range(32, 127))
+
+
+def body_charset(content_type: str | None) -> tuple[str, bool]:
+    """The codec a JSON body of ``content_type`` is read with, as Python names it
+    (``'utf-8'`` when the type names no charset), and whether it reads ASCII as
+    ASCII (Latin-1, Windows-1252: not UTF-16). A charset Python does not know, or
+    one that is no charset (``unicode_escape``), is refused with 415 naming it."""
+    if content_type is None or content_type == "application/json":
+        return "utf-8", True
+    message = Message()
+    message["content-type"] = content_type
+    charset = message.get_param("charset")
+    if not isinstance(charset, str) or not charset.strip():
+        return "utf-8", True
+    try:
+        info = codecs.lookup(charset.strip())
+    except LookupError:
+        info = None
+    if info is None or not info._is_text_encoding or info.name in _NOT_CHARSETS:
+        raise BodyRefused(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"the charset {quoted(charset, at_most=QUOTED_AT_MOST)} of the Content-Type "
+            "is not one the body can be read in: send the body as UTF-8, with "
+            "'Content-Type: application/json' (or charset=utf-8)",
+        )
+    try:
+        ascii_alike = _PRINTABLE_ASCII.decode(info.name) == _PRINTABLE_ASCII.decode("ascii")
+    except UnicodeError:
+        ascii_alike = False
+    return info.name, ascii_alike
+
+
 def _is_json(content_type: str) -> bool:
     if content_type == "application/json":  # nearly every request: no parsing
         return True
@@ -208,7 +252,10 @@ def _is_json(content_type: str) -> bool:
 
 class JSONBodyRequest(Request):
     """A request whose body is inflated and whose JSON is checked as described above;
-    ``path`` is its route's template, and ``limit`` the most of a body it reads."""
+    ``path`` is its route's template, and ``limit`` the most of a body it reads;
+    ``charset`` is what its Content-Type names (:func:`body_charset`), once read."""
+
+    charset: tuple[str, bool] = ("utf-8", True)
 
     def __init__(self, scope: Any, receive: Any, *, path: str, limit: int) -> None:
         super().__init__(scope, receive)
@@ -240,6 +287,7 @@ class JSONBodyRequest(Request):
                     "the body must be JSON, sent with 'Content-Type: application/json' "
                     f"(got {sent})",
                 )
+            self.charset = body_charset(content_type) if body else ("utf-8", True)
             self._body = body
         return self._body
 
@@ -260,14 +308,7 @@ class JSONBodyRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise json.JSONDecodeError(
-                    f"the body is not UTF-8 text (byte 0x{body[e.start]:02x})",
-                    body.decode("utf-8", "replace"),
-                    e.start,
-                ) from e
+            text = _decoded(body, *self.charset)
             # A byte order mark, as Windows tools write before UTF-8 text: RFC 8259 lets
             # a parser ignore it, and Python's refusal spoke of its own codecs.
             text = text.removeprefix("\ufeff")
@@ -295,10 +336,33 @@ class JSONBodyRequest(Request):
                 raise json.JSONDecodeError("nested too deeply to read", text, 0) from e
             except ValueError as e:  # an integer of thousands of digits
                 raise json.JSONDecodeError(f"a number too long to read: {e}", text, 0) from e
-            if _SURROGATE_ESCAPE.search(body):
+            if _SURROGATE_ESCAPE.search(body if self.charset[1] else text.encode()):
                 _refuse_lone_surrogates(parsed, text)
             self._json = parsed
         return self._json
+
+
+def _decoded(body: bytes, charset: str, ascii_alike: bool) -> str:
+    """``body`` as text: UTF-8, JSON's own encoding, when it is valid UTF-8 and its
+    ``charset`` (:func:`body_charset`) reads ASCII as ASCII (a body of ids reads the
+    same in either, and a client library that labels its UTF-8 as Latin-1 by
+    default loses no accent), else in ``charset`` (a Latin-1 body's ``café``, byte
+    0xe9: refused before as no UTF-8; a UTF-16 body); refused as invalid JSON, saying
+    the byte, when it is not text in that charset either."""
+    if ascii_alike and charset != "utf-8":
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    try:
+        return body.decode(charset)
+    except UnicodeDecodeError as e:
+        name = "UTF-8" if charset == "utf-8" else charset
+        raise json.JSONDecodeError(
+            f"the body is not {name} text (byte 0x{body[e.start]:02x})",
+            body.decode("utf-8", "replace"),
+            e.start,
+        ) from e
 
 
 class _TooManyMembersError(ValueError):
