@@ -312,11 +312,54 @@ def test_a_route_that_takes_no_batch_reads_64_kib_and_the_batch_routes_their_lar
     assert response.json()["accepted"] == 2000
 
 
-def test_a_number_too_long_to_read_is_a_422_saying_so(client: TestClient) -> None:
-    content = b'{"hcp_id": "H1", "k": 1' + b"1" * 5000 + b"}"
-    response = client.post("/v1/recommendations", content=content, headers=JSON)
+_HUGE = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "loc", "says"),
+    [
+        # Was the whole body refused: "a number too long to read: Exceeds the limit
+        # (4300 digits) for integer string conversion: ... use sys.set_int_max_str_digits()".
+        ("/v1/recommendations", f'"k": {_HUGE}', ["body", "k"],
+         "Input should be less than or equal to 50 (the number sent is too large to hold)"),
+        ("/v1/recommendations/batch", f'"k": -{_HUGE}', ["body", "k"],
+         "Input should be greater than or equal to 1 (the number sent is too large to hold)"),
+        # Was "Input should be a finite number".
+        ("/v1/recommendations", '"k": 1e400', ["body", "k"],
+         "Input should be less than or equal to 50 (the number sent is too large to hold)"),
+        # Was "Unable to parse input string as an integer, exceeded maximum size".
+        ("/v1/recommendations", f'"k": "{_HUGE}"', ["body", "k"],
+         "Input should be less than or equal to 50 (the number sent is too large to hold)"),
+        # Was "Input should be a valid number".
+        ("/v1/feedback", f'"event_type": "outcome", "value": {"9" * 400}',
+         ["body", "event", "value"],
+         "a number of 400 digits is beyond the limit of 1,000,000,000 either way"),
+        # Was "value must be a finite number, got inf".
+        ("/v1/feedback", f'"event_type": "outcome", "value": -{"9" * 400}.5',
+         ["body", "event", "value"],
+         "a negative number too large to hold is beyond the limit of 1,000,000,000 either way"),
+        # Was "Input should be a valid datetime".
+        ("/v1/feedback", f'"event_type": "opened", "occurred_at": {"9" * 400}',
+         ["body", "event", "occurred_at"],
+         "a number of 400 digits, read as seconds since 1970, is past the year 9999: send an "
+         "ISO 8601 time, as 2026-11-30 or 2026-11-30T08:00:00+00:00"),
+    ],
+    ids=["k-5000-digits", "k-negative", "k-1e400", "k-text", "value-400", "value-float",
+         "occurred-at"],
+)  # fmt: skip
+def test_a_number_too_large_to_hold_is_refused_naming_its_field_and_bounds(
+    client: TestClient, path: str, fields: str, loc: list[str], says: str
+) -> None:
+    hcp = _hcp(client)
+    who = f'"hcp_ids": ["{hcp}"]' if path.endswith("batch") else f'"hcp_id": "{hcp}"'
+    if path == "/v1/feedback":
+        who += ', "event_id": "huge-1"'
+    response = client.post(path, content=f"{{{who}, {fields}}}".encode(), headers=JSON)
     assert response.status_code == 422, response.text
-    assert "a number too long to read" in response.json()["detail"][0]["msg"]
+    [error] = response.json()["detail"]
+    assert error["loc"] == loc, error
+    assert error["msg"] == says, error
+    assert "input" not in error  # none to echo: it is no number JSON can write back
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nextbest import __version__
 from nextbest.api.auth import feedback_scope, refused_before_validation, require_roles
-from nextbest.api.bodies import BodyRefused, body_kind, naming_the_field_meant
+from nextbest.api.bodies import (
+    BodyRefused,
+    body_kind,
+    naming_the_field_meant,
+    saying_the_bounds,
+)
 from nextbest.api.connections import CompressWhenAccepted, ConnectionRecycler
 from nextbest.api.observability import (
     DatabaseOutage,
@@ -72,6 +77,7 @@ def _without_long_inputs(errors: Sequence[Any], body: Any = None) -> list[dict[s
     out = []
     for raw in errors[:MAX_LISTED_ERRORS]:
         error = naming_the_field_meant(_at_the_repeated_field(_without_raised(raw)), body)
+        error = saying_the_bounds(error, body)
         if "input" in error and (
             # FastAPI puts {} there, which reads as if an empty object had been sent.
             error.get("type") == "json_invalid"

@@ -20,10 +20,11 @@ FastAPI reads a body as UTF-8 JSON and answers anything else with a bare 400
   :class:`RepeatedKeys`), and refused by the request schemas naming the key (in a
   feedback batch, that event alone); a UTF-8 byte order mark before it is ignored;
 - a body that is not UTF-8 (or in the charset it names), is nested too deep to
-  read, holds a number too long to read (thousands of digits), an object of more
-  than ``MAX_OBJECT_MEMBERS`` members or a lone UTF-16 surrogate escape
-  (``"\\ud800"``: no character, and no answer could quote it) is
-  refused as invalid JSON (422 ``json_invalid``), saying where;
+  read, holds an object of more than ``MAX_OBJECT_MEMBERS`` members or a lone
+  UTF-16 surrogate escape (``"\\ud800"``: no character, and no answer could quote
+  it) is refused as invalid JSON (422 ``json_invalid``), saying where; a number of
+  thousands of digits is read (:func:`_json_int`), and refused by its field saying
+  the bound it is beyond (:func:`saying_the_bounds`);
 - a query parameter sent to a route that declares none (``POST
   /v1/recommendations?k=3``) is refused with 422 at ``["query", name]``: its
   fields are read from the body alone, so it was ignored; and a body sent to a
@@ -45,6 +46,7 @@ from __future__ import annotations
 import codecs
 import inspect
 import json
+import math
 import re
 import zlib
 from collections import Counter
@@ -141,6 +143,61 @@ def naming_the_field_meant(error: dict[str, Any], body: Any) -> dict[str, Any]:
     if loc[0] != "body" or not isinstance(error.get("msg"), str):
         return error
     return {**error, "msg": error["msg"] + unknown_key_hint(body, loc[1:])}
+
+
+# pydantic's refusals of a number no field can hold (one of hundreds of digits, read
+# as infinite; a text of thousands of digits), which said nothing of the field's bounds.
+_BEYOND_ANY_BOUND = frozenset({"finite_number", "int_parsing_size"})
+
+
+# A bound as pydantic names it in a field's metadata, its error type and its words.
+_UPPER_BOUNDS = (
+    ("le", "less_than_equal", "less than or equal to"),
+    ("lt", "less_than", "less than"),
+)
+_LOWER_BOUNDS = (
+    ("ge", "greater_than_equal", "greater than or equal to"),
+    ("gt", "greater_than", "greater than"),
+)
+
+
+def saying_the_bounds(error: dict[str, Any], body: Any) -> dict[str, Any]:
+    """``error`` (one of a validation error's), and when it refuses a number sent in a
+    field of the body's model (``body``: :func:`body_kind`) as too large to hold
+    (``1e400``, 400 digits with a decimal point, a text of 5,000 digits), the bound
+    it is beyond, as pydantic says it of a number it can hold (``less_than_equal``,
+    ``Input should be less than or equal to 50``), the sent number too large to hold
+    said after it. Any other error as it was."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") not in _BEYOND_ANY_BOUND or len(loc) != 2 or loc[0] != "body":
+        return error
+    if not (isinstance(body, type) and issubclass(body, BaseModel)):
+        return error
+    field = body.model_fields.get(str(loc[1]))
+    sent = error.get("input")
+    if isinstance(sent, float) and math.isinf(sent):
+        negative = sent < 0
+    elif isinstance(sent, str) and re.fullmatch(r"\s*[+-]?\d+\s*", sent):
+        negative = sent.strip().startswith("-")
+    else:
+        return error
+    bounds = {
+        name: getattr(rule, name)
+        for rule in (field.metadata if field is not None else ())
+        for name in ("ge", "gt", "le", "lt")
+        if getattr(rule, name, None) is not None
+    }
+    kinds = _LOWER_BOUNDS if negative else _UPPER_BOUNDS
+    for name, kind, words in kinds:
+        if name in bounds:
+            return {
+                "type": kind,
+                "loc": loc,
+                "msg": f"Input should be {words} {bounds[name]} (the number sent is too "
+                "large to hold)",
+                "ctx": {name: bounds[name]},
+            }
+    return error
 
 
 def _too_large(limit: int, path: str, inflated: bool) -> BodyRefused:
@@ -313,7 +370,7 @@ class JSONBodyRequest(Request):
             # a parser ignore it, and Python's refusal spoke of its own codecs.
             text = text.removeprefix("\ufeff")
             try:
-                parsed = json.loads(text, object_pairs_hook=_json_object)
+                parsed = json.loads(text, object_pairs_hook=_json_object, parse_int=_json_int)
             except json.JSONDecodeError as e:
                 if e.msg != "Extra data":
                     raise
@@ -334,8 +391,6 @@ class JSONBodyRequest(Request):
                 raise json.JSONDecodeError(str(e), text, 0) from None
             except RecursionError as e:
                 raise json.JSONDecodeError("nested too deeply to read", text, 0) from e
-            except ValueError as e:  # an integer of thousands of digits
-                raise json.JSONDecodeError(f"a number too long to read: {e}", text, 0) from e
             if _SURROGATE_ESCAPE.search(body if self.charset[1] else text.encode()):
                 _refuse_lone_surrogates(parsed, text)
             self._json = parsed
@@ -363,6 +418,17 @@ def _decoded(body: bytes, charset: str, ascii_alike: bool) -> str:
             body.decode("utf-8", "replace"),
             e.start,
         ) from e
+
+
+def _json_int(digits: str) -> int | float:
+    """An integer of a JSON body as Python reads it; one of more digits than Python
+    converts (4,300) as the float it rounds to, infinite: refused by the field it was
+    sent in, saying its bounds (:func:`saying_the_bounds`), where the body was
+    refused whole, "Exceeds the limit (4300 digits) for integer string conversion"."""
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
 
 
 class _TooManyMembersError(ValueError):

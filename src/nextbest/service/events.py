@@ -44,6 +44,7 @@ from nextbest.limits import STORED_LENGTHS
 from nextbest.storage.repository import (
     EARLIEST_EVENT,
     FEEDBACK_EVENT_TYPES,
+    MAX_EVENT_VALUE,
     FeedbackEventType,
     FeedbackRecord,
 )
@@ -199,6 +200,12 @@ def a_time_an_event_can_have(value: object) -> object:
     (``20240301``) or a spreadsheet's day number: read as seconds, 2024 was
     1970-01-01T00:33:44 and refused as that time. An opt-out dated so is read
     without its time (:meth:`FeedbackEventCreate._an_opt_out_whatever_its_form`)."""
+    if (too_large := _too_large_to_hold(value)) is not None:
+        # Was pydantic's "Input should be a valid datetime" (or "a finite number").
+        raise ValueError(
+            f"{too_large}, read as seconds since 1970, is past the year 9999: send an "
+            f"ISO 8601 time, as {TIME_EXAMPLES}"
+        )
     said = _as_sent(value)
     partial = partial_date(value)
     if said is not None and partial:
@@ -248,6 +255,30 @@ EventTime = Annotated[
 ]
 
 
+def _too_large_to_hold(value: object) -> str | None:
+    """A number sent as a message says it when no float can hold it (an integer of
+    hundreds of digits; one of a JSON body read as infinite); None for any other."""
+    if isinstance(value, float) and math.isinf(value):
+        return f"a {'negative ' if value < 0 else ''}number too large to hold"
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            digits = len(str(abs(value)))
+            return f"a {'negative ' if value < 0 else ''}number of {digits:,} digits"
+    return None
+
+
+def _a_value_it_can_hold(value: object) -> object:
+    """Refuse a value no float holds, saying the limit: an integer of hundreds of
+    digits was "Input should be a valid number", and one read as infinite "value
+    must be a finite number, got inf"."""
+    said = _too_large_to_hold(value)
+    if said is None:
+        return value
+    raise ValueError(f"{said} is beyond the limit of {MAX_EVENT_VALUE:,.0f} either way")
+
+
 # Declared in the schema only: the validators refuse an empty string with their own
 # message, naming the field and its limits.
 NOT_EMPTY: JsonDict = {"minLength": 1}
@@ -288,7 +319,10 @@ class FeedbackEventCreate(BaseModel):
         "free text, stored as sent, on other event types (an opt-out's unsubscribe link).",
         json_schema_extra=NOT_EMPTY,
     )
-    value: Annotated[float, BeforeValidator(not_a_boolean)] | None = Field(
+    value: (
+        Annotated[float, BeforeValidator(_a_value_it_can_hold), BeforeValidator(not_a_boolean)]
+        | None
+    ) = Field(
         default=None,
         description="Outcome value (required for 'outcome'; on other events it is stored "
         "but counts nowhere, and the answer says so under uncounted unless it is 0).",
