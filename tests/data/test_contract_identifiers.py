@@ -254,3 +254,25 @@ def test_a_boolean_id_column_is_refused(
         f"hcps.parquet, column '{column}': is a column of true/false values (a boolean "
         "column), which would be read as the text 'True' and 'False'"
     ) in str(refused.value)
+
+
+@pytest.mark.parametrize("column", ["hcp_id", "action_id"])
+def test_ids_a_float_column_rounds_to_one_are_said_once_each(
+    tables: Tables, write_tables: WriteTables, column: str
+) -> None:
+    """Two ids a float column rounds to the same number were each refused as rounded,
+    and the second again as a duplicate of the first: one fault, two lines."""
+    table = "hcps" if column == "hcp_id" else "catalog"
+    out = write_tables(tables, fmt="parquet")
+    written = [123456789012345678.0, 123456789012345679.0, 3.0]
+    tables[table].assign(**{column: written}).to_parquet(out / f"{table}.parquet", index=False)
+    with pytest.raises(ContractError) as refused:
+        load_dataset(out)
+    lines = [line for line in str(refused.value).splitlines() if f"{table}.parquet, row" in line]
+    said = "123456789012345680 is read from a column of floats (float64)"
+    assert [line.strip().split(": ", 1)[0] for line in lines] == [
+        f"{table}.parquet, row 1, column '{column}'",
+        f"{table}.parquet, row 2, column '{column}'",
+    ], lines
+    assert all(said in line for line in lines), lines
+    assert "duplicate" not in str(refused.value)

@@ -85,7 +85,7 @@ def validate_hcps(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     log = ProblemLog(file, rows=row_numbers(raw))
     raw = _start(raw, REQUIRED_HCP_COLUMNS, log, rows_required=True, saved_index="refused")
     hcp_id = _required_text(raw, "hcp_id", log)
-    _check_unique(hcp_id, "hcp_id", log)
+    _check_unique(hcp_id, "hcp_id", log, raw)
     _check_stored_length(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {
         "hcp_id": hcp_id.series(),
@@ -190,7 +190,7 @@ def validate_send_list(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
         raw, ("hcp_id",), log, optional=("specialty",), rows_required=True, saved_index="read"
     )
     hcp_id = _required_text(raw, "hcp_id", log)
-    _check_unique(hcp_id, "hcp_id", log)
+    _check_unique(hcp_id, "hcp_id", log, raw)
     _check_stored_length(hcp_id, "hcp_id", log)
     out: dict[str, pd.Series] = {"hcp_id": hcp_id.series()}
     if "specialty" in raw.columns:  # an empty cell: the served model's
@@ -264,7 +264,7 @@ def validate_catalog(raw: pd.DataFrame, *, file: str) -> pd.DataFrame:
     )
     n = len(raw)
     action_id = _required_text(raw, "action_id", log)
-    _check_unique(action_id, "action_id", log)
+    _check_unique(action_id, "action_id", log, raw)
     _check_stored_length(action_id, "action_id", log)
     channel = _required_text(raw, "channel", log).map(channel_spelling)
     _check_stored_length(channel, "channel", log)
@@ -781,16 +781,12 @@ def refuse_typed_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> None:
             column=column,
         )
         return
-    if not pd.api.types.is_float_dtype(values.dtype):
+    rounded = rounded_by_floats(values)
+    if not rounded.any():
         return
     typed: Any = values.dtype  # Float32 (pandas' nullable floats) is float32 to numpy
     kind = np.dtype(getattr(typed, "numpy_dtype", typed))
     exact = int(np.finfo(kind).nmant) + 1  # float64: 53 bits of whole numbers held exactly
-    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        rounded = ~(np.abs(numbers) < 2.0**exact) & ~np.isnan(numbers)
-    if not rounded.any():
-        return
     log.add_rows(
         rounded,
         column,
@@ -805,6 +801,21 @@ def refuse_typed_text(raw: pd.DataFrame, column: str, log: ProblemLog) -> None:
         "rounds long numeric ids, so that they name no HCP or action, or another one",
         column=column,
     )
+
+
+def rounded_by_floats(values: pd.Series) -> npt.NDArray[np.bool_]:
+    """The rows (a mask, shape (n,)) of a typed column of floats that hold a number
+    from where the float holds no whole number exactly up (2**53 in float64, 2**24 in
+    float32): the id written may have been another (:func:`refuse_typed_text`). All
+    False for a column of any other type."""
+    if not pd.api.types.is_float_dtype(values.dtype):
+        return np.zeros(len(values), dtype=bool)
+    typed: Any = values.dtype  # Float32 (pandas' nullable floats) is float32 to numpy
+    kind = np.dtype(getattr(typed, "numpy_dtype", typed))
+    exact = int(np.finfo(kind).nmant) + 1  # float64: 53 bits of whole numbers held exactly
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(~(np.abs(numbers) < 2.0**exact) & ~np.isnan(numbers), dtype=bool)
 
 
 def _true_false(values: pd.Series) -> bool:
@@ -857,8 +868,12 @@ def _not_one_of(shown: str, cells: Codes, i: int, words: Sequence[str]) -> str:
     )
 
 
-def _check_unique(cells: Codes, column: str, log: ProblemLog) -> None:
+def _check_unique(cells: Codes, column: str, log: ProblemLog, raw: pd.DataFrame) -> None:
+    """Refuse the rows of ``column`` that repeat an earlier row's value, but for those
+    a float column rounded (:func:`rounded_by_floats`), refused already: that two
+    ids rounded to one is no second fault (it was said again as a duplicate)."""
     repeated = pd.Series(cells.codes).duplicated(keep="first").to_numpy() & ~cells.empty
+    repeated &= ~rounded_by_floats(raw[column])
     scientific = _scientific(cells, repeated, column, log)
 
     def describe(i: int) -> str:
