@@ -87,3 +87,38 @@ def test_write_keeps_another_world_unless_told_to_replace_it(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
         p.name: p.read_bytes() for p in fresh.iterdir()
     }
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_another_world_is_refused_before_it_is_simulated(tmp_path: Path, fmt: str) -> None:
+    """`simulate --out` found another world there only once the whole world had been
+    simulated and written beside it (6 s of CPU at 20,000 HCPs x 52 periods): its
+    population and catalog, drawn alone, and the history's row count tell it first."""
+    from nextbest.simulate import refuse_another_world
+
+    refuse_another_world(tmp_path, fmt, n_hcps=30, periods=3, seed=1)  # type: ignore[arg-type]
+    simulate_world(n_hcps=30, periods=3, seed=1).write(tmp_path, fmt=fmt)  # type: ignore[arg-type]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # The same world: left to write, which keeps it as it is.
+    refuse_another_world(tmp_path, fmt, n_hcps=30, periods=3, seed=1)  # type: ignore[arg-type]
+    every = [f"hcps.{fmt}", f"catalog.{fmt}", f"interactions.{fmt}", "truth.parquet"]
+    for other, names in (
+        ({"n_hcps": 30, "periods": 3, "seed": 2}, every),
+        # Its catalog is this world's (drawn apart from the population).
+        ({"n_hcps": 31, "periods": 3, "seed": 1}, [every[0], *every[2:]]),
+        # Its population is this world's (the catalog's approvals span the periods).
+        ({"n_hcps": 30, "periods": 4, "seed": 1}, every[1:]),
+    ):
+        with pytest.raises(WorldExistsError) as refused:
+            refuse_another_world(tmp_path, fmt, **other)  # type: ignore[arg-type]
+        assert refused.value.names == names, (other, refused.value.names)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # and no leftovers
+    # A history of another length beside this world's population and catalog.
+    history = tmp_path / f"interactions.{fmt}"
+    if fmt == "csv":
+        history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
+    else:
+        pd.read_parquet(history).iloc[:-1].to_parquet(history, index=False)
+    with pytest.raises(WorldExistsError) as refused:
+        refuse_another_world(tmp_path, fmt, n_hcps=30, periods=3, seed=1)  # type: ignore[arg-type]
+    assert refused.value.names == every[2:]

@@ -4,7 +4,7 @@ the data contract."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -35,24 +35,29 @@ def simulate(
     ] = False,
 ) -> Path:
     """Build a synthetic HCP world with known ground truth."""
-    from nextbest.simulate import WorldExistsError, simulate_world
+    from nextbest.simulate import WorldExistsError, refuse_another_world, simulate_world
     from nextbest.yamlfile import near_hint
 
     if fmt not in (formats := ("csv", "parquet")):
         raise fail(
             f"--format must be csv or parquet, got '{fmt}'{near_hint(fmt, formats, any_case=True)}"
         )
-    with working(f"simulating {plural(hcps, 'HCP')} x {plural(periods, 'period')}"):
-        world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
-        try:
-            world.write(out, fmt="csv" if fmt == "csv" else "parquet", replace=replace)
-        except WorldExistsError as exc:
-            them = "it" if len(exc.names) == 1 else "them"
-            said = f"{exc}; give --replace to replace {them}, or another --out"
-            raise fail(f"--out: {said}") from None
-        except OSError as exc:  # a clash of formats, or a directory that cannot be written
-            said = path_error(exc) if exc.filename is not None else str(exc)
-            raise fail(f"--out: {said}") from None
+    kind: Literal["csv", "parquet"] = "csv" if fmt == "csv" else "parquet"
+    try:
+        if not replace:
+            # Before the simulation: another world in --out was found only once the
+            # whole world had been simulated and written beside it.
+            refuse_another_world(out, kind, n_hcps=hcps, periods=periods, seed=seed)
+        with working(f"simulating {plural(hcps, 'HCP')} x {plural(periods, 'period')}"):
+            world = simulate_world(n_hcps=hcps, periods=periods, seed=seed)
+            world.write(out, fmt=kind, replace=replace)
+    except WorldExistsError as exc:
+        them = "it" if len(exc.names) == 1 else "them"
+        said = f"{exc}; give --replace to replace {them}, or another --out"
+        raise fail(f"--out: {said}") from None
+    except OSError as exc:  # a clash of formats, or a directory that cannot be written
+        said = path_error(exc) if exc.filename is not None else str(exc)
+        raise fail(f"--out: {said}") from None
     stdout.print(
         f"wrote {plural(len(world.hcps), 'HCP')}, {plural(len(world.catalog), 'action')}, "
         f"{plural(len(world.interactions), 'decision')} and the ground truth to {out}"

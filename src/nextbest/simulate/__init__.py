@@ -84,7 +84,13 @@ is net-positive for ~30%, the best e-mail for ~80% of those with e-mail consent.
 from __future__ import annotations
 
 from nextbest.simulate.vocabulary import CHANNELS, SPECIALTIES, TOPICS
-from nextbest.simulate.world import NO_ACTION, SimulatedWorld, WorldExistsError, simulate_world
+from nextbest.simulate.world import (
+    NO_ACTION,
+    SimulatedWorld,
+    WorldExistsError,
+    refuse_another_world,
+    simulate_world,
+)
 
 __all__ = [
     "CHANNELS",
@@ -93,5 +99,6 @@ __all__ = [
     "TOPICS",
     "SimulatedWorld",
     "WorldExistsError",
+    "refuse_another_world",
     "simulate_world",
 ]

@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from nextbest.contract.dataset import refuse_format_clash
 from nextbest.limits import PURPOSES, Purpose
@@ -359,13 +360,8 @@ def simulate_world(
     """
     _check_arguments(n_hcps, periods, seed, start)
     n, n_periods = int(n_hcps), int(periods)
-    # Independent streams per component: changing how one is drawn leaves the others intact.
-    rng_population, rng_catalog, rng_history = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3)
-    )
     start_day = date(start.year, start.month, start.day)
-    hcps, traits = draw_population(n, rng_population)
-    catalog, codes = build_catalog(start_day, n_periods, rng_catalog)
+    hcps, traits, catalog, codes, rng_history = _drawn_first(n, n_periods, int(seed), start_day)
 
     logit = static_logit(traits, codes)
     gain = incremental_gain(traits, codes)
@@ -452,6 +448,81 @@ def simulate_world(
         traits=traits,
         codes=codes,
     )
+
+
+def _drawn_first(
+    n: int, n_periods: int, seed: int, start_day: date
+) -> tuple[pd.DataFrame, HiddenTraits, pd.DataFrame, ActionCodes, np.random.Generator]:
+    """The population and the catalog of a world (a small part of its simulation's
+    time), and the random stream its history is drawn from."""
+    # Independent streams per component: changing how one is drawn leaves the others intact.
+    rng_population, rng_catalog, rng_history = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    hcps, traits = draw_population(n, rng_population)
+    catalog, codes = build_catalog(start_day, n_periods, rng_catalog)
+    return hcps, traits, catalog, codes, rng_history
+
+
+def refuse_another_world(
+    out_dir: str | Path,
+    fmt: Literal["csv", "parquet"],
+    *,
+    n_hcps: int,
+    periods: int,
+    seed: int,
+    start: date = date(2026, 6, 1),
+) -> None:
+    """Refuse (:class:`WorldExistsError`), before the world of these arguments (as
+    :func:`simulate_world` takes them) is simulated, to write it into ``out_dir``
+    when that surely holds another: its hcps or catalog file differs from the one
+    the world would have (drawn alone, in 0.01 s of CPU at 20,000 HCPs: the whole
+    world, simulated and written beside them to be compared, took 6 s), or its
+    interactions file has another number of rows. The files
+    named are those there but the ones found the same. A directory that may hold
+    this very world is left to :meth:`SimulatedWorld.write`, which compares every
+    file; so is a directory holding the other format (refused as it is there)."""
+    _check_arguments(n_hcps, periods, seed, start)
+    out = Path(out_dir)
+    refuse_format_clash(out, fmt)
+    paths = {
+        name: out / (f"{name}.{fmt}" if name != "truth" else "truth.parquet")
+        for name in ("hcps", "catalog", "interactions", "truth")
+    }
+    there = [name for name, path in paths.items() if path.is_file()]
+    if not there:
+        return
+    n, n_periods = int(n_hcps), int(periods)
+    start_day = date(start.year, start.month, start.day)
+    hcps, _, catalog, _, _ = _drawn_first(n, n_periods, int(seed), start_day)
+    same: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=".simulating-", dir=out) as staging:
+        for name, frame in (("hcps", hcps), ("catalog", catalog)):
+            if name in there:
+                staged = Path(staging) / paths[name].name
+                _write_table(frame, staged)
+                if filecmp.cmp(paths[name], staged, shallow=False):
+                    same.append(name)
+    rows = _rows_in(paths["interactions"]) if "interactions" in there else None
+    differs = len(same) < len({"hcps", "catalog"} & set(there)) or (
+        rows is not None and rows != n * n_periods
+    )
+    if differs:
+        raise WorldExistsError(out, [paths[name].name for name in there if name not in same])
+
+
+def _rows_in(path: Path) -> int | None:
+    """How many rows a world's table file holds, read from its Parquet metadata or
+    by its CSV lines (the simulation writes no line break inside a cell); None when
+    it cannot be read."""
+    try:
+        if path.suffix == ".parquet":
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        with path.open("rb") as file:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
+        return max(lines - 1, 0)
+    except (OSError, ValueError):
+        return None
 
 
 def _interactions_table(
