@@ -72,3 +72,45 @@ def test_feedback_naming_an_hcp_in_another_case_names_the_id_meant(
     unknown = {"event_id": "no-such", "event_type": "delivered", "hcp_id": "H-NO-SUCH-HCP"}
     said = client.post("/v1/feedback", json=unknown).text
     assert "unknown hcp_id 'H-NO-SUCH-HCP'" in said and "did you mean" not in said, said
+
+
+def test_a_rep_id_in_another_case_is_named_as_an_hcp_id_is(client: TestClient, keys) -> None:
+    """A rep key asking for its own plan under its name upper-cased (a CRM's user
+    field) got a 403 naming neither; an admin's plan for it, 'no rep key is named'."""
+    shouted = keys.rep_name.upper()
+    own = client.get(f"/v1/reps/{shouted}/suggestions", headers=keys.rep)
+    assert own.status_code == 403, own.text
+    assert own.json()["detail"] == (
+        f"rep key '{keys.rep_name}' may only use its own call plan, not that of '{shouted}'"
+        + " "
+        + IN_ANOTHER_CASE.format(keys.rep_name)
+    )
+    admin = client.get(f"/v1/reps/{shouted}/suggestions")
+    assert admin.status_code == 422, admin.text
+    assert admin.json()["detail"][0]["msg"] == (
+        f"no rep key is named '{shouted}' {IN_ANOTHER_CASE.format(keys.rep_name)}, so an "
+        "admin names the territory to plan: ?territory_id="
+    )
+    # Another rep's name is no case of its own: nothing is added.
+    other = client.get("/v1/reps/REP-2/suggestions", headers=keys.rep)
+    assert "did you mean" not in other.text, other.text
+
+
+def test_feedback_naming_a_recommendation_in_another_case_names_the_id_meant(
+    client: TestClient, keys
+) -> None:
+    """Recommendation ids are written in lower case: one a CRM upper-cased was
+    "unknown recommendation_id" alone, on the feedback and the rep decision routes."""
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    served = client.post("/v1/recommendations", json={"hcp_id": hcp}).json()
+    meant = served["recommendation_id"]
+    assert meant == meant.lower() != meant.upper()
+    event = {"event_id": "case-rec", "event_type": "opened", "hcp_id": hcp,
+             "recommendation_id": meant.upper()}  # fmt: skip
+    refused = client.post("/v1/feedback", json=event)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["rejected"][0]["message"] == (
+        f"unknown recommendation_id '{meant.upper()}' " + IN_ANOTHER_CASE.format(meant)
+    )
+    unknown = client.post("/v1/feedback", json={**event, "recommendation_id": "f" * 32})
+    assert "did you mean" not in unknown.text, unknown.text

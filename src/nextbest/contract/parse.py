@@ -217,8 +217,8 @@ def spelled_alike(hcp_id: str, is_known: Callable[[str], bool]) -> str | None:
 
 
 def said_in_another_case(meant: str) -> str:
-    """What a refusal of an unknown HCP id adds when ``meant`` is the same id in
-    another case (:func:`spelled_alike`)."""
+    """What a refusal of an unknown id (an HCP's, a rep key's name, a recommendation's)
+    adds when ``meant`` is the same id in another case (:func:`spelled_alike`)."""
     return f" (ids are compared exactly, case included: did you mean {quoted(meant)}?)"
 
 

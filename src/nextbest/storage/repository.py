@@ -1435,14 +1435,16 @@ def _record_feedback(
             known_hcps[hcp_id] = hcp_exists is not None and hcp_exists(hcp_id)
         return known_hcps[hcp_id]
 
-    served = _served_recommendations(
-        session,
+    asked_about = [
+        e.recommendation_id
+        for e in events
         # An id with a NUL would fail the lookup on PostgreSQL: _check_event refuses it.
-        [
-            e.recommendation_id
-            for e in events
-            if isinstance(e.recommendation_id, str) and "\x00" not in e.recommendation_id
-        ],
+        if isinstance(e.recommendation_id, str) and "\x00" not in e.recommendation_id
+    ]
+    # Each in lower case too, as the service writes its ids, in the same query: one a
+    # CRM upper-cased is refused naming the id meant.
+    served = _served_recommendations(
+        session, asked_about + [r.lower() for r in asked_about if r != r.lower()]
     )
     # When each HCP of the batch was erased, if it was: an event dated before then is
     # what that erasure deleted, and stored now it would undo it.
@@ -1576,7 +1578,10 @@ def _record_feedback(
             if recommendation is not None and event.event_type in _EFFECTS_OF_AN_ANSWER:
                 event = _a_day_alone_from_its_send(event, recommendation)
             if recommendation is None:
-                message = f"unknown recommendation_id '{event.recommendation_id}'"
+                meant = spelled_alike(str(event.recommendation_id), served.__contains__)
+                message = f"unknown recommendation_id '{event.recommendation_id}'" + (
+                    "" if meant is None else said_in_another_case(meant)
+                )
             elif recommendation.hcp_id != event.hcp_id:
                 message = (
                     f"hcp_id '{event.hcp_id}' does not match recommendation "

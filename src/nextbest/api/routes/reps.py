@@ -29,9 +29,16 @@ from nextbest.api.schemas import (
     RepSuggestionPublic,
     RequestPurpose,
 )
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted, refuse_no_id
+from nextbest.contract.parse import (
+    QUOTED_AT_MOST,
+    quoted,
+    refuse_no_id,
+    said_in_another_case,
+    spelled_alike,
+)
 from nextbest.errors import InvalidRequestError
 from nextbest.limits import STORED_LENGTHS
+from nextbest.service.apikeys import ReloadingKeyStore
 from nextbest.service.recommend import MAX_LEFT_OUT, check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
@@ -103,11 +110,22 @@ def _whole_number(value: object) -> object:
 
 def _own_rep(caller: PrincipalDep, rep_id: str) -> None:
     if caller.role == "rep" and caller.name != rep_id:
+        # Its own name in another case (a CRM that upper-cased it): said, as an HCP id is.
+        meant = caller.name if caller.name.casefold() == rep_id.casefold() else None
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,
             detail=f"rep key '{caller.name}' may only use its own call plan, not that of "
-            f"'{rep_id}'",
+            f"'{rep_id}'" + ("" if meant is None else said_in_another_case(meant)),
         )
+
+
+def _rep_key_in_another_case(keys: ReloadingKeyStore | None, rep_id: str) -> str:
+    """What a refusal of ``rep_id``, no rep key's name, adds when a rep key is named so
+    in another case (:func:`~nextbest.contract.parse.spelled_alike`); else ''."""
+    if keys is None:
+        return ""
+    meant = spelled_alike(rep_id, lambda name: getattr(keys.named(name), "role", "") == "rep")
+    return "" if meant is None else said_in_another_case(meant)
 
 
 def _admin_territory(request: Request, rep_id: str, territory_id: str | None) -> str | None:
@@ -210,7 +228,7 @@ def suggestions(
                 f"'{rep_id}' is {'an' if other.role == 'admin' else 'a'} {other.role} key, "
                 "not a rep key: it has no territory"
                 if other is not None
-                else f"no rep key is named '{rep_id}'"
+                else f"no rep key is named '{rep_id}'" + _rep_key_in_another_case(keys, rep_id)
             )
             + ", so an admin names the territory to plan: ?territory_id=",
             location="query",
