@@ -87,6 +87,9 @@ class Exploration(ABC):
         self.holdout_days = holdout_days
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
+        # The channel codes last served with, as a list: the model's, the same array
+        # on every request (see :meth:`_codes`).
+        self._codes_of: tuple[np.ndarray, list[int]] | None = None
 
     @abstractmethod
     def first_probabilities(
@@ -132,13 +135,14 @@ class Exploration(ABC):
         n = len(eligible)
         # Lists, converted once: fill_list runs several times per answer below.
         ranked_ids = ranked.tolist()
-        codes = None if channel_code is None else channel_code.tolist()
+        eligible_ids = eligible.tolist()
+        codes = None if channel_code is None else self._codes(channel_code)
         if codes is not None and max_per_channel is not None:
             ranked_ids = head_per_channel(ranked_ids, codes, max_per_channel)
         greedy = fill_list(ranked_ids, k, channel_code=codes, max_per_channel=max_per_channel)
         best = -1
         if greedy:
-            best = int(np.flatnonzero(eligible == greedy[0])[0])
+            best = eligible_ids.index(greedy[0])
         u_holdout, u_first = self._draw()
         if self.holdout_days:
             if hcp_id is None or on is None:
@@ -172,6 +176,7 @@ class Exploration(ABC):
                 actions[1:].tolist(),
                 pi,
                 eligible,
+                eligible_ids,
                 ranked_ids,
                 greedy,
                 k,
@@ -180,6 +185,14 @@ class Exploration(ABC):
                 max_per_channel=max_per_channel,
             )
         return Served(actions, keep * propensity, explored, False, float(p_nothing))
+
+    def _codes(self, channel_code: np.ndarray) -> list[int]:
+        """``channel_code`` as a list, converted once per array: every request passes
+        its model's own (200 actions: a few microseconds a request to convert)."""
+        known = self._codes_of
+        if known is None or known[0] is not channel_code:
+            known = self._codes_of = (channel_code, channel_code.tolist())
+        return known[1]
 
 
 class EpsilonGreedy(Exploration):
@@ -298,6 +311,7 @@ def _inclusion(
     targets: list[int],
     pi: np.ndarray,
     eligible: np.ndarray,
+    eligible_ids: list[int],
     ranked: list[int],
     greedy: list[int],
     k: int,
@@ -309,19 +323,34 @@ def _inclusion(
     """P(a is in the list | not held out) for each action ``a`` in ``targets``.
 
     The list is ``[f] + fill(ranked without f, k - 1, f's channel counted)`` with
-    ``f`` drawn from ``pi`` (over ``eligible``). Any ``f`` of the greedy list
+    ``f`` drawn from ``pi`` (over ``eligible``, distinct actions; ``eligible_ids``
+    the same as a list). Any ``f`` of the greedy list
     yields the greedy list itself; any other ``f`` yields ``f`` plus a fill that
     depends only on ``f``'s channel, unless ``f`` would itself be taken by that
     fill, which is handled one by one (at most ``k - 1`` per channel).
     """
     prob = dict.fromkeys(targets, 0.0)
-    # Small arrays (k x n): a broadcast compare beats np.isin's sort.
-    in_greedy = (eligible[:, None] == np.asarray(greedy, dtype=np.int64)[None, :]).any(axis=1)
+    # The greedy list's few actions found by position (a list's index, in C), not by
+    # comparing every eligible action with each of them.
+    in_greedy = np.zeros(len(eligible_ids), dtype=bool)
+    for a in greedy:
+        if (at := _position(eligible_ids, a)) >= 0:  # else not eligible: never drawn first
+            in_greedy[at] = True
     greedy_mass = float(pi[in_greedy].sum())
-    others = np.flatnonzero(~in_greedy & (pi > 0.0))
-    first_mass = dict(zip(eligible[others].tolist(), pi[others].tolist(), strict=True))
+    is_other = ~in_greedy & (pi > 0.0)
+    others = np.flatnonzero(is_other)
+    greedy_set = set(greedy)
+
+    def first_mass(a: int) -> float:
+        """The probability of ``a`` being drawn first outside the greedy list (0: it
+        is in the list, or never drawn). Asked of a few actions only: the targets
+        and the fills' items."""
+        if a in greedy_set or (at := _position(eligible_ids, a)) < 0:
+            return 0.0
+        return float(pi[at]) if is_other[at] else 0.0
+
     for a in targets:
-        prob[a] += first_mass.get(a, 0.0)  # a itself drawn first (outside the greedy list)
+        prob[a] += first_mass(a)  # a itself drawn first (outside the greedy list)
     capped = channel_code is not None and max_per_channel is not None
     fills: dict[int, list[int]] = {}
     by_channel: dict[int, float] = {}
@@ -331,6 +360,7 @@ def _inclusion(
     else:
         mass_of = np.array([float(pi[others].sum())])
         channels = [-1] if len(others) else []
+    masses = mass_of.tolist()
     # The fill with one more item of channel c counted differs from the plain one
     # only if the plain one already holds max_per_channel items of c.
     base = fill_list(ranked, k - 1, channel_code=codes, max_per_channel=max_per_channel)
@@ -343,14 +373,14 @@ def _inclusion(
         else:
             fill = base
         fills[c] = fill
-        mass = float(mass_of[c if capped else 0])
+        mass = masses[c if capped else 0]
         # An f the fill would take itself leaves a different fill: one by one.
         # (The fill rule makes this impossible today; kept so the sum stays
         # exact if the rule ever changes.)
         for f in fill:
-            if f not in first_mass or (capped and codes is not None and codes[f] != c):
+            p = first_mass(f)
+            if p == 0.0 or (capped and codes is not None and codes[f] != c):
                 continue
-            p = first_mass[f]
             mass -= p
             rest = fill_list(
                 ranked, k - 1, channel_code=codes, max_per_channel=max_per_channel, first=f
@@ -359,7 +389,6 @@ def _inclusion(
                 if a in prob:
                     prob[a] += p
         by_channel[c] = mass
-    greedy_set = set(greedy)
     for a in targets:
         if a in greedy_set:
             prob[a] += greedy_mass
@@ -367,3 +396,11 @@ def _inclusion(
             if a in fills[c]:
                 prob[a] += mass
     return [min(prob[a], 1.0) for a in targets]
+
+
+def _position(ids: list[int], a: int) -> int:
+    """Where ``a`` is in ``ids`` (its first place), -1 if nowhere."""
+    try:
+        return ids.index(a)
+    except ValueError:
+        return -1
