@@ -70,10 +70,20 @@ def _one_key(request: Request, name: str, key_in: Callable[[str], str | None]) -
     return next(iter(keys), None)
 
 
+def _checked(request: Request) -> Principal | None:
+    """The caller :func:`_identify` found for this request already, else None.
+
+    Read from the scope's state as ``request.state`` keeps it: asking ``request.state``
+    for an attribute it lacks raises and catches two exceptions (a few microseconds,
+    twice on every request: before the body is read, and by the route)."""
+    state = request.scope.get("state")
+    return None if state is None else cast(Principal | None, state.get("principal"))
+
+
 def _identify(request: Request) -> Principal:
-    known = getattr(request.state, "principal", None)
+    known = _checked(request)
     if known is not None:  # checked already, before the body was read
-        return cast(Principal, known)
+        return known
     keys: ReloadingKeyStore | None = request.app.state.api_keys
     if keys is None:  # auth disabled
         principal = ANONYMOUS
@@ -126,7 +136,7 @@ def refused_before_validation(request: Request) -> HTTPException | None:
 
     A caller without a key learns nothing about what a route expects.
     """
-    if getattr(request.state, "principal", None) is not None:
+    if _checked(request) is not None:
         return None
     try:
         _identify(request)
