@@ -505,59 +505,71 @@ def log_training_run(
                     settings, str(run.info.run_id), stopped, alias=alias if sets_alias else None
                 )
             raise
-    served = alias_version(settings, settings.serve_alias)
-    # The first champion goes to the training that ends first. Another version made
-    # champion while this one trained, or a decision in progress (another training's
-    # first champion, between its mark and its move), leaves this one a later version
-    # with no alias, asked for champion or not: the champion then moves only by
-    # promote, which runs the gate (the check before training cannot see it coming).
-    not_champion = None
-    made = False
-    if alias in (None, CHAMPION_ALIAS):
-        try:
-            # Training sets a model's first champion (promote moves it after): recorded
-            # as a decision beside the promotions and rollbacks, so the champion's
-            # timeline starts here; recorded first, then the alias moves. Checked again
-            # under the decision lock: a champion made meanwhile by another leaves this
-            # version without the alias. Not asked for champion, it does not wait for a
-            # decision in progress (another training's first champion): a later version.
-            made = (
-                alias_version(settings, CHAMPION_ALIAS) is None
-                and (alias == CHAMPION_ALIAS or decision_in_progress(settings) is None)
-                and _log_trained_champion(
-                    settings,
-                    version,
-                    previous=None,
-                    training_run_id=str(info.run_id),
-                    # A server reading another alias would otherwise have nothing to serve.
-                    serve_alias=settings.serve_alias if served is None else None,
+    # The run ended FINISHED: the version is registered in full. A signal from here on
+    # is said with what it left (a decision stopped within its moves says its own).
+    try:
+        served = alias_version(settings, settings.serve_alias)
+        # The first champion goes to the training that ends first. Another version made
+        # champion while this one trained, or a decision in progress (another training's
+        # first champion, between its mark and its move), leaves this one a later version
+        # with no alias, asked for champion or not: the champion then moves only by
+        # promote, which runs the gate (the check before training cannot see it coming).
+        not_champion = None
+        made = False
+        if alias in (None, CHAMPION_ALIAS):
+            try:
+                # Training sets a model's first champion (promote moves it after): recorded
+                # as a decision beside the promotions and rollbacks, so the champion's
+                # timeline starts here; recorded first, then the alias moves. Checked again
+                # under the decision lock: a champion made meanwhile by another leaves this
+                # version without the alias. Not asked for champion, it does not wait for a
+                # decision in progress (another training's first champion): a later version.
+                made = (
+                    alias_version(settings, CHAMPION_ALIAS) is None
+                    and (alias == CHAMPION_ALIAS or decision_in_progress(settings) is None)
+                    and _log_trained_champion(
+                        settings,
+                        version,
+                        previous=None,
+                        training_run_id=str(info.run_id),
+                        # A server reading another alias would otherwise have nothing to serve.
+                        serve_alias=settings.serve_alias if served is None else None,
+                    )
                 )
+                if not made:
+                    champion = alias_version(settings, CHAMPION_ALIAS)
+                    not_champion = (
+                        f"version {version} is registered in full without alias "
+                        f"{CHAMPION_ALIAS}: version {champion} became champion while it trained, "
+                        "and the champion changes only by `nextbest promote`, which runs the "
+                        f"gate; `nextbest evaluate --version {version}` compares the two, and "
+                        f"`nextbest promote --version {version}` makes it champion if the gate "
+                        "passes"
+                    )
+            except (DecisionInProgressError, DecisionLockedError) as exc:
+                not_champion = str(exc)
+        if registered_as == CHAMPION_ALIAS and not made:
+            # Registered for a champion it did not become: `nextbest models --repair` would
+            # make it one once no version is champion (see _with_alias_unset).
+            client(settings).delete_model_version_tag(
+                settings.model_name, version, REGISTERED_AS_TAG
             )
-            if not made:
-                champion = alias_version(settings, CHAMPION_ALIAS)
-                not_champion = (
-                    f"version {version} is registered in full without alias "
-                    f"{CHAMPION_ALIAS}: version {champion} became champion while it trained, "
-                    "and the champion changes only by `nextbest promote`, which runs the "
-                    f"gate; `nextbest evaluate --version {version}` compares the two, and "
-                    f"`nextbest promote --version {version}` makes it champion if the gate "
-                    "passes"
-                )
-        except (DecisionInProgressError, DecisionLockedError) as exc:
-            not_champion = str(exc)
-    if registered_as == CHAMPION_ALIAS and not made:
-        # Registered for a champion it did not become: `nextbest models --repair` would
-        # make it one once no version is champion (see _with_alias_unset).
-        client(settings).delete_model_version_tag(settings.model_name, version, REGISTERED_AS_TAG)
-    registered = describe_version(settings, version)
-    run_artifacts = str(run.info.artifact_uri)
-    return replace(
-        registered,
-        not_champion=not_champion if alias == CHAMPION_ALIAS else None,
-        source_commit=source,
-        source_patch=None if patch is None else f"{run_artifacts.rstrip('/')}/{PATCH_ARTIFACT}",
-        source_patch_note=patch_note,
-    )
+        registered = describe_version(settings, version)
+        run_artifacts = str(run.info.artifact_uri)
+        return replace(
+            registered,
+            not_champion=not_champion if alias == CHAMPION_ALIAS else None,
+            source_commit=source,
+            source_patch=None if patch is None else f"{run_artifacts.rstrip('/')}/{PATCH_ARTIFACT}",
+            source_patch_note=patch_note,
+        )
+    except BaseException as stopped:
+        if not isinstance(stopped, Exception) and not interruption_said(stopped):
+            _said(
+                stopped,
+                _stopped_after_training_run(version, str(run.info.run_id), stopped, registered_as),
+            )
+        raise
 
 
 # Who made a decision run (train, promote, keep, rollback): the operating-system
@@ -1730,6 +1742,20 @@ def _marked_not_moved(settings: Settings, run_id: str) -> str:
     )
 
 
+def interruption_said(stopped: BaseException) -> bool:
+    """Whether the registry said in its own line what the interruption ``stopped``
+    left (a training or decision run ended KILLED, a version registered or not): a
+    command says it otherwise, from what it knows of its steps."""
+    return bool(getattr(stopped, "_nextbest_said", False))
+
+
+def _said(stopped: BaseException, said: str) -> None:
+    """Say ``said`` of the interruption ``stopped`` (an ERROR record), once."""
+    logger.error("%s", said)
+    with contextlib.suppress(AttributeError):  # a class with __slots__: said all the same
+        stopped._nextbest_said = True  # type: ignore[attr-defined]
+
+
 def _interruption(stopped: BaseException) -> str:
     """How a command was interrupted: ``Ctrl-C``, ``SIGTERM`` (a ``SystemExit`` the
     command raised for it), else the exception's class."""
@@ -1817,7 +1843,7 @@ def _record_interrupted(
         )
     if not recorded:
         said += "; the run could not be marked (it may read RUNNING)"
-    logger.error("%s", said)
+    _said(stopped, said)
 
 
 def _record_training_interrupted(
@@ -1864,7 +1890,26 @@ def _record_training_interrupted(
         )
     elif found == []:
         said += "; no version was registered"
-    logger.error("%s", said)
+    _said(stopped, said)
+
+
+def _stopped_after_training_run(
+    version: str, run_id: str, stopped: BaseException, registered_as: str | None
+) -> str:
+    """What a training stopped (``stopped``: Ctrl-C, SIGTERM) once its run ``run_id``
+    ended FINISHED left: version ``version`` registered in full, and, when it was to
+    be the first champion (``registered_as``), whether that is left to do."""
+    said = (
+        f"training was interrupted ({_interruption(stopped)}) after MLflow run {run_id} "
+        f"registered version {version} in full"
+    )
+    if registered_as != CHAMPION_ALIAS:
+        return said
+    return (
+        f"{said}, as the first champion, before it was made champion: `nextbest models` "
+        "says whether it is, and `nextbest models --repair` makes it champion if no "
+        "version is"
+    )
 
 
 def _log_trained_champion(

@@ -3,6 +3,9 @@ with the logged decisions and their feedback."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +36,7 @@ from nextbest.cli.output import (
     versions_said,
     working,
 )
-from nextbest.cli.process import interruptible_as_ctrl_c
+from nextbest.cli.process import interruptible_as_ctrl_c, interruption
 from nextbest.settings import Settings, without_password
 from nextbest.wording import plural
 
@@ -75,6 +78,47 @@ def _refuse_catalog_mismatch(train_config: Any, dataset: Any) -> None:
     mismatch = train_config.catalog_mismatch(dataset.catalog)
     if mismatch is not None:
         raise fail(mismatch)
+
+
+class _Stage:
+    """Where a training is in its steps (the last said), for what a signal left."""
+
+    def __init__(self) -> None:
+        self.said = "as it started"
+
+    def tracking(self, step: Callable[[str], None]) -> Callable[[str], None]:
+        """``step``, noting each stage said."""
+
+        def tracked(said: str) -> None:
+            self.said = f"at step '{said}'"
+            step(said)
+
+        return tracked
+
+
+@contextmanager
+def _said_if_stopped(command: str, stage: _Stage) -> Iterator[None]:
+    """Say what a training stopped by a signal (Ctrl-C, a scheduler's SIGTERM) left
+    before its MLflow run was logged (``stage``: where it was): nothing registered.
+    Once the run has started the registry says what it left (a run ended KILLED, a
+    version registered or not), and this says nothing more. A stop that exited 143
+    without a word left a job's log ending on a step, as if the command were still
+    at work or died of itself."""
+    from rich.markup import escape
+
+    try:
+        yield
+    except BaseException as stopped:
+        how = interruption(stopped)
+        registry = sys.modules.get("nextbest.registry")
+        if how is not None and not (registry is not None and registry.interruption_said(stopped)):
+            console.print(
+                f"[red]error:[/red] {escape(command)} was stopped ({how}) {escape(stage.said)}, "
+                "before it logged an MLflow run: no version was registered; run it again "
+                "to train",
+                highlight=False,
+            )
+        raise
 
 
 def _models_dir_usable(settings: Settings) -> None:
@@ -131,95 +175,98 @@ def train(
 ) -> str:
     """Train preference and uplift models, log the run to MLflow and register a version."""
     settings = read_settings()
-    _alias_given_by_training(settings, alias)
-    train_config = read_train_config(config)
-    cutoff = parse_date(as_of, "--as-of")
-    # Said first, the options checked: the training code (sklearn, LightGBM: 2 s and
-    # more) is imported once the config line is out, not before it.
-    import pandas as pd
+    stage = _Stage()
+    with _said_if_stopped("train", stage):
+        _alias_given_by_training(settings, alias)
+        train_config = read_train_config(config)
+        cutoff = parse_date(as_of, "--as-of")
+        # Said first, the options checked: the training code (sklearn, LightGBM: 2 s and
+        # more) is imported once the config line is out, not before it.
+        import pandas as pd
 
-    from nextbest import registry
-    from nextbest.contract.notes import data_notes
-    from nextbest.learning.distributed import LOCAL, local_workers, worker_count
-    from nextbest.learning.train import train as train_models
+        from nextbest import registry
+        from nextbest.contract.notes import data_notes
+        from nextbest.learning.distributed import LOCAL, local_workers, worker_count
+        from nextbest.learning.train import train as train_models
 
-    stages = [
-        "load",
-        "features",
-        "models",
-        "snapshot",
-        "evaluation",
-        "register",
-    ]
-    # The code that trains, read once as it begins: checked by --skip-if-trained and
-    # recorded by the run, whatever is edited in the checkout while it trains.
-    code = registry.training_code()
-    unnamed = registry.code_unnamed(code) if skip_if_trained else None
-    as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
-    # Taken once: by the check of --skip-if-trained, then kept by the training.
-    fingerprint: str | None = None
-    skip_notes: list[str] = []  # what --skip-if-trained says of a run it trains
+        stages = [
+            "load",
+            "features",
+            "models",
+            "snapshot",
+            "evaluation",
+            "register",
+        ]
+        # The code that trains, read once as it begins: checked by --skip-if-trained and
+        # recorded by the run, whatever is edited in the checkout while it trains.
+        code = registry.training_code()
+        unnamed = registry.code_unnamed(code) if skip_if_trained else None
+        as_of_stamp = pd.Timestamp(cutoff) if cutoff else None
+        # Taken once: by the check of --skip-if-trained, then kept by the training.
+        fingerprint: str | None = None
+        skip_notes: list[str] = []  # what --skip-if-trained says of a run it trains
 
-    def look(dataset: Any, workers: int | None) -> None:
-        nonlocal fingerprint
-        fingerprint = dataset.fingerprint()
-        why = _stop_if_trained(
-            settings,
-            dataset,
-            fingerprint=fingerprint,
-            config=train_config,
-            as_of=as_of_stamp,
-            workers=workers,
-            alias=alias,
-            code=code,
-        )
-        if why is not None:
-            skip_notes.append(why)
+        def look(dataset: Any, workers: int | None) -> None:
+            nonlocal fingerprint
+            fingerprint = dataset.fingerprint()
+            why = _stop_if_trained(
+                settings,
+                dataset,
+                fingerprint=fingerprint,
+                config=train_config,
+                as_of=as_of_stamp,
+                workers=workers,
+                alias=alias,
+                code=code,
+            )
+            if why is not None:
+                skip_notes.append(why)
 
-    try:
-        with steps() as progress:
-            step, steps_done = stage_steps(progress, "load", len(stages))
+        try:
+            with steps() as progress:
+                step, steps_done = stage_steps(progress, "load", len(stages))
+                step = stage.tracking(step)
 
-            def load() -> Any:
-                # Once the options and the data are checked (a typo in either creates
-                # nothing), and here, not at the last step after all the work.
-                dataset = load_data(data)
-                _refuse_catalog_mismatch(train_config, dataset)
-                _models_dir_usable(settings)
-                if skip_if_trained and unnamed is None and dask in (None, LOCAL):
-                    # A cluster of this machine has a worker per core (connect): known
-                    # before it starts, so a run skipped does not start one.
-                    look(dataset, None if dask is None else local_workers())
-                return dataset
+                def load() -> Any:
+                    # Once the options and the data are checked (a typo in either creates
+                    # nothing), and here, not at the last step after all the work.
+                    dataset = load_data(data)
+                    _refuse_catalog_mismatch(train_config, dataset)
+                    _models_dir_usable(settings)
+                    if skip_if_trained and unnamed is None and dask in (None, LOCAL):
+                        # A cluster of this machine has a worker per core (connect): known
+                        # before it starts, so a run skipped does not start one.
+                        look(dataset, None if dask is None else local_workers())
+                    return dataset
 
-            with dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client):
-                if skip_if_trained and unnamed is None and dask not in (None, LOCAL):
-                    # A running cluster's workers are known once it is reached.
-                    look(dataset, worker_count(client))
+                with dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client):
+                    if skip_if_trained and unnamed is None and dask not in (None, LOCAL):
+                        # A running cluster's workers are known once it is reached.
+                        look(dataset, worker_count(client))
+                    try:
+                        result = train_models(
+                            dataset,
+                            config=train_config,
+                            as_of=as_of_stamp,
+                            progress=step,
+                            client=client,
+                            fingerprint=fingerprint,
+                            code=code,
+                        )
+                    except ValueError as exc:
+                        raise fail(str(exc)) from None
+                result.notes.extend(data_notes(dataset))
+                step("register")
                 try:
-                    result = train_models(
-                        dataset,
-                        config=train_config,
-                        as_of=as_of_stamp,
-                        progress=step,
-                        client=client,
-                        fingerprint=fingerprint,
-                        code=code,
-                    )
-                except ValueError as exc:
+                    # A training run or a first champion's decision run caught by a signal
+                    # ends KILLED, saying so (see promote).
+                    with interruptible_as_ctrl_c():
+                        info = registry.log_training_run(result, settings, alias=alias)
+                except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
                     raise fail(str(exc)) from None
-            result.notes.extend(data_notes(dataset))
-            step("register")
-            try:
-                # A training run or a first champion's decision run caught by a signal
-                # ends KILLED, saying so (see promote).
-                with interruptible_as_ctrl_c():
-                    info = registry.log_training_run(result, settings, alias=alias)
-            except (registry.AliasNotMovedError, registry.DecisionUnfinishedError) as exc:
-                raise fail(str(exc)) from None
-            steps_done()
-    except _AlreadyTrainedError as before:
-        return _say_trained_before(settings, before.versions, alias)
+                steps_done()
+        except _AlreadyTrainedError as before:
+            return _say_trained_before(settings, before.versions, alias)
     if unnamed is not None:
         skip_notes.append(
             f"--skip-if-trained: {unnamed}, so no version is known to be trained by this "
@@ -400,59 +447,62 @@ def retrain(
     training/gate.yaml) is never trained on.
     """
     settings = read_settings()
-    # The options checked and the config said first; then importing MLflow and the
-    # training code (3 s and more), with a spinner on a terminal, and the steps. (Done
-    # the other way round, a log got its first line after 7 s.)
-    _alias_given_by_training(settings, alias)
-    train_config = read_train_config(config)
-    gate = read_gate_config(gate_config)
-    start = parse_date(since, "--since")
-    with working("retrain: loading MLflow and the training code", logged=False):
-        from nextbest import registry
-        from nextbest.contract import ContractError
-        from nextbest.contract.notes import data_notes
-        from nextbest.loop.retrain import retrain as run_retrain
-    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
-        raise fail(
-            f"--since {since} is in the future: no logged decision is that new, and the "
-            f"'{alias}' alias would go to a model of the history alone; leave it out to "
-            "use all the feedback"
-        )
-    stages = ["load", "feedback", "features", "models", "snapshot", "evaluation", "register"]
-    with steps() as progress:
-        step, steps_done = stage_steps(progress, "load", len(stages))
-        code = registry.training_code()  # the code that trains, read once as it begins
+    stage = _Stage()
+    with _said_if_stopped("retrain", stage):
+        # The options checked and the config said first; then importing MLflow and the
+        # training code (3 s and more), with a spinner on a terminal, and the steps. (Done
+        # the other way round, a log got its first line after 7 s.)
+        _alias_given_by_training(settings, alias)
+        train_config = read_train_config(config)
+        gate = read_gate_config(gate_config)
+        start = parse_date(since, "--since")
+        with working("retrain: loading MLflow and the training code", logged=False):
+            from nextbest import registry
+            from nextbest.contract import ContractError
+            from nextbest.contract.notes import data_notes
+            from nextbest.loop.retrain import retrain as run_retrain
+        if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
+            raise fail(
+                f"--since {since} is in the future: no logged decision is that new, and the "
+                f"'{alias}' alias would go to a model of the history alone; leave it out to "
+                "use all the feedback"
+            )
+        stages = ["load", "feedback", "features", "models", "snapshot", "evaluation", "register"]
+        with steps() as progress:
+            step, steps_done = stage_steps(progress, "load", len(stages))
+            step = stage.tracking(step)
+            code = registry.training_code()  # the code that trains, read once as it begins
 
-        def load() -> Any:
-            dataset = load_data(data)
-            _refuse_catalog_mismatch(train_config, dataset)
-            # Once the options and data are checked: a typo makes nothing.
-            _models_dir_usable(settings)
-            return dataset
+            def load() -> Any:
+                dataset = load_data(data)
+                _refuse_catalog_mismatch(train_config, dataset)
+                # Once the options and data are checked: a typo makes nothing.
+                _models_dir_usable(settings)
+                return dataset
 
-        # The data is read, then the logged decisions and their feedback, then
-        # training's steps.
-        with dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client):
-            try:
-                # A scheduler's SIGTERM stops it as Ctrl-C does: a training run caught
-                # logging ends KILLED, saying so, not RUNNING.
-                with interruptible_as_ctrl_c():
-                    outcome = run_retrain(
-                        settings,
-                        dataset=dataset,
-                        config=train_config,
-                        since=start,
-                        alias=alias,
-                        gate=gate,
-                        progress=step,
-                        client=client,
-                        data_notes=data_notes(dataset),
-                        allow_history_only=allow_history_only,
-                        code=code,
-                    )
-            except (ValueError, ContractError) as exc:
-                raise fail(str(exc)) from None
-        steps_done()
+            # The data is read, then the logged decisions and their feedback, then
+            # training's steps.
+            with dask_cluster(dask, load, given_as=dask_given_as(context)) as (dataset, client):
+                try:
+                    # A scheduler's SIGTERM stops it as Ctrl-C does: a training run caught
+                    # logging ends KILLED, saying so, not RUNNING.
+                    with interruptible_as_ctrl_c():
+                        outcome = run_retrain(
+                            settings,
+                            dataset=dataset,
+                            config=train_config,
+                            since=start,
+                            alias=alias,
+                            gate=gate,
+                            progress=step,
+                            client=client,
+                            data_notes=data_notes(dataset),
+                            allow_history_only=allow_history_only,
+                            code=code,
+                        )
+                except (ValueError, ContractError) as exc:
+                    raise fail(str(exc)) from None
+            steps_done()
     for said in outcome.result.notes:
         if said not in outcome.warnings:  # printed last, where they are read
             note(said)
