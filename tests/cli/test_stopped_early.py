@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from nextbest.cli import app
 from nextbest.settings import get_settings
+from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
+from nextbest.storage.db import store_session
+from nextbest.storage.repository import erasure_event_id, maintenance_runs
+from nextbest.storage.tables import FeedbackEvent, Recommendation
+from nextbest.storage.testing import T0, recommendation_record, served_item
 
 ROOT = Path(__file__).parents[2]
 FAST = Path(__file__).parent / "fast_train.yaml"
@@ -80,6 +87,110 @@ def test_a_training_stopped_before_its_run_says_no_version_was_registered(
     )
     # No version: no models directory at all, or a registry with none in it.
     assert listed.returncode == 2 or '"version"' not in listed.stdout, listed
+
+
+def _log_answers(url: str, hcp_id: str) -> None:
+    """An answer naming ``hcp_id`` and an event about it."""
+    with store_session(url) as session:
+        log_recommendations(
+            session,
+            records=[recommendation_record(f"r-{hcp_id}", hcp_id, items=(served_item(1, "A1"),))],
+        )
+        session.commit()
+        record_feedback(
+            session,
+            events=[FeedbackRecord(f"o-{hcp_id}", "opened", T0, hcp_id, f"r-{hcp_id}", "A1")],
+        )
+
+
+def test_an_erasure_stopped_once_committed_says_what_it_erased(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's SIGTERM right after the erasure's commit (as it cleans up the
+    deleted rows): the HCPs were erased, and the job's log said nothing, not even
+    that. It says what was erased, what it did not get to, and how to finish."""
+    import nextbest.service.erasure as erasure
+
+    url = get_settings().resolved_database_url
+    _log_answers(url, "H1")
+    real = erasure._clean_up
+
+    def stopped_after_commit(session, deleted):  # type: ignore[no-untyped-def]
+        # Raised only where the command handles it: at the default, the test's own
+        # process would end here.
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        signal.raise_signal(signal.SIGTERM)
+        return real(session, deleted)
+
+    monkeypatch.setattr(erasure, "_clean_up", stopped_after_commit)
+    result = runner.invoke(app, ["erase", "H1", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 143, said
+    assert (
+        "erased 1 HCP in " in said
+        and "deleted 1 recommendation, 1 recommendation item and 1 feedback event; stored "
+        "1 suppression (opted_out, every channel)"
+        in said
+    ), said
+    assert (
+        "error: erase was interrupted (SIGTERM) once the erasure was committed: 1 HCP erased "
+        "in " in said
+    ), said
+    assert "it was stopped cleaning up after the deletes: the deleted rows may stay " in said
+    assert (
+        "not name the registered model versions that still hold them: run `nextbest erase` "
+        "with the same ids again (nothing is erased twice) to have them named" in said
+    ), said
+    with store_session(url) as session:
+        assert not session.scalars(select(Recommendation.recommendation_id)).all()
+        assert session.scalars(select(FeedbackEvent.event_id)).all() == [erasure_event_id("H1")]
+
+
+def test_a_prune_whose_interrupted_mark_was_refused_does_not_say_it_was_marked(
+    env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM after a batch while another connection holds the database's write lock
+    (a server logging, on SQLite): the mark 'interrupted' could not be written and its
+    row still says 'running', yet the command said "its run is marked interrupted". It
+    says the row could not be marked and reads 'running'."""
+    import nextbest.service.erasure as erasure
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("dismissal_days: 30\n")
+    monkeypatch.setenv("NEXTBEST_RULES_FILE", str(rules))
+    get_settings.cache_clear()
+    url = get_settings().resolved_database_url
+    for hcp_id in ("H1", "H2"):
+        _log_answers(url, hcp_id)
+    real = erasure.prune_batch
+    calls: list[int] = []
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+
+    def stopped_while_locked(session, *, before, run_id=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) > 1:
+            # A writer holds the lock; the prune's connection waits a moment, not 10 s.
+            session.connection().exec_driver_sql("PRAGMA busy_timeout = 200")
+            holder.execute("BEGIN IMMEDIATE")
+            signal.raise_signal(signal.SIGTERM)
+        return real(session, before=before, run_id=run_id)
+
+    monkeypatch.setattr(erasure, "prune_batch", stopped_while_locked)
+    try:
+        result = runner.invoke(app, ["prune", "--older-than", "400", "--yes"])
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+    said = _said(result)
+    assert result.exit_code == 143, said
+    assert "marked interrupted in maintenance_runs (`nextbest" not in said, said
+    assert "error: prune was interrupted (SIGTERM) after deleting " in said, said
+    assert "could not be marked interrupted and says 'running', with the rows deleted" in said
+    with store_session(url) as session:
+        [run], _ = maintenance_runs(session, limit=5)
+    assert run.outcome == "running" and run.ended_at is None, run
+    assert f"its run {run.run_id} in maintenance_runs" in said, said
 
 
 def test_a_first_training_stopped_after_its_run_says_its_version_is_registered(

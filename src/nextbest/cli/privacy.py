@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -132,7 +134,6 @@ def erase(
         check_ids,
         read_ids,
         rows_naming,
-        versions_holding,
     )
     from nextbest.service.erasure import erase as run_erase
 
@@ -172,12 +173,14 @@ def erase(
         )
     if len(erased) > 10:
         stdout.print(f"  ... and {len(erased) - 10:,} more erased before", highlight=False)
+    erased_now: list[Any] = []  # the erasure once committed; None: all erased before
     if rows.total == 0 and len(erased) == len(ids):
         stdout.print(
             "nothing to delete: every one of these HCPs is erased already and has its "
             "suppression (opted_out, every channel)",
             highlight=False,
         )
+        erased_now.append(None)
     else:
         if not yes:
             if not on_a_terminal():
@@ -187,30 +190,50 @@ def erase(
                 "cannot be undone"
             ):
                 raise fail("not confirmed: nothing was erased")
+
+        def say_erased(done: Any) -> None:
+            # Said as soon as it is committed: a signal in the clean-up or the registry
+            # read after it must not leave a job's log without it.
+            erased_now.append(done)
+            deleted = done.deleted
+            stdout.print(
+                f"erased {plural(len(ids), 'HCP')} in {store}: deleted "
+                f"{plural(deleted.recommendations, 'recommendation')}, "
+                f"{plural(deleted.recommendation_items, 'recommendation item')} and "
+                f"{plural(deleted.feedback_events, 'feedback event')}; stored "
+                f"{plural(len(done.suppressed), 'suppression')} (opted_out, every channel)"
+                + (
+                    f", {len(done.already_suppressed):,} kept from before"
+                    if done.already_suppressed
+                    else ""
+                ),
+                highlight=False,
+            )
+
         try:
-            done, cleanup = run_erase(settings, ids)
+            with _said_if_stopped_after(erased_now, ids, store, cleaning=True):
+                _, cleanup = run_erase(settings, ids, committed=say_erased)
         except ErasureError as exc:
             raise fail(f"nothing was erased: {exc}") from None
-        deleted = done.deleted
-        stdout.print(
-            f"erased {plural(len(ids), 'HCP')} in {store}: deleted "
-            f"{plural(deleted.recommendations, 'recommendation')}, "
-            f"{plural(deleted.recommendation_items, 'recommendation item')} and "
-            f"{plural(deleted.feedback_events, 'feedback event')}; stored "
-            f"{plural(len(done.suppressed), 'suppression')} (opted_out, every channel)"
-            + (
-                f", {len(done.already_suppressed):,} kept from before"
-                if done.already_suppressed
-                else ""
-            ),
-            highlight=False,
-        )
-        print_cleanup(
-            cleanup,
-            store,
-            rerun="; run `nextbest erase` with the same ids again when the servers are idle "
-            "or stopped",
-        )
+        with _said_if_stopped_after(erased_now, ids, store, cleaning=False):
+            print_cleanup(
+                cleanup,
+                store,
+                rerun="; run `nextbest erase` with the same ids again when the servers are "
+                "idle or stopped",
+            )
+    with _said_if_stopped_after(erased_now, ids, store, cleaning=False):
+        _name_what_holds(settings, ids, named, erased)
+
+
+def _name_what_holds(
+    settings: Settings, ids: list[str], named: set[str], erased: dict[str, Any]
+) -> None:
+    """The end of ``erase``: the registered versions that still hold ``ids``, the ids
+    nextbest never saw (of those neither ``named`` by a row nor ``erased`` before), and
+    the exit code 1 where that is not all known."""
+    from nextbest.service.erasure import versions_holding
+
     alike: set[str] = set()
     try:
         holding = versions_holding(settings, ids, spelled_alike=alike)
@@ -270,6 +293,52 @@ def erase(
         raise typer.Exit(code=1)
     if meant:
         raise typer.Exit(code=1)
+
+
+@contextmanager
+def _said_if_stopped_after(
+    erased_now: list[Any], ids: list[str], store: str, *, cleaning: bool
+) -> Iterator[None]:
+    """Say what an erasure a signal (Ctrl-C, a scheduler's SIGTERM) stopped once it was
+    committed (``erased_now`` holds it then) left: ``ids`` erased in ``store``, and
+    what it did not get to (``cleaning``: the clean-up of the deleted rows, then the
+    registered versions that hold them). It ended with exit code 143 and no word, a
+    job's log not saying whether the HCPs were erased. Before the commit nothing was
+    erased (one transaction), and that is said too."""
+    try:
+        yield
+    except BaseException as exc:
+        how = interruption(exc)
+        if how is None:
+            raise
+        if not erased_now:
+            # Its one transaction was rolled back, unless the signal came as the commit
+            # returned: not known to be erased, which a rerun settles either way.
+            console.print(
+                f"[red]error:[/red] erase was interrupted ({how}) before it could say its "
+                "transaction was committed: these HCPs may not be erased; run `nextbest "
+                "erase` with the same ids again (it erases what is left, nothing twice)",
+                highlight=False,
+            )
+            raise
+        not_done = (
+            f"it was stopped cleaning up after the deletes: {_LEFT_READABLE}; and it did "
+            if cleaning
+            else "it did "
+        )
+        done = (
+            "these HCPs were erased already, as said above"
+            if erased_now == [None]
+            else f"the erasure was committed: {plural(len(ids), 'HCP')} erased in {store} "
+            "(their rows deleted and one suppression per HCP stored, as said above)"
+        )
+        console.print(
+            f"[red]error:[/red] erase was interrupted ({how}) once {done}; {not_done}not "
+            "name the registered model versions that still hold them: run `nextbest "
+            "erase` with the same ids again (nothing is erased twice) to have them named",
+            highlight=False,
+        )
+        raise
 
 
 def _meant_instead(
@@ -401,6 +470,7 @@ def prune(
     from nextbest.service.erasure import (
         CutoffError,
         PruneStoppedError,
+        PruneTrail,
         RunNotRecordedError,
         check_cutoff,
         record_nothing_pruned,
@@ -487,6 +557,7 @@ def prune(
         if not confirmed("Delete these rows? This cannot be undone"):
             raise fail("not confirmed: nothing was deleted")
     done = RowCounts()
+    trail = PruneTrail()  # what its row in maintenance_runs says, if a signal stops it
     with steps() as progress:
         task = progress.add_task("pruning rows", total=rows.total)
 
@@ -497,7 +568,9 @@ def prune(
             progress.update(task, completed=done.total, total=max(rows.total, done.total))
 
         try:
-            deleted, cleanup = run_prune(settings, cutoff, arguments=arguments, progress=advance)
+            deleted, cleanup = run_prune(
+                settings, cutoff, arguments=arguments, progress=advance, trail=trail
+            )
         except PruneStoppedError as exc:
             recorded = (
                 f"recorded as interrupted in maintenance_runs (run {exc.run_id})"
@@ -522,10 +595,7 @@ def prune(
             how = interruption(exc)
             if how is not None:  # a scheduler's timeout: what is done, and what to do
                 console.print(
-                    f"[red]error:[/red] prune was interrupted ({how}) after deleting "
-                    f"{plural(done.total, 'row')}: those batches are committed and stay "
-                    "deleted, and its run is marked interrupted in maintenance_runs "
-                    "(`nextbest lookup --maintenance`); run it again to delete the rest",
+                    f"[red]error:[/red] {_prune_stopped(how, done, trail, shown)}",
                     highlight=False,
                 )
             raise
@@ -538,3 +608,43 @@ def prune(
         highlight=False,
     )
     print_cleanup(cleanup, store)
+
+
+# What a clean-up a signal stopped (after an erasure's or a prune's deletes) leaves.
+_LEFT_READABLE = (
+    "the deleted rows may stay readable in the database's files until the write-ahead "
+    "log is emptied (SQLite: once every server using the database has stopped) or the "
+    "tables are vacuumed (PostgreSQL: have their owner run VACUUM (INDEX_CLEANUP ON, "
+    "ANALYZE) on recommendations, recommendation_items and feedback_events; "
+    "docs/operations.md, 'Erasure and retention')"
+)
+
+
+def _prune_stopped(how: str, done: RowCounts, trail: Any, shown: str) -> str:
+    """What a prune a signal stopped (``how``: Ctrl-C, SIGTERM) left, as its run's row
+    in maintenance_runs says (``trail``: a :class:`~nextbest.service.erasure.PruneTrail`),
+    with ``done`` deleted; ``shown``: its cutoff. It said "marked interrupted" even where
+    the mark could not be written (a database gone or locked), the row then reading
+    'running'."""
+    if trail.run_id is None:
+        return (
+            f"prune was interrupted ({how}) before it recorded its run in maintenance_runs: "
+            "nothing was deleted; run it again"
+        )
+    deleted = f"deleting {plural(done.total, 'row')}"
+    if trail.outcome == "finished":
+        return (
+            f"prune was interrupted ({how}) after {deleted}, everything from before {shown}, "
+            f"and recording its run {trail.run_id} as finished in maintenance_runs, while "
+            f"it cleaned up after the deletes: {_LEFT_READABLE}"
+        )
+    marked = (
+        "its run is marked interrupted in maintenance_runs (`nextbest lookup --maintenance`)"
+        if trail.outcome == "interrupted"
+        else f"its run {trail.run_id} in maintenance_runs could not be marked interrupted "
+        "and says 'running', with the rows deleted"
+    )
+    return (
+        f"prune was interrupted ({how}) after {deleted}: those batches are committed "
+        f"and stay deleted, and {marked}; run it again to delete the rest"
+    )

@@ -161,9 +161,16 @@ class Cleanup:
         )
 
 
-def erase(settings: Settings, hcp_ids: Sequence[str]) -> tuple[Erasure, Cleanup]:
+def erase(
+    settings: Settings,
+    hcp_ids: Sequence[str],
+    *,
+    committed: Callable[[Erasure], None] | None = None,
+) -> tuple[Erasure, Cleanup]:
     """Erase ``hcp_ids`` from the store ``settings`` names, in one transaction; the
-    suppressions say ``nextbest erase (<user>)`` sent them.
+    suppressions say ``nextbest erase (<user>)`` sent them. ``committed`` is told
+    what was erased as soon as the transaction is committed, before the clean-up
+    below, so that what a signal stopping it there left can be said: erased.
 
     On SQLite, the deleting connection overwrites what it deletes (``secure_delete``)
     and the write-ahead log is checkpointed and emptied afterwards, so the deleted
@@ -175,6 +182,8 @@ def erase(settings: Settings, hcp_ids: Sequence[str]) -> tuple[Erasure, Cleanup]
     with store_session(settings.resolved_database_url) as session:
         _overwrite_deletes(session)
         done = erase_hcps(session, hcp_ids=hcp_ids, requester=file_requester("erase"))
+        if committed is not None:
+            committed(done)
         return done, _clean_up(session, done.deleted)
 
 
@@ -230,6 +239,18 @@ def _prune_batch_retried(session: Session, before: datetime, run_id: str) -> Row
         "batch failed on it): the batches before were deleted and committed; run prune "
         "again, at a quieter time if it recurs"
     )
+
+
+@dataclass
+class PruneTrail:
+    """What a prune's row in ``maintenance_runs`` says, kept up as it goes, so that
+    its caller can say what a signal (Ctrl-C, SIGTERM) stopping it left: ``run_id``
+    once the row is committed (None: nothing deleted), ``outcome`` once its end is
+    written (``finished``, or ``interrupted`` when the mark was stored; None: the row
+    still says ``running``)."""
+
+    run_id: str | None = None
+    outcome: str | None = None
 
 
 class PruneStoppedError(RuntimeError):
@@ -315,10 +336,12 @@ def prune(
     *,
     arguments: str | None = None,
     progress: Callable[[RowCounts], None] | None = None,
+    trail: PruneTrail | None = None,
 ) -> tuple[RowCounts, Cleanup]:
     """Delete the rows from before ``before`` in the store ``settings`` names, in
     batches of ``PRUNE_BATCH`` recommendations (then untied feedback events), each
-    its own transaction; ``progress`` is told each batch's counts as it commits.
+    its own transaction; ``progress`` is told each batch's counts as it commits, and
+    ``trail`` what its row in ``maintenance_runs`` says.
 
     Recorded in ``maintenance_runs`` (``arguments``: the options the command was
     given): the run's row is committed before the first delete, sent by ``nextbest
@@ -355,6 +378,8 @@ def prune(
                 "the run could not be recorded in maintenance_runs, so nothing was deleted: "
                 f"{describe_database_error(exc)}"
             ) from exc
+        trail = trail if trail is not None else PruneTrail()
+        trail.run_id = run_id
         try:
             while True:
                 batch = _prune_batch_retried(session, before, run_id)
@@ -364,9 +389,12 @@ def prune(
                 if progress is not None:
                     progress(batch)
             end_run(session, run_id=run_id, outcome="finished")
+            trail.outcome = "finished"
         except BaseException as exc:  # Ctrl-C too: recorded, then raised as it is
             why = describe_database_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
             recorded = _record_end(session, run_id, why or type(exc).__name__)
+            if recorded:
+                trail.outcome = "interrupted"
             if not isinstance(exc, PruneInterruptedError | SQLAlchemyError):
                 raise
             raise PruneStoppedError(
