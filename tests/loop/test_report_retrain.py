@@ -1941,3 +1941,43 @@ def test_a_history_touch_repeats_a_logged_send_at_or_after_it_within_the_window(
     # A row that names its recommendation is told by its id, not by this guess.
     named = history.assign(recommendation_id=["r9"] + [None] * (len(cases) - 1))
     assert history_repeats(named, logged).tolist() == [False] + [c[3] for c in cases[1:]]
+
+
+def test_a_report_stopped_while_it_writes_leaves_the_earlier_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or a scheduler's SIGTERM) while a weekly report was written over last
+    week's: the figures written so far replaced last week's under last week's page and
+    tables, which then showed figures of another period. Each file is written under a
+    name of its own and all are put in place once whole: stopped, the earlier report
+    is left as it was, and nothing of the run's."""
+    from nextbest.loop import report as report_module
+
+    out = tmp_path / "report"
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=400, effect=0.5, seed=7)
+    uplift_report(settings, out_dir=out, log=False)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert len([name for name in before if name.endswith(".png")]) >= 2, sorted(before)
+
+    later = Settings(models_dir=tmp_path / "later")  # next week's log: other figures
+    _known_effect_store(later, n=900, effect=-0.5, seed=8)
+    real = report_module.uplift_figure
+    drawn: list[str] = []
+
+    def stopped_at_the_second(rows, dimension, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append(dimension)
+        if len(drawn) == 2:
+            raise KeyboardInterrupt
+        return real(rows, dimension, **kwargs)
+
+    monkeypatch.setattr(report_module, "uplift_figure", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        uplift_report(later, out_dir=out, log=False)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+    monkeypatch.setattr(report_module, "uplift_figure", real)
+    report = uplift_report(later, out_dir=out, log=False)  # run again: this week's, whole
+    assert sorted(path.name for path in out.iterdir()) == sorted(before)
+    saved = json.loads((out / "uplift_report.json").read_text())
+    assert saved["n_decisions"] == report.n_decisions == 900

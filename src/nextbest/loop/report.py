@@ -41,6 +41,8 @@ import html
 import json
 import logging
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +62,7 @@ from nextbest.evaluation.ope import (
 )
 from nextbest.loop.evidence import greedy_actions, load_decisions, with_outcome_only
 from nextbest.settings import Settings, without_password
+from nextbest.signals import signals_held
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import OUTCOME_WINDOW, decision_times, hcp_outcomes
 from nextbest.wording import plural
@@ -843,13 +846,43 @@ def _shown_range(
 
 
 def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
-    """Write ``uplift_report.html``, ``uplift_report.json`` and one PNG per dimension."""
+    """Write ``uplift_report.html``, ``uplift_report.json`` and one PNG per dimension.
+
+    Each file is written beside its place under a name of this process's own
+    (``.uplift_report.<pid>.partial.html``) and all are renamed into place once every
+    one is whole, the page last, with Ctrl-C and SIGTERM held for the renames: a run
+    stopped or failing part way leaves a directory's earlier report as it was, where
+    it left the new PNGs under the earlier page and tables, which then showed figures
+    of another period than its own."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    staged: dict[Path, Path] = {}  # each file's place -> where it is written first
+
+    def beside(place: Path) -> Path:
+        staged[place] = place.with_name(f".{place.stem}.{os.getpid()}.partial{place.suffix}")
+        return staged[place]
+
+    try:
+        files = _write_staged(report, out_dir, beside)
+        with signals_held():
+            for place, written in staged.items():
+                os.replace(written, place)
+    finally:
+        for written in staged.values():
+            written.unlink(missing_ok=True)
+    return files
+
+
+def _write_staged(
+    report: UpliftReport, out_dir: Path, beside: Callable[[Path], Path]
+) -> dict[str, Path]:
+    """:func:`write_report`'s files, each written where ``beside`` says for its place
+    in ``out_dir`` (the page last); their places by name."""
     files: dict[str, Path] = {}
     dimensions = list(dict.fromkeys(r.dimension for r in report.rows))
     for dimension in dimensions:
         path = out_dir / f"uplift_{dimension.replace(' ', '_')}.png"
-        uplift_figure(report.rows, dimension, min_per_arm=report.min_per_arm).savefig(path, dpi=100)
+        figure_of = uplift_figure(report.rows, dimension, min_per_arm=report.min_per_arm)
+        figure_of.savefig(beside(path), dpi=100)
         files[dimension] = path
     table = "\n".join(
         "<tr>"
@@ -906,10 +939,8 @@ Made {_utc_text(made_at)}.</p>
 {images}
 </body></html>
 """
-    files["html"] = out_dir / "uplift_report.html"
-    files["html"].write_text(page)
     files["json"] = out_dir / "uplift_report.json"
-    files["json"].write_text(
+    beside(files["json"]).write_text(
         json.dumps(
             json_safe(
                 {
@@ -928,6 +959,8 @@ Made {_utc_text(made_at)}.</p>
             allow_nan=False,  # a figure that does not exist is null: JSON has no NaN
         )
     )
+    files["html"] = out_dir / "uplift_report.html"
+    beside(files["html"]).write_text(page)
     return files
 
 
