@@ -58,6 +58,9 @@ def test_a_training_stopped_before_its_run_says_no_version_was_registered(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal: a suite run in the background (`pytest &`) passes
+        # SIGINT on ignored, and Python then never raises KeyboardInterrupt for it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert run.stderr is not None
     said: list[str] = []
@@ -219,3 +222,35 @@ def test_a_first_training_stopped_after_its_run_says_its_version_is_registered(
     settings = get_settings()
     assert [v.version for v in registry.list_versions(settings)] == ["1"]
     assert registry.alias_version(settings, registry.CHAMPION_ALIAS) is None
+
+
+def test_an_erasure_stopped_as_it_reads_the_registry_is_a_stop_not_an_unreadable_registry(
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while erase read the registry for the versions holding the HCPs, as
+    MLflow was being imported: Python hands a signal raised while it builds a class
+    on as a RuntimeError (`Error calling __set_name__ ...`), and erase said "the model
+    registry could not be read" with exit code 1, where a scheduler's stop is 143. It
+    is said as a stop, with what was erased."""
+    import nextbest.service.erasure as erasure
+
+    _log_answers(get_settings().resolved_database_url, "H1")
+
+    def read_while_importing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        class Field:  # what an imported module's class (MLflow's) holds
+            def __set_name__(self, owner: type, name: str) -> None:
+                signal.raise_signal(signal.SIGTERM)
+
+        class Endpoint:
+            mappings = Field()
+
+    monkeypatch.setattr(erasure, "versions_holding", read_while_importing)
+    result = runner.invoke(app, ["erase", "H1", "--yes"])
+    said = _said(result)
+    assert result.exit_code == 143, said
+    assert "could not be read" not in said, said
+    assert (
+        "error: erase was interrupted (SIGTERM) once the erasure was committed: 1 HCP erased "
+        "in " in said
+    ), said
+    assert "; it did not name the registered model versions that still hold them" in said

@@ -30,7 +30,7 @@ from nextbest.cli.output import (
     steps,
     unknown_ids,
 )
-from nextbest.cli.process import interruption
+from nextbest.cli.process import interruption, stop_within
 from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:  # imported where used: the CLI starts fast
@@ -238,6 +238,8 @@ def _name_what_holds(
     try:
         holding = versions_holding(settings, ids, spelled_alike=alike)
     except Exception as exc:  # erased all the same: say what is left to check
+        if (stop := stop_within(exc)) is not None:
+            raise stop from None  # a stop, said as one (below), not an unreadable registry
         console.print(
             f"[red]error:[/red] the model registry "
             f"{without_password(settings.resolved_registry_uri)} could not be read "

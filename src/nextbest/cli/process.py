@@ -31,6 +31,22 @@ def interruption(stopped: BaseException) -> str | None:
     return "SIGTERM" if isinstance(stopped, Terminated) else None
 
 
+def stop_within(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM ``exc`` was raised from, if any (its causes and contexts):
+    a signal that came while Python was building a class (MLflow's, as it is imported)
+    reaches the code as a RuntimeError about ``__set_name__``, and a handler of errors
+    took the stop for a failure (`erase`: "the model registry could not be read", exit
+    code 1, where a scheduler's SIGTERM is 143)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if interruption(link) is not None:
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
+
+
 # Set by main(): this process is the `nextbest` command, and ends with the command.
 OWN_PROCESS = False
 DONE = False  # the command's work is complete: see ignore_signals_from_now_on
