@@ -254,3 +254,36 @@ def test_an_erasure_stopped_as_it_reads_the_registry_is_a_stop_not_an_unreadable
         "in " in said
     ), said
     assert "; it did not name the registered model versions that still hold them" in said
+
+
+def test_a_stop_python_wrapped_in_an_error_ends_as_a_stop(
+    world_dir: Path,
+    env_settings: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM while Python built a class (a library's, as it was imported) reaches
+    the command as a RuntimeError: `train` printed a traceback and exited 1, which a
+    scheduler reads as a failed training rather than its own timeout. It ends as the
+    stop it is, exit code 143, saying what it left."""
+    import nextbest.cli.train as train_command
+    from nextbest.cli import main
+
+    def load_while_importing(data: Path) -> None:
+        class Field:  # what an imported module's class (MLflow's, pydantic's) holds
+            def __set_name__(self, owner: type, name: str) -> None:
+                signal.raise_signal(signal.SIGTERM)
+
+        class Endpoint:
+            mappings = Field()
+
+    monkeypatch.setattr(train_command, "load_data", load_while_importing)
+    monkeypatch.setattr(sys, "argv", ["nextbest", "train", "--data", str(world_dir)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    said = " ".join(capsys.readouterr().err.split())
+    assert ended.value.code == 143, said
+    assert "Traceback" not in said, said
+    assert (
+        "error: train was stopped (SIGTERM) at step 'load', before it logged an MLflow run" in said
+    )

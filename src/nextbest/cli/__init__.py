@@ -132,6 +132,11 @@ def _run_app() -> None:
     try:
         app()
     except Exception as exc:
+        stop = process.stop_within(exc)
+        if stop is not None:
+            # Ctrl-C or SIGTERM that Python wrapped (a signal while it built a class, as
+            # a library was imported): exit 130 or 143 as a stop, not a traceback and 1.
+            raise stop from None
         said = _said_of_unusable_store(exc)
         if said is None:
             raise

@@ -36,7 +36,7 @@ from nextbest.cli.output import (
     versions_said,
     working,
 )
-from nextbest.cli.process import interruptible_as_ctrl_c, interruption
+from nextbest.cli.process import interruptible_as_ctrl_c, interruption, stop_within
 from nextbest.settings import Settings, without_password
 from nextbest.wording import plural
 
@@ -86,8 +86,10 @@ class _Stage:
     def __init__(self) -> None:
         self.said = "as it started"
 
-    def tracking(self, step: Callable[[str], None]) -> Callable[[str], None]:
-        """``step``, noting each stage said."""
+    def tracking(self, step: Callable[[str], None], first: str) -> Callable[[str], None]:
+        """``step``, noting each stage said, from ``first`` (the steps' stage before
+        any is said)."""
+        self.said = f"at step '{first}'"
 
         def tracked(said: str) -> None:
             self.said = f"at step '{said}'"
@@ -108,7 +110,9 @@ def _said_if_stopped(command: str, stage: _Stage) -> Iterator[None]:
 
     try:
         yield
-    except BaseException as stopped:
+    except BaseException as raised:
+        # A stop Python wrapped (a signal while it built a class, importing MLflow) too.
+        stopped = stop_within(raised) or raised
         how = interruption(stopped)
         registry = sys.modules.get("nextbest.registry")
         if how is not None and not (registry is not None and registry.interruption_said(stopped)):
@@ -225,7 +229,7 @@ def train(
         try:
             with steps() as progress:
                 step, steps_done = stage_steps(progress, "load", len(stages))
-                step = stage.tracking(step)
+                step = stage.tracking(step, "load")
 
                 def load() -> Any:
                     # Once the options and the data are checked (a typo in either creates
@@ -470,7 +474,7 @@ def retrain(
         stages = ["load", "feedback", "features", "models", "snapshot", "evaluation", "register"]
         with steps() as progress:
             step, steps_done = stage_steps(progress, "load", len(stages))
-            step = stage.tracking(step)
+            step = stage.tracking(step, "load")
             code = registry.training_code()  # the code that trains, read once as it begins
 
             def load() -> Any:
