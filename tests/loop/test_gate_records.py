@@ -297,3 +297,47 @@ def test_evaluate_below_min_decisions_shows_and_records_the_difference_not_decid
     assert tags["difference_not_decided_on"] == (
         f"below min_decisions: {n:,} decisions, the gate needs 1,000,000"
     )
+
+
+@pytest.mark.parametrize("command", ["evaluate", "promote"])
+def test_a_gate_stopped_while_it_judges_says_what_it_left(
+    loop_world: LoopWorld,
+    honest_copy: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """A scheduler's SIGTERM while the gate read the evidence: `evaluate` and `promote`
+    exited 143 without a word, a job's log ending on `evaluating challenger vs
+    champion ...`. They say they were stopped and what to look at; nothing is recorded
+    and the champion stays."""
+    import signal
+
+    settings = honest_copy
+    champion = registry.alias_version(settings, "champion")
+    challenger = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    runs, tags = _evaluation_runs(settings), _tags(settings, challenger)
+    (tmp_path / "gate.yaml").write_text("evaluation_share: 0.3\nmin_decisions: 1\n")
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(gate, "load_decisions", stopped)
+    env = {
+        "NEXTBEST_MODELS_DIR": str(settings.resolved_models_dir),
+        "NEXTBEST_DATABASE_URL": settings.resolved_database_url,
+    }
+    result, said = _gate_command(command, tmp_path / "gate.yaml", env)
+    assert result.exit_code == 143, said
+    assert f"error: {command} was stopped (SIGTERM) before it said what it decided: " in said
+    left = (
+        "it moves no alias, so the champion and the challenger are as they were"
+        if command == "evaluate"
+        else "`nextbest models --history` says whether the champion moved; run it again if "
+        "it did not"
+    )
+    assert left in said, said
+    assert registry.alias_version(settings, "champion") == champion
+    assert _evaluation_runs(settings) == runs
+    assert _tags(settings, challenger) == tags

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,12 +21,50 @@ from nextbest.cli.options import (
     say_gate_config,
 )
 from nextbest.cli.output import console, fail, minute, note, say_finished, working
-from nextbest.cli.process import interruptible_as_ctrl_c
+from nextbest.cli.process import interruptible_as_ctrl_c, interruption, stop_within
 from nextbest.settings import Settings
 from nextbest.wording import plural
 
 if TYPE_CHECKING:  # the gate is imported by the commands that run it
     from nextbest.loop.gate import Judging
+
+
+# What evaluate, promote and rollback stopped before they said what they decided left,
+# when the registry did not say it (a stop within the champion's move it says itself).
+_STOPPED_LEFT = {
+    "evaluate": "it moves no alias, so the champion and the challenger are as they were; "
+    "its verdict (a run of the evaluation experiment, the challenger's gate tag) may be "
+    "recorded in part or not at all: run it again",
+    "promote": "`nextbest models --history` says whether the champion moved; run it "
+    "again if it did not",
+    "rollback": "`nextbest models --history` says whether the champion moved; run it "
+    "again only if it did not, as a second rollback goes one more version back",
+}
+
+
+@contextlib.contextmanager
+def _said_if_stopped(command: str) -> Iterator[None]:
+    """Say what ``command`` (evaluate, promote, rollback) stopped by Ctrl-C or a
+    scheduler's SIGTERM left, unless the registry said it (a decision stopped as it
+    moved the champion). Stopped judging the evidence, they exited 130 or 143 without
+    a word, a job's log ending on `evaluating challenger vs champion ...`."""
+    import sys
+
+    from rich.markup import escape
+
+    try:
+        yield
+    except BaseException as raised:
+        stopped = stop_within(raised) or raised
+        how = interruption(stopped)
+        registry = sys.modules.get("nextbest.registry")
+        if how is not None and not (registry is not None and registry.interruption_said(stopped)):
+            console.print(
+                f"[red]error:[/red] {command} was stopped ({how}) before it said what it "
+                f"decided: {escape(_STOPPED_LEFT[command])}",
+                highlight=False,
+            )
+        raise
 
 
 def _judged(settings: Settings, version: int | None) -> Judging:
@@ -132,7 +171,7 @@ def evaluate(
     _refuse_missing_log(settings)
     say_gate_config(gate, config)
     try:
-        with working(_judging(judging)):
+        with _said_if_stopped("evaluate"), working(_judging(judging)):
             evaluation = run_evaluate(
                 settings,
                 config=gate,
@@ -256,7 +295,11 @@ def promote(
         try:
             # A scheduler's SIGTERM stops it as Ctrl-C does, so a decision run caught
             # moving the champion ends KILLED, saying whether it moved, not RUNNING.
-            with interruptible_as_ctrl_c(), working(_judging(judging)):
+            with (
+                _said_if_stopped("promote"),
+                interruptible_as_ctrl_c(),
+                working(_judging(judging)),
+            ):
                 evaluation = run_promote(
                     settings,
                     config=gate,
@@ -302,7 +345,7 @@ def rollback(
     settings = read_settings()
     refuse_missing_models_dir(settings, "registry")
     try:
-        with interruptible_as_ctrl_c():  # see promote
+        with _said_if_stopped("rollback"), interruptible_as_ctrl_c():  # see promote
             done = run_rollback(settings, reason=reason, runs_deleted=runs_deleted)
     except GateError as exc:
         raise fail(str(exc)) from None
