@@ -1521,7 +1521,12 @@ def test_each_plot_lists_its_groups_top_down_in_the_tables_order(
     labels.iloc[8:] = "webinar"
     _, rows = build_rows(decisions, {"channel": labels}, min_per_arm=2)
     drawn: list[Figure] = []
-    monkeypatch.setattr(Figure, "savefig", lambda figure, *_, **__: drawn.append(figure))
+
+    def kept(figure: Figure, path: Path, *_: Any, **__: Any) -> None:
+        drawn.append(figure)
+        Path(path).write_bytes(b"")  # a file to put in place, as savefig leaves one
+
+    monkeypatch.setattr(Figure, "savefig", kept)
     write_report(UpliftReport(rows=rows, overall=rows[0], conclusion="", since=None,
                               n_decisions=12), tmp_path)  # fmt: skip
     [figure] = drawn
@@ -1981,3 +1986,37 @@ def test_a_report_stopped_while_it_writes_leaves_the_earlier_one_whole(
     assert sorted(path.name for path in out.iterdir()) == sorted(before)
     saved = json.loads((out / "uplift_report.json").read_text())
     assert saved["n_decisions"] == report.n_decisions == 900
+
+
+def test_a_report_stopped_by_sigterm_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's SIGTERM while `uplift-report` drew its figures: exit code 143 and
+    not a word, a job's log ending on `building the uplift report ...`. It says it was
+    stopped, and that the report directory holds no file cut short or mixed."""
+    import signal
+
+    from nextbest.loop import report as report_module
+
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=400, effect=0.5, seed=7)
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(report_module, "uplift_figure", stopped)
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    get_settings.cache_clear()
+    out = tmp_path / "report"
+    try:
+        result = CliRunner().invoke(app, ["uplift-report", "--out", str(out)])
+    finally:
+        get_settings.cache_clear()
+    said = " ".join(result.output.split())
+    assert result.exit_code == 143, said
+    assert (
+        f"error: uplift-report was stopped (SIGTERM) before it said its report was written: "
+        f"no file in {out} is cut short or mixed with an earlier report's"
+    ) in said, said
+    assert not out.exists()  # made by the run, and taken away again

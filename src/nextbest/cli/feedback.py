@@ -20,7 +20,7 @@ from nextbest.cli.options import (
     refuse_missing_models_dir,
 )
 from nextbest.cli.output import console, fail, plural, stdout, steps, working
-from nextbest.cli.process import interruption
+from nextbest.cli.process import interruption, stop_within
 from nextbest.settings import without_password
 
 if TYPE_CHECKING:  # the report is built by the command as it runs
@@ -65,6 +65,20 @@ def uplift_report(
             )
     except InvalidRequestError as exc:
         raise fail(f"--{exc.field}: {exc.message}") from None
+    except BaseException as raised:
+        # Stopped (Ctrl-C, a scheduler's SIGTERM): it exited 130 or 143 without a word.
+        how = interruption(stop_within(raised) or raised)
+        if how is not None:
+            from rich.markup import escape
+
+            console.print(
+                f"[red]error:[/red] uplift-report was stopped ({how}) before it said its "
+                f"report was written: no file in {escape(str(out))} is cut short or mixed "
+                "with an earlier report's (the files are put in place together once all "
+                "are written); run it again",
+                highlight=False,
+            )
+        raise
     console.print(report_table(report))
     console.print(report.conclusion)
     console.print(f"report: {report.files['html']}  run: {report.run_id}")

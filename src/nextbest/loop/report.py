@@ -37,6 +37,7 @@ comparison is not yet conclusive.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -854,6 +855,7 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
     stopped or failing part way leaves a directory's earlier report as it was, where
     it left the new PNGs under the earlier page and tables, which then showed figures
     of another period than its own."""
+    made = not out_dir.exists()  # taken away again by a run that writes no report
     out_dir.mkdir(parents=True, exist_ok=True)
     staged: dict[Path, Path] = {}  # each file's place -> where it is written first
 
@@ -861,6 +863,7 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
         staged[place] = place.with_name(f".{place.stem}.{os.getpid()}.partial{place.suffix}")
         return staged[place]
 
+    files: dict[str, Path] = {}
     try:
         files = _write_staged(report, out_dir, beside)
         with signals_held():
@@ -869,6 +872,9 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
     finally:
         for written in staged.values():
             written.unlink(missing_ok=True)
+        if made and not files:
+            with contextlib.suppress(OSError):  # not empty: something else put there
+                out_dir.rmdir()
     return files
 
 
