@@ -6,6 +6,7 @@ connections."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -107,9 +108,32 @@ def _held(settings: Settings, tmp_path: Path, target: str, *args: str) -> Iterat
             process.communicate(timeout=240)
 
 
-def _said(process: subprocess.Popen[str]) -> tuple[int, str]:
+def _said(process: subprocess.Popen[str], before: str = "") -> tuple[int, str]:
+    """Its exit code and all it said (``before``: what was read of it already)."""
     out, _ = process.communicate(timeout=240)
-    return process.returncode, " ".join(out.split())
+    return process.returncode, " ".join((before + out).split())
+
+
+def _until_it_waits(process: subprocess.Popen[str]) -> str:
+    """What ``process`` said up to its note that it waits for another decision at work
+    (read as it comes, its start-up taking seconds); it fails the test if the process
+    ends, or has not said so within 240 s, first."""
+    lines: list[str] = []
+    waits = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "is deciding on model" in line:
+                waits.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(240)
+    assert waits.is_set(), (process.poll(), "".join(lines))
+    return "".join(lines)
 
 
 def _pending(settings: Settings) -> str | None:
@@ -132,16 +156,15 @@ def _two_promotions_meet(settings: Settings, tmp_path: Path) -> None:
         "2",
     ) as (first, go):
         second = _nextbest(settings, *promote, "manual", "--version", "3")
-        # Long enough for a promotion without the lock to run through (its start-up
-        # and its forced promotion: seconds).
-        time.sleep(20)
-        assert second.poll() is None, _said(second)
+        # A promotion without the lock would run through, saying no such note.
+        waited = _until_it_waits(second)
+        assert second.poll() is None, _said(second, waited)
         assert registry.alias_version(settings, "champion") == "1"
         assert _pending(settings) is None
         go()
         code, said = _said(first)
         assert code == 0, said
-        code, said_second = _said(second)
+        code, said_second = _said(second, waited)
     assert code == 0, said_second
     assert (
         f"note: the promotion by process {first.pid} on host {socket.gethostname()}"
@@ -189,12 +212,12 @@ def test_a_promotion_that_waited_for_the_same_one_says_nothing_to_promote(
         *("promote", "--force", "--reason", "scheduled"),
     ) as (first, go):
         second = _nextbest(settings, "promote", "--force", "--reason", "retried")
-        time.sleep(20)
-        assert second.poll() is None, _said(second)
+        waited = _until_it_waits(second)
+        assert second.poll() is None, _said(second, waited)
         go()
         code, said = _said(first)
         assert code == 0, said
-        code, said_second = _said(second)
+        code, said_second = _said(second, waited)
     assert code == 0, said_second
     assert "nothing to promote: version 2, the newest, is champion already" in said_second
     assert [c.version for c in champion_changes(settings)] == ["1", "2"]
@@ -238,6 +261,18 @@ def test_a_rollback_beside_another_past_its_wait_is_refused_naming_it_and_writes
     assert lock.read_text() == ""  # no holder left named
 
 
+class _SaysItWaits(logging.Handler):
+    """Sets ``said`` at the warning of a decision that finds the lock held and waits."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.said = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "is deciding on model" in record.getMessage():
+            self.said.set()
+
+
 @pytest.mark.parametrize("asked", [None, "champion"], ids=["first-version", "alias-champion"])
 def test_two_trainings_on_an_empty_registry_make_one_first_champion(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: str | None
@@ -275,13 +310,20 @@ def test_two_trainings_on_an_empty_registry_make_one_first_champion(
 
     first.append(threading.Thread(target=lambda: made.append(_register(settings, trained))))
     first[0].start()
+    waits = _SaysItWaits()
+    logging.getLogger(registry.__name__).addHandler(waits)
     try:
         assert held.wait(120)
         other = threading.Thread(target=register_second)
         other.start()
-        other.join(20)
+        # Without the lock it would register and end, saying no such warning.
+        deadline = time.monotonic() + 120
+        while not waits.said.wait(0.1) and other.is_alive() and time.monotonic() < deadline:
+            pass
+        assert waits.said.is_set(), second
         assert other.is_alive(), second  # waiting for the first's decision
     finally:
+        logging.getLogger(registry.__name__).removeHandler(waits)
         go.set()
         first[0].join(120)
     other.join(120)
