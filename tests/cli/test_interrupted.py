@@ -30,7 +30,8 @@ def test_feedback_stopped_by_sigterm_says_what_it_stored_and_removes_old_rejects
     models.mkdir()
     log = models / "nextbest.db"
     migrate(f"sqlite:///{log}")  # the log, made before the first feed
-    rows = 20 * MAX_FEEDBACK_BATCH
+    # Ten batches: stopped after the second, eight are left to store on the second run.
+    rows = 10 * MAX_FEEDBACK_BATCH
     events = tmp_path / "feed.csv"
     events.write_text(
         "event_id,event_type,hcp_id,occurred_at\n"
@@ -52,7 +53,7 @@ def test_feedback_stopped_by_sigterm_says_what_it_stored_and_removes_old_rejects
     assert run.stderr is not None
     said: list[str] = []
     deadline = time.monotonic() + 300
-    for line in run.stderr:  # off a terminal: a line per tenth of the rows
+    for line in run.stderr:  # off a terminal: a line per tenth of the rows (a batch)
         said.append(line)
         if line.startswith(f"storing events: {2 * MAX_FEEDBACK_BATCH:,}/"):
             run.send_signal(signal.SIGTERM)
