@@ -20,6 +20,7 @@ SPAN = np.int64(1) << np.int64(34)
 SMOOTHING = 2.0  # pseudo-touches pulling a sparse engagement rate towards the prior
 DAY = 86_400
 FATIGUE_WINDOWS_DAYS = (7, 30)
+EFFECT = "eng_effect"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class HistoryFeaturizer:
     channel_prior_: np.ndarray = field(default_factory=lambda: np.zeros(0))
     topic_prior_: np.ndarray = field(default_factory=lambda: np.zeros(0))
     overall_prior_: float = 0.0
+    # Whether the block ends with the effect columns (False in artifacts from before them).
+    effects: bool = False
 
     PER_CHANNEL = ("touches", "eng_rate", "days_since", "touches_7d", "touches_30d")
     PER_TOPIC = ("touches", "eng_rate")
@@ -154,7 +157,18 @@ class HistoryFeaturizer:
         names = [f"{c}__{f}" for c in self.channels for f in self.PER_CHANNEL]
         names += [f"topic_{t}__{f}" for t in self.topics for f in self.PER_TOPIC]
         names += [f"all__{f}" for f in self.OVERALL]
-        return names
+        return names + self.effect_names
+
+    @property
+    def effect_names(self) -> list[str]:
+        """The per-HCP engagement effect columns (:class:`EngagementEffects`), last in
+        the block: one per channel, then one per topic. ``transform`` leaves them
+        missing; training fills them in."""
+        if not getattr(self, "effects", False):
+            return []
+        return [f"{c}__{EFFECT}" for c in self.channels] + [
+            f"topic_{t}__{EFFECT}" for t in self.topics
+        ]
 
     def column(self, name: str) -> int:
         return self.feature_names.index(name)
@@ -197,6 +211,7 @@ class HistoryFeaturizer:
             out[:, col + 1] = _smoothed_rate(group, lo, hi, self.topic_prior_[t])
             col += len(self.PER_TOPIC)
         out[:, col : col + len(self.OVERALL)] = self._overall(log, hcp, seconds)
+        out[:, col + len(self.OVERALL) :] = np.nan  # the effects: EngagementEffects
         return out
 
     def _overall(self, log: EventLog, hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:
@@ -230,6 +245,73 @@ class HistoryFeaturizer:
         # more periods than the untouched ones alone.
         res[:, 7] = _mean_outcome(log.engaged == 0, log, start_keys, query_keys)
         return res
+
+
+@dataclass
+class EngagementEffects:
+    """Per-HCP engagement effects on the logit scale, one per channel and one per topic.
+
+    A random-intercept view of engagement: the logit of P(engaged) is a population
+    model's (one that does not see the HCP's engagement history) plus the HCP's
+    effect on the touch's channel plus the one on its topic. Each effect is the
+    empirical-Bayes shrunk sum of the HCP's residuals on that channel (topic) before
+    the query time, ``S / (V + 1 / s2)``: ``S`` the engagements minus the population
+    P(engaged) ``p`` of those touches, ``V`` the sum of ``p (1 - p)`` (the first
+    Newton step of a normal-prior logistic intercept from 0), ``s2`` the variance of
+    the effects between HCPs, by the method of moments over whole HCPs'
+    sums, ``sum(S^2 - V) / sum(V^2)`` (at least 0: no spread beyond noise, no effect).
+
+    ``log`` holds the touches the effects are learned from, ``prior`` ``(n_events,)``
+    their population P(engaged).
+    """
+
+    n_channels: int
+    n_topics: int
+    channel_variance_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    topic_variance_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def fit(self, log: EventLog, prior: np.ndarray) -> EngagementEffects:
+        """Learn ``s2`` per channel and per topic from every HCP's sums over ``log``."""
+        residual, info = log.engaged - prior, prior * (1.0 - prior)
+
+        def variance(codes: np.ndarray, n: int) -> np.ndarray:
+            out = np.zeros(n)
+            for c in range(n):
+                mine = codes == c
+                S = np.bincount(log.hcp[mine], weights=residual[mine])
+                V = np.bincount(log.hcp[mine], weights=info[mine])
+                if (V * V).sum() > 0:
+                    out[c] = max(0.0, float((S * S - V).sum() / (V * V).sum()))
+            return out
+
+        self.channel_variance_ = variance(log.channel, self.n_channels)
+        self.topic_variance_ = variance(log.topic, self.n_topics)
+        return self
+
+    def transform(
+        self, log: EventLog, prior: np.ndarray, hcp: np.ndarray, seconds: np.ndarray
+    ) -> np.ndarray:
+        """Effects of each query ``(hcp[i], seconds[i])`` from the touches of ``log``
+        strictly before it, ``(n_queries, n_channels + n_topics)`` float32 (the
+        columns of :attr:`HistoryFeaturizer.effect_names`); 0 without touches."""
+        n = len(hcp)
+        out = np.zeros((n, self.n_channels + self.n_topics), dtype=np.float32)
+        start_keys = _key(hcp, np.zeros(n, dtype=np.int64))
+        query_keys = _key(hcp, seconds)
+        residual, info = log.engaged - prior, prior * (1.0 - prior)
+        columns = [(log.channel, c, self.channel_variance_[c]) for c in range(self.n_channels)]
+        columns += [(log.topic, t, self.topic_variance_[t]) for t in range(self.n_topics)]
+        for j, (codes, code, s2) in enumerate(columns):
+            if s2 <= 0:
+                continue
+            mine = codes == code
+            S = _cumulative(mine, log, residual[mine])
+            V = _cumulative(mine, log, info[mine])
+            keys = np.sort(_key(log.hcp[mine], log.seconds[mine]), kind="stable")
+            lo = np.searchsorted(keys, start_keys, side="left")
+            hi = np.searchsorted(keys, query_keys, side="left")
+            out[:, j] = s2 * (S[hi] - S[lo]) / (s2 * (V[hi] - V[lo]) + 1.0)
+        return out
 
 
 def _before(

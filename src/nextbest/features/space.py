@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nextbest.contract.schema import is_identifier_column
-from nextbest.features.history import EventLog, HistoryFeaturizer, event_log
+from nextbest.features.history import EFFECT, EventLog, HistoryFeaturizer, event_log
 
 # Columns that identify rather than describe, or that decide eligibility only.
 _NOT_FEATURES = {"hcp_id", "territory_id"}
@@ -33,6 +33,8 @@ _CROSS = (
     ("channel", "touches_30d"),
     ("topic", "touches"),
     ("topic", "eng_rate"),
+    ("channel", EFFECT),
+    ("topic", EFFECT),
 )
 
 
@@ -46,6 +48,10 @@ class FeatureSpace:
     numeric_hcp_columns: tuple[str, ...] = ()
     categorical_hcp_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     history: HistoryFeaturizer | None = None
+    # Per-HCP engagement effects learned by training (columns: history.effect_names,
+    # index: hcp_id), for rows at or after ``effects_as_of`` (Unix seconds, the cut-off).
+    effects: pd.DataFrame | None = None
+    effects_as_of: int | None = None
 
     def fit(
         self, hcps: pd.DataFrame, catalog: pd.DataFrame, log: EventLog | None = None
@@ -69,7 +75,7 @@ class FeatureSpace:
                 categorical[name] = tuple(sorted(column.astype(str).unique()))
         self.numeric_hcp_columns = tuple(numeric)
         self.categorical_hcp_columns = categorical
-        self.history = HistoryFeaturizer(self.channels, self.topics)
+        self.history = HistoryFeaturizer(self.channels, self.topics, effects=True)
         if log is not None:
             self.history.fit(log)
         return self
@@ -102,12 +108,40 @@ class FeatureSpace:
         return self.hcp_feature_names + self.history_feature_names
 
     @property
+    def _cross(self) -> tuple[tuple[str, str], ...]:
+        """The cross features (without the effects in artifacts from before them)."""
+        assert self.history is not None, "FeatureSpace is not fitted"
+        return _CROSS if self.history.effect_names else _CROSS[:-2]
+
+    @property
     def action_feature_names(self) -> list[str]:
-        return [f"action__{n}" for n in _ACTION_FEATURES] + [f"this_{s}__{f}" for s, f in _CROSS]
+        return [f"action__{n}" for n in _ACTION_FEATURES] + [
+            f"this_{s}__{f}" for s, f in self._cross
+        ]
 
     @property
     def feature_names(self) -> list[str]:
         return self.control_feature_names + self.action_feature_names
+
+    @property
+    def effect_offset_columns(self) -> list[int]:
+        """The row's own channel's and topic's engagement effect (the logit offset)."""
+        names = self.feature_names
+        return [names.index(f"this_channel__{EFFECT}"), names.index(f"this_topic__{EFFECT}")]
+
+    @property
+    def effect_columns(self) -> list[int]:
+        """Every engagement effect column of a full row: the history's and the cross ones."""
+        return [j for j, name in enumerate(self.feature_names) if name.endswith(f"__{EFFECT}")]
+
+    @property
+    def engagement_history_columns(self) -> list[int]:
+        """Every column that says how the HCP engaged before (rates, excess, effects)."""
+        return [
+            j
+            for j, name in enumerate(self.feature_names)
+            if name.endswith(("__eng_rate", "__eng_excess", f"__{EFFECT}"))
+        ]
 
     @property
     def categorical_features(self) -> list[int]:
@@ -160,17 +194,35 @@ class FeatureSpace:
         return block
 
     def cross_columns(self, catalog: pd.DataFrame) -> np.ndarray:
-        """For each action, the history column of each cross feature; shape ``(n_actions, 7)``."""
+        """For each action, the history column of each cross feature, ``(n_actions, n_cross)``."""
         assert self.history is not None, "FeatureSpace is not fitted"
         channel = pd.Categorical(catalog["channel"], categories=list(self.channels)).codes
         topic = pd.Categorical(catalog["topic"], categories=list(self.topics)).codes
         columns = []
-        for scope, feature in _CROSS:
+        for scope, feature in self._cross:
             if scope == "channel":
                 columns.append(self.history.channel_column(feature)[channel])
             else:
                 columns.append(self.history.topic_column(feature)[topic])
         return np.column_stack(columns).astype(np.int64)
+
+    def add_effects(
+        self, history: np.ndarray, hcps: pd.DataFrame, hcp: np.ndarray, seconds: np.ndarray
+    ) -> None:
+        """Write the engagement effects training learned (:attr:`effects`) into the
+        history rows ``history`` ``(n, n_history)`` of queries ``(hcp[i], seconds[i])``
+        at or after its cut-off (0 for an HCP it did not know), in place; rows before
+        it keep theirs (training writes each of its rows' own, point in time)."""
+        if self.effects is None or self.effects_as_of is None or self.history is None:
+            return
+        late = np.flatnonzero(seconds >= self.effects_as_of)
+        if not len(late):
+            return
+        found = self.effects.index.get_indexer(hcps["hcp_id"].to_numpy()[hcp[late]])
+        table = self.effects.to_numpy(dtype=np.float32)
+        values = np.where((found >= 0)[:, None], table[np.maximum(found, 0)], 0.0)
+        columns = np.array([self.history.column(n) for n in self.history.effect_names])
+        history[np.ix_(late, columns)] = values
 
     def rows(
         self,
@@ -181,7 +233,7 @@ class FeatureSpace:
     ) -> np.ndarray:
         """Full model rows from aligned blocks, each with ``n`` rows.
 
-        ``cross_cols`` (n, 7) holds, per row, which history columns belong to the
+        ``cross_cols`` (n, n_cross) holds, per row, which history columns belong to the
         row's action; the gather is one fancy-indexing call.
         """
         cross = np.take_along_axis(history, cross_cols, axis=1)

@@ -65,6 +65,7 @@ class Validation:
     X: np.ndarray
     y: np.ndarray
     weight: np.ndarray | None = None
+    init_score: np.ndarray | None = None
 
 
 def fit_boosted(
@@ -77,17 +78,24 @@ def fit_boosted(
     validation: Validation | None = None,
     categorical: list[int] | None = None,
     early_stopping_rounds: int | None = None,
+    init_score: np.ndarray | None = None,
 ) -> tuple[lgb.LGBMModel, int]:
     """Fit a LightGBM ``kind`` model with ``params``; return it and the trees to use.
 
     With ``validation`` and ``early_stopping_rounds``, the number of trees is the
     best on the validation rows (at most ``params["n_estimators"]``); otherwise
-    every tree.
+    every tree. ``init_score`` ``(n,)`` (and ``validation.init_score``): a raw
+    score per row the trees boost from (an offset), not part of the model.
     """
     client = _client.get()
     cats: Any = categorical or "auto"
     stopping = validation is not None and bool(early_stopping_rounds)
     if client is not None:
+        if init_score is not None:
+            raise ValueError(
+                "an init_score (per-HCP engagement effects) cannot be boosted on a Dask "
+                "cluster: LightGBM drops it when boosting goes on from the previous block"
+            )
         return _fit_on_cluster(
             client,
             kind,
@@ -101,10 +109,11 @@ def fit_boosted(
         )
     model = (lgb.LGBMClassifier if kind == "classifier" else lgb.LGBMRegressor)(**params)
     if not stopping:
-        model.fit(X, y, sample_weight=weight, categorical_feature=cats)
+        model.fit(X, y, sample_weight=weight, init_score=init_score, categorical_feature=cats)
         return model, int(params["n_estimators"])
     assert validation is not None
     eval_weight: Any = None if validation.weight is None else [validation.weight]
+    eval_init: Any = None if validation.init_score is None else [validation.init_score]
     # eval_set works on every LightGBM >= 4.3 we support; 4.7 renamed it.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'eval_set' is deprecated")
@@ -112,8 +121,10 @@ def fit_boosted(
             X,
             y,
             sample_weight=weight,
+            init_score=init_score,
             eval_set=[(validation.X, validation.y)],
             eval_sample_weight=eval_weight,
+            eval_init_score=eval_init,
             categorical_feature=cats,
             callbacks=[lgb.early_stopping(int(early_stopping_rounds or 0), verbose=False)],
         )

@@ -61,7 +61,11 @@ class TrainConfig(BaseModel):
     engagement: EngagementParams = EngagementParams()
     uplift: UpliftParams = UpliftParams()
     calibration_fraction: float = Field(
-        default=0.15, ge=0, lt=1, description="Newest share of training rows used to calibrate."
+        default=0.15,
+        ge=0,
+        lt=1,
+        description="Newest share of the engagement rows held out of boosting: it stops "
+        "boosting early and calibrates the population model behind the per-HCP effects.",
     )
     eval_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Newest share of decisions held out for evaluation."

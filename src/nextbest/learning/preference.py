@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from nextbest.learning.attribution import PathAttribution, predict_threads
-from nextbest.learning.boosting import Validation, fit_boosted
+from nextbest.learning.boosting import Validation, fit_boosted, on_cluster
 
 
 def rows_in_order(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
@@ -44,6 +45,12 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
     lies after the data they learned from, as in production.
 
     Parameters are LightGBM's own; ``categorical_feature`` lists column indices.
+    ``hidden_columns``: columns the trees never see (set missing before boosting).
+    ``offset_columns``: columns whose sum (missing counts 0) is added to each row's
+    logit, the trees boosting from it (LightGBM's ``init_score``): per-HCP
+    engagement effects, learned outside the trees. With an offset the
+    probabilities are the model's own: an isotonic map after it would flatten
+    what the effects tell HCPs apart by; the later slice still stops boosting.
     """
 
     def __init__(
@@ -57,6 +64,8 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         early_stopping_rounds: int | None = 30,
         max_rows: int | None = None,
         categorical_feature: list[int] | None = None,
+        hidden_columns: list[int] | None = None,
+        offset_columns: list[int] | None = None,
         n_jobs: int = 0,
         random_state: int = 0,
     ) -> None:
@@ -68,6 +77,8 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         self.early_stopping_rounds = early_stopping_rounds
         self.max_rows = max_rows
         self.categorical_feature = categorical_feature
+        self.hidden_columns = hidden_columns
+        self.offset_columns = offset_columns
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -94,6 +105,10 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
                 f"got one class: {self.classes_}"
             )
         target = (y == self.classes_[1]).astype(np.int8)
+        offset = self.offset(X)
+        if self.hidden_columns:
+            X = X.copy()
+            X[:, self.hidden_columns] = np.nan
         n_cal = int(len(y) * self.calibration_fraction)
         # A calibration slice with a single class cannot fit a map: skip it.
         if n_cal < 50 or target[-n_cal:].min() == target[-n_cal:].max():
@@ -114,18 +129,30 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         # The later slice also says when more trees stop helping: on a small data
         # set (one e-mail campaign) 200 trees would learn its noise. One number
         # chosen on the slice barely touches the calibration fitted on it.
-        model, self.n_trees_ = fit_boosted(
-            "classifier",
-            params,
-            X[:n_fit],
-            target[:n_fit],
-            validation=Validation(X[n_fit:], target[n_fit:]) if n_cal else None,
-            categorical=self.categorical_feature,
-            early_stopping_rounds=self.early_stopping_rounds,
-        )
+        # LightGBM's Dask estimators drop an offset when boosting goes on from the
+        # previous block: a model with one boosts in this process, cluster or not.
+        with on_cluster(None) if offset is not None else contextlib.nullcontext():
+            model, self.n_trees_ = fit_boosted(
+                "classifier",
+                params,
+                X[:n_fit],
+                target[:n_fit],
+                validation=(
+                    Validation(
+                        X[n_fit:],
+                        target[n_fit:],
+                        init_score=None if offset is None else offset[n_fit:],
+                    )
+                    if n_cal
+                    else None
+                ),
+                categorical=self.categorical_feature,
+                early_stopping_rounds=self.early_stopping_rounds,
+                init_score=None if offset is None else offset[:n_fit],
+            )
         self.booster_ = model
         self.calibrator_: IsotonicRegression | None = None
-        if n_cal:
+        if n_cal and offset is None:
             raw = np.asarray(self.booster_.booster_.predict(X[n_fit:], num_iteration=self.n_trees_))
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4)
             self.calibrator_.fit(raw, target[n_fit:])
@@ -133,6 +160,14 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         self.n_boosted_ = n_fit
         self.attribution_ = PathAttribution(self.booster_.booster_, num_iteration=self.n_trees_)
         return self
+
+    def offset(self, X: np.ndarray) -> np.ndarray | None:
+        """Each row's logit offset, the sum of its ``offset_columns`` (missing: 0),
+        ``(n_rows,)``; None without offset columns."""
+        columns = getattr(self, "offset_columns", None)  # artifacts from before offsets
+        if not columns:
+            return None
+        return np.asarray(np.nansum(X[:, columns], axis=1, dtype=np.float64))
 
     def boosted_rows(self) -> np.ndarray:
         """Positions of the rows given to ``fit`` that boosting fitted on, sorted; the
@@ -159,6 +194,17 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
 
         ``paths`` (``attribution_.paths(X)``): score from those leaves, no LightGBM call.
         """
+        offset = self.offset(X)
+        if offset is not None:
+            if paths is not None:
+                logit = self.attribution_.raw(paths)
+            else:
+                logit = np.asarray(
+                    self.booster_.booster_.predict(
+                        X, num_iteration=self.n_trees_, raw_score=True, **predict_threads(len(X))
+                    )
+                )
+            return np.asarray(1.0 / (1.0 + np.exp(-(logit + offset))))
         if paths is not None:
             # The binary objective's link: LightGBM's own predict applies the same.
             raw = 1.0 / (1.0 + np.exp(-self.attribution_.raw(paths)))
@@ -188,4 +234,10 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         Path attributions precomputed at fit time (see :mod:`nextbest.learning.attribution`);
         ``paths`` as for :meth:`engage_probability`.
         """
-        return self.attribution_.contributions(X, paths)
+        out = self.attribution_.contributions(X, paths)
+        columns = getattr(self, "offset_columns", None)
+        if columns:
+            # The offset's parts are the logit's too, each its own column's.
+            out = out.copy()
+            out[:, columns] += np.nan_to_num(X[:, columns])
+        return out

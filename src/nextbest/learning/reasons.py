@@ -95,11 +95,14 @@ _ENGAGER = "engager"  # the HCP's engagement across all channels
 # attributes are said in one sentence ("... (decile: 7, region: west)").
 _LIKE = "hcp_like"
 _NEVER_CONTACTED = (_CHANNEL, _CHANNEL_GAP, _GAP, _TOPIC, _ENGAGER)
-_CHANNEL_RECORD = frozenset({"this_channel__touches", "this_channel__eng_rate"})
+# The engagement effect (the HCP's own, shrunk) is said as the record it comes from.
+_CHANNEL_RECORD = frozenset(
+    {"this_channel__touches", "this_channel__eng_rate", "this_channel__eng_effect"}
+)
 _CHANNEL_RECENCY = frozenset(
     {"this_channel__days_since", "this_channel__touches_7d", "this_channel__touches_30d"}
 )
-_TOPIC_RECORD = frozenset({"this_topic__touches", "this_topic__eng_rate"})
+_TOPIC_RECORD = frozenset({"this_topic__touches", "this_topic__eng_rate", "this_topic__eng_effect"})
 # The HCP's history over every channel that can be a reason (see _sentence).
 _ALL_HISTORY = frozenset(
     {"all__outcome_mean_unengaged", "all__eng_rate", "all__eng_excess", "all__days_since_touch"}

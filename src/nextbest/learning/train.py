@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nextbest.features.history import EventLog
+from nextbest.features.history import EngagementEffects, EventLog
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.boosting import on_cluster
 from nextbest.learning.config import TrainConfig
@@ -120,6 +120,7 @@ def decision_rows(
     else:
         log = full_log
     history = space.history.transform(full_log, log.hcp, log.seconds)
+    space.add_effects(history, hcps, log.hcp, log.seconds)
     hcp_attrs = space.hcp_block(hcps)[log.hcp]
     action_rows = pd.Index(catalog["action_id"]).get_indexer(interactions["action_id"])
     treated = action_rows >= 0
@@ -465,8 +466,9 @@ def _train(
         )
     if config.calibration_fraction == 0:
         notes.append(
-            "calibration_fraction 0: engagement probabilities are LightGBM's own, not "
-            "calibrated on a held-out time slice (expect a worse log loss)"
+            "calibration_fraction 0: engagement probabilities are LightGBM's own, with no "
+            "held-out time slice to stop boosting or to calibrate the population model the "
+            "per-HCP engagement effects are measured against (expect a worse log loss)"
         )
 
     # One step: the uplift learner fits the engagement model inside its own fit.
@@ -474,13 +476,13 @@ def _train(
     treated = fit_rows.treated
     if (problem := engagement_problem(fit_rows.engaged[treated], config.eval_fraction)) is not None:
         raise ValueError(problem)
-    engagement = CalibratedEngagementClassifier(
+    engagement_params: dict[str, Any] = {
         **config.engagement.model_dump(),
-        calibration_fraction=config.calibration_fraction,
-        max_rows=config.max_rows_per_model,
-        categorical_feature=space.categorical_features,
-        random_state=config.seed,
-    )
+        "calibration_fraction": config.calibration_fraction,
+        "max_rows": config.max_rows_per_model,
+        "categorical_feature": space.categorical_features,
+        "random_state": config.seed,
+    }
 
     has_outcome = bool(np.isfinite(fit_rows.outcome).any())
     outcome_known = np.isfinite(fit_rows.outcome)
@@ -489,8 +491,19 @@ def _train(
     observational = untouched & ~fit_rows.controls
     n_control = int((untouched & ~observational).sum())
     n_treated = int((fit_rows.treated & outcome_known).sum())
+    with_uplift = has_outcome and n_control >= MIN_ROWS_PER_ARM and n_treated >= MIN_ROWS_PER_ARM
+    # Per-HCP engagement effects, learned from the engagement model's own rows (those
+    # the uplift learner fits it on) and written into every row's effect columns.
+    engaging = treated & (outcome_known & ~observational if with_uplift else True)
+    effects = Effects.learn(space, _subset(fit_rows, engaging), catalog, engagement_params)
+    for part in (fit_rows, eval_rows):
+        if part is not None:
+            effects.fill(space, part, catalog)
+    engagement_params["hidden_columns"] = space.engagement_history_columns
+    engagement_params["offset_columns"] = space.effect_offset_columns
+    engagement = CalibratedEngagementClassifier(**engagement_params)
     uplift_model: EngagementStratifiedUplift | None = None
-    if has_outcome and n_control >= MIN_ROWS_PER_ARM and n_treated >= MIN_ROWS_PER_ARM:
+    if with_uplift:
         if observational.any():
             notes.append(
                 f"{int(observational.sum()):,} untouched decisions with an outcome are neither "
@@ -506,6 +519,7 @@ def _train(
             segment_columns=[space.feature_names.index("action__topic")],
             engagement=engagement,
             max_rows_per_stage=config.max_rows_per_model,
+            engagement_only_columns=space.effect_columns,
             random_state=config.seed,
         ).fit(
             known.X,
@@ -561,6 +575,15 @@ def _train(
 
     step("snapshot")
     hcp_history = snapshot()
+    # Served rows (and rows built later for decisions at or after the cut-off) carry
+    # every HCP's effects at the cut-off.
+    space.effects = pd.DataFrame(
+        effects.of(np.arange(len(hcps)), snapshot_seconds),
+        index=pd.Index(hcps["hcp_id"]),
+        columns=history.effect_names,
+    )
+    space.effects_as_of = int(pd.Timestamp(as_of).value // 10**9)
+    space.add_effects(hcp_history, hcps, np.arange(len(hcps)), snapshot_seconds)
     model = ScoringModel(
         space=space,
         engagement=fitted_engagement,
@@ -625,6 +648,73 @@ def _train(
         eval_rows=eval_rows,
         evaluation=evaluation,
     )
+
+
+@dataclass
+class Effects:
+    """Per-HCP engagement effects learned from the engagement model's rows
+    (:class:`~nextbest.features.history.EngagementEffects`): the touches, their
+    population P(engaged) (an engagement model that sees no engagement history of
+    the HCP) and the shrinkage learned from them."""
+
+    effects: EngagementEffects
+    log: EventLog
+    prior: np.ndarray
+
+    @classmethod
+    def learn(
+        cls,
+        space: FeatureSpace,
+        rows: DecisionRows,
+        catalog: pd.DataFrame,
+        params: dict[str, Any],
+    ) -> Effects:
+        """Fit the population model on ``rows`` (touches in time order) and the
+        effects' shrinkage on their residuals."""
+        # In this process on a cluster too: the effects are features, and a cluster
+        # run's features are exactly a plain run's (docs/learning.md, section 8).
+        with on_cluster(None):
+            population = CalibratedEngagementClassifier(
+                **params, hidden_columns=space.engagement_history_columns
+            ).fit(rows.X, rows.engaged)
+        prior = np.clip(population.engage_probability(rows.X), 1e-4, 1 - 1e-4)
+        channel, topic = _action_codes(space, catalog)
+        log = EventLog(
+            hcp=rows.hcp,
+            seconds=rows.seconds,
+            channel=channel[rows.action_rows],
+            topic=topic[rows.action_rows],
+            engaged=rows.engaged.astype(np.float64),
+            outcome=np.full(len(rows.hcp), np.nan),
+        )
+        effects = EngagementEffects(len(space.channels), len(space.topics)).fit(log, prior)
+        return cls(effects, log, prior)
+
+    def of(self, hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        """Each query's effects, ``(n, n_channels + n_topics)``."""
+        return self.effects.transform(self.log, self.prior, hcp, seconds)
+
+    def fill(self, space: FeatureSpace, rows: DecisionRows, catalog: pd.DataFrame) -> None:
+        """Write each row's effects at its time into its history and cross columns."""
+        assert space.history is not None
+        values = self.of(rows.hcp, rows.seconds)
+        start = len(space.hcp_feature_names)
+        columns = [start + space.history.column(n) for n in space.history.effect_names]
+        rows.X[:, columns] = values
+        channel, topic = _action_codes(space, catalog)
+        touched = rows.treated
+        at = np.flatnonzero(touched)
+        own_channel, own_topic = space.effect_offset_columns
+        n_channels = len(space.channels)
+        rows.X[at, own_channel] = values[at, channel[rows.action_rows[at]]]
+        rows.X[at, own_topic] = values[at, n_channels + topic[rows.action_rows[at]]]
+
+
+def _action_codes(space: FeatureSpace, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each catalog action's channel and topic code in ``space``'s vocabularies."""
+    channel = pd.Categorical(catalog["channel"], categories=list(space.channels)).codes
+    topic = pd.Categorical(catalog["topic"], categories=list(space.topics)).codes
+    return np.asarray(channel, dtype=np.int64), np.asarray(topic, dtype=np.int64)
 
 
 # An engagement model ranking the evaluation slice at most this well is about as

@@ -214,6 +214,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         engagement: CalibratedEngagementClassifier | None = None,
         max_rows_per_stage: int | None = None,
         calibrate_heterogeneity: bool = True,
+        engagement_only_columns: list[int] | None = None,
         random_state: int = 0,
     ) -> None:
         self.n_control_features = n_control_features
@@ -231,6 +232,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         self.engagement = engagement
         self.max_rows_per_stage = max_rows_per_stage
         self.calibrate_heterogeneity = calibrate_heterogeneity
+        self.engagement_only_columns = engagement_only_columns
         self.random_state = random_state
 
     def _stage(self) -> BoostedStage:
@@ -289,19 +291,28 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
                 categorical_feature=self.categorical_feature, random_state=self.random_state
             )
         self.engagement_ = engagement.fit(X[treated], engaged[treated])
+        # Columns for the engagement model alone (its per-HCP effects): missing for the
+        # control model and every outcome stage, which then never split on them,
+        # whatever they hold. (Set in the stages' own copies of the rows.)
+        only = list(self.engagement_only_columns or [])
 
         k = self.n_control_features
         cats = list(self.categorical_feature or [])
         say("uplift, outcomes without a touch")
+        Xc = X[~treated, :k]
+        Xc[:, [c for c in only if c < k]] = np.nan
         self.control_ = self._stage().fit(
-            X[~treated, :k], y[~treated], weight[~treated], [c for c in cats if c < k]
+            Xc, y[~treated], weight[~treated], [c for c in cats if c < k]
         )
+        del Xc
         Xt, yt, wt, et = X[treated], y[treated], weight[treated], engaged[treated]
         full = _inverse_propensity(propensity, len(y), 1e3)[treated]
         used = self._treated_rows_used(et)
         if used is not None:
             # Only the rows the treated-side stages will fit on need mu0 and targets.
             Xt, yt, wt, et, full = Xt[used], yt[used], wt[used], et[used], full[used]
+        scored = Xt[:, only].copy()  # the heterogeneity is calibrated on rows as scored
+        Xt[:, only] = np.nan
         baseline = self.control_.predict(Xt[:, :k])
         imputed = yt - baseline
         if self.variance_weighting:
@@ -338,7 +349,9 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         if self.calibrate_heterogeneity and self.action_column is not None:
             start = self._newest_unseen(et, used, int(treated.sum()))
             self.n_calibration_rows_ = len(imputed) - start
-            self._calibrate(Xt[start:], imputed[start:], wt[start:])
+            newest = Xt[start:].copy()
+            newest[:, only] = scored[start:]
+            self._calibrate(newest, imputed[start:], wt[start:])
         return self
 
     def _newest_unseen(self, engaged: np.ndarray, used: np.ndarray | None, n_treated: int) -> int:
