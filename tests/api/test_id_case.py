@@ -4,7 +4,17 @@ refusal names the id meant, to a rep key only when it is of the rep's own territ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
 from fastapi.testclient import TestClient
+
+from nextbest.api.app import create_app
+from nextbest.settings import Settings
+
+from .conftest import ADMIN_KEY, REP_KEY, write_keys
 
 IN_ANOTHER_CASE = "(ids are compared exactly, case included: did you mean '{}'?)"
 
@@ -114,3 +124,126 @@ def test_feedback_naming_a_recommendation_in_another_case_names_the_id_meant(
     )
     unknown = client.post("/v1/feedback", json={**event, "recommendation_id": "f" * 32})
     assert "did you mean" not in unknown.text, unknown.text
+
+
+# -- ids stored in mixed case (a CRM's, such as Veeva's 18-character ids) ---------------
+
+
+def _crm_id(hcp_id: str) -> str:
+    """An 18-character id in mixed case, neither all upper nor all lower case."""
+    return f"a0B5e0000{hcp_id}Ab"[:18]
+
+
+@pytest.fixture(scope="module")
+def crm_ids(trained, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
+    """The shared world with its HCP ids a CRM's, in mixed case, and a model trained on it
+    registered as champion; and the territory of its first HCP."""
+    from nextbest import registry
+    from nextbest.contract import load_dataset
+    from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
+    from nextbest.learning.train import train
+
+    fast = TrainConfig(  # as the shared fixture's model is trained
+        engagement=EngagementParams(n_estimators=40, num_leaves=15),
+        uplift=UpliftParams(n_estimators=60, learning_rate=0.08),
+    )
+    data = tmp_path_factory.mktemp("crm-world")
+    for name in ("hcps.csv", "interactions.csv", "catalog.csv"):
+        frame = pd.read_csv(trained.data_dir / name, dtype=str, keep_default_na=False)
+        if "hcp_id" in frame:
+            frame["hcp_id"] = frame["hcp_id"].map(_crm_id)
+        frame.to_csv(data / name, index=False)
+    dataset = load_dataset(data)
+    settings = Settings(models_dir=tmp_path_factory.mktemp("crm-models"), seed=11)
+    registry.log_training_run(train(dataset, config=fast), settings)
+    return settings, str(dataset.hcps["territory_id"].iat[0])
+
+
+@pytest.fixture
+def crm_client(crm_ids: tuple[Settings, str], tmp_path: Path) -> Iterator[TestClient]:
+    settings, territory = crm_ids
+    write_keys(tmp_path / "api_keys.yaml", territory)
+    settings = settings.model_copy(
+        update={
+            "api_keys_file": tmp_path / "api_keys.yaml",
+            "database_url": f"sqlite:///{tmp_path / 'serve.db'}",
+        }
+    )
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        yield c
+
+
+def test_an_id_stored_in_mixed_case_is_named_when_sent_in_any_other_case(
+    crm_client: TestClient,
+) -> None:
+    """Was: "hcp_id 'A0B5E0000H000001AB' is not known to the served model" alone, for
+    'a0B5e0000H000001Ab' (ids a spreadsheet upper-cased): only an id stored all upper
+    or all lower case was named."""
+    recommender = crm_client.app.state.runtime.recommender
+    stored = str(recommender.hcp_ids[0])
+    assert stored not in (stored.upper(), stored.lower())
+    served = crm_client.post("/v1/recommendations", json={"hcp_id": stored})
+    assert served.status_code == 200, served.text
+    for sent in (stored.upper(), stored.lower(), stored.swapcase()):
+        answer = crm_client.post("/v1/recommendations", json={"hcp_id": sent})
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["detail"] == (
+            f"hcp_id '{sent}' is not known to the served model " + IN_ANOTHER_CASE.format(stored)
+        )
+    unknown = crm_client.post("/v1/recommendations", json={"hcp_id": "a0B5e0000X999999Ab"})
+    assert "did you mean" not in unknown.text, unknown.text
+
+
+def test_a_rep_and_feedback_are_told_of_an_id_stored_in_mixed_case(
+    crm_client: TestClient, crm_ids: tuple[Settings, str]
+) -> None:
+    _, territory = crm_ids
+    recommender = crm_client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids]
+    own = next(h for h in ids if recommender.territory_of(h) == territory)
+    other = next(h for h in ids if recommender.territory_of(h) != territory)
+    rep = {"Authorization": f"Bearer {REP_KEY}"}
+    asked = crm_client.post("/v1/recommendations", json={"hcp_id": own.upper()}, headers=rep)
+    assert asked.status_code == 403, asked.text
+    assert asked.json()["detail"].endswith(IN_ANOTHER_CASE.format(own)), asked.text
+    # Of another territory: nothing is said of it.
+    refused = crm_client.post("/v1/recommendations", json={"hcp_id": other.upper()}, headers=rep)
+    assert refused.status_code == 403 and "did you mean" not in refused.text, refused.text
+    contact = {"event_id": "crm-contact", "event_type": "delivered", "hcp_id": own.lower()}
+    rejected = crm_client.post("/v1/feedback", json=contact)
+    assert rejected.status_code == 422, rejected.text
+    assert rejected.json()["rejected"][0]["message"] == (
+        f"unknown hcp_id '{own.lower()}' " + IN_ANOTHER_CASE.format(own)
+    )
+    opt_out = {"event_id": "crm-opt-out", "event_type": "opted_out", "hcp_id": own.upper()}
+    kept = crm_client.post("/v1/feedback", json=opt_out)
+    assert kept.status_code == 200 and kept.json()["accepted"] == 1, kept.text
+    (note,) = kept.json()["uncounted"]
+    assert note["message"].endswith(IN_ANOTHER_CASE.format(own)), note
+    exact = {"event_id": "crm-exact", "event_type": "delivered", "hcp_id": own}
+    assert crm_client.post("/v1/feedback", json=exact).json()["accepted"] == 1
+
+
+def test_a_feedback_file_naming_an_id_stored_in_mixed_case_names_the_id_meant(
+    crm_ids: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """`nextbest feedback FILE` checks ids against the model it loads itself (no server's
+    recommender): the id meant is named there too."""
+    from nextbest import registry
+    from nextbest.service.feedback_file import ingest_events, read_events
+    from nextbest.storage.db import migrate
+
+    settings, _ = crm_ids
+    settings = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'f.db'}"})
+    migrate(settings.resolved_database_url)
+    model, _ = registry.load_alias(settings)
+    stored = str(model.hcps["hcp_id"].iat[0])
+    feed = tmp_path / "events.csv"
+    feed.write_text(
+        f"event_id,event_type,hcp_id\nf-1,delivered,{stored.upper()}\nf-2,delivered,{stored}\n"
+    )
+    done = ingest_events(settings, read_events(feed), model=model)
+    assert done.accepted == 1
+    assert done.rejected == [
+        (1, "f-1", f"unknown hcp_id '{stored.upper()}' " + IN_ANOTHER_CASE.format(stored))
+    ]

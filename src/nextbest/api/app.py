@@ -323,7 +323,7 @@ def create_app(
         if exc.kind == "hcp_id":
             # 'h000001' sent for 'H000001' (a CRM that changed the ids' case): said so.
             known = request.app.state.runtime.recommender.known_hcps
-            if (meant := spelled_alike(exc.identifier, known.__contains__)) is not None:
+            if (meant := spelled_alike(exc.identifier, known)) is not None:
                 detail += said_in_another_case(meant)
         return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": detail})
 

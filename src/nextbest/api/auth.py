@@ -244,7 +244,7 @@ def forbid_hcp_outside_territory(
     territory = recommender.territory_of(hcp_id)
     if territory == principal.territory_id:
         return
-    meant = spelled_alike(hcp_id, recommender.known_hcps.__contains__)
+    meant = spelled_alike(hcp_id, recommender.known_hcps)
     if meant is not None and recommender.territory_of(meant) != principal.territory_id:
         meant = None
     forbid_outside_territory(principal, territory, what, meant=meant)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from nextbest.learning.scoring import ScoringModel
-from nextbest.service.recommend import Recommendation, Recommender, minted_at
+from nextbest.service.recommend import Recommendation, Recommender, known_hcps_of, minted_at
 from nextbest.storage.repository import (
     FeedbackRecord,
     FeedbackResult,
@@ -97,11 +97,10 @@ def ingest_feedback(
     hcp_exists: Callable[[str], bool] | None = None
     action_channels: Mapping[str, str] | None = None
     if model is not None:
-        index = model.hcp_index
+        # The model's ids, as its recommender holds them (a dict lookup), with the
+        # case-folded lookup that names an id sent in another case (mixed case too).
+        hcp_exists = known_hcps_of(model)
         action_channels = model.channel_by_action
-
-        def hcp_exists(hcp_id: str) -> bool:
-            return hcp_id in index
 
     store = partial(
         record_feedback,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Collection, Sequence
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -20,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from nextbest.clock import Clock, utc_now
-from nextbest.contract.parse import QUOTED_AT_MOST, quoted
+from nextbest.contract.parse import QUOTED_AT_MOST, KnownIds, quoted
 from nextbest.contract.schema import (
     REP_CHANNELS_FILTER,
     channels_filter,
@@ -278,6 +279,26 @@ def lapses(
     return out
 
 
+# The HCP ids of each loaded model, built once per model (a reload loads a new one):
+# the serving runtime's recommender and the feedback checks share them.
+# By the model's id (a model is no dict key), each entry dropped with its model.
+_KNOWN_HCPS: dict[int, KnownIds] = {}
+
+
+def known_hcps_of(model: ScoringModel, rows: Mapping[str, int] | None = None) -> KnownIds:
+    """The :class:`~nextbest.contract.parse.KnownIds` of ``model``'s HCPs: built on its
+    first use (``rows``: the id-to-row mapping its recommender holds, else one of the
+    model's hcps), then the same one for as long as the model is loaded."""
+    known = _KNOWN_HCPS.get(id(model))
+    if known is None:
+        if rows is None:
+            ids = model.hcps["hcp_id"].astype(str).tolist()
+            rows = {h: i for i, h in enumerate(ids)}
+        known = _KNOWN_HCPS[id(model)] = KnownIds(rows)
+        weakref.finalize(model, _KNOWN_HCPS.pop, id(model), None)
+    return known
+
+
 class Recommender:
     """Ranks actions for HCPs with one loaded model; safe to share across threads."""
 
@@ -325,6 +346,7 @@ class Recommender:
         )
         self.hcp_ids = hcps["hcp_id"].astype(str).to_numpy(dtype=object)
         self._hcp_pos = {h: i for i, h in enumerate(self.hcp_ids.tolist())}
+        self._known_hcps = known_hcps_of(model, self._hcp_pos)
         # The model's territories (its hcps file's), unless an alignment replaces them.
         self._model_territory = hcps["territory_id"].astype(str).to_numpy(dtype=object)
         self._align(alignment)
@@ -479,9 +501,10 @@ class Recommender:
         return self._hcp_pos.get(hcp_id)
 
     @property
-    def known_hcps(self) -> Collection[str]:
-        """The HCP ids this model knows (set-like: a membership test is a dict lookup)."""
-        return self._hcp_pos.keys()
+    def known_hcps(self) -> KnownIds:
+        """The HCP ids this model knows (set-like: a membership test is a dict lookup),
+        with the case-folded lookup a refusal names the id meant by."""
+        return self._known_hcps
 
     def check_territories(self) -> None:
         """Raise :class:`TerritoriesUnavailableError` (503) when the territory

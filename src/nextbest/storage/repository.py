@@ -1700,7 +1700,8 @@ def _record_feedback(
         # as one does (refused, an opt-out sent before the hcps file caught up was lost).
         if message is None and hcp_exists is not None and not hcp_known(event.hcp_id):
             # 'h000001' sent for 'H000001' (a system that changed the ids' case): said so.
-            meant = spelled_alike(event.hcp_id, hcp_known)
+            # (its case-folded lookup, when a model's KnownIds: one in mixed case too)
+            meant = spelled_alike(event.hcp_id, hcp_exists)
             if event.event_type not in CONSENT_EVENT_TYPES:
                 message = f"unknown hcp_id '{event.hcp_id}'" + (
                     "" if meant is None else said_in_another_case(meant)
