@@ -658,3 +658,63 @@ def test_a_column_named_by_the_start_of_its_name_is_told_the_name_meant(tmp_path
     assert "column 'HCP': unknown column (did you mean 'hcp_id'?); known: " in said, said
     assert "column 'Recommend': unknown column (did you mean 'recommendation_id'?)" in said
     assert "column 'hcp_id': missing required column" in said, said
+
+
+def test_nextbest_feedback_says_a_value_too_large_to_hold_is_beyond_the_limit(
+    env_settings: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value of hundreds of digits (a cell a spreadsheet filled with nines) was
+    "value must be a finite number, got inf": the row is now refused at its column with
+    the limit, as the endpoint says it of the same number."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    migrate(database_url)
+    monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
+    nines = "9" * 400
+    feed = tmp_path / "outcomes.csv"
+    feed.write_text(
+        "event_id,event_type,hcp_id,value\n"
+        f"big-1,outcome,H1,{nines}\n"
+        f"big-2,outcome,H1,-{nines}.5\n"
+        "big-3,outcome,H1,1e400\n"
+        "ok-1,outcome,H2,12.5\n"
+    )
+    result = CliRunner().invoke(app, ["feedback", str(feed)])
+    assert result.exit_code == 1, result.output
+    out = " ".join(result.stdout.split())
+    assert "stored 1 of 4 events" in out, out
+    beyond = "is beyond the limit of 1,000,000,000 either way"
+    for said in (
+        f"row 1 (event_id 'big-1'): value: a number of 400 digits {beyond}",
+        f"row 2 (event_id 'big-2'): value: a negative number too large to hold {beyond}",
+        f"row 3 (event_id 'big-3'): value: a number too large to hold {beyond}",
+    ):
+        assert said in out, out
+    assert "got inf" not in out, out
+
+
+def test_a_value_of_text_too_large_to_hold_in_a_parquet_file_is_rejected_with_the_limit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A Parquet column of text (a warehouse's decimal typed as a string) as a CSV's."""
+    typed = tmp_path / "outcomes.parquet"
+    pd.DataFrame(
+        {
+            "event_id": ["t1", "t2"],
+            "event_type": "outcome",
+            "hcp_id": ["H1", "H2"],
+            "value": ["-" + "9" * 320, "3.5"],
+        }
+    ).to_parquet(typed, index=False)
+    done = ingest_events(settings, read_events(typed), model=None)
+    assert done.accepted == 1
+    assert done.rejected == [
+        (
+            1,
+            "t1",
+            "value: a negative number of 320 digits is beyond the limit of 1,000,000,000 "
+            "either way",
+        )
+    ]

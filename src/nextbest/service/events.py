@@ -255,11 +255,23 @@ EventTime = Annotated[
 ]
 
 
+# A number written as text (a file's cell, a JSON string), as float() reads one.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _too_large_to_hold(value: object) -> str | None:
     """A number sent as a message says it when no float can hold it (an integer of
-    hundreds of digits; one of a JSON body read as infinite); None for any other."""
+    hundreds of digits; one of a JSON body read as infinite; a text of either, as a
+    feedback file's cell holds it); None for any other."""
     if isinstance(value, float) and math.isinf(value):
         return f"a {'negative ' if value < 0 else ''}number too large to hold"
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(text := value.strip()):
+        if not math.isinf(float(text)):
+            return None
+        sign = "negative " if text.startswith("-") else ""
+        if text.lstrip("+-").isdigit():
+            return f"a {sign}number of {len(text.lstrip('+-').lstrip('0')):,} digits"
+        return f"a {sign}number too large to hold"
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             float(value)
