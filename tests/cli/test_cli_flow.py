@@ -3613,6 +3613,25 @@ def test_train_checks_its_options_before_it_creates_the_registry(
     assert not env_settings.exists(), result.output
 
 
+@pytest.mark.parametrize("command", ["evaluate", "promote", "retrain", "uplift-report"])
+def test_a_future_since_is_refused_alike_by_every_command_that_takes_it(
+    env_settings: Path, tmp_path: Path, command: str
+) -> None:
+    """evaluate and promote read a --since in the future as any other date, and said
+    "no logged decisions with an outcome since 2099-01-01" once the gate ran, where
+    retrain and uplift-report said it was in the future: all four say that, first."""
+    args = [command, "--since", "2099-01-01"]
+    if command == "retrain":
+        args += ["--data", str(tmp_path / "none")]
+    result = runner.invoke(app, args)
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "error: --since 2099-01-01 is in the future: no " in output, output
+    if command in ("evaluate", "promote"):
+        assert "no logged decision is that new for the gate to judge on" in output, output
+    assert not env_settings.exists(), output
+
+
 def test_retrain_shows_a_spinner_on_a_terminal_while_it_loads(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

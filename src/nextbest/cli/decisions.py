@@ -14,7 +14,7 @@ from nextbest.cli.options import (
     GateConfigOpt,
     RunsDeletedOpt,
     SinceOpt,
-    parse_date,
+    parse_since,
     read_gate_config,
     read_settings,
     refuse_missing_models_dir,
@@ -28,6 +28,13 @@ from nextbest.wording import plural
 if TYPE_CHECKING:  # the gate is imported by the commands that run it
     from nextbest.loop.gate import Judging
 
+
+# What a --since in the future leaves evaluate and promote (as retrain and
+# uplift-report refuse it): no logged decision to judge on.
+SINCE_TOO_LATE = (
+    "no logged decision is that new for the gate to judge on (--since is when decisions "
+    "were logged); leave it out to judge on all the decisions reserved for the gate"
+)
 
 # What evaluate, promote and rollback stopped before they said what they decided left,
 # when the registry did not say it (a stop within the champion's move it says itself).
@@ -155,7 +162,7 @@ def evaluate(
     from nextbest.loop.gate import evaluate as run_evaluate
 
     gate = read_gate_config(config, said=False)
-    since_at = parse_date(since, "--since")  # a bad option is refused before all else
+    since_at = parse_since(since, SINCE_TOO_LATE)  # a bad option is refused before all else
     settings = read_settings()
     # The gate's evidence is the log's exploration: a mistyped log is refused, not made.
     refuse_missing_models_dir(settings, "registry", "log")
@@ -248,7 +255,9 @@ def promote(
             "record must say why; nothing was promoted"
         )
     gate = read_gate_config(config, said=False)  # said once the gate runs, below
-    since_at = parse_date(since, "--since")  # a bad option is refused before all else
+    since_at = parse_since(  # a bad option is refused before all else
+        since, SINCE_TOO_LATE + "; nothing was promoted"
+    )
     settings = read_settings()
     # The gate reads the log's exploration (a forced promotion reads none).
     refuse_missing_models_dir(settings, "registry", *(() if force else ("log",)))

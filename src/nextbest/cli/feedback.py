@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +14,7 @@ from rich.table import Table
 from nextbest.cli.options import (
     SinceOpt,
     check_dir_to_write,
-    parse_date,
+    parse_since,
     read_settings,
     refuse_missing_models_dir,
 )
@@ -45,12 +44,11 @@ def uplift_report(
     from nextbest.loop.report import uplift_report as build
 
     settings = read_settings()
-    start = parse_date(since, "--since")
-    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
-        raise fail(
-            f"--since {since} is in the future: no request is logged that late (--since is "
-            "when requests were logged, not the week a plan was asked for)"
-        )
+    start = parse_since(
+        since,
+        "no request is logged that late (--since is when requests were logged, not the "
+        "week a plan was asked for)",
+    )
     check_dir_to_write(out, "--out")  # made once the report is written
     # After the options: --out named first.
     refuse_missing_models_dir(settings, "log", answers_from_log=True)

@@ -8,7 +8,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
@@ -368,6 +368,22 @@ def parse_date(value: str | None, option: str) -> datetime | None:
             f"{option} '{value}' is not a decision date: use one from {EARLIEST_DECISION} "
             f"to {LATEST_DECISION}"
         ) from None
+
+
+def refuse_future_since(start: datetime | None, given: str | None, why: str) -> None:
+    """Refuse ``--since`` (``start``, as :func:`parse_date` read ``given``) when it is
+    later than now: nothing is logged that late. ``why`` says what that leaves the
+    command (``no request is logged that late``), after ``--since X is in the future: ``."""
+    if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
+        raise fail(f"--since {given} is in the future: {why}")
+
+
+def parse_since(value: str | None, why: str) -> datetime | None:
+    """``--since``, read by :func:`parse_date` and refused by :func:`refuse_future_since`
+    when it is in the future."""
+    start = parse_date(value, "--since")
+    refuse_future_since(start, value, why)
+    return start
 
 
 def parse_decision_date(value: str | None, option: str) -> datetime | date | None:

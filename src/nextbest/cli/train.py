@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from nextbest.cli.options import (
     read_gate_config,
     read_settings,
     read_train_config,
+    refuse_future_since,
 )
 from nextbest.cli.output import (
     console,
@@ -465,12 +465,12 @@ def retrain(
             from nextbest.contract import ContractError
             from nextbest.contract.notes import data_notes
             from nextbest.loop.retrain import retrain as run_retrain
-        if start is not None and start.replace(tzinfo=start.tzinfo or UTC) > datetime.now(UTC):
-            raise fail(
-                f"--since {since} is in the future: no logged decision is that new, and the "
-                f"'{alias}' alias would go to a model of the history alone; leave it out to "
-                "use all the feedback"
-            )
+        refuse_future_since(
+            start,
+            since,
+            f"no logged decision is that new, and the '{alias}' alias would go to a model "
+            "of the history alone; leave it out to use all the feedback",
+        )
         stages = ["load", "feedback", "features", "models", "snapshot", "evaluation", "register"]
         with steps() as progress:
             step, steps_done = stage_steps(progress, "load", len(stages))
