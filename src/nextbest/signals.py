@@ -13,7 +13,8 @@ from contextlib import contextmanager
 def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM held (delivered on leaving, unless ignored meanwhile) in
     the main thread of a POSIX process; elsewhere nothing is held. For steps of a
-    fraction of a second (files renamed into place), never for work that may wait."""
+    fraction of a second (files renamed into place, a batch's held log rows committed),
+    never for work that may wait long."""
     held = {signal.SIGINT, signal.SIGTERM}
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
         threading.main_thread()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -37,6 +34,7 @@ from nextbest.service.recommend import (
     lapses,
 )
 from nextbest.settings import Settings
+from nextbest.signals import signals_held
 from nextbest.yamlfile import near_hint, near_word
 
 PICK_COLUMNS = [
@@ -219,23 +217,6 @@ def _block_picks(
             "reason": reason,
         }
     )
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held (delivered on leaving, unless ignored meanwhile) in
-    the main thread of a POSIX process; elsewhere nothing is held."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
-        threading.main_thread()
-    ):
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def check_picks(
@@ -594,7 +575,7 @@ def logged_picks(
                 erased = later
                 frame = frame[~frame["hcp_id"].isin(erased)].reset_index(drop=True)
                 before_logging(frame)
-        with _signals_held():
+        with signals_held():
             runtime.reclog.commit_held(leaving_out=erased)
             if after_logging is not None:
                 after_logging()
