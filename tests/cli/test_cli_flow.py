@@ -3632,6 +3632,32 @@ def test_a_future_since_is_refused_alike_by_every_command_that_takes_it(
     assert not env_settings.exists(), output
 
 
+@pytest.mark.parametrize("command", ["train", "retrain"])
+@pytest.mark.parametrize("text", ["", "# engagement: {n_estimators: 30}\n# uplift:\n"])
+def test_a_training_config_without_settings_is_said_to_hold_none(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    text: str,
+) -> None:
+    """training/train.yaml emptied (or every line commented out) was read as the
+    built-in defaults without a word: a note names the file; one with settings gets none."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "training").mkdir()
+    (tmp_path / "training" / "train.yaml").write_text(text)
+    result = runner.invoke(app, [command, "--data", str(tmp_path / "none")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    said = (
+        "train config: training/train.yaml (levers: none) note: training/train.yaml holds "
+        "no settings (it is empty, or all comments): training uses the built-in defaults"
+    )
+    assert said in output, output
+    result = runner.invoke(app, [command, "--data", str(tmp_path / "none"), "--config", str(FAST)])
+    assert result.exit_code == 2 and "holds no settings" not in result.output, result.output
+
+
 def test_retrain_shows_a_spinner_on_a_terminal_while_it_loads(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -497,7 +497,23 @@ def read_train_config(path: Path | None) -> Any:
     if source == "built-in defaults":
         source += f" (no {TRAIN_CONFIG} here)"
     console.print(f"train config: {source} (levers: {config.levers_source})", highlight=False)
+    if config.source != "built-in defaults" and _holds_no_settings(Path(config.source)):
+        # Read as the defaults, as it should be, but a file emptied by mistake said so.
+        note(
+            f"{config.source} holds no settings (it is empty, or all comments): training "
+            "uses the built-in defaults; if it was emptied by mistake, put its settings back"
+        )
     return config
+
+
+def _holds_no_settings(path: Path) -> bool:
+    """Whether the settings file ``path``, read already, holds no key at all."""
+    from nextbest.yamlfile import read_settings_file
+
+    try:
+        return not read_settings_file(path, str(path), ValueError)[0]
+    except ValueError:  # changed since it was read: nothing to say about it here
+        return False
 
 
 def check_rules_file(settings: Settings) -> ServingRules:
