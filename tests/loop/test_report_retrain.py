@@ -37,9 +37,11 @@ from nextbest.loop.report import (
 from nextbest.loop.retrain import (
     FeedbackRows,
     HistoryOnlyError,
+    OtherDataError,
     feedback_note,
     history_repeats,
     missing_engagement,
+    refuse_other_data,
     retrain,
 )
 from nextbest.settings import Settings, get_settings
@@ -584,6 +586,57 @@ def test_retrain_keeps_a_gate_config_named_as_its_training_config_apart(
             gate=gate.load_gate_config(gate_yaml),
             reserved_share=0.3,
         )
+
+
+def test_retrain_refuses_data_that_holds_too_few_of_the_logged_hcps(
+    loop_world: LoopWorld, honest_copy: Settings
+) -> None:
+    """A models directory (and its log) of another world, or the wrong --data: only
+    noted ("N for HCPs not in the hcps file were left out"), a challenger was trained
+    and registered that the gate then refused. Over half of the decisions unknown, it
+    is refused before training, naming the data and the log."""
+    from nextbest.contract.dataset import Dataset
+
+    full = loop_world.dataset
+    kept = full.hcps["hcp_id"].iloc[: len(full.hcps) // 4]
+    other = Dataset(
+        full.hcps[full.hcps["hcp_id"].isin(kept)].reset_index(drop=True),
+        full.catalog,
+        full.interactions[full.interactions["hcp_id"].isin(kept)].reset_index(drop=True),
+        source=Path("other-world"),
+    )
+    before = [v.version for v in registry.list_versions(honest_copy)]
+    with pytest.raises(OtherDataError) as raised:
+        retrain(honest_copy, dataset=other, config=FAST_CONFIG)
+    said = str(raised.value)
+    assert re.search(
+        r"^[\d,]+ of the [\d,]+ logged decisions with an outcome to learn from \((\d+)%\) "
+        r"are for HCPs not in the hcps file of other-world \(which holds "
+        rf"{len(kept)} HCPs; logged, not in it: H\d+, H\d+, H\d+, ...\): the recommendation "
+        r"log \(sqlite:///.*\) was served from other data than this",
+        said,
+    ), said
+    assert int(re.search(r"\((\d+)%\)", said).group(1)) > 50, said
+    assert said.endswith("nothing was trained"), said
+    assert [v.version for v in registry.list_versions(honest_copy)] == before
+
+
+@pytest.mark.parametrize(("unknown", "refused"), [(0, False), (50, False), (51, True)])
+def test_retrain_refuses_only_when_over_half_of_the_logged_hcps_are_unknown(
+    loop_world: LoopWorld, unknown: int, refused: bool
+) -> None:
+    rows = FeedbackRows(
+        interactions=pd.DataFrame({"hcp_id": ["h"] * (100 - unknown)}),
+        n_logged=100,
+        n_unknown_hcp=unknown,
+        n_holdout=0,
+        unknown_hcp_ids=("X1",),
+    )
+    if refused:
+        with pytest.raises(OtherDataError, match="51 of the 100 logged decisions"):
+            refuse_other_data(Settings(), loop_world.dataset, rows)
+    else:
+        refuse_other_data(Settings(), loop_world.dataset, rows)
 
 
 def test_retrain_refuses_a_since_no_logged_decision_reaches(

@@ -82,6 +82,8 @@ class FeedbackRows:
     n_reserved: int = 0
     n_holdout_unresolved: int = 0
     n_unknown_action: int = 0  # served an action the catalog no longer lists
+    # The first few HCPs of those decisions the hcps file does not hold, sorted.
+    unknown_hcp_ids: tuple[str, ...] = ()
     # Every decision joined or reserved for the gate: ``recommendation_id``, ``hcp_id``,
     # ``action_id`` (None for no action) and ``at``, when it took effect (naive UTC).
     logged: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
@@ -162,6 +164,9 @@ def feedback_interactions(
         n_unknown_hcp=int(unknown_hcp.sum()),
         n_holdout=int(kept["holdout"].sum()),
         n_unknown_action=int((~unknown_hcp & ~listed).sum()),
+        unknown_hcp_ids=tuple(
+            sorted(decisions.loc[unknown_hcp, "hcp_id"].astype(str).unique())[:3]
+        ),
     )
 
 
@@ -230,6 +235,33 @@ def engagement_warning(shortfalls: list[EngagementShortfall]) -> str:
 class HistoryOnlyError(ValueError):
     """Nothing logged to learn from: the new version would be a model of the history
     alone."""
+
+
+class OtherDataError(ValueError):
+    """Most logged decisions are for HCPs the data does not hold: the recommendation
+    log and ``--data`` are of different worlds."""
+
+
+def refuse_other_data(settings: Settings, dataset: Dataset, feedback: FeedbackRows) -> None:
+    """Raise :class:`OtherDataError` when more than half of the logged decisions to
+    learn from are for HCPs not in ``dataset``'s hcps file: a models directory (and
+    its log) of another world, or the wrong ``--data``. Trained all the same, the
+    challenger would not know most HCPs it was served to, and the gate would refuse it."""
+    n, unknown = feedback.n_logged, feedback.n_unknown_hcp
+    if not n or unknown * 2 <= n:
+        return
+    source = f" of {dataset.source}" if dataset.source is not None else ""
+    named = ", ".join(feedback.unknown_hcp_ids)
+    raise OtherDataError(
+        f"{unknown:,} of the {n:,} logged decisions with an outcome to learn from "
+        f"({unknown / n:.0%}) are for HCPs not in the hcps file{source} (which holds "
+        f"{plural(len(dataset.hcps), 'HCP')}; logged, not in it: {named}, ...): the "
+        f"recommendation log ({without_password(settings.resolved_database_url)}) was "
+        "served from other data than this. Give --data the data this models directory's "
+        "champion was trained on, or point NEXTBEST_MODELS_DIR "
+        f"({settings.resolved_models_dir}) and NEXTBEST_DATABASE_URL at this data's own; "
+        "nothing was trained"
+    )
 
 
 def _nothing_logged(settings: Settings, *, since: datetime | None, served: int) -> str:
@@ -441,6 +473,7 @@ def retrain(
             reserved_share=reserved_share,
             load_model=version_loader(settings),
         )
+    refuse_other_data(settings, dataset, feedback)  # before training: the gate would refuse it
     history_only = None
     if not feedback.n_logged and not feedback.n_reserved:
         with store_session(settings.resolved_database_url) as session:
