@@ -149,3 +149,25 @@ def test_a_first_champion_trained_before_it_was_recorded_starts_the_history(
         == client.get_model_version(settings.model_name, first).tags[registry.DIGEST_TAG]
     )
     assert "* not recorded as a decision" in run_ok("models", "--history")
+
+
+def test_champion_at_a_time_to_come_is_the_champion_as_of_now(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time still to come was answered "the champion was version 1", as if the
+    history had reached it: it says which version is champion now and that a decision
+    before then would change it; --json marks it future."""
+    from .conftest import explained_on_a_copy
+
+    explained_on_a_copy(trained, tmp_path, monkeypatch)
+    (change,) = champion_changes(get_settings())
+    said = " ".join(run_ok("models", "--champion-at", "2099-01-01T00:00").split())
+    assert said == (
+        f"at 2099-01-01T00:00:00+00:00, in the future, the champion is version "
+        f"{change.version} as of now (train at {change.at.isoformat()} by {change.by}), "
+        "unless a promotion or rollback changes it before then"
+    ), said
+    answer = json.loads(run_ok("models", "--champion-at", "2099-01-01T00:00", "--json"))
+    assert answer["future"] is True and answer["champion"] == change.as_dict(), answer
+    past = json.loads(run_ok("models", "--champion-at", change.at.isoformat(), "--json"))
+    assert past["future"] is False and past["champion"] == change.as_dict(), past

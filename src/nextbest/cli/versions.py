@@ -54,7 +54,8 @@ def models(
             "--champion-at",
             help="Print which version was champion at this time (ISO 8601, e.g. "
             "2026-11-30T12:00; UTC unless it has an offset); before the first champion, "
-            "that none was and when the first came (exit code 0). With --json: at, "
+            "that none was and when the first came (exit code 0); a time still to come, "
+            "the champion as of now. With --json: at, future (a time still to come), "
             "champion (null before the first) and first_champion.",
         ),
     ] = None,
@@ -379,18 +380,22 @@ def _print_champion_changes(timeline: Any) -> None:
 
 def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> str | None:
     """Which version was champion at ``when``; None before the first, said as a plain
-    answer naming the first champion and when it came (the history answers that too)."""
+    answer naming the first champion and when it came (the history answers that too).
+    A time still to come is answered with the champion as of now ("is"), which a
+    promotion or rollback before then would change."""
     import json
 
     from nextbest.loop.lineage import champion_at
 
     change = champion_at(changes, when)
     first = changes[0] if changes else None
+    future = when > datetime.now(UTC)
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "at": when.isoformat(),
+                    "future": future,
                     "champion": None if change is None else change.as_dict(),
                     "first_champion": None if first is None else first.as_dict(),
                 },
@@ -400,9 +405,12 @@ def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> 
     elif change is not None:
         by = f" by {change.by}" if change.by else ""
         why = f" ({change.reason})" if change.reason else ""
+        said = f"{change.decision} at {change.at.isoformat()}{by}{why}"
         stdout.print(
-            f"at {when.isoformat()} the champion was version {change.version}: "
-            f"{change.decision} at {change.at.isoformat()}{by}{why}",
+            f"at {when.isoformat()}, in the future, the champion is version {change.version} "
+            f"as of now ({said}), unless a promotion or rollback changes it before then"
+            if future
+            else f"at {when.isoformat()} the champion was version {change.version}: {said}",
             highlight=False,
         )
     elif first is not None:
@@ -415,7 +423,10 @@ def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> 
         )
     else:
         stdout.print(
-            f"at {when.isoformat()} no version was champion: none has been yet "
+            f"at {when.isoformat()}, in the future, no version is champion as of now: none "
+            "has been yet (`nextbest train --data DIR` sets the first)"
+            if future
+            else f"at {when.isoformat()} no version was champion: none has been yet "
             "(`nextbest train --data DIR` sets the first)",
             highlight=False,
         )
