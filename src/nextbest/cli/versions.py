@@ -55,8 +55,8 @@ def models(
             help="Print which version was champion at this time (ISO 8601, e.g. "
             "2026-11-30T12:00; UTC unless it has an offset); before the first champion, "
             "that none was and when the first came (exit code 0); a time still to come, "
-            "the champion as of now. With --json: at, future (a time still to come), "
-            "champion (null before the first) and first_champion.",
+            "the champion as of now. With --json: at, champion (null before the first) "
+            "and first_champion.",
         ),
     ] = None,
     repair: Annotated[
@@ -395,7 +395,6 @@ def _print_champion_at(changes: list[Any], when: datetime, *, as_json: bool) -> 
             json.dumps(
                 {
                     "at": when.isoformat(),
-                    "future": future,
                     "champion": None if change is None else change.as_dict(),
                     "first_champion": None if first is None else first.as_dict(),
                 },
