@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -70,6 +71,62 @@ def _environment_put_back() -> Iterator[None]:
         os.environ.clear()
         os.environ.update(before)
         get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A new SQLite MLflow store made in this process is a copy of one MLflow made.
+
+    MLflow makes each new store by running all its migrations: about 2 s of CPU, in
+    every test that trains into a fresh models directory (hundreds of them). Here
+    the first new store of the worker is made by MLflow itself, into a store of the
+    session's own, and every later one, where MLflow would make it (at the same
+    point, and only where MLflow would: a command that must leave no store behind
+    still leaves none), is filled with a copy of it through SQLite's backup API:
+    the same tables, indexes and schema revision. Stores on a server, and stores
+    made by commands run as subprocesses, are made by MLflow as before; so is an
+    upgrade of an older store (that is not a new one). Should the copy fail (a
+    read-only directory, a damaged file), MLflow makes the store, failing as it
+    would have.
+    """
+    import sqlite3
+
+    import mlflow.store.db.utils as db_utils
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.exc import DBAPIError
+
+    made_by_mlflow = db_utils._initialize_tables
+    template: list[Path] = []
+
+    def initialize_tables(engine: Engine) -> None:
+        path = engine.url.database
+        if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            made_by_mlflow(engine)
+            return
+        if not template:
+            store = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+            first = create_engine(f"sqlite:///{store}")
+            try:
+                made_by_mlflow(first)
+            finally:
+                first.dispose()
+            template.append(store)
+        try:
+            raw = engine.raw_connection()
+            try:
+                with contextlib.closing(sqlite3.connect(template[0])) as source:
+                    source.backup(raw.driver_connection)
+            finally:
+                raw.close()
+        except (sqlite3.Error, DBAPIError, OSError):
+            made_by_mlflow(engine)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(db_utils, "_initialize_tables", initialize_tables)
+        patch.setattr(registry_store, "_initialize_tables", initialize_tables)
+        yield
 
 
 FAST_CONFIG = TrainConfig(
