@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,7 +20,7 @@ from nextbest.cli.options import (
     say_gate_config,
 )
 from nextbest.cli.output import console, fail, minute, note, say_finished, working
-from nextbest.cli.process import interruptible_as_ctrl_c, interruption, stop_within
+from nextbest.cli.process import interruptible_as_ctrl_c, said_if_stopped
 from nextbest.settings import Settings
 from nextbest.wording import plural
 
@@ -49,29 +48,19 @@ _STOPPED_LEFT = {
 }
 
 
-@contextlib.contextmanager
-def _said_if_stopped(command: str) -> Iterator[None]:
+def _said_if_stopped(command: str) -> contextlib.AbstractContextManager[None]:
     """Say what ``command`` (evaluate, promote, rollback) stopped by Ctrl-C or a
     scheduler's SIGTERM left, unless the registry said it (a decision stopped as it
     moved the champion). Stopped judging the evidence, they exited 130 or 143 without
     a word, a job's log ending on `evaluating challenger vs champion ...`."""
-    import sys
-
     from rich.markup import escape
 
-    try:
-        yield
-    except BaseException as raised:
-        stopped = stop_within(raised) or raised
-        how = interruption(stopped)
-        registry = sys.modules.get("nextbest.registry")
-        if how is not None and not (registry is not None and registry.interruption_said(stopped)):
-            console.print(
-                f"[red]error:[/red] {command} was stopped ({how}) before it said what it "
-                f"decided: {escape(_STOPPED_LEFT[command])}",
-                highlight=False,
-            )
-        raise
+    return said_if_stopped(
+        lambda how: (
+            f"{command} was stopped ({how}) before it said what it decided: "
+            f"{escape(_STOPPED_LEFT[command])}"
+        )
+    )
 
 
 def _judged(settings: Settings, version: int | None) -> Judging:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +45,29 @@ def stop_within(exc: BaseException) -> BaseException | None:
         seen.add(id(link))
         link = link.__cause__ or link.__context__
     return None
+
+
+@contextmanager
+def said_if_stopped(what_it_left: Callable[[str], str]) -> Iterator[None]:
+    """On a Ctrl-C or a scheduler's SIGTERM (also one Python wrapped in another error,
+    see :func:`stop_within`), print ``what_it_left(how)`` as the command's error line,
+    ``how`` being "Ctrl-C" or "SIGTERM", unless the registry has said what the stop left
+    (a run it ended KILLED, a champion's move); then the stop goes on. A command
+    stopped without a word left a job's log ending on a step, as if it were still at
+    work or died of itself."""
+    import sys
+
+    try:
+        yield
+    except BaseException as raised:
+        stopped = stop_within(raised) or raised
+        how = interruption(stopped)
+        registry = sys.modules.get("nextbest.registry")
+        if how is not None and not (registry is not None and registry.interruption_said(stopped)):
+            from nextbest.cli.output import console
+
+            console.print(f"[red]error:[/red] {what_it_left(how)}", highlight=False)
+        raise
 
 
 # Set by main(): this process is the `nextbest` command, and ends with the command.

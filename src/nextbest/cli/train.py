@@ -3,9 +3,8 @@ with the logged decisions and their feedback."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +35,7 @@ from nextbest.cli.output import (
     versions_said,
     working,
 )
-from nextbest.cli.process import interruptible_as_ctrl_c, interruption, stop_within
+from nextbest.cli.process import interruptible_as_ctrl_c, said_if_stopped
 from nextbest.settings import Settings, without_password
 from nextbest.wording import plural
 
@@ -98,31 +97,19 @@ class _Stage:
         return tracked
 
 
-@contextmanager
-def _said_if_stopped(command: str, stage: _Stage) -> Iterator[None]:
+def _said_if_stopped(command: str, stage: _Stage) -> AbstractContextManager[None]:
     """Say what a training stopped by a signal (Ctrl-C, a scheduler's SIGTERM) left
     before its MLflow run was logged (``stage``: where it was): nothing registered.
     Once the run has started the registry says what it left (a run ended KILLED, a
-    version registered or not), and this says nothing more. A stop that exited 143
-    without a word left a job's log ending on a step, as if the command were still
-    at work or died of itself."""
+    version registered or not), and this says nothing more."""
     from rich.markup import escape
 
-    try:
-        yield
-    except BaseException as raised:
-        # A stop Python wrapped (a signal while it built a class, importing MLflow) too.
-        stopped = stop_within(raised) or raised
-        how = interruption(stopped)
-        registry = sys.modules.get("nextbest.registry")
-        if how is not None and not (registry is not None and registry.interruption_said(stopped)):
-            console.print(
-                f"[red]error:[/red] {escape(command)} was stopped ({how}) {escape(stage.said)}, "
-                "before it logged an MLflow run: no version was registered; run it again "
-                "to train",
-                highlight=False,
-            )
-        raise
+    return said_if_stopped(
+        lambda how: (
+            f"{escape(command)} was stopped ({how}) {escape(stage.said)}, before "
+            "it logged an MLflow run: no version was registered; run it again to train"
+        )
+    )
 
 
 def _models_dir_usable(settings: Settings) -> None:
