@@ -4,6 +4,9 @@ run in-process that must succeed."""
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,25 @@ def explained_on_a_copy(trained: Any, tmp_path: Path, monkeypatch: pytest.Monkey
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     return str(pd.read_csv(trained.data_dir / "hcps.csv", dtype=str)["hcp_id"].iat[3])
+
+
+def stopped_at(
+    run: subprocess.Popen[str], said_first: str, sent: signal.Signals
+) -> tuple[str, str]:
+    """Read ``run``'s stderr until a line starts with ``said_first``, send it ``sent``,
+    and wait for it to end: its stdout, and all it wrote on stderr with white space
+    collapsed (Rich wraps lines). A command that ends, or takes five minutes, before
+    saying that line fails the test with what it said."""
+    assert run.stderr is not None
+    said: list[str] = []
+    deadline = time.monotonic() + 300
+    for line in run.stderr:  # off a terminal: a line per step or batch
+        said.append(line)
+        if line.startswith(said_first):
+            run.send_signal(sent)
+            break
+        assert time.monotonic() < deadline, "".join(said)
+    else:
+        raise AssertionError("".join(said))
+    out, err = run.communicate(timeout=300)
+    return out, " ".join(("".join(said) + err).split())

@@ -8,11 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from nextbest.service.events import MAX_FEEDBACK_BATCH
 from nextbest.storage.db import migrate
+
+from .conftest import stopped_at
 
 ROOT = Path(__file__).parents[2]
 
@@ -50,19 +51,8 @@ def test_feedback_stopped_by_sigterm_says_what_it_stored_and_removes_old_rejects
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert run.stderr is not None
-    said: list[str] = []
-    deadline = time.monotonic() + 300
-    for line in run.stderr:  # off a terminal: a line per tenth of the rows (a batch)
-        said.append(line)
-        if line.startswith(f"storing events: {2 * MAX_FEEDBACK_BATCH:,}/"):
-            run.send_signal(signal.SIGTERM)
-            break
-        assert time.monotonic() < deadline, "".join(said)
-    else:
-        raise AssertionError("".join(said))
-    out, err = run.communicate(timeout=300)
-    said_all = " ".join(("".join(said) + err).split())
+    # Off a terminal: a line per tenth of the rows (a batch).
+    out, said_all = stopped_at(run, f"storing events: {2 * MAX_FEEDBACK_BATCH:,}/", signal.SIGTERM)
     with sqlite3.connect(log) as connection:
         (stored,) = connection.execute("SELECT count(*) FROM feedback_events").fetchone()
     assert run.returncode == 143, (run.returncode, said_all)

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from nextbest.storage.db import store_session
 from nextbest.storage.repository import erasure_event_id, maintenance_runs
 from nextbest.storage.tables import FeedbackEvent, Recommendation
 from nextbest.storage.testing import T0, recommendation_record, served_item
+
+from .conftest import stopped_at
 
 ROOT = Path(__file__).parents[2]
 FAST = Path(__file__).parent / "fast_train.yaml"
@@ -62,19 +63,7 @@ def test_a_training_stopped_before_its_run_says_no_version_was_registered(
         # SIGINT on ignored, and Python then never raises KeyboardInterrupt for it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert run.stderr is not None
-    said: list[str] = []
-    deadline = time.monotonic() + 300
-    for line in run.stderr:  # off a terminal: a line per step
-        said.append(line)
-        if line.startswith(at):
-            run.send_signal(sent)
-            break
-        assert time.monotonic() < deadline, "".join(said)
-    else:
-        raise AssertionError("".join(said))
-    out, err = run.communicate(timeout=300)
-    said_all = " ".join(("".join(said) + err).split())
+    out, said_all = stopped_at(run, at, sent)
     assert run.returncode == code, (run.returncode, said_all)
     assert "Traceback" not in said_all and not out, (out, said_all)
     where = "as it started" if at.startswith("train config") else "at step 'features"
