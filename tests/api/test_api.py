@@ -384,6 +384,53 @@ def test_an_email_platforms_unsubscribe_withdraws_and_its_bounce_is_told_to_send
     assert client.post("/v1/feedback", json=read).json()["duplicates"] == 1
 
 
+def test_an_email_platforms_spam_complaint_withdraws_the_email_it_names(
+    client: TestClient, keys
+) -> None:
+    """A complaint webhook (`spamreport`) naming the send is an opt-out of its channel:
+    stored, said under uncounted, and the next batch picks no e-mail for the HCP,
+    where it was refused and the HCP kept being picked e-mails the platform would not
+    send."""
+    recommender = client.app.state.runtime.recommender
+    ids = [str(h) for h in recommender.hcp_ids[:200]]
+    batch = client.post(
+        "/v1/recommendations/batch",
+        json={"hcp_ids": ids, "k": 1, "channel": "email"},
+        headers=keys.channel,
+    ).json()
+    picked = next(r for r in batch["results"] if r["items"])
+    complaint = {
+        "event_id": "sg-spam-1",
+        "event_type": "spamreport",
+        "hcp_id": picked["hcp_id"],
+        "recommendation_id": picked["recommendation_id"],
+        "action_id": picked["items"][0]["action_id"],
+    }
+    response = client.post("/v1/feedback", json={"events": [complaint]}, headers=keys.channel)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 1 and result["rejected"] == []
+    (note,) = result["uncounted"]
+    assert note["message"] == (
+        "opt-out stored: event_type 'spamreport' (a spam complaint) read as 'opted_out'"
+    )
+    again = client.post(
+        "/v1/recommendations/batch",
+        json={"hcp_ids": [picked["hcp_id"]], "k": 1, "channel": "email"},
+        headers=keys.channel,
+    ).json()
+    assert again["results"][0]["items"] == []
+    explained = client.post(
+        "/v1/recommendations", json={"hcp_id": picked["hcp_id"], "explain": True}
+    ).json()
+    said = [why for reasons in explained["excluded"].values() for why in reasons]
+    assert any(why.startswith("consent: opted out of email on ") for why in said), said
+    # The e-mail is withdrawn, not every channel: the complaint named an e-mail send.
+    assert not any("opted out of every channel" in why for why in said), said
+    # Its resend is the same event.
+    assert client.post("/v1/feedback", json=complaint).json()["duplicates"] == 1
+
+
 def test_an_event_naming_an_action_its_answer_did_not_serve_is_stored_and_said(
     client: TestClient, trained
 ) -> None:

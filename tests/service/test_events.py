@@ -58,7 +58,7 @@ def test_an_event_type_near_one_of_the_contracts_is_named(sent: str, near: str) 
     assert wrong.message.endswith(f"(did you mean '{near}'?)"), wrong.message
 
 
-@pytest.mark.parametrize("sent", ["bounce", "complained", "spam"])
+@pytest.mark.parametrize("sent", ["bounce", "deferred", "processed"])
 def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> None:
     # A bounce is no outcome, however many letters they share.
     wrong = parse_event({**OUTCOME, "event_type": sent})
@@ -99,6 +99,25 @@ def test_an_email_platforms_unsubscribe_is_read_as_the_opt_out_it_is(sent: str) 
     assert late.unread.startswith(f"event_type '{sent.strip()}' read as 'opted_out'; occurred_at")
     nobody = parse_event({"event_id": "e1", "event_type": sent})
     assert isinstance(nobody, MalformedEvent) and nobody.message == "hcp_id: Field required"
+
+
+@pytest.mark.parametrize(
+    "sent", ["spamreport", "Complaint", "complained", "SpamComplaint", "spam report", "abuse"]
+)
+def test_an_email_platforms_spam_complaint_is_read_as_the_opt_out_it_amounts_to(
+    sent: str,
+) -> None:
+    # The platform stops mailing a complainer; refused, the picks went on choosing
+    # e-mails for the HCP that would never be delivered.
+    event = parse_event({**OUTCOME, "event_type": sent, "channel": "email"})
+    assert isinstance(event, FeedbackEventCreate), event
+    assert (event.event_type, event.channel) == ("opted_out", "email")
+    assert event.unread == f"event_type '{sent}' (a spam complaint) read as 'opted_out'"
+
+
+@pytest.mark.parametrize("sent", ["spammer", "complaints_desk", "reported", "abused_by"])
+def test_a_word_only_near_a_complaint_is_no_opt_out(sent: str) -> None:
+    assert isinstance(parse_event({**OUTCOME, "event_type": sent}), MalformedEvent)
 
 
 OPENED = {"event_id": "e1", "event_type": "opened", "hcp_id": "H1", "channel": "email"}

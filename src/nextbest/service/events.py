@@ -79,18 +79,29 @@ _PLATFORM_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 _UNSUBSCRIBE = re.compile(r"unsub(scribe[sd]?)?")
+# A spam complaint (SendGrid's `spamreport`, SES's `Complaint`, Mailgun's `complained`,
+# Mailchimp's `abuse`): the HCP asked their mailbox to stop the sender's mail, and the
+# platform stops sending to them. Read as the unsubscribe it amounts to: refused, the
+# picks went on choosing e-mails the platform would never deliver.
+_COMPLAINT = re.compile(
+    r"(spam_?)?complain(t|ts|ed)?|spam(_?report(s|ed)?)?|abuse(_?report(s|ed)?)?"
+)
 
 
 def _an_unsubscribe(data: Any) -> str | None:
     """What to say of an event whose type is an e-mail platform's unsubscribe
-    (``unsubscribed``, ``Unsubscribe``), read as the opt-out it is; None for any
-    other event. Refused, the withdrawal of consent was lost if its sender did not
-    read the refusal."""
+    (``unsubscribed``, ``Unsubscribe``) or spam complaint (``spamreport``,
+    ``Complaint``), read as the opt-out it is; None for any other event. Refused, the
+    withdrawal of consent was lost if its sender did not read the refusal."""
     if not isinstance(data, dict) or not isinstance(sent := data.get("event_type"), str):
         return None
-    if not _UNSUBSCRIBE.fullmatch(re.sub(r"[\s-]+", "_", sent.strip().lower())):
-        return None
-    return f"event_type {quoted(sent.strip(), at_most=QUOTED_AT_MOST)} read as 'opted_out'"
+    word = re.sub(r"[\s-]+", "_", sent.strip().lower())
+    said = f"event_type {quoted(sent.strip(), at_most=QUOTED_AT_MOST)}"
+    if _UNSUBSCRIBE.fullmatch(word):
+        return f"{said} read as 'opted_out'"
+    if _COMPLAINT.fullmatch(word):
+        return f"{said} (a spam complaint) read as 'opted_out'"
+    return None
 
 
 def in_any_case(value: object, choices: Sequence[str]) -> object:
@@ -351,7 +362,8 @@ class FeedbackEventCreate(BaseModel):
         says what was not read (:attr:`FeedbackRecord.unread`). Any other event, or
         an opt-out without a readable ``event_id`` or ``hcp_id``, is refused as sent;
         an ``event_id`` too long to store is read, and stored under one derived from it.
-        An e-mail platform's unsubscribe (``unsubscribed``) is such an opt-out, said so."""
+        An e-mail platform's unsubscribe (``unsubscribed``) or spam complaint
+        (``spamreport``) is such an opt-out, said so."""
         unsubscribe = _an_unsubscribe(data)
         if unsubscribe is not None:
             data = {**data, "event_type": "opted_out"}
