@@ -302,3 +302,38 @@ def test_an_accepted_suggestion_is_suggested_until_it_is_completed(
         assert fed.status_code == 200 and fed.json()["accepted"] == 1, fed.text
         after = _plan(client, keys, capacity=5)
         assert (s.hcp_id, s.channel) not in {(x.hcp_id, x.channel) for x in after.suggestions}
+
+
+@pytest.mark.parametrize("decision", ["complete", "Completed", "done", "visited", "took place"])
+def test_a_visit_done_sent_as_a_decision_is_told_where_it_goes(
+    client: TestClient, keys, decision: str
+) -> None:
+    """A CRM whose suggestion card has a "done" button and sends it to the rep route
+    is told that a visit done is a `completed` event for POST /v1/feedback, where it
+    read as pydantic's "Input should be 'accept', 'dismiss' or 'snooze'" alone; nothing
+    is stored."""
+    s = _plan(client, keys, capacity=1).suggestions[0]
+    answer = _decide(client, keys, s, decision, event_id="crm-done-1")
+    assert answer["status"] == 422, answer
+    (detail,) = answer["detail"]
+    assert detail["loc"] == ["body", "decision"] and detail["type"] == "literal_error"
+    assert detail["msg"] == (
+        "Input should be 'accept', 'dismiss' or 'snooze' (a visit or call that took place "
+        "is no decision on the suggestion: send it to POST /v1/feedback as a 'completed' "
+        "event naming this recommendation_id and action_id, which counts it against the "
+        "channel's caps and cool-down)"
+    )
+    with client.app.state.runtime.sessions() as session:
+        stored = session.execute(
+            select(FeedbackEvent.event_id).where(FeedbackEvent.event_id == "crm-done-1")
+        ).all()
+    assert stored == []
+
+
+@pytest.mark.parametrize("decision", ["completer", "undone", "recall", "visit", "held"])
+def test_a_word_only_like_a_visit_done_is_refused_in_pydantics_words(
+    client: TestClient, keys, decision: str
+) -> None:
+    s = _plan(client, keys, capacity=1).suggestions[0]
+    (detail,) = _decide(client, keys, s, decision)["detail"]
+    assert detail["msg"] == "Input should be 'accept', 'dismiss' or 'snooze'"

@@ -396,10 +396,30 @@ class RepPlanPublic(BaseModel):
 RepDecision = Literal["accept", "dismiss", "snooze"]
 
 
+# A CRM's word for a visit or call that took place: no decision on the suggestion but
+# a contact, which the rep route does not record. Refused saying where it goes: in
+# pydantic's words alone the CRM was not told, and the next plans went on suggesting
+# the visit done (an acceptance is no contact).
+_DONE = re.compile(r"complete[ds]?|completion|done|visited|called|took_place|happened")
+
+
 def _a_decision(value: object) -> object:
     """A decision in any case (``Accept``, from a CRM's picklist); one sent as the
-    event it is stored as (``dismissed``) is refused naming the one it likely means."""
-    return in_any_case(value, get_args(RepDecision))
+    event it is stored as (``dismissed``) is refused naming the one it likely means,
+    and a visit done (``complete``) saying where to send it."""
+    value = in_any_case(value, get_args(RepDecision))
+    if isinstance(value, str) and _DONE.fullmatch(re.sub(r"[\s-]+", "_", value)):
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be 'accept', 'dismiss' or 'snooze' ({instead})",
+            {
+                "instead": "a visit or call that took place is no decision on the "
+                "suggestion: send it to POST /v1/feedback as a 'completed' event naming "
+                "this recommendation_id and action_id, which counts it against the "
+                "channel's caps and cool-down"
+            },
+        )
+    return value
 
 
 def _a_recommendation_id(value: object) -> object:
