@@ -58,7 +58,7 @@ def test_an_event_type_near_one_of_the_contracts_is_named(sent: str, near: str) 
     assert wrong.message.endswith(f"(did you mean '{near}'?)"), wrong.message
 
 
-@pytest.mark.parametrize("sent", ["bounce", "deferred", "processed"])
+@pytest.mark.parametrize("sent", ["bounce", "deferred", "dropped"])
 def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> None:
     # A bounce is no outcome, however many letters they share.
     wrong = parse_event({**OUTCOME, "event_type": sent})
@@ -72,6 +72,8 @@ def test_an_event_type_near_none_of_the_contracts_gets_no_guess(sent: str) -> No
         ("bounced", "a bounced e-mail reached nobody: send no event for it"),
         ("Hard Bounce", "a bounced e-mail reached nobody: send no event for it"),
         ("soft-bounced", "a bounced e-mail reached nobody: send no event for it"),
+        ("Sent", "a sent e-mail is no contact until it is delivered: send 'delivered' when"),
+        ("processed", "a sent e-mail is no contact until it is delivered: send 'delivered'"),
     ],
 )
 def test_an_email_platforms_word_for_another_event_says_what_to_send(

@@ -77,6 +77,14 @@ _PLATFORM_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"((hard|soft)_?)?bounce[sd]?"),
         "a bounced e-mail reached nobody: send no event for it (a contact is 'delivered')",
     ),
+    (
+        # Refused in pydantic's words alone, a platform reporting sends (SFMC's `Sent`)
+        # had nothing to count against the caps, and its HCPs were mailed past them.
+        re.compile(r"sent|sends?|processed"),
+        "a sent e-mail is no contact until it is delivered: send 'delivered' when the "
+        "platform reports the delivery (one that reports none: for each send that did "
+        "not bounce)",
+    ),
 )
 _UNSUBSCRIBE = re.compile(r"unsub(scribe[sd]?)?")
 # A spam complaint (SendGrid's `spamreport`, SES's `Complaint`, Mailgun's `complained`,
