@@ -665,3 +665,47 @@ def test_logged_picks_say_which_hcps_got_none_and_why(trained, tmp_path) -> None
     assert none_allowed and none_worth
     # Without e-mail consent and not held out: nothing allowed.
     assert set(none_allowed) <= _without_email_consent(model, ids)
+
+
+def test_a_send_file_returned_with_its_events_is_told_what_to_keep(trained, tmp_path) -> None:
+    """The e-mail run's file of `picks --log`, returned by the platform with each row's
+    event added (event_id, event_type), was refused column by column as unknown; with
+    those columns dropped, its `reason` column (each pick's explanation) was read as
+    each event's reason, and rows whose explanation ran past the 256 characters stored
+    were rejected. The refusal names the picks' columns once and that reason column;
+    done as it says, every delivery is stored."""
+    from nextbest.contract.errors import ContractError
+    from nextbest.service.feedback_file import (
+        COLUMNS,
+        PICKS_ONLY_COLUMNS,
+        ingest_events,
+        read_events,
+    )
+    from nextbest.service.picks import LOGGED_COLUMNS, logged_picks
+
+    assert set(PICKS_ONLY_COLUMNS) == set(LOGGED_COLUMNS) - set(COLUMNS)
+    settings = trained.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'store.db'}", "holdout_rate": 0.0}
+    )
+    model = registry.load_alias(settings)[0]
+    ids = [str(h) for h in model.hcps["hcp_id"][:300]]
+    sent = logged_picks(settings, hcp_ids=ids, k=1, channel="email").frame
+    assert len(sent) > 20 and (sent["reason"].str.len() > 256).any()
+    returned = sent.assign(event_id="dlv-" + sent["recommendation_id"], event_type="delivered")
+    path = tmp_path / "delivered.csv"
+    returned.to_csv(path, index=False)
+    with pytest.raises(ContractError) as refused:
+        read_events(path)
+    (problem,) = refused.value.problems
+    assert problem.column is None
+    assert problem.message.startswith(
+        "columns 'rank', 'content_id', 'score', 'expected_uplift', 'p_engage', "
+        "'propensity', 'explored' are of a `nextbest picks` file, not of events: "
+    )
+    assert "drop the picks' own columns and its reason column (each pick's explanation" in (
+        problem.message
+    )
+    kept = returned.drop(columns=[*PICKS_ONLY_COLUMNS, "reason"])
+    kept.to_csv(path, index=False)
+    done = ingest_events(settings, read_events(path), model=model)
+    assert done.rejected == [] and done.accepted == len(sent)

@@ -42,6 +42,13 @@ REQUIRED = ("event_id", "event_type", "hcp_id")
 TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in ("occurred_at", "value"))
 # The columns ``nextbest feedback --rejected`` adds: a fixed rejected file is sent as is.
 REJECTED_COLUMNS = ("row", "rejected_because")
+# The columns of a `nextbest picks` file that no event has. A send file returned with
+# its events added (event_id, event_type) is told once what to keep, rather than each
+# of them refused as an unknown column, and told of its `reason` column too: each pick's
+# explanation, which, left in, was read as each event's reason (a row refused when it
+# was longer than the 256 characters stored, the others stored with it).
+PICKS_ONLY_COLUMNS: tuple[str, ...] = ("rank", "content_id", "score", "expected_uplift")
+PICKS_ONLY_COLUMNS += ("p_engage", "propensity", "explored")
 
 
 @dataclass
@@ -127,15 +134,21 @@ def read_events(path: Path) -> pd.DataFrame:
     frame = frame.drop(columns=[c for c in REJECTED_COLUMNS if c in frame.columns])
     unknown = [c for c in frame.columns if c not in COLUMNS]
     missing = [c for c in REQUIRED if c not in frame.columns]
-    problems = [
+    of_picks = [c for c in unknown if c in PICKS_ONLY_COLUMNS]
+    unknown = [c for c in unknown if c not in PICKS_ONLY_COLUMNS]
+    problems: list[Problem] = []
+    if of_picks:
+        problems.append(
+            Problem(path.name, None, None, _a_picks_file(of_picks, "reason" in frame.columns))
+        )
+    known = ", ".join(COLUMNS)
+    problems += [
         Problem(
-            path.name,
-            None,
-            c,
-            f"unknown column{near_hint(c.strip().lower(), COLUMNS)}; known: {', '.join(COLUMNS)}",
+            path.name, None, c, f"unknown column{near_hint(c.lower(), COLUMNS)}; known: {known}"
         )
         for c in unknown
-    ] + [Problem(path.name, None, c, "missing required column") for c in missing]
+    ]
+    problems += [Problem(path.name, None, c, "missing required column") for c in missing]
     if problems:
         raise ContractError(problems)
     # A boolean id column, or one of floats that rounded long ids: every event of the
@@ -150,6 +163,26 @@ def read_events(path: Path) -> pd.DataFrame:
     if "value" in frame.columns and pd.api.types.is_float_dtype(frame["value"].dtype):
         frame["value"] = parse.as_float64(frame["value"])  # float32 read as written
     return frame
+
+
+def _a_picks_file(columns: list[str], with_reason: bool) -> str:
+    """What to say of a file holding ``columns`` of a picks file (``with_reason``: and
+    a ``reason`` column, the picks' explanations)."""
+    said = (
+        f"column{'s' if len(columns) > 1 else ''} {', '.join(repr(c) for c in columns)} "
+        f"{'are' if len(columns) > 1 else 'is'} of a `nextbest picks` file, not of "
+        "events: a feedback file has one event per row, with the columns "
+        f"{', '.join(COLUMNS)}; drop the picks' own columns"
+    )
+    if with_reason:
+        said += (
+            " and its reason column (each pick's explanation, which would be read as "
+            "each event's reason)"
+        )
+    return (
+        said + ", and keep each pick's hcp_id, recommendation_id, action_id and channel "
+        "beside the event's event_id, event_type and occurred_at"
+    )
 
 
 def _refuse_lost_index(frame: pd.DataFrame, name: str, log: ProblemLog) -> None:
