@@ -337,3 +337,44 @@ def test_a_word_only_like_a_visit_done_is_refused_in_pydantics_words(
     s = _plan(client, keys, capacity=1).suggestions[0]
     (detail,) = _decide(client, keys, s, decision)["detail"]
     assert detail["msg"] == "Input should be 'accept', 'dismiss' or 'snooze'"
+
+
+def test_an_empty_reason_a_crm_sends_for_a_picklist_left_unset_is_none(
+    client: TestClient, keys
+) -> None:
+    """A CRM writing every field of its decision, an unset reason as `""`, had each of
+    its acceptances refused (`an acceptance takes no reason code`) and its snoozes
+    (`unknown reason code ''`); an e-mail platform doing so had every open refused
+    (`reason must be a non-empty string`). Empty or white space alone, a reason is
+    none; a dismissal without one is still refused, saying it needs a code."""
+    first, second, third = _plan(client, keys, capacity=3).suggestions[:3]
+    accepted = _decide(client, keys, first, "accept", reason="", event_id="crm-empty-1")
+    assert (accepted["status"], accepted["accepted"]) == (200, 1), accepted
+    assert _stored(client, "crm-empty-1")[:2] == ("accepted", None)
+    snoozed = _decide(client, keys, second, "snooze", reason="  ", event_id="crm-empty-2")
+    assert (snoozed["status"], snoozed["accepted"]) == (200, 1), snoozed
+    assert _stored(client, "crm-empty-2")[:2] == ("snoozed", None)
+    dismissed = _decide(client, keys, third, "dismiss", reason="")
+    assert dismissed["status"] == 422, dismissed
+    (detail,) = dismissed["detail"]
+    assert detail["loc"] == ["body", "reason"]
+    assert detail["msg"].startswith("a dismissal needs a reason code: "), detail
+    events = [
+        {
+            "event_id": f"esp-empty-{n}",
+            "event_type": event_type,
+            "hcp_id": third.hcp_id,
+            "recommendation_id": third.recommendation_id,
+            "action_id": third.action_id,
+            "reason": reason,
+        }
+        for n, (event_type, reason) in enumerate([("accepted", ""), ("snoozed", " ")])
+    ]
+    fed = client.post("/v1/feedback", json={"events": events}, headers=keys.rep)
+    assert fed.status_code == 200, fed.text
+    assert fed.json()["accepted"] == 2
+    assert [_stored(client, e["event_id"])[1] for e in events] == [None, None]
+    # A dismissal sent so names what it lacks, not the form of an empty text.
+    lacking = {**events[0], "event_id": "esp-empty-9", "event_type": "dismissed"}
+    (rejected,) = client.post("/v1/feedback", json=lacking, headers=keys.rep).json()["rejected"]
+    assert rejected["message"].startswith("a dismissal needs a reason code"), rejected

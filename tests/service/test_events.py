@@ -371,3 +371,12 @@ def test_an_opt_out_without_a_readable_hcp_or_event_id_is_refused_naming_each_fi
     assert isinstance(event, MalformedEvent), event
     assert event.message.startswith(said), event
     assert "reason: String should have at most 256 characters" in event.message, event
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t"])
+def test_an_empty_reason_is_none_on_every_event(reason: str) -> None:
+    # A platform writing every field, an unset one as "": each such open was refused.
+    for sent in ({**OPENED, "reason": reason}, {**OPENED, "event_type": "accepted"}):
+        event = parse_event({**sent, "reason": reason})
+        assert isinstance(event, FeedbackEventCreate), event
+        assert event.reason is None

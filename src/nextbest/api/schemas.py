@@ -34,6 +34,7 @@ from nextbest.service.events import (
     EventTime,
     FeedbackEventCreate,
     HcpId,
+    blank_is_no_reason,
     event_or_malformed,
     in_any_case,
     not_a_boolean,
@@ -470,11 +471,12 @@ class RepFeedbackCreate(BaseModel):
     decision: Annotated[RepDecision, BeforeValidator(_a_decision)] = Field(
         description="accept, dismiss or snooze, in any case (Accept)."
     )
-    reason: str | None = Field(
+    reason: Annotated[str | None, BeforeValidator(blank_is_no_reason)] = Field(
         default=None,
         max_length=64,
-        description="Reason code: required to dismiss, optional to snooze, none to accept; "
-        "in any case (Not_Relevant is stored as the rules file spells it).",
+        description="Reason code: required to dismiss, optional to snooze, none to accept "
+        "(empty, it is none); in any case (Not_Relevant is stored as the rules file spells "
+        "it).",
         json_schema_extra=NOT_EMPTY,
     )
     event_id: Annotated[str, BeforeValidator(_an_event_id)] | None = Field(

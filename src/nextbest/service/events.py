@@ -69,6 +69,17 @@ def not_a_boolean(value: object) -> object:
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
+def blank_is_no_reason(value: object) -> object:
+    """A reason sent empty or as white space alone is none, as a CRM or an e-mail
+    platform writes a field it has no value for (``"reason": ""``, a picklist left
+    unset): refused, every acceptance such a CRM sent was (an acceptance takes no
+    reason code), and every open such a platform sent. A dismissal without one is
+    still refused, saying it needs a code."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
 # E-mail platforms' words for what the contract has no type of, spelled alike by none
 # of the types, so no "did you mean" would come. (Their unsubscribe is an opt-out:
 # read as one, _an_unsubscribe.)
@@ -341,13 +352,14 @@ class FeedbackEventCreate(BaseModel):
         "refused: it counts from its arrival, said under uncounted (as every field of "
         "an opt-out but event_id and hcp_id: docs/api.md, Feedback).",
     )
-    reason: str | None = Field(
+    reason: Annotated[str | None, BeforeValidator(blank_is_no_reason)] = Field(
         default=None,
         max_length=STORED_LENGTHS["reason"],
         description="A code of the rules file's rep_plan.dismiss_reasons, in any case: "
         "required for dismissed, optional for snoozed; refused for accepted (as on the "
         "rep route); "
-        "free text, stored as sent, on other event types (an opt-out's unsubscribe link).",
+        "free text, stored as sent, on other event types (an opt-out's unsubscribe link). "
+        "Empty or white space alone, it is none.",
         json_schema_extra=NOT_EMPTY,
     )
     value: (
