@@ -3658,6 +3658,46 @@ def test_a_training_config_without_settings_is_said_to_hold_none(
     assert result.exit_code == 2 and "holds no settings" not in result.output, result.output
 
 
+@pytest.mark.parametrize("text", ["", "# evaluation_share: 0.2\n# min_decisions: 200\n"])
+def test_a_gate_config_without_settings_is_said_to_hold_none_and_the_defaults_named(
+    env_settings: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+) -> None:
+    """training/gate.yaml emptied (or every line commented out) was read as the built-in
+    gate without a word, as train.yaml was before its note: retrain notes it, naming the
+    file and the settings that apply, and so do evaluate and promote as the gate starts
+    (both say the gate config through say_gate_config); one with settings gets none."""
+    from nextbest.cli.options import read_gate_config, say_gate_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "training").mkdir()
+    gate = tmp_path / "training" / "gate.yaml"
+    gate.write_text(text)
+    said = (
+        "gate config: training/gate.yaml (evaluation_share 0.3) note: training/gate.yaml "
+        "holds no settings (it is empty, or all comments): the gate uses the built-in "
+        "defaults (estimator: dr, criterion: lower_bound, margin: 0, min_decisions: 500, "
+        "min_effective_n: 100, min_differing_effective_n: 20, evaluation_share: 0.3); if "
+        "it was emptied by mistake, put its settings back"
+    )
+    result = runner.invoke(app, ["retrain", "--data", str(tmp_path / "none")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert said in output, output
+    # evaluate and promote: read first, said once the gate runs.
+    say_gate_config(read_gate_config(None, said=False), None)
+    assert said in " ".join(capsys.readouterr().err.split())
+
+    gate.write_text(text + "min_decisions: 200\n")
+    result = runner.invoke(app, ["retrain", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 2, result.output
+    assert "gate config: training/gate.yaml (evaluation_share 0.3)" in result.output
+    assert "holds no settings" not in result.output, result.output
+
+
 def test_retrain_shows_a_spinner_on_a_terminal_while_it_loads(
     env_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

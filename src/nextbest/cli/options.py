@@ -497,23 +497,27 @@ def read_train_config(path: Path | None) -> Any:
     if source == "built-in defaults":
         source += f" (no {TRAIN_CONFIG} here)"
     console.print(f"train config: {source} (levers: {config.levers_source})", highlight=False)
-    if config.source != "built-in defaults" and _holds_no_settings(Path(config.source)):
-        # Read as the defaults, as it should be, but a file emptied by mistake said so.
-        note(
-            f"{config.source} holds no settings (it is empty, or all comments): training "
-            "uses the built-in defaults; if it was emptied by mistake, put its settings back"
-        )
+    _note_if_no_settings(config.source, "training uses the built-in defaults")
     return config
 
 
-def _holds_no_settings(path: Path) -> bool:
-    """Whether the settings file ``path``, read already, holds no key at all."""
+def _note_if_no_settings(source: str, uses: str) -> None:
+    """A note when the config file ``source`` (or "built-in defaults": none) holds no
+    settings: read as the defaults, as it should be, but a file emptied by mistake
+    (or every line commented out) is said, with what applies instead (``uses``)."""
     from nextbest.yamlfile import read_settings_file
 
+    if source == "built-in defaults":
+        return
     try:
-        return not read_settings_file(path, str(path), ValueError)[0]
+        settings = read_settings_file(Path(source), source, ValueError)[0]
     except ValueError:  # changed since it was read: nothing to say about it here
-        return False
+        return
+    if not settings:
+        note(
+            f"{source} holds no settings (it is empty, or all comments): {uses}; if it "
+            "was emptied by mistake, put its settings back"
+        )
 
 
 def check_rules_file(settings: Settings) -> ServingRules:
@@ -589,6 +593,11 @@ def say_gate_config(config: Any, path: Path | None) -> None:
         f"(evaluation_share {config.evaluation_share:g})",
         highlight=False,
     )
+    defaults = ", ".join(
+        f"{key}: {value:g}" if isinstance(value, float) else f"{key}: {value}"
+        for key, value in type(config)().model_dump().items()
+    )
+    _note_if_no_settings(config.source, f"the gate uses the built-in defaults ({defaults})")
 
 
 def _alias_hint(settings: Settings, alias: str) -> str:
