@@ -153,6 +153,88 @@ def test_erase_takes_ids_from_arguments_and_files(env_settings: Path, tmp_path: 
     assert b"r1-H3" not in database.read_bytes()
 
 
+def test_erase_run_again_as_its_note_says_empties_the_log_a_server_kept_full(
+    env_settings: Path,
+) -> None:
+    """A server reading as erase ran kept the write-ahead log from being emptied, and
+    the note says to run erase again when the servers are idle: that run found nothing
+    to delete and stopped there, the deleted rows left readable in the -wal file."""
+    import sqlite3
+
+    url = get_settings().resolved_database_url
+    _log_rows(url, "H3")
+    database = Path(url.removeprefix("sqlite:///"))
+    wal = database.with_name(database.name + "-wal")
+    server = sqlite3.connect(database, isolation_level=None)  # a server's pooled connection
+    try:
+        server.execute("BEGIN")
+        server.execute("SELECT count(*) FROM recommendations").fetchone()
+        first = runner.invoke(app, ["erase", "H3", "--yes"])
+        said = _said(first)
+        assert first.exit_code == 0, first.output
+        assert "erased 1 HCP" in said and "write-ahead log could not be emptied" in said, said
+        assert "run `nextbest erase` with the same ids again when the servers are idle" in said
+        assert wal.stat().st_size > 0
+        server.execute("COMMIT")  # idle, its connection still open
+
+        again = runner.invoke(app, ["erase", "H3", "--yes"])
+        said = _said(again)
+        assert again.exit_code == 0, again.output
+        assert "nothing to delete: every one of these HCPs is erased already" in said, said
+        assert f"emptied the database's write-ahead log ({url}-wal)" in said, said
+        assert "could not be emptied" not in said, said
+        assert wal.stat().st_size == 0
+        assert _event_ids(url) == [erasure_event_id("H3")]
+    finally:
+        server.close()
+
+
+@pytest.mark.postgres
+def test_erase_run_again_with_nothing_to_delete_vacuums_what_the_first_left(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure stopped after its commit, before VACUUM, left the deleted rows in the
+    tables as dead rows; run again (as its error says), it found nothing to delete and
+    vacuumed nothing. Now it vacuums each table an erasure deletes from."""
+    from nextbest.storage.db import make_engine
+    from nextbest.storage.repository import erase_hcps
+
+    migrate(postgres_url)
+    _log_rows(postgres_url, "H3")
+    with store_session(postgres_url) as session:  # the first run, up to its commit
+        erase_hcps(session, hcp_ids=["H3"], requester="test")
+    tables = ("feedback_events", "recommendation_items", "recommendations")
+    engine = make_engine(postgres_url)
+
+    def dead_rows() -> dict[str, int]:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            connection.commit()
+            return {
+                table: int(
+                    connection.exec_driver_sql(
+                        f"SELECT dead_tuple_count FROM pgstattuple('{table}')"
+                    ).scalar_one()
+                )
+                for table in tables
+            }
+
+    try:
+        assert all(dead_rows().values())
+        monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(tmp_path / "models"))
+        monkeypatch.setenv("NEXTBEST_DATABASE_URL", postgres_url)
+        get_settings.cache_clear()
+        again = runner.invoke(app, ["erase", "H3", "--yes"])
+        said = _said(again)
+        assert again.exit_code == 0, again.output
+        assert "nothing to delete: every one of these HCPs is erased already" in said, said
+        assert "vacuumed feedback_events, recommendation_items, recommendations" in said, said
+        assert dead_rows() == dict.fromkeys(tables, 0)
+    finally:
+        engine.dispose()
+        get_settings.cache_clear()
+
+
 def test_erase_names_the_logged_id_a_mistyped_one_meant_and_does_not_erase_it(
     env_settings: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

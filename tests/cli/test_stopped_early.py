@@ -107,12 +107,12 @@ def test_an_erasure_stopped_once_committed_says_what_it_erased(
     _log_answers(url, "H1")
     real = erasure._clean_up
 
-    def stopped_after_commit(session, deleted):  # type: ignore[no-untyped-def]
+    def stopped_after_commit(session, deleted, **how):  # type: ignore[no-untyped-def]
         # Raised only where the command handles it: at the default, the test's own
         # process would end here.
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
         signal.raise_signal(signal.SIGTERM)
-        return real(session, deleted)
+        return real(session, deleted, **how)
 
     monkeypatch.setattr(erasure, "_clean_up", stopped_after_commit)
     result = runner.invoke(app, ["erase", "H1", "--yes"])

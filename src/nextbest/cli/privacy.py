@@ -132,6 +132,7 @@ def erase(
     from nextbest.service.erasure import (
         ErasureError,
         check_ids,
+        finish_cleanup,
         read_ids,
         rows_naming,
     )
@@ -174,6 +175,7 @@ def erase(
     if len(erased) > 10:
         stdout.print(f"  ... and {len(erased) - 10:,} more erased before", highlight=False)
     erased_now: list[Any] = []  # the erasure once committed; None: all erased before
+    rerun = "; run `nextbest erase` with the same ids again when the servers are idle or stopped"
     if rows.total == 0 and len(erased) == len(ids):
         stdout.print(
             "nothing to delete: every one of these HCPs is erased already and has its "
@@ -181,6 +183,19 @@ def erase(
             highlight=False,
         )
         erased_now.append(None)
+        # What the erasure before may have left of the deleted rows (its note asks for
+        # this rerun when a server kept the write-ahead log from being emptied): cleared
+        # here, where a rerun with nothing to delete left it as it was.
+        with _said_if_stopped_after(erased_now, ids, store, cleaning=True):
+            cleanup = finish_cleanup(settings)
+        with _said_if_stopped_after(erased_now, ids, store, cleaning=False):
+            if cleanup.backend != "postgresql" and cleanup.log_emptied:
+                stdout.print(
+                    f"emptied the database's write-ahead log ({store}-wal): nothing an "
+                    "earlier erasure deleted is left readable in it",
+                    highlight=False,
+                )
+            print_cleanup(cleanup, store, rerun=rerun)
     else:
         if not yes:
             if not on_a_terminal():
@@ -216,12 +231,7 @@ def erase(
         except ErasureError as exc:
             raise fail(f"nothing was erased: {exc}") from None
         with _said_if_stopped_after(erased_now, ids, store, cleaning=False):
-            print_cleanup(
-                cleanup,
-                store,
-                rerun="; run `nextbest erase` with the same ids again when the servers are "
-                "idle or stopped",
-            )
+            print_cleanup(cleanup, store, rerun=rerun)
     with _said_if_stopped_after(erased_now, ids, store, cleaning=False):
         _name_what_holds(settings, ids, named, erased)
 

@@ -72,6 +72,7 @@ __all__ = [
     "check_cutoff",
     "check_ids",
     "erase",
+    "finish_cleanup",
     "prune",
     "read_ids",
     "record_nothing_pruned",
@@ -184,7 +185,20 @@ def erase(
         done = erase_hcps(session, hcp_ids=hcp_ids, requester=file_requester("erase"))
         if committed is not None:
             committed(done)
-        return done, _clean_up(session, done.deleted)
+        # HCPs erased before: that erasure's clean-up may be unfinished (a server kept
+        # the write-ahead log from being emptied, a signal stopped it), and this run,
+        # which its note tells to run, finishes it whatever it deletes itself.
+        return done, _clean_up(session, done.deleted, earlier=bool(done.already_suppressed))
+
+
+def finish_cleanup(settings: Settings) -> Cleanup:
+    """The clean-up of an earlier erasure, for a rerun that has nothing left to delete
+    (every HCP erased before, nothing logged since): what that erasure may have left
+    of its deleted rows in the database's files goes, as :func:`erase` clears its
+    own. Which tables it deleted from is not known, so on PostgreSQL all three an
+    erasure deletes from are vacuumed."""
+    with store_session(settings.resolved_database_url) as session:
+        return _clean_up(session, RowCounts(), earlier=True)
 
 
 def _overwrite_deletes(session: Session) -> None:
@@ -195,9 +209,10 @@ def _overwrite_deletes(session: Session) -> None:
         session.connection().exec_driver_sql("PRAGMA secure_delete = ON")
 
 
-def _clean_up(session: Session, deleted: RowCounts) -> Cleanup:
+def _clean_up(session: Session, deleted: RowCounts, *, earlier: bool = False) -> Cleanup:
     """After committed deletes: on SQLite, checkpoint and empty the write-ahead log;
-    on PostgreSQL, :func:`vacuum` each table rows were deleted from."""
+    on PostgreSQL, :func:`vacuum` each table rows were deleted from, or, ``earlier``
+    (what an earlier run deleted may be left), each table an erasure deletes from."""
     engine = session.get_bind()
     assert isinstance(engine, Engine)
     if engine.dialect.name != "sqlite":
@@ -208,7 +223,7 @@ def _clean_up(session: Session, deleted: RowCounts) -> Cleanup:
                 ("recommendation_items", deleted.recommendation_items),
                 ("recommendations", deleted.recommendations),
             )
-            if n
+            if n or earlier
         ]
         return vacuum(engine, tables)
     busy, pages, moved = (
