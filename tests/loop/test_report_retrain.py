@@ -2041,6 +2041,47 @@ def test_a_report_stopped_while_it_writes_leaves_the_earlier_one_whole(
     assert saved["n_decisions"] == report.n_decisions == 900
 
 
+@pytest.mark.parametrize("written_by", ["this release", "a release before figures were listed"])
+def test_a_report_leaves_none_of_the_earlier_reports_figures_it_does_not_draw(
+    tmp_path: Path, written_by: str
+) -> None:
+    """A weekly report written over last week's left last week's PNGs of dimensions it
+    no longer has (a segment changed, nothing with an outcome this time) beside its own
+    page, figures of another period. They go as the new report is put in place; what
+    else the directory holds, a figure of the user's named like a report's too, stays."""
+    out = tmp_path / "report"
+    settings = Settings(models_dir=tmp_path / "models")
+    _known_effect_store(settings, n=400, effect=0.5, seed=7)
+    first = uplift_report(settings, out_dir=out, log=False)
+    drawn = {path.name for key, path in first.files.items() if key not in ("html", "json")}
+    assert len(drawn) >= 2 and all(name.endswith(".png") for name in drawn), drawn
+    record = json.loads((out / "uplift_report.json").read_text())
+    if written_by == "this release":
+        assert sorted(record["figures"].values()) == sorted(drawn)
+    else:  # its page alone says which figures are its own
+        record.pop("figures", None)
+        (out / "uplift_report.json").write_text(json.dumps(record))
+    kept = {"notes.txt": b"mine", "uplift_mine.png": b"my own figure"}
+    for name, content in kept.items():
+        (out / name).write_bytes(content)
+
+    # Nothing logged since: a report without a figure.
+    later = uplift_report(settings, out_dir=out, since=T0 + timedelta(days=365), log=False)
+    assert later.n_decisions == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        ["uplift_report.html", "uplift_report.json", *kept]
+    )
+    assert all((out / name).read_bytes() == content for name, content in kept.items())
+    assert json.loads((out / "uplift_report.json").read_text())["figures"] == {}
+
+    # Its figures back: the report has none to remove, the user's files stay.
+    again = uplift_report(settings, out_dir=out, log=False)
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        ["uplift_report.html", "uplift_report.json", *drawn, *kept]
+    )
+    assert again.files["html"].read_text().count("<img src=") == len(drawn)
+
+
 def test_a_report_stopped_by_sigterm_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

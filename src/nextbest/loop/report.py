@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -854,9 +855,14 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
     one is whole, the page last, with Ctrl-C and SIGTERM held for the renames: a run
     stopped or failing part way leaves a directory's earlier report as it was, where
     it left the new PNGs under the earlier page and tables, which then showed figures
-    of another period than its own."""
+    of another period than its own. The earlier report's figures this one does not
+    draw (a segment's after ``--segment`` changed, every one when nothing has an
+    outcome) go with the renames: the directory holds this report alone, not a figure
+    of another period beside it. Only figures that report named are removed, never
+    another file of the directory."""
     made = not out_dir.exists()  # taken away again by a run that writes no report
     out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _figures_of_the_report_in(out_dir)  # read before this one replaces it
     staged: dict[Path, Path] = {}  # each file's place -> where it is written first
 
     def beside(place: Path) -> Path:
@@ -869,6 +875,16 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
         with signals_held():
             for place, written in staged.items():
                 os.replace(written, place)
+            for name in sorted(earlier - {place.name for place in staged}):
+                try:
+                    (out_dir / name).unlink(missing_ok=True)
+                except OSError as exc:
+                    logger.warning(
+                        "%s of the earlier report could not be removed (%s): it is not "
+                        "one of this report's figures",
+                        out_dir / name,
+                        exc.strerror or exc,
+                    )
     finally:
         for written in staged.values():
             written.unlink(missing_ok=True)
@@ -876,6 +892,30 @@ def write_report(report: UpliftReport, out_dir: Path) -> dict[str, Path]:
             with contextlib.suppress(OSError):  # not empty: something else put there
                 out_dir.rmdir()
     return files
+
+
+# A figure's name as write_report gives it: what a report's record may name for removal.
+_FIGURE = re.compile(r"uplift_[^/\\]+\.png")
+
+
+def _figures_of_the_report_in(out_dir: Path) -> set[str]:
+    """The names of the figures of the report ``out_dir`` holds: as its
+    ``uplift_report.json`` lists them (``figures``), or, for a report written before
+    it did, as its page shows them; none when it holds no report that can be read."""
+    try:
+        record = json.loads((out_dir / "uplift_report.json").read_text())
+    except (OSError, ValueError):  # none, or not one a report wrote
+        record = None
+    named = record.get("figures") if isinstance(record, dict) else None
+    if isinstance(named, dict):
+        names = [str(name) for name in named.values()]
+    else:
+        try:
+            page = (out_dir / "uplift_report.html").read_text()
+        except (OSError, ValueError):
+            return set()
+        names = [html.unescape(name) for name in re.findall(r'<img src="([^"]+)"', page)]
+    return {name for name in names if _FIGURE.fullmatch(name)}
 
 
 def _write_staged(
@@ -957,6 +997,9 @@ Made {_utc_text(made_at)}.</p>
                     "holdout_contacted": report.holdout_contacted,
                     "holdout_served_elsewhere": report.holdout_served_elsewhere,
                     "outcome_coverage": report.outcome_coverage,
+                    # The PNG of each dimension: what a later report in this directory
+                    # removes when it draws no such figure.
+                    "figures": {d: files[d].name for d in dimensions},
                     "overall": report.overall.__dict__,
                     "rows": [r.__dict__ for r in report.rows],
                 }
