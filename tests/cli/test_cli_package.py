@@ -4,9 +4,12 @@ as ``python -m nextbest.cli``, and started without the libraries its commands lo
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from nextbest.cli import app
 
@@ -78,8 +81,6 @@ def test_ctrl_c_while_the_command_loads_ends_it_without_a_traceback(tmp_path: Pa
     after Enter), ended it with a Python traceback and SIGINT's own exit status; it
     ends with 130, as during the work. The SIGINT is real, sent as pandas starts to
     load."""
-    import signal
-
     probe = (
         "import os, signal, sys\n"
         "class CtrlC:\n"
@@ -101,6 +102,74 @@ def test_ctrl_c_while_the_command_loads_ends_it_without_a_traceback(tmp_path: Pa
     )
     assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr and done.stdout == "", done.stderr[-2000:]
+
+
+def _stopped_at_import(
+    module: str, sent: int, args: list[str], *, entry: str, models: Path
+) -> subprocess.CompletedProcess[str]:
+    """``nextbest *args`` started as ``entry`` says, sent ``sent`` by itself as it
+    starts to import ``module``: a real signal, at a known moment."""
+    start = {
+        # python -m nextbest, as the tests and `make` run it.
+        "module": "import runpy\nrunpy.run_module('nextbest', run_name='__main__')\n",
+        # The installed `nextbest` script: [project.scripts] names nextbest.command:main.
+        "script": "from nextbest.command import main\nmain()\n",
+    }[entry]
+    probe = (
+        "import os, sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        f"            os.kill(os.getpid(), {int(sent)})\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        f"sys.argv = ['nextbest', *{args!r}]\n" + start
+    )
+    return subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NEXTBEST_MODELS_DIR": str(models)},
+        # Ctrl-C as at a terminal, also when the suite runs in the background (SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+@pytest.mark.parametrize("entry", ["module", "script"])
+@pytest.mark.parametrize(
+    ("sent", "how", "code"),
+    [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "Ctrl-C", 130)],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_stop_while_the_command_line_loads_is_said_in_one_line(
+    tmp_path: Path, entry: str, sent: signal.Signals, how: str, code: int
+) -> None:
+    """A scheduler's SIGTERM in the half second (seconds, on a busy machine) the
+    command line loads ended `nextbest` without a word, a job's log empty, and a Ctrl-C
+    with a traceback: one line says it was stopped before it started, exit 143 or
+    130. The signal is real, sent as Typer starts to load."""
+    models = tmp_path / "models"
+    done = _stopped_at_import("typer", sent, ["erase", "H1", "--yes"], entry=entry, models=models)
+    assert (done.returncode, done.stderr, done.stdout) == (
+        code,
+        f"error: `nextbest erase` was stopped ({how}) before it started: nothing was changed\n",
+        "",
+    )
+    assert not models.exists()  # nothing made, nothing erased
+
+
+def test_a_stop_once_the_command_started_is_the_commands_to_say(tmp_path: Path) -> None:
+    """Once the command runs, a stop is handled as the command handles it (here
+    `validate` loading pandas: 130, no traceback), never said as one before it started."""
+    done = _stopped_at_import(
+        "pandas",
+        signal.SIGINT,
+        ["validate", "--data", str(tmp_path)],
+        entry="module",
+        models=tmp_path,
+    )
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "before it started" not in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def _loaded_by(*args: str, models: Path) -> set[str]:

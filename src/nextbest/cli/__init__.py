@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from nextbest import signals
 from nextbest.cli import (
     data,
     decisions,
@@ -89,6 +90,9 @@ def _main(
     ] = False,
 ) -> None:
     """Next-best-action service for HCP engagement: simulate, train, serve, pick."""
+    # From here a signal is the command's to handle (below; `serve`: uvicorn's), not
+    # "stopped before it started" (nextbest.command).
+    signals.command_started()
     root = logging.getLogger()
     if not any(isinstance(handler, Notes) for handler in root.handlers):
         root.addHandler(Notes(logging.WARNING))

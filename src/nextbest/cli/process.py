@@ -10,14 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-
-class Terminated(SystemExit):
-    """A scheduler's SIGTERM, raised in the command as Ctrl-C's KeyboardInterrupt is:
-    exit code 143. Said as what it is where a command records why its work stopped
-    (``prune``'s ``maintenance_runs``), where a bare SystemExit read '143'."""
-
-    def __str__(self) -> str:
-        return "stopped by SIGTERM"
+from nextbest.signals import Terminated
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
