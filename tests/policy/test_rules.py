@@ -564,7 +564,7 @@ def test_a_century_long_window_is_read_back_a_century(tmp_path: Path) -> None:
     path.write_text("channels:\n  email:\n    max_contacts: 2\n    per_days: 36500\n")
     rules = ServingRules.load(path)
     windows, starts, _ = _lookbacks(rules, NOW)
-    assert windows == [36500.0] and starts == [NOW - timedelta(days=36500)]
+    assert windows == (36500.0,) and starts == [NOW - timedelta(days=36500)]
     path.write_text("dismissal_days: 30\nsnooze_days: 1000000\n")
     with pytest.raises(RulesError) as refused:
         ServingRules.load(path)

@@ -120,7 +120,7 @@ class _Spans:
     object (rules are replaced, never changed, on a reload), not once per request."""
 
     rules: ServingRules
-    windows: list[float]  # days, longest first
+    windows: tuple[float, ...]  # days, longest first (shared by every request: no list)
     back: tuple[timedelta, ...]  # the same as durations
     dismissals: timedelta | None  # the longer of the dismissal and snooze windows
 
@@ -130,13 +130,14 @@ _spans: _Spans | None = None  # of the rules read with last
 
 def _lookbacks(
     rules: ServingRules, now: datetime
-) -> tuple[list[float], list[datetime], datetime | None]:
+) -> tuple[tuple[float, ...], list[datetime], datetime | None]:
     """The rules' windows in days (longest first: its latest contact serves every
-    cool-down), their starts, and where dismissals start counting."""
+    cool-down), their starts, and where dismissals start counting. The windows are the
+    tuple every request under ``rules`` shares; the starts a list of the caller's own."""
     global _spans
     spans = _spans
     if spans is None or spans.rules is not rules:
-        windows = rules.lookbacks()
+        windows = tuple(rules.lookbacks())
         suppressed = [d for d in (rules.dismissal_days, rules.snooze_window) if d is not None]
         spans = _spans = _Spans(
             rules,
@@ -149,7 +150,7 @@ def _lookbacks(
 
 
 def _live(
-    found: ServingHistory, windows: list[float], now: datetime, rules: ServingRules
+    found: ServingHistory, windows: Sequence[float], now: datetime, rules: ServingRules
 ) -> LiveHistory:
     counts = dict(zip(windows, found.counts, strict=True))
     # The store was read back over the longer of the two windows: each dismissal or
