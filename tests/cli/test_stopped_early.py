@@ -131,7 +131,8 @@ def test_an_erasure_stopped_once_committed_says_what_it_erased(
     assert "it was stopped cleaning up after the deletes: the deleted rows may stay " in said
     assert (
         "not name the registered model versions that still hold them: run `nextbest erase` "
-        "with the same ids again (nothing is erased twice) to have them named" in said
+        "with the same ids again (nothing is erased twice) to finish the clean-up and have "
+        "them named" in said
     ), said
     with store_session(url) as session:
         assert not session.scalars(select(Recommendation.recommendation_id)).all()

@@ -347,7 +347,8 @@ def _said_if_stopped_after(
         console.print(
             f"[red]error:[/red] erase was interrupted ({how}) once {done}; {not_done}not "
             "name the registered model versions that still hold them: run `nextbest "
-            "erase` with the same ids again (nothing is erased twice) to have them named",
+            "erase` with the same ids again (nothing is erased twice) to "
+            + ("finish the clean-up and have them named" if cleaning else "have them named"),
             highlight=False,
         )
         raise
