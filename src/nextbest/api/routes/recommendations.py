@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -145,6 +146,11 @@ async def recommend(
     )
     record_served([rec])
     request.state.recommendation_id = rec.recommendation_id  # for the access log line
+    if caller.role == "rep" and rec.holdout:
+        # Logged as the holdout answer it is; a rep is told only that nothing is to
+        # be done, as a rep plan skips the HCP: a rep who knew the HCP to be in the
+        # randomized control might visit all the same, biasing the measured uplift.
+        rec = replace(rec, holdout=False)
     return _json(_recommendation(rec, with_excluded=body.explain))
 
 
