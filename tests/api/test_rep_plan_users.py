@@ -5,10 +5,13 @@ whose HCPs the served model does not know yet."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.settings import Settings
 from nextbest.storage.tables import Recommendation
@@ -53,3 +56,33 @@ def test_a_rep_key_is_not_told_an_hcp_is_held_out(holding_out: TestClient, keys)
             assert row is not None and row.holdout is True and row.requester == keys.rep_name
     admin = client.post("/v1/recommendations", json={"hcp_id": held}).json()
     assert admin["holdout"] is True
+
+
+def test_a_territory_of_the_file_the_model_does_not_know_says_so(
+    own_registry: Settings, keys, tmp_path: Path
+) -> None:
+    """A territory the alignment file holds, with HCPs the served model was not
+    trained with, was a 404 saying it "is not known to the territory alignment
+    file" and suggesting other territories: it names the file's HCPs and the
+    model version instead."""
+    model, version = registry.load_alias(own_registry)
+    alignment = model.hcps[["hcp_id", "territory_id"]].astype(str)
+    later = pd.DataFrame({"hcp_id": ["H-NEW-1", "H-NEW-2"], "territory_id": ["T-LATER"] * 2})
+    path = tmp_path / "territories.csv"
+    pd.concat([alignment, later]).to_csv(path, index=False)
+    settings = own_registry.model_copy(update={"territories_file": path})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        served = client.app.state.runtime.recommender.version
+        plan = client.get("/v1/reps/ops-view/suggestions", params={"territory_id": "T-LATER"})
+        assert plan.status_code == 404, plan.text
+        assert plan.json()["detail"] == (
+            f"territory_id 'T-LATER' is not known to the served model (version {served}): "
+            "the territory alignment file lists it with 2 HCPs, none of which the served "
+            "model knows (served once a model trained with them is); a rep key for it is "
+            "refused until then: `nextbest keys list --check-territories` lists such keys"
+        )
+        # A territory the file does not hold is still said to be the file's unknown.
+        plan = client.get("/v1/reps/ops-view/suggestions", params={"territory_id": "T-NOPE"})
+        assert plan.status_code == 404
+        assert "is not known to the territory alignment file" in plan.json()["detail"]
+    assert version == served

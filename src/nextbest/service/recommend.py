@@ -825,6 +825,14 @@ class Recommender:
         check_day(now, self.as_of, location="query")
         rows = self.territories.get(territory_id)
         if rows is None:
+            listed = self._unserved_territory_size(territory_id)
+            if listed:
+                raise NotFoundError(
+                    "territory_id",
+                    territory_id,
+                    known_to=f"the served model (version {self.version})",
+                    advice=self._unserved_territory_advice(listed),
+                )
             raise NotFoundError(
                 "territory_id",
                 territory_id,
@@ -893,6 +901,26 @@ class Recommender:
             n_left_out=None
             if left_out is None
             else len(rows) - len(suggestions) - (0 if list_held_out else len(held_out)),
+        )
+
+    def _unserved_territory_size(self, territory_id: str) -> int:
+        """How many HCPs the territory alignment file lists in ``territory_id``, a
+        territory no HCP of the served model is in (0: the file does not hold it, or
+        there is no file)."""
+        if self.alignment is None:
+            return 0
+        return sum(t == territory_id for t in self.alignment.territory_of.values())
+
+    def _unserved_territory_advice(self, listed: int) -> str:
+        """What to check of a territory the alignment file holds with ``listed`` HCPs,
+        none of which the served model knows."""
+        many = listed > 1
+        unknown = "none of which the served model knows" if many else "unknown to the served model"
+        return (
+            f"the territory alignment file lists it with {listed:,} HCP{'s' if many else ''}, "
+            f"{unknown} (served once a model trained with {'them' if many else 'it'} is); "
+            "a rep key for it is refused until then: `nextbest keys list "
+            "--check-territories` lists such keys"
         )
 
     def _unknown_territory_advice(self, territory_id: str) -> str:
