@@ -4,7 +4,9 @@ whose HCPs the served model does not know yet."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,7 @@ from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.settings import Settings
 from nextbest.storage.tables import Recommendation
+from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 
 @pytest.fixture
@@ -86,3 +89,63 @@ def test_a_territory_of_the_file_the_model_does_not_know_says_so(
         assert plan.status_code == 404
         assert "is not known to the territory alignment file" in plan.json()["detail"]
     assert version == served
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, api_settings: Settings) -> Iterator[Settings]:
+    """``api_settings`` on SQLite, and on PostgreSQL where the test database is set."""
+    if request.param == "sqlite":
+        yield api_settings
+        return
+    if not os.environ.get(POSTGRES_URL_ENV):
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
+        yield api_settings.model_copy(update={"database_url": url})
+
+
+def test_a_snooze_on_a_plan_fetched_ahead_holds_from_the_plans_day(store: Settings, keys) -> None:
+    """A rep planning a day two weeks ahead snoozed an item of that day's plan: the
+    snooze counted 7 days from when it was sent, had ended before that day, and the
+    item was on the plan for it again. A decision on an answer decided for a later
+    day holds from that day, for its snooze_days."""
+    settings = store.model_copy(update={"holdout_rate": 0.0, "epsilon": 0.0})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        recommender = client.app.state.runtime.recommender
+        days = recommender.rules.snooze_window
+        assert days is not None and days < 14
+        ahead = (recommender.clock().date() + timedelta(days=14)).isoformat()
+        url = f"/v1/reps/{keys.rep_name}/suggestions"
+        plan = client.get(url, params={"date": ahead, "capacity": 3}, headers=keys.rep)
+        assert plan.status_code == 200, plan.text
+        first = plan.json()["suggestions"][0]
+        pair = (first["hcp_id"], first["action_id"])
+        snoozed = client.post(
+            f"/v1/reps/{keys.rep_name}/feedback",
+            json={
+                "recommendation_id": first["recommendation_id"],
+                "hcp_id": pair[0],
+                "action_id": pair[1],
+                "decision": "snooze",
+            },
+            headers=keys.rep,
+        )
+        assert snoozed.status_code == 200, snoozed.text
+
+        def excluded(day: date) -> list[str]:
+            answer = client.post(
+                "/v1/recommendations",
+                json={"hcp_id": pair[0], "date": day.isoformat(), "explain": True, "k": 50},
+                headers=keys.rep,
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.json()["excluded"].get(pair[1], [])
+
+        capacity = recommender.rules.rep_max_capacity
+        again = client.get(url, params={"date": ahead, "capacity": capacity}, headers=keys.rep)
+        assert pair not in {(s["hcp_id"], s["action_id"]) for s in again.json()["suggestions"]}
+        day = date.fromisoformat(ahead)
+        said = " ".join(excluded(day))
+        assert "snoozed in the last" in said, said
+        assert f"lifts {day + timedelta(days=days):%Y-%m-%d}" in said, said
+        assert any("snoozed" in w for w in excluded(day + timedelta(days=days - 1)))
+        assert not any("snoozed" in w for w in excluded(day + timedelta(days=days)))

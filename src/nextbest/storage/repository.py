@@ -50,6 +50,7 @@ from nextbest.storage.tables import (
     Recommendation,
     RecommendationItem,
     ServingRulesText,
+    UTCDateTime,
     folded_hcp_id,
 )
 from nextbest.yamlfile import near_hint
@@ -2767,15 +2768,17 @@ class ServingHistory:
     window start; ``dismissed[(hcp_id, action_id)]``:
     the reason (or event type) of the pair's latest decision when that is a
     dismissal or a snooze (not an acceptance), and ``dismissed_at`` for the same
-    pairs: when it was, and whether it was a snooze; ``consent[(hcp_id, channel)]``:
-    the latest consent event of the HCP on ``channel`` (None: on every channel), when
-    it was and whether it withdrew consent (an ``opted_out``; on a tie with an
-    ``opted_in``, the withdrawal). ``consent_unmatched[(hcp_id, name, withdrawn)]``:
-    when the latest opt-out (``withdrawn`` True) and the latest opt-in (False) stored
-    with their channel as named while no model was served happened (``name`` as
-    catalogs spell it, not yet read against a catalog: 'e_mail', 'fax'), left for the
-    rules to read against the served catalog. Nothing after ``until``, but for
-    consent: read over all time, a withdrawal applies to every decision made after
+    pairs: when it holds from (when it was, or the later day the answer it names
+    was decided for: a decision on a plan fetched ahead), and whether it was a
+    snooze; ``consent[(hcp_id, channel)]``: the latest consent event of the HCP on
+    ``channel`` (None: on every channel), when it was and whether it withdrew
+    consent (an ``opted_out``; on a tie with an ``opted_in``, the withdrawal).
+    ``consent_unmatched[(hcp_id, name, withdrawn)]``: when the latest opt-out
+    (``withdrawn`` True) and the latest opt-in (False) stored with their channel as
+    named while no model was served happened (``name`` as catalogs spell it, not yet
+    read against a catalog: 'e_mail', 'fax'), left for the rules to read against the
+    served catalog. Nothing after ``until``, but for consent: read over all time, a
+    withdrawal applies to every decision made after
     it arrived, whatever day the decision is for.
     """
 
@@ -2998,6 +3001,7 @@ def _serving_history_statement(
             (c.occurred_at if per_contact else sa.func.max(c.occurred_at)).label("at"),
             sa.cast(sa.null(), sa.String).label("reason"),
             sa.cast(sa.null(), sa.String).label("event_id"),
+            sa.cast(sa.null(), UTCDateTime()).label("held_from"),
             *[
                 (
                     sa.case((after, 1), else_=0)
@@ -3018,6 +3022,11 @@ def _serving_history_statement(
         )
         parts.append(contacts if per_contact else contacts.group_by(c.hcp_id, c.channel))
     if dismissals:
+        # A decision on an answer decided for a later time than it was served (a plan
+        # fetched for a day ahead) holds from that time: its window counts from the
+        # later of the two.
+        answer = _RECOMMENDATIONS.c
+        ahead = sa.case((answer.decided_for > answer.created_at, answer.decided_for))
         parts.append(
             sa.select(
                 # 1: a dismissal, 2: a snooze (each suppresses for its own window),
@@ -3032,12 +3041,20 @@ def _serving_history_statement(
                 c.occurred_at.label("at"),
                 sa.func.coalesce(c.reason, c.event_type).label("reason"),
                 c.event_id,
+                ahead.label("held_from"),
                 *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
-            ).where(
+            )
+            .select_from(
+                table.outerjoin(_RECOMMENDATIONS, answer.recommendation_id == c.recommendation_id)
+            )
+            .where(
                 of_hcps,
                 c.event_type.in_(decision_types),
                 c.action_id.is_not(None),
-                c.occurred_at > sa.bindparam("dismissed_since"),
+                sa.or_(
+                    c.occurred_at > sa.bindparam("dismissed_since"),
+                    ahead > sa.bindparam("dismissed_since"),
+                ),
                 c.occurred_at <= sa.bindparam("until"),
             )
         )
@@ -3067,6 +3084,7 @@ def _serving_history_statement(
             ),
             sa.cast(sa.null(), sa.String).label("reason"),
             c.event_id,
+            sa.cast(sa.null(), UTCDateTime()).label("held_from"),
             *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
         ).where(
             of_hcps,
@@ -3222,12 +3240,12 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
     :class:`ServingHistory`."""
     counts: list[dict[tuple[str, str], int]] = [{} for _ in range(n_windows)]
     last: dict[tuple[str, str], datetime] = {}
-    decided: dict[tuple[str, str], tuple[datetime, str, str, int]] = {}
+    decided: dict[tuple[str, str], tuple[datetime, str, str, int, datetime]] = {}
     consent: dict[tuple[str, str | None], tuple[datetime, bool]] = {}
     times: dict[tuple[str, str | None], list[datetime]] = {}
     unmatched: dict[tuple[str, str, bool], datetime] = {}
     for row in rows:
-        kind, hcp_id, key, at, reason, event_id, *ns = row
+        kind, hcp_id, key, at, reason, event_id, held_from, *ns = row
         if kind == 0 and per_contact:  # one contact: summed into its pair's counts
             pair = (hcp_id, key)
             times.setdefault(pair, []).append(at)
@@ -3257,8 +3275,11 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
             elif (before := consent.get((hcp_id, key))) is None or mark > before:
                 consent[(hcp_id, key)] = mark
         else:
-            # The latest decision is kept (ties: the larger event id).
-            stamp = (_as_utc(at), str(event_id), str(reason), int(kind))
+            # The latest decision is kept (ties: the larger event id); it holds from
+            # the day of the answer it names when that is later (a plan fetched ahead).
+            at = _as_utc(at)
+            held = at if held_from is None else max(at, _as_utc(held_from))
+            stamp = (at, str(event_id), str(reason), int(kind), held)
             seen = decided.get((hcp_id, key))
             if seen is None or stamp[:2] >= seen[:2]:
                 decided[(hcp_id, key)] = stamp
@@ -3268,7 +3289,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
         counts=counts,
         last=last,
         dismissed={pair: stamp[2] for pair, stamp in dismissed.items()},
-        dismissed_at={pair: (stamp[0], stamp[3] == 2) for pair, stamp in dismissed.items()},
+        dismissed_at={pair: (stamp[4], stamp[3] == 2) for pair, stamp in dismissed.items()},
         consent=consent,
         contact_times=(
             {pair: tuple(sorted(ats, reverse=True)) for pair, ats in times.items()}
