@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest.contract.adapters import load_hillstrom
 from nextbest.learning.preference import CalibratedEngagementClassifier
+from nextbest.learning.train import train
 from nextbest.learning.uplift import EngagementStratifiedUplift
 
-from .conftest import LearnedWorld
+from .conftest import QUICK, LearnedWorld
 
 
 def _rows(n: int = 6000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -108,3 +115,25 @@ def test_a_trained_model_serves_each_hcps_effects_at_the_cut_off(learned: Learne
 
     np.testing.assert_allclose(logit(served) - logit(without), offset, atol=1e-5)
     assert np.abs(offset).max() > 0.1
+
+
+HILLSTROM = Path(os.environ.get("NEXTBEST_HILLSTROM_CSV", "/work/shared/data/hillstrom.csv"))
+
+
+@pytest.mark.skipif(not HILLSTROM.is_file(), reason=f"{HILLSTROM} not present")
+def test_one_campaign_has_no_effects_and_keeps_the_calibration(tmp_path: Path) -> None:
+    # Each customer touched once: no touch has an earlier one of its HCP, so every
+    # effect is 0; an offset of zeros would only have turned the calibration off.
+    part = tmp_path / "hillstrom.csv"
+    pd.read_csv(HILLSTROM, nrows=12_000).to_csv(part, index=False)
+    data = load_hillstrom(part, outcome="visit")
+    result = train(data, config=QUICK.model_copy(update={"eval_fraction": 0.0}))
+    engagement = result.model.engagement
+    assert not engagement.offset_columns
+    assert engagement.calibrator_ is not None
+    # Served probabilities are the isotonic map's of the trees' own.
+    X = result.model.rows(np.arange(200), np.zeros(200, dtype=np.int64))
+    raw = engagement.booster_.booster_.predict(X, num_iteration=engagement.n_trees_)
+    np.testing.assert_allclose(
+        engagement.engage_probability(X), engagement.calibrator_.predict(raw), atol=1e-6
+    )

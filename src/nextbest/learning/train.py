@@ -500,7 +500,12 @@ def _train(
         if part is not None:
             effects.fill(space, part, catalog)
     engagement_params["hidden_columns"] = space.engagement_history_columns
-    engagement_params["offset_columns"] = space.effect_offset_columns
+    # One campaign (each HCP touched once, as on Hillstrom): no touch has an earlier
+    # one of its HCP, so every effect is 0 and an offset would only cost the isotonic
+    # calibration; the engagement model is then the population model.
+    offsets = fit_rows.X[:, space.effect_offset_columns][engaging]
+    if np.nan_to_num(offsets).any():
+        engagement_params["offset_columns"] = space.effect_offset_columns
     engagement = CalibratedEngagementClassifier(**engagement_params)
     uplift_model: EngagementStratifiedUplift | None = None
     if with_uplift:
