@@ -69,6 +69,21 @@ def test_the_offset_enters_the_logit_and_hidden_columns_stay_out_of_the_trees() 
     )
 
 
+def test_with_an_offset_boosting_starts_from_the_mean_rate() -> None:
+    # LightGBM starts from the mean's logit only without an init_score: with an
+    # offset, a few trees would still be near 0.5 for a 10% engagement rate.
+    rng = np.random.default_rng(0)
+    n = 6000
+    offset = rng.normal(0.0, 0.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-2.2 + offset)))).astype(int)
+    X = np.column_stack([rng.random(n), offset]).astype(np.float32)
+    model = CalibratedEngagementClassifier(
+        n_estimators=3, hidden_columns=[1], offset_columns=[1], early_stopping_rounds=None
+    ).fit(X, y)
+    assert abs(model.engage_probability(X).mean() - y.mean()) < 0.02
+    assert model.intercept_ < -1.5
+
+
 def test_outcome_stages_never_read_the_engagement_only_columns() -> None:
     rng = np.random.default_rng(0)
     n = 4000

@@ -114,6 +114,14 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         if n_cal < 50 or target[-n_cal:].min() == target[-n_cal:].max():
             n_cal = 0
         n_fit = len(y) - n_cal
+        self.intercept_ = 0.0
+        if offset is not None:
+            # LightGBM starts from the logit of the mean rate only without an
+            # init_score; with one it starts from the offset alone, and the trees
+            # would spend their first rounds (of a capped number) on the intercept.
+            rate = float(np.clip(target[:n_fit].mean(), 1e-4, 1 - 1e-4))
+            self.intercept_ = float(np.log(rate / (1.0 - rate)))
+            offset = offset + self.intercept_
         params = {
             "n_estimators": self.n_estimators,
             "learning_rate": self.learning_rate,
@@ -204,7 +212,8 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
                         X, num_iteration=self.n_trees_, raw_score=True, **predict_threads(len(X))
                     )
                 )
-            return np.asarray(1.0 / (1.0 + np.exp(-(logit + offset))))
+            intercept = getattr(self, "intercept_", 0.0)  # artifacts from before it
+            return np.asarray(1.0 / (1.0 + np.exp(-(logit + offset + intercept))))
         if paths is not None:
             # The binary objective's link: LightGBM's own predict applies the same.
             raw = 1.0 / (1.0 + np.exp(-self.attribution_.raw(paths)))
