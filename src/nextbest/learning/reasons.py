@@ -37,8 +37,8 @@ or on an export that missed some contacts.
 
 from __future__ import annotations
 
-import functools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -329,23 +329,48 @@ def _can_speak(feature: str) -> bool:
     return "__" not in feature
 
 
-@functools.lru_cache(maxsize=16)
-def _roles(
-    names: tuple[str, ...], attributes: frozenset[str], categorical: frozenset[str]
-) -> tuple[np.ndarray, tuple[bool, ...], tuple[bool, ...]]:
+@dataclass(frozen=True)
+class _Roles:
     """Per feature of a model: its rank group for reasons (0: the item's own action,
     channel or topic; 1: what describes the HCP; 2: never a reason), whether it is an
-    HCP attribute (its value quoted), and whether a categorical one (stored as a
-    code, shown by name). The flags are Python bools: the loop over an item's
-    features reads them one at a time, where a NumPy element costs more."""
-    group = [
-        2 if not _can_speak(f) else 0 if f.startswith(("this_", "action__")) else 1 for f in names
-    ]
-    return (
-        np.array(group, dtype=np.int64),
-        tuple(f in attributes for f in names),
-        tuple(f in categorical for f in names),
-    )
+    HCP attribute (its value quoted), whether a categorical one (stored as a code,
+    shown by name), and whether it is said as a trait of the HCP (:func:`_trait_of`:
+    every feature outside the history and action columns). The flags are Python
+    bools: the loop over an item's features reads them one at a time, where a NumPy
+    element costs more."""
+
+    group: np.ndarray
+    attribute: tuple[bool, ...]
+    categorical: tuple[bool, ...]
+    trait: tuple[bool, ...]
+
+
+# By the model's id (a model is no dict key), each entry dropped with its model: a
+# model's features never change once it is fitted, and every request asked for them.
+_ROLES: dict[int, _Roles] = {}
+
+
+def _roles(model: ScoringModel) -> _Roles:
+    """The :class:`_Roles` of ``model``'s features, worked out on its first use."""
+    found = _ROLES.get(id(model))
+    if found is None:
+        names = model.feature_names
+        attributes = set(model.space.hcp_feature_names)
+        categorical = set(model.space.categorical_hcp_columns)
+        found = _ROLES[id(model)] = _Roles(
+            group=np.array(
+                [
+                    2 if not _can_speak(f) else 0 if f.startswith(("this_", "action__")) else 1
+                    for f in names
+                ],
+                dtype=np.int64,
+            ),
+            attribute=tuple(f in attributes for f in names),
+            categorical=tuple(f in categorical for f in names),
+            trait=tuple("__" not in f for f in names),
+        )
+        weakref.finalize(model, _ROLES.pop, id(model), None)
+    return found
 
 
 def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
@@ -398,12 +423,20 @@ def _sentence(feature: str, row: _Row, hcp_value: float | str) -> _Said:
         return f"last contacted {_span(days)} ago", (_GAP,)
     if "__" in feature:  # another channel's or topic's history: not this item's story
         return None
+    trait = _trait_of(feature, hcp_value)
+    # An HCP attribute that raised this item's expected effect: what it says is that
+    # the model expects more of the item for HCPs like this, not a fact to act on alone.
+    return None if trait is None else (_like([trait]), (feature, _LIKE))
+
+
+def _trait_of(feature: str, hcp_value: float | str) -> str | None:
+    """What :func:`_sentence` says of a feature outside every history and action
+    column (an HCP attribute), as one trait of :func:`_like`: "decile: 6"; None
+    for a missing value."""
     if _missing(hcp_value) or hcp_value == "":
         return None
     shown = _number(hcp_value) if isinstance(hcp_value, float) else _pretty(hcp_value)
-    # An HCP attribute that raised this item's expected effect: what it says is that
-    # the model expects more of the item for HCPs like this, not a fact to act on alone.
-    return _like([f"{_pretty(feature)}: {shown}"]), (feature, _LIKE)
+    return f"{_pretty(feature)}: {shown}"
 
 
 def _like(traits: Sequence[str]) -> str:
@@ -477,35 +510,36 @@ def explain(
     else:
         contrib = model.engagement.contributions(X)
     names = model.feature_names
-    group, attribute, categorical = _roles(
-        tuple(names),
-        frozenset(model.space.hcp_feature_names),
-        frozenset(model.space.categorical_hcp_columns),
-    )
+    roles = _roles(model)
+    attribute, categorical, trait = roles.attribute, roles.categorical, roles.trait
     segment_column = str(model.metadata.get("segment_column") or "")
     # Per item, the features that pushed its score up and can be a reason: the
     # item's own channel and topic history first (what a rep can act on), then what
     # describes the HCP; each in order of contribution (ties: in feature order).
-    rank_group = np.where(contrib > 0, group[None, :], 2)
+    rank_group = np.where(contrib > 0, roles.group[None, :], 2)
     order = np.lexsort((-contrib, rank_group), axis=1)
-    n_candidates = (rank_group < 2).sum(axis=1).tolist()
+    n_candidates = np.add.reduce(rank_group < 2, axis=1).tolist()
     # The items' feature values as Python floats, read one at a time below (the same
     # values: a NumPy element converted one by one costs several times more).
     values = np.asarray(X).tolist()
+    hcps = np.asarray(hcp_rows).tolist()
+    engagement_only = model.uplift_source == PREFERENCE_X_VALUE
+    expected = (np.asarray(p_engage) if engagement_only else np.asarray(uplift)).tolist()
     out: list[list[str]] = []
-    for i, a in enumerate(np.asarray(action_rows)):
-        a = int(a)
-        h = int(hcp_rows[i])
+    for i, a in enumerate(np.asarray(action_rows).tolist()):
+        h = hcps[i]
         cost = float(model.action_cost[a])
         # No "; " inside: picks files join an item's reasons with it.
         levers = f", business levers: {model.lever_text[a]}" if model.lever_text[a] else ""
-        if model.uplift_source == PREFERENCE_X_VALUE:
+        if engagement_only:
             lead = (
-                f"expected engagement {p_engage[i]:.0%} x value (no measured uplift yet, "
+                f"expected engagement {expected[i]:.0%} x value (no measured uplift yet, "
                 f"cost {cost:.2f}{levers})"
             )
         else:
-            lead = f"expected {uplift[i]:+.2f} outcome versus no contact, for a cost of {cost:.2f}"
+            lead = (
+                f"expected {expected[i]:+.2f} outcome versus no contact, for a cost of {cost:.2f}"
+            )
             if levers:
                 lead += f" ({levers.removeprefix(', ')})"
         if model.evidence.new[a]:
@@ -519,7 +553,9 @@ def explain(
             stated.update(("channel_effect", segment_column))
         row = _Row(model, values[i], a, AT_CUTOFF if lapses is None else lapses[i])
         budget = len(reasons) + MAX_REASONS
-        traits: list[str] = []  # HCP attributes, said together where the first one falls
+        # HCP attributes, said together in one sentence where the first one falls (its
+        # place kept, the sentence made once all are known).
+        traits: list[str] = []
         like_at = 0
         for j in order[i, : n_candidates[i]].tolist():
             if len(reasons) >= budget:
@@ -528,21 +564,27 @@ def explain(
             if attribute[j] and model.hcp_sharing(feature)[h] < MIN_QUOTED_HCPS:
                 continue  # a value few HCPs hold could point at this one: not quoted
             value = str(model.hcp_text(feature)[h]) if categorical[j] else values[i][j]
+            if trait[j]:
+                said_trait = _trait_of(feature, value)
+                # Stated already: by the segment's sentence, or as the whole of the
+                # attributes' sentence so far (the same words).
+                if said_trait is None or feature in stated or ", ".join(traits) == said_trait:
+                    continue
+                stated.add(feature)
+                if not traits:
+                    like_at = len(reasons)
+                    reasons.append("")
+                traits.append(said_trait)
+                continue
             said = _sentence(feature, row, value)
             if said is None:
                 continue
             sentence, facts = said
-            own = set(facts) - {_LIKE}
-            if not stated.isdisjoint(own) or sentence in reasons:
+            if not stated.isdisjoint(facts) or sentence in reasons:
                 continue
-            stated.update(own)
-            if _LIKE in facts:
-                if not traits:
-                    like_at = len(reasons)
-                    reasons.append(sentence)
-                traits.append(_trait(sentence))
-                reasons[like_at] = _like(traits)
-                continue
+            stated.update(facts)
             reasons.append(sentence)
+        if traits:
+            reasons[like_at] = _like(traits)
         out.append(reasons)
     return out
