@@ -15,7 +15,13 @@ from nextbest.policy.exploration import (
     holdout_draw,
     make_exploration,
 )
-from nextbest.policy.ranking import fill_list, head_per_channel, ranked_positive, top_k
+from nextbest.policy.ranking import (
+    fill_list,
+    head_per_channel,
+    ranked_by_value,
+    ranked_positive,
+    top_k,
+)
 
 # Eight eligible actions on three channels; five are worth serving.
 CHANNEL = np.array([0, 0, 0, 1, 1, 2, 2, 0])
@@ -279,3 +285,15 @@ def test_tied_actions_are_ranked_in_catalog_order_in_picks_as_in_a_single_answer
     channels = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1])
     limited = top_k(score, eligible, k=3, channel_code=channels, max_per_channel=1)
     assert [row.tolist() for row in limited] == [[8, 3], [1, 2]]
+
+
+def test_ranked_by_value_is_ranked_positive_of_the_row() -> None:
+    """A request ranks its allowed actions from their own values (_decide), as
+    ranked_positive ranks a whole row: the same order, ties to the lower action."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        score = rng.choice([-1.0, 0.0, 0.5, 0.5, 1.0, 2.0], size=40) + 0.0
+        allowed = rng.random(40) < 0.6
+        actions = np.flatnonzero(allowed)
+        got = ranked_by_value(actions, score[actions])
+        assert got.tolist() == ranked_positive(score, allowed).tolist()

@@ -153,27 +153,24 @@ class Exploration(ABC):
         p_nothing = self.holdout_rate + keep * max(0.0, 1.0 - float(pi.sum()))
         if u_holdout < self.holdout_rate:
             return Served(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), True, p_nothing)
-        cumulative = np.cumsum(pi)
-        pick = int(np.searchsorted(cumulative, u_first, side="right"))
+        # Array methods, not NumPy's functions: their Python layers cost more than the
+        # work on the few hundred numbers of one answer (here and in _inclusion).
+        cumulative = pi.cumsum()
+        pick = int(cumulative.searchsorted(u_first, side="right"))
         if pick >= n and n and cumulative[-1] > 1.0 - 1e-9:
-            pick = int(np.flatnonzero(pi)[-1])  # rounding left u just above a full sum
-        if pick >= n or pi[pick] == 0.0:
+            pick = int(pi.nonzero()[0][-1])  # rounding left u just above a full sum
+        p_first = float(pi[pick]) if pick < n else 0.0
+        if p_first == 0.0:
             # Only when an empty greedy list keeps some mass on "nothing".
             return Served(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), False, p_nothing)
-        first = int(eligible[pick])
+        first = eligible_ids[pick]
         rest = fill_list(
             ranked_ids, k - 1, channel_code=codes, max_per_channel=max_per_channel, first=first
         )
-        actions = np.asarray([first, *rest], dtype=np.int64)
-        explored = np.zeros(len(actions), dtype=bool)
-        # Drawn at random instead of the greedy first choice (an action the greedy
-        # list holds lower down included: the order is then not by score).
-        explored[0] = not greedy or first != greedy[0]
-        propensity = np.empty(len(actions))
-        propensity[0] = pi[pick]
-        if len(actions) > 1:
-            propensity[1:] = _inclusion(
-                actions[1:].tolist(),
+        propensity = [p_first]
+        if rest:
+            propensity += _inclusion(
+                rest,
                 pi,
                 eligible,
                 eligible_ids,
@@ -184,7 +181,18 @@ class Exploration(ABC):
                 codes=codes,
                 max_per_channel=max_per_channel,
             )
-        return Served(actions, keep * propensity, explored, False, float(p_nothing))
+        # Drawn at random instead of the greedy first choice (an action the greedy
+        # list holds lower down included: the order is then not by score).
+        explored = not greedy or first != greedy[0]
+        # Each array built from a list at once: a handful of items, where every NumPy
+        # call costs more than the work it does.
+        return Served(
+            np.array([first, *rest], dtype=np.int64),
+            np.array([keep * p for p in propensity]),
+            np.array([explored] + [False] * len(rest)),
+            False,
+            p_nothing,
+        )
 
     def _codes(self, channel_code: np.ndarray) -> list[int]:
         """``channel_code`` as a list, converted once per array: every request passes
@@ -216,7 +224,8 @@ class EpsilonGreedy(Exploration):
     def first_probabilities(
         self, n_eligible: int, best: int, scores: np.ndarray | None
     ) -> np.ndarray:
-        pi = np.full(n_eligible, self.epsilon / n_eligible)
+        pi = np.empty(n_eligible)
+        pi.fill(self.epsilon / n_eligible)
         if best >= 0:
             pi[best] += 1.0 - self.epsilon
         return pi
@@ -338,7 +347,7 @@ def _inclusion(
             in_greedy[at] = True
     greedy_mass = float(pi[in_greedy].sum())
     is_other = ~in_greedy & (pi > 0.0)
-    others = np.flatnonzero(is_other)
+    others = is_other.nonzero()[0]
     greedy_set = set(greedy)
 
     def first_mass(a: int) -> float:
@@ -356,7 +365,7 @@ def _inclusion(
     by_channel: dict[int, float] = {}
     if capped and channel_code is not None:
         mass_of = np.bincount(channel_code[eligible[others]], weights=pi[others])
-        channels = np.flatnonzero(mass_of > 0.0).tolist()
+        channels = (mass_of > 0.0).nonzero()[0].tolist()
     else:
         mass_of = np.array([float(pi[others].sum())])
         channels = [-1] if len(others) else []

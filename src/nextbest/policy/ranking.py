@@ -58,6 +58,19 @@ def ranked_positive(score: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return candidates[np.argsort(-score[candidates], kind="stable")]
 
 
+def ranked_by_value(actions: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``actions`` with a positive ``value``, best first (ties: the earlier in ``actions``).
+
+    ``actions`` and ``value`` have shape ``(n,)``: with ``actions`` ascending (one
+    row's allowed actions) this is :func:`ranked_positive` of that row, without a
+    score for every action of the catalog.
+    """
+    # Array methods: NumPy's functions add their own Python layers, a sizeable share of
+    # the work on a request's hundred actions.
+    positive = (value > 0).nonzero()[0]
+    return actions[positive[(-value[positive]).argsort(kind="stable")]]
+
+
 def head_per_channel(ranked: Sequence[int], codes: Sequence[int], n: int) -> list[int]:
     """``ranked`` keeping only the first ``n`` actions of each channel, order kept.
 

@@ -916,7 +916,7 @@ class HistoryRules:
 
     def blocked(self, hcp_ids: list[str], history: LiveHistory) -> np.ndarray:
         """Actions the history rules forbid, shape ``(len(hcp_ids), n_actions)`` bool."""
-        out = np.repeat(self.closed[np.newaxis, :], len(hcp_ids), axis=0)
+        out = self.closed[np.newaxis, :].repeat(len(hcp_ids), axis=0)
         if history.empty:
             return out
         for i, hcp_id in enumerate(hcp_ids):

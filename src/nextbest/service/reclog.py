@@ -104,7 +104,9 @@ class RecommendationLog:
         self._failing = False
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[_Entry | None] = queue.Queue()
+        # A SimpleQueue (unbounded: the backlog is bounded above, under _idle): its put,
+        # on the event loop once per answer, takes no Python-level lock or condition.
+        self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self._pending = 0
         # Blocking writers' entries (by the identity of their answers' sequence),

@@ -34,7 +34,7 @@ from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 from nextbest.limits import PURPOSES
 from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.exploration import Exploration
-from nextbest.policy.ranking import fill_list, ranked_positive
+from nextbest.policy.ranking import fill_list, ranked_by_value, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.score_cache import PairCache
 from nextbest.service.territories import (
@@ -331,6 +331,9 @@ class Recommender:
         catalog, hcps = model.catalog, model.hcps
         self.action_ids = catalog["action_id"].astype(str).to_numpy(dtype=object)
         self.action_channels = catalog["channel"].astype(str).to_numpy(dtype=object)
+        # The same as lists, read per served item (a list's item costs less than an array's).
+        self._action_id_list: list[str] = self.action_ids.tolist()
+        self._action_channel_list: list[str] = self.action_channels.tolist()
         self._content_ids = catalog["content_id"].astype(str).tolist()
         self._topics = catalog["topic"].astype(str).tolist()
         self._content_types = catalog["content_type"].astype(str).tolist()
@@ -1077,14 +1080,16 @@ class Recommender:
             channel_filter = channels_filter(
                 [c for c in channels if c in self.channels] or channels
             )
-        n_h, n_a = allowed.shape
-        pair_h, pair_a = np.nonzero(allowed)
-        score = np.full((n_h, n_a), -np.inf)
-        pair_of = np.full((n_h, n_a), -1, dtype=np.int64)
+        n_h = len(rows)
+        # Row-major: row i's allowed pairs are pair_h's run of i, its actions ascending.
+        # (Array methods, not NumPy's module functions: on one request's arrays, of a
+        # hundred actions, the functions' own Python layers cost more than the work.)
+        pair_h, pair_a = allowed.nonzero()
+        bounds = pair_h.searchsorted(np.arange(n_h + 1)).tolist()
+        net = np.empty(0)
         if len(pair_h):
             scores = self.cache.scores(rows, pair_h, pair_a)
-            score[pair_h, pair_a] = model.net_value(scores.uplift, pair_a)
-            pair_of[pair_h, pair_a] = np.arange(len(pair_h))
+            net = model.net_value(scores.uplift, pair_a)
         channel_code = model.action_channel_code
         hcp_ids = self.hcp_ids[rows].tolist()
         # The holdout's week: the decision's, or this one for a decision dated in the
@@ -1095,50 +1100,50 @@ class Recommender:
         served_at = self.clock() if served_at is None else served_at
         day = max(now, served_at).astimezone(UTC).date()
         served = []
+        item_pairs = []  # per row, the pairs (into pair_h, pair_a) of its served items
         for i in range(n_h):
-            eligible = np.flatnonzero(allowed[i])
-            served.append(
-                self.exploration.serve(
-                    ranked_positive(score[i], allowed[i]),
-                    eligible,
-                    k=k,
-                    scores=score[i, eligible],
-                    channel_code=channel_code,
-                    max_per_channel=self.max_per_channel,
-                    hcp_id=hcp_ids[i],
-                    on=day,
-                )
+            start, end = bounds[i], bounds[i + 1]
+            eligible, value = pair_a[start:end], net[start:end]
+            s = self.exploration.serve(
+                ranked_by_value(eligible, value),
+                eligible,
+                k=k,
+                scores=value,
+                channel_code=channel_code,
+                max_per_channel=self.max_per_channel,
+                hcp_id=hcp_ids[i],
+                on=day,
             )
+            served.append(s)
+            if len(s.actions):
+                item_pairs.append(start + eligible.searchsorted(s.actions))
         # One contributions call covers every served item of every HCP.
-        item_h = np.array([i for i, s in enumerate(served) for _ in s.actions], dtype=np.int64)
-        item_a = (
-            np.concatenate([s.actions for s in served]).astype(np.int64)
-            if len(item_h)
-            else np.empty(0, np.int64)
-        )
         reasons: list[list[str]] = []
-        if len(item_h):
-            pairs = pair_of[item_h, item_a]
+        if item_pairs:
+            pairs = np.concatenate(item_pairs) if len(item_pairs) > 1 else item_pairs[0]
+            item_h, item_a = pair_h[pairs], pair_a[pairs]
             item = scores.take(pairs)
             lapse = lapses(self.as_of, hcp_ids, now, history)
             item_lapse = [lapse[i] for i in item_h.tolist()]
             reasons = self.cache.explain(rows[item_h], item_a, item, item_lapse)
             item_uplift = item.uplift.tolist()
             item_p = item.p_engage.tolist()
-            item_score = score[item_h, item_a].tolist()
+            item_score = net[pairs].tolist()
         out: list[Recommendation] = []
         cursor = 0
-        n_allowed = allowed.sum(axis=1).tolist()
+        action_ids, action_channels = self._action_id_list, self._action_channel_list
         for i, s in enumerate(served):
             items = []
-            for rank, a in enumerate(s.actions.tolist(), start=1):
-                explored = bool(s.explored[rank - 1])
+            for rank, (a, explored, propensity) in enumerate(
+                zip(s.actions.tolist(), s.explored.tolist(), s.propensity.tolist(), strict=True),
+                start=1,
+            ):
                 why = reasons[cursor]
                 items.append(
                     RecommendedAction(
                         rank=rank,
-                        action_id=str(self.action_ids[a]),
-                        channel=str(self.action_channels[a]),
+                        action_id=action_ids[a],
+                        channel=action_channels[a],
                         content_id=self._content_ids[a],
                         topic=self._topics[a],
                         content_type=self._content_types[a],
@@ -1146,7 +1151,7 @@ class Recommender:
                         expected_uplift=item_uplift[cursor],
                         p_engage=item_p[cursor],
                         cost=self._costs[a],
-                        propensity=float(s.propensity[rank - 1]),
+                        propensity=propensity,
                         explored=explored,
                         # An explored item the model rates not worth its cost gets no
                         # sentence arguing for it: only its expected value, and that a
@@ -1171,14 +1176,18 @@ class Recommender:
                     holdout=s.holdout,
                     purpose=purpose,
                     channel=channel_filter,
-                    n_candidates=int(n_allowed[i]),
+                    n_candidates=bounds[i + 1] - bounds[i],
                     p_no_action=s.p_nothing,
                     decided_for=now,
                     items=items,
                     k_requested=k,
                 )
             )
-        return out, score if rep_only else np.empty(0)
+        if not rep_only:
+            return out, np.empty(0)
+        score = np.full(allowed.shape, -np.inf)
+        score[pair_h, pair_a] = net
+        return out, score
 
 
 def check_options(
