@@ -207,6 +207,22 @@ def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pa
     get_settings.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def _migrated_postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to the newest revision, made once per worker: the
+    database of a test that asks for a migrated ``engine`` is a copy of it (CREATE
+    DATABASE ... TEMPLATE) rather than an empty one migrated for that test. Its name."""
+    from sqlalchemy.engine import make_url
+
+    from nextbest.storage import migrate
+
+    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
+        migrate(url)  # its engine disposed after: nobody stays connected to the template
+        name = make_url(url).database
+        assert name is not None
+        yield name
+
+
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
@@ -214,7 +230,8 @@ def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pa
     ]
 )
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a fresh, empty (unmigrated) database on SQLite and on PostgreSQL.
+    """URL of a fresh, empty (unmigrated) database on SQLite and on PostgreSQL; on
+    PostgreSQL, migrated already where the test asks for the storage tests' ``engine``.
 
     PostgreSQL needs ``NEXTBEST_TEST_POSTGRES_URL`` (a server where the user may
     CREATE DATABASE; each test gets its own database, dropped after) and is
@@ -227,7 +244,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     server_url = os.environ.get(POSTGRES_URL_ENV)
     if not server_url:
         pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(server_url) as url:
+    # The storage tests' ``engine`` migrates the database: on PostgreSQL, a copy of one
+    # migrated already, where ``migrate`` finds nothing to do.
+    template = (
+        request.getfixturevalue("_migrated_postgres_template")
+        if "engine" in request.fixturenames
+        else None
+    )
+    with temporary_postgres_database(server_url, template=template) as url:
         yield url
 
 

@@ -27,26 +27,32 @@ TEST_DATABASE_PREFIX = "nextbest_t_"
 
 
 @contextmanager
-def temporary_postgres_database(server_url: str) -> Iterator[str]:
+def temporary_postgres_database(server_url: str, *, template: str | None = None) -> Iterator[str]:
     """Create a uniquely named PostgreSQL database, yield its URL, drop it afterwards.
 
     ``server_url`` names any existing database on the server (used only to run
-    CREATE / DROP DATABASE); the user needs the CREATEDB privilege. The database is
-    dropped WITH (FORCE) (PostgreSQL 13+), so connections a test left open do not
-    keep it alive. The yielded URL keeps the password, for use by other processes.
+    CREATE / DROP DATABASE); the user needs the CREATEDB privilege. ``template``
+    names a database to copy (``CREATE DATABASE ... TEMPLATE``; nobody may be
+    connected to it) instead of making an empty one. The database is dropped WITH
+    (FORCE) (PostgreSQL 13+), so connections a test left open do not keep it
+    alive. The yielded URL keeps the password, for use by other processes.
     """
     server = make_url(server_url)
     if server.drivername == "postgresql":
         server = server.set(drivername="postgresql+psycopg")
     name = f"{TEST_DATABASE_PREFIX}{uuid.uuid4().hex[:8]}"
+    copied = f' TEMPLATE "{template}"' if template else ""
     # CREATE/DROP DATABASE cannot run inside a transaction block.
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{copied}')
         try:
             yield server.set(database=name).render_as_string(hide_password=False)
         finally:
+            # Dropped at once, not left for later: a database dropped soon after it was
+            # made has its pages thrown away, where one left standing has them written
+            # out by the checkpoint each DROP DATABASE forces (PostgreSQL up to 15).
             with admin.connect() as connection:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
