@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from nextbest.api.app import create_app
 from nextbest.service.apikeys import hash_key
 from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings
+from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 CHANNEL_KEY = "channel-key-0123456789abcdef"
@@ -101,6 +103,19 @@ def api_settings(trained, tmp_path: Path, territory: str) -> Settings:
             "database_url": f"sqlite:///{tmp_path / 'serve.db'}",
         }
     )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def api_store(request: pytest.FixtureRequest, api_settings: Settings) -> Iterator[Settings]:
+    """``api_settings`` on SQLite, then on a throw-away PostgreSQL database (skipped
+    without the test database's URL)."""
+    if request.param == "sqlite":
+        yield api_settings
+        return
+    if not os.environ.get(POSTGRES_URL_ENV):
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
+    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
+        yield api_settings.model_copy(update={"database_url": url})
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ whose HCPs the served model does not know yet."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,7 +16,6 @@ from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.settings import Settings
 from nextbest.storage.tables import Recommendation
-from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
 
 
 @pytest.fixture
@@ -91,24 +89,14 @@ def test_a_territory_of_the_file_the_model_does_not_know_says_so(
     assert version == served
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, api_settings: Settings) -> Iterator[Settings]:
-    """``api_settings`` on SQLite, and on PostgreSQL where the test database is set."""
-    if request.param == "sqlite":
-        yield api_settings
-        return
-    if not os.environ.get(POSTGRES_URL_ENV):
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
-        yield api_settings.model_copy(update={"database_url": url})
-
-
-def test_a_snooze_on_a_plan_fetched_ahead_holds_from_the_plans_day(store: Settings, keys) -> None:
+def test_a_snooze_on_a_plan_fetched_ahead_holds_from_the_plans_day(
+    api_store: Settings, keys
+) -> None:
     """A rep planning a day two weeks ahead snoozed an item of that day's plan: the
     snooze counted 7 days from when it was sent, had ended before that day, and the
     item was on the plan for it again. A decision on an answer decided for a later
     day holds from that day, for its snooze_days."""
-    settings = store.model_copy(update={"holdout_rate": 0.0, "epsilon": 0.0})
+    settings = api_store.model_copy(update={"holdout_rate": 0.0, "epsilon": 0.0})
     with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
         recommender = client.app.state.runtime.recommender
         days = recommender.rules.snooze_window

@@ -866,25 +866,8 @@ def test_an_opt_out_stored_with_no_model_withdraws_once_a_model_is_loaded(
         )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def consent_store(request, api_settings):
-    """``api_settings`` on SQLite, then on a throw-away PostgreSQL database (skipped
-    without NEXTBEST_TEST_POSTGRES_URL)."""
-    if request.param == "sqlite":
-        yield api_settings
-        return
-    import os
-
-    from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
-
-    if not os.environ.get(POSTGRES_URL_ENV):
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set: PostgreSQL tests skipped")
-    with temporary_postgres_database(os.environ[POSTGRES_URL_ENV]) as url:
-        yield api_settings.model_copy(update={"database_url": url})
-
-
 def test_an_opt_in_stored_with_no_model_is_read_against_the_catalog_as_its_opt_out(
-    consent_store, keys, tmp_path
+    api_store, keys, tmp_path
 ) -> None:
     """With no model served, an opt-in of 'E Mail' was kept as 'e_mail' and, once a
     model was loaded, granted nothing, while the opt-out it answered was read as
@@ -892,12 +875,12 @@ def test_an_opt_in_stored_with_no_model_is_read_against_the_catalog_as_its_opt_o
     stayed withdrawn. Read against the served catalog as an opt-out is, it gives
     e-mail back; the later of the two still decides, and a channel nextbest cannot
     tell ('fax') grants nothing."""
-    with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
+    with TestClient(create_app(api_store), headers=dict(keys.admin)) as client:
         both_near = _served_on(client, "email")
         exact_out = _served_on(client, "email", but={both_near})
         fax_in = _served_on(client, "email", but={both_near, exact_out})
         out_later = _served_on(client, "email", but={both_near, exact_out, fax_in})
-    empty = consent_store.model_copy(
+    empty = api_store.model_copy(
         update={"models_dir": tmp_path / "models-later", "tracking_uri": None}
     )
     earlier = (datetime.now(UTC) - timedelta(days=3)).isoformat()
@@ -921,7 +904,7 @@ def test_an_opt_in_stored_with_no_model_is_read_against_the_catalog_as_its_opt_o
         assert early.get("/healthz").json().get("model_version") is None
         answer = early.post("/v1/feedback", json={"events": events})
         assert answer.status_code == 200 and answer.json()["accepted"] == len(events), answer.text
-    with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
+    with TestClient(create_app(api_store), headers=dict(keys.admin)) as client:
         assert _ask(client, both_near, channel="email")["items"]
         assert _ask(client, exact_out, channel="email")["items"]
         # Sent again once a model serves, as sent or as read: the same event, which a
@@ -948,7 +931,7 @@ def test_an_opt_in_stored_with_no_model_is_read_against_the_catalog_as_its_opt_o
             | {"channel": "fax"},
         )
         assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
-    with TestClient(create_app(consent_store), headers=dict(keys.admin)) as client:
+    with TestClient(create_app(api_store), headers=dict(keys.admin)) as client:
         assert not _ask(client, both_near)["items"]
 
 
