@@ -252,7 +252,8 @@ def holdout_client(api_settings: Settings, keys):
 def test_a_decision_on_a_held_out_answer_says_it_was_held_out(holdout_client, keys) -> None:
     """Deciding on an answer that held the HCP out said "action_id 'A016' was not
     served in recommendation ... (served: none)", as if the answer had lost an item:
-    it says the HCP was held out, nothing served by design."""
+    it says the HCP was held out, nothing served by design, to an admin deciding for
+    the rep (a rep key is not told: test_holdout_blind.py)."""
     client = holdout_client
     plan = client.get(
         f"/v1/reps/{keys.rep_name}/suggestions", params={"explain": "true", "capacity": 30}
@@ -268,7 +269,6 @@ def test_a_decision_on_a_held_out_answer_says_it_was_held_out(holdout_client, ke
             "action_id": answer["action_id"],
             "decision": "accept",
         },
-        headers=keys.rep,
     )
     assert refused.status_code == 422, refused.text
     [said] = refused.json()["rejected"]

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from nextbest.api.app import create_app
 from nextbest.service import recommend
+from nextbest.service.blinding import NOT_SUGGESTED
 from nextbest.service.recommend import MAX_LEFT_OUT, Recommender
 from nextbest.storage.tables import Recommendation
 
@@ -139,15 +140,13 @@ def test_held_out_hcps_are_said_with_their_logged_holdout_answer(api_settings, k
                 ).all()
             return {(str(r), str(h)) for r, h in rows}
 
-        # The rep's own key is not told who is held out: the control stays blind.
+        # The rep's own key is not told who is held out: the control stays blind
+        # (test_holdout_blind.py), and n_left_out counts them among the others.
         before = holdout_answers()
         told_rep = _plan(client, keys, capacity=10, explain="true")
         assert told_rep["left_out"] and all(e["why"] != "held_out" for e in told_rep["left_out"])
-        # Nor are they counted: n_left_out is what the rep's list holds without its cap.
-        n_held = len(holdout_answers() - before)
-        assert n_held and told_rep["n_left_out"] == (
-            told_rep["n_hcps"] - len(told_rep["suggestions"]) - n_held
-        )
+        assert holdout_answers() - before
+        assert told_rep["n_left_out"] == told_rep["n_hcps"] - len(told_rep["suggestions"])
 
         before = holdout_answers()
         plan = _plan(client, keys, as_admin=True, capacity=10, explain="true")
@@ -185,7 +184,9 @@ def test_a_rep_keys_left_out_holds_as_many_hcps_as_an_admins(api_settings, keys)
 def test_hcps_with_no_rep_action_worth_its_cost_say_each_actions_net_value(
     greedy: TestClient, keys
 ) -> None:
-    plan = _plan(greedy, keys, capacity=30, explain="true")
+    """To an admin; a rep key is told ``not_suggested`` without the values, as of a
+    held-out HCP (test_holdout_blind.py)."""
+    plan = _plan(greedy, keys, as_admin=True, capacity=30, explain="true")
     left_out = plan["left_out"]
     # Every HCP of the territory is suggested or said, once.
     said = [e["hcp_id"] for e in left_out] + [s["hcp_id"] for s in plan["suggestions"]]
@@ -205,6 +206,18 @@ def test_hcps_with_no_rep_action_worth_its_cost_say_each_actions_net_value(
         assert float(net.group(1)) == pytest.approx(entry["score"], abs=0.5 * 10**-decimals)
         # The single route's explain, word for word, for the rep actions.
         assert entry["excluded"] == _rep_excluded(greedy, entry["hcp_id"])
+    told_rep = {
+        e["hcp_id"]: e for e in _plan(greedy, keys, capacity=30, explain="true")["left_out"]
+    }
+    for entry in costly[:5]:
+        said = told_rep[entry["hcp_id"]]
+        assert said["why"] == "not_suggested" and "score" not in said and "action_id" not in said
+        assert said["excluded"][entry["action_id"]] == [NOT_SUGGESTED]
+        # The rules' words as the admin's; NOT_SUGGESTED for each action allowed.
+        assert said["excluded"] == {
+            action: [NOT_SUGGESTED] if why[0].startswith("not worth its cost") else why
+            for action, why in _rep_excluded(greedy, entry["hcp_id"]).items()
+        }
 
 
 @pytest.mark.usefixtures("every_hcp")
@@ -328,6 +341,7 @@ def test_the_document_describes_explain_and_left_out(client: TestClient) -> None
         "below_capacity",
         "no_rep_action_worth_its_cost",
         "no_rep_action_allowed",
+        "not_suggested",
     }
 
 

@@ -244,7 +244,11 @@ class RecommendationPublic(BaseModel):
         description="'uplift_model', or 'preference_x_value' when no outcome/holdout data "
         "existed to measure incremental effect."
     )
-    holdout: bool = Field(description="True: this request is a randomized control, nothing served.")
+    holdout: bool = Field(
+        description="True: this request is a randomized control, nothing served. A rep key is "
+        "told false, with no items, as when nothing is worth doing (the control stays blind "
+        "to the field)."
+    )
     items: list[RecommendationItemPublic]
     excluded: dict[str, list[str]] | None = None
 
@@ -343,13 +347,17 @@ class LeftOutPublic(BaseModel):
         "answer, recommendation_id; every caller skips it this week). below_capacity: worth "
         "a visit, but ranked below the HCPs the capacity took. no_rep_action_worth_its_cost: "
         "rep actions are allowed, none is expected to bring more than it costs. "
-        "no_rep_action_allowed: every rep action is excluded by a rule (excluded says which)."
+        "no_rep_action_allowed: every rep action is excluded by a rule (excluded says which). "
+        "not_suggested (a rep key's answer, which has no held_out nor "
+        "no_rep_action_worth_its_cost): a rep action is allowed, but none is suggested now: "
+        "none is worth its cost, or the HCP is in this week's randomized holdout; a rep key "
+        "is not told which, so that the control stays blind to the field."
     )
     rank: int | None = Field(
         default=None,
         description="held_out, below_capacity: place in the plan's ranking by best net value "
-        "(every HCP with a rep action worth its cost, held-out ones included; a suggestion's "
-        "rank counts suggestions only).",
+        "(every HCP with a rep action worth its cost, held-out ones included but for a rep "
+        "key; a suggestion's rank counts suggestions only).",
     )
     action_id: str | None = Field(
         default=None, description="Its best allowed rep action (absent: none allowed)."
@@ -362,9 +370,11 @@ class LeftOutPublic(BaseModel):
     )
     excluded: dict[str, list[str]] | None = Field(
         default=None,
-        description="no_rep_action_worth_its_cost, no_rep_action_allowed: why each rep action "
-        "is left out (consent, caps and cool-downs, dismissed or snoozed, approval window, "
-        "specialty, purpose, withdrawn, not worth its cost), as a recommendation's explain.",
+        description="no_rep_action_worth_its_cost, no_rep_action_allowed, not_suggested: why "
+        "each rep action is left out (consent, caps and cool-downs, dismissed or snoozed, "
+        "approval window, specialty, purpose, withdrawn, not worth its cost; for "
+        "not_suggested, each allowed one says 'allowed by the rules; not suggested now'), "
+        "as a recommendation's explain.",
     )
 
 
@@ -384,13 +394,14 @@ class RepPlanPublic(BaseModel):
         description=f"With explain=true only: why HCPs of the territory are not suggested, "
         f"at most {MAX_LEFT_OUT} (of n_left_out), best ranked first: "
         "held_out and below_capacity in ranking order, then no_rep_action_worth_its_cost "
-        "(closest to paying first), then no_rep_action_allowed.",
+        "(closest to paying first; for a rep key not_suggested, in territory order), then "
+        "no_rep_action_allowed.",
     )
     n_left_out: int | None = Field(
         default=None,
         description=f"With explain=true only: how many HCPs of the territory left_out would "
-        f"list without its cap of {MAX_LEFT_OUT}; more than left_out holds when it is cut. "
-        "For a rep key, held-out HCPs are not counted, as they are not listed.",
+        f"list without its cap of {MAX_LEFT_OUT} (n_hcps minus the suggestions); more than "
+        "left_out holds when it is cut.",
     )
 
 

@@ -78,13 +78,15 @@ def ingest_feedback(
     channels: Sequence[str] | None = None,
     rep: bool = False,
     received_at: datetime | None = None,
+    blind: bool = False,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
     rejected (None: no model loaded, nothing to check them against); with
     ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
     ``private``, ``requester``, ``channels`` (a channel-bound key's), ``rep`` (a
-    rep's events: rep channels and opt-outs only) and ``received_at`` (the clock
-    reading that dated events sent without ``occurred_at``; None: the machine's) as
+    rep's events: rep channels and opt-outs only), ``received_at`` (the clock
+    reading that dated events sent without ``occurred_at``; None: the machine's) and
+    ``blind`` (a sender kept blind to the holdout) as
     :func:`~nextbest.storage.repository.record_feedback` takes them.
 
     Returns after the valid events are committed, so the caller may acknowledge.
@@ -112,6 +114,7 @@ def ingest_feedback(
         channels=channels,
         rep=rep,
         received_at=received_at,
+        blind=blind,
     )
     result = store(session, events=events)
     if log_flush_ms <= 0 or not result.rejected:

@@ -36,6 +36,7 @@ from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.exploration import Exploration
 from nextbest.policy.ranking import fill_list, ranked_by_value, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+from nextbest.service.blinding import NOT_SUGGESTED
 from nextbest.service.score_cache import PairCache
 from nextbest.service.territories import (
     TerritoryAlignment,
@@ -98,9 +99,14 @@ class Recommendation:
 
 # Why an HCP of the territory is not among a rep plan's suggestions (``LeftOut.why``):
 # reached and drawn into the randomized holdout; worth a visit but ranked below the
-# capacity; rep actions allowed, none worth its cost; every rep action excluded by a rule.
+# capacity; rep actions allowed, none worth its cost; every rep action excluded by a
+# rule; to a caller kept blind to the holdout, either of the first and the third.
 LeftOutWhy = Literal[
-    "held_out", "below_capacity", "no_rep_action_worth_its_cost", "no_rep_action_allowed"
+    "held_out",
+    "below_capacity",
+    "no_rep_action_worth_its_cost",
+    "no_rep_action_allowed",
+    "not_suggested",
 ]
 
 
@@ -551,13 +557,17 @@ class Recommender:
         explain_exclusions: bool = False,
         history: LiveHistory | None = None,
         channels: Collection[str] | None = None,
+        blind: bool = False,
     ) -> Recommendation:
         """A ranked, logged-ready recommendation for ``hcp_id``.
 
         ``history`` is the live contact history of this HCP (see
         :func:`nextbest.service.serving.live_history`); None applies no history
         rules. ``channels``: the only channels it may hold (a channel-bound API
-        key's; None: any), besides the ``channel`` filter. Raises
+        key's; None: any), besides the ``channel`` filter. ``blind`` (a caller kept
+        blind to the holdout, :mod:`nextbest.service.blinding`): the explanation of
+        an answer with no items says ``NOT_SUGGESTED`` of every action the rules
+        allow, held out or not worth its cost alike. Raises
         :class:`NotFoundError` for an HCP the model does not know and
         :class:`InvalidRequestError` for a bad ``k``, ``channel`` or ``purpose``.
         """
@@ -575,7 +585,31 @@ class Recommender:
             history=history,
             channels=channels,
         )[0][0]
-        if explain_exclusions:
+        if explain_exclusions and blind and not rec.items:
+            # Neither the value of the actions a held-out HCP's list would have held
+            # (left unsaid, they would tell it from one with nothing worth doing) nor
+            # that of the others.
+            (allowed,) = self.allowed(
+                np.array([row]),
+                purpose=purpose,
+                channel=channel,
+                now=now,
+                history=history,
+                channels=channels,
+            )
+            rec = replace(
+                rec,
+                excluded=self._excluded(
+                    row,
+                    purpose=purpose,
+                    channel=channel,
+                    now=now,
+                    history=history,
+                    by_value=[(j, NOT_SUGGESTED) for j in np.flatnonzero(allowed).tolist()],
+                    channels=channels,
+                ),
+            )
+        elif explain_exclusions:
             served = {item.action_id for item in rec.items}  # exploration may serve one
             # The list as served: an explored first item counts toward its channel's limit.
             first = (
@@ -790,7 +824,7 @@ class Recommender:
         history: LiveHistory | None = None,
         explain_left_out: bool = False,
         served_at: datetime | None = None,
-        list_held_out: bool = True,
+        blind: bool = False,
     ) -> RepPlan:
         """The HCPs of ``territory_id`` ranked by best expected net value of a rep channel.
 
@@ -807,10 +841,10 @@ class Recommender:
         With ``explain_left_out``, ``left_out`` says why each HCP not suggested is
         left out (see :meth:`_left_out_of_plan`); without it no more work is done.
         ``served_at`` is the clock's reading the plan is decided and served at (None:
-        read it now); every answer, and the plan, says it was served then. Without
-        ``list_held_out`` (a rep's own answer: the control stays blind to the field),
-        ``left_out`` neither lists nor counts the held-out HCPs, and holds as many
-        others in their place.
+        read it now); every answer, and the plan, says it was served then. ``blind``
+        (a rep's own answer, :mod:`nextbest.service.blinding`): ``left_out`` says the
+        held-out HCPs are ``not_suggested``, as those with no rep action worth its
+        cost, so that a rep cannot tell the two apart.
         """
         rules = self.rules
         capacity = rules.rep_default_capacity if capacity is None else capacity
@@ -886,7 +920,7 @@ class Recommender:
                 purpose=purpose,
                 now=now,
                 history=history,
-                list_held_out=list_held_out,
+                blind=blind,
             )
         return RepPlan(
             rep_id=rep_id,
@@ -901,9 +935,7 @@ class Recommender:
             created_at=served_at,
             purpose=purpose,
             left_out=left_out,
-            n_left_out=None
-            if left_out is None
-            else len(rows) - len(suggestions) - (0 if list_held_out else len(held_out)),
+            n_left_out=None if left_out is None else len(rows) - len(suggestions),
         )
 
     def _unserved_territory_size(self, territory_id: str) -> int:
@@ -948,11 +980,10 @@ class Recommender:
         purpose: str,
         now: datetime,
         history: LiveHistory | None,
-        list_held_out: bool = True,
+        blind: bool = False,
     ) -> list[LeftOut]:
         """Why each HCP of a plan's territory (snapshot rows ``rows``) is not suggested,
-        at most ``MAX_LEFT_OUT`` of them, the best ranked first; the held-out ones
-        left out of it without ``list_held_out``.
+        at most ``MAX_LEFT_OUT`` of them, the best ranked first.
 
         ``value`` is each allowed rep pair's net value (``-inf``: not allowed) and
         ``ranking`` the positions of ``rows`` the plan ranks, best first. First come
@@ -961,14 +992,26 @@ class Recommender:
         but none worth its cost, the closest to paying first; then those with none
         allowed, in territory order. The last two say why of each rep action, with
         the exclusion reasons of a single recommendation's explain.
+
+        ``blind`` (a rep's own answer): the held-out HCPs are neither listed nor counted
+        among the ranked (``rank`` counts the others), but said with those with no rep
+        action worth its cost, as ``not_suggested``, all in territory order, each
+        saying ``NOT_SUGGESTED`` of its allowed rep actions, without their value: no
+        place, number or word tells a held-out HCP from one with nothing worth doing.
         """
         best = value.max(axis=1, initial=-np.inf)
         best_action = value.argmax(axis=1)
         holdout_of = {r.hcp_id: r.recommendation_id for r in held_out}
         hcp_ids = self.hcp_ids[rows].tolist()
         out: list[LeftOut] = []
-        for place, n in enumerate(ranking.tolist(), start=1):
-            if hcp_ids[n] in suggested or (hcp_ids[n] in holdout_of and not list_held_out):
+        hidden: list[int] = []  # blind: the held-out HCPs, said with those worth nothing
+        place = 0
+        for n in ranking.tolist():
+            if blind and hcp_ids[n] in holdout_of:
+                hidden.append(n)
+                continue
+            place += 1
+            if hcp_ids[n] in suggested:
                 continue
             out.append(
                 LeftOut(
@@ -985,33 +1028,49 @@ class Recommender:
         ranked = np.zeros(len(rows), dtype=bool)
         ranked[ranking] = True
         unranked = np.flatnonzero(~ranked)
-        # Closest to paying first; none allowed (-inf) last, each in territory order.
-        unranked = unranked[np.argsort(-best[unranked], kind="stable")]
-        unranked = unranked[: MAX_LEFT_OUT - len(out)]
-        by_value = self._left_out_by_value(
-            rows[unranked],
-            k=1,
-            purpose=purpose,
-            channel=None,
-            now=now,
-            history=history,
-            rep_only=True,
-        )
-        for n, said in zip(unranked.tolist(), by_value, strict=True):
-            allowed = bool(np.isfinite(best[n]))
+        said: list[list[tuple[int, str]]]
+        if blind:
+            allowed = np.isfinite(best[unranked])
+            unranked = np.concatenate(
+                [np.sort(np.concatenate([hidden, unranked[allowed]])), unranked[~allowed]]
+            ).astype(np.intp)[: MAX_LEFT_OUT - len(out)]
+            said = [
+                [(j, NOT_SUGGESTED) for j in np.flatnonzero(np.isfinite(value[n])).tolist()]
+                for n in unranked.tolist()
+            ]
+        else:
+            # Closest to paying first; none allowed (-inf) last, each in territory order.
+            unranked = unranked[np.argsort(-best[unranked], kind="stable")]
+            unranked = unranked[: MAX_LEFT_OUT - len(out)]
+            said = self._left_out_by_value(
+                rows[unranked],
+                k=1,
+                purpose=purpose,
+                channel=None,
+                now=now,
+                history=history,
+                rep_only=True,
+            )
+        for n, by_value in zip(unranked.tolist(), said, strict=True):
+            allowed_any = bool(np.isfinite(best[n]))
+            worth = allowed_any and not blind
             out.append(
                 LeftOut(
                     hcp_id=hcp_ids[n],
-                    why="no_rep_action_worth_its_cost" if allowed else "no_rep_action_allowed",
-                    action_id=str(self.action_ids[best_action[n]]) if allowed else None,
-                    score=float(best[n]) if allowed else None,
+                    why=(
+                        ("not_suggested" if blind else "no_rep_action_worth_its_cost")
+                        if allowed_any
+                        else "no_rep_action_allowed"
+                    ),
+                    action_id=str(self.action_ids[best_action[n]]) if worth else None,
+                    score=float(best[n]) if worth else None,
                     excluded=self._excluded(
                         int(rows[n]),
                         purpose=purpose,
                         channel=None,
                         now=now,
                         history=history,
-                        by_value=said,
+                        by_value=by_value,
                         rep_only=True,
                     ),
                 )

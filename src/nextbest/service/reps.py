@@ -111,6 +111,7 @@ def record_rep_decision(
     occurred_at: datetime | None = None,
     log_flush_ms: float = 0.0,
     requester: str | None = None,
+    blind: bool = False,
 ) -> FeedbackResult:
     """Store the decision as a feedback event (committed before returning), with
     ``requester`` (the key that sent it) as who sent it.
@@ -122,7 +123,9 @@ def record_rep_decision(
     recommender's clock, which plans are decided by; a time in the future is rejected
     as any feedback event's is). A reason code in another case than the rules file's
     is read as the code (:func:`reason_code`).
-    ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`.
+    ``log_flush_ms``: see :func:`nextbest.service.feedback.ingest_feedback`;
+    ``blind`` (a rep key): a decision on a holdout answer is refused in the words of
+    one on an answer that served nothing (:mod:`nextbest.service.blinding`).
 
     Without an ``event_id``, one is derived so that a resend is a duplicate: from the
     rep, recommendation, action, decision and reason, and from ``occurred_at`` when
@@ -190,5 +193,6 @@ def record_rep_decision(
         private=True,
         requester=requester,
         rep=True,
+        blind=blind,
         received_at=now,  # "in the future" by the clock the decision was dated by
     )

@@ -190,9 +190,13 @@ def recommend_one(
     explain_exclusions: bool = False,
     history: LiveHistory | None = None,
     channels: Collection[str] | None = None,
+    blind: bool = False,
 ) -> Recommendation:
     """Rules, ranking, exploration and reasons for one HCP; the answer is logged.
     ``channels``: the only channels it may hold (a channel-bound API key's), None: any.
+    ``blind``: the explanation as a caller kept blind to the holdout is given it
+    (:meth:`Recommender.recommend`); the answer is returned as logged, for
+    :func:`~nextbest.service.blinding.as_told` to tell.
 
     ``db`` is only read (the live history); the log writes through ``log`` (None:
     nothing is logged, for ``nextbest explain``). With ``db`` None, ``history`` is
@@ -223,6 +227,7 @@ def recommend_one(
         explain_exclusions=explain_exclusions,
         history=history,
         channels=channels,
+        blind=blind,
     )
     if log is not None:
         log.write([rec], recommender=recommender, requester=requester)
@@ -282,12 +287,13 @@ def rep_call_plan(
     on: date | None = None,
     purpose: str = "promotional",
     explain: bool = False,
-    list_held_out: bool = True,
+    blind: bool = False,
 ) -> RepPlan:
     """A rep's (or, medical, an MSL's) ranked call plan; suggestions and holdout
     draws are logged. With ``explain`` the plan also says why the territory's other
-    HCPs are left out (``RepPlan.left_out``; the held-out ones only with
-    ``list_held_out``); that adds nothing to the log."""
+    HCPs are left out (``RepPlan.left_out``; ``blind``, for a caller kept blind to the
+    holdout, says held-out HCPs as those with nothing worth doing); that adds
+    nothing to the log."""
     reading = recommender.clock()
     now = decision_time(on, now=reading)
     check_day(now, recommender.as_of, location="query")  # before the history is read
@@ -310,7 +316,7 @@ def rep_call_plan(
         history=history,
         explain_left_out=explain,
         served_at=reading,
-        list_held_out=list_held_out,
+        blind=blind,
     )
     log.write(
         [*plan.suggestions, *plan.held_out],

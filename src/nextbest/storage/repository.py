@@ -1281,6 +1281,7 @@ def record_feedback(
     channels: Sequence[str] | None = None,
     rep: bool = False,
     received_at: datetime | None = None,
+    blind: bool = False,
 ) -> FeedbackResult:
     """Validate and store a batch of feedback events idempotently, then COMMIT.
 
@@ -1305,6 +1306,12 @@ def record_feedback(
     ``private`` (a rep's key): messages name nothing the sender did not send (not
     the HCP a recommendation was served to, nor what a stored event with the same
     id says), so that a rep learns nothing about other territories.
+
+    ``blind`` (a rep's key, :mod:`nextbest.service.blinding`): an event naming a
+    holdout answer gets the words of one naming an answer that served nothing, so
+    that the sender does not learn who is in the randomized control: a decision on
+    an item is refused saying nothing was served, a contact is not said to have
+    reached a held-out HCP (the uplift report still warns of it).
 
     ``channels`` (a channel-bound API key's, spelled as catalogs spell them; None:
     every channel): the requester speaks for these channels only. An event about
@@ -1400,6 +1407,7 @@ def record_feedback(
         channels=channels,
         rep=rep,
         received_at=datetime.now(UTC) if received_at is None else _as_utc(received_at),
+        blind=blind,
     )
     try:
         return record()
@@ -1423,6 +1431,7 @@ def _record_feedback(
     channels: Sequence[str] | None = None,
     rep: bool = False,
     received_at: datetime,
+    blind: bool = False,
 ) -> FeedbackResult:
     """:func:`record_feedback`, tried once."""
     result = FeedbackResult()
@@ -1601,7 +1610,7 @@ def _record_feedback(
                     + (
                         ": it was held out (a randomized control: nothing was served, by "
                         "design), so there is nothing to decide on; send no decision for it"
-                        if recommendation.holdout
+                        if recommendation.holdout and not blind
                         else f" (served: {served_actions})"
                     )
                 )
@@ -1733,6 +1742,7 @@ def _record_feedback(
             event.event_type in (*REACHED_EVENT_TYPES, "accepted")
             and held_out is not None
             and held_out.holdout
+            and not blind
         ):
             # Said at once to the sender that ignored holdout: true, not weeks later in
             # the uplift report's warning; an open of a holdout answer as well as its

@@ -14,6 +14,7 @@ from nextbest.api.schemas import (
     RejectedEvent,
     UncountedEvent,
 )
+from nextbest.service.blinding import blind_to_holdout
 from nextbest.service.events import FeedbackEventCreate, MalformedEvent
 from nextbest.service.feedback import ingest_feedback
 from nextbest.storage.repository import FeedbackRecord, FeedbackResult
@@ -94,6 +95,7 @@ def post_feedback(
             requester=request.state.principal.name,
             channels=request.state.principal.channels,
             rep=rep,  # rep channels and opt-outs only (off_rep_channel_problem)
+            blind=blind_to_holdout(request.state.principal),
             received_at=now,  # "in the future" by the clock the events were dated by
         )
     forbidden = {valid[i] for i in result.forbidden}

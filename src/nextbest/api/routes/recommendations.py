@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -26,6 +25,7 @@ from nextbest.api.schemas import (
     RecommendationPublic,
 )
 from nextbest.service.apikeys import Principal
+from nextbest.service.blinding import as_told, blind_to_holdout
 from nextbest.service.recommend import Recommendation, Recommender, decision_time
 from nextbest.service.runtime import ServingRuntime
 from nextbest.service.serving import (
@@ -100,6 +100,7 @@ async def recommend(
     another ``channel`` is refused (403).
     """
     caller = admitted_caller(request, ("admin", "channel", "rep"))
+    blind = blind_to_holdout(caller)
     runtime: ServingRuntime = request.app.state.runtime
     recommender = runtime.recommender
     if caller.role == "rep":
@@ -143,15 +144,13 @@ async def recommend(
         explain_exclusions=body.explain,
         history=history,
         channels=channels,
+        blind=blind,
     )
     record_served([rec])
     request.state.recommendation_id = rec.recommendation_id  # for the access log line
-    if caller.role == "rep" and rec.holdout:
-        # Logged as the holdout answer it is; a rep is told only that nothing is to
-        # be done, as a rep plan skips the HCP: a rep who knew the HCP to be in the
-        # randomized control might visit all the same, biasing the measured uplift.
-        rec = replace(rec, holdout=False)
-    return _json(_recommendation(rec, with_excluded=body.explain))
+    # Logged as the holdout answer it is; a rep is told only that nothing is to be
+    # done, its explanation too (nextbest.service.blinding).
+    return _json(_recommendation(as_told(rec, blind=blind), with_excluded=body.explain))
 
 
 @router.post(

@@ -39,6 +39,7 @@ from nextbest.contract.parse import (
 from nextbest.errors import InvalidRequestError
 from nextbest.limits import STORED_LENGTHS
 from nextbest.service.apikeys import ReloadingKeyStore
+from nextbest.service.blinding import blind_to_holdout
 from nextbest.service.recommend import MAX_LEFT_OUT, check_decision_date
 from nextbest.service.reps import record_rep_decision
 from nextbest.service.serving import rep_call_plan
@@ -244,9 +245,8 @@ def suggestions(
         on=date,
         purpose=request_purpose(caller, asked),
         explain=explain,
-        # The randomized control stays blind to the field: a rep told an HCP is held
-        # out could visit it all the same, or make a point of not doing so.
-        list_held_out=caller.role != "rep",
+        # The randomized control stays blind to the field (nextbest.service.blinding).
+        blind=blind_to_holdout(caller),
     )
     record_served([*plan.suggestions, *plan.held_out])
     return RepPlanPublic(
@@ -317,6 +317,7 @@ def decide(
         occurred_at=body.occurred_at,
         log_flush_ms=runtime.settings.log_flush_ms,
         requester=caller.name,
+        blind=blind_to_holdout(caller),
     )
     record_feedback(
         accepted=len(result.accepted),
