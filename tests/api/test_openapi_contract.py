@@ -83,6 +83,44 @@ def test_an_empty_territory_id_is_refused_as_the_document_says(client: TestClien
     assert "is empty" in refused.json()["detail"][0]["msg"]
 
 
+def test_a_blank_reason_the_routes_take_fits_the_document(client: TestClient, keys, spec) -> None:
+    """A feedback event's and a rep decision's reason were declared non-empty
+    (minLength 1), while the routes take one sent empty or as spaces as none (a CRM's
+    picklist left unset): a client checking bodies against the document refused to
+    send what the service stores."""
+    plan = client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.rep).json()
+    first = plan["suggestions"][0]
+    hcp = first["hcp_id"]
+    for path, body, headers in (
+        (
+            "/v1/feedback",
+            {"event_id": "blank-reason", "event_type": "opened", "hcp_id": hcp, "reason": ""},
+            keys.admin,
+        ),
+        (
+            f"/v1/reps/{keys.rep_name}/feedback",
+            {
+                "recommendation_id": first["recommendation_id"],
+                "hcp_id": hcp,
+                "action_id": first["action_id"],
+                "decision": "accept",
+                "reason": "  ",
+            },
+            keys.rep,
+        ),
+    ):
+        schema = dict(
+            spec["paths"][path.replace(keys.rep_name, "{rep_id}")]["post"]["requestBody"][
+                "content"
+            ]["application/json"]["schema"]
+        )
+        schema["components"] = spec["components"]
+        jsonschema.validate(body, schema, cls=jsonschema.Draft202012Validator)
+        answer = client.post(path, json=body, headers=headers)
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.json()["accepted"] == 1
+
+
 def test_the_document_is_well_formed(spec: dict[str, Any]) -> None:
     """Every $ref names a schema the document has (api/openapi.py adds some by name),
     every schema is valid JSON Schema 2020-12 and every answer has a description:

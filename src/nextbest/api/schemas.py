@@ -488,7 +488,6 @@ class RepFeedbackCreate(BaseModel):
         description="Reason code: required to dismiss, optional to snooze, none to accept "
         "(empty, it is none); in any case (Not_Relevant is stored as the rules file spells "
         "it).",
-        json_schema_extra=NOT_EMPTY,
     )
     event_id: Annotated[str, BeforeValidator(_an_event_id)] | None = Field(
         default=None,

@@ -360,7 +360,6 @@ class FeedbackEventCreate(BaseModel):
         "rep route); "
         "free text, stored as sent, on other event types (an opt-out's unsubscribe link). "
         "Empty or white space alone, it is none.",
-        json_schema_extra=NOT_EMPTY,
     )
     value: (
         Annotated[float, BeforeValidator(_a_value_it_can_hold), BeforeValidator(not_a_boolean)]
