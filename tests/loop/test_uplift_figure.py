@@ -284,3 +284,44 @@ def test_the_page_says_what_a_verdict_needs_once_under_the_table(tmp_path: Path)
         rows=[email], overall=email, conclusion="-", since=None, n_decisions=700, min_per_arm=30
     )
     assert "<caption" not in write_report(enough, tmp_path / "enough")["html"].read_text()
+
+
+def test_a_segment_named_with_quotes_brackets_or_a_slash_shows_its_figure(tmp_path: Path) -> None:
+    """The page wrote each figure's file name into ``<img src="...">`` as it was: a
+    segment column named with a '"' ended the attribute, one with '<' or '#' named no
+    file, and one with '/' was saved in a directory that does not exist. The name is
+    kept in the report's directory and written as a link, then as HTML."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote
+
+    from nextbest.loop.report import _figures_of_the_report_in
+
+    dimension = 'area "north" <b>#1/2 & 50%?'
+    outcome = np.array([1.0, 2.0, 3.0, 1.0, 0.0], dtype=np.float64)
+    holdout = np.array([False, False, False, True, True])
+    rows = [compare(outcome, holdout, dimension=dimension, group="x", min_per_arm=1)]
+    report = UpliftReport(
+        rows=rows, overall=rows[0], conclusion="c", since=None, n_decisions=len(outcome)
+    )
+    files = write_report(report, tmp_path)
+    assert files[dimension].parent == tmp_path and files[dimension].is_file()
+
+    class Images(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[dict[str, str | None]] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "img":
+                self.seen.append(dict(attrs))
+
+    images = Images()
+    images.feed(files["html"].read_text())
+    [img] = images.seen
+    assert set(img) == {"src", "alt"} and img["alt"] == f"uplift by {dimension}"
+    src = img["src"]
+    assert src is not None and "#" not in src and "?" not in src
+    assert tmp_path / unquote(src) == files[dimension]
+    # A later report in the directory finds it from the page, the record aside.
+    (tmp_path / "uplift_report.json").unlink()
+    assert _figures_of_the_report_in(tmp_path) == {files[dimension].name}

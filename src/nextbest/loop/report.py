@@ -50,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -914,8 +915,17 @@ def _figures_of_the_report_in(out_dir: Path) -> set[str]:
             page = (out_dir / "uplift_report.html").read_text()
         except (OSError, ValueError):
             return set()
-        names = [html.unescape(name) for name in re.findall(r'<img src="([^"]+)"', page)]
+        names = [unquote(html.unescape(name)) for name in re.findall(r'<img src="([^"]+)"', page)]
     return {name for name in names if _FIGURE.fullmatch(name)}
+
+
+_NOT_IN_A_NAME = re.compile(r"[\s/\\]")
+
+
+def _figure_name(dimension: str) -> str:
+    """The PNG file name of ``dimension``'s figure, in the report's own directory: spaces
+    and path separators (a segment column named 'region/area') become '_'."""
+    return "uplift_" + _NOT_IN_A_NAME.sub("_", dimension) + ".png"
 
 
 def _write_staged(
@@ -926,7 +936,7 @@ def _write_staged(
     files: dict[str, Path] = {}
     dimensions = list(dict.fromkeys(r.dimension for r in report.rows))
     for dimension in dimensions:
-        path = out_dir / f"uplift_{dimension.replace(' ', '_')}.png"
+        path = out_dir / _figure_name(dimension)
         figure_of = uplift_figure(report.rows, dimension, min_per_arm=report.min_per_arm)
         figure_of.savefig(beside(path), dpi=100)
         files[dimension] = path
@@ -956,7 +966,10 @@ def _write_staged(
         else f'<caption style="caption-side:bottom;text-align:left">{html.escape(note)}</caption>\n'
     )
     images = "\n".join(
-        f'<h2>By {html.escape(d)}</h2><img src="{files[d].name}" alt="uplift by {html.escape(d)}">'
+        # The file's name as a link, then as HTML: a segment column named 'a"b', 'a<b' or
+        # 'a#b' (a file name and a URL's fragment) broke the page or the image.
+        f'<h2>By {html.escape(d)}</h2><img src="{html.escape(quote(files[d].name))}" '
+        f'alt="uplift by {html.escape(d)}">'
         for d in dimensions
     )
     since = _utc_text(report.since) if report.since else "the beginning of the log"
