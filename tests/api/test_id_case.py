@@ -40,6 +40,25 @@ def test_an_unknown_hcp_id_in_another_case_is_named_in_the_404(client: TestClien
     assert unknown.json()["detail"] == "hcp_id 'H-NO-SUCH-HCP' is not known to the served model"
 
 
+def test_a_batchs_unknown_id_in_another_case_is_named_with_the_id_meant(
+    client: TestClient, keys
+) -> None:
+    """A batch listed 'h000001' in unknown_hcp_ids without a word, where a single
+    request's 404 and feedback name the id meant: the e-mail system's owner saw ids
+    it knew to exist called unknown. They stay unknown (ids are compared exactly), and
+    unknown_in_another_case names the id meant for each."""
+    own, other = _hcps(client, keys)
+    sent = [own.lower(), other, "H-NO-SUCH-HCP", other.lower()]
+    answer = client.post("/v1/recommendations/batch", json={"hcp_ids": sent})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["hcp_id"] for r in body["results"]] == [other]
+    assert body["unknown_hcp_ids"] == [own.lower(), "H-NO-SUCH-HCP", other.lower()]
+    assert body["unknown_in_another_case"] == {own.lower(): own, other.lower(): other}
+    known = client.post("/v1/recommendations/batch", json={"hcp_ids": [own]}).json()
+    assert known["unknown_hcp_ids"] == [] and known["unknown_in_another_case"] == {}
+
+
 def test_a_rep_key_is_told_of_an_id_of_its_own_territory_in_another_case(
     client: TestClient, keys
 ) -> None:

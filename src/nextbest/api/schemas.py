@@ -316,6 +316,11 @@ class RecommendationBatchPublic(BaseModel):
     uplift_source: str
     results: list[BatchResultPublic]
     unknown_hcp_ids: list[str] = Field(description="HCPs the served model does not know.")
+    unknown_in_another_case: dict[str, str] = Field(
+        default_factory=dict,
+        description="Of unknown_hcp_ids, each the served model knows in another case: the id "
+        "sent -> the id it knows (ids are compared exactly, case included: did you mean it?).",
+    )
     repeated_hcp_ids: list[str] = Field(
         default_factory=list,
         description="HCPs listed more than once: each got one answer, at its first place.",

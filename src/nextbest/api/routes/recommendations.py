@@ -24,6 +24,7 @@ from nextbest.api.schemas import (
     RecommendationCreate,
     RecommendationPublic,
 )
+from nextbest.contract.parse import spelled_alike
 from nextbest.service.apikeys import Principal
 from nextbest.service.blinding import as_told, blind_to_holdout
 from nextbest.service.recommend import Recommendation, Recommender, decision_time
@@ -165,8 +166,10 @@ def recommend_many(
 ) -> Response:
     """Best actions for up to 1,000 HCPs in one call (e-mail sends); each answer is logged.
 
-    HCPs the served model does not know are listed in ``unknown_hcp_ids``; an HCP
-    listed more than once gets one answer and is listed in ``repeated_hcp_ids``.
+    HCPs the served model does not know are listed in ``unknown_hcp_ids`` (and in
+    ``unknown_in_another_case`` with the id meant, when the model knows one in another
+    case); an HCP listed more than once gets one answer and is listed in
+    ``repeated_hcp_ids``.
     A channel key bound to channels gets actions of those channels only; asking for
     another ``channel`` is refused (403).
     """
@@ -185,6 +188,10 @@ def recommend_many(
         channels=_channels_of(caller, recommender, body.channel, k=body.k, purpose=purpose),
     )
     record_served(recs)
+    # 'h000001' for 'H000001' (a system that changed the ids' case): the id meant, as
+    # a single request's 404 names it; a few lookups per unknown id, no scan.
+    known = recommender.known_hcps
+    meant = {hcp_id: spelled_alike(hcp_id, known) for hcp_id in unknown}
     return _json(
         {
             "model_version": recommender.version,
@@ -200,6 +207,9 @@ def recommend_many(
                 for r in recs
             ],
             "unknown_hcp_ids": unknown,
+            "unknown_in_another_case": {
+                hcp_id: known_id for hcp_id, known_id in meant.items() if known_id is not None
+            },
             "repeated_hcp_ids": repeated,
         }
     )
