@@ -1030,10 +1030,12 @@ class Recommender:
         unranked = np.flatnonzero(~ranked)
         said: list[list[tuple[int, str]]]
         if blind:
+            # The held-out HCPs among those with nothing worth doing, in territory
+            # order: neither their place nor a value sets them apart.
             allowed = np.isfinite(best[unranked])
-            unranked = np.concatenate(
-                [np.sort(np.concatenate([hidden, unranked[allowed]])), unranked[~allowed]]
-            ).astype(np.intp)[: MAX_LEFT_OUT - len(out)]
+            unsuggested = np.concatenate([np.array(hidden, dtype=np.intp), unranked[allowed]])
+            unranked = np.concatenate([np.sort(unsuggested), unranked[~allowed]])
+            unranked = unranked[: MAX_LEFT_OUT - len(out)]
             said = [
                 [(j, NOT_SUGGESTED) for j in np.flatnonzero(np.isfinite(value[n])).tolist()]
                 for n in unranked.tolist()
