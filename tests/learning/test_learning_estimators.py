@@ -428,3 +428,49 @@ def test_contributions_from_the_terms_scoring_carried_equal_those_worked_out_aga
         ),
         learner.contributions(rows[few], None, None, paths.take(few)),
     )
+
+
+def _scale_by_hand(learner: EngagementStratifiedUplift, rows: np.ndarray) -> np.ndarray:
+    """Each row's engaged-gain scale, one row and one factor at a time: its action's
+    scale (1.0 without one), times each (HCP column, action column) pair's factor in
+    the order fitted (1.0 for a missing code or a cell past the table)."""
+    out = []
+    for row in rows.tolist():
+        a = row[learner.action_column]
+        known = not np.isnan(a) and 0 <= a < len(learner.action_scale_)
+        scale = float(learner.action_scale_[int(a)]) if known else 1.0
+        for column, group, n_codes, table in learner.segment_scale_:
+            h, g = row[column], row[group]
+            cell = -1 if np.isnan(h) or np.isnan(g) or g >= n_codes else int(h) * n_codes + int(g)
+            scale *= float(table[cell]) if 0 <= cell < len(table) else 1.0
+        out.append(scale)
+    return np.array(out)
+
+
+def test_segment_factors_of_several_pairs_are_the_fitted_cells_bit_for_bit() -> None:
+    """Scoring looks every pair's factors up at once, from tables padded with 1.0
+    for missing and unfitted codes: the scales are the cells' products, in the order
+    fitted, bit for bit; and a second fit's tables replace the first's."""
+    X, y, treated, engaged, _ = _segment_data(8000)
+    rng = np.random.default_rng(3)
+    # A second categorical HCP column (region), so that two pairs scale each row.
+    X = np.column_stack([X[:, :1], rng.integers(0, 4, len(X)), X[:, 1:]]).astype(np.float32)
+    learner = EngagementStratifiedUplift(
+        n_control_features=3,
+        categorical_feature=[0, 1, 3, 4],
+        action_column=3,
+        segment_columns=[4],
+        random_state=0,
+    )
+    for seed in (0, 1):
+        keep = np.random.default_rng(seed).random(len(X)) < 0.9
+        learner.fit(X[keep], y[keep], treated=treated[keep], engaged=engaged[keep])
+        assert [(c, g) for c, g, _, _ in learner.segment_scale_] == [(0, 4), (1, 4)]
+        rows = X[treated][:40].copy()
+        rows[0, 0], rows[1, 1], rows[2, 4] = np.nan, np.nan, np.nan  # missing codes
+        rows[3, 0], rows[4, 1], rows[5, 4] = 9, 17, 3  # past a table, a topic unfitted
+        rows[6, 3] = np.nan  # no action: no scale at all
+        scale = learner._terms(rows).scale
+        np.testing.assert_array_equal(scale, _scale_by_hand(learner, rows))
+        g1 = learner.gains(rows)[0]
+        np.testing.assert_array_equal(g1, learner.effect_engaged_.predict(rows) * scale)

@@ -541,6 +541,7 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: the base class may return __dict__
         state.pop("_joined_paths", None)
+        state.pop("_padded_tables", None)
         return state
 
     def uplift_and_gains(
@@ -584,10 +585,10 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
 
     def _action_mean(self, actions: np.ndarray | None) -> np.ndarray | None:
         """Per row, its action's mean uplift to shrink towards (NaN: keep), or None."""
-        means = getattr(self, "action_mean_uplift_", None)  # artifacts from before calibration
+        means = self._tables().mean
         if means is None or actions is None or self.heterogeneity_ >= 1.0:
             return None
-        return _per_action(actions, means, np.nan)
+        return _per_action(actions, means)
 
     def gains(self, X: np.ndarray, paths: Paths | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(g_1, g_0)``: incremental outcome when engaged / not engaged, each ``(n,)``."""
@@ -607,15 +608,36 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
         """The engaged gain's scale per row: its action's (``actions`` from
         :meth:`_action_index`) times its segment factors (``segment_scale_``, read
         from the rows ``X``)."""
-        scale = getattr(self, "action_scale_", None)  # artifacts from before scaling existed
-        if scale is None or actions is None:
+        tables = self._tables()
+        if tables.scale is None or actions is None:
             return 1.0
-        out = _per_action(actions, scale, 1.0)
-        for column, group, n_codes, table in getattr(self, "segment_scale_", ()):
-            cell = _cell(X[:, column], X[:, group], n_codes)
-            inside = (cell >= 0) & (cell < len(table))
-            out = out * np.where(inside, table[np.where(inside, cell, 0)], 1.0)
+        out = _per_action(actions, tables.scale)
+        segments = tables.segments
+        if segments is not None:
+            for factor in segments.factors(X):  # in the order they were fitted, as trained
+                out = out * factor
         return out
+
+    def _tables(self) -> _Tables:
+        """The per-action and segment tables in the form scoring reads them, made once
+        per fitted model (not pickled: see __getstate__)."""
+        scale = getattr(self, "action_scale_", None)  # artifacts from before scaling existed
+        means = getattr(self, "action_mean_uplift_", None)  # and from before calibration
+        segments = getattr(self, "segment_scale_", [])
+        found: _Tables | None = self.__dict__.get("_padded_tables")
+        # Made again if a fit replaced any of them (calibration scores with the scales
+        # before the means exist).
+        if found is None or any(
+            mine is not theirs
+            for mine, theirs in zip(found.made_of, (scale, means, segments), strict=True)
+        ):
+            found = self._padded_tables = _Tables(
+                made_of=(scale, means, segments),
+                scale=None if scale is None else np.append(scale, 1.0),
+                mean=None if means is None else np.append(means, np.nan),
+                segments=_SegmentFactors.of(segments) if segments else None,
+            )
+        return found
 
     def baseline(self, X: np.ndarray) -> np.ndarray:
         """Expected outcome without a touch, from the control columns of ``X``."""
@@ -664,10 +686,70 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
 _NO_ACTION = float(2**62)
 
 
-def _per_action(actions: np.ndarray, table: np.ndarray, missing: float) -> np.ndarray:
-    """``table[index]`` for each row's action index (:meth:`EngagementStratifiedUplift.
-    _action_index`); ``missing`` for a row without an action or with one past the table."""
-    return np.concatenate((table, (missing,)))[np.minimum(actions, len(table))]
+def _per_action(actions: np.ndarray, padded: np.ndarray) -> np.ndarray:
+    """``padded[index]`` for each row's action index (:meth:`EngagementStratifiedUplift.
+    _action_index`), where ``padded`` is a per-action table with its "missing" value
+    appended: that value for a row without an action or with one past the table."""
+    return padded[np.minimum(actions, len(padded) - 1)]
+
+
+class _SegmentFactors(NamedTuple):
+    """Every (HCP column, action column) pair's factors of ``segment_scale_`` as one
+    flat table, each pair's padded to ``(n_hcp_codes + 1, n_action_codes + 1)`` with
+    factor 1.0 in the last row and column (a missing or unfitted code), so that
+    :meth:`factors` looks up every pair's factor of every row in one gather."""
+
+    hcp_columns: list[int]
+    action_columns: list[int]
+    hcp_pad: np.ndarray  # (n_pairs,) float: the padded row's code, n_hcp_codes
+    action_pad: np.ndarray  # (n_pairs,) float: the padded column's code, n_action_codes
+    width: np.ndarray  # (n_pairs,) int64: each pair's padded row, n_action_codes + 1
+    start: np.ndarray  # (n_pairs,) int64: where each pair's table starts in ``table``
+    table: np.ndarray
+
+    @classmethod
+    def of(cls, segments: list[tuple[int, int, int, np.ndarray]]) -> _SegmentFactors:
+        starts, padded = [], []
+        at = 0
+        for _, _, n_codes, table in segments:
+            square = np.ones((len(table) // n_codes + 1, n_codes + 1))
+            square[:-1, :-1] = table.reshape(-1, n_codes)
+            starts.append(at)
+            padded.append(square.ravel())
+            at += square.size
+        return cls(
+            hcp_columns=[column for column, _, _, _ in segments],
+            action_columns=[group for _, group, _, _ in segments],
+            hcp_pad=np.array([len(table) // n for _, _, n, table in segments], dtype=np.float64),
+            action_pad=np.array([n for _, _, n, _ in segments], dtype=np.float64),
+            width=np.array([n + 1 for _, _, n, _ in segments], dtype=np.int64),
+            start=np.array(starts, dtype=np.int64),
+            table=np.concatenate(padded),
+        )
+
+    def factors(self, X: np.ndarray) -> np.ndarray:
+        """Per pair, each row's factor, ``(n_pairs, n_rows)``: its cell's, 1.0 where
+        either code is missing (NaN), negative or past the pair's table."""
+        hcp = _code_or_pad(X[:, self.hcp_columns], self.hcp_pad)
+        action = _code_or_pad(X[:, self.action_columns], self.action_pad)
+        return self.table[(self.start + hcp * self.width + action).T]
+
+
+def _code_or_pad(codes: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """Integer codes ``(n, k)``, ``pad[j]`` for column ``j``'s missing (NaN), negative or
+    past-the-end ones."""
+    return np.minimum(np.where(codes >= 0, codes, pad), pad).astype(np.int64)  # NaN >= 0: False
+
+
+class _Tables(NamedTuple):
+    """:meth:`EngagementStratifiedUplift._tables`: the action scale and mean tables with
+    their "missing" value appended (1.0, NaN; None: no such table) and the segment
+    factors (None: none), with the fitted attributes they were made of."""
+
+    made_of: tuple[Any, Any, Any]
+    scale: np.ndarray | None
+    mean: np.ndarray | None
+    segments: _SegmentFactors | None
 
 
 def _cell(hcp_codes: np.ndarray, action_codes: np.ndarray, n_action_codes: int) -> np.ndarray:
