@@ -288,6 +288,10 @@ class ScoringModel:
     action_touches: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        # Read on every request: a DataFrame's length and a sum over the uplift model's
+        # stages cost more than the arithmetic they feed.
+        self.n_actions = len(self.catalog)
+        self.path_trees = 0 if self.uplift_model is None else self.uplift_model.n_path_trees
         self.hcp_index = pd.Index(self.hcps["hcp_id"])
         self.action_index = pd.Index(self.catalog["action_id"])
         self.evidence = ActionEvidence.of(self.catalog, self.action_touches)
@@ -328,6 +332,8 @@ class ScoringModel:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         for derived in (
+            "n_actions",
+            "path_trees",
             "hcp_index",
             "action_index",
             "action_attrs",
@@ -361,10 +367,6 @@ class ScoringModel:
     @property
     def n_hcps(self) -> int:
         return len(self.hcps)
-
-    @property
-    def n_actions(self) -> int:
-        return len(self.catalog)
 
     def hcp_text(self, column: str) -> np.ndarray:
         """An HCP attribute as strings, one per snapshot row (kept: reasons read it per item)."""
@@ -433,8 +435,7 @@ class ScoringModel:
 
     def _keeps_paths(self, n_rows: int) -> bool:
         """Whether scoring ``n_rows`` rows keeps their leaves (see :meth:`score_rows`)."""
-        uplift_model = self.uplift_model
-        return uplift_model is not None and n_rows * uplift_model.n_path_trees <= PATH_CELLS
+        return self.uplift_model is not None and n_rows * self.path_trees <= PATH_CELLS
 
     def net_value(self, uplift: np.ndarray, action_rows: np.ndarray) -> np.ndarray:
         """Arbitration score of each pair: expected incremental value minus cost, with levers.
