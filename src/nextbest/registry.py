@@ -728,6 +728,21 @@ def _process_started(pid: int) -> str:
 HISTORY_TAG = "champion_history"
 
 
+def champion_history(settings: Settings) -> list[str]:
+    """Versions that have been champion, oldest first (from the registered model tag
+    :data:`HISTORY_TAG`); none when no model of that name is registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client(settings).get_registered_model(settings.model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    raw = model.tags.get(HISTORY_TAG, "")
+    return [v for v in raw.split(",") if v]
+
+
 @dataclass(frozen=True)
 class DecisionEnd:
     """What a decision that makes version ``champion`` the champion (in place of

@@ -89,7 +89,6 @@ def models(
     from rich.markup import escape
 
     from nextbest import registry
-    from nextbest.loop.gate import champion_history
     from nextbest.loop.lineage import ChampionTimeline, champion_timeline
 
     settings = read_settings()
@@ -157,7 +156,7 @@ def models(
     if history_table and not as_json:
         _print_champion_changes(timeline)
         return changes
-    history = champion_history(settings)
+    history = registry.champion_history(settings)
     # The first champion got its alias at training, before any promotion wrote the history.
     current = next((v.version for v in versions if "champion" in v.aliases), None)
     if current is not None and (not history or history[-1] != current):

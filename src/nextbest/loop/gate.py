@@ -1322,19 +1322,8 @@ def already_promoted(settings: Settings) -> tuple[str, str] | None:
     return champion, promoted_at
 
 
-def champion_history(settings: Settings) -> list[str]:
-    """Versions that have been champion, oldest first (from the registered model tag);
-    none when no model of that name is registered."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = registry.client(settings).get_registered_model(settings.model_name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return []
-        raise
-    raw = model.tags.get(HISTORY_TAG, "")
-    return [v for v in raw.split(",") if v]
+# Kept in the registry, where `nextbest models` reads it without loading the gate.
+champion_history = registry.champion_history
 
 
 def _history_before(settings: Settings, old: str | None) -> list[str]:
