@@ -93,8 +93,8 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
     A new store on a PostgreSQL or MySQL server (an empty database a test made) is
     filled alike from a dump (pg_dump, mysqldump) of one MLflow made on that server
     once per worker: its migrations ran there for 7-17 s a store (the server's DDL),
-    the dump is replayed in 2-4 s. Without the server's client programs, MLflow makes
-    each store as before.
+    the dump is replayed in 2-4 s. Without the server's client programs (or where they
+    cannot dump it), and in a database holding tables already, MLflow makes the store.
     """
     import sqlite3
 
@@ -106,12 +106,15 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     made_by_mlflow = db_utils._initialize_tables
     template: list[Path] = []
-    dumps: dict[tuple[object, ...], str] = {}
+    dumps: dict[tuple[object, ...], str | None] = {}
     replayed: list[str] = []  # the databases filled from a dump, for the test of it
 
-    def server_dump(engine: Engine) -> str:
+    def server_dump(engine: Engine) -> str | None:
         """The dump of a store MLflow made on a server of ``engine``'s kind and version,
-        made once (not once per port: a test's proxy to the server has a port of its own)."""
+        made once (not once per port: a test's proxy to the server has a port of its own);
+        None where the dump program cannot dump it (a pg_dump older than the server)."""
+        import subprocess
+
         url = engine.url
         key = (url.get_backend_name(), engine.dialect.server_version_info)
         if key not in dumps:
@@ -121,16 +124,22 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
                     made_by_mlflow(first)
                 finally:
                     first.dispose()
-                dumps[key] = _database_dump(scratch)
+                try:
+                    dumps[key] = _database_dump(scratch)
+                except subprocess.CalledProcessError:
+                    dumps[key] = None
         return dumps[key]
 
     def initialize_tables(engine: Engine) -> None:
         path = engine.url.database
         if engine.dialect.name in _SERVER_CLIENTS:
-            if not _server_clients_installed(engine.dialect.name) or _has_tables(engine):
-                made_by_mlflow(engine)  # tables of another's there (MLflow's check is its own)
+            dump = None
+            if _server_clients_installed(engine.dialect.name) and not _has_tables(engine):
+                dump = server_dump(engine)  # not over tables of another's (a lock's)
+            if dump is None:
+                made_by_mlflow(engine)
                 return
-            _database_restore(engine.url, server_dump(engine))
+            _database_restore(engine.url, dump)
             replayed.append(str(engine.url.database))
             return
         if engine.dialect.name != "sqlite" or not path or path == ":memory:":
