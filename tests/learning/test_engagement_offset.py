@@ -146,9 +146,13 @@ def test_one_campaign_has_no_effects_and_keeps_the_calibration(tmp_path: Path) -
     engagement = result.model.engagement
     assert not engagement.offset_columns
     assert engagement.calibrator_ is not None
-    # Served probabilities are the isotonic map's of the trees' own.
+    # Served probabilities are the isotonic map's of the model's own: its trees'
+    # logit boosting from the linear base's.
     X = result.model.rows(np.arange(200), np.zeros(200, dtype=np.int64))
-    raw = engagement.booster_.booster_.predict(X, num_iteration=engagement.n_trees_)
+    trees = engagement.booster_.booster_.predict(
+        X, num_iteration=engagement.n_trees_, raw_score=True
+    )
+    raw = 1.0 / (1.0 + np.exp(-(trees + engagement.linear_.logit(X))))
     np.testing.assert_allclose(
         engagement.engage_probability(X), engagement.calibrator_.predict(raw), atol=1e-6
     )

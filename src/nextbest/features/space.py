@@ -13,6 +13,7 @@ without a touch) sees only the first two blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,12 @@ import pandas as pd
 from nextbest.contract.schema import is_identifier_column
 from nextbest.features.history import EFFECT, EventLog, HistoryFeaturizer, event_log
 
+# A categorical HCP attribute with more values than this stays out of the engagement
+# model's linear base (its trees still see it): a coefficient per value and action
+# attribute would be too many to learn.
+MAX_LINEAR_LEVELS = 32
+# The row's touches on its own channel the linear base crosses with the channel (fatigue).
+_LINEAR_FATIGUE = ("touches_7d", "touches_30d")
 # Columns that identify rather than describe, or that decide eligibility only.
 _NOT_FEATURES = {"hcp_id", "territory_id"}
 _ACTION_FEATURES = ("action", "channel", "topic", "medical", "cost", "restricted")
@@ -142,6 +149,30 @@ class FeatureSpace:
             for j, name in enumerate(self.feature_names)
             if name.endswith(("__eng_rate", "__eng_excess", f"__{EFFECT}"))
         ]
+
+    @property
+    def linear_terms(self) -> dict[str, list[Any]]:
+        """The columns the engagement model's linear base crosses
+        (:class:`~nextbest.learning.preference.LinearBase`): on the left the HCP's
+        attributes (a categorical one of at most :data:`MAX_LINEAR_LEVELS` values) and
+        its recent touches on the action's channel, on the right the action's
+        channel, topic and content type."""
+        names = self.feature_names
+        left_numeric = [names.index(c) for c in self.numeric_hcp_columns]
+        left_numeric += [names.index(f"this_channel__{f}") for f in _LINEAR_FATIGUE]
+        return {
+            "left_numeric": left_numeric,
+            "left_categorical": [
+                [names.index(c), len(vocab)]
+                for c, vocab in self.categorical_hcp_columns.items()
+                if len(vocab) <= MAX_LINEAR_LEVELS
+            ],
+            "right_categorical": [
+                [names.index("action__channel"), len(self.channels)],
+                [names.index("action__topic"), len(self.topics)],
+                [names.index("action__medical"), 2],
+            ],
+        }
 
     @property
     def categorical_features(self) -> list[int]:

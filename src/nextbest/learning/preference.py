@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,168 @@ def boosted_positions(n_rows: int, max_rows: int | None, seed: int, n_boosted: i
     return (np.arange(n_rows) if kept is None else kept)[:n_boosted]
 
 
+# The linear base: ridge penalty on each standardized coefficient (a prior of
+# variance 1: a few hundred rows of a cell settle its coefficient, fewer are
+# pulled towards 0), the Newton steps' stopping size, and their most.
+LINEAR_PENALTY = 1.0
+LINEAR_TOLERANCE = 1e-6
+LINEAR_MAX_STEPS = 30
+# A standardized numeric attribute farther out than this counts as this far (an
+# outlier of a skewed column, a revenue, does not tilt a straight line).
+LINEAR_CLIP = 5.0
+
+
+class LinearBase:
+    """A logistic model of HCP attributes crossed with action attributes, the trees'
+    starting point.
+
+    Engagement is much like a sum on the logit scale: the channel an HCP prefers
+    follows its age and setting, the topics it reads its specialty, and each
+    touch on a channel in the last weeks tires it of that channel. Trees find
+    such an interaction only as a staircase of splits, each on the rows one leaf
+    holds, so a noisy 0/1 outcome leaves most of it unfound. Here every product
+    of a *left* column (a constant, each numeric HCP attribute standardized, each
+    level of a categorical one, the row's recent touches on its channel) with a
+    *right* one (a constant, each level of the action's channel, topic and
+    content type) gets a coefficient, fitted by ridge-penalized Newton steps, and
+    the trees boost from its logit: they learn what it leaves.
+
+    ``terms``: column indices of a model row, ``left_numeric`` and
+    ``left_categorical`` / ``right_categorical`` (``[column, levels]`` pairs, codes
+    0..levels-1, anything else missing). Every action is one pattern of right
+    codes, so the Newton system is summed per pattern (``L' W L`` of its rows
+    crossed with its right indicator), not over a design of rows x terms.
+    """
+
+    def __init__(self, terms: dict[str, Any]) -> None:
+        self.left_numeric = [int(c) for c in terms.get("left_numeric", [])]
+        self.left_categorical = [(int(c), int(k)) for c, k in terms.get("left_categorical", [])]
+        self.right_categorical = [(int(c), int(k)) for c, k in terms.get("right_categorical", [])]
+        self.mean_ = np.zeros(len(self.left_numeric))
+        self.scale_ = np.ones(len(self.left_numeric))
+        self.n_left = 1 + len(self.left_numeric) + sum(k for _, k in self.left_categorical)
+        self.n_right = 1 + sum(k for _, k in self.right_categorical)
+        # The coefficients with a last row and column of zeros: where the indicators
+        # of a missing or unknown code point, so that no row needs a mask.
+        self.padded_ = np.zeros((self.n_left + 1, self.n_right + 1))
+        self._left = _Categorical.of(self.left_categorical, 1 + len(self.left_numeric))
+        self._right = _Categorical.of(self.right_categorical, 1)
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """``(n_left, n_right)``: the coefficient of each left x right product."""
+        return self.padded_[:-1, :-1]
+
+    def left(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_left + 1)``: 1, the standardized numeric columns (missing: 0), the
+        categorical ones' indicators, a last column for missing codes."""
+        out = np.zeros((len(X), self.n_left + 1))
+        out[:, 0] = 1.0
+        k = len(self.left_numeric)
+        if k:
+            values = (X[:, self.left_numeric] - self.mean_) / self.scale_
+            out[:, 1 : 1 + k] = np.clip(np.nan_to_num(values), -LINEAR_CLIP, LINEAR_CLIP)
+        self._left.set(X, out)
+        return out
+
+    def right(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_right + 1)``: 1, each right column's indicators, missing codes' column."""
+        out = np.zeros((len(X), self.n_right + 1))
+        out[:, 0] = 1.0
+        self._right.set(X, out)
+        return out
+
+    def fit(self, X: np.ndarray, y: np.ndarray, offset: np.ndarray | None) -> LinearBase:
+        """Fit on rows ``X``, 0/1 ``y``, each row's logit ``offset`` (None: 0)."""
+        if self.left_numeric and len(X):
+            values = X[:, self.left_numeric].astype(np.float64)
+            self.mean_ = np.nan_to_num(np.nanmean(values, axis=0))
+            spread = np.nan_to_num(np.nanstd(values, axis=0))
+            self.scale_ = np.where(spread > 0, spread, 1.0)
+        left, right = self.left(X)[:, :-1], self.right(X)[:, :-1]
+        # Rows by pattern of right columns (an action): the system's sums per pattern.
+        key = right @ (2.0 ** np.arange(self.n_right))
+        _, first, which = np.unique(key, return_index=True, return_inverse=True)
+        patterns = right[first]
+        order = np.argsort(which, kind="stable")
+        starts = np.searchsorted(which[order], np.arange(len(patterns) + 1))
+        left, y, which = left[order], y[order].astype(np.float64), which[order]
+        base = np.zeros(len(y)) if offset is None else offset[order].astype(np.float64)
+        crossed = np.einsum("pa,pb->pab", patterns, patterns)  # (P, R, R)
+        size = self.n_left * self.n_right
+        penalty = np.full(size, LINEAR_PENALTY)
+        penalty[0] = 0.0  # the intercept is not pulled towards 0
+        coef = np.zeros(size)
+        for _ in range(LINEAR_MAX_STEPS):
+            per_left = (patterns @ coef.reshape(self.n_left, self.n_right).T)[which]
+            p = 1.0 / (1.0 + np.exp(-(base + np.einsum("nl,nl->n", left, per_left))))
+            residual, weight = y - p, p * (1.0 - p)
+            gradient = np.zeros((self.n_left, self.n_right))
+            hessian = np.zeros((self.n_left, self.n_right, self.n_left, self.n_right))
+            for j, pattern in enumerate(patterns):
+                part = left[starts[j] : starts[j + 1]]
+                gradient += np.outer(part.T @ residual[starts[j] : starts[j + 1]], pattern)
+                inner = (part * weight[starts[j] : starts[j + 1], None]).T @ part
+                hessian += np.einsum("fg,ab->fagb", inner, crossed[j])
+            step = np.linalg.solve(
+                hessian.reshape(size, size) + np.diag(penalty),
+                gradient.ravel() - penalty * coef,
+            )
+            coef += step
+            if np.abs(step).max() < LINEAR_TOLERANCE:
+                break
+        self.padded_[:-1, :-1] = coef.reshape(self.n_left, self.n_right)
+        return self
+
+    def logit(self, X: np.ndarray) -> np.ndarray:
+        """The base's logit of each row, ``(n,)`` (no offset)."""
+        return np.einsum("nl,nl->n", self.left(X), self.right(X) @ self.padded_.T)
+
+    def contributions(self, X: np.ndarray, n_features: int) -> np.ndarray:
+        """The logit's parts by column, ``(n, n_features)``: a product's to its left
+        column (its right one's when the left is the constant); the intercept to none."""
+        out = np.zeros((len(X), n_features))
+        left, right = self.left(X)[:, :-1], self.right(X)[:, :-1]
+        by_left = left * (right @ self.coef_.T)  # (n, L): each left column's terms
+        sources = [
+            *self.left_numeric,
+            *(c for c, k in self.left_categorical for _ in range(k)),
+        ]
+        for j, column in enumerate(sources, start=1):
+            out[:, column] += by_left[:, j]
+        by_right = right * self.coef_[0][None, :]
+        for j, column in enumerate((c for c, k in self.right_categorical for _ in range(k)), 1):
+            out[:, column] += by_right[:, j]
+        return out
+
+
+@dataclass(frozen=True)
+class _Categorical:
+    """Categorical columns whose indicators follow each other from column ``start``."""
+
+    index: np.ndarray  # the columns of a row
+    levels: np.ndarray  # how many codes each has
+    offsets: np.ndarray  # where each one's indicators start
+
+    @classmethod
+    def of(cls, columns: list[tuple[int, int]], start: int) -> _Categorical:
+        levels = np.array([k for _, k in columns], dtype=np.int64)
+        offsets = start + np.concatenate([[0], np.cumsum(levels)[:-1]]).astype(np.int64)
+        return cls(
+            np.array([c for c, _ in columns], dtype=np.int64), levels, offsets[: len(levels)]
+        )
+
+    def set(self, X: np.ndarray, out: np.ndarray) -> None:
+        """Set each row's indicator of each column's code in ``out`` to 1; a missing or
+        unknown code (not one of ``0 .. levels - 1``) sets ``out``'s last column."""
+        if not len(self.index):
+            return
+        codes = X[:, self.index]
+        known = (codes >= 0) & (codes < self.levels)  # NaN compares False
+        slot = np.where(known, np.where(known, codes, 0).astype(np.int64) + self.offsets, -1)
+        out[np.arange(len(X))[:, None], slot] = 1.0
+
+
 class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """LightGBM classifier whose probabilities are calibrated on a later time slice.
 
@@ -66,6 +229,7 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         categorical_feature: list[int] | None = None,
         hidden_columns: list[int] | None = None,
         offset_columns: list[int] | None = None,
+        linear_terms: dict[str, Any] | None = None,
         n_jobs: int = 0,
         random_state: int = 0,
     ) -> None:
@@ -79,6 +243,7 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         self.categorical_feature = categorical_feature
         self.hidden_columns = hidden_columns
         self.offset_columns = offset_columns
+        self.linear_terms = linear_terms
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -106,22 +271,30 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
             )
         target = (y == self.classes_[1]).astype(np.int8)
         offset = self.offset(X)
-        if self.hidden_columns:
-            X = X.copy()
-            X[:, self.hidden_columns] = np.nan
         n_cal = int(len(y) * self.calibration_fraction)
         # A calibration slice with a single class cannot fit a map: skip it.
         if n_cal < 50 or target[-n_cal:].min() == target[-n_cal:].max():
             n_cal = 0
         n_fit = len(y) - n_cal
+        self.linear_: LinearBase | None = None
+        base: np.ndarray | None = None
+        if self.linear_terms:
+            self.linear_ = LinearBase(self.linear_terms).fit(
+                X[:n_fit], target[:n_fit], None if offset is None else offset[:n_fit]
+            )
+            base = self.linear_.logit(X)
+        if self.hidden_columns:
+            X = X.copy()
+            X[:, self.hidden_columns] = np.nan
         self.intercept_ = 0.0
-        if offset is not None:
+        if offset is not None and base is None:
             # LightGBM starts from the logit of the mean rate only without an
             # init_score; with one it starts from the offset alone, and the trees
             # would spend their first rounds (of a capped number) on the intercept.
             rate = float(np.clip(target[:n_fit].mean(), 1e-4, 1 - 1e-4))
             self.intercept_ = float(np.log(rate / (1.0 - rate)))
             offset = offset + self.intercept_
+        init = base if offset is None else offset if base is None else offset + base
         params = {
             "n_estimators": self.n_estimators,
             "learning_rate": self.learning_rate,
@@ -139,7 +312,7 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         # chosen on the slice barely touches the calibration fitted on it.
         # LightGBM's Dask estimators drop an offset when boosting goes on from the
         # previous block: a model with one boosts in this process, cluster or not.
-        with on_cluster(None) if offset is not None else contextlib.nullcontext():
+        with on_cluster(None) if init is not None else contextlib.nullcontext():
             model, self.n_trees_ = fit_boosted(
                 "classifier",
                 params,
@@ -149,19 +322,25 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
                     Validation(
                         X[n_fit:],
                         target[n_fit:],
-                        init_score=None if offset is None else offset[n_fit:],
+                        init_score=None if init is None else init[n_fit:],
                     )
                     if n_cal
                     else None
                 ),
                 categorical=self.categorical_feature,
                 early_stopping_rounds=self.early_stopping_rounds,
-                init_score=None if offset is None else offset[:n_fit],
+                init_score=None if init is None else init[:n_fit],
             )
         self.booster_ = model
         self.calibrator_: IsotonicRegression | None = None
         if n_cal and offset is None:
-            raw = np.asarray(self.booster_.booster_.predict(X[n_fit:], num_iteration=self.n_trees_))
+            trees = np.asarray(
+                self.booster_.booster_.predict(
+                    X[n_fit:], num_iteration=self.n_trees_, raw_score=True
+                )
+            )
+            logit = trees if base is None else trees + base[n_fit:]
+            raw = 1.0 / (1.0 + np.exp(-logit))
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4)
             self.calibrator_.fit(raw, target[n_fit:])
         self.n_calibration_rows_ = n_cal
@@ -203,6 +382,21 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         ``paths`` (``attribution_.paths(X)``): score from those leaves, no LightGBM call.
         """
         offset = self.offset(X)
+        linear = getattr(self, "linear_", None)  # artifacts from before the linear base
+        if linear is not None:
+            from_trees = (
+                self.attribution_.raw(paths)
+                if paths is not None
+                else np.asarray(
+                    self.booster_.booster_.predict(
+                        X, num_iteration=self.n_trees_, raw_score=True, **predict_threads(len(X))
+                    )
+                )
+            )
+            logit = from_trees + linear.logit(X) + (0.0 if offset is None else offset)
+            p = 1.0 / (1.0 + np.exp(-logit))
+            cal = self.calibrator_
+            return p if cal is None else np.interp(p, cal.X_thresholds_, cal.y_thresholds_)
         if offset is not None:
             if paths is not None:
                 logit = self.attribution_.raw(paths)
@@ -244,6 +438,10 @@ class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: i
         ``paths`` as for :meth:`engage_probability`.
         """
         out = self.attribution_.contributions(X, paths)
+        linear = getattr(self, "linear_", None)
+        if linear is not None:
+            # The base's parts are the logit's too, each its own column's.
+            out = out + linear.contributions(X, out.shape[1])
         columns = getattr(self, "offset_columns", None)
         if columns:
             # The offset's parts are the logit's too, each its own column's.

@@ -481,6 +481,7 @@ def _train(
         "calibration_fraction": config.calibration_fraction,
         "max_rows": config.max_rows_per_model,
         "categorical_feature": space.categorical_features,
+        "linear_terms": space.linear_terms,
         "random_state": config.seed,
     }
 
