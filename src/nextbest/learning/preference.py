@@ -41,8 +41,11 @@ def boosted_positions(n_rows: int, max_rows: int | None, seed: int, n_boosted: i
 # variance 1: a few hundred rows of a cell settle its coefficient, fewer are
 # pulled towards 0), the Newton steps' stopping size, and their most.
 LINEAR_PENALTY = 1.0
+LINEAR_INTERCEPT_PENALTY = 1e-4
 LINEAR_TOLERANCE = 1e-6
 LINEAR_MAX_STEPS = 30
+LINEAR_MAX_HALVINGS = 30
+LINEAR_MAX_LOGIT = 35.0  # P(engaged) within 1e-15 of 0 or 1: its weight is 0 anyway
 # A standardized numeric attribute farther out than this counts as this far (an
 # outlier of a skewed column, a revenue, does not tilt a straight line).
 LINEAR_CLIP = 5.0
@@ -127,11 +130,21 @@ class LinearBase:
         crossed = np.einsum("pa,pb->pab", patterns, patterns)  # (P, R, R)
         size = self.n_left * self.n_right
         penalty = np.full(size, LINEAR_PENALTY)
-        penalty[0] = 0.0  # the intercept is not pulled towards 0
-        coef = np.zeros(size)
-        for _ in range(LINEAR_MAX_STEPS):
+        # The intercept is barely pulled towards 0: enough to keep the system
+        # solvable where every fitted row has one outcome.
+        penalty[0] = LINEAR_INTERCEPT_PENALTY
+
+        def objective(coef: np.ndarray) -> tuple[float, np.ndarray]:
+            """The penalized log-likelihood at ``coef`` and each row's logit."""
             per_left = (patterns @ coef.reshape(self.n_left, self.n_right).T)[which]
-            p = 1.0 / (1.0 + np.exp(-(base + np.einsum("nl,nl->n", left, per_left))))
+            logit = base + np.einsum("nl,nl->n", left, per_left)
+            value = float((y * logit - np.logaddexp(0.0, logit)).sum())
+            return value - 0.5 * float((penalty * coef * coef).sum()), logit
+
+        coef = np.zeros(size)
+        value, logit = objective(coef)
+        for _ in range(LINEAR_MAX_STEPS):
+            p = 1.0 / (1.0 + np.exp(-np.clip(logit, -LINEAR_MAX_LOGIT, LINEAR_MAX_LOGIT)))
             residual, weight = y - p, p * (1.0 - p)
             gradient = np.zeros((self.n_left, self.n_right))
             hessian = np.zeros((self.n_left, self.n_right, self.n_left, self.n_right))
@@ -144,7 +157,16 @@ class LinearBase:
                 hessian.reshape(size, size) + np.diag(penalty),
                 gradient.ravel() - penalty * coef,
             )
-            coef += step
+            # Halved until the penalized likelihood does not fall: a full Newton
+            # step overshoots where the outcome is nearly one-sided.
+            for _ in range(LINEAR_MAX_HALVINGS):
+                tried, tried_logit = objective(coef + step)
+                if tried >= value:
+                    break
+                step = step / 2
+            else:
+                break
+            coef, value, logit = coef + step, tried, tried_logit
             if np.abs(step).max() < LINEAR_TOLERANCE:
                 break
         self.padded_[:-1, :-1] = coef.reshape(self.n_left, self.n_right)
