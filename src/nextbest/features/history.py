@@ -261,6 +261,12 @@ class EngagementEffects:
     the effects between HCPs, by the method of moments over whole HCPs'
     sums, ``sum(S^2 - V) / sum(V^2)`` (at least 0: no spread beyond noise, no effect).
 
+    Both are bounded by the HCP's own rate (:func:`_rate_gap`, the logit of its
+    smoothed engagement rate minus that of its touches' mean ``p``): ``s2`` by the
+    mean square of the HCPs' gaps, each effect to between 0 and its gap. Where the
+    population model is calibrated neither binds; where its ``p`` nears 0 or 1,
+    ``V`` does too and the step alone ran to thousands on the logit scale.
+
     ``log`` holds the touches the effects are learned from, ``prior`` ``(n_events,)``
     their population P(engaged).
     """
@@ -281,7 +287,12 @@ class EngagementEffects:
                 S = np.bincount(log.hcp[mine], weights=residual[mine])
                 V = np.bincount(log.hcp[mine], weights=info[mine])
                 if (V * V).sum() > 0:
-                    out[c] = max(0.0, float((S * S - V).sum() / (V * V).sum()))
+                    moments = max(0.0, float((S * S - V).sum() / (V * V).sum()))
+                    touches = np.bincount(log.hcp[mine])
+                    expected = np.bincount(log.hcp[mine], weights=prior[mine])
+                    seen = touches > 0
+                    gap = _rate_gap(S[seen], expected[seen], touches[seen])
+                    out[c] = min(moments, float(np.mean(gap * gap)))
             return out
 
         self.channel_variance_ = variance(log.channel, self.n_channels)
@@ -307,11 +318,35 @@ class EngagementEffects:
             mine = codes == code
             S = _cumulative(mine, log, residual[mine])
             V = _cumulative(mine, log, info[mine])
+            P = _cumulative(mine, log, prior[mine])
             keys = np.sort(_key(log.hcp[mine], log.seconds[mine]), kind="stable")
             lo = np.searchsorted(keys, start_keys, side="left")
             hi = np.searchsorted(keys, query_keys, side="left")
-            out[:, j] = s2 * (S[hi] - S[lo]) / (s2 * (V[hi] - V[lo]) + 1.0)
+            residuals = S[hi] - S[lo]
+            step = s2 * residuals / (s2 * (V[hi] - V[lo]) + 1.0)
+            # The Newton step from 0 is S / V at most, unbounded where the population
+            # P(engaged) nears 0 or 1 (V near 0); shrunk, an effect lies between 0
+            # and the gap its own smoothed rate shows.
+            gap = _rate_gap(residuals, P[hi] - P[lo], hi - lo)
+            out[:, j] = np.clip(step, np.minimum(gap, 0.0), np.maximum(gap, 0.0))
         return out
+
+
+def _rate_gap(residual: np.ndarray, expected: np.ndarray, touches: np.ndarray) -> np.ndarray:
+    """The logit of an HCP's smoothed engagement rate on its touches (engagements
+    ``residual + expected``, :data:`SMOOTHING` pseudo-touches at their mean population
+    P(engaged) ``expected / touches``) minus that mean's logit; 0 without touches.
+
+    Where every touch has the same population P(engaged) it is the maximum-likelihood
+    logit effect with those pseudo-touches added: finite, however near 0 or 1 the
+    population P(engaged) or the HCP's own rate."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(touches > 0, expected / np.maximum(touches, 1), 0.5)
+    rate = (residual + expected + SMOOTHING * mean) / (touches + SMOOTHING)
+    mean = np.clip(mean, 1e-12, 1 - 1e-12)
+    rate = np.clip(rate, 1e-12, 1 - 1e-12)
+    gap = np.log(rate / (1.0 - rate)) - np.log(mean / (1.0 - mean))
+    return np.asarray(np.where(touches > 0, gap, 0.0))
 
 
 def _before(
