@@ -24,7 +24,11 @@ import pytest
 
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.settings import Settings, drop_environment_settings, get_settings
-from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_database
+from nextbest.storage.testing import (
+    POSTGRES_URL_ENV,
+    temporary_mysql_database,
+    temporary_postgres_database,
+)
 
 # A MySQL or MariaDB server where the user may CREATE DATABASE
 # (`mysql+pymysql://root@127.0.0.1:3306/test`): its tests are skipped without it.
@@ -242,26 +246,13 @@ def _database_restore(url: Any, dump: str) -> None:
 @contextmanager
 def _scratch_database(url: Any) -> Iterator[str]:
     """A new empty database on ``url``'s server, dropped after: its URL."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
+    server = url.render_as_string(hide_password=False)
     if url.get_backend_name() == "postgresql":
-        with temporary_postgres_database(url.render_as_string(hide_password=False)) as made:
+        with temporary_postgres_database(server) as made:
             yield made
-        return
-    name = f"nextbest_tpl_{uuid.uuid4().hex[:12]}"
-    server = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-        try:
-            yield url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with server.connect() as connection:
-                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-    finally:
-        server.dispose()
+    else:
+        with temporary_mysql_database(server, prefix="nextbest_tpl_") as made:
+            yield made
 
 
 FAST_CONFIG = TrainConfig(
@@ -405,26 +396,11 @@ def postgres_url() -> Iterator[str]:
 def mysql_url() -> Iterator[str]:
     """URL of a fresh, empty MySQL (or MariaDB) database, dropped after; skipped,
     saying so, without ``NEXTBEST_TEST_MYSQL_URL``."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     server_url = os.environ.get(MYSQL_URL_ENV)
     if not server_url:
         pytest.skip(f"{MYSQL_URL_ENV} is not set: MySQL tests skipped")
-    name = f"nextbest_test_{uuid.uuid4().hex[:12]}"
-    server = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-        try:
-            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with server.connect() as connection:
-                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-    finally:
-        server.dispose()
+    with temporary_mysql_database(server_url) as url:
+        yield url
 
 
 @contextmanager

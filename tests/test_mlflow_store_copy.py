@@ -10,9 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import mlflow.store.db.utils as db_utils
@@ -22,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from nextbest import registry
 from nextbest.settings import Settings
-from nextbest.storage.testing import temporary_postgres_database
+from nextbest.storage.testing import temporary_mysql_database, temporary_postgres_database
 
 MAKE_STORE = """
 import sys
@@ -125,22 +123,6 @@ def _contents(uri: str) -> tuple[list[tuple[str, ...]], list[str]]:
     return revision, experiments
 
 
-@contextmanager
-def _another_mysql_database(mysql_url: str) -> Iterator[str]:
-    name = f"nextbest_test_{uuid.uuid4().hex[:12]}"
-    server = create_engine(mysql_url, isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-        try:
-            yield make_url(mysql_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with server.connect() as connection:
-                connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-    finally:
-        server.dispose()
-
-
 @pytest.mark.parametrize(
     "server",
     [
@@ -161,7 +143,7 @@ def test_a_new_store_on_a_database_server_in_the_suite_is_the_one_mlflow_makes(
     another = (
         temporary_postgres_database(made_here)
         if server == "postgres_url"
-        else _another_mysql_database(made_here)
+        else temporary_mysql_database(made_here)
     )
     with another as by_mlflow:
         _made_by_mlflow(by_mlflow)

@@ -59,6 +59,25 @@ def temporary_postgres_database(server_url: str, *, template: str | None = None)
         admin.dispose()
 
 
+@contextmanager
+def temporary_mysql_database(server_url: str, *, prefix: str = "nextbest_test_") -> Iterator[str]:
+    """Create a uniquely named MySQL or MariaDB database (named ``prefix`` and a random
+    suffix), yield its URL, drop it afterwards. ``server_url`` is a user allowed to
+    CREATE / DROP DATABASE; the yielded URL keeps the password, for other processes."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+    finally:
+        admin.dispose()
+
+
 class TcpProxy:
     """A loopback TCP proxy to a database server that a test takes down and brings back.
 
