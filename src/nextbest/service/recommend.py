@@ -585,7 +585,9 @@ class Recommender:
             history=history,
             channels=channels,
         )[0][0]
-        if explain_exclusions and blind and not rec.items:
+        if not explain_exclusions:
+            return rec
+        if blind and not rec.items:
             # Neither the value of the actions a held-out HCP's list would have held
             # (left unsaid, they would tell it from one with nothing worth doing) nor
             # that of the others.
@@ -597,19 +599,8 @@ class Recommender:
                 history=history,
                 channels=channels,
             )
-            rec = replace(
-                rec,
-                excluded=self._excluded(
-                    row,
-                    purpose=purpose,
-                    channel=channel,
-                    now=now,
-                    history=history,
-                    by_value=[(j, NOT_SUGGESTED) for j in np.flatnonzero(allowed).tolist()],
-                    channels=channels,
-                ),
-            )
-        elif explain_exclusions:
+            by_value = [(j, NOT_SUGGESTED) for j in np.flatnonzero(allowed).tolist()]
+        else:
             served = {item.action_id for item in rec.items}  # exploration may serve one
             # The list as served: an explored first item counts toward its channel's limit.
             first = (
@@ -617,7 +608,7 @@ class Recommender:
                 if rec.items
                 else None
             )
-            (by_value,) = self._left_out_by_value(
+            (left_out,) = self._left_out_by_value(
                 np.array([row]),
                 k=k,
                 purpose=purpose,
@@ -627,19 +618,17 @@ class Recommender:
                 channels=channels,
                 firsts=[first],
             )
-            rec = replace(
-                rec,
-                excluded=self._excluded(
-                    row,
-                    purpose=purpose,
-                    channel=channel,
-                    now=now,
-                    history=history,
-                    by_value=[(j, w) for j, w in by_value if str(self.action_ids[j]) not in served],
-                    channels=channels,
-                ),
-            )
-        return rec
+            by_value = [(j, w) for j, w in left_out if str(self.action_ids[j]) not in served]
+        excluded = self._excluded(
+            row,
+            purpose=purpose,
+            channel=channel,
+            now=now,
+            history=history,
+            by_value=by_value,
+            channels=channels,
+        )
+        return replace(rec, excluded=excluded)
 
     def _excluded(
         self,
