@@ -86,6 +86,15 @@ class LinearBase:
         self.padded_ = np.zeros((self.n_left + 1, self.n_right + 1))
         self._left = _Categorical.of(self.left_categorical, 1 + len(self.left_numeric))
         self._right = _Categorical.of(self.right_categorical, 1)
+        # The model column each non-constant left and right term is credited to in
+        # :meth:`contributions` (a categorical column once per level).
+        self._left_source = np.array(
+            [*self.left_numeric, *(c for c, k in self.left_categorical for _ in range(k))],
+            dtype=np.int64,
+        )
+        self._right_source = np.array(
+            [c for c, k in self.right_categorical for _ in range(k)], dtype=np.int64
+        )
 
     @property
     def coef_(self) -> np.ndarray:
@@ -182,15 +191,11 @@ class LinearBase:
         out = np.zeros((len(X), n_features))
         left, right = self.left(X)[:, :-1], self.right(X)[:, :-1]
         by_left = left * (right @ self.coef_.T)  # (n, L): each left column's terms
-        sources = [
-            *self.left_numeric,
-            *(c for c, k in self.left_categorical for _ in range(k)),
-        ]
-        for j, column in enumerate(sources, start=1):
-            out[:, column] += by_left[:, j]
         by_right = right * self.coef_[0][None, :]
-        for j, column in enumerate((c for c, k in self.right_categorical for _ in range(k)), 1):
-            out[:, column] += by_right[:, j]
+        # Summed into their model columns at once (several levels share a column);
+        # ``out.T`` is a view, written through.
+        np.add.at(out.T, self._left_source, by_left[:, 1:].T)
+        np.add.at(out.T, self._right_source, by_right[:, 1:].T)
         return out
 
 
