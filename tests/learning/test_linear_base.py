@@ -57,6 +57,29 @@ def test_missing_and_unknown_codes_add_nothing() -> None:
     assert np.isfinite(base.logit(row)).all()
 
 
+def test_a_row_scores_the_same_alone_as_in_any_batch() -> None:
+    """Bit for bit: a served HCP's rows are scored alone, in a batch of 1,000 HCPs or in
+    the score cache's warm-up, and each must rank and explain the same way."""
+    rng = np.random.default_rng(3)
+    terms = {
+        "left_numeric": [0, 1],
+        "left_categorical": [[2, 4], [3, 7]],
+        "right_categorical": [[4, 5], [5, 9], [6, 4]],  # channel, topic, content type
+    }
+    n = 301
+    X = np.column_stack(
+        [rng.normal(size=(n, 2)), rng.integers(0, 4, n), rng.integers(0, 7, n)]
+        + [rng.integers(0, k, n) for k in (5, 9, 4)]
+    ).astype(np.float32)
+    base = LinearBase(terms)
+    base.mean_, base.scale_ = np.zeros(2), np.ones(2)
+    base.padded_[:-1, :-1] = rng.normal(size=base.coef_.shape)  # last row, column: zeros
+    logit, parts = base.logit(X), base.contributions(X, X.shape[1])
+    for start, stop in [(0, 1), (7, 8), (0, 3), (5, 12), (100, 201), (13, 300)]:
+        assert (base.logit(X[start:stop]) == logit[start:stop]).all(), (start, stop)
+        assert (base.contributions(X[start:stop], X.shape[1]) == parts[start:stop]).all()
+
+
 def test_trees_boosting_from_the_base_beat_trees_alone_on_a_small_history() -> None:
     X, y, _ = _rows(3_000)
     test_X, test_y, test_logit = _rows(20_000, seed=1)

@@ -183,14 +183,27 @@ class LinearBase:
 
     def logit(self, X: np.ndarray) -> np.ndarray:
         """The base's logit of each row, ``(n,)`` (no offset)."""
-        return np.einsum("nl,nl->n", self.left(X), self.right(X) @ self.padded_.T)
+        return np.einsum("nl,nl->n", self.left(X), self._by_right(X))
+
+    def _by_right(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_left + 1)``: each row's coefficients summed over its right terms.
+
+        Added term by term in one order, as a gather: a matrix product's rounding
+        depends on how many rows it is given (BLAS kernels block them by size), and a
+        row must score the same alone, in a batch or in a cache's warm-up.
+        """
+        by_right = self.padded_.T  # (n_right + 1, n_left + 1); the last row is zeros
+        out = np.repeat(by_right[:1], len(X), axis=0)
+        for slot in self._right.slots(X).T:
+            out += by_right[slot]
+        return out
 
     def contributions(self, X: np.ndarray, n_features: int) -> np.ndarray:
         """The logit's parts by column, ``(n, n_features)``: a product's to its left
         column (its right one's when the left is the constant); the intercept to none."""
         out = np.zeros((len(X), n_features))
         left, right = self.left(X)[:, :-1], self.right(X)[:, :-1]
-        by_left = left * (right @ self.coef_.T)  # (n, L): each left column's terms
+        by_left = left * self._by_right(X)[:, :-1]  # (n, L): each left column's terms
         by_right = right * self.coef_[0][None, :]
         # Summed into their model columns at once (several levels share a column);
         # ``out.T`` is a view, written through.
@@ -215,15 +228,18 @@ class _Categorical:
             np.array([c for c, _ in columns], dtype=np.int64), levels, offsets[: len(levels)]
         )
 
-    def set(self, X: np.ndarray, out: np.ndarray) -> None:
-        """Set each row's indicator of each column's code in ``out`` to 1; a missing or
-        unknown code (not one of ``0 .. levels - 1``) sets ``out``'s last column."""
-        if not len(self.index):
-            return
+    def slots(self, X: np.ndarray) -> np.ndarray:
+        """``(n, columns)``: where each row's indicator of each column's code sits; -1
+        (the last column) for a missing or unknown code (not one of ``0 .. levels - 1``)."""
         codes = X[:, self.index]
         known = (codes >= 0) & (codes < self.levels)  # NaN compares False
-        slot = np.where(known, np.where(known, codes, 0).astype(np.int64) + self.offsets, -1)
-        out[np.arange(len(X))[:, None], slot] = 1.0
+        return np.where(known, np.where(known, codes, 0).astype(np.int64) + self.offsets, -1)
+
+    def set(self, X: np.ndarray, out: np.ndarray) -> None:
+        """Set each row's indicator of each column's code in ``out`` to 1 (see ``slots``)."""
+        if not len(self.index):
+            return
+        out[np.arange(len(X))[:, None], self.slots(X)] = 1.0
 
 
 class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
