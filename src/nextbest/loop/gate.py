@@ -374,6 +374,11 @@ def decide(
     """
     the = _the(judged)
     n = len(data.action)
+    if data.group is not None:
+        # The HCPs as integer codes, found once: an interval only asks which decisions
+        # share one, and each of its np.unique calls sorted the HCP ids as strings again
+        # (two thirds of the gate's time on 6,000 decisions). Codes in the ids' order.
+        data = replace(data, group=np.unique(data.group, return_inverse=True)[1])
     champion = policy_estimates(data, champion_target)
     challenger = policy_estimates(data, challenger_target)
     decision = GateDecision(
