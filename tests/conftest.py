@@ -88,11 +88,13 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
     session's own, and every later one, where MLflow would make it (at the same
     point, and only where MLflow would: a command that must leave no store behind
     still leaves none), is filled with a copy of it through SQLite's backup API:
-    the same tables, indexes and schema revision. Stores on a server, and stores
-    made by commands run as subprocesses, are made by MLflow as before; so is an
-    upgrade of an older store (that is not a new one). Should the copy fail (a
-    read-only directory, a damaged file), MLflow makes the store, failing as it
-    would have.
+    the same tables, indexes and schema revision. So is a new SQLite store made by a
+    command the test runs as a process, once the template is there (its
+    sitecustomize, tests/subprocess_site, reads the template's path from the
+    environment; MLflow's migrations took 2 s of CPU in each such command). An
+    upgrade of an older store is made by MLflow as before (that is not a new one).
+    Should the copy fail (a read-only directory, a damaged file), MLflow makes the
+    store, failing as it would have.
 
     A new store on a PostgreSQL or MySQL server (an empty database a test made) is
     filled alike from a dump (pg_dump, mysqldump) of one MLflow made on that server
@@ -110,6 +112,9 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     made_by_mlflow = db_utils._initialize_tables
     template: list[Path] = []
+    # Where the template goes once made: the commands the tests run as processes copy
+    # it too (tests/subprocess_site/sitecustomize.py), once it is there.
+    template_path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     dumps: dict[tuple[object, ...], str | None] = {}
     replayed: list[str] = []  # the databases filled from a dump, for the test of it
 
@@ -150,13 +155,16 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
             made_by_mlflow(engine)
             return
         if not template:
-            store = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-            first = create_engine(f"sqlite:///{store}")
+            # Made beside its place and renamed there whole: a command running
+            # meanwhile copies no half-made store.
+            making = template_path.with_name("making.db")
+            first = create_engine(f"sqlite:///{making}")
             try:
                 made_by_mlflow(first)
             finally:
                 first.dispose()
-            template.append(store)
+            making.replace(template_path)
+            template.append(template_path)
         try:
             raw = engine.raw_connection()
             try:
@@ -171,7 +179,15 @@ def _new_mlflow_stores_copied(tmp_path_factory: pytest.TempPathFactory) -> Itera
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(db_utils, "_initialize_tables", initialize_tables)
         patch.setattr(registry_store, "_initialize_tables", initialize_tables)
+        patch.setenv(SUBPROCESS_TEMPLATE_ENV, str(template_path))
+        patch.setenv("PYTHONPATH", str(SUBPROCESS_SITE), prepend=os.pathsep)
         yield
+
+
+# The commands the tests start as processes read the template's path from here, and
+# their sitecustomize from this directory (put first on their PYTHONPATH).
+SUBPROCESS_TEMPLATE_ENV = "PYTEST_NEXTBEST_MLFLOW_TEMPLATE"
+SUBPROCESS_SITE = Path(__file__).parent / "subprocess_site"
 
 
 # The programs that dump a database and replay a dump, by SQLAlchemy dialect.

@@ -41,7 +41,8 @@ def test_feedback_stopped_by_sigterm_says_what_it_stored_and_removes_old_rejects
     rejected = tmp_path / "rejected.csv"
     rejected.write_text("row,event_id,rejected_because\n2,old-1,an earlier run's\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
-    env |= {"NEXTBEST_MODELS_DIR": str(models), "PYTHONPATH": str(ROOT / "src")}
+    src = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    env |= {"NEXTBEST_MODELS_DIR": str(models), "PYTHONPATH": src}
     args = [sys.executable, "-m", "nextbest", "feedback", str(events)]
     run = subprocess.Popen(
         [*args, "--rejected", str(rejected)],

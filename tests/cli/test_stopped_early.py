@@ -50,7 +50,8 @@ def test_a_training_stopped_before_its_run_says_no_version_was_registered(
     stopped, where, and that no version was registered; and none was."""
     models = tmp_path / "models"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
-    env |= {"NEXTBEST_MODELS_DIR": str(models), "PYTHONPATH": str(ROOT / "src")}
+    src = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    env |= {"NEXTBEST_MODELS_DIR": str(models), "PYTHONPATH": src}
     args = ["train", "--data", str(world_dir), "--config", str(FAST), "--alias", "challenger"]
     run = subprocess.Popen(
         [sys.executable, "-m", "nextbest", *args],
