@@ -15,7 +15,11 @@ prescriptions) is a noisy count; letting ``p`` carry "will they engage" leaves
 the outcome stages to learn only "what is it worth when they do", a far
 smoother function (persuadability, need for the topic, channel strength). On
 data where an unengaged touch changes nothing (an unopened e-mail), ``g_0``
-is close to 0 and early stopping keeps it nearly constant.
+is close to 0 and early stopping keeps it nearly constant. ``g_0`` is learned
+from the HCP's columns alone: whatever it holds beyond noise (an error of
+``mu0`` on the treated HCPs, or on Hillstrom ``-mu0`` itself) is the HCP's,
+while trees free to split on the action fit per-action noise that decides
+between an HCP's actions (docs/learning.md, section 3).
 
 Bias of the logging policy: control and treated rows are weighted by the inverse
 of their logged propensity (clipped at ``max_weight``), so HCPs the traditional
@@ -188,7 +192,8 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
 
     One model covers every action: rows carry the action's attributes and the
     HCP's history on the action's own channel and topic. Columns
-    ``[0, n_control_features)`` describe the HCP only and are all that ``mu0`` sees.
+    ``[0, n_control_features)`` describe the HCP only and are all that ``mu0`` and
+    the unengaged stage ``g_0`` see.
 
     Parameters are LightGBM's (shared by the outcome stages) plus
     ``engagement``: an unfitted engagement classifier with ``engage_probability``
@@ -337,7 +342,12 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             say("uplift, effect of engaged touches")
             self.effect_engaged_ = self._stage().fit(Xt[on], target, stage_weight, cats)
             say("uplift, effect of unengaged touches")
-            self.effect_unengaged_ = self._stage().fit(Xt[~on], imputed[~on], wt[~on], cats)
+            # What a touch adds when it did not engage, from the HCP's columns alone: the
+            # action's are left missing, so no tree splits on them (see the class doc).
+            unengaged = Xt[~on]
+            unengaged[:, k:] = np.nan
+            self.effect_unengaged_ = self._stage().fit(unengaged, imputed[~on], wt[~on], cats)
+            del unengaged
         else:
             # Too few rows on one side: one treated-side stage, as in the plain X-learner.
             say("uplift, effect of a touch")
