@@ -344,9 +344,13 @@ class EngagementStratifiedUplift(RegressorMixin, BaseEstimator):  # type: ignore
             say("uplift, effect of unengaged touches")
             # What a touch adds when it did not engage, from the HCP's columns alone: the
             # action's are left missing, so no tree splits on them (see the class doc).
+            # Not declared categorical: an all-missing categorical column crashes a
+            # LightGBM worker of a Dask cluster.
             unengaged = Xt[~on]
             unengaged[:, k:] = np.nan
-            self.effect_unengaged_ = self._stage().fit(unengaged, imputed[~on], wt[~on], cats)
+            self.effect_unengaged_ = self._stage().fit(
+                unengaged, imputed[~on], wt[~on], [c for c in cats if c < k]
+            )
             del unengaged
         else:
             # Too few rows on one side: one treated-side stage, as in the plain X-learner.
