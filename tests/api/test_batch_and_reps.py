@@ -276,15 +276,18 @@ def test_a_rep_plans_answers_are_replayed_on_rep_channels_only(client: TestClien
             select(Recommendation.hcp_id, Recommendation.created_at, Recommendation.channel_filter)
         ).all()
     assert logged and {row.channel_filter for row in logged} == {REP_CHANNELS_FILTER}
+    model = runtime.recommender.model
+    # The plan's logged answers, and the same filter on every HCP the model knows: the
+    # plan picks the HCPs a visit suits best, whose first action may be a rep one anyway.
+    others = [h for h in model.hcps["hcp_id"].astype(str) if h not in {r.hcp_id for r in logged}]
     decisions = pd.DataFrame(
         {
-            "hcp_id": [row.hcp_id for row in logged],
-            "timestamp": [row.created_at for row in logged],
+            "hcp_id": [row.hcp_id for row in logged] + others,
+            "timestamp": [row.created_at for row in logged] + [logged[0].created_at] * len(others),
             "purpose": "promotional",
-            "channel_filter": [row.channel_filter for row in logged],
+            "channel_filter": REP_CHANNELS_FILTER,
         }
     )
-    model = runtime.recommender.model
     replayed = [a for a in greedy_actions(model, decisions) if a is not None]
     channel_of = dict(zip(model.catalog["action_id"], model.catalog["channel"], strict=True))
     assert replayed and all(channel_of[a].startswith("rep_") for a in replayed)
