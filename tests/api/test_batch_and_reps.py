@@ -279,7 +279,8 @@ def test_a_rep_plans_answers_are_replayed_on_rep_channels_only(client: TestClien
     model = runtime.recommender.model
     # The plan's logged answers, and the same filter on every HCP the model knows: the
     # plan picks the HCPs a visit suits best, whose first action may be a rep one anyway.
-    others = [h for h in model.hcps["hcp_id"].astype(str) if h not in {r.hcp_id for r in logged}]
+    planned = {row.hcp_id for row in logged}
+    others = [h for h in model.hcps["hcp_id"].astype(str) if h not in planned]
     decisions = pd.DataFrame(
         {
             "hcp_id": [row.hcp_id for row in logged] + others,
