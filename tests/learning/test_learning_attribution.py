@@ -8,6 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from nextbest.learning import uplift as uplift_module
 from nextbest.learning.attribution import JoinedPaths, PathAttribution
 
 from .conftest import LearnedWorld
@@ -113,7 +114,8 @@ def test_the_uplift_model_asks_lightgbm_once_and_pickles_without_the_joined_tree
 ) -> None:
     uplift = learned.result.model.uplift_model
     assert uplift is not None
-    X = learned.result.model.rows(np.zeros(50, np.int64), np.arange(50) % 40)
+    # Rows of 50 HCPs: none shares the unengaged stage's leaves with another.
+    X = learned.result.model.rows(np.arange(50), np.arange(50) % 40)
     separate = [part.paths(X) for part in uplift._path_models()]
     calls = []
     real = lgb.Booster.predict
@@ -132,3 +134,75 @@ def test_the_uplift_model_asks_lightgbm_once_and_pickles_without_the_joined_tree
     copy = pickle.loads(pickle.dumps(uplift))
     assert "_joined_paths" not in copy.__dict__ and "_joined_paths" in uplift.__dict__
     np.testing.assert_array_equal(copy.uplift(X), uplift.uplift(X))
+
+
+def _rows_of_hcps(learned: LearnedWorld, hcps: list[int], per_hcp: int) -> np.ndarray:
+    """Model rows of ``per_hcp`` actions for each of ``hcps``, grouped by HCP."""
+    model = learned.result.model
+    n_actions = model.n_actions
+    hcp_rows = np.repeat(np.asarray(hcps, dtype=np.int64), per_hcp)
+    return model.rows(hcp_rows, np.tile(np.arange(per_hcp) % n_actions, len(hcps)))
+
+
+def test_an_hcps_rows_ask_the_unengaged_stage_once_and_score_as_alone(
+    learned: LearnedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unengaged stage reads the HCP's columns alone: a request's candidates of one
+    HCP share its leaves, which are asked of LightGBM once per HCP; every score and
+    attribution is the one each row gets in a call of its own, bit for bit."""
+    uplift = learned.result.model.uplift_model
+    assert uplift is not None and uplift.unengaged_columns_ == uplift.n_control_features
+    X = _rows_of_hcps(learned, [3, 7, 3], per_hcp=60)  # HCP 3 twice: two runs of it
+    X[120:, 0] = np.nan  # a missing HCP value still matches its neighbours
+    asked: list[int] = []
+    real = lgb.Booster.predict
+
+    def counted(self: lgb.Booster, data: np.ndarray, *args: object, **kwargs: object) -> object:
+        asked.append(len(data))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.Booster, "predict", counted)
+    # However few trees the quick model's unengaged stage has, a call of its own pays.
+    monkeypatch.setattr(uplift_module, "SEPARATE_CALL_LEAVES", 1)
+    paths = uplift.paths(X)
+    assert asked == [180, 3]  # the treated-side stages' leaves, then one row per run
+    assert paths.unengaged_of is not None
+    assert paths.unengaged_of.tolist() == [0] * 60 + [1] * 60 + [2] * 60
+    asked.clear()
+    g0_fresh = uplift.gains(X)[1]  # without leaves: LightGBM's predictions
+    assert asked == [180, 3]
+
+    parts = uplift.uplift_parts(X, paths=paths)
+    contributions = uplift.contributions(X, paths=paths)
+    picked = np.array([179, 5, 61, 0])
+    taken = paths.take(picked)
+    assert len(taken.unengaged) == 3  # only the entries the taken rows use
+    taken_contributions = uplift.contributions(X[picked], paths=taken)
+    monkeypatch.setattr(lgb.Booster, "predict", real)
+    for i in (0, 59, 60, 150, 179):
+        alone = X[i : i + 1]
+        one = uplift.uplift_parts(alone, paths=uplift.paths(alone))
+        assert parts.uplift[i] == one.uplift[0]
+        assert parts.gains[1][i] == one.gains[1][0]
+        np.testing.assert_array_equal(contributions[i], uplift.contributions(alone)[0])
+    np.testing.assert_array_equal(taken_contributions, contributions[picked])
+    np.testing.assert_array_equal(g0_fresh, uplift.effect_unengaged_.predict(X))
+    # A second call pays only when it spares at least SEPARATE_CALL_LEAVES leaves.
+    spared = (len(X) - 3) * uplift.effect_unengaged_.attribution_.num_iteration
+    monkeypatch.setattr(uplift_module, "SEPARATE_CALL_LEAVES", spared + 1)
+    assert uplift.paths(X).unengaged_of is None
+    monkeypatch.setattr(uplift_module, "SEPARATE_CALL_LEAVES", spared)
+    assert uplift.paths(X).unengaged_of is not None
+
+
+def test_a_model_without_the_hcp_only_unengaged_stage_asks_every_row(
+    learned: LearnedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model trained before the unengaged stage read the HCP alone (no
+    ``unengaged_columns_``) may read the action's columns there: every row is asked."""
+    uplift = pickle.loads(pickle.dumps(learned.result.model.uplift_model))
+    del uplift.unengaged_columns_
+    X = _rows_of_hcps(learned, [3], per_hcp=120)
+    paths = uplift.paths(X)
+    assert paths.unengaged_of is None and len(paths.unengaged) == 120
+    np.testing.assert_array_equal(uplift.uplift(X), learned.result.model.uplift_model.uplift(X))
