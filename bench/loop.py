@@ -665,8 +665,6 @@ def main() -> int:
         log(f"served {args.rounds} round(s); registry and feedback in {settings.models_dir}")
         return 0
     final_ratio = rounds[-1]["champion_ratio_after_round"] if len(rounds) > 1 else None
-    # Ratios, each to the oracle of its week: the values themselves move with the state.
-    served_values = [r["served_ratio_to_oracle"] for r in rounds[1:]]
     promoted = [r for r in rounds[1:] if r["promoted"]]
     promoted_errors = {
         name: max(r["promoted_policy"]["ope"][name]["relative_error"] for r in promoted)
@@ -701,7 +699,10 @@ def main() -> int:
         # what the target is measured against.
         "bayes_optimal_ratio_to_oracle": bayes or None,
         "final_ratio_met": bool(final_ratio is not None and final_ratio >= 0.9),
-        "served_value_rises": bool(len(served_values) > 1 and served_values[-1] > served_values[0]),
+        # Whether the loop ends above where it began: the champion after the last round
+        # against the first at the first decision, each as a ratio to the oracle of its
+        # week (the values themselves move with the state the touches leave).
+        "served_value_rises": bool(final_ratio is not None and final_ratio > first_true / oracle),
         "promotions": len(promoted),
         "max_relative_error_of_promoted_ope": promoted_errors,
         "ope_within_10pct_of_truth": (
