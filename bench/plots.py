@@ -179,11 +179,13 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
             color="black",
             label=f"{estimator.upper()} estimate (95% CI)",
         )
-        truth = [
-            (r["round"], r["true_difference_per_decision"])
-            for r in gains
-            if "true_difference_per_decision" in r
-        ]
+        # What the estimate estimates: the gain over the weeks its decisions were
+        # served in (runs since simulated weeks); older runs drew every decision from
+        # one state, whose gain is the one at the next decision.
+        key = "true_difference_over_evaluated_weeks"
+        if not any(key in r for r in gains):
+            key = "true_difference_per_decision"
+        truth = [(r["round"], r[key]) for r in gains if key in r]
         if truth:
             bottom.plot(
                 *zip(*truth, strict=True),
@@ -191,11 +193,15 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
                 marker="x",
                 markersize=9,
                 color="tab:red",
-                label="true gain",
+                label=(
+                    "true gain over the evaluated weeks"
+                    if key == "true_difference_over_evaluated_weeks"
+                    else "true gain"
+                ),
             )
         else:
             _absent(bottom, "true gain")
-            skipped.append("true gain per round (rounds[].true_difference_per_decision)")
+            skipped.append(f"true gain per round (rounds[].{key})")
         bottom.axhline(0.0, color="grey", linewidth=1)
         bottom.set_ylabel("challenger - champion,\nnet NRx per decision")
         bottom.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))

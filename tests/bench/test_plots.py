@@ -73,19 +73,36 @@ def test_loop_figure_draws_each_rounds_true_values_and_the_gates_estimates(name:
         )
     else:
         assert starred == []  # no star where nothing was promoted
-    bayes = data["summary"]["bayes_optimal_ratio_to_oracle"]
-    assert _line(top, "Bayes-optimal, history (0.53)")[1] == [bayes["history_only"]["ratio"]] * 2
-    assert _line(top, "logging policy (-0.40)")[1] == [data["rounds"][0]["ratio_to_oracle"]] * 2
-    assert _line(bottom, "true gain") == (
-        numbers,
-        [r["true_difference_per_decision"] for r in rounds],
-    )
+    bayes = data["summary"]["bayes_optimal_ratio_to_oracle"]["history_only"]["ratio"]
+    assert _line(top, f"Bayes-optimal, history ({bayes:.2f})")[1] == [bayes] * 2
+    logging = data["rounds"][0]["ratio_to_oracle"]
+    assert _line(top, f"logging policy ({logging:.2f})")[1] == [logging] * 2
+    if "true_difference_over_evaluated_weeks" in rounds[0]:  # runs on simulated weeks
+        truth = ("true gain over the evaluated weeks", "true_difference_over_evaluated_weeks")
+    else:
+        truth = ("true gain", "true_difference_per_decision")
+    assert _line(bottom, truth[0]) == (numbers, [r[truth[1]] for r in rounds])
     (estimate,) = [c for c in bottom.containers if c.get_label() == "DR estimate (95% CI)"]
     assert list(estimate.lines[0].get_ydata()) == [r["difference"]["value"] for r in rounds]
     assert drawing.skipped == []
     when = data["measured_at"][:16].replace("T", " ")
     assert f"{when} UTC" in drawing.figure.texts[0].get_text()
     assert bottom.get_ylabel() == "challenger - champion,\nnet NRx per decision"
+
+
+def test_the_gates_estimate_is_drawn_beside_the_truth_it_estimates() -> None:
+    """A run on simulated weeks estimates the gain over the weeks its evidence was
+    served in, not the one at the next decision: that truth is drawn beside it."""
+    data = copy.deepcopy(_committed("loop_2026-12-04"))
+    rounds = data["rounds"][1:]
+    for r in rounds:
+        r["true_difference_over_evaluated_weeks"] = r["true_difference_per_decision"] + 0.01
+    _, bottom = plots.loop_figure(data).figure.axes
+    assert _line(bottom, "true gain over the evaluated weeks") == (
+        [r["round"] for r in rounds],
+        [r["true_difference_over_evaluated_weeks"] for r in rounds],
+    )
+    assert "true gain" not in [ln.get_label() for ln in bottom.get_lines()]
 
 
 def test_quality_figure_draws_the_simulators_values_per_hcp() -> None:
