@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -16,20 +14,9 @@ import pytest
 from nextbest.simulate import simulate_world
 from nextbest.simulate.response import FATIGUE_WINDOW
 
-ROOT = Path(__file__).resolve().parents[2]
+from .scripts import ROOT, load_bench
 
-
-def _load_loop() -> ModuleType:
-    # bench/ is scripts, not a package: load the module from its file.
-    spec = importlib.util.spec_from_file_location("bench_loop", ROOT / "bench" / "loop.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-loop = _load_loop()
+loop = load_bench("loop")
 
 
 @pytest.fixture(scope="module")

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .scripts import ROOT, load_bench
+
 RESULTS = ROOT / "bench" / "results"
-
-
-def _load_plots() -> ModuleType:
-    # bench/ is scripts, not a package: load the module from its file.
-    spec = importlib.util.spec_from_file_location("bench_plots", ROOT / "bench" / "plots.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-plots = _load_plots()
+plots = load_bench("plots")
 
 
 def _committed(name: str) -> dict[str, Any]:
