@@ -402,9 +402,9 @@ def _features(hcps: pd.DataFrame) -> pd.DataFrame:
 
 
 def hillstrom(
-    path: Path, seeds: list[int], config: TrainConfig, *, causalml: bool = True
+    path: Path, seeds: list[int], config: TrainConfig, *, with_causalml: bool = True
 ) -> dict[str, Any]:
-    """Hillstrom on ``seeds`` splits; ``causalml`` False leaves out its learners."""
+    """Hillstrom on ``seeds`` splits; ``with_causalml`` False leaves out its learners."""
     data = load_hillstrom(path, outcome="visit")
     inter = data.interactions.reset_index(drop=True)
     hcp_row = pd.Index(data.hcps["hcp_id"]).get_indexer(inter["hcp_id"])
@@ -413,16 +413,14 @@ def hillstrom(
     visit = inter["outcome"].to_numpy(dtype=np.float64)
     features = _features(data.hcps.iloc[hcp_row].reset_index(drop=True))
     propensity = float(inter["propensity"].iloc[0])
-    try:
-        if not causalml:
-            raise ImportError("left out with --skip-causalml")
-        import causalml as _  # noqa: F401
+    causalml_status = "left out (--skip-causalml)"
+    if with_causalml:
+        try:
+            import causalml  # noqa: F401
 
-        causalml_status = "installed"
-    except ImportError as exc:
-        causalml_status = f"not run ({exc})"
-        if causalml:
-            causalml_status += "; run `pip install -e '.[bench]'`"
+            causalml_status = "installed"
+        except ImportError as exc:
+            causalml_status = f"not installed ({exc}); run `pip install -e '.[bench]'`"
 
     per_seed: dict[str, list[dict[str, float]]] = {}
     differences: dict[str, list[dict[str, dict[str, float]]]] = {}
@@ -850,7 +848,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.hillstrom,
             list(range(args.hillstrom_seeds)),
             hill_config,
-            causalml=not args.skip_causalml,
+            with_causalml=not args.skip_causalml,
         )
         results["hillstrom"]["measured_at"] = now
     else:
