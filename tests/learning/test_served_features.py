@@ -112,3 +112,59 @@ def test_a_later_decision_is_scored_from_the_cut_off_snapshot(data: Dataset) -> 
     recency = [model.feature_position[n] for n in differing if "days_since" in n]
     assert recency
     np.testing.assert_allclose(served[:, recency] + days, expected[:, recency], atol=1e-3)
+
+
+def test_an_advanced_model_moves_recency_and_windows_as_training_would(data: Dataset) -> None:
+    """Moved on by the contacts since its cut-off, a model's served rows are those
+    training builds at the later day in every column a contact alone moves (gaps and
+    fatigue windows); the records (counts, rates, outcomes) stay the cut-off's."""
+    end = data.interactions["timestamp"].max()
+    as_of = (end - pd.Timedelta(days=24)).normalize()
+    model = train(data, config=QUICK, as_of=as_of).model
+    day = as_of + pd.Timedelta(days=17)
+    touched = data.interactions["channel"].notna()
+    contacts = data.interactions.loc[touched, ["hcp_id", "channel", "timestamp"]]
+    between = (contacts["timestamp"] >= as_of) & (contacts["timestamp"] < day)
+    # HCPs contacted between, and some that were not.
+    moved_ids = contacts.loc[between, "hcp_id"].value_counts().index[:N_HCPS].tolist()
+    still_ids = [h for h in data.hcps["hcp_id"] if h not in set(contacts.loc[between, "hcp_id"])]
+    hcp_ids = moved_ids + still_ids[:N_HCPS]
+    assert len(moved_ids) == N_HCPS and len(still_ids) >= N_HCPS
+
+    advanced = model.advanced(day, contacts)
+    assert advanced.features_as_of == day.tz_localize("UTC")
+    assert model.features_as_of == model.as_of  # the trained model is left as it was
+    expected = _training_rows(model, data, hcp_ids, day)
+    served = _served_rows(advanced, hcp_ids)
+    borrows = np.tile(model.evidence.stand_in >= 0, len(hcp_ids))
+    action_column = model.feature_position["action__action"]
+    expected[borrows, action_column] = served[borrows, action_column]
+
+    moved = [
+        j
+        for j, name in enumerate(model.feature_names)
+        if name.endswith(("days_since", "days_since_touch", "touches_7d", "touches_30d"))
+    ]
+    np.testing.assert_allclose(served[:, moved], expected[:, moved], atol=1e-3)
+    # The contacts moved something a frozen snapshot would have got wrong.
+    frozen = _served_rows(model, hcp_ids)
+    windows = [model.feature_position[n] for n in model.feature_names if n.endswith("touches_7d")]
+    assert (frozen[:, windows] != expected[:, windows]).any()
+    kept = [j for j in range(len(model.feature_names)) if j not in set(moved)]
+    np.testing.assert_array_equal(served[:, kept], frozen[:, kept])
+
+
+def test_a_model_cannot_move_its_history_back_or_without_its_recent_touches(
+    data: Dataset,
+) -> None:
+    model = train(data, config=QUICK).model
+    none = pd.DataFrame({"hcp_id": [], "channel": [], "timestamp": []})
+    with pytest.raises(ValueError, match="cannot move the history back"):
+        model.advanced(model.as_of - pd.Timedelta(days=1), none)
+    state = model.__getstate__()
+    state.pop("recent_touches")  # an artifact from before they were kept
+    old = ScoringModel.__new__(ScoringModel)
+    old.__setstate__(state)
+    assert not old.advances
+    with pytest.raises(ValueError, match="retrain it to move its history"):
+        old.advanced(model.as_of, none)

@@ -29,6 +29,7 @@ from nextbest.storage import (
     RecommendationRecord,
     ServedItem,
     contact_history,
+    contacts_between,
     dismissals,
     get_recommendation,
     last_contacts,
@@ -1743,6 +1744,50 @@ def test_contact_history_counts_contact_events_since_a_time(session: Session) ->
         ("h2", "email"): (1, since + timedelta(days=1)),
     }
     assert contact_history(session, hcp_ids=[], since=since) == {}
+
+
+def test_contacts_between_two_times_are_every_hcps_first_reports(
+    session: Session, logged: list[RecommendationRecord]
+) -> None:
+    start, end = T0, T0 + timedelta(days=7)
+    record_feedback(
+        session,
+        events=[
+            delivered("c1", "h1", channel="email", occurred_at=start),  # the start is in
+            delivered("c2", "h2", channel="visit", occurred_at=start + timedelta(days=3)),
+            delivered("c3", "h1", channel="email", occurred_at=end),  # the end is not
+            delivered("c4", "h1", channel="email", occurred_at=start - timedelta(seconds=1)),
+            FeedbackRecord("c5", "opened", start + timedelta(days=1), "h1", channel="email"),
+            delivered("c6", "h3", occurred_at=start + timedelta(days=1)),  # no channel
+            FeedbackRecord("c7", "completed", start + timedelta(days=2), "h9", channel="visit"),
+            # The same item reported twice is one contact, at its first report.
+            *(
+                delivered(
+                    f"c8-{day}",
+                    "h1",
+                    channel="email",
+                    occurred_at=start + timedelta(days=day),
+                    recommendation_id="rec-1",
+                    action_id="a-email",
+                )
+                for day in (5, 4)
+            ),
+        ],
+    )
+
+    found = contacts_between(session, start=start, end=end)
+
+    assert list(found.columns) == ["hcp_id", "channel", "timestamp"]
+    assert found[["hcp_id", "channel"]].to_numpy().tolist() == [
+        ["h1", "email"],
+        ["h9", "visit"],
+        ["h2", "visit"],
+        ["h1", "email"],
+    ]
+    assert found["timestamp"].tolist() == [
+        pd.Timestamp(start + timedelta(days=d)) for d in (0, 2, 3, 4)
+    ]
+    assert contacts_between(session, start=end, end=end + timedelta(days=1)).shape == (1, 3)
 
 
 def test_last_contacts_are_the_most_recent_contact_ever(session: Session) -> None:

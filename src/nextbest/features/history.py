@@ -67,6 +67,42 @@ class EngagementCounts:
         )
 
 
+@dataclass(frozen=True)
+class Touches:
+    """Contacts as flat arrays, each ``(n,)`` int64: ``hcp`` codes into the HCP
+    table, ``channel`` codes into the feature space's channels, ``seconds`` Unix
+    seconds. What :meth:`HistoryFeaturizer.advance` moves a snapshot with."""
+
+    hcp: np.ndarray
+    channel: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def none(cls) -> Touches:
+        empty = np.zeros(0, dtype=np.int64)
+        return cls(empty, empty, empty)
+
+    @classmethod
+    def of(cls, log: EventLog, start: int, end: int) -> Touches:
+        """The touches of ``log`` (decisions with a channel) at ``start <= t < end``."""
+        kept = (log.channel >= 0) & (log.seconds >= start) & (log.seconds < end)
+        return cls(
+            hcp=log.hcp[kept].astype(np.int64),
+            channel=log.channel[kept].astype(np.int64),
+            seconds=log.seconds[kept].astype(np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.hcp)
+
+    def __add__(self, other: Touches) -> Touches:
+        return Touches(
+            hcp=np.concatenate([self.hcp, other.hcp]),
+            channel=np.concatenate([self.channel, other.channel]),
+            seconds=np.concatenate([self.seconds, other.seconds]),
+        )
+
+
 @dataclass
 class _SortedGroup:
     keys: np.ndarray
@@ -212,6 +248,68 @@ class HistoryFeaturizer:
             col += len(self.PER_TOPIC)
         out[:, col : col + len(self.OVERALL)] = self._overall(log, hcp, seconds)
         out[:, col + len(self.OVERALL) :] = np.nan  # the effects: EngagementEffects
+        return out
+
+    def advance(
+        self,
+        history: np.ndarray,
+        *,
+        as_of: int,
+        day: int,
+        recent: Touches,
+        contacts: Touches,
+    ) -> np.ndarray:
+        """The history rows ``history`` (one per HCP code, as of ``as_of``) moved on to
+        ``day`` (Unix seconds, ``day >= as_of``) by the ``contacts`` between them.
+
+        Only what a contact alone tells is moved: each channel's days since its last
+        touch and its touches in the fatigue windows, and the days since any touch.
+        Whether a contact engaged (and what it was about, and what the HCP did after) is
+        not known when it is made, so the records (touch counts, engagement rates and
+        effects, topic columns, outcome means) stay those of ``as_of``; a retrain
+        counts them. ``recent`` holds the touches the snapshot counted within the
+        longest fatigue window before ``as_of`` (those that may still be in a window
+        at ``day``); ``contacts`` outside ``as_of <= t < day`` are left out (the
+        snapshot has those before, and those from ``day`` on are not known at its
+        start). Returns a new float32 array shaped like ``history``.
+        """
+        if day < as_of:
+            raise ValueError(f"cannot move history back: day {day} is before as_of {as_of}")
+        n, n_channels = len(history), len(self.channels)
+        out = np.array(history, dtype=np.float32, copy=True)
+        elapsed = (day - as_of) / DAY
+        new = (contacts.seconds >= as_of) & (contacts.seconds < day)
+        new &= (contacts.hcp >= 0) & (contacts.hcp < n)
+        new &= (contacts.channel >= 0) & (contacts.channel < n_channels)
+        hcp, channel, seconds = contacts.hcp[new], contacts.channel[new], contacts.seconds[new]
+        cell = hcp * n_channels + channel
+        flat = np.full(n * n_channels, -1, dtype=np.int64)
+        np.maximum.at(flat, cell, seconds)
+        newest = flat.reshape(n, n_channels)
+        # Gaps: the snapshot's, older by the days since, unless a contact is newer.
+        since = self.channel_column("days_since")
+        gaps = out[:, since] + np.float32(elapsed)
+        touched = newest >= 0
+        gaps[touched] = ((day - newest[touched]) / DAY).astype(np.float32)
+        out[:, since] = gaps
+        overall = self.column("all__days_since_touch")
+        any_touch = touched.any(axis=1)
+        gap = out[:, overall] + np.float32(elapsed)
+        gap[any_touch] = ((day - newest.max(axis=1)[any_touch]) / DAY).astype(np.float32)
+        out[:, overall] = gap
+        # Windows: the touches within each at ``day``, from the snapshot's recent ones
+        # (at most the longest window before ``as_of``) and the contacts since.
+        window_hcp = np.concatenate([recent.hcp, hcp])
+        window_channel = np.concatenate([recent.channel, channel])
+        window_seconds = np.concatenate([recent.seconds, seconds])
+        keep = (window_hcp >= 0) & (window_hcp < n) & (window_seconds < day)
+        for j, days in enumerate(FATIGUE_WINDOWS_DAYS):
+            inside = keep & (window_seconds >= day - days * DAY)
+            counts = np.bincount(
+                window_hcp[inside] * n_channels + window_channel[inside],
+                minlength=n * n_channels,
+            )
+            out[:, self.channel_column(self.PER_CHANNEL[3 + j])] = counts.reshape(n, n_channels)
         return out
 
     def _overall(self, log: EventLog, hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:

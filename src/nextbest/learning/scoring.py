@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nextbest.features.history import Touches
 from nextbest.features.space import ACTION_ID_COLUMN, FeatureSpace
 from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
@@ -262,6 +263,11 @@ def _distinct_pairs(
     return keys // n_actions, keys % n_actions, inverse.reshape(-1)
 
 
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(stamp)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 def listed(names: list[str], shown: int = 5) -> str:
     """The first ``shown`` of ``names``, then how many more: ``A1, A2 and 3 more``."""
     more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
@@ -286,6 +292,11 @@ class ScoringModel:
     levers: Levers = field(default_factory=Levers)
     # Fitted touches per catalog action (see ActionEvidence); None in older artifacts.
     action_touches: np.ndarray | None = None
+    # The history's touches within the longest fatigue window before ``as_of``, what
+    # ``advanced`` moves the windows with; None in artifacts from before it.
+    recent_touches: Touches | None = None
+    # When ``hcp_history`` is as of, if ``advanced`` moved it past ``as_of`` (else None).
+    history_day: pd.Timestamp | None = None
 
     def __post_init__(self) -> None:
         # Read on every request: a DataFrame's length and a sum over the uplift model's
@@ -361,12 +372,81 @@ class ScoringModel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("levers", Levers())  # artifacts from before levers existed
         state.setdefault("action_touches", None)  # and from before touches were counted
+        state.setdefault("recent_touches", None)  # and from before snapshots were moved
+        state.setdefault("history_day", None)
         self.__dict__.update(state)
         self.__post_init__()
 
     @property
     def n_hcps(self) -> int:
         return len(self.hcps)
+
+    @property
+    def advances(self) -> bool:
+        """Whether :meth:`advanced` can move this model's history (artifacts trained
+        before the snapshot kept its recent touches cannot)."""
+        return self.recent_touches is not None
+
+    @property
+    def features_as_of(self) -> pd.Timestamp:
+        """When the served history features are as of: the training cut-off, or the
+        day :meth:`advanced` moved them to."""
+        return self.as_of if self.history_day is None else self.history_day
+
+    def contact_touches(self, contacts: pd.DataFrame) -> Touches:
+        """``contacts`` (columns ``hcp_id``, ``channel``, ``timestamp``) as codes of this
+        model's HCPs and channels; rows of an HCP or channel it does not know are
+        left out."""
+        hcp = self.hcp_index.get_indexer(pd.Index(contacts["hcp_id"].astype(str)))
+        channel = np.asarray(
+            pd.Categorical(contacts["channel"], categories=list(self.space.channels)).codes,
+            dtype=np.int64,
+        )
+        stamps = pd.to_datetime(contacts["timestamp"], utc=True)
+        seconds = stamps.to_numpy(dtype="datetime64[s]").astype(np.int64)
+        known = (hcp >= 0) & (channel >= 0)
+        return Touches(
+            hcp=hcp[known].astype(np.int64), channel=channel[known], seconds=seconds[known]
+        )
+
+    def advanced(self, day: pd.Timestamp, contacts: pd.DataFrame) -> ScoringModel:
+        """This model with its HCP history features moved on from the cut-off to
+        ``day`` by ``contacts`` (each HCP's contacts, columns ``hcp_id``, ``channel``
+        and ``timestamp``; those outside ``as_of <= t < day`` are left out; see
+        :meth:`~nextbest.features.history.HistoryFeaturizer.advance` for what moves).
+        The learned models, catalog and cut-off are shared; this model is unchanged.
+
+        Raises:
+            ValueError: the model cannot advance (:attr:`advances`), or ``day`` is
+                before its cut-off.
+        """
+        if self.recent_touches is None:
+            raise ValueError(
+                "this model's artifact does not keep its snapshot's recent touches "
+                "(trained before they were kept): retrain it to move its history"
+            )
+        history = self.space.history
+        assert history is not None, "a trained model's feature space is fitted"
+        day = _utc(day)
+        as_of = _utc(self.as_of)
+        if day < as_of:
+            raise ValueError(
+                f"cannot move the history back to {day:%Y-%m-%d %H:%M} UTC: the model's "
+                f"history ends {as_of:%Y-%m-%d %H:%M} UTC"
+            )
+        moved = history.advance(
+            self.hcp_history,
+            as_of=int(as_of.value // 10**9),
+            day=int(day.value // 10**9),
+            recent=self.recent_touches,
+            contacts=self.contact_touches(contacts),
+        )
+        state = self.__getstate__()
+        state["hcp_history"] = moved
+        state["history_day"] = day
+        copy = ScoringModel.__new__(ScoringModel)
+        copy.__setstate__(state)
+        return copy
 
     def hcp_text(self, column: str) -> np.ndarray:
         """An HCP attribute as strings, one per snapshot row (kept: reasons read it per item)."""

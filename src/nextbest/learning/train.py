@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nextbest.features.history import EngagementEffects, EventLog
+from nextbest.features.history import (
+    DAY,
+    FATIGUE_WINDOWS_DAYS,
+    EngagementEffects,
+    EventLog,
+    Touches,
+)
 from nextbest.features.space import FeatureSpace
 from nextbest.learning.boosting import on_cluster
 from nextbest.learning.config import TrainConfig
@@ -590,6 +596,11 @@ def _train(
     )
     space.effects_as_of = int(pd.Timestamp(as_of).value // 10**9)
     space.add_effects(hcp_history, hcps, np.arange(len(hcps)), snapshot_seconds)
+    # The touches the snapshot's fatigue windows count, for moving them on at serving.
+    cut = int(pd.Timestamp(as_of).value // 10**9)
+    start = cut - max(FATIGUE_WINDOWS_DAYS) * DAY
+    recent = interactions[interactions["timestamp"] >= pd.Timestamp(start, unit="s")]
+    recent_touches = Touches.of(space.log(recent, hcps, catalog), start, cut)
     model = ScoringModel(
         space=space,
         engagement=fitted_engagement,
@@ -612,6 +623,7 @@ def _train(
         },
         levers=config.levers,
         action_touches=action_touches,
+        recent_touches=recent_touches,
     )
 
     step("evaluation")

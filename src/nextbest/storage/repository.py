@@ -2768,6 +2768,30 @@ def contact_history(
     return history
 
 
+def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.DataFrame:
+    """Every HCP's contacts first reported at ``start <= t < end``, one row per
+    contact (:func:`_first_report`, as the caps count them), with their channel:
+    columns ``hcp_id``, ``channel`` and ``timestamp`` (UTC), in time order. What a
+    model's history is moved on with (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`);
+    contacts without a channel are left out."""
+    table = cast(sa.Table, FeedbackEvent.__table__)
+    c = table.c
+    rows = session.execute(
+        sa.select(c.hcp_id, c.channel, c.occurred_at)
+        .where(
+            c.event_type.in_(CONTACT_EVENT_TYPES),
+            c.channel.is_not(None),
+            c.occurred_at >= start,
+            c.occurred_at < end,
+            _first_report(table, CONTACT_EVENT_TYPES),
+        )
+        .order_by(c.occurred_at, c.event_id)
+    ).all()
+    frame = pd.DataFrame(rows, columns=["hcp_id", "channel", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
 @dataclass(frozen=True)
 class ServingHistory:
     """What the serving rules read for some HCPs (see :func:`serving_history`).
