@@ -152,6 +152,11 @@ def test_an_advanced_model_moves_recency_and_windows_as_training_would(data: Dat
     assert (frozen[:, windows] != expected[:, windows]).any()
     kept = [j for j in range(len(model.feature_names)) if j not in set(moved)]
     np.testing.assert_array_equal(served[:, kept], frozen[:, kept])
+    # Day by day (a server moving on each morning) ends where one move does.
+    stepwise = model.advanced(as_of + pd.Timedelta(days=6), contacts).advanced(day, contacts)
+    np.testing.assert_allclose(stepwise.hcp_history, advanced.hcp_history, atol=1e-4)
+    with pytest.raises(ValueError, match="cannot move the history back"):
+        advanced.advanced(day - pd.Timedelta(days=1), contacts)
 
 
 def test_a_model_cannot_move_its_history_back_or_without_its_recent_touches(

@@ -258,9 +258,10 @@ class HistoryFeaturizer:
         day: int,
         recent: Touches,
         contacts: Touches,
+        moved_to: int | None = None,
     ) -> np.ndarray:
-        """The history rows ``history`` (one per HCP code, as of ``as_of``) moved on to
-        ``day`` (Unix seconds, ``day >= as_of``) by the ``contacts`` between them.
+        """The history rows ``history`` (one per HCP code) of a snapshot cut off at
+        ``as_of``, moved on to ``day`` (Unix seconds) by the ``contacts`` since.
 
         Only what a contact alone tells is moved: each channel's days since its last
         touch and its touches in the fatigue windows, and the days since any touch.
@@ -268,16 +269,19 @@ class HistoryFeaturizer:
         not known when it is made, so the records (touch counts, engagement rates and
         effects, topic columns, outcome means) stay those of ``as_of``; a retrain
         counts them. ``recent`` holds the touches the snapshot counted within the
-        longest fatigue window before ``as_of`` (those that may still be in a window
-        at ``day``); ``contacts`` outside ``as_of <= t < day`` are left out (the
-        snapshot has those before, and those from ``day`` on are not known at its
-        start). Returns a new float32 array shaped like ``history``.
+        longest fatigue window before ``as_of``; ``contacts`` are those from ``as_of``
+        on (others are left out: the snapshot has those before, and those from
+        ``day`` on are not known at its start). ``moved_to``: the day ``history`` was
+        already moved to (None: ``as_of``), so a snapshot moves on day by day with
+        the same ``contacts`` from ``as_of``. Returns a new float32 array shaped like
+        ``history``.
         """
-        if day < as_of:
-            raise ValueError(f"cannot move history back: day {day} is before as_of {as_of}")
+        start = as_of if moved_to is None else moved_to
+        if day < start:
+            raise ValueError(f"cannot move history back: day {day} is before {start}")
         n, n_channels = len(history), len(self.channels)
         out = np.array(history, dtype=np.float32, copy=True)
-        elapsed = (day - as_of) / DAY
+        elapsed = (day - start) / DAY
         new = (contacts.seconds >= as_of) & (contacts.seconds < day)
         new &= (contacts.hcp >= 0) & (contacts.hcp < n)
         new &= (contacts.channel >= 0) & (contacts.channel < n_channels)

@@ -268,6 +268,10 @@ def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _seconds(stamp: pd.Timestamp) -> int:
+    return int(_utc(stamp).value // 10**9)
+
+
 def listed(names: list[str], shown: int = 5) -> str:
     """The first ``shown`` of ``names``, then how many more: ``A1, A2 and 3 more``."""
     more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
@@ -410,15 +414,16 @@ class ScoringModel:
         )
 
     def advanced(self, day: pd.Timestamp, contacts: pd.DataFrame) -> ScoringModel:
-        """This model with its HCP history features moved on from the cut-off to
-        ``day`` by ``contacts`` (each HCP's contacts, columns ``hcp_id``, ``channel``
-        and ``timestamp``; those outside ``as_of <= t < day`` are left out; see
-        :meth:`~nextbest.features.history.HistoryFeaturizer.advance` for what moves).
-        The learned models, catalog and cut-off are shared; this model is unchanged.
+        """This model with its HCP history features moved on to ``day`` by
+        ``contacts``: every HCP's contacts since the cut-off (columns ``hcp_id``,
+        ``channel`` and ``timestamp``; those outside ``as_of <= t < day`` are left
+        out; see :meth:`~nextbest.features.history.HistoryFeaturizer.advance` for what
+        moves). A model already moved moves on from its :attr:`features_as_of`. The
+        learned models, catalog and cut-off are shared; this model is unchanged.
 
         Raises:
             ValueError: the model cannot advance (:attr:`advances`), or ``day`` is
-                before its cut-off.
+                before its :attr:`features_as_of`.
         """
         if self.recent_touches is None:
             raise ValueError(
@@ -428,18 +433,19 @@ class ScoringModel:
         history = self.space.history
         assert history is not None, "a trained model's feature space is fitted"
         day = _utc(day)
-        as_of = _utc(self.as_of)
-        if day < as_of:
+        moved_to = _utc(self.features_as_of)
+        if day < moved_to:
             raise ValueError(
                 f"cannot move the history back to {day:%Y-%m-%d %H:%M} UTC: the model's "
-                f"history ends {as_of:%Y-%m-%d %H:%M} UTC"
+                f"history is as of {moved_to:%Y-%m-%d %H:%M} UTC"
             )
         moved = history.advance(
             self.hcp_history,
-            as_of=int(as_of.value // 10**9),
-            day=int(day.value // 10**9),
+            as_of=_seconds(self.as_of),
+            day=_seconds(day),
             recent=self.recent_touches,
             contacts=self.contact_touches(contacts),
+            moved_to=_seconds(moved_to),
         )
         state = self.__getstate__()
         state["hcp_history"] = moved
