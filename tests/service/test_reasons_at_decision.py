@@ -8,14 +8,22 @@ import re
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nextbest import registry
+from nextbest.errors import InvalidRequestError
 from nextbest.learning import reasons as reasons_module
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.exploration import EpsilonGreedy
 from nextbest.policy.rules import LiveHistory
-from nextbest.service.recommend import Recommendation, Recommender, cutoff, lapses
+from nextbest.service.recommend import (
+    Recommendation,
+    Recommender,
+    cutoff,
+    history_day,
+    lapses,
+)
 
 GAP = re.compile(r"^no (.+) in (\d+) (day|days|week|weeks)$")
 RECORD = re.compile(r" so far(: a fresh channel for this HCP)?$")  # the own channel's record
@@ -236,3 +244,33 @@ def test_what_reasons_read_of_hcp_attributes_is_ready_before_the_first_request(
     _recommender(fresh)
     assert set(fresh._hcp_sharing) == set(attributes)
     assert set(fresh._hcp_text) >= set(fresh.space.categorical_hcp_columns)
+
+
+def test_a_moved_history_counts_its_gaps_from_the_day_it_was_moved_to(
+    model: ScoringModel,
+) -> None:
+    """A model whose history was moved on (no contacts since the cut-off) says each gap
+    as the cut-off's model would: the days since its move, not since the cut-off, are
+    added to gaps that already count the move's; it answers no day before the move."""
+    at_cutoff = cutoff(model)
+    none = pd.DataFrame({"hcp_id": [], "channel": [], "timestamp": []})
+    moved = model.advanced(pd.Timestamp(at_cutoff + timedelta(days=9)), none)
+    rec = _recommender(moved)
+    now = at_cutoff + timedelta(days=16)
+    checked = 0
+    for hcp_id in model.hcps["hcp_id"].astype(str).tolist()[:150]:
+        for item in rec.recommend(hcp_id=hcp_id, k=5, on=now).items:
+            for gap in (r for r in item.reasons if GAP.match(r)):
+                assert gap.endswith(_expected_span(model, hcp_id, item.action_id, 16)), gap
+                checked += 1
+    assert checked > 0
+    with pytest.raises(InvalidRequestError, match="before the served model's history ends"):
+        rec.recommend(hcp_id=hcp_id, k=5, on=at_cutoff + timedelta(days=3))
+    # A contact 2 days before the cut-off, where the moved gap (moved 9 days) reads 11.
+    history = LiveHistory(
+        now=now, counts={30.0: {}}, last={("H1", "email"): at_cutoff - timedelta(days=2)}
+    )
+    (lapse,) = lapses(at_cutoff, ["H1"], now, history, history_day(moved))
+    assert (lapse.days, lapse.moved) == (7, 9.0)
+    assert not lapse.missed_by_snapshot(11.0, "email")  # the snapshot's own contact
+    assert lapse.missed_by_snapshot(20.0, "email")  # newer than the snapshot's latest

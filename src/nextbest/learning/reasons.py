@@ -117,12 +117,16 @@ class Lapse:
     channel, how many days before the cut-off the newest live contact at or before
     it was (the snapshot may lack it), and ``unseen``: the live history does not
     reach back to the cut-off (older than the rules' longest window), so a contact on
-    any channel may have been missed and every record and gap may be out of date."""
+    any channel may have been missed and every record and gap may be out of date.
+    ``moved``: the days the snapshot's gaps were moved on past the cut-off
+    (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`), from where ``days``
+    counts."""
 
     days: int = 0
     touched: frozenset[str | None] | None = frozenset()
     before: tuple[tuple[str | None, float], ...] = ()
     unseen: bool = False
+    moved: float = 0.0
 
     def touched_channel(self, channel: str) -> bool:
         return self.unseen or (self.touched is not None and channel in self.touched)
@@ -133,11 +137,13 @@ class Lapse:
 
     def missed_by_snapshot(self, snapshot_days: float, channel: str | None = None) -> bool:
         """Whether a live contact before the cut-off (on ``channel``, or on any) is
-        newer than the snapshot's latest, ``snapshot_days`` before the cut-off (NaN:
-        none), by more than :data:`SAME_CONTACT_DAYS`."""
+        newer than the snapshot's latest, ``snapshot_days`` before the day the gaps are
+        as of (the cut-off, or :attr:`moved` days after it; NaN: none), by more than
+        :data:`SAME_CONTACT_DAYS`."""
+        latest = snapshot_days - self.moved
         return any(
             (channel is None or seen == channel)
-            and (math.isnan(snapshot_days) or days < snapshot_days - SAME_CONTACT_DAYS)
+            and (math.isnan(latest) or days < latest - SAME_CONTACT_DAYS)
             for seen, days in self.before
         )
 

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from nextbest.service.territories import (
     rows_by_territory,
 )
 from nextbest.yamlfile import near_hint
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_K = 50
 MAX_BATCH = 1000
@@ -239,29 +242,48 @@ def decision_time(on: datetime | date | None, *, now: datetime | None = None) ->
     return on.replace(tzinfo=UTC) if on.tzinfo is None else on.astimezone(UTC)
 
 
-def cutoff(model: ScoringModel) -> datetime:
-    """The model's history cut-off (``as_of``) as a UTC datetime."""
-    stamp = model.as_of
+def _utc_datetime(stamp: pd.Timestamp) -> datetime:
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.to_pydatetime()
 
 
+def cutoff(model: ScoringModel) -> datetime:
+    """The model's history cut-off (``as_of``) as a UTC datetime."""
+    return _utc_datetime(model.as_of)
+
+
+def history_day(model: ScoringModel) -> datetime:
+    """When the history features ``model`` scores with are as of (UTC): its cut-off, or
+    the day they were moved on to (:meth:`ScoringModel.advanced`). No decision is made
+    for a day before it: it would be scored with contacts made after."""
+    return _utc_datetime(model.features_as_of)
+
+
 def lapses(
-    as_of: datetime, hcp_ids: Sequence[str], now: datetime, history: LiveHistory | None
+    as_of: datetime,
+    hcp_ids: Sequence[str],
+    now: datetime,
+    history: LiveHistory | None,
+    moved_to: datetime | None = None,
 ) -> list[Lapse]:
     """What each HCP's snapshot (history as of ``as_of``) misses at ``now``: the days
     since, the channels ``history`` shows it was contacted on since, and its newest
-    contacts before (see :class:`~nextbest.learning.reasons.Lapse`)."""
+    contacts before (see :class:`~nextbest.learning.reasons.Lapse`). ``moved_to``: the
+    day the snapshot's gaps were moved on to (:func:`history_day`; None: not moved),
+    from which the days since are counted; what was contacted is still told from the
+    cut-off, as the records (counts and rates) stay the cut-off's."""
+    start = as_of if moved_to is None else moved_to
     # Nearest whole day: a cut-off is a second after the newest interaction, so the
     # floor would drop a day that has all but passed (49 days read as 6 weeks).
-    days = max(0, round((now - as_of) / timedelta(days=1)))
+    days = max(0, round((now - start) / timedelta(days=1)))
+    moved = (start - as_of) / timedelta(days=1)
     newest = None if history is None else history.newest_contacts()
     if newest is None or history is None:
-        return [Lapse(days, None)] * len(hcp_ids)
+        return [Lapse(days, None, moved=moved)] * len(hcp_ids)
     # Contacts between the cut-off and the history's start are unknown: the snapshot's
     # record and gaps may be out of date on any channel.
     unseen = not history.reaches(as_of)
-    untouched = Lapse(days, frozenset(), unseen=unseen)
+    untouched = Lapse(days, frozenset(), unseen=unseen, moved=moved)
     out = []
     for hcp_id in hcp_ids:
         contacts = newest.get(hcp_id)
@@ -281,7 +303,7 @@ def lapses(
                 key=lambda pair: (pair[0] or "", pair[1]),
             )
         )
-        out.append(Lapse(days, since, before, unseen=unseen))
+        out.append(Lapse(days, since, before, unseen=unseen, moved=moved))
     return out
 
 
@@ -334,6 +356,8 @@ class Recommender:
         )
         self.eligibility = EligibilityIndex.build(model)
         self.as_of = cutoff(model)
+        # The day the served history is as of (the cut-off unless moved on).
+        self.history_day = history_day(model)
         catalog, hcps = model.catalog, model.hcps
         self.action_ids = catalog["action_id"].astype(str).to_numpy(dtype=object)
         self.action_channels = catalog["channel"].astype(str).to_numpy(dtype=object)
@@ -502,7 +526,7 @@ class Recommender:
         history = None
         if self.rules.reads_history:
             history = LiveHistory(now=now, counts={w: {} for w in self.rules.lookbacks()})
-        return lapses(self.as_of, [""], now, history)[0]
+        return lapses(self.as_of, [""], now, history, self.history_day)[0]
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -542,7 +566,7 @@ class Recommender:
         the model's history (:func:`check_day`)."""
         check_options(self.channels, k=k, channel=channel, purpose=purpose)
         if now is not None:
-            check_day(now, self.as_of)
+            check_day(now, self.history_day)
 
     # -- requests --------------------------------------------------------------------
 
@@ -848,7 +872,7 @@ class Recommender:
             raise InvalidRequestError("purpose", _not_a_purpose(purpose), location="query")
         served_at = self.clock() if served_at is None else served_at
         now = decision_time(on, now=served_at)
-        check_day(now, self.as_of, location="query")
+        check_day(now, self.history_day, location="query")
         rows = self.territories.get(territory_id)
         if rows is None:
             listed = self._unserved_territory_size(territory_id)
@@ -1173,7 +1197,7 @@ class Recommender:
             pairs = np.concatenate(item_pairs) if len(item_pairs) > 1 else item_pairs[0]
             item_h, item_a = pair_h[pairs], pair_a[pairs]
             item = scores.take(pairs)
-            lapse = lapses(self.as_of, hcp_ids, now, history)
+            lapse = lapses(self.as_of, hcp_ids, now, history, self.history_day)
             item_lapse = [lapse[i] for i in item_h.tolist()]
             reasons = self.cache.explain(rows[item_h], item_a, item, item_lapse)
             item_uplift = item.uplift.tolist()
