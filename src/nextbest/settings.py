@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         "requests made since: pauses of a few ms instead of hundreds. `nextbest serve` turns "
         "it on.",
     )
+    fresh_history: Switch = Field(
+        default=False,
+        description="Move the served model's HCP history features on to each new UTC day by "
+        "the contacts the feedback store holds since its cut-off (gaps and fatigue windows; "
+        "records stay the cut-off's until a retrain).",
+    )
     host: str = Field(
         default="127.0.0.1",
         description="The address `nextbest serve` listens on (its --host wins); 127.0.0.1 is "

@@ -17,6 +17,7 @@ import pandas as pd
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nextbest import registry
@@ -45,7 +46,12 @@ from nextbest.storage.db import (
     make_session_factory,
     migrate,
 )
-from nextbest.storage.repository import latest_holdout_rate, recently_asked_hcps, store_rules
+from nextbest.storage.repository import (
+    contacts_between,
+    latest_holdout_rate,
+    recently_asked_hcps,
+    store_rules,
+)
 
 if TYPE_CHECKING:
     from nextbest.learning.scoring import ScoringModel
@@ -87,8 +93,9 @@ RELOADS = Counter(
 )
 FEATURES_AS_OF = Gauge(
     "nextbest_model_features_as_of_seconds",
-    "Where the served model's HCP history ends (its training cut-off), in seconds since "
-    "1970: time() minus this is how old its recency and fatigue features are.",
+    "Where the served model's HCP history ends (its training cut-off, or the UTC day "
+    "NEXTBEST_FRESH_HISTORY moved its recency and fatigue features on to), in seconds since "
+    "1970: time() minus this is how old those features are.",
     multiprocess_mode="liveall",
 )
 
@@ -343,6 +350,19 @@ class ServingRuntime:
         self.migration_pending = False
         # The fingerprint of the rules whose text this worker stored (serving_rules).
         self._rules_stored: str | None = None
+        # NEXTBEST_FRESH_HISTORY: when the served recommender's history is next moved on
+        # (the start of the UTC day after the one its features are as of, by ``clock``);
+        # None: it is not moved (the setting is off, or the model cannot move).
+        self._next_move: datetime | None = None
+        # Held by the one move under way (see move_history_if_due).
+        self._moving = threading.Lock()
+        self._mover: threading.Thread | None = None
+        # After a failed move, no other is tried before this (time.monotonic()), and
+        # the error (said once until another one, or a move, follows).
+        self._move_retry_at = 0.0
+        self._move_error: str | None = None
+        # The model (by version) said not to move its history: said once per version.
+        self._said_unmovable: str | None = None
 
     @classmethod
     def start(
@@ -536,6 +556,10 @@ class ServingRuntime:
 
     @property
     def recommender(self) -> Recommender:
+        """The recommender served now (what a request holds until it ends). Asked for
+        on a new UTC day, it starts moving the served history on (see
+        :meth:`move_history_if_due`) and is the one served until that is done."""
+        self.move_history_if_due()
         current = self._recommender
         if current is None:
             raise ModelNotLoadedError(self._why_no_model())
@@ -606,9 +630,173 @@ class ServingRuntime:
 
     @property
     def features_as_of(self) -> str | None:
-        """When the served model's HCP history ends (its training cut-off, UTC)."""
+        """When the served model's HCP history features are as of (UTC): its training
+        cut-off, or the start of the day NEXTBEST_FRESH_HISTORY moved them on to. Read
+        on a new UTC day, it starts moving them on, as :attr:`recommender` does."""
+        self.move_history_if_due()
         current = self._recommender
-        return None if current is None else _iso_utc(current.model.as_of)
+        return None if current is None else _iso_utc(current.model.features_as_of)
+
+    # -- the served history moved on each UTC day (NEXTBEST_FRESH_HISTORY) ---------------
+
+    def _moves_history(self, model: ScoringModel, version: str) -> bool:
+        """Whether the served ``model``'s history is moved on each day: the setting is on
+        and the model can move (one that cannot is said once per version)."""
+        if not self.settings.fresh_history:
+            return False
+        if model.advances:
+            return True
+        if self._said_unmovable != version:
+            self._said_unmovable = version
+            logger.warning(
+                "NEXTBEST_FRESH_HISTORY is on but model %s version %s cannot move its HCP "
+                "history on: its artifact does not keep its snapshot's recent touches "
+                "(trained before they were kept); its features stay as of its cut-off %s "
+                "until it is retrained",
+                self.settings.model_name,
+                version,
+                _iso_utc(model.as_of),
+            )
+        return False
+
+    def _moved_history(self, model: ScoringModel, version: str) -> ScoringModel:
+        """``model`` with its history moved on to the start (00:00 UTC) of the clock's
+        UTC day by every contact the store holds since its cut-off (logged, one line);
+        ``model`` itself when its features are as of that day already, or later.
+        Raises what reading the store or moving the history raises."""
+        day = _utc(pd.Timestamp(self.clock())).normalize()
+        if day <= _utc(model.features_as_of):
+            return model
+        started = time.perf_counter()
+        as_of = _utc(model.as_of)
+        with self.sessions() as session:
+            contacts = contacts_between(
+                session, start=as_of.to_pydatetime(), end=day.to_pydatetime()
+            )
+        moved = model.advanced(day, contacts)
+        self._move_error = None
+        logger.info(
+            "model %s version %s: HCP history moved on to %s by the %d contacts since its "
+            "cut-off %s, in %.2f s",
+            self.settings.model_name,
+            version,
+            day.date().isoformat(),
+            len(contacts),
+            as_of.isoformat(),
+            time.perf_counter() - started,
+        )
+        return moved
+
+    def _history_at_load(self, model: ScoringModel, version: str) -> ScoringModel:
+        """A model loaded for serving, its history moved on to the clock's day when it
+        is to be; one that cannot be moved now (the store unreadable) serves as loaded,
+        said, and is moved by a later request or watcher poll."""
+        if not self._moves_history(model, version):
+            return model
+        try:
+            return self._moved_history(model, version)
+        except Exception as exc:
+            self._move_failed(version, model, exc)
+            return model
+
+    def _schedule_move(self) -> None:
+        """Set when the served recommender's history is next moved on: the start of the
+        UTC day after the one its features are as of (None: it is not moved)."""
+        current = self._recommender
+        if current is None or not self._moves_history(current.model, current.version):
+            self._next_move = None
+            return
+        day = _utc(current.model.features_as_of).normalize() + pd.Timedelta(days=1)
+        self._next_move = day.to_pydatetime()
+
+    def move_history_if_due(self) -> None:
+        """Start moving the served history on to the clock's UTC day, in the background,
+        when that day is later than the one it is as of; else nothing (a clock reading,
+        or with NEXTBEST_FRESH_HISTORY off an attribute read: run by every request).
+
+        One move at a time; requests meanwhile are answered by the recommender served.
+        The moved one replaces it as a reload's does (same version, rules, territories
+        and exploration; its score cache starts empty). A move that fails is logged,
+        the recommender served goes on serving, and it is tried again
+        ``RETRY_INTERVAL_S`` later; it never fails a request.
+        """
+        due = self._next_move
+        if due is None or self.clock() < due or time.monotonic() < self._move_retry_at:
+            return
+        if self._stop.is_set() or not self._moving.acquire(blocking=False):
+            return
+        try:
+            mover = threading.Thread(target=self._move_history, name="nextbest-history")
+            mover.daemon = True
+            mover.start()
+        except Exception as exc:  # no thread to be had: tried again later
+            self._moving.release()
+            self._move_retry_at = time.monotonic() + RETRY_INTERVAL_S
+            logger.error("could not start moving the served HCP history on: %s", exc)
+            return
+        self._mover = mover
+
+    def _move_history(self) -> None:
+        """The background move (see :meth:`move_history_if_due`); holds ``_moving``."""
+        current = self._recommender
+        try:
+            if current is None:
+                return
+            model = self._moved_history(current.model, current.version)
+            if model is current.model:
+                return
+            moved = make_recommender(
+                self.settings,
+                model,
+                current.version,
+                current.rules,
+                current.alignment,
+                clock=self.clock,
+            )
+            with self._reload_lock:
+                if self._recommender is not current:
+                    # A reload swapped another in meanwhile: a new model was moved at
+                    # its load; new rules or territories find this one due again.
+                    return
+                self._recommender = moved
+                self._schedule_move()
+                FEATURES_AS_OF.set(_utc(model.features_as_of).timestamp())
+                if self.settings.gc_freeze:
+                    _refreeze()
+        except Exception as exc:
+            if current is not None:
+                self._move_failed(current.version, current.model, exc)
+        finally:
+            self._moving.release()
+
+    def wait_history_moved(self, timeout: float | None = None) -> bool:
+        """Wait for a move of the served history under way to end; False if it is still
+        running."""
+        mover = self._mover
+        if mover is not None:
+            mover.join(timeout)
+            return not mover.is_alive()
+        return True
+
+    def _move_failed(self, version: str, model: ScoringModel, exc: Exception) -> None:
+        """Say why the history could not be moved (once, until another error or a move),
+        and wait ``RETRY_INTERVAL_S`` before the next try."""
+        self._move_retry_at = time.monotonic() + RETRY_INTERVAL_S
+        said = describe_database_error(exc)
+        if said == self._move_error:
+            logger.debug("the served HCP history could not be moved on again", exc_info=exc)
+            return
+        self._move_error = said
+        logger.error(
+            "model %s version %s: could not move its HCP history on, serving it as of %s "
+            "(tried again every %g s): %s",
+            self.settings.model_name,
+            version,
+            _iso_utc(model.features_as_of),
+            RETRY_INTERVAL_S,
+            said,
+            exc_info=None if isinstance(exc, SQLAlchemyError) else exc,
+        )
 
     @property
     def signal_path(self) -> Path:
@@ -792,7 +980,8 @@ class ServingRuntime:
                 _mark_served(version, previous)
                 RELOADS.labels("swapped").inc()
                 if self._recommender is not None:
-                    FEATURES_AS_OF.set(_utc(self._recommender.model.as_of).timestamp())
+                    FEATURES_AS_OF.set(_utc(self._recommender.model.features_as_of).timestamp())
+                self._schedule_move()
             if result.changed and settings.gc_freeze:
                 _refreeze()
             if result.changed:
@@ -941,6 +1130,8 @@ class ServingRuntime:
         settings = self.settings
         try:
             model = registry.load_version(settings, version, alias=settings.serve_alias)
+            # Before the swap: the version answers with the day's history from its first request.
+            model = self._history_at_load(model, version)
             recommender = make_recommender(
                 settings, model, version, rules, alignment, clock=self.clock
             )
@@ -1016,6 +1207,10 @@ class ServingRuntime:
         interval = self.settings.reload_interval_s
         since_poll = since_retry = 0.0
         while not self._stop.wait(WATCH_INTERVAL_S):
+            try:
+                self.move_history_if_due()  # a new day, asked of nobody yet
+            except Exception:  # the clock could not be read: the watcher goes on
+                logger.exception("could not check whether the served HCP history is due to move")
             since_poll += WATCH_INTERVAL_S
             since_retry += WATCH_INTERVAL_S
             retry = since_retry >= RETRY_INTERVAL_S
@@ -1085,6 +1280,7 @@ class ServingRuntime:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.wait_warm(timeout=30)
+        self.wait_history_moved(timeout=30)
         self.reclog.close()
         if self.loop_reader is not None:
             self.loop_reader.close()

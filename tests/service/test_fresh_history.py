@@ -1,0 +1,301 @@
+"""NEXTBEST_FRESH_HISTORY: the served model's HCP history (gaps, fatigue windows) moves
+on to each new UTC day by the contacts the feedback store holds since its cut-off; off,
+it stays the cut-off's."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from nextbest import registry
+from nextbest.api.app import create_app
+from nextbest.learning.scoring import ScoringModel
+from nextbest.service import runtime as runtime_module
+from nextbest.service.runtime import ServingRuntime
+from nextbest.settings import Settings
+from nextbest.storage.db import make_engine, make_session_factory, migrate
+from nextbest.storage.repository import FeedbackRecord, record_feedback
+
+DAY = timedelta(days=1)
+MOVE_FAILED = "could not move its HCP history on"
+
+
+class SetClock:
+    """A clock that reads ``at`` until a test sets it to another moment."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture(scope="module")
+def loaded(trained) -> ScoringModel:
+    return registry.load_alias(trained.settings)[0]
+
+
+@pytest.fixture(scope="module")
+def cut_off(loaded: ScoringModel) -> datetime:
+    return pd.Timestamp(loaded.as_of).tz_localize("UTC").to_pydatetime()
+
+
+@pytest.fixture(scope="module")
+def day0(cut_off: datetime) -> datetime:
+    """A day well after the cut-off: the snapshot's own touches are out of every
+    fatigue window (the longest is 30 days) by then."""
+    return (pd.Timestamp(cut_off) + pd.Timedelta(days=40)).normalize().to_pydatetime()
+
+
+@pytest.fixture(scope="module")
+def hcp(loaded: ScoringModel) -> str:
+    return str(loaded.hcps["hcp_id"].iat[0])
+
+
+@pytest.fixture
+def settings(trained, tmp_path: Path) -> Settings:
+    return trained.settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'serve.db'}",
+            "fresh_history": True,
+            "auth_enabled": False,
+            "start_warm_s": 0.0,
+        }
+    )
+
+
+def _store(settings: Settings, *events: FeedbackRecord) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            stored = record_feedback(session, events=list(events))
+        assert not stored.rejected, stored.rejected
+    finally:
+        engine.dispose()
+
+
+def _contact(event_id: str, hcp: str, channel: str, at: datetime) -> FeedbackRecord:
+    return FeedbackRecord(event_id, "delivered", at, hcp, channel=channel)
+
+
+def _history(model: ScoringModel, hcp: str, channel: str, feature: str) -> float:
+    """The served history's ``feature`` of ``channel`` for ``hcp``."""
+    history = model.space.history
+    assert history is not None
+    column = history.channel_column(feature)[list(history.channels).index(channel)]
+    return float(model.hcp_history[model.hcp_index.get_loc(hcp), column])
+
+
+@contextmanager
+def _serving(settings: Settings, clock: SetClock) -> Iterator[tuple[ServingRuntime, TestClient]]:
+    runtime = ServingRuntime.start(settings, check_holdout_rate=False, clock=clock)
+    try:
+        with TestClient(create_app(settings, runtime)) as client:
+            yield runtime, client
+    finally:
+        runtime.close()
+
+
+def _until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _features_as_of(client: TestClient) -> str:
+    health = client.get("/healthz")
+    assert health.status_code == 200, health.text
+    return str(health.json()["features_as_of"])
+
+
+def test_contacts_stored_since_the_cut_off_move_the_served_history(
+    settings: Settings, day0: datetime, hcp: str
+) -> None:
+    """Loaded on a day 40 days after its cut-off, the served model's history of an HCP
+    e-mailed three and one days before and visited 20 days before counts them (its
+    snapshot, as of the cut-off, knew none); a contact later that day is not yet."""
+    _store(
+        settings,
+        _contact("e1", hcp, "email", day0 - 3 * DAY),
+        _contact("e2", hcp, "email", day0 - DAY),
+        _contact("v1", hcp, "rep_visit", day0 - 20 * DAY),
+        _contact("e3", hcp, "email", day0 + timedelta(hours=1)),  # after the day's start
+    )
+    with _serving(settings, SetClock(day0 + timedelta(hours=9))) as (runtime, client):
+        assert _features_as_of(client) == day0.isoformat()
+        assert REGISTRY.get_sample_value("nextbest_model_features_as_of_seconds") == (
+            day0.timestamp()
+        )
+        served = runtime.recommender.model
+        assert served.features_as_of == pd.Timestamp(day0)
+        assert _history(served, hcp, "email", "touches_7d") == 2
+        assert _history(served, hcp, "email", "touches_30d") == 2
+        assert _history(served, hcp, "email", "days_since") == pytest.approx(1.0)
+        assert _history(served, hcp, "rep_visit", "touches_7d") == 0
+        assert _history(served, hcp, "rep_visit", "touches_30d") == 1
+        assert _history(served, hcp, "rep_visit", "days_since") == pytest.approx(20.0)
+
+
+def test_a_new_day_moves_the_served_history_on_in_the_background(
+    settings: Settings, day0: datetime, hcp: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock's day turns: the first request starts one move, in the background,
+    reading the store again; the recommender served before answers every request
+    until the moved one (same version and rules, an empty score cache) is swapped in,
+    and /healthz says the new day from then on."""
+    _store(settings, _contact("e1", hcp, "email", day0 - DAY))
+    clock = SetClock(day0 + timedelta(hours=9))
+    read = runtime_module.contacts_between
+    reading, release = threading.Event(), threading.Event()
+    reads: list[datetime] = []
+
+    def held(session, *, start: datetime, end: datetime) -> pd.DataFrame:
+        reads.append(end)
+        if end > day0:  # the next day's move waits for the test
+            reading.set()
+            assert release.wait(10)
+        return read(session, start=start, end=end)
+
+    monkeypatch.setattr(runtime_module, "contacts_between", held)
+    with _serving(settings, clock) as (runtime, client):
+        old = runtime.recommender
+        assert _history(old.model, hcp, "email", "touches_7d") == 1
+        hcp_asked = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 2})
+        assert hcp_asked.status_code == 200, hcp_asked.text
+        assert len(old.cache) > 0
+        # Contacted on day0, after its start: the next day's history counts it.
+        _store(settings, _contact("e2", hcp, "email", day0 + timedelta(hours=2)))
+
+        day1 = day0 + DAY
+        clock.at = day1 + timedelta(hours=1)
+        assert _features_as_of(client) == day0.isoformat()  # starts the move
+        assert reading.wait(10)
+        for _ in range(3):  # meanwhile: the recommender served before
+            assert _features_as_of(client) == day0.isoformat()
+            answer = client.post("/v1/recommendations", json={"hcp_id": hcp, "k": 2})
+            assert answer.status_code == 200, answer.text
+            assert runtime.recommender is old
+        release.set()
+        assert _until(lambda: _features_as_of(client) == day1.isoformat())
+
+        moved = runtime.recommender
+        assert moved is not old
+        assert (moved.version, moved.rules) == (old.version, old.rules)
+        assert len(moved.cache) == 0
+        assert _history(moved.model, hcp, "email", "touches_7d") == 2
+        assert _history(moved.model, hcp, "email", "days_since") == pytest.approx(22 / 24)
+        assert REGISTRY.get_sample_value("nextbest_model_features_as_of_seconds") == (
+            day1.timestamp()
+        )
+    assert reads == [day0, day1]  # one move at load, one for the new day: no other
+
+
+def test_off_or_with_a_model_that_cannot_move_the_history_stays_the_cut_offs(
+    settings: Settings,
+    loaded: ScoringModel,
+    cut_off: datetime,
+    day0: datetime,
+    hcp: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Off (the default), the served history is the cut-off's, whatever the store
+    holds and the day. On, a model trained before its artifact kept its recent touches
+    is served as it is too, and the log says why, once."""
+    _store(settings, _contact("e1", hcp, "email", day0 - DAY))
+    clock = SetClock(day0 + timedelta(hours=9))
+    off = settings.model_copy(update={"fresh_history": False})
+    with caplog.at_level(logging.INFO, logger="nextbest.service.runtime"):
+        with _serving(off, clock) as (runtime, client):
+            assert _features_as_of(client) == cut_off.isoformat()
+            clock.at += DAY
+            assert _features_as_of(client) == cut_off.isoformat()
+            assert runtime.wait_history_moved(timeout=5)
+            served = runtime.recommender.model
+            assert served.features_as_of == loaded.as_of
+            np.testing.assert_array_equal(served.hcp_history, loaded.hcp_history)
+        assert "HCP history moved on" not in caplog.text
+        assert "cannot move its HCP history" not in caplog.text
+
+        load_version = registry.load_version
+
+        def old_artifact(*args, **kwargs) -> ScoringModel:
+            model = load_version(*args, **kwargs)
+            model.recent_touches = None  # as unpickled from before they were kept
+            return model
+
+        monkeypatch.setattr(registry, "load_version", old_artifact)
+        with _serving(settings, clock) as (runtime, client):
+            assert _features_as_of(client) == cut_off.isoformat()
+            clock.at += DAY
+            assert _features_as_of(client) == cut_off.isoformat()
+            runtime.reload(force=True)  # the same version again: not said again
+            assert runtime.wait_history_moved(timeout=5)
+            assert _features_as_of(client) == cut_off.isoformat()
+    said = [m for r in caplog.records if "cannot move its HCP history" in (m := r.getMessage())]
+    assert len(said) == 1, said
+    assert "retrained" in said[0] and cut_off.isoformat() in said[0], said[0]
+
+
+def test_a_failed_move_keeps_the_history_served_and_is_tried_again(
+    settings: Settings,
+    cut_off: datetime,
+    day0: datetime,
+    hcp: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The feedback store unreadable: a load serves the cut-off's history and a new
+    day's move keeps the day's before, each said in the log, no request failing; tried
+    again, they move it once the store reads again."""
+    _store(settings, _contact("e1", hcp, "email", day0 - DAY))
+    monkeypatch.setattr(runtime_module, "RETRY_INTERVAL_S", 0.2)
+    engine = make_engine(settings.resolved_database_url)
+
+    def table(named: str, to: str) -> None:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"ALTER TABLE {named} RENAME TO {to}"))
+
+    clock = SetClock(day0 + timedelta(hours=9))
+    table("feedback_events", "feedback_events_away")
+    try:
+        with (
+            caplog.at_level(logging.ERROR, logger="nextbest.service.runtime"),
+            _serving(settings, clock) as (runtime, client),
+        ):
+            assert _features_as_of(client) == cut_off.isoformat()  # served as loaded
+            assert MOVE_FAILED in caplog.text
+            table("feedback_events_away", "feedback_events")
+            assert _until(lambda: _features_as_of(client) == day0.isoformat())
+
+            old = runtime.recommender
+            caplog.clear()
+            table("feedback_events", "feedback_events_away")
+            clock.at += DAY
+            assert _features_as_of(client) == day0.isoformat()
+            assert runtime.wait_history_moved(timeout=10)
+            assert runtime.recommender is old
+            assert _features_as_of(client) == day0.isoformat()
+            said = [r.getMessage() for r in caplog.records]
+            assert len(said) == 1 and MOVE_FAILED in said[0], said
+            assert "feedback_events" in said[0], said[0]  # the database's own words
+            table("feedback_events_away", "feedback_events")
+            assert _until(lambda: _features_as_of(client) == (day0 + DAY).isoformat())
+    finally:
+        engine.dispose()
