@@ -676,13 +676,13 @@ class ServingRuntime:
         moved = model.advanced(day, contacts)
         self._move_error = None
         logger.info(
-            "model %s version %s: HCP history moved on to %s by the %d contacts since its "
-            "cut-off %s, in %.2f s",
+            "model %s version %s: HCP history moved on to %s by the contacts since its "
+            "cut-off %s (%d read), in %.2f s",
             self.settings.model_name,
             version,
             day.date().isoformat(),
-            len(contacts),
             as_of.isoformat(),
+            len(contacts),
             time.perf_counter() - started,
         )
         return moved
