@@ -125,11 +125,12 @@ def _features_as_of(client: TestClient) -> str:
 
 
 def test_contacts_stored_since_the_cut_off_move_the_served_history(
-    settings: Settings, day0: datetime, hcp: str
+    settings: Settings, day0: datetime, hcp: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Loaded on a day 40 days after its cut-off, the served model's history of an HCP
     e-mailed three and one days before and visited 20 days before counts them (its
-    snapshot, as of the cut-off, knew none); a contact later that day is not yet."""
+    snapshot, as of the cut-off, knew none); a contact later that day is not yet. The
+    warning of a stale model says what is still the cut-off's."""
     _store(
         settings,
         _contact("e1", hcp, "email", day0 - 3 * DAY),
@@ -137,8 +138,14 @@ def test_contacts_stored_since_the_cut_off_move_the_served_history(
         _contact("v1", hcp, "rep_visit", day0 - 20 * DAY),
         _contact("e3", hcp, "email", day0 + timedelta(hours=1)),  # after the day's start
     )
-    with _serving(settings, SetClock(day0 + timedelta(hours=9))) as (runtime, client):
+    with (
+        caplog.at_level(logging.WARNING, logger="nextbest.service.runtime"),
+        _serving(settings, SetClock(day0 + timedelta(hours=9))) as (runtime, client),
+    ):
         assert _features_as_of(client) == day0.isoformat()
+        (stale,) = [m for r in caplog.records if "retrain to refresh" in (m := r.getMessage())]
+        moved = f"(recency and fatigue are moved on to {day0.date().isoformat()})"
+        assert f"days ago): engagement rates in its scores are that old {moved}" in stale, stale
         assert REGISTRY.get_sample_value("nextbest_model_features_as_of_seconds") == (
             day0.timestamp()
         )

@@ -160,12 +160,15 @@ def warn_if_stale(
     *,
     now: datetime,
     decided: datetime | None = None,
+    moved_to: pd.Timestamp | None = None,
 ) -> None:
     """Log a warning when model ``name`` ``version``'s HCP history (``as_of``, its
     training cut-off) is older than ``STALE_FEATURES_DAYS`` at the time it decides for:
     at every load for serving (``now``, the reading of the clock it serves by), and
     by each way of picking for a file, at the picks' decision time ``decided`` (None:
-    ``now``; both timezone-aware).
+    ``now``; both timezone-aware). ``moved_to``: the day its recency and fatigue
+    features were moved on to (NEXTBEST_FRESH_HISTORY; None: not moved), which the
+    warning then leaves out of what is that old.
 
     Picks for another day than today are measured at that day, not at today: picks
     for a past day (yesterday's file made again, a replay) are made as of that day,
@@ -182,13 +185,20 @@ def warn_if_stale(
             if at == now
             else f"{age.days} days before the decision date {day}"
         )
+        stale = "recency, fatigue and engagement rates in its scores are that old"
+        if moved_to is not None and _utc(moved_to) > _utc(as_of):
+            stale = (
+                "engagement rates in its scores are that old (recency and fatigue are "
+                f"moved on to {_utc(moved_to).date().isoformat()})"
+            )
         logger.warning(
-            "model %s version %s knows its HCPs' history up to %s (%s): recency, "
-            "fatigue and engagement rates in its scores are that old; retrain to refresh them",
+            "model %s version %s knows its HCPs' history up to %s (%s): %s; retrain to "
+            "refresh them",
             name,
             version,
             _utc(as_of).date().isoformat(),
             since,
+            stale,
         )
 
 
@@ -726,8 +736,9 @@ class ServingRuntime:
         if self._stop.is_set() or not self._moving.acquire(blocking=False):
             return
         try:
-            mover = threading.Thread(target=self._move_history, name="nextbest-history")
-            mover.daemon = True
+            mover = threading.Thread(
+                target=self._move_history, name="nextbest-history", daemon=True
+            )
             mover.start()
         except Exception as exc:  # no thread to be had: tried again later
             self._moving.release()
@@ -994,11 +1005,13 @@ class ServingRuntime:
                     warm_s,
                 )
                 if self._warn_stale:
+                    served = self.recommender
                     warn_if_stale(
                         settings.model_name,
                         version,
-                        self.recommender.model.as_of,
-                        now=self.recommender.clock(),
+                        served.model.as_of,
+                        now=served.clock(),
+                        moved_to=served.model.history_day,
                     )
             swapped = self._last_swap
             if (
