@@ -726,7 +726,8 @@ class ServingRuntime:
 
         One move at a time; requests meanwhile are answered by the recommender served.
         The moved one replaces it as a reload's does (same version, rules, territories
-        and exploration; its score cache starts empty). A move that fails is logged,
+        and exploration; its score cache warmed with what the served one was last
+        asked, up to ``NEXTBEST_RELOAD_WARM_S``). A move that fails is logged,
         the recommender served goes on serving, and it is tried again
         ``RETRY_INTERVAL_S`` later; it never fails a request.
         """
@@ -764,6 +765,10 @@ class ServingRuntime:
                 current.alignment,
                 clock=self.clock,
             )
+            # As a reload does: what was asked last is scored again before the swap, so
+            # the first requests of the day do not all go to the model.
+            warmed = moved.warm_from(current, seconds=self.settings.reload_warm_s)
+            logger.info("score cache warmed for %d HCPs on the moved history", warmed)
             with self._reload_lock:
                 if self._recommender is not current:
                     # A reload swapped another in meanwhile: a new model was moved at
