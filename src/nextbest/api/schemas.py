@@ -697,8 +697,9 @@ class HealthPublic(BaseModel):
     model_version: str | None = Field(default=None, description="Absent until a model is loaded.")
     features_as_of: str | None = Field(
         default=None,
-        description="Where the served model's HCP history ends (its training cut-off, UTC): "
-        "recency and fatigue in scores and reasons are as of then.",
+        description="When the served model's HCP history features are as of (UTC): its "
+        "training cut-off, or with NEXTBEST_FRESH_HISTORY the start of the day its recency "
+        "and fatigue were moved on to. No decision is made for an earlier day.",
     )
     last_reload_error: str | None = None
     rules_fingerprint: str | None = Field(

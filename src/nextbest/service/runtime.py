@@ -93,9 +93,10 @@ RELOADS = Counter(
 )
 FEATURES_AS_OF = Gauge(
     "nextbest_model_features_as_of_seconds",
-    "Where the served model's HCP history ends (its training cut-off, or the UTC day "
-    "NEXTBEST_FRESH_HISTORY moved its recency and fatigue features on to), in seconds since "
-    "1970: time() minus this is how old those features are.",
+    "Where the served model's HCP history ends (its training cut-off), in seconds since "
+    "1970: time() minus this is how old its engagement records are (with "
+    "NEXTBEST_FRESH_HISTORY its recency and fatigue are moved on each day; /healthz "
+    "features_as_of says to when).",
     multiprocess_mode="liveall",
 )
 
@@ -776,7 +777,6 @@ class ServingRuntime:
                     return
                 self._recommender = moved
                 self._schedule_move()
-                FEATURES_AS_OF.set(_utc(model.features_as_of).timestamp())
                 if self.settings.gc_freeze:
                     _refreeze()
         except Exception as exc:
@@ -996,7 +996,7 @@ class ServingRuntime:
                 _mark_served(version, previous)
                 RELOADS.labels("swapped").inc()
                 if self._recommender is not None:
-                    FEATURES_AS_OF.set(_utc(self._recommender.model.features_as_of).timestamp())
+                    FEATURES_AS_OF.set(_utc(self._recommender.model.as_of).timestamp())
                 self._schedule_move()
             if result.changed and settings.gc_freeze:
                 _refreeze()
