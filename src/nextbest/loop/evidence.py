@@ -129,7 +129,9 @@ def no_action_probability(decisions: pd.DataFrame, greedy_empty: np.ndarray | No
 
 
 def serving_greedy_empty(
-    decisions: pd.DataFrame, load_model: Callable[[str], ScoringModel | None]
+    decisions: pd.DataFrame,
+    load_model: Callable[[str], ScoringModel | None],
+    contacts: pd.DataFrame | None = None,
 ) -> tuple[np.ndarray, int]:
     """Whether the model that served each holdout answer logged without
     ``p_no_action`` (before migration 0004) had an empty greedy list.
@@ -139,7 +141,8 @@ def serving_greedy_empty(
     of the decision, loaded by ``load_model``, which returns None for a version it
     cannot load). The re-scoring replays the model's own eligibility, not the live
     rules of the time. A holdout answer logged with its ``p_no_action`` needs none
-    of this, and no model is loaded for it.
+    of this, and no model is loaded for it. ``contacts``: as :func:`greedy_actions`
+    takes them, to re-score with the history each model served that day with.
 
     Returns:
         ``(greedy_empty, n_unresolved)``: ``(n,)`` bool, True for a re-scored holdout
@@ -161,7 +164,7 @@ def serving_greedy_empty(
         if model is None:
             unresolved += len(index)
             continue
-        actions = greedy_actions(model, decisions.iloc[index].reset_index(drop=True))
+        actions = greedy_actions(model, decisions.iloc[index].reset_index(drop=True), contacts)
         out[index] = np.array([a is None for a in actions], dtype=bool)
     return out, unresolved
 
@@ -188,7 +191,9 @@ def version_loader(
     return load
 
 
-def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
+def greedy_actions(
+    model: ScoringModel, decisions: pd.DataFrame, contacts: pd.DataFrame | None = None
+) -> np.ndarray:
     """The action ``model`` would serve first at each decision (no exploration).
 
     Returns ``(n,)`` object: an ``action_id``, or None when nothing is worth its
@@ -196,6 +201,17 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
     (purpose, channel filter, day) with the same eligibility rules as the API
     (consent, specialty, approval window, purpose); rules that need live contact
     history are not replayed.
+
+    ``contacts`` (columns ``hcp_id``, ``channel``, ``timestamp``: every HCP's contacts
+    since the model's cut-off, as :func:`~nextbest.storage.contacts_between` reads
+    them) replays the model as a server moving its history on each day
+    (``NEXTBEST_FRESH_HISTORY``) served it: each decision is scored with the history
+    moved to the start (00:00 UTC) of the UTC day it was served (``timestamp``; its
+    eligibility stays that of the day decided for), moved once per day
+    (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`). A decision served on
+    the day of the model's :attr:`~nextbest.learning.scoring.ScoringModel.features_as_of`
+    or before is scored with the history as it is. None, or a model that cannot
+    advance: every decision with the history as it is.
     """
     out = np.full(len(decisions), None, dtype=object)
     if not len(decisions):
@@ -210,11 +226,24 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
         if "channel_filter" in decisions
         else ""
     )
-    keys = pd.DataFrame({"purpose": purpose, "channel": channel, "day": day})
+    as_is = _utc(model.features_as_of)
+    history: pd.Series | pd.Timestamp = as_is
+    if contacts is not None and model.advances:
+        # The day a server moving its history each morning served it with.
+        served = pd.to_datetime(decisions["timestamp"], utc=True).dt.normalize()
+        history = served.where(served > as_is, as_is)
+    keys = pd.DataFrame(
+        {"purpose": purpose, "channel": channel, "day": day, "history": history},
+        index=decisions.index,
+    )
+    moved = {as_is: model}
     served_channels = set(model.catalog["channel"].astype(str))
     # Positions, not index labels: callers pass slices of a larger frame.
-    for key, rows in keys.groupby(["purpose", "channel", "day"], sort=False).indices.items():
-        group_purpose, group_channel, group_day = cast(tuple[str, str, pd.Timestamp], key)
+    groups = keys.groupby(["purpose", "channel", "day", "history"], sort=False).indices
+    for key, rows in groups.items():
+        group_purpose, group_channel, group_day, group_history = cast(
+            tuple[str, str, pd.Timestamp, pd.Timestamp], key
+        )
         if (
             group_channel
             and group_channel != REP_CHANNELS_FILTER
@@ -224,9 +253,13 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
             # Limited to a channel this model's catalog lacks (a channel-bound key's,
             # or one withdrawn since): it would serve nothing there.
             continue
+        scoring = moved.get(group_history)
+        if scoring is None:
+            assert contacts is not None  # other days only with them
+            scoring = moved[group_history] = model.advanced(group_history, contacts)
         hcp_ids = decisions["hcp_id"].to_numpy()[rows]
         picks = picks_frame(
-            model,
+            scoring,
             hcp_ids=list(dict.fromkeys(hcp_ids)),
             k=1,
             channel=str(group_channel) or None,
@@ -237,6 +270,11 @@ def greedy_actions(model: ScoringModel, decisions: pd.DataFrame) -> np.ndarray:
         best = dict(zip(picks["hcp_id"], picks["action_id"], strict=True))
         out[rows] = [best.get(h) for h in hcp_ids]
     return out
+
+
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(stamp)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def action_codes(action_ids: Iterable[object], vocabulary: pd.Index) -> np.ndarray:

@@ -1,0 +1,219 @@
+"""A served policy is replayed as it was served: with ``NEXTBEST_FRESH_HISTORY`` a
+server moves its model's history on to each day by the contacts since the cut-off,
+so the gate replays each logged decision with the history of the day it was served."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbest.learning.scoring import ScoringModel
+from nextbest.loop import gate
+from nextbest.loop.evidence import greedy_actions, load_decisions, serving_greedy_empty
+from nextbest.loop.gate import GateConfig
+from nextbest.settings import Settings
+from nextbest.storage.db import store_session
+from nextbest.storage.repository import FeedbackRecord, record_feedback
+
+from .conftest import LoopWorld, ServedStore, register
+
+pytestmark = pytest.mark.xdist_group("loop")
+
+NO_CONTACTS = pd.DataFrame({"hcp_id": [], "channel": [], "timestamp": []})
+
+
+def _decisions(hcp_ids: list[str], served: pd.Timestamp) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "hcp_id": hcp_ids,
+            "timestamp": served,
+            "decided_for": served,
+            "purpose": "promotional",
+            "channel_filter": None,
+        }
+    )
+
+
+def _contacts_on_first_picks(
+    model: ScoringModel, decisions: pd.DataFrame, at: list[pd.Timestamp]
+) -> pd.DataFrame:
+    """A contact at each of ``at`` for every HCP of ``decisions`` with a first pick, on
+    that pick's channel: what tires it of the channel the snapshot would pick."""
+    firsts = greedy_actions(model, decisions)
+    rows = [
+        (hcp_id, model.channel_by_action[action], when)
+        for hcp_id, action in zip(decisions["hcp_id"], firsts, strict=True)
+        if action is not None
+        for when in at
+    ]
+    return pd.DataFrame(rows, columns=["hcp_id", "channel", "timestamp"])
+
+
+def _without_recent_touches(model: ScoringModel) -> ScoringModel:
+    state = model.__getstate__()
+    state.pop("recent_touches")  # an artifact from before snapshots kept them
+    old = ScoringModel.__new__(ScoringModel)
+    old.__setstate__(state)
+    return old
+
+
+def test_each_decision_is_replayed_with_the_history_of_the_day_it_was_served(
+    loop_world: LoopWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = loop_world.honest
+    as_of = pd.Timestamp(model.as_of)
+    day = as_of.normalize() + pd.Timedelta(days=3)
+    later = day + pd.Timedelta(days=2)
+    hcp_ids = model.hcps["hcp_id"].astype(str).tolist()[:200]
+    on_cut_off = _decisions(hcp_ids, as_of + pd.Timedelta(minutes=5))
+    on_day = _decisions(hcp_ids, day + pd.Timedelta(hours=10))
+    on_later = _decisions(hcp_ids, later + pd.Timedelta(hours=10))
+    # Contacts before ``day``, and one between it and ``later``.
+    contacts = _contacts_on_first_picks(
+        model,
+        on_day,
+        [day - pd.Timedelta(days=2), day - pd.Timedelta(days=1), day + pd.Timedelta(days=1)],
+    )
+    # One frame, days and channel filters mixed, labels not positions.
+    decisions = pd.concat(
+        [on_cut_off, on_day, on_day.assign(channel_filter="email"), on_later], ignore_index=True
+    )
+    decisions.index = decisions.index + 1000
+    moves: list[pd.Timestamp] = []
+    advanced = ScoringModel.advanced
+
+    def counted(self: ScoringModel, day: pd.Timestamp, contacts: pd.DataFrame) -> ScoringModel:
+        moves.append(pd.Timestamp(day))
+        return advanced(self, day, contacts)
+
+    monkeypatch.setattr(ScoringModel, "advanced", counted)
+    replayed = greedy_actions(model, decisions, contacts)
+    # Once per day served after the cut-off's, however many groups it has.
+    assert sorted(moves) == [day.tz_localize("UTC"), later.tz_localize("UTC")]
+    monkeypatch.setattr(ScoringModel, "advanced", advanced)
+
+    n = len(hcp_ids)
+    expected = np.concatenate(
+        [
+            greedy_actions(model, on_cut_off),  # served on the cut-off's day: as it is
+            greedy_actions(model.advanced(day, contacts), on_day),
+            greedy_actions(model.advanced(day, contacts), on_day.assign(channel_filter="email")),
+            greedy_actions(model.advanced(later, contacts), on_later),
+        ]
+    )
+    assert replayed.tolist() == expected.tolist()
+    # The contacts change first picks, beyond what the days alone change.
+    by_day = replayed[n : 2 * n]
+    days_only = greedy_actions(model.advanced(day, NO_CONTACTS), on_day)
+    frozen = greedy_actions(model, on_day)
+    assert (by_day != days_only).sum() > n // 10
+    assert (by_day != frozen).sum() > n // 10
+    # The contact between the two days moves the later day's picks too.
+    before_day = model.advanced(later, contacts[contacts["timestamp"] < day])
+    assert replayed[3 * n :].tolist() != greedy_actions(before_day, on_later).tolist()
+
+    # Without contacts, or for a model that cannot move: the snapshot, as before.
+    assert greedy_actions(model, decisions)[n : 2 * n].tolist() == frozen.tolist()
+    old = _without_recent_touches(model)
+    assert not old.advances
+    as_before = greedy_actions(old, decisions)
+    assert greedy_actions(old, decisions, contacts).tolist() == as_before.tolist()
+
+
+def test_holdout_answers_are_rescored_with_the_history_of_their_day(
+    loop_world: LoopWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextbest.loop import evidence
+
+    model = loop_world.honest
+    day = pd.Timestamp(model.as_of).normalize() + pd.Timedelta(days=3)
+    decisions = _decisions(model.hcps["hcp_id"].astype(str).tolist()[:5], day).assign(
+        model_version="4", holdout=True, p_no_action=np.nan, action_id=None
+    )
+    contacts = _contacts_on_first_picks(model, decisions, [day - pd.Timedelta(days=1)])
+    given: list[pd.DataFrame | None] = []
+    replay = evidence.greedy_actions
+
+    def spied(
+        model: ScoringModel, decisions: pd.DataFrame, contacts: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        given.append(contacts)
+        return replay(model, decisions, contacts)
+
+    monkeypatch.setattr(evidence, "greedy_actions", spied)
+    serving_greedy_empty(decisions, lambda version: model, contacts)
+    assert len(given) == 1 and given[0] is contacts
+
+
+def _fresh(settings: Settings, on: bool = True) -> Settings:
+    # Settings.fresh_history (NEXTBEST_FRESH_HISTORY) comes with the serving runtime.
+    return settings.model_copy(update={"fresh_history": on})
+
+
+def test_the_gate_replays_both_with_the_history_the_store_moves_them_to(
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    honest_copy: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = loop_world.honest
+    register(loop_world.honest, honest_copy, alias="challenger")
+    with store_session(honest_copy.resolved_database_url) as session:
+        logged = load_decisions(session)
+    served_day = pd.to_datetime(logged["timestamp"], utc=True).dt.normalize()
+    assert served_day.nunique() == 1  # the rounds were served on one day (UTC)
+    day = served_day.iat[0]
+    yesterday = day - pd.Timedelta(days=1)
+    assert pd.Timestamp(model.as_of).tz_localize("UTC") < yesterday  # contacts after it
+    # Every HCP contacted yesterday, on the channel of its first pick by the snapshot.
+    hcps = _decisions(logged["hcp_id"].drop_duplicates().tolist(), day.tz_localize(None))
+    contacts = _contacts_on_first_picks(model, hcps, [yesterday.tz_localize(None)])
+    with store_session(honest_copy.resolved_database_url) as session:
+        result = record_feedback(
+            session,
+            events=[
+                FeedbackRecord(
+                    event_id=f"contact-{i}",
+                    event_type="delivered",
+                    occurred_at=(when + timedelta(hours=9)).to_pydatetime(),
+                    hcp_id=hcp_id,
+                    channel=channel,
+                )
+                for i, (hcp_id, channel, when) in enumerate(contacts.itertuples(index=False))
+            ],
+        )
+        session.commit()
+    assert len(result.accepted) == len(contacts) > 100
+    replays: list[tuple[ScoringModel, pd.DataFrame, pd.DataFrame | None, np.ndarray]] = []
+
+    def spied(
+        model: ScoringModel, decisions: pd.DataFrame, contacts: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        actions = greedy_actions(model, decisions, contacts)
+        replays.append((model, decisions, contacts, actions))
+        return actions
+
+    monkeypatch.setattr(gate, "greedy_actions", spied)
+    config = GateConfig(evaluation_share=0.0)
+
+    evaluation = gate.evaluate(_fresh(honest_copy), config=config, log=False)
+
+    assert evaluation.history_contacts == len(contacts)
+    assert len(replays) == 2  # the champion and the challenger
+    for replayed, decisions, given, actions in replays:
+        assert given is not None
+        assert sorted(given["hcp_id"]) == sorted(contacts["hcp_id"])
+        assert set(given["channel"]) == set(contacts["channel"])
+        # Moved to the day served by yesterday's contacts: not the snapshot's picks.
+        frozen = greedy_actions(replayed, decisions)
+        assert (actions != frozen).mean() > 0.1
+    replays.clear()
+
+    off = gate.evaluate(_fresh(honest_copy, on=False), config=config, log=False)
+
+    assert off.history_contacts is None
+    assert [given for _, _, given, _ in replays] == [None, None]
+    assert off.decision.n_decisions == evaluation.decision.n_decisions
