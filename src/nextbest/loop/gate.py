@@ -70,6 +70,7 @@ from nextbest.loop.evidence import (
     action_codes,
     greedy_actions,
     load_decisions,
+    needs_rescoring,
     no_action_probability,
     reserved_for_gate,
     serving_greedy_empty,
@@ -78,6 +79,7 @@ from nextbest.loop.evidence import (
 from nextbest.loop.report import json_safe
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
+from nextbest.storage.repository import contacts_between
 from nextbest.yamlfile import read_settings_file, validated, word_of
 
 CHAMPION = registry.CHAMPION_ALIAS
@@ -679,6 +681,10 @@ class Evaluation:
     # What the reasons call the challenger (:func:`judged_as`): "version 3" for one
     # --version named that alias challenger does not.
     judged: str = CHALLENGER
+    # The contacts since the cut-offs the two were replayed with, their history moved
+    # on to each day a decision was served (NEXTBEST_FRESH_HISTORY, as the server
+    # served them); None: replayed with their snapshots' history.
+    history_contacts: int | None = None
 
 
 def action_space(
@@ -896,9 +902,10 @@ def evaluate(
     load_model = version_loader(
         settings, {champion_version: champion, challenger_version: challenger}
     )
-    greedy_empty, unresolved = serving_greedy_empty(decisions, load_model)
-    champion_actions = greedy_actions(champion, decisions)
-    challenger_actions = greedy_actions(challenger, decisions)
+    contacts = replay_contacts(settings, [champion, challenger], decisions, load_model)
+    greedy_empty, unresolved = serving_greedy_empty(decisions, load_model, contacts)
+    champion_actions = greedy_actions(champion, decisions, contacts)
+    challenger_actions = greedy_actions(challenger, decisions, contacts)
     space = action_space([champion, challenger], decisions, load_model)
     data = bandit_from_decisions(
         decisions, champion=champion, greedy_empty=greedy_empty, space=space
@@ -925,6 +932,7 @@ def evaluate(
         served_by={str(k): int(v) for k, v in served_by.items()},
         unresolved_holdout=unresolved,
         judged=judged,
+        history_contacts=None if contacts is None else len(contacts),
     )
     if unresolved:
         decision.reasons.append(
@@ -947,6 +955,42 @@ def evaluate(
                 )
             evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
     return evaluation
+
+
+def replay_contacts(
+    settings: Settings,
+    models: Sequence[ScoringModel],
+    decisions: pd.DataFrame,
+    load_model: Callable[[str], ScoringModel | None] | None = None,
+) -> pd.DataFrame | None:
+    """The contacts the gate replays ``models`` with, as the server serves them.
+
+    With ``fresh_history`` on (``NEXTBEST_FRESH_HISTORY``), a server moves its model's
+    history on to each day by the store's contacts since the cut-off: every HCP's
+    contacts from the earliest cut-off of the models that can move (``models``, and
+    the versions ``load_model`` loads to re-score the holdout answers of
+    ``decisions`` logged without their probability of no action) to the end of the
+    newest decision's UTC day (``contacts_between`` on the settings' store), for
+    :func:`~nextbest.loop.evidence.greedy_actions`. None when the setting is off, or
+    no such model can move (artifacts from before snapshots kept their recent
+    touches): they are replayed with their snapshots' history.
+    """
+    # Settings.fresh_history comes with the serving runtime that moves the history.
+    if not getattr(settings, "fresh_history", False) or not len(decisions):
+        return None
+    replayed = list(models)
+    if load_model is not None:
+        rescored = decisions.loc[needs_rescoring(decisions), "model_version"].astype(str)
+        replayed += [m for m in map(load_model, dict.fromkeys(rescored)) if m is not None]
+    cut_offs = pd.to_datetime([m.as_of for m in replayed if m.advances], utc=True)
+    if not len(cut_offs):
+        return None
+    served = pd.to_datetime(decisions["timestamp"], utc=True)
+    end = served.max().normalize() + pd.Timedelta(days=1)
+    with store_session(settings.resolved_database_url) as session:
+        return contacts_between(
+            session, start=cut_offs.min().to_pydatetime(), end=end.to_pydatetime()
+        )
 
 
 def _moment(when: datetime) -> str:
@@ -1668,6 +1712,9 @@ def _log_evaluation(
                 "champion_version": evaluation.champion_version,
                 "challenger_version": evaluation.challenger_version,
                 "evidence_served_by": json.dumps(evaluation.served_by),
+                "replayed_history": "snapshots"
+                if evaluation.history_contacts is None
+                else f"moved each day served, by {evaluation.history_contacts} contacts",
                 **config.as_params(),
             }
         )
