@@ -31,7 +31,7 @@ from nextbest.cli.process import ignore_signals_from_now_on, interruptible_as_ct
 from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:  # the service is imported as the command runs
-    from nextbest.service.picks import NoPick
+    from nextbest.service.picks import HistoryMove, NoPick
 
 
 def picks(
@@ -80,7 +80,9 @@ def picks(
     Ranked by the served version (alias NEXTBEST_SERVE_ALIAS) under the serving rules
     (NEXTBEST_RULES_FILE, else training/rules.yaml in the working directory, which
     must exist; an empty file applies none) and the logged contact history, as the
-    API ranks. Without --log nothing is logged (a log not made yet is read as empty,
+    API ranks. With NEXTBEST_FRESH_HISTORY on, the model's history is moved on to the
+    picks' day by the contacts logged since its cut-off, as the server moves it each
+    day. Without --log nothing is logged (a log not made yet is read as empty,
     and said). Exit code 2 when nothing was written (a bad option, file or setting;
     another run writing --out; with --log, another holdout rate than the log's, or a
     NEXTBEST_DATABASE_URL file that does not exist)."""
@@ -95,6 +97,7 @@ def picks(
     from nextbest.errors import InvalidRequestError, NextbestError
     from nextbest.policy.rules import RulesError
     from nextbest.service.picks import (
+        HistoryMove,
         NoPick,
         catalog_notes,
         check_picks,
@@ -199,6 +202,7 @@ def picks(
 
         logged = None
         no_pick = NoPick()  # of plain picks; --log's come with its answers
+        history_move = HistoryMove()  # the same
         # --log: the file is written (beside --out) before any answer is logged, and
         # takes --out's name once they are: an interrupted run logs no answer that
         # no file holds, and leaves no file whose answers are not logged.
@@ -253,6 +257,7 @@ def picks(
                     catalog=given_catalog,
                     rules=rules,
                     no_pick=no_pick,
+                    history_move=history_move,
                 )
         except RulesError as exc:  # strict rules that do not fit this version's catalog
             raise fail(
@@ -288,6 +293,7 @@ def picks(
         f"{Path(rules.source).name})",
         highlight=False,
     )
+    _say_history_move(logged.history_move if logged is not None else history_move)
     _note_no_pick(
         logged.no_pick if logged is not None else no_pick,
         of=len(hcp_ids) - len(unknown),
@@ -314,6 +320,19 @@ def picks(
             "use --log for a file that will be sent[/dim]"
         )
     return out
+
+
+def _say_history_move(move: HistoryMove) -> None:
+    """Say the history the picks were scored with when NEXTBEST_FRESH_HISTORY moved it
+    (on stdout, with what was written), or why it could not."""
+    if move.day is not None:
+        stdout.print(
+            f"history moved to {move.day:%Y-%m-%d} by {plural(move.contacts, 'contact')} "
+            "since the cut-off",
+            highlight=False,
+        )
+    elif move.cannot is not None:
+        note(f"NEXTBEST_FRESH_HISTORY is on, but {move.cannot}")
 
 
 def _explain_options(*, channel: str | None, purpose: str, as_of: str | None) -> str:

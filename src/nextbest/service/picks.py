@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from nextbest.service.recommend import (
 )
 from nextbest.settings import Settings
 from nextbest.signals import signals_held
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 from nextbest.yamlfile import near_hint, near_word
 
 PICK_COLUMNS = [
@@ -51,6 +54,70 @@ PICK_COLUMNS = [
 # Pairs scored per LightGBM call: large enough to amortise the call, small
 # enough to keep memory flat for any number of HCPs.
 BLOCK_PAIRS = 400_000
+
+
+@dataclass
+class HistoryMove:
+    """The history a picks run scored with (filled as the run goes): with
+    ``fresh_history`` on (``NEXTBEST_FRESH_HISTORY``), the model's history moved on to
+    ``day`` (00:00 UTC of the picks' day) by ``contacts`` contacts since its cut-off,
+    as a server moving its history each day serves that day; ``day`` None: the
+    history as the model has it. ``cannot``: why the setting could not move it (a
+    model that cannot advance)."""
+
+    day: datetime | None = None
+    contacts: int = 0
+    cannot: str | None = None
+
+
+def history_for_picks(
+    settings: Settings,
+    model: ScoringModel,
+    session: Session,
+    *,
+    decided: datetime,
+    version: str,
+    move: HistoryMove | None = None,
+) -> ScoringModel:
+    """``model`` as a server moving its history each day would serve the day of
+    ``decided`` (a UTC decision time) with.
+
+    With ``fresh_history`` on, its history moved on to that day's start (00:00 UTC)
+    by every HCP's contacts since its cut-off that ``session``'s store holds
+    (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`); else, for a day not
+    after the one its history is as of, or for a model that cannot advance, ``model``
+    itself. ``move``, when given, gets what was done (``version``: ``model``'s, named
+    in why it could not move).
+    """
+    from nextbest.storage.repository import contacts_between
+
+    # Settings.fresh_history comes with the serving runtime that moves the history.
+    if not getattr(settings, "fresh_history", False):
+        return model
+    if not model.advances:
+        if move is not None:
+            move.cannot = (
+                f"model version {version}'s artifact does not keep its snapshot's recent "
+                "touches (trained before they were kept), so its history cannot move on: "
+                "the picks use its cut-off's history; retrain it to move it"
+            )
+        return model
+    day = pd.Timestamp(decision_time(decided)).normalize()
+    if day <= pd.Timestamp(history_as_of(model)):
+        return model
+    contacts = contacts_between(session, start=cutoff(model), end=day.to_pydatetime())
+    moved = model.advanced(day, contacts)
+    if move is not None:
+        move.day, move.contacts = day.to_pydatetime(), len(contacts)
+    return moved
+
+
+def history_as_of(model: ScoringModel) -> datetime:
+    """When ``model``'s served history features are as of (its cut-off, or the day its
+    history was moved to), as a UTC datetime."""
+    stamp = pd.Timestamp(model.features_as_of)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
 
 
 @dataclass
@@ -104,7 +171,8 @@ def picks_frame(
             raise NotFoundError("hcp_id", str(np.asarray(hcp_ids)[rows < 0][0]))
         rows = rows[rows >= 0]
     eligibility = eligibility or EligibilityIndex.build(model)
-    now, as_of = decision_time(on), cutoff(model)
+    # What the history misses is counted from when it is as of: a moved one's day.
+    now, as_of = decision_time(on), history_as_of(model)
     # Approval at the UTC moment decided for, as a single recommendation's.
     mask = eligibility.action_mask(on=now, purpose=purpose, channel=channel)
     if rep_only:
@@ -362,6 +430,7 @@ def file_picks(
     catalog: pd.DataFrame | None = None,
     rules: ServingRules | None = None,
     no_pick: NoPick | None = None,
+    history_move: HistoryMove | None = None,
 ) -> pd.DataFrame:
     """Picks for a whole file of HCPs under the serving rules and live contact history.
 
@@ -373,7 +442,9 @@ def file_picks(
     model's consent, specialty and approval rules stricter (see
     :meth:`EligibilityIndex.build`). ``rules``: the serving rules as the caller read
     them (None: read here), so that the rules it names are those applied.
-    ``no_pick``: as :func:`picks_frame` takes it.
+    ``no_pick``: as :func:`picks_frame` takes it. With ``fresh_history`` on, the model
+    scores with its history moved on to the picks' day by the store's contacts
+    (:func:`history_for_picks`; ``history_move`` gets what was done).
     ``version`` is ``model``'s, named in the warning about a stale model that
     serving logs too: here measured at the picks' decision date, not at today (see
     :func:`~nextbest.service.runtime.warn_if_stale`).
@@ -392,6 +463,9 @@ def file_picks(
     known = [h for h in hcp_ids if h in model.hcp_index]
     with history_session(settings.resolved_database_url) as session:  # a log not made: empty
         history = live_history(session, rules=rules, hcp_ids=known, now=history_time(decided, now))
+        model = history_for_picks(
+            settings, model, session, decided=decided, version=version, move=history_move
+        )
     return picks_frame(
         model,
         hcp_ids=known,
@@ -425,6 +499,8 @@ class LoggedPicks:
     rules_fingerprint: str = ""
     # The HCPs answered with no item (not held out), by why: no_pick of picks_frame.
     no_pick: NoPick = field(default_factory=NoPick)
+    # The history the answers were scored with (see history_for_picks).
+    history_move: HistoryMove = field(default_factory=HistoryMove)
 
 
 def _erased_since(runtime: Any, hcp_ids: Sequence[str], since: datetime) -> set[str]:
@@ -467,17 +543,26 @@ def logged_picks(
     name) run with SIGINT and SIGTERM held, so no interruption falls between them. ``hcps``
     and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
     ``requester`` (logged with each answer) defaults to the command and the user
-    running it (:func:`~nextbest.service.feedback_file.file_requester`).
+    running it (:func:`~nextbest.service.feedback_file.file_requester`). With
+    ``fresh_history`` on, the answers are scored with the served model's history moved
+    on to their day (the date's, else today's) by the store's contacts
+    (:func:`history_for_picks`; said in the result's ``history_move``).
     """
     from nextbest.service.feedback_file import file_requester
-    from nextbest.service.runtime import ServingRuntime, warn_if_stale
+    from nextbest.service.runtime import ServingRuntime, make_recommender, warn_if_stale
     from nextbest.service.serving import recommend_batch
 
     requester = requester or file_requester("picks")
 
     # One process, one pass: no score cache to fill or warm, every block committed.
+    # The history is moved here, to the picks' day rather than the clock's.
     config = settings.model_copy(
-        update={"score_cache_pairs": 0, "start_warm_s": 0.0, "log_flush_ms": 0.0}
+        update={
+            "score_cache_pairs": 0,
+            "start_warm_s": 0.0,
+            "log_flush_ms": 0.0,
+            "fresh_history": False,
+        }
     )
     # Only this thread predicts (no warming, no reload watcher): every core for
     # each block's LightGBM calls, about a fifth faster than one thread.
@@ -491,12 +576,29 @@ def logged_picks(
         clock=clock,
     )
     try:
-        recommender = copy.copy(runtime.recommender)
-        now = recommender.clock()
+        served = runtime.recommender
+        now = served.clock()
         # A date is resolved once for the whole send: today's, read again by a block
         # served after midnight, would be a day gone, and that block logged as decided
         # for its start. (No date: each block is decided when it is served.)
         decided = decision_time(on, now=now) if on is not None else None
+        history_move = HistoryMove()
+        with runtime.sessions() as session:
+            model = history_for_picks(
+                settings,
+                served.model,
+                session,
+                decided=decided or now,
+                version=served.version,
+                move=history_move,
+            )
+        recommender = (
+            copy.copy(served)
+            if model is served.model
+            else make_recommender(
+                config, model, served.version, served.rules, served.alignment, clock=clock
+            )
+        )
         warn_if_stale(
             settings.model_name,
             recommender.version,
@@ -590,6 +692,7 @@ def logged_picks(
                 none_allowed=[h for h in no_pick.none_allowed if h not in erased],
                 none_worth=[h for h in no_pick.none_worth if h not in erased],
             ),
+            history_move=history_move,
         )
     finally:
         runtime.close()

@@ -1,0 +1,61 @@
+"""`nextbest picks` with NEXTBEST_FRESH_HISTORY on says the history it scored with."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nextbest import registry
+from nextbest.cli import options
+from nextbest.settings import Settings, get_settings
+from nextbest.storage.db import migrate, store_session
+from nextbest.storage.repository import FeedbackRecord, record_feedback
+
+from .conftest import explained_on_a_copy, run_ok
+
+
+def _fresh_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's settings with fresh_history on, as NEXTBEST_FRESH_HISTORY=true sets
+    it once Settings has the field (it comes with the serving runtime's change)."""
+
+    def read_settings() -> Settings:
+        return options.read_settings().model_copy(update={"fresh_history": True})
+
+    monkeypatch.setattr("nextbest.cli.picks.read_settings", read_settings)
+
+
+def test_picks_say_the_day_and_the_contacts_the_history_was_moved_by(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hcp_id = explained_on_a_copy(trained, tmp_path, monkeypatch)
+    settings = get_settings()
+    migrate(settings.resolved_database_url)
+    model, _ = registry.load_alias(settings)
+    day = pd.Timestamp(model.as_of).tz_localize("UTC").normalize() + pd.Timedelta(days=10)
+    with store_session(settings.resolved_database_url) as session:
+        record_feedback(
+            session,
+            events=[
+                # Two before the day, one on it (not known at its start, but by --log's).
+                FeedbackRecord(f"c{i}", "delivered", day + offset, hcp_id, channel="email")
+                for i, offset in enumerate(
+                    (-timedelta(days=3), -timedelta(days=1), timedelta(hours=1))
+                )
+            ],
+        )
+        session.commit()
+    said = f"history moved to {day:%Y-%m-%d} by 2 contacts since the cut-off"
+    out = tmp_path / "picks.csv"
+    picks = ["picks", "--data", str(trained.data_dir), "--out", str(out)]
+
+    assert said not in run_ok(*picks, "--as-of", f"{day:%Y-%m-%d}")  # off: the cut-off's
+
+    _fresh_history(monkeypatch)
+    plain = run_ok(*picks, "--as-of", f"{day:%Y-%m-%d}")
+    assert said in plain.splitlines(), plain
+    today = pd.Timestamp.now(tz="UTC").normalize()
+    logged = run_ok(*picks, "--log")
+    assert f"history moved to {today:%Y-%m-%d} by 3 contacts since the cut-off" in logged
