@@ -14,7 +14,8 @@ ground truth. The first champion is trained on that history. Each round then:
    each pass's responses are drawn from the state the touches before it left;
 2. draw each answer's outcome from the simulator's ground truth at its week (a
    holdout or empty answer gets the no-touch outcome) and send it through
-   ``POST /v1/feedback`` (``outcome`` events, plus ``opened`` when the HCP engaged);
+   ``POST /v1/feedback`` (``outcome`` events, ``delivered`` for each touch the world
+   delivered, plus ``opened`` when the HCP engaged);
 3. retrain on history + the logged decisions with their outcomes, except the share
    reserved for the gate -> ``challenger``;
 4. evaluate challenger vs champion off-policy on the reserved share of every
@@ -22,6 +23,20 @@ ground truth. The first champion is trained on that history. Each round then:
    gate (``training/gate.yaml`` unless ``--gate``) passes;
 5. on promotion, hot-reload the server (``POST /v1/admin/reload``; a restart if
    the route is missing).
+
+Fresh history. The server, the retrain and the gate run with
+``NEXTBEST_FRESH_HISTORY=true`` (``--frozen-history``: off, as before): the served
+model's history features (days since a touch, touches in the last 7 and 30 days)
+move on to each simulated day by the contacts the store holds since its cut-off, the
+``delivered`` events of the touches served. After moving the clock to a pass's week
+the bench waits until ``GET /healthz`` says the served history is as of that day
+(00:00 UTC) before serving it (:func:`wait_for_history`), and each version's true
+value is that of its greedy policy with the history moved as it is served: to the
+day it is evaluated at, by the store's contacts (:func:`greedy_choices`). The server
+applies no serving rules (an empty rules file): with the touches stored as contacts,
+the default rules' caps (two rep visits in 28 days) would bind on weekly passes, and
+the policy served would not be the greedy policy whose truth is measured (before the
+touches were stored, nothing counted against the caps).
 
 Why simulated weeks. Until 2026-12-06 every pass was an independent draw from the
 end-of-history state, served within seconds of the others: the world forgot each
@@ -47,16 +62,18 @@ round it also scores the Bayes-optimal policy of the world given the history
 (:mod:`nextbest.simulate.posterior`): the most any learner could reach at the first
 decision, the ceiling the target is read against (not after the last round: the
 posterior models draws from the end-of-history state, which the rounds' are not).
-A version scores from the snapshot of its training cut-off, which does not count the
-touches served since: its greedy choice stays the same week after week while its own
-touches tire the HCPs it keeps choosing, so each round also records the served
-version's mean true value over the round's weeks (``served_true_value_over_round``).
+With ``--frozen-history`` a version scores from the snapshot of its training cut-off,
+which does not count the touches served since: its greedy choice stays the same week
+after week while its own touches tire the HCPs it keeps choosing. Either way each round
+also records the served version's mean true value over the round's weeks
+(``served_true_value_over_round``).
 The oracle and the Bayes-optimal policy choose among promotional actions only, as
 the served policy does (the bench's requests name no purpose, so the service
 answers them as promotional: no medical content). Writes ``bench/results/loop.json``
 with the machine load.
 
-Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``.
+Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``
+(``--frozen-history`` to compare with the history frozen at each cut-off).
 """
 
 from __future__ import annotations
@@ -94,6 +111,8 @@ from nextbest.simulate import SimulatedWorld, simulate_world
 from nextbest.simulate.posterior import posterior_values
 from nextbest.simulate.response import FATIGUE_WINDOW, engagement_probability, static_logit
 from nextbest.simulate.vocabulary import CHANNELS
+from nextbest.storage.db import history_session
+from nextbest.storage.repository import contacts_between
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN_KEY = "bench-loop-admin-key"
@@ -103,6 +122,8 @@ SERVE_BATCH = 500
 # actions, or the ratios would be read against what the served policy may never serve.
 SERVED_PURPOSE: Purpose = "promotional"
 FEEDBACK_BATCH = 5000
+# How long a server moving its history on to a new day may take to swap it in.
+HISTORY_WAIT_S = 120.0
 
 
 def log(message: str) -> None:
@@ -235,11 +256,14 @@ def serve_round(
     *,
     decisions_per_hcp: int = 1,
     states: list[SimulatedWorld] | None = None,
+    history_from: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
     """Serve every HCP ``decisions_per_hcp`` times (passes, a simulated week each),
     draw outcomes from each week's state, send them as feedback; counts and timings.
     Each pass's state (the world its responses were drawn from) is appended to
-    ``states``."""
+    ``states``. ``history_from``: the served model's cut-off when the server moves its
+    history (``NEXTBEST_FRESH_HISTORY``, a model that can advance): each pass waits
+    for the history of its day (:func:`wait_for_history`); None: no wait."""
     world = timeline.world
     hcp_ids = world.hcps["hcp_id"].tolist()
     hcp_index = pd.Index(world.hcps["hcp_id"])
@@ -247,13 +271,17 @@ def serve_round(
     all_results: list[dict[str, Any]] = []
     all_actions: list[np.ndarray] = []
     all_outcomes: list[np.ndarray] = []
-    serve_s = feedback_s = 0.0
+    serve_s = feedback_s = history_s = 0.0
     accepted = 0
     for pass_no in range(decisions_per_hcp):
         state = timeline.state()
         if states is not None:
             states.append(state)
-        clock.set(pass_time(world, timeline.next_week))
+        at = pass_time(world, timeline.next_week)
+        clock.set(at)
+        day = at.tz_localize("UTC").normalize()
+        if history_from is not None and day > pd.Timestamp(history_from).tz_localize("UTC"):
+            history_s += wait_for_history(client, day)
         results: list[dict[str, Any]] = []
         started = time.perf_counter()
         for start in range(0, len(hcp_ids), SERVE_BATCH):
@@ -276,7 +304,7 @@ def serve_round(
         channel = world.codes.channel[np.maximum(actions, 0)]
         timeline.record(hcps[delivered], channel[delivered])
         events: list[dict[str, Any]] = []
-        for r, e, value in zip(results, engaged, outcome, strict=True):
+        for r, e, value, reached in zip(results, engaged, outcome, delivered, strict=True):
             rid = r["recommendation_id"]
             prefix = f"loop{round_no}.{pass_no}-{rid}"
             events.append(
@@ -288,6 +316,16 @@ def serve_round(
                     "value": float(value),
                 }
             )
+            if reached:  # a contact, as the send's feed reports it (dated by the clock)
+                events.append(
+                    {
+                        "event_id": f"{prefix}-delivered",
+                        "event_type": "delivered",
+                        "hcp_id": r["hcp_id"],
+                        "recommendation_id": rid,
+                        "action_id": r["items"][0]["action_id"],
+                    }
+                )
             if e:
                 events.append(
                     {
@@ -322,28 +360,101 @@ def serve_round(
         "feedback_events": accepted,
         "serve_s": round(serve_s, 2),
         "feedback_s": round(feedback_s, 2),
+        # Waiting for the server to move its history on to each pass's day.
+        "history_wait_s": round(history_s, 2),
         "mean_outcome_served": float(outcome[actions >= 0].mean())
         if (actions >= 0).any()
         else None,
     }
 
 
-def greedy_choice(world: SimulatedWorld, model: ScoringModel, at: pd.Timestamp) -> np.ndarray:
-    """``(n,)`` catalog rows (-1: none) of ``model``'s greedy policy on every HCP at ``at``."""
+def wait_for_history(
+    client: httpx.Client, day: pd.Timestamp, *, timeout_s: float = HISTORY_WAIT_S
+) -> float:
+    """Wait until ``GET /healthz`` says the served history is as of ``day`` (00:00 UTC,
+    tz-aware): a server moving its history (``NEXTBEST_FRESH_HISTORY``) moves on in
+    the background once a request (this one included) finds its clock on a later day.
+    Returns the seconds waited.
+
+    Raises:
+        RuntimeError: not so within ``timeout_s``, naming what the server said.
+    """
+    started = time.monotonic()
+    while True:
+        response = client.get("/healthz")
+        response.raise_for_status()
+        said = response.json().get("features_as_of")
+        if said is not None and pd.Timestamp(said) == day:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(
+                f"the server's history is as of {said} (GET /healthz features_as_of) "
+                f"{timeout_s:.0f} s after its clock moved to {day:%Y-%m-%d}, not "
+                f"{day.isoformat()}: does it move its history (NEXTBEST_FRESH_HISTORY, "
+                "server.log in the --work directory)? --frozen-history runs without"
+            )
+        time.sleep(0.05)
+
+
+def greedy_choices(
+    world: SimulatedWorld,
+    model: ScoringModel,
+    times: list[pd.Timestamp],
+    contacts: pd.DataFrame | None = None,
+) -> list[np.ndarray]:
+    """``model``'s greedy policy on every HCP at each of ``times``: ``(n,)`` catalog rows
+    (-1: none) each. ``contacts`` (the store's since the model's cut-off,
+    :func:`store_contacts`): its history moved on to each day as a server moving it
+    serves it; None: the snapshot's history."""
+    n = world.n_hcps
     decisions = pd.DataFrame(
         {
-            "hcp_id": world.hcps["hcp_id"],
-            "timestamp": at,
+            "hcp_id": np.tile(world.hcps["hcp_id"].to_numpy(), len(times)),
+            "timestamp": np.repeat(pd.DatetimeIndex(times).to_numpy(), n),
             "purpose": SERVED_PURPOSE,
             "channel_filter": None,
         }
     )
-    return action_codes(greedy_actions(model, decisions), pd.Index(world.catalog["action_id"]))
+    codes = action_codes(
+        greedy_actions(model, decisions, contacts), pd.Index(world.catalog["action_id"])
+    )
+    return [codes[i * n : (i + 1) * n] for i in range(len(times))]
+
+
+def greedy_choice(
+    world: SimulatedWorld,
+    model: ScoringModel,
+    at: pd.Timestamp,
+    contacts: pd.DataFrame | None = None,
+) -> np.ndarray:
+    """``(n,)`` catalog rows (-1: none) of ``model``'s greedy policy on every HCP at ``at``
+    (``contacts``: as :func:`greedy_choices` takes them)."""
+    return greedy_choices(world, model, [at], contacts)[0]
+
+
+def store_contacts(
+    settings: Settings, models: list[ScoringModel], until: pd.Timestamp, *, fresh: bool
+) -> pd.DataFrame | None:
+    """The bench store's contacts from the earliest cut-off of ``models`` to the end of
+    ``until``'s day (naive UTC): what the server moved their history by; None when it
+    does not move it (``fresh`` off)."""
+    if not fresh:
+        return None
+    start = pd.to_datetime([m.as_of for m in models], utc=True).min()
+    end = pd.Timestamp(until).tz_localize("UTC").normalize() + pd.Timedelta(days=1)
+    with history_session(settings.resolved_database_url) as session:  # none made: empty
+        return contacts_between(session, start=start.to_pydatetime(), end=end.to_pydatetime())
 
 
 def per_hcp(state: SimulatedWorld, choice: np.ndarray) -> float:
     """True net value per HCP (NRx) of ``choice`` in the world ``state``."""
     return state.true_value(choice) / state.n_hcps
+
+
+def mean_true(states: list[SimulatedWorld], choices: list[np.ndarray]) -> float:
+    """The mean over weeks of the true net value per HCP of each week's choice in that
+    week's state."""
+    return float(np.mean([per_hcp(w, c) for w, c in zip(states, choices, strict=True)]))
 
 
 def oracle_per_hcp(state: SimulatedWorld) -> float:
@@ -462,6 +573,12 @@ def main() -> int:
         help="Serve and send feedback each round but never retrain, evaluate or promote: "
         "leaves the loop's commands to run by hand on the logged evidence (README).",
     )
+    parser.add_argument(
+        "--frozen-history",
+        action="store_true",
+        help="Serve, retrain and gate with NEXTBEST_FRESH_HISTORY off, as before: every "
+        "version scores from its cut-off's history (to compare with a default run).",
+    )
     parser.add_argument("--gate", type=Path, default=Path("training/gate.yaml"))
     parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
     parser.add_argument(
@@ -494,9 +611,18 @@ def main() -> int:
     world = simulate_world(n_hcps=args.hcps, periods=args.periods, seed=args.seed, start=start)
     world.write(work / "world", fmt="parquet")
     dataset = load_dataset(work / "world")
+    fresh = not args.frozen_history
+    # No serving rules (see the module's docstring), for the server and in process.
+    rules = work / "rules.yaml"
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text("# bench/loop.py: no serving rules\n")
     settings = Settings(
-        models_dir=work / "models", epsilon=args.epsilon, holdout_rate=args.holdout_rate
-    )
+        models_dir=work / "models",
+        epsilon=args.epsilon,
+        holdout_rate=args.holdout_rate,
+        rules_file=rules,
+        # model_copy: until Settings has the field, Settings(...) would drop it.
+    ).model_copy(update={"fresh_history": fresh})
     oracle = world.true_value(world.oracle_choice(purpose=SERVED_PURPOSE)) / world.n_hcps
     logging_value = world.policy_value(world.logging_policy_probabilities()) / world.n_hcps
     baseline = float(world.baseline.mean())
@@ -533,9 +659,14 @@ def main() -> int:
         "NEXTBEST_EXPLORATION": args.exploration,
         "NEXTBEST_TEMPERATURE": str(args.temperature),
         "NEXTBEST_SEED": str(args.seed),
+        "NEXTBEST_RULES_FILE": str(rules),
+        "NEXTBEST_FRESH_HISTORY": "true" if fresh else "false",
         **clock.env(),
     }
     server = Server(env, work / "server.log")
+    # Started on the first pass's time: a server moving its history on to today's
+    # would not move it back to the simulated weeks.
+    clock.set(pass_time(world, 0))
     server.start()
     rng = np.random.default_rng(args.seed + 1)
     rounds: list[dict[str, Any]] = [
@@ -546,7 +677,9 @@ def main() -> int:
             "ratio_to_oracle": round(logging_value / oracle, 4),
         }
     ]
-    champion_choice = greedy_choice(world, champion_model, pass_time(world, 0))
+    first_at = pass_time(world, 0)
+    first_contacts = store_contacts(settings, [champion_model], first_at, fresh=fresh)
+    champion_choice = greedy_choice(world, champion_model, first_at, first_contacts)
     champion_true = first_true = per_hcp(world, champion_choice)
     log(
         f"round 0: first champion v{champion_version} true {champion_true:+.4f} "
@@ -569,6 +702,9 @@ def main() -> int:
                     round_no,
                     decisions_per_hcp=args.decisions_per_hcp,
                     states=served_states,
+                    history_from=champion_model.as_of
+                    if fresh and champion_model.advances
+                    else None,
                 )
                 t1 = time.perf_counter()
                 if args.serve_only:
@@ -581,30 +717,42 @@ def main() -> int:
                     gate=gate_config,  # its evaluation_share left out, its file kept
                 )
                 t2 = time.perf_counter()
-                # Both policies at the week the next round is served in (the state this
-                # round's touches left), and, for their OPE, over the weeks the gate's
-                # evidence was served in (each pass serves every HCP once).
-                at = pass_time(world, timeline.next_week)
-                state = timeline.state()
-                oracle_now = oracle_per_hcp(state)
-                challenger_choice = greedy_choice(world, trained.result.model, at)
                 evaluation = gate.promote(settings, config=gate_config)
                 t3 = time.perf_counter()
                 decision = evaluation.decision
+                # Both policies at the week the next round is served in (the state this
+                # round's touches left), and, for their OPE, over the weeks the gate's
+                # evidence was served in (each pass serves every HCP once): each week with
+                # the history it is served with (moved on to its day by the store's
+                # contacts; frozen: the snapshot's).
+                at = pass_time(world, timeline.next_week)
+                state = timeline.state()
+                oracle_now = oracle_per_hcp(state)
+                challenger_model = trained.result.model
+                times = [*(pass_time(world, week) for week in range(len(served_states))), at]
+                contacts = store_contacts(
+                    settings, [champion_model, challenger_model], at, fresh=fresh
+                )
+                *champion_weeks, champion_choice = greedy_choices(
+                    world, champion_model, times, contacts
+                )
+                *challenger_weeks, challenger_choice = greedy_choices(
+                    world, challenger_model, times, contacts
+                )
                 served_true = per_hcp(state, champion_choice)
                 challenger_true = per_hcp(state, challenger_choice)
-                served_mean = float(np.mean([per_hcp(w, champion_choice) for w in served_states]))
+                served_mean = mean_true(served_states, champion_weeks)
                 # What the served version's greedy policy was worth over this round's weeks,
-                # each week's state tired by the touches before it (its snapshot is not).
-                this_round = served_states[-args.decisions_per_hcp :]
-                served_in_round = float(np.mean([per_hcp(w, champion_choice) for w in this_round]))
+                # each week's state tired by the touches before it.
+                passes = args.decisions_per_hcp
+                this_round = served_states[-passes:]
+                served_in_round = mean_true(this_round, champion_weeks[-passes:])
                 oracle_in_round = float(np.mean([oracle_per_hcp(w) for w in this_round]))
-                challenger_mean = float(
-                    np.mean([per_hcp(w, challenger_choice) for w in served_states])
-                )
+                challenger_mean = mean_true(served_states, challenger_weeks)
                 if evaluation.promoted:
                     reload_mode = server.reload(client)
                     champion_version = evaluation.challenger_version
+                    champion_model = challenger_model
                     champion_choice = challenger_choice
                 champion_true = per_hcp(state, champion_choice)
                 record = {
@@ -742,6 +890,13 @@ def main() -> int:
             # engagement for FATIGUE_WINDOW weeks, as the history's do.
             "days_per_pass": 7,
             "fatigue_advanced": True,
+            # The served, retrained and judged versions' history features moved on to each
+            # day by the stored contacts (NEXTBEST_FRESH_HISTORY); false: --frozen-history.
+            "fresh_history": fresh,
+            # Each delivered touch is stored as a contact (a delivered event); no serving
+            # rules apply (their caps would bind on the stored contacts).
+            "contacts_stored": True,
+            "serving_rules": None,
             "gate": gate_config.model_dump(),
             "train_config": config.model_dump(mode="json"),
             "value_unit": "NRx per HCP per decision; 'true value' is net of cost and "
