@@ -149,7 +149,6 @@ def test_holdout_answers_are_rescored_with_the_history_of_their_day(
 
 
 def _fresh(settings: Settings, on: bool = True) -> Settings:
-    # Settings.fresh_history (NEXTBEST_FRESH_HISTORY) comes with the serving runtime.
     return settings.model_copy(update={"fresh_history": on})
 
 

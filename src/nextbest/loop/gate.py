@@ -7,7 +7,9 @@ holdout answer logged before that was recorded, found by re-scoring it with the
 version that served it), and off-policy estimates with
 the logging propensities are valid whatever policy logged the data. Each model is
 a deterministic target policy (its greedy rank-1 action per decision, or no
-action); its value per decision is ``outcome - cost of the action taken``,
+action; with ``NEXTBEST_FRESH_HISTORY`` on, chosen with its history moved on to the
+day the decision was served, as the server serves it: :func:`replay_contacts`); its
+value per decision is ``outcome - cost of the action taken``,
 estimated by IPS, self-normalised IPS and doubly robust estimators
 (:mod:`nextbest.evaluation.ope`), with a paired interval for challenger minus
 champion. Intervals are cluster-robust by HCP: one HCP's decisions are not
@@ -837,7 +839,10 @@ def evaluate(
     to evaluate as the challenger instead of the one alias ``challenger`` names (a
     version rolled back, an earlier one); no alias changes. ``judging``: the two
     versions as the caller read them (:func:`versions_judged` of ``version``), to
-    judge those rather than read the aliases again; None: read here.
+    judge those rather than read the aliases again; None: read here. With
+    ``fresh_history`` on, both are replayed with their history moved on to each day a
+    decision was served by the store's contacts (:func:`replay_contacts`; how many in
+    the result's ``history_contacts``).
 
     ``log``: record the verdict (an MLflow run of the evaluation experiment and the
     challenger's ``gate`` tag) as a promotion records its own: not in a tracking
@@ -975,8 +980,7 @@ def replay_contacts(
     no such model can move (artifacts from before snapshots kept their recent
     touches): they are replayed with their snapshots' history.
     """
-    # Settings.fresh_history comes with the serving runtime that moves the history.
-    if not getattr(settings, "fresh_history", False) or not len(decisions):
+    if not settings.fresh_history or not len(decisions):
         return None
     replayed = list(models)
     if load_model is not None:
