@@ -9,22 +9,11 @@ import pandas as pd
 import pytest
 
 from nextbest import registry
-from nextbest.cli import options
-from nextbest.settings import Settings, get_settings
+from nextbest.settings import get_settings
 from nextbest.storage.db import migrate, store_session
 from nextbest.storage.repository import FeedbackRecord, record_feedback
 
 from .conftest import explained_on_a_copy, run_ok
-
-
-def _fresh_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command's settings with fresh_history on, as NEXTBEST_FRESH_HISTORY=true sets
-    it once Settings has the field (it comes with the serving runtime's change)."""
-
-    def read_settings() -> Settings:
-        return options.read_settings().model_copy(update={"fresh_history": True})
-
-    monkeypatch.setattr("nextbest.cli.picks.read_settings", read_settings)
 
 
 def test_picks_say_the_day_and_the_contacts_the_history_was_moved_by(
@@ -53,7 +42,8 @@ def test_picks_say_the_day_and_the_contacts_the_history_was_moved_by(
 
     assert said not in run_ok(*picks, "--as-of", f"{day:%Y-%m-%d}")  # off: the cut-off's
 
-    _fresh_history(monkeypatch)
+    monkeypatch.setenv("NEXTBEST_FRESH_HISTORY", "true")
+    get_settings.cache_clear()
     plain = run_ok(*picks, "--as-of", f"{day:%Y-%m-%d}")
     assert said in plain.splitlines(), plain
     today = pd.Timestamp.now(tz="UTC").normalize()

@@ -25,8 +25,7 @@ NO_CONTACTS = pd.DataFrame({"hcp_id": [], "channel": [], "timestamp": []})
 @pytest.fixture
 def settings(trained, tmp_path: Path) -> Settings:
     """The trained registry with a store of its own, no serving rules, exploration and
-    holdout off, and the history moved (Settings.fresh_history comes with the serving
-    runtime: set here as its environment variable would)."""
+    holdout off, and the history moved (NEXTBEST_FRESH_HISTORY)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text("")
     settings = trained.settings.model_copy(

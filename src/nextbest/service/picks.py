@@ -31,6 +31,7 @@ from nextbest.service.recommend import (
     check_options,
     cutoff,
     decision_time,
+    history_day,
     lapses,
 )
 from nextbest.settings import Settings
@@ -91,8 +92,7 @@ def history_for_picks(
     """
     from nextbest.storage.repository import contacts_between
 
-    # Settings.fresh_history comes with the serving runtime that moves the history.
-    if not getattr(settings, "fresh_history", False):
+    if not settings.fresh_history:
         return model
     if not model.advances:
         if move is not None:
@@ -103,21 +103,13 @@ def history_for_picks(
             )
         return model
     day = pd.Timestamp(decision_time(decided)).normalize()
-    if day <= pd.Timestamp(history_as_of(model)):
+    if day <= pd.Timestamp(history_day(model)):
         return model
     contacts = contacts_between(session, start=cutoff(model), end=day.to_pydatetime())
     moved = model.advanced(day, contacts)
     if move is not None:
         move.day, move.contacts = day.to_pydatetime(), len(contacts)
     return moved
-
-
-def history_as_of(model: ScoringModel) -> datetime:
-    """When ``model``'s served history features are as of (its cut-off, or the day its
-    history was moved to), as a UTC datetime."""
-    stamp = pd.Timestamp(model.features_as_of)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
 
 
 @dataclass
@@ -171,8 +163,7 @@ def picks_frame(
             raise NotFoundError("hcp_id", str(np.asarray(hcp_ids)[rows < 0][0]))
         rows = rows[rows >= 0]
     eligibility = eligibility or EligibilityIndex.build(model)
-    # What the history misses is counted from when it is as of: a moved one's day.
-    now, as_of = decision_time(on), history_as_of(model)
+    now, as_of = decision_time(on), cutoff(model)
     # Approval at the UTC moment decided for, as a single recommendation's.
     mask = eligibility.action_mask(on=now, purpose=purpose, channel=channel)
     if rep_only:
@@ -205,7 +196,8 @@ def picks_frame(
         blocked = None
         if history_rules is not None and history is not None:
             blocked = history_rules.blocked(all_ids[hcp_block].tolist(), history)[:, actions]
-        lapse = lapses(as_of, all_ids[hcp_block].tolist(), now, history)
+        # Gaps counted from the day a moved history is as of, as a recommender's.
+        lapse = lapses(as_of, all_ids[hcp_block].tolist(), now, history, history_day(model))
         picked = _block_picks(
             model, eligibility, hcp_block, actions, k, blocked, max_per_channel, lapse, no_pick
         )
