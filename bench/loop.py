@@ -621,8 +621,8 @@ def main() -> int:
         epsilon=args.epsilon,
         holdout_rate=args.holdout_rate,
         rules_file=rules,
-        # model_copy: until Settings has the field, Settings(...) would drop it.
-    ).model_copy(update={"fresh_history": fresh})
+        fresh_history=fresh,
+    )
     oracle = world.true_value(world.oracle_choice(purpose=SERVED_PURPOSE)) / world.n_hcps
     logging_value = world.policy_value(world.logging_policy_probabilities()) / world.n_hcps
     baseline = float(world.baseline.mean())
@@ -779,6 +779,9 @@ def main() -> int:
                     "true_difference_over_evaluated_weeks": round(challenger_mean - served_mean, 4),
                     "vs_no_action": decision.vs_no_action,
                     "evidence_served_by": evaluation.served_by,
+                    # The stored contacts the gate moved both versions' history by (None:
+                    # replayed with their snapshots').
+                    "gate_history_contacts": evaluation.history_contacts,
                     "promoted_policy": promoted_record(
                         decision, true_incremental=challenger_mean, baseline=baseline
                     )
