@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from nextbest.learning.scoring import ScoringModel
-from nextbest.loop import gate
+from nextbest.loop import gate, report
 from nextbest.loop.evidence import greedy_actions, load_decisions, serving_greedy_empty
 from nextbest.loop.gate import GateConfig
 from nextbest.settings import Settings
@@ -152,24 +152,19 @@ def _fresh(settings: Settings, on: bool = True) -> Settings:
     return settings.model_copy(update={"fresh_history": on})
 
 
-def test_the_gate_replays_both_with_the_history_the_store_moves_them_to(
-    loop_world: LoopWorld,
-    honest_loop: ServedStore,
-    honest_copy: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    model = loop_world.honest
-    register(loop_world.honest, honest_copy, alias="challenger")
-    with store_session(honest_copy.resolved_database_url) as session:
+def _contacted_yesterday(model: ScoringModel, settings: Settings) -> pd.DataFrame:
+    """Store a contact for every HCP of the logged decisions the day before they were
+    served (after ``model``'s cut-off), on the channel of its first pick by the
+    snapshot; returns them."""
+    with store_session(settings.resolved_database_url) as session:
         logged = load_decisions(session)
     # The day the rounds were served on (UTC; the first, should they straddle midnight).
     day = pd.to_datetime(logged["timestamp"], utc=True).dt.normalize().min()
     yesterday = day - pd.Timedelta(days=1)
     assert pd.Timestamp(model.as_of).tz_localize("UTC") < yesterday  # contacts after it
-    # Every HCP contacted yesterday, on the channel of its first pick by the snapshot.
     hcps = _decisions(logged["hcp_id"].drop_duplicates().tolist(), day.tz_localize(None))
     contacts = _contacts_on_first_picks(model, hcps, [yesterday.tz_localize(None)])
-    with store_session(honest_copy.resolved_database_url) as session:
+    with store_session(settings.resolved_database_url) as session:
         result = record_feedback(
             session,
             events=[
@@ -185,6 +180,18 @@ def test_the_gate_replays_both_with_the_history_the_store_moves_them_to(
         )
         session.commit()
     assert len(result.accepted) == len(contacts) > 100
+    return contacts
+
+
+def test_the_gate_replays_both_with_the_history_the_store_moves_them_to(
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    honest_copy: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = loop_world.honest
+    register(loop_world.honest, honest_copy, alias="challenger")
+    contacts = _contacted_yesterday(model, honest_copy)
     replays: list[tuple[ScoringModel, pd.DataFrame, pd.DataFrame | None, np.ndarray]] = []
 
     def spied(
@@ -215,3 +222,20 @@ def test_the_gate_replays_both_with_the_history_the_store_moves_them_to(
     assert off.history_contacts is None
     assert [given for _, _, given, _ in replays] == [None, None]
     assert off.decision.n_decisions == evaluation.decision.n_decisions
+
+
+def test_the_uplift_report_groups_by_what_was_served_on_the_moved_history(
+    loop_world: LoopWorld, honest_loop: ServedStore, honest_copy: Settings
+) -> None:
+    """The report's "would serve" channel of each logged decision is the served
+    version's first pick on the history it was served with (moved, with the setting)."""
+    _contacted_yesterday(loop_world.honest, honest_copy)
+    with store_session(honest_copy.resolved_database_url) as session:
+        decisions = load_decisions(session)
+
+    moved = report._would_serve(_fresh(honest_copy), decisions)
+    frozen = report._would_serve(_fresh(honest_copy, on=False), decisions)
+
+    # Contacted yesterday on the channel the snapshot would pick: often not picked again.
+    assert (moved["channel"] != frozen["channel"]).mean() > 0.1
+    assert (frozen["channel"] != report.UNKNOWN).all()

@@ -21,7 +21,7 @@ answer they had emptied gets ``h``, too small.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -34,7 +34,8 @@ from nextbest.contract.schema import REP_CHANNELS_FILTER, filter_channels
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.picks import picks_frame
 from nextbest.settings import Settings
-from nextbest.storage.repository import logged_decisions
+from nextbest.storage.db import store_session
+from nextbest.storage.repository import contacts_between, logged_decisions
 
 NO_ACTION = -1
 
@@ -295,3 +296,39 @@ def action_codes(action_ids: Iterable[object], vocabulary: pd.Index) -> np.ndarr
     mask = np.array([a is not None for a in values], dtype=bool)
     out[mask] = codes
     return out
+
+
+def replay_contacts(
+    settings: Settings,
+    models: Sequence[ScoringModel],
+    decisions: pd.DataFrame,
+    load_model: Callable[[str], ScoringModel | None] | None = None,
+) -> pd.DataFrame | None:
+    """The contacts to replay ``models`` with, as the server serves them (the gate's
+    and the uplift report's replay).
+
+    With ``fresh_history`` on (``NEXTBEST_FRESH_HISTORY``), a server moves its model's
+    history on to each day by the store's contacts since the cut-off: every HCP's
+    contacts from the earliest cut-off of the models that can move (``models``, and
+    the versions ``load_model`` loads to re-score the holdout answers of
+    ``decisions`` logged without their probability of no action) to the end of the
+    newest decision's UTC day (``contacts_between`` on the settings' store), for
+    :func:`~nextbest.loop.evidence.greedy_actions`. None when the setting is off, or
+    no such model can move (artifacts from before snapshots kept their recent
+    touches): they are replayed with their snapshots' history.
+    """
+    if not settings.fresh_history or not len(decisions):
+        return None
+    replayed = list(models)
+    if load_model is not None:
+        rescored = decisions.loc[needs_rescoring(decisions), "model_version"].astype(str)
+        replayed += [m for m in map(load_model, dict.fromkeys(rescored)) if m is not None]
+    cut_offs = pd.to_datetime([m.as_of for m in replayed if m.advances], utc=True)
+    if not len(cut_offs):
+        return None
+    served = pd.to_datetime(decisions["timestamp"], utc=True)
+    end = served.max().normalize() + pd.Timedelta(days=1)
+    with store_session(settings.resolved_database_url) as session:
+        return contacts_between(
+            session, start=cut_offs.min().to_pydatetime(), end=end.to_pydatetime()
+        )

@@ -72,8 +72,8 @@ from nextbest.loop.evidence import (
     action_codes,
     greedy_actions,
     load_decisions,
-    needs_rescoring,
     no_action_probability,
+    replay_contacts,
     reserved_for_gate,
     serving_greedy_empty,
     version_loader,
@@ -81,7 +81,6 @@ from nextbest.loop.evidence import (
 from nextbest.loop.report import json_safe
 from nextbest.settings import Settings, without_password
 from nextbest.storage.db import store_session
-from nextbest.storage.repository import contacts_between
 from nextbest.yamlfile import read_settings_file, validated, word_of
 
 CHAMPION = registry.CHAMPION_ALIAS
@@ -960,41 +959,6 @@ def evaluate(
                 )
             evaluation.run_id = _log_evaluation(settings, evaluation, config, promoted=False)
     return evaluation
-
-
-def replay_contacts(
-    settings: Settings,
-    models: Sequence[ScoringModel],
-    decisions: pd.DataFrame,
-    load_model: Callable[[str], ScoringModel | None] | None = None,
-) -> pd.DataFrame | None:
-    """The contacts the gate replays ``models`` with, as the server serves them.
-
-    With ``fresh_history`` on (``NEXTBEST_FRESH_HISTORY``), a server moves its model's
-    history on to each day by the store's contacts since the cut-off: every HCP's
-    contacts from the earliest cut-off of the models that can move (``models``, and
-    the versions ``load_model`` loads to re-score the holdout answers of
-    ``decisions`` logged without their probability of no action) to the end of the
-    newest decision's UTC day (``contacts_between`` on the settings' store), for
-    :func:`~nextbest.loop.evidence.greedy_actions`. None when the setting is off, or
-    no such model can move (artifacts from before snapshots kept their recent
-    touches): they are replayed with their snapshots' history.
-    """
-    if not settings.fresh_history or not len(decisions):
-        return None
-    replayed = list(models)
-    if load_model is not None:
-        rescored = decisions.loc[needs_rescoring(decisions), "model_version"].astype(str)
-        replayed += [m for m in map(load_model, dict.fromkeys(rescored)) if m is not None]
-    cut_offs = pd.to_datetime([m.as_of for m in replayed if m.advances], utc=True)
-    if not len(cut_offs):
-        return None
-    served = pd.to_datetime(decisions["timestamp"], utc=True)
-    end = served.max().normalize() + pd.Timedelta(days=1)
-    with store_session(settings.resolved_database_url) as session:
-        return contacts_between(
-            session, start=cut_offs.min().to_pydatetime(), end=end.to_pydatetime()
-        )
 
 
 def _moment(when: datetime) -> str:

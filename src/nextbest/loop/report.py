@@ -63,7 +63,12 @@ from nextbest.evaluation.ope import (
     standard_error,
     welch_dof,
 )
-from nextbest.loop.evidence import greedy_actions, load_decisions, with_outcome_only
+from nextbest.loop.evidence import (
+    greedy_actions,
+    load_decisions,
+    replay_contacts,
+    with_outcome_only,
+)
 from nextbest.settings import Settings, without_password
 from nextbest.signals import signals_held
 from nextbest.storage.db import store_session
@@ -73,6 +78,8 @@ from nextbest.yamlfile import near_hint
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from nextbest.learning.scoring import ScoringModel
 
 logger = logging.getLogger(__name__)
 
@@ -279,18 +286,24 @@ def build_rows(
 
 
 def _would_serve(settings: Settings, decisions: pd.DataFrame) -> pd.DataFrame:
-    """Channel and topic each logged request's model would have put first."""
+    """Channel and topic each logged request's model would have put first (with
+    ``NEXTBEST_FRESH_HISTORY``, on the history it was served with that day)."""
     channel = pd.Series(UNKNOWN, index=decisions.index, dtype=object)
     topic = pd.Series(UNKNOWN, index=decisions.index, dtype=object)
     segment_source: pd.DataFrame | None = None
-    for version, part in decisions.groupby("model_version"):
+    models: dict[str, ScoringModel] = {}
+    for version in dict.fromkeys(decisions["model_version"].astype(str)):
         try:
-            model = registry.load_version(settings, str(version))
+            models[version] = registry.load_version(settings, version)
         except Exception as exc:  # a version deleted from the registry stays "(unknown)"
             logger.warning("model version %s cannot be loaded for the report: %s", version, exc)
+    contacts = replay_contacts(settings, list(models.values()), decisions)
+    for version, part in decisions.groupby(decisions["model_version"].astype(str)):
+        model = models.get(str(version))
+        if model is None:
             continue
         segment_source = model.hcps if segment_source is None else segment_source
-        actions = greedy_actions(model, part)
+        actions = greedy_actions(model, part, contacts)
         catalog = model.catalog.set_index(model.catalog["action_id"].astype(str))
         for index, action in zip(part.index, actions, strict=True):
             if action is None:
