@@ -5,18 +5,26 @@ so the gate replays each logged decision with the history of the day it was serv
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from nextbest.learning.scoring import ScoringModel
-from nextbest.loop import gate, report
-from nextbest.loop.evidence import greedy_actions, load_decisions, serving_greedy_empty
+from nextbest.loop import gate, report, retrain
+from nextbest.loop.evidence import (
+    greedy_actions,
+    load_decisions,
+    serving_greedy_empty,
+    version_loader,
+)
 from nextbest.loop.gate import GateConfig
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import FeedbackRecord, record_feedback
+from nextbest.storage.tables import Recommendation
 
 from .conftest import LoopWorld, ServedStore, register
 
@@ -239,3 +247,41 @@ def test_the_uplift_report_groups_by_what_was_served_on_the_moved_history(
     # Contacted yesterday on the channel the snapshot would pick: often not picked again.
     assert (moved["channel"] != frozen["channel"]).mean() > 0.1
     assert (frozen["channel"] != report.UNKNOWN).all()
+
+
+def test_retraining_rescores_old_holdout_answers_on_the_moved_history(
+    loop_world: LoopWorld,
+    honest_loop: ServedStore,
+    honest_copy: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Holdout answers logged without their probability of no action (before schema
+    revision 0004) are re-scored with the history their version served that day."""
+    contacts = _contacted_yesterday(loop_world.honest, honest_copy)
+    with store_session(honest_copy.resolved_database_url) as session:
+        session.execute(sa.update(Recommendation).values(p_no_action=None))
+        session.commit()
+    given: list[pd.DataFrame | None] = []
+    rescore = retrain.serving_greedy_empty
+
+    def spied(
+        decisions: pd.DataFrame, load_model: Any, contacts: pd.DataFrame | None = None
+    ) -> tuple[np.ndarray, int]:
+        given.append(contacts)
+        return rescore(decisions, load_model, contacts)
+
+    monkeypatch.setattr(retrain, "serving_greedy_empty", spied)
+    for on in (True, False):
+        settings = _fresh(honest_copy, on)
+        with store_session(settings.resolved_database_url) as session:
+            rows = retrain.read_feedback_rows(
+                session,
+                loop_world.dataset,
+                since=None,
+                load_model=version_loader(settings),
+                settings=settings,
+            )
+        assert rows.n_holdout_unresolved == 0
+    moved, frozen = given
+    assert moved is not None and len(moved) == len(contacts)
+    assert frozen is None

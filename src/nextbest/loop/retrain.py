@@ -50,6 +50,7 @@ from nextbest.loop.evidence import (
     load_decisions,
     needs_rescoring,
     no_action_probability,
+    replay_contacts,
     reserved_for_gate,
     serving_greedy_empty,
     version_loader,
@@ -299,6 +300,7 @@ def read_feedback_rows(
     since: datetime | None,
     reserved_share: float = 0.0,
     load_model: Callable[[str], ScoringModel | None] | None = None,
+    settings: Settings | None = None,
 ) -> FeedbackRows:
     """Logged decisions with an outcome (at or after ``since``) as contract rows,
     without the share reserved for the gate.
@@ -306,16 +308,19 @@ def read_feedback_rows(
     Holdout answers carry their logged probability of no action. ``load_model`` (a
     version number -> its model, or None) lets those logged without it (before
     schema revision 0004) carry theirs, re-scored; without it they get the holdout
-    rate.
+    rate. ``settings``: with ``fresh_history`` on, they are re-scored on the history
+    their version was served with that day (:func:`replay_contacts`).
     """
     decisions = load_decisions(session, since=since)
     reserved = reserved_for_gate(decisions["recommendation_id"], reserved_share)
     train_rows = decisions[~reserved].reset_index(drop=True)
-    greedy_empty, unresolved = (
-        serving_greedy_empty(train_rows, load_model)
-        if load_model is not None
-        else (None, int(needs_rescoring(train_rows).sum()))
-    )
+    if load_model is not None:
+        contacts = (
+            None if settings is None else replay_contacts(settings, [], train_rows, load_model)
+        )
+        greedy_empty, unresolved = serving_greedy_empty(train_rows, load_model, contacts)
+    else:
+        greedy_empty, unresolved = None, int(needs_rescoring(train_rows).sum())
     rows = feedback_interactions(train_rows, dataset, greedy_empty=greedy_empty)
     kept = train_rows["recommendation_id"].isin(set(rows.interactions["recommendation_id"]))
     both = pd.concat([train_rows[kept.to_numpy()], decisions[reserved]], ignore_index=True)
@@ -472,6 +477,7 @@ def retrain(
             since=since,
             reserved_share=reserved_share,
             load_model=version_loader(settings),
+            settings=settings,
         )
     refuse_other_data(settings, dataset, feedback)  # before training: the gate would refuse it
     history_only = None
