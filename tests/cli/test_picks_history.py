@@ -49,3 +49,29 @@ def test_picks_say_the_day_and_the_contacts_the_history_was_moved_by(
     today = pd.Timestamp.now(tz="UTC").normalize()
     logged = run_ok(*picks, "--log")
     assert f"history moved to {today:%Y-%m-%d} by 3 contacts since the cut-off" in logged
+
+
+def test_explain_answers_on_the_history_a_server_would_have_moved_and_says_so(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hcp_id = explained_on_a_copy(trained, tmp_path, monkeypatch)
+    settings = get_settings()
+    migrate(settings.resolved_database_url)
+    model, _ = registry.load_alias(settings)
+    day = pd.Timestamp(model.as_of).tz_localize("UTC").normalize() + pd.Timedelta(days=10)
+    with store_session(settings.resolved_database_url) as session:
+        record_feedback(
+            session,
+            events=[
+                FeedbackRecord("c1", "delivered", day - timedelta(days=2), hcp_id, channel="email")
+            ],
+        )
+        session.commit()
+    explain = ["explain", hcp_id, "--date", f"{day:%Y-%m-%d}"]
+    said = f"history moved to {day:%Y-%m-%d} by 1 contact since the cut-off"
+
+    assert said not in run_ok(*explain)  # off: the cut-off's history
+
+    monkeypatch.setenv("NEXTBEST_FRESH_HISTORY", "true")
+    get_settings.cache_clear()
+    assert said in run_ok(*explain).splitlines()

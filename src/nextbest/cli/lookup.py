@@ -406,7 +406,9 @@ def explain(
     from dataclasses import asdict
 
     from nextbest import registry
+    from nextbest.cli.picks import say_history_move
     from nextbest.errors import InvalidRequestError, NextbestError, NotFoundError
+    from nextbest.service.picks import HistoryMove, history_for_picks
     from nextbest.service.recommend import decision_time
     from nextbest.service.runtime import make_recommender
     from nextbest.service.serving import recommend_one
@@ -423,12 +425,17 @@ def explain(
     # The ranking itself: no exploration draw (a served answer's first item is
     # sometimes a random pick; the holdout, drawn per HCP and period, stays).
     greedy = settings.model_copy(update={"exploration": "epsilon_greedy", "epsilon": 0.0})
-    recommender = make_recommender(greedy, model, version, rules)
     now = decision_time(asked_for)  # today's date: now, as the API
+    move = HistoryMove()
     try:
         # Explaining before anything is served is a use: a log not made yet is read
         # as empty (said below), not made where a mistyped setting points.
         with history_session(settings.resolved_database_url) as session:
+            # As a server moving its history each day (NEXTBEST_FRESH_HISTORY) serves.
+            model = history_for_picks(
+                settings, model, session, decided=now, version=version, move=move
+            )
+            recommender = make_recommender(greedy, model, version, rules)
             rec = recommend_one(
                 recommender,
                 session,
@@ -473,6 +480,7 @@ def explain(
         f"(purpose {purpose}, channel {channel or 'any'}); nothing is logged",
         highlight=False,
     )
+    say_history_move(move)
     if rec.holdout:
         stdout.print(
             "  holdout: this HCP is in the randomized holdout now; a request is answered "

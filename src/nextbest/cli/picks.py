@@ -293,7 +293,7 @@ def picks(
         f"{Path(rules.source).name})",
         highlight=False,
     )
-    _say_history_move(logged.history_move if logged is not None else history_move)
+    say_history_move(logged.history_move if logged is not None else history_move)
     _note_no_pick(
         logged.no_pick if logged is not None else no_pick,
         of=len(hcp_ids) - len(unknown),
@@ -322,9 +322,10 @@ def picks(
     return out
 
 
-def _say_history_move(move: HistoryMove) -> None:
-    """Say the history the picks were scored with when NEXTBEST_FRESH_HISTORY moved it
-    (on stdout, with what was written), or why it could not."""
+def say_history_move(move: HistoryMove) -> None:
+    """Say the history the picks (or ``explain``) were scored with when
+    NEXTBEST_FRESH_HISTORY moved it (on stdout, with what was written), or why it
+    could not."""
     if move.day is not None:
         stdout.print(
             f"history moved to {move.day:%Y-%m-%d} by {plural(move.contacts, 'contact')} "
