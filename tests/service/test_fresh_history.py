@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -65,10 +64,12 @@ def hcp(loaded: ScoringModel) -> str:
 
 
 @pytest.fixture
-def settings(trained, tmp_path: Path) -> Settings:
+def settings(trained, database_url: str) -> Settings:
+    """The trained registry served with the history moved, on a store of its own (a
+    SQLite file, and PostgreSQL when NEXTBEST_TEST_POSTGRES_URL names one)."""
     return trained.settings.model_copy(
         update={
-            "database_url": f"sqlite:///{tmp_path / 'serve.db'}",
+            "database_url": database_url,
             "fresh_history": True,
             "auth_enabled": False,
             "start_warm_s": 0.0,
