@@ -126,7 +126,7 @@ def test_logged_picks_score_with_the_history_moved_to_today(settings: Settings) 
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     contacts = _contacted(settings, model, ids, on=now, at=[today - timedelta(hours=12)])
 
-    done = logged_picks(settings, hcp_ids=ids)
+    done = logged_picks(settings, hcp_ids=ids, clock=lambda: now)  # the same day throughout
 
     assert (done.history_move.day, done.history_move.contacts) == (today, len(contacts))
     columns = ["hcp_id", "rank", "action_id"]
