@@ -24,6 +24,7 @@ from nextbest.learning.scoring import ScoringModel
 from nextbest.service import runtime as runtime_module
 from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings
+from nextbest.storage import repository
 from nextbest.storage.db import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import FeedbackRecord, record_feedback
 
@@ -171,7 +172,7 @@ def test_a_new_day_moves_the_served_history_on_in_the_background(
     and /healthz says the new day from then on."""
     _store(settings, _contact("e1", hcp, "email", day0 - DAY))
     clock = SetClock(day0 + timedelta(hours=9))
-    read = runtime_module.contacts_between
+    read = repository.contacts_between
     reading, release = threading.Event(), threading.Event()
     reads: list[datetime] = []
 
@@ -182,7 +183,7 @@ def test_a_new_day_moves_the_served_history_on_in_the_background(
             assert release.wait(10)
         return read(session, start=start, end=end)
 
-    monkeypatch.setattr(runtime_module, "contacts_between", held)
+    monkeypatch.setattr(repository, "contacts_between", held)
     with _serving(settings, clock) as (runtime, client):
         old = runtime.recommender
         assert _history(old.model, hcp, "email", "touches_7d") == 1

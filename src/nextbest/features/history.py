@@ -78,11 +78,6 @@ class Touches:
     seconds: np.ndarray
 
     @classmethod
-    def none(cls) -> Touches:
-        empty = np.zeros(0, dtype=np.int64)
-        return cls(empty, empty, empty)
-
-    @classmethod
     def of(cls, log: EventLog, start: int, end: int) -> Touches:
         """The touches of ``log`` (decisions with a channel) at ``start <= t < end``."""
         kept = (log.channel >= 0) & (log.seconds >= start) & (log.seconds < end)
@@ -90,16 +85,6 @@ class Touches:
             hcp=log.hcp[kept].astype(np.int64),
             channel=log.channel[kept].astype(np.int64),
             seconds=log.seconds[kept].astype(np.int64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.hcp)
-
-    def __add__(self, other: Touches) -> Touches:
-        return Touches(
-            hcp=np.concatenate([self.hcp, other.hcp]),
-            channel=np.concatenate([self.channel, other.channel]),
-            seconds=np.concatenate([self.seconds, other.seconds]),
         )
 
 

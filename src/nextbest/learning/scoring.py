@@ -263,13 +263,14 @@ def _distinct_pairs(
     return keys // n_actions, keys % n_actions, inverse.reshape(-1)
 
 
-def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+def utc_timestamp(stamp: pd.Timestamp) -> pd.Timestamp:
+    """``stamp`` in UTC (a naive one read as UTC, as the history's times are)."""
     stamp = pd.Timestamp(stamp)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _seconds(stamp: pd.Timestamp) -> int:
-    return int(_utc(stamp).value // 10**9)
+    return int(utc_timestamp(stamp).value // 10**9)
 
 
 def listed(names: list[str], shown: int = 5) -> str:
@@ -432,8 +433,8 @@ class ScoringModel:
             )
         history = self.space.history
         assert history is not None, "a trained model's feature space is fitted"
-        day = _utc(day)
-        moved_to = _utc(self.features_as_of)
+        day = utc_timestamp(day)
+        moved_to = utc_timestamp(self.features_as_of)
         if day < moved_to:
             raise ValueError(
                 f"cannot move the history back to {day:%Y-%m-%d %H:%M} UTC: the model's "

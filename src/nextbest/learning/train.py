@@ -594,10 +594,10 @@ def _train(
         index=pd.Index(hcps["hcp_id"]),
         columns=history.effect_names,
     )
-    space.effects_as_of = int(pd.Timestamp(as_of).value // 10**9)
+    cut = int(pd.Timestamp(as_of).value // 10**9)
+    space.effects_as_of = cut
     space.add_effects(hcp_history, hcps, np.arange(len(hcps)), snapshot_seconds)
     # The touches the snapshot's fatigue windows count, for moving them on at serving.
-    cut = int(pd.Timestamp(as_of).value // 10**9)
     start = cut - max(FATIGUE_WINDOWS_DAYS) * DAY
     recent = interactions[interactions["timestamp"] >= pd.Timestamp(start, unit="s")]
     recent_touches = Touches.of(space.log(recent, hcps, catalog), start, cut)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from nextbest import registry
 from nextbest.contract.schema import REP_CHANNELS_FILTER, filter_channels
-from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.scoring import ScoringModel, utc_timestamp
 from nextbest.service.picks import picks_frame
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
@@ -227,7 +227,7 @@ def greedy_actions(
         if "channel_filter" in decisions
         else ""
     )
-    as_is = _utc(model.features_as_of)
+    as_is = utc_timestamp(model.features_as_of)
     history: pd.Series | pd.Timestamp = as_is
     if contacts is not None and model.advances:
         # The day a server moving its history each morning served it with.
@@ -271,11 +271,6 @@ def greedy_actions(
         best = dict(zip(picks["hcp_id"], picks["action_id"], strict=True))
         out[rows] = [best.get(h) for h in hcp_ids]
     return out
-
-
-def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(stamp)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def action_codes(action_ids: Iterable[object], vocabulary: pd.Index) -> np.ndarray:

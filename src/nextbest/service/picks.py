@@ -32,14 +32,15 @@ from nextbest.service.recommend import (
     cutoff,
     decision_time,
     history_day,
+    history_moved_to,
     lapses,
 )
 from nextbest.settings import Settings
 from nextbest.signals import signals_held
+from nextbest.yamlfile import near_hint, near_word
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-from nextbest.yamlfile import near_hint, near_word
 
 PICK_COLUMNS = [
     "hcp_id",
@@ -90,8 +91,6 @@ def history_for_picks(
     itself. ``move``, when given, gets what was done (``version``: ``model``'s, named
     in why it could not move).
     """
-    from nextbest.storage.repository import contacts_between
-
     if not settings.fresh_history:
         return model
     if not model.advances:
@@ -102,13 +101,10 @@ def history_for_picks(
                 "the picks use its cut-off's history; retrain it to move it"
             )
         return model
-    day = pd.Timestamp(decision_time(decided)).normalize()
-    if day <= pd.Timestamp(history_day(model)):
-        return model
-    contacts = contacts_between(session, start=cutoff(model), end=day.to_pydatetime())
-    moved = model.advanced(day, contacts)
-    if move is not None:
-        move.day, move.contacts = day.to_pydatetime(), len(contacts)
+    day = pd.Timestamp(decision_time(decided)).normalize().to_pydatetime()
+    moved, read = history_moved_to(model, session, day)
+    if move is not None and moved is not model:
+        move.day, move.contacts = day, read
     return moved
 
 

@@ -47,6 +47,7 @@ from nextbest.yamlfile import near_hint
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy.orm import Session
 
 MAX_K = 50
 MAX_BATCH = 1000
@@ -257,6 +258,23 @@ def history_day(model: ScoringModel) -> datetime:
     the day they were moved on to (:meth:`ScoringModel.advanced`). No decision is made
     for a day before it: it would be scored with contacts made after."""
     return _utc_datetime(model.features_as_of)
+
+
+def history_moved_to(
+    model: ScoringModel, session: Session, day: datetime
+) -> tuple[ScoringModel, int]:
+    """``model`` with its history moved on to ``day`` (00:00 UTC of a day) by every
+    HCP's contacts since its cut-off that ``session``'s store holds, as a server with
+    NEXTBEST_FRESH_HISTORY serves that day, and how many contacts were read;
+    ``model`` itself (and 0) when its history is as of that day already, or later."""
+    import pandas as pd
+
+    from nextbest.storage.repository import contacts_between
+
+    if day <= history_day(model):
+        return model, 0
+    contacts = contacts_between(session, start=cutoff(model), end=day)
+    return model.advanced(pd.Timestamp(day), contacts), len(contacts)
 
 
 def lapses(

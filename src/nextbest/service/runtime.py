@@ -28,7 +28,7 @@ from nextbest.policy.exploration import make_exploration, same_holdout_rate
 from nextbest.policy.rules import EMPTY_FINGERPRINT, RulesError, ServingRules
 from nextbest.service.apikeys import ApiKeyError, KeyStore, key_channel_notes
 from nextbest.service.reclog import RecommendationLog
-from nextbest.service.recommend import Recommender
+from nextbest.service.recommend import Recommender, history_moved_to
 from nextbest.service.territories import (
     TerritoriesError,
     TerritoryAlignment,
@@ -47,7 +47,6 @@ from nextbest.storage.db import (
     migrate,
 )
 from nextbest.storage.repository import (
-    contacts_between,
     latest_holdout_rate,
     recently_asked_hcps,
     store_rules,
@@ -679,12 +678,8 @@ class ServingRuntime:
         if day <= _utc(model.features_as_of):
             return model
         started = time.perf_counter()
-        as_of = _utc(model.as_of)
         with self.sessions() as session:
-            contacts = contacts_between(
-                session, start=as_of.to_pydatetime(), end=day.to_pydatetime()
-            )
-        moved = model.advanced(day, contacts)
+            moved, read = history_moved_to(model, session, day.to_pydatetime())
         self._move_error = None
         logger.info(
             "model %s version %s: HCP history moved on to %s by the contacts since its "
@@ -692,8 +687,8 @@ class ServingRuntime:
             self.settings.model_name,
             version,
             day.date().isoformat(),
-            as_of.isoformat(),
-            len(contacts),
+            _iso_utc(model.as_of),
+            read,
             time.perf_counter() - started,
         )
         return moved
