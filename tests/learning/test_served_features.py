@@ -10,6 +10,7 @@ windows (which slide) would differ, as docs/serving.md says.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 from nextbest.contract import Dataset, load_dataset
+from nextbest.features.history import EFFECT, ENGAGEMENT_WAIT_DAYS
 from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import decision_rows, train
 
@@ -157,6 +159,72 @@ def test_an_advanced_model_moves_recency_and_windows_as_training_would(data: Dat
     np.testing.assert_allclose(stepwise.hcp_history, advanced.hcp_history, atol=1e-4)
     with pytest.raises(ValueError, match="cannot move the history back"):
         advanced.advanced(day - pd.Timedelta(days=1), contacts)
+
+
+def test_an_advanced_model_counts_contacts_in_its_records_once_their_engagement_is_known(
+    data: Dataset,
+) -> None:
+    """With each contact's action and engagement, the move counts the contacts in the
+    HCPs' records too: at the later day the touch counts, engagement rates (per
+    channel, per topic, overall), engagement excess and decisions are those training
+    builds from the history with every contact whose engagement is known by then,
+    one engaged at once, one not engaged after the wait; a contact still within it
+    is left for a later day."""
+    end = data.interactions["timestamp"].max()
+    as_of = (end - pd.Timedelta(days=24)).normalize()
+    model = train(data, config=QUICK, as_of=as_of).model
+    day = as_of + pd.Timedelta(days=17)
+    wait = pd.Timedelta(days=ENGAGEMENT_WAIT_DAYS)
+    interactions = data.interactions
+    touched = interactions["channel"].notna()
+    contacts = interactions.loc[touched, ["hcp_id", "channel", "timestamp", "action_id"]]
+    engaged = interactions.loc[touched, "engaged"].astype(bool)
+    # Each engagement reported an hour after its contact.
+    contacts["engaged_at"] = (contacts["timestamp"] + pd.Timedelta(hours=1)).where(engaged)
+    between = (contacts["timestamp"] >= as_of) & (contacts["timestamp"] < day)
+    pending = between & ~engaged & (contacts["timestamp"] > day - wait)
+    pending_ids = set(contacts.loc[pending, "hcp_id"])
+    moved_ids = [
+        h for h in contacts.loc[between, "hcp_id"].value_counts().index if h not in pending_ids
+    ][:N_HCPS]
+    hcp_ids = moved_ids + sorted(pending_ids)[:N_HCPS]
+    assert len(moved_ids) == N_HCPS and len(pending_ids) >= 1
+
+    advanced = model.advanced(day, contacts)
+    served = _served_rows(advanced, hcp_ids)
+    frozen = _served_rows(model, hcp_ids)
+    # Training's rows at ``day`` from what the move can know: no untouched decision
+    # since the cut-off (the store's contacts are touches) and no contact pending.
+    span = (interactions["timestamp"] >= as_of) & (interactions["timestamp"] < day)
+    unknown = span & (~touched | pending.reindex(interactions.index, fill_value=False))
+    known = replace(data, interactions=interactions[~unknown])
+    expected = _training_rows(model, known, hcp_ids, day)
+
+    names = model.feature_names
+    records = [
+        j
+        for j, name in enumerate(names)
+        if name.endswith(("__touches", "__eng_rate", "all__eng_excess", "all__decisions"))
+    ]
+    # Every channel's and topic's, the overall ones, and the action's own (this_*).
+    assert len(records) == 2 * len(model.space.channels) + 2 * len(model.space.topics) + 8
+    np.testing.assert_allclose(served[:, records], expected[:, records], rtol=1e-5, atol=1e-5)
+    assert (served[:, records] != frozen[:, records]).any()
+    # The outcome means and the engagement effects stay the cut-off's.
+    kept = [j for j, name in enumerate(names) if "outcome_mean" in name or name.endswith(EFFECT)]
+    np.testing.assert_array_equal(served[:, kept], frozen[:, kept])
+    # Day by day ends where one move does, a pending contact counted on the day its
+    # wait ends.
+    stepwise = model.advanced(day - pd.Timedelta(days=2), contacts).advanced(day, contacts)
+    np.testing.assert_allclose(stepwise.hcp_history, advanced.hcp_history, rtol=1e-5, atol=1e-4)
+    later = model.advanced(day + wait, contacts[contacts["timestamp"] < day])
+    pending_rows = later.hcp_index.get_indexer(sorted(pending_ids))
+    assert model.space.history is not None
+    all_touches = model.space.history.column("all__touches")
+    assert (
+        later.hcp_history[pending_rows, all_touches]
+        > advanced.hcp_history[pending_rows, all_touches]
+    ).all()
 
 
 def test_a_model_cannot_move_its_history_back_or_without_its_recent_touches(

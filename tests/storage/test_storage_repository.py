@@ -1772,12 +1772,24 @@ def test_contacts_between_two_times_are_every_hcps_first_reports(
                 )
                 for day in (5, 4)
             ),
+            # Its recommendation's first engagement is when the contact engaged.
+            *(
+                FeedbackRecord(
+                    f"c9-{day}",
+                    kind,
+                    start + timedelta(days=day),
+                    "h1",
+                    recommendation_id="rec-1",
+                    action_id="a-email",
+                )
+                for day, kind in ((9, "clicked"), (6, "opened"))
+            ),
         ],
     )
 
     found = contacts_between(session, start=start, end=end)
 
-    assert list(found.columns) == ["hcp_id", "channel", "timestamp"]
+    assert list(found.columns) == ["hcp_id", "channel", "timestamp", "action_id", "engaged_at"]
     assert found[["hcp_id", "channel"]].to_numpy().tolist() == [
         ["h1", "email"],
         ["h9", "visit"],
@@ -1787,7 +1799,13 @@ def test_contacts_between_two_times_are_every_hcps_first_reports(
     assert found["timestamp"].tolist() == [
         pd.Timestamp(start + timedelta(days=d)) for d in (0, 2, 3, 4)
     ]
-    assert contacts_between(session, start=end, end=end + timedelta(days=1)).shape == (1, 3)
+    assert found["action_id"].tolist() == [None, None, None, "a-email"]
+    # Not engaged, a completed visit (its own engagement), not engaged, opened later.
+    engaged_at = found["engaged_at"]
+    assert engaged_at.isna().tolist() == [True, False, True, False]
+    assert engaged_at.iloc[1] == pd.Timestamp(start + timedelta(days=2))
+    assert engaged_at.iloc[3] == pd.Timestamp(start + timedelta(days=6))
+    assert contacts_between(session, start=end, end=end + timedelta(days=1)).shape == (1, 5)
 
 
 def test_last_contacts_are_the_most_recent_contact_ever(session: Session) -> None:

@@ -21,6 +21,9 @@ SMOOTHING = 2.0  # pseudo-touches pulling a sparse engagement rate towards the p
 DAY = 86_400
 FATIGUE_WINDOWS_DAYS = (7, 30)
 EFFECT = "eng_effect"
+# How long a moved history waits for a contact's engagement before it counts the
+# contact in the HCP's records as not engaged (see HistoryFeaturizer.advance).
+ENGAGEMENT_WAIT_DAYS = 3
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,17 @@ class EngagementCounts:
 class Touches:
     """Contacts as flat arrays, each ``(n,)`` int64: ``hcp`` codes into the HCP
     table, ``channel`` codes into the feature space's channels, ``seconds`` Unix
-    seconds. What :meth:`HistoryFeaturizer.advance` moves a snapshot with."""
+    seconds. What :meth:`HistoryFeaturizer.advance` moves a snapshot with.
+
+    ``topic`` (codes into the feature space's topics, -1: none known) and
+    ``engaged_at`` (Unix seconds of the contact's first engagement, -1: none) let
+    it move the HCPs' records as well; None: not known (the records stay)."""
 
     hcp: np.ndarray
     channel: np.ndarray
     seconds: np.ndarray
+    topic: np.ndarray | None = None
+    engaged_at: np.ndarray | None = None
 
     @classmethod
     def of(cls, log: EventLog, start: int, end: int) -> Touches:
@@ -244,21 +253,28 @@ class HistoryFeaturizer:
         recent: Touches,
         contacts: Touches,
         moved_to: int | None = None,
+        wait: int = ENGAGEMENT_WAIT_DAYS * DAY,
     ) -> np.ndarray:
         """The history rows ``history`` (one per HCP code) of a snapshot cut off at
         ``as_of``, moved on to ``day`` (Unix seconds) by the ``contacts`` since.
 
-        Only what a contact alone tells is moved: each channel's days since its last
-        touch and its touches in the fatigue windows, and the days since any touch.
-        Whether a contact engaged (and what it was about, and what the HCP did after) is
-        not known when it is made, so the records (touch counts, engagement rates and
-        effects, topic columns, outcome means) stay those of ``as_of``; a retrain
-        counts them. ``recent`` holds the touches the snapshot counted within the
-        longest fatigue window before ``as_of``; ``contacts`` are those from ``as_of``
-        on (others are left out: the snapshot has those before, and those from
-        ``day`` on are not known at its start). ``moved_to``: the day ``history`` was
-        already moved to (None: ``as_of``), so a snapshot moves on day by day with
-        the same ``contacts`` from ``as_of``. Returns a new float32 array shaped like
+        What time and a contact alone tell moves at once: each channel's days since
+        its last touch and its touches in the fatigue windows, and the days since any
+        touch. The records move when ``contacts`` know their engagement
+        (``engaged_at``): each contact counts in its HCP's touches and engagement
+        rates (its channel's, its topic's, the overall rate and the engagement excess
+        over the channels' priors) and decisions once its engagement has arrived or,
+        without one, ``wait`` seconds after it (then as not engaged; an engagement
+        later than ``wait`` after the contact is left to a retrain). What a contact
+        leads to later (the outcome means) and the engagement effects (they need the
+        population model's P(engaged) of each touch) stay those of ``as_of``.
+
+        ``recent`` holds the touches the snapshot counted within the longest fatigue
+        window before ``as_of``; ``contacts`` are those from ``as_of`` on (others are
+        left out: the snapshot has those before, and those from ``day`` on are not
+        known at its start). ``moved_to``: the day ``history`` was already moved to
+        (None: ``as_of``), so a snapshot moves on day by day with the same
+        ``contacts`` from ``as_of``. Returns a new float32 array shaped like
         ``history``.
         """
         start = as_of if moved_to is None else moved_to
@@ -299,7 +315,66 @@ class HistoryFeaturizer:
                 minlength=n * n_channels,
             )
             out[:, self.channel_column(self.PER_CHANNEL[3 + j])] = counts.reshape(n, n_channels)
+        if contacts.engaged_at is not None and contacts.topic is not None:
+            engaged_at = contacts.engaged_at[new]
+            engaged = (engaged_at >= 0) & (engaged_at < seconds + wait)
+            # Counted from the second after its engagement (an engagement reported as
+            # before the contact: at it), or once the wait is over.
+            known = np.where(engaged, np.maximum(engaged_at, seconds) + 1, seconds + wait)
+            counted = (known <= day) & (known > start)
+            self._count(
+                out,
+                hcp[counted],
+                channel[counted],
+                contacts.topic[new][counted],
+                engaged[counted].astype(np.float64),
+            )
         return out
+
+    def _count(
+        self,
+        out: np.ndarray,
+        hcp: np.ndarray,
+        channel: np.ndarray,
+        topic: np.ndarray,
+        engaged: np.ndarray,
+    ) -> None:
+        """Add contacts (``hcp``, ``channel`` and ``topic`` codes, ``engaged`` 0/1, each
+        ``(k,)``) to the records of the history rows ``out`` in place. A smoothed rate
+        ``r`` over ``T`` touches holds ``r (T + S) - S p`` engagements (``S`` the
+        pseudo-touches at the prior ``p``), so with ``k`` more of which ``e`` engaged
+        it becomes ``(r (T + S) + e) / (T + k + S)``, the prior cancelling; the
+        engagement excess (engagements less the touches' priors, over ``T + S``) moves
+        alike with each touch's channel prior taken off."""
+        n = len(out)
+
+        def move(touches_cols: np.ndarray, rate_cols: np.ndarray, codes: np.ndarray) -> None:
+            width = len(touches_cols)
+            inside = codes >= 0
+            cell = hcp[inside] * width + codes[inside]
+            k = np.bincount(cell, minlength=n * width).reshape(n, width)
+            e = np.bincount(cell, weights=engaged[inside], minlength=n * width).reshape(n, width)
+            touches = out[:, touches_cols].astype(np.float64)
+            rate = out[:, rate_cols].astype(np.float64)
+            out[:, rate_cols] = (rate * (touches + SMOOTHING) + e) / (touches + k + SMOOTHING)
+            out[:, touches_cols] = touches + k
+
+        everyone = np.zeros(len(hcp), dtype=np.int64)
+        # The excess first: it reads the touches before they move.
+        touches = out[:, self.column("all__touches")].astype(np.float64)
+        excess = self.column("all__eng_excess")
+        gain = np.bincount(hcp, weights=engaged - self.channel_prior_[channel], minlength=n)
+        k = np.bincount(hcp, minlength=n)
+        out[:, excess] = (out[:, excess] * (touches + SMOOTHING) + gain) / (touches + k + SMOOTHING)
+        decisions = self.column("all__decisions")
+        out[:, decisions] = out[:, decisions] + k
+        move(
+            np.array([self.column("all__touches")]),
+            np.array([self.column("all__eng_rate")]),
+            everyone,
+        )
+        move(self.channel_column("touches"), self.channel_column("eng_rate"), channel)
+        move(self.topic_column("touches"), self.topic_column("eng_rate"), topic)
 
     def _overall(self, log: EventLog, hcp: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         n = len(hcp)

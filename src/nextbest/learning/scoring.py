@@ -273,6 +273,13 @@ def _seconds(stamp: pd.Timestamp) -> int:
     return int(utc_timestamp(stamp).value // 10**9)
 
 
+def _unix_seconds(stamps: pd.Series) -> np.ndarray:
+    """``(n,)`` int64 Unix seconds of ``stamps`` (naive: UTC), -1 where missing."""
+    stamps = pd.to_datetime(stamps, utc=True)
+    seconds = stamps.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    return np.where(stamps.isna().to_numpy(), -1, seconds)
+
+
 def listed(names: list[str], shown: int = 5) -> str:
     """The first ``shown`` of ``names``, then how many more: ``A1, A2 and 3 more``."""
     more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
@@ -399,28 +406,46 @@ class ScoringModel:
         return self.as_of if self.history_day is None else self.history_day
 
     def contact_touches(self, contacts: pd.DataFrame) -> Touches:
-        """``contacts`` (columns ``hcp_id``, ``channel``, ``timestamp``) as codes of this
-        model's HCPs and channels; rows of an HCP or channel it does not know are
-        left out."""
+        """``contacts`` (columns ``hcp_id``, ``channel``, ``timestamp``, and, to move
+        the records too, ``action_id`` and ``engaged_at``: when the contact's first
+        engagement was, NaT for none) as codes of this model's HCPs, channels and
+        topics; rows of an HCP or channel it does not know are left out, an action it
+        does not know has no topic."""
         hcp = self.hcp_index.get_indexer(pd.Index(contacts["hcp_id"].astype(str)))
         channel = np.asarray(
             pd.Categorical(contacts["channel"], categories=list(self.space.channels)).codes,
             dtype=np.int64,
         )
-        stamps = pd.to_datetime(contacts["timestamp"], utc=True)
-        seconds = stamps.to_numpy(dtype="datetime64[s]").astype(np.int64)
+        seconds = _unix_seconds(contacts["timestamp"])
         known = (hcp >= 0) & (channel >= 0)
+        topic = engaged_at = None
+        if {"action_id", "engaged_at"} <= set(contacts.columns):
+            history = self.space.history
+            assert history is not None, "a trained model's feature space is fitted"
+            action = self.action_index.get_indexer(pd.Index(contacts["action_id"].astype(str)))
+            action_topic = np.asarray(
+                pd.Categorical(self.action_topic_name, categories=list(history.topics)).codes,
+                dtype=np.int64,
+            )
+            topic = np.where(action >= 0, action_topic[action], -1)[known]
+            engaged_at = _unix_seconds(contacts["engaged_at"])[known]
         return Touches(
-            hcp=hcp[known].astype(np.int64), channel=channel[known], seconds=seconds[known]
+            hcp=hcp[known].astype(np.int64),
+            channel=channel[known],
+            seconds=seconds[known],
+            topic=topic,
+            engaged_at=engaged_at,
         )
 
     def advanced(self, day: pd.Timestamp, contacts: pd.DataFrame) -> ScoringModel:
         """This model with its HCP history features moved on to ``day`` by
-        ``contacts``: every HCP's contacts since the cut-off (columns ``hcp_id``,
-        ``channel`` and ``timestamp``; those outside ``as_of <= t < day`` are left
-        out; see :meth:`~nextbest.features.history.HistoryFeaturizer.advance` for what
-        moves). A model already moved moves on from its :attr:`features_as_of`. The
-        learned models, catalog and cut-off are shared; this model is unchanged.
+        ``contacts``: every HCP's contacts since the cut-off (columns as
+        :meth:`contact_touches` reads them, what
+        :func:`~nextbest.storage.contacts_between` returns; those outside
+        ``as_of <= t < day`` are left out; see
+        :meth:`~nextbest.features.history.HistoryFeaturizer.advance` for what moves).
+        A model already moved moves on from its :attr:`features_as_of`. The learned
+        models, catalog and cut-off are shared; this model is unchanged.
 
         Raises:
             ValueError: the model cannot advance (:attr:`advances`), or ``day`` is

@@ -2771,13 +2771,41 @@ def contact_history(
 def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.DataFrame:
     """Every HCP's contacts first reported at ``start <= t < end``, one row per
     contact (:func:`_first_report`, as the caps count them), with their channel:
-    columns ``hcp_id``, ``channel`` and ``timestamp`` (UTC), in time order. What a
-    model's history is moved on with (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`);
-    contacts without a channel are left out."""
+    columns ``hcp_id``, ``channel``, ``timestamp`` (UTC), ``action_id`` (None when
+    the event names none) and ``engaged_at`` (UTC, NaT for none: the first
+    ``ENGAGEMENT_EVENT_TYPES`` event of the contact's recommendation from ``start``
+    on, at any time, as retraining counts a logged decision engaged; a completed
+    contact is its own engagement), in time order. What a model's history is moved
+    on with (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`); contacts
+    without a channel are left out."""
     table = cast(sa.Table, FeedbackEvent.__table__)
     c = table.c
+    engagement = table.alias("engagement")
+    first_engaged = (
+        sa.select(
+            engagement.c.recommendation_id,
+            sa.func.min(engagement.c.occurred_at).label("engaged_at"),
+        )
+        .where(
+            engagement.c.event_type.in_(ENGAGEMENT_EVENT_TYPES),
+            engagement.c.recommendation_id.is_not(None),
+            engagement.c.occurred_at >= start,
+        )
+        .group_by(engagement.c.recommendation_id)
+        .subquery()
+    )
     rows = session.execute(
-        sa.select(c.hcp_id, c.channel, c.occurred_at)
+        sa.select(
+            c.hcp_id,
+            c.channel,
+            c.occurred_at,
+            c.action_id,
+            sa.case(
+                (c.event_type.in_(ENGAGEMENT_EVENT_TYPES), c.occurred_at),
+                else_=first_engaged.c.engaged_at,
+            ),
+        )
+        .outerjoin(first_engaged, first_engaged.c.recommendation_id == c.recommendation_id)
         .where(
             c.event_type.in_(CONTACT_EVENT_TYPES),
             c.channel.is_not(None),
@@ -2787,8 +2815,11 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
         )
         .order_by(c.occurred_at, c.event_id)
     ).all()
-    frame = pd.DataFrame(rows, columns=["hcp_id", "channel", "timestamp"])
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame = pd.DataFrame(
+        rows, columns=["hcp_id", "channel", "timestamp", "action_id", "engaged_at"]
+    )
+    for column in ("timestamp", "engaged_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
 
 
