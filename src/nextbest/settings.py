@@ -184,7 +184,8 @@ class Settings(BaseSettings):
         default=False,
         description="Move the served model's HCP history features on to each new UTC day by "
         "the contacts the feedback store holds since its cut-off (gaps and fatigue windows; "
-        "records stay the cut-off's until a retrain).",
+        "touch counts and engagement rates once each contact's engagement is known; outcome "
+        "means and engagement effects stay the cut-off's until a retrain).",
     )
     host: str = Field(
         default="127.0.0.1",

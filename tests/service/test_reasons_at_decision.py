@@ -13,6 +13,7 @@ import pytest
 
 from nextbest import registry
 from nextbest.errors import InvalidRequestError
+from nextbest.features.history import ENGAGEMENT_WAIT_DAYS
 from nextbest.learning import reasons as reasons_module
 from nextbest.learning.scoring import ScoringModel
 from nextbest.policy.exploration import EpsilonGreedy
@@ -26,6 +27,7 @@ from nextbest.service.recommend import (
 )
 
 GAP = re.compile(r"^no (.+) in (\d+) (day|days|week|weeks)$")
+NO_CONTACTS = pd.DataFrame({"hcp_id": [], "channel": [], "timestamp": []})
 RECORD = re.compile(r" so far(: a fresh channel for this HCP)?$")  # the own channel's record
 CONTACTED = re.compile(r"^(last contacted .+ ago|never contacted before)$")
 TOPIC = re.compile(r" pieces? on .+$")  # the topic's record: "engaged with 2 of 3 pieces on dosing"
@@ -274,3 +276,30 @@ def test_a_moved_history_counts_its_gaps_from_the_day_it_was_moved_to(
     assert (lapse.days, lapse.moved) == (7, 9.0)
     assert not lapse.missed_by_snapshot(11.0, "email")  # the snapshot's own contact
     assert lapse.missed_by_snapshot(20.0, "email")  # newer than the snapshot's latest
+
+
+def test_a_moved_history_speaks_of_every_contact_it_has_counted(model: ScoringModel) -> None:
+    """Moved on, the snapshot counts in its gaps and records every contact whose
+    engagement it waited for: only a contact within that wait before the day moved
+    to (or after it) silences its channel's record and gap, and a live history that
+    reaches back to the wait, not to the cut-off, sees all it needs to."""
+    at_cutoff = cutoff(model)
+    moved_to = at_cutoff + timedelta(days=9)
+    moved = model.advanced(pd.Timestamp(moved_to), NO_CONTACTS)
+    now = at_cutoff + timedelta(days=16)
+    wait = timedelta(days=ENGAGEMENT_WAIT_DAYS)
+    counted = {
+        ("H1", "email"): moved_to - wait,
+        ("H2", "email"): moved_to - wait + timedelta(hours=1),
+    }
+    history = LiveHistory(now=now, counts={30.0: {}}, last=counted)
+    first, second = lapses(at_cutoff, ["H1", "H2"], now, history, history_day(moved))
+    assert first.touched == frozenset() and not first.touched_any
+    assert second.touched == frozenset({"email"})
+    # Not moved, both contacts came after the snapshot: both silence the channel.
+    unmoved = lapses(at_cutoff, ["H1", "H2"], now, history)
+    assert [lapse.touched for lapse in unmoved] == [frozenset({"email"})] * 2
+    # A live history of the last 12 days reaches the wait before the move, not the cut-off.
+    short = LiveHistory(now=now, counts={12.0: {}}, last=counted)
+    assert not lapses(at_cutoff, ["H1"], now, short, history_day(moved))[0].unseen
+    assert lapses(at_cutoff, ["H1"], now, short)[0].unseen

@@ -29,6 +29,7 @@ from nextbest.contract.schema import (
     near_channel,
 )
 from nextbest.errors import InvalidRequestError, NotFoundError, TerritoriesUnavailableError
+from nextbest.features.history import ENGAGEMENT_WAIT_DAYS
 from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 from nextbest.limits import PURPOSES
@@ -287,10 +288,15 @@ def lapses(
     """What each HCP's snapshot (history as of ``as_of``) misses at ``now``: the days
     since, the channels ``history`` shows it was contacted on since, and its newest
     contacts before (see :class:`~nextbest.learning.reasons.Lapse`). ``moved_to``: the
-    day the snapshot's gaps were moved on to (:func:`history_day`; None: not moved),
-    from which the days since are counted; what was contacted is still told from the
-    cut-off, as the records (counts and rates) stay the cut-off's."""
+    day the snapshot was moved on to (:func:`history_day`; None: not moved), from
+    which the days since are counted; it counts in its gaps and records every contact
+    up to :data:`~nextbest.features.history.ENGAGEMENT_WAIT_DAYS` before that day
+    (those after may still wait for their engagement), so what was contacted is told
+    from there."""
     start = as_of if moved_to is None else moved_to
+    counted = as_of
+    if moved_to is not None:
+        counted = max(as_of, moved_to - timedelta(days=ENGAGEMENT_WAIT_DAYS))
     # Nearest whole day: a cut-off is a second after the newest interaction, so the
     # floor would drop a day that has all but passed (49 days read as 6 weeks).
     days = max(0, round((now - start) / timedelta(days=1)))
@@ -298,9 +304,9 @@ def lapses(
     newest = None if history is None else history.newest_contacts()
     if newest is None or history is None:
         return [Lapse(days, None, moved=moved)] * len(hcp_ids)
-    # Contacts between the cut-off and the history's start are unknown: the snapshot's
-    # record and gaps may be out of date on any channel.
-    unseen = not history.reaches(as_of)
+    # Contacts between what the snapshot counted and the history's start are unknown:
+    # the snapshot's record and gaps may be out of date on any channel.
+    unseen = not history.reaches(counted)
     untouched = Lapse(days, frozenset(), unseen=unseen, moved=moved)
     out = []
     for hcp_id in hcp_ids:
@@ -308,7 +314,7 @@ def lapses(
         if not contacts:
             out.append(untouched)
             continue
-        since = frozenset(channel for channel, at in contacts.items() if at > as_of)
+        since = frozenset(channel for channel, at in contacts.items() if at > counted)
         # Rounded, so that the lapse (part of the score cache's key) stays put; a
         # contact without a channel is under None.
         before = tuple(
