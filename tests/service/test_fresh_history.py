@@ -146,8 +146,8 @@ def test_contacts_stored_since_the_cut_off_move_the_served_history(
     ):
         assert _features_as_of(client) == day0.isoformat()
         (stale,) = [m for r in caplog.records if "retrain to refresh" in (m := r.getMessage())]
-        moved = f"(recency and fatigue are moved on to {day0.date().isoformat()})"
-        assert f"days ago): engagement rates in its scores are that old {moved}" in stale, stale
+        moved = f"(recency, fatigue and engagement rates are moved on to {day0.date()})"
+        assert f"engagement effects and outcome means are that old {moved}" in stale, stale
         # The gauge stays the cut-off: what a retrain alert measures (the records' age).
         assert REGISTRY.get_sample_value("nextbest_model_features_as_of_seconds") == (
             runtime.recommender.model.as_of.tz_localize("UTC").timestamp()
@@ -160,6 +160,32 @@ def test_contacts_stored_since_the_cut_off_move_the_served_history(
         assert _history(served, hcp, "rep_visit", "touches_7d") == 0
         assert _history(served, hcp, "rep_visit", "touches_30d") == 1
         assert _history(served, hcp, "rep_visit", "days_since") == pytest.approx(20.0)
+
+
+def test_a_contact_counts_in_the_served_records_once_its_engagement_is_known(
+    settings: Settings, loaded: ScoringModel, day0: datetime, hcp: str
+) -> None:
+    """The served records move by the store's contacts whose engagement is known: a
+    completed visit (its own engagement) counts engaged, an e-mail delivered five days
+    before without an engagement counts not engaged, one delivered the day before
+    waits (its open may still come)."""
+    _store(
+        settings,
+        FeedbackRecord("v1", "completed", day0 - 5 * DAY, hcp, channel="rep_visit"),
+        _contact("e1", hcp, "email", day0 - 5 * DAY),
+        _contact("e2", hcp, "email", day0 - DAY),
+    )
+    with _serving(settings, SetClock(day0 + timedelta(hours=9))) as (runtime, client):
+        assert _features_as_of(client) == day0.isoformat()
+        served = runtime.recommender.model
+        for channel, engaged in (("rep_visit", 1), ("email", 0)):
+            touches = _history(loaded, hcp, channel, "touches")
+            rate = _history(loaded, hcp, channel, "eng_rate")
+            assert _history(served, hcp, channel, "touches") == touches + 1
+            assert _history(served, hcp, channel, "eng_rate") == pytest.approx(
+                (rate * (touches + 2) + engaged) / (touches + 3), rel=1e-5
+            )
+        assert _history(served, hcp, "email", "touches_7d") == 2  # the gaps know both
 
 
 def test_a_new_day_moves_the_served_history_on_in_the_background(

@@ -93,8 +93,8 @@ RELOADS = Counter(
 FEATURES_AS_OF = Gauge(
     "nextbest_model_features_as_of_seconds",
     "Where the served model's HCP history ends (its training cut-off), in seconds since "
-    "1970: time() minus this is how old its engagement records are (with "
-    "NEXTBEST_FRESH_HISTORY its recency and fatigue are moved on each day; /healthz "
+    "1970: time() minus this is how old what it learned is (with NEXTBEST_FRESH_HISTORY "
+    "its recency, fatigue and engagement rates are moved on each day; /healthz "
     "features_as_of says to when).",
     multiprocess_mode="liveall",
 )
@@ -188,8 +188,9 @@ def warn_if_stale(
         stale = "recency, fatigue and engagement rates in its scores are that old"
         if moved_to is not None and _utc(moved_to) > _utc(as_of):
             stale = (
-                "engagement rates in its scores are that old (recency and fatigue are "
-                f"moved on to {_utc(moved_to).date().isoformat()})"
+                "the preferences it learned and its HCPs' engagement effects and outcome "
+                "means are that old (recency, fatigue and engagement rates are moved on to "
+                f"{_utc(moved_to).date().isoformat()})"
             )
         logger.warning(
             "model %s version %s knows its HCPs' history up to %s (%s): %s; retrain to "
