@@ -104,4 +104,4 @@ def test_each_worker_moves_its_history_on_when_the_served_day_turns(
     finally:
         stop_server(proc)
     said = [line for line in log.read_text().splitlines() if "moved on to" in line]
-    assert all("(1 read)" in line for line in said if day1.date().isoformat() in line), said
+    assert all("(1 read;" in line for line in said if day1.date().isoformat() in line), said

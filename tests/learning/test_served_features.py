@@ -227,6 +227,32 @@ def test_an_advanced_model_counts_contacts_in_its_records_once_their_engagement_
     ).all()
 
 
+def test_a_moved_model_moves_on_with_the_contacts_of_its_last_month(data: Dataset) -> None:
+    """Once moved, a model needs only the contacts from a fatigue window (30 days)
+    before the day it is as of: moved on with those alone it ends where one move with
+    every contact since the cut-off does, gaps, windows and records."""
+    end = data.interactions["timestamp"].max()
+    as_of = (end - pd.Timedelta(days=60)).normalize()
+    model = train(data, config=QUICK, as_of=as_of).model
+    touched = data.interactions["channel"].notna()
+    contacts = data.interactions.loc[touched, ["hcp_id", "channel", "timestamp", "action_id"]]
+    engaged = data.interactions.loc[touched, "engaged"].astype(bool)
+    contacts["engaged_at"] = (contacts["timestamp"] + pd.Timedelta(hours=1)).where(engaged)
+    assert model.contacts_needed_from == model.as_of.tz_localize("UTC")
+    first, day = as_of + pd.Timedelta(days=40), as_of + pd.Timedelta(days=55)
+    moved = model.advanced(first, contacts)
+    start = moved.contacts_needed_from
+    assert start == (first - pd.Timedelta(days=30)).tz_localize("UTC")
+    since = pd.to_datetime(contacts["timestamp"], utc=True) >= start
+    assert (~since & (contacts["timestamp"] >= as_of)).any()  # some are left unread
+    np.testing.assert_allclose(
+        moved.advanced(day, contacts[since]).hcp_history,
+        model.advanced(day, contacts).hcp_history,
+        rtol=1e-5,
+        atol=1e-4,
+    )
+
+
 def test_a_model_cannot_move_its_history_back_or_without_its_recent_touches(
     data: Dataset,
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nextbest.features.history import Touches
+from nextbest.features.history import ENGAGEMENT_WAIT_DAYS, FATIGUE_WINDOWS_DAYS, Touches
 from nextbest.features.space import ACTION_ID_COLUMN, FeatureSpace
 from nextbest.learning.levers import Levers
 from nextbest.learning.preference import CalibratedEngagementClassifier
@@ -404,6 +404,19 @@ class ScoringModel:
         """When the served history features are as of: the training cut-off, or the
         day :meth:`advanced` moved them to."""
         return self.as_of if self.history_day is None else self.history_day
+
+    @property
+    def contacts_needed_from(self) -> pd.Timestamp:
+        """The earliest contact (UTC) :meth:`advanced` needs to move this model on: its
+        cut-off, or once moved, the longest fatigue window before the day it was moved
+        to (every older contact is in its gaps and, its engagement waited for, in its
+        records), so a server moving on each day reads a month of contacts, not all
+        since the cut-off."""
+        as_of = utc_timestamp(self.as_of)
+        if self.history_day is None:
+            return as_of
+        span = pd.Timedelta(days=max(*FATIGUE_WINDOWS_DAYS, ENGAGEMENT_WAIT_DAYS))
+        return max(as_of, utc_timestamp(self.history_day) - span)
 
     def contact_touches(self, contacts: pd.DataFrame) -> Touches:
         """``contacts`` (columns ``hcp_id``, ``channel``, ``timestamp``, and, to move

@@ -672,7 +672,8 @@ class ServingRuntime:
 
     def _moved_history(self, model: ScoringModel, version: str) -> ScoringModel:
         """``model`` with its history moved on to the start (00:00 UTC) of the clock's
-        UTC day by every contact the store holds since its cut-off (logged, one line);
+        UTC day by the contacts the store holds since its cut-off (those it needs:
+        :func:`history_moved_to`; logged, one line);
         ``model`` itself when its features are as of that day already, or later.
         Raises what reading the store or moving the history raises."""
         day = _utc(pd.Timestamp(self.clock())).normalize()
@@ -683,13 +684,14 @@ class ServingRuntime:
             moved, read = history_moved_to(model, session, day.to_pydatetime())
         self._move_error = None
         logger.info(
-            "model %s version %s: HCP history moved on to %s by the contacts since its "
-            "cut-off %s (%d read), in %.2f s",
+            "model %s version %s: HCP history moved on to %s by the contacts since %s "
+            "(%d read; its cut-off %s), in %.2f s",
             self.settings.model_name,
             version,
             day.date().isoformat(),
-            _iso_utc(model.as_of),
+            _iso_utc(model.contacts_needed_from),
             read,
+            _iso_utc(model.as_of),
             time.perf_counter() - started,
         )
         return moved
