@@ -2794,7 +2794,7 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
         .group_by(engagement.c.recommendation_id)
         .subquery()
     )
-    rows = session.execute(
+    statement = (
         sa.select(
             c.hcp_id,
             c.channel,
@@ -2814,13 +2814,14 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
             _first_report(table, CONTACT_EVENT_TYPES),
         )
         .order_by(c.occurred_at, c.event_id)
-    ).all()
-    frame = pd.DataFrame(
-        rows, columns=["hcp_id", "channel", "timestamp", "action_id", "engaged_at"]
     )
-    for column in ("timestamp", "engaged_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
+    # A column at a time (a server reads a month of every HCP's contacts each day).
+    return _read_frame(
+        session,
+        statement,
+        ["hcp_id", "channel", "timestamp", "action_id", "engaged_at"],
+        times=("timestamp", "engaged_at"),
+    )
 
 
 @dataclass(frozen=True)
