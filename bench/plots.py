@@ -213,7 +213,12 @@ def loop_figure(data: dict[str, Any]) -> Drawing:
     if rounds:
         bottom.set_xticks([r["round"] for r in rounds])
     setup = data.get("setup", {})
-    mode = setup.get("exploration", "")
+    said = [setup.get("exploration", "")]
+    gate = setup.get("gate") or {}
+    if gate.get("criterion") == "margin":  # the default, lower_bound, goes unsaid
+        estimator = str(gate.get("estimator", "?")).upper()
+        said.append(f"gate: {estimator} point estimate, margin {gate.get('margin', 0):g}")
+    mode = ", ".join(filter(None, said))
     fig.suptitle(
         f"Closed loop{f' ({mode})' if mode else ''}, {setup.get('hcps', '?')} HCPs: {_when(data)}"
     )

@@ -38,8 +38,8 @@ def _line(ax: Any, label: str) -> tuple[list[float], list[float]]:
     return list(line.get_xdata()), list(line.get_ydata())
 
 
-# The latest run, and one that promoted a challenger (round 4).
-@pytest.mark.parametrize("name", ["loop", "loop_2026-12-04"])
+# The latest run, one that promoted a challenger (round 4), and one with a lenient gate.
+@pytest.mark.parametrize("name", ["loop", "loop_2026-12-04", "loop_margin"])
 def test_loop_figure_draws_each_rounds_true_values_and_the_gates_estimates(name: str) -> None:
     data = _committed(name)
     rounds = data["rounds"][1:]
@@ -73,7 +73,11 @@ def test_loop_figure_draws_each_rounds_true_values_and_the_gates_estimates(name:
     assert list(estimate.lines[0].get_ydata()) == [r["difference"]["value"] for r in rounds]
     assert drawing.skipped == []
     when = data["measured_at"][:16].replace("T", " ")
-    assert f"{when} UTC" in drawing.figure.texts[0].get_text()
+    title = drawing.figure.texts[0].get_text()
+    assert f"{when} UTC" in title
+    # A gate other than the default's lower bound is named.
+    gate = data["setup"].get("gate", {})
+    assert ("margin" in title) == (gate.get("criterion") == "margin"), title
     assert bottom.get_ylabel() == "challenger - champion,\nnet NRx per decision"
 
 
