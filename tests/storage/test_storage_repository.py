@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nextbest.features.history import ENGAGEMENT_WAIT_DAYS
 from nextbest.storage import (
     FeedbackRecord,
     RecommendationRecord,
@@ -1800,12 +1801,62 @@ def test_contacts_between_two_times_are_every_hcps_first_reports(
         pd.Timestamp(start + timedelta(days=d)) for d in (0, 2, 3, 4)
     ]
     assert found["action_id"].tolist() == [None, None, None, "a-email"]
-    # Not engaged, a completed visit (its own engagement), not engaged, opened later.
+    # Opened a day later (c5, of its HCP and channel), a completed visit (its own
+    # engagement), not engaged, opened later (its recommendation's c9).
     engaged_at = found["engaged_at"]
-    assert engaged_at.isna().tolist() == [True, False, True, False]
+    assert engaged_at.isna().tolist() == [False, False, True, False]
+    assert engaged_at.iloc[0] == pd.Timestamp(start + timedelta(days=1))
     assert engaged_at.iloc[1] == pd.Timestamp(start + timedelta(days=2))
     assert engaged_at.iloc[3] == pd.Timestamp(start + timedelta(days=6))
     assert contacts_between(session, start=end, end=end + timedelta(days=1)).shape == (1, 5)
+
+
+def test_a_contact_naming_no_recommendation_is_engaged_by_the_next_open_on_its_channel(
+    session: Session,
+) -> None:
+    """A send nextbest did not suggest is engaged by an engagement event of its HCP and
+    channel (naming no recommendation either) within the wait after it, and an open
+    belongs to the HCP's latest send on the channel, not to every one before it."""
+    start = T0
+    hour = timedelta(hours=1)
+    record_feedback(
+        session,
+        events=[
+            delivered("s1", "h1", channel="email", occurred_at=start),
+            delivered("s2", "h1", channel="email", occurred_at=start + timedelta(days=1)),
+            FeedbackRecord("o1", "opened", start + timedelta(days=1) + hour, "h1", channel="email"),
+            # Opened twice: engaged at the first.
+            FeedbackRecord(
+                "o2", "clicked", start + timedelta(days=1) + 2 * hour, "h1", channel="email"
+            ),
+            # Another HCP, another channel: neither engages h1's e-mails.
+            FeedbackRecord("o3", "opened", start + 2 * hour, "h2", channel="email"),
+            delivered("s3", "h1", channel="webinar", occurred_at=start),
+            # Past the wait: left to a retrain.
+            delivered("s4", "h2", channel="email", occurred_at=start + timedelta(days=2)),
+            FeedbackRecord(
+                "o4",
+                "opened",
+                start + timedelta(days=2 + ENGAGEMENT_WAIT_DAYS) + hour,
+                "h2",
+                channel="email",
+            ),
+        ],
+    )
+    found = contacts_between(session, start=start, end=start + timedelta(days=7))
+    engaged = dict(
+        zip(
+            zip(found["hcp_id"], found["channel"], found["timestamp"], strict=True),
+            found["engaged_at"],
+            strict=True,
+        )
+    )
+    day = timedelta(days=1)
+    assert pd.isna(engaged[("h1", "email", pd.Timestamp(start))])
+    assert engaged[("h1", "email", pd.Timestamp(start + day))] == pd.Timestamp(start + day + hour)
+    assert pd.isna(engaged[("h1", "webinar", pd.Timestamp(start))])
+    assert pd.isna(engaged[("h2", "email", pd.Timestamp(start + 2 * day))])
+    assert list(found.columns) == ["hcp_id", "channel", "timestamp", "action_id", "engaged_at"]
 
 
 def test_last_contacts_are_the_most_recent_contact_ever(session: Session) -> None:

@@ -41,6 +41,7 @@ from nextbest.contract.schema import (
     near_channel,
     withdrawn_channel,
 )
+from nextbest.features.history import ENGAGEMENT_WAIT_DAYS
 from nextbest.limits import PURPOSES, STORED_LENGTHS
 from nextbest.policy.rules import code_in_any_case
 from nextbest.storage.tables import (
@@ -2772,12 +2773,18 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
     """Every HCP's contacts first reported at ``start <= t < end``, one row per
     contact (:func:`_first_report`, as the caps count them), with their channel:
     columns ``hcp_id``, ``channel``, ``timestamp`` (UTC), ``action_id`` (None when
-    the event names none) and ``engaged_at`` (UTC, NaT for none: the first
-    ``ENGAGEMENT_EVENT_TYPES`` event of the contact's recommendation from ``start``
-    on, at any time, as retraining counts a logged decision engaged; a completed
-    contact is its own engagement), in time order. What a model's history is moved
-    on with (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`); contacts
-    without a channel are left out."""
+    the event names none) and ``engaged_at`` (UTC, NaT for none), in time order. What
+    a model's history is moved on with
+    (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`); contacts without a
+    channel are left out.
+
+    A contact's engagement: the first ``ENGAGEMENT_EVENT_TYPES`` event of its
+    recommendation from ``start`` on, at any time, as retraining counts a logged
+    decision engaged; a completed contact is its own engagement. A contact that
+    names no recommendation (a send or a call nextbest did not suggest) is engaged by
+    an engagement event that names none either, of its HCP and channel, within
+    :data:`~nextbest.features.history.ENGAGEMENT_WAIT_DAYS` after it and before the
+    HCP's next such contact on the channel: an open belongs to the latest send."""
     table = cast(sa.Table, FeedbackEvent.__table__)
     c = table.c
     engagement = table.alias("engagement")
@@ -2816,12 +2823,52 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
         .order_by(c.occurred_at, c.event_id)
     )
     # A column at a time (a server reads a month of every HCP's contacts each day).
-    return _read_frame(
+    columns = ["hcp_id", "channel", "timestamp", "action_id", "engaged_at", "named"]
+    contacts = _read_frame(
         session,
-        statement,
-        ["hcp_id", "channel", "timestamp", "action_id", "engaged_at"],
+        statement.add_columns(c.recommendation_id.is_not(None)),
+        columns,
         times=("timestamp", "engaged_at"),
     )
+    wait = timedelta(days=ENGAGEMENT_WAIT_DAYS)
+    unnamed = _read_frame(
+        session,
+        sa.select(c.hcp_id, c.channel, c.occurred_at).where(
+            c.event_type.in_([t for t in ENGAGEMENT_EVENT_TYPES if t not in CONTACT_EVENT_TYPES]),
+            c.recommendation_id.is_(None),
+            c.channel.is_not(None),
+            c.occurred_at >= start,
+            c.occurred_at < end + wait,
+        ),
+        ["hcp_id", "channel", "engaged_at"],
+        times=("engaged_at",),
+    )
+    _engage_unnamed(contacts, unnamed, wait)
+    return contacts.drop(columns="named")
+
+
+def _engage_unnamed(contacts: pd.DataFrame, engagements: pd.DataFrame, wait: timedelta) -> None:
+    """Set ``engaged_at`` of the contacts that name no recommendation (``named``
+    false) and have none, in place: the first of ``engagements`` (columns ``hcp_id``,
+    ``channel``, ``engaged_at``) whose latest contact of the same HCP and channel at or
+    before it, within ``wait``, is the contact. ``contacts`` is in time order."""
+    if not len(engagements) or not len(contacts):
+        return
+    named = contacts["named"].astype(bool).to_numpy()
+    mine = contacts.loc[~named, ["hcp_id", "channel", "timestamp"]].reset_index()
+    linked = pd.merge_asof(
+        engagements.sort_values("engaged_at", kind="stable"),
+        mine.sort_values("timestamp", kind="stable"),
+        left_on="engaged_at",
+        right_on="timestamp",
+        by=["hcp_id", "channel"],
+        direction="backward",
+        tolerance=pd.Timedelta(wait),
+    ).dropna(subset=["index"])
+    first = linked.groupby("index")["engaged_at"].min()
+    rows = first.index.to_numpy(dtype=np.int64)
+    fill = contacts.loc[rows, "engaged_at"].isna().to_numpy()
+    contacts.loc[rows[fill], "engaged_at"] = first.to_numpy()[fill]
 
 
 @dataclass(frozen=True)
