@@ -45,7 +45,7 @@ def test_picks_say_the_day_and_the_contacts_the_history_was_moved_by(
     _, day = _contacted(
         trained, tmp_path, monkeypatch, -timedelta(days=3), -timedelta(days=1), timedelta(hours=1)
     )
-    said = f"history moved to {day:%Y-%m-%d} by 2 contacts since the cut-off"
+    said = f"history moved to {day:%Y-%m-%d} by 2 contacts since the cut-off (0 engaged)"
     out = tmp_path / "picks.csv"
     picks = ["picks", "--data", str(trained.data_dir), "--out", str(out)]
 
@@ -57,7 +57,7 @@ def test_picks_say_the_day_and_the_contacts_the_history_was_moved_by(
     assert said in plain.splitlines(), plain
     today = pd.Timestamp.now(tz="UTC").normalize()
     logged = run_ok(*picks, "--log")
-    assert f"history moved to {today:%Y-%m-%d} by 3 contacts since the cut-off" in logged
+    assert f"history moved to {today:%Y-%m-%d} by 3 contacts since the cut-off (0" in logged
 
 
 def test_explain_answers_on_the_history_a_server_would_have_moved_and_says_so(
@@ -65,7 +65,7 @@ def test_explain_answers_on_the_history_a_server_would_have_moved_and_says_so(
 ) -> None:
     hcp_id, day = _contacted(trained, tmp_path, monkeypatch, -timedelta(days=2))
     explain = ["explain", hcp_id, "--date", f"{day:%Y-%m-%d}"]
-    said = f"history moved to {day:%Y-%m-%d} by 1 contact since the cut-off"
+    said = f"history moved to {day:%Y-%m-%d} by 1 contact since the cut-off (0 engaged)"
 
     assert said not in run_ok(*explain)  # off: the cut-off's history
 

@@ -81,7 +81,17 @@ def test_each_worker_moves_its_history_on_when_the_served_day_turns(
             "channel": "email",
             "occurred_at": (day0 + timedelta(hours=1)).isoformat(),
         }
-        stored = httpx.post(f"{base}/v1/feedback", json=contact, headers=AUTH, timeout=10)
+        # Opened an hour later (a send nextbest did not suggest: its open names no
+        # recommendation either, and belongs to the HCP's latest e-mail).
+        opened = {
+            **contact,
+            "event_id": "fresh-e2e-2",
+            "event_type": "opened",
+            "occurred_at": (day0 + timedelta(hours=2)).isoformat(),
+        }
+        stored = httpx.post(
+            f"{base}/v1/feedback", json={"events": [contact, opened]}, headers=AUTH, timeout=10
+        )
         assert stored.status_code == 200, stored.text
 
         # Both workers loaded (each moved at its load) before the day turns: the one that
@@ -104,4 +114,6 @@ def test_each_worker_moves_its_history_on_when_the_served_day_turns(
     finally:
         stop_server(proc)
     said = [line for line in log.read_text().splitlines() if "moved on to" in line]
-    assert all("(1 read;" in line for line in said if day1.date().isoformat() in line), said
+    # The day's move read the contact and its engagement, as the store has them.
+    on_day1 = [line for line in said if f"moved on to {day1.date().isoformat()}" in line]
+    assert on_day1 and all("(1 read, 1 engaged;" in line for line in on_day1), said

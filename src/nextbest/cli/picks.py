@@ -329,7 +329,7 @@ def say_history_move(move: HistoryMove) -> None:
     if move.day is not None:
         stdout.print(
             f"history moved to {move.day:%Y-%m-%d} by {plural(move.contacts, 'contact')} "
-            "since the cut-off",
+            f"since the cut-off ({move.engaged:,} engaged)",
             highlight=False,
         )
     elif move.cannot is not None:

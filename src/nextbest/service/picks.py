@@ -63,12 +63,14 @@ class HistoryMove:
     """The history a picks run scored with (filled as the run goes): with
     ``fresh_history`` on (``NEXTBEST_FRESH_HISTORY``), the model's history moved on to
     ``day`` (00:00 UTC of the picks' day) by ``contacts`` contacts since its cut-off,
-    as a server moving its history each day serves that day; ``day`` None: the
+    ``engaged`` of them engaged before it, as a server moving its history each day
+    serves that day; ``day`` None: the
     history as the model has it. ``cannot``: why the setting could not move it (a
     model that cannot advance)."""
 
     day: datetime | None = None
     contacts: int = 0
+    engaged: int = 0
     cannot: str | None = None
 
 
@@ -102,9 +104,9 @@ def history_for_picks(
             )
         return model
     day = pd.Timestamp(decision_time(decided)).normalize().to_pydatetime()
-    moved, read = history_moved_to(model, session, day)
+    moved, read, engaged = history_moved_to(model, session, day)
     if move is not None and moved is not model:
-        move.day, move.contacts = day, read
+        move.day, move.contacts, move.engaged = day, read, engaged
     return moved
 
 

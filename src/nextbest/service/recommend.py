@@ -263,22 +263,23 @@ def history_day(model: ScoringModel) -> datetime:
 
 def history_moved_to(
     model: ScoringModel, session: Session, day: datetime
-) -> tuple[ScoringModel, int]:
+) -> tuple[ScoringModel, int, int]:
     """``model`` with its history moved on to ``day`` (00:00 UTC of a day) by the HCPs'
     contacts that ``session``'s store holds since its cut-off (read from
     :attr:`~nextbest.learning.scoring.ScoringModel.contacts_needed_from`: a month before
     the day a moved model is as of), as a server with NEXTBEST_FRESH_HISTORY serves that
-    day, and how many contacts were read; ``model`` itself (and 0) when its history is
-    as of that day already, or later."""
+    day, how many contacts were read and how many of them engaged (so far); ``model``
+    itself (and 0, 0) when its history is as of that day already, or later."""
     import pandas as pd
 
     from nextbest.storage.repository import contacts_between
 
     if day <= history_day(model):
-        return model, 0
+        return model, 0, 0
     start = _utc_datetime(model.contacts_needed_from)
     contacts = contacts_between(session, start=start, end=day)
-    return model.advanced(pd.Timestamp(day), contacts), len(contacts)
+    engaged = int((contacts["engaged_at"] < pd.Timestamp(day)).sum())
+    return model.advanced(pd.Timestamp(day), contacts), len(contacts), engaged
 
 
 def lapses(

@@ -681,16 +681,17 @@ class ServingRuntime:
             return model
         started = time.perf_counter()
         with self.sessions() as session:
-            moved, read = history_moved_to(model, session, day.to_pydatetime())
+            moved, read, engaged = history_moved_to(model, session, day.to_pydatetime())
         self._move_error = None
         logger.info(
             "model %s version %s: HCP history moved on to %s by the contacts since %s "
-            "(%d read; its cut-off %s), in %.2f s",
+            "(%d read, %d engaged; its cut-off %s), in %.2f s",
             self.settings.model_name,
             version,
             day.date().isoformat(),
             _iso_utc(model.contacts_needed_from),
             read,
+            engaged,
             _iso_utc(model.as_of),
             time.perf_counter() - started,
         )
