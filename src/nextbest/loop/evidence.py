@@ -203,9 +203,10 @@ def greedy_actions(
     (consent, specialty, approval window, purpose); rules that need live contact
     history are not replayed.
 
-    ``contacts`` (columns ``hcp_id``, ``channel``, ``timestamp``: every HCP's contacts
-    since the model's cut-off, as :func:`~nextbest.storage.contacts_between` reads
-    them) replays the model as a server moving its history on each day
+    ``contacts`` (every HCP's contacts since the model's cut-off, as
+    :func:`~nextbest.storage.contacts_between` reads them: with each one's action and
+    engagement, so that its records move as the server's did) replays the model as a
+    server moving its history on each day
     (``NEXTBEST_FRESH_HISTORY``) served it: each decision is scored with the history
     moved to the start (00:00 UTC) of the UTC day it was served (``timestamp``; its
     eligibility stays that of the day decided for), moved once per day
