@@ -188,6 +188,41 @@ def test_a_contact_counts_in_the_served_records_once_its_engagement_is_known(
         assert _history(served, hcp, "email", "touches_7d") == 2  # the gaps know both
 
 
+def test_the_moves_count_of_engaged_contacts_is_what_it_counts_engaged(
+    settings: Settings, loaded: ScoringModel, day0: datetime, hcp: str
+) -> None:
+    """The number of engaged contacts a move reports (the log line, picks, explain) is
+    the number its records count engaged: an open later than the engagement wait after
+    its e-mail is read but counted as not engaged (left to a retrain), and so is an
+    open after the day moved to."""
+    from nextbest.service.recommend import history_moved_to
+
+    _store(
+        settings,
+        FeedbackRecord("v1", "completed", day0 - 9 * DAY, hcp, channel="rep_visit"),
+        _contact("e1", hcp, "email", day0 - 8 * DAY),
+        FeedbackRecord("o1", "opened", day0 - 7 * DAY, hcp, channel="email"),
+        _contact("e2", hcp, "email", day0 - 6 * DAY),
+        FeedbackRecord("o2", "opened", day0 - 2 * DAY, hcp, channel="email"),  # past the wait
+        _contact("e3", hcp, "email", day0 - DAY),
+        FeedbackRecord("o3", "opened", day0 + timedelta(hours=1), hcp, channel="email"),
+    )
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            moved, read, engaged = history_moved_to(loaded, session, day0)
+    finally:
+        engine.dispose()
+    assert (read, engaged) == (4, 2)
+    touches = _history(loaded, hcp, "email", "touches")
+    rate = _history(loaded, hcp, "email", "eng_rate")
+    # e1 engaged, e2 not (its open came too late), e3 still waits.
+    assert _history(moved, hcp, "email", "touches") == touches + 2
+    assert _history(moved, hcp, "email", "eng_rate") == pytest.approx(
+        (rate * (touches + 2) + 1) / (touches + 4), rel=1e-5
+    )
+
+
 def test_a_new_day_moves_the_served_history_on_in_the_background(
     settings: Settings, day0: datetime, hcp: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

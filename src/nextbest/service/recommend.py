@@ -268,7 +268,8 @@ def history_moved_to(
     contacts that ``session``'s store holds since its cut-off (read from
     :attr:`~nextbest.learning.scoring.ScoringModel.contacts_needed_from`: a month before
     the day a moved model is as of), as a server with NEXTBEST_FRESH_HISTORY serves that
-    day, how many contacts were read and how many of them engaged (so far); ``model``
+    day, how many contacts were read and how many of them the move counts as engaged
+    (engaged before the day, within the engagement wait of the contact); ``model``
     itself (and 0, 0) when its history is as of that day already, or later."""
     import pandas as pd
 
@@ -278,7 +279,9 @@ def history_moved_to(
         return model, 0, 0
     start = _utc_datetime(model.contacts_needed_from)
     contacts = contacts_between(session, start=start, end=day)
-    engaged = int((contacts["engaged_at"] < pd.Timestamp(day)).sum())
+    engaged_at = contacts["engaged_at"]
+    in_wait = engaged_at < contacts["timestamp"] + pd.Timedelta(days=ENGAGEMENT_WAIT_DAYS)
+    engaged = int(((engaged_at < pd.Timestamp(day)) & in_wait).sum())
     return model.advanced(pd.Timestamp(day), contacts), len(contacts), engaged
 
 
