@@ -638,7 +638,10 @@ def run_server(
 
 def cache_counts(port: int) -> tuple[float, float]:
     """Pairs answered from the score cache and by the model so far (all workers)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+    scrape = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {BENCH_KEY}"}
+    )
+    with urllib.request.urlopen(scrape, timeout=10) as answer:
         text = answer.read().decode()
     counts = {"hit": 0.0, "miss": 0.0}
     for line in text.splitlines():

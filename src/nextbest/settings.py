@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         description="YAML file of API keys and roles; default: api_keys.yaml in models_dir.",
     )
     auth_enabled: Switch = Field(default=True, description="Require an API key on /v1 routes.")
+    metrics_auth: Switch = Field(
+        default=True,
+        description="With auth on, /metrics asks for a key of role monitor or admin (its "
+        "counters are the service's traffic: who was held out, by whom); false serves it to "
+        "anyone, for a scraper that cannot send a key on a network no client reaches.",
+    )
     holdout_rate: float = Field(
         default=0.05, ge=0.0, lt=1.0, description="Share of requests answered with no action."
     )

@@ -7,7 +7,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from nextbest.storage.testing import POSTGRES_URL_ENV, temporary_postgres_databa
 ADMIN_KEY = "admin-key-0123456789abcdef"
 CHANNEL_KEY = "channel-key-0123456789abcdef"
 REP_KEY = "rep-key-0123456789abcdef-t1"
+MONITOR_KEY = "monitor-key-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Keys:
     rep_name: str
     territory: str
     channel_key: str = CHANNEL_KEY
+    monitor: dict[str, str] = field(
+        default_factory=lambda: {"Authorization": f"Bearer {MONITOR_KEY}"}
+    )
 
 
 def assert_lifts_between(said: str, earliest: datetime, latest: datetime) -> None:
@@ -80,6 +84,7 @@ def write_keys(path: Path, territory: str) -> None:
                         "territory_id": territory,
                         "key_sha256": hash_key(REP_KEY),
                     },
+                    {"name": "prometheus", "role": "monitor", "key_sha256": hash_key(MONITOR_KEY)},
                 ]
             }
         )

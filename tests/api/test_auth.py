@@ -128,11 +128,88 @@ def test_a_key_header_sent_twice_with_two_keys_is_refused_naming_it(
     assert proxy.status_code == 200, proxy.text
 
 
-def test_operations_routes_need_no_key(client: TestClient) -> None:
+def test_probes_need_no_key_and_metrics_a_monitor_or_admin_key(client: TestClient, keys) -> None:
+    """Load balancers probe /healthz and /readyz without a key. /metrics answers a
+    monitor (a scraper's) or admin key only: its holdout counters, read around one's
+    own request, would tell a rep or a mailer whether its HCP was held out. A monitor
+    key opens nothing else."""
     client.headers.clear()
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    assert client.get("/metrics").status_code == 200
+    for method in (client.get, client.head):
+        refused = method("/metrics")
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+    assert (
+        client.get("/metrics", headers={"Authorization": "Bearer not-a-key-at-all-000"}).status_code
+        == 401
+    )
+    for headers in (keys.monitor, keys.admin):
+        scraped = client.get("/metrics", headers=headers)
+        assert scraped.status_code == 200, scraped.text
+        assert "nextbest_answers_total" in scraped.text
+    for headers, role in ((keys.channel, "channel"), (keys.rep, "rep")):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == (
+            f"role '{role}' may not use this route (allowed: monitor, admin)"
+        )
+    hcp = str(client.app.state.runtime.recommender.hcp_ids[0])
+    for response in (
+        client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=keys.monitor),
+        client.post("/v1/recommendations/batch", json={"hcp_ids": [hcp]}, headers=keys.monitor),
+        client.post("/v1/feedback", json={}, headers=keys.monitor),
+        client.post("/v1/admin/reload", headers=keys.monitor),
+        client.get(f"/v1/reps/{keys.rep_name}/suggestions", headers=keys.monitor),
+    ):
+        assert response.status_code == 403, response.text
+        assert response.json()["detail"].startswith("role 'monitor' may not use this route")
+
+
+def test_metrics_without_a_key_when_the_setting_says_so(api_settings, keys) -> None:
+    """NEXTBEST_METRICS_AUTH=false serves /metrics to anyone (a scraper that cannot
+    send a key); every /v1 route still asks for one."""
+    settings = api_settings.model_copy(update={"metrics_auth": False})
+    with TestClient(create_app(settings)) as open_metrics:
+        assert open_metrics.get("/metrics").status_code == 200
+        assert open_metrics.post("/v1/admin/reload").status_code == 401
+        assert open_metrics.post("/v1/feedback", json={}).status_code == 401
+
+
+def test_a_monitor_key_added_by_the_cli_reads_metrics_at_once(
+    client: TestClient, api_settings
+) -> None:
+    """`nextbest keys add prometheus --role monitor` prints a key the running server
+    takes for /metrics from the next scrape on, and says what it is for; one asked
+    with a territory is refused, the file left as it was."""
+    path = str(api_settings.api_keys_file)
+    added = keys_cli("add", "prometheus-2", "--role", "monitor", "--file", path)
+    assert added.exit_code == 0, added.output
+    assert "a monitor key reads GET /metrics and nothing else" in added.output
+    key = next(line for line in added.stdout.splitlines() if line.startswith("nb_"))
+    client.headers.clear()
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert scraped.status_code == 200, scraped.text
+    refused = keys_cli_refused(
+        api_settings.api_keys_file, "add", "p3", "--role", "monitor", "--territory-id", "T1"
+    )
+    assert "a monitor key reads /metrics only, so it takes no --territory-id" in refused, refused
+
+
+@pytest.mark.parametrize("field", ["territory_id", "purpose"])
+def test_a_monitor_key_takes_no_territory_or_purpose(tmp_path: Path, field: str) -> None:
+    value = {"territory_id": "T001", "purpose": "medical"}[field]
+    path = tmp_path / "api_keys.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"keys": [{"name": "prom", "role": "monitor", field: value, "key": "k" * 20}]}
+        )
+    )
+    with pytest.raises(ApiKeyError) as refused:
+        KeyStore.load(path=path, env={})
+    assert str(refused.value).endswith(
+        f"(prom): a monitor key reads /metrics only, so it takes no '{field}'"
+    ), str(refused.value)
 
 
 def test_rep_sees_only_its_territory(client: TestClient, keys) -> None:
@@ -670,17 +747,18 @@ def test_keys_from_the_cli_apply_to_a_running_server(
         ),
         pytest.param(
             ["add", "x", "--role", "boss"],
-            "new key (x): --role must be one of admin, channel, rep, not 'boss'",
+            "new key (x): --role must be one of admin, channel, rep, monitor, not 'boss'",
             id="unknown-role",
         ),
         pytest.param(
             ["add", "x", "--role", "Rep"],
-            "new key (x): --role must be one of admin, channel, rep, not 'Rep' (lower case)",
+            "new key (x): --role must be one of admin, channel, rep, monitor, not 'Rep' "
+            "(lower case)",
             id="role-not-lower-case",
         ),
         pytest.param(
             ["add", "x", "--role", "nb_" + "k" * 30],  # a key pasted after the wrong option
-            "--role must be one of admin, channel, rep, not <33 characters>",
+            "--role must be one of admin, channel, rep, monitor, not <33 characters>",
             id="role-as-long-as-a-key",
         ),
         pytest.param(
@@ -842,7 +920,7 @@ def test_a_reread_asked_for_says_each_time_what_is_wrong_with_the_key_file(
         path.write_text(text)
         store.reread()
         store.reread()  # nothing wrong: nothing to say
-        assert said()[4:] == [f"API keys re-read from {path}: 3 keys"], said()
+        assert said()[4:] == [f"API keys re-read from {path}: 4 keys"], said()
     assert store.identify(CHANNEL_KEY) is not None
 
 
@@ -1067,7 +1145,7 @@ def test_key_file_errors_name_line_and_column_never_the_text(
     [
         pytest.param(
             "  - name: ops\n    role: boss\n    key: {secret}\n",
-            "line 6: keys[1] (ops): 'role' must be one of admin, channel, rep",
+            "line 6: keys[1] (ops): 'role' must be one of admin, channel, rep, monitor",
             id="bad-value",
         ),
         pytest.param(

@@ -421,8 +421,9 @@ def test_a_request_with_the_old_key_is_counted_and_warned_of_once(
 def test_a_rep_keys_old_key_is_counted_without_its_name_on_metrics(
     client: TestClient, api_settings, keys, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A rep key's name is a person's user id, and /metrics needs no key: its old
-    key's requests count under "(rep)"; the log, which names it, is the operator's."""
+    """A rep key's name is a person's user id, and /metrics may be served without a
+    key: its old key's requests count under "(rep)"; the log, which names it, is the
+    operator's."""
     path = str(api_settings.api_keys_file)
     rotated = keys_cli(
         "add", keys.rep_name, "--role", "rep", "--territory-id", keys.territory,

@@ -32,14 +32,15 @@ def _refused(*args: str) -> str:
 def test_keys_add_names_the_role_meant(tmp_path: Path, role: str, said: str) -> None:
     path = tmp_path / "keys.yaml"
     refused = _refused("keys", "add", "x", "--role", role, "--file", str(path))
-    assert f"--role must be one of admin, channel, rep, {said}" in refused
+    assert f"--role must be one of admin, channel, rep, monitor, {said}" in refused
     assert refused.count("did you mean") <= 1
     assert not path.exists()
 
 
 def test_keys_add_guesses_no_role_for_a_word_near_none(tmp_path: Path) -> None:
     refused = _refused("keys", "add", "x", "--role", "boss", "--file", str(tmp_path / "k.yaml"))
-    assert refused.endswith("--role must be one of admin, channel, rep, not 'boss'"), refused
+    roles = "admin, channel, rep, monitor"
+    assert refused.endswith(f"--role must be one of {roles}, not 'boss'"), refused
 
 
 @pytest.mark.parametrize("role", ["admn", "ADMIN"])
@@ -52,7 +53,8 @@ def test_a_key_files_role_names_the_role_meant_and_never_the_value(
     with pytest.raises(ApiKeyError) as refused:
         KeyStore.load(path=path, env={})
     said = str(refused.value)
-    assert "(ops): 'role' must be one of admin, channel, rep (did you mean 'admin'?)" in said
+    roles = "admin, channel, rep, monitor"
+    assert f"(ops): 'role' must be one of {roles} (did you mean 'admin'?)" in said
     assert role not in said and "PLAINTEXT" not in said
 
 

@@ -68,7 +68,9 @@ def test_real_server_serves_the_champion(trained, tmp_path: Path) -> None:
         _misspelt_fields_are_named(base)
         anonymous = httpx.post(f"{base}/v1/recommendations", json={"hcp_id": "H000002"})
         assert anonymous.status_code == 401
-        assert "nextbest_request_seconds_bucket" in httpx.get(f"{base}/metrics").text
+        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 401
+        scraped = httpx.get(f"{base}/metrics", headers=AUTH, timeout=5)
+        assert "nextbest_request_seconds_bucket" in scraped.text
         # Without a key, refused before any of the body is read: a caller announcing
         # 1 MB and sending none of it is answered at once, not waited for.
         host, port = base.removeprefix("http://").split(":")
@@ -172,10 +174,10 @@ def test_hot_swap_under_concurrent_load_drops_no_request(trained, tmp_path: Path
         # The other worker follows the reload signal, within ~1 s on an idle machine
         # (longer beside a full test run): until both report the new version.
         deadline = time.monotonic() + 60
-        info = _model_info(httpx.get(f"{base}/metrics", timeout=10).text)
+        info = _model_info(httpx.get(f"{base}/metrics", headers=AUTH, timeout=10).text)
         while sorted(info.get(new, [])) != [1.0, 1.0] and time.monotonic() < deadline:
             time.sleep(0.2)
-            info = _model_info(httpx.get(f"{base}/metrics", timeout=10).text)
+            info = _model_info(httpx.get(f"{base}/metrics", headers=AUTH, timeout=10).text)
         followed_at = time.monotonic()
         time.sleep(1.5)
         stop.set()

@@ -35,8 +35,14 @@ linux_only = pytest.mark.skipif(
 )
 
 
+SCRAPER_KEY = "e2e-monitor-key-0123456789abcdef"
+
+
 def _env(models: Path) -> dict[str, str]:
-    key = [{"name": "e2e", "role": "admin", "key": "e2e-admin-key-0123456789abcdef"}]
+    key = [
+        {"name": "e2e", "role": "admin", "key": "e2e-admin-key-0123456789abcdef"},
+        {"name": "scraper", "role": "monitor", "key": SCRAPER_KEY},
+    ]
     return {**os.environ, "NEXTBEST_MODELS_DIR": str(models), "NEXTBEST_API_KEYS": json.dumps(key)}
 
 
@@ -328,7 +334,11 @@ def _wait_for_log_event(
 
 def _pids_in_metrics(port: int, line_start: str) -> set[str]:
     """The ``pid`` labels of the samples of /metrics whose line starts with ``line_start``."""
-    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Authorization": f"Bearer {SCRAPER_KEY}"},
+        timeout=10,
+    )
     assert response.status_code == 200, (response.status_code, response.text[-2000:])
     lines = [line for line in response.text.splitlines() if line.startswith(line_start)]
     return {line.split('pid="', 1)[1].split('"', 1)[0] for line in lines}

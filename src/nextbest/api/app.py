@@ -233,6 +233,8 @@ def create_app(
                 logger.warning(
                     "auth is OFF (NEXTBEST_AUTH_ENABLED=false): anyone can call as admin"
                 )
+        # /metrics asks for a key when keys are asked for at all (None: auth off).
+        app.state.metrics_auth = app.state.api_keys is not None and config.metrics_auth
         app.state.runtime = runtime or ServingRuntime.start(config)
         app.state.runtime.start_watcher()
         await app.state.runtime.open_async_reader()

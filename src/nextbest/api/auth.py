@@ -3,8 +3,9 @@
 Roles: ``admin`` may do everything; ``channel`` (e-mail / marketing systems) may
 ask for recommendations, batches and send feedback (a channel key bound to
 channels, ``channels: [sms]`` in the key file, for those channels only); ``rep`` may ask about the
-HCPs of its own territory, read its own call plan and send feedback. A missing
-or unknown key is 401; a known key outside its rights is 403.
+HCPs of its own territory, read its own call plan and send feedback; ``monitor`` (a
+metrics scraper) may read ``/metrics`` and nothing else. A missing or unknown key is
+401; a known key outside its rights is 403.
 
 A retiring key (the old key of a rotation with an overlap, accepted until its
 time) is its entry's principal; each request made with one is counted in

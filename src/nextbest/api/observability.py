@@ -94,7 +94,8 @@ FEEDBACK_EVENTS = Counter(
 )
 # Labelled by key name, never the key: an operator sees which integration still
 # uses the old key of a rotation before it stops being accepted. Not a rep key's
-# name: it is a person's user id, and /metrics needs no key (the log names it).
+# name: it is a person's user id, and /metrics may be served without a key
+# (NEXTBEST_METRICS_AUTH=false; the log names it).
 RETIRING_KEY_REQUESTS = Counter(
     "nextbest_retiring_key_requests_total",
     "Requests authenticated with a retiring API key (replaced by a rotation, accepted "

@@ -54,7 +54,7 @@ def keys_add(
             "(letters, digits, '.', '_', '-', '@')."
         ),
     ],
-    role: Annotated[str, typer.Option("--role", help="admin | channel | rep")],
+    role: Annotated[str, typer.Option("--role", help="admin | channel | rep | monitor")],
     territory_id: Annotated[
         str | None, typer.Option("--territory-id", help="The rep's territory (rep keys).")
     ] = None,
@@ -156,6 +156,11 @@ def keys_add(
         f"{target}; it is shown only now, store it where its user keeps secrets:"
     )
     print(added.key, flush=True)
+    if role == "monitor":
+        note(
+            "a monitor key reads GET /metrics and nothing else: give it to the scraper as a "
+            "bearer token (Prometheus: `authorization: {type: Bearer, credentials_file: ...}`)"
+        )
     if role == "rep" and territory_id:
         unchecked = _note_unserved_territories({territory_id: "this rep's requests are"})
         if unchecked is not None:  # the key is added all the same
@@ -344,7 +349,7 @@ def keys_list(
             else " (with auth on, the default, a server with no key answers every /v1 request 401)"
         )
         stdout.print(
-            f"{where} {target}{unkeyed}: `nextbest keys add NAME --role admin|channel|rep` "
+            f"{where} {target}{unkeyed}: `nextbest keys add NAME --role admin|channel|rep|monitor` "
             "adds one",
             highlight=False,
         )

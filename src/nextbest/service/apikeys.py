@@ -4,7 +4,7 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
 
     keys:
       - name: crm-email          # logged as the requester; the key itself never is
-        role: channel            # admin | channel | rep
+        role: channel            # admin | channel | rep | monitor
         key_sha256: "<hex sha256 of the key>"   # or key: "<plaintext>"
       - name: rep-t001
         role: rep
@@ -20,6 +20,9 @@ File format (``Settings.resolved_api_keys_file``, default ``models/api_keys.yaml
         role: channel
         channels: [sms]          # optional, channel keys only: it speaks for these
                                  # channels alone (feedback, consent, recommendations)
+        key_sha256: "..."
+      - name: prometheus         # reads /metrics and nothing else
+        role: monitor
         key_sha256: "..."
       - name: crm-sync           # rotated with an overlap (`keys add --replace --keep-old 7d`)
         role: channel
@@ -84,7 +87,7 @@ if TYPE_CHECKING:
 
 # What a key may do, written once: the literal the type checker holds keys to, and
 # the words a key file is checked against (as nextbest.limits does for purposes).
-Role = Literal["admin", "channel", "rep"]
+Role = Literal["admin", "channel", "rep", "monitor"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 FIELDS = (
     "name",
@@ -558,6 +561,13 @@ def _parse(
                 f"{', '.join(PURPOSES)}{_given(purpose, PURPOSES, given_as)} (or left out: "
                 "promotional for a rep key, the request's own for others)"
             )
+        if role == "monitor":
+            bound = [field for field in ("territory_id", "purpose") if item.get(field) is not None]
+            if bound:
+                raise ApiKeyError(
+                    f"{where.pointing_at(bound[0])} ({name}): a monitor key reads /metrics "
+                    f"only, so it takes no {named(bound[0])}"
+                )
         if role == "rep" and purpose is None:
             # A rep key is a field force's: commercial unless the file says it is an
             # MSL's. Medical content must not reach a sales rep because nobody

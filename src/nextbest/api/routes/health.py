@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics (no API key needed)."""
+"""Liveness and readiness (no API key needed) and Prometheus metrics (a monitor or
+admin key unless NEXTBEST_METRICS_AUTH is off)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Request, Response, status
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
+from nextbest.api.auth import admitted_caller
 from nextbest.api.deps import RuntimeDep
 from nextbest.api.observability import metrics_payload
 from nextbest.api.schemas import HealthPublic
@@ -17,6 +19,8 @@ from nextbest.storage.db import UNAVAILABLE_ERRORS, describe_database_error, pin
 from nextbest.storage.repository import locked_serving_table
 
 router = APIRouter(tags=["operations"])
+# Who may read /metrics when it asks for a key: a scraper's own key, or an admin's.
+METRICS_ROLES = ("monitor", "admin")
 
 
 # HEAD too: load balancers and uptime checks often probe with it. A route of its
@@ -125,7 +129,12 @@ def _database_problems(runtime: ServingRuntime) -> list[str]:
 # HEAD as for the probes above: a monitoring check that probes with it got 405.
 @router.head("/metrics", include_in_schema=False)
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    """Prometheus text format."""
+def metrics(request: Request) -> Response:
+    """Prometheus text format. With auth on, for a ``monitor`` or ``admin`` key only (401,
+    403 as the /v1 routes): its counters tell a caller watching them around its own
+    request whether its HCP was held out, which answers never say; with
+    NEXTBEST_METRICS_AUTH off, for anyone."""
+    if request.app.state.metrics_auth:
+        admitted_caller(request, METRICS_ROLES)
     body, content_type = metrics_payload()
     return Response(content=body, media_type=content_type)
