@@ -32,7 +32,8 @@ demo: $(STAMP) ## simulate a world, train, register and serve on 127.0.0.1:$(POR
 	$(BIN)/nextbest serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP) ## run the whole test suite
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	@# The slowest tests are listed at the end: what to look at when the suite slows down.
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=30 --durations-min=5
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests bench training
