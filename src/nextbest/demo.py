@@ -46,7 +46,16 @@ def main(argv: list[str] | None = None) -> str:
         f"{settings.resolved_api_keys_file}. Ask for the next best actions of one HCP:\n"
     )
     print(curl, flush=True)
-    console.print(f"\nOpenAPI docs: {base}/docs    health: {base}/healthz\n")
+    elsewhere = "" if args.port == 8000 else f" (they call port 8000, this server {args.port})"
+    console.print(
+        f"\nThe README's examples send this key as $KEY{elsewhere}; set it in the shell "
+        "you run them from:"
+    )
+    print(f"export KEY={shlex.quote(key)}", flush=True)
+    console.print(
+        f"\nOpenAPI docs: {base}/docs    health: {base}/healthz    "
+        f"metrics (with the key): {base}/metrics\n"
+    )
     return curl
 
 

@@ -33,6 +33,9 @@ def test_the_demo_prints_a_curl_that_a_server_answers(
     assert any(str(key_file) in line for line in lines), printed
     assert curl in lines
     assert any("http://127.0.0.1:8765/docs" in line for line in lines), printed
+    # The README's examples read the key from $KEY: the line to set it, whole.
+    exported = [line for line in lines if line.startswith("export KEY=")]
+    assert len(exported) == 1, printed
 
     words = shlex.split(curl)
     assert words[:4] == ["curl", "-s", "-X", "POST"]
@@ -41,6 +44,7 @@ def test_the_demo_prints_a_curl_that_a_server_answers(
     headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
     body = words[words.index("-d") + 1]
     key = headers["Authorization"].removeprefix("Bearer ")
+    assert shlex.split(exported[0]) == ["export", f"KEY={key}"]
     # Only the key's hash is kept.
     stored = key_file.read_text()
     assert key not in stored and hash_key(key) in stored
@@ -48,6 +52,7 @@ def test_the_demo_prints_a_curl_that_a_server_answers(
         answer = client.post("/v1/recommendations", content=body, headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.json()["items"], answer.json()  # an HCP with something to do
+        assert client.get("/metrics", headers=headers).status_code == 200
         # A second demo run gives a new key; the first no longer opens the API.
         again = demo.main(["--port", "8765"])
         assert again != curl
