@@ -86,6 +86,18 @@ class Touches:
     topic: np.ndarray | None = None
     engaged_at: np.ndarray | None = None
 
+    def engaged_within(
+        self, wait: int = ENGAGEMENT_WAIT_DAYS * DAY, *, before: int | None = None
+    ) -> np.ndarray:
+        """``(n,)`` bool: each contact engaged within ``wait`` seconds of it (and, given
+        ``before``, Unix seconds, before then), which is what a moved history counts
+        engaged (a later engagement is left to a retrain). Raises ValueError without
+        ``engaged_at``."""
+        if self.engaged_at is None:
+            raise ValueError("these touches do not know their engagement (engaged_at)")
+        engaged = (self.engaged_at >= 0) & (self.engaged_at < self.seconds + wait)
+        return engaged if before is None else engaged & (self.engaged_at < before)
+
     @classmethod
     def of(cls, log: EventLog, start: int, end: int) -> Touches:
         """The touches of ``log`` (decisions with a channel) at ``start <= t < end``."""
@@ -317,7 +329,7 @@ class HistoryFeaturizer:
             out[:, self.channel_column(self.PER_CHANNEL[3 + j])] = counts.reshape(n, n_channels)
         if contacts.engaged_at is not None and contacts.topic is not None:
             engaged_at = contacts.engaged_at[new]
-            engaged = (engaged_at >= 0) & (engaged_at < seconds + wait)
+            engaged = contacts.engaged_within(wait)[new]
             # Counted from the second after its engagement (an engagement reported as
             # before the contact: at it), or once the wait is over.
             known = np.where(engaged, np.maximum(engaged_at, seconds) + 1, seconds + wait)

@@ -63,7 +63,8 @@ class HistoryMove:
     """The history a picks run scored with (filled as the run goes): with
     ``fresh_history`` on (``NEXTBEST_FRESH_HISTORY``), the model's history moved on to
     ``day`` (00:00 UTC of the picks' day) by ``contacts`` contacts since its cut-off,
-    ``engaged`` of them engaged before it, as a server moving its history each day
+    ``engaged`` of them counted engaged (before it, within the engagement wait of the
+    contact), as a server moving its history each day
     serves that day; ``day`` None: the
     history as the model has it. ``cannot``: why the setting could not move it (a
     model that cannot advance)."""

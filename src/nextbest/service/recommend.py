@@ -279,9 +279,9 @@ def history_moved_to(
         return model, 0, 0
     start = _utc_datetime(model.contacts_needed_from)
     contacts = contacts_between(session, start=start, end=day)
-    engaged_at = contacts["engaged_at"]
-    in_wait = engaged_at < contacts["timestamp"] + pd.Timedelta(days=ENGAGEMENT_WAIT_DAYS)
-    engaged = int(((engaged_at < pd.Timestamp(day)) & in_wait).sum())
+    # Counted as the move counts them: engaged before the day, within the wait.
+    touches = model.contact_touches(contacts)
+    engaged = int(touches.engaged_within(before=int(pd.Timestamp(day).timestamp())).sum())
     return model.advanced(pd.Timestamp(day), contacts), len(contacts), engaged
 
 
