@@ -76,4 +76,4 @@ def test_every_series_and_label_the_rules_read_is_served(client: TestClient) -> 
 
 def test_the_operations_docs_point_at_the_rules() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
-    assert "docs/prometheus-rules.yml" in docs or "prometheus-rules.yml" in docs
+    assert "[prometheus-rules.yml](prometheus-rules.yml)" in docs
