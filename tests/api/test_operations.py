@@ -672,7 +672,7 @@ def test_every_nextbest_metric_is_listed_where_operations_md_lists_them(
 def test_json_log_lines_keep_extra_fields_but_not_terminal_colours() -> None:
     import json
 
-    from nextbest.api.observability import JsonFormatter
+    from nextbest.api.logs import JsonFormatter
 
     record = logging.makeLogRecord(
         {
@@ -700,7 +700,7 @@ def test_serve_logs_raise_a_dead_worker_and_drop_alembics_context_lines() -> Non
 
     script = """
 import logging, logging.config
-from nextbest.api.observability import logging_config
+from nextbest.api.logs import logging_config
 logging.config.dictConfig(logging_config("INFO"))
 supervisor = logging.getLogger("uvicorn.error")
 supervisor.info("Child process [%d] died", 4242)
@@ -727,7 +727,7 @@ class _JsonLines(logging.Handler):
     as the server's stderr handler does."""
 
     def __init__(self) -> None:
-        from nextbest.api.observability import JsonFormatter
+        from nextbest.api.logs import JsonFormatter
 
         super().__init__()
         self.setFormatter(JsonFormatter())
@@ -775,7 +775,7 @@ def test_a_postgresql_error_logged_leaves_out_the_rows_values(
     recommendation log's error and in the traceback of a feedback request's 500."""
     from sqlalchemy.exc import IntegrityError
 
-    from nextbest.api.observability import JsonFormatter
+    from nextbest.api.logs import JsonFormatter
 
     settings = own_registry.model_copy(update={"database_url": postgres_url, "log_flush_ms": 1})
     handler = _JsonLines()

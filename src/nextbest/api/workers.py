@@ -103,7 +103,7 @@ def run_balanced(config: Any, *, before_restart: Callable[[], str | None] | None
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from nextbest.api.observability import ServeLogFilter
+    from nextbest.api.logs import ServeLogFilter
 
     class Supervisor(Multiprocess):
         def keep_subprocess_alive(self) -> None:

@@ -64,7 +64,7 @@ def _json_logs(level: str) -> Iterator[None]:
     """What ``serve`` logs before its workers start (a migration, a rules note) as the
     JSON lines the workers write, not console notes: a log shipper reads one format.
     Errors that stop it at once stay plain text. The console notes come back after."""
-    from nextbest.api.observability import JsonFormatter, ServeLogFilter
+    from nextbest.api.logs import JsonFormatter, ServeLogFilter
 
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
@@ -130,7 +130,7 @@ def _run_server(
 
     import uvicorn
 
-    from nextbest.api.observability import logging_config
+    from nextbest.api.logs import logging_config
     from nextbest.api.protocol import PROTOCOL
     from nextbest.api.workers import (
         AddressInUseError,
