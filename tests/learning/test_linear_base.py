@@ -57,6 +57,39 @@ def test_missing_and_unknown_codes_add_nothing() -> None:
     assert np.isfinite(base.logit(row)).all()
 
 
+def test_the_left_columns_are_the_standardized_numbers_and_the_indicators() -> None:
+    """``left`` as defined, against a plain reading of it: each number standardized,
+    missing as 0 and clipped to +-LINEAR_CLIP (an infinity too), one indicator per
+    code, a missing, unknown or negative code in the last column; a fraction of a
+    code counts as its whole part. The same indicators written into an array of
+    either order."""
+    from nextbest.learning.preference import LINEAR_CLIP
+
+    base = LinearBase(TERMS)
+    base.mean_, base.scale_ = np.array([2.0]), np.array([0.5])
+    X = np.array(
+        [
+            [2.5, 0, 1, 0],
+            [np.nan, 2, 0, 0],
+            [np.inf, np.nan, 1, 0],
+            [-np.inf, 3, 0, 0],
+            [1e6, -1, 1, 0],
+            [-0.75, 1.5, 0, 0],
+        ]
+    )
+    indicators = np.zeros((len(X), base.n_left + 1))
+    for row, column in enumerate([2, 4, 5, 5, 5, 3]):  # codes 0, 2 -> 2, 4; else last
+        indicators[row, column] = 1.0
+    expected = indicators.copy()
+    expected[:, 0] = 1.0
+    expected[:, 1] = [1.0, 0.0, LINEAR_CLIP, -LINEAR_CLIP, LINEAR_CLIP, -LINEAR_CLIP]
+    assert (base.left(X) == expected).all()
+    for order in ("C", "F"):
+        written = np.zeros_like(indicators, order=order)
+        base._left.set(X, written)
+        assert (written == indicators).all(), order
+
+
 def test_a_row_scores_the_same_alone_as_in_any_batch() -> None:
     """Bit for bit: a served HCP's rows are scored alone, in a batch of 1,000 HCPs or in
     the score cache's warm-up, and each must rank and explain the same way."""

@@ -106,12 +106,26 @@ class LinearBase:
         categorical ones' indicators, a last column for missing codes."""
         out = np.zeros((len(X), self.n_left + 1))
         out[:, 0] = 1.0
-        k = len(self.left_numeric)
-        if k:
-            values = (X[:, self.left_numeric] - self.mean_) / self.scale_
-            out[:, 1 : 1 + k] = np.clip(np.nan_to_num(values), -LINEAR_CLIP, LINEAR_CLIP)
+        numeric = self._numeric_index()
+        if len(numeric):
+            # Written in place, a NumPy call each: a request scores a few dozen rows,
+            # where each call's overhead costs more than its arithmetic.
+            values = out[:, 1 : 1 + len(numeric)]
+            np.subtract(X.take(numeric, axis=1), self.mean_, out=values)
+            np.divide(values, self.scale_, out=values)
+            values[np.isnan(values)] = 0.0  # missing; an infinity is clipped to its bound
+            np.maximum(values, -LINEAR_CLIP, out=values)
+            np.minimum(values, LINEAR_CLIP, out=values)
         self._left.set(X, out)
         return out
+
+    def _numeric_index(self) -> np.ndarray:
+        """``left_numeric`` as an index array, made once (models pickled before it
+        lack it)."""
+        found: np.ndarray | None = self.__dict__.get("_numeric")
+        if found is None:
+            found = self._numeric = np.array(self.left_numeric, dtype=np.int64)
+        return found
 
     def right(self, X: np.ndarray) -> np.ndarray:
         """``(n, n_right + 1)``: 1, each right column's indicators, missing codes' column."""
@@ -231,15 +245,28 @@ class _Categorical:
     def slots(self, X: np.ndarray) -> np.ndarray:
         """``(n, columns)``: where each row's indicator of each column's code sits; -1
         (the last column) for a missing or unknown code (not one of ``0 .. levels - 1``)."""
-        codes = X[:, self.index]
+        return self._slots(X, -1)
+
+    def _slots(self, X: np.ndarray, missing: int) -> np.ndarray:
+        codes = X.take(self.index, axis=1)
         known = (codes >= 0) & (codes < self.levels)  # NaN compares False
-        return np.where(known, np.where(known, codes, 0).astype(np.int64) + self.offsets, -1)
+        slots = np.where(known, codes, 0).astype(np.int64)
+        slots += self.offsets
+        np.copyto(slots, missing, where=~known)
+        return slots
 
     def set(self, X: np.ndarray, out: np.ndarray) -> None:
         """Set each row's indicator of each column's code in ``out`` to 1 (see ``slots``)."""
         if not len(self.index):
             return
-        out[np.arange(len(X))[:, None], self.slots(X)] = 1.0
+        width = out.shape[1]
+        if not out.flags.c_contiguous:
+            out[np.arange(len(X))[:, None], self._slots(X, -1)] = 1.0
+            return
+        # Flat positions in ``out``: one index array, not a row and a column one.
+        flat = self._slots(X, width - 1)
+        flat += np.arange(0, len(X) * width, width)[:, None]
+        out.reshape(-1)[flat.reshape(-1)] = 1.0
 
 
 class CalibratedEngagementClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
