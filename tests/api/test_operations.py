@@ -1401,18 +1401,24 @@ def test_a_version_that_cannot_be_loaded_is_one_line_naming_version_path_and_cau
         assert client.get("/readyz").json()["model_version"] == "1"
 
 
-def test_a_runtime_without_a_model_retries_and_says_why(own_registry, keys, tmp_path) -> None:
-    """The served version failed to load: the 503 says so (not "train one"), and the
-    watcher loads the alias's version once it loads, without alias polling."""
+def test_a_runtime_without_a_model_retries_and_says_why(
+    own_registry, keys, tmp_path, monkeypatch
+) -> None:
+    """The served version failed to load: the 503 says so (not "train one") and when to
+    ask again, and the watcher loads the alias's version once it loads, without alias
+    polling (its retry shortened from 10 s: this test waits for one)."""
+    import nextbest.service.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "RETRY_INTERVAL_S", 2.0)
     assert own_registry.reload_interval_s == 0
     broken = _new_version(own_registry, source=(tmp_path / "no-such-artifact").as_uri())
     registry.set_alias(own_registry, "champion", broken)
     with TestClient(create_app(own_registry), headers=dict(keys.admin)) as client:
         refused = client.post("/v1/recommendations", json={"hcp_id": "H000001"})
-        assert refused.status_code == 503 and refused.headers["Retry-After"] == "10"
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
         detail = refused.json()["detail"]
         assert f"the served version {broken} of model 'nextbest' (alias 'champion') " in detail
-        assert "failed to load (tried again every 10 s)" in detail
+        assert "failed to load (tried again every 2 s)" in detail
         assert "no-such-artifact cannot be read" in detail and "train one" not in detail
         registry.set_alias(own_registry, "champion", "1")  # a version that loads
         assert _wait_for(lambda: client.get("/healthz").json().get("model_version") == "1", 60)

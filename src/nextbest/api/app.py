@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -49,8 +50,9 @@ from nextbest.errors import (
     NotFoundError,
     TerritoriesUnavailableError,
 )
+from nextbest.service import runtime as runtime_module
 from nextbest.service.apikeys import ReloadingKeyStore
-from nextbest.service.runtime import RETRY_INTERVAL_S, ServingRuntime
+from nextbest.service.runtime import ServingRuntime
 from nextbest.settings import Settings, get_settings
 from nextbest.storage.db import describe_database_error, refuses_writes
 
@@ -391,11 +393,12 @@ def create_app(
     @app.exception_handler(TerritoriesUnavailableError)
     async def _no_model(_: Request, exc: Exception) -> JSONResponse:
         # The runtime tries to load a model (or the territory file) again every
-        # RETRY_INTERVAL_S.
+        # RETRY_INTERVAL_S (read here, where a test may have shortened it); a
+        # Retry-After is whole seconds.
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": str(exc)},
-            headers={"Retry-After": str(int(RETRY_INTERVAL_S))},
+            headers={"Retry-After": str(math.ceil(runtime_module.RETRY_INTERVAL_S))},
         )
 
     return app
