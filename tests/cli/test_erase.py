@@ -154,13 +154,17 @@ def test_erase_takes_ids_from_arguments_and_files(env_settings: Path, tmp_path: 
 
 
 def test_erase_run_again_as_its_note_says_empties_the_log_a_server_kept_full(
-    env_settings: Path,
+    env_settings: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server reading as erase ran kept the write-ahead log from being emptied, and
     the note says to run erase again when the servers are idle: that run found nothing
-    to delete and stopped there, the deleted rows left readable in the -wal file."""
+    to delete and stopped there, the deleted rows left readable in the -wal file.
+    (SQLite's busy timeout shortened from 10 s: the first erase waits it out.)"""
     import sqlite3
 
+    import nextbest.storage.db as db_module
+
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 1_000)
     url = get_settings().resolved_database_url
     _log_rows(url, "H3")
     database = Path(url.removeprefix("sqlite:///"))
