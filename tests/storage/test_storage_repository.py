@@ -1859,6 +1859,41 @@ def test_a_contact_naming_no_recommendation_is_engaged_by_the_next_open_on_its_c
     assert list(found.columns) == ["hcp_id", "channel", "timestamp", "action_id", "engaged_at"]
 
 
+def test_an_open_after_a_suggested_send_does_not_engage_an_earlier_unsuggested_one(
+    session: Session, logged: list[RecommendationRecord]
+) -> None:
+    """An engagement naming no recommendation belongs to the HCP's latest send on the
+    channel, whether that send names a recommendation or not: after a suggested
+    e-mail (rec-1), an open naming nothing is not credited to the CRM's own e-mail
+    the day before, though that one is within the wait."""
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    record_feedback(
+        session,
+        events=[
+            delivered("u1", "h1", channel="email", occurred_at=T0),
+            delivered(
+                "n1",
+                "h1",
+                channel="email",
+                occurred_at=T0 + day,
+                recommendation_id="rec-1",
+                action_id="a-email",
+            ),
+            FeedbackRecord("o1", "opened", T0 + day + hour, "h1", channel="email"),
+            # A later unsuggested send, opened after it: engaged as before.
+            delivered("u2", "h1", channel="email", occurred_at=T0 + 3 * day),
+            FeedbackRecord("o2", "opened", T0 + 3 * day + hour, "h1", channel="email"),
+        ],
+    )
+    found = contacts_between(session, start=T0, end=T0 + timedelta(days=7))
+    engaged = dict(zip(found["timestamp"], found["engaged_at"], strict=True))
+
+    assert pd.isna(engaged[pd.Timestamp(T0)])
+    # The suggested send is engaged by its own events only (none were sent).
+    assert pd.isna(engaged[pd.Timestamp(T0 + day)])
+    assert engaged[pd.Timestamp(T0 + 3 * day)] == pd.Timestamp(T0 + 3 * day + hour)
+
+
 def test_last_contacts_are_the_most_recent_contact_ever(session: Session) -> None:
     record_feedback(
         session,

@@ -2851,20 +2851,22 @@ def _engage_unnamed(contacts: pd.DataFrame, engagements: pd.DataFrame, wait: tim
     """Set ``engaged_at`` of the contacts that name no recommendation (``named``
     false) and have none, in place: the first of ``engagements`` (columns ``hcp_id``,
     ``channel``, ``engaged_at``) whose latest contact of the same HCP and channel at or
-    before it, within ``wait``, is the contact. ``contacts`` is in time order."""
+    before it, within ``wait``, is the contact. That latest contact may name a
+    recommendation: an open after a suggested send is that send's (its own events
+    engage it), not an earlier unsuggested one's. ``contacts`` is in time order."""
     if not len(engagements) or not len(contacts):
         return
-    named = contacts["named"].astype(bool).to_numpy()
-    mine = contacts.loc[~named, ["hcp_id", "channel", "timestamp"]].reset_index()
+    every = contacts[["hcp_id", "channel", "timestamp", "named"]].reset_index()
     linked = pd.merge_asof(
         engagements.sort_values("engaged_at", kind="stable"),
-        mine.sort_values("timestamp", kind="stable"),
+        every.sort_values("timestamp", kind="stable"),
         left_on="engaged_at",
         right_on="timestamp",
         by=["hcp_id", "channel"],
         direction="backward",
         tolerance=pd.Timedelta(wait),
     ).dropna(subset=["index"])
+    linked = linked[~linked["named"].astype(bool)]
     first = linked.groupby("index")["engaged_at"].min()
     rows = first.index.to_numpy(dtype=np.int64)
     fill = contacts.loc[rows, "engaged_at"].isna().to_numpy()
