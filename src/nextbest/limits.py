@@ -45,3 +45,11 @@ STORED_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
 Purpose = Literal["promotional", "medical"]
 CONTENT_TYPES: Final[tuple[str, ...]] = get_args(Purpose)
 PURPOSES: Final[tuple[str, ...]] = CONTENT_TYPES
+
+# How long a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless
+# the URL sets its own: without one, a database host that drops packets holds
+# `nextbest serve`'s start-up (and each reconnect) for the system's TCP timeout,
+# minutes, before it says the database is unreachable. Here, not in the storage
+# package, so that a command on MLflow's stores alone (``nextbest models``) gives it
+# to MLflow without loading SQLAlchemy's ORM, Alembic and the store's tables.
+PG_CONNECT_TIMEOUT_S: Final = 10

@@ -199,7 +199,7 @@ def _mlflow_uri(uri: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from nextbest.storage.db import PG_CONNECT_TIMEOUT_S
+    from nextbest.limits import PG_CONNECT_TIMEOUT_S
 
     try:
         url = make_url(uri)

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nextbest.limits import PG_CONNECT_TIMEOUT_S
 from nextbest.settings import without_password
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,6 @@ ASYNC_READER_UNREACHABLE_WAIT_S = 0.1
 ASYNC_READER_RECONNECT_S = 2.0
 # How long a readiness probe waits for a connection of the asyncio pool.
 ASYNC_READER_PROBE_S = 1.0
-# How long a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless
-# the URL sets its own: without one, a database host that drops packets holds
-# `nextbest serve`'s start-up (and each reconnect) for the system's TCP timeout,
-# minutes, before it says the database is unreachable.
-PG_CONNECT_TIMEOUT_S = 10
 
 
 # What a database that is down, restarting or out of connections raises: worth
