@@ -13,6 +13,7 @@ from nextbest.loop.report import (
     UNKNOWN,
     ArmComparison,
     UpliftReport,
+    chance_said,
     compare,
     uplift_figure,
     write_report,
@@ -234,6 +235,37 @@ def test_the_page_counts_the_groups_compared_not_those_without_a_verdict(
 ) -> None:
     said = _page_said(_rows(), tmp_path)  # email only: rep_visit and webinar have too few
     assert "1 group row is compared, and among 20 groups where serving changes nothing" in said
+
+
+def test_the_terminal_says_what_chance_makes_of_group_verdicts_when_one_reads_clear() -> None:
+    """`nextbest uplift-report` printed a group's "serving helps" with nothing beside
+    it; the page says what chance makes of a score of groups each tested at 95%, and
+    the terminal now says it too, when a group row reads "serving helps" or "serving
+    hurts" (and nothing when none does, as a new deployment's report)."""
+    rng = np.random.default_rng(0)
+    helps = _group("email", list(rng.normal(2.5, 1.0, 400)), list(rng.normal(2.0, 1.0, 300)))
+    unclear = _group("phone", list(rng.normal(2.0, 1.0, 40)), list(rng.normal(2.0, 1.0, 40)))
+    assert (helps.verdict, unclear.verdict) == ("serving helps", "no clear difference yet")
+
+    def said(rows: list[ArmComparison]) -> str | None:
+        return chance_said(
+            UpliftReport(
+                rows=rows,
+                overall=helps,
+                conclusion="",
+                since=None,
+                n_decisions=0,
+                min_per_arm=2,
+            )
+        )
+
+    assert said([helps, unclear]) == (
+        "2 group rows are compared, and among 20 groups where serving changes nothing "
+        'about one would still read "serving helps" or "serving hurts" by chance. Trust '
+        "the overall row first, and a group's verdict when it recurs in later reports."
+    )
+    assert said([unclear]) is None  # the overall row's own verdict is no group's
+    assert said([]) is None
 
 
 def test_a_hollow_marker_has_its_own_legend_entry() -> None:

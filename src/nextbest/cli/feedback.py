@@ -41,6 +41,7 @@ def uplift_report(
 ) -> Path:
     """Outcomes of served vs holdout requests per channel, action group and segment."""
     from nextbest.errors import InvalidRequestError
+    from nextbest.loop.report import chance_said
     from nextbest.loop.report import uplift_report as build
 
     settings = read_settings()
@@ -79,6 +80,9 @@ def uplift_report(
         raise
     console.print(report_table(report))
     console.print(report.conclusion)
+    chance = chance_said(report)
+    if chance is not None:
+        console.print(chance)
     console.print(f"report: {report.files['html']}  run: {report.run_id}")
     return report.files["html"]
 

@@ -86,6 +86,9 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "(unknown)"
 NOTHING = "(no action)"
 TOO_FEW = "not enough data"  # the verdict of a group with too few outcomes in an arm
+# The verdicts of a row whose 95% interval excludes zero.
+HELPS = "serving helps"
+HURTS = "serving hurts"
 # The uplift figure's legend entry of its hollow markers: an arm's outcomes are from
 # one HCP, so the estimate has no interval (clustered by HCP, it needs two).
 NO_INTERVAL = "from 1 HCP in an arm: no interval, too few to conclude"
@@ -233,9 +236,9 @@ def compare(
     if g_s < needed or g_h < needed:
         verdict = f"{TOO_FEW} (need outcomes from {needed} HCPs per arm)"
     elif low > 0:
-        verdict = "serving helps"
+        verdict = HELPS
     elif high < 0:
-        verdict = "serving hurts"
+        verdict = HURTS
     else:
         verdict = "no clear difference yet"
     return ArmComparison(
@@ -1056,6 +1059,16 @@ def _groups_compared(report: UpliftReport) -> str:
         'would still read "serving helps" or "serving hurts" by chance. Trust the overall '
         "row first, and a group's verdict when it recurs in later reports."
     )
+
+
+def chance_said(report: UpliftReport) -> str | None:
+    """What the terminal says under the report's table when a group row reads "serving
+    helps" or "serving hurts" (the page's sentence on the group rows, which the page
+    always shows): a reader of the terminal took a group's verdict at its word, with a
+    score of groups each tested at 95%. None when no group row reads either."""
+    if not any(r.verdict in (HELPS, HURTS) for r in report.rows):
+        return None
+    return _groups_compared(report)
 
 
 def _as_utc(moment: datetime) -> datetime:
