@@ -11,6 +11,10 @@ logged), the API's requests. Nothing is imported here: the key file and the data
 files are read by commands that load neither SQLAlchemy nor the storage package.
 The migrations keep the numbers of their time; a test compares the tables with them
 on both databases.
+
+It also holds the PostgreSQL connect timeout, which the storage package gives its
+engines and the registry gives MLflow's stores, so that a command on the registry
+alone does not load the storage package for it.
 """
 
 from __future__ import annotations
@@ -49,7 +53,5 @@ PURPOSES: Final[tuple[str, ...]] = CONTENT_TYPES
 # How long a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless
 # the URL sets its own: without one, a database host that drops packets holds
 # `nextbest serve`'s start-up (and each reconnect) for the system's TCP timeout,
-# minutes, before it says the database is unreachable. Here, not in the storage
-# package, so that a command on MLflow's stores alone (``nextbest models``) gives it
-# to MLflow without loading SQLAlchemy's ORM, Alembic and the store's tables.
+# minutes, before it says the database is unreachable.
 PG_CONNECT_TIMEOUT_S: Final = 10
