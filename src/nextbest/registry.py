@@ -65,6 +65,8 @@ DIGEST_TAG = "artifact_sha256"
 # by `--repair` (see _with_alias_unset).
 REGISTERED_AS_TAG = "registered_as"
 CHAMPION_ALIAS = "champion"
+# What `retrain` registers its version as, and what the gate judges against the champion.
+CHALLENGER_ALIAS = "challenger"
 # The champion a promotion replaced, kept for `nextbest rollback`.
 PREVIOUS_CHAMPION_ALIAS = "previous_champion"
 # Written into a model directory by MLflow itself when it is loaded by a models:/

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     experiment: str = Field(default="nextbest", description="MLflow experiment name.")
     model_name: str = Field(default="nextbest", description="Registered model name.")
     serve_alias: str = Field(default="champion", description="Registry alias that is served.")
+    challenger_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of HCPs answered by the version of alias 'challenger' (when it "
+        "names another version than the served one), loaded beside it at every reload: a "
+        "keyed hash of HCP and challenger version picks them, so an HCP keeps one version "
+        "for the challenger's life; single and batch recommendations only (rep plans and "
+        "picks stay with the served version). 0 (the default) loads no challenger.",
+    )
     database_url: str | None = Field(
         default=None,
         description="Recommendation log and feedback store; default: SQLite in models_dir.",

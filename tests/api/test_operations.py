@@ -850,6 +850,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "territories_changed": False,
         "territory_notes": [],
         "key_notes": [],
+        "challenger": None,
         "signal_error": None,
     }
     hcps = [str(h) for h in reloading.app.state.runtime.recommender.hcp_ids[:3]]
@@ -872,6 +873,7 @@ def test_admin_reload_swaps_to_the_new_champion(reloading: TestClient, own_regis
         "territories_changed": False,
         "territory_notes": [],
         "key_notes": [],
+        "challenger": None,
         "signal_error": None,
     }
     hits, misses = _cache_counts(reloading)

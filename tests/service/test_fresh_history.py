@@ -372,3 +372,34 @@ def test_a_failed_move_keeps_the_history_served_and_is_tried_again(
             assert _until(lambda: _features_as_of(client) == (day0 + DAY).isoformat())
     finally:
         engine.dispose()
+
+
+def test_the_challenger_answering_a_share_of_hcps_moves_on_with_the_champion(
+    settings: Settings, loaded: ScoringModel, day0: datetime, hcp: str, tmp_path
+) -> None:
+    """NEXTBEST_CHALLENGER_SHARE: the challenger's history moves on at its load and on
+    each new day as the champion's does, so both answer by the same day's history."""
+    from nextbest.learning.train import TrainResult
+
+    own = settings.model_copy(update={"models_dir": tmp_path / "models", "challenger_share": 0.5})
+    for alias in (None, "challenger"):  # the same model, registered twice
+        result = TrainResult(model=loaded, metrics={}, params={"variant": "fresh"})
+        registry.log_training_run(result, own, alias=alias)
+    _store(own, _contact("e1", hcp, "email", day0 - DAY))
+    clock = SetClock(day0 + timedelta(hours=9))
+    with _serving(own, clock) as (runtime, client):
+        challenger = runtime.recommender.challenger
+        assert challenger is not None and challenger.version != runtime.model_version
+        assert pd.Timestamp(challenger.model.features_as_of) == pd.Timestamp(day0)  # at load
+        assert _history(challenger.model, hcp, "email", "touches_7d") == 1
+        _store(own, _contact("e2", hcp, "email", day0 + timedelta(hours=2)))
+
+        clock.at = day0 + DAY + timedelta(hours=1)
+        _features_as_of(client)  # starts the move
+        assert _until(lambda: _features_as_of(client) == (day0 + DAY).isoformat())
+        assert runtime.wait_history_moved(timeout=10)
+        moved = runtime.recommender.challenger
+        assert moved is not None and moved.version == challenger.version
+        assert moved.model is not challenger.model
+        assert _history(moved.model, hcp, "email", "touches_7d") == 2
+        assert _history(moved.model, hcp, "email", "days_since") == pytest.approx(22 / 24)

@@ -303,6 +303,10 @@ class RecommendationBatchCreate(BaseModel):
 class BatchResultPublic(BaseModel):
     recommendation_id: str
     hcp_id: str
+    model_version: str = Field(
+        description="The version that answered this HCP: the answer's model_version, or "
+        "the challenger's for an HCP of its share (NEXTBEST_CHALLENGER_SHARE)."
+    )
     created_at: OffsetTime = Field(description="When this answer was served and logged (UTC).")
     holdout: bool
     items: list[RecommendationItemPublic]
@@ -567,6 +571,13 @@ class ReloadPublic(BaseModel):
         "without a territory alignment file, rep keys whose territory holds no HCP of the "
         "served model (with one: territory_notes). Empty when there is none of these.",
     )
+    challenger: str | None = Field(
+        default=None,
+        description="With NEXTBEST_CHALLENGER_SHARE: the version of alias challenger that "
+        "answers its share of HCPs from now on, in this worker. Null when none does (the "
+        "share is 0, the alias is unset or names the served version, or it failed to load: "
+        "/readyz challenger_error says why).",
+    )
     signal_error: str | None = Field(
         default=None,
         description="Why the other worker processes were not signalled to reload (the "
@@ -700,6 +711,16 @@ class HealthPublic(BaseModel):
         description="When the served model's HCP history features are as of (UTC): its "
         "training cut-off, or with NEXTBEST_FRESH_HISTORY the start of the day its recency "
         "and fatigue were moved on to. No decision is made for an earlier day.",
+    )
+    challenger_version: str | None = Field(
+        default=None,
+        description="With NEXTBEST_CHALLENGER_SHARE: the version of alias challenger that "
+        "answers its share of HCPs beside model_version. Absent when none does.",
+    )
+    challenger_error: str | None = Field(
+        default=None,
+        description="Why the version of alias challenger failed to load (model_version "
+        "answers every HCP until the alias moves or a reload is forced).",
     )
     last_reload_error: str | None = None
     rules_fingerprint: str | None = Field(

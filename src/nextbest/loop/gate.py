@@ -84,7 +84,7 @@ from nextbest.storage.db import store_session
 from nextbest.yamlfile import read_settings_file, validated, word_of
 
 CHAMPION = registry.CHAMPION_ALIAS
-CHALLENGER = "challenger"
+CHALLENGER = registry.CHALLENGER_ALIAS
 PREVIOUS_CHAMPION = registry.PREVIOUS_CHAMPION_ALIAS
 HISTORY_TAG = registry.HISTORY_TAG
 # Version tag: the evaluation_share its retrain left out of training (retrain sets it).

@@ -47,6 +47,8 @@ POLICIES = ("epsilon_greedy", "softmax")
 # ``picks --log`` run hold out the same HCPs, as long as both have the same
 # holdout rate (each process reads its own; see :func:`same_holdout_rate`).
 HOLDOUT_SALT = "nextbest-holdout"
+# Keys the draw of the HCPs a challenger answers (see :func:`challenger_draw`).
+CHALLENGER_SALT = "nextbest-challenger"
 
 
 @dataclass(frozen=True)
@@ -281,8 +283,20 @@ def holdout_draw(hcp_id: str, on: date, *, days: int, salt: str) -> float:
     restart repeats without sharing state.
     """
     period = (on.toordinal() - 1) // days
-    key = f"{salt}\x1f{hcp_id}\x1f{days}\x1f{period}".encode()
-    digest = hashlib.blake2b(key, digest_size=8).digest()
+    return _keyed_uniform(salt, hcp_id, str(days), str(period))
+
+
+def challenger_draw(hcp_id: str, version: str) -> float:
+    """A uniform number in [0, 1) fixed for ``hcp_id`` and the challenger ``version``:
+    an HCP whose draw is below ``NEXTBEST_CHALLENGER_SHARE`` is answered by that
+    challenger, by every worker and request, for as long as it is the challenger.
+    Independent of the holdout draw, and drawn afresh for each new challenger."""
+    return _keyed_uniform(CHALLENGER_SALT, hcp_id, version)
+
+
+def _keyed_uniform(*parts: str) -> float:
+    # A keyed hash (BLAKE2b, 64 bits) of the parts, as a number in [0, 1).
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
 
 

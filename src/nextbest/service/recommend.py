@@ -34,7 +34,7 @@ from nextbest.learning.reasons import Lapse, explain
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, ScoringModel
 from nextbest.limits import PURPOSES
 from nextbest.policy.eligibility import EligibilityIndex
-from nextbest.policy.exploration import Exploration
+from nextbest.policy.exploration import Exploration, challenger_draw
 from nextbest.policy.ranking import fill_list, ranked_by_value, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.blinding import NOT_SUGGESTED
@@ -416,6 +416,10 @@ class Recommender:
         self._align(alignment)
         self.rep_actions = np.array([is_rep_channel(c) for c in self.action_channels], dtype=bool)
         model.keep_hcp_attributes()
+        # The challenger version that answers a share of the HCPs (NEXTBEST_CHALLENGER_SHARE;
+        # see with_challenger). None: this recommender answers every HCP.
+        self.challenger: Recommender | None = None
+        self.challenger_share = 0.0
 
     def with_rules(self, rules: ServingRules) -> Recommender:
         """The same model, exploration and score cache under other serving rules.
@@ -436,6 +440,8 @@ class Recommender:
             action_ids=self.action_ids,
             consent_on_file=self.eligibility.consent_on_file,
         )
+        if self.challenger is not None:
+            other.challenger = self.challenger.with_rules(rules)
         return other
 
     def _align(self, alignment: TerritoryAlignment | None) -> None:
@@ -454,7 +460,39 @@ class Recommender:
         scores, so the cache stays valid."""
         other = copy.copy(self)
         other._align(alignment)
+        if self.challenger is not None:
+            other.challenger = self.challenger.with_alignment(alignment)
         return other
+
+    def with_challenger(self, challenger: Recommender | None, share: float) -> Recommender:
+        """This recommender (its model, rules and score cache) with ``challenger``
+        answering ``share`` of the HCPs it knows (see :meth:`answering`); None: none.
+
+        Both answer under the same rules, territories and exploration; each answer is
+        logged under the version that gave it, with that version's propensities, so the
+        gate judges the challenger on the choices it made itself. Rules and territories
+        given to this recommender later (:meth:`with_rules`, :meth:`with_alignment`)
+        are given to its challenger too."""
+        other = copy.copy(self)
+        other.challenger = challenger
+        other.challenger_share = share if challenger is not None else 0.0
+        return other
+
+    def answering(self, hcp_id: str, now: datetime) -> Recommender:
+        """Who answers ``hcp_id`` at decision time ``now``: the challenger when its draw
+        for the HCP (:func:`~nextbest.policy.exploration.challenger_draw`, fixed per HCP
+        and challenger version) falls below the share, it knows the HCP and its history
+        does not end after ``now``'s day; else this recommender. Rep plans are the
+        served version's alone (a plan ranks a whole territory by one model)."""
+        challenger = self.challenger
+        if (
+            challenger is None
+            or challenger_draw(hcp_id, challenger.version) >= self.challenger_share
+            or hcp_id not in challenger._hcp_pos
+            or now.astimezone(UTC).date() < challenger.history_day.date()
+        ):
+            return self
+        return challenger
 
     def self_check(self) -> None:
         """Score and explain one pair, drawing nothing: raises if the model cannot serve."""
@@ -631,6 +669,19 @@ class Recommender:
         row = self._hcp_pos.get(hcp_id)
         if row is None:
             raise NotFoundError("hcp_id", hcp_id)
+        answering = self.answering(hcp_id, now)
+        if answering is not self:
+            return answering.recommend(
+                hcp_id=hcp_id,
+                k=k,
+                channel=channel,
+                purpose=purpose,
+                on=now,
+                explain_exclusions=explain_exclusions,
+                history=history,
+                channels=channels,
+                blind=blind,
+            )
         rec = self._decide(
             np.array([row]),
             k=k,
@@ -837,25 +888,35 @@ class Recommender:
             raise InvalidRequestError(
                 "hcp_ids", f"at most {MAX_BATCH} HCPs per call, got {len(hcp_ids)}"
             )
-        rows, unknown = [], []
+        known: list[str] = []
+        unknown: list[str] = []
         for h in hcp_ids:
-            r = self._hcp_pos.get(h)
-            if r is None:
-                unknown.append(h)
-            else:
-                rows.append(r)
-        if not rows:
+            (known if h in self._hcp_pos else unknown).append(h)
+        if not known:
             return [], unknown
-        recs, _ = self._decide(
-            np.asarray(rows, dtype=np.int64),
-            k=k,
-            channel=channel,
-            purpose=purpose,
-            now=now,
-            history=history,
-            channels=channels,
-        )
-        return recs, unknown
+        # Each HCP answered by the version that answers it (one scoring call each), in
+        # the order asked.
+        by: dict[Recommender, list[int]] = {self: list(range(len(known)))}
+        if self.challenger is not None:
+            by = {}
+            for i, h in enumerate(known):
+                by.setdefault(self.answering(h, now), []).append(i)
+        recs: list[Recommendation | None] = [None] * len(known)
+        served_at = self.clock()
+        for answering, places in by.items():
+            answered, _ = answering._decide(
+                np.array([answering._hcp_pos[known[i]] for i in places], dtype=np.int64),
+                k=k,
+                channel=channel,
+                purpose=purpose,
+                now=now,
+                history=history,
+                channels=channels,
+                served_at=served_at,
+            )
+            for i, rec in zip(places, answered, strict=True):
+                recs[i] = rec
+        return [rec for rec in recs if rec is not None], unknown
 
     def rep_plan(
         self,

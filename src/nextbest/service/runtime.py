@@ -252,6 +252,10 @@ class ReloadResult:
     # Why a broadcast reload could not signal the other workers (None: signalled, or
     # not broadcast): they go on serving what they served.
     signal_error: str | None = None
+    # The challenger version answering its share of HCPs from now on (None: none), and
+    # whether it is another than before the reload (NEXTBEST_CHALLENGER_SHARE).
+    challenger: str | None = None
+    challenger_changed: bool = False
 
 
 class ServingRuntime:
@@ -374,6 +378,11 @@ class ServingRuntime:
         self._move_error: str | None = None
         # The model (by version) said not to move its history: said once per version.
         self._said_unmovable: str | None = None
+        # NEXTBEST_CHALLENGER_SHARE: the challenger version that last failed to load, and
+        # why (tried again when the alias moves or a reload is forced; the served version
+        # answers every HCP meanwhile).
+        self._challenger_failed: str | None = None
+        self.challenger_error: str | None = None
 
     @classmethod
     def start(
@@ -623,6 +632,13 @@ class ServingRuntime:
         return current.version if current is not None else None
 
     @property
+    def challenger_version(self) -> str | None:
+        """The challenger version answering its share of HCPs (None: none)."""
+        current = self._recommender
+        challenger = current.challenger if current is not None else None
+        return challenger.version if challenger is not None else None
+
+    @property
     def territories_fingerprint(self) -> str | None:
         """The fingerprint of the territory alignment file this worker applies (None:
         unset, or unreadable since it started)."""
@@ -754,21 +770,14 @@ class ServingRuntime:
         try:
             if current is None:
                 return
-            model = self._moved_history(current.model, current.version)
-            if model is current.model:
+            moved = self._moved_recommender(current)
+            challenger = current.challenger
+            if challenger is not None:
+                moved_challenger = self._moved_recommender(challenger)
+                if moved is not current or moved_challenger is not challenger:
+                    moved = moved.with_challenger(moved_challenger, current.challenger_share)
+            if moved is current:
                 return
-            moved = make_recommender(
-                self.settings,
-                model,
-                current.version,
-                current.rules,
-                current.alignment,
-                clock=self.clock,
-            )
-            # As a reload does: what was asked last is scored again before the swap, so
-            # the first requests of the day do not all go to the model.
-            warmed = moved.warm_from(current, seconds=self.settings.reload_warm_s)
-            logger.info("score cache warmed for %d HCPs on the moved history", warmed)
             with self._reload_lock:
                 if self._recommender is not current:
                     # A reload swapped another in meanwhile: a new model was moved at
@@ -783,6 +792,32 @@ class ServingRuntime:
                 self._move_failed(current.version, current.model, exc)
         finally:
             self._moving.release()
+
+    def _moved_recommender(self, current: Recommender) -> Recommender:
+        """``current``'s version, rules and territories with its history moved on to the
+        clock's day, its score cache warmed with what ``current`` was last asked (as a
+        reload's is: the first requests of the day do not all go to the model);
+        ``current`` itself when its history is as of that day already, or cannot move."""
+        if not self._moves_history(current.model, current.version):
+            return current
+        model = self._moved_history(current.model, current.version)
+        if model is current.model:
+            return current
+        moved = make_recommender(
+            self.settings,
+            model,
+            current.version,
+            current.rules,
+            current.alignment,
+            clock=self.clock,
+        )
+        warmed = moved.warm_from(current, seconds=self.settings.reload_warm_s)
+        logger.info(
+            "version %s: score cache warmed for %d HCPs on the moved history",
+            current.version,
+            warmed,
+        )
+        return moved
 
     def wait_history_moved(self, timeout: float | None = None) -> bool:
         """Wait for a move of the served history under way to end; False if it is still
@@ -879,13 +914,21 @@ class ServingRuntime:
                     raise registry.RegistryError(
                         registry.no_alias_said(settings, settings.serve_alias)
                     )
+                held = self._recommender.challenger if self._recommender is not None else None
+                wanted = self._wanted_challenger(version)
+                challenger_changed = (held.version if held is not None else None) != wanted and (
+                    force or wanted != self._challenger_failed
+                )
                 if (
                     previous == version
                     and not force
                     and not rules_changed
                     and not territories_changed
+                    and not challenger_changed
                 ):
-                    result = ReloadResult(version=version, previous=previous, changed=False)
+                    result = ReloadResult(
+                        version=version, previous=previous, changed=False, challenger=wanted
+                    )
                 elif previous == version and not force and self._recommender is not None:
                     # Same model, new rules or territories: they apply to what is
                     # scored, so the scores and reasons already cached stay valid.
@@ -897,6 +940,8 @@ class ServingRuntime:
                             raise self._refused_by_rules(version, exc) from None
                     if territories_changed:
                         recommender = recommender.with_alignment(alignment)
+                    if challenger_changed:
+                        recommender = self._with_challenger(recommender, wanted, held, force=force)
                     self._recommender = recommender
                     result = ReloadResult(
                         version=version,
@@ -904,6 +949,8 @@ class ServingRuntime:
                         changed=False,
                         rules_changed=rules_changed,
                         territories_changed=territories_changed,
+                        challenger=self.challenger_version,
+                        challenger_changed=challenger_changed,
                     )
                 else:
                     loading = version
@@ -914,6 +961,7 @@ class ServingRuntime:
                             self._recommender, seconds=settings.reload_warm_s
                         )
                     warm_s = time.perf_counter() - started
+                    recommender = self._with_challenger(recommender, wanted, held, force=force)
                     self._recommender = recommender
                     result = ReloadResult(
                         version=version,
@@ -922,6 +970,9 @@ class ServingRuntime:
                         warmed_hcps=warmed,
                         rules_changed=rules_changed,
                         territories_changed=territories_changed,
+                        challenger=self.challenger_version,
+                        challenger_changed=self.challenger_version
+                        != (held.version if held is not None else None),
                     )
             except Exception as exc:
                 said_before, self.last_reload_error = (
@@ -997,7 +1048,7 @@ class ServingRuntime:
                 if self._recommender is not None:
                     FEATURES_AS_OF.set(_utc(self._recommender.model.as_of).timestamp())
                 self._schedule_move()
-            if result.changed and settings.gc_freeze:
+            if (result.changed or result.challenger_changed) and settings.gc_freeze:
                 _refreeze()
             if result.changed:
                 logger.info(
@@ -1140,13 +1191,89 @@ class ServingRuntime:
             return []
         return [p.territory_id for p in principals if p.role == "rep" and p.territory_id]
 
-    def _load(
-        self, version: str, rules: ServingRules, alignment: TerritoryAlignment | None
+    def _wanted_challenger(self, served: str) -> str | None:
+        """The version of alias ``challenger`` to answer its share of HCPs beside the
+        ``served`` version (NEXTBEST_CHALLENGER_SHARE); None: the share is 0, the alias
+        is unset, or it names the served version (just promoted)."""
+        if self.settings.challenger_share <= 0:
+            return None
+        wanted = registry.alias_version(self.settings, registry.CHALLENGER_ALIAS)
+        return None if wanted == served else wanted
+
+    def _with_challenger(
+        self,
+        recommender: Recommender,
+        wanted: str | None,
+        held: Recommender | None,
+        *,
+        force: bool,
     ) -> Recommender:
-        """The served alias's ``version``, loaded and checked; an error names both."""
-        settings = self.settings
+        """``recommender`` with the ``wanted`` challenger version answering its share of
+        HCPs: ``held`` (the one served so far) under ``recommender``'s rules and
+        territories when it is that version and the reload is not forced, else loaded.
+
+        A challenger that fails to load is said (``challenger_error``, and the log) and
+        left out: the served version answers every HCP until the alias moves or a reload
+        is forced. Never fails the reload: the champion's service does not depend on it."""
+        if wanted is None:
+            self._challenger_failed = self.challenger_error = None
+            if held is not None:
+                logger.info(
+                    "challenger version %s no longer answers: version %s answers every HCP",
+                    held.version,
+                    recommender.version,
+                )
+            return recommender.with_challenger(None, 0.0)
+        share = self.settings.challenger_share
+        if held is not None and held.version == wanted and not force:
+            if held.rules != recommender.rules:
+                held = held.with_rules(recommender.rules)
+            if held.alignment != recommender.alignment:
+                held = held.with_alignment(recommender.alignment)
+            return recommender.with_challenger(held, share)
         try:
-            model = registry.load_version(settings, version, alias=settings.serve_alias)
+            challenger = self._load(
+                wanted, recommender.rules, recommender.alignment, alias=registry.CHALLENGER_ALIAS
+            )
+        except Exception as exc:
+            self._challenger_failed = wanted
+            self.challenger_error = f"{type(exc).__name__}: {exc}"
+            RELOADS.labels("failed").inc()
+            logger.error(
+                "challenger version %s failed to load; version %s answers every HCP until "
+                "alias '%s' moves or a reload is forced: %s",
+                wanted,
+                recommender.version,
+                registry.CHALLENGER_ALIAS,
+                exc,
+            )
+            return recommender.with_challenger(None, 0.0)
+        if held is not None and held.version == wanted:  # forced: warmed as the champion is
+            challenger.warm_from(held, seconds=self.settings.reload_warm_s)
+        self._challenger_failed = self.challenger_error = None
+        logger.info(
+            "challenger: model %s version %s answers %.0f%% of the HCPs beside version %s",
+            self.settings.model_name,
+            wanted,
+            100 * share,
+            recommender.version,
+        )
+        return recommender.with_challenger(challenger, share)
+
+    def _load(
+        self,
+        version: str,
+        rules: ServingRules,
+        alignment: TerritoryAlignment | None,
+        *,
+        alias: str | None = None,
+    ) -> Recommender:
+        """``version`` of the served alias (or of ``alias``), loaded and checked; an error
+        names both."""
+        settings = self.settings
+        alias = alias or settings.serve_alias
+        try:
+            model = registry.load_version(settings, version, alias=alias)
             # Before the swap: the version answers with the day's history from its first request.
             model = self._history_at_load(model, version)
             recommender = make_recommender(
@@ -1158,22 +1285,25 @@ class ServingRuntime:
         except registry.RegistryError:
             raise  # names the version, the alias and what to do
         except RulesError as exc:  # strict, and they do not fit its catalog
-            raise self._refused_by_rules(version, exc) from None
+            raise self._refused_by_rules(version, exc, alias=alias) from None
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
             raise registry.RegistryError(
                 f"model '{settings.model_name}' version {version} (alias "
-                f"'{settings.serve_alias}') failed to load: {type(exc).__name__}: {first}"
+                f"'{alias}') failed to load: {type(exc).__name__}: {first}"
             ) from exc
         return recommender
 
-    def _refused_by_rules(self, version: str, exc: RulesError) -> RulesError:
+    def _refused_by_rules(
+        self, version: str, exc: RulesError, *, alias: str | None = None
+    ) -> RulesError:
         """``exc`` (strict rules that do not fit a catalog) naming the version and
-        alias whose catalog they do not fit, as ``nextbest picks`` says it."""
+        alias (the served one unless given) whose catalog they do not fit, as
+        ``nextbest picks`` says it."""
         settings = self.settings
         return RulesError(
             f"model '{settings.model_name}' version {version} (alias "
-            f"'{settings.serve_alias}'): {exc}"
+            f"'{alias or settings.serve_alias}'): {exc}"
         )
 
     def _signal(self, *, force: bool) -> str | None:

@@ -75,5 +75,6 @@ async def reload(
         territories_changed=result.territories_changed,
         territory_notes=territory_notes,
         key_notes=key_notes,
+        challenger=result.challenger,
         signal_error=result.signal_error,
     )

@@ -36,7 +36,10 @@ _PROBE: dict[str, Any] = {"response_model": HealthPublic, "response_model_exclud
 async def healthz(runtime: RuntimeDep) -> HealthPublic:
     """The process is up (a model may not be loaded yet)."""
     return HealthPublic(
-        status="ok", model_version=runtime.model_version, features_as_of=runtime.features_as_of
+        status="ok",
+        model_version=runtime.model_version,
+        challenger_version=runtime.challenger_version,
+        features_as_of=runtime.features_as_of,
     )
 
 
@@ -78,6 +81,8 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
         return HealthPublic(
             status="; ".join(problems),
             model_version=runtime.model_version,
+            challenger_version=runtime.challenger_version,
+            challenger_error=without_directories(runtime.challenger_error),
             last_reload_error=without_directories(runtime.last_reload_error),
             rules_fingerprint=runtime.rules_fingerprint,
             territories_fingerprint=runtime.territories_fingerprint,
@@ -86,6 +91,8 @@ async def readyz(runtime: RuntimeDep, request: Request, response: Response) -> H
     return HealthPublic(
         status="ready",
         model_version=runtime.model_version,
+        challenger_version=runtime.challenger_version,
+        challenger_error=without_directories(runtime.challenger_error),
         features_as_of=runtime.features_as_of,
         last_reload_error=without_directories(runtime.last_reload_error),
         rules_fingerprint=runtime.rules_fingerprint,

@@ -1,0 +1,224 @@
+"""NEXTBEST_CHALLENGER_SHARE: the challenger answers its share of HCPs beside the champion.
+
+So that the gate judges a challenger on choices it made itself: without it, the
+champion's exploration serves a challenger's choice to an HCP with a probability of
+about epsilon / N, and the gate's interval for the challenger is too wide to pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nextbest import registry
+from nextbest.api.process import free_port, start_server, stop_server
+from nextbest.loop import gate
+from nextbest.loop.gate import GateConfig
+from nextbest.policy.exploration import challenger_draw
+from nextbest.policy.rules import ServingRules
+from nextbest.service.runtime import ServingRuntime
+from nextbest.service.serving import recommend_batch
+from nextbest.settings import Settings
+from nextbest.storage.repository import get_recommendation
+
+from .conftest import LoopWorld, do_nothing, register
+
+pytestmark = [pytest.mark.xdist_group("loop")]
+
+SHARE = 0.5
+
+
+def _store(tmp_path: Path, *, share: float = SHARE) -> Settings:
+    # No exploration, no holdout: each answer is its version's greedy choice.
+    return Settings(
+        models_dir=tmp_path / "models",
+        seed=3,
+        epsilon=0.0,
+        holdout_rate=0.0,
+        challenger_share=share,
+    )
+
+
+def _alter(settings: Settings, version: str) -> None:
+    """Edit a registered version's artifacts: its digest no longer matches, it fails to load."""
+    with registry._model_dir(settings, version) as (root, _):
+        mlmodel = next(Path(root).rglob("MLmodel"))
+    mlmodel.write_text(mlmodel.read_text() + "\n# edited\n")
+
+
+def test_the_challenger_answers_its_share_of_hcps_and_is_logged_as_it(
+    loop_world: LoopWorld, tmp_path: Path
+) -> None:
+    settings = _store(tmp_path)
+    first = register(loop_world.honest, settings)
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    runtime = ServingRuntime.start(settings)
+    try:
+        assert runtime.model_version == first
+        assert runtime.challenger_version == second
+        hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()
+        theirs = {h for h in hcps if challenger_draw(h, second) < SHARE}
+        assert 0.35 < len(theirs) / len(hcps) < 0.65  # a fair draw over the HCPs
+
+        recs, unknown, _ = recommend_batch(
+            runtime.recommender,
+            runtime.reader,
+            runtime.reclog,
+            requester="test",
+            hcp_ids=hcps,
+            k=1,
+        )
+        assert unknown == [] and [r.hcp_id for r in recs] == hcps  # in the order asked
+        assert {r.hcp_id for r in recs if r.model_version == second} == theirs
+        assert {r.hcp_id for r in recs if r.model_version == first} == set(hcps) - theirs
+        # Each answered as its version chooses: the do-nothing challenger never acts.
+        assert all(not r.items for r in recs if r.hcp_id in theirs)
+        champion_acts = [bool(r.items) for r in recs if r.hcp_id not in theirs]
+        assert sum(champion_acts) > 0.5 * len(champion_acts)
+
+        # A single request of an HCP goes to the same version, every time.
+        mine = next(h for h in hcps if h not in theirs)
+        challenged = next(iter(theirs))
+        for _ in range(3):
+            assert runtime.recommender.recommend(hcp_id=challenged).model_version == second
+            assert runtime.recommender.recommend(hcp_id=mine).model_version == first
+
+        # Logged under the version that answered, with its own propensities.
+        assert runtime.reclog.flush()
+        with runtime.sessions() as session:
+            for rec in recs[:60]:
+                logged = get_recommendation(session, recommendation_id=rec.recommendation_id)
+                assert logged is not None and logged.model_version == rec.model_version
+                assert [i.propensity for i in logged.items] == [i.propensity for i in rec.items]
+    finally:
+        runtime.close()
+
+
+def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out(
+    loop_world: LoopWorld, tmp_path: Path
+) -> None:
+    settings = _store(tmp_path)
+    first = register(loop_world.honest, settings)
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+
+    off = ServingRuntime.start(settings.model_copy(update={"challenger_share": 0.0}))
+    try:  # no share: the alias is not loaded
+        assert off.model_version == first and off.challenger_version is None
+    finally:
+        off.close()
+
+    runtime = ServingRuntime.start(settings)
+    try:
+        assert runtime.challenger_version == second
+        # New rules reach the challenger too.
+        rules = ServingRules(max_items_per_channel=1)
+        assert runtime.recommender.with_rules(rules).challenger.rules is rules  # type: ignore[union-attr]
+
+        # Another challenger: loaded beside the champion, which is not reloaded.
+        third = register(do_nothing(loop_world.honest), settings, alias="challenger")
+        champion = runtime.recommender
+        moved = runtime.reload()
+        assert not moved.changed and moved.challenger_changed and moved.challenger == third
+        assert runtime.recommender.model is champion.model
+        assert runtime.challenger_version == third
+        assert not runtime.reload().challenger_changed  # nothing moved: nothing loaded
+
+        # A challenger that fails to load: the champion answers every HCP, said once.
+        fourth = register(do_nothing(loop_world.honest), settings, alias="challenger")
+        _alter(settings, fourth)
+        result = runtime.reload()  # the champion's service does not fail with it
+        assert result.challenger is None and runtime.challenger_version is None
+        error = runtime.challenger_error or ""
+        assert error.startswith("ArtifactAlteredError") and f"version {fourth}" in error
+        assert "alias 'challenger'" in error
+        assert runtime.last_reload_error is None
+        hcp = str(runtime.recommender.hcp_ids[0])
+        assert runtime.recommender.recommend(hcp_id=hcp).model_version == first
+        # Not loaded again at every poll; a forced reload tries it again.
+        assert not runtime.reload(polled=True).challenger_changed
+        assert runtime.reload(force=True).challenger is None
+
+        # Promoted: the served version is the alias's, no other challenger answers.
+        registry.set_alias(settings, "champion", third)
+        registry.set_alias(settings, "challenger", third)
+        promoted = runtime.reload()
+        assert promoted.changed and promoted.version == third and promoted.challenger is None
+        assert runtime.challenger_version is None and runtime.challenger_error is None
+    finally:
+        runtime.close()
+
+
+ADMIN_KEY = "challenger-share-admin-key"
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
+    loop_world: LoopWorld, tmp_path: Path
+) -> None:
+    settings = _store(tmp_path)
+    first = register(loop_world.honest, settings)
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    keys = tmp_path / "api_keys.yaml"
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    keys.write_text(f"keys:\n  - name: t\n    role: admin\n    key_sha256: {digest}\n")
+    keys.chmod(0o600)
+    port = free_port()
+    env = {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
+        "NEXTBEST_API_KEYS_FILE": str(keys),
+        "NEXTBEST_RELOAD_INTERVAL_S": "0",
+        "NEXTBEST_EPSILON": "0",
+        "NEXTBEST_HOLDOUT_RATE": "0",
+        "NEXTBEST_SEED": "3",
+        "NEXTBEST_CHALLENGER_SHARE": str(SHARE),
+    }
+    proc = start_server(port=port, env=env, timeout_s=90)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=120,  # a bound against a hung server (a reload loads two models)
+    )
+    try:
+        health = client.get("/healthz").json()
+        assert health["model_version"] == first and health["challenger_version"] == second
+        hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()[:400]
+        answer = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps, "k": 1})
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert answer.json()["model_version"] == first
+        for r in results:
+            theirs = challenger_draw(r["hcp_id"], second) < SHARE
+            assert r["model_version"] == (second if theirs else first)
+        events = [
+            {
+                "event_id": f"o-{r['recommendation_id']}",
+                "event_type": "outcome",
+                "hcp_id": r["hcp_id"],
+                "recommendation_id": r["recommendation_id"],
+                "value": 1.0,
+            }
+            for r in results
+        ]
+        assert client.post("/v1/feedback", json={"events": events}).status_code == 200
+        evaluation = gate.evaluate(settings, config=GateConfig(evaluation_share=0.0))
+        served = evaluation.served_by
+        assert set(served) == {first, second} and sum(served.values()) == len(results)
+
+        promoted = gate.promote(settings, config=GateConfig(), force=True, reason="test")
+        assert promoted.promoted
+        reload = client.post("/v1/admin/reload")
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["version"] == second and reload.json()["challenger"] is None
+        assert "challenger_version" not in client.get("/healthz").json()  # absent: none
+        again = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps[:50], "k": 1})
+        assert {r["model_version"] for r in again.json()["results"]} == {second}
+        assert proc.poll() is None
+    finally:
+        client.close()
+        stop_server(proc)
