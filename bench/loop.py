@@ -1,28 +1,46 @@
-"""The closed loop, simulated: serve -> outcomes -> feedback -> retrain -> gate -> promote.
+"""The closed loop, simulated: serve -> outcomes -> feedback -> gate -> retrain -> reload.
 
 A simulated world provides the history (logged by its traditional policy) and the
 ground truth. The first champion is trained on that history. Each round then:
 
 1. serve every HCP ``--decisions-per-hcp`` times (passes, default 4) through a real
    ``nextbest serve`` process (``POST /v1/recommendations/batch``, epsilon-greedy
-   with holdout drawn per request, all logged). Each pass is a simulated week after
-   the one before, as the history's decisions are: the server reads a simulated
-   clock (``bench/simclock``, :class:`SimulatedClock`), so its answers and the
-   feedback are logged on their week, and the world moves on with them: every
-   delivered touch weighs on its HCP's engagement on that channel for
-   ``FATIGUE_WINDOW`` weeks, as the history's touches do (:class:`Timeline`), so
+   with holdout drawn per request, all logged). With ``--challenger-share`` above 0
+   (default 0.5, ``NEXTBEST_CHALLENGER_SHARE``) the server answers that share of the
+   HCPs (a keyed hash of HCP and version picks them) with the challenger the round
+   before retrained, the rest with the champion, each answer logged under the
+   version that gave it, with its propensity (the results' ``model_version``). Each
+   pass is a simulated week after the one before, as the history's decisions are:
+   the server reads a simulated clock (``bench/simclock``, :class:`SimulatedClock`),
+   so its answers and the feedback are logged on their week, and the world moves on
+   with them: every delivered touch weighs on its HCP's engagement on that channel
+   for ``FATIGUE_WINDOW`` weeks, as the history's touches do (:class:`Timeline`), so
    each pass's responses are drawn from the state the touches before it left;
 2. draw each answer's outcome from the simulator's ground truth at its week (a
    holdout or empty answer gets the no-touch outcome) and send it through
    ``POST /v1/feedback`` (``outcome`` events, ``delivered`` for each touch the world
    delivered, plus ``opened`` when the HCP engaged);
-3. retrain on history + the logged decisions with their outcomes, except the share
-   reserved for the gate -> ``challenger``;
-4. evaluate challenger vs champion off-policy on the reserved share of every
-   round's logged decisions (whichever version served them) and promote when the
-   gate (``training/gate.yaml`` unless ``--gate``) passes;
-5. on promotion, hot-reload the server (``POST /v1/admin/reload``; a restart if
-   the route is missing).
+3. evaluate the challenger served in the round (none in round 1) vs the champion
+   off-policy on the reserved share of every round's logged decisions (whichever
+   version served them) and promote it when the gate (``training/gate.yaml`` unless
+   ``--gate``) passes;
+4. retrain on history + the logged decisions with their outcomes, except the share
+   reserved for the gate -> ``challenger``, the next round's (none after the last
+   round: no round would serve or judge it);
+5. hot-reload the server (``POST /v1/admin/reload``; a restart if the route is
+   missing), which loads the champion and the new challenger (alias ``challenger``
+   moved), and check that ``GET /healthz`` names them (:meth:`ClosedLoop.reload`).
+
+Why a challenger serves before it is judged. With ``--challenger-share 0`` the
+order is the one before 2026-12-07: serve -> feedback -> retrain -> gate, the
+challenger judged as soon as it is trained, on decisions only the champion served
+(and the server reloaded only on a promotion). The gate then sees a challenger's
+own choices only where the champion's exploration happened to serve them
+(propensity about epsilon / the number of actions), so its intervals are far too
+wide: in the run of 2026-12-07 04:35 every challenger was truly better than its
+champion and none was promoted. Served to a share of the HCPs for a round, the
+challenger's choices are logged with its own propensities (1 - epsilon and more
+for its greedy choice), so the gate judges it on evidence it served itself.
 
 Fresh history. The server, the retrain and the gate run with
 ``NEXTBEST_FRESH_HISTORY=true`` (``--frozen-history``: off, as before): the served
@@ -52,12 +70,15 @@ history now ends ``rounds x decisions-per-hcp`` weeks (and one) before today, so
 every simulated week is in the past.
 
 Per round it records, at the state the next round is served in (the touches of
-the last ``FATIGUE_WINDOW`` weeks), the true value of the champion's and the
-challenger's greedy policies (net NRx per HCP, from the ground truth), the oracle
-of that state and their ratios to it, the OPE estimates with intervals and how far
-they are from the truth (the policy's mean true value over the weeks the evaluated
-decisions were served in), and the decision; for a promoted challenger, its true
-value, its OPE estimates and their relative errors (``promoted``). Before the first
+the last ``FATIGUE_WINDOW`` weeks), the true value of the greedy policies of the
+champion that served the round (``served_*``) and of the challenger judged
+(``challenger_*``; with a share, the one that served beside it; none in round 1),
+net NRx per HCP from the ground truth, the oracle of that state and their ratios to
+it, the OPE estimates with intervals and how far they are from the truth (the
+policy's mean true value over the weeks the evaluated decisions were served in), and
+the decision; for a promoted challenger, its true value, its OPE estimates and their
+relative errors (``promoted``); the share of the round's decisions each version
+served (``served_share``, and the gate's ``evidence_served_by``). Before the first
 round it also scores the Bayes-optimal policy of the world given the history
 (:mod:`nextbest.simulate.posterior`): the most any learner could reach at the first
 decision, the ceiling the target is read against (not after the last round: the
@@ -65,7 +86,8 @@ posterior models draws from the end-of-history state, which the rounds' are not)
 With ``--frozen-history`` a version scores from the snapshot of its training cut-off,
 which does not count the touches served since: its greedy choice stays the same week
 after week while its own touches tire the HCPs it keeps choosing. Either way each round
-also records the served version's mean true value over the round's weeks
+also records the mean true value over the round's weeks of the policy as served, HCP
+by HCP the greedy choice of the version that answered it
 (``served_true_value_over_round``).
 The oracle and the Bayes-optimal policy choose among promotional actions only, as
 the served policy does (the bench's requests name no purpose, so the service
@@ -73,7 +95,8 @@ answers them as promotional: no medical content). Writes ``bench/results/loop.js
 with the machine load.
 
 Run: ``make bench-loop`` or ``python bench/loop.py --hcps 5000 --rounds 6``
-(``--frozen-history`` to compare with the history frozen at each cut-off).
+(``--frozen-history`` to compare with the history frozen at each cut-off,
+``--challenger-share 0`` with the order before 2026-12-07).
 """
 
 from __future__ import annotations
@@ -88,6 +111,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,14 +124,14 @@ import pandas as pd
 
 from nextbest import registry
 from nextbest.api.process import free_port, start_server, stop_server
-from nextbest.contract import load_dataset
+from nextbest.contract import Dataset, load_dataset
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.scoring import ScoringModel
 from nextbest.learning.train import train
 from nextbest.limits import Purpose
 from nextbest.loop import gate
 from nextbest.loop.evidence import action_codes, greedy_actions
-from nextbest.loop.retrain import retrain
+from nextbest.loop.retrain import RetrainResult, retrain
 from nextbest.settings import Settings, drop_environment_settings
 from nextbest.simulate import SimulatedWorld, simulate_world
 from nextbest.simulate.posterior import posterior_values
@@ -256,12 +282,15 @@ def serve_round(
     *,
     decisions_per_hcp: int = 1,
     states: list[SimulatedWorld] | None = None,
+    answered_by: list[np.ndarray] | None = None,
     history_from: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
     """Serve every HCP ``decisions_per_hcp`` times (passes, a simulated week each),
     draw outcomes from each week's state, send them as feedback; counts and timings.
     Each pass's state (the world its responses were drawn from) is appended to
-    ``states``. ``history_from``: the served model's cut-off when the server moves its
+    ``states``, and the version that answered each HCP ``(n,)`` (in the order of
+    ``world.hcps``; a result's ``model_version``, else its batch's) to ``answered_by``.
+    ``history_from``: the served model's cut-off when the server moves its
     history (``NEXTBEST_FRESH_HISTORY``, a model that can advance): each pass waits
     for the history of its day (:func:`wait_for_history`); None: no wait."""
     world = timeline.world
@@ -269,6 +298,7 @@ def serve_round(
     hcp_index = pd.Index(world.hcps["hcp_id"])
     action_index = pd.Index(world.catalog["action_id"])
     all_results: list[dict[str, Any]] = []
+    all_versions: list[str] = []
     all_actions: list[np.ndarray] = []
     all_outcomes: list[np.ndarray] = []
     serve_s = feedback_s = history_s = 0.0
@@ -283,6 +313,7 @@ def serve_round(
         if history_from is not None and day > pd.Timestamp(history_from).tz_localize("UTC"):
             history_s += wait_for_history(client, day)
         results: list[dict[str, Any]] = []
+        versions: list[str] = []
         started = time.perf_counter()
         for start in range(0, len(hcp_ids), SERVE_BATCH):
             response = client.post(
@@ -290,9 +321,18 @@ def serve_round(
                 json={"hcp_ids": hcp_ids[start : start + SERVE_BATCH], "k": 1},
             )
             response.raise_for_status()
-            results.extend(response.json()["results"])
+            answer = response.json()
+            results.extend(answer["results"])
+            # Each result names its version once a challenger answers a share of the HCPs.
+            versions.extend(
+                r.get("model_version", answer["model_version"]) for r in answer["results"]
+            )
         serve_s += time.perf_counter() - started
         hcps = hcp_index.get_indexer([r["hcp_id"] for r in results])
+        if answered_by is not None:
+            by = np.full(world.n_hcps, None, dtype=object)
+            by[hcps] = versions
+            answered_by.append(by)
         actions = np.array(
             [
                 action_index.get_loc(r["items"][0]["action_id"]) if r["items"] else -1
@@ -348,6 +388,7 @@ def serve_round(
             accepted += int(response.json()["accepted"])
         feedback_s += time.perf_counter() - started
         all_results.extend(results)
+        all_versions.extend(versions)
         all_actions.append(actions)
         all_outcomes.append(outcome)
     actions = np.concatenate(all_actions)
@@ -358,6 +399,8 @@ def serve_round(
         "empty": int(sum((not r["holdout"]) and not r["items"] for r in all_results)),
         "explored": int(sum(bool(r["items"]) and r["items"][0]["explored"] for r in all_results)),
         "feedback_events": accepted,
+        # The round's decisions by the version that served them.
+        "served_by": {str(v): n for v, n in sorted(Counter(all_versions).items())},
         "serve_s": round(serve_s, 2),
         "feedback_s": round(feedback_s, 2),
         # Waiting for the server to move its history on to each pass's day.
@@ -538,8 +581,455 @@ def promoted_record(
     }
 
 
-def main() -> int:
-    drop_environment_settings(say=print)
+@contextmanager
+def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Record in ``seconds[step]`` how long the block took (s, to 0.1)."""
+    started = time.perf_counter()
+    yield
+    seconds[step] = round(time.perf_counter() - started, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersion:
+    """A registered version and its model, as the bench trained it."""
+
+    version: str
+    model: ScoringModel
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyTruth:
+    """A version's greedy policy against the ground truth, net NRx per HCP."""
+
+    # At the state the next round is served in (the touches of the last FATIGUE_WINDOW weeks).
+    next_week: float
+    # The mean over the weeks served so far, each at its state: what the gate's OPE
+    # estimates (it evaluates the reserved share of every round's decisions).
+    over_evaluated_weeks: float
+    # Its choices at each week served so far, ``(n,)`` catalog rows (-1: none) each.
+    weeks: list[np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundTruth:
+    """What a round's policies were truly worth (:func:`round_truth`)."""
+
+    oracle_next_week: float
+    oracle_over_round: float
+    champion: PolicyTruth
+    # None: no challenger was judged this round.
+    challenger: PolicyTruth | None
+    # The policy as served over the round's weeks: each HCP's greedy choice of the
+    # version that answered it.
+    served_over_round: float
+
+
+def round_truth(
+    timeline: Timeline,
+    settings: Settings,
+    *,
+    states: list[SimulatedWorld],
+    answered_by: list[np.ndarray],
+    passes: int,
+    champion: ModelVersion,
+    challenger: ModelVersion | None,
+    fresh: bool,
+) -> RoundTruth:
+    """The true value of ``champion``'s and ``challenger``'s greedy policies (None: no
+    challenger judged) at the week the next round is served in and over the weeks
+    served so far (``states``), each week with the history it is served with (moved on
+    to its day by the store's contacts; ``fresh`` off: the snapshot's); and of the
+    policy served over the round's last ``passes`` weeks, HCP by HCP the greedy choice
+    of the version ``answered_by`` names (``(n,)`` versions a week, as
+    :func:`serve_round` records them).
+
+    Raises:
+        RuntimeError: a version other than these two answered an HCP this round.
+    """
+    world = timeline.world
+    at = pass_time(world, timeline.next_week)
+    state = timeline.state()
+    times = [*(pass_time(world, week) for week in range(len(states))), at]
+    judged = [v for v in (champion, challenger) if v is not None]
+    contacts = store_contacts(settings, [v.model for v in judged], at, fresh=fresh)
+    truths: dict[str, PolicyTruth] = {}
+    for v in judged:
+        *weeks, choice = greedy_choices(world, v.model, times, contacts)
+        truths[v.version] = PolicyTruth(per_hcp(state, choice), mean_true(states, weeks), weeks)
+    this_round = states[-passes:]
+    served: list[np.ndarray] = []
+    for offset, by in enumerate(answered_by[-passes:]):
+        week = len(states) - passes + offset
+        strangers = set(by) - set(truths)
+        if strangers:
+            raise RuntimeError(
+                f"versions {sorted(map(str, strangers))} answered HCPs in week {week} "
+                f"after the history, where only champion v{champion.version}"
+                f"{f' and challenger v{challenger.version}' if challenger else ''} should have "
+                "(serve_round's answered_by: a result's model_version, else its batch's)"
+            )
+        choice = np.full(world.n_hcps, -1, dtype=np.int64)
+        for version, truth in truths.items():
+            choice = np.where(by == version, truth.weeks[week], choice)
+        served.append(choice)
+    return RoundTruth(
+        oracle_next_week=oracle_per_hcp(state),
+        oracle_over_round=float(np.mean([oracle_per_hcp(w) for w in this_round])),
+        champion=truths[champion.version],
+        challenger=None if challenger is None else truths[challenger.version],
+        served_over_round=mean_true(this_round, served),
+    )
+
+
+def gate_record(
+    evaluation: gate.Evaluation, truth: RoundTruth, *, baseline: float
+) -> dict[str, Any]:
+    """What the gate said of a round's challenger, beside the truth it estimated."""
+    decision = evaluation.decision
+    champion, challenger = truth.champion, truth.challenger
+    assert challenger is not None  # a gate ran: a challenger was judged
+    return {
+        "gate_reasons": decision.reasons,
+        "n_decisions_evaluated": decision.n_decisions,
+        "agreement": round(decision.agreement, 4),
+        "ope_champion": ope_summary(decision.champion, baseline + champion.over_evaluated_weeks),
+        "ope_challenger": ope_summary(
+            decision.challenger, baseline + challenger.over_evaluated_weeks
+        ),
+        "difference": decision.difference,
+        "true_difference_per_decision": round(challenger.next_week - champion.next_week, 4),
+        # What the gate's difference estimates: over the evaluated weeks.
+        "true_difference_over_evaluated_weeks": round(
+            challenger.over_evaluated_weeks - champion.over_evaluated_weeks, 4
+        ),
+        "vs_no_action": decision.vs_no_action,
+        # Every evaluated decision by the version that served it: with a challenger
+        # share, the judged challenger's own among them.
+        "evidence_served_by": evaluation.served_by,
+        # The stored contacts the gate moved both versions' history by (None:
+        # replayed with their snapshots').
+        "gate_history_contacts": evaluation.history_contacts,
+        "promoted_policy": promoted_record(
+            decision, true_incremental=challenger.over_evaluated_weeks, baseline=baseline
+        )
+        if evaluation.promoted
+        else None,
+    }
+
+
+@dataclasses.dataclass
+class ClosedLoop:
+    """The loop's parts and where it stands: the versions the server serves, and every
+    week served so far (the world each was drawn from, the version that answered each
+    HCP), from which the gate's evidence was drawn."""
+
+    args: argparse.Namespace
+    timeline: Timeline
+    clock: SimulatedClock
+    server: Server
+    settings: Settings
+    dataset: Dataset
+    config: TrainConfig
+    gate_config: gate.GateConfig
+    rng: np.random.Generator
+    # The no-touch outcome per decision, which the OPE estimates include.
+    baseline: float
+    champion: ModelVersion
+    # What alias challenger names until it is judged; with a share, served beside the
+    # champion to that share of the HCPs.
+    challenger: ModelVersion | None = None
+    states: list[SimulatedWorld] = dataclasses.field(default_factory=list)
+    answered_by: list[np.ndarray] = dataclasses.field(default_factory=list)
+    reload_mode: str = "none"
+
+    @property
+    def share(self) -> float:
+        return float(self.args.challenger_share)
+
+    @property
+    def fresh(self) -> bool:
+        return not self.args.frozen_history
+
+    def play(self, client: httpx.Client, round_no: int) -> dict[str, Any] | None:
+        """One round, in the order ``--challenger-share`` sets (the module's docstring):
+        its record; None with ``--serve-only`` (served and fed back only)."""
+        seconds: dict[str, float] = {}
+        with timed(seconds, "serve_and_feedback"):
+            served = self.serve(client, round_no)
+        if self.args.serve_only:
+            log(f"round {round_no}: served and sent feedback in {seconds['serve_and_feedback']}s")
+            return None
+        retrained = None
+        if not self.share:  # judged as soon as trained, on what the champion served
+            with timed(seconds, "retrain"):
+                retrained = self.train_challenger()
+        served_champion, judged = self.champion, self.challenger
+        evaluation = None
+        if judged is not None:
+            with timed(seconds, "gate"):
+                evaluation = self.judge()
+        truth = round_truth(
+            self.timeline,
+            self.settings,
+            states=self.states,
+            answered_by=self.answered_by,
+            passes=self.args.decisions_per_hcp,
+            champion=served_champion,
+            challenger=judged,
+            fresh=self.fresh,
+        )
+        promoted = evaluation is not None and evaluation.promoted
+        self.challenger = None  # judged: the champion now, or replaced by the next retrain
+        # A challenger retrained after the last round would never be served or judged.
+        if self.share and round_no < self.args.rounds:
+            with timed(seconds, "retrain"):
+                retrained = self.train_challenger()
+        reload = None
+        if promoted or (self.share and retrained is not None):
+            with timed(seconds, "reload"):
+                reload = self.reload(client)
+        record = {
+            "round": round_no,
+            "next_week": self.timeline.next_week,
+            **self.served_record(served, truth, served_champion),
+            "challenger_version": None if judged is None else judged.version,
+            "promoted": promoted,
+            **self.judged_record(evaluation, truth),
+            "champion_after_round": self.champion.version,
+            **self.after_record(truth, promoted=promoted),
+            "retrained_version": None if retrained is None else retrained.version,
+            "feedback_rows_in_training": None
+            if retrained is None
+            else len(retrained.feedback.interactions),
+            "feedback_rows_reserved_for_gate": None
+            if retrained is None
+            else retrained.feedback.n_reserved,
+            "reload": reload,
+            # What the server serves beside its champion from the next round on.
+            "challenger_served_next": self.served_challenger(),
+            "serving": served,
+            "seconds": seconds,
+        }
+        log_round(record, evaluation, truth, baseline=self.baseline)
+        return record
+
+    def serve(self, client: httpx.Client, round_no: int) -> dict[str, Any]:
+        """Serve the round's passes and send their feedback (:func:`serve_round`)."""
+        model = self.champion.model
+        return serve_round(
+            client,
+            self.timeline,
+            self.clock,
+            self.rng,
+            round_no,
+            decisions_per_hcp=self.args.decisions_per_hcp,
+            states=self.states,
+            answered_by=self.answered_by,
+            history_from=model.as_of if self.fresh and model.advances else None,
+        )
+
+    def train_challenger(self) -> RetrainResult:
+        """Retrain on the history and the logged decisions but the gate's share: the
+        version alias challenger names from now on."""
+        trained = retrain(
+            self.settings,
+            dataset=self.dataset,
+            config=self.config,
+            gate=self.gate_config,  # its evaluation_share left out, its file kept
+        )
+        self.challenger = ModelVersion(trained.version, trained.result.model)
+        return trained
+
+    def judge(self) -> gate.Evaluation:
+        """The gate on the challenger against the champion; on a pass, the challenger
+        is promoted and is the bench's champion from now on.
+
+        Raises:
+            RuntimeError: it judged other versions than the bench holds as those two.
+        """
+        assert self.challenger is not None
+        evaluation = gate.promote(self.settings, config=self.gate_config)
+        judged = (evaluation.champion_version, evaluation.challenger_version)
+        if judged != (self.champion.version, self.challenger.version):
+            raise RuntimeError(
+                f"the gate judged v{judged[1]} against champion v{judged[0]}, not the bench's "
+                f"challenger v{self.challenger.version} against v{self.champion.version}: "
+                f"the registry's aliases moved under the bench ({self.settings.models_dir})"
+            )
+        if evaluation.promoted:
+            self.champion = self.challenger
+        return evaluation
+
+    def served_challenger(self) -> str | None:
+        """The version the server serves beside the champion (None: none)."""
+        return self.challenger.version if self.share and self.challenger else None
+
+    def reload(self, client: httpx.Client) -> str:
+        """Hot reload the server (a restart without the route) and check it now serves
+        the bench's champion and, with a share, its challenger beside it.
+
+        Raises:
+            RuntimeError: ``GET /healthz`` names other versions.
+        """
+        self.reload_mode = self.server.reload(client)
+        response = client.get("/healthz")
+        response.raise_for_status()
+        health = response.json()
+        said = (health.get("model_version"), health.get("challenger_version"))
+        if said != (self.champion.version, self.served_challenger()):
+            why = health.get("challenger_error")
+            raise RuntimeError(
+                f"after a {self.reload_mode}, GET /healthz says model_version {said[0]}, "
+                f"challenger_version {said[1]}"
+                f"{f' (challenger_error: {why})' if why else ''}: the bench expects champion "
+                f"v{self.champion.version} and challenger {self.served_challenger()} "
+                f"(--challenger-share {self.share:g}, NEXTBEST_CHALLENGER_SHARE; server.log "
+                "in the --work directory)"
+            )
+        return self.reload_mode
+
+    def served_record(
+        self, served: dict[str, Any], truth: RoundTruth, champion: ModelVersion
+    ) -> dict[str, Any]:
+        """The round as served: the champion that served it, and what was served."""
+        oracle = truth.oracle_next_week
+        decisions = sum(served["served_by"].values())
+        return {
+            "oracle_per_hcp": round(oracle, 4),
+            "served_version": champion.version,
+            # The champion that served the round, at the week the next is served in.
+            "served_true_value_per_hcp": round(truth.champion.next_week, 4),
+            "served_ratio_to_oracle": round(truth.champion.next_week / oracle, 4),
+            # As served, over the round's weeks: each HCP's version's greedy choice.
+            "served_true_value_over_round": round(truth.served_over_round, 4),
+            "served_ratio_over_round": round(truth.served_over_round / truth.oracle_over_round, 4),
+            # The round's decisions by the version that served them.
+            "served_share": {v: round(n / decisions, 4) for v, n in served["served_by"].items()},
+        }
+
+    def judged_record(
+        self, evaluation: gate.Evaluation | None, truth: RoundTruth
+    ) -> dict[str, Any]:
+        """The judged challenger's truth and the gate's verdict; nothing when none was
+        judged (round 1 with a share)."""
+        challenger = truth.challenger
+        if evaluation is None or challenger is None:
+            return {}
+        oracle = truth.oracle_next_week
+        return {
+            "challenger_true_value_per_hcp": round(challenger.next_week, 4),
+            "challenger_ratio_to_oracle": round(challenger.next_week / oracle, 4),
+            **gate_record(evaluation, truth, baseline=self.baseline),
+        }
+
+    @staticmethod
+    def after_record(truth: RoundTruth, *, promoted: bool) -> dict[str, Any]:
+        """The champion after the round's gate, at the week the next round is served in."""
+        after = truth.challenger if promoted and truth.challenger else truth.champion
+        return {
+            "champion_true_after_round": round(after.next_week, 4),
+            "champion_ratio_after_round": round(after.next_week / truth.oracle_next_week, 4),
+        }
+
+
+def log_round(
+    record: dict[str, Any],
+    evaluation: gate.Evaluation | None,
+    truth: RoundTruth,
+    *,
+    baseline: float,
+) -> None:
+    """A line on what the round served and what the gate made of its challenger."""
+    oracle = truth.oracle_next_week
+    shares = ", ".join(f"v{v} {s:.0%}" for v, s in record["served_share"].items())
+    said = (
+        f"round {record['round']}: served {shares}, as served "
+        f"{record['served_ratio_over_round']:.2f} of oracle over the round; champion "
+        f"v{record['served_version']} true {truth.champion.next_week:+.4f} "
+        f"({truth.champion.next_week / oracle:.2f} of oracle {oracle:+.4f}); "
+    )
+    if evaluation is None or truth.challenger is None:
+        said += "no challenger to judge; "
+    else:
+        dr = evaluation.decision.champion.get("dr", {}).get("value", float("nan"))
+        said += (
+            f"challenger v{record['challenger_version']} true "
+            f"{truth.challenger.next_week:+.4f} ({truth.challenger.next_week / oracle:.2f}); "
+            f"{'PROMOTED' if record['promoted'] else 'kept champion'}; DR champion {dr:.3f} "
+            f"vs true {baseline + truth.champion.over_evaluated_weeks:.3f}; "
+        )
+    if record["retrained_version"] is not None:
+        said += f"retrained v{record['retrained_version']}; "
+    log(said + ", ".join(f"{step} {s:.0f}s" for step, s in record["seconds"].items()))
+
+
+def summarize(
+    rounds: list[dict[str, Any]],
+    *,
+    oracle: float,
+    logging_value: float,
+    baseline: float,
+    first_true: float,
+    bayes: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's verdicts: where the champion ends, what was promoted, how far OPE
+    was from the truth. ``rounds``: round 0 (the logging policy) and the played ones."""
+    played = rounds[1:]
+    final_ratio = played[-1]["champion_ratio_after_round"] if played else None
+    judged = [r for r in played if r["challenger_version"] is not None]
+    promoted = [r for r in judged if r["promoted"]]
+    promoted_errors = {
+        name: max(r["promoted_policy"]["ope"][name]["relative_error"] for r in promoted)
+        for name in ("ips", "snips", "dr")
+        if promoted and all(name in r["promoted_policy"]["ope"] for r in promoted)
+    }
+    # Every challenger judged is a candidate for promotion: how well OPE valued each of
+    # them (and the champion) says how far a promotion's evidence can be trusted, even in
+    # a run that promoted nothing.
+    candidate_errors = {
+        who: {
+            name: max(abs(r[f"ope_{who}"][name]["relative_error"]) for r in judged)
+            for name in ("ips", "snips", "dr")
+        }
+        for who in ("champion", "challenger")
+        if judged
+    }
+    incremental_errors = [
+        r["promoted_policy"]["ope_incremental"]["relative_error"]
+        for r in promoted
+        if r["promoted_policy"]["ope_incremental"] is not None
+    ]
+    return {
+        "oracle_per_hcp": round(oracle, 4),
+        "logging_policy_per_hcp": round(logging_value, 4),
+        "no_touch_outcome_per_hcp": round(baseline, 4),
+        # At the first decision after the history (the state the first round is served in).
+        "first_champion_ratio": round(first_true / oracle, 4),
+        "final_champion_ratio_to_oracle": None if final_ratio is None else round(final_ratio, 4),
+        "target_final_ratio": 0.9,
+        # The most any learner could reach from the history at the first decision:
+        # what the target is measured against.
+        "bayes_optimal_ratio_to_oracle": bayes or None,
+        "final_ratio_met": bool(final_ratio is not None and final_ratio >= 0.9),
+        # Whether the loop ends above where it began: the champion after the last round
+        # against the first at the first decision, each as a ratio to the oracle of its
+        # week (the values themselves move with the state the touches leave).
+        "served_value_rises": bool(final_ratio is not None and final_ratio > first_true / oracle),
+        # With a challenger share, round 1 has none to judge.
+        "challengers_judged": len(judged),
+        "promotions": len(promoted),
+        "max_relative_error_of_promoted_ope": promoted_errors,
+        "ope_within_10pct_of_truth": (
+            {k: bool(v <= 0.10) for k, v in promoted_errors.items()} if promoted_errors else None
+        ),
+        "max_relative_error_of_ope_per_round": candidate_errors,
+        "max_relative_error_of_promoted_incremental_ope": max(incremental_errors)
+        if incremental_errors and None not in incremental_errors
+        else None,
+    }
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hcps", type=int, default=5000)
     parser.add_argument("--periods", type=int, default=26)
@@ -560,6 +1050,15 @@ def main() -> int:
         default=4,
         help="Decisions served per HCP per round: passes, each a simulated week after "
         "the one before.",
+    )
+    parser.add_argument(
+        "--challenger-share",
+        type=float,
+        default=0.5,
+        help="Share of the HCPs the challenger serves for a round before the gate judges "
+        "it (NEXTBEST_CHALLENGER_SHARE), 0 <= share < 1; 0: no challenger serves, and "
+        "each is judged as soon as it is retrained, on what the champion served (the "
+        "order before 2026-12-07).",
     )
     parser.add_argument(
         "--bayes-samples",
@@ -592,6 +1091,54 @@ def main() -> int:
         parser.error("--rounds must be at least 1")
     if args.decisions_per_hcp < 1:
         parser.error("--decisions-per-hcp must be at least 1")
+    if not 0 <= args.challenger_share < 1:
+        parser.error(
+            f"--challenger-share must be at least 0 and below 1, not {args.challenger_share}"
+        )
+    if args.work is not None and (args.work / "models").exists():
+        parser.error(f"{args.work / 'models'} already exists: use a new --work directory")
+    return args
+
+
+def write_admin_key(settings: Settings) -> Path:
+    """The API key file a server on ``settings.models_dir`` reads, with the bench's
+    admin key (which may reload it)."""
+    # Where a server started with NEXTBEST_MODELS_DIR=<work>/models looks by default.
+    keys = settings.resolved_api_keys_file
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    # Mode 600 from its creation, as `nextbest keys` writes it: a server started on
+    # this directory (the README's loop demo) warns of a key file others may read.
+    with os.fdopen(os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(f"keys:\n  - name: bench-loop\n    role: admin\n    key_sha256: {digest}\n")
+    return keys
+
+
+def server_env(
+    args: argparse.Namespace, settings: Settings, clock: SimulatedClock, *, keys: Path
+) -> dict[str, str]:
+    """The server's environment: the bench's registry, store and serving settings."""
+    return {
+        **os.environ,
+        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
+        "NEXTBEST_API_KEYS_FILE": str(keys),
+        "NEXTBEST_EPSILON": str(args.epsilon),
+        "NEXTBEST_HOLDOUT_RATE": str(args.holdout_rate),
+        # A draw per request: each pass (its own simulated week) its own holdout.
+        "NEXTBEST_HOLDOUT_DAYS": "0",
+        "NEXTBEST_EXPLORATION": args.exploration,
+        "NEXTBEST_TEMPERATURE": str(args.temperature),
+        "NEXTBEST_SEED": str(args.seed),
+        "NEXTBEST_RULES_FILE": str(settings.rules_file),
+        "NEXTBEST_FRESH_HISTORY": "true" if settings.fresh_history else "false",
+        "NEXTBEST_CHALLENGER_SHARE": str(args.challenger_share),
+        **clock.env(),
+    }
+
+
+def main() -> int:
+    drop_environment_settings(say=print)
+    args = parse_args()
     load_at_start = os.getloadavg()
     gate_config = gate.load_gate_config(args.gate if args.gate.exists() else None)
     config = TrainConfig(
@@ -600,8 +1147,6 @@ def main() -> int:
     )
     began = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="nextbest-loop-"))
-    if (work / "models").exists():
-        parser.error(f"{work / 'models'} already exists: use a new --work directory")
     # The history ends as many weeks before today as the rounds will be served in
     # (and one more): every pass's simulated week is then in the past, as retrain
     # takes a logged decision dated after now for a mistake.
@@ -638,37 +1183,13 @@ def main() -> int:
 
     log("training the first champion on the history")
     first = train(dataset, config=config)
-    champion_version = registry.log_training_run(first, settings).version
-    champion_model = first.model
-    # Where a server started with NEXTBEST_MODELS_DIR=<work>/models looks by default.
-    keys = settings.resolved_api_keys_file
-    keys.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    # Mode 600 from its creation, as `nextbest keys` writes it: a server started on
-    # this directory (the README's loop demo) warns of a key file others may read.
-    with os.fdopen(os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-        file.write(f"keys:\n  - name: bench-loop\n    role: admin\n    key_sha256: {digest}\n")
-    env = {
-        **os.environ,
-        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
-        "NEXTBEST_API_KEYS_FILE": str(keys),
-        "NEXTBEST_EPSILON": str(args.epsilon),
-        "NEXTBEST_HOLDOUT_RATE": str(args.holdout_rate),
-        # A draw per request: each pass (its own simulated week) its own holdout.
-        "NEXTBEST_HOLDOUT_DAYS": "0",
-        "NEXTBEST_EXPLORATION": args.exploration,
-        "NEXTBEST_TEMPERATURE": str(args.temperature),
-        "NEXTBEST_SEED": str(args.seed),
-        "NEXTBEST_RULES_FILE": str(rules),
-        "NEXTBEST_FRESH_HISTORY": "true" if fresh else "false",
-        **clock.env(),
-    }
-    server = Server(env, work / "server.log")
+    champion = ModelVersion(registry.log_training_run(first, settings).version, first.model)
+    keys = write_admin_key(settings)
+    server = Server(server_env(args, settings, clock, keys=keys), work / "server.log")
     # Started on the first pass's time: a server moving its history on to today's
     # would not move it back to the simulated weeks.
     clock.set(pass_time(world, 0))
     server.start()
-    rng = np.random.default_rng(args.seed + 1)
     rounds: list[dict[str, Any]] = [
         {
             "round": 0,
@@ -678,192 +1199,48 @@ def main() -> int:
         }
     ]
     first_at = pass_time(world, 0)
-    first_contacts = store_contacts(settings, [champion_model], first_at, fresh=fresh)
-    champion_choice = greedy_choice(world, champion_model, first_at, first_contacts)
-    champion_true = first_true = per_hcp(world, champion_choice)
+    first_contacts = store_contacts(settings, [champion.model], first_at, fresh=fresh)
+    first_true = per_hcp(world, greedy_choice(world, champion.model, first_at, first_contacts))
     log(
-        f"round 0: first champion v{champion_version} true {champion_true:+.4f} "
-        f"({champion_true / oracle:.2f} of oracle)"
+        f"round 0: first champion v{champion.version} true {first_true:+.4f} "
+        f"({first_true / oracle:.2f} of oracle)"
     )
-    reload_mode = "none"
-    # The world at each pass served so far: what the gate's evidence was drawn from.
-    served_states: list[SimulatedWorld] = []
+    loop = ClosedLoop(
+        args=args,
+        timeline=timeline,
+        clock=clock,
+        server=server,
+        settings=settings,
+        dataset=dataset,
+        config=config,
+        gate_config=gate_config,
+        rng=np.random.default_rng(args.seed + 1),
+        baseline=baseline,
+        champion=champion,
+    )
     try:
         with httpx.Client(
             base_url=server.base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120
         ) as client:
             for round_no in range(1, args.rounds + 1):
-                t0 = time.perf_counter()
-                served = serve_round(
-                    client,
-                    timeline,
-                    clock,
-                    rng,
-                    round_no,
-                    decisions_per_hcp=args.decisions_per_hcp,
-                    states=served_states,
-                    history_from=champion_model.as_of
-                    if fresh and champion_model.advances
-                    else None,
-                )
-                t1 = time.perf_counter()
-                if args.serve_only:
-                    log(f"round {round_no}: served and sent feedback in {t1 - t0:.0f}s")
-                    continue
-                trained = retrain(
-                    settings,
-                    dataset=dataset,
-                    config=config,
-                    gate=gate_config,  # its evaluation_share left out, its file kept
-                )
-                t2 = time.perf_counter()
-                evaluation = gate.promote(settings, config=gate_config)
-                t3 = time.perf_counter()
-                decision = evaluation.decision
-                # Both policies at the week the next round is served in (the state this
-                # round's touches left), and, for their OPE, over the weeks the gate's
-                # evidence was served in (each pass serves every HCP once): each week with
-                # the history it is served with (moved on to its day by the store's
-                # contacts; frozen: the snapshot's).
-                at = pass_time(world, timeline.next_week)
-                state = timeline.state()
-                oracle_now = oracle_per_hcp(state)
-                challenger_model = trained.result.model
-                times = [*(pass_time(world, week) for week in range(len(served_states))), at]
-                contacts = store_contacts(
-                    settings, [champion_model, challenger_model], at, fresh=fresh
-                )
-                *champion_weeks, champion_choice = greedy_choices(
-                    world, champion_model, times, contacts
-                )
-                *challenger_weeks, challenger_choice = greedy_choices(
-                    world, challenger_model, times, contacts
-                )
-                served_true = per_hcp(state, champion_choice)
-                challenger_true = per_hcp(state, challenger_choice)
-                served_mean = mean_true(served_states, champion_weeks)
-                # What the served version's greedy policy was worth over this round's weeks,
-                # each week's state tired by the touches before it.
-                passes = args.decisions_per_hcp
-                this_round = served_states[-passes:]
-                served_in_round = mean_true(this_round, champion_weeks[-passes:])
-                oracle_in_round = float(np.mean([oracle_per_hcp(w) for w in this_round]))
-                challenger_mean = mean_true(served_states, challenger_weeks)
-                if evaluation.promoted:
-                    reload_mode = server.reload(client)
-                    champion_version = evaluation.challenger_version
-                    champion_model = challenger_model
-                    champion_choice = challenger_choice
-                champion_true = per_hcp(state, champion_choice)
-                record = {
-                    "round": round_no,
-                    "next_week": timeline.next_week,
-                    "oracle_per_hcp": round(oracle_now, 4),
-                    "served_version": evaluation.champion_version,
-                    "served_true_value_per_hcp": round(served_true, 4),
-                    "served_ratio_to_oracle": round(served_true / oracle_now, 4),
-                    "served_true_value_over_round": round(served_in_round, 4),
-                    "served_ratio_over_round": round(served_in_round / oracle_in_round, 4),
-                    "challenger_version": evaluation.challenger_version,
-                    "challenger_true_value_per_hcp": round(challenger_true, 4),
-                    "challenger_ratio_to_oracle": round(challenger_true / oracle_now, 4),
-                    "promoted": evaluation.promoted,
-                    "gate_reasons": decision.reasons,
-                    "n_decisions_evaluated": decision.n_decisions,
-                    "agreement": round(decision.agreement, 4),
-                    "ope_champion": ope_summary(decision.champion, baseline + served_mean),
-                    "ope_challenger": ope_summary(decision.challenger, baseline + challenger_mean),
-                    "difference": decision.difference,
-                    "true_difference_per_decision": round(challenger_true - served_true, 4),
-                    # What the gate's difference estimates: over the evaluated weeks.
-                    "true_difference_over_evaluated_weeks": round(challenger_mean - served_mean, 4),
-                    "vs_no_action": decision.vs_no_action,
-                    "evidence_served_by": evaluation.served_by,
-                    # The stored contacts the gate moved both versions' history by (None:
-                    # replayed with their snapshots').
-                    "gate_history_contacts": evaluation.history_contacts,
-                    "promoted_policy": promoted_record(
-                        decision, true_incremental=challenger_mean, baseline=baseline
-                    )
-                    if evaluation.promoted
-                    else None,
-                    "champion_after_round": champion_version,
-                    "champion_true_after_round": round(champion_true, 4),
-                    "champion_ratio_after_round": round(champion_true / oracle_now, 4),
-                    "feedback_rows_in_training": len(trained.feedback.interactions),
-                    "feedback_rows_reserved_for_gate": trained.feedback.n_reserved,
-                    "serving": served,
-                    "seconds": {
-                        "serve_and_feedback": round(t1 - t0, 1),
-                        "retrain": round(t2 - t1, 1),
-                        "gate": round(t3 - t2, 1),
-                    },
-                }
-                rounds.append(record)
-                log(
-                    f"round {round_no}: served v{evaluation.champion_version} "
-                    f"true {served_true:+.4f} ({served_true / oracle_now:.2f} of oracle "
-                    f"{oracle_now:+.4f}); challenger v{evaluation.challenger_version} true "
-                    f"{challenger_true:+.4f} ({challenger_true / oracle_now:.2f}); "
-                    f"{'PROMOTED' if evaluation.promoted else 'kept champion'}; "
-                    f"DR champion {decision.champion.get('dr', {}).get('value', float('nan')):.3f} "
-                    f"vs true {baseline + served_mean:.3f}; "
-                    f"{t1 - t0:.0f}s serve+feedback, {t2 - t1:.0f}s retrain"
-                )
+                record = loop.play(client, round_no)
+                if record is not None:
+                    rounds.append(record)
     finally:
         server.stop()
     if args.serve_only:
         log(f"served {args.rounds} round(s); registry and feedback in {settings.models_dir}")
         return 0
-    final_ratio = rounds[-1]["champion_ratio_after_round"] if len(rounds) > 1 else None
-    promoted = [r for r in rounds[1:] if r["promoted"]]
-    promoted_errors = {
-        name: max(r["promoted_policy"]["ope"][name]["relative_error"] for r in promoted)
-        for name in ("ips", "snips", "dr")
-        if promoted and all(name in r["promoted_policy"]["ope"] for r in promoted)
-    }
-    # Every challenger is a candidate for promotion: how well OPE valued each of them
-    # (and the champion) says how far a promotion's evidence can be trusted, even in a
-    # run that promoted nothing.
-    candidate_errors = {
-        who: {
-            name: max(abs(r[f"ope_{who}"][name]["relative_error"]) for r in rounds[1:])
-            for name in ("ips", "snips", "dr")
-        }
-        for who in ("champion", "challenger")
-        if len(rounds) > 1
-    }
-    incremental_errors = [
-        r["promoted_policy"]["ope_incremental"]["relative_error"]
-        for r in promoted
-        if r["promoted_policy"]["ope_incremental"] is not None
-    ]
     summary = {
-        "oracle_per_hcp": round(oracle, 4),
-        "logging_policy_per_hcp": round(logging_value, 4),
-        "no_touch_outcome_per_hcp": round(baseline, 4),
-        # At the first decision after the history (the state the first round is served in).
-        "first_champion_ratio": round(first_true / oracle, 4),
-        "final_champion_ratio_to_oracle": None if final_ratio is None else round(final_ratio, 4),
-        "target_final_ratio": 0.9,
-        # The most any learner could reach from the history at the first decision:
-        # what the target is measured against.
-        "bayes_optimal_ratio_to_oracle": bayes or None,
-        "final_ratio_met": bool(final_ratio is not None and final_ratio >= 0.9),
-        # Whether the loop ends above where it began: the champion after the last round
-        # against the first at the first decision, each as a ratio to the oracle of its
-        # week (the values themselves move with the state the touches leave).
-        "served_value_rises": bool(final_ratio is not None and final_ratio > first_true / oracle),
-        "promotions": len(promoted),
-        "max_relative_error_of_promoted_ope": promoted_errors,
-        "ope_within_10pct_of_truth": (
-            {k: bool(v <= 0.10) for k, v in promoted_errors.items()} if promoted_errors else None
+        **summarize(
+            rounds,
+            oracle=oracle,
+            logging_value=logging_value,
+            baseline=baseline,
+            first_true=first_true,
+            bayes=bayes,
         ),
-        "max_relative_error_of_ope_per_round": candidate_errors,
-        "max_relative_error_of_promoted_incremental_ope": max(incremental_errors)
-        if incremental_errors and None not in incremental_errors
-        else None,
-        "reload": reload_mode,
+        "reload": loop.reload_mode,
         "server_restarts": server.restarts,
         "total_seconds": round(time.perf_counter() - began, 1),
     }
@@ -871,6 +1248,9 @@ def main() -> int:
         "benchmark": "loop",
         "command": " ".join(["python", "bench/loop.py", *sys.argv[1:]]),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # The share of HCPs a challenger serves for a round before it is judged; 0: the
+        # order before 2026-12-07, each judged on what the champion served.
+        "challenger_share": args.challenger_share,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -887,6 +1267,7 @@ def main() -> int:
             "exploration": args.exploration,
             "temperature": args.temperature if args.exploration == "softmax" else None,
             "decisions_per_hcp_per_round": args.decisions_per_hcp,
+            "challenger_share": args.challenger_share,
             # What every request is served as; the oracle chooses among the same actions.
             "purpose": SERVED_PURPOSE,
             # Each pass a simulated week; every delivered touch weighs on its HCP's

@@ -4,9 +4,7 @@ truth is that of its policy with the history it is served with."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -23,6 +21,7 @@ from nextbest.simulate import SimulatedWorld, simulate_world
 from nextbest.storage.db import migrate, store_session
 from nextbest.storage.repository import FeedbackRecord, record_feedback
 
+from .fakes import DayClock, FakeServer
 from .scripts import load_bench
 
 loop = load_bench("loop")
@@ -44,59 +43,6 @@ def model(world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Sc
     out = tmp_path_factory.mktemp("loop_world")
     world.write(out, fmt="parquet")
     return train(load_dataset(out), config=FAST).model
-
-
-class FakeServer:
-    """What serve_round asks of a server: /healthz (its history moved on to the clock's
-    day once ``lag`` readings found it behind), the batch endpoint (the first action
-    for everyone) and /v1/feedback (kept)."""
-
-    def __init__(self, world: SimulatedWorld, clock: Any, lag: int = 2) -> None:
-        self.world, self.clock, self.lag = world, clock, lag
-        self.history: str | None = None
-        self.readings = 0
-        self.behind = 0
-        self.asked: list[tuple[str, str | None]] = []  # (path, history when asked)
-        self.events: list[dict[str, Any]] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.asked.append((request.url.path, self.history))
-        if request.url.path == "/healthz":
-            self.readings += 1
-            today = self.clock.day().isoformat()
-            if self.history != today:
-                self.behind += 1
-                if self.behind > self.lag:  # moved on in the background
-                    self.history, self.behind = today, 0
-            return httpx.Response(200, json={"status": "ok", "features_as_of": self.history})
-        body = json.loads(request.content)
-        if request.url.path == "/v1/feedback":
-            self.events += body["events"]
-            return httpx.Response(200, json={"accepted": len(body["events"])})
-        action = str(self.world.catalog["action_id"].iat[0])
-        results = [
-            {
-                "hcp_id": h,
-                "recommendation_id": f"r-{h}-{len(self.asked)}",
-                "holdout": False,
-                "items": [{"action_id": action, "explored": False}],
-            }
-            for h in body["hcp_ids"]
-        ]
-        return httpx.Response(200, json={"results": results})
-
-
-class DayClock:
-    """A SimulatedClock's ``set``, remembering the day."""
-
-    at: pd.Timestamp | None = None
-
-    def set(self, at: pd.Timestamp | None) -> None:
-        self.at = at
-
-    def day(self) -> pd.Timestamp:
-        assert self.at is not None
-        return self.at.tz_localize("UTC").normalize()
 
 
 def test_each_pass_waits_for_the_history_of_its_day_and_stores_its_touches(
