@@ -97,6 +97,20 @@ def test_the_challenger_answers_its_share_of_hcps_and_is_logged_as_it(
     finally:
         runtime.close()
 
+    # A worker starting on this log warms each version's cache with the HCPs it answers.
+    restarted = ServingRuntime.start(settings)
+    try:
+        assert restarted.wait_warm(timeout=60)
+        champion = restarted.recommender
+        challenger = champion.challenger
+        assert challenger is not None
+        warmed = set(champion.hcp_ids[champion.cache.asked()[0]].tolist())
+        warmed_by_challenger = set(challenger.hcp_ids[challenger.cache.asked()[0]].tolist())
+        assert warmed == set(hcps) - theirs
+        assert warmed_by_challenger == theirs
+    finally:
+        restarted.close()
+
 
 def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out(
     loop_world: LoopWorld, tmp_path: Path

@@ -478,6 +478,16 @@ class Recommender:
         other.challenger_share = share if challenger is not None else 0.0
         return other
 
+    def by_answering(self, hcp_ids: Sequence[str], now: datetime) -> dict[Recommender, list[int]]:
+        """The places in ``hcp_ids`` each recommender answers at ``now`` (see
+        :meth:`answering`): all of them this one's without a challenger."""
+        if self.challenger is None:
+            return {self: list(range(len(hcp_ids)))}
+        by: dict[Recommender, list[int]] = {}
+        for i, hcp_id in enumerate(hcp_ids):
+            by.setdefault(self.answering(hcp_id, now), []).append(i)
+        return by
+
     def answering(self, hcp_id: str, now: datetime) -> Recommender:
         """Who answers ``hcp_id`` at decision time ``now``: the challenger when its draw
         for the HCP (:func:`~nextbest.policy.exploration.challenger_draw`, fixed per HCP
@@ -896,14 +906,9 @@ class Recommender:
             return [], unknown
         # Each HCP answered by the version that answers it (one scoring call each), in
         # the order asked.
-        by: dict[Recommender, list[int]] = {self: list(range(len(known)))}
-        if self.challenger is not None:
-            by = {}
-            for i, h in enumerate(known):
-                by.setdefault(self.answering(h, now), []).append(i)
         recs: list[Recommendation | None] = [None] * len(known)
         served_at = self.clock()
-        for answering, places in by.items():
+        for answering, places in self.by_answering(known, now).items():
             answered, _ = answering._decide(
                 np.array([answering._hcp_pos[known[i]] for i in places], dtype=np.int64),
                 k=k,

@@ -559,12 +559,18 @@ class ServingRuntime:
             recommender = self.recommender
             with self.engine.connect() as connection:
                 hcp_ids = recently_asked_hcps(connection, limit=recommender.cache.capacity)
-            warmed = recommender.warm_hcps(
-                hcp_ids,
-                seconds=self.settings.start_warm_s - (time.perf_counter() - started),
-                # Shutting down, or a reload replaced this model: no use going on.
-                stop=lambda: self._stop.is_set() or self._recommender is not recommender,
-            )
+            # Each version (with NEXTBEST_CHALLENGER_SHARE) warmed with the HCPs it answers,
+            # for its part of the time.
+            parts = recommender.by_answering(hcp_ids, recommender.clock())
+            budget = self.settings.start_warm_s - (time.perf_counter() - started)
+            warmed = 0
+            for answering, places in parts.items():
+                warmed += answering.warm_hcps(
+                    [hcp_ids[i] for i in places],
+                    seconds=budget * len(places) / max(len(hcp_ids), 1),
+                    # Shutting down, or a reload replaced this model: no use going on.
+                    stop=lambda: self._stop.is_set() or self._recommender is not recommender,
+                )
         except Exception as exc:  # only a slower start: requests are scored as usual
             logger.warning("could not warm the score cache at start-up: %s", exc)
             return
