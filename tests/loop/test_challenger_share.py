@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from nextbest import registry
 from nextbest.api.process import free_port, start_server, stop_server
@@ -112,6 +113,10 @@ def test_the_challenger_answers_its_share_of_hcps_and_is_logged_as_it(
         restarted.close()
 
 
+def _marked(version: str) -> float | None:
+    return REGISTRY.get_sample_value("nextbest_challenger_info", {"version": version})
+
+
 def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out(
     loop_world: LoopWorld, tmp_path: Path
 ) -> None:
@@ -139,6 +144,7 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         assert not moved.changed and moved.challenger_changed and moved.challenger == third
         assert runtime.recommender.model is champion.model
         assert runtime.challenger_version == third
+        assert _marked(third) == 1 and _marked(second) == 0  # nextbest_challenger_info
         assert not runtime.reload().challenger_changed  # nothing moved: nothing loaded
 
         # A challenger that fails to load: the champion answers every HCP, said once.
@@ -150,6 +156,7 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         assert error.startswith("ArtifactAlteredError") and f"version {fourth}" in error
         assert "alias 'challenger'" in error
         assert runtime.last_reload_error is None
+        assert _marked(third) == 0 and not _marked(fourth)  # never loaded
         hcp = str(runtime.recommender.hcp_ids[0])
         assert runtime.recommender.recommend(hcp_id=hcp).model_version == first
         # Not loaded again at every poll; a forced reload tries it again.

@@ -76,6 +76,13 @@ MODEL_INFO = Gauge(
     ["version"],
     multiprocess_mode="liveall",
 )
+CHALLENGER_INFO = Gauge(
+    "nextbest_challenger_info",
+    "1 for the challenger version answering its share of HCPs in this process "
+    "(NEXTBEST_CHALLENGER_SHARE), 0 for challengers it answered with before.",
+    ["version"],
+    multiprocess_mode="liveall",
+)
 
 
 # For alerting without reading logs: a reload that failed (the old model, rules
@@ -110,6 +117,15 @@ def _mark_served(version: str, previous: str | None) -> None:
     if previous is not None and previous != version:
         MODEL_INFO.labels(previous).set(0)
     MODEL_INFO.labels(version).set(1)
+
+
+def _mark_challenger(version: str | None, previous: str | None) -> None:
+    """Set ``nextbest_challenger_info``: ``version`` 1 (None: no challenger), ``previous``
+    0, as :func:`_mark_served` does for the served version."""
+    if previous is not None and previous != version:
+        CHALLENGER_INFO.labels(previous).set(0)
+    if version is not None:
+        CHALLENGER_INFO.labels(version).set(1)
 
 
 def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
@@ -378,6 +394,8 @@ class ServingRuntime:
         self._move_error: str | None = None
         # The model (by version) said not to move its history: said once per version.
         self._said_unmovable: str | None = None
+        # The challenger version nextbest_challenger_info marks 1 (None: none).
+        self._challenger_marked: str | None = None
         # NEXTBEST_CHALLENGER_SHARE: the challenger version that last failed to load, and
         # why (tried again when the alias moves or a reload is forced; the served version
         # answers every HCP meanwhile).
@@ -1054,6 +1072,9 @@ class ServingRuntime:
                 if self._recommender is not None:
                     FEATURES_AS_OF.set(_utc(self._recommender.model.as_of).timestamp())
                 self._schedule_move()
+            if self.challenger_version != self._challenger_marked:
+                _mark_challenger(self.challenger_version, self._challenger_marked)
+                self._challenger_marked = self.challenger_version
             if (result.changed or result.challenger_changed) and settings.gc_freeze:
                 _refreeze()
             if result.changed:
