@@ -67,6 +67,11 @@ REGISTERED_AS_TAG = "registered_as"
 CHAMPION_ALIAS = "champion"
 # What `retrain` registers its version as, and what the gate judges against the champion.
 CHALLENGER_ALIAS = "challenger"
+# Version tags of a challenger taken out of service by `nextbest withdraw`: when (ISO
+# 8601, UTC), why, and by whom (:func:`decided_by`).
+WITHDRAWN_TAG = "withdrawn_at"
+WITHDRAWN_REASON_TAG = "withdrawn_reason"
+WITHDRAWN_BY_TAG = "withdrawn_by"
 # The champion a promotion replaced, kept for `nextbest rollback`.
 PREVIOUS_CHAMPION_ALIAS = "previous_champion"
 # Written into a model directory by MLflow itself when it is loaded by a models:/
@@ -2297,6 +2302,9 @@ class VersionSummary:
     promoted_at: str | None  # ISO 8601 in UTC
     rolled_back_at: str | None
     promotion: str | None = None  # how it last became champion: "gate passed" or "forced"
+    # When `nextbest withdraw` took alias challenger off it, and why (None: never).
+    withdrawn_at: str | None = None
+    withdrawn_reason: str | None = None
     # Channels whose feedback came back without engagement events when it was retrained
     # (empty: none; None: not retrained on feedback).
     feedback_engagement_missing: list[str] | None = None
@@ -2438,6 +2446,8 @@ def list_versions(settings: Settings) -> list[VersionSummary]:
                 promoted_at=mv.tags.get("promoted_at"),
                 rolled_back_at=mv.tags.get("rolled_back_at"),
                 promotion=mv.tags.get("promotion"),
+                withdrawn_at=mv.tags.get(WITHDRAWN_TAG),
+                withdrawn_reason=mv.tags.get(WITHDRAWN_REASON_TAG),
                 feedback_engagement_missing=_channel_list(
                     mv.tags.get("feedback_engagement_missing")
                 ),

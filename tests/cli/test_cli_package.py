@@ -51,6 +51,7 @@ def test_the_commands_are_listed_in_their_order_whatever_module_holds_them() -> 
         "evaluate",
         "promote",
         "rollback",
+        "withdraw",
         "lookup",
         "explain",
         "models",

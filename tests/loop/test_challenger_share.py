@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from typer.testing import CliRunner
 
 from nextbest import registry
 from nextbest.api.process import free_port, start_server, stop_server
+from nextbest.cli import app
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.policy.exploration import challenger_draw
@@ -169,6 +171,39 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         promoted = runtime.reload()
         assert promoted.changed and promoted.version == third and promoted.challenger is None
         assert runtime.challenger_version is None and runtime.challenger_error is None
+    finally:
+        runtime.close()
+
+
+def test_withdraw_takes_the_challenger_out_of_service(
+    loop_world: LoopWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _store(tmp_path)
+    register(loop_world.honest, settings)
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    runner = CliRunner()
+    runtime = ServingRuntime.start(settings)
+    try:
+        assert runtime.challenger_version == second
+        done = runner.invoke(app, ["withdraw", "--reason", "odd picks in the field"])
+        assert done.exit_code == 0, done.output
+        said = " ".join(done.output.split())
+        assert f"withdrew version {second}: alias 'challenger' names no version" in said
+        assert registry.alias_version(settings, "challenger") is None
+        tags = registry.client(settings).get_model_version(settings.model_name, second).tags
+        assert tags[registry.WITHDRAWN_REASON_TAG] == "odd picks in the field"
+        assert tags[registry.WITHDRAWN_TAG] and tags[registry.WITHDRAWN_BY_TAG]
+        # A server drops it at its next reload: the champion answers every HCP.
+        dropped = runtime.reload()
+        assert dropped.challenger_changed and runtime.challenger_version is None
+        listed = " ".join(runner.invoke(app, ["models"]).output.split())
+        assert "withdrawn as challenger" in listed and "(odd picks in the field)" in listed
+        again = runner.invoke(app, ["withdraw"])
+        assert again.exit_code == 2, again.output
+        assert "no challenger to withdraw: model 'nextbest' has no alias 'challenger'" in (
+            " ".join(again.output.split())
+        )
     finally:
         runtime.close()
 

@@ -366,3 +366,37 @@ def rollback(
         highlight=False,
     )
     return done.to_version
+
+
+def withdraw(
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            help="Why, for the record (the version's withdrawn_reason tag, shown by "
+            "`nextbest models`)."
+        ),
+    ] = None,
+) -> str:
+    """Stop serving the challenger: take alias challenger off its version.
+
+    Servers answering a share of HCPs with it (NEXTBEST_CHALLENGER_SHARE) answer every
+    HCP with the champion from their next reload or alias poll. The version stays
+    registered, and its logged answers stay evidence."""
+    from nextbest import registry
+    from nextbest.loop.gate import GateError
+    from nextbest.loop.gate import withdraw as run_withdraw
+
+    settings = read_settings()
+    refuse_missing_models_dir(settings, "registry")
+    try:
+        with interruptible_as_ctrl_c():
+            version = run_withdraw(settings, reason=reason)
+    except (GateError, registry.RegistryError) as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"withdrew version {version}: alias 'challenger' names no version; servers answer "
+        "every HCP with the champion from their next reload (`POST /v1/admin/reload`, or "
+        "the alias poll)",
+        highlight=False,
+    )
+    return version

@@ -221,6 +221,9 @@ def models(
             if v.promoted_at
             else None,
             f"rolled back {minute(v.rolled_back_at)}" if v.rolled_back_at else None,
+            f"withdrawn as challenger {minute(v.withdrawn_at)} ({v.withdrawn_reason})"
+            if v.withdrawn_at
+            else None,
             _training_run_said(v),
             edits_said(v),
             f"feedback without engagement events on {', '.join(v.feedback_engagement_missing)}"

@@ -1515,6 +1515,36 @@ def rollback(
     )
 
 
+@_one_at_a_time("withdrawal")
+def withdraw(settings: Settings, *, reason: str | None = None) -> str:
+    """Take alias ``challenger`` off its version, which is returned: servers answering a
+    share of HCPs with it (``NEXTBEST_CHALLENGER_SHARE``) answer every HCP with the
+    champion from their next reload or alias poll, and ``evaluate`` / ``promote`` have
+    no challenger until ``retrain`` registers one. The version stays registered (its
+    logged answers are evidence still, and ``promote --version`` can judge it), tagged
+    when and by whom it was withdrawn and why; tagged first, so a withdrawal stopped
+    half-way leaves it the challenger, and running it again finishes it.
+
+    Raises:
+        GateError: no version has the alias, or another decision holds the model's lock.
+    """
+    version = registry.alias_version(settings, CHALLENGER)
+    if version is None:
+        raise GateError(
+            f"no challenger to withdraw: {registry.no_alias_said(settings, CHALLENGER)}"
+        )
+    client = registry.client(settings)
+    tags = {
+        registry.WITHDRAWN_TAG: datetime.now(UTC).isoformat(),
+        registry.WITHDRAWN_REASON_TAG: reason or "not given",
+        registry.WITHDRAWN_BY_TAG: registry.decided_by(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.model_name, version, key, value)
+    client.delete_registered_model_alias(settings.model_name, CHALLENGER)
+    return version
+
+
 def _rolled_back_said(mlflow_client: Any, settings: Settings, current: str | None) -> str:
     """How the version rolled back last (``rolled_back_at``), other than ``current``, is
     served again, for a refused rollback: a second rollback does not return to it, it

@@ -940,8 +940,10 @@ class ServingRuntime:
                     )
                 held = self._recommender.challenger if self._recommender is not None else None
                 wanted = self._wanted_challenger(version)
+                # A challenger that failed to load is tried again when the alias moves
+                # or the reload is forced, not at every poll.
                 challenger_changed = (held.version if held is not None else None) != wanted and (
-                    force or wanted != self._challenger_failed
+                    force or wanted is None or wanted != self._challenger_failed
                 )
                 if (
                     previous == version
