@@ -214,7 +214,7 @@ ADMIN_KEY = "challenger-share-admin-key"
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
-    loop_world: LoopWorld, tmp_path: Path
+    loop_world: LoopWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _store(tmp_path)
     first = register(loop_world.honest, settings)
@@ -265,6 +265,17 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
         evaluation = gate.evaluate(settings, config=GateConfig(evaluation_share=0.0))
         served = evaluation.served_by
         assert set(served) == {first, second} and sum(served.values()) == len(results)
+        # `nextbest evaluate` says how much of its evidence the challenger served itself.
+        config = tmp_path / "gate.yaml"
+        config.write_text("evaluation_share: 0\n")
+        monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+        said = CliRunner().invoke(app, ["evaluate", "--config", str(config)])
+        assert said.exit_code == 0, said.output
+        own = served[second] / len(results)
+        assert (
+            f"evidence served by v{first} {served[first]:,}, v{second} {served[second]:,}: "
+            f"{own:.0%} by the challenger itself"
+        ) in " ".join(said.output.split())
 
         promoted = gate.promote(settings, config=GateConfig(), force=True, reason="test")
         assert promoted.promoted

@@ -124,6 +124,17 @@ def _print_evaluation(evaluation: Any) -> None:
             f"{ch['effective_n']:,.0f}",
         )
     console.print(table)
+    served = evaluation.served_by
+    if served:
+        # With NEXTBEST_CHALLENGER_SHARE the challenger answers too: how much of the
+        # evidence is its own choices, served with its own propensities.
+        own = served.get(evaluation.challenger_version, 0)
+        console.print(
+            "evidence served by "
+            + ", ".join(f"v{v} {n:,}" for v, n in served.items())
+            + f": {own / sum(served.values()):.0%} by the {judged} itself",
+            highlight=False,
+        )
     for reason in decision.reasons:
         console.print(f"- {reason}")
     verdict = "[green]passed[/green]" if decision.passed else "[red]not passed[/red]"
