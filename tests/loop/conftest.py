@@ -13,16 +13,24 @@ session-wide ``trained`` champion other suites rely on):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from nextbest import registry
+from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.contract import Dataset, load_dataset
 from nextbest.learning.config import EngagementParams, TrainConfig, UpliftParams
 from nextbest.learning.levers import Lever, Levers
@@ -92,6 +100,58 @@ def do_nothing(model: ScoringModel) -> ScoringModel:
 def register(model: ScoringModel, settings: Settings, *, alias: str | None = None) -> str:
     result = TrainResult(model=model, metrics={}, params={"variant": "test"})
     return registry.log_training_run(result, settings, alias=alias).version
+
+
+def outcome_events(results: list[dict[str, Any]], value: float) -> list[dict[str, Any]]:
+    """An ``outcome`` feedback event of ``value`` for each answer of a batch's ``results``."""
+    return [
+        {
+            "event_id": f"o-{r['recommendation_id']}",
+            "event_type": "outcome",
+            "hcp_id": r["hcp_id"],
+            "recommendation_id": r["recommendation_id"],
+            "value": value,
+        }
+        for r in results
+    ]
+
+
+@contextmanager
+def admin_server(
+    settings: Settings, tmp_path: Path, **env: str
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """A real ``nextbest serve`` on ``settings``' models directory, with polling off and
+    ``env`` (NEXTBEST_* settings) beside it: a client holding its admin key, and the
+    server process (stopped at the end)."""
+    admin_key = "loop-suite-admin-key"
+    keys = tmp_path / "api_keys.yaml"
+    digest = hashlib.sha256(admin_key.encode()).hexdigest()
+    keys.write_text(f"keys:\n  - name: t\n    role: admin\n    key_sha256: {digest}\n")
+    keys.chmod(0o600)
+    port = free_port()
+    proc = start_server(
+        port=port,
+        env={
+            **os.environ,
+            "NEXTBEST_MODELS_DIR": str(settings.models_dir),
+            "NEXTBEST_API_KEYS_FILE": str(keys),
+            "NEXTBEST_RELOAD_INTERVAL_S": "0",
+            **env,
+        },
+        timeout_s=90,
+    )
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {admin_key}"},
+        # A bound against a hung server, not a speed target: a reload loads two models,
+        # which took over 30 s on a machine loaded several times over.
+        timeout=120,
+    )
+    try:
+        yield client, proc
+    finally:
+        client.close()
+        stop_server(proc)
 
 
 def serve_rounds(settings: Settings, world: SimulatedWorld, *, rounds: int, seed: int) -> int:

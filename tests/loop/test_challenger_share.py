@@ -7,17 +7,13 @@ about epsilon / N, and the gate's interval for the challenger is too wide to pas
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from nextbest import registry
-from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.cli import app
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
@@ -28,7 +24,7 @@ from nextbest.service.serving import recommend_batch
 from nextbest.settings import Settings
 from nextbest.storage.repository import get_recommendation
 
-from .conftest import LoopWorld, do_nothing, register
+from .conftest import LoopWorld, admin_server, do_nothing, outcome_events, register
 
 pytestmark = [pytest.mark.xdist_group("loop")]
 
@@ -208,9 +204,6 @@ def test_withdraw_takes_the_challenger_out_of_service(
         runtime.close()
 
 
-ADMIN_KEY = "challenger-share-admin-key"
-
-
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
@@ -219,28 +212,15 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
     settings = _store(tmp_path)
     first = register(loop_world.honest, settings)
     second = register(do_nothing(loop_world.honest), settings, alias="challenger")
-    keys = tmp_path / "api_keys.yaml"
-    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    keys.write_text(f"keys:\n  - name: t\n    role: admin\n    key_sha256: {digest}\n")
-    keys.chmod(0o600)
-    port = free_port()
-    env = {
-        **os.environ,
-        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
-        "NEXTBEST_API_KEYS_FILE": str(keys),
-        "NEXTBEST_RELOAD_INTERVAL_S": "0",
-        "NEXTBEST_EPSILON": "0",
-        "NEXTBEST_HOLDOUT_RATE": "0",
-        "NEXTBEST_SEED": "3",
-        "NEXTBEST_CHALLENGER_SHARE": str(SHARE),
-    }
-    proc = start_server(port=port, env=env, timeout_s=90)
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}",
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=120,  # a bound against a hung server (a reload loads two models)
-    )
-    try:
+    # No exploration, no holdout: each answer is its version's greedy choice.
+    with admin_server(
+        settings,
+        tmp_path,
+        NEXTBEST_EPSILON="0",
+        NEXTBEST_HOLDOUT_RATE="0",
+        NEXTBEST_SEED="3",
+        NEXTBEST_CHALLENGER_SHARE=str(SHARE),
+    ) as (client, proc):
         health = client.get("/healthz").json()
         assert health["model_version"] == first and health["challenger_version"] == second
         hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()[:400]
@@ -251,16 +231,7 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
         for r in results:
             theirs = challenger_draw(r["hcp_id"], second) < SHARE
             assert r["model_version"] == (second if theirs else first)
-        events = [
-            {
-                "event_id": f"o-{r['recommendation_id']}",
-                "event_type": "outcome",
-                "hcp_id": r["hcp_id"],
-                "recommendation_id": r["recommendation_id"],
-                "value": 1.0,
-            }
-            for r in results
-        ]
+        events = outcome_events(results, 1.0)
         assert client.post("/v1/feedback", json={"events": events}).status_code == 200
         evaluation = gate.evaluate(settings, config=GateConfig(evaluation_share=0.0))
         served = evaluation.served_by
@@ -286,6 +257,3 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
         again = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps[:50], "k": 1})
         assert {r["model_version"] for r in again.json()["results"]} == {second}
         assert proc.poll() is None
-    finally:
-        client.close()
-        stop_server(proc)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
-import httpx
 import pytest
 
-from nextbest.api.process import free_port, start_server, stop_server
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.settings import Settings
 
-from .conftest import LoopWorld, do_nothing, register
+from .conftest import LoopWorld, admin_server, do_nothing, outcome_events, register
 
 pytestmark = [pytest.mark.xdist_group("loop"), pytest.mark.e2e, pytest.mark.slow]
-
-ADMIN_KEY = "reload-test-admin-key"
 
 
 def test_promotion_and_rollback_reach_the_running_server(
@@ -26,42 +20,16 @@ def test_promotion_and_rollback_reach_the_running_server(
 ) -> None:
     settings = Settings(models_dir=tmp_path / "models", seed=3)
     first = register(loop_world.honest, settings)
-    keys = tmp_path / "api_keys.yaml"
-    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    keys.write_text(f"keys:\n  - name: t\n    role: admin\n    key_sha256: {digest}\n")
-    port = free_port()
-    env = {
-        **os.environ,
-        "NEXTBEST_MODELS_DIR": str(settings.models_dir),
-        "NEXTBEST_API_KEYS_FILE": str(keys),
-        "NEXTBEST_RELOAD_INTERVAL_S": "0",
-        # No exploration: what is served is exactly the champion's greedy choice.
-        "NEXTBEST_EPSILON": "0",
-        "NEXTBEST_SEED": "3",
-    }
-    proc = start_server(port=port, env=env, timeout_s=90)
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}",
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        # A bound against a hung server, not a speed target: a reload loads two models,
-        # which took over 30 s on a machine loaded several times over.
-        timeout=120,
-    )
-    try:
+    # No exploration: what is served is exactly the champion's greedy choice.
+    with admin_server(settings, tmp_path, NEXTBEST_EPSILON="0", NEXTBEST_SEED="3") as (
+        client,
+        proc,
+    ):
         hcps = loop_world.world.hcps["hcp_id"].tolist()[:300]
         answer = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps, "k": 1})
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == first
-        events = [
-            {
-                "event_id": f"o-{r['recommendation_id']}",
-                "event_type": "outcome",
-                "hcp_id": r["hcp_id"],
-                "recommendation_id": r["recommendation_id"],
-                "value": 1.0,
-            }
-            for r in answer.json()["results"]
-        ]
+        events = outcome_events(answer.json()["results"], 1.0)
         assert client.post("/v1/feedback", json={"events": events}).status_code == 200
 
         second = register(do_nothing(loop_world.honest), settings, alias="challenger")
@@ -84,9 +52,6 @@ def test_promotion_and_rollback_reach_the_running_server(
         one = client.post("/v1/recommendations", json={"hcp_id": hcps[0]})
         assert one.json()["model_version"] == first
         assert proc.poll() is None
-    finally:
-        client.close()
-        stop_server(proc)
 
 
 def test_a_forced_promotion_needs_no_evidence(loop_world: LoopWorld, tmp_path: Path) -> None:
