@@ -171,17 +171,31 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         runtime.close()
 
 
-def test_withdraw_takes_the_challenger_out_of_service(
+def test_explain_follows_the_share_and_withdraw_takes_the_challenger_out_of_service(
     loop_world: LoopWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _store(tmp_path)
-    register(loop_world.honest, settings)
+    first = register(loop_world.honest, settings)
     second = register(do_nothing(loop_world.honest), settings, alias="challenger")
     monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
     runner = CliRunner()
     runtime = ServingRuntime.start(settings)
     try:
         assert runtime.challenger_version == second
+        # `nextbest explain` answers an HCP with the version a server answers it with.
+        monkeypatch.setenv("NEXTBEST_CHALLENGER_SHARE", str(SHARE))
+        hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()
+        theirs = next(h for h in hcps if challenger_draw(h, second) < SHARE)
+        mine = next(h for h in hcps if challenger_draw(h, second) >= SHARE)
+        for hcp, version in ((theirs, second), (mine, first)):
+            explained = runner.invoke(app, ["explain", hcp, "--json"])
+            assert explained.exit_code == 0, explained.output
+            said = " ".join(explained.output.split())
+            assert f'"model_version": "{version}"' in said, said
+            assert ("is in the challenger's share of HCPs" in said) is (version == second)
+        asked = runner.invoke(app, ["explain", theirs, "--json", "--model", "champion"])
+        assert f'"model_version": "{first}"' in " ".join(asked.output.split())
+
         done = runner.invoke(app, ["withdraw", "--reason", "odd picks in the field"])
         assert done.exit_code == 0, done.output
         said = " ".join(done.output.split())

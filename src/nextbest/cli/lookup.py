@@ -389,16 +389,19 @@ def explain(
             metavar="VERSION|ALIAS",
             help="Ask this registered version (a number) or alias instead of the served "
             "one: the challenger before promoting it, a version rolled back from. Default: "
-            "the served alias (NEXTBEST_SERVE_ALIAS).",
+            "the served alias (NEXTBEST_SERVE_ALIAS), or the challenger for an HCP of its "
+            "share (NEXTBEST_CHALLENGER_SHARE), as servers answer it.",
         ),
     ] = None,
 ) -> dict[str, Any]:
     """What the served model would answer for one HCP now, and why; nothing is logged.
 
-    The answer without an exploration draw, with each item's reasons and why every
-    other action is left out. Nothing is logged: a support question, not a send (an
-    API request with explain=true is logged as a served answer, and feedback without
-    a recommendation_id may then be counted for it). The serving rules are read as
+    With NEXTBEST_CHALLENGER_SHARE, an HCP of the challenger's share is explained by the
+    challenger, as servers answer it (a note says so). The answer without an
+    exploration draw, with each item's reasons and why every other action is left
+    out. Nothing is logged: a support question, not a send (an API request with
+    explain=true is logged as a served answer, and feedback without a
+    recommendation_id may then be counted for it). The serving rules are read as
     `picks` reads them (NEXTBEST_RULES_FILE, else training/rules.yaml here). A
     recommendation log not made yet (nothing served) is read as empty, not made, and
     said. Exit code 2 for an HCP the model does not know."""
@@ -419,7 +422,7 @@ def explain(
     rules = check_rules_file(settings)
     refuse_missing_models_dir(settings, "registry")
     try:
-        model, version = model_asked(settings, model_name)
+        model, version = model_asked(settings, model_name, hcp_id=hcp_id)
     except registry.RegistryError as exc:
         raise fail(str(exc)) from None
     # The ranking itself: no exploration draw (a served answer's first item is
