@@ -145,6 +145,18 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         assert _marked(third) == 1 and _marked(second) == 0  # nextbest_challenger_info
         assert not runtime.reload().challenger_changed  # nothing moved: nothing loaded
 
+        # Promoted (alias champion moved to it, alias challenger taken off, as `promote`
+        # does): the challenger's recommender answers every HCP, not loaded again.
+        held = runtime.recommender.challenger
+        assert held is not None
+        registry.set_alias(settings, "champion", third)
+        registry.client(settings).delete_registered_model_alias(settings.model_name, "challenger")
+        promoted = runtime.reload()
+        assert promoted.changed and promoted.version == third and promoted.challenger is None
+        assert runtime.recommender.model is held.model and runtime.recommender.cache is held.cache
+        assert runtime.challenger_version is None and runtime.challenger_error is None
+        assert _marked(third) == 0
+
         # A challenger that fails to load: the champion answers every HCP, said once.
         fourth = register(do_nothing(loop_world.honest), settings, alias="challenger")
         _alter(settings, fourth)
@@ -154,19 +166,12 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         assert error.startswith("ArtifactAlteredError") and f"version {fourth}" in error
         assert "alias 'challenger'" in error
         assert runtime.last_reload_error is None
-        assert _marked(third) == 0 and not _marked(fourth)  # never loaded
+        assert not _marked(fourth)  # never loaded
         hcp = str(runtime.recommender.hcp_ids[0])
-        assert runtime.recommender.recommend(hcp_id=hcp).model_version == first
+        assert runtime.recommender.recommend(hcp_id=hcp).model_version == third
         # Not loaded again at every poll; a forced reload tries it again.
         assert not runtime.reload(polled=True).challenger_changed
         assert runtime.reload(force=True).challenger is None
-
-        # Promoted: the served version is the alias's, no other challenger answers.
-        registry.set_alias(settings, "champion", third)
-        registry.set_alias(settings, "challenger", third)
-        promoted = runtime.reload()
-        assert promoted.changed and promoted.version == third and promoted.challenger is None
-        assert runtime.challenger_version is None and runtime.challenger_error is None
     finally:
         runtime.close()
 

@@ -979,8 +979,13 @@ class ServingRuntime:
                         challenger_changed=challenger_changed,
                     )
                 else:
-                    loading = version
-                    recommender = self._load(version, rules, alignment)
+                    if held is not None and held.version == version and not force:
+                        # The challenger promoted: what answered its share of HCPs answers
+                        # them all, its score cache warm with its share; no second load.
+                        recommender = self._promoted(held, rules, alignment)
+                    else:
+                        loading = version
+                        recommender = self._load(version, rules, alignment)
                     warmed, started = 0, time.perf_counter()
                     if self._recommender is not None:
                         warmed = recommender.warm_from(
@@ -1220,6 +1225,21 @@ class ServingRuntime:
             return []
         return [p.territory_id for p in principals if p.role == "rep" and p.territory_id]
 
+    def _promoted(
+        self, held: Recommender, rules: ServingRules, alignment: TerritoryAlignment | None
+    ) -> Recommender:
+        """The challenger recommender ``held``, its version now the served one, under
+        ``rules`` and ``alignment``: it answers every HCP from the swap on."""
+        promoted = held.with_challenger(None, 0.0)
+        if promoted.rules != rules:
+            try:
+                promoted = promoted.with_rules(rules)
+            except RulesError as exc:  # strict, and they do not fit its catalog
+                raise self._refused_by_rules(held.version, exc) from None
+        if promoted.alignment != alignment:
+            promoted = promoted.with_alignment(alignment)
+        return promoted
+
     def _wanted_challenger(self, served: str) -> str | None:
         """The version of alias ``challenger`` to answer its share of HCPs beside the
         ``served`` version (NEXTBEST_CHALLENGER_SHARE); None: the share is 0, the alias
@@ -1246,7 +1266,7 @@ class ServingRuntime:
         is forced. Never fails the reload: the champion's service does not depend on it."""
         if wanted is None:
             self._challenger_failed = self.challenger_error = None
-            if held is not None:
+            if held is not None and held.version != recommender.version:  # not promoted
                 logger.info(
                     "challenger version %s no longer answers: version %s answers every HCP",
                     held.version,
