@@ -7,13 +7,16 @@ about epsilon / N, and the gate's interval for the challenger is too wide to pas
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from nextbest import registry
+from nextbest.api.app import create_app
 from nextbest.cli import app
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
@@ -109,6 +112,49 @@ def test_the_challenger_answers_its_share_of_hcps_and_is_logged_as_it(
         assert warmed_by_challenger == theirs
     finally:
         restarted.close()
+
+
+def test_a_rep_gets_the_served_versions_answer_as_its_plan_does(
+    loop_world: LoopWorld, tmp_path: Path
+) -> None:
+    """The challenger answers the channel systems; a rep, whose call plan ranks the
+    territory by the served version, gets that version's answer about one HCP too."""
+    settings = _store(tmp_path)
+    first = register(loop_world.honest, settings)
+    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    hcps = loop_world.world.hcps.astype({"hcp_id": str, "territory_id": str})
+    theirs = hcps[[challenger_draw(h, second) < SHARE for h in hcps["hcp_id"]]].iloc[0]
+    keys = tmp_path / "api_keys.yaml"
+    keys.write_text(
+        "keys:\n"
+        f"  - {{name: ops, role: admin, key_sha256: {hashlib.sha256(b'admin-key').hexdigest()}}}\n"
+        f"  - {{name: rep-1, role: rep, territory_id: '{theirs['territory_id']}', "
+        f"key_sha256: {hashlib.sha256(b'rep-key').hexdigest()}}}\n"
+    )
+    keys.chmod(0o600)
+    served = settings.model_copy(update={"api_keys_file": keys})
+    runtime = ServingRuntime.start(served)
+    try:
+        with TestClient(create_app(served, runtime)) as client:
+
+            def asked(key: str) -> str:
+                answer = client.post(
+                    "/v1/recommendations",
+                    json={"hcp_id": theirs["hcp_id"]},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert answer.status_code == 200, answer.text
+                return str(answer.json()["model_version"])
+
+            assert asked("admin-key") == second
+            assert asked("rep-key") == first
+            plan = client.get(
+                "/v1/reps/rep-1/suggestions", headers={"Authorization": "Bearer rep-key"}
+            )
+            assert plan.status_code == 200, plan.text
+            assert plan.json()["model_version"] == first
+    finally:
+        runtime.close()
 
 
 def _marked(version: str) -> float | None:

@@ -493,7 +493,8 @@ class Recommender:
         for the HCP (:func:`~nextbest.policy.exploration.challenger_draw`, fixed per HCP
         and challenger version) falls below the share, it knows the HCP and its history
         does not end after ``now``'s day; else this recommender. Rep plans are the
-        served version's alone (a plan ranks a whole territory by one model)."""
+        served version's alone (a plan ranks a whole territory by one model), and so
+        are a rep key's requests (the API asks without the challenger)."""
         challenger = self.challenger
         if (
             challenger is None

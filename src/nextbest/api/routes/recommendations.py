@@ -107,6 +107,11 @@ async def recommend(
     if caller.role == "rep":
         recommender.check_territories()
         forbid_hcp_outside_territory(caller, recommender, body.hcp_id, "this HCP")
+        if recommender.challenger is not None:
+            # A rep's call plan ranks the territory by the served version: the rep gets
+            # that version's answer about one HCP too, not a challenger's
+            # (NEXTBEST_CHALLENGER_SHARE answers the channel systems' requests).
+            recommender = recommender.with_challenger(None, 0.0)
     purpose = request_purpose(caller, body.purpose)
     channels = _channels_of(caller, recommender, body.channel, k=body.k, purpose=purpose)
     # One reading of the recommender's clock: the decision time and, after a past
