@@ -953,7 +953,12 @@ class ServingRuntime:
                     and not challenger_changed
                 ):
                     result = ReloadResult(
-                        version=version, previous=previous, changed=False, challenger=wanted
+                        version=version,
+                        previous=previous,
+                        changed=False,
+                        # What answers: not a version that failed to load and is not
+                        # tried again at this poll.
+                        challenger=self.challenger_version,
                     )
                 elif previous == version and not force and self._recommender is not None:
                     # Same model, new rules or territories: they apply to what is
@@ -1230,15 +1235,27 @@ class ServingRuntime:
     ) -> Recommender:
         """The challenger recommender ``held``, its version now the served one, under
         ``rules`` and ``alignment``: it answers every HCP from the swap on."""
-        promoted = held.with_challenger(None, 0.0)
-        if promoted.rules != rules:
+        return self._under(held.with_challenger(None, 0.0), rules, alignment)
+
+    def _under(
+        self,
+        recommender: Recommender,
+        rules: ServingRules,
+        alignment: TerritoryAlignment | None,
+        *,
+        alias: str | None = None,
+    ) -> Recommender:
+        """``recommender`` (model and score cache kept) under ``rules`` and ``alignment``;
+        strict rules that do not fit its catalog are refused naming its version and
+        ``alias`` (the served one unless given)."""
+        if recommender.rules != rules:
             try:
-                promoted = promoted.with_rules(rules)
-            except RulesError as exc:  # strict, and they do not fit its catalog
-                raise self._refused_by_rules(held.version, exc) from None
-        if promoted.alignment != alignment:
-            promoted = promoted.with_alignment(alignment)
-        return promoted
+                recommender = recommender.with_rules(rules)
+            except RulesError as exc:
+                raise self._refused_by_rules(recommender.version, exc, alias=alias) from None
+        if recommender.alignment != alignment:
+            recommender = recommender.with_alignment(alignment)
+        return recommender
 
     def _wanted_challenger(self, served: str) -> str | None:
         """The version of alias ``challenger`` to answer its share of HCPs beside the
@@ -1274,16 +1291,19 @@ class ServingRuntime:
                 )
             return recommender.with_challenger(None, 0.0)
         share = self.settings.challenger_share
-        if held is not None and held.version == wanted and not force:
-            if held.rules != recommender.rules:
-                held = held.with_rules(recommender.rules)
-            if held.alignment != recommender.alignment:
-                held = held.with_alignment(recommender.alignment)
-            return recommender.with_challenger(held, share)
+        kept = held is not None and held.version == wanted and not force
         try:
-            challenger = self._load(
-                wanted, recommender.rules, recommender.alignment, alias=registry.CHALLENGER_ALIAS
-            )
+            if kept and held is not None:
+                challenger = self._under(
+                    held, recommender.rules, recommender.alignment, alias=registry.CHALLENGER_ALIAS
+                )
+            else:
+                challenger = self._load(
+                    wanted,
+                    recommender.rules,
+                    recommender.alignment,
+                    alias=registry.CHALLENGER_ALIAS,
+                )
         except Exception as exc:
             self._challenger_failed = wanted
             self.challenger_error = f"{type(exc).__name__}: {exc}"
@@ -1297,6 +1317,8 @@ class ServingRuntime:
                 exc,
             )
             return recommender.with_challenger(None, 0.0)
+        if kept:
+            return recommender.with_challenger(challenger, share)
         if held is not None and held.version == wanted:  # forced: warmed as the champion is
             challenger.warm_from(held, seconds=self.settings.reload_warm_s)
         self._challenger_failed = self.challenger_error = None
