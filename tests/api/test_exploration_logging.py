@@ -406,8 +406,12 @@ def test_metrics_count_answers_holdouts_and_explored_items(exploring: TestClient
     counted = {name: value - before.get(name, 0.0) for name, value in after.items()}
     held = sum(r["holdout"] for r in results)
     assert 0 < held < len(results)
-    assert counted['nextbest_answers_total{holdout="true"}'] == held
-    assert counted['nextbest_answers_total{holdout="false"}'] == len(results) - held
+    version = exploring.app.state.runtime.model_version
+    assert counted[f'nextbest_answers_total{{holdout="true",version="{version}"}}'] == held
+    assert (
+        counted[f'nextbest_answers_total{{holdout="false",version="{version}"}}']
+        == len(results) - held
+    )
     assert counted["nextbest_holdout_total"] == held
     explored: dict[str, int] = {}
     for item in (i for r in results for i in r["items"] if i["explored"]):

@@ -153,8 +153,47 @@ def test_a_rep_gets_the_served_versions_answer_as_its_plan_does(
             )
             assert plan.status_code == 200, plan.text
             assert plan.json()["model_version"] == first
+
+            # /metrics counts each version's answers and items, a batch under both.
+            before = {v: _answers(v) for v in (first, second)}
+            items_before = {v: _items(v) for v in (first, second)}
+            batch = client.post(
+                "/v1/recommendations/batch",
+                json={"hcp_ids": hcps["hcp_id"].tolist()[:200], "k": 2},
+                headers={"Authorization": "Bearer admin-key"},
+            )
+            assert batch.status_code == 200, batch.text
+            results = batch.json()["results"]
+            for version in (first, second):
+                answered = sum(r["model_version"] == version for r in results)
+                assert 0 < answered < len(results)
+                assert _answers(version) - before[version] == answered
+            # The do-nothing challenger served no item; the champion's are its own.
+            assert _items(second) == items_before[second]
+            assert _items(first) - items_before[first] == sum(len(r["items"]) for r in results)
+            assert _items(first) > items_before[first]
     finally:
         runtime.close()
+
+
+def _answers(version: str) -> float:
+    return sum(
+        REGISTRY.get_sample_value("nextbest_answers_total", {"holdout": held, "version": version})
+        or 0.0
+        for held in ("true", "false")
+    )
+
+
+def _items(version: str) -> float:
+    """Items served by ``version``, over every channel."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "nextbest_recommendations"
+        for sample in metric.samples
+        if sample.name == "nextbest_recommendations_total"
+        and sample.labels.get("version") == version
+    )
 
 
 def _marked(version: str) -> float | None:

@@ -1,9 +1,10 @@
 """Prometheus metrics and structured JSON request logs, as one ASGI middleware.
 
 Metrics: ``nextbest_request_seconds`` (histogram by route template, method and
-status), ``nextbest_recommendations_total`` (served items by channel),
-``nextbest_explored_items_total`` (served items explored, by channel),
-``nextbest_answers_total`` (HCP answers, holdout or not), ``nextbest_holdout_total``,
+status), ``nextbest_recommendations_total`` (served items by channel and the model
+version that chose them), ``nextbest_explored_items_total`` (served items explored,
+by channel and version), ``nextbest_answers_total`` (HCP answers by version, holdout
+or not), ``nextbest_holdout_total``,
 ``nextbest_feedback_events_total`` (feedback events by result),
 ``nextbest_retiring_key_requests_total`` (requests made with a key a rotation
 replaced, by key name), and, defined
@@ -65,8 +66,13 @@ REQUEST_SECONDS = Histogram(
     ["route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
+# By version too: with a challenger answering a share of HCPs beside the served
+# version (NEXTBEST_CHALLENGER_SHARE), its share of the answers, its holdout rate and
+# its exploration share are each a ratio of these series.
 RECOMMENDED = Counter(
-    "nextbest_recommendations_total", "Recommended items served, by channel.", ["channel"]
+    "nextbest_recommendations_total",
+    "Recommended items served, by channel and the model version that chose them.",
+    ["channel", "version"],
 )
 HOLDOUTS = Counter(
     "nextbest_holdout_total",
@@ -75,13 +81,15 @@ HOLDOUTS = Counter(
 # The denominators of holdout and exploration rates.
 ANSWERS = Counter(
     "nextbest_answers_total",
-    "HCP answers (a batch or a rep plan counts each HCP), holdout or not.",
-    ["holdout"],
+    "HCP answers (a batch or a rep plan counts each HCP), holdout or not, by the model "
+    "version that answered.",
+    ["holdout", "version"],
 )
 EXPLORED = Counter(
     "nextbest_explored_items_total",
-    "Recommended items served that were explored (chosen at random), by channel.",
-    ["channel"],
+    "Recommended items served that were explored (chosen at random), by channel and the "
+    "model version that served them.",
+    ["channel", "version"],
 )
 FEEDBACK_EVENTS = Counter(
     "nextbest_feedback_events_total",
@@ -106,18 +114,24 @@ REP_KEYS_LABEL = "(rep)"
 # checks its key under a lock on every call, a few microseconds each, several
 # times per request. The label sets are the ones the metrics already keep.
 @cache
-def _served(channel: str) -> Counter:
-    return RECOMMENDED.labels(channel)
+def _served(channel: str, version: str) -> Counter:
+    return RECOMMENDED.labels(channel, version)
 
 
 @cache
-def _explored(channel: str) -> Counter:
-    return EXPLORED.labels(channel)
+def _explored(channel: str, version: str) -> Counter:
+    return EXPLORED.labels(channel, version)
 
 
 @cache
-def _answered(holdout: bool) -> Counter:
-    return ANSWERS.labels("true" if holdout else "false")
+def _answered(version: str) -> dict[bool, Counter]:
+    """Both of a version's answer series at once, from its first answer: a holdout
+    rate's numerator that no holdout has made yet would be no series at all, and the
+    PromQL ratio no value, instead of 0."""
+    return {
+        holdout: ANSWERS.labels("true" if holdout else "false", version)
+        for holdout in (True, False)
+    }
 
 
 @cache
@@ -133,8 +147,6 @@ def record_retiring_key(name: str, role: str) -> None:
 
 # Made at once, at 0: a rate's numerator that no event has made yet would be no
 # series at all, and the PromQL ratio no value, instead of 0.
-for _holdout in (True, False):
-    _answered(_holdout)
 for _result in ("accepted", "duplicate", "rejected"):
     _feedback(_result)
 
@@ -152,25 +164,30 @@ def _timer(route: str, method: str, status: int) -> Histogram:
 def record_served(recommendations: Iterable[Recommendation]) -> None:
     """Count answers, holdouts and served and explored items: each counter once, by
     its total (with several workers each increment is a locked write to a shared
-    file; a recommendation of 5 items made 7 of them, a batch of 1,000 HCPs 2,000)."""
-    answers = {True: 0, False: 0}
-    served: dict[str, int] = {}
-    explored: dict[str, int] = {}
+    file; a recommendation of 5 items made 7 of them, a batch of 1,000 HCPs 2,000).
+    Each by the version that answered: a batch answered partly by the challenger
+    counts under both."""
+    answers: dict[tuple[bool, str], int] = {}
+    served: dict[tuple[str, str], int] = {}
+    explored: dict[tuple[str, str], int] = {}
     for rec in recommendations:
-        answers[rec.holdout] += 1
+        version = rec.model_version
+        answers[rec.holdout, version] = answers.get((rec.holdout, version), 0) + 1
         for item in rec.items:
-            served[item.channel] = served.get(item.channel, 0) + 1
+            key = (item.channel, version)
+            served[key] = served.get(key, 0) + 1
             if item.explored:
-                explored[item.channel] = explored.get(item.channel, 0) + 1
-    for holdout, n in answers.items():
-        if n:
-            _answered(holdout).inc(n)
-    if answers[True]:
-        HOLDOUTS.inc(answers[True])
-    for channel, n in served.items():
-        _served(channel).inc(n)
-    for channel, n in explored.items():
-        _explored(channel).inc(n)
+                explored[key] = explored.get(key, 0) + 1
+    held = 0
+    for (holdout, version), n in answers.items():
+        _answered(version)[holdout].inc(n)
+        held += n if holdout else 0
+    if held:
+        HOLDOUTS.inc(held)
+    for (channel, version), n in served.items():
+        _served(channel, version).inc(n)
+    for (channel, version), n in explored.items():
+        _explored(channel, version).inc(n)
 
 
 def record_feedback(*, accepted: int, duplicates: int, rejected: int) -> None:
