@@ -8,8 +8,10 @@ about epsilon / N, and the gate's interval for the challenger is too wide to pas
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
@@ -307,6 +309,24 @@ def test_explain_follows_the_share_and_withdraw_takes_the_challenger_out_of_serv
         )
     finally:
         runtime.close()
+
+    # A challenger whose history ends after the day asked about cannot answer it: the
+    # served version does, there as in a server (Recommender.answering).
+    honest = loop_world.honest
+    earlier = pd.Timedelta(days=14)
+    older = register(replace(honest, as_of=honest.as_of - earlier), settings)
+    registry.set_alias(settings, "champion", older)
+    later = register(do_nothing(honest), settings, alias="challenger")
+    theirs = next(h for h in hcps if challenger_draw(h, later) < SHARE)
+    between = (honest.as_of - earlier / 2).date().isoformat()
+    for when, version in ((between, older), (None, later)):
+        asked = ["explain", theirs] + (["--as-of", when] if when else [])
+        explained = runner.invoke(app, asked)
+        assert explained.exit_code == 0, explained.output
+        said = " ".join(explained.output.split())
+        assert f"what model version {version} (" in said, said
+        assert ("(the challenger, for its share)" in said) is (version == later), said
+        assert ("(served)" in said) is (version == older), said
 
 
 @pytest.mark.e2e

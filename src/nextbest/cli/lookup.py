@@ -12,6 +12,7 @@ from nextbest.cli.options import (
     DECISION_DATE,
     DecisionDateOpt,
     PurposeOpt,
+    challenger_answering,
     check_rules_file,
     model_asked,
     note_missing_log,
@@ -421,14 +422,17 @@ def explain(
     settings = read_settings()
     rules = check_rules_file(settings)
     refuse_missing_models_dir(settings, "registry")
+    now = decision_time(asked_for)  # today's date: now, as the API
     try:
-        model, version = model_asked(settings, model_name, hcp_id=hcp_id)
+        # Without --model, the version a server answers the HCP with at `now`: the
+        # challenger for an HCP of its share (NEXTBEST_CHALLENGER_SHARE; a note says so).
+        challenger = challenger_answering(settings, hcp_id, now) if model_name is None else None
+        model, version = challenger or model_asked(settings, model_name)
     except registry.RegistryError as exc:
         raise fail(str(exc)) from None
     # The ranking itself: no exploration draw (a served answer's first item is
     # sometimes a random pick; the holdout, drawn per HCP and period, stays).
     greedy = settings.model_copy(update={"exploration": "epsilon_greedy", "epsilon": 0.0})
-    now = decision_time(asked_for)  # today's date: now, as the API
     move = HistoryMove()
     try:
         # Explaining before anything is served is a use: a log not made yet is read
@@ -478,7 +482,7 @@ def explain(
     stdout.print(
         f"HCP {hcp_id}: what model version {version}"
         + (f" ({model_name})" if model_name and not model_name.strip().isdigit() else "")
-        + ("" if model_name else " (served)")
+        + ("" if model_name else " (the challenger, for its share)" if challenger else " (served)")
         + f" answers for {now.isoformat(timespec='seconds')} "
         f"(purpose {purpose}, channel {channel or 'any'}); nothing is logged",
         highlight=False,

@@ -600,26 +600,33 @@ def say_gate_config(config: Any, path: Path | None) -> None:
     _note_if_no_settings(config.source, f"the gate uses the built-in defaults ({defaults})")
 
 
-def _challenger_answering(settings: Settings, hcp_id: str) -> tuple[Any, str] | None:
-    """The challenger's model and version when a server answers ``hcp_id`` with it
-    (:meth:`~nextbest.service.recommend.Recommender.answering`), said in a note; None:
-    the served version answers it."""
+def challenger_answering(settings: Settings, hcp_id: str, now: datetime) -> tuple[Any, str] | None:
+    """The challenger's model and version when a server answers ``hcp_id`` at ``now``
+    with it (:func:`~nextbest.service.recommend.challenger_answers`), said in a note;
+    None: the served version answers it. Loads the challenger only for an HCP of its
+    share."""
     from nextbest import registry
     from nextbest.policy.exploration import challenger_draw
+    from nextbest.service.recommend import challenger_answers, history_day
 
     share = settings.challenger_share
-    if share <= 0:
-        return None
-    version = registry.alias_version(settings, registry.CHALLENGER_ALIAS)
+    version = registry.alias_version(settings, registry.CHALLENGER_ALIAS) if share > 0 else None
     if (
         version is None
         or version == registry.alias_version(settings, settings.serve_alias)
-        or challenger_draw(hcp_id, version) >= share
+        or challenger_draw(hcp_id, version) >= share  # not loaded for the others
     ):
         return None
     model = registry.load_version(settings, version, alias=registry.CHALLENGER_ALIAS)
-    if not model.hcps["hcp_id"].astype(str).eq(hcp_id).any():
-        return None  # a server answers an HCP the challenger does not know with the champion
+    if not challenger_answers(
+        hcp_id,
+        now,
+        version=version,
+        share=share,
+        known=model.hcp_index,
+        history_day=history_day(model),
+    ):
+        return None  # it does not know the HCP, or its history ends after `now`
     note(
         f"{hcp_id} is in the challenger's share of HCPs (NEXTBEST_CHALLENGER_SHARE {share:g}): "
         f"servers answer it with version {version} (alias '{registry.CHALLENGER_ALIAS}'); "
@@ -644,20 +651,12 @@ def _alias_hint(settings: Settings, alias: str) -> str:
     return near_hint(alias, sorted({a for v in versions for a in v.aliases}), any_case=True)
 
 
-def model_asked(
-    settings: Settings, name: str | None, *, hcp_id: str | None = None
-) -> tuple[Any, str]:
+def model_asked(settings: Settings, name: str | None) -> tuple[Any, str]:
     """The model ``explain --model`` names: a version number, an alias, or (None)
-    the served alias; a version the registry does not hold is named with those it does.
-
-    None with ``hcp_id``: the version a server answers that HCP with, the challenger's
-    for an HCP of its share (NEXTBEST_CHALLENGER_SHARE; said in a note)."""
+    the served alias; a version the registry does not hold is named with those it does."""
     from nextbest import registry
 
     if name is None:
-        challenger = _challenger_answering(settings, hcp_id) if hcp_id is not None else None
-        if challenger is not None:
-            return challenger
         return registry.load_alias(settings)
     if not name.strip().isdigit():
         alias = name.strip()

@@ -261,6 +261,29 @@ def history_day(model: ScoringModel) -> datetime:
     return _utc_datetime(model.features_as_of)
 
 
+def challenger_answers(
+    hcp_id: str,
+    now: datetime,
+    *,
+    version: str,
+    share: float,
+    known: Collection[str],
+    history_day: datetime,
+) -> bool:
+    """Whether the challenger ``version`` answers ``hcp_id`` at decision time ``now``
+    (NEXTBEST_CHALLENGER_SHARE ``share``): its draw for the HCP
+    (:func:`~nextbest.policy.exploration.challenger_draw`, fixed per HCP and version)
+    falls below the share, it knows the HCP (``known``), and its history
+    (:func:`history_day`) does not end after ``now``'s day, where it could not answer.
+    The rule servers answer by (:meth:`Recommender.answering`) and ``nextbest explain``
+    explains by."""
+    return (
+        challenger_draw(hcp_id, version) < share
+        and hcp_id in known
+        and now.astimezone(UTC).date() >= history_day.date()
+    )
+
+
 def history_moved_to(
     model: ScoringModel, session: Session, day: datetime
 ) -> tuple[ScoringModel, int, int]:
@@ -489,18 +512,18 @@ class Recommender:
         return by
 
     def answering(self, hcp_id: str, now: datetime) -> Recommender:
-        """Who answers ``hcp_id`` at decision time ``now``: the challenger when its draw
-        for the HCP (:func:`~nextbest.policy.exploration.challenger_draw`, fixed per HCP
-        and challenger version) falls below the share, it knows the HCP and its history
-        does not end after ``now``'s day; else this recommender. Rep plans are the
+        """Who answers ``hcp_id`` at decision time ``now``: the challenger where
+        :func:`challenger_answers` says so, else this recommender. Rep plans are the
         served version's alone (a plan ranks a whole territory by one model), and so
         are a rep key's requests (the API asks without the challenger)."""
         challenger = self.challenger
-        if (
-            challenger is None
-            or challenger_draw(hcp_id, challenger.version) >= self.challenger_share
-            or hcp_id not in challenger._hcp_pos
-            or now.astimezone(UTC).date() < challenger.history_day.date()
+        if challenger is None or not challenger_answers(
+            hcp_id,
+            now,
+            version=challenger.version,
+            share=self.challenger_share,
+            known=challenger._hcp_pos,
+            history_day=challenger.history_day,
         ):
             return self
         return challenger
