@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.cli import app
+from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.policy.exploration import challenger_draw
@@ -123,7 +124,10 @@ def test_a_rep_gets_the_served_versions_answer_as_its_plan_does(
     territory by the served version, gets that version's answer about one HCP too."""
     settings = _store(tmp_path)
     first = register(loop_world.honest, settings)
-    second = register(do_nothing(loop_world.honest), settings, alias="challenger")
+    # Ranking by preference x value, as one trained without outcomes would: each batch
+    # result says what its own version ranks by.
+    fallback = replace(do_nothing(loop_world.honest), uplift_source=PREFERENCE_X_VALUE)
+    second = register(fallback, settings, alias="challenger")
     hcps = loop_world.world.hcps.astype({"hcp_id": str, "territory_id": str})
     theirs = hcps[[challenger_draw(h, second) < SHARE for h in hcps["hcp_id"]]].iloc[0]
     keys = tmp_path / "api_keys.yaml"
@@ -166,6 +170,12 @@ def test_a_rep_gets_the_served_versions_answer_as_its_plan_does(
             )
             assert batch.status_code == 200, batch.text
             results = batch.json()["results"]
+            body = batch.json()
+            assert (body["model_version"], body["uplift_source"]) == (first, UPLIFT_MODEL)
+            assert {(r["model_version"], r["uplift_source"]) for r in results} == {
+                (first, UPLIFT_MODEL),
+                (second, PREFERENCE_X_VALUE),
+            }
             for version in (first, second):
                 answered = sum(r["model_version"] == version for r in results)
                 assert 0 < answered < len(results)

@@ -307,6 +307,10 @@ class BatchResultPublic(BaseModel):
         description="The version that answered this HCP: the answer's model_version, or "
         "the challenger's for an HCP of its share (NEXTBEST_CHALLENGER_SHARE)."
     )
+    uplift_source: str = Field(
+        description="What that version ranks by: 'uplift_model', or 'preference_x_value' "
+        "when it had no outcome/holdout data to measure incremental effect."
+    )
     created_at: OffsetTime = Field(description="When this answer was served and logged (UTC).")
     holdout: bool
     items: list[RecommendationItemPublic]
@@ -316,8 +320,13 @@ class RecommendationBatchPublic(BaseModel):
     # Every field is in every answer, defaults included: required in the document.
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
-    model_version: str
-    uplift_source: str
+    model_version: str = Field(
+        description="The served version (alias NEXTBEST_SERVE_ALIAS); each result names "
+        "the version that answered it."
+    )
+    uplift_source: str = Field(
+        description="What the served version ranks by; each result says it of its own."
+    )
     results: list[BatchResultPublic]
     unknown_hcp_ids: list[str] = Field(description="HCPs the served model does not know.")
     unknown_in_another_case: dict[str, str] = Field(

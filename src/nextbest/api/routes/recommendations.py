@@ -206,6 +206,7 @@ def recommend_many(
                     "recommendation_id": r.recommendation_id,
                     "hcp_id": r.hcp_id,
                     "model_version": r.model_version,
+                    "uplift_source": r.uplift_source,
                     "created_at": r.created_at.isoformat(),
                     "holdout": r.holdout,
                     "items": r.items,
