@@ -72,11 +72,12 @@ def _absent(ax: Axes, series: str) -> None:
 
 def _get(data: dict[str, Any], *keys: str) -> Any:
     """data[k1][k2]... or None where any level is missing (or not a mapping)."""
+    found: Any = data
     for key in keys:
-        if not isinstance(data, dict):
+        if not isinstance(found, dict):
             return None
-        data = data.get(key)
-    return data
+        found = found.get(key)
+    return found
 
 
 def loop_figure(data: dict[str, Any]) -> Drawing:

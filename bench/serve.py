@@ -421,9 +421,10 @@ def raw_predict_ms(models: Path, hcp_ids: list[str], k_runs: int = 400) -> dict[
     # prediction of its unengaged stage per HCP (it reads the HCP's columns alone), is
     # ours and not LightGBM's (with it the baseline read 0.51 ms on 2026-12-06 16:36,
     # and a request's candidates, which do not share it, 3.37 times that).
-    shared = getattr(model.uplift_model, "unengaged_columns_", None)
-    if shared is not None:
-        model.uplift_model.unengaged_columns_ = None
+    uplift = model.uplift_model
+    shared = getattr(uplift, "unengaged_columns_", None)
+    if uplift is not None and shared is not None:
+        uplift.unengaged_columns_ = None
     for hcp_id in hcp_ids[:k_runs]:
         row = np.array([rec.hcp_row(hcp_id)])
         allowed = rec.allowed(row, purpose="promotional", channel=None, now=now, history=None)
@@ -437,8 +438,8 @@ def raw_predict_ms(models: Path, hcp_ids: list[str], k_runs: int = 400) -> dict[
         source.contributions(X[:5])
         contrib.append(time.perf_counter() - t0)
         rows.append(len(actions))
-    if shared is not None:
-        model.uplift_model.unengaged_columns_ = shared
+    if uplift is not None and shared is not None:
+        uplift.unengaged_columns_ = shared
     # Where one request's time goes in-process (no HTTP, no database), same HCPs.
     from nextbest.learning.reasons import explain
 

@@ -44,6 +44,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         app = create_app()
         to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        from_app: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
         await to_app.put({"type": "lifespan.startup"})
         life = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
         lifespan = asyncio.create_task(app(life, to_app.get, from_app.put))
@@ -166,9 +167,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(3600)  # no disconnect while answering
                 raise AssertionError
 
-            sent: list[dict[str, Any]] = []
+            sent: list[MutableMapping[str, Any]] = []
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: MutableMapping[str, Any]) -> None:
                 sent.append(message)
 
             await app(scope, receive, send)

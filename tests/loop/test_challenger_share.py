@@ -20,7 +20,9 @@ from typer.testing import CliRunner
 from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.cli import app
+from nextbest.contract import Dataset
 from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL
+from nextbest.learning.train import train
 from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.policy.exploration import challenger_draw
@@ -30,7 +32,14 @@ from nextbest.service.serving import recommend_batch
 from nextbest.settings import Settings
 from nextbest.storage.repository import get_recommendation
 
-from .conftest import LoopWorld, admin_server, do_nothing, outcome_events, register
+from .conftest import (
+    FAST_CONFIG,
+    LoopWorld,
+    admin_server,
+    do_nothing,
+    outcome_events,
+    register,
+)
 
 pytestmark = [pytest.mark.xdist_group("loop")]
 
@@ -270,6 +279,55 @@ def test_reloads_follow_the_challenger_alias_and_a_broken_challenger_is_left_out
         polled = runtime.reload(polled=True)
         assert not polled.challenger_changed and polled.challenger is None  # none answers
         assert runtime.reload(force=True).challenger is None
+    finally:
+        runtime.close()
+
+
+def test_new_strict_rules_that_do_not_fit_the_challenger_leave_it_out(
+    loop_world: LoopWorld, tmp_path: Path
+) -> None:
+    """A challenger retrained on a catalog without an action the champion's lists, and
+    strict rules withdrawing that action: they fit the champion, not the challenger. The
+    new rules serve, and the challenger it held is left out, said, not a failed reload."""
+    data = loop_world.dataset
+    dropped = str(loop_world.honest.catalog["action_id"].iloc[0])
+    catalog = data.catalog[data.catalog["action_id"] != dropped].reset_index(drop=True)
+    history = data.interactions[data.interactions["action_id"] != dropped]
+    smaller = train(
+        Dataset(data.hcps, catalog, history.reset_index(drop=True)), config=FAST_CONFIG
+    ).model
+    shipped = (Path(__file__).parents[2] / "training" / "rules.yaml").read_text()
+    assert "\nwithdrawn_actions: []" in shipped
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("strict: true\n" + shipped)  # fits both catalogs
+    settings = _store(tmp_path).model_copy(update={"rules_file": rules})
+    first = register(loop_world.honest, settings)
+    second = register(smaller, settings, alias="challenger")
+    runtime = ServingRuntime.start(settings)
+    try:
+        assert runtime.challenger_version == second and runtime.challenger_error is None
+        before = runtime.recommender.rules.fingerprint
+        withdrawing = f"\nwithdrawn_actions: ['{dropped}']"
+        rules.write_text(rules.read_text().replace("\nwithdrawn_actions: []", withdrawing, 1))
+        result = runtime.reload()
+        assert result.rules_changed and result.version == first and not result.changed
+        assert result.challenger is None and result.challenger_changed
+        assert runtime.last_reload_error is None  # the champion serves the new rules
+        assert runtime.recommender.rules.fingerprint != before
+        assert runtime.challenger_version is None
+        error = runtime.challenger_error or ""
+        assert error.startswith(
+            f"RulesError: model 'nextbest' version {second} (alias 'challenger'): "
+        ), error
+        assert "strict: true" in error and dropped in error, error
+        hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()
+        theirs = next(h for h in hcps if challenger_draw(h, second) < SHARE)
+        assert runtime.recommender.recommend(hcp_id=theirs).model_version == first
+        # Rules that fit it again: loaded once more at the next reload.
+        rules.write_text(rules.read_text().replace(withdrawing, "\nwithdrawn_actions: []", 1))
+        again = runtime.reload()
+        assert again.challenger == second and runtime.challenger_error is None
+        assert runtime.recommender.recommend(hcp_id=theirs).model_version == second
     finally:
         runtime.close()
 

@@ -964,6 +964,12 @@ class ServingRuntime:
                     # Same model, new rules or territories: they apply to what is
                     # scored, so the scores and reasons already cached stay valid.
                     recommender = self._recommender
+                    if rules_changed or territories_changed:
+                        # Given to the challenger apart (by _with_challenger): strict
+                        # rules that do not fit its catalog leave it out, and do not fail
+                        # the served version's reload in its name. One it left out
+                        # before is tried again under the new rules.
+                        recommender = recommender.with_challenger(None, 0.0)
                     if rules_changed:
                         try:
                             recommender = recommender.with_rules(rules)
@@ -971,7 +977,7 @@ class ServingRuntime:
                             raise self._refused_by_rules(version, exc) from None
                     if territories_changed:
                         recommender = recommender.with_alignment(alignment)
-                    if challenger_changed:
+                    if challenger_changed or rules_changed or territories_changed:
                         recommender = self._with_challenger(recommender, wanted, held, force=force)
                     self._recommender = recommender
                     result = ReloadResult(
@@ -981,7 +987,8 @@ class ServingRuntime:
                         rules_changed=rules_changed,
                         territories_changed=territories_changed,
                         challenger=self.challenger_version,
-                        challenger_changed=challenger_changed,
+                        challenger_changed=self.challenger_version
+                        != (held.version if held is not None else None),
                     )
                 else:
                     if held is not None and held.version == version and not force:
