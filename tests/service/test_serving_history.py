@@ -261,6 +261,67 @@ def test_a_recommended_item_is_one_contact_however_often_it_is_reported(
     assert history.counts[28.0] == {("H1", "email"): 2, ("H2", "email"): 2}
 
 
+def test_an_open_of_an_item_never_reported_delivered_is_its_contact(database_url: str) -> None:
+    """An e-mail platform that forwards opens and clicks but no deliveries: the open of
+    an item proves its e-mail reached the HCP, and the caps count it, once, at the
+    open; an open naming no item could belong to any send and counts nowhere."""
+    from nextbest.policy.rules import HistoryRules, ServingRules
+    from nextbest.service.serving import live_history
+    from nextbest.storage import log_recommendations
+    from nextbest.storage.repository import contacts_between
+    from nextbest.storage.testing import recommendation_record, served_item
+
+    rules = ServingRules.from_mapping(
+        {"channels": {"email": {"max_contacts": 2, "per_days": 28, "cooldown_days": 3}}}
+    )
+    migrate(database_url)
+    engine = make_engine(database_url)
+    day = timedelta(days=1)
+    items = (served_item(1, "A1"), served_item(2, "A2"))
+    with make_session_factory(engine)() as session:
+        log_recommendations(
+            session,
+            records=[recommendation_record("R1", "H1", items=items, created_at=NOW - 6 * day)],
+        )
+        session.commit()
+        events = [
+            # A1: opened 2 days ago, then clicked: one contact, at the open.
+            FeedbackRecord("esp-o1", "opened", NOW - 2 * day, "H1", "R1", "A1"),
+            FeedbackRecord("esp-c1", "clicked", NOW - 1 * day, "H1", "R1", "A1"),
+            # A2: delivered 5 days ago, opened after: one contact, at the delivery.
+            FeedbackRecord("esp-d2", "delivered", NOW - 5 * day, "H1", "R1", "A2"),
+            FeedbackRecord("esp-o2", "opened", NOW - 1 * day, "H1", "R1", "A2"),
+            # An open naming no send: no contact of its own.
+            FeedbackRecord("esp-o9", "opened", NOW - 1 * day, "H2", channel="email"),
+        ]
+        assert not record_feedback(session, events=events).rejected
+        windows = [NOW - timedelta(days=d) for d in (28, 3)]
+        reference = contact_history(session, hcp_ids=["H1", "H2"], since=windows[0])
+        moved = contacts_between(session, start=NOW - 7 * day, end=NOW)
+    assert reference == {("H1", "email"): (2, NOW - 2 * day)}
+    assert moved["action_id"].tolist() == ["A2", "A1"]  # what a fresh history moves with
+    assert [t.to_pydatetime() for t in moved["timestamp"]] == [NOW - 5 * day, NOW - 2 * day]
+    assert moved["engaged_at"].iloc[1].to_pydatetime() == NOW - 2 * day  # its own open
+    for hcp_ids in (["H1"], ["H1", "H2"]):  # the one-HCP statement and the batch's
+        with make_session_factory(engine)() as session:
+            found = serving_history(
+                session, hcp_ids=hcp_ids, windows=windows, dismissed_since=None, until=NOW
+            )
+        assert found.counts[0] == {("H1", "email"): 2}
+        assert found.counts[1] == {("H1", "email"): 1}  # the open of 2 days ago
+        assert found.last == {("H1", "email"): NOW - 2 * day}
+    history = live_history(engine, rules=rules, hcp_ids=["H1", "H2"], now=NOW)
+    engine.dispose()
+    catalog = HistoryRules(
+        rules,
+        channels=np.array(["email", "webinar"], dtype=object),
+        action_ids=np.array(["A1", "A9"], dtype=object),
+    )
+    # H1: two e-mails in 28 days (the cap) and one 2 days ago (the 3-day cool-down):
+    # no e-mail. Counted from deliveries alone, it had one, 5 days ago, and got more.
+    assert catalog.blocked(["H1", "H2"], history).tolist() == [[True, False], [False, False]]
+
+
 def test_an_explanations_contact_times_are_read_by_the_history_query_itself(
     database_url: str,
 ) -> None:

@@ -4,8 +4,9 @@ Static rules (consent, approval window, specialty, purpose) live in
 :mod:`nextbest.policy.eligibility`. The rules here count what actually happened
 to an HCP, from the feedback store: every ``delivered`` / ``completed`` event
 counts at once, whoever sent it and for whichever brand, so each HCP has one
-fatigue budget; the events naming one recommended item are one contact, at the
-first of them (see ``storage.repository._first_report``).
+fatigue budget, and so does an ``opened`` / ``clicked`` / ``attended`` naming its
+item (an open proves the send); the events naming one recommended item are one
+contact, at the first of them (see ``storage.repository._counted_contact``).
 
 - ``channels.<channel>.max_contacts`` / ``per_days``: frequency cap per HCP and
   channel (at most N contacts within the last D days);

@@ -79,6 +79,12 @@ CONTACT_EVENT_TYPES: tuple[str, ...] = ("delivered", "completed")
 # bring (an open, a click, an attendance). One naming a holdout answer means a
 # held-out HCP was contacted (the feedback answer says so, the uplift report warns).
 REACHED_EVENT_TYPES: tuple[str, ...] = (*CONTACT_EVENT_TYPES, "opened", "clicked", "attended")
+# Of those, what only a contact can bring. One naming its item (recommendation_id and
+# action_id) counts as the item's contact, at its time, where no report of the item
+# came before it (:func:`_counted_contact`): the caps hold for a platform that
+# forwards opens and clicks but no deliveries. One naming no item counts nowhere: it
+# could belong to any send, whose own report counts it.
+PROOF_OF_CONTACT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended")
 # Events that make a logged decision count as engaged (``engaged = 1``) for retraining.
 ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "accepted", "completed")
 # An ``outcome`` event without a recommendation_id (a weekly NRx feed knows HCPs,
@@ -2737,14 +2743,41 @@ def _first_report(table: sa.Table, contact_types: Sequence[Any]) -> Any:
     )
 
 
+def _counted_contact(table: sa.Table, *, bound: bool = False) -> Any:
+    """A condition on ``table``'s rows: the row is a contact as the caps count it, a
+    contact event (``CONTACT_EVENT_TYPES``) or a ``PROOF_OF_CONTACT_TYPES`` event naming
+    its item, at the item's first report among both (:func:`_first_report`): delivered
+    then opened is one contact, at the delivery; opened alone is one, at the open.
+    ``bound``: each event type as a bound value of its own, for a statement compiled
+    once (an ``in_`` of a plain list is an expanding parameter, rendered anew on every
+    execution)."""
+    c = table.c
+
+    def types(names: Sequence[str]) -> list[Any]:
+        return [sa.literal(t) for t in names] if bound else list(names)
+
+    contact, proof = types(CONTACT_EVENT_TYPES), types(PROOF_OF_CONTACT_TYPES)
+    return sa.and_(
+        sa.or_(
+            c.event_type.in_(contact),
+            sa.and_(
+                c.event_type.in_(proof),
+                c.recommendation_id.is_not(None),
+                c.action_id.is_not(None),
+            ),
+        ),
+        _first_report(table, [*contact, *proof]),
+    )
+
+
 def contact_history(
     session: Session, *, hcp_ids: Sequence[str], since: datetime
 ) -> dict[tuple[str, str], tuple[int, datetime]]:
     """Contacts per (hcp_id, channel) first reported after ``since`` (a window's
     start is not in it: a contact at t counts until t + N days, exclusive).
 
-    Counts ``CONTACT_EVENT_TYPES`` events only (what frequency caps count), one per
-    recommended item however often it is reported (:func:`_first_report`). Returns
+    Counts contacts as frequency caps count them (:func:`_counted_contact`), one per
+    recommended item however often it is reported. Returns
     ``{(hcp_id, channel): (count, last contact in UTC)}``; pairs without contacts
     are absent. One query per 10,000 HCPs.
     """
@@ -2756,10 +2789,9 @@ def contact_history(
             sa.select(c.hcp_id, c.channel, sa.func.count(), sa.func.max(c.occurred_at))
             .where(
                 c.hcp_id.in_(chunk),
-                c.event_type.in_(CONTACT_EVENT_TYPES),
                 c.channel.is_not(None),
                 c.occurred_at > since,
-                _first_report(table, CONTACT_EVENT_TYPES),
+                _counted_contact(table),
             )
             .group_by(c.hcp_id, c.channel)
         )
@@ -2771,7 +2803,7 @@ def contact_history(
 
 def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.DataFrame:
     """Every HCP's contacts first reported at ``start <= t < end``, one row per
-    contact (:func:`_first_report`, as the caps count them), with their channel:
+    contact (:func:`_counted_contact`, as the caps count them), with their channel:
     columns ``hcp_id``, ``channel``, ``timestamp`` (UTC), ``action_id`` (None when
     the event names none) and ``engaged_at`` (UTC, NaT for none), in time order. What
     a model's history is moved on with
@@ -2814,11 +2846,10 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
         )
         .outerjoin(first_engaged, first_engaged.c.recommendation_id == c.recommendation_id)
         .where(
-            c.event_type.in_(CONTACT_EVENT_TYPES),
             c.channel.is_not(None),
             c.occurred_at >= start,
             c.occurred_at < end,
-            _first_report(table, CONTACT_EVENT_TYPES),
+            _counted_contact(table),
         )
         .order_by(c.occurred_at, c.event_id)
     )
@@ -3104,7 +3135,6 @@ def _serving_history_statement(
     )
     # The event types as one bound value each: ``in_`` of a plain list would be an
     # expanding parameter, rendered anew on every execution.
-    contact_types = [sa.literal(t) for t in CONTACT_EVENT_TYPES]
     decision_types = [sa.literal(t) for t in DECISION_EVENT_TYPES]
     parts: list[sa.Select[Any]] = []
     if n_windows:
@@ -3129,11 +3159,11 @@ def _serving_history_statement(
             of_hcps,
             # A contact without a channel (key NULL) counts in the all-channel
             # budget: the HCP was contacted; no channel's own cap counts it.
-            c.event_type.in_(contact_types),
             c.occurred_at > sa.bindparam("since_0"),
             c.occurred_at <= sa.bindparam("until"),
-            # One contact per recommended item, at its first report.
-            _first_report(table, contact_types),
+            # One contact per recommended item, at its first report; an open of an
+            # item never reported delivered is its contact.
+            _counted_contact(table, bound=True),
         )
         parts.append(contacts if per_contact else contacts.group_by(c.hcp_id, c.channel))
     if dismissals:
@@ -3430,7 +3460,7 @@ def last_contacts(
             )
             .where(
                 FeedbackEvent.hcp_id.in_(chunk),
-                FeedbackEvent.event_type.in_(CONTACT_EVENT_TYPES),
+                _counted_contact(cast(sa.Table, FeedbackEvent.__table__)),
                 FeedbackEvent.channel.is_not(None),
             )
             .group_by(FeedbackEvent.hcp_id, FeedbackEvent.channel)
