@@ -27,9 +27,11 @@ from nextbest.loop import gate
 from nextbest.loop.gate import GateConfig
 from nextbest.policy.exploration import challenger_draw
 from nextbest.policy.rules import ServingRules
+from nextbest.service.picks import logged_picks
 from nextbest.service.runtime import ServingRuntime
 from nextbest.service.serving import recommend_batch
 from nextbest.settings import Settings
+from nextbest.storage.db import make_engine, make_session_factory
 from nextbest.storage.repository import get_recommendation
 
 from .conftest import (
@@ -330,6 +332,58 @@ def test_new_strict_rules_that_do_not_fit_the_challenger_leave_it_out(
         assert runtime.recommender.recommend(hcp_id=theirs).model_version == second
     finally:
         runtime.close()
+
+
+def test_picks_logged_for_a_send_answer_the_challengers_share_as_the_batch_does(
+    loop_world: LoopWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`picks --log` serves as the batch endpoint serves: the challenger answers its
+    share of HCPs, prepared as the served version is (the send's catalog applies to
+    both), and each row names the version that chose it. Plain picks, logged nowhere,
+    rank by the served version alone, and say so."""
+    settings = _store(tmp_path)
+    first = register(loop_world.honest, settings)
+    second = register(loop_world.honest, settings, alias="challenger")  # acts as it does
+    hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()
+    theirs = {h for h in hcps if challenger_draw(h, second) < SHARE}
+    before = logged_picks(settings, hcp_ids=hcps, k=1)
+    assert before.challenger_version == second and before.n_by_challenger == len(theirs)
+    chosen = before.frame.set_index("hcp_id")
+    assert set(chosen.index[chosen["model_version"] == second]) <= theirs
+    assert set(chosen.index[chosen["model_version"] == first]).isdisjoint(theirs)
+    assert (chosen["model_version"] == second).sum() > 0.3 * len(chosen)
+    engine = make_engine(settings.resolved_database_url)
+    with make_session_factory(engine)() as session:
+        for row in before.frame.head(40).itertuples():
+            logged = get_recommendation(session, recommendation_id=row.recommendation_id)
+            assert logged is not None and logged.model_version == row.model_version
+    engine.dispose()
+
+    # The send's catalog ends the approval of the action picked most: neither version
+    # may send it (the challenger kept its model's own approval window before).
+    dropped = str(before.frame["action_id"].value_counts().index[0])
+    catalog = loop_world.dataset.catalog.copy()
+    ended = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=1)
+    catalog["approved_until"] = pd.to_datetime(catalog["approved_until"], utc=True).where(
+        catalog["action_id"].astype(str) != dropped, ended
+    )
+    assert (before.frame[before.frame["hcp_id"].isin(theirs)]["action_id"] == dropped).any()
+    after = logged_picks(settings, hcp_ids=hcps, k=1, catalog=catalog)
+    assert dropped not in set(after.frame["action_id"])
+    assert set(after.frame["model_version"]) == {first, second}
+
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    monkeypatch.setenv("NEXTBEST_CHALLENGER_SHARE", str(SHARE))
+    runner = CliRunner()
+    for log in (False, True):
+        out = tmp_path / f"picks-{log}.csv"
+        args = ["picks", "--data", str(loop_world.data_dir), "--out", str(out)]
+        ran = runner.invoke(app, args + (["--log", "--new-holdout-rate"] if log else []))
+        assert ran.exit_code == 0, ran.output
+        said = " ".join(ran.output.split())
+        assert ("of them by the challenger, version " + second in said) is log, said
+        assert ("ranked by the served version alone" in said) is (not log), said
+        assert ("model_version" in pd.read_csv(out).columns) is log
 
 
 def test_explain_follows_the_share_and_withdraw_takes_the_challenger_out_of_service(

@@ -700,7 +700,8 @@ def test_a_send_file_returned_with_its_events_is_told_what_to_keep(trained, tmp_
     assert problem.column is None
     assert problem.message.startswith(
         "columns 'rank', 'content_id', 'score', 'expected_uplift', 'p_engage', "
-        "'propensity', 'explored' are of a `nextbest picks` file, not of events: "
+        "'model_version', 'propensity', 'explored' are of a `nextbest picks` file, not of "
+        "events: "
     )
     assert "drop the picks' own columns and its reason column (each pick's explanation" in (
         problem.message

@@ -307,6 +307,14 @@ def picks(
             "the loop",
             highlight=False,
         )
+        if logged.challenger_version is not None:
+            stdout.print(
+                f"{plural(logged.n_by_challenger, 'answer')} of them by the challenger, version "
+                f"{logged.challenger_version} (NEXTBEST_CHALLENGER_SHARE "
+                f"{settings.challenger_share:g}), as the batch endpoint answers its share of "
+                "HCPs: each pick's model_version names the version that chose it",
+                highlight=False,
+            )
         if logged.erased:
             console.print(
                 f"[yellow]note:[/yellow] {plural(len(logged.erased), 'HCP')} erased while "
@@ -319,7 +327,25 @@ def picks(
             "[dim]not logged as served: outcomes of sends from this file cannot be measured; "
             "use --log for a file that will be sent[/dim]"
         )
+        _note_challenger_share(settings)
     return out
+
+
+def _note_challenger_share(settings: Settings) -> None:
+    """Say that these picks, not logged, are the served version's alone where a
+    challenger answers a share of HCPs (NEXTBEST_CHALLENGER_SHARE) with --log."""
+    from nextbest import registry
+
+    if settings.challenger_share <= 0:
+        return
+    challenger = registry.alias_version(settings, registry.CHALLENGER_ALIAS)
+    if challenger is None or challenger == registry.alias_version(settings, settings.serve_alias):
+        return
+    note(
+        f"ranked by the served version alone: with --log, the challenger (version "
+        f"{challenger}) answers its share of HCPs (NEXTBEST_CHALLENGER_SHARE "
+        f"{settings.challenger_share:g}), as the batch endpoint does"
+    )
 
 
 def say_history_move(move: HistoryMove) -> None:

@@ -48,7 +48,7 @@ REJECTED_COLUMNS = ("row", "rejected_because")
 # explanation, which, left in, was read as each event's reason (a row refused when it
 # was longer than the 256 characters stored, the others stored with it).
 PICKS_ONLY_COLUMNS: tuple[str, ...] = ("rank", "content_id", "score", "expected_uplift")
-PICKS_ONLY_COLUMNS += ("p_engage", "propensity", "explored")
+PICKS_ONLY_COLUMNS += ("p_engage", "model_version", "propensity", "explored")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from nextbest.policy.ranking import top_k
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
 from nextbest.service.recommend import (
     MAX_BATCH,
+    Recommender,
     check_day,
     check_options,
     cutoff,
@@ -473,7 +474,7 @@ def file_picks(
     )
 
 
-LOGGED_COLUMNS = [*PICK_COLUMNS, "recommendation_id", "propensity", "explored"]
+LOGGED_COLUMNS = [*PICK_COLUMNS, "model_version", "recommendation_id", "propensity", "explored"]
 
 
 @dataclass(frozen=True)
@@ -481,7 +482,7 @@ class LoggedPicks:
     """Picks served and logged as the batch endpoint serves them (see :func:`logged_picks`)."""
 
     frame: pd.DataFrame  # LOGGED_COLUMNS, one row per served item
-    model_version: str
+    model_version: str  # the served version's
     n_logged: int  # answers logged: one per known HCP, holdout included
     n_holdout: int  # of them, drawn into the randomized holdout (no row in ``frame``)
     # HCPs erased while the picks were made: left out of ``frame`` and the log.
@@ -492,6 +493,10 @@ class LoggedPicks:
     no_pick: NoPick = field(default_factory=NoPick)
     # The history the answers were scored with (see history_for_picks).
     history_move: HistoryMove = field(default_factory=HistoryMove)
+    # The challenger version that answered its share of the HCPs beside the served one
+    # (NEXTBEST_CHALLENGER_SHARE; None: none), and how many answers it gave.
+    challenger_version: str | None = None
+    n_by_challenger: int = 0
 
 
 def _erased_since(runtime: Any, hcp_ids: Sequence[str], since: datetime) -> set[str]:
@@ -537,7 +542,10 @@ def logged_picks(
     running it (:func:`~nextbest.service.feedback_file.file_requester`). With
     ``fresh_history`` on, the answers are scored with the served model's history moved
     on to their day (the date's, else today's) by the store's contacts
-    (:func:`history_for_picks`; said in the result's ``history_move``).
+    (:func:`history_for_picks`; said in the result's ``history_move``). With
+    ``challenger_share`` above 0, the challenger answers its share of the HCPs as it
+    does at the batch endpoint, prepared as the served version is (its history moved,
+    the send's files applied); each row names the version that answered it.
     """
     from nextbest.service.feedback_file import file_requester
     from nextbest.service.runtime import ServingRuntime, make_recommender, warn_if_stale
@@ -574,22 +582,36 @@ def logged_picks(
         # for its start. (No date: each block is decided when it is served.)
         decided = decision_time(on, now=now) if on is not None else None
         history_move = HistoryMove()
-        with runtime.sessions() as session:
-            model = history_for_picks(
-                settings,
-                served.model,
-                session,
-                decided=decided or now,
-                version=served.version,
-                move=history_move,
+
+        def for_send(one: Recommender, move: HistoryMove | None) -> Recommender:
+            """``one`` (the served version, or its challenger) as this send serves it:
+            its history moved to the picks' day, the send's files applied."""
+            with runtime.sessions() as session:
+                model = history_for_picks(
+                    settings,
+                    one.model,
+                    session,
+                    decided=decided or now,
+                    version=one.version,
+                    move=move,
+                )
+            ready = (
+                copy.copy(one)
+                if model is one.model
+                else make_recommender(
+                    config, model, one.version, one.rules, one.alignment, clock=clock
+                )
             )
-        recommender = (
-            copy.copy(served)
-            if model is served.model
-            else make_recommender(
-                config, model, served.version, served.rules, served.alignment, clock=clock
-            )
-        )
+            # The send's files, not only the model's snapshot, decide who may be sent what.
+            ready.eligibility = EligibilityIndex.build(ready.model, hcps=hcps, catalog=catalog)
+            # A consent column of the send's files puts an opt-in channel's consent on
+            # file (consent_required), as for plain picks: the rules are applied again
+            # over it (only then, as that says their notes again).
+            if ready.eligibility.consent_on_file != one.eligibility.consent_on_file:
+                ready = ready.with_rules(ready.rules)
+            return ready
+
+        recommender = for_send(served.with_challenger(None, 0.0), history_move)
         warn_if_stale(
             settings.model_name,
             recommender.version,
@@ -597,19 +619,14 @@ def logged_picks(
             now=now,
             decided=decided,
         )
-        # The send's files, not only the model's snapshot, decide who may be sent what.
-        recommender.eligibility = EligibilityIndex.build(
-            recommender.model, hcps=hcps, catalog=catalog
-        )
-        # A consent column of the send's files puts an opt-in channel's consent on file
-        # (consent_required), as for plain picks: the rules are applied again over it
-        # (only then, as that says their notes again).
-        served_on_file = runtime.recommender.eligibility.consent_on_file
-        if recommender.eligibility.consent_on_file != served_on_file:
-            recommender = recommender.with_rules(recommender.rules)
+        if served.challenger is not None:
+            recommender = recommender.with_challenger(
+                for_send(served.challenger, None), served.challenger_share
+            )
         rows: list[dict[str, object]] = []
         n_logged = 0
         held_out: set[str] = set()
+        by_challenger: set[str] = set()
         answered: list[str] = []
         no_pick = NoPick()
         started = datetime.now(UTC)
@@ -628,6 +645,9 @@ def logged_picks(
                 on=decided,
             )
             n_logged += len(recs)
+            by_challenger.update(
+                rec.hcp_id for rec in recs if rec.model_version != recommender.version
+            )
             held_out.update(rec.hcp_id for rec in recs if rec.holdout)
             answered += [rec.hcp_id for rec in recs]
             for rec in recs:
@@ -646,6 +666,7 @@ def logged_picks(
                     "expected_uplift": item.expected_uplift,
                     "p_engage": item.p_engage,
                     "reason": "; ".join(item.reasons),
+                    "model_version": rec.model_version,
                     "recommendation_id": rec.recommendation_id,
                     "propensity": item.propensity,
                     "explored": item.explored,
@@ -684,6 +705,10 @@ def logged_picks(
                 none_worth=[h for h in no_pick.none_worth if h not in erased],
             ),
             history_move=history_move,
+            challenger_version=(
+                recommender.challenger.version if recommender.challenger is not None else None
+            ),
+            n_by_challenger=len(by_challenger - erased),
         )
     finally:
         runtime.close()
