@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.engine import Engine
 
 from nextbest.storage.db import make_engine, make_session_factory, migrate
 from nextbest.storage.repository import (
     FeedbackRecord,
+    ServingHistory,
     contact_history,
     dismissals,
     record_feedback,
@@ -203,51 +206,47 @@ def test_a_contact_without_a_channel_counts_in_the_all_channel_budget(tmp_path: 
     ]
 
 
-def test_a_recommended_item_is_one_contact_however_often_it_is_reported(
-    database_url: str,
-) -> None:
-    from nextbest.policy.rules import HistoryRules, ServingRules
-    from nextbest.service.serving import live_history
+WINDOWS = [NOW - timedelta(days=d) for d in (28, 3)]
+DAY = timedelta(days=1)
+
+
+def _two_emails_answered(database_url: str, events: list[FeedbackRecord]) -> Engine:
+    """A store where answer R1 served H1 two e-mails, A1 and A2, six days before NOW,
+    and ``events`` were fed back."""
     from nextbest.storage import log_recommendations
     from nextbest.storage.testing import recommendation_record, served_item
 
-    rules = ServingRules.from_mapping(
-        {"channels": {"email": {"max_contacts": 3, "per_days": 28, "cooldown_days": 3}}}
-    )
     migrate(database_url)
     engine = make_engine(database_url)
-    day = timedelta(days=1)
     items = (served_item(1, "A1"), served_item(2, "A2"))
     with make_session_factory(engine)() as session:
         log_recommendations(
             session,
-            records=[recommendation_record("R1", "H1", items=items, created_at=NOW - 6 * day)],
+            records=[recommendation_record("R1", "H1", items=items, created_at=NOW - 6 * DAY)],
         )
         session.commit()
-        delivered = [
-            # A1 reported by the e-mail platform, then again by the CRM two days later
-            # (its own event_id), then completed: one e-mail, one contact, 5 days ago.
-            FeedbackRecord("esp-1", "delivered", NOW - 5 * day, "H1", "R1", "A1", "email"),
-            FeedbackRecord("crm-7", "delivered", NOW - 2 * day, "H1", "R1", "A1", "email"),
-            FeedbackRecord("crm-8", "completed", NOW - 1 * day, "H1", "R1", "A1"),
-            # A2, the answer's other e-mail, sent too: a second contact.
-            FeedbackRecord("esp-2", "delivered", NOW - 4 * day, "H1", "R1", "A2", "email"),
-            # Contacts naming no item are each their own, as before.
-            FeedbackRecord("mail-1", "delivered", NOW - 20 * day, "H2", channel="email"),
-            FeedbackRecord("mail-2", "delivered", NOW - 20 * day, "H2", channel="email"),
-        ]
-        assert not record_feedback(session, events=delivered).rejected
-        windows = [NOW - timedelta(days=d) for d in (28, 3)]
-        reference = contact_history(session, hcp_ids=["H1", "H2"], since=windows[0])
-    assert reference == {("H1", "email"): (2, NOW - 4 * day), ("H2", "email"): (2, NOW - 20 * day)}
-    for hcp_ids in (["H1"], ["H1", "H2"]):  # the one-HCP statement and the batch's
+        assert not record_feedback(session, events=events).rejected
+    return engine
+
+
+def _read_both_ways(engine: Engine) -> Iterator[ServingHistory]:
+    """The history at NOW over WINDOWS by the one-HCP statement (H1) and the batch's."""
+    for hcp_ids in (["H1"], ["H1", "H2"]):
         with make_session_factory(engine)() as session:
-            found = serving_history(
-                session, hcp_ids=hcp_ids, windows=windows, dismissed_since=None, until=NOW
+            yield serving_history(
+                session, hcp_ids=hcp_ids, windows=WINDOWS, dismissed_since=None, until=NOW
             )
-        assert found.counts[0][("H1", "email")] == 2
-        assert ("H1", "email") not in found.counts[1]  # first reported 4 and 5 days ago
-        assert found.last[("H1", "email")] == NOW - 4 * day
+
+
+def _blocked(engine: Engine, *, max_contacts: int) -> list[list[bool]]:
+    """Whether e-mail A1 and webinar A9 are closed to H1 and H2 at NOW, under a cap of
+    ``max_contacts`` e-mails in 28 days, 3 days apart; disposes of ``engine``."""
+    from nextbest.policy.rules import HistoryRules, ServingRules
+    from nextbest.service.serving import live_history
+
+    rules = ServingRules.from_mapping(
+        {"channels": {"email": {"max_contacts": max_contacts, "per_days": 28, "cooldown_days": 3}}}
+    )
     history = live_history(engine, rules=rules, hcp_ids=["H1", "H2"], now=NOW)
     engine.dispose()
     catalog = HistoryRules(
@@ -255,71 +254,73 @@ def test_a_recommended_item_is_one_contact_however_often_it_is_reported(
         channels=np.array(["email", "webinar"], dtype=object),
         action_ids=np.array(["A1", "A9"], dtype=object),
     )
+    assert history.counts[28.0].get(("H1", "email")) == 2
+    return catalog.blocked(["H1", "H2"], history).tolist()
+
+
+def test_a_recommended_item_is_one_contact_however_often_it_is_reported(
+    database_url: str,
+) -> None:
+    engine = _two_emails_answered(
+        database_url,
+        [
+            # A1 reported by the e-mail platform, then again by the CRM two days later
+            # (its own event_id), then completed: one e-mail, one contact, 5 days ago.
+            FeedbackRecord("esp-1", "delivered", NOW - 5 * DAY, "H1", "R1", "A1", "email"),
+            FeedbackRecord("crm-7", "delivered", NOW - 2 * DAY, "H1", "R1", "A1", "email"),
+            FeedbackRecord("crm-8", "completed", NOW - 1 * DAY, "H1", "R1", "A1"),
+            # A2, the answer's other e-mail, sent too: a second contact.
+            FeedbackRecord("esp-2", "delivered", NOW - 4 * DAY, "H1", "R1", "A2", "email"),
+            # Contacts naming no item are each their own, as before.
+            FeedbackRecord("mail-1", "delivered", NOW - 20 * DAY, "H2", channel="email"),
+            FeedbackRecord("mail-2", "delivered", NOW - 20 * DAY, "H2", channel="email"),
+        ],
+    )
+    with make_session_factory(engine)() as session:
+        reference = contact_history(session, hcp_ids=["H1", "H2"], since=WINDOWS[0])
+    assert reference == {("H1", "email"): (2, NOW - 4 * DAY), ("H2", "email"): (2, NOW - 20 * DAY)}
+    for found in _read_both_ways(engine):
+        assert found.counts[0][("H1", "email")] == 2
+        assert ("H1", "email") not in found.counts[1]  # first reported 4 and 5 days ago
+        assert found.last[("H1", "email")] == NOW - 4 * DAY
     # Two e-mails in 28 days, the last 4 days ago: under the cap of 3, past the
     # 3-day cool-down. Counted per report, the CRM's echo made three, 2 days ago.
-    assert catalog.blocked(["H1", "H2"], history).tolist() == [[False, False], [False, False]]
-    assert history.counts[28.0] == {("H1", "email"): 2, ("H2", "email"): 2}
+    assert _blocked(engine, max_contacts=3) == [[False, False], [False, False]]
 
 
 def test_an_open_of_an_item_never_reported_delivered_is_its_contact(database_url: str) -> None:
     """An e-mail platform that forwards opens and clicks but no deliveries: the open of
     an item proves its e-mail reached the HCP, and the caps count it, once, at the
     open; an open naming no item could belong to any send and counts nowhere."""
-    from nextbest.policy.rules import HistoryRules, ServingRules
-    from nextbest.service.serving import live_history
-    from nextbest.storage import log_recommendations
     from nextbest.storage.repository import contacts_between
-    from nextbest.storage.testing import recommendation_record, served_item
 
-    rules = ServingRules.from_mapping(
-        {"channels": {"email": {"max_contacts": 2, "per_days": 28, "cooldown_days": 3}}}
-    )
-    migrate(database_url)
-    engine = make_engine(database_url)
-    day = timedelta(days=1)
-    items = (served_item(1, "A1"), served_item(2, "A2"))
-    with make_session_factory(engine)() as session:
-        log_recommendations(
-            session,
-            records=[recommendation_record("R1", "H1", items=items, created_at=NOW - 6 * day)],
-        )
-        session.commit()
-        events = [
+    engine = _two_emails_answered(
+        database_url,
+        [
             # A1: opened 2 days ago, then clicked: one contact, at the open.
-            FeedbackRecord("esp-o1", "opened", NOW - 2 * day, "H1", "R1", "A1"),
-            FeedbackRecord("esp-c1", "clicked", NOW - 1 * day, "H1", "R1", "A1"),
+            FeedbackRecord("esp-o1", "opened", NOW - 2 * DAY, "H1", "R1", "A1"),
+            FeedbackRecord("esp-c1", "clicked", NOW - 1 * DAY, "H1", "R1", "A1"),
             # A2: delivered 5 days ago, opened after: one contact, at the delivery.
-            FeedbackRecord("esp-d2", "delivered", NOW - 5 * day, "H1", "R1", "A2"),
-            FeedbackRecord("esp-o2", "opened", NOW - 1 * day, "H1", "R1", "A2"),
+            FeedbackRecord("esp-d2", "delivered", NOW - 5 * DAY, "H1", "R1", "A2"),
+            FeedbackRecord("esp-o2", "opened", NOW - 1 * DAY, "H1", "R1", "A2"),
             # An open naming no send: no contact of its own.
-            FeedbackRecord("esp-o9", "opened", NOW - 1 * day, "H2", channel="email"),
-        ]
-        assert not record_feedback(session, events=events).rejected
-        windows = [NOW - timedelta(days=d) for d in (28, 3)]
-        reference = contact_history(session, hcp_ids=["H1", "H2"], since=windows[0])
-        moved = contacts_between(session, start=NOW - 7 * day, end=NOW)
-    assert reference == {("H1", "email"): (2, NOW - 2 * day)}
+            FeedbackRecord("esp-o9", "opened", NOW - 1 * DAY, "H2", channel="email"),
+        ],
+    )
+    with make_session_factory(engine)() as session:
+        reference = contact_history(session, hcp_ids=["H1", "H2"], since=WINDOWS[0])
+        moved = contacts_between(session, start=NOW - 7 * DAY, end=NOW)
+    assert reference == {("H1", "email"): (2, NOW - 2 * DAY)}
     assert moved["action_id"].tolist() == ["A2", "A1"]  # what a fresh history moves with
-    assert [t.to_pydatetime() for t in moved["timestamp"]] == [NOW - 5 * day, NOW - 2 * day]
-    assert moved["engaged_at"].iloc[1].to_pydatetime() == NOW - 2 * day  # its own open
-    for hcp_ids in (["H1"], ["H1", "H2"]):  # the one-HCP statement and the batch's
-        with make_session_factory(engine)() as session:
-            found = serving_history(
-                session, hcp_ids=hcp_ids, windows=windows, dismissed_since=None, until=NOW
-            )
+    assert [t.to_pydatetime() for t in moved["timestamp"]] == [NOW - 5 * DAY, NOW - 2 * DAY]
+    assert moved["engaged_at"].iloc[1].to_pydatetime() == NOW - 2 * DAY  # its own open
+    for found in _read_both_ways(engine):
         assert found.counts[0] == {("H1", "email"): 2}
         assert found.counts[1] == {("H1", "email"): 1}  # the open of 2 days ago
-        assert found.last == {("H1", "email"): NOW - 2 * day}
-    history = live_history(engine, rules=rules, hcp_ids=["H1", "H2"], now=NOW)
-    engine.dispose()
-    catalog = HistoryRules(
-        rules,
-        channels=np.array(["email", "webinar"], dtype=object),
-        action_ids=np.array(["A1", "A9"], dtype=object),
-    )
+        assert found.last == {("H1", "email"): NOW - 2 * DAY}
     # H1: two e-mails in 28 days (the cap) and one 2 days ago (the 3-day cool-down):
     # no e-mail. Counted from deliveries alone, it had one, 5 days ago, and got more.
-    assert catalog.blocked(["H1", "H2"], history).tolist() == [[True, False], [False, False]]
+    assert _blocked(engine, max_contacts=2) == [[True, False], [False, False]]
 
 
 def test_an_explanations_contact_times_are_read_by_the_history_query_itself(
