@@ -494,6 +494,7 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
             f"evidence served by v{first} {served[first]:,}, v{second} {served[second]:,}: "
             f"{own:.0%} by the challenger itself"
         ) in " ".join(said.output.split())
+        assert "served none of this evidence" not in said.output
 
         promoted = gate.promote(settings, config=GateConfig(), force=True, reason="test")
         assert promoted.promoted

@@ -1062,6 +1062,12 @@ def test_cli_walkthrough(
         first = registry.alias_version(settings, "champion")
         assert "evaluating challenger vs champion ..." in result.output
         assert f"champion v{first} vs challenger v{challenger} on " in result.output
+        # Judged on the champion's answers alone, kept out: told how to give it its own.
+        assert ": 0% by the challenger itself" in result.output
+        assert "not passed" in result.output
+        said = " ".join(result.output.split())
+        assert "the challenger served none of this evidence" in said
+        assert "servers with NEXTBEST_CHALLENGER_SHARE answer a share of HCPs with it" in said
         # --version naming the alias's version: the challenger, said as without it.
         result = runner.invoke(app, ["evaluate", "--version", challenger], terminal_width=240)
         assert result.exit_code == 0, result.output

@@ -135,6 +135,14 @@ def _print_evaluation(evaluation: Any) -> None:
             + f": {own / sum(served.values()):.0%} by the {judged} itself",
             highlight=False,
         )
+        if not own and not decision.passed and judged == "challenger":
+            note(
+                "the challenger served none of this evidence: its choices count only where "
+                "the champion's exploration served them, with weights near n / epsilon; "
+                "servers with NEXTBEST_CHALLENGER_SHARE answer a share of HCPs with it "
+                '(docs/loop.md, "A share of traffic for the challenger"): evaluate again '
+                "once those answers have outcomes"
+            )
     for reason in decision.reasons:
         console.print(f"- {reason}")
     verdict = "[green]passed[/green]" if decision.passed else "[red]not passed[/red]"
