@@ -382,6 +382,7 @@ def test_picks_logged_for_a_send_answer_the_challengers_share_as_the_batch_does(
         assert ran.exit_code == 0, ran.output
         said = " ".join(ran.output.split())
         assert ("of them by the challenger, version " + second in said) is log, said
+        assert (f"(model version {first} and challenger {second} for its share," in said) is log
         assert ("ranked by the served version alone" in said) is (not log), said
         assert ("model_version" in pd.read_csv(out).columns) is log
 

@@ -138,7 +138,8 @@ def _print_evaluation(evaluation: Any) -> None:
         if not own and not decision.passed and judged == "challenger":
             note(
                 "the challenger served none of this evidence: its choices count only where "
-                "the champion's exploration served them, with weights near n / epsilon; "
+                "the champion's exploration served them, with importance weights near the "
+                "number of allowed actions / epsilon; "
                 "servers with NEXTBEST_CHALLENGER_SHARE answer a share of HCPs with it "
                 '(docs/loop.md, "A share of traffic for the challenger"): evaluate again '
                 "once those answers have outcomes"

@@ -281,6 +281,9 @@ def picks(
                     raise fail(f"--out: cannot write {out}: {exc.strerror or exc}") from None
                 raise
     fingerprint = rules.fingerprint
+    beside = ""
+    if logged is not None and logged.challenger_version is not None:
+        beside = f" and challenger {logged.challenger_version} for its share"
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
         fingerprint = logged.rules_fingerprint  # and the rules they were made under
@@ -289,7 +292,7 @@ def picks(
     stdout.print(
         f"wrote {plural(len(frame), 'pick')} for {frame['hcp_id'].nunique():,} of "
         f"{plural(len(hcp_ids), 'HCP')} "
-        f"to {out} (model version {version}, rules {fingerprint} of "
+        f"to {out} (model version {version}{beside}, rules {fingerprint} of "
         f"{Path(rules.source).name})",
         highlight=False,
     )
