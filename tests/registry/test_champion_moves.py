@@ -382,7 +382,10 @@ def held(self, name, alias, version):
     if hold and when == "after":
         original(self, name, alias, version)
     if hold:
-        marker.write_text(str(os.getpid()))
+        # Whole or not at all: a reader polling for the file saw it empty, its
+        # pid not yet written, and a SIGKILL sent then left it so.
+        marker.with_name(marker.name + '.part').write_text(str(os.getpid()))
+        os.replace(marker.with_name(marker.name + '.part'), marker)
         time.sleep(120)
     return original(self, name, alias, version)
 
@@ -933,7 +936,10 @@ original = MlflowClient.set_model_version_tag
 
 def held(self, name, version, key, value):
     if key == tag_held and not marker.exists():
-        marker.write_text(str(os.getpid()))
+        # Whole or not at all: a reader polling for the file saw it empty, its
+        # pid not yet written, and a SIGKILL sent then left it so.
+        marker.with_name(marker.name + '.part').write_text(str(os.getpid()))
+        os.replace(marker.with_name(marker.name + '.part'), marker)
         time.sleep(120)
     return original(self, name, version, key, value)
 

@@ -41,7 +41,10 @@ original = getattr(module, name)
 
 def held(*args, **kwargs):
     if not marker.exists():
-        marker.write_text(str(os.getpid()))
+        # Whole or not at all: a reader polling for the file saw it empty, its
+        # pid not yet written, and a SIGKILL sent then left it so.
+        marker.with_name(marker.name + '.part').write_text(str(os.getpid()))
+        os.replace(marker.with_name(marker.name + '.part'), marker)
         deadline = time.monotonic() + 240
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
