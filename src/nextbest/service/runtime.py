@@ -939,10 +939,11 @@ class ServingRuntime:
                         registry.no_alias_said(settings, settings.serve_alias)
                     )
                 held = self._recommender.challenger if self._recommender is not None else None
+                held_version = held.version if held is not None else None
                 wanted = self._wanted_challenger(version)
                 # A challenger that failed to load is tried again when the alias moves
                 # or the reload is forced, not at every poll.
-                challenger_changed = (held.version if held is not None else None) != wanted and (
+                challenger_changed = held_version != wanted and (
                     force or wanted is None or wanted != self._challenger_failed
                 )
                 if (
@@ -965,18 +966,13 @@ class ServingRuntime:
                     # scored, so the scores and reasons already cached stay valid.
                     recommender = self._recommender
                     if rules_changed or territories_changed:
-                        # Given to the challenger apart (by _with_challenger): strict
-                        # rules that do not fit its catalog leave it out, and do not fail
-                        # the served version's reload in its name. One it left out
-                        # before is tried again under the new rules.
-                        recommender = recommender.with_challenger(None, 0.0)
-                    if rules_changed:
-                        try:
-                            recommender = recommender.with_rules(rules)
-                        except RulesError as exc:  # strict, and they do not fit its catalog
-                            raise self._refused_by_rules(version, exc) from None
-                    if territories_changed:
-                        recommender = recommender.with_alignment(alignment)
+                        # The served version's alone; its challenger is given them apart
+                        # (by _with_challenger): strict rules that do not fit its catalog
+                        # leave it out, and do not fail the served version's reload in its
+                        # name. One it left out before is tried again under the new rules.
+                        recommender = self._under(
+                            recommender.with_challenger(None, 0.0), rules, alignment
+                        )
                     if challenger_changed or rules_changed or territories_changed:
                         recommender = self._with_challenger(recommender, wanted, held, force=force)
                     self._recommender = recommender
@@ -987,8 +983,7 @@ class ServingRuntime:
                         rules_changed=rules_changed,
                         territories_changed=territories_changed,
                         challenger=self.challenger_version,
-                        challenger_changed=self.challenger_version
-                        != (held.version if held is not None else None),
+                        challenger_changed=self.challenger_version != held_version,
                     )
                 else:
                     if held is not None and held.version == version and not force:
@@ -1014,8 +1009,7 @@ class ServingRuntime:
                         rules_changed=rules_changed,
                         territories_changed=territories_changed,
                         challenger=self.challenger_version,
-                        challenger_changed=self.challenger_version
-                        != (held.version if held is not None else None),
+                        challenger_changed=self.challenger_version != held_version,
                     )
             except Exception as exc:
                 said_before, self.last_reload_error = (
