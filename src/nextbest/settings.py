@@ -66,9 +66,9 @@ class Settings(BaseSettings):
         description="Share of HCPs answered by the version of alias 'challenger' (when it "
         "names another version than the served one), loaded beside it at every reload: a "
         "keyed hash of HCP and challenger version picks them, so an HCP keeps one version "
-        "for the challenger's life; single and batch recommendations only (rep plans, a "
-        "rep key's requests and picks stay with the served version). 0 (the default) "
-        "loads no challenger.",
+        "for the challenger's life; single and batch recommendations and `picks --log` "
+        "(rep plans, a rep key's requests and plain picks stay with the served version). "
+        "0 (the default) loads no challenger.",
     )
     database_url: str | None = Field(
         default=None,
