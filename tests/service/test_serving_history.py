@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from nextbest.storage.db import make_engine, make_session_factory, migrate
@@ -321,6 +322,68 @@ def test_an_open_of_an_item_never_reported_delivered_is_its_contact(database_url
     # H1: two e-mails in 28 days (the cap) and one 2 days ago (the 3-day cool-down):
     # no e-mail. Counted from deliveries alone, it had one, 5 days ago, and got more.
     assert _blocked(engine, max_contacts=2) == [[True, False], [False, False]]
+
+
+def test_an_open_naming_only_an_answer_of_one_item_is_that_items_contact(
+    database_url: str,
+) -> None:
+    """An e-mail platform that carries the recommendation_id in its tracking but not
+    the action: an open of an answer that served one e-mail is that e-mail's open,
+    stored naming it, and counts as its contact; one of an answer of two e-mails could
+    be either, and counts nowhere. An open an earlier release stored as sent is the
+    same event when resent."""
+    from sqlalchemy import update
+
+    from nextbest.storage import log_recommendations
+    from nextbest.storage.tables import FeedbackEvent
+    from nextbest.storage.testing import recommendation_record, served_item
+
+    engine = _two_emails_answered(database_url, [])
+    opens = [
+        FeedbackRecord("esp-o3", "opened", NOW - 2 * DAY, "H2", "R2"),
+        FeedbackRecord("esp-o4", "opened", NOW - 1 * DAY, "H1", "R1"),
+    ]
+    with make_session_factory(engine)() as session:
+        one = recommendation_record(
+            "R2", "H2", items=(served_item(1, "A3"),), created_at=NOW - 6 * DAY
+        )
+        log_recommendations(session, records=[one])
+        session.commit()
+        result = record_feedback(session, events=opens)
+        assert (result.accepted, result.rejected, result.uncounted) == (
+            ["esp-o3", "esp-o4"],
+            [],
+            [],
+        )
+        stored = {
+            event_id: (action_id, channel)
+            for event_id, action_id, channel in session.execute(
+                select(FeedbackEvent.event_id, FeedbackEvent.action_id, FeedbackEvent.channel)
+            )
+        }
+        assert stored == {"esp-o3": ("A3", "email"), "esp-o4": (None, None)}
+        reference = contact_history(session, hcp_ids=["H1", "H2"], since=WINDOWS[0])
+    assert reference == {("H2", "email"): (1, NOW - 2 * DAY)}
+    for hcp_ids in (["H1"], ["H2"], ["H1", "H2"]):  # the one-HCP statement and the batch's
+        with make_session_factory(engine)() as session:
+            found = serving_history(
+                session, hcp_ids=hcp_ids, windows=WINDOWS, dismissed_since=None, until=NOW
+            )
+        expected = {("H2", "email"): 1} if "H2" in hcp_ids else {}
+        assert (found.counts[0], found.counts[1]) == (expected, expected)
+        assert found.last == {key: NOW - 2 * DAY for key in expected}
+    with make_session_factory(engine)() as session:
+        assert record_feedback(session, events=opens).duplicates == ["esp-o3", "esp-o4"]
+        # As a release before this one stored it: no action, no channel.
+        session.execute(
+            update(FeedbackEvent)
+            .where(FeedbackEvent.event_id == "esp-o3")
+            .values(action_id=None, channel=None)
+        )
+        session.commit()
+        again = record_feedback(session, events=opens[:1])
+        assert (again.duplicates, again.rejected) == (["esp-o3"], [])
+    engine.dispose()
 
 
 def test_an_explanations_contact_times_are_read_by_the_history_query_itself(

@@ -80,10 +80,11 @@ CONTACT_EVENT_TYPES: tuple[str, ...] = ("delivered", "completed")
 # held-out HCP was contacted (the feedback answer says so, the uplift report warns).
 REACHED_EVENT_TYPES: tuple[str, ...] = (*CONTACT_EVENT_TYPES, "opened", "clicked", "attended")
 # Of those, what only a contact can bring. One naming its item (recommendation_id and
-# action_id) counts as the item's contact, at its time, where no report of the item
-# came before it (:func:`_counted_contact`): the caps hold for a platform that
-# forwards opens and clicks but no deliveries. One naming no item counts nowhere: it
-# could belong to any send, whose own report counts it.
+# action_id; the action is filled in from a recommendation that served one item) counts
+# as the item's contact, at its time, where no report of the item came before it
+# (:func:`_counted_contact`): the caps hold for a platform that forwards opens and
+# clicks but no deliveries. One naming no item counts nowhere: it could belong to any
+# send, whose own report counts it.
 PROOF_OF_CONTACT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended")
 # Events that make a logged decision count as engaged (``engaged = 1``) for retraining.
 ENGAGEMENT_EVENT_TYPES: tuple[str, ...] = ("opened", "clicked", "attended", "accepted", "completed")
@@ -582,6 +583,9 @@ class _ServedRecommendation:
 # A rep's decision on a served item: it must name one of the items. Other events
 # may name what was actually done, served or not (a visit instead of the e-mail).
 _DECISIONS_ON_ITEMS = frozenset({"accepted", "dismissed", "snoozed"})
+# Events about one item of their answer: naming no action, they are about the item of
+# a recommendation that served one (:func:`_served_item`).
+_ABOUT_AN_ITEM = _DECISIONS_ON_ITEMS | frozenset(PROOF_OF_CONTACT_TYPES)
 # Events that cannot have happened before the answer they name was served: a rep's
 # decision on it, its delivery and the engagement with it. Not outcomes (a weekly
 # or monthly feed dates them by its period, which may start before the send) nor
@@ -1089,19 +1093,21 @@ def _outside_channels(
     return None
 
 
-def _decided_item(
+def _served_item(
     event: FeedbackRecord, recommendation: _ServedRecommendation | None
 ) -> tuple[FeedbackRecord, str | None, str | None]:
-    """(event, the channel its action was served on, why it suppresses nothing) of a
-    decision (accepted, dismissed, snoozed) that names no action.
+    """(event, the channel its action was served on, why it suppresses nothing) of an
+    event about one item (``_ABOUT_AN_ITEM``: a decision, an open, a click, an
+    attendance) that names no action.
 
     Suppression is kept per HCP and action, so such a dismissal or snooze would be
-    stored and the item offered again at once. It is about the item of its
-    recommendation when that served exactly one (a rep plan's answer always does)
-    and ``channel``, if stated, is that item's: the event is returned naming it.
-    Otherwise it is returned as sent, and, a dismissal or a snooze, with why it
-    suppresses nothing (an acceptance still counts as its recommendation's
-    engagement).
+    stored and the item offered again at once; and an open counts against the caps
+    as its item's contact only when it names the item. It is about the item of its
+    recommendation when that served exactly one (a rep plan's answer always does, an
+    e-mail pick mostly) and ``channel``, if stated, is that item's: the event is
+    returned naming it. Otherwise it is returned as sent, and, a dismissal or a
+    snooze, with why it suppresses nothing (an acceptance still counts as its
+    recommendation's engagement, an open as its engagement though as no contact).
     """
     items = {} if recommendation is None else recommendation.channel_by_action
     if len(items) == 1:
@@ -1372,7 +1378,12 @@ def record_feedback(
     in ``action_channels``), so frequency caps count it; a contact (``delivered``,
     ``completed``) naming neither gets the item of its recommendation when that served
     exactly one (or the channel its items share); otherwise it is stored, counts in
-    the all-channel budget only, and is listed in ``uncounted``.
+    the all-channel budget only, and is listed in ``uncounted``. An event about one
+    item (a decision, an open, a click, an attendance) naming no action gets the item
+    of its recommendation when that served exactly one and the event's channel, if
+    stated, is that item's (:func:`_served_item`): an open so filled in counts as the
+    item's contact; a resend of such an event stored as sent (by an earlier nextbest)
+    is a duplicate.
 
     Without ``action_channels`` (no model served), a consent event's channel as its
     sender named it (not one of ``channels``, nor read as those of a bound
@@ -1629,8 +1640,8 @@ def _record_feedback(
                 served_channel = recommendation.channel_by_action.get(event.action_id)
         decision_note = None  # why a dismissal or a snooze suppresses nothing
         item_filled_in = False
-        if message is None and event.event_type in _DECISIONS_ON_ITEMS and event.action_id is None:
-            event, served_channel, decision_note = _decided_item(
+        if message is None and event.event_type in _ABOUT_AN_ITEM and event.action_id is None:
+            event, served_channel, decision_note = _served_item(
                 event, served.get(event.recommendation_id or "")
             )
             item_filled_in = event.action_id is not None
