@@ -226,3 +226,72 @@ def test_keys_add_binds_a_purpose_that_a_running_server_applies(
     said = " ".join(bad.output.split())
     assert bad.exit_code == 2, said
     assert "new key (x-3): --purpose must be one of promotional, medical, not 'msl' (or" in said
+
+
+def test_keys_bound_to_a_purpose_the_catalog_has_no_content_for_are_noted() -> None:
+    from nextbest.service.apikeys import Principal, key_purpose_notes
+
+    offered = {("rep_visit", "promotional"), ("email", "medical"), ("email", "promotional")}
+    keys = [
+        Principal("msl-1", "rep", territory_id="T1", purpose="medical"),
+        Principal("rep-1", "rep", territory_id="T1", purpose="promotional"),
+        Principal("medinfo", "channel", purpose="medical"),  # medical e-mail: served
+        Principal("medinfo-visits", "channel", purpose="medical", channels=("rep_visit",)),
+        Principal("medinfo-sms", "channel", purpose="medical", channels=("sms",)),
+        Principal("ops", "admin"),
+    ]
+    assert key_purpose_notes(keys, offered) == [
+        "API key 'msl-1' is for medical requests, but the served catalog has no medical "
+        "content on rep channels (rep_visit): its rep plans suggest nothing until it has some",
+        "API key 'medinfo-visits' is for medical requests, but the served catalog has no "
+        "medical content on channel(s) rep_visit: it gets no recommendation until it has some",
+    ]  # medinfo-sms: no sms in the catalog at all, which the channel notes say
+    assert key_purpose_notes(keys[:1], {("email", "medical")}) == [
+        "API key 'msl-1' is for medical requests, but the served catalog has no medical "
+        "content on rep channels (it has none): its rep plans suggest nothing until it has some"
+    ]
+    assert key_purpose_notes(keys, offered | {("rep_visit", "medical")}) == []
+
+
+def test_an_msls_key_before_the_catalog_has_medical_visits_is_noted_where_keys_are(
+    api_settings, own_registry, keys, territory: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared world's catalog, as many a commercial one, has medical content by
+    e-mail and webinar only: an MSL's key is no error, but its plans are empty until
+    the catalog has medical content for visits. `nextbest keys add` and the reload's
+    answer say so; the medical world above, which has it, names no key."""
+    from nextbest.service.apikeys import add_key_to_file
+    from nextbest.settings import get_settings
+
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(own_registry.resolved_models_dir))
+    path = api_settings.api_keys_file
+    said = (
+        "is for medical requests, but the served catalog has no medical content on rep "
+        "channels (rep_phone, rep_visit): its rep plans suggest nothing until it has some"
+    )
+    get_settings.cache_clear()
+    try:
+        msl = keys_cli(
+            "add", "msl-2", "--role", "rep", "--territory-id", territory,
+            "--purpose", "medical", "--file", str(path),
+        )  # fmt: skip
+        rep = keys_cli("add", "rep-2", "--role", "rep", "--territory-id", territory,
+                       "--file", str(path))  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+    assert msl.exit_code == 0 and rep.exit_code == 0, (msl.output, rep.output)
+    assert f"API key 'msl-2' {said}" in " ".join(msl.stderr.split()), msl.stderr
+    assert "requests, but the served catalog" not in rep.stderr, rep.stderr
+
+    add_key_to_file(path, name="msl-3", role="rep", territory_id=territory, purpose="medical")
+    with TestClient(create_app(api_settings), headers=dict(keys.admin)) as client:
+        answer = client.post("/v1/admin/reload")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["key_notes"] == [f"API key 'msl-2' {said}", f"API key 'msl-3' {said}"]
+
+
+def test_the_reload_answer_names_no_key_whose_purpose_the_catalog_serves(
+    client: TestClient,
+) -> None:
+    answer = client.post("/v1/admin/reload")
+    assert answer.status_code == 200 and answer.json()["key_notes"] == [], answer.text

@@ -576,7 +576,10 @@ class ReloadPublic(BaseModel):
         "file is invalid or gone: the keys read before serve). Then channel API keys bound "
         "to channels (channels in the key file) that name a channel no action of the served "
         "catalog uses: a typo, or a channel whose content is not in the catalog yet. Not an "
-        "error: such a key gets no recommendation of that channel until one is. Then, "
+        "error: such a key gets no recommendation of that channel until one is. Then keys "
+        "bound to a purpose (purpose in the key file) whose channels (a rep key's: rep "
+        "channels) hold no catalog content of that purpose: an MSL's key before the catalog "
+        "has medical content for visits plans nothing. Then, "
         "without a territory alignment file, rep keys whose territory holds no HCP of the "
         "served model (with one: territory_notes). Empty when there is none of these.",
     )

@@ -98,9 +98,12 @@ def keys_add(
     """Create a key; only its SHA-256 is stored. Running servers accept it at once."""
     from nextbest.service.apikeys import (
         ApiKeyError,
+        KeyStore,
         add_key,
+        catalog_offers,
         channel_spelling,
         keep_old_duration,
+        key_purpose_notes,
         utc_text,
     )
 
@@ -161,16 +164,25 @@ def keys_add(
             "a monitor key reads GET /metrics and nothing else: give it to the scraper as a "
             "bearer token (Prometheus: `authorization: {type: Bearer, credentials_file: ...}`)"
         )
+    [principal] = [p for p in KeyStore.load(path=target).principals if p.name == name]
+    checked = (role == "rep" and territory_id) or channels or principal.purpose is not None
+    served = _served_model() if checked and role != "monitor" else None
     if role == "rep" and territory_id:
-        unchecked = _note_unserved_territories({territory_id: "this rep's requests are"})
+        unchecked = _note_unserved_territories(
+            {territory_id: "this rep's requests are"}, model_read=served
+        )
         if unchecked is not None:  # the key is added all the same
             note(f"territory {territory_id} was not checked against the served model: {unchecked}")
     if channels:
         spelt = tuple(dict.fromkeys(channel_spelling(c) for c in channels))
-        unchecked = _note_unserved_channels(spelt)
+        unchecked = _note_unserved_channels(spelt, model_read=served)
         if unchecked is not None:
             said = ", ".join(spelt)
             note(f"channels {said} were not checked against the served model: {unchecked}")
+    if isinstance(served, tuple) and role != "monitor":
+        model, version = served
+        for said in key_purpose_notes([principal], catalog_offers(model.catalog)):
+            note(f"the served model (version {version}): {said}")
     return added.key
 
 
@@ -204,14 +216,16 @@ def _served_model() -> tuple[Any, str] | str | None:
         return f"the MLflow store {store} cannot be read: {describe_database_error(exc)}"
 
 
-def _note_unserved_channels(bound: tuple[str, ...]) -> str | None:
+def _note_unserved_channels(
+    bound: tuple[str, ...], *, model_read: tuple[Any, str] | str | None = None
+) -> str | None:
     """Warn of each channel of a channel key (``bound``, as catalogs spell them) that
     the served model's catalog has no action on: a key bound to no channel it has is
-    answered with nothing to do, every time. Returns why the check could not be made,
-    else None."""
+    answered with nothing to do, every time. ``model_read``: :func:`_served_model`'s answer,
+    read already (None: read here). Returns why the check could not be made, else None."""
     from nextbest.contract.schema import near_channel
 
-    served = _served_model()
+    served = _served_model() if model_read is None else model_read
     if not isinstance(served, tuple):
         return served
     model, version = served
@@ -235,12 +249,15 @@ def _note_unserved_channels(bound: tuple[str, ...]) -> str | None:
     return None
 
 
-def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
+def _note_unserved_territories(
+    refused: Mapping[str, str], *, model_read: tuple[Any, str] | str | None = None
+) -> str | None:
     """Warn of each territory of ``refused`` (a rep key's territory -> whose requests
     it would refuse, "this rep's requests are") in which the served model has no
     HCP (a typo locks the rep out), as the servers align HCPs to territories: by
     the territory alignment file when it is set, else by the model's hcps file;
-    nothing to check before a model is served. Loads the served model.
+    nothing to check before a model is served. Loads the served model (``model_read``:
+    :func:`_served_model`'s answer, read already).
 
     Returns why the check could not be made (a registry or a served model that
     cannot be read, in one line naming it), else None."""
@@ -261,7 +278,7 @@ def _note_unserved_territories(refused: Mapping[str, str]) -> str | None:
             highlight=False,
         )
         return None
-    loaded = _served_model()
+    loaded = _served_model() if model_read is None else model_read
     if not isinstance(loaded, tuple):
         return loaded  # None: no model served yet, nothing to check
     model, version = loaded

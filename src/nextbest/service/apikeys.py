@@ -420,6 +420,50 @@ def key_channel_notes(principals: Sequence[Principal], served: Collection[str]) 
     return notes
 
 
+def catalog_offers(catalog: Any) -> frozenset[tuple[str, str]]:
+    """The ``(channel, content_type)`` pairs of a catalog frame's actions, as
+    :func:`key_purpose_notes` takes them."""
+    pairs = zip(catalog["channel"].astype(str), catalog["content_type"].astype(str), strict=True)
+    return frozenset(pairs)
+
+
+def key_purpose_notes(
+    principals: Sequence[Principal], offered: Collection[tuple[str, str]]
+) -> list[str]:
+    """One note per key bound to a purpose (``purpose`` in the key file) for which no
+    action of the served catalog is content of that purpose on the channels it asks
+    for: a rep key's plans (rep channels), a channel key's channels, any other key's
+    every channel. ``offered``: the catalog's ``(channel, content_type)`` pairs. In key
+    order; [] when there is none. Not errors: an MSL's key may be made before the
+    catalog has medical content for visits; until then its plans are empty, and
+    ``explain=true`` says why HCP by HCP."""
+    from nextbest.contract.schema import is_rep_channel
+
+    channels = sorted({channel for channel, _ in offered})
+    notes = []
+    for p in principals:
+        if p.purpose is None or p.role == "monitor":
+            continue
+        if p.role == "rep":
+            asked = [c for c in channels if is_rep_channel(c)]
+            answer = "its rep plans suggest nothing"
+            where = f"rep channels ({', '.join(asked)})" if asked else "rep channels (it has none)"
+        elif p.channels is not None:
+            asked = [c for c in p.channels if c in channels]
+            if not asked:
+                continue  # none of its channels in the catalog: key_channel_notes says so
+            where, answer = f"channel(s) {', '.join(asked)}", "it gets no recommendation"
+        else:
+            asked, where, answer = channels, "any channel", "it gets no recommendation"
+        if any((channel, p.purpose) in offered for channel in asked):
+            continue
+        notes.append(
+            f"API key '{p.name}' is for {p.purpose} requests, but the served catalog has no "
+            f"{p.purpose} content on {where}: {answer} until it has some"
+        )
+    return notes
+
+
 def key_file_warnings(path: Path, items: Sequence[Any], *, lines: KeyLines | None) -> list[str]:
     """What makes the valid key file ``path`` (its entries ``items``, where each
     key path sits: ``lines``) unsafe: users other than its owner may read or change

@@ -37,6 +37,7 @@ from nextbest.policy.eligibility import EligibilityIndex
 from nextbest.policy.exploration import Exploration, challenger_draw
 from nextbest.policy.ranking import fill_list, ranked_by_value, ranked_positive
 from nextbest.policy.rules import HistoryRules, LiveHistory, ServingRules
+from nextbest.service.apikeys import catalog_offers
 from nextbest.service.blinding import NOT_SUGGESTED
 from nextbest.service.score_cache import PairCache
 from nextbest.service.territories import (
@@ -425,6 +426,7 @@ class Recommender:
         # What bends each action's cost, said where an exclusion quotes it.
         self._cost_notes = [f", business levers: {t}" if t else "" for t in model.lever_text]
         self.channels = frozenset(self.action_channels.tolist())
+        self.offered = catalog_offers(catalog)  # its (channel, content type) pairs
         self.history_rules = HistoryRules(
             self.rules,
             channels=self.action_channels,

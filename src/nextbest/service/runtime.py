@@ -26,7 +26,12 @@ from nextbest.errors import ModelNotLoadedError
 from nextbest.learning.attribution import fix_predict_threads
 from nextbest.policy.exploration import make_exploration, same_holdout_rate
 from nextbest.policy.rules import EMPTY_FINGERPRINT, RulesError, ServingRules
-from nextbest.service.apikeys import ApiKeyError, KeyStore, key_channel_notes
+from nextbest.service.apikeys import (
+    ApiKeyError,
+    KeyStore,
+    key_channel_notes,
+    key_purpose_notes,
+)
 from nextbest.service.reclog import RecommendationLog
 from nextbest.service.recommend import Recommender, history_moved_to
 from nextbest.service.territories import (
@@ -1199,7 +1204,9 @@ class ServingRuntime:
 
     def key_notes(self) -> list[str]:
         """The channel-bound API keys (``channels`` in the key file) naming a channel no
-        action of the served catalog uses, one note each, and, when the served model's
+        action of the served catalog uses, one note each, the keys bound to a purpose
+        whose channels hold no content of it (:func:`key_purpose_notes`: an MSL's key
+        before the catalog has medical content for visits), and, when the served model's
         territories apply, the rep keys' territories holding none of its HCPs (an
         alignment file's notes say those, naming it: :meth:`territory_notes`); []
         when there are none (or auth is off, no model is loaded, or the key file
@@ -1215,6 +1222,7 @@ class ServingRuntime:
         except ApiKeyError:
             return []
         notes = key_channel_notes(principals, current.channels)
+        notes += key_purpose_notes(principals, current.offered)
         if current.alignment is None:
             reps = [p.territory_id for p in principals if p.role == "rep" and p.territory_id]
             notes += empty_territories_note(reps, current.territories)
