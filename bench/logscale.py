@@ -530,7 +530,7 @@ def measure(
                     until=now,
                 )
 
-        shape = (len(windows), dismissed_since is not None, False)
+        shape = (len(windows), dismissed_since is not None, False, False)
         query = r._one_hcp_query(engine.dialect, shape)
         values = query.values(
             {**r._history_params(windows, dismissed_since, now), "hcp_id": served[0][1]}

@@ -1111,3 +1111,46 @@ def test_a_recommendation_is_decided_by_the_servers_clock_not_the_machines(
             assert answer.json()["created_at"] == at.isoformat()
             served[hcp_id] = bool(answer.json()["items"])
     assert served == {before: False, after: True}, served
+
+
+def test_content_sent_within_repeat_days_is_not_offered_to_that_hcp_again(
+    api_store, keys, tmp_path: Path
+) -> None:
+    """channels.email.repeat_days: the e-mail an HCP got 5 days ago (past the 3-day
+    cool-down) is not chosen for that HCP again, in a single answer or a batch, and
+    explain says why and when it lifts; content sent longer ago than that is offered.
+    Through the event-loop read on PostgreSQL, the thread's on SQLite."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("channels:\n  email:\n    cooldown_days: 3\n    repeat_days: 30\n")
+    settings = api_store.model_copy(update={"rules_file": rules})
+    with TestClient(create_app(settings), headers=dict(keys.admin)) as client:
+        hcp_id = _email_hcp(client)
+        emails = [i["action_id"] for i in _ask(client, hcp_id, channel="email")["items"]]
+        assert emails, hcp_id
+        sent, long_ago = emails[0], emails[1:2]
+        now = datetime.now(UTC)
+        for action_id, days in [(sent, 5), *((a, 31) for a in long_ago)]:
+            event = {
+                "event_id": f"sent-{action_id}-{days}",
+                "event_type": "delivered",
+                "hcp_id": hcp_id,
+                "action_id": action_id,
+                "occurred_at": (now - timedelta(days=days)).isoformat(),
+            }
+            client.post("/v1/feedback", json=event).raise_for_status()
+        body = _ask(client, hcp_id, channel="email")
+        served = [i["action_id"] for i in body["items"]]
+        assert sent not in served and set(long_ago) <= set(served), (served, body["excluded"])
+        [said] = [w for w in body["excluded"][sent] if w.startswith("repeat:")]
+        assert said.startswith(
+            "repeat: this email content reached the HCP 5 days ago, not repeated within 30 "
+            f"days (channels.email.repeat_days, {rules.name} line 4), lifts "
+        ), said
+        assert_lifts_between(said, now + timedelta(days=25), now + timedelta(days=25, minutes=2))
+        batch = client.post(
+            "/v1/recommendations/batch",
+            json={"hcp_ids": [hcp_id], "channel": "email", "k": 20},
+        )
+        assert batch.status_code == 200, batch.text
+        [result] = batch.json()["results"]
+        assert sent not in [i["action_id"] for i in result["items"]], result

@@ -318,6 +318,54 @@ def test_blocked_decides_as_the_reasons_do_without_wording_them(
     ]
 
 
+def test_content_sent_within_repeat_days_is_not_offered_to_that_hcp_again(
+    tmp_path: Path,
+) -> None:
+    """channels.<ch>.repeat_days: an action of the channel contacted to an HCP is not
+    offered to that HCP again for its days, whatever else was sent since; the HCP's
+    other content, other HCPs and channels without the rule are not held back."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "channels:\n  email:\n    cooldown_days: 3\n    repeat_days: 30\n"
+        "  rep_visit:\n    cooldown_days: 7\n"
+    )
+    loaded = ServingRules.load(path)
+    rules = HistoryRules(loaded, channels=CHANNELS, action_ids=ACTIONS)
+    day = timedelta(days=1)
+    history = LiveHistory(
+        now=NOW,
+        last={("H1", "email"): NOW - 10 * day, ("H1", "rep_visit"): NOW - 20 * day},
+        sent={
+            ("H1", "A1"): NOW - 10 * day,  # within 30 days: held back
+            ("H2", "A2"): NOW - 30 * day,  # 30 days ago to the second: lifted
+            ("H1", "A3"): NOW - 20 * day,  # a visit: rep_visit sets no repeat_days
+            ("H1", "A9"): NOW - 1 * day,  # not in this catalog
+        },
+    )
+    assert rules.blocked(["H1", "H2"], history).tolist() == [
+        [True, False, False, False],
+        [False, False, False, False],
+    ]
+    assert rules.reasons("H1", history) == [
+        [
+            "repeat: this email content reached the HCP 10 days ago, not repeated within "
+            "30 days (channels.email.repeat_days, rules.yaml line 4), lifts 2026-12-21 12:00 UTC"
+        ],
+        [],
+        [],
+        [],
+    ]
+    # Read back as far as the longest repeat_days, which alone makes serving read history.
+    assert (loaded.repeat_window, loaded.history_reach()) == (
+        30.0,
+        (30.0, "channels.email.repeat_days"),
+    )
+    alone = ServingRules.from_mapping({"channels": {"email": {"repeat_days": 14}}})
+    assert alone.reads_history and not alone.needs_contacts and alone.repeat_window == 14.0
+    with pytest.raises(RulesError, match=r"channels\.email\.repeat_days"):
+        ServingRules.from_mapping({"channels": {"email": {"repeat_days": 0}}})
+
+
 def test_cooldown_over_lets_the_channel_back() -> None:
     blocked = _rules().blocked(["H1"], _history({("H1", "email"): [3.5]}))
     assert not blocked.any()
@@ -415,7 +463,7 @@ def test_history_reach_names_the_rule_that_reads_furthest_back(
         pytest.param(
             {"channels": {"email": {"per_week": 2}}},
             r"email: unknown field 'per_week' \(allowed here: max_contacts, per_days, "
-            r"cooldown_days, consent_required\)$",
+            r"cooldown_days, repeat_days, consent_required\)$",
             id="typo",
         ),
         pytest.param(
@@ -514,7 +562,7 @@ dismissal_days: 30
         pytest.param(
             "    cooldown_days: 7\n    per_week: 2",
             "line 7: channels.rep_visit: unknown field 'per_week' (allowed here: "
-            "max_contacts, per_days, cooldown_days, consent_required)",
+            "max_contacts, per_days, cooldown_days, repeat_days, consent_required)",
             id="unknown-key-at-its-own-line",
         ),
         pytest.param(
@@ -563,7 +611,7 @@ def test_a_century_long_window_is_read_back_a_century(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("channels:\n  email:\n    max_contacts: 2\n    per_days: 36500\n")
     rules = ServingRules.load(path)
-    windows, starts, _ = _lookbacks(rules, NOW)
+    windows, starts, _, _ = _lookbacks(rules, NOW)
     assert windows == (36500.0,) and starts == [NOW - timedelta(days=36500)]
     path.write_text("dismissal_days: 30\nsnooze_days: 1000000\n")
     with pytest.raises(RulesError) as refused:

@@ -24,11 +24,11 @@ def test_the_shared_windows_cannot_be_changed_by_one_request(tmp_path: Path) -> 
         "all_channels:\n  max_contacts: 4\n  per_days: 28\n"
     )
     rules = ServingRules.load(path)
-    windows, starts, _ = _lookbacks(rules, NOW)
+    windows, starts, _, _ = _lookbacks(rules, NOW)
     with contextlib.suppress(AttributeError):  # a tuple has no sort
         windows.sort()  # type: ignore[attr-defined]
     starts.reverse()  # a request's own list: the next one gets its own
-    windows, starts, _ = _lookbacks(rules, NOW)
+    windows, starts, _, _ = _lookbacks(rules, NOW)
     assert list(windows) == rules.lookbacks() == [28.0, 7.0]
     assert starts == [NOW - timedelta(days=28), NOW - timedelta(days=7)]
     assert isinstance(windows, tuple)

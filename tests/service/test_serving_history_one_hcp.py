@@ -63,7 +63,12 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
         since = NOW - timedelta(days=30)
         with sessions() as session:
             many = serving_history(
-                session, hcp_ids=ids, windows=windows, dismissed_since=since, until=NOW
+                session,
+                hcp_ids=ids,
+                windows=windows,
+                dismissed_since=since,
+                until=NOW,
+                repeated_since=since,
             )
         seen_dismissal = False
         for hcp in ids:
@@ -74,17 +79,29 @@ def test_one_hcp_through_a_connection_matches_the_many_hcp_query(database_url: s
                     windows=windows,
                     dismissed_since=since,
                     until=NOW,
+                    repeated_since=since,
                 )
             for i in range(len(windows)):
                 assert one.counts[i] == {k: n for k, n in many.counts[i].items() if k[0] == hcp}
             assert one.last == {k: t for k, t in many.last.items() if k[0] == hcp}
             assert one.dismissed == {k: r for k, r in many.dismissed.items() if k[0] == hcp}
+            assert one.sent == {k: at for k, at in many.sent.items() if k[0] == hcp}
             assert one.consent == {k: c for k, c in many.consent.items() if k[0] == hcp}
             assert one.consent_unmatched == {
                 k: at for k, at in many.consent_unmatched.items() if k[0] == hcp
             }
             seen_dismissal = seen_dismissal or bool(one.dismissed)
         assert seen_dismissal and many.counts[0] and many.counts[1]
+        # The latest contact naming each action within repeated_since, for repeat_days.
+        named = [
+            e
+            for e in _events()
+            if e.action_id is not None
+            and e.event_type in ("delivered", "completed", "opened")
+            and since < e.occurred_at <= NOW
+        ]
+        assert many.sent and set(many.sent) <= {(e.hcp_id, e.action_id) for e in named}
+        assert all(at <= NOW and at > since for at in many.sent.values())
         # Consent is read whatever its time: events after NOW count, for every channel
         # (None) and per channel (stored with no catalog: to be read against one), and
         # both kinds are among the latest.
@@ -224,10 +241,16 @@ def test_the_event_loop_read_matches_and_outlives_dropped_connections(database_u
         with engine.connect() as connection:
             expected = {
                 hcp: serving_history(
-                    connection, hcp_ids=[hcp], windows=windows, dismissed_since=since, until=NOW
+                    connection,
+                    hcp_ids=[hcp],
+                    windows=windows,
+                    dismissed_since=since,
+                    until=NOW,
+                    repeated_since=since,
                 )
                 for hcp in ("H0", "H1", "H5")
             }
+        assert expected["H0"].sent or expected["H1"].sent
 
         async def read_all() -> dict[str, object]:
             return {
@@ -238,6 +261,7 @@ def test_the_event_loop_read_matches_and_outlives_dropped_connections(database_u
                     windows=windows,
                     dismissed_since=since,
                     until=NOW,
+                    repeated_since=since,
                 )
                 for hcp in expected
             }

@@ -12,6 +12,9 @@ contact, at the first of them (see ``storage.repository._counted_contact``).
   channel (at most N contacts within the last D days);
 - ``channels.<channel>.cooldown_days``: minimum gap since the last contact on
   that channel;
+- ``channels.<channel>.repeat_days``: an action of that channel (a piece of
+  content) contacted to an HCP is not offered to that HCP again for this many days,
+  whatever else is sent meanwhile;
 - ``channels.<channel>.consent_required``: the channel is served only to HCPs whose
   consent to it is on file (a ``consent_<channel>`` column of the hcps file); with
   no such column, to nobody, where the default is every HCP;
@@ -47,7 +50,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -124,6 +127,9 @@ class ContactCap:
 class ChannelRule:
     cap: ContactCap | None = None
     cooldown_days: float | None = None
+    # An action of the channel contacted to an HCP is not offered to that HCP again
+    # for this many days (the same e-mail twice, the same visit's content).
+    repeat_days: float | None = None
     # Served only to HCPs whose consent is on file (opt-in channels: SMS, say).
     consent_required: bool = False
 
@@ -265,13 +271,14 @@ class ServingRules:
             _known_fields(rule, CHANNEL_FIELDS, where)
             cap = _cap(rule, where) if "max_contacts" in rule or "per_days" in rule else None
             cooldown = _positive(rule.get("cooldown_days"), where.at("cooldown_days"))
+            repeat = _positive(rule.get("repeat_days"), where.at("repeat_days"))
             required = rule.get("consent_required", False)
             if not isinstance(required, bool):
                 raise RulesError(
                     f"{where.at('consent_required')}: must be true or false{as_read(required)}"
                 )
             channels[str(name)] = ChannelRule(
-                cap=cap, cooldown_days=cooldown, consent_required=required
+                cap=cap, cooldown_days=cooldown, repeat_days=repeat, consent_required=required
             )
         # Spelled as the catalog spells channels ('Email', 'Rep Visit'), as levers are.
         channels = spelled_as_channels(channels)
@@ -380,9 +387,17 @@ class ServingRules:
         return self.dismissal_days is not None or self.snooze_window is not None
 
     @property
+    def repeat_window(self) -> float | None:
+        """The longest ``repeat_days`` of a channel (None: no channel sets one): how
+        far back serving reads which actions each HCP was contacted with."""
+        days = [r.repeat_days for r in self.channels.values() if r.repeat_days is not None]
+        return max(days, default=None)
+
+    @property
     def reads_history(self) -> bool:
-        """True when serving must read the feedback store (contacts or dismissals)."""
-        return self.needs_contacts or self.suppresses
+        """True when serving must read the feedback store (contacts, repeats or
+        dismissals)."""
+        return self.needs_contacts or self.suppresses or self.repeat_window is not None
 
     def unmatched_channels(self, catalog_channels: Iterable[str]) -> list[str]:
         """Channels with rules that are not among ``catalog_channels``: their caps and
@@ -407,6 +422,8 @@ class ServingRules:
                 reads.append((rule.cap.per_days, f"channels.{name}.per_days"))
             if rule.cooldown_days is not None:
                 reads.append((rule.cooldown_days, f"channels.{name}.cooldown_days"))
+            if rule.repeat_days is not None:
+                reads.append((rule.repeat_days, f"channels.{name}.repeat_days"))
         if self.all_channels is not None:
             reads.append((self.all_channels.per_days, "all_channels.per_days"))
         if self.dismissal_days is not None:
@@ -493,7 +510,7 @@ TOP_FIELDS = (
     "strict",
     "withdrawn_actions",
 )
-CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days", "consent_required")
+CHANNEL_FIELDS = ("max_contacts", "per_days", "cooldown_days", "repeat_days", "consent_required")
 ALL_CHANNELS_FIELDS = ("max_contacts", "per_days")
 REP_PLAN_FIELDS = ("default_capacity", "max_capacity", "dismiss_reasons", "hcp_wide_reasons")
 
@@ -684,6 +701,9 @@ class LiveHistory:
     consent_unmatched: Mapping[tuple[str, str, bool], datetime] = field(default_factory=dict)
     dismissed_at: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
     contact_times: Mapping[tuple[str, str | None], tuple[datetime, ...]] | None = None
+    # (hcp_id, action_id) -> the latest contact naming the action within the rules'
+    # longest repeat_days (read only when a channel sets one).
+    sent: Mapping[tuple[str, str], datetime] = field(default_factory=dict)
 
     def cap_lifts(self, hcp_id: str, channel: str | None, cap: ContactCap) -> datetime | None:
         """When ``cap`` (binding now) lets ``hcp_id`` be contacted again on ``channel``
@@ -710,7 +730,11 @@ class LiveHistory:
     @property
     def empty(self) -> bool:
         return (
-            not self.last and not self.dismissed and not self.consent and not self.consent_unmatched
+            not self.last
+            and not self.dismissed
+            and not self.consent
+            and not self.consent_unmatched
+            and not self.sent
         )
 
     def reaches(self, moment: datetime) -> bool:
@@ -814,6 +838,10 @@ class HistoryRules:
         # What an HCP-wide dismissal holds back (rep_plan.hcp_wide_reasons): a rep's
         # decision speaks for the rep channels, never for e-mail or webinars.
         self.rep_cols = np.flatnonzero([is_rep_channel(str(c)) for c in channels])
+        # Each action's channel's repeat_days (NaN: none set).
+        self.repeat_days = np.array(
+            [_repeat_days(rules, str(c)) for c in channels], dtype=float
+        ).reshape(len(action_ids))
         # A cap of 0 closes its channel (or, over all channels, every one) to every
         # HCP, contacted or not: what a compliance stop of a channel looks like. (The
         # all-channel budget's reason is given for every HCP by _channel_blocks.)
@@ -938,7 +966,25 @@ class HistoryRules:
                 pos = self.action_pos.get(action_id)
                 if pos is not None:
                     out[at_row, pos] = True
+        if history.sent:
+            row = {h: i for i, h in enumerate(hcp_ids)}
+            for hcp_id, pos, _, _ in self._repeats(history):
+                at_row = row.get(hcp_id)
+                if at_row is not None:
+                    out[at_row, pos] = True
         return out
+
+    def _repeats(self, history: LiveHistory) -> Iterator[tuple[str, int, datetime, float]]:
+        """(hcp_id, action position, when it was contacted, its repeat_days) of each
+        action ``history`` says an HCP was contacted with less than its channel's
+        ``repeat_days`` ago: not offered to that HCP again until then."""
+        for (hcp_id, action_id), at in history.sent.items():
+            pos = self.action_pos.get(action_id)
+            if pos is None:
+                continue
+            days = float(self.repeat_days[pos])
+            if days == days and history.now - at < timedelta(days=days):  # NaN: no rule
+                yield hcp_id, pos, at, days
 
     def reasons(self, hcp_id: str, history: LiveHistory) -> list[list[str]]:
         """For one HCP, the history rules that exclude each action (empty = none)."""
@@ -961,6 +1007,15 @@ class HistoryRules:
             for j in cols:
                 out[int(j)].append(why)
         rules = self.rules
+        for sent_to, col, sent_at, repeat in self._repeats(history):
+            if sent_to == hcp_id:
+                channel = str(self.channels[col])
+                out[col].append(
+                    f"repeat: this {channel} content reached the HCP "
+                    f"{_ago(history.now - sent_at)}, not repeated within {repeat:g} days "
+                    f"({rules.rule_at('channels', channel, 'repeat_days')})"
+                    f"{lifting(sent_at + timedelta(days=repeat))}"
+                )
         # The HCP-wide decision that lifts last is the one that holds the HCP back.
         widest: tuple[datetime, str, str] | None = None
         for action_id, reason in history.dismissed_by_hcp.get(hcp_id, {}).items():
@@ -1128,6 +1183,12 @@ class HistoryRules:
                 )
                 blocks["*"] = "; ".join(filter(None, [blocks.get("*"), budget]))
         return blocks
+
+
+def _repeat_days(rules: ServingRules, channel: str) -> float:
+    """``channel``'s ``repeat_days`` (NaN when it sets none)."""
+    rule = rules.channels.get(channel)
+    return float("nan") if rule is None or rule.repeat_days is None else rule.repeat_days
 
 
 def _contacts(n: int) -> str:

@@ -64,7 +64,7 @@ def live_history(
     also gives when each contact in the longest window was (when a cap lifts), the
     very contacts counted, bounded as every read is (the statement timeout).
     """
-    windows, starts, dismissed_since = _lookbacks(rules, now)
+    windows, starts, dismissed_since, repeated_since = _lookbacks(rules, now)
 
     def read(reader: Session | Connection) -> ServingHistory:
         return serving_history(
@@ -74,6 +74,7 @@ def live_history(
             dismissed_since=dismissed_since,
             until=now + FUTURE_TOLERANCE,
             contact_times=contact_times,
+            repeated_since=repeated_since,
         )
 
     if isinstance(db, HeldReader):
@@ -91,7 +92,7 @@ async def live_history_async(
     For the single-recommendation route, which runs on the event loop: the worker
     goes on serving other requests while the query is on its way.
     """
-    windows, starts, dismissed_since = _lookbacks(rules, now)
+    windows, starts, dismissed_since, repeated_since = _lookbacks(rules, now)
     found = await serving_history_async(
         pool,
         dialect,
@@ -99,6 +100,7 @@ async def live_history_async(
         windows=starts,
         dismissed_since=dismissed_since,
         until=now + FUTURE_TOLERANCE,
+        repeated_since=repeated_since,
     )
     return _live(found, windows, now, rules)
 
@@ -123,6 +125,7 @@ class _Spans:
     windows: tuple[float, ...]  # days, longest first (shared by every request: no list)
     back: tuple[timedelta, ...]  # the same as durations
     dismissals: timedelta | None  # the longer of the dismissal and snooze windows
+    repeats: timedelta | None = None  # the longest repeat_days
 
 
 _spans: _Spans | None = None  # of the rules read with last
@@ -130,10 +133,11 @@ _spans: _Spans | None = None  # of the rules read with last
 
 def _lookbacks(
     rules: ServingRules, now: datetime
-) -> tuple[tuple[float, ...], list[datetime], datetime | None]:
+) -> tuple[tuple[float, ...], list[datetime], datetime | None, datetime | None]:
     """The rules' windows in days (longest first: its latest contact serves every
-    cool-down), their starts, and where dismissals start counting. The windows are the
-    tuple every request under ``rules`` shares; the starts a list of the caller's own."""
+    cool-down), their starts, where dismissals start counting and where the contacts
+    ``repeat_days`` reads start (None: not read). The windows are the tuple every
+    request under ``rules`` shares; the starts a list of the caller's own."""
     global _spans
     spans = _spans
     if spans is None or spans.rules is not rules:
@@ -144,9 +148,11 @@ def _lookbacks(
             windows,
             tuple(timedelta(days=w) for w in windows),
             timedelta(days=max(suppressed)) if suppressed else None,
+            None if rules.repeat_window is None else timedelta(days=rules.repeat_window),
         )
     dismissed_since = None if spans.dismissals is None else now - spans.dismissals
-    return spans.windows, [now - back for back in spans.back], dismissed_since
+    repeated_since = None if spans.repeats is None else now - spans.repeats
+    return spans.windows, [now - back for back in spans.back], dismissed_since, repeated_since
 
 
 def _live(
@@ -173,6 +179,7 @@ def _live(
         consent_unmatched=found.consent_unmatched,
         dismissed_at={pair: found.dismissed_at[pair][0] for pair in dismissed},
         contact_times=found.contact_times,
+        sent=found.sent,
     )
 
 

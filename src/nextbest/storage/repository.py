@@ -2948,9 +2948,12 @@ class ServingHistory:
     # each contact after the oldest window's start was, newest first.
     contact_times: dict[tuple[str, str | None], tuple[datetime, ...]] | None = None
     consent_unmatched: dict[tuple[str, str, bool], datetime] = field(default_factory=dict)
+    # (hcp_id, action_id) -> the latest contact naming the action (its item's first
+    # report) after ``repeated_since``; read only with it.
+    sent: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
-_SERVING_HISTORY_SQL: dict[tuple[int, bool, bool, bool], Any] = {}
+_SERVING_HISTORY_SQL: dict[tuple[int, bool, bool, bool, bool], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -3092,7 +3095,7 @@ class _DriverQuery:
         return out
 
 
-_DRIVER_HISTORY: dict[tuple[str, int, bool, bool], _DriverQuery] = {}
+_DRIVER_HISTORY: dict[tuple[str, int, bool, bool, bool], _DriverQuery] = {}
 _DRIVER_INSERTS: dict[tuple[str, str, tuple[str, ...]], _DriverQuery] = {}
 _POSITIONAL: dict[type, sa.Dialect] = {}
 
@@ -3107,7 +3110,7 @@ def _positional(dialect: sa.Dialect) -> sa.Dialect:
     return twin
 
 
-def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool, bool]) -> _DriverQuery:
+def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool, bool, bool]) -> _DriverQuery:
     """The single-HCP history statement of ``shape``, compiled once per dialect."""
     key = (dialect.name, *shape)
     query = _DRIVER_HISTORY.get(key)
@@ -3116,15 +3119,23 @@ def _one_hcp_query(dialect: sa.Dialect, shape: tuple[int, bool, bool]) -> _Drive
         names = [f"since_{i}" for i in range(shape[0])] + ["hcp_id", "until"]
         if shape[1]:
             names.append("dismissed_since")
+        if shape[3]:
+            names.append("repeated_since")
         query = _DRIVER_HISTORY[key] = _DriverQuery.compile(statement, dialect, names)
     return query
 
 
 def _serving_history_statement(
-    n_windows: int, dismissals: bool, per_contact: bool = False, *, one_hcp: bool
+    n_windows: int,
+    dismissals: bool,
+    per_contact: bool = False,
+    repeats: bool = False,
+    *,
+    one_hcp: bool,
 ) -> Any:
     """One statement, built once per shape: contacts per window (conditional
-    counts over the oldest window) UNION ALL dismissals UNION ALL consent events
+    counts over the oldest window) UNION ALL dismissals UNION ALL the latest contact
+    naming each action (``repeats``: for ``repeat_days``) UNION ALL consent events
     (always: a withdrawn consent applies whatever the rules).
 
     ``per_contact``: a row per contact instead of per HCP and channel, each flagging
@@ -3133,7 +3144,7 @@ def _serving_history_statement(
     (``= :hcp_id``) instead of an expanding ``IN``: a single recommendation then
     skips re-rendering the SQL per call.
     """
-    key = (n_windows, dismissals, per_contact, one_hcp)
+    key = (n_windows, dismissals, per_contact, repeats, one_hcp)
     statement = _SERVING_HISTORY_SQL.get(key)
     if statement is not None:
         return statement
@@ -3214,6 +3225,29 @@ def _serving_history_statement(
                 c.occurred_at <= sa.bindparam("until"),
             )
         )
+    if repeats:
+        parts.append(
+            sa.select(
+                # 8: the latest contact naming an action (a counted one: its item's first
+                # report), for repeat_days.
+                sa.literal(8).label("kind"),
+                c.hcp_id,
+                c.action_id.label("key"),
+                sa.func.max(c.occurred_at).label("at"),
+                sa.cast(sa.null(), sa.String).label("reason"),
+                sa.cast(sa.null(), sa.String).label("event_id"),
+                sa.cast(sa.null(), UTCDateTime()).label("held_from"),
+                *[sa.cast(sa.null(), sa.Integer).label(f"n{i}") for i in range(n_windows)],
+            )
+            .where(
+                of_hcps,
+                c.action_id.is_not(None),
+                c.occurred_at > sa.bindparam("repeated_since"),
+                c.occurred_at <= sa.bindparam("until"),
+                _counted_contact(table, bound=True),
+            )
+            .group_by(c.hcp_id, c.action_id)
+        )
     parts.append(
         sa.select(
             # 4: consent withdrawn, 5: given again (the latest of an HCP and channel
@@ -3264,6 +3298,7 @@ def serving_history(
     dismissed_since: datetime | None,
     until: datetime,
     contact_times: bool = False,
+    repeated_since: datetime | None = None,
 ) -> ServingHistory:
     """Contacts counted over each window and dismissals, for ``hcp_ids``, in ONE query.
 
@@ -3278,14 +3313,16 @@ def serving_history(
     10,000 HCPs. ``contact_times`` (for an explanation: when a cap lifts): the same
     query gives each contact's time too (``ServingHistory.contact_times``), one row
     per contact rather than per HCP and channel, so that the times are those counted.
+    ``repeated_since`` (None: not read): the latest contact naming each action after
+    it (``ServingHistory.sent``), for ``repeat_days``.
     """
     per_contact = contact_times and bool(windows)
     if not hcp_ids:
         return _fold_history(iter(()), len(windows), per_contact)
-    params = _history_params(windows, dismissed_since, until)
+    params = _history_params(windows, dismissed_since, until, repeated_since)
     connection = db if isinstance(db, Connection) else db.connection()
     unique = list(dict.fromkeys(hcp_ids))
-    shape = (len(windows), dismissed_since is not None, per_contact)
+    shape = (len(windows), dismissed_since is not None, per_contact, repeated_since is not None)
     rows: Iterator[Any]
     if len(unique) == 1:
         one = {**params, "hcp_id": unique[0]}
@@ -3312,6 +3349,7 @@ async def serving_history_async(
     windows: Sequence[datetime],
     dismissed_since: datetime | None,
     until: datetime,
+    repeated_since: datetime | None = None,
 ) -> ServingHistory:
     """:func:`serving_history` of one HCP on PostgreSQL, read on the event loop.
 
@@ -3320,9 +3358,10 @@ async def serving_history_async(
     back the worker serves other requests. A connection the server dropped is
     discarded and the read runs once more; errors come out as SQLAlchemy's.
     """
-    shape = (len(windows), dismissed_since is not None, False)
+    shape = (len(windows), dismissed_since is not None, False, repeated_since is not None)
     query = _one_hcp_query(dialect, shape)
-    values = query.values({**_history_params(windows, dismissed_since, until), "hcp_id": hcp_id})
+    params = _history_params(windows, dismissed_since, until, repeated_since)
+    values = query.values({**params, "hcp_id": hcp_id})
     try:
         try:
             fetched = await _fetch(pool, query.sql, values)
@@ -3382,12 +3421,17 @@ def locked_serving_table(connection: Connection) -> str | None:
 
 
 def _history_params(
-    windows: Sequence[datetime], dismissed_since: datetime | None, until: datetime
+    windows: Sequence[datetime],
+    dismissed_since: datetime | None,
+    until: datetime,
+    repeated_since: datetime | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {f"since_{i}": when for i, when in enumerate(windows)}
     params["until"] = until
     if dismissed_since is not None:
         params["dismissed_since"] = dismissed_since
+    if repeated_since is not None:
+        params["repeated_since"] = repeated_since
     return params
 
 
@@ -3400,6 +3444,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
     consent: dict[tuple[str, str | None], tuple[datetime, bool]] = {}
     times: dict[tuple[str, str | None], list[datetime]] = {}
     unmatched: dict[tuple[str, str, bool], datetime] = {}
+    sent: dict[tuple[str, str], datetime] = {}
     for row in rows:
         kind, hcp_id, key, at, reason, event_id, held_from, *ns = row
         if kind == 0 and per_contact:  # one contact: summed into its pair's counts
@@ -3415,6 +3460,8 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
             for i, n in enumerate(ns):
                 if n:
                     counts[i][(hcp_id, key)] = int(n)
+        elif kind == 8:
+            sent[(hcp_id, key)] = _as_utc(at)
         elif kind >= 4:
             withdrawn = kind in (4, 6)
             # As stored now, also a row an earlier nextbest stored as sent.
@@ -3453,6 +3500,7 @@ def _fold_history(rows: Iterator[Any], n_windows: int, per_contact: bool = False
             else None
         ),
         consent_unmatched=unmatched,
+        sent=sent,
     )
 
 
