@@ -33,7 +33,9 @@ not change an answer is checked on thousands.
 (the model's scores, the reasons, the history read, exploration, the rules, the
 key check, the answer's JSON; each function timed where it is called, so the
 parts nest). `--workdir` keeps the world (built on the first run, about a
-minute) for later runs. Nothing is written under bench/results/.
+minute) for later runs. `--rules NAME=FILE` serves a tree under a rules file of its
+own (default: training/rules.yaml), to measure a rule the tree brings in against a
+base that cannot read it. Nothing is written under bench/results/.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SHIPPED_RULES = HERE.parent / "training" / "rules.yaml"
 # The parts --parts times: (module, attribute path), each wrapped where it is looked up.
 PARTS = (
     ("nextbest.api.routes.recommendations", "recommend_one"),
@@ -110,7 +113,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 [{"name": "bench", "role": "admin", "key": serve.BENCH_KEY}]
             ),
             "NEXTBEST_LOG_FLUSH_MS": "5",
-            "NEXTBEST_RULES_FILE": str((HERE.parent / "training" / "rules.yaml").resolve()),
+            "NEXTBEST_RULES_FILE": str(Path(args.rules_file).resolve()),
             "NEXTBEST_SEED": "1",
             "NEXTBEST_SCORE_CACHE_PAIRS": "0",
             "OMP_NUM_THREADS": "1",
@@ -252,6 +255,15 @@ def main() -> int:
     parser.add_argument("--periods", type=int, default=16)
     parser.add_argument("--parts", action="store_true", help="time the main parts too")
     parser.add_argument("--date", help="the requests' decision date (default: tomorrow, UTC)")
+    parser.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="serve tree NAME under this rules file (default: training/rules.yaml), to "
+        "measure a rule a tree's code brings in; repeat per tree",
+    )
+    parser.add_argument("--rules-file", default=str(SHIPPED_RULES), help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -266,6 +278,12 @@ def main() -> int:
         if not name or not src or not (Path(src) / "nextbest").is_dir():
             parser.error(f"{given!r}: expected NAME=SRC_DIR, a directory holding nextbest/")
         trees[name] = Path(src).resolve()
+    rules_of: dict[str, Path] = {}
+    for given in args.rules:
+        name, _, path = given.partition("=")
+        if name not in trees or not Path(path).is_file():
+            parser.error(f"--rules {given!r}: expected NAME=FILE, NAME a tree, FILE a rules file")
+        rules_of[name] = Path(path).resolve()
     if args.rounds < 1 or args.blocks < 1 or args.block < 1:
         parser.error("--rounds, --blocks and --block must be 1 or more")
     if args.date is None:
@@ -297,6 +315,8 @@ def main() -> int:
                 str(args.block),
                 "--date",
                 args.date,
+                "--rules-file",
+                str(rules_of.get(name, SHIPPED_RULES)),
                 *(["--parts"] if args.parts else []),
             ]
             env = {**os.environ, "PYTHONPATH": str(src)}
