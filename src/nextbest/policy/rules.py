@@ -788,6 +788,14 @@ class LiveHistory:
         return found
 
     @cached_property
+    def sent_by_hcp(self) -> dict[str, dict[str, datetime]]:
+        """``sent`` per HCP: action_id -> when it was contacted."""
+        found: dict[str, dict[str, datetime]] = {}
+        for (hcp_id, action_id), at in self.sent.items():
+            found.setdefault(hcp_id, {})[action_id] = at
+        return found
+
+    @cached_property
     def dismissed_by_hcp(self) -> dict[str, dict[str, str]]:
         """``dismissed`` per HCP: action_id -> reason."""
         found: dict[str, dict[str, str]] = {}
@@ -974,17 +982,24 @@ class HistoryRules:
                     out[at_row, pos] = True
         return out
 
-    def _repeats(self, history: LiveHistory) -> Iterator[tuple[str, int, datetime, float]]:
+    def _repeats(
+        self, history: LiveHistory, hcp_id: str | None = None
+    ) -> Iterator[tuple[str, int, datetime, float]]:
         """(hcp_id, action position, when it was contacted, its repeat_days) of each
-        action ``history`` says an HCP was contacted with less than its channel's
-        ``repeat_days`` ago: not offered to that HCP again until then."""
-        for (hcp_id, action_id), at in history.sent.items():
+        action ``history`` says an HCP (``hcp_id``; None: any) was contacted with less
+        than its channel's ``repeat_days`` ago: not offered to that HCP again until then."""
+        sent = (
+            history.sent.items()
+            if hcp_id is None
+            else (((hcp_id, a), at) for a, at in history.sent_by_hcp.get(hcp_id, {}).items())
+        )
+        for (hcp, action_id), at in sent:
             pos = self.action_pos.get(action_id)
             if pos is None:
                 continue
             days = float(self.repeat_days[pos])
             if days == days and history.now - at < timedelta(days=days):  # NaN: no rule
-                yield hcp_id, pos, at, days
+                yield hcp, pos, at, days
 
     def reasons(self, hcp_id: str, history: LiveHistory) -> list[list[str]]:
         """For one HCP, the history rules that exclude each action (empty = none)."""
@@ -1007,15 +1022,14 @@ class HistoryRules:
             for j in cols:
                 out[int(j)].append(why)
         rules = self.rules
-        for sent_to, col, sent_at, repeat in self._repeats(history):
-            if sent_to == hcp_id:
-                channel = str(self.channels[col])
-                out[col].append(
-                    f"repeat: this {channel} content reached the HCP "
-                    f"{_ago(history.now - sent_at)}, not repeated within {repeat:g} days "
-                    f"({rules.rule_at('channels', channel, 'repeat_days')})"
-                    f"{lifting(sent_at + timedelta(days=repeat))}"
-                )
+        for _, col, sent_at, repeat in self._repeats(history, hcp_id):
+            channel = str(self.channels[col])
+            out[col].append(
+                f"repeat: this {channel} content reached the HCP "
+                f"{_ago(history.now - sent_at)}, not repeated within {repeat:g} days "
+                f"({rules.rule_at('channels', channel, 'repeat_days')})"
+                f"{lifting(sent_at + timedelta(days=repeat))}"
+            )
         # The HCP-wide decision that lifts last is the one that holds the HCP back.
         widest: tuple[datetime, str, str] | None = None
         for action_id, reason in history.dismissed_by_hcp.get(hcp_id, {}).items():
