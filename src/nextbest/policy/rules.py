@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -666,6 +666,18 @@ def _positive(value: Any, where: Place) -> float | None:
     return float(value)
 
 
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
+
+
+def _by_hcp(pairs: Mapping[tuple[str, _Key], _Value]) -> dict[str, dict[_Key, _Value]]:
+    """``{(hcp_id, key): value}`` as ``{hcp_id: {key: value}}``."""
+    found: dict[str, dict[_Key, _Value]] = {}
+    for (hcp_id, key), value in pairs.items():
+        found.setdefault(hcp_id, {})[key] = value
+    return found
+
+
 @dataclass(frozen=True)
 class LiveHistory:
     """What the feedback store says about some HCPs at ``now`` (all times UTC).
@@ -756,27 +768,18 @@ class LiveHistory:
     @cached_property
     def last_by_hcp(self) -> dict[str, dict[str, datetime]]:
         """``last`` per HCP: channel -> its latest contact."""
-        found: dict[str, dict[str, datetime]] = {}
-        for (hcp_id, channel), at in self.last.items():
-            found.setdefault(hcp_id, {})[channel] = at
-        return found
+        return _by_hcp(self.last)
 
     @cached_property
     def contact_times_by_hcp(self) -> dict[str, dict[str | None, tuple[datetime, ...]]]:
         """``contact_times`` per HCP: channel (None: none named) -> its contact times.
         A rep plan's explanation asks about up to a hundred HCPs of a territory."""
-        found: dict[str, dict[str | None, tuple[datetime, ...]]] = {}
-        for (hcp_id, channel), ats in (self.contact_times or {}).items():
-            found.setdefault(hcp_id, {})[channel] = ats
-        return found
+        return _by_hcp(self.contact_times or {})
 
     @cached_property
     def consent_by_hcp(self) -> dict[str, dict[str | None, tuple[datetime, bool]]]:
         """``consent`` per HCP: channel (None: every channel) -> its latest event."""
-        found: dict[str, dict[str | None, tuple[datetime, bool]]] = {}
-        for (hcp_id, channel), mark in self.consent.items():
-            found.setdefault(hcp_id, {})[channel] = mark
-        return found
+        return _by_hcp(self.consent)
 
     @cached_property
     def consent_unmatched_by_hcp(self) -> dict[str, list[tuple[str, tuple[datetime, bool]]]]:
@@ -790,18 +793,12 @@ class LiveHistory:
     @cached_property
     def sent_by_hcp(self) -> dict[str, dict[str, datetime]]:
         """``sent`` per HCP: action_id -> when it was contacted."""
-        found: dict[str, dict[str, datetime]] = {}
-        for (hcp_id, action_id), at in self.sent.items():
-            found.setdefault(hcp_id, {})[action_id] = at
-        return found
+        return _by_hcp(self.sent)
 
     @cached_property
     def dismissed_by_hcp(self) -> dict[str, dict[str, str]]:
         """``dismissed`` per HCP: action_id -> reason."""
-        found: dict[str, dict[str, str]] = {}
-        for (hcp_id, action_id), reason in self.dismissed.items():
-            found.setdefault(hcp_id, {})[action_id] = reason
-        return found
+        return _by_hcp(self.dismissed)
 
     @cached_property
     def contacts_by_hcp(self) -> dict[float, dict[str, int]]:
