@@ -166,7 +166,7 @@ def keys_add(
         )
     [principal] = [p for p in KeyStore.load(path=target).principals if p.name == name]
     checked = (role == "rep" and territory_id) or channels or principal.purpose is not None
-    served = _served_model() if checked and role != "monitor" else None
+    served = _served_model() if checked else None
     if role == "rep" and territory_id:
         unchecked = _note_unserved_territories(
             {territory_id: "this rep's requests are"}, model_read=served
@@ -179,7 +179,7 @@ def keys_add(
         if unchecked is not None:
             said = ", ".join(spelt)
             note(f"channels {said} were not checked against the served model: {unchecked}")
-    if isinstance(served, tuple) and role != "monitor":
+    if isinstance(served, tuple):
         model, version = served
         for said in key_purpose_notes([principal], catalog_offers(model.catalog)):
             note(f"the served model (version {version}): {said}")

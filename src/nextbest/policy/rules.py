@@ -959,8 +959,10 @@ class HistoryRules:
                     out[i, :] = True
                 elif channel in self.actions_of_channel:
                     out[i, self.actions_of_channel[channel]] = True
+        if not history.dismissed and not history.sent:
+            return out
+        row = {h: i for i, h in enumerate(hcp_ids)}
         if history.dismissed:
-            row = {h: i for i, h in enumerate(hcp_ids)}
             wide = self.rules.hcp_wide_reasons
             for (hcp_id, action_id), reason in history.dismissed.items():
                 at_row = row.get(hcp_id)
@@ -971,12 +973,10 @@ class HistoryRules:
                 pos = self.action_pos.get(action_id)
                 if pos is not None:
                     out[at_row, pos] = True
-        if history.sent:
-            row = {h: i for i, h in enumerate(hcp_ids)}
-            for hcp_id, pos, _, _ in self._repeats(history):
-                at_row = row.get(hcp_id)
-                if at_row is not None:
-                    out[at_row, pos] = True
+        for hcp_id, pos, _, _ in self._repeats(history):
+            at_row = row.get(hcp_id)
+            if at_row is not None:
+                out[at_row, pos] = True
         return out
 
     def _repeats(
