@@ -244,7 +244,8 @@ def test_promote_and_rollback_name_hcps_the_new_champion_does_not_know(
 ) -> None:
     """HCPs the champion serves that its replacement lacks get a 404 once it is
     served: said by promote (the gate values their decisions as no action) and by
-    rollback (HCPs added since the older version was trained)."""
+    rollback (HCPs added since the older version was trained). HCPs only the
+    replacement knows, 404 until it is served, are said by promote too."""
     settings = own_copy
     known = registry.load_version(settings, "1").hcp_index
     narrow = _register_narrow(settings, trained, left_out=40)
@@ -258,8 +259,18 @@ def test_promote_and_rollback_name_hcps_the_new_champion_does_not_know(
     decision = registry.client(settings).download_artifacts(evaluation.run_id, "decision.json")
     assert said in Path(decision).read_text()
 
+    # The full version after the narrow one: the 40 are new to the champion, which
+    # answers them 404, and none of the evidence is theirs.
     _register(settings, trained, alias="challenger")
-    assert not any("does not know" in r for r in _force(settings).decision.reasons)
+    reasons = _force(settings).decision.reasons
+    assert not any("does not know" in r for r in reasons)
+    (said,) = [r for r in reasons if "lacks" in r]
+    assert said.startswith(
+        f"the challenger, version 3, knows 40 HCPs the champion, version {narrow}, lacks "
+        f"({', '.join(known[-40:-35])} and 35 more): added to the hcps since the champion "
+        "was trained, they get 404 (unknown hcp_id) from the API until a version that "
+        "knows them is served"
+    ), said
     result = runner.invoke(app, ["rollback"], env=_env(settings))
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())

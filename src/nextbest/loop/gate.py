@@ -925,9 +925,12 @@ def evaluate(
     if (unlogged := _never_logged_first(challenger_actions, decisions, judged)) is not None:
         decision.reasons.append(unlogged)
     versions = (champion_version, challenger_version)
-    unknown = _unknown_to_challenger(champion, challenger, versions, decisions, judged=judged)
-    if unknown is not None:
-        decision.reasons.append(unknown)
+    for said in (
+        _unknown_to_challenger(champion, challenger, versions, decisions, judged=judged),
+        _known_only_to_challenger(champion, challenger, versions, judged=judged),
+    ):
+        if said is not None:
+            decision.reasons.append(said)
     served_by = decisions["model_version"].astype(str).value_counts().sort_index()
     evaluation = Evaluation(
         champion_version,
@@ -1178,9 +1181,12 @@ def _unevaluated(
         )
     else:  # compared when both load
         versions = (champion_version, challenger_version)
-        unknown = _unknown_to_challenger(champion, challenger, versions, judged=judged)
-        if unknown is not None:
-            reasons.append(unknown)
+        for said in (
+            _unknown_to_challenger(champion, challenger, versions, judged=judged),
+            _known_only_to_challenger(champion, challenger, versions, judged=judged),
+        ):
+            if said is not None:
+                reasons.append(said)
     return Evaluation(
         champion_version,
         challenger_version,
@@ -1278,13 +1284,18 @@ def unknown_after(current: ScoringModel, replacement: ScoringModel) -> list[str]
     return [str(h) for h in current.hcp_index[missing]]
 
 
+def _first_named(hcp_ids: list[str]) -> str:
+    """The first five of ``hcp_ids``, and how many more."""
+    more = len(hcp_ids) - 5
+    return ", ".join(hcp_ids[:5]) + (f" and {more:,} more" if more > 0 else "")
+
+
 def _unknown_hcps_said(missing: list[str], known: int, *, who: str, whose: str) -> str:
     """``who`` does not know ``missing``, of the ``known`` HCPs ``whose`` knows."""
-    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
     return (
         f"{who} does not know {len(missing):,} of the {known:,} HCPs {whose} knows "
-        f"({named}): they were not in the hcps it was trained on, and once it is served "
-        "the API answers 404 (unknown hcp_id) for them"
+        f"({_first_named(missing)}): they were not in the hcps it was trained on, and once "
+        "it is served the API answers 404 (unknown hcp_id) for them"
     )
 
 
@@ -1316,6 +1327,29 @@ def _unknown_to_challenger(
             else ""
         )
     return said + "; retrain with them in hcps, or promote knowing it"
+
+
+def _known_only_to_challenger(
+    champion: ScoringModel,
+    challenger: ScoringModel,
+    versions: tuple[str, str],
+    *,
+    judged: str = CHALLENGER,
+) -> str | None:
+    """Said when the challenger knows HCPs the champion lacks (added to the hcps since
+    the champion was trained): the servers answer 404 for them until a version that
+    knows them is served, and the evidence, decisions the champion's servers logged,
+    holds none of theirs."""
+    added = unknown_after(challenger, champion)
+    if not added:
+        return None
+    return (
+        f"{_the_version(judged, versions[1])} knows {len(added):,} HCPs the champion, "
+        f"version {versions[0]}, lacks ({_first_named(added)}): added to the hcps since "
+        "the champion was trained, they get 404 (unknown hcp_id) from the API until a "
+        "version that knows them is served; no logged decision is theirs, so the "
+        "evidence says nothing of how it would serve them"
+    )
 
 
 def already_promoted(settings: Settings) -> tuple[str, str] | None:
