@@ -21,9 +21,10 @@ from nextbest import registry
 from nextbest.api.app import create_app
 from nextbest.cli import app
 from nextbest.contract import Dataset
-from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL
+from nextbest.learning.scoring import PREFERENCE_X_VALUE, UPLIFT_MODEL, ScoringModel
 from nextbest.learning.train import train
 from nextbest.loop import gate
+from nextbest.loop.evidence import load_decisions
 from nextbest.loop.gate import GateConfig
 from nextbest.policy.exploration import challenger_draw
 from nextbest.policy.rules import ServingRules
@@ -31,7 +32,7 @@ from nextbest.service.picks import logged_picks
 from nextbest.service.runtime import ServingRuntime
 from nextbest.service.serving import recommend_batch
 from nextbest.settings import Settings
-from nextbest.storage.db import make_engine, make_session_factory
+from nextbest.storage.db import make_engine, make_session_factory, store_session
 from nextbest.storage.repository import get_recommendation
 
 from .conftest import (
@@ -506,3 +507,131 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
         again = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps[:50], "k": 1})
         assert {r["model_version"] for r in again.json()["results"]} == {second}
         assert proc.poll() is None
+
+
+def _trained_before(model: ScoringModel, added: int) -> ScoringModel:
+    """``model`` as trained before its last ``added`` HCPs joined the hcps file."""
+    return replace(
+        model,
+        hcps=model.hcps.iloc[:-added].reset_index(drop=True),
+        hcp_attrs=model.hcp_attrs[:-added],
+        hcp_history=model.hcp_history[:-added],
+    )
+
+
+def test_hcps_only_the_challenger_knows_are_its_to_answer_and_their_feedback_is_taken(
+    loop_world: LoopWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HCPs added to the hcps since the served version was trained got 404 until a
+    version trained with them was promoted, which the gate may not do for long. With a
+    share for the challenger, the challenger that knows them answers them whatever its
+    draw, as servers, `picks --log` and `explain` do; their feedback is taken (it was
+    refused as about an unknown HCP) and their contacts count against their caps."""
+    settings = _store(tmp_path)
+    added = 40
+    first = register(_trained_before(loop_world.honest, added), settings)
+    second = register(loop_world.honest, settings, alias="challenger")  # acts as it does
+    hcps = loop_world.world.hcps["hcp_id"].astype(str).tolist()
+    new = hcps[-added:]
+    beyond_share = [h for h in new if challenger_draw(h, second) >= SHARE]
+    assert beyond_share  # answered by the challenger for being new, not for their draw
+    keys = tmp_path / "api_keys.yaml"
+    digest = hashlib.sha256(b"admin-key").hexdigest()
+    keys.write_text(f"keys:\n  - {{name: ops, role: admin, key_sha256: {digest}}}\n")
+    keys.chmod(0o600)
+    served = settings.model_copy(update={"api_keys_file": keys})
+    admin = {"Authorization": "Bearer admin-key"}
+    runtime = ServingRuntime.start(served)
+    try:
+        with TestClient(create_app(served, runtime)) as client:
+            batch = client.post("/v1/recommendations/batch", json={"hcp_ids": hcps}, headers=admin)
+            assert batch.status_code == 200, batch.text
+            assert batch.json()["unknown_hcp_ids"] == []
+            by_hcp = {r["hcp_id"]: r for r in batch.json()["results"]}
+            events = outcome_events(batch.json()["results"], 1.0)
+            fed = client.post("/v1/feedback", json={"events": events}, headers=admin)
+            assert fed.status_code == 200 and fed.json()["accepted"] == len(hcps), fed.text
+            assert {by_hcp[h]["model_version"] for h in new} == {second}
+            assert {by_hcp[h]["model_version"] for h in hcps[:-added]} == {first, second}
+            nobody = client.post("/v1/recommendations", json={"hcp_id": "H-NOBODY"}, headers=admin)
+            assert nobody.status_code == 404, nobody.text
+
+            # A send to a new HCP, reported: taken, and counted as its contact.
+            hcp = next(h for h in beyond_share if by_hcp[h]["items"])
+            one = client.post("/v1/recommendations", json={"hcp_id": hcp}, headers=admin)
+            assert one.status_code == 200 and one.json()["model_version"] == second
+            item = one.json()["items"][0]
+            sent = client.post(
+                "/v1/feedback",
+                json={
+                    "event_id": f"sent-{hcp}",
+                    "event_type": "delivered",
+                    "hcp_id": hcp,
+                    "recommendation_id": one.json()["recommendation_id"],
+                    "action_id": item["action_id"],
+                },
+                headers=admin,
+            )
+            assert sent.status_code == 200 and sent.json()["accepted"] == 1, sent.text
+            outcome = client.post(
+                "/v1/feedback",
+                json={"event_id": f"nrx-{hcp}", "event_type": "outcome", "hcp_id": hcp, "value": 1},
+                headers=admin,
+            )
+            assert outcome.status_code == 200 and outcome.json()["accepted"] == 1, outcome.text
+            again = client.post(
+                "/v1/recommendations", json={"hcp_id": hcp, "explain": True}, headers=admin
+            )
+            assert again.status_code == 200, again.text
+            assert item["action_id"] not in [i["action_id"] for i in again.json()["items"]]
+            excluded = again.json()["excluded"][item["action_id"]]
+            assert any(f"{item['channel']}" in why for why in excluded), excluded
+    finally:
+        runtime.close()
+
+    # The gate counts their decisions, on which the champion's choice is no action.
+    evaluation = gate.evaluate(settings, config=GateConfig(evaluation_share=0.0), log=False)
+    (said,) = [r for r in evaluation.decision.reasons if " lacks (" in r]
+    with store_session(settings.resolved_database_url) as session:
+        decisions = load_decisions(session)
+    theirs = int(decisions["hcp_id"].astype(str).isin(set(new)).sum())
+    assert theirs > added  # the batch's and the single requests'
+    assert said.startswith(
+        f"the challenger, version {second}, knows {added} HCPs the champion, version {first}, "
+        f"lacks ({', '.join(new[:5])} and {added - 5} more)"
+    ), said
+    assert said.endswith(
+        f"; {theirs:,} evaluated decisions are theirs, where the champion's choice is no action"
+    ), said
+
+    monkeypatch.setenv("NEXTBEST_MODELS_DIR", str(settings.models_dir))
+    monkeypatch.setenv("NEXTBEST_CHALLENGER_SHARE", str(SHARE))
+    runner = CliRunner()
+    explained = runner.invoke(app, ["explain", beyond_share[-1], "--json"])
+    assert explained.exit_code == 0, explained.output
+    said = " ".join(explained.output.split())
+    assert f'"model_version": "{second}"' in said, said
+    assert (
+        f"is not known to the served version, {first}, and known to the challenger "
+        f"(NEXTBEST_CHALLENGER_SHARE {SHARE:g}): servers answer it with version {second}"
+    ) in said, said
+
+    out = tmp_path / "picks.csv"
+    picks = ["picks", "--data", str(loop_world.data_dir), "--out", str(out)]
+    ran = runner.invoke(app, [*picks, "--log", "--new-holdout-rate"])
+    assert ran.exit_code == 0, ran.output
+    said = " ".join(ran.output.split())
+    assert f"{added} HCPs are not in model version {first}'s snapshot: " in said, said
+    assert (
+        f"{added} HCPs not in version {first}'s snapshot were answered by the challenger, "
+        "which knows them; 0 HCPs no version knows got no picks"
+    ) in said, said
+    picked = pd.read_csv(out, dtype={"hcp_id": str, "model_version": str})
+    assert set(picked[picked["hcp_id"].isin(new)]["model_version"]) == {second}
+    fed = tmp_path / "feedback.csv"
+    pd.DataFrame(
+        {"event_id": ["nrx-file"], "event_type": ["outcome"], "hcp_id": [new[0]], "value": [2.0]}
+    ).to_csv(fed, index=False)
+    stored = runner.invoke(app, ["feedback", str(fed)])
+    assert stored.exit_code == 0, stored.output
+    assert "stored 1 of 1 event" in " ".join(stored.output.split()), stored.output

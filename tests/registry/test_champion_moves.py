@@ -269,8 +269,9 @@ def test_promote_and_rollback_name_hcps_the_new_champion_does_not_know(
         f"the challenger, version 3, knows 40 HCPs the champion, version {narrow}, lacks "
         f"({', '.join(known[-40:-35])} and 35 more): added to the hcps since the champion "
         "was trained, they get 404 (unknown hcp_id) from the API until a version that "
-        "knows them is served"
+        "knows them is served, or the challenger answers them beside the champion"
     ), said
+    assert said.endswith("no evaluated decision is theirs, so the evidence says nothing of them")
     result = runner.invoke(app, ["rollback"], env=_env(settings))
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())

@@ -328,7 +328,10 @@ class RecommendationBatchPublic(BaseModel):
         description="What the served version ranks by; each result says it of its own."
     )
     results: list[BatchResultPublic]
-    unknown_hcp_ids: list[str] = Field(description="HCPs the served model does not know.")
+    unknown_hcp_ids: list[str] = Field(
+        description="HCPs the served model does not know (nor its challenger, where one "
+        "answers the HCPs only it knows: NEXTBEST_CHALLENGER_SHARE)."
+    )
     unknown_in_another_case: dict[str, str] = Field(
         default_factory=dict,
         description="Of unknown_hcp_ids, each the served model knows in another case: the id "

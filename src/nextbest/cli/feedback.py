@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -18,9 +18,9 @@ from nextbest.cli.options import (
     read_settings,
     refuse_missing_models_dir,
 )
-from nextbest.cli.output import console, fail, plural, stdout, steps, working
+from nextbest.cli.output import console, fail, note, plural, stdout, steps, working
 from nextbest.cli.process import interruption, stop_within
-from nextbest.settings import without_password
+from nextbest.settings import Settings, without_password
 
 if TYPE_CHECKING:  # the report is built by the command as it runs
     from nextbest.loop.report import UpliftReport
@@ -117,6 +117,36 @@ def report_table(report: UpliftReport) -> Table:
         )
     table.caption = report_cells.too_few_said(rows, report.min_per_arm)
     return table
+
+
+def _challenger_beside(settings: Settings, served: str) -> Any:
+    """The model of alias ``challenger`` when servers answer beside the ``served``
+    version with it (NEXTBEST_CHALLENGER_SHARE): the HCPs only it knows are answered,
+    so their events are known too. None without a share or a challenger, or when it does
+    not load (said: servers leave it out too)."""
+    from nextbest import registry
+
+    wanted = (
+        registry.alias_version(settings, registry.CHALLENGER_ALIAS)
+        if settings.challenger_share > 0
+        else None
+    )
+    if wanted is None or wanted == served:
+        return None
+    try:
+        model = registry.load_version(settings, wanted, alias=registry.CHALLENGER_ALIAS)
+    except registry.RegistryError as exc:
+        note(
+            f"the challenger, version {wanted}, cannot be loaded: only the HCPs of version "
+            f"{served} are known ({exc})"
+        )
+        return None
+    console.print(
+        f"and the HCPs of the challenger, version {wanted}, which servers answer beside it "
+        f"(NEXTBEST_CHALLENGER_SHARE {settings.challenger_share:g})",
+        highlight=False,
+    )
+    return model
 
 
 def feedback(
@@ -228,13 +258,14 @@ def _store_events(file: Path, rejected: Path | None, done_so_far: _Done) -> int:
     # The store first: a schema to upgrade is refused before the model is read and
     # a "storing events: 0/N" is shown, read as the work begun.
     migrate(settings.resolved_database_url, upgrade=False)
-    model = None
+    model = challenger = None
     if (
         registry.registry_exists(settings)
         and registry.alias_version(settings, settings.serve_alias) is not None
     ):
         model, version = registry.load_alias(settings)
         console.print(f"checking HCPs and actions against model version {version}")
+        challenger = _challenger_beside(settings, version)
     else:
         console.print(
             "[yellow]note:[/yellow] no served model: HCPs and actions are not checked "
@@ -261,6 +292,7 @@ def _store_events(file: Path, rejected: Path | None, done_so_far: _Done) -> int:
             settings,
             frame,
             model=model,
+            challenger=challenger,
             progress=_advance,
             dismiss_reasons=codes,
         )

@@ -425,9 +425,13 @@ def explain(
     now = decision_time(asked_for)  # today's date: now, as the API
     try:
         # Without --model, the version a server answers the HCP with at `now`: the
-        # challenger for an HCP of its share (NEXTBEST_CHALLENGER_SHARE; a note says so).
-        challenger = challenger_answering(settings, hcp_id, now) if model_name is None else None
-        model, version = challenger or model_asked(settings, model_name)
+        # challenger for an HCP of its share, or one only it knows
+        # (NEXTBEST_CHALLENGER_SHARE; a note says so).
+        asked = model_asked(settings, model_name)
+        challenger = None
+        if model_name is None:
+            challenger = challenger_answering(settings, hcp_id, now, served=asked)
+        model, version = challenger or asked
     except registry.RegistryError as exc:
         raise fail(str(exc)) from None
     # The ranking itself: no exploration draw (a served answer's first item is

@@ -600,23 +600,25 @@ def say_gate_config(config: Any, path: Path | None) -> None:
     _note_if_no_settings(config.source, f"the gate uses the built-in defaults ({defaults})")
 
 
-def challenger_answering(settings: Settings, hcp_id: str, now: datetime) -> tuple[Any, str] | None:
+def challenger_answering(
+    settings: Settings, hcp_id: str, now: datetime, *, served: tuple[Any, str]
+) -> tuple[Any, str] | None:
     """The challenger's model and version when a server answers ``hcp_id`` at ``now``
     with it (:func:`~nextbest.service.recommend.challenger_answers`), said in a note;
-    None: the served version answers it. Loads the challenger only for an HCP of its
-    share."""
+    None: the ``served`` version (its model and version) answers it. Loads the
+    challenger only for an HCP of its share or one the served version does not know."""
     from nextbest import registry
     from nextbest.policy.exploration import challenger_draw
     from nextbest.service.recommend import challenger_answers, history_day
 
     share = settings.challenger_share
     version = registry.alias_version(settings, registry.CHALLENGER_ALIAS) if share > 0 else None
-    if (
-        version is None
-        or version == registry.alias_version(settings, settings.serve_alias)
-        or challenger_draw(hcp_id, version) >= share  # not loaded for the others
-    ):
+    served_model, served_version = served
+    if version is None or version == served_version:
         return None
+    in_share = challenger_draw(hcp_id, version) < share
+    if not in_share and hcp_id in served_model.hcp_index:
+        return None  # not loaded for the others
     model = registry.load_version(settings, version, alias=registry.CHALLENGER_ALIAS)
     if not challenger_answers(
         hcp_id,
@@ -625,12 +627,19 @@ def challenger_answering(settings: Settings, hcp_id: str, now: datetime) -> tupl
         share=share,
         known=model.hcp_index,
         history_day=history_day(model),
+        served=served_model.hcp_index,
     ):
         return None  # it does not know the HCP, or its history ends after `now`
+    whose = (
+        "in the challenger's share of HCPs"
+        if in_share
+        else f"not known to the served version, {served_version}, and known to the challenger"
+    )
+    served_too = f"; `--model {settings.serve_alias}` for the served version's answer"
     note(
-        f"{hcp_id} is in the challenger's share of HCPs (NEXTBEST_CHALLENGER_SHARE {share:g}): "
-        f"servers answer it with version {version} (alias '{registry.CHALLENGER_ALIAS}'); "
-        f"`--model {settings.serve_alias}` for the served version's answer"
+        f"{hcp_id} is {whose} (NEXTBEST_CHALLENGER_SHARE {share:g}): servers answer it "
+        f"with version {version} (alias '{registry.CHALLENGER_ALIAS}')"
+        + (served_too if in_share else "")
     )
     return model, version
 

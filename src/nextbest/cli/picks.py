@@ -167,15 +167,26 @@ def picks(
     # package's warnings are the command's notes, see Notes).
     hcp_ids = list(given_hcps["hcp_id"])
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
+    # Logged as servers answer: with a share for the challenger, it answers those of
+    # them it knows (HCPs added since the served version was trained), said once done.
+    to_challenger = log and settings.challenger_share > 0 and bool(unknown)
     if unknown:
         one = len(unknown) == 1
+        what = (
+            "; the challenger answers those it knows (NEXTBEST_CHALLENGER_SHARE), the "
+            "others get no picks"
+            if to_challenger
+            else " (HCPs new since the model was trained get picks once a retrained version "
+            "is served)"
+        )
         note(
             f"{len(unknown):,} {'HCP is' if one else 'HCPs are'} not in "
-            f"model version {version}'s snapshot and {'gets' if one else 'get'} no picks: "
-            f"{unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are compared "
-            "exactly, case included (HCPs new since the model was trained get picks once a "
-            "retrained version is served)"
+            f"model version {version}'s snapshot"
+            + ("" if to_challenger else f" and {'gets' if one else 'get'} no picks")
+            + f": {unknown_ids(hcp_ids, unknown, known=model.hcps['hcp_id'])}; ids are "
+            f"compared exactly, case included{what}"
         )
+    asked = hcp_ids if to_challenger else [h for h in hcp_ids if h not in unknown]
     noted = model.evidence.notes(model.catalog)
     if given is None:  # a send list's specialties: a typo loses specialty-bound actions
         noted += [
@@ -190,12 +201,12 @@ def picks(
     for said in noted:
         note(said)
     if log:
-        _note_logged_for_day(settings, [h for h in hcp_ids if h not in unknown], on=on)
+        _note_logged_for_day(settings, asked, on=on)
     with (
         steps() as progress,  # the HCPs scored: the unknown are skipped
         interruptible_as_ctrl_c() if log else contextlib.nullcontext(),
     ):
-        task = progress.add_task("scoring HCPs", total=len(hcp_ids) - len(unknown))
+        task = progress.add_task("scoring HCPs", total=len(asked))
 
         def advance(n: int) -> None:
             progress.advance(task, n)
@@ -223,11 +234,10 @@ def picks(
         try:
             # Serving rules and live contact history apply, as for the API.
             if log:
-                known = [h for h in hcp_ids if h not in unknown]
                 try:
                     logged = logged_picks(
                         settings,
-                        hcp_ids=known,
+                        hcp_ids=asked,
                         k=k,
                         channel=channel,
                         purpose=purpose,
@@ -287,6 +297,8 @@ def picks(
     if logged is not None:
         version = logged.model_version  # the champion when the answers were served
         fingerprint = logged.rules_fingerprint  # and the rules they were made under
+        newcomers = len(unknown) - len(logged.unknown) if to_challenger else 0
+        unknown = set(logged.unknown) if to_challenger else unknown
     # What was written and logged on stdout (--out is required: the picks never are),
     # with the rules applied: a file is not logged, and an audit asks which rules made it.
     stdout.print(
@@ -316,6 +328,14 @@ def picks(
                 f"{logged.challenger_version} (NEXTBEST_CHALLENGER_SHARE "
                 f"{settings.challenger_share:g}), as the batch endpoint answers its share of "
                 "HCPs: each pick's model_version names the version that chose it",
+                highlight=False,
+            )
+        if to_challenger:
+            stdout.print(
+                f"{plural(newcomers, 'HCP')} not in version {version}'s snapshot "
+                f"{'was' if newcomers == 1 else 'were'} answered by the challenger, which "
+                f"knows {'it' if newcomers == 1 else 'them'}; "
+                f"{plural(len(unknown), 'HCP')} no version knows got no picks",
                 highlight=False,
             )
         if logged.erased:

@@ -927,7 +927,7 @@ def evaluate(
     versions = (champion_version, challenger_version)
     for said in (
         _unknown_to_challenger(champion, challenger, versions, decisions, judged=judged),
-        _known_only_to_challenger(champion, challenger, versions, judged=judged),
+        _known_only_to_challenger(champion, challenger, versions, decisions, judged=judged),
     ):
         if said is not None:
             decision.reasons.append(said)
@@ -1333,23 +1333,34 @@ def _known_only_to_challenger(
     champion: ScoringModel,
     challenger: ScoringModel,
     versions: tuple[str, str],
+    decisions: pd.DataFrame | None = None,
     *,
     judged: str = CHALLENGER,
 ) -> str | None:
     """Said when the challenger knows HCPs the champion lacks (added to the hcps since
-    the champion was trained): the servers answer 404 for them until a version that
-    knows them is served, and the evidence, decisions the champion's servers logged,
-    holds none of theirs."""
+    the champion was trained): the champion answers them 404 until a version that
+    knows them is served, unless the challenger answers them beside it
+    (NEXTBEST_CHALLENGER_SHARE), and only then does the evidence hold their decisions."""
     added = unknown_after(challenger, champion)
     if not added:
         return None
-    return (
+    said = (
         f"{_the_version(judged, versions[1])} knows {len(added):,} HCPs the champion, "
         f"version {versions[0]}, lacks ({_first_named(added)}): added to the hcps since "
         "the champion was trained, they get 404 (unknown hcp_id) from the API until a "
-        "version that knows them is served; no logged decision is theirs, so the "
-        "evidence says nothing of how it would serve them"
+        "version that knows them is served, or the challenger answers them beside the "
+        "champion (NEXTBEST_CHALLENGER_SHARE)"
     )
+    theirs = (
+        0
+        if decisions is None or not len(decisions)
+        else int(decisions["hcp_id"].astype(str).isin(set(added)).sum())
+    )
+    if theirs:
+        return said + (
+            f"; {theirs:,} evaluated decisions are theirs, where the champion's choice is no action"
+        )
+    return said + "; no evaluated decision is theirs, so the evidence says nothing of them"
 
 
 def already_promoted(settings: Settings) -> tuple[str, str] | None:

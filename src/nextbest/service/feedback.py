@@ -71,6 +71,7 @@ def ingest_feedback(
     *,
     events: Sequence[FeedbackRecord],
     model: ScoringModel | None,
+    challenger: ScoringModel | None = None,
     log_flush_ms: float = 0.0,
     dismiss_reasons: Collection[str] | None = None,
     private: bool = False,
@@ -81,7 +82,9 @@ def ingest_feedback(
     blind: bool = False,
 ) -> FeedbackResult:
     """Store events idempotently; with the served ``model``, unknown HCPs and actions are
-    rejected (None: no model loaded, nothing to check them against); with
+    rejected (None: no model loaded, nothing to check them against), an HCP its
+    ``challenger`` knows being known (the challenger answering beside it answers
+    those only it knows: :meth:`~nextbest.service.recommend.Recommender.answering`); with
     ``dismiss_reasons``, so are dismissals and snoozes with another reason code;
     ``private``, ``requester``, ``channels`` (a channel-bound key's), ``rep`` (a
     rep's events: rep channels and opt-outs only), ``received_at`` (the clock
@@ -103,6 +106,11 @@ def ingest_feedback(
         # case-folded lookup that names an id sent in another case (mixed case too).
         hcp_exists = known_hcps_of(model)
         action_channels = model.channel_by_action
+        if challenger is not None:
+            served, also = hcp_exists, known_hcps_of(challenger)
+
+            def hcp_exists(hcp_id: str) -> bool:
+                return served(hcp_id) or also(hcp_id)
 
     store = partial(
         record_feedback,

@@ -224,6 +224,7 @@ def ingest_events(
     frame: pd.DataFrame,
     *,
     model: ScoringModel | None,
+    challenger: ScoringModel | None = None,
     progress: Callable[[int], None] | None = None,
     dismiss_reasons: Collection[str] | None = None,
 ) -> FileFeedback:
@@ -231,7 +232,8 @@ def ingest_events(
     ``settings`` names.
 
     With the served ``model``, events about HCPs or actions it does not know are
-    rejected, as the endpoint rejects them, and with ``dismiss_reasons`` (the rules
+    rejected, as the endpoint rejects them (an HCP its ``challenger`` knows is known:
+    :func:`~nextbest.service.feedback.ingest_feedback`), and with ``dismiss_reasons`` (the rules
     file's codes) dismissals and snoozes with another reason. ``progress`` is called
     with the rows done after each committed batch.
     """
@@ -257,6 +259,7 @@ def ingest_events(
                     session,
                     events=records,
                     model=model,
+                    challenger=challenger,
                     dismiss_reasons=dismiss_reasons,
                     requester=file_requester("feedback"),
                 )

@@ -497,6 +497,8 @@ class LoggedPicks:
     # (NEXTBEST_CHALLENGER_SHARE; None: none), and how many answers it gave.
     challenger_version: str | None = None
     n_by_challenger: int = 0
+    # The HCPs asked for that no version knows: no answer, no row.
+    unknown: tuple[str, ...] = ()
 
 
 def _erased_since(runtime: Any, hcp_ids: Sequence[str], since: datetime) -> set[str]:
@@ -545,7 +547,8 @@ def logged_picks(
     (:func:`history_for_picks`; said in the result's ``history_move``). With
     ``challenger_share`` above 0, the challenger answers its share of the HCPs as it
     does at the batch endpoint, prepared as the served version is (its history moved,
-    the send's files applied); each row names the version that answered it.
+    the send's files applied), and the HCPs only it knows; each row names the version
+    that answered it. HCPs no version knows get no answer (the result's ``unknown``).
     """
     from nextbest.service.feedback_file import file_requester
     from nextbest.service.runtime import ServingRuntime, make_recommender, warn_if_stale
@@ -628,12 +631,13 @@ def logged_picks(
         held_out: set[str] = set()
         by_challenger: set[str] = set()
         answered: list[str] = []
+        unknown: list[str] = []
         no_pick = NoPick()
         started = datetime.now(UTC)
         runtime.reclog.hold()
         for start in range(0, len(hcp_ids), MAX_BATCH):
             block = hcp_ids[start : start + MAX_BATCH]
-            recs, _, _ = recommend_batch(
+            recs, unknown_here, _ = recommend_batch(
                 recommender,
                 runtime.reader,
                 runtime.reclog,
@@ -645,6 +649,7 @@ def logged_picks(
                 on=decided,
             )
             n_logged += len(recs)
+            unknown += unknown_here
             by_challenger.update(
                 rec.hcp_id for rec in recs if rec.model_version != recommender.version
             )
@@ -709,6 +714,7 @@ def logged_picks(
                 recommender.challenger.version if recommender.challenger is not None else None
             ),
             n_by_challenger=len(by_challenger - erased),
+            unknown=tuple(unknown),
         )
     finally:
         runtime.close()

@@ -270,16 +270,18 @@ def challenger_answers(
     share: float,
     known: Collection[str],
     history_day: datetime,
+    served: Collection[str],
 ) -> bool:
     """Whether the challenger ``version`` answers ``hcp_id`` at decision time ``now``
     (NEXTBEST_CHALLENGER_SHARE ``share``): its draw for the HCP
     (:func:`~nextbest.policy.exploration.challenger_draw`, fixed per HCP and version)
-    falls below the share, it knows the HCP (``known``), and its history
-    (:func:`history_day`) does not end after ``now``'s day, where it could not answer.
-    The rule servers answer by (:meth:`Recommender.answering`) and ``nextbest explain``
-    explains by."""
+    falls below the share, or the served version does not know the HCP (``served``:
+    one added to the hcps since it was trained, which it would answer 404), and the
+    challenger knows the HCP (``known``) and its history (:func:`history_day`) does
+    not end after ``now``'s day, where it could not answer. The rule servers answer
+    by (:meth:`Recommender.answering`) and ``nextbest explain`` explains by."""
     return (
-        challenger_draw(hcp_id, version) < share
+        (challenger_draw(hcp_id, version) < share or hcp_id not in served)
         and hcp_id in known
         and now.astimezone(UTC).date() >= history_day.date()
     )
@@ -515,7 +517,8 @@ class Recommender:
 
     def answering(self, hcp_id: str, now: datetime) -> Recommender:
         """Who answers ``hcp_id`` at decision time ``now``: the challenger where
-        :func:`challenger_answers` says so, else this recommender. Rep plans are the
+        :func:`challenger_answers` says so (its share of the HCPs, and those only it
+        knows), else this recommender. Rep plans are the
         served version's alone (a plan ranks a whole territory by one model), and so
         are a rep key's requests (the API asks without the challenger)."""
         challenger = self.challenger
@@ -526,6 +529,7 @@ class Recommender:
             share=self.challenger_share,
             known=challenger._hcp_pos,
             history_day=challenger.history_day,
+            served=self._hcp_pos,
         ):
             return self
         return challenger
@@ -638,6 +642,14 @@ class Recommender:
     def hcp_row(self, hcp_id: str) -> int | None:
         return self._hcp_pos.get(hcp_id)
 
+    def knows(self, hcp_id: str) -> bool:
+        """Whether this recommender or its challenger knows ``hcp_id``: whose live
+        history to read for an answer (the challenger answers those only it knows,
+        :meth:`answering`)."""
+        return hcp_id in self._hcp_pos or (
+            self.challenger is not None and hcp_id in self.challenger._hcp_pos
+        )
+
     @property
     def known_hcps(self) -> KnownIds:
         """The HCP ids this model knows (set-like: a membership test is a dict lookup),
@@ -702,9 +714,6 @@ class Recommender:
         """
         now = decision_time(on, now=self.clock())
         self.check_request(k=k, channel=channel, purpose=purpose, now=now)
-        row = self._hcp_pos.get(hcp_id)
-        if row is None:
-            raise NotFoundError("hcp_id", hcp_id)
         answering = self.answering(hcp_id, now)
         if answering is not self:
             return answering.recommend(
@@ -718,6 +727,9 @@ class Recommender:
                 channels=channels,
                 blind=blind,
             )
+        row = self._hcp_pos.get(hcp_id)
+        if row is None:
+            raise NotFoundError("hcp_id", hcp_id)
         rec = self._decide(
             np.array([row]),
             k=k,
@@ -927,7 +939,11 @@ class Recommender:
         known: list[str] = []
         unknown: list[str] = []
         for h in hcp_ids:
-            (known if h in self._hcp_pos else unknown).append(h)
+            # One the served version lacks may be its challenger's (see answering).
+            answers = h in self._hcp_pos or (
+                self.challenger is not None and self.answering(h, now) is not self
+            )
+            (known if answers else unknown).append(h)
         if not known:
             return [], unknown
         # Each HCP answered by the version that answers it (one scoring call each), in

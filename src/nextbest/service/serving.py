@@ -222,7 +222,7 @@ def recommend_one(
                 now=history_time(now, reading),
                 contact_times=explain_exclusions,  # when a binding cap lifts
             )
-            if recommender.hcp_row(hcp_id) is not None
+            if recommender.knows(hcp_id)
             else None
         )
     rec = recommender.recommend(
@@ -264,7 +264,7 @@ def recommend_batch(
     repeated = (
         [h for h, n in Counter(hcp_ids).items() if n > 1] if len(unique) < len(hcp_ids) else []
     )
-    known = [h for h in unique if recommender.hcp_row(h) is not None]
+    known = [h for h in unique if recommender.knows(h)]
     history = live_history(
         db, rules=recommender.rules, hcp_ids=known, now=history_time(now, reading)
     )

@@ -87,6 +87,11 @@ def post_feedback(
             session,
             events=records,
             model=runtime.recommender.model if runtime.model_version else None,
+            challenger=(
+                runtime.recommender.challenger.model
+                if runtime.model_version and runtime.recommender.challenger is not None
+                else None
+            ),
             log_flush_ms=runtime.settings.log_flush_ms,
             dismiss_reasons=(
                 runtime.recommender.rules.dismiss_reasons if runtime.model_version else None

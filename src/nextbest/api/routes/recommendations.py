@@ -125,7 +125,7 @@ async def recommend(
     pool = runtime.async_reader
     # An explanation reads when each contact was too (when a cap lifts): a second
     # query, on the engine, for a support question rather than a send.
-    if pool is not None and not body.explain and recommender.hcp_row(body.hcp_id) is not None:
+    if pool is not None and not body.explain and recommender.knows(body.hcp_id):
         # A bad request is refused before any read (422, even with the database down).
         recommender.check_request(k=body.k, channel=body.channel, purpose=purpose, now=now)
         # PostgreSQL: the worker serves other requests while the query travels.
