@@ -925,12 +925,7 @@ def evaluate(
     if (unlogged := _never_logged_first(challenger_actions, decisions, judged)) is not None:
         decision.reasons.append(unlogged)
     versions = (champion_version, challenger_version)
-    for said in (
-        _unknown_to_challenger(champion, challenger, versions, decisions, judged=judged),
-        _known_only_to_challenger(champion, challenger, versions, decisions, judged=judged),
-    ):
-        if said is not None:
-            decision.reasons.append(said)
+    decision.reasons += _hcps_one_knows(champion, challenger, versions, decisions, judged=judged)
     served_by = decisions["model_version"].astype(str).value_counts().sort_index()
     evaluation = Evaluation(
         champion_version,
@@ -1181,12 +1176,7 @@ def _unevaluated(
         )
     else:  # compared when both load
         versions = (champion_version, challenger_version)
-        for said in (
-            _unknown_to_challenger(champion, challenger, versions, judged=judged),
-            _known_only_to_challenger(champion, challenger, versions, judged=judged),
-        ):
-            if said is not None:
-                reasons.append(said)
+        reasons += _hcps_one_knows(champion, challenger, versions, judged=judged)
     return Evaluation(
         champion_version,
         challenger_version,
@@ -1299,68 +1289,59 @@ def _unknown_hcps_said(missing: list[str], known: int, *, who: str, whose: str) 
     )
 
 
-def _unknown_to_challenger(
+def _hcps_one_knows(
     champion: ScoringModel,
     challenger: ScoringModel,
     versions: tuple[str, str],
     decisions: pd.DataFrame | None = None,
     *,
     judged: str = CHALLENGER,
-) -> str | None:
-    """Said when the challenger would leave HCPs the champion serves unknown (a retrain
-    on a partial hcps export): the gate values their decisions as no action, the
-    server would refuse them."""
-    missing = unknown_after(champion, challenger)
-    if not missing:
-        return None
-    said = _unknown_hcps_said(
-        missing,
-        len(champion.hcp_index),
-        who=_the_version(judged, versions[1]),
-        whose=f"the champion, version {versions[0]},",
-    )
-    if decisions is not None and len(decisions):
-        evaluated = int(decisions["hcp_id"].astype(str).isin(set(missing)).sum())
-        said += (
-            f"; the gate valued their {evaluated:,} evaluated decisions as no action"
-            if evaluated
-            else ""
-        )
-    return said + "; retrain with them in hcps, or promote knowing it"
+) -> list[str]:
+    """What the gate says of the HCPs only one of the two versions knows, with how many
+    of the evaluated ``decisions`` are theirs:
 
+    - those the challenger lacks (a retrain on a partial hcps export): the gate values
+      their decisions as no action, and a server would refuse them once it is served;
+    - those only the challenger knows (added to the hcps since the champion was
+      trained): the champion answers them 404 until a version that knows them is
+      served, unless the challenger answers them beside it
+      (NEXTBEST_CHALLENGER_SHARE), and only then does the evidence hold their decisions.
+    """
 
-def _known_only_to_challenger(
-    champion: ScoringModel,
-    challenger: ScoringModel,
-    versions: tuple[str, str],
-    decisions: pd.DataFrame | None = None,
-    *,
-    judged: str = CHALLENGER,
-) -> str | None:
-    """Said when the challenger knows HCPs the champion lacks (added to the hcps since
-    the champion was trained): the champion answers them 404 until a version that
-    knows them is served, unless the challenger answers them beside it
-    (NEXTBEST_CHALLENGER_SHARE), and only then does the evidence hold their decisions."""
-    added = unknown_after(challenger, champion)
-    if not added:
-        return None
-    said = (
-        f"{_the_version(judged, versions[1])} knows {len(added):,} HCPs the champion, "
-        f"version {versions[0]}, lacks ({_first_named(added)}): added to the hcps since "
-        "the champion was trained, they get 404 (unknown hcp_id) from the API until a "
-        "version that knows them is served, or the challenger answers them beside the "
-        "champion (NEXTBEST_CHALLENGER_SHARE)"
-    )
-    theirs = (
-        0
-        if decisions is None or not len(decisions)
-        else int(decisions["hcp_id"].astype(str).isin(set(added)).sum())
-    )
-    if theirs:
-        return said + (
-            f"; {theirs:,} evaluated decisions are theirs, where the champion's choice is no action"
+    def evaluated(hcp_ids: list[str]) -> int:
+        if decisions is None or not len(decisions):
+            return 0
+        return int(decisions["hcp_id"].astype(str).isin(set(hcp_ids)).sum())
+
+    notes = []
+    if missing := unknown_after(champion, challenger):
+        said = _unknown_hcps_said(
+            missing,
+            len(champion.hcp_index),
+            who=_the_version(judged, versions[1]),
+            whose=f"the champion, version {versions[0]},",
         )
-    return said + "; no evaluated decision is theirs, so the evidence says nothing of them"
+        if n := evaluated(missing):
+            said += f"; the gate valued their {n:,} evaluated decisions as no action"
+        notes.append(said + "; retrain with them in hcps, or promote knowing it")
+    if added := unknown_after(challenger, champion):
+        said = (
+            f"{_the_version(judged, versions[1])} knows {len(added):,} HCPs the champion, "
+            f"version {versions[0]}, lacks ({_first_named(added)}): added to the hcps since "
+            "the champion was trained, they get 404 (unknown hcp_id) from the API until a "
+            "version that knows them is served, or the challenger answers them beside the "
+            "champion (NEXTBEST_CHALLENGER_SHARE)"
+        )
+        n = evaluated(added)
+        notes.append(
+            said
+            + (
+                f"; {n:,} evaluated decisions are theirs, where the champion's choice is no action"
+                if n
+                else "; no evaluated decision is theirs, so the evidence says nothing of them"
+            )
+        )
+    return notes
 
 
 def already_promoted(settings: Settings) -> tuple[str, str] | None:
