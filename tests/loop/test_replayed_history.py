@@ -131,6 +131,49 @@ def test_each_decision_is_replayed_with_the_history_of_the_day_it_was_served(
     assert greedy_actions(old, decisions, contacts).tolist() == as_before.tolist()
 
 
+def test_a_day_is_replayed_with_the_contacts_reported_by_its_start(
+    loop_world: LoopWorld,
+) -> None:
+    """A feed that reports yesterday's sends this morning: a server that moved its
+    history at midnight moved it by none of them, and so does the replay, which read
+    every contact stored since and gave the replayed policy what the served one never
+    had. An engagement reported after midnight is not one yet either."""
+    model = loop_world.honest
+    day = pd.Timestamp(model.as_of).normalize() + pd.Timedelta(days=3)
+    midnight = day.tz_localize("UTC")
+    hcp_ids = model.hcps["hcp_id"].astype(str).tolist()[:200]
+    on_day = _decisions(hcp_ids, day + pd.Timedelta(hours=10))
+    contacts = _contacts_on_first_picks(model, on_day, [day - pd.Timedelta(days=1)])
+    n = len(hcp_ids)
+
+    def reported(at: pd.Timestamp, engaged: pd.Timestamp | None = None) -> pd.DataFrame:
+        """``contacts`` as the store reads them: reported at ``at``, with their engagement."""
+        never = pd.Series(pd.NaT, index=contacts.index, dtype="datetime64[ns, UTC]")
+        return contacts.assign(
+            action_id=None,
+            engaged_at=never if engaged is None else engaged,
+            reported_at=at,
+            engagement_reported_at=never if engaged is None else at,
+        )
+
+    untouched = greedy_actions(model.advanced(day, NO_CONTACTS), on_day)
+    touched = greedy_actions(model.advanced(day, contacts), on_day)
+    assert (touched != untouched).sum() > n // 10  # the contacts move the picks
+    evening = midnight - pd.Timedelta(hours=6)
+    assert greedy_actions(model, on_day, reported(evening)).tolist() == touched.tolist()
+    morning = midnight + pd.Timedelta(hours=6)
+    assert greedy_actions(model, on_day, reported(morning)).tolist() == untouched.tolist()
+
+    # Engaged an hour after the send: known that evening, or only the next morning.
+    engaged = day - pd.Timedelta(days=1) + pd.Timedelta(hours=1)
+    on_time = reported(evening, engaged.tz_localize("UTC"))
+    late = on_time.assign(engagement_reported_at=morning)
+    opened = greedy_actions(model.advanced(day, on_time), on_day)
+    assert (opened != touched).sum() > 0  # an engagement moves some picks
+    assert greedy_actions(model, on_day, on_time).tolist() == opened.tolist()
+    assert greedy_actions(model, on_day, late).tolist() == touched.tolist()
+
+
 def test_holdout_answers_are_rescored_with_the_history_of_their_day(
     loop_world: LoopWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,7 +206,7 @@ def _fresh(settings: Settings, on: bool = True) -> Settings:
 def _contacted_yesterday(model: ScoringModel, settings: Settings) -> pd.DataFrame:
     """Store a contact for every HCP of the logged decisions the day before they were
     served (after ``model``'s cut-off), on the channel of its first pick by the
-    snapshot; returns them."""
+    snapshot, reported that day; returns them."""
     with store_session(settings.resolved_database_url) as session:
         logged = load_decisions(session)
     # The day the rounds were served on (UTC; the first, should they straddle midnight).
@@ -185,6 +228,9 @@ def _contacted_yesterday(model: ScoringModel, settings: Settings) -> pd.DataFram
                 )
                 for i, (hcp_id, channel, when) in enumerate(contacts.itertuples(index=False))
             ],
+            # Reported before the day served began: a server moving its history at
+            # midnight read them (the replay moves it by what the store held then).
+            received_at=(yesterday + pd.Timedelta(hours=10)).to_pydatetime(),
         )
         session.commit()
     assert len(result.accepted) == len(contacts) > 100

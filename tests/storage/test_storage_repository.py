@@ -1811,6 +1811,61 @@ def test_contacts_between_two_times_are_every_hcps_first_reports(
     assert contacts_between(session, start=end, end=end + timedelta(days=1)).shape == (1, 5)
 
 
+def test_contacts_between_says_when_each_contact_and_its_engagement_were_reported(
+    session: Session, logged: list[RecommendationRecord]
+) -> None:
+    """What a replay moves a history by, day by day: only what the store held then (a
+    feed of yesterday's sends this morning moved no history at midnight)."""
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    sent, opened = T0 + 2 * day, T0 + 5 * day  # when each batch reached the store
+    record_feedback(
+        session,
+        events=[
+            delivered(
+                "n1",
+                "h1",
+                channel="email",
+                occurred_at=T0,
+                recommendation_id="rec-1",
+                action_id="a-email",
+            ),
+            delivered("u1", "h2", channel="email", occurred_at=T0 + hour),
+            FeedbackRecord("x1", "completed", T0 + 2 * hour, "h9", channel="visit"),
+        ],
+        received_at=sent,
+    )
+    record_feedback(
+        session,
+        events=[
+            FeedbackRecord(
+                "o1", "opened", T0 + 3 * hour, "h1", recommendation_id="rec-1", action_id="a-email"
+            ),
+            FeedbackRecord("o2", "opened", T0 + 4 * hour, "h2", channel="email"),
+        ],
+        received_at=opened,
+    )
+    found = contacts_between(session, start=T0, end=T0 + 7 * day, reported=True)
+
+    assert list(found.columns) == [
+        "hcp_id",
+        "channel",
+        "timestamp",
+        "action_id",
+        "engaged_at",
+        "reported_at",
+        "engagement_reported_at",
+    ]
+    by_hcp = found.set_index("hcp_id")
+    assert (by_hcp["reported_at"] == pd.Timestamp(sent)).all()
+    # Its recommendation's open, an open of its HCP and channel, its own completion.
+    assert by_hcp.loc["h1", "engagement_reported_at"] == pd.Timestamp(opened)
+    assert by_hcp.loc["h2", "engagement_reported_at"] == pd.Timestamp(opened)
+    assert by_hcp.loc["h9", "engagement_reported_at"] == pd.Timestamp(sent)
+    assert by_hcp["engaged_at"].tolist() == [pd.Timestamp(T0 + h * hour) for h in (3, 4, 2)]
+    plain = contacts_between(session, start=T0, end=T0 + 7 * day)
+    assert list(plain.columns) == list(found.columns)[:5]
+
+
 def test_a_contact_naming_no_recommendation_is_engaged_by_the_next_open_on_its_channel(
     session: Session,
 ) -> None:

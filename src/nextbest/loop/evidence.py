@@ -210,7 +210,9 @@ def greedy_actions(
     (``NEXTBEST_FRESH_HISTORY``) served it: each decision is scored with the history
     moved to the start (00:00 UTC) of the UTC day it was served (``timestamp``; its
     eligibility stays that of the day decided for), moved once per day
-    (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`). A decision served on
+    (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`) by the contacts the
+    store held at that moment when ``contacts`` say when each was reported
+    (:func:`known_by`). A decision served on
     the day of the model's :attr:`~nextbest.learning.scoring.ScoringModel.features_as_of`
     or before is scored with the history as it is. None, or a model that cannot
     advance: every decision with the history as it is.
@@ -258,7 +260,9 @@ def greedy_actions(
         scoring = moved.get(group_history)
         if scoring is None:
             assert contacts is not None  # other days only with them
-            scoring = moved[group_history] = model.advanced(group_history, contacts)
+            scoring = moved[group_history] = model.advanced(
+                group_history, known_by(contacts, group_history)
+            )
         hcp_ids = decisions["hcp_id"].to_numpy()[rows]
         picks = picks_frame(
             scoring,
@@ -272,6 +276,20 @@ def greedy_actions(
         best = dict(zip(picks["hcp_id"], picks["action_id"], strict=True))
         out[rows] = [best.get(h) for h in hcp_ids]
     return out
+
+
+def known_by(contacts: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
+    """``contacts`` as a server reading the store at ``moment`` had them: those reported
+    before it (``reported_at``), engaged only by an engagement reported before it
+    (``engagement_reported_at``), as :func:`~nextbest.storage.contacts_between` reads
+    them with ``reported``. A feed that reports yesterday's sends this morning, after
+    the server moved its history at midnight, moved that day's scores by none of
+    them. Contacts without their reported times: all of them, as they are."""
+    if "reported_at" not in contacts:
+        return contacts
+    known = contacts[contacts["reported_at"] < moment]
+    late = known["engagement_reported_at"] >= moment
+    return known.assign(engaged_at=known["engaged_at"].where(~late)) if late.any() else known
 
 
 def action_codes(action_ids: Iterable[object], vocabulary: pd.Index) -> np.ndarray:
@@ -309,7 +327,8 @@ def replay_contacts(
     the versions ``load_model`` loads to re-score the holdout answers of
     ``decisions`` logged without their probability of no action) to the end of the
     newest decision's UTC day (``contacts_between`` on the settings' store), for
-    :func:`~nextbest.loop.evidence.greedy_actions`. None when the setting is off, or
+    :func:`~nextbest.loop.evidence.greedy_actions`, with when each was reported. None
+    when the setting is off, or
     no such model can move (artifacts from before snapshots kept their recent
     touches): they are replayed with their snapshots' history.
     """
@@ -326,5 +345,8 @@ def replay_contacts(
     end = served.max().normalize() + pd.Timedelta(days=1)
     with store_session(settings.resolved_database_url) as session:
         return contacts_between(
-            session, start=cut_offs.min().to_pydatetime(), end=end.to_pydatetime()
+            session,
+            start=cut_offs.min().to_pydatetime(),
+            end=end.to_pydatetime(),
+            reported=True,  # each day moved by what the store held then (known_by)
         )

@@ -2812,14 +2812,20 @@ def contact_history(
     return history
 
 
-def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.DataFrame:
+def contacts_between(
+    session: Session, *, start: datetime, end: datetime, reported: bool = False
+) -> pd.DataFrame:
     """Every HCP's contacts first reported at ``start <= t < end``, one row per
     contact (:func:`_counted_contact`, as the caps count them), with their channel:
     columns ``hcp_id``, ``channel``, ``timestamp`` (UTC), ``action_id`` (None when
     the event names none) and ``engaged_at`` (UTC, NaT for none), in time order. What
     a model's history is moved on with
     (:meth:`~nextbest.learning.scoring.ScoringModel.advanced`); contacts without a
-    channel are left out.
+    channel are left out. With ``reported``, also when the store received each one
+    (``reported_at``) and its engagement (``engagement_reported_at``: the first of its
+    engagement events received; NaT for none), for a replay that moves the history
+    only by what a server could have read at the time
+    (:func:`~nextbest.loop.evidence.known_by`).
 
     A contact's engagement: the first ``ENGAGEMENT_EVENT_TYPES`` event of its
     recommendation from ``start`` on, at any time, as retraining counts a logged
@@ -2835,6 +2841,7 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
         sa.select(
             engagement.c.recommendation_id,
             sa.func.min(engagement.c.occurred_at).label("engaged_at"),
+            sa.func.min(engagement.c.received_at).label("engagement_reported_at"),
         )
         .where(
             engagement.c.event_type.in_(ENGAGEMENT_EVENT_TYPES),
@@ -2864,26 +2871,34 @@ def contacts_between(session: Session, *, start: datetime, end: datetime) -> pd.
         )
         .order_by(c.occurred_at, c.event_id)
     )
+    statement = statement.add_columns(c.recommendation_id.is_not(None))
     # A column at a time (a server reads a month of every HCP's contacts each day).
     columns = ["hcp_id", "channel", "timestamp", "action_id", "engaged_at", "named"]
-    contacts = _read_frame(
-        session,
-        statement.add_columns(c.recommendation_id.is_not(None)),
-        columns,
-        times=("timestamp", "engaged_at"),
-    )
+    times: tuple[str, ...] = ("timestamp", "engaged_at")
+    if reported:
+        statement = statement.add_columns(
+            c.received_at,
+            sa.case(
+                (c.event_type.in_(ENGAGEMENT_EVENT_TYPES), c.received_at),
+                else_=first_engaged.c.engagement_reported_at,
+            ),
+        )
+        columns += ["reported_at", "engagement_reported_at"]
+        times += ("reported_at", "engagement_reported_at")
+    contacts = _read_frame(session, statement, columns, times=times)
     wait = timedelta(days=ENGAGEMENT_WAIT_DAYS)
+    reported_columns = ["engagement_reported_at"] if reported else []
     unnamed = _read_frame(
         session,
-        sa.select(c.hcp_id, c.channel, c.occurred_at).where(
+        sa.select(c.hcp_id, c.channel, c.occurred_at, *([c.received_at] if reported else [])).where(
             c.event_type.in_([t for t in ENGAGEMENT_EVENT_TYPES if t not in CONTACT_EVENT_TYPES]),
             c.recommendation_id.is_(None),
             c.channel.is_not(None),
             c.occurred_at >= start,
             c.occurred_at < end + wait,
         ),
-        ["hcp_id", "channel", "engaged_at"],
-        times=("engaged_at",),
+        ["hcp_id", "channel", "engaged_at", *reported_columns],
+        times=("engaged_at", *reported_columns),
     )
     _engage_unnamed(contacts, unnamed, wait)
     return contacts.drop(columns="named")
@@ -2895,7 +2910,9 @@ def _engage_unnamed(contacts: pd.DataFrame, engagements: pd.DataFrame, wait: tim
     ``channel``, ``engaged_at``) whose latest contact of the same HCP and channel at or
     before it, within ``wait``, is the contact. That latest contact may name a
     recommendation: an open after a suggested send is that send's (its own events
-    engage it), not an earlier unsuggested one's. ``contacts`` is in time order."""
+    engage it), not an earlier unsuggested one's. ``contacts`` is in time order. An
+    ``engagement_reported_at`` column of ``engagements`` is set with it (the first
+    engagement's)."""
     if not len(engagements) or not len(contacts):
         return
     every = contacts[["hcp_id", "channel", "timestamp", "named"]].reset_index()
@@ -2909,10 +2926,13 @@ def _engage_unnamed(contacts: pd.DataFrame, engagements: pd.DataFrame, wait: tim
         tolerance=pd.Timedelta(wait),
     ).dropna(subset=["index"])
     linked = linked[~linked["named"].astype(bool)]
-    first = linked.groupby("index")["engaged_at"].min()
+    columns = ["engaged_at", *[c for c in ("engagement_reported_at",) if c in engagements]]
+    # The first engagement of each contact: ``engagements`` are in time order.
+    first = linked.groupby("index")[columns].first()
     rows = first.index.to_numpy(dtype=np.int64)
     fill = contacts.loc[rows, "engaged_at"].isna().to_numpy()
-    contacts.loc[rows[fill], "engaged_at"] = first.to_numpy()[fill]
+    for column in columns:
+        contacts.loc[rows[fill], column] = first[column].to_numpy()[fill]
 
 
 @dataclass(frozen=True)
