@@ -427,11 +427,18 @@ def explain(
         # Without --model, the version a server answers the HCP with at `now`: the
         # challenger for an HCP of its share, or one only it knows
         # (NEXTBEST_CHALLENGER_SHARE; a note says so).
-        asked = model_asked(settings, model_name)
+        asked: list[tuple[Any, str]] = []
+
+        def served() -> tuple[Any, str]:
+            """The model asked for (the served one without --model), loaded once."""
+            if not asked:
+                asked.append(model_asked(settings, model_name))
+            return asked[0]
+
         challenger = None
         if model_name is None:
-            challenger = challenger_answering(settings, hcp_id, now, served=asked)
-        model, version = challenger or asked
+            challenger = challenger_answering(settings, hcp_id, now, served=served)
+        model, version = challenger or served()
     except registry.RegistryError as exc:
         raise fail(str(exc)) from None
     # The ranking itself: no exploration draw (a served answer's first item is

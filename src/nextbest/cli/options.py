@@ -601,11 +601,12 @@ def say_gate_config(config: Any, path: Path | None) -> None:
 
 
 def challenger_answering(
-    settings: Settings, hcp_id: str, now: datetime, *, served: tuple[Any, str]
+    settings: Settings, hcp_id: str, now: datetime, *, served: Callable[[], tuple[Any, str]]
 ) -> tuple[Any, str] | None:
     """The challenger's model and version when a server answers ``hcp_id`` at ``now``
     with it (:func:`~nextbest.service.recommend.challenger_answers`), said in a note;
-    None: the ``served`` version (its model and version) answers it. Loads the
+    None: the served version answers it (``served`` loads its model and version, asked
+    only for an HCP outside the challenger's share: does it know the HCP?). Loads the
     challenger only for an HCP of its share or one the served version does not know."""
     from nextbest import registry
     from nextbest.policy.exploration import challenger_draw
@@ -613,11 +614,12 @@ def challenger_answering(
 
     share = settings.challenger_share
     version = registry.alias_version(settings, registry.CHALLENGER_ALIAS) if share > 0 else None
-    served_model, served_version = served
+    served_version = registry.alias_version(settings, settings.serve_alias)
     if version is None or version == served_version:
         return None
     in_share = challenger_draw(hcp_id, version) < share
-    if not in_share and hcp_id in served_model.hcp_index:
+    known = () if in_share else served()[0].hcp_index
+    if not in_share and hcp_id in known:
         return None  # not loaded for the others
     model = registry.load_version(settings, version, alias=registry.CHALLENGER_ALIAS)
     if not challenger_answers(
@@ -627,7 +629,7 @@ def challenger_answering(
         share=share,
         known=model.hcp_index,
         history_day=history_day(model),
-        served=served_model.hcp_index,
+        served=known,
     ):
         return None  # it does not know the HCP, or its history ends after `now`
     whose = (
