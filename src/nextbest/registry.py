@@ -2200,6 +2200,17 @@ def alias_version(settings: Settings, alias: str) -> str | None:
         raise _unreadable(settings, what, exc) from exc
 
 
+def challenger_beside(settings: Settings, served: str | None) -> str | None:
+    """The version of alias ``challenger`` that servers load beside the ``served``
+    version to answer its share of HCPs, and those only it knows
+    (NEXTBEST_CHALLENGER_SHARE); None: the share is 0, the alias is unset, or it names
+    the served version (just promoted)."""
+    if settings.challenger_share <= 0:
+        return None
+    wanted = alias_version(settings, CHALLENGER_ALIAS)
+    return None if wanted == served else wanted
+
+
 def _stores_usable(settings: Settings, what: str) -> None:
     """Raise :class:`RegistryUnreadableError` naming the MLflow store (tracking store
     or registry) that cannot be opened for reading ``what``: a server that does not

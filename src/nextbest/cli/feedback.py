@@ -126,12 +126,8 @@ def _challenger_beside(settings: Settings, served: str) -> Any:
     not load (said: servers leave it out too)."""
     from nextbest import registry
 
-    wanted = (
-        registry.alias_version(settings, registry.CHALLENGER_ALIAS)
-        if settings.challenger_share > 0
-        else None
-    )
-    if wanted is None or wanted == served:
+    wanted = registry.challenger_beside(settings, served)
+    if wanted is None:
         return None
     try:
         model = registry.load_version(settings, wanted, alias=registry.CHALLENGER_ALIAS)

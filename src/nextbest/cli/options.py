@@ -613,9 +613,9 @@ def challenger_answering(
     from nextbest.service.recommend import challenger_answers, history_day
 
     share = settings.challenger_share
-    version = registry.alias_version(settings, registry.CHALLENGER_ALIAS) if share > 0 else None
     served_version = registry.alias_version(settings, settings.serve_alias)
-    if version is None or version == served_version:
+    version = registry.challenger_beside(settings, served_version)
+    if version is None:
         return None
     in_share = challenger_draw(hcp_id, version) < share
     known = () if in_share else served()[0].hcp_index

@@ -169,7 +169,9 @@ def picks(
     unknown = set(hcp_ids) - set(model.hcps["hcp_id"])
     # Logged as servers answer: with a share for the challenger, it answers those of
     # them it knows (HCPs added since the served version was trained), said once done.
-    to_challenger = log and settings.challenger_share > 0 and bool(unknown)
+    to_challenger = (
+        log and bool(unknown) and registry.challenger_beside(settings, version) is not None
+    )
     if unknown:
         one = len(unknown) == 1
         what = (

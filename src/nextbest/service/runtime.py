@@ -945,7 +945,7 @@ class ServingRuntime:
                     )
                 held = self._recommender.challenger if self._recommender is not None else None
                 held_version = held.version if held is not None else None
-                wanted = self._wanted_challenger(version)
+                wanted = registry.challenger_beside(settings, version)
                 # A challenger that failed to load is tried again when the alias moves
                 # or the reload is forced, not at every poll.
                 challenger_changed = held_version != wanted and (
@@ -1265,15 +1265,6 @@ class ServingRuntime:
         if recommender.alignment != alignment:
             recommender = recommender.with_alignment(alignment)
         return recommender
-
-    def _wanted_challenger(self, served: str) -> str | None:
-        """The version of alias ``challenger`` to answer its share of HCPs beside the
-        ``served`` version (NEXTBEST_CHALLENGER_SHARE); None: the share is 0, the alias
-        is unset, or it names the served version (just promoted)."""
-        if self.settings.challenger_share <= 0:
-            return None
-        wanted = registry.alias_version(self.settings, registry.CHALLENGER_ALIAS)
-        return None if wanted == served else wanted
 
     def _with_challenger(
         self,
