@@ -78,7 +78,9 @@ it, the OPE estimates with intervals and how far they are from the truth (the
 policy's mean true value over the weeks the evaluated decisions were served in), and
 the decision; for a promoted challenger, its true value, its OPE estimates and their
 relative errors (``promoted``); the share of the round's decisions each version
-served (``served_share``, and the gate's ``evidence_served_by``). Before the first
+served (``served_share``, and the gate's ``evidence_served_by``), and how many of the
+evaluated decisions a random split chose the answering version of, valued with both
+versions' probabilities (``split_mixed``). Before the first
 round it also scores the Bayes-optimal policy of the world given the history
 (:mod:`nextbest.simulate.posterior`): the most any learner could reach at the first
 decision, the ceiling the target is read against (not after the last round: the
@@ -709,6 +711,9 @@ def gate_record(
         # The stored contacts the gate moved both versions' history by (None:
         # replayed with their snapshots').
         "gate_history_contacts": evaluation.history_contacts,
+        # The evaluated decisions a random split chose the answering version of, valued
+        # with both versions' probabilities of their action.
+        "split_mixed": evaluation.split_mixed,
         "promoted_policy": promoted_record(
             decision, true_incremental=challenger.over_evaluated_weeks, baseline=baseline
         )

@@ -1653,8 +1653,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = make_engine(url)
     try:
-        assert migrate(engine) == (None, "0013")
-        assert migrate(engine) == ("0013", "0013")
+        assert migrate(engine) == (None, "0014")
+        assert migrate(engine) == ("0014", "0014")
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     finally:
@@ -1664,8 +1664,8 @@ def test_serve_refuses_a_database_a_newer_release_migrated(
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "the database's schema is at revision 0099, which this release does not know" in said
-    assert "(its newest is 0013)" in said and "Traceback" not in result.output
-    assert "downgrade the schema with it first (`nextbest db downgrade 0013`" in said, said
+    assert "(its newest is 0014)" in said and "Traceback" not in result.output
+    assert "downgrade the schema with it first (`nextbest db downgrade 0014`" in said, said
     assert not started
     # Every other command that opens the database says the same, in one line.
     import sys
@@ -1769,7 +1769,7 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
         main()
     assert stopped.value.code == 2
     said = " ".join(capsys.readouterr().err.split())
-    assert "schema is at revision 0008, older than this release's 0013" in said, said
+    assert "schema is at revision 0008, older than this release's 0014" in said, said
     assert "`nextbest db upgrade`" in said and said.count("error:") == 1, said
     # Refused before any work is shown: no "storing events: 0/1" read as started.
     assert "storing events" not in said and "no served model" not in said, said
@@ -1777,13 +1777,13 @@ def test_only_db_upgrade_and_serve_upgrade_an_older_schema(
 
     status = runner.invoke(app, ["db", "status"])
     assert status.exit_code == 1, status.output
-    assert "schema revision 0008, behind this release's 0013" in " ".join(status.output.split())
+    assert "schema revision 0008, behind this release's 0014" in " ".join(status.output.split())
     upgraded = runner.invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "schema upgraded from revision 0008 to 0013" in upgraded.output
-    assert schema_revisions(url)[0] == "0013"
+    assert "schema upgraded from revision 0008 to 0014" in upgraded.output
+    assert schema_revisions(url)[0] == "0014"
     status = runner.invoke(app, ["db", "status"])
-    assert status.exit_code == 0 and "schema revision 0013, this release's" in status.output
+    assert status.exit_code == 0 and "schema revision 0014, this release's" in status.output
     again = runner.invoke(app, ["db", "upgrade"])
     assert again.exit_code == 0 and "nothing to do" in again.output
     # Asked about a database file not made yet (a new machine, a mistyped path), it
@@ -1810,7 +1810,7 @@ def test_serve_and_db_upgrade_stop_on_a_database_lacking_an_index_of_the_schema(
     monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
     get_settings.cache_clear()
     first = runner.invoke(app, ["db", "upgrade"])
-    assert first.exit_code == 0 and "schema upgraded from revision (none) to 0013" in (
+    assert first.exit_code == 0 and "schema upgraded from revision (none) to 0014" in (
         first.output
     ), first.output
     engine = make_engine(database_url)
@@ -1848,10 +1848,10 @@ def test_db_downgrade_refuses_to_run_when_the_schema_moved_while_it_asked(
 
     monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
     get_settings.cache_clear()
-    assert migrate(database_url) == (None, "0013")
+    assert migrate(database_url) == (None, "0014")
 
     def another_operator_first(question: str) -> bool:
-        assert downgrade(database_url, "0011") == ("0013", "0011")
+        assert downgrade(database_url, "0011") == ("0014", "0011")
         return True
 
     monkeypatch.setattr("nextbest.cli.serve.on_a_terminal", lambda: True)
@@ -1859,9 +1859,9 @@ def test_db_downgrade_refuses_to_run_when_the_schema_moved_while_it_asked(
     result = runner.invoke(app, ["db", "downgrade", "0010"])
     said = " ".join(result.output.split())
     assert result.exit_code == 2, said
-    assert "downgrading from revision 0013 to 0010 undoes: 0013" in said, said
+    assert "downgrading from revision 0014 to 0010 undoes: 0014" in said, said
     assert (
-        "error: db downgrade 0010: the database's schema moved from revision 0013, which "
+        "error: db downgrade 0010: the database's schema moved from revision 0014, which "
         "the downgrade was planned from, to 0011 since (another operator, or a server "
         "upgrading it at start): run the downgrade again to see what it undoes now; "
         "nothing was changed"
@@ -1882,7 +1882,7 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
 
     monkeypatch.setenv("NEXTBEST_DATABASE_URL", database_url)
     get_settings.cache_clear()
-    assert migrate(database_url) == (None, "0013")
+    assert migrate(database_url) == (None, "0014")
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
@@ -1894,7 +1894,7 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
         engine.dispose()
 
     for target, refused in [
-        ("0099", "there is no schema revision '0099': this release knows 0001 to 0013"),
+        ("0099", "there is no schema revision '0099': this release knows 0001 to 0014"),
         ("head", "there is no schema revision 'head'"),
     ]:
         result = runner.invoke(app, ["db", "downgrade", target])
@@ -1902,11 +1902,13 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
         assert result.exit_code == 2 and said.count("error:") == 1, said
         assert f"error: db downgrade {target}: {refused}" in said, said
         assert "nothing was changed" in said and "Traceback" not in said, said
-    assert schema_revisions(database_url)[0] == "0013"
+    assert schema_revisions(database_url)[0] == "0014"
 
     # What it drops is listed, and asked about: off a terminal, refused without --yes.
     undoes = (
-        "downgrading from revision 0013 to 0012 undoes: 0013 recommendations, feedback "
+        "downgrading from revision 0014 to 0012 undoes: 0014 recommendations: the random "
+        "split that chose the answering version drops column recommendations.split_share, "
+        "column recommendations.split_with 0013 recommendations, feedback "
         "events: indexes of each HCP id as the near-id check folds it drops index "
         "ix_feedback_events_hcp_id_folded on feedback_events, index "
         "ix_recommendations_hcp_id_folded on recommendations"
@@ -1916,24 +1918,24 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
     assert result.exit_code == 2 and undoes in said, said
     assert "error: not on a terminal: pass --yes to downgrade" in said, said
     assert "(nothing was changed)" in said, said
-    assert schema_revisions(database_url)[0] == "0013"
+    assert schema_revisions(database_url)[0] == "0014"
     monkeypatch.setattr("nextbest.cli.serve.on_a_terminal", lambda: True)
     for answer in ("n\n", ""):  # a no, or no answer (the input ended)
         declined = runner.invoke(app, ["db", "downgrade", "0012"], input=answer)
         said = " ".join(declined.output.split())
         assert declined.exit_code == 2 and "Drop these, with the data they hold?" in said, said
         assert "error: not confirmed: nothing was changed" in said, said
-        assert schema_revisions(database_url)[0] == "0013"
+        assert schema_revisions(database_url)[0] == "0014"
     confirmed = runner.invoke(app, ["db", "downgrade", "0012"], input="y\n")
     assert confirmed.exit_code == 0, confirmed.output
-    assert "schema downgraded from revision 0013 to 0012" in confirmed.output
-    assert migrate(database_url) == ("0012", "0013")
+    assert "schema downgraded from revision 0014 to 0012" in confirmed.output
+    assert migrate(database_url) == ("0012", "0014")
     monkeypatch.setattr("nextbest.cli.serve.on_a_terminal", lambda: False)
 
     result = runner.invoke(app, ["db", "downgrade", "0012", "--yes"])
     assert result.exit_code == 0, result.output
     assert undoes in " ".join(result.output.split()), result.output
-    assert "schema downgraded from revision 0013 to 0012" in result.output, result.output
+    assert "schema downgraded from revision 0014 to 0012" in result.output, result.output
     assert schema_revisions(database_url)[0] == "0012"
     # At the target already: nothing to drop, nothing asked.
     again = runner.invoke(app, ["db", "downgrade", "0012"])
@@ -1952,7 +1954,7 @@ def test_db_downgrade_takes_the_schema_down_for_a_rollback_keeping_the_log(
     assert f"there is no database file {missing}: nothing to downgrade" in said, said
     assert not missing.parent.exists()
     # The answers logged are kept, and an upgrade brings the indexes back.
-    assert migrate(database_url) == ("0012", "0013")
+    assert migrate(database_url) == ("0012", "0014")
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -2108,7 +2110,7 @@ def test_serve_and_other_commands_refuse_when_a_migration_waits_for_a_held_table
             assert "lock on recommendations" in " ".join(capsys.readouterr().err.split())
     finally:
         bi.dispose()
-    assert migrate(postgres_url) == ("0005", "0013")
+    assert migrate(postgres_url) == ("0005", "0014")
 
 
 @pytest.mark.parametrize(

@@ -104,13 +104,21 @@ def test_the_challenger_answers_its_share_of_hcps_and_is_logged_as_it(
             assert runtime.recommender.recommend(hcp_id=challenged).model_version == second
             assert runtime.recommender.recommend(hcp_id=mine).model_version == first
 
-        # Logged under the version that answered, with its own propensities.
+        # Logged under the version that answered, with its own propensities, and the
+        # random split that chose it: the other version, and its chance of being chosen.
         assert runtime.reclog.flush()
         with runtime.sessions() as session:
             for rec in recs[:60]:
                 logged = get_recommendation(session, recommendation_id=rec.recommendation_id)
                 assert logged is not None and logged.model_version == rec.model_version
                 assert [i.propensity for i in logged.items] == [i.propensity for i in rec.items]
+                split = (first, SHARE) if rec.hcp_id in theirs else (second, 1 - SHARE)
+                assert (logged.split_with, logged.split_share) == split
+        day = recs[0].created_at
+        assert runtime.recommender.split(challenged, second, day) == (first, SHARE)
+        assert runtime.recommender.split(mine, first, day) == (second, 1 - SHARE)
+        # Without a challenger, no draw chose.
+        assert runtime.recommender.with_challenger(None, 0.0).split(mine, first, day) is None
     finally:
         runtime.close()
 
@@ -492,9 +500,12 @@ def test_a_server_serves_both_and_the_gate_sees_both_in_its_evidence(
         said = CliRunner().invoke(app, ["evaluate", "--config", str(config)])
         assert said.exit_code == 0, said.output
         own = served[second] / len(results)
+        # Every decision was the draw's, and is valued with both versions' probabilities.
+        assert evaluation.split_mixed == len(results)
         assert (
             f"evidence served by v{first} {served[first]:,}, v{second} {served[second]:,}: "
-            f"{own:.0%} by the challenger itself"
+            f"{own:.0%} by the challenger itself; {len(results):,} valued with both "
+            "versions' probabilities (a random split chose who answered)"
         ) in " ".join(said.output.split())
         assert "served none of this evidence" not in said.output
 
@@ -594,8 +605,16 @@ def test_hcps_only_the_challenger_knows_are_its_to_answer_and_their_feedback_is_
     (said,) = [r for r in evaluation.decision.reasons if " lacks (" in r]
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session)
-    theirs = int(decisions["hcp_id"].astype(str).isin(set(new)).sum())
+    is_new = decisions["hcp_id"].astype(str).isin(set(new))
+    theirs = int(is_new.sum())
     assert theirs > added  # the batch's and the single requests'
+    # No draw chose the challenger for them: no split is logged, and the gate values
+    # them with the challenger's probabilities alone; the others with both.
+    assert decisions.loc[is_new, "split_with"].isna().all()
+    drawn = decisions[~is_new]
+    other = drawn["model_version"].map({first: second, second: first})
+    assert (drawn["split_with"] == other).all() and (drawn["split_share"] == SHARE).all()
+    assert evaluation.split_mixed == len(drawn)
     assert said.startswith(
         f"the challenger, version {second}, knows {added} HCPs the champion, version {first}, "
         f"lacks ({', '.join(new[:5])} and {added - 5} more)"

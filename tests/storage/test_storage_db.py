@@ -83,7 +83,7 @@ def test_migrate_reaches_head_and_is_idempotent(
     # Migrations must be found from the package, not from the working directory.
     monkeypatch.chdir(tmp_path)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0013"
+    assert head == "0014"
 
     migrate(database_url)
     migrate(database_url)
@@ -191,7 +191,7 @@ def test_upgrade_to_0004_keeps_logged_answers_without_their_p_no_action(
         "received_at, recommendation_id, hcp_id, value) VALUES "
         f"('e-1', 'outcome', {at}, {at}, 'old-1', 'h1', 2.0)",
     )
-    assert migrate(database_url) == ("0003", "0013")
+    assert migrate(database_url) == ("0003", "0014")
 
     engine = make_engine(database_url)
     try:
@@ -245,7 +245,7 @@ def test_upgrade_to_0005_keeps_logged_answers_without_a_rep(
     )
     engine = make_engine(database_url)
     try:
-        assert migrate(database_url) == ("0004", "0013")
+        assert migrate(database_url) == ("0004", "0014")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rep_id is None
@@ -482,7 +482,7 @@ def test_an_index_missing_from_the_schema_is_named_with_its_table_and_how_to_rec
         with pytest.raises(MissingIndexError) as refused:
             check_indexes(database_url)
         said = str(refused.value)
-        assert "revision 0013" in said, said
+        assert "revision 0014" in said, said
         assert "index ix_recommendations_decided_for on table recommendations" in said, said
         assert "index ix_feedback_events_hcp_id_folded on table feedback_events" in said, said
         create = (
@@ -524,7 +524,7 @@ def test_upgrade_to_0006_keeps_logged_answers_without_a_rules_fingerprint(
     )
     engine = make_engine(database_url)
     try:
-        assert migrate(database_url) == ("0005", "0013")
+        assert migrate(database_url) == ("0005", "0014")
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
             assert old is not None and old.rules_fingerprint is None
@@ -574,7 +574,7 @@ def test_upgrade_to_0008_keeps_the_log_and_records_the_next_prune(
     engine = make_engine(database_url)
     try:
         assert "maintenance_runs" not in inspect(engine).get_table_names()
-        assert migrate(database_url) == ("0007", "0013")
+        assert migrate(database_url) == ("0007", "0014")
         assert "maintenance_runs" in inspect(engine).get_table_names()
         with make_session_factory(engine)() as session:
             old = get_recommendation(session, recommendation_id="old-1")
@@ -617,7 +617,7 @@ def test_upgrade_to_0011_reads_opt_outs_stored_before_as_stored(database_url: st
     )
     engine = make_engine(database_url)
     try:
-        assert migrate(database_url) == ("0010", "0013")
+        assert migrate(database_url) == ("0010", "0014")
         with make_session_factory(engine)() as session:
             new = FeedbackRecord(
                 event_id="new-fax",
@@ -672,7 +672,7 @@ def test_upgrade_to_0012_indexes_the_day_each_logged_answer_was_decided_for(
     engine = make_engine(database_url)
     try:
         assert not indexed(engine)
-        assert migrate(database_url) == ("0011", "0013")
+        assert migrate(database_url) == ("0011", "0014")
         assert indexed(engine)
         with make_session_factory(engine)() as session:
             days = [
@@ -716,7 +716,7 @@ def test_upgrade_to_0013_indexes_each_hcp_id_as_the_near_id_check_folds_it(
     engine = make_engine(database_url)
     try:
         assert not folded & {name for name, _ in _index_names(engine)}
-        assert migrate(database_url) == ("0012", "0013")
+        assert migrate(database_url) == ("0012", "0014")
         assert folded <= {name for name, _ in _index_names(engine)}
         with make_session_factory(engine)() as session:
             assert hcps_spelled_alike(session, hcp_ids=["h000002"]) == {"H000002", "0h000002"}
@@ -779,7 +779,7 @@ def test_a_migration_behind_an_open_transaction_gives_up_and_changes_nothing(
     finally:
         bi.dispose()
     # The session gone, the same migration goes through.
-    assert migrate(postgres_url) == ("0002", "0013")
+    assert migrate(postgres_url) == ("0002", "0014")
 
 
 @pytest.mark.postgres
@@ -789,7 +789,7 @@ def test_a_downgrade_behind_an_open_transaction_names_the_table_and_who_holds_it
     """Dropping 0012's index needs ``recommendations`` to itself, as an ALTER TABLE
     does, but its statement names only the index: the refusal said "a lock on a
     table" and named no session, so the operator could not tell whom to stop."""
-    assert migrate(postgres_url) == (None, "0013")
+    assert migrate(postgres_url) == (None, "0014")
     bi = make_engine(postgres_url)
     try:
         with bi.connect() as holding:
@@ -803,8 +803,8 @@ def test_a_downgrade_behind_an_open_transaction_names_the_table_and_who_holds_it
     said = str(refused.value)
     assert f"waited {PG_MIGRATION_LOCK_TIMEOUT_S} s for a lock on recommendations," in said, said
     assert "application 'tableau'" in said, said
-    assert _current_revision(postgres_url) == "0013"
-    assert downgrade(postgres_url, "0011") == ("0013", "0011")  # the session gone
+    assert _current_revision(postgres_url) == "0014"
+    assert downgrade(postgres_url, "0011") == ("0014", "0011")  # the session gone
 
 
 def _schema_parts(url: str) -> set[str]:
@@ -847,15 +847,15 @@ def test_a_downgrade_plan_names_what_each_step_down_drops(database_url: str) -> 
     every prune and erasure): what it names must be what each step removes, read
     from the migrations themselves, so a new migration is named without a list kept
     by hand. Only reads: the schema stays where it is until the downgrade."""
-    assert migrate(database_url) == (None, "0013")
+    assert migrate(database_url) == (None, "0014")
     script = ScriptDirectory.from_config(alembic_config())
     steps = [step.revision for step in script.walk_revisions()]  # newest first
-    assert downgrade_plan(database_url, "0013") == ("0013", [])
+    assert downgrade_plan(database_url, "0014") == ("0014", [])
     before, undone = downgrade_plan(database_url, "0007")
-    assert before == "0013" and [step.revision for step in undone] == steps[:6]
-    assert undone[5].description == "maintenance_runs: the trail of every prune and erasure"
-    assert "table maintenance_runs" in undone[5].drops
-    assert _current_revision(database_url) == "0013"
+    assert before == "0014" and [step.revision for step in undone] == steps[:7]
+    assert undone[6].description == "maintenance_runs: the trail of every prune and erasure"
+    assert "table maintenance_runs" in undone[6].drops
+    assert _current_revision(database_url) == "0014"
     for above, below in itertools.pairwise(steps):
         (step,) = downgrade_plan(database_url, below)[1]
         assert step.revision == above and step.drops, step
@@ -867,8 +867,8 @@ def test_a_downgrade_plan_names_what_each_step_down_drops(database_url: str) -> 
         tables = {part.removeprefix("table ") for part in step.drops if part.startswith("table ")}
         unnamed = {p for p in gone - set(step.drops) if p.split()[-1].split(".")[0] not in tables}
         assert not unnamed, (above, unnamed)
-    with pytest.raises(DowngradeTargetError, match="below 0013"):
-        downgrade_plan(database_url, "0013")
+    with pytest.raises(DowngradeTargetError, match="below 0014"):
+        downgrade_plan(database_url, "0014")
 
 
 def test_a_downgrade_is_refused_when_the_schema_moved_since_it_was_planned(
@@ -881,17 +881,17 @@ def test_a_downgrade_is_refused_when_the_schema_moved_since_it_was_planned(
     assert migrate(database_url, revision="0011") == (None, "0011")
     planned_from, undone = downgrade_plan(database_url, "0010")
     assert planned_from == "0011" and [step.revision for step in undone] == ["0011"]
-    assert migrate(database_url) == ("0011", "0013")  # a server starting meanwhile
+    assert migrate(database_url) == ("0011", "0014")  # a server starting meanwhile
     with pytest.raises(DowngradeTargetError) as refused:
         downgrade(database_url, "0010", planned_from=planned_from)
     assert str(refused.value) == (
         "the database's schema moved from revision 0011, which the downgrade was planned "
-        "from, to 0013 since (another operator, or a server upgrading it at start): run "
+        "from, to 0014 since (another operator, or a server upgrading it at start): run "
         "the downgrade again to see what it undoes now"
     )
-    assert _current_revision(database_url) == "0013"
+    assert _current_revision(database_url) == "0014"
     # Planned from where it is, it runs.
-    assert downgrade(database_url, "0010", planned_from="0013") == ("0013", "0010")
+    assert downgrade(database_url, "0010", planned_from="0014") == ("0014", "0010")
 
 
 def _migrate_at(url: str, start: float) -> str:
@@ -913,7 +913,7 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
         start = time.time() + 1.0
         results = list(pool.map(_migrate_at, [database_url] * n_workers, [start] * n_workers))
     assert results == ["ok"] * n_workers
-    assert _current_revision(database_url) == "0013"
+    assert _current_revision(database_url) == "0014"
 
 
 def _connect_at(url: str, start: float) -> str:

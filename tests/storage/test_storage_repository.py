@@ -2221,7 +2221,8 @@ def test_logged_decisions_frame_of_every_kind_of_row(
             channel_filter="email",
             n_candidates=0,
         ),
-        # Explored: a low-propensity item first, by another version.
+        # Explored: a low-propensity item first, by another version, which a random
+        # split (a challenger share) chose to answer the HCP.
         make_recommendation(
             "rec-5",
             "h5",
@@ -2229,6 +2230,8 @@ def test_logged_decisions_frame_of_every_kind_of_row(
             model_version="nextbest/8",
             purpose="medical",
             epsilon=0.2,
+            split_with="nextbest/7",
+            split_share=0.25,
             items=(
                 make_served_item(1, "a-webinar", "webinar", propensity=0.05),
                 make_served_item(2, "a-email", "email", propensity=0.5),
@@ -2297,9 +2300,14 @@ def test_logged_decisions_frame_of_every_kind_of_row(
             "decided_for": naive.where(naive.index != 3, pd.Timestamp("2024-03-05 09:00")),
             "p_no_action": [nan, nan, nan, 0.3, nan],
             "outcome_named": [True, False, False, False, True],
+            "policy": ["epsilon_greedy"] * 5,
+            "split_with": [none] * 4 + ["nextbest/7"],
+            "split_share": [nan] * 4 + [0.25],
         }
     )
-    expected = expected.astype({"action_id": object, "channel": object, "content_id": object})
+    expected = expected.astype(
+        {"action_id": object, "channel": object, "content_id": object, "split_with": object}
+    )
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
     assert frame.attrs == {"outcomes_by_hcp": (2, 1)}  # e8 and e9 counted; e10 none
     # Without details: the same rows, the contract's columns only.

@@ -132,7 +132,13 @@ def _print_evaluation(evaluation: Any) -> None:
         console.print(
             "evidence served by "
             + ", ".join(f"v{v} {n:,}" for v, n in served.items())
-            + f": {own / sum(served.values()):.0%} by the {judged} itself",
+            + f": {own / sum(served.values()):.0%} by the {judged} itself"
+            + (
+                f"; {evaluation.split_mixed:,} valued with both versions' probabilities "
+                "(a random split chose who answered)"
+                if evaluation.split_mixed
+                else ""
+            ),
             highlight=False,
         )
         if not own and not decision.passed and judged == "challenger":

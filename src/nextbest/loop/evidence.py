@@ -16,12 +16,23 @@ probability ``h + (1 - h) * [(1 - epsilon) if greedy is empty else 0]`` (``1`` w
 holdout answer it is known only by re-scoring with the model that served it
 (:func:`serving_greedy_empty`), which sees none of those live rules, so a holdout
 answer they had emptied gets ``h``, too small.
+
+Under a random split. With a challenger answering a share of the HCPs
+(``NEXTBEST_CHALLENGER_SHARE``), a draw per HCP chose which version answered, and
+the answer logs the version it could have chosen instead and the probability it had
+of choosing the one that answered (``split_with``, ``split_share``). The probability
+the decision's action had of being served is then the mixture of both versions'
+(:func:`split_probability`): on an HCP the champion answered, the challenger's own
+choice is served with about ``share x (1 - epsilon)``, not ``epsilon / n``, and an
+estimator valuing the challenger with it is not left to a few terms weighted
+``n / epsilon``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -278,6 +289,92 @@ def greedy_actions(
     return out
 
 
+def split_versions(decisions: pd.DataFrame) -> list[str]:
+    """The versions the logged random splits of ``decisions`` (a ``load_decisions``
+    frame) could have chosen instead of the one that answered (see
+    :func:`split_probability`), in the order first met."""
+    if "split_with" not in decisions:
+        return []
+    return [str(v) for v in dict.fromkeys(decisions["split_with"].dropna())]
+
+
+@dataclass(frozen=True)
+class SplitProbability:
+    """What :func:`split_probability` found: ``pscore`` ``(n,)``, the probability of
+    each logged action; ``mixed``, the decisions valued with both versions' (a
+    random split chose who answered); ``unmixed``, those a split chose whose other
+    version could not be loaded, left with the answering version's own."""
+
+    pscore: np.ndarray
+    mixed: int
+    unmixed: int
+
+
+def split_probability(
+    decisions: pd.DataFrame,
+    action: np.ndarray,
+    pscore: np.ndarray,
+    vocabulary: pd.Index,
+    greedy_of: Callable[[str, np.ndarray], tuple[np.ndarray, pd.Index] | None],
+) -> SplitProbability:
+    """The probability each logged decision's action had of being served, counting
+    the random split that chose the answering version.
+
+    ``action`` ``(n,)``: the logged action codes in ``vocabulary`` (``NO_ACTION`` for
+    none); ``pscore`` ``(n,)``: their probability under the version that answered.
+    Where a draw per HCP chose between that version and ``split_with`` (probability
+    ``split_share`` of the answering one), and the answer was drawn epsilon-greedily,
+    the probability is ``q * pscore + (1 - q) * p_other``, ``p_other`` the other
+    version's: ``(1 - h) * (epsilon / n + (1 - epsilon) * [its greedy choice])`` for
+    an action its catalog lists (0 for one it lacks), ``h + (1 - h) * (1 - epsilon) *
+    [its greedy list empty]`` for no action (1 with no candidate), with the answer's
+    holdout rate ``h``, epsilon and number of candidates ``n`` (the same rules, so
+    the same candidates where the two catalogs agree). The holdout draw is the
+    HCP's whichever version answers. A split is random over HCPs, so the mixture is the probability
+    the action had before the draw, and an estimator dividing by it stays unbiased
+    over the draws.
+
+    ``greedy_of(version, rows)``: the other version's greedy first choice at the
+    decisions at positions ``rows`` (codes in ``vocabulary``, ``NO_ACTION`` for
+    none, any other negative code for an action ``vocabulary`` lacks) and the
+    action ids its catalog lists; None when that version cannot be loaded (those
+    decisions keep ``pscore``). Its greedy choice is replayed without the live rules
+    (:func:`greedy_actions`): where caps moved its real choice, ``p_other`` is off.
+    Softmax answers keep ``pscore`` (the other version's scores are not replayed).
+    """
+    out = np.asarray(pscore, dtype=np.float64).copy()
+    versions = split_versions(decisions)
+    if not versions:
+        return SplitProbability(out, 0, 0)
+    other = decisions["split_with"].to_numpy(dtype=object)
+    share = pd.to_numeric(decisions["split_share"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    drawn = np.isfinite(share) & (decisions["policy"].to_numpy(dtype=object) == "epsilon_greedy")
+    h = decisions["holdout_rate"].to_numpy(dtype=np.float64)
+    eps = decisions["epsilon"].to_numpy(dtype=np.float64)
+    n = decisions["n_candidates"].to_numpy(dtype=np.int64)
+    mixed = unmixed = 0
+    for version in versions:
+        rows = np.flatnonzero(drawn & (other == version))
+        if not len(rows):
+            continue
+        found = greedy_of(version, rows)
+        if found is None:
+            unmixed += len(rows)
+            continue
+        greedy, listed = found
+        a, keep = action[rows], 1.0 - h[rows]
+        offered = vocabulary.isin(listed)[np.where(a == NO_ACTION, 0, a)]
+        chosen = (1.0 - eps[rows]) * (greedy == a) + eps[rows] / np.maximum(n[rows], 1)
+        nothing = np.where(
+            n[rows] == 0, 1.0, h[rows] + keep * (1.0 - eps[rows]) * (greedy == NO_ACTION)
+        )
+        p_other = np.where(a == NO_ACTION, nothing, keep * chosen * offered)
+        q = share[rows]
+        out[rows] = q * out[rows] + (1.0 - q) * p_other
+        mixed += len(rows)
+    return SplitProbability(np.clip(out, 1e-12, 1.0), mixed, unmixed)
+
+
 def known_by(contacts: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
     """``contacts`` as a server reading the store at ``moment`` had them: those reported
     before it (``reported_at``), engaged only by an engagement reported before it
@@ -292,18 +389,24 @@ def known_by(contacts: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
     return known.assign(engaged_at=known["engaged_at"].where(~late)) if late.any() else known
 
 
-def action_codes(action_ids: Iterable[object], vocabulary: pd.Index) -> np.ndarray:
+def action_codes(
+    action_ids: Iterable[object], vocabulary: pd.Index, *, unlisted: int | None = None
+) -> np.ndarray:
     """Integer codes of ``action_ids`` in ``vocabulary``; ``-1`` for None (no action).
 
+    ``unlisted``: the code of an action ``vocabulary`` lacks (below ``-1``).
+
     Raises:
-        ValueError: an action is neither None nor in the vocabulary.
+        ValueError: an action is neither None nor in the vocabulary, without ``unlisted``.
     """
     values = [
         None if a is None or (isinstance(a, float) and np.isnan(a)) else a for a in action_ids
     ]
     known = [a for a in values if a is not None]
     codes = vocabulary.get_indexer(pd.Index(known, dtype=object))
-    if (codes < 0).any():
+    if unlisted is not None:
+        codes = np.where(codes < 0, unlisted, codes)
+    elif (codes < 0).any():
         missing = sorted({str(a) for a, c in zip(known, codes, strict=True) if c < 0})[:5]
         raise ValueError(f"actions not in the catalog: {', '.join(missing)}")
     out = np.full(len(values), NO_ACTION, dtype=np.int64)

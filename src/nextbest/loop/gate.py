@@ -76,6 +76,8 @@ from nextbest.loop.evidence import (
     replay_contacts,
     reserved_for_gate,
     serving_greedy_empty,
+    split_probability,
+    split_versions,
     version_loader,
 )
 from nextbest.loop.report import json_safe
@@ -686,6 +688,9 @@ class Evaluation:
     # on to each day a decision was served (NEXTBEST_FRESH_HISTORY, as the server
     # served them); None: replayed with their snapshots' history.
     history_contacts: int | None = None
+    # The decisions a challenger share's random split chose the answering version of,
+    # valued with both versions' probabilities of their action (split_probability).
+    split_mixed: int = 0
 
 
 def action_space(
@@ -903,10 +908,16 @@ def evaluate(
         raise NoEvidenceError(
             why, champion_version=champion_version, challenger_version=challenger_version
         )
-    load_model = version_loader(
-        settings, {champion_version: champion, challenger_version: challenger}
+    judged_models = {champion_version: champion, challenger_version: challenger}
+    load_model = version_loader(settings, judged_models)
+    # The other versions the random splits of a challenger share could have chosen
+    # (earlier challengers, an earlier champion): replayed as well, from their cut-offs.
+    split_models = [
+        m for v in split_versions(decisions) if v not in judged_models and (m := load_model(v))
+    ]
+    contacts = replay_contacts(
+        settings, [champion, challenger, *split_models], decisions, load_model
     )
-    contacts = replay_contacts(settings, [champion, challenger], decisions, load_model)
     greedy_empty, unresolved = serving_greedy_empty(decisions, load_model, contacts)
     champion_actions = greedy_actions(champion, decisions, contacts)
     challenger_actions = greedy_actions(challenger, decisions, contacts)
@@ -915,10 +926,27 @@ def evaluate(
         decisions, champion=champion, greedy_empty=greedy_empty, space=space
     )
     vocabulary = space[0]
+    champion_target = action_codes(champion_actions, vocabulary)
+    challenger_target = action_codes(challenger_actions, vocabulary)
+    targets = {champion_version: champion_target, challenger_version: challenger_target}
+
+    def greedy_of(version: str, rows: np.ndarray) -> tuple[np.ndarray, pd.Index] | None:
+        model = load_model(version)
+        if model is None:
+            return None
+        if version in targets:
+            greedy = targets[version][rows]
+        else:
+            chosen = greedy_actions(model, decisions.iloc[rows], contacts)
+            greedy = action_codes(chosen, vocabulary, unlisted=NO_ACTION - 1)
+        return greedy, pd.Index(model.catalog["action_id"].astype(str))
+
+    split = split_probability(decisions, data.action, data.pscore, vocabulary, greedy_of)
+    data = replace(data, pscore=split.pscore)
     decision = decide(
         data,
-        champion_target=action_codes(champion_actions, vocabulary),
-        challenger_target=action_codes(challenger_actions, vocabulary),
+        champion_target=champion_target,
+        challenger_target=challenger_target,
         config=config,
         judged=judged,
     )
@@ -935,7 +963,14 @@ def evaluate(
         unresolved_holdout=unresolved,
         judged=judged,
         history_contacts=None if contacts is None else len(contacts),
+        split_mixed=split.mixed,
     )
+    if split.unmixed:
+        decision.reasons.append(
+            f"{split.unmixed} decisions a challenger share's random split chose the answering "
+            "version of name another version that could not be loaded: they are valued with "
+            "the answering version's probabilities alone"
+        )
     if unresolved:
         decision.reasons.append(
             f"{unresolved} holdout answers, logged without their probability of no action "
@@ -1746,6 +1781,7 @@ def _log_evaluation(
             mlflow.log_artifact(config.source, "config")
         metrics: dict[str, float] = {
             "n_decisions": float(decision.n_decisions),
+            "split_mixed": float(evaluation.split_mixed),
             "agreement": decision.agreement,
             "passed": float(decision.passed),
             "promoted": float(promoted),

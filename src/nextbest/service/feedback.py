@@ -59,6 +59,8 @@ def log_served(
             rules_fingerprint=recommender.rules.fingerprint,
             k_requested=rec.k_requested,
             temperature=getattr(exploration, "temperature", None),
+            split_with=rec.split_with,
+            split_share=rec.split_share,
         )
         for rec in recommendations
     ]

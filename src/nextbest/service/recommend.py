@@ -101,6 +101,12 @@ class Recommendation:
     decided_for: datetime | None = None  # the decision time (a request's date), UTC
     rep_id: str | None = None  # the rep a call plan's answer was made for
     k_requested: int | None = None  # the request's k (items asked for)
+    # The random split that chose model_version to answer this HCP, with a challenger
+    # answering a share (Recommender.split): the version the draw could have chosen
+    # instead, and the probability it had of choosing model_version. None where no
+    # draw chose (no challenger; an HCP or a day only one version can answer; a plan).
+    split_with: str | None = None
+    split_share: float | None = None
 
 
 # Why an HCP of the territory is not among a rep plan's suggestions (``LeftOut.why``):
@@ -534,6 +540,36 @@ class Recommender:
             return self
         return challenger
 
+    def split(self, hcp_id: str, version: str, now: datetime) -> tuple[str, float] | None:
+        """The random split that chose ``version`` (this recommender's or its
+        challenger's) to answer ``hcp_id`` at decision time ``now``: the other version
+        and the probability the draw had of choosing ``version`` (the challenger's
+        share, or the rest). None where no draw chose: no challenger, or an HCP or a
+        day only one of the two can answer (see :meth:`answering`).
+
+        Logged with the answer (``split_with``, ``split_share``): the gate values such a
+        decision with the mixture of both versions' probabilities of its action, which
+        the random split makes the probability it was served with."""
+        challenger = self.challenger
+        if (
+            challenger is None
+            or hcp_id not in self._hcp_pos
+            or hcp_id not in challenger._hcp_pos
+            or now.astimezone(UTC).date() < challenger.history_day.date()
+        ):
+            return None
+        share = self.challenger_share
+        if version == challenger.version:
+            return self.version, share
+        return challenger.version, 1.0 - share
+
+    def _split_named(self, rec: Recommendation, now: datetime) -> Recommendation:
+        """``rec`` naming the random split that chose its version (:meth:`split`)."""
+        split = self.split(rec.hcp_id, rec.model_version, now)
+        if split is None:
+            return rec
+        return replace(rec, split_with=split[0], split_share=split[1])
+
     def self_check(self) -> None:
         """Score and explain one pair, drawing nothing: raises if the model cannot serve."""
         one = np.zeros(1, dtype=np.int64)
@@ -716,7 +752,7 @@ class Recommender:
         self.check_request(k=k, channel=channel, purpose=purpose, now=now)
         answering = self.answering(hcp_id, now)
         if answering is not self:
-            return answering.recommend(
+            rec = answering.recommend(
                 hcp_id=hcp_id,
                 k=k,
                 channel=channel,
@@ -727,6 +763,7 @@ class Recommender:
                 channels=channels,
                 blind=blind,
             )
+            return self._split_named(rec, now)
         row = self._hcp_pos.get(hcp_id)
         if row is None:
             raise NotFoundError("hcp_id", hcp_id)
@@ -739,6 +776,8 @@ class Recommender:
             history=history,
             channels=channels,
         )[0][0]
+        if self.challenger is not None:
+            rec = self._split_named(rec, now)
         if not explain_exclusions:
             return rec
         if blind and not rec.items:
@@ -951,6 +990,11 @@ class Recommender:
         recs: list[Recommendation | None] = [None] * len(known)
         served_at = self.clock()
         for answering, places in self.by_answering(known, now).items():
+            splits = (
+                [self.split(known[i], answering.version, now) for i in places]
+                if self.challenger is not None
+                else None
+            )
             answered, _ = answering._decide(
                 np.array([answering._hcp_pos[known[i]] for i in places], dtype=np.int64),
                 k=k,
@@ -960,6 +1004,7 @@ class Recommender:
                 history=history,
                 channels=channels,
                 served_at=served_at,
+                splits=splits,
             )
             for i, rec in zip(places, answered, strict=True):
                 recs[i] = rec
@@ -1270,11 +1315,14 @@ class Recommender:
         rep_only: bool = False,
         channels: Collection[str] | None = None,
         served_at: datetime | None = None,
+        splits: Sequence[tuple[str, float] | None] | None = None,
     ) -> tuple[list[Recommendation], np.ndarray]:
         """The answers for snapshot rows ``rows``, and, for ``rep_only`` (else empty),
         ``(len(rows), n_actions)`` the net value of each allowed pair (``-inf`` for the
         others), which no exploration or holdout draw changes. ``served_at``: the
-        clock's reading the answers are served at (None: read it now)."""
+        clock's reading the answers are served at (None: read it now). ``splits``: per
+        row, the random split that chose this version to answer it (:meth:`split`;
+        None: none did)."""
         model = self.model
         allowed = self.allowed(
             rows,
@@ -1346,6 +1394,7 @@ class Recommender:
         cursor = 0
         action_ids, action_channels = self._action_id_list, self._action_channel_list
         for i, s in enumerate(served):
+            split = None if splits is None else splits[i]
             items = []
             for rank, (a, explored, propensity) in enumerate(
                 zip(s.actions.tolist(), s.explored.tolist(), s.propensity.tolist(), strict=True),
@@ -1394,6 +1443,8 @@ class Recommender:
                     decided_for=now,
                     items=items,
                     k_requested=k,
+                    split_with=None if split is None else split[0],
+                    split_share=None if split is None else split[1],
                 )
             )
         if not rep_only:

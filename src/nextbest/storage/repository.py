@@ -130,6 +130,9 @@ LOGGED_DECISION_DETAIL_COLUMNS: tuple[str, ...] = (
     "decided_for",
     "p_no_action",
     "outcome_named",
+    "policy",
+    "split_with",
+    "split_share",
 )
 
 _REQUIRED_TEXT = frozenset({"event_id", "hcp_id"})
@@ -225,6 +228,11 @@ class RecommendationRecord:
     # or logged before migration 0010).
     k_requested: int | None = None
     temperature: float | None = None
+    # The random split that chose model_version to answer (with a challenger answering
+    # a share): the version it could have chosen instead and the probability it had of
+    # choosing model_version; None where no draw chose (or logged before migration 0014).
+    split_with: str | None = None
+    split_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
@@ -331,6 +339,8 @@ def log_recommendations(
                 "rules_fingerprint": record.rules_fingerprint,
                 "k_requested": record.k_requested,
                 "temperature": record.temperature,
+                "split_with": record.split_with,
+                "split_share": record.split_share,
             }
             for record in records
         ],
@@ -388,6 +398,8 @@ def get_recommendation(session: Session, *, recommendation_id: str) -> Recommend
         rules_fingerprint=row.rules_fingerprint,
         k_requested=row.k_requested,
         temperature=row.temperature,
+        split_with=row.split_with,
+        split_share=row.split_share,
     )
 
 
@@ -3770,8 +3782,10 @@ def logged_decisions(
     number of eligible candidates, epsilon and holdout rate of the serving policy,
     the decision time, ``p_no_action``: the probability the serving policy had
     of answering with no action, holdout included, NaN for answers logged before
-    migration 0004, and ``outcome_named``: whether an outcome event named this
-    recommendation, rather than only its HCP).
+    migration 0004, ``outcome_named``: whether an outcome event named this
+    recommendation, rather than only its HCP, the serving ``policy``, and
+    ``split_with`` / ``split_share``: the random split that chose the answering
+    version, None / NaN where none did).
 
     ``hcp_outcome_events``: what :func:`hcp_outcomes` returns for the same ``since``,
     from a caller that reads those events for itself as well (the uplift report),
@@ -3792,6 +3806,9 @@ def logged_decisions(
             Recommendation.epsilon,
             Recommendation.decided_for,
             Recommendation.p_no_action,
+            Recommendation.policy,
+            Recommendation.split_with,
+            Recommendation.split_share,
             RecommendationItem.action_id,
             RecommendationItem.channel,
             RecommendationItem.content_id,
@@ -3851,6 +3868,9 @@ def logged_decisions(
             "epsilon",
             "decided_for",
             "p_no_action",
+            "policy",
+            "split_with",
+            "split_share",
             "action_id",
             "channel",
             "content_id",
@@ -3897,6 +3917,11 @@ def logged_decisions(
         frame["holdout_rate"] = frame["holdout_rate"].astype("float64")
         # NaN for answers logged before the serving policy's value was recorded.
         frame["p_no_action"] = pd.to_numeric(frame["p_no_action"]).astype("float64")
+        # NaN (and None) where no random split chose the answering version.
+        frame["split_share"] = pd.to_numeric(frame["split_share"]).astype("float64")
+        frame["split_with"] = (
+            frame["split_with"].astype(object).where(frame["split_with"].notna(), None)
+        )
         columns += LOGGED_DECISION_DETAIL_COLUMNS
     out = frame.loc[:, columns].reset_index(drop=True)
     out.attrs["outcomes_by_hcp"] = counts

@@ -122,6 +122,11 @@ class Recommendation(Base):
     # stored before migration 0010.
     k_requested: Mapped[int | None] = mapped_column(sa.Integer)
     temperature: Mapped[float | None] = mapped_column(sa.Float)
+    # With a challenger answering a share of the HCPs: the version the random draw
+    # per HCP could have chosen instead of model_version, and the probability it had
+    # of choosing model_version; NULL where no draw chose, and before migration 0014.
+    split_with: Mapped[str | None] = mapped_column(_text("model_version"))
+    split_share: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class RecommendationItem(Base):
