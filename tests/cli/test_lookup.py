@@ -37,9 +37,15 @@ def _log_one_with_feedback() -> None:
         epsilon=0.0,
         temperature=0.05,
     )
-    # Decided for the moment it was asked (microseconds before it was logged).
+    # Decided for the moment it was asked (microseconds before it was logged), by the
+    # version a challenger share's random split gave the HCP.
     other = recommendation_record(
-        "rec-43", "H8", items=(served_item(1, "A3"),), decided_for=T0 - timedelta(microseconds=40)
+        "rec-43",
+        "H8",
+        items=(served_item(1, "A3"),),
+        decided_for=T0 - timedelta(microseconds=40),
+        split_with="6",
+        split_share=0.25,
     )
     with store_session(get_settings().resolved_database_url) as session:
         log_recommendations(session, records=[served, other])
@@ -98,6 +104,13 @@ def test_lookup_shows_the_answer_its_items_and_its_feedback(env_settings: Path) 
     assert "reasons not recorded (logged before schema revision 0007)" in result.stdout
     assert "items asked" not in result.stdout  # not known before revision 0010
     assert "epsilon_greedy (epsilon 0.05)" in result.stdout
+    assert (
+        "model version nextbest/7, drawn for this HCP with probability 0.25 beside version 6 "
+        "(challenger share); epsilon_greedy"
+    ) in " ".join(result.stdout.split())
+    assert "drawn for this HCP" not in said  # a plan: no draw chose its version
+    found = json.loads(runner.invoke(app, ["lookup", "rec-43", "--json"]).stdout)
+    assert (found["split_with"], found["split_share"]) == ("6", 0.25)
 
 
 def test_lookup_of_an_unknown_id_or_an_empty_store_is_refused(env_settings: Path) -> None:

@@ -262,9 +262,16 @@ def lookup(
         if record.temperature is not None
         else f"epsilon {record.epsilon:g}"
     )
+    # With a challenger share, the random split that chose this version for the HCP.
+    split = (
+        f", drawn for this HCP with probability {record.split_share:g} beside version "
+        f"{record.split_with} (challenger share)"
+        if record.split_with is not None and record.split_share is not None
+        else ""
+    )
     stdout.print(
-        f"  model version {record.model_version}; {record.policy} ({drawn}), holdout rate "
-        f"{record.holdout_rate:g}{no_action}; {record.n_candidates} candidate actions",
+        f"  model version {record.model_version}{split}; {record.policy} ({drawn}), holdout "
+        f"rate {record.holdout_rate:g}{no_action}; {record.n_candidates} candidate actions",
         highlight=False,
     )
     said_rules = record.rules_fingerprint or "not recorded (logged before schema revision 0006)"
