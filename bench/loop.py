@@ -80,7 +80,8 @@ the decision; for a promoted challenger, its true value, its OPE estimates and t
 relative errors (``promoted``); the share of the round's decisions each version
 served (``served_share``, and the gate's ``evidence_served_by``), and how many of the
 evaluated decisions a random split chose the answering version of, valued with both
-versions' probabilities (``split_mixed``). Before the first
+versions' probabilities (``split_mixed``), and how many were evaluated from outside
+the reserved share, served after both versions' cut-offs (``unseen``). Before the first
 round it also scores the Bayes-optimal policy of the world given the history
 (:mod:`nextbest.simulate.posterior`): the most any learner could reach at the first
 decision, the ceiling the target is read against (not after the last round: the
@@ -114,7 +115,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -496,10 +497,13 @@ def per_hcp(state: SimulatedWorld, choice: np.ndarray) -> float:
     return state.true_value(choice) / state.n_hcps
 
 
-def mean_true(states: list[SimulatedWorld], choices: list[np.ndarray]) -> float:
+def mean_true(
+    states: list[SimulatedWorld], choices: list[np.ndarray], weights: Sequence[float] | None = None
+) -> float:
     """The mean over weeks of the true net value per HCP of each week's choice in that
-    week's state."""
-    return float(np.mean([per_hcp(w, c) for w, c in zip(states, choices, strict=True)]))
+    week's state, each week weighing ``weights`` (None: the same)."""
+    values = [per_hcp(w, c) for w, c in zip(states, choices, strict=True)]
+    return float(np.average(values, weights=weights))
 
 
 def oracle_per_hcp(state: SimulatedWorld) -> float:
@@ -605,8 +609,9 @@ class PolicyTruth:
 
     # At the state the next round is served in (the touches of the last FATIGUE_WINDOW weeks).
     next_week: float
-    # The mean over the weeks served so far, each at its state: what the gate's OPE
-    # estimates (it evaluates the reserved share of every round's decisions).
+    # The mean over the weeks served so far, each at its state, weighted as the gate's
+    # evidence (the reserved share of every week's decisions, all of those served after
+    # both versions' cut-offs): what the gate's OPE estimates.
     over_evaluated_weeks: float
     # Its choices at each week served so far, ``(n,)`` catalog rows (-1: none) each.
     weeks: list[np.ndarray]
@@ -636,6 +641,7 @@ def round_truth(
     champion: ModelVersion,
     challenger: ModelVersion | None,
     fresh: bool,
+    reserved_share: float = 1.0,
 ) -> RoundTruth:
     """The true value of ``champion``'s and ``challenger``'s greedy policies (None: no
     challenger judged) at the week the next round is served in and over the weeks
@@ -643,7 +649,10 @@ def round_truth(
     to its day by the store's contacts; ``fresh`` off: the snapshot's); and of the
     policy served over the round's last ``passes`` weeks, HCP by HCP the greedy choice
     of the version ``answered_by`` names (``(n,)`` versions a week, as
-    :func:`serve_round` records them).
+    :func:`serve_round` records them). The weeks weigh as the gate's evidence does:
+    ``reserved_share`` of a week's decisions, all of them from the week served after
+    both versions' cut-offs (``gate.served_since``); 1 (or 0: no share reserved, every
+    decision the gate's): every week alike.
 
     Raises:
         RuntimeError: a version other than these two answered an HCP this round.
@@ -654,10 +663,16 @@ def round_truth(
     times = [*(pass_time(world, week) for week in range(len(states))), at]
     judged = [v for v in (champion, challenger) if v is not None]
     contacts = store_contacts(settings, [v.model for v in judged], at, fresh=fresh)
+    weights = None
+    if 0 < reserved_share < 1:
+        cut_off = max(pd.Timestamp(v.model.as_of) for v in judged)
+        weights = [1.0 if t >= cut_off else reserved_share for t in times[:-1]]
     truths: dict[str, PolicyTruth] = {}
     for v in judged:
         *weeks, choice = greedy_choices(world, v.model, times, contacts)
-        truths[v.version] = PolicyTruth(per_hcp(state, choice), mean_true(states, weeks), weeks)
+        truths[v.version] = PolicyTruth(
+            per_hcp(state, choice), mean_true(states, weeks, weights), weeks
+        )
     this_round = states[-passes:]
     served: list[np.ndarray] = []
     for offset, by in enumerate(answered_by[-passes:]):
@@ -714,6 +729,9 @@ def gate_record(
         # The evaluated decisions a random split chose the answering version of, valued
         # with both versions' probabilities of their action.
         "split_mixed": evaluation.split_mixed,
+        # The evaluated decisions outside the reserved share: served after both versions'
+        # cut-offs, neither learned from them.
+        "unseen": evaluation.unseen,
         "promoted_policy": promoted_record(
             decision, true_incremental=challenger.over_evaluated_weeks, baseline=baseline
         )
@@ -782,6 +800,7 @@ class ClosedLoop:
             champion=served_champion,
             challenger=judged,
             fresh=self.fresh,
+            reserved_share=1.0 if self.gate_config is None else self.gate_config.evaluation_share,
         )
         promoted = evaluation is not None and evaluation.promoted
         self.challenger = None  # judged: the champion now, or replaced by the next retrain

@@ -68,7 +68,8 @@ def test_a_difference_the_gate_did_not_estimate_says_why_in_its_row() -> None:
         **_decision(with_difference=False),
         "reasons": [
             "not enough evidence: 90 logged decisions with an outcome in the share "
-            "reserved for the gate (evaluation_share 0.3), the gate needs 500",
+            "reserved for the gate (evaluation_share 0.3) or served since both versions' "
+            "cut-offs, the gate needs 500",
             "promoted anyway: --force",
         ],
     }
@@ -77,7 +78,7 @@ def test_a_difference_the_gate_did_not_estimate_says_why_in_its_row() -> None:
     [note] = right.texts
     assert " ".join(note.get_text().split()) == (
         "not enough evidence: 90 logged decisions with an outcome in the share reserved "
-        "for the gate, the gate needs 500"
+        "for the gate or served since both versions' cut-offs, the gate needs 500"
     )
     assert note.get_position()[1] == 0  # on the difference's row
     assert list(right.get_xticks()) == []

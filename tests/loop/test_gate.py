@@ -9,13 +9,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nextbest import registry
 from nextbest.evaluation.plots import gate_figure
+from nextbest.learning.scoring import ScoringModel
 from nextbest.loop import gate
 from nextbest.loop.evidence import load_decisions, reserved_for_gate
 from nextbest.loop.gate import GateConfig, GateError, LoggedBandit, decide, load_gate_config
+from nextbest.settings import Settings
 from nextbest.storage.db import store_session
 
 from .conftest import LoopWorld, ServedStore, always_visit, do_nothing, register
@@ -179,7 +182,7 @@ def test_a_difference_not_confirmed_says_how_much_more_evidence_would_confirm_it
     """The interval straddles zero: the reason said what gain this evidence would confirm,
     not how much evidence would confirm the gain observed. At the same variance per
     decision the error shrinks as 1 / sqrt(n), so that is n x (detectable / observed)^2:
-    720 x (0.3181 / 0.2179)^2, about 1,500 reserved decisions. Observed below zero, no
+    720 x (0.3181 / 0.2179)^2, about 1,500 evaluated decisions. Observed below zero, no
     amount of evidence like this confirms a gain, and it says so."""
     data = _twelve_hcp_log(seed=55)
     n = len(data.action)
@@ -190,9 +193,10 @@ def test_a_difference_not_confirmed_says_how_much_more_evidence_would_confirm_it
     assert 1450 < needed < 1550
     assert decision.reasons[1:] == [
         "more evidence: a true gain of the observed +0.2179 per decision would pass 80% of "
-        "the time on about 1,500 reserved decisions, 2.1 times the 720 here (about 5,100 "
-        "logged with an outcome, at evaluation_share 0.3), assuming the same variance per "
-        "decision (its error shrinking as 1 / sqrt(decisions), the HCPs growing with them)"
+        "the time on about 1,500 evaluated decisions, 2.1 times the 720 here: about 810 "
+        "more with an outcome, served from now on (neither version learned from them: each "
+        "counts), assuming the same variance per decision (its error shrinking as 1 / "
+        "sqrt(decisions), the HCPs growing with them)"
     ]
     worse = decide(data, champion_target=new, challenger_target=old, config=GateConfig())
     assert worse.reasons[1:] == [
@@ -826,19 +830,50 @@ def test_better_challenger_is_promoted_then_rolled_back(
     assert gate.already_promoted(settings) is None
 
 
-def test_gate_uses_only_the_reserved_share(honest_loop: ServedStore) -> None:
+def _cut_off_after_the_log(model: ScoringModel, settings: Settings) -> ScoringModel:
+    """``model`` as a retrain after every logged decision cuts it off: it may have
+    learned from any of them but the share reserved for the gate."""
+    with store_session(settings.resolved_database_url) as session:
+        served = pd.to_datetime(load_decisions(session, with_outcome=False)["timestamp"])
+    return dataclasses.replace(model, as_of=served.max() + pd.Timedelta(seconds=1))
+
+
+def test_gate_uses_the_reserved_share_and_what_neither_version_learned_from(
+    honest_loop: ServedStore,
+) -> None:
+    """Of the decisions a version may have learned from (served before its cut-off),
+    the gate judges on the reserved share only; a decision served after both
+    versions' cut-offs, neither learned from, counts whether reserved or not."""
     settings = honest_loop.settings
-    register(
-        do_nothing(registry.load_version(settings, honest_loop.champion)),
-        settings,
-        alias="challenger",
-    )
+    idle = do_nothing(registry.load_version(settings, honest_loop.champion))
+    register(_cut_off_after_the_log(idle, settings), settings, alias="challenger")
     config = GateConfig(evaluation_share=0.3, min_decisions=1)
     evaluation = gate.evaluate(settings, config=config, log=False)
     n = evaluation.decision.n_decisions
     assert 0.2 * honest_loop.n_outcomes < n < 0.4 * honest_loop.n_outcomes
+    with store_session(settings.resolved_database_url) as session:
+        decisions = load_decisions(session)
+    assert n == int(reserved_for_gate(decisions["recommendation_id"], 0.3).sum())
+    assert evaluation.unseen == 0
     # Stable: the same decisions every time.
     assert gate.evaluate(settings, config=config, log=False).decision.n_decisions == n
+    # Cut off with the champion's history (it learned from no logged decision): all.
+    register(idle, settings, alias="challenger")
+    evaluation = gate.evaluate(settings, config=config, log=False)
+    assert evaluation.decision.n_decisions == len(decisions) == honest_loop.n_outcomes
+    assert evaluation.unseen == len(decisions) - n
+    # `nextbest evaluate` says so in its table's title.
+    from nextbest.cli.decisions import _print_evaluation
+    from nextbest.cli.output import console
+
+    with console.capture() as printed:
+        _print_evaluation(evaluation)
+    said = " ".join(printed.get().split())
+    assert (
+        f"on {len(decisions):,} logged decisions reserved for the gate or new to both "
+        f"({len(decisions) - n:,} of them outside the reserved share, served since both "
+        "versions' cut-offs)"
+    ) in said, said
 
 
 def test_a_challenger_without_hcps_the_champion_serves_is_said(
@@ -865,8 +900,8 @@ def test_a_challenger_without_hcps_the_champion_serves_is_said(
     missing = set(champion.hcp_index[-60:])
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session)
-    reserved = decisions[reserved_for_gate(decisions["recommendation_id"], 0.3)]
-    evaluated = int(reserved["hcp_id"].isin(missing).sum())
+    # Every one: served after both versions' cut-offs, neither learned from them.
+    evaluated = int(decisions["hcp_id"].isin(missing).sum())
     assert evaluated > 0
     assert f"the gate valued their {evaluated:,} evaluated decisions as no action" in said
 
@@ -961,11 +996,8 @@ def test_evaluate_without_evidence_says_why(honest_loop: ServedStore) -> None:
     """No decision to judge on: the message says whether --since or the reserved share
     left them all out, not that nothing was ever served."""
     settings = honest_loop.settings
-    register(
-        do_nothing(registry.load_version(settings, honest_loop.champion)),
-        settings,
-        alias="challenger",
-    )
+    idle = do_nothing(registry.load_version(settings, honest_loop.champion))
+    register(_cut_off_after_the_log(idle, settings), settings, alias="challenger")
     later = datetime(2100, 1, 1, tzinfo=UTC)
     with pytest.raises(GateError, match=r"no logged decisions with an outcome since 2100-01-01 "):
         gate.evaluate(settings, config=GateConfig(), since=later, log=False)
@@ -973,7 +1005,11 @@ def test_evaluate_without_evidence_says_why(honest_loop: ServedStore) -> None:
     moment = later.replace(hour=3, minute=37)
     with pytest.raises(GateError, match=r"since 2100-01-01T03:37:00\+00:00 in"):
         gate.evaluate(settings, config=GateConfig(), since=moment, log=False)
-    with pytest.raises(GateError, match=r"falls in the share reserved for the gate"):
+    with pytest.raises(
+        GateError,
+        match=r"falls in the share reserved for the gate \(evaluation_share 1e-09\) or was "
+        r"served since both versions' cut-offs \(20",
+    ):
         gate.evaluate(settings, config=GateConfig(evaluation_share=1e-9), log=False)
 
 
@@ -996,7 +1032,6 @@ def test_a_challenger_alias_on_the_champion_is_refused(honest_loop: ServedStore)
 def test_a_challenger_choosing_what_was_never_served_first_is_said() -> None:
     """A channel the champion could not score has no logged evidence: the gate says
     how often the challenger would choose it, and that the estimates say little."""
-    import pandas as pd
 
     from nextbest.loop.gate import _never_logged_first
 
@@ -1015,7 +1050,6 @@ def test_versions_with_different_catalogs_are_compared(
     """Content retired after it was served, and content the champion's catalog lacks
     (a challenger retrained on a catalog with new content): every action was coded
     in the champion's catalog, and evaluate stopped on "actions not in the catalog"."""
-    import pandas as pd
 
     from nextbest.contract import Dataset
     from nextbest.learning.train import train
@@ -1062,8 +1096,6 @@ def test_a_retired_action_is_costed_by_any_version_that_served_it_and_loads() ->
     """Content neither catalog lists takes its cost from a version that served it:
     the first that loads and lists it, not only the first logged (which may be gone)."""
     from types import SimpleNamespace
-
-    import pandas as pd
 
     def version(ids: list[str], costs: list[float]) -> SimpleNamespace:
         return SimpleNamespace(

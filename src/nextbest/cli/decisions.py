@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the gate is imported by the commands that run it
 # uplift-report refuse it): no logged decision to judge on.
 SINCE_TOO_LATE = (
     "no logged decision is that new for the gate to judge on (--since is when decisions "
-    "were logged); leave it out to judge on all the decisions reserved for the gate"
+    "were logged); leave it out to judge on all the decisions the gate may use"
 )
 
 # What evaluate, promote and rollback stopped before they said what they decided left,
@@ -107,9 +107,16 @@ def _print_evaluation(evaluation: Any) -> None:
         return
     judged = evaluation.judged
     versus = f"challenger v{evaluation.challenger_version}" if judged == "challenger" else judged
+    unseen = (
+        f" ({evaluation.unseen:,} of them outside the reserved share, served since both "
+        "versions' cut-offs)"
+        if evaluation.unseen
+        else ""
+    )
     table = Table(
         title=f"champion v{evaluation.champion_version} vs {versus} on "
-        f"{plural(decision.n_decisions, 'logged decision')} reserved for the gate"
+        f"{plural(decision.n_decisions, 'logged decision')} reserved for the gate or "
+        f"new to both{unseen}"
     )
     for column in ("estimator", "champion", judged, f"{judged} ESS"):
         table.add_column(column, justify="right")

@@ -20,10 +20,13 @@ evidence that does not support it. The difference's (IPS, DR) rests on the HCPs
 where the two choose differently, less one: elsewhere its terms are 0 whatever the
 outcome (:func:`nextbest.evaluation.ope.difference`).
 
-Only the share of logged decisions reserved for evaluation (``evaluation_share``,
-by a hash of the recommendation id) is used, and ``retrain`` never trains on it:
-a challenger judged on the outcomes it learned from would look better than it is.
-The reserved decisions of every round are never trained on, so they all count.
+The evidence is the share of logged decisions reserved for evaluation
+(``evaluation_share``, by a hash of the recommendation id), which ``retrain`` never
+trains on: a challenger judged on the outcomes it learned from would look better
+than it is. The reserved decisions of every round are never trained on, so they all
+count; and so does every decision served since both versions' cut-offs, which
+neither learned from, reserved or not (:func:`served_since`): with a challenger
+share, all of the challenger's own answers since it was trained.
 
 The gate (``training/gate.yaml``, :class:`GateConfig`) passes when there are enough
 decisions, the challenger's importance weights leave enough effective sample, and
@@ -66,7 +69,7 @@ from nextbest import registry
 from nextbest.evaluation import ope
 from nextbest.evaluation.ope import Estimator
 from nextbest.evaluation.plots import gate_figure
-from nextbest.learning.scoring import ScoringModel
+from nextbest.learning.scoring import ScoringModel, utc_timestamp
 from nextbest.loop.evidence import (
     NO_ACTION,
     action_codes,
@@ -401,8 +404,8 @@ def decide(
     if not enough:
         decision.reasons.append(
             f"not enough evidence: {n} logged decisions with an outcome in the share "
-            f"reserved for the gate (evaluation_share {config.evaluation_share:g}), "
-            f"the gate needs {config.min_decisions}"
+            f"reserved for the gate (evaluation_share {config.evaluation_share:g}) or "
+            f"served since both versions' cut-offs, the gate needs {config.min_decisions}"
         )
         if not n:
             return decision
@@ -514,7 +517,7 @@ def _against_zero(diff: ope.PolicyValue) -> str:
 
 def _say_more_evidence(decision: GateDecision, diff: ope.PolicyValue, config: GateConfig) -> None:
     """Add to ``decision``'s reasons, when the lower-bound criterion does not confirm
-    ``diff``, how many reserved decisions would: ``n x (detectable / observed)^2``
+    ``diff``, how many evaluated decisions would: ``n x (detectable / observed)^2``
     (:func:`_detectable`), the decisions at which a true gain equal to the observed
     difference passes 80% of the time, if each decision varies as much as these (the
     error shrinks as one over the square root of the decisions, the HCPs growing with
@@ -533,18 +536,15 @@ def _say_more_evidence(decision: GateDecision, diff: ope.PolicyValue, config: Ga
         )
         return
     needed = max(n * (detectable / diff.value) ** 2, float(config.min_decisions))
-    share = config.evaluation_share
-    logged = (  # share 0: every logged decision is the gate's
-        f" (about {_about(needed / share)} logged with an outcome, at evaluation_share {share:g})"
-        if share > 0
-        else ""
-    )
+    # Served from now on, after both versions' cut-offs, every decision is the gate's
+    # (served_since), reserved or not.
     decision.reasons.append(
         f"more evidence: a true gain of the observed {diff.value:+.4f} per decision would "
-        f"pass 80% of the time on about {_about(needed)} reserved decisions, "
-        f"{_times(needed / n)} the {n:,} here{logged}, assuming the "
-        "same variance per decision (its error shrinking as 1 / sqrt(decisions), the "
-        "HCPs growing with them)"
+        f"pass 80% of the time on about {_about(needed)} evaluated decisions, "
+        f"{_times(needed / n)} the {n:,} here: about {_about(needed - n)} more with an "
+        "outcome, served from now on (neither version learned from them: each counts), "
+        "assuming the same variance per decision (its error shrinking as 1 / "
+        "sqrt(decisions), the HCPs growing with them)"
     )
 
 
@@ -691,6 +691,9 @@ class Evaluation:
     # The decisions a challenger share's random split chose the answering version of,
     # valued with both versions' probabilities of their action (split_probability).
     split_mixed: int = 0
+    # The evaluated decisions outside the reserved share, served since both versions'
+    # cut-offs (served_since): neither was trained on them.
+    unseen: int = 0
 
 
 def action_space(
@@ -764,6 +767,23 @@ def bandit_from_decisions(
         baseline=history_baseline(champion, decisions["hcp_id"]),
         group=decisions["hcp_id"].astype(str).to_numpy(),
     )
+
+
+def served_since(decisions: pd.DataFrame, models: Sequence[ScoringModel]) -> np.ndarray:
+    """``(n,)`` bool: the logged ``decisions`` served at or after every one of
+    ``models``' cut-offs (:attr:`~nextbest.learning.scoring.ScoringModel.as_of`).
+
+    A version learns from the interactions before its cut-off only, and a logged
+    decision joins retraining at the time it was served, so none of ``models``
+    learned from these: they are fair evidence for judging them, reserved for the
+    gate or not. (The next retrain learns from those not reserved: a later
+    challenger, whose cut-off is after them, is judged on their reserved share
+    only.)"""
+    if not len(decisions) or not models:
+        return np.zeros(len(decisions), dtype=bool)
+    cut_off = max(utc_timestamp(m.as_of) for m in models)
+    served = pd.to_datetime(decisions["timestamp"], utc=True)
+    return (served >= cut_off).to_numpy(dtype=bool)
 
 
 def history_baseline(model: ScoringModel, hcp_ids: pd.Series) -> np.ndarray | None:
@@ -884,16 +904,23 @@ def evaluate(
     with store_session(settings.resolved_database_url) as session:
         decisions = load_decisions(session, since=since)
     logged = len(decisions)
+    unseen = 0
     if config.evaluation_share > 0:
         reserved = reserved_for_gate(decisions["recommendation_id"], config.evaluation_share)
-        decisions = decisions[reserved].reset_index(drop=True)
+        # Served since both versions' cut-offs: neither learned from them (a version
+        # learns from nothing at or after its cut-off), reserved or not.
+        after = served_since(decisions, [champion, challenger])
+        unseen = int((after & ~reserved).sum())
+        decisions = decisions[reserved | after].reset_index(drop=True)
     if not len(decisions):
         store = without_password(settings.resolved_database_url)
         if logged:
+            cut_off = max(utc_timestamp(m.as_of) for m in (champion, challenger))
             why = (
                 f"none of the {logged} logged decisions with an outcome in {store} falls in "
-                f"the share reserved for the gate (evaluation_share {config.evaluation_share:g}):"
-                " collect more outcome feedback, then evaluate"
+                f"the share reserved for the gate (evaluation_share {config.evaluation_share:g})"
+                f" or was served since both versions' cut-offs ({_moment(cut_off)}), which "
+                "neither learned from: collect more outcome feedback, then evaluate"
             )
         elif since is not None:
             why = (
@@ -964,6 +991,7 @@ def evaluate(
         judged=judged,
         history_contacts=None if contacts is None else len(contacts),
         split_mixed=split.mixed,
+        unseen=unseen,
     )
     if split.unmixed:
         decision.reasons.append(
@@ -1782,6 +1810,7 @@ def _log_evaluation(
         metrics: dict[str, float] = {
             "n_decisions": float(decision.n_decisions),
             "split_mixed": float(evaluation.split_mixed),
+            "unseen": float(evaluation.unseen),
             "agreement": decision.agreement,
             "passed": float(decision.passed),
             "promoted": float(promoted),
