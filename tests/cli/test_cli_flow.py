@@ -2448,7 +2448,10 @@ def test_models_lists_each_versions_gain_over_the_logged_policy(
     assert f"{value} (gain over logged {gain:+.3f} [{low:+.3f}, {high:+.3f}])" in said, said
     # What the figure is, once under the versions: not the gate's.
     assert said.count("held-out figures: each version on its own training history's") == 1
-    assert "the gate judges on logged decisions reserved for it (`nextbest evaluate`)" in said
+    assert (
+        "the gate judges on logged decisions neither version learned from (`nextbest evaluate`)"
+        in said
+    )
 
 
 def test_validate_counts_outcomes_as_training_will() -> None:

@@ -443,7 +443,7 @@ def _count(n: int | None, one: str) -> str:
 # rank two versions the other way round (a different slice of different decisions).
 HELD_OUT_NOT_THE_GATE = (
     "held-out figures: each version on its own training history's newest decisions; "
-    "the gate judges on logged decisions reserved for it (`nextbest evaluate`)"
+    "the gate judges on logged decisions neither version learned from (`nextbest evaluate`)"
 )
 
 
