@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from nextbest import registry
 from nextbest.contract.schema import REP_CHANNELS_FILTER, filter_channels
 from nextbest.learning.scoring import ScoringModel, utc_timestamp
+from nextbest.policy.exploration import EpsilonGreedy
 from nextbest.service.picks import picks_frame
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
@@ -348,7 +349,8 @@ def split_probability(
         return SplitProbability(out, 0, 0)
     other = decisions["split_with"].to_numpy(dtype=object)
     share = pd.to_numeric(decisions["split_share"]).to_numpy(dtype=np.float64, na_value=np.nan)
-    drawn = np.isfinite(share) & (decisions["policy"].to_numpy(dtype=object) == "epsilon_greedy")
+    epsilon_greedy = decisions["policy"].to_numpy(dtype=object) == EpsilonGreedy.name
+    drawn = np.isfinite(share) & epsilon_greedy
     h = decisions["holdout_rate"].to_numpy(dtype=np.float64)
     eps = decisions["epsilon"].to_numpy(dtype=np.float64)
     n = decisions["n_candidates"].to_numpy(dtype=np.int64)

@@ -287,10 +287,18 @@ def challenger_answers(
     not end after ``now``'s day, where it could not answer. The rule servers answer
     by (:meth:`Recommender.answering`) and ``nextbest explain`` explains by."""
     return (
-        (challenger_draw(hcp_id, version) < share or hcp_id not in served)
-        and hcp_id in known
-        and now.astimezone(UTC).date() >= history_day.date()
-    )
+        challenger_draw(hcp_id, version) < share or hcp_id not in served
+    ) and challenger_can_answer(hcp_id, now, known=known, history_day=history_day)
+
+
+def challenger_can_answer(
+    hcp_id: str, now: datetime, *, known: Collection[str], history_day: datetime
+) -> bool:
+    """Whether a challenger that knows the HCPs ``known``, its history as of
+    ``history_day``, can answer ``hcp_id`` at decision time ``now``: it knows the HCP,
+    and its history does not end after ``now``'s day (see :func:`challenger_answers`,
+    and :meth:`Recommender.split`, for which HCPs a random draw gives it)."""
+    return hcp_id in known and now.astimezone(UTC).date() >= history_day.date()
 
 
 def history_moved_to(
@@ -554,8 +562,9 @@ class Recommender:
         if (
             challenger is None
             or hcp_id not in self._hcp_pos
-            or hcp_id not in challenger._hcp_pos
-            or now.astimezone(UTC).date() < challenger.history_day.date()
+            or not challenger_can_answer(
+                hcp_id, now, known=challenger._hcp_pos, history_day=challenger.history_day
+            )
         ):
             return None
         share = self.challenger_share
