@@ -22,12 +22,14 @@ look-ups (``record_feedback`` of one event about a logged answer). The
 statements of each are captured and their plans kept (``EXPLAIN QUERY PLAN`` /
 ``EXPLAIN``), with the log tables each reads whole.
 
-The store is filled at ``--fill-revision`` (default: the schema before this
-benchmark's indexes), measured, migrated to the newest revision (the migration is
-timed: that is what an upgrade costs on such a log), and measured again: one run
-gives the figures before and after. Writes ``bench/results/logscale.json`` and
-prints each figure. Run: ``python bench/logscale.py`` (``--rows 500000`` for a
-quick look).
+The store is filled at ``--fill-revision`` (default: the newest), measured,
+migrated to the newest revision (the migration is timed: that is what an upgrade
+costs on such a log), and measured again if that changed its schema: filled at the
+revision before a migration that only adds indexes, one run gives the figures
+before and after it. A migration that adds columns needs the source before it to
+measure its schema (``--keep`` there, then ``--reuse`` here). Writes
+``bench/results/logscale.json`` and prints each figure. Run:
+``python bench/logscale.py`` (``--rows 500000`` for a quick look).
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ from nextbest.storage.testing import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = Path(__file__).resolve().parents[1] / "training" / "rules.yaml"
-# The schema as it was before this benchmark's indexes: the store is filled there.
-FILL_REVISION = "0012"
+# The schema the store is filled at, unless --fill-revision says another.
+FILL_REVISION = "head"
 # The PostgreSQL database a --keep run leaves for --reuse.
 KEPT_DATABASE = "nextbest_logscale"
 
@@ -302,8 +304,11 @@ class Log:
             yield row
 
 
-def _columns(table: str) -> list[str]:
-    return [c.name for c in Base.metadata.tables[table].columns]
+def _columns(table: str, n: int) -> list[str]:
+    """The first ``n`` columns of ``table``: those a row of :class:`Log` fills (the
+    table as of ``FILL_REVISION``). Later revisions add their columns at the end,
+    where a filled row leaves them NULL, as the migration leaves an older row."""
+    return [c.name for c in Base.metadata.tables[table].columns][:n]
 
 
 def _chunked(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -340,7 +345,7 @@ class Writer:
     def write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        columns = _columns(table)
+        columns = _columns(table, len(rows[0]))
         with self.engine.begin() as connection:
             raw: Any = connection.connection.driver_connection
             if self.postgres:
