@@ -587,7 +587,7 @@ DECIDED_BY_TAG = "decided_by"
 
 def decided_by() -> str:
     """The account this process runs as, for :data:`DECIDED_BY_TAG`."""
-    from nextbest.service.feedback_file import os_user
+    from nextbest.service.requester import os_user
 
     return os_user()
 

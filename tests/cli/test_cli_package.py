@@ -35,6 +35,18 @@ def test_importing_the_command_line_loads_none_of_the_libraries_its_commands_use
     assert done.stdout.strip() == "", f"imported with the CLI: {done.stdout.strip()}"
 
 
+def test_erase_and_prune_do_not_load_the_model_stack() -> None:
+    # They named their operator with a function of the feedback file's reader, which
+    # imports the scoring model: scikit-learn and SciPy, a second and more of every
+    # erasure's start-up for nothing they use.
+    probe = (
+        "import sys, nextbest.service.erasure\n"
+        "print(' '.join(m for m in ('sklearn', 'scipy', 'lightgbm') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"imported by erase and prune: {done.stdout.strip()}"
+
+
 def test_the_commands_are_listed_in_their_order_whatever_module_holds_them() -> None:
     commands = [c.name or c.callback.__name__ for c in app.registered_commands if c.callback]
     assert commands == [

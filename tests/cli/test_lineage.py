@@ -16,7 +16,7 @@ from nextbest import registry
 from nextbest.cli import app
 from nextbest.learning.train import TrainResult
 from nextbest.loop.lineage import champion_changes
-from nextbest.service.feedback_file import os_user
+from nextbest.service.requester import os_user
 from nextbest.settings import get_settings
 
 from .conftest import FAST, run_ok, runner

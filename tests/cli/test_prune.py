@@ -11,7 +11,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from nextbest.cli import app
-from nextbest.service.feedback_file import os_user
+from nextbest.service.requester import os_user
 from nextbest.settings import get_settings
 from nextbest.storage import FeedbackRecord, log_recommendations, record_feedback
 from nextbest.storage.db import store_session
@@ -455,7 +455,7 @@ def test_the_recorded_user_is_the_account_not_what_logname_claims(
     import os
     import pwd
 
-    from nextbest.service.feedback_file import file_requester
+    from nextbest.service.requester import file_requester
 
     account = pwd.getpwuid(os.getuid()).pw_name
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):

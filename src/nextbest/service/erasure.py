@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from nextbest.contract.dataset import load_id_list
 from nextbest.registry import VersionHolding, versions_holding
-from nextbest.service.feedback_file import file_requester
+from nextbest.service.requester import file_requester
 from nextbest.settings import Settings
 from nextbest.storage.db import describe_database_error, store_session
 from nextbest.storage.repository import (

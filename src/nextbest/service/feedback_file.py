@@ -31,6 +31,7 @@ from nextbest.contract.validate import refuse_typed_text, without_unnamed_column
 from nextbest.learning.scoring import ScoringModel
 from nextbest.service.events import MAX_FEEDBACK_BATCH, FeedbackEventCreate, parse_event
 from nextbest.service.feedback import ingest_feedback
+from nextbest.service.requester import file_requester
 from nextbest.settings import Settings
 from nextbest.storage.db import store_session
 from nextbest.storage.repository import FeedbackRecord
@@ -62,44 +63,6 @@ class FileFeedback:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # row, event_id, why
     # Stored contacts that count in the all-channel budget only (row, event_id, why).
     uncounted: list[tuple[int, str, str]] = field(default_factory=list)
-
-
-def file_requester(command: str) -> str:
-    """Who stored or served a file's rows, as the log and the feedback table record
-    it: the command and the operating-system user who ran it
-    (``nextbest feedback (jdoe)``), so that an audit can tell operators apart. Cut
-    to the width the log stores (a name an environment variable claims is anyone's
-    to make long), ending in '...)'."""
-    from nextbest.limits import STORED_LENGTHS
-
-    said, width = f"nextbest {command} ({os_user()})", STORED_LENGTHS["requester"]
-    return said if len(said) <= width else said[: width - 4] + "...)"
-
-
-def os_user() -> str:
-    """The operating-system account this process runs as, named by its user id:
-    ``LOGNAME`` and ``USER`` are environment variables anyone can set, so the name
-    they claim is added only when it differs (``root, LOGNAME says jdoe``). Where
-    the id has no account name (a bare container), the claimed name or the id."""
-    import getpass
-    import os
-
-    try:
-        claimed: str | None = getpass.getuser()
-    except (KeyError, OSError):
-        claimed = None
-    try:
-        import pwd
-
-        account = pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):  # not POSIX, or no name for this uid
-        if claimed:
-            return claimed
-        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown user"
-    if claimed is None or claimed == account:
-        return account
-    said = next(v for v in ("LOGNAME", "USER", "LNAME", "USERNAME") if os.environ.get(v))
-    return f"{account}, {said} says {claimed}"
 
 
 def read_events(path: Path) -> pd.DataFrame:

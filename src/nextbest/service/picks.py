@@ -541,7 +541,7 @@ def logged_picks(
     name) run with SIGINT and SIGTERM held, so no interruption falls between them. ``hcps``
     and ``catalog`` make the served model's eligibility stricter, as in :func:`file_picks`.
     ``requester`` (logged with each answer) defaults to the command and the user
-    running it (:func:`~nextbest.service.feedback_file.file_requester`). With
+    running it (:func:`~nextbest.service.requester.file_requester`). With
     ``fresh_history`` on, the answers are scored with the served model's history moved
     on to their day (the date's, else today's) by the store's contacts
     (:func:`history_for_picks`; said in the result's ``history_move``). With
@@ -550,7 +550,7 @@ def logged_picks(
     the send's files applied), and the HCPs only it knows; each row names the version
     that answered it. HCPs no version knows get no answer (the result's ``unknown``).
     """
-    from nextbest.service.feedback_file import file_requester
+    from nextbest.service.requester import file_requester
     from nextbest.service.runtime import ServingRuntime, make_recommender, warn_if_stale
     from nextbest.service.serving import recommend_batch
 
