@@ -9,20 +9,33 @@ DEMO_HCPS ?= 2000
 PORT ?= 8000
 export NEXTBEST_MODELS_DIR ?= models
 
-.PHONY: install demo test lint format bench bench-quality bench-serve bench-loop bench-feedback bench-logscale clean
+.PHONY: install lock demo test lint format bench bench-quality bench-serve bench-loop bench-feedback bench-logscale clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@# A venv without a working pip (made where python3-venv was missing) is made again.
 	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip \
 		|| echo "note: pip could not be upgraded; installing with the pip the venv has"
 	@trap 'exit 130' INT TERM; for try in 1 2 3; do \
-		$(BIN)/python -m pip install --quiet -e ".[dev]" && exit 0; \
+		$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]" && exit 0; \
 		[ $$try = 3 ] || { echo "pip install failed (try $$try of 3): trying again in 15 s"; sleep 15; }; \
 	done; echo "pip could not install nextbest: see its error above"; exit 1
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install nextbest with its dev tools
+install: $(STAMP) ## create .venv and install nextbest with its dev tools, at constraints.txt's versions
+
+# A venv of its own, so that .venv keeps serving while the newest releases are tried.
+LOCK_VENV := .venv-lock
+lock: ## take the newest releases pyproject.toml admits into constraints.txt (then: make lint test)
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[dev,bench]"
+	grep '^#' constraints.txt > constraints.txt.new
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+	@echo "constraints.txt now pins the newest releases: 'make lint test' installs them into .venv and runs the suite"
 
 demo: $(STAMP) ## simulate a world, train, register and serve on 127.0.0.1:$(PORT)
 	$(BIN)/nextbest simulate --out $(DEMO_DIR)/world --hcps $(DEMO_HCPS) --periods 26 --seed 7
@@ -51,7 +64,7 @@ format: $(STAMP)
 bench: bench-quality bench-serve bench-loop bench-feedback ## every benchmark; figures land in bench/results/
 
 bench-quality: $(STAMP) ## policy value on the simulator and on the Hillstrom e-mail experiment
-	$(BIN)/python -m pip install --quiet -e ".[bench]"  # causalml, the rival learners
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[bench]"  # causalml, the rival learners
 	$(BIN)/python bench/quality.py
 
 bench-serve: $(STAMP) ## latency, throughput and overhead of a real uvicorn server
