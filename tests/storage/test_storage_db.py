@@ -916,6 +916,40 @@ def test_concurrent_migrate_from_several_processes(database_url: str) -> None:
     assert _current_revision(database_url) == "0014"
 
 
+def test_a_store_at_the_newest_schema_is_opened_while_a_writer_holds_its_lock(
+    tmp_path: Path,
+) -> None:
+    # Every command and serving worker migrates first. On SQLite that took the write
+    # lock and checked every foreign key of the log even with no step to run: behind
+    # a writer holding the lock (a prune's batch, another worker's migration) it
+    # waited out busy_timeout and failed "database is locked", and on a year of log
+    # the check held writes back for seconds. A store at the newest revision is read.
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    url = f"sqlite:///{path}"
+    head = migrate(url)[1]
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA busy_timeout = 0")
+        holder.execute("BEGIN IMMEDIATE")
+        assert migrate(url, upgrade=False) == (head, head)
+        engine = make_engine(url)
+        try:
+            assert db._at_revision(engine, "head") == head
+            assert db._at_revision(engine, "0013") is None
+        finally:
+            engine.dispose()
+        with store_session(url) as session:
+            assert logged_decisions(session).empty
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Behind, it is migrated under the lock as before.
+    downgrade(url, "0013")
+    assert migrate(url) == ("0013", head)
+
+
 def _connect_at(url: str, start: float) -> str:
     """Run in a worker process: wait for the common start time, then open a connection."""
     while time.time() < start:

@@ -921,6 +921,26 @@ def _check_downgrade(script: ScriptDirectory, before: str | None, revision: str)
         )
 
 
+def _at_revision(engine: Engine, revision: str) -> str | None:
+    """``revision`` (``head``: the newest) when the database's schema is at it already,
+    read without a lock; else None, for the locked path to check and migrate.
+
+    Every command and every serving worker starts by migrating. Under the lock, on
+    SQLite, that took the write lock and ran ``PRAGMA foreign_key_check`` over the
+    whole log each time, a check with nothing to find when no step ran: seconds on a
+    year of log, during which no answer or feedback event could be written. A schema
+    read at the target is committed there (a migration in progress is read as the
+    revision before it, and waited for under the lock)."""
+    with engine.connect() as connection:
+        found = MigrationContext.configure(connection).get_current_revision()
+    if found is None:
+        return None
+    target = revision
+    if revision == "head":
+        target = ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+    return found if found == target else None
+
+
 def _migrate_locked(
     engine: Engine,
     revision: str,
@@ -934,6 +954,8 @@ def _migrate_locked(
             connection, revision, upgrade=upgrade, down=down, planned_from=planned_from
         )
 
+    if not down and planned_from is None and (at := _at_revision(engine, revision)) is not None:
+        return at, at
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             with sqlite_migration_transaction(connection):
@@ -963,7 +985,8 @@ def migrate(
     run against a shared database does not strand the servers of the previous one.
 
     Idempotent, and safe to call from several processes at once (SQLite: the write
-    lock, PostgreSQL: an advisory lock). Given a URL, the engine made for it is
+    lock, PostgreSQL: an advisory lock); a database at ``revision`` already is only
+    read, no lock taken. Given a URL, the engine made for it is
     disposed afterwards; a given engine is left open. Raises
     :class:`SchemaTooNewError` for a database a newer release migrated, and on
     PostgreSQL :class:`MigrationLockTimeoutError` when a statement waited
