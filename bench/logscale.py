@@ -15,7 +15,8 @@ it (a ``nextbest`` process, start-up included: ``startup`` is that alone):
 ``erase`` of a known HCP and of an id never seen (its near-id check),
 ``prune --older-than 730d``. In process it times the storage reads of each (the
 log read of ``retrain`` is ``load_decisions``, which ``read_feedback_rows``
-calls) and the serving path's per-request reads: one HCP's contact history,
+calls), opening the store as every command and worker does (``migrate`` at the
+newest revision) and the serving path's per-request reads: one HCP's contact history,
 dismissals and consent (``serving_history``, as every answer reads it), a rep's
 latest decision on a suggestion (``latest_decision``) and the feedback ingest's
 look-ups (``record_feedback`` of one event about a logged answer). The
@@ -517,6 +518,10 @@ def measure(
         return call
 
     try:
+        # Opening the store, as every command and serving worker does first: `migrate`
+        # finds the newest revision (on SQLite it once took the write lock and checked
+        # every foreign key of the log).
+        figures["open_store"] = timed(engine, lambda: migrate(engine, upgrade=False), repeat=5)
         # Serving: one HCP's contact history, dismissals and consent as every answer
         # reads it (the rules' windows), for 200 HCPs; one statement, sent on the
         # driver's cursor.
