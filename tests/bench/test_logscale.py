@@ -56,6 +56,34 @@ def test_the_filled_log_is_read_by_the_newest_code(database_url: str, revision: 
     assert served < set(decisions["recommendation_id"])
 
 
+def test_every_read_is_measured_on_the_filled_log(tmp_path: Path) -> None:
+    # The in-process figures (the commands, processes of their own, left out): each
+    # read of the newest code runs on the filled rows and has its time and plans.
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = logscale.Log(rows=3_000, events=1_200, hcps=300, seed=5, end=END)
+    migrate(url)
+    logscale.fill(url, log)
+    commands = frozenset(
+        ("startup", "uplift_report", "uplift_report_since_90d", "lookup_answer", "lookup_hcp")
+    ) | {"erase_one_hcp", "erase_unseen_id", "prune_730d"}
+    figures = logscale.measure(url, log, tmp_path, "test", skip=commands)
+    assert set(figures) == {
+        "open_store",
+        "serving_history_one_hcp",
+        "rep_latest_decision",
+        "feedback_one_event",
+        "lookup_answer_reads",
+        "lookup_hcp_reads",
+        "erase_one_hcp_reads",
+        "erase_near_id_check",
+        "prune_730d_reads",
+        "retrain_log_read",
+        "uplift_report_reads",
+    }
+    assert all(f["seconds"] >= 0 and isinstance(f["plans"], list) for f in figures.values())
+    assert figures["retrain_log_read"]["plans"], "the log read's statements were not seen"
+
+
 def test_an_unknown_backend_is_refused_by_name(tmp_path: Path) -> None:
     import subprocess
     import sys
