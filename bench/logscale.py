@@ -16,7 +16,8 @@ it (a ``nextbest`` process, start-up included: ``startup`` is that alone):
 ``prune --older-than 730d``. In process it times the storage reads of each (the
 log read of ``retrain`` is ``load_decisions``, which ``read_feedback_rows``
 calls), opening the store as every command and worker does (``migrate`` at the
-newest revision) and the serving path's per-request reads: one HCP's contact history,
+newest revision), on SQLite the file check ``nextbest serve`` makes before serving,
+and the serving path's per-request reads: one HCP's contact history,
 dismissals and consent (``serving_history``, as every answer reads it), a rep's
 latest decision on a suggestion (``latest_decision``) and the feedback ingest's
 look-ups (``record_feedback`` of one event about a logged answer). The
@@ -58,7 +59,7 @@ from nextbest.loop.evidence import load_decisions, with_outcome_only
 from nextbest.policy.rules import ServingRules
 from nextbest.settings import drop_environment_settings
 from nextbest.storage import make_engine, make_session_factory, migrate
-from nextbest.storage.db import schema_revisions
+from nextbest.storage.db import schema_revisions, sqlite_damage
 from nextbest.storage.tables import Base
 from nextbest.storage.testing import (
     POSTGRES_URL_ENV,
@@ -522,6 +523,10 @@ def measure(
         # finds the newest revision (on SQLite it once took the write lock and checked
         # every foreign key of the log).
         figures["open_store"] = timed(engine, lambda: migrate(engine, upgrade=False), repeat=5)
+        if engine.dialect.name == "sqlite":
+            # `nextbest serve` reads every page of the file before it serves
+            # (`PRAGMA quick_check`: a file restored beside a later write-ahead log).
+            figures["serve_file_check"] = timed(engine, lambda: sqlite_damage(url))
         # Serving: one HCP's contact history, dismissals and consent as every answer
         # reads it (the rules' windows), for 200 HCPs; one statement, sent on the
         # driver's cursor.

@@ -69,6 +69,7 @@ def test_every_read_is_measured_on_the_filled_log(tmp_path: Path) -> None:
     figures = logscale.measure(url, log, tmp_path, "test", skip=commands)
     assert set(figures) == {
         "open_store",
+        "serve_file_check",
         "serving_history_one_hcp",
         "rep_latest_decision",
         "feedback_one_event",
