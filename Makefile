@@ -77,7 +77,8 @@ bench-loop: $(STAMP) ## the closed loop, simulated: serve, feedback, retrain, ga
 bench-feedback: $(STAMP) ## feedback ingest through the API on SQLite and PostgreSQL, zero loss
 	$(BIN)/python bench/feedback.py
 
-# Not part of `make bench`: filling a year of log takes most of an hour on 2 cores.
+# Not part of `make bench`: a year of log, filled and measured on both backends, takes
+# about half an hour on 2 cores (an hour on a loaded machine).
 bench-logscale: $(STAMP) ## a year of log (5 M answers): each command and serving read, timed, with plans
 	$(BIN)/python bench/logscale.py
 
