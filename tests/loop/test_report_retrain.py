@@ -30,6 +30,7 @@ from nextbest.loop.report import (
     compare,
     conclusion,
     coverage_differs,
+    fold_groups,
     served_elsewhere,
     uplift_report,
     write_report,
@@ -72,13 +73,15 @@ def _known_effect_store(
     by_hcp: bool = False,
     served_reported: float = 1.0,
     decided_for: datetime | None = None,
+    requesters: int = 0,
 ) -> None:
     """``n`` logged requests, 30% holdout; served outcome = holdout outcome + ``effect``.
 
     ``by_hcp``: one request per HCP, and outcomes sent as an NRx feed sends them,
     naming the HCP and not the recommendation. ``served_reported``: the share of
     served requests whose outcome is sent (every holdout one is). ``decided_for``:
-    the date every request was asked for."""
+    the date every request was asked for. ``requesters``: that many API keys take turns
+    asking (``rep-000``, ...), 0: one, ``test``."""
     rng = np.random.default_rng(seed)
     url = settings.resolved_database_url
     migrate(url)
@@ -94,7 +97,7 @@ def _known_effect_store(
                 recommendation_id=rid,
                 created_at=T0 + timedelta(minutes=i),
                 hcp_id=hcp_id,
-                requester="test",
+                requester=f"rep-{i % requesters:03d}" if requesters else "test",
                 purpose="promotional",
                 channel_filter=None,
                 model_version="1",
@@ -150,6 +153,79 @@ def test_report_finds_a_known_effect(
         assert report.overall.ci_high - report.overall.ci_low < 0.5
     html = (tmp_path / "report" / "uplift_report.html").read_text()
     assert opening in html
+
+
+def test_a_dimension_of_many_groups_shows_the_largest_and_the_rest_as_one(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(models_dir=tmp_path / "models")
+    # 40 keys take turns, 50 requests each: the ties are kept in the table's order.
+    _known_effect_store(settings, n=2000, effect=0.5, seed=7, requesters=40)
+    report = uplift_report(settings, out_dir=tmp_path / "report", max_groups=5, log=False)
+    requesters = [r for r in report.rows if r.dimension == "requester"]
+    assert [r.group for r in requesters] == ["(36 others)", *(f"rep-{i:03d}" for i in range(4))]
+    assert report.folded == {"requester": 36}
+    rest = requesters[0]
+    kept = requesters[1:]
+    assert rest.n_served + sum(r.n_served for r in kept) == report.overall.n_served
+    assert rest.n_holdout + sum(r.n_holdout for r in kept) == report.overall.n_holdout
+    # Compared as any group is: 1,800 requests of a known effect.
+    assert rest.verdict.startswith("serving helps") and rest.ci_low < 0.5 < rest.ci_high
+    said = (
+        "Shown one by one: 4 requester groups with the most requests, the other 36 as one "
+        "(--max-groups 5; 0 shows every group)."
+    )
+    assert said in (tmp_path / "report" / "uplift_report.html").read_text()
+    record = json.loads((tmp_path / "report" / "uplift_report.json").read_text())
+    assert record["folded"] == {"requester": 36} and record["max_groups"] == 5
+    assert next(r["group"] for r in record["rows"] if r["dimension"] == "requester") == rest.group
+
+    every = uplift_report(settings, out_dir=tmp_path / "every", max_groups=0, log=False)
+    assert len([r for r in every.rows if r.dimension == "requester"]) == 40
+    assert every.folded == {}
+    assert "Shown one by one" not in (tmp_path / "every" / "uplift_report.html").read_text()
+
+
+def test_weeks_past_the_groups_shown_are_the_oldest_as_one() -> None:
+    # The newest weeks are kept, however few requests they hold.
+    weeks = pd.Series(["2026-01-05"] * 5 + ["2026-01-12"] * 4 + ["2026-01-19", "2026-01-26"])
+    folded, n = fold_groups(weeks, 3, by_time=True)
+    assert n == 2
+    assert folded.tolist() == ["(before 2026-01-19)"] * 9 + ["2026-01-19", "2026-01-26"]
+    _, rows = build_rows(
+        pd.DataFrame({"outcome": [1.0] * 11, "holdout": [True, False] * 5 + [True]}),
+        {"week": folded},
+        min_per_arm=1,
+    )
+    assert [r.group for r in rows] == ["(before 2026-01-19)", "2026-01-19", "2026-01-26"]
+
+
+@pytest.mark.parametrize(("max_groups", "n"), [(0, 0), (4, 0), (5, 0), (3, 2)])
+def test_groups_are_folded_only_past_the_number_shown(max_groups: int, n: int) -> None:
+    labels = pd.Series(list("aabbbcd"))
+    folded, count = fold_groups(labels, max_groups)
+    assert count == n
+    if n:  # the largest (b, then a) keep their rows; ties go in the table's order
+        assert folded.tolist() == ["a", "a", "b", "b", "b", "(2 others)", "(2 others)"]
+    else:
+        assert folded is labels
+
+
+@pytest.mark.parametrize("max_groups", [1, -1])
+def test_a_number_of_groups_that_shows_nothing_is_refused_before_the_log_is_read(
+    tmp_path: Path, max_groups: int
+) -> None:
+    # Said before anything else is checked: there is not even a models directory.
+    result = CliRunner().invoke(
+        app,
+        ["uplift-report", "--max-groups", str(max_groups), "--out", str(tmp_path / "r")],
+        env={"NEXTBEST_MODELS_DIR": str(tmp_path / "models")},
+    )
+    assert result.exit_code != 0
+    assert f"error: --max-groups: {max_groups} is not a number of groups to show" in " ".join(
+        result.output.split()
+    )
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_report_measures_outcomes_sent_by_hcp(tmp_path: Path) -> None:

@@ -38,10 +38,18 @@ def uplift_report(
             "--min-per-arm", min=2, help="HCPs with an outcome in each arm before concluding."
         ),
     ] = 30,
+    max_groups: Annotated[
+        int,
+        typer.Option(
+            "--max-groups",
+            help="Groups of a dimension shown one by one (the most requests; by week the "
+            "newest), the rest as one; 0 shows every group.",
+        ),
+    ] = 20,
 ) -> Path:
     """Outcomes of served vs holdout requests per channel, action group and segment."""
     from nextbest.errors import InvalidRequestError
-    from nextbest.loop.report import chance_said
+    from nextbest.loop.report import chance_said, folded_said, max_groups_problem
     from nextbest.loop.report import uplift_report as build
 
     settings = read_settings()
@@ -51,6 +59,8 @@ def uplift_report(
         "week a plan was asked for)",
     )
     check_dir_to_write(out, "--out")  # made once the report is written
+    if (problem := max_groups_problem(max_groups)) is not None:
+        raise fail(f"--max-groups: {problem}")
     # After the options: --out named first.
     refuse_missing_models_dir(settings, "log", answers_from_log=True)
     try:
@@ -61,6 +71,7 @@ def uplift_report(
                 since=start,
                 segment=segment,
                 min_per_arm=min_per_arm,
+                max_groups=max_groups,
             )
     except InvalidRequestError as exc:
         raise fail(f"--{exc.field}: {exc.message}") from None
@@ -80,9 +91,9 @@ def uplift_report(
         raise
     console.print(report_table(report))
     console.print(report.conclusion)
-    chance = chance_said(report)
-    if chance is not None:
-        console.print(chance)
+    for said in (chance_said(report), folded_said(report)):
+        if said is not None:
+            console.print(said)
     console.print(f"report: {report.files['html']}  run: {report.run_id}")
     return report.files["html"]
 

@@ -96,6 +96,12 @@ NO_INTERVAL = "from 1 HCP in an arm: no interval, too few to conclude"
 # and in brackets the HCPs behind them, the units --min-per-arm counts.
 COUNT_COLUMNS = ("served requests (HCPs)", "holdout requests (HCPs)")
 
+# Groups a dimension shows one by one (--max-groups); the rest are one group. With a
+# key per rep, the requester dimension had a row per rep: hundreds of rows, nearly
+# every one "not enough data", in the terminal, the page and a figure 10,000 pixels
+# tall, hiding the few that said something.
+MAX_GROUPS = 20
+
 
 @dataclass(frozen=True)
 class ArmComparison:
@@ -132,6 +138,10 @@ class UpliftReport:
     holdout_served_elsewhere: int = 0
     # Outcomes from how many HCPs each arm of a row needs for a verdict (--min-per-arm).
     min_per_arm: int = 30
+    # Dimensions whose smaller (or, by week, older) groups were put together as one:
+    # how many groups went into it (:func:`fold_groups`), and the --max-groups.
+    folded: dict[str, int] = field(default_factory=dict)
+    max_groups: int = MAX_GROUPS
     # Share of the logged requests of each arm whose outcome came back (named for the
     # request, or sent for its HCP within its outcome window: :func:`reported`).
     outcome_coverage: dict[str, float] = field(default_factory=dict)
@@ -288,6 +298,63 @@ def build_rows(
     return overall, rows
 
 
+def max_groups_problem(max_groups: int) -> str | None:
+    """Why ``max_groups`` (--max-groups) is no number of groups to show, or None."""
+    if max_groups == 1 or max_groups < 0:
+        return (
+            f"{max_groups} is not a number of groups to show: give 2 or more (the rest of a "
+            "dimension's groups are shown as one), or 0 to show every group"
+        )
+    return None
+
+
+def fold_groups(
+    labels: pd.Series, max_groups: int, *, by_time: bool = False
+) -> tuple[pd.Series, int]:
+    """``labels`` with at most ``max_groups`` groups (0: as they are), and how many of
+    its groups were put together as one (0 when none was).
+
+    The ``max_groups - 1`` groups with the most requests keep their own rows (ties in
+    the table's order) and the others become one, ``(N others)``, compared as any
+    group is: served against holdout over all of their requests. ``by_time`` (labels
+    that are dates, the weeks): the newest keep their rows and the older become
+    ``(before <the oldest kept>)``, so the groups stay a time line.
+    """
+    if (problem := max_groups_problem(max_groups)) is not None:
+        raise ValueError(problem)
+    counts = labels.value_counts(sort=False)
+    if max_groups == 0 or len(counts) <= max_groups:
+        return labels, 0
+    if by_time:
+        kept = sorted(counts.index, key=_group_order)[len(counts) - (max_groups - 1) :]
+        label = f"(before {kept[0]})"
+    else:
+        largest = sorted(counts.index, key=lambda g: (-int(counts[g]), _group_order(g)))
+        kept = largest[: max_groups - 1]
+        label = f"({len(counts) - len(kept):,} others)"
+    return labels.where(labels.isin(kept), label), len(counts) - len(kept)
+
+
+def folded_said(report: UpliftReport) -> str | None:
+    """The sentence saying which dimensions show some groups as one
+    (:func:`fold_groups`), or None when every group has its own row."""
+    if not report.folded:
+        return None
+    kept = report.max_groups - 1
+    parts = [
+        (
+            f"the {kept} newest weeks, the {n:,} before them as one"
+            if dimension == "week"
+            else f"{kept} {dimension} groups with the most requests, the other {n:,} as one"
+        )
+        for dimension, n in report.folded.items()
+    ]
+    return (
+        f"Shown one by one: {'; '.join(parts)} (--max-groups {report.max_groups}; 0 shows "
+        "every group)."
+    )
+
+
 def _would_serve(settings: Settings, decisions: pd.DataFrame) -> pd.DataFrame:
     """Channel and topic each logged request's model would have put first (with
     ``NEXTBEST_FRESH_HISTORY``, on the history it was served with that day)."""
@@ -326,9 +393,16 @@ def uplift_report(
     since: datetime | None = None,
     segment: str = "specialty",
     min_per_arm: int = 30,
+    max_groups: int = MAX_GROUPS,
     log: bool = True,
 ) -> UpliftReport:
-    """Build the report from the feedback store, write HTML + PNGs, log to MLflow."""
+    """Build the report from the feedback store, write HTML + PNGs, log to MLflow.
+
+    ``max_groups``: the groups a dimension shows one by one, the rest as one
+    (:func:`fold_groups`); 0 shows every group.
+    """
+    if (problem := max_groups_problem(max_groups)) is not None:
+        raise InvalidRequestError("max-groups", problem)
     with store_session(settings.resolved_database_url) as session:
         # The log is read once: the decisions with an outcome are a part of it, and
         # the outcomes sent by HCP are those the decisions' outcomes were matched from.
@@ -364,6 +438,11 @@ def uplift_report(
         # date, or when it was served if that is later. Whether the uplift holds.
         weeks = _effective(decisions).dt.tz_localize(None).dt.to_period("W").dt.start_time
         groups["week"] = weeks.dt.strftime("%Y-%m-%d")
+    folded: dict[str, int] = {}
+    for dimension, labels in groups.items():
+        groups[dimension], n = fold_groups(labels, max_groups, by_time=dimension == "week")
+        if n:
+            folded[dimension] = n
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
     contacted = (
         int((decisions["holdout"].astype(bool) & (decisions["contacted"] > 0)).sum())
@@ -406,6 +485,8 @@ def uplift_report(
         holdout_served_elsewhere=elsewhere,
         outcome_coverage=coverage,
         min_per_arm=min_per_arm,
+        folded=folded,
+        max_groups=max_groups,
     )
     report.files = write_report(report, out_dir)
     if log:
@@ -993,6 +1074,7 @@ def _write_staged(
     weeks = (
         " Weeks run Monday to Sunday, UTC, named by their Monday." if "week" in dimensions else ""
     )
+    folded = "" if (said := folded_said(report)) is None else html.escape(said)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nextbest uplift report</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
@@ -1005,7 +1087,8 @@ Groups are what the serving model would have put first, so holdout requests are
 grouped the same way as served ones. Outcome in the business unit of the feedback
 (e.g. NRx); intervals are 95%, clustered by HCP, each on its own. Counts are requests
 with an outcome and, in brackets, the HCPs behind them: a verdict needs outcomes from
-{max(report.min_per_arm, 2):,} HCPs in each arm (--min-per-arm). {_groups_compared(report)}{weeks}
+{max(report.min_per_arm, 2):,} HCPs in each arm (--min-per-arm). {_groups_compared(report)}
+{folded}{weeks}
 Made {_utc_text(made_at)}.</p>
 <table>{caption}<tr><th>dimension</th><th>group</th><th>{COUNT_COLUMNS[0]}</th><th>{COUNT_COLUMNS[1]}</th>
 <th>mean served</th><th>mean holdout</th><th>uplift</th><th>95% CI</th><th>verdict</th></tr>
@@ -1026,6 +1109,9 @@ Made {_utc_text(made_at)}.</p>
                     "holdout_contacted": report.holdout_contacted,
                     "holdout_served_elsewhere": report.holdout_served_elsewhere,
                     "outcome_coverage": report.outcome_coverage,
+                    # Groups put together as one row, by dimension (--max-groups).
+                    "folded": report.folded,
+                    "max_groups": report.max_groups,
                     # The PNG of each dimension: what a later report in this directory
                     # removes when it draws no such figure.
                     "figures": {d: files[d].name for d in dimensions},
