@@ -26,6 +26,10 @@ What it measures (figures land in bench/results/serve.json and are printed):
   with the long-lived heap frozen after the model load (``NEXTBEST_GC_FREEZE``,
   as ``nextbest serve`` runs) and without: how often, how long, and the slowest
   request;
+- rep call plans through ``GET /v1/reps/{rep_id}/suggestions`` (capacity 8), one per
+  territory of the world (about 250 HCPs each, as a rep's CRM asks in the morning)
+  on one idle connection, three rounds, on the server as deployed: p50 / p99 and
+  the server's CPU per plan (``rep_plan``);
 - e-mail picks for a whole file (``picks_frame``, what ``nextbest picks`` runs):
   100,000 HCPs x 50 e-mail contents, in seconds; and the same file served and
   logged as ``nextbest picks --log`` serves it (``logged_picks``: exploration,
@@ -283,8 +287,9 @@ def _post(path: str, body: dict[str, Any]) -> bytes:
     ).encode() + data
 
 
-def _get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+def _get(path: str, *, key: bool = False) -> bytes:
+    auth = f"Authorization: Bearer {BENCH_KEY}\r\n" if key else ""
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
 
 
 # -- set-up --------------------------------------------------------------------------
@@ -775,6 +780,25 @@ def after_reload(port: int, models: Path, requests: list[bytes]) -> dict[str, An
     }
 
 
+def rep_plans(
+    port: int, territories: pd.Series, pid: int, rounds: int = 3, capacity: int = 8
+) -> dict[str, Any]:
+    """Every territory's call plan, ``rounds`` times over, one at a time on one
+    connection: what a rep waits for. ``territories``: HCPs per territory id."""
+    plans = [
+        _get(f"/v1/reps/bench-rep-{t}/suggestions?territory_id={t}&capacity={capacity}", key=True)
+        for t in territories.index
+    ]
+    out = drive(port, plans * rounds, connections=1, seconds=600, server_pid=pid, once=True)
+    return {
+        **out,
+        "territories": len(territories),
+        "hcps_per_territory_mean": float(territories.mean()),
+        "capacity": capacity,
+        "server_cpu_ms_per_hcp": out["server_cpu_ms_per_request"] / float(territories.mean()),
+    }
+
+
 def single_scenarios(
     port: int, requests: list[bytes], pid: int, seconds: float, rate: float
 ) -> dict[str, dict[str, Any]]:
@@ -829,7 +853,9 @@ def main() -> dict[str, Any]:
         workdir = Path(tmp)
         print(f"building a {args.hcps}-HCP world with a {N_ACTIONS}-action catalog ...")
         models, build_s = build(workdir, args.hcps, args.periods)
-        hcp_ids = pd.read_parquet(workdir / "wide" / "hcps.parquet")["hcp_id"].tolist()
+        hcps = pd.read_parquet(workdir / "wide" / "hcps.parquet")
+        hcp_ids = hcps["hcp_id"].tolist()
+        territories = hcps.groupby("territory_id").size()
         rng = np.random.default_rng(1)
         order = list(rng.permutation(hcp_ids))
         from nextbest.settings import Settings
@@ -899,6 +925,10 @@ def main() -> dict[str, Any]:
                 server_pid=server.pid,
             )
             print(f"  batch of 1,000 HCPs: {batch}")
+            plans = rep_plans(port, territories, server.pid)
+            print(f"  rep call plans: {plans}")
+            if plans["errors"]:
+                raise SystemExit(f"rep call plans answered {plans['errors']} errors: {plans}")
             reload = after_reload(port, models, single)
             print(f"  after a model reload: {reload}")
         finally:
@@ -954,6 +984,8 @@ def main() -> dict[str, Any]:
             "hcps_per_s": batch["requests_per_s"] * 1000,
             "rows_per_s_upper_bound": batch["requests_per_s"] * 1000 * email_rows,
         },
+        # A rep's call plan for its territory, one at a time (the cache as deployed).
+        "rep_plan": plans,
         "picks_file": picks,
         # The same file served and logged (nextbest picks --log), start included.
         "picks_file_logged": picks_logged,
@@ -1020,6 +1052,7 @@ def latest_figures(result: dict[str, Any]) -> str:
     t, m = result["targets"], result["machine"]
     cold = result["score_cache_off"]
     warm_fixed, cold_fixed = result["single_fixed_rate"], cold["single_fixed_rate"]
+    plan = result["rep_plan"]
     rows = [
         (
             "single recommendation, cache warm (as deployed): p99 at 1,000 req/s offered "
@@ -1060,6 +1093,13 @@ def latest_figures(result: dict[str, Any]) -> str:
         (
             "batch, 1,000 HCPs a call (`channel=email`)",
             f"{result['batch']['hcps_per_s']:,.0f} HCPs/s",
+            "-",
+        ),
+        (
+            f"rep call plan, one territory (~{plan['hcps_per_territory_mean']:.0f} HCPs), "
+            "idle p50 / p99",
+            f"{plan['p50_ms']:.0f} / {plan['p99_ms']:.0f} ms "
+            f"({plan['server_cpu_ms_per_hcp']:.2f} ms of CPU per HCP)",
             "-",
         ),
         (
