@@ -74,6 +74,7 @@ def _known_effect_store(
     served_reported: float = 1.0,
     decided_for: datetime | None = None,
     requesters: int = 0,
+    versions: int = 1,
 ) -> None:
     """``n`` logged requests, 30% holdout; served outcome = holdout outcome + ``effect``.
 
@@ -81,7 +82,8 @@ def _known_effect_store(
     naming the HCP and not the recommendation. ``served_reported``: the share of
     served requests whose outcome is sent (every holdout one is). ``decided_for``:
     the date every request was asked for. ``requesters``: that many API keys take turns
-    asking (``rep-000``, ...), 0: one, ``test``."""
+    asking (``rep-000``, ...), 0: one, ``test``; ``versions``: model versions 1, 2, ...
+    serve in turn, each a run of consecutive requests."""
     rng = np.random.default_rng(seed)
     url = settings.resolved_database_url
     migrate(url)
@@ -100,7 +102,7 @@ def _known_effect_store(
                 requester=f"rep-{i % requesters:03d}" if requesters else "test",
                 purpose="promotional",
                 channel_filter=None,
-                model_version="1",
+                model_version=str(1 + i * versions // n),
                 holdout=holdout,
                 policy="epsilon_greedy",
                 epsilon=0.1,
@@ -160,11 +162,13 @@ def test_a_dimension_of_many_groups_shows_the_largest_and_the_rest_as_one(
 ) -> None:
     settings = Settings(models_dir=tmp_path / "models")
     # 40 keys take turns, 50 requests each: the ties are kept in the table's order.
-    _known_effect_store(settings, n=2000, effect=0.5, seed=7, requesters=40)
+    _known_effect_store(settings, n=2000, effect=0.5, seed=7, requesters=40, versions=7)
     report = uplift_report(settings, out_dir=tmp_path / "report", max_groups=5, log=False)
     requesters = [r for r in report.rows if r.dimension == "requester"]
     assert [r.group for r in requesters] == ["(36 others)", *(f"rep-{i:03d}" for i in range(4))]
-    assert report.folded == {"requester": 36}
+    assert report.folded == {"requester": 36, "model version": 3}
+    versions = [r.group for r in report.rows if r.dimension == "model version"]
+    assert versions == ["(before 4)", "4", "5", "6", "7"]
     rest = requesters[0]
     kept = requesters[1:]
     assert rest.n_served + sum(r.n_served for r in kept) == report.overall.n_served
@@ -172,16 +176,18 @@ def test_a_dimension_of_many_groups_shows_the_largest_and_the_rest_as_one(
     # Compared as any group is: 1,800 requests of a known effect.
     assert rest.verdict.startswith("serving helps") and rest.ci_low < 0.5 < rest.ci_high
     said = (
-        "Shown one by one: 4 requester groups with the most requests, the other 36 as one "
-        "(--max-groups 5; 0 shows every group)."
+        "Shown one by one: 4 requester groups with the most requests, the other 36 as one; "
+        "the 4 newest model versions, the 3 before them as one (--max-groups 5; 0 shows every "
+        "group)."
     )
     assert said in (tmp_path / "report" / "uplift_report.html").read_text()
     record = json.loads((tmp_path / "report" / "uplift_report.json").read_text())
-    assert record["folded"] == {"requester": 36} and record["max_groups"] == 5
+    assert record["folded"] == report.folded and record["max_groups"] == 5
     assert next(r["group"] for r in record["rows"] if r["dimension"] == "requester") == rest.group
 
     every = uplift_report(settings, out_dir=tmp_path / "every", max_groups=0, log=False)
     assert len([r for r in every.rows if r.dimension == "requester"]) == 40
+    assert len([r for r in every.rows if r.dimension == "model version"]) == 7
     assert every.folded == {}
     assert "Shown one by one" not in (tmp_path / "every" / "uplift_report.html").read_text()
 
@@ -198,6 +204,15 @@ def test_weeks_past_the_groups_shown_are_the_oldest_as_one() -> None:
         min_per_arm=1,
     )
     assert [r.group for r in rows] == ["(before 2026-01-19)", "2026-01-19", "2026-01-26"]
+    # Model versions in number order, not as text: 9 is older than 10.
+    versions = pd.Series(["9", "10", "10", "11", "2", "2", "2"])
+    assert fold_groups(versions, 3, by_time=True)[0].tolist() == [
+        "(before 10)",
+        "10",
+        "10",
+        "11",
+        *["(before 10)"] * 3,
+    ]
 
 
 @pytest.mark.parametrize(("max_groups", "n"), [(0, 0), (4, 0), (5, 0), (3, 2)])

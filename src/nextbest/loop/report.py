@@ -101,6 +101,10 @@ COUNT_COLUMNS = ("served requests (HCPs)", "holdout requests (HCPs)")
 # every one "not enough data", in the terminal, the page and a figure 10,000 pixels
 # tall, hiding the few that said something.
 MAX_GROUPS = 20
+# Dimensions whose groups follow one another in time, by their plural: past
+# --max-groups the newest are shown, the older as one.
+IN_TIME = {"week": "weeks", "model version": "model versions"}
+BEFORE = "(before "  # the older groups of such a dimension as one: "(before 2026-07-27)"
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,10 @@ class UpliftReport:
 
 
 def _group_order(group: Any) -> tuple[int, float, str]:
-    """Numbers in numeric order (deciles 1, 2, ..., 10), before any other label."""
+    """Numbers in numeric order (deciles 1, 2, ..., 10), before any other label; the
+    older weeks or versions put together as one (:func:`fold_groups`) first of all."""
+    if str(group).startswith(BEFORE):
+        return (-1, 0.0, "")
     try:
         return (0, float(group), "")
     except (TypeError, ValueError):
@@ -316,9 +323,10 @@ def fold_groups(
 
     The ``max_groups - 1`` groups with the most requests keep their own rows (ties in
     the table's order) and the others become one, ``(N others)``, compared as any
-    group is: served against holdout over all of their requests. ``by_time`` (labels
-    that are dates, the weeks): the newest keep their rows and the older become
-    ``(before <the oldest kept>)``, so the groups stay a time line.
+    group is: served against holdout over all of their requests. ``by_time`` (groups
+    that follow one another, in the table's order: the weeks, the model versions): the
+    newest keep their rows and the older become ``(before <the oldest kept>)``, so the
+    groups stay a time line.
     """
     if (problem := max_groups_problem(max_groups)) is not None:
         raise ValueError(problem)
@@ -327,7 +335,7 @@ def fold_groups(
         return labels, 0
     if by_time:
         kept = sorted(counts.index, key=_group_order)[len(counts) - (max_groups - 1) :]
-        label = f"(before {kept[0]})"
+        label = f"{BEFORE}{kept[0]})"
     else:
         largest = sorted(counts.index, key=lambda g: (-int(counts[g]), _group_order(g)))
         kept = largest[: max_groups - 1]
@@ -343,8 +351,8 @@ def folded_said(report: UpliftReport) -> str | None:
     kept = report.max_groups - 1
     parts = [
         (
-            f"the {kept} newest weeks, the {n:,} before them as one"
-            if dimension == "week"
+            f"the {kept} newest {IN_TIME[dimension]}, the {n:,} before them as one"
+            if dimension in IN_TIME
             else f"{kept} {dimension} groups with the most requests, the other {n:,} as one"
         )
         for dimension, n in report.folded.items()
@@ -440,7 +448,7 @@ def uplift_report(
         groups["week"] = weeks.dt.strftime("%Y-%m-%d")
     folded: dict[str, int] = {}
     for dimension, labels in groups.items():
-        groups[dimension], n = fold_groups(labels, max_groups, by_time=dimension == "week")
+        groups[dimension], n = fold_groups(labels, max_groups, by_time=dimension in IN_TIME)
         if n:
             folded[dimension] = n
     overall, rows = build_rows(decisions, groups, min_per_arm=min_per_arm)
