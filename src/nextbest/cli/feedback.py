@@ -47,7 +47,7 @@ def uplift_report(
         ),
     ] = 20,
 ) -> Path:
-    """Outcomes of served vs holdout requests per channel, action group and segment."""
+    """Served vs holdout outcomes by channel, action group, segment, requester, version, week."""
     from nextbest.errors import InvalidRequestError
     from nextbest.loop.report import chance_said, folded_said, max_groups_problem
     from nextbest.loop.report import uplift_report as build
