@@ -226,10 +226,12 @@ db_app.command("downgrade")(serve.db_downgrade)
 app.add_typer(db_app, name="db")
 
 keys_app = typer.Typer(
-    help="API keys of the server: add (the key is printed once), list, remove.",
+    help="API keys of the server: add (the key is printed once), import (a key per row "
+    "of a CSV), list, remove.",
     no_args_is_help=True,
 )
 keys_app.command("add")(keys.keys_add)
+keys_app.command("import")(keys.keys_import)
 keys_app.command("list")(keys.keys_list)
 keys_app.command("remove")(keys.keys_remove)
 app.add_typer(keys_app, name="keys")

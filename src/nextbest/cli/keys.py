@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,10 +101,8 @@ def keys_add(
         ApiKeyError,
         KeyStore,
         add_key,
-        catalog_offers,
         channel_spelling,
         keep_old_duration,
-        key_purpose_notes,
         utc_text,
     )
 
@@ -165,25 +164,179 @@ def keys_add(
             "bearer token (Prometheus: `authorization: {type: Bearer, credentials_file: ...}`)"
         )
     [principal] = [p for p in KeyStore.load(path=target).principals if p.name == name]
-    checked = (role == "rep" and territory_id) or channels or principal.purpose is not None
+    _note_against_served([principal], rep_said="this rep's requests are")
+    return added.key
+
+
+def _note_against_served(principals: list[Any], *, rep_said: str | None = None) -> None:
+    """Note what the served model makes of new keys: a rep key's territory where it has
+    no HCP, a channel key's channels where its catalog has no action, a purpose its
+    content lacks (the keys are added all the same). The registry is read only when
+    there is something to check. ``rep_said``: whose requests a territory without HCPs
+    refuses (default: the rep keys' of that territory, by name)."""
+    from nextbest.service.apikeys import catalog_offers, key_purpose_notes
+
+    reps: dict[str, list[str]] = {}
+    for p in principals:
+        if p.role == "rep" and p.territory_id:
+            reps.setdefault(p.territory_id, []).append(f"'{p.name}'")
+    channels = tuple(
+        dict.fromkeys(c for p in principals if p.channels is not None for c in p.channels)
+    )
+    checked = reps or channels or any(p.purpose is not None for p in principals)
     served = _served_model() if checked else None
-    if role == "rep" and territory_id:
+    if reps:
         unchecked = _note_unserved_territories(
-            {territory_id: "this rep's requests are"}, model_read=served
+            {
+                t: rep_said
+                or f"the requests of rep key{'s' * (len(names) > 1)} {', '.join(names)} are"
+                for t, names in reps.items()
+            },
+            model_read=served,
         )
-        if unchecked is not None:  # the key is added all the same
-            note(f"territory {territory_id} was not checked against the served model: {unchecked}")
-    if channels:
-        spelt = tuple(dict.fromkeys(channel_spelling(c) for c in channels))
-        unchecked = _note_unserved_channels(spelt, model_read=served)
         if unchecked is not None:
-            said = ", ".join(spelt)
+            said = f"territory {next(iter(reps))}" if len(reps) == 1 else "the territories"
+            note(f"{said} was not checked against the served model: {unchecked}")
+    if channels:
+        unchecked = _note_unserved_channels(channels, model_read=served)
+        if unchecked is not None:
+            said = ", ".join(channels)
             note(f"channels {said} were not checked against the served model: {unchecked}")
     if isinstance(served, tuple):
         model, version = served
-        for said in key_purpose_notes([principal], catalog_offers(model.catalog)):
+        for said in key_purpose_notes(principals, catalog_offers(model.catalog)):
             note(f"the served model (version {version}): {said}")
-    return added.key
+
+
+# The columns `keys import` reads: those of a key entry, channels separated by ';'.
+IMPORT_COLUMNS = ("name", "role", "territory_id", "purpose", "channels")
+
+
+def keys_import(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with a header: name, role, and as needed territory_id, purpose, "
+            "channels (several separated by ';'); one key per row."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="New CSV (mode 600) for the keys, name,key per row: the only place they "
+            "are shown. An existing file is refused.",
+        ),
+    ],
+    path: KeysFileOpt = None,
+) -> list[Any]:
+    """Add a key for each row of a CSV (a field force's reps) in one change of the file.
+
+    Every row is checked first: one refused adds none. Running servers accept them at
+    once."""
+    import csv
+
+    from nextbest.service.apikeys import ApiKeyError, NewKey, add_keys
+
+    read_settings()  # an invalid setting stops here, before anything is written
+    target = _keys_file(path)
+    if out.exists() or out.is_symlink():
+        raise fail(
+            f"--out: {out} exists: the keys are written to a new file only (one with "
+            "earlier keys in it is not overwritten)"
+        )
+    given = _import_rows(source)
+    if not given:
+        raise fail(f"{source}: no rows below the header: no key to add")
+    # The keys are written beside --out before the key file is changed, and put in
+    # its place once it is: keys the file holds hashes of are never lost, and a
+    # refused change leaves no file of keys that do not work.
+    staged: Path | None = None
+
+    def keep(new: list[NewKey]) -> None:
+        nonlocal staged
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        staged = Path(name)
+        with os.fdopen(fd, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["name", "role", "territory_id", "key"])
+            for k in new:
+                writer.writerow(
+                    [k.principal.name, k.principal.role, k.principal.territory_id or "", k.key]
+                )
+            file.flush()
+            os.fsync(file.fileno())
+
+    try:
+        added = add_keys(target, given, keep=keep)
+    except (ApiKeyError, OSError) as exc:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        raise fail(str(exc) if isinstance(exc, ApiKeyError) else path_error(exc)) from None
+    if staged is None:  # add_keys hands the keys over before it writes the file
+        raise RuntimeError("the new keys were not kept")
+    try:
+        os.link(staged, out)  # never over a file made meanwhile
+    except OSError as exc:
+        raise fail(
+            f"the keys were added in {target} but not put in {out} ({path_error(exc)}): "
+            f"they are in {staged}, the only place they are"
+        ) from None
+    staged.unlink()
+    console.print(
+        f"{len(added):,} key{'s' * (len(added) > 1)} added in {target}; "
+        f"{'they are' if len(added) > 1 else 'it is'} in {out} (mode 600) and shown nowhere "
+        "else: hand each to its user, then delete the file",
+        highlight=False,
+    )
+    _note_against_served([k.principal for k in added])
+    return added
+
+
+def _import_rows(source: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The key entries of the CSV ``source``, each with where it is (``reps.csv, row
+    3``, the header not counted, as data files' rows are named)."""
+    import csv
+
+    from nextbest.yamlfile import near_hint
+
+    try:
+        with source.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            header = [str(c).strip() for c in reader.fieldnames or []]
+            unknown = [c for c in header if c not in IMPORT_COLUMNS]
+            if unknown:
+                raise fail(
+                    f"{source}: column {unknown[0]!r} is not one a key takes"
+                    f"{near_hint(unknown[0], IMPORT_COLUMNS)} (columns: "
+                    f"{', '.join(IMPORT_COLUMNS)})"
+                )
+            missing = [c for c in ("name", "role") if c not in header]
+            if missing:
+                raise fail(f"{source}: no column {missing[0]!r} (columns: name, role, ...)")
+            reader.fieldnames = header
+            rows: list[tuple[str, dict[str, Any]]] = []
+            for row in reader:
+                if None in row:  # more cells than the header names
+                    raise fail(
+                        f"{source}, row {len(rows) + 1}: more cells than the header's "
+                        f"{len(header)} columns"
+                    )
+                cells = {k: (v or "").strip() for k, v in row.items()}
+                channels = [c for c in cells.get("channels", "").split(";") if c.strip()]
+                fields = {
+                    "name": cells["name"],
+                    "role": cells["role"] or None,
+                    "territory_id": cells.get("territory_id") or None,
+                    "purpose": cells.get("purpose") or None,
+                    "channels": [c.strip() for c in channels] or None,
+                }
+                rows.append((f"{source}, row {len(rows) + 1}", fields))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        said = path_error(exc) if isinstance(exc, OSError) else str(exc)
+        raise fail(f"{source} cannot be read as a CSV file: {said}") from None
+    return rows
 
 
 def _served_model() -> tuple[Any, str] | str | None:

@@ -1149,6 +1149,32 @@ def add_key(
                 f"an old key may be kept for more than no time and at most "
                 f"{MAX_KEEP_OLD.days} days, not {keep_old}"
             )
+    entry, key = _new_entry(
+        name=name,
+        role=role,
+        territory_id=territory_id,
+        purpose=purpose,
+        channels=channels,
+        given_as=given_as,
+    )
+    with _changing(path):
+        return _add_entry(
+            path, entry, key=key, replace=replace, keep_old=keep_old, env=env, now=now
+        )
+
+
+def _new_entry(
+    *,
+    name: str,
+    role: str,
+    territory_id: str | None = None,
+    purpose: str | None = None,
+    channels: Sequence[str] | None = None,
+    given_as: Mapping[str, str] | None = None,
+    where: str = "new key",
+) -> tuple[dict[str, Any], str]:
+    """A key file entry for a new key, checked as loading checks one (refusals name
+    ``where``), and the key."""
     key = new_key()
     entry: dict[str, Any] = {"name": name.strip(), "role": role, "key_sha256": hash_key(key)}
     if territory_id:
@@ -1158,13 +1184,69 @@ def add_key(
     if channels is not None:
         entry["channels"] = list(channels)
     # The checks of loading, said of what the caller gave.
-    (parsed,) = _parse([entry], "new key", numbered=False, given_as=given_as)
+    (parsed,) = _parse([entry], where, numbered=False, given_as=given_as)
     if parsed.principal.channels is not None:  # written as servers read them
         entry["channels"] = list(parsed.principal.channels)
+    return entry, key
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key :func:`add_keys` made: whom it is for, and the key (never stored)."""
+
+    principal: Principal
+    key: str
+
+
+def add_keys(
+    path: Path,
+    given: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    keep: Callable[[list[NewKey]], None],
+    env: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> list[NewKey]:
+    """Create a key for each of ``given`` and add them all to ``path`` in one write,
+    or none of them.
+
+    ``given``: where each was given (``reps.csv, row 3``: refusals name it) and its
+    fields, those of :func:`add_key` (``name``, ``role``, ``territory_id``,
+    ``purpose``, ``channels``). A name given twice, or already in ``path`` (or in
+    ``env``'s ``NEXTBEST_API_KEYS``), is refused: a key is rotated one at a time
+    (:func:`add_key` with ``replace``). ``keep`` is handed the new keys while the
+    file's lock is held, before the file is written: where it puts them is the only
+    place they will be; if it raises, the file is not written.
+    """
+    now = utc_now() if now is None else now
+    made = [(where, *_new_entry(**fields, where=where)) for where, fields in given]
+    first: dict[str, str] = {}
+    for where, entry, _ in made:
+        name = entry["name"]
+        if name in first:
+            raise ApiKeyError(
+                f"{where}: the name {name!r} is given already in {first[name]}: each key "
+                "needs a name of its own"
+            )
+        first[name] = where
     with _changing(path):
-        return _add_entry(
-            path, entry, key=key, replace=replace, keep_old=keep_old, env=env, now=now
-        )
+        entries = _read_entries(path)
+        held = {str(e.get("name")) for e in entries}
+        for where, entry, _ in made:
+            if entry["name"] in held:
+                raise ApiKeyError(
+                    f"{where}: {path} has a key named {entry['name']!r} already; add the "
+                    "others without it, and rotate it with `nextbest keys add "
+                    f"{entry['name']} --role {entry['role']} --replace`"
+                )
+        new = [
+            NewKey(principal=parsed.principal, key=key)
+            for _, entry, key in made
+            for parsed in _parse([entry], "new key", numbered=False)
+        ]
+        keep(new)
+        entries = _without_expired_retiring_keys(entries, now) + [e for _, e, _ in made]
+        _write_entries(path, entries, env=env)
+    return new
 
 
 def _add_entry(
