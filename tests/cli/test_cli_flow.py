@@ -4,6 +4,7 @@ contract data that did not come from the simulator."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -3262,6 +3263,27 @@ def test_help_shows_a_flag_as_taking_no_value(command: list[str]) -> None:
     assert not re.search(r"--[a-z-]+ +<list\[", result.output), result.output
     if command == ["promote"]:  # a value-taking option keeps its type beside it
         assert re.search(r"--since +<str>", result.output), result.output
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_help_paragraphs_fill_an_80_column_terminal(command: list[str]) -> None:
+    """Typer kept the line breaks of a help's later paragraphs: each docstring line
+    longer than the terminal's 78 columns left a word or two on a line of its own."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.split("\n")
+    start = next(i for i, line in enumerate(lines) if "Usage:" in line) + 1
+    end = next((i for i, line in enumerate(lines) if line.startswith("╭")), len(lines))
+    paragraphs: list[list[str]] = [[]]
+    for line in lines[start:end]:
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    for paragraph in paragraphs:
+        # A line is cut short only where the next word would not fit on it.
+        for line, after in itertools.pairwise(paragraph):
+            assert len(line) + 1 + len(after.split()[0]) > 78, (line, after)
 
 
 def test_every_command_has_a_one_line_summary() -> None:

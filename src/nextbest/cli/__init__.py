@@ -10,6 +10,7 @@ this module makes them one ``app``, in the order ``nextbest --help`` lists them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sqlite3
@@ -57,7 +58,34 @@ def _help_shows_no_value_for_flags() -> None:
 
 _help_shows_no_value_for_flags()
 
+
+def _flowing(text: str | None) -> str | None:
+    """A command's help with each paragraph one line, for the terminal to wrap.
+
+    Typer's Rich help (0.29) joins the lines of a help's first paragraph but keeps
+    the line breaks of the others: each line of the docstring (up to 96 characters)
+    wrapped at an 80-column terminal's 78, leaving a word or two on a line of its
+    own (`drops it` / `from` / `the file`). A paragraph marked ``\b`` stays as
+    written, as Typer keeps it; what follows ``\f`` is not help."""
+    if not text:
+        return text
+    shown, cut, rest = inspect.cleandoc(text).partition("\f")
+    paragraphs = [p if p.startswith("\b") else " ".join(p.split("\n")) for p in shown.split("\n\n")]
+    return "\n\n".join(paragraphs) + cut + rest
+
+
+class _Group(typer.core.TyperGroup):
+    """Typer's group, its commands' help flowing (:func:`_flowing`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _flowing(self.help)
+        for command in self.commands.values():
+            command.help = _flowing(command.help)
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Next-best-action service for HCP engagement: simulate, train, serve, pick.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -210,6 +238,7 @@ app.command()(lookup.explain)
 app.command()(versions.models)
 
 rules_app = typer.Typer(
+    cls=_Group,
     help="The serving rules file: check it against a model's catalog before a reload.",
     no_args_is_help=True,
 )
@@ -217,6 +246,7 @@ rules_app.command("check")(serve.rules_check)
 app.add_typer(rules_app, name="rules")
 
 db_app = typer.Typer(
+    cls=_Group,
     help="The database's schema: status (its revision and this release's), upgrade, downgrade.",
     no_args_is_help=True,
 )
@@ -226,8 +256,8 @@ db_app.command("downgrade")(serve.db_downgrade)
 app.add_typer(db_app, name="db")
 
 keys_app = typer.Typer(
-    help="API keys of the server: add (the key is printed once), import (a key per row "
-    "of a CSV), list, remove.",
+    cls=_Group,
+    help="API keys of the server: add (the key is printed once), import (a CSV's), list, remove.",
     no_args_is_help=True,
 )
 keys_app.command("add")(keys.keys_add)
