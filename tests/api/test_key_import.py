@@ -200,3 +200,32 @@ def test_keys_that_cannot_be_put_in_place_are_said_where_they_are(
     assert f"they are in {staged}, the only place they are" in said
     [row] = _keys_in(staged).values()
     assert KeyStore.load(path=key_file, env={}).identify(row["key"]) is not None
+
+
+def test_several_keys_are_removed_in_one_change_or_none(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    """Offboarding a team: one rewrite of the file; a name mistyped removes none."""
+    key_file = api_settings.api_keys_file
+    assert key_file is not None
+    rows = [["name", "role", "territory_id"], *([f"rep-{i:02d}", "rep", "T1"] for i in range(12))]
+    source = _csv(tmp_path / "reps.csv", rows)
+    imported = keys_cli(
+        "import", str(source), "--out", str(tmp_path / "k.csv"), "--file", str(key_file)
+    )
+    assert imported.exit_code == 0, imported.output
+    before = key_file.read_text()
+    refused = keys_cli("remove", "rep-00", "rep-05x", "--file", str(key_file))
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.split())
+    # 16 keys: not all listed; the one meant is named.
+    assert (
+        f"{key_file}: no key named 'rep-05x' (did you mean 'rep-05'?) (keys: 16 of them; "
+        "`nextbest keys list` shows them); none was removed"
+    ) in said, said
+    assert key_file.read_text() == before
+    removed = keys_cli("remove", "rep-00", "rep-01", "rep-00", "--file", str(key_file))
+    assert removed.exit_code == 0, removed.output
+    assert removed.output.count(f"removed from {key_file}") == 2
+    left = {p.name for p in KeyStore.load(path=key_file, env={}).principals}
+    assert {"rep-00", "rep-01"}.isdisjoint(left) and "rep-02" in left and len(left) == 14

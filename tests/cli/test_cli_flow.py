@@ -3224,7 +3224,7 @@ def test_picks_for_a_send_list_apply_its_consent(
         (["picks"], ["NEXTBEST_RULES_FILE, else training/rules.yaml", "NEXTBEST_SERVE_ALIAS"]),
         (["explain"], ["NEXTBEST_RULES_FILE, else training/rules.yaml"]),
         (["serve"], ["NEXTBEST_SERVE_ALIAS (champion unless set)"]),
-        (["keys", "remove"], ["as `nextbest keys list` shows it"]),
+        (["keys", "remove"], ["as `nextbest keys list` shows them"]),
         (["prune"], ["and when it stopped part way"]),
     ],
 )

@@ -533,20 +533,28 @@ def keys_list(
 
 
 def keys_remove(
-    name: Annotated[str, typer.Argument(help="The key's name, as `nextbest keys list` shows it.")],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="NAME",
+            help="The keys' names, as `nextbest keys list` shows them; several are removed in "
+            "one change, or none when one is unknown.",
+        ),
+    ],
     path: KeysFileOpt = None,
 ) -> None:
-    """Delete a key, and the old key a rotation kept for it.
+    """Delete keys, each with the old key a rotation kept for it.
 
     Running servers refuse them from their next request on."""
-    from nextbest.service.apikeys import ApiKeyError, remove_key_from_file
+    from nextbest.service.apikeys import ApiKeyError, remove_keys_from_file
 
     read_settings()  # an invalid setting stops here, before the file is changed
 
     target = _keys_file(path)
     try:
-        retiring = remove_key_from_file(target, name=name)
+        retiring = remove_keys_from_file(target, names=names)
     except (ApiKeyError, OSError) as exc:
         raise fail(str(exc)) from None
-    old = " with the old key a rotation kept" if retiring is not None else ""
-    console.print(f"key '{name}' removed from {target}{old}")
+    for name, until in retiring.items():
+        old = " with the old key a rotation kept" if until is not None else ""
+        console.print(f"key '{name}' removed from {target}{old}", highlight=False)

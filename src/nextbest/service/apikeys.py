@@ -1290,27 +1290,53 @@ def _add_entry(
 def remove_key_from_file(
     path: Path, *, name: str, env: Mapping[str, str] | None = None, now: datetime | None = None
 ) -> datetime | None:
-    """Delete the key called ``name`` from ``path``, with its retiring key if it has
-    one; an unknown name is an error, and so is a file a server would still refuse
-    with ``env``'s ``NEXTBEST_API_KEYS``. Retiring keys of other entries past their
-    time (at ``now``, default: the current time) are dropped too.
+    """:func:`remove_keys_from_file` of one name: when its retiring key would have
+    stopped being accepted (None: it had none still accepted)."""
+    return remove_keys_from_file(path, names=[name], env=env, now=now)[name]
 
-    Returns when the removed retiring key would have stopped being accepted (None:
-    it had none still accepted).
+
+# Past this many keys, a refusal naming an unknown name no longer lists them all.
+KEYS_LISTED = 10
+
+
+def remove_keys_from_file(
+    path: Path,
+    *,
+    names: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, datetime | None]:
+    """Delete the keys called ``names`` from ``path`` in one change, each with its
+    retiring key if it has one, or none of them: an unknown name is an error, and so
+    is a file a server would still refuse with ``env``'s ``NEXTBEST_API_KEYS``.
+    Retiring keys of other entries past their time (at ``now``, default: the current
+    time) are dropped too.
+
+    Returns, by name, when the removed retiring key would have stopped being
+    accepted (None: it had none still accepted).
     """
     now = utc_now() if now is None else now
+    wanted = list(dict.fromkeys(names))
     with _changing(path):
         entries = _read_entries(path)
-        kept = [e for e in entries if e.get("name") != name]
-        if len(kept) == len(entries):
-            known = ", ".join(str(e.get("name")) for e in entries) or "none"
-            raise ApiKeyError(f"{path}: no key named {name!r} (keys: {known})")
-        (removed,) = _parse(
-            [e for e in entries if e.get("name") == name], str(path), numbered=False
-        )
+        held = [str(e.get("name")) for e in entries]
+        unknown = [n for n in wanted if n not in held]
+        if unknown:
+            known = (
+                ", ".join(held) or "none"
+                if len(held) <= KEYS_LISTED
+                else f"{len(held):,} of them; `nextbest keys list` shows them"
+            )
+            said = ", ".join(f"{n!r}{near_hint(n, held)}" for n in unknown)
+            raise ApiKeyError(
+                f"{path}: no key named {said} (keys: {known})"
+                + ("; none was removed" if len(wanted) > 1 else "")
+            )
+        removed = _parse([e for e in entries if e.get("name") in wanted], str(path), numbered=False)
+        kept = [e for e in entries if e.get("name") not in wanted]
         _write_entries(path, _without_expired_retiring_keys(kept, now), env=env)
-    until = removed.previous_until
-    return until if until is not None and until > now else None
+    until = {e.principal.name: e.previous_until for e in removed}
+    return {n: u if (u := until.get(n)) is not None and u > now else None for n in wanted}
 
 
 def _field_shown(name: str) -> str:
