@@ -224,8 +224,8 @@ def keys_import(
         Path,
         typer.Option(
             "--out",
-            help="New CSV (mode 600) for the keys, name,key per row: the only place they "
-            "are shown. An existing file is refused.",
+            help="New CSV (mode 600) for the keys: name, role, territory_id, key per row, the "
+            "only place they are shown. An existing file is refused.",
         ),
     ],
     path: KeysFileOpt = None,
@@ -273,7 +273,8 @@ def keys_import(
     except (ApiKeyError, OSError) as exc:
         if staged is not None:
             staged.unlink(missing_ok=True)
-        raise fail(str(exc) if isinstance(exc, ApiKeyError) else path_error(exc)) from None
+        said = path_error(exc) if isinstance(exc, OSError) and exc.filename else str(exc)
+        raise fail(said) from None
     if staged is None:  # add_keys hands the keys over before it writes the file
         raise RuntimeError("the new keys were not kept")
     try:
