@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -82,6 +83,20 @@ def test_imported_keys_are_accepted_at_once_each_bound_as_its_row_says(
     )
     [sms] = [p for p in KeyStore.load(path=key_file, env={}).principals if p.name == "sms-gw"]
     assert sms.channels == ("sms", "email")
+    # A script checking the roster against the keys reads them as JSON.
+    listed = keys_cli("list", "--json", "--file", str(key_file))
+    assert listed.exit_code == 0, listed.output
+    by_name = {k["name"]: k for k in json.loads(listed.stdout)}
+    assert by_name["sms-gw"]["channels"] == ["sms", "email"]
+    assert by_name["rep-new"] == {
+        "name": "rep-new",
+        "role": "rep",
+        "territory_id": keys.territory,
+        "purpose": "promotional",
+        "channels": None,
+        "old_key_until": None,
+    }
+    assert set(by_name) == {p.name for p in KeyStore.load(path=key_file, env={}).principals}
     gateway = {"Authorization": f"Bearer {handed['sms-gw']['key']}"}
     other = client.post(
         "/v1/recommendations", json={"hcp_id": inside, "channel": "rep_visit"}, headers=gateway

@@ -464,6 +464,14 @@ def keys_list(
             "(loads that model from the registry; exit code 2 when it cannot be read).",
         ),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON instead of the table: a list of {name, role, territory_id, "
+            "purpose, channels, old_key_until} (null where the table is blank).",
+        ),
+    ] = False,
 ) -> list[Any]:
     """List the keys: names, roles, territories, purposes, channels (never the keys).
 
@@ -486,7 +494,22 @@ def keys_list(
     for warning in store.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     principals, retiring, now = store.principals, store.retiring, utc_now()
-    if principals:
+    if as_json:
+        import json
+
+        listed = [
+            {
+                "name": p.name,
+                "role": p.role,
+                "territory_id": p.territory_id,
+                "purpose": p.purpose,
+                "channels": list(p.channels) if p.channels is not None else None,
+                "old_key_until": None if (u := retiring.get(p.name)) is None else u.isoformat(),
+            }
+            for p in principals
+        ]
+        typer.echo(json.dumps(listed, indent=1))
+    elif principals:
         table = Table(title=f"API keys in {target}")
         for column in ("name", "role", "territory_id", "purpose", "channels", "old key until"):
             table.add_column(column)
@@ -496,22 +519,6 @@ def keys_list(
             old = "" if until is None else "expired" if until <= now else minute(until.isoformat())
             table.add_row(p.name, p.role, p.territory_id or "", p.purpose or "", channels, old)
         Console(soft_wrap=True, width=width(sys.stdout)).print(table)
-        reps: dict[str, list[str]] = {}
-        for p in principals:
-            if p.role == "rep" and p.territory_id:
-                reps.setdefault(p.territory_id, []).append(f"'{p.name}'")
-        if reps and check_territories:
-            unchecked = _note_unserved_territories(
-                {
-                    t: f"the requests of rep key{'s' * (len(names) > 1)} {', '.join(names)} are"
-                    for t, names in reps.items()
-                }
-            )
-            if unchecked is not None:
-                raise fail(
-                    "the territories of the rep keys were not checked against the served "
-                    f"model: {unchecked}"
-                )
     else:
         where = "no API key file at" if not target.exists() else "no API keys in"
         unkeyed = (
@@ -524,6 +531,22 @@ def keys_list(
             "adds one",
             highlight=False,
         )
+    reps: dict[str, list[str]] = {}
+    for p in principals:
+        if p.role == "rep" and p.territory_id:
+            reps.setdefault(p.territory_id, []).append(f"'{p.name}'")
+    if reps and check_territories:
+        unchecked = _note_unserved_territories(
+            {
+                t: f"the requests of rep key{'s' * (len(names) > 1)} {', '.join(names)} are"
+                for t, names in reps.items()
+            }
+        )
+        if unchecked is not None:
+            raise fail(
+                "the territories of the rep keys were not checked against the served "
+                f"model: {unchecked}"
+            )
     if os.environ.get(ENV_KEYS):
         console.print(f"(keys given in {ENV_KEYS} are not listed: they are not in the file)")
         try:  # the file alone is valid; with the variable, as a server reads them?
