@@ -244,3 +244,60 @@ def test_several_keys_are_removed_in_one_change_or_none(
     assert removed.output.count(f"removed from {key_file}") == 2
     left = {p.name for p in KeyStore.load(path=key_file, env={}).principals}
     assert {"rep-00", "rep-01"}.isdisjoint(left) and "rep-02" in left and len(left) == 14
+
+
+def test_a_rep_moved_to_another_territory_keeps_its_key(
+    served: Settings, client: TestClient, keys: Keys, tmp_path: Path
+) -> None:
+    """Moving a rep was an edit of the key file by hand (a typo locked the rep out
+    without a word); the key its CRM holds must keep working."""
+    key_file = served.api_keys_file
+    assert key_file is not None
+    hcps = client.app.state.runtime.recommender.model.hcps
+    other = str(hcps.loc[hcps["territory_id"] != keys.territory, "territory_id"].iat[0])
+    inside = _hcp(client, inside=True, territory=keys.territory)
+    there = str(hcps.loc[hcps["territory_id"] == other, "hcp_id"].iat[0])
+    rep = dict(keys.rep)
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": there}, headers=rep).status_code == 403
+    )
+
+    moved = keys_cli("edit", keys.rep_name, "--territory-id", other, "--file", str(key_file))
+    assert moved.exit_code == 0, moved.output
+    assert (
+        f"key '{keys.rep_name}' in {key_file}: territory {keys.territory} -> {other}; its key "
+        "stays the same"
+    ) in " ".join(moved.output.split())
+    asked = client.post("/v1/recommendations", json={"hcp_id": there}, headers=rep)
+    assert asked.status_code == 200, asked.text
+    assert (
+        client.post("/v1/recommendations", json={"hcp_id": inside}, headers=rep).status_code == 403
+    )
+
+    # A typo is told against the served model, as `keys add` tells it.
+    typo = keys_cli("edit", keys.rep_name, "--territory-id", "T-typo", "--file", str(key_file))
+    assert typo.exit_code == 0, typo.output
+    assert "has no HCP in territory T-typo: this rep's requests are refused" in " ".join(
+        typo.stderr.split()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["rep-2", "--territory-id", "T1"], "no key named 'rep-2' (did you mean 'rep-1'?)"),
+        (["prometheus", "--territory-id", "T1"], "a monitor key reads /metrics only, so it "),
+        (["rep-1", "--purpose", "medicl"], "--purpose must be one of promotional, medical, not "),
+        (["rep-1"], "nothing to change: give --territory-id, --purpose or --channel"),
+    ],
+)
+def test_an_edit_that_cannot_be_made_leaves_the_key_file(
+    api_settings: Settings, args: list[str], said: str
+) -> None:
+    key_file = api_settings.api_keys_file
+    assert key_file is not None
+    before = key_file.read_text()
+    refused = keys_cli("edit", *args, "--file", str(key_file))
+    assert refused.exit_code == 2, refused.output
+    assert said in " ".join(refused.output.split()), refused.output
+    assert key_file.read_text() == before

@@ -76,7 +76,7 @@ def test_the_commands_are_listed_in_their_order_whatever_module_holds_them() -> 
     assert groups == {
         "rules": ["check"],
         "db": ["status", "upgrade", "downgrade"],
-        "keys": ["add", "import", "list", "remove"],
+        "keys": ["add", "edit", "import", "list", "remove"],
     }
 
 

@@ -257,10 +257,12 @@ app.add_typer(db_app, name="db")
 
 keys_app = typer.Typer(
     cls=_Group,
-    help="API keys of the server: add (the key is printed once), import (a CSV's), list, remove.",
+    help="API keys of the server: add (the key printed once), edit, import (a CSV's), list, "
+    "remove.",
     no_args_is_help=True,
 )
 keys_app.command("add")(keys.keys_add)
+keys_app.command("edit")(keys.keys_edit)
 keys_app.command("import")(keys.keys_import)
 keys_app.command("list")(keys.keys_list)
 keys_app.command("remove")(keys.keys_remove)

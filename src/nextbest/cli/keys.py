@@ -208,6 +208,72 @@ def _note_against_served(principals: list[Any], *, rep_said: str | None = None) 
             note(f"the served model (version {version}): {said}")
 
 
+def keys_edit(
+    name: Annotated[str, typer.Argument(help="The key's name, as `nextbest keys list` shows it.")],
+    territory_id: Annotated[
+        str | None,
+        typer.Option("--territory-id", help="Move a rep key to this territory."),
+    ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option("--purpose", help="promotional | medical: bind the key to it."),
+    ] = None,
+    channels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--channel",
+            metavar="CHANNEL",  # one channel per --channel: not Typer's `<list[str]>`
+            help="Bind a channel key to these channels instead (repeat for more).",
+        ),
+    ] = None,
+    path: KeysFileOpt = None,
+) -> Any:
+    """Change a key's territory, purpose or channels; the key itself stays the same.
+
+    A rep moved to another territory keeps the key its CRM holds. Running servers apply
+    the change from their next request on."""
+    from nextbest.service.apikeys import ApiKeyError, edit_key
+
+    changes: dict[str, Any] = {}
+    if territory_id is not None:
+        changes["territory_id"] = territory_id
+    if purpose is not None:
+        changes["purpose"] = purpose
+    if channels:
+        changes["channels"] = channels
+    if not changes:
+        raise fail(
+            "nothing to change: give --territory-id, --purpose or --channel "
+            f"(`nextbest keys edit {name} --territory-id T002`)"
+        )
+    read_settings()  # an invalid setting stops here, before the file is changed
+    target = _keys_file(path)
+    try:
+        edited = edit_key(target, name=name, changes=changes, given_as=KEY_OPTIONS)
+    except (ApiKeyError, OSError) as exc:
+        raise fail(str(exc)) from None
+    said = []
+    for field, shown in (("territory_id", "territory"), ("purpose", "purpose")):
+        old, new = getattr(edited.before, field), getattr(edited.after, field)
+        if old != new:
+            said.append(f"{shown} {old or '(none)'} -> {new}")
+    old_channels, new_channels = edited.before.channels, edited.after.channels
+    if old_channels != new_channels:
+        said.append(
+            f"channels {', '.join(old_channels) if old_channels else '(every channel)'} -> "
+            f"{', '.join(new_channels or ())}"
+        )
+    console.print(
+        f"key '{name}' in {target}: {'; '.join(said)}; its key stays the same, running "
+        "servers apply it from their next request"
+        if said
+        else f"key '{name}' in {target} is so already: nothing changed",
+        highlight=False,
+    )
+    _note_against_served([edited.after], rep_said="this rep's requests are")
+    return edited
+
+
 # The columns `keys import` reads: those of a key entry, channels separated by ';'.
 IMPORT_COLUMNS = ("name", "role", "territory_id", "purpose", "channels")
 

@@ -1287,6 +1287,52 @@ def _add_entry(
     return AddedKey(key=key, replaced=old is not None, old_until=old_until, ended_until=ended_until)
 
 
+@dataclass(frozen=True)
+class EditedKey:
+    """What :func:`edit_key` changed: the key's principal before and after."""
+
+    before: Principal
+    after: Principal
+
+
+def edit_key(
+    path: Path,
+    *,
+    name: str,
+    changes: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    given_as: Mapping[str, str] | None = None,
+) -> EditedKey:
+    """Change the fields ``changes`` (``territory_id``, ``purpose``, ``channels``) of
+    the key called ``name`` in ``path``, its key kept: a rep moved to another
+    territory goes on with the key its CRM holds. The entry is checked as loading
+    checks one (refusals name the field by ``given_as``), and so is the file as a
+    server with ``env``'s ``NEXTBEST_API_KEYS`` reads it; an unknown name is an error.
+    Retiring keys past their time (at ``now``) are dropped from the file, as every
+    change drops them.
+    """
+    unknown = [field for field in changes if field not in ("territory_id", "purpose", "channels")]
+    if unknown or not changes:
+        raise ValueError(f"edit_key changes territory_id, purpose or channels, not {unknown}")
+    now = utc_now() if now is None else now
+    with _changing(path):
+        entries = _read_entries(path)
+        found = next((i for i, e in enumerate(entries) if e.get("name") == name), None)
+        if found is None:
+            held = [str(e.get("name")) for e in entries]
+            raise ApiKeyError(f"{path}: no key named {name!r}{near_hint(name, held)}")
+        entry = dict(entries[found])
+        (before,) = _parse([entry], str(path), numbered=False)
+        entry.update(changes)
+        (after,) = _parse([entry], str(path), numbered=False, given_as=given_as)
+        if after.principal.channels is not None:  # written as servers read them
+            entry["channels"] = list(after.principal.channels)
+        entries[found] = entry
+        _write_entries(path, _without_expired_retiring_keys(entries, now), env=env)
+    return EditedKey(before=before.principal, after=after.principal)
+
+
 def remove_key_from_file(
     path: Path, *, name: str, env: Mapping[str, str] | None = None, now: datetime | None = None
 ) -> datetime | None:
