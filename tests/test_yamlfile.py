@@ -22,6 +22,7 @@ from nextbest.yamlfile import (
     KeyLines,
     Place,
     keys_at,
+    load_yaml,
     load_yaml_with_lines,
     near_hint,
     near_word,
@@ -621,3 +622,40 @@ def test_a_word_of_a_closed_set_is_read_in_any_case() -> None:
     # Words differing only in case: which one was meant cannot be told.
     read = word_of(("Low", "low", "high"))
     assert [read(v) for v in ("LOW", "low", "Low", "HIGH")] == ["LOW", "low", "Low", "high"]
+
+
+def test_libyaml_reads_what_pyyaml_reads_and_pyyaml_says_what_is_wrong(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Files are parsed by libyaml (several times faster: a key file of thousands of
+    reps is read again by every worker after each change), to the same data and lines
+    as PyYAML's own parser; a document it refuses is said as PyYAML says it."""
+    from nextbest import yamlfile
+
+    assert yamlfile._FAST_LOADERS, "PyYAML without libyaml: the slow parser reads every file"
+    text = (
+        "keys:\n"
+        "  - {name: a, role: rep, territory_id: '010'}\n"
+        "  - name: b\n"
+        "    channels: [sms, email]\n"
+        "defaults: &d {x: 1.5}\n"
+        "merged:\n"
+        "  <<: *d\n"
+        "  y: null\n"
+    )
+    fast = load_yaml_with_lines(text)
+    assert load_yaml(text) == fast[0]
+    monkeypatch.setattr(yamlfile, "_FAST_LOADERS", ())
+    assert load_yaml_with_lines(text) == fast
+    assert fast[1].line_of(("keys", 1, "channels")) == 4
+    assert fast[0]["merged"] == {"x": 1.5, "y": None}
+    monkeypatch.undo()
+    # libyaml's own words for a tab: "found character that cannot start any token".
+    with pytest.raises(yaml.YAMLError) as tab:
+        load_yaml("a:\n\tb: 1\n")
+    assert "(YAML indents with spaces, not tabs)" in yaml_error_where(tab.value)
+    with pytest.raises(yaml.YAMLError) as twice:
+        load_yaml_with_lines("a: 1\nb: 2\na: 3\n")
+    assert "found the key 'a' a second time (first on line 1)" in yaml_error_where(
+        twice.value, show_tokens=True
+    )
