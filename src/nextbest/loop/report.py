@@ -142,7 +142,7 @@ class UpliftReport:
     holdout_served_elsewhere: int = 0
     # Outcomes from how many HCPs each arm of a row needs for a verdict (--min-per-arm).
     min_per_arm: int = 30
-    # Dimensions whose smaller (or, by week, older) groups were put together as one:
+    # Dimensions whose smaller (or, by week and version, older) groups were put together as one:
     # how many groups went into it (:func:`fold_groups`), and the --max-groups.
     folded: dict[str, int] = field(default_factory=dict)
     max_groups: int = MAX_GROUPS
